@@ -1,0 +1,41 @@
+# Two entry points: `make run` (demo gateway) and `make test` (whole suite).
+# Both install what they need and are quiet when everything is already there.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEB_PACKAGES := mosquitto socat freeradius-utils
+STAMP := $(VENV)/.installed
+
+.PHONY: run test deps debs venv bench clean
+
+run: deps
+	@$(VENV)/bin/edgegw run --config config/demo.toml
+
+test: deps
+	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+deps: debs venv
+
+# Debian packages the tests and the demo need (real brokers and serial ptys, radclient).
+debs:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root (or install:$$missing)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' >$(VENV)/install.log 2>&1 \
+	  || { cat $(VENV)/install.log; echo "pip install failed (log: $(VENV)/install.log)"; exit 1; }
+	@$(PY) -c 'import gateway, adapters' && touch $(STAMP)
+
+bench: deps
+	@$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

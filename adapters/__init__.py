@@ -1,0 +1,1 @@
+"""Southbound device adapters, one package per device family."""

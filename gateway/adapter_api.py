@@ -1,0 +1,35 @@
+"""The contract between the supervisor and a southbound adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from gateway.configbase import NamedSection
+from gateway.records import Command, CommandResult, Emit
+
+
+class AdapterConfig(NamedSection):
+    """Keys every `[[adapters]]` entry has; a family's config subclasses this."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdapterContext:
+    """What the runtime gives an adapter besides its config."""
+
+    gateway_id: str
+    data_dir: str
+
+
+class Adapter(Protocol):
+    config_model: ClassVar[type[AdapterConfig]]
+
+    def __init__(self, config: AdapterConfig, context: AdapterContext) -> None: ...
+
+    async def run(self, emit: Emit) -> None:
+        """Read the devices until cancelled; call `await emit(reading)` where an ack depends on it."""
+        ...
+
+
+class CommandHandler(Protocol):
+    async def handle(self, command: Command) -> CommandResult: ...

@@ -1,0 +1,27 @@
+"""The `[buffer]` section: durability, group commit and caps."""
+
+from __future__ import annotations
+
+import enum
+
+from gateway.configbase import Field, Section
+
+
+class Durability(enum.Enum):
+    FULL = "full"  # every group commit is fsynced: an acknowledged reading survives a power cut
+    NORMAL = "normal"  # WAL without fsync per commit: survives a process crash, not a power cut
+
+
+class AlertDropPolicy(enum.Enum):
+    NEVER = "never"  # caps drop bulk then normal; alerts are kept, the buffer refuses new data instead
+    OLDEST = "oldest"  # when nothing else is left to drop, the oldest alerts go too
+
+
+class BufferConfig(Section):
+    durability: Durability = Durability.FULL
+    commit_interval_ms: float = Field(default=5.0, ge=0, le=1000, description="longest wait to group a commit")
+    commit_max_rows: int = Field(default=5000, ge=1, le=200_000)
+    max_rows: int = Field(default=5_000_000, ge=1000)
+    max_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
+    max_age_s: int = Field(default=30 * 86_400, ge=60)
+    drop_alert: AlertDropPolicy = AlertDropPolicy.NEVER

@@ -1,0 +1,121 @@
+"""The gateway's TOML configuration, validated into typed sections with key-path errors."""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway import registry
+from gateway.adapter_api import AdapterConfig
+from gateway.buffer.config import BufferConfig
+from gateway.configbase import Field, Identifier, Section, format_validation_error
+from gateway.errors import ConfigError
+from gateway.ngsi.config import NgsiConfig
+from gateway.uplinks.api import UplinkConfig
+
+DEFAULT_PATH = Path("/etc/edgegw/gateway.toml")
+
+
+class LogFormat(enum.Enum):
+    AUTO = "auto"  # JSON lines when stderr is not a terminal, readable text when it is
+    JSON = "json"
+    TEXT = "text"
+
+
+class LogLevel(enum.Enum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class GatewaySection(Section):
+    id: Identifier = Field(description="this box's id, unique across the platform; in every message it sends")
+    data_dir: Path = Field(default=Path("/var/lib/edgegw"), description="buffer database and state")
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.AUTO
+
+
+class _Top(Section):
+    gateway: GatewaySection
+    buffer: BufferConfig = BufferConfig()
+    ngsi: NgsiConfig = NgsiConfig()
+    adapters: list[dict[str, Any]] = []
+    uplinks: list[dict[str, Any]] = []
+
+
+class GatewayConfig(Section):
+    gateway: GatewaySection
+    buffer: BufferConfig
+    ngsi: NgsiConfig
+    adapters: tuple[AdapterConfig, ...]
+    uplinks: tuple[UplinkConfig, ...]
+
+
+def _sections(
+    raw: list[dict[str, Any]], key: str, group: str, base: type[Section], errors: list[str]
+) -> list[Any]:
+    out = []
+    for i, item in enumerate(raw):
+        where = f"{key}[{i}]"
+        kind = item.get("type")
+        if not isinstance(kind, str):
+            errors.append(f"{where}.type: required key is missing; valid: {', '.join(registry.available(group))}")
+            continue
+        try:
+            cls = registry.load(group, kind)
+        except KeyError as exc:
+            errors.append(f"{where}.type: {exc.args[0]}")
+            continue
+        model = cls.config_model
+        assert issubclass(model, base)
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError as exc:
+            errors.extend(format_validation_error(exc, model, where))
+    return out
+
+
+def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
+    """Validate a parsed TOML document; raises ConfigError listing every problem found."""
+    errors: list[str] = []
+    try:
+        top = _Top.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, _Top), source) from None
+    adapters = _sections(top.adapters, "adapters", registry.ADAPTER_GROUP, AdapterConfig, errors)
+    uplinks = _sections(top.uplinks, "uplinks", registry.UPLINK_GROUP, UplinkConfig, errors)
+    seen: dict[str, str] = {}
+    for key, items in (("adapters", adapters), ("uplinks", uplinks)):
+        for i, section in enumerate(items):
+            if section.name in seen:
+                errors.append(
+                    f"{key}[{i}].name: must be unique, got {section.name!r}; {seen[section.name]} has it already"
+                )
+            seen.setdefault(section.name, f"{key}[{i}]")
+    if not top.uplinks:
+        errors.append("uplinks: at least one [[uplinks]] entry is needed, got none")
+    if errors:
+        raise ConfigError(errors, source)
+    return GatewayConfig(
+        gateway=top.gateway, buffer=top.buffer, ngsi=top.ngsi, adapters=tuple(adapters), uplinks=tuple(uplinks)
+    )
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"file not found; create it or pass --config"], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read: {exc}"], str(path)) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+    return parse_config(doc, str(path))

@@ -1,0 +1,142 @@
+"""Building blocks for typed configuration sections and their key-path error messages.
+
+Every section is a frozen pydantic model that rejects unknown keys. Validation errors are
+rendered as `<key.path>: <what is wrong>, got <value>` lines for `edgegw check-config`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from typing import Annotated, Any, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "Section",
+    "NamedSection",
+    "Field",
+    "format_validation_error",
+    "key_path",
+    "HttpUrl",
+    "Identifier",
+    "check_http_url",
+]
+
+
+class Section(BaseModel):
+    """Base of every configuration section: immutable, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def _check_name(v: str) -> str:
+    if not _NAME_RE.match(v):
+        raise ValueError("must be 1-64 characters of a-z 0-9 _ - starting with a letter or digit")
+    return v
+
+
+Identifier = Annotated[str, AfterValidator(_check_name)]
+
+
+class NamedSection(Section):
+    """An `[[adapters]]` or `[[uplinks]]` entry: a unique name (used in logs and cursors) and a type."""
+
+    name: Identifier
+    type: str
+
+
+def check_http_url(v: str) -> str:
+    if not re.match(r"^https?://[^\s/?#]+(/[^\s]*)?$", v):
+        raise ValueError("must be an http(s) URL")
+    return v.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(check_http_url)]
+
+
+def key_path(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before", "function-plain", "function-wrap"):
+            continue
+        elif isinstance(part, str) and ("[" in part or part.startswith("function-")):
+            # pydantic inserts union/tagged-union markers into loc; they are not keys
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _unwrap(tp: Any) -> Any:
+    """The model class a (possibly optional / tuple / list) annotation holds, if any."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is not type(None):
+                return _unwrap(arg)
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return _unwrap(args[0]) if args else None
+    return tp
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _unwrap(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def format_validation_error(
+    exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = ""
+) -> list[str]:
+    """One `<key.path>: <message>, got <value>` line per problem pydantic found."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        path = key_path(loc, prefix) or "(top level)"
+        kind = err["type"]
+        msg = str(err["msg"])
+        if kind == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            valid = ", ".join(sorted(parent.model_fields)) if parent else ""
+            lines.append(f"{path}: unknown key" + (f"; valid keys here: {valid}" if valid else ""))
+            continue
+        if kind == "missing":
+            lines.append(f"{path}: required key is missing")
+            continue
+        for head in ("Value error, ", "Assertion failed, "):
+            if msg.startswith(head):
+                msg = msg[len(head):]
+        msg = msg[:1].lower() + msg[1:]
+        if "input" in err and ", got " not in msg:
+            msg += f", got {_show(err['input'])}"
+        lines.append(f"{path}: {msg}")
+    return lines

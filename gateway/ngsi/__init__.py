@@ -1,0 +1,1 @@
+"""Conversion of Readings into NGSI v2, NGSI-LD and FIWARE IoT Agent payloads."""

@@ -1,0 +1,1 @@
+"""Northbound uplinks: deliver batches of Readings to Orion, NGSI-LD brokers and MQTT brokers."""
