@@ -9,8 +9,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test deps debs venv bench clean
 
+# The demo: a loopback-only mosquitto on port 18830 (stopped again on exit) and the gateway with
+# simulated devices. Watch the data with: mosquitto_sub -p 18830 -t '#' -v
 run: deps
-	@$(VENV)/bin/edgegw run --config config/demo.toml
+	@mkdir -p var/demo; \
+	mosquitto -c config/demo-mosquitto.conf >var/demo/mosquitto.log 2>&1 & broker=$$!; \
+	trap 'kill $$broker 2>/dev/null' EXIT; \
+	$(VENV)/bin/edgegw run --config config/demo.toml
 
 test: deps
 	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -57,10 +57,10 @@ class GatewayConfig(Section):
 
 
 def _sections(
-    raw: list[dict[str, Any]], key: str, group: str, base: type[Section], errors: list[str]
-) -> list[Any]:
+    raw: list[tuple[int, dict[str, Any]]], key: str, group: str, base: type[Section], errors: list[str]
+) -> list[tuple[int, Any]]:
     out = []
-    for i, item in enumerate(raw):
+    for i, item in raw:
         where = f"{key}[{i}]"
         kind = item.get("type")
         if not isinstance(kind, str):
@@ -74,7 +74,7 @@ def _sections(
         model = cls.config_model
         assert issubclass(model, base)
         try:
-            out.append(model.model_validate(item))
+            out.append((i, model.model_validate(item)))
         except ValidationError as exc:
             errors.extend(format_validation_error(exc, model, where))
     return out
@@ -83,27 +83,40 @@ def _sections(
 def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
     """Validate a parsed TOML document; raises ConfigError listing every problem found."""
     errors: list[str] = []
+    top: _Top | None = None
     try:
         top = _Top.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, _Top), source) from None
-    adapters = _sections(top.adapters, "adapters", registry.ADAPTER_GROUP, AdapterConfig, errors)
-    uplinks = _sections(top.uplinks, "uplinks", registry.UPLINK_GROUP, UplinkConfig, errors)
+        errors.extend(format_validation_error(exc, _Top))
+    # check the adapters and uplinks even when the top level has errors, so one run shows everything
+    raw_adapters = doc.get("adapters", [])
+    raw_uplinks = doc.get("uplinks", [])
+    adapters = _sections(_tables(raw_adapters), "adapters", registry.ADAPTER_GROUP, AdapterConfig, errors)
+    uplinks = _sections(_tables(raw_uplinks), "uplinks", registry.UPLINK_GROUP, UplinkConfig, errors)
     seen: dict[str, str] = {}
     for key, items in (("adapters", adapters), ("uplinks", uplinks)):
-        for i, section in enumerate(items):
+        for i, section in items:
             if section.name in seen:
                 errors.append(
                     f"{key}[{i}].name: must be unique, got {section.name!r}; {seen[section.name]} has it already"
                 )
             seen.setdefault(section.name, f"{key}[{i}]")
-    if not top.uplinks:
+    if not raw_uplinks:
         errors.append("uplinks: at least one [[uplinks]] entry is needed, got none")
-    if errors:
+    if errors or top is None:
         raise ConfigError(errors, source)
     return GatewayConfig(
-        gateway=top.gateway, buffer=top.buffer, ngsi=top.ngsi, adapters=tuple(adapters), uplinks=tuple(uplinks)
+        gateway=top.gateway,
+        buffer=top.buffer,
+        ngsi=top.ngsi,
+        adapters=tuple(s for _, s in adapters),
+        uplinks=tuple(s for _, s in uplinks),
     )
+
+
+def _tables(raw: Any) -> list[tuple[int, dict[str, Any]]]:
+    # entries that are not tables were already reported by the top-level validation
+    return [(i, item) for i, item in enumerate(raw) if isinstance(item, dict)] if isinstance(raw, list) else []
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -1,0 +1,1 @@
+"""Simulated devices for the demo, the tests and the benchmarks."""

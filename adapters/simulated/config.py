@@ -1,0 +1,50 @@
+"""The `simulated` adapter's section: what kind of device, how many entities, how fast."""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from pydantic import model_validator
+
+from gateway.adapter_api import AdapterConfig
+from gateway.configbase import Field
+
+
+class SimKind(enum.Enum):
+    RIVER_LEVEL = "river-level"  # water level: a slow wave plus noise (WaterObserved)
+    WEATHER = "weather"  # temperature and relative humidity (WeatherObserved)
+    EVENTS = "events"  # bursts of one-off event entities (e.g. scans), each its own entity
+
+
+DEFAULT_TYPES = {SimKind.RIVER_LEVEL: "WaterObserved", SimKind.WEATHER: "WeatherObserved", SimKind.EVENTS: "SimulatedEvent"}
+
+
+class SimulatedConfig(AdapterConfig):
+    type: Literal["simulated"]
+    kind: SimKind = SimKind.RIVER_LEVEL
+    entities: int = Field(default=1, ge=1, le=100_000)
+    rate: float = Field(default=1.0, gt=0, le=1_000_000, description="readings per second, all entities together")
+    entity_type: str = ""
+    id_prefix: str = Field(default="", description="entity ids are <id_prefix><n>; default urn:ngsi-ld:<type>:<name>-")
+    lane: Literal["alert", "normal", "bulk"] = "normal"
+    burst_size: int = Field(default=0, ge=0, le=100_000, description="events: extra readings emitted at once every burst_every_s")
+    burst_every_s: float = Field(default=10.0, gt=0)
+    limit: int = Field(default=0, ge=0, description="stop after this many readings (0: run forever)")
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _identifiers(self) -> "SimulatedConfig":
+        from gateway.ngsi.identifiers import check_entity_type, check_id_template
+
+        check_entity_type(self.resolved_type)
+        check_id_template(self.resolved_prefix + "0")
+        return self
+
+    @property
+    def resolved_type(self) -> str:
+        return self.entity_type or DEFAULT_TYPES[self.kind]
+
+    @property
+    def resolved_prefix(self) -> str:
+        return self.id_prefix or f"urn:ngsi-ld:{self.resolved_type}:{self.name}-"

@@ -1,0 +1,182 @@
+"""Wires config → adapters → buffer → delivery loops, and runs them until SIGTERM; SIGHUP reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway import __version__, logs, registry, systemd
+from gateway.adapter_api import AdapterContext
+from gateway.buffer.outbox import Outbox
+from gateway.config import GatewayConfig, load_config
+from gateway.delivery import DeliveryLoop
+from gateway.errors import ConfigError, ReadingError
+from gateway.ngsi.check import check_reading
+from gateway.records import Reading
+from gateway.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+BUFFER_FILE = "buffer.db"
+STATUS_FILE = "status.json"
+STOP_DEADLINE_S = 4.0  # SIGTERM must end within 5 s (systemd's and the issue's bound)
+
+
+class Gateway:
+    """One generation of the running gateway; a reload stops it and starts a new one on the same buffer."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.context = AdapterContext(gateway_id=config.gateway.id, data_dir=str(config.gateway.data_dir))
+        self.outbox: Outbox | None = None
+        self.supervisor: Supervisor | None = None
+        self.loops: list[DeliveryLoop] = []
+        self._loop_tasks: list[asyncio.Task[None]] = []
+        self.invalid_readings = 0
+        self._invalid_seen: set[tuple[str, str]] = set()
+        self._done: asyncio.Future[None] | None = None
+        self.started_at = time.time()
+
+    def _emit(self, reading: Reading) -> asyncio.Future[None]:
+        assert self.outbox is not None
+        try:
+            check_reading(reading, encoding=self.config.ngsi.value_encoding)
+        except ReadingError as exc:
+            # a device sent something no broker would accept: count it, say so once per
+            # adapter and entity, and keep going without storing it
+            self.invalid_readings += 1
+            key = (reading.source.adapter, reading.entity_id)
+            if key not in self._invalid_seen and len(self._invalid_seen) < 10_000:
+                self._invalid_seen.add(key)
+                log.warning("reading dropped: %s", exc, extra={"component": reading.source.adapter})
+            else:
+                log.debug("reading dropped: %s", exc, extra={"component": reading.source.adapter})
+            if self._done is None:
+                self._done = asyncio.get_running_loop().create_future()
+                self._done.set_result(None)
+            return self._done
+        return self.outbox.append(reading)  # type: ignore[return-value]
+
+    async def start(self) -> None:
+        cfg = self.config
+        data_dir = Path(cfg.gateway.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = await Outbox.open(data_dir / BUFFER_FILE, cfg.buffer, [u.name for u in cfg.uplinks])
+        for ucfg in cfg.uplinks:
+            uplink = registry.load(registry.UPLINK_GROUP, ucfg.type)(ucfg, self.context)
+            loop = DeliveryLoop(uplink, ucfg, self.outbox)
+            self.loops.append(loop)
+            self._loop_tasks.append(asyncio.create_task(loop.run(), name=f"uplink:{ucfg.name}"))
+        self.supervisor = Supervisor(self._emit)
+        self.supervisor.start(
+            [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
+        )
+        log.info("gateway %s started: %d adapters, %d uplinks, buffer %s (%s durability)",
+                 cfg.gateway.id, len(cfg.adapters), len(cfg.uplinks), data_dir / BUFFER_FILE,
+                 cfg.buffer.durability.value)
+
+    async def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
+        t_end = time.monotonic() + deadline_s
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        # let each uplink finish the batch it is sending, then stop reading
+        for loop in self.loops:
+            loop.stop_soon()
+        if self._loop_tasks:
+            _, pending = await asyncio.wait(self._loop_tasks, timeout=max(0.1, (t_end - time.monotonic()) * 0.5))
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._loop_tasks, return_exceptions=True)
+        if self.outbox is not None:
+            await self.outbox.close()  # commits what adapters emitted before they stopped
+        for loop in self.loops:
+            try:
+                await asyncio.wait_for(loop.uplink.close(), timeout=max(0.1, t_end - time.monotonic()))
+            except Exception as exc:  # closing is best effort; the data is safe in the buffer
+                log.warning("uplink did not close cleanly: %s", exc, extra={"component": loop.config.name})
+
+    async def status(self) -> dict[str, Any]:
+        buffer = asdict(await self.outbox.stats()) if self.outbox is not None else {}
+        return {
+            "gateway": self.config.gateway.id,
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "written_at": time.time(),
+            "invalid_readings": self.invalid_readings,
+            "adapters": [asdict(s) for s in (self.supervisor.status() if self.supervisor else [])],
+            "uplinks": [asdict(loop.status()) for loop in self.loops],
+            "buffer": buffer,
+        }
+
+
+async def _write_status(gw: Gateway) -> None:
+    path = Path(gw.config.gateway.data_dir) / STATUS_FILE
+    doc = await gw.status()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2))
+    os.replace(tmp, path)
+
+
+async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
+    config = load_config(config_path)
+    logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reload = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    notifier = systemd.Notifier.from_environment()
+    gw = Gateway(config)
+    await gw.start()
+    notifier.ready(f"gateway {config.gateway.id} running")
+    try:
+        while not stop.is_set():
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
+            await asyncio.wait(waiters, timeout=min(status_interval_s, notifier.watchdog_interval_s),
+                               return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            notifier.watchdog()
+            try:
+                await _write_status(gw)
+            except OSError as exc:
+                log.debug("status file not written: %s", exc)
+            if reload.is_set() and not stop.is_set():
+                reload.clear()
+                notifier.reloading()
+                try:
+                    new = load_config(config_path)
+                except ConfigError as exc:
+                    log.error("reload refused, keeping the running configuration: %s", exc)
+                    notifier.ready("reload refused")
+                    continue
+                log.info("reloading configuration from %s", config_path)
+                await gw.stop()
+                logs.setup(new.gateway.log_level.value, new.gateway.log_format.value)
+                gw = Gateway(new)
+                await gw.start()
+                notifier.ready("reloaded")
+    finally:
+        notifier.stopping()
+        log.info("stopping: flushing the buffer and closing uplinks")
+        await gw.stop()
+        try:
+            await _write_status(gw)
+        except Exception:  # the status file is informative; a failure must not mask the exit
+            pass
+        log.info("stopped")
+    return 0
+
+
+def run(config_path: Path) -> int:
+    return asyncio.run(serve(config_path))

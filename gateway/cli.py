@@ -1,0 +1,176 @@
+"""The `edgegw` command: run, check-config, buffer …, secret …, status, version."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import DEFAULT_PATH, load_config
+from gateway.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _default_config() -> Path:
+    return Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH)))
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, default=None,
+                   help=f"gateway configuration (default: $EDGEGW_CONFIG or {DEFAULT_PATH})")
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    print(f"{exc.source or 'configuration'}: {len(exc.errors)} error(s)", file=sys.stderr)
+    for line in exc.errors:
+        print(f"  {line}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    return load_config(args.config or _default_config())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = args.file or args.config or _default_config()
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG
+    print(f"{path}: OK — gateway {cfg.gateway.id}, {len(cfg.adapters)} adapter(s), {len(cfg.uplinks)} uplink(s)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway import app
+
+    path = args.config or _default_config()
+    try:
+        return app.run(path)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"edgegw {__version__} (Python {sys.version.split()[0]})")
+    return EXIT_OK
+
+
+def cmd_buffer(args: argparse.Namespace) -> int:
+    from gateway.app import BUFFER_FILE
+    from gateway.buffer import cli as buffer_cli
+
+    try:
+        cfg = _load(args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG
+    return buffer_cli.run(args, Path(cfg.gateway.data_dir) / BUFFER_FILE)
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    from gateway.secrets import SecretStore
+
+    try:
+        cfg = _load(args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG
+    store = SecretStore(Path(cfg.gateway.data_dir))
+    if args.secret_command == "set":
+        value = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass(f"value for {args.name}: ")
+        if not value:
+            print(f"secret {args.name}: empty value refused", file=sys.stderr)
+            return EXIT_FAILURE
+        store.set(args.name, value)
+        print(f"secret {args.name} stored (reference it as \"secret:{args.name}\")")
+        return EXIT_OK
+    for name in store.names():
+        print(name)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.app import STATUS_FILE
+
+    try:
+        cfg = _load(args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG
+    path = Path(cfg.gateway.data_dir) / STATUS_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"{path}: no status yet; is the gateway running?", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    age = time.time() - doc.get("written_at", 0)
+    print(f"gateway {doc['gateway']} (edgegw {doc['version']}, pid {doc['pid']}), status {age:.0f} s old")
+    print("adapters:")
+    for a in doc["adapters"]:
+        err = f"  last error: {a['last_error']}" if a["last_error"] else ""
+        print(f"  {a['name']:<20} {a['type']:<10} {a['state']:<12} emitted {a['emitted']:>10}  restarts {a['restarts']}{err}")
+    print("uplinks:")
+    for u in doc["uplinks"]:
+        err = f"  last error: {u['last_error']}" if u["last_error"] else ""
+        print(f"  {u['name']:<20} {u['type']:<10} {u['state']:<12} delivered {u['delivered']:>10}  rejected {u['rejected']}{err}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgegw", description="edge gateway for FIWARE data linkage platforms")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the gateway")
+    _add_config(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a configuration file; exit 2 with every error")
+    p.add_argument("file", nargs="?", type=Path)
+    _add_config(p)
+    p.set_defaults(func=cmd_check_config)
+
+    from gateway.buffer import cli as buffer_cli
+
+    p = buffer_cli.add_parser(sub)
+    _add_config(p)
+    p.set_defaults(func=cmd_buffer)
+
+    p = sub.add_parser("secret", help="manage the encrypted secret store")
+    _add_config(p)
+    ssub = p.add_subparsers(dest="secret_command", required=True)
+    s = ssub.add_parser("set", help="store a secret (read from the terminal, or --stdin)")
+    s.add_argument("name")
+    s.add_argument("--stdin", action="store_true", help="read the value from standard input")
+    ssub.add_parser("list", help="names of the stored secrets")
+    p.set_defaults(func=cmd_secret)
+
+    p = sub.add_parser("status", help="what the running gateway last reported")
+    _add_config(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""Secrets referenced from the config and kept encrypted at rest (Fernet, key file readable by root only).
+
+A config value of type `SecretRef` is never the secret itself but `secret:<name>` (the encrypted
+store under the data directory) or `env:<VAR>` (for systemd credentials / containers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+from cryptography.fernet import Fernet, InvalidToken
+from pydantic import AfterValidator
+
+from gateway.errors import ConfigError
+
+_REF = re.compile(r"^(secret|env):([A-Za-z_][A-Za-z0-9_.-]{0,127})$")
+STORE_FILE = "secrets.enc"
+KEY_FILE = "secrets.key"
+
+
+def _check_ref(v: str) -> str:
+    if not _REF.match(v):
+        raise ValueError(
+            "must reference a secret as \"secret:<name>\" (stored with `edgegw secret set <name>`) "
+            "or \"env:<VARIABLE>\", never the secret in clear"
+        )
+    return v
+
+
+SecretRef = Annotated[str, AfterValidator(_check_ref)]
+
+
+class SecretStore:
+    """A JSON map name → value, encrypted with a key file of mode 0600 next to it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.store_path = self.directory / STORE_FILE
+        self.key_path = self.directory / KEY_FILE
+
+    def _fernet(self, create: bool) -> Fernet:
+        if not self.key_path.exists():
+            if not create:
+                raise ConfigError([f"no secret store key at {self.key_path}; run `edgegw secret set <name>` first"])
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(Fernet.generate_key())
+        return Fernet(self.key_path.read_bytes().strip())
+
+    def _load(self, fernet: Fernet) -> dict[str, str]:
+        if not self.store_path.exists():
+            return {}
+        try:
+            data: dict[str, str] = json.loads(fernet.decrypt(self.store_path.read_bytes()))
+        except InvalidToken:
+            raise ConfigError(
+                [f"{self.store_path}: cannot be decrypted with {self.key_path}; the key file does not belong to it"]
+            ) from None
+        return data
+
+    def get(self, name: str) -> str:
+        data = self._load(self._fernet(create=False))
+        if name not in data:
+            raise ConfigError([f"secret:{name}: not in the secret store; set it with `edgegw secret set {name}`"])
+        return data[name]
+
+    def set(self, name: str, value: str) -> None:
+        _check_ref(f"secret:{name}")
+        fernet = self._fernet(create=True)
+        data = self._load(fernet)
+        data[name] = value
+        tmp = self.store_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(fernet.encrypt(json.dumps(data).encode()))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.store_path)
+
+    def names(self) -> list[str]:
+        if not self.key_path.exists():
+            return []
+        return sorted(self._load(self._fernet(create=False)))
+
+
+def resolve(ref: str, data_dir: Path | str) -> str:
+    """The clear value of a `SecretRef`, for the moment it is used (never logged, never stored)."""
+    m = _REF.match(ref)
+    if m is None:
+        raise ConfigError([f"secret reference {ref!r} is not of the form secret:<name> or env:<VARIABLE>"])
+    kind, name = m.groups()
+    if kind == "env":
+        value = os.environ.get(name)
+        if value is None:
+            raise ConfigError([f"env:{name}: the environment variable is not set"])
+        return value
+    return SecretStore(Path(data_dir)).get(name)

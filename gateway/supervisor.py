@@ -1,0 +1,126 @@
+"""Runs each adapter as its own task, restarts it with backoff when it fails, and reports its state."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.adapter_api import Adapter, AdapterConfig
+from gateway.backoff import Backoff
+from gateway.logs import component_logger
+from gateway.records import Emit, Reading
+
+log = logging.getLogger(__name__)
+
+
+class AdapterState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKING_OFF = "backing-off"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdapterStatus:
+    name: str
+    type: str
+    state: AdapterState
+    last_error: str
+    restarts: int
+    emitted: int
+    since: float  # wall-clock time of the last state change
+
+
+class _Supervised:
+    def __init__(self, config: AdapterConfig, adapter: Adapter, emit: Emit, backoff: Backoff,
+                 stable_after_s: float) -> None:
+        self.config = config
+        self.adapter = adapter
+        self.backoff = backoff
+        self.stable_after_s = stable_after_s
+        self.state = AdapterState.STARTING
+        self.last_error = ""
+        self.restarts = 0
+        self.emitted = 0
+        self.since = time.time()
+        self.task: asyncio.Task[None] | None = None
+        self.log = component_logger(__name__, config.name)
+        self._emit = emit
+
+    def emit(self, reading: Reading) -> Awaitable[None]:
+        self.emitted += 1
+        return self._emit(reading)
+
+    def _set(self, state: AdapterState) -> None:
+        self.state = state
+        self.since = time.time()
+
+    async def run(self) -> None:
+        while True:
+            started = time.monotonic()
+            self._set(AdapterState.RUNNING)
+            try:
+                await self.adapter.run(self.emit)
+                # an adapter that returns on its own has nothing more to read (a finite simulation)
+                self._set(AdapterState.STOPPED)
+                self.log.info("adapter finished")
+                return
+            except asyncio.CancelledError:
+                self._set(AdapterState.STOPPED)
+                raise
+            except Exception as exc:  # one adapter's failure must never stop the others
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if time.monotonic() - started > self.stable_after_s:
+                    self.backoff.reset()
+                delay = self.backoff.next()
+                self.restarts += 1
+                self._set(AdapterState.BACKING_OFF)
+                self.log.warning("adapter failed: %s; restarting in %.1f s", self.last_error, delay,
+                                 exc_info=log.isEnabledFor(logging.DEBUG))
+                await asyncio.sleep(delay)
+
+    def status(self) -> AdapterStatus:
+        return AdapterStatus(name=self.config.name, type=self.config.type, state=self.state,
+                             last_error=self.last_error, restarts=self.restarts, emitted=self.emitted,
+                             since=self.since)
+
+
+class Supervisor:
+    def __init__(self, emit: Emit, *, backoff_initial_s: float = 1.0, backoff_max_s: float = 60.0,
+                 stable_after_s: float = 60.0) -> None:
+        self._emit = emit
+        self._backoff = (backoff_initial_s, backoff_max_s)
+        self._stable_after_s = stable_after_s
+        self._items: list[_Supervised] = []
+
+    def start(self, adapters: Sequence[tuple[AdapterConfig, Adapter]]) -> None:
+        for config, adapter in adapters:
+            item = _Supervised(config, adapter, self._emit, Backoff(*self._backoff), self._stable_after_s)
+            item.task = asyncio.create_task(item.run(), name=f"adapter:{config.name}")
+            self._items.append(item)
+
+    async def stop(self) -> None:
+        tasks = [i.task for i in self._items if i.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for item in self._items:
+            item.state = AdapterState.STOPPED
+
+    def status(self) -> list[AdapterStatus]:
+        return [i.status() for i in self._items]
+
+    def adapter(self, name: str) -> Adapter | None:
+        for item in self._items:
+            if item.config.name == name:
+                return item.adapter
+        return None
+
+
+def build_adapters(configs: Sequence[AdapterConfig], factory: Callable[[AdapterConfig], Adapter]
+                   ) -> list[tuple[AdapterConfig, Adapter]]:
+    return [(c, factory(c)) for c in configs]

@@ -1,0 +1,79 @@
+"""The supervisor restarts a failing adapter with backoff and keeps the others running."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.records import Attribute, Emit, Reading, Source
+from gateway.supervisor import AdapterState, Supervisor
+
+CTX = AdapterContext(gateway_id="gw", data_dir="/nonexistent")
+
+
+class _Config(AdapterConfig):
+    fail_times: int = 0
+    readings: int = 0
+
+
+class FlakyAdapter:
+    """Fails `fail_times` times at start, then emits `readings` readings and waits forever."""
+
+    config_model: ClassVar[type[AdapterConfig]] = _Config
+    starts: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, config: _Config, context: AdapterContext) -> None:
+        self.config = config
+
+    async def run(self, emit: Emit) -> None:
+        n = self.starts[self.config.name] = self.starts.get(self.config.name, 0) + 1
+        if n <= self.config.fail_times:
+            raise ConnectionError(f"port /dev/ttyUSB0 busy (attempt {n})")
+        for i in range(self.config.readings):
+            await emit(Reading(entity_id=f"{self.config.name}-e", entity_type="T",
+                               attributes={"n": Attribute(value=i)}, observed_at=datetime.now(timezone.utc),
+                               source=Source(adapter=self.config.name)))
+        await asyncio.Event().wait()
+
+
+async def _wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def test_failing_adapter_is_restarted_with_backoff_and_others_keep_running() -> None:
+    got: list[Reading] = []
+
+    def emit(r: Reading) -> asyncio.Future[None]:
+        got.append(r)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    sup = Supervisor(emit, backoff_initial_s=0.01, backoff_max_s=0.05)
+    flaky = _Config(name="flaky", type="test", fail_times=3, readings=2)
+    steady = _Config(name="steady", type="test", readings=5)
+    sup.start([(flaky, FlakyAdapter(flaky, CTX)), (steady, FlakyAdapter(steady, CTX))])
+    await _wait_for(lambda: len(got) == 7)
+    by_name = {s.name: s for s in sup.status()}
+    assert by_name["flaky"].restarts == 3
+    assert by_name["flaky"].last_error == "ConnectionError: port /dev/ttyUSB0 busy (attempt 3)"
+    assert by_name["flaky"].state is AdapterState.RUNNING
+    assert by_name["flaky"].emitted == 2
+    assert by_name["steady"].restarts == 0 and by_name["steady"].emitted == 5
+    await sup.stop()
+    assert {s.state for s in sup.status()} == {AdapterState.STOPPED}
+
+
+async def test_adapter_waits_out_its_backoff_before_the_next_start() -> None:
+    sup = Supervisor(lambda r: asyncio.sleep(0), backoff_initial_s=10.0, backoff_max_s=10.0)
+    cfg = _Config(name="slow-retry", type="test", fail_times=100)
+    sup.start([(cfg, FlakyAdapter(cfg, CTX))])
+    await _wait_for(lambda: sup.status()[0].state is AdapterState.BACKING_OFF)
+    await asyncio.sleep(0.2)
+    assert FlakyAdapter.starts["slow-retry"] == 1  # a 1..10 s backoff: no second start yet
+    await sup.stop()
