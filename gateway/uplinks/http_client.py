@@ -1,0 +1,143 @@
+"""The HTTP(S) transport of the HTTP uplinks: TLS/mTLS settings, extra headers, one aiohttp session, errors translated.
+
+Every foreign exception (aiohttp, ssl, OS, timeouts) leaving `post` becomes an `UplinkTransient`,
+so the uplinks see either an HTTP status or a transient failure, never a library error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import aiohttp
+from pydantic import AfterValidator, model_validator
+
+from gateway import secrets
+from gateway.configbase import Section
+from gateway.errors import ConfigError, UplinkTransient
+
+# Headers the uplinks set themselves; a `headers` table may not override them.
+RESERVED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "fiware-service",
+        "fiware-servicepath",
+        "fiware-correlator",
+        "ngsild-tenant",
+        "link",
+    }
+)
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+_SECRET_VALUE = re.compile(r"^(secret|env):")
+
+
+def _check_headers(v: dict[str, str]) -> dict[str, str]:
+    for name, value in v.items():
+        if not _TOKEN.match(name):
+            raise ValueError(f"header name must be an HTTP token (letters, digits, - _ .), got {name!r}")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"must not set a header the uplink sets itself, got {name!r}")
+        if "\r" in value or "\n" in value or len(value) > 8192:
+            raise ValueError(f"header values must be one line of at most 8192 characters, got another value for {name!r}")
+    return v
+
+
+# Values of the form `secret:<name>` / `env:<VAR>` are resolved at start (API keys stay out of the config).
+Headers = Annotated[dict[str, str], AfterValidator(_check_headers)]
+
+
+class TlsConfig(Section):
+    """`tls` sub-table: trust a private CA, present a client certificate (mTLS)."""
+
+    ca_file: Path | None = None  # PEM; trusted in addition to the system CAs
+    cert_file: Path | None = None  # PEM client certificate (may also hold the key)
+    key_file: Path | None = None  # PEM private key of cert_file, unencrypted
+    verify: bool = True  # false only for a lab broker; a warning is logged at start
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file, got only key_file; set cert_file to the client certificate")
+        return self
+
+
+def ssl_context(tls: TlsConfig, where: str) -> ssl.SSLContext:
+    """The client TLS context; unreadable files are configuration errors naming the key."""
+    ctx = ssl.create_default_context()
+    if tls.ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(tls.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError([f"{where}.tls.ca_file: cannot load a PEM CA certificate, got {str(tls.ca_file)!r} ({exc})"]) from None
+    if tls.cert_file is not None:
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                [
+                    f"{where}.tls.cert_file: cannot load the client certificate and key, got {str(tls.cert_file)!r} ({exc}); "
+                    "both must be PEM and the key unencrypted"
+                ]
+            ) from None
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def resolve_headers(headers: Mapping[str, str], data_dir: str | Path) -> dict[str, str]:
+    """Extra headers with `secret:`/`env:` references replaced by their clear values."""
+    return {k: secrets.resolve(v, data_dir) if _SECRET_VALUE.match(v) else v for k, v in headers.items()}
+
+
+def make_session(*, tls: TlsConfig, timeout_s: float, where: str) -> aiohttp.ClientSession:
+    """One pooled session per uplink; call from inside the running loop (start())."""
+    connector = aiohttp.TCPConnector(ssl=ssl_context(tls, where), limit=4, enable_cleanup_closed=True)
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
+    # No cookies: a platform's load balancer cookies must not pin or leak state between uplinks.
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    content_type: str
+
+
+def _describe(exc: BaseException, url: str) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "no answer within the timeout"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate not trusted ({exc.certificate_error}); set tls.ca_file to the platform's CA"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake failed ({exc}); check tls.cert_file/key_file if the server wants a client certificate"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection (a TLS server that wants a client certificate does this too)"
+    text = str(exc) or type(exc).__name__
+    if url.startswith("https:") and isinstance(exc, (aiohttp.ClientOSError, ConnectionResetError)):
+        # TLS 1.3 servers check the client certificate after the handshake and just drop the connection
+        text += "; if the server wants a client certificate, set tls.cert_file and tls.key_file"
+    return text
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, *, body: bytes, headers: Mapping[str, str], where: str
+) -> HttpResponse:
+    """POST and read the answer; transport failures raise UplinkTransient with a technician's message."""
+    try:
+        async with session.post(url, data=body, headers=dict(headers)) as resp:
+            data = await resp.read()
+            return HttpResponse(status=resp.status, body=data, content_type=resp.content_type)
+    except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, OSError, ssl.SSLError) as exc:
+        raise UplinkTransient(f"{where}: cannot reach {url}, got {_describe(exc, url)}", url=url) from exc

@@ -1,0 +1,460 @@
+"""A strict HTTP double of Orion (NGSI v2 batch update) and an NGSI-LD broker (batch upsert), with faults.
+
+Requests are validated by `tests.support.orion_rules` (Orion's status codes and error bodies); what
+passes is applied to an in-memory entity store (latest state) and every request is logged with its
+headers and body. Faults are scripted per test: answer a status for N requests or until a time, hang,
+require an X-Auth-Token, or require a bearer token from the double's own OAuth2 token endpoint
+(`POST /oauth2/token`, client credentials). An HTTPS variant serves a certificate of a test CA
+generated into a temporary directory and can require a client certificate (mTLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import ipaddress
+import secrets
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote_plus
+
+import orjson
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from multidict import CIMultiDict
+
+from tests.support import orion_rules
+
+V2_UPDATE = "/v2/op/update"
+LD_UPSERT = "/ngsi-ld/v1/entityOperations/upsert"
+TOKEN_PATH = "/oauth2/token"
+MAX_BODY = 1_048_576  # Orion's default -inReqPayloadMaxSize
+
+
+class ManualClock:
+    """Time that only moves when a test says so; shared by the uplink and the double."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggedRequest:
+    method: str
+    path: str
+    query: str
+    headers: CIMultiDict[str]
+    body: bytes
+    status: int
+    response: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Fault:
+    status: int
+    remaining: int | None  # requests still to answer this way; None = until `until`
+    skip: int  # requests to let through before the fault starts
+    until: float | None
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsMaterial:
+    """PEM files of a throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    client_bundle: Path  # client certificate and key in one PEM file
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+def make_tls_material(directory: Path) -> TlsMaterial:
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    start, end = now - dt.timedelta(days=1), now + dt.timedelta(days=30)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgegw test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(cn: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName] | None) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(ca_key, hashes.SHA256()), key
+
+    server, server_key = leaf(
+        "127.0.0.1",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+    )
+    client, client_key = leaf("gateway-test-001", ExtendedKeyUsageOID.CLIENT_AUTH, None)
+    pem = serialization.Encoding.PEM
+    m = TlsMaterial(
+        ca_file=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+        client_bundle=directory / "client-bundle.pem",
+    )
+    m.ca_file.write_bytes(ca.public_bytes(pem))
+    m.server_cert.write_bytes(server.public_bytes(pem))
+    _write_key(m.server_key, server_key)
+    m.client_cert.write_bytes(client.public_bytes(pem))
+    _write_key(m.client_key, client_key)
+    m.client_bundle.write_bytes(m.client_cert.read_bytes() + m.client_key.read_bytes())
+    return m
+
+
+def _json(status: int, doc: Any, headers: dict[str, str] | None = None, content_type: str = "application/json") -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(doc), content_type=content_type, headers=headers)
+
+
+@dataclass(slots=True)
+class _OAuth:
+    client_id: str
+    client_secret: str
+    expires_in: float
+    tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (clock time)
+
+
+class OrionDouble:
+    """The double's server, state and fault script. Use `async with OrionDouble() as orion:`."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        tls: TlsMaterial | None = None,
+        require_client_cert: bool = False,
+        validate: bool = True,
+        max_body: int = MAX_BODY,
+        keep_log: bool = True,
+    ) -> None:
+        self.clock = clock
+        self.tls = tls
+        self.require_client_cert = require_client_cert
+        self.validate = validate
+        self.max_body = max_body
+        self.keep_log = keep_log
+        self.requests: list[LoggedRequest] = []
+        # (Fiware-Service, Fiware-ServicePath, entity id) -> latest entity, v2 normalized form
+        self.entities: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # (NGSILD-Tenant, entity id) -> latest entity, LD form
+        self.ld_entities: dict[tuple[str, str], dict[str, Any]] = {}
+        self.written: list[dict[str, Any]] = []  # every entity applied, in arrival order (v2 and LD)
+        self.token_fetches = 0
+        self.update_count = 0
+        self.url = ""
+        self._faults: list[_Fault] = []
+        self._hang_remaining = 0
+        self._hang_until: float | None = None
+        self._x_auth_token: str | None = None
+        self._oauth: _OAuth | None = None
+        self._ld_entity_faults: dict[str, tuple[int, str]] = {}
+        self._refused_entities: dict[str, str] = {}
+        self._release = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    # ---- fault script -------------------------------------------------------------------------
+
+    def fail(
+        self, status: int = 503, *, count: int = 1, until: float | None = None, after: int = 0, body: Any = None
+    ) -> None:
+        """Answer `status` to `count` NGSI requests (or to all until clock time `until`), after letting `after` through."""
+        doc = body if body is not None else {"error": "ServiceUnavailable", "description": "scripted fault"}
+        self._faults.append(
+            _Fault(
+                status=status, remaining=None if until is not None else count, until=until, skip=after, body=orjson.dumps(doc)
+            )
+        )
+
+    def refuse_entity(self, entity_id: str, description: str = "Invalid characters in attribute value") -> None:
+        """Refuse (400 BadRequest, whole request) any v2 update holding `entity_id`, as a stricter platform would."""
+        self._refused_entities[entity_id] = description
+
+    def hang(self, count: int = 1, *, until: float | None = None) -> None:
+        """Never answer the next `count` NGSI requests (or all until clock time `until`)."""
+        self._hang_remaining = 0 if until is not None else count
+        self._hang_until = until
+
+    def require_x_auth_token(self, token: str) -> None:
+        self._x_auth_token = token
+
+    def require_oauth(self, client_id: str, client_secret: str, *, expires_in: float = 60.0) -> None:
+        self._oauth = _OAuth(client_id, client_secret, expires_in)
+
+    def revoke_tokens(self) -> None:
+        """Forget every issued token, as an authorization server restart or key rotation does."""
+        if self._oauth is not None:
+            self._oauth.tokens.clear()
+
+    def fail_ld_entity(self, entity_id: str, status: int, title: str) -> None:
+        """Report `entity_id` as failed (with this status) in an upsert's 207 instead of writing it."""
+        self._ld_entity_faults[entity_id] = (status, title)
+
+    def requests_to(self, path: str) -> list[LoggedRequest]:
+        return [r for r in self.requests if r.path == path]
+
+    @property
+    def arrivals(self) -> list[str]:
+        return [e["id"] for e in self.written]
+
+    # ---- server -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post(V2_UPDATE, self._v2_update)
+        app.router.add_post(LD_UPSERT, self._ld_upsert)
+        app.router.add_post(TOKEN_PATH, self._token)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        ctx = None
+        if self.tls is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(self.tls.server_cert), str(self.tls.server_key))
+            if self.require_client_cert:
+                ctx.load_verify_locations(cafile=str(self.tls.ca_file))
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ctx)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"{'https' if ctx else 'http'}://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        self._release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> OrionDouble:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- handlers -----------------------------------------------------------------------------
+
+    def _log(self, request: web.Request, body: bytes, resp: web.Response) -> web.Response:
+        if self.keep_log:
+            payload = resp.body if isinstance(resp.body, bytes) else b""
+            self.requests.append(
+                LoggedRequest(
+                    method=request.method,
+                    path=request.path,
+                    query=request.query_string,
+                    headers=CIMultiDict(request.headers),
+                    body=body,
+                    status=resp.status,
+                    response=payload,
+                )
+            )
+        return resp
+
+    async def _gate(self, request: web.Request, body: bytes) -> web.Response | None:
+        """Scripted faults, then size and credentials; None lets the request through to validation."""
+        now = self.clock()
+        if self._hang_remaining > 0 or (self._hang_until is not None and now < self._hang_until):
+            self._hang_remaining = max(0, self._hang_remaining - 1)
+            await self._release.wait()
+            return web.Response(status=503)
+        for fault in list(self._faults):
+            if fault.until is not None and now >= fault.until:
+                self._faults.remove(fault)
+                continue
+            if fault.skip > 0:
+                fault.skip -= 1
+                break
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+            return web.Response(status=fault.status, body=fault.body, content_type="application/json")
+        if len(body) > self.max_body:
+            return _json(
+                413,
+                {"error": "RequestEntityTooLarge", "description": f"payload size: {len(body)}, max size supported: {self.max_body}"},
+            )
+        if self._x_auth_token is not None and request.headers.get("X-Auth-Token") != self._x_auth_token:
+            # What a Wilma PEP proxy in front of Orion answers.
+            return web.Response(status=401, text="Auth-token not found in request header" if "X-Auth-Token" not in request.headers else "Invalid token")
+        if self._oauth is not None:
+            auth = request.headers.get("Authorization", "")
+            # a Wilma PEP proxy takes the OAuth2 token in X-Auth-Token too
+            token = auth[7:] if auth.startswith("Bearer ") else request.headers.get("X-Auth-Token", "")
+            expiry = self._oauth.tokens.get(token)
+            if expiry is None or now >= expiry:
+                return _json(
+                    401,
+                    {"error": "invalid_token", "error_description": "missing, unknown or expired token"},
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                )
+        return None
+
+    async def _v2_update(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        early = await self._gate(request, body)
+        if early is not None:
+            return self._log(request, body, early)
+        if self.validate:
+            status, doc = orion_rules.validate_v2_update(request.headers, body)
+        else:
+            status, doc = 204, None
+        if status != 204:
+            return self._log(request, body, _json(status, doc))
+        entities = orjson.loads(body)["entities"]
+        for entity in entities:
+            if entity["id"] in self._refused_entities:
+                error = {"error": "BadRequest", "description": self._refused_entities[entity["id"]]}
+                return self._log(request, body, _json(400, error))
+        self.update_count += 1
+        service = request.headers.get("Fiware-Service", "").lower()
+        path = request.headers.get("Fiware-ServicePath", "/")
+        for entity in entities:
+            key = (service, path, entity["id"])
+            current = self.entities.setdefault(key, {"id": entity["id"], "type": entity.get("type", "Thing")})
+            current.update({k: v for k, v in entity.items() if k not in ("id", "type")})
+            self.written.append(entity)
+        return self._log(request, body, web.Response(status=204))
+
+    async def _ld_upsert(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        early = await self._gate(request, body)
+        if early is not None:
+            return self._log(request, body, early)
+        if self.validate:
+            status, doc = orion_rules.validate_ld_upsert(request.headers, body)
+        else:
+            status, doc = 204, None
+        if status not in (201, 204, 207):
+            return self._log(request, body, _json(status, doc, content_type="application/json"))
+        entities = orjson.loads(body)
+        refused = {e["entityId"]: e for e in (doc or {}).get("errors", [])} if status == 207 and isinstance(doc, dict) else {}
+        errors = list(refused.values())
+        success: list[str] = []
+        created: list[str] = []
+        tenant = request.headers.get("NGSILD-Tenant", "")
+        for entity in entities:
+            eid = entity["id"]
+            if eid in refused:
+                continue
+            fault = self._ld_entity_faults.get(eid)
+            if fault is not None:
+                kind = "BadRequestData" if fault[0] < 500 else "InternalError"
+                problem = {"type": f"https://uri.etsi.org/ngsi-ld/errors/{kind}", "title": fault[1], "status": fault[0]}
+                errors.append({"entityId": eid, "error": problem})
+                continue
+            key = (tenant, eid)
+            if key not in self.ld_entities:
+                created.append(eid)
+            current = self.ld_entities.setdefault(key, {"id": eid, "type": entity["type"]})
+            current.update({k: v for k, v in entity.items() if k not in ("id", "type")})
+            self.written.append(entity)
+            success.append(eid)
+        self.update_count += 1
+        if errors:
+            return self._log(request, body, _json(207, {"success": success, "errors": errors}))
+        if created:
+            return self._log(request, body, _json(201, created))
+        return self._log(request, body, web.Response(status=204))
+
+    async def _token(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        oauth = self._oauth
+        if oauth is None:
+            return self._log(request, body, web.Response(status=404))
+        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+            client_id, client_secret = unquote_plus(user), unquote_plus(password)
+        if form.get("grant_type") != "client_credentials":
+            return self._log(request, body, _json(400, {"error": "unsupported_grant_type"}))
+        if (client_id, client_secret) != (oauth.client_id, oauth.client_secret):
+            return self._log(
+                request, body, _json(401, {"error": "invalid_client", "error_description": "Invalid client credentials"})
+            )
+        token = secrets.token_hex(16)
+        oauth.tokens[token] = self.clock() + oauth.expires_in
+        self.token_fetches += 1
+        doc = {"access_token": token, "token_type": "Bearer", "expires_in": oauth.expires_in}
+        return self._log(request, body, _json(200, doc))
+
+
+@pytest.fixture
+async def orion_double() -> AsyncIterator[OrionDouble]:
+    """A plain-HTTP double on 127.0.0.1, validating like Orion."""
+    async with OrionDouble() as double:
+        yield double
+
+
+@pytest.fixture(scope="session")
+def orion_tls_material(tmp_path_factory: pytest.TempPathFactory) -> TlsMaterial:
+    return make_tls_material(tmp_path_factory.mktemp("orion-tls"))
+
+
+@pytest.fixture
+async def orion_double_tls(orion_tls_material: TlsMaterial) -> AsyncIterator[OrionDouble]:
+    """An HTTPS double with a test-CA certificate that requires a client certificate of the same CA."""
+    async with OrionDouble(tls=orion_tls_material, require_client_cert=True) as double:
+        yield double
