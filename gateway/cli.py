@@ -28,6 +28,14 @@ def _add_config(p: argparse.ArgumentParser) -> None:
                    help=f"gateway configuration (default: $EDGEGW_CONFIG or {DEFAULT_PATH})")
 
 
+def _add_config_to_subcommands(parser: argparse.ArgumentParser) -> None:
+    """`edgegw buffer stats -c FILE`: the option goes after the last subcommand, where people type it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_config(sub)
+
+
 def _print_config_error(exc: ConfigError) -> None:
     print(f"{exc.source or 'configuration'}: {len(exc.errors)} error(s)", file=sys.stderr)
     for line in exc.errors:
@@ -144,17 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gateway.buffer import cli as buffer_cli
 
-    p = buffer_cli.add_parser(sub)
-    _add_config(p)
+    buffer_cli.add_parser(sub)
+    p = sub.choices["buffer"]
+    _add_config_to_subcommands(p)
     p.set_defaults(func=cmd_buffer)
 
     p = sub.add_parser("secret", help="manage the encrypted secret store")
-    _add_config(p)
     ssub = p.add_subparsers(dest="secret_command", required=True)
     s = ssub.add_parser("set", help="store a secret (read from the terminal, or --stdin)")
     s.add_argument("name")
     s.add_argument("--stdin", action="store_true", help="read the value from standard input")
     ssub.add_parser("list", help="names of the stored secrets")
+    _add_config_to_subcommands(p)
     p.set_defaults(func=cmd_secret)
 
     p = sub.add_parser("status", help="what the running gateway last reported")

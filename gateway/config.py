@@ -110,8 +110,15 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         buffer=top.buffer,
         ngsi=top.ngsi,
         adapters=tuple(s for _, s in adapters),
-        uplinks=tuple(s for _, s in uplinks),
+        uplinks=tuple(_with_ngsi_defaults(s, raw_uplinks[i], top.ngsi) for i, s in uplinks),
     )
+
+
+def _with_ngsi_defaults(section: UplinkConfig, raw: dict[str, Any], ngsi: NgsiConfig) -> UplinkConfig:
+    """`[ngsi] value_encoding` is the default of every uplink that does not set its own."""
+    if "value_encoding" in type(section).model_fields and "value_encoding" not in raw:
+        return section.model_copy(update={"value_encoding": ngsi.value_encoding})
+    return section
 
 
 def _tables(raw: Any) -> list[tuple[int, dict[str, Any]]]:
