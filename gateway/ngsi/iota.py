@@ -1,0 +1,219 @@
+"""Readings as FIWARE IoT Agent measures: iotagent-json objects and UltraLight 2.0 groups (sans I/O).
+
+What the agents accept (telefonicaid/iotagent-json and iotagent-ul, lib/ulParser.js):
+- JSON: a flat object `{"<measure>": value, ..., "TimeInstant": "…Z"}`, or an array of such objects
+  (a multi-measure: each element becomes its own update, in array order). A `TimeInstant` measure is
+  used as the observation time; without it the agent stamps the arrival time, so a backlog sent after
+  an outage must carry it. Measures named `id` or `type` are silently dropped by the agent.
+- UltraLight 2.0: `k|v|k|v`, an optional leading timestamp `<ISO>|k|v` (an odd field count marks it),
+  groups separated by `#`. The parser splits on `#` then `|`, refuses empty fields, and treats any group
+  holding `@` as a command result — so `|`, `#`, `@` and empty strings cannot appear in keys or values.
+
+Neither agent checks Orion's character rules and neither retries, so string values get the same
+`[ngsi] value_encoding` treatment as NGSI v2 here, before they leave the gateway.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from gateway.errors import ReadingError
+from gateway.ngsi.config import ValueEncoding
+from gateway.ngsi.values import encode_percent_value, first_banned
+from gateway.records import Reading, check_values, iso_utc
+
+__all__ = [
+    "TIME_INSTANT",
+    "DEVICE_ID_FIELDS",
+    "template_fields",
+    "device_id",
+    "json_measure",
+    "json_measure_bytes",
+    "json_payload",
+    "ul_group",
+    "ul_payload",
+    "parse_ul",
+]
+
+TIME_INSTANT = "TimeInstant"
+DEVICE_ID_FIELDS = ("entity_id", "entity_type", "device", "adapter")
+
+_UL_FORBIDDEN = "|#@"
+# The agent ignores these measure names, so a reading carrying them would lose data silently.
+_AGENT_IGNORED = ("id", "type")
+
+
+def template_fields(template: str) -> set[str]:
+    """The `{placeholder}` names of a str.format template; ValueError if it is malformed."""
+    fields: set[str] = set()
+    for _, name, spec, conv in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name or spec or conv or not name.isidentifier():
+            raise ValueError(f"placeholders must be plain {{name}}, got {{{name}}}")
+        fields.add(name)
+    return fields
+
+
+def _topic_level(where: str, value: str) -> str:
+    """One MQTT topic level: not empty, no `/` and no wildcard, else the topic would change meaning."""
+    bad = [c for c in ("/", "+", "#", "\x00") if c in value]
+    if not value or bad:
+        shown = "empty" if not value else repr(value)
+        raise ReadingError(
+            f"{where}: must be one MQTT topic level (not empty, no '/', '+', '#'), got {shown}; "
+            "change the device_id template or the entity id",
+            value=value,
+        )
+    return value
+
+
+def device_id(reading: Reading, template: str) -> str:
+    """The IoT Agent device id of a reading, from a template over DEVICE_ID_FIELDS."""
+    rendered = template.format(
+        entity_id=reading.entity_id,
+        entity_type=reading.entity_type,
+        device=reading.source.device,
+        adapter=reading.source.adapter,
+    )
+    return _topic_level(f"{reading.entity_id}: device_id", rendered)
+
+
+def _encode_value(where: str, value: Any, encoding: ValueEncoding) -> Any:
+    """The value as the agent should forward it to Orion, per `[ngsi] value_encoding` (same as NGSI v2)."""
+    if encoding is ValueEncoding.PERCENT:
+        return encode_percent_value(value)
+    if encoding is ValueEncoding.REJECT:
+        banned = first_banned(value)
+        if banned is not None:
+            raise ReadingError(
+                f"{where}: Orion refuses the characters \" ' ( ) ; < = > in values, found {banned!r}, got {value!r}; "
+                'set [ngsi] value_encoding = "percent" or clean the value at the source',
+                path=where,
+            )
+    # text-unrestricted: the agent's provisioning must give this attribute the TextUnrestricted type
+    return value
+
+
+def _check_measure_name(reading: Reading, name: str) -> None:
+    if name == TIME_INSTANT:
+        raise ReadingError(
+            f"{reading.entity_id}.{name}: the name is reserved for the observation time, got an attribute "
+            "of that name; the gateway sends observed_at as TimeInstant",
+            entity_id=reading.entity_id,
+        )
+    if name in _AGENT_IGNORED:
+        raise ReadingError(
+            f"{reading.entity_id}.{name}: the IoT Agent silently drops measures named id or type, got {name!r}; "
+            "rename the attribute in the device profile",
+            entity_id=reading.entity_id,
+        )
+
+
+def _check_reading(reading: Reading) -> None:
+    if not reading.attributes:
+        raise ReadingError(f"{reading.entity_id}: a measure needs at least one attribute, got none")
+    check_values(reading)  # NaN, Infinity and non-JSON objects never reach a payload
+
+
+def json_measure(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT) -> dict[str, Any]:
+    """One iotagent-json measure object: the attribute values, then TimeInstant."""
+    _check_reading(reading)
+    out: dict[str, Any] = {}
+    for name, attr in reading.attributes.items():
+        _check_measure_name(reading, name)
+        out[name] = _encode_value(f"{reading.entity_id}.{name}", attr.value, encoding)
+    out[TIME_INSTANT] = iso_utc(reading.observed_at)
+    return out
+
+
+def json_measure_bytes(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT) -> bytes:
+    """`json_measure` serialized; the unit the uplink packs into messages."""
+    try:
+        return orjson.dumps(json_measure(reading, encoding=encoding))
+    except TypeError as exc:  # NaN passes orjson as null, but sets and the like do not
+        raise ReadingError(f"{reading.entity_id}: value is not JSON, {exc}", entity_id=reading.entity_id) from exc
+
+
+def json_payload(measures: Sequence[bytes]) -> bytes:
+    """One serialized measure as an object, several as a multi-measure array (keep them ascending by time)."""
+    if not measures:
+        raise ValueError("json_payload needs at least one measure")
+    if len(measures) == 1:
+        return measures[0]
+    return b"[" + b",".join(measures) + b"]"
+
+
+def _ul_text(where: str, text: str, what: str) -> str:
+    bad = sorted({c for c in text if c in _UL_FORBIDDEN})
+    if not text or bad:
+        got = "an empty string" if not text else repr(text)
+        raise ReadingError(
+            f"{where}: UltraLight 2.0 {what}s cannot be empty or contain '|', '#' or '@', got {got}; "
+            'use format = "iota-json" for free text',
+            path=where,
+        )
+    return text
+
+
+def _ul_value(where: str, value: Any, encoding: ValueEncoding) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # shortest text that reads back to the same number
+    if isinstance(value, str):
+        return _ul_text(where, _encode_value(where, value, encoding), "value")
+    kind = "null" if value is None else type(value).__name__
+    raise ReadingError(
+        f"{where}: UltraLight 2.0 carries only text, numbers and booleans, got {kind}; "
+        'use format = "iota-json" for structured values',
+        path=where,
+    )
+
+
+def ul_group(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT) -> str:
+    """One UltraLight 2.0 measure group with its leading timestamp: `<ISO>|k|v|k|v`."""
+    _check_reading(reading)
+    fields = [iso_utc(reading.observed_at)]
+    for name, attr in reading.attributes.items():
+        where = f"{reading.entity_id}.{name}"
+        _check_measure_name(reading, name)
+        fields.append(_ul_text(where, name, "key"))
+        fields.append(_ul_value(where, attr.value, encoding))
+    return "|".join(fields)
+
+
+def ul_payload(groups: Sequence[str]) -> bytes:
+    """Groups joined with `#` (keep them ascending by time): one message, one update per group."""
+    if not groups:
+        raise ValueError("ul_payload needs at least one group")
+    return "#".join(groups).encode()
+
+
+def parse_ul(payload: str) -> list[dict[str, str]]:
+    """How iotagent-ul reads a measure payload: one dict per group, the timestamp as TimeInstant.
+
+    Mirrors the agent's rules (split on `#`, then `|`; an odd field count means a leading timestamp;
+    empty fields and `@` are refused) so tests and the CLI can check what the agent will see.
+    """
+    groups: list[dict[str, str]] = []
+    for i, group in enumerate(payload.split("#")):
+        if group.startswith("|"):
+            group = group[1:]
+        if "@" in group:
+            raise ValueError(f"group {i}: '@' makes the agent read a command result, got {group!r}")
+        fields = group.split("|")
+        timestamp = None
+        if len(fields) % 2 == 1:
+            timestamp, fields = fields[0], fields[1:]
+        if not fields or any(f == "" for f in fields) or timestamp == "":
+            raise ValueError(f"group {i}: empty field or no key/value pair, got {group!r}")
+        measures = dict(zip(fields[0::2], fields[1::2], strict=True))
+        if timestamp is not None:
+            measures[TIME_INSTANT] = timestamp
+        groups.append(measures)
+    return groups

@@ -1,0 +1,55 @@
+"""Any Reading is either refused at the source or converted into something Orion accepts."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+
+from gateway.errors import ReadingError
+from gateway.ngsi.check import ReadingChecker
+from gateway.ngsi.config import ValueEncoding
+from gateway.ngsi.ld import ld_upsert_body, to_ld_entity
+from gateway.ngsi.v2 import to_v2_entity, v2_update_body
+from gateway.records import Reading
+from tests.ngsi.strategies import readings
+from tests.support.orion_rules import validate_ld_upsert, validate_v2_update
+
+CTX = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+V2_HEADERS = {"Content-Type": "application/json", "Fiware-Service": "kumamoto", "Fiware-ServicePath": "/river"}
+
+
+def _accepted(reading: Reading, encoding: ValueEncoding) -> bool:
+    try:
+        ReadingChecker().check(reading, encoding=encoding)
+    except ReadingError:
+        return False
+    return True
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(readings())
+def test_v2_either_refused_or_accepted_by_orion(reading: Reading) -> None:
+    for encoding in ValueEncoding:
+        if not _accepted(reading, encoding):
+            continue
+        body = v2_update_body([orjson.dumps(to_v2_entity(reading, encoding=encoding))])
+        assert validate_v2_update({**V2_HEADERS, "Content-Length": str(len(body))}, body) == (204, None), (encoding, body)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(readings())
+def test_ld_either_refused_or_accepted_by_orion_ld(reading: Reading) -> None:
+    for encoding in ValueEncoding:
+        if not _accepted(reading, encoding):
+            continue
+        inline = ld_upsert_body([orjson.dumps(to_ld_entity(reading, encoding=encoding, context=CTX))])
+        headers = {"Content-Type": "application/ld+json", "Content-Length": str(len(inline))}
+        assert validate_ld_upsert(headers, inline) == (204, None), (encoding, inline)
+        linked = ld_upsert_body([orjson.dumps(to_ld_entity(reading, encoding=encoding, context=None))])
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(linked)),
+            "Link": f'<{CTX}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"',
+            "NGSILD-Tenant": "kumamoto",
+        }
+        assert validate_ld_upsert(headers, linked) == (204, None), (encoding, linked)

@@ -1,0 +1,600 @@
+"""An independent oracle of what Orion (NGSI v2) and Orion-LD (NGSI-LD) accept for a batch write.
+
+Written from Orion's manual (`doc/manuals/orion-api.md`: "General syntax restrictions",
+"Identifiers syntax restrictions", "Attribute names restrictions", "Metadata names restrictions",
+"Special Attribute Types", "Datetime support", "Geospatial properties of entities", "Error
+Responses", "Multi tenancy", "Service path"), `src/lib/common/errorMessages.h` and the functional
+and acceptance tests cited in `tests/ngsi/test_orion_rules.py`. It deliberately shares no code with
+`gateway.ngsi`, so a converter bug cannot hide behind the same bug here.
+
+`validate_v2_update(headers, body)` answers for `POST /v2/op/update`; `validate_ld_upsert(headers,
+body)` for `POST /ngsi-ld/v1/entityOperations/upsert`. Both are stateless: they say whether the broker
+would accept the request, not what it would store.
+
+`strict=True` (the default) also refuses what Orion tolerates but this gateway promises never to send,
+each marked "strict" below: an upper-case `Fiware-Service` (Orion lowercases it silently, which splits
+tenants), a trailing `/` in `Fiware-ServicePath` (Orion drops it), attributes named like builtins
+(`dateCreated`, ... — Orion lets them shadow the builtin), missing entity/attribute types, values whose
+JSON type contradicts `Number`/`Boolean`/`Text`/`StructuredValue`, the deprecated `geo:point` family,
+`GeometryCollection` and out-of-range coordinates (Orion answers 500 from MongoDB), and top-level
+object values whose keys look like update operators (`$inc`, ...), which Orion would execute.
+
+Description texts follow Orion's where known; the manual says their wording varies between versions,
+so callers should match on status and `error`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+MAX_BODY = 1_048_576  # Orion's default -inReqPayloadMaxSize
+MAX_ID_LEN = 256
+MAX_NESTING = 50
+MAX_LD_BATCH = 1000
+
+# "General syntax restrictions": forbidden in any request field (ids, types, names, string values)
+FORBIDDEN = frozenset('<>"\'=;()')
+# "Identifiers syntax restrictions": also & ? / # and anything outside printable, non-blank ASCII
+ID_FORBIDDEN = FORBIDDEN | frozenset("&?/#")
+
+ACTION_TYPES = frozenset({"append", "appendStrict", "update", "delete", "replace"})
+BUILTIN_ATTRS = frozenset({"dateCreated", "dateModified", "dateExpires", "alterationType", "servicePath"})
+RESERVED_ATTRS = frozenset({"id", "type", "geo:distance", "*"})
+BUILTIN_METADATA = frozenset({"dateCreated", "dateModified", "previousValue", "actionType"})
+RESERVED_METADATA = frozenset({"*"})
+GEOJSON_GEOMETRIES = frozenset({"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"})
+DEPRECATED_GEO = frozenset({"geo:point", "geo:line", "geo:box", "geo:polygon"})
+UPDATE_OPERATORS = frozenset(
+    {"$inc", "$mul", "$max", "$min", "$push", "$addToSet", "$pull", "$pullAll", "$set", "$unset"}
+)
+
+_SERVICE_RE = re.compile(r"[A-Za-z0-9_]+")
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9_]+")
+_DATE_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_TIME_RE = re.compile(
+    r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d+))?)?)?"  # hh[:mm[:ss[.sss]]] or hhmmss.sss
+)
+_TZ_RE = re.compile(r"Z|[+-]\d{2}(?::?\d{2})?")
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+")
+
+V2Result = tuple[int, dict[str, Any] | None]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+
+
+def _v2_error(status: int, error: str, description: str) -> _Refused:
+    return _Refused(status, {"error": error, "description": description})
+
+
+def _bad(description: str) -> _Refused:
+    return _v2_error(400, "BadRequest", description)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def _no_constants(token: str) -> Any:
+    # Python's json accepts NaN/Infinity; Orion's rapidjson and every JSON-LD parser do not
+    raise ValueError(f"not JSON: {token}")
+
+
+def _parse(body: bytes) -> Any:
+    return json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+
+
+# --------------------------------------------------------------------------------------- headers
+
+
+def _check_transport(headers: Mapping[str, str], body: bytes, *, media: tuple[str, ...]) -> str:
+    """Content-Length, size and Content-Type; returns the media type without parameters."""
+    length = _header(headers, "Content-Length")
+    if length is None or length.strip() in ("", "0"):
+        raise _v2_error(411, "ContentLengthRequired", "Zero/No Content-Length in PUT/POST/PATCH request")
+    if not length.strip().isdigit() or int(length) != len(body):
+        raise _bad(f"Content-Length {length} does not match the body size {len(body)}")
+    if len(body) > MAX_BODY:
+        raise _v2_error(
+            413, "RequestEntityTooLarge", f"payload size: {len(body)}, max size supported: {MAX_BODY}"
+        )
+    ctype = _header(headers, "Content-Type")
+    if ctype is None:
+        raise _v2_error(
+            415,
+            "UnsupportedMediaType",
+            "Content-Type header not used, default application/octet-stream is not supported",
+        )
+    mime = ctype.split(";", 1)[0].strip().lower()
+    if mime not in media:
+        raise _v2_error(415, "UnsupportedMediaType", f"not supported content type: {mime}")
+    return mime
+
+
+def _check_tenant(value: str | None, *, strict: bool) -> None:
+    if value is None:
+        return
+    if len(value) > 50:
+        raise _bad("bad length - a tenant name can be max 50 characters long")
+    if value == "":
+        if strict:
+            raise _bad("empty tenant name (strict: leave the header out for the default tenant)")
+        return
+    if not _SERVICE_RE.fullmatch(value):
+        raise _bad("bad character in tenant name - only underscore and alphanumeric characters are allowed")
+    if strict and value != value.lower():
+        raise _bad(f"tenant name must be lower case, got {value!r} (strict: Orion would silently lowercase it)")
+
+
+def _check_service_path(value: str | None, *, strict: bool) -> None:
+    if value is None:
+        return
+    paths = [p.strip() for p in value.split(",")]
+    if any(not p.startswith("/") for p in paths):
+        raise _bad("Only /absolute/ Service Paths allowed [a service path must begin with /]")
+    if len(paths) > 1:
+        raise _bad("more than one service path in context update request")
+    path = paths[0]
+    if path == "/":
+        return
+    if path.endswith("/"):
+        if strict:
+            raise _bad("trailing / in ServicePath (strict: Orion would drop it)")
+        path = path.rstrip("/")
+    if path.endswith("/#") or path == "/#" or "#" in path:
+        raise _bad("service path with '#' not allowed in update request")
+    parts = path[1:].split("/")
+    if len(parts) > 10:
+        raise _bad("too many components in ServicePath")
+    for part in parts:
+        if len(part) > 50:
+            raise _bad("component-name too long in ServicePath")
+        if not _SEGMENT_RE.fullmatch(part):
+            raise _bad("a component of ServicePath contains an illegal character")
+
+
+# ---------------------------------------------------------------------------------- v2 payloads
+
+
+def _id_problem(text: Any) -> str | None:
+    """Why `text` breaks the v2 identifier rules, or None."""
+    if not isinstance(text, str):
+        return "type"
+    if len(text) < 1:
+        return "min"
+    if len(text) > MAX_ID_LEN:
+        return "max"
+    for ch in text:
+        if not ("!" <= ch <= "~") or ch in ID_FORBIDDEN:
+            return "chars"
+    return None
+
+
+def _check_identifier(text: Any, what: str) -> None:
+    problem = _id_problem(text)
+    if problem == "type":
+        raise _bad(f"Invalid JSON type for {what}")
+    if problem == "min":
+        raise _bad(f"{what} length: 0, min length supported: 1")
+    if problem == "max":
+        raise _bad(f"{what} length: {len(text)}, max length supported: {MAX_ID_LEN}")
+    if problem == "chars":
+        raise _bad(f"Invalid characters in {what}")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _has_forbidden_text(value: Any) -> bool:
+    """Strings and object keys anywhere in a (compound) value."""
+    if isinstance(value, str):
+        return not FORBIDDEN.isdisjoint(value)
+    if isinstance(value, dict):
+        return any(not FORBIDDEN.isdisjoint(k) or _has_forbidden_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_forbidden_text(v) for v in value)
+    return False
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_orion_datetime(text: str) -> datetime | None:
+    """Orion's accepted ISO 8601 forms ("Datetime support"); None when Orion would refuse it."""
+    m = _DATE_RE.match(text)
+    if not m:
+        return None
+    try:
+        day = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        return None
+    rest = text[m.end() :]
+    if rest == "":
+        return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    if not rest.startswith("T"):
+        return None  # `<date><timezone>` is not allowed either
+    rest = rest[1:]
+    t = _TIME_RE.match(rest)
+    if not t:
+        return None
+    tz_text = rest[t.end() :]
+    if tz_text and not _TZ_RE.fullmatch(tz_text):
+        return None
+    hh, mm, ss = int(t.group(1)), int(t.group(2) or 0), int(t.group(3) or 0)
+    if hh > 23 or mm > 59 or ss > 59:
+        return None
+    frac = t.group(4) or "0"
+    micro = int((frac + "000000")[:6])
+    offset = timedelta(0)
+    if tz_text and tz_text != "Z":
+        sign = -1 if tz_text[0] == "-" else 1
+        digits = tz_text[1:].replace(":", "")
+        oh, om = int(digits[:2]), int(digits[2:4] or 0)
+        if oh > 23 or om > 59:
+            return None
+        offset = sign * timedelta(hours=oh, minutes=om)
+    return datetime(day.year, day.month, day.day, hh, mm, ss, micro, tzinfo=timezone(offset))
+
+
+def _check_position(pos: Any, *, strict: bool) -> None:
+    if not isinstance(pos, list) or len(pos) < 2 or not all(_is_number(c) for c in pos):
+        raise _bad("error parsing location attribute: coordinates must be arrays of numbers")
+    if strict and not (-180 <= pos[0] <= 180 and -90 <= pos[1] <= 90):
+        raise _bad(f"error parsing location attribute: [lon, lat] out of range, got {pos} (strict)")
+
+
+def _check_coordinates(kind: str, coords: Any, *, strict: bool) -> None:
+    # nesting level of positions per geometry type (RFC 7946 section 3.1)
+    levels = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2, "MultiPolygon": 3}
+    level = levels[kind]
+
+    def walk(node: Any, left: int) -> None:
+        if left == 0:
+            _check_position(node, strict=strict)
+            return
+        if not isinstance(node, list) or not node:
+            raise _bad(f"error parsing location attribute: bad coordinates for {kind}")
+        for child in node:
+            walk(child, left - 1)
+
+    walk(coords, level)
+
+
+def check_geojson(value: Any, *, strict: bool = True) -> None:
+    """A `geo:json` value Orion (and MongoDB's 2dsphere index) can take."""
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise _bad("error parsing location attribute: geo:json value must be a GeoJSON object")
+    kind = value["type"]
+    if kind in GEOJSON_GEOMETRIES:
+        if "coordinates" not in value:
+            raise _bad("error parsing location attribute: missing coordinates")
+        _check_coordinates(kind, value["coordinates"], strict=strict)
+    elif kind == "Feature":
+        check_geojson(value.get("geometry"), strict=strict)
+    elif kind == "FeatureCollection":
+        features = value.get("features")
+        if not isinstance(features, list) or len(features) != 1:
+            raise _bad("FeatureCollection with a number of features different from 1 is not supported")
+        check_geojson(features[0], strict=strict)
+    elif kind == "GeometryCollection":
+        raise _bad("GeometryCollection is not supported (Orion answers 500 Database Error; strict)")
+    else:
+        raise _bad(f"error parsing location attribute: unknown GeoJSON type {kind}")
+
+
+def _check_typed_value(atype: str, value: Any, what: str, *, strict: bool) -> None:
+    if value is None:
+        return  # null is accepted for every type, including DateTime and geo:json
+    if atype in ("DateTime", "ISO8601"):
+        if not isinstance(value, str) or parse_orion_datetime(value) is None:
+            raise _bad(f"date has invalid format in {what}")
+        return
+    if not strict:
+        return
+    ok = {
+        "Number": _is_number(value),
+        "Boolean": isinstance(value, bool),
+        "Text": isinstance(value, str),
+        "TextUnrestricted": isinstance(value, str),
+        "StructuredValue": isinstance(value, (dict, list)),
+    }.get(atype, True)
+    if not ok:
+        raise _bad(f"{what} value of type {type(value).__name__} contradicts type {atype} (strict)")
+
+
+def _check_metadata(name: str, md: Any, *, strict: bool) -> bool:
+    """Checks one metadata element; returns True when it is `ignoreType: true`."""
+    _check_identifier(name, "metadata name")
+    if name in RESERVED_METADATA or (strict and name in BUILTIN_METADATA):
+        raise _bad(f"forbidden metadata name: {name}")
+    if not isinstance(md, dict):
+        raise _bad(f"metadata {name} must be a JSON object with value and type")
+    extra = set(md) - {"value", "type"}
+    if extra:
+        raise _bad(f"unrecognized property for metadata {name}: {sorted(extra)[0]}")
+    mtype = md.get("type")
+    if mtype is None:
+        if strict:
+            raise _bad(f"metadata {name} has no type (strict: send explicit types)")
+        mtype = ""
+    else:
+        _check_identifier(mtype, "metadata type")
+    value = md.get("value")
+    if _depth(value) > MAX_NESTING:
+        raise _bad(f"max nesting level exceeded in metadata {name}")
+    if _has_forbidden_text(value):
+        raise _bad("Invalid characters in metadata value")
+    _check_typed_value(mtype, value, f"metadata {name}", strict=strict)
+    if name == "ignoreType":
+        if not isinstance(value, bool):
+            raise _bad("ignoreType metadata must be a Boolean")
+        return value
+    return False
+
+
+def _check_attribute(name: str, attr: Any, *, strict: bool) -> bool:
+    """Checks one attribute; returns True when it is a location counting toward the limit of one."""
+    _check_identifier(name, "attribute name")
+    if name in RESERVED_ATTRS or (strict and name in BUILTIN_ATTRS):
+        raise _bad(f"forbidden attribute name: {name}")
+    if not isinstance(attr, dict):
+        raise _bad("attribute must be a JSON object, unless keyValues option is used")
+    extra = set(attr) - {"value", "type", "metadata"}
+    if extra:
+        raise _bad(f"unrecognized property for context attribute: {sorted(extra)[0]}")
+    atype = attr.get("type")
+    if atype is None:
+        if strict:
+            raise _bad(f"attribute {name} has no type (strict: send explicit types)")
+        atype = ""
+    else:
+        _check_identifier(atype, "attribute type")
+    if strict and atype in DEPRECATED_GEO:
+        raise _bad(f"attribute {name}: {atype} is deprecated, use geo:json (strict)")
+    value = attr.get("value")
+    if _depth(value) > MAX_NESTING:
+        raise _bad(f"max nesting level exceeded in attribute {name}")
+    if atype != "TextUnrestricted" and _has_forbidden_text(value):
+        raise _bad("Invalid characters in attribute value")
+    if strict and isinstance(value, dict) and not UPDATE_OPERATORS.isdisjoint(value):
+        raise _bad(f"attribute {name}: value would be taken as an update operator (strict)")
+    _check_typed_value(atype, value, f"attribute {name}", strict=strict)
+    metadata = attr.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise _bad(f"metadata of attribute {name} must be a JSON object")
+    ignored = False
+    for mname, md in metadata.items():
+        ignored |= _check_metadata(mname, md, strict=strict)
+    if atype == "geo:json" and value is not None:
+        if not ignored:
+            check_geojson(value, strict=strict)
+        return not ignored
+    return atype in DEPRECATED_GEO and value is not None and not ignored
+
+
+def _check_v2_entity(entity: Any, *, strict: bool) -> None:
+    if not isinstance(entity, dict):
+        raise _bad("entity must be a JSON object")
+    if "id" not in entity:
+        raise _bad("entity id is missing")
+    _check_identifier(entity["id"], "entity id")
+    if "type" in entity:
+        _check_identifier(entity["type"], "entity type")
+    elif strict:
+        raise _bad("entity type is missing (strict: Orion would default it to Thing)")
+    locations = 0
+    for name, attr in entity.items():
+        if name in ("id", "type"):
+            continue
+        if _check_attribute(name, attr, strict=strict):
+            locations += 1
+    if locations > 1:
+        raise _v2_error(
+            413,
+            "NoResourcesAvailable",
+            "You cannot use more than one geo location attribute when creating an entity [see Orion user manual]",
+        )
+
+
+def _validate_v2(headers: Mapping[str, str], body: bytes, *, strict: bool) -> None:
+    _check_transport(headers, body, media=("application/json",))
+    _check_tenant(_header(headers, "Fiware-Service"), strict=strict)
+    _check_service_path(_header(headers, "Fiware-ServicePath"), strict=strict)
+    try:
+        doc = _parse(body)
+    except ValueError:
+        raise _v2_error(400, "ParseError", "Errors found in incoming JSON buffer") from None
+    if not isinstance(doc, dict):
+        raise _bad("not a JSON object")
+    extra = set(doc) - {"actionType", "entities"}
+    if extra:
+        raise _bad(f"Invalid JSON payload, unrecognized property: {sorted(extra)[0]}")
+    if "actionType" not in doc:
+        raise _bad("Invalid JSON payload, mandatory field /actionType/ not found")
+    if doc["actionType"] not in ACTION_TYPES:
+        raise _bad(f"invalid update action type: {doc['actionType']!r}")
+    entities = doc.get("entities")
+    if entities is None:
+        raise _bad("Invalid JSON payload, mandatory field /entities/ not found")
+    if not isinstance(entities, list):
+        raise _bad("/entities/ must be a JSON array")
+    if not entities:
+        raise _bad("empty entities vector")
+    # Orion validates the whole request before writing anything: the first bad entity fails it all
+    for entity in entities:
+        _check_v2_entity(entity, strict=strict)
+
+
+def validate_v2_update(headers: Mapping[str, str], body: bytes, *, strict: bool = True) -> V2Result:
+    """(204, None) when Orion would accept this `POST /v2/op/update`, else (status, error body)."""
+    try:
+        _validate_v2(headers, body, strict=strict)
+    except _Refused as refused:
+        return refused.status, refused.body
+    return 204, None
+
+
+# ---------------------------------------------------------------------------------------- NGSI-LD
+
+LD_ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
+LD_RESERVED_ATTRS = frozenset({"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt"})
+LD_GEO_ATTRS = frozenset({"location", "observationSpace", "operationSpace"})
+LD_ATTR_TYPES = frozenset({"Property", "Relationship", "GeoProperty", "LanguageProperty"})
+LD_ATTR_KEYS = frozenset(
+    {"type", "value", "object", "observedAt", "unitCode", "datasetId", "languageMap", "createdAt", "modifiedAt"}
+)
+
+
+def _problem(status: int, kind: str, title: str, detail: str) -> dict[str, Any]:
+    return {"type": LD_ERRORS + kind, "title": title, "detail": detail, "status": status}
+
+
+def _ld_bad(title: str, detail: str) -> _Refused:
+    return _Refused(400, _problem(400, "BadRequestData", title, detail))
+
+
+def _ld_name_ok(name: str) -> bool:
+    # JSON-LD terms may be any Unicode (Japanese names are fine) but no blanks, controls or Orion's set
+    return bool(name) and all(ch.isprintable() and not ch.isspace() for ch in name) and FORBIDDEN.isdisjoint(name)
+
+
+def _check_ld_attribute(name: str, attr: Any, *, strict: bool) -> None:
+    if not _ld_name_ok(name):
+        raise _ld_bad("Invalid characters in attribute name", name)
+    if name in LD_RESERVED_ATTRS:
+        raise _ld_bad("Reserved attribute name", name)
+    items = attr if isinstance(attr, list) else [attr]  # a multi-attribute: one instance per datasetId
+    for item in items:
+        if not isinstance(item, dict):
+            raise _ld_bad("Attribute must be a JSON object", name)
+        atype = item.get("type")
+        if atype not in LD_ATTR_TYPES:
+            raise _ld_bad("Invalid attribute type", f"{name}: {atype!r}")
+        if name in LD_GEO_ATTRS and atype != "GeoProperty":
+            raise _ld_bad("Invalid attribute type", f"{name} must be a GeoProperty")
+        if atype in ("Property", "GeoProperty") and "value" not in item:
+            raise _ld_bad("Attribute value missing", name)
+        if atype == "Property" and item["value"] is None:
+            raise _ld_bad("Attribute value null", f"{name}: null is not a valid Property value")
+        if atype == "Relationship":
+            obj = item.get("object")
+            objs = obj if isinstance(obj, list) else [obj]
+            if not objs or not all(isinstance(o, str) and _URI_RE.fullmatch(o) for o in objs):
+                raise _ld_bad("Relationship object must be a URI", name)
+        if atype == "GeoProperty":
+            value = item["value"]
+            if not isinstance(value, dict) or value.get("type") not in GEOJSON_GEOMETRIES:
+                raise _ld_bad("Invalid GeoJSON", name)
+            try:
+                _check_coordinates(value["type"], value.get("coordinates"), strict=strict)
+            except _Refused:
+                raise _ld_bad("Invalid GeoJSON", f"{name}: bad coordinates") from None
+        if atype == "LanguageProperty" and not isinstance(item.get("languageMap"), dict):
+            raise _ld_bad("languageMap missing", name)
+        if "observedAt" in item:
+            seen = item["observedAt"]
+            if not isinstance(seen, str) or parse_orion_datetime(seen) is None or "T" not in seen:
+                raise _ld_bad("Invalid DateTime", f"{name}.observedAt: {seen!r}")
+        if "unitCode" in item and not isinstance(item["unitCode"], str):
+            raise _ld_bad("unitCode must be a string", name)
+        if _depth(item.get("value")) > MAX_NESTING:
+            raise _ld_bad("Max nesting level exceeded", name)
+        for key, sub in item.items():
+            if key in LD_ATTR_KEYS:
+                continue
+            if strict and not isinstance(sub, (dict, list)):
+                raise _ld_bad("Invalid sub-attribute", f"{name}.{key} must be a Property or Relationship")
+            _check_ld_attribute(key, sub, strict=strict)
+
+
+def _check_ld_entity(entity: Any, *, ld_json: bool, strict: bool) -> None:
+    if not isinstance(entity, dict):
+        raise _ld_bad("Entity must be a JSON object", "")
+    eid = entity.get("id")
+    if not isinstance(eid, str) or not _URI_RE.fullmatch(eid) or len(eid) > MAX_ID_LEN:
+        raise _ld_bad("Invalid Entity ID", f"not a URI: {eid!r}")
+    etype = entity.get("type")
+    types = etype if isinstance(etype, list) else [etype]
+    if not types or not all(isinstance(t, str) and _ld_name_ok(t) for t in types):
+        raise _ld_bad("Invalid Entity Type", repr(etype))
+    if ld_json and "@context" not in entity:
+        raise _ld_bad("@context missing", "Content-Type is application/ld+json but the entity has no @context")
+    if not ld_json and "@context" in entity:
+        raise _ld_bad("@context in payload", "Content-Type is application/json: the @context goes in a Link header")
+    for name, attr in entity.items():
+        if name in ("id", "type", "@context"):
+            continue
+        _check_ld_attribute(name, attr, strict=strict)
+
+
+def _ld_transport(headers: Mapping[str, str], body: bytes, *, strict: bool) -> Any:
+    try:
+        mime = _check_transport(headers, body, media=("application/json", "application/ld+json"))
+    except _Refused as refused:
+        desc = refused.body["description"] if isinstance(refused.body, dict) else ""
+        kind = {411: "BadRequestData", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType"}.get(
+            refused.status, "BadRequestData"
+        )
+        raise _Refused(refused.status, _problem(refused.status, kind, desc, desc)) from None
+    tenant = _header(headers, "NGSILD-Tenant")
+    try:
+        _check_tenant(tenant, strict=strict)
+    except _Refused as refused:
+        raise _ld_bad("Invalid Tenant", refused.body["description"]) from None
+    link = _header(headers, "Link")
+    if mime == "application/ld+json" and link is not None:
+        raise _ld_bad("Link header with application/ld+json", "the @context goes in the body, not a Link header")
+    if link is not None and 'rel="http://www.w3.org/ns/json-ld#context"' not in link:
+        raise _ld_bad("Invalid Link header", "Link must have rel=\"http://www.w3.org/ns/json-ld#context\"")
+    try:
+        doc = _parse(body)
+    except ValueError:
+        raise _Refused(400, _problem(400, "InvalidRequest", "JSON Parse Error", "invalid JSON")) from None
+    if not isinstance(doc, list):
+        raise _ld_bad("Invalid payload", "entityOperations take a JSON array of entities")
+    if not doc:
+        raise _ld_bad("Invalid payload", "empty array of entities")
+    if len(doc) > MAX_LD_BATCH:
+        raise _ld_bad("Too many entities", f"{len(doc)} entities, max {MAX_LD_BATCH} per batch")
+    return doc, mime == "application/ld+json"
+
+
+def validate_ld_upsert(headers: Mapping[str, str], body: bytes, *, strict: bool = True) -> tuple[int, object | None]:
+    """(204, None) when every entity would be upserted; a request-level problem gives (4xx, problem
+    details); bad entities among good ones give (207, {"success": [ids], "errors": [...]}) as the
+    NGSI-LD batch operations do (ETSI GS CIM 009, 5.6.8 / 6.15)."""
+    try:
+        doc, ld_json = _ld_transport(headers, body, strict=strict)
+    except _Refused as refused:
+        return refused.status, refused.body
+    success: list[str] = []
+    errors: list[dict[str, Any]] = []
+    for entity in doc:
+        eid = entity.get("id") if isinstance(entity, dict) else None
+        try:
+            _check_ld_entity(entity, ld_json=ld_json, strict=strict)
+        except _Refused as refused:
+            errors.append({"entityId": eid if isinstance(eid, str) else "", "error": refused.body})
+        else:
+            success.append(eid)  # type: ignore[arg-type]
+    if errors:
+        return 207, {"success": success, "errors": errors}
+    return 204, None
