@@ -16,7 +16,7 @@ Neither agent checks Orion's character rules and neither retries, so string valu
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson

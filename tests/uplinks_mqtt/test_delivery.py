@@ -1,0 +1,279 @@
+"""MqttUplink against a real mosquitto: PUBACK-gated outcomes, outages, status and last will, splitting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.adapter_api import AdapterContext
+from gateway.uplinks.api import Status
+from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig, seq_ranges
+from tests.support.mosquitto import MosquittoBroker
+from tests.uplinks_mqtt.conftest import reading, subscribe
+
+STATUS = "edgegw/gw-kumamoto-01/status"
+# mosquitto started as root drops to user `mosquitto` before reading acl/password/TLS files, which
+# live under pytest's private tmp dir; this keeps it as the invoking user (no effect when not root).
+KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
+
+
+def uplink(broker: MosquittoBroker, context: AdapterContext, **overrides: object) -> MqttUplink:
+    conf = {"name": "pref-mqtt", "type": "mqtt", "host": broker.host, "port": broker.port, "apikey": "K3Y",
+            "connect_timeout_s": 3, "ack_timeout_s": 5}
+    conf.update(overrides)
+    return MqttUplink(MqttUplinkConfig.model_validate(conf), context)
+
+
+def expand(ranges: str) -> list[int]:
+    out: list[int] = []
+    for part in ranges.split(","):
+        first, _, last = part.partition("-")
+        out.extend(range(int(first), int(last or first) + 1))
+    return out
+
+
+def test_seq_ranges_collapse_runs() -> None:
+    assert seq_ranges([105, 101, 102, 103, 104, 108, 110, 111]) == "101-105,108,110-111"
+    assert seq_ranges([7]) == "7"
+    assert seq_ranges([]) == ""
+
+
+async def test_delivered_after_puback_with_exact_topics_payloads_and_user_properties(
+    mosquitto_private: MosquittoBroker, context: AdapterContext
+) -> None:
+    up = uplink(mosquitto_private, context)
+    batch = [
+        reading("gauge1", at=60, seq=101, waterLevel=1.5),
+        reading("gauge2", at=0, seq=102, waterLevel=0.25),
+        reading("gauge1", at=0, seq=103, waterLevel=1.25),  # older: must come first in the array
+    ]
+    async with subscribe(mosquitto_private, "/K3Y/#") as sub:
+        await up.start()
+        outcomes = await up.deliver(batch)
+        assert [o.status for o in outcomes] == [Status.DELIVERED] * 3
+        got = await sub.wait(2)
+        await up.close()
+    by_topic = {m.topic: m for m in got}
+    assert set(by_topic) == {"/K3Y/gauge1/attrs", "/K3Y/gauge2/attrs"}
+    assert by_topic["/K3Y/gauge1/attrs"].payload == (
+        b'[{"waterLevel":1.25,"TimeInstant":"2024-06-01T03:00:00.000Z"},'
+        b'{"waterLevel":1.5,"TimeInstant":"2024-06-01T03:01:00.000Z"}]'
+    )
+    assert by_topic["/K3Y/gauge2/attrs"].payload == b'{"waterLevel":0.25,"TimeInstant":"2024-06-01T03:00:00.000Z"}'
+    assert by_topic["/K3Y/gauge1/attrs"].user == {"gateway": "gw-kumamoto-01", "seq": "101,103"}
+    assert by_topic["/K3Y/gauge2/attrs"].user == {"gateway": "gw-kumamoto-01", "seq": "102"}
+    assert (up.counters.published, up.counters.acked, up.counters.reconnects) == (2, 2, 0)
+    assert up.counters.bytes == sum(len(m.payload) for m in got)
+
+
+async def test_ultralight_topic_style_and_payload(mosquitto_private: MosquittoBroker, context: AdapterContext) -> None:
+    up = uplink(mosquitto_private, context, format="iota-ul", topic_style="protocol", device_id="{adapter}-{device}")
+    batch = [reading("g", at=1, seq=8, device="d1", waterLevel=2, state="ok"),
+             reading("g", at=0, seq=7, device="d1", waterLevel=1.5, state="ok"),
+             reading("g", at=0, seq=9, device="d2", state="a|b")]
+    async with subscribe(mosquitto_private, "/ul/#") as sub:
+        outcomes = await up.deliver(batch)
+        (msg,) = await sub.wait(1)
+        await up.close()
+    assert [o.status for o in outcomes] == [Status.DELIVERED, Status.DELIVERED, Status.REJECTED]
+    assert outcomes[2].reason == ("g.state: UltraLight 2.0 values cannot be empty or contain '|', '#' or '@', "
+                                  "got 'a|b'; use format = \"iota-json\" for free text")
+    assert msg.topic == "/ul/K3Y/sim-d1/attrs"
+    assert msg.payload == (b"2024-06-01T03:00:00.000Z|waterLevel|1.5|state|ok#"
+                           b"2024-06-01T03:00:01.000Z|waterLevel|2|state|ok")
+    assert msg.user["seq"] == "7-8"
+    assert up.counters.rejected == 1
+
+
+async def test_mqtt_311_delivers_without_user_properties(
+    mosquitto_private: MosquittoBroker, context: AdapterContext
+) -> None:
+    up = uplink(mosquitto_private, context, protocol="3.1.1", topic_style="protocol")
+    async with subscribe(mosquitto_private, "/json/#") as sub:
+        outcomes = await up.deliver([reading("gauge1", seq=5)])
+        (msg,) = await sub.wait(1)
+        await up.close()
+    assert outcomes[0].status is Status.DELIVERED
+    assert msg.topic == "/json/K3Y/gauge1/attrs"
+    assert msg.user == {}
+
+
+async def test_large_batches_split_and_oversized_reading_is_rejected(
+    mosquitto_private: MosquittoBroker, context: AdapterContext
+) -> None:
+    up = uplink(mosquitto_private, context, max_message_bytes=600)
+    batch = [reading("gauge1", at=i, seq=i, waterLevel=i / 10) for i in range(30)]
+    batch.append(reading("gauge1", at=99, seq=99, note="x" * 700))
+    async with subscribe(mosquitto_private, "/K3Y/#") as sub:
+        outcomes = await up.deliver(batch)
+        await asyncio.sleep(0.2)
+        await up.close()
+    assert [o.status for o in outcomes] == [Status.DELIVERED] * 30 + [Status.REJECTED]
+    assert outcomes[-1].reason == (
+        "gauge1: message of 752 bytes exceeds max_message_bytes 600, got one reading too large to send; "
+        "raise max_message_bytes (within the broker's limit) or split the reading at the source"
+    )
+    assert len(sub.messages) > 1
+    assert all(len(m.payload) <= 600 for m in sub.messages)
+    measures = [x for m in sub.messages for x in orjson.loads(m.payload)]
+    assert [x["waterLevel"] for x in measures] == [i / 10 for i in range(30)]  # ascending across messages
+    assert [s for m in sub.messages for s in expand(m.user["seq"])] == list(range(30))
+
+
+async def test_retained_online_at_connect_and_offline_on_clean_close(
+    mosquitto_private: MosquittoBroker, context: AdapterContext
+) -> None:
+    up = uplink(mosquitto_private, context)
+    await up.start()
+    async with subscribe(mosquitto_private, STATUS) as sub:
+        (online,) = await sub.wait(1)
+        await up.close()
+        await sub.wait(2)
+    doc = orjson.loads(online.payload)
+    assert online.retain is True  # a late subscriber gets the state from the retained copy
+    assert (doc["gateway"], doc["state"]) == ("gw-kumamoto-01", "online")
+    assert doc["time"].endswith("Z")
+    async with subscribe(mosquitto_private, STATUS) as late:
+        (retained,) = await late.wait(1)
+    assert retained.retain is True
+    assert orjson.loads(retained.payload)["state"] == "offline"
+    assert orjson.loads(retained.payload)["reason"] == "closed"
+
+
+CRASHER = """
+import asyncio, sys
+from gateway.adapter_api import AdapterContext
+from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
+async def main():
+    cfg = MqttUplinkConfig(name="pref-mqtt", type="mqtt", host="127.0.0.1", port=int(sys.argv[1]), apikey="K")
+    up = MqttUplink(cfg, AdapterContext(gateway_id="gw-kumamoto-01", data_dir=sys.argv[2]))
+    await up.start()
+    print("up", flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+async def test_last_will_says_offline_when_the_gateway_process_is_killed(
+    mosquitto_private: MosquittoBroker, context: AdapterContext, tmp_path: Path
+) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", CRASHER, str(mosquitto_private.port), str(tmp_path)],
+                            stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)
+        assert line == b"up\n"
+        async with subscribe(mosquitto_private, STATUS) as sub:
+            (online,) = await sub.wait(1)
+            assert orjson.loads(online.payload)["state"] == "online"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            got = await sub.wait(2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    will = orjson.loads(got[1].payload)
+    assert (will["gateway"], will["state"], will["reason"]) == ("gw-kumamoto-01", "offline", "connection lost")
+    async with subscribe(mosquitto_private, STATUS) as late:
+        (retained,) = await late.wait(1)
+    assert orjson.loads(retained.payload)["state"] == "offline"
+
+
+async def test_broker_stopped_mid_batch_gives_retry_for_unacked_then_delivers_after_restart(
+    mosquitto_private: MosquittoBroker, context: AdapterContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt")
+    up = uplink(mosquitto_private, context, max_inflight=4, ack_timeout_s=20)
+    batch = [reading(f"gauge{i}", seq=i + 1) for i in range(600)]  # one message each
+    await up.start()
+
+    async def stop_after_some_acks() -> None:
+        while up.counters.acked < 20:
+            await asyncio.sleep(0)
+        mosquitto_private.stop()
+
+    stopper = asyncio.create_task(stop_after_some_acks())
+    started = time.monotonic()
+    outcomes = await up.deliver(batch)
+    elapsed = time.monotonic() - started
+    await stopper
+    delivered = [i for i, o in enumerate(outcomes) if o.status is Status.DELIVERED]
+    retry = [i for i, o in enumerate(outcomes) if o.status is Status.RETRY]
+    assert 20 <= len(delivered) < 600
+    assert len(delivered) + len(retry) == 600
+    assert len(delivered) == up.counters.acked
+    assert elapsed < 10, "the loss must be noticed, not waited out until ack_timeout_s"
+    assert outcomes[retry[0]].reason.startswith("connection lost before PUBACK")
+
+    # down: the next deliver fails fast, logged once at WARNING
+    again = await up.deliver([batch[i] for i in retry[:3]])
+    assert {o.status for o in again} == {Status.RETRY}
+    assert again[0].reason.startswith(f"broker 127.0.0.1:{mosquitto_private.port} unreachable: ")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].getMessage().startswith(f"broker 127.0.0.1:{mosquitto_private.port} unreachable, readings stay buffered")
+
+    mosquitto_private.start()
+    async with subscribe(mosquitto_private, "/K3Y/#") as sub:
+        final = await up.deliver([batch[i] for i in retry])
+        assert {o.status for o in final} == {Status.DELIVERED}
+        await sub.wait(len(retry))
+    await up.close()
+    assert up.counters.reconnects == 1
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert infos.count(f"connected to 127.0.0.1:{mosquitto_private.port} as edgegw-gw-kumamoto-01-pref-mqtt") == 2
+
+
+async def test_no_broker_at_start_is_not_an_error_and_retries(context: AdapterContext) -> None:
+    from tests.support.ports import free_port
+
+    cfg = MqttUplinkConfig(name="pref-mqtt", type="mqtt", host="127.0.0.1", port=free_port(), apikey="K")
+    up = MqttUplink(cfg, context)
+    await up.start()
+    outcomes = await up.deliver([reading(seq=1)])
+    assert outcomes[0].status is Status.RETRY
+    assert "Connection refused" in outcomes[0].reason
+    await up.close()
+
+
+async def test_broker_refusing_by_acl_is_retried_not_delivered(tmp_path: Path, context: AdapterContext) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic write edgegw/#\n")  # the status topic only: measures are denied
+    broker = MosquittoBroker(tmp_path / "b", extra_conf=f"acl_file {acl}\n{KEEP_USER}")
+    broker.start()
+    try:
+        up = uplink(broker, context)
+        outcomes = await up.deliver([reading(seq=1)])
+        await up.close()
+    finally:
+        broker.stop()
+    assert outcomes[0].status is Status.RETRY
+    assert outcomes[0].reason == "/K3Y/urn:ngsi-ld:WaterObserved:gauge1/attrs: broker refused the message for now, got PUBACK 0x87 Not authorized"
+
+
+async def test_connection_dropped_while_idle_reconnects_on_next_deliver(
+    mosquitto_private: MosquittoBroker, context: AdapterContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt")
+    up = uplink(mosquitto_private, context)
+    await up.start()
+    mosquitto_private.restart()
+    await asyncio.sleep(0.3)  # the watch notices the loss on its own and says so once
+    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]
+    outcomes = await up.deliver([reading(seq=1)])
+    assert outcomes[0].status is Status.DELIVERED
+    assert up.counters.reconnects == 1
+    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING", "INFO"]
+    await up.close()
