@@ -114,6 +114,13 @@ def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseM
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _hides_input(err: Any) -> bool:
+    # a secret written in clear must not be echoed into a terminal or a log by the error about it
+    from gateway.secrets import SecretInClear
+
+    return isinstance((err.get("ctx") or {}).get("error"), SecretInClear)
+
+
 def format_validation_error(
     exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = ""
 ) -> list[str]:
@@ -136,7 +143,9 @@ def format_validation_error(
             if msg.startswith(head):
                 msg = msg[len(head):]
         msg = msg[:1].lower() + msg[1:]
-        if "input" in err and ", got " not in msg:
+        if _hides_input(err):
+            msg += ", got a value that is not shown here"
+        elif "input" in err and ", got " not in msg:
             msg += f", got {_show(err['input'])}"
         lines.append(f"{path}: {msg}")
     return lines

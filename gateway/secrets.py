@@ -22,9 +22,13 @@ STORE_FILE = "secrets.enc"
 KEY_FILE = "secrets.key"
 
 
+class SecretInClear(ValueError):
+    """A config value that should reference a secret holds something else; never echo it."""
+
+
 def _check_ref(v: str) -> str:
     if not _REF.match(v):
-        raise ValueError(
+        raise SecretInClear(
             "must reference a secret as \"secret:<name>\" (stored with `edgegw secret set <name>`) "
             "or \"env:<VARIABLE>\", never the secret in clear"
         )

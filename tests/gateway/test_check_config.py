@@ -76,3 +76,12 @@ def test_sections_become_typed_objects(tmp_path: Path) -> None:
     assert [a.type for a in cfg.adapters] == ["simulated"] * 3
     assert {type(u).__name__ for u in cfg.uplinks} == {"MqttUplinkConfig"}
     assert cfg.buffer.durability.value == "full"
+
+
+def test_a_secret_written_in_clear_is_never_echoed() -> None:
+    doc = _doc()
+    doc["uplinks"][0]["x_auth_token"] = "hunter2-very-secret"  # type: ignore[index]
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert "hunter2" not in str(err.value)
+    assert err.value.errors[0].endswith("never the secret in clear, got a value that is not shown here")

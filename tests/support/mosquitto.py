@@ -6,6 +6,7 @@ persistent sessions and queued QoS1 messages like a real broker restart does.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -42,7 +43,13 @@ class MosquittoBroker:
             "max_inflight_messages 0\n"
             "log_type error\n"
             "log_type warning\n"
-            f"log_dest file {self.workdir}/mosquitto.log\n" + extra_conf
+            f"log_dest file {self.workdir}/mosquitto.log\n"
+            # answer PUBACKs at once instead of waiting for Nagle's algorithm (as a tuned broker does)
+            "set_tcp_nodelay true\n"
+            # as root, mosquitto drops to user `mosquitto`, which cannot write the persistence and
+            # log files in pytest's private tmp directories (sessions would not survive a restart)
+            + ("user root\n" if os.geteuid() == 0 and "user " not in extra_conf else "")
+            + extra_conf
         )
 
     def start(self, timeout: float = 10.0) -> None:

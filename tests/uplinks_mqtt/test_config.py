@@ -48,7 +48,7 @@ def test_apikey_required_for_iota_formats_only() -> None:
 def test_password_only_by_reference() -> None:
     assert errors(username="gw", password="hunter2") == [
         'uplinks[1].password: must reference a secret as "secret:<name>" (stored with `edgegw secret set <name>`) '
-        'or "env:<VARIABLE>", never the secret in clear, got "hunter2"'
+        'or "env:<VARIABLE>", never the secret in clear, got a value that is not shown here'
     ]
     assert errors(password="secret:mqtt") == [
         "uplinks[1].password: needs a username (MQTT sends no password without one), got \"secret:mqtt\""

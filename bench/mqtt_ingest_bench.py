@@ -1,0 +1,231 @@
+"""MQTT ingest rate: a bare paho subscriber vs the mqtt adapter committing into the real outbox, same broker, same run.
+
+Each round queues N QoS 1 messages for a persistent session while its subscriber is away, then
+measures how fast the subscriber drains them:
+  (a) bare paho (auto-ack, no work per message): the ceiling for this broker and this machine;
+  (b) MqttAdapter: JSON → Reading mapping, emit into `gateway.buffer.outbox.Outbox` (group commit,
+      durability from BufferConfig, fsync per group with "full"), PUBACK only after the commit.
+Prints both rates and (b)/(a); the target is ≥ 80 %.
+
+    .venv/bin/python bench/mqtt_ingest_bench.py [-n 20000] [--rounds 3] [--durability full|normal]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import paho.mqtt.client as paho  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+
+from adapters.mqtt.adapter import MqttAdapter  # noqa: E402
+from adapters.mqtt.config import MqttAdapterConfig  # noqa: E402
+from gateway.adapter_api import AdapterContext  # noqa: E402
+from gateway.buffer.config import BufferConfig, Durability  # noqa: E402
+from gateway.buffer.outbox import Outbox  # noqa: E402
+from tests.support.mosquitto import MosquittoBroker  # noqa: E402
+
+TOPIC_FILTER = "application/+/device/+/event/up"
+
+
+def payload(i: int) -> bytes:
+    """A ChirpStack-v4-shaped uplink, trimmed to the fields a real one always has."""
+    return json.dumps(
+        {
+            "deduplicationId": f"3ac7e3c4-4401-4b8d-9386-{i:012d}",
+            "time": "2024-05-01T03:00:00.123456789+00:00",
+            "deviceInfo": {"deviceName": f"th-{i % 50:02d}", "devEui": f"0004a30b001c{i % 50:04x}"},
+            "fCnt": i,
+            "fPort": 2,
+            "object": {"temperature": 21.5 + (i % 10) / 10, "humidity": 63, "batteryMv": 3012},
+            "rxInfo": [{"gatewayId": "0016c001f153a14c", "rssi": -97, "snr": 7.2}],
+        }
+    ).encode()
+
+
+def topic(i: int) -> str:
+    return f"application/river/device/0004a30b001c{i % 50:04x}/event/up"
+
+
+def connect_props(session_expiry: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = session_expiry
+    return props
+
+
+def publish_all(broker: MosquittoBroker, n: int) -> float:
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    t0 = time.perf_counter()
+    infos = [client.publish(topic(i), payload(i), qos=1) for i in range(n)]
+    for info in infos:
+        info.wait_for_publish(timeout=60)
+    elapsed = time.perf_counter() - t0
+    client.disconnect()
+    client.loop_stop()
+    return n / elapsed
+
+
+class BareSubscriber:
+    """paho with its defaults (auto-ack after on_message), counting messages."""
+
+    def __init__(self, broker: MosquittoBroker, client_id: str) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self.count = 0
+        self.done = threading.Event()
+        self.target = 0
+
+    def _client(self) -> paho.Client:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
+
+        def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
+            self.count += 1
+            if self.count >= self.target:
+                self.done.set()
+
+        client.on_message = on_message
+        return client
+
+    def create_session(self) -> None:
+        client = self._client()
+        client.connect(self.broker.host, self.broker.port, clean_start=False, properties=connect_props(3600))
+        client.loop_start()
+        client.subscribe(TOPIC_FILTER, qos=1)[1]
+        time.sleep(0.2)
+        client.disconnect()
+        client.loop_stop()
+
+    def drain(self, n: int) -> float:
+        self.count, self.target = 0, n
+        self.done.clear()
+        client = self._client()
+        t0 = time.perf_counter()
+        client.connect(self.broker.host, self.broker.port, clean_start=False, properties=connect_props(3600))
+        client.loop_start()
+        if not self.done.wait(timeout=300):
+            raise RuntimeError(f"bare subscriber got {self.count} of {n}")
+        elapsed = time.perf_counter() - t0
+        client.disconnect()
+        client.loop_stop()
+        return n / elapsed
+
+
+def adapter_config(broker: MosquittoBroker, client_id: str, max_inflight: int) -> MqttAdapterConfig:
+    return MqttAdapterConfig.model_validate(
+        {
+            "name": "bench",
+            "type": "mqtt",
+            "host": broker.host,
+            "port": broker.port,
+            "client_id": client_id,
+            "max_inflight": max_inflight,
+            "subscriptions": [
+                {
+                    "topic": TOPIC_FILTER,
+                    "entity_id": "urn:ngsi-ld:WeatherObserved:{payload.deviceInfo.devEui}",
+                    "entity_type": "WeatherObserved",
+                    "timestamp": {"path": "time"},
+                    "attributes": [
+                        {"path": "object.temperature", "name": "temperature", "unit": "CEL"},
+                        {"path": "object.humidity", "name": "relativeHumidity", "unit": "P1"},
+                        {"path": "object.batteryMv", "name": "batteryVoltage", "unit": "VLT", "scale": 0.001},
+                        {"path": "rxInfo[0].rssi", "name": "rssi"},
+                    ],
+                }
+            ],
+        }
+    )
+
+
+async def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.002)
+
+
+async def adapter_round(
+    broker: MosquittoBroker, config: MqttAdapterConfig, outbox: Outbox, n: int, create_only: bool = False
+) -> float:
+    adapter = MqttAdapter(config, AdapterContext(gateway_id="bench", data_dir=str(ROOT)))
+    t0 = time.perf_counter()
+    task = asyncio.create_task(adapter.run(outbox.append))
+    try:
+        if create_only:
+            await wait_until(lambda: adapter.connected, 10, "the adapter to subscribe")
+            return 0.0
+        await wait_until(lambda: adapter.emitted >= n and adapter.in_flight == 0, 300, f"{n} commits")
+        elapsed = time.perf_counter() - t0
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    if adapter.malformed:
+        raise RuntimeError(f"unexpected malformed messages: {dict(adapter.malformed)}")
+    return n / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=20_000, help="messages per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--durability", choices=[d.value for d in Durability], default="full")
+    parser.add_argument("--max-inflight", type=int, default=1000, help="the adapter's max_inflight")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="mqtt-bench-") as tmp:
+        broker = MosquittoBroker(Path(tmp) / "broker")
+        broker.start()
+        buffer_config = BufferConfig(durability=Durability(args.durability))
+        outbox = await Outbox.open(Path(tmp) / "outbox.db", buffer_config, uplinks=["bench"])
+        try:
+            bare = BareSubscriber(broker, "bench-bare")
+            bare.create_session()
+            config = adapter_config(broker, "bench-adapter", args.max_inflight)
+            await adapter_round(broker, config, outbox, 0, create_only=True)
+            bare_rates, adapter_rates = [], []
+            for r in range(args.rounds):
+                pub = await asyncio.to_thread(publish_all, broker, args.n)  # queued for both sessions
+                bare_rates.append(await asyncio.to_thread(bare.drain, args.n))
+                adapter_rates.append(await adapter_round(broker, config, outbox, args.n))
+                print(
+                    f"round {r + 1}: publish {pub:,.0f} msg/s | bare paho {bare_rates[-1]:,.0f} msg/s | "
+                    f"adapter+outbox {adapter_rates[-1]:,.0f} msg/s",
+                    flush=True,
+                )
+        finally:
+            await outbox.close()
+            broker.stop()
+    b, a = statistics.median(bare_rates), statistics.median(adapter_rates)
+    print(
+        f"\nmqtt ingest, {args.n:,} QoS1 messages x {args.rounds} rounds, medians "
+        f"(outbox durability={args.durability}, commit_interval_ms={buffer_config.commit_interval_ms}, "
+        f"max_inflight={args.max_inflight})"
+    )
+    print(f"  (a) bare paho subscriber : {b:10,.0f} msg/s")
+    print(f"  (b) MqttAdapter + Outbox : {a:10,.0f} msg/s")
+    print(f"  ratio (b)/(a)            : {a / b:10.1%}   (target >= 80%)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,265 @@
+"""The adapter against a real mosquitto: exact mapping, ack only after commit, malformed input, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.secrets import SecretStore
+from tests.adapters.mqtt.casefiles import load_case, reading_json
+from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
+from tests.support.mosquitto import MosquittoBroker, mosquitto_private  # noqa: F401
+
+ROOT = Path(__file__).parents[3]
+
+
+async def assert_nothing_queued(broker: MosquittoBroker, client_id: str, **overrides: object) -> None:
+    """Reconnect with the same session: the broker delivers queued messages before a fresh marker."""
+    sink = Sink()
+    async with running(counter_config(broker, client_id, **overrides), sink) as adapter:
+        await publish(broker, numbered(1, start=999, device="marker"))
+        await wait_for(lambda: adapter.emitted >= 1, what="the marker")
+    assert sink.values() == [999]
+
+
+@pytest.mark.parametrize("name", ["chirpstack_v4_uplink", "zigbee2mqtt_state", "tasmota_sensor"])
+async def test_case_through_the_broker(mosquitto_private: MosquittoBroker, name: str) -> None:
+    case = load_case(
+        name, host=mosquitto_private.host, port=mosquitto_private.port, client_id=f"case-{name}", reconnect_min_s=0.1
+    )
+    sink = Sink()
+    async with running(case.config, sink) as adapter:
+        await publish(mosquitto_private, [(m.topic, m.payload) for m in case.messages])
+        await wait_for(lambda: adapter.received == len(case.messages), what="all messages")
+        await wait_for(lambda: adapter.in_flight == 0, what="all acks")
+    want = [r for item in case.expected for r in item.get("readings", [])]
+    got = [reading_json(r) for r in sink.readings]
+    for g, w in zip(got, want):
+        if w["time_source"] == "gateway":  # arrival time: only the real clock knows it
+            g["observed_at"] = w["observed_at"]
+    assert got == want
+    errors = [item["error"] for item in case.expected if "error" in item]
+    assert dict(adapter.malformed) == {e: errors.count(e) for e in errors}
+    assert adapter.emitted == len(want)
+
+
+async def test_unacknowledged_messages_come_back_after_a_stop(mosquitto_private: MosquittoBroker) -> None:
+    cfg = counter_config(mosquitto_private, "ack-after-commit")
+    stuck = Sink(auto=False)
+    async with running(cfg, stuck) as adapter:
+        await publish(mosquitto_private, numbered(5))
+        await wait_for(lambda: adapter.received == 5, what="5 messages")
+        assert (adapter.emitted, adapter.in_flight) == (0, 5)
+    # same client id, commits completing now: the broker hands the 5 back, then the marker
+    sink = Sink()
+    async with running(cfg, sink) as adapter:
+        await publish(mosquitto_private, numbered(1, start=999, device="marker"))
+        await wait_for(lambda: adapter.emitted == 6, what="redelivery and marker")
+    assert sink.values() == [0, 1, 2, 3, 4, 999]
+    await assert_nothing_queued(mosquitto_private, "ack-after-commit")
+
+
+async def test_committed_messages_are_not_redelivered(mosquitto_private: MosquittoBroker) -> None:
+    cfg = counter_config(mosquitto_private, "committed")
+    sink = Sink()
+    async with running(cfg, sink) as adapter:
+        await publish(mosquitto_private, numbered(5))
+        await wait_for(lambda: adapter.emitted == 5 and adapter.in_flight == 0, what="5 commits and acks")
+    assert sink.values() == [0, 1, 2, 3, 4]
+    await assert_nothing_queued(mosquitto_private, "committed")
+
+
+async def test_messages_queued_while_stopped_arrive_on_start(mosquitto_private: MosquittoBroker) -> None:
+    cfg = counter_config(mosquitto_private, "offline-queue")
+    async with running(cfg, Sink()):
+        pass  # creates the persistent session and its subscription
+    await publish(mosquitto_private, numbered(3))
+    sink = Sink()
+    async with running(cfg, sink) as adapter:
+        await wait_for(lambda: adapter.emitted == 3, what="the queued messages")
+    assert sink.values() == [0, 1, 2]
+
+
+KILLED_CHILD = """
+import asyncio, json, sys
+from adapters.mqtt.adapter import MqttAdapter
+from adapters.mqtt.config import MqttAdapterConfig
+from gateway.adapter_api import AdapterContext
+
+async def main():
+    adapter = MqttAdapter(MqttAdapterConfig.model_validate(json.loads(sys.argv[1])),
+                          AdapterContext(gateway_id="gw", data_dir="/x"))
+    never = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(adapter.run(lambda reading: never))
+    last = None
+    while True:
+        state = (adapter.connected, adapter.received)
+        if state != last:
+            print(*state, flush=True)
+            last = state
+        await asyncio.sleep(0.01)
+
+asyncio.run(main())
+"""
+
+
+async def test_unacknowledged_messages_come_back_after_kill_9(mosquitto_private: MosquittoBroker) -> None:
+    cfg = counter_config(mosquitto_private, "killed")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_CHILD, cfg.model_dump_json(),
+        cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert child.stdout is not None
+    try:
+        assert await asyncio.wait_for(child.stdout.readline(), 10) == b"False 0\n"
+        assert await asyncio.wait_for(child.stdout.readline(), 10) == b"True 0\n"
+        await publish(mosquitto_private, numbered(3))
+        line = b""
+        while line != b"True 3\n":
+            line = await asyncio.wait_for(child.stdout.readline(), 10)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    sink = Sink()
+    async with running(cfg, sink) as adapter:
+        await wait_for(lambda: adapter.emitted == 3, what="the redelivered messages")
+    assert sink.values() == [0, 1, 2]
+
+
+async def test_in_flight_is_bounded_and_acks_go_in_order(mosquitto_private: MosquittoBroker) -> None:
+    sink = Sink(auto=False)
+    async with running(counter_config(mosquitto_private, "window", max_inflight=3), sink) as adapter:
+        await publish(mosquitto_private, numbered(7))
+        await wait_for(lambda: adapter.received == 3, what="a full window")
+        sink.commit(2)  # the third commits first: its ack must wait for the first two
+        await asyncio.sleep(0.3)
+        assert (adapter.received, adapter.in_flight, adapter.emitted) == (3, 3, 1)
+        sink.commit(0)  # acks message 0 only: room for exactly one more
+        await wait_for(lambda: adapter.received == 4, what="one more after the first ack")
+        await asyncio.sleep(0.3)
+        assert (adapter.received, adapter.in_flight) == (4, 3)
+        sink.commit(1)  # acks 1 and 2
+        await wait_for(lambda: adapter.received == 6, what="two more")
+        await asyncio.sleep(0.3)
+        assert (adapter.received, adapter.in_flight) == (6, 3)
+        for i in range(3, 6):
+            sink.commit(i)
+        await wait_for(lambda: adapter.received == 7, what="the last one")
+        sink.commit(6)
+        await wait_for(lambda: adapter.in_flight == 0, what="all acks")
+    assert sink.values() == [0, 1, 2, 3, 4, 5, 6]
+
+
+async def test_malformed_messages_are_counted_acked_and_dropped(
+    mosquitto_private: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="adapters.mqtt.adapter")
+    sink = Sink()
+    messages = [
+        ("test/dev1", b"\xff\xfe not json"),
+        ("test/dev1", b'{"n": "seven"}'),
+        ("test/dev1", b"{}"),
+        ("test/dev1", b'{"n": 1}'),
+        ("test/dev 2", b'{"n": 2}'),
+        ("test/dev1", b"[]"),
+        ("test/dev1", b'{"n": 3}'),
+    ]
+    async with running(counter_config(mosquitto_private, "malformed"), sink) as adapter:
+        await publish(mosquitto_private, messages)
+        await wait_for(lambda: adapter.received == 7 and adapter.in_flight == 0, what="all messages acked")
+    assert sink.values() == [1, 3]
+    assert dict(adapter.malformed) == {"not_json": 1, "wrong_type": 2, "missing_field": 1, "bad_id": 1}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "test/dev1: dropping malformed messages (not_json), e.g. test/dev1: payload is not JSON (invalid at "
+        "character 0), got b'\\xff\\xfe not json'; counted per reason",
+        "test/dev 2: dropping malformed messages (bad_id), e.g. test/dev 2: entity_id "
+        "urn:ngsi-ld:Thing:{topic[1]} renders to an invalid identifier: entity id must be 1-256 printable ASCII "
+        "characters without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got "
+        "'urn:ngsi-ld:Thing:dev 2'; counted per reason",
+        "test/dev1: dropping malformed messages (wrong_type), e.g. test/dev1: payload must be a JSON object, got "
+        "list []; counted per reason",
+    ]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(debug) == 5 and all(m.startswith("dropped a message (") for m in debug)
+    assert all(getattr(r, "component", None) == "testmqtt" for r in caplog.records)
+    await assert_nothing_queued(mosquitto_private, "malformed")
+
+
+async def test_broker_restart_reconnects_and_continues(
+    mosquitto_private: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="adapters.mqtt.adapter")
+    sink = Sink()
+    async with running(counter_config(mosquitto_private, "restart"), sink) as adapter:
+        await publish(mosquitto_private, numbered(2))
+        await wait_for(lambda: adapter.emitted == 2, what="before the restart")
+        mosquitto_private.stop()
+        await wait_for(lambda: not adapter.connected, what="the adapter to notice")
+        await asyncio.sleep(0.5)  # several reconnect attempts against a closed port
+        mosquitto_private.start()
+        await wait_for(lambda: adapter.connected, what="the reconnect")
+        await publish(mosquitto_private, numbered(2, start=2))
+        await wait_for(lambda: adapter.emitted == 4, what="after the restart")
+    assert sink.values() == [0, 1, 2, 3]
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [m for m in messages if m[0] == "WARNING"] == [
+        ("WARNING", "lost the broker connection: Unspecified error; reconnecting with backoff")
+    ]
+    # whether the session survived is the broker's persistence, not ours: both spellings are fine
+    assert [m for m in messages if m[1].startswith("reconnected to the broker (session kept: ")] != []
+
+
+async def test_password_from_the_secret_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="adapters.mqtt.adapter")
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "edgegw", "s3cret-pw"], check=True)
+    # `user root`: run as root, mosquitto would drop to user mosquitto and could not read the 0600 file
+    conf = f"allow_anonymous false\npassword_file {passwd}\nuser root\n"
+    broker = MosquittoBroker(tmp_path / "broker", extra_conf=conf)
+    broker.start()
+    try:
+        SecretStore(tmp_path / "data").set("broker", "s3cret-pw")
+        SecretStore(tmp_path / "wrong").set("broker", "not-it")
+        cfg = counter_config(broker, "auth", username="edgegw", password="secret:broker")
+        async with running(cfg, Sink(), data_dir=str(tmp_path / "wrong"), wait_connected=False) as adapter:
+            await wait_for(
+                lambda: any("refused" in r.getMessage() for r in caplog.records), what="the refusal to be logged"
+            )
+            assert not adapter.connected
+        refusals = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert refusals == [
+            f"broker mqtt://127.0.0.1:{broker.port} refused the connection: Not authorized; retrying with backoff"
+        ]
+        assert not any("not-it" in r.getMessage() for r in caplog.records)
+        sink = Sink()
+        async with running(cfg, sink, data_dir=str(tmp_path / "data")) as adapter:
+            await publish_authenticated(broker)
+            await wait_for(lambda: adapter.emitted == 1, what="a message")
+        assert sink.values() == [7]
+    finally:
+        broker.stop()
+
+
+async def publish_authenticated(broker: MosquittoBroker) -> None:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    def go() -> None:
+        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client.username_pw_set("edgegw", "s3cret-pw")
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        client.publish("test/dev1", json.dumps({"n": 7}), qos=1).wait_for_publish(10)
+        client.disconnect()
+        client.loop_stop()
+
+    await asyncio.to_thread(go)

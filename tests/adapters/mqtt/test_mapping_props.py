@@ -1,0 +1,174 @@
+"""Property tests of the sans-I/O mapping: any topic and any bytes give Readings or a MappingError."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.mqtt.config import Subscription
+from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError
+from gateway.ngsi.identifiers import check_entity_id, check_entity_type
+from gateway.records import Reading, TimeSource
+from tests.adapters.mqtt.casefiles import case_names, load_case
+
+MAPPERS = [Mapper(c.config.subscriptions, adapter=c.config.name) for c in map(load_case, case_names())]
+NOW = datetime(2024, 5, 1, 3, 0, tzinfo=timezone.utc)
+
+KEYS = st.sampled_from(
+    ["temperature", "humidity", "contact", "battery", "Time", "AM2301", "Temperature", "Humidity", "object",
+     "deviceInfo", "devEui", "time", "station", "ts", "level_mm", "raw", "distance_cm", "rxInfo", "rssi", "x"]
+)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+    | st.sampled_from(["2024-05-01T12:00:00", "2024-05-01T03:00:00.5Z", "1970-01-01T00:00:00", "9999-12-31T23:59:59+14:00"])
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS | st.text(max_size=5), inner, max_size=6),
+    max_leaves=25,
+)
+TOPICS = st.one_of(
+    st.text(max_size=40),
+    st.builds(
+        "/".join,
+        st.lists(st.sampled_from(["zigbee2mqtt", "tele", "SENSOR", "river", "application", "device", "event", "up",
+                                  "", "+", "#", "a b", "dev-1", "$SYS", "é"]), min_size=1, max_size=7),
+    ),
+)
+PAYLOADS = st.one_of(st.binary(max_size=80), JSON.map(lambda v: json.dumps(v).encode()))
+
+
+def check_reading(r: Reading, topic: str) -> None:
+    check_entity_id(r.entity_id)
+    check_entity_type(r.entity_type)
+    assert r.attributes, "a reading without attributes is never produced"
+    assert r.observed_at.tzinfo is not None
+    assert r.source.device == topic
+    for a in r.attributes.values():
+        if isinstance(a.value, float):
+            assert math.isfinite(a.value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(topic=TOPICS, payload=PAYLOADS, which=st.integers(0, len(MAPPERS) - 1))
+def test_anything_in_gives_readings_or_a_typed_error(topic: str, payload: bytes, which: int) -> None:
+    try:
+        readings = MAPPERS[which].map(topic, payload, NOW)
+    except MappingError as exc:
+        assert isinstance(exc.reason, MalformedReason)
+        assert str(exc).startswith(f"{topic}: ")
+        return
+    assert readings
+    for r in readings:
+        check_reading(r, topic)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    time=st.sampled_from(["2024-05-01T12:00:00", "2024-05-01T12:00:00+09:00", "", "12:00", "1999-12-31T23:59:59Z"]),
+    sensor=st.none() | st.fixed_dictionaries({"Temperature": SCALARS, "Humidity": SCALARS}),
+    topic_name=st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
+)
+def test_tasmota_shaped_payloads_map_exactly_when_valid(time: str, sensor: Any, topic_name: str) -> None:
+    payload = {"Time": time, "AM2301": sensor}
+    valid = time.startswith("2024") and sensor is not None and all(is_number(v) for v in sensor.values())
+    mapper = MAPPERS[case_names().index("tasmota_sensor")]
+    try:
+        readings = mapper.map(f"tele/{topic_name}/SENSOR", json.dumps(payload).encode(), NOW)
+    except MappingError:
+        assert not valid
+        return
+    assert valid
+    (r,) = readings
+    assert r.entity_id == f"urn:ngsi-ld:WeatherObserved:{topic_name}"
+    assert r.observed_at == datetime(2024, 5, 1, 3, tzinfo=timezone.utc)
+    assert {k: a.value for k, a in r.attributes.items()} == {
+        "temperature": sensor["Temperature"], "relativeHumidity": sensor["Humidity"]
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    when=st.datetimes(min_value=datetime(2000, 1, 1, 15), max_value=datetime(2024, 5, 1, 12)),
+    offset_min=st.integers(-12 * 60, 14 * 60),
+    temperature=st.floats(min_value=-1e12, max_value=1e12, allow_nan=False),
+)
+def test_iso_times_with_offsets_map_to_the_same_instant(when: datetime, offset_min: int, temperature: float) -> None:
+    aware = when.replace(tzinfo=timezone(timedelta(minutes=offset_min)))
+    payload = {"Time": aware.isoformat(), "AM2301": {"Temperature": temperature, "Humidity": 50}}
+    (r,) = MAPPERS[case_names().index("tasmota_sensor")].map("tele/a/SENSOR", json.dumps(payload).encode(), NOW)
+    assert r.observed_at == aware
+    assert r.time_source is TimeSource.DEVICE
+    assert r.attributes["temperature"].value == temperature
+
+
+@settings(max_examples=100, deadline=None)
+@given(naive=st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2024, 5, 1, 12)))
+def test_times_without_offset_are_read_in_the_configured_zone(naive: datetime) -> None:
+    payload = {"Time": naive.isoformat(), "AM2301": {"Temperature": 1, "Humidity": 2}}
+    (r,) = MAPPERS[case_names().index("tasmota_sensor")].map("tele/a/SENSOR", json.dumps(payload).encode(), NOW)
+    assert r.observed_at == naive.replace(tzinfo=timezone(timedelta(hours=9)))  # Asia/Tokyo has no DST
+
+
+STRUCTURED = Mapper(
+    [
+        Subscription.model_validate(
+            {
+                "topic": "things/+",
+                "entity_id": "urn:ngsi-ld:Thing:{topic[1]}",
+                "entity_type": "Thing",
+                "attributes": [
+                    {"path": "meta", "name": "meta", "type": "StructuredValue"},
+                    {"path": "seen", "name": "lastSeen", "type": "DateTime", "missing": "skip"},
+                ],
+            }
+        )
+    ],
+    adapter="t",
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(meta=JSON, seen=SCALARS)
+def test_structured_and_datetime_values(meta: Any, seen: Any) -> None:
+    payload = json.dumps({"meta": meta, "seen": seen}).encode()
+    try:
+        (r,) = STRUCTURED.map("things/a", payload, NOW)
+    except MappingError as exc:
+        assert exc.reason in (MalformedReason.MISSING_FIELD, MalformedReason.WRONG_TYPE, MalformedReason.BAD_TIMESTAMP)
+        assert not isinstance(meta, (dict, list)) or seen is not None
+        return
+    assert r.attributes["meta"].value == meta
+    if "lastSeen" in r.attributes:
+        assert r.attributes["lastSeen"].value.endswith("Z")
+
+
+def test_nesting_deeper_than_orion_allows_is_a_bad_value() -> None:
+    deep: Any = 1
+    for _ in range(60):
+        deep = [deep]
+    with pytest.raises(MappingError) as info:
+        STRUCTURED.map("things/a", json.dumps({"meta": deep}).encode(), NOW)
+    assert info.value.reason is MalformedReason.BAD_VALUE
+    assert str(info.value).startswith("things/a: urn:ngsi-ld:Thing:a.meta")
+    assert str(info.value).endswith(": nesting deeper than 50 levels, Orion refuses it")
+
+
+def test_datetime_attribute_is_normalised_to_utc() -> None:
+    (r,) = STRUCTURED.map("things/a", b'{"meta": {}, "seen": "2024-05-01T12:00:00.5+09:00"}', NOW)
+    assert r.attributes["lastSeen"].value == "2024-05-01T03:00:00.500Z"
+    assert r.attributes["lastSeen"].type == "DateTime"
