@@ -145,7 +145,8 @@ def format_validation_error(
         msg = msg[:1].lower() + msg[1:]
         if _hides_input(err):
             msg += ", got a value that is not shown here"
-        elif "input" in err and ", got " not in msg:
+        elif "input" in err and ", got " not in msg and not isinstance(err["input"], dict):
+            # a whole table's value says nothing the message does not; quote only scalars and lists
             msg += f", got {_show(err['input'])}"
         lines.append(f"{path}: {msg}")
     return lines

@@ -47,9 +47,9 @@ def test_secrets_are_never_in_clear() -> None:
     oauth2 = {"token_url": "https://idm.example.jp/oauth2/token", "client_id": "gw", "client_secret": "hunter2"}
     assert errors_of(orion(x_auth_token="abc123", oauth2=oauth2)) == [
         'uplinks[0].x_auth_token: must reference a secret as "secret:<name>" (stored with `edgegw secret set <name>`) '
-        'or "env:<VARIABLE>", never the secret in clear, got "abc123"',
+        'or "env:<VARIABLE>", never the secret in clear, got a value that is not shown here',
         'uplinks[0].oauth2.client_secret: must reference a secret as "secret:<name>" (stored with `edgegw secret set '
-        '<name>`) or "env:<VARIABLE>", never the secret in clear, got "hunter2"',
+        '<name>`) or "env:<VARIABLE>", never the secret in clear, got a value that is not shown here',
     ]
 
 

@@ -69,7 +69,7 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
     )
     assert errors == [
         "adapters[0].port: input should be greater than or equal to 1, got 0",
-        "adapters[0].tls: cert_file and key_file go together for mutual TLS; set both or neither, got a table",
+        "adapters[0].tls: cert_file and key_file go together for mutual TLS; set both or neither",
         "adapters[0].subscriptions[0].topic: may use '#' only as the whole last level (sensors/#), got \"zigbee2mqtt/#/x\"",
         "adapters[0].subscriptions[1].entity_id: refers to {topic[2]} but the topic filter 'zigbee2mqtt/+' has 2 "
         'levels (topic[0]..topic[1]), got "urn:ngsi-ld:Device:{topic[2]}"',
@@ -98,7 +98,7 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
 
 def test_secrets_are_references_and_need_a_username() -> None:
     assert adapter_errors(subscriptions=[sub()], password="env:MQTT_PASSWORD") == [
-        "adapters[0]: password needs a username; set username too, got a table"
+        "adapters[0]: password needs a username; set username too"
     ]
     errors = adapter_errors(subscriptions=[sub()], username="edgegw", password="hunter2")
     assert errors[0].startswith('adapters[0].password: must reference a secret as "secret:<name>"')
