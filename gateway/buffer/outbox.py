@@ -1,0 +1,471 @@
+"""The asyncio face of the durable outbox: group commit on one writer thread, reads, acks, waits.
+
+Invariants the rest of the gateway relies on:
+- Every SQLite call runs on the outbox's own thread; the event loop only encodes readings, checks
+  the caps in memory and waits on futures (one per commit group, not per reading).
+- An append's awaitable resolves only after the COMMIT holding it returned (fsynced with
+  durability "full"), so a source may acknowledge its device then.
+- Order per entity: an entity always lives in one lane (adapters set the lane per entity, never
+  per reading), rows of a lane are read in seq order and a cursor never passes a row that has to be
+  retried. So each uplink sees an entity's readings in the order they were appended, at least once.
+  A dead letter re-queued by a technician gets a new seq and so comes after newer readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from gateway.buffer.caps import DropReason, Room
+from gateway.buffer.config import BufferConfig
+from gateway.buffer.schema import open_database
+from gateway.buffer.stats import BufferStats, DeadLetter
+from gateway.buffer.store import Row, Store, lane_name
+from gateway.errors import BufferError, BufferFull
+from gateway.logs import component_logger
+from gateway.records import Reading, encode_reading, to_epoch_us
+from gateway.uplinks.api import Outcome
+
+log = component_logger(__name__, "buffer")
+
+T = TypeVar("T")
+
+_MAINTENANCE_S = 1.0  # how often the writer looks for other processes' writes (the CLI)
+_AGE_CHECK_S = 60.0
+
+
+class _CommitFuture(asyncio.Future[None]):
+    """A commit group's future, awaited by every appender of the group.
+
+    Cancelling one waiting appender must not cancel the commit for all the others, so cancel()
+    refuses; the cancelled task then stops as soon as the group is committed.
+    """
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
+@dataclass(slots=True)
+class _Group:
+    future: _CommitFuture
+    deadline: float
+    rows: list[Row] = field(default_factory=list)
+    lane_rows: list[int] = field(default_factory=lambda: [0, 0, 0])
+    lane_bytes: list[int] = field(default_factory=lambda: [0, 0, 0])
+    sealed: bool = False
+
+
+class Outbox:
+    def __init__(
+        self,
+        *,
+        path: Path,
+        config: BufferConfig,
+        store: Store,
+        room: Room,
+        recovered_from: Path | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._path = path
+        self._config = config
+        self._store = store
+        self._room = room
+        self._recovered_from = recovered_from
+        self._loop = loop
+        self._cond = threading.Condition()
+        self._groups: collections.deque[_Group] = collections.deque()
+        self._open: _Group | None = None
+        self._calls: collections.deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = collections.deque()
+        self._closing = False
+        self._closed = False
+        self._interval = config.commit_interval_ms / 1000
+        self._max_rows = config.commit_max_rows
+        self._new_rows: dict[str, asyncio.Event] = {name: asyncio.Event() for name in store.uplinks}
+        self._refused_total = 0
+        self._refused_episode = 0  # loop side: readings refused since caps left no room; 0 = accepting
+        self._dropping: collections.Counter[tuple[int, DropReason]] | None = None  # thread side: drops of the current cap episode
+        self._last_commit_ms: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"outbox:{path.name}", daemon=True)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        config: BufferConfig,
+        uplinks: Sequence[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        max_page_count: int | None = None,
+    ) -> Outbox:
+        """Open or create the outbox at `path` for the configured uplinks and start its writer thread.
+
+        `clock` gives wall time in seconds (tests move it to age rows). `max_page_count` caps the
+        file in pages: an appliance may keep the buffer off the last free megabytes with it, and
+        the tests use it to make the disk "full".
+        """
+        loop = asyncio.get_running_loop()
+
+        def opening() -> Outbox:
+            opened = open_database(path, durability=config.durability, max_page_count=max_page_count)
+            try:
+                store = Store(opened.conn, path=path, config=config, uplinks=uplinks, clock=clock)
+                room = Room(config, store.rows, store.bytes)
+                store.room = room
+                for name in store.removed_uplinks:
+                    log.warning("buffer: uplink %s is no longer configured; dropped its cursors", name)
+                aged = store.drop_aged(clock())
+            except BaseException:
+                opened.conn.close()
+                raise
+            box = cls(
+                path=path, config=config, store=store, room=room, recovered_from=opened.recovered_from, loop=loop
+            )
+            if aged:
+                box._note_drops(aged)
+            return box
+
+        try:
+            box = await asyncio.to_thread(opening)
+        except sqlite3.Error as exc:
+            raise BufferError(f"buffer: cannot open {path}, got {exc}", path=str(path)) from exc
+        box._thread.start()
+        log.info(
+            "buffer: opened %s (%d rows, durability %s, uplinks %s)",
+            path,
+            sum(box._store.rows),
+            config.durability.value,
+            ", ".join(box._store.uplinks),
+        )
+        return box
+
+    async def close(self) -> None:
+        """Commit everything queued, then stop the writer thread and close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._cond:
+            if self._open is not None:
+                self._open.sealed = True
+                self._open = None
+            self._closing = True
+            self._cond.notify()
+        await asyncio.to_thread(self._thread.join)
+        log.info("buffer: closed %s", self._path)
+
+    # --- appends (loop side) -------------------------------------------------------------------
+
+    def append(self, reading: Reading) -> Awaitable[None]:
+        """Queue one reading; the awaitable resolves once it is committed. Raises BufferFull now if caps leave no room."""
+        return self.append_many((reading,))
+
+    def append_many(self, readings: Sequence[Reading]) -> Awaitable[None]:
+        if self._closed:
+            raise BufferError(f"buffer: closed, got an append of {len(readings)} readings", path=str(self._path))
+        now_ms = int(self._store.clock() * 1000)
+        rows: list[Row] = []
+        lane_rows = [0, 0, 0]
+        lane_bytes = [0, 0, 0]
+        for r in readings:
+            body = encode_reading(r)
+            lane = int(r.lane)
+            rows.append((lane, r.entity_id, to_epoch_us(r.observed_at), now_ms, len(body), body, None))
+            lane_rows[lane] += 1
+            lane_bytes[lane] += len(body)
+        if not rows:
+            done = self._loop.create_future()
+            done.set_result(None)
+            return done
+        try:
+            self._room.reserve(lane_rows, lane_bytes)
+        except BufferFull:
+            self._refused_total += len(rows)
+            if not self._refused_episode:
+                log.warning("buffer: refusing new readings: caps reached and nothing left to drop")
+            self._refused_episode += len(rows)
+            raise
+        if self._refused_episode:
+            log.info("buffer: accepting readings again (%d refused meanwhile)", self._refused_episode)
+            self._refused_episode = 0
+        with self._cond:
+            if len(rows) <= self._max_rows:
+                return self._queue(rows, lane_rows, lane_bytes)
+            futures = []
+            for i in range(0, len(rows), self._max_rows):
+                part = rows[i : i + self._max_rows]
+                pr, pb = [0, 0, 0], [0, 0, 0]
+                for row in part:
+                    pr[row[0]] += 1
+                    pb[row[0]] += row[4]
+                futures.append(self._queue(part, pr, pb))
+        # a future, not a coroutine: a caller that never awaits it gets no "never awaited" warning
+        return cast(Awaitable[None], asyncio.gather(*futures))
+
+    def _queue(self, rows: list[Row], lane_rows: list[int], lane_bytes: list[int]) -> _CommitFuture:
+        # called with self._cond held
+        group = self._open
+        if group is None or len(group.rows) + len(rows) > self._max_rows:
+            if group is not None:
+                group.sealed = True
+            group = _Group(future=_CommitFuture(loop=self._loop), deadline=time.monotonic() + self._interval)
+            self._groups.append(group)
+            self._open = group
+            self._cond.notify()
+        group.rows.extend(rows)
+        for i in range(3):
+            group.lane_rows[i] += lane_rows[i]
+            group.lane_bytes[i] += lane_bytes[i]
+        if len(group.rows) >= self._max_rows:
+            group.sealed = True
+            self._open = None
+            self._cond.notify()
+        return group.future
+
+    # --- the other operations (run on the writer thread) ----------------------------------------
+
+    def _call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        if self._closed:
+            raise BufferError("buffer: closed, got a call after close()", path=str(self._path))
+        fut: asyncio.Future[T] = self._loop.create_future()
+        with self._cond:
+            self._calls.append((fn, fut))
+            self._cond.notify()
+        return fut
+
+    async def read(self, uplink: str, limit: int) -> list[Reading]:
+        """Up to `limit` readings past the uplink's cursors: alert, then normal, then bulk, seq order in each."""
+        return await self._call(lambda: self._store.read(uplink, limit))
+
+    async def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
+        await self._call(lambda: self._store.ack(uplink, batch, outcomes))
+
+    async def wait(self, uplink: str, timeout: float) -> bool:
+        """True as soon as rows past the uplink's cursors exist (woken by commits), False after `timeout`."""
+        event = self._new_rows.get(uplink)
+        if event is None:
+            self._store._cursor(uplink)  # raises the "unknown uplink" error
+            raise AssertionError("unreachable")
+        deadline = self._loop.time() + timeout
+        while True:
+            event.clear()
+            if await self._call(lambda: self._store.has_pending(uplink)):
+                return True
+            left = deadline - self._loop.time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(event.wait(), left)
+            except TimeoutError:
+                return False
+
+    async def stats(self) -> BufferStats:
+        return await self._call(
+            lambda: self._store.stats(
+                recovered_from=self._recovered_from,
+                last_commit_ms=self._last_commit_ms,
+                refused_total=self._refused_total,
+            )
+        )
+
+    async def dead_letters(self, uplink: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        return await self._call(lambda: self._store.dead_letters(uplink, limit))
+
+    async def retry_dead_letters(self, uplink: str | None = None, ids: Sequence[int] | None = None) -> int:
+        """Re-queue dead letters for their own uplink only; returns how many were re-queued."""
+        if uplink is not None:
+            self._store._cursor(uplink)
+        n = await self._call(lambda: self._store.retry_dead_letters(uplink, ids))
+        if n:
+            log.info("buffer: re-queued %d dead letters%s", n, f" for {uplink}" if uplink else "")
+            self._wake()
+        return n
+
+    # --- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_maintenance = time.monotonic() + _MAINTENANCE_S
+        next_age = time.monotonic() + _AGE_CHECK_S
+        try:
+            while True:
+                groups: list[_Group] = []
+                call: tuple[Callable[[], Any], asyncio.Future[Any]] | None = None
+                with self._cond:
+                    while True:
+                        now = time.monotonic()
+                        if self._groups:
+                            head = self._groups[0]
+                            if head.sealed or self._closing or now >= head.deadline:
+                                groups = self._take_groups()
+                                break
+                        if self._calls:
+                            call = self._calls.popleft()
+                            break
+                        if now >= next_maintenance:
+                            break
+                        if self._closing:
+                            return
+                        wake = next_maintenance
+                        if self._groups:
+                            wake = min(wake, self._groups[0].deadline)
+                        self._cond.wait(max(0.0, wake - now))
+                if groups:
+                    self._commit(groups)
+                elif call is not None:
+                    self._run_call(*call)
+                else:
+                    now = time.monotonic()
+                    next_maintenance = now + _MAINTENANCE_S
+                    self._maintain(age=now >= next_age)
+                    if now >= next_age:
+                        next_age = now + _AGE_CHECK_S
+        except BaseException as exc:
+            # a bug, not a database error (those are handled per commit): never leave appenders hanging
+            log.critical("buffer: writer thread stopped: %r; the gateway must restart", exc, exc_info=True)
+            self._fail_pending(BufferError(f"buffer: writer thread stopped, got {exc!r}; restart the gateway"))
+        finally:
+            self._store.conn.close()
+
+    def _fail_pending(self, error: BufferError) -> None:
+        self._closed = True  # later appends fail at once instead of waiting for a thread that is gone
+        with self._cond:
+            self._closing = True
+            groups, self._groups, self._open = list(self._groups), collections.deque(), None
+            calls, self._calls = list(self._calls), collections.deque()
+        for g in groups:
+            self._to_loop(_set_exception, g.future, error)
+        for _, fut in calls:
+            self._to_loop(_set_exception, fut, error)
+
+    def _take_groups(self) -> list[_Group]:
+        # called with self._cond held: groups queued while the previous commit ran share one transaction
+        taken = [self._groups.popleft()]
+        total = len(taken[0].rows)
+        while self._groups and total + len(self._groups[0].rows) <= self._max_rows:
+            total += len(self._groups[0].rows)
+            taken.append(self._groups.popleft())
+        if self._open in taken:
+            self._open = None
+        return taken
+
+    def _commit(self, groups: list[_Group]) -> None:
+        if len(groups) == 1:
+            g = groups[0]
+            rows, lane_rows, lane_bytes = g.rows, g.lane_rows, g.lane_bytes
+        else:
+            rows = [row for g in groups for row in g.rows]
+            lane_rows = [sum(g.lane_rows[i] for g in groups) for i in range(3)]
+            lane_bytes = [sum(g.lane_bytes[i] for g in groups) for i in range(3)]
+        started = time.perf_counter()
+        error: BaseException | None = None
+        drops = None
+        try:
+            drops = self._store.insert(rows, lane_rows, lane_bytes)
+        except sqlite3.Error as exc:
+            for i in range(3):
+                self._room.release(i, lane_rows[i], lane_bytes[i])
+            error = self._commit_error(exc, len(rows))
+        self._last_commit_ms = (time.perf_counter() - started) * 1000
+        if drops is not None:
+            self._note_drops(drops)
+        futures = [g.future for g in groups]
+        self._to_loop(self._committed, futures, error)
+
+    def _commit_error(self, exc: sqlite3.Error, n: int) -> BaseException:
+        what = f"committing {n} readings" if n else "writing"
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            log.error("buffer: disk full while %s (%s)", what, exc)
+            return BufferFull(
+                f"buffer: disk full while {what}, got {exc!r} on {self._path}; "
+                f"free space in {self._path.parent}, appends work again once there is room",
+                path=str(self._path),
+                rows=n,
+            )
+        log.error("buffer: %s failed: %s", what, exc)
+        return BufferError(f"buffer: {what} failed, got {exc!r} on {self._path}", path=str(self._path))
+
+    def _committed(self, futures: list[_CommitFuture], error: BaseException | None) -> None:
+        # on the loop
+        for fut in futures:
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
+        if error is None:
+            self._wake()
+
+    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            # the event loop is gone without close(): nobody waits any more; store what is queued and stop
+            with self._cond:
+                self._closing = True
+
+    def _wake(self) -> None:
+        for event in self._new_rows.values():
+            event.set()
+
+    def _run_call(self, fn: Callable[[], Any], fut: asyncio.Future[Any]) -> None:
+        try:
+            self._sync_external()
+            result = fn()
+        except sqlite3.Error as exc:
+            self._to_loop(_set_exception, fut, self._commit_error(exc, 0))
+        except BaseException as exc:  # handed to the awaiting coroutine, never lost on this thread
+            self._to_loop(_set_exception, fut, exc)
+        else:
+            self._to_loop(_set_result, fut, result)
+
+    def _sync_external(self) -> None:
+        if self._store.changed_elsewhere():
+            # another process (the CLI re-queueing dead letters) wrote rows: recount, let the uplinks look
+            self._room.adjust(*self._store.load_totals())
+            self._to_loop(self._wake)
+
+    def _maintain(self, *, age: bool) -> None:
+        try:
+            self._sync_external()
+            if age:
+                drops = self._store.drop_aged(self._store.clock())
+                if drops:
+                    self._note_drops(drops)
+        except sqlite3.Error as exc:
+            log.error("buffer: maintenance failed: %s", exc)
+
+    def _note_drops(self, drops: collections.Counter[tuple[int, DropReason]]) -> None:
+        """Log a cap episode once when it starts and once when a commit needs no drop any more."""
+        if drops:
+            if self._dropping is None:
+                self._dropping = collections.Counter()
+                (lane, reason), _ = next(iter(drops.items()))
+                log.warning(
+                    "buffer: cap %s reached, dropping the oldest %s rows (policy: bulk, then normal%s)",
+                    reason.value,
+                    lane_name(lane),
+                    ", then alert" if self._config.drop_alert.value == "oldest" else "; alert never",
+                )
+            self._dropping.update(drops)
+        elif self._dropping is not None:
+            summary = ", ".join(
+                f"{n} {lane_name(lane)} ({reason.value})" for (lane, reason), n in sorted(self._dropping.items(), key=str)
+            )
+            log.info("buffer: back under the caps; dropped %s in that episode", summary)
+            self._dropping = None
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

@@ -1,0 +1,87 @@
+"""What the outbox reports about itself: BufferStats, UplinkCursorStats and DeadLetter."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.records import Reading, iso_utc
+
+# Lanes are keyed by name ("alert", "normal", "bulk") so the UI, metrics and JSON need no enum.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UplinkCursorStats:
+    cursors: Mapping[str, int]  # lane -> seq of the last row this uplink has passed
+    pending: Mapping[str, int]  # lane -> rows past the cursor that this uplink still has to read
+    dead_letters: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BufferStats:
+    path: str
+    durability: str
+    rows: int
+    bytes: int
+    rows_per_lane: Mapping[str, int]
+    bytes_per_lane: Mapping[str, int]
+    oldest_observed_age_s: float | None  # of the oldest buffered row (by seq); None when empty
+    oldest_appended_age_s: float | None
+    uplinks: Mapping[str, UplinkCursorStats]
+    dropped: Mapping[str, Mapping[str, int]]  # lane -> reason (max_rows/max_bytes/max_age) -> rows
+    dead_letters: Mapping[str, int]  # uplink -> rows, including uplinks no longer configured
+    appended_total: int
+    refused_total: int  # appends refused with BufferFull (caps or disk) since the gateway started
+    commits_total: int
+    last_commit_ms: float | None  # duration of the last group commit, None outside the gateway
+    recovered_from: str | None  # where a damaged database file was moved at open
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "durability": self.durability,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "rows_per_lane": dict(self.rows_per_lane),
+            "bytes_per_lane": dict(self.bytes_per_lane),
+            "oldest_observed_age_s": self.oldest_observed_age_s,
+            "oldest_appended_age_s": self.oldest_appended_age_s,
+            "uplinks": {
+                name: {"cursors": dict(u.cursors), "pending": dict(u.pending), "dead_letters": u.dead_letters}
+                for name, u in self.uplinks.items()
+            },
+            "dropped": {lane: dict(reasons) for lane, reasons in self.dropped.items()},
+            "dead_letters": dict(self.dead_letters),
+            "appended_total": self.appended_total,
+            "refused_total": self.refused_total,
+            "commits_total": self.commits_total,
+            "last_commit_ms": self.last_commit_ms,
+            "recovered_from": self.recovered_from,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """A reading an uplink's far side rejected as invalid; kept until a technician re-queues it."""
+
+    id: int
+    uplink: str
+    seq: int
+    lane: str
+    entity_id: str
+    reason: str
+    created_at: datetime
+    reading: Reading
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "uplink": self.uplink,
+            "seq": self.seq,
+            "lane": self.lane,
+            "entity_id": self.entity_id,
+            "reason": self.reason,
+            "created_at": iso_utc(self.created_at),
+        }

@@ -1,0 +1,462 @@
+"""The outbox's SQL: insert with cap drops, lane-ordered reads, cursor acks with dead letters, stats.
+
+Synchronous and single-threaded: the Outbox runs it on its writer thread, the CLI runs it directly.
+Every write is one transaction; in-memory state (totals, cursors, counters) changes only after
+COMMIT succeeded, so a failed commit (disk full) leaves memory and file in step.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+from gateway.buffer.caps import LANES, DropReason, Room, drop_order
+from gateway.buffer.config import BufferConfig
+from gateway.buffer.stats import BufferStats, DeadLetter, UplinkCursorStats
+from gateway.errors import BufferError
+from gateway.records import Lane, Reading, decode_reading, encode_reading
+from gateway.uplinks.api import Outcome, Status
+
+# (lane, entity_id, observed_us, appended_ms, size, body, target)
+Row = tuple[int, str, int, int, int, bytes, str | None]
+
+_INSERT = (
+    "INSERT INTO outbox (lane, entity_id, observed_us, appended_ms, size, body, target) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_READ = (
+    "SELECT seq, body FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) ORDER BY seq LIMIT ?"
+)
+_HAS = "SELECT 1 FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) LIMIT 1"
+_BUMP = "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+_LANE_NAMES = {int(lane): lane.name.lower() for lane in LANES}
+
+
+def lane_name(lane: int) -> str:
+    return _LANE_NAMES[lane]
+
+
+@dataclass(slots=True)
+class _Changes:
+    """What a transaction will change in memory once (and only if) it commits."""
+
+    released: list[tuple[int, int, int]] = field(default_factory=list)  # (lane, rows, bytes)
+    added: list[tuple[int, int, int]] = field(default_factory=list)
+    counters: Counter[str] = field(default_factory=Counter)
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Store:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        path: Path,
+        config: BufferConfig,
+        uplinks: Sequence[str] | None,
+        room: Room | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`uplinks` None means "whatever cursors the file has" (the CLI); otherwise the configured set."""
+        self.conn = conn
+        self.path = path
+        self.config = config
+        self.clock = clock
+        self.room = room
+        self.rows = [0, 0, 0]
+        self.bytes = [0, 0, 0]
+        self.counters: Counter[str] = Counter(dict(conn.execute("SELECT name, value FROM counters").fetchall()))
+        self._deleted_upto = [0, 0, 0]
+        self._data_version = self._read_data_version()
+        self.load_totals()
+        self.uplinks: tuple[str, ...] = ()
+        self.cursors: dict[str, list[int]] = {}
+        self.removed_uplinks: list[str] = []
+        self._load_cursors(uplinks)
+
+    # --- opening -------------------------------------------------------------------------------
+
+    def load_totals(self) -> tuple[list[int], list[int]]:
+        """Recount rows and bytes per lane from the file; returns the change against what we held."""
+        rows, nbytes = [0, 0, 0], [0, 0, 0]
+        for lane, n, b in self.conn.execute("SELECT lane, count(*), coalesce(sum(size), 0) FROM outbox GROUP BY lane"):
+            rows[lane], nbytes[lane] = n, b
+        delta = ([rows[i] - self.rows[i] for i in range(3)], [nbytes[i] - self.bytes[i] for i in range(3)])
+        self.rows, self.bytes = rows, nbytes
+        return delta
+
+    def _load_cursors(self, uplinks: Sequence[str] | None) -> None:
+        stored: dict[str, list[int]] = {}
+        for name, lane, seq in self.conn.execute("SELECT uplink, lane, seq FROM cursors"):
+            stored.setdefault(name, [0, 0, 0])[lane] = seq
+        if uplinks is None:
+            self.uplinks = tuple(sorted(stored))
+            self.cursors = stored
+            return
+        self.uplinks = tuple(uplinks)
+        self.removed_uplinks = sorted(set(stored) - set(uplinks))
+        with self._write() as ch:
+            for name in self.removed_uplinks:
+                self.conn.execute("DELETE FROM cursors WHERE uplink = ?", (name,))
+                # rows re-queued for that uplink alone would never be read by anyone again
+                for lane, n, b in self.conn.execute(
+                    "SELECT lane, count(*), coalesce(sum(size), 0) FROM outbox WHERE target = ? GROUP BY lane", (name,)
+                ).fetchall():
+                    ch.released.append((lane, n, b))
+                self.conn.execute("DELETE FROM outbox WHERE target = ?", (name,))
+            for name in self.uplinks:
+                if name not in stored:
+                    # a new uplink starts at the oldest buffered row: cursor 0 is below every seq
+                    stored[name] = [0, 0, 0]
+                    self.conn.executemany(
+                        "INSERT INTO cursors (uplink, lane, seq) VALUES (?, ?, 0)", [(name, i) for i in range(3)]
+                    )
+            self.cursors = {name: stored[name] for name in self.uplinks}
+            self._delete_passed(self.cursors, ch)
+
+    # --- transactions --------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[_Changes]:
+        ch = _Changes()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield ch
+            if ch.counters:
+                self.conn.executemany(_BUMP, list(ch.counters.items()))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        for lane, n, b in ch.released:
+            self.rows[lane] -= n
+            self.bytes[lane] -= b
+            if self.room is not None:
+                self.room.release(lane, n, b)
+        for lane, n, b in ch.added:
+            self.rows[lane] += n
+            self.bytes[lane] += b
+        self.counters.update(ch.counters)
+        for fn in ch.after:
+            fn()
+        self._data_version = self._read_data_version()
+
+    def _read_data_version(self) -> int:
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def changed_elsewhere(self) -> bool:
+        """True once after another process (the CLI) committed to the file."""
+        v = self._read_data_version()
+        changed = v != self._data_version
+        self._data_version = v
+        return changed
+
+    # --- appends and caps ----------------------------------------------------------------------
+
+    def insert(self, rows: Sequence[Row], per_lane_rows: Sequence[int], per_lane_bytes: Sequence[int]) -> Counter[tuple[int, DropReason]]:
+        """Store a group in one transaction, first dropping the oldest droppable rows the caps demand.
+
+        The group's rows are already counted in `room` (the loop reserved them); they are added to
+        the committed totals here.
+        """
+        drops: Counter[tuple[int, DropReason]] = Counter()
+        with self._write() as ch:
+            self._make_room(sum(per_lane_rows), sum(per_lane_bytes), ch, drops)
+            self.conn.executemany(_INSERT, rows)
+            for lane in range(3):
+                if per_lane_rows[lane]:
+                    ch.added.append((lane, per_lane_rows[lane], per_lane_bytes[lane]))
+            ch.counters["appended"] += len(rows)
+            ch.counters["commits"] += 1
+        return drops
+
+    def _make_room(
+        self, add_rows: int, add_bytes: int, ch: _Changes, drops: Counter[tuple[int, DropReason]]
+    ) -> None:
+        # Drops happen before the insert, from rows already stored, so a new reading is never
+        # dropped in the very commit that stores it. The loop's reserve() has checked there is enough.
+        cfg = self.config
+        need_rows = sum(self.rows) + add_rows - cfg.max_rows
+        need_bytes = sum(self.bytes) + add_bytes - cfg.max_bytes
+        for lane in drop_order(cfg):
+            if need_rows <= 0 and need_bytes <= 0:
+                break
+            lane_i = int(lane)
+            last, n, b = 0, 0, 0
+            while (need_rows > 0 or need_bytes > 0) and n < self.rows[lane_i]:
+                chunk = self.conn.execute(
+                    "SELECT seq, size FROM outbox WHERE lane = ? AND seq > ? ORDER BY seq LIMIT 512", (lane_i, last)
+                ).fetchall()
+                if not chunk:
+                    break
+                for seq, size in chunk:
+                    reason = DropReason.MAX_ROWS if need_rows > 0 else DropReason.MAX_BYTES
+                    drops[(lane_i, reason)] += 1
+                    need_rows -= 1
+                    need_bytes -= size
+                    n += 1
+                    b += size
+                    last = seq
+                    if need_rows <= 0 and need_bytes <= 0:
+                        break
+            if n:
+                self.conn.execute("DELETE FROM outbox WHERE lane = ? AND seq <= ?", (lane_i, last))
+                ch.released.append((lane_i, n, b))
+        for (lane_i, reason), n in drops.items():
+            ch.counters[f"dropped.{lane_name(lane_i)}.{reason.value}"] += n
+
+    def drop_aged(self, now_s: float) -> Counter[tuple[int, DropReason]]:
+        """Drop rows appended more than max_age_s ago, from the lanes the policy may drop."""
+        cutoff = int((now_s - self.config.max_age_s) * 1000)
+        drops: Counter[tuple[int, DropReason]] = Counter()
+        lanes = []
+        for lane in drop_order(self.config):
+            oldest = self.conn.execute(
+                "SELECT appended_ms FROM outbox WHERE lane = ? ORDER BY seq LIMIT 1", (int(lane),)
+            ).fetchone()
+            if oldest is not None and oldest[0] < cutoff:
+                lanes.append(int(lane))
+        if not lanes:
+            return drops
+        with self._write() as ch:
+            for lane_i in lanes:
+                last, n, b, done = 0, 0, 0, False
+                while not done:
+                    chunk = self.conn.execute(
+                        "SELECT seq, size, appended_ms FROM outbox WHERE lane = ? AND seq > ? ORDER BY seq LIMIT 512",
+                        (lane_i, last),
+                    ).fetchall()
+                    done = len(chunk) < 512
+                    for seq, size, appended in chunk:
+                        if appended >= cutoff:
+                            done = True
+                            break
+                        n, b, last = n + 1, b + size, seq
+                if n:
+                    self.conn.execute("DELETE FROM outbox WHERE lane = ? AND seq <= ?", (lane_i, last))
+                    ch.released.append((lane_i, n, b))
+                    drops[(lane_i, DropReason.MAX_AGE)] = n
+                    ch.counters[f"dropped.{lane_name(lane_i)}.max_age"] += n
+        return drops
+
+    # --- reading and acknowledging -------------------------------------------------------------
+
+    def _cursor(self, uplink: str) -> list[int]:
+        try:
+            return self.cursors[uplink]
+        except KeyError:
+            raise BufferError(
+                f"buffer: unknown uplink, got {uplink!r}; configured: {', '.join(self.uplinks) or '(none)'}",
+                uplink=uplink,
+            ) from None
+
+    def read(self, uplink: str, limit: int) -> list[Reading]:
+        cur = self._cursor(uplink)
+        out: list[Reading] = []
+        for lane in range(3):
+            left = limit - len(out)
+            if left <= 0:
+                break
+            if self.rows[lane] == 0:
+                continue
+            out.extend([decode_reading(body, seq) for seq, body in self.conn.execute(_READ, (lane, cur[lane], uplink, left))])
+        return out
+
+    def has_pending(self, uplink: str) -> bool:
+        cur = self._cursor(uplink)
+        for lane in range(3):
+            if self.conn.execute(_HAS, (lane, cur[lane], uplink)).fetchone() is not None:
+                return True
+        return False
+
+    def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
+        """Per lane, move the cursor over the leading run of delivered/rejected rows; dead-letter the rejected."""
+        if len(batch) != len(outcomes):
+            raise BufferError(
+                f"buffer: ack for {uplink} needs one outcome per reading, got {len(outcomes)} outcomes "
+                f"for {len(batch)} readings",
+                uplink=uplink,
+            )
+        old = self._cursor(uplink)
+        new = list(old)
+        blocked = [False, False, False]
+        dead: list[tuple[str, int, int, str, bytes, str, int]] = []
+        now_ms = int(self.clock() * 1000)
+        for reading, outcome in zip(batch, outcomes):
+            lane = int(reading.lane)
+            seq = reading.seq
+            if seq is None:
+                raise BufferError(
+                    f"buffer: ack for {uplink} got a reading without seq ({reading.entity_id}); "
+                    "acknowledge only readings returned by read()",
+                    uplink=uplink,
+                )
+            if blocked[lane]:
+                continue
+            if outcome.status is Status.RETRY:
+                # later rows of this lane are read again: duplicates are fine, loss is not
+                blocked[lane] = True
+                continue
+            if seq <= old[lane]:
+                continue  # acknowledged before (a batch read twice)
+            new[lane] = max(new[lane], seq)
+            if outcome.status is Status.REJECTED:
+                dead.append((uplink, seq, lane, reading.entity_id, encode_reading(reading), outcome.reason, now_ms))
+        if new == old:
+            return
+        with self._write() as ch:
+            if dead:
+                self.conn.executemany(
+                    "INSERT INTO dead_letters (uplink, seq, lane, entity_id, body, reason, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    dead,
+                )
+                ch.counters[f"dead_letters.{uplink}"] += len(dead)
+            self.conn.executemany(
+                "UPDATE cursors SET seq = ? WHERE uplink = ? AND lane = ?",
+                [(new[lane], uplink, lane) for lane in range(3) if new[lane] != old[lane]],
+            )
+            cursors = dict(self.cursors)
+            cursors[uplink] = new
+            self._delete_passed(cursors, ch)
+
+            def move() -> None:
+                self.cursors[uplink] = new
+
+            ch.after.append(move)
+
+    def _delete_passed(self, cursors: dict[str, list[int]], ch: _Changes) -> None:
+        if not cursors:
+            return
+        for lane in range(3):
+            upto = min(c[lane] for c in cursors.values())
+            if upto <= self._deleted_upto[lane]:
+                continue
+            n, b = self.conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM outbox WHERE lane = ? AND seq <= ?", (lane, upto)
+            ).fetchone()
+            if n:
+                self.conn.execute("DELETE FROM outbox WHERE lane = ? AND seq <= ?", (lane, upto))
+                ch.released.append((lane, n, b))
+
+            def mark(lane: int = lane, upto: int = upto) -> None:
+                self._deleted_upto[lane] = upto
+
+            ch.after.append(mark)
+
+    # --- dead letters ----------------------------------------------------------------------------
+
+    def dead_letters(self, uplink: str | None, limit: int) -> list[DeadLetter]:
+        rows = self.conn.execute(
+            "SELECT id, uplink, seq, lane, entity_id, body, reason, created_at FROM dead_letters "
+            "WHERE ?1 IS NULL OR uplink = ?1 ORDER BY id LIMIT ?2",
+            (uplink, limit),
+        ).fetchall()
+        return [
+            DeadLetter(
+                id=id_,
+                uplink=up,
+                seq=seq,
+                lane=lane_name(lane),
+                entity_id=entity_id,
+                reason=reason,
+                created_at=datetime.fromtimestamp(created / 1000, timezone.utc),
+                reading=decode_reading(body, seq),
+            )
+            for id_, up, seq, lane, entity_id, body, reason, created in rows
+        ]
+
+    def retry_dead_letters(self, uplink: str | None, ids: Sequence[int] | None) -> int:
+        """Re-queue dead letters for their uplink only (target column) and remove them from the table."""
+        where = "WHERE (?1 IS NULL OR uplink = ?1) AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))"
+        params = (uplink, None if ids is None else orjson.dumps([int(i) for i in ids]).decode())
+        now_ms = int(self.clock() * 1000)
+        with self._write() as ch:
+            picked = self.conn.execute(
+                f"SELECT id, uplink, lane, entity_id, body FROM dead_letters {where} ORDER BY id", params
+            ).fetchall()
+            if self.cursors and not set(self.cursors) >= {p[1] for p in picked}:
+                # only re-queue for uplinks this gateway delivers to; others would never be read
+                picked = [p for p in picked if p[1] in self.cursors]
+            rows: list[Row] = [
+                (lane, entity_id, int(orjson.loads(body)["o"]), now_ms, len(body), body, up)
+                for _, up, lane, entity_id, body in picked
+            ]
+            self.conn.executemany(_INSERT, rows)
+            self.conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(p[0],) for p in picked])
+            for lane, _, _, _, size, _, _ in rows:
+                ch.added.append((lane, 1, size))
+            if self.room is not None:
+                room = self.room
+
+                def count_in() -> None:
+                    for lane, _, _, _, size, _, _ in rows:
+                        room.adjust([1 if i == lane else 0 for i in range(3)], [size if i == lane else 0 for i in range(3)])
+
+                ch.after.append(count_in)
+        return len(rows)
+
+    # --- stats ---------------------------------------------------------------------------------
+
+    def stats(
+        self,
+        *,
+        recovered_from: Path | None,
+        last_commit_ms: float | None,
+        refused_total: int,
+        durability: str | None = None,
+    ) -> BufferStats:
+        """`durability` overrides the config's, for a reader (the CLI) that does not know it."""
+        conn = self.conn
+        now = self.clock()
+        oldest = conn.execute(
+            "SELECT observed_us, appended_ms FROM outbox WHERE seq = (SELECT min(seq) FROM outbox)"
+        ).fetchone()
+        dead = dict(conn.execute("SELECT uplink, count(*) FROM dead_letters GROUP BY uplink").fetchall())
+        uplinks = {}
+        for name, cur in self.cursors.items():
+            pending = {}
+            for lane in range(3):
+                (n,) = conn.execute("SELECT count(*) FROM outbox WHERE lane = ? AND seq > ?", (lane, cur[lane])).fetchone()
+                (others,) = conn.execute(
+                    "SELECT count(*) FROM outbox WHERE target IS NOT NULL AND target <> ? AND lane = ? AND seq > ?",
+                    (name, lane, cur[lane]),
+                ).fetchone()
+                pending[lane_name(lane)] = n - others
+            uplinks[name] = UplinkCursorStats(
+                cursors={lane_name(i): cur[i] for i in range(3)}, pending=pending, dead_letters=dead.get(name, 0)
+            )
+        dropped: dict[str, dict[str, int]] = {}
+        for key, value in sorted(self.counters.items()):
+            if key.startswith("dropped."):
+                _, lane_key, reason = key.split(".", 2)
+                dropped.setdefault(lane_key, {})[reason] = value
+        return BufferStats(
+            path=str(self.path),
+            durability=self.config.durability.value if durability is None else durability,
+            rows=sum(self.rows),
+            bytes=sum(self.bytes),
+            rows_per_lane={lane_name(i): self.rows[i] for i in range(3)},
+            bytes_per_lane={lane_name(i): self.bytes[i] for i in range(3)},
+            oldest_observed_age_s=None if oldest is None else max(0.0, now - oldest[0] / 1e6),
+            oldest_appended_age_s=None if oldest is None else max(0.0, now - oldest[1] / 1e3),
+            uplinks=uplinks,
+            dropped=dropped,
+            dead_letters=dead,
+            appended_total=self.counters["appended"],
+            refused_total=refused_total,
+            commits_total=self.counters["commits"],
+            last_commit_ms=last_commit_ms,
+            recovered_from=None if recovered_from is None else str(recovered_from),
+        )
+
+
+__all__ = ["Store", "Row", "lane_name", "Lane"]

@@ -1,0 +1,27 @@
+"""Builds small Readings for the buffer tests; attribute `n` makes each one recognisable."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from gateway.records import Attribute, Lane, Reading, Source
+
+T0 = datetime(2026, 5, 1, 3, 0, 0, tzinfo=timezone.utc)
+
+
+def reading(n: int, entity: str = "e1", lane: Lane = Lane.NORMAL, pad: int = 0) -> Reading:
+    attrs = {"n": Attribute(value=n, type="Number")}
+    if pad:
+        attrs["pad"] = Attribute(value="x" * pad, type="Text")
+    return Reading(
+        entity_id=entity,
+        entity_type="Sensor",
+        attributes=attrs,
+        observed_at=T0,
+        source=Source(adapter="sim"),
+        lane=lane,
+    )
+
+
+def ns(readings: list[Reading]) -> list[int]:
+    return [r.attributes["n"].value for r in readings]

@@ -1,0 +1,96 @@
+"""`edgegw buffer ...` against the file of a running outbox."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.buffer import cli
+from gateway.buffer.config import BufferConfig, Durability
+from gateway.buffer.outbox import Outbox
+from gateway.records import Lane
+from gateway.uplinks.api import DELIVERED, Outcome, Status
+from tests.buffer.readings import ns, reading
+
+CFG = BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1)
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="edgegw")
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["buffer", *argv])
+
+
+def _run(db: Path, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = cli.run(_args(*argv), db, out)
+    return code, out.getvalue()
+
+
+async def _busy_outbox(db: Path) -> Outbox:
+    box = await Outbox.open(db, CFG, ["orion", "mqtt"])
+    await box.append_many([reading(i, "urn:ngsi-ld:Sensor:1") for i in range(5)] + [reading(9, "alarm", Lane.ALERT)])
+    batch = await box.read("orion", 3)
+    await box.ack("orion", batch, [DELIVERED, Outcome(Status.REJECTED, "422 Unprocessable: bad unit"), DELIVERED])
+    return box
+
+
+async def test_stats_table_and_json_while_the_gateway_runs(tmp_path: Path) -> None:
+    db = tmp_path / "buffer.db"
+    box = await _busy_outbox(db)
+    code, text = await asyncio.to_thread(_run, db, "stats")
+    assert code == 0
+    lines = text.splitlines()
+    assert lines[0] == f"buffer    {db}"
+    assert lines[1] == "rows      6 (alert 1, normal 5, bulk 0)"
+    assert lines[4] == "appended  6 in 1 commits"
+    assert lines[5] == "dropped   none"
+    assert lines[7].split() == ["uplink", "lane", "cursor", "pending", "dead", "letters"]
+    assert lines[8].split() == ["mqtt", "alert", "0", "1", "0"]
+    assert lines[11].split() == ["orion", "alert", "6", "0", "1"]
+    assert lines[12].split() == ["orion", "normal", "2", "3"]
+    code, text = await asyncio.to_thread(_run, db, "stats", "--json")
+    doc = json.loads(text)
+    assert doc["rows_per_lane"] == {"alert": 1, "normal": 5, "bulk": 0}
+    assert doc["uplinks"]["mqtt"]["pending"] == {"alert": 1, "normal": 5, "bulk": 0}
+    assert doc["dead_letters"] == {"orion": 1}
+    await box.close()
+
+
+async def test_dead_letters_listed_and_requeued_by_id_while_running(tmp_path: Path) -> None:
+    db = tmp_path / "buffer.db"
+    box = await _busy_outbox(db)
+    code, text = await asyncio.to_thread(_run, db, "dead-letters")
+    assert code == 0
+    header, row = text.splitlines()
+    assert header.split()[:5] == ["id", "uplink", "seq", "lane", "entity"]
+    assert row.split()[:5] == ["1", "orion", "1", "normal", "urn:ngsi-ld:Sensor:1"]
+    assert row.endswith("422 Unprocessable: bad unit")
+    code, text = await asyncio.to_thread(_run, db, "dead-letters", "--uplink", "mqtt", "--json")
+    assert json.loads(text) == []
+    code, text = await asyncio.to_thread(_run, db, "retry-dead-letters", "--id", "1", "--json")
+    assert (code, json.loads(text)) == (0, {"requeued": 1})
+    # the running gateway notices the other process's write and delivers the copy to orion only
+    assert await box.wait("orion", 5)
+    assert ns(await box.read("orion", 10)) == [2, 3, 4, 0]
+    assert (await box.stats()).rows == 7
+    assert await box.dead_letters() == []
+    await box.close()
+
+
+def test_retry_without_a_selection_and_a_missing_file_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "buffer.db"
+    assert cli.run(_args("retry-dead-letters"), db) == 2
+    assert capsys.readouterr().err == (
+        "buffer retry-dead-letters: nothing selected, got no --uplink, --id or --all; name what to re-queue\n"
+    )
+    assert cli.run(_args("stats"), db) == 1
+    assert capsys.readouterr().err == (
+        f"buffer: no database at {db}, got a missing file; check gateway.data_dir or start the gateway once\n"
+    )
+    assert not db.exists()  # the CLI never creates a buffer

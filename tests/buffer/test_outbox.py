@@ -1,0 +1,179 @@
+"""Outbox behaviour against a real SQLite file: lanes, acks, cursors, dead letters, waits, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from gateway.buffer.config import BufferConfig, Durability
+from gateway.buffer.outbox import Outbox
+from gateway.errors import BufferError
+from gateway.records import Lane
+from gateway.uplinks.api import DELIVERED, Outcome, Status
+from tests.buffer.readings import ns, reading
+
+RETRY = Outcome(Status.RETRY)
+CFG = BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1)
+
+
+async def test_alert_is_read_before_a_bulk_backlog_and_reread_until_acked(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
+    await box.append_many([reading(i, f"bulk{i % 3}", Lane.BULK) for i in range(2000)])
+    await box.append(reading(5000, "river", Lane.NORMAL))
+    await box.append(reading(9999, "alarm", Lane.ALERT))
+    first = await box.read("orion", 3)
+    assert ns(first) == [9999, 5000, 0]
+    assert [r.lane for r in first] == [Lane.ALERT, Lane.NORMAL, Lane.BULK]
+    assert first[0].seq == 2002 and first[2].seq == 1
+    again = await box.read("orion", 3)
+    assert again == first
+    await box.close()
+
+
+async def test_retry_stops_only_its_own_lane_and_later_rows_come_again(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
+    await box.append_many([reading(i, "n", Lane.NORMAL) for i in range(4)] + [reading(10 + i, "b", Lane.BULK) for i in range(2)])
+    batch = await box.read("orion", 10)
+    assert ns(batch) == [0, 1, 2, 3, 10, 11]
+    # normal: delivered, retry, delivered, delivered -> only row 0 passed; bulk both delivered
+    await box.ack("orion", batch, [DELIVERED, RETRY, DELIVERED, DELIVERED, DELIVERED, DELIVERED])
+    assert ns(await box.read("orion", 10)) == [1, 2, 3]
+    stats = await box.stats()
+    assert stats.uplinks["orion"].cursors == {"alert": 0, "normal": 1, "bulk": 6}
+    assert stats.uplinks["orion"].pending == {"alert": 0, "normal": 3, "bulk": 0}
+    assert stats.rows == 3  # the only uplink passed the others, so they are deleted
+    await box.close()
+
+
+async def test_rejected_rows_become_dead_letters_and_retry_requeues_for_that_uplink_only(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion", "mqtt"])
+    await box.append_many([reading(i) for i in range(3)])
+    batch = await box.read("orion", 10)
+    bad = Outcome(Status.REJECTED, "400 BadRequest: Invalid characters in attribute value")
+    await box.ack("orion", batch, [DELIVERED, bad, RETRY])
+    letters = await box.dead_letters("orion")
+    assert [(d.uplink, d.seq, d.lane, d.entity_id, d.reason) for d in letters] == [
+        ("orion", 2, "normal", "e1", "400 BadRequest: Invalid characters in attribute value")
+    ]
+    assert letters[0].reading.attributes["n"].value == 1
+    assert await box.dead_letters("mqtt") == []
+    assert (await box.stats()).dead_letters == {"orion": 1}
+
+    assert await box.retry_dead_letters("orion") == 1
+    assert await box.dead_letters() == []
+    orion = await box.read("orion", 10)
+    assert ns(orion) == [2, 1]  # row 2 was a RETRY; the re-queued row comes after it with a new seq
+    assert orion[1].seq == 4
+    assert ns(await box.read("mqtt", 10)) == [0, 1, 2]  # mqtt never sees the re-queued copy
+    await box.close()
+
+
+async def test_two_uplinks_move_independently_and_rows_go_once_both_passed(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion", "mqtt"])
+    await box.append_many([reading(i) for i in range(10)])
+    for _ in range(2):
+        batch = await box.read("orion", 5)
+        await box.ack("orion", batch, [DELIVERED] * len(batch))
+    assert await box.read("orion", 5) == []
+    assert not await box.wait("orion", 0.01)
+    stats = await box.stats()
+    assert stats.rows == 10  # mqtt never acknowledged
+    assert stats.uplinks["mqtt"].pending["normal"] == 10
+    batch = await box.read("mqtt", 4)
+    await box.ack("mqtt", batch, [DELIVERED] * 4)
+    assert (await box.stats()).rows == 6
+    await box.close()
+
+
+async def test_cursors_survive_a_restart_and_a_removed_uplink_is_forgotten(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "b.db"
+    box = await Outbox.open(db, CFG, ["orion", "old"])
+    await box.append_many([reading(i) for i in range(6)])
+    batch = await box.read("orion", 4)
+    await box.ack("orion", batch, [DELIVERED] * 4)
+    await box.close()
+
+    with caplog.at_level(logging.WARNING):
+        box = await Outbox.open(db, CFG, ["orion", "fresh"])
+    assert "buffer: uplink old is no longer configured; dropped its cursors" in caplog.messages
+    assert ns(await box.read("orion", 10)) == [4, 5]
+    assert ns(await box.read("fresh", 10)) == [0, 1, 2, 3, 4, 5]  # a new uplink starts at the oldest row
+    # "old" no longer holds rows back: once "fresh" passes, orion's acked rows go
+    batch = await box.read("fresh", 4)
+    await box.ack("fresh", batch, [DELIVERED] * 4)
+    assert (await box.stats()).rows == 2
+    with pytest.raises(BufferError) as err:
+        await box.read("old", 1)
+    assert str(err.value) == "buffer: unknown uplink, got 'old'; configured: orion, fresh"
+    await box.close()
+
+
+async def test_seq_keeps_rising_after_every_row_was_deleted_and_reopened(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    box = await Outbox.open(db, CFG, ["orion"])
+    await box.append_many([reading(i) for i in range(3)])
+    batch = await box.read("orion", 10)
+    await box.ack("orion", batch, [DELIVERED] * 3)
+    await box.close()
+    box = await Outbox.open(db, CFG, ["orion"])
+    await box.append(reading(7))
+    fresh = await box.read("orion", 10)
+    assert [(r.seq, r.attributes["n"].value) for r in fresh] == [(4, 7)]
+    await box.close()
+
+
+async def test_wait_is_woken_by_a_commit(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", BufferConfig(commit_interval_ms=20), ["orion"])
+    assert not await box.wait("orion", 0.05)
+    waiter = asyncio.create_task(box.wait("orion", 10))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await box.append(reading(1))
+    assert await waiter
+    assert loop.time() - t0 < 1
+    await box.close()
+
+
+async def test_one_cancelled_appender_does_not_cancel_its_group(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", BufferConfig(commit_interval_ms=50), ["orion"])
+
+    async def emit(n: int) -> None:
+        await box.append(reading(n))
+
+    tasks = [asyncio.create_task(emit(n)) for n in range(5)]
+    await asyncio.sleep(0)
+    tasks[0].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert results[1:] == [None] * 4
+    assert ns(await box.read("orion", 10)) == [0, 1, 2, 3, 4]  # the cancelled one was committed too
+    stats = await box.stats()
+    assert stats.commits_total == 1
+    await box.close()
+
+
+async def test_large_append_many_is_split_into_bounded_commits(tmp_path: Path) -> None:
+    cfg = BufferConfig(durability=Durability.NORMAL, commit_max_rows=100)
+    box = await Outbox.open(tmp_path / "b.db", cfg, ["orion"])
+    await box.append_many([reading(i) for i in range(250)])
+    stats = await box.stats()
+    assert (stats.appended_total, stats.commits_total) == (250, 3)
+    await box.close()
+
+
+async def test_ack_needs_one_outcome_per_reading_and_close_refuses_more_work(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
+    await box.append(reading(1))
+    batch = await box.read("orion", 10)
+    with pytest.raises(BufferError) as err:
+        await box.ack("orion", batch, [])
+    assert str(err.value) == "buffer: ack for orion needs one outcome per reading, got 0 outcomes for 1 readings"
+    await box.close()
+    with pytest.raises(BufferError) as err2:
+        box.append(reading(2))
+    assert str(err2.value) == "buffer: closed, got an append of 1 readings"
