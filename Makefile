@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := mosquitto socat freeradius-utils
+DEB_PACKAGES := mosquitto mosquitto-clients socat freeradius-utils
 STAMP := $(VENV)/.installed
 
 .PHONY: run test deps debs venv bench clean
@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 # simulated devices. Watch the data with: mosquitto_sub -p 18830 -t '#' -v
 run: deps
 	@mkdir -p var/demo; \
-	mosquitto -c config/demo-mosquitto.conf >var/demo/mosquitto.log 2>&1 & broker=$$!; \
+	$$(command -v mosquitto || echo /usr/sbin/mosquitto) -c config/demo-mosquitto.conf >var/demo/mosquitto.log 2>&1 & broker=$$!; \
 	trap 'kill $$broker 2>/dev/null' EXIT; \
 	$(VENV)/bin/edgegw run --config config/demo.toml
 
