@@ -1,0 +1,294 @@
+"""Polls one URL on a fixed cadence with conditional GET and emits the new observations it maps."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+import aiohttp
+
+from adapters.http_poll.config import HttpPollConfig, TlsVerify, is_secret_ref
+from adapters.http_poll.mapping import LastSeen, Mapper, MappingError
+from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.errors import AdapterError, ReadingError
+from gateway.logs import component_logger
+from gateway.records import Emit, Reading, utc_now
+from gateway.secrets import resolve
+
+EXCERPT_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Response:
+    status: int
+    body: bytes
+    charset: str | None
+    etag: str | None
+    last_modified: str | None
+
+
+class _Failure(Exception):
+    """A poll that got no usable document; `reason` is the counter key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class HttpPollAdapter:
+    """Polls a JSON document; see README.md for configuration and troubleshooting."""
+
+    config_model: ClassVar[type[AdapterConfig]] = HttpPollConfig
+
+    def __init__(
+        self, config: AdapterConfig, context: AdapterContext, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        if not isinstance(config, HttpPollConfig):
+            raise TypeError(f"HttpPollAdapter needs an HttpPollConfig, got {type(config).__name__}")
+        self.config = config
+        self.context = context
+        self._clock = clock
+        self._log = component_logger(__name__, config.name)
+        self._mapper = Mapper(config.mappings, adapter=config.name, device=config.display_url)
+        self._seen = LastSeen()
+        # counters (README "State and counters")
+        self.polls = 0
+        self.emitted = 0
+        self.not_modified = 0  # 304 answers
+        self.duplicates = 0  # observations already sent
+        self.stale = 0  # observations older than the last one sent for their entity
+        self.skipped_ticks = 0  # polls not started because the previous one ran past their time
+        self.failed: Counter[str] = Counter()  # http_5xx, http_status, timeout, connection, tls, too_large
+        self.malformed: Counter[str] = Counter()  # MalformedReason values, and `rejected` by the buffer
+        # conditional GET validators from the last 200
+        self.etag: str | None = None
+        self.last_modified: str | None = None
+        self._failing: str | None = None  # transport episode: the reason last logged at WARNING
+        self._bad: set[str] = set()  # document/item reasons logged at WARNING in the current episode
+        self._secrets: list[str] = []
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    async def run(self, emit: Emit) -> None:
+        cfg = self.config
+        headers = self._resolve(cfg.headers)
+        params = self._resolve(cfg.params)
+        connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=1)
+        timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=headers, raise_for_status=False
+        ) as session:
+            self._log.info("polling %s every %ss", cfg.display_url, cfg.interval_s)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            tick = 0
+            while True:
+                await self.poll(session, emit, params)
+                # fixed cadence from the start time, so polls do not drift by their own duration;
+                # a poll that ran past later ticks skips them instead of firing them back to back
+                due = math.floor((loop.time() - start) / cfg.interval_s) + 1
+                self.skipped_ticks += max(0, due - tick - 1)
+                tick = max(tick + 1, due)
+                await asyncio.sleep(max(0.0, start + tick * cfg.interval_s - loop.time()))
+
+    async def poll(self, session: aiohttp.ClientSession, emit: Emit, params: dict[str, str]) -> None:
+        """One conditional GET and whatever it yields; every failure is counted, none escapes but emit's."""
+        self.polls += 1
+        try:
+            response = await self._fetch(session, params)
+        except _Failure as exc:
+            self._transport_failed(exc)
+            return
+        self._transport_ok()
+        if response.status == 304:
+            self.not_modified += 1
+            return
+        now = self._clock()
+        try:
+            result = self._mapper.map(response.body, now, response.charset)
+        except MappingError as exc:
+            self._malformed(exc, response)
+            self._keep_validators(response)
+            return
+        for err in result.errors:
+            self._malformed(err, response)
+        selection = self._seen.select(result.readings)
+        self.duplicates += selection.duplicates
+        self.stale += selection.stale
+        await self._emit_all(emit, selection.fresh)
+        self._keep_validators(response)
+        if not result.errors and self._bad:
+            self._log.info("documents map cleanly again")
+            self._bad.clear()
+
+    # --- HTTP -------------------------------------------------------------------------------------
+
+    async def _fetch(self, session: aiohttp.ClientSession, params: dict[str, str]) -> _Response:
+        cfg = self.config
+        conditional: dict[str, str] = {}
+        if self.etag is not None:
+            conditional["If-None-Match"] = self.etag
+        if self.last_modified is not None:
+            conditional["If-Modified-Since"] = self.last_modified
+        try:
+            async with session.get(cfg.url, headers=conditional, params=params or None) as resp:
+                if resp.status == 304:
+                    return _Response(status=304, body=b"", charset=None, etag=None, last_modified=None)
+                if resp.status != 200:
+                    head = await resp.content.read(EXCERPT_CHARS)
+                    kind = "http_5xx" if resp.status >= 500 else "http_status"
+                    raise _Failure(kind, f"HTTP {resp.status} {resp.reason or ''}".rstrip() + f", body {self._excerpt(head)}")
+                body = await self._read_limited(resp)
+                return _Response(
+                    status=200,
+                    body=body,
+                    charset=cfg.encoding or resp.charset,
+                    etag=resp.headers.get("ETag"),
+                    last_modified=resp.headers.get("Last-Modified"),
+                )
+        except _Failure:
+            raise
+        except TimeoutError:
+            raise _Failure("timeout", f"no complete answer within timeout_s = {cfg.timeout_s}") from None
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+            raise _Failure("tls", f"TLS failed: {exc}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _Failure("connection", f"{exc.__class__.__name__}: {exc}") from None
+
+    async def _read_limited(self, resp: aiohttp.ClientResponse) -> bytes:
+        limit = self.config.max_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise _Failure("too_large", f"document of {resp.content_length} bytes exceeds max_bytes = {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise _Failure("too_large", f"document exceeds max_bytes = {limit}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _keep_validators(self, response: _Response) -> None:
+        # a malformed 200 keeps its validators too: the same document would be malformed again
+        self.etag = response.etag
+        self.last_modified = response.last_modified
+
+    # --- emitting ---------------------------------------------------------------------------------
+
+    async def _emit_all(self, emit: Emit, readings: list[Reading]) -> None:
+        # hand every reading over before awaiting, so the buffer can commit them as one group
+        pending: list[tuple[Reading, Awaitable[None]]] = []
+        for reading in readings:
+            try:
+                pending.append((reading, emit(reading)))
+            except ReadingError as exc:
+                self._rejected(reading, exc)
+        results = await asyncio.gather(*(aw for _, aw in pending), return_exceptions=True)
+        failure: BaseException | None = None
+        for (reading, _), outcome in zip(pending, results):
+            if outcome is None:
+                self.emitted += 1
+                self._seen.remember(reading)
+            elif isinstance(outcome, ReadingError):
+                self._rejected(reading, outcome)
+            elif failure is None:
+                failure = outcome
+        if failure is not None:
+            # the buffer cannot store (full disk, caps): stop; the supervisor restarts us with backoff
+            self._log.error("stopping: emit failed (%s)", failure)
+            raise failure
+
+    def _rejected(self, reading: Reading, exc: ReadingError) -> None:
+        # not remembered: the next document brings it again, and it is counted again
+        self.malformed["rejected"] += 1
+        self._log.debug("the buffer refused %s: %s", reading.entity_id, exc)
+        if "rejected" not in self._bad:
+            self._bad.add("rejected")
+            self._log.warning("the buffer refuses readings as invalid, e.g. %s; counted as rejected", exc)
+
+    # --- logging state changes ----------------------------------------------------------------------
+
+    def _transport_failed(self, exc: _Failure) -> None:
+        self.failed[exc.reason] += 1
+        self._log.debug("poll of %s failed (%s): %s", self.config.display_url, exc.reason, exc.detail)
+        if self._failing != exc.reason:
+            self._failing = exc.reason
+            self._log.warning(
+                "polling %s fails (%s): %s; retrying every %ss", self.config.display_url, exc.reason, exc.detail,
+                self.config.interval_s,
+            )
+
+    def _transport_ok(self) -> None:
+        if self._failing is not None:
+            self._log.info("polling %s works again", self.config.display_url)
+            self._failing = None
+
+    def _malformed(self, exc: MappingError, response: _Response) -> None:
+        reason = exc.reason.value
+        self.malformed[reason] += 1
+        excerpt = self._excerpt(response.body, response.charset)
+        self._log.debug("dropped (%s): %s; document starts %s", reason, exc, excerpt)
+        if reason not in self._bad:
+            self._bad.add(reason)
+            self._log.warning("dropping malformed input (%s): %s; document starts %s", reason, exc, excerpt)
+
+    def _excerpt(self, body: bytes, charset: str | None = None) -> str:
+        try:
+            text = body[: EXCERPT_CHARS * 4].decode(charset or "utf-8", errors="replace")
+        except LookupError:
+            text = body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+        text = text[:EXCERPT_CHARS]
+        # some APIs echo the request (and its key) in their error bodies
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return repr(text)
+
+    # --- setup ------------------------------------------------------------------------------------
+
+    def _resolve(self, table: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, value in table.items():
+            if is_secret_ref(value):
+                value = resolve(value, self.context.data_dir)
+                if len(value) >= 4:  # masking shorter strings would mangle unrelated text
+                    self._secrets.append(value)
+            out[name] = value
+        return out
+
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        tls = self.config.tls
+        if tls is None:
+            return True
+        try:
+            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.cert_file is not None and tls.key_file is not None:
+                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise AdapterError(
+                f"{self.config.name}.tls: cannot load the certificate files, got {exc}; check the paths and permissions",
+                adapter=self.config.name,
+            ) from None
+        if tls.verify is TlsVerify.OFF:
+            self._log.warning("TLS certificate checks are off for %s; use ca_file instead", self.config.display_url)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "polls": self.polls,
+            "emitted": self.emitted,
+            "not_modified": self.not_modified,
+            "duplicates": self.duplicates,
+            "stale": self.stale,
+            "skipped_ticks": self.skipped_ticks,
+            "failed": dict(self.failed),
+            "malformed": dict(self.malformed),
+        }
