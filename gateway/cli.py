@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_to_subcommands(p)
     p.set_defaults(func=cmd_buffer)
 
+    from gateway.profiles import cli as profile_cli
+
+    profile_cli.add_parser(sub).set_defaults(func=profile_cli.run)
+
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)
     s = ssub.add_parser("set", help="store a secret (read from the terminal, or --stdin)")
