@@ -2,7 +2,12 @@
 
 `check_reading` runs on every reading on its way into the buffer, so the parts that rarely change
 (entity id, type and attribute names) are validated once per combination and remembered in a
-bounded cache; values are checked every time with a fast path for scalars.
+bounded cache; values are checked every time, with a fast path for the common scalar/type pairs.
+
+Beyond Orion's 400s it refuses what makes Orion answer **500** (which an uplink must treat as
+transient and would retry forever): object keys starting with `$` (update operators, or refused by
+its database), GeoJSON its MongoDB index cannot take (see `gateway.ngsi.geojson`), and attribute
+values Orion-LD cannot hold (over `MAX_VALUE_BYTES` of JSON).
 
 It also owns the NGSI value typing the converters share: `ngsi_type` (explicit, else inferred from
 the value) and `canonical_datetime` (any ISO 8601 with a zone → `YYYY-MM-DDThh:mm:ss.sssZ` UTC).
@@ -12,16 +17,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from gateway.errors import ReadingError
+from gateway.ngsi import geojson
 from gateway.ngsi import identifiers as ids
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import first_banned
 from gateway.records import Attribute, Reading, check_values, iso_utc
 
 MAX_NESTING = 50
+# Orion-LD keeps an attribute in a buffer "just under 64k" (FIWARE/context.Orion-LD#954, #1470:
+# bigger values crash or restart it); leave room for the attribute's own members
+MAX_VALUE_BYTES = 63_000
+# orjson escapes a control character as \uXXXX: a string this short can never exceed the limit
+_TEXT_FAST_LIMIT = MAX_VALUE_BYTES // 6
 # orjson's integer range: beyond it a value cannot even be serialized
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 # Written by the converters themselves, so a reading must not bring its own
@@ -31,10 +44,10 @@ LD_RESERVED_ATTRIBUTES = frozenset({"@context", "scope", "createdAt", "modifiedA
 # NGSI-LD insists these are GeoProperties
 LD_GEO_NAMES = frozenset({"location", "observationSpace", "operationSpace"})
 DEPRECATED_GEO_TYPES = frozenset({"geo:point", "geo:line", "geo:box", "geo:polygon"})
-_GEOMETRY_LEVELS = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2, "MultiPolygon": 3}
-# Orion would execute these instead of storing them (orion-api.md, "Update operators")
-UPDATE_OPERATORS = frozenset({"$inc", "$mul", "$max", "$min", "$push", "$addToSet", "$pull", "$pullAll", "$set", "$unset"})
+# Orion parses both as dates ("ISO8601" is its older spelling); the converters render them canonical
+DATETIME_TYPES = frozenset({"DateTime", "ISO8601"})
 _URN_PREFIX = "urn:ngsi-ld:"
+_DATETIME_FIX = "send ISO 8601 with a zone, such as 2024-05-01T09:00:00+09:00 or 2024-05-01T00:00:00Z"
 
 
 _INFERRED: dict[type, str] = {
@@ -60,12 +73,40 @@ def ngsi_type(declared: str, value: Any) -> str:
     return "StructuredValue"
 
 
-def canonical_datetime(text: str) -> str:
-    """ISO 8601 with a zone → Orion's `YYYY-MM-DDThh:mm:ss.sssZ`; ValueError when that is impossible."""
-    t = datetime.fromisoformat(text)
+def utc_instant(text: str) -> datetime:
+    """ISO 8601 with a zone → an aware UTC datetime; ValueError saying why (in our words) when impossible."""
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("is not an ISO 8601 date and time") from None
     if t.tzinfo is None:
         raise ValueError("must carry a time zone (Z or +09:00)")
-    return iso_utc(t)
+    try:
+        return t.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+def canonical_datetime(text: str) -> str:
+    """ISO 8601 with a zone → Orion's `YYYY-MM-DDThh:mm:ss.sssZ`; ValueError saying why when impossible."""
+    return iso_utc(utc_instant(text))
+
+
+def value_kind(value: Any) -> str:
+    """The JSON kind of a value, as a technician reads it in an error message."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return f"a {type(value).__name__}"
 
 
 def _is_number(value: Any) -> bool:
@@ -80,71 +121,84 @@ _VALUE_RULES: dict[str, tuple[str, Any]] = {
     "TextUnrestricted": ("a string", lambda v: isinstance(v, str)),
     "StructuredValue": ("an object or an array", lambda v: isinstance(v, (Mapping, list, tuple))),
     "DateTime": ("an ISO 8601 string", lambda v: isinstance(v, str)),
+    "ISO8601": ("an ISO 8601 string", lambda v: isinstance(v, str)),
     "geo:json": ("a GeoJSON object", lambda v: isinstance(v, Mapping)),
     "Relationship": ("an entity id string", lambda v: isinstance(v, str)),
 }
+# (declared type, Python type) pairs that need no further check: the per-value fast path
+_PLAIN_MATCHES = frozenset(
+    {("Number", int), ("Number", float), ("Boolean", bool), ("Text", str), ("TextUnrestricted", str)}
+)
+_TYPE_FIX = "make the device profile's data type match, or declare the attribute with the type of its values"
 
 
-def _geojson_problem(value: Any) -> str | None:
-    if not isinstance(value, Mapping):
-        return "must be a GeoJSON object"
-    kind = value.get("type")
-    if kind == "Feature":
-        return _geojson_problem(value.get("geometry"))
-    if kind == "FeatureCollection":
-        features = value.get("features")
-        if not isinstance(features, (list, tuple)) or len(features) != 1:
-            return "a FeatureCollection must hold exactly one Feature"
-        return _geojson_problem(features[0])
-    if kind not in _GEOMETRY_LEVELS:
-        return "must be a Point, MultiPoint, LineString, MultiLineString, Polygon, MultiPolygon or Feature"
+_DOLLAR_FIX = "rename the key (no leading $) in the device profile or decoder"
+_NOT_JSON = "must be JSON data (str, number, bool, null, list, object)"
 
-    def positions(node: Any, level: int) -> bool:
-        if level == 0:
-            return (
-                isinstance(node, (list, tuple))
-                and len(node) >= 2
-                and all(_is_number(c) and math.isfinite(c) for c in node)
-                and -180 <= node[0] <= 180
-                and -90 <= node[1] <= 90
-            )
-        return isinstance(node, (list, tuple)) and len(node) > 0 and all(positions(n, level - 1) for n in node)
 
-    if not positions(value.get("coordinates"), _GEOMETRY_LEVELS[kind]):
-        return f"coordinates must be [longitude, latitude] positions (-180..180, -90..90) for a {kind}"
+def _key_problem(k: Any) -> tuple[str, str] | None:
+    if type(k) is not str:
+        return f"object keys must be strings, found {k!r}", ""
+    if k[:1] == "$":
+        # Orion executes $inc, $set, ... and its database refuses any other $-key (500)
+        return f"object key {k!r} starts with '$', which Orion takes for an update operator", _DOLLAR_FIX
+    if not k or "\x00" in k:
+        return f"object key {k!r} must be non-empty and free of NUL characters (its database refuses it)", ""
+    return None if k.isascii() else _text_problem(k)
+
+
+def _text_problem(text: str) -> tuple[str, str] | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "text must be valid Unicode (it holds a lone surrogate)", ""
     return None
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, Mapping):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, (list, tuple)):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
-def _walk_problem(value: Any) -> str | None:
-    """Problems `records.check_values` leaves to us: big ints, lone surrogates, non-str keys."""
-    if isinstance(value, str):
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return "text must be valid Unicode (it holds a lone surrogate)"
+def _scan(value: Any, level: int) -> tuple[str, str] | None:
+    """One pass over a value: JSON types, finite numbers, 64-bit ints, valid text, storable keys, nesting."""
+    t = type(value)
+    if t is str:
+        return None if value.isascii() else _text_problem(value)
+    if t is float:
+        return None if math.isfinite(value) else ("must be a finite number", "")
+    if t is int:
+        return None if _INT_MIN <= value <= _INT_MAX else (f"integer {value} is out of the 64-bit range", "")
+    if t is bool or value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return None if _INT_MIN <= value <= _INT_MAX else f"integer {value} is out of the 64-bit range"
-    if isinstance(value, Mapping):
+    if t is dict or isinstance(value, Mapping):
+        if level >= MAX_NESTING:
+            return f"nesting deeper than {MAX_NESTING} levels, Orion refuses it", ""
         for k, v in value.items():
-            problem = _walk_problem(k) or _walk_problem(v)
+            problem = _key_problem(k) or _scan(v, level + 1)
             if problem:
                 return problem
-    elif isinstance(value, (list, tuple)):
+        return None
+    if t is list or isinstance(value, (list, tuple)):
+        if level >= MAX_NESTING:
+            return f"nesting deeper than {MAX_NESTING} levels, Orion refuses it", ""
         for v in value:
-            problem = _walk_problem(v)
+            problem = _scan(v, level + 1)
             if problem:
                 return problem
-    return None
+        return None
+    # subclasses (an IntEnum, a str Enum) serialize as their base type
+    if isinstance(value, str):
+        return None if value.isascii() else _text_problem(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if _INT_MIN <= value <= _INT_MAX else (f"integer {value} is out of the 64-bit range", "")
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ("must be a finite number", "")
+    return _NOT_JSON, ""
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return 0  # not plain dicts/lists: measured after encoding by the uplink instead
 
 
 def _shown(value: Any) -> str:
@@ -201,10 +255,12 @@ class ReadingChecker:
 
     # -------------------------------------------------------------------------------- values
 
-    def _fail(self, r: Reading, name: str, what: str, value: Any, fix: str = "", **params: Any) -> ReadingError:
+    def _fail(
+        self, r: Reading, name: str, what: str, value: Any, fix: str = "", *, got: str | None = None, **params: Any
+    ) -> ReadingError:
         tail = f"; {fix}" if fix else ""
         return ReadingError(
-            f"{r.entity_id}.{name}: {what}, got {_shown(value)}{tail}",
+            f"{r.entity_id}.{name}: {what}, got {_shown(value) if got is None else got}{tail}",
             entity_id=r.entity_id,
             entity_type=r.entity_type,
             attribute=name,
@@ -229,30 +285,50 @@ class ReadingChecker:
             return
         wanted, accepts = rule
         if not accepts(value):
-            raise self._fail(r, name, f"type {atype} needs {wanted}", value)
-        if atype == "DateTime":
+            raise self._fail(
+                r,
+                name,
+                f"type {atype} needs {wanted}",
+                value,
+                _TYPE_FIX,
+                got=f"{value_kind(value)} {_shown(value)}",
+                declared_type=atype,
+                kind=value_kind(value),
+            )
+        if atype in DATETIME_TYPES:
             try:
-                canonical_datetime(value)
-            except (ValueError, OverflowError) as exc:
-                raise self._fail(r, name, f"DateTime {exc}", value, "send ISO 8601 such as 2024-05-01T09:00:00+09:00") from None
+                utc_instant(value)
+            except ValueError as exc:
+                raise self._fail(r, name, f"{atype} {exc}", value, _DATETIME_FIX, declared_type=atype) from None
         elif atype == "geo:json":
-            problem = _geojson_problem(value)
+            problem = geojson.problem(value)
             if problem:
-                raise self._fail(r, name, f"geo:json {problem}", value)
+                raise self._fail(r, name, f"geo:json {problem[0]}", value, problem[1], declared_type=atype)
         elif atype == "Relationship":
             try:
                 ids.check_entity_id(value)
             except ValueError as exc:
                 raise self._fail(r, name, f"Relationship target {exc}", value) from None
 
-    def _check_structure(self, r: Reading, name: str, value: Any, *, top: bool) -> None:
-        if _depth(value) > MAX_NESTING:
-            raise self._fail(r, name, f"nesting deeper than {MAX_NESTING} levels, Orion refuses it", value)
-        problem = _walk_problem(value)
+    def _check_structure(self, r: Reading, name: str, value: Any) -> None:
+        problem = _scan(value, 0)
         if problem:
-            raise self._fail(r, name, problem, value)
-        if top and isinstance(value, Mapping) and not UPDATE_OPERATORS.isdisjoint(value):
-            raise self._fail(r, name, "an object with update-operator keys ($inc, $set, ...) would be executed by Orion", value)
+            # `records.check_values` names the exact place (levels[1], deep[0][0]...) for what it covers
+            check_values(r)
+            raise self._fail(r, name, problem[0], value, problem[1])
+        t = type(value)
+        if t is dict or t is list or (t is str and len(value) > _TEXT_FAST_LIMIT) or isinstance(value, (Mapping, tuple)):
+            self._check_size(r, name, _json_size(value), value)
+
+    def _check_size(self, r: Reading, name: str, size: int, value: Any) -> None:
+        if size > MAX_VALUE_BYTES:
+            raise self._fail(
+                r,
+                name,
+                f"value takes {size} bytes as JSON, more than the {MAX_VALUE_BYTES} an NGSI-LD broker (Orion-LD) holds",
+                value,
+                "split it into several attributes or send a reference to the data instead",
+            )
 
     def _check_banned(self, r: Reading, name: str, value: Any) -> None:
         ch = first_banned(value)
@@ -281,7 +357,7 @@ class ReadingChecker:
             value = mvalue["value"] if typed else mvalue
             mtype = ngsi_type(str(mvalue.get("type") or "") if typed else "", value)
             self._check_type_name(r, where, mtype)
-            self._check_structure(r, where, value, top=False)
+            self._check_structure(r, where, value)
             self._check_typed(r, where, mtype, value)
             if reject:
                 self._check_banned(r, where, value)
@@ -307,7 +383,6 @@ class ReadingChecker:
                 f"{r.entity_id}: observed_at {what}, got {seen.isoformat()}", entity_id=r.entity_id
             )
         reject = encoding is ValueEncoding.REJECT
-        structured_seen = False
         locations = 0
         for name, attr in attrs.items():
             value = attr.value
@@ -320,18 +395,19 @@ class ReadingChecker:
                 if reject and atype != "TextUnrestricted":
                     self._check_banned(r, name, value)
                 if not value.isascii():
-                    self._check_structure(r, name, value, top=True)
+                    problem = _text_problem(value)
+                    if problem:
+                        raise self._fail(r, name, problem[0], value, problem[1])
+                if len(value) > _TEXT_FAST_LIMIT:
+                    self._check_size(r, name, _json_size(value), value)
             elif tv is int:
                 if not _INT_MIN <= value <= _INT_MAX:
                     raise self._fail(r, name, "integer is out of the 64-bit range", value)
             elif not (tv is bool or value is None):
-                if not structured_seen:
-                    check_values(r)  # non-JSON types, NaN/Infinity deep inside
-                    structured_seen = True
-                self._check_structure(r, name, value, top=True)
+                self._check_structure(r, name, value)
                 if reject:
                     self._check_banned(r, name, value)
-            if atype:
+            if atype and (atype, tv) not in _PLAIN_MATCHES:
                 self._check_type_name(r, name, atype)
                 self._check_typed(r, name, atype, value)
             if name in LD_GEO_NAMES and value is not None and atype != "geo:json":
@@ -340,9 +416,6 @@ class ReadingChecker:
                 self._check_unit(r, name, attr.unit)
             ignore = False
             if attr.metadata:
-                if not structured_seen:
-                    check_values(r)
-                    structured_seen = True
                 ignore = self._check_metadata(r, name, attr, reject)
             if atype == "geo:json" and value is not None and not ignore:
                 locations += 1

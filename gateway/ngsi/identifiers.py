@@ -8,7 +8,8 @@ Identifiers (entity id/type, attribute and metadata names and types) follow Orio
 syntax restrictions" plus its "General syntax restrictions": 1-256 printable ASCII characters, no
 blanks, none of `< > " ' = ; ( )` nor `& ? / #`. We also refuse `{ } | \\ ^ `` (legal in NGSI v2 but
 not in a URI) so that every id this gateway accepts can also be sent to an NGSI-LD broker as
-`urn:ngsi-ld:<Type>:<id>`.
+`urn:ngsi-ld:<Type>:<id>`. Attribute and metadata names must not start with `$`: Orion stores them
+as MongoDB keys, and versions before 3.1 answer 500 for such a name.
 """
 
 from __future__ import annotations
@@ -72,8 +73,16 @@ def check_attribute_type(value: str) -> str:
     return _check_identifier(value, "attribute type")
 
 
+def _no_dollar(value: str, what: str) -> None:
+    # names are keys of Orion's MongoDB documents: Orion before 3.1 fails with 500 on a leading $
+    # (telefonicaid/fiware-orion#3841), and a key like $set reads as an operator
+    if value.startswith("$"):
+        raise ValueError(f"{what} must not start with '$' (Orion stores names as database keys)")
+
+
 def check_attribute_name(value: str) -> str:
     _check_identifier(value, "attribute name")
+    _no_dollar(value, "attribute name")
     if value in RESERVED_ATTRIBUTE_NAMES:
         reserved = ", ".join(sorted(RESERVED_ATTRIBUTE_NAMES))
         raise ValueError(f"attribute name must not be one Orion reserves ({reserved})")
@@ -82,6 +91,7 @@ def check_attribute_name(value: str) -> str:
 
 def check_metadata_name(value: str) -> str:
     _check_identifier(value, "metadata name")
+    _no_dollar(value, "metadata name")
     if value in RESERVED_METADATA_NAMES:
         reserved = ", ".join(sorted(RESERVED_METADATA_NAMES))
         raise ValueError(f"metadata name must not be one Orion reserves ({reserved})")

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.ngsi.check import canonical_datetime, ngsi_type
+from gateway.ngsi.check import DATETIME_TYPES, canonical_datetime, ngsi_type
+from gateway.ngsi.geojson import geometry_of
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import encode_attribute_value, encode_metadata_value
 from gateway.records import Reading, iso_utc
@@ -35,15 +36,6 @@ def _relationship_object(target: str) -> str:
     return target if target.startswith("urn:") else _URN_PREFIX + target
 
 
-def _geometry(value: Mapping[str, Any]) -> Any:
-    """GeoProperty values are geometries: take a Feature's (or a one-Feature collection's) geometry."""
-    if value.get("type") == "FeatureCollection":
-        value = value["features"][0]
-    if value.get("type") == "Feature":
-        return value["geometry"]
-    return value
-
-
 def _sub_properties(prop: dict[str, Any], metadata: Mapping[str, Any], encoding: ValueEncoding) -> None:
     for mname, mvalue in metadata.items():
         typed = isinstance(mvalue, Mapping) and "value" in mvalue and set(mvalue) <= {"type", "value"}
@@ -56,7 +48,7 @@ def _sub_properties(prop: dict[str, Any], metadata: Mapping[str, Any], encoding:
         if mname in _ATTRIBUTE_MEMBERS:
             continue
         mtype = ngsi_type(str(mvalue.get("type") or "") if typed else "", raw)
-        if mtype == "DateTime" and isinstance(raw, str):
+        if mtype in DATETIME_TYPES and isinstance(raw, str):
             prop[mname] = {"type": "Property", "value": {"@type": "DateTime", "@value": canonical_datetime(raw)}}
         else:
             prop[mname] = {"type": "Property", "value": encode_metadata_value(raw, encoding)}
@@ -76,8 +68,9 @@ def to_ld_entity(reading: Reading, *, encoding: ValueEncoding, context: str | No
         if atype == "Relationship":
             prop = {"type": "Relationship", "object": _relationship_object(value)}
         elif atype == "geo:json":
-            prop = {"type": "GeoProperty", "value": _geometry(value)}
-        elif atype == "DateTime" and isinstance(value, str):
+            # GeoProperty values are geometries: a Feature is sent as its geometry
+            prop = {"type": "GeoProperty", "value": geometry_of(value)}
+        elif atype in DATETIME_TYPES and isinstance(value, str):
             prop = {"type": "Property", "value": {"@type": "DateTime", "@value": canonical_datetime(value)}}
         else:
             _, encoded = encode_attribute_value(atype, value, encoding)

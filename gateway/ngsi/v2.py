@@ -5,6 +5,9 @@ time as metadata `TimeInstant`; the entity gets a `TimeInstant` attribute too (t
 convention QuantumLeap and Cygnus index by). That entity attribute carries metadata `timeSource`
 (`device` when the device's clock stamped the reading, `gateway` when the gateway stamped it on
 arrival), so a consumer can tell a trustworthy observation time from an arrival time.
+
+`DateTime` (and Orion's older spelling `ISO8601`) values are rendered canonical UTC; a `geo:json`
+location given as a GeoJSON Feature (or one-Feature collection) is sent as its geometry.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.ngsi.check import canonical_datetime, ngsi_type
+from gateway.ngsi.check import DATETIME_TYPES, canonical_datetime, ngsi_type
+from gateway.ngsi.geojson import geometry_of
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import encode_attribute_value, encode_metadata_value
 from gateway.records import Reading, iso_utc
@@ -30,9 +34,17 @@ def _metadata_item(value: Any, encoding: ValueEncoding) -> dict[str, Any]:
     else:
         raw = value
         mtype = ngsi_type("", raw)
-    if mtype == "DateTime" and isinstance(raw, str):
+    if mtype in DATETIME_TYPES and isinstance(raw, str):
         raw = canonical_datetime(raw)
     return {"type": mtype, "value": encode_metadata_value(raw, encoding)}
+
+
+def _ignored(metadata: Mapping[str, Any]) -> bool:
+    """Whether metadata `ignoreType` is true, i.e. Orion stores the geo:json value without indexing it."""
+    flag = metadata.get("ignoreType")
+    if isinstance(flag, Mapping):
+        flag = flag.get("value")
+    return flag is True
 
 
 def to_v2_entity(reading: Reading, *, encoding: ValueEncoding) -> dict[str, Any]:
@@ -43,8 +55,11 @@ def to_v2_entity(reading: Reading, *, encoding: ValueEncoding) -> dict[str, Any]
     for name, attr in reading.attributes.items():
         value = attr.value
         atype = ngsi_type(attr.type, value)
-        if atype == "DateTime" and isinstance(value, str):
+        if atype in DATETIME_TYPES and isinstance(value, str):
             value = canonical_datetime(value)
+        elif atype == "geo:json" and isinstance(value, Mapping) and not _ignored(attr.metadata):
+            # Orion before 3.7 fails with 500 on a Feature location; later ones keep only its geometry
+            value = geometry_of(value)
         atype, value = encode_attribute_value(atype, value, encoding)
         metadata: dict[str, Any] = {}
         for mname, mvalue in attr.metadata.items():

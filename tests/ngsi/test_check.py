@@ -16,6 +16,8 @@ from gateway.records import Attribute, Reading, Source
 JST = timezone(timedelta(hours=9))
 GAUGE = "urn:ngsi-ld:WaterObserved:hitoyoshi"
 PCT = ValueEncoding.PERCENT
+TYPE_FIX = "make the device profile's data type match, or declare the attribute with the type of its values"
+DATETIME_FIX = "send ISO 8601 with a zone, such as 2024-05-01T09:00:00+09:00 or 2024-05-01T00:00:00Z"
 
 
 def reading(entity_id: str = GAUGE, **attrs: Attribute) -> Reading:
@@ -85,12 +87,13 @@ def test_reject_mode_names_entity_attribute_and_character() -> None:
 
 def test_types_and_values_must_agree() -> None:
     assert str(refused(reading(level=Attribute(value="1.2", type="Number")))) == (
-        f"{GAUGE}.level: type Number needs a number, got '1.2'"
+        f"{GAUGE}.level: type Number needs a number, got a string '1.2'; {TYPE_FIX}"
     )
-    assert str(refused(reading(on=Attribute(value=1, type="Boolean")))) == f"{GAUGE}.on: type Boolean needs true or false, got 1"
+    assert str(refused(reading(on=Attribute(value=1, type="Boolean")))) == (
+        f"{GAUGE}.on: type Boolean needs true or false, got a number 1; {TYPE_FIX}"
+    )
     assert str(refused(reading(at=Attribute(value="2024-05-01T09:00:00", type="DateTime")))) == (
-        f"{GAUGE}.at: DateTime must carry a time zone (Z or +09:00), got '2024-05-01T09:00:00';"
-        " send ISO 8601 such as 2024-05-01T09:00:00+09:00"
+        f"{GAUGE}.at: DateTime must carry a time zone (Z or +09:00), got '2024-05-01T09:00:00'; {DATETIME_FIX}"
     )
     assert str(refused(reading(pos=Attribute(value=[1, 2], type="geo:point")))) == (
         f"{GAUGE}.pos: type geo:point is deprecated by Orion, got 'geo:point'; use geo:json with [lon, lat]"
@@ -106,8 +109,8 @@ def point(lon: float, lat: float) -> dict[str, Any]:
 
 def test_locations() -> None:
     assert str(refused(reading(location=Attribute(value=point(32.2, 130.7), type="geo:json")))) == (
-        f"{GAUGE}.location: geo:json coordinates must be [longitude, latitude] positions"
-        " (-180..180, -90..90) for a Point, got {'type': 'Point', 'coordinates': [32.2, 130.7]}"
+        f"{GAUGE}.location: geo:json latitude 130.7 at coordinates is outside -90..90,"
+        " got {'type': 'Point', 'coordinates': [32.2, 130.7]}; positions are [longitude, latitude], are the two swapped?"
     )
     two = reading(
         location=Attribute(value=point(130.7, 32.2), type="geo:json"),
@@ -142,7 +145,8 @@ def test_structure() -> None:
     check_reading(reading(deep=Attribute(value=deep[0])), encoding=PCT)
     assert str(refused(reading(x=Attribute(value=2**64)))) == f"{GAUGE}.x: integer is out of the 64-bit range, got 18446744073709551616"
     assert str(refused(reading(x=Attribute(value={"$inc": 1})))) == (
-        f"{GAUGE}.x: an object with update-operator keys ($inc, $set, ...) would be executed by Orion, got {{'$inc': 1}}"
+        f"{GAUGE}.x: object key '$inc' starts with '$', which Orion takes for an update operator, got {{'$inc': 1}};"
+        " rename the key (no leading $) in the device profile or decoder"
     )
     assert str(refused(reading(x=Attribute(value="\ud800")))) == (
         f"{GAUGE}.x: text must be valid Unicode (it holds a lone surrogate), got '\\ud800'"
@@ -183,7 +187,8 @@ def test_the_cache_is_bounded_and_values_are_still_checked() -> None:
 
 
 def test_typing_helpers() -> None:
-    assert [ngsi_type("", v) for v in (True, 1, 1.5, "a", None, {}, [])] == [
+    samples: tuple[Any, ...] = (True, 1, 1.5, "a", None, {}, [])
+    assert [ngsi_type("", v) for v in samples] == [
         "Boolean", "Number", "Number", "Text", "None", "StructuredValue", "StructuredValue"
     ]
     assert ngsi_type("Integer", 3) == "Integer"

@@ -16,8 +16,15 @@ each marked "strict" below: an upper-case `Fiware-Service` (Orion lowercases it 
 tenants), a trailing `/` in `Fiware-ServicePath` (Orion drops it), attributes named like builtins
 (`dateCreated`, ... — Orion lets them shadow the builtin), missing entity/attribute types, values whose
 JSON type contradicts `Number`/`Boolean`/`Text`/`StructuredValue`, the deprecated `geo:point` family,
-`GeometryCollection` and out-of-range coordinates (Orion answers 500 from MongoDB), and top-level
-object values whose keys look like update operators (`$inc`, ...), which Orion would execute.
+`GeometryCollection` and out-of-range coordinates (Orion answers 500 from MongoDB), a `Feature` or
+`FeatureCollection` as an indexed location (Orion before 3.7 answers 500: telefonicaid/fiware-orion#4114),
+object keys starting with `$` anywhere in a value (Orion executes `$inc`, ...; MongoDB refuses the
+rest), attribute and metadata names starting with `$` (Orion before 3.1 answers 500: #3841), and, for
+NGSI-LD, attribute values over 64 KiB of JSON (Orion-LD's limit: FIWARE/context.Orion-LD#954).
+
+MongoDB's own GeoJSON rules (`src/mongo/db/geo/geoparser.cpp`) are applied without `strict`:
+positions of 2 or 3 numbers, LineStrings of 2+ distinct positions, Polygon rings of 4+ positions that
+are closed, have 3+ distinct corners and do not cross themselves.
 
 Description texts follow Orion's where known; the manual says their wording varies between versions,
 so callers should match on status and `error`.
@@ -35,6 +42,7 @@ MAX_BODY = 1_048_576  # Orion's default -inReqPayloadMaxSize
 MAX_ID_LEN = 256
 MAX_NESTING = 50
 MAX_LD_BATCH = 1000
+MAX_LD_ATTRIBUTE = 65_536  # Orion-LD: "the maximum size of an attribute is just under 64k"
 
 # "General syntax restrictions": forbidden in any request field (ids, types, names, string values)
 FORBIDDEN = frozenset('<>"\'=;()')
@@ -213,6 +221,25 @@ def _has_forbidden_text(value: Any) -> bool:
     return False
 
 
+def _bad_key(value: Any) -> str | None:
+    """An object key, anywhere in a value, that Orion or MongoDB cannot store."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k.startswith("$"):
+                return f"key {k} starts with $ (Orion's update operators; MongoDB refuses other $-keys)"
+            if not k or "\x00" in k:
+                return "empty key or NUL in a key (MongoDB refuses it)"
+            found = _bad_key(v)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for v in value:
+            found = _bad_key(v)
+            if found:
+                return found
+    return None
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -255,8 +282,8 @@ def parse_orion_datetime(text: str) -> datetime | None:
 
 
 def _check_position(pos: Any, *, strict: bool) -> None:
-    if not isinstance(pos, list) or len(pos) < 2 or not all(_is_number(c) for c in pos):
-        raise _bad("error parsing location attribute: coordinates must be arrays of numbers")
+    if not isinstance(pos, list) or not 2 <= len(pos) <= 3 or not all(_is_number(c) for c in pos):
+        raise _bad("error parsing location attribute: coordinates must be arrays of 2 or 3 numbers")
     if strict and not (-180 <= pos[0] <= 180 and -90 <= pos[1] <= 90):
         raise _bad(f"error parsing location attribute: [lon, lat] out of range, got {pos} (strict)")
 
@@ -276,10 +303,51 @@ def _check_coordinates(kind: str, coords: Any, *, strict: bool) -> None:
             walk(child, left - 1)
 
     walk(coords, level)
+    if kind in ("LineString", "MultiLineString"):
+        for line in [coords] if kind == "LineString" else coords:
+            if len({(p[0], p[1]) for p in line}) < 2:
+                raise _bad("error parsing location attribute: a LineString needs 2 distinct positions")
+    if kind in ("Polygon", "MultiPolygon"):
+        for polygon in [coords] if kind == "Polygon" else coords:
+            for ring in polygon:
+                _check_ring(ring)
 
 
-def check_geojson(value: Any, *, strict: bool = True) -> None:
-    """A `geo:json` value Orion (and MongoDB's 2dsphere index) can take."""
+def _segments_cross(p: Any, q: Any, r: Any, s: Any) -> bool:
+    """Proper crossing of segments p-q and r-s (brute force; shares nothing with gateway.ngsi)."""
+
+    def side(a: Any, b: Any, c: Any) -> float:
+        return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
+
+    return side(p, q, r) * side(p, q, s) < 0 and side(r, s, p) * side(r, s, q) < 0
+
+
+def _check_ring(ring: list[Any]) -> None:
+    if len(ring) < 4:
+        raise _bad("error parsing location attribute: a Polygon ring needs 4 positions")
+    if ring[0] != ring[-1]:
+        raise _bad("error parsing location attribute: a Polygon ring must be closed")
+    corners: list[tuple[float, float]] = []
+    for p in ring[:-1]:
+        if not corners or corners[-1] != (p[0], p[1]):
+            corners.append((p[0], p[1]))
+    if len(set(corners)) < 3:
+        raise _bad("error parsing location attribute: a Polygon ring needs 3 distinct corners")
+    n = len(corners)
+    for i in range(n):
+        for j in range(i + 2, n):
+            if i == 0 and j == n - 1:
+                continue
+            a, b = corners[i], corners[(i + 1) % n]
+            c, d = corners[j], corners[(j + 1) % n]
+            if _segments_cross(a, b, c, d):
+                raise _bad("error parsing location attribute: Loop is not valid, edges cross")
+
+
+def check_geojson(value: Any, *, strict: bool = True, indexed: bool = False) -> None:
+    """A `geo:json` value Orion (and MongoDB's 2dsphere index) can take; `indexed` for the entity's location."""
+    if strict and indexed and isinstance(value, dict) and value.get("type") in ("Feature", "FeatureCollection"):
+        raise _bad(f"{value['type']} as a location (strict: Orion before 3.7 answers 500 Database Error)")
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):
         raise _bad("error parsing location attribute: geo:json value must be a GeoJSON object")
     kind = value["type"]
@@ -323,6 +391,8 @@ def _check_typed_value(atype: str, value: Any, what: str, *, strict: bool) -> No
 def _check_metadata(name: str, md: Any, *, strict: bool) -> bool:
     """Checks one metadata element; returns True when it is `ignoreType: true`."""
     _check_identifier(name, "metadata name")
+    if strict and name.startswith("$"):
+        raise _bad(f"metadata name {name} starts with $ (strict: Orion before 3.1 answers 500)")
     if name in RESERVED_METADATA or (strict and name in BUILTIN_METADATA):
         raise _bad(f"forbidden metadata name: {name}")
     if not isinstance(md, dict):
@@ -342,6 +412,8 @@ def _check_metadata(name: str, md: Any, *, strict: bool) -> bool:
         raise _bad(f"max nesting level exceeded in metadata {name}")
     if _has_forbidden_text(value):
         raise _bad("Invalid characters in metadata value")
+    if strict and _bad_key(value):
+        raise _bad(f"metadata {name}: {_bad_key(value)} (strict)")
     _check_typed_value(mtype, value, f"metadata {name}", strict=strict)
     if name == "ignoreType":
         if not isinstance(value, bool):
@@ -353,6 +425,8 @@ def _check_metadata(name: str, md: Any, *, strict: bool) -> bool:
 def _check_attribute(name: str, attr: Any, *, strict: bool) -> bool:
     """Checks one attribute; returns True when it is a location counting toward the limit of one."""
     _check_identifier(name, "attribute name")
+    if strict and name.startswith("$"):
+        raise _bad(f"attribute name {name} starts with $ (strict: Orion before 3.1 answers 500)")
     if name in RESERVED_ATTRS or (strict and name in BUILTIN_ATTRS):
         raise _bad(f"forbidden attribute name: {name}")
     if not isinstance(attr, dict):
@@ -376,6 +450,8 @@ def _check_attribute(name: str, attr: Any, *, strict: bool) -> bool:
         raise _bad("Invalid characters in attribute value")
     if strict and isinstance(value, dict) and not UPDATE_OPERATORS.isdisjoint(value):
         raise _bad(f"attribute {name}: value would be taken as an update operator (strict)")
+    if strict and _bad_key(value):
+        raise _bad(f"attribute {name}: {_bad_key(value)} (strict)")
     _check_typed_value(atype, value, f"attribute {name}", strict=strict)
     metadata = attr.get("metadata", {})
     if not isinstance(metadata, dict):
@@ -385,7 +461,7 @@ def _check_attribute(name: str, attr: Any, *, strict: bool) -> bool:
         ignored |= _check_metadata(mname, md, strict=strict)
     if atype == "geo:json" and value is not None:
         if not ignored:
-            check_geojson(value, strict=strict)
+            check_geojson(value, strict=strict, indexed=True)
         return not ignored
     return atype in DEPRECATED_GEO and value is not None and not ignored
 
@@ -517,6 +593,9 @@ def _check_ld_attribute(name: str, attr: Any, *, strict: bool) -> None:
             raise _ld_bad("unitCode must be a string", name)
         if _depth(item.get("value")) > MAX_NESTING:
             raise _ld_bad("Max nesting level exceeded", name)
+        size = len(json.dumps(item.get("value"), ensure_ascii=False).encode("utf-8"))
+        if strict and size >= MAX_LD_ATTRIBUTE:
+            raise _ld_bad("Attribute too large", f"{name}: {size} bytes of JSON (strict: Orion-LD's limit)")
         for key, sub in item.items():
             if key in LD_ATTR_KEYS:
                 continue
