@@ -7,6 +7,7 @@ every entity's readings must first arrive in order.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from pathlib import Path
 
@@ -141,6 +142,17 @@ async def test_sighup_reloads_without_losing_buffered_data(tmp_path: Path, mosqu
                          "everything committed across the reload to arrive", gw)
         await gw.terminate()
         assert_complete_and_ordered(receiver, committed)
+        assert_structured_logs(gw.logs())
     finally:
         gw.stop_now()
         receiver.close()
+
+
+def assert_structured_logs(text: str) -> None:
+    """Off a terminal every line is one JSON object, and lines about an uplink or adapter name it."""
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert lines and all({"ts", "level", "logger", "msg"} <= set(doc) for doc in lines)
+    about_components = [d for d in lines if d["logger"].startswith(("gateway.uplinks", "gateway.delivery", "gateway.supervisor"))]
+    assert about_components, "expected uplink lines (connected/disconnected) in the log"
+    assert all(d.get("component") for d in about_components), [d for d in about_components if not d.get("component")][:3]
+    assert any(d["msg"].startswith("reloading configuration") for d in lines)
