@@ -1,11 +1,15 @@
 """MQTT ingest rate: a bare paho subscriber vs the mqtt adapter committing into the real outbox, same broker, same run.
 
 Each round queues N QoS 1 messages for a persistent session while its subscriber is away, then
-measures how fast the subscriber drains them:
-  (a) bare paho (auto-ack, no work per message): the ceiling for this broker and this machine;
-  (b) MqttAdapter: JSON → Reading mapping, emit into `gateway.buffer.outbox.Outbox` (group commit,
-      durability from BufferConfig, fsync per group with "full"), PUBACK only after the commit.
-Prints both rates and (b)/(a); the target is ≥ 80 %.
+measures how fast the subscriber drains them (the three sessions get the same messages):
+  (a) bare paho (auto-ack, a counter in on_message, no other work): the reference of the target;
+  (b) MqttAdapter: its own asyncio MQTT client (`adapters/mqtt/wire.py`), JSON → Reading mapping,
+      emit into `gateway.buffer.outbox.Outbox` (group commit, durability from BufferConfig, fsync per
+      group with "full"), PUBACK only after the commit;
+  (c) the adapter's transport alone: the same asyncio client and packet reader, a counter and an
+      immediate PUBACK, no mapping and no buffer; what (b) would reach if both cost nothing.
+Prints the rates, (b)/(a) (target ≥ 80 %) and (b)/(c), with the load average before and after:
+other processes on the machine move all figures, so compare the ratios within one run.
 
     .venv/bin/python bench/mqtt_ingest_bench.py [-n 20000] [--rounds 3] [--durability full|normal]
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -34,6 +39,15 @@ from paho.mqtt.properties import Properties  # noqa: E402
 
 from adapters.mqtt.adapter import MqttAdapter  # noqa: E402
 from adapters.mqtt.config import MqttAdapterConfig  # noqa: E402
+from adapters.mqtt.wire import (  # noqa: E402
+    DISCONNECT_PACKET,
+    ConnAck,
+    PacketReader,
+    Publish,
+    encode_connect,
+    encode_puback,
+    encode_subscribe,
+)
 from gateway.adapter_api import AdapterContext  # noqa: E402
 from gateway.buffer.config import BufferConfig, Durability  # noqa: E402
 from gateway.buffer.outbox import Outbox  # noqa: E402
@@ -127,6 +141,58 @@ class BareSubscriber:
         return n / elapsed
 
 
+class TransportOnly(asyncio.Protocol):
+    """(c): the adapter's packet reader on an asyncio connection, counting and acking at once."""
+
+    def __init__(self, client_id: str, target: int, done: asyncio.Future[None]) -> None:
+        self.client_id, self.target, self.done = client_id, target, done
+        self.reader = PacketReader(v5=True)
+        self.count = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(
+            encode_connect(client_id=self.client_id, keepalive_s=60, v5=True, session_expiry_s=3600, receive_maximum=1000)
+        )
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.reader.feed(data)
+        acks = bytearray()
+        while (packet := self.reader.next()) is not None:
+            if type(packet) is Publish:
+                self.count += 1
+                if packet.qos:
+                    acks += encode_puback(packet.packet_id)
+            elif type(packet) is ConnAck:
+                self.transport.write(encode_subscribe(1, [TOPIC_FILTER], v5=True))
+        if acks:
+            self.transport.write(acks)
+        if self.count >= self.target and not self.done.done():
+            self.done.set_result(None)
+
+
+async def transport_round(broker: MosquittoBroker, client_id: str, n: int) -> float:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    t0 = time.perf_counter()
+    transport, _ = await loop.create_connection(lambda: TransportOnly(client_id, n, done), broker.host, broker.port)
+    if n:
+        await asyncio.wait_for(done, 300)
+    else:
+        await asyncio.sleep(0.3)  # creates the session and its subscription
+    elapsed = time.perf_counter() - t0
+    transport.write(DISCONNECT_PACKET)
+    transport.close()
+    return n / elapsed
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def adapter_config(broker: MosquittoBroker, client_id: str, max_inflight: int) -> MqttAdapterConfig:
     return MqttAdapterConfig.model_validate(
         {
@@ -193,6 +259,7 @@ async def main() -> None:
     parser.add_argument("--max-inflight", type=int, default=1000, help="the adapter's max_inflight")
     args = parser.parse_args()
 
+    load_before = load()
     with tempfile.TemporaryDirectory(prefix="mqtt-bench-") as tmp:
         broker = MosquittoBroker(Path(tmp) / "broker")
         broker.start()
@@ -203,20 +270,23 @@ async def main() -> None:
             bare.create_session()
             config = adapter_config(broker, "bench-adapter", args.max_inflight)
             await adapter_round(broker, config, outbox, 0, create_only=True)
-            bare_rates, adapter_rates = [], []
+            await transport_round(broker, "bench-transport", 0)
+            bare_rates, adapter_rates, transport_rates = [], [], []
             for r in range(args.rounds):
-                pub = await asyncio.to_thread(publish_all, broker, args.n)  # queued for both sessions
+                pub = await asyncio.to_thread(publish_all, broker, args.n)  # queued for all three sessions
                 bare_rates.append(await asyncio.to_thread(bare.drain, args.n))
                 adapter_rates.append(await adapter_round(broker, config, outbox, args.n))
+                transport_rates.append(await transport_round(broker, "bench-transport", args.n))
                 print(
                     f"round {r + 1}: publish {pub:,.0f} msg/s | bare paho {bare_rates[-1]:,.0f} msg/s | "
-                    f"adapter+outbox {adapter_rates[-1]:,.0f} msg/s",
+                    f"adapter+outbox {adapter_rates[-1]:,.0f} msg/s | transport only {transport_rates[-1]:,.0f} msg/s "
+                    f"| ratio {adapter_rates[-1] / bare_rates[-1]:.1%}",
                     flush=True,
                 )
         finally:
             await outbox.close()
             broker.stop()
-    b, a = statistics.median(bare_rates), statistics.median(adapter_rates)
+    b, a, t = statistics.median(bare_rates), statistics.median(adapter_rates), statistics.median(transport_rates)
     print(
         f"\nmqtt ingest, {args.n:,} QoS1 messages x {args.rounds} rounds, medians "
         f"(outbox durability={args.durability}, commit_interval_ms={buffer_config.commit_interval_ms}, "
@@ -224,7 +294,10 @@ async def main() -> None:
     )
     print(f"  (a) bare paho subscriber : {b:10,.0f} msg/s")
     print(f"  (b) MqttAdapter + Outbox : {a:10,.0f} msg/s")
+    print(f"  (c) adapter transport only: {t:9,.0f} msg/s")
     print(f"  ratio (b)/(a)            : {a / b:10.1%}   (target >= 80%)")
+    print(f"  ratio (b)/(c)            : {a / t:10.1%}   (the rest of (b)'s time is mapping, buffer and acks)")
+    print(f"  {load_before} before, {load()} after (2 cores)")
 
 
 if __name__ == "__main__":

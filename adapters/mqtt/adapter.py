@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-import threading
+import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, ClassVar
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
 
 from adapters.mqtt.config import MqttAdapterConfig, MqttProtocol
 from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError
+from adapters.mqtt.wire import (
+    CONNACK,
+    DISCONNECT,
+    DISCONNECT_PACKET,
+    PINGREQ_PACKET,
+    SUBACK,
+    ConnAck,
+    Disconnect,
+    MqttWireError,
+    Packet,
+    PacketReader,
+    Publish,
+    SubAck,
+    encode_connect,
+    encode_subscribe,
+    reason_text,
+)
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.errors import AdapterError, ReadingError
 from gateway.logs import component_logger
@@ -28,18 +38,62 @@ from gateway.secrets import resolve
 
 # Topics remembered as "in a malformed episode"; bounded because a wildcard can match unbounded topics.
 _EPISODE_TOPICS = 1024
+_CONNECT_TIMEOUT_S = 10.0
+_SUBSCRIBE_ID = 1  # one SUBSCRIBE per connection: its packet id never collides
 
 
 @dataclass(slots=True, eq=False)
 class _Slot:
     """One received message waiting for its readings' commits before its PUBACK."""
 
-    mid: int
+    packet_id: int
     qos: int
-    generation: int
     remaining: int = 0
     done: bool = False
-    owned: list[asyncio.Future[Any]] = field(default_factory=list)
+    owned: list[asyncio.Future[Any]] | None = None  # tasks we created for coroutine emits
+
+
+class _Refused(Exception):
+    """The broker answered CONNECT with a failure reason."""
+
+
+class _Link(asyncio.Protocol):
+    """One TCP (or TLS) connection to the broker: feeds its bytes to the adapter, says when it closes."""
+
+    def __init__(self, adapter: MqttAdapter, loop: asyncio.AbstractEventLoop, v5: bool) -> None:
+        self.adapter = adapter
+        self.reader = PacketReader(v5=v5)
+        self.transport: asyncio.Transport | None = None
+        self.connack: asyncio.Future[ConnAck] = loop.create_future()
+        self.closed: asyncio.Future[str] = loop.create_future()
+        self.accepted = False  # CONNACK said success
+        self.paused = False
+        self.last_rx = time.monotonic()
+        self.goodbye = ""  # the broker's DISCONNECT reason, if it sent one
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        self.reader.feed(data)
+        self.adapter._pump(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        why = self.goodbye or (str(exc) if exc else "the broker closed the connection")
+        if not self.connack.done():
+            self.connack.set_exception(ConnectionError(why))
+        if not self.closed.done():
+            self.closed.set_result(why)
+        self.adapter._link_lost(self)
+
+    def write(self, data: bytes | bytearray) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class MqttAdapter:
@@ -59,21 +113,16 @@ class MqttAdapter:
         self.connected = False  # connected to the broker and subscribed
         self._log = component_logger(__name__, config.name)
         self._mapper = Mapper(config.subscriptions, adapter=config.name)
+        self._v5 = config.protocol is MqttProtocol.V5
+        # Messages in arrival order; only those of the current connection (packet ids belong to it).
         self._slots: deque[_Slot] = deque()
-        self._generation = 0
+        self._link: _Link | None = None
+        self._emit: Emit | None = None
         self._ever_connected = False
         self._outage_logged = False
         self._bad_topics: OrderedDict[str, None] = OrderedDict()
-        self._client: paho.Client | None = None
         self._running = False
         self._failure: asyncio.Future[BaseException] | None = None
-        # One permit per message between paho's thread and its ack. Receive Maximum asks the broker for
-        # the same bound, but mosquitto 2.0.11 overshoots it after the first acks; holding paho's thread
-        # here pushes back through TCP instead, whatever the broker or protocol version.
-        self._window = threading.Semaphore(config.max_inflight)
-        self._stopping = threading.Event()
-        self._inbox: deque[Callable[[], None]] = deque()
-        self._drain_scheduled = False
         # readings waiting for each commit future (the outbox shares one future per commit group)
         self._waiting: dict[asyncio.Future[Any], list[tuple[_Slot, Reading]]] = {}
 
@@ -84,143 +133,194 @@ class MqttAdapter:
 
     async def run(self, emit: Emit) -> None:
         loop = asyncio.get_running_loop()
+        tls = self._tls_context()
+        password = resolve(self.config.password, self.context.data_dir) if self.config.password is not None else None
+        self._emit = emit
         self._failure = loop.create_future()
-        client = self._build_client(loop, emit)
-        self._client = client
         self._running = True
-        self._stopping.clear()
-        self._window = threading.Semaphore(self.config.max_inflight)  # fresh permits for every run
-        cfg = self.config
-        if cfg.protocol is MqttProtocol.V5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = cfg.session_expiry_s
-            props.ReceiveMaximum = cfg.max_inflight
-            client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=props)
-        else:
-            client.connect_async(cfg.host, cfg.port, cfg.keepalive_s)
-        self._log.info("connecting to mqtt://%s:%d as %s", cfg.host, cfg.port, self.client_id)
-        client.loop_start()
+        self._log.info("connecting to mqtt://%s:%d as %s", self.config.host, self.config.port, self.client_id)
+        session = asyncio.create_task(self._session(loop, tls, password))
         try:
-            raise await self._failure
+            await asyncio.wait((self._failure, session), return_when=asyncio.FIRST_COMPLETED)
+            if session.done():
+                session.result()  # the session loop only ends by raising
+            raise self._failure.result()
         finally:
             self._running = False
-            self._stopping.set()
             self.connected = False
-            # Unacknowledged messages stay in the broker's session and come back on the next connect.
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
+            session.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await session
+            link = self._link
+            if link is not None:
+                # Unacknowledged messages stay in the broker's session and come back on the next connect;
+                # acks already written (their readings are committed) are flushed by close().
+                link.write(DISCONNECT_PACKET)
+                if link.transport is not None:
+                    link.transport.close()
+            self._link = None
             for slot in self._slots:
-                for fut in slot.owned:
+                for fut in slot.owned or ():
                     fut.cancel()
-            self._release(len(self._slots))
             self._slots.clear()
             self._waiting.clear()
-            self._inbox.clear()
-            self._client = None
 
-    # --- building the paho client --------------------------------------------------------------------
+    # --- the connection ---------------------------------------------------------------------------------
 
-    def _build_client(self, loop: asyncio.AbstractEventLoop, emit: Emit) -> paho.Client:
+    def _tls_context(self) -> ssl.SSLContext | None:
+        tls = self.config.tls
+        if tls is None:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.cert_file is not None and tls.key_file is not None:
+                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise AdapterError(
+                f"{self.config.name}.tls: cannot load the certificate files, got {exc}; check the paths and permissions",
+                adapter=self.config.name,
+            ) from None
+        return context
+
+    async def _session(self, loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None, password: str | None) -> None:
         cfg = self.config
-        v5 = cfg.protocol is MqttProtocol.V5
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-            clean_session=None if v5 else False,
-            manual_ack=True,
-        )
-        if cfg.username is not None:
-            password = resolve(cfg.password, self.context.data_dir) if cfg.password is not None else None
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls is not None:
+        delay = cfg.reconnect_min_s
+        while True:
             try:
-                client.tls_set(
-                    ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                    certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                    keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                )
-            except (OSError, ssl.SSLError) as exc:
-                raise AdapterError(
-                    f"{cfg.name}.tls: cannot load the certificate files, got {exc}; check the paths and permissions",
-                    adapter=cfg.name,
-                ) from None
-        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
-        # Callbacks run in paho's network thread: hand everything to the event loop, touch no state there.
-        def on_connect(c: paho.Client, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-            self._paho_connect(loop, c, rc, flags.session_present)
-
-        def on_connect_fail(c: paho.Client, u: Any) -> None:
-            self._to_loop(loop, self._on_connect_fail)
-
-        def on_disconnect(c: paho.Client, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-            self._to_loop(loop, partial(self._on_disconnect, rc))
-
-        def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
-            self._paho_message(loop, emit, msg)
-
-        def on_subscribe(c: paho.Client, u: Any, mid: int, rcs: list[ReasonCode], props: Any) -> None:
-            self._to_loop(loop, partial(self._on_subscribe, rcs))
-
-        # Callbacks run in paho's network thread: they hand everything to the event loop and touch no state.
-        client.on_connect = on_connect
-        client.on_connect_fail = on_connect_fail
-        client.on_disconnect = on_disconnect
-        client.on_message = on_message
-        client.on_subscribe = on_subscribe
-        return client
-
-    def _paho_connect(self, loop: asyncio.AbstractEventLoop, client: paho.Client, rc: ReasonCode, present: bool) -> None:
-        if not rc.is_failure:
-            # Subscribing again with a kept session is harmless and covers a broker that lost it.
-            if self.config.protocol is MqttProtocol.V5:
-                opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-                client.subscribe([(s.topic, opts) for s in self.config.subscriptions])
+                link = await self._connect(loop, tls, password)
+            except _Refused as exc:
+                if not self._outage_logged:
+                    self._log.warning(
+                        "broker mqtt://%s:%d refused the connection: %s; retrying with backoff", cfg.host, cfg.port, exc
+                    )
+                    self._outage_logged = True
+            except (OSError, TimeoutError, MqttWireError) as exc:
+                why = str(exc) or f"no answer within {_CONNECT_TIMEOUT_S:.0f} s"
+                self._log.debug("connecting failed: %s", why)
+                if not self._outage_logged:
+                    self._log.warning(
+                        "cannot reach the broker at mqtt://%s:%d, got %s; retrying with backoff", cfg.host, cfg.port, why
+                    )
+                    self._outage_logged = True
             else:
-                client.subscribe([(s.topic, 1) for s in self.config.subscriptions])
-        self._to_loop(loop, partial(self._on_connect, rc, present))
+                delay = cfg.reconnect_min_s
+                why = await self._keep_alive(link)
+                if not self._outage_logged:
+                    self._log.warning("lost the broker connection: %s; reconnecting with backoff", why)
+                    self._outage_logged = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cfg.reconnect_max_s)
 
-    def _paho_message(self, loop: asyncio.AbstractEventLoop, emit: Emit, msg: paho.MQTTMessage) -> None:
-        while not self._window.acquire(timeout=0.1):
-            if self._stopping.is_set():
-                return  # never acknowledged: the broker keeps it for the next session
-        self._to_loop(loop, partial(self._on_message, emit, msg))
+    async def _connect(self, loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None, password: str | None) -> _Link:
+        cfg = self.config
+        link = _Link(self, loop, self._v5)
+        self._link = link
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                await loop.create_connection(
+                    lambda: link, cfg.host, cfg.port, ssl=tls, server_hostname=cfg.host if tls else None
+                )
+                link.write(
+                    encode_connect(
+                        client_id=self.client_id,
+                        keepalive_s=cfg.keepalive_s,
+                        v5=self._v5,
+                        session_expiry_s=cfg.session_expiry_s,
+                        receive_maximum=cfg.max_inflight,
+                        username=cfg.username,
+                        password=password,
+                    )
+                )
+                connack = await link.connack
+        except BaseException:
+            link.abort()
+            self._link = None
+            raise
+        if connack.reason:
+            link.abort()
+            self._link = None
+            raise _Refused(reason_text(CONNACK, connack.reason))
+        return link
 
-    def _to_loop(self, loop: asyncio.AbstractEventLoop, call: Callable[[], None]) -> None:
-        # One queue for messages and connection events keeps their order (an ack must never reach a
-        # newer connection); one wake-up per burst instead of one per message keeps the loop cheap.
-        self._inbox.append(call)
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            loop.call_soon_threadsafe(self._drain)
+    async def _keep_alive(self, link: _Link) -> str:
+        """Pings the broker while the connection lasts; returns why it ended."""
+        interval = self.config.keepalive_s
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(link.closed), interval / 2)
+            except TimeoutError:
+                # Paused reading means the buffer is slow, not the broker: its PINGRESP just waits unread.
+                if not link.paused and time.monotonic() - link.last_rx > 1.5 * interval:
+                    link.abort()
+                    return f"no answer from the broker for {1.5 * interval:.0f} s"
+                link.write(PINGREQ_PACKET)
 
-    # --- event-loop side ------------------------------------------------------------------------------
+    def _link_lost(self, link: _Link) -> None:
+        if link is self._link:
+            self.connected = False
+            self._link = None
+            self._drop_connection()
 
-    def _drain(self) -> None:
-        self._drain_scheduled = False  # before popping: a call appended from now on schedules its own drain
-        inbox = self._inbox
-        while inbox:
-            inbox.popleft()()
-
-    def _new_generation(self) -> None:
-        # Packet ids belong to one connection; acks for messages of an earlier one are never sent
-        # (the broker redelivers those, and their readings are then stored twice: at-least-once).
-        self._generation += 1
-        self._release(len(self._slots))
+    def _drop_connection(self) -> None:
+        # Packet ids belong to one connection: acks for its messages are never sent on another (the broker
+        # redelivers those, and their readings are then stored twice: at-least-once). Their commits go
+        # on and settle slots that are no longer listed.
         self._slots.clear()
 
-    def _on_connect(self, rc: ReasonCode, session_present: bool) -> None:
-        if not self._running:
-            return
-        if rc.is_failure:
-            if not self._outage_logged:
-                self._log.warning(
-                    "broker mqtt://%s:%d refused the connection: %s; retrying with backoff",
-                    self.config.host, self.config.port, rc,
-                )
-                self._outage_logged = True
-            return
-        self._new_generation()
+    # --- packets ----------------------------------------------------------------------------------------
+
+    def _pump(self, link: _Link) -> None:
+        """Handles the packets received so far, as long as the in-flight window has room."""
+        if link is not self._link:
+            return  # a pump scheduled before its connection closed
+        reader, slots, limit = link.reader, self._slots, self.config.max_inflight
+        try:
+            while len(slots) < limit:
+                packet = reader.next()
+                if packet is None:
+                    break
+                if type(packet) is Publish:
+                    if link.accepted and self._running:
+                        self._on_publish(packet)
+                else:
+                    self._on_control(link, packet)
+                if link is not self._link:
+                    return  # closed while handling (refused, or the adapter is stopping)
+            else:
+                # Full window: stop reading so TCP pushes back on the broker, whatever its Receive
+                # Maximum handling (mosquitto 2.0.11 overshoots it after the first acks).
+                if not link.paused and link.transport is not None:
+                    link.paused = True
+                    link.transport.pause_reading()
+        except MqttWireError as exc:
+            # before CONNACK the connect loop reports it, once per outage
+            (self._log.error if link.accepted else self._log.debug)("closing the connection: %s", exc)
+            link.goodbye = str(exc)
+            link.abort()
+
+    def _on_control(self, link: _Link, packet: Packet) -> None:
+        if type(packet) is ConnAck:
+            if not packet.reason:
+                link.accepted = True
+                self._on_connected(link, packet.session_present)
+            if not link.connack.done():
+                link.connack.set_result(packet)
+        elif type(packet) is SubAck:
+            self.connected = self._running  # ready to receive: a fresh session has no subscriptions before this
+            for sub, code in zip(self.config.subscriptions, packet.reasons):
+                if code >= 0x80:
+                    self._log.error(
+                        "broker refused the subscription to %s: %s; check the broker's ACL",
+                        sub.topic, reason_text(SUBACK, code),
+                    )
+        elif type(packet) is Disconnect:
+            link.goodbye = reason_text(DISCONNECT, packet.reason)
+
+    def _on_connected(self, link: _Link, session_present: bool) -> None:
+        # Runs before any PUBLISH that came in the same read, so none of those lands on an old slot list.
+        self._drop_connection()
+        # Subscribing again with a kept session is harmless and covers a broker that lost it.
+        link.write(encode_subscribe(_SUBSCRIBE_ID, [s.topic for s in self.config.subscriptions], v5=self._v5))
         if self._outage_logged or self._ever_connected:
             self._log.info("reconnected to the broker (session kept: %s)", session_present)
         else:
@@ -228,69 +328,49 @@ class MqttAdapter:
         self._ever_connected = True
         self._outage_logged = False
 
-    def _on_connect_fail(self) -> None:
-        if self._running and not self._outage_logged:
-            self._log.warning(
-                "cannot reach the broker at mqtt://%s:%d; retrying with backoff", self.config.host, self.config.port
-            )
-            self._outage_logged = True
-
-    def _on_disconnect(self, rc: ReasonCode) -> None:
-        was = self.connected
-        self.connected = False
-        self._new_generation()
-        if self._running and was and not self._outage_logged:
-            self._log.warning("lost the broker connection: %s; reconnecting with backoff", rc)
-            self._outage_logged = True
-
-    def _on_subscribe(self, reason_codes: list[ReasonCode]) -> None:
-        # "connected" means ready to receive: a fresh session has no subscriptions before this
-        self.connected = self._running
-        for sub, rc in zip(self.config.subscriptions, reason_codes):
-            if rc.is_failure:
-                self._log.error("broker refused the subscription to %s: %s; check the broker's ACL", sub.topic, rc)
-
-    def _release(self, n: int) -> None:
-        if n:
-            self._window.release(n)
-
-    def _on_message(self, emit: Emit, msg: paho.MQTTMessage) -> None:
-        if not self._running:
-            self._release(1)
-            return
+    def _on_publish(self, msg: Publish) -> None:
         self.received += 1
-        slot = _Slot(mid=msg.mid, qos=msg.qos, generation=self._generation)
+        slot = _Slot(packet_id=msg.packet_id, qos=msg.qos)
         self._slots.append(slot)
         try:
-            topic = msg.topic
+            topic = msg.topic.decode("utf-8")
         except UnicodeDecodeError:
             self._drop(slot, "(not UTF-8)", MalformedReason.BAD_TOPIC.value, "topic is not valid UTF-8")
             return
         try:
-            readings = self._mapper.map(topic, bytes(msg.payload), utc_now())
+            readings = self._mapper.map(topic, msg.payload, utc_now())
         except MappingError as exc:
             self._drop(slot, topic, exc.reason.value, str(exc))
             return
-        if topic in self._bad_topics:
+        if self._bad_topics and topic in self._bad_topics:
             del self._bad_topics[topic]
             self._log.info("%s: payloads map again", topic)
         slot.remaining = len(readings)
+        emit = cast(Emit, self._emit)
         for reading in readings:
             self._emit_one(emit, slot, reading)
+
+    # --- commits and acks -------------------------------------------------------------------------------
 
     def _emit_one(self, emit: Emit, slot: _Slot, reading: Reading) -> None:
         try:
             awaitable: Awaitable[None] = emit(reading)
         except ReadingError as exc:
             self._count_rejected(slot, reading, exc)
+            self._ack_ready()
             return
         except Exception as exc:  # noqa: BLE001 - any other emit failure stops the adapter, unacked
             self._fail(exc)
             return
-        owned = asyncio.iscoroutine(awaitable)
-        fut = asyncio.ensure_future(awaitable)
-        if owned:
-            slot.owned.append(fut)
+        if isinstance(awaitable, asyncio.Future):
+            fut: asyncio.Future[Any] = awaitable
+        else:
+            fut = asyncio.ensure_future(awaitable)
+            if asyncio.iscoroutine(awaitable):  # a task of ours: cancelled when the adapter stops
+                if slot.owned is None:
+                    slot.owned = []
+                slot.owned.append(fut)
+        # The outbox returns one future per commit group: one callback settles every reading of it.
         waiting = self._waiting.get(fut)
         if waiting is None:
             self._waiting[fut] = [(slot, reading)]
@@ -314,19 +394,18 @@ class MqttAdapter:
                 self._count_rejected(slot, reading, exc)
             else:
                 self.emitted += 1
-                self._settle(slot)
+                slot.remaining -= 1
+                if slot.remaining <= 0:
+                    slot.done = True
+        self._ack_ready()
 
     def _count_rejected(self, slot: _Slot, reading: Reading, exc: ReadingError) -> None:
         # The buffer refused the reading as invalid: redelivery would be refused the same way.
         self.malformed["rejected"] += 1
         self._note_bad(reading.source.device, "rejected", str(exc))
-        self._settle(slot)
-
-    def _settle(self, slot: _Slot) -> None:
         slot.remaining -= 1
         if slot.remaining <= 0:
             slot.done = True
-            self._ack_ready()
 
     def _drop(self, slot: _Slot, topic: str, reason: str, message: str) -> None:
         self.malformed[reason] += 1
@@ -344,13 +423,27 @@ class MqttAdapter:
         self._log.warning("%s: dropping malformed messages (%s), e.g. %s; counted per reason", topic, reason, message)
 
     def _ack_ready(self) -> None:
-        # MQTT wants PUBACKs in the order the PUBLISHes came: ack the done prefix only.
-        client = self._client
-        while self._slots and self._slots[0].done:
-            slot = self._slots.popleft()
-            self._release(1)
-            if client is not None and self._running and slot.generation == self._generation:
-                client.ack(slot.mid, slot.qos)
+        # MQTT wants PUBACKs in the order the PUBLISHes came: ack the done prefix, in one write.
+        slots = self._slots
+        if not slots or not slots[0].done:
+            return
+        acks = bytearray()
+        while slots and slots[0].done:
+            slot = slots.popleft()
+            if slot.qos:
+                pid = slot.packet_id
+                acks += bytes((0x40, 2, pid >> 8, pid & 0xFF))
+        link = self._link
+        if link is None or not self._running:
+            return
+        if acks:
+            link.write(acks)
+        if link.paused and len(slots) < self.config.max_inflight:
+            link.paused = False
+            if link.transport is not None:
+                link.transport.resume_reading()
+            # packets already read but left in the reader while the window was full
+            asyncio.get_running_loop().call_soon(self._pump, link)
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is not None and not self._failure.done():

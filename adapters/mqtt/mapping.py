@@ -39,6 +39,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # platform's entity back decades, so it is refused rather than stored.
 _EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _MAX_FUTURE = timedelta(days=1)
+# Per-topic plans and already-checked identifiers are cached; bounded because a wildcard subscription
+# can see unbounded topics (emptied when full: refilling costs one message's worth of work per topic).
+_CACHE_LIMIT = 4096
 _ISO_RE = re.compile(
     r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?(Z|z|[+-]\d{2}:?\d{2})?$", re.ASCII
 )
@@ -70,11 +73,14 @@ class MappingError(DeviceProtocolError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Attr:
     path: tuple[str | int, ...]
+    key: str | None  # the path when it is a single top-level key: one dict lookup on the hot path
     path_text: str
     name: str
     type: NgsiType
+    type_text: str  # type.value, read once (an enum's .value is a descriptor call)
     unit: str | None
     scale: Decimal | None
+    scale_integral: bool  # an integer times an integral scale stays an integer
     skip_if_missing: bool
 
 
@@ -118,13 +124,17 @@ def topic_matches(filter_levels: Sequence[str], topic: str) -> bool:
 
 
 def _compile_attr(a: AttributeMapping) -> _Attr:
+    path = parse_path(a.path)
     return _Attr(
-        path=parse_path(a.path),
+        path=path,
+        key=path[0] if len(path) == 1 and isinstance(path[0], str) else None,
         path_text=a.path,
         name=a.name,
         type=a.type,
+        type_text=a.type.value,
         unit=a.unit,
         scale=Decimal(repr(a.scale)) if a.scale is not None else None,
+        scale_integral=a.scale is not None and float(a.scale).is_integer(),
         skip_if_missing=a.missing is WhenAttributeMissing.SKIP,
     )
 
@@ -157,10 +167,23 @@ class Mapper:
             )
             for s in subscriptions
         )
+        # topic → (matching rules, topic levels, Source): devices publish on a few topics again and again
+        self._plans: dict[str, tuple[tuple[_Rule, ...], list[str], Source]] = {}
+        self._checked: dict[str, set[str]] = {"entity_id": set(), "entity_type": set()}
+
+    def _plan(self, topic: str) -> tuple[tuple[_Rule, ...], list[str], Source]:
+        plan = self._plans.get(topic)
+        if plan is None:
+            rules = tuple(r for r in self._rules if topic_matches(r.filter, topic))
+            plan = (rules, topic.split("/"), Source(adapter=self.adapter, device=topic))
+            if len(self._plans) >= _CACHE_LIMIT:
+                self._plans.clear()
+            self._plans[topic] = plan
+        return plan
 
     def map(self, topic: str, payload: bytes, now: datetime) -> list[Reading]:
         """One Reading per matching subscription; any problem makes the whole message a MappingError."""
-        rules = [r for r in self._rules if topic_matches(r.filter, topic)]
+        rules, levels, source = self._plan(topic)
         if not rules:
             raise MappingError(
                 f"{topic}: matches no subscription of this adapter, got topic {describe(topic)}",
@@ -181,15 +204,16 @@ class Mapper:
                 reason=MalformedReason.WRONG_TYPE,
                 topic=topic,
             )
-        levels = topic.split("/")
-        return [self._reading(rule, topic, levels, doc, now) for rule in rules]
+        return [self._reading(rule, topic, levels, source, doc, now) for rule in rules]
 
-    def _reading(self, rule: _Rule, topic: str, levels: list[str], doc: dict[str, Any], now: datetime) -> Reading:
-        entity_id = _render(rule.entity_id, topic, levels, doc, "entity_id")
-        entity_type = _render(rule.entity_type, topic, levels, doc, "entity_type")
+    def _reading(
+        self, rule: _Rule, topic: str, levels: list[str], source: Source, doc: dict[str, Any], now: datetime
+    ) -> Reading:
+        entity_id = _render(rule.entity_id, topic, levels, doc, "entity_id", self._checked["entity_id"])
+        entity_type = _render(rule.entity_type, topic, levels, doc, "entity_type", self._checked["entity_type"])
         attributes: dict[str, Attribute] = {}
         for a in rule.attributes:
-            raw = _lookup(doc, a.path)
+            raw = doc.get(a.key, _MISSING) if a.key is not None else _lookup(doc, a.path)
             if raw is _MISSING or raw is None:
                 if a.skip_if_missing:
                     continue
@@ -199,7 +223,7 @@ class Mapper:
                     reason=MalformedReason.MISSING_FIELD,
                     topic=topic,
                 )
-            attributes[a.name] = Attribute(value=_convert(a, raw, topic, rule.zone), type=a.type.value, unit=a.unit)
+            attributes[a.name] = Attribute(value=_convert(a, raw, topic, rule.zone), type=a.type_text, unit=a.unit)
         if not attributes:
             raise MappingError(
                 f"{topic}: none of the mapped attributes is in the payload, got keys {describe(sorted(doc))}",
@@ -213,7 +237,7 @@ class Mapper:
             attributes=attributes,
             observed_at=observed_at,
             time_source=time_source,
-            source=Source(adapter=self.adapter, device=topic),
+            source=source,
             lane=rule.lane,
         )
         if rule.structured:  # numbers were checked on conversion; only nested values need the full walk
@@ -225,18 +249,25 @@ class Mapper:
 
 
 def _lookup(doc: Any, path: tuple[str | int, ...]) -> Any:
+    # `type(...) is` rather than isinstance: orjson builds exactly dict and list, and this runs per field
     node = doc
     for key in path:
-        if isinstance(key, int):
-            if not isinstance(node, list) or key >= len(node):
+        if type(key) is str:
+            if type(node) is not dict:
                 return _MISSING
-        elif not isinstance(node, dict) or key not in node:
+            node = node.get(key, _MISSING)
+            if node is _MISSING:
+                return _MISSING
+        elif type(node) is not list or key >= len(node):  # type: ignore[operator]
             return _MISSING
-        node = node[key]
+        else:
+            node = node[key]  # type: ignore[index]
     return node
 
 
-def _render(parts: tuple[TemplatePart, ...], topic: str, levels: list[str], doc: Any, key: str) -> str:
+def _render(
+    parts: tuple[TemplatePart, ...], topic: str, levels: list[str], doc: Any, key: str, checked: set[str]
+) -> str:
     out: list[str] = []
     for part in parts:
         if isinstance(part, str):
@@ -252,6 +283,8 @@ def _render(parts: tuple[TemplatePart, ...], topic: str, levels: list[str], doc:
         else:
             out.append(_render_payload(part, topic, doc, key))
     text = "".join(out)
+    if text in checked:  # the identifier rules are pure: a text that passed once passes again
+        return text
     try:
         (check_entity_id if key == "entity_id" else check_entity_type)(text)
     except ValueError as exc:
@@ -260,6 +293,9 @@ def _render(parts: tuple[TemplatePart, ...], topic: str, levels: list[str], doc:
             reason=MalformedReason.BAD_ID,
             topic=topic,
         ) from None
+    if len(checked) >= _CACHE_LIMIT:
+        checked.clear()
+    checked.add(text)
     return text
 
 
@@ -306,7 +342,7 @@ def _convert(a: _Attr, raw: Any, topic: str, zone: tzinfo) -> Any:
                 reason=MalformedReason.BAD_VALUE,
                 topic=topic,
             )
-        return int(value) if isinstance(raw, int) and a.scale == a.scale.to_integral_value() else value
+        return int(value) if a.scale_integral and isinstance(raw, int) else value
     if a.type is NgsiType.TEXT:
         if not isinstance(raw, str):
             raise _wrong_type(topic, a, "a string", raw)

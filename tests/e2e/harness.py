@@ -53,6 +53,13 @@ class GatewayProcess:
     async def terminate(self, timeout: float = 10.0) -> tuple[int, float]:
         """SIGTERM; returns (exit code, seconds it took)."""
         assert self.proc is not None
+        # a SIGTERM that lands while Python is still importing ends the process the default way
+        # (nothing to flush yet): measure the gateway's own shutdown, once it has started
+        deadline = time.monotonic() + timeout
+        while " started: " not in self.log_tail(1_000_000):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"gateway did not start; log: {self.log_tail()}")
+            await asyncio.sleep(0.02)
         t0 = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         while self.proc.poll() is None:

@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from adapters.mqtt.adapter import MqttAdapter
 from adapters.mqtt.config import MqttAdapterConfig
 from gateway.adapter_api import AdapterContext
-from gateway.records import Reading
+from gateway.records import Emit, Reading
 from tests.support.mosquitto import MosquittoBroker
 
 
@@ -95,10 +95,15 @@ def counter_config(broker: MosquittoBroker, client_id: str, **overrides: Any) ->
 
 @asynccontextmanager
 async def running(
-    config: MqttAdapterConfig, sink: Sink, data_dir: str = "/nonexistent", wait_connected: bool = True
+    config: MqttAdapterConfig,
+    sink: Sink,
+    data_dir: str = "/nonexistent",
+    wait_connected: bool = True,
+    emit: Emit | None = None,
 ) -> AsyncIterator[MqttAdapter]:
+    """The adapter running with `emit` (default: the sink's) until the block ends."""
     adapter = MqttAdapter(config, AdapterContext(gateway_id="gw-test", data_dir=data_dir))
-    task = asyncio.create_task(adapter.run(sink.emit))
+    task = asyncio.create_task(adapter.run(emit or sink.emit))
     try:
         if wait_connected:
             await wait_for(lambda: adapter.connected or task.done(), what="the adapter to connect")

@@ -212,7 +212,7 @@ async def test_broker_restart_reconnects_and_continues(
     assert sink.values() == [0, 1, 2, 3]
     messages = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert [m for m in messages if m[0] == "WARNING"] == [
-        ("WARNING", "lost the broker connection: Unspecified error; reconnecting with backoff")
+        ("WARNING", "lost the broker connection: the broker closed the connection; reconnecting with backoff")
     ]
     # whether the session survived is the broker's persistence, not ours: both spellings are fine
     assert [m for m in messages if m[1].startswith("reconnected to the broker (session kept: ")] != []

@@ -1,0 +1,95 @@
+"""Bursts through the batched path: acks stay a prefix in arrival order and never run ahead of the commits."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable
+from pathlib import Path
+
+from gateway.buffer.config import BufferConfig, Durability
+from gateway.buffer.outbox import Outbox
+from gateway.records import Reading
+from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
+from tests.support.mosquitto import MosquittoBroker, mosquitto_private  # noqa: F401
+
+
+async def redelivered(broker: MosquittoBroker, client_id: str) -> list[int]:
+    """What the broker still holds for the session, in its order, up to a fresh marker."""
+    sink = Sink()
+    async with running(counter_config(broker, client_id), sink) as adapter:
+        await publish(broker, numbered(1, start=-1, device="marker"))
+        await wait_for(lambda: -1 in sink.values(), what="the marker")
+        await wait_for(lambda: adapter.in_flight == 0, what="the acks")
+    values = sink.values()
+    assert values[-1] == -1
+    return values[:-1]
+
+
+def committed_prefix(committed: set[int]) -> int:
+    k = 0
+    while k in committed:
+        k += 1
+    return k
+
+
+async def test_commits_in_any_order_ack_only_the_committed_prefix(mosquitto_private: MosquittoBroker) -> None:
+    n = 400
+    cfg = counter_config(mosquitto_private, "burst-order")
+    async with running(cfg, Sink()):
+        pass  # the persistent session, so the whole burst is queued before the adapter reads
+    await publish(mosquitto_private, numbered(n))
+    sink = Sink(auto=False)
+    # the first half in a shuffled order, with a few of the second half early: those stay held back
+    order = list(range(n // 2))
+    random.Random(7).shuffle(order)
+    order[10:10] = range(300, 310)
+    done: set[int] = set()
+    async with running(cfg, sink) as adapter:
+        await wait_for(lambda: adapter.received == n, what="the burst")
+        for start in range(0, len(order), 25):
+            for i in order[start : start + 25]:
+                sink.commit(i)
+                done.add(i)
+            k = committed_prefix(done)
+            await wait_for(lambda: adapter.emitted == len(done), what="the commit callbacks")
+            # slots after the first uncommitted one wait, however many of them are committed
+            assert adapter.in_flight == n - k
+    k = committed_prefix(done)
+    assert (k, len(done)) == (n // 2, n // 2 + 10)  # 300..309 committed, held back behind 200..299
+    # acked exactly the prefix: the broker hands back the rest, in the order it sent them
+    assert await redelivered(mosquitto_private, "burst-order") == list(range(n // 2, n))
+
+
+async def test_acks_never_run_ahead_of_the_outbox_commits(mosquitto_private: MosquittoBroker, tmp_path: Path) -> None:
+    n, stored_first = 3000, 1000
+    cfg = counter_config(mosquitto_private, "burst-outbox", max_inflight=500)
+    async with running(cfg, Sink()):
+        pass
+    await publish(mosquitto_private, numbered(n))
+    outbox = await Outbox.open(tmp_path / "outbox.db", BufferConfig(durability=Durability.FULL), uplinks=["t"])
+    loop = asyncio.get_running_loop()
+    stalled: list[asyncio.Future[None]] = []
+
+    def emit(reading: Reading) -> Awaitable[None]:
+        # the real outbox for the first readings, then a disk that stops committing
+        if len(stalled) or reading.attributes["n"].value >= stored_first:
+            stalled.append(loop.create_future())
+            return stalled[-1]
+        return outbox.append(reading)
+
+    try:
+        async with running(cfg, Sink(), emit=emit) as adapter:
+            await wait_for(lambda: adapter.emitted == stored_first and len(stalled) > 0, what="the real commits")
+            await asyncio.sleep(0.2)  # room for any wrong ack to go out
+            assert (adapter.emitted, adapter.in_flight) == (stored_first, adapter.received - stored_first)
+    finally:
+        await outbox.close()
+    outbox = await Outbox.open(tmp_path / "outbox.db", BufferConfig(durability=Durability.FULL), uplinks=["t"])
+    try:
+        stored = [r.attributes["n"].value for r in await outbox.read("t", 2 * n)]
+    finally:
+        await outbox.close()
+    assert stored == list(range(stored_first))
+    # exactly the committed ones were acknowledged: the broker hands back all the others, in order
+    assert await redelivered(mosquitto_private, "burst-outbox") == list(range(stored_first, n))
