@@ -1,0 +1,402 @@
+"""Sans-I/O river-gauge logic: flood-fighting threshold states and crossings, rate of rise, stage.
+
+A water-level point carries its station's datum and its flood-fighting threshold levels
+(水防団待機水位 → 氾濫注意水位 → 避難判断水位 → 氾濫危険水位 by default). `RiverLevelTracker`
+turns timestamped levels into the current state, the crossings since the last sample (with
+hysteresis, so noise around a threshold does not flap) and the rate of rise. `alert_readings`
+makes one `Alert` entity per crossing on the alert lane; `level_attributes` the attributes added
+to the gauge's own reading. See docs/quality-and-river.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any
+
+from pydantic import ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from gateway.configbase import Field, Section
+from gateway.errors import ReadingError
+from gateway.ngsi.identifiers import BANNED_CHARS
+from gateway.records import Attribute, Lane, Reading, Source, TimeSource, iso_utc
+
+__all__ = [
+    "DEFAULT_THRESHOLD_NAMES",
+    "NORMAL",
+    "LEVEL_UNIT",
+    "RATE_UNIT",
+    "ALERT_TYPE",
+    "Severity",
+    "AlertCategory",
+    "Direction",
+    "Datum",
+    "Threshold",
+    "StageConfig",
+    "RiverConfig",
+    "Crossing",
+    "RiverUpdate",
+    "RiverLevelTracker",
+    "stage_from_distance",
+    "alert_id",
+    "alert_readings",
+    "level_attributes",
+]
+
+# 水防団待機水位, 氾濫注意水位, 避難判断水位, 氾濫危険水位: the names MLIT and the prefectures publish
+DEFAULT_THRESHOLD_NAMES = ("水防団待機水位", "氾濫注意水位", "避難判断水位", "氾濫危険水位")
+NORMAL = "normal"  # the state below the first threshold
+LEVEL_UNIT = "MTR"  # UN/CEFACT metre
+RATE_UNIT = "M60"  # UN/CEFACT metre per hour
+ALERT_TYPE = "Alert"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NAME_MAX = 64
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Severity(enum.Enum):
+    """The Smart Data Model Alert's `severity` values."""
+
+    INFORMATIONAL = "informational"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+# severity of each state by default: normal, then one step per threshold, critical from the fourth on
+_DEFAULT_SEVERITY = (Severity.INFORMATIONAL, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
+
+
+class AlertCategory(enum.Enum):
+    """The Smart Data Model Alert's `category` values."""
+
+    TRAFFIC = "traffic"
+    NATURAL_DISASTER = "naturalDisaster"
+    WEATHER = "weather"
+    ENVIRONMENT = "environment"
+    HEALTH = "health"
+    SECURITY = "security"
+    AGRICULTURE = "agriculture"
+
+
+class Direction(enum.Enum):
+    UP = "up"
+    DOWN = "down"
+
+
+def _check_text_name(value: str) -> str:
+    """A name shown in NGSI values: printable, short, and free of what Orion refuses in values."""
+    if not value.strip() or len(value) > _NAME_MAX or not value.isprintable():
+        raise ValueError(f"must be 1-{_NAME_MAX} printable characters")
+    banned = next((ch for ch in value if ch in BANNED_CHARS), None)
+    if banned is not None:
+        raise ValueError(
+            f"must not contain {banned!r} (Orion refuses < > \" ' = ; ( ) in values); use full-width （） instead"
+        )
+    return value
+
+
+class Datum(Section):
+    """The station's datum: the reference its levels are measured from (零点高)."""
+
+    name: str  # "T.P." (Tokyo Peil), "Y.P." (Yedogawa Peil), "A.P." (Arakawa Peil), ...
+    elevation_m: Finite | None = None  # the gauge zero's elevation above that reference
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        return _check_text_name(v)
+
+
+class Threshold(Section):
+    """One flood-fighting level; `name` defaults to the standard Japanese name at its position."""
+
+    name: str | None = None
+    level: Finite
+    severity: Severity | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_text_name(v)
+            if v == NORMAL:
+                raise ValueError(f"must not be {NORMAL!r}, the name of the state below every threshold")
+        return v
+
+
+class StageConfig(Section):
+    """A gauge measuring the distance down to the water (radar, ultrasonic)."""
+
+    mounting_height_m: Finite  # the sensor's height above the gauge zero
+    offset_m: Finite = 0.0  # a correction found when calibrating against a staff gauge
+
+
+def _error(loc: tuple[str | int, ...], message: str, value: Any) -> InitErrorDetails:
+    return InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+
+
+class RiverConfig(Section):
+    """The `[river]` sub-table of a water-level point."""
+
+    datum: Datum | None = None
+    thresholds: tuple[Threshold, ...] = ()
+    hysteresis_m: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.02
+    rate_window_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 600.0
+    stage: StageConfig | None = None
+    alert_category: AlertCategory = AlertCategory.NATURAL_DISASTER
+    alert_sub_category: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z/]{0,63}$")] = "flood"
+
+    @field_validator("thresholds")
+    @classmethod
+    def _ascending_named(cls, v: tuple[Threshold, ...]) -> tuple[Threshold, ...]:
+        # Raising a ValidationError with its own locations makes the message name the exact entry
+        # (river.thresholds[2].level) instead of the whole list.
+        problems: list[InitErrorDetails] = []
+        named: list[Threshold] = []
+        seen: dict[str, int] = {}
+        for i, t in enumerate(v):
+            if t.name is None:
+                if i >= len(DEFAULT_THRESHOLD_NAMES):
+                    problems.append(
+                        _error((i, "name"), f"required beyond the {len(DEFAULT_THRESHOLD_NAMES)} standard levels", None)
+                    )
+                    named.append(t)
+                    continue
+                t = t.model_copy(update={"name": DEFAULT_THRESHOLD_NAMES[i]})
+            assert t.name is not None
+            if t.name in seen:
+                problems.append(
+                    _error((i, "name"), f"must be unique, thresholds[{seen[t.name]}] has the same name", t.name)
+                )
+            seen.setdefault(t.name, i)
+            if named and t.level <= named[-1].level:
+                problems.append(
+                    _error(
+                        (i, "level"),
+                        f"must be above thresholds[{i - 1}].level ({named[-1].level:g}): levels ascend",
+                        t.level,
+                    )
+                )
+            named.append(t)
+        if problems:
+            raise ValidationError.from_exception_data("thresholds", problems)
+        return tuple(named)
+
+    @model_validator(mode="after")
+    def _hysteresis_below_gaps(self) -> RiverConfig:
+        levels = [t.level for t in self.thresholds]
+        gaps = [b - a for a, b in zip(levels, levels[1:])]
+        if gaps and self.hysteresis_m >= min(gaps):
+            i = gaps.index(min(gaps))
+            message = (
+                f"must be smaller than the smallest gap between thresholds ({min(gaps):g} m between"
+                f" thresholds[{i}] and thresholds[{i + 1}])"
+            )
+            raise ValidationError.from_exception_data("river", [_error(("hysteresis_m",), message, self.hysteresis_m)])
+        return self
+
+    def severity_of(self, state_index: int) -> Severity:
+        """The severity of being in a state: the threshold's own, else one step per level."""
+        if state_index > 0:
+            own = self.thresholds[state_index - 1].severity
+            if own is not None:
+                return own
+        return _DEFAULT_SEVERITY[min(state_index, len(_DEFAULT_SEVERITY) - 1)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Crossing:
+    """A threshold crossed by one sample: up at `level >= threshold`, down at `< threshold − hysteresis`."""
+
+    direction: Direction
+    threshold_index: int  # 1-based: 1 = 水防団待機水位 with the default names
+    threshold_name: str
+    threshold_level: float
+    level_m: float
+    at: datetime
+    severity: Severity  # of the state the river is in after this crossing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiverUpdate:
+    at: datetime
+    level_m: float
+    state: str  # the highest threshold name reached, or "normal"
+    state_index: int  # 0 = normal, 1.. = thresholds
+    crossings: tuple[Crossing, ...]
+    rate_of_rise_m_per_h: float | None  # None until the window holds two samples
+    datum: Datum | None = None
+
+
+def stage_from_distance(distance_m: float, stage: StageConfig) -> float:
+    """The water level from a downward-looking gauge: mounting height − distance + offset."""
+    if not math.isfinite(distance_m):
+        raise ReadingError(f"river stage: distance must be a finite number, got {distance_m!r}")
+    # rounded to micrometres to drop binary noise (5.0 - 3.21 = 1.7899999999999998)
+    return round(stage.mounting_height_m - distance_m + stage.offset_m, 6)
+
+
+class RiverLevelTracker:
+    """The threshold state and rate of rise of one gauge, fed with its levels in time order.
+
+    The first sample sets the state without crossings, so a restarted gateway does not raise
+    again the alerts it raised before. Samples not newer than the previous one update the state
+    but not the rate of rise.
+    """
+
+    def __init__(self, config: RiverConfig) -> None:
+        self.config = config
+        self._levels = tuple(t.level for t in config.thresholds)
+        self._names = tuple(t.name or "" for t in config.thresholds)
+        self._state: int | None = None
+        self._origin: datetime | None = None
+        self._samples: deque[tuple[float, float]] = deque()  # (seconds since origin, level)
+
+    @property
+    def state_index(self) -> int | None:
+        return self._state
+
+    def update(self, level_m: float, now: datetime) -> RiverUpdate:
+        if not math.isfinite(level_m):
+            raise ReadingError(f"river level: must be a finite number, got {level_m!r}; check its quality first")
+        if now.tzinfo is None:
+            raise ReadingError(f"river level: now must carry a time zone, got naive {now.isoformat()}")
+        levels, n, h = self._levels, len(self._levels), self.config.hysteresis_m
+        crossings: list[Crossing] = []
+        s = self._state
+        if s is None:
+            s = sum(1 for threshold in levels if level_m >= threshold)
+        else:
+            while s < n and level_m >= levels[s]:
+                s += 1
+                crossings.append(self._crossing(Direction.UP, s, s, level_m, now))
+            while s > 0 and level_m < levels[s - 1] - h:
+                crossings.append(self._crossing(Direction.DOWN, s, s - 1, level_m, now))
+                s -= 1
+        self._state = s
+        return RiverUpdate(
+            at=now,
+            level_m=level_m,
+            state=self._names[s - 1] if s else NORMAL,
+            state_index=s,
+            crossings=tuple(crossings),
+            rate_of_rise_m_per_h=self._rate(level_m, now),
+            datum=self.config.datum,
+        )
+
+    def _crossing(self, direction: Direction, index: int, after: int, level_m: float, now: datetime) -> Crossing:
+        return Crossing(
+            direction=direction,
+            threshold_index=index,
+            threshold_name=self._names[index - 1],
+            threshold_level=self._levels[index - 1],
+            level_m=level_m,
+            at=now,
+            severity=self.config.severity_of(after),
+        )
+
+    def _rate(self, level_m: float, now: datetime) -> float | None:
+        """Least-squares slope over the window: one noisy sample moves it far less than end-to-end."""
+        if self._origin is None:
+            self._origin = now
+        t = (now - self._origin).total_seconds()
+        samples = self._samples
+        if not samples or t > samples[-1][0]:
+            samples.append((t, level_m))
+        while samples[0][0] < t - self.config.rate_window_s:
+            samples.popleft()
+        if len(samples) < 2:
+            return None
+        count = len(samples)
+        mean_t = sum(x for x, _ in samples) / count
+        mean_y = sum(y for _, y in samples) / count
+        sxx = sum((x - mean_t) ** 2 for x, _ in samples)
+        sxy = sum((x - mean_t) * (y - mean_y) for x, y in samples)
+        # rounded to µm/h: the binary noise of the sums is not a rate
+        return round(sxy / sxx * 3600.0, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _local_id(entity_id: str, entity_type: str) -> str:
+    prefix = f"urn:ngsi-ld:{entity_type}:"
+    return entity_id[len(prefix):] if entity_id.startswith(prefix) and len(entity_id) > len(prefix) else entity_id
+
+
+def alert_id(crossing: Crossing, *, station_entity_id: str, station_entity_type: str) -> str:
+    """`urn:ngsi-ld:Alert:<station local id>-<threshold index>-<up|down>-<epoch s>`: a replay is idempotent."""
+    epoch_s = (crossing.at - _EPOCH) // timedelta(seconds=1)
+    local = _local_id(station_entity_id, station_entity_type)
+    return f"urn:ngsi-ld:{ALERT_TYPE}:{local}-{crossing.threshold_index}-{crossing.direction.value}-{epoch_s}"
+
+
+def _description(c: Crossing) -> str:
+    # full-width parentheses: ASCII ones are refused by Orion in values
+    verb = "に達しました" if c.direction is Direction.UP else "を下回りました"
+    return f"{c.threshold_name} {c.threshold_level:.2f} m {verb}（水位 {c.level_m:.2f} m）"
+
+
+def alert_readings(
+    update: RiverUpdate,
+    *,
+    station_entity_id: str,
+    station_entity_type: str,
+    source: Source,
+    config: RiverConfig | None = None,
+    time_source: TimeSource = TimeSource.GATEWAY,
+) -> list[Reading]:
+    """One Smart Data Model `Alert` per crossing, on the alert lane, in crossing order."""
+    category = (config.alert_category if config else AlertCategory.NATURAL_DISASTER).value
+    sub_category = config.alert_sub_category if config else "flood"
+    readings = []
+    for c in update.crossings:
+        attributes: dict[str, Attribute] = {
+            "category": Attribute(value=category, type="Text"),
+            "subCategory": Attribute(value=sub_category, type="Text"),
+            "severity": Attribute(value=c.severity.value, type="Text"),
+            "alertSource": Attribute(value=station_entity_id, type="Relationship"),
+            "description": Attribute(value=_description(c), type="Text"),
+            "dateIssued": Attribute(value=iso_utc(c.at), type="DateTime"),
+            "thresholdName": Attribute(value=c.threshold_name, type="Text"),
+            "thresholdLevel": Attribute(value=c.threshold_level, type="Number", unit=LEVEL_UNIT),
+            "waterLevel": Attribute(value=c.level_m, type="Number", unit=LEVEL_UNIT),
+            "direction": Attribute(value=c.direction.value, type="Text"),
+        }
+        readings.append(
+            Reading(
+                entity_id=alert_id(c, station_entity_id=station_entity_id, station_entity_type=station_entity_type),
+                entity_type=ALERT_TYPE,
+                attributes=attributes,
+                observed_at=c.at,
+                time_source=time_source,
+                source=source,
+                lane=Lane.ALERT,
+            )
+        )
+    return readings
+
+
+def level_attributes(
+    update: RiverUpdate, *, level_name: str | None = None, level_metadata: Mapping[str, Any] | None = None
+) -> dict[str, Attribute]:
+    """Attributes for the gauge's own reading: the level (when `level_name` is given), its state,
+    state index, rate of rise (m/h) and datum (when configured)."""
+    out: dict[str, Attribute] = {}
+    if level_name is not None:
+        out[level_name] = Attribute(
+            value=update.level_m, type="Number", unit=LEVEL_UNIT, metadata=dict(level_metadata or {})
+        )
+    out["levelState"] = Attribute(value=update.state, type="Text")
+    out["levelStateIndex"] = Attribute(value=update.state_index, type="Number")
+    out["rateOfRise"] = Attribute(value=update.rate_of_rise_m_per_h, type="Number", unit=RATE_UNIT)
+    if update.datum is not None:
+        out["levelDatum"] = Attribute(value=update.datum.name, type="Text")
+        if update.datum.elevation_m is not None:
+            out["levelDatumElevation"] = Attribute(value=update.datum.elevation_m, type="Number", unit=LEVEL_UNIT)
+    return out

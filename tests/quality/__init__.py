@@ -1,0 +1,1 @@
+"""Tests of gateway.quality and gateway.river."""
