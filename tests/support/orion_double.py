@@ -17,7 +17,7 @@ import ipaddress
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from multidict import CIMultiDict
 from tests.support import orion_rules
 
 V2_UPDATE = "/v2/op/update"
+V2_ENTITIES = "/v2/entities"  # the IoT Agent library sends a single measure here with ?options=upsert
 LD_UPSERT = "/ngsi-ld/v1/entityOperations/upsert"
 TOKEN_PATH = "/oauth2/token"
 MAX_BODY = 1_048_576  # Orion's default -inReqPayloadMaxSize
@@ -263,6 +264,7 @@ class OrionDouble:
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(V2_UPDATE, self._v2_update)
+        app.router.add_post(V2_ENTITIES, self._v2_create)
         app.router.add_post(LD_UPSERT, self._ld_upsert)
         app.router.add_post(TOKEN_PATH, self._token)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -376,6 +378,39 @@ class OrionDouble:
             self.written.append(entity)
         return self._log(request, body, web.Response(status=204))
 
+    async def _v2_create(self, request: web.Request) -> web.Response:
+        """`POST /v2/entities[?options=upsert]`: 204 for any upsert (created or updated, as Orion's API says),
+        else 201 with a Location when created and 422 `Already Exists` when it exists."""
+        body = await request.read()
+        early = await self._gate(request, body)
+        if early is not None:
+            return self._log(request, body, early)
+        options = {o for o in ",".join(request.query.getall("options", [])).split(",") if o}
+        if self.validate:
+            status, doc = _validate_v2_create(request.headers, body, options)
+            if status != 201:
+                return self._log(request, body, _json(status, doc))
+        entity = orjson.loads(body)
+        if entity["id"] in self._refused_entities:
+            error = {"error": "BadRequest", "description": self._refused_entities[entity["id"]]}
+            return self._log(request, body, _json(400, error))
+        service = request.headers.get("Fiware-Service", "").lower()
+        path = request.headers.get("Fiware-ServicePath", "/")
+        key = (service, path, entity["id"])
+        current = self.entities.get(key)
+        if current is not None and "upsert" not in options:
+            return self._log(request, body, _json(422, {"error": "Unprocessable", "description": "Already Exists"}))
+        self.update_count += 1
+        created = current is None
+        if current is None:
+            current = self.entities[key] = {"id": entity["id"], "type": entity.get("type", "Thing")}
+        current.update({k: v for k, v in entity.items() if k not in ("id", "type")})
+        self.written.append(entity)
+        if created and "upsert" not in options:
+            location = f"/v2/entities/{entity['id']}?type={current['type']}"
+            return self._log(request, body, web.Response(status=201, headers={"Location": location}))
+        return self._log(request, body, web.Response(status=204))
+
     async def _ld_upsert(self, request: web.Request) -> web.Response:
         body = await request.read()
         early = await self._gate(request, body)
@@ -439,6 +474,32 @@ class OrionDouble:
         self.token_fetches += 1
         doc = {"access_token": token, "token_type": "Bearer", "expires_in": oauth.expires_in}
         return self._log(request, body, _json(200, doc))
+
+
+_CREATE_OPTIONS = frozenset({"upsert", "flowControl", "keyValues"})
+
+
+def _validate_v2_create(headers: Mapping[str, str], body: bytes, options: set[str]) -> tuple[int, Any]:
+    """(201, None) when Orion would accept this `POST /v2/entities` (one entity, same rules as a batch)."""
+    rules = orion_rules
+    try:
+        unknown = sorted(options - _CREATE_OPTIONS)
+        if unknown:
+            raise rules._bad("Invalid value for URI param /options/")  # Orion names no value
+        if "keyValues" in options:
+            # the double stores normalized entities only; no caller of it sends keyValues
+            raise rules._bad("the Orion double does not implement options=keyValues")
+        rules._check_transport(headers, body, media=("application/json",))
+        rules._check_tenant(rules._header(headers, "Fiware-Service"), strict=True)
+        rules._check_service_path(rules._header(headers, "Fiware-ServicePath"), strict=True)
+        try:
+            doc = rules._parse(body)
+        except ValueError:
+            raise rules._v2_error(400, "ParseError", "Errors found in incoming JSON buffer") from None
+        rules._check_v2_entity(doc, strict=True)
+    except rules._Refused as refused:
+        return refused.status, refused.body
+    return 201, None
 
 
 @pytest.fixture
