@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile_cli.add_parser(sub).set_defaults(func=profile_cli.run)
 
+    from gateway.tools import modbus_cli
+
+    modbus_cli.add_parsers(sub)
+
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)
     s = ssub.add_parser("set", help="store a secret (read from the terminal, or --stdin)")

@@ -1,0 +1,292 @@
+"""The Modbus adapter: polls the devices of each bus by their profiles, emits their readings, writes their commands."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from adapters.modbus import rtu
+from adapters.modbus.bus import Bus, BusDevice, DeviceState, PollResult
+from adapters.modbus.codec import CommandRejected, PointValue, QualityCode, encode_command
+from adapters.modbus.config import LEVEL_FACTORS, BusConfig, DeviceConfig, ModbusConfig, RiverSetup
+from adapters.modbus.transport import LinkError, ModbusTimeout, open_link
+from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.errors import AdapterError, ConfigError
+from gateway.logs import component_logger
+from gateway.ngsi.identifiers import check_entity_id
+from gateway.profiles.schema import DataType, Point, Profile, Transport
+from gateway.quality import PointQuality, QualityConfig, quality_metadata
+from gateway.records import Attribute, Command, CommandResult, Emit, Lane, Reading, Source, TimeSource, utc_now
+from gateway.river import RiverLevelTracker, alert_readings, level_attributes, stage_from_distance
+
+__all__ = ["ModbusAdapter", "quality_config_of", "QUEUE_SIZE"]
+
+QUEUE_SIZE = 10_000  # readings waiting for the buffer; beyond it the oldest are dropped (and counted)
+_NUMERIC = (DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32, DataType.FLOAT32, DataType.FLOAT64)
+_BOOL_WORDS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
+
+
+def quality_config_of(point: Point) -> QualityConfig:
+    """The checks a profile's point asks for: its valid range, no-data sentinels, spike and stuck limits."""
+    lo, hi = point.valid_range if point.valid_range is not None else (None, None)
+    q = point.quality
+    return QualityConfig(valid_min=lo, valid_max=hi, sentinels=point.no_data,
+                         spike_max_delta=q.spike_threshold if q else None,
+                         stuck_window_s=q.stuck_window if q else None)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Device:
+    config: DeviceConfig
+    profile: Profile
+    bus: Bus
+    unit: BusDevice
+    entity_id: str
+    device_entity_id: str
+    source: Source
+    checks: dict[str, PointQuality]
+    river: RiverSetup | None
+    tracker: RiverLevelTracker | None
+
+
+class ModbusAdapter:
+    """Modbus RTU/TCP devices described by firmware profiles; see README.md."""
+
+    config_model: ClassVar[type[AdapterConfig]] = ModbusConfig
+
+    def __init__(
+        self, config: AdapterConfig, context: AdapterContext, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        if not isinstance(config, ModbusConfig):
+            raise TypeError(f"ModbusAdapter needs a ModbusConfig, got {type(config).__name__}")
+        self.config = config
+        self.context = context
+        self._clock = clock
+        self._log = component_logger(__name__, config.name)
+        self._queue: asyncio.Queue[Reading] | None = None
+        self.dropped = 0  # readings dropped because the buffer did not keep up
+        self.emitted = 0
+        self.buses: dict[str, Bus] = {}
+        self.devices: dict[str, _Device] = {}
+        self._by_entity: dict[str, _Device] = {}
+        self._build()
+
+    # --- construction --------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        cfg = self.config
+        errors: list[str] = []
+        for bus_cfg in cfg.buses:
+            self.buses[bus_cfg.name] = self._bus(bus_cfg)
+        for i, dc in enumerate(cfg.devices):
+            profile = cfg.profile_of(dc)
+            fields = {"gateway": self.context.gateway_id, "adapter": cfg.name, "bus": dc.bus, "device": dc.name,
+                      "unit_id": str(dc.unit_id), "entity_type": profile.entity_type}
+            ids = []
+            for key, template in (("entity_id", dc.entity_id), ("device_entity_id", dc.device_entity_id)):
+                value = template.format_map(fields)
+                try:
+                    check_entity_id(value)
+                except ValueError as exc:
+                    errors.append(f"devices[{i}].{key}: {exc}, got \"{value}\"")
+                ids.append(value)
+            iface = profile.interface
+            unit = BusDevice(
+                name=dc.name, unit_id=dc.unit_id, points=profile.points,
+                intervals=[p.poll_interval or dc.poll_interval or profile.poll_interval for p in profile.points],
+                timeout=dc.timeout or iface.timeout, retries=dc.retries,
+                inter_request_delay=dc.inter_request_delay if dc.inter_request_delay is not None
+                else iface.inter_request_delay,
+                max_registers=iface.max_registers_per_read, max_bits=iface.max_bits_per_read, max_gap=iface.max_gap,
+            )
+            bus = self.buses[dc.bus]
+            bus.devices.append(unit)
+            checks = {p.name: PointQuality(dc.quality.get(p.name) or quality_config_of(p), name=p.name)
+                      for p in profile.points if p.data_type in _NUMERIC}
+            device = _Device(config=dc, profile=profile, bus=bus, unit=unit, entity_id=ids[0],
+                             device_entity_id=ids[1], source=Source(adapter=cfg.name, device=dc.name),
+                             checks=checks, river=dc.river,
+                             tracker=RiverLevelTracker(dc.river) if dc.river is not None else None)
+            self.devices[dc.name] = device
+            self._by_entity.setdefault(ids[0], device)
+            self._by_entity.setdefault(ids[1], device)
+        if errors:
+            raise ConfigError(errors, cfg.name)
+
+    def _bus(self, bus_cfg: BusConfig) -> Bus:
+        settings = self.config.serial_settings(bus_cfg)
+        address = bus_cfg.address
+        link = open_link(address, settings, connect_timeout=bus_cfg.connect_timeout)
+        gap = rtu.silent_interval(settings.baud) if address.transport is Transport.RTU else 0.0
+        return Bus(name=bus_cfg.name, link=link, devices=[], on_poll=self._polled, on_state=self._state_changed,
+                   silent_interval=gap, offline_after=self.config.offline_after,
+                   probe_initial=self.config.probe_initial, probe_max=self.config.probe_max,
+                   reopen_max=bus_cfg.reopen_max, component=self.config.name)
+
+    # --- running -------------------------------------------------------------------------------------------
+
+    async def run(self, emit: Emit) -> None:
+        self._queue = asyncio.Queue(QUEUE_SIZE)
+        async with asyncio.TaskGroup() as tasks:
+            for bus in self.buses.values():
+                if bus.devices:
+                    tasks.create_task(bus.run(), name=f"modbus bus {bus.name}")
+            tasks.create_task(self._deliver(emit), name="modbus emit")
+
+    async def _deliver(self, emit: Emit) -> None:
+        assert self._queue is not None
+        while True:
+            reading = await self._queue.get()
+            await emit(reading)
+            self.emitted += 1
+
+    def _put(self, reading: Reading) -> None:
+        # the bus must never wait for the buffer: a full queue loses its oldest reading, counted
+        queue = self._queue
+        if queue is None:
+            return
+        if queue.full():
+            queue.get_nowait()
+            if self.dropped == 0:
+                self._log.warning("readings arrive faster than the buffer takes them; dropping the oldest")
+            self.dropped += 1
+        queue.put_nowait(reading)
+
+    # --- readings ------------------------------------------------------------------------------------------
+
+    def _state_changed(self, unit: BusDevice, state: DeviceState, reason: str) -> None:
+        device = self.devices[unit.name]
+        attrs: dict[str, Attribute] = {"deviceState": Attribute(value=state.value, type="Text")}
+        if state is DeviceState.OFFLINE:
+            attrs["deviceState"] = Attribute(value=state.value, type="Text",
+                                             metadata={"reason": {"type": "Text", "value": _safe_text(reason)}})
+        self._put(Reading(entity_id=device.device_entity_id, entity_type="Device", attributes=attrs,
+                          observed_at=self._clock(), time_source=TimeSource.GATEWAY, source=device.source))
+
+    def _polled(self, result: PollResult) -> None:
+        device = self.devices[result.device.name]
+        now = self._clock()
+        attrs: dict[str, Attribute] = {}
+        alerts: list[Reading] = []
+        for name, pv in result.values.items():
+            point = device.profile.point(name)
+            river_here = device.river is not None and device.river.point == name
+            if point.attribute is None and not river_here:
+                continue
+            metadata: dict[str, Any] = {}
+            keep_value = True
+            ok = True
+            check = device.checks.get(name)
+            if check is not None:
+                value = pv.value
+                if value is None and pv.quality is QualityCode.NO_DATA and pv.raw in point.no_data:
+                    value = pv.raw  # the sentinel itself, so the flag says `sentinel`, not just `no_data`
+                q = check.check(value if isinstance(value, (int, float)) else None, now,
+                                raw=pv.raw if isinstance(pv.raw, (int, float)) else None)
+                metadata = quality_metadata(q)
+                keep_value, ok = q.keep, q.ok
+            if not keep_value:
+                continue
+            if point.attribute is not None:
+                attrs[point.attribute] = Attribute(value=_ngsi_value(pv), type=point.ngsi_type, unit=point.unit,
+                                                   metadata=metadata)
+            if river_here and ok and isinstance(pv.value, (int, float)):
+                alerts.extend(self._river(device, point, float(pv.value), now, metadata, attrs))
+        if attrs:
+            self._put(Reading(entity_id=device.entity_id, entity_type=device.profile.entity_type, attributes=attrs,
+                              observed_at=now, time_source=TimeSource.GATEWAY, source=device.source, lane=Lane.NORMAL))
+        for alert in alerts:
+            self._put(alert)
+
+    def _river(self, device: _Device, point: Point, value: float, now: datetime, metadata: Mapping[str, Any],
+               attrs: dict[str, Attribute]) -> list[Reading]:
+        river, tracker = device.river, device.tracker
+        assert river is not None and tracker is not None
+        metres = value * LEVEL_FACTORS[point.unit or "MTR"]
+        if river.stage is not None:
+            level = stage_from_distance(metres, river.stage)
+            update = tracker.update(level, now)
+            attrs.update(level_attributes(update, level_name=river.level_attribute, level_metadata=metadata))
+        else:
+            update = tracker.update(metres, now)
+            attrs.update(level_attributes(update))
+        return alert_readings(update, station_entity_id=device.entity_id,
+                              station_entity_type=device.profile.entity_type, source=device.source, config=river)
+
+    # --- commands ------------------------------------------------------------------------------------------
+
+    async def handle(self, command: Command) -> CommandResult:
+        """Write a profile command to its device; the result says what was written or why not."""
+        def fail(info: str) -> CommandResult:
+            self._log.warning("command %s: %s", command.command_id, info)
+            return CommandResult(command_id=command.command_id, ok=False, info=info)
+
+        device = self._by_entity.get(command.entity_id)
+        if device is None:
+            return fail(f"command {command.name}: no Modbus device has entity id \"{command.entity_id}\"")
+        try:
+            spec = device.profile.command(command.name)
+        except KeyError:
+            known = ", ".join(c.name for c in device.profile.commands) or "none"
+            return fail(f"command {command.name}: {device.config.profile} has no such command, "
+                        f"got \"{command.name}\"; commands: {known}")
+        value = command.value
+        if spec.data_type is DataType.BOOL and isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            value = _BOOL_WORDS[value.strip().lower()]
+        try:
+            write = encode_command(spec, value)
+        except CommandRejected as exc:
+            return fail(f"{device.config.name}: {exc}")
+        request = rtu.Request(
+            unit_id=device.unit.unit_id, function_code=write.function_code, address=write.address,
+            value=(1 if write.bits[0] else 0) if write.function_code == 5 else
+            (write.registers[0] if write.function_code == 6 else 0),
+            bits=write.bits if write.function_code == 15 else (),
+            registers=write.registers if write.function_code == 16 else (),
+        )
+        try:
+            await device.bus.write(device.unit, request)
+        except (ModbusTimeout, rtu.ModbusError, LinkError) as exc:
+            return fail(f"{device.config.name}: command {command.name}: {exc}")
+        except AdapterError as exc:  # anything else the line reported, still worded for a technician
+            return fail(f"{device.config.name}: command {command.name}: {exc}")
+        info = f"{device.config.name}: command {command.name} written ({request.describe()})"
+        self._log.info("command %s: %s", command.command_id, info)
+        return CommandResult(command_id=command.command_id, ok=True, info=info)
+
+    # --- diagnostics ---------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Per-bus and per-device state and counters, for `edgegw status` and the admin UI."""
+        out: dict[str, Any] = {"emitted": self.emitted, "dropped": self.dropped, "buses": {}}
+        for bus in self.buses.values():
+            out["buses"][bus.name] = {
+                "port": bus.link.description, "open": bus.link.is_open, "error": bus.link_error,
+                "devices": {d.name: {"state": d.state.value, "unit_id": d.unit_id, "last_error": d.last_error,
+                                     **{k: (dict(v) if isinstance(v, Mapping) else v)
+                                        for k, v in _counters(d.counters).items()}}
+                            for d in bus.devices},
+            }
+        return out
+
+
+def _counters(counters: object) -> dict[str, Any]:
+    return {name: getattr(counters, name) for name in counters.__slots__}  # type: ignore[attr-defined]
+
+
+def _ngsi_value(pv: PointValue) -> Any:
+    value = pv.value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _safe_text(text: str) -> str:
+    # Orion refuses < > " ' = ; ( ) in values; the reason is for people, so soften them
+    table = str.maketrans({"<": "‹", ">": "›", '"': "”", "'": "’", "=": "＝", ";": ",", "(": "（", ")": "）"})
+    return text.translate(table)[:500]
+
