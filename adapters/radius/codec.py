@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from adapters.radius.attributes import AcctStatusType, AccountingRecord, record_from_attributes, record_to_attributes
-from adapters.radius.packet import Attribute, Packet, decode_accounting_request, encode_accounting_request, encode_accounting_response
+from adapters.radius.attributes import AcctStatusType, AccountingRecord, record_to_attributes
+from adapters.radius.onepass import decode_accounting_record
+from adapters.radius.packet import Attribute, Packet, encode_accounting_request, encode_accounting_response
 
 __all__ = [
     "AccountingRequest",
@@ -17,6 +18,9 @@ __all__ = [
     "build_accounting_response",
     "decode_request",
 ]
+
+_PREBUILT_DELAYS = 64
+_DELAYS = tuple(timedelta(seconds=s) for s in range(_PREBUILT_DELAYS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +75,16 @@ def decode_request(datagram: bytes, *, secret: bytes, now: datetime, source: tup
     """Verify and decode one datagram from `source`; every failure is a RadiusError, nothing is half-parsed."""
     if now.tzinfo is None:
         raise ValueError("decode_request: now must be timezone-aware, got a naive datetime")
-    packet = decode_accounting_request(datagram, secret)
-    record = record_from_attributes(packet.attributes)
+    packet, record = decode_accounting_record(datagram, secret)
     delay = record.delay_time
-    event_time = now - timedelta(seconds=delay) if delay else now
+    if not delay:
+        event_time = now
+    elif delay < _PREBUILT_DELAYS:
+        # NASes report delays of a few seconds; a prebuilt timedelta saves building one (a third
+        # of a microsecond, 3 % of the per-datagram cost)
+        event_time = now - _DELAYS[delay]
+    else:
+        event_time = now - timedelta(seconds=delay)
     # positional tuple.__new__: the keyword constructor costs half a microsecond per datagram
     return tuple.__new__(AccountingRequest, (packet, record, source, now, event_time))
 

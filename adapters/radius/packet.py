@@ -33,6 +33,10 @@ __all__ = [
     "encode_reply",
     "reply_authenticator",
     "accounting_request_authenticator",
+    "attribute_error",
+    "authenticator_error",
+    "header_length",
+    "not_an_accounting_request",
 ]
 
 HEADER_LENGTH = 20
@@ -115,13 +119,14 @@ def _decode_attributes(data: bytes, length: int, where: str) -> tuple[Attribute,
         end = pos + alen
         atype = data[pos]
         if alen < 2 or end > length or (atype == 26 and alen < 7):
-            _attribute_error(data, length, pos, where)
+            attribute_error(data, length, pos, where)
         append(new(Attribute, (atype, data[pos + 2 : end])))
         pos = end
     return tuple(attrs)
 
 
-def _attribute_error(data: bytes, length: int, pos: int, where: str) -> NoReturn:
+def attribute_error(data: bytes, length: int, pos: int, where: str) -> NoReturn:
+    """Raise the exact structural error for the attribute at `pos` (the hot loops' slow path)."""
     atype = data[pos]
     if pos + 1 >= length:
         raise RadiusAttributeError(
@@ -150,7 +155,8 @@ def _attribute_error(data: bytes, length: int, pos: int, where: str) -> NoReturn
     )
 
 
-def _header_length(data: bytes, where: str) -> int:
+def header_length(data: bytes, where: str) -> int:
+    """The header's length field, or the exact RadiusLengthError."""
     if len(data) < HEADER_LENGTH:
         raise RadiusLengthError(
             where=where,
@@ -175,7 +181,7 @@ def _header_length(data: bytes, where: str) -> int:
 
 def decode_packet(data: bytes, *, where: str = "radius packet") -> Packet:
     """Structure only (no authenticator check); octets past the header length are padding (RFC 2865 3)."""
-    length = _header_length(data, where)
+    length = header_length(data, where)
     attrs = _decode_attributes(data, length, where)
     return Packet(code=data[0], identifier=data[1], authenticator=data[4:20], attributes=attrs)
 
@@ -242,30 +248,42 @@ def encode_accounting_request(
 
 
 def decode_accounting_request(data: bytes, secret: bytes) -> Packet:
-    """A structurally valid Accounting-Request whose authenticator matches `secret`, or a typed error."""
+    """A structurally valid Accounting-Request whose authenticator matches `secret`, or a typed error.
+
+    decode_request does not come here: onepass.py walks the datagram once for this and the typed
+    record together. This is the structure-only entry point (tests, tools, other RADIUS uses).
+    """
     where = "radius Accounting-Request"
-    # the common case inline; _header_length names the exact problem otherwise
+    # the common case inline; header_length names the exact problem otherwise
     length = (data[2] << 8) | data[3] if len(data) >= HEADER_LENGTH else 0
     if not HEADER_LENGTH <= length <= len(data) or length > MAX_LENGTH:
-        length = _header_length(data, where)
+        length = header_length(data, where)
     if data[0] != 4:
-        raise RadiusCodeError(
-            where=where,
-            what="not an Accounting-Request (code 4)",
-            got=f"code {data[0]}",
-            fix="send accounting to this port and authentication (1812) elsewhere",
-        )
+        not_an_accounting_request(data)
     attrs = _decode_attributes(data, length, where)
     head = data[:4]
     expected = hashlib.md5(head + _ZERO_AUTH + data[HEADER_LENGTH:length] + secret).digest()
     if not hmac.compare_digest(expected, data[4:20]):
-        raise RadiusAuthenticatorError(
-            where=f"{where} id {data[1]}",
-            what="request authenticator does not match the shared secret",
-            got=f"authenticator {data[4:8].hex()}...",
-            fix="check that the NAS and the gateway use the same shared secret for this client",
-        )
+        authenticator_error(data)
     return tuple.__new__(Packet, (4, data[1], data[4:20], attrs))
+
+
+def not_an_accounting_request(data: bytes) -> NoReturn:
+    raise RadiusCodeError(
+        where="radius Accounting-Request",
+        what="not an Accounting-Request (code 4)",
+        got=f"code {data[0]}",
+        fix="send accounting to this port and authentication (1812) elsewhere",
+    )
+
+
+def authenticator_error(data: bytes) -> NoReturn:
+    raise RadiusAuthenticatorError(
+        where=f"radius Accounting-Request id {data[1]}",
+        what="request authenticator does not match the shared secret",
+        got=f"authenticator {data[4:8].hex()}...",
+        fix="check that the NAS and the gateway use the same shared secret for this client",
+    )
 
 
 def encode_reply(
@@ -302,7 +320,7 @@ def encode_accounting_response(
 def decode_accounting_response(data: bytes, secret: bytes, request_authenticator: bytes) -> Packet:
     """An Accounting-Response whose Response Authenticator matches the request's, or a typed error."""
     where = "radius Accounting-Response"
-    length = _header_length(data, where)
+    length = header_length(data, where)
     if data[0] != Code.ACCOUNTING_RESPONSE:
         raise RadiusCodeError(where=where, what="not an Accounting-Response (code 5)", got=f"code {data[0]}")
     attrs = _decode_attributes(data, length, where)
