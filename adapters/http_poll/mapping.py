@@ -3,49 +3,22 @@
 from __future__ import annotations
 
 import enum
-import math
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
-from adapters.http_poll.config import (
-    ROOT,
-    AttributeMapping,
-    FieldRef,
-    ItemMapping,
-    NgsiType,
-    PathPart,
-    TemplatePart,
-    TimeFormat,
-    TimestampSection,
-    WhenAttributeMissing,
-    WhenTimeMissing,
-    parse_path,
-    parse_template,
-)
-from gateway.errors import DeviceProtocolError, ReadingError
+from adapters.http_poll.config import ROOT, ItemMapping, TemplatePart, parse_template
+from adapters.jsonmap.errors import FieldError, describe
+from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
+from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path, path_text
+from adapters.jsonmap.templates import id_text
+from gateway.errors import DeviceProtocolError
 from gateway.ngsi.identifiers import check_entity_id
-from gateway.records import Attribute, Lane, Reading, Source, TimeSource, check_values, iso_utc
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-# A system whose clock was never set reports 1970; such a time would roll the platform's entity back
-# decades, so it is refused rather than stored.
-_EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
-_MAX_FUTURE = timedelta(days=1)
-_ISO_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?(Z|z|[+-]\d{2}:?\d{2})?$", re.ASCII)
-# Japanese systems write local time without an offset, in several spellings; full-width digits occur too.
-_LOCAL_RE = re.compile(
-    r"^\s*(\d{4})\s*[/.\-年]\s*(\d{1,2})\s*[/.\-月]\s*(\d{1,2})\s*日?\s*[T\s]?\s*"
-    r"(\d{1,2})\s*[:時]\s*(\d{1,2})\s*分?\s*(?::\s*(\d{1,2})|(\d{1,2})\s*秒)?\s*$"
-)
-_EXCERPT = 60
+from gateway.records import Reading, Source, TimeSource
 
 
 class MalformedReason(enum.Enum):
@@ -70,6 +43,14 @@ class MappingError(DeviceProtocolError):
         self.reason = reason
         self.where = where
 
+    @classmethod
+    def of_field(cls, exc: FieldError, where: str) -> MappingError:
+        """`<item>.<path> (<attribute or timestamp>): <what>`: the field's problem at its place in the document."""
+        if not exc.path_text:
+            return cls(f"{where}: {exc.what}", reason=MalformedReason(exc.problem.value), where=where)
+        at = _join(where, exc.path)
+        return cls(f"{at} ({exc.subject}): {exc.what}", reason=MalformedReason(exc.problem.value), where=at)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MapResult:
@@ -79,106 +60,29 @@ class MapResult:
     errors: list[MappingError]
 
 
-def describe(value: Any, limit: int = _EXCERPT) -> str:
-    """A short rendering of a document value for messages (never the whole document)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def path_text(path: Sequence[PathPart]) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
-    return out
-
-
-_MISSING = object()
-
-
-def lookup(node: Any, path: Sequence[PathPart]) -> Any:
-    for key in path:
-        if isinstance(key, int):
-            if not isinstance(node, list) or key >= len(node):
-                return _MISSING
-        elif not isinstance(node, dict) or key not in node:
-            return _MISSING
-        node = node[key]
-    return node
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Attr:
-    path: tuple[PathPart, ...]
-    name: str
-    type: NgsiType
-    unit: str | None
-    scale: Decimal | None
-    skip_if_missing: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Time:
-    path: tuple[PathPart, ...]
-    format: TimeFormat
-    pattern: str | None
-    zone: tzinfo
-    arrival_if_missing: bool
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Rule:
-    items: tuple[PathPart, ...] | None  # None: the document is one item; (): the document is the list
+    items: JsonPath | None  # None: the document is one item; (): the document is the list
     items_text: str
     entity_id: tuple[TemplatePart, ...]
     entity_type: str
-    attributes: tuple[_Attr, ...]
-    timestamp: _Time | None
-    zone: tzinfo
-    null_values: frozenset[str]
-    lane: Lane
-    structured: bool
-
-
-def _compile_attr(a: AttributeMapping) -> _Attr:
-    return _Attr(
-        path=parse_path(a.path),
-        name=a.name,
-        type=a.type,
-        unit=a.unit,
-        scale=Decimal(repr(a.scale)) if a.scale is not None else None,
-        skip_if_missing=a.missing is WhenAttributeMissing.SKIP,
-    )
-
-
-def _compile_time(t: TimestampSection) -> _Time:
-    return _Time(
-        path=parse_path(t.path),
-        format=t.format,
-        pattern=t.pattern,
-        zone=ZoneInfo(t.zone),
-        arrival_if_missing=t.missing is WhenTimeMissing.ARRIVAL,
-    )
+    fields: FieldRules
 
 
 def _compile(m: ItemMapping) -> _Rule:
-    items: tuple[PathPart, ...] | None
+    items: JsonPath | None
     if m.items is None:
         items, items_text = None, "document"
     elif m.items == ROOT:
         items, items_text = (), ""
     else:
-        items, items_text = parse_path(m.items), m.items
+        items, items_text = parse_path(m.items, may_start_with_index=True), m.items
     return _Rule(
         items=items,
         items_text=items_text,
         entity_id=parse_template(m.entity_id),
         entity_type=m.entity_type,
-        attributes=tuple(_compile_attr(a) for a in m.attributes),
-        timestamp=_compile_time(m.timestamp) if m.timestamp else None,
-        zone=ZoneInfo(m.timestamp.zone) if m.timestamp else ZoneInfo("Asia/Tokyo"),
-        null_values=frozenset(m.null_values),
-        lane=m.lane.lane,
-        structured=any(a.type is NgsiType.STRUCTURED_VALUE for a in m.attributes),
+        fields=compile_fields(m, arrival="the poll time"),
     )
 
 
@@ -238,7 +142,7 @@ class Mapper:
             return [("document", doc)]
         node = lookup(doc, rule.items)
         where = rule.items_text or "document"
-        if node is _MISSING:
+        if node is MISSING:
             raise MappingError(
                 f"{where}: the list of items is missing, got a document with "
                 f"{'keys ' + describe(sorted(doc)) if isinstance(doc, dict) else type(doc).__name__}",
@@ -261,45 +165,15 @@ class Mapper:
                 where=where,
             )
         entity_id = _render(rule.entity_id, where, item)
-        attributes: dict[str, Attribute] = {}
-        for a in rule.attributes:
-            at = _join(where, a.path)
-            raw = lookup(item, a.path)
-            if raw is _MISSING or raw is None or (isinstance(raw, str) and raw in rule.null_values):
-                if a.skip_if_missing:
-                    continue
-                got = "no such field" if raw is _MISSING else describe(raw)
-                raise MappingError(
-                    f"{at} (attribute {a.name}): is missing, got {got}",
-                    reason=MalformedReason.MISSING_FIELD,
-                    where=at,
-                )
-            attributes[a.name] = Attribute(value=_convert(a, at, raw, rule.zone), type=a.type.value, unit=a.unit)
-        if not attributes:
-            raise MappingError(
-                f"{where}: none of the mapped attributes has a value, got keys {describe(sorted(item))}",
-                reason=MalformedReason.MISSING_FIELD,
-                where=where,
+        try:
+            return read_reading(
+                rule.fields, item, now, entity_id=entity_id, entity_type=rule.entity_type, source=self.source
             )
-        observed_at, time_source = _observed_at(rule, where, item, now)
-        reading = Reading(
-            entity_id=entity_id,
-            entity_type=rule.entity_type,
-            attributes=attributes,
-            observed_at=observed_at,
-            time_source=time_source,
-            source=self.source,
-            lane=rule.lane,
-        )
-        if rule.structured:  # numbers were checked on conversion; only nested values need the full walk
-            try:
-                check_values(reading)
-            except ReadingError as exc:
-                raise MappingError(f"{where}: {exc}", reason=MalformedReason.BAD_VALUE, where=where) from None
-        return reading
+        except FieldError as exc:
+            raise MappingError.of_field(exc, where) from None
 
 
-def _join(where: str, path: Sequence[PathPart]) -> str:
+def _join(where: str, path: JsonPath) -> str:
     tail = path_text(path)
     if where == "document":
         return tail
@@ -313,24 +187,23 @@ def _render(parts: tuple[TemplatePart, ...], where: str, item: dict[str, Any]) -
             out.append(part)
             continue
         value = lookup(item, part.path)
+        text = id_text(value)
+        if text is not None:
+            out.append(text)
+            continue
         at = _join(where, part.path)
-        if value is _MISSING or value is None:
+        if value is MISSING or value is None:
             raise MappingError(
-                f"{at} (entity_id {{{part.text}}}): is missing, got {'no such field' if value is _MISSING else 'null'}",
+                f"{at} (entity_id {{{part.text}}}): is missing, got {'no such field' if value is MISSING else 'null'}",
                 reason=MalformedReason.MISSING_FIELD,
                 where=at,
             )
-        if isinstance(value, str):
-            out.append(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            out.append(str(value))
-        else:
-            raise MappingError(
-                f"{at} (entity_id {{{part.text}}}): must be a string or an integer, got {type(value).__name__} "
-                f"{describe(value)}",
-                reason=MalformedReason.WRONG_TYPE,
-                where=at,
-            )
+        raise MappingError(
+            f"{at} (entity_id {{{part.text}}}): must be a string or an integer, got {type(value).__name__} "
+            f"{describe(value)}",
+            reason=MalformedReason.WRONG_TYPE,
+            where=at,
+        )
     text = "".join(out)
     try:
         check_entity_id(text)
@@ -341,184 +214,6 @@ def _render(parts: tuple[TemplatePart, ...], where: str, item: dict[str, Any]) -
             where=where,
         ) from None
     return text
-
-
-def _wrong_type(at: str, a: _Attr, want: str, raw: Any) -> MappingError:
-    return MappingError(
-        f"{at} (attribute {a.name}): must be {want}, got {type(raw).__name__} {describe(raw)}",
-        reason=MalformedReason.WRONG_TYPE,
-        where=at,
-    )
-
-
-def _decimal(raw: Any) -> Decimal | None:
-    """A finite number from a JSON number or a numeric string ("1.23": many systems quote their values)."""
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return Decimal(raw)
-    if isinstance(raw, float):
-        return Decimal(repr(raw)) if math.isfinite(raw) else None
-    if isinstance(raw, str) and len(raw) <= 64:
-        try:
-            d = Decimal(raw.strip())
-        except InvalidOperation:
-            return None
-        return d if d.is_finite() else None
-    return None
-
-
-def _convert(a: _Attr, at: str, raw: Any, zone: tzinfo) -> Any:
-    if a.type is NgsiType.NUMBER:
-        d = _decimal(raw)
-        if d is None:
-            raise _wrong_type(at, a, "a number", raw)
-        if a.scale is None and not isinstance(raw, str):
-            return raw
-        # Decimal keeps 235 × 0.01 at 2.35 instead of 2.3500000000000001
-        scaled = d * a.scale if a.scale is not None else d
-        try:
-            value = float(scaled)
-        except OverflowError:
-            value = math.inf
-        if not math.isfinite(value):
-            raise MappingError(
-                f"{at} (attribute {a.name}): is out of range, got {describe(raw)}",
-                reason=MalformedReason.BAD_VALUE,
-                where=at,
-            )
-        if scaled == scaled.to_integral_value() and abs(scaled) < 2**53 and (
-            isinstance(raw, int) or (isinstance(raw, str) and "." not in raw and "e" not in raw.lower())
-        ):
-            return int(scaled)
-        return value
-    if a.type is NgsiType.TEXT:
-        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-            raise _wrong_type(at, a, "a string", raw)
-        return raw if isinstance(raw, str) else str(raw)
-    if a.type is NgsiType.BOOLEAN:
-        if not isinstance(raw, bool):
-            raise _wrong_type(at, a, "true or false", raw)
-        return raw
-    if a.type is NgsiType.DATETIME:
-        t = _parse_iso(raw, zone) if isinstance(raw, str) else None
-        if t is None:
-            raise MappingError(
-                f"{at} (attribute {a.name}): must be an ISO 8601 time, got {describe(raw)}",
-                reason=MalformedReason.BAD_TIMESTAMP,
-                where=at,
-            )
-        return iso_utc(t)
-    if not isinstance(raw, (dict, list)):
-        raise _wrong_type(at, a, "an object or a list", raw)
-    return raw
-
-
-def _utc(t: datetime, zone: tzinfo) -> datetime | None:
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=zone)
-    try:
-        return t.astimezone(timezone.utc)
-    except (OverflowError, ValueError):
-        return None
-
-
-def _parse_iso(text: str, zone: tzinfo) -> datetime | None:
-    m = _ISO_RE.match(text)
-    if m is None:
-        return None
-    base, fraction, offset = m.groups()
-    normalised = base.replace(" ", "T") + (f".{fraction[:6].ljust(6, '0')}" if fraction else "")
-    if offset:
-        normalised += "+00:00" if offset in ("Z", "z") else offset
-    try:
-        return _utc(datetime.fromisoformat(normalised), zone)
-    except ValueError:
-        return None
-
-
-def _parse_local(text: str, zone: tzinfo) -> datetime | None:
-    m = _LOCAL_RE.match(text)
-    if m is None:
-        return None
-    year, month, day, hour, minute = (int(g) for g in m.groups()[:5])
-    second = int(m.group(6) or m.group(7) or 0)
-    # Japanese hydrological tables count hours 1-24: "24:00" closes the day and is the next day's 0:00
-    extra = timedelta(0)
-    if hour == 24 and minute == 0 and second == 0:
-        hour, extra = 0, timedelta(days=1)
-    try:
-        return _utc(datetime(year, month, day, hour, minute, second) + extra, zone)
-    except (ValueError, OverflowError):
-        return None
-
-
-def _parse_strptime(text: str, pattern: str, zone: tzinfo) -> datetime | None:
-    try:
-        return _utc(datetime.strptime(text, pattern), zone)
-    except (ValueError, OverflowError):
-        return None
-
-
-def _parse_epoch(raw: Any, millis: bool) -> datetime | None:
-    d = _decimal(raw)
-    if d is None:
-        return None
-    try:
-        return _EPOCH + timedelta(milliseconds=float(d)) if millis else _EPOCH + timedelta(seconds=float(d))
-    except (OverflowError, ValueError):
-        return None
-
-
-_FORMAT_HELP = {
-    TimeFormat.ISO8601: "an ISO 8601 time like 2026-07-01T09:10:00+09:00",
-    TimeFormat.EPOCH_S: "a number of seconds since 1970",
-    TimeFormat.EPOCH_MS: "a number of milliseconds since 1970",
-    TimeFormat.LOCAL: "a local time like 2026/07/01 09:10",
-}
-
-
-def _observed_at(rule: _Rule, where: str, item: dict[str, Any], now: datetime) -> tuple[datetime, TimeSource]:
-    spec = rule.timestamp
-    if spec is None:
-        return now, TimeSource.GATEWAY
-    at = _join(where, spec.path)
-    raw = lookup(item, spec.path)
-    if raw is _MISSING or raw is None or (isinstance(raw, str) and raw in rule.null_values):
-        if spec.arrival_if_missing:
-            return now, TimeSource.GATEWAY
-        raise MappingError(
-            f"{at} (timestamp): is missing, got {'no such field' if raw is _MISSING else describe(raw)}; "
-            'set timestamp.missing = "arrival" to stamp the poll time instead',
-            reason=MalformedReason.MISSING_FIELD,
-            where=at,
-        )
-    t: datetime | None = None
-    if spec.format in (TimeFormat.EPOCH_S, TimeFormat.EPOCH_MS):
-        t = _parse_epoch(raw, spec.format is TimeFormat.EPOCH_MS)
-    elif isinstance(raw, str):
-        if spec.format is TimeFormat.ISO8601:
-            t = _parse_iso(raw, spec.zone)
-        elif spec.format is TimeFormat.LOCAL:
-            t = _parse_local(raw, spec.zone)
-        else:
-            assert spec.pattern is not None  # the config requires it for strptime
-            t = _parse_strptime(raw, spec.pattern, spec.zone)
-    if t is None:
-        want = _FORMAT_HELP.get(spec.format) or f"a time matching {spec.pattern!r}"
-        raise MappingError(
-            f"{at} (timestamp): must be {want}, got {describe(raw)}",
-            reason=MalformedReason.BAD_TIMESTAMP,
-            where=at,
-        )
-    if t < _EARLIEST or t > now + _MAX_FUTURE:
-        raise MappingError(
-            f"{at} (timestamp): must be after 2000-01-01 and at most a day ahead, got {describe(raw)}; "
-            "check the timestamp format and zone, or the source's clock",
-            reason=MalformedReason.BAD_TIMESTAMP,
-            where=at,
-        )
-    return t, TimeSource.DEVICE
 
 
 # --- duplicate filtering -----------------------------------------------------------------------------

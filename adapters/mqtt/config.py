@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import enum
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, ValidationInfo, field_validator, model_validator
 
+from adapters.jsonmap.config import MappingSection, at_least_one
+from adapters.jsonmap.templates import FieldRef, check_literals, field_ref
+from adapters.jsonmap.templates import parse_template as parse_placeholders
 from gateway.adapter_api import AdapterConfig
 from gateway.configbase import Field, Section
-from gateway.ngsi.identifiers import check_attribute_name, check_entity_type, check_id_template
-from gateway.records import Lane
+from gateway.ngsi.identifiers import check_entity_type
 from gateway.secrets import SecretRef
 
-# --- templates and JSON paths -------------------------------------------------------------------------
-# Parsed here (config validation) and rendered by mapping.py, so both agree on one grammar.
+# --- templates ------------------------------------------------------------------------------------------
+# Parsed here (config validation) and rendered by mapping.py, so both agree on one grammar; the path and
+# brace grammar is the one every JSON-mapping adapter shares (adapters.jsonmap).
 
-_KEY = r"[^.\[\]{}\s]+"
-_PATH_RE = re.compile(rf"^{_KEY}(?:\.{_KEY}|\[\d+\])*$")
-_PATH_PART_RE = re.compile(rf"\.?({_KEY})|\[(\d+)\]")
 _TOPIC_REF_RE = re.compile(r"^topic\[(-?\d+)\]$", re.ASCII)
 
 
@@ -34,64 +32,26 @@ class TopicRef:
     index: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PayloadRef:
-    """`{payload.a.b[0]}`: a field of the JSON payload."""
-
-    path: tuple[str | int, ...]
-    text: str
-
-
-TemplatePart = str | TopicRef | PayloadRef
+TemplatePart = str | TopicRef | FieldRef  # FieldRef: `{payload.a.b[0]}`, a field of the JSON payload
 
 PLACEHOLDER_HELP = "placeholders are {topic[N]} or {payload.<field>[.<field>|[i]]...}"
 
 
-def parse_path(text: str) -> tuple[str | int, ...]:
-    """`deviceInfo.devEui`, `rxInfo[0].rssi` → ("deviceInfo", "devEui"), ("rxInfo", 0, "rssi")."""
-    if not _PATH_RE.match(text):
-        raise ValueError(
-            "must be a JSON path like object.temperature or rxInfo[0].rssi (keys separated by '.', "
-            "list items as [i])"
-        )
-    return tuple(m.group(1) if m.group(1) is not None else int(m.group(2)) for m in _PATH_PART_RE.finditer(text))
+def _placeholder(inner: str) -> TopicRef | FieldRef:
+    m = _TOPIC_REF_RE.match(inner)
+    if m:
+        return TopicRef(index=int(m.group(1)))
+    if not inner.startswith("payload."):
+        raise ValueError(f"has an unknown placeholder {{{inner}}}; {PLACEHOLDER_HELP}")
+    try:
+        return field_ref(inner, "payload.")
+    except ValueError:
+        raise ValueError(f"has an invalid placeholder {{{inner}}}; {PLACEHOLDER_HELP}") from None
 
 
 def parse_template(text: str) -> tuple[TemplatePart, ...]:
     """Split `urn:ngsi-ld:Thing:{topic[1]}` into literal strings and placeholder references."""
-    parts: list[TemplatePart] = []
-    pos = 0
-    while pos < len(text):
-        start = text.find("{", pos)
-        end = text.find("}", pos)
-        if start < 0:
-            if end >= 0:
-                raise ValueError(f"has a '}}' without its '{{'; {PLACEHOLDER_HELP}")
-            parts.append(text[pos:])
-            break
-        if 0 <= end < start:
-            raise ValueError(f"has a '}}' without its '{{'; {PLACEHOLDER_HELP}")
-        close = text.find("}", start)
-        if close < 0:
-            raise ValueError(f"has a '{{' without its '}}'; {PLACEHOLDER_HELP}")
-        if start > pos:
-            parts.append(text[pos:start])
-        inner = text[start + 1 : close]
-        m = _TOPIC_REF_RE.match(inner)
-        if m:
-            parts.append(TopicRef(index=int(m.group(1))))
-        elif inner.startswith("payload."):
-            try:
-                path = parse_path(inner[len("payload.") :])
-            except ValueError:
-                raise ValueError(f"has an invalid placeholder {{{inner}}}; {PLACEHOLDER_HELP}") from None
-            parts.append(PayloadRef(path=path, text=inner))
-        else:
-            raise ValueError(f"has an unknown placeholder {{{inner}}}; {PLACEHOLDER_HELP}")
-        pos = close + 1
-    if not parts:
-        raise ValueError("must not be empty")
-    return tuple(parts)
+    return parse_placeholders(text, _placeholder, PLACEHOLDER_HELP)
 
 
 def parse_topic_filter(text: str) -> tuple[str, ...]:
@@ -114,8 +74,7 @@ def _template_has_refs(template: str) -> bool:
 
 
 def _check_literals(template: str) -> None:
-    # The shared checker knows `{name}` placeholders only: hand it ours in that spelling.
-    check_id_template("".join(p if isinstance(p, str) else "{x}" for p in parse_template(template)))
+    check_literals(parse_template(template))
 
 
 def _check_topic_refs(template: str, info: ValidationInfo) -> None:
@@ -141,68 +100,9 @@ class MqttProtocol(enum.Enum):
     V311 = "3.1.1"  # older brokers; in-flight bound is then the broker's max_inflight_messages
 
 
-class TimeFormat(enum.Enum):
-    ISO8601 = "iso8601"  # 2024-05-01T12:00:00+09:00; without an offset the `zone` applies
-    EPOCH_S = "epoch_s"
-    EPOCH_MS = "epoch_ms"
-
-
-class WhenAttributeMissing(enum.Enum):
-    REJECT = "reject"  # the whole message is malformed
-    SKIP = "skip"  # the reading carries the attributes that are present
-
-
-class WhenTimeMissing(enum.Enum):
-    REJECT = "reject"
-    ARRIVAL = "arrival"  # stamp the gateway's arrival time (time_source = gateway)
-
-
-class NgsiType(enum.Enum):
-    NUMBER = "Number"
-    TEXT = "Text"
-    BOOLEAN = "Boolean"
-    DATETIME = "DateTime"
-    STRUCTURED_VALUE = "StructuredValue"
-
-
-class LaneName(enum.Enum):
-    ALERT = "alert"
-    NORMAL = "normal"
-    BULK = "bulk"
-
-    @property
-    def lane(self) -> Lane:
-        return Lane[self.name]
-
-
-_UNIT_RE = re.compile(r"^[A-Z0-9]{2,3}$", re.ASCII)
-
-
-def _check_unit(v: str | None) -> str | None:
-    if v is not None and not _UNIT_RE.match(v):
-        raise ValueError("must be a UN/CEFACT common code of 2-3 capitals/digits (CEL, MTR, P1, KWH)")
-    return v
-
-
-def _check_zone(v: str) -> str:
-    try:
-        ZoneInfo(v)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("must be an IANA time zone name like Asia/Tokyo or UTC") from None
-    return v
-
-
-def _check_path(v: str) -> str:
-    parse_path(v)
-    return v
-
-
 def _check_topic(v: str) -> str:
     parse_topic_filter(v)
     return v
-
-
-JsonPath = Annotated[str, AfterValidator(_check_path)]
 
 
 class TlsSection(Section):
@@ -217,50 +117,14 @@ class TlsSection(Section):
         return self
 
 
-class AttributeMapping(Section):
-    path: JsonPath = Field(description="JSON path into the payload, e.g. object.temperature")
-    name: str = Field(description="NGSI attribute name")
-    type: NgsiType = NgsiType.NUMBER
-    unit: Annotated[str | None, AfterValidator(_check_unit)] = None
-    scale: float | None = Field(default=None, description="multiply Number values by this (0.1 for tenths)")
-    missing: WhenAttributeMissing = WhenAttributeMissing.REJECT
+class Subscription(MappingSection):
+    """One topic filter and how its JSON payloads become Readings (attributes, timestamp, lane: MappingSection)."""
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        check_attribute_name(v)
-        return v
+    attributes_table: ClassVar[str] = "[[adapters.subscriptions.attributes]]"
 
-    @field_validator("scale")
-    @classmethod
-    def _scale(cls, v: float | None) -> float | None:
-        if v is not None and (not math.isfinite(v) or v == 0):
-            raise ValueError("must be a finite, non-zero number")
-        return v
-
-    @model_validator(mode="after")
-    def _number_only(self) -> AttributeMapping:
-        if self.scale is not None and self.type is not NgsiType.NUMBER:
-            raise ValueError(f"scale applies to Number attributes only, got type {self.type.value!r}")
-        return self
-
-
-class TimestampSection(Section):
-    path: JsonPath = Field(description="JSON path of the device's observation time, e.g. time")
-    format: TimeFormat = TimeFormat.ISO8601
-    zone: Annotated[str, AfterValidator(_check_zone)] = Field(
-        default="Asia/Tokyo", description="zone of ISO 8601 times written without an offset"
-    )
-    missing: WhenTimeMissing = WhenTimeMissing.REJECT
-
-
-class Subscription(Section):
     topic: Annotated[str, AfterValidator(_check_topic)] = Field(description="topic filter, + and # allowed")
     entity_id: str = Field(description="template, e.g. urn:ngsi-ld:WeatherObserved:{payload.deviceInfo.devEui}")
     entity_type: str = Field(description="literal or template, e.g. WeatherObserved")
-    attributes: tuple[AttributeMapping, ...]
-    timestamp: TimestampSection | None = Field(default=None, description="unset: the arrival time is used")
-    lane: LaneName = LaneName.NORMAL
 
     @field_validator("entity_id")
     @classmethod
@@ -277,18 +141,6 @@ class Subscription(Section):
             _check_topic_refs(v, info)
         else:
             check_entity_type(v)
-        return v
-
-    @field_validator("attributes")
-    @classmethod
-    def _unique(cls, v: tuple[AttributeMapping, ...]) -> tuple[AttributeMapping, ...]:
-        if not v:
-            raise ValueError("must map at least one attribute ([[adapters.subscriptions.attributes]]), got none")
-        seen: set[str] = set()
-        for a in v:
-            if a.name in seen:
-                raise ValueError(f"must name each attribute once, got {a.name!r} twice")
-            seen.add(a.name)
         return v
 
 
@@ -318,15 +170,7 @@ class MqttAdapterConfig(AdapterConfig):
     max_inflight: int = Field(default=1000, ge=1, le=65535, description="unacknowledged messages at most")
     reconnect_min_s: float = Field(default=1.0, ge=0.05, le=60)
     reconnect_max_s: float = Field(default=60.0, ge=0.05, le=3600)
-    subscriptions: tuple[Subscription, ...]
-
-    @field_validator("subscriptions")
-    @classmethod
-    def _some(cls, v: tuple[Subscription, ...]) -> tuple[Subscription, ...]:
-        # not Field(min_length=1): pydantic would also report "too short" when an item is merely invalid
-        if not v:
-            raise ValueError("must list at least one [[adapters.subscriptions]] entry, got none")
-        return v
+    subscriptions: Annotated[tuple[Subscription, ...], at_least_one("[[adapters.subscriptions]]")]
 
     @model_validator(mode="after")
     def _consistent(self) -> MqttAdapterConfig:
@@ -348,14 +192,8 @@ def template_text(parts: tuple[TemplatePart, ...]) -> str:
     for p in parts:
         if isinstance(p, TopicRef):
             out.append(f"{{topic[{p.index}]}}")
-        elif isinstance(p, PayloadRef):
+        elif isinstance(p, FieldRef):
             out.append(f"{{{p.text}}}")
         else:
             out.append(p)
     return "".join(out)
-
-
-def describe(value: Any, limit: int = 60) -> str:
-    """A short rendering of a payload value for error messages (never the whole payload)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from adapters.http_poll.config import HttpPollConfig, TimeFormat, TlsVerify
+from adapters.http_poll.config import HttpPollConfig, TlsVerify
+from adapters.jsonmap.config import TimeFormat
 from gateway.configbase import format_validation_error
 
 SAMPLE = Path(__file__).parents[3] / "adapters" / "http_poll" / "sample.toml"
@@ -136,7 +137,7 @@ def test_mapping_problems_are_reported_with_their_key_paths() -> None:
         "adapters[0].mappings[5].attributes[0].name: attribute name must not be one Orion reserves (*, "
         "alterationType, dateCreated, dateExpires, dateModified, geo:distance, id, servicePath, type), got \"id\"",
         "adapters[0].mappings[5].attributes[1].unit: must be a UN/CEFACT common code of 2-3 capitals/digits "
-        '(MTR, CMT, CEL, MMT), got "m"',
+        '(CEL, MTR, P1, KWH), got "m"',
         "adapters[0].mappings[5].attributes[2]: scale applies to Number attributes only, got type 'Text'",
         "adapters[0].mappings[5].attributes[3].type: input should be 'Number', 'Text', 'Boolean', 'DateTime' or "
         "'StructuredValue', got \"Float\"",

@@ -148,7 +148,7 @@ def test_scale_is_decimal_exact_and_overflow_is_a_bad_value() -> None:
     assert one(m, {"stations": [{"code": "1", "level": "-7", "time": "2026/07/01 09:00"}]}).attributes["height"].value == -0.07
     big = mapper(attributes=[{"path": "level", "name": "height", "scale": 1e300}])
     assert error(big, {"stations": [{"code": "1", "level": 1e10, "time": "2026/07/01 09:00"}]}) == (
-        "bad_value", "stations[0].level (attribute height): is out of range, got 10000000000.0")
+        "bad_value", "stations[0].level (attribute height): is out of range after scaling, got 10000000000.0")
 
 
 @pytest.mark.parametrize(

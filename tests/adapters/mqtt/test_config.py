@@ -88,9 +88,9 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
         "adapters[0].subscriptions[6].attributes: must name each attribute once, got 'a' twice",
         'adapters[0].subscriptions[7].timestamp.zone: must be an IANA time zone name like Asia/Tokyo or UTC, got "Tokyo"',
         "adapters[0].subscriptions[7].qos: unknown key; valid keys here: attributes, entity_id, entity_type, lane, "
-        "timestamp, topic",
-        "adapters[0].subscriptions[8].attributes[0].path: must be a JSON path like object.temperature or "
-        "rxInfo[0].rssi (keys separated by '.', list items as [i]), got \"rxInfo[x].rssi\"",
+        "null_values, timestamp, topic",
+        "adapters[0].subscriptions[8].attributes[0].path: must be a JSON path like data.stations or 観測値[0].水位 "
+        "(keys separated by '.', list items as [i]), got \"rxInfo[x].rssi\"",
         "adapters[0].subscriptions[9].attributes: must map at least one attribute "
         "([[adapters.subscriptions.attributes]]), got none",
     ]
@@ -122,3 +122,21 @@ def test_placeholders_into_payload_and_wildcards_are_accepted() -> None:
         }
     )
     assert cfg.subscriptions[0].entity_type == "{topic[-1]}"
+
+
+def test_timestamp_formats_and_null_values_are_those_of_every_json_adapter() -> None:
+    cfg = MqttAdapterConfig.model_validate(
+        {
+            "name": "gauges",
+            "type": "mqtt",
+            "subscriptions": [
+                sub(timestamp={"path": "観測時刻", "format": "local"}, null_values=["欠測"]),
+                sub(timestamp={"path": "t", "format": "strptime", "pattern": "%Y%m%d%H%M", "zone": "UTC"}),
+            ],
+        }
+    )
+    assert [s.timestamp and s.timestamp.format.value for s in cfg.subscriptions] == ["local", "strptime"]
+    assert cfg.subscriptions[0].null_values == ("欠測",)
+    assert adapter_errors(subscriptions=[sub(timestamp={"path": "t", "format": "strptime"})]) == [
+        'adapters[0].subscriptions[0].timestamp: format = "strptime" needs a pattern, e.g. pattern = "%Y%m%d%H%M"'
+    ]

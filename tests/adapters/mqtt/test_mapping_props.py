@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.jsonmap.numbers import number_text
 from adapters.mqtt.config import Subscription
 from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError
 from gateway.ngsi.identifiers import check_entity_id, check_entity_type
@@ -32,6 +33,8 @@ SCALARS = (
     | st.text(max_size=30)
     | st.sampled_from(["2024-05-01T12:00:00", "2024-05-01T03:00:00.5Z", "1970-01-01T00:00:00", "9999-12-31T23:59:59+14:00"])
 )
+# Tasmota and many bridges quote their numbers: these map as numbers, "NaN" and "1e999" do not
+NUMERIC_TEXT = st.sampled_from(["24.0", " -7 ", "1e3", "２３", "NaN", "Infinity", "1e999", "24.0 C", ""])
 JSON = st.recursive(
     SCALARS,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS | st.text(max_size=5), inner, max_size=6),
@@ -73,19 +76,23 @@ def test_anything_in_gives_readings_or_a_typed_error(topic: str, payload: bytes,
         check_reading(r, topic)
 
 
-def is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def as_number(v: Any) -> float | int | None:
+    """What a Number attribute holds for `v`: JSON numbers as sent, numeric strings read; None if refused."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    d = number_text(v) if isinstance(v, str) else None
+    return float(d) if d is not None and math.isfinite(float(d)) else None
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     time=st.sampled_from(["2024-05-01T12:00:00", "2024-05-01T12:00:00+09:00", "", "12:00", "1999-12-31T23:59:59Z"]),
-    sensor=st.none() | st.fixed_dictionaries({"Temperature": SCALARS, "Humidity": SCALARS}),
+    sensor=st.none() | st.fixed_dictionaries({"Temperature": SCALARS | NUMERIC_TEXT, "Humidity": SCALARS}),
     topic_name=st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
 )
 def test_tasmota_shaped_payloads_map_exactly_when_valid(time: str, sensor: Any, topic_name: str) -> None:
     payload = {"Time": time, "AM2301": sensor}
-    valid = time.startswith("2024") and sensor is not None and all(is_number(v) for v in sensor.values())
+    valid = time.startswith("2024") and sensor is not None and all(as_number(v) is not None for v in sensor.values())
     mapper = MAPPERS[case_names().index("tasmota_sensor")]
     try:
         readings = mapper.map(f"tele/{topic_name}/SENSOR", json.dumps(payload).encode(), NOW)
@@ -97,7 +104,7 @@ def test_tasmota_shaped_payloads_map_exactly_when_valid(time: str, sensor: Any, 
     assert r.entity_id == f"urn:ngsi-ld:WeatherObserved:{topic_name}"
     assert r.observed_at == datetime(2024, 5, 1, 3, tzinfo=timezone.utc)
     assert {k: a.value for k, a in r.attributes.items()} == {
-        "temperature": sensor["Temperature"], "relativeHumidity": sensor["Humidity"]
+        "temperature": as_number(sensor["Temperature"]), "relativeHumidity": as_number(sensor["Humidity"])
     }
 
 

@@ -1,0 +1,176 @@
+"""Config shared by the JSON-mapping adapters: attributes (path → name, type, unit, scale), timestamp, lane."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from datetime import datetime, timezone
+from typing import Annotated, ClassVar, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, field_validator, model_validator
+
+from adapters.jsonmap.paths import parse_path
+from gateway.configbase import Field, Section
+from gateway.ngsi.identifiers import check_attribute_name, check_attribute_type
+from gateway.records import Lane
+
+
+class NgsiType(enum.Enum):
+    NUMBER = "Number"  # JSON numbers and numeric strings ("2.35": many systems quote their values)
+    TEXT = "Text"  # strings; numbers become their text
+    BOOLEAN = "Boolean"
+    DATETIME = "DateTime"  # ISO 8601, normalised to UTC
+    STRUCTURED_VALUE = "StructuredValue"
+
+
+class TimeFormat(enum.Enum):
+    ISO8601 = "iso8601"  # 2026-07-01T09:10:00+09:00; without an offset the `zone` applies
+    EPOCH_S = "epoch_s"  # numbers or numeric strings
+    EPOCH_MS = "epoch_ms"
+    STRPTIME = "strptime"  # `pattern` such as "%Y%m%d%H%M"; without %z the `zone` applies
+    LOCAL = "local"  # 2026/07/01 09:10, 2026年7月1日 9時10分 (24:00 = next day 0:00) in `zone`
+
+
+class WhenAttributeMissing(enum.Enum):
+    REJECT = "reject"  # the message or item is malformed
+    SKIP = "skip"  # the reading carries the attributes that are present
+
+
+class WhenTimeMissing(enum.Enum):
+    REJECT = "reject"
+    ARRIVAL = "arrival"  # stamp the gateway's time of arrival or poll (time_source = gateway)
+
+
+class LaneName(enum.Enum):
+    ALERT = "alert"
+    NORMAL = "normal"
+    BULK = "bulk"
+
+    @property
+    def lane(self) -> Lane:
+        return Lane[self.name]
+
+
+DEFAULT_ZONE = "Asia/Tokyo"
+_UNIT_RE = re.compile(r"^[A-Z0-9]{2,3}$", re.ASCII)
+_SAMPLE_TIME = datetime(2026, 7, 1, 9, 10, 30, tzinfo=timezone.utc)
+
+
+def _check_unit(v: str | None) -> str | None:
+    if v is not None and not _UNIT_RE.match(v):
+        raise ValueError("must be a UN/CEFACT common code of 2-3 capitals/digits (CEL, MTR, P1, KWH)")
+    return v
+
+
+def _check_zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone name like Asia/Tokyo or UTC") from None
+    return v
+
+
+def _check_path(v: str) -> str:
+    parse_path(v)
+    return v
+
+
+FieldPath = Annotated[str, AfterValidator(_check_path)]
+Zone = Annotated[str, AfterValidator(_check_zone)]
+
+
+class AttributeMapping(Section):
+    path: FieldPath = Field(description="JSON path of the value, e.g. object.temperature or 水位")
+    name: str = Field(description="NGSI attribute name")
+    type: NgsiType = NgsiType.NUMBER
+    unit: Annotated[str | None, AfterValidator(_check_unit)] = None
+    scale: float | None = Field(default=None, description="multiply Number values by this (0.1 for tenths)")
+    missing: WhenAttributeMissing = WhenAttributeMissing.REJECT
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_attribute_name(v)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: float | None) -> float | None:
+        if v is not None and (not math.isfinite(v) or v == 0):
+            raise ValueError("must be a finite, non-zero number")
+        return v
+
+    @model_validator(mode="after")
+    def _number_only(self) -> AttributeMapping:
+        check_attribute_type(self.type.value)
+        if self.scale is not None and self.type is not NgsiType.NUMBER:
+            raise ValueError(f"scale applies to Number attributes only, got type {self.type.value!r}")
+        return self
+
+
+class TimestampSection(Section):
+    path: FieldPath = Field(description="JSON path of the observation time, e.g. time or 観測時刻")
+    format: TimeFormat = TimeFormat.ISO8601
+    pattern: str | None = Field(default=None, description='strptime pattern for format = "strptime"')
+    zone: Zone = Field(default=DEFAULT_ZONE, description="zone of times written without an offset")
+    missing: WhenTimeMissing = WhenTimeMissing.REJECT
+
+    @model_validator(mode="after")
+    def _pattern(self) -> TimestampSection:
+        if self.format is TimeFormat.STRPTIME:
+            if not self.pattern:
+                raise ValueError('format = "strptime" needs a pattern, e.g. pattern = "%Y%m%d%H%M"')
+            try:
+                datetime.strptime(_SAMPLE_TIME.strftime(self.pattern), self.pattern)
+            except ValueError:
+                raise ValueError(
+                    f"pattern must be a strptime pattern that reads back what it writes, like %Y/%m/%d %H:%M, "
+                    f"got {self.pattern!r}"
+                ) from None
+            if "%Y" not in self.pattern and "%y" not in self.pattern:
+                raise ValueError(f"pattern must contain the year (%Y), got {self.pattern!r}")
+        elif self.pattern is not None:
+            raise ValueError(f'pattern applies to format = "strptime" only, got format {self.format.value!r}')
+        return self
+
+
+class MappingSection(Section):
+    """What every JSON → Reading mapping has; an adapter's section adds where the JSON comes from and the ids."""
+
+    # the TOML table an attribute is written in, for the "at least one" message
+    attributes_table: ClassVar[str] = "[[adapters.mappings.attributes]]"
+
+    attributes: tuple[AttributeMapping, ...]
+    timestamp: TimestampSection | None = Field(default=None, description="unset: the arrival or poll time is used")
+    null_values: tuple[str, ...] = Field(
+        default=(), description='strings that mean "no value" (欠測, 閉局, -): treated like a missing field'
+    )
+    lane: LaneName = LaneName.NORMAL
+
+    @field_validator("attributes")
+    @classmethod
+    def _unique(cls, v: tuple[AttributeMapping, ...]) -> tuple[AttributeMapping, ...]:
+        if not v:
+            raise ValueError(f"must map at least one attribute ({cls.attributes_table}), got none")
+        seen: set[str] = set()
+        for a in v:
+            if a.name in seen:
+                raise ValueError(f"must name each attribute once, got {a.name!r} twice")
+            seen.add(a.name)
+        return v
+
+
+M = TypeVar("M", bound=MappingSection)
+
+
+def at_least_one(table: str) -> AfterValidator:
+    """For an adapter's list of mapping sections: an empty list maps nothing and is refused, naming `table`."""
+
+    def check(v: tuple[M, ...]) -> tuple[M, ...]:
+        # not Field(min_length=1): pydantic would also report "too short" when an item is merely invalid
+        if not v:
+            raise ValueError(f"must list at least one {table} entry, got none")
+        return v
+
+    return AfterValidator(check)

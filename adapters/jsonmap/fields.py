@@ -1,0 +1,87 @@
+"""A mapping section compiled once; turns one JSON object into a Reading by it (the per-message hot path)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from adapters.jsonmap.config import DEFAULT_ZONE, MappingSection, NgsiType
+from adapters.jsonmap.errors import FieldError, Problem, describe
+from adapters.jsonmap.paths import MISSING, lookup
+from adapters.jsonmap.timestamps import TimeRule, compile_timestamp, observed_at
+from adapters.jsonmap.values import AttributeRule, compile_attribute
+from gateway.errors import ReadingError
+from gateway.records import Attribute, Lane, Reading, Source, check_values
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldRules:
+    """Attributes, time, null strings and lane of one mapping, ready for `read_reading`."""
+
+    attributes: tuple[AttributeRule, ...]
+    timestamp: TimeRule | None
+    zone: tzinfo  # for DateTime attributes without an offset too
+    null_values: frozenset[str]
+    lane: Lane
+    structured: bool  # a StructuredValue needs the full NGSI value walk once the Reading is built
+
+
+def compile_fields(m: MappingSection, *, arrival: str) -> FieldRules:
+    """`arrival` names what timestamp.missing = "arrival" stamps: "the arrival time", "the poll time"."""
+    return FieldRules(
+        attributes=tuple(compile_attribute(a) for a in m.attributes),
+        timestamp=compile_timestamp(m.timestamp, arrival=arrival) if m.timestamp else None,
+        zone=ZoneInfo(m.timestamp.zone if m.timestamp else DEFAULT_ZONE),
+        null_values=frozenset(m.null_values),
+        lane=m.lane.lane,
+        structured=any(a.type is NgsiType.STRUCTURED_VALUE for a in m.attributes),
+    )
+
+
+def read_attributes(rules: FieldRules, item: dict[str, Any]) -> dict[str, Attribute]:
+    """The mapped attributes present in `item` (skipped ones left out; maybe none); FieldError on the first bad one."""
+    attributes: dict[str, Attribute] = {}
+    nulls, zone = rules.null_values, rules.zone
+    for a in rules.attributes:
+        raw = item.get(a.key, MISSING) if a.key is not None else lookup(item, a.path)
+        if raw is MISSING or raw is None or (nulls and raw.__class__ is str and raw in nulls):
+            if a.skip_if_missing:
+                continue
+            got = "no such field" if raw is MISSING else describe(raw)
+            raise FieldError(
+                f"is missing, got {got}", problem=Problem.MISSING_FIELD, path=a.path, path_text=a.path_text,
+                subject=a.subject,
+            )
+        attributes[a.name] = Attribute(value=a.coerce(a, raw, zone), type=a.type_text, unit=a.unit)
+    return attributes
+
+
+def read_reading(
+    rules: FieldRules, item: dict[str, Any], now: datetime, *, entity_id: str, entity_type: str, source: Source
+) -> Reading:
+    """The Reading `item` makes (ids already rendered by the adapter), or FieldError; the path is empty for a
+    problem of the whole object (no mapped attribute has a value, a value Orion refuses)."""
+    attributes = read_attributes(rules, item)
+    if not attributes:
+        raise FieldError(
+            f"none of the mapped attributes has a value, got keys {describe(sorted(item))}",
+            problem=Problem.MISSING_FIELD,
+        )
+    when, time_source = observed_at(rules.timestamp, item, now, rules.null_values)
+    reading = Reading(
+        entity_id=entity_id,
+        entity_type=entity_type,
+        attributes=attributes,
+        observed_at=when,
+        time_source=time_source,
+        source=source,
+        lane=rules.lane,
+    )
+    if rules.structured:  # numbers were checked on conversion; only nested values need the full walk
+        try:
+            check_values(reading)
+        except ReadingError as exc:
+            raise FieldError(str(exc), problem=Problem.BAD_VALUE) from None
+    return reading

@@ -1,0 +1,200 @@
+"""Observation times from JSON fields: ISO 8601, epoch s/ms, strptime, Japanese local time; to UTC, sanity-checked."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from adapters.jsonmap.config import TimeFormat, TimestampSection, WhenTimeMissing
+from adapters.jsonmap.errors import FieldError, Problem, describe
+from adapters.jsonmap.numbers import number_text
+from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path
+from gateway.records import TimeSource
+
+_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+# A device or system whose clock was never set reports 1970 (Tasmota without NTP); such a time would
+# roll the platform's entity back decades, so it is refused rather than stored.
+EARLIEST: Final = datetime(2000, 1, 1, tzinfo=_UTC)
+MAX_AHEAD: Final = timedelta(days=1)
+_DAY = timedelta(days=1)
+_ISO_RE = re.compile(
+    r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?(Z|z|[+-]\d{2}:?\d{2})?$", re.ASCII
+)
+# Japanese systems write local time without an offset, in several spellings; full-width digits occur too.
+_LOCAL_RE = re.compile(
+    r"^\s*(\d{4})\s*[/.\-年]\s*(\d{1,2})\s*[/.\-月]\s*(\d{1,2})\s*日?\s*[T\s]?\s*"
+    r"(\d{1,2})\s*[:時]\s*(\d{1,2})\s*分?\s*(?::\s*(\d{1,2})|(\d{1,2})\s*秒)?\s*$"
+)
+_HELP = {
+    TimeFormat.ISO8601: "an ISO 8601 time like 2026-07-01T09:10:00+09:00",
+    TimeFormat.EPOCH_S: "a number of seconds since 1970",
+    TimeFormat.EPOCH_MS: "a number of milliseconds since 1970",
+    TimeFormat.LOCAL: "a local time like 2026/07/01 09:10",
+}
+_RANGE = "must be after 2000-01-01 and at most a day ahead"
+_RANGE_FIX = "check the timestamp format and zone, or the source's clock"
+
+
+def _utc(t: datetime, zone: tzinfo) -> datetime | None:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=zone)
+    try:
+        return t.astimezone(_UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+def parse_iso(text: str, zone: tzinfo) -> datetime | None:
+    """ISO 8601 (`T` or a blank, seconds optional, any fraction, `Z` or an offset; else in `zone`) in UTC.
+
+    `T24:00` is the end of the day, the next day's 0:00, as ISO 8601 (before 2019) and hydrological
+    tables write it.
+    """
+    m = _ISO_RE.match(text)
+    if m is None:
+        return None
+    base, fraction, offset = m.groups()
+    end_of_day = base[11:13] == "24"
+    if end_of_day:
+        if base[14:] not in ("00", "00:00") or (fraction and fraction.strip("0")):
+            return None
+        base, fraction = base[:11] + "00" + base[13:], None
+    # ChirpStack writes nanoseconds; datetime keeps microseconds
+    normalised = base.replace(" ", "T") + (f".{fraction[:6].ljust(6, '0')}" if fraction else "")
+    if offset:
+        normalised += "+00:00" if offset in ("Z", "z") else offset
+    try:
+        t = datetime.fromisoformat(normalised)
+    except ValueError:
+        return None
+    if end_of_day:
+        t += _DAY
+    return _utc(t, zone)
+
+
+def parse_local(text: str, zone: tzinfo) -> datetime | None:
+    """Japanese local time (`2026/07/01 09:10`, `2026年7月1日 9時10分`, `24:00` = next day 0:00) in `zone`, to UTC."""
+    m = _LOCAL_RE.match(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute = (int(g) for g in m.groups()[:5])
+    second = int(m.group(6) or m.group(7) or 0)
+    # Japanese hydrological tables count hours 1-24: "24:00" closes the day and is the next day's 0:00
+    extra = timedelta(0)
+    if hour == 24 and minute == 0 and second == 0:
+        hour, extra = 0, _DAY
+    try:
+        return _utc(datetime(year, month, day, hour, minute, second) + extra, zone)
+    except (ValueError, OverflowError):
+        return None
+
+
+def parse_strptime(text: str, pattern: str, zone: tzinfo) -> datetime | None:
+    """`text` read by a strptime `pattern`; with %z its offset, else `zone`; in UTC."""
+    try:
+        return _utc(datetime.strptime(text, pattern), zone)
+    except (ValueError, OverflowError):
+        return None
+
+
+class _OutOfRange(Exception):
+    """An epoch number so large or small that no datetime holds it."""
+
+
+def parse_epoch(raw: Any, millis: bool) -> datetime | None:
+    """Seconds or milliseconds since 1970 from a JSON number or a numeric string; None if it is neither.
+
+    Raises _OutOfRange for a number no datetime can hold (it is a number, just not a plausible time).
+    """
+    t = raw.__class__
+    if t is int or t is float:
+        number: float | int = raw
+    elif t is str:
+        d = number_text(raw)
+        if d is None:
+            return None
+        number = float(d)
+    else:
+        return None
+    try:
+        return _EPOCH + (timedelta(milliseconds=number) if millis else timedelta(seconds=number))
+    except (OverflowError, ValueError):
+        raise _OutOfRange from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeRule:
+    """A timestamp section compiled for the hot path."""
+
+    path: JsonPath
+    path_text: str
+    format: TimeFormat
+    pattern: str | None
+    zone: tzinfo
+    arrival_if_missing: bool
+    arrival: str  # what "arrival" stamps, as messages say it: "the arrival time", "the poll time"
+
+
+def compile_timestamp(t: TimestampSection, *, arrival: str) -> TimeRule:
+    return TimeRule(
+        path=parse_path(t.path),
+        path_text=t.path,
+        format=t.format,
+        pattern=t.pattern,
+        zone=ZoneInfo(t.zone),
+        arrival_if_missing=t.missing is WhenTimeMissing.ARRIVAL,
+        arrival=arrival,
+    )
+
+
+def _fail(rule: TimeRule, what: str) -> FieldError:
+    return FieldError(what, problem=Problem.BAD_TIMESTAMP, path=rule.path, path_text=rule.path_text, subject="timestamp")
+
+
+def read_time(rule: TimeRule, raw: Any, now: datetime) -> datetime:
+    """`raw` (present, not null) as a UTC time by the rule's format, after 2000, at most a day ahead of `now`."""
+    t: datetime | None = None
+    try:
+        if rule.format is TimeFormat.ISO8601:
+            t = parse_iso(raw, rule.zone) if raw.__class__ is str else None
+        elif rule.format is TimeFormat.EPOCH_S or rule.format is TimeFormat.EPOCH_MS:
+            t = parse_epoch(raw, rule.format is TimeFormat.EPOCH_MS)
+        elif raw.__class__ is str:
+            if rule.format is TimeFormat.LOCAL:
+                t = parse_local(raw, rule.zone)
+            else:
+                assert rule.pattern is not None  # the config requires it for strptime
+                t = parse_strptime(raw, rule.pattern, rule.zone)
+    except _OutOfRange:
+        raise _fail(rule, f"{_RANGE}, got {describe(raw)}; {_RANGE_FIX}") from None
+    if t is None:
+        want = _HELP.get(rule.format) or f"a time matching {rule.pattern!r}"
+        raise _fail(rule, f"must be {want}, got {describe(raw)}")
+    if t < EARLIEST or t > now + MAX_AHEAD:
+        raise _fail(rule, f"{_RANGE}, got {describe(raw)}; {_RANGE_FIX}")
+    return t
+
+
+def observed_at(
+    rule: TimeRule | None, item: Any, now: datetime, null_values: frozenset[str] = frozenset()
+) -> tuple[datetime, TimeSource]:
+    """The item's observation time (device) or `now` (gateway) as the rule says; FieldError otherwise."""
+    if rule is None:
+        return now, TimeSource.GATEWAY
+    raw = lookup(item, rule.path)
+    if raw is MISSING or raw is None or (null_values and raw.__class__ is str and raw in null_values):
+        if rule.arrival_if_missing:
+            return now, TimeSource.GATEWAY
+        got = "no such field" if raw is MISSING else describe(raw)
+        raise FieldError(
+            f'is missing, got {got}; set timestamp.missing = "arrival" to stamp {rule.arrival} instead',
+            problem=Problem.MISSING_FIELD,
+            path=rule.path,
+            path_text=rule.path_text,
+            subject="timestamp",
+        )
+    return read_time(rule, raw, now), TimeSource.DEVICE

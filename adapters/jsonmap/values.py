@@ -1,0 +1,134 @@
+"""JSON values → values of the declared NGSI type (Number scaled in decimal, Text, Boolean, DateTime, ...)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import tzinfo
+from decimal import Decimal
+from typing import Any
+
+from adapters.jsonmap.config import AttributeMapping, NgsiType, WhenAttributeMissing
+from adapters.jsonmap.errors import FieldError, Problem, describe
+from adapters.jsonmap.numbers import INTEGER_TEXT_RE, number_text
+from adapters.jsonmap.paths import JsonPath, parse_path
+from adapters.jsonmap.timestamps import parse_iso
+from gateway.records import iso_utc
+
+_EXACT_INT = 2**53  # beyond, a float no longer holds every integer: keep the float the value became
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttributeRule:
+    """An attribute mapping compiled for the hot path."""
+
+    path: JsonPath
+    key: str | None  # the path when it is a single top-level key: one dict lookup per message
+    path_text: str
+    name: str
+    subject: str  # "attribute <name>", as messages say it
+    type_text: str  # type.value, read once (an enum's .value is a descriptor call)
+    unit: str | None
+    scale: Decimal | None
+    scale_integral: bool  # an integer times an integral scale stays an integer
+    skip_if_missing: bool
+    coerce: Callable[[AttributeRule, Any, tzinfo], Any]
+
+
+def compile_attribute(a: AttributeMapping) -> AttributeRule:
+    path = parse_path(a.path)
+    return AttributeRule(
+        path=path,
+        key=path[0] if len(path) == 1 and isinstance(path[0], str) else None,
+        path_text=a.path,
+        name=a.name,
+        subject=f"attribute {a.name}",
+        type_text=a.type.value,
+        unit=a.unit,
+        scale=Decimal(repr(a.scale)) if a.scale is not None else None,
+        scale_integral=a.scale is not None and float(a.scale).is_integer(),
+        skip_if_missing=a.missing is WhenAttributeMissing.SKIP,
+        coerce=_COERCE[a.type],
+    )
+
+
+def _fail(a: AttributeRule, what: str, problem: Problem) -> FieldError:
+    return FieldError(what, problem=problem, path=a.path, path_text=a.path_text, subject=a.subject)
+
+
+def _wrong_type(a: AttributeRule, want: str, raw: Any) -> FieldError:
+    return _fail(a, f"must be {want}, got {type(raw).__name__} {describe(raw)}", Problem.WRONG_TYPE)
+
+
+def _number(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
+    t = raw.__class__  # bool is not int here: true is not a number
+    if t is int or t is float:
+        if a.scale is None:
+            return raw  # as sent: integers stay integers (orjson gives no NaN or infinity)
+        exact = Decimal(raw) if t is int else Decimal(repr(raw))
+        is_integer = t is int
+    elif t is str:
+        d = number_text(raw)
+        if d is None:
+            raise _wrong_type(a, "a number", raw)
+        exact = d
+        is_integer = INTEGER_TEXT_RE.match(raw) is not None
+    else:
+        raise _wrong_type(a, "a number", raw)
+    # Decimal keeps 235 × 0.1 at 23.5 instead of 23.500000000000004
+    scaled = exact * a.scale if a.scale is not None else exact
+    try:
+        value = float(scaled)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        after = " after scaling" if a.scale is not None else ""
+        raise _fail(a, f"is out of range{after}, got {describe(raw)}", Problem.BAD_VALUE)
+    if is_integer and abs(value) < _EXACT_INT and (a.scale_integral or scaled == scaled.to_integral_value()):
+        return int(scaled)
+    return value
+
+
+def _text(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
+    t = raw.__class__
+    if t is str:
+        return raw
+    if t is int or t is float:  # a station code or a numeric label sent as a number
+        return str(raw)
+    raise _wrong_type(a, "a string", raw)
+
+
+def _boolean(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
+    if raw is True or raw is False:
+        return raw
+    raise _wrong_type(a, "true or false", raw)
+
+
+def _datetime(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
+    if raw.__class__ is not str:
+        raise _wrong_type(a, "an ISO 8601 time", raw)
+    t = parse_iso(raw, zone)
+    if t is None:
+        raise _fail(a, f"must be an ISO 8601 time, got {describe(raw)}", Problem.BAD_TIMESTAMP)
+    return iso_utc(t)
+
+
+def _structured(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
+    if raw.__class__ is dict or raw.__class__ is list:
+        return raw
+    raise _wrong_type(a, "an object or a list", raw)
+
+
+_COERCE: dict[NgsiType, Callable[[AttributeRule, Any, tzinfo], Any]] = {
+    NgsiType.NUMBER: _number,
+    NgsiType.TEXT: _text,
+    NgsiType.BOOLEAN: _boolean,
+    NgsiType.DATETIME: _datetime,
+    NgsiType.STRUCTURED_VALUE: _structured,
+}
+
+
+def coerce(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
+    """`raw` (not null, present) as a value of the attribute's NGSI type, or FieldError."""
+    return a.coerce(a, raw, zone)
