@@ -1,0 +1,459 @@
+"""IoT Agent commands over MQTT: subscribe to an mqtt uplink's command topics, dispatch, publish the results.
+
+What the FIWARE agents do (telefonicaid/iotagent-json docs/usermanual.md "Commands", iotagent-ul
+lib/ulParser.js and lib/commonBindings.js):
+- agent → device on `/<apikey>/<device_id>/cmd` (the agent publishes without the protocol prefix;
+  `/json/...` and `/ul/...` are accepted too). JSON: `{"<command>": <value>}`, one key per command.
+  UltraLight: `<device_id>@<command>|<value>`, or `<device_id>@<command>|<k>=<v>|...` for an object.
+- device → agent on `/<apikey>/<device_id>/cmdexe` (or `/json/...`, `/ul/...`). JSON: `{"<command>":
+  "<result>"}`; UL: `<device_id>@<command>|<result>` (the agent keeps the text up to the next `|`).
+- The agent then sets `<command>_info` to the result text and `<command>_status` to `OK` — always:
+  neither agent has a way for a device to report a failure (ERROR only comes from the agent itself,
+  e.g. an expired command). So a failure is told in the text: every result starts with `OK: ` or
+  `ERROR: `. The text reaches Orion unchecked, so it gets the uplink's `value_encoding`.
+
+The codec half of this module is pure (topics and payloads in, commands and payloads out); the
+listener half owns its own aiomqtt connection, separate from the uplink's publishing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import orjson
+import paho.mqtt.client as paho
+
+from gateway.adapter_api import AdapterContext
+from gateway.backoff import Backoff
+from gateway.errors import ConfigError, GatewayError
+from gateway.logs import component_logger
+from gateway.ngsi.config import ValueEncoding
+from gateway.ngsi.values import encode_percent
+from gateway.records import Command, CommandResult
+from gateway.secrets import resolve
+from gateway.uplinks.mqtt import MqttFormat, MqttProtocol, MqttUplinkConfig, TopicStyle
+
+__all__ = [
+    "CommandPayloadError",
+    "CommandMessage",
+    "CommandListenerCounters",
+    "MqttCommandListener",
+    "Dispatch",
+    "command_topics",
+    "device_of_topic",
+    "parse_command",
+    "result_text",
+    "result_messages",
+]
+
+Dispatch = Callable[[Command], Awaitable[CommandResult]]
+
+IDENTITY_TEMPLATE = "{entity_id}"
+
+
+class CommandPayloadError(GatewayError, ValueError):
+    """A command message we cannot read; `names` holds the command names that could be read, if any."""
+
+    code = "command_malformed"
+
+    def __init__(self, message: str, names: Sequence[str] = ()) -> None:
+        super().__init__(message, names=tuple(names))
+        self.names = tuple(names)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandMessage:
+    """One command message: its device id and its (command name, value) pairs in payload order."""
+
+    device_id: str
+    commands: tuple[tuple[str, Any], ...]
+
+
+# --- codec (pure) ------------------------------------------------------------------------------------
+
+
+def _prefix(fmt: MqttFormat) -> str:
+    return "/json" if fmt is MqttFormat.IOTA_JSON else "/ul"
+
+
+def command_topics(apikey: str, fmt: MqttFormat) -> tuple[str, ...]:
+    """The subscriptions: the agents publish commands without a protocol prefix; some setups add it."""
+    return (f"/{apikey}/+/cmd", f"{_prefix(fmt)}/{apikey}/+/cmd")
+
+
+def device_of_topic(topic: str, apikey: str, fmt: MqttFormat) -> str | None:
+    """The device id of a command topic of ours, else None."""
+    parts = topic.split("/")
+    if len(parts) == 4 and parts[0] == "" and parts[1] == apikey and parts[3] == "cmd":
+        return parts[2] or None
+    if len(parts) == 5 and parts[0] == "" and "/" + parts[1] == _prefix(fmt) and parts[2] == apikey \
+            and parts[4] == "cmd":
+        return parts[3] or None
+    return None
+
+
+def _parse_json(payload: bytes) -> tuple[tuple[str, Any], ...]:
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise CommandPayloadError(f"command payload: must be a JSON object, got {len(payload)} bytes that are "
+                                  "not JSON") from None
+    if not isinstance(doc, dict) or not doc:
+        kind = "an empty object" if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
+        raise CommandPayloadError(f"command payload: must be a JSON object of {{\"<command>\": <value>}}, got {kind}")
+    empty = [k for k in doc if not k]
+    if empty:
+        raise CommandPayloadError("command payload: command names cannot be empty, got \"\"",
+                                  names=[k for k in doc if k])
+    return tuple(doc.items())
+
+
+def _parse_ul(payload: bytes, device_id: str) -> tuple[tuple[str, Any], ...]:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandPayloadError(f"command payload: must be UTF-8 UltraLight text, got {len(payload)} bytes "
+                                  "that are not UTF-8") from None
+    head, bar, rest = text.partition("|")
+    named, at, name = head.partition("@")
+    if not at or not name:
+        raise CommandPayloadError("command payload: must be <device_id>@<command>|<value>, got no "
+                                  "<device_id>@<command> before the first '|'")
+    if named != device_id:
+        raise CommandPayloadError(f"command {name}: the payload names device \"{named}\", got it on the topic of "
+                                  f"device \"{device_id}\"", names=[name])
+    if not bar:
+        return ((name, None),)
+    fields = rest.split("|")
+    if len(fields) == 1 and "=" not in fields[0]:
+        return ((name, fields[0]),)
+    # UltraLight is untyped: values stay text, the adapter reads them by its profile's types
+    params: dict[str, str] = {}
+    for field in fields:
+        key, eq, value = field.partition("=")
+        if not eq or not key or "=" in value:
+            raise CommandPayloadError(f"command {name}: parameters must be <name>=<value> separated by '|', got "
+                                      f"{len(fields)} fields of which one is not", names=[name])
+        params[key] = value
+    return ((name, params),)
+
+
+def parse_command(topic: str, payload: bytes, *, apikey: str, fmt: MqttFormat) -> CommandMessage:
+    """A command message from one of our command topics; CommandPayloadError if it cannot be read."""
+    device_id = device_of_topic(topic, apikey, fmt)
+    if device_id is None:
+        raise CommandPayloadError(f"command topic: must be /{apikey}/<device_id>/cmd, got {topic!r}")
+    commands = _parse_json(payload) if fmt is MqttFormat.IOTA_JSON else _parse_ul(payload, device_id)
+    return CommandMessage(device_id=device_id, commands=commands)
+
+
+def result_text(ok: bool, info: str, *, fmt: MqttFormat, encoding: ValueEncoding) -> str:
+    """`OK: <info>` / `ERROR: <info>`, safe for Orion (the agent writes it to `<command>_info` unchecked)."""
+    text = ("OK: " if ok else "ERROR: ") + info
+    if encoding is not ValueEncoding.TEXT_UNRESTRICTED:
+        # `reject` cannot refuse our own answer: it gets the reversible percent form too
+        text = encode_percent(text)
+    if fmt is MqttFormat.IOTA_UL:
+        # the agent keeps the result only up to the next '|'; '#' separates UL groups
+        text = text.replace("|", "%7C").replace("#", "%23")
+    return text
+
+
+def result_messages(device_id: str, results: Sequence[tuple[str, bool, str]], *, apikey: str, fmt: MqttFormat,
+                    style: TopicStyle, encoding: ValueEncoding) -> list[tuple[str, bytes]]:
+    """(topic, payload) of the cmdexe messages for one command message's results (name, ok, info)."""
+    prefix = _prefix(fmt) if style is TopicStyle.PROTOCOL else ""
+    topic = f"{prefix}/{apikey}/{device_id}/cmdexe"
+    if fmt is MqttFormat.IOTA_JSON:
+        doc = {name: result_text(ok, info, fmt=fmt, encoding=encoding) for name, ok, info in results}
+        return [(topic, orjson.dumps(doc))]
+    # the UL agent reads one result per cmdexe message
+    return [(topic, f"{device_id}@{name}|{result_text(ok, info, fmt=fmt, encoding=encoding)}".encode())
+            for name, ok, info in results]
+
+
+# --- listener (I/O) ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CommandListenerCounters:
+    """Running totals for metrics."""
+
+    received: int = 0  # messages on the command topics
+    commands: int = 0  # commands handed to dispatch
+    ok: int = 0
+    failed: int = 0  # error results, whatever the cause
+    malformed: int = 0
+    unknown_device: int = 0
+    stale: int = 0  # retained messages ignored
+    busy: int = 0  # refused because too many commands were in progress
+    results_published: int = 0
+    results_lost: int = 0
+    reconnects: int = 0
+
+
+def _tls_context(config: MqttUplinkConfig) -> ssl.SSLContext | None:
+    tls = config.tls
+    if tls is None:
+        return None
+    where = f"uplinks.{config.name}"
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"{where}.tls.ca_file: cannot load a CA certificate, got {tls.ca_file!r} ({exc})"]) from None
+    if tls.cert_file and tls.key_file:
+        try:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError([f"{where}.tls.cert_file: cannot load the client certificate and key, got "
+                               f"{tls.cert_file!r} / {tls.key_file!r} ({exc})"]) from None
+    return ctx
+
+
+class MqttCommandListener:
+    """Receives IoT Agent commands for one mqtt uplink's apikey and answers each one; see the module docstring.
+
+    `entity_of` maps an agent device id to an entity id; without it the uplink's `device_id` template
+    must be `{entity_id}` (the default), so the device id *is* the entity id. With another template pass
+    `CommandRouter.device_index(config.device_id).entity_of`.
+    """
+
+    def __init__(self, config: MqttUplinkConfig, context: AdapterContext, dispatch: Dispatch, *,
+                 entity_of: Callable[[str], str | None] | None = None, max_pending: int = 64) -> None:
+        where = f"uplinks.{config.name}"
+        if config.format is MqttFormat.NGSI_V2 or config.apikey is None:
+            raise ConfigError([f"{where}.format: commands need format iota-json or iota-ul, got "
+                               f"{config.format.value}"])
+        if entity_of is None:
+            if config.device_id != IDENTITY_TEMPLATE:
+                raise ConfigError([f"{where}.device_id: commands need a map from device id to entity id for "
+                                   f"template {config.device_id!r}, got none; the gateway passes the command "
+                                   "router's device index"])
+            entity_of = _same
+        self.config = config
+        self.name = config.name
+        self.apikey: str = config.apikey
+        self.format = config.format
+        self.client_id = (config.client_id or f"edgegw-{context.gateway_id}-{config.name}") + "-cmd"
+        self.port = config.port or (8883 if config.tls else 1883)
+        self.topics = command_topics(self.apikey, self.format)
+        self.counters = CommandListenerCounters()
+        self.max_pending = max_pending
+        self._dispatch = dispatch
+        self._entity_of = entity_of
+        self._password = resolve(config.password, context.data_dir) if config.password is not None else None
+        self._tls = _tls_context(config)
+        self._log = component_logger(__name__, config.name)
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._up: bool | None = None
+        self._ever_connected = False
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._seq = 0
+        self._id_base = f"{config.name}-{int(time.time())}"
+        self._stale_logged = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the listener as a task of its own (it reconnects by itself until `stop`)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name=f"commands:{self.name}")
+
+    async def stop(self) -> None:
+        """Stop listening; commands in progress are cancelled (the agent lets them expire)."""
+        tasks = [t for t in (self._task, *self._pending) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    async def run(self) -> None:
+        """Connect, subscribe and serve until cancelled; a lost broker is retried with backoff, never raised."""
+        backoff = Backoff(initial=self.config.retry_initial_s, cap=self.config.retry_max_s)
+        while True:
+            try:
+                await self._session(backoff)
+                reason = "connection closed"
+            except aiomqtt.MqttError as exc:
+                reason = str(exc.__cause__ or exc) or type(exc).__name__
+            except OSError as exc:  # a socket error paho did not wrap
+                reason = str(exc)
+            except Exception as exc:  # a bug here must not end command handling for good
+                if self._up is not False:
+                    self._log.error("command listener failed, restarting it: %s", exc, exc_info=True)
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._client = None
+                self._connected.clear()
+            self._mark_down(reason)
+            await asyncio.sleep(backoff.next())
+
+    async def _session(self, backoff: Backoff) -> None:
+        cfg = self.config
+        v5 = cfg.protocol is MqttProtocol.V5
+        # A clean session on purpose: a command queued by the broker while the gateway was away would
+        # run late (a locker opening an hour after it was asked); the agent expires it instead.
+        client = aiomqtt.Client(
+            cfg.host, self.port, username=cfg.username, password=self._password, identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else True, clean_start=True if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            keepalive=cfg.keepalive_s, tls_context=self._tls, timeout=cfg.connect_timeout_s,
+        )
+        async with client:
+            for topic in self.topics:
+                granted = await client.subscribe(topic, qos=1, timeout=cfg.ack_timeout_s)
+                code = granted[0] if granted else None
+                failed = getattr(code, "is_failure", False) or (isinstance(code, int) and code >= 0x80)
+                if failed:
+                    self._log.warning("broker refused the subscription to %s, got %s; check the broker's ACL",
+                                      topic, code)
+            self._client = client
+            self._connected.set()
+            backoff.reset()
+            self._mark_up()
+            async for message in client.messages:
+                try:
+                    self._received(message)
+                except Exception as exc:  # one odd message must not drop the subscription
+                    self.counters.malformed += 1
+                    self._log.error("command message on %s not handled: %s", message.topic.value, exc, exc_info=True)
+
+    def _mark_up(self) -> None:
+        if self._ever_connected:
+            self.counters.reconnects += 1
+        self._ever_connected = True
+        self._log.info("listening for commands on %s:%d as %s (%s)", self.config.host, self.port, self.client_id,
+                       ", ".join(self.topics))
+        self._up = True
+
+    def _mark_down(self, reason: str) -> None:
+        if self._up is not False:
+            self._log.warning("broker %s:%d unreachable, commands cannot arrive: %s", self.config.host, self.port,
+                              reason)
+        else:
+            self._log.debug("broker %s:%d still unreachable: %s", self.config.host, self.port, reason)
+        self._up = False
+
+    # -- one message -----------------------------------------------------------------------------------
+
+    def _received(self, message: aiomqtt.Message) -> None:
+        self.counters.received += 1
+        topic = message.topic.value
+        if message.retain:
+            # a retained command would run again at every reconnect of every subscriber
+            self.counters.stale += 1
+            level = self._log.warning if not self._stale_logged else self._log.debug
+            level("ignored a retained command on %s; commands must not be published with retain", topic)
+            self._stale_logged = True
+            return
+        raw = message.payload
+        payload = bytes(raw) if isinstance(raw, (bytes, bytearray)) else b"" if raw is None else str(raw).encode()
+        device_id = device_of_topic(topic, self.apikey, self.format)
+        try:
+            parsed = parse_command(topic, payload, apikey=self.apikey, fmt=self.format)
+        except CommandPayloadError as exc:
+            self.counters.malformed += 1
+            self._log.warning("malformed command on %s: %s", topic, exc)
+            if device_id is not None and exc.names:
+                self._spawn(self._answer(device_id, [(n, False, exc.message) for n in exc.names]))
+            return
+        if len(self._pending) >= self.max_pending:
+            self.counters.busy += 1
+            info = (f"gateway busy: {len(self._pending)} command messages in progress, got one more; "
+                    "send it again later")
+            self._log.warning("command for device %s refused: %s", parsed.device_id, info)
+            self._spawn(self._answer(parsed.device_id, [(n, False, info) for n, _ in parsed.commands]))
+            return
+        self._spawn(self._execute(parsed))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _next_id(self) -> str:
+        self._seq += 1
+        return f"{self._id_base}-{self._seq}"
+
+    async def _execute(self, parsed: CommandMessage) -> None:
+        results: list[tuple[str, bool, str]] = []
+        # a message's commands run in payload order: they usually address one device
+        for name, value in parsed.commands:
+            entity_id = self._entity_of(parsed.device_id)
+            if entity_id is None:
+                self.counters.unknown_device += 1
+                info = (f"command {name}: no entity known for device id \"{parsed.device_id}\", got no reading "
+                        f"of it since the gateway started; check the device_id template {self.config.device_id!r}")
+                self._log.warning("%s", info)
+                results.append((name, False, info))
+                continue
+            self.counters.commands += 1
+            command = Command(command_id=self._next_id(), entity_id=entity_id, name=name, value=value,
+                              uplink=self.name)
+            try:
+                result = await self._dispatch(command)
+            except Exception as exc:  # dispatch should never raise; if it does, the agent still gets an answer
+                result = CommandResult(command_id=command.command_id, ok=False,
+                                       info=f"command {name}: dispatch failed, got {type(exc).__name__}: {exc}")
+            results.append((name, result.ok, result.info))
+        await self._answer(parsed.device_id, results)
+
+    async def _answer(self, device_id: str, results: list[tuple[str, bool, str]]) -> None:
+        for _, ok, _ in results:
+            if ok:
+                self.counters.ok += 1
+            else:
+                self.counters.failed += 1
+        messages = result_messages(device_id, results, apikey=self.apikey, fmt=self.format,
+                                   style=self.config.topic_style, encoding=self.config.value_encoding)
+        for topic, payload in messages:
+            if await self._publish(topic, payload):
+                self.counters.results_published += 1
+            else:
+                self.counters.results_lost += 1
+                self._log.warning("result for device %s not published within %g s (broker unreachable); the "
+                                  "agent will let the command expire", device_id, self.config.ack_timeout_s)
+
+    async def _publish(self, topic: str, payload: bytes) -> bool:
+        """Publish at QoS 1, across a reconnect if one happens before the ack timeout; False if it never went."""
+        deadline = time.monotonic() + self.config.ack_timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            client = self._client
+            if client is None:
+                try:
+                    async with asyncio.timeout(left):
+                        await self._connected.wait()
+                except TimeoutError:
+                    return False
+                continue
+            try:
+                await client.publish(topic, payload, qos=1, timeout=left)
+                return True
+            except aiomqtt.MqttError as exc:
+                self._log.debug("result publish on %s failed: %s", topic, exc)
+                if self._client is client:
+                    # the session is going down: wait for the next one rather than spin
+                    await asyncio.sleep(min(0.1, max(left, 0)))
+
+
+def _same(device_id: str) -> str:
+    return device_id
