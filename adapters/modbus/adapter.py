@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+from adapters.jsonmap.numbers import number_text
 from adapters.modbus import rtu
 from adapters.modbus.bus import Bus, BusDevice, DeviceState, PollResult
 from adapters.modbus.codec import CommandRejected, PointValue, QualityCode, encode_command
@@ -237,6 +238,11 @@ class ModbusAdapter:
         value = command.value
         if spec.data_type is DataType.BOOL and isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
             value = _BOOL_WORDS[value.strip().lower()]
+        elif isinstance(value, str) and spec.data_type not in (DataType.BOOL, DataType.STRING):
+            # UltraLight carries every command value as text ("150"); the profile's checks still apply
+            number = number_text(value)
+            if number is not None:
+                value = int(number) if number == number.to_integral_value() else float(number)
         try:
             write = encode_command(spec, value)
         except CommandRejected as exc:

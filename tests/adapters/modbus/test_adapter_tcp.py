@@ -98,6 +98,15 @@ async def test_commands_are_written_checked_and_reported(tmp_path):
             set_ok = await adapter.handle(Command(command_id="c3", entity_id=temp, name="set_temperature_correction",
                                                   value=-15))
             assert set_ok.ok and await peer.read(5, 3, 0x0103, 1) == [65536 - 15]
+            # UltraLight carries values as text: a number written as text is that number
+            as_text = await adapter.handle(Command(command_id="c3t", entity_id=temp,
+                                                   name="set_temperature_correction", value=" -12 "))
+            assert as_text.ok and await peer.read(5, 3, 0x0103, 1) == [65536 - 12]
+            not_a_number = await adapter.handle(Command(command_id="c3n", entity_id=temp,
+                                                        name="set_temperature_correction", value="warm"))
+            assert not not_a_number.ok and await peer.read(5, 3, 0x0103, 1) == [65536 - 12]
+            await adapter.handle(Command(command_id="c3r", entity_id=temp, name="set_temperature_correction",
+                                         value=-15))
             rejected = await adapter.handle(Command(command_id="c4", entity_id=temp,
                                                     name="set_temperature_correction", value=150))
             assert not rejected.ok
