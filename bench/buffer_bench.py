@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gateway.app import tune_runtime
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
 from gateway.records import Attribute, Lane, Reading, Source
@@ -115,6 +116,7 @@ async def main() -> int:
     ap.add_argument("--rows", type=int, default=1_000_000, help="backlog size for the drain test")
     ap.add_argument("--dir", type=Path, default=None, help="where to put the database (default: a temp dir)")
     args = ap.parse_args()
+    tune_runtime()  # what `edgegw run` does at start: the figures are the gateway process's
     config = BufferConfig(durability=Durability(args.durability), max_rows=max(5_000_000, args.rows * 2))
     tmp = Path(tempfile.mkdtemp(prefix="buffer-bench-", dir=args.dir))
     try:

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.app import Gateway  # noqa: E402
+from gateway.app import Gateway, tune_runtime  # noqa: E402
 from gateway.buffer.config import BufferConfig, Durability  # noqa: E402
 from gateway.buffer.outbox import Outbox  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
@@ -197,6 +197,8 @@ async def main() -> None:
     ap.add_argument("--only", default="throughput-mqtt,throughput-orion,backlog,latency,memory")
     args = ap.parse_args()
     only = set(args.only.split(","))
+    # what `edgegw run` does at start (serve()): this process stands in for the gateway's
+    tune_runtime()
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

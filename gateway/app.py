@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
 import os
+import platform
 import signal
 import time
 from dataclasses import asdict
@@ -28,6 +31,37 @@ log = logging.getLogger(__name__)
 BUFFER_FILE = "buffer.db"
 STATUS_FILE = "status.json"
 STOP_DEADLINE_S = 4.0  # SIGTERM must end within 5 s (systemd's and the issue's bound)
+
+
+_M_TRIM_THRESHOLD = -1  # mallopt() parameter numbers, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_runtime() -> None:
+    """Process-wide settings for a long-running gateway; `serve()` calls it once at start.
+
+    - The cyclic GC: the spine allocates several container objects per reading (dicts, Readings,
+      Attributes, lists) and frees them by reference counting, yet each 700 allocations start a
+      young-generation pass and every few passes an older one over what is alive: with the whole
+      import graph alive that was measurable at 50,000 readings/s. `gc.freeze()` moves what exists
+      at start (modules, config, classes) out of every later pass; a larger first threshold makes the
+      passes over a batch of live readings rarer. Cycles are still collected.
+    - glibc malloc: by default it returns freed memory at the top of the heap to the kernel as soon
+      as 128 KiB are free there, so every batch (thousands of ~1 KiB orjson buffers freed together)
+      gave its pages back and the next batch took them again, one page fault per 4 KiB: measured, an
+      orjson.dumps of a float cost 2.2 µs instead of 0.08 µs when the results were kept for a batch.
+      Keeping up to 16 MiB free at the top (and serving blocks up to 1 MiB from the heap, as glibc's
+      own adaptive threshold would after the first large free) removes that; RSS grows by at most that.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 100)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        try:
+            libc = ctypes.CDLL(None)
+            libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+            libc.mallopt(_M_TRIM_THRESHOLD, 16 << 20)
+        except (OSError, AttributeError) as exc:  # a tuning, never a reason not to start
+            log.debug("malloc tuning skipped: %s", exc)
 
 
 class Gateway:
@@ -129,6 +163,7 @@ async def _write_status(gw: Gateway) -> None:
 async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
     config = load_config(config_path)
     logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)
+    tune_runtime()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reload = asyncio.Event()

@@ -7,6 +7,7 @@ COMMIT succeeded, so a failed commit (disk full) leaves memory and file in step.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections import Counter
@@ -21,9 +22,10 @@ import orjson
 from gateway.buffer.caps import LANES, DropReason, Room, drop_order
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.stats import BufferStats, DeadLetter, UplinkCursorStats
+from gateway.buffer.tail import Tail
 from gateway.errors import BufferError
 from gateway.records import Lane, Reading, decode_reading, encode_reading
-from gateway.uplinks.api import Outcome, Status
+from gateway.uplinks.api import DELIVERED, Outcome, Status
 
 # (lane, entity_id, observed_us, appended_ms, size, body, target)
 Row = tuple[int, str, int, int, int, bytes, str | None]
@@ -37,6 +39,10 @@ _READ = (
 _HAS = "SELECT 1 FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) LIMIT 1"
 _BUMP = "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
 _LANE_NAMES = {int(lane): lane.name.lower() for lane in LANES}
+_MAX_SEQ = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)"
+# Readings kept in memory after their commit (see tail.py): two batches of the largest configured
+# size plus the groups committed meanwhile fit, and at ~0.5 KB a reading it stays ~10 MB at most.
+TAIL_ROWS = 20_000
 
 
 def lane_name(lane: int) -> str:
@@ -63,8 +69,11 @@ class Store:
         uplinks: Sequence[str] | None,
         room: Room | None = None,
         clock: Callable[[], float] = time.time,
+        tail_rows: int = TAIL_ROWS,
     ) -> None:
-        """`uplinks` None means "whatever cursors the file has" (the CLI); otherwise the configured set."""
+        """`uplinks` None means "whatever cursors the file has" (the CLI); otherwise the configured set.
+
+        `tail_rows` bounds the committed readings kept in memory for reading (0: always decode)."""
         self.conn = conn
         self.path = path
         self.config = config
@@ -76,6 +85,8 @@ class Store:
         self._deleted_upto = [0, 0, 0]
         self._data_version = self._read_data_version()
         self.load_totals()
+        self._last_seq = self._max_seq()  # the newest seq this process knows was assigned
+        self.tail = Tail(tail_rows, self._last_seq)
         self.uplinks: tuple[str, ...] = ()
         self.cursors: dict[str, list[int]] = {}
         self.removed_uplinks: list[str] = []
@@ -152,30 +163,59 @@ class Store:
     def _read_data_version(self) -> int:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
+    def _max_seq(self) -> int:
+        return int(self.conn.execute(_MAX_SEQ).fetchone()[0])
+
     def changed_elsewhere(self) -> bool:
         """True once after another process (the CLI) committed to the file."""
         v = self._read_data_version()
         changed = v != self._data_version
         self._data_version = v
+        if changed:
+            # it may have added (re-queued) or deleted rows: read everything up to now from the file
+            self._last_seq = self._max_seq()
+            self.tail.reset(self._last_seq)
         return changed
 
     # --- appends and caps ----------------------------------------------------------------------
 
-    def insert(self, rows: Sequence[Row], per_lane_rows: Sequence[int], per_lane_bytes: Sequence[int]) -> Counter[tuple[int, DropReason]]:
+    def insert(
+        self,
+        rows: Sequence[Row],
+        per_lane_rows: Sequence[int],
+        per_lane_bytes: Sequence[int],
+        readings: Sequence[Reading] | None = None,
+    ) -> Counter[tuple[int, DropReason]]:
         """Store a group in one transaction, first dropping the oldest droppable rows the caps demand.
 
         The group's rows are already counted in `room` (the loop reserved them); they are added to
-        the committed totals here.
+        the committed totals here. `readings`, the rows' Readings in the same order, go to the tail.
         """
         drops: Counter[tuple[int, DropReason]] = Counter()
         with self._write() as ch:
             self._make_room(sum(per_lane_rows), sum(per_lane_bytes), ch, drops)
             self.conn.executemany(_INSERT, rows)
+            # One writer inside BEGIN IMMEDIATE: AUTOINCREMENT gives the rows consecutive seqs.
+            last = int(self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]) if rows else self._last_seq
             for lane in range(3):
                 if per_lane_rows[lane]:
                     ch.added.append((lane, per_lane_rows[lane], per_lane_bytes[lane]))
             ch.counters["appended"] += len(rows)
             ch.counters["commits"] += 1
+
+            def remember() -> None:
+                first = last - len(rows) + 1
+                if first != self._last_seq + 1:
+                    # seqs were taken by another process since our last insert: its rows are not here
+                    self.tail.reset(first - 1)
+                if readings is None or len(readings) != len(rows):
+                    self.tail.reset(last)
+                else:
+                    self.tail.add(first, [row[0] for row in rows], readings)
+                self._last_seq = last
+
+            if rows:
+                ch.after.append(remember)
         return drops
 
     def _make_room(
@@ -210,6 +250,7 @@ class Store:
             if n:
                 self.conn.execute("DELETE FROM outbox WHERE lane = ? AND seq <= ?", (lane_i, last))
                 ch.released.append((lane_i, n, b))
+                ch.after.append(functools.partial(self.tail.discard, lane_i, last))
         for (lane_i, reason), n in drops.items():
             ch.counters[f"dropped.{lane_name(lane_i)}.{reason.value}"] += n
 
@@ -243,6 +284,7 @@ class Store:
                 if n:
                     self.conn.execute("DELETE FROM outbox WHERE lane = ? AND seq <= ?", (lane_i, last))
                     ch.released.append((lane_i, n, b))
+                    ch.after.append(functools.partial(self.tail.discard, lane_i, last))
                     drops[(lane_i, DropReason.MAX_AGE)] = n
                     ch.counters[f"dropped.{lane_name(lane_i)}.max_age"] += n
         return drops
@@ -258,8 +300,14 @@ class Store:
                 uplink=uplink,
             ) from None
 
-    def read(self, uplink: str, limit: int) -> list[Reading]:
+    def read(self, uplink: str, limit: int, after: Sequence[int] | None = None) -> list[Reading]:
+        """Up to `limit` readings past the uplink's cursors (or past `after[lane]` where that is further).
+
+        `after` lets a delivery loop read the next batch while the previous one, not yet
+        acknowledged, is still being delivered.
+        """
         cur = self._cursor(uplink)
+        tail = self.tail
         out: list[Reading] = []
         for lane in range(3):
             left = limit - len(out)
@@ -267,7 +315,11 @@ class Store:
                 break
             if self.rows[lane] == 0:
                 continue
-            out.extend([decode_reading(body, seq) for seq, body in self.conn.execute(_READ, (lane, cur[lane], uplink, left))])
+            pos = cur[lane] if after is None else max(cur[lane], after[lane])
+            if tail.covers(lane, pos):
+                out.extend(tail.take(lane, pos, left))
+            else:
+                out.extend([decode_reading(body, seq) for seq, body in self.conn.execute(_READ, (lane, pos, uplink, left))])
         return out
 
     def has_pending(self, uplink: str) -> bool:
@@ -290,8 +342,9 @@ class Store:
         blocked = [False, False, False]
         dead: list[tuple[str, int, int, str, bytes, str, int]] = []
         now_ms = int(self.clock() * 1000)
+        retry = Status.RETRY
         for reading, outcome in zip(batch, outcomes):
-            lane = int(reading.lane)
+            lane = reading.lane  # an IntEnum indexes the lists as its number does
             seq = reading.seq
             if seq is None:
                 raise BufferError(
@@ -301,14 +354,15 @@ class Store:
                 )
             if blocked[lane]:
                 continue
-            if outcome.status is Status.RETRY:
+            if outcome is not DELIVERED and outcome.status is retry:
                 # later rows of this lane are read again: duplicates are fine, loss is not
                 blocked[lane] = True
                 continue
             if seq <= old[lane]:
                 continue  # acknowledged before (a batch read twice)
-            new[lane] = max(new[lane], seq)
-            if outcome.status is Status.REJECTED:
+            if seq > new[lane]:
+                new[lane] = seq
+            if outcome is not DELIVERED and outcome.status is Status.REJECTED:
                 dead.append((uplink, seq, lane, reading.entity_id, encode_reading(reading), outcome.reason, now_ms))
         if new == old:
             return
@@ -349,6 +403,7 @@ class Store:
 
             def mark(lane: int = lane, upto: int = upto) -> None:
                 self._deleted_upto[lane] = upto
+                self.tail.discard(lane, upto)
 
             ch.after.append(mark)
 
@@ -402,6 +457,14 @@ class Store:
                         room.adjust([1 if i == lane else 0 for i in range(3)], [size if i == lane else 0 for i in range(3)])
 
                 ch.after.append(count_in)
+            if rows:
+
+                def requeued() -> None:
+                    # targeted rows are never in the tail, so it restarts after them
+                    self._last_seq = self._max_seq()
+                    self.tail.reset(self._last_seq)
+
+                ch.after.append(requeued)
         return len(rows)
 
     # --- stats ---------------------------------------------------------------------------------

@@ -120,13 +120,20 @@ def _check_reading(reading: Reading) -> None:
     check_values(reading)  # NaN, Infinity and non-JSON objects never reach a payload
 
 
+# Values every encoding passes through unchanged (they hold no text): no call, no f-string per value.
+_UNENCODED = frozenset({int, float, bool, type(None)})
+_SPECIAL_NAMES = frozenset({TIME_INSTANT, *_AGENT_IGNORED})
+
+
 def json_measure(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT) -> dict[str, Any]:
     """One iotagent-json measure object: the attribute values, then TimeInstant."""
     _check_reading(reading)
     out: dict[str, Any] = {}
     for name, attr in reading.attributes.items():
-        _check_measure_name(reading, name)
-        out[name] = _encode_value(f"{reading.entity_id}.{name}", attr.value, encoding)
+        if name in _SPECIAL_NAMES:
+            _check_measure_name(reading, name)
+        value = attr.value
+        out[name] = value if type(value) in _UNENCODED else _encode_value(f"{reading.entity_id}.{name}", value, encoding)
     out[TIME_INSTANT] = iso_utc(reading.observed_at)
     return out
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from gateway.records import Attribute, Lane, Reading, Source
 
@@ -18,6 +18,18 @@ def reading(n: int, entity: str = "e1", lane: Lane = Lane.NORMAL, pad: int = 0) 
         entity_type="Sensor",
         attributes=attrs,
         observed_at=T0,
+        source=Source(adapter="sim"),
+        lane=lane,
+    )
+
+
+def structured_reading(n: int, entity: str = "e1", lane: Lane = Lane.NORMAL) -> Reading:
+    """Like `reading`, but with what the outbox's in-memory tail must not keep: a structured value, Japan time."""
+    return Reading(
+        entity_id=entity,
+        entity_type="Sensor",
+        attributes={"n": Attribute(value=n, type="Number"), "shape": Attribute(value={"k": [n]}, type="StructuredValue")},
+        observed_at=T0.astimezone(timezone(timedelta(hours=9))),
         source=Source(adapter="sim"),
         lane=lane,
     )

@@ -1,4 +1,10 @@
-"""The outbox against a plain-Python model: random appends, reads, acks, restarts and cap pressure."""
+"""The outbox against a plain-Python model: random appends, reads, acks, restarts and cap pressure.
+
+The outbox serves recent rows from memory (its tail) and older ones from SQLite; the machine runs
+with a tail smaller than the caps and mixes in readings the tail must not keep (a structured value,
+a non-UTC time), so reads cross between the two paths. Reads "after" a pending batch are the
+delivery loop's prefetch.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timezone
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,13 +27,14 @@ from gateway.buffer.outbox import Outbox
 from gateway.errors import BufferFull
 from gateway.records import Lane, Reading
 from gateway.uplinks.api import DELIVERED, Outcome, Status
-from tests.buffer.readings import reading
+from tests.buffer.readings import reading, structured_reading
 
 T = TypeVar("T")
 UPLINKS = ("orion", "mqtt")
 # an entity lives in one lane, as adapters guarantee
 ENTITIES = {"alarm": Lane.ALERT, "flood": Lane.ALERT, "river": Lane.NORMAL, "rain": Lane.NORMAL, "wifi": Lane.BULK, "door": Lane.BULK}
 MAX_ROWS = 16
+TAIL_ROWS = 6  # below MAX_ROWS: the tail trims itself and reads fall back to SQLite
 # below the validated minimum on purpose, so a few dozen steps reach the caps
 CONFIG = BufferConfig.model_construct(
     durability=Durability.NORMAL, commit_interval_ms=0.0, commit_max_rows=100_000, max_rows=MAX_ROWS
@@ -57,7 +65,7 @@ class OutboxMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.dir = Path(tempfile.mkdtemp(prefix="outbox-model-"))
-        self.box = self.run(Outbox.open(self.dir / "b.db", CONFIG, UPLINKS))
+        self.box = self.run(Outbox.open(self.dir / "b.db", CONFIG, UPLINKS, tail_rows=TAIL_ROWS))
         self.rows: list[Row] = []
         self.next_seq = 1
         self.next_n = 0
@@ -79,9 +87,11 @@ class OutboxMachine(RuleBasedStateMachine):
 
     # --- rules ------------------------------------------------------------------------------------
 
-    @rule(entities=st.lists(st.sampled_from(sorted(ENTITIES)), min_size=1, max_size=12))
-    def append(self, entities: list[str]) -> None:
-        readings = [reading(self.next_n + i, e, ENTITIES[e]) for i, e in enumerate(entities)]
+    @rule(entities=st.lists(st.sampled_from(sorted(ENTITIES)), min_size=1, max_size=12),
+          structured=st.lists(st.booleans(), min_size=12, max_size=12))
+    def append(self, entities: list[str], structured: list[bool]) -> None:
+        readings = [(structured_reading if structured[i] else reading)(self.next_n + i, e, ENTITIES[e])
+                    for i, e in enumerate(entities)]
         excess = len(self.rows) + len(readings) - MAX_ROWS
         droppable = sum(1 for r in self.rows if r.lane != Lane.ALERT)
         if excess > droppable:
@@ -115,7 +125,27 @@ class OutboxMachine(RuleBasedStateMachine):
             (r for r in self.rows if r.seq > cur[r.lane] and r.target in (None, uplink)), key=lambda r: (r.lane, r.seq)
         )[:limit]
         assert [_key(r) for r in got] == [(r.seq, r.n, r.entity, r.lane) for r in expected]
+        # what the file gives back (UTC, lists): a reading the tail must not keep never comes from it
+        assert all(r.observed_at.tzinfo is timezone.utc for r in got)
+        assert all(r.attributes["shape"].value == {"k": [r.attributes["n"].value]} for r in got if "shape" in r.attributes)
         self.batches[uplink] = got
+
+    @precondition(lambda self: any(self.batches.values()))
+    @rule(data=st.data(), limit=st.integers(1, 25))
+    def read_after_pending_batch(self, data: st.DataObject, limit: int) -> None:
+        # the delivery loop's prefetch: the rows after a batch that is read but not yet acknowledged
+        uplink = data.draw(st.sampled_from(sorted(u for u, b in self.batches.items() if b)))
+        after = [0, 0, 0]
+        for r in self.batches[uplink]:
+            assert r.seq is not None
+            after[int(r.lane)] = max(after[int(r.lane)], r.seq)
+        got = self.run(self.box.read(uplink, limit, after=after))
+        cur = self.cursors[uplink]
+        expected = sorted(
+            (r for r in self.rows if r.seq > max(cur[r.lane], after[r.lane]) and r.target in (None, uplink)),
+            key=lambda r: (r.lane, r.seq),
+        )[:limit]
+        assert [_key(r) for r in got] == [(r.seq, r.n, r.entity, r.lane) for r in expected]
 
     @precondition(lambda self: any(self.batches.values()))
     @rule(data=st.data())
@@ -156,7 +186,7 @@ class OutboxMachine(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.run(self.box.close())
-        self.box = self.run(Outbox.open(self.dir / "b.db", CONFIG, UPLINKS))
+        self.box = self.run(Outbox.open(self.dir / "b.db", CONFIG, UPLINKS, tail_rows=TAIL_ROWS))
 
     # --- invariants -------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from gateway.errors import ReadingError
 from gateway.records import (Attribute, Lane, Reading, Source, TimeSource, check_values, decode_reading,
-                             encode_reading, from_epoch_us, iso_utc, to_epoch_us)
+                             encode_reading, from_epoch_us, iso_utc, make_attribute, make_reading, to_epoch_us,
+                             with_seq)
 
 chars = st.characters(exclude_categories=("Cs",))  # lone surrogates are not text
 
@@ -96,3 +97,34 @@ def test_deep_nesting_is_refused() -> None:
 def test_text_that_is_not_unicode_is_refused_at_encoding() -> None:
     with pytest.raises(ReadingError, match="gauge1: value cannot be stored"):
         encode_reading(_reading("\ud800"))
+
+
+def _iso_by_fields(t: datetime) -> str:
+    u = t.astimezone(timezone.utc)
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond // 1000:03d}Z"
+
+
+@given(st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31),
+                    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=9)), timezone(timedelta(hours=-5))])))
+def test_iso_utc_fast_path_writes_the_same_text(t: datetime) -> None:
+    assert iso_utc(t) == _iso_by_fields(t)
+    assert iso_utc(t.replace(microsecond=0)) == _iso_by_fields(t.replace(microsecond=0))  # isoformat drops a zero fraction
+
+
+def test_conversion_caches_never_answer_for_another_time() -> None:
+    a = datetime(2026, 7, 1, 0, 0, 0, 1000, tzinfo=timezone.utc)
+    b = datetime(2026, 7, 1, 0, 0, 0, 2000, tzinfo=timezone.utc)
+    assert [iso_utc(a), iso_utc(a), iso_utc(b)] == ["2026-07-01T00:00:00.001Z", "2026-07-01T00:00:00.001Z", "2026-07-01T00:00:00.002Z"]
+    assert [to_epoch_us(a), to_epoch_us(a), to_epoch_us(b)] == [1782864000001000, 1782864000001000, 1782864000002000]
+    assert [from_epoch_us(1782864000001000), from_epoch_us(1782864000002000)] == [a, b]
+    with pytest.raises(ReadingError, match="must carry a time zone"):
+        to_epoch_us(a.replace(tzinfo=None))
+
+
+@given(readings)
+def test_fast_constructors_build_what_the_dataclass_init_builds(r: Reading) -> None:
+    attrs = {name: make_attribute(a.value, a.type, a.unit, a.metadata) for name, a in r.attributes.items()}
+    fast = make_reading(r.entity_id, r.entity_type, attrs, r.observed_at, r.time_source, r.source, r.lane, 7)
+    assert fast == with_seq(r, 7) == Reading(**{**{f: getattr(r, f) for f in r.__dataclass_fields__}, "seq": 7})
+    assert make_attribute(1) == Attribute(value=1)
+    assert make_attribute(1).metadata is not make_attribute(1).metadata  # each its own dict, as default_factory gives

@@ -1,0 +1,113 @@
+"""The outbox's in-memory tail: what it serves is what SQLite would have served, and it never starves or leaks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import timedelta, timezone
+from pathlib import Path
+
+from gateway.buffer.config import BufferConfig, Durability
+from gateway.buffer.outbox import Outbox
+from gateway.buffer.tail import Tail, is_plain
+from gateway.records import Attribute, Lane, Reading, make_reading
+from gateway.uplinks.api import DELIVERED
+from tests.buffer.readings import T0, ns, reading, structured_reading
+
+CFG = BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1)
+
+
+async def test_rows_served_from_memory_equal_the_rows_decoded_from_the_file(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
+    mixed = [reading(0, "a"), structured_reading(1, "b"), reading(2, "a", Lane.ALERT), reading(3, "c", pad=40)]
+    await box.append_many(mixed)
+    from_memory = await box.read("orion", 10)
+    await box.close()
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])  # a new process: everything comes from SQLite
+    from_file = await box.read("orion", 10)
+    await box.close()
+    assert ns(from_memory) == [2, 0, 1, 3]
+    assert from_memory == from_file
+    assert [r.seq for r in from_memory] == [3, 1, 2, 4]
+
+
+async def test_an_adapter_reusing_its_attributes_dict_does_not_change_what_is_delivered(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
+    attrs = {"n": Attribute(value=1, type="Number")}
+    await box.append(Reading(entity_id="e", entity_type="T", attributes=attrs, observed_at=T0, source=reading(0).source))
+    attrs["n"] = Attribute(value=2, type="Number")  # the adapter refills its dict for the next reading
+    assert ns(await box.read("orion", 10)) == [1]
+    await box.close()
+
+
+async def test_reads_and_acks_are_not_starved_by_a_source_faster_than_the_disk(tmp_path: Path) -> None:
+    # The source keeps 16 full groups queued: one is always ready to commit, and
+    # reads and acks must still get their turns on the writer thread.
+    box = await Outbox.open(tmp_path / "b.db", BufferConfig(durability=Durability.FULL, commit_max_rows=200), ["orion"])
+    stop = asyncio.Event()
+
+    async def flood() -> None:
+        pending: list[Awaitable[None]] = []
+        n = 0
+        while not stop.is_set():
+            pending.append(box.append_many([reading(n + i) for i in range(200)]))
+            n += 200
+            if len(pending) > 16:
+                await pending.pop(0)
+        await asyncio.gather(*pending)
+
+    task = asyncio.create_task(flood())
+    try:
+        await asyncio.sleep(0.2)
+        async with asyncio.timeout(30):
+            for _ in range(5):
+                batch = await box.read("orion", 100)
+                await box.ack("orion", batch, [DELIVERED] * len(batch))
+    finally:
+        stop.set()
+        await task
+        await box.close()
+
+
+def test_plain_readings_are_those_whose_stored_form_decodes_equal() -> None:
+    assert is_plain(reading(1))
+    assert is_plain(reading(1, pad=3))
+    assert not is_plain(structured_reading(1))  # a dict value and a Japan-time timestamp
+    jst = make_reading("e", "T", {"n": Attribute(value=1)}, T0.astimezone(timezone(timedelta(hours=9))),
+                       reading(0).time_source, reading(0).source, Lane.NORMAL)
+    assert not is_plain(jst)
+    tagged = make_reading("e", "T", {"n": Attribute(value=1, metadata={"accuracy": 0.1})}, T0,
+                          reading(0).time_source, reading(0).source, Lane.NORMAL)
+    assert not is_plain(tagged)
+
+
+def test_tail_bound_moves_its_base_past_what_it_forgets() -> None:
+    tail = Tail(max_rows=4, base=10)
+    tail.add(11, [1, 1, 2, 1, 1], [reading(i) for i in range(5)])
+    # 5 rows > 4: each lane lost its older half; lane 1 had seqs 11, 12, 14, 15
+    assert not tail.covers(1, 11)
+    assert tail.covers(1, 12)
+    assert [r.seq for r in tail.take(1, 12, 10)] == [14, 15]
+    assert tail.covers(2, 10) and [r.seq for r in tail.take(2, 10, 10)] == [13]
+    tail.discard(1, 14)
+    assert [r.seq for r in tail.take(1, 14, 10)] == [15]
+    assert tail.rows == 2
+
+
+def test_a_row_the_tail_cannot_keep_sends_its_lane_back_to_the_file() -> None:
+    tail = Tail(max_rows=100, base=0)
+    tail.add(1, [1, 1, 1], [reading(0), structured_reading(1), reading(2)])
+    assert not tail.covers(1, 1)  # row 2 is only in the file
+    assert tail.covers(1, 2) and [r.seq for r in tail.take(1, 2, 10)] == [3]
+
+
+async def test_rows_dropped_by_the_caps_are_not_served_from_memory(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1,
+                                                            max_rows=1000), ["orion"])
+    await box.append_many([reading(i, "n") for i in range(990)])
+    await box.append_many([reading(2000 + i, "b", Lane.BULK) for i in range(10)])
+    await box.append_many([reading(3000 + i, "n") for i in range(4)])  # drops the 4 oldest bulk rows
+    batch = await box.read("orion", 2000)
+    assert ns(batch)[-6:] == [2004, 2005, 2006, 2007, 2008, 2009]
+    assert len(batch) == 1000
+    await box.close()
