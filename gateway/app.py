@@ -19,12 +19,15 @@ import orjson
 from gateway import __version__, logs, registry, systemd
 from gateway.adapter_api import AdapterContext
 from gateway.buffer.outbox import Outbox
+from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery import DeliveryLoop
 from gateway.errors import ConfigError, ReadingError
 from gateway.ngsi.check import check_reading
 from gateway.records import Reading
 from gateway.supervisor import Supervisor
+from gateway.uplinks.mqtt import CommandMode, MqttUplinkConfig
+from gateway.uplinks.mqtt_commands import IDENTITY_TEMPLATE, MqttCommandListener
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,8 @@ class Gateway:
         self.supervisor: Supervisor | None = None
         self.loops: list[DeliveryLoop] = []
         self._loop_tasks: list[asyncio.Task[None]] = []
+        self.router = CommandRouter()
+        self.command_listeners: list[MqttCommandListener] = []
         self.invalid_readings = 0
         self._invalid_seen: set[tuple[str, str]] = set()
         self._done: asyncio.Future[None] | None = None
@@ -97,6 +102,7 @@ class Gateway:
                 self._done = asyncio.get_running_loop().create_future()
                 self._done.set_result(None)
             return self._done
+        self.router.note(reading)  # ~0.1 µs for a known entity: which adapter a command for it goes to
         return self.outbox.append(reading)  # type: ignore[return-value]
 
     async def start(self) -> None:
@@ -110,15 +116,28 @@ class Gateway:
             self.loops.append(loop)
             self._loop_tasks.append(asyncio.create_task(loop.run(), name=f"uplink:{ucfg.name}"))
         self.supervisor = Supervisor(self._emit)
-        self.supervisor.start(
-            [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
-        )
+        adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
+        for acfg, adapter in adapters:
+            self.router.add_adapter(acfg.name, adapter)
+        self.supervisor.start(adapters)
+        for ucfg in cfg.uplinks:
+            if isinstance(ucfg, MqttUplinkConfig) and ucfg.commands is CommandMode.ON:
+                entity_of = (None if ucfg.device_id == IDENTITY_TEMPLATE
+                             else self.router.device_index(ucfg.device_id).entity_of)
+                listener = MqttCommandListener(ucfg, self.context, self.router.dispatch, entity_of=entity_of)
+                listener.start()
+                self.command_listeners.append(listener)
         log.info("gateway %s started: %d adapters, %d uplinks, buffer %s (%s durability)",
                  cfg.gateway.id, len(cfg.adapters), len(cfg.uplinks), data_dir / BUFFER_FILE,
                  cfg.buffer.durability.value)
 
     async def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
         t_end = time.monotonic() + deadline_s
+        if self.command_listeners:  # no new commands while the adapters stop
+            try:
+                await asyncio.wait_for(asyncio.gather(*(c.stop() for c in self.command_listeners)), timeout=0.5)
+            except TimeoutError:
+                log.warning("command listeners did not stop within 0.5 s")
         if self.supervisor is not None:
             await self.supervisor.stop()
         # let each uplink finish the batch it is sending, then stop reading

@@ -38,7 +38,8 @@ from gateway.records import Reading, utc_now, iso_utc
 from gateway.secrets import SecretRef, resolve
 from gateway.uplinks.api import DELIVERED, Outcome, Status, UplinkConfig
 
-__all__ = ["MqttUplink", "MqttUplinkConfig", "MqttTls", "MqttCounters", "MqttFormat", "MqttProtocol", "TopicStyle"]
+__all__ = ["MqttUplink", "MqttUplinkConfig", "MqttTls", "MqttCounters", "MqttFormat", "MqttProtocol", "TopicStyle",
+           "CommandMode"]
 
 
 class MqttProtocol(enum.Enum):
@@ -55,6 +56,11 @@ class MqttFormat(enum.Enum):
 class TopicStyle(enum.Enum):
     PLAIN = "plain"  # /<apikey>/<device_id>/attrs
     PROTOCOL = "protocol"  # /json/<apikey>/<device_id>/attrs or /ul/<apikey>/<device_id>/attrs
+
+
+class CommandMode(enum.Enum):
+    OFF = "off"
+    ON = "on"  # IoT Agent commands on /<apikey>/<device_id>/cmd, see gateway/uplinks/mqtt_commands.py
 
 
 TOPIC_FIELDS = ("gateway_id", "entity_type", "entity_id", "adapter", "device")
@@ -111,6 +117,7 @@ class MqttUplinkConfig(UplinkConfig):
     topic: str = "edgegw/{gateway_id}/entities/{entity_type}"
     status_topic: str | None = None
     value_encoding: ValueEncoding = ValueEncoding.PERCENT
+    commands: CommandMode = CommandMode.OFF
 
     @field_validator("password")
     @classmethod
@@ -129,6 +136,15 @@ class MqttUplinkConfig(UplinkConfig):
             return v
         if not v or any(c in v for c in "/+#\x00"):
             raise ValueError("must be one MQTT topic level (not empty, no '/', '+', '#')")
+        return v
+
+    @field_validator("commands")
+    @classmethod
+    def _commands(cls, v: CommandMode, info: ValidationInfo) -> CommandMode:
+        fmt = info.data.get("format")
+        if v is CommandMode.ON and fmt is MqttFormat.NGSI_V2:
+            raise ValueError('must be "off" with format ngsi-v2 (commands come from an IoT Agent: format iota-json or '
+                             'iota-ul)')
         return v
 
     @field_validator("device_id")
