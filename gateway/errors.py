@@ -5,6 +5,7 @@ GatewayError
 ├── AdapterError                          a southbound adapter failed
 │   ├── DeviceTimeout (TimeoutError)      a device did not answer in time
 │   └── DeviceProtocolError (ValueError)  a device sent something we cannot decode
+│       └── DeviceFormatError             … built from its parts (where, what, got, fix)
 ├── ReadingError (ValueError)             a Reading breaks NGSI rules and cannot be stored
 ├── BufferError                           the outbox cannot do what was asked
 │   ├── BufferFull                        caps or the disk leave no room (stop accepting, say so)
@@ -55,6 +56,26 @@ class DeviceTimeout(AdapterError, TimeoutError):
 
 class DeviceProtocolError(AdapterError, ValueError):
     code = "device_protocol"
+
+
+class DeviceFormatError(DeviceProtocolError):
+    """A decoding error built from its parts, so the message always reads `<where>: <what>, got <got>[; <fix>]`.
+
+    Callers pass personal data (user names, MACs) already masked: `got` ends up in the message,
+    the parameters and the repr.
+    """
+
+    code = "device_format"
+
+    def __init__(self, *, where: str, what: str, got: object, fix: str = "", **params: Any) -> None:
+        text = f"{where}: {what}, got {got}"
+        if fix:
+            text += f"; {fix}"
+        super().__init__(text, where=where, what=what, got=got, **params)
+        self.where = where
+        self.what = what
+        self.got = got
+        self.fix = fix
 
 
 class ReadingError(GatewayError, ValueError):

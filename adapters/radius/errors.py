@@ -1,6 +1,6 @@
 """Typed errors of the RADIUS accounting codec, each with a stable code and masked parameters.
 
-RadiusError (DeviceProtocolError)
+RadiusError (DeviceFormatError)
 ├── RadiusLengthError         datagram or header length out of range (never half-parsed)
 ├── RadiusAttributeError      an attribute is malformed, truncated, duplicated or of the wrong size
 ├── RadiusAuthenticatorError  the authenticator does not match the shared secret
@@ -11,29 +11,13 @@ RadiusError (DeviceProtocolError)
 
 from __future__ import annotations
 
-from typing import Any
-
-from gateway.errors import DeviceProtocolError
+from gateway.errors import DeviceFormatError
 
 
-class RadiusError(DeviceProtocolError):
-    """Root of the RADIUS codec errors; the message reads `<where>: <what>, got <value>[; <fix>]`.
-
-    Callers pass personal data (user names, MACs) already masked: `got` ends up in the message,
-    the parameters and the repr.
-    """
+class RadiusError(DeviceFormatError):
+    """Root of the RADIUS codec errors."""
 
     code = "radius_error"
-
-    def __init__(self, *, where: str, what: str, got: object, fix: str = "", **params: Any) -> None:
-        text = f"{where}: {what}, got {got}"
-        if fix:
-            text += f"; {fix}"
-        super().__init__(text, where=where, what=what, got=got, **params)
-        self.where = where
-        self.what = what
-        self.got = got
-        self.fix = fix
 
 
 class RadiusLengthError(RadiusError):

@@ -1,6 +1,6 @@
 """Typed errors of the Wi-Fi syslog codec; quoted device text has every MAC-like run masked.
 
-SyslogError (DeviceProtocolError)
+SyslogError (DeviceFormatError)
 ├── SyslogFramingError         a TCP stream breaks RFC 6587 framing (close the connection)
 ├── SyslogHeaderError          PRI, version, timestamp or header fields are malformed
 ├── SyslogStructuredDataError  RFC 5424 STRUCTURED-DATA is malformed
@@ -9,10 +9,8 @@ SyslogError (DeviceProtocolError)
 
 from __future__ import annotations
 
-from typing import Any
-
 from adapters.radius.mac import redact_macs
-from gateway.errors import DeviceProtocolError
+from gateway.errors import DeviceFormatError
 
 _QUOTE_MAX = 60
 
@@ -25,20 +23,10 @@ def quote(text: str) -> str:
     return '"' + cut.replace('"', '\\"') + '"'
 
 
-class SyslogError(DeviceProtocolError):
-    """Root of the syslog codec errors; the message reads `<where>: <what>, got <value>[; <fix>]`."""
+class SyslogError(DeviceFormatError):
+    """Root of the syslog codec errors."""
 
     code = "syslog_error"
-
-    def __init__(self, *, where: str, what: str, got: str, fix: str = "", **params: Any) -> None:
-        text = f"{where}: {what}, got {got}"
-        if fix:
-            text += f"; {fix}"
-        super().__init__(text, where=where, what=what, got=got, **params)
-        self.where = where
-        self.what = what
-        self.got = got
-        self.fix = fix
 
 
 class SyslogFramingError(SyslogError):
