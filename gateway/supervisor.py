@@ -6,7 +6,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from gateway.adapter_api import Adapter, AdapterConfig
@@ -113,14 +113,3 @@ class Supervisor:
 
     def status(self) -> list[AdapterStatus]:
         return [i.status() for i in self._items]
-
-    def adapter(self, name: str) -> Adapter | None:
-        for item in self._items:
-            if item.config.name == name:
-                return item.adapter
-        return None
-
-
-def build_adapters(configs: Sequence[AdapterConfig], factory: Callable[[AdapterConfig], Adapter]
-                   ) -> list[tuple[AdapterConfig, Adapter]]:
-    return [(c, factory(c)) for c in configs]
