@@ -127,7 +127,26 @@ _SPECIAL_NAMES = frozenset({TIME_INSTANT, *_AGENT_IGNORED})
 
 def json_measure(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT) -> dict[str, Any]:
     """One iotagent-json measure object: the attribute values, then TimeInstant."""
-    _check_reading(reading)
+    # The common measure (finite floats, ints and bools, no metadata, no reserved name) needs neither
+    # encoding nor the full check_values walk: one pass instead of two (~0.3 µs a reading). Anything
+    # else takes the full path, which raises exactly what it always did.
+    out: dict[str, Any] = {}
+    for name, attr in reading.attributes.items():
+        value = attr.value
+        tv = type(value)
+        if (not (tv is int or tv is bool or (tv is float and value - value == 0.0))  # NaN, ±Infinity fail
+                or attr.metadata or name in _SPECIAL_NAMES):
+            _check_reading(reading)
+            return _json_measure(reading, encoding)
+        out[name] = value
+    if not out:
+        _check_reading(reading)  # raises: a measure needs an attribute
+    out[TIME_INSTANT] = iso_utc(reading.observed_at)
+    return out
+
+
+def _json_measure(reading: Reading, encoding: ValueEncoding) -> dict[str, Any]:
+    """`json_measure` of a reading with any kind of value, once `_check_reading` accepted it."""
     out: dict[str, Any] = {}
     for name, attr in reading.attributes.items():
         if name in _SPECIAL_NAMES:

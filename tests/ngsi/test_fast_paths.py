@@ -1,0 +1,68 @@
+"""The per-reading fast paths (a Number attribute already validated, time-keyed v2 parts, plain iota
+measures) refuse exactly what the full paths refuse, even right after an accepted reading."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from gateway.errors import ReadingError
+from gateway.ngsi import iota
+from gateway.ngsi.check import check_reading
+from gateway.ngsi.config import ValueEncoding
+from gateway.ngsi.v2 import to_v2_entity
+from gateway.records import Attribute, Reading, Source
+
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+
+
+def gauge(value: object, *, at: datetime = T0, unit: str | None = "MTR", atype: str = "Number") -> Reading:
+    return Reading(entity_id="urn:ngsi-ld:WaterObserved:hitoyoshi", entity_type="WaterObserved",
+                   attributes={"waterLevel": Attribute(value=value, type=atype, unit=unit)},
+                   observed_at=at, source=Source(adapter="river"))
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (float("nan"), "must be a finite number, got nan"),
+    (float("inf"), "must be a finite number, got inf"),
+    ("1.25", "type Number needs a number, got a string"),
+    (True, "type Number needs a number, got a boolean"),
+    (2**64, "64"),
+])
+def test_after_a_good_reading_the_same_attribute_still_refuses_bad_values(bad: object, message: str) -> None:
+    check_reading(gauge(1.25), encoding=ValueEncoding.PERCENT)  # warms the cache of this entity/attribute
+    with pytest.raises(ReadingError) as err:
+        check_reading(gauge(bad), encoding=ValueEncoding.PERCENT)
+    assert message in str(err.value)
+
+
+def test_a_new_unit_on_a_known_attribute_is_checked_again() -> None:
+    check_reading(gauge(1.25), encoding=ValueEncoding.PERCENT)
+    with pytest.raises(ReadingError, match="unit"):
+        check_reading(gauge(1.25, unit="m e t r e"), encoding=ValueEncoding.PERCENT)
+
+
+def test_time_keyed_v2_parts_do_not_leak_between_entities() -> None:
+    a = to_v2_entity(gauge(1.0), encoding=ValueEncoding.PERCENT)
+    b = to_v2_entity(gauge(2.0), encoding=ValueEncoding.PERCENT)
+    c = to_v2_entity(gauge(3.0, at=T0 + timedelta(seconds=1)), encoding=ValueEncoding.PERCENT)
+    assert a["waterLevel"]["value"] == 1.0 and b["waterLevel"]["value"] == 2.0
+    assert a["TimeInstant"]["value"] == b["TimeInstant"]["value"] == "2026-11-25T09:00:00.000Z"
+    assert c["TimeInstant"]["value"] == "2026-11-25T09:00:01.000Z"
+    assert c["waterLevel"]["metadata"]["TimeInstant"]["value"] == "2026-11-25T09:00:01.000Z"
+    assert a["waterLevel"]["metadata"]["unitCode"] == {"type": "Text", "value": "MTR"}
+    assert orjson.loads(orjson.dumps(a))["waterLevel"]["metadata"]["TimeInstant"]["value"] == "2026-11-25T09:00:00.000Z"
+
+
+def test_plain_iota_measures_match_the_general_rendering() -> None:
+    plain = gauge(1.25)
+    text = Reading(entity_id=plain.entity_id, entity_type=plain.entity_type,
+                   attributes={"waterLevel": Attribute(value=1.25, type="Number"),
+                               "station": Attribute(value="人吉(水の手橋)", type="Text")},
+                   observed_at=T0, source=plain.source)
+    assert orjson.loads(iota.json_measure_bytes(plain, encoding=ValueEncoding.PERCENT)) == {
+        "waterLevel": 1.25, "TimeInstant": "2026-11-25T09:00:00.000Z"}
+    assert orjson.loads(iota.json_measure_bytes(text, encoding=ValueEncoding.PERCENT)) == {
+        "waterLevel": 1.25, "station": "人吉%28水の手橋%29", "TimeInstant": "2026-11-25T09:00:00.000Z"}
