@@ -131,7 +131,7 @@ def load_config(path: str | Path) -> GatewayConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"file not found; create it or pass --config"], str(path)) from None
+        raise ConfigError(["file not found; create it or pass --config"], str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read: {exc}"], str(path)) from None
     try:

@@ -363,6 +363,25 @@ def packed_publish_properties(content_type: str, user: Sequence[tuple[str, str]]
     return VariableByteIntegers.encode(len(body)) + body  # type: ignore[no-any-return, no-untyped-call]
 
 
+def tls_context(config: MqttUplinkConfig) -> ssl.SSLContext | None:
+    """The client TLS context a `tls` table asks for (None without one); unreadable files are ConfigErrors."""
+    tls = config.tls
+    if tls is None:
+        return None
+    where = f"uplinks.{config.name}"
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"{where}.tls.ca_file: cannot load a CA certificate, got {tls.ca_file!r} ({exc})"]) from None
+    if tls.cert_file and tls.key_file:
+        try:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError([f"{where}.tls.cert_file: cannot load the client certificate and key, got "
+                               f"{tls.cert_file!r} / {tls.key_file!r} ({exc})"]) from None
+    return ctx
+
+
 class MqttUplink:
     """Delivers batches to an MQTT broker; see the module docstring and MQTT.md."""
 
@@ -398,24 +417,9 @@ class MqttUplink:
         """Resolve the password and load TLS material: configuration errors surface here, at start."""
         if self._prepared:
             return
-        where = f"uplinks.{self.name}"
         if self.config.password is not None:
             self._password = resolve(self.config.password, self._context.data_dir)
-        tls = self.config.tls
-        if tls is not None:
-            try:
-                ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError([f"{where}.tls.ca_file: cannot load a CA certificate, got {tls.ca_file!r} ({exc})"]) from None
-            if tls.cert_file and tls.key_file:
-                try:
-                    ctx.load_cert_chain(tls.cert_file, tls.key_file)
-                except (OSError, ssl.SSLError) as exc:
-                    raise ConfigError(
-                        [f"{where}.tls.cert_file: cannot load the client certificate and key, got "
-                         f"{tls.cert_file!r} / {tls.key_file!r} ({exc})"]
-                    ) from None
-            self._tls = ctx
+        self._tls = tls_context(self.config)
         self._prepared = True
 
     async def start(self) -> None:

@@ -19,7 +19,6 @@ listener half owns its own aiomqtt connection, separate from the uplink's publis
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import encode_percent
 from gateway.records import Command, CommandResult
 from gateway.secrets import resolve
-from gateway.uplinks.mqtt import MqttFormat, MqttProtocol, MqttUplinkConfig, TopicStyle
+from gateway.uplinks.mqtt import MqttFormat, MqttProtocol, MqttUplinkConfig, TopicStyle, tls_context
 
 __all__ = [
     "CommandPayloadError",
@@ -198,24 +197,6 @@ class CommandListenerCounters:
     reconnects: int = 0
 
 
-def _tls_context(config: MqttUplinkConfig) -> ssl.SSLContext | None:
-    tls = config.tls
-    if tls is None:
-        return None
-    where = f"uplinks.{config.name}"
-    try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError([f"{where}.tls.ca_file: cannot load a CA certificate, got {tls.ca_file!r} ({exc})"]) from None
-    if tls.cert_file and tls.key_file:
-        try:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError([f"{where}.tls.cert_file: cannot load the client certificate and key, got "
-                               f"{tls.cert_file!r} / {tls.key_file!r} ({exc})"]) from None
-    return ctx
-
-
 class MqttCommandListener:
     """Receives IoT Agent commands for one mqtt uplink's apikey and answers each one; see the module docstring.
 
@@ -248,7 +229,7 @@ class MqttCommandListener:
         self._dispatch = dispatch
         self._entity_of = entity_of
         self._password = resolve(config.password, context.data_dir) if config.password is not None else None
-        self._tls = _tls_context(config)
+        self._tls = tls_context(config)
         self._log = component_logger(__name__, config.name)
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timezone
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st

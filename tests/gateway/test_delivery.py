@@ -12,7 +12,7 @@ from gateway.buffer.outbox import Outbox
 from gateway.delivery import DeliveryLoop
 from gateway.records import Attribute, Reading, Source
 from gateway.uplinks.orion import OrionConfig, OrionUplink
-from tests.support.orion_double import OrionDouble, orion_double  # noqa: F401
+from tests.support.orion_double import OrionDouble
 
 T0 = datetime(2024, 7, 1, 3, 0, tzinfo=timezone.utc)
 

@@ -10,7 +10,7 @@ from gateway.adapter_api import AdapterContext
 from gateway.records import Attribute, Reading, Source
 from gateway.uplinks.api import DELIVERED, Status
 from gateway.uplinks.ngsi_ld import NgsiLdConfig, NgsiLdUplink
-from tests.support.orion_double import LD_UPSERT, OrionDouble, orion_double  # noqa: F401
+from tests.support.orion_double import LD_UPSERT, OrionDouble
 
 CONTEXT = "https://smartdata.example.jp/context.jsonld"
 T0 = datetime(2024, 7, 1, 3, 0, tzinfo=timezone.utc)

@@ -18,7 +18,7 @@ from gateway.records import Attribute, Reading, Source
 from gateway.secrets import SecretStore
 from gateway.uplinks.api import DELIVERED, Status
 from gateway.uplinks.orion import OrionConfig, OrionUplink
-from tests.support.orion_double import V2_UPDATE, OrionDouble, orion_double  # noqa: F401
+from tests.support.orion_double import V2_UPDATE, OrionDouble
 from tests.support.ports import free_port
 
 T0 = datetime(2024, 7, 1, 3, 0, tzinfo=timezone.utc)

@@ -14,12 +14,7 @@ from gateway.errors import ConfigError
 from gateway.records import Attribute, Reading, Source
 from gateway.uplinks.api import DELIVERED, Status
 from gateway.uplinks.orion import OrionConfig, OrionUplink
-from tests.support.orion_double import (  # noqa: F401
-    OrionDouble,
-    TlsMaterial,
-    orion_double_tls,
-    orion_tls_material,
-)
+from tests.support.orion_double import OrionDouble, TlsMaterial
 
 READING = Reading(
     entity_id="urn:ngsi-ld:WaterObserved:g1",

@@ -16,7 +16,7 @@ import pytest
 from gateway.secrets import SecretStore
 from tests.adapters.mqtt.casefiles import load_case, reading_json
 from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
-from tests.support.mosquitto import MosquittoBroker, mosquitto_private  # noqa: F401
+from tests.support.mosquitto import MosquittoBroker
 
 ROOT = Path(__file__).parents[3]
 

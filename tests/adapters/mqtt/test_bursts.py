@@ -11,7 +11,7 @@ from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
 from gateway.records import Reading
 from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
-from tests.support.mosquitto import MosquittoBroker, mosquitto_private  # noqa: F401
+from tests.support.mosquitto import MosquittoBroker
 
 
 async def redelivered(broker: MosquittoBroker, client_id: str) -> list[int]:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
 from tests.adapters.mqtt.test_bursts import redelivered
-from tests.support.mosquitto import MosquittoBroker, mosquitto_private  # noqa: F401
+from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port
 
 
