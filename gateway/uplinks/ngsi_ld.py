@@ -19,7 +19,7 @@ from gateway.ngsi import ld
 from gateway.records import Reading
 from gateway.uplinks.api import DELIVERED, Outcome, Status, UplinkConfig
 from gateway.uplinks.http_client import HttpResponse
-from gateway.uplinks.orion import HttpBatchUplink, HttpUplinkConfig, Service, BatchItem
+from gateway.uplinks.http_batch import BatchItem, HttpBatchUplink, HttpUplinkConfig, Service
 
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 _CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"

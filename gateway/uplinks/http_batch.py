@@ -1,0 +1,364 @@
+"""The HTTP batch engine the `orion` and `ngsi-ld` uplinks share: batches in, per-record outcomes out.
+
+The engine turns one buffer batch into as few requests as the size limits allow and sorts the far
+side's answers into per-record outcomes:
+
+- 2xx: delivered.
+- 413: the request was too big: split it in halves and send those (one entity alone too big: rejected).
+- 400/422: Orion validates the whole request before writing anything, so one bad entity refuses all
+  of it. Bisect until the bad record is alone; it is rejected with Orion's error, the rest delivered
+  in their original order.
+- 5xx, timeouts, refused connections, TLS failures: retry this and every later record. Records
+  delivered by an earlier request of the same batch stay delivered.
+- 401/403 (after one token refresh), other 4xx (wrong URL, media type): retry with an ERROR log —
+  a configuration mistake must never dead-letter data.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, NoReturn
+
+import aiohttp
+import orjson
+from pydantic import AfterValidator, model_validator
+
+from gateway import secrets
+from gateway.adapter_api import AdapterContext
+from gateway.configbase import Field, HttpUrl
+from gateway.errors import UplinkTransient
+from gateway.logs import component_logger
+from gateway.ngsi import batching, identifiers
+from gateway.ngsi.config import ValueEncoding
+from gateway.records import Reading
+from gateway.secrets import SecretRef
+from gateway.uplinks.api import DELIVERED, Outcome, Status, UplinkConfig
+from gateway.uplinks.http_client import Headers, HttpResponse, TlsConfig, make_session, post, resolve_headers
+from gateway.uplinks.oauth2 import OAuth2Config, TokenHeader, TokenSource
+
+Service = Annotated[str, AfterValidator(identifiers.check_service)]
+
+# Orion's answers about headers rather than entities: bisecting would only dead-letter good data.
+_REQUEST_LEVEL = re.compile(r"tenant|service ?path|content[- ]?(type|length)|link header", re.IGNORECASE)
+
+
+class CatchUp(enum.Enum):
+    # Every reading is sent, oldest first, so subscribers (QuantumLeap, Cygnus) get the whole history.
+    FULL_HISTORY = "full-history"
+    # Only the newest reading of each entity in a batch is sent; the older ones are acknowledged as
+    # delivered without being sent. For platforms that keep only current state and would otherwise
+    # replay hours of backlog through their subscriptions after an outage.
+    LATEST_STATE = "latest-state"
+
+
+class HttpUplinkConfig(UplinkConfig):
+    """Keys shared by the `orion` and `ngsi-ld` uplinks."""
+
+    url: HttpUrl
+    x_auth_token: SecretRef | None = None
+    headers: Headers = Field(default_factory=dict)
+    oauth2: OAuth2Config | None = None
+    tls: TlsConfig = TlsConfig()
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_batch_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1024 * 1024)
+    max_batch_entities: int = Field(default=1000, ge=1, le=100_000)
+    catch_up: CatchUp = CatchUp.FULL_HISTORY
+    # The gateway-wide [ngsi] value_encoding is not passed to uplinks, so each HTTP uplink has its own.
+    value_encoding: ValueEncoding = ValueEncoding.PERCENT
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HttpUplinkConfig:
+        names = {k.lower() for k in self.headers}
+        token_header = None
+        if self.oauth2 is not None:
+            token_header = "x-auth-token" if self.oauth2.header is TokenHeader.X_AUTH_TOKEN else "authorization"
+        if self.x_auth_token is not None and token_header == "x-auth-token":
+            raise ValueError(
+                "must set X-Auth-Token from one place, got both x_auth_token and oauth2.header = \"x-auth-token\"; "
+                "keep one of them"
+            )
+        for name in ("authorization", "x-auth-token"):
+            if name in names and (token_header == name or (name == "x-auth-token" and self.x_auth_token)):
+                raise ValueError(
+                    f"must set {name!r} from one place, got it in headers and in the token settings; remove it from headers"
+                )
+        if self.url.startswith("http://") and self.tls != TlsConfig():
+            raise ValueError("tls settings need an https:// url, got an http:// url; change url or drop [tls]")
+        return self
+
+
+@dataclass(slots=True)
+class UplinkCounters:
+    """Running totals for the status page; `delivered` includes superseded readings."""
+
+    delivered: int = 0
+    rejected: int = 0
+    retries: int = 0  # records answered RETRY
+    superseded: int = 0  # latest-state: older readings acknowledged without being sent
+    requests: int = 0
+    bytes: int = 0  # request body bytes sent
+    last_error: str = ""
+
+
+class _State(enum.Enum):
+    UP = "up"
+    DOWN = "down"  # unreachable, 5xx, timeouts
+    REFUSED = "refused"  # credentials or request refused: a configuration problem
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchItem:
+    index: int  # position in the batch
+    entity_id: str
+    data: bytes  # the serialized entity
+
+
+class _Stop(Exception):
+    """Stop sending this batch; every record without an outcome is to be retried."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HttpBatchUplink:
+    """The HTTP delivery engine; subclasses say how to convert, frame and address a batch."""
+
+    config_model: ClassVar[type[UplinkConfig]]
+    path: ClassVar[str]
+    broker: ClassVar[str]  # how messages name the far side
+
+    def __init__(
+        self, config: UplinkConfig, context: AdapterContext, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        assert isinstance(config, HttpUplinkConfig)
+        self.config: HttpUplinkConfig = config
+        self.name = config.name
+        self.context = context
+        self.counters = UplinkCounters()
+        self.log = component_logger(__name__, config.name)
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._tokens: TokenSource | None = None
+        self._headers: dict[str, str] = {}
+        self._state: _State | None = None
+        self._url = config.url + self.path
+
+    # ---- what subclasses provide ----------------------------------------------------------------
+
+    def _entity(self, reading: Reading) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _body(self, entities: Sequence[bytes]) -> bytes:
+        raise NotImplementedError
+
+    def _fixed_headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _segments(self, items: list[BatchItem]) -> list[list[BatchItem]]:
+        """Runs of items that may share a request (NGSI-LD forbids an entity twice in one)."""
+        return [items]
+
+    def _on_success(self, items: list[BatchItem], resp: HttpResponse, outcomes: list[Outcome | None]) -> None:
+        for item in items:
+            outcomes[item.index] = DELIVERED
+
+    def _refusal(self, resp: HttpResponse) -> str:
+        """`HTTP <status> <error>: <description>` from the far side's error body."""
+        try:
+            doc = orjson.loads(resp.body)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict) and "error" in doc:
+            return f"HTTP {resp.status} {doc['error']}: {doc.get('description', '')}".rstrip(": ")
+        text = resp.body[:300].decode("utf-8", "replace").strip()
+        return f"HTTP {resp.status}" + (f": {text}" if text else "")
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resolve secrets and open the session; a missing secret or unreadable TLS file raises ConfigError."""
+        cfg = self.config
+        data_dir = self.context.data_dir
+        headers = self._fixed_headers()
+        headers.update(resolve_headers(cfg.headers, data_dir))
+        if cfg.x_auth_token is not None:
+            headers["X-Auth-Token"] = secrets.resolve(cfg.x_auth_token, data_dir)
+        client_secret = secrets.resolve(cfg.oauth2.client_secret, data_dir) if cfg.oauth2 else ""
+        if not cfg.tls.verify:
+            self.log.warning("TLS certificate verification is off (tls.verify = false); use only on a lab network")
+        self._headers = headers
+        self._session = make_session(tls=cfg.tls, timeout_s=cfg.timeout_s, where=f"uplinks.{self.name}")
+        if cfg.oauth2 is not None:
+            self._tokens = TokenSource(cfg.oauth2, client_secret, self._session, where=self.name, clock=self._clock)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ---- delivery ----------------------------------------------------------------------------------
+
+    async def deliver(self, batch: Sequence[Reading]) -> list[Outcome]:
+        if self._session is None:
+            raise RuntimeError(f"{self.name}: deliver() called before start()")
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        chosen, followers = self._choose(batch)
+        items: list[BatchItem] = []
+        for i in chosen:
+            reading = batch[i]
+            try:
+                entity = self._entity(reading)
+                data = orjson.dumps(entity)
+            except (ValueError, TypeError) as exc:  # ReadingError and friends: this record can never be sent
+                outcomes[i] = Outcome(Status.REJECTED, f"{self.name}: cannot convert {reading.entity_id}, got {exc}")
+                continue
+            # the far side's id (NGSI-LD turns plain ids into URNs): 207 answers name entities by it
+            items.append(BatchItem(index=i, entity_id=str(entity["id"]), data=data))
+        correlator = str(uuid.uuid4())
+        retry_reason = ""
+        try:
+            for segment in self._segments(items):
+                sizes = [len(item.data) for item in segment]
+                plan = batching.plan_batches(
+                    sizes,
+                    max_bytes=self.config.max_batch_bytes,
+                    max_entities=self.config.max_batch_entities,
+                    overhead=len(self._body([])),
+                )
+                for part in plan:
+                    await self._send([segment[k] for k in part], outcomes, correlator)
+        except _Stop as stop:
+            retry_reason = stop.reason
+        retry = Outcome(Status.RETRY, retry_reason)
+        final = [o if o is not None else retry for o in outcomes]
+        for leader, older in followers.items():
+            # latest-state: older readings share the newest one's fate, except that a dead-lettered
+            # newest reading still settles them (sending them alone would roll the entity back)
+            fate = DELIVERED if final[leader].status is not Status.RETRY else final[leader]
+            for i in older:
+                final[i] = fate
+                self.counters.superseded += fate is DELIVERED
+        self._count(final)
+        return final
+
+    def _choose(self, batch: Sequence[Reading]) -> tuple[list[int], dict[int, list[int]]]:
+        """Indexes to send, and (latest-state) the older readings each sent one stands for."""
+        if self.config.catch_up is CatchUp.FULL_HISTORY:
+            return list(range(len(batch))), {}
+        newest: dict[tuple[str, str], int] = {}
+        for i, r in enumerate(batch):
+            key = (r.entity_id, r.entity_type)
+            j = newest.get(key)
+            if j is None or r.observed_at >= batch[j].observed_at:
+                newest[key] = i
+        followers: dict[int, list[int]] = {i: [] for i in newest.values()}
+        for i, r in enumerate(batch):
+            leader = newest[(r.entity_id, r.entity_type)]
+            if leader != i:
+                followers[leader].append(i)
+        return sorted(followers), {k: v for k, v in followers.items() if v}
+
+    def _count(self, final: list[Outcome]) -> None:
+        for o in final:
+            if o.status is Status.DELIVERED:
+                self.counters.delivered += 1
+            elif o.status is Status.REJECTED:
+                self.counters.rejected += 1
+            else:
+                self.counters.retries += 1
+
+    async def _send(self, items: list[BatchItem], outcomes: list[Outcome | None], correlator: str) -> None:
+        """One request for `items`; splits and bisects on 413/400/422; raises _Stop to retry the rest."""
+        resp = await self._post(items, correlator)
+        status = resp.status
+        if 200 <= status < 300:
+            self._set_state(_State.UP, "")
+            self._on_success(items, resp, outcomes)
+            return
+        if status in (400, 413, 422):
+            refusal = self._refusal(resp)
+            if status != 413 and _REQUEST_LEVEL.search(refusal):
+                self._refused(f"{self.broker} refused the request itself, got {refusal}; check service/tenant settings")
+            if len(items) == 1:
+                item = items[0]
+                outcomes[item.index] = Outcome(
+                    Status.REJECTED, f"{self.name}: {self.broker} refused entity {item.entity_id}, got {refusal}"
+                )
+                self.log.debug("rejected %s: %s", item.entity_id, refusal)
+                self._set_state(_State.UP, "")
+                return
+            self.log.debug("%s for %d entities; splitting (correlator %s)", refusal, len(items), correlator)
+            half = len(items) // 2
+            await self._send(items[:half], outcomes, correlator)
+            await self._send(items[half:], outcomes, correlator)
+            return
+        refusal = self._refusal(resp)
+        if status in (401, 403):
+            self._refused(
+                f"{self.broker} refused our credentials, got {refusal}; check x_auth_token / oauth2 "
+                "(readings stay buffered)"
+            )
+        if status < 500 and status not in (408, 429):
+            self._refused(f"{self.broker} refused the request at {self._url}, got {refusal}; check url")
+        self._down(f"{self.broker} at {self._url} failed, got {refusal}")
+
+    async def _post(self, items: list[BatchItem], correlator: str) -> HttpResponse:
+        assert self._session is not None
+        body = self._body([item.data for item in items])
+        for attempt in (1, 2):
+            headers = dict(self._headers)
+            headers["Fiware-Correlator"] = correlator
+            token = ""
+            try:
+                if self._tokens is not None:
+                    token = await self._tokens.token()
+                    name, value = self._tokens.header(token)
+                    headers[name] = value
+                self.counters.requests += 1
+                self.counters.bytes += len(body)
+                resp = await post(self._session, self._url, body=body, headers=headers, where=self.name)
+            except UplinkTransient as exc:
+                if exc.params.get("status") in (400, 401):
+                    self._refused(exc.message)  # the token endpoint refused our client credentials
+                self._down(exc.message)
+            self.log.debug(
+                "POST %s correlator=%s entities=%d bytes=%d -> %d", self._url, correlator, len(items), len(body), resp.status
+            )
+            if resp.status in (401, 403) and self._tokens is not None and attempt == 1:
+                self._tokens.invalidate(token)  # a revoked or rotated token: fetch a new one once
+                continue
+            return resp
+        raise AssertionError("unreachable")
+
+    # ---- state changes, logged once ----------------------------------------------------------------
+
+    def _set_state(self, state: _State, reason: str) -> None:
+        previous, self._state = self._state, state
+        if state is previous:
+            return
+        if state is _State.UP:
+            if previous is None:
+                self.log.info("delivering to %s", self._url)
+            else:
+                self.log.info("delivering to %s again", self._url)
+        elif state is _State.DOWN:
+            self.log.warning("%s; readings stay buffered and are retried", reason)
+        else:
+            self.log.error("%s", reason)
+
+    def _down(self, reason: str) -> NoReturn:
+        self.counters.last_error = reason
+        self._set_state(_State.DOWN, reason)
+        self.log.debug("transient failure: %s", reason)
+        raise _Stop(reason)
+
+    def _refused(self, reason: str) -> NoReturn:
+        self.counters.last_error = reason
+        self._set_state(_State.REFUSED, reason)
+        raise _Stop(reason)
