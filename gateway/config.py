@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from pydantic import ValidationError
 from gateway import registry
 from gateway.adapter_api import AdapterConfig
 from gateway.buffer.config import BufferConfig
-from gateway.configbase import Field, Identifier, Section, format_validation_error
+from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml
 from gateway.errors import ConfigError
 from gateway.ngsi.config import NgsiConfig
 from gateway.uplinks.api import UplinkConfig
@@ -128,14 +127,4 @@ def _tables(raw: Any) -> list[tuple[int, dict[str, Any]]]:
 
 def load_config(path: str | Path) -> GatewayConfig:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(["file not found; create it or pass --config"], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"cannot read: {exc}"], str(path)) from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
-    return parse_config(doc, str(path))
+    return parse_config(read_toml(path, missing_hint="create it or pass --config"), str(path))

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 import types
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.errors import ConfigError
+
 __all__ = [
+    "read_toml",
     "Section",
     "NamedSection",
     "Field",
@@ -24,6 +29,20 @@ __all__ = [
     "Identifier",
     "check_http_url",
 ]
+
+
+def read_toml(path: Path, *, missing_hint: str = "") -> dict[str, Any]:
+    """The parsed document, or ConfigError (source = the file) saying why it could not be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(["file not found" + (f"; {missing_hint}" if missing_hint else "")], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read: {exc}"], str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
 
 
 class Section(BaseModel):

@@ -8,7 +8,6 @@ holding a name wins. Problems are raised as one `ConfigError` listing every `<ke
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.configbase import format_validation_error
+from gateway.configbase import format_validation_error, read_toml
 from gateway.errors import ConfigError
 from gateway.profiles.schema import (
     Command,
@@ -101,16 +100,7 @@ def load_profile(name: str, search_path: Sequence[Path] = DEFAULT_SEARCH_PATH) -
 def load_profile_file(path: str | Path) -> Profile:
     """Load and validate one profile file; raises ConfigError whose `source` is the file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(["file not found"], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"cannot read: {exc}"], str(path)) from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+    doc = read_toml(path)
     return parse_profile(doc, str(path))
 
 
