@@ -16,10 +16,11 @@ import aiohttp
 from adapters.http_poll.config import HttpPollConfig, TlsVerify, is_secret_ref
 from adapters.http_poll.mapping import LastSeen, Mapper, MappingError
 from gateway.adapter_api import AdapterConfig, AdapterContext
-from gateway.errors import AdapterError, ReadingError
+from gateway.errors import ReadingError
 from gateway.logs import component_logger
 from gateway.records import Emit, Reading, utc_now
 from gateway.secrets import resolve
+from gateway.tls import client_context
 
 EXCERPT_CHARS = 200
 
@@ -266,15 +267,8 @@ class HttpPollAdapter:
         tls = self.config.tls
         if tls is None:
             return True
-        try:
-            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-            if tls.cert_file is not None and tls.key_file is not None:
-                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise AdapterError(
-                f"{self.config.name}.tls: cannot load the certificate files, got {exc}; check the paths and permissions",
-                adapter=self.config.name,
-            ) from None
+        ctx = client_context(ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
+                             where=self.config.name)
         if tls.verify is TlsVerify.OFF:
             self._log.warning("TLS certificate checks are off for %s; use ca_file instead", self.config.display_url)
             ctx.check_hostname = False

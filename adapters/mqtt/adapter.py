@@ -35,6 +35,7 @@ from gateway.errors import AdapterError, ReadingError
 from gateway.logs import component_logger
 from gateway.records import Emit, Reading, utc_now
 from gateway.secrets import resolve
+from gateway.tls import client_context
 
 # Topics remembered as "in a malformed episode"; bounded because a wildcard can match unbounded topics.
 _EPISODE_TOPICS = 1024
@@ -171,16 +172,8 @@ class MqttAdapter:
         tls = self.config.tls
         if tls is None:
             return None
-        try:
-            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-            if tls.cert_file is not None and tls.key_file is not None:
-                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise AdapterError(
-                f"{self.config.name}.tls: cannot load the certificate files, got {exc}; check the paths and permissions",
-                adapter=self.config.name,
-            ) from None
-        return context
+        return client_context(ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
+                              where=self.config.name)
 
     async def _session(self, loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None, password: str | None) -> None:
         cfg = self.config
