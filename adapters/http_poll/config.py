@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import enum
 import re
-from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -16,8 +15,9 @@ from adapters.jsonmap.paths import parse_path
 from adapters.jsonmap.templates import FieldRef, check_literals, field_ref
 from adapters.jsonmap.templates import parse_template as parse_placeholders
 from gateway.adapter_api import AdapterConfig
-from gateway.configbase import Field, HttpUrl, Section
+from gateway.configbase import Field, HttpUrl
 from gateway.ngsi.identifiers import check_entity_type
+from gateway.tls import TlsFiles
 
 # --- items path and templates ------------------------------------------------------------------------
 # Parsed here (config validation) and used by mapping.py, so both agree on one grammar: the JSON path and
@@ -111,16 +111,11 @@ def _check_url(v: str) -> str:
 # --- sections --------------------------------------------------------------------------------------------
 
 
-class TlsSection(Section):
+class TlsSection(TlsFiles):
     verify: TlsVerify = TlsVerify.FULL
-    ca_file: Path | None = Field(default=None, description="CA bundle that signed the server; system CAs if unset")
-    cert_file: Path | None = Field(default=None, description="client certificate for mutual TLS")
-    key_file: Path | None = Field(default=None, description="client private key for mutual TLS")
 
     @model_validator(mode="after")
-    def _pair(self) -> TlsSection:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together for mutual TLS; set both or neither")
+    def _unused_ca(self) -> TlsSection:
         if self.verify is TlsVerify.OFF and self.ca_file is not None:
             raise ValueError('ca_file is unused with verify = "off"; remove one of them')
         return self

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, ValidationInfo, field_validator, model_validator
@@ -14,9 +13,10 @@ from adapters.jsonmap.config import MappingSection, at_least_one
 from adapters.jsonmap.templates import FieldRef, check_literals, field_ref
 from adapters.jsonmap.templates import parse_template as parse_placeholders
 from gateway.adapter_api import AdapterConfig
-from gateway.configbase import Field, Section
+from gateway.configbase import Field
 from gateway.ngsi.identifiers import check_entity_type
 from gateway.secrets import SecretRef
+from gateway.tls import TlsFiles
 
 # --- templates ------------------------------------------------------------------------------------------
 # Parsed here (config validation) and rendered by mapping.py, so both agree on one grammar; the path and
@@ -105,16 +105,7 @@ def _check_topic(v: str) -> str:
     return v
 
 
-class TlsSection(Section):
-    ca_file: Path | None = Field(default=None, description="CA bundle that signed the broker; system CAs if unset")
-    cert_file: Path | None = Field(default=None, description="client certificate for mutual TLS")
-    key_file: Path | None = Field(default=None, description="client private key for mutual TLS")
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsSection:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together for mutual TLS; set both or neither")
-        return self
+TlsSection = TlsFiles  # the broker's CA and an optional client certificate
 
 
 class Subscription(MappingSection):
