@@ -85,7 +85,7 @@ class Outbox:
         self._cond = threading.Condition()
         self._groups: collections.deque[_Group] = collections.deque()
         self._open: _Group | None = None
-        self._calls: collections.deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = collections.deque()
+        self._calls: collections.deque[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = collections.deque()
         self._closing = False
         self._closed = False
         self._interval = config.commit_interval_ms / 1000
@@ -278,12 +278,13 @@ class Outbox:
 
     # --- the other operations (run on the writer thread) ----------------------------------------
 
-    def _call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+    def _call(self, fn: Callable[[], T], *, sync: bool = True) -> asyncio.Future[T]:
+        """Run `fn` on the writer thread; with `sync`, after picking up other processes' writes."""
         if self._closed:
             raise BufferError("buffer: closed, got a call after close()", path=str(self._path))
         fut: asyncio.Future[T] = self._loop.create_future()
         with self._cond:
-            self._calls.append((fn, fut))
+            self._calls.append((fn, fut, sync))
             self._cond.notify()
         return fut
 
@@ -293,10 +294,23 @@ class Outbox:
         `after` (indexed by lane number) reads past those seqs where they are beyond the cursors: the
         batch after one that is being delivered and not yet acknowledged.
         """
+        if self._closed:
+            raise BufferError("buffer: closed, got a read after close()", path=str(self._path))
+        # An uplink that keeps up reads rows committed moments ago: served from the tail here, on
+        # the loop, instead of queueing behind the writer thread's commits and acks.
+        recent = self._store.read_recent(uplink, limit, after)
+        if recent is not None:
+            return recent
         return await self._call(lambda: self._store.read(uplink, limit, after))
 
+    def in_memory(self, uplink: str, after: Sequence[int] | None = None) -> bool:
+        """Whether a read past `after` (see read) is served from memory, without waiting for the writer."""
+        return self._store.covered(uplink, after)
+
     async def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
-        await self._call(lambda: self._store.ack(uplink, batch, outcomes))
+        # no look for other processes' writes first: acks are the hot path, and the writer looks
+        # at least once a second anyway (see _run)
+        await self._call(lambda: self._store.ack(uplink, batch, outcomes), sync=False)
 
     async def wait(self, uplink: str, timeout: float) -> bool:
         """True as soon as rows past the uplink's cursors exist (woken by commits), False after `timeout`."""
@@ -348,10 +362,14 @@ class Outbox:
         try:
             while True:
                 groups: list[_Group] = []
-                call: tuple[Callable[[], Any], asyncio.Future[Any]] | None = None
+                call: tuple[Callable[[], Any], asyncio.Future[Any], bool] | None = None
                 with self._cond:
                     while True:
                         now = time.monotonic()
+                        # maintenance first when due: a busy gateway always has a group or a call
+                        # waiting, and other processes' writes must still be noticed within a second
+                        if now >= next_maintenance:
+                            break
                         # Commits and calls take turns when both wait: a source faster than the
                         # disk always has a group ready, and must not starve the uplinks' reads
                         # and acks (nor they its commits).
@@ -365,8 +383,6 @@ class Outbox:
                                 break
                         if self._calls:
                             call = self._calls.popleft()
-                            break
-                        if now >= next_maintenance:
                             break
                         if self._closing:
                             return
@@ -400,7 +416,7 @@ class Outbox:
             calls, self._calls = list(self._calls), collections.deque()
         for g in groups:
             self._to_loop(_set_exception, g.future, error)
-        for _, fut in calls:
+        for _, fut, _ in calls:
             self._to_loop(_set_exception, fut, error)
 
     def _take_groups(self) -> list[_Group]:
@@ -473,9 +489,10 @@ class Outbox:
         for event in self._new_rows.values():
             event.set()
 
-    def _run_call(self, fn: Callable[[], Any], fut: asyncio.Future[Any]) -> None:
+    def _run_call(self, fn: Callable[[], Any], fut: asyncio.Future[Any], sync: bool) -> None:
         try:
-            self._sync_external()
+            if sync:
+                self._sync_external()
             result = fn()
         except sqlite3.Error as exc:
             self._to_loop(_set_exception, fut, self._commit_error(exc, 0))

@@ -8,7 +8,9 @@ COMMIT succeeded, so a failed commit (disk full) leaves memory and file in step.
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -30,19 +32,57 @@ from gateway.uplinks.api import DELIVERED, Outcome, Status
 # (lane, entity_id, observed_us, appended_ms, size, body, target)
 Row = tuple[int, str, int, int, int, bytes, str | None]
 
-_INSERT = (
-    "INSERT INTO outbox (lane, entity_id, observed_us, appended_ms, size, body, target) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+# Rows go in with multi-row INSERTs rather than executemany, and every statement counts: the sqlite3
+# module releases the GIL around each statement step and must take it back afterwards, which with
+# the event loop busy in Python waits up to the interpreter's switch interval (5 ms). An executemany
+# of a 2,000-row group so stalled the writer thread for tens of milliseconds, and the uplinks' acks
+# queued behind it. One step inserts all rows of a statement, in VALUES order, so they still get
+# consecutive seqs. A group goes in as power-of-two blocks (2,000 rows: 1,024 + 512 + 256 + 128 +
+# 64 + 16), so a handful of statement shapes stay prepared in the sqlite3 module's cache (each
+# holds memory for its variables: one shape per group size would not do).
+_INSERT_HEAD = "INSERT INTO outbox (lane, entity_id, observed_us, appended_ms, size, body, target) VALUES "
+_COLUMNS = 7
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(n: int) -> str:
+    return _INSERT_HEAD + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * n)
+
+
+def insert_block_rows(conn: sqlite3.Connection) -> int:
+    """The largest power-of-two block of rows one INSERT may carry: at most 1,024, and within the
+    build's variable limit (999 before SQLite 3.32, 32,766 since)."""
+    most = min(1024, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS)
+    return 1 << (most.bit_length() - 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _bump_sql(n: int) -> str:
+    return ("INSERT INTO counters (name, value) VALUES " + ",".join(["(?, ?)"] * n)
+            + " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value")
+
+
 _READ = (
     "SELECT seq, body FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) ORDER BY seq LIMIT ?"
 )
 _HAS = "SELECT 1 FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) LIMIT 1"
-_BUMP = "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
 _LANE_NAMES = {int(lane): lane.name.lower() for lane in LANES}
 _MAX_SEQ = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)"
 # Readings kept in memory after their commit (see tail.py): two batches of the largest configured
 # size plus the groups committed meanwhile fit, and at ~0.5 KB a reading it stays ~10 MB at most.
 TAIL_ROWS = 20_000
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row], block: int) -> int:
+    """Insert `rows` (at least one) in power-of-two blocks of at most `block` rows; the last row's seq."""
+    flat = itertools.chain.from_iterable
+    last, at, left = 0, 0, len(rows)
+    while left:
+        n = block if left >= block else 1 << (left.bit_length() - 1)
+        last = conn.execute(_insert_sql(n), list(flat(rows[at : at + n]))).lastrowid or 0
+        at += n
+        left -= n
+    return last
 
 
 def lane_name(lane: int) -> str:
@@ -75,6 +115,11 @@ class Store:
 
         `tail_rows` bounds the committed readings kept in memory for reading (0: always decode)."""
         self.conn = conn
+        # Guards what the event loop reads without going through the writer thread (read_recent):
+        # the tail, the cursors and the row totals. The writer thread, the only one changing them,
+        # holds it for the in-memory updates after each COMMIT, never across SQL.
+        self.lock = threading.Lock()
+        self._block = insert_block_rows(conn)
         self.path = path
         self.config = config
         self.clock = clock
@@ -100,7 +145,8 @@ class Store:
         for lane, n, b in self.conn.execute("SELECT lane, count(*), coalesce(sum(size), 0) FROM outbox GROUP BY lane"):
             rows[lane], nbytes[lane] = n, b
         delta = ([rows[i] - self.rows[i] for i in range(3)], [nbytes[i] - self.bytes[i] for i in range(3)])
-        self.rows, self.bytes = rows, nbytes
+        with self.lock:
+            self.rows, self.bytes = rows, nbytes
         return delta
 
     def _load_cursors(self, uplinks: Sequence[str] | None) -> None:
@@ -141,24 +187,26 @@ class Store:
         try:
             yield ch
             if ch.counters:
-                self.conn.executemany(_BUMP, list(ch.counters.items()))
+                self.conn.execute(_bump_sql(len(ch.counters)), list(itertools.chain.from_iterable(ch.counters.items())))
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
-        for lane, n, b in ch.released:
-            self.rows[lane] -= n
-            self.bytes[lane] -= b
-            if self.room is not None:
-                self.room.release(lane, n, b)
-        for lane, n, b in ch.added:
-            self.rows[lane] += n
-            self.bytes[lane] += b
-        self.counters.update(ch.counters)
-        for fn in ch.after:
-            fn()
-        self._data_version = self._read_data_version()
+        # No PRAGMA data_version here: our own commits do not change it, and reading it now would
+        # take another process's commit since the last check for our own (changed_elsewhere).
+        with self.lock:
+            for lane, n, b in ch.released:
+                self.rows[lane] -= n
+                self.bytes[lane] -= b
+                if self.room is not None:
+                    self.room.release(lane, n, b)
+            for lane, n, b in ch.added:
+                self.rows[lane] += n
+                self.bytes[lane] += b
+            self.counters.update(ch.counters)
+            for fn in ch.after:
+                fn()
 
     def _read_data_version(self) -> int:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
@@ -173,8 +221,10 @@ class Store:
         self._data_version = v
         if changed:
             # it may have added (re-queued) or deleted rows: read everything up to now from the file
-            self._last_seq = self._max_seq()
-            self.tail.reset(self._last_seq)
+            last = self._max_seq()
+            with self.lock:
+                self._last_seq = last
+                self.tail.reset(last)
         return changed
 
     # --- appends and caps ----------------------------------------------------------------------
@@ -194,9 +244,12 @@ class Store:
         drops: Counter[tuple[int, DropReason]] = Counter()
         with self._write() as ch:
             self._make_room(sum(per_lane_rows), sum(per_lane_bytes), ch, drops)
-            self.conn.executemany(_INSERT, rows)
             # One writer inside BEGIN IMMEDIATE: AUTOINCREMENT gives the rows consecutive seqs.
-            last = int(self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]) if rows else self._last_seq
+            last = _insert_rows(self.conn, rows, self._block) if rows else self._last_seq
+            first = last - len(rows) + 1
+            # the tail's copies are made now, while the transaction is open, not under the lock
+            prepared = (self.tail.prepare(first, [row[0] for row in rows], readings)
+                        if readings is not None and len(readings) == len(rows) else None)
             for lane in range(3):
                 if per_lane_rows[lane]:
                     ch.added.append((lane, per_lane_rows[lane], per_lane_bytes[lane]))
@@ -204,14 +257,13 @@ class Store:
             ch.counters["commits"] += 1
 
             def remember() -> None:
-                first = last - len(rows) + 1
                 if first != self._last_seq + 1:
                     # seqs were taken by another process since our last insert: its rows are not here
                     self.tail.reset(first - 1)
-                if readings is None or len(readings) != len(rows):
+                if prepared is None:
                     self.tail.reset(last)
                 else:
-                    self.tail.add(first, [row[0] for row in rows], readings)
+                    self.tail.apply(prepared)
                 self._last_seq = last
 
             if rows:
@@ -322,6 +374,39 @@ class Store:
                 out.extend([decode_reading(body, seq) for seq, body in self.conn.execute(_READ, (lane, pos, uplink, left))])
         return out
 
+    def read_recent(self, uplink: str, limit: int, after: Sequence[int] | None = None) -> list[Reading] | None:
+        """`read` from the tail alone, from any thread; None when a lane's rows are not all in the tail.
+
+        The view is the one between two transactions (the writer updates it under the lock after
+        each COMMIT). Rows another process added and this one has not noticed yet come after every
+        row here (their seqs are higher), so a batch read from here never lets a cursor pass them.
+        """
+        tail = self.tail
+        out: list[Reading] = []
+        with self.lock:
+            cur = self._cursor(uplink)
+            for lane in range(3):
+                left = limit - len(out)
+                if left <= 0:
+                    break
+                if self.rows[lane] == 0:
+                    continue
+                pos = cur[lane] if after is None else max(cur[lane], after[lane])
+                if not tail.covers(lane, pos):
+                    return None
+                out.extend(tail.take(lane, pos, left))
+        return out
+
+    def covered(self, uplink: str, after: Sequence[int] | None = None) -> bool:
+        """Whether read_recent past `after` would be served (from any thread)."""
+        with self.lock:
+            cur = self._cursor(uplink)
+            return all(
+                self.tail.covers(lane, cur[lane] if after is None else max(cur[lane], after[lane]))
+                for lane in range(3)
+                if self.rows[lane]
+            )
+
     def has_pending(self, uplink: str) -> bool:
         cur = self._cursor(uplink)
         for lane in range(3):
@@ -343,6 +428,18 @@ class Store:
         dead: list[tuple[str, int, int, str, bytes, str, int]] = []
         now_ms = int(self.clock() * 1000)
         retry = Status.RETRY
+        if outcomes.count(DELIVERED) == len(outcomes):
+            # the usual batch, all delivered: each lane's cursor goes to its highest seq (this
+            # thread's Python competes with the event loop's for the GIL, so the loop is kept short)
+            for reading in batch:
+                seq = reading.seq
+                if seq is None:
+                    break  # the full loop below names the reading
+                lane = reading.lane
+                if seq > new[lane]:
+                    new[lane] = seq
+            else:
+                batch = ()
         for reading, outcome in zip(batch, outcomes):
             lane = reading.lane  # an IntEnum indexes the lists as its number does
             seq = reading.seq
@@ -445,7 +542,8 @@ class Store:
                 (lane, entity_id, int(orjson.loads(body)["o"]), now_ms, len(body), body, up)
                 for _, up, lane, entity_id, body in picked
             ]
-            self.conn.executemany(_INSERT, rows)
+            if rows:
+                _insert_rows(self.conn, rows, self._block)
             self.conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(p[0],) for p in picked])
             for lane, _, _, _, size, _, _ in rows:
                 ch.added.append((lane, 1, size))
@@ -458,11 +556,12 @@ class Store:
 
                 ch.after.append(count_in)
             if rows:
+                last = self._max_seq()
 
                 def requeued() -> None:
                     # targeted rows are never in the tail, so it restarts after them
-                    self._last_seq = self._max_seq()
-                    self.tail.reset(self._last_seq)
+                    self._last_seq = last
+                    self.tail.reset(last)
 
                 ch.after.append(requeued)
         return len(rows)

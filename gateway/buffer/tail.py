@@ -17,12 +17,14 @@ metadata, UTC time): `decode_reading(encode_reading(r))` then equals what is ser
 A lane whose reading is not plain is reset, so the order of what is served stays the table's order.
 
 Bounded: past `max_rows` the oldest entries go (base moves up past them) and are read from SQLite.
-Used on the writer thread only, like the rest of the Store.
+Changed on the writer thread only, under the Store's lock (see Store.read_recent): the event loop
+reads it directly, so an uplink that keeps up never waits for a commit to get its next batch.
 """
 
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass
 from collections.abc import Sequence
 from datetime import timezone
 
@@ -42,6 +44,15 @@ def is_plain(r: Reading) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Rows to add to the tail (see Tail.prepare), per lane."""
+
+    cut: list[int | None]  # the lane restarts after this seq (a row that is not plain), or None
+    seqs: list[list[int]]
+    readings: list[list[Reading]]
+
+
 class Tail:
     def __init__(self, max_rows: int, base: int) -> None:
         self.max_rows = max_rows
@@ -59,20 +70,40 @@ class Tail:
 
     def add(self, first_seq: int, lanes: Sequence[int], readings: Sequence[Reading | None]) -> None:
         """Rows just committed with seqs first_seq, first_seq+1, …; a None reading is not plain."""
+        self.apply(self.prepare(first_seq, lanes, readings))
+
+    @staticmethod
+    def prepare(first_seq: int, lanes: Sequence[int], readings: Sequence[Reading | None]) -> Prepared:
+        """What `add` will change, built before the rows' COMMIT: the Store applies it under its lock
+        once the COMMIT succeeded, so a reader on another thread waits for a few list operations
+        rather than for a copy of every reading."""
         seq = first_seq
-        seqs_by_lane, readings_by_lane, base = self._seqs, self._readings, self.base
+        cut: list[int | None] = [None, None, None]  # per lane, the seq of its last row that is not plain
+        seqs: list[list[int]] = [[], [], []]
+        kept: list[list[Reading]] = [[], [], []]
         for lane, r in zip(lanes, readings):
             if r is None or not is_plain(r):
                 # this row must be decoded from SQLite, and so must the lane's rows before it
-                seqs_by_lane[lane] = []
-                readings_by_lane[lane] = []
-                base[lane] = seq
+                cut[lane] = seq
+                seqs[lane] = []
+                kept[lane] = []
             else:
-                seqs_by_lane[lane].append(seq)
+                seqs[lane].append(seq)
                 # a copy with the seq, and a dict of its own: an adapter may reuse its dict
-                readings_by_lane[lane].append(with_seq(r, seq, dict(r.attributes)))
+                kept[lane].append(with_seq(r, seq, dict(r.attributes)))
             seq += 1
-        self.rows = sum(len(s) for s in seqs_by_lane)
+        return Prepared(cut, seqs, kept)
+
+    def apply(self, prepared: Prepared) -> None:
+        for lane in range(3):
+            if prepared.cut[lane] is not None:
+                self._seqs[lane] = prepared.seqs[lane]
+                self._readings[lane] = prepared.readings[lane]
+                self.base[lane] = prepared.cut[lane]  # type: ignore[assignment]
+            elif prepared.seqs[lane]:
+                self._seqs[lane] += prepared.seqs[lane]
+                self._readings[lane] += prepared.readings[lane]
+        self.rows = sum(len(s) for s in self._seqs)
         if self.rows > self.max_rows:
             self._trim()
 

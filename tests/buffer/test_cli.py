@@ -83,6 +83,34 @@ async def test_dead_letters_listed_and_requeued_by_id_while_running(tmp_path: Pa
     await box.close()
 
 
+async def test_a_requeue_is_noticed_while_the_gateway_keeps_committing(tmp_path: Path) -> None:
+    # the gateway's own commits must not hide the other process's write from it (SQLite's
+    # data_version, read after one of our commits, would already count the other one)
+    db = tmp_path / "buffer.db"
+    box = await _busy_outbox(db)
+    stop = asyncio.Event()
+    n = 100
+
+    async def keep_appending() -> None:
+        nonlocal n
+        while not stop.is_set():
+            await box.append(reading(n, "urn:ngsi-ld:Sensor:2"))
+            n += 1
+            await asyncio.sleep(0.002)
+
+    appending = asyncio.create_task(keep_appending())
+    await asyncio.sleep(0.1)
+    code, _ = await asyncio.to_thread(_run, db, "retry-dead-letters", "--id", "1")
+    assert code == 0
+    await asyncio.sleep(0.3)
+    stop.set()
+    await appending
+    assert n > 110  # commits went on meanwhile
+    assert (await box.stats()).rows == 6 + (n - 100) + 1
+    assert 0 in ns(await box.read("orion", 1000))  # the re-queued copy
+    await box.close()
+
+
 def test_retry_without_a_selection_and_a_missing_file_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "buffer.db"
     assert cli.run(_args("retry-dead-letters"), db) == 2

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
+from gateway.buffer.schema import open_database
+from gateway.buffer.store import Store, insert_block_rows
 from gateway.errors import BufferError
-from gateway.records import Lane
+from gateway.records import Lane, encode_reading
 from gateway.uplinks.api import DELIVERED, Outcome, Status
 from tests.buffer.readings import ns, reading
 
@@ -177,3 +180,26 @@ async def test_ack_needs_one_outcome_per_reading_and_close_refuses_more_work(tmp
     with pytest.raises(BufferError) as err2:
         box.append(reading(2))
     assert str(err2.value) == "buffer: closed, got an append of 1 readings"
+
+
+@pytest.mark.parametrize("variable_limit", [999, 32_766, 100], ids=["sqlite-before-3.32", "sqlite-3.32+", "tiny"])
+def test_groups_of_any_size_go_in_as_blocks_in_order_with_consecutive_seqs(tmp_path: Path, variable_limit: int) -> None:
+    # a group is inserted as power-of-two blocks that fit the build's variable limit; what comes
+    # back must be every row, in order, with the seqs of one AUTOINCREMENT run
+    conn = open_database(tmp_path / "b.db", durability=Durability.NORMAL).conn
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
+    block = insert_block_rows(conn)
+    assert block * 7 <= variable_limit and block & (block - 1) == 0
+    assert block == {999: 128, 32_766: 1024, 100: 8}[variable_limit]
+    store = Store(conn, path=tmp_path / "b.db", config=CFG, uplinks=["orion"], tail_rows=0)
+    n = 0
+    for size in (1, 7, 8, 9, block - 1, block, block + 1, 3 * block + 5, 2000):
+        group = [reading(n + i) for i in range(size)]
+        rows = [(1, r.entity_id, 0, 0, len(body), body, None) for r in group for body in [encode_reading(r)]]
+        store.insert(rows, [0, size, 0], [0, sum(row[4] for row in rows), 0], group)
+        n += size
+    got = store.read("orion", n + 1)
+    assert ns(got) == list(range(n))
+    assert [r.seq for r in got] == list(range(1, n + 1))
+    assert store.counters["appended"] == n and store.counters["commits"] == 9
+    conn.close()
