@@ -51,10 +51,24 @@ def _last_seqs(batch: Sequence[Reading]) -> list[int]:
     return last
 
 
-def _discard(task: asyncio.Task[list[Reading]]) -> None:
+def _advance(sent: list[int] | None, batch: Sequence[Reading]) -> list[int]:
+    """`sent` moved past the batch's seqs, lane by lane."""
+    last = _last_seqs(batch)
+    return last if sent is None else [max(a, b) for a, b in zip(sent, last)]
+
+
+def _discard(task: asyncio.Task[list[Reading]] | None) -> None:
     """Drop a prefetch: cancel it, and retrieve whatever it ends with so nothing is logged as unretrieved."""
-    task.cancel()
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    if task is not None:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return None
+
+
+async def _settle(acking: asyncio.Future[None] | None) -> None:
+    """Wait for an acknowledgement being written (the cursors are current afterwards)."""
+    if acking is not None:
+        await acking
     return None
 
 
@@ -92,35 +106,62 @@ class DeliveryLoop:
         await self._start_uplink()
         self.backoff.reset()
         limit = self.config.batch_max_rows
+        linger_s = self.config.batch_linger_ms / 1000
         name = self.config.name
+        outbox = self.outbox
         prefetch: asyncio.Task[list[Reading]] | None = None
+        # Per lane, the highest seq handed to the uplink since the cursors were last current: reads
+        # go past it, since the cursors lag behind by the acknowledgement being written (below).
+        sent: list[int] | None = None
+        # The previous batch's acknowledgement, still being written while this batch is delivered:
+        # it queues behind the buffer's commits, and awaiting it before the next delivery left the
+        # uplink idle for a commit's time per batch. Acks still apply in order (the buffer runs its
+        # calls in order, and each ack is awaited before the next is sent), and a crash before one is
+        # written only means those records are delivered again.
+        acking: asyncio.Future[None] | None = None
+        busy = False  # the last batch was large: the source is fast, so batches may linger to fill up
         try:
             while not self._stopping:
                 if prefetch is not None:
                     batch = await prefetch
                     prefetch = None
                 else:
-                    batch = await self.outbox.read(name, limit)
+                    batch = await outbox.read(name, limit, after=sent)
+                if busy and 0 < len(batch) < limit and linger_s:
+                    # Under load, wait a moment for more rows: each batch costs a round trip and, for
+                    # the IoT Agent formats, a message per entity, so fuller batches carry more
+                    # readings per message. At low rates (small batches) nothing waits.
+                    await asyncio.sleep(linger_s)
+                    batch += await outbox.read(name, limit - len(batch), after=_advance(sent, batch))
+                busy = len(batch) * 4 >= limit
                 if not batch:
                     self.state = UplinkState.IDLE
-                    await self.outbox.wait(name, timeout=1.0)
+                    if acking is not None:
+                        # the cursors are current once it is written: reads start from them again
+                        await acking
+                        acking = None
+                    sent = None
+                    await outbox.wait(name, timeout=1.0)
                     continue
                 self.state = UplinkState.SENDING
-                # Read (and decode) the next batch while this one waits for the far side's answer:
-                # otherwise the loop idles for every batch's round trip. It reads past this batch's
-                # seqs, not past the cursors, and is used only if this batch moves the cursors over
-                # every record; cursors still move only over delivered records, in order.
-                prefetch = asyncio.create_task(self.outbox.read(name, limit, after=_last_seqs(batch)))
+                sent = _advance(sent, batch)
+                if not outbox.in_memory(name, sent):
+                    # A backlog: the next batch is decoded from the file. Read it while this one is
+                    # with the far side, or the loop idles for every batch's round trip. It is used
+                    # only if this batch settles completely; cursors move only over delivered records.
+                    prefetch = asyncio.create_task(outbox.read(name, limit, after=sent))
                 outcomes = await self.uplink.deliver(batch)
                 if len(outcomes) != len(batch):
                     # a broken uplink must not move cursors over records it did not account for
                     self.log.error("uplink returned %d outcomes for %d records; retrying the batch",
                                    len(outcomes), len(batch))
-                    _discard(prefetch)
-                    prefetch = None
+                    prefetch = _discard(prefetch)
+                    acking, sent = await _settle(acking), None
                     await asyncio.sleep(self.backoff.next())
                     continue
-                await self.outbox.ack(name, batch, outcomes)
+                if acking is not None:
+                    await acking
+                acking = asyncio.ensure_future(outbox.ack(name, batch, outcomes))
                 retry = 0
                 if outcomes.count(DELIVERED) == len(outcomes):
                     # the usual batch: counted in C (identity first) instead of a status test per record
@@ -137,9 +178,9 @@ class DeliveryLoop:
                 if retry < len(batch):
                     self.last_delivery = time.time()
                 if retry:
-                    # the records after the first retry are read again from the cursors
-                    _discard(prefetch)
-                    prefetch = None
+                    # the records after the first retry are read again from the cursors, once they moved
+                    prefetch = _discard(prefetch)
+                    acking, sent = await _settle(acking), None
                     self.retries += 1
                     delay = self.backoff.next()
                     if not self._failing:
@@ -154,8 +195,10 @@ class DeliveryLoop:
                         self.log.info("delivery recovered after %d attempts", self.backoff.attempts)
                     self.backoff.reset()
         finally:
-            if prefetch is not None:
-                _discard(prefetch)
+            _discard(prefetch)
+            if acking is not None:
+                # written even if this task is cancelled: the buffer's thread runs the call regardless
+                await asyncio.shield(acking)
 
     def stop_soon(self) -> None:
         """Finish the batch in flight, then return from run()."""

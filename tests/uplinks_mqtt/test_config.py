@@ -77,4 +77,4 @@ def test_choices_tls_pairs_and_unknown_keys() -> None:
         "uplinks[1].tls: cert_file and key_file go together (mTLS needs both), got only one of them"
     ]
     lines = errors(qos=2)
-    assert lines[0].startswith("uplinks[1].qos: unknown key; valid keys here: ack_timeout_s, apikey, batch_max_rows,")
+    assert lines[0].startswith("uplinks[1].qos: unknown key; valid keys here: ack_timeout_s, apikey, batch_linger_ms, batch_max_rows,")
