@@ -12,6 +12,7 @@ import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import orjson
@@ -89,21 +90,44 @@ class Gateway:
         try:
             check_reading(reading, encoding=self.config.ngsi.value_encoding)
         except ReadingError as exc:
-            # a device sent something no broker would accept: count it, say so once per
-            # adapter and entity, and keep going without storing it
-            self.invalid_readings += 1
-            key = (reading.source.adapter, reading.entity_id)
-            if key not in self._invalid_seen and len(self._invalid_seen) < 10_000:
-                self._invalid_seen.add(key)
-                log.warning("reading dropped: %s", exc, extra={"component": reading.source.adapter})
-            else:
-                log.debug("reading dropped: %s", exc, extra={"component": reading.source.adapter})
-            if self._done is None:
-                self._done = asyncio.get_running_loop().create_future()
-                self._done.set_result(None)
-            return self._done
+            self._invalid(reading, exc)
+            return self._nothing()
         self.router.note(reading)  # ~0.1 µs for a known entity: which adapter a command for it goes to
         return self.outbox.append(reading)  # type: ignore[return-value]
+
+    def _emit_many(self, readings: Sequence[Reading]) -> Awaitable[None]:
+        """`_emit` for a burst: the valid readings go to the buffer in one append."""
+        assert self.outbox is not None
+        encoding = self.config.ngsi.value_encoding
+        note = self.router.note
+        valid: list[Reading] = []
+        for reading in readings:
+            try:
+                check_reading(reading, encoding=encoding)
+            except ReadingError as exc:
+                self._invalid(reading, exc)
+                continue
+            note(reading)
+            valid.append(reading)
+        return self.outbox.append_many(valid) if valid else self._nothing()
+
+    def _invalid(self, reading: Reading, exc: ReadingError) -> None:
+        # a device sent something no broker would accept: count it, say so once per
+        # adapter and entity, and keep going without storing it
+        self.invalid_readings += 1
+        key = (reading.source.adapter, reading.entity_id)
+        if key not in self._invalid_seen and len(self._invalid_seen) < 10_000:
+            self._invalid_seen.add(key)
+            log.warning("reading dropped: %s", exc, extra={"component": reading.source.adapter})
+        else:
+            log.debug("reading dropped: %s", exc, extra={"component": reading.source.adapter})
+
+    def _nothing(self) -> asyncio.Future[None]:
+        """An awaitable that is already done: nothing was stored, so there is no commit to wait for."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            self._done.set_result(None)
+        return self._done
 
     async def start(self) -> None:
         cfg = self.config
@@ -115,7 +139,7 @@ class Gateway:
             loop = DeliveryLoop(uplink, ucfg, self.outbox)
             self.loops.append(loop)
             self._loop_tasks.append(asyncio.create_task(loop.run(), name=f"uplink:{ucfg.name}"))
-        self.supervisor = Supervisor(self._emit)
+        self.supervisor = Supervisor(self._emit, emit_many=self._emit_many)
         adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
         for acfg, adapter in adapters:
             self.router.add_adapter(acfg.name, adapter)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from gateway.adapter_api import Adapter, AdapterConfig
 from gateway.backoff import Backoff
 from gateway.logs import component_logger
-from gateway.records import Emit, Reading
+from gateway.records import Emit, EmitMany, Reading
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class AdapterStatus:
 
 class _Supervised:
     def __init__(self, config: AdapterConfig, adapter: Adapter, emit: Emit, backoff: Backoff,
-                 stable_after_s: float) -> None:
+                 stable_after_s: float, emit_many: EmitMany | None = None) -> None:
         self.config = config
         self.adapter = adapter
         self.backoff = backoff
@@ -50,10 +50,22 @@ class _Supervised:
         self.task: asyncio.Task[None] | None = None
         self.log = component_logger(__name__, config.name)
         self._emit = emit
+        self._emit_many = emit_many
 
     def emit(self, reading: Reading) -> Awaitable[None]:
         self.emitted += 1
         return self._emit(reading)
+
+    def emit_many(self, readings: Sequence[Reading]) -> Awaitable[None]:
+        self.emitted += len(readings)
+        if self._emit_many is None:
+            return asyncio.gather(*(self._emit(r) for r in readings))
+        return self._emit_many(readings)
+
+    # The adapter's emit is this object: `emit(reading)`, and `emit.many(readings)` for a burst
+    # (gateway.records.emit_many).
+    __call__ = emit
+    many = emit_many
 
     def _set(self, state: AdapterState) -> None:
         self.state = state
@@ -64,7 +76,7 @@ class _Supervised:
             started = time.monotonic()
             self._set(AdapterState.RUNNING)
             try:
-                await self.adapter.run(self.emit)
+                await self.adapter.run(self)
                 # an adapter that returns on its own has nothing more to read (a finite simulation)
                 self._set(AdapterState.STOPPED)
                 self.log.info("adapter finished")
@@ -91,15 +103,17 @@ class _Supervised:
 
 class Supervisor:
     def __init__(self, emit: Emit, *, backoff_initial_s: float = 1.0, backoff_max_s: float = 60.0,
-                 stable_after_s: float = 60.0) -> None:
+                 stable_after_s: float = 60.0, emit_many: EmitMany | None = None) -> None:
         self._emit = emit
+        self._emit_many = emit_many
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._stable_after_s = stable_after_s
         self._items: list[_Supervised] = []
 
     def start(self, adapters: Sequence[tuple[AdapterConfig, Adapter]]) -> None:
         for config, adapter in adapters:
-            item = _Supervised(config, adapter, self._emit, Backoff(*self._backoff), self._stable_after_s)
+            item = _Supervised(config, adapter, self._emit, Backoff(*self._backoff), self._stable_after_s,
+                               self._emit_many)
             item.task = asyncio.create_task(item.run(), name=f"adapter:{config.name}")
             self._items.append(item)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from gateway.adapter_api import AdapterConfig, AdapterContext
-from gateway.records import Attribute, Emit, Reading, Source
+from gateway.records import Attribute, Emit, Reading, Source, emit_many
 from gateway.supervisor import AdapterState, Supervisor
 
 CTX = AdapterContext(gateway_id="gw", data_dir="/nonexistent")
@@ -76,4 +77,55 @@ async def test_adapter_waits_out_its_backoff_before_the_next_start() -> None:
     await _wait_for(lambda: sup.status()[0].state is AdapterState.BACKING_OFF)
     await asyncio.sleep(0.2)
     assert FlakyAdapter.starts["slow-retry"] == 1  # a 1..10 s backoff: no second start yet
+    await sup.stop()
+
+
+class BurstAdapter:
+    """Hands its readings over as one burst (emit_many), then waits forever."""
+
+    config_model: ClassVar[type[AdapterConfig]] = _Config
+
+    def __init__(self, config: _Config, context: AdapterContext) -> None:
+        self.config = config
+
+    async def run(self, emit: Emit) -> None:
+        burst = [Reading(entity_id=f"{self.config.name}-e", entity_type="T", attributes={"n": Attribute(value=i)},
+                         observed_at=datetime.now(timezone.utc), source=Source(adapter=self.config.name))
+                 for i in range(self.config.readings)]
+        await emit_many(emit, burst)
+        await asyncio.Event().wait()
+
+
+def _done() -> asyncio.Future[None]:
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
+async def test_a_burst_reaches_the_gateway_in_one_call_and_is_counted() -> None:
+    singles: list[Reading] = []
+    bursts: list[list[Reading]] = []
+
+    def many(readings: Sequence[Reading]) -> asyncio.Future[None]:
+        bursts.append(list(readings))
+        return _done()
+
+    sup = Supervisor(lambda r: singles.append(r) or _done(), emit_many=many)
+    cfg = _Config(name="burst", type="test", readings=300)
+    sup.start([(cfg, BurstAdapter(cfg, CTX))])
+    await _wait_for(lambda: bursts)
+    assert [len(b) for b in bursts] == [300] and not singles
+    assert [r.attributes["n"].value for r in bursts[0]] == list(range(300))
+    assert sup.status()[0].emitted == 300
+    await sup.stop()
+
+
+async def test_without_a_burst_path_a_burst_is_emitted_one_reading_at_a_time() -> None:
+    singles: list[Reading] = []
+    sup = Supervisor(lambda r: singles.append(r) or _done())
+    cfg = _Config(name="burst", type="test", readings=5)
+    sup.start([(cfg, BurstAdapter(cfg, CTX))])
+    await _wait_for(lambda: len(singles) == 5)
+    assert [r.attributes["n"].value for r in singles] == list(range(5))
+    assert sup.status()[0].emitted == 5
     await sup.stop()
