@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from adapters.simulated.config import SimKind, SimulatedConfig
 from gateway.adapter_api import AdapterContext
-from gateway.records import (Emit, Lane, Reading, Source, TimeSource, emit_many, make_attribute, make_reading,
+from gateway.records import (Attribute, Emit, Lane, Reading, Source, TimeSource, emit_many, make_attribute, make_reading,
                              utc_now)
 
 # the largest number of readings generated between two awaits, so one fast source never
@@ -46,6 +46,7 @@ class SimulatedAdapter:
         # t_s, so an entity's sin() is computed once per chunk rather than once per reading
         self._wave_t = [math.nan] * config.entities
         self._wave_mm = [0] * config.entities
+        self._levels: dict[int, Attribute] = {}  # water level in mm -> its Attribute
         self.emitted = 0
 
     def _next_noise(self, n: int) -> int:
@@ -77,7 +78,12 @@ class SimulatedAdapter:
                 self._wave_t[n] = t_s
                 self._wave_mm[n] = round(1000 * (1.5 + 0.8 * math.sin(self._phase[n] + t_s * _RIVER_W)))
             level_mm = self._wave_mm[n] + self._noise_mm[self._next_noise(n)]
-            attrs = {"waterLevel": make_attribute(level_mm / 1000, "Number", "MTR"), "sequence": seq}
+            # Attributes are immutable, so readings of the same level share one (a gauge reads a few
+            # thousand distinct millimetre values); the cache is bounded by that range
+            level = self._levels.get(level_mm)
+            if level is None:
+                level = self._levels[level_mm] = make_attribute(level_mm / 1000, "Number", "MTR")
+            attrs = {"waterLevel": level, "sequence": seq}
         elif kind is SimKind.WEATHER:
             temp = 15 + 8 * math.sin(self._phase[n] + t_s * _DAY_W) + self._gauss(0, 0.2)
             rh = min(100.0, max(0.0, 60 - (temp - 15) * 2 + self._gauss(0, 1)))

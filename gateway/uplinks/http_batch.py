@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, NoReturn
+from typing import Annotated, Any, ClassVar, NamedTuple, NoReturn
 
 import aiohttp
 import orjson
@@ -111,8 +111,10 @@ class _State(enum.Enum):
     REFUSED = "refused"  # credentials or request refused: a configuration problem
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BatchItem:
+class BatchItem(NamedTuple):
+    """One entity to send. A NamedTuple rather than a frozen dataclass: one is built per record, and
+    the dataclass's __init__ was ~3 % of the gateway's time at 50,000 readings/s (py-spy)."""
+
     index: int  # position in the batch
     entity_id: str
     data: bytes  # the serialized entity
@@ -219,7 +221,7 @@ class HttpBatchUplink:
                 outcomes[i] = Outcome(Status.REJECTED, f"{self.name}: cannot convert {reading.entity_id}, got {exc}")
                 continue
             # the far side's id (NGSI-LD turns plain ids into URNs): 207 answers name entities by it
-            items.append(BatchItem(index=i, entity_id=str(entity["id"]), data=data))
+            items.append(BatchItem(i, str(entity["id"]), data))
         correlator = str(uuid.uuid4())
         retry_reason = ""
         try:
