@@ -119,7 +119,12 @@ class DeliveryLoop:
         # calls in order, and each ack is awaited before the next is sent), and a crash before one is
         # written only means those records are delivered again.
         acking: asyncio.Future[None] | None = None
-        busy = False  # the last batch was large: the source is fast, so batches may linger to fill up
+        # Under load, a batch that is not full waits a moment for more rows: each batch costs a round
+        # trip and, for the IoT Agent formats, a message per entity, so fuller batches carry more
+        # readings per message. "Under load" is a batch of at least 1/16 of the limit: at low rates
+        # batches hold a few rows and nothing waits (a threshold on the previous batch instead
+        # could get stuck below it under load, every small batch making the next one small).
+        linger_from = max(2, limit // 16)
         try:
             while not self._stopping:
                 if prefetch is not None:
@@ -127,13 +132,9 @@ class DeliveryLoop:
                     prefetch = None
                 else:
                     batch = await outbox.read(name, limit, after=sent)
-                if busy and 0 < len(batch) < limit and linger_s:
-                    # Under load, wait a moment for more rows: each batch costs a round trip and, for
-                    # the IoT Agent formats, a message per entity, so fuller batches carry more
-                    # readings per message. At low rates (small batches) nothing waits.
+                if linger_from <= len(batch) < limit and linger_s:
                     await asyncio.sleep(linger_s)
                     batch += await outbox.read(name, limit - len(batch), after=_advance(sent, batch))
-                busy = len(batch) * 4 >= limit
                 if not batch:
                     self.state = UplinkState.IDLE
                     if acking is not None:

@@ -18,7 +18,7 @@ class UplinkConfig(NamedSection):
     batch_max_rows: int = Field(default=1000, ge=1, le=100_000, description="records read from the buffer per batch")
     batch_linger_ms: float = Field(
         default=20, ge=0, le=1000,
-        description="under load (the last batch was at least a quarter full), wait this long for a batch to fill",
+        description="under load (a batch of at least 1/16 of batch_max_rows), wait this long for it to fill",
     )
     retry_initial_s: float = Field(default=1.0, gt=0, le=600)
     retry_max_s: float = Field(default=60.0, gt=0, le=3600)
