@@ -62,14 +62,12 @@ def _discard(task: asyncio.Task[list[Reading]] | None) -> None:
     if task is not None:
         task.cancel()
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
-    return None
 
 
 async def _settle(acking: asyncio.Future[None] | None) -> None:
     """Wait for an acknowledgement being written (the cursors are current afterwards)."""
     if acking is not None:
         await acking
-    return None
 
 
 class DeliveryLoop:
@@ -156,8 +154,9 @@ class DeliveryLoop:
                     # a broken uplink must not move cursors over records it did not account for
                     self.log.error("uplink returned %d outcomes for %d records; retrying the batch",
                                    len(outcomes), len(batch))
-                    prefetch = _discard(prefetch)
-                    acking, sent = await _settle(acking), None
+                    _discard(prefetch)
+                    await _settle(acking)
+                    prefetch, acking, sent = None, None, None
                     await asyncio.sleep(self.backoff.next())
                     continue
                 if acking is not None:
@@ -180,8 +179,9 @@ class DeliveryLoop:
                     self.last_delivery = time.time()
                 if retry:
                     # the records after the first retry are read again from the cursors, once they moved
-                    prefetch = _discard(prefetch)
-                    acking, sent = await _settle(acking), None
+                    _discard(prefetch)
+                    await _settle(acking)
+                    prefetch, acking, sent = None, None, None
                     self.retries += 1
                     delay = self.backoff.next()
                     if not self._failing:

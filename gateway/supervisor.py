@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from gateway.adapter_api import Adapter, AdapterConfig
 from gateway.backoff import Backoff
@@ -59,7 +60,7 @@ class _Supervised:
     def emit_many(self, readings: Sequence[Reading]) -> Awaitable[None]:
         self.emitted += len(readings)
         if self._emit_many is None:
-            return asyncio.gather(*(self._emit(r) for r in readings))
+            return cast(Awaitable[None], asyncio.gather(*(self._emit(r) for r in readings)))
         return self._emit_many(readings)
 
     # The adapter's emit is this object: `emit(reading)`, and `emit.many(readings)` for a burst

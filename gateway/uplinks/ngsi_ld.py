@@ -112,13 +112,13 @@ class NgsiLdUplink(HttpBatchUplink):
         retry_reason = ""
         for item in items:
             if item.entity_id in success:
-                outcomes[item.index] = DELIVERED
+                outcomes[item.position] = DELIVERED
                 continue
             problem = errors.get(item.entity_id)
             status = problem.get("status") if isinstance(problem, dict) else None
             text = _problem_text(problem) if problem is not None else "no result for this entity in the 207 answer"
             if isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 408, 429):
-                outcomes[item.index] = Outcome(
+                outcomes[item.position] = Outcome(
                     Status.REJECTED, f"{self.name}: {self.broker} refused entity {item.entity_id}, got {text}"
                 )
             else:

@@ -102,6 +102,14 @@ def _done() -> asyncio.Future[None]:
     return fut
 
 
+def _collector(into: list[Reading]) -> Emit:
+    def emit(reading: Reading) -> asyncio.Future[None]:
+        into.append(reading)
+        return _done()
+
+    return emit
+
+
 async def test_a_burst_reaches_the_gateway_in_one_call_and_is_counted() -> None:
     singles: list[Reading] = []
     bursts: list[list[Reading]] = []
@@ -110,7 +118,7 @@ async def test_a_burst_reaches_the_gateway_in_one_call_and_is_counted() -> None:
         bursts.append(list(readings))
         return _done()
 
-    sup = Supervisor(lambda r: singles.append(r) or _done(), emit_many=many)
+    sup = Supervisor(_collector(singles), emit_many=many)
     cfg = _Config(name="burst", type="test", readings=300)
     sup.start([(cfg, BurstAdapter(cfg, CTX))])
     await _wait_for(lambda: bursts)
@@ -122,7 +130,7 @@ async def test_a_burst_reaches_the_gateway_in_one_call_and_is_counted() -> None:
 
 async def test_without_a_burst_path_a_burst_is_emitted_one_reading_at_a_time() -> None:
     singles: list[Reading] = []
-    sup = Supervisor(lambda r: singles.append(r) or _done())
+    sup = Supervisor(_collector(singles))
     cfg = _Config(name="burst", type="test", readings=5)
     sup.start([(cfg, BurstAdapter(cfg, CTX))])
     await _wait_for(lambda: len(singles) == 5)
