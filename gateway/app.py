@@ -10,9 +10,9 @@ import os
 import platform
 import signal
 import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import orjson

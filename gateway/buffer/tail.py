@@ -24,8 +24,8 @@ reads it directly, so an uplink that keeps up never waits for a commit to get it
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timezone
 
 from gateway.records import Reading, with_seq
