@@ -8,12 +8,11 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from gateway.adapter_api import Adapter, AdapterConfig
 from gateway.backoff import Backoff
 from gateway.logs import component_logger
-from gateway.records import Emit, EmitMany, Reading
+from gateway.records import Emit, EmitMany, Reading, emit_many
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class _Supervised:
     def emit_many(self, readings: Sequence[Reading]) -> Awaitable[None]:
         self.emitted += len(readings)
         if self._emit_many is None:
-            return cast(Awaitable[None], asyncio.gather(*(self._emit(r) for r in readings)))
+            return emit_many(self._emit, readings)  # one call per reading
         return self._emit_many(readings)
 
     # The adapter's emit is this object: `emit(reading)`, and `emit.many(readings)` for a burst
