@@ -135,11 +135,9 @@ class DeliveryLoop:
                     batch += await outbox.read(name, limit - len(batch), after=_advance(sent, batch))
                 if not batch:
                     self.state = UplinkState.IDLE
-                    if acking is not None:
-                        # the cursors are current once it is written: reads start from them again
-                        await acking
-                        acking = None
-                    sent = None
+                    # the cursors are current once the last ack is written: reads start from them again
+                    await _settle(acking)
+                    acking, sent = None, None
                     await outbox.wait(name, timeout=1.0)
                     continue
                 self.state = UplinkState.SENDING
@@ -159,8 +157,7 @@ class DeliveryLoop:
                     prefetch, acking, sent = None, None, None
                     await asyncio.sleep(self.backoff.next())
                     continue
-                if acking is not None:
-                    await acking
+                await _settle(acking)
                 acking = asyncio.ensure_future(outbox.ack(name, batch, outcomes))
                 retry = 0
                 if outcomes.count(DELIVERED) == len(outcomes):

@@ -85,6 +85,11 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row], block: int) -> i
     return last
 
 
+def _read_from(cursor: Sequence[int], after: Sequence[int] | None, lane: int) -> int:
+    """Where a read of `lane` starts: past the cursor, or past `after[lane]` where that is further."""
+    return cursor[lane] if after is None else max(cursor[lane], after[lane])
+
+
 def lane_name(lane: int) -> str:
     return _LANE_NAMES[lane]
 
@@ -358,20 +363,8 @@ class Store:
         `after` lets a delivery loop read the next batch while the previous one, not yet
         acknowledged, is still being delivered.
         """
-        cur = self._cursor(uplink)
-        tail = self.tail
-        out: list[Reading] = []
-        for lane in range(3):
-            left = limit - len(out)
-            if left <= 0:
-                break
-            if self.rows[lane] == 0:
-                continue
-            pos = cur[lane] if after is None else max(cur[lane], after[lane])
-            if tail.covers(lane, pos):
-                out.extend(tail.take(lane, pos, left))
-            else:
-                out.extend([decode_reading(body, seq) for seq, body in self.conn.execute(_READ, (lane, pos, uplink, left))])
+        out = self._read(uplink, limit, after, from_file=True)
+        assert out is not None  # only a read that may not use the file gives up
         return out
 
     def read_recent(self, uplink: str, limit: int, after: Sequence[int] | None = None) -> list[Reading] | None:
@@ -381,31 +374,33 @@ class Store:
         each COMMIT). Rows another process added and this one has not noticed yet come after every
         row here (their seqs are higher), so a batch read from here never lets a cursor pass them.
         """
+        with self.lock:
+            return self._read(uplink, limit, after, from_file=False)
+
+    def _read(self, uplink: str, limit: int, after: Sequence[int] | None, *, from_file: bool) -> list[Reading] | None:
+        cur = self._cursor(uplink)
         tail = self.tail
         out: list[Reading] = []
-        with self.lock:
-            cur = self._cursor(uplink)
-            for lane in range(3):
-                left = limit - len(out)
-                if left <= 0:
-                    break
-                if self.rows[lane] == 0:
-                    continue
-                pos = cur[lane] if after is None else max(cur[lane], after[lane])
-                if not tail.covers(lane, pos):
-                    return None
+        for lane in range(3):
+            left = limit - len(out)
+            if left <= 0:
+                break
+            if self.rows[lane] == 0:
+                continue
+            pos = _read_from(cur, after, lane)
+            if tail.covers(lane, pos):
                 out.extend(tail.take(lane, pos, left))
+            elif from_file:
+                out.extend([decode_reading(body, seq) for seq, body in self.conn.execute(_READ, (lane, pos, uplink, left))])
+            else:
+                return None
         return out
 
     def covered(self, uplink: str, after: Sequence[int] | None = None) -> bool:
         """Whether read_recent past `after` would be served (from any thread)."""
         with self.lock:
             cur = self._cursor(uplink)
-            return all(
-                self.tail.covers(lane, cur[lane] if after is None else max(cur[lane], after[lane]))
-                for lane in range(3)
-                if self.rows[lane]
-            )
+            return all(self.tail.covers(lane, _read_from(cur, after, lane)) for lane in range(3) if self.rows[lane])
 
     def has_pending(self, uplink: str) -> bool:
         cur = self._cursor(uplink)

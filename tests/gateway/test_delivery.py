@@ -15,6 +15,7 @@ import pytest
 from gateway.adapter_api import AdapterContext
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
+from gateway.buffer.store import TAIL_ROWS
 from gateway.delivery import DeliveryLoop
 from gateway.records import Attribute, Lane, Reading, Source
 from gateway.uplinks.orion import OrionConfig, OrionUplink
@@ -40,18 +41,22 @@ async def run_until(loop: DeliveryLoop, done: object, timeout: float = 20.0) -> 
         await asyncio.wait_for(task, timeout)
 
 
+async def open_box(tmp_path: Path, tail_rows: int = TAIL_ROWS) -> Outbox:
+    return await Outbox.open(tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1),
+                             ["orion"], tail_rows=tail_rows)
+
+
 def orion_loop(orion_double: OrionDouble, tmp_path: Path, box: Outbox, **keys: object) -> DeliveryLoop:
     config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": orion_double.url, **keys})
     return DeliveryLoop(OrionUplink(config, AdapterContext(gateway_id="gw", data_dir=str(tmp_path))), config, box)
 
 
-@pytest.mark.parametrize("tail_rows", [0, 20_000], ids=["read-from-file", "read-from-memory"])
+@pytest.mark.parametrize("tail_rows", [0, TAIL_ROWS], ids=["read-from-file", "read-from-memory"])
 async def test_a_retried_batch_drops_the_prefetched_one_and_nothing_is_skipped(
     orion_double: OrionDouble, tmp_path: Path, tail_rows: int
 ) -> None:
     # with no tail every batch is decoded from the file, so the next one is prefetched while one is in flight
-    box = await Outbox.open(tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1), ["orion"],
-                            tail_rows=tail_rows)
+    box = await open_box(tmp_path, tail_rows)
     await box.append_many([reading(n) for n in range(40)])
     # the second request fails: its batch was read while the first was in flight (and, read from the
     # file, the third batch was already prefetched while the second was being refused)
@@ -76,14 +81,13 @@ def lane_reading(n: int, entity: str, lane: Lane) -> Reading:
                    source=Source(adapter="gauge"), lane=lane)
 
 
-@pytest.mark.parametrize("tail_rows", [0, 20_000], ids=["read-from-file", "read-from-memory"])
+@pytest.mark.parametrize("tail_rows", [0, TAIL_ROWS], ids=["read-from-file", "read-from-memory"])
 async def test_while_appends_go_on_every_record_arrives_once_in_order(
     orion_double: OrionDouble, tmp_path: Path, tail_rows: int
 ) -> None:
     # The loop acknowledges a batch while it delivers the next and reads past what it sent, not past
     # the (lagging) cursors: a lane that was in one batch and not in the next must not be read twice.
-    box = await Outbox.open(tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1), ["orion"],
-                            tail_rows=tail_rows)
+    box = await open_box(tmp_path, tail_rows)
     loop = orion_loop(orion_double, tmp_path, box, batch_max_rows=7, batch_linger_ms=0)
     rng = random.Random(7)
     lanes = {"alarm": Lane.ALERT, "g1": Lane.NORMAL, "g2": Lane.NORMAL, "log": Lane.BULK}
@@ -121,7 +125,7 @@ async def test_while_appends_go_on_every_record_arrives_once_in_order(
 async def test_under_load_a_batch_lingers_to_fill_and_at_low_rates_nothing_waits(
     orion_double: OrionDouble, tmp_path: Path
 ) -> None:
-    box = await Outbox.open(tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1), ["orion"])
+    box = await open_box(tmp_path)
     loop = orion_loop(orion_double, tmp_path, box, batch_max_rows=40, batch_linger_ms=300)
     task = asyncio.create_task(loop.run())
 
