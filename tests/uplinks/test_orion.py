@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gateway.adapter_api import AdapterContext
 from gateway.records import Attribute, Reading, Source
 from gateway.secrets import SecretStore
-from gateway.uplinks.api import DELIVERED, Status
+from gateway.uplinks.api import DELIVERED, Fault, Status
 from gateway.uplinks.orion import OrionConfig, OrionUplink
 from tests.support.orion_double import V2_UPDATE, OrionDouble
 from tests.support.ports import free_port
@@ -239,6 +239,7 @@ async def test_connection_refused_is_retry(tmp_path: Path) -> None:
 
 
 async def test_wrong_url_path_is_retry_not_rejected(orion_double: OrionDouble, tmp_path: Path) -> None:
+    # Orion answers a path it does not serve with 400 "Service not found", not 404: never bisected
     up = make_uplink(orion_double.url + "/orion", tmp_path)
     await up.start()
     try:
@@ -246,8 +247,11 @@ async def test_wrong_url_path_is_retry_not_rejected(orion_double: OrionDouble, t
     finally:
         await up.close()
     assert [o.status for o in outcomes] == [Status.RETRY] * 2
+    assert outcomes[0].fault is Fault.CONFIGURATION
     assert outcomes[0].reason == (
-        f"Orion refused the request at {orion_double.url}/orion/v2/op/update, got HTTP 404: 404: Not Found; check url"
+        f"Orion does not serve {orion_double.url}/orion/v2/op/update, got HTTP 400 BadRequest: Service not found. "
+        "Check your URL as probably it is wrong.; check url: the broker's address, with an API gateway's path "
+        "prefix if there is one"
     )
     assert up.counters.requests == 1
 
@@ -328,5 +332,11 @@ async def test_bisection_rejects_exactly_the_poison_and_keeps_order(size: int, p
                 outcomes = await up.deliver([reading(f"g{i}", float(i)) for i in range(size)])
             finally:
                 await up.close()
+        if len(poison) == size:
+            # nothing accepted vouches for the request: no refusal is trusted, everything waits
+            assert [o.status for o in outcomes] == [Status.RETRY] * size
+            assert orion.arrivals == []
+            return
         assert [o.status for o in outcomes] == [Status.REJECTED if i in poison else Status.DELIVERED for i in range(size)]
         assert orion.arrivals == [f"urn:ngsi-ld:WaterObserved:g{i}" for i in range(size) if i not in poison]
+
