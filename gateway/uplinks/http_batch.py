@@ -37,13 +37,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, NamedTuple, NoReturn
+from typing import Annotated, Any, ClassVar, NamedTuple, NoReturn, cast
 
 import aiohttp
 import orjson
-from pydantic import AfterValidator, model_validator
+from pydantic import AfterValidator, field_validator, model_validator
 
-from gateway import secrets
+from gateway import __version__, secrets
 from gateway.adapter_api import AdapterContext
 from gateway.configbase import Field, HttpUrl
 from gateway.errors import UplinkTransient
@@ -55,6 +55,7 @@ from gateway.secrets import SecretRef
 from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, UplinkConfig
 from gateway.uplinks.http_client import Headers, HttpResponse, TlsConfig, make_session, post, resolve_headers
 from gateway.uplinks.oauth2 import OAuth2Config, TokenHeader, TokenSource
+from gateway.uplinks.seqs import seq_ranges
 
 Service = Annotated[str, AfterValidator(identifiers.check_service)]
 
@@ -68,6 +69,15 @@ _HTML_TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 # about the request: enough for a burst of bad records at the head of a lane, few enough that a
 # request every receiver refuses costs about log2(batch) + 2 * SUSPECT_AFTER requests per attempt.
 SUSPECT_AFTER = 8
+
+# Headers that let a receiver tell gateways and replays apart (documented in README.md).
+GATEWAY_HEADER = "Edgegw-Gateway"
+SEQ_HEADER = "Edgegw-Seq"
+SEQ_SPAN_HEADER = "Edgegw-Seq-Span"
+# Proxies limit header lines to 4-8 KiB; a request of scattered records says only its span.
+SEQ_HEADER_MAX = 1000
+_OWN_HEADERS = frozenset(h.lower() for h in (GATEWAY_HEADER, SEQ_HEADER, SEQ_SPAN_HEADER))
+
 
 class CatchUp(enum.Enum):
     # Every reading is sent, oldest first, so subscribers (QuantumLeap, Cygnus) get the whole history.
@@ -92,6 +102,14 @@ class HttpUplinkConfig(UplinkConfig):
     catch_up: CatchUp = CatchUp.FULL_HISTORY
     # The gateway-wide [ngsi] value_encoding is not passed to uplinks, so each HTTP uplink has its own.
     value_encoding: ValueEncoding = ValueEncoding.PERCENT
+
+    @field_validator("headers")
+    @classmethod
+    def _not_ours(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if name.lower() in _OWN_HEADERS:
+                raise ValueError(f"must not set a header the uplink sets itself, got {name!r}")
+        return headers
 
     @model_validator(mode="after")
     def _consistent(self) -> HttpUplinkConfig:
@@ -181,6 +199,19 @@ class Run:
         self.held.append((position, reason))
 
 
+def _seq_header(batch: Sequence[Reading], items: list[BatchItem]) -> tuple[str, str] | None:
+    """The header naming the buffer seqs of a request's readings: exact ranges, or their span if long."""
+    found = [batch[position].seq for position, _, _ in items]
+    # filtered only if needed (readings that never were in the buffer: tests, tools): this runs per request
+    seqs = [s for s in found if s is not None] if None in found else cast("list[int]", found)
+    if not seqs:
+        return None
+    ranges = seq_ranges(seqs)
+    if len(ranges) <= SEQ_HEADER_MAX:
+        return SEQ_HEADER, ranges
+    return SEQ_SPAN_HEADER, f"{min(seqs)}-{max(seqs)}"
+
+
 class HttpBatchUplink:
     """The HTTP delivery engine; subclasses say how to convert, frame and address a batch."""
 
@@ -257,7 +288,9 @@ class HttpBatchUplink:
         """Resolve secrets and open the session; a missing secret or unreadable TLS file raises ConfigError."""
         cfg = self.config
         data_dir = self.context.data_dir
-        headers = self._fixed_headers()
+        gateway = self.context.gateway_id
+        headers = {"User-Agent": f"edgegw/{__version__} ({gateway})", GATEWAY_HEADER: gateway}
+        headers.update(self._fixed_headers())
         headers.update(resolve_headers(cfg.headers, data_dir))
         if cfg.x_auth_token is not None:
             headers["X-Auth-Token"] = secrets.resolve(cfg.x_auth_token, data_dir)
@@ -430,6 +463,9 @@ class HttpBatchUplink:
         body = self._body([item.data for item in items])
         headers = dict(self._headers)
         headers["Fiware-Correlator"] = run.correlator
+        seq_header = _seq_header(run.batch, items)
+        if seq_header is not None:
+            headers[seq_header[0]] = seq_header[1]
         for attempt in (1, 2):
             token = ""
             try:

@@ -70,6 +70,9 @@ def test_headers_and_token_settings_do_not_collide() -> None:
     assert errors_of(orion(headers={"Fiware-Service": "x", "bad name": "y"})) == [
         "uplinks[0].headers: must not set a header the uplink sets itself, got 'Fiware-Service'",
     ]
+    assert errors_of(orion(headers={"edgegw-seq": "1-5"})) == [
+        "uplinks[0].headers: must not set a header the uplink sets itself, got 'edgegw-seq'",
+    ]
     assert errors_of(orion(x_auth_token="secret:t", oauth2=oauth2)) == [
         'uplinks[0]: must set X-Auth-Token from one place, got both x_auth_token and oauth2.header = "x-auth-token"; '
         "keep one of them",
