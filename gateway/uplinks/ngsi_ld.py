@@ -143,7 +143,6 @@ class NgsiLdUplink(HttpBatchUplink):
             if verdict is Verdict.UNCLASSIFIED:
                 verdict, text = self._repeated(eid, text)
             if verdict is Verdict.REJECT:
-                self._unclassified.pop(eid, None)
                 run.refuse(item.position, f"{self.name}: {self.broker} refused entity {eid}, got {text}", text)
             else:
                 retry_reason = retry_reason or f"{self.broker} could not write entity {eid}, got {text}"
@@ -152,15 +151,18 @@ class NgsiLdUplink(HttpBatchUplink):
             self._retry_later(retry_reason)
 
     def _repeated(self, entity_id: str, text: str) -> tuple[Verdict, str]:
-        """Retry an unclassified answer; reject it when the entity got the same one UNCLASSIFIED_LIMIT times."""
+        """Retry an unclassified answer; reject it once the entity got the same one UNCLASSIFIED_LIMIT times.
+
+        The count goes on until the entity is delivered or gets another answer: a rejection held for
+        want of an accepted request (http_batch.Run) must not start it again.
+        """
         previous, count = self._unclassified.get(entity_id, ("", 0))
         count = count + 1 if previous == text else 1
-        if count >= UNCLASSIFIED_LIMIT:
-            self._unclassified.pop(entity_id, None)
-            return Verdict.REJECT, f"{text} (the same answer {count} times in a row, none saying to retry)"
-        if len(self._unclassified) >= _UNCLASSIFIED_MEMORY:
+        if entity_id not in self._unclassified and len(self._unclassified) >= _UNCLASSIFIED_MEMORY:
             self._unclassified.clear()
         self._unclassified[entity_id] = (text, count)
+        if count >= UNCLASSIFIED_LIMIT:
+            return Verdict.REJECT, f"{text} (the same answer {count} times in a row, none saying to retry)"
         return Verdict.RETRY, text
 
 

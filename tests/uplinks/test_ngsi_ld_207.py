@@ -203,3 +203,24 @@ def test_a_known_type_decides_else_the_status_else_nothing(
         assert verdict is Verdict.UNCLASSIFIED
     else:
         assert verdict is (Verdict.REJECT if 400 <= status < 500 and status not in (401, 403, 408, 429) else Verdict.RETRY)
+
+
+async def test_an_unclassified_rejection_held_for_want_of_an_accepted_request_is_not_counted_again(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    orion_double.ld_entity_error(G2, "Unknown error while creating entity")
+    up = make_uplink(orion_double.url, tmp_path)
+    await up.start()
+    try:
+        alone = [await up.deliver([BATCH[1]]) for _ in range(UNCLASSIFIED_LIMIT)]
+        with_others = await up.deliver(BATCH)
+    finally:
+        await up.close()
+    # alone, nothing vouches for the request: held and retried, the last time as a configuration problem
+    assert [o[0].fault for o in alone] == [Fault.TRANSIENT] * (UNCLASSIFIED_LIMIT - 1) + [Fault.CONFIGURATION]
+    assert all(o[0].status is Status.RETRY for o in alone)
+    # with another entity taken, the count carried on: rejected at once
+    assert [o.status for o in with_others] == [Status.DELIVERED, Status.REJECTED, Status.DELIVERED]
+    assert with_others[1].reason == refused(
+        f"Unknown error while creating entity (the same answer {UNCLASSIFIED_LIMIT + 1} times in a row, none saying to retry)"
+    )
