@@ -1,31 +1,59 @@
 """Moves one uplink's share of the buffer to the far side: read a batch, deliver, acknowledge, back off.
 
-Each uplink has its own loop and its own cursors, so one far side being down never holds back
-another. A batch is acknowledged only for what the uplink reports delivered or rejected; records
-it says to retry are read again after a backoff with jitter. While a batch is with the far side,
-the next one is read (prefetched) past it; that read is dropped unless the whole batch settled.
+Theory of operation. Each uplink has its own loop and its own cursors, so one far side being down
+never holds back another. A batch is acknowledged only for what the uplink reports delivered or
+rejected; records it says to retry are read again, from the cursors, after a backoff with jitter.
+Two things overlap with the delivery of a batch, and `_Pipeline` keeps both in one place:
+
+- the previous batch's acknowledgement, still being written (it queues behind the buffer's commits;
+  awaiting it before the next delivery left the uplink idle for a commit's time per batch), and
+- the next batch, read past the one in flight (from the file, when behind: `prefetch`).
+
+Because acknowledgements lag, reads go past `sent` (per lane, the highest seq handed to the uplink
+since the cursors were last current), not past the cursors. All three are valid only while every
+batch since then settled completely: after a retry, a broken uplink or an idle moment the pipeline
+is resynchronised (prefetch dropped, acknowledgement awaited, reads from the cursors again). Acks
+apply in order (the buffer runs its calls in order, and each is awaited before the next is sent);
+a crash before one is written only means those records are delivered again.
+
+Pacing (for fleets that come back together). A batch is a *catch-up* batch when it is full: at least
+as much is waiting as one batch takes (live traffic at the usual rates gives batches of a few rows,
+and a backlog smaller than one batch is a single request). Before the first catch-up batch
+after start and after an outage (the first delivery that goes through after failures), the loop
+waits a random time up to `start_delay_max_s` (default retry_max_s, the spread the backoff's full
+jitter already gives a fleet's retries); a box with nothing waiting starts at once. While catching
+up, `drain_rate` caps readings/s. Time and randomness are injected, so tests never sleep for real.
+
+Logs: a failure once when it starts (WARNING; ERROR when the far side refuses our requests as such, a
+configuration problem) and "recovered" once when something is delivered again; each dead letter once
+at WARNING with how to re-queue it, at most DEAD_LETTER_LINES per batch and then one summary line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.backoff import Backoff
 from gateway.buffer.outbox import Outbox
 from gateway.logs import component_logger
 from gateway.records import Reading
-from gateway.uplinks.api import DELIVERED, Status, Uplink, UplinkConfig
+from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, Uplink, UplinkConfig
+
+DEAD_LETTER_LINES = 10  # dead letters logged one by one per batch; the rest are summed up in one line
 
 
 class UplinkState(enum.Enum):
     STARTING = "starting"
     IDLE = "idle"  # caught up, waiting for new data
     SENDING = "sending"
-    BACKING_OFF = "backing-off"
+    WAITING = "waiting"  # the random start delay, or the drain rate's pace
+    BACKING_OFF = "backing-off"  # the far side is down or failing: retrying
+    REFUSED = "refused"  # the far side refuses our requests as such: retrying until the configuration is fixed
     STOPPED = "stopped"
 
 
@@ -35,9 +63,10 @@ class UplinkStatus:
     type: str
     state: UplinkState
     delivered: int
-    rejected: int
+    rejected: int  # dead-lettered since start (`edgegw buffer stats` has the file's total)
     retries: int
     last_error: str
+    last_rejection: str  # the far side's reason for the latest dead letter
     last_delivery: float  # wall-clock time, 0 if never
 
 
@@ -57,40 +86,102 @@ def _advance(sent: list[int] | None, batch: Sequence[Reading]) -> list[int]:
     return last if sent is None else [max(a, b) for a, b in zip(sent, last)]
 
 
-def _discard(task: asyncio.Task[list[Reading]] | None) -> None:
-    """Drop a prefetch: cancel it, and retrieve whatever it ends with so nothing is logged as unretrieved."""
-    if task is not None:
-        task.cancel()
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+class _Pipeline:
+    """The reads ahead of and the acknowledgement behind the batch being delivered (module docstring)."""
 
+    def __init__(self, outbox: Outbox, name: str, limit: int) -> None:
+        self.outbox = outbox
+        self.name = name
+        self.limit = limit
+        self.sent: list[int] | None = None
+        self.prefetch: asyncio.Task[list[Reading]] | None = None
+        self.acking: asyncio.Future[None] | None = None
 
-async def _settle(acking: asyncio.Future[None] | None) -> None:
-    """Wait for an acknowledgement being written (the cursors are current afterwards)."""
-    if acking is not None:
-        await acking
+    async def next(self) -> list[Reading]:
+        """The next batch: the prefetched one, or read past `sent`."""
+        if self.prefetch is not None:
+            batch, self.prefetch = await self.prefetch, None
+            return batch
+        return await self.outbox.read(self.name, self.limit, after=self.sent)
+
+    async def more(self, batch: list[Reading], limit: int) -> list[Reading]:
+        """Up to `limit` rows past `batch` (a lingering batch filling up)."""
+        return await self.outbox.read(self.name, limit, after=_advance(self.sent, batch))
+
+    def handed_out(self, batch: Sequence[Reading]) -> None:
+        """`batch` goes to the uplink: read past it from now on, and start reading the next batch now if
+        that is a read from the file, or the loop idles for every batch's round trip."""
+        self.sent = _advance(self.sent, batch)
+        if not self.outbox.in_memory(self.name, self.sent):
+            self.prefetch = asyncio.create_task(self.outbox.read(self.name, self.limit, after=self.sent))
+
+    async def acknowledge(self, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
+        """Start writing `batch`'s acknowledgement, once the previous one is written."""
+        await self._settle()
+        self.acking = asyncio.ensure_future(self.outbox.ack(self.name, batch, outcomes))
+
+    async def resync(self) -> None:
+        """Drop the read ahead and wait for the cursors: the next read starts from them again."""
+        self._discard()
+        await self._settle()
+        self.sent = None
+
+    async def close(self) -> None:
+        self._discard()
+        if self.acking is not None:
+            # written even if this task is cancelled: the buffer's thread runs the call regardless
+            await asyncio.shield(self.acking)
+
+    def _discard(self) -> None:
+        """Drop a prefetch: cancel it, and retrieve whatever it ends with so nothing is logged as unretrieved."""
+        if self.prefetch is not None:
+            self.prefetch.cancel()
+            self.prefetch.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self.prefetch = None
+
+    async def _settle(self) -> None:
+        if self.acking is not None:
+            acking, self.acking = self.acking, None
+            await acking
 
 
 class DeliveryLoop:
-    def __init__(self, uplink: Uplink, config: UplinkConfig, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        uplink: Uplink,
+        config: UplinkConfig,
+        outbox: Outbox,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         self.uplink = uplink
         self.config = config
         self.outbox = outbox
-        self.backoff = Backoff(config.retry_initial_s, config.retry_max_s)
+        self._rng = rng or random.Random()
+        self.backoff = Backoff(config.retry_initial_s, config.retry_max_s, rng=self._rng)
         self.log = component_logger(__name__, config.name)
         self.state = UplinkState.STARTING
         self.delivered = 0
         self.rejected = 0
         self.retries = 0
         self.last_error = ""
+        self.last_rejection = ""
         self.last_delivery = 0.0
-        self._stopping = False
-        self._failing = False
+        self._clock = clock
+        self._sleep = sleep
+        self._stopping = asyncio.Event()
+        self._failing: UplinkState | None = None  # BACKING_OFF or REFUSED while deliveries fail
+        self._spread = True  # the next catch-up batch waits the random start delay
+        self._pace_at = 0.0  # (clock) the earliest start of the next catch-up batch under drain_rate
 
-    async def _start_uplink(self) -> None:
-        while True:
+    async def _start_uplink(self) -> bool:
+        """Start the uplink, retrying with backoff; False if stop_soon() came first."""
+        while not self._stopping.is_set():
             try:
                 await self.uplink.start()
-                return
+                return True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -98,111 +189,163 @@ class DeliveryLoop:
                 delay = self.backoff.next()
                 self.state = UplinkState.BACKING_OFF
                 self.log.warning("uplink cannot start: %s; retrying in %.1f s", self.last_error, delay)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
+        return False
 
     async def run(self) -> None:
-        await self._start_uplink()
+        if not await self._start_uplink():
+            return
         self.backoff.reset()
         limit = self.config.batch_max_rows
         linger_s = self.config.batch_linger_ms / 1000
-        name = self.config.name
-        outbox = self.outbox
-        prefetch: asyncio.Task[list[Reading]] | None = None
-        # Per lane, the highest seq handed to the uplink since the cursors were last current: reads
-        # go past it, since the cursors lag behind by the acknowledgement being written (below).
-        sent: list[int] | None = None
-        # The previous batch's acknowledgement, still being written while this batch is delivered:
-        # it queues behind the buffer's commits, and awaiting it before the next delivery left the
-        # uplink idle for a commit's time per batch. Acks still apply in order (the buffer runs its
-        # calls in order, and each ack is awaited before the next is sent), and a crash before one is
-        # written only means those records are delivered again.
-        acking: asyncio.Future[None] | None = None
         # Under load, a batch that is not full waits a moment for more rows: each batch costs a round
         # trip and, for the IoT Agent formats, a message per entity, so fuller batches carry more
         # readings per message. "Under load" is a batch of at least 1/16 of the limit: at low rates
         # batches hold a few rows and nothing waits (a threshold on the previous batch instead
         # could get stuck below it under load, every small batch making the next one small).
         linger_from = max(2, limit // 16)
+        pipe = _Pipeline(self.outbox, self.config.name, limit)
         try:
-            while not self._stopping:
-                if prefetch is not None:
-                    batch = await prefetch
-                    prefetch = None
-                else:
-                    batch = await outbox.read(name, limit, after=sent)
+            while not self._stopping.is_set():
+                batch = await pipe.next()
                 if linger_from <= len(batch) < limit and linger_s:
                     await asyncio.sleep(linger_s)
-                    batch += await outbox.read(name, limit - len(batch), after=_advance(sent, batch))
+                    batch += await pipe.more(batch, limit - len(batch))
                 if not batch:
                     self.state = UplinkState.IDLE
-                    # the cursors are current once the last ack is written: reads start from them again
-                    await _settle(acking)
-                    acking, sent = None, None
-                    await outbox.wait(name, timeout=1.0)
+                    self._spread = False  # nothing was waiting: no fleet to spread out
+                    await pipe.resync()  # the cursors are current once the last ack is written
+                    await self._until_stopped(lambda: self.outbox.wait(self.config.name, timeout=1.0))
                     continue
-                self.state = UplinkState.SENDING
-                sent = _advance(sent, batch)
-                if not outbox.in_memory(name, sent):
-                    # A backlog: the next batch is decoded from the file. Read it while this one is
-                    # with the far side, or the loop idles for every batch's round trip. It is used
-                    # only if this batch settles completely; cursors move only over delivered records.
-                    prefetch = asyncio.create_task(outbox.read(name, limit, after=sent))
+                pipe.handed_out(batch)
+                await self._pace(len(batch), catching_up=len(batch) >= limit)
+                if self._stopping.is_set():
+                    break  # not delivered, not acknowledged: read again at the next start
+                # while failing, the status keeps saying so through each new attempt
+                self.state = self._failing or UplinkState.SENDING
                 outcomes = await self.uplink.deliver(batch)
                 if len(outcomes) != len(batch):
                     # a broken uplink must not move cursors over records it did not account for
                     self.log.error("uplink returned %d outcomes for %d records; retrying the batch",
                                    len(outcomes), len(batch))
-                    _discard(prefetch)
-                    await _settle(acking)
-                    prefetch, acking, sent = None, None, None
-                    await asyncio.sleep(self.backoff.next())
+                    await pipe.resync()
+                    await self._pause(self.backoff.next())
                     continue
-                await _settle(acking)
-                acking = asyncio.ensure_future(outbox.ack(name, batch, outcomes))
-                retry = 0
-                if outcomes.count(DELIVERED) == len(outcomes):
-                    # the usual batch: counted in C (identity first) instead of a status test per record
-                    self.delivered += len(outcomes)
-                else:
-                    for outcome in outcomes:
-                        if outcome.status is Status.DELIVERED:
-                            self.delivered += 1
-                        elif outcome.status is Status.REJECTED:
-                            self.rejected += 1
-                        else:
-                            retry += 1
-                            self.last_error = outcome.reason or self.last_error
-                if retry < len(batch):
-                    self.last_delivery = time.time()
+                await pipe.acknowledge(batch, outcomes)
+                delivered, retry = self._tally(batch, outcomes)
                 if retry:
                     # the records after the first retry are read again from the cursors, once they moved
-                    _discard(prefetch)
-                    await _settle(acking)
-                    prefetch, acking, sent = None, None, None
-                    self.retries += 1
-                    delay = self.backoff.next()
-                    if not self._failing:
-                        self._failing = True
-                        self.log.warning("delivery failing (%d of %d records to retry): %s; backing off",
-                                         retry, len(batch), self.last_error)
-                    self.state = UplinkState.BACKING_OFF
-                    await asyncio.sleep(delay)
-                else:
-                    if self._failing:
-                        self._failing = False
-                        self.log.info("delivery recovered after %d attempts", self.backoff.attempts)
-                    self.backoff.reset()
+                    await pipe.resync()
+                    await self._back_off(retry, len(batch), outcomes)
+                    continue
+                if self._failing is not None:
+                    if not delivered:
+                        continue  # all dead letters: the far side answers, but nothing went through yet
+                    self._failing = None
+                    self.state = UplinkState.SENDING
+                    self._spread = True  # an outage ended: what waited is drained after a random delay
+                    self.log.info("delivery recovered after %d attempts", self.backoff.attempts)
+                self.backoff.reset()
         finally:
-            _discard(prefetch)
-            if acking is not None:
-                # written even if this task is cancelled: the buffer's thread runs the call regardless
-                await asyncio.shield(acking)
+            self.state = UplinkState.STOPPED
+            await pipe.close()
+
+    def _tally(self, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> tuple[int, int]:
+        """Count the outcomes, log the dead letters; (delivered, to retry) in this batch."""
+        if outcomes.count(DELIVERED) == len(outcomes):
+            # the usual batch: counted in C (identity first) instead of a status test per record
+            self.delivered += len(outcomes)
+            self.last_delivery = time.time()
+            return len(outcomes), 0
+        delivered = retry = 0
+        rejected: list[int] = []
+        for i, outcome in enumerate(outcomes):
+            if outcome.status is Status.DELIVERED:
+                delivered += 1
+            elif outcome.status is Status.REJECTED:
+                rejected.append(i)
+            else:
+                retry += 1
+                self.last_error = outcome.reason or self.last_error
+        self.delivered += delivered
+        if delivered:
+            self.last_delivery = time.time()
+        if rejected:
+            self._dead_letters(batch, outcomes, rejected)
+        return delivered, retry
+
+    def _dead_letters(self, batch: Sequence[Reading], outcomes: Sequence[Outcome], rejected: list[int]) -> None:
+        name = self.config.name
+        self.rejected += len(rejected)
+        self.last_rejection = outcomes[rejected[-1]].reason
+        for i in rejected[:DEAD_LETTER_LINES]:
+            self.log.warning("dead-lettered %s: %s; once the cause is fixed: edgegw buffer retry-dead-letters "
+                             "--uplink %s", batch[i].entity_id, outcomes[i].reason, name)
+        if len(rejected) > DEAD_LETTER_LINES:
+            self.log.warning("dead-lettered %d more readings of this batch (%d in all); see edgegw buffer "
+                             "dead-letters --uplink %s", len(rejected) - DEAD_LETTER_LINES, len(rejected), name)
+
+    async def _back_off(self, retry: int, total: int, outcomes: Sequence[Outcome]) -> None:
+        self.retries += 1
+        refused = any(o.fault is Fault.CONFIGURATION for o in outcomes if o.status is Status.RETRY)
+        state = UplinkState.REFUSED if refused else UplinkState.BACKING_OFF
+        if self._failing is not state:
+            self._failing = state
+            if refused:
+                self.log.error("delivery refused (%d of %d records to retry): %s; nothing is dead-lettered "
+                               "until the configuration is fixed", retry, total, self.last_error)
+            else:
+                self.log.warning("delivery failing (%d of %d records to retry): %s; backing off",
+                                 retry, total, self.last_error)
+        self.state = state
+        await self._pause(self.backoff.next())
+
+    async def _pace(self, n: int, *, catching_up: bool) -> None:
+        """The random start delay and the drain rate, for catch-up batches only."""
+        if not catching_up:
+            self._spread = False  # live traffic: nothing piled up that a fleet would send at once
+            return
+        if self._spread:
+            self._spread = False
+            delay = self._rng.uniform(0, self.config.start_delay_s)
+            if delay > 0:
+                self.state = UplinkState.WAITING
+                self.log.info("a backlog is waiting: draining it in %.1f s (random, up to start_delay_max_s = %g), "
+                              "so gateways that came back together do not all send at once",
+                              delay, self.config.start_delay_s)
+                await self._pause(delay)
+        rate = self.config.drain_rate
+        if rate is not None:
+            wait = self._pace_at - self._clock()
+            if wait > 0:
+                self.state = UplinkState.WAITING
+                await self._pause(wait)
+            self._pace_at = max(self._pace_at, self._clock()) + n / rate
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep (the injected way), cut short by stop_soon()."""
+        await self._until_stopped(lambda: self._sleep(seconds))
+
+    async def _until_stopped(self, waiting: Callable[[], Awaitable[object]]) -> None:
+        """Wait for what `waiting()` starts, or for stop_soon(), whichever comes first."""
+        if self._stopping.is_set():
+            return
+        waiter = asyncio.ensure_future(waiting())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                waiter.result()  # what it failed with, if it failed
+        finally:
+            waiter.cancel()
+            stopper.cancel()
 
     def stop_soon(self) -> None:
         """Finish the batch in flight, then return from run()."""
-        self._stopping = True
+        self._stopping.set()
 
     def status(self) -> UplinkStatus:
         return UplinkStatus(name=self.config.name, type=self.config.type, state=self.state,
                             delivered=self.delivered, rejected=self.rejected, retries=self.retries,
-                            last_error=self.last_error, last_delivery=self.last_delivery)
+                            last_error=self.last_error, last_rejection=self.last_rejection,
+                            last_delivery=self.last_delivery)

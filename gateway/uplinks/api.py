@@ -22,6 +22,22 @@ class UplinkConfig(NamedSection):
     )
     retry_initial_s: float = Field(default=1.0, gt=0, le=600)
     retry_max_s: float = Field(default=60.0, gt=0, le=3600)
+    # A fleet that comes back together (a regional outage, power restored) must not drain its
+    # backlogs into the platform at once; see gateway/delivery.py for when these apply.
+    drain_rate: float | None = Field(
+        default=None, gt=0, le=1_000_000,
+        description="readings/s while catching up on a backlog; unset: as fast as the far side takes them",
+    )
+    start_delay_max_s: float | None = Field(
+        default=None, ge=0, le=3600,
+        description="random delay up to this before draining a backlog after start or after an outage; "
+        "unset: retry_max_s",
+    )
+
+    @property
+    def start_delay_s(self) -> float:
+        """The upper bound of the random start delay: by default the backoff's own spread, retry_max_s."""
+        return self.retry_max_s if self.start_delay_max_s is None else self.start_delay_max_s
 
 
 class Status(enum.Enum):
@@ -30,10 +46,20 @@ class Status(enum.Enum):
     RETRY = "retry"  # transient: try again later
 
 
+class Fault(enum.Enum):
+    """Why records are to be retried; the delivery loop's state and log level follow it."""
+
+    TRANSIENT = "transient"  # the far side is down, overloaded or unreachable: it passes
+    # The far side refuses our requests as such (url, credentials, headers, a proxy's body limit):
+    # nothing passes until someone fixes the configuration, and nothing is dead-lettered meanwhile.
+    CONFIGURATION = "configuration"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     status: Status
     reason: str = ""
+    fault: Fault = Fault.TRANSIENT  # meaningful for RETRY only
 
 
 DELIVERED = Outcome(Status.DELIVERED)

@@ -3,26 +3,39 @@
 Shares the v2 uplink's batch engine (split on 413, bisect on 400, retry on 5xx). What differs: the
 @context goes in a Link header or in each entity, a request never holds the same entity twice
 (brokers refuse or merge such batches, which would lose the older observation), and a 207
-Multi-Status answer is sorted per entity: 4xx problems are rejected, anything else retried.
+Multi-Status answer is sorted per entity (ld_problems.py): an error about the entity rejects it
+(held, like every rejection, until the delivery shows the broker takes our requests), an error about
+the broker retries it and stops the batch there, so per-entity order holds. An error that says
+neither (no known type, no status: a title, a list of strings, a string, or no result at all for the
+entity) is retried, and rejected once the same entity got the same answer UNCLASSIFIED_LIMIT times in
+a row, so a broker's unexplained refusal cannot block the lane forever.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import orjson
 
+from gateway.adapter_api import AdapterContext
 from gateway.configbase import HttpUrl
 from gateway.ngsi import ld
 from gateway.records import Reading
-from gateway.uplinks.api import DELIVERED, Outcome, Status, UplinkConfig
+from gateway.uplinks.api import DELIVERED, UplinkConfig
+from gateway.uplinks.http_batch import BatchItem, HttpBatchUplink, HttpUplinkConfig, Run, Service
 from gateway.uplinks.http_client import HttpResponse
-from gateway.uplinks.http_batch import BatchItem, HttpBatchUplink, HttpUplinkConfig, Service
+from gateway.uplinks.ld_problems import Problem, Verdict, classify, problem_text
 
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 _CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
+# Same unclassified answer for the same entity this many times in a row: rejected. At the default
+# backoff (1 s doubling to 60 s, full jitter) that is about two minutes of a blocked lane: enough to
+# ride out a broker's passing trouble, short enough that the lane moves on.
+UNCLASSIFIED_LIMIT = 10
+_UNCLASSIFIED_MEMORY = 10_000  # entities remembered; past that the memory starts again
 
 
 class ContextMode(enum.Enum):
@@ -38,21 +51,20 @@ class NgsiLdConfig(HttpUplinkConfig):
     tenant: Service | None = None  # NGSILD-Tenant; omitted: the broker's default tenant
 
 
-def _problem_text(problem: Any) -> str:
-    if not isinstance(problem, dict):
-        return repr(problem)[:300]
-    kind = str(problem.get("type", "")).rsplit("/", 1)[-1]
-    parts = [p for p in (str(problem.get("title", "")), str(problem.get("detail", ""))) if p]
-    status = problem.get("status")
-    return f"HTTP {status} {kind}: {' - '.join(parts)}".strip()
-
-
 class NgsiLdUplink(HttpBatchUplink):
     """Delivers Readings to an NGSI-LD broker with batch upserts."""
 
     config_model: ClassVar[type[UplinkConfig]] = NgsiLdConfig
     path = "/ngsi-ld/v1/entityOperations/upsert?options=update"
+    api_root = "/ngsi-ld/v1"
     broker = "the NGSI-LD broker"
+
+    def __init__(
+        self, config: UplinkConfig, context: AdapterContext, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(config, context, clock=clock)
+        # entity id -> (the unclassified answer it got, how many times in a row)
+        self._unclassified: dict[str, tuple[str, int]] = {}
 
     @property
     def _ld(self) -> NgsiLdConfig:
@@ -91,38 +103,75 @@ class NgsiLdUplink(HttpBatchUplink):
         return [s for s in out if s]
 
     def _refusal(self, resp: HttpResponse) -> str:
-        try:
-            doc = orjson.loads(resp.body)
-        except orjson.JSONDecodeError:
-            return super()._refusal(resp)
-        if isinstance(doc, dict) and "title" in doc:
-            return _problem_text({"status": resp.status, **doc})
+        doc = self._error_doc(resp)
+        if doc is not None and "error" not in doc and ("type" in doc or "title" in doc):
+            return problem_text(doc, resp.status)
         return super()._refusal(resp)
 
-    def _on_success(self, items: list[BatchItem], resp: HttpResponse, outcomes: list[Outcome | None]) -> None:
+    def _on_success(self, items: list[BatchItem], resp: HttpResponse, run: Run) -> None:
         if resp.status != 207:
-            super()._on_success(items, resp, outcomes)
+            super()._on_success(items, resp, run)
             return
         try:
             doc = orjson.loads(resp.body)
-            success = set(doc.get("success", []))
-            errors = {e["entityId"]: e.get("error") for e in doc.get("errors", [])}
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
-            self._down(f"{self.broker} answered 207 with an unreadable body, got {resp.body[:200]!r}")
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            self._refused(
+                f"{self.broker} answered 207 with a body that is not a batch result, got {resp.body[:200]!r}; "
+                "nothing is dead-lettered, check that url points at an NGSI-LD broker"
+            )
+        success = {_entity_id(s) for s in _as_list(doc.get("success"))}
+        errors: dict[str, object] = {}
+        for entry in _as_list(doc.get("errors")):
+            if isinstance(entry, dict) and isinstance(entry.get("entityId"), str):
+                errors.setdefault(entry["entityId"], entry.get("error"))
+        if success & {item.entity_id for item in items}:
+            run.accept()
         retry_reason = ""
         for item in items:
-            if item.entity_id in success:
-                outcomes[item.position] = DELIVERED
+            eid = item.entity_id
+            if eid in success:
+                run.outcomes[item.position] = DELIVERED
+                self._unclassified.pop(eid, None)
                 continue
-            problem = errors.get(item.entity_id)
-            status = problem.get("status") if isinstance(problem, dict) else None
-            text = _problem_text(problem) if problem is not None else "no result for this entity in the 207 answer"
-            if isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 408, 429):
-                outcomes[item.position] = Outcome(
-                    Status.REJECTED, f"{self.name}: {self.broker} refused entity {item.entity_id}, got {text}"
-                )
+            if eid in errors:
+                problem = classify(errors[eid])
             else:
-                retry_reason = retry_reason or f"{self.broker} could not write entity {item.entity_id}, got {text}"
+                problem = Problem(verdict=Verdict.UNCLASSIFIED, text="no result for this entity in the 207 answer")
+            verdict, text = problem.verdict, problem.text
+            if verdict is Verdict.UNCLASSIFIED:
+                verdict, text = self._repeated(eid, text)
+            if verdict is Verdict.REJECT:
+                run.refuse(item.position, f"{self.name}: {self.broker} refused entity {eid}, got {text}", text)
+            else:
+                retry_reason = retry_reason or f"{self.broker} could not write entity {eid}, got {text}"
         if retry_reason:
             # a later request could hold a newer reading of the entity to retry: keep per-entity order
-            self._down(retry_reason)
+            self._retry_later(retry_reason)
+
+    def _repeated(self, entity_id: str, text: str) -> tuple[Verdict, str]:
+        """Retry an unclassified answer; reject it once the entity got the same one UNCLASSIFIED_LIMIT times.
+
+        The count goes on until the entity is delivered or gets another answer: a rejection held for
+        want of an accepted request (http_batch.Run) must not start it again.
+        """
+        previous, count = self._unclassified.get(entity_id, ("", 0))
+        count = count + 1 if previous == text else 1
+        if entity_id not in self._unclassified and len(self._unclassified) >= _UNCLASSIFIED_MEMORY:
+            self._unclassified.clear()
+        self._unclassified[entity_id] = (text, count)
+        if count >= UNCLASSIFIED_LIMIT:
+            return Verdict.REJECT, f"{text} (the same answer {count} times in a row, none saying to retry)"
+        return Verdict.RETRY, text
+
+
+def _as_list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _entity_id(entry: object) -> str:
+    """A success entry: the entity id, or (some brokers) an object holding it."""
+    if isinstance(entry, dict):
+        entry = entry.get("entityId", entry.get("id"))
+    return entry if isinstance(entry, str) else ""

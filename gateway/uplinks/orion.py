@@ -24,12 +24,12 @@ class OrionConfig(HttpUplinkConfig):
     service_path: ServicePath = "/"
 
 
-
 class OrionUplink(HttpBatchUplink):
     """Delivers Readings to Orion as NGSI v2 entities, batched with `POST /v2/op/update` (append)."""
 
     config_model: ClassVar[type[UplinkConfig]] = OrionConfig
     path = "/v2/op/update"
+    api_root = "/v2"
     broker = "Orion"
 
     def _entity(self, reading: Reading) -> dict[str, Any]:

@@ -4,8 +4,10 @@ records, in order, and sends each record once while nothing fails."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,8 +18,9 @@ from gateway.adapter_api import AdapterContext
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
 from gateway.buffer.store import TAIL_ROWS
-from gateway.delivery import DeliveryLoop
+from gateway.delivery import DeliveryLoop, UplinkState
 from gateway.records import Attribute, Lane, Reading, Source
+from gateway.uplinks.api import Outcome, Status
 from gateway.uplinks.orion import OrionConfig, OrionUplink
 from tests.support.orion_double import OrionDouble
 
@@ -88,7 +91,8 @@ async def test_while_appends_go_on_every_record_arrives_once_in_order(
     # The loop acknowledges a batch while it delivers the next and reads past what it sent, not past
     # the (lagging) cursors: a lane that was in one batch and not in the next must not be read twice.
     box = await open_box(tmp_path, tail_rows)
-    loop = orion_loop(orion_double, tmp_path, box, batch_max_rows=7, batch_linger_ms=0)
+    # the producer may fill batches before the first read: no random start delay in a test of order
+    loop = orion_loop(orion_double, tmp_path, box, batch_max_rows=7, batch_linger_ms=0, start_delay_max_s=0)
     rng = random.Random(7)
     lanes = {"alarm": Lane.ALERT, "g1": Lane.NORMAL, "g2": Lane.NORMAL, "log": Lane.BULK}
     sent: dict[str, list[int]] = {name: [] for name in lanes}
@@ -158,3 +162,207 @@ async def test_under_load_a_batch_lingers_to_fill_and_at_low_rates_nothing_waits
         await loop.uplink.close()
     assert [e["sequence"]["value"] for e in orion_double.written] == list(range(62))
     await box.close()
+
+
+# ---- dead letters are not silent -------------------------------------------------------------------
+
+
+def station(n: int, entity: str) -> Reading:
+    return Reading(entity_id=f"urn:ngsi-ld:WaterObserved:{entity}", entity_type="WaterObserved",
+                   attributes={"sequence": Attribute(value=n, type="Number")}, observed_at=T0 + timedelta(seconds=n),
+                   source=Source(adapter="gauge"))
+
+
+async def instant(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def test_each_dead_letter_is_logged_once_then_summed_up_and_shown_in_the_status(
+    orion_double: OrionDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.delivery")
+    bad = [f"bad{n}" for n in range(13)]
+    for entity in bad:
+        orion_double.refuse_entity(f"urn:ngsi-ld:WaterObserved:{entity}", "Invalid characters in attribute value")
+    box = await open_box(tmp_path)
+    # each bad record between good ones: their refusals are trusted
+    await box.append_many([station(n, e) for n, e in enumerate(x for b in bad for x in ("ok", b))] + [station(99, "ok")])
+    loop = orion_loop(orion_double, tmp_path, box, batch_max_rows=100)
+    try:
+        await run_until(loop, lambda: loop.delivered + loop.rejected == 27)
+    finally:
+        await loop.uplink.close()
+
+    def reason(entity: str) -> str:
+        return (f"orion: Orion refused entity urn:ngsi-ld:WaterObserved:{entity}, "
+                "got HTTP 400 BadRequest: Invalid characters in attribute value")
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"dead-lettered urn:ngsi-ld:WaterObserved:{e}: {reason(e)}; once the cause is fixed: "
+        "edgegw buffer retry-dead-letters --uplink orion" for e in bad[:10]
+    ] + ["dead-lettered 3 more readings of this batch (13 in all); see edgegw buffer dead-letters --uplink orion"]
+    assert all(r.levelno == logging.WARNING and r.component == "orion" for r in caplog.records)  # type: ignore[attr-defined]
+    status = loop.status()
+    assert (status.rejected, status.delivered, status.last_rejection) == (13, 14, reason("bad12"))
+    assert (await box.stats()).dead_letters["orion"] == 13
+    await box.close()
+
+
+class ScriptedUplink:
+    """The uplink contract answering what the test says. Only for what no real uplink can be made to do on
+    cue here: a batch that is all dead letters right after a failure (the HTTP uplinks hold refusals
+    unless something of the same delivery went through)."""
+
+    name = "scripted"
+
+    def __init__(self, answers: list[Status]) -> None:
+        self.answers = answers
+
+    async def start(self) -> None:
+        pass
+
+    async def deliver(self, batch: Sequence[Reading]) -> list[Outcome]:
+        status = self.answers.pop(0) if self.answers else Status.DELIVERED
+        return [Outcome(status, "far side says so")] * len(batch)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_recovered_is_said_only_when_something_was_delivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.delivery")
+    box = await open_box(tmp_path)
+    await box.append_many([reading(n) for n in range(3)])
+    config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": "http://127.0.0.1:9",
+                                         "batch_max_rows": 1, "start_delay_max_s": 0})
+    uplink = ScriptedUplink([Status.RETRY, Status.REJECTED, Status.DELIVERED])
+    loop = DeliveryLoop(uplink, config, box, sleep=instant)  # type: ignore[arg-type]
+    await run_until(loop, lambda: loop.delivered == 2)
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records] == [
+        ("WARNING", "delivery failing (1 of 1 records to retry)"),
+        ("WARNING", "dead-lettered urn"),  # not "recovered": nothing went through
+        ("INFO", "delivery recovered after 1 attempts"),
+    ]
+    await box.close()
+
+
+# ---- a fleet coming back together does not hit the platform at once ------------------------------
+
+
+class VirtualTime:
+    """The loop's clock and sleep: sleeping moves the clock, and each sleep is recorded with how many
+    requests the double had seen by then."""
+
+    def __init__(self, orion: OrionDouble) -> None:
+        self.now = 1000.0
+        self.orion = orion
+        self.sleeps: list[tuple[float, int]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append((round(seconds, 9), len(self.orion.requests)))
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_a_backlog_at_start_waits_a_random_delay_and_live_traffic_does_not(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    box = await open_box(tmp_path)
+    await box.append_many([reading(n) for n in range(30)])
+    time_ = VirtualTime(orion_double)
+    config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": orion_double.url,
+                                         "batch_max_rows": 10, "start_delay_max_s": 20})
+    uplink = OrionUplink(config, AdapterContext(gateway_id="gw", data_dir=str(tmp_path)))
+    loop = DeliveryLoop(uplink, config, box, clock=time_.clock, sleep=time_.sleep, rng=random.Random(7))
+    task = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(10):
+            while loop.delivered < 30:
+                await asyncio.sleep(0.005)
+            await box.append(reading(30))  # live: one reading, nothing waiting behind it
+            while loop.delivered < 31:
+                await asyncio.sleep(0.005)
+    finally:
+        loop.stop_soon()
+        await asyncio.wait_for(task, 10)
+        await uplink.close()
+    # one random delay, before the first request; none for the live reading
+    assert time_.sleeps == [(round(random.Random(7).uniform(0, 20), 9), 0)]
+    assert [e["sequence"]["value"] for e in orion_double.written] == list(range(31))
+    await box.close()
+
+
+async def test_after_an_outage_the_backlog_waits_a_random_delay_again(
+    orion_double: OrionDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.delivery")
+    box = await open_box(tmp_path)
+    await box.append_many([reading(n) for n in range(30)])
+    orion_double.fail(503, count=1)
+    time_ = VirtualTime(orion_double)
+    config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": orion_double.url,
+                                         "batch_max_rows": 10, "start_delay_max_s": 5, "retry_initial_s": 2})
+    uplink = OrionUplink(config, AdapterContext(gateway_id="gw", data_dir=str(tmp_path)))
+    loop = DeliveryLoop(uplink, config, box, clock=time_.clock, sleep=time_.sleep, rng=random.Random(3))
+    try:
+        await run_until(loop, lambda: loop.delivered == 30)
+    finally:
+        await uplink.close()
+    rng = random.Random(3)
+    start = rng.uniform(0, 5)
+    backoff = max(0.2, rng.uniform(0, 2))
+    after_outage = rng.uniform(0, 5)
+    # start delay before any request; the backoff after the 503; the delay again once a batch went through
+    assert time_.sleeps == [(round(start, 9), 0), (round(backoff, 9), 1), (round(after_outage, 9), 2)]
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m for m in messages if m.startswith("a backlog is waiting")] == [
+        f"a backlog is waiting: draining it in {d:.1f} s (random, up to start_delay_max_s = 5), so gateways that "
+        "came back together do not all send at once" for d in (start, after_outage)
+    ]
+    assert [e["sequence"]["value"] for e in orion_double.written] == list(range(30))
+    await box.close()
+
+
+async def test_drain_rate_paces_a_backlog(orion_double: OrionDouble, tmp_path: Path) -> None:
+    box = await open_box(tmp_path)
+    await box.append_many([reading(n) for n in range(100)])
+    time_ = VirtualTime(orion_double)
+    loop = DeliveryLoop(*_orion(orion_double, tmp_path, batch_max_rows=10, drain_rate=50, start_delay_max_s=0), box,
+                        clock=time_.clock, sleep=time_.sleep)
+    try:
+        await run_until(loop, lambda: loop.delivered == 100)
+    finally:
+        await loop.uplink.close()
+    # 10 readings per batch at 50 readings/s: each batch after the first waits 0.2 s for its turn
+    assert time_.sleeps == [(0.2, n) for n in range(1, 10)]
+    assert len(orion_double.requests) == 10
+    await box.close()
+
+
+async def test_stop_cuts_a_long_start_delay_short_and_keeps_the_backlog(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    box = await open_box(tmp_path)
+    await box.append_many([reading(n) for n in range(30)])
+    loop = DeliveryLoop(*_orion(orion_double, tmp_path, batch_max_rows=10, start_delay_max_s=3600), box,
+                        rng=random.Random(1))  # the real asyncio.sleep: a delay of about 8 minutes
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        while loop.state is not UplinkState.WAITING:
+            await asyncio.sleep(0.005)
+    loop.stop_soon()
+    await asyncio.wait_for(task, 1.0)
+    await loop.uplink.close()
+    assert orion_double.requests == []
+    assert (await box.stats()).uplinks["orion"].pending["normal"] == 30
+    await box.close()
+
+
+def _orion(orion_double: OrionDouble, tmp_path: Path, **keys: object) -> tuple[OrionUplink, OrionConfig]:
+    config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": orion_double.url, **keys})
+    return OrionUplink(config, AdapterContext(gateway_id="gw", data_dir=str(tmp_path))), config

@@ -6,6 +6,11 @@ headers and body. Faults are scripted per test: answer a status for N requests o
 require an X-Auth-Token, or require a bearer token from the double's own OAuth2 token endpoint
 (`POST /oauth2/token`, client credentials). An HTTPS variant serves a certificate of a test CA
 generated into a temporary directory and can require a client certificate (mTLS).
+
+A path the double does not serve gets Orion's answer to it, whatever the method: 400 BadRequest
+"Service not found. Check your URL as probably it is wrong." (`restService()` in Orion's
+src/lib/rest/RestService.cpp; functional tests 0000_bad_requests, 1697_more_than_one_bad_input,
+2527_crash_with_empty_uri_path) — not 404. A served path with another method gets Orion's 405.
 """
 
 from __future__ import annotations
@@ -169,6 +174,12 @@ def _json(status: int, doc: Any, headers: dict[str, str] | None = None, content_
     return web.Response(status=status, body=orjson.dumps(doc), content_type=content_type, headers=headers)
 
 
+# Orion's bodies for a path it does not serve and for a method a path does not take, byte for byte
+# (97 and 63 bytes of Content-Length in the functional tests)
+SERVICE_NOT_FOUND = {"error": "BadRequest", "description": "Service not found. Check your URL as probably it is wrong."}
+METHOD_NOT_ALLOWED = {"error": "MethodNotAllowed", "description": "method not allowed"}
+
+
 @dataclass(slots=True)
 class _OAuth:
     client_id: str
@@ -211,6 +222,8 @@ class OrionDouble:
         self._x_auth_token: str | None = None
         self._oauth: _OAuth | None = None
         self._ld_entity_faults: dict[str, tuple[int, str]] = {}
+        self._ld_raw_errors: dict[str, Any] = {}
+        self._ld_unreported: set[str] = set()
         self._refused_entities: dict[str, str] = {}
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -252,6 +265,14 @@ class OrionDouble:
         """Report `entity_id` as failed (with this status) in an upsert's 207 instead of writing it."""
         self._ld_entity_faults[entity_id] = (status, title)
 
+    def ld_entity_error(self, entity_id: str, error: Any) -> None:
+        """Answer `entity_id` in an upsert's 207 with `error` as given (any shape a broker sends), not writing it."""
+        self._ld_raw_errors[entity_id] = error
+
+    def leave_out_ld_entity(self, entity_id: str) -> None:
+        """Neither write `entity_id` nor name it in the upsert's 207 (in neither `success` nor `errors`)."""
+        self._ld_unreported.add(entity_id)
+
     def requests_to(self, path: str) -> list[LoggedRequest]:
         return [r for r in self.requests if r.path == path]
 
@@ -262,7 +283,7 @@ class OrionDouble:
     # ---- server -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._unserved])
         app.router.add_post(V2_UPDATE, self._v2_update)
         app.router.add_post(V2_ENTITIES, self._v2_create)
         app.router.add_post(LD_UPSERT, self._ld_upsert)
@@ -295,6 +316,18 @@ class OrionDouble:
         await self.close()
 
     # ---- handlers -----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _unserved(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """What Orion answers for a path it does not serve, or a method a served path does not take."""
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except web.HTTPMethodNotAllowed as exc:
+            allow = ", ".join(sorted(exc.allowed_methods))
+            return self._log(request, await request.read(), _json(405, METHOD_NOT_ALLOWED, headers={"Allow": allow}))
+        except web.HTTPNotFound:
+            return self._log(request, await request.read(), _json(400, SERVICE_NOT_FOUND))
 
     def _log(self, request: web.Request, body: bytes, resp: web.Response) -> web.Response:
         if self.keep_log:
@@ -432,6 +465,11 @@ class OrionDouble:
             eid = entity["id"]
             if eid in refused:
                 continue
+            if eid in self._ld_unreported:
+                continue
+            if eid in self._ld_raw_errors:
+                errors.append({"entityId": eid, "error": self._ld_raw_errors[eid]})
+                continue
             fault = self._ld_entity_faults.get(eid)
             if fault is not None:
                 kind = "BadRequestData" if fault[0] < 500 else "InternalError"
@@ -446,7 +484,7 @@ class OrionDouble:
             self.written.append(entity)
             success.append(eid)
         self.update_count += 1
-        if errors:
+        if errors or len(success) < len(entities):  # an entity left out of the answer is a 207 too
             return self._log(request, body, _json(207, {"success": success, "errors": errors}))
         if created:
             return self._log(request, body, _json(201, created))

@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.adapter_api import AdapterContext
 from gateway.records import Attribute, Reading, Source
-from gateway.uplinks.api import DELIVERED, Status
+from gateway.uplinks.api import DELIVERED, Fault, Status
 from gateway.uplinks.ngsi_ld import NgsiLdConfig, NgsiLdUplink
 from tests.support.orion_double import LD_UPSERT, OrionDouble
 
@@ -106,3 +106,14 @@ async def test_503_is_retry(orion_double: OrionDouble, tmp_path: Path) -> None:
         f"the NGSI-LD broker at {orion_double.url}/ngsi-ld/v1/entityOperations/upsert?options=update failed, "
         "got HTTP 503 ServiceUnavailable: scripted fault"
     )
+
+
+async def test_a_url_ending_in_the_api_root_is_retried_naming_the_fix(orion_double: OrionDouble, tmp_path: Path) -> None:
+    outcomes = await deliver(make_uplink(orion_double.url + "/ngsi-ld/v1", tmp_path), [reading("g1", 1.0), reading("g2", 2.0)])
+    assert {(o.status, o.fault) for o in outcomes} == {(Status.RETRY, Fault.CONFIGURATION)}
+    assert outcomes[0].reason == (
+        f"the NGSI-LD broker does not serve {orion_double.url}/ngsi-ld/v1/ngsi-ld/v1/entityOperations/upsert?options=update, "
+        "got HTTP 400 BadRequest: Service not found. Check your URL as probably it is wrong.; url must not end in "
+        f'/ngsi-ld/v1 (the uplink adds /ngsi-ld/v1): set url = "{orion_double.url}"'
+    )
+    assert len(orion_double.requests) == 1

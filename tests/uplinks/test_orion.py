@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import uuid
@@ -13,11 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gateway
 from gateway.adapter_api import AdapterContext
 from gateway.records import Attribute, Reading, Source
 from gateway.secrets import SecretStore
-from gateway.uplinks.api import DELIVERED, Status
+from gateway.uplinks.api import DELIVERED, Fault, Status
 from gateway.uplinks.orion import OrionConfig, OrionUplink
+from tests.support import orion_rules
 from tests.support.orion_double import V2_UPDATE, OrionDouble
 from tests.support.ports import free_port
 
@@ -239,6 +242,7 @@ async def test_connection_refused_is_retry(tmp_path: Path) -> None:
 
 
 async def test_wrong_url_path_is_retry_not_rejected(orion_double: OrionDouble, tmp_path: Path) -> None:
+    # Orion answers a path it does not serve with 400 "Service not found", not 404: never bisected
     up = make_uplink(orion_double.url + "/orion", tmp_path)
     await up.start()
     try:
@@ -246,8 +250,11 @@ async def test_wrong_url_path_is_retry_not_rejected(orion_double: OrionDouble, t
     finally:
         await up.close()
     assert [o.status for o in outcomes] == [Status.RETRY] * 2
+    assert outcomes[0].fault is Fault.CONFIGURATION
     assert outcomes[0].reason == (
-        f"Orion refused the request at {orion_double.url}/orion/v2/op/update, got HTTP 404: 404: Not Found; check url"
+        f"Orion does not serve {orion_double.url}/orion/v2/op/update, got HTTP 400 BadRequest: Service not found. "
+        "Check your URL as probably it is wrong.; check url: the broker's address, with an API gateway's path "
+        "prefix if there is one"
     )
     assert up.counters.requests == 1
 
@@ -328,5 +335,59 @@ async def test_bisection_rejects_exactly_the_poison_and_keeps_order(size: int, p
                 outcomes = await up.deliver([reading(f"g{i}", float(i)) for i in range(size)])
             finally:
                 await up.close()
+        if len(poison) == size:
+            # nothing accepted vouches for the request: no refusal is trusted, everything waits
+            assert [o.status for o in outcomes] == [Status.RETRY] * size
+            assert orion.arrivals == []
+            return
         assert [o.status for o in outcomes] == [Status.REJECTED if i in poison else Status.DELIVERED for i in range(size)]
         assert orion.arrivals == [f"urn:ngsi-ld:WaterObserved:g{i}" for i in range(size) if i not in poison]
+
+
+# ---- what tells a receiver which gateway and which readings a request carries ----------------------
+
+
+async def test_requests_name_the_gateway_and_carry_their_buffer_seqs(orion_double: OrionDouble, tmp_path: Path) -> None:
+    seqs = [101, 102, 103, 104, 105, 108, 120]
+    batch = [dataclasses.replace(reading(f"g{i}", 1.0), seq=s) for i, s in enumerate(seqs)]
+    orion_double.refuse_entity("urn:ngsi-ld:WaterObserved:g6")  # seq 120: bisected out
+    up = make_uplink(orion_double.url, tmp_path)
+    await up.start()
+    try:
+        outcomes = await up.deliver(batch)
+    finally:
+        await up.close()
+    assert [o.status for o in outcomes] == [Status.DELIVERED] * 6 + [Status.REJECTED]
+    first = orion_double.requests[0]
+    assert first.headers["User-Agent"] == f"edgegw/{gateway.__version__} (gw-001)"
+    assert first.headers["Edgegw-Gateway"] == "gw-001"
+    # each request says exactly which readings it holds, in the compact form of the MQTT `seq` property
+    assert [(r.headers["Edgegw-Seq"], r.status) for r in orion_double.requests] == [
+        ("101-105,108,120", 400), ("101-103", 204), ("104-105,108,120", 400), ("104-105", 204), ("108,120", 400),
+        ("108", 204), ("120", 400),
+    ]
+    # Orion ignores headers it does not know: the strict rules accept the request as it was sent
+    assert orion_rules.validate_v2_update(orion_double.requests[1].headers, orion_double.requests[1].body) == (204, None)
+
+
+async def test_a_request_of_scattered_readings_carries_their_span(orion_double: OrionDouble, tmp_path: Path) -> None:
+    batch = [dataclasses.replace(reading(f"g{i}", 1.0), seq=2 * i + 1) for i in range(300)]
+    up = make_uplink(orion_double.url, tmp_path)
+    await up.start()
+    try:
+        assert await up.deliver(batch) == [DELIVERED] * 300
+    finally:
+        await up.close()
+    [req] = orion_double.requests
+    assert "Edgegw-Seq" not in req.headers and req.headers["Edgegw-Seq-Span"] == "1-599"
+
+
+async def test_readings_without_seqs_send_no_seq_header(orion_double: OrionDouble, tmp_path: Path) -> None:
+    up = make_uplink(orion_double.url, tmp_path)
+    await up.start()
+    try:
+        assert await up.deliver([reading("g1", 1.0)]) == [DELIVERED]
+    finally:
+        await up.close()
+    [req] = orion_double.requests
+    assert "Edgegw-Seq" not in req.headers and "Edgegw-Seq-Span" not in req.headers

@@ -70,6 +70,9 @@ def test_headers_and_token_settings_do_not_collide() -> None:
     assert errors_of(orion(headers={"Fiware-Service": "x", "bad name": "y"})) == [
         "uplinks[0].headers: must not set a header the uplink sets itself, got 'Fiware-Service'",
     ]
+    assert errors_of(orion(headers={"edgegw-seq": "1-5"})) == [
+        "uplinks[0].headers: must not set a header the uplink sets itself, got 'edgegw-seq'",
+    ]
     assert errors_of(orion(x_auth_token="secret:t", oauth2=oauth2)) == [
         'uplinks[0]: must set X-Auth-Token from one place, got both x_auth_token and oauth2.header = "x-auth-token"; '
         "keep one of them",
@@ -89,4 +92,17 @@ def test_choices_and_ranges() -> None:
         'uplinks[1].url: must be an http(s) URL, got "ftp://ld"',
         "uplinks[1].context_mode: input should be 'link' or 'inline', got \"embedded\"",
         'uplinks[1].tenant: must be 1-50 characters of a-z 0-9 _ (lower case; Orion\'s Fiware-Service), got "Kumamoto"',
+    ]
+
+
+def test_drain_rate_and_start_delay_default_and_bounds() -> None:
+    config = parse_config({"gateway": {"id": "gw-001"}, "uplinks": [orion(), orion(name="paced", retry_max_s=30,
+                                                                                 drain_rate=250, start_delay_max_s=0)]})
+    default, paced = config.uplinks
+    # unlimited, and the start delay spreads as far as the backoff's own jitter
+    assert (default.drain_rate, default.start_delay_s) == (None, 60.0)
+    assert (paced.drain_rate, paced.start_delay_s) == (250, 0.0)
+    assert errors_of(orion(drain_rate=0, start_delay_max_s=-1)) == [
+        "uplinks[0].drain_rate: input should be greater than 0, got 0",
+        "uplinks[0].start_delay_max_s: input should be greater than or equal to 0, got -1",
     ]
