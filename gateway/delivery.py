@@ -20,9 +20,9 @@ Pacing (for fleets that come back together). A batch is a *catch-up* batch when 
 as much is waiting as one batch takes (live traffic at the usual rates gives batches of a few rows,
 and a backlog smaller than one batch is a single request). Before the first catch-up batch
 after start and after an outage (the first delivery that goes through after failures), the loop
-waits a random time up to `start_delay_max_s` (default retry_max_s, the spread the backoff's full
-jitter already gives a fleet's retries); a box with nothing waiting starts at once. While catching
-up, `drain_rate` caps readings/s. Time and randomness are injected, so tests never sleep for real.
+waits a random time up to `start_delay_max_s` (default 5 s: a fleet's first requests spread out, an
+alert queued behind the backlog barely held back); a box with nothing waiting starts at once. While
+catching up, `drain_rate` caps readings/s. Time and randomness are injected, so tests never sleep for real.
 
 Logs: a failure once when it starts (WARNING; ERROR when the far side refuses our requests as such, a
 configuration problem) and "recovered" once when something is delivered again; each dead letter once

@@ -28,16 +28,17 @@ class UplinkConfig(NamedSection):
         default=None, gt=0, le=1_000_000,
         description="readings/s while catching up on a backlog; unset: as fast as the far side takes them",
     )
-    start_delay_max_s: float | None = Field(
-        default=None, ge=0, le=3600,
-        description="random delay up to this before draining a backlog after start or after an outage; "
-        "unset: retry_max_s",
+    # 5 s by default: enough to spread a fleet's first requests after a regional outage, short
+    # enough that an alert queued behind a backlog is not held back noticeably.
+    start_delay_max_s: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="random delay up to this before draining a backlog after start or after an outage",
     )
 
     @property
     def start_delay_s(self) -> float:
-        """The upper bound of the random start delay: by default the backoff's own spread, retry_max_s."""
-        return self.retry_max_s if self.start_delay_max_s is None else self.start_delay_max_s
+        """The upper bound of the random start delay."""
+        return self.start_delay_max_s
 
 
 class Status(enum.Enum):

@@ -100,7 +100,7 @@ def test_drain_rate_and_start_delay_default_and_bounds() -> None:
                                                                                  drain_rate=250, start_delay_max_s=0)]})
     default, paced = config.uplinks
     # unlimited, and the start delay spreads as far as the backoff's own jitter
-    assert (default.drain_rate, default.start_delay_s) == (None, 60.0)
+    assert (default.drain_rate, default.start_delay_s) == (None, 5.0)
     assert (paced.drain_rate, paced.start_delay_s) == (250, 0.0)
     assert errors_of(orion(drain_rate=0, start_delay_max_s=-1)) == [
         "uplinks[0].drain_rate: input should be greater than 0, got 0",
