@@ -1,7 +1,9 @@
 """Secrets referenced from the config and kept encrypted at rest (Fernet, key file readable by root only).
 
 A config value of type `SecretRef` is never the secret itself but `secret:<name>` (the encrypted
-store under the data directory) or `env:<VAR>` (for systemd credentials / containers).
+store under the data directory) or `env:<VAR>` (for systemd credentials / containers). Every
+value `resolve` hands out is registered with `gateway.redact`, so it never reaches a log line or the
+status file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Annotated
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import AfterValidator
 
+from gateway import redact
 from gateway.errors import ConfigError
 
 _REF = re.compile(r"^(secret|env):([A-Za-z_][A-Za-z0-9_.-]{0,127})$")
@@ -93,7 +96,7 @@ class SecretStore:
 
 
 def resolve(ref: str, data_dir: Path | str) -> str:
-    """The clear value of a `SecretRef`, for the moment it is used (never logged, never stored)."""
+    """The clear value of a `SecretRef`, for the moment it is used; registered with the redactor first."""
     m = _REF.match(ref)
     if m is None:
         raise ConfigError([f"secret reference {ref!r} is not of the form secret:<name> or env:<VARIABLE>"])
@@ -102,5 +105,7 @@ def resolve(ref: str, data_dir: Path | str) -> str:
         value = os.environ.get(name)
         if value is None:
             raise ConfigError([f"env:{name}: the environment variable is not set"])
-        return value
-    return SecretStore(Path(data_dir)).get(name)
+    else:
+        value = SecretStore(Path(data_dir)).get(name)
+    redact.register(value)
+    return value
