@@ -17,6 +17,7 @@ from typing import Annotated, Any, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import ConfigError
+from gateway.secrets import SecretInClear, check_url_credentials
 
 __all__ = [
     "read_toml",
@@ -71,6 +72,7 @@ class NamedSection(Section):
 
 
 def check_http_url(v: str) -> str:
+    check_url_credentials(v)  # first: the other message would show the URL, password and all
     if not re.match(r"^https?://[^\s/?#]+(/[^\s]*)?$", v):
         raise ValueError("must be an http(s) URL")
     return v.rstrip("/")
@@ -133,23 +135,21 @@ def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseM
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _hides_input(err: Any) -> bool:
-    # a secret written in clear must not be echoed into a terminal or a log by the error about it
-    from gateway.secrets import SecretInClear
-
-    return isinstance((err.get("ctx") or {}).get("error"), SecretInClear)
-
-
 def format_validation_error(
     exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = ""
 ) -> list[str]:
     """One `<key.path>: <message>, got <value>` line per problem pydantic found."""
-    lines = []
+    lines: list[str] = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
         path = key_path(loc, prefix) or "(top level)"
         kind = err["type"]
         msg = str(err["msg"])
+        if isinstance(cause, SecretInClear) and cause.fix:
+            # a secret written in clear must not be echoed into a terminal or a log by the error about it
+            lines.append(f"{path}: {cause.what}, got a value that is not shown here; {cause.fix}")
+            continue
         if kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             valid = ", ".join(sorted(parent.model_fields)) if parent else ""
@@ -162,7 +162,7 @@ def format_validation_error(
             if msg.startswith(head):
                 msg = msg[len(head):]
         msg = msg[:1].lower() + msg[1:]
-        if _hides_input(err):
+        if isinstance(cause, SecretInClear):
             msg += ", got a value that is not shown here"
         elif "input" in err and ", got " not in msg and not isinstance(err["input"], dict):
             # a whole table's value says nothing the message does not; quote only scalars and lists

@@ -1,9 +1,10 @@
 """Secrets referenced from the config and kept encrypted at rest (Fernet, key file readable by root only).
 
 A config value of type `SecretRef` is never the secret itself but `secret:<name>` (the encrypted
-store under the data directory) or `env:<VAR>` (for systemd credentials / containers). Every
-value `resolve` hands out is registered with `gateway.redact`, so it never reaches a log line or the
-status file.
+store under the data directory) or `env:<VAR>` (for systemd credentials / containers). The rules
+every config section shares live here too: a credential-looking header or parameter must be such a
+reference, and no URL may carry credentials. Every value `resolve` hands out is registered with
+`gateway.redact`, so it never reaches a log line or the status file.
 """
 
 from __future__ import annotations
@@ -23,10 +24,55 @@ from gateway.errors import ConfigError
 _REF = re.compile(r"^(secret|env):([A-Za-z_][A-Za-z0-9_.-]{0,127})$")
 STORE_FILE = "secrets.enc"
 KEY_FILE = "secrets.key"
+REF_HELP = 'use a secret reference: "secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'
+# Header, parameter and query names that carry credentials: their values must be secret references.
+CREDENTIAL_NAME = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password|passwd|key$", re.IGNORECASE)
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*@")
+URL_CREDENTIAL_FIX = (
+    'put the credential in the secret store (`edgegw secret set <name>`) and reference it as "secret:<name>" '
+    '(or "env:<VARIABLE>") from the section\'s headers, params or token settings'
+)
 
 
 class SecretInClear(ValueError):
-    """A config value that should reference a secret holds something else; never echo it."""
+    """A config value that should reference a secret holds something else; never echo it.
+
+    `fix` (optional) is shown after the `got …` part: `<what>, got a value that is not shown here; <fix>`.
+    """
+
+    def __init__(self, what: str, fix: str = "") -> None:
+        super().__init__(what)
+        self.what = what
+        self.fix = fix
+
+
+def is_ref(value: str) -> bool:
+    """Whether a header or parameter value is meant as a `secret:`/`env:` reference."""
+    return value.startswith(("secret:", "env:"))
+
+
+def check_ref_or_text(what: str, name: str, value: str) -> None:
+    """A header or parameter: one line; a valid reference; and a reference if its name says credential."""
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError(f"{what} {name!r} must be one line without control characters")
+    if is_ref(value):
+        if not _REF.match(value):
+            raise ValueError(f"{what} {name!r} is not a valid secret reference; {REF_HELP}")
+    elif CREDENTIAL_NAME.search(name):
+        raise ValueError(f"{what} {name!r} carries a credential and must not be written in clear; {REF_HELP}")
+
+
+def check_url_credentials(url: str) -> str:
+    """No user:password@ and no credential-named query parameter in a URL; the error never shows the URL."""
+    if _USERINFO.match(url):
+        raise SecretInClear("must not carry credentials (user:password@)", URL_CREDENTIAL_FIX)
+    _, _, rest = url.partition("?")
+    query = rest.partition("#")[0]
+    for pair in query.split("&") if query else ():
+        key = pair.partition("=")[0]
+        if CREDENTIAL_NAME.search(key):
+            raise SecretInClear(f"must not carry a credential in its query (parameter {key!r})", URL_CREDENTIAL_FIX)
+    return url
 
 
 def _check_ref(v: str) -> str:
