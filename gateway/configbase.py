@@ -1,7 +1,9 @@
 """Building blocks for typed configuration sections and their key-path error messages.
 
 Every section is a frozen pydantic model that rejects unknown keys. Validation errors are
-rendered as `<key.path>: <what is wrong>, got <value>` lines for `edgegw check-config`.
+rendered as `<key.path>: <what is wrong>, got <value>` lines for `edgegw check-config`. A model
+validator that checks several keys together raises `ConfigProblems`, one (key path, message) pair
+per problem, so each gets its own line with its own full key path.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -24,13 +27,13 @@ __all__ = [
     "Section",
     "NamedSection",
     "Field",
+    "ConfigProblems",
     "format_validation_error",
     "key_path",
     "HttpUrl",
     "Identifier",
     "check_http_url",
 ]
-
 
 def read_toml(path: Path, *, missing_hint: str = "") -> dict[str, Any]:
     """The parsed document, or ConfigError (source = the file) saying why it could not be read."""
@@ -76,6 +79,25 @@ def check_http_url(v: str) -> str:
     if not re.match(r"^https?://[^\s/?#]+(/[^\s]*)?$", v):
         raise ValueError("must be an http(s) URL")
     return v.rstrip("/")
+
+
+class ConfigProblems(ValueError):
+    """Raised by a model validator: one (key path relative to the model, message) pair per problem.
+
+    `format_validation_error` prints each as `<model's path>.<key path>: <message>`; the message
+    is complete (`<what>, got <value>[; <fix>]`), nothing is appended. An empty key path means the
+    model itself.
+    """
+
+    def __init__(self, problems: Iterable[tuple[str, str]]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(f"{path}: {msg}" if path else msg for path, msg in self.problems))
+
+
+def _join(base: str, relative: str) -> str:
+    if not relative or not base:
+        return base or relative
+    return base + relative if relative.startswith("[") else f"{base}.{relative}"
 
 
 HttpUrl = Annotated[str, AfterValidator(check_http_url)]
@@ -143,6 +165,10 @@ def format_validation_error(
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigProblems):
+            base = key_path(loc, prefix)
+            lines.extend(f"{_join(base, rel) or '(top level)'}: {msg}" for rel, msg in cause.problems)
+            continue
         path = key_path(loc, prefix) or "(top level)"
         kind = err["type"]
         msg = str(err["msg"])

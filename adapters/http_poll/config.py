@@ -15,7 +15,7 @@ from adapters.jsonmap.paths import parse_path
 from adapters.jsonmap.templates import FieldRef, check_literals, field_ref
 from adapters.jsonmap.templates import parse_template as parse_placeholders
 from gateway.adapter_api import AdapterConfig
-from gateway.configbase import Field, HttpUrl
+from gateway.configbase import ConfigProblems, Field, HttpUrl
 from gateway.ngsi.identifiers import check_entity_type
 from gateway.secrets import check_ref_or_text
 from gateway.tls import TlsFiles
@@ -148,13 +148,14 @@ class HttpPollConfig(AdapterConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> HttpPollConfig:
+        problems: list[tuple[str, str]] = []
         if self.timeout_s > self.interval_s:
-            raise ValueError(
-                f"timeout_s must be at most interval_s so a poll ends before the next is due, "
-                f"got {self.timeout_s} > {self.interval_s}"
-            )
+            problems.append(("timeout_s", (f"must be at most interval_s so a poll ends before the next is due, "
+                                           f"got {self.timeout_s} > {self.interval_s}")))
         if self.tls is not None and not self.url.startswith("https://"):
-            raise ValueError("[adapters.tls] applies to https:// URLs only; remove it or use https")
+            problems.append(("tls", "[adapters.tls] applies to https:// URLs only; remove it or use https"))
+        if problems:
+            raise ConfigProblems(problems)
         return self
 
     @property

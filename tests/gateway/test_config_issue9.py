@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError, model_validator
 
 from gateway.config import parse_config
+from gateway.configbase import ConfigProblems, Section, format_validation_error
 from gateway.errors import ConfigError
 
 URL_FIX = ('put the credential in the secret store (`edgegw secret set <name>`) and reference it as "secret:<name>" '
@@ -54,5 +56,41 @@ def test_credential_headers_of_http_uplinks_follow_the_http_poll_rule() -> None:
     ]
     ok = parse_config({"gateway": {"id": "gw1"}, "uplinks": [orion(headers={"apikey": "env:KEY", "X-Gw": "gw-001"})]})
     assert ok.uplinks[0].headers == {"apikey": "env:KEY", "X-Gw": "gw-001"}  # type: ignore[attr-defined]
+
+
+class _Pair(Section):
+    low: int
+    high: int
+
+
+class _Outer(Section):
+    pairs: tuple[_Pair, ...]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Outer:
+        problems = [(f"pairs[{i}].high", f"must not be below low ({p.low}), got {p.high}")
+                    for i, p in enumerate(self.pairs) if p.high < p.low]
+        if problems:
+            raise ConfigProblems([*problems, ("", f"has {len(problems)} pairs out of order")])
+        return self
+
+
+def test_model_validators_raise_one_line_per_problem_with_its_own_key_path() -> None:
+    with pytest.raises(ValidationError) as info:
+        _Outer.model_validate({"pairs": [{"low": 1, "high": 2}, {"low": 5, "high": 3}, {"low": 9, "high": 0}]})
+    assert format_validation_error(info.value, _Outer, "adapters[3]") == [
+        "adapters[3].pairs[1].high: must not be below low (5), got 3",
+        "adapters[3].pairs[2].high: must not be below low (9), got 0",
+        "adapters[3]: has 2 pairs out of order",
+    ]
+    assert format_validation_error(info.value, _Outer)[2] == "(top level): has 2 pairs out of order"
+
+
+def test_a_simulated_entity_type_error_names_its_key() -> None:
+    assert errors_of(adapters=[{"name": "s", "type": "simulated", "entity_type": "River Level"}],
+                     uplinks=[orion()]) == [
+        ("adapters[0].entity_type: entity type must be 1-256 printable ASCII characters without blanks or any of "
+         "< > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got \"River Level\"")
+    ]
 
 

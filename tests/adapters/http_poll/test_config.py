@@ -92,9 +92,9 @@ def test_top_level_problems_are_reported_with_their_key_paths() -> None:
          "adapters[0].headers: header 'X-Api-Key' is not a valid secret reference; use a secret reference: "
          '"secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'),
         ({"interval_s": 5, "timeout_s": 10},
-         "adapters[0]: timeout_s must be at most interval_s so a poll ends before the next is due, got 10.0 > 5.0"),
+         "adapters[0].timeout_s: must be at most interval_s so a poll ends before the next is due, got 10.0 > 5.0"),
         ({"url": "http://example.lg.jp/x", "tls": {"verify": "off"}},
-         "adapters[0]: [adapters.tls] applies to https:// URLs only; remove it or use https"),
+         "adapters[0].tls: [adapters.tls] applies to https:// URLs only; remove it or use https"),
         ({"tls": {"cert_file": "/etc/edgegw/c.pem"}},
          "adapters[0].tls: cert_file and key_file go together for mutual TLS; set both or neither"),
         ({"mappings": []},
