@@ -86,7 +86,7 @@ def cmd_buffer(args: argparse.Namespace) -> int:
 
 
 def cmd_secret(args: argparse.Namespace) -> int:
-    from gateway.secrets import SecretStore
+    from gateway.secrets import SecretNameError, SecretStore, check_name
 
     try:
         cfg = _load(args)
@@ -94,17 +94,30 @@ def cmd_secret(args: argparse.Namespace) -> int:
         _print_config_error(exc)
         return EXIT_CONFIG
     store = SecretStore(Path(cfg.gateway.data_dir))
-    if args.secret_command == "set":
-        value = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass(f"value for {args.name}: ")
-        if not value:
-            print(f"secret {args.name}: empty value refused", file=sys.stderr)
-            return EXIT_FAILURE
-        store.set(args.name, value)
-        print(f"secret {args.name} stored (reference it as \"secret:{args.name}\")")
+    what = f"secret {args.secret_command}"
+    try:
+        if args.secret_command == "set":
+            check_name(args.name)  # before the value is typed, not after
+            value = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass(f"value for {args.name}: ")
+            if not value:
+                print(f"secret {args.name}: empty value refused", file=sys.stderr)
+                return EXIT_FAILURE
+            store.set(args.name, value)
+            print(f"secret {args.name} stored (reference it as \"secret:{args.name}\")")
+            return EXIT_OK
+        for name in store.names():
+            print(name)
         return EXIT_OK
-    for name in store.names():
-        print(name)
-    return EXIT_OK
+    except SecretNameError as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:  # a key file that does not belong to the store
+        print(f"{what}: {'; '.join(exc.errors)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"{what}: cannot use the secret store in {store.directory}, got {exc.strerror or exc}; "
+              "run it as the gateway's user (or root)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def cmd_status(args: argparse.Namespace) -> int:

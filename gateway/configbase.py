@@ -35,18 +35,44 @@ __all__ = [
     "check_http_url",
 ]
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def read_toml(path: Path, *, missing_hint: str = "") -> dict[str, Any]:
-    """The parsed document, or ConfigError (source = the file) saying why it could not be read."""
+    """The parsed document, or ConfigError (source = the file) saying why it could not be read.
+
+    One UTF-8 byte-order mark at the start is skipped: Windows editors write it invisibly and it
+    carries no meaning in UTF-8. TOML 1.0 does not mention it (toml-lang/toml#1088), toml-test and
+    most parsers accept a leading one; Python's tomllib alone answers "Invalid statement".
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(["file not found" + (f"; {missing_hint}" if missing_hint else "")], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError([f"cannot read: {exc}"], str(path)) from None
+    data = data.removeprefix(_UTF8_BOM)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([_not_utf8(data, exc)], str(path)) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+
+
+def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
+    if data.startswith(_UTF16_BOMS):
+        return "must be UTF-8, got UTF-16 (a Windows editor's \"Unicode\"); save it as UTF-8"
+    line = data.count(b"\n", 0, exc.start) + 1
+    # everything before the bad byte decoded, so the column can count characters, as editors do
+    column = len(data[data.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode("utf-8")) + 1
+    return (
+        f"must be UTF-8, got byte 0x{data[exc.start]:02x} at line {line}, column {column}; save it as UTF-8 "
+        "(a Japanese Windows editor may have saved it as Shift_JIS)"
+    )
 
 
 class Section(BaseModel):

@@ -19,9 +19,12 @@ from cryptography.fernet import Fernet, InvalidToken
 from pydantic import AfterValidator
 
 from gateway import redact
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 
-_REF = re.compile(r"^(secret|env):([A-Za-z_][A-Za-z0-9_.-]{0,127})$")
+_NAME = r"[A-Za-z_][A-Za-z0-9_.-]{0,127}"
+_NAME_RE = re.compile(_NAME)
+_REF = re.compile(rf"^(secret|env):({_NAME})$")
+NAME_RULE = "1-128 characters of A-Z a-z 0-9 _ . - starting with a letter or _"
 STORE_FILE = "secrets.enc"
 KEY_FILE = "secrets.key"
 REF_HELP = 'use a secret reference: "secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'
@@ -44,6 +47,19 @@ class SecretInClear(ValueError):
         super().__init__(what)
         self.what = what
         self.fix = fix
+
+
+class SecretNameError(GatewayError, ValueError):
+    """A name for the secret store that is not allowed."""
+
+    code = "secret_name_invalid"
+
+
+def check_name(name: str) -> str:
+    """A secret's name as `secret:<name>` can reference it; SecretNameError otherwise."""
+    if not _NAME_RE.fullmatch(name):
+        raise SecretNameError(f"name must be {NAME_RULE}, got {json.dumps(name, ensure_ascii=False)}", name=name)
+    return name
 
 
 def is_ref(value: str) -> bool:
@@ -123,7 +139,7 @@ class SecretStore:
         return data[name]
 
     def set(self, name: str, value: str) -> None:
-        _check_ref(f"secret:{name}")
+        check_name(name)
         fernet = self._fernet(create=True)
         data = self._load(fernet)
         data[name] = value
