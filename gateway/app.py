@@ -10,8 +10,9 @@ import os
 import platform
 import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ class Gateway:
         self.router = CommandRouter()
         self.command_listeners: list[MqttCommandListener] = []
         self.invalid_readings = 0
+        self.invalid_by_adapter: Counter[str] = Counter()
         self._invalid_seen: set[tuple[str, str]] = set()
         self._done: asyncio.Future[None] | None = None
         self.started_at = time.time()
@@ -123,6 +125,7 @@ class Gateway:
         # a device sent something no broker would accept: count it, say so once per
         # adapter and entity, and keep going without storing it
         self.invalid_readings += 1
+        self.invalid_by_adapter[reading.source.adapter] += 1
         key = (reading.source.adapter, reading.entity_id)
         if key not in self._invalid_seen and len(self._invalid_seen) < 10_000:
             self._invalid_seen.add(key)
@@ -193,6 +196,7 @@ class Gateway:
         """The status document, redacted: it is written to a file other users of the box may read."""
         if self.outbox is not None and not self._buffer_closed:
             self._buffer_stats = asdict(await self.outbox.stats())
+        adapters = self.supervisor.status() if self.supervisor else []
         doc = {
             "gateway": self.config.gateway.id,
             "version": __version__,
@@ -200,7 +204,7 @@ class Gateway:
             "started_at": self.started_at,
             "written_at": time.time(),
             "invalid_readings": self.invalid_readings,
-            "adapters": [asdict(s) for s in (self.supervisor.status() if self.supervisor else [])],
+            "adapters": [asdict(replace(s, invalid=self.invalid_by_adapter[s.name])) for s in adapters],
             "uplinks": [asdict(loop.status()) for loop in self.loops],
             "buffer": self._buffer_stats,
         }

@@ -275,6 +275,10 @@ class HttpPollAdapter:
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
+    def diagnostics(self) -> dict[str, Any]:
+        """The counters (README "State and counters"), for status.json; `malformed` is by reason."""
+        return self.stats()
+
     def stats(self) -> dict[str, Any]:
         return {
             "polls": self.polls,
