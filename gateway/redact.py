@@ -42,15 +42,16 @@ _NAMES = (
     r"|client[-_]secret|password|passwd|api[-_]?key"
 )
 _SCHEMES = r"bearer|basic|digest|token|apikey|negotiate"
-_PATTERN = re.compile(
-    # a URL's userinfo: scheme://user:password@host
-    r"(?P<url>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@\"'<>]+@"
-    # name: value, name=value, "name": "value", 'name': 'value', name = "value"
-    rf"|(?P<head>\b(?:{_NAMES})\b[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?:{_SCHEMES})[ \t]+)?)(?P<value>[^\s\"'&,;<>)}}\]]+)"
-    # a bare `Bearer <token>` / `Basic <credentials>`
-    rf"|(?P<scheme>\b(?:bearer|basic)[ \t]+)(?P<token>[A-Za-z0-9\-._~+/]+=*)",
-    re.IGNORECASE,
+# Three patterns, each run only when a cheap test of the lower-cased line says it could match:
+# most lines have none of these words, and the regexes cost far more than the tests.
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@\"'<>]+@")
+# name: value, name=value, "name": "value", 'name': 'value', name = "value"
+_NAMED = re.compile(
+    rf"(\b(?:{_NAMES})\b[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?:{_SCHEMES})[ \t]+)?)([^\s\"'&,;<>)}}\]]+)", re.IGNORECASE
 )
+_NAME_WORDS = ("token", "authorization", "secret", "passw", "api")
+# a bare `Bearer <token>` / `Basic <credentials>`
+_SCHEMED = re.compile(r"(\b(?:bearer|basic)[ \t]+)([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
 
 
 def _looks_like_token(word: str) -> bool:
@@ -60,15 +61,20 @@ def _looks_like_token(word: str) -> bool:
     return len(word) >= 20 or not word.isalpha()
 
 
-def _mask_match(m: re.Match[str]) -> str:
-    if m.group("url") is not None:
-        return m.group("url") + MASK + "@"
-    if m.group("head") is not None:
-        head, secret = m.group("head"), m.group("value")
-    else:
-        head, secret = m.group("scheme"), m.group("token")
+def _mask_value(m: re.Match[str]) -> str:
     # `uplinks[0].password: must reference …` is a message about the key, not a password
-    return head + MASK if _looks_like_token(secret) else m.group(0)
+    return m.group(1) + MASK if _looks_like_token(m.group(2)) else m.group(0)
+
+
+def _mask_patterns(s: str) -> str:
+    low = s.lower()
+    if "://" in s and "@" in s:
+        s = _URL_USERINFO.sub(r"\1" + MASK + "@", s)
+    if any(word in low for word in _NAME_WORDS):
+        s = _NAMED.sub(_mask_value, s)
+    if "bearer" in low or "basic" in low:
+        s = _SCHEMED.sub(_mask_value, s)
+    return s
 
 
 def _spellings(value: str) -> set[str]:
@@ -124,7 +130,7 @@ class Redactor:
         values = self._values
         if values is not None:
             s = values.sub(MASK, s)
-        return _PATTERN.sub(_mask_match, s)
+        return _mask_patterns(s)
 
     def scrub(self, obj: Any) -> Any:
         """A JSON-like structure with every string (keys included) passed through `text()`.
