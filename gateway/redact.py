@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-__all__ = ["MASK", "MIN_CHARS", "Redactor", "register", "scrub", "text"]
+__all__ = ["EPHEMERAL_KEPT", "MASK", "MIN_CHARS", "Redactor", "clear", "register", "scrub", "text"]
 
 MASK = "***"
 # Shorter values are not registered: masking every "abc" in every line would make logs unreadable,
