@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from gateway.configbase import NamedSection
 from gateway.records import Command, CommandResult, Emit
@@ -33,3 +33,15 @@ class Adapter(Protocol):
 
 class CommandHandler(Protocol):
     async def handle(self, command: Command) -> CommandResult: ...
+
+
+@runtime_checkable
+class Diagnosable(Protocol):
+    """Optional: an adapter's own counters and per-device/topic state, for status.json and the UI.
+
+    A plain JSON-like dict, cheap to build (called every few seconds). By convention `malformed`
+    maps a reason to the number of inputs dropped as malformed; `edgegw status` shows its total.
+    Whatever it returns passes through `gateway.redact` before it is stored.
+    """
+
+    def diagnostics(self) -> dict[str, Any]: ...

@@ -10,14 +10,15 @@ import os
 import platform
 import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from gateway import __version__, logs, registry, systemd
+from gateway import __version__, logs, redact, registry, systemd
 from gateway.adapter_api import AdapterContext
 from gateway.buffer.outbox import Outbox
 from gateway.commands import CommandRouter
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 BUFFER_FILE = "buffer.db"
 STATUS_FILE = "status.json"
+# Owner and group only: the status holds the far side's error texts (redacted, yet not for everyone).
+STATUS_MODE = 0o640
 STOP_DEADLINE_S = 4.0  # SIGTERM must end within 5 s (systemd's and the issue's bound)
 
 
@@ -85,9 +88,12 @@ class Gateway:
         self.router = CommandRouter()
         self.command_listeners: list[MqttCommandListener] = []
         self.invalid_readings = 0
+        self.invalid_by_adapter: Counter[str] = Counter()
         self._invalid_seen: set[tuple[str, str]] = set()
         self._done: asyncio.Future[None] | None = None
         self.started_at = time.time()
+        self._buffer_closed = False
+        self._buffer_stats: dict[str, Any] = {}  # the last ones read, for the status written after stop()
 
     def _emit(self, reading: Reading) -> asyncio.Future[None]:
         assert self.outbox is not None
@@ -119,6 +125,7 @@ class Gateway:
         # a device sent something no broker would accept: count it, say so once per
         # adapter and entity, and keep going without storing it
         self.invalid_readings += 1
+        self.invalid_by_adapter[reading.source.adapter] += 1
         key = (reading.source.adapter, reading.entity_id)
         if key not in self._invalid_seen and len(self._invalid_seen) < 10_000:
             self._invalid_seen.add(key)
@@ -177,6 +184,7 @@ class Gateway:
                 task.cancel()
             await asyncio.gather(*self._loop_tasks, return_exceptions=True)
         if self.outbox is not None:
+            self._buffer_closed = True
             await self.outbox.close()  # commits what adapters emitted before they stopped
         for loop in self.loops:
             try:
@@ -185,25 +193,45 @@ class Gateway:
                 log.warning("uplink did not close cleanly: %s", exc, extra={"component": loop.config.name})
 
     async def status(self) -> dict[str, Any]:
-        buffer = asdict(await self.outbox.stats()) if self.outbox is not None else {}
-        return {
+        """The status document, redacted: it is written to a file other users of the box may read."""
+        if self.outbox is not None and not self._buffer_closed:
+            self._buffer_stats = asdict(await self.outbox.stats())
+        adapters = self.supervisor.status() if self.supervisor else []
+        doc = {
             "gateway": self.config.gateway.id,
             "version": __version__,
             "pid": os.getpid(),
             "started_at": self.started_at,
             "written_at": time.time(),
             "invalid_readings": self.invalid_readings,
-            "adapters": [asdict(s) for s in (self.supervisor.status() if self.supervisor else [])],
+            "adapters": [asdict(replace(s, invalid=self.invalid_by_adapter[s.name])) for s in adapters],
             "uplinks": [asdict(loop.status()) for loop in self.loops],
-            "buffer": buffer,
+            "buffer": self._buffer_stats,
         }
+        scrubbed: dict[str, Any] = redact.scrub(doc)
+        return scrubbed
 
 
 async def _write_status(gw: Gateway) -> None:
     path = Path(gw.config.gateway.data_dir) / STATUS_FILE
     doc = await gw.status()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2))
+    write_private(path, orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2))
+
+
+def write_private(path: Path, data: bytes, mode: int = STATUS_MODE) -> None:
+    """Replace `path` atomically with `data`, readable as `mode` says from the first byte on.
+
+    The file is written beside it and renamed over it, so a reader never sees half a document and
+    an older file with a wider mode (0644 from an earlier version) ends up with `mode` too.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode applies to a new file only, and is narrowed by the umask
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(data)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

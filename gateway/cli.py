@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from gateway import __version__
 from gateway.config import DEFAULT_PATH, load_config
@@ -86,7 +87,7 @@ def cmd_buffer(args: argparse.Namespace) -> int:
 
 
 def cmd_secret(args: argparse.Namespace) -> int:
-    from gateway.secrets import SecretStore
+    from gateway.secrets import SecretNameError, SecretStore, check_name
 
     try:
         cfg = _load(args)
@@ -94,17 +95,41 @@ def cmd_secret(args: argparse.Namespace) -> int:
         _print_config_error(exc)
         return EXIT_CONFIG
     store = SecretStore(Path(cfg.gateway.data_dir))
-    if args.secret_command == "set":
-        value = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass(f"value for {args.name}: ")
-        if not value:
-            print(f"secret {args.name}: empty value refused", file=sys.stderr)
-            return EXIT_FAILURE
-        store.set(args.name, value)
-        print(f"secret {args.name} stored (reference it as \"secret:{args.name}\")")
+    what = f"secret {args.secret_command}"
+    try:
+        if args.secret_command == "set":
+            check_name(args.name)  # before the value is typed, not after
+            value = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass(f"value for {args.name}: ")
+            if not value:
+                print(f"secret {args.name}: empty value refused", file=sys.stderr)
+                return EXIT_FAILURE
+            store.set(args.name, value)
+            print(f"secret {args.name} stored (reference it as \"secret:{args.name}\")")
+            return EXIT_OK
+        for name in store.names():
+            print(name)
         return EXIT_OK
-    for name in store.names():
-        print(name)
-    return EXIT_OK
+    except SecretNameError as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:  # a key file that does not belong to the store
+        print(f"{what}: {'; '.join(exc.errors)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"{what}: cannot use the secret store in {store.directory}, got {exc.strerror or exc}; "
+              "run it as the gateway's user (or root)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _adapter_line(a: dict[str, Any]) -> str:
+    malformed = a.get("malformed", 0)
+    reasons = (a.get("diagnostics") or {}).get("malformed")
+    if malformed and isinstance(reasons, dict):
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])) if v)
+        malformed = f"{malformed} ({detail})"
+    err = f"  last error: {a['last_error']}" if a["last_error"] else ""
+    return (f"  {a['name']:<20} {a['type']:<10} {a['state']:<12} emitted {a['emitted']:>10}  "
+            f"malformed {malformed}  invalid {a.get('invalid', 0)}  restarts {a['restarts']}{err}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -121,6 +146,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"{path}: no status yet; is the gateway running?", file=sys.stderr)
         return EXIT_FAILURE
+    except PermissionError:
+        print(f"{path}: not readable; run as the gateway's user or a member of its group", file=sys.stderr)
+        return EXIT_FAILURE
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -128,8 +156,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"gateway {doc['gateway']} (edgegw {doc['version']}, pid {doc['pid']}), status {age:.0f} s old")
     print("adapters:")
     for a in doc["adapters"]:
-        err = f"  last error: {a['last_error']}" if a["last_error"] else ""
-        print(f"  {a['name']:<20} {a['type']:<10} {a['state']:<12} emitted {a['emitted']:>10}  restarts {a['restarts']}{err}")
+        print(_adapter_line(a))
     print("uplinks:")
     for u in doc["uplinks"]:
         err = f"  last error: {u['last_error']}" if u["last_error"] else ""

@@ -1,7 +1,9 @@
 """Building blocks for typed configuration sections and their key-path error messages.
 
 Every section is a frozen pydantic model that rejects unknown keys. Validation errors are
-rendered as `<key.path>: <what is wrong>, got <value>` lines for `edgegw check-config`.
+rendered as `<key.path>: <what is wrong>, got <value>` lines for `edgegw check-config`. A model
+validator that checks several keys together raises `ConfigProblems`, one (key path, message) pair
+per problem, so each gets its own line with its own full key path.
 """
 
 from __future__ import annotations
@@ -11,18 +13,21 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import ConfigError
+from gateway.secrets import SecretInClear, check_url_credentials
 
 __all__ = [
     "read_toml",
     "Section",
     "NamedSection",
     "Field",
+    "ConfigProblems",
     "format_validation_error",
     "key_path",
     "HttpUrl",
@@ -30,19 +35,44 @@ __all__ = [
     "check_http_url",
 ]
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
 
 def read_toml(path: Path, *, missing_hint: str = "") -> dict[str, Any]:
-    """The parsed document, or ConfigError (source = the file) saying why it could not be read."""
+    """The parsed document, or ConfigError (source = the file) saying why it could not be read.
+
+    One UTF-8 byte-order mark at the start is skipped: Windows editors write it invisibly and it
+    carries no meaning in UTF-8. TOML 1.0 does not mention it (toml-lang/toml#1088), toml-test and
+    most parsers accept a leading one; Python's tomllib alone answers "Invalid statement".
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(["file not found" + (f"; {missing_hint}" if missing_hint else "")], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError([f"cannot read: {exc}"], str(path)) from None
+    data = data.removeprefix(_UTF8_BOM)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([_not_utf8(data, exc)], str(path)) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+
+
+def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
+    if data.startswith(_UTF16_BOMS):
+        return "must be UTF-8, got UTF-16 (a Windows editor's \"Unicode\"); save it as UTF-8"
+    line = data.count(b"\n", 0, exc.start) + 1
+    # everything before the bad byte decoded, so the column can count characters, as editors do
+    column = len(data[data.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode("utf-8")) + 1
+    return (
+        f"must be UTF-8, got byte 0x{data[exc.start]:02x} at line {line}, column {column}; save it as UTF-8 "
+        "(a Japanese Windows editor may have saved it as Shift_JIS)"
+    )
 
 
 class Section(BaseModel):
@@ -71,9 +101,29 @@ class NamedSection(Section):
 
 
 def check_http_url(v: str) -> str:
+    check_url_credentials(v)  # first: the other message would show the URL, password and all
     if not re.match(r"^https?://[^\s/?#]+(/[^\s]*)?$", v):
         raise ValueError("must be an http(s) URL")
     return v.rstrip("/")
+
+
+class ConfigProblems(ValueError):
+    """Raised by a model validator: one (key path relative to the model, message) pair per problem.
+
+    `format_validation_error` prints each as `<model's path>.<key path>: <message>`; the message
+    is complete (`<what>, got <value>[; <fix>]`), nothing is appended. An empty key path means the
+    model itself.
+    """
+
+    def __init__(self, problems: Iterable[tuple[str, str]]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(f"{path}: {msg}" if path else msg for path, msg in self.problems))
+
+
+def _join(base: str, relative: str) -> str:
+    if not relative or not base:
+        return base or relative
+    return base + relative if relative.startswith("[") else f"{base}.{relative}"
 
 
 HttpUrl = Annotated[str, AfterValidator(check_http_url)]
@@ -133,23 +183,25 @@ def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseM
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _hides_input(err: Any) -> bool:
-    # a secret written in clear must not be echoed into a terminal or a log by the error about it
-    from gateway.secrets import SecretInClear
-
-    return isinstance((err.get("ctx") or {}).get("error"), SecretInClear)
-
-
 def format_validation_error(
     exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = ""
 ) -> list[str]:
     """One `<key.path>: <message>, got <value>` line per problem pydantic found."""
-    lines = []
+    lines: list[str] = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigProblems):
+            base = key_path(loc, prefix)
+            lines.extend(f"{_join(base, rel) or '(top level)'}: {msg}" for rel, msg in cause.problems)
+            continue
         path = key_path(loc, prefix) or "(top level)"
         kind = err["type"]
         msg = str(err["msg"])
+        if isinstance(cause, SecretInClear) and cause.fix:
+            # a secret written in clear must not be echoed into a terminal or a log by the error about it
+            lines.append(f"{path}: {cause.what}, got a value that is not shown here; {cause.fix}")
+            continue
         if kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             valid = ", ".join(sorted(parent.model_fields)) if parent else ""
@@ -162,7 +214,7 @@ def format_validation_error(
             if msg.startswith(head):
                 msg = msg[len(head):]
         msg = msg[:1].lower() + msg[1:]
-        if _hides_input(err):
+        if isinstance(cause, SecretInClear):
             msg += ", got a value that is not shown here"
         elif "input" in err and ", got " not in msg and not isinstance(err["input"], dict):
             # a whole table's value says nothing the message does not; quote only scalars and lists

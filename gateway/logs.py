@@ -1,11 +1,15 @@
 """Structured logging: one JSON object per line off a terminal, with the component on every line.
 
 Modules log with `component_logger(__name__, name)`, so every line says which adapter or uplink
-it is about. Personal data is redacted by the caller before it reaches a log call.
+it is about; a line without one (a library's, or the runtime's own) gets a short name derived from
+its logger (`mqtt-client`, `http-client`, `gateway`). Personal data is redacted by the caller
+before it reaches a log call; secrets are redacted here, on the one handler every logger's records
+reach (`gateway.redact`): the message, the exception text and every extra field.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from datetime import datetime, timezone
@@ -13,7 +17,38 @@ from typing import Any
 
 import orjson
 
+from gateway import redact
+
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+# Loggers of the libraries under the gateway, by name prefix → the component their lines carry.
+_LIBRARY_COMPONENTS = {
+    "paho": "mqtt-client",  # paho.mqtt.client
+    "mqtt": "mqtt-client",  # aiomqtt's logger
+    "aiomqtt": "mqtt-client",
+    "pymodbus": "modbus-client",
+    "pymodbus_internal": "modbus-client",
+    "aiohttp": "http-client",
+    "serial": "serial",
+    "asyncio": "asyncio",
+    "gateway.buffer": "buffer",
+}
+
+
+@functools.lru_cache(maxsize=256)
+def component_of(logger_name: str) -> str:
+    """The component of a line that does not name one: a library's short name, else the top package."""
+    parts = logger_name.split(".")
+    for n in range(len(parts), 0, -1):
+        found = _LIBRARY_COMPONENTS.get(".".join(parts[:n]))
+        if found is not None:
+            return found
+    return parts[0] or "root"
+
+
+def _component(record: logging.LogRecord) -> str:
+    component = getattr(record, "component", None)
+    return str(component) if component else component_of(record.name)
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,24 +57,28 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "component": redact.text(_component(record)),
+            "msg": redact.text(record.getMessage()),
         }
         for key, value in vars(record).items():
-            if key not in _STD and not key.startswith("_"):
-                doc[key] = value
+            if key not in _STD and key != "component" and not key.startswith("_"):
+                doc[key] = redact.scrub(value)
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = redact.text(self.formatException(record.exc_info))
+        if record.stack_info:
+            doc["stack"] = redact.text(self.formatStack(record.stack_info))
         return orjson.dumps(doc, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        component = getattr(record, "component", "")
         head = f"{datetime.fromtimestamp(record.created).strftime('%H:%M:%S')} {record.levelname:<7}"
-        text = f"{head} [{component}] {record.getMessage()}" if component else f"{head} {record.getMessage()}"
+        text = f"{head} [{_component(record)}] {record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return redact.text(text)
 
 
 def setup(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:

@@ -1,7 +1,10 @@
 """Secrets referenced from the config and kept encrypted at rest (Fernet, key file readable by root only).
 
 A config value of type `SecretRef` is never the secret itself but `secret:<name>` (the encrypted
-store under the data directory) or `env:<VAR>` (for systemd credentials / containers).
+store under the data directory) or `env:<VAR>` (for systemd credentials / containers). The rules
+every config section shares live here too: a credential-looking header or parameter must be such a
+reference, and no URL may carry credentials. Every value `resolve` hands out is registered with
+`gateway.redact`, so it never reaches a log line or the status file.
 """
 
 from __future__ import annotations
@@ -15,15 +18,77 @@ from typing import Annotated
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import AfterValidator
 
-from gateway.errors import ConfigError
+from gateway import redact
+from gateway.errors import ConfigError, GatewayError
 
-_REF = re.compile(r"^(secret|env):([A-Za-z_][A-Za-z0-9_.-]{0,127})$")
+_NAME = r"[A-Za-z_][A-Za-z0-9_.-]{0,127}"
+_NAME_RE = re.compile(_NAME)
+_REF = re.compile(rf"^(secret|env):({_NAME})$")
+NAME_RULE = "1-128 characters of A-Z a-z 0-9 _ . - starting with a letter or _"
 STORE_FILE = "secrets.enc"
 KEY_FILE = "secrets.key"
+REF_HELP = 'use a secret reference: "secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'
+# Header, parameter and query names that carry credentials: their values must be secret references.
+CREDENTIAL_NAME = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password|passwd|key$", re.IGNORECASE)
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*@")
+URL_CREDENTIAL_FIX = (
+    'put the credential in the secret store (`edgegw secret set <name>`) and reference it as "secret:<name>" '
+    '(or "env:<VARIABLE>") from the section\'s headers, params or token settings'
+)
 
 
 class SecretInClear(ValueError):
-    """A config value that should reference a secret holds something else; never echo it."""
+    """A config value that should reference a secret holds something else; never echo it.
+
+    `fix` (optional) is shown after the `got …` part: `<what>, got a value that is not shown here; <fix>`.
+    """
+
+    def __init__(self, what: str, fix: str = "") -> None:
+        super().__init__(what)
+        self.what = what
+        self.fix = fix
+
+
+class SecretNameError(GatewayError, ValueError):
+    """A name for the secret store that is not allowed."""
+
+    code = "secret_name_invalid"
+
+
+def check_name(name: str) -> str:
+    """A secret's name as `secret:<name>` can reference it; SecretNameError otherwise."""
+    if not _NAME_RE.fullmatch(name):
+        raise SecretNameError(f"name must be {NAME_RULE}, got {json.dumps(name, ensure_ascii=False)}", name=name)
+    return name
+
+
+def is_ref(value: str) -> bool:
+    """Whether a header or parameter value is meant as a `secret:`/`env:` reference."""
+    return value.startswith(("secret:", "env:"))
+
+
+def check_ref_or_text(what: str, name: str, value: str) -> None:
+    """A header or parameter: one line; a valid reference; and a reference if its name says credential."""
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError(f"{what} {name!r} must be one line without control characters")
+    if is_ref(value):
+        if not _REF.match(value):
+            raise ValueError(f"{what} {name!r} is not a valid secret reference; {REF_HELP}")
+    elif CREDENTIAL_NAME.search(name):
+        raise ValueError(f"{what} {name!r} carries a credential and must not be written in clear; {REF_HELP}")
+
+
+def check_url_credentials(url: str) -> str:
+    """No user:password@ and no credential-named query parameter in a URL; the error never shows the URL."""
+    if _USERINFO.match(url):
+        raise SecretInClear("must not carry credentials (user:password@)", URL_CREDENTIAL_FIX)
+    _, _, rest = url.partition("?")
+    query = rest.partition("#")[0]
+    for pair in query.split("&") if query else ():
+        key = pair.partition("=")[0]
+        if CREDENTIAL_NAME.search(key):
+            raise SecretInClear(f"must not carry a credential in its query (parameter {key!r})", URL_CREDENTIAL_FIX)
+    return url
 
 
 def _check_ref(v: str) -> str:
@@ -74,7 +139,7 @@ class SecretStore:
         return data[name]
 
     def set(self, name: str, value: str) -> None:
-        _check_ref(f"secret:{name}")
+        check_name(name)
         fernet = self._fernet(create=True)
         data = self._load(fernet)
         data[name] = value
@@ -93,7 +158,7 @@ class SecretStore:
 
 
 def resolve(ref: str, data_dir: Path | str) -> str:
-    """The clear value of a `SecretRef`, for the moment it is used (never logged, never stored)."""
+    """The clear value of a `SecretRef`, for the moment it is used; registered with the redactor first."""
     m = _REF.match(ref)
     if m is None:
         raise ConfigError([f"secret reference {ref!r} is not of the form secret:<name> or env:<VARIABLE>"])
@@ -102,5 +167,7 @@ def resolve(ref: str, data_dir: Path | str) -> str:
         value = os.environ.get(name)
         if value is None:
             raise ConfigError([f"env:{name}: the environment variable is not set"])
-        return value
-    return SecretStore(Path(data_dir)).get(name)
+    else:
+        value = SecretStore(Path(data_dir)).get(name)
+    redact.register(value)
+    return value

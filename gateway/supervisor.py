@@ -6,10 +6,11 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from gateway.adapter_api import Adapter, AdapterConfig
+from gateway.adapter_api import Adapter, AdapterConfig, Diagnosable
 from gateway.backoff import Backoff
 from gateway.logs import component_logger
 from gateway.records import Emit, EmitMany, Reading, emit_many
@@ -33,6 +34,9 @@ class AdapterStatus:
     restarts: int
     emitted: int
     since: float  # wall-clock time of the last state change
+    malformed: int = 0  # inputs the adapter dropped as malformed (the total of its diagnostics' `malformed`)
+    invalid: int = 0  # readings the gateway refused by Orion's rules (counted by the gateway, not here)
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # the adapter's own, if it has diagnostics()
 
 
 class _Supervised:
@@ -49,6 +53,7 @@ class _Supervised:
         self.since = time.time()
         self.task: asyncio.Task[None] | None = None
         self.log = component_logger(__name__, config.name)
+        self._diagnostics_failing = False
         self._emit = emit
         self._emit_many = emit_many
 
@@ -96,9 +101,31 @@ class _Supervised:
                 await asyncio.sleep(delay)
 
     def status(self) -> AdapterStatus:
+        diagnostics = self._diagnostics()
         return AdapterStatus(name=self.config.name, type=self.config.type, state=self.state,
                              last_error=self.last_error, restarts=self.restarts, emitted=self.emitted,
-                             since=self.since)
+                             since=self.since, malformed=_total(diagnostics.get("malformed")),
+                             diagnostics=diagnostics)
+
+    def _diagnostics(self) -> dict[str, Any]:
+        if not isinstance(self.adapter, Diagnosable):
+            return {}
+        try:
+            diagnostics = self.adapter.diagnostics()
+        except Exception as exc:  # the status of every other adapter must still be written
+            if not self._diagnostics_failing:
+                self.log.warning("adapter diagnostics failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+                self._diagnostics_failing = True
+            return {"error": f"diagnostics() failed: {type(exc).__name__}: {exc}"}
+        self._diagnostics_failing = False
+        return diagnostics
+
+
+def _total(counts: object) -> int:
+    """A `malformed` entry as one number: the sum of a reason → count mapping, or the count itself."""
+    if isinstance(counts, Mapping):
+        return sum(v for v in counts.values() if isinstance(v, int))
+    return counts if isinstance(counts, int) else 0
 
 
 class Supervisor:

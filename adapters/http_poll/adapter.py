@@ -13,13 +13,13 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from adapters.http_poll.config import HttpPollConfig, TlsVerify, is_secret_ref
+from adapters.http_poll.config import HttpPollConfig, TlsVerify
 from adapters.http_poll.mapping import LastSeen, Mapper, MappingError
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.errors import ReadingError
 from gateway.logs import component_logger
 from gateway.records import Emit, Reading, utc_now
-from gateway.secrets import resolve
+from gateway.secrets import is_ref, resolve
 from gateway.tls import client_context
 
 EXCERPT_CHARS = 200
@@ -256,7 +256,7 @@ class HttpPollAdapter:
     def _resolve(self, table: dict[str, str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for name, value in table.items():
-            if is_secret_ref(value):
+            if is_ref(value):
                 value = resolve(value, self.context.data_dir)
                 if len(value) >= 4:  # masking shorter strings would mangle unrelated text
                     self._secrets.append(value)
@@ -274,6 +274,10 @@ class HttpPollAdapter:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
+
+    def diagnostics(self) -> dict[str, Any]:
+        """The counters (README "State and counters"), for status.json; `malformed` is by reason."""
+        return self.stats()
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -15,8 +15,9 @@ from adapters.jsonmap.paths import parse_path
 from adapters.jsonmap.templates import FieldRef, check_literals, field_ref
 from adapters.jsonmap.templates import parse_template as parse_placeholders
 from gateway.adapter_api import AdapterConfig
-from gateway.configbase import Field, HttpUrl
+from gateway.configbase import ConfigProblems, Field, HttpUrl
 from gateway.ngsi.identifiers import check_entity_type
+from gateway.secrets import check_ref_or_text
 from gateway.tls import TlsFiles
 
 # --- items path and templates ------------------------------------------------------------------------
@@ -68,26 +69,8 @@ class TlsVerify(enum.Enum):
 # --- validators ------------------------------------------------------------------------------------------
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", re.ASCII)
-_REF_RE = re.compile(r"^(secret|env):([A-Za-z_][A-Za-z0-9_.-]{0,127})$")
-# Headers and query parameters that carry credentials: their values must be secret references.
-_SENSITIVE = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password|passwd|key$", re.IGNORECASE)
 # The adapter owns these: conditional GET and the body framing.
 _MANAGED_HEADERS = frozenset({"if-none-match", "if-modified-since", "host", "content-length", "transfer-encoding"})
-_REF_HELP = 'use a secret reference: "secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'
-
-
-def is_secret_ref(value: str) -> bool:
-    return value.startswith(("secret:", "env:"))
-
-
-def _check_ref_or_text(what: str, name: str, value: str) -> None:
-    if any(c in value for c in "\r\n\x00"):
-        raise ValueError(f"{what} {name!r} must be one line without control characters")
-    if is_secret_ref(value):
-        if not _REF_RE.match(value):
-            raise ValueError(f"{what} {name!r} is not a valid secret reference; {_REF_HELP}")
-    elif _SENSITIVE.search(name):
-        raise ValueError(f"{what} {name!r} carries a credential and must not be written in clear; {_REF_HELP}")
 
 
 def _check_encoding(v: str | None) -> str | None:
@@ -96,15 +79,6 @@ def _check_encoding(v: str | None) -> str | None:
             codecs.lookup(v)
         except LookupError:
             raise ValueError("must be a text encoding Python knows, like utf-8, cp932 or euc_jp") from None
-    return v
-
-
-def _check_url(v: str) -> str:
-    parts = urlsplit(v)
-    if "@" in parts.netloc:
-        raise ValueError(f"must not carry credentials (user:password@); put them in a header; {_REF_HELP}")
-    if parts.query and any(_SENSITIVE.search(k.split("=")[0]) for k in parts.query.split("&")):
-        raise ValueError(f"must not carry a credential in its query; move it to [adapters.params] and {_REF_HELP}")
     return v
 
 
@@ -142,7 +116,7 @@ class ItemMapping(MappingSection):
 
 class HttpPollConfig(AdapterConfig):
     type: Literal["http_poll"]
-    url: Annotated[HttpUrl, AfterValidator(_check_url)]
+    url: HttpUrl  # credentials in it (user:password@, ?apikey=) are refused there
     headers: dict[str, str] = Field(default_factory=dict, description='values may be "secret:<name>" / "env:<VAR>"')
     params: dict[str, str] = Field(default_factory=dict, description="query parameters; values may be secret refs")
     interval_s: float = Field(default=60.0, ge=0.05, le=86_400)
@@ -162,25 +136,26 @@ class HttpPollConfig(AdapterConfig):
                 raise ValueError(f"header name {name!r} must be an HTTP token (letters, digits, - and !#$%&'*+.^_`|~)")
             if name.lower() in _MANAGED_HEADERS:
                 raise ValueError(f"header {name!r} is set by the adapter itself; remove it")
-            _check_ref_or_text("header", name, value)
+            check_ref_or_text("header", name, value)
         return v
 
     @field_validator("params")
     @classmethod
     def _params(cls, v: dict[str, str]) -> dict[str, str]:
         for name, value in v.items():
-            _check_ref_or_text("parameter", name, value)
+            check_ref_or_text("parameter", name, value)
         return v
 
     @model_validator(mode="after")
     def _consistent(self) -> HttpPollConfig:
+        problems: list[tuple[str, str]] = []
         if self.timeout_s > self.interval_s:
-            raise ValueError(
-                f"timeout_s must be at most interval_s so a poll ends before the next is due, "
-                f"got {self.timeout_s} > {self.interval_s}"
-            )
+            problems.append(("timeout_s", (f"must be at most interval_s so a poll ends before the next is due, "
+                                           f"got {self.timeout_s} > {self.interval_s}")))
         if self.tls is not None and not self.url.startswith("https://"):
-            raise ValueError("[adapters.tls] applies to https:// URLs only; remove it or use https")
+            problems.append(("tls", "[adapters.tls] applies to https:// URLs only; remove it or use https"))
+        if problems:
+            raise ConfigProblems(problems)
         return self
 
     @property

@@ -266,6 +266,14 @@ class ModbusAdapter:
 
     # --- diagnostics ---------------------------------------------------------------------------------------
 
+    def diagnostics(self) -> dict[str, Any]:
+        """`status()` for status.json, with the frames that arrived broken as `malformed` (by kind)."""
+        out = self.status()
+        counters = [bus_device.counters for bus in self.buses.values() for bus_device in bus.devices]
+        out["malformed"] = {"crc_errors": sum(c.crc_errors for c in counters),
+                            "frame_errors": sum(c.frame_errors for c in counters)}
+        return out
+
     def status(self) -> dict[str, Any]:
         """Per-bus and per-device state and counters, for `edgegw status` and the admin UI."""
         out: dict[str, Any] = {"emitted": self.emitted, "dropped": self.dropped, "buses": {}}

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, model_validator
 
 from gateway.adapter_api import AdapterConfig
-from gateway.configbase import Field, Identifier, Section
+from gateway.configbase import ConfigProblems, Field, Identifier, Section
 from gateway.errors import ConfigError
 from gateway.ngsi.identifiers import check_id_template, template_fields
 from gateway.profiles.loader import DEFAULT_SEARCH_PATH, load_profile
@@ -174,35 +174,36 @@ class ModbusConfig(AdapterConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModbusConfig:
-        problems: list[str] = []
+        problems: list[tuple[str, str]] = []  # (key path in this section, message)
         for key in ("buses", "devices"):
             if not getattr(self, key):
-                problems.append(f"{key}: at least one [[adapters.{key}]] table is needed, got none")
+                problems.append((key, f"at least one [[adapters.{key}]] table is needed, got none"))
         if self.probe_max < self.probe_initial:
-            problems.append(f"probe_max: must not be below probe_initial ({self.probe_initial:g}), got {self.probe_max:g}")
+            problems.append(("probe_max", f"must not be below probe_initial ({self.probe_initial:g}), got {self.probe_max:g}"))
         buses = {b.name: i for i, b in enumerate(self.buses)}
         if len(buses) != len(self.buses):
-            problems.append("buses: names must be unique")
+            problems.append(("buses", "names must be unique"))
         names: set[str] = set()
         units: dict[tuple[str, int], str] = {}
         profiles: dict[str, Profile] = {}
         for i, d in enumerate(self.devices):
             where = f"devices[{i}]"
             if d.name in names:
-                problems.append(f"{where}.name: must be unique, got \"{d.name}\"")
+                problems.append((f"{where}.name", f"must be unique, got \"{d.name}\""))
             names.add(d.name)
             if d.bus not in buses:
-                problems.append(f"{where}.bus: no such bus, got \"{d.bus}\"; buses: {', '.join(buses)}")
+                problems.append((f"{where}.bus", f"no such bus, got \"{d.bus}\"; buses: {', '.join(buses)}"))
             other = units.get((d.bus, d.unit_id))
             if other is not None:
-                problems.append(f"{where}.unit_id: {other} has the same unit id on bus {d.bus}, got {d.unit_id}; "
-                                "every device on one bus needs its own")
+                problems.append((f"{where}.unit_id", (f"{other} has the same unit id on bus {d.bus}, got {d.unit_id}; "
+                                                      "every device on one bus needs its own")))
             units[(d.bus, d.unit_id)] = d.name
             try:
                 profile = profiles[d.name] = self.profile_of(d)
             except ConfigError as exc:
-                problems.append(f"{where}.profile: {'; '.join(exc.errors)}" if exc.source == d.profile or not exc.source
-                                else f"{where}.profile: {exc.source}: {'; '.join(exc.errors)}")
+                # a profile file's own problems are one line each, after the file they are in
+                file = "" if exc.source == d.profile or not exc.source else f"{exc.source}: "
+                problems.extend((f"{where}.profile", f"{file}{error}") for error in exc.errors)
                 continue
             problems.extend(_device_problems(where, d, profile))
         for name, bi in buses.items():
@@ -216,10 +217,10 @@ class ModbusConfig(AdapterConfig):
                 seen = {getattr(p.interface, key) for _, p in on_bus}
                 if len(seen) > 1:
                     said = ", ".join(f"{d.name}: {_show(getattr(p.interface, key))}" for d, p in on_bus)
-                    problems.append(f"buses[{bi}].{key}: the devices' profiles disagree ({said}); set {key} for the "
-                                    "bus and configure every device on it to match")
+                    problems.append((f"buses[{bi}].{key}", (f"the devices' profiles disagree ({said}); set {key} for "
+                                                           "the bus and configure every device on it to match")))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigProblems(problems)
         return self
 
 
@@ -227,23 +228,24 @@ def _show(v: object) -> str:
     return str(getattr(v, "value", v))
 
 
-def _device_problems(where: str, d: DeviceConfig, profile: Profile) -> list[str]:
-    problems = []
+def _device_problems(where: str, d: DeviceConfig, profile: Profile) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
     names = {p.name: p for p in profile.points}
     for point in d.quality:
         if point not in names:
-            problems.append(f"{where}.quality.{point}: no such point in {d.profile}; points: {', '.join(names)}")
+            problems.append((f"{where}.quality.{point}", f"no such point in {d.profile}; points: {', '.join(names)}"))
     if d.river is not None:
         p = names.get(d.river.point)
         if p is None:
-            problems.append(f"{where}.river.point: no such point in {d.profile}, got \"{d.river.point}\"; "
-                            f"points: {', '.join(names)}")
+            problems.append((f"{where}.river.point", (f"no such point in {d.profile}, got \"{d.river.point}\"; "
+                                                    f"points: {', '.join(names)}")))
         elif p.data_type in (DataType.BOOL, DataType.STRING, DataType.BITFIELD):
-            problems.append(f"{where}.river.point: must be a numeric point, got \"{p.name}\" ({p.data_type.value})")
+            problems.append((f"{where}.river.point", f"must be a numeric point, got \"{p.name}\" ({p.data_type.value})"))
         elif p.unit not in LEVEL_FACTORS:
-            problems.append(f"{where}.river.point: must be in metres, centimetres or millimetres (MTR, CMT, MMT), "
-                            f"got unit {p.unit or 'none'} for \"{p.name}\"")
+            problems.append((f"{where}.river.point", ("must be in metres, centimetres or millimetres (MTR, CMT, MMT), "
+                                                    f"got unit {p.unit or 'none'} for \"{p.name}\"")))
         elif d.river.stage is None and p.attribute is None:
-            problems.append(f"{where}.river.point: \"{p.name}\" is not published (no attribute in the profile); "
-                            "pick a published level point or set river.stage to compute the level from a distance")
+            problems.append((f"{where}.river.point", (f"\"{p.name}\" is not published (no attribute in the profile); "
+                                                    "pick a published level point or set river.stage to compute the "
+                                                    "level from a distance")))
     return problems

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 from adapters.mqtt.config import MqttAdapterConfig, MqttProtocol
+from adapters.mqtt.malformed import MalformedTopics
 from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError
 from adapters.mqtt.wire import (
     CONNACK,
@@ -37,8 +38,6 @@ from gateway.records import Emit, Reading, utc_now
 from gateway.secrets import resolve
 from gateway.tls import client_context
 
-# Topics remembered as "in a malformed episode"; bounded because a wildcard can match unbounded topics.
-_EPISODE_TOPICS = 1024
 _CONNECT_TIMEOUT_S = 10.0
 _SUBSCRIBE_ID = 1  # one SUBSCRIBE per connection: its packet id never collides
 
@@ -102,7 +101,9 @@ class MqttAdapter:
 
     config_model: ClassVar[type[AdapterConfig]] = MqttAdapterConfig
 
-    def __init__(self, config: AdapterConfig, context: AdapterContext) -> None:
+    def __init__(
+        self, config: AdapterConfig, context: AdapterContext, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if not isinstance(config, MqttAdapterConfig):
             raise TypeError(f"MqttAdapter needs an MqttAdapterConfig, got {type(config).__name__}")
         self.config = config
@@ -121,7 +122,7 @@ class MqttAdapter:
         self._emit: Emit | None = None
         self._ever_connected = False
         self._outage_logged = False
-        self._bad_topics: OrderedDict[str, None] = OrderedDict()
+        self._bad_topics = MalformedTopics(self._log, clock=clock)
         self._running = False
         self._failure: asyncio.Future[BaseException] | None = None
         # readings waiting for each commit future (the outbox shares one future per commit group)
@@ -131,6 +132,17 @@ class MqttAdapter:
     def in_flight(self) -> int:
         """Messages received and not yet acknowledged to the broker."""
         return len(self._slots)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Counters and the topics with the most malformed messages, for status.json (README "State and counters")."""
+        return {
+            "connected": self.connected,
+            "received": self.received,
+            "emitted": self.emitted,
+            "in_flight": self.in_flight,
+            "malformed": dict(self.malformed),
+            "malformed_topics": self._bad_topics.top(),
+        }
 
     async def run(self, emit: Emit) -> None:
         loop = asyncio.get_running_loop()
@@ -335,9 +347,8 @@ class MqttAdapter:
         except MappingError as exc:
             self._drop(slot, topic, exc.reason.value, str(exc))
             return
-        if self._bad_topics and topic in self._bad_topics:
-            del self._bad_topics[topic]
-            self._log.info("%s: payloads map again", topic)
+        if self._bad_topics.open and topic in self._bad_topics.open:
+            self._bad_topics.good(topic)
         slot.remaining = len(readings)
         emit = cast(Emit, self._emit)
         for reading in readings:
@@ -395,25 +406,16 @@ class MqttAdapter:
     def _count_rejected(self, slot: _Slot, reading: Reading, exc: ReadingError) -> None:
         # The buffer refused the reading as invalid: redelivery would be refused the same way.
         self.malformed["rejected"] += 1
-        self._note_bad(reading.source.device, "rejected", str(exc))
+        self._bad_topics.bad(reading.source.device, "rejected", str(exc))
         slot.remaining -= 1
         if slot.remaining <= 0:
             slot.done = True
 
     def _drop(self, slot: _Slot, topic: str, reason: str, message: str) -> None:
         self.malformed[reason] += 1
-        self._note_bad(topic, reason, message)
+        self._bad_topics.bad(topic, reason, message)
         slot.done = True
         self._ack_ready()
-
-    def _note_bad(self, topic: str, reason: str, message: str) -> None:
-        self._log.debug("dropped a message (%s): %s", reason, message)
-        if topic in self._bad_topics:
-            return
-        self._bad_topics[topic] = None
-        if len(self._bad_topics) > _EPISODE_TOPICS:
-            self._bad_topics.popitem(last=False)
-        self._log.warning("%s: dropping malformed messages (%s), e.g. %s; counted per reason", topic, reason, message)
 
     def _ack_ready(self) -> None:
         # MQTT wants PUBACKs in the order the PUBLISHes came: ack the done prefix, in one write.

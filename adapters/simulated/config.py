@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import json
 from typing import Literal
 
 from pydantic import model_validator
 
 from gateway.adapter_api import AdapterConfig
-from gateway.configbase import Field
+from gateway.configbase import ConfigProblems, Field
 
 
 class SimKind(enum.Enum):
@@ -37,8 +38,20 @@ class SimulatedConfig(AdapterConfig):
     def _identifiers(self) -> "SimulatedConfig":
         from gateway.ngsi.identifiers import check_entity_type, check_id_template
 
-        check_entity_type(self.resolved_type)
-        check_id_template(self.resolved_prefix + "0")
+        try:
+            check_entity_type(self.resolved_type)
+        except ValueError as exc:
+            # a default type is always valid: this one was written in entity_type
+            raise ConfigProblems([("entity_type", f"{exc}, got {json.dumps(self.entity_type)}")]) from None
+        try:
+            check_id_template(self.resolved_prefix + "0")
+        except ValueError as exc:
+            if self.id_prefix:
+                raise ConfigProblems([("id_prefix", f"{exc}, got {json.dumps(self.id_prefix)}")]) from None
+            # the default prefix is made from a valid type and name, so only its length can break it
+            message = (f"makes the default id_prefix invalid: {exc}, got {json.dumps(self.resolved_prefix)}; "
+                       "set a shorter entity_type or an id_prefix")
+            raise ConfigProblems([("entity_type", message)]) from None
         return self
 
     @property

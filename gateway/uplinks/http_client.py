@@ -36,7 +36,6 @@ RESERVED_HEADERS = frozenset(
     }
 )
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
-_SECRET_VALUE = re.compile(r"^(secret|env):")
 
 
 def _check_headers(v: dict[str, str]) -> dict[str, str]:
@@ -47,6 +46,8 @@ def _check_headers(v: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"must not set a header the uplink sets itself, got {name!r}")
         if "\r" in value or "\n" in value or len(value) > 8192:
             raise ValueError(f"header values must be one line of at most 8192 characters, got another value for {name!r}")
+        # the same rule as every section's headers: a credential is a reference, never clear text
+        secrets.check_ref_or_text("header", name, value)
     return v
 
 
@@ -95,7 +96,7 @@ def ssl_context(tls: TlsConfig, where: str) -> ssl.SSLContext:
 
 def resolve_headers(headers: Mapping[str, str], data_dir: str | Path) -> dict[str, str]:
     """Extra headers with `secret:`/`env:` references replaced by their clear values."""
-    return {k: secrets.resolve(v, data_dir) if _SECRET_VALUE.match(v) else v for k, v in headers.items()}
+    return {k: secrets.resolve(v, data_dir) if secrets.is_ref(v) else v for k, v in headers.items()}
 
 
 def make_session(*, tls: TlsConfig, timeout_s: float, where: str) -> aiohttp.ClientSession:

@@ -18,6 +18,7 @@ from urllib.parse import quote_plus, urlencode
 import aiohttp
 import orjson
 
+from gateway import redact
 from gateway.configbase import Field, HttpUrl, Section
 from gateway.errors import UplinkTransient
 from gateway.secrets import SecretRef
@@ -115,7 +116,9 @@ class TokenSource:
         if cfg.client_auth is ClientAuth.BASIC:
             # RFC 6749 §2.3.1: both are form-urlencoded before the Basic encoding
             pair = f"{quote_plus(cfg.client_id)}:{quote_plus(self._secret)}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+            credentials = base64.b64encode(pair.encode()).decode("ascii")
+            redact.register(credentials)  # a token endpoint may echo the header it was sent
+            headers["Authorization"] = "Basic " + credentials
         else:
             form["client_id"] = cfg.client_id
             form["client_secret"] = self._secret
@@ -137,8 +140,9 @@ class TokenSource:
                 raise ValueError("empty access_token")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise UplinkTransient(
-                f"{self._where}: token endpoint answered without a usable access_token, got {resp.body[:200]!r}"
+                f"{self._where}: token endpoint answered without a usable access_token, got {_excerpt(resp.body)}"
             ) from None
+        redact.register(value, ephemeral=True)  # a far side may echo it in an error body
         margin = min(REFRESH_MARGIN_S, lifetime * REFRESH_MARGIN_FRACTION)
         return Token(value=value, refresh_at=started + lifetime - margin)
 
@@ -148,8 +152,13 @@ def _error_text(body: bytes) -> str:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return repr(body[:200])
+        return _excerpt(body)
     if isinstance(doc, dict) and "error" in doc:
         desc = doc.get("error_description")
         return f"{doc['error']}" + (f" ({desc})" if desc else "")
-    return repr(body[:200])
+    return _excerpt(body)
+
+
+def _excerpt(body: bytes, limit: int = 200) -> str:
+    """The start of an answer, redacted before it is cut: a cut must not leave half a secret unrecognised."""
+    return repr(redact.text(body.decode("utf-8", "replace"))[:limit])

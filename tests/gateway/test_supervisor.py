@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
+
+import pytest
 
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.records import Attribute, Emit, Reading, Source, emit_many
@@ -137,3 +140,34 @@ async def test_without_a_burst_path_a_burst_is_emitted_one_reading_at_a_time() -
     assert [r.attributes["n"].value for r in singles] == list(range(5))
     assert sup.status()[0].emitted == 5
     await sup.stop()
+
+
+class DiagnosedAdapter(FlakyAdapter):
+    """Reports diagnostics, or fails to: a broken diagnostics() must not cost the status of the others."""
+
+    broken: ClassVar[set[str]] = set()
+
+    def diagnostics(self) -> dict[str, Any]:
+        if self.config.name in self.broken:
+            raise KeyError("bus0")
+        return {"malformed": {"not_json": 3, "bad_id": 2}, "topics": {"a/b": 5}}
+
+
+async def test_diagnostics_are_reported_and_their_malformed_total_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sup = Supervisor(lambda r: asyncio.get_running_loop().create_future())
+    DiagnosedAdapter.broken = {"broken"}
+    configs = [_Config(name=n, type="test") for n in ("good", "broken", "plain")]
+    sup.start([(configs[0], DiagnosedAdapter(configs[0], CTX)), (configs[1], DiagnosedAdapter(configs[1], CTX)),
+               (configs[2], FlakyAdapter(configs[2], CTX))])
+    try:
+        for _ in range(2):  # the failure is logged once, not every time the status is written
+            good, broken, plain = sup.status()
+    finally:
+        await sup.stop()
+    assert (good.malformed, good.diagnostics) == (5, {"malformed": {"not_json": 3, "bad_id": 2}, "topics": {"a/b": 5}})
+    assert (broken.malformed, broken.diagnostics) == (0, {"error": "diagnostics() failed: KeyError: 'bus0'"})
+    assert (plain.malformed, plain.diagnostics) == (0, {})
+    assert [(r.levelname, r.getMessage(), getattr(r, "component", "")) for r in caplog.records
+            if r.levelno >= logging.WARNING] == [("WARNING", "adapter diagnostics failed: KeyError: 'bus0'", "broken")]

@@ -197,6 +197,10 @@ async def test_malformed_documents_are_counted_by_reason_and_the_adapter_recover
     ]
     debug = [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.DEBUG]
     assert sum(m.startswith("dropped (not_json)") for m in debug) >= 3
+    # what status.json gets (through the supervisor): the counters, malformed by reason
+    diagnostics = adapter.diagnostics()
+    assert (diagnostics["emitted"], sorted(diagnostics["malformed"])) == (
+        2, ["bad_timestamp", "missing_field", "not_json", "wrong_shape"])
 
 
 async def test_slow_responses_time_out_and_the_next_poll_still_happens() -> None:

@@ -14,6 +14,8 @@ from adapters.jsonmap.config import TimeFormat
 from gateway.configbase import format_validation_error
 
 SAMPLE = Path(__file__).parents[3] / "adapters" / "http_poll" / "sample.toml"
+URL_FIX = ('put the credential in the secret store (`edgegw secret set <name>`) and reference it as "secret:<name>" '
+           '(or "env:<VARIABLE>") from the section\'s headers, params or token settings')
 ID_RULE = "1-256 printable ASCII characters without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ `"
 
 
@@ -76,13 +78,12 @@ def test_top_level_problems_are_reported_with_their_key_paths() -> None:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
+        # the same check as every URL of the config; the error must not repeat the password (issue 9)
         ({"url": "https://user:pw@example.lg.jp/x"},
-         'adapters[0].url: must not carry credentials (user:password@); put them in a header; use a secret reference: '
-         '"secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>", got "https://user:pw@example.lg.jp/x"'),
+         "adapters[0].url: must not carry credentials (user:password@), got a value that is not shown here; " + URL_FIX),
         ({"url": "https://example.lg.jp/x?pref=43&apikey=abc"},
-         "adapters[0].url: must not carry a credential in its query; move it to [adapters.params] and use a secret "
-         'reference: "secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>", '
-         'got "https://example.lg.jp/x?pref=43&apikey=abc"'),
+         "adapters[0].url: must not carry a credential in its query (parameter 'apikey'), got a value that is not "
+         "shown here; " + URL_FIX),
         ({"headers": {"X Key": "1"}},
          "adapters[0].headers: header name 'X Key' must be an HTTP token (letters, digits, - and !#$%&'*+.^_`|~)"),
         ({"headers": {"If-None-Match": "x"}},
@@ -91,9 +92,9 @@ def test_top_level_problems_are_reported_with_their_key_paths() -> None:
          "adapters[0].headers: header 'X-Api-Key' is not a valid secret reference; use a secret reference: "
          '"secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'),
         ({"interval_s": 5, "timeout_s": 10},
-         "adapters[0]: timeout_s must be at most interval_s so a poll ends before the next is due, got 10.0 > 5.0"),
+         "adapters[0].timeout_s: must be at most interval_s so a poll ends before the next is due, got 10.0 > 5.0"),
         ({"url": "http://example.lg.jp/x", "tls": {"verify": "off"}},
-         "adapters[0]: [adapters.tls] applies to https:// URLs only; remove it or use https"),
+         "adapters[0].tls: [adapters.tls] applies to https:// URLs only; remove it or use https"),
         ({"tls": {"cert_file": "/etc/edgegw/c.pem"}},
          "adapters[0].tls: cert_file and key_file go together for mutual TLS; set both or neither"),
         ({"mappings": []},

@@ -94,6 +94,7 @@ async def test_corrupt_answers_are_counted_retried_and_never_stop_the_bus(tmp_pa
         counters = [d.counters for d in adapter.buses["rs485"].devices]
         assert sum(c.crc_errors for c in counters) == 3
         assert sum(c.retries for c in counters) == 3
+        assert adapter.diagnostics()["malformed"] == {"crc_errors": 3, "frame_errors": 0}  # for status.json
         assert all(d.state is DeviceState.ONLINE for d in adapter.buses["rs485"].devices)
         values = {r.attributes["temperature"].value for r in readings if "temperature" in r.attributes}
         assert values == {21.5, -3.2, 30.0}  # no corrupted value got through

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -20,7 +22,7 @@ def test_devices_with_disagreeing_serial_settings_need_the_bus_to_say():
     lines = _errors([{"name": "rs485", "port": "/dev/ttyUSB0"}],
                     [{"name": "th", "bus": "rs485", "profile": "generic/xy-md02", "unit_id": 1},
                      {"name": "ws", "bus": "rs485", "profile": "renke/rs-ws-n01-8", "unit_id": 2}])
-    assert lines == ["(top level): buses[0].baud: the devices' profiles disagree (th: 9600, ws: 4800); set baud for "
+    assert lines == ["buses[0].baud: the devices' profiles disagree (th: 9600, ws: 4800); set baud for "
                      "the bus and configure every device on it to match"]
 
 
@@ -29,11 +31,29 @@ def test_unknown_profile_same_unit_and_unknown_bus_are_all_reported():
                     [{"name": "a", "bus": "rs485", "profile": "generic/xy-md02", "unit_id": 1},
                      {"name": "b", "bus": "rs485", "profile": "generic/xy-md02", "unit_id": 1},
                      {"name": "c", "bus": "rs232", "profile": "acme/none", "unit_id": 3}])
-    assert len(lines) == 1
-    text = lines[0]
-    assert "devices[1].unit_id: a has the same unit id on bus rs485, got 1; every device on one bus needs its own" in text
-    assert "devices[2].bus: no such bus, got \"rs232\"; buses: rs485" in text
-    assert "devices[2].profile: no such profile, got \"acme/none\"; searched " in text
+    # one line each, with its own key path (issue 9)
+    assert len(lines) == 3
+    assert lines[0] == "devices[1].unit_id: a has the same unit id on bus rs485, got 1; every device on one bus needs its own"
+    assert lines[1] == "devices[2].bus: no such bus, got \"rs232\"; buses: rs485"
+    assert lines[2].startswith("devices[2].profile: no such profile, got \"acme/none\"; searched ")
+
+
+def test_each_problem_of_a_broken_profile_file_is_its_own_line(tmp_path):
+    shipped = Path(__file__).parents[3] / "firmware_profiles" / "generic" / "xy-md02.toml"
+    (tmp_path / "acme").mkdir()
+    broken = tmp_path / "acme" / "broken.toml"
+    broken.write_text(shipped.read_text(encoding="utf-8").replace("baud = 9600", "baud = 9601")
+                      .replace('data_type = "int16"', 'data_type = "int17"', 1), encoding="utf-8")
+    with pytest.raises(pydantic.ValidationError) as info:
+        ModbusConfig.model_validate({"name": "m", "type": "modbus", "profiles_dir": [str(tmp_path)],
+                                     "buses": [{"name": "b", "port": "tcp://10.0.0.5"}],
+                                     "devices": [{"name": "a", "bus": "b", "profile": "acme/broken", "unit_id": 1}]})
+    assert format_validation_error(info.value, ModbusConfig, "adapters[2]") == [
+        f"adapters[2].devices[0].profile: {broken}: interface.baud: must be one of 1200, 2400, 4800, 9600, 14400, "
+        "19200, 38400, 57600, 115200, 128000, 230400, 256000, got 9601",
+        f"adapters[2].devices[0].profile: {broken}: points[0].data_type: input should be 'bool', 'int16', 'uint16', "
+        "'int32', 'uint32', 'float32', 'float64', 'string' or 'bitfield', got \"int17\"",
+    ]
 
 
 def test_templates_name_only_known_placeholders():
@@ -48,7 +68,7 @@ def test_river_point_must_be_a_length():
     lines = _errors([{"name": "b", "port": "tcp://10.0.0.5"}],
                     [{"name": "a", "bus": "b", "profile": "generic/xy-md02", "unit_id": 1,
                       "river": {"point": "temperature", "thresholds": [{"level": 1.0}]}}])
-    assert lines == ["(top level): devices[0].river.point: must be in metres, centimetres or millimetres (MTR, CMT, "
+    assert lines == ["devices[0].river.point: must be in metres, centimetres or millimetres (MTR, CMT, "
                      "MMT), got unit CEL for \"temperature\""]
 
 

@@ -100,9 +100,10 @@ async def running(
     data_dir: str = "/nonexistent",
     wait_connected: bool = True,
     emit: Emit | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[MqttAdapter]:
     """The adapter running with `emit` (default: the sink's) until the block ends."""
-    adapter = MqttAdapter(config, AdapterContext(gateway_id="gw-test", data_dir=data_dir))
+    adapter = MqttAdapter(config, AdapterContext(gateway_id="gw-test", data_dir=data_dir), clock=clock)
     task = asyncio.create_task(adapter.run(emit or sink.emit))
     try:
         if wait_connected:

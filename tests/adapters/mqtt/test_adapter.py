@@ -178,6 +178,7 @@ async def test_malformed_messages_are_counted_acked_and_dropped(
     assert sink.values() == [1, 3]
     assert dict(adapter.malformed) == {"not_json": 1, "wrong_type": 2, "missing_field": 1, "bad_id": 1}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # one line per topic: the good message between dev1's bad ones does not start a new episode
     assert warnings == [
         "test/dev1: dropping malformed messages (not_json), e.g. test/dev1: payload is not JSON (invalid at "
         "character 0), got b'\\xff\\xfe not json'; counted per reason",
@@ -185,13 +186,57 @@ async def test_malformed_messages_are_counted_acked_and_dropped(
         "urn:ngsi-ld:Thing:{topic[1]} renders to an invalid identifier: entity id must be 1-256 printable ASCII "
         "characters without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got "
         "'urn:ngsi-ld:Thing:dev 2'; counted per reason",
-        "test/dev1: dropping malformed messages (wrong_type), e.g. test/dev1: payload must be a JSON object, got "
-        "list []; counted per reason",
     ]
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert len(debug) == 5 and all(m.startswith("dropped a message (") for m in debug)
     assert all(getattr(r, "component", None) == "testmqtt" for r in caplog.records)
+    assert adapter.diagnostics() == {
+        "connected": False, "received": 7, "emitted": 2, "in_flight": 0,
+        "malformed": {"not_json": 1, "wrong_type": 2, "missing_field": 1, "bad_id": 1},
+        "malformed_topics": {"test/dev1": {"malformed": 4, "last_reason": "wrong_type"},
+                             "test/dev 2": {"malformed": 1, "last_reason": "bad_id"}},
+    }
     await assert_nothing_queued(mosquitto_private, "malformed")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_alternating_good_and_bad_messages_log_one_line_per_period(
+    mosquitto_private: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="adapters.mqtt.adapter")
+    clock = FakeClock()
+    sink = Sink()
+    good_bad = [("test/dev1", b'{"n": 1}'), ("test/dev1", b"not json")] * 5  # 5 bad per round
+    async with running(counter_config(mosquitto_private, "alternating"), sink, clock=clock) as adapter:
+        for n, now in enumerate((1000.0, 1150.0, 1301.0, 1450.0, 1700.0, 1800.0), start=1):
+            clock.now = now
+            await publish(mosquitto_private, good_bad)
+            await wait_for(lambda n=n: adapter.received == 10 * n and adapter.in_flight == 0, what=f"round {n}")
+        clock.now = 2101.0  # quiet for a whole period since the last bad one (1800): the episode ends
+        await publish(mosquitto_private, [("test/dev1", b'{"n": 2}')])
+        await wait_for(lambda: adapter.received == 61 and adapter.in_flight == 0, what="the good one")
+    example = "e.g. test/dev1: payload is not JSON (invalid at character 0), got b'not json'"
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [line for line in lines if "malformed" in line[1] or "map again" in line[1]] == [
+        ("WARNING", f"test/dev1: dropping malformed messages (not_json), {example}; counted per reason"),
+        # 4 more at 1000, 5 at 1150, and the first of 1301
+        ("WARNING", (f"test/dev1: still dropping malformed messages, 10 since the last line 301 s ago (not_json 10), "
+                     f"{example}")),
+        # 4 more at 1301, 5 at 1450, the first of 1700
+        ("WARNING", (f"test/dev1: still dropping malformed messages, 10 since the last line 399 s ago (not_json 10), "
+                     f"{example}")),
+        ("INFO", "test/dev1: payloads map again; 9 more malformed since the last line (not_json 9)"),
+    ]
+    assert adapter.malformed == {"not_json": 30}
+    assert adapter.diagnostics()["malformed_topics"] == {"test/dev1": {"malformed": 30, "last_reason": "not_json"}}
+    assert len(sink.readings) == 31
 
 
 async def test_broker_restart_reconnects_and_continues(

@@ -1,0 +1,156 @@
+"""The one redaction point: secrets and token-looking text become `***` in everything logged or stored.
+
+Theory of operation. Two kinds of text are hidden:
+
+- values registered at run time: every secret `gateway.secrets.resolve` hands out (from the store
+  or the environment), in the spellings it travels in (as is, percent-encoded, JSON-escaped), and
+  short-lived values such as OAuth access tokens (`ephemeral`, the newest few kept);
+- patterns, for tokens nobody registered (a far side echoing a header it was sent, a token in a
+  URL): `Bearer <tok>`, `Basic <b64>`, `Authorization: …`, `X-Auth-Token: …`, `access_token=…`,
+  `"access_token": "…"` (and client_secret, password, api keys, in header, form, JSON and repr
+  spellings), and the userinfo of any URL (`https://***@host/`).
+
+Only the secret part is replaced, so a line stays readable: the header name, the auth scheme, the
+URL's scheme and host are kept. The log handler (`gateway.logs`) and the status file pass through
+`text()` / `scrub()`; nothing else has to remember to.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+__all__ = ["EPHEMERAL_KEPT", "MASK", "MIN_CHARS", "Redactor", "clear", "register", "scrub", "text"]
+
+MASK = "***"
+# Shorter values are not registered: masking every "abc" in every line would make logs unreadable,
+# and no credential worth the name is that short.
+MIN_CHARS = 4
+# Access tokens are replaced every few minutes; the newest ones are the ones a far side may echo.
+EPHEMERAL_KEPT = 32
+
+# Names whose value is a credential, in headers, forms, query strings, JSON and Python reprs.
+_NAMES = (
+    r"x[-_]auth[-_]token|(?:proxy[-_])?authorization|access[-_]token|refresh[-_]token|id[-_]token"
+    r"|client[-_]secret|password|passwd|api[-_]?key"
+)
+_SCHEMES = r"bearer|basic|digest|token|apikey|negotiate"
+# Three patterns, each run only when a cheap test of the lower-cased line says it could match:
+# most lines have none of these words, and the regexes cost far more than the tests.
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@\"'<>]+@")
+# name: value, name=value, "name": "value", 'name': 'value', name = "value"
+_NAMED = re.compile(
+    rf"(\b(?:{_NAMES})\b[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?:{_SCHEMES})[ \t]+)?)([^\s\"'&,;<>)}}\]]+)", re.IGNORECASE
+)
+_NAME_WORDS = ("token", "authorization", "secret", "passw", "api")
+# a bare `Bearer <token>` / `Basic <credentials>`
+_SCHEMED = re.compile(r"(\b(?:bearer|basic)[ \t]+)([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
+
+
+def _looks_like_token(word: str) -> bool:
+    # "Basic authentication" is prose, "Basic dXNlcjpwdw==" is not: a token has a digit or a
+    # symbol, or is too long to be a word. (Configured secrets are registered, so this guess
+    # only decides for values nobody told us about.)
+    return len(word) >= 20 or not word.isalpha()
+
+
+def _mask_value(m: re.Match[str]) -> str:
+    # `uplinks[0].password: must reference …` is a message about the key, not a password
+    return m.group(1) + MASK if _looks_like_token(m.group(2)) else m.group(0)
+
+
+def _mask_patterns(s: str) -> str:
+    low = s.lower()
+    if "://" in s and "@" in s:
+        s = _URL_USERINFO.sub(r"\1" + MASK + "@", s)
+    if any(word in low for word in _NAME_WORDS):
+        s = _NAMED.sub(_mask_value, s)
+    if "bearer" in low or "basic" in low:
+        s = _SCHEMED.sub(_mask_value, s)
+    return s
+
+
+def _spellings(value: str) -> set[str]:
+    """The forms a secret takes on the wire and in the logs."""
+    forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1],
+             json.dumps(value, ensure_ascii=False)[1:-1]}
+    return {f for f in forms if len(f) >= MIN_CHARS}
+
+
+class Redactor:
+    """Registered values and the patterns; thread-safe (the buffer's writer and paho log from threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lasting: set[str] = set()
+        self._ephemeral: OrderedDict[str, None] = OrderedDict()
+        self._values: re.Pattern[str] | None = None  # rebuilt when a value is added; read without the lock
+
+    def register(self, value: str, *, ephemeral: bool = False) -> None:
+        """Hide `value` (and its encodings) from now on; `ephemeral` for short-lived tokens."""
+        forms = _spellings(value)
+        if not forms:
+            return
+        with self._lock:
+            if ephemeral:
+                known = value in self._ephemeral
+                self._ephemeral[value] = None
+                self._ephemeral.move_to_end(value)
+                while len(self._ephemeral) > EPHEMERAL_KEPT:
+                    self._ephemeral.popitem(last=False)
+                if known:
+                    return
+            elif forms <= self._lasting:
+                return
+            else:
+                self._lasting |= forms
+            everything = set(self._lasting)
+            for token in self._ephemeral:
+                everything |= _spellings(token)
+            # longest first, so a value that contains another is masked whole
+            alternatives = sorted(everything, key=lambda s: (-len(s), s))
+            self._values = re.compile("|".join(map(re.escape, alternatives)))
+
+    def clear(self) -> None:
+        """Forget every registered value (tests; a new process starts empty anyway)."""
+        with self._lock:
+            self._lasting.clear()
+            self._ephemeral.clear()
+            self._values = None
+
+    def text(self, s: str) -> str:
+        """`s` with registered values and token-looking parts replaced by `***`."""
+        values = self._values
+        if values is not None:
+            s = values.sub(MASK, s)
+        return _mask_patterns(s)
+
+    def scrub(self, obj: Any) -> Any:
+        """A JSON-like structure with every string (keys included) passed through `text()`.
+
+        Numbers, booleans, enums and times are kept as they are (orjson writes them); dict keys become
+        strings; any other object becomes its redacted `str()`.
+        """
+        if isinstance(obj, str):
+            return self.text(obj)
+        if obj is None or isinstance(obj, (bool, int, float, enum.Enum, datetime.datetime)):
+            return obj
+        if isinstance(obj, Mapping):
+            return {self.text(str(k)): self.scrub(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            return [self.scrub(v) for v in obj]
+        return self.text(str(obj))
+
+
+_REDACTOR = Redactor()
+register = _REDACTOR.register
+text = _REDACTOR.text
+scrub = _REDACTOR.scrub
+clear = _REDACTOR.clear
