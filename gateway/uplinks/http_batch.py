@@ -43,7 +43,7 @@ import aiohttp
 import orjson
 from pydantic import AfterValidator, field_validator, model_validator
 
-from gateway import __version__, secrets
+from gateway import __version__, redact, secrets
 from gateway.adapter_api import AdapterContext
 from gateway.configbase import Field, HttpUrl
 from gateway.errors import UplinkTransient
@@ -266,15 +266,19 @@ class HttpBatchUplink:
         return doc if isinstance(doc, dict) else None
 
     def _refusal(self, resp: HttpResponse) -> str:
-        """`HTTP <status> <error>: <description>` from the far side's error body."""
+        """`HTTP <status> <error>: <description>` from the far side's error body, secrets masked.
+
+        The text goes into logs, the status file and the dead letters; a far side that echoes the
+        request (its token among it) must leave no secret there, so it is redacted before it is cut
+        (a token cut in half would no longer be recognised)."""
         doc = self._error_doc(resp)
         if doc is not None and "error" in doc:
-            return f"HTTP {resp.status} {doc['error']}: {doc.get('description', '')}".rstrip(": ")
+            return redact.text(f"HTTP {resp.status} {doc['error']}: {doc.get('description', '')}".rstrip(": "))
         title = _HTML_TITLE.search(resp.body[:4096])
         if title is not None:
-            text = " ".join(title.group(1).decode("utf-8", "replace").split())
+            text = " ".join(redact.text(title.group(1).decode("utf-8", "replace")).split())
             return f"HTTP {resp.status}: {text} (an HTML page: a proxy or web server answered, not {self.broker}'s API)"
-        text = " ".join(resp.body[:300].decode("utf-8", "replace").split())
+        text = " ".join(redact.text(resp.body[:4096].decode("utf-8", "replace")).split())[:300]
         return f"HTTP {resp.status}" + (f": {text}" if text else "")
 
     def _record_too_large(self, resp: HttpResponse) -> bool:

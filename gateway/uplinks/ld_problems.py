@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from gateway import redact
+
 MAX_TEXT = 300
 
 # The error types of ETSI GS CIM 009 ("Mapping of error types to HTTP status codes") and those
@@ -74,7 +76,8 @@ def _status(value: object) -> int | None:
 
 
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
+    # masked before it is cut: the far side may echo our token, and half a token is not recognised
+    text = " ".join(redact.text(text).split())
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from gateway import redact
 from gateway.adapter_api import AdapterContext
 from gateway.configbase import HttpUrl
 from gateway.ngsi import ld
@@ -118,7 +119,7 @@ class NgsiLdUplink(HttpBatchUplink):
             doc = None
         if not isinstance(doc, dict):
             self._refused(
-                f"{self.broker} answered 207 with a body that is not a batch result, got {resp.body[:200]!r}; "
+                f"{self.broker} answered 207 with a body that is not a batch result, got {redact.text(resp.body[:4096].decode('utf-8', 'replace'))[:200]!r}; "
                 "nothing is dead-lettered, check that url points at an NGSI-LD broker"
             )
         success = {_entity_id(s) for s in _as_list(doc.get("success"))}

@@ -391,3 +391,26 @@ async def test_readings_without_seqs_send_no_seq_header(orion_double: OrionDoubl
         await up.close()
     [req] = orion_double.requests
     assert "Edgegw-Seq" not in req.headers and "Edgegw-Seq-Span" not in req.headers
+
+
+async def test_an_echoed_token_never_reaches_a_dead_letter_or_a_retry_reason(
+    orion_double: OrionDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A far side that quotes our request back: its X-Auth-Token in a JSON error and in a plain
+    # body. The reason text is logged, kept in status.json and stored with a dead letter.
+    token = "tok-" + uuid.uuid4().hex
+    monkeypatch.setenv("ORION_TOKEN", token)
+    up = make_uplink(orion_double.url, tmp_path, x_auth_token="env:ORION_TOKEN")
+    await up.start()
+    try:
+        good, bad = reading("g1", 1.0), reading("g2", 2.0, name="bad")
+        orion_double.refuse_entity(bad.entity_id, f"attribute refused for request with X-Auth-Token {token}")
+        outcomes = await up.deliver([good, bad])
+        orion_double.fail(500, body=f"upstream said: token={token} " + "x" * 400)
+        [retried] = await up.deliver([reading("g3", 3.0)])
+    finally:
+        await up.close()
+    assert outcomes[0] is DELIVERED and outcomes[1].status is Status.REJECTED
+    assert "X-Auth-Token ***" in outcomes[1].reason and token not in outcomes[1].reason
+    assert retried.status is Status.RETRY and "token=***" in retried.reason and token not in retried.reason
+    assert token not in up.counters.last_error
