@@ -143,7 +143,7 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.config
         data_dir = Path(cfg.gateway.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # creates data_dir; BufferUnavailable (exit 2) with the path and the fix if it cannot be used
         self.outbox = await Outbox.open(data_dir / BUFFER_FILE, cfg.buffer, [u.name for u in cfg.uplinks])
         for ucfg in cfg.uplinks:
             uplink = registry.load(registry.UPLINK_GROUP, ucfg.type)(ucfg, self.context)

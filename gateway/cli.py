@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.config import DEFAULT_PATH, load_config
-from gateway.errors import ConfigError
+from gateway.config import DEFAULT_PATH, GatewaySection, load_config
+from gateway.configbase import read_toml
+from gateway.errors import BufferUnavailable, ConfigError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -47,12 +48,38 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_config(args.config or _default_config())
 
 
+def _data_dir_error(data_dir: Path) -> str | None:
+    """What `run` would find wrong with the data directory, checked without the network (nothing is left behind)."""
+    from gateway.buffer.location import data_dir_problem
+
+    problem = data_dir_problem(data_dir)
+    return None if problem is None else f"gateway.data_dir: {problem.what}, got {problem.got}; {problem.fix}"
+
+
+def _written_data_dir(path: Path) -> Path | None:
+    """gateway.data_dir as the file has it (or its default), for a file with errors elsewhere; None if unusable."""
+    try:
+        section = read_toml(path).get("gateway")
+    except ConfigError:
+        return None
+    if not isinstance(section, dict):
+        return None
+    value = section.get("data_dir", str(GatewaySection.model_fields["data_dir"].default))
+    return Path(value) if isinstance(value, str) and value else None
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = args.file or args.config or _default_config()
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        _print_config_error(exc)
+        data_dir = _written_data_dir(path)
+        extra = _data_dir_error(data_dir) if data_dir is not None else None
+        _print_config_error(ConfigError([*exc.errors, extra], exc.source) if extra else exc)
+        return EXIT_CONFIG
+    extra = _data_dir_error(Path(cfg.gateway.data_dir))
+    if extra:
+        _print_config_error(ConfigError([extra], str(path)))
         return EXIT_CONFIG
     print(f"{path}: OK — gateway {cfg.gateway.id}, {len(cfg.adapters)} adapter(s), {len(cfg.uplinks)} uplink(s)")
     return EXIT_OK
@@ -66,6 +93,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return app.run(path)
     except ConfigError as exc:
         _print_config_error(exc)
+        return EXIT_CONFIG
+    except BufferUnavailable as exc:
+        # the box, not the data, is wrong (a read-only or missing data directory…): like a config error,
+        # restarting cannot help until a technician acts, and the message says what to do
+        print(exc, file=sys.stderr)
         return EXIT_CONFIG
 
 

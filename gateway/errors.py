@@ -9,7 +9,8 @@ GatewayError
 ├── ReadingError (ValueError)             a Reading breaks NGSI rules and cannot be stored
 ├── BufferError                           the outbox cannot do what was asked
 │   ├── BufferFull                        caps or the disk leave no room (stop accepting, say so)
-│   └── BufferCorrupt                     the database file failed its integrity check
+│   ├── BufferCorrupt                     the database file failed its integrity check
+│   └── BufferUnavailable                 the data directory or the file cannot be used (exit 2)
 └── UplinkError                           delivery to the far side failed
     ├── UplinkRejected (ValueError)       permanent: the far side refused this record (400/422)
     └── UplinkTransient (ConnectionError) temporary: retry later with backoff (5xx, timeouts)
@@ -92,6 +93,12 @@ class BufferFull(BufferError):
 
 class BufferCorrupt(BufferError):
     code = "buffer_corrupt"
+
+
+class BufferUnavailable(BufferError):
+    """Opening failed for a reason on the box, not in the data: permissions, a directory in the way, a read-only disk."""
+
+    code = "buffer_unavailable"
 
 
 class UplinkError(GatewayError):

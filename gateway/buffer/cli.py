@@ -13,7 +13,8 @@ import orjson
 
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.schema import connect
-from gateway.buffer.stats import BufferStats, DeadLetter
+from gateway.buffer.space import mib
+from gateway.buffer.stats import BufferStats, DeadLetter, Salvage
 from gateway.buffer.store import Store
 from gateway.errors import BufferError
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace, db_path: Path, out: TextIO | None = None) -> i
         return 1
     try:
         if command == "stats":
-            stats = store.stats(recovered_from=None, last_commit_ms=None, refused_total=0, durability="")
+            stats = store.stats(last_commit_ms=None, refused_total=0, durability="")
             out.write(_dumps(stats.to_dict()) if args.json else format_stats(stats))
         elif command == "dead-letters":
             letters = store.dead_letters(args.uplink, args.limit)
@@ -122,8 +123,12 @@ def format_stats(s: BufferStats) -> str:
     ]
     drops = [f"{lane} {reason} {n:,}" for lane, reasons in s.dropped.items() for reason, n in reasons.items()]
     text.append("dropped   " + (", ".join(drops) if drops else "none"))
-    if s.recovered_from:
-        text.append(f"recovered damaged file moved to {s.recovered_from}")
+    if s.disk_free_bytes is not None:
+        full = "FULL, refusing new readings; " if s.disk_full else ""
+        reserve = f"reserve {mib(s.reserve_bytes)} held" if s.reserve_bytes else "no reserve held"
+        text.append(f"disk      {full}{mib(s.disk_free_bytes)} free, {reserve}")
+    if s.salvage is not None:
+        text.append(f"salvaged  {format_salvage(s.salvage)}")
     rows = [
         [name, lane, str(u.cursors[lane]), f"{u.pending[lane]:,}", f"{u.dead_letters:,}" if lane == "alert" else ""]
         for name, u in s.uplinks.items()
@@ -133,6 +138,15 @@ def format_stats(s: BufferStats) -> str:
     gone = {k: v for k, v in s.dead_letters.items() if k not in s.uplinks}
     tail = "".join(f"dead letters of {k} (no longer configured): {v:,}\n" for k, v in gone.items())
     return "\n".join(text) + "\n\n" + table + tail
+
+
+def format_salvage(v: Salvage) -> str:
+    if v.lost_rows is None:
+        lost = "nothing could be read"
+    else:
+        lost = f"{v.lost_rows:,} lost" + ("" if v.lost_exact or not v.lost_rows else " at most (estimated)")
+    return (f"{v.at.strftime('%Y-%m-%d %H:%M:%SZ')}: {v.saved_rows:,} readings saved, {lost}, "
+            f"{v.saved_dead_letters:,} dead letters saved; damaged file moved to {v.moved_to} ({v.detail})")
 
 
 def format_dead_letters(letters: Sequence[DeadLetter]) -> str:

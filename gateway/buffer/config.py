@@ -1,10 +1,14 @@
-"""The `[buffer]` section: durability, group commit and caps."""
+"""The `[buffer]` section: durability, group commit, caps and the disk-space reserve."""
 
 from __future__ import annotations
 
 import enum
 
+from pydantic import field_validator
+
 from gateway.configbase import Field, Section
+
+MIN_RESERVE_BYTES = 64 * 1024  # the -shm file alone takes 32 KiB before a full disk lets the buffer read
 
 
 class Durability(enum.Enum):
@@ -25,3 +29,16 @@ class BufferConfig(Section):
     max_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
     max_age_s: int = Field(default=30 * 86_400, ge=60)
     drop_alert: AlertDropPolicy = AlertDropPolicy.NEVER
+    reserve_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=0,
+        le=1024**3,
+        description="disk space held in <data_dir>/buffer.db.reserve so that a full disk can still be delivered",
+    )
+
+    @field_validator("reserve_bytes")
+    @classmethod
+    def _reserve_is_useful(cls, v: int) -> int:
+        if 0 < v < MIN_RESERVE_BYTES:
+            raise ValueError(f"must be 0 (no reserve) or at least {MIN_RESERVE_BYTES} (64 KiB)")
+        return v

@@ -11,6 +11,9 @@ Invariants the rest of the gateway relies on:
   A dead letter re-queued by a technician gets a new seq and so comes after newer readings.
 - Reads of rows committed moments ago are served from memory (the store's tail, see tail.py), the
   same Readings a decode of the file would give; older rows are decoded from the file.
+- A full disk refuses new readings (BufferFull, like the caps) and never stops delivery: the
+  writer keeps the disk's last megabyte for acknowledgements and a reserve file for the worst
+  case (see space.py); an acknowledgement that still finds no room waits until there is.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any, TypeVar, cast
 from gateway.buffer.caps import DropReason, Room
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.schema import open_database
+from gateway.buffer.space import Space, is_disk_full, mib, shortfall, with_room
 from gateway.buffer.stats import BufferStats, DeadLetter
 from gateway.buffer.store import TAIL_ROWS, Row, Store, lane_name
 from gateway.errors import BufferError, BufferFull
@@ -39,8 +43,10 @@ log = component_logger(__name__, "buffer")
 
 T = TypeVar("T")
 
-_MAINTENANCE_S = 1.0  # how often the writer looks for other processes' writes (the CLI)
+_MAINTENANCE_S = 1.0  # how often the writer looks for other processes' writes (the CLI) and at the free space
 _AGE_CHECK_S = 60.0
+_ACK_RETRY_S = 1.0  # an acknowledgement that found the disk full is tried again after this long
+_ROOM_AGAIN = 256 * 1024  # room (free disk beyond what is kept, and free pages) that ends a disk-full episode
 
 
 class _CommitFuture(asyncio.Future[None]):
@@ -73,14 +79,14 @@ class Outbox:
         config: BufferConfig,
         store: Store,
         room: Room,
-        recovered_from: Path | None,
+        space: Space,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._path = path
         self._config = config
         self._store = store
         self._room = room
-        self._recovered_from = recovered_from
+        self._space = space
         self._loop = loop
         self._cond = threading.Condition()
         self._groups: collections.deque[_Group] = collections.deque()
@@ -95,6 +101,8 @@ class Outbox:
         self._refused_episode = 0  # loop side: readings refused since caps left no room; 0 = accepting
         self._dropping: collections.Counter[tuple[int, DropReason]] | None = None  # thread side: drops of the current cap episode
         self._last_commit_ms: float | None = None
+        self._disk_full = False  # writer side: an insert was refused for want of disk space, and no clear room since
+        self._disk_refused = 0  # writer side: readings refused since then
         self._thread = threading.Thread(target=self._run, name=f"outbox:{path.name}", daemon=True)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -118,22 +126,31 @@ class Outbox:
         memory for reads (see tail.py); the tests make it small to exercise its bound.
         """
         loop = asyncio.get_running_loop()
+        space = Space(path, config.reserve_bytes)
+
+        def make_room() -> bool:
+            return space.release("opening the buffer")
 
         def opening() -> Outbox:
-            opened = open_database(path, durability=config.durability, max_page_count=max_page_count)
-            try:
+            opened = open_database(path, durability=config.durability, max_page_count=max_page_count,
+                                   make_room=make_room)
+            def load() -> tuple[Store, collections.Counter[tuple[int, DropReason]]]:
+                # cursors of new uplinks, rows passed by all, aged rows: the writes an open may have to make
                 store = Store(opened.conn, path=path, config=config, uplinks=uplinks, clock=clock, tail_rows=tail_rows)
+                return store, store.drop_aged(clock())
+
+            try:
+                store, aged = with_room(make_room, load)
                 room = Room(config, store.rows, store.bytes)
                 store.room = room
                 for name in store.removed_uplinks:
                     log.warning("buffer: uplink %s is no longer configured; dropped its cursors", name)
-                aged = store.drop_aged(clock())
+                space.look()
+                store.checkpoint_every_commit(space.careful)
             except BaseException:
                 opened.conn.close()
                 raise
-            box = cls(
-                path=path, config=config, store=store, room=room, recovered_from=opened.recovered_from, loop=loop
-            )
+            box = cls(path=path, config=config, store=store, room=room, space=space, loop=loop)
             if aged:
                 box._note_drops(aged)
             return box
@@ -144,12 +161,15 @@ class Outbox:
             raise BufferError(f"buffer: cannot open {path}, got {exc}", path=str(path)) from exc
         box._thread.start()
         log.info(
-            "buffer: opened %s (%d rows, durability %s, uplinks %s)",
+            "buffer: opened %s (%d rows, durability %s, uplinks %s, %s free)",
             path,
             sum(box._store.rows),
             config.durability.value,
             ", ".join(box._store.uplinks),
+            mib(space.free),
         )
+        if space.careful:
+            box._log_careful()
         return box
 
     async def close(self) -> None:
@@ -308,9 +328,28 @@ class Outbox:
         return self._store.covered(uplink, after)
 
     async def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
+        """Move the uplink's cursors over what was delivered or rejected; on a full disk, wait until it can be written."""
         # no look for other processes' writes first: acks are the hot path, and the writer looks
         # at least once a second anyway (see _run)
-        await self._call(lambda: self._store.ack(uplink, batch, outcomes), sync=False)
+        waiting = False
+        while True:
+            try:
+                await self._call(self._delivering(lambda: self._store.ack(uplink, batch, outcomes)), sync=False)
+            except BufferFull as exc:
+                # Giving up would stop the uplink's delivery loop for good; the records stay unacknowledged
+                # meanwhile (at-least-once: they may be delivered again), and nothing new is stored anyway.
+                if self._closed:
+                    raise
+                if not waiting:
+                    waiting = True
+                    log.error("buffer: disk full in %s, cannot record what %s delivered, got %s; free space there "
+                              "(trying again every %.0f s)", self._path.parent, uplink, exc.params.get("got"),
+                              _ACK_RETRY_S)
+                await asyncio.sleep(_ACK_RETRY_S)
+                continue
+            if waiting:
+                log.info("buffer: recording what %s delivers again", uplink)
+            return
 
     async def wait(self, uplink: str, timeout: float) -> bool:
         """True as soon as rows past the uplink's cursors exist (woken by commits), False after `timeout`."""
@@ -334,9 +373,9 @@ class Outbox:
     async def stats(self) -> BufferStats:
         return await self._call(
             lambda: self._store.stats(
-                recovered_from=self._recovered_from,
                 last_commit_ms=self._last_commit_ms,
                 refused_total=self._refused_total,
+                disk_full=self._disk_full,
             )
         )
 
@@ -442,33 +481,122 @@ class Outbox:
         started = time.perf_counter()
         error: BaseException | None = None
         drops = None
+        nbytes = lane_bytes[0] + lane_bytes[1] + lane_bytes[2]
+        space = self._space
         try:
-            drops = self._store.insert(rows, lane_rows, lane_bytes, readings)
+            if space.careful:
+                error = self._no_room(rows, nbytes)
+            if error is None:
+                drops = self._store.insert(rows, lane_rows, lane_bytes, readings)
         except sqlite3.Error as exc:
+            error = self._commit_error(exc, len(rows))
+        if error is not None:
             for i in range(3):
                 self._room.release(i, lane_rows[i], lane_bytes[i])
-            error = self._commit_error(exc, len(rows))
+            if isinstance(error, BufferFull):
+                self._disk_refusing(len(rows), error)
+        elif self._disk_full and self._room_again():
+            log.info("buffer: disk has room again in %s; accepting readings (%d refused meanwhile)",
+                     self._path.parent, self._disk_refused)
+            self._disk_full = False
+        if not space.careful and space.spend(nbytes):
+            self._look()
         self._last_commit_ms = (time.perf_counter() - started) * 1000
         if drops is not None:
             self._note_drops(drops)
         futures = [g.future for g in groups]
-        self._to_loop(self._committed, futures, error)
+        self._to_loop(self._committed, futures, error, len(rows))
+
+    # --- disk space (writer thread; see space.py) ------------------------------------------------
+
+    def _no_room(self, rows: list[Row], nbytes: int) -> BufferFull | None:
+        """With the disk running low: BufferFull unless the insert leaves the room kept for delivery."""
+        space, store = self._space, self._store
+        free = space.free_bytes()
+        missing = shortfall(pages=store.insert_pages(rows, nbytes), free_pages=store.free_pages(),
+                            page_size=store.page_size, wal_bytes=space.wal_bytes(), free_bytes=free, keep=space.keep())
+        if not missing:
+            return None
+        got = f"{free} bytes free in {self._path.parent} and {space.keep()} kept for delivery"
+        return BufferFull(
+            f"buffer: disk full while committing {len(rows)} readings, got {got}; "
+            f"free space in {self._path.parent}, appends work again once there is room",
+            path=str(self._path),
+            rows=len(rows),
+            got=got,
+        )
+
+    def _disk_refusing(self, n: int, error: BufferFull) -> None:
+        if not self._disk_full:
+            self._disk_full = True
+            self._disk_refused = 0
+            log.error("buffer: disk full in %s: refusing new readings until there is room, got %s; "
+                      "delivery goes on", self._path.parent, error.params.get("got"))
+        self._disk_refused += n
+
+    def _room_again(self) -> bool:
+        """After an insert while refusing: whether there is clearly room again, not just for one small group.
+
+        Near the limit a small group fits where a large one did not; saying "room again" then would
+        flip the log between the two states with every group.
+        """
+        space, store = self._space, self._store
+        if not space.careful:
+            return True
+        room = space.free_bytes() - space.keep() + store.free_pages() * store.page_size
+        return room >= _ROOM_AGAIN
+
+    def _look(self) -> None:
+        space = self._space
+        if not space.look():
+            return
+        self._store.checkpoint_every_commit(space.careful)
+        if space.careful:
+            self._log_careful()
+        else:
+            log.info("buffer: %s free in %s again; commits are no longer checked one by one",
+                     mib(space.free), self._path.parent)
+
+    def _log_careful(self) -> None:
+        log.warning(
+            "buffer: disk nearly full: %s free in %s; each commit is now checked, and new readings are "
+            "refused once %s is left (kept for delivery); free space, or lower [buffer] max_bytes",
+            mib(self._space.free), self._path.parent, mib(self._space.keep()),
+        )
+
+    def _delivering(self, fn: Callable[[], T]) -> Callable[[], T]:
+        """`fn` (a write delivery needs), tried once more after deleting the reserve file if the disk was full."""
+
+        def run() -> T:
+            try:
+                return fn()
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc) or not self._space.release("delivery"):
+                    raise
+            return fn()
+
+        return run
 
     def _commit_error(self, exc: sqlite3.Error, n: int) -> BaseException:
         what = f"committing {n} readings" if n else "writing"
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-            log.error("buffer: disk full while %s (%s)", what, exc)
+        if is_disk_full(exc):
+            # said once per episode by _disk_refusing (appends) or ack (deliveries), not per commit
+            self._look()
+            got = f"{exc!r} on {self._path}"
             return BufferFull(
-                f"buffer: disk full while {what}, got {exc!r} on {self._path}; "
+                f"buffer: disk full while {what}, got {got}; "
                 f"free space in {self._path.parent}, appends work again once there is room",
                 path=str(self._path),
                 rows=n,
+                got=got,
             )
         log.error("buffer: %s failed: %s", what, exc)
         return BufferError(f"buffer: {what} failed, got {exc!r} on {self._path}", path=str(self._path))
 
-    def _committed(self, futures: list[_CommitFuture], error: BaseException | None) -> None:
+    def _committed(self, futures: list[_CommitFuture], error: BaseException | None, n: int) -> None:
         # on the loop
+        if isinstance(error, BufferFull):
+            self._refused_total += n
         for fut in futures:
             if error is None:
                 fut.set_result(None)
@@ -509,9 +637,10 @@ class Outbox:
 
     def _maintain(self, *, age: bool) -> None:
         try:
+            self._look()
             self._sync_external()
             if age:
-                drops = self._store.drop_aged(self._store.clock())
+                drops = self._delivering(lambda: self._store.drop_aged(self._store.clock()))()
                 if drops:
                     self._note_drops(drops)
         except sqlite3.Error as exc:

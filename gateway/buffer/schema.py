@@ -1,15 +1,22 @@
-"""Opens the outbox database file: pragmas, schema, integrity check and moving a damaged file aside."""
+"""Opens the outbox database file: pragmas, schema, integrity check, and salvaging a damaged file.
+
+Opening writes nothing when nothing has to change (a file of this schema version with every table),
+so the gateway starts on a full disk and can deliver the backlog that filled it (see space.py).
+"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gateway.buffer import location, salvage
 from gateway.buffer.config import Durability
-from gateway.errors import BufferError
+from gateway.buffer.space import is_disk_full, with_room
+from gateway.errors import BufferError, BufferUnavailable
 from gateway.logs import component_logger
 
 log = component_logger(__name__, "buffer")
@@ -54,15 +61,30 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+_SCHEMA_NAMES = frozenset({
+    "outbox", "outbox_lane", "outbox_target", "cursors", "dead_letters", "dead_letters_uplink", "counters",
+})
 
-# SQLite result codes that mean the file itself is damaged, not that we lack access to it.
-_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+# SQLite result codes that mean the file itself is damaged, not that we lack access to it or space:
+# garbage in the header or schema page shows as any of these, not only as SQLITE_CORRUPT (compared
+# without their extended part: SQLITE_CORRUPT_INDEX is SQLITE_CORRUPT too). The outbox's own SQL is
+# valid, so even a plain SQLITE_ERROR ("unsupported file format") is the file's.
+_DAMAGED = {
+    sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_FORMAT,
+    sqlite3.SQLITE_RANGE, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_ERROR, sqlite3.SQLITE_SCHEMA,
+    sqlite3.SQLITE_INTERNAL,
+}
+
+
+def _damaged(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _DAMAGED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Opened:
     conn: sqlite3.Connection
-    recovered_from: Path | None  # where a damaged file was moved before a fresh one was created
+    recovered_from: Path | None  # where a damaged file was moved before a fresh one replaced it, this time
 
 
 class _Damaged(Exception):
@@ -75,7 +97,7 @@ def connect(path: Path, *, durability: Durability | None, max_page_count: int | 
     try:
         conn.execute("PRAGMA busy_timeout = 5000")  # the CLI and the gateway share the file
         if durability is not None:
-            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA journal_mode = WAL")  # no write when the file is in WAL mode already
             conn.execute(f"PRAGMA synchronous = {'FULL' if durability is Durability.FULL else 'NORMAL'}")
             conn.execute("PRAGMA cache_size = -16000")  # 16 MiB: keeps the lane index hot on a 1M-row backlog
             conn.execute("PRAGMA temp_store = MEMORY")
@@ -96,11 +118,37 @@ def _check(conn: sqlite3.Connection) -> None:
     try:
         rows = conn.execute("PRAGMA quick_check").fetchall()
     except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
+        if _damaged(exc):
             raise _Damaged(str(exc)) from exc
         raise
     if rows != [("ok",)]:
-        raise _Damaged("; ".join(str(r[0]) for r in rows[:5]))
+        # one line for the log: SQLite's report spans lines and may list a hundred problems
+        problems = [line.strip() for (text,) in rows for line in str(text).splitlines()
+                    if line.strip() and not line.startswith("*** in database")]
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise _Damaged("quick_check: " + "; ".join(problems[:3]) + more)
+
+
+def ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Create what a new or older file lacks; write nothing to a file that has it all."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise BufferUnavailable(
+            f"buffer: cannot open {path}, got schema version {version} written by a newer edgegw "
+            f"(this one knows {SCHEMA_VERSION}); run that version, or move the file away to start an empty buffer",
+            path=str(path),
+        )
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+    if version == SCHEMA_VERSION and _SCHEMA_NAMES <= names:
+        return
+    conn.executescript(f"BEGIN IMMEDIATE; {_DDL} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+
+
+def _check_writable(conn: sqlite3.Connection) -> None:
+    # SQLite opens a file it may not write read-only without a word; the first commit would fail.
+    # Taking the write lock writes nothing, so this holds on a full disk too.
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("ROLLBACK")
 
 
 def _move_aside(path: Path, now: datetime) -> Path:
@@ -126,47 +174,99 @@ def _not_sqlite(path: Path) -> bool:
     return len(head) > 0 and head != b"SQLite format 3\x00"
 
 
-def _recover(path: Path, detail: str, now: datetime | None) -> Path:
-    moved = _move_aside(path, now or datetime.now(timezone.utc))
-    log.critical(
-        "buffer: database %s is damaged (%s); moved it to %s and started an empty buffer. "
-        "Readings in the damaged file are not delivered; keep it for analysis",
-        path,
-        detail,
-        moved,
-    )
-    return moved
-
-
 def _cannot_open(path: Path, exc: BaseException) -> BufferError:
-    return BufferError(
-        f"buffer: cannot open {path}, got {exc}; check the file's permissions, free space and gateway.data_dir",
+    if isinstance(exc, BufferError):
+        return exc
+    if is_disk_full(exc):
+        return BufferUnavailable(
+            f"buffer: cannot open {path}, got a full disk ({exc}); free space in {path.parent} "
+            "(opening needs about 32 KiB, delivering a little more), or give [buffer] reserve_bytes a size",
+            path=str(path),
+        )
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY:
+        return BufferUnavailable(
+            f"buffer: cannot open {path}, got a file SQLite may only read ({exc}); give the gateway's user "
+            f"write access to it and to {path.parent}, or set gateway.data_dir to a writable directory",
+            path=str(path),
+        )
+    name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+    return BufferUnavailable(
+        f"buffer: cannot open {path}, got {name} ({exc}); "
+        "check the file's permissions, free space and gateway.data_dir",
         path=str(path),
     )
 
 
 def open_database(
-    path: Path, *, durability: Durability, max_page_count: int | None = None, now: datetime | None = None
+    path: Path,
+    *,
+    durability: Durability,
+    max_page_count: int | None = None,
+    now: datetime | None = None,
+    make_room: Callable[[], bool] | None = None,
 ) -> Opened:
-    """Open (or create) the outbox file; a damaged file is moved aside and replaced by an empty one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    recovered: Path | None = None
+    """Open (or create) the outbox file; a damaged one is moved aside and what it still holds salvaged.
+
+    `make_room` is called when opening fails for want of disk space (space.py deletes the reserve
+    file); it says whether trying again makes sense. BufferUnavailable, with the path and the fix,
+    when the file cannot be used.
+    """
+    location.prepare(path)
+    now = now or datetime.now(timezone.utc)
     if _not_sqlite(path):
         # decided before SQLite opens it: SQLite would delete the -wal beside a foreign file
-        recovered = _recover(path, "file is not a database", now)
-    for attempt in (1, 2):
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = connect(path, durability=durability, max_page_count=max_page_count)
-            _check(conn)
-            conn.executescript(_DDL)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            return Opened(conn=conn, recovered_from=recovered)
-        except (_Damaged, sqlite3.DatabaseError) as exc:
-            if conn is not None:
-                conn.close()
-            damaged = isinstance(exc, _Damaged) or getattr(exc, "sqlite_errorcode", None) in _DAMAGED
-            if not damaged or attempt == 2:
-                raise _cannot_open(path, exc) from exc
-            recovered = _recover(path, str(exc), now)
-    raise AssertionError("unreachable")
+        return _replace(path, None, "file is not a database", durability, max_page_count, now, make_room)
+    try:
+        conn = with_room(make_room, lambda: _existing(path, durability, max_page_count))
+    except _Damaged as exc:
+        return _replace(path, path, str(exc), durability, max_page_count, now, make_room)
+    except UnicodeDecodeError as exc:
+        # SQLite's message quotes the garbled schema text itself, which then is not even UTF-8
+        return _replace(path, path, f"garbled schema text ({exc.reason})", durability, max_page_count, now, make_room)
+    except (sqlite3.Error, OSError) as exc:
+        if _damaged(exc):
+            return _replace(path, path, str(exc), durability, max_page_count, now, make_room)
+        raise _cannot_open(path, exc) from exc
+    return Opened(conn=conn, recovered_from=None)
+
+
+def _existing(path: Path, durability: Durability, max_page_count: int | None) -> sqlite3.Connection:
+    conn = connect(path, durability=durability, max_page_count=max_page_count)
+    try:
+        _check(conn)
+        ensure_schema(conn, path)
+        _check_writable(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _fresh(path: Path, durability: Durability, max_page_count: int | None) -> sqlite3.Connection:
+    conn = connect(path, durability=durability, max_page_count=max_page_count)
+    try:
+        ensure_schema(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _replace(
+    path: Path,
+    damaged: Path | None,
+    detail: str,
+    durability: Durability,
+    max_page_count: int | None,
+    now: datetime,
+    make_room: Callable[[], bool] | None,
+) -> Opened:
+    """Move the damaged file aside, start a fresh one and salvage into it what `damaged` (if SQLite) still holds."""
+    moved = _move_aside(path, now)
+    try:
+        conn = with_room(make_room, lambda: _fresh(path, durability, max_page_count))
+    except (sqlite3.Error, OSError) as exc:
+        raise _cannot_open(path, exc) from exc
+    salvage.replace_damaged(moved if damaged is not None else None, conn, moved_to=moved, detail=detail,
+                            path=path, now=now)
+    return Opened(conn=conn, recovered_from=moved)

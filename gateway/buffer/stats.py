@@ -1,4 +1,4 @@
-"""What the outbox reports about itself: BufferStats, UplinkCursorStats and DeadLetter."""
+"""What the outbox reports about itself: BufferStats, UplinkCursorStats, Salvage and DeadLetter."""
 
 from __future__ import annotations
 
@@ -20,6 +20,34 @@ class UplinkCursorStats:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Salvage:
+    """What was copied out of a damaged buffer file into the fresh one that replaced it."""
+
+    at: datetime
+    moved_to: str  # the damaged file, kept for analysis
+    detail: str  # what was wrong with it
+    saved_rows: int
+    lost_rows: int | None  # None: nothing could be counted (the file was not a database at all)
+    lost_exact: bool  # counted from the lane index; otherwise estimated from the unreadable seq ranges
+    saved_dead_letters: int
+    lost_dead_letters: int | None
+    cursors_kept: bool  # False: some uplinks' cursors were unreadable and they get every saved row again
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": iso_utc(self.at),
+            "moved_to": self.moved_to,
+            "detail": self.detail,
+            "saved_rows": self.saved_rows,
+            "lost_rows": self.lost_rows,
+            "lost_exact": self.lost_exact,
+            "saved_dead_letters": self.saved_dead_letters,
+            "lost_dead_letters": self.lost_dead_letters,
+            "cursors_kept": self.cursors_kept,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BufferStats:
     path: str
     durability: str
@@ -36,7 +64,11 @@ class BufferStats:
     refused_total: int  # appends refused with BufferFull (caps or disk) since the gateway started
     commits_total: int
     last_commit_ms: float | None  # duration of the last group commit, None outside the gateway
-    recovered_from: str | None  # where a damaged database file was moved at open
+    recovered_from: str | None  # where the last damaged database file was moved (also salvage.moved_to)
+    salvage: Salvage | None  # the last time a damaged file was replaced, None if never
+    disk_free_bytes: int | None  # in the data directory, None if unknown
+    disk_full: bool | None  # new readings refused for want of disk space, no clear room since; None: not the gateway
+    reserve_bytes: int  # held by the reserve file now (0: released, or none configured)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +91,10 @@ class BufferStats:
             "commits_total": self.commits_total,
             "last_commit_ms": self.last_commit_ms,
             "recovered_from": self.recovered_from,
+            "salvage": None if self.salvage is None else self.salvage.to_dict(),
+            "disk_free_bytes": self.disk_free_bytes,
+            "disk_full": self.disk_full,
+            "reserve_bytes": self.reserve_bytes,
         }
 
 

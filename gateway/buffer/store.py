@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import sqlite3
 import threading
 import time
@@ -21,8 +22,10 @@ from pathlib import Path
 
 import orjson
 
+from gateway.buffer import salvage
 from gateway.buffer.caps import LANES, DropReason, Room, drop_order
 from gateway.buffer.config import BufferConfig
+from gateway.buffer.space import insert_pages, reserve_path
 from gateway.buffer.stats import BufferStats, DeadLetter, UplinkCursorStats
 from gateway.buffer.tail import Tail
 from gateway.errors import BufferError
@@ -125,6 +128,7 @@ class Store:
         # holds it for the in-memory updates after each COMMIT, never across SQL.
         self.lock = threading.Lock()
         self._block = insert_block_rows(conn)
+        self.page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         self.path = path
         self.config = config
         self.clock = clock
@@ -212,6 +216,21 @@ class Store:
             self.counters.update(ch.counters)
             for fn in ch.after:
                 fn()
+
+    # --- disk space (see space.py) ---------------------------------------------------------------
+
+    def insert_pages(self, rows: Sequence[Row], nbytes: int) -> int:
+        """Pages an insert of `rows` (bodies of `nbytes` in all) may take; per row work, for a disk running low only."""
+        entity_bytes = sum(len(row[1]) for row in rows)
+        return insert_pages(rows=len(rows), record_bytes=nbytes + entity_bytes, page_size=self.page_size)
+
+    def free_pages(self) -> int:
+        """Pages on SQLite's free-list: room inside the file that inserts take before the file grows."""
+        return int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+
+    def checkpoint_every_commit(self, on: bool) -> None:
+        """On a disk running low, keep the -wal one transaction long (1 page); otherwise SQLite's 1,000 pages."""
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {1 if on else 1000}")
 
     def _read_data_version(self) -> int:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
@@ -566,12 +585,13 @@ class Store:
     def stats(
         self,
         *,
-        recovered_from: Path | None,
         last_commit_ms: float | None,
         refused_total: int,
         durability: str | None = None,
+        disk_full: bool | None = None,
     ) -> BufferStats:
-        """`durability` overrides the config's, for a reader (the CLI) that does not know it."""
+        """`durability` overrides the config's, for a reader (the CLI) that does not know it; so does
+        `disk_full`, known only to the gateway's writer."""
         conn = self.conn
         now = self.clock()
         oldest = conn.execute(
@@ -591,6 +611,16 @@ class Store:
             uplinks[name] = UplinkCursorStats(
                 cursors={lane_name(i): cur[i] for i in range(3)}, pending=pending, dead_letters=dead.get(name, 0)
             )
+        last_salvage = salvage.read_last(conn)
+        try:
+            st = os.statvfs(self.path.parent)
+            disk_free: int | None = st.f_bavail * st.f_frsize
+        except OSError:
+            disk_free = None
+        try:
+            reserve = reserve_path(self.path).stat().st_size
+        except OSError:
+            reserve = 0
         dropped: dict[str, dict[str, int]] = {}
         for key, value in sorted(self.counters.items()):
             if key.startswith("dropped."):
@@ -612,7 +642,11 @@ class Store:
             refused_total=refused_total,
             commits_total=self.counters["commits"],
             last_commit_ms=last_commit_ms,
-            recovered_from=None if recovered_from is None else str(recovered_from),
+            recovered_from=None if last_salvage is None else last_salvage.moved_to,
+            salvage=last_salvage,
+            disk_free_bytes=disk_free,
+            disk_full=disk_full,
+            reserve_bytes=reserve,
         )
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -50,15 +51,17 @@ async def test_stats_table_and_json_while_the_gateway_runs(tmp_path: Path) -> No
     assert lines[1] == "rows      6 (alert 1, normal 5, bulk 0)"
     assert lines[4] == "appended  6 in 1 commits"
     assert lines[5] == "dropped   none"
-    assert lines[7].split() == ["uplink", "lane", "cursor", "pending", "dead", "letters"]
-    assert lines[8].split() == ["mqtt", "alert", "0", "1", "0"]
-    assert lines[11].split() == ["orion", "alert", "6", "0", "1"]
-    assert lines[12].split() == ["orion", "normal", "2", "3"]
+    assert re.fullmatch(r"disk      \d+\.\d MiB free, reserve 8\.0 MiB held", lines[6]), lines[6]
+    assert lines[8].split() == ["uplink", "lane", "cursor", "pending", "dead", "letters"]
+    assert lines[9].split() == ["mqtt", "alert", "0", "1", "0"]
+    assert lines[12].split() == ["orion", "alert", "6", "0", "1"]
+    assert lines[13].split() == ["orion", "normal", "2", "3"]
     code, text = await asyncio.to_thread(_run, db, "stats", "--json")
     doc = json.loads(text)
     assert doc["rows_per_lane"] == {"alert": 1, "normal": 5, "bulk": 0}
     assert doc["uplinks"]["mqtt"]["pending"] == {"alert": 1, "normal": 5, "bulk": 0}
     assert doc["dead_letters"] == {"orion": 1}
+    assert (doc["disk_full"], doc["reserve_bytes"], doc["salvage"]) == (None, 8 * 1024 * 1024, None)
     await box.close()
 
 

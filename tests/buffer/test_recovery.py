@@ -1,4 +1,4 @@
-"""A damaged buffer file is moved aside and replaced; a full disk refuses appends and recovers."""
+"""A damaged buffer file is moved aside and replaced (what it holds salvaged); a full disk refuses appends and recovers."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ async def test_a_file_that_is_not_a_database_is_moved_aside(tmp_path: Path, capl
     await box.close()
 
 
-async def test_a_damaged_page_inside_a_real_buffer_is_detected(tmp_path: Path) -> None:
+async def test_a_damaged_block_inside_a_real_buffer_is_detected_and_salvaged(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
     box = await Outbox.open(db, CFG, ["orion"])
     await box.append_many([reading(i, pad=200) for i in range(3000)])
@@ -53,12 +53,17 @@ async def test_a_damaged_page_inside_a_real_buffer_is_detected(tmp_path: Path) -
     moved = _aside(db)
     assert moved.stat().st_size == len(data)
     stats = await box.stats()
-    assert (stats.rows, stats.recovered_from) == (0, str(moved))
+    assert stats.recovered_from == str(moved)
+    assert stats.salvage is not None and stats.salvage.lost_rows is not None
+    assert 2900 < stats.rows == stats.salvage.saved_rows == 3000 - stats.salvage.lost_rows
+    survivors = ns(await box.read("orion", 5000))
+    assert survivors == sorted(survivors) and len(survivors) == stats.rows
     await box.close()
-    # the fresh file is healthy: opening again recovers nothing
+    # the fresh file is healthy: opening again moves nothing aside and salvages nothing more
     box = await Outbox.open(db, CFG, ["orion"])
-    assert (await box.stats()).recovered_from is None
+    assert (await box.stats()).salvage == stats.salvage
     await box.close()
+    assert _aside(db) == moved
 
 
 async def test_disk_full_fails_the_group_keeps_what_was_committed_and_resumes(tmp_path: Path) -> None:

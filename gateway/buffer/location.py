@@ -1,0 +1,107 @@
+"""Whether the data directory and the buffer file in it can be used, in words a technician can act on.
+
+SQLite says "unable to open database file" for a read-only disk, a missing parent, a directory in
+the way and a permission problem alike, so these are told apart here, before SQLite is asked.
+A full disk is not among them: the buffer opens on a full disk (see space.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.buffer.space import is_disk_full
+from gateway.errors import BufferUnavailable
+
+_USE_ANOTHER = "set gateway.data_dir to a directory the gateway's user can create or write, e.g. /var/lib/edgegw"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    what: str
+    got: str
+    fix: str
+
+
+def describe(exc: OSError, at: Path | None = None) -> str:
+    """`Read-only file system (EROFS) at /mnt/x`: the OS's words, the code to search for, the path."""
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    place = at or exc.filename
+    return f"{exc.strerror or exc} ({code})" + (f" at {place}" if place else "")
+
+
+def _writable(directory: Path) -> OSError | None:
+    """Create and remove an empty file: the one test that reflects mounts, permissions, ACLs and /proc alike."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".edgegw-probe-", dir=directory)
+    except OSError as exc:
+        # a full disk can still hold the buffer (it opens and delivers on one); it is not this problem
+        return None if is_disk_full(exc) else exc
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+def _fix_for(exc: OSError) -> str:
+    if exc.errno == errno.EROFS:
+        return "remount it read-write or " + _USE_ANOTHER
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "give the gateway's user write access (chown edgegw) or " + _USE_ANOTHER
+    return _USE_ANOTHER
+
+
+def data_dir_problem(data_dir: Path) -> Problem | None:
+    """For `check-config`: whether `data_dir` exists and is writable, or can be created. Leaves nothing behind."""
+    existing = data_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return Problem(what="cannot be created" if existing != data_dir else "is not a directory",
+                       got=f"a file at {existing}", fix="move the file away or " + _USE_ANOTHER)
+    if existing == data_dir:
+        exc = _writable(data_dir)
+        if exc is not None:
+            return Problem(what="is not writable", got=describe(exc, data_dir), fix=_fix_for(exc))
+        buffer = data_dir / "buffer.db"
+        if buffer.is_dir():
+            return Problem(what="cannot hold the buffer", got=f"a directory at {buffer}",
+                           fix="move it away (the buffer is a file) or " + _USE_ANOTHER)
+        return None
+    try:
+        # what creating data_dir would need: a directory made (and removed) where it would be made
+        probe = Path(tempfile.mkdtemp(prefix=".edgegw-probe-", dir=existing))
+    except OSError as exc:
+        if is_disk_full(exc):
+            return None
+        return Problem(what="cannot be created", got=describe(exc, data_dir), fix=_fix_for(exc))
+    probe.rmdir()
+    return None
+
+
+def prepare(db_path: Path) -> None:
+    """Create the buffer's directory and check that the file can be opened there; BufferUnavailable if not."""
+    directory = db_path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise _unavailable(db_path, f"a file at {exc.filename or directory} where a directory should be",
+                           "move the file away or " + _USE_ANOTHER) from exc
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise _unavailable(db_path, describe(exc), _fix_for(exc)) from exc
+    if db_path.is_dir():
+        raise _unavailable(db_path, "a directory at that path",
+                           "move it away (the buffer is a file) or " + _USE_ANOTHER)
+    refused = _writable(directory)
+    if refused is not None:
+        raise _unavailable(db_path, describe(refused, directory), _fix_for(refused)) from refused
+    if db_path.exists() and not os.access(db_path, os.R_OK | os.W_OK):
+        denied = OSError(errno.EACCES, os.strerror(errno.EACCES), str(db_path))
+        raise _unavailable(db_path, describe(denied), _fix_for(denied))
+
+
+def _unavailable(db_path: Path, got: str, fix: str) -> BufferUnavailable:
+    return BufferUnavailable(f"buffer: cannot open {db_path}, got {got}; {fix}", path=str(db_path))
