@@ -595,6 +595,8 @@ class MqttUplink:
         # (topic, what the agent adds per entity to its Orion request) by the reading fields that decide them
         self._topics: dict[object, tuple[str, int]] = {}
         used = iota.template_fields(config.topic if config.format is MqttFormat.NGSI_V2 else config.device_id)
+        if config.confirm is not None:  # the Orion entity id sizes the agent's request too
+            used |= iota.template_fields(config.confirm.entity_id) - {"device_id"}
         # the default templates use the entity id alone: key the topic cache by it, no tuple per reading
         self._topic_by_id = used <= {"entity_id", "gateway_id"} and not any(r.entity_type for r in config.apikeys)
 
