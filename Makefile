@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DEB_PACKAGES := mosquitto mosquitto-clients socat freeradius-utils
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps debs venv bench clean
+.PHONY: run test deps debs venv iotagents nodejs bench clean
 
 # The demo: a loopback-only mosquitto on port 18830 (stopped again on exit) and the gateway with
 # simulated devices. Watch the data with: mosquitto_sub -p 18830 -t '#' -v
@@ -24,7 +24,7 @@ COVERAGE := $(foreach c,$(CODECS),--cov=$(c)) --cov-branch --cov-fail-under=100 
 test: deps
 	@$(PY) -m pytest -q -p no:cacheprovider $(COVERAGE) $(PYTEST_ARGS)
 
-deps: debs venv
+deps: debs venv iotagents
 
 # Debian packages the tests and the demo need (real brokers and serial ptys, radclient).
 debs:
@@ -36,6 +36,36 @@ debs:
 	fi
 
 venv: $(STAMP)
+
+# The real FIWARE IoT Agents (JSON and UltraLight) for tests/iota_agent: their sources are tarballs in
+# the shared vendor folder (no registry serves them). Each is unpacked into .venv/iotagents/<name>-<commit>/,
+# its git dependency on iotagent-node-lib (unreachable here) swapped for the npm release, and installed
+# with npm; a stamp makes the next run quiet. Tests only: nothing of this is shipped.
+IOTA_VENDOR ?= $(firstword $(wildcard ../shared/vendor ../../shared/vendor))
+IOTA_NODE_LIB := 4.14.0
+IOTA_DIR := $(VENV)/iotagents
+IOTA_AGENTS := $(basename $(basename $(notdir $(wildcard $(IOTA_VENDOR)/iotagent-*.tar.gz))))
+
+iotagents: nodejs $(foreach a,$(IOTA_AGENTS),$(IOTA_DIR)/$(a)/.installed)
+	@[ -n "$(IOTA_AGENTS)" ] || { echo "no iotagent-*.tar.gz in IOTA_VENDOR=$(IOTA_VENDOR); set IOTA_VENDOR"; exit 1; }
+
+nodejs:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "installing Debian packages: nodejs npm"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root (or install: nodejs npm)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
+
+$(IOTA_DIR)/%/.installed: $(IOTA_VENDOR)/%.tar.gz | nodejs
+	@echo "installing the FIWARE IoT Agent $* for the tests into $(IOTA_DIR)/$*"
+	@rm -rf $(IOTA_DIR)/$* $(IOTA_DIR)/$*.part && mkdir -p $(IOTA_DIR)/$*.part
+	@tar -xzf $< -C $(IOTA_DIR)/$*.part --strip-components=1
+	@sed -i 's#"iotagent-node-lib": *"[^"]*"#"iotagent-node-lib": "$(IOTA_NODE_LIB)"#' $(IOTA_DIR)/$*.part/package.json
+	@grep -q '"iotagent-node-lib": "$(IOTA_NODE_LIB)"' $(IOTA_DIR)/$*.part/package.json \
+	  || { echo "$*: package.json names no iotagent-node-lib dependency to pin"; exit 1; }
+	@cd $(IOTA_DIR)/$*.part && npm install --omit=dev --no-audit --no-fund --loglevel=error >npm-install.log 2>&1 \
+	  || { cat npm-install.log; echo "npm install failed for $* (log: $(IOTA_DIR)/$*.part/npm-install.log)"; exit 1; }
+	@mv $(IOTA_DIR)/$*.part $(IOTA_DIR)/$* && touch $@
 
 $(STAMP): pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)

@@ -100,6 +100,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
                     f"{key}[{i}].name: must be unique, got {section.name!r}; {seen[section.name]} has it already"
                 )
             seen.setdefault(section.name, f"{key}[{i}]")
+    errors.extend(_checked_together(uplinks, doc))
     if not raw_uplinks:
         errors.append("uplinks: at least one [[uplinks]] entry is needed, got none")
     if errors or top is None:
@@ -111,6 +112,21 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         adapters=tuple(s for _, s in adapters),
         uplinks=tuple(_with_ngsi_defaults(s, raw_uplinks[i], top.ngsi) for i, s in uplinks),
     )
+
+
+def _checked_together(uplinks: list[tuple[int, Any]], doc: dict[str, Any]) -> list[str]:
+    """Errors between uplinks of one type, from the type's optional `check_together(sections, gateway_id)`
+    (e.g. two `mqtt` uplinks on one broker sharing a retained status topic)."""
+    gateway = doc.get("gateway")
+    gateway_id = gateway.get("id") if isinstance(gateway, dict) else None
+    if not isinstance(gateway_id, str):
+        return []  # reported by the top-level validation
+    errors: list[str] = []
+    for model in dict.fromkeys(type(section) for _, section in uplinks):
+        check = getattr(model, "check_together", None)
+        if check is not None:
+            errors.extend(check([(i, s) for i, s in uplinks if type(s) is model], gateway_id))
+    return errors
 
 
 def _with_ngsi_defaults(section: UplinkConfig, raw: dict[str, Any], ngsi: NgsiConfig) -> UplinkConfig:

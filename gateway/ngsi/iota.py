@@ -4,10 +4,13 @@ What the agents accept (telefonicaid/iotagent-json and iotagent-ul, lib/ulParser
 - JSON: a flat object `{"<measure>": value, ..., "TimeInstant": "…Z"}`, or an array of such objects
   (a multi-measure: each element becomes its own update, in array order). A `TimeInstant` measure is
   used as the observation time; without it the agent stamps the arrival time, so a backlog sent after
-  an outage must carry it. Measures named `id` or `type` are silently dropped by the agent.
+  an outage must carry it. Measures named `id` or `type` are renamed `measure_id` / `measure_type`.
 - UltraLight 2.0: `k|v|k|v`, an optional leading timestamp `<ISO>|k|v` (an odd field count marks it),
   groups separated by `#`. The parser splits on `#` then `|`, refuses empty fields, and treats any group
   holding `@` as a command result — so `|`, `#`, `@` and empty strings cannot appear in keys or values.
+  It then `JSON.parse`s every value and keeps the text only where that throws: a text that is valid
+  JSON (`8600000`, `0.10`, `true`, `null`, `"x"`) would reach Orion as another value or type, so such
+  texts are refused here.
 
 Neither agent checks Orion's character rules and neither retries, so string values get the same
 `[ngsi] value_encoding` treatment as NGSI v2 here, before they leave the gateway.
@@ -15,6 +18,7 @@ Neither agent checks Orion's character rules and neither retries, so string valu
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -27,23 +31,26 @@ from gateway.ngsi.values import encode_percent_value, first_banned
 from gateway.records import Reading, check_values, iso_utc
 
 __all__ = [
-    "TIME_INSTANT",
     "DEVICE_ID_FIELDS",
-    "template_fields",
+    "TIME_INSTANT",
     "device_id",
+    "is_json_text",
     "json_measure",
     "json_measure_bytes",
     "json_payload",
+    "parse_ul",
+    "template_fields",
     "ul_group",
     "ul_payload",
-    "parse_ul",
 ]
 
 TIME_INSTANT = "TimeInstant"
 DEVICE_ID_FIELDS = ("entity_id", "entity_type", "device", "adapter")
 
 _UL_FORBIDDEN = "|#@"
-# The agent ignores these measure names, so a reading carrying them would lose data silently.
+# JavaScript numbers are doubles: integers beyond ±2^53 lose digits in the agent's JSON.parse.
+_MAX_SAFE_INTEGER = 2**53
+# The agent renames these measures (measure_id, measure_type): the attribute would change its name silently.
 _AGENT_IGNORED = ("id", "type")
 
 
@@ -108,8 +115,17 @@ def _check_measure_name(reading: Reading, name: str) -> None:
         )
     if name in _AGENT_IGNORED:
         raise ReadingError(
-            f"{reading.entity_id}.{name}: the IoT Agent silently drops measures named id or type, got {name!r}; "
-            "rename the attribute in the device profile",
+            f"{reading.entity_id}.{name}: the IoT Agent renames measures named id or type to measure_id / "
+            f"measure_type, got {name!r}; rename the attribute in the device profile",
+            entity_id=reading.entity_id,
+        )
+
+
+def _check_sequence_name(reading: Reading, sequence: str) -> None:
+    if sequence in reading.attributes:
+        raise ReadingError(
+            f"{reading.entity_id}.{sequence}: the name is the uplink's sequence_attribute, got an attribute of "
+            "that name; rename the attribute in the device profile or change sequence_attribute",
             entity_id=reading.entity_id,
         )
 
@@ -125,8 +141,9 @@ _UNENCODED = frozenset({int, float, bool, type(None)})
 _SPECIAL_NAMES = frozenset({TIME_INSTANT, *_AGENT_IGNORED})
 
 
-def json_measure(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT) -> dict[str, Any]:
-    """One iotagent-json measure object: the attribute values, then TimeInstant."""
+def json_measure(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT,
+                 sequence: str | None = None) -> dict[str, Any]:
+    """One iotagent-json measure object: the attribute values, the buffer seq as `sequence` if named, then TimeInstant."""
     # The common measure (finite floats, ints and bools, no metadata, no reserved name) needs neither
     # encoding nor the full check_values walk: one pass instead of two (~0.3 µs a reading). Anything
     # else takes the full path, which raises exactly what it always did.
@@ -137,15 +154,18 @@ def json_measure(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PE
         if (not (tv is int or tv is bool or (tv is float and value - value == 0.0))  # NaN, ±Infinity fail
                 or attr.metadata or name in _SPECIAL_NAMES):
             _check_reading(reading)
-            return _json_measure(reading, encoding)
+            return _json_measure(reading, encoding, sequence)
         out[name] = value
     if not out:
         _check_reading(reading)  # raises: a measure needs an attribute
+    if sequence is not None:
+        _check_sequence_name(reading, sequence)
+        out[sequence] = reading.seq
     out[TIME_INSTANT] = iso_utc(reading.observed_at)
     return out
 
 
-def _json_measure(reading: Reading, encoding: ValueEncoding) -> dict[str, Any]:
+def _json_measure(reading: Reading, encoding: ValueEncoding, sequence: str | None) -> dict[str, Any]:
     """`json_measure` of a reading with any kind of value, once `_check_reading` accepted it."""
     out: dict[str, Any] = {}
     for name, attr in reading.attributes.items():
@@ -153,14 +173,18 @@ def _json_measure(reading: Reading, encoding: ValueEncoding) -> dict[str, Any]:
             _check_measure_name(reading, name)
         value = attr.value
         out[name] = value if type(value) in _UNENCODED else _encode_value(f"{reading.entity_id}.{name}", value, encoding)
+    if sequence is not None:
+        _check_sequence_name(reading, sequence)
+        out[sequence] = reading.seq
     out[TIME_INSTANT] = iso_utc(reading.observed_at)
     return out
 
 
-def json_measure_bytes(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT) -> bytes:
+def json_measure_bytes(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT,
+                       sequence: str | None = None) -> bytes:
     """`json_measure` serialized; the unit the uplink packs into messages."""
     try:
-        return orjson.dumps(json_measure(reading, encoding=encoding))
+        return orjson.dumps(json_measure(reading, encoding=encoding, sequence=sequence))
     except TypeError as exc:  # NaN passes orjson as null, but sets and the like do not
         raise ReadingError(f"{reading.entity_id}: value is not JSON, {exc}", entity_id=reading.entity_id) from exc
 
@@ -186,13 +210,77 @@ def _ul_text(where: str, text: str, what: str) -> str:
     return text
 
 
+# JSON texts start with one of these after optional JSON whitespace (RFC 8259 section 2): a quick
+# test before the parse, since most texts (names, states) start with a letter outside the set.
+_JSON_START = frozenset('{["-0123456789tfn')
+_JSON_SPACE = " \t\n\r"
+_JSON_START_OR_SPACE = _JSON_START | frozenset(_JSON_SPACE)
+
+
+def _reject_constant(token: str) -> Any:
+    # Python's json takes NaN and ±Infinity; JavaScript's JSON.parse throws on them, so the agent keeps the text
+    raise ValueError(token)
+
+
+def is_json_text(text: str) -> bool:
+    """Whether JavaScript's `JSON.parse(text)` succeeds (it would then turn the text into another value)."""
+    head = text[:1]
+    if head in _JSON_SPACE and head:
+        head = text.lstrip(_JSON_SPACE)[:1]
+    if head not in _JSON_START or not head:
+        return False
+    try:
+        json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        return False
+    return True
+
+
+def _as_javascript(text: str) -> str:
+    """What the agent makes of a JSON text, for a technician's message."""
+    value = json.loads(text)
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if value is None:
+        return "null"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return f"the number {int(value)}"  # JavaScript prints 1.0 as 1
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the text {value!r} without its quotes"
+    return "an object" if isinstance(value, dict) else "an array"
+
+
+def _ul_string(where: str, value: str, encoding: ValueEncoding) -> str:
+    text = _ul_text(where, _encode_value(where, value, encoding), "value")
+    # most texts (names, states) start with a letter no JSON text starts with: no call for them
+    if text[0] in _JSON_START_OR_SPACE and is_json_text(text):
+        raise ReadingError(
+            f"{where}: the UltraLight agent reads a text that is valid JSON as JSON and would store "
+            f"{_as_javascript(text)} instead, got {value!r}; use format = \"iota-json\" for this attribute",
+            path=where,
+        )
+    return text
+
+
 def _ul_value(where: str, value: Any, encoding: ValueEncoding) -> str:
+    if type(value) is float:  # the usual sensor value first: an exact type test, no isinstance chain
+        return repr(value)  # shortest text that reads back to the same number
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)  # shortest text that reads back to the same number
+    if isinstance(value, int):
+        if not -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+            raise ReadingError(
+                f"{where}: the UltraLight agent reads numbers as JavaScript doubles, exact only up to ±2^53, got "
+                f"{value}; use format = \"iota-json\" with the value as text, or scale it at the source",
+                path=where,
+            )
+        return repr(value)
+    if isinstance(value, float):
+        return repr(value)
     if isinstance(value, str):
-        return _ul_text(where, _encode_value(where, value, encoding), "value")
+        return _ul_string(where, value, encoding)
     kind = "null" if value is None else type(value).__name__
     raise ReadingError(
         f"{where}: UltraLight 2.0 carries only text, numbers and booleans, got {kind}; "
@@ -201,8 +289,8 @@ def _ul_value(where: str, value: Any, encoding: ValueEncoding) -> str:
     )
 
 
-def ul_group(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT) -> str:
-    """One UltraLight 2.0 measure group with its leading timestamp: `<ISO>|k|v|k|v`."""
+def ul_group(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT, sequence: str | None = None) -> str:
+    """One UltraLight 2.0 measure group with its leading timestamp: `<ISO>|k|v|k|v`, and `|<sequence>|<seq>` if named."""
     _check_reading(reading)
     fields = [iso_utc(reading.observed_at)]
     for name, attr in reading.attributes.items():
@@ -210,6 +298,10 @@ def ul_group(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCEN
         _check_measure_name(reading, name)
         fields.append(_ul_text(where, name, "key"))
         fields.append(_ul_value(where, attr.value, encoding))
+    if sequence is not None:
+        _check_sequence_name(reading, sequence)
+        fields.append(sequence)
+        fields.append(str(reading.seq))
     return "|".join(fields)
 
 

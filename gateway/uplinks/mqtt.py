@@ -5,6 +5,11 @@ are pipelined (bounded in flight). A lost connection turns every unacknowledged 
 the next `deliver` reconnects (the delivery loop spaces the calls with its backoff). The session is
 persistent (fixed client id, clean start off), and the gateway's state is a retained JSON document on
 the status topic: `online` at connect, `offline` on a clean close or, through the last will, on a crash.
+
+For the IoT Agent formats a message is also sized for what the agent makes of it: one Orion request
+per message, which must stay under Orion's limit (gateway/ngsi/agent_request.py); and with
+`[uplinks.confirm]` a record is DELIVERED only once Orion shows its entity arrived
+(gateway/uplinks/mqtt_confirm.py), one message per entity at a time.
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import logging
+import operator
+import re
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import aiomqtt
 import orjson
@@ -31,15 +40,30 @@ from gateway.adapter_api import AdapterContext
 from gateway.configbase import Field, Section
 from gateway.errors import ConfigError, ReadingError
 from gateway.logs import component_logger
-from gateway.ngsi import iota
+from gateway.ngsi import agent_request, identifiers, iota
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.v2 import to_v2_entity
-from gateway.records import Reading, utc_now, iso_utc
+from gateway.records import Reading, iso_utc, utc_now
 from gateway.secrets import SecretRef, resolve
 from gateway.uplinks.api import DELIVERED, Outcome, Status, UplinkConfig
+from gateway.uplinks.mqtt_confirm import ConfirmConfig, OrionConfirmer
 
-__all__ = ["MqttUplink", "MqttUplinkConfig", "MqttTls", "MqttCounters", "MqttFormat", "MqttProtocol", "TopicStyle",
-           "CommandMode"]
+__all__ = [
+    "DEFAULT_SEQUENCE_ATTRIBUTE",
+    "DEFAULT_STATUS_TOPIC",
+    "ApikeyRule",
+    "CommandMode",
+    "MqttCounters",
+    "MqttFormat",
+    "MqttProtocol",
+    "MqttTls",
+    "MqttUplink",
+    "MqttUplinkConfig",
+    "TopicStyle",
+]
+
+DEFAULT_SEQUENCE_ATTRIBUTE = "edgegwSeq"
+DEFAULT_STATUS_TOPIC = "edgegw/{gateway_id}/{uplink}/status"
 
 
 class MqttProtocol(enum.Enum):
@@ -64,6 +88,7 @@ class CommandMode(enum.Enum):
 
 
 TOPIC_FIELDS = ("gateway_id", "entity_type", "entity_id", "adapter", "device")
+STATUS_TOPIC_FIELDS = ("gateway_id", "uplink")
 
 
 class MqttTls(Section):
@@ -84,7 +109,7 @@ def _check_template(value: str, allowed: Sequence[str]) -> str:
     unknown = iota.template_fields(value) - set(allowed)
     if unknown:
         valid = ", ".join("{" + f + "}" for f in allowed)
-        raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}}; valid: {valid}")
+        raise ValueError(f"unknown placeholder {{{min(unknown)}}}; valid: {valid}")
     return value
 
 
@@ -92,6 +117,42 @@ def _check_topic_text(value: str) -> str:
     if not value or any(c in value for c in "+#\x00"):
         raise ValueError("must be a non-empty MQTT topic without the wildcards + and #")
     return value
+
+
+def _check_apikey(v: str) -> str:
+    if not v or any(c in v for c in "/+#\x00"):
+        raise ValueError("must be one MQTT topic level (not empty, no '/', '+', '#')")
+    return v
+
+
+class ApikeyRule(Section):
+    """One `[[uplinks.apikeys]]` entry: the API key of the agent's config group for some entities."""
+
+    apikey: str
+    entity_type: str | None = None
+    entity_id_pattern: str | None = Field(default=None, description="a regular expression the whole entity id matches")
+
+    @field_validator("apikey")
+    @classmethod
+    def _apikey(cls, v: str) -> str:
+        return _check_apikey(v)
+
+    @field_validator("entity_id_pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"must be a regular expression, {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _selects(self) -> ApikeyRule:
+        if self.entity_type is None and self.entity_id_pattern is None:
+            raise ValueError("needs entity_type or entity_id_pattern (or both), got neither; without them use the "
+                             "uplink's apikey")
+        return self
 
 
 class MqttUplinkConfig(UplinkConfig):
@@ -111,13 +172,22 @@ class MqttUplinkConfig(UplinkConfig):
     max_message_bytes: int = Field(default=262_144, ge=512, le=268_435_455)
     tls: MqttTls | None = None
     format: MqttFormat = MqttFormat.IOTA_JSON
+    apikeys: tuple[ApikeyRule, ...] = ()
     apikey: str | None = None
     topic_style: TopicStyle = TopicStyle.PLAIN
     device_id: str = "{entity_id}"
     topic: str = "edgegw/{gateway_id}/entities/{entity_type}"
-    status_topic: str | None = None
+    status_topic: str = DEFAULT_STATUS_TOPIC
     value_encoding: ValueEncoding = ValueEncoding.PERCENT
     commands: CommandMode = CommandMode.OFF
+    orion_max_request_bytes: int = Field(default=1_048_576, ge=4096, le=268_435_455,
+                                         description="the request limit of the Orion behind the IoT Agent")
+    agent_attribute_bytes: int = Field(default=48, ge=0, le=65_536,
+                                       description="what the agent's provisioning adds to each attribute")
+    agent_entity_bytes: int = Field(default=128, ge=0, le=1_048_576,
+                                    description="what the agent's provisioning adds to each entity")
+    sequence_attribute: str | None = None
+    confirm: ConfirmConfig | None = None
 
     @field_validator("password")
     @classmethod
@@ -126,17 +196,22 @@ class MqttUplinkConfig(UplinkConfig):
             raise ValueError("needs a username (MQTT sends no password without one)")
         return v
 
+    @field_validator("apikeys")
+    @classmethod
+    def _apikeys(cls, v: tuple[ApikeyRule, ...], info: ValidationInfo) -> tuple[ApikeyRule, ...]:
+        if v and info.data.get("format") is MqttFormat.NGSI_V2:
+            raise ValueError("must be empty with format ngsi-v2 (API keys are for the IoT Agent formats)")
+        return v
+
     @field_validator("apikey")
     @classmethod
     def _apikey(cls, v: str | None, info: ValidationInfo) -> str | None:
         fmt = info.data.get("format")
         if v is None:
-            if fmt in (MqttFormat.IOTA_JSON, MqttFormat.IOTA_UL):
+            if fmt in (MqttFormat.IOTA_JSON, MqttFormat.IOTA_UL) and not info.data.get("apikeys"):
                 raise ValueError(f"required when format is {fmt.value} (the IoT Agent service's API key)")
             return v
-        if not v or any(c in v for c in "/+#\x00"):
-            raise ValueError("must be one MQTT topic level (not empty, no '/', '+', '#')")
-        return v
+        return _check_apikey(v)
 
     @field_validator("commands")
     @classmethod
@@ -159,8 +234,59 @@ class MqttUplinkConfig(UplinkConfig):
 
     @field_validator("status_topic")
     @classmethod
-    def _status_topic(cls, v: str | None) -> str | None:
-        return None if v is None else _check_template(_check_topic_text(v), ("gateway_id",))
+    def _status_topic(cls, v: str) -> str:
+        return _check_template(_check_topic_text(v), STATUS_TOPIC_FIELDS)
+
+    @field_validator("sequence_attribute")
+    @classmethod
+    def _sequence_attribute(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if info.data.get("format") is MqttFormat.NGSI_V2:
+            raise ValueError("must be unset with format ngsi-v2 (its envelope carries the sequence numbers)")
+        identifiers.check_attribute_name(v)
+        if v in (iota.TIME_INSTANT, "id", "type") or "@" in v:
+            raise ValueError("must be a measure name the IoT Agents pass on (not TimeInstant, id or type, no '@')")
+        return v
+
+    @model_validator(mode="after")
+    def _confirmation(self) -> MqttUplinkConfig:
+        if self.confirm is not None and self.format is MqttFormat.NGSI_V2:
+            raise ValueError("confirm needs format iota-json or iota-ul (it reads what an IoT Agent wrote to "
+                             "Orion), got ngsi-v2; drop [uplinks.confirm]")
+        return self
+
+    @property
+    def sequence_measure(self) -> str | None:
+        """The measure carrying each reading's seq: `sequence_attribute`, or edgegwSeq when confirmation needs one."""
+        if self.sequence_attribute is None and self.confirm is not None:
+            return DEFAULT_SEQUENCE_ATTRIBUTE
+        return self.sequence_attribute
+
+    def broker_key(self) -> tuple[str, int]:
+        """(host, port) of the broker, to tell uplinks that share one."""
+        return self.host.lower(), self.port or (8883 if self.tls else 1883)
+
+    def render_status_topic(self, gateway_id: str) -> str:
+        return self.status_topic.format(gateway_id=gateway_id, uplink=self.name)
+
+    @classmethod
+    def check_together(cls, sections: Sequence[tuple[int, UplinkConfig]], gateway_id: str) -> list[str]:
+        """Errors between `mqtt` uplinks: two on one broker must not share a retained status topic."""
+        seen: dict[tuple[tuple[str, int], str], int] = {}
+        errors: list[str] = []
+        for i, section in sections:
+            if not isinstance(section, MqttUplinkConfig):
+                continue
+            key = (section.broker_key(), section.render_status_topic(gateway_id))
+            if key in seen:
+                errors.append(
+                    f"uplinks[{i}].status_topic: must differ from uplinks[{seen[key]}].status_topic on the same "
+                    f"broker (one's last will would overwrite the other's online), got {key[1]!r} for both; "
+                    "put {uplink} in the template"
+                )
+            seen.setdefault(key, i)
+        return errors
 
 
 @dataclass(slots=True)
@@ -173,6 +299,9 @@ class MqttCounters:
     reconnects: int = 0
     rejected: int = 0
     retried: int = 0
+    confirmed: int = 0  # [uplinks.confirm]: records Orion showed arrived
+    republished: int = 0  # [uplinks.confirm]: records acknowledged by the broker but not seen in Orion in time
+    confirm_errors: int = 0  # [uplinks.confirm]: queries to Orion that failed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,10 +312,12 @@ class _Message:
     seqs: tuple[int, ...]
 
 
-# One rendered record: (observed_at, index in the batch, seq, serialized part). A plain tuple, not a
-# dataclass: one is built per reading, and sorting tuples by (observed_at, index) needs no key
-# function (indexes are unique, so the comparison never reaches the bytes).
-_Part = tuple[datetime, int, "int | None", bytes]  # indexed with literals below: [1] index, [2] seq, [3] body
+# One rendered record: (observed_at, index in the batch, seq, serialized part, what the IoT Agent adds
+# per entity to its Orion request, 0 for ngsi-v2). A plain tuple, not a dataclass: one is built per
+# reading, and sorting tuples by (observed_at, index) needs no key function (indexes are unique, so the
+# comparison never reaches the bytes).
+_Part = tuple[datetime, int, "int | None", bytes, int]  # indexed with literals: [1] index, [2] seq, [3] body, [4] entity
+_ENTITY_BYTES = operator.itemgetter(4)
 
 # Rendered topics by the reading fields their template uses; a gateway has a bounded set of
 # devices, and a template rendering plus topic check per reading cost ~1.5 µs (measured).
@@ -219,28 +350,71 @@ def _check_topic(where: str, topic: str) -> str:
     return topic
 
 
+class _AgentLimit:
+    """Orion's request limit behind an IoT Agent, for the parts of one batch (gateway/ngsi/agent_request.py)."""
+
+    __slots__ = ("limit", "_sizing", "_batch", "_ul", "_extra")
+
+    def __init__(self, sizing: agent_request.AgentSizing, batch: Sequence[Reading], *, ul: bool,
+                 sequence: bool) -> None:
+        self.limit = sizing.limit
+        self._sizing = sizing
+        self._batch = batch
+        self._ul = ul
+        self._extra = int(sequence)  # the sequence measure is one more attribute
+
+    def fits(self, parts: list[_Part], measure_bytes: int) -> bool:
+        """True when the parts surely fit one request, judged by their totals alone (the usual message)."""
+        entities = sum(map(_ENTITY_BYTES, parts))
+        return agent_request.coarse_bound(measure_bytes, len(parts), entities, self._sizing, ul=self._ul) <= self.limit
+
+    def bound(self, part: _Part) -> int:
+        """What the part adds to the agent's request at most."""
+        attributes = len(self._batch[part[1]].attributes) + self._extra
+        if self._ul:
+            return agent_request.ul_group_bound(part[3], attributes, part[4], self._sizing)
+        return agent_request.json_measure_bound(part[3], attributes, part[4], self._sizing)
+
+
 def _pack(
-    parts: list[_Part], *, limit: int, size: Callable[[int, int], int], weight: Callable[[_Part], int]
-) -> tuple[list[list[_Part]], list[tuple[_Part, int]]]:
-    """Greedy split of ordered parts into chunks whose payload `size(count, sum of weights)` fits the limit."""
+    parts: list[_Part], *, limit: int, size: Callable[[int, int], int], weight: Callable[[_Part], int],
+    agent: _AgentLimit | None,
+) -> tuple[list[list[_Part]], list[tuple[_Part, str, int]]]:
+    """Greedy split of ordered parts into chunks whose payload `size(count, sum of weights)` fits `limit` and,
+    for the IoT Agent formats, whose agent request fits Orion's limit.
+
+    Returns the chunks and the parts too big to send alone, each with the limit it breaks
+    (`max_message_bytes` or `orion_max_request_bytes`) and its size against that limit.
+    """
     weights = [weight(p) for p in parts]
-    if size(len(parts), sum(weights)) <= limit and all(size(1, w) <= limit for w in weights):
+    total_weight = sum(weights)
+    if ((agent is None or agent.fits(parts, total_weight)) and size(len(parts), total_weight) <= limit
+            and all(size(1, w) <= limit for w in weights)):
         # the usual case, a topic's share of a batch fits one message: no per-part size arithmetic
         return ([parts] if parts else []), []
+    request = agent_request.REQUEST
+    bounds = [agent.bound(p) for p in parts] if agent is not None else [0] * len(parts)
+    agent_limit = agent.limit if agent is not None else None
     chunks: list[list[_Part]] = []
-    too_big: list[tuple[_Part, int]] = []
+    too_big: list[tuple[_Part, str, int]] = []
     current: list[_Part] = []
     total = 0
-    for part, w in zip(parts, weights):
+    requested = request
+    for part, w, bound in zip(parts, weights, bounds):
         alone = size(1, w)
         if alone > limit:
-            too_big.append((part, alone))
+            too_big.append((part, "max_message_bytes", alone))
             continue
-        if current and size(len(current) + 1, total + w) > limit:
+        if agent_limit is not None and request + bound > agent_limit:
+            too_big.append((part, "orion_max_request_bytes", request + bound))
+            continue
+        if current and (size(len(current) + 1, total + w) > limit
+                        or (agent_limit is not None and requested + bound > agent_limit)):
             chunks.append(current)
-            current, total = [], 0
+            current, total, requested = [], 0, request
         current.append(part)
         total += w
+        requested += bound
     if current:
         chunks.append(current)
     return chunks, too_big
@@ -394,10 +568,22 @@ class MqttUplink:
         self.name = config.name
         self._context = context
         self._log = component_logger(__name__, config.name)
+        self._client_log = component_logger(f"{__name__}.client", config.name)  # aiomqtt's and paho's lines
         self.client_id = config.client_id or f"edgegw-{context.gateway_id}-{config.name}"
-        self.status_topic = (config.status_topic or "edgegw/{gateway_id}/status").format(gateway_id=context.gateway_id)
+        self.status_topic = config.render_status_topic(context.gateway_id)
         self.port = config.port or (8883 if config.tls else 1883)
         self.counters = MqttCounters()
+        iota_format = config.format is not MqttFormat.NGSI_V2
+        self._apikeys = [(rule, re.compile(rule.entity_id_pattern) if rule.entity_id_pattern else None)
+                         for rule in config.apikeys]
+        self._sequence = config.sequence_measure if iota_format else None
+        self._sizing = agent_request.sizing(limit=config.orion_max_request_bytes,
+                                            attribute_allowance=config.agent_attribute_bytes,
+                                            entity_allowance=config.agent_entity_bytes) if iota_format else None
+        self._confirmer = None
+        if config.confirm is not None and self._sequence is not None:
+            self._confirmer = OrionConfirmer(config.confirm, attribute=self._sequence, uplink=config.name,
+                                             data_dir=str(context.data_dir), log=self._log)
         self._password: str | None = None
         self._tls: ssl.SSLContext | None = None
         self._prepared = False
@@ -406,10 +592,13 @@ class MqttUplink:
         self._up: bool | None = None
         self._last_error = "not connected yet"
         self._lock = asyncio.Lock()
-        self._topics: dict[object, str] = {}
+        # (topic, what the agent adds per entity to its Orion request) by the reading fields that decide them
+        self._topics: dict[object, tuple[str, int]] = {}
         used = iota.template_fields(config.topic if config.format is MqttFormat.NGSI_V2 else config.device_id)
+        if config.confirm is not None:  # the Orion entity id sizes the agent's request too
+            used |= iota.template_fields(config.confirm.entity_id) - {"device_id"}
         # the default templates use the entity id alone: key the topic cache by it, no tuple per reading
-        self._topic_by_id = used <= {"entity_id", "gateway_id"}
+        self._topic_by_id = used <= {"entity_id", "gateway_id"} and not any(r.entity_type for r in config.apikeys)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -425,6 +614,8 @@ class MqttUplink:
     async def start(self) -> None:
         """Check secrets and TLS files (ConfigError), then try to connect once; a dead broker is not an error."""
         self._prepare()
+        if self._confirmer is not None:
+            await self._confirmer.start()
         async with self._lock:
             if self._session is None:
                 self._session = await self._connect()
@@ -432,6 +623,8 @@ class MqttUplink:
     async def close(self) -> None:
         """Publish `offline` (retained) and disconnect cleanly, so the broker drops the last will."""
         async with self._lock:
+            if self._confirmer is not None:
+                await self._confirmer.close()
             session, self._session = self._session, None
             if session is None:
                 return
@@ -489,6 +682,9 @@ class MqttUplink:
             timeout=cfg.connect_timeout_s,
             # paho leaves Nagle on: small PUBLISHes would then wait for the ACK of earlier ones
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            # aiomqtt and paho call nothing but the logging methods, which the adapter has: their
+            # lines then carry the uplink's component like ours
+            logger=cast(logging.Logger, self._client_log),
         )
         try:
             await client.__aenter__()
@@ -501,7 +697,8 @@ class MqttUplink:
                                          timeout=cfg.ack_timeout_s)
         except (ConnectionError, TimeoutError) as exc:
             await session.close()
-            self._mark_down(f"status publish failed: {exc or 'no PUBACK'}")
+            # str(TimeoutError()) is empty: say what timed out
+            self._mark_down(f"status publish failed: {str(exc) or f'no PUBACK within {cfg.ack_timeout_s:g} s'}")
             return None
         if code.is_failure:
             self._log.warning("broker refused the status message on %s: %s", self.status_topic, code)
@@ -513,13 +710,37 @@ class MqttUplink:
 
     # -- planning (pure) ---------------------------------------------------------------------------
 
-    def _iota_topic(self, device: str) -> str:
+    def _apikey(self, reading: Reading) -> str:
+        """The API key of the agent's config group for this reading: the first matching rule, else `apikey`."""
+        for rule, pattern in self._apikeys:
+            if ((rule.entity_type is None or rule.entity_type == reading.entity_type)
+                    and (pattern is None or pattern.fullmatch(reading.entity_id))):
+                return rule.apikey
+        if self.config.apikey is None:
+            raise ReadingError(
+                f"{reading.entity_id}: no apikey for entity type {reading.entity_type!r}, got no [[uplinks.apikeys]] "
+                "rule that matches it and no apikey; add a rule or set apikey",
+                entity_id=reading.entity_id,
+            )
+        return self.config.apikey
+
+    def _iota_topic(self, apikey: str, device: str) -> str:
         prefix = ""
         if self.config.topic_style is TopicStyle.PROTOCOL:
             prefix = "/json" if self.config.format is MqttFormat.IOTA_JSON else "/ul"
-        return f"{prefix}/{self.config.apikey}/{device}/attrs"
+        return f"{prefix}/{apikey}/{device}/attrs"
 
-    def _make_topic(self, reading: Reading) -> str:
+    def orion_entity_id(self, reading: Reading) -> str:
+        """The id of the Orion entity the agent writes this reading to (`confirm.entity_id`, default the entity id)."""
+        confirm = self.config.confirm
+        if confirm is None or confirm.entity_id == "{entity_id}":
+            return reading.entity_id
+        device = iota.device_id(reading, self.config.device_id) if "{device_id}" in confirm.entity_id else ""
+        return confirm.entity_id.format(entity_id=reading.entity_id, entity_type=reading.entity_type,
+                                        adapter=reading.source.adapter, device=reading.source.device,
+                                        device_id=device)
+
+    def _make_topic(self, reading: Reading) -> tuple[str, int]:
         cfg = self.config
         if cfg.format is MqttFormat.NGSI_V2:
             topic = cfg.topic.format(
@@ -529,32 +750,33 @@ class MqttUplink:
                 adapter=reading.source.adapter,
                 device=reading.source.device,
             )
-            return _check_topic(f"{reading.entity_id}: topic", topic)
-        return self._iota_topic(iota.device_id(reading, cfg.device_id))
+            return _check_topic(f"{reading.entity_id}: topic", topic), 0
+        assert self._sizing is not None
+        topic = self._iota_topic(self._apikey(reading), iota.device_id(reading, cfg.device_id))
+        return topic, self._sizing.entity(self.orion_entity_id(reading), reading.entity_type)
 
-    def _topic(self, reading: Reading) -> str:
-        """The reading's topic, from the cache when its template fields were seen before."""
+    def _topic(self, reading: Reading) -> tuple[str, int]:
+        """The reading's topic and per-entity agent bytes, from the cache when its template fields were seen before."""
         key: object = (reading.entity_id if self._topic_by_id else
                        (reading.entity_id, reading.entity_type, reading.source.adapter, reading.source.device))
-        topic = self._topics.get(key)
-        if topic is None:
-            topic = self._make_topic(reading)  # a ReadingError is raised each time, never cached
+        found = self._topics.get(key)
+        if found is None:
+            found = self._make_topic(reading)  # a ReadingError is raised each time, never cached
             if len(self._topics) >= _TOPIC_CACHE_MAX:
                 self._topics.clear()
-            self._topics[key] = topic
-        return topic
+            self._topics[key] = found
+        return found
 
-    def _render(self, reading: Reading) -> tuple[str, bytes]:
-        """(topic, serialized part) of one reading; ReadingError if it cannot be sent in this format."""
+    def _render(self, reading: Reading) -> tuple[str, bytes, int]:
+        """(topic, serialized part, per-entity agent bytes) of one reading; ReadingError if it cannot be sent so."""
         cfg = self.config
         enc = cfg.value_encoding
+        topic, entity = self._topic(reading)
         if cfg.format is MqttFormat.NGSI_V2:
-            topic = self._topic(reading)
-            return topic, orjson.dumps(to_v2_entity(reading, encoding=enc))
-        topic = self._topic(reading)
+            return topic, orjson.dumps(to_v2_entity(reading, encoding=enc)), 0
         if cfg.format is MqttFormat.IOTA_JSON:
-            return topic, iota.json_measure_bytes(reading, encoding=enc)
-        return topic, iota.ul_group(reading, encoding=enc).encode()
+            return topic, iota.json_measure_bytes(reading, encoding=enc, sequence=self._sequence), entity
+        return topic, iota.ul_group(reading, encoding=enc, sequence=self._sequence).encode(), entity
 
     def _plan(self, batch: Sequence[Reading]) -> tuple[list[_Message], dict[int, str]]:
         """Messages for a batch (one per topic, split by size) and the records that cannot be sent."""
@@ -564,14 +786,14 @@ class MqttUplink:
         render = self._render
         for i, reading in enumerate(batch):
             try:
-                topic, body = render(reading)
+                topic, body, entity = render(reading)
             except ReadingError as exc:
                 rejected[i] = str(exc)
                 continue
             items = by_topic.get(topic)
             if items is None:
                 items = by_topic[topic] = []
-            items.append((reading.observed_at, i, reading.seq, body))
+            items.append((reading.observed_at, i, reading.seq, body, entity))
 
         gw = orjson.dumps(self._context.gateway_id)
         if cfg.format is MqttFormat.IOTA_JSON:
@@ -592,20 +814,31 @@ class MqttUplink:
                 return len(part[3]) + len(str(seq))  # the envelope also lists the part's seq
             return len(part[3])
 
+        agent = None if self._sizing is None else _AgentLimit(self._sizing, batch, ul=cfg.format is MqttFormat.IOTA_UL,
+                                                              sequence=self._sequence is not None)
         messages: list[_Message] = []
         for topic, items in by_topic.items():
             if cfg.format is not MqttFormat.NGSI_V2:
                 # The agents apply a multi-measure in array order; Orion keeps the last one as current.
                 # Sorted by (observed_at, index): the index is unique, so the bytes are never compared.
                 items.sort()
-            chunks, too_big = _pack(items, limit=cfg.max_message_bytes, size=size, weight=weight)
-            for part, n in too_big:
+            chunks, too_big = _pack(items, limit=cfg.max_message_bytes, size=size, weight=weight, agent=agent)
+            for part, key, n in too_big:
                 index = part[1]
-                rejected[index] = (
-                    f"{batch[index].entity_id}: message of {n} bytes exceeds max_message_bytes "
-                    f"{cfg.max_message_bytes}, got one reading too large to send; raise max_message_bytes "
-                    "(within the broker's limit) or split the reading at the source"
-                )
+                entity_id = batch[index].entity_id
+                if key == "max_message_bytes":
+                    rejected[index] = (
+                        f"{entity_id}: message of {n} bytes exceeds max_message_bytes {cfg.max_message_bytes}, "
+                        "got one reading too large to send; raise max_message_bytes (within the broker's limit) "
+                        "or split the reading at the source"
+                    )
+                else:
+                    rejected[index] = (
+                        f"{entity_id}: the IoT Agent would send Orion a request of up to {n} bytes for this one "
+                        f"reading, over orion_max_request_bytes {cfg.orion_max_request_bytes}, got one reading too "
+                        "large for Orion; raise orion_max_request_bytes to the Orion's -inReqPayloadMaxSize or "
+                        "split the reading at the source"
+                    )
             messages.extend(self._message(topic, chunk, gw) for chunk in chunks)
         return messages, rejected
 
@@ -653,11 +886,57 @@ class MqttUplink:
                     for m in messages:
                         for i in m.indices:
                             outcomes[i] = retry
-                else:
+                elif self._confirmer is None:
                     await self._send_all(self._session, messages, outcomes)
+                else:
+                    await self._send_confirmed(self._confirmer, self._session, messages, outcomes, batch)
             final = [o if o is not None else Outcome(Status.RETRY, "not sent") for o in outcomes]
             self.counters.retried += sum(1 for o in final if o.status is Status.RETRY)
             return final
+
+    async def _send_confirmed(self, confirmer: OrionConfirmer, session: _Session, messages: list[_Message],
+                              outcomes: list[Outcome | None], batch: Sequence[Reading]) -> None:
+        """Rounds of one message per Orion entity: publish, then wait until Orion shows each entity at its last seq.
+
+        A message of an entity goes out only once the entity's previous message is confirmed: a newer
+        message arriving would otherwise also "confirm" an older one that was lost. Records of an
+        entity not confirmed in time, and its later messages, are RETRY.
+        """
+        queues: dict[str, deque[_Message]] = {}
+        for message in messages:
+            # the agent applies the message's elements in time order: its last element's seq is what stays
+            queues.setdefault(self.orion_entity_id(batch[message.indices[-1]]), deque()).append(message)
+        while queues:
+            current = {entity_id: queue.popleft() for entity_id, queue in queues.items()}
+            await self._send_all(session, list(current.values()), outcomes)
+            targets: dict[str, int] = {}
+            for entity_id, message in current.items():
+                seq = batch[message.indices[-1]].seq
+                if outcomes[message.indices[0]] is DELIVERED and seq is not None:
+                    targets[entity_id] = seq
+            confirmation = await confirmer.wait(targets) if targets else None
+            self.counters.confirm_errors = confirmer.errors
+            for entity_id, message in current.items():
+                queue = queues[entity_id]
+                if confirmation is not None and entity_id in confirmation.confirmed:
+                    self.counters.confirmed += len(message.indices)
+                    if not queue:
+                        del queues[entity_id]
+                    continue
+                if entity_id in targets:  # the broker has it, Orion does not show it
+                    assert confirmation is not None
+                    late = Outcome(Status.RETRY, confirmation.reason)
+                    self.counters.republished += len(message.indices)
+                    for i in message.indices:
+                        outcomes[i] = late
+                waiting = Outcome(Status.RETRY, f"{entity_id}: not sent, an earlier message of the entity is not "
+                                                "confirmed in Orion")
+                for later in queue:
+                    for i in later.indices:
+                        outcomes[i] = waiting
+                del queues[entity_id]
+            if self._session is not session:
+                return  # the connection is gone: what is left was never sent and stays RETRY
 
     def _count(self, size: int, fut: asyncio.Future[ReasonCode]) -> None:
         # counted as PUBACKs arrive, so metrics move during a long batch

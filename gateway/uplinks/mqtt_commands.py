@@ -19,10 +19,11 @@ listener half owns its own aiomqtt connection, separate from the uplink's publis
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import orjson
@@ -49,6 +50,7 @@ __all__ = [
     "parse_command",
     "result_text",
     "result_messages",
+    "uplink_apikeys",
 ]
 
 Dispatch = Callable[[Command], Awaitable[CommandResult]]
@@ -197,8 +199,14 @@ class CommandListenerCounters:
     reconnects: int = 0
 
 
+def uplink_apikeys(config: MqttUplinkConfig) -> tuple[str, ...]:
+    """Every API key an uplink publishes with (its `[[apikeys]]` rules, then `apikey`), each once."""
+    keys = [rule.apikey for rule in config.apikeys] + ([config.apikey] if config.apikey is not None else [])
+    return tuple(dict.fromkeys(keys))
+
+
 class MqttCommandListener:
-    """Receives IoT Agent commands for one mqtt uplink's apikey and answers each one; see the module docstring.
+    """Receives IoT Agent commands for one mqtt uplink's apikeys and answers each one; see the module docstring.
 
     `entity_of` maps an agent device id to an entity id; without it the uplink's `device_id` template
     must be `{entity_id}` (the default), so the device id *is* the entity id. With another template pass
@@ -208,7 +216,8 @@ class MqttCommandListener:
     def __init__(self, config: MqttUplinkConfig, context: AdapterContext, dispatch: Dispatch, *,
                  entity_of: Callable[[str], str | None] | None = None, max_pending: int = 64) -> None:
         where = f"uplinks.{config.name}"
-        if config.format is MqttFormat.NGSI_V2 or config.apikey is None:
+        apikeys = uplink_apikeys(config)
+        if config.format is MqttFormat.NGSI_V2 or not apikeys:
             raise ConfigError([f"{where}.format: commands need format iota-json or iota-ul, got "
                                f"{config.format.value}"])
         if entity_of is None:
@@ -219,11 +228,11 @@ class MqttCommandListener:
             entity_of = _same
         self.config = config
         self.name = config.name
-        self.apikey: str = config.apikey
+        self.apikeys = apikeys
         self.format = config.format
         self.client_id = (config.client_id or f"edgegw-{context.gateway_id}-{config.name}") + "-cmd"
         self.port = config.port or (8883 if config.tls else 1883)
-        self.topics = command_topics(self.apikey, self.format)
+        self.topics = tuple(topic for apikey in apikeys for topic in command_topics(apikey, self.format))
         self.counters = CommandListenerCounters()
         self.max_pending = max_pending
         self._dispatch = dispatch
@@ -231,6 +240,7 @@ class MqttCommandListener:
         self._password = resolve(config.password, context.data_dir) if config.password is not None else None
         self._tls = tls_context(config)
         self._log = component_logger(__name__, config.name)
+        self._client_log = component_logger(f"{__name__}.client", config.name)
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._up: bool | None = None
@@ -295,6 +305,7 @@ class MqttCommandListener:
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else True, clean_start=True if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             keepalive=cfg.keepalive_s, tls_context=self._tls, timeout=cfg.connect_timeout_s,
+            logger=cast(logging.Logger, self._client_log),  # aiomqtt's and paho's lines carry the component too
         )
         async with client:
             for topic in self.topics:
@@ -345,23 +356,24 @@ class MqttCommandListener:
             return
         raw = message.payload
         payload = bytes(raw) if isinstance(raw, (bytes, bytearray)) else b"" if raw is None else str(raw).encode()
-        device_id = device_of_topic(topic, self.apikey, self.format)
+        apikey = next((k for k in self.apikeys if device_of_topic(topic, k, self.format) is not None), self.apikeys[0])
+        device_id = device_of_topic(topic, apikey, self.format)
         try:
-            parsed = parse_command(topic, payload, apikey=self.apikey, fmt=self.format)
+            parsed = parse_command(topic, payload, apikey=apikey, fmt=self.format)
         except CommandPayloadError as exc:
             self.counters.malformed += 1
             self._log.warning("malformed command on %s: %s", topic, exc)
             if device_id is not None and exc.names:
-                self._spawn(self._answer(device_id, [(n, False, exc.message) for n in exc.names]))
+                self._spawn(self._answer(apikey, device_id, [(n, False, exc.message) for n in exc.names]))
             return
         if len(self._pending) >= self.max_pending:
             self.counters.busy += 1
             info = (f"gateway busy: {len(self._pending)} command messages in progress, got one more; "
                     "send it again later")
             self._log.warning("command for device %s refused: %s", parsed.device_id, info)
-            self._spawn(self._answer(parsed.device_id, [(n, False, info) for n, _ in parsed.commands]))
+            self._spawn(self._answer(apikey, parsed.device_id, [(n, False, info) for n, _ in parsed.commands]))
             return
-        self._spawn(self._execute(parsed))
+        self._spawn(self._execute(apikey, parsed))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
@@ -372,7 +384,7 @@ class MqttCommandListener:
         self._seq += 1
         return f"{self._id_base}-{self._seq}"
 
-    async def _execute(self, parsed: CommandMessage) -> None:
+    async def _execute(self, apikey: str, parsed: CommandMessage) -> None:
         results: list[tuple[str, bool, str]] = []
         # a message's commands run in payload order: they usually address one device
         for name, value in parsed.commands:
@@ -393,15 +405,15 @@ class MqttCommandListener:
                 result = CommandResult(command_id=command.command_id, ok=False,
                                        info=f"command {name}: dispatch failed, got {type(exc).__name__}: {exc}")
             results.append((name, result.ok, result.info))
-        await self._answer(parsed.device_id, results)
+        await self._answer(apikey, parsed.device_id, results)
 
-    async def _answer(self, device_id: str, results: list[tuple[str, bool, str]]) -> None:
+    async def _answer(self, apikey: str, device_id: str, results: list[tuple[str, bool, str]]) -> None:
         for _, ok, _ in results:
             if ok:
                 self.counters.ok += 1
             else:
                 self.counters.failed += 1
-        messages = result_messages(device_id, results, apikey=self.apikey, fmt=self.format,
+        messages = result_messages(device_id, results, apikey=apikey, fmt=self.format,
                                    style=self.config.topic_style, encoding=self.config.value_encoding)
         for topic, payload in messages:
             if await self._publish(topic, payload):

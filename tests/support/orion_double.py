@@ -1,4 +1,4 @@
-"""A strict HTTP double of Orion (NGSI v2 batch update) and an NGSI-LD broker (batch upsert), with faults.
+"""A strict HTTP double of Orion (NGSI v2 batch update and query) and an NGSI-LD broker (batch upsert), with faults.
 
 Requests are validated by `tests.support.orion_rules` (Orion's status codes and error bodies); what
 passes is applied to an in-memory entity store (latest state) and every request is logged with its
@@ -19,6 +19,7 @@ import asyncio
 import base64
 import datetime as dt
 import ipaddress
+import re
 import secrets
 import ssl
 import time
@@ -41,6 +42,8 @@ from tests.support import orion_rules
 
 V2_UPDATE = "/v2/op/update"
 V2_ENTITIES = "/v2/entities"  # the IoT Agent library sends a single measure here with ?options=upsert
+V2_QUERY = "/v2/op/query"  # the mqtt uplink's confirmation reads what an IoT Agent wrote
+V2_REGISTRATIONS = "/v2/registrations"  # the IoT Agents register the commands of a device here
 LD_UPSERT = "/ngsi-ld/v1/entityOperations/upsert"
 TOKEN_PATH = "/oauth2/token"
 MAX_BODY = 1_048_576  # Orion's default -inReqPayloadMaxSize
@@ -213,6 +216,8 @@ class OrionDouble:
         # (NGSILD-Tenant, entity id) -> latest entity, LD form
         self.ld_entities: dict[tuple[str, str], dict[str, Any]] = {}
         self.written: list[dict[str, Any]] = []  # every entity applied, in arrival order (v2 and LD)
+        # (Fiware-Service, Fiware-ServicePath, registration id) -> registration as received
+        self.registrations: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.token_fetches = 0
         self.update_count = 0
         self.url = ""
@@ -286,6 +291,8 @@ class OrionDouble:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._unserved])
         app.router.add_post(V2_UPDATE, self._v2_update)
         app.router.add_post(V2_ENTITIES, self._v2_create)
+        app.router.add_post(V2_QUERY, self._v2_query)
+        app.router.add_post(V2_REGISTRATIONS, self._v2_register)
         app.router.add_post(LD_UPSERT, self._ld_upsert)
         app.router.add_post(TOKEN_PATH, self._token)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -444,6 +451,42 @@ class OrionDouble:
             return self._log(request, body, web.Response(status=201, headers={"Location": location}))
         return self._log(request, body, web.Response(status=204))
 
+    async def _v2_query(self, request: web.Request) -> web.Response:
+        """`POST /v2/op/query`: the entities of the tenant and service paths matching the selectors, paged;
+        normalized (metadata `{}` when none, as Orion renders it) or `keyValues`; `attrs` projects only."""
+        body = await request.read()
+        early = await self._gate(request, body)
+        if early is not None:
+            return self._log(request, body, early)
+        query = {k: request.query.getall(k) for k in request.query}
+        status, doc, spec = orion_rules.validate_v2_query(request.headers, body, query)
+        if spec is None:
+            return self._log(request, body, _json(status, doc))
+        service = request.headers.get("Fiware-Service", "").lower()
+        found = [entity for (svc, path, _), entity in self.entities.items()
+                 if svc == service and _path_selected(path, spec.service_paths)
+                 and (not spec.entities or any(_selected(entity, s) for s in spec.entities))]
+        page = found[spec.offset:spec.offset + spec.limit]
+        rendered = [_render_entity(e, spec.attrs, key_values="keyValues" in spec.options) for e in page]
+        headers = {"Fiware-Total-Count": str(len(found))} if "count" in spec.options else None
+        return self._log(request, body, _json(200, rendered, headers=headers))
+
+    async def _v2_register(self, request: web.Request) -> web.Response:
+        """`POST /v2/registrations`: 201 with the new registration's Location."""
+        body = await request.read()
+        early = await self._gate(request, body)
+        if early is not None:
+            return self._log(request, body, early)
+        status, doc = orion_rules.validate_v2_registration(request.headers, body)
+        if status != 201:
+            return self._log(request, body, _json(status, doc))
+        registration_id = secrets.token_hex(12)  # Orion's ids are 24 hex digits (MongoDB ObjectIds)
+        service = request.headers.get("Fiware-Service", "").lower()
+        path = request.headers.get("Fiware-ServicePath", "/")
+        self.registrations[(service, path, registration_id)] = orjson.loads(body)
+        location = f"{V2_REGISTRATIONS}/{registration_id}"
+        return self._log(request, body, web.Response(status=201, headers={"Location": location}))
+
     async def _ld_upsert(self, request: web.Request) -> web.Response:
         body = await request.read()
         early = await self._gate(request, body)
@@ -512,6 +555,43 @@ class OrionDouble:
         self.token_fetches += 1
         doc = {"access_token": token, "token_type": "Bearer", "expires_in": oauth.expires_in}
         return self._log(request, body, _json(200, doc))
+
+
+def _path_selected(path: str, selected: tuple[str, ...]) -> bool:
+    """Orion's service path scoping for queries: `/a` is that path only, `/a/#` it and below, `/#` all."""
+    for wanted in selected:
+        if wanted == "/#":
+            return True
+        if wanted.endswith("/#"):
+            root = wanted[:-2]
+            if path == root or path.startswith(root + "/"):
+                return True
+        elif path == wanted:
+            return True
+    return False
+
+
+def _selected(entity: dict[str, Any], selector: dict[str, str]) -> bool:
+    # POSIX regexec, as Orion uses it, finds a match anywhere unless the pattern is anchored
+    if "id" in selector and entity["id"] != selector["id"]:
+        return False
+    if "idPattern" in selector and re.search(selector["idPattern"], entity["id"]) is None:
+        return False
+    if "type" in selector and entity.get("type") != selector["type"]:
+        return False
+    return "typePattern" not in selector or re.search(selector["typePattern"], entity.get("type", "")) is not None
+
+
+def _render_entity(entity: dict[str, Any], attrs: tuple[str, ...] | None, *, key_values: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": entity["id"], "type": entity.get("type", "Thing")}
+    for name, attr in entity.items():
+        if name in ("id", "type") or (attrs is not None and name not in attrs and "*" not in attrs):
+            continue
+        if key_values:
+            out[name] = attr.get("value")
+        else:
+            out[name] = {"type": attr.get("type"), "value": attr.get("value"), "metadata": attr.get("metadata") or {}}
+    return out
 
 
 _CREATE_OPTIONS = frozenset({"upsert", "flowControl", "keyValues"})

@@ -8,8 +8,10 @@ and acceptance tests cited in `tests/ngsi/test_orion_rules.py`. It deliberately 
 `gateway.ngsi`, so a converter bug cannot hide behind the same bug here.
 
 `validate_v2_update(headers, body)` answers for `POST /v2/op/update`; `validate_ld_upsert(headers,
-body)` for `POST /ngsi-ld/v1/entityOperations/upsert`. Both are stateless: they say whether the broker
-would accept the request, not what it would store.
+body)` for `POST /ngsi-ld/v1/entityOperations/upsert`; `validate_v2_query(headers, body, query)` for
+`POST /v2/op/query` and `validate_v2_registration(headers, body)` for `POST /v2/registrations` (what
+the IoT Agents send for command devices). All are stateless: they say whether the broker would accept
+the request, not what it would store or answer.
 
 `strict=True` (the default) also refuses what Orion tolerates but this gateway promises never to send,
 each marked "strict" below: an upper-case `Fiware-Service` (Orion lowercases it silently, which splits
@@ -35,6 +37,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -526,6 +529,306 @@ def validate_v2_update(headers: Mapping[str, str], body: bytes, *, strict: bool 
     except _Refused as refused:
         return refused.status, refused.body
     return 204, None
+
+
+# ------------------------------------------------------------------------- v2 query, registrations
+# From the manual ("Query operation", "Pagination", "Registration Operations") and Orion's source:
+# src/lib/jsonParseV2/parseBatchQuery.cpp, parseEntityObject.cpp, parseStringList.cpp,
+# parseRegistration.cpp, parseEntitiesVector.cpp, src/lib/rest/rest.cpp (URI params, service paths),
+# and the functional tests 1080_batch_query_context/*.test and 2604_op_query_attrs/op_query_attrs.test.
+
+MAX_PAGINATION_LIMIT = 1000
+DEFAULT_PAGINATION_LIMIT = 20
+QUERY_OPTIONS = frozenset({"count", "keyValues", "values", "unique"})
+MAX_DESCRIPTION_LENGTH = 1024
+FORWARDING_MODES = frozenset({"all", "none", "query", "update"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class V2Query:
+    """A `POST /v2/op/query` Orion would run: selectors, projection and page."""
+
+    entities: tuple[dict[str, str], ...]  # each with id or idPattern, and type or typePattern (".*" if neither)
+    attrs: tuple[str, ...] | None
+    options: frozenset[str]
+    limit: int
+    offset: int
+    service_paths: tuple[str, ...]  # "/#" when the header is absent
+
+
+def _uri_params(query: Mapping[str, list[str]]) -> tuple[int, int, frozenset[str]]:
+    """limit, offset and options of a query URL, refused with Orion's texts (rest.cpp uriArgumentGet)."""
+    for key, values in query.items():
+        if any(v == "" for v in values):
+            raise _bad(f"Empty right-hand-side for URI param /{key}/")
+    limit, offset = DEFAULT_PAGINATION_LIMIT, 0
+    if "offset" in query:
+        value = query["offset"][-1]
+        if not value.isdigit():
+            raise _bad(f"Bad pagination offset: /{value}/ [must be a decimal number]")
+        offset = int(value)
+    if "limit" in query:
+        value = query["limit"][-1]
+        if not value.isdigit():
+            raise _bad(f"Bad pagination limit: /{value}/ [must be a decimal number]")
+        limit = int(value)
+        if limit > MAX_PAGINATION_LIMIT:
+            raise _bad(f"Bad pagination limit: /{value}/ [max: {MAX_PAGINATION_LIMIT}]")
+        if limit == 0:
+            raise _bad(f"Bad pagination limit: /{value}/ [a value of ZERO is unacceptable]")
+    options = frozenset(o for v in query.get("options", []) for o in v.split(",") if o)
+    if not options <= QUERY_OPTIONS:
+        raise _bad("Invalid value for URI param /options/")
+    if "orderBy" in query:
+        raise _bad("the Orion double does not implement orderBy")
+    return limit, offset, options
+
+
+def _query_service_paths(value: str | None) -> tuple[str, ...]:
+    """A query's service paths: up to ten, comma-separated, each may end in `/#` (rest.cpp servicePathCheck)."""
+    if value is None or not value.strip():
+        return ("/#",)
+    paths = [p.strip() for p in value.split(",")]
+    if len(paths) > 10:
+        raise _bad("too many service paths - a maximum of ten service paths is allowed")
+    out = []
+    for path in paths:
+        if path != "/" and path.endswith("/"):
+            path = path.rstrip("/")
+        if not path.startswith("/"):
+            raise _bad("Only /absolute/ Service Paths allowed [a service path must begin with /]")
+        parts = [c for c in path.split("/")[1:] if c]
+        if len(parts) > 10:
+            raise _bad("too many components in ServicePath")
+        for ix, part in enumerate(parts):
+            if len(part) > 50:
+                raise _bad("component-name too long in ServicePath")
+            if ix == len(parts) - 1 and part == "#":
+                continue
+            if not _SEGMENT_RE.fullmatch(part):
+                raise _bad("a component of ServicePath contains an illegal character")
+        out.append(path)
+    return tuple(out)
+
+
+def _regex_ok(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+def _query_entity(item: Any) -> dict[str, str]:
+    """One selector of `entities` (parseEntityObject.cpp, idPattern allowed, no attributes)."""
+    if not isinstance(item, dict):
+        raise _bad("entity is not a JSON object")
+    if "id" in item and "idPattern" in item:
+        raise _bad("both /id/ and /idPattern/ present")
+    if "id" not in item and "idPattern" not in item:
+        raise _bad("nor /id/ nor /idPattern/ present")
+    selector: dict[str, str] = {}
+    for name, value in item.items():
+        if name == "id":
+            if not isinstance(value, str):
+                raise _bad("Invalid JSON type for entity id")
+            problem = _id_problem(value)
+            if problem == "max":
+                raise _bad(f"entity id length: {len(value)}, max length supported: {MAX_ID_LEN}")
+            if problem is not None:
+                raise _bad("Invalid characters in entity id")
+        elif name == "idPattern":
+            if not isinstance(value, str):
+                raise _bad("Invalid JSON type for entity idPattern")
+            if not _regex_ok(value):
+                raise _bad("Invalid regex for entity idPattern")
+        elif name == "type":
+            if not isinstance(value, str):
+                raise _bad("Invalid JSON type for entity type")
+            if value == "":
+                raise _bad("entity type length: 0, min length supported: 1")
+            if _id_problem(value) is not None:
+                raise _bad("Invalid characters in entity type")
+        elif name == "typePattern":
+            if not isinstance(value, str):
+                raise _bad("Invalid JSON type for entity typePattern")
+            if not _regex_ok(value):
+                raise _bad("Invalid regex for entity typePattern")
+        else:
+            raise _bad("no attributes allowed in Entity in this payload")
+        selector[name] = value
+    if "type" not in selector and "typePattern" not in selector:
+        selector["typePattern"] = ".*"
+    return selector
+
+
+def _string_list(value: Any, field: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _bad(f"the field /{field}/ must be a JSON array")
+    if not all(isinstance(v, str) for v in value):
+        raise _bad(f"only JSON Strings allowed in {field} list")
+    return tuple(dict.fromkeys(value))
+
+
+def validate_v2_query(headers: Mapping[str, str], body: bytes, query: Mapping[str, list[str]]) -> tuple[int, Any, V2Query | None]:
+    """(200, None, the query) when Orion would run this `POST /v2/op/query`, else (status, error body, None)."""
+    try:
+        limit, offset, options = _uri_params(query)
+        _check_transport(headers, body, media=("application/json",))
+        _check_tenant(_header(headers, "Fiware-Service"), strict=True)
+        paths = _query_service_paths(_header(headers, "Fiware-ServicePath"))
+        try:
+            doc = _parse(body)
+        except ValueError:
+            raise _v2_error(400, "ParseError", "Errors found in incoming JSON buffer") from None
+        if not isinstance(doc, dict):
+            raise _v2_error(400, "ParseError", "Errors found in incoming JSON buffer")
+        if not doc:
+            raise _bad("empty payload")
+        if not {"entities", "attributes", "attrs", "expression"} & set(doc):
+            raise _bad("Invalid JSON payload, no relevant fields found")
+        entities: tuple[dict[str, str], ...] = ()
+        attrs: tuple[str, ...] | None = None
+        for name, value in doc.items():
+            if name == "entities":
+                if not isinstance(value, list):
+                    raise _bad("not a JSON array")
+                entities = tuple(_query_entity(item) for item in value)
+            elif name in ("attrs", "attributes", "metadata"):
+                listed = _string_list(value, name)
+                if name == "attrs":
+                    attrs = listed
+                elif name == "attributes":
+                    raise _bad("the Orion double does not implement the deprecated attributes field")
+            elif name == "expression":
+                raise _bad("the Orion double does not implement expression")
+            else:
+                raise _bad(f"Unrecognized field in JSON payload: /{name}/")
+        if options & {"values", "unique"}:
+            raise _bad("the Orion double does not implement options=values or unique")
+    except _Refused as refused:
+        return refused.status, refused.body, None
+    return 200, None, V2Query(entities=entities, attrs=attrs, options=options, limit=limit, offset=offset,
+                              service_paths=paths)
+
+
+def _registration_entities(value: Any) -> None:
+    """`dataProvided.entities` (parseEntitiesVector.cpp and the 501s of parseRegistration.cpp)."""
+    if not isinstance(value, list):
+        raise _bad("/entities/ is not an array")
+    for item in value:
+        if not isinstance(item, dict):
+            raise _bad("/entities/ vector item is not an object")
+        if "id" not in item and "idPattern" not in item:
+            raise _bad("/entities/ vector item does not have /id/ nor /idPattern/")
+        if "id" in item and "idPattern" in item:
+            raise _bad("/entities/ vector item has both /id/ and /idPattern/")
+        if "type" in item and "typePattern" in item:
+            raise _bad("/entities/ element has both /type/ and /typePattern/")
+        if "id" in item:
+            eid = item["id"]
+            if not isinstance(eid, str):
+                raise _bad("/entities/ vector item /id/ is not a string")
+            if eid == "":
+                raise _bad("/entities/ element id is empty")
+            if _id_problem(eid) == "max":
+                raise _bad("max id length exceeded in /entities/ vector item /id/")
+            if _id_problem(eid) is not None:
+                raise _bad("forbidden characters in /entities/ vector item /id/")
+        if "type" in item:
+            etype = item["type"]
+            if not isinstance(etype, str):
+                raise _bad("/entities/ vector item type is not a string")
+            if etype == "":
+                raise _bad("entity type length: 0, min length supported: 1")
+            if _id_problem(etype) is not None:
+                raise _bad("forbidden characters in /entities/ vector item /type/")
+        if "idPattern" in item and item["idPattern"] != ".*":
+            raise _Refused(501, {"error": "NotImplemented", "description": "Unsupported idPattern"})
+        if "typePattern" in item:
+            raise _Refused(501, {"error": "NotImplemented", "description": "typePattern is not supported"})
+
+
+def _registration_provider(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _bad("/provider/ must be a JSON object")
+    if not value:
+        raise _bad("/provider/ empty")
+    if "http" not in value:
+        raise _bad("/provider/ must contain a field /http/")
+    http = value["http"]
+    if not isinstance(http, dict):
+        raise _bad("/http/ must be a JSON object")
+    if "url" not in http:
+        raise _bad("/http/ must contain a field /url/")
+    url = http["url"]
+    if not isinstance(url, str):
+        raise _bad("/url/ field of /http/ must be a JSON string")
+    if url == "":
+        raise _bad("/url/ field of /http/ cannot be the empty string")
+    if not re.fullmatch(r"https?://[^\s/:]+(:\d+)?(/\S*)?", url):
+        raise _bad("/url/ field of /http/ is invalid")
+    mode = value.get("supportedForwardingMode", "all")
+    if not isinstance(mode, str):
+        raise _bad("/supportedForwardingMode/ must be a JSON string")
+    if mode not in FORWARDING_MODES:
+        raise _bad("invalid value of /supportedForwardingMode/")
+    if "legacyForwarding" in value and not isinstance(value["legacyForwarding"], bool):
+        raise _bad("the field /legacyForwarding/ must be a boolean")
+
+
+def validate_v2_registration(headers: Mapping[str, str], body: bytes) -> V2Result:
+    """(201, None) when Orion would create this `POST /v2/registrations` (a context provider, e.g. an IoT Agent's commands)."""
+    try:
+        _check_transport(headers, body, media=("application/json",))
+        _check_tenant(_header(headers, "Fiware-Service"), strict=True)
+        _check_service_path(_header(headers, "Fiware-ServicePath"), strict=True)
+        try:
+            doc = _parse(body)
+        except ValueError:
+            raise _bad("Errors found in incoming JSON buffer") from None
+        if not isinstance(doc, dict):
+            raise _bad("not a JSON object")
+        if not doc:
+            raise _bad("empty payload")
+        if "description" in doc:
+            description = doc["description"]
+            if not isinstance(description, str):
+                raise _bad("invalid description")
+            if len(description) > MAX_DESCRIPTION_LENGTH:
+                raise _bad("max description length exceeded")
+            if not FORBIDDEN.isdisjoint(description):
+                raise _bad("forbidden characters in description")
+        if "dataProvided" not in doc:
+            raise _bad("the field /dataProvided/ is missing in payload")
+        provided = doc["dataProvided"]
+        if not isinstance(provided, dict):
+            raise _bad("/dataProvided/ must be a JSON object")
+        if not provided:
+            raise _bad("/dataProvided/ is empty")
+        if "entities" in provided:
+            _registration_entities(provided["entities"])
+        if "attrs" in provided:
+            attrs = provided["attrs"]
+            if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
+                raise _bad("/attrs/ must be a JSON array of strings")
+        if "provider" not in doc:
+            raise _bad("the field /provider/ is missing in payload")
+        _registration_provider(doc["provider"])
+        if "expires" in doc:
+            expires = doc["expires"]
+            if not isinstance(expires, str):
+                raise _bad("expires is not a string")
+            if expires and parse_orion_datetime(expires) is None:
+                raise _bad("the field /expires/ has an invalid format")
+        if "status" in doc:
+            if not isinstance(doc["status"], str):
+                raise _bad("/status/ must be a string")
+            if doc["status"] not in ("active", "inactive"):
+                raise _bad("invalid value for /status/")
+    except _Refused as refused:
+        return refused.status, refused.body
+    return 201, None
 
 
 # ---------------------------------------------------------------------------------------- NGSI-LD

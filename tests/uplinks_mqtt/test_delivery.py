@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig, seq_ranges
 from tests.support.mosquitto import MosquittoBroker
 from tests.uplinks_mqtt.conftest import reading, subscribe
 
-STATUS = "edgegw/gw-kumamoto-01/status"
+STATUS = "edgegw/gw-kumamoto-01/pref-mqtt/status"  # the default status_topic names the uplink
 # mosquitto started as root drops to user `mosquitto` before reading acl/password/TLS files, which
 # live under pytest's private tmp dir; this keeps it as the invoking user (no effect when not root).
 KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
@@ -277,3 +278,78 @@ async def test_connection_dropped_while_idle_reconnects_on_next_deliver(
     assert up.counters.reconnects == 1
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING", "INFO"]
     await up.close()
+
+
+class AckLosingProxy:
+    """A TCP proxy to a real broker that passes the broker's first packet (CONNACK) and loses the rest:
+    the network fault that leaves a PUBACK missing."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.broker = broker
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> AckLosingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for w in self._writers:
+            w.close()
+            with contextlib.suppress(ConnectionError):
+                await w.wait_closed()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.broker.host, self.broker.port)
+        self._writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, first_only: bool) -> None:
+            passed = False
+            while data := await src.read(65536):
+                if not (first_only and passed):
+                    dst.write(data)
+                    await dst.drain()
+                passed = True
+
+        for t in (asyncio.ensure_future(pump(reader, up_writer, False)),
+                  asyncio.ensure_future(pump(up_reader, writer, True))):
+            self._tasks.add(t)
+
+
+async def test_a_status_publish_without_puback_says_so(
+    mosquitto_private: MosquittoBroker, context: AdapterContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    # str(TimeoutError()) is empty: the reason used to read "status publish failed: "
+    caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt")
+    async with AckLosingProxy(mosquitto_private) as proxy:
+        up = uplink(mosquitto_private, context, port=proxy.port, ack_timeout_s=0.3)
+        await up.start()
+        outcomes = await up.deliver([reading(seq=1)])
+        await up.close()
+    assert outcomes[0].status is Status.RETRY
+    assert outcomes[0].reason == (f"broker 127.0.0.1:{proxy.port} unreachable: status publish failed: no PUBACK "
+                                  "within 0.3 s")
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.uplinks.mqtt"] == [
+        f"broker 127.0.0.1:{proxy.port} unreachable, readings stay buffered: status publish failed: no PUBACK "
+        "within 0.3 s"]
+
+
+async def test_the_mqtt_clients_log_lines_name_the_uplink(
+    mosquitto_private: MosquittoBroker, context: AdapterContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="gateway.uplinks.mqtt.client")
+    up = uplink(mosquitto_private, context)
+    await up.start()
+    await up.close()
+    client_lines = [r for r in caplog.records if r.name == "gateway.uplinks.mqtt.client"]
+    assert any(r.getMessage().startswith("Sending CONNECT") for r in client_lines)
+    assert {getattr(r, "component", None) for r in client_lines} == {"pref-mqtt"}

@@ -93,8 +93,8 @@ def test_reserved_measure_names_are_refused() -> None:
     with pytest.raises(ReadingError) as exc:
         iota.ul_group(reading(type="x"))
     assert str(exc.value) == (
-        "urn:ngsi-ld:WaterObserved:gauge1.type: the IoT Agent silently drops measures named id or type, "
-        "got 'type'; rename the attribute in the device profile"
+        "urn:ngsi-ld:WaterObserved:gauge1.type: the IoT Agent renames measures named id or type to measure_id / "
+        "measure_type, got 'type'; rename the attribute in the device profile"
     )
 
 
@@ -186,7 +186,8 @@ def test_ul_group_parses_back_or_refuses_clearly(values: dict[str, object], offs
         group = iota.ul_group(r)
     except ReadingError as exc:
         text = str(exc)
-        assert text.startswith("e1.") and ("UltraLight 2.0" in text or "IoT Agent" in text or "reserved" in text), text
+        known = ("UltraLight 2.0", "UltraLight agent", "IoT Agent", "reserved")
+        assert text.startswith("e1.") and any(k in text for k in known), text
         return
     (parsed,) = iota.parse_ul(group)
     assert parsed.pop("TimeInstant").endswith("Z")
@@ -199,3 +200,71 @@ def test_ul_group_parses_back_or_refuses_clearly(values: dict[str, object], offs
             assert float(text) == value and type(value)(text) == value
         else:
             assert _percent_decode(text) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "becomes"),
+    [
+        ("8600000", "the number 8600000"),
+        ("0.10", "the number 0.1"),
+        ("1e5", "the number 100000"),
+        ("-0", "the number 0"),
+        (" 42", "the number 42"),
+        ("true", "the boolean true"),
+        ("null", "null"),
+        ("[1,2]", "an array"),
+        ("{}", "an object"),
+    ],
+)
+def test_ul_refuses_text_the_agent_would_read_as_json(text: str, becomes: str) -> None:
+    # the UL agent JSON.parses every value (lib/ulParser.js addAttributePair) and keeps the text only
+    # where that throws: a Text attribute holding valid JSON would reach Orion as another value or type
+    with pytest.raises(ReadingError) as exc:
+        iota.ul_group(reading(code=text))
+    assert str(exc.value) == (
+        f"urn:ngsi-ld:WaterObserved:gauge1.code: the UltraLight agent reads a text that is valid JSON as JSON and "
+        f"would store {becomes} instead, got {text!r}; use format = \"iota-json\" for this attribute"
+    )
+
+
+def test_ul_refuses_a_quoted_text_under_text_unrestricted() -> None:
+    with pytest.raises(ReadingError, match=r"would store the text 'x' without its quotes instead, got '\"x\"'"):
+        iota.ul_group(reading(code='"x"'), encoding=ValueEncoding.TEXT_UNRESTRICTED)
+
+
+@pytest.mark.parametrize("text", ["ok", "NaN", "Infinity", "-Infinity", "01", "1.", ".5", "1a", "tru", "0x10", "+1",
+                                  "人吉", "8600000 m"])
+def test_ul_keeps_text_javascript_json_parse_refuses(text: str) -> None:
+    # NaN and Infinity are what Python's json takes and JavaScript's JSON.parse does not
+    assert iota.ul_group(reading(code=text)).endswith(f"|code|{text}")
+
+
+def test_ul_refuses_integers_javascript_cannot_hold_exactly() -> None:
+    assert iota.ul_group(reading(n=2**53)).endswith("|n|9007199254740992")
+    with pytest.raises(ReadingError) as exc:
+        iota.ul_group(reading(n=2**53 + 1))
+    assert str(exc.value) == (
+        "urn:ngsi-ld:WaterObserved:gauge1.n: the UltraLight agent reads numbers as JavaScript doubles, exact only up "
+        "to ±2^53, got 9007199254740993; use format = \"iota-json\" with the value as text, or scale it at the source"
+    )
+
+
+def test_the_sequence_measure_carries_the_buffer_seq() -> None:
+    r = reading(seq=41, waterLevel=1.25, state="ok")
+    assert orjson.loads(iota.json_measure_bytes(r, sequence="edgegwSeq")) == {
+        "waterLevel": 1.25, "state": "ok", "edgegwSeq": 41, "TimeInstant": "2024-06-01T03:00:00.000Z"}
+    assert orjson.loads(iota.json_measure_bytes(reading(seq=42), sequence="edgegwSeq")) == {
+        "waterLevel": 1.25, "edgegwSeq": 42, "TimeInstant": "2024-06-01T03:00:00.000Z"}
+    assert iota.ul_group(r, sequence="edgegwSeq") == (
+        "2024-06-01T03:00:00.000Z|waterLevel|1.25|state|ok|edgegwSeq|41")
+
+
+def test_an_attribute_named_like_the_sequence_measure_is_refused() -> None:
+    with pytest.raises(ReadingError) as exc:
+        iota.json_measure(reading(edgegwSeq=3), sequence="edgegwSeq")
+    assert str(exc.value) == (
+        "urn:ngsi-ld:WaterObserved:gauge1.edgegwSeq: the name is the uplink's sequence_attribute, got an attribute "
+        "of that name; rename the attribute in the device profile or change sequence_attribute"
+    )
+    with pytest.raises(ReadingError, match="the name is the uplink's sequence_attribute"):
+        iota.ul_group(reading(edgegwSeq=3), sequence="edgegwSeq")
