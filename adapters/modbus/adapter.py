@@ -24,6 +24,9 @@ from gateway.quality import PointQuality, QualityConfig, quality_metadata
 from gateway.records import Attribute, Command, CommandResult, Emit, Lane, Reading, Source, TimeSource, utc_now
 from gateway.river import RiverLevelTracker, alert_readings, level_attributes, stage_from_distance
 
+DEVICE_TYPE = "Device"  # the Smart Data Model every device's own entity follows (dataModel.Device)
+REASON = "reason"  # deviceState's metadata: why the device is offline, "" while it is online
+
 __all__ = ["ModbusAdapter", "quality_config_of", "QUEUE_SIZE"]
 
 QUEUE_SIZE = 10_000  # readings waiting for the buffer; beyond it the oldest are dropped (and counted)
@@ -161,11 +164,11 @@ class ModbusAdapter:
 
     def _state_changed(self, unit: BusDevice, state: DeviceState, reason: str) -> None:
         device = self.devices[unit.name]
-        attrs: dict[str, Attribute] = {"deviceState": Attribute(value=state.value, type="Text")}
-        if state is DeviceState.OFFLINE:
-            attrs["deviceState"] = Attribute(value=state.value, type="Text",
-                                             metadata={"reason": {"type": "Text", "value": _safe_text(reason)}})
-        self._put(Reading(entity_id=device.device_entity_id, entity_type="Device", attributes=attrs,
+        # `reason` goes with every state, "" when online: Orion keeps metadata an update leaves out,
+        # so an online state sent without it would still carry the last offline reason
+        attrs = {"deviceState": Attribute(value=state.value, type="Text",
+                                          metadata={REASON: {"type": "Text", "value": _safe_text(reason)}})}
+        self._put(Reading(entity_id=device.device_entity_id, entity_type=DEVICE_TYPE, attributes=attrs,
                           observed_at=self._clock(), time_source=TimeSource.GATEWAY, source=device.source))
 
     def _polled(self, result: PollResult) -> None:

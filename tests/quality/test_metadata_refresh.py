@@ -10,13 +10,15 @@ double, which keeps entities the way Orion's append leaves them.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import orjson
 
+from gateway.quality import PointQuality, QualityConfig, QualityFlag, quality_metadata
 from gateway.records import Attribute, Reading, Source, TimeSource
-from tests.support.entity_state import HEADERS, stored
+from gateway.river import RiverConfig, RiverLevelTracker, level_attributes
+from tests.support.entity_state import HEADERS, append, stored
 from tests.support.orion_double import V2_UPDATE, OrionDouble
 
 T0 = datetime(2024, 7, 1, 0, 0, tzinfo=timezone.utc)
@@ -43,3 +45,37 @@ async def test_the_orion_double_merges_metadata_on_append_as_orion_does(orion_do
     assert stored(orion_double, "E")["temperature"] == {
         "type": "Number", "value": 26.0,
         "metadata": {"unit": {"type": "Text", "value": "celsius"}, "avg": {"type": "Number", "value": 25.6}}}
+
+
+async def test_quality_flagged_then_good_sends_the_same_metadata_and_clears_the_flag(
+        orion_double: OrionDouble) -> None:
+    check = PointQuality(QualityConfig(spike_max_delta=0.5), name="level")
+    results = [check.check(v, T0 + timedelta(minutes=i)) for i, v in enumerate([1.0, 3.0, 1.1])]
+    assert [r.flags for r in results] == [(), (QualityFlag.SPIKE,), ()]
+    metadata = [quality_metadata(r) for r in results]
+    assert [set(m) for m in metadata] == [{"quality"}] * 3
+    readings = [reading({"waterLevel": Attribute(value=v, type="Number", unit="MTR", metadata=m)},
+                        T0 + timedelta(minutes=i)) for i, (v, m) in enumerate(zip([1.0, 3.0, 1.1], metadata))]
+    for r in readings:
+        await append(orion_double, [r])
+        held = stored(orion_double, STATION)["waterLevel"]["metadata"]["quality"]
+        assert held == {"type": "StructuredValue", "value": list(r.attributes["waterLevel"].metadata["quality"]["value"])}
+    assert stored(orion_double, STATION)["waterLevel"]["metadata"]["quality"]["value"] == []
+
+
+async def test_river_level_attributes_keep_their_metadata_names_from_flagged_to_good(
+        orion_double: OrionDouble) -> None:
+    """A level computed from a distance carries the distance's quality: flagged, then good again."""
+    tracker = RiverLevelTracker(RiverConfig.model_validate({"thresholds": [{"level": 2.0}]}))
+    check = PointQuality(QualityConfig(stuck_samples=2), name="distance")
+    sent = []
+    for i, level in enumerate([1.20, 1.20, 1.35]):  # the second sample repeats the first: flagged stuck
+        at = T0 + timedelta(minutes=i)
+        update = tracker.update(level, at)
+        attrs = level_attributes(update, level_name="waterLevel", level_metadata=quality_metadata(check.check(level, at)))
+        sent.append(attrs)
+        await append(orion_double, [reading(attrs, at)])
+    assert [sent_attrs["waterLevel"].metadata["quality"]["value"] for sent_attrs in sent] == [[], ["stuck"], []]
+    assert all({n: set(a.metadata) for n, a in s.items()} == {n: set(a.metadata) for n, a in sent[0].items()}
+               for s in sent)
+    assert stored(orion_double, STATION)["waterLevel"]["metadata"]["quality"]["value"] == []
