@@ -229,4 +229,4 @@ async def test_river_level_crossing_raises_an_alert_on_the_alert_lane(tmp_path):
     assert [a.attributes["thresholdName"].value for a in alerts] == ["水防団待機水位", "氾濫注意水位"]
     assert alerts[0].attributes["alertSource"].value == station
     last = of(readings, station)[-1]
-    assert last.attributes["height"].value == 2.13 and last.attributes["levelStateIndex"].value == 2
+    assert last.attributes["waterLevel"].value == 2.13 and last.attributes["levelStateIndex"].value == 2
