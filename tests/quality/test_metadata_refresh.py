@@ -10,11 +10,14 @@ double, which keeps entities the way Orion's append leaves them.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import orjson
 
+from adapters.http_poll.config import ItemMapping
+from adapters.http_poll.mapping import Mapper
 from gateway.quality import PointQuality, QualityConfig, QualityFlag, quality_metadata
 from gateway.records import Attribute, Reading, Source, TimeSource
 from gateway.river import RiverConfig, RiverLevelTracker, level_attributes
@@ -79,3 +82,17 @@ async def test_river_level_attributes_keep_their_metadata_names_from_flagged_to_
     assert all({n: set(a.metadata) for n, a in s.items()} == {n: set(a.metadata) for n, a in sent[0].items()}
                for s in sent)
     assert stored(orion_double, STATION)["waterLevel"]["metadata"]["quality"]["value"] == []
+
+
+def test_json_mappings_add_no_metadata_in_any_state() -> None:
+    """Mapped attributes, location, dateObserved and controlledProperty carry none, so none can go stale."""
+    mapper = Mapper([ItemMapping.model_validate({
+        "items": "s", "entity_id": "urn:ngsi-ld:Device:{c}", "entity_type": "WaterObserved",
+        "location": {"lat_path": "lat", "lon_path": "lon", "missing": "skip"}, "controlled_property": ["waterLevel"],
+        "attributes": [{"path": "l", "name": "waterLevel", "unit": "MTR"},
+                       {"path": "q", "name": "qualityCode", "type": "Text", "missing": "skip"}]})], adapter="h")
+    full = {"c": "1", "l": 1.2, "q": "suspect", "lat": 32.2, "lon": 130.7}
+    for item in (full, {"c": "1", "l": 1.3}):
+        result = mapper.map(json.dumps({"s": [item]}).encode(), T0)
+        (r,) = result.readings
+        assert {name: dict(a.metadata) for name, a in r.attributes.items()} == {name: {} for name in r.attributes}
