@@ -74,10 +74,14 @@ def read_attributes(rules: FieldRules, item: dict[str, Any]) -> dict[str, Attrib
 
 
 def read_reading(
-    rules: FieldRules, item: dict[str, Any], now: datetime, *, entity_id: str, entity_type: str, source: Source
+    rules: FieldRules, item: dict[str, Any], now: datetime, *, entity_id: str, entity_type: str, source: Source,
+    dated: bool | None = None,
 ) -> Reading:
     """The Reading `item` makes (ids already rendered by the adapter), or FieldError; the path is empty for a
-    problem of the whole object (no mapped attribute has a value, a value Orion refuses)."""
+    problem of the whole object (no mapped attribute has a value, a value Orion refuses).
+
+    `dated`: whether the entity type carries dateObserved, when the adapter knows it from its configuration
+    (a literal type); None decides by `entity_type` (a type rendered from the message)."""
     attributes = read_attributes(rules, item)
     if not attributes:
         raise FieldError(
@@ -91,7 +95,7 @@ def read_reading(
             attributes[LOCATION] = location
     if rules.controlled is not None:
         attributes[CONTROLLED_PROPERTY] = rules.controlled
-    if has_date_observed(entity_type) and DATE_OBSERVED not in attributes:
+    if (has_date_observed(entity_type) if dated is None else dated) and DATE_OBSERVED not in attributes:
         attributes[DATE_OBSERVED] = date_observed(when)
     reading = Reading(
         entity_id=entity_id,
