@@ -43,7 +43,8 @@ class SimulatedAdapter:
         self._dated = has_date_observed(self._type)
         self._location = config.location.attribute() if config.location is not None else None
         # an event is an entity of its own; what made it is a Device (urn:ngsi-ld:Device:<name>-<n>)
-        self._devices = [f"urn:ngsi-ld:Device:{config.name}-{n}" for n in range(config.entities)]
+        self._devices = ([f"urn:ngsi-ld:Device:{config.name}-{n}" for n in range(config.entities)]
+                         if config.kind is SimKind.EVENTS else [])
         self._gauss = self._rng.gauss
         noise = [self._rng.gauss(0, 1) for _ in range(_NOISE_LEN)]
         self._noise_mm = [round(10 * x) for x in noise]  # river gauge noise: sigma 10 mm
