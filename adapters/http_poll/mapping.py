@@ -16,6 +16,7 @@ from adapters.jsonmap.errors import FieldError, describe
 from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
 from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path, path_text
 from adapters.jsonmap.templates import id_text
+from gateway.date_observed import has_date_observed
 from gateway.errors import DeviceProtocolError
 from gateway.ngsi.identifiers import check_entity_id
 from gateway.records import Reading, Source, TimeSource
@@ -66,6 +67,7 @@ class _Rule:
     items_text: str
     entity_id: tuple[TemplatePart, ...]
     entity_type: str
+    dated: bool  # the entity type carries dateObserved
     fields: FieldRules
 
 
@@ -82,6 +84,7 @@ def _compile(m: ItemMapping) -> _Rule:
         items_text=items_text,
         entity_id=parse_template(m.entity_id),
         entity_type=m.entity_type,
+        dated=has_date_observed(m.entity_type),
         fields=compile_fields(m, arrival="the poll time"),
     )
 
@@ -167,7 +170,8 @@ class Mapper:
         entity_id = _render(rule.entity_id, where, item)
         try:
             return read_reading(
-                rule.fields, item, now, entity_id=entity_id, entity_type=rule.entity_type, source=self.source
+                rule.fields, item, now, entity_id=entity_id, entity_type=rule.entity_type, source=self.source,
+                dated=rule.dated,
             )
         except FieldError as exc:
             raise MappingError.of_field(exc, where) from None

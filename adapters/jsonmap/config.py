@@ -1,4 +1,4 @@
-"""Config shared by the JSON-mapping adapters: attributes (path → name, type, unit, scale), timestamp, lane."""
+"""Config shared by the JSON-mapping adapters: attributes (path → name, type, unit, scale), timestamp, location, lane."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from datetime import datetime, timezone
 from typing import Annotated, ClassVar, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, field_validator, model_validator
+from pydantic import AfterValidator, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from adapters.jsonmap.paths import parse_path
 from gateway.configbase import Field, Section
+from gateway.location import LOCATION, Degrees, check_latitude, check_longitude
 from gateway.ngsi.identifiers import check_attribute_name, check_attribute_type
+from gateway.profiles.schema import ControlledProperties
 from gateway.records import Lane
 
 
@@ -54,6 +57,7 @@ class LaneName(enum.Enum):
 
 
 DEFAULT_ZONE = "Asia/Tokyo"
+CONTROLLED_PROPERTY = "controlledProperty"  # the Device model's list of what a device senses or switches
 _UNIT_RE = re.compile(r"^[A-Z0-9]{2,3}$", re.ASCII)
 _SAMPLE_TIME = datetime(2026, 7, 1, 9, 10, 30, tzinfo=timezone.utc)
 
@@ -135,6 +139,41 @@ class TimestampSection(Section):
         return self
 
 
+class LocationSection(Section):
+    """`location`: a fixed place, or where each object holds its place (two fields, or one GeoJSON field)."""
+
+    lat: Degrees | None = Field(default=None, description="a fixed place: latitude in degrees (with lon)")
+    lon: Degrees | None = Field(default=None, description="a fixed place: longitude in degrees (with lat)")
+    lat_path: FieldPath | None = Field(default=None, description="JSON path of the latitude (with lon_path)")
+    lon_path: FieldPath | None = Field(default=None, description="JSON path of the longitude (with lat_path)")
+    path: FieldPath | None = Field(default=None, description="JSON path of a GeoJSON object (Point, Feature, ...)")
+    missing: WhenAttributeMissing = WhenAttributeMissing.REJECT
+
+    @field_validator("lat")
+    @classmethod
+    def _latitude(cls, v: float | None) -> float | None:
+        return None if v is None else check_latitude(v)
+
+    @field_validator("lon")
+    @classmethod
+    def _longitude(cls, v: float | None) -> float | None:
+        return None if v is None else check_longitude(v)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> LocationSection:
+        forms = [keys for keys in (("lat", "lon"), ("lat_path", "lon_path"), ("path",))
+                 if any(getattr(self, k) is not None for k in keys)]
+        given = [k for keys in forms for k in keys if getattr(self, k) is not None]
+        if len(forms) != 1 or len(given) != len(forms[0]):
+            raise ValueError(
+                "needs lat and lon (a fixed place), lat_path and lon_path (two fields of each object) or path "
+                f"(a GeoJSON field of each object), got {', '.join(given) or 'none of them'}"
+            )
+        if forms[0] == ("lat", "lon") and "missing" in self.model_fields_set:
+            raise ValueError("missing applies to a location read from the JSON, not to a fixed lat and lon; remove it")
+        return self
+
+
 class MappingSection(Section):
     """What every JSON → Reading mapping has; an adapter's section adds where the JSON comes from and the ids."""
 
@@ -147,6 +186,12 @@ class MappingSection(Section):
         default=(), description='strings that mean "no value" (欠測, 閉局, -): treated like a missing field'
     )
     lane: LaneName = LaneName.NORMAL
+    location: LocationSection | None = Field(
+        default=None, description="the entity's place, sent as the geo:json attribute location"
+    )
+    controlled_property: ControlledProperties | None = Field(
+        default=None, description="Device entities: what the device senses, sent as controlledProperty"
+    )
 
     @field_validator("attributes")
     @classmethod
@@ -159,6 +204,20 @@ class MappingSection(Section):
                 raise ValueError(f"must name each attribute once, got {a.name!r} twice")
             seen.add(a.name)
         return v
+
+    @model_validator(mode="after")
+    def _set_once(self) -> MappingSection:
+        # location and controlled_property add attributes of their own: a mapped one of that name would clash
+        errors: list[InitErrorDetails] = []
+        for key, name in (("location", LOCATION), ("controlled_property", CONTROLLED_PROPERTY)):
+            named = next((i for i, a in enumerate(self.attributes) if a.name == name), None)
+            if getattr(self, key) is not None and named is not None:
+                message = f"is set and attributes[{named}] is named {name!r} too, got both; keep one of them"
+                # raised at the key itself, so the message names it rather than the whole mapping
+                errors.append(InitErrorDetails(type=PydanticCustomError("value_error", message), loc=(key,), input=None))
+        if errors:
+            raise ValidationError.from_exception_data("mapping", errors)
+        return self
 
 
 M = TypeVar("M", bound=MappingSection)

@@ -1,4 +1,9 @@
-"""A mapping section compiled once; turns one JSON object into a Reading by it (the per-message hot path)."""
+"""A mapping section compiled once; turns one JSON object into a Reading by it (the per-message hot path).
+
+Besides the mapped attributes, a reading gets `location` and `controlledProperty` when the mapping
+sets them, and `dateObserved` (its observation time) when its entity type is a Smart Data Models
+observation type (WaterObserved, …) and the mapping does not map a `dateObserved` of its own.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from adapters.jsonmap.config import DEFAULT_ZONE, MappingSection, NgsiType
+from adapters.jsonmap.config import CONTROLLED_PROPERTY, DEFAULT_ZONE, MappingSection, NgsiType
 from adapters.jsonmap.errors import FieldError, Problem, describe
+from adapters.jsonmap.locations import LocationRule, compile_location, read_location
 from adapters.jsonmap.paths import MISSING, lookup
 from adapters.jsonmap.timestamps import TimeRule, compile_timestamp, observed_at
 from adapters.jsonmap.values import AttributeRule, compile_attribute
+from gateway.date_observed import DATE_OBSERVED, date_observed, has_date_observed
 from gateway.errors import ReadingError
+from gateway.location import LOCATION
 from gateway.records import Attribute, Lane, Reading, Source, check_values
 
 
@@ -26,6 +34,8 @@ class FieldRules:
     null_values: frozenset[str]
     lane: Lane
     structured: bool  # a StructuredValue needs the full NGSI value walk once the Reading is built
+    location: LocationRule | None
+    controlled: Attribute | None  # controlledProperty, the same on every reading
 
 
 def compile_fields(m: MappingSection, *, arrival: str) -> FieldRules:
@@ -36,7 +46,12 @@ def compile_fields(m: MappingSection, *, arrival: str) -> FieldRules:
         zone=ZoneInfo(m.timestamp.zone if m.timestamp else DEFAULT_ZONE),
         null_values=frozenset(m.null_values),
         lane=m.lane.lane,
-        structured=any(a.type is NgsiType.STRUCTURED_VALUE for a in m.attributes),
+        # a GeoJSON object taken from the JSON may carry anything besides its geometry (a Feature's properties)
+        structured=any(a.type is NgsiType.STRUCTURED_VALUE for a in m.attributes)
+        or (m.location is not None and m.location.path is not None),
+        location=compile_location(m.location) if m.location is not None else None,
+        controlled=None if m.controlled_property is None
+        else Attribute(value=list(m.controlled_property), type="StructuredValue"),
     )
 
 
@@ -59,10 +74,14 @@ def read_attributes(rules: FieldRules, item: dict[str, Any]) -> dict[str, Attrib
 
 
 def read_reading(
-    rules: FieldRules, item: dict[str, Any], now: datetime, *, entity_id: str, entity_type: str, source: Source
+    rules: FieldRules, item: dict[str, Any], now: datetime, *, entity_id: str, entity_type: str, source: Source,
+    dated: bool | None = None,
 ) -> Reading:
     """The Reading `item` makes (ids already rendered by the adapter), or FieldError; the path is empty for a
-    problem of the whole object (no mapped attribute has a value, a value Orion refuses)."""
+    problem of the whole object (no mapped attribute has a value, a value Orion refuses).
+
+    `dated`: whether the entity type carries dateObserved, when the adapter knows it from its configuration
+    (a literal type); None decides by `entity_type` (a type rendered from the message)."""
     attributes = read_attributes(rules, item)
     if not attributes:
         raise FieldError(
@@ -70,6 +89,14 @@ def read_reading(
             problem=Problem.MISSING_FIELD,
         )
     when, time_source = observed_at(rules.timestamp, item, now, rules.null_values)
+    if rules.location is not None:
+        location = read_location(rules.location, item, rules.null_values)
+        if location is not None:
+            attributes[LOCATION] = location
+    if rules.controlled is not None:
+        attributes[CONTROLLED_PROPERTY] = rules.controlled
+    if (has_date_observed(entity_type) if dated is None else dated) and DATE_OBSERVED not in attributes:
+        attributes[DATE_OBSERVED] = date_observed(when)
     reading = Reading(
         entity_id=entity_id,
         entity_type=entity_type,

@@ -16,13 +16,19 @@ from adapters.modbus.codec import CommandRejected, PointValue, QualityCode, enco
 from adapters.modbus.config import LEVEL_FACTORS, BusConfig, DeviceConfig, ModbusConfig, RiverSetup
 from adapters.modbus.transport import LinkError, ModbusTimeout, open_link
 from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.date_observed import DATE_OBSERVED, date_observed, has_date_observed
 from gateway.errors import AdapterError, ConfigError
+from gateway.location import LOCATION
 from gateway.logs import component_logger
 from gateway.ngsi.identifiers import check_entity_id
 from gateway.profiles.schema import DataType, Point, Profile, Transport
 from gateway.quality import PointQuality, QualityConfig, quality_metadata
 from gateway.records import Attribute, Command, CommandResult, Emit, Lane, Reading, Source, TimeSource, utc_now
 from gateway.river import RiverLevelTracker, alert_readings, level_attributes, stage_from_distance
+
+DEVICE_TYPE = "Device"  # the Smart Data Model every device's own entity follows (dataModel.Device)
+CONTROLLED_PROPERTY = "controlledProperty"
+REASON = "reason"  # deviceState's metadata: why the device is offline, "" while it is online
 
 __all__ = ["ModbusAdapter", "quality_config_of", "QUEUE_SIZE"]
 
@@ -52,6 +58,7 @@ class _Device:
     checks: dict[str, PointQuality]
     river: RiverSetup | None
     tracker: RiverLevelTracker | None
+    dated: bool  # its entity type carries dateObserved
 
 
 class ModbusAdapter:
@@ -111,7 +118,8 @@ class ModbusAdapter:
             device = _Device(config=dc, profile=profile, bus=bus, unit=unit, entity_id=ids[0],
                              device_entity_id=ids[1], source=Source(adapter=cfg.name, device=dc.name),
                              checks=checks, river=dc.river,
-                             tracker=RiverLevelTracker(dc.river) if dc.river is not None else None)
+                             tracker=RiverLevelTracker(dc.river) if dc.river is not None else None,
+                             dated=has_date_observed(profile.entity_type))
             self.devices[dc.name] = device
             self._by_entity.setdefault(ids[0], device)
             self._by_entity.setdefault(ids[1], device)
@@ -132,6 +140,8 @@ class ModbusAdapter:
 
     async def run(self, emit: Emit) -> None:
         self._queue = asyncio.Queue(QUEUE_SIZE)
+        for reading in self.descriptions():
+            self._put(reading)
         async with asyncio.TaskGroup() as tasks:
             for bus in self.buses.values():
                 if bus.devices:
@@ -159,13 +169,39 @@ class ModbusAdapter:
 
     # --- readings ------------------------------------------------------------------------------------------
 
+    def descriptions(self) -> list[Reading]:
+        """What describes each device rather than measures it, sent once when the adapter starts.
+
+        The Device entity's `controlledProperty` (the model requires it) and, when configured, the
+        `location` of the device's entities. Orion keeps them between updates, so the readings of
+        every poll stay small, and a platform behind an UltraLight agent (which carries no lists or
+        objects, and takes such attributes as static attributes of its own) loses only these.
+        """
+        now = self._clock()
+        out: list[Reading] = []
+        for device in self.devices.values():
+            dc, profile = device.config, device.profile
+            controlled = dc.controlled_property if dc.controlled_property is not None else profile.controlled_property
+            described: dict[tuple[str, str], dict[str, Attribute]] = {}
+            for entity_id, entity_type in ((device.device_entity_id, DEVICE_TYPE),
+                                           (device.entity_id, profile.entity_type)):
+                attrs = described.setdefault((entity_id, entity_type), {})
+                if entity_type == DEVICE_TYPE:
+                    attrs[CONTROLLED_PROPERTY] = Attribute(value=list(controlled), type="StructuredValue")
+                if dc.location is not None:
+                    attrs[LOCATION] = dc.location.attribute()
+            out.extend(Reading(entity_id=entity_id, entity_type=entity_type, attributes=attrs, observed_at=now,
+                               time_source=TimeSource.GATEWAY, source=device.source)
+                       for (entity_id, entity_type), attrs in described.items() if attrs)
+        return out
+
     def _state_changed(self, unit: BusDevice, state: DeviceState, reason: str) -> None:
         device = self.devices[unit.name]
-        attrs: dict[str, Attribute] = {"deviceState": Attribute(value=state.value, type="Text")}
-        if state is DeviceState.OFFLINE:
-            attrs["deviceState"] = Attribute(value=state.value, type="Text",
-                                             metadata={"reason": {"type": "Text", "value": _safe_text(reason)}})
-        self._put(Reading(entity_id=device.device_entity_id, entity_type="Device", attributes=attrs,
+        # `reason` goes with every state, "" when online: Orion keeps metadata an update leaves out,
+        # so an online state sent without it would still carry the last offline reason
+        attrs = {"deviceState": Attribute(value=state.value, type="Text",
+                                          metadata={REASON: {"type": "Text", "value": _safe_text(reason)}})}
+        self._put(Reading(entity_id=device.device_entity_id, entity_type=DEVICE_TYPE, attributes=attrs,
                           observed_at=self._clock(), time_source=TimeSource.GATEWAY, source=device.source))
 
     def _polled(self, result: PollResult) -> None:
@@ -193,11 +229,13 @@ class ModbusAdapter:
             if not keep_value:
                 continue
             if point.attribute is not None:
-                attrs[point.attribute] = Attribute(value=_ngsi_value(pv), type=point.ngsi_type, unit=point.unit,
-                                                   metadata=metadata)
+                attrs[point.attribute] = Attribute(value=_ngsi_value(pv, point.ngsi_type), type=point.ngsi_type,
+                                                   unit=point.unit, metadata=metadata)
             if river_here and ok and isinstance(pv.value, (int, float)):
                 alerts.extend(self._river(device, point, float(pv.value), now, metadata, attrs))
         if attrs:
+            if device.dated:
+                attrs[DATE_OBSERVED] = date_observed(now)
             self._put(Reading(entity_id=device.entity_id, entity_type=device.profile.entity_type, attributes=attrs,
                               observed_at=now, time_source=TimeSource.GATEWAY, source=device.source, lane=Lane.NORMAL))
         for alert in alerts:
@@ -292,10 +330,12 @@ def _counters(counters: object) -> dict[str, Any]:
     return {name: getattr(counters, name) for name in counters.__slots__}  # type: ignore[attr-defined]
 
 
-def _ngsi_value(pv: PointValue) -> Any:
+def _ngsi_value(pv: PointValue, ngsi_type: str) -> Any:
     value = pv.value
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if ngsi_type == "Text" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # an id held in registers (a serial number) declared Text: Orion wants a string
     return value
 
 

@@ -12,9 +12,10 @@ from pydantic import AfterValidator, model_validator
 from gateway.adapter_api import AdapterConfig
 from gateway.configbase import ConfigProblems, Field, Identifier, Section
 from gateway.errors import ConfigError
-from gateway.ngsi.identifiers import check_id_template, template_fields
+from gateway.location import Location
+from gateway.ngsi.identifiers import check_attribute_name, check_id_template, template_fields
 from gateway.profiles.loader import DEFAULT_SEARCH_PATH, load_profile
-from gateway.profiles.schema import DataType, Parity, Profile, Transport
+from gateway.profiles.schema import ControlledProperties, DataType, Parity, Profile, Transport
 from gateway.quality import QualityConfig
 from gateway.river import RiverConfig
 
@@ -121,7 +122,7 @@ class RiverSetup(RiverConfig):
     """`[adapters.devices.river]`: which point is the water level (or the distance down to it) and its thresholds."""
 
     point: str
-    level_attribute: str = "waterLevel"  # the computed level's attribute when `stage` is set
+    level_attribute: Annotated[str, AfterValidator(check_attribute_name)] = "waterLevel"  # the level computed with `stage`
 
 
 class DeviceConfig(Section):
@@ -139,6 +140,9 @@ class DeviceConfig(Section):
     inter_request_delay: Annotated[float, Field(ge=0, le=60)] | None = None
     quality: dict[str, QualityConfig] = {}  # point name → checks (replace the ones derived from the profile)
     river: RiverSetup | None = None
+    location: Location | None = None  # where the device is: every entity it makes gets it as `location`
+    # what it senses or switches (its Device entity's controlledProperty); unset: what its profile says
+    controlled_property: ControlledProperties | None = None
 
 
 class ModbusConfig(AdapterConfig):
@@ -248,4 +252,10 @@ def _device_problems(where: str, d: DeviceConfig, profile: Profile) -> list[tupl
             problems.append((f"{where}.river.point", (f"\"{p.name}\" is not published (no attribute in the profile); "
                                                     "pick a published level point or set river.stage to compute the "
                                                     "level from a distance")))
+        published = {q.attribute: q.name for q in profile.points if q.attribute is not None}
+        if d.river.stage is not None and d.river.level_attribute in published:
+            problems.append((f"{where}.river.level_attribute",
+                             (f"point \"{published[d.river.level_attribute]}\" of {d.profile} publishes it already, "
+                              f"got \"{d.river.level_attribute}\"; name the computed level otherwise, or make that "
+                              "point river.point and drop river.stage")))
     return problems

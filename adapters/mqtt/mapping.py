@@ -15,6 +15,7 @@ from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
 from adapters.jsonmap.paths import MISSING, lookup
 from adapters.jsonmap.templates import FieldRef, id_text
 from adapters.mqtt.config import Subscription, TemplatePart, TopicRef, parse_template, template_text
+from gateway.date_observed import has_date_observed
 from gateway.errors import DeviceProtocolError
 from gateway.ngsi.identifiers import check_entity_id, check_entity_type
 from gateway.records import Reading, Source
@@ -61,6 +62,7 @@ class _Rule:
     filter: tuple[str, ...]
     entity_id: tuple[TemplatePart, ...]
     entity_type: tuple[TemplatePart, ...]
+    dated: bool | None  # the entity type carries dateObserved; None: decided per message (a templated type)
     fields: FieldRules
 
 
@@ -89,6 +91,7 @@ class Mapper:
                 filter=tuple(s.topic.split("/")),
                 entity_id=parse_template(s.entity_id),
                 entity_type=parse_template(s.entity_type),
+                dated=_dated(parse_template(s.entity_type)),
                 fields=compile_fields(s, arrival="the arrival time"),
             )
             for s in subscriptions
@@ -139,10 +142,16 @@ class Mapper:
         entity_type = _render(rule.entity_type, topic, levels, doc, "entity_type", self._checked["entity_type"])
         try:
             return read_reading(
-                rule.fields, doc, now, entity_id=entity_id, entity_type=entity_type, source=source
+                rule.fields, doc, now, entity_id=entity_id, entity_type=entity_type, source=source, dated=rule.dated
             )
         except FieldError as exc:
             raise MappingError.of_field(exc, topic) from None
+
+
+def _dated(entity_type: tuple[TemplatePart, ...]) -> bool | None:
+    """Whether a literal entity type carries dateObserved; None for a template (known per message)."""
+    literal = [p for p in entity_type if isinstance(p, str)]
+    return has_date_observed("".join(literal)) if len(literal) == len(entity_type) else None
 
 
 def _render(

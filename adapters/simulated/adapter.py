@@ -10,6 +10,8 @@ from typing import ClassVar
 
 from adapters.simulated.config import SimKind, SimulatedConfig
 from gateway.adapter_api import AdapterContext
+from gateway.date_observed import DATE_OBSERVED, date_observed, has_date_observed
+from gateway.location import LOCATION
 from gateway.records import (Attribute, Emit, Lane, Reading, Source, TimeSource, emit_many, make_attribute, make_reading,
                              utc_now)
 
@@ -38,6 +40,11 @@ class SimulatedAdapter:
         self._phase = [self._rng.uniform(0, 2 * math.pi) for _ in range(config.entities)]
         self._events = 0
         self._type = config.resolved_type  # a property: computed once, not per reading
+        self._dated = has_date_observed(self._type)
+        self._location = config.location.attribute() if config.location is not None else None
+        # an event is an entity of its own; what made it is a Device (urn:ngsi-ld:Device:<name>-<n>)
+        self._devices = ([f"urn:ngsi-ld:Device:{config.name}-{n}" for n in range(config.entities)]
+                         if config.kind is SimKind.EVENTS else [])
         self._gauss = self._rng.gauss
         noise = [self._rng.gauss(0, 1) for _ in range(_NOISE_LEN)]
         self._noise_mm = [round(10 * x) for x in noise]  # river gauge noise: sigma 10 mm
@@ -89,26 +96,38 @@ class SimulatedAdapter:
             rh = min(100.0, max(0.0, 60 - (temp - 15) * 2 + self._gauss(0, 1)))
             attrs = {
                 "temperature": make_attribute(round(temp, 2), "Number", "CEL"),
-                "relativeHumidity": make_attribute(round(rh / 100, 3), "Number", "P1"),
+                # the Weather and Environment models' relativeHumidity is a ratio 0..1: unit "one" (C62), not %
+                "relativeHumidity": make_attribute(round(rh / 100, 3), "Number", "C62"),
                 "sequence": seq,
             }
         else:
             self._events += 1
-            return make_reading(
-                f"{self._ids[n]}-{self._events}",
-                self._type,
-                {"eventKind": make_attribute("scan", "Text"), "sequence": seq,
-                 "refDevice": make_attribute(self._ids[n], "Text")},
-                now,
-                TimeSource.GATEWAY,
-                self._source,
-                self._lane,
-            )
+            attrs = {"eventKind": make_attribute("scan", "Text"), "sequence": seq,
+                     "refDevice": make_attribute(self._devices[n], "Relationship")}
+            if self._location is not None:  # each event is a new entity: no description reading reaches it
+                attrs[LOCATION] = self._location
+            if self._dated:
+                attrs[DATE_OBSERVED] = date_observed(now)
+            return make_reading(f"{self._ids[n]}-{self._events}", self._type, attrs, now, TimeSource.GATEWAY,
+                                self._source, self._lane)
+        if self._dated:
+            attrs[DATE_OBSERVED] = date_observed(now)
         return make_reading(self._ids[n], self._type, attrs, now, TimeSource.DEVICE, self._source, self._lane)
+
+    def descriptions(self) -> list[Reading]:
+        """The `location` of each simulated gauge or station, sent once at start (Orion keeps it)."""
+        if self._location is None or self.config.kind is SimKind.EVENTS:
+            return []
+        now = utc_now()
+        return [make_reading(entity_id, self._type, {LOCATION: self._location}, now, TimeSource.GATEWAY, self._source,
+                             self._lane) for entity_id in self._ids]
 
     async def run(self, emit: Emit) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
+        described = self.descriptions()
+        if described:
+            await emit_many(emit, described)
         start = loop.time()
         next_burst = start + cfg.burst_every_s
         paced = 0  # readings of the steady rate so far; bursts come on top of it

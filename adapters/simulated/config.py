@@ -10,6 +10,7 @@ from pydantic import model_validator
 
 from gateway.adapter_api import AdapterConfig
 from gateway.configbase import ConfigProblems, Field
+from gateway.location import Location
 
 
 class SimKind(enum.Enum):
@@ -33,6 +34,7 @@ class SimulatedConfig(AdapterConfig):
     burst_every_s: float = Field(default=10.0, gt=0)
     limit: int = Field(default=0, ge=0, description="stop after this many readings (0: run forever)")
     seed: int | None = None
+    location: Location | None = Field(default=None, description="where the simulated devices are: { lat, lon }")
 
     @model_validator(mode="after")
     def _identifiers(self) -> "SimulatedConfig":

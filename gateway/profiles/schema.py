@@ -20,7 +20,7 @@ from gateway.ngsi.identifiers import check_attribute_name, check_attribute_type,
 
 __all__ = [
     "Transport", "Parity", "DataType", "ByteOrder", "Quality", "Interface", "Point", "Command", "Profile",
-    "READ_FUNCTIONS", "WRITE_FUNCTIONS", "BIT_FUNCTIONS", "register_count", "point_problems",
+    "ControlledProperties", "READ_FUNCTIONS", "WRITE_FUNCTIONS", "BIT_FUNCTIONS", "register_count", "point_problems",
     "command_problems", "profile_problems", "parse_address", "BAUD_RATES", "MAX_READ_REGISTERS", "MAX_READ_BITS",
 ]
 
@@ -206,6 +206,23 @@ def _nonblank(v: str) -> str:
 NonBlank = Annotated[str, AfterValidator(_nonblank)]
 
 
+_CONTROLLED_RE = re.compile(r"^[a-z][A-Za-z0-9]{0,63}$")
+
+
+def _check_controlled(v: tuple[str, ...]) -> tuple[str, ...]:
+    for name in v:
+        if not _CONTROLLED_RE.match(name):
+            raise ValueError(f"must list Smart Data Models property names in lowerCamelCase (waterLevel, temperature, "
+                             f"humidity), got \"{name}\"")
+    duplicate = next((name for i, name in enumerate(v) if name in v[:i]), None)
+    if duplicate is not None:
+        raise ValueError(f"must name each property once, got \"{duplicate}\" twice")
+    return v
+
+
+ControlledProperties = Annotated[tuple[str, ...], AfterValidator(_check_controlled)]
+
+
 def _baud(v: int) -> int:
     if v not in BAUD_RATES:
         raise ValueError(f"must be one of {', '.join(map(str, BAUD_RATES))}")
@@ -303,6 +320,8 @@ class Profile(Section):
     firmware_versions: tuple[str, ...] = ()
     source: NonBlank = Field(description="the public document the register map comes from")
     entity_type: EntityType
+    # what the device senses or switches, in the Device model's words: its Device entity's controlledProperty
+    controlled_property: ControlledProperties = ()
     poll_interval: Annotated[float, Field(gt=0)] = 60.0
     interface: Interface = Interface()
     points: tuple[Point, ...]

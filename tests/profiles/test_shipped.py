@@ -66,7 +66,7 @@ def test_show_prints_interface_points_and_commands() -> None:
     assert "  interface:   rtu 9600 8N1, unit id 1, timeout 0.5 s, delay 0 s, max 125 registers per read, max gap 0" in lines
     level = next(line for line in lines if line.strip().startswith("level "))
     assert level.split() == ["level", "03", "4", "(0x0004)", "int16", "ABCD", "1", "/10^decimals", "MTR",
-                             "height", "(Number)", "60", "s"]
+                             "waterLevel", "(Number)", "60", "s"]
     decimals = next(line for line in lines if line.strip().startswith("decimals "))
     assert "- (not published)" in decimals
     command = next(line for line in lines if line.strip().startswith("set_zero_offset"))

@@ -1,7 +1,8 @@
 """A strict HTTP double of Orion (NGSI v2 batch update and query) and an NGSI-LD broker (batch upsert), with faults.
 
 Requests are validated by `tests.support.orion_rules` (Orion's status codes and error bodies); what
-passes is applied to an in-memory entity store (latest state) and every request is logged with its
+passes is applied to an in-memory entity store (latest state, as Orion's `append` leaves it: metadata
+an update leaves out are kept) and every request is logged with its
 headers and body. Faults are scripted per test: answer a status for N requests or until a time, hang,
 require an X-Auth-Token, or require a bearer token from the double's own OAuth2 token endpoint
 (`POST /oauth2/token`, client credentials). An HTTPS variant serves a certificate of a test CA
@@ -171,6 +172,23 @@ def make_tls_material(directory: Path) -> TlsMaterial:
     _write_key(m.client_key, client_key)
     m.client_bundle.write_bytes(m.client_cert.read_bytes() + m.client_key.read_bytes())
     return m
+
+
+def _append(current: dict[str, Any], entity: Mapping[str, Any]) -> None:
+    """Write `entity`'s attributes into the stored `current` the way Orion's `append` does.
+
+    An attribute's value and type are replaced; its metadata are merged: "existing metadata not
+    included in the request are not touched in the attribute (i.e. they keep the previous value)"
+    (Orion's manual, "Metadata update semantics"). Attributes the update leaves out are kept.
+    """
+    for name, attr in entity.items():
+        if name in ("id", "type"):
+            continue
+        old = current.get(name)
+        if isinstance(old, dict) and isinstance(attr, dict) and isinstance(old.get("metadata"), dict):
+            merged = {**old["metadata"], **(attr.get("metadata") or {})}
+            attr = {**attr, "metadata": merged}
+        current[name] = attr
 
 
 def _json(status: int, doc: Any, headers: dict[str, str] | None = None, content_type: str = "application/json") -> web.Response:
@@ -414,7 +432,7 @@ class OrionDouble:
         for entity in entities:
             key = (service, path, entity["id"])
             current = self.entities.setdefault(key, {"id": entity["id"], "type": entity.get("type", "Thing")})
-            current.update({k: v for k, v in entity.items() if k not in ("id", "type")})
+            _append(current, entity)
             self.written.append(entity)
         return self._log(request, body, web.Response(status=204))
 
@@ -444,7 +462,7 @@ class OrionDouble:
         created = current is None
         if current is None:
             current = self.entities[key] = {"id": entity["id"], "type": entity.get("type", "Thing")}
-        current.update({k: v for k, v in entity.items() if k not in ("id", "type")})
+        _append(current, entity)  # an upsert of an existing entity is an append
         self.written.append(entity)
         if created and "upsert" not in options:
             location = f"/v2/entities/{entity['id']}?type={current['type']}"

@@ -46,7 +46,7 @@ def config(url: str, **overrides: Any) -> HttpPollConfig:
                 "entity_type": "WaterObserved",
                 "null_values": ["欠測"],
                 "timestamp": {"path": "観測時刻", "format": "local"},
-                "attributes": [{"path": "水位", "name": "height", "unit": "MTR"}],
+                "attributes": [{"path": "水位", "name": "waterLevel", "unit": "MTR"}],
             }
         ],
     }
@@ -64,7 +64,7 @@ class Collector:
         self.readings.append(reading)
 
     def levels(self) -> list[tuple[str, Any, str]]:
-        return [(r.entity_id, r.attributes["height"].value, r.observed_at.isoformat()) for r in self.readings]
+        return [(r.entity_id, r.attributes["waterLevel"].value, r.observed_at.isoformat()) for r in self.readings]
 
 
 @asynccontextmanager
@@ -187,7 +187,7 @@ async def test_malformed_documents_are_counted_by_reason_and_the_adapter_recover
         "'<html><body>メンテナンス中</body></html>'; document starts '<html><body>メンテナンス中</body></html>'",
         "dropping malformed input (wrong_shape): 観測所: must be a list of items, got dict {'0431': 2.35}; "
         "document starts '{\"観測所\": {\"0431\": 2.35}}'",
-        "dropping malformed input (missing_field): 観測所[1].水位 (attribute height): is missing, got '欠測'; "
+        "dropping malformed input (missing_field): 観測所[1].水位 (attribute waterLevel): is missing, got '欠測'; "
         "document starts '" + river_doc(("0431", 2.35, "2026/07/01 09:10"), ("0432", "欠測", "2026/07/01 09:10"),
                                         ("0433", 1.5, "2026/07/01 9:10 頃")).decode()[:200] + "'",
         "dropping malformed input (bad_timestamp): 観測所[2].観測時刻 (timestamp): must be a local time like "
@@ -263,7 +263,7 @@ async def test_readings_the_buffer_refuses_are_counted_and_polling_goes_on() -> 
 
     async def picky_emit(reading: Reading) -> None:
         if reading.entity_id.endswith("0432"):
-            raise ReadingError(f"{reading.entity_id}.height: refused by the test buffer")
+            raise ReadingError(f"{reading.entity_id}.waterLevel: refused by the test buffer")
         stored.append(reading.entity_id)
 
     async with serve(server):

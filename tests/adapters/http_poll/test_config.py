@@ -24,7 +24,7 @@ def mapping(**overrides: Any) -> dict[str, Any]:
         "items": "stations",
         "entity_id": "urn:ngsi-ld:WaterObserved:{stationCode}",
         "entity_type": "WaterObserved",
-        "attributes": [{"path": "level", "name": "height", "unit": "MTR"}],
+        "attributes": [{"path": "level", "name": "waterLevel", "unit": "MTR"}],
     }
     item.update(overrides)
     return item
@@ -115,7 +115,7 @@ def test_mapping_problems_are_reported_with_their_key_paths() -> None:
             mapping(entity_type="Water/Observed"),
             mapping(attributes=[
                 {"path": "level", "name": "id"},
-                {"path": "level", "name": "height", "unit": "m"},
+                {"path": "level", "name": "waterLevel", "unit": "m"},
                 {"path": "name", "name": "name", "type": "Text", "scale": 0.1},
                 {"path": "level", "name": "h", "type": "Float"},
             ]),

@@ -24,7 +24,7 @@ def mapper(**overrides: Any) -> Mapper:
         "entity_id": "urn:ngsi-ld:WaterObserved:{code}",
         "entity_type": "WaterObserved",
         "timestamp": {"path": "time", "format": "local"},
-        "attributes": [{"path": "level", "name": "height", "unit": "MTR"}],
+        "attributes": [{"path": "level", "name": "waterLevel", "unit": "MTR"}],
     }
     item.update(overrides)
     return Mapper([ItemMapping.model_validate(item)], adapter="portal", device="https://example.lg.jp/x")
@@ -112,7 +112,7 @@ def test_bad_times_are_typed_errors(raw: Any, message: str) -> None:
 
 
 def test_item_errors_drop_that_item_only() -> None:
-    m = mapper(attributes=[{"path": "level", "name": "height", "unit": "MTR"},
+    m = mapper(attributes=[{"path": "level", "name": "waterLevel", "unit": "MTR"},
                            {"path": "flag", "name": "flooded", "type": "Boolean", "missing": "skip"}])
     result = m.map(json.dumps({"stations": [
         {"code": "a b", "level": 1, "time": "2026/07/01 09:00"},
@@ -129,7 +129,7 @@ def test_item_errors_drop_that_item_only() -> None:
          "stations[0]: entity_id renders to an invalid identifier: entity id must be 1-256 printable ASCII characters "
          "without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got "
          "'urn:ngsi-ld:WaterObserved:a b'"),
-        (MalformedReason.WRONG_TYPE, "stations[1].level", "stations[1].level (attribute height): must be a number, got str 'high'"),
+        (MalformedReason.WRONG_TYPE, "stations[1].level", "stations[1].level (attribute waterLevel): must be a number, got str 'high'"),
         (MalformedReason.WRONG_TYPE, "stations[2].flag", "stations[2].flag (attribute flooded): must be true or false, got str 'yes'"),
         (MalformedReason.WRONG_TYPE, "stations[3].code",
          "stations[3].code (entity_id {code}): must be a string or an integer, got float 4.5"),
@@ -137,18 +137,18 @@ def test_item_errors_drop_that_item_only() -> None:
         (MalformedReason.MISSING_FIELD, "stations[5].code", "stations[5].code (entity_id {code}): is missing, got no such field"),
     ]
     assert [(r.entity_id, dict((n, a.value) for n, a in r.attributes.items())) for r in result.readings] == [
-        ("urn:ngsi-ld:WaterObserved:7", {"height": 1e308}),
-        ("urn:ngsi-ld:WaterObserved:8", {"height": 2, "flooded": False}),
+        ("urn:ngsi-ld:WaterObserved:7", {"waterLevel": 1e308, "dateObserved": "2026-07-01T00:00:00.000Z"}),
+        ("urn:ngsi-ld:WaterObserved:8", {"waterLevel": 2, "flooded": False, "dateObserved": "2026-07-01T00:00:00.000Z"}),
     ]
 
 
 def test_scale_is_decimal_exact_and_overflow_is_a_bad_value() -> None:
-    m = mapper(attributes=[{"path": "level", "name": "height", "unit": "MTR", "scale": 0.01}])
-    assert one(m, {"stations": [{"code": "1", "level": 235, "time": "2026/07/01 09:00"}]}).attributes["height"].value == 2.35
-    assert one(m, {"stations": [{"code": "1", "level": "-7", "time": "2026/07/01 09:00"}]}).attributes["height"].value == -0.07
-    big = mapper(attributes=[{"path": "level", "name": "height", "scale": 1e300}])
+    m = mapper(attributes=[{"path": "level", "name": "waterLevel", "unit": "MTR", "scale": 0.01}])
+    assert one(m, {"stations": [{"code": "1", "level": 235, "time": "2026/07/01 09:00"}]}).attributes["waterLevel"].value == 2.35
+    assert one(m, {"stations": [{"code": "1", "level": "-7", "time": "2026/07/01 09:00"}]}).attributes["waterLevel"].value == -0.07
+    big = mapper(attributes=[{"path": "level", "name": "waterLevel", "scale": 1e300}])
     assert error(big, {"stations": [{"code": "1", "level": 1e10, "time": "2026/07/01 09:00"}]}) == (
-        "bad_value", "stations[0].level (attribute height): is out of range after scaling, got 10000000000.0")
+        "bad_value", "stations[0].level (attribute waterLevel): is out of range after scaling, got 10000000000.0")
 
 
 @pytest.mark.parametrize(
@@ -211,11 +211,11 @@ def test_last_seen_keeps_repeats_and_stale_observations_out() -> None:
     for r in first:
         seen.remember(r)
     sel = seen.select([reading("a", 10, 1.0), reading("b", 10, 2.5), reading("a", 0, 0.5)])
-    assert [(r.entity_id[-1], r.attributes["height"].value) for r in sel.fresh] == [("b", 2.5)]
+    assert [(r.entity_id[-1], r.attributes["waterLevel"].value) for r in sel.fresh] == [("b", 2.5)]
     assert (sel.duplicates, sel.stale) == (1, 1)
     # several observations of one entity in one document: all new ones, oldest first; at one time the last
     sel = seen.select([reading("a", 30, 1.3), reading("a", 20, 1.1), reading("a", 20, 1.2)])
-    assert [(r.observed_at.minute, r.attributes["height"].value) for r in sel.fresh] == [(20, 1.2), (30, 1.3)]
+    assert [(r.observed_at.minute, r.attributes["waterLevel"].value) for r in sel.fresh] == [(20, 1.2), (30, 1.3)]
     assert sel.duplicates == 1
     for r in sel.fresh:
         seen.remember(r)

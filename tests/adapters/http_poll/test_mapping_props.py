@@ -34,7 +34,7 @@ def mappers() -> list[Mapper]:
         "entity_type": "WaterObserved",
         "null_values": ["欠測"],
         "attributes": [
-            {"path": "水位", "name": "height", "unit": "MTR", "scale": 0.01},
+            {"path": "水位", "name": "waterLevel", "unit": "MTR", "scale": 0.01},
             {"path": "level", "name": "raw", "type": "StructuredValue", "missing": "skip"},
         ],
     }
@@ -43,7 +43,7 @@ def mappers() -> list[Mapper]:
         {"timestamp": {"path": "観測時刻", "format": "epoch_s", "missing": "arrival"}},
         {"timestamp": {"path": "観測時刻", "format": "iso8601"}, "items": "$"},
         {"timestamp": {"path": "観測時刻", "format": "strptime", "pattern": "%Y/%m/%d %H:%M"}, "items": None},
-        {"attributes": [{"path": "水位", "name": "height", "type": "Text"}, {"path": "x", "name": "x", "type": "Boolean", "missing": "skip"}]},
+        {"attributes": [{"path": "水位", "name": "waterLevel", "type": "Text"}, {"path": "x", "name": "x", "type": "Boolean", "missing": "skip"}]},
     ]
     return [Mapper([ItemMapping.model_validate({**base, **v})], adapter="p") for v in variants]
 

@@ -21,8 +21,8 @@ COMMON: dict[str, Any] = {
     "null_values": ["欠測", "--"],
     "timestamp": {"path": "観測時刻", "format": "local"},
     "attributes": [
-        {"path": "水位", "name": "height", "unit": "MTR"},
-        {"path": "変化量_cm", "name": "heightChange", "unit": "MTR", "scale": 0.01, "missing": "skip"},
+        {"path": "水位", "name": "waterLevel", "unit": "MTR"},
+        {"path": "変化量_cm", "name": "waterLevelChange", "unit": "MTR", "scale": 0.01, "missing": "skip"},
         {"path": "観測所.名称", "name": "name", "type": "Text", "missing": "skip"},
         {"path": "氾濫", "name": "flooded", "type": "Boolean", "missing": "skip"},
     ],

@@ -29,7 +29,7 @@ TYPES = ["Number", "Text", "Boolean", "DateTime", "StructuredValue"]
 
 
 def rule(type: str = "Number", scale: float | None = None, path: str = "level") -> AttributeRule:
-    return compile_attribute(AttributeMapping(path=path, name="height", type=type, scale=scale))  # type: ignore[arg-type]
+    return compile_attribute(AttributeMapping(path=path, name="waterLevel", type=type, scale=scale))  # type: ignore[arg-type]
 
 
 def fails(a: AttributeRule, raw: Any) -> tuple[str, str]:
@@ -46,7 +46,7 @@ def test_any_value_coerces_to_its_type_or_fails_typed(raw: Any, type: str, scale
         value = coerce(a, raw, TOKYO)
     except FieldError as exc:
         assert exc.problem in (Problem.WRONG_TYPE, Problem.BAD_VALUE, Problem.BAD_TIMESTAMP)
-        assert str(exc).startswith("level (attribute height): ")
+        assert str(exc).startswith("level (attribute waterLevel): ")
         assert exc.path == ("level",)
         return
     if type == "Number":
@@ -105,20 +105,20 @@ def test_numbers_are_kept_or_scaled_exactly(raw: Any, scale: float | None, value
 @pytest.mark.parametrize(
     ("type", "raw", "problem", "message"),
     [
-        ("Number", "high", "wrong_type", "level (attribute height): must be a number, got str 'high'"),
-        ("Number", "NaN", "wrong_type", "level (attribute height): must be a number, got str 'NaN'"),
-        ("Number", True, "wrong_type", "level (attribute height): must be a number, got bool True"),
-        ("Number", [1], "wrong_type", "level (attribute height): must be a number, got list [1]"),
-        ("Number", "1e400", "bad_value", "level (attribute height): is out of range, got '1e400'"),
-        ("Text", False, "wrong_type", "level (attribute height): must be a string, got bool False"),
-        ("Text", {"a": 1}, "wrong_type", "level (attribute height): must be a string, got dict {'a': 1}"),
-        ("Boolean", "yes", "wrong_type", "level (attribute height): must be true or false, got str 'yes'"),
-        ("Boolean", 1, "wrong_type", "level (attribute height): must be true or false, got int 1"),
-        ("DateTime", 1714521600, "wrong_type", "level (attribute height): must be an ISO 8601 time, got int 1714521600"),
-        ("DateTime", "yesterday", "bad_timestamp", "level (attribute height): must be an ISO 8601 time, got 'yesterday'"),
+        ("Number", "high", "wrong_type", "level (attribute waterLevel): must be a number, got str 'high'"),
+        ("Number", "NaN", "wrong_type", "level (attribute waterLevel): must be a number, got str 'NaN'"),
+        ("Number", True, "wrong_type", "level (attribute waterLevel): must be a number, got bool True"),
+        ("Number", [1], "wrong_type", "level (attribute waterLevel): must be a number, got list [1]"),
+        ("Number", "1e400", "bad_value", "level (attribute waterLevel): is out of range, got '1e400'"),
+        ("Text", False, "wrong_type", "level (attribute waterLevel): must be a string, got bool False"),
+        ("Text", {"a": 1}, "wrong_type", "level (attribute waterLevel): must be a string, got dict {'a': 1}"),
+        ("Boolean", "yes", "wrong_type", "level (attribute waterLevel): must be true or false, got str 'yes'"),
+        ("Boolean", 1, "wrong_type", "level (attribute waterLevel): must be true or false, got int 1"),
+        ("DateTime", 1714521600, "wrong_type", "level (attribute waterLevel): must be an ISO 8601 time, got int 1714521600"),
+        ("DateTime", "yesterday", "bad_timestamp", "level (attribute waterLevel): must be an ISO 8601 time, got 'yesterday'"),
         ("DateTime", "2024-02-30T00:00:00Z", "bad_timestamp",
-         "level (attribute height): must be an ISO 8601 time, got '2024-02-30T00:00:00Z'"),
-        ("StructuredValue", "x", "wrong_type", "level (attribute height): must be an object or a list, got str 'x'"),
+         "level (attribute waterLevel): must be an ISO 8601 time, got '2024-02-30T00:00:00Z'"),
+        ("StructuredValue", "x", "wrong_type", "level (attribute waterLevel): must be an object or a list, got str 'x'"),
     ],
 )
 def test_wrong_values_are_typed_errors_with_exact_messages(type: str, raw: Any, problem: str, message: str) -> None:
@@ -127,7 +127,7 @@ def test_wrong_values_are_typed_errors_with_exact_messages(type: str, raw: Any, 
 
 def test_overflow_after_scaling_names_the_scale() -> None:
     assert fails(rule(scale=1e300), 1e10) == (
-        "bad_value", "level (attribute height): is out of range after scaling, got 10000000000.0"
+        "bad_value", "level (attribute waterLevel): is out of range after scaling, got 10000000000.0"
     )
 
 

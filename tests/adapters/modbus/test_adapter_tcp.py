@@ -12,7 +12,10 @@ from adapters.modbus.bus import DeviceState
 from adapters.modbus.codec import decode_point, encode_point
 from gateway.profiles import find_profiles, load_profile
 from gateway.profiles.schema import DataType, Point, Profile
-from gateway.records import Command
+from gateway.date_observed import has_date_observed
+from gateway.ngsi.check import check_reading
+from gateway.ngsi.config import ValueEncoding
+from gateway.records import Command, Reading
 from tests.adapters.modbus.peers import UnitImage, image_from_values, start_tcp_peer
 from tests.adapters.modbus.running import make_adapter, modbus_config, of, running, states, until
 
@@ -155,6 +158,11 @@ def _expected(profile: Profile, p: Point, values: dict[str, object]) -> object:
 SHIPPED = sorted(ref.name for ref in find_profiles())
 
 
+def _measured(r: Reading) -> bool:
+    """A reading of what a device measured: not its state, not the description sent at start."""
+    return "deviceState" not in r.attributes and not set(r.attributes) <= {"controlledProperty", "location"}
+
+
 async def test_every_shipped_profile_reads_its_simulated_device(tmp_path):
     assert len(SHIPPED) == 10
     images, expected = [], {}
@@ -170,18 +178,25 @@ async def test_every_shipped_profile_reads_its_simulated_device(tmp_path):
     adapter = make_adapter(modbus_config([{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}], devices), tmp_path)
     try:
         async with running(adapter) as readings:
-            await until(lambda: all(any(r.source.device == f"d{u}" and r.entity_type != "Device"
-                                        or (r.source.device == f"d{u}" and "deviceState" not in r.attributes)
-                                        for r in readings) for u in range(1, 11)))
+            await until(lambda: all(any(r.source.device == f"d{u}" and _measured(r) for r in readings)
+                                    for u in range(1, 11)))
     finally:
         await peer.stop()
     for unit, name in enumerate(SHIPPED, start=1):
         profile = load_profile(name)
-        got = [r for r in readings if r.source.device == f"d{unit}" and "deviceState" not in r.attributes][0]
+        got = [r for r in readings if r.source.device == f"d{unit}" and _measured(r)][0]
         assert got.entity_type == profile.entity_type
-        assert set(got.attributes) == set(expected[name]), name
+        dated = {"dateObserved"} if has_date_observed(profile.entity_type) else set()
+        assert set(got.attributes) == set(expected[name]) | dated, name
+        check_reading(got, encoding=ValueEncoding.PERCENT)  # the gateway stores it: Orion would take it
+        described = [r for r in readings if r.source.device == f"d{unit}" and r.entity_type == "Device"
+                     and "controlledProperty" in r.attributes]
+        assert [r.attributes["controlledProperty"].value for r in described] == [list(profile.controlled_property)]
         for attribute, (want, chosen, point) in expected[name].items():
             value = got.attributes[attribute].value
+            if point.ngsi_type == "Text" and isinstance(want, int):  # a number declared Text is sent as its text
+                assert value == str(want), (name, attribute)
+                value = int(value)
             assert value == want, (name, attribute)
             if isinstance(chosen, float):  # within one register step of the engineering value we put in
                 step = abs(point.scale) / (100 if point.decimals_from else 1)
@@ -229,4 +244,4 @@ async def test_river_level_crossing_raises_an_alert_on_the_alert_lane(tmp_path):
     assert [a.attributes["thresholdName"].value for a in alerts] == ["水防団待機水位", "氾濫注意水位"]
     assert alerts[0].attributes["alertSource"].value == station
     last = of(readings, station)[-1]
-    assert last.attributes["height"].value == 2.13 and last.attributes["levelStateIndex"].value == 2
+    assert last.attributes["waterLevel"].value == 2.13 and last.attributes["levelStateIndex"].value == 2

@@ -7,7 +7,7 @@ import time
 
 from adapters.modbus.bus import DeviceState
 from gateway.profiles import load_profile
-from gateway.records import Lane, TimeSource
+from gateway.records import Attribute, Lane, TimeSource, iso_utc
 from tests.adapters.modbus.peers import image_from_values, serial_bus
 from tests.adapters.modbus.running import make_adapter, modbus_config, of, running, states, until
 
@@ -41,7 +41,9 @@ async def test_three_units_are_read_with_values_units_and_quality(tmp_path):
     assert r2.attributes["temperature"].type == "Number"
     assert r2.attributes["temperature"].metadata == {"quality": {"type": "StructuredValue", "value": []}}
     assert r2.attributes["relativeHumidity"].value == 0.801
-    assert set(r2.attributes) == {"temperature", "relativeHumidity"}  # the correction setting is not published
+    # the correction setting is not published; IndoorEnvironmentObserved carries its observation time
+    assert set(r2.attributes) == {"temperature", "relativeHumidity", "dateObserved"}
+    assert r2.attributes["dateObserved"] == Attribute(value=iso_utc(r2.observed_at), type="DateTime")
     assert r2.time_source is TimeSource.GATEWAY and r2.lane is Lane.NORMAL
     assert r2.source.adapter == "cabinet" and r2.source.device == "th2"
     for u in (1, 2, 3):

@@ -104,7 +104,9 @@ def test_tasmota_shaped_payloads_map_exactly_when_valid(time: str, sensor: Any, 
     assert r.entity_id == f"urn:ngsi-ld:WeatherObserved:{topic_name}"
     assert r.observed_at == datetime(2024, 5, 1, 3, tzinfo=timezone.utc)
     assert {k: a.value for k, a in r.attributes.items()} == {
-        "temperature": as_number(sensor["Temperature"]), "relativeHumidity": as_number(sensor["Humidity"])
+        "temperature": as_number(sensor["Temperature"]),
+        "relativeHumidity": pytest.approx(as_number(sensor["Humidity"]) / 100),  # percent sent, a 0..1 ratio kept
+        "dateObserved": "2024-05-01T03:00:00.000Z",
     }
 
 
