@@ -104,7 +104,7 @@ async def test_a_seq_written_while_waiting_is_confirmed(orion_double: OrionDoubl
 async def test_more_entities_than_orions_page_take_several_queries(orion_double: OrionDouble, tmp_path: Any) -> None:
     ids = [f"g{n}" for n in range(2500)]
     await write(orion_double, [at_seq(i, 1) for i in ids])
-    c = confirmer(orion_double, tmp_path)
+    c = confirmer(orion_double, tmp_path, timeout_s=10)  # three pages of 1,000 take longer than 0.5 s on a busy box
     await c.start()
     try:
         found = await c.wait(dict.fromkeys(ids, 1))
