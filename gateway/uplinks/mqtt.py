@@ -45,8 +45,9 @@ from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.v2 import to_v2_entity
 from gateway.records import Reading, iso_utc, utc_now
 from gateway.secrets import SecretRef, resolve
-from gateway.uplinks.api import DELIVERED, Outcome, Status, UplinkConfig
+from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, UplinkConfig
 from gateway.uplinks.mqtt_confirm import ConfirmConfig, OrionConfirmer
+from gateway.uplinks.seqs import seq_ranges
 
 __all__ = [
     "DEFAULT_SEQUENCE_ATTRIBUTE",
@@ -327,6 +328,11 @@ _TOPIC_CACHE_MAX = 10_000
 # PUBACK codes that condemn the message itself; others (quota, not authorized, unspecified) are the
 # broker's state or configuration and clear up without touching the record, so they retry.
 _PERMANENT_CODES = {0x90, 0x95, 0x99}  # topic name invalid, packet too large, payload format invalid
+# CONNACK codes (MQTT 3.1.1 return codes, MQTT 5 reason codes) and a PUBACK's "not authorized": the
+# broker refuses this gateway's settings (protocol, client id, credentials, ACL). Nothing gets through
+# until someone fixes them, so the uplink says `refused`, at ERROR, not "unreachable".
+_REFUSED_CONNECT = {1, 2, 4, 5, 0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
+_NOT_AUTHORIZED = 0x87
 
 
 def seq_ranges(seqs: Sequence[int]) -> str:
@@ -591,6 +597,7 @@ class MqttUplink:
         self._ever_connected = False
         self._up: bool | None = None
         self._last_error = "not connected yet"
+        self._refused = False  # the broker's last CONNACK refused our settings (credentials, client id)
         self._lock = asyncio.Lock()
         # (topic, what the agent adds per entity to its Orion request) by the reading fields that decide them
         self._topics: dict[object, tuple[str, int]] = {}
@@ -689,8 +696,12 @@ class MqttUplink:
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
-            self._mark_down(str(exc))
+            code = getattr(exc, "rc", None)
+            self._refused = getattr(code, "value", code) in _REFUSED_CONNECT
+            self._mark_down(f"{exc}; check username, password and client_id against the broker's settings"
+                            if self._refused else str(exc))
             return None
+        self._refused = False
         session = _Session(client, self._mark_down)
         try:
             code = await session.publish(self.status_topic, self._status("online"), retain=True, properties=None,
@@ -882,7 +893,9 @@ class MqttUplink:
                     self._prepare()
                     self._session = await self._connect()
                 if self._session is None:
-                    retry = Outcome(Status.RETRY, f"broker {self.config.host}:{self.port} unreachable: {self._last_error}")
+                    verb = "refused the connection" if self._refused else "unreachable"
+                    retry = Outcome(Status.RETRY, f"broker {self.config.host}:{self.port} {verb}: {self._last_error}",
+                                    Fault.CONFIGURATION if self._refused else Fault.TRANSIENT)
                     for m in messages:
                         for i in m.indices:
                             outcomes[i] = retry
@@ -1022,8 +1035,9 @@ class MqttUplink:
                     self.counters.rejected += len(message.indices)
                 else:
                     self._log.debug("broker answered PUBACK %s on %s", result, message.topic)
+                    fault = Fault.CONFIGURATION if result.value == _NOT_AUTHORIZED else Fault.TRANSIENT
                     outcome = Outcome(Status.RETRY, f"{message.topic}: broker refused the message for now, got "
-                                                    f"PUBACK {result.value:#04x} {result}")
+                                                    f"PUBACK {result.value:#04x} {result}", fault)
             elif isinstance(result, TimeoutError):
                 stale = True
                 outcome = Outcome(Status.RETRY, f"no PUBACK within {cfg.ack_timeout_s} s")

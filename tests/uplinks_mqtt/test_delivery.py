@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from gateway.adapter_api import AdapterContext
-from gateway.uplinks.api import Status
-from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig, seq_ranges
+from gateway.uplinks.api import Fault, Status
+from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
 from tests.support.mosquitto import MosquittoBroker
 from tests.uplinks_mqtt.conftest import reading, subscribe
 
@@ -40,12 +40,6 @@ def expand(ranges: str) -> list[int]:
         first, _, last = part.partition("-")
         out.extend(range(int(first), int(last or first) + 1))
     return out
-
-
-def test_seq_ranges_collapse_runs() -> None:
-    assert seq_ranges([105, 101, 102, 103, 104, 108, 110, 111]) == "101-105,108,110-111"
-    assert seq_ranges([7]) == "7"
-    assert seq_ranges([]) == ""
 
 
 async def test_delivered_after_puback_with_exact_topics_payloads_and_user_properties(
@@ -222,6 +216,7 @@ async def test_broker_stopped_mid_batch_gives_retry_for_unacked_then_delivers_af
     again = await up.deliver([batch[i] for i in retry[:3]])
     assert {o.status for o in again} == {Status.RETRY}
     assert again[0].reason.startswith(f"broker 127.0.0.1:{mosquitto_private.port} unreachable: ")
+    assert again[0].fault is Fault.TRANSIENT
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert warnings[0].getMessage().startswith(f"broker 127.0.0.1:{mosquitto_private.port} unreachable, readings stay buffered")
@@ -262,6 +257,7 @@ async def test_broker_refusing_by_acl_is_retried_not_delivered(tmp_path: Path, c
         broker.stop()
     assert outcomes[0].status is Status.RETRY
     assert outcomes[0].reason == "/K3Y/urn:ngsi-ld:WaterObserved:gauge1/attrs: broker refused the message for now, got PUBACK 0x87 Not authorized"
+    assert outcomes[0].fault is Fault.CONFIGURATION  # the broker's ACL, not an outage
 
 
 async def test_connection_dropped_while_idle_reconnects_on_next_deliver(

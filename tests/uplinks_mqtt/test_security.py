@@ -12,7 +12,7 @@ import pytest
 from gateway.adapter_api import AdapterContext
 from gateway.errors import ConfigError
 from gateway.secrets import SecretStore
-from gateway.uplinks.api import Status
+from gateway.uplinks.api import Fault, Status
 from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port
@@ -138,5 +138,7 @@ async def test_wrong_password_is_retried_and_says_why(password_broker: Mosquitto
     await up.start()
     outcome = (await up.deliver([reading(seq=1)]))[0]
     assert outcome.status is Status.RETRY
-    assert outcome.reason == f"broker 127.0.0.1:{password_broker.port} unreachable: [code:135] Not authorized"
+    assert outcome.reason == (f"broker 127.0.0.1:{password_broker.port} refused the connection: [code:135] Not "
+                              "authorized; check username, password and client_id against the broker's settings")
+    assert outcome.fault is Fault.CONFIGURATION  # the delivery loop says `refused` at ERROR, not "backing off"
     await up.close()
