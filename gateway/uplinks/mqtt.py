@@ -659,10 +659,11 @@ class MqttUplink:
 
     def _mark_down(self, reason: str) -> None:
         self._last_error = reason
+        verb = "refused the connection" if self._refused else "unreachable"
         if self._up is not False:
-            self._log.warning("broker %s:%d unreachable, readings stay buffered: %s", self.config.host, self.port, reason)
+            self._log.warning("broker %s:%d %s, readings stay buffered: %s", self.config.host, self.port, verb, reason)
         else:
-            self._log.debug("broker %s:%d still unreachable: %s", self.config.host, self.port, reason)
+            self._log.debug("broker %s:%d still %s: %s", self.config.host, self.port, verb, reason)
         self._up = False
 
     async def _connect(self) -> _Session | None:
