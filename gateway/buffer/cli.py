@@ -6,11 +6,13 @@ import argparse
 import sqlite3
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
+from gateway import redact
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.schema import connect
 from gateway.buffer.space import mib
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace, db_path: Path, out: TextIO | None = None) -> i
             stats = store.stats(last_commit_ms=None, refused_total=0, durability="")
             out.write(_dumps(stats.to_dict()) if args.json else format_stats(stats))
         elif command == "dead-letters":
-            letters = store.dead_letters(args.uplink, args.limit)
+            # written by older versions, or by a far side echoing what we sent: shown redacted all the same
+            letters = [replace(d, reason=redact.text(d.reason)) for d in store.dead_letters(args.uplink, args.limit)]
             out.write(_dumps([d.to_dict() for d in letters]) if args.json else format_dead_letters(letters))
         else:
             n = store.retry_dead_letters(args.uplink, args.ids)

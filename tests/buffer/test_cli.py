@@ -86,6 +86,19 @@ async def test_dead_letters_listed_and_requeued_by_id_while_running(tmp_path: Pa
     await box.close()
 
 
+async def test_a_dead_letter_stored_in_clear_by_an_older_version_is_shown_redacted(tmp_path: Path) -> None:
+    db = tmp_path / "buffer.db"
+    box = await Outbox.open(db, CFG, ["orion"])
+    await box.append_many([reading(1, "urn:ngsi-ld:Sensor:1")])
+    batch = await box.read("orion", 1)
+    await box.ack("orion", batch, [Outcome(Status.REJECTED, "401: token rejected, X-Auth-Token: eyJ0.eyJ1.c2ln")])
+    await box.close()
+    for flag in ([], ["--json"]):
+        code, text = await asyncio.to_thread(_run, db, "dead-letters", *flag)
+        assert code == 0
+        assert "eyJ0" not in text
+        assert "X-Auth-Token: ***" in text
+
 async def test_a_requeue_is_noticed_while_the_gateway_keeps_committing(tmp_path: Path) -> None:
     # the gateway's own commits must not hide the other process's write from it (SQLite's
     # data_version, read after one of our commits, would already count the other one)
