@@ -191,9 +191,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(_adapter_line(a))
     print("uplinks:")
     for u in doc["uplinks"]:
-        err = f"  last error: {u['last_error']}" if u["last_error"] else ""
-        print(f"  {u['name']:<20} {u['type']:<10} {u['state']:<12} delivered {u['delivered']:>10}  rejected {u['rejected']}{err}")
+        print(_uplink_line(u))
     return EXIT_OK
+
+
+def _uplink_line(u: dict[str, Any]) -> str:
+    line = f"  {u['name']:<20} {u['type']:<10} {u['state']:<12} delivered {u['delivered']:>10}  rejected {u['rejected']}"
+    counts = u.get("diagnostics") or {}
+    if "confirmed" in counts:  # the mqtt uplink with [uplinks.confirm]: what reached Orion behind the agent
+        line += (f"  confirmed {counts['confirmed']}  republished {counts['republished']}  "
+                 f"confirm errors {counts['confirm_errors']}")
+    if u["last_error"]:
+        line += f"  last error: {u['last_error']}"
+    if u.get("last_rejection"):
+        line += f"  last rejection: {u['last_rejection']}"
+    return line
 
 
 def build_parser() -> argparse.ArgumentParser:

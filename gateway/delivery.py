@@ -36,10 +36,13 @@ import enum
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from gateway import redact
 from gateway.backoff import Backoff
 from gateway.buffer.outbox import Outbox
+from gateway.diagnostics import DiagnosticsReader
 from gateway.logs import component_logger
 from gateway.records import Reading
 from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, Uplink, UplinkConfig
@@ -68,6 +71,15 @@ class UplinkStatus:
     last_error: str
     last_rejection: str  # the far side's reason for the latest dead letter
     last_delivery: float  # wall-clock time, 0 if never
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # the uplink's own counters, if it has diagnostics()
+
+
+def _redacted(outcomes: list[Outcome]) -> list[Outcome]:
+    """The outcomes with every reason redacted: a dead letter's reason is stored, shown and exported, and a far
+    side may have echoed a token into it (whatever the uplink did about it already)."""
+    if outcomes.count(DELIVERED) == len(outcomes):
+        return outcomes
+    return [o if o is DELIVERED or not o.reason else replace(o, reason=redact.text(o.reason)) for o in outcomes]
 
 
 def _last_seqs(batch: Sequence[Reading]) -> list[int]:
@@ -162,6 +174,7 @@ class DeliveryLoop:
         self._rng = rng or random.Random()
         self.backoff = Backoff(config.retry_initial_s, config.retry_max_s, rng=self._rng)
         self.log = component_logger(__name__, config.name)
+        self._diagnostics = DiagnosticsReader("uplink", uplink, self.log)
         self.state = UplinkState.STARTING
         self.delivered = 0
         self.rejected = 0
@@ -231,6 +244,7 @@ class DeliveryLoop:
                     await pipe.resync()
                     await self._pause(self.backoff.next())
                     continue
+                outcomes = _redacted(outcomes)
                 await pipe.acknowledge(batch, outcomes)
                 delivered, retry = self._tally(batch, outcomes)
                 if retry:
@@ -348,4 +362,4 @@ class DeliveryLoop:
         return UplinkStatus(name=self.config.name, type=self.config.type, state=self.state,
                             delivered=self.delivered, rejected=self.rejected, retries=self.retries,
                             last_error=self.last_error, last_rejection=self.last_rejection,
-                            last_delivery=self.last_delivery)
+                            last_delivery=self.last_delivery, diagnostics=self._diagnostics.read())

@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.adapter_api import Adapter, AdapterConfig, Diagnosable
+from gateway.adapter_api import Adapter, AdapterConfig
 from gateway.backoff import Backoff
+from gateway.diagnostics import DiagnosticsReader
 from gateway.logs import component_logger
 from gateway.records import Emit, EmitMany, Reading, emit_many
 
@@ -53,7 +54,7 @@ class _Supervised:
         self.since = time.time()
         self.task: asyncio.Task[None] | None = None
         self.log = component_logger(__name__, config.name)
-        self._diagnostics_failing = False
+        self._diagnostics = DiagnosticsReader("adapter", adapter, self.log)
         self._emit = emit
         self._emit_many = emit_many
 
@@ -101,24 +102,12 @@ class _Supervised:
                 await asyncio.sleep(delay)
 
     def status(self) -> AdapterStatus:
-        diagnostics = self._diagnostics()
+        diagnostics = self._diagnostics.read()
         return AdapterStatus(name=self.config.name, type=self.config.type, state=self.state,
                              last_error=self.last_error, restarts=self.restarts, emitted=self.emitted,
                              since=self.since, malformed=_total(diagnostics.get("malformed")),
                              diagnostics=diagnostics)
 
-    def _diagnostics(self) -> dict[str, Any]:
-        if not isinstance(self.adapter, Diagnosable):
-            return {}
-        try:
-            diagnostics = self.adapter.diagnostics()
-        except Exception as exc:  # the status of every other adapter must still be written
-            if not self._diagnostics_failing:
-                self.log.warning("adapter diagnostics failed: %s: %s", type(exc).__name__, exc, exc_info=True)
-                self._diagnostics_failing = True
-            return {"error": f"diagnostics() failed: {type(exc).__name__}: {exc}"}
-        self._diagnostics_failing = False
-        return diagnostics
 
 
 def _total(counts: object) -> int:

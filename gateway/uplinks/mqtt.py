@@ -24,7 +24,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, ClassVar, cast
 
@@ -626,6 +626,14 @@ class MqttUplink:
         async with self._lock:
             if self._session is None:
                 self._session = await self._connect()
+
+    def diagnostics(self) -> dict[str, Any]:
+        """The counters, for status.json: what the broker took, and with confirmation what reached Orion."""
+        out: dict[str, Any] = asdict(self.counters)
+        if self._confirmer is None:
+            for key in ("confirmed", "republished", "confirm_errors"):
+                del out[key]
+        return out
 
     async def close(self) -> None:
         """Publish `offline` (retained) and disconnect cleanly, so the broker drops the last will."""

@@ -248,6 +248,25 @@ async def test_recovered_is_said_only_when_something_was_delivered(
     await box.close()
 
 
+class EchoingUplink(ScriptedUplink):
+    """A far side that rejects and echoes the credentials it was sent, as some error pages do."""
+
+    async def deliver(self, batch: Sequence[Reading]) -> list[Outcome]:
+        return [Outcome(Status.REJECTED, "HTTP 400: bad request; you sent Authorization: Bearer eyJ0.eyJ1.c2ln")] * len(batch)
+
+
+async def test_a_dead_letters_reason_is_stored_redacted_whatever_the_uplink_did(tmp_path: Path) -> None:
+    box = await open_box(tmp_path)
+    await box.append_many([reading(1)])
+    config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": "http://127.0.0.1:9",
+                                         "start_delay_max_s": 0})
+    loop = DeliveryLoop(EchoingUplink([]), config, box, sleep=instant)  # type: ignore[arg-type]
+    await run_until(loop, lambda: loop.rejected == 1)
+    [letter] = await box.dead_letters()
+    assert letter.reason == "HTTP 400: bad request; you sent Authorization: Bearer ***"
+    assert loop.status().last_rejection == letter.reason
+    await box.close()
+
 # ---- a fleet coming back together does not hit the platform at once ------------------------------
 
 

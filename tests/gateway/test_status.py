@@ -8,12 +8,13 @@ import os
 import stat
 import subprocess
 import sys
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from gateway import redact
+from gateway import cli, redact
 from gateway.app import STATUS_FILE, Gateway, _write_status
 from gateway.config import parse_config
 from gateway.records import Attribute, Reading, Source
@@ -62,6 +63,25 @@ async def test_invalid_readings_are_counted_per_adapter_and_the_file_is_private_
     )
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
+
+async def test_edgegw_status_shows_the_last_rejection_of_an_uplink(
+    orion_double: OrionDouble, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nid = "gw-status"\ndata_dir = "{tmp_path}"\n\n'
+                      '[[adapters]]\nname = "gauges"\ntype = "simulated"\nrate = 0.001\n\n'
+                      f'[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "{orion_double.url}"\n')
+    gw = Gateway(parse_config(tomllib.loads(config.read_text())))
+    await gw.start()
+    try:
+        gw.loops[0].last_rejection = "HTTP 400 BadRequest: Invalid characters in attribute value"
+        await _write_status(gw)
+    finally:
+        await gw.stop()
+    assert cli.main(["status", "-c", str(config)]) == 0
+    uplink_line = capsys.readouterr().out.splitlines()[-1]
+    assert uplink_line.startswith("  orion                orion      ")
+    assert uplink_line.endswith("  last rejection: HTTP 400 BadRequest: Invalid characters in attribute value")
 
 def mqtt_config(port: int) -> str:
     return f"""

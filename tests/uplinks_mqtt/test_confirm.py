@@ -206,6 +206,8 @@ async def test_broker_acknowledged_but_not_in_orion_is_retry(mosquitto_private: 
     # every measure carries its seq: the marker Orion shows
     assert [orjson.loads(m.payload)["edgegwSeq"] for m in sub.messages] == [11, 12]
     assert (up.counters.acked, up.counters.confirmed, up.counters.republished) == (2, 1, 1)
+    diagnostics = up.diagnostics()  # what status.json and `edgegw status` show
+    assert (diagnostics["confirmed"], diagnostics["republished"], diagnostics["confirm_errors"]) == (1, 1, 0)
 
 
 async def test_an_entitys_next_message_waits_for_the_previous_to_be_confirmed(

@@ -68,6 +68,8 @@ async def test_delivered_after_puback_with_exact_topics_payloads_and_user_proper
     assert by_topic["/K3Y/gauge2/attrs"].user == {"gateway": "gw-kumamoto-01", "seq": "102"}
     assert (up.counters.published, up.counters.acked, up.counters.reconnects) == (2, 2, 0)
     assert up.counters.bytes == sum(len(m.payload) for m in got)
+    assert "confirmed" not in up.diagnostics()  # no [uplinks.confirm]: nothing to say about Orion
+    assert up.diagnostics()["acked"] == 2
 
 
 async def test_ultralight_topic_style_and_payload(mosquitto_private: MosquittoBroker, context: AdapterContext) -> None:

@@ -1,0 +1,32 @@
+"""Reads a component's optional `diagnostics()` for the status document, never letting it fail the status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway.adapter_api import Diagnosable
+
+
+class DiagnosticsReader:
+    """One per adapter or uplink: a failing `diagnostics()` is logged once per failing spell, with its traceback."""
+
+    def __init__(self, kind: str, component: object,
+                 log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+        self._kind = kind  # "adapter" or "uplink", for the log line
+        self._component = component
+        self._log = log
+        self._failing = False
+
+    def read(self) -> dict[str, Any]:
+        if not isinstance(self._component, Diagnosable):
+            return {}
+        try:
+            diagnostics = self._component.diagnostics()
+        except Exception as exc:  # the status of every other component must still be written
+            if not self._failing:
+                self._log.warning("%s diagnostics failed: %s: %s", self._kind, type(exc).__name__, exc, exc_info=True)
+                self._failing = True
+            return {"error": f"diagnostics() failed: {type(exc).__name__}: {exc}"}
+        self._failing = False
+        return diagnostics
