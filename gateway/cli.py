@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, logs
 from gateway.config import DEFAULT_PATH, GatewaySection, load_config
 from gateway.configbase import read_toml
 from gateway.errors import BufferUnavailable, ConfigError
@@ -99,6 +100,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         # restarting cannot help until a technician acts, and the message says what to do
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    except Exception:  # a bug: said once, through the redacting log handler, not as a bare traceback
+        if not logging.getLogger().handlers:
+            logs.setup()
+        logging.getLogger("gateway").critical(
+            "stopped by an unexpected error; every acknowledged reading is in the buffer and is delivered after "
+            "the restart. Please report this traceback", exc_info=True)
+        return EXIT_FAILURE
 
 
 def cmd_version(args: argparse.Namespace) -> int:
