@@ -7,11 +7,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.errors import ReadingError
-from gateway.ngsi.check import ReadingChecker, canonical_datetime, check_reading, ngsi_type
+from gateway.ngsi.check import ReadingChecker, canonical_datetime, check_reading, ngsi_type, utc_instant
 from gateway.ngsi.config import ValueEncoding
-from gateway.records import Attribute, Reading, Source
+from gateway.records import Attribute, Reading, Source, iso_utc
 
 JST = timezone(timedelta(hours=9))
 GAUGE = "urn:ngsi-ld:WaterObserved:hitoyoshi"
@@ -193,3 +195,19 @@ def test_typing_helpers() -> None:
     ]
     assert ngsi_type("Integer", 3) == "Integer"
     assert canonical_datetime("2024-05-01T09:00:00.1234+09:00") == "2024-05-01T00:00:00.123Z"
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                    timezones=st.sampled_from([timezone.utc, JST, timezone(timedelta(hours=-5, minutes=-30))])))
+def test_canonical_datetime_takes_its_own_output_unchanged_and_agrees_with_the_long_way(t: datetime) -> None:
+    canonical = iso_utc(t)
+    assert canonical_datetime(canonical) == canonical  # the shortcut
+    assert canonical_datetime(t.isoformat()) == canonical  # the long way, from any offset
+    assert canonical_datetime(canonical) == iso_utc(utc_instant(canonical))
+
+
+@pytest.mark.parametrize("text", ["2024-13-01T00:00:00.000Z", "2024-02-30T00:00:00.000Z", "2024-07-01T24:00:00.000Z",
+                                  "2024-07-01T00:60:00.000Z", "2024-07-0xT00:00:00.000Z"])
+def test_canonical_looking_text_is_still_checked(text: str) -> None:
+    with pytest.raises(ValueError, match="is not an ISO 8601 date and time"):
+        canonical_datetime(text)
