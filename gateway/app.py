@@ -20,6 +20,7 @@ import orjson
 
 from gateway import __version__, logs, redact, registry, systemd
 from gateway.adapter_api import AdapterContext
+from gateway.buffer.location import data_dir_error
 from gateway.buffer.outbox import Outbox
 from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
@@ -249,6 +250,7 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
     gw = Gateway(config)
     await gw.start()
     notifier.ready(f"gateway {config.gateway.id} running")
+    status_failing = False
     try:
         while not stop.is_set():
             waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
@@ -260,7 +262,14 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
             try:
                 await _write_status(gw)
             except OSError as exc:
-                log.debug("status file not written: %s", exc)
+                # `edgegw status` now shows an old state (a full disk, most often): say so once, not every 5 s
+                if not status_failing:
+                    log.warning("status file not written, `edgegw status` shows an older state: %s", exc)
+                status_failing = True
+            else:
+                if status_failing:
+                    log.info("status file written again")
+                status_failing = False
             if reload.is_set() and not stop.is_set():
                 reload.clear()
                 notifier.reloading()
@@ -270,7 +279,14 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
                     log.error("reload refused, keeping the running configuration: %s", exc)
                     notifier.ready("reload refused")
                     continue
+                moved = new.gateway.data_dir != config.gateway.data_dir
+                problem = data_dir_error(Path(new.gateway.data_dir)) if moved else None
+                if problem is not None:  # checked before stopping anything: the running gateway keeps going
+                    log.error("reload refused, keeping the running configuration: %s", problem)
+                    notifier.ready("reload refused")
+                    continue
                 log.info("reloading configuration from %s", config_path)
+                config = new
                 await gw.stop()
                 logs.setup(new.gateway.log_level.value, new.gateway.log_format.value)
                 gw = Gateway(new)

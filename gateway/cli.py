@@ -15,6 +15,7 @@ from typing import Any
 from gateway import __version__, logs
 from gateway.config import DEFAULT_PATH, GatewaySection, load_config
 from gateway.configbase import read_toml
+from gateway.buffer.location import data_dir_error
 from gateway.errors import BufferUnavailable, ConfigError
 
 EXIT_OK = 0
@@ -49,14 +50,6 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_config(args.config or _default_config())
 
 
-def _data_dir_error(data_dir: Path) -> str | None:
-    """What `run` would find wrong with the data directory, checked without the network (nothing is left behind)."""
-    from gateway.buffer.location import data_dir_problem
-
-    problem = data_dir_problem(data_dir)
-    return None if problem is None else f"gateway.data_dir: {problem.what}, got {problem.got}; {problem.fix}"
-
-
 def _written_data_dir(path: Path) -> Path | None:
     """gateway.data_dir as the file has it (or its default), for a file with errors elsewhere; None if unusable."""
     try:
@@ -75,10 +68,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         cfg = load_config(path)
     except ConfigError as exc:
         data_dir = _written_data_dir(path)
-        extra = _data_dir_error(data_dir) if data_dir is not None else None
+        extra = data_dir_error(data_dir) if data_dir is not None else None
         _print_config_error(ConfigError([*exc.errors, extra], exc.source) if extra else exc)
         return EXIT_CONFIG
-    extra = _data_dir_error(Path(cfg.gateway.data_dir))
+    extra = data_dir_error(Path(cfg.gateway.data_dir))
     if extra:
         _print_config_error(ConfigError([extra], str(path)))
         return EXIT_CONFIG

@@ -81,6 +81,12 @@ def data_dir_problem(data_dir: Path) -> Problem | None:
     return None
 
 
+def data_dir_error(data_dir: Path) -> str | None:
+    """`data_dir_problem` as the one line `check-config` prints and a refused reload logs; None when usable."""
+    problem = data_dir_problem(data_dir)
+    return None if problem is None else f"gateway.data_dir: {problem.what}, got {problem.got}; {problem.fix}"
+
+
 def prepare(db_path: Path) -> None:
     """Create the buffer's directory and check that the file can be opened there; BufferUnavailable if not."""
     directory = db_path.parent

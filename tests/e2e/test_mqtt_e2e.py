@@ -129,6 +129,11 @@ async def test_sighup_reloads_without_losing_buffered_data(tmp_path: Path, mosqu
         gw.hup()
         await wait_until(lambda: "reload refused" in gw.log_tail(20000), 10, "the bad config to be refused", gw)
         assert gw.alive()
+        gw.write_config(config(mosquitto.port, rate=500).replace('"@DATA_DIR@"', '"/proc/edgegw"'))
+        gw.hup()
+        await wait_until(lambda: "reload refused, keeping the running configuration: gateway.data_dir: cannot be "
+                                 "created" in gw.log_tail(20000), 10, "the unusable data_dir to be refused", gw)
+        assert gw.alive()
         gw.write_config(config(mosquitto.port, rate=500).replace('name = "scans"', 'name = "scans2"'))
         gw.hup()
         await wait_until(lambda: any(a["name"] == "scans2" for a in gw.status().get("adapters", [])), 15,

@@ -147,3 +147,25 @@ async def test_edgegw_status_shows_malformed_input_per_adapter(mosquitto: Mosqui
     assert [(w["component"], w["msg"].split(":")[0]) for w in warnings if "malformed" in w["msg"]] == [
         ("sensors", "field/river1"), ("sensors", "field/river2")
     ]
+
+
+@pytest.mark.e2e
+async def test_a_status_file_that_cannot_be_written_is_said_once_and_its_return_too(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    gw = GatewayProcess(tmp_path, mqtt_config(mosquitto.port))
+    (gw.data_dir / STATUS_FILE).mkdir(parents=True)  # as unwritable as a full disk makes it, and undone at will
+    gw.start()
+    try:
+        await wait_until(lambda: "status file not written" in gw.log_tail(), 20, "the failure to be logged", gw)
+        await asyncio.sleep(6)  # another status interval: still failing, not logged again
+        (gw.data_dir / STATUS_FILE).rmdir()
+        await wait_until(lambda: "status file written again" in gw.log_tail(), 20, "the recovery to be logged", gw)
+        code, _ = await gw.terminate()
+        assert code == 0
+    finally:
+        gw.stop_now()
+    lines = [json.loads(line) for line in gw.logs().splitlines() if "status file" in line]
+    assert [(d["level"], d["msg"].split(":")[0]) for d in lines] == [
+        ("warning", "status file not written, `edgegw status` shows an older state"), ("info", "status file written again")
+    ]
