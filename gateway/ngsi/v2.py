@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from gateway.ngsi.check import DATETIME_TYPES, canonical_datetime, ngsi_type
+from gateway.ngsi.check import DATETIME_TYPES, canonical_datetime, canonical_shape, ngsi_type
 from gateway.ngsi.geojson import geometry_of
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import encode_attribute_value, encode_metadata_value
@@ -99,6 +99,10 @@ def to_v2_entity(reading: Reading, *, encoding: ValueEncoding) -> dict[str, Any]
             unit = attr.unit
             entity[name] = {"type": "Number", "value": value,
                             "metadata": instant.plain if unit is None else instant.unit_metadata(unit)}
+            continue
+        if attr.type == "DateTime" and tv is str and not attr.metadata and attr.unit is None and canonical_shape(value):
+            # a date in Orion's form already (checked by check_reading): nothing to convert or encode
+            entity[name] = {"type": "DateTime", "value": value, "metadata": instant.plain}
             continue
         atype = ngsi_type(attr.type, value)
         if atype in DATETIME_TYPES and isinstance(value, str):

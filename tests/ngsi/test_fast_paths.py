@@ -7,13 +7,15 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.errors import ReadingError
 from gateway.ngsi import iota
 from gateway.ngsi.check import check_reading
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.v2 import to_v2_entity
-from gateway.records import Attribute, Reading, Source
+from gateway.records import Attribute, Reading, Source, iso_utc
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
 
@@ -66,3 +68,20 @@ def test_plain_iota_measures_match_the_general_rendering() -> None:
         "waterLevel": 1.25, "TimeInstant": "2026-11-25T09:00:00.000Z"}
     assert orjson.loads(iota.json_measure_bytes(text, encoding=ValueEncoding.PERCENT)) == {
         "waterLevel": 1.25, "station": "人吉%28水の手橋%29", "TimeInstant": "2026-11-25T09:00:00.000Z"}
+
+
+@pytest.mark.parametrize("bad", ["2026-13-25T09:00:00.000Z", "2026-02-30T09:00:00.000Z", "2026-11-25T09:00:00.000+"])
+def test_a_date_in_orions_form_is_still_refused_when_it_is_no_date(bad: str) -> None:
+    check_reading(gauge("2026-11-25T09:00:00.000Z", unit=None, atype="DateTime"), encoding=ValueEncoding.PERCENT)
+    with pytest.raises(ReadingError, match="DateTime"):
+        check_reading(gauge(bad, unit=None, atype="DateTime"), encoding=ValueEncoding.PERCENT)
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=9))])))
+def test_a_date_in_orions_form_renders_as_the_long_way_renders_any_other_form(t: datetime) -> None:
+    canonical = gauge(iso_utc(t), unit=None, atype="DateTime")  # the fast path
+    other = gauge(t.isoformat(), unit=None, atype="DateTime")  # the full path: converted to UTC
+    for r in (canonical, other):
+        check_reading(r, encoding=ValueEncoding.PERCENT)
+    assert to_v2_entity(canonical, encoding=ValueEncoding.PERCENT) == to_v2_entity(other, encoding=ValueEncoding.PERCENT)
