@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DEB_PACKAGES := mosquitto mosquitto-clients socat freeradius-utils
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps debs venv iotagents nodejs bench clean
+.PHONY: run test check deps debs venv iotagents nodejs bench clean
 
 # The demo: a loopback-only mosquitto on port 18830 (stopped again on exit) and the gateway with
 # simulated devices. Watch the data with: mosquitto_sub -p 18830 -t '#' -v
@@ -23,6 +23,12 @@ COVERAGE := $(foreach c,$(CODECS),--cov=$(c)) --cov-branch --cov-fail-under=100 
 
 test: deps
 	@$(PY) -m pytest -q -p no:cacheprovider $(COVERAGE) $(PYTEST_ARGS)
+
+# The lint, format and type gate (.ci/run runs it before the tests).
+check: venv
+	@$(VENV)/bin/ruff check --quiet .
+	@$(VENV)/bin/ruff format --check --quiet .
+	@$(VENV)/bin/mypy --no-error-summary
 
 deps: debs venv iotagents
 
@@ -69,7 +75,7 @@ $(IOTA_DIR)/%/.installed: $(IOTA_VENDOR)/%.tar.gz | nodejs
 
 $(STAMP): pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' >$(VENV)/install.log 2>&1 \
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test,check]' >$(VENV)/install.log 2>&1 \
 	  || { cat $(VENV)/install.log; echo "pip install failed (log: $(VENV)/install.log)"; exit 1; }
 	@$(PY) -c 'import gateway, adapters' && touch $(STAMP)
 
