@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -139,7 +139,7 @@ async def run_latency(data_dir: Path, port: int, seconds: float) -> tuple[float,
     gw = Gateway(parse_config(doc))
     inner_emit_many = gw._emit_many  # the simulated adapter hands its readings over in bursts
 
-    def timed_emit_many(readings: Sequence[Reading]) -> object:
+    def timed_emit_many(readings: Sequence[Reading]) -> Awaitable[None]:
         now = time.perf_counter()
         for r in readings:
             emitted[(r.entity_id, r.attributes["sequence"].value)] = now

@@ -22,8 +22,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+if TYPE_CHECKING:
+    from adapters.modbus.bus import PollResult
+    from gateway.records import Reading
 
 POINTS = 20
 TCP_UNITS = 50
@@ -130,7 +135,7 @@ def _stop_child(child: subprocess.Popen[str]) -> None:
         child.wait()
 
 
-async def _run_adapter(config_doc: dict, seconds: float, warmup: float) -> tuple[list, list, float, float]:
+async def _run_adapter(config_doc: dict[str, Any], seconds: float, warmup: float) -> tuple[list[PollResult], list[Reading], float, float]:
     from adapters.modbus.adapter import ModbusAdapter
     from adapters.modbus.bus import PollResult
     from adapters.modbus.config import ModbusConfig
@@ -148,7 +153,7 @@ async def _run_adapter(config_doc: dict, seconds: float, warmup: float) -> tuple
             inner(result)
 
         bus.on_poll = on_poll
-    readings: list = []
+    readings: list[Reading] = []
 
     async def emit(reading) -> None:  # type: ignore[no-untyped-def]
         readings.append(reading)

@@ -86,7 +86,8 @@ class GatewayProcess:
 
     def status(self) -> dict[str, Any]:
         try:
-            return json.loads((self.data_dir / "status.json").read_text())
+            doc: dict[str, Any] = json.loads((self.data_dir / "status.json").read_text())
+            return doc
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
@@ -117,7 +118,7 @@ class Receiver:
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
-        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.reconnect_delay_set(1, 2)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 

@@ -85,8 +85,8 @@ async def test_503_period_then_poisoned_record(tmp_path: Path, orion_double: Ori
                 assert values == list(range(1, 501)), f"{entity}: lost or reordered readings"
         assert POISON not in seqs
         assert len([k for k in seqs if ":SimulatedEvent:" in k]) == 39
-        entity = orion_double.entities[("kumamoto", "/river", "urn:ngsi-ld:WaterObserved:river-0")]
-        assert entity["sequence"]["value"] == 500  # Orion's current state is the newest reading
+        current = orion_double.entities[("kumamoto", "/river", "urn:ngsi-ld:WaterObserved:river-0")]
+        assert current["sequence"]["value"] == 500  # Orion's current state is the newest reading
         code, took = await gw.terminate()
         assert code == 0 and took < 5.0
     finally:

@@ -13,7 +13,7 @@ from gateway.records import (Attribute, Lane, Reading, Source, TimeSource, check
                              encode_reading, from_epoch_us, iso_utc, make_attribute, make_reading, to_epoch_us,
                              with_seq)
 
-chars = st.characters(exclude_categories=("Cs",))  # lone surrogates are not text
+chars = st.characters(exclude_categories=["Cs"])  # lone surrogates are not text
 
 
 def text(**kw: int) -> st.SearchStrategy[str]:
