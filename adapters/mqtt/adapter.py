@@ -184,8 +184,10 @@ class MqttAdapter:
         tls = self.config.tls
         if tls is None:
             return None
-        return client_context(ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
-                              where=self.config.name)
+        if not tls.checks_peer:
+            self._log.warning("TLS certificate checks are off for mqtt://%s:%d; use ca_file instead",
+                              self.config.host, self.config.port)
+        return client_context(tls, f"adapters.{self.config.name}")
 
     async def _session(self, loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None, password: str | None) -> None:
         cfg = self.config

@@ -38,13 +38,14 @@ from pydantic import ValidationInfo, field_validator, model_validator
 
 from gateway.adapter_api import AdapterContext
 from gateway.configbase import Field, Section
-from gateway.errors import ConfigError, ReadingError
+from gateway.errors import ReadingError
 from gateway.logs import component_logger
 from gateway.ngsi import agent_request, identifiers, iota
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.v2 import to_v2_entity
 from gateway.records import Reading, iso_utc, utc_now
 from gateway.secrets import SecretRef, resolve
+from gateway.tls import TlsSection, client_context
 from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, UplinkConfig
 from gateway.uplinks.mqtt_confirm import ConfirmConfig, OrionConfirmer
 from gateway.uplinks.seqs import seq_ranges
@@ -57,7 +58,6 @@ __all__ = [
     "MqttCounters",
     "MqttFormat",
     "MqttProtocol",
-    "MqttTls",
     "MqttUplink",
     "MqttUplinkConfig",
     "TopicStyle",
@@ -90,20 +90,6 @@ class CommandMode(enum.Enum):
 
 TOPIC_FIELDS = ("gateway_id", "entity_type", "entity_id", "adapter", "device")
 STATUS_TOPIC_FIELDS = ("gateway_id", "uplink")
-
-
-class MqttTls(Section):
-    """`tls` table: server verification (ca_file, else the system store) and an optional client certificate."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-    @model_validator(mode="after")
-    def _pair(self) -> MqttTls:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (mTLS needs both), got only one of them")
-        return self
 
 
 def _check_template(value: str, allowed: Sequence[str]) -> str:
@@ -171,7 +157,7 @@ class MqttUplinkConfig(UplinkConfig):
     ack_timeout_s: float = Field(default=30.0, gt=0, le=600)
     max_inflight: int = Field(default=100, ge=1, le=65_535, description="keep at or below the broker's receive maximum")
     max_message_bytes: int = Field(default=262_144, ge=512, le=268_435_455)
-    tls: MqttTls | None = None
+    tls: TlsSection | None = None
     format: MqttFormat = MqttFormat.IOTA_JSON
     apikeys: tuple[ApikeyRule, ...] = ()
     apikey: str | None = None
@@ -359,7 +345,7 @@ def _check_topic(where: str, topic: str) -> str:
 class _AgentLimit:
     """Orion's request limit behind an IoT Agent, for the parts of one batch (gateway/ngsi/agent_request.py)."""
 
-    __slots__ = ("limit", "_sizing", "_batch", "_ul", "_extra")
+    __slots__ = ("_batch", "_extra", "_sizing", "_ul", "limit")
 
     def __init__(self, sizing: agent_request.AgentSizing, batch: Sequence[Reading], *, ul: bool,
                  sequence: bool) -> None:
@@ -435,7 +421,7 @@ class _Session:
         self._closing = False
         # aiomqtt's publish() drops the MQTT 5 PUBACK reason code, and a broker refusing a message (ACL,
         # quota, size) still answers PUBACK; so we publish through its paho client and keep the codes.
-        self._paho: paho.Client = client._client  # noqa: SLF001
+        self._paho: paho.Client = client._client
         self._paho.on_publish = self._on_publish
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -545,21 +531,7 @@ def packed_publish_properties(content_type: str, user: Sequence[tuple[str, str]]
 
 def tls_context(config: MqttUplinkConfig) -> ssl.SSLContext | None:
     """The client TLS context a `tls` table asks for (None without one); unreadable files are ConfigErrors."""
-    tls = config.tls
-    if tls is None:
-        return None
-    where = f"uplinks.{config.name}"
-    try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError([f"{where}.tls.ca_file: cannot load a CA certificate, got {tls.ca_file!r} ({exc})"]) from None
-    if tls.cert_file and tls.key_file:
-        try:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError([f"{where}.tls.cert_file: cannot load the client certificate and key, got "
-                               f"{tls.cert_file!r} / {tls.key_file!r} ({exc})"]) from None
-    return ctx
+    return None if config.tls is None else client_context(config.tls, f"uplinks.{config.name}")
 
 
 class MqttUplink:
