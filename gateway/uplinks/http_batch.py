@@ -53,7 +53,14 @@ from gateway.ngsi.config import ValueEncoding
 from gateway.records import Reading
 from gateway.secrets import SecretRef
 from gateway.tls import TlsSection
-from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, UplinkConfig
+from gateway.uplinks.api import (
+    DELIVERED,
+    Fault,
+    Lifecycle,
+    Outcome,
+    Status,
+    UplinkConfig,
+)
 from gateway.uplinks.http_client import (
     Headers,
     HttpResponse,
@@ -219,7 +226,7 @@ def _seq_header(batch: Sequence[Reading], items: list[BatchItem]) -> tuple[str, 
     return SEQ_SPAN_HEADER, f"{min(seqs)}-{max(seqs)}"
 
 
-class HttpBatchUplink:
+class HttpBatchUplink(Lifecycle):
     """The HTTP delivery engine; subclasses say how to convert, frame and address a batch."""
 
     config_model: ClassVar[type[UplinkConfig]]

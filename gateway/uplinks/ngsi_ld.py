@@ -26,7 +26,13 @@ from gateway.configbase import HttpUrl
 from gateway.ngsi import ld
 from gateway.records import Reading
 from gateway.uplinks.api import DELIVERED, UplinkConfig
-from gateway.uplinks.http_batch import BatchItem, HttpBatchUplink, HttpUplinkConfig, Run, Service
+from gateway.uplinks.http_batch import (
+    BatchItem,
+    HttpBatchUplink,
+    HttpUplinkConfig,
+    Run,
+    Service,
+)
 from gateway.uplinks.http_client import HttpResponse
 from gateway.uplinks.ld_problems import Problem, Verdict, classify, problem_text
 

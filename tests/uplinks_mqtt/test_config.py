@@ -12,7 +12,8 @@ from gateway.config import parse_config
 from gateway.configbase import format_validation_error
 from gateway.errors import ConfigError
 from gateway.registry import UPLINK_GROUP, load
-from gateway.uplinks.mqtt import MqttFormat, MqttProtocol, MqttUplink, MqttUplinkConfig, TopicStyle
+from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
+from gateway.uplinks.mqtt.config import MqttFormat, MqttProtocol, TopicStyle
 
 BASE: dict[str, Any] = {"name": "pref-mqtt", "type": "mqtt", "host": "broker.example.jp", "apikey": "K3Y"}
 

@@ -37,7 +37,13 @@ from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import encode_percent
 from gateway.records import Command, CommandResult
 from gateway.secrets import resolve
-from gateway.uplinks.mqtt import MqttFormat, MqttProtocol, MqttUplinkConfig, TopicStyle, tls_context
+from gateway.uplinks.mqtt.config import (
+    MqttFormat,
+    MqttProtocol,
+    MqttUplinkConfig,
+    TopicStyle,
+)
+from gateway.uplinks.mqtt.session import tls_context
 
 __all__ = [
     "CommandPayloadError",
