@@ -59,10 +59,8 @@ def test_unreadable_ca_file(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
     with pytest.raises(ConfigError) as info:
         client_context(TlsSection(ca_file=missing), "adapters.river")
-    assert info.value.errors == [
-        f"adapters.river.tls.ca_file: cannot load a CA certificate, got '{missing}' "
-        "([Errno 2] No such file or directory)"
-    ]
+    expected = f"adapters.river.tls.ca_file: cannot load a CA certificate, got '{missing}' ([Errno 2] No such file or directory)"
+    assert info.value.errors == [expected]
 
 
 def test_mismatched_client_key(pki: Pki) -> None:
