@@ -14,10 +14,10 @@ from gateway.adapter_api import AdapterContext
 from gateway.errors import UplinkTransient
 from gateway.records import Attribute, Reading, Source
 from gateway.secrets import SecretStore
-from gateway.uplinks.api import DELIVERED, Status
 from gateway.tls import TlsSection
-from gateway.uplinks.http_client import make_session
-from gateway.uplinks.oauth2 import OAuth2Config, TokenSource
+from gateway.uplinks.api import DELIVERED, Status
+from gateway.uplinks.http.client import make_session
+from gateway.uplinks.http.oauth2 import OAuth2Config, TokenSource
 from gateway.uplinks.orion import OrionConfig, OrionUplink
 from tests.support.orion_double import TOKEN_PATH, V2_UPDATE, ManualClock, OrionDouble
 from tests.support.ports import free_port

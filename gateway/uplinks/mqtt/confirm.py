@@ -37,14 +37,14 @@ from gateway.errors import UplinkTransient
 from gateway.logs import ComponentLogger
 from gateway.ngsi import identifiers, iota
 from gateway.tls import TlsSection
-from gateway.uplinks.http_client import (
+from gateway.uplinks.http.client import (
     Headers,
     HttpResponse,
     make_session,
     post,
     resolve_headers,
 )
-from gateway.uplinks.oauth2 import OAuth2Config, TokenHeader, TokenSource
+from gateway.uplinks.http.oauth2 import OAuth2Config, TokenHeader, TokenSource
 
 __all__ = ["ENTITY_ID_FIELDS", "QUERY_PAGE", "ConfirmConfig", "Confirmation", "OrionConfirmer"]
 

@@ -61,14 +61,14 @@ from gateway.uplinks.api import (
     Status,
     UplinkConfig,
 )
-from gateway.uplinks.http_client import (
+from gateway.uplinks.http.client import (
     Headers,
     HttpResponse,
     make_session,
     post,
     resolve_headers,
 )
-from gateway.uplinks.oauth2 import OAuth2Config, TokenHeader, TokenSource
+from gateway.uplinks.http.oauth2 import OAuth2Config, TokenHeader, TokenSource
 from gateway.uplinks.seqs import seq_ranges
 
 Service = Annotated[str, AfterValidator(identifiers.check_service)]

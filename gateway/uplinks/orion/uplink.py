@@ -10,7 +10,7 @@ from pydantic import AfterValidator
 from gateway.ngsi import identifiers, v2
 from gateway.records import Reading
 from gateway.uplinks.api import UplinkConfig
-from gateway.uplinks.http_batch import (
+from gateway.uplinks.http.batch import (
     CatchUp,
     HttpBatchUplink,
     HttpUplinkConfig,
