@@ -14,7 +14,10 @@ from typing import Any, ClassVar, cast
 from adapters.mqtt.config import MqttAdapterConfig, MqttProtocol
 from adapters.mqtt.malformed import MalformedTopics
 from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError
-from adapters.mqtt.wire import (
+from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.errors import AdapterError, ReadingError
+from gateway.logs import component_logger
+from gateway.mqtt.packets import (
     CONNACK,
     DISCONNECT,
     DISCONNECT_PACKET,
@@ -31,9 +34,6 @@ from adapters.mqtt.wire import (
     encode_subscribe,
     reason_text,
 )
-from gateway.adapter_api import AdapterConfig, AdapterContext
-from gateway.errors import AdapterError, ReadingError
-from gateway.logs import component_logger
 from gateway.records import Emit, Reading, utc_now
 from gateway.secrets import resolve
 from gateway.tls import client_context
