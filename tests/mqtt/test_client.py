@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,16 +78,21 @@ async def test_last_will_on_a_lost_connection_not_on_a_clean_disconnect(mosquitt
     assert crashing.lost.result() == "simulated crash"
 
 
-async def test_refused_credentials_and_unreachable_broker(tmp_path: Path) -> None:
+@pytest.fixture
+def password_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     pwfile = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "gw", "s3cret-pw"], check=True, capture_output=True)
     broker = MosquittoBroker(tmp_path / "b", extra_conf=f"{KEEP_USER}allow_anonymous false\npassword_file {pwfile}\n")
     broker.start()
-    try:
-        with pytest.raises(ConnectRefused) as refused:
-            await MqttClient(settings(broker, "t-pw", username="gw", password="nope")).connect()
-    finally:
-        broker.stop()
+    yield broker
+    broker.stop()
+
+
+async def test_refused_credentials_and_unreachable_broker(password_broker: MosquittoBroker) -> None:
+    broker = password_broker
+    with pytest.raises(ConnectRefused) as refused:
+        await MqttClient(settings(broker, "t-pw", username="gw", password="nope")).connect()
+    broker.stop()
     # mosquitto answers a wrong password with "not authorized", as it does for the uplink (test_security)
     assert (refused.value.code, refused.value.reason) == (
         0x87, "the broker refused the connection, got Not authorized (0x87)")
