@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Protocol, Self
 
 from gateway.mqtt.packets import (
     CONNACK,
@@ -114,6 +115,12 @@ class Message:
 OnMessage = Callable[[Message], None]
 
 
+class DebugLog(Protocol):
+    """Where the client's DEBUG lines go (a logger, or a component logger carrying the user's name)."""
+
+    def debug(self, msg: str, *args: object) -> None: ...
+
+
 class _Protocol(asyncio.Protocol):
     """The transport half: bytes and the end of the connection, handed to the client's callbacks."""
 
@@ -131,9 +138,11 @@ class _Protocol(asyncio.Protocol):
 class MqttClient:
     """One MQTT session; see the module docstring. `async with MqttClient(...)` connects and disconnects."""
 
-    def __init__(self, settings: ClientSettings, *, on_message: OnMessage | None = None) -> None:
+    def __init__(self, settings: ClientSettings, *, on_message: OnMessage | None = None,
+                 log: DebugLog | None = None) -> None:
         self.settings = settings
         self.on_message = on_message
+        self._log = log
         self._reader = PacketReader(v5=settings.v5, keep_properties=True)
         self._transport: asyncio.Transport | None = None
         self._connack: asyncio.Future[ConnAck] | None = None
@@ -159,6 +168,9 @@ class MqttClient:
                 transport, _ = await loop.create_connection(
                     lambda: _Protocol(self._received, self._gone), s.host, s.port, ssl=s.tls, server_hostname=s.host if s.tls else None)
                 self._transport = transport
+                if self._log is not None:
+                    self._log.debug("Sending CONNECT (client id %s, MQTT %s, keepalive %d s, clean start %s)",
+                                    s.client_id, "5" if s.v5 else "3.1.1", s.keepalive_s, s.clean_start)
                 self._write(encode_connect(client_id=s.client_id, keepalive_s=s.keepalive_s, v5=s.v5,
                                            session_expiry_s=s.session_expiry_s, username=s.username,
                                            password=s.password, clean_start=s.clean_start, will=s.will))
@@ -167,10 +179,14 @@ class MqttClient:
             self._abort("no CONNACK")
             raise ConnectFailed(f"no answer from {s.host}:{s.port} within {s.connect_timeout_s:g} s") from None
         except (OSError, ssl.SSLError) as exc:
-            self._abort(str(exc))
-            raise ConnectFailed(str(exc) or type(exc).__name__) from None
+            reason = _os_reason(exc)
+            self._abort(reason)
+            raise ConnectFailed(reason) from None
         except ConnectionLost as exc:
             raise ConnectFailed(exc.reason) from None
+        if self._log is not None:
+            self._log.debug("Received CONNACK (session present %s, reason 0x%02X)", connack.session_present,
+                            connack.reason)
         if connack.reason:
             self._abort("refused")
             raise ConnectRefused(connack.reason)
@@ -183,6 +199,8 @@ class MqttClient:
         """A clean DISCONNECT (the broker then drops the will) and the socket closed."""
         transport = self._transport
         if transport is not None and not self.lost.done():
+            if self._log is not None:
+                self._log.debug("Sending DISCONNECT")
             self._write(encode_disconnect())
             transport.close()
             with contextlib.suppress(TimeoutError):
@@ -321,3 +339,11 @@ class MqttClient:
             waiting.clear()
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(error)
+            self._connack.exception()  # connect() may have stopped waiting (timeout): nothing else will read it
+
+
+def _os_reason(exc: OSError) -> str:
+    """`[Errno 111] Connection refused`: asyncio words a refused connect as "Connect call failed (address)"."""
+    if isinstance(exc, ssl.SSLError) or not exc.errno:
+        return str(exc) or type(exc).__name__
+    return f"[Errno {exc.errno}] {os.strerror(exc.errno)}"

@@ -12,9 +12,6 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.reasoncodes import ReasonCode
-
 from gateway.errors import DeviceProtocolError
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 8, 9, 12, 13, 14
@@ -74,13 +71,45 @@ class Disconnect:
 Packet = Publish | ConnAck | PubAck | SubAck | PingResp | Disconnect
 
 
+# MQTT 5 reason code names (spec §2.4) and which packet may carry which code, as paho (the test oracle)
+# reads the tables, so log lines read as they did when paho produced them.
+_NAMES = {
+    0x10: "No matching subscribers", 0x80: "Unspecified error", 0x81: "Malformed packet", 0x82: "Protocol error",
+    0x83: "Implementation specific error", 0x84: "Unsupported protocol version", 0x85: "Client identifier not valid",
+    0x86: "Bad user name or password", 0x87: "Not authorized", 0x88: "Server unavailable", 0x89: "Server busy",
+    0x8A: "Banned", 0x8B: "Server shutting down", 0x8C: "Bad authentication method", 0x8D: "Keep alive timeout",
+    0x8E: "Session taken over", 0x8F: "Topic filter invalid", 0x90: "Topic name invalid",
+    0x91: "Packet identifier in use", 0x92: "Packet identifier not found", 0x93: "Receive maximum exceeded",
+    0x94: "Topic alias invalid", 0x95: "Packet too large", 0x96: "Message rate too high", 0x97: "Quota exceeded",
+    0x98: "Administrative action", 0x99: "Payload format invalid", 0x9A: "Retain not supported",
+    0x9B: "QoS not supported", 0x9C: "Use another server", 0x9D: "Server moved",
+    0x9E: "Shared subscription not supported", 0x9F: "Connection rate exceeded", 0xA0: "Maximum connect time",
+    0xA1: "Subscription identifiers not supported", 0xA2: "Wildcard subscription not supported",
+}
+_VALID = {
+    CONNACK: {0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97, 0x9A,
+              0x9B, 0x9C, 0x9D, 0x9F},
+    PUBACK: {0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99},
+    SUBACK: {0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2},
+    DISCONNECT: {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8C, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96,
+                 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2},
+}
+_SUCCESS = {CONNACK: "Success", PUBACK: "Success", SUBACK: "Granted QoS 0", DISCONNECT: "Normal disconnection"}
+
+
 def reason_text(packet_type: int, reason: int) -> str:
-    """The MQTT 5 name of a reason code, e.g. 0x87 → `Not authorized`."""
-    ptype = {CONNACK: PacketTypes.CONNACK, SUBACK: PacketTypes.SUBACK}.get(packet_type, PacketTypes.DISCONNECT)
-    try:
-        return str(ReasonCode(ptype, identifier=reason))
-    except (KeyError, ValueError):  # a code paho does not know for this packet type
+    """The MQTT 5 name of a reason code in a packet, e.g. 0x87 → `Not authorized`; CONNACK, PUBACK and SUBACK
+    have their own sets, anything else is read as a DISCONNECT's."""
+    kind = packet_type if packet_type in _VALID else DISCONNECT
+    if reason not in _VALID[kind]:
         return f"reason code 0x{reason:02X}"
+    if reason == 0:
+        return _SUCCESS[kind]
+    if kind == SUBACK and reason in (1, 2):
+        return f"Granted QoS {reason}"
+    if kind == DISCONNECT and reason == 0x04:
+        return "Disconnect with will message"
+    return _NAMES[reason]
 
 
 def _varint(n: int) -> bytes:

@@ -6,8 +6,14 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.mqtt.packets import (
+    CONNACK,
+    DISCONNECT,
+    PUBACK,
+    SUBACK,
     Connect,
     MqttWireError,
     PacketReader,
@@ -22,6 +28,7 @@ from gateway.mqtt.packets import (
     encode_publish,
     encode_subscribe,
     publish_properties,
+    reason_text,
     user_properties,
 )
 
@@ -101,3 +108,16 @@ def test_disconnect_and_errors() -> None:
     with pytest.raises(MqttWireError) as info:
         user_properties(b"\x26\x00\x05ab")
     assert str(info.value) == "mqtt: malformed PUBLISH properties, got b'&\\x00\\x05ab'"
+
+
+@pytest.mark.parametrize("packet_type", [CONNACK, PUBACK, SUBACK, DISCONNECT])
+def test_reason_names_are_pahos(packet_type: int) -> None:
+    # paho, an independent implementation, as the oracle for every code in every packet that carries one
+    ptype = {CONNACK: PacketTypes.CONNACK, PUBACK: PacketTypes.PUBACK, SUBACK: PacketTypes.SUBACK,
+             DISCONNECT: PacketTypes.DISCONNECT}[packet_type]
+    for code in range(256):
+        try:
+            expected = str(ReasonCode(ptype, identifier=code))
+        except (KeyError, ValueError):
+            expected = f"reason code 0x{code:02X}"
+        assert reason_text(packet_type, code) == expected, hex(code)

@@ -8,9 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from paho.mqtt.properties import VariableByteIntegers, writeUTF
-
 from gateway.errors import ReadingError
+from gateway.mqtt.packets import publish_properties
 from gateway.ngsi import agent_request
 from gateway.records import Reading
 
@@ -115,12 +114,7 @@ def pack_parts(
     return chunks, too_big
 
 
-_CONTENT_TYPE, _USER_PROPERTY = VariableByteIntegers.encode(3), VariableByteIntegers.encode(38)  # type: ignore[no-untyped-call]
-
-
 def packed_publish_properties(content_type: str, user: Sequence[tuple[str, str]]) -> bytes:
-    """What paho's Properties.pack() gives for a PUBLISH with ContentType and UserProperty (in that order)."""
-    body = _CONTENT_TYPE + writeUTF(content_type)  # type: ignore[no-untyped-call]
-    for key, value in user:
-        body += _USER_PROPERTY + writeUTF(key) + writeUTF(value)  # type: ignore[no-untyped-call]
-    return VariableByteIntegers.encode(len(body)) + body  # type: ignore[no-any-return, no-untyped-call]
+    """The v5 property block of a message: ContentType, then the UserProperty pairs (what paho's
+    Properties.pack() gives for them, byte for byte)."""
+    return publish_properties(content_type=content_type, user=tuple(user))

@@ -1,4 +1,4 @@
-"""MQTT uplink: Readings as IoT Agent JSON / UltraLight 2.0 measures or NGSI v2 envelopes, QoS 1 over aiomqtt.
+"""MQTT uplink: Readings as IoT Agent JSON / UltraLight 2.0 measures or NGSI v2 envelopes, QoS 1 over gateway.mqtt.client.
 
 A record is DELIVERED only once the broker's PUBACK for its message came back; messages of a batch
 are pipelined (bounded in flight). A lost connection turns every unacknowledged record into RETRY and
@@ -16,25 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import re
-import socket
 import ssl
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
-import aiomqtt
 import orjson
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.adapter_api import AdapterContext
 from gateway.errors import ReadingError
 from gateway.logs import component_logger
+from gateway.mqtt.client import (
+    ClientSettings,
+    ConnectFailed,
+    ConnectRefused,
+    MqttClient,
+)
+from gateway.mqtt.packets import CONNACK, Will, reason_text
 from gateway.ngsi import agent_request, iota
 from gateway.ngsi.v2 import to_v2_entity
 from gateway.records import Reading, iso_utc, utc_now
@@ -66,7 +66,7 @@ from gateway.uplinks.mqtt.planning import (
     pack_parts,
     packed_publish_properties,
 )
-from gateway.uplinks.mqtt.session import PackedProperties, Session, tls_context
+from gateway.uplinks.mqtt.session import PubAckCode, Session, tls_context
 from gateway.uplinks.seqs import seq_ranges
 
 __all__ = ["MqttCounters", "MqttUplink"]
@@ -79,6 +79,7 @@ _PERMANENT_CODES = {0x90, 0x95, 0x99}  # topic name invalid, packet too large, p
 # until someone fixes them, so the uplink says `refused`, at ERROR, not "unreachable".
 _REFUSED_CONNECT = {1, 2, 4, 5, 0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
 _NOT_AUTHORIZED = 0x87
+NO_PROPERTIES = b"\x00"  # an empty v5 property block
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ class MqttUplink(Lifecycle):
         self.name = config.name
         self._context = context
         self._log = component_logger("gateway.uplinks.mqtt", config.name)  # the family's name, not the module's
-        self._client_log = component_logger("gateway.uplinks.mqtt.client", config.name)  # aiomqtt's and paho's lines
+        self._client_log = component_logger("gateway.uplinks.mqtt.client", config.name)  # the MQTT client's lines
         self.client_id = config.client_id or f"edgegw-{context.gateway_id}-{config.name}"
         self.status_topic = config.render_status_topic(context.gateway_id)
         self.port = config.port or (8883 if config.tls else 1883)
@@ -205,7 +206,7 @@ class MqttUplink(Lifecycle):
             if not session.lost.done():
                 try:
                     await session.publish(self.status_topic, self._status("offline", "closed"), retain=True,
-                                          properties=None, timeout=min(self.config.ack_timeout_s, 5.0))
+                                          properties=NO_PROPERTIES, timeout=min(self.config.ack_timeout_s, 5.0))
                 except (ConnectionError, TimeoutError):
                     pass
             await session.close()
@@ -236,44 +237,37 @@ class MqttUplink(Lifecycle):
     async def _connect(self) -> Session | None:
         cfg = self.config
         v5 = cfg.protocol is MqttProtocol.V5
-        connect_props = None
-        if v5:
-            connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            connect_props.SessionExpiryInterval = cfg.session_expiry_s
-        client = aiomqtt.Client(
-            cfg.host,
-            self.port,
-            username=cfg.username,
-            password=self._password,
-            identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            will=aiomqtt.Will(self.status_topic, self._status("offline", "connection lost"), qos=1, retain=True),
-            clean_session=None if v5 else False,
-            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-            keepalive=cfg.keepalive_s,
-            max_inflight_messages=cfg.max_inflight,
-            properties=connect_props,
-            tls_context=self._tls,
-            timeout=cfg.connect_timeout_s,
-            # paho leaves Nagle on: small PUBLISHes would then wait for the ACK of earlier ones
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            # aiomqtt and paho call nothing but the logging methods, which the adapter has: their
-            # lines then carry the uplink's component like ours
-            logger=cast(logging.Logger, self._client_log),
+        client = MqttClient(
+            ClientSettings(
+                host=cfg.host, port=self.port, client_id=self.client_id, v5=v5, keepalive_s=cfg.keepalive_s,
+                username=cfg.username, password=self._password, tls=self._tls,
+                # a persistent session: what the broker queued for us survives a reconnect
+                clean_start=False, session_expiry_s=cfg.session_expiry_s if v5 else 0,
+                will=Will(topic=self.status_topic, payload=self._status("offline", "connection lost"), qos=1,
+                          retain=True),
+                connect_timeout_s=cfg.connect_timeout_s,
+                # the uplink bounds its own window (max_inflight); the client must never hold a message back
+                max_inflight=65_535,
+            ),
+            log=self._client_log,
         )
         try:
-            await client.__aenter__()
-        except aiomqtt.MqttError as exc:
-            code = getattr(exc, "rc", None)
-            self._refused = getattr(code, "value", code) in _REFUSED_CONNECT
-            self._mark_down(f"{exc}; check username, password and client_id against the broker's settings"
-                            if self._refused else str(exc))
+            await client.connect()
+        except ConnectRefused as exc:
+            self._refused = exc.code in _REFUSED_CONNECT
+            reason = f"[code:{exc.code}] {reason_text(CONNACK, exc.code)}"
+            self._mark_down(f"{reason}; check username, password and client_id against the broker's settings"
+                            if self._refused else reason)
+            return None
+        except ConnectFailed as exc:
+            self._refused = False
+            self._mark_down(exc.reason)
             return None
         self._refused = False
         session = Session(client, self._mark_down)
         try:
-            code = await session.publish(self.status_topic, self._status("online"), retain=True, properties=None,
-                                         timeout=cfg.ack_timeout_s)
+            code = await session.publish(self.status_topic, self._status("online"), retain=True,
+                                         properties=NO_PROPERTIES, timeout=cfg.ack_timeout_s)
         except (ConnectionError, TimeoutError) as exc:
             await session.close()
             # str(TimeoutError()) is empty: say what timed out
@@ -433,14 +427,14 @@ class MqttUplink(Lifecycle):
                        + b",".join(bodies) + b"]}")
         return Message(topic=topic, payload=payload, indices=tuple(p[1] for p in parts), seqs=seqs)
 
-    def _properties(self, message: Message) -> Properties | None:
+    def _properties(self, message: Message) -> bytes:
         if self.config.protocol is not MqttProtocol.V5:
-            return None
+            return NO_PROPERTIES  # MQTT 3.1.1 has none: the client leaves the block out
         user = [("gateway", self._context.gateway_id)]
         if message.seqs:
             user.append(("seq", seq_ranges(message.seqs)))
         content_type = "text/plain" if self.config.format is MqttFormat.IOTA_UL else "application/json"
-        return PackedProperties(packed_publish_properties(content_type, user))
+        return packed_publish_properties(content_type, user)
 
     # -- delivery ----------------------------------------------------------------------------------
 
@@ -519,7 +513,7 @@ class MqttUplink(Lifecycle):
             if self._session is not session:
                 return  # the connection is gone: what is left was never sent and stays RETRY
 
-    def _count(self, size: int, fut: asyncio.Future[ReasonCode]) -> None:
+    def _count(self, size: int, fut: asyncio.Future[PubAckCode]) -> None:
         # counted as PUBACKs arrive, so metrics move during a long batch
         if fut.cancelled() or fut.exception() is not None:
             return
@@ -537,27 +531,26 @@ class MqttUplink(Lifecycle):
         """
         cfg = self.config
         results: list[object] = [None] * len(messages)
-        waiting: dict[asyncio.Future[ReasonCode], tuple[int, int]] = {}  # future -> (position, mid)
+        waiting: dict[asyncio.Future[PubAckCode], int] = {}  # future -> position
         try:
             for k, message in enumerate(messages):
                 try:
-                    mid, fut = session.start_publish(message.topic, message.payload, retain=False,
-                                                     properties=self._properties(message))
+                    fut = await session.start_publish(message.topic, message.payload, retain=False,
+                                                      properties=self._properties(message))
                 except ConnectionError as exc:
                     results[k] = exc
                     continue
                 fut.add_done_callback(functools.partial(self._count, len(message.payload)))
-                waiting[fut] = (k, mid)
+                waiting[fut] = k
             if waiting:
                 await asyncio.wait(waiting, timeout=cfg.ack_timeout_s)
         finally:
-            for fut, (k, mid) in waiting.items():
+            for fut, k in waiting.items():
                 if fut.cancelled():
                     results[k] = asyncio.CancelledError()
                 elif fut.done():
                     results[k] = fut.exception() if fut.exception() is not None else fut.result()
                 else:
-                    session.forget(mid)
                     fut.cancel()
                     results[k] = TimeoutError()
         return results
@@ -569,7 +562,7 @@ class MqttUplink(Lifecycle):
             return
         gate = asyncio.Semaphore(cfg.max_inflight)
 
-        async def send(message: Message) -> ReasonCode:
+        async def send(message: Message) -> PubAckCode:
             async with gate:
                 code = await session.publish(message.topic, message.payload, retain=False,
                                              properties=self._properties(message), timeout=cfg.ack_timeout_s)
@@ -594,7 +587,7 @@ class MqttUplink(Lifecycle):
         cfg = self.config
         stale = False
         for message, result in zip(messages, results, strict=True):
-            if isinstance(result, ReasonCode):
+            if isinstance(result, PubAckCode):
                 if not result.is_failure:
                     outcome = DELIVERED
                 elif result.value in _PERMANENT_CODES:
@@ -609,7 +602,7 @@ class MqttUplink(Lifecycle):
             elif isinstance(result, TimeoutError):
                 stale = True
                 outcome = Outcome(Status.RETRY, f"no PUBACK within {cfg.ack_timeout_s} s")
-            elif isinstance(result, (ConnectionError, aiomqtt.MqttError, OSError)):
+            elif isinstance(result, (ConnectionError, OSError)):
                 outcome = Outcome(Status.RETRY, f"connection lost before PUBACK: {result}")
             elif isinstance(result, asyncio.CancelledError):
                 outcome = Outcome(Status.RETRY, "cancelled before PUBACK")
