@@ -45,16 +45,16 @@ from gateway.uplinks.mqtt.config import (
 from gateway.uplinks.mqtt.session import tls_context
 
 __all__ = [
-    "CommandPayloadError",
-    "CommandMessage",
     "CommandListenerCounters",
-    "MqttCommandListener",
+    "CommandMessage",
+    "CommandPayloadError",
     "Dispatch",
+    "MqttCommandListener",
     "command_topics",
     "device_of_topic",
     "parse_command",
-    "result_text",
     "result_messages",
+    "result_text",
     "uplink_apikeys",
 ]
 
@@ -223,13 +223,13 @@ class MqttCommandListener:
         where = f"uplinks.{config.name}"
         apikeys = uplink_apikeys(config)
         if config.format is MqttFormat.NGSI_V2 or not apikeys:
-            raise ConfigError([f"{where}.format: commands need format iota-json or iota-ul, got "
-                               f"{config.format.value}"])
+            raise ConfigError([(f"{where}.format: commands need format iota-json or iota-ul, got "
+                               f"{config.format.value}")])
         if entity_of is None:
             if config.device_id != IDENTITY_TEMPLATE:
-                raise ConfigError([f"{where}.device_id: commands need a map from device id to entity id for "
+                raise ConfigError([(f"{where}.device_id: commands need a map from device id to entity id for "
                                    f"template {config.device_id!r}, got none; the gateway passes the command "
-                                   "router's device index"])
+                                   "router's device index")])
             entity_of = _same
         self.config = config
         self.name = config.name
