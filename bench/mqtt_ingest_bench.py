@@ -3,7 +3,7 @@
 Each round queues N QoS 1 messages for a persistent session while its subscriber is away, then
 measures how fast the subscriber drains them (the three sessions get the same messages):
   (a) bare paho (auto-ack, a counter in on_message, no other work): the reference of the target;
-  (b) MqttAdapter: its own asyncio MQTT client (`adapters/mqtt/wire.py`), JSON → Reading mapping,
+  (b) MqttAdapter: its own asyncio MQTT client (`gateway/mqtt/packets.py`), JSON → Reading mapping,
       emit into `gateway.buffer.outbox.Outbox` (group commit, durability from BufferConfig, fsync per
       group with "full"), PUBACK only after the commit;
   (c) the adapter's transport alone: the same asyncio client and packet reader, a counter and an
@@ -39,7 +39,7 @@ from paho.mqtt.properties import Properties  # noqa: E402
 
 from adapters.mqtt.adapter import MqttAdapter  # noqa: E402
 from adapters.mqtt.config import MqttAdapterConfig  # noqa: E402
-from adapters.mqtt.wire import (  # noqa: E402
+from gateway.mqtt.packets import (  # noqa: E402
     DISCONNECT_PACKET,
     ConnAck,
     PacketReader,

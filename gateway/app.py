@@ -29,8 +29,7 @@ from gateway.errors import ConfigError, ReadingError
 from gateway.ngsi.check import check_reading
 from gateway.records import Reading
 from gateway.supervisor import Supervisor
-from gateway.uplinks.mqtt import CommandMode, MqttUplinkConfig
-from gateway.uplinks.mqtt_commands import IDENTITY_TEMPLATE, MqttCommandListener
+from gateway.uplinks.api import CommandSource
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ class Gateway:
         self.loops: list[DeliveryLoop] = []
         self._loop_tasks: list[asyncio.Task[None]] = []
         self.router = CommandRouter()
-        self.command_listeners: list[MqttCommandListener] = []
+        self.command_sources: list[CommandSource] = []  # uplinks that also receive commands
         self.invalid_readings = 0
         self.invalid_by_adapter: Counter[str] = Counter()
         self._invalid_seen: set[tuple[str, str]] = set()
@@ -146,8 +145,10 @@ class Gateway:
         data_dir = Path(cfg.gateway.data_dir)
         # creates data_dir; BufferUnavailable (exit 2) with the path and the fix if it cannot be used
         self.outbox = await Outbox.open(data_dir / BUFFER_FILE, cfg.buffer, [u.name for u in cfg.uplinks])
+        uplinks: list[object] = []
         for ucfg in cfg.uplinks:
             uplink = registry.load(registry.UPLINK_GROUP, ucfg.type)(ucfg, self.context)
+            uplinks.append(uplink)
             loop = DeliveryLoop(uplink, ucfg, self.outbox)
             self.loops.append(loop)
             self._loop_tasks.append(asyncio.create_task(loop.run(), name=f"uplink:{ucfg.name}"))
@@ -156,24 +157,22 @@ class Gateway:
         for acfg, adapter in adapters:
             self.router.add_adapter(acfg.name, adapter)
         self.supervisor.start(adapters)
-        for ucfg in cfg.uplinks:
-            if isinstance(ucfg, MqttUplinkConfig) and ucfg.commands is CommandMode.ON:
-                entity_of = (None if ucfg.device_id == IDENTITY_TEMPLATE
-                             else self.router.device_index(ucfg.device_id).entity_of)
-                listener = MqttCommandListener(ucfg, self.context, self.router.dispatch, entity_of=entity_of)
-                listener.start()
-                self.command_listeners.append(listener)
+        for source in uplinks:
+            if isinstance(source, CommandSource):  # a capability, not a family: see gateway/uplinks/api.py
+                await source.start_commands(self.router)
+                self.command_sources.append(source)
         log.info("gateway %s started: %d adapters, %d uplinks, buffer %s (%s durability)",
                  cfg.gateway.id, len(cfg.adapters), len(cfg.uplinks), data_dir / BUFFER_FILE,
                  cfg.buffer.durability.value)
 
     async def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
         t_end = time.monotonic() + deadline_s
-        if self.command_listeners:  # no new commands while the adapters stop
+        if self.command_sources:  # no new commands while the adapters stop
             try:
-                await asyncio.wait_for(asyncio.gather(*(c.stop() for c in self.command_listeners)), timeout=0.5)
+                await asyncio.wait_for(asyncio.gather(*(c.stop_commands() for c in self.command_sources)),
+                                       timeout=0.5)
             except TimeoutError:
-                log.warning("command listeners did not stop within 0.5 s")
+                log.warning("command sources did not stop within 0.5 s")
         if self.supervisor is not None:
             await self.supervisor.stop()
         # let each uplink finish the batch it is sending, then stop reading

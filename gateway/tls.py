@@ -1,41 +1,97 @@
-"""Client TLS contexts for adapters that talk to TLS peers (a local MQTT broker, an HTTPS source)."""
+"""The one `tls` table and the one client TLS context builder for every adapter and uplink.
+
+Every family that talks to a TLS peer (the MQTT adapter and uplink, the http_poll adapter, the
+Orion and NGSI-LD uplinks, the MQTT uplink's confirmation endpoint, OAuth2 token endpoints) embeds
+`TlsSection` as its `tls` table and builds its context with `client_context`, so a technician meets
+the same keys and the same error wording everywhere:
+
+    <where>.tls.ca_file: cannot load a CA certificate, got '<path>' (<reason>)
+    <where>.tls.cert_file: cannot load the client certificate and key, got '<cert>' / '<key>' (<reason>); <fix>
+"""
 
 from __future__ import annotations
 
+import enum
 import ssl
 from pathlib import Path
+from typing import Any
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from gateway.configbase import Field, Section
-from gateway.errors import AdapterError
+from gateway.errors import ConfigError
+
+__all__ = ["TlsSection", "TlsVerify", "client_context"]
 
 
-class TlsFiles(Section):
-    """An adapter's `tls` table: the CA that signed the peer and an optional client certificate."""
+class TlsVerify(enum.Enum):
+    FULL = "full"  # certificate chain and host name
+    OFF = "off"  # self-signed appliances on a closed lab network only; logged at WARNING on every start
 
-    ca_file: Path | None = Field(default=None, description="CA bundle that signed the peer; system CAs if unset")
-    cert_file: Path | None = Field(default=None, description="client certificate for mutual TLS")
-    key_file: Path | None = Field(default=None, description="client private key for mutual TLS")
+
+class TlsSection(Section):
+    """A `tls` table: the CA that signed the peer (system CAs if unset), an optional client certificate
+    (mutual TLS) and whether the peer's certificate is checked at all."""
+
+    ca_file: Path | None = Field(default=None, description="PEM CA bundle that signed the peer, trusted besides the system CAs")
+    cert_file: Path | None = Field(default=None, description="PEM client certificate for mutual TLS (may also hold the key)")
+    key_file: Path | None = Field(default=None, description="PEM private key of cert_file, unencrypted")
+    verify: TlsVerify = Field(default=TlsVerify.FULL, description='"full" (chain and host name) or "off" (lab only)')
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _legacy_bool(cls, value: Any) -> Any:
+        # The HTTP uplinks' tables were written with `verify = true/false` before the key became a choice.
+        if value is True:
+            return TlsVerify.FULL.value
+        if value is False:
+            return TlsVerify.OFF.value
+        return value
 
     @model_validator(mode="after")
-    def _pair(self) -> "TlsFiles":
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together for mutual TLS; set both or neither")
+    def _consistent(self) -> TlsSection:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file for mutual TLS, got only key_file; "
+                             "set cert_file to the client certificate")
+        if self.verify is TlsVerify.OFF and self.ca_file is not None:
+            raise ValueError('ca_file is unused with verify = "off"; remove one of them')
         return self
 
+    @property
+    def checks_peer(self) -> bool:
+        return self.verify is TlsVerify.FULL
 
-def client_context(*, ca_file: str | Path | None, cert_file: str | Path | None, key_file: str | Path | None,
-                   where: str) -> ssl.SSLContext:
-    """System CAs plus `ca_file`, and a client certificate when both files are set; unreadable files
-    are an AdapterError naming the adapter (`where`)."""
+
+def client_context(tls: TlsSection, where: str) -> ssl.SSLContext:
+    """The client context `tls` asks for; an unreadable or mismatched file is a ConfigError naming the
+    key under `where` (`uplinks.<name>`, `adapters.<name>`, `uplinks.<name>.confirm`)."""
     try:
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        if cert_file is not None and key_file is not None:
-            context.load_cert_chain(str(cert_file), str(key_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise AdapterError(
-            f"{where}.tls: cannot load the certificate files, got {exc}; check the paths and permissions",
-            adapter=where,
-        ) from None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    except ssl.SSLError as exc:  # pragma: no cover - a broken OpenSSL install, not a config problem
+        raise ConfigError([f"{where}.tls: cannot create a TLS context, got {exc}"]) from None
+    if tls.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(tls.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                [f"{where}.tls.ca_file: cannot load a CA certificate, got {str(tls.ca_file)!r} ({exc})"]
+            ) from None
+    if tls.cert_file is not None:
+        key = str(tls.key_file) if tls.key_file is not None else None
+        got = repr(str(tls.cert_file)) + (f" / {key!r}" if key is not None else "")
+        try:
+            context.load_cert_chain(str(tls.cert_file), key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                [
+                    (
+                        f"{where}.tls.cert_file: cannot load the client certificate and key, got {got} ({exc}); "
+                        "both must be PEM and the key unencrypted"
+                    )
+                ]
+            ) from None
+    if tls.verify is TlsVerify.OFF:
+        # check_hostname must go first: ssl refuses CERT_NONE while it is on.
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     return context

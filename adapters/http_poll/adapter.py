@@ -13,14 +13,14 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from adapters.http_poll.config import HttpPollConfig, TlsVerify
+from adapters.http_poll.config import HttpPollConfig
 from adapters.http_poll.mapping import LastSeen, Mapper, MappingError
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.errors import ReadingError
 from gateway.logs import component_logger
 from gateway.records import Emit, Reading, utc_now
 from gateway.secrets import is_ref, resolve
-from gateway.tls import client_context
+from gateway.tls import TlsVerify, client_context
 
 EXCERPT_CHARS = 200
 
@@ -267,13 +267,9 @@ class HttpPollAdapter:
         tls = self.config.tls
         if tls is None:
             return True
-        ctx = client_context(ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
-                             where=self.config.name)
         if tls.verify is TlsVerify.OFF:
             self._log.warning("TLS certificate checks are off for %s; use ca_file instead", self.config.display_url)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return client_context(tls, f"adapters.{self.config.name}")
 
     def diagnostics(self) -> dict[str, Any]:
         """The counters (README "State and counters"), for status.json; `malformed` is by reason."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import enum
 import re
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -18,7 +17,7 @@ from gateway.adapter_api import AdapterConfig
 from gateway.configbase import ConfigProblems, Field, HttpUrl
 from gateway.ngsi.identifiers import check_entity_type
 from gateway.secrets import check_ref_or_text
-from gateway.tls import TlsFiles
+from gateway.tls import TlsSection
 
 # --- items path and templates ------------------------------------------------------------------------
 # Parsed here (config validation) and used by mapping.py, so both agree on one grammar: the JSON path and
@@ -61,11 +60,6 @@ def _check_entity_id_template(v: str) -> str:
 # --- choices ---------------------------------------------------------------------------------------------
 
 
-class TlsVerify(enum.Enum):
-    FULL = "full"  # certificate chain and host name
-    OFF = "off"  # self-signed appliances on a closed network only; logged at WARNING on every start
-
-
 # --- validators ------------------------------------------------------------------------------------------
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", re.ASCII)
@@ -83,16 +77,6 @@ def _check_encoding(v: str | None) -> str | None:
 
 
 # --- sections --------------------------------------------------------------------------------------------
-
-
-class TlsSection(TlsFiles):
-    verify: TlsVerify = TlsVerify.FULL
-
-    @model_validator(mode="after")
-    def _unused_ca(self) -> TlsSection:
-        if self.verify is TlsVerify.OFF and self.ca_file is not None:
-            raise ValueError('ca_file is unused with verify = "off"; remove one of them')
-        return self
 
 
 class ItemMapping(MappingSection):

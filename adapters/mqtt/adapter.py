@@ -14,7 +14,10 @@ from typing import Any, ClassVar, cast
 from adapters.mqtt.config import MqttAdapterConfig, MqttProtocol
 from adapters.mqtt.malformed import MalformedTopics
 from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError
-from adapters.mqtt.wire import (
+from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.errors import AdapterError, ReadingError
+from gateway.logs import component_logger
+from gateway.mqtt.packets import (
     CONNACK,
     DISCONNECT,
     DISCONNECT_PACKET,
@@ -31,9 +34,6 @@ from adapters.mqtt.wire import (
     encode_subscribe,
     reason_text,
 )
-from gateway.adapter_api import AdapterConfig, AdapterContext
-from gateway.errors import AdapterError, ReadingError
-from gateway.logs import component_logger
 from gateway.records import Emit, Reading, utc_now
 from gateway.secrets import resolve
 from gateway.tls import client_context
@@ -184,8 +184,10 @@ class MqttAdapter:
         tls = self.config.tls
         if tls is None:
             return None
-        return client_context(ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
-                              where=self.config.name)
+        if not tls.checks_peer:
+            self._log.warning("TLS certificate checks are off for mqtt://%s:%d; use ca_file instead",
+                              self.config.host, self.config.port)
+        return client_context(tls, f"adapters.{self.config.name}")
 
     async def _session(self, loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None, password: str | None) -> None:
         cfg = self.config

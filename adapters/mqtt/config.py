@@ -16,7 +16,7 @@ from gateway.adapter_api import AdapterConfig
 from gateway.configbase import Field
 from gateway.ngsi.identifiers import check_entity_type
 from gateway.secrets import SecretRef
-from gateway.tls import TlsFiles
+from gateway.tls import TlsSection
 
 # --- templates ------------------------------------------------------------------------------------------
 # Parsed here (config validation) and rendered by mapping.py, so both agree on one grammar; the path and
@@ -105,7 +105,6 @@ def _check_topic(v: str) -> str:
     return v
 
 
-TlsSection = TlsFiles  # the broker's CA and an optional client certificate
 
 
 class Subscription(MappingSection):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from types import TracebackType
+from typing import ClassVar, Protocol, Self, runtime_checkable
 
 from gateway.adapter_api import AdapterContext
 from gateway.configbase import Field, NamedSection
-from gateway.records import Reading
+from gateway.records import Command, CommandResult, Reading
 
 
 class UplinkConfig(NamedSection):
@@ -79,3 +80,53 @@ class Uplink(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Lifecycle:
+    """`async with uplink:` starts it and closes it on the way out, whatever happened inside."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+
+# --- commands: an optional capability ----------------------------------------------------------------
+
+
+class DeviceLookup(Protocol):
+    """Maps a device id the platform uses (an IoT Agent `device_id`) back to the entity id."""
+
+    def entity_of(self, device_id: str) -> str | None: ...
+
+
+class CommandRoutes(Protocol):
+    """What the runtime lends a command source: where commands go (gateway.commands.CommandRouter)."""
+
+    async def dispatch(self, command: Command) -> CommandResult:
+        """Run a command on its entity's adapter; never raises, always a result."""
+        ...
+
+    def device_index(self, template: str) -> DeviceLookup:
+        """The reverse map for a `device_id` template, kept up to date by the router."""
+        ...
+
+
+@runtime_checkable
+class CommandSource(Protocol):
+    """An uplink that also receives commands from the platform. The runtime finds it with isinstance,
+    starts it after the adapters and stops it before them (no new commands while they stop); an uplink
+    whose configuration turns commands off implements both as no-ops."""
+
+    async def start_commands(self, routes: CommandRoutes) -> None: ...
+
+    async def stop_commands(self) -> None: ...

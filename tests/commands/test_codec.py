@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import decode_percent
-from gateway.uplinks.mqtt import MqttFormat, TopicStyle
-from gateway.uplinks.mqtt_commands import (
+from gateway.uplinks.mqtt.commands import (
     CommandMessage,
     CommandPayloadError,
     command_topics,
@@ -18,6 +17,7 @@ from gateway.uplinks.mqtt_commands import (
     result_messages,
     result_text,
 )
+from gateway.uplinks.mqtt.config import MqttFormat, TopicStyle
 
 JSON, UL = MqttFormat.IOTA_JSON, MqttFormat.IOTA_UL
 

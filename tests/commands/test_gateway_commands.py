@@ -7,10 +7,15 @@ from pathlib import Path
 
 from gateway.app import Gateway
 from gateway.config import parse_config
+from gateway.uplinks.mqtt import MqttUplink
 from tests.adapters.modbus.peers import image_from_values, start_tcp_peer
 from tests.adapters.modbus.running import until
 from tests.commands.test_listener import RELAY, RELAY_ID, Agent
 from tests.support.mosquitto import MosquittoBroker
+
+
+def mqtt_sources(gw: Gateway) -> list[MqttUplink]:
+    return [source for source in gw.command_sources if isinstance(source, MqttUplink)]
 
 
 async def test_command_through_the_gateway(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
@@ -29,7 +34,7 @@ async def test_command_through_the_gateway(mosquitto: MosquittoBroker, tmp_path:
     try:
         async with Agent(mosquitto) as agent:
             await until(lambda: gw.router.owner(RELAY_ID) == "cabinet" and gw.loops[0].delivered > 0)
-            await until(lambda: all(listener.connected for listener in gw.command_listeners))
+            await until(lambda: all(source.commands_connected for source in mqtt_sources(gw)))
             await agent.send(f"/K3Y/{RELAY_ID}/cmd", b'{"relay_5": "on"}')
             topic, payload = await agent.result()
             assert topic == f"/K3Y/{RELAY_ID}/cmdexe"
@@ -38,4 +43,4 @@ async def test_command_through_the_gateway(mosquitto: MosquittoBroker, tmp_path:
     finally:
         await gw.stop()
         await peer.stop()
-    assert gw.command_listeners and not any(listener.connected for listener in gw.command_listeners)
+    assert mqtt_sources(gw) and not any(source.commands_connected for source in mqtt_sources(gw))

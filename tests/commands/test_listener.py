@@ -23,7 +23,7 @@ from gateway.errors import ConfigError
 from gateway.profiles import load_profile
 from gateway.records import Reading
 from gateway.uplinks.mqtt import MqttUplinkConfig
-from gateway.uplinks.mqtt_commands import MqttCommandListener
+from gateway.uplinks.mqtt.commands import MqttCommandListener
 from tests.adapters.modbus.peers import ModbusPeer, image_from_values, start_tcp_peer
 from tests.adapters.modbus.running import make_adapter, modbus_config, until
 from tests.support.mosquitto import MosquittoBroker
@@ -178,7 +178,7 @@ async def test_ultralight_with_a_device_id_template(mosquitto, tmp_path) -> None
 
 
 async def test_malformed_payloads_are_counted_and_the_listener_keeps_going(mosquitto, tmp_path, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="gateway.uplinks.mqtt_commands")
+    caplog.set_level(logging.WARNING, logger="gateway.uplinks.mqtt.commands")
     async with relay_board(tmp_path) as rig, listening(uplink_config(mosquitto), rig.router) as listener, \
             Agent(mosquitto) as agent:
         await agent.send(f"/K3Y/{RELAY_ID}/cmd", b"relay_1=on 1234-5678")

@@ -128,7 +128,7 @@ def test_redaction_is_idempotent(text: str) -> None:
 def _record_with_secrets(stream: io.StringIO, fmt: str) -> str:
     logs.setup("debug", fmt, stream=stream)
     redact.register("s3cr3t-value")
-    log = logs.component_logger("gateway.uplinks.http_batch", "orion")
+    log = logs.component_logger("gateway.uplinks.http.batch", "orion")
     try:
         raise ValueError("far side said: X-Auth-Token: 9f8e7d6c and s3cr3t-value")
     except ValueError:

@@ -15,8 +15,18 @@ from hypothesis import strategies as st
 from gateway.adapter_api import AdapterContext
 from gateway.records import Attribute, Reading, Source
 from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status
-from gateway.uplinks.ld_problems import MAX_TEXT, REJECT_TYPES, RETRY_TYPES, Verdict, classify
-from gateway.uplinks.ngsi_ld import UNCLASSIFIED_LIMIT, NgsiLdConfig, NgsiLdUplink
+from gateway.uplinks.ngsi_ld.problems import (
+    MAX_TEXT,
+    REJECT_TYPES,
+    RETRY_TYPES,
+    Verdict,
+    classify,
+)
+from gateway.uplinks.ngsi_ld.uplink import (
+    UNCLASSIFIED_LIMIT,
+    NgsiLdConfig,
+    NgsiLdUplink,
+)
 from tests.support.orion_double import OrionDouble
 
 T0 = datetime(2024, 7, 1, 3, 0, tzinfo=timezone.utc)

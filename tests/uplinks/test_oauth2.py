@@ -14,9 +14,10 @@ from gateway.adapter_api import AdapterContext
 from gateway.errors import UplinkTransient
 from gateway.records import Attribute, Reading, Source
 from gateway.secrets import SecretStore
+from gateway.tls import TlsSection
 from gateway.uplinks.api import DELIVERED, Status
-from gateway.uplinks.http_client import TlsConfig, make_session
-from gateway.uplinks.oauth2 import OAuth2Config, TokenSource
+from gateway.uplinks.http.client import make_session
+from gateway.uplinks.http.oauth2 import OAuth2Config, TokenSource
 from gateway.uplinks.orion import OrionConfig, OrionUplink
 from tests.support.orion_double import TOKEN_PATH, V2_UPDATE, ManualClock, OrionDouble
 from tests.support.ports import free_port
@@ -134,7 +135,7 @@ async def test_wrong_client_secret_is_retry_never_rejected(tmp_path: Path, clock
 
 async def test_token_source_without_expires_in_and_concurrent_callers(orion_double_plain: OrionDouble, clock: ManualClock) -> None:
     orion_double_plain.require_oauth("gw-001", "s3cret")
-    session = make_session(tls=TlsConfig(), timeout_s=5, where="t")
+    session = make_session(tls=TlsSection(), timeout_s=5, where="t")
     try:
         config = OAuth2Config(token_url=orion_double_plain.url + TOKEN_PATH, client_id="gw-001", client_secret="env:X")
         source = TokenSource(config, "s3cret", session, where="t", clock=clock)
@@ -149,7 +150,7 @@ async def test_token_source_without_expires_in_and_concurrent_callers(orion_doub
 
 
 async def test_unreachable_token_endpoint_raises_transient(clock: ManualClock) -> None:
-    session = make_session(tls=TlsConfig(), timeout_s=5, where="t")
+    session = make_session(tls=TlsSection(), timeout_s=5, where="t")
     try:
         url = f"http://127.0.0.1:{free_port()}/oauth2/token"
         source = TokenSource(OAuth2Config(token_url=url, client_id="gw", client_secret="env:X"), "x", session, where="u", clock=clock)

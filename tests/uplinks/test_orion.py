@@ -182,7 +182,7 @@ async def test_header_level_400_is_retried_not_bisected(orion_double: OrionDoubl
 async def test_503_retries_then_recovers_logging_each_change_once(
     orion_double: OrionDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.uplinks.http_batch")
+    caplog.set_level(logging.INFO, logger="gateway.uplinks.http.batch")
     orion_double.fail(503, count=2)
     up = make_uplink(orion_double.url, tmp_path)
     await up.start()

@@ -9,6 +9,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.ngsi.config import ValueEncoding
+from gateway.tls import TlsVerify
 from gateway.uplinks.ngsi_ld import ContextMode, NgsiLdConfig
 from gateway.uplinks.orion import CatchUp, OrionConfig
 
@@ -28,7 +29,7 @@ def test_defaults() -> None:
     v2, ld = config.uplinks
     assert isinstance(v2, OrionConfig) and isinstance(ld, NgsiLdConfig)
     assert (v2.service, v2.service_path, v2.max_batch_bytes, v2.catch_up, v2.value_encoding, v2.tls.verify) == (
-        None, "/", 1_048_576, CatchUp.FULL_HISTORY, ValueEncoding.PERCENT, True
+        None, "/", 1_048_576, CatchUp.FULL_HISTORY, ValueEncoding.PERCENT, TlsVerify.FULL
     )
     assert (ld.url, ld.context_mode, ld.context) == (
         "http://ld:1026", ContextMode.LINK, "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
@@ -58,7 +59,8 @@ def test_tls_keys() -> None:
         "uplinks[0].tls.cafile: unknown key; valid keys here: ca_file, cert_file, key_file, verify",
     ]
     assert errors_of(orion(tls={"key_file": "/etc/k.pem"})) == [
-        "uplinks[0].tls: key_file needs cert_file, got only key_file; set cert_file to the client certificate",
+        "uplinks[0].tls: key_file needs cert_file for mutual TLS, got only key_file; set cert_file to the client "
+        "certificate",
     ]
     assert errors_of(orion(url="http://orion:1026", tls={"ca_file": "/etc/ca.pem"})) == [
         "uplinks[0]: tls settings need an https:// url, got an http:// url; change url or drop [tls]",

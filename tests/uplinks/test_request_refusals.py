@@ -19,7 +19,7 @@ from gateway.buffer.outbox import Outbox
 from gateway.delivery import DeliveryLoop, UplinkState, UplinkStatus
 from gateway.records import Attribute, Reading, Source
 from gateway.uplinks.api import DELIVERED, Fault, Status
-from gateway.uplinks.http_batch import SUSPECT_AFTER
+from gateway.uplinks.http.batch import SUSPECT_AFTER
 from gateway.uplinks.orion import OrionConfig, OrionUplink
 from tests.support.body_limit_proxy import BodyLimitProxy
 from tests.support.orion_double import OrionDouble
@@ -107,7 +107,7 @@ async def test_url_ending_in_v2_keeps_every_reading_pending_with_an_error_naming
     assert (status.state, status.last_error, status.rejected, status.delivered) == (UplinkState.REFUSED, reason, 0, 0)
     errors = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
     assert errors == [
-        ("gateway.uplinks.http_batch", reason),
+        ("gateway.uplinks.http.batch", reason),
         ("gateway.delivery", f"delivery refused (10 of 10 records to retry): {reason}; nothing is dead-lettered "
                              "until the configuration is fixed"),
     ]

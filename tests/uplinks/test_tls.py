@@ -85,7 +85,7 @@ async def test_unreadable_ca_file_fails_start_naming_the_key(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as info:
         await up.start()
     assert str(info.value).startswith(
-        f"uplinks.orion-tls.tls.ca_file: cannot load a PEM CA certificate, got {str(tmp_path / 'nope.pem')!r}"
+        f"uplinks.orion-tls.tls.ca_file: cannot load a CA certificate, got {str(tmp_path / 'nope.pem')!r}"
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.adapter_api import AdapterContext
 from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
-from gateway.uplinks.mqtt_commands import MqttCommandListener, uplink_apikeys
+from gateway.uplinks.mqtt.commands import MqttCommandListener, uplink_apikeys
 from tests.commands.test_listener import RELAY_ID, Agent, relay_board
 from tests.support.mosquitto import MosquittoBroker
 from tests.uplinks_mqtt.conftest import reading

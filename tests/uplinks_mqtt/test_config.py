@@ -12,7 +12,8 @@ from gateway.config import parse_config
 from gateway.configbase import format_validation_error
 from gateway.errors import ConfigError
 from gateway.registry import UPLINK_GROUP, load
-from gateway.uplinks.mqtt import MqttFormat, MqttProtocol, MqttUplink, MqttUplinkConfig, TopicStyle
+from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
+from gateway.uplinks.mqtt.config import MqttFormat, MqttProtocol, TopicStyle
 
 BASE: dict[str, Any] = {"name": "pref-mqtt", "type": "mqtt", "host": "broker.example.jp", "apikey": "K3Y"}
 
@@ -77,8 +78,9 @@ def test_choices_tls_pairs_and_unknown_keys() -> None:
     assert errors(format="json") == [
         "uplinks[1].format: input should be 'iota-json', 'iota-ul' or 'ngsi-v2', got \"json\""
     ]
-    assert errors(tls={"cert_file": "/etc/edgegw/client.pem"}) == [
-        "uplinks[1].tls: cert_file and key_file go together (mTLS needs both), got only one of them"
+    assert errors(tls={"key_file": "/etc/edgegw/client.key"}) == [
+        "uplinks[1].tls: key_file needs cert_file for mutual TLS, got only key_file; set cert_file to the client "
+        "certificate"
     ]
     lines = errors(qos=2)
     assert lines[0].startswith("uplinks[1].qos: unknown key; valid keys here: ack_timeout_s, agent_attribute_bytes, "

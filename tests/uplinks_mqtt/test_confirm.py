@@ -20,7 +20,7 @@ from gateway.errors import UplinkTransient
 from gateway.logs import component_logger
 from gateway.uplinks.api import Status
 from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
-from gateway.uplinks.mqtt_confirm import ConfirmConfig, OrionConfirmer
+from gateway.uplinks.mqtt.confirm import ConfirmConfig, OrionConfirmer
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.orion_double import V2_QUERY, OrionDouble
 from tests.uplinks_mqtt.conftest import reading, subscribe

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.uplinks.mqtt import packed_publish_properties
+from gateway.uplinks.mqtt.planning import packed_publish_properties
 
 text = st.text(max_size=300)  # the default alphabet has no lone surrogates
 

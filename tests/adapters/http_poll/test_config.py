@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from adapters.http_poll.config import HttpPollConfig, TlsVerify
+from adapters.http_poll.config import HttpPollConfig
+from gateway.tls import TlsVerify
 from adapters.jsonmap.config import TimeFormat
 from gateway.configbase import format_validation_error
 
@@ -95,8 +96,9 @@ def test_top_level_problems_are_reported_with_their_key_paths() -> None:
          "adapters[0].timeout_s: must be at most interval_s so a poll ends before the next is due, got 10.0 > 5.0"),
         ({"url": "http://example.lg.jp/x", "tls": {"verify": "off"}},
          "adapters[0].tls: [adapters.tls] applies to https:// URLs only; remove it or use https"),
-        ({"tls": {"cert_file": "/etc/edgegw/c.pem"}},
-         "adapters[0].tls: cert_file and key_file go together for mutual TLS; set both or neither"),
+        ({"tls": {"key_file": "/etc/edgegw/c.key"}},
+         "adapters[0].tls: key_file needs cert_file for mutual TLS, got only key_file; set cert_file to the client "
+         "certificate"),
         ({"mappings": []},
          "adapters[0].mappings: must list at least one [[adapters.mappings]] entry, got none"),
     ],

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.mqtt.wire import (
+from gateway.mqtt.packets import (
     CONNACK,
     DISCONNECT,
     SUBACK,

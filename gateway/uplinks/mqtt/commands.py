@@ -13,43 +13,48 @@ lib/ulParser.js and lib/commonBindings.js):
   `ERROR: `. The text reaches Orion unchecked, so it gets the uplink's `value_encoding`.
 
 The codec half of this module is pure (topics and payloads in, commands and payloads out); the
-listener half owns its own aiomqtt connection, separate from the uplink's publishing one.
+listener half owns its own connection (gateway.mqtt.client), separate from the uplink's publishing one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import aiomqtt
 import orjson
-import paho.mqtt.client as paho
 
 from gateway.adapter_api import AdapterContext
 from gateway.backoff import Backoff
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import component_logger
+from gateway.mqtt.client import ClientSettings, Message, MqttClient, MqttClientError
+from gateway.mqtt.packets import SUBACK, reason_text
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import encode_percent
 from gateway.records import Command, CommandResult
 from gateway.secrets import resolve
-from gateway.uplinks.mqtt import MqttFormat, MqttProtocol, MqttUplinkConfig, TopicStyle, tls_context
+from gateway.uplinks.mqtt.config import (
+    MqttFormat,
+    MqttProtocol,
+    MqttUplinkConfig,
+    TopicStyle,
+)
+from gateway.uplinks.mqtt.session import tls_context
 
 __all__ = [
-    "CommandPayloadError",
-    "CommandMessage",
     "CommandListenerCounters",
-    "MqttCommandListener",
+    "CommandMessage",
+    "CommandPayloadError",
     "Dispatch",
+    "MqttCommandListener",
     "command_topics",
     "device_of_topic",
     "parse_command",
-    "result_text",
     "result_messages",
+    "result_text",
     "uplink_apikeys",
 ]
 
@@ -218,13 +223,13 @@ class MqttCommandListener:
         where = f"uplinks.{config.name}"
         apikeys = uplink_apikeys(config)
         if config.format is MqttFormat.NGSI_V2 or not apikeys:
-            raise ConfigError([f"{where}.format: commands need format iota-json or iota-ul, got "
-                               f"{config.format.value}"])
+            raise ConfigError([(f"{where}.format: commands need format iota-json or iota-ul, got "
+                               f"{config.format.value}")])
         if entity_of is None:
             if config.device_id != IDENTITY_TEMPLATE:
-                raise ConfigError([f"{where}.device_id: commands need a map from device id to entity id for "
+                raise ConfigError([(f"{where}.device_id: commands need a map from device id to entity id for "
                                    f"template {config.device_id!r}, got none; the gateway passes the command "
-                                   "router's device index"])
+                                   "router's device index")])
             entity_of = _same
         self.config = config
         self.name = config.name
@@ -240,8 +245,7 @@ class MqttCommandListener:
         self._password = resolve(config.password, context.data_dir) if config.password is not None else None
         self._tls = tls_context(config)
         self._log = component_logger(__name__, config.name)
-        self._client_log = component_logger(f"{__name__}.client", config.name)
-        self._client: aiomqtt.Client | None = None
+        self._client: MqttClient | None = None
         self._connected = asyncio.Event()
         self._up: bool | None = None
         self._ever_connected = False
@@ -279,12 +283,9 @@ class MqttCommandListener:
         backoff = Backoff(initial=self.config.retry_initial_s, cap=self.config.retry_max_s)
         while True:
             try:
-                await self._session(backoff)
-                reason = "connection closed"
-            except aiomqtt.MqttError as exc:
-                reason = str(exc.__cause__ or exc) or type(exc).__name__
-            except OSError as exc:  # a socket error paho did not wrap
-                reason = str(exc)
+                reason = await self._session(backoff)
+            except MqttClientError as exc:
+                reason = exc.reason
             except Exception as exc:  # a bug here must not end command handling for good
                 if self._up is not False:
                     self._log.error("command listener failed, restarting it: %s", exc, exc_info=True)
@@ -295,36 +296,37 @@ class MqttCommandListener:
             self._mark_down(reason)
             await asyncio.sleep(backoff.next())
 
-    async def _session(self, backoff: Backoff) -> None:
+    async def _session(self, backoff: Backoff) -> str:
+        """One connection, served until it goes; returns why it went."""
         cfg = self.config
-        v5 = cfg.protocol is MqttProtocol.V5
         # A clean session on purpose: a command queued by the broker while the gateway was away would
         # run late (a locker opening an hour after it was asked); the agent expires it instead.
-        client = aiomqtt.Client(
-            cfg.host, self.port, username=cfg.username, password=self._password, identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else True, clean_start=True if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-            keepalive=cfg.keepalive_s, tls_context=self._tls, timeout=cfg.connect_timeout_s,
-            logger=cast(logging.Logger, self._client_log),  # aiomqtt's and paho's lines carry the component too
-        )
-        async with client:
+        client = MqttClient(ClientSettings(
+            host=cfg.host, port=self.port, client_id=self.client_id, v5=cfg.protocol is MqttProtocol.V5,
+            keepalive_s=cfg.keepalive_s, username=cfg.username, password=self._password, tls=self._tls,
+            clean_start=True, connect_timeout_s=cfg.connect_timeout_s,
+        ), on_message=self._on_message)
+        await client.connect()
+        try:
             for topic in self.topics:
-                granted = await client.subscribe(topic, qos=1, timeout=cfg.ack_timeout_s)
-                code = granted[0] if granted else None
-                failed = getattr(code, "is_failure", False) or (isinstance(code, int) and code >= 0x80)
-                if failed:
+                [code] = await client.subscribe([topic], timeout=cfg.ack_timeout_s)
+                if code >= 0x80:
                     self._log.warning("broker refused the subscription to %s, got %s; check the broker's ACL",
-                                      topic, code)
+                                      topic, reason_text(SUBACK, code))
             self._client = client
             self._connected.set()
             backoff.reset()
             self._mark_up()
-            async for message in client.messages:
-                try:
-                    self._received(message)
-                except Exception as exc:  # one odd message must not drop the subscription
-                    self.counters.malformed += 1
-                    self._log.error("command message on %s not handled: %s", message.topic.value, exc, exc_info=True)
+            return await asyncio.shield(client.lost)
+        finally:
+            await client.disconnect()
+
+    def _on_message(self, message: Message) -> None:
+        try:
+            self._received(message)
+        except Exception as exc:  # one odd message must not drop the subscription
+            self.counters.malformed += 1
+            self._log.error("command message on %s not handled: %s", message.topic, exc, exc_info=True)
 
     def _mark_up(self) -> None:
         if self._ever_connected:
@@ -344,9 +346,9 @@ class MqttCommandListener:
 
     # -- one message -----------------------------------------------------------------------------------
 
-    def _received(self, message: aiomqtt.Message) -> None:
+    def _received(self, message: Message) -> None:
         self.counters.received += 1
-        topic = message.topic.value
+        topic = message.topic
         if message.retain:
             # a retained command would run again at every reconnect of every subscriber
             self.counters.stale += 1
@@ -354,8 +356,7 @@ class MqttCommandListener:
             level("ignored a retained command on %s; commands must not be published with retain", topic)
             self._stale_logged = True
             return
-        raw = message.payload
-        payload = bytes(raw) if isinstance(raw, (bytes, bytearray)) else b"" if raw is None else str(raw).encode()
+        payload = message.payload
         apikey = next((k for k in self.apikeys if device_of_topic(topic, k, self.format) is not None), self.apikeys[0])
         device_id = device_of_topic(topic, apikey, self.format)
         try:
@@ -439,9 +440,13 @@ class MqttCommandListener:
                     return False
                 continue
             try:
-                await client.publish(topic, payload, qos=1, timeout=left)
+                ack = await client.publish(topic, payload, qos=1)
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                    await ack  # any reason code: the broker took the message (or refused it for good)
                 return True
-            except aiomqtt.MqttError as exc:
+            except TimeoutError:
+                return False
+            except MqttClientError as exc:
                 self._log.debug("result publish on %s failed: %s", topic, exc)
                 if self._client is client:
                     # the session is going down: wait for the next one rather than spin

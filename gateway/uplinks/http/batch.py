@@ -52,9 +52,23 @@ from gateway.ngsi import batching, identifiers
 from gateway.ngsi.config import ValueEncoding
 from gateway.records import Reading
 from gateway.secrets import SecretRef
-from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, UplinkConfig
-from gateway.uplinks.http_client import Headers, HttpResponse, TlsConfig, make_session, post, resolve_headers
-from gateway.uplinks.oauth2 import OAuth2Config, TokenHeader, TokenSource
+from gateway.tls import TlsSection
+from gateway.uplinks.api import (
+    DELIVERED,
+    Fault,
+    Lifecycle,
+    Outcome,
+    Status,
+    UplinkConfig,
+)
+from gateway.uplinks.http.client import (
+    Headers,
+    HttpResponse,
+    make_session,
+    post,
+    resolve_headers,
+)
+from gateway.uplinks.http.oauth2 import OAuth2Config, TokenHeader, TokenSource
 from gateway.uplinks.seqs import seq_ranges
 
 Service = Annotated[str, AfterValidator(identifiers.check_service)]
@@ -95,7 +109,7 @@ class HttpUplinkConfig(UplinkConfig):
     x_auth_token: SecretRef | None = None
     headers: Headers = Field(default_factory=dict)
     oauth2: OAuth2Config | None = None
-    tls: TlsConfig = TlsConfig()
+    tls: TlsSection = TlsSection()
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     max_batch_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1024 * 1024)
     max_batch_entities: int = Field(default=1000, ge=1, le=100_000)
@@ -127,7 +141,7 @@ class HttpUplinkConfig(UplinkConfig):
                 raise ValueError(
                     f"must set {name!r} from one place, got it in headers and in the token settings; remove it from headers"
                 )
-        if self.url.startswith("http://") and self.tls != TlsConfig():
+        if self.url.startswith("http://") and self.tls != TlsSection():
             raise ValueError("tls settings need an https:// url, got an http:// url; change url or drop [tls]")
         return self
 
@@ -212,7 +226,7 @@ def _seq_header(batch: Sequence[Reading], items: list[BatchItem]) -> tuple[str, 
     return SEQ_SPAN_HEADER, f"{min(seqs)}-{max(seqs)}"
 
 
-class HttpBatchUplink:
+class HttpBatchUplink(Lifecycle):
     """The HTTP delivery engine; subclasses say how to convert, frame and address a batch."""
 
     config_model: ClassVar[type[UplinkConfig]]
@@ -299,7 +313,7 @@ class HttpBatchUplink:
         if cfg.x_auth_token is not None:
             headers["X-Auth-Token"] = secrets.resolve(cfg.x_auth_token, data_dir)
         client_secret = secrets.resolve(cfg.oauth2.client_secret, data_dir) if cfg.oauth2 else ""
-        if not cfg.tls.verify:
+        if not cfg.tls.checks_peer:
             self.log.warning("TLS certificate verification is off (tls.verify = false); use only on a lab network")
         self._headers = headers
         self._session = make_session(tls=cfg.tls, timeout_s=cfg.timeout_s, where=f"uplinks.{self.name}")

@@ -22,7 +22,7 @@ from gateway import redact
 from gateway.configbase import Field, HttpUrl, Section
 from gateway.errors import UplinkTransient
 from gateway.secrets import SecretRef
-from gateway.uplinks.http_client import post
+from gateway.uplinks.http.client import post
 
 Clock = Callable[[], float]
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Annotated
 
 import aiohttp
-from pydantic import AfterValidator, model_validator
+from pydantic import AfterValidator
 
 from gateway import secrets
-from gateway.configbase import Section
-from gateway.errors import ConfigError, UplinkTransient
+from gateway.errors import UplinkTransient
+from gateway.tls import TlsSection, client_context
 
 # Headers the uplinks set themselves; a `headers` table may not override them.
 RESERVED_HEADERS = frozenset(
@@ -55,53 +55,14 @@ def _check_headers(v: dict[str, str]) -> dict[str, str]:
 Headers = Annotated[dict[str, str], AfterValidator(_check_headers)]
 
 
-class TlsConfig(Section):
-    """`tls` sub-table: trust a private CA, present a client certificate (mTLS)."""
-
-    ca_file: Path | None = None  # PEM; trusted in addition to the system CAs
-    cert_file: Path | None = None  # PEM client certificate (may also hold the key)
-    key_file: Path | None = None  # PEM private key of cert_file, unencrypted
-    verify: bool = True  # false only for a lab broker; a warning is logged at start
-
-    @model_validator(mode="after")
-    def _pairs(self) -> TlsConfig:
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file needs cert_file, got only key_file; set cert_file to the client certificate")
-        return self
-
-
-def ssl_context(tls: TlsConfig, where: str) -> ssl.SSLContext:
-    """The client TLS context; unreadable files are configuration errors naming the key."""
-    ctx = ssl.create_default_context()
-    if tls.ca_file is not None:
-        try:
-            ctx.load_verify_locations(cafile=str(tls.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError([f"{where}.tls.ca_file: cannot load a PEM CA certificate, got {str(tls.ca_file)!r} ({exc})"]) from None
-    if tls.cert_file is not None:
-        try:
-            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                [
-                    f"{where}.tls.cert_file: cannot load the client certificate and key, got {str(tls.cert_file)!r} ({exc}); "
-                    "both must be PEM and the key unencrypted"
-                ]
-            ) from None
-    if not tls.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def resolve_headers(headers: Mapping[str, str], data_dir: str | Path) -> dict[str, str]:
     """Extra headers with `secret:`/`env:` references replaced by their clear values."""
     return {k: secrets.resolve(v, data_dir) if secrets.is_ref(v) else v for k, v in headers.items()}
 
 
-def make_session(*, tls: TlsConfig, timeout_s: float, where: str) -> aiohttp.ClientSession:
+def make_session(*, tls: TlsSection, timeout_s: float, where: str) -> aiohttp.ClientSession:
     """One pooled session per uplink; call from inside the running loop (start())."""
-    connector = aiohttp.TCPConnector(ssl=ssl_context(tls, where), limit=4, enable_cleanup_closed=True)
+    connector = aiohttp.TCPConnector(ssl=client_context(tls, where), limit=4, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
     # No cookies: a platform's load balancer cookies must not pin or leak state between uplinks.
     return aiohttp.ClientSession(
@@ -140,5 +101,5 @@ async def post(
         async with session.post(url, data=body, headers=dict(headers)) as resp:
             data = await resp.read()
             return HttpResponse(status=resp.status, body=data, content_type=resp.content_type)
-    except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, OSError, ssl.SSLError) as exc:
+    except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
         raise UplinkTransient(f"{where}: cannot reach {url}, got {_describe(exc, url)}", url=url) from exc

@@ -10,7 +10,12 @@ from pydantic import AfterValidator
 from gateway.ngsi import identifiers, v2
 from gateway.records import Reading
 from gateway.uplinks.api import UplinkConfig
-from gateway.uplinks.http_batch import CatchUp, HttpBatchUplink, HttpUplinkConfig, Service
+from gateway.uplinks.http.batch import (
+    CatchUp,
+    HttpBatchUplink,
+    HttpUplinkConfig,
+    Service,
+)
 
 __all__ = ["CatchUp", "OrionConfig", "OrionUplink"]
 

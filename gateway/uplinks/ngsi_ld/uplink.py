@@ -3,7 +3,7 @@
 Shares the v2 uplink's batch engine (split on 413, bisect on 400, retry on 5xx). What differs: the
 @context goes in a Link header or in each entity, a request never holds the same entity twice
 (brokers refuse or merge such batches, which would lose the older observation), and a 207
-Multi-Status answer is sorted per entity (ld_problems.py): an error about the entity rejects it
+Multi-Status answer is sorted per entity (problems.py): an error about the entity rejects it
 (held, like every rejection, until the delivery shows the broker takes our requests), an error about
 the broker retries it and stops the batch there, so per-entity order holds. An error that says
 neither (no known type, no status: a title, a list of strings, a string, or no result at all for the
@@ -26,9 +26,15 @@ from gateway.configbase import HttpUrl
 from gateway.ngsi import ld
 from gateway.records import Reading
 from gateway.uplinks.api import DELIVERED, UplinkConfig
-from gateway.uplinks.http_batch import BatchItem, HttpBatchUplink, HttpUplinkConfig, Run, Service
-from gateway.uplinks.http_client import HttpResponse
-from gateway.uplinks.ld_problems import Problem, Verdict, classify, problem_text
+from gateway.uplinks.http.batch import (
+    BatchItem,
+    HttpBatchUplink,
+    HttpUplinkConfig,
+    Run,
+    Service,
+)
+from gateway.uplinks.http.client import HttpResponse
+from gateway.uplinks.ngsi_ld.problems import Problem, Verdict, classify, problem_text
 
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 _CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
@@ -155,7 +161,7 @@ class NgsiLdUplink(HttpBatchUplink):
         """Retry an unclassified answer; reject it once the entity got the same one UNCLASSIFIED_LIMIT times.
 
         The count goes on until the entity is delivered or gets another answer: a rejection held for
-        want of an accepted request (http_batch.Run) must not start it again.
+        want of an accepted request (gateway.uplinks.http.batch.Run) must not start it again.
         """
         previous, count = self._unclassified.get(entity_id, ("", 0))
         count = count + 1 if previous == text else 1

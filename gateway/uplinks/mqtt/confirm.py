@@ -36,15 +36,15 @@ from gateway.configbase import Field, HttpUrl, Section
 from gateway.errors import UplinkTransient
 from gateway.logs import ComponentLogger
 from gateway.ngsi import identifiers, iota
-from gateway.uplinks.http_client import (
+from gateway.tls import TlsSection
+from gateway.uplinks.http.client import (
     Headers,
     HttpResponse,
-    TlsConfig,
     make_session,
     post,
     resolve_headers,
 )
-from gateway.uplinks.oauth2 import OAuth2Config, TokenHeader, TokenSource
+from gateway.uplinks.http.oauth2 import OAuth2Config, TokenHeader, TokenSource
 
 __all__ = ["ENTITY_ID_FIELDS", "QUERY_PAGE", "ConfirmConfig", "Confirmation", "OrionConfirmer"]
 
@@ -69,7 +69,7 @@ class ConfirmConfig(Section):
     x_auth_token: secrets.SecretRef | None = None
     headers: Headers = Field(default_factory=dict)
     oauth2: OAuth2Config | None = None
-    tls: TlsConfig = TlsConfig()
+    tls: TlsSection = TlsSection()
 
     @field_validator("entity_id")
     @classmethod
@@ -89,7 +89,7 @@ class ConfirmConfig(Section):
         if self.x_auth_token is not None and token_header == "x-auth-token":
             raise ValueError('must set X-Auth-Token from one place, got both x_auth_token and oauth2.header = '
                              '"x-auth-token"; keep one of them')
-        if self.url.startswith("http://") and self.tls != TlsConfig():
+        if self.url.startswith("http://") and self.tls != TlsSection():
             raise ValueError("tls settings need an https:// url, got an http:// url; change url or drop [tls]")
         return self
 
@@ -133,7 +133,7 @@ class OrionConfirmer:
         if cfg.x_auth_token is not None:
             headers["X-Auth-Token"] = secrets.resolve(cfg.x_auth_token, self._data_dir)
         client_secret = secrets.resolve(cfg.oauth2.client_secret, self._data_dir) if cfg.oauth2 else ""
-        if not cfg.tls.verify:
+        if not cfg.tls.checks_peer:
             self._log.warning("confirmation: TLS certificate verification is off (confirm.tls.verify = false)")
         self._headers = headers
         self._session = make_session(tls=cfg.tls, timeout_s=min(cfg.timeout_s, 10.0), where=self._where)

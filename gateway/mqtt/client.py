@@ -1,0 +1,349 @@
+"""The gateway's one asyncio MQTT client (3.1.1 and 5, QoS 0/1) on the sans-I/O codec in packets.py.
+
+Theory of operation: `connect()` opens TCP (or TLS), sends CONNECT and waits for CONNACK within the
+timeout; from then on one asyncio Protocol cuts the byte stream into packets (`PacketReader`) and
+settles what waits on them: a QoS 1 `publish` returns a future of the PUBACK's reason code (0 for
+success, or what a v5 broker refuses the message with: 0x87 not authorized, 0x97 quota …); at most
+`max_inflight` publishes wait for their PUBACK at a time; `subscribe` waits for its SUBACK; messages
+from the broker go to `on_message` (QoS 1 ones are acknowledged after it returned). A keepalive task
+sends PINGREQ when nothing was written for `keepalive_s` and drops the connection when the broker
+stays silent for 1.5 × `keepalive_s`. When the connection goes, `lost` resolves with the reason and
+every waiting future fails with `ConnectionLost` carrying it. The client does not reconnect: its
+users (the uplink, the command listener) decide when, with their backoff.
+
+Why its own client: aiomqtt's publish() does not return the v5 PUBACK reason code, and reading it
+meant reaching into its private paho client; the southbound adapter's own transport already
+outran a bare paho subscriber. Every foreign exception (OSError, ssl.SSLError, timeouts) leaving
+`connect` becomes a `ConnectFailed` or `ConnectRefused`, so none leaks upward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, Self
+
+from gateway.mqtt.packets import (
+    CONNACK,
+    DISCONNECT,
+    PINGREQ_PACKET,
+    ConnAck,
+    Disconnect,
+    MqttWireError,
+    Packet,
+    PacketReader,
+    PubAck,
+    Publish,
+    SubAck,
+    Will,
+    encode_connect,
+    encode_disconnect,
+    encode_puback,
+    encode_publish,
+    encode_subscribe,
+    reason_text,
+)
+
+__all__ = [
+    "ClientSettings",
+    "ConnectFailed",
+    "ConnectRefused",
+    "ConnectionLost",
+    "Message",
+    "MqttClient",
+    "MqttClientError",
+]
+
+
+class MqttClientError(ConnectionError):
+    """Root of the client's errors; each carries a `reason` a log line can show as is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ConnectFailed(MqttClientError):
+    """No MQTT session: the broker could not be reached, the TLS handshake failed, or no CONNACK in time."""
+
+
+class ConnectRefused(ConnectFailed):
+    """The broker answered CONNACK with a failure code (credentials, client id, protocol, ACL)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"the broker refused the connection, got {reason_text(CONNACK, code)} (0x{code:02X})")
+        self.code = code
+
+
+class ConnectionLost(MqttClientError):
+    """The connection went while something waited on it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientSettings:
+    host: str
+    port: int
+    client_id: str
+    v5: bool = True
+    keepalive_s: int = 60
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: ssl.SSLContext | None = None
+    clean_start: bool = False
+    session_expiry_s: int = 0
+    will: Will | None = None
+    connect_timeout_s: float = 10.0
+    max_inflight: int = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """A message from the broker, topic decoded."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: bytes = b""  # raw v5 properties: packets.user_properties() decodes them
+
+
+OnMessage = Callable[[Message], None]
+
+
+class DebugLog(Protocol):
+    """Where the client's DEBUG lines go (a logger, or a component logger carrying the user's name)."""
+
+    def debug(self, msg: str, *args: object) -> None: ...
+
+
+class _Protocol(asyncio.Protocol):
+    """The transport half: bytes and the end of the connection, handed to the client's callbacks."""
+
+    def __init__(self, on_data: Callable[[bytes], None], on_lost: Callable[[str], None]) -> None:
+        self._on_data = on_data
+        self._on_lost = on_lost
+
+    def data_received(self, data: bytes) -> None:
+        self._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost(str(exc) if exc else "the broker closed the connection")
+
+
+class MqttClient:
+    """One MQTT session; see the module docstring. `async with MqttClient(...)` connects and disconnects."""
+
+    def __init__(self, settings: ClientSettings, *, on_message: OnMessage | None = None,
+                 log: DebugLog | None = None) -> None:
+        self.settings = settings
+        self.on_message = on_message
+        self._log = log
+        self._reader = PacketReader(v5=settings.v5, keep_properties=True)
+        self._transport: asyncio.Transport | None = None
+        self._connack: asyncio.Future[ConnAck] | None = None
+        self._acks: dict[int, asyncio.Future[int]] = {}
+        self._subacks: dict[int, asyncio.Future[SubAck]] = {}
+        self._next_id = 0
+        self._slots = asyncio.Semaphore(settings.max_inflight)
+        self._last_write = 0.0
+        self._last_read = 0.0
+        self._keepalive: asyncio.Task[None] | None = None
+        self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.session_present = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def connect(self) -> ConnAck:
+        """TCP or TLS, CONNECT, CONNACK within `connect_timeout_s`; ConnectFailed / ConnectRefused otherwise."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self._connack = loop.create_future()
+        try:
+            async with asyncio.timeout(s.connect_timeout_s):
+                transport, _ = await loop.create_connection(
+                    lambda: _Protocol(self._received, self._gone), s.host, s.port, ssl=s.tls, server_hostname=s.host if s.tls else None)
+                self._transport = transport
+                if self._log is not None:
+                    self._log.debug("Sending CONNECT (client id %s, MQTT %s, keepalive %d s, clean start %s)",
+                                    s.client_id, "5" if s.v5 else "3.1.1", s.keepalive_s, s.clean_start)
+                self._write(encode_connect(client_id=s.client_id, keepalive_s=s.keepalive_s, v5=s.v5,
+                                           session_expiry_s=s.session_expiry_s, username=s.username,
+                                           password=s.password, clean_start=s.clean_start, will=s.will))
+                connack = await asyncio.shield(self._connack)
+        except TimeoutError:
+            self._abort("no CONNACK")
+            raise ConnectFailed(f"no answer from {s.host}:{s.port} within {s.connect_timeout_s:g} s") from None
+        except (OSError, ssl.SSLError) as exc:
+            reason = _os_reason(exc)
+            self._abort(reason)
+            raise ConnectFailed(reason) from None
+        except ConnectionLost as exc:
+            raise ConnectFailed(exc.reason) from None
+        if self._log is not None:
+            self._log.debug("Received CONNACK (session present %s, reason 0x%02X)", connack.session_present,
+                            connack.reason)
+        if connack.reason:
+            self._abort("refused")
+            raise ConnectRefused(connack.reason)
+        self.session_present = connack.session_present
+        if s.keepalive_s:
+            self._keepalive = asyncio.create_task(self._keep_alive(), name=f"mqtt-keepalive:{s.client_id}")
+        return connack
+
+    async def disconnect(self, *, timeout: float = 1.0) -> None:
+        """A clean DISCONNECT (the broker then drops the will) and the socket closed."""
+        transport = self._transport
+        if transport is not None and not self.lost.done():
+            if self._log is not None:
+                self._log.debug("Sending DISCONNECT")
+            self._write(encode_disconnect())
+            transport.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self.lost)
+        self._gone("disconnected")
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and not self.lost.done()
+
+    # -- requests --------------------------------------------------------------------------------------
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                      properties: bytes = b"\x00") -> asyncio.Future[int]:
+        """Send now (after waiting for an in-flight slot at QoS 1); a future of the PUBACK's reason code
+        (done at once for QoS 0). ConnectionLost if there is no connection."""
+        if qos == 0:
+            self._check()
+            self._write(encode_publish(topic, payload, qos=0, retain=retain, v5=self.settings.v5,
+                                       properties=properties))
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            done.set_result(0)
+            return done
+        await self._slots.acquire()
+        try:
+            self._check()
+        except ConnectionLost:
+            self._slots.release()
+            raise
+        packet_id = self._packet_id(self._acks)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda _: self._slots.release())
+        self._acks[packet_id] = fut
+        self._write(encode_publish(topic, payload, qos=1, packet_id=packet_id, retain=retain, v5=self.settings.v5,
+                                   properties=properties))
+        return fut
+
+    async def subscribe(self, filters: list[str], *, timeout: float = 10.0) -> tuple[int, ...]:
+        """SUBSCRIBE at QoS 1; the SUBACK's granted QoS or failure code (>= 0x80) per filter."""
+        self._check()
+        packet_id = self._packet_id(self._subacks)
+        fut: asyncio.Future[SubAck] = asyncio.get_running_loop().create_future()
+        self._subacks[packet_id] = fut
+        self._write(encode_subscribe(packet_id, filters, v5=self.settings.v5))
+        try:
+            async with asyncio.timeout(timeout):
+                return (await fut).reasons
+        finally:
+            self._subacks.pop(packet_id, None)
+
+    # -- the transport half ----------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self.lost.done():
+            raise ConnectionLost(self.lost.result())
+        if self._transport is None:
+            raise ConnectionLost("not connected")
+
+    def _packet_id(self, used: dict[int, asyncio.Future[int]] | dict[int, asyncio.Future[SubAck]]) -> int:
+        for _ in range(65_535):
+            self._next_id = self._next_id % 65_535 + 1
+            if self._next_id not in self._acks and self._next_id not in self._subacks:
+                return self._next_id
+        raise ConnectionLost("mqtt: all 65,535 packet ids in use")  # pragma: no cover - max_inflight prevents it
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
+            self._last_write = time.monotonic()
+
+    def _received(self, data: bytes) -> None:
+        self._last_read = time.monotonic()
+        self._reader.feed(data)
+        try:
+            while (packet := self._reader.next()) is not None:
+                self._handle(packet)
+        except MqttWireError as exc:
+            self._abort(str(exc))
+
+    def _handle(self, packet: Packet) -> None:
+        if isinstance(packet, Publish):
+            if self.on_message is not None:
+                self.on_message(Message(topic=packet.topic.decode("utf-8", "replace"), payload=packet.payload,
+                                        qos=packet.qos, retain=packet.retain, properties=packet.properties))
+            if packet.qos:
+                self._write(encode_puback(packet.packet_id))
+        elif isinstance(packet, PubAck):
+            fut = self._acks.pop(packet.packet_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(packet.reason)
+        elif isinstance(packet, SubAck):
+            sub = self._subacks.pop(packet.packet_id, None)
+            if sub is not None and not sub.done():
+                sub.set_result(packet)
+        elif isinstance(packet, ConnAck):
+            if self._connack is not None and not self._connack.done():
+                self._connack.set_result(packet)
+        elif isinstance(packet, Disconnect):
+            self._abort(f"the broker disconnected us, got {reason_text(DISCONNECT, packet.reason)}")
+        # PINGRESP: _last_read is all the keepalive needs
+
+    async def _keep_alive(self) -> None:
+        interval = self.settings.keepalive_s
+        while not self.lost.done():
+            now = time.monotonic()
+            if now - self._last_read > 1.5 * interval:
+                self._abort(f"no answer from the broker for {1.5 * interval:g} s (keepalive)")
+                return
+            if now - self._last_write >= interval:
+                self._write(PINGREQ_PACKET)
+            await asyncio.sleep(max(0.05, min(interval - (time.monotonic() - self._last_write), interval / 2)))
+
+    def _abort(self, reason: str) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+        self._gone(reason)
+
+    def _gone(self, reason: str) -> None:
+        if not self.lost.done():
+            self.lost.set_result(reason)
+        if self._keepalive is not None and self._keepalive is not asyncio.current_task():
+            self._keepalive.cancel()
+        error = ConnectionLost(self.lost.result())
+        for waiting in (self._acks, self._subacks):
+            for fut in waiting.values():
+                if not fut.done():
+                    fut.set_exception(error)
+            waiting.clear()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(error)
+            self._connack.exception()  # connect() may have stopped waiting (timeout): nothing else will read it
+
+
+def _os_reason(exc: OSError) -> str:
+    """`[Errno 111] Connection refused`: asyncio words a refused connect as "Connect call failed (address)"."""
+    if isinstance(exc, ssl.SSLError) or not exc.errno:
+        return str(exc) or type(exc).__name__
+    return f"[Errno {exc.errno}] {os.strerror(exc.errno)}"

@@ -1,0 +1,484 @@
+"""MQTT 3.1.1 / 5 packets of a QoS 0/1 client, sans I/O: encodes what a client sends, cuts the broker's
+byte stream into packets, and decodes client packets too (for tests and peers).
+
+Theory of operation: bytes in (`PacketReader.feed`), packets out (`next`); `encode_*` give the exact
+bytes to write. Nothing here touches a socket or the clock. The subscriber's hot path (PUBLISH in,
+PUBACK out) builds one tuple per message and skips v5 properties unless asked to keep them.
+Only what the gateway uses is implemented: QoS 2, AUTH and topic aliases are not.""" 
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from gateway.errors import DeviceProtocolError
+
+CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 8, 9, 12, 13, 14
+_MAX_REMAINING = 268_435_455  # MQTT's largest remaining length (4 length bytes)
+PINGREQ_PACKET = b"\xc0\x00"
+# v5 allows a DISCONNECT without reason code and properties: "normal disconnection", session kept
+DISCONNECT_PACKET = b"\xe0\x00"
+# MQTT 3.1.1 CONNACK return codes → the MQTT 5 reason codes that mean the same (paho maps them alike)
+_V311_CONNACK = {1: 0x84, 2: 0x85, 3: 0x88, 4: 0x86, 5: 0x87}
+
+
+class MqttWireError(DeviceProtocolError):
+    """The broker sent bytes that are not the MQTT we asked for."""
+
+    code = "mqtt_wire_error"
+
+
+class Publish(NamedTuple):
+    """A PUBLISH from the broker (a tuple: one is built per message on the hot path)."""
+
+    topic: bytes  # raw: a topic that is not UTF-8 is the adapter's to count, not a wire error
+    payload: bytes
+    qos: int
+    packet_id: int  # 0 for QoS 0
+    retain: bool = False
+    properties: bytes = b""  # v5 properties, raw; only with PacketReader(keep_properties=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnAck:
+    session_present: bool
+    reason: int  # MQTT 5 reason code (3.1.1 return codes are translated); 0 is success
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubAck:
+    packet_id: int
+    reasons: tuple[int, ...]  # granted QoS (0..2) or a failure code >= 0x80, one per filter
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PubAck:
+    packet_id: int
+    reason: int  # MQTT 5 reason code; 0 (success) when the broker sent the short form or speaks 3.1.1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PingResp:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Disconnect:
+    reason: int  # the broker closes the connection after it; 0 if it gave none
+
+
+Packet = Publish | ConnAck | PubAck | SubAck | PingResp | Disconnect
+
+
+# MQTT 5 reason code names (spec §2.4) and which packet may carry which code, as paho (the test oracle)
+# reads the tables, so log lines read as they did when paho produced them.
+_NAMES = {
+    0x10: "No matching subscribers", 0x80: "Unspecified error", 0x81: "Malformed packet", 0x82: "Protocol error",
+    0x83: "Implementation specific error", 0x84: "Unsupported protocol version", 0x85: "Client identifier not valid",
+    0x86: "Bad user name or password", 0x87: "Not authorized", 0x88: "Server unavailable", 0x89: "Server busy",
+    0x8A: "Banned", 0x8B: "Server shutting down", 0x8C: "Bad authentication method", 0x8D: "Keep alive timeout",
+    0x8E: "Session taken over", 0x8F: "Topic filter invalid", 0x90: "Topic name invalid",
+    0x91: "Packet identifier in use", 0x92: "Packet identifier not found", 0x93: "Receive maximum exceeded",
+    0x94: "Topic alias invalid", 0x95: "Packet too large", 0x96: "Message rate too high", 0x97: "Quota exceeded",
+    0x98: "Administrative action", 0x99: "Payload format invalid", 0x9A: "Retain not supported",
+    0x9B: "QoS not supported", 0x9C: "Use another server", 0x9D: "Server moved",
+    0x9E: "Shared subscription not supported", 0x9F: "Connection rate exceeded", 0xA0: "Maximum connect time",
+    0xA1: "Subscription identifiers not supported", 0xA2: "Wildcard subscription not supported",
+}
+_VALID = {
+    CONNACK: {0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97, 0x9A,
+              0x9B, 0x9C, 0x9D, 0x9F},
+    PUBACK: {0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99},
+    SUBACK: {0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2},
+    DISCONNECT: {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8C, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96,
+                 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2},
+}
+_SUCCESS = {CONNACK: "Success", PUBACK: "Success", SUBACK: "Granted QoS 0", DISCONNECT: "Normal disconnection"}
+
+
+def reason_text(packet_type: int, reason: int) -> str:
+    """The MQTT 5 name of a reason code in a packet, e.g. 0x87 → `Not authorized`; CONNACK, PUBACK and SUBACK
+    have their own sets, anything else is read as a DISCONNECT's."""
+    kind = packet_type if packet_type in _VALID else DISCONNECT
+    if reason not in _VALID[kind]:
+        return f"reason code 0x{reason:02X}"
+    if reason == 0:
+        return _SUCCESS[kind]
+    if kind == SUBACK and reason in (1, 2):
+        return f"Granted QoS {reason}"
+    if kind == DISCONNECT and reason == 0x04:
+        return "Disconnect with will message"
+    return _NAMES[reason]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def _text(s: str) -> bytes:
+    data = s.encode("utf-8")
+    return struct.pack("!H", len(data)) + data
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    if len(body) > _MAX_REMAINING:
+        raise ValueError(f"mqtt packet: at most {_MAX_REMAINING} bytes, got {len(body)}")
+    return bytes((first,)) + _varint(len(body)) + body
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Will:
+    """The message the broker publishes for us when the connection dies without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def encode_connect(
+    *,
+    client_id: str,
+    keepalive_s: int,
+    v5: bool,
+    session_expiry_s: int = 0,
+    receive_maximum: int = 0,
+    username: str | None = None,
+    password: str | None = None,
+    clean_start: bool = False,
+    will: Will | None = None,
+) -> bytes:
+    """CONNECT; by default asking to keep the session (clean start / clean session off). With v5, a
+    session expiry and a receive maximum (0: not sent, the broker's default of 65,535)."""
+    flags = (0x80 if username is not None else 0) | (0x40 if password is not None else 0) | (2 if clean_start else 0)
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+    body = b"\x00\x04MQTT" + bytes((5 if v5 else 4, flags)) + struct.pack("!H", keepalive_s)
+    if v5:
+        props = b"\x11" + struct.pack("!I", session_expiry_s) if session_expiry_s else b""
+        if receive_maximum:
+            props += b"\x21" + struct.pack("!H", receive_maximum)
+        body += _varint(len(props)) + props
+    body += _text(client_id)
+    if will is not None:
+        if v5:
+            body += b"\x00"  # no will properties
+        body += _text(will.topic) + struct.pack("!H", len(will.payload)) + will.payload
+    if username is not None:
+        body += _text(username)
+    if password is not None:
+        body += _text(password)
+    return _packet(0x10, body)
+
+
+def publish_properties(*, content_type: str | None = None, user: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """The v5 property block of a PUBLISH (length included): ContentType, then UserProperty pairs."""
+    body = b"" if content_type is None else b"\x03" + _text(content_type)
+    for key, value in user:
+        body += b"\x26" + _text(key) + _text(value)
+    return _varint(len(body)) + body
+
+
+def encode_publish(topic: str, payload: bytes, *, qos: int, packet_id: int = 0, retain: bool = False,
+                   v5: bool, properties: bytes = b"\x00", dup: bool = False) -> bytes:
+    """PUBLISH at QoS 0 or 1; `properties` is a block from `publish_properties` (v5 only)."""
+    if qos not in (0, 1):
+        raise ValueError(f"mqtt publish: qos must be 0 or 1, got {qos}")
+    first = 0x30 | (qos << 1) | (1 if retain else 0) | (0x08 if dup else 0)
+    body = _text(topic) + (struct.pack("!H", packet_id) if qos else b"") + (properties if v5 else b"") + payload
+    return _packet(first, body)
+
+
+def user_properties(properties: bytes) -> tuple[tuple[str, str], ...]:
+    """The UserProperty pairs of a PUBLISH's raw v5 properties (as kept by the reader), in order."""
+    out: list[tuple[str, str]] = []
+    p = 0
+    try:
+        while p < len(properties):
+            ident = properties[p]
+            p += 1
+            if ident in _FIXED_SIZE:
+                p += _FIXED_SIZE[ident]
+            elif ident == 0x0B:  # subscription identifier: a variable byte integer
+                while properties[p] & 0x80:
+                    p += 1
+                p += 1
+            elif ident == 0x26:
+                key, p = _read_text(properties, p)
+                value, p = _read_text(properties, p)
+                out.append((key, value))
+            elif ident in (0x03, 0x08, 0x09):  # content type, response topic, correlation data
+                p += 2 + ((properties[p] << 8) | properties[p + 1])
+            else:
+                raise MqttWireError(f"mqtt: unknown PUBLISH property, got identifier 0x{ident:02X}")
+    except (IndexError, UnicodeDecodeError):
+        raise MqttWireError(f"mqtt: malformed PUBLISH properties, got {properties!r}") from None
+    return tuple(out)
+
+
+# PUBLISH properties of a fixed size: payload format indicator, message expiry, topic alias
+_FIXED_SIZE = {0x01: 1, 0x02: 4, 0x23: 2}
+
+
+def _read_text(data: bytes, p: int) -> tuple[str, int]:
+    n = (data[p] << 8) | data[p + 1]
+    end = p + 2 + n
+    if end > len(data):
+        raise IndexError(end)
+    return data[p + 2 : end].decode("utf-8"), end
+
+
+def encode_subscribe(packet_id: int, filters: list[str], *, v5: bool) -> bytes:
+    """SUBSCRIBE at QoS 1; with v5, retained messages only for a subscription the session did not have."""
+    body = struct.pack("!H", packet_id) + (b"\x00" if v5 else b"")
+    options = bytes((0x11 if v5 else 0x01,))  # QoS 1 | retain handling 1 (send if new subscription)
+    for f in filters:
+        body += _text(f) + options
+    return _packet(0x82, body)
+
+
+def encode_puback(packet_id: int, reason: int = 0) -> bytes:
+    if not reason:  # the short form (no reason code: success) is valid in 3.1.1 and 5 alike
+        return bytes((0x40, 2, packet_id >> 8, packet_id & 0xFF))
+    return bytes((0x40, 3, packet_id >> 8, packet_id & 0xFF, reason))
+
+
+def encode_disconnect(reason: int = 0) -> bytes:
+    """DISCONNECT; reason 0x04 asks a v5 broker to publish the will anyway."""
+    return DISCONNECT_PACKET if not reason else bytes((0xE0, 1, reason))
+
+
+# --- client packets decoded (what a broker reads): for tests and test peers ------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connect:
+    client_id: str
+    keepalive_s: int
+    v5: bool
+    clean_start: bool
+    session_expiry_s: int
+    receive_maximum: int
+    username: str | None
+    password: str | None
+    will: Will | None
+
+
+def _props_end(body: bytes, p: int) -> tuple[int, int]:
+    """(start, end) of a v5 property block whose length starts at p."""
+    n, shift = 0, 0
+    while True:
+        byte = body[p]
+        p += 1
+        n |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return p, p + n
+        shift += 7
+
+
+def _whole(packet: bytes, kind: int) -> bytes:
+    if not packet or packet[0] >> 4 != kind:
+        raise MqttWireError(f"mqtt: expected packet type {kind}, got {packet[:1]!r}")
+    length, shift, i = 0, 0, 1
+    while True:
+        byte = packet[i]
+        length |= (byte & 0x7F) << shift
+        i += 1
+        if not byte & 0x80:
+            break
+        shift += 7
+    if i + length != len(packet):
+        raise MqttWireError(f"mqtt: packet length {length} does not match its {len(packet) - i} bytes")
+    return packet[i:]
+
+
+def decode_connect(packet: bytes) -> Connect:
+    """A whole CONNECT packet as the broker reads it."""
+    try:
+        body = _whole(packet, CONNECT)
+        if body[:6] != b"\x00\x04MQTT" or body[6] not in (4, 5):
+            raise MqttWireError(f"mqtt: CONNECT for MQTT 3.1.1 or 5 only, got {body[:7]!r}")
+        v5, flags = body[6] == 5, body[7]
+        keepalive = (body[8] << 8) | body[9]
+        p = 10
+        expiry = receive_max = 0
+        if v5:
+            start, p = _props_end(body, p)
+            q = start
+            while q < p:
+                if body[q] == 0x11:
+                    expiry = struct.unpack_from("!I", body, q + 1)[0]
+                    q += 5
+                elif body[q] == 0x21:
+                    receive_max = struct.unpack_from("!H", body, q + 1)[0]
+                    q += 3
+                else:
+                    raise MqttWireError(f"mqtt: CONNECT property not decoded here, got 0x{body[q]:02X}")
+        client_id, p = _read_text(body, p)
+        will = None
+        if flags & 0x04:
+            if v5:
+                _, p = _props_end(body, p)
+            topic, p = _read_text(body, p)
+            n = (body[p] << 8) | body[p + 1]
+            will = Will(topic=topic, payload=bytes(body[p + 2 : p + 2 + n]), qos=(flags >> 3) & 3,
+                        retain=bool(flags & 0x20))
+            p += 2 + n
+        username = password = None
+        if flags & 0x80:
+            username, p = _read_text(body, p)
+        if flags & 0x40:
+            password, p = _read_text(body, p)
+    except (IndexError, UnicodeDecodeError, struct.error):
+        raise MqttWireError(f"mqtt: malformed CONNECT, got {packet!r}") from None
+    return Connect(client_id=client_id, keepalive_s=keepalive, v5=v5, clean_start=bool(flags & 2),
+                   session_expiry_s=expiry, receive_maximum=receive_max, username=username, password=password,
+                   will=will)
+
+
+def decode_subscribe(packet: bytes, *, v5: bool) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """(packet id, (filter, options byte) pairs) of a whole SUBSCRIBE."""
+    try:
+        body = _whole(packet, SUBSCRIBE)
+        packet_id = (body[0] << 8) | body[1]
+        p = _props_end(body, 2)[1] if v5 else 2
+        filters: list[tuple[str, int]] = []
+        while p < len(body):
+            topic, p = _read_text(body, p)
+            filters.append((topic, body[p]))
+            p += 1
+    except (IndexError, UnicodeDecodeError):
+        raise MqttWireError(f"mqtt: malformed SUBSCRIBE, got {packet!r}") from None
+    return packet_id, tuple(filters)
+
+
+class PacketReader:
+    """Cuts the broker's byte stream into packets; `feed` bytes as they come, take packets with `next`."""
+
+    def __init__(self, *, v5: bool, keep_properties: bool = False) -> None:
+        self.v5 = v5
+        self.keep_properties = keep_properties
+        self._buf = bytearray()
+        self._pos = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as packets."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            # drop what was consumed before growing, so the buffer stays about one read long
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next(self) -> Packet | None:
+        """The next whole packet, or None until more bytes are fed."""
+        buf, pos = self._buf, self._pos
+        end_of_data = len(buf)
+        if end_of_data - pos < 2:
+            return None
+        first = buf[pos]
+        length = 0
+        shift = 0
+        i = pos + 1
+        while True:
+            if i >= end_of_data:
+                return None
+            byte = buf[i]
+            length |= (byte & 0x7F) << shift
+            i += 1
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise MqttWireError(f"mqtt: remaining length longer than 4 bytes, got {bytes(buf[pos:i])!r}")
+        end = i + length
+        if end > end_of_data:
+            return None
+        self._pos = end
+        kind = first >> 4
+        if kind == PUBLISH:
+            return self._publish(first, i, end)
+        return self._control(kind, first, bytes(buf[i:end]))
+
+    def _publish(self, first: int, start: int, end: int) -> Publish:
+        try:
+            return self._publish_fields(first, start, end)
+        except IndexError:  # a length field pointing past the bytes received
+            raise MqttWireError(f"mqtt: PUBLISH header longer than its packet, got {end - start} bytes") from None
+
+    def _publish_fields(self, first: int, start: int, end: int) -> Publish:
+        buf = self._buf
+        qos = (first >> 1) & 3
+        if qos == 3 or end - start < 2:
+            raise MqttWireError(f"mqtt: malformed PUBLISH header, got flags 0x{first & 0x0F:X}")
+        tlen = (buf[start] << 8) | buf[start + 1]
+        p = start + 2 + tlen
+        topic = bytes(buf[start + 2 : p])
+        packet_id = 0
+        if qos:
+            if qos == 2:
+                raise MqttWireError("mqtt: the broker sent a QoS 2 PUBLISH to a QoS 1 subscription, got qos 2")
+            packet_id = (buf[p] << 8) | buf[p + 1]
+            p += 2
+        props = b""
+        if self.v5:
+            # properties (user properties, content type …) are skipped unless the client asked for them
+            plen = 0
+            shift = 0
+            while True:
+                byte = buf[p]
+                p += 1
+                plen |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+            if plen and self.keep_properties:
+                props = bytes(buf[p : p + plen])
+            p += plen
+        if p > end:
+            raise MqttWireError(f"mqtt: PUBLISH header longer than its packet, got {end - start} bytes")
+        if props or first & 1:
+            return Publish(topic, bytes(buf[p:end]), qos, packet_id, bool(first & 1), props)
+        return Publish(topic, bytes(buf[p:end]), qos, packet_id)
+
+    def _control(self, kind: int, first: int, body: bytes) -> Packet:
+        if kind == CONNACK:
+            if len(body) < 2:
+                raise MqttWireError(f"mqtt: CONNACK too short, got {body!r}")
+            code = body[1] if self.v5 else _V311_CONNACK.get(body[1], 0x80 if body[1] else 0)
+            return ConnAck(session_present=bool(body[0] & 1), reason=code)
+        if kind == SUBACK:
+            if len(body) < 3:
+                raise MqttWireError(f"mqtt: SUBACK too short, got {body!r}")
+            p = 2
+            if self.v5:
+                plen, shift = 0, 0
+                while p < len(body):
+                    byte = body[p]
+                    p += 1
+                    plen |= (byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        break
+                    shift += 7
+                p += plen
+            if p >= len(body):
+                raise MqttWireError(f"mqtt: SUBACK without reason codes, got {body!r}")
+            return SubAck(packet_id=(body[0] << 8) | body[1], reasons=tuple(body[p:]))
+        if kind == PUBACK and first == 0x40:  # reserved flags 0: other bytes are not MQTT (an HTTP server's "H")
+            if len(body) < 2:
+                raise MqttWireError(f"mqtt: PUBACK too short, got {body!r}")
+            return PubAck(packet_id=(body[0] << 8) | body[1], reason=body[2] if len(body) > 2 else 0)
+        if kind == PINGRESP:
+            return PingResp()
+        if kind == DISCONNECT:
+            return Disconnect(reason=body[0] if body else 0)
+        raise MqttWireError(f"mqtt: unexpected packet from the broker, got type {kind} (first byte 0x{first:02X})")

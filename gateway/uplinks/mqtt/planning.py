@@ -1,0 +1,120 @@
+"""The pure planning of MQTT uplink messages: parts of a batch packed into messages that fit the broker's
+and the IoT Agent's limits, topics checked, PUBLISH properties packed. No I/O."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.errors import ReadingError
+from gateway.mqtt.packets import publish_properties
+from gateway.ngsi import agent_request
+from gateway.records import Reading
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    topic: str
+    payload: bytes
+    indices: tuple[int, ...]  # positions in the batch
+    seqs: tuple[int, ...]
+
+
+# One rendered record: (observed_at, index in the batch, seq, serialized part, what the IoT Agent adds
+# per entity to its Orion request, 0 for ngsi-v2). A plain tuple, not a dataclass: one is built per
+# reading, and sorting tuples by (observed_at, index) needs no key function (indexes are unique, so the
+# comparison never reaches the bytes).
+Part = tuple[datetime, int, "int | None", bytes, int]  # indexed with literals: [1] index, [2] seq, [3] body, [4] entity
+_ENTITY_BYTES = operator.itemgetter(4)
+
+# Rendered topics by the reading fields their template uses; a gateway has a bounded set of
+# devices, and a template rendering plus topic check per reading cost ~1.5 µs (measured).
+TOPIC_CACHE_MAX = 10_000
+
+
+def check_topic(where: str, topic: str) -> str:
+    if not topic or any(c in topic for c in "+#\x00") or len(topic.encode()) > 65_535:
+        raise ReadingError(
+            f"{where}: rendered MQTT topic is empty, too long or holds a wildcard (+ #), got {topic!r}; "
+            "change the topic template or the entity id",
+            value=topic,
+        )
+    return topic
+
+
+class AgentLimit:
+    """Orion's request limit behind an IoT Agent, for the parts of one batch (gateway/ngsi/agent_request.py)."""
+
+    __slots__ = ("_batch", "_extra", "_sizing", "_ul", "limit")
+
+    def __init__(self, sizing: agent_request.AgentSizing, batch: Sequence[Reading], *, ul: bool,
+                 sequence: bool) -> None:
+        self.limit = sizing.limit
+        self._sizing = sizing
+        self._batch = batch
+        self._ul = ul
+        self._extra = int(sequence)  # the sequence measure is one more attribute
+
+    def fits(self, parts: list[Part], measure_bytes: int) -> bool:
+        """True when the parts surely fit one request, judged by their totals alone (the usual message)."""
+        entities = sum(map(_ENTITY_BYTES, parts))
+        return agent_request.coarse_bound(measure_bytes, len(parts), entities, self._sizing, ul=self._ul) <= self.limit
+
+    def bound(self, part: Part) -> int:
+        """What the part adds to the agent's request at most."""
+        attributes = len(self._batch[part[1]].attributes) + self._extra
+        if self._ul:
+            return agent_request.ul_group_bound(part[3], attributes, part[4], self._sizing)
+        return agent_request.json_measure_bound(part[3], attributes, part[4], self._sizing)
+
+
+def pack_parts(
+    parts: list[Part], *, limit: int, size: Callable[[int, int], int], weight: Callable[[Part], int],
+    agent: AgentLimit | None,
+) -> tuple[list[list[Part]], list[tuple[Part, str, int]]]:
+    """Greedy split of ordered parts into chunks whose payload `size(count, sum of weights)` fits `limit` and,
+    for the IoT Agent formats, whose agent request fits Orion's limit.
+
+    Returns the chunks and the parts too big to send alone, each with the limit it breaks
+    (`max_message_bytes` or `orion_max_request_bytes`) and its size against that limit.
+    """
+    weights = [weight(p) for p in parts]
+    total_weight = sum(weights)
+    if ((agent is None or agent.fits(parts, total_weight)) and size(len(parts), total_weight) <= limit
+            and all(size(1, w) <= limit for w in weights)):
+        # the usual case, a topic's share of a batch fits one message: no per-part size arithmetic
+        return ([parts] if parts else []), []
+    request = agent_request.REQUEST
+    bounds = [agent.bound(p) for p in parts] if agent is not None else [0] * len(parts)
+    agent_limit = agent.limit if agent is not None else None
+    chunks: list[list[Part]] = []
+    too_big: list[tuple[Part, str, int]] = []
+    current: list[Part] = []
+    total = 0
+    requested = request
+    for part, w, bound in zip(parts, weights, bounds):
+        alone = size(1, w)
+        if alone > limit:
+            too_big.append((part, "max_message_bytes", alone))
+            continue
+        if agent_limit is not None and request + bound > agent_limit:
+            too_big.append((part, "orion_max_request_bytes", request + bound))
+            continue
+        if current and (size(len(current) + 1, total + w) > limit
+                        or (agent_limit is not None and requested + bound > agent_limit)):
+            chunks.append(current)
+            current, total, requested = [], 0, request
+        current.append(part)
+        total += w
+        requested += bound
+    if current:
+        chunks.append(current)
+    return chunks, too_big
+
+
+def packed_publish_properties(content_type: str, user: Sequence[tuple[str, str]]) -> bytes:
+    """The v5 property block of a message: ContentType, then the UserProperty pairs (what paho's
+    Properties.pack() gives for them, byte for byte)."""
+    return publish_properties(content_type=content_type, user=tuple(user))

@@ -1,0 +1,84 @@
+"""One live MQTT connection of the uplink on gateway.mqtt.client: PUBACK futures with their reason codes,
+the loss of the connection reported once, the TLS context."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.mqtt.client import MqttClient, MqttClientError
+from gateway.mqtt.packets import PUBACK, reason_text
+from gateway.tls import client_context
+from gateway.uplinks.mqtt.config import MqttUplinkConfig
+
+__all__ = ["PubAckCode", "Session", "tls_context"]
+
+
+@dataclass(frozen=True, slots=True)
+class PubAckCode:
+    """A PUBACK's reason code: below 0x80 the broker took the message (0x10: nobody subscribed yet)."""
+
+    value: int
+
+    @property
+    def is_failure(self) -> bool:
+        return self.value >= 0x80
+
+    def __str__(self) -> str:
+        return reason_text(PUBACK, self.value)
+
+
+class Session:
+    """One live connection: QoS 1 publishes resolving to their PUBACK code, and `lost` with the reason."""
+
+    def __init__(self, client: MqttClient, on_lost: Callable[[str], None]) -> None:
+        self.client = client
+        self._on_lost = on_lost
+        self._closing = False
+        self.lost = client.lost
+        self.lost.add_done_callback(self._lost)
+
+    def _lost(self, lost: asyncio.Future[str]) -> None:
+        if not self._closing:
+            self._on_lost(lost.result())
+
+    async def start_publish(self, topic: str, payload: bytes, *, retain: bool,
+                            properties: bytes) -> asyncio.Future[PubAckCode]:
+        """Publish at QoS 1 now; the future of its PUBACK. ConnectionError if it cannot go out."""
+        ack = await self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        code: asyncio.Future[PubAckCode] = asyncio.get_running_loop().create_future()
+
+        def settle(done: asyncio.Future[int]) -> None:
+            if code.done():
+                return
+            if done.cancelled():
+                code.cancel()
+            elif (exc := done.exception()) is not None:
+                code.set_exception(exc)
+            else:
+                code.set_result(PubAckCode(done.result()))
+
+        ack.add_done_callback(settle)
+        return code
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool, properties: bytes,
+                      timeout: float) -> PubAckCode:
+        """Publish at QoS 1 and wait for the PUBACK; ConnectionError or TimeoutError otherwise."""
+        fut = await self.start_publish(topic, payload, retain=retain, properties=properties)
+        async with asyncio.timeout(timeout):
+            return await fut
+
+    async def close(self) -> None:
+        """Disconnect (a DISCONNECT if the link still works, so the broker drops the will)."""
+        self._closing = True
+        try:
+            await self.client.disconnect()
+        except MqttClientError:
+            pass
+
+
+def tls_context(config: MqttUplinkConfig) -> ssl.SSLContext | None:
+    """The client TLS context a `tls` table asks for (None without one); unreadable files are ConfigErrors."""
+    return None if config.tls is None else client_context(config.tls, f"uplinks.{config.name}")

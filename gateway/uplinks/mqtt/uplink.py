@@ -1,0 +1,618 @@
+"""MQTT uplink: Readings as IoT Agent JSON / UltraLight 2.0 measures or NGSI v2 envelopes, QoS 1 over gateway.mqtt.client.
+
+A record is DELIVERED only once the broker's PUBACK for its message came back; messages of a batch
+are pipelined (bounded in flight). A lost connection turns every unacknowledged record into RETRY and
+the next `deliver` reconnects (the delivery loop spaces the calls with its backoff). The session is
+persistent (fixed client id, clean start off), and the gateway's state is a retained JSON document on
+the status topic: `online` at connect, `offline` on a clean close or, through the last will, on a crash.
+
+For the IoT Agent formats a message is also sized for what the agent makes of it: one Orion request
+per message, which must stay under Orion's limit (gateway/ngsi/agent_request.py); and with
+`[uplinks.confirm]` a record is DELIVERED only once Orion shows its entity arrived
+(confirm.py), one message per entity at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import ssl
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+from gateway.adapter_api import AdapterContext
+from gateway.errors import ReadingError
+from gateway.logs import component_logger
+from gateway.mqtt.client import (
+    ClientSettings,
+    ConnectFailed,
+    ConnectRefused,
+    MqttClient,
+)
+from gateway.mqtt.packets import CONNACK, Will, reason_text
+from gateway.ngsi import agent_request, iota
+from gateway.ngsi.v2 import to_v2_entity
+from gateway.records import Reading, iso_utc, utc_now
+from gateway.secrets import resolve
+from gateway.uplinks.api import (
+    DELIVERED,
+    CommandRoutes,
+    Fault,
+    Lifecycle,
+    Outcome,
+    Status,
+    UplinkConfig,
+)
+from gateway.uplinks.mqtt.commands import IDENTITY_TEMPLATE, MqttCommandListener
+from gateway.uplinks.mqtt.config import (
+    CommandMode,
+    MqttFormat,
+    MqttProtocol,
+    MqttUplinkConfig,
+    TopicStyle,
+)
+from gateway.uplinks.mqtt.confirm import OrionConfirmer
+from gateway.uplinks.mqtt.planning import (
+    TOPIC_CACHE_MAX,
+    AgentLimit,
+    Message,
+    Part,
+    check_topic,
+    pack_parts,
+    packed_publish_properties,
+)
+from gateway.uplinks.mqtt.session import PubAckCode, Session, tls_context
+from gateway.uplinks.seqs import seq_ranges
+
+__all__ = ["MqttCounters", "MqttUplink"]
+
+# PUBACK codes that condemn the message itself; others (quota, not authorized, unspecified) are the
+# broker's state or configuration and clear up without touching the record, so they retry.
+_PERMANENT_CODES = {0x90, 0x95, 0x99}  # topic name invalid, packet too large, payload format invalid
+# CONNACK codes (MQTT 3.1.1 return codes, MQTT 5 reason codes) and a PUBACK's "not authorized": the
+# broker refuses this gateway's settings (protocol, client id, credentials, ACL). Nothing gets through
+# until someone fixes them, so the uplink says `refused`, at ERROR, not "unreachable".
+_REFUSED_CONNECT = {1, 2, 4, 5, 0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
+_NOT_AUTHORIZED = 0x87
+NO_PROPERTIES = b"\x00"  # an empty v5 property block
+
+
+@dataclass(slots=True)
+class MqttCounters:
+    """Running totals for metrics: messages published / acknowledged, payload bytes acknowledged, reconnects."""
+
+    published: int = 0
+    acked: int = 0
+    bytes: int = 0
+    reconnects: int = 0
+    rejected: int = 0
+    retried: int = 0
+    confirmed: int = 0  # [uplinks.confirm]: records Orion showed arrived
+    republished: int = 0  # [uplinks.confirm]: records acknowledged by the broker but not seen in Orion in time
+    confirm_errors: int = 0  # [uplinks.confirm]: queries to Orion that failed
+
+
+class MqttUplink(Lifecycle):
+    """Delivers batches to an MQTT broker; see the module docstring and MQTT.md. With `commands = "on"`
+    it is also a command source (gateway.uplinks.api.CommandSource): a listener of its own on the
+    agent's command topics, started and stopped by the runtime."""
+
+    config_model: ClassVar[type[UplinkConfig]] = MqttUplinkConfig
+
+    def __init__(self, config: UplinkConfig, context: AdapterContext) -> None:
+        if not isinstance(config, MqttUplinkConfig):
+            raise TypeError(f"MqttUplink needs an MqttUplinkConfig, got {type(config).__name__}")
+        self.config = config
+        self.name = config.name
+        self._context = context
+        self._log = component_logger("gateway.uplinks.mqtt", config.name)  # the family's name, not the module's
+        self._client_log = component_logger("gateway.uplinks.mqtt.client", config.name)  # the MQTT client's lines
+        self.client_id = config.client_id or f"edgegw-{context.gateway_id}-{config.name}"
+        self.status_topic = config.render_status_topic(context.gateway_id)
+        self.port = config.port or (8883 if config.tls else 1883)
+        self.counters = MqttCounters()
+        iota_format = config.format is not MqttFormat.NGSI_V2
+        self._apikeys = [(rule, re.compile(rule.entity_id_pattern) if rule.entity_id_pattern else None)
+                         for rule in config.apikeys]
+        self._sequence = config.sequence_measure if iota_format else None
+        self._sizing = agent_request.sizing(limit=config.orion_max_request_bytes,
+                                            attribute_allowance=config.agent_attribute_bytes,
+                                            entity_allowance=config.agent_entity_bytes) if iota_format else None
+        self._confirmer = None
+        if config.confirm is not None and self._sequence is not None:
+            self._confirmer = OrionConfirmer(config.confirm, attribute=self._sequence, uplink=config.name,
+                                             data_dir=str(context.data_dir), log=self._log)
+        self._password: str | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._prepared = False
+        self._session: Session | None = None
+        self._ever_connected = False
+        self._up: bool | None = None
+        self._last_error = "not connected yet"
+        self._refused = False  # the broker's last CONNACK refused our settings (credentials, client id)
+        self._lock = asyncio.Lock()
+        self._commands: MqttCommandListener | None = None
+        # (topic, what the agent adds per entity to its Orion request) by the reading fields that decide them
+        self._topics: dict[object, tuple[str, int]] = {}
+        used = iota.template_fields(config.topic if config.format is MqttFormat.NGSI_V2 else config.device_id)
+        if config.confirm is not None:  # the Orion entity id sizes the agent's request too
+            used |= iota.template_fields(config.confirm.entity_id) - {"device_id"}
+        # the default templates use the entity id alone: key the topic cache by it, no tuple per reading
+        self._topic_by_id = used <= {"entity_id", "gateway_id"} and not any(r.entity_type for r in config.apikeys)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Resolve the password and load TLS material: configuration errors surface here, at start."""
+        if self._prepared:
+            return
+        if self.config.password is not None:
+            self._password = resolve(self.config.password, self._context.data_dir)
+        self._tls = tls_context(self.config)
+        self._prepared = True
+
+    async def start(self) -> None:
+        """Check secrets and TLS files (ConfigError), then try to connect once; a dead broker is not an error."""
+        self._prepare()
+        if self._confirmer is not None:
+            await self._confirmer.start()
+        async with self._lock:
+            if self._session is None:
+                self._session = await self._connect()
+
+    # -- commands (the CommandSource capability) ----------------------------------------------------
+
+    async def start_commands(self, routes: CommandRoutes) -> None:
+        """Listen on the agent's command topics and hand each command to `routes`; nothing with commands off."""
+        cfg = self.config
+        if cfg.commands is not CommandMode.ON or self._commands is not None:
+            return
+        # an agent names devices by the `device_id` template: the router keeps the reverse map for it
+        entity_of = None if cfg.device_id == IDENTITY_TEMPLATE else routes.device_index(cfg.device_id).entity_of
+        self._commands = MqttCommandListener(cfg, self._context, routes.dispatch, entity_of=entity_of)
+        self._commands.start()
+
+    async def stop_commands(self) -> None:
+        listener, self._commands = self._commands, None
+        if listener is not None:
+            await listener.stop()
+
+    @property
+    def commands_connected(self) -> bool:
+        """True while the command listener has a live connection (False with commands off)."""
+        return self._commands is not None and self._commands.connected
+
+    def diagnostics(self) -> dict[str, Any]:
+        """The counters, for status.json: what the broker took, and with confirmation what reached Orion."""
+        out: dict[str, Any] = asdict(self.counters)
+        if self._confirmer is None:
+            for key in ("confirmed", "republished", "confirm_errors"):
+                del out[key]
+        return out
+
+    async def close(self) -> None:
+        """Publish `offline` (retained) and disconnect cleanly, so the broker drops the last will."""
+        async with self._lock:
+            if self._confirmer is not None:
+                await self._confirmer.close()
+            session, self._session = self._session, None
+            if session is None:
+                return
+            if not session.lost.done():
+                try:
+                    await session.publish(self.status_topic, self._status("offline", "closed"), retain=True,
+                                          properties=NO_PROPERTIES, timeout=min(self.config.ack_timeout_s, 5.0))
+                except (ConnectionError, TimeoutError):
+                    pass
+            await session.close()
+            self._log.info("disconnected from %s:%d", self.config.host, self.port)
+
+    # -- connection --------------------------------------------------------------------------------
+
+    def _status(self, state: str, reason: str = "") -> bytes:
+        doc: dict[str, Any] = {"gateway": self._context.gateway_id, "state": state, "time": iso_utc(utc_now())}
+        if reason:
+            doc["reason"] = reason
+        return orjson.dumps(doc)
+
+    def _mark_up(self) -> None:
+        if self._up is not True:
+            self._log.info("connected to %s:%d as %s", self.config.host, self.port, self.client_id)
+        self._up = True
+
+    def _mark_down(self, reason: str) -> None:
+        self._last_error = reason
+        verb = "refused the connection" if self._refused else "unreachable"
+        if self._up is not False:
+            self._log.warning("broker %s:%d %s, readings stay buffered: %s", self.config.host, self.port, verb, reason)
+        else:
+            self._log.debug("broker %s:%d still %s: %s", self.config.host, self.port, verb, reason)
+        self._up = False
+
+    async def _connect(self) -> Session | None:
+        cfg = self.config
+        v5 = cfg.protocol is MqttProtocol.V5
+        client = MqttClient(
+            ClientSettings(
+                host=cfg.host, port=self.port, client_id=self.client_id, v5=v5, keepalive_s=cfg.keepalive_s,
+                username=cfg.username, password=self._password, tls=self._tls,
+                # a persistent session: what the broker queued for us survives a reconnect
+                clean_start=False, session_expiry_s=cfg.session_expiry_s if v5 else 0,
+                will=Will(topic=self.status_topic, payload=self._status("offline", "connection lost"), qos=1,
+                          retain=True),
+                connect_timeout_s=cfg.connect_timeout_s,
+                # the uplink bounds its own window (max_inflight); the client must never hold a message back
+                max_inflight=65_535,
+            ),
+            log=self._client_log,
+        )
+        try:
+            await client.connect()
+        except ConnectRefused as exc:
+            self._refused = exc.code in _REFUSED_CONNECT
+            reason = f"[code:{exc.code}] {reason_text(CONNACK, exc.code)}"
+            self._mark_down(f"{reason}; check username, password and client_id against the broker's settings"
+                            if self._refused else reason)
+            return None
+        except ConnectFailed as exc:
+            self._refused = False
+            self._mark_down(exc.reason)
+            return None
+        self._refused = False
+        session = Session(client, self._mark_down)
+        try:
+            code = await session.publish(self.status_topic, self._status("online"), retain=True,
+                                         properties=NO_PROPERTIES, timeout=cfg.ack_timeout_s)
+        except (ConnectionError, TimeoutError) as exc:
+            await session.close()
+            # str(TimeoutError()) is empty: say what timed out
+            self._mark_down(f"status publish failed: {str(exc) or f'no PUBACK within {cfg.ack_timeout_s:g} s'}")
+            return None
+        if code.is_failure:
+            self._log.warning("broker refused the status message on %s: %s", self.status_topic, code)
+        if self._ever_connected:
+            self.counters.reconnects += 1
+        self._ever_connected = True
+        self._mark_up()
+        return session
+
+    # -- planning (pure) ---------------------------------------------------------------------------
+
+    def _apikey(self, reading: Reading) -> str:
+        """The API key of the agent's config group for this reading: the first matching rule, else `apikey`."""
+        for rule, pattern in self._apikeys:
+            if ((rule.entity_type is None or rule.entity_type == reading.entity_type)
+                    and (pattern is None or pattern.fullmatch(reading.entity_id))):
+                return rule.apikey
+        if self.config.apikey is None:
+            raise ReadingError(
+                f"{reading.entity_id}: no apikey for entity type {reading.entity_type!r}, got no [[uplinks.apikeys]] "
+                "rule that matches it and no apikey; add a rule or set apikey",
+                entity_id=reading.entity_id,
+            )
+        return self.config.apikey
+
+    def _iota_topic(self, apikey: str, device: str) -> str:
+        prefix = ""
+        if self.config.topic_style is TopicStyle.PROTOCOL:
+            prefix = "/json" if self.config.format is MqttFormat.IOTA_JSON else "/ul"
+        return f"{prefix}/{apikey}/{device}/attrs"
+
+    def orion_entity_id(self, reading: Reading) -> str:
+        """The id of the Orion entity the agent writes this reading to (`confirm.entity_id`, default the entity id)."""
+        confirm = self.config.confirm
+        if confirm is None or confirm.entity_id == "{entity_id}":
+            return reading.entity_id
+        device = iota.device_id(reading, self.config.device_id) if "{device_id}" in confirm.entity_id else ""
+        return confirm.entity_id.format(entity_id=reading.entity_id, entity_type=reading.entity_type,
+                                        adapter=reading.source.adapter, device=reading.source.device,
+                                        device_id=device)
+
+    def _make_topic(self, reading: Reading) -> tuple[str, int]:
+        cfg = self.config
+        if cfg.format is MqttFormat.NGSI_V2:
+            topic = cfg.topic.format(
+                gateway_id=self._context.gateway_id,
+                entity_type=reading.entity_type,
+                entity_id=reading.entity_id,
+                adapter=reading.source.adapter,
+                device=reading.source.device,
+            )
+            return check_topic(f"{reading.entity_id}: topic", topic), 0
+        assert self._sizing is not None
+        topic = self._iota_topic(self._apikey(reading), iota.device_id(reading, cfg.device_id))
+        return topic, self._sizing.entity(self.orion_entity_id(reading), reading.entity_type)
+
+    def _topic(self, reading: Reading) -> tuple[str, int]:
+        """The reading's topic and per-entity agent bytes, from the cache when its template fields were seen before."""
+        key: object = (reading.entity_id if self._topic_by_id else
+                       (reading.entity_id, reading.entity_type, reading.source.adapter, reading.source.device))
+        found = self._topics.get(key)
+        if found is None:
+            found = self._make_topic(reading)  # a ReadingError is raised each time, never cached
+            if len(self._topics) >= TOPIC_CACHE_MAX:
+                self._topics.clear()
+            self._topics[key] = found
+        return found
+
+    def _render(self, reading: Reading) -> tuple[str, bytes, int]:
+        """(topic, serialized part, per-entity agent bytes) of one reading; ReadingError if it cannot be sent so."""
+        cfg = self.config
+        enc = cfg.value_encoding
+        topic, entity = self._topic(reading)
+        if cfg.format is MqttFormat.NGSI_V2:
+            return topic, orjson.dumps(to_v2_entity(reading, encoding=enc)), 0
+        if cfg.format is MqttFormat.IOTA_JSON:
+            return topic, iota.json_measure_bytes(reading, encoding=enc, sequence=self._sequence), entity
+        return topic, iota.ul_group(reading, encoding=enc, sequence=self._sequence).encode(), entity
+
+    def _plan(self, batch: Sequence[Reading]) -> tuple[list[Message], dict[int, str]]:
+        """Messages for a batch (one per topic, split by size) and the records that cannot be sent."""
+        cfg = self.config
+        rejected: dict[int, str] = {}
+        by_topic: dict[str, list[Part]] = {}
+        render = self._render
+        for i, reading in enumerate(batch):
+            try:
+                topic, body, entity = render(reading)
+            except ReadingError as exc:
+                rejected[i] = str(exc)
+                continue
+            items = by_topic.get(topic)
+            if items is None:
+                items = by_topic[topic] = []
+            items.append((reading.observed_at, i, reading.seq, body, entity))
+
+        gw = orjson.dumps(self._context.gateway_id)
+        if cfg.format is MqttFormat.IOTA_JSON:
+            def size(n: int, total: int) -> int:
+                return total if n == 1 else total + n + 1  # [a,b,c]
+        elif cfg.format is MqttFormat.IOTA_UL:
+            def size(n: int, total: int) -> int:
+                return total + n - 1  # a#b#c
+        else:
+            head = len(b'{"gateway":' + gw + b',"seq":[],"entities":[]}')
+
+            def size(n: int, total: int) -> int:
+                return head + total + 2 * (n - 1)  # commas in both the seq and the entities list
+
+        def weight(part: Part) -> int:
+            seq = part[2]
+            if cfg.format is MqttFormat.NGSI_V2 and seq is not None:
+                return len(part[3]) + len(str(seq))  # the envelope also lists the part's seq
+            return len(part[3])
+
+        agent = None if self._sizing is None else AgentLimit(self._sizing, batch, ul=cfg.format is MqttFormat.IOTA_UL,
+                                                              sequence=self._sequence is not None)
+        messages: list[Message] = []
+        for topic, items in by_topic.items():
+            if cfg.format is not MqttFormat.NGSI_V2:
+                # The agents apply a multi-measure in array order; Orion keeps the last one as current.
+                # Sorted by (observed_at, index): the index is unique, so the bytes are never compared.
+                items.sort()
+            chunks, too_big = pack_parts(items, limit=cfg.max_message_bytes, size=size, weight=weight, agent=agent)
+            for part, key, n in too_big:
+                index = part[1]
+                entity_id = batch[index].entity_id
+                if key == "max_message_bytes":
+                    rejected[index] = (
+                        f"{entity_id}: message of {n} bytes exceeds max_message_bytes {cfg.max_message_bytes}, "
+                        "got one reading too large to send; raise max_message_bytes (within the broker's limit) "
+                        "or split the reading at the source"
+                    )
+                else:
+                    rejected[index] = (
+                        f"{entity_id}: the IoT Agent would send Orion a request of up to {n} bytes for this one "
+                        f"reading, over orion_max_request_bytes {cfg.orion_max_request_bytes}, got one reading too "
+                        "large for Orion; raise orion_max_request_bytes to the Orion's -inReqPayloadMaxSize or "
+                        "split the reading at the source"
+                    )
+            messages.extend(self._message(topic, chunk, gw) for chunk in chunks)
+        return messages, rejected
+
+    def _message(self, topic: str, parts: list[Part], gw: bytes) -> Message:
+        seqs = tuple(p[2] for p in parts if p[2] is not None)
+        bodies = [p[3] for p in parts]
+        if self.config.format is MqttFormat.IOTA_JSON:
+            payload = iota.json_payload(bodies)
+        elif self.config.format is MqttFormat.IOTA_UL:
+            payload = b"#".join(bodies)
+        else:
+            payload = (b'{"gateway":' + gw + b',"seq":' + orjson.dumps(list(seqs)) + b',"entities":['
+                       + b",".join(bodies) + b"]}")
+        return Message(topic=topic, payload=payload, indices=tuple(p[1] for p in parts), seqs=seqs)
+
+    def _properties(self, message: Message) -> bytes:
+        if self.config.protocol is not MqttProtocol.V5:
+            return NO_PROPERTIES  # MQTT 3.1.1 has none: the client leaves the block out
+        user = [("gateway", self._context.gateway_id)]
+        if message.seqs:
+            user.append(("seq", seq_ranges(message.seqs)))
+        content_type = "text/plain" if self.config.format is MqttFormat.IOTA_UL else "application/json"
+        return packed_publish_properties(content_type, user)
+
+    # -- delivery ----------------------------------------------------------------------------------
+
+    async def deliver(self, batch: Sequence[Reading]) -> list[Outcome]:
+        """One Outcome per record, in order; DELIVERED only after the broker's PUBACK. Never raises for delivery."""
+        async with self._lock:
+            outcomes: list[Outcome | None] = [None] * len(batch)
+            messages, rejected = self._plan(batch)
+            for i, reason in rejected.items():
+                outcomes[i] = Outcome(Status.REJECTED, reason)
+            self.counters.rejected += len(rejected)
+            if messages:
+                if self._session is not None and self._session.lost.done():
+                    # dropped while idle (already logged by the watch): reconnect now rather than fail a batch
+                    await self._session.close()
+                    self._session = None
+                if self._session is None:
+                    self._prepare()
+                    self._session = await self._connect()
+                if self._session is None:
+                    verb = "refused the connection" if self._refused else "unreachable"
+                    retry = Outcome(Status.RETRY, f"broker {self.config.host}:{self.port} {verb}: {self._last_error}",
+                                    Fault.CONFIGURATION if self._refused else Fault.TRANSIENT)
+                    for m in messages:
+                        for i in m.indices:
+                            outcomes[i] = retry
+                elif self._confirmer is None:
+                    await self._send_all(self._session, messages, outcomes)
+                else:
+                    await self._send_confirmed(self._confirmer, self._session, messages, outcomes, batch)
+            final = [o if o is not None else Outcome(Status.RETRY, "not sent") for o in outcomes]
+            self.counters.retried += sum(1 for o in final if o.status is Status.RETRY)
+            return final
+
+    async def _send_confirmed(self, confirmer: OrionConfirmer, session: Session, messages: list[Message],
+                              outcomes: list[Outcome | None], batch: Sequence[Reading]) -> None:
+        """Rounds of one message per Orion entity: publish, then wait until Orion shows each entity at its last seq.
+
+        A message of an entity goes out only once the entity's previous message is confirmed: a newer
+        message arriving would otherwise also "confirm" an older one that was lost. Records of an
+        entity not confirmed in time, and its later messages, are RETRY.
+        """
+        queues: dict[str, deque[Message]] = {}
+        for message in messages:
+            # the agent applies the message's elements in time order: its last element's seq is what stays
+            queues.setdefault(self.orion_entity_id(batch[message.indices[-1]]), deque()).append(message)
+        while queues:
+            current = {entity_id: queue.popleft() for entity_id, queue in queues.items()}
+            await self._send_all(session, list(current.values()), outcomes)
+            targets: dict[str, int] = {}
+            for entity_id, message in current.items():
+                seq = batch[message.indices[-1]].seq
+                if outcomes[message.indices[0]] is DELIVERED and seq is not None:
+                    targets[entity_id] = seq
+            confirmation = await confirmer.wait(targets) if targets else None
+            self.counters.confirm_errors = confirmer.errors
+            for entity_id, message in current.items():
+                queue = queues[entity_id]
+                if confirmation is not None and entity_id in confirmation.confirmed:
+                    self.counters.confirmed += len(message.indices)
+                    if not queue:
+                        del queues[entity_id]
+                    continue
+                if entity_id in targets:  # the broker has it, Orion does not show it
+                    assert confirmation is not None
+                    late = Outcome(Status.RETRY, confirmation.reason)
+                    self.counters.republished += len(message.indices)
+                    for i in message.indices:
+                        outcomes[i] = late
+                waiting = Outcome(Status.RETRY, f"{entity_id}: not sent, an earlier message of the entity is not "
+                                                "confirmed in Orion")
+                for later in queue:
+                    for i in later.indices:
+                        outcomes[i] = waiting
+                del queues[entity_id]
+            if self._session is not session:
+                return  # the connection is gone: what is left was never sent and stays RETRY
+
+    def _count(self, size: int, fut: asyncio.Future[PubAckCode]) -> None:
+        # counted as PUBACKs arrive, so metrics move during a long batch
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        self.counters.published += 1
+        if not fut.result().is_failure:
+            self.counters.acked += 1
+            self.counters.bytes += size
+
+    async def _send_window(self, session: Session, messages: list[Message]) -> list[object]:
+        """Every message published at once (they fit the in-flight window), then one wait for the PUBACKs.
+
+        The same outcomes as one task per message, each with its own timeout: those cost ~40 µs a
+        message (a task, a semaphore, a timer), and a message carries ~30 readings at full speed.
+        All messages go out in the same instant, so one deadline is each message's own deadline.
+        """
+        cfg = self.config
+        results: list[object] = [None] * len(messages)
+        waiting: dict[asyncio.Future[PubAckCode], int] = {}  # future -> position
+        try:
+            for k, message in enumerate(messages):
+                try:
+                    fut = await session.start_publish(message.topic, message.payload, retain=False,
+                                                      properties=self._properties(message))
+                except ConnectionError as exc:
+                    results[k] = exc
+                    continue
+                fut.add_done_callback(functools.partial(self._count, len(message.payload)))
+                waiting[fut] = k
+            if waiting:
+                await asyncio.wait(waiting, timeout=cfg.ack_timeout_s)
+        finally:
+            for fut, k in waiting.items():
+                if fut.cancelled():
+                    results[k] = asyncio.CancelledError()
+                elif fut.done():
+                    results[k] = fut.exception() if fut.exception() is not None else fut.result()
+                else:
+                    fut.cancel()
+                    results[k] = TimeoutError()
+        return results
+
+    async def _send_all(self, session: Session, messages: list[Message], outcomes: list[Outcome | None]) -> None:
+        cfg = self.config
+        if len(messages) <= cfg.max_inflight:
+            await self._settle(session, messages, await self._send_window(session, messages), outcomes)
+            return
+        gate = asyncio.Semaphore(cfg.max_inflight)
+
+        async def send(message: Message) -> PubAckCode:
+            async with gate:
+                code = await session.publish(message.topic, message.payload, retain=False,
+                                             properties=self._properties(message), timeout=cfg.ack_timeout_s)
+            # counted as PUBACKs arrive, so metrics move during a long batch
+            self.counters.published += 1
+            if not code.is_failure:
+                self.counters.acked += 1
+                self.counters.bytes += len(message.payload)
+            return code
+
+        tasks = [asyncio.create_task(send(m)) for m in messages]
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for t in tasks:
+                t.cancel()
+        await self._settle(session, messages, list(results), outcomes)
+
+    async def _settle(self, session: Session, messages: list[Message], results: list[object],
+                      outcomes: list[Outcome | None]) -> None:
+        """Outcomes from each message's result (a PUBACK reason code or the exception that ended the wait)."""
+        cfg = self.config
+        stale = False
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, PubAckCode):
+                if not result.is_failure:
+                    outcome = DELIVERED
+                elif result.value in _PERMANENT_CODES:
+                    outcome = Outcome(Status.REJECTED, f"{message.topic}: broker refused the message, got PUBACK "
+                                                       f"{result.value:#04x} {result}")
+                    self.counters.rejected += len(message.indices)
+                else:
+                    self._log.debug("broker answered PUBACK %s on %s", result, message.topic)
+                    fault = Fault.CONFIGURATION if result.value == _NOT_AUTHORIZED else Fault.TRANSIENT
+                    outcome = Outcome(Status.RETRY, f"{message.topic}: broker refused the message for now, got "
+                                                    f"PUBACK {result.value:#04x} {result}", fault)
+            elif isinstance(result, TimeoutError):
+                stale = True
+                outcome = Outcome(Status.RETRY, f"no PUBACK within {cfg.ack_timeout_s} s")
+            elif isinstance(result, (ConnectionError, OSError)):
+                outcome = Outcome(Status.RETRY, f"connection lost before PUBACK: {result}")
+            elif isinstance(result, asyncio.CancelledError):
+                outcome = Outcome(Status.RETRY, "cancelled before PUBACK")
+            else:
+                assert isinstance(result, BaseException), result
+                raise result  # a bug, not a delivery failure
+            for i in message.indices:
+                outcomes[i] = outcome
+        if session.lost.done() or stale:
+            self._session = None
+            await session.close()
+            if stale:
+                self._mark_down(f"no PUBACK within {cfg.ack_timeout_s} s, connection dropped")

@@ -1,0 +1,152 @@
+"""gateway.mqtt.client against a real mosquitto (and a silent peer for what a broker never does on purpose)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.mqtt.client import (
+    ClientSettings,
+    ConnectFailed,
+    ConnectionLost,
+    ConnectRefused,
+    Message,
+    MqttClient,
+)
+from gateway.mqtt.packets import (
+    Will,
+    decode_connect,
+    publish_properties,
+    user_properties,
+)
+from tests.support.mosquitto import MosquittoBroker
+
+KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
+
+
+def settings(broker: MosquittoBroker, client_id: str, **overrides: object) -> ClientSettings:
+    values: dict[str, object] = {"host": broker.host, "port": broker.port, "client_id": client_id,
+                                 "connect_timeout_s": 3.0}
+    return ClientSettings(**(values | overrides))  # type: ignore[arg-type]
+
+
+async def test_publish_subscribe_and_user_properties(mosquitto: MosquittoBroker) -> None:
+    got: asyncio.Queue[Message] = asyncio.Queue()
+    async with MqttClient(settings(mosquitto, "t-sub", clean_start=True), on_message=got.put_nowait) as sub, \
+            MqttClient(settings(mosquitto, "t-pub", clean_start=True)) as pub:
+        assert await sub.subscribe(["t/client/#"]) == (1,)
+        ack = await pub.publish("t/client/a", b"42", properties=publish_properties(content_type="text/plain",
+                                                                                  user=(("seq", "1-3"),)))
+        assert await ack == 0
+        message = await asyncio.wait_for(got.get(), 3)
+    assert (message.topic, message.payload, message.qos, message.retain) == ("t/client/a", b"42", 1, False)
+    assert user_properties(message.properties) == (("seq", "1-3"),)
+
+
+async def test_puback_reason_code_of_a_refused_message(tmp_path: Path) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic write allowed/#\n")
+    broker = MosquittoBroker(tmp_path / "b", extra_conf=f"acl_file {acl}\n{KEEP_USER}")
+    broker.start()
+    try:
+        async with MqttClient(settings(broker, "t-acl")) as client:
+            assert await (await client.publish("allowed/x", b"1")) == 0x10  # success: no matching subscribers
+            assert await (await client.publish("denied/x", b"1")) == 0x87  # not authorized
+    finally:
+        broker.stop()
+
+
+async def test_last_will_on_a_lost_connection_not_on_a_clean_disconnect(mosquitto: MosquittoBroker) -> None:
+    got: asyncio.Queue[Message] = asyncio.Queue()
+    will = Will(topic="t/will/state", payload=b"offline", retain=False)
+    async with MqttClient(settings(mosquitto, "t-watch", clean_start=True), on_message=got.put_nowait) as watch:
+        await watch.subscribe(["t/will/#"])
+        clean = MqttClient(settings(mosquitto, "t-clean", clean_start=True, will=will))
+        await clean.connect()
+        await clean.disconnect()
+        crashing = MqttClient(settings(mosquitto, "t-crash", clean_start=True, will=will))
+        await crashing.connect()
+        crashing._abort("simulated crash")
+        message = await asyncio.wait_for(got.get(), 3)
+        assert got.empty()  # the clean disconnect published nothing
+    assert (message.topic, message.payload) == ("t/will/state", b"offline")
+    assert crashing.lost.result() == "simulated crash"
+
+
+@pytest.fixture
+def password_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    pwfile = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "gw", "s3cret-pw"], check=True, capture_output=True)
+    broker = MosquittoBroker(tmp_path / "b", extra_conf=f"{KEEP_USER}allow_anonymous false\npassword_file {pwfile}\n")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_refused_credentials_and_unreachable_broker(password_broker: MosquittoBroker) -> None:
+    broker = password_broker
+    with pytest.raises(ConnectRefused) as refused:
+        await MqttClient(settings(broker, "t-pw", username="gw", password="nope")).connect()
+    broker.stop()
+    # mosquitto answers a wrong password with "not authorized", as it does for the uplink (test_security)
+    assert (refused.value.code, refused.value.reason) == (
+        0x87, "the broker refused the connection, got Not authorized (0x87)")
+    with pytest.raises(ConnectFailed) as unreachable:
+        await MqttClient(settings(broker, "t-down")).connect()
+    assert unreachable.value.reason == "[Errno 111] Connection refused"
+
+
+async def _silent_broker(connects: list[bytes], *, connack: bool) -> asyncio.Server:
+    """Reads a CONNECT, answers CONNACK (or nothing), then never acknowledges anything."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readexactly(2)
+        connects.append(head + await reader.readexactly(head[1]))
+        if connack:
+            writer.write(b"\x20\x03\x00\x00\x00")
+        await reader.read()
+        writer.close()
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def test_connect_timeout_and_max_inflight() -> None:
+    connects: list[bytes] = []
+    silent = await _silent_broker(connects, connack=False)
+    port = silent.sockets[0].getsockname()[1]
+    with pytest.raises(ConnectFailed) as timed_out:
+        await MqttClient(ClientSettings(host="127.0.0.1", port=port, client_id="t-slow",
+                                        connect_timeout_s=0.2)).connect()
+    assert timed_out.value.reason == f"no answer from 127.0.0.1:{port} within 0.2 s"
+    silent.close()
+
+    mute = await _silent_broker(connects, connack=True)
+    port = mute.sockets[0].getsockname()[1]
+    client = MqttClient(ClientSettings(host="127.0.0.1", port=port, client_id="t-mute", max_inflight=2,
+                                       session_expiry_s=600))
+    await client.connect()
+    assert decode_connect(connects[-1]).session_expiry_s == 600
+    first, second = await client.publish("a", b"1"), await client.publish("a", b"2")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(client.publish("a", b"3"), 0.2)  # a third waits for a PUBACK slot
+    mute.close()
+    await client.disconnect()
+    for fut in (first, second):
+        with pytest.raises(ConnectionLost):
+            await fut
+    with pytest.raises(ConnectionLost):
+        await client.publish("a", b"4")
+
+
+async def test_keepalive_notices_a_silent_broker() -> None:
+    connects: list[bytes] = []
+    mute = await _silent_broker(connects, connack=True)
+    client = MqttClient(ClientSettings(host="127.0.0.1", port=mute.sockets[0].getsockname()[1], client_id="t-ka",
+                                       keepalive_s=1))
+    await client.connect()
+    reason = await asyncio.wait_for(client.lost, 3)
+    assert reason == "no answer from the broker for 1.5 s (keepalive)"
+    mute.close()
