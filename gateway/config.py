@@ -14,6 +14,7 @@ from gateway.buffer.config import BufferConfig
 from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml
 from gateway.errors import ConfigError
 from gateway.ngsi.config import NgsiConfig
+from gateway.processing.registry import KindConfig, parse_processing
 from gateway.uplinks.api import UplinkConfig
 
 DEFAULT_PATH = Path("/etc/edgegw/gateway.toml")
@@ -45,6 +46,7 @@ class _Top(Section):
     ngsi: NgsiConfig = NgsiConfig()
     adapters: list[dict[str, Any]] = []
     uplinks: list[dict[str, Any]] = []
+    processing: list[dict[str, Any]] = []
 
 
 class GatewayConfig(Section):
@@ -53,6 +55,7 @@ class GatewayConfig(Section):
     ngsi: NgsiConfig
     adapters: tuple[AdapterConfig, ...]
     uplinks: tuple[UplinkConfig, ...]
+    processing: tuple[Any, ...] = ()  # KindConfig each, in file order (the order they run in)
 
 
 def _sections(
@@ -101,6 +104,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
                 )
             seen.setdefault(section.name, f"{key}[{i}]")
     errors.extend(_checked_together(uplinks, doc))
+    processing: list[KindConfig] = parse_processing(doc.get("processing", []), errors)
     if not raw_uplinks:
         errors.append("uplinks: at least one [[uplinks]] entry is needed, got none")
     if errors or top is None:
@@ -111,6 +115,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         ngsi=top.ngsi,
         adapters=tuple(s for _, s in adapters),
         uplinks=tuple(_with_ngsi_defaults(s, raw_uplinks[i], top.ngsi) for i, s in uplinks),
+        processing=tuple(processing),
     )
 
 
