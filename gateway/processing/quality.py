@@ -41,6 +41,7 @@ __all__ = [
     "NAMUR_LOW_MA",
     "QUALITY_METADATA",
     "RAW_METADATA",
+    "VALUE_METADATA",
     "LoopCheck",
     "OnFail",
     "PointQuality",
@@ -263,12 +264,16 @@ class PointQuality:
 
 # --- the `quality` processor ---------------------------------------------------------------------------
 
-# An adapter that knows more than the published value (Modbus: the register value before scale and
-# offset, the 4-20 mA loop current) hands it to the quality processor as attribute metadata under
-# these names, `{"type": "Number", "value": ...}`; the processor reads and removes them, so they
-# never reach the buffer.
+# An adapter that knows more than the published value hands it to the quality processor as
+# attribute metadata under these names, `{"type": "Number", "value": ...}`; the processor reads and
+# removes them, so they never reach the buffer:
+# - RAW_METADATA: the value as read, before scale and offset (Modbus: the register; sentinels compare to it)
+# - LOOP_METADATA: the 4-20 mA loop current, for `loop_check`
+# - VALUE_METADATA: the number to check when the published value is not it (an id held in registers
+#   published as Text; a sentinel published as null, checked as itself so the flag says `sentinel`)
 RAW_METADATA = "edgegwRawValue"
 LOOP_METADATA = "edgegwLoopCurrent"
+VALUE_METADATA = "edgegwCheckedValue"
 STATE_LIMIT = 100_000  # (entity, attribute) histories kept; the oldest is forgotten first
 
 
@@ -317,8 +322,9 @@ class QualityProcessor:
             attribute = attrs[name]
             metadata = dict(attribute.metadata)
             raw, loop_ma = _hint(metadata, RAW_METADATA), _hint(metadata, LOOP_METADATA)
-            result = self._check(reading.entity_id, name).check(_number(attribute.value), reading.observed_at,
-                                                                 raw=raw, loop_ma=loop_ma)
+            checked = VALUE_METADATA in metadata
+            value = _hint(metadata, VALUE_METADATA) if checked else _number(attribute.value)
+            result = self._check(reading.entity_id, name).check(value, reading.observed_at, raw=raw, loop_ma=loop_ma)
             if result.flags:
                 self.flagged += 1
             if not result.keep:

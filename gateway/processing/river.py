@@ -430,11 +430,13 @@ class RiverProcessor:
     """
 
     def __init__(self, config: RiverConfig, *, attribute: str, level_attribute: str = "waterLevel",
-                 name: str = "") -> None:
+                 name: str = "", remove_source: bool = False) -> None:
         self.config = config
         self.attribute = attribute
         self.level_attribute = level_attribute
         self.name = name or attribute
+        # an adapter's unpublished distance point travels under an internal name this processor removes
+        self.remove_source = remove_source
         self._trackers: dict[str, RiverLevelTracker] = {}
         self.alerts = 0
         self.skipped = 0
@@ -452,9 +454,10 @@ class RiverProcessor:
         if attribute is None:
             return (reading,)
         value = attribute.value
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or _flagged(attribute):
+        if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                or _flagged(attribute)):
             self.skipped += 1
-            return (reading,)
+            return (self._without_source(reading),)
         unit = attribute.unit or "MTR"
         factor = LEVEL_FACTORS.get(unit)
         if factor is None:
@@ -471,7 +474,12 @@ class RiverProcessor:
         alerts = alert_readings(update, station_entity_id=reading.entity_id, station_entity_type=reading.entity_type,
                                 source=reading.source, config=self.config, time_source=reading.time_source)
         self.alerts += len(alerts)
-        return [replace(reading, attributes={**reading.attributes, **added}), *alerts]
+        return [self._without_source(replace(reading, attributes={**reading.attributes, **added})), *alerts]
+
+    def _without_source(self, reading: Reading) -> Reading:
+        if not self.remove_source:
+            return reading
+        return replace(reading, attributes={n: a for n, a in reading.attributes.items() if n != self.attribute})
 
     def diagnostics(self) -> dict[str, int]:
         return {"alerts": self.alerts, "skipped": self.skipped}
