@@ -65,8 +65,8 @@ def test_quality_drops_a_failing_attribute_and_a_reading_left_with_nothing() -> 
 
 def test_quality_reads_and_removes_the_hints_an_adapter_sends() -> None:
     q = QualityProcessor(QualityConfig(sentinels=(32767,)), attribute="waterLevel")
-    hinted = level(None, **{RAW_METADATA: {"type": "Number", "value": 32767},
-                            VALUE_METADATA: {"type": "Number", "value": 32767}})
+    hinted = Attribute(value=None, type="Number", metadata={RAW_METADATA: {"type": "Number", "value": 32767},
+                                                            VALUE_METADATA: {"type": "Number", "value": 32767}})
     [out] = q.process(reading("g1", waterLevel=hinted), T0)
     assert out.attributes["waterLevel"].metadata == {"quality": {"type": "StructuredValue", "value": ["sentinel"]}}
 
@@ -161,19 +161,19 @@ def test_processing_config_errors_name_the_entry_and_key() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(doc)
     assert exc.value.errors == [
-        "processing[1].from_unit: no known conversion to MTR, got \"KGM\"; known: CMT→MTR, MMT→MTR, MMT→CMT, "
-        "MTR→CMT, MTR→MMT, KMT→MTR, FAH→CEL, KEL→CEL, HP→KPA, KPA→HP, LTR→MTQ, or give factor and offset",
-        "processing[2].match.entity_id: not a regular expression, got \"(\"; missing ), unterminated subpattern at "
+        ("processing[1].from_unit: no known conversion to MTR, got \"KGM\"; known: CMT→MTR, MMT→MTR, MMT→CMT, "
+        "MTR→CMT, MTR→MMT, KMT→MTR, FAH→CEL, KEL→CEL, HP→KPA, KPA→HP, LTR→MTQ, or give factor and offset"),
+        ("processing[2].match.entity_id: not a regular expression, got \"(\"; missing ), unterminated subpattern at "
         "position 0: write a Python regular expression matching the whole id, e.g. "
-        "\"urn:ngsi-ld:WaterObserved:.*\"",
-        "processing[3].type: unknown processor type, got \"sort\"; valid: \"quality\", \"river\", \"rename\", "
-        "\"unit\", \"drop\", \"pseudonymize\"",
+        "\"urn:ngsi-ld:WaterObserved:.*\""),
+        ("processing[3].type: unknown processor type, got \"sort\"; valid: \"quality\", \"river\", \"rename\", "
+        "\"unit\", \"drop\", \"pseudonymize\""),
         "processing[4].attributes: must name at least one attribute, got none; e.g. attributes = [\"rssi\"]",
         "processing[5].valid_max: must not be below valid_min (2), got 1.0",
-        "processing[6].match.attribute: required for rename, got none; name the attribute to rename, "
-        "e.g. attribute = \"level_cm\"",
-        "processing[7].factor: required without from_unit, got none; set factor (and offset), or from_unit for a "
-        "known pair such as CMT→MTR",
+        ("processing[6].match.attribute: required for rename, got none; name the attribute to rename, "
+        "e.g. attribute = \"level_cm\""),
+        ("processing[7].factor: required without from_unit, got none; set factor (and offset), or from_unit for a "
+        "known pair such as CMT→MTR"),
     ]
 
 
@@ -183,8 +183,8 @@ def test_the_river_needs_its_attribute() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(doc)
     assert exc.value.errors == [
-        "processing[0].match.attribute: required for river, got none; name the attribute holding the water level "
-        "(or the distance with `stage`), e.g. attribute = \"waterLevel\""]
+        ("processing[0].match.attribute: required for river, got none; name the attribute holding the water level "
+         "(or the distance with `stage`), e.g. attribute = \"waterLevel\"")]
 
 
 def test_a_quality_entry_builds_on_its_match_attribute() -> None:
