@@ -105,6 +105,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
             seen.setdefault(section.name, f"{key}[{i}]")
     errors.extend(_checked_together(uplinks, doc))
     processing: list[KindConfig] = parse_processing(doc.get("processing", []), errors)
+    errors.extend(_unknown_adapters(doc.get("processing"), raw_adapters))
     if not raw_uplinks:
         errors.append("uplinks: at least one [[uplinks]] entry is needed, got none")
     if errors or top is None:
@@ -117,6 +118,19 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         uplinks=tuple(_with_ngsi_defaults(s, raw_uplinks[i], top.ngsi) for i, s in uplinks),
         processing=tuple(processing),
     )
+
+
+def _unknown_adapters(raw: Any, raw_adapters: Any) -> list[str]:
+    """A `match.adapter` naming no adapter would silently match nothing: most often a typo."""
+    names = [a.get("name") for _, a in _tables(raw_adapters)]
+    errors = []
+    for i, item in _tables(raw):
+        match = item.get("match")
+        wanted = match.get("adapter") if isinstance(match, dict) else None
+        if isinstance(wanted, str) and wanted not in names:
+            known = ", ".join(str(n) for n in names) or "none"
+            errors.append(f"processing[{i}].match.adapter: no such adapter, got \"{wanted}\"; adapters: {known}")
+    return errors
 
 
 def _checked_together(uplinks: list[tuple[int, Any]], doc: dict[str, Any]) -> list[str]:

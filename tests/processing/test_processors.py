@@ -177,6 +177,16 @@ def test_processing_config_errors_name_the_entry_and_key() -> None:
     ]
 
 
+def test_a_match_naming_no_adapter_is_an_error() -> None:
+    doc = {"gateway": {"id": "gw"}, "uplinks": [{"name": "o", "type": "orion", "url": "http://127.0.0.1:1"}],
+           "adapters": [{"name": "river-portal", "type": "simulated"}],
+           "processing": [{"type": "drop", "match": {"adapter": "river-portl"}, "attributes": ["rssi"]}]}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(doc)
+    assert exc.value.errors == [
+        "processing[0].match.adapter: no such adapter, got \"river-portl\"; adapters: river-portal"]
+
+
 def test_the_river_needs_its_attribute() -> None:
     doc = {"gateway": {"id": "gw"}, "uplinks": [{"name": "o", "type": "orion", "url": "http://127.0.0.1:1"}],
            "processing": [{"type": "river", "thresholds": [{"level": 1.0}]}]}
