@@ -294,6 +294,8 @@ class QualityProcessor:
     the reading's `observed_at`: the device's clock where it has one, so a late delivery is no spike.
     """
 
+    kind = "quality"  # shown in status beside the name of an adapter's entry
+
     def __init__(self, config: QualityConfig, *, attribute: str | None, name: str = "") -> None:
         self.config = config
         self.attribute = attribute

@@ -84,6 +84,13 @@ def build_stage(configs: Sequence[KindConfig], context: ProcessorContext,
                      processor=c.build(context)) for i, c in enumerate(configs)]
     for adapter_name, adapter in sources:
         if isinstance(adapter, ProcessorSource):
-            entries.extend(Entry(name=f"{adapter_name}: {getattr(p, 'name', '') or type(p).__name__}",
-                                 match=m, processor=p) for m, p in adapter.processors())
+            entries.extend(Entry(name=f"{adapter_name}: {_label(p)}", match=m, processor=p)
+                           for m, p in adapter.processors())
     return Stage(entries) if entries else None
+
+
+def _label(processor: Processor) -> str:
+    """`gauge1 level (river)`: the processor's own name and kind, as far as it has them."""
+    name = getattr(processor, "name", "") or type(processor).__name__
+    kind = getattr(processor, "kind", "")
+    return f"{name} ({kind})" if kind else name

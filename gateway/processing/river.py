@@ -429,6 +429,8 @@ class RiverProcessor:
     the reading's `observed_at`, so the rate of rise follows the gauge's clock, not the delivery's.
     """
 
+    kind = "river"  # shown in status beside the name of an adapter's entry
+
     def __init__(self, config: RiverConfig, *, attribute: str, level_attribute: str = "waterLevel",
                  name: str = "", remove_source: bool = False) -> None:
         self.config = config

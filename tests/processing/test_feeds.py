@@ -158,3 +158,38 @@ async def test_mqtt_level_sensor_in_cm_converted_checked_and_alerting(
                             {"alerts": 4, "skipped": 1}]
     finally:
         await gw.stop()
+
+
+async def test_a_modbus_gauge_runs_its_profile_checks_and_river_through_the_stage(
+    tmp_path: Path, orion_double: OrionDouble
+) -> None:
+    from gateway.profiles import load_profile
+    from tests.adapters.modbus.peers import image_from_values, start_tcp_peer
+
+    profile = load_profile("generic/pressure-level-transmitter")
+    values = {"unit_code": 1, "decimals": 2, "level": 1.20, "range_zero": 0.0, "range_full": 5.0}
+    peer, port = await start_tcp_peer([image_from_values(1, profile, values)])
+    adapter = {"name": "cabinet", "type": "modbus", "buses": [{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}],
+               "devices": [{"name": "gauge", "bus": "gw", "profile": "generic/pressure-level-transmitter",
+                            "unit_id": 1, "poll_interval": 0.1, "timeout": 0.2,
+                            "river": {"point": "level", "thresholds": [{"level": 1.5}, {"level": 2.0}]}}]}
+    gw = Gateway(parse_config(gateway_doc(tmp_path, orion_double, adapter, [])))
+    await gw.start()
+    station = "urn:ngsi-ld:WaterObserved:gw-river-gauge"
+    try:
+        def entity() -> dict[str, Any]:
+            return next((e for key, e in orion_double.entities.items() if key[2] == station), {})
+
+        await until(lambda: entity().get("levelState", {}).get("value") == "normal", "the gauge's state")
+        await peer.server.async_setValues(1, 3, 4, [213])  # type: ignore[union-attr]  # 2.13 m
+        await until(lambda: len(alerts(orion_double)) == 2, "two alerts")
+        level = entity()["waterLevel"]
+        assert level["metadata"]["quality"]["value"] == []
+        # what the decoder handed the quality check stayed inside the gateway
+        assert not any(name.startswith("edgegw") for e in orion_double.entities.values() for name in e)
+        assert not any(m.startswith("edgegw") for m in level["metadata"])
+        names = [p["name"] for p in (await gw.status())["processing"]]
+        assert "cabinet: gauge level (quality)" in names and "cabinet: gauge level (river)" in names
+    finally:
+        await gw.stop()
+        await peer.stop()
