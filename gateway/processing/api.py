@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import field_validator
 
 from gateway.configbase import Section
-from gateway.records import Reading
+from gateway.records import Attribute, Reading, make_reading
 
 __all__ = [
     "EntityKey",
@@ -120,3 +120,9 @@ class ProcessorSource(Protocol):
     """An adapter that contributes processors for its own readings (Modbus: its points' quality and river)."""
 
     def processors(self) -> Sequence[tuple[ProcessorMatch, Processor]]: ...
+
+
+def with_attributes(reading: Reading, attributes: Mapping[str, Attribute]) -> Reading:
+    """`reading` with other attributes: `dataclasses.replace` costs ~1.5 µs a call, this ~0.6 µs, per reading."""
+    return make_reading(reading.entity_id, reading.entity_type, attributes, reading.observed_at, reading.time_source,
+                        reading.source, reading.lane, reading.seq)

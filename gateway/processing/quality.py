@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -32,8 +32,8 @@ from pydantic import ValidationInfo, field_validator
 from gateway.configbase import Field, Section
 from gateway.date_observed import DATE_OBSERVED
 from gateway.errors import ReadingError
-from gateway.processing.api import ProcessorConfig, ProcessorContext
-from gateway.records import Reading
+from gateway.processing.api import ProcessorConfig, ProcessorContext, with_attributes
+from gateway.records import Reading, make_attribute
 
 __all__ = [
     "LOOP_METADATA",
@@ -277,6 +277,15 @@ VALUE_METADATA = "edgegwCheckedValue"
 STATE_LIMIT = 100_000  # (entity, attribute) histories kept; the oldest is forgotten first
 
 
+# shared by every good sample: nothing downstream mutates metadata (the buffer encodes it, NGSI renders it)
+_GOOD_QUALITY: dict[str, Any] = quality_metadata(_GOOD)[QUALITY_METADATA]
+
+
+def _quality_value(result: QualityResult) -> dict[str, Any]:
+    value: dict[str, Any] = quality_metadata(result)[QUALITY_METADATA]
+    return value
+
+
 def _number(value: Any) -> float | int | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -318,26 +327,30 @@ class QualityProcessor:
         if self.attribute is not None:
             names: Iterable[str] = (self.attribute,) if self.attribute in attrs else ()
         else:
-            names = [n for n, a in attrs.items() if n != DATE_OBSERVED and _number(a.value) is not None
-                     and a.type in ("", "Number")]
+            names = [n for n, a in attrs.items() if n != DATE_OBSERVED and a.type in ("", "Number")
+                     and _number(a.value) is not None]
+        at = reading.observed_at
         for name in names:
             attribute = attrs[name]
             metadata = dict(attribute.metadata)
-            raw, loop_ma = _hint(metadata, RAW_METADATA), _hint(metadata, LOOP_METADATA)
-            checked = VALUE_METADATA in metadata
-            value = _hint(metadata, VALUE_METADATA) if checked else _number(attribute.value)
-            result = self._check(reading.entity_id, name).check(value, reading.observed_at, raw=raw, loop_ma=loop_ma)
+            value = _number(attribute.value)
+            raw = loop_ma = None
+            if metadata:  # the hints an adapter may send (most attributes carry no metadata at all)
+                raw, loop_ma = _hint(metadata, RAW_METADATA), _hint(metadata, LOOP_METADATA)
+                if VALUE_METADATA in metadata:
+                    value = _hint(metadata, VALUE_METADATA)
+            result = self._check(reading.entity_id, name).check(value, at, raw=raw, loop_ma=loop_ma)
             if result.flags:
                 self.flagged += 1
-            if not result.keep:
-                self.dropped += 1
-                del attrs[name]
-                continue
-            metadata.update(quality_metadata(result))
-            attrs[name] = replace(attribute, metadata=metadata)
+                if not result.keep:
+                    self.dropped += 1
+                    del attrs[name]
+                    continue
+            metadata[QUALITY_METADATA] = _GOOD_QUALITY if result is _GOOD else _quality_value(result)
+            attrs[name] = make_attribute(attribute.value, attribute.type, attribute.unit, metadata)
         if not any(n != DATE_OBSERVED for n in attrs):
             return []  # nothing measured is left: a bare dateObserved says nothing
-        return [replace(reading, attributes=attrs)]
+        return [with_attributes(reading, attrs)]
 
     def diagnostics(self) -> dict[str, int]:
         return {"flagged": self.flagged, "dropped": self.dropped}
