@@ -14,7 +14,8 @@ from gateway.buffer.config import BufferConfig
 from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml
 from gateway.errors import ConfigError
 from gateway.ngsi.config import NgsiConfig
-from gateway.processing.registry import KindConfig, parse_processing
+from gateway.processing.api import ProcessorConfig
+from gateway.processing.registry import parse_processing
 from gateway.uplinks.api import UplinkConfig
 
 DEFAULT_PATH = Path("/etc/edgegw/gateway.toml")
@@ -55,7 +56,7 @@ class GatewayConfig(Section):
     ngsi: NgsiConfig
     adapters: tuple[AdapterConfig, ...]
     uplinks: tuple[UplinkConfig, ...]
-    processing: tuple[Any, ...] = ()  # KindConfig each, in file order (the order they run in)
+    processing: tuple[ProcessorConfig, ...] = ()  # in file order: the order they run in
 
 
 def _sections(
@@ -104,7 +105,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
                 )
             seen.setdefault(section.name, f"{key}[{i}]")
     errors.extend(_checked_together(uplinks, doc))
-    processing: list[KindConfig] = parse_processing(doc.get("processing", []), errors)
+    processing: list[ProcessorConfig] = parse_processing(doc.get("processing", []), errors)
     errors.extend(_unknown_adapters(doc.get("processing"), raw_adapters))
     if not raw_uplinks:
         errors.append("uplinks: at least one [[uplinks]] entry is needed, got none")

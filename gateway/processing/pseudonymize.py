@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from gateway.configbase import Section
-from gateway.processing.api import Processor, ProcessorContext
+from gateway.processing.api import Processor, ProcessorConfig, ProcessorContext
 
 __all__ = ["PseudonymizeConfig"]
 
 
-class PseudonymizeConfig(Section):
-    """PLACEHOLDER: accepts only `type`; building it fails until the real module is merged."""
+class PseudonymizeConfig(ProcessorConfig):
+    """PLACEHOLDER: accepts only `type` and `match`; building it fails until the real module is merged."""
 
     type: Literal["pseudonymize"]
 

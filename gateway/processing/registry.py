@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from gateway.configbase import format_validation_error
 from gateway.processing.api import (
     Processor,
+    ProcessorConfig,
     ProcessorContext,
-    ProcessorMatch,
     ProcessorSource,
 )
 from gateway.processing.attributes import DropConfig, RenameConfig, UnitConfig
@@ -25,18 +25,10 @@ from gateway.processing.quality import QualityProcessorConfig
 from gateway.processing.river import RiverProcessorConfig
 from gateway.processing.stage import Entry, Stage
 
-__all__ = ["KINDS", "KindConfig", "build_stage", "parse_processing"]
+__all__ = ["KINDS", "build_stage", "parse_processing"]
 
 
-class KindConfig(Protocol):
-    """What the registry needs of a kind's config (`PseudonymizeConfig` is one without subclassing)."""
-
-    type: str
-
-    def build(self, context: ProcessorContext) -> Processor: ...
-
-
-KINDS: dict[str, type[BaseModel]] = {
+KINDS: dict[str, type[ProcessorConfig]] = {
     "quality": QualityProcessorConfig,
     "river": RiverProcessorConfig,
     "rename": RenameConfig,
@@ -46,11 +38,11 @@ KINDS: dict[str, type[BaseModel]] = {
 }
 
 
-def parse_processing(raw: Any, errors: list[str]) -> list[KindConfig]:
+def parse_processing(raw: Any, errors: list[str]) -> list[ProcessorConfig]:
     """The `[[processing]]` entries validated in file order; problems appended to `errors` with key paths."""
     if not isinstance(raw, list):
         return []  # not an array of tables: reported by the top-level validation
-    out: list[KindConfig] = []
+    out: list[ProcessorConfig] = []
     valid = ", ".join(f'"{k}"' for k in KINDS)
     for i, item in enumerate(raw):
         where = f"processing[{i}]"
@@ -69,19 +61,18 @@ def parse_processing(raw: Any, errors: list[str]) -> list[KindConfig]:
         except ValidationError as exc:
             errors.extend(format_validation_error(exc, model, where))
             continue
-        assert hasattr(config, "build")
-        out.append(config)  # type: ignore[arg-type]  # every KINDS model has `type` and `build`
+        out.append(config)
     return out
 
 
-def build_stage(configs: Sequence[KindConfig], context: ProcessorContext,
+def build_stage(configs: Sequence[ProcessorConfig], context: ProcessorContext,
                 sources: Iterable[tuple[str, object]] = ()) -> Stage | None:
     """The stage of the configured entries (file order) then of every adapter that is a `ProcessorSource`.
 
     None when there is nothing to run: the emit path then skips the stage altogether.
     """
-    entries = [Entry(name=f"processing[{i}] ({c.type})", match=getattr(c, "match", None) or ProcessorMatch(),
-                     processor=c.build(context)) for i, c in enumerate(configs)]
+    entries = [Entry(name=f"processing[{i}] ({c.type})", match=c.match, processor=c.build(context))
+               for i, c in enumerate(configs)]
     for adapter_name, adapter in sources:
         if isinstance(adapter, ProcessorSource):
             entries.extend(Entry(name=f"{adapter_name}: {_label(p)}", match=m, processor=p)
