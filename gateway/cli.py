@@ -193,7 +193,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("uplinks:")
     for u in doc["uplinks"]:
         print(_uplink_line(u))
+    if doc.get("processing"):  # absent in a status written by an older version, empty without a stage
+        print("processing:")
+        for p in doc["processing"]:
+            print(_processing_line(p))
     return EXIT_OK
+
+
+def _processing_line(p: dict[str, Any]) -> str:
+    counters = "  ".join(f"{k} {v}" for k, v in p.get("counters", {}).items())
+    return f"  {p['name']:<40} {counters}".rstrip()
 
 
 def _uplink_line(u: dict[str, Any]) -> str:

@@ -14,6 +14,8 @@ from gateway.buffer.config import BufferConfig
 from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml
 from gateway.errors import ConfigError
 from gateway.ngsi.config import NgsiConfig
+from gateway.processing.api import ProcessorConfig
+from gateway.processing.registry import parse_processing
 from gateway.uplinks.api import UplinkConfig
 
 DEFAULT_PATH = Path("/etc/edgegw/gateway.toml")
@@ -45,6 +47,7 @@ class _Top(Section):
     ngsi: NgsiConfig = NgsiConfig()
     adapters: list[dict[str, Any]] = []
     uplinks: list[dict[str, Any]] = []
+    processing: list[dict[str, Any]] = []
 
 
 class GatewayConfig(Section):
@@ -53,6 +56,7 @@ class GatewayConfig(Section):
     ngsi: NgsiConfig
     adapters: tuple[AdapterConfig, ...]
     uplinks: tuple[UplinkConfig, ...]
+    processing: tuple[ProcessorConfig, ...] = ()  # in file order: the order they run in
 
 
 def _sections(
@@ -101,6 +105,8 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
                 )
             seen.setdefault(section.name, f"{key}[{i}]")
     errors.extend(_checked_together(uplinks, doc))
+    processing: list[ProcessorConfig] = parse_processing(doc.get("processing", []), errors)
+    errors.extend(_unknown_adapters(doc.get("processing"), raw_adapters))
     if not raw_uplinks:
         errors.append("uplinks: at least one [[uplinks]] entry is needed, got none")
     if errors or top is None:
@@ -111,7 +117,21 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         ngsi=top.ngsi,
         adapters=tuple(s for _, s in adapters),
         uplinks=tuple(_with_ngsi_defaults(s, raw_uplinks[i], top.ngsi) for i, s in uplinks),
+        processing=tuple(processing),
     )
+
+
+def _unknown_adapters(raw: Any, raw_adapters: Any) -> list[str]:
+    """A `match.adapter` naming no adapter would silently match nothing: most often a typo."""
+    names = [a.get("name") for _, a in _tables(raw_adapters)]
+    errors = []
+    for i, item in _tables(raw):
+        match = item.get("match")
+        wanted = match.get("adapter") if isinstance(match, dict) else None
+        if isinstance(wanted, str) and wanted not in names:
+            known = ", ".join(str(n) for n in names) or "none"
+            errors.append(f"processing[{i}].match.adapter: no such adapter, got \"{wanted}\"; adapters: {known}")
+    return errors
 
 
 def _checked_together(uplinks: list[tuple[int, Any]], doc: dict[str, Any]) -> list[str]:

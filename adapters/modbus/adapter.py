@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -13,7 +14,7 @@ from adapters.jsonmap.numbers import number_text
 from adapters.modbus import rtu
 from adapters.modbus.bus import Bus, BusDevice, DeviceState, PollResult
 from adapters.modbus.codec import CommandRejected, PointValue, QualityCode, encode_command
-from adapters.modbus.config import LEVEL_FACTORS, BusConfig, DeviceConfig, ModbusConfig, RiverSetup
+from adapters.modbus.config import BusConfig, DeviceConfig, ModbusConfig
 from adapters.modbus.transport import LinkError, ModbusTimeout, open_link
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.date_observed import DATE_OBSERVED, date_observed, has_date_observed
@@ -21,14 +22,18 @@ from gateway.errors import AdapterError, ConfigError
 from gateway.location import LOCATION
 from gateway.logs import component_logger
 from gateway.ngsi.identifiers import check_entity_id
+from gateway.processing.api import Processor, ProcessorMatch
+from gateway.processing.quality import RAW_METADATA, VALUE_METADATA, QualityConfig, QualityProcessor
+from gateway.processing.river import RiverProcessor
 from gateway.profiles.schema import DataType, Point, Profile, Transport
-from gateway.quality import PointQuality, QualityConfig, quality_metadata
 from gateway.records import Attribute, Command, CommandResult, Emit, Lane, Reading, Source, TimeSource, utc_now
-from gateway.river import RiverLevelTracker, alert_readings, level_attributes, stage_from_distance
 
 DEVICE_TYPE = "Device"  # the Smart Data Model every device's own entity follows (dataModel.Device)
 CONTROLLED_PROPERTY = "controlledProperty"
 REASON = "reason"  # deviceState's metadata: why the device is offline, "" while it is online
+# A river distance point the profile does not publish reaches the river processor under this name;
+# the processor removes it after computing the level, so it never reaches the buffer.
+RIVER_INPUT = "edgegwRiverInput"
 
 __all__ = ["ModbusAdapter", "quality_config_of", "QUEUE_SIZE"]
 
@@ -55,9 +60,7 @@ class _Device:
     entity_id: str
     device_entity_id: str
     source: Source
-    checks: dict[str, PointQuality]
-    river: RiverSetup | None
-    tracker: RiverLevelTracker | None
+    checked: frozenset[str]  # the points a quality processor checks (the numeric ones)
     dated: bool  # its entity type carries dateObserved
 
 
@@ -81,6 +84,7 @@ class ModbusAdapter:
         self.buses: dict[str, Bus] = {}
         self.devices: dict[str, _Device] = {}
         self._by_entity: dict[str, _Device] = {}
+        self._processors: list[tuple[ProcessorMatch, Processor]] = []
         self._build()
 
     # --- construction --------------------------------------------------------------------------------------
@@ -113,18 +117,52 @@ class ModbusAdapter:
             )
             bus = self.buses[dc.bus]
             bus.devices.append(unit)
-            checks = {p.name: PointQuality(dc.quality.get(p.name) or quality_config_of(p), name=p.name)
-                      for p in profile.points if p.data_type in _NUMERIC}
+            checked = frozenset(p.name for p in profile.points if p.data_type in _NUMERIC)
             device = _Device(config=dc, profile=profile, bus=bus, unit=unit, entity_id=ids[0],
                              device_entity_id=ids[1], source=Source(adapter=cfg.name, device=dc.name),
-                             checks=checks, river=dc.river,
-                             tracker=RiverLevelTracker(dc.river) if dc.river is not None else None,
-                             dated=has_date_observed(profile.entity_type))
+                             checked=checked, dated=has_date_observed(profile.entity_type))
+            self._processors.extend(self._device_processors(device))
             self.devices[dc.name] = device
             self._by_entity.setdefault(ids[0], device)
             self._by_entity.setdefault(ids[1], device)
         if errors:
             raise ConfigError(errors, cfg.name)
+
+    def _device_processors(self, device: _Device) -> list[tuple[ProcessorMatch, Processor]]:
+        """The device's per-point `[quality]` and `[river]` as processors of the gateway's processing stage.
+
+        Quality first, then the river: the river ignores a level its quality check flagged.
+        """
+        dc, profile = device.config, device.profile
+        entity = re.escape(device.entity_id)
+        out: list[tuple[ProcessorMatch, Processor]] = []
+        for p in profile.points:
+            attribute = self._attribute_of(dc, p)
+            if p.name not in device.checked or attribute is None:
+                continue
+            checks = QualityProcessor(dc.quality.get(p.name) or quality_config_of(p), attribute=attribute,
+                                      name=f"{dc.name} {p.name}")
+            out.append((ProcessorMatch(adapter=self.config.name, entity_id=entity, attribute=attribute), checks))
+        river = dc.river
+        if river is not None:
+            point = profile.point(river.point)
+            attribute = self._attribute_of(dc, point)
+            assert attribute is not None  # the river point is published or travels as RIVER_INPUT
+            gauge = RiverProcessor(river, attribute=attribute, level_attribute=river.level_attribute,
+                                   name=f"{dc.name} {point.name}", remove_source=point.attribute is None)
+            out.append((ProcessorMatch(adapter=self.config.name, entity_id=entity, attribute=attribute), gauge))
+        return out
+
+    @staticmethod
+    def _attribute_of(dc: DeviceConfig, point: Point) -> str | None:
+        """The attribute a point's value travels under to the stage, None when it is not emitted."""
+        if point.attribute is not None:
+            return point.attribute
+        return RIVER_INPUT if dc.river is not None and dc.river.point == point.name else None
+
+    def processors(self) -> Sequence[tuple[ProcessorMatch, Processor]]:
+        """`ProcessorSource`: the quality checks and river gauges of every device, for the processing stage."""
+        return self._processors
 
     def _bus(self, bus_cfg: BusConfig) -> Bus:
         settings = self.config.serial_settings(bus_cfg)
@@ -205,56 +243,32 @@ class ModbusAdapter:
                           observed_at=self._clock(), time_source=TimeSource.GATEWAY, source=device.source))
 
     def _polled(self, result: PollResult) -> None:
+        # quality and river run in the gateway's processing stage (see `processors()`): the register
+        # value before scale and offset goes along as metadata for the sentinel check, which removes it
         device = self.devices[result.device.name]
         now = self._clock()
         attrs: dict[str, Attribute] = {}
-        alerts: list[Reading] = []
         for name, pv in result.values.items():
             point = device.profile.point(name)
-            river_here = device.river is not None and device.river.point == name
-            if point.attribute is None and not river_here:
+            attribute = self._attribute_of(device.config, point)
+            if attribute is None:
                 continue
+            value = _ngsi_value(pv, point.ngsi_type)
             metadata: dict[str, Any] = {}
-            keep_value = True
-            ok = True
-            check = device.checks.get(name)
-            if check is not None:
-                value = pv.value
-                if value is None and pv.quality is QualityCode.NO_DATA and pv.raw in point.no_data:
-                    value = pv.raw  # the sentinel itself, so the flag says `sentinel`, not just `no_data`
-                q = check.check(value if isinstance(value, (int, float)) else None, now,
-                                raw=pv.raw if isinstance(pv.raw, (int, float)) else None)
-                metadata = quality_metadata(q)
-                keep_value, ok = q.keep, q.ok
-            if not keep_value:
-                continue
-            if point.attribute is not None:
-                attrs[point.attribute] = Attribute(value=_ngsi_value(pv, point.ngsi_type), type=point.ngsi_type,
-                                                   unit=point.unit, metadata=metadata)
-            if river_here and ok and isinstance(pv.value, (int, float)):
-                alerts.extend(self._river(device, point, float(pv.value), now, metadata, attrs))
+            if name in device.checked:
+                checked = pv.value
+                if checked is None and pv.quality is QualityCode.NO_DATA and pv.raw in point.no_data:
+                    checked = pv.raw  # the sentinel itself, so the flag says `sentinel`, not just `no_data`
+                if isinstance(pv.raw, (int, float)):
+                    metadata[RAW_METADATA] = {"type": "Number", "value": pv.raw}
+                if checked is not value:
+                    metadata[VALUE_METADATA] = {"type": "Number", "value": checked}
+            attrs[attribute] = Attribute(value=value, type=point.ngsi_type, unit=point.unit, metadata=metadata)
         if attrs:
             if device.dated:
                 attrs[DATE_OBSERVED] = date_observed(now)
             self._put(Reading(entity_id=device.entity_id, entity_type=device.profile.entity_type, attributes=attrs,
                               observed_at=now, time_source=TimeSource.GATEWAY, source=device.source, lane=Lane.NORMAL))
-        for alert in alerts:
-            self._put(alert)
-
-    def _river(self, device: _Device, point: Point, value: float, now: datetime, metadata: Mapping[str, Any],
-               attrs: dict[str, Attribute]) -> list[Reading]:
-        river, tracker = device.river, device.tracker
-        assert river is not None and tracker is not None
-        metres = value * LEVEL_FACTORS[point.unit or "MTR"]
-        if river.stage is not None:
-            level = stage_from_distance(metres, river.stage)
-            update = tracker.update(level, now)
-            attrs.update(level_attributes(update, level_name=river.level_attribute, level_metadata=metadata))
-        else:
-            update = tracker.update(metres, now)
-            attrs.update(level_attributes(update))
-        return alert_readings(update, station_entity_id=device.entity_id,
-                              station_entity_type=device.profile.entity_type, source=device.source, config=river)
 
     # --- commands ------------------------------------------------------------------------------------------
 

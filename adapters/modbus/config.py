@@ -16,8 +16,8 @@ from gateway.location import Location
 from gateway.ngsi.identifiers import check_attribute_name, check_id_template, template_fields
 from gateway.profiles.loader import DEFAULT_SEARCH_PATH, load_profile
 from gateway.profiles.schema import ControlledProperties, DataType, Parity, Profile, Transport
-from gateway.quality import QualityConfig
-from gateway.river import RiverConfig
+from gateway.processing.quality import QualityConfig
+from gateway.processing.river import LEVEL_FACTORS, RiverConfig
 
 __all__ = [
     "PortAddress", "SerialSettings", "parse_port", "PORT_HELP", "BusConfig", "DeviceConfig", "RiverSetup",
@@ -85,8 +85,6 @@ Seconds = Annotated[float, Field(gt=0, le=86_400)]
 TEMPLATE_FIELDS = ("gateway", "adapter", "bus", "device", "unit_id", "entity_type")
 DEFAULT_ENTITY_ID = "urn:ngsi-ld:{entity_type}:{gateway}-{device}"
 DEFAULT_DEVICE_ENTITY_ID = "urn:ngsi-ld:Device:{gateway}-{device}"
-# the river tracker works in metres; a distance point may be in millimetres or centimetres
-LEVEL_FACTORS = {"MTR": 1.0, "CMT": 0.01, "MMT": 0.001}
 
 
 def _check_template(v: str) -> str:

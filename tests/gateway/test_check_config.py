@@ -20,7 +20,7 @@ def check_config(path: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "gateway.example.toml"])
+@pytest.mark.parametrize("name", ["demo.toml", "gateway.example.toml", "river-http.toml"])
 def test_shipped_configs_are_valid(name: str) -> None:
     run = check_config(ROOT / "config" / name)
     assert run.returncode == 0, run.stderr

@@ -1,1 +1,1 @@
-"""Tests of gateway.quality and gateway.river."""
+"""Tests of gateway.processing.quality and gateway.processing.river."""

@@ -18,9 +18,9 @@ import orjson
 
 from adapters.http_poll.config import ItemMapping
 from adapters.http_poll.mapping import Mapper
-from gateway.quality import PointQuality, QualityConfig, QualityFlag, quality_metadata
+from gateway.processing.quality import PointQuality, QualityConfig, QualityFlag, quality_metadata
 from gateway.records import Attribute, Reading, Source, TimeSource
-from gateway.river import RiverConfig, RiverLevelTracker, level_attributes
+from gateway.processing.river import RiverConfig, RiverLevelTracker, level_attributes
 from tests.support.entity_state import HEADERS, append, stored
 from tests.support.orion_double import V2_UPDATE, OrionDouble
 

@@ -15,7 +15,7 @@ from gateway.ngsi.check import check_reading
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.identifiers import check_metadata_name
 from gateway.ngsi.v2 import to_v2_entity, v2_update_body
-from gateway.quality import (
+from gateway.processing.quality import (
     QUALITY_METADATA,
     PointQuality,
     QualityConfig,

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.quality import OnFail, PointQuality, QualityConfig, QualityFlag
+from gateway.processing.quality import OnFail, PointQuality, QualityConfig, QualityFlag
 
 T0 = datetime(2024, 7, 1, tzinfo=timezone.utc)
 ORDER = {flag: i for i, flag in enumerate(QualityFlag)}

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from gateway.configbase import Section, format_validation_error
 from gateway.errors import ReadingError
-from gateway.river import (
+from gateway.processing.river import (
     DEFAULT_THRESHOLD_NAMES,
     Crossing,
     Direction,

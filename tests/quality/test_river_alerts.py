@@ -11,9 +11,9 @@ from gateway.ngsi.check import check_reading
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.identifiers import check_entity_id
 from gateway.ngsi.v2 import to_v2_entity, v2_update_body
-from gateway.quality import QualityFlag, QualityResult, quality_metadata
+from gateway.processing.quality import QualityFlag, QualityResult, quality_metadata
 from gateway.records import Attribute, Lane, Reading, Source, TimeSource
-from gateway.river import (
+from gateway.processing.river import (
     DEFAULT_THRESHOLD_NAMES,
     RiverConfig,
     RiverLevelTracker,

@@ -13,7 +13,7 @@ from gateway.ngsi.check import check_reading
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.v2 import to_v2_entity, v2_update_body
 from gateway.records import Source
-from gateway.river import NORMAL, Direction, RiverConfig, RiverLevelTracker, alert_readings
+from gateway.processing.river import NORMAL, Direction, RiverConfig, RiverLevelTracker, alert_readings
 from tests.support.orion_rules import validate_v2_update
 
 T0 = datetime(2024, 7, 1, tzinfo=timezone.utc)

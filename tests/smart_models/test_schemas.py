@@ -62,7 +62,7 @@ from adapters.simulated.config import SimulatedConfig
 from gateway.adapter_api import AdapterContext
 from gateway.profiles import find_profiles, load_profile
 from gateway.records import Reading, Source, TimeSource
-from gateway.river import RiverConfig, RiverLevelTracker, alert_readings
+from gateway.processing.river import RiverConfig, RiverLevelTracker, alert_readings
 from tests.adapters.modbus.peers import image_from_values, start_tcp_peer
 from tests.adapters.modbus.running import make_adapter, modbus_config, running, until
 from tests.adapters.modbus.test_shipped_profiles import KNOWN

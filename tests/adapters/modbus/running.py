@@ -11,7 +11,9 @@ from typing import Any
 from adapters.modbus.adapter import ModbusAdapter
 from adapters.modbus.config import ModbusConfig
 from gateway.adapter_api import AdapterContext
-from gateway.records import Reading
+from gateway.processing.api import ProcessorContext
+from gateway.processing.registry import build_stage
+from gateway.records import Reading, utc_now
 
 
 def modbus_config(buses: list[dict[str, Any]], devices: list[dict[str, Any]], **extra: Any) -> ModbusConfig:
@@ -27,10 +29,12 @@ def make_adapter(config: ModbusConfig, tmp_path: Any) -> ModbusAdapter:
 
 @contextlib.asynccontextmanager
 async def running(adapter: ModbusAdapter) -> AsyncIterator[list[Reading]]:
+    """The adapter's readings as the buffer gets them: through the processing stage with its checks and gauges."""
     readings: list[Reading] = []
+    stage = build_stage([], ProcessorContext(gateway_id="gw1", data_dir=""), [(adapter.config.name, adapter)])
 
     async def emit(reading: Reading) -> None:
-        readings.append(reading)
+        readings.extend(stage.process(reading, utc_now()) if stage is not None else [reading])
 
     task = asyncio.create_task(adapter.run(emit))
     try:

@@ -22,26 +22,35 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import ValidationInfo, field_validator
 
 from gateway.configbase import Field, Section
+from gateway.date_observed import DATE_OBSERVED
 from gateway.errors import ReadingError
+from gateway.processing.api import ProcessorConfig, ProcessorContext, with_attributes
+from gateway.records import Reading, make_attribute
 
 __all__ = [
-    "QualityFlag",
-    "OnFail",
-    "LoopCheck",
-    "QualityConfig",
-    "QualityResult",
-    "PointQuality",
-    "quality_metadata",
-    "QUALITY_METADATA",
-    "NAMUR_LOW_MA",
+    "LOOP_METADATA",
     "NAMUR_HIGH_MA",
+    "NAMUR_LOW_MA",
+    "QUALITY_METADATA",
+    "RAW_METADATA",
+    "VALUE_METADATA",
+    "LoopCheck",
+    "OnFail",
+    "PointQuality",
+    "QualityConfig",
+    "QualityFlag",
+    "QualityProcessor",
+    "QualityProcessorConfig",
+    "QualityResult",
+    "quality_metadata",
 ]
 
 # NAMUR NE43: a 4-20 mA transmitter signals a fault by driving the loop below 3.6 mA or above 21 mA
@@ -162,10 +171,10 @@ class PointQuality:
 
     def check(
         self,
-        value: float | int | None,
+        value: float | None,
         now: datetime,
         *,
-        raw: float | int | None = None,
+        raw: float | None = None,
         loop_ma: float | None = None,
     ) -> QualityResult:
         """Check one sample taken at `now` (an aware datetime).
@@ -191,7 +200,7 @@ class PointQuality:
     def _result(self, flags: tuple[QualityFlag, ...]) -> QualityResult:
         return QualityResult(keep=self.config.on_fail is OnFail.FLAG, flags=flags)
 
-    def _invalid(self, value: float | int | None, raw: float | int | None, loop_ma: float | None) -> QualityFlag | None:
+    def _invalid(self, value: float | None, raw: float | None, loop_ma: float | None) -> QualityFlag | None:
         """The flag of a sample whose value cannot be used at all; such samples leave no history."""
         c = self.config
         if value is None or not math.isfinite(value):
@@ -251,3 +260,106 @@ class PointQuality:
         if c.stuck_samples is not None and self._run_count < c.stuck_samples:
             return False
         return c.stuck_window_s is None or (now - start).total_seconds() >= c.stuck_window_s
+
+
+# --- the `quality` processor ---------------------------------------------------------------------------
+
+# An adapter that knows more than the published value hands it to the quality processor as
+# attribute metadata under these names, `{"type": "Number", "value": ...}`; the processor reads and
+# removes them, so they never reach the buffer:
+# - RAW_METADATA: the value as read, before scale and offset (Modbus: the register; sentinels compare to it)
+# - LOOP_METADATA: the 4-20 mA loop current, for `loop_check`
+# - VALUE_METADATA: the number to check when the published value is not it (an id held in registers
+#   published as Text; a sentinel published as null, checked as itself so the flag says `sentinel`)
+RAW_METADATA = "edgegwRawValue"
+LOOP_METADATA = "edgegwLoopCurrent"
+VALUE_METADATA = "edgegwCheckedValue"
+STATE_LIMIT = 100_000  # (entity, attribute) histories kept; the oldest is forgotten first
+
+
+# shared by every good sample: nothing downstream mutates metadata (the buffer encodes it, NGSI renders it)
+_GOOD_QUALITY: dict[str, Any] = quality_metadata(_GOOD)[QUALITY_METADATA]
+
+
+def _quality_value(result: QualityResult) -> dict[str, Any]:
+    value: dict[str, Any] = quality_metadata(result)[QUALITY_METADATA]
+    return value
+
+
+def _number(value: Any) -> float | int | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _hint(metadata: dict[str, Any], name: str) -> float | int | None:
+    item = metadata.pop(name, None)
+    return _number(item.get("value")) if isinstance(item, dict) else _number(item)
+
+
+class QualityProcessor:
+    """`gateway.processing.quality` checks on one attribute (or every numeric one), per entity.
+
+    The spike and stuck checks compare a sample with the same entity's earlier samples of the same
+    attribute, so each (entity id, attribute) has a `PointQuality` of its own. Samples are timed by
+    the reading's `observed_at`: the device's clock where it has one, so a late delivery is no spike.
+    """
+
+    kind = "quality"  # shown in status beside the name of an adapter's entry
+
+    def __init__(self, config: QualityConfig, *, attribute: str | None, name: str = "") -> None:
+        self.config = config
+        self.attribute = attribute
+        self.name = name
+        self._checks: dict[tuple[str, str], PointQuality] = {}
+        self.flagged = 0
+        self.dropped = 0
+
+    def _check(self, entity_id: str, attribute: str) -> PointQuality:
+        key = (entity_id, attribute)
+        check = self._checks.get(key)
+        if check is None:
+            if len(self._checks) >= STATE_LIMIT:
+                del self._checks[next(iter(self._checks))]
+            check = self._checks[key] = PointQuality(self.config, name=self.name or attribute)
+        return check
+
+    def process(self, reading: Reading, now: datetime) -> Sequence[Reading]:
+        attrs = dict(reading.attributes)
+        if self.attribute is not None:
+            names: Iterable[str] = (self.attribute,) if self.attribute in attrs else ()
+        else:
+            names = [n for n, a in attrs.items() if n != DATE_OBSERVED and a.type in ("", "Number")
+                     and _number(a.value) is not None]
+        at = reading.observed_at
+        for name in names:
+            attribute = attrs[name]
+            metadata = dict(attribute.metadata)
+            value = _number(attribute.value)
+            raw = loop_ma = None
+            if metadata:  # the hints an adapter may send (most attributes carry no metadata at all)
+                raw, loop_ma = _hint(metadata, RAW_METADATA), _hint(metadata, LOOP_METADATA)
+                if VALUE_METADATA in metadata:
+                    value = _hint(metadata, VALUE_METADATA)
+            result = self._check(reading.entity_id, name).check(value, at, raw=raw, loop_ma=loop_ma)
+            if result.flags:
+                self.flagged += 1
+                if not result.keep:
+                    self.dropped += 1
+                    del attrs[name]
+                    continue
+            metadata[QUALITY_METADATA] = _GOOD_QUALITY if result is _GOOD else _quality_value(result)
+            attrs[name] = make_attribute(attribute.value, attribute.type, attribute.unit, metadata)
+        if not any(n != DATE_OBSERVED for n in attrs):
+            return []  # nothing measured is left: a bare dateObserved says nothing
+        return [with_attributes(reading, attrs)]
+
+    def diagnostics(self) -> dict[str, int]:
+        return {"flagged": self.flagged, "dropped": self.dropped}
+
+
+class QualityProcessorConfig(ProcessorConfig, QualityConfig):
+    """`[[processing]] type = "quality"`: the `[quality]` keys, on `match.attribute` or every numeric attribute."""
+
+    type: Literal["quality"]
+
+    def build(self, context: ProcessorContext) -> QualityProcessor:
+        return QualityProcessor(self, attribute=self.match.attribute)

@@ -11,41 +11,46 @@ to the gauge's own reading. See docs/quality-and-river.md.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gateway.configbase import Field, Section
+from gateway.configbase import ConfigProblems, Field, Section
 from gateway.errors import ReadingError
-from gateway.ngsi.identifiers import BANNED_CHARS
+from gateway.ngsi.identifiers import BANNED_CHARS, check_attribute_name
+from gateway.processing.api import ProcessorConfig, ProcessorContext
 from gateway.records import Attribute, Lane, Reading, Source, TimeSource, iso_utc
 
 __all__ = [
-    "DEFAULT_THRESHOLD_NAMES",
-    "NORMAL",
-    "LEVEL_UNIT",
-    "RATE_UNIT",
     "ALERT_TYPE",
-    "Severity",
+    "DEFAULT_THRESHOLD_NAMES",
+    "LEVEL_FACTORS",
+    "LEVEL_UNIT",
+    "NORMAL",
+    "RATE_UNIT",
     "AlertCategory",
-    "Direction",
-    "Datum",
-    "Threshold",
-    "StageConfig",
-    "RiverConfig",
     "Crossing",
-    "RiverUpdate",
+    "Datum",
+    "Direction",
+    "RiverConfig",
     "RiverLevelTracker",
-    "stage_from_distance",
+    "RiverProcessor",
+    "RiverProcessorConfig",
+    "RiverUpdate",
+    "Severity",
+    "StageConfig",
+    "Threshold",
     "alert_id",
     "alert_readings",
     "level_attributes",
+    "stage_from_distance",
 ]
 
 # 水防団待機水位, 氾濫注意水位, 避難判断水位, 氾濫危険水位: the names MLIT and the prefectures publish
@@ -54,7 +59,7 @@ NORMAL = "normal"  # the state below the first threshold
 LEVEL_UNIT = "MTR"  # UN/CEFACT metre
 RATE_UNIT = "M60"  # UN/CEFACT metre per hour
 ALERT_TYPE = "Alert"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAME_MAX = 64
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -193,7 +198,7 @@ class RiverConfig(Section):
     @model_validator(mode="after")
     def _hysteresis_below_gaps(self) -> RiverConfig:
         levels = [t.level for t in self.thresholds]
-        gaps = [b - a for a, b in zip(levels, levels[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(levels)]
         if gaps and self.hysteresis_m >= min(gaps):
             i = gaps.index(min(gaps))
             message = (
@@ -400,3 +405,102 @@ def level_attributes(
         if update.datum.elevation_m is not None:
             out["levelDatumElevation"] = Attribute(value=update.datum.elevation_m, type="Number", unit=LEVEL_UNIT)
     return out
+
+
+# --- the `river` processor -----------------------------------------------------------------------------
+
+# the tracker works in metres; a gauge may publish its level or distance in centimetres or millimetres
+LEVEL_FACTORS = {"MTR": 1.0, "CMT": 0.01, "MMT": 0.001}
+STATE_LIMIT = 10_000  # gauges whose state is kept; the oldest is forgotten first
+
+
+def _flagged(attribute: Attribute) -> bool:
+    """The quality stage flagged this value: it must not drive thresholds or alerts."""
+    quality = attribute.metadata.get("quality")
+    return isinstance(quality, Mapping) and bool(quality.get("value"))
+
+
+class RiverProcessor:
+    """`RiverLevelTracker` per gauge entity on one attribute: state and rate added, crossings as `Alert`s.
+
+    The attribute is the water level, or with `stage` the distance down to the water (the computed
+    level is added as `level_attribute`, with the distance's metadata). A value the quality stage
+    flagged, or one that is not a number, passes unchanged and moves no state. Samples are timed by
+    the reading's `observed_at`, so the rate of rise follows the gauge's clock, not the delivery's.
+    """
+
+    kind = "river"  # shown in status beside the name of an adapter's entry
+
+    def __init__(self, config: RiverConfig, *, attribute: str, level_attribute: str = "waterLevel",
+                 name: str = "", remove_source: bool = False) -> None:
+        self.config = config
+        self.attribute = attribute
+        self.level_attribute = level_attribute
+        self.name = name or attribute
+        # an adapter's unpublished distance point travels under an internal name this processor removes
+        self.remove_source = remove_source
+        self._trackers: dict[str, RiverLevelTracker] = {}
+        self.alerts = 0
+        self.skipped = 0
+
+    def _tracker(self, entity_id: str) -> RiverLevelTracker:
+        tracker = self._trackers.get(entity_id)
+        if tracker is None:
+            if len(self._trackers) >= STATE_LIMIT:
+                del self._trackers[next(iter(self._trackers))]
+            tracker = self._trackers[entity_id] = RiverLevelTracker(self.config)
+        return tracker
+
+    def process(self, reading: Reading, now: datetime) -> Sequence[Reading]:
+        attribute = reading.attributes.get(self.attribute)
+        if attribute is None:
+            return (reading,)
+        value = attribute.value
+        if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                or _flagged(attribute)):
+            self.skipped += 1
+            return (self._without_source(reading),)
+        unit = attribute.unit or "MTR"
+        factor = LEVEL_FACTORS.get(unit)
+        if factor is None:
+            raise ReadingError(f"river {self.name}: {self.attribute} must be in MTR, CMT or MMT, got unit {unit!r}; "
+                               "convert it first with a `unit` processor", value=unit)
+        metres = float(value) * factor
+        tracker = self._tracker(reading.entity_id)
+        if self.config.stage is not None:
+            update = tracker.update(stage_from_distance(metres, self.config.stage), reading.observed_at)
+            added = level_attributes(update, level_name=self.level_attribute, level_metadata=attribute.metadata)
+        else:
+            update = tracker.update(metres, reading.observed_at)
+            added = level_attributes(update)
+        alerts = alert_readings(update, station_entity_id=reading.entity_id, station_entity_type=reading.entity_type,
+                                source=reading.source, config=self.config, time_source=reading.time_source)
+        self.alerts += len(alerts)
+        return [self._without_source(replace(reading, attributes={**reading.attributes, **added})), *alerts]
+
+    def _without_source(self, reading: Reading) -> Reading:
+        if not self.remove_source:
+            return reading
+        return replace(reading, attributes={n: a for n, a in reading.attributes.items() if n != self.attribute})
+
+    def diagnostics(self) -> dict[str, int]:
+        return {"alerts": self.alerts, "skipped": self.skipped}
+
+
+class RiverProcessorConfig(ProcessorConfig, RiverConfig):
+    """`[[processing]] type = "river"`: the `[river]` keys on the level (or distance) `match.attribute`."""
+
+    type: Literal["river"]
+    level_attribute: Annotated[str, AfterValidator(check_attribute_name)] = "waterLevel"  # the level computed with `stage`
+
+    @model_validator(mode="after")
+    def _needs_attribute(self) -> RiverProcessorConfig:
+        if self.match.attribute is None:
+            message = ("required for river, got none; name the attribute holding the water level (or the distance "
+                       "with `stage`), e.g. attribute = \"waterLevel\"")
+            raise ConfigProblems([("match.attribute", message)])
+        return self
+
+    def build(self, context: ProcessorContext) -> RiverProcessor:
+        assert self.match.attribute is not None  # checked by _needs_attribute
+        return RiverProcessor(self, attribute=self.match.attribute, level_attribute=self.level_attribute)

@@ -1,0 +1,87 @@
+"""The processor kinds by their `type`, the `[[processing]]` parser, and the builder of the stage.
+
+A new kind is a config class (a `ProcessorConfig` with `type: Literal["<kind>"]` and `build()`)
+added to `KINDS`; nothing else names it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.configbase import format_validation_error
+from gateway.processing.api import (
+    Processor,
+    ProcessorConfig,
+    ProcessorContext,
+    ProcessorSource,
+)
+from gateway.processing.attributes import DropConfig, RenameConfig, UnitConfig
+from gateway.processing.pseudonymize import PseudonymizeConfig
+from gateway.processing.quality import QualityProcessorConfig
+from gateway.processing.river import RiverProcessorConfig
+from gateway.processing.stage import Entry, Stage
+
+__all__ = ["KINDS", "build_stage", "parse_processing"]
+
+
+KINDS: dict[str, type[ProcessorConfig]] = {
+    "quality": QualityProcessorConfig,
+    "river": RiverProcessorConfig,
+    "rename": RenameConfig,
+    "unit": UnitConfig,
+    "drop": DropConfig,
+    "pseudonymize": PseudonymizeConfig,
+}
+
+
+def parse_processing(raw: Any, errors: list[str]) -> list[ProcessorConfig]:
+    """The `[[processing]]` entries validated in file order; problems appended to `errors` with key paths."""
+    if not isinstance(raw, list):
+        return []  # not an array of tables: reported by the top-level validation
+    out: list[ProcessorConfig] = []
+    valid = ", ".join(f'"{k}"' for k in KINDS)
+    for i, item in enumerate(raw):
+        where = f"processing[{i}]"
+        if not isinstance(item, dict):
+            continue  # reported by the top-level validation
+        kind = item.get("type")
+        if kind is None:
+            errors.append(f"{where}.type: required key is missing; valid: {valid}")
+            continue
+        model = KINDS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            errors.append(f"{where}.type: unknown processor type, got {json.dumps(kind, ensure_ascii=False)}; valid: {valid}")
+            continue
+        try:
+            config = model.model_validate(item)
+        except ValidationError as exc:
+            errors.extend(format_validation_error(exc, model, where))
+            continue
+        out.append(config)
+    return out
+
+
+def build_stage(configs: Sequence[ProcessorConfig], context: ProcessorContext,
+                sources: Iterable[tuple[str, object]] = ()) -> Stage | None:
+    """The stage of the configured entries (file order) then of every adapter that is a `ProcessorSource`.
+
+    None when there is nothing to run: the emit path then skips the stage altogether.
+    """
+    entries = [Entry(name=f"processing[{i}] ({c.type})", match=c.match, processor=c.build(context))
+               for i, c in enumerate(configs)]
+    for adapter_name, adapter in sources:
+        if isinstance(adapter, ProcessorSource):
+            entries.extend(Entry(name=f"{adapter_name}: {_label(p)}", match=m, processor=p)
+                           for m, p in adapter.processors())
+    return Stage(entries) if entries else None
+
+
+def _label(processor: Processor) -> str:
+    """`gauge1 level (river)`: the processor's own name and kind, as far as it has them."""
+    name = getattr(processor, "name", "") or type(processor).__name__
+    kind = getattr(processor, "kind", "")
+    return f"{name} ({kind})" if kind else name

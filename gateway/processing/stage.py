@@ -1,0 +1,132 @@
+"""The processing stage: runs every reading from any adapter through the processors whose match holds.
+
+Theory of operation. The stage holds an ordered list of entries, each a match and a processor:
+first the `[[processing]]` entries in file order, then the ones adapters contribute
+(`ProcessorSource`, e.g. a Modbus device's per-point `[quality]` and `[river]`), in adapter order.
+File order is the order an operator reads and reasons about ("rename level_cm to waterLevel, then
+convert it to metres, then check its quality, then the river thresholds on the checked value"), so
+it is the order they run in; nothing is sorted behind their back.
+
+Which entries apply depends on the reading's (adapter, entity type, entity id) only, so the stage
+computes that plan once per entity and caches it (bounded: the oldest plan is forgotten first).
+A reading that no entry matches costs one dict lookup and goes on unchanged, the same object. The
+attribute part of a match (`match.attribute`) is checked per reading, against the attributes the
+reading carries at that point (after earlier renames).
+
+A processor returns the reading itself first (changed or not) and may add readings after it (an
+`Alert`). An added reading is a different entity: it goes on through the entries after the one
+that made it, by its own plan. A processor that raises `ReadingError` (a value it cannot use)
+leaves the reading as it was; the stage counts it under `errors` of that entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.errors import ReadingError
+from gateway.processing.api import EntityKey, Processor, ProcessorMatch
+from gateway.records import Reading
+
+__all__ = ["PLAN_CACHE_SIZE", "Entry", "Stage"]
+
+log = logging.getLogger(__name__)
+
+PLAN_CACHE_SIZE = 50_000  # entities whose plan is remembered; a library's Wi-Fi sessions are many, each once
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One processor of the stage, with its match and the name it is shown under in status."""
+
+    name: str  # "processing[2] (river)" or "modbus cabinet: gauge1 level (river)"
+    match: ProcessorMatch
+    processor: Processor
+
+
+_Plan = tuple[tuple[int, Entry], ...]
+_EMPTY: _Plan = ()
+
+
+class Stage:
+    """The ordered entries and the per-entity plan cache; `process_many` is what the supervisor's emit calls."""
+
+    def __init__(self, entries: Sequence[Entry], *, cache_size: int = PLAN_CACHE_SIZE) -> None:
+        self.entries = tuple(entries)
+        self._plans: dict[EntityKey, _Plan] = {}
+        self._cache_size = cache_size
+        self.errors = [0] * len(self.entries)
+
+    def plan(self, key: EntityKey) -> _Plan:
+        """The (position, entry) pairs whose entity match holds for `key`, in stage order."""
+        plans = self._plans
+        found = plans.get(key)
+        if found is None:
+            found = tuple((i, e) for i, e in enumerate(self.entries) if e.match.matches(key)) or _EMPTY
+            if len(plans) >= self._cache_size:
+                del plans[next(iter(plans))]  # dicts keep insertion order: the oldest plan goes
+            plans[key] = found
+        return found
+
+    def process(self, reading: Reading, now: datetime) -> list[Reading]:
+        """The readings `reading` becomes: itself unchanged when nothing matches, none when dropped."""
+        return self._run(reading, now, 0)
+
+    def process_many(self, readings: Sequence[Reading], now: datetime) -> Sequence[Reading]:
+        """`process` for a burst; returns `readings` itself when no reading of it had a plan."""
+        plans = self._plans
+        out: list[Reading] | None = None
+        for n, reading in enumerate(readings):
+            key = (reading.source.adapter, reading.entity_type, reading.entity_id)
+            plan = plans.get(key)
+            if plan is None:
+                plan = self.plan(key)
+            if not plan:
+                if out is not None:
+                    out.append(reading)
+                continue
+            if out is None:
+                out = list(readings[:n])
+            out.extend(self._run(reading, now, 0, plan))
+        return readings if out is None else out
+
+    def _run(self, reading: Reading, now: datetime, start: int, plan: _Plan | None = None) -> list[Reading]:
+        if plan is None:
+            plan = self.plan((reading.source.adapter, reading.entity_type, reading.entity_id))
+        current: Reading | None = reading
+        added: list[tuple[int, Reading]] = []
+        for position, entry in plan:
+            if position < start:
+                continue
+            assert current is not None
+            attribute = entry.match.attribute
+            if attribute is not None and attribute not in current.attributes:
+                continue
+            try:
+                result = entry.processor.process(current, now)
+            except ReadingError as exc:
+                self.errors[position] += 1
+                log.debug("%s: reading of %s left unprocessed: %s", entry.name, current.entity_id, exc)
+                continue
+            if not result:
+                current = None
+                break
+            current = result[0]
+            added.extend((position + 1, r) for r in result[1:])
+        out = [] if current is None else [current]
+        for after, extra in added:
+            out.extend(self._run(extra, now, after))
+        return out
+
+    def diagnostics(self) -> list[dict[str, Any]]:
+        """One `{"name", "counters"}` per entry, in stage order, for status.json's `processing`."""
+        out = []
+        for entry, errors in zip(self.entries, self.errors):
+            counters = dict(entry.processor.diagnostics())
+            if errors:
+                counters["errors"] = errors
+            out.append({"name": entry.name, "counters": counters})
+        return out

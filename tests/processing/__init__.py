@@ -1,0 +1,1 @@
+"""Tests of gateway.processing: the stage, each processor, and water-level feeds through it end to end."""
