@@ -29,6 +29,7 @@ import secrets as _random
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -85,7 +86,7 @@ class PseudonymKey:
         return f"k{self.generation}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)  # no slots: `_erase_times` is cached on the instance
 class KeyRing:
     """Every kept generation, oldest first, and how long a retired one is kept."""
 
@@ -101,14 +102,15 @@ class KeyRing:
         retired = self.retired_at(key)
         return None if retired is None else retired + self.keep_old
 
+    @cached_property
+    def _erase_times(self) -> tuple[datetime | None, ...]:
+        # computed once: `select` runs for every reading with a personal attribute
+        return tuple(self.erase_at(k) for k in self.keys)
+
     def kept(self, now: datetime) -> KeyRing:
         """The ring without the generations whose erasure time has come."""
-        keys = tuple(k for k in self.keys if not self._expired(k, now))
+        keys = tuple(k for k, t in zip(self.keys, self._erase_times, strict=True) if t is None or now < t)
         return self if len(keys) == len(self.keys) else KeyRing(keys=keys, keep_old=self.keep_old)
-
-    def _expired(self, key: PseudonymKey, now: datetime) -> bool:
-        erase_at = self.erase_at(key)
-        return erase_at is not None and now >= erase_at
 
     def select(self, observed_at: datetime, now: datetime) -> PseudonymKey:
         """The key for a reading observed at `observed_at`, as of `now`; see the module's docstring."""
@@ -116,8 +118,8 @@ class KeyRing:
             raise PseudonymKeyError("pseudonym keys: the ring is empty, got no key; restart the gateway to create one")
         t = min(observed_at, now)
         chosen: PseudonymKey | None = None
-        for key in self.keys:  # oldest first
-            if self._expired(key, now):
+        for key, erase_at in zip(self.keys, self._erase_times, strict=True):  # oldest first
+            if erase_at is not None and now >= erase_at:
                 continue
             if chosen is None or key.valid_from <= t:
                 chosen = key

@@ -102,6 +102,7 @@ def mask(value: str) -> str:
 _MAC_GROUPS = re.compile(r"([0-9a-f]{1,2})([:-])" + r"([0-9a-f]{1,2})\2" * 4 + r"([0-9a-f]{1,2})")
 _MAC_DOTTED = re.compile(r"([0-9a-f]{4})\.([0-9a-f]{4})\.([0-9a-f]{4})")
 _MAC_HALVES = re.compile(r"([0-9a-f]{6})[:-]([0-9a-f]{6})")
+_HEX = frozenset("0123456789abcdef")
 _MAC_BARE = re.compile(r"[0-9a-f]{12}")
 # Hyphens people type into card numbers, and what a Japanese IME gives for one (ー, ‐, －, −).
 _CARD_SEPARATORS = re.compile("[\\s\\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff0d\uff70]+")
@@ -109,6 +110,8 @@ _CARD_SEPARATORS = re.compile("[\\s\\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212
 
 def _mac(value: str) -> str:
     s = value.strip().lower()
+    if len(s) == 17 and s[2::3] in (":::::", "-----") and _HEX.issuperset(s[0::3] + s[1::3]):
+        return s.replace("-", ":")  # the two common spellings, without the regexes
     m = _MAC_GROUPS.fullmatch(s)
     if m:
         return ":".join(g.zfill(2) for g in m.group(1, 3, 4, 5, 6, 7))
@@ -278,7 +281,7 @@ class Pseudonymizer:
             return (reading,)
         kept: dict[str, Attribute] = {}
         for name, attribute in attributes.items():
-            replacement = changed.get(name, attribute) if name in changed else attribute
+            replacement = changed.get(name, attribute)  # None: dropped
             if replacement is not None:
                 kept[name] = replacement
         return (replace(reading, attributes=kept),)
