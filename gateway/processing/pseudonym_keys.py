@@ -331,8 +331,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             return EXIT_OK
         _write_list(store.read(), now, out)
         return EXIT_OK
-    except ConfigError as exc:
-        err.write(f"{what}: {'; '.join(exc.errors)}\n")
+    except ConfigError as exc:  # the config, or a secret store whose key file does not belong to it
+        err.write(f"{what}: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
+        err.writelines(f"  {line}\n" for line in exc.errors)
         return EXIT_INVALID
     except PseudonymKeyError as exc:
         err.write(f"{exc}\n")

@@ -295,6 +295,23 @@ def test_cli_rotates_from_a_date_and_lists_without_keys(tmp_path: Path) -> None:
                    "already carry the old key's tokens (omit --from to rotate now)\n")
 
 
+def test_cli_finds_the_store_through_the_gateway_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[gateway]\nid = "gw1"\ndata_dir = "{tmp_path / "data"}"\n\n'
+                   '[[uplinks]]\nname = "o"\ntype = "orion"\nurl = "http://127.0.0.1:1026"\n')
+    parser = argparse.ArgumentParser(prog="edgegw")
+    add_parser(parser.add_subparsers(dest="command"))
+    out, err = io.StringIO(), io.StringIO()
+    assert run(parser.parse_args(["pseudonym", "rotate", "-c", str(cfg)]), out, err, now=T0) == 0, err.getvalue()
+    assert out.getvalue().startswith("pseudonym key k1 added, in force from 2026-04-01T00:00:00Z")
+    assert [k.key_id for k in PseudonymKeyStore(tmp_path / "data").read().keys] == ["k1"]
+    cfg.write_text("[gateway]\nid = 1\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert run(parser.parse_args(["pseudonym", "list", "-c", str(cfg)]), out, err, now=T0) == 2
+    assert err.getvalue() == (f"pseudonym list: {cfg}: 2 error(s)\n  gateway.id: input should be a valid string, got 1\n"
+                              "  uplinks: at least one [[uplinks]] entry is needed, got none\n")
+
+
 def test_cli_refuses_a_date_without_an_offset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         _cli(tmp_path, "rotate", "--from", "2026-10-01T00:00:00", now=T0)
