@@ -10,6 +10,11 @@ Theory of operation. Two kinds of text are hidden:
   `"access_token": "…"` (and client_secret, password, api keys, in header, form, JSON and repr
   spellings), and the userinfo of any URL (`https://***@host/`).
 
+Personal data that has a shape is hidden the same way, wherever it comes from (a malformed
+message quoted in a log line, a device's own error text): e-mail addresses keep only their domain
+(`***@example.jp`) and MAC addresses only their vendor prefix (`3C:22:FB:***`). Identifiers without a
+shape (library card numbers) are pseudonymized by the processing stage before anything logs them.
+
 Only the secret part is replaced, so a line stays readable: the header name, the auth scheme, the
 URL's scheme and host are kept. The log handler (`gateway.logs`) and the status file pass through
 `text()` / `scrub()`; nothing else has to remember to.
@@ -61,6 +66,20 @@ def _looks_like_token(word: str) -> bool:
     return len(word) >= 20 or not word.isalpha()
 
 
+# personal data with a shape: an e-mail address (RFC 5321's usual characters), a MAC address in the
+# colon, hyphen or Cisco dotted spelling
+# ("/" and "*" left out of the local part: `scheme://***@host` is a URL already masked, not an address)
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'+=?^_`{|}~-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})")
+_MAC = re.compile(
+    r"\b([0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}\2[0-9A-Fa-f]{2})\2[0-9A-Fa-f]{2}\2[0-9A-Fa-f]{2}\2[0-9A-Fa-f]{2}\b"
+    r"|\b([0-9A-Fa-f]{4})\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\b"
+)
+
+
+def _mask_mac(m: re.Match[str]) -> str:
+    return (m.group(1) or m.group(3)) + (m.group(2) or ".") + MASK
+
+
 def _mask_value(m: re.Match[str]) -> str:
     # `uplinks[0].password: must reference …` is a message about the key, not a password
     return m.group(1) + MASK if _looks_like_token(m.group(2)) else m.group(0)
@@ -74,6 +93,10 @@ def _mask_patterns(s: str) -> str:
         s = _NAMED.sub(_mask_value, s)
     if "bearer" in low or "basic" in low:
         s = _SCHEMED.sub(_mask_value, s)
+    if "@" in s:
+        s = _EMAIL.sub(MASK + r"@\1", s)
+    if s.count(":") >= 5 or s.count("-") >= 5 or s.count(".") >= 2:
+        s = _MAC.sub(_mask_mac, s)
     return s
 
 

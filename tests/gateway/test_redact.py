@@ -66,7 +66,7 @@ def root_logging() -> Iterator[io.StringIO]:
         ("HTTP Basic authentication is refused", "HTTP Basic authentication is refused"),
         ("check x_auth_token / oauth2 (readings stay buffered)", "check x_auth_token / oauth2 (readings stay buffered)"),
         ("must set 'x-auth-token' from one place", "must set 'x-auth-token' from one place"),
-        ("write to someone@example.org", "write to someone@example.org"),
+        ("write to someone@example.org", "write to ***@example.org"),  # personal data: only the domain stays
     ],
 )
 def test_token_looking_text_is_masked_and_the_rest_kept(text: str, expected: str) -> None:
@@ -180,3 +180,17 @@ def test_a_library_line_with_a_token_is_redacted(root_logging: io.StringIO) -> N
     logging.getLogger("paho.mqtt.client").debug("Sending CONNECT (u1, p1, wr0, wq0, wf0, c0, k60) password=hunter2x")
     doc = json.loads(root_logging.getvalue())
     assert (doc["component"], doc["msg"]) == ("mqtt-client", "Sending CONNECT (u1, p1, wr0, wq0, wf0, c0, k60) password=***")
+
+
+@pytest.mark.parametrize(("line", "shown"), [
+    ("payload.mac must be a number, got str '3C:22:FB:12:9A:0E'", "payload.mac must be a number, got str '3C:22:FB:***'"),
+    ("station 3c-22-fb-12-9a-0e joined", "station 3c-22-fb-*** joined"),
+    ("client 3c22.fb12.9a0e roamed", "client 3c22.*** roamed"),
+    ("registered Hanako.Yamada@Example.JP", "registered ***@Example.JP"),
+    # not personal data: times, IPv4 and IPv6 addresses, file names, a UUID
+    ("at 2026-07-04T05:00:00+09:00 from 10.0.0.1 and fe80::1:2:3:4", "at 2026-07-04T05:00:00+09:00 from 10.0.0.1 and fe80::1:2:3:4"),
+    ("moved buffer.db to buffer.db.corrupt-2026-07-04", "moved buffer.db to buffer.db.corrupt-2026-07-04"),
+    ("urn:ngsi-ld:Device:0f8fad5b-d9cb-469f-a165-70867728950e", "urn:ngsi-ld:Device:0f8fad5b-d9cb-469f-a165-70867728950e"),
+])
+def test_mac_and_email_addresses_are_masked_in_any_line(line: str, shown: str) -> None:
+    assert redact.text(line) == shown
