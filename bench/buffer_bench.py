@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.app import tune_runtime
@@ -28,7 +28,7 @@ UPLINK = "orion"
 
 def make_readings(n: int) -> list[Reading]:
     """Readings shaped like a river-gauge poll: five numeric attributes with units."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     src = Source(adapter="modbus-1", device="gauge")
     out = []
     for i in range(n):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -24,7 +24,7 @@ from adapters.wifi_syslog import FrameSplitter, decode_wifi_event, encode_octet_
 
 TARGET = 100_000
 SECRET = b"bench-shared-secret"
-NOW = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)
 
 
 def radius_packets(n: int, *, repeats: bool = True) -> list[bytes]:

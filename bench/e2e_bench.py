@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def reading(n: int) -> Reading:
     return Reading(entity_id=f"urn:ngsi-ld:WaterObserved:bench-{n % 100}", entity_type="WaterObserved",
                    attributes={"waterLevel": Attribute(value=1.0 + (n % 1000) / 1000, type="Number", unit="MTR"),
                                "sequence": Attribute(value=n, type="Number")},
-                   observed_at=datetime.now(timezone.utc), time_source=TimeSource.DEVICE,
+                   observed_at=datetime.now(UTC), time_source=TimeSource.DEVICE,
                    source=Source(adapter="bench"))
 
 

@@ -137,7 +137,6 @@ def _stop_child(child: subprocess.Popen[str]) -> None:
 
 async def _run_adapter(config_doc: dict[str, Any], seconds: float, warmup: float) -> tuple[list[PollResult], list[Reading], float, float]:
     from adapters.modbus.adapter import ModbusAdapter
-    from adapters.modbus.bus import PollResult
     from adapters.modbus.config import ModbusConfig
     from gateway.adapter_api import AdapterContext
 

@@ -39,6 +39,9 @@ from paho.mqtt.properties import Properties  # noqa: E402
 
 from adapters.mqtt.adapter import MqttAdapter  # noqa: E402
 from adapters.mqtt.config import MqttAdapterConfig  # noqa: E402
+from gateway.adapter_api import AdapterContext  # noqa: E402
+from gateway.buffer.config import BufferConfig, Durability  # noqa: E402
+from gateway.buffer.outbox import Outbox  # noqa: E402
 from gateway.mqtt.packets import (  # noqa: E402
     DISCONNECT_PACKET,
     ConnAck,
@@ -48,9 +51,6 @@ from gateway.mqtt.packets import (  # noqa: E402
     encode_puback,
     encode_subscribe,
 )
-from gateway.adapter_api import AdapterContext  # noqa: E402
-from gateway.buffer.config import BufferConfig, Durability  # noqa: E402
-from gateway.buffer.outbox import Outbox  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 
 TOPIC_FILTER = "application/+/device/+/event/up"

@@ -13,21 +13,21 @@ import asyncio
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.adapter_api import AdapterContext  # noqa: E402
-from gateway.records import Attribute, Reading, Source  # noqa: E402
-from gateway.uplinks.api import Status  # noqa: E402
-from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig  # noqa: E402
-from tests.support.mosquitto import MosquittoBroker  # noqa: E402
+from gateway.adapter_api import AdapterContext
+from gateway.records import Attribute, Reading, Source
+from gateway.uplinks.api import Status
+from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
+from tests.support.mosquitto import MosquittoBroker
 
 
 def make_readings(n: int, devices: int) -> list[Reading]:
     """River-gauge shaped readings: four numeric attributes and a state text, round-robin over devices."""
-    t0 = datetime.now(timezone.utc) - timedelta(hours=1)
+    t0 = datetime.now(UTC) - timedelta(hours=1)
     src = Source(adapter="modbus-1", device="rs485")
     out = []
     for i in range(n):

@@ -20,13 +20,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import orjson  # noqa: E402
+import orjson
 
-from gateway.ngsi.check import ReadingChecker  # noqa: E402
-from gateway.ngsi.config import ValueEncoding  # noqa: E402
-from gateway.ngsi.ld import to_ld_entity  # noqa: E402
-from gateway.ngsi.v2 import to_v2_entity  # noqa: E402
-from gateway.records import Attribute, Reading, Source, TimeSource  # noqa: E402
+from gateway.ngsi.check import ReadingChecker
+from gateway.ngsi.config import ValueEncoding
+from gateway.ngsi.ld import to_ld_entity
+from gateway.ngsi.v2 import to_v2_entity
+from gateway.records import Attribute, Reading, Source, TimeSource
 
 JST = timezone(timedelta(hours=9))
 CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"

@@ -13,16 +13,16 @@ import multiprocessing
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.adapter_api import AdapterContext  # noqa: E402
-from gateway.records import Attribute, Reading, Source  # noqa: E402
-from gateway.uplinks.api import Status  # noqa: E402
-from gateway.uplinks.orion import OrionConfig, OrionUplink  # noqa: E402
+from gateway.adapter_api import AdapterContext
+from gateway.records import Attribute, Reading, Source
+from gateway.uplinks.api import Status
+from gateway.uplinks.orion import OrionConfig, OrionUplink
 
 
 def _serve(validate: bool, ready: Any, stop: Any) -> None:
@@ -40,7 +40,7 @@ def _serve(validate: bool, ready: Any, stop: Any) -> None:
 
 
 def readings(n: int, entities: int) -> list[Reading]:
-    t0 = datetime(2024, 7, 1, tzinfo=timezone.utc)
+    t0 = datetime(2024, 7, 1, tzinfo=UTC)
     return [
         Reading(
             entity_id=f"urn:ngsi-ld:WaterObserved:gauge{i % entities:04d}",

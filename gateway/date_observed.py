@@ -14,7 +14,7 @@ from datetime import datetime
 
 from gateway.records import Attribute, iso_utc, make_attribute
 
-__all__ = ["DATE_OBSERVED", "has_date_observed", "date_observed"]
+__all__ = ["DATE_OBSERVED", "date_observed", "has_date_observed"]
 
 DATE_OBSERVED = "dateObserved"
 # the Smart Data Models name their observation types so: WaterObserved, DeviceMeasurement, ...

@@ -15,7 +15,7 @@ from pydantic import field_validator
 from gateway.configbase import Field, Section
 from gateway.records import Attribute
 
-__all__ = ["LOCATION", "Degrees", "Location", "point", "check_latitude", "check_longitude"]
+__all__ = ["LOCATION", "Degrees", "Location", "check_latitude", "check_longitude", "point"]
 
 LOCATION = "location"  # the attribute name the Smart Data Models (and NGSI-LD) use for the entity's place
 

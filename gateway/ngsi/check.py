@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -82,7 +82,7 @@ def utc_instant(text: str) -> datetime:
     if t.tzinfo is None:
         raise ValueError("must carry a time zone (Z or +09:00)")
     try:
-        return t.astimezone(timezone.utc)
+        return t.astimezone(UTC)
     except OverflowError:
         raise ValueError("is out of range once converted to UTC") from None
 

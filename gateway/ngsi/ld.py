@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.ngsi.check import DATETIME_TYPES, canonical_datetime, ngsi_type
-from gateway.ngsi.geojson import geometry_of
 from gateway.ngsi.config import ValueEncoding
+from gateway.ngsi.geojson import geometry_of
 from gateway.ngsi.values import encode_attribute_value, encode_metadata_value
 from gateway.records import Reading, iso_utc
 

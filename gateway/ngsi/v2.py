@@ -13,12 +13,12 @@ location given as a GeoJSON Feature (or one-Feature collection) is sent as its g
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.ngsi.check import DATETIME_TYPES, canonical_datetime, canonical_shape, ngsi_type
-from gateway.ngsi.geojson import geometry_of
 from gateway.ngsi.config import ValueEncoding
+from gateway.ngsi.geojson import geometry_of
 from gateway.ngsi.values import encode_attribute_value, encode_metadata_value
 from gateway.records import Reading, TimeSource, iso_utc
 
@@ -57,7 +57,7 @@ class _Instant:
     entities returned, which callers serialize and never modify.
     """
 
-    __slots__ = ("observed_at", "when", "stamp", "plain", "units", "time_attrs")
+    __slots__ = ("observed_at", "plain", "stamp", "time_attrs", "units", "when")
 
     def __init__(self, observed_at: datetime) -> None:
         self.observed_at = observed_at  # held, so an `is` match can never be a new object at a reused address
@@ -80,7 +80,7 @@ class _Instant:
 
 
 # The last observation time's parts; replaced by one assignment (safe to share between threads).
-_last: _Instant = _Instant(datetime(1970, 1, 1, tzinfo=timezone.utc))
+_last: _Instant = _Instant(datetime(1970, 1, 1, tzinfo=UTC))
 
 
 def to_v2_entity(reading: Reading, *, encoding: ValueEncoding) -> dict[str, Any]:

@@ -19,7 +19,23 @@ from gateway.profiles.loader import (
 from gateway.profiles.schema import ByteOrder, Command, DataType, Interface, Parity, Point, Profile, Quality, Transport
 
 __all__ = [
-    "DEFAULT_SEARCH_PATH", "SHIPPED_DIR", "SYSTEM_DIR", "ProfileNotFound", "ProfileRef", "find_profiles",
-    "load_profile", "load_profile_file", "parse_profile", "resolve", "ByteOrder", "Command", "DataType",
-    "Interface", "Parity", "Point", "Profile", "Quality", "Transport",
+    "DEFAULT_SEARCH_PATH",
+    "SHIPPED_DIR",
+    "SYSTEM_DIR",
+    "ByteOrder",
+    "Command",
+    "DataType",
+    "Interface",
+    "Parity",
+    "Point",
+    "Profile",
+    "ProfileNotFound",
+    "ProfileRef",
+    "Quality",
+    "Transport",
+    "find_profiles",
+    "load_profile",
+    "load_profile_file",
+    "parse_profile",
+    "resolve",
 ]

@@ -12,7 +12,7 @@ from gateway.errors import ConfigError
 from gateway.profiles.loader import DEFAULT_SEARCH_PATH, find_profiles, load_profile, load_profile_file
 from gateway.profiles.schema import Profile
 
-__all__ = ["add_parser", "run", "EXIT_OK", "EXIT_FAILURE", "EXIT_INVALID"]
+__all__ = ["EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "run"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

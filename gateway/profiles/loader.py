@@ -28,8 +28,17 @@ from gateway.profiles.schema import (
 )
 
 __all__ = [
-    "SHIPPED_DIR", "SYSTEM_DIR", "DEFAULT_SEARCH_PATH", "ProfileRef", "ProfileNotFound", "find_profiles",
-    "resolve", "load_profile", "load_profile_file", "parse_profile", "check_name",
+    "DEFAULT_SEARCH_PATH",
+    "SHIPPED_DIR",
+    "SYSTEM_DIR",
+    "ProfileNotFound",
+    "ProfileRef",
+    "check_name",
+    "find_profiles",
+    "load_profile",
+    "load_profile_file",
+    "parse_profile",
+    "resolve",
 ]
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "firmware_profiles"

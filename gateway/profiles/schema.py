@@ -19,9 +19,27 @@ from gateway.configbase import Field, Section
 from gateway.ngsi.identifiers import check_attribute_name, check_attribute_type, check_entity_type
 
 __all__ = [
-    "Transport", "Parity", "DataType", "ByteOrder", "Quality", "Interface", "Point", "Command", "Profile",
-    "ControlledProperties", "READ_FUNCTIONS", "WRITE_FUNCTIONS", "BIT_FUNCTIONS", "register_count", "point_problems",
-    "command_problems", "profile_problems", "parse_address", "BAUD_RATES", "MAX_READ_REGISTERS", "MAX_READ_BITS",
+    "BAUD_RATES",
+    "BIT_FUNCTIONS",
+    "MAX_READ_BITS",
+    "MAX_READ_REGISTERS",
+    "READ_FUNCTIONS",
+    "WRITE_FUNCTIONS",
+    "ByteOrder",
+    "Command",
+    "ControlledProperties",
+    "DataType",
+    "Interface",
+    "Parity",
+    "Point",
+    "Profile",
+    "Quality",
+    "Transport",
+    "command_problems",
+    "parse_address",
+    "point_problems",
+    "profile_problems",
+    "register_count",
 ]
 
 MAX_READ_REGISTERS = 125  # FC03/FC04 limit of the Modbus application protocol

@@ -72,7 +72,7 @@ def exact_and_bound(oracle: AgentOracle, fmt: str, batch: list[Reading]) -> tupl
     assert len(messages) == 1
     message = messages[0]
     # every attribute provisioned with the longest type the bound allows for, so it is met exactly
-    types = {name: "TextUnrestricted" for name in [*batch[0].attributes, "edgegwSeq"]}
+    types = dict.fromkeys([*batch[0].attributes, "edgegwSeq"], "TextUnrestricted")
     url, body = oracle.agent_request("ul" if fmt == "iota-ul" else "json", message.payload.decode(),
                                      entity_name="urn:ngsi-ld:Thing:t1", entity_type="Thing", types=types)
     sizing = up._sizing

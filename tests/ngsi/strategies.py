@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import strategies as st
@@ -78,7 +78,7 @@ geo_values = st.one_of(
     st.builds(lambda g: {"type": "GeometryCollection", "geometries": [g]}, geometries),
 )
 datetimes_text = st.one_of(
-    st.datetimes(timezones=st.sampled_from([timezone.utc, JST])).map(datetime.isoformat),
+    st.datetimes(timezones=st.sampled_from([UTC, JST])).map(datetime.isoformat),
     st.datetimes().map(datetime.isoformat),
     st.text(max_size=10),
     st.sampled_from(["2024-13-01T00:00:00Z", "2024-05-01 09:00+09:00", "20240501T090000Z", "0001-01-01T00:00:00+09:00", "2024-05-01"]),
@@ -114,7 +114,7 @@ def attributes(draw: st.DrawFn) -> Attribute:
 
 @st.composite
 def readings(draw: st.DrawFn) -> Reading:
-    tz = draw(st.sampled_from([timezone.utc, JST, JST, JST, timezone(timedelta(hours=-5)), None]))
+    tz = draw(st.sampled_from([UTC, JST, JST, JST, timezone(timedelta(hours=-5)), None]))
     return Reading(
         entity_id=draw(identifiers),
         entity_type=draw(st.one_of(st.from_regex(r"[A-Z][A-Za-z0-9]{0,15}", fullmatch=True), identifiers)),

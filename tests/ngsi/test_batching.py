@@ -37,7 +37,7 @@ def test_plan(sizes: list[int], max_bytes: int, max_entities: int, overhead: int
 
 def test_oversize_entity_travels_alone() -> None:
     assert plan_batches([10, 5000, 10, 10], max_bytes=100, max_entities=10, overhead=2) == [
-        range(0, 1),
+        range(1),
         range(1, 2),
         range(2, 4),
     ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -198,7 +198,7 @@ def test_typing_helpers() -> None:
 
 
 @given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
-                    timezones=st.sampled_from([timezone.utc, JST, timezone(timedelta(hours=-5, minutes=-30))])))
+                    timezones=st.sampled_from([UTC, JST, timezone(timedelta(hours=-5, minutes=-30))])))
 def test_canonical_datetime_takes_its_own_output_unchanged_and_agrees_with_the_long_way(t: datetime) -> None:
     canonical = iso_utc(t)
     assert canonical_datetime(canonical) == canonical  # the shortcut

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -53,7 +53,7 @@ def test_v2_time_source_gateway_and_datetime_values() -> None:
         entity_id="gate1",
         entity_type="LibraryGate",
         attributes={"lastOpen": Attribute(value="2024-05-01T08:59:59.5+09:00", type="DateTime")},
-        observed_at=datetime(2024, 5, 1, 0, 0, tzinfo=timezone.utc),
+        observed_at=datetime(2024, 5, 1, 0, 0, tzinfo=UTC),
         source=Source(adapter="gate"),
     )
     e = to_v2_entity(r, encoding=PCT)

@@ -3,7 +3,7 @@ measures) refuse exactly what the full paths refuse, even right after an accepte
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -17,7 +17,7 @@ from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.v2 import to_v2_entity
 from gateway.records import Attribute, Reading, Source, iso_utc
 
-T0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
 def gauge(value: object, *, at: datetime = T0, unit: str | None = "MTR", atype: str = "Number") -> Reading:
@@ -78,7 +78,7 @@ def test_a_date_in_orions_form_is_still_refused_when_it_is_no_date(bad: str) -> 
 
 
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
-                    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=9))])))
+                    timezones=st.sampled_from([UTC, timezone(timedelta(hours=9))])))
 def test_a_date_in_orions_form_renders_as_the_long_way_renders_any_other_form(t: datetime) -> None:
     canonical = gauge(iso_utc(t), unit=None, atype="DateTime")  # the fast path
     other = gauge(t.isoformat(), unit=None, atype="DateTime")  # the full path: converted to UTC

@@ -42,7 +42,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,9 @@ from adapters.mqtt.mapping import Mapper as MqttMapper
 from adapters.simulated.adapter import SimulatedAdapter
 from adapters.simulated.config import SimulatedConfig
 from gateway.adapter_api import AdapterContext
+from gateway.processing.river import RiverConfig, RiverLevelTracker, alert_readings
 from gateway.profiles import find_profiles, load_profile
 from gateway.records import Reading, Source, TimeSource
-from gateway.processing.river import RiverConfig, RiverLevelTracker, alert_readings
 from tests.adapters.modbus.peers import image_from_values, start_tcp_peer
 from tests.adapters.modbus.running import make_adapter, modbus_config, running, until
 from tests.adapters.modbus.test_shipped_profiles import KNOWN
@@ -85,7 +85,7 @@ NOT_VENDORED = {
 WITHOUT_MODEL = {"IndoorEnvironmentObserved", "AirQualityObserved", "ACMeasurement", "SimulatedEvent"}
 # (entity type, property, JSON Schema keyword) the gateway departs from on purpose
 DEVIATIONS = {("WaterObserved", "waterLevel", "minimum")}  # levels below the gauge datum are negative
-NOW = datetime(2026, 7, 1, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 7, 1, 3, 0, tzinfo=UTC)
 HITOYOSHI = {"lat": 32.2103, "lon": 130.7633}
 
 # RFC 3339 date-time, the JSON Schema "date-time" format: the models' dateObserved, dateIssued, ...

@@ -38,7 +38,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 MAX_BODY = 1_048_576  # Orion's default -inReqPayloadMaxSize
@@ -258,7 +258,7 @@ def parse_orion_datetime(text: str) -> datetime | None:
         return None
     rest = text[m.end() :]
     if rest == "":
-        return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
     if not rest.startswith("T"):
         return None  # `<date><timezone>` is not allowed either
     rest = rest[1:]

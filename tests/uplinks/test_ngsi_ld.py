@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from gateway.uplinks.ngsi_ld import NgsiLdConfig, NgsiLdUplink
 from tests.support.orion_double import LD_UPSERT, OrionDouble
 
 CONTEXT = "https://smartdata.example.jp/context.jsonld"
-T0 = datetime(2024, 7, 1, 3, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 1, 3, 0, tzinfo=UTC)
 
 
 def reading(entity: str, level: float, minute: int = 0) -> Reading:

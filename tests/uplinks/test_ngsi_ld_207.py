@@ -4,7 +4,7 @@ entity rejects it, one about the broker retries it, and one that says neither ca
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from gateway.uplinks.ngsi_ld.uplink import (
 )
 from tests.support.orion_double import OrionDouble
 
-T0 = datetime(2024, 7, 1, 3, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 1, 3, 0, tzinfo=UTC)
 ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
 G2 = "urn:ngsi-ld:WaterObserved:g2"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ def reading(n: int) -> Reading:
         entity_id=f"urn:ngsi-ld:WaterObserved:g{n}",
         entity_type="WaterObserved",
         attributes={"waterLevel": Attribute(value=float(n), type="Number")},
-        observed_at=datetime(2024, 7, 1, tzinfo=timezone.utc),
+        observed_at=datetime(2024, 7, 1, tzinfo=UTC),
         source=Source(adapter="gauge"),
     )
 

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import tempfile
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from tests.support import orion_rules
 from tests.support.orion_double import V2_UPDATE, OrionDouble
 from tests.support.ports import free_port
 
-T0 = datetime(2024, 7, 1, 3, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 1, 3, 0, tzinfo=UTC)
 
 
 def reading(entity: str, level: float, minute: int = 0, *, name: str = "") -> Reading:

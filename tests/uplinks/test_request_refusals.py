@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from gateway.uplinks.orion import OrionConfig, OrionUplink
 from tests.support.body_limit_proxy import BodyLimitProxy
 from tests.support.orion_double import OrionDouble
 
-T0 = datetime(2024, 7, 1, 3, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 1, 3, 0, tzinfo=UTC)
 SERVICE_NOT_FOUND = "HTTP 400 BadRequest: Service not found. Check your URL as probably it is wrong."
 
 

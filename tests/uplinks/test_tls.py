@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ READING = Reading(
     entity_id="urn:ngsi-ld:WaterObserved:g1",
     entity_type="WaterObserved",
     attributes={"waterLevel": Attribute(value=1.25, type="Number")},
-    observed_at=datetime(2024, 7, 1, tzinfo=timezone.utc),
+    observed_at=datetime(2024, 7, 1, tzinfo=UTC),
     source=Source(adapter="gauge"),
 )
 

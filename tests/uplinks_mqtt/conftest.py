@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from gateway.adapter_api import AdapterContext
 from gateway.records import Attribute, Reading, Source
 from tests.support.mosquitto import MosquittoBroker
 
-T0 = datetime(2024, 6, 1, 3, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 6, 1, 3, 0, 0, tzinfo=UTC)
 
 
 def reading(entity: str = "urn:ngsi-ld:WaterObserved:gauge1", *, at: float = 0.0, seq: int | None = 1,
