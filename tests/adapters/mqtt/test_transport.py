@@ -1,4 +1,4 @@
-"""The adapter's own MQTT client against mosquitto: MQTT 3.1.1, TLS, keepalive, an unreachable broker."""
+"""The adapter on the gateway's MQTT client against mosquitto: MQTT 3.1.1, TLS, keepalive, an unreachable broker."""
 
 from __future__ import annotations
 
@@ -99,8 +99,8 @@ async def test_unreachable_broker_is_logged_once(caplog: pytest.LogCaptureFixtur
         assert not adapter.connected
     assert [r.getMessage() for r in caplog.records] == [
         f"connecting to mqtt://127.0.0.1:{broker.port} as nobody",
-        f"cannot reach the broker at mqtt://127.0.0.1:{broker.port}, got [Errno 111] Connect call failed "
-        f"('127.0.0.1', {broker.port}); retrying with backoff"
+        f"cannot reach the broker at mqtt://127.0.0.1:{broker.port}, got [Errno 111] Connection refused; "
+        "retrying with backoff"
     ]
 
 
