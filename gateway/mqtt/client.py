@@ -9,7 +9,17 @@ from the broker go to `on_message` (QoS 1 ones are acknowledged after it returne
 sends PINGREQ when nothing was written for `keepalive_s` and drops the connection when the broker
 stays silent for 1.5 × `keepalive_s`. When the connection goes, `lost` resolves with the reason and
 every waiting future fails with `ConnectionLost` carrying it. The client does not reconnect: its
-users (the uplink, the command listener) decide when, with their backoff.
+users (the uplink, the command listener, the southbound adapter) decide when, with their backoff.
+
+Subscriber mode (the southbound adapter, which acknowledges a message only once its readings are on
+disk): give `on_publish` instead of `on_message`. It gets the codec's `Publish` tuple as read (raw
+topic bytes, packet id; nothing else is built per message) and the client does not acknowledge it;
+the user calls `ack(packet_ids)` in the order the messages came (MQTT requires it), several in one
+write. Its flow control is `pause_reading()`: no further packet is handed out (those already read
+wait in the reader) and the socket is not read, so TCP holds the broker back, whatever its Receive
+Maximum handling; `resume_reading()` hands out what waited. While reading is paused the keepalive
+still pings but does not count the broker's silence: its PINGRESP waits unread behind the paused
+reads, and a slow buffer is not a dead broker. The silence clock restarts on resume.
 
 Why its own client: aiomqtt's publish() does not return the v5 PUBACK reason code, and reading it
 meant reaching into its private paho client; the southbound adapter's own transport already
@@ -24,7 +34,7 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, Self
 
@@ -44,6 +54,7 @@ from gateway.mqtt.packets import (
     encode_connect,
     encode_disconnect,
     encode_puback,
+    encode_pubacks,
     encode_publish,
     encode_subscribe,
     reason_text,
@@ -57,6 +68,8 @@ __all__ = [
     "Message",
     "MqttClient",
     "MqttClientError",
+    "OnMessage",
+    "OnPublish",
 ]
 
 
@@ -98,7 +111,8 @@ class ClientSettings:
     session_expiry_s: int = 0
     will: Will | None = None
     connect_timeout_s: float = 10.0
-    max_inflight: int = 100
+    max_inflight: int = 100  # our QoS 1 publishes waiting for their PUBACK at a time
+    receive_maximum: int = 0  # v5: the broker's unacknowledged QoS 1 messages to us at a time (0: its default)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +127,7 @@ class Message:
 
 
 OnMessage = Callable[[Message], None]
+OnPublish = Callable[[Publish], None]
 
 
 class DebugLog(Protocol):
@@ -139,11 +154,16 @@ class MqttClient:
     """One MQTT session; see the module docstring. `async with MqttClient(...)` connects and disconnects."""
 
     def __init__(self, settings: ClientSettings, *, on_message: OnMessage | None = None,
-                 log: DebugLog | None = None) -> None:
+                 on_publish: OnPublish | None = None, log: DebugLog | None = None) -> None:
+        if on_message is not None and on_publish is not None:
+            raise ValueError("MqttClient: on_message or on_publish (subscriber mode), got both")
         self.settings = settings
         self.on_message = on_message
+        self._on_publish = on_publish
         self._log = log
-        self._reader = PacketReader(v5=settings.v5, keep_properties=True)
+        # the subscriber mode's hot path skips v5 properties: its user reads topic and payload only
+        self._reader = PacketReader(v5=settings.v5, keep_properties=on_publish is None)
+        self._paused = False
         self._transport: asyncio.Transport | None = None
         self._connack: asyncio.Future[ConnAck] | None = None
         self._acks: dict[int, asyncio.Future[int]] = {}
@@ -173,7 +193,8 @@ class MqttClient:
                                     s.client_id, "5" if s.v5 else "3.1.1", s.keepalive_s, s.clean_start)
                 self._write(encode_connect(client_id=s.client_id, keepalive_s=s.keepalive_s, v5=s.v5,
                                            session_expiry_s=s.session_expiry_s, username=s.username,
-                                           password=s.password, clean_start=s.clean_start, will=s.will))
+                                           password=s.password, clean_start=s.clean_start, will=s.will,
+                                           receive_maximum=s.receive_maximum))
                 connack = await asyncio.shield(self._connack)
         except TimeoutError:
             self._abort("no CONNACK")
@@ -197,16 +218,25 @@ class MqttClient:
 
     async def disconnect(self, *, timeout: float = 1.0) -> None:
         """A clean DISCONNECT (the broker then drops the will) and the socket closed."""
-        transport = self._transport
-        if transport is not None and not self.lost.done():
-            if self._log is not None:
-                self._log.debug("Sending DISCONNECT")
-            self._write(encode_disconnect())
-            transport.close()
+        if self.close():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await asyncio.shield(self.lost)
         self._gone("disconnected")
+
+    def close(self) -> bool:
+        """DISCONNECT and close without waiting, for a `finally` that may run while cancelled; what was
+        written before (acks included) still goes out. True if there was a connection to close."""
+        transport = self._transport
+        if transport is None or self.lost.done():
+            return False
+        if self._log is not None:
+            self._log.debug("Sending DISCONNECT")
+        self._write(encode_disconnect())
+        transport.close()
+        if self._keepalive is not None and self._keepalive is not asyncio.current_task():
+            self._keepalive.cancel()  # the socket is ours to close now: nothing more to ping
+        return True
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -246,8 +276,9 @@ class MqttClient:
                                    properties=properties))
         return fut
 
-    async def subscribe(self, filters: list[str], *, timeout: float = 10.0) -> tuple[int, ...]:
-        """SUBSCRIBE at QoS 1; the SUBACK's granted QoS or failure code (>= 0x80) per filter."""
+    async def subscribe(self, filters: list[str], *, timeout: float | None = 10.0) -> tuple[int, ...]:
+        """SUBSCRIBE at QoS 1; the SUBACK's granted QoS or failure code (>= 0x80) per filter (timeout None:
+        until the connection ends)."""
         self._check()
         packet_id = self._packet_id(self._subacks)
         fut: asyncio.Future[SubAck] = asyncio.get_running_loop().create_future()
@@ -258,6 +289,37 @@ class MqttClient:
                 return (await fut).reasons
         finally:
             self._subacks.pop(packet_id, None)
+
+    # -- subscriber mode -------------------------------------------------------------------------------
+
+    def ack(self, packet_ids: Sequence[int]) -> None:
+        """PUBACK these messages (subscriber mode) in one write, in the order given, which must be the
+        order they came. Nothing is written once the connection is lost: the broker redelivers them."""
+        if packet_ids and self._transport is not None and not self.lost.done():
+            self._write(encode_pubacks(packet_ids))
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._paused
+
+    def pause_reading(self) -> None:
+        """Hand out no further packet and stop reading the socket, until `resume_reading()`; may be called
+        from the `on_publish` callback (the packet being handed out is the last one)."""
+        if self._paused:
+            return
+        self._paused = True
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read again and hand out, soon, the packets that waited in the reader."""
+        if not self._paused:
+            return
+        self._paused = False
+        self._last_read = time.monotonic()  # the broker's silence is counted from now, not from the pause
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+            asyncio.get_running_loop().call_soon(self._dispatch)
 
     # -- the transport half ----------------------------------------------------------------------------
 
@@ -282,9 +344,21 @@ class MqttClient:
     def _received(self, data: bytes) -> None:
         self._last_read = time.monotonic()
         self._reader.feed(data)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hands out the packets read so far, until the reader is empty, reading is paused or the
+        connection is gone (then nothing more is handed out: its packet ids are dead)."""
+        reader, on_publish, lost = self._reader, self._on_publish, self.lost
         try:
-            while (packet := self._reader.next()) is not None:
-                self._handle(packet)
+            while not self._paused and not lost.done():
+                packet = reader.next()
+                if packet is None:
+                    return
+                if on_publish is not None and type(packet) is Publish:
+                    on_publish(packet)
+                else:
+                    self._handle(packet)
         except MqttWireError as exc:
             self._abort(str(exc))
 
@@ -314,7 +388,7 @@ class MqttClient:
         interval = self.settings.keepalive_s
         while not self.lost.done():
             now = time.monotonic()
-            if now - self._last_read > 1.5 * interval:
+            if not self._paused and now - self._last_read > 1.5 * interval:
                 self._abort(f"no answer from the broker for {1.5 * interval:g} s (keepalive)")
                 return
             if now - self._last_write >= interval:

@@ -4,11 +4,12 @@ byte stream into packets, and decodes client packets too (for tests and peers).
 Theory of operation: bytes in (`PacketReader.feed`), packets out (`next`); `encode_*` give the exact
 bytes to write. Nothing here touches a socket or the clock. The subscriber's hot path (PUBLISH in,
 PUBACK out) builds one tuple per message and skips v5 properties unless asked to keep them.
-Only what the gateway uses is implemented: QoS 2, AUTH and topic aliases are not.""" 
+Only what the gateway uses is implemented: QoS 2, AUTH and topic aliases are not."""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -247,6 +248,13 @@ def encode_puback(packet_id: int, reason: int = 0) -> bytes:
     if not reason:  # the short form (no reason code: success) is valid in 3.1.1 and 5 alike
         return bytes((0x40, 2, packet_id >> 8, packet_id & 0xFF))
     return bytes((0x40, 3, packet_id >> 8, packet_id & 0xFF, reason))
+
+
+def encode_pubacks(packet_ids: Sequence[int]) -> bytes:
+    """Success PUBACKs for these packet ids, in this order, as one buffer (the same bytes as joining
+    `encode_puback` of each): a subscriber acknowledging a committed group writes them at once."""
+    # a short-form PUBACK is 0x40 0x02 and the id, big-endian: one 32-bit word per ack, packed in one call
+    return struct.pack(f"!{len(packet_ids)}I", *[0x4002_0000 | pid for pid in packet_ids])
 
 
 def encode_disconnect(reason: int = 0) -> bytes:

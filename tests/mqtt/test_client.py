@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from gateway.mqtt.client import (
     MqttClient,
 )
 from gateway.mqtt.packets import (
+    PINGREQ_PACKET,
+    Publish,
     Will,
     decode_connect,
     publish_properties,
@@ -150,3 +153,90 @@ async def test_keepalive_notices_a_silent_broker() -> None:
     reason = await asyncio.wait_for(client.lost, 3)
     assert reason == "no answer from the broker for 1.5 s (keepalive)"
     mute.close()
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def publish_each(broker: MosquittoBroker, client_id: str, topic: str, payloads: list[bytes]) -> None:
+    async with MqttClient(settings(broker, client_id, clean_start=True)) as pub:
+        for payload in payloads:
+            assert await (await pub.publish(topic, payload)) in (0, 0x10)
+
+
+async def test_subscriber_mode_acknowledges_only_what_it_is_told(mosquitto: MosquittoBroker) -> None:
+    got: list[Publish] = []
+    sub = MqttClient(settings(mosquitto, "t-acker", session_expiry_s=600), on_publish=got.append)
+    await sub.connect()
+    await sub.subscribe(["t/acker/#"])
+    await publish_each(mosquitto, "t-acker-pub", "t/acker/x", [b"0", b"1", b"2", b"3", b"4"])
+    await until(lambda: len(got) == 5, "5 messages")
+    assert [(m.topic, m.payload, m.qos) for m in got] == [(b"t/acker/x", str(i).encode(), 1) for i in range(5)]
+    sub.ack([m.packet_id for m in got[:3]])
+    await sub.disconnect()
+    # The session kept what was not acknowledged: those two come back, before a fresh marker, and no others.
+    # (session expiry 0 now: the broker forgets the session when this client goes)
+    again: list[Message] = []
+    async with MqttClient(settings(mosquitto, "t-acker"), on_message=again.append):
+        await publish_each(mosquitto, "t-acker-pub", "t/acker/x", [b"end"])
+        await until(lambda: any(m.payload == b"end" for m in again), "the marker")
+    assert [m.payload for m in again] == [b"3", b"4", b"end"]
+
+
+async def test_pause_reading_holds_the_rest_back_until_resumed(mosquitto: MosquittoBroker) -> None:
+    got: list[Publish] = []
+
+    def on_publish(message: Publish) -> None:
+        got.append(message)
+        if len(got) == 2:
+            sub.pause_reading()  # from the callback: the packets behind this one in the same read wait
+
+    sub = MqttClient(settings(mosquitto, "t-pause", clean_start=True), on_publish=on_publish)
+    async with sub:
+        await sub.subscribe(["t/pause/#"])
+        await publish_each(mosquitto, "t-pause-pub", "t/pause/x", [str(i).encode() for i in range(6)])
+        await until(lambda: len(got) == 2, "the first two")
+        await asyncio.sleep(0.3)  # the other four reach the socket meanwhile, and are not handed out
+        assert (len(got), sub.reading_paused) == (2, True)
+        sub.resume_reading()
+        await until(lambda: len(got) == 6, "the other four")
+        assert not sub.reading_paused
+        sub.ack([m.packet_id for m in got])
+    assert [m.payload for m in got] == [str(i).encode() for i in range(6)]
+
+
+async def test_keepalive_pings_while_paused_and_counts_silence_from_the_resume() -> None:
+    after_connect = bytearray()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readexactly(2)
+        await reader.readexactly(head[1])
+        writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK, then silence: no PINGRESP ever
+        while data := await reader.read(100):
+            after_connect.extend(data)
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    client = MqttClient(ClientSettings(host="127.0.0.1", port=server.sockets[0].getsockname()[1],
+                                       client_id="t-paused", keepalive_s=1), on_publish=lambda _: None)
+    await client.connect()
+    client.pause_reading()
+    await asyncio.sleep(2.5)  # past 1.5 x keepalive: paused reads, not a silent broker
+    assert not client.lost.done()
+    assert len(after_connect) >= 4 and bytes(after_connect) == PINGREQ_PACKET * (len(after_connect) // 2)
+    client.resume_reading()
+    resumed = time.monotonic()
+    reason = await asyncio.wait_for(asyncio.shield(client.lost), 3)
+    assert reason == "no answer from the broker for 1.5 s (keepalive)"
+    assert time.monotonic() - resumed >= 1.4  # counted from the resume
+    server.close()
+
+
+async def test_one_mode_of_delivery() -> None:
+    with pytest.raises(ValueError, match=r"^MqttClient: on_message or on_publish \(subscriber mode\), got both$"):
+        MqttClient(ClientSettings(host="127.0.0.1", port=1, client_id="t"), on_message=lambda _: None,
+                   on_publish=lambda _: None)

@@ -25,6 +25,7 @@ from gateway.mqtt.packets import (
     encode_connect,
     encode_disconnect,
     encode_puback,
+    encode_pubacks,
     encode_publish,
     encode_subscribe,
     publish_properties,
@@ -92,6 +93,13 @@ def test_publish_round_trips_with_user_properties(topic: str, payload: bytes, qo
        split=st.integers(0, 6))
 def test_puback_reason_codes_both_ways(pid: int, reason: int, split: int) -> None:
     assert read_all(encode_puback(pid, reason), v5=True, split=split) == [PubAck(packet_id=pid, reason=reason)]
+
+
+@given(pids=st.lists(st.integers(1, 65_535), max_size=50), split=st.integers(0, 200))
+def test_pubacks_of_a_group_are_the_single_pubacks_in_order(pids: list[int], split: int) -> None:
+    packed = encode_pubacks(pids)
+    assert packed == b"".join(encode_puback(pid) for pid in pids)
+    assert read_all(packed, v5=True, split=split) == [PubAck(packet_id=pid, reason=0) for pid in pids]
 
 
 @given(pid=st.integers(1, 65_535), filters=st.lists(texts.filter(bool), min_size=1, max_size=4), v5=st.booleans())
