@@ -155,14 +155,24 @@ def cmd_secret(args: argparse.Namespace) -> int:
 
 
 def _adapter_line(a: dict[str, Any]) -> str:
+    """One line per adapter; what its family adds comes from the conventional keys of its diagnostics
+    (gateway.adapter_api.Diagnosable), so no family is named here."""
+    diagnostics = a.get("diagnostics") or {}
     malformed = a.get("malformed", 0)
-    reasons = (a.get("diagnostics") or {}).get("malformed")
+    reasons = diagnostics.get("malformed")
     if malformed and isinstance(reasons, dict):
         detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])) if v)
         malformed = f"{malformed} ({detail})"
-    err = f"  last error: {a['last_error']}" if a["last_error"] else ""
-    return (f"  {a['name']:<20} {a['type']:<10} {a['state']:<12} emitted {a['emitted']:>10}  "
-            f"malformed {malformed}  invalid {a.get('invalid', 0)}  restarts {a['restarts']}{err}")
+    line = (f"  {a['name']:<20} {a['type']:<10} {a['state']:<12} emitted {a['emitted']:>10}  "
+            f"malformed {malformed}  invalid {a.get('invalid', 0)}  restarts {a['restarts']}")
+    if diagnostics.get("connected") is False:
+        line += "  disconnected"
+    if isinstance(diagnostics.get("summary"), str) and diagnostics["summary"]:
+        line += f"  {diagnostics['summary']}"
+    last_error = a["last_error"] or diagnostics.get("last_error")
+    if last_error:
+        line += f"  last error: {last_error}"
+    return line
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,7 +44,7 @@ from gateway import redact
 from gateway.backoff import Backoff
 from gateway.buffer.outbox import Outbox
 from gateway.diagnostics import DiagnosticsReader
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 from gateway.records import Reading
 from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, Uplink, UplinkConfig
 
@@ -185,7 +186,7 @@ class DeliveryLoop:
         self._clock = clock
         self._sleep = sleep
         self._stopping = asyncio.Event()
-        self._failing: UplinkState | None = None  # BACKING_OFF or REFUSED while deliveries fail
+        self._failing = StateLog(self.log)  # its state: BACKING_OFF or REFUSED while deliveries fail
         self._spread = True  # the next catch-up batch waits the random start delay
         self._pace_at = 0.0  # (clock) the earliest start of the next catch-up batch under drain_rate
 
@@ -235,7 +236,7 @@ class DeliveryLoop:
                 if self._stopping.is_set():
                     break  # not delivered, not acknowledged: read again at the next start
                 # while failing, the status keeps saying so through each new attempt
-                self.state = self._failing or UplinkState.SENDING
+                self.state = self._failing_state() or UplinkState.SENDING
                 outcomes = await self.uplink.deliver(batch)
                 if len(outcomes) != len(batch):
                     # a broken uplink must not move cursors over records it did not account for
@@ -252,13 +253,12 @@ class DeliveryLoop:
                     await pipe.resync()
                     await self._back_off(retry, len(batch), outcomes)
                     continue
-                if self._failing is not None:
+                if self._failing.failing:
                     if not delivered:
                         continue  # all dead letters: the far side answers, but nothing went through yet
-                    self._failing = None
+                    self._failing.ok("delivery recovered after %d attempts", self.backoff.attempts)
                     self.state = UplinkState.SENDING
                     self._spread = True  # an outage ended: what waited is drained after a random delay
-                    self.log.info("delivery recovered after %d attempts", self.backoff.attempts)
                 self.backoff.reset()
         finally:
             self.state = UplinkState.STOPPED
@@ -303,16 +303,18 @@ class DeliveryLoop:
         self.retries += 1
         refused = any(o.fault is Fault.CONFIGURATION for o in outcomes if o.status is Status.RETRY)
         state = UplinkState.REFUSED if refused else UplinkState.BACKING_OFF
-        if self._failing is not state:
-            self._failing = state
-            if refused:
-                self.log.error("delivery refused (%d of %d records to retry): %s; nothing is dead-lettered "
-                               "until the configuration is fixed", retry, total, self.last_error)
-            else:
-                self.log.warning("delivery failing (%d of %d records to retry): %s; backing off",
-                                 retry, total, self.last_error)
+        if refused:
+            self._failing.fail(state, logging.ERROR, "delivery refused (%d of %d records to retry): %s; nothing is "
+                               "dead-lettered until the configuration is fixed", retry, total, self.last_error)
+        else:
+            self._failing.fail(state, logging.WARNING, "delivery failing (%d of %d records to retry): %s; backing off",
+                               retry, total, self.last_error)
         self.state = state
         await self._pause(self.backoff.next())
+
+    def _failing_state(self) -> UplinkState | None:
+        state = self._failing.state
+        return state if isinstance(state, UplinkState) else None
 
     async def _pace(self, n: int, *, catching_up: bool) -> None:
         """The random start delay and the drain rate, for catch-up batches only."""
