@@ -12,8 +12,18 @@ from adapters.simulated.config import SimKind, SimulatedConfig
 from gateway.adapter_api import AdapterContext
 from gateway.date_observed import DATE_OBSERVED, date_observed, has_date_observed
 from gateway.location import LOCATION
-from gateway.records import (Attribute, Emit, Lane, Reading, Source, TimeSource, emit_many, make_attribute, make_reading,
-                             utc_now)
+from gateway.records import (
+    Attribute,
+    Emit,
+    Lane,
+    Reading,
+    Source,
+    TimeSource,
+    emit_many,
+    make_attribute,
+    make_reading,
+    utc_now,
+)
 
 # the largest number of readings generated between two awaits, so one fast source never
 # starves the event loop (delivery loops, other adapters, signals)
