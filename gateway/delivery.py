@@ -45,8 +45,10 @@ from gateway.backoff import Backoff
 from gateway.buffer.outbox import Outbox
 from gateway.diagnostics import DiagnosticsReader
 from gateway.logs import StateLog, component_logger
-from gateway.records import Reading
+from gateway.records import Lane, Reading
 from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, Uplink, UplinkConfig
+
+_LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
 
 DEAD_LETTER_LINES = 10  # dead letters logged one by one per batch; the rest are summed up in one line
 
@@ -85,7 +87,7 @@ def _redacted(outcomes: list[Outcome]) -> list[Outcome]:
 
 def _last_seqs(batch: Sequence[Reading]) -> list[int]:
     """Per lane number, the highest seq in the batch (0 where the batch has none of that lane)."""
-    last = [0, 0, 0]
+    last = [0] * _LANES
     for r in batch:
         lane = int(r.lane)
         if r.seq is not None and r.seq > last[lane]:

@@ -36,8 +36,10 @@ from gateway.buffer.stats import BufferStats, DeadLetter
 from gateway.buffer.store import TAIL_ROWS, Row, Store, lane_name
 from gateway.errors import BufferError, BufferFull
 from gateway.logs import component_logger
-from gateway.records import Reading, encode_reading, to_epoch_us
+from gateway.records import Lane, Reading, encode_reading, to_epoch_us
 from gateway.uplinks.api import Outcome
+
+_LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
 
 log = component_logger(__name__, "buffer")
 
@@ -66,8 +68,8 @@ class _Group:
     deadline: float
     rows: list[Row] = field(default_factory=list)
     readings: list[Reading] = field(default_factory=list)  # the rows' Readings, for the store's tail
-    lane_rows: list[int] = field(default_factory=lambda: [0, 0, 0])
-    lane_bytes: list[int] = field(default_factory=lambda: [0, 0, 0])
+    lane_rows: list[int] = field(default_factory=lambda: [0] * _LANES)
+    lane_bytes: list[int] = field(default_factory=lambda: [0] * _LANES)
     sealed: bool = False
 
 
@@ -235,8 +237,8 @@ class Outbox:
             raise BufferError(f"buffer: closed, got an append of {len(readings)} readings", path=str(self._path))
         now_ms = int(self._store.clock() * 1000)
         rows: list[Row] = []
-        lane_rows = [0, 0, 0]
-        lane_bytes = [0, 0, 0]
+        lane_rows = [0] * _LANES
+        lane_bytes = [0] * _LANES
         readings = list(readings)
         for r in readings:
             body = encode_reading(r)
@@ -261,7 +263,7 @@ class Outbox:
             futures = []
             for i in range(0, len(rows), self._max_rows):
                 part = rows[i : i + self._max_rows]
-                pr, pb = [0, 0, 0], [0, 0, 0]
+                pr, pb = [0] * _LANES, [0] * _LANES
                 for row in part:
                     pr[row[0]] += 1
                     pb[row[0]] += row[4]
@@ -287,7 +289,7 @@ class Outbox:
             group = self._new_group()
         group.rows.extend(rows)
         group.readings.extend(readings)
-        for i in range(3):
+        for i in range(_LANES):
             group.lane_rows[i] += lane_rows[i]
             group.lane_bytes[i] += lane_bytes[i]
         if len(group.rows) >= self._max_rows:
@@ -476,12 +478,12 @@ class Outbox:
         else:
             rows = [row for g in groups for row in g.rows]
             readings = [r for g in groups for r in g.readings]
-            lane_rows = [sum(g.lane_rows[i] for g in groups) for i in range(3)]
-            lane_bytes = [sum(g.lane_bytes[i] for g in groups) for i in range(3)]
+            lane_rows = [sum(g.lane_rows[i] for g in groups) for i in range(_LANES)]
+            lane_bytes = [sum(g.lane_bytes[i] for g in groups) for i in range(_LANES)]
         started = time.perf_counter()
         error: BaseException | None = None
         drops = None
-        nbytes = lane_bytes[0] + lane_bytes[1] + lane_bytes[2]
+        nbytes = sum(lane_bytes)
         space = self._space
         try:
             if space.careful:
@@ -491,7 +493,7 @@ class Outbox:
         except sqlite3.Error as exc:
             error = self._commit_error(exc, len(rows))
         if error is not None:
-            for i in range(3):
+            for i in range(_LANES):
                 self._room.release(i, lane_rows[i], lane_bytes[i])
             if isinstance(error, BufferFull):
                 self._disk_refusing(len(rows), error)
