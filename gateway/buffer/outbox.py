@@ -174,6 +174,14 @@ class Outbox:
             box._log_careful()
         return box
 
+    async def __aenter__(self) -> Outbox:
+        """`async with await Outbox.open(…) as outbox:` closes it on the way out (open is a coroutine that
+        starts the writer thread, so the opened outbox is the context manager)."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         """Commit everything queued, then stop the writer thread and close the file."""
         if self._closed:
@@ -357,8 +365,8 @@ class Outbox:
         """True as soon as rows past the uplink's cursors exist (woken by commits), False after `timeout`."""
         event = self._new_rows.get(uplink)
         if event is None:
-            self._store._cursor(uplink)  # raises the "unknown uplink" error
-            raise AssertionError("unreachable")
+            self._store.check_uplink(uplink)
+            raise AssertionError("unreachable: an uplink without a wake-up event is not configured")
         deadline = self._loop.time() + timeout
         while True:
             event.clear()
@@ -387,7 +395,7 @@ class Outbox:
     async def retry_dead_letters(self, uplink: str | None = None, ids: Sequence[int] | None = None) -> int:
         """Re-queue dead letters for their own uplink only; returns how many were re-queued."""
         if uplink is not None:
-            self._store._cursor(uplink)
+            self._store.check_uplink(uplink)
         n = await self._call(lambda: self._store.retry_dead_letters(uplink, ids))
         if n:
             log.info("buffer: re-queued %d dead letters%s", n, f" for {uplink}" if uplink else "")

@@ -369,6 +369,10 @@ class Store:
 
     # --- reading and acknowledging -------------------------------------------------------------
 
+    def check_uplink(self, uplink: str) -> None:
+        """Raise the "unknown uplink" BufferError unless `uplink` is configured (its message names those that are)."""
+        self._cursor(uplink)
+
     def _cursor(self, uplink: str) -> list[int]:
         try:
             return self.cursors[uplink]
