@@ -86,16 +86,15 @@ def test_port_forms(text, transport, where):
 
 
 def test_a_profile_is_read_once_however_often_it_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    from adapters.modbus import config as modbus_config_module
+    from gateway.profiles.loader import load_profile
 
     reads: list[str] = []
-    real = modbus_config_module.load_profile
 
     def counting(name: str, search_path: Any) -> Any:
         reads.append(name)
-        return real(name, search_path)
+        return load_profile(name, search_path)
 
-    monkeypatch.setattr(modbus_config_module, "load_profile", counting)
+    monkeypatch.setattr("adapters.modbus.config.load_profile", counting)  # counts, and loads for real
     cfg = ModbusConfig.model_validate({
         "name": "cabinet", "type": "modbus", "buses": [{"name": "gw", "port": "/dev/ttyUSB0"}],
         "devices": [{"name": f"th{u}", "bus": "gw", "profile": "generic/xy-md02", "unit_id": u} for u in (1, 2)]
