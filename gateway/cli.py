@@ -152,7 +152,8 @@ def cmd_secret(args: argparse.Namespace) -> int:
         print(f"{what}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except ConfigError as exc:  # a key file that does not belong to the store
-        print(f"{what}: {'; '.join(exc.errors)}", file=sys.stderr)
+        for line in exc.errors:  # one line per problem, as check-config prints them
+            print(f"{what}: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:
         print(f"{what}: cannot use the secret store in {store.directory}, got {exc.strerror or exc}; "

@@ -193,7 +193,7 @@ async def _read(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         profile = load_profile(args.profile, search)
     except ConfigError as exc:
-        err.write(f"read: {exc.source or args.profile}: {'; '.join(exc.errors)}\n")
+        err.writelines(f"read: {exc.source or args.profile}: {line}\n" for line in exc.errors)  # one line each
         return EXIT_USAGE
     iface = profile.interface
     settings = SerialSettings(baud=args.baud or iface.baud, parity=Parity(args.parity) if args.parity else iface.parity,
