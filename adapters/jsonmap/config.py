@@ -124,18 +124,18 @@ class TimestampSection(Section):
     def _pattern(self) -> TimestampSection:
         if self.format is TimeFormat.STRPTIME:
             if not self.pattern:
-                raise ConfigProblems([("pattern", 'is needed with format = "strptime", got none; e.g. '
-                                                  'pattern = "%Y%m%d%H%M"')])
+                raise ConfigProblems([("pattern", ('is needed with format = "strptime", got none; e.g. '
+                                                   'pattern = "%Y%m%d%H%M"'))])
             try:
                 datetime.strptime(_SAMPLE_TIME.strftime(self.pattern), self.pattern)
             except ValueError:
-                raise ConfigProblems([("pattern", "must be a strptime pattern that reads back what it writes, like "
-                                                  f"%Y/%m/%d %H:%M, got {self.pattern!r}")]) from None
+                raise ConfigProblems([("pattern", ("must be a strptime pattern that reads back what it writes, like "
+                                                   f"%Y/%m/%d %H:%M, got {self.pattern!r}"))]) from None
             if "%Y" not in self.pattern and "%y" not in self.pattern:
                 raise ConfigProblems([("pattern", f"must contain the year (%Y), got {self.pattern!r}")])
         elif self.pattern is not None:
-            raise ConfigProblems([("pattern", 'applies to format = "strptime" only, got format '
-                                              f"{self.format.value!r}")])
+            raise ConfigProblems([("pattern", ('applies to format = "strptime" only, got format '
+                                               f"{self.format.value!r}"))])
         return self
 
 
@@ -170,8 +170,8 @@ class LocationSection(Section):
                 f"(a GeoJSON field of each object), got {', '.join(given) or 'none of them'}"
             )
         if forms[0] == ("lat", "lon") and "missing" in self.model_fields_set:
-            raise ConfigProblems([("missing", "applies to a location read from the JSON, not to a fixed lat and lon, "
-                                              f"got missing = {self.missing.value!r}; remove it")])
+            raise ConfigProblems([("missing", ("applies to a location read from the JSON, not to a fixed lat and lon, "
+                                               f"got missing = {self.missing.value!r}; remove it"))])
         return self
 
 
