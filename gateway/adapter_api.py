@@ -39,9 +39,17 @@ class CommandHandler(Protocol):
 class Diagnosable(Protocol):
     """Optional: an adapter's own counters and per-device/topic state, for status.json and the UI.
 
-    A plain JSON-like dict, cheap to build (called every few seconds). By convention `malformed`
-    maps a reason to the number of inputs dropped as malformed; `edgegw status` shows its total.
-    Whatever it returns passes through `gateway.redact` before it is stored.
+    A plain JSON-like dict, cheap to build (called every few seconds). Keys with a meaning for
+    `edgegw status` (which never names a family, so these conventions are how a family is shown):
+
+    - `malformed`: reason -> number of inputs dropped as malformed; its total is shown;
+    - `summary`: one short line of the family's own state ("devices online 3/4"), shown as is;
+    - `connected`: False is shown as "disconnected";
+    - `last_error`: shown when the supervisor has none of its own (the adapter did not fail, its
+      device or far side did).
+
+    Secrets the family resolved itself are masked by it; whatever it returns also passes through
+    `gateway.redact` before it is stored.
     """
 
     def diagnostics(self) -> dict[str, Any]: ...

@@ -205,6 +205,18 @@ class Gateway:
             except Exception as exc:  # closing is best effort; the data is safe in the buffer
                 log.warning("uplink did not close cleanly: %s", exc, extra={"component": loop.config.name})
 
+    async def __aenter__(self) -> Gateway:
+        """`async with Gateway(config) as gw:` starts it, and stops it on the way out whatever happens inside."""
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # what started before the failure (the buffer, uplink loops) is stopped, not leaked
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def status(self) -> dict[str, Any]:
         """The status document, redacted: it is written to a file other users of the box may read."""
         if self.outbox is not None and not self._buffer_closed:

@@ -9,18 +9,24 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__, logs
+from gateway.buffer.location import data_dir_error
 from gateway.config import DEFAULT_PATH, GatewaySection, load_config
 from gateway.configbase import read_toml
-from gateway.buffer.location import data_dir_error
 from gateway.errors import BufferUnavailable, ConfigError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+
+# Families contribute subcommands through pyproject.toml `[project.entry-points."edgegw.cli"]`: each entry
+# point names a callable that takes the `edgegw` subparsers, adds its parsers and sets `func(args) -> int`.
+CLI_GROUP = "edgegw.cli"
 
 
 def _default_config() -> Path:
@@ -146,7 +152,8 @@ def cmd_secret(args: argparse.Namespace) -> int:
         print(f"{what}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except ConfigError as exc:  # a key file that does not belong to the store
-        print(f"{what}: {'; '.join(exc.errors)}", file=sys.stderr)
+        for line in exc.errors:  # one line per problem, as check-config prints them
+            print(f"{what}: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:
         print(f"{what}: cannot use the secret store in {store.directory}, got {exc.strerror or exc}; "
@@ -155,14 +162,24 @@ def cmd_secret(args: argparse.Namespace) -> int:
 
 
 def _adapter_line(a: dict[str, Any]) -> str:
+    """One line per adapter; what its family adds comes from the conventional keys of its diagnostics
+    (gateway.adapter_api.Diagnosable), so no family is named here."""
+    diagnostics = a.get("diagnostics") or {}
     malformed = a.get("malformed", 0)
-    reasons = (a.get("diagnostics") or {}).get("malformed")
+    reasons = diagnostics.get("malformed")
     if malformed and isinstance(reasons, dict):
         detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])) if v)
         malformed = f"{malformed} ({detail})"
-    err = f"  last error: {a['last_error']}" if a["last_error"] else ""
-    return (f"  {a['name']:<20} {a['type']:<10} {a['state']:<12} emitted {a['emitted']:>10}  "
-            f"malformed {malformed}  invalid {a.get('invalid', 0)}  restarts {a['restarts']}{err}")
+    line = (f"  {a['name']:<20} {a['type']:<10} {a['state']:<12} emitted {a['emitted']:>10}  "
+            f"malformed {malformed}  invalid {a.get('invalid', 0)}  restarts {a['restarts']}")
+    if diagnostics.get("connected") is False:
+        line += "  disconnected"
+    if isinstance(diagnostics.get("summary"), str) and diagnostics["summary"]:
+        line += f"  {diagnostics['summary']}"
+    last_error = a["last_error"] or diagnostics.get("last_error")
+    if last_error:
+        line += f"  last error: {last_error}"
+    return line
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -218,7 +235,20 @@ def _uplink_line(u: dict[str, Any]) -> str:
     return line
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_family_commands(sub: Any, family_commands: Iterable[EntryPoint]) -> None:
+    """The subcommands of every family in the `edgegw.cli` group; one that cannot load costs only its own."""
+    for ep in sorted(family_commands, key=lambda e: e.name):
+        try:
+            ep.load()(sub)
+        # a family left behind by an upgrade (module gone, callable renamed, a subcommand name taken) must
+        # not take `edgegw run` or `edgegw status` with it
+        except (ImportError, AttributeError, argparse.ArgumentError) as exc:
+            print(f"edgegw: commands of {ep.name} ({ep.value}) not available, got {type(exc).__name__}: {exc}; "
+                  "reinstall edgegw", file=sys.stderr)
+
+
+def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argparse.ArgumentParser:
+    """The `edgegw` parser; family subcommands from `family_commands`, by default the installed `edgegw.cli` group."""
     parser = argparse.ArgumentParser(prog="edgegw", description="edge gateway for FIWARE data linkage platforms")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -242,9 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile_cli.add_parser(sub).set_defaults(func=profile_cli.run)
 
-    from gateway.tools import modbus_cli
-
-    modbus_cli.add_parsers(sub)
+    _add_family_commands(sub, entry_points(group=CLI_GROUP) if family_commands is None else family_commands)
 
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)

@@ -117,7 +117,8 @@ class ConfigProblems(ValueError):
 
     def __init__(self, problems: Iterable[tuple[str, str]]) -> None:
         self.problems = tuple(problems)
-        super().__init__("; ".join(f"{path}: {msg}" if path else msg for path, msg in self.problems))
+        # one line per problem, never joined into one: each keeps its own key path wherever this is shown
+        super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in self.problems))
 
 
 def _join(base: str, relative: str) -> str:

@@ -24,6 +24,23 @@ waits a random time up to `start_delay_max_s` (default 5 s: a fleet's first requ
 alert queued behind the backlog barely held back); a box with nothing waiting starts at once. While
 catching up, `drain_rate` caps readings/s. Time and randomness are injected, so tests never sleep for real.
 
+States and transitions (UplinkState; `status()` shows the state, one `_Batch` holds a batch's own):
+
+    state        event                                              next state
+    STARTING     uplink.start() failed                              BACKING_OFF (retries start())
+    any          nothing past the cursors                           IDLE (waits for new rows)
+    IDLE         rows arrive                                        SENDING, or WAITING first for a catch-up batch
+    WAITING      random start delay / drain_rate pace over          SENDING
+    SENDING      every record delivered or dead-lettered            SENDING (next batch)
+    SENDING      some records to retry                              BACKING_OFF, or REFUSED for a configuration fault
+    BACKING_OFF  next attempt                                       BACKING_OFF (the status keeps saying so)
+    BACKING_OFF  a delivery goes through ("recovered")              SENDING
+    any          stop_soon() (the batch in flight is finished)      STOPPED
+
+A batch goes: read (`_Pipeline.next`, maybe lingering for more) → handed out (reads go past it) →
+paced → delivered (outcomes, redacted) → acknowledgement started → tallied → backed off if any
+record is to be retried.
+
 Logs: a failure once when it starts (WARNING; ERROR when the far side refuses our requests as such, a
 configuration problem) and "recovered" once when something is delivered again; each dead letter once
 at WARNING with how to re-queue it, at most DEAD_LETTER_LINES per batch and then one summary line.
@@ -33,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,9 +61,11 @@ from gateway import redact
 from gateway.backoff import Backoff
 from gateway.buffer.outbox import Outbox
 from gateway.diagnostics import DiagnosticsReader
-from gateway.logs import component_logger
-from gateway.records import Reading
+from gateway.logs import StateLog, component_logger
+from gateway.records import Lane, Reading
 from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, Uplink, UplinkConfig
+
+_LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
 
 DEAD_LETTER_LINES = 10  # dead letters logged one by one per batch; the rest are summed up in one line
 
@@ -84,7 +104,7 @@ def _redacted(outcomes: list[Outcome]) -> list[Outcome]:
 
 def _last_seqs(batch: Sequence[Reading]) -> list[int]:
     """Per lane number, the highest seq in the batch (0 where the batch has none of that lane)."""
-    last = [0, 0, 0]
+    last = [0] * _LANES
     for r in batch:
         lane = int(r.lane)
         if r.seq is not None and r.seq > last[lane]:
@@ -157,6 +177,17 @@ class _Pipeline:
             await acking
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One batch's state through the loop: its readings, the uplink's outcomes and their tally."""
+
+    readings: list[Reading]
+    outcomes: list[Outcome] = field(default_factory=list)
+    delivered: int = 0
+    retry: int = 0  # records the uplink said to retry (read again from the cursors after a backoff)
+    rejected: list[int] = field(default_factory=list)  # indexes of the dead letters
+
+
 class DeliveryLoop:
     def __init__(
         self,
@@ -185,7 +216,7 @@ class DeliveryLoop:
         self._clock = clock
         self._sleep = sleep
         self._stopping = asyncio.Event()
-        self._failing: UplinkState | None = None  # BACKING_OFF or REFUSED while deliveries fail
+        self._failing = StateLog(self.log)  # its state: BACKING_OFF or REFUSED while deliveries fail
         self._spread = True  # the next catch-up batch waits the random start delay
         self._pace_at = 0.0  # (clock) the earliest start of the next catch-up batch under drain_rate
 
@@ -220,99 +251,102 @@ class DeliveryLoop:
         pipe = _Pipeline(self.outbox, self.config.name, limit)
         try:
             while not self._stopping.is_set():
-                batch = await pipe.next()
-                if linger_from <= len(batch) < limit and linger_s:
+                rows = await pipe.next()
+                if linger_from <= len(rows) < limit and linger_s:
                     await asyncio.sleep(linger_s)
-                    batch += await pipe.more(batch, limit - len(batch))
-                if not batch:
+                    rows += await pipe.more(rows, limit - len(rows))
+                if not rows:
                     self.state = UplinkState.IDLE
                     self._spread = False  # nothing was waiting: no fleet to spread out
                     await pipe.resync()  # the cursors are current once the last ack is written
                     await self._until_stopped(lambda: self.outbox.wait(self.config.name, timeout=1.0))
                     continue
-                pipe.handed_out(batch)
-                await self._pace(len(batch), catching_up=len(batch) >= limit)
+                batch = _Batch(rows)
+                pipe.handed_out(rows)
+                await self._pace(len(rows), catching_up=len(rows) >= limit)
                 if self._stopping.is_set():
                     break  # not delivered, not acknowledged: read again at the next start
                 # while failing, the status keeps saying so through each new attempt
-                self.state = self._failing or UplinkState.SENDING
-                outcomes = await self.uplink.deliver(batch)
-                if len(outcomes) != len(batch):
+                self.state = self._failing_state() or UplinkState.SENDING
+                outcomes = await self.uplink.deliver(rows)
+                if len(outcomes) != len(rows):
                     # a broken uplink must not move cursors over records it did not account for
                     self.log.error("uplink returned %d outcomes for %d records; retrying the batch",
-                                   len(outcomes), len(batch))
+                                   len(outcomes), len(rows))
                     await pipe.resync()
                     await self._pause(self.backoff.next())
                     continue
-                outcomes = _redacted(outcomes)
-                await pipe.acknowledge(batch, outcomes)
-                delivered, retry = self._tally(batch, outcomes)
-                if retry:
+                batch.outcomes = _redacted(outcomes)
+                await pipe.acknowledge(rows, batch.outcomes)
+                self._tally(batch)
+                if batch.retry:
                     # the records after the first retry are read again from the cursors, once they moved
                     await pipe.resync()
-                    await self._back_off(retry, len(batch), outcomes)
+                    await self._back_off(batch)
                     continue
-                if self._failing is not None:
-                    if not delivered:
+                if self._failing.failing:
+                    if not batch.delivered:
                         continue  # all dead letters: the far side answers, but nothing went through yet
-                    self._failing = None
+                    self._failing.ok("delivery recovered after %d attempts", self.backoff.attempts)
                     self.state = UplinkState.SENDING
                     self._spread = True  # an outage ended: what waited is drained after a random delay
-                    self.log.info("delivery recovered after %d attempts", self.backoff.attempts)
                 self.backoff.reset()
         finally:
             self.state = UplinkState.STOPPED
             await pipe.close()
 
-    def _tally(self, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> tuple[int, int]:
-        """Count the outcomes, log the dead letters; (delivered, to retry) in this batch."""
+    def _tally(self, batch: _Batch) -> None:
+        """Count the batch's outcomes into it and the loop's counters; log the dead letters."""
+        outcomes = batch.outcomes
         if outcomes.count(DELIVERED) == len(outcomes):
             # the usual batch: counted in C (identity first) instead of a status test per record
+            batch.delivered = len(outcomes)
             self.delivered += len(outcomes)
             self.last_delivery = time.time()
-            return len(outcomes), 0
-        delivered = retry = 0
-        rejected: list[int] = []
+            return
         for i, outcome in enumerate(outcomes):
             if outcome.status is Status.DELIVERED:
-                delivered += 1
+                batch.delivered += 1
             elif outcome.status is Status.REJECTED:
-                rejected.append(i)
+                batch.rejected.append(i)
             else:
-                retry += 1
+                batch.retry += 1
                 self.last_error = outcome.reason or self.last_error
-        self.delivered += delivered
-        if delivered:
+        self.delivered += batch.delivered
+        if batch.delivered:
             self.last_delivery = time.time()
-        if rejected:
-            self._dead_letters(batch, outcomes, rejected)
-        return delivered, retry
+        if batch.rejected:
+            self._dead_letters(batch)
 
-    def _dead_letters(self, batch: Sequence[Reading], outcomes: Sequence[Outcome], rejected: list[int]) -> None:
+    def _dead_letters(self, batch: _Batch) -> None:
         name = self.config.name
+        rejected, outcomes = batch.rejected, batch.outcomes
         self.rejected += len(rejected)
         self.last_rejection = outcomes[rejected[-1]].reason
         for i in rejected[:DEAD_LETTER_LINES]:
             self.log.warning("dead-lettered %s: %s; once the cause is fixed: edgegw buffer retry-dead-letters "
-                             "--uplink %s", batch[i].entity_id, outcomes[i].reason, name)
+                             "--uplink %s", batch.readings[i].entity_id, outcomes[i].reason, name)
         if len(rejected) > DEAD_LETTER_LINES:
             self.log.warning("dead-lettered %d more readings of this batch (%d in all); see edgegw buffer "
                              "dead-letters --uplink %s", len(rejected) - DEAD_LETTER_LINES, len(rejected), name)
 
-    async def _back_off(self, retry: int, total: int, outcomes: Sequence[Outcome]) -> None:
+    async def _back_off(self, batch: _Batch) -> None:
         self.retries += 1
-        refused = any(o.fault is Fault.CONFIGURATION for o in outcomes if o.status is Status.RETRY)
+        retry, total = batch.retry, len(batch.readings)
+        refused = any(o.fault is Fault.CONFIGURATION for o in batch.outcomes if o.status is Status.RETRY)
         state = UplinkState.REFUSED if refused else UplinkState.BACKING_OFF
-        if self._failing is not state:
-            self._failing = state
-            if refused:
-                self.log.error("delivery refused (%d of %d records to retry): %s; nothing is dead-lettered "
-                               "until the configuration is fixed", retry, total, self.last_error)
-            else:
-                self.log.warning("delivery failing (%d of %d records to retry): %s; backing off",
-                                 retry, total, self.last_error)
+        if refused:
+            self._failing.fail(state, logging.ERROR, "delivery refused (%d of %d records to retry): %s; nothing is "
+                               "dead-lettered until the configuration is fixed", retry, total, self.last_error)
+        else:
+            self._failing.fail(state, logging.WARNING, "delivery failing (%d of %d records to retry): %s; backing off",
+                               retry, total, self.last_error)
         self.state = state
         await self._pause(self.backoff.next())
+
+    def _failing_state(self) -> UplinkState | None:
+        state = self._failing.state
+        return state if isinstance(state, UplinkState) else None
 
     async def _pace(self, n: int, *, catching_up: bool) -> None:
         """The random start delay and the drain rate, for catch-up batches only."""

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from gateway.adapter_api import Diagnosable
+from gateway.logs import StateLog
 
 
 class DiagnosticsReader:
@@ -15,8 +16,7 @@ class DiagnosticsReader:
                  log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
         self._kind = kind  # "adapter" or "uplink", for the log line
         self._component = component
-        self._log = log
-        self._failing = False
+        self._failed = StateLog(log)
 
     def read(self) -> dict[str, Any]:
         if not isinstance(self._component, Diagnosable):
@@ -24,9 +24,8 @@ class DiagnosticsReader:
         try:
             diagnostics = self._component.diagnostics()
         except Exception as exc:  # the status of every other component must still be written
-            if not self._failing:
-                self._log.warning("%s diagnostics failed: %s: %s", self._kind, type(exc).__name__, exc, exc_info=True)
-                self._failing = True
+            self._failed.fail(True, logging.WARNING, "%s diagnostics failed: %s: %s", self._kind, type(exc).__name__,
+                              exc, exc_info=True)
             return {"error": f"diagnostics() failed: {type(exc).__name__}: {exc}"}
-        self._failing = False
+        self._failed.ok()  # silently: the failure said the status lacks them, their return needs no line
         return diagnostics

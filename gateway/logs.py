@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -54,7 +54,7 @@ def _component(record: logging.LogRecord) -> str:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "component": redact.text(_component(record)),
@@ -105,3 +105,48 @@ class ComponentLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 def component_logger(module: str, component: str) -> ComponentLogger:
     return ComponentLogger(logging.getLogger(module), {"component": component})
+
+
+_OK = object()  # StateLog's state while nothing fails
+
+
+class StateLog:
+    """Logs a state change once, not each repetition: the first failure of a spell, and the return.
+
+    `fail(state, …)` logs only when `state` differs from the current one (a new kind of failure is
+    news; the same one again is a repetition, for DEBUG and the counters); `ok(…)` logs only when
+    something was failing. The house rule (STYLE.md "Logging") in one place instead of a hand-rolled
+    flag per component.
+    """
+
+    __slots__ = ("_log", "_state")
+
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        self._log = log
+        self._state: object = _OK
+
+    @property
+    def failing(self) -> bool:
+        return self._state is not _OK
+
+    @property
+    def state(self) -> object:
+        """The failure last logged, or None while nothing fails."""
+        return None if self._state is _OK else self._state
+
+    def fail(self, state: object, level: int, msg: str, *args: object, **kwargs: Any) -> bool:
+        """Enter failure `state`; log `msg` at `level` only if that is a change. True if it logged."""
+        if self._state == state:
+            return False
+        self._state = state
+        self._log.log(level, msg, *args, **kwargs)
+        return True
+
+    def ok(self, msg: str | None = None, *args: object, level: int = logging.INFO) -> bool:
+        """Back to normal; log `msg` only if something was failing. True if it was."""
+        if self._state is _OK:
+            return False
+        self._state = _OK
+        if msg is not None:
+            self._log.log(level, msg, *args)
+        return True

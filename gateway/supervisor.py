@@ -13,7 +13,7 @@ from typing import Any
 from gateway.adapter_api import Adapter, AdapterConfig
 from gateway.backoff import Backoff
 from gateway.diagnostics import DiagnosticsReader
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 from gateway.records import Emit, EmitMany, Reading, emit_many
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ class _Supervised:
         self.task: asyncio.Task[None] | None = None
         self.log = component_logger(__name__, config.name)
         self._diagnostics = DiagnosticsReader("adapter", adapter, self.log)
+        # a failing spell: each new error at WARNING, the same one again at DEBUG; its end once at INFO
+        self._failing = StateLog(self.log)
         self._emit = emit
         self._emit_many = emit_many
 
@@ -77,12 +79,21 @@ class _Supervised:
         self.state = state
         self.since = time.time()
 
+    def _ran_stable(self) -> None:
+        """The adapter has run `stable_after_s` since its last restart: a failing spell is over."""
+        self._failing.ok("adapter running again after %d restarts", self.restarts)
+
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             started = time.monotonic()
             self._set(AdapterState.RUNNING)
+            stable = loop.call_later(self.stable_after_s, self._ran_stable)
             try:
-                await self.adapter.run(self)
+                try:
+                    await self.adapter.run(self)
+                finally:
+                    stable.cancel()  # before any backoff sleep: a spell is over only by running, not by waiting
                 # an adapter that returns on its own has nothing more to read (a finite simulation)
                 self._set(AdapterState.STOPPED)
                 self.log.info("adapter finished")
@@ -97,8 +108,10 @@ class _Supervised:
                 delay = self.backoff.next()
                 self.restarts += 1
                 self._set(AdapterState.BACKING_OFF)
-                self.log.warning("adapter failed: %s; restarting in %.1f s", self.last_error, delay,
-                                 exc_info=log.isEnabledFor(logging.DEBUG))
+                if not self._failing.fail(self.last_error, logging.WARNING, "adapter failed: %s; restarting in %.1f s",
+                                          self.last_error, delay, exc_info=log.isEnabledFor(logging.DEBUG)):
+                    self.log.debug("adapter failed again (restart %d): %s; restarting in %.1f s", self.restarts,
+                                   self.last_error, delay)
                 await asyncio.sleep(delay)
 
     def status(self) -> AdapterStatus:

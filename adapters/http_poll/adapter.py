@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import ssl
 from collections import Counter
@@ -17,7 +18,7 @@ from adapters.http_poll.config import HttpPollConfig
 from adapters.http_poll.mapping import LastSeen, Mapper, MappingError
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.errors import ReadingError
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 from gateway.records import Emit, Reading, utc_now
 from gateway.secrets import is_ref, resolve
 from gateway.tls import TlsVerify, client_context
@@ -71,7 +72,8 @@ class HttpPollAdapter:
         # conditional GET validators from the last 200
         self.etag: str | None = None
         self.last_modified: str | None = None
-        self._failing: str | None = None  # transport episode: the reason last logged at WARNING
+        self._failing = StateLog(self._log)  # transport episode: its state is the reason last logged
+        self.last_error = ""  # the latest failure or malformed input, worded as logged
         self._bad: set[str] = set()  # document/item reasons logged at WARNING in the current episode
         self._secrets: list[str] = []
 
@@ -219,21 +221,17 @@ class HttpPollAdapter:
     def _transport_failed(self, exc: _Failure) -> None:
         self.failed[exc.reason] += 1
         self._log.debug("poll of %s failed (%s): %s", self.config.display_url, exc.reason, exc.detail)
-        if self._failing != exc.reason:
-            self._failing = exc.reason
-            self._log.warning(
-                "polling %s fails (%s): %s; retrying every %ss", self.config.display_url, exc.reason, exc.detail,
-                self.config.interval_s,
-            )
+        self.last_error = f"{exc.reason}: {exc.detail}"
+        self._failing.fail(exc.reason, logging.WARNING, "polling %s fails (%s): %s; retrying every %ss",
+                           self.config.display_url, exc.reason, exc.detail, self.config.interval_s)
 
     def _transport_ok(self) -> None:
-        if self._failing is not None:
-            self._log.info("polling %s works again", self.config.display_url)
-            self._failing = None
+        self._failing.ok("polling %s works again", self.config.display_url)
 
     def _malformed(self, exc: MappingError, response: _Response) -> None:
         reason = exc.reason.value
         self.malformed[reason] += 1
+        self.last_error = f"{reason}: {exc}"
         excerpt = self._excerpt(response.body, response.charset)
         self._log.debug("dropped (%s): %s; document starts %s", reason, exc, excerpt)
         if reason not in self._bad:
@@ -245,11 +243,13 @@ class HttpPollAdapter:
             text = body[: EXCERPT_CHARS * 4].decode(charset or "utf-8", errors="replace")
         except LookupError:
             text = body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-        text = text[:EXCERPT_CHARS]
+        return repr(self._mask(text[:EXCERPT_CHARS]))
+
+    def _mask(self, text: str) -> str:
         # some APIs echo the request (and its key) in their error bodies
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return repr(text)
+        return text
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -272,11 +272,18 @@ class HttpPollAdapter:
         return client_context(tls, f"adapters.{self.config.name}")
 
     def diagnostics(self) -> dict[str, Any]:
-        """The counters (README "State and counters"), for status.json; `malformed` is by reason."""
-        return self.stats()
+        """The counters (README "State and counters") and the last error, for status.json and `edgegw status`.
 
-    def stats(self) -> dict[str, Any]:
+        `malformed` is by reason; `failing` is the transport failure of the current spell (None while polls
+        work); `last_error` has the configured secrets masked, like the log lines.
+        """
+        failing = self._failing.state
+        summary = f"polls {self.polls}" + (f", failing: {failing}" if isinstance(failing, str) else "")
         return {
+            "summary": summary,
+            "url": self.config.display_url,
+            "failing": failing if isinstance(failing, str) else None,
+            "last_error": self._mask(self.last_error),
             "polls": self.polls,
             "emitted": self.emitted,
             "not_modified": self.not_modified,

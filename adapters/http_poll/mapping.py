@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 
 from adapters.http_poll.config import ROOT, ItemMapping, TemplatePart, parse_template
-from adapters.jsonmap.errors import FieldError, describe
+from adapters.jsonmap.errors import FieldError, describe, not_json
 from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
 from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path, path_text
-from adapters.jsonmap.templates import id_text
+from adapters.jsonmap.templates import checked_id, id_field
 from gateway.date_observed import has_date_observed
 from gateway.errors import DeviceProtocolError
 from gateway.ngsi.identifiers import check_entity_id
@@ -23,7 +23,11 @@ from gateway.records import Reading, Source, TimeSource
 
 
 class MalformedReason(enum.Enum):
-    """Why a document or an item was dropped; the adapter counts per reason."""
+    """Why a document or an item was dropped; the adapter counts per reason.
+
+    The reasons of a field (adapters.jsonmap.errors.Problem) have the same values, so a FieldError's
+    problem converts as it is (`MalformedReason(exc.problem.value)`); WRONG_SHAPE is this adapter's own.
+    """
 
     NOT_JSON = "not_json"
     WRONG_SHAPE = "wrong_shape"  # the document or the items path is not what the mapping expects
@@ -66,6 +70,7 @@ class _Rule:
     items: JsonPath | None  # None: the document is one item; (): the document is the list
     items_text: str
     entity_id: tuple[TemplatePart, ...]
+    entity_id_text: str  # as configured, for messages
     entity_type: str
     dated: bool  # the entity type carries dateObserved
     fields: FieldRules
@@ -83,6 +88,7 @@ def _compile(m: ItemMapping) -> _Rule:
         items=items,
         items_text=items_text,
         entity_id=parse_template(m.entity_id),
+        entity_id_text=m.entity_id,
         entity_type=m.entity_type,
         dated=has_date_observed(m.entity_type),
         fields=compile_fields(m, arrival="the poll time"),
@@ -107,11 +113,7 @@ def decode_document(body: bytes, charset: str | None) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         head = data[:40] if isinstance(data, str) else data[:120].decode("utf-8", errors="replace")[:40]
-        raise MappingError(
-            f"document: is not JSON (invalid at character {exc.pos}), got {describe(head)}",
-            reason=MalformedReason.NOT_JSON,
-            where="document",
-        ) from None
+        raise MappingError.of_field(not_json(exc.pos, head), "document") from None
 
 
 class Mapper:
@@ -167,8 +169,8 @@ class Mapper:
                 reason=MalformedReason.WRONG_SHAPE,
                 where=where,
             )
-        entity_id = _render(rule.entity_id, where, item)
         try:
+            entity_id = _render(rule, item)
             return read_reading(
                 rule.fields, item, now, entity_id=entity_id, entity_type=rule.entity_type, source=self.source,
                 dated=rule.dated,
@@ -184,40 +186,10 @@ def _join(where: str, path: JsonPath) -> str:
     return f"{where}{tail}" if tail.startswith("[") else f"{where}.{tail}" if where else tail
 
 
-def _render(parts: tuple[TemplatePart, ...], where: str, item: dict[str, Any]) -> str:
-    out: list[str] = []
-    for part in parts:
-        if isinstance(part, str):
-            out.append(part)
-            continue
-        value = lookup(item, part.path)
-        text = id_text(value)
-        if text is not None:
-            out.append(text)
-            continue
-        at = _join(where, part.path)
-        if value is MISSING or value is None:
-            raise MappingError(
-                f"{at} (entity_id {{{part.text}}}): is missing, got {'no such field' if value is MISSING else 'null'}",
-                reason=MalformedReason.MISSING_FIELD,
-                where=at,
-            )
-        raise MappingError(
-            f"{at} (entity_id {{{part.text}}}): must be a string or an integer, got {type(value).__name__} "
-            f"{describe(value)}",
-            reason=MalformedReason.WRONG_TYPE,
-            where=at,
-        )
-    text = "".join(out)
-    try:
-        check_entity_id(text)
-    except ValueError as exc:
-        raise MappingError(
-            f"{where}: entity_id renders to an invalid identifier: {exc}, got {describe(text)}",
-            reason=MalformedReason.BAD_ID,
-            where=where,
-        ) from None
-    return text
+def _render(rule: _Rule, item: dict[str, Any]) -> str:
+    """The item's entity id; a FieldError (worded by adapters.jsonmap, as for every JSON adapter) if it has none."""
+    text = "".join(part if isinstance(part, str) else id_field(item, part, "entity_id") for part in rule.entity_id)
+    return checked_id(text, key="entity_id", template=rule.entity_id_text, check=check_entity_id)
 
 
 # --- duplicate filtering -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, ValidationError, field_validator, model_val
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from adapters.jsonmap.paths import parse_path
-from gateway.configbase import Field, Section
+from gateway.configbase import ConfigProblems, Field, Section
 from gateway.location import LOCATION, Degrees, check_latitude, check_longitude
 from gateway.ngsi.identifiers import check_attribute_name, check_attribute_type
 from gateway.profiles.schema import ControlledProperties
@@ -109,7 +109,7 @@ class AttributeMapping(Section):
     def _number_only(self) -> AttributeMapping:
         check_attribute_type(self.type.value)
         if self.scale is not None and self.type is not NgsiType.NUMBER:
-            raise ValueError(f"scale applies to Number attributes only, got type {self.type.value!r}")
+            raise ConfigProblems([("scale", f"applies to Number attributes only, got type {self.type.value!r}")])
         return self
 
 
@@ -124,18 +124,18 @@ class TimestampSection(Section):
     def _pattern(self) -> TimestampSection:
         if self.format is TimeFormat.STRPTIME:
             if not self.pattern:
-                raise ValueError('format = "strptime" needs a pattern, e.g. pattern = "%Y%m%d%H%M"')
+                raise ConfigProblems([("pattern", ('is needed with format = "strptime", got none; e.g. '
+                                                   'pattern = "%Y%m%d%H%M"'))])
             try:
                 datetime.strptime(_SAMPLE_TIME.strftime(self.pattern), self.pattern)
             except ValueError:
-                raise ValueError(
-                    f"pattern must be a strptime pattern that reads back what it writes, like %Y/%m/%d %H:%M, "
-                    f"got {self.pattern!r}"
-                ) from None
+                raise ConfigProblems([("pattern", ("must be a strptime pattern that reads back what it writes, like "
+                                                   f"%Y/%m/%d %H:%M, got {self.pattern!r}"))]) from None
             if "%Y" not in self.pattern and "%y" not in self.pattern:
-                raise ValueError(f"pattern must contain the year (%Y), got {self.pattern!r}")
+                raise ConfigProblems([("pattern", f"must contain the year (%Y), got {self.pattern!r}")])
         elif self.pattern is not None:
-            raise ValueError(f'pattern applies to format = "strptime" only, got format {self.format.value!r}')
+            raise ConfigProblems([("pattern", ('applies to format = "strptime" only, got format '
+                                               f"{self.format.value!r}"))])
         return self
 
 
@@ -170,7 +170,8 @@ class LocationSection(Section):
                 f"(a GeoJSON field of each object), got {', '.join(given) or 'none of them'}"
             )
         if forms[0] == ("lat", "lon") and "missing" in self.model_fields_set:
-            raise ValueError("missing applies to a location read from the JSON, not to a fixed lat and lon; remove it")
+            raise ConfigProblems([("missing", ("applies to a location read from the JSON, not to a fixed lat and lon, "
+                                               f"got missing = {self.missing.value!r}; remove it"))])
         return self
 
 

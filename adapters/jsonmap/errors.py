@@ -15,6 +15,13 @@ class Problem(enum.Enum):
     WRONG_TYPE = "wrong_type"
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_VALUE = "bad_value"  # a value no NGSI broker can hold (infinite after scaling)
+    NOT_JSON = "not_json"  # the bytes are no JSON at all
+    BAD_ID = "bad_id"  # a rendered entity id or type breaks Orion's identifier rules
+
+
+def not_json(position: int, head: bytes | str) -> FieldError:
+    """The bytes are no JSON: `is not JSON (invalid at character N), got <their start>`, for every adapter."""
+    return FieldError(f"is not JSON (invalid at character {position}), got {describe(head)}", problem=Problem.NOT_JSON)
 
 
 def describe(value: Any, limit: int = 60) -> str:

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from adapters.jsonmap.paths import JsonPath, parse_path
+from adapters.jsonmap.errors import FieldError, Problem, describe
+from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path, path_text
 from gateway.ngsi.identifiers import check_id_template
 
 P = TypeVar("P")
@@ -73,3 +74,28 @@ def id_text(value: Any) -> str | None:
     if t is int:
         return str(value)
     return None
+
+
+def id_field(doc: Any, ref: FieldRef, key: str) -> str:
+    """`ref`'s field of `doc` as id text, or the FieldError every JSON adapter words the same way
+    (`<path> (<key> {<placeholder>}): is missing, got no such field`)."""
+    value = lookup(doc, ref.path)
+    text = id_text(value)
+    if text is not None:
+        return text
+    subject = f"{key} {{{ref.text}}}"
+    if value is MISSING or value is None:
+        raise FieldError(f"is missing, got {'no such field' if value is MISSING else 'null'}",
+                         problem=Problem.MISSING_FIELD, path=ref.path, path_text=path_text(ref.path), subject=subject)
+    raise FieldError(f"must be a string or an integer, got {type(value).__name__} {describe(value)}",
+                     problem=Problem.WRONG_TYPE, path=ref.path, path_text=path_text(ref.path), subject=subject)
+
+
+def checked_id(text: str, *, key: str, template: str, check: Callable[[str], object]) -> str:
+    """`text` if `check` (Orion's rule for `key`) passes; else the FieldError naming the template it came from."""
+    try:
+        check(text)
+    except ValueError as exc:
+        raise FieldError(f"{key} {template} renders to an invalid identifier: {exc}, got {describe(text)}",
+                         problem=Problem.BAD_ID) from None
+    return text

@@ -319,16 +319,16 @@ class ModbusAdapter:
     # --- diagnostics ---------------------------------------------------------------------------------------
 
     def diagnostics(self) -> dict[str, Any]:
-        """`status()` for status.json, with the frames that arrived broken as `malformed` (by kind)."""
-        out = self.status()
+        """Per-bus and per-device state and counters, for status.json, `edgegw status` and the admin UI;
+        `malformed` (by kind) counts the frames that arrived broken, over every device."""
         counters = [bus_device.counters for bus in self.buses.values() for bus_device in bus.devices]
-        out["malformed"] = {"crc_errors": sum(c.crc_errors for c in counters),
-                            "frame_errors": sum(c.frame_errors for c in counters)}
-        return out
-
-    def status(self) -> dict[str, Any]:
-        """Per-bus and per-device state and counters, for `edgegw status` and the admin UI."""
-        out: dict[str, Any] = {"emitted": self.emitted, "dropped": self.dropped, "buses": {}}
+        out: dict[str, Any] = {"emitted": self.emitted, "dropped": self.dropped, "buses": {},
+                               "malformed": {"crc_errors": sum(c.crc_errors for c in counters),
+                                             "frame_errors": sum(c.frame_errors for c in counters)}}
+        devices = [d for bus in self.buses.values() for d in bus.devices]
+        offline = [d.name for d in devices if d.state is not DeviceState.ONLINE]
+        out["summary"] = f"devices online {len(devices) - len(offline)}/{len(devices)}" + (
+            f" (not online: {', '.join(offline)})" if offline else "")
         for bus in self.buses.values():
             out["buses"][bus.name] = {
                 "port": bus.link.description, "open": bus.link.is_open, "error": bus.link_error,

@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from adapters.modbus import rtu
-from adapters.modbus.codec import CodecError, PointValue, ReadRequest, decode_reads, plan_reads
+from adapters.modbus.codec import (
+    CodecError,
+    PointValue,
+    ReadRequest,
+    decode_reads,
+    plan_reads,
+)
 from adapters.modbus.transport import Link, LinkError, ModbusTimeout
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 from gateway.profiles.schema import Point
 
-__all__ = ["DeviceState", "DeviceCounters", "BusDevice", "PollResult", "Bus"]
+__all__ = ["Bus", "BusDevice", "DeviceCounters", "DeviceState", "PollResult"]
 
 
 class DeviceState(enum.Enum):
@@ -140,6 +147,7 @@ class Bus:
         self._wake = asyncio.Event()
         self._quiet_from = 0.0  # the line may carry the next request from this time on
         self._log = component_logger(__name__, component)
+        self._line = StateLog(self._log)  # the line's failure, said once per reason, and its return once
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -175,8 +183,7 @@ class Bus:
         except LinkError as exc:
             self._link_lost(str(exc))
             return False
-        if self.link_error:
-            self._log.info("bus %s: %s open again", self.name, self.link.description)
+        if self._line.ok("bus %s: %s open again", self.name, self.link.description):
             self.reopens += 1
             self.link_error = ""
             now = self.clock()
@@ -186,8 +193,7 @@ class Bus:
         return True
 
     def _link_lost(self, reason: str) -> None:
-        if reason != self.link_error:
-            self._log.warning("bus %s: %s", self.name, reason)
+        self._line.fail(reason, logging.WARNING, "bus %s: %s", self.name, reason)
         self.link_error = reason
         for d in self.devices:
             if d.state is not DeviceState.OFFLINE:
@@ -199,7 +205,7 @@ class Bus:
             return
         try:
             await asyncio.wait_for(self._wake.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _step(self) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, model_validator
+from pydantic import AfterValidator, PrivateAttr, model_validator
 
 from gateway.adapter_api import AdapterConfig
 from gateway.configbase import ConfigProblems, Field, Identifier, Section
@@ -152,13 +152,21 @@ class ModbusConfig(AdapterConfig):
     offline_after: Annotated[int, Field(ge=1, le=100)] = 3  # failed polls in a row before a device is offline
     probe_initial: Seconds = 5.0  # first probe of an offline device after this, then doubling …
     probe_max: Seconds = 300.0  # … up to this
+    # Each profile named by a device, read and validated once, by the check below: the adapter, the bus
+    # settings and the tools ask again and again, and a file edited under a running gateway must not
+    # change one device's points half-way (a reload re-reads them all)
+    _profiles: dict[str, Profile] = PrivateAttr(default_factory=dict)
 
     @property
     def search_path(self) -> tuple[Path, ...]:
         return tuple(Path(p) for p in self.profiles_dir) + DEFAULT_SEARCH_PATH
 
     def profile_of(self, device: DeviceConfig) -> Profile:
-        return load_profile(device.profile, self.search_path)
+        """The device's profile as validated with this config (loaded on first use, then kept)."""
+        profile = self._profiles.get(device.profile)
+        if profile is None:
+            profile = self._profiles[device.profile] = load_profile(device.profile, self.search_path)
+        return profile
 
     def serial_settings(self, bus: BusConfig) -> SerialSettings:
         """The bus's own settings, else the (agreeing, checked at validation) settings of its devices' profiles."""

@@ -10,11 +10,16 @@ from typing import Any
 
 import orjson
 
-from adapters.jsonmap.errors import FieldError, describe
+from adapters.jsonmap.errors import FieldError, describe, not_json
 from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
-from adapters.jsonmap.paths import MISSING, lookup
-from adapters.jsonmap.templates import FieldRef, id_text
-from adapters.mqtt.config import Subscription, TemplatePart, TopicRef, parse_template, template_text
+from adapters.jsonmap.templates import checked_id, id_field
+from adapters.mqtt.config import (
+    Subscription,
+    TemplatePart,
+    TopicRef,
+    parse_template,
+    template_text,
+)
 from gateway.date_observed import has_date_observed
 from gateway.errors import DeviceProtocolError
 from gateway.ngsi.identifiers import check_entity_id, check_entity_type
@@ -26,7 +31,11 @@ _CACHE_LIMIT = 4096
 
 
 class MalformedReason(enum.Enum):
-    """Why a message was dropped; the adapter counts per reason."""
+    """Why a message was dropped; the adapter counts per reason.
+
+    The reasons of a field (adapters.jsonmap.errors.Problem) have the same values, so a FieldError's
+    problem converts as it is; BAD_TOPIC is this adapter's own.
+    """
 
     BAD_TOPIC = "bad_topic"  # topic is not UTF-8 or matches no subscription
     NOT_JSON = "not_json"
@@ -122,11 +131,8 @@ class Mapper:
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            raise MappingError(
-                f"{topic}: payload is not JSON (invalid at character {exc.pos}), got {describe(bytes(payload[:40]))}",
-                reason=MalformedReason.NOT_JSON,
-                topic=topic,
-            ) from None
+            problem = not_json(exc.pos, bytes(payload[:40]))
+            raise MappingError(f"{topic}: payload {problem.what}", reason=MalformedReason.NOT_JSON, topic=topic) from None
         if type(doc) is not dict:
             raise MappingError(
                 f"{topic}: payload must be a JSON object, got {type(doc).__name__} {describe(doc)}",
@@ -138,9 +144,9 @@ class Mapper:
     def _reading(
         self, rule: _Rule, topic: str, levels: list[str], source: Source, doc: dict[str, Any], now: datetime
     ) -> Reading:
-        entity_id = _render(rule.entity_id, topic, levels, doc, "entity_id", self._checked["entity_id"])
-        entity_type = _render(rule.entity_type, topic, levels, doc, "entity_type", self._checked["entity_type"])
         try:
+            entity_id = _render(rule.entity_id, topic, levels, doc, "entity_id", self._checked["entity_id"])
+            entity_type = _render(rule.entity_type, topic, levels, doc, "entity_type", self._checked["entity_type"])
             return read_reading(
                 rule.fields, doc, now, entity_id=entity_id, entity_type=entity_type, source=source, dated=rule.dated
             )
@@ -170,38 +176,13 @@ def _render(
                 )
             out.append(levels[part.index])
         else:
-            out.append(_render_payload(part, topic, doc, key))
+            out.append(id_field(doc, part, key))  # a FieldError worded by adapters.jsonmap, as for every JSON adapter
     text = "".join(out)
     if text in checked:  # the identifier rules are pure: a text that passed once passes again
         return text
-    try:
-        (check_entity_id if key == "entity_id" else check_entity_type)(text)
-    except ValueError as exc:
-        raise MappingError(
-            f"{topic}: {key} {template_text(parts)} renders to an invalid identifier: {exc}, got {describe(text)}",
-            reason=MalformedReason.BAD_ID,
-            topic=topic,
-        ) from None
+    checked_id(text, key=key, template=template_text(parts),
+               check=check_entity_id if key == "entity_id" else check_entity_type)
     if len(checked) >= _CACHE_LIMIT:
         checked.clear()
     checked.add(text)
     return text
-
-
-def _render_payload(part: FieldRef, topic: str, doc: Any, key: str) -> str:
-    value = lookup(doc, part.path)
-    text = id_text(value)
-    if text is not None:
-        return text
-    if value is MISSING or value is None:
-        raise MappingError(
-            f"{topic}: {key} needs {{{part.text}}}, got no such field",
-            reason=MalformedReason.MISSING_FIELD,
-            topic=topic,
-        )
-    raise MappingError(
-        f"{topic}: {key} needs {{{part.text}}} to be a string or integer, got {type(value).__name__} "
-        f"{describe(value)}",
-        reason=MalformedReason.WRONG_TYPE,
-        topic=topic,
-    )

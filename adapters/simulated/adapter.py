@@ -6,14 +6,24 @@ import asyncio
 import math
 import random
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from adapters.simulated.config import SimKind, SimulatedConfig
 from gateway.adapter_api import AdapterContext
 from gateway.date_observed import DATE_OBSERVED, date_observed, has_date_observed
 from gateway.location import LOCATION
-from gateway.records import (Attribute, Emit, Lane, Reading, Source, TimeSource, emit_many, make_attribute, make_reading,
-                             utc_now)
+from gateway.records import (
+    Attribute,
+    Emit,
+    Lane,
+    Reading,
+    Source,
+    TimeSource,
+    emit_many,
+    make_attribute,
+    make_reading,
+    utc_now,
+)
 
 # the largest number of readings generated between two awaits, so one fast source never
 # starves the event loop (delivery loops, other adapters, signals)
@@ -55,6 +65,15 @@ class SimulatedAdapter:
         self._wave_mm = [0] * config.entities
         self._levels: dict[int, Attribute] = {}  # water level in mm -> its Attribute
         self.emitted = 0
+
+    def diagnostics(self) -> dict[str, Any]:
+        """What it generates and how much so far, for status.json and `edgegw status`."""
+        cfg = self.config
+        summary = f"{cfg.kind.value}, {cfg.entities} entities at {cfg.rate:g}/s"
+        if cfg.limit:
+            summary += f", {self.emitted} of {cfg.limit}"
+        return {"kind": cfg.kind.value, "entities": cfg.entities, "rate": cfg.rate, "limit": cfg.limit,
+                "emitted": self.emitted, "events": self._events, "summary": summary}
 
     def _next_noise(self, n: int) -> int:
         """Index of entity n's next noise sample in the table."""

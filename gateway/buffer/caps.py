@@ -9,7 +9,9 @@ from gateway.buffer.config import AlertDropPolicy, BufferConfig
 from gateway.errors import BufferFull
 from gateway.records import Lane
 
-LANES = (Lane.ALERT, Lane.NORMAL, Lane.BULK)
+_LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
+
+LANES = tuple(Lane)
 
 
 class DropReason(enum.Enum):
@@ -44,16 +46,16 @@ class Room:
         self._droppable = tuple(int(lane) for lane in drop_order(config))
         self._rows_in = list(rows)  # written by the loop only
         self._bytes_in = list(nbytes)
-        self._rows_out = [0, 0, 0]  # written by the writer thread only
-        self._bytes_out = [0, 0, 0]
+        self._rows_out = [0] * _LANES  # written by the writer thread only
+        self._bytes_out = [0] * _LANES
 
     @property
     def rows(self) -> list[int]:
-        return [self._rows_in[i] - self._rows_out[i] for i in range(3)]
+        return [self._rows_in[i] - self._rows_out[i] for i in range(_LANES)]
 
     @property
     def bytes(self) -> list[int]:
-        return [self._bytes_in[i] - self._bytes_out[i] for i in range(3)]
+        return [self._bytes_in[i] - self._bytes_out[i] for i in range(_LANES)]
 
     def _check(self, add_rows: int, add_bytes: int) -> None:
         cfg = self._config
@@ -69,7 +71,7 @@ class Room:
     def reserve(self, rows: Sequence[int], nbytes: Sequence[int]) -> None:
         """Count a group in, or raise BufferFull if even dropping every droppable row leaves no room. Loop only."""
         self._check(sum(rows), sum(nbytes))
-        for i in range(3):
+        for i in range(_LANES):
             self._rows_in[i] += rows[i]
             self._bytes_in[i] += nbytes[i]
 
@@ -77,8 +79,9 @@ class Room:
         """`reserve` for one row: the per-reading append path, without building per-lane lists. Loop only."""
         cfg = self._config
         ri, ro, bi, bo = self._rows_in, self._rows_out, self._bytes_in, self._bytes_out
-        if (ri[0] + ri[1] + ri[2] - ro[0] - ro[1] - ro[2] >= cfg.max_rows
-                or bi[0] + bi[1] + bi[2] - bo[0] - bo[1] - bo[2] + nbytes > cfg.max_bytes):
+        # sum() over however many lanes there are: ~80 ns a reading more than three indexed additions (timeit),
+        # under 0.5 % of a core at 50,000 readings/s
+        if sum(ri) - sum(ro) >= cfg.max_rows or sum(bi) - sum(bo) + nbytes > cfg.max_bytes:
             self._check(1, nbytes)
         ri[lane] += 1
         bi[lane] += nbytes
@@ -90,7 +93,7 @@ class Room:
 
     def adjust(self, rows: Sequence[int], nbytes: Sequence[int]) -> None:
         """Add signed per-lane deltas (rows written by another process, e.g. the CLI re-queueing). Writer thread only."""
-        for i in range(3):
+        for i in range(_LANES):
             self._rows_out[i] -= rows[i]
             self._bytes_out[i] -= nbytes[i]
 

@@ -36,8 +36,10 @@ from gateway.buffer.stats import BufferStats, DeadLetter
 from gateway.buffer.store import TAIL_ROWS, Row, Store, lane_name
 from gateway.errors import BufferError, BufferFull
 from gateway.logs import component_logger
-from gateway.records import Reading, encode_reading, to_epoch_us
+from gateway.records import Lane, Reading, encode_reading, to_epoch_us
 from gateway.uplinks.api import Outcome
+
+_LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
 
 log = component_logger(__name__, "buffer")
 
@@ -66,8 +68,8 @@ class _Group:
     deadline: float
     rows: list[Row] = field(default_factory=list)
     readings: list[Reading] = field(default_factory=list)  # the rows' Readings, for the store's tail
-    lane_rows: list[int] = field(default_factory=lambda: [0, 0, 0])
-    lane_bytes: list[int] = field(default_factory=lambda: [0, 0, 0])
+    lane_rows: list[int] = field(default_factory=lambda: [0] * _LANES)
+    lane_bytes: list[int] = field(default_factory=lambda: [0] * _LANES)
     sealed: bool = False
 
 
@@ -172,6 +174,14 @@ class Outbox:
             box._log_careful()
         return box
 
+    async def __aenter__(self) -> Outbox:
+        """`async with await Outbox.open(…) as outbox:` closes it on the way out (open is a coroutine that
+        starts the writer thread, so the opened outbox is the context manager)."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         """Commit everything queued, then stop the writer thread and close the file."""
         if self._closed:
@@ -235,8 +245,8 @@ class Outbox:
             raise BufferError(f"buffer: closed, got an append of {len(readings)} readings", path=str(self._path))
         now_ms = int(self._store.clock() * 1000)
         rows: list[Row] = []
-        lane_rows = [0, 0, 0]
-        lane_bytes = [0, 0, 0]
+        lane_rows = [0] * _LANES
+        lane_bytes = [0] * _LANES
         readings = list(readings)
         for r in readings:
             body = encode_reading(r)
@@ -261,7 +271,7 @@ class Outbox:
             futures = []
             for i in range(0, len(rows), self._max_rows):
                 part = rows[i : i + self._max_rows]
-                pr, pb = [0, 0, 0], [0, 0, 0]
+                pr, pb = [0] * _LANES, [0] * _LANES
                 for row in part:
                     pr[row[0]] += 1
                     pb[row[0]] += row[4]
@@ -287,7 +297,7 @@ class Outbox:
             group = self._new_group()
         group.rows.extend(rows)
         group.readings.extend(readings)
-        for i in range(3):
+        for i in range(_LANES):
             group.lane_rows[i] += lane_rows[i]
             group.lane_bytes[i] += lane_bytes[i]
         if len(group.rows) >= self._max_rows:
@@ -355,8 +365,8 @@ class Outbox:
         """True as soon as rows past the uplink's cursors exist (woken by commits), False after `timeout`."""
         event = self._new_rows.get(uplink)
         if event is None:
-            self._store._cursor(uplink)  # raises the "unknown uplink" error
-            raise AssertionError("unreachable")
+            self._store.check_uplink(uplink)
+            raise AssertionError("unreachable: an uplink without a wake-up event is not configured")
         deadline = self._loop.time() + timeout
         while True:
             event.clear()
@@ -385,7 +395,7 @@ class Outbox:
     async def retry_dead_letters(self, uplink: str | None = None, ids: Sequence[int] | None = None) -> int:
         """Re-queue dead letters for their own uplink only; returns how many were re-queued."""
         if uplink is not None:
-            self._store._cursor(uplink)
+            self._store.check_uplink(uplink)
         n = await self._call(lambda: self._store.retry_dead_letters(uplink, ids))
         if n:
             log.info("buffer: re-queued %d dead letters%s", n, f" for {uplink}" if uplink else "")
@@ -476,12 +486,12 @@ class Outbox:
         else:
             rows = [row for g in groups for row in g.rows]
             readings = [r for g in groups for r in g.readings]
-            lane_rows = [sum(g.lane_rows[i] for g in groups) for i in range(3)]
-            lane_bytes = [sum(g.lane_bytes[i] for g in groups) for i in range(3)]
+            lane_rows = [sum(g.lane_rows[i] for g in groups) for i in range(_LANES)]
+            lane_bytes = [sum(g.lane_bytes[i] for g in groups) for i in range(_LANES)]
         started = time.perf_counter()
         error: BaseException | None = None
         drops = None
-        nbytes = lane_bytes[0] + lane_bytes[1] + lane_bytes[2]
+        nbytes = sum(lane_bytes)
         space = self._space
         try:
             if space.careful:
@@ -491,7 +501,7 @@ class Outbox:
         except sqlite3.Error as exc:
             error = self._commit_error(exc, len(rows))
         if error is not None:
-            for i in range(3):
+            for i in range(_LANES):
                 self._room.release(i, lane_rows[i], lane_bytes[i])
             if isinstance(error, BufferFull):
                 self._disk_refusing(len(rows), error)

@@ -35,13 +35,14 @@ So:
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 
 log = component_logger(__name__, "buffer")
 
@@ -148,7 +149,7 @@ class Space:
         self.careful = False
         self.free = 0  # bytes free at the last look
         self._budget = 0
-        self._released = False  # deleted for want of space, not yet made again
+        self._released = StateLog(log)  # failing while the reserve is deleted for want of space, until made again
 
     # --- looking -------------------------------------------------------------------------------
 
@@ -210,8 +211,10 @@ class Space:
         except OSError as exc:
             log.error("buffer: cannot delete the reserve file %s: %s", self.reserve_path, exc)
             return False
-        self._released = True
-        log.warning(
+        # said each time: a reserve made again in between makes each deletion news
+        self._released.ok()
+        self._released.fail(
+            "released", logging.WARNING,
             "buffer: disk full in %s; deleted the reserve file %s (%s) so that %s can go on. "
             "It is made again once there is room; free space in %s",
             self.directory, self.reserve_path, mib(held), why, self.directory,
@@ -249,8 +252,7 @@ class Space:
             except OSError:
                 pass
             return self.free_bytes()
-        if self._released or held == 0:
-            log.info("buffer: made the reserve file %s%s (%s)", self.reserve_path,
-                     " again" if self._released else "", mib(self.reserve_bytes))
-            self._released = False
+        if not self._released.ok("buffer: made the reserve file %s again (%s)", self.reserve_path,
+                                 mib(self.reserve_bytes)) and held == 0:
+            log.info("buffer: made the reserve file %s (%s)", self.reserve_path, mib(self.reserve_bytes))
         return self.free_bytes()

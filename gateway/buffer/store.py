@@ -32,6 +32,8 @@ from gateway.errors import BufferError
 from gateway.records import Lane, Reading, decode_reading, encode_reading
 from gateway.uplinks.api import DELIVERED, Outcome, Status
 
+_LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
+
 # (lane, entity_id, observed_us, appended_ms, size, body, target)
 Row = tuple[int, str, int, int, int, bytes, str | None]
 
@@ -133,10 +135,10 @@ class Store:
         self.config = config
         self.clock = clock
         self.room = room
-        self.rows = [0, 0, 0]
-        self.bytes = [0, 0, 0]
+        self.rows = [0] * _LANES
+        self.bytes = [0] * _LANES
         self.counters: Counter[str] = Counter(dict(conn.execute("SELECT name, value FROM counters").fetchall()))
-        self._deleted_upto = [0, 0, 0]
+        self._deleted_upto = [0] * _LANES
         self._data_version = self._read_data_version()
         self.load_totals()
         self._last_seq = self._max_seq()  # the newest seq this process knows was assigned
@@ -150,10 +152,10 @@ class Store:
 
     def load_totals(self) -> tuple[list[int], list[int]]:
         """Recount rows and bytes per lane from the file; returns the change against what we held."""
-        rows, nbytes = [0, 0, 0], [0, 0, 0]
+        rows, nbytes = [0] * _LANES, [0] * _LANES
         for lane, n, b in self.conn.execute("SELECT lane, count(*), coalesce(sum(size), 0) FROM outbox GROUP BY lane"):
             rows[lane], nbytes[lane] = n, b
-        delta = ([rows[i] - self.rows[i] for i in range(3)], [nbytes[i] - self.bytes[i] for i in range(3)])
+        delta = ([rows[i] - self.rows[i] for i in range(_LANES)], [nbytes[i] - self.bytes[i] for i in range(_LANES)])
         with self.lock:
             self.rows, self.bytes = rows, nbytes
         return delta
@@ -161,7 +163,7 @@ class Store:
     def _load_cursors(self, uplinks: Sequence[str] | None) -> None:
         stored: dict[str, list[int]] = {}
         for name, lane, seq in self.conn.execute("SELECT uplink, lane, seq FROM cursors"):
-            stored.setdefault(name, [0, 0, 0])[lane] = seq
+            stored.setdefault(name, [0] * _LANES)[lane] = seq
         if uplinks is None:
             self.uplinks = tuple(sorted(stored))
             self.cursors = stored
@@ -180,9 +182,9 @@ class Store:
             for name in self.uplinks:
                 if name not in stored:
                     # a new uplink starts at the oldest buffered row: cursor 0 is below every seq
-                    stored[name] = [0, 0, 0]
+                    stored[name] = [0] * _LANES
                     self.conn.executemany(
-                        "INSERT INTO cursors (uplink, lane, seq) VALUES (?, ?, 0)", [(name, i) for i in range(3)]
+                        "INSERT INTO cursors (uplink, lane, seq) VALUES (?, ?, 0)", [(name, i) for i in range(_LANES)]
                     )
             self.cursors = {name: stored[name] for name in self.uplinks}
             self._delete_passed(self.cursors, ch)
@@ -274,7 +276,7 @@ class Store:
             # the tail's copies are made now, while the transaction is open, not under the lock
             prepared = (self.tail.prepare(first, [row[0] for row in rows], readings)
                         if readings is not None and len(readings) == len(rows) else None)
-            for lane in range(3):
+            for lane in range(_LANES):
                 if per_lane_rows[lane]:
                     ch.added.append((lane, per_lane_rows[lane], per_lane_bytes[lane]))
             ch.counters["appended"] += len(rows)
@@ -367,6 +369,10 @@ class Store:
 
     # --- reading and acknowledging -------------------------------------------------------------
 
+    def check_uplink(self, uplink: str) -> None:
+        """Raise the "unknown uplink" BufferError unless `uplink` is configured (its message names those that are)."""
+        self._cursor(uplink)
+
     def _cursor(self, uplink: str) -> list[int]:
         try:
             return self.cursors[uplink]
@@ -400,7 +406,7 @@ class Store:
         cur = self._cursor(uplink)
         tail = self.tail
         out: list[Reading] = []
-        for lane in range(3):
+        for lane in range(_LANES):
             left = limit - len(out)
             if left <= 0:
                 break
@@ -419,11 +425,11 @@ class Store:
         """Whether read_recent past `after` would be served (from any thread)."""
         with self.lock:
             cur = self._cursor(uplink)
-            return all(self.tail.covers(lane, _read_from(cur, after, lane)) for lane in range(3) if self.rows[lane])
+            return all(self.tail.covers(lane, _read_from(cur, after, lane)) for lane in range(_LANES) if self.rows[lane])
 
     def has_pending(self, uplink: str) -> bool:
         cur = self._cursor(uplink)
-        for lane in range(3):
+        for lane in range(_LANES):
             if self.conn.execute(_HAS, (lane, cur[lane], uplink)).fetchone() is not None:
                 return True
         return False
@@ -487,7 +493,7 @@ class Store:
                 ch.counters[f"dead_letters.{uplink}"] += len(dead)
             self.conn.executemany(
                 "UPDATE cursors SET seq = ? WHERE uplink = ? AND lane = ?",
-                [(new[lane], uplink, lane) for lane in range(3) if new[lane] != old[lane]],
+                [(new[lane], uplink, lane) for lane in range(_LANES) if new[lane] != old[lane]],
             )
             cursors = dict(self.cursors)
             cursors[uplink] = new
@@ -501,7 +507,7 @@ class Store:
     def _delete_passed(self, cursors: dict[str, list[int]], ch: _Changes) -> None:
         if not cursors:
             return
-        for lane in range(3):
+        for lane in range(_LANES):
             upto = min(c[lane] for c in cursors.values())
             if upto <= self._deleted_upto[lane]:
                 continue
@@ -566,7 +572,7 @@ class Store:
 
                 def count_in() -> None:
                     for lane, _, _, _, size, _, _ in rows:
-                        room.adjust([1 if i == lane else 0 for i in range(3)], [size if i == lane else 0 for i in range(3)])
+                        room.adjust([1 if i == lane else 0 for i in range(_LANES)], [size if i == lane else 0 for i in range(_LANES)])
 
                 ch.after.append(count_in)
             if rows:
@@ -601,7 +607,7 @@ class Store:
         uplinks = {}
         for name, cur in self.cursors.items():
             pending = {}
-            for lane in range(3):
+            for lane in range(_LANES):
                 (n,) = conn.execute("SELECT count(*) FROM outbox WHERE lane = ? AND seq > ?", (lane, cur[lane])).fetchone()
                 (others,) = conn.execute(
                     "SELECT count(*) FROM outbox WHERE target IS NOT NULL AND target <> ? AND lane = ? AND seq > ?",
@@ -609,7 +615,7 @@ class Store:
                 ).fetchone()
                 pending[lane_name(lane)] = n - others
             uplinks[name] = UplinkCursorStats(
-                cursors={lane_name(i): cur[i] for i in range(3)}, pending=pending, dead_letters=dead.get(name, 0)
+                cursors={lane_name(i): cur[i] for i in range(_LANES)}, pending=pending, dead_letters=dead.get(name, 0)
             )
         last_salvage = salvage.read_last(conn)
         try:
@@ -631,8 +637,8 @@ class Store:
             durability=self.config.durability.value if durability is None else durability,
             rows=sum(self.rows),
             bytes=sum(self.bytes),
-            rows_per_lane={lane_name(i): self.rows[i] for i in range(3)},
-            bytes_per_lane={lane_name(i): self.bytes[i] for i in range(3)},
+            rows_per_lane={lane_name(i): self.rows[i] for i in range(_LANES)},
+            bytes_per_lane={lane_name(i): self.bytes[i] for i in range(_LANES)},
             oldest_observed_age_s=None if oldest is None else max(0.0, now - oldest[0] / 1e6),
             oldest_appended_age_s=None if oldest is None else max(0.0, now - oldest[1] / 1e3),
             uplinks=uplinks,

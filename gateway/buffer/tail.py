@@ -28,7 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timezone
 
-from gateway.records import Reading, with_seq
+from gateway.records import Lane, Reading, with_seq
+
+_LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 _UTC = timezone.utc
@@ -56,16 +58,16 @@ class Prepared:
 class Tail:
     def __init__(self, max_rows: int, base: int) -> None:
         self.max_rows = max_rows
-        self.base = [base, base, base]
-        self._seqs: list[list[int]] = [[], [], []]
-        self._readings: list[list[Reading]] = [[], [], []]
+        self.base = [base] * _LANES
+        self._seqs: list[list[int]] = [[] for _ in range(_LANES)]
+        self._readings: list[list[Reading]] = [[] for _ in range(_LANES)]
         self.rows = 0
 
     def reset(self, base: int) -> None:
         """Forget everything: rows up to `base` (the table's newest seq) are read from SQLite."""
-        self.base = [base, base, base]
-        self._seqs = [[], [], []]
-        self._readings = [[], [], []]
+        self.base = [base] * _LANES
+        self._seqs = [[] for _ in range(_LANES)]
+        self._readings = [[] for _ in range(_LANES)]
         self.rows = 0
 
     def add(self, first_seq: int, lanes: Sequence[int], readings: Sequence[Reading | None]) -> None:
@@ -79,8 +81,8 @@ class Tail:
         rather than for a copy of every reading."""
         seq = first_seq
         cut: list[int | None] = [None, None, None]  # per lane, the seq of its last row that is not plain
-        seqs: list[list[int]] = [[], [], []]
-        kept: list[list[Reading]] = [[], [], []]
+        seqs: list[list[int]] = [[] for _ in range(_LANES)]
+        kept: list[list[Reading]] = [[] for _ in range(_LANES)]
         for lane, r in zip(lanes, readings):
             if r is None or not is_plain(r):
                 # this row must be decoded from SQLite, and so must the lane's rows before it
@@ -95,7 +97,7 @@ class Tail:
         return Prepared(cut, seqs, kept)
 
     def apply(self, prepared: Prepared) -> None:
-        for lane in range(3):
+        for lane in range(_LANES):
             if prepared.cut[lane] is not None:
                 self._seqs[lane] = prepared.seqs[lane]
                 self._readings[lane] = prepared.readings[lane]
@@ -109,7 +111,7 @@ class Tail:
 
     def _trim(self) -> None:
         # drop the oldest half of each lane's entries: amortized, not a pop per row
-        for lane in range(3):
+        for lane in range(_LANES):
             seqs = self._seqs[lane]
             cut = len(seqs) // 2
             if cut:

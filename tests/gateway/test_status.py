@@ -55,8 +55,8 @@ async def test_invalid_readings_are_counted_per_adapter_and_the_file_is_private_
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
     doc = json.loads(path.read_text())
     assert doc["invalid_readings"] == 2
-    assert [(a["name"], a["invalid"], a["malformed"], a["diagnostics"]) for a in doc["adapters"]] == [
-        ("gauges", 2, 0, {}), ("weather", 0, 0, {})
+    assert [(a["name"], a["invalid"], a["malformed"], a["diagnostics"]["summary"]) for a in doc["adapters"]] == [
+        ("gauges", 2, 0, "river-level, 1 entities at 0.001/s"), ("weather", 0, 0, "weather, 1 entities at 0.001/s")
     ]
     assert doc["uplinks"][0]["last_error"] == (
         "Orion refused our credentials, got HTTP 401: token ***; Authorization: Bearer ***"

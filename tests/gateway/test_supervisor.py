@@ -171,3 +171,27 @@ async def test_diagnostics_are_reported_and_their_malformed_total_counted(
     assert (plain.malformed, plain.diagnostics) == (0, {})
     assert [(r.levelname, r.getMessage(), getattr(r, "component", "")) for r in caplog.records
             if r.levelno >= logging.WARNING] == [("WARNING", "adapter diagnostics failed: KeyError: 'bus0'", "broken")]
+
+
+async def test_a_failing_spell_is_logged_once_and_its_end_once(caplog: pytest.LogCaptureFixture) -> None:
+    class SameError(FlakyAdapter):
+        async def run(self, emit: Emit) -> None:
+            n = self.starts[self.config.name] = self.starts.get(self.config.name, 0) + 1
+            if n <= self.config.fail_times:
+                raise ConnectionError("port /dev/ttyUSB0 busy")
+            await asyncio.Event().wait()
+
+    caplog.set_level(logging.DEBUG, logger="gateway.supervisor")
+    sup = Supervisor(lambda r: asyncio.sleep(0), backoff_initial_s=0.01, backoff_max_s=0.02, stable_after_s=0.1)
+    cfg = _Config(name="rs485", type="test", fail_times=4)
+    sup.start([(cfg, SameError(cfg, CTX))])
+    await _wait_for(lambda: any("running again" in r.getMessage() for r in caplog.records))
+    await sup.stop()
+    lines = [(r.levelname, r.getMessage().split(";")[0]) for r in caplog.records if r.name == "gateway.supervisor"]
+    assert [line for line in lines if line[0] != "DEBUG"] == [
+        ("WARNING", "adapter failed: ConnectionError: port /dev/ttyUSB0 busy"),
+        ("INFO", "adapter running again after 4 restarts"),
+    ]
+    assert [line for line in lines if line[0] == "DEBUG"] == [
+        ("DEBUG", f"adapter failed again (restart {n}): ConnectionError: port /dev/ttyUSB0 busy") for n in (2, 3, 4)
+    ]

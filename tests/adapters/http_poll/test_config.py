@@ -141,12 +141,13 @@ def test_mapping_problems_are_reported_with_their_key_paths() -> None:
         "alterationType, dateCreated, dateExpires, dateModified, geo:distance, id, servicePath, type), got \"id\"",
         "adapters[0].mappings[5].attributes[1].unit: must be a UN/CEFACT common code of 2-3 capitals/digits "
         '(CEL, MTR, P1, KWH), got "m"',
-        "adapters[0].mappings[5].attributes[2]: scale applies to Number attributes only, got type 'Text'",
+        "adapters[0].mappings[5].attributes[2].scale: applies to Number attributes only, got type 'Text'",
         "adapters[0].mappings[5].attributes[3].type: input should be 'Number', 'Text', 'Boolean', 'DateTime' or "
         "'StructuredValue', got \"Float\"",
         "adapters[0].mappings[6].attributes: must name each attribute once, got 'h' twice",
-        'adapters[0].mappings[7].timestamp: format = "strptime" needs a pattern, e.g. pattern = "%Y%m%d%H%M"',
-        "adapters[0].mappings[8].timestamp: pattern must contain the year (%Y), got '%H:%M'",
+        'adapters[0].mappings[7].timestamp.pattern: is needed with format = "strptime", got none; e.g. '
+        'pattern = "%Y%m%d%H%M"',
+        "adapters[0].mappings[8].timestamp.pattern: must contain the year (%Y), got '%H:%M'",
         'adapters[0].mappings[9].timestamp.zone: must be an IANA time zone name like Asia/Tokyo or UTC, got "JST"',
         "adapters[0].mappings[10].lane: input should be 'alert', 'normal' or 'bulk', got \"urgent\"",
     ]

@@ -126,7 +126,8 @@ def test_item_errors_drop_that_item_only() -> None:
     ]}).encode(), NOW)
     assert [(e.reason, e.where, str(e)) for e in result.errors] == [
         (MalformedReason.BAD_ID, "stations[0]",
-         "stations[0]: entity_id renders to an invalid identifier: entity id must be 1-256 printable ASCII characters "
+         "stations[0]: entity_id urn:ngsi-ld:WaterObserved:{code} renders to an invalid identifier: entity id must be "
+         "1-256 printable ASCII characters "
          "without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got "
          "'urn:ngsi-ld:WaterObserved:a b'"),
         (MalformedReason.WRONG_TYPE, "stations[1].level", "stations[1].level (attribute waterLevel): must be a number, got str 'high'"),

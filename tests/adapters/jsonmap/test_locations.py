@@ -107,13 +107,19 @@ def test_missing_skip_sends_the_item_without_a_location() -> None:
      "(a GeoJSON field of each object), got lat, lon, path"),
     ({}, "needs lat and lon (a fixed place), lat_path and lon_path (two fields of each object) or path "
          "(a GeoJSON field of each object), got none of them"),
-    ({"lat": 32.2, "lon": 130.7, "missing": "skip"},
-     "missing applies to a location read from the JSON, not to a fixed lat and lon; remove it"),
 ])
 def test_a_location_needs_exactly_one_form(location: dict[str, Any], message: str) -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         ItemMapping.model_validate(mapping(location))
     assert format_validation_error(info.value, ItemMapping) == [f"location: {message}"]
+
+
+def test_missing_with_a_fixed_place_is_reported_at_its_own_key() -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        ItemMapping.model_validate(mapping({"lat": 32.2, "lon": 130.7, "missing": "skip"}))
+    assert format_validation_error(info.value, ItemMapping) == [
+        "location.missing: applies to a location read from the JSON, not to a fixed lat and lon, got missing = "
+        "'skip'; remove it"]
 
 
 def test_config_errors_name_the_key_path() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
@@ -82,3 +83,24 @@ def test_river_point_must_be_a_length():
 def test_port_forms(text, transport, where):
     a = parse_port(text)
     assert (a.transport, (a.host, a.port, a.path)) == (transport, where)
+
+
+def test_a_profile_is_read_once_however_often_it_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.profiles.loader import load_profile
+
+    reads: list[str] = []
+
+    def counting(name: str, search_path: Any) -> Any:
+        reads.append(name)
+        return load_profile(name, search_path)
+
+    monkeypatch.setattr("adapters.modbus.config.load_profile", counting)  # counts, and loads for real
+    cfg = ModbusConfig.model_validate({
+        "name": "cabinet", "type": "modbus", "buses": [{"name": "gw", "port": "/dev/ttyUSB0"}],
+        "devices": [{"name": f"th{u}", "bus": "gw", "profile": "generic/xy-md02", "unit_id": u} for u in (1, 2)]
+                   + [{"name": "relay", "bus": "gw", "profile": "waveshare/modbus-rtu-relay-d", "unit_id": 3}],
+    })
+    for _ in range(3):
+        assert [cfg.profile_of(d).model for d in cfg.devices] == ["XY-MD02", "XY-MD02", "Modbus RTU Relay (D)"]
+        cfg.serial_settings(cfg.buses[0])
+    assert reads == ["generic/xy-md02", "waveshare/modbus-rtu-relay-d"]

@@ -85,7 +85,7 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
         'got "temp(c)"',
         "adapters[0].subscriptions[5].attributes[1].unit: must be a UN/CEFACT common code of 2-3 capitals/digits "
         '(CEL, MTR, P1, KWH), got "cel"',
-        "adapters[0].subscriptions[5].attributes[2]: scale applies to Number attributes only, got type 'Text'",
+        "adapters[0].subscriptions[5].attributes[2].scale: applies to Number attributes only, got type 'Text'",
         "adapters[0].subscriptions[6].attributes: must name each attribute once, got 'a' twice",
         'adapters[0].subscriptions[7].timestamp.zone: must be an IANA time zone name like Asia/Tokyo or UTC, got "Tokyo"',
         "adapters[0].subscriptions[7].qos: unknown key; valid keys here: attributes, controlled_property, "
@@ -139,5 +139,6 @@ def test_timestamp_formats_and_null_values_are_those_of_every_json_adapter() -> 
     assert [s.timestamp and s.timestamp.format.value for s in cfg.subscriptions] == ["local", "strptime"]
     assert cfg.subscriptions[0].null_values == ("欠測",)
     assert adapter_errors(subscriptions=[sub(timestamp={"path": "t", "format": "strptime"})]) == [
-        'adapters[0].subscriptions[0].timestamp: format = "strptime" needs a pattern, e.g. pattern = "%Y%m%d%H%M"'
+        'adapters[0].subscriptions[0].timestamp.pattern: is needed with format = "strptime", got none; e.g. '
+        'pattern = "%Y%m%d%H%M"'
     ]

@@ -1,4 +1,8 @@
-"""`edgegw probe modbus` (which unit ids answer, at which baud) and `edgegw read` (one device's values as a table)."""
+"""`edgegw probe modbus` (which unit ids answer, at which baud) and `edgegw read` (one device's values as a table).
+
+The Modbus family's contribution to the `edgegw` command: pyproject.toml declares `add_parsers` in the
+`edgegw.cli` entry-point group, and gateway/cli.py adds whatever that group holds, naming no family.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,17 @@ from gateway.errors import ConfigError
 from gateway.profiles.loader import DEFAULT_SEARCH_PATH, load_profile
 from gateway.profiles.schema import BAUD_RATES, Parity, Transport
 
-__all__ = ["add_parsers", "run_probe", "run_read", "main", "parse_units", "AUTO_BAUDS", "EXIT_OK", "EXIT_NOTHING",
-           "EXIT_USAGE"]
+__all__ = [
+    "AUTO_BAUDS",
+    "EXIT_NOTHING",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "add_parsers",
+    "main",
+    "parse_units",
+    "run_probe",
+    "run_read",
+]
 
 EXIT_OK = 0
 EXIT_NOTHING = 1  # the port opened but nothing answered
@@ -180,7 +193,7 @@ async def _read(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         profile = load_profile(args.profile, search)
     except ConfigError as exc:
-        err.write(f"read: {exc.source or args.profile}: {'; '.join(exc.errors)}\n")
+        err.writelines(f"read: {exc.source or args.profile}: {line}\n" for line in exc.errors)  # one line each
         return EXIT_USAGE
     iface = profile.interface
     settings = SerialSettings(baud=args.baud or iface.baud, parity=Parity(args.parity) if args.parity else iface.parity,
@@ -263,7 +276,7 @@ def run_read(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m gateway.tools.modbus_cli probe modbus …` works before the tools are wired into `edgegw`."""
+    """`python -m adapters.modbus.cli probe modbus …`: the same commands without the `edgegw` entry point."""
     parser = argparse.ArgumentParser(prog="edgegw")
     add_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

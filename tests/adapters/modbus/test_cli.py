@@ -8,20 +8,28 @@ import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from gateway import cli
 from gateway.profiles import load_profile
-from gateway.tools import modbus_cli
-from tests.adapters.modbus.peers import PtyPair, image_from_values, serial_bus, start_tcp_peer
+from tests.adapters.modbus.peers import (
+    PtyPair,
+    UnitImage,
+    image_from_values,
+    serial_bus,
+    start_tcp_peer,
+)
+from tests.support.entry_points import declared_entry_points
 
 XY = load_profile("generic/xy-md02")
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="edgegw")
-    modbus_cli.add_parsers(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    """`edgegw …` parsed as the installed command does, with the family commands pyproject.toml declares
+    (the installed metadata may predate them)."""
+    return cli.build_parser(declared_entry_points(cli.CLI_GROUP)).parse_args(argv)
 
 
 async def _run(argv: list[str]) -> tuple[int, str, str]:
@@ -32,13 +40,13 @@ async def _run(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def _xy(unit: int) -> object:
+def _xy(unit: int) -> UnitImage:
     return image_from_values(unit, XY, {"temperature": 21.5, "relative_humidity": 0.456,
                                         "temperature_correction": 0.5})
 
 
-async def test_probe_finds_exactly_the_units_on_the_bus(tmp_path):
-    async with serial_bus(tmp_path, [_xy(3), _xy(7), _xy(12)]) as (path, peer):
+async def test_probe_finds_exactly_the_units_on_the_bus(tmp_path: Path) -> None:
+    async with serial_bus(tmp_path, [_xy(3), _xy(7), _xy(12)]) as (path, _peer):
         code, out, err = await _run(["probe", "modbus", "--port", path, "--units", "1-15", "--timeout", "0.03"])
     assert code == 0
     assert out == ("unit   3  answers (exception 02 (illegal data address) to FC03 @0)\n"
@@ -48,22 +56,22 @@ async def test_probe_finds_exactly_the_units_on_the_bus(tmp_path):
     assert f"\r[{'#' * 30}] 15/15 at 9600 8N1, found 3\n" in err
 
 
-async def test_probe_auto_baud_reports_the_first_speed_that_answers(tmp_path):
-    async with serial_bus(tmp_path, [_xy(2)]) as (path, peer):
-        code, out, err = await _run(["probe", "modbus", "--port", path, "--baud", "auto", "--units", "1-3",
+async def test_probe_auto_baud_reports_the_first_speed_that_answers(tmp_path: Path) -> None:
+    async with serial_bus(tmp_path, [_xy(2)]) as (path, _peer):
+        code, out, _err = await _run(["probe", "modbus", "--port", path, "--baud", "auto", "--units", "1-3",
                                      "--timeout", "0.03"])
     assert code == 0 and out.endswith(f"found 1 unit(s) on {path} at 9600 8N1: 2\n")
 
 
-async def test_probe_says_when_nothing_answers(tmp_path):
-    async with serial_bus(tmp_path, [_xy(20)]) as (path, peer):
+async def test_probe_says_when_nothing_answers(tmp_path: Path) -> None:
+    async with serial_bus(tmp_path, [_xy(20)]) as (path, _peer):
         code, out, err = await _run(["probe", "modbus", "--port", path, "--units", "1-4", "--timeout", "0.02"])
     assert code == 1 and out == ""
     assert err.endswith(f"probe: nothing answered on {path} at 9600 baud N1 (units 1-4), got 0 answers; check A/B "
                         "wiring and termination, baud rate and parity, that the devices are powered, and the unit ids\n")
 
 
-async def test_probe_over_tcp(tmp_path):
+async def test_probe_over_tcp(tmp_path: Path) -> None:
     peer, port = await start_tcp_peer([_xy(1), _xy(5)])
     try:
         code, out, _ = await _run(["probe", "modbus", "--port", f"tcp://127.0.0.1:{port}", "--units", "1-6",
@@ -73,15 +81,15 @@ async def test_probe_over_tcp(tmp_path):
     assert code == 0 and out.endswith(f"found 2 unit(s) on tcp://127.0.0.1:{port} at Modbus TCP: 1, 5\n")
 
 
-async def test_missing_port_is_named_with_where_to_look(tmp_path):
-    code, out, err = await _run(["probe", "modbus", "--port", "/dev/ttyUSB97"])
+async def test_missing_port_is_named_with_where_to_look(tmp_path: Path) -> None:
+    code, _out, err = await _run(["probe", "modbus", "--port", "/dev/ttyUSB97"])
     assert code == 2
     assert err == ("modbus /dev/ttyUSB97: no such serial port, got \"/dev/ttyUSB97\"; check the cable and "
                    "`ls /dev/ttyUSB* /dev/ttyACM* /dev/serial/by-id/`\n")
 
 
-async def test_read_prints_one_table_of_decoded_values(tmp_path):
-    async with serial_bus(tmp_path, [_xy(1)]) as (path, peer):
+async def test_read_prints_one_table_of_decoded_values(tmp_path: Path) -> None:
+    async with serial_bus(tmp_path, [_xy(1)]) as (path, _peer):
         code, out, err = await _run(["read", "--profile", "generic/xy-md02", "--port", path, "--unit", "1"])
     assert code == 0, err
     assert out == (f"generic/xy-md02 unit 1 on {path} (9600 8N1)\n"
@@ -91,10 +99,10 @@ async def test_read_prints_one_table_of_decoded_values(tmp_path):
                    "temperature_correction  0.5    CEL                     good\n")
 
 
-async def test_read_flags_out_of_range_values_and_refused_points(tmp_path):
+async def test_read_flags_out_of_range_values_and_refused_points(tmp_path: Path) -> None:
     image = image_from_values(1, XY, {"temperature": 75.0, "relative_humidity": 0.5})
-    async with serial_bus(tmp_path, [image]) as (path, peer):
-        code, out, err = await _run(["read", "--profile", "generic/xy-md02", "--port", path, "--unit", "1"])
+    async with serial_bus(tmp_path, [image]) as (path, _peer):
+        code, out, _err = await _run(["read", "--profile", "generic/xy-md02", "--port", path, "--unit", "1"])
     assert code == 0
     assert out.splitlines()[2:] == [
         "temperature             75     CEL   temperature       out_of_range: outside -40..60",
@@ -103,8 +111,8 @@ async def test_read_flags_out_of_range_values_and_refused_points(tmp_path):
     ]
 
 
-async def test_read_says_when_the_unit_does_not_answer(tmp_path):
-    async with serial_bus(tmp_path, [_xy(1)]) as (path, peer):
+async def test_read_says_when_the_unit_does_not_answer(tmp_path: Path) -> None:
+    async with serial_bus(tmp_path, [_xy(1)]) as (path, _peer):
         code, out, err = await _run(["read", "--profile", "generic/xy-md02", "--port", path, "--unit", "9",
                                      "--timeout", "0.05"])
     assert code == 1 and out == ""
@@ -112,20 +120,20 @@ async def test_read_says_when_the_unit_does_not_answer(tmp_path):
                    f"id (`edgegw probe modbus --port {path}`), wiring, baud rate and parity\n")
 
 
-async def test_read_unknown_profile(tmp_path):
-    code, out, err = await _run(["read", "--profile", "acme/nothing", "--port", "/dev/ttyUSB0", "--unit", "1"])
+async def test_read_unknown_profile(tmp_path: Path) -> None:
+    code, _out, err = await _run(["read", "--profile", "acme/nothing", "--port", "/dev/ttyUSB0", "--unit", "1"])
     assert code == 2 and err.startswith("read: acme/nothing: no such profile, got \"acme/nothing\"; searched ")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
-def test_permission_denied_suggests_the_dialout_group(tmp_path):
+def test_permission_denied_suggests_the_dialout_group(tmp_path: Path) -> None:
     pair = PtyPair(tmp_path)
     try:
         device = os.path.realpath(pair.a)  # /dev/pts/N: root's, mode 0620, like a tty owned by root:dialout
         result = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-             "gateway.tools.modbus_cli", "read", "--profile", "generic/xy-md02", "--port", device, "--unit", "1"],
-            capture_output=True, text=True, timeout=30, cwd=os.getcwd())
+             "adapters.modbus.cli", "read", "--profile", "generic/xy-md02", "--port", device, "--unit", "1"],
+            capture_output=True, text=True, timeout=30, cwd=os.getcwd(), check=False)
     finally:
         pair.close()
     assert result.returncode == 2
