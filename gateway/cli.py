@@ -274,6 +274,11 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
 
     _add_family_commands(sub, entry_points(group=CLI_GROUP) if family_commands is None else family_commands)
 
+    # the pseudonymization keys live in the secret store too; the processor, not a family, owns them
+    from gateway.processing import pseudonym_keys
+
+    pseudonym_keys.add_parser(sub).set_defaults(func=pseudonym_keys.run)
+
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)
     s = ssub.add_parser("set", help="store a secret (read from the terminal, or --stdin)")

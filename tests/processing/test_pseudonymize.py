@@ -473,3 +473,16 @@ async def test_nothing_in_clear_reaches_the_buffer_file_or_the_logs(
     for spelling in (key, base64.urlsafe_b64encode(key), key.hex().encode()):
         assert spelling not in files
         assert spelling.decode("latin-1") not in logged
+
+
+def test_edgegw_pseudonym_rotate_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway import cli
+
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[gateway]\nid = "gw1"\ndata_dir = "{tmp_path / "data"}"\n\n'
+                   '[[uplinks]]\nname = "o"\ntype = "orion"\nurl = "http://127.0.0.1:1026"\n')
+    assert cli.main(["pseudonym", "rotate", "-c", str(cfg)]) == 0
+    assert cli.main(["pseudonym", "list", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pseudonym key k1 added, in force from ")
+    assert "k1" in out.splitlines()[-1]
