@@ -140,7 +140,9 @@ async def main() -> int:
         # the bench's own 200,000 readings would make every GC pass of the drain slower than a gateway's
         del backlog, readings, chunk
         gc.collect()
-        print(f"backlog of {filled:,} rows written in {time.perf_counter() - t0:.1f} s ({db.stat().st_size / 1e6:.0f} MB)")
+        print(
+            f"backlog of {filled:,} rows written in {time.perf_counter() - t0:.1f} s ({db.stat().st_size / 1e6:.0f} MB)"
+        )
         copy = db.with_name("drain-copy.db")
         shutil.copy(db, copy)  # the same backlog for the second batch size
         for batch, path in ((1000, db), (5000, copy)):

@@ -154,7 +154,9 @@ class TransportOnly(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(
-            encode_connect(client_id=self.client_id, keepalive_s=60, v5=True, session_expiry_s=3600, receive_maximum=1000)
+            encode_connect(
+                client_id=self.client_id, keepalive_s=60, v5=True, session_expiry_s=3600, receive_maximum=1000
+            )
         )
 
     def data_received(self, data: bytes) -> None:

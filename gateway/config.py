@@ -130,7 +130,7 @@ def _unknown_adapters(raw: Any, raw_adapters: Any) -> list[str]:
         wanted = match.get("adapter") if isinstance(match, dict) else None
         if isinstance(wanted, str) and wanted not in names:
             known = ", ".join(str(n) for n in names) or "none"
-            errors.append(f"processing[{i}].match.adapter: no such adapter, got \"{wanted}\"; adapters: {known}")
+            errors.append(f'processing[{i}].match.adapter: no such adapter, got "{wanted}"; adapters: {known}')
     return errors
 
 

@@ -17,7 +17,7 @@ class Notifier:
         self._watchdog = bool(watchdog_usec)
 
     @classmethod
-    def from_environment(cls) -> "Notifier":
+    def from_environment(cls) -> Notifier:
         address = os.environ.get("NOTIFY_SOCKET")
         usec = os.environ.get("WATCHDOG_USEC")
         pid = os.environ.get("WATCHDOG_PID")

@@ -147,7 +147,9 @@ class HttpPollAdapter:
                 if resp.status != 200:
                     head = await resp.content.read(EXCERPT_CHARS)
                     kind = "http_5xx" if resp.status >= 500 else "http_status"
-                    raise _Failure(kind, f"HTTP {resp.status} {resp.reason or ''}".rstrip() + f", body {self._excerpt(head)}")
+                    raise _Failure(
+                        kind, f"HTTP {resp.status} {resp.reason or ''}".rstrip() + f", body {self._excerpt(head)}"
+                    )
                 body = await self._read_limited(resp)
                 return _Response(
                     status=200,
@@ -222,8 +224,15 @@ class HttpPollAdapter:
         self.failed[exc.reason] += 1
         self._log.debug("poll of %s failed (%s): %s", self.config.display_url, exc.reason, exc.detail)
         self.last_error = f"{exc.reason}: {exc.detail}"
-        self._failing.fail(exc.reason, logging.WARNING, "polling %s fails (%s): %s; retrying every %ss",
-                           self.config.display_url, exc.reason, exc.detail, self.config.interval_s)
+        self._failing.fail(
+            exc.reason,
+            logging.WARNING,
+            "polling %s fails (%s): %s; retrying every %ss",
+            self.config.display_url,
+            exc.reason,
+            exc.detail,
+            self.config.interval_s,
+        )
 
     def _transport_ok(self) -> None:
         self._failing.ok("polling %s works again", self.config.display_url)

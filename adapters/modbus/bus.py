@@ -66,8 +66,17 @@ class BusDevice:
     """A unit on the bus with its points, limits and runtime state (counters, online state, schedule)."""
 
     def __init__(
-        self, *, name: str, unit_id: int, points: Sequence[Point], intervals: Sequence[float], timeout: float,
-        retries: int = 1, inter_request_delay: float = 0.0, max_registers: int = 125, max_bits: int = 2000,
+        self,
+        *,
+        name: str,
+        unit_id: int,
+        points: Sequence[Point],
+        intervals: Sequence[float],
+        timeout: float,
+        retries: int = 1,
+        inter_request_delay: float = 0.0,
+        max_registers: int = 125,
+        max_bits: int = 2000,
         max_gap: int = 0,
     ) -> None:
         self.name = name
@@ -125,10 +134,20 @@ class Bus:
     """Runs the schedule of one line until cancelled; `write` slips a command in between two polls."""
 
     def __init__(
-        self, *, name: str, link: Link, devices: Sequence[BusDevice], on_poll: PollCallback,
-        on_state: StateCallback, silent_interval: float = 0.0, offline_after: int = 3,
-        probe_initial: float = 5.0, probe_max: float = 300.0, reopen_max: float = 60.0,
-        clock: Callable[[], float] = time.monotonic, component: str = "modbus",
+        self,
+        *,
+        name: str,
+        link: Link,
+        devices: Sequence[BusDevice],
+        on_poll: PollCallback,
+        on_state: StateCallback,
+        silent_interval: float = 0.0,
+        offline_after: int = 3,
+        probe_initial: float = 5.0,
+        probe_max: float = 300.0,
+        reopen_max: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        component: str = "modbus",
     ) -> None:
         self.name = name
         self.link = link
@@ -327,8 +346,10 @@ class Bus:
     async def write(self, device: BusDevice, request: rtu.Request) -> rtu.Response:
         """Send a write between two polls; raises ModbusTimeout, ModbusError or LinkError."""
         if not self.link.is_open:
-            raise LinkError(f"modbus {self.link.description}: not open, got {self.link_error or 'no link yet'}",
-                            port=self.link.description)
+            raise LinkError(
+                f"modbus {self.link.description}: not open, got {self.link_error or 'no link yet'}",
+                port=self.link.description,
+            )
         response = await self._request(device, request, device.retries)
         self._online(device)
         device.poll_now()
@@ -367,5 +388,6 @@ class Bus:
 
 
 def _read(device: BusDevice, request: ReadRequest) -> rtu.Request:
-    return rtu.Request(unit_id=device.unit_id, function_code=request.function_code, address=request.address,
-                       count=request.count)
+    return rtu.Request(
+        unit_id=device.unit_id, function_code=request.function_code, address=request.address, count=request.count
+    )

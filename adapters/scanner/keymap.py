@@ -99,9 +99,7 @@ class WedgeConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_length <= 4096:
-            raise ConfigError(
-                [f"scanner.wedge.max_length: must be 1..4096, got {self.max_length}"]
-            )
+            raise ConfigError([f"scanner.wedge.max_length: must be 1..4096, got {self.max_length}"])
 
 
 def _fail(code: str, what: str, value: object, fix: str = "", /, **params: object) -> KeymapError:
@@ -116,7 +114,7 @@ class WedgeDecoder:
     Empty scans (a lone terminator) are ignored. After an error the rest of that scan is dropped.
     """
 
-    __slots__ = ("_normal", "_shifted", "_terminators", "_max", "_chars", "_left", "_right", "_dropping")
+    __slots__ = ("_chars", "_dropping", "_left", "_max", "_normal", "_right", "_shifted", "_terminators")
 
     def __init__(self, config: WedgeConfig) -> None:
         self._normal, self._shifted = _TABLES[config.layout]

@@ -6,7 +6,7 @@ from enum import Enum
 
 from adapters.wifi_syslog.errors import SyslogFramingError, quote
 
-__all__ = ["Framing", "FrameSplitter", "encode_octet_counted", "encode_non_transparent"]
+__all__ = ["FrameSplitter", "Framing", "encode_non_transparent", "encode_octet_counted"]
 
 DEFAULT_MAX_FRAME = 8192
 

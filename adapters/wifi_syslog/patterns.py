@@ -67,9 +67,7 @@ class PatternSpec(Section):
             for key in ("client_mac", "kind"):
                 name = getattr(self.fields, key)
                 if name not in groups:
-                    raise ValueError(
-                        f"fields.{key} {name!r} is not a named group of regex and no json_group is set"
-                    )
+                    raise ValueError(f"fields.{key} {name!r} is not a named group of regex and no json_group is set")
         return self
 
 
@@ -115,9 +113,26 @@ class WifiEvent(NamedTuple):
 class _Compiled:
     """One pattern with everything the hot path needs precomputed."""
 
-    __slots__ = ("vendor", "name", "where", "regex", "contains", "json_group", "params_group", "require",
-                 "require_keys", "require_values", "kinds", "client_mac", "kind", "interface", "ap_mac", "ssid",
-                 "client_mac_where", "ap_mac_where")
+    __slots__ = (
+        "ap_mac",
+        "ap_mac_where",
+        "client_mac",
+        "client_mac_where",
+        "contains",
+        "interface",
+        "json_group",
+        "kind",
+        "kinds",
+        "name",
+        "params_group",
+        "regex",
+        "require",
+        "require_keys",
+        "require_values",
+        "ssid",
+        "vendor",
+        "where",
+    )
 
     def __init__(self, vendor: str, spec: PatternSpec) -> None:
         self.vendor = vendor

@@ -26,14 +26,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 
 from gateway.records import Lane, Reading, with_seq
 
 _LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
-_UTC = timezone.utc
+_UTC = UTC
 
 
 def is_plain(r: Reading) -> bool:

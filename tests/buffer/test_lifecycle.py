@@ -51,9 +51,11 @@ async def test_a_unknown_uplink_is_refused_without_reaching_into_the_store(tmp_p
 
 
 def gateway_config(tmp_path: Path, orion_url: str) -> dict[str, object]:
-    return {"gateway": {"id": "gw-with", "data_dir": str(tmp_path)},
-            "adapters": [{"name": "gauges", "type": "simulated", "rate": 1000, "limit": 20}],
-            "uplinks": [{"name": "orion", "type": "orion", "url": orion_url}]}
+    return {
+        "gateway": {"id": "gw-with", "data_dir": str(tmp_path)},
+        "adapters": [{"name": "gauges", "type": "simulated", "rate": 1000, "limit": 20}],
+        "uplinks": [{"name": "orion", "type": "orion", "url": orion_url}],
+    }
 
 
 async def test_the_gateway_runs_inside_async_with_and_stops_on_the_way_out(

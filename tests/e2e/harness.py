@@ -39,9 +39,13 @@ class GatewayProcess:
         assert self.proc is None
         self.runs += 1
         log = open(self.workdir / f"gateway-{self.runs}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
-                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         log.close()
 
     def kill9(self) -> None:
@@ -155,6 +159,8 @@ async def wait_until(predicate: Any, timeout: float, what: str, gw: GatewayProce
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f"; gateway log tail:\n{gw.log_tail()}" if gw else ""))
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}"
+                + (f"; gateway log tail:\n{gw.log_tail()}" if gw else "")
+            )
         await asyncio.sleep(0.05)

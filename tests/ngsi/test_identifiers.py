@@ -22,7 +22,9 @@ from gateway.ngsi.identifiers import (
 RULE = "1-256 printable ASCII characters without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ `"
 
 
-@pytest.mark.parametrize("text", ["urn:ngsi-ld:WaterObserved:hitoyoshi", "gauge_01", "a.b-c~d", "a" * 256, "x@y:z", "50%"])
+@pytest.mark.parametrize(
+    "text", ["urn:ngsi-ld:WaterObserved:hitoyoshi", "gauge_01", "a.b-c~d", "a" * 256, "x@y:z", "50%"]
+)
 def test_legal_ids(text: str) -> None:
     assert check_entity_id(text) == text
     assert check_entity_type(text) == text
@@ -48,7 +50,10 @@ def test_illegal_ids_say_why(text: str, found: str) -> None:
     assert str(exc.value) == f"entity id must be {RULE} ({found})"
 
 
-@pytest.mark.parametrize("name", ["id", "type", "geo:distance", "*", "dateCreated", "dateModified", "dateExpires", "alterationType", "servicePath"])
+@pytest.mark.parametrize(
+    "name",
+    ["id", "type", "geo:distance", "*", "dateCreated", "dateModified", "dateExpires", "alterationType", "servicePath"],
+)
 def test_reserved_attribute_names(name: str) -> None:
     with pytest.raises(ValueError) as exc:
         check_attribute_name(name)
@@ -79,7 +84,9 @@ def test_service_paths(path: str) -> None:
     assert check_service_path(path) == path
 
 
-@pytest.mark.parametrize("path", ["river", "/river/", "/a-b", "/a/#", "/a,/b", "//a", "/" + "/".join(["a"] * 11), "/" + "a" * 51])
+@pytest.mark.parametrize(
+    "path", ["river", "/river/", "/a-b", "/a/#", "/a,/b", "//a", "/" + "/".join(["a"] * 11), "/" + "a" * 51]
+)
 def test_bad_service_paths(path: str) -> None:
     with pytest.raises(ValueError) as exc:
         check_service_path(path)
@@ -108,6 +115,6 @@ def test_as_pydantic_validators_with_key_paths() -> None:
     with pytest.raises(ValidationError) as exc:
         _Mapping.model_validate({"entity_id": "gauge(1)", "service": "City"})
     assert format_validation_error(exc.value, _Mapping, "uplinks[0]") == [
-        f'uplinks[0].entity_id: must be {RULE} outside the {{name}} placeholders (found \'(\'), got "gauge(1)"',
-        "uplinks[0].service: must be 1-50 characters of a-z 0-9 _ (lower case; Orion's Fiware-Service), got \"City\"",
+        f"uplinks[0].entity_id: must be {RULE} outside the {{name}} placeholders (found '('), got \"gauge(1)\"",
+        'uplinks[0].service: must be 1-50 characters of a-z 0-9 _ (lower case; Orion\'s Fiware-Service), got "City"',
     ]

@@ -20,12 +20,25 @@ from tests.support.mosquitto import MosquittoBroker
 T0 = datetime(2024, 6, 1, 3, 0, 0, tzinfo=UTC)
 
 
-def reading(entity: str = "urn:ngsi-ld:WaterObserved:gauge1", *, at: float = 0.0, seq: int | None = 1,
-            entity_type: str = "WaterObserved", device: str = "", **values: Any) -> Reading:
+def reading(
+    entity: str = "urn:ngsi-ld:WaterObserved:gauge1",
+    *,
+    at: float = 0.0,
+    seq: int | None = 1,
+    entity_type: str = "WaterObserved",
+    device: str = "",
+    **values: Any,
+) -> Reading:
     """A reading observed `at` seconds after T0 with the given attribute values (default waterLevel=1.25)."""
     attrs = {k: Attribute(value=v) for k, v in (values or {"waterLevel": 1.25}).items()}
-    return Reading(entity_id=entity, entity_type=entity_type, attributes=attrs, observed_at=T0 + timedelta(seconds=at),
-                   source=Source(adapter="sim", device=device), seq=seq)
+    return Reading(
+        entity_id=entity,
+        entity_type=entity_type,
+        attributes=attrs,
+        observed_at=T0 + timedelta(seconds=at),
+        source=Source(adapter="sim", device=device),
+        seq=seq,
+    )
 
 
 @pytest.fixture

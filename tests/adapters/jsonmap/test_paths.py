@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from adapters.jsonmap.paths import MISSING, PATH_HELP, lookup, parse_path, path_text
 
 KEY = st.text(
-    st.characters(blacklist_characters=".[]{}", blacklist_categories=("Zs", "Cc", "Zl", "Zp", "Cs")), min_size=1, max_size=8
+    st.characters(blacklist_characters=".[]{}", blacklist_categories=("Zs", "Cc", "Zl", "Zp", "Cs")),
+    min_size=1,
+    max_size=8,
 ).filter(lambda k: not any(c.isspace() for c in k))
 JAPANESE_KEY = st.sampled_from(["水位", "観測時刻", "観測所", "ｺｰﾄﾞ", "値"])
 PART = (KEY | JAPANESE_KEY) | st.integers(0, 20)

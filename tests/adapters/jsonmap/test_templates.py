@@ -72,8 +72,17 @@ def test_any_text_parses_or_is_refused_with_a_value_error(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [("0431", "0431"), (860101, "860101"), (-1, "-1"), (1.5, None), (True, None), (None, None), (MISSING, None),
-     ({"a": 1}, None), ([1], None)],
+    [
+        ("0431", "0431"),
+        (860101, "860101"),
+        (-1, "-1"),
+        (1.5, None),
+        (True, None),
+        (None, None),
+        (MISSING, None),
+        ({"a": 1}, None),
+        ([1], None),
+    ],
 )
 def test_only_strings_and_integers_go_into_ids(value: Any, text: str | None) -> None:
     assert id_text(value) == text

@@ -74,17 +74,22 @@ def _runs(table: Mapping[int, int | bool]) -> list[tuple[int, list[int | bool]]]
 def _sim_device(image: UnitImage, action: object) -> SimDevice:
     def bits(table: dict[int, bool]) -> list[SimData]:
         return [SimData(address=a, values=[bool(v) for v in vs], datatype=SimType.BITS) for a, vs in _runs(table)] or [
-            SimData(address=0, values=[False], datatype=SimType.BITS)]
+            SimData(address=0, values=[False], datatype=SimType.BITS)
+        ]
 
     def regs(table: dict[int, int]) -> list[SimData]:
         if image.gaps_readable and table:
             table = {a: table.get(a, 0) for a in range(min(table), max(table) + 1)}
         # addresses between runs stay invalid, so reads over them answer exception 02 like real devices
-        return [SimData(address=a, values=[int(v) for v in vs], datatype=SimType.REGISTERS) for a, vs in _runs(table)] or [
-            SimData(address=0xFFF0, values=[0], datatype=SimType.REGISTERS)]
+        return [
+            SimData(address=a, values=[int(v) for v in vs], datatype=SimType.REGISTERS) for a, vs in _runs(table)
+        ] or [SimData(address=0xFFF0, values=[0], datatype=SimType.REGISTERS)]
 
-    return SimDevice(id=image.unit_id, simdata=(bits(image.coils), bits(image.discrete), regs(image.holding),
-                                                regs(image.input)), action=action)  # type: ignore[arg-type]
+    return SimDevice(
+        id=image.unit_id,
+        simdata=(bits(image.coils), bits(image.discrete), regs(image.holding), regs(image.input)),
+        action=action,
+    )  # type: ignore[arg-type]
 
 
 class ModbusPeer:
@@ -103,8 +108,9 @@ class ModbusPeer:
         self.server: ModbusTcpServer | ModbusSerialServer | None = None
         self.devices = [_sim_device(u, functools.partial(self._action, u.unit_id)) for u in units]
 
-    async def _action(self, unit: int, function_code: int, start: int, address: int, count: int,
-                      registers: list[int], values: object) -> ExcCodes | None:
+    async def _action(
+        self, unit: int, function_code: int, start: int, address: int, count: int, registers: list[int], values: object
+    ) -> ExcCodes | None:
         if unit in self.busy:
             return ExcCodes.DEVICE_BUSY
         delay = self.slow.get(unit)
@@ -148,8 +154,9 @@ class ModbusPeer:
 
 async def start_tcp_peer(units: list[UnitImage], port: int = 0) -> tuple[ModbusPeer, int]:
     peer = ModbusPeer(units, framer=FramerType.SOCKET)
-    server = ModbusTcpServer(peer.devices, address=("127.0.0.1", port), ignore_missing_devices=True,
-                             trace_packet=peer.trace_packet)
+    server = ModbusTcpServer(
+        peer.devices, address=("127.0.0.1", port), ignore_missing_devices=True, trace_packet=peer.trace_packet
+    )
     await server.serve_forever(background=True)
     peer.server = server
     sock = server.transport.sockets[0]  # type: ignore[union-attr]
@@ -158,8 +165,14 @@ async def start_tcp_peer(units: list[UnitImage], port: int = 0) -> tuple[ModbusP
 
 async def start_serial_peer(path: str, units: list[UnitImage], *, baud: int = 9600) -> ModbusPeer:
     peer = ModbusPeer(units, framer=FramerType.RTU)
-    server = ModbusSerialServer(peer.devices, port=path, baudrate=baud, ignore_missing_devices=True,
-                                trace_packet=peer.trace_packet, reconnect_delay=0)
+    server = ModbusSerialServer(
+        peer.devices,
+        port=path,
+        baudrate=baud,
+        ignore_missing_devices=True,
+        trace_packet=peer.trace_packet,
+        reconnect_delay=0,
+    )
     await server.serve_forever(background=True)
     peer.server = server
     return peer
@@ -174,7 +187,9 @@ class PtyPair:
         socat = shutil.which("socat") or "/usr/bin/socat"
         self.process = subprocess.Popen(
             [socat, "-d", "-d", f"pty,raw,echo=0,link={self.a}", f"pty,raw,echo=0,link={self.b}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 5
         while not (os.path.exists(self.a) and os.path.exists(self.b)):
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -193,7 +208,9 @@ class PtyPair:
 
 
 @contextlib.asynccontextmanager
-async def serial_bus(directory: Path, units: list[UnitImage], *, baud: int = 9600) -> AsyncIterator[tuple[str, ModbusPeer]]:
+async def serial_bus(
+    directory: Path, units: list[UnitImage], *, baud: int = 9600
+) -> AsyncIterator[tuple[str, ModbusPeer]]:
     """A pty pair with a pymodbus RTU server playing `units` on one end; yields the other end's path."""
     pair = PtyPair(directory)
     peer = await start_serial_peer(pair.b, units, baud=baud)

@@ -17,14 +17,25 @@ XY = load_profile("generic/xy-md02")
 def _units() -> list:
     images = []
     for unit, (t, rh) in {1: (21.5, 0.456), 2: (-3.2, 0.801), 3: (30.0, 0.1)}.items():
-        images.append(image_from_values(unit, XY, {"temperature": t, "relative_humidity": rh,
-                                                   "temperature_correction": 0.5}))
+        images.append(
+            image_from_values(unit, XY, {"temperature": t, "relative_humidity": rh, "temperature_correction": 0.5})
+        )
     return images
 
 
 def _config(path: str, **extra: object):
-    devices = [{"name": f"th{u}", "bus": "rs485", "profile": "generic/xy-md02", "unit_id": u, "poll_interval": 0.1,
-                "timeout": 0.1, "retries": 1} for u in (1, 2, 3)]
+    devices = [
+        {
+            "name": f"th{u}",
+            "bus": "rs485",
+            "profile": "generic/xy-md02",
+            "unit_id": u,
+            "poll_interval": 0.1,
+            "timeout": 0.1,
+            "retries": 1,
+        }
+        for u in (1, 2, 3)
+    ]
     return modbus_config([{"name": "rs485", "port": f"rtu://{path}"}], devices, **extra)
 
 
@@ -32,8 +43,11 @@ async def test_three_units_are_read_with_values_units_and_quality(tmp_path):
     async with serial_bus(tmp_path, _units()) as (path, peer):
         adapter = make_adapter(_config(path), tmp_path)
         async with running(adapter) as readings:
-            await until(lambda: all(len(of(readings, f"urn:ngsi-ld:IndoorEnvironmentObserved:gw1-th{u}")) >= 2
-                                    for u in (1, 2, 3)))
+            await until(
+                lambda: all(
+                    len(of(readings, f"urn:ngsi-ld:IndoorEnvironmentObserved:gw1-th{u}")) >= 2 for u in (1, 2, 3)
+                )
+            )
     r2 = of(readings, "urn:ngsi-ld:IndoorEnvironmentObserved:gw1-th2")[0]
     assert r2.entity_type == "IndoorEnvironmentObserved"
     assert r2.attributes["temperature"].value == -3.2
@@ -64,7 +78,8 @@ async def test_unit_that_stops_answering_goes_offline_is_probed_with_backoff_and
             offline = [r for r in of(readings, device_id)][-1]
             assert offline.attributes["deviceState"].metadata["reason"]["value"] == (
                 f"modbus unit 2 FC04 @1 x2 on rtu://{path}: no answer, got nothing within 0.1 s, check wiring "
-                "（A/B）, baud rate, parity and the unit id")
+                "（A/B）, baud rate, parity and the unit id"
+            )
             before = len(of(readings, "urn:ngsi-ld:IndoorEnvironmentObserved:gw1-th1"))
             await asyncio.sleep(1.6)
             # the others kept their 0.1 s rate while unit 2 was probed at 0.2, 0.4, 0.8, 0.8 … s

@@ -114,8 +114,13 @@ asyncio.run(main())
 async def test_unacknowledged_messages_come_back_after_kill_9(mosquitto_private: MosquittoBroker) -> None:
     cfg = counter_config(mosquitto_private, "killed")
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", KILLED_CHILD, cfg.model_dump_json(),
-        cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        sys.executable,
+        "-c",
+        KILLED_CHILD,
+        cfg.model_dump_json(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert child.stdout is not None
     try:
@@ -191,10 +196,15 @@ async def test_malformed_messages_are_counted_acked_and_dropped(
     assert len(debug) == 5 and all(m.startswith("dropped a message (") for m in debug)
     assert all(getattr(r, "component", None) == "testmqtt" for r in caplog.records)
     assert adapter.diagnostics() == {
-        "connected": False, "received": 7, "emitted": 2, "in_flight": 0,
+        "connected": False,
+        "received": 7,
+        "emitted": 2,
+        "in_flight": 0,
         "malformed": {"not_json": 1, "wrong_type": 2, "missing_field": 1, "bad_id": 1},
-        "malformed_topics": {"test/dev1": {"malformed": 4, "last_reason": "wrong_type"},
-                             "test/dev 2": {"malformed": 1, "last_reason": "bad_id"}},
+        "malformed_topics": {
+            "test/dev1": {"malformed": 4, "last_reason": "wrong_type"},
+            "test/dev 2": {"malformed": 1, "last_reason": "bad_id"},
+        },
     }
     await assert_nothing_queued(mosquitto_private, "malformed")
 
@@ -227,11 +237,21 @@ async def test_alternating_good_and_bad_messages_log_one_line_per_period(
     assert [line for line in lines if "malformed" in line[1] or "map again" in line[1]] == [
         ("WARNING", f"test/dev1: dropping malformed messages (not_json), {example}; counted per reason"),
         # 4 more at 1000, 5 at 1150, and the first of 1301
-        ("WARNING", (f"test/dev1: still dropping malformed messages, 10 since the last line 301 s ago (not_json 10), "
-                     f"{example}")),
+        (
+            "WARNING",
+            (
+                f"test/dev1: still dropping malformed messages, 10 since the last line 301 s ago (not_json 10), "
+                f"{example}"
+            ),
+        ),
         # 4 more at 1301, 5 at 1450, the first of 1700
-        ("WARNING", (f"test/dev1: still dropping malformed messages, 10 since the last line 399 s ago (not_json 10), "
-                     f"{example}")),
+        (
+            "WARNING",
+            (
+                f"test/dev1: still dropping malformed messages, 10 since the last line 399 s ago (not_json 10), "
+                f"{example}"
+            ),
+        ),
         ("INFO", "test/dev1: payloads map again; 9 more malformed since the last line (not_json 9)"),
     ]
     assert adapter.malformed == {"not_json": 30}

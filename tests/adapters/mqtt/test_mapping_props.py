@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -19,11 +19,31 @@ from gateway.records import Reading, TimeSource
 from tests.adapters.mqtt.casefiles import case_names, load_case
 
 MAPPERS = [Mapper(c.config.subscriptions, adapter=c.config.name) for c in map(load_case, case_names())]
-NOW = datetime(2024, 5, 1, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 3, 0, tzinfo=UTC)
 
 KEYS = st.sampled_from(
-    ["temperature", "humidity", "contact", "battery", "Time", "AM2301", "Temperature", "Humidity", "object",
-     "deviceInfo", "devEui", "time", "station", "ts", "level_mm", "raw", "distance_cm", "rxInfo", "rssi", "x"]
+    [
+        "temperature",
+        "humidity",
+        "contact",
+        "battery",
+        "Time",
+        "AM2301",
+        "Temperature",
+        "Humidity",
+        "object",
+        "deviceInfo",
+        "devEui",
+        "time",
+        "station",
+        "ts",
+        "level_mm",
+        "raw",
+        "distance_cm",
+        "rxInfo",
+        "rssi",
+        "x",
+    ]
 )
 SCALARS = (
     st.none()
@@ -31,7 +51,9 @@ SCALARS = (
     | st.integers(min_value=-(2**63), max_value=2**64)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=30)
-    | st.sampled_from(["2024-05-01T12:00:00", "2024-05-01T03:00:00.5Z", "1970-01-01T00:00:00", "9999-12-31T23:59:59+14:00"])
+    | st.sampled_from(
+        ["2024-05-01T12:00:00", "2024-05-01T03:00:00.5Z", "1970-01-01T00:00:00", "9999-12-31T23:59:59+14:00"]
+    )
 )
 # Tasmota and many bridges quote their numbers: these map as numbers, "NaN" and "1e999" do not
 NUMERIC_TEXT = st.sampled_from(["24.0", " -7 ", "1e3", "２３", "NaN", "Infinity", "1e999", "24.0 C", ""])
@@ -44,8 +66,29 @@ TOPICS = st.one_of(
     st.text(max_size=40),
     st.builds(
         "/".join,
-        st.lists(st.sampled_from(["zigbee2mqtt", "tele", "SENSOR", "river", "application", "device", "event", "up",
-                                  "", "+", "#", "a b", "dev-1", "$SYS", "é"]), min_size=1, max_size=7),
+        st.lists(
+            st.sampled_from(
+                [
+                    "zigbee2mqtt",
+                    "tele",
+                    "SENSOR",
+                    "river",
+                    "application",
+                    "device",
+                    "event",
+                    "up",
+                    "",
+                    "+",
+                    "#",
+                    "a b",
+                    "dev-1",
+                    "$SYS",
+                    "é",
+                ]
+            ),
+            min_size=1,
+            max_size=7,
+        ),
     ),
 )
 PAYLOADS = st.one_of(st.binary(max_size=80), JSON.map(lambda v: json.dumps(v).encode()))
@@ -102,7 +145,7 @@ def test_tasmota_shaped_payloads_map_exactly_when_valid(time: str, sensor: Any, 
     assert valid
     (r,) = readings
     assert r.entity_id == f"urn:ngsi-ld:WeatherObserved:{topic_name}"
-    assert r.observed_at == datetime(2024, 5, 1, 3, tzinfo=timezone.utc)
+    assert r.observed_at == datetime(2024, 5, 1, 3, tzinfo=UTC)
     assert {k: a.value for k, a in r.attributes.items()} == {
         "temperature": as_number(sensor["Temperature"]),
         "relativeHumidity": pytest.approx(as_number(sensor["Humidity"]) / 100),  # percent sent, a 0..1 ratio kept
