@@ -160,7 +160,7 @@ async def test_connection_refused_is_counted_and_polling_continues(caplog: pytes
     server = DocServer()
     async with serve(server):
         url = server.url  # the port is closed after this block
-    async with running(config(url)) as (adapter, got):
+    async with running(config(url)) as (adapter, _got):
         await wait_for(lambda: adapter.failed["connection"] >= 3, what="three refused connections")
     assert len(warnings_of(caplog)) == 1
     assert warnings_of(caplog)[0].startswith(f"polling {url} fails (connection): ClientConnectorError: ")
@@ -238,7 +238,7 @@ async def test_slow_responses_time_out_and_the_next_poll_still_happens() -> None
 async def test_polls_keep_a_fixed_cadence_one_at_a_time() -> None:
     # each answer takes 30 ms: sleeping the interval after each poll would give 80 ms periods
     server = DocServer(body=river_doc(("0431", 2.35, "2026/07/01 09:10")), delay_s=0.03)
-    async with serve(server), running(config(server.url)) as (adapter, got):
+    async with serve(server), running(config(server.url)) as (_adapter, _got):
         await wait_for(server.wait_requests(21), what="21 polls")
     times = [r.at for r in server.requests[:21]]
     period = (times[20] - times[0]) / 20
@@ -259,7 +259,7 @@ async def test_secret_header_and_env_parameter_are_sent_and_kept_out_of_logs(
             headers={"X-Api-Key": "secret:portal-key", "Accept": "application/json"},
             params={"appid": "env:RIVER_APP_ID", "pref": "43"},
         ).model_copy(update={"url": server.url})
-        async with running(cfg, tmp_path) as (adapter, got):
+        async with running(cfg, tmp_path) as (adapter, _got):
             await wait_for(lambda: adapter.failed["http_status"] >= 2, what="two refusals")
     first = server.requests[0]
     assert (first.headers["X-Api-Key"], first.headers["Accept"]) == ("k3y-0123456789", "application/json")
@@ -276,7 +276,7 @@ async def test_shift_jis_documents_are_decoded_by_their_charset() -> None:
         {"観測所": [{"観測所番号": "0431", "水位": 2.35, "観測時刻": "2026年7月1日 9時10分"}]}, ensure_ascii=False
     ).encode("cp932")
     server = DocServer(body=body, charset="Shift_JIS")
-    async with serve(server), running(config(server.url)) as (adapter, got):
+    async with serve(server), running(config(server.url)) as (_adapter, got):
         await wait_for(lambda: len(got.readings) == 1, what="the reading")
     assert got.levels() == [("urn:ngsi-ld:WaterObserved:0431", 2.35, "2026-07-01T00:10:00+00:00")]
 

@@ -185,7 +185,7 @@ def test_item_errors_drop_that_item_only() -> None:
             "stations[5].code (entity_id {code}): is missing, got no such field",
         ),
     ]
-    assert [(r.entity_id, dict((n, a.value) for n, a in r.attributes.items())) for r in result.readings] == [
+    assert [(r.entity_id, {n: a.value for n, a in r.attributes.items()}) for r in result.readings] == [
         ("urn:ngsi-ld:WaterObserved:7", {"waterLevel": 1e308, "dateObserved": "2026-07-01T00:00:00.000Z"}),
         (
             "urn:ngsi-ld:WaterObserved:8",

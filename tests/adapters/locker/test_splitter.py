@@ -80,7 +80,7 @@ def test_any_chunking_yields_the_same_frames(sent: list[bytes], cuts: list[int])
     got: list[bytes] = []
     pending = b""
     pos = 0
-    for size in cuts + [len(stream)]:
+    for size in [*cuts, len(stream)]:
         chunk, pos = stream[pos : pos + size], pos + size
         result = split_frames(pending + chunk, Dialect.KERONG)
         got += result.frames

@@ -23,6 +23,7 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
+from pymodbus.simulator.simdevice import SimAction
 
 from adapters.modbus.codec import encode_point
 from gateway.profiles.schema import DataType, Profile
@@ -43,7 +44,6 @@ class UnitImage:
 def image_from_values(unit_id: int, profile: Profile, values: Mapping[str, object]) -> UnitImage:
     """A unit whose registers hold the engineering `values` of a profile's points (decimals points first)."""
     image = UnitImage(unit_id=unit_id, gaps_readable=profile.interface.max_gap > 0)
-    tables = {1: image.coils, 2: image.discrete, 3: image.holding, 4: image.input}
     for p in profile.points:
         if p.name not in values:
             continue
@@ -53,11 +53,15 @@ def image_from_values(unit_id: int, profile: Profile, values: Mapping[str, objec
             assert isinstance(d, int)
             decimals = d
         data = encode_point(p, values[p.name], decimals=decimals)  # type: ignore[arg-type]
-        table = tables[p.function_code]
         for i, word in enumerate(data):
+            address = p.address + i
+            if p.function_code in (1, 2):  # bit tables hold only bool points (the profile schema sees to it)
+                (image.coils if p.function_code == 1 else image.discrete)[address] = bool(word)
+                continue
+            registers = image.holding if p.function_code == 3 else image.input
             if p.data_type is DataType.BITFIELD:  # bitfield points share their register: merge the bits
-                word = int(table.get(p.address + i, 0)) | int(word)
-            table[p.address + i] = word  # type: ignore[assignment]
+                word = registers.get(address, 0) | int(word)
+            registers[address] = int(word)
     return image
 
 
@@ -71,7 +75,7 @@ def _runs(table: Mapping[int, int | bool]) -> list[tuple[int, list[int | bool]]]
     return runs
 
 
-def _sim_device(image: UnitImage, action: object) -> SimDevice:
+def _sim_device(image: UnitImage, action: SimAction) -> SimDevice:
     def bits(table: dict[int, bool]) -> list[SimData]:
         return [SimData(address=a, values=[bool(v) for v in vs], datatype=SimType.BITS) for a, vs in _runs(table)] or [
             SimData(address=0, values=[False], datatype=SimType.BITS)
@@ -89,7 +93,7 @@ def _sim_device(image: UnitImage, action: object) -> SimDevice:
         id=image.unit_id,
         simdata=(bits(image.coils), bits(image.discrete), regs(image.holding), regs(image.input)),
         action=action,
-    )  # type: ignore[arg-type]
+    )
 
 
 class ModbusPeer:
@@ -145,7 +149,7 @@ class ModbusPeer:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.shutdown()
+            await self.server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves shutdown() unannotated
             self.server = None
 
     def requests_to(self, unit: int, since: float = 0.0) -> list[float]:
@@ -159,7 +163,9 @@ async def start_tcp_peer(units: list[UnitImage], port: int = 0) -> tuple[ModbusP
     )
     await server.serve_forever(background=True)
     peer.server = server
-    sock = server.transport.sockets[0]  # type: ignore[union-attr]
+    # pymodbus types its transport as asyncio.BaseTransport; a listening TCP server's is the asyncio.Server
+    assert isinstance(server.transport, asyncio.Server)
+    sock = server.transport.sockets[0]
     return peer, int(sock.getsockname()[1])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ def _xy(unit: int, t: float) -> UnitImage:
     return image_from_values(unit, XY, {"temperature": t, "relative_humidity": 0.5, "temperature_correction": 0.0})
 
 
-async def test_slow_unit_times_out_while_the_others_keep_their_poll_rate(tmp_path):
+async def test_slow_unit_times_out_while_the_others_keep_their_poll_rate(tmp_path: Path) -> None:
     peer, port = await start_tcp_peer([_xy(1, 20.0), _xy(2, 21.0), _xy(3, 22.0)])
     peer.slow[2] = 0.3  # answers after 0.3 s; its timeout is 0.05 s
     devices = [
@@ -64,7 +65,7 @@ async def test_slow_unit_times_out_while_the_others_keep_their_poll_rate(tmp_pat
     assert values == {20.0, 22.0}  # no late answer of unit 2 passed for another unit's
 
 
-async def test_server_restart_marks_devices_offline_and_back_online(tmp_path):
+async def test_server_restart_marks_devices_offline_and_back_online(tmp_path: Path) -> None:
     peer, port = await start_tcp_peer([_xy(1, 20.0)])
     devices = [
         {"name": "th1", "bus": "gw", "profile": "generic/xy-md02", "unit_id": 1, "poll_interval": 0.1, "timeout": 0.1}
@@ -93,7 +94,7 @@ async def test_server_restart_marks_devices_offline_and_back_online(tmp_path):
     assert adapter.buses["gw"].reopens >= 1
 
 
-async def test_commands_are_written_checked_and_reported(tmp_path):
+async def test_commands_are_written_checked_and_reported(tmp_path: Path) -> None:
     peer, port = await start_tcp_peer(
         [
             image_from_values(
@@ -205,7 +206,7 @@ def _measured(r: Reading) -> bool:
     return "deviceState" not in r.attributes and not set(r.attributes) <= {"controlledProperty", "location"}
 
 
-async def test_every_shipped_profile_reads_its_simulated_device(tmp_path):
+async def test_every_shipped_profile_reads_its_simulated_device(tmp_path: Path) -> None:
     assert len(SHIPPED) == 10
     images, expected = [], {}
     for unit, name in enumerate(SHIPPED, start=1):
@@ -230,7 +231,7 @@ async def test_every_shipped_profile_reads_its_simulated_device(tmp_path):
         await peer.stop()
     for unit, name in enumerate(SHIPPED, start=1):
         profile = load_profile(name)
-        got = [r for r in readings if r.source.device == f"d{unit}" and _measured(r)][0]
+        got = next(r for r in readings if r.source.device == f"d{unit}" and _measured(r))
         assert got.entity_type == profile.entity_type
         dated = {"dateObserved"} if has_date_observed(profile.entity_type) else set()
         assert set(got.attributes) == set(expected[name]) | dated, name
@@ -258,7 +259,7 @@ async def test_every_shipped_profile_reads_its_simulated_device(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["tcp://", "serial:/dev/ttyUSB0", "rtu://", "tcp://h:70000"])
-def test_bad_ports_are_refused_with_the_forms_that_work(text):
+def test_bad_ports_are_refused_with_the_forms_that_work(text: str) -> None:
     import pydantic
 
     with pytest.raises(pydantic.ValidationError) as info:
@@ -268,7 +269,7 @@ def test_bad_ports_are_refused_with_the_forms_that_work(text):
     assert "must be tcp://HOST:PORT (Modbus TCP), rtu-over-tcp://HOST:PORT" in str(info.value)
 
 
-async def test_river_level_crossing_raises_an_alert_on_the_alert_lane(tmp_path):
+async def test_river_level_crossing_raises_an_alert_on_the_alert_lane(tmp_path: Path) -> None:
     from gateway.records import Lane
 
     level = load_profile("generic/pressure-level-transmitter")

@@ -13,13 +13,13 @@ from gateway.configbase import format_validation_error
 from gateway.profiles.schema import Transport
 
 
-def _errors(buses: list[dict], devices: list[dict]) -> list[str]:
+def _errors(buses: list[dict[str, Any]], devices: list[dict[str, Any]]) -> list[str]:
     with pytest.raises(pydantic.ValidationError) as info:
         ModbusConfig.model_validate({"name": "m", "type": "modbus", "buses": buses, "devices": devices})
     return format_validation_error(info.value, ModbusConfig)
 
 
-def test_devices_with_disagreeing_serial_settings_need_the_bus_to_say():
+def test_devices_with_disagreeing_serial_settings_need_the_bus_to_say() -> None:
     lines = _errors(
         [{"name": "rs485", "port": "/dev/ttyUSB0"}],
         [
@@ -33,7 +33,7 @@ def test_devices_with_disagreeing_serial_settings_need_the_bus_to_say():
     ]
 
 
-def test_unknown_profile_same_unit_and_unknown_bus_are_all_reported():
+def test_unknown_profile_same_unit_and_unknown_bus_are_all_reported() -> None:
     lines = _errors(
         [{"name": "rs485", "port": "rtu:///dev/ttyUSB0", "baud": 9600}],
         [
@@ -52,7 +52,7 @@ def test_unknown_profile_same_unit_and_unknown_bus_are_all_reported():
     assert lines[2].startswith('devices[2].profile: no such profile, got "acme/none"; searched ')
 
 
-def test_each_problem_of_a_broken_profile_file_is_its_own_line(tmp_path):
+def test_each_problem_of_a_broken_profile_file_is_its_own_line(tmp_path: Path) -> None:
     shipped = Path(__file__).parents[3] / "firmware_profiles" / "generic" / "xy-md02.toml"
     (tmp_path / "acme").mkdir()
     broken = tmp_path / "acme" / "broken.toml"
@@ -80,7 +80,7 @@ def test_each_problem_of_a_broken_profile_file_is_its_own_line(tmp_path):
     ]
 
 
-def test_templates_name_only_known_placeholders():
+def test_templates_name_only_known_placeholders() -> None:
     lines = _errors(
         [{"name": "b", "port": "tcp://10.0.0.5"}],
         [{"name": "a", "bus": "b", "profile": "generic/xy-md02", "unit_id": 1, "entity_id": "urn:ngsi-ld:X:{station}"}],
@@ -91,7 +91,7 @@ def test_templates_name_only_known_placeholders():
     ]
 
 
-def test_river_point_must_be_a_length():
+def test_river_point_must_be_a_length() -> None:
     lines = _errors(
         [{"name": "b", "port": "tcp://10.0.0.5"}],
         [
@@ -120,7 +120,7 @@ def test_river_point_must_be_a_length():
         ("rtu://socket://127.0.0.1:7000", Transport.RTU, ("", 0, "socket://127.0.0.1:7000")),
     ],
 )
-def test_port_forms(text, transport, where):
+def test_port_forms(text: str, transport: Transport, where: tuple[str, int, str]) -> None:
     a = parse_port(text)
     assert (a.transport, (a.host, a.port, a.path)) == (transport, where)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -33,7 +35,7 @@ def _device(**extra: object) -> dict[str, object]:
 
 
 async def test_offline_then_online_carries_the_same_metadata_and_orion_keeps_no_stale_reason(
-    tmp_path, orion_double: OrionDouble
+    tmp_path: Path, orion_double: OrionDouble
 ) -> None:
     peer, port = await start_tcp_peer(
         [image_from_values(1, XY, {"temperature": 20.0, "relative_humidity": 0.5, "temperature_correction": 0.0})]
@@ -61,7 +63,9 @@ async def test_offline_then_online_carries_the_same_metadata_and_orion_keeps_no_
     assert state["metadata"]["reason"] == {"type": "Text", "value": ""}
 
 
-def test_descriptions_give_the_device_entity_its_controlled_property_and_both_entities_their_location(tmp_path) -> None:
+def test_descriptions_give_the_device_entity_its_controlled_property_and_both_entities_their_location(
+    tmp_path: Path,
+) -> None:
     config = modbus_config(
         [{"name": "gw", "port": "tcp://127.0.0.1:1"}],
         [
@@ -95,7 +99,7 @@ def test_descriptions_give_the_device_entity_its_controlled_property_and_both_en
 
 
 async def test_descriptions_go_out_before_the_first_poll_and_orion_keeps_them(
-    tmp_path, orion_double: OrionDouble
+    tmp_path: Path, orion_double: OrionDouble
 ) -> None:
     peer, port = await start_tcp_peer(
         [image_from_values(1, XY, {"temperature": 20.0, "relative_humidity": 0.5, "temperature_correction": 0.0})]

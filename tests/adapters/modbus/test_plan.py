@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,7 +63,7 @@ def test_plan_covers_every_point_once_within_limits(
         assert all(p.function_code == r.function_code for p in members)
         assert members[0].address == r.address
         assert max(p.address + p.width for p in members) == r.address + r.count
-        for a, b in zip(members, members[1:]):
+        for a, b in itertools.pairwise(members):
             assert b.address - (a.address + a.width) <= max_gap
 
 

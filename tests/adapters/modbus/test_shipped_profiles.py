@@ -31,7 +31,7 @@ Image = dict[int, dict[int, int]]  # function code → address → register word
 
 def build_image(profile: Profile, values: Mapping[str, Value]) -> Image:
     image: Image = {}
-    raw_decimals = {name: v for name, v in values.items()}
+    raw_decimals = dict(values)
     for name, value in values.items():
         p = profile.point(name)
         decimals = raw_decimals.get(p.decimals_from) if p.decimals_from else None

@@ -69,7 +69,7 @@ def test_any_split_of_the_stream_gives_the_same_packets(messages: list[Publish],
     reader = PacketReader(v5=v5)
     got: list[object] = []
     start = 0
-    for cut in sorted({c % (len(stream) + 1) for c in cuts}) + [len(stream)]:
+    for cut in [*sorted({c % (len(stream) + 1) for c in cuts}), len(stream)]:
         reader.feed(stream[start:cut])
         got += read_all(reader)
         start = cut

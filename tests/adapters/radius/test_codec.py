@@ -65,5 +65,5 @@ def test_response_verifies_against_the_request() -> None:
 
 def test_naive_now_is_refused() -> None:
     data = build_accounting_request(1, AccountingRecord(status_type=1), SECRET)
-    with pytest.raises(ValueError, match="^decode_request: now must be timezone-aware, got a naive datetime$"):
+    with pytest.raises(ValueError, match=r"^decode_request: now must be timezone-aware, got a naive datetime$"):
         decode_request(data, secret=SECRET, now=datetime(2026, 1, 1), source=SRC)

@@ -108,9 +108,9 @@ def test_wrong_code_for_an_accounting_port() -> None:
 
 
 def test_accounting_request_length_errors_come_from_the_header_check() -> None:
-    with pytest.raises(RadiusLengthError, match="^radius Accounting-Request: datagram shorter"):
+    with pytest.raises(RadiusLengthError, match=r"^radius Accounting-Request: datagram shorter"):
         decode_accounting_request(b"\x04", SECRET)
-    with pytest.raises(RadiusAttributeError, match="^radius Accounting-Request attribute 40 at offset 20"):
+    with pytest.raises(RadiusAttributeError, match=r"^radius Accounting-Request attribute 40 at offset 20"):
         decode_accounting_request(bytes([4, 0, 0, 22]) + bytes(16) + b"\x28\x01", SECRET)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 
@@ -116,35 +117,25 @@ def test_arbitrary_datagrams_raise_only_typed_errors(data: bytes, key: bytes) ->
         lambda: decode_accounting_response(data, key, bytes(16)),
         lambda: decode_request(data, secret=key, now=NOW, source=("h", 1)),
     ):
-        try:
+        with contextlib.suppress(RadiusError):
             decode()
-        except RadiusError:
-            pass
 
 
 @settings(max_examples=200)
-@given(
-    st.binary(max_size=8).map(lambda b: bytes([4, 0]) + b),
-    st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=8)), max_size=8),
-    secret,
-)
+@given(st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=8)), max_size=8), secret)
 def test_signed_but_malformed_attributes_raise_only_typed_errors(
-    _: bytes, raw_attrs: list[tuple[int, bytes]], key: bytes
+    raw_attrs: list[tuple[int, bytes]], key: bytes
 ) -> None:
     # Correctly signed packets whose typed attributes have arbitrary sizes and repeats.
     attrs = [Attribute(t if t != 26 else 25, v) for t, v in raw_attrs]
     data = encode_accounting_request(1, attrs, key)
-    try:
+    with contextlib.suppress(RadiusError):
         decode_request(data, secret=key, now=NOW, source=("h", 1))
-    except RadiusError:
-        pass
 
 
 @settings(max_examples=300)
 @given(st.text(max_size=40))
 def test_arbitrary_text_into_mac_parsers(value: str) -> None:
-    try:
+    with contextlib.suppress(MacAddressError):
         normalize_mac(value)
-    except MacAddressError:
-        pass
     split_called_station_id(value)

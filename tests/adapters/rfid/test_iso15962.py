@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -452,11 +454,7 @@ def test_tag_round_trip(
 @settings(max_examples=500)
 @given(st.binary(max_size=48))
 def test_arbitrary_bytes_only_typed_errors(data: bytes) -> None:
-    try:
+    with contextlib.suppress(RfidTagError):
         decode_iso28560_2(data)
-    except RfidTagError:
-        pass
-    try:
+    with contextlib.suppress(RfidTagError):
         decode_isil(data)
-    except RfidTagError:
-        pass

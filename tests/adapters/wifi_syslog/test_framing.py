@@ -88,5 +88,5 @@ def test_line_too_long_and_cut_frame() -> None:
 
 
 def test_invalid_limit() -> None:
-    with pytest.raises(ValueError, match="^FrameSplitter: max_frame must be at least 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^FrameSplitter: max_frame must be at least 1, got 0$"):
         FrameSplitter(max_frame=0)
