@@ -174,7 +174,7 @@ class OutboxMachine(RuleBasedStateMachine):
         self.run(self.box.ack(uplink, batch, outcomes))
         cur = self.cursors[uplink]
         blocked: set[int] = set()
-        for r, o in zip(batch, outcomes):
+        for r, o in zip(batch, outcomes, strict=True):
             lane = int(r.lane)
             assert r.seq is not None
             if lane in blocked:
@@ -216,7 +216,7 @@ class OutboxMachine(RuleBasedStateMachine):
         dropped = {lane: {reason: n} for (lane, reason), n in self.dropped.items()}
         assert {k: dict(v) for k, v in stats.dropped.items()} == dropped
         for u in UPLINKS:
-            assert stats.uplinks[u].cursors == dict(zip(("alert", "normal", "bulk"), self.cursors[u]))
+            assert stats.uplinks[u].cursors == dict(zip(("alert", "normal", "bulk"), self.cursors[u], strict=True))
 
     @invariant()
     def dead_letters_match(self) -> None:

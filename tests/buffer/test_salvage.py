@@ -12,6 +12,7 @@ import concurrent.futures
 import functools
 import io
 import logging
+import os
 import re
 import shutil
 import sqlite3
@@ -122,7 +123,11 @@ async def test_one_damaged_page_in_20000_rows_loses_only_that_pages_rows(
 
     with caplog.at_level(logging.CRITICAL):
         box = await Outbox.open(db, CFG, ["orion", "mqtt"])
-    [moved] = [p for p in tmp_path.iterdir() if re.fullmatch(r"buffer\.db\.corrupt-\d{8}T\d{6}", p.name)]
+    [moved] = [
+        tmp_path / n
+        for n in await asyncio.to_thread(os.listdir, tmp_path)
+        if re.fullmatch(r"buffer\.db\.corrupt-\d{8}T\d{6}", n)
+    ]
     assert moved.read_bytes() == damaged_copy  # kept, untouched, for analysis
     lost = len(original) - len(still)
     assert caplog.messages == [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -95,7 +97,8 @@ def test_malformed_ultralight(payload: bytes, error: str, names: tuple[str, ...]
     assert (str(exc.value), exc.value.names) == (error, names)
 
 
-_UL_TEXT = st.text(st.characters(blacklist_characters="|#@=", blacklist_categories=("Cs",)), min_size=1, max_size=20)
+_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)  # lone surrogates cannot be encoded to UTF-8
+_UL_TEXT = st.text(st.characters(exclude_characters="|#@=", exclude_categories=_SURROGATES), min_size=1, max_size=20)
 
 
 @settings(max_examples=150)

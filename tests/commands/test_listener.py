@@ -119,7 +119,7 @@ class Agent:
         assert self._client is not None
         with contextlib.suppress(aiomqtt.MqttError):
             async for m in self._client.messages:
-                await self.results.put((m.topic.value, bytes(m.payload)))  # type: ignore[arg-type]
+                await self.results.put((m.topic.value, bytes(m.payload)))
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._client is not None and self._reader is not None
@@ -151,7 +151,9 @@ async def listening(
         await listener.stop()
 
 
-async def test_a_json_command_writes_the_coil_and_the_agent_gets_its_result(mosquitto, tmp_path) -> None:
+async def test_a_json_command_writes_the_coil_and_the_agent_gets_its_result(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
     async with (
         relay_board(tmp_path) as rig,
         listening(uplink_config(mosquitto), rig.router) as listener,
@@ -190,7 +192,7 @@ async def test_a_json_command_writes_the_coil_and_the_agent_gets_its_result(mosq
         assert (listener.counters.ok, listener.counters.failed, listener.counters.results_published) == (1, 2, 3)
 
 
-async def test_ultralight_with_a_device_id_template(mosquitto, tmp_path) -> None:
+async def test_ultralight_with_a_device_id_template(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     config = uplink_config(
         mosquitto, format="iota-ul", topic_style="protocol", device_id="{adapter}-{device}", protocol="3.1.1"
     )
@@ -215,7 +217,9 @@ async def test_ultralight_with_a_device_id_template(mosquitto, tmp_path) -> None
         assert await rig.coils() == [False, False, False, False, True, False, False, False]
 
 
-async def test_malformed_payloads_are_counted_and_the_listener_keeps_going(mosquitto, tmp_path, caplog) -> None:
+async def test_malformed_payloads_are_counted_and_the_listener_keeps_going(
+    mosquitto: MosquittoBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.uplinks.mqtt.commands")
     async with (
         relay_board(tmp_path) as rig,
@@ -244,7 +248,7 @@ async def test_malformed_payloads_are_counted_and_the_listener_keeps_going(mosqu
 
 
 async def test_broker_restart_the_listener_reconnects_and_ignores_retained_commands(
-    mosquitto_private, tmp_path
+    mosquitto_private: MosquittoBroker, tmp_path: Path
 ) -> None:
     broker = mosquitto_private
     async with relay_board(tmp_path) as rig, listening(uplink_config(broker), rig.router) as listener:
@@ -270,7 +274,7 @@ async def test_broker_restart_the_listener_reconnects_and_ignores_retained_comma
         assert listener.counters.reconnects == 1
 
 
-def test_configurations_that_cannot_take_commands_are_refused(mosquitto) -> None:
+def test_configurations_that_cannot_take_commands_are_refused(mosquitto: MosquittoBroker) -> None:
     router = CommandRouter()
     with pytest.raises(ConfigError) as exc:
         MqttCommandListener(uplink_config(mosquitto, format="ngsi-v2"), CONTEXT, router.dispatch)

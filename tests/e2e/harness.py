@@ -38,15 +38,14 @@ class GatewayProcess:
     def start(self) -> None:
         assert self.proc is None
         self.runs += 1
-        log = open(self.workdir / f"gateway-{self.runs}.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
+        with open(self.workdir / f"gateway-{self.runs}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -7,6 +7,7 @@ refusing a record, kept verbatim for `edgegw buffer dead-letters`), not a log.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -110,6 +111,11 @@ async def platform() -> AsyncIterator[EchoingPlatform]:
         await runner.cleanup()
 
 
+def written_files(root: Path) -> dict[Path, bytes]:
+    """Every file the gateway left under `root` but its buffer, with its bytes."""
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and not p.name.startswith("buffer.db")}
+
+
 def config(url: str) -> str:
     return f"""
 [gateway]
@@ -192,7 +198,7 @@ async def test_no_secret_reaches_the_log_or_the_status_file(
     sent = "\n".join(platform.echoed)
     assert all(v in sent for v in values), [v for v in values if v not in sent]
 
-    written = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("buffer.db")}
+    written = await asyncio.to_thread(written_files, tmp_path)
     assert {p.name for p in written} >= {"gateway-1.log", "status.json", "gateway.toml"}
     for path, data in written.items():
         for value in values:

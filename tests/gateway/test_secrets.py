@@ -30,7 +30,9 @@ def test_missing_secret_and_foreign_key_are_clear_errors(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match=r"secret:b: not in the secret store; set it with `edgegw secret set b`"):
         resolve("secret:b", tmp_path)
     (tmp_path / "secrets.key").write_bytes(b"A" * 43 + b"=")  # a valid Fernet key, but another one
-    with pytest.raises(ConfigError, match="cannot be decrypted with .*secrets.key; the key file does not belong to it"):
+    with pytest.raises(
+        ConfigError, match=r"cannot be decrypted with .*secrets\.key; the key file does not belong to it"
+    ):
         resolve("secret:a", tmp_path)
 
 

@@ -76,7 +76,7 @@ async def test_invalid_readings_are_counted_per_adapter_and_the_file_is_private_
     assert doc["uplinks"][0]["last_error"] == (
         "Orion refused our credentials, got HTTP 401: token ***; Authorization: Bearer ***"
     )
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert [n for n in await asyncio.to_thread(os.listdir, tmp_path) if n.endswith(".tmp")] == []
 
 
 async def test_edgegw_status_shows_the_last_rejection_of_an_uplink(

@@ -29,9 +29,11 @@ def entity(level: Any, at: str, **extra: Any) -> dict[str, Any]:
 async def post(
     orion: OrionDouble, doc: Any, query: str = "?options=upsert", headers: dict[str, str] = HEADERS
 ) -> tuple[int, bytes, str | None]:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{orion.url}/v2/entities{query}", data=orjson.dumps(doc), headers=headers) as resp:
-            return resp.status, await resp.read(), resp.headers.get("Location")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{orion.url}/v2/entities{query}", data=orjson.dumps(doc), headers=headers) as resp,
+    ):
+        return resp.status, await resp.read(), resp.headers.get("Location")
 
 
 async def test_upsert_answers_204_when_creating_and_when_updating() -> None:

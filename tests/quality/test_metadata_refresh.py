@@ -69,7 +69,7 @@ async def test_quality_flagged_then_good_sends_the_same_metadata_and_clears_the_
     assert [set(m) for m in metadata] == [{"quality"}] * 3
     readings = [
         reading({"waterLevel": Attribute(value=v, type="Number", unit="MTR", metadata=m)}, T0 + timedelta(minutes=i))
-        for i, (v, m) in enumerate(zip([1.0, 3.0, 1.1], metadata))
+        for i, (v, m) in enumerate(zip([1.0, 3.0, 1.1], metadata, strict=True))
     ]
     for r in readings:
         await append(orion_double, [r])

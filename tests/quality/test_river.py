@@ -259,7 +259,9 @@ def test_config_defaults_and_sub_tables() -> None:
         "naturalDisaster",
         "flood",
     )
-    assert [(t.name, t.level) for t in c.thresholds] == list(zip(DEFAULT_THRESHOLD_NAMES, [1.0, 2.0, 3.0, 4.0]))
+    assert [(t.name, t.level) for t in c.thresholds] == list(
+        zip(DEFAULT_THRESHOLD_NAMES, [1.0, 2.0, 3.0, 4.0], strict=True)
+    )
     assert (c.datum and c.datum.name, c.datum and c.datum.elevation_m) == ("T.P.", 101.25)
     assert c.stage == StageConfig(mounting_height_m=6.0, offset_m=0.0)
 

@@ -28,7 +28,7 @@ def configs(draw: st.DrawFn) -> RiverConfig:
     for gap in gaps:
         levels.append(levels[-1] + gap)
     names = [f"level{i}" for i in range(len(levels))] if len(levels) > 4 else [None] * len(levels)
-    thresholds = [{"level": lv, **({"name": n} if n else {})} for lv, n in zip(levels, names)]
+    thresholds = [{"level": lv, **({"name": n} if n else {})} for lv, n in zip(levels, names, strict=True)]
     return RiverConfig.model_validate({"thresholds": thresholds, "hysteresis_m": hysteresis})
 
 

@@ -161,8 +161,12 @@ async def test_an_uplink_is_an_async_context_manager(tmp_path: Path) -> None:
     uplink = LoopbackUplink(
         LoopbackConfig(name="u", type="test-loopback"), AdapterContext(gateway_id="g", data_dir=str(tmp_path))
     )
-    with pytest.raises(RuntimeError):
+
+    async def fail_inside_the_block() -> None:
         async with uplink as entered:
             assert entered is uplink and uplink.events == ["start"]
             raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match=r"^inside$"):
+        await fail_inside_the_block()
     assert uplink.events == ["start", "close"]

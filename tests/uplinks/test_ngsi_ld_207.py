@@ -207,7 +207,7 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
-error_types = st.sampled_from(sorted(REJECT_TYPES | RETRY_TYPES) + ["about:blank", "Whatever"])
+error_types = st.sampled_from([*sorted(REJECT_TYPES | RETRY_TYPES), "about:blank", "Whatever"])
 
 
 @given(json_values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,7 +66,7 @@ class Subscriber:
         async for m in self.client.messages:
             props = m.properties
             user = dict(getattr(props, "UserProperty", []) or []) if props else {}
-            self.messages.append(Received(str(m.topic), bytes(m.payload), bool(m.retain), user))  # type: ignore[arg-type]
+            self.messages.append(Received(str(m.topic), bytes(m.payload), bool(m.retain), user))
 
     async def wait(self, count: int, timeout: float = 5.0, topic_prefix: str = "") -> list[Received]:
         async with asyncio.timeout(timeout):
@@ -90,7 +90,5 @@ async def subscribe(broker: MosquittoBroker, topic: str = "#", **kwargs: Any) ->
             yield sub
         finally:
             sub._task.cancel()
-            try:
+            with suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await sub._task
-            except (asyncio.CancelledError, aiomqtt.MqttError):
-                pass

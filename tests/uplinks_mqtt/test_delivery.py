@@ -175,7 +175,8 @@ asyncio.run(main())
 async def test_last_will_says_offline_when_the_gateway_process_is_killed(
     mosquitto_private: MosquittoBroker, context: AdapterContext, tmp_path: Path
 ) -> None:
-    proc = subprocess.Popen(
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
         [sys.executable, "-c", CRASHER, str(mosquitto_private.port), str(tmp_path)],
         stdout=subprocess.PIPE,
         cwd=Path(__file__).parents[2],
