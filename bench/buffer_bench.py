@@ -30,25 +30,23 @@ def make_readings(n: int) -> list[Reading]:
     """Readings shaped like a river-gauge poll: five numeric attributes with units."""
     now = datetime.now(UTC)
     src = Source(adapter="modbus-1", device="gauge")
-    out = []
-    for i in range(n):
-        out.append(
-            Reading(
-                entity_id=f"urn:ngsi-ld:WaterObserved:gauge-{i % 200:03d}",
-                entity_type="WaterObserved",
-                attributes={
-                    "height": Attribute(value=1.234 + i % 7, type="Number", unit="MTR"),
-                    "flow": Attribute(value=12.5 + i % 11, type="Number", unit="MQS"),
-                    "temperature": Attribute(value=14.2, type="Number", unit="CEL"),
-                    "batteryLevel": Attribute(value=0.87, type="Number", unit="P1"),
-                    "status": Attribute(value="ok", type="Text"),
-                },
-                observed_at=now,
-                source=src,
-                lane=Lane.BULK if i % 50 else Lane.NORMAL,
-            )
+    return [
+        Reading(
+            entity_id=f"urn:ngsi-ld:WaterObserved:gauge-{i % 200:03d}",
+            entity_type="WaterObserved",
+            attributes={
+                "height": Attribute(value=1.234 + i % 7, type="Number", unit="MTR"),
+                "flow": Attribute(value=12.5 + i % 11, type="Number", unit="MQS"),
+                "temperature": Attribute(value=14.2, type="Number", unit="CEL"),
+                "batteryLevel": Attribute(value=0.87, type="Number", unit="P1"),
+                "status": Attribute(value="ok", type="Text"),
+            },
+            observed_at=now,
+            source=src,
+            lane=Lane.BULK if i % 50 else Lane.NORMAL,
         )
-    return out
+        for i in range(n)
+    ]
 
 
 async def bench_append(db: Path, config: BufferConfig, readings: list[Reading], per_call: int) -> float:

@@ -154,11 +154,11 @@ async def run_latency(data_dir: Path, port: int, seconds: float) -> tuple[float,
     gw = Gateway(parse_config(doc))
     inner_emit_many = gw._emit_many  # the simulated adapter hands its readings over in bursts
 
-    def timed_emit_many(readings: Sequence[Reading]) -> Awaitable[None]:
+    def timed_emit_many(readings: Sequence[Reading], *, processed: bool = False) -> Awaitable[None]:
         now = time.perf_counter()
         for r in readings:
             emitted[(r.entity_id, r.attributes["sequence"].value)] = now
-        return inner_emit_many(readings)
+        return inner_emit_many(readings, processed=processed)
 
     gw._emit_many = timed_emit_many  # type: ignore[method-assign]
     await gw.start()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import os
 import statistics
 import subprocess
@@ -77,10 +79,8 @@ async def _line(src_fd: int, dst_fd: int, char_time: float) -> None:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
 
     def readable() -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             queue.put_nowait(os.read(src_fd, 4096))
-        except BlockingIOError:
-            pass
 
     loop.add_reader(src_fd, readable)
     while True:
@@ -180,10 +180,8 @@ async def _run_adapter(
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     measuring = False
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
     return polls, readings, cpu, wall
 
 
@@ -256,7 +254,7 @@ async def bench_rtu(seconds: float, profiles: Path) -> None:
     per_device: dict[str, list[float]] = {}
     for p in polls:
         per_device.setdefault(p.device.name, []).append(p.started)
-    cycles = [b - a for starts in per_device.values() for a, b in zip(starts, starts[1:])]
+    cycles = [b - a for starts in per_device.values() for a, b in itertools.pairwise(starts)]
     achieved = statistics.median(cycles)
     request = rtu.Request(unit_id=1, function_code=3, address=0, count=RTU_REGISTERS)
     frame_bytes = len(rtu.encode_request(request)) + rtu.expected_response_length(request)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -244,10 +245,8 @@ async def adapter_round(
         elapsed = time.perf_counter() - t0
     finally:
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
     if adapter.malformed:
         raise RuntimeError(f"unexpected malformed messages: {dict(adapter.malformed)}")
     return n / elapsed

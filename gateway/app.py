@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import logging
@@ -330,10 +331,9 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
         notifier.stopping()
         log.info("stopping: flushing the buffer and closing uplinks")
         await gw.stop()
-        try:
+        # the status file is informative; a failure must not mask the exit
+        with contextlib.suppress(Exception):
             await _write_status(gw)
-        except Exception:  # the status file is informative; a failure must not mask the exit
-            pass
         log.info("stopped")
     return 0
 

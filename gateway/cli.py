@@ -45,8 +45,8 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 def _add_config_to_subcommands(parser: argparse.ArgumentParser) -> None:
     """`edgegw buffer stats -c FILE`: the option goes after the last subcommand, where people type it."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
+    for action in parser._actions:  # noqa: SLF001 - argparse offers no public accessor
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001 - the type of add_subparsers()
             for sub in action.choices.values():
                 _add_config(sub)
 

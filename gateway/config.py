@@ -45,9 +45,9 @@ class _Top(Section):
     gateway: GatewaySection
     buffer: BufferConfig = BufferConfig()
     ngsi: NgsiConfig = NgsiConfig()
-    adapters: list[dict[str, Any]] = []
-    uplinks: list[dict[str, Any]] = []
-    processing: list[dict[str, Any]] = []
+    adapters: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
+    uplinks: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
+    processing: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
 
 
 class GatewayConfig(Section):

@@ -115,7 +115,7 @@ def _last_seqs(batch: Sequence[Reading]) -> list[int]:
 def _advance(sent: list[int] | None, batch: Sequence[Reading]) -> list[int]:
     """`sent` moved past the batch's seqs, lane by lane."""
     last = _last_seqs(batch)
-    return last if sent is None else [max(a, b) for a, b in zip(sent, last)]
+    return last if sent is None else [max(a, b) for a, b in zip(sent, last, strict=True)]
 
 
 class _Pipeline:

@@ -197,7 +197,7 @@ class HttpPollAdapter:
                 self._rejected(reading, exc)
         results = await asyncio.gather(*(aw for _, aw in pending), return_exceptions=True)
         failure: BaseException | None = None
-        for (reading, _), outcome in zip(pending, results):
+        for (reading, _), outcome in zip(pending, results, strict=True):
             if outcome is None:
                 self.emitted += 1
                 self._seen.remember(reading)

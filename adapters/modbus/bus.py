@@ -12,6 +12,7 @@ a doubling delay, so its timeouts do not eat the others' time on the line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -107,6 +108,13 @@ class BusDevice:
     @property
     def next_due(self) -> float:
         return self.next_probe if self.state is DeviceState.OFFLINE else min(g.next_due for g in self.groups)
+
+    def first_exception(self, key: tuple[int, int, int]) -> bool:
+        """Whether this exception answer (function, exception code, address) is new; it is remembered."""
+        if key in self._logged:
+            return False
+        self._logged.add(key)
+        return True
 
     def poll_now(self) -> None:
         """Read every point at the next chance (after a command changed the device)."""
@@ -222,10 +230,8 @@ class Bus:
         self._wake.clear()
         if seconds <= 0:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _step(self) -> None:
         device = min(self.devices, key=lambda d: d.next_due)
@@ -360,8 +366,7 @@ class Bus:
 
     def _exception(self, device: BusDevice, exc: rtu.ExceptionResponse) -> None:
         key = (exc.function_code, exc.exception_code, int(exc.params.get("address", -1)))
-        if key not in device._logged:
-            device._logged.add(key)
+        if device.first_exception(key):
             self._log.warning("bus %s: %s: %s", self.name, device.name, exc)
         else:
             self._log.debug("bus %s: %s: %s", self.name, device.name, exc)

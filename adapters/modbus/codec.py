@@ -18,7 +18,6 @@ import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from gateway.errors import AdapterError, DeviceProtocolError
 from gateway.profiles.schema import (
@@ -54,8 +53,8 @@ __all__ = [
     "registers_to_bytes",
 ]
 
-RawValue = Union[bool, int, float, str, dict[str, bool]]
-Value = Union[bool, int, float, str, dict[str, bool]]
+RawValue = bool | int | float | str | dict[str, bool]
+Value = bool | int | float | str | dict[str, bool]
 
 
 class CodecError(DeviceProtocolError):
@@ -170,7 +169,7 @@ def encode_registers(
             raise CodecError(
                 f"modbus codec: {data_type.value} holds integers {lo}..{hi}, got {value!r}", value=repr(value)
             )
-    elif isinstance(value, str) or isinstance(value, bool):
+    elif isinstance(value, (str, bool)):
         raise CodecError(f"modbus codec: {data_type.value} needs a number, got {value!r}", value=repr(value))
     try:
         data = struct.pack(fmt, value)

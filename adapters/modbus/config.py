@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, PrivateAttr, model_validator
 
@@ -33,6 +33,8 @@ __all__ = [
     "SerialSettings",
     "parse_port",
 ]
+
+_T = TypeVar("_T")
 
 PORT_HELP = (
     "must be tcp://HOST:PORT (Modbus TCP), rtu-over-tcp://HOST:PORT (RTU through a serial server), "
@@ -152,7 +154,8 @@ class DeviceConfig(Section):
     timeout: Annotated[float, Field(gt=0, le=60)] | None = None
     retries: Annotated[int, Field(ge=0, le=5)] = 1
     inter_request_delay: Annotated[float, Field(ge=0, le=60)] | None = None
-    quality: dict[str, QualityConfig] = {}  # point name → checks (replace the ones derived from the profile)
+    # point name → checks (replace the ones derived from the profile)
+    quality: dict[str, QualityConfig] = {}  # noqa: RUF012 - pydantic model: the default is copied for each instance
     river: RiverSetup | None = None
     location: Location | None = None  # where the device is: every entity it makes gets it as `location`
     # what it senses or switches (its Device entity's controlledProperty); unset: what its profile says
@@ -188,24 +191,27 @@ class ModbusConfig(AdapterConfig):
         """The bus's own settings, else the (agreeing, checked at validation) settings of its devices' profiles."""
         profiles = [self.profile_of(d).interface for d in self.devices if d.bus == bus.name]
 
-        def pick(key: str, own: object) -> object:
+        def pick(key: str, own: _T | None) -> _T:
             if own is not None:
                 return own
-            return getattr(profiles[0], key) if profiles else getattr(SerialSettings(), key)
+            value: _T = getattr(profiles[0], key) if profiles else getattr(SerialSettings(), key)
+            return value
 
         return SerialSettings(
-            baud=int(pick("baud", bus.baud)),  # type: ignore[call-overload]
-            parity=pick("parity", bus.parity),  # type: ignore[arg-type]
-            data_bits=int(pick("data_bits", bus.data_bits)),  # type: ignore[call-overload]
+            baud=int(pick("baud", bus.baud)),
+            parity=pick("parity", bus.parity),
+            data_bits=int(pick("data_bits", bus.data_bits)),
             stop_bits=int(pick("stop_bits", bus.stop_bits)),
-        )  # type: ignore[call-overload]
+        )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModbusConfig:
         problems: list[tuple[str, str]] = []  # (key path in this section, message)
-        for key in ("buses", "devices"):
-            if not getattr(self, key):
-                problems.append((key, f"at least one [[adapters.{key}]] table is needed, got none"))
+        problems.extend(
+            (key, f"at least one [[adapters.{key}]] table is needed, got none")
+            for key in ("buses", "devices")
+            if not getattr(self, key)
+        )
         if self.probe_max < self.probe_initial:
             problems.append(
                 ("probe_max", f"must not be below probe_initial ({self.probe_initial:g}), got {self.probe_max:g}")
@@ -273,11 +279,12 @@ def _show(v: object) -> str:
 
 
 def _device_problems(where: str, d: DeviceConfig, profile: Profile) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
     names = {p.name: p for p in profile.points}
-    for point in d.quality:
-        if point not in names:
-            problems.append((f"{where}.quality.{point}", f"no such point in {d.profile}; points: {', '.join(names)}"))
+    problems: list[tuple[str, str]] = [
+        (f"{where}.quality.{point}", f"no such point in {d.profile}; points: {', '.join(names)}")
+        for point in d.quality
+        if point not in names
+    ]
     if d.river is not None:
         p = names.get(d.river.point)
         if p is None:

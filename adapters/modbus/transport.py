@@ -18,6 +18,7 @@ Every foreign exception leaves this module as one of ours:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import inspect
 import logging
@@ -279,10 +280,8 @@ class _RtuLink:
             if left <= 0:
                 break
             inbox.event.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(inbox.event.wait(), left)
-            except TimeoutError:
-                pass
         where = f"{request.describe()} on {self.description}"
         if inbox.data:
             raise rtu.FrameError(
@@ -370,10 +369,9 @@ class RtuSerialLink(_RtuLink):
         self._stop_reading()
         ser, self._serial = self._serial, None
         if ser is not None:
-            try:
+            # the device may be gone already (USB dongle unplugged)
+            with contextlib.suppress(serial.SerialException, OSError):
                 ser.close()
-            except (serial.SerialException, OSError):
-                pass  # the device is gone already (USB dongle unplugged)
 
 
 class _StreamProtocol(asyncio.Protocol):

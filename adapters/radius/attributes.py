@@ -173,7 +173,7 @@ class AccountingRecord(NamedTuple):
 
     def __repr__(self) -> str:
         shown: list[str] = []
-        for name, value in zip(self._fields, self):
+        for name, value in zip(self._fields, self, strict=True):
             if value is None or value == ():
                 continue
             if name == "user_name":

@@ -126,8 +126,8 @@ class WedgeDecoder:
         self._dropping = False
 
     def feed(self, code: int, value: int) -> str | None:
-        if code == KEY_LEFTSHIFT or code == KEY_RIGHTSHIFT:
-            if value == PRESS or value == RELEASE:
+        if code in (KEY_LEFTSHIFT, KEY_RIGHTSHIFT):
+            if value in (PRESS, RELEASE):
                 if code == KEY_LEFTSHIFT:
                     self._left = value == PRESS
                 else:

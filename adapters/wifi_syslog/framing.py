@@ -48,10 +48,7 @@ class FrameSplitter:
         buf += data
         frames: list[bytes] = []
         while buf:
-            if self._octet_counted(buf[0]):
-                frame = self._take_counted(buf)
-            else:
-                frame = self._take_line(buf)
+            frame = self._take_counted(buf) if self._octet_counted(buf[0]) else self._take_line(buf)
             if frame is None:
                 break
             if frame:

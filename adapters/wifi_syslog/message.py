@@ -105,7 +105,7 @@ class SyslogMessage(NamedTuple):
         return f"{self.app_name}[{self.procid}]: {self.message}"
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self))
+        inner = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True))
         return redact_macs(f"SyslogMessage({inner})")
 
 

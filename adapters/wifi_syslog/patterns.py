@@ -45,7 +45,7 @@ class PatternSpec(Section):
     contains: str | None = None
     json_group: str | None = None
     params_group: str | None = None
-    require: dict[str, str] = {}
+    require: dict[str, str] = {}  # noqa: RUF012 - pydantic model: the default is copied for each instance
 
     @field_validator("regex")
     @classmethod
@@ -106,7 +106,7 @@ class WifiEvent(NamedTuple):
         return f"{self.hostname or '-'}/{self.interface or '-'}"
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self))
+        inner = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True))
         return redact_macs(f"WifiEvent({inner})")
 
 

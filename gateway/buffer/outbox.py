@@ -162,7 +162,7 @@ class Outbox:
             return box
 
         try:
-            box = await asyncio.to_thread(opening)
+            box: Outbox = await asyncio.to_thread(opening)
         except sqlite3.Error as exc:
             raise BufferError(f"buffer: cannot open {path}, got {exc}", path=str(path)) from exc
         box._thread.start()

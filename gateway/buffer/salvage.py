@@ -492,7 +492,7 @@ def replace_damaged(
         ro.close()
         # a read-only connection leaves the -wal and -shm it made; only the damaged file's own are evidence
         if not had[0] and side[0].exists() and side[0].stat().st_size == 0:
-            for p, existed in zip(side, had):
+            for p, existed in zip(side, had, strict=True):
                 if not existed:
                     p.unlink(missing_ok=True)
 

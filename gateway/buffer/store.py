@@ -437,10 +437,7 @@ class Store:
 
     def has_pending(self, uplink: str) -> bool:
         cur = self._cursor(uplink)
-        for lane in range(_LANES):
-            if self.conn.execute(_HAS, (lane, cur[lane], uplink)).fetchone() is not None:
-                return True
-        return False
+        return any(self.conn.execute(_HAS, (lane, cur[lane], uplink)).fetchone() is not None for lane in range(_LANES))
 
     def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
         """Per lane, move the cursor over the leading run of delivered/rejected rows; dead-letter the rejected."""
@@ -467,8 +464,8 @@ class Store:
                 if seq > new[lane]:
                     new[lane] = seq
             else:
-                batch = ()
-        for reading, outcome in zip(batch, outcomes):
+                batch = outcomes = ()  # all done: skip the loop below
+        for reading, outcome in zip(batch, outcomes, strict=True):  # lengths checked above
             lane = reading.lane  # an IntEnum indexes the lists as its number does
             seq = reading.seq
             if seq is None:

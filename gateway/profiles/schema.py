@@ -413,31 +413,32 @@ def point_problems(p: Point, where: str, interface: Interface | None = None) -> 
                 f"{'both' if p.bit is not None else 'neither'}"
             )
         if p.bits is not None:
-            for key, index in p.bits.items():
-                if not _NAME_RE.match(key):
-                    out.append(
-                        f"{where}.bits.{key}: name must be 1-64 characters of a-z 0-9 _ starting with a "
-                        f'letter, got "{key}"'
-                    )
+            out.extend(
+                f'{where}.bits.{key}: name must be 1-64 characters of a-z 0-9 _ starting with a letter, got "{key}"'
+                for key in p.bits
+                if not _NAME_RE.match(key)
+            )
             seen: dict[int, str] = {}
             for key, index in p.bits.items():
                 if index in seen:
                     out.append(f"{where}.bits.{key}: bit {index} is already named {seen[index]}, got {index}")
                 seen.setdefault(index, key)
     else:
-        for key in ("bit", "bits"):
-            if getattr(p, key) is not None:
-                out.append(
-                    f"{where}.{key}: only for bitfield, got {_show(getattr(p, key)) if key == 'bit' else 'a table'} "
-                    f"on {_show(dt)}"
-                )
+        out.extend(
+            f"{where}.{key}: only for bitfield, got {_show(getattr(p, key)) if key == 'bit' else 'a table'} "
+            f"on {_show(dt)}"
+            for key in ("bit", "bits")
+            if getattr(p, key) is not None
+        )
     numeric = dt in NUMERIC_TYPES
     if p.scale == 0:
         out.append(f"{where}.scale: must not be 0 (every value would read 0), got 0")
     if not numeric:
-        for key in ("scale", "offset", "decimals_from", "valid_range", "quality"):
-            if key in p.model_fields_set:
-                out.append(f"{where}.{key}: only for numeric data types, got it on {_show(dt)}")
+        out.extend(
+            f"{where}.{key}: only for numeric data types, got it on {_show(dt)}"
+            for key in ("scale", "offset", "decimals_from", "valid_range", "quality")
+            if key in p.model_fields_set
+        )
         if p.no_data:
             out.append(f"{where}.no_data: only for numeric data types, got it on {_show(dt)}")
     if numeric and dt in INTEGER_TYPES:

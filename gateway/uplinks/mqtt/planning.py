@@ -102,7 +102,7 @@ def pack_parts(
     current: list[Part] = []
     total = 0
     requested = request
-    for part, w, bound in zip(parts, weights, bounds):
+    for part, w, bound in zip(parts, weights, bounds, strict=True):
         alone = size(1, w)
         if alone > limit:
             too_big.append((part, "max_message_bytes", alone))

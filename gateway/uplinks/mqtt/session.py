@@ -4,6 +4,7 @@ the loss of the connection reported once, the TLS context."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,10 +76,8 @@ class Session:
     async def close(self) -> None:
         """Disconnect (a DISCONNECT if the link still works, so the broker drops the will)."""
         self._closing = True
-        try:
+        with contextlib.suppress(MqttClientError):
             await self.client.disconnect()
-        except MqttClientError:
-            pass
 
 
 def tls_context(config: MqttUplinkConfig) -> ssl.SSLContext | None:

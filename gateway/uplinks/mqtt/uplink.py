@@ -15,6 +15,7 @@ per message, which must stay under Orion's limit (gateway/ngsi/agent_request.py)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import ssl
@@ -216,7 +217,7 @@ class MqttUplink(Lifecycle):
             if session is None:
                 return
             if not session.lost.done():
-                try:
+                with contextlib.suppress(ConnectionError, TimeoutError):
                     await session.publish(
                         self.status_topic,
                         self._status("offline", "closed"),
@@ -224,8 +225,6 @@ class MqttUplink(Lifecycle):
                         properties=NO_PROPERTIES,
                         timeout=min(self.config.ack_timeout_s, 5.0),
                     )
-                except (ConnectionError, TimeoutError):
-                    pass
             await session.close()
             self._log.info("disconnected from %s:%d", self.config.host, self.port)
 
