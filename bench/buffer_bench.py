@@ -30,25 +30,23 @@ def make_readings(n: int) -> list[Reading]:
     """Readings shaped like a river-gauge poll: five numeric attributes with units."""
     now = datetime.now(UTC)
     src = Source(adapter="modbus-1", device="gauge")
-    out = []
-    for i in range(n):
-        out.append(
-            Reading(
-                entity_id=f"urn:ngsi-ld:WaterObserved:gauge-{i % 200:03d}",
-                entity_type="WaterObserved",
-                attributes={
-                    "height": Attribute(value=1.234 + i % 7, type="Number", unit="MTR"),
-                    "flow": Attribute(value=12.5 + i % 11, type="Number", unit="MQS"),
-                    "temperature": Attribute(value=14.2, type="Number", unit="CEL"),
-                    "batteryLevel": Attribute(value=0.87, type="Number", unit="P1"),
-                    "status": Attribute(value="ok", type="Text"),
-                },
-                observed_at=now,
-                source=src,
-                lane=Lane.BULK if i % 50 else Lane.NORMAL,
-            )
+    return [
+        Reading(
+            entity_id=f"urn:ngsi-ld:WaterObserved:gauge-{i % 200:03d}",
+            entity_type="WaterObserved",
+            attributes={
+                "height": Attribute(value=1.234 + i % 7, type="Number", unit="MTR"),
+                "flow": Attribute(value=12.5 + i % 11, type="Number", unit="MQS"),
+                "temperature": Attribute(value=14.2, type="Number", unit="CEL"),
+                "batteryLevel": Attribute(value=0.87, type="Number", unit="P1"),
+                "status": Attribute(value="ok", type="Text"),
+            },
+            observed_at=now,
+            source=src,
+            lane=Lane.BULK if i % 50 else Lane.NORMAL,
         )
-    return out
+        for i in range(n)
+    ]
 
 
 async def bench_append(db: Path, config: BufferConfig, readings: list[Reading], per_call: int) -> float:
@@ -140,7 +138,9 @@ async def main() -> int:
         # the bench's own 200,000 readings would make every GC pass of the drain slower than a gateway's
         del backlog, readings, chunk
         gc.collect()
-        print(f"backlog of {filled:,} rows written in {time.perf_counter() - t0:.1f} s ({db.stat().st_size / 1e6:.0f} MB)")
+        print(
+            f"backlog of {filled:,} rows written in {time.perf_counter() - t0:.1f} s ({db.stat().st_size / 1e6:.0f} MB)"
+        )
         copy = db.with_name("drain-copy.db")
         shutil.copy(db, copy)  # the same backlog for the second batch size
         for batch, path in ((1000, db), (5000, copy)):

@@ -61,16 +61,22 @@ def syslog_lines(n: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
         mac = f"68:5e:1c:{i % 256:02x}:{(i >> 8) % 256:02x}:dd"
         event = ("AP-STA-CONNECTED", "AP-STA-DISCONNECTED")[i % 2]
         suffix = " auth_alg=open" if i % 2 == 0 else ""
-        rfc3164.append(f"<30>Nov 25 17:{i % 60:02d}:{i % 60:02d} ap-lib-01 hostapd: wlan{i % 2}: {event} {mac}{suffix}".encode())
+        rfc3164.append(
+            f"<30>Nov 25 17:{i % 60:02d}:{i % 60:02d} ap-lib-01 hostapd: wlan{i % 2}: {event} {mac}{suffix}".encode()
+        )
         rfc5424.append(
-            (f"<30>1 2026-11-25T17:{i % 60:02d}:42.{i % 1000000:06d}+09:00 ap-lib-01 hostapd - - "
-             f'[timeQuality tzKnown="1" isSynced="1"] wlan0: {event} {mac}').encode()
+            (
+                f"<30>1 2026-11-25T17:{i % 60:02d}:42.{i % 1000000:06d}+09:00 ap-lib-01 hostapd - - "
+                f'[timeQuality tzKnown="1" isSynced="1"] wlan0: {event} {mac}'
+            ).encode()
         )
         unifi.append(
-            ('<30>Nov 25 17:30:42 U7-Pro 1c6a1b60c3c0,U7-Pro-8.0.26+15443: stahtd: stahtd[6930]: '
-             '[STA-TRACKER].stahtd_dump_event(): {"op":"event","message_type":"STA_ASSOC_TRACKER",'
-             f'"event_type":"{("association", "sta_leave")[i % 2]}","mac":"{mac}","vap":"wifi0ap6",'
-             '"assoc_status":"0","event_id": "1"}').encode()
+            (
+                "<30>Nov 25 17:30:42 U7-Pro 1c6a1b60c3c0,U7-Pro-8.0.26+15443: stahtd: stahtd[6930]: "
+                '[STA-TRACKER].stahtd_dump_event(): {"op":"event","message_type":"STA_ASSOC_TRACKER",'
+                f'"event_type":"{("association", "sta_leave")[i % 2]}","mac":"{mac}","vap":"wifi0ap6",'
+                '"assoc_status":"0","event_id": "1"}'
+            ).encode()
         )
     return rfc3164, rfc5424, unifi
 
@@ -85,10 +91,12 @@ def unrepeated_syslog_lines(n: int) -> tuple[list[bytes], list[bytes]]:
         ap = f"1c6a1b{i:06x}"
         rfc3164.append(f"<30>{stamp} ap-lib-01 hostapd: wlan0: AP-STA-CONNECTED {mac}".encode())
         unifi.append(
-            (f'<30>{stamp} U7-Pro {ap},U7-Pro-8.0.26+15443: stahtd: stahtd[6930]: '
-             '[STA-TRACKER].stahtd_dump_event(): {"op":"event","message_type":"STA_ASSOC_TRACKER",'
-             f'"event_type":"association","mac":"{mac}","vap":"wifi0ap6",'
-             '"assoc_status":"0","event_id": "1"}').encode()
+            (
+                f"<30>{stamp} U7-Pro {ap},U7-Pro-8.0.26+15443: stahtd: stahtd[6930]: "
+                '[STA-TRACKER].stahtd_dump_event(): {"op":"event","message_type":"STA_ASSOC_TRACKER",'
+                f'"event_type":"association","mac":"{mac}","vap":"wifi0ap6",'
+                '"assoc_status":"0","event_id": "1"}'
+            ).encode()
         )
     return rfc3164, unifi
 
@@ -123,25 +131,57 @@ def main() -> None:
             splitter.feed(stream[pos : pos + 1400])
 
     cases: list[tuple[str, bool, Callable[[Any], object], Sequence[Any]]] = [
-        ("radius accounting request (authenticator + typed record)", True,
-         lambda d: decode_request(d, secret=SECRET, now=NOW, source=source), packets),
-        ("radius accounting request (no repeats)", False,
-         lambda d: decode_request(d, secret=SECRET, now=NOW, source=source), unrepeated_packets),
-        ("radius accounting request (authenticator + attributes only)", False,
-         lambda d: decode_accounting_request(d, SECRET), packets),
+        (
+            "radius accounting request (authenticator + typed record)",
+            True,
+            lambda d: decode_request(d, secret=SECRET, now=NOW, source=source),
+            packets,
+        ),
+        (
+            "radius accounting request (no repeats)",
+            False,
+            lambda d: decode_request(d, secret=SECRET, now=NOW, source=source),
+            unrepeated_packets,
+        ),
+        (
+            "radius accounting request (authenticator + attributes only)",
+            False,
+            lambda d: decode_accounting_request(d, SECRET),
+            packets,
+        ),
         ("syslog RFC 3164 parse", True, lambda line: parse_syslog(line, now=NOW), rfc3164),
         ("syslog RFC 3164 parse (no repeats)", False, lambda line: parse_syslog(line, now=NOW), unrepeated_3164),
         ("syslog RFC 5424 parse (with structured data)", True, lambda line: parse_syslog(line, now=NOW), rfc5424),
-        ("hostapd event (RFC 3164 parse + pattern match)", True,
-         lambda line: decode_wifi_event(line, now=NOW, patterns=patterns), rfc3164),
-        ("hostapd event (RFC 3164, no repeats)", False,
-         lambda line: decode_wifi_event(line, now=NOW, patterns=patterns), unrepeated_3164),
-        ("hostapd event (RFC 5424 parse + pattern match)", True,
-         lambda line: decode_wifi_event(line, now=NOW, patterns=patterns), rfc5424),
-        ("UniFi STA_ASSOC_TRACKER event (parse + JSON)", True,
-         lambda line: decode_wifi_event(line, now=NOW, patterns=patterns), unifi),
-        ("UniFi STA_ASSOC_TRACKER event (no repeats)", False,
-         lambda line: decode_wifi_event(line, now=NOW, patterns=patterns), unrepeated_unifi),
+        (
+            "hostapd event (RFC 3164 parse + pattern match)",
+            True,
+            lambda line: decode_wifi_event(line, now=NOW, patterns=patterns),
+            rfc3164,
+        ),
+        (
+            "hostapd event (RFC 3164, no repeats)",
+            False,
+            lambda line: decode_wifi_event(line, now=NOW, patterns=patterns),
+            unrepeated_3164,
+        ),
+        (
+            "hostapd event (RFC 5424 parse + pattern match)",
+            True,
+            lambda line: decode_wifi_event(line, now=NOW, patterns=patterns),
+            rfc5424,
+        ),
+        (
+            "UniFi STA_ASSOC_TRACKER event (parse + JSON)",
+            True,
+            lambda line: decode_wifi_event(line, now=NOW, patterns=patterns),
+            unifi,
+        ),
+        (
+            "UniFi STA_ASSOC_TRACKER event (no repeats)",
+            False,
+            lambda line: decode_wifi_event(line, now=NOW, patterns=patterns),
+            unrepeated_unifi,
+        ),
     ]
     print(f"{n} inputs per decoder, best of {r} runs, CPU time of one core")
     below = 0

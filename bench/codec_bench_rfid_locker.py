@@ -30,12 +30,13 @@ from adapters.rfid.danish import reverse_blocks
 
 TARGET = 100_000
 DANISH = bytes.fromhex("11010131313232333334340000000000000000513e4445373035000000000000")
-ISO28560_2 = encode_elements([
-    DataElement(oid=1, compaction=Compaction.NUMERIC,
-                payload=compact_text(Compaction.NUMERIC, "30500123456789")),
-    DataElement(oid=3, compaction=Compaction.APPLICATION_DEFINED, payload=encode_isil("JP-1000001")),
-    DataElement(oid=5, compaction=Compaction.APPLICATION_DEFINED, payload=b"\x10"),
-])
+ISO28560_2 = encode_elements(
+    [
+        DataElement(oid=1, compaction=Compaction.NUMERIC, payload=compact_text(Compaction.NUMERIC, "30500123456789")),
+        DataElement(oid=3, compaction=Compaction.APPLICATION_DEFINED, payload=encode_isil("JP-1000001")),
+        DataElement(oid=5, compaction=Compaction.APPLICATION_DEFINED, payload=b"\x10"),
+    ]
+)
 FRAME_15693 = append_iso15693_crc(bytes.fromhex("0001020304050607080910111213141516"))
 CU16 = bytes((0x02, 0x30, 0x35, 0x01, 0x80, 0x02, 0x01, 0x03))
 CU16 += bytes((sum(CU16) & 0xFF,))
@@ -69,6 +70,8 @@ CASES: list[tuple[str, Callable[[], object]]] = [
     ("cu16 unlock encode", lambda: encode_cu16_unlock(3, 7)),
     ("kerong splitter (8 frames/input)", lambda: split_frames(STREAM, Dialect.KERONG)),
 ]
+
+
 def main() -> int:
     failed = 0
     for name, fn in CASES:

@@ -39,8 +39,9 @@ from gateway.uplinks.api import Outcome  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 
 
-def gateway_doc(data_dir: Path, uplink: dict[str, object], *, durability: str, adapters: list[dict[str, object]]
-                ) -> dict[str, object]:
+def gateway_doc(
+    data_dir: Path, uplink: dict[str, object], *, durability: str, adapters: list[dict[str, object]]
+) -> dict[str, object]:
     return {
         "gateway": {"id": "bench-gw", "data_dir": str(data_dir), "log_level": "warning"},
         "buffer": {"durability": durability},
@@ -50,8 +51,16 @@ def gateway_doc(data_dir: Path, uplink: dict[str, object], *, durability: str, a
 
 
 def mqtt_uplink(port: int) -> dict[str, object]:
-    return {"name": "mqtt", "type": "mqtt", "host": "127.0.0.1", "port": port, "format": "iota-json",
-            "apikey": "bench", "batch_max_rows": 5000, "max_inflight": 1000}
+    return {
+        "name": "mqtt",
+        "type": "mqtt",
+        "host": "127.0.0.1",
+        "port": port,
+        "format": "iota-json",
+        "apikey": "bench",
+        "batch_max_rows": 5000,
+        "max_inflight": 1000,
+    }
 
 
 def sim(rate: float, entities: int = 100, name: str = "sim") -> dict[str, object]:
@@ -90,11 +99,17 @@ def start_orion_double() -> tuple[subprocess.Popen[str], str]:
 
 
 def reading(n: int) -> Reading:
-    return Reading(entity_id=f"urn:ngsi-ld:WaterObserved:bench-{n % 100}", entity_type="WaterObserved",
-                   attributes={"waterLevel": Attribute(value=1.0 + (n % 1000) / 1000, type="Number", unit="MTR"),
-                               "sequence": Attribute(value=n, type="Number")},
-                   observed_at=datetime.now(UTC), time_source=TimeSource.DEVICE,
-                   source=Source(adapter="bench"))
+    return Reading(
+        entity_id=f"urn:ngsi-ld:WaterObserved:bench-{n % 100}",
+        entity_type="WaterObserved",
+        attributes={
+            "waterLevel": Attribute(value=1.0 + (n % 1000) / 1000, type="Number", unit="MTR"),
+            "sequence": Attribute(value=n, type="Number"),
+        },
+        observed_at=datetime.now(UTC),
+        time_source=TimeSource.DEVICE,
+        source=Source(adapter="bench"),
+    )
 
 
 async def run_backlog(data_dir: Path, port: int, durability: str, total: int) -> float:
@@ -139,11 +154,11 @@ async def run_latency(data_dir: Path, port: int, seconds: float) -> tuple[float,
     gw = Gateway(parse_config(doc))
     inner_emit_many = gw._emit_many  # the simulated adapter hands its readings over in bursts
 
-    def timed_emit_many(readings: Sequence[Reading]) -> Awaitable[None]:
+    def timed_emit_many(readings: Sequence[Reading], *, processed: bool = False) -> Awaitable[None]:
         now = time.perf_counter()
         for r in readings:
             emitted[(r.entity_id, r.attributes["sequence"].value)] = now
-        return inner_emit_many(readings)
+        return inner_emit_many(readings, processed=processed)
 
     gw._emit_many = timed_emit_many  # type: ignore[method-assign]
     await gw.start()
@@ -161,13 +176,21 @@ async def run_latency(data_dir: Path, port: int, seconds: float) -> tuple[float,
 def run_memory(workdir: Path, port: int, seconds: float) -> tuple[float, float]:
     adapters = "".join(
         f'\n[[adapters]]\nname = "sim{i}"\ntype = "simulated"\nkind = "{"weather" if i % 2 else "river-level"}"\n'
-        f"entities = 5\nrate = 50\n" for i in range(10))
+        f"entities = 5\nrate = 50\n"
+        for i in range(10)
+    )
     cfg = workdir / "memory.toml"
-    cfg.write_text(f'[gateway]\nid = "bench-mem"\ndata_dir = "{workdir / "mem"}"\nlog_level = "warning"\n{adapters}\n'
-                   f'[[uplinks]]\nname = "mqtt"\ntype = "mqtt"\nhost = "127.0.0.1"\nport = {port}\n'
-                   'format = "iota-json"\napikey = "bench"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(cfg)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfg.write_text(
+        f'[gateway]\nid = "bench-mem"\ndata_dir = "{workdir / "mem"}"\nlog_level = "warning"\n{adapters}\n'
+        f'[[uplinks]]\nname = "mqtt"\ntype = "mqtt"\nhost = "127.0.0.1"\nport = {port}\n'
+        'format = "iota-json"\napikey = "bench"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "-c", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(seconds)
         status = Path(f"/proc/{proc.pid}/status").read_text()
@@ -188,8 +211,10 @@ def machine() -> str:
     except OSError:
         pass
     load = os.getloadavg()[0]
-    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-            f"load average {load:.1f} at start")
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"load average {load:.1f} at start"
+    )
 
 
 async def main() -> None:
@@ -209,32 +234,51 @@ async def main() -> None:
         try:
             for durability in ("full", "normal"):
                 if "throughput-mqtt" in only:
-                    doc = gateway_doc(work / f"tm-{durability}", mqtt_uplink(broker.port), durability=durability,
-                                      adapters=[sim(1_000_000)])
+                    doc = gateway_doc(
+                        work / f"tm-{durability}",
+                        mqtt_uplink(broker.port),
+                        durability=durability,
+                        adapters=[sim(1_000_000)],
+                    )
                     delivered, emitted = await run_throughput(doc, args.seconds)
-                    print(f"throughput-mqtt  durability={durability:<6} delivered {delivered:>9,.0f} readings/s  "
-                          f"(source emitted {emitted:,.0f}/s)")
+                    print(
+                        f"throughput-mqtt  durability={durability:<6} delivered {delivered:>9,.0f} readings/s  "
+                        f"(source emitted {emitted:,.0f}/s)"
+                    )
                 if "throughput-orion" in only:
                     proc, url = start_orion_double()
                     try:
-                        uplink = {"name": "orion", "type": "orion", "url": url, "service": "bench",
-                                  "service_path": "/bench", "batch_max_rows": 5000}
-                        doc = gateway_doc(work / f"to-{durability}", uplink, durability=durability,
-                                          adapters=[sim(1_000_000)])
+                        uplink = {
+                            "name": "orion",
+                            "type": "orion",
+                            "url": url,
+                            "service": "bench",
+                            "service_path": "/bench",
+                            "batch_max_rows": 5000,
+                        }
+                        doc = gateway_doc(
+                            work / f"to-{durability}", uplink, durability=durability, adapters=[sim(1_000_000)]
+                        )
                         delivered, emitted = await run_throughput(doc, args.seconds)
                     finally:
                         proc.terminate()
                         proc.wait(10)
-                    print(f"throughput-orion durability={durability:<6} delivered {delivered:>9,.0f} readings/s  "
-                          f"(source emitted {emitted:,.0f}/s)")
+                    print(
+                        f"throughput-orion durability={durability:<6} delivered {delivered:>9,.0f} readings/s  "
+                        f"(source emitted {emitted:,.0f}/s)"
+                    )
                 if "backlog" in only:
                     rate = await run_backlog(work / f"bl-{durability}", broker.port, durability, args.backlog)
-                    print(f"backlog          durability={durability:<6} drained {args.backlog:,} readings at "
-                          f"{rate:>9,.0f} readings/s")
+                    print(
+                        f"backlog          durability={durability:<6} drained {args.backlog:,} readings at "
+                        f"{rate:>9,.0f} readings/s"
+                    )
             if "latency" in only:
                 p50, p99, n = await run_latency(work / "lat", broker.port, args.seconds)
-                print(f"latency          durability=full   1,000 readings/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-                      f"({n:,} readings, emit -> PUBACK)")
+                print(
+                    f"latency          durability=full   1,000 readings/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+                    f"({n:,} readings, emit -> PUBACK)"
+                )
             if "memory" in only:
                 rss, hwm = run_memory(work, broker.port, max(10.0, args.seconds))
                 print(f"memory           10 simulated adapters: RSS {rss:.1f} MB (peak {hwm:.1f} MB)")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import os
 import statistics
 import subprocess
@@ -48,8 +50,11 @@ timeout = 0.5
 
 
 def _profile(directory: Path, model: str, n: int) -> None:
-    points = "\n".join(f"[[points]]\nname = \"p{i}\"\nfunction_code = 3\naddress = {i}\ndata_type = \"uint16\"\n"
-                       f"scale = 0.1\nunit = \"CEL\"\nattribute = \"p{i}\"\n" for i in range(n))
+    points = "\n".join(
+        f'[[points]]\nname = "p{i}"\nfunction_code = 3\naddress = {i}\ndata_type = "uint16"\n'
+        f'scale = 0.1\nunit = "CEL"\nattribute = "p{i}"\n'
+        for i in range(n)
+    )
     (directory / "bench").mkdir(parents=True, exist_ok=True)
     (directory / "bench" / f"{model}.toml").write_text(PROFILE.format(model=model, points=points))
 
@@ -74,10 +79,8 @@ async def _line(src_fd: int, dst_fd: int, char_time: float) -> None:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
 
     def readable() -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             queue.put_nowait(os.read(src_fd, 4096))
-        except BlockingIOError:
-            pass
 
     loop.add_reader(src_fd, readable)
     while True:
@@ -105,7 +108,10 @@ async def _child_rtu(directory: str) -> None:
     units = [UnitImage(unit_id=u, holding={a: a for a in range(RTU_REGISTERS)}) for u in range(1, RTU_UNITS + 1)]
     peer = await start_serial_peer(device_side.b, units, baud=BAUD)
     char_time = 11 / BAUD
-    tasks = [asyncio.create_task(_line(fds[0], fds[1], char_time)), asyncio.create_task(_line(fds[1], fds[0], char_time))]
+    tasks = [
+        asyncio.create_task(_line(fds[0], fds[1], char_time)),
+        asyncio.create_task(_line(fds[1], fds[0], char_time)),
+    ]
     print(master_side.a, flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     for t in tasks:
@@ -119,8 +125,13 @@ async def _child_rtu(directory: str) -> None:
 
 
 def _start_child(*args: str) -> tuple[subprocess.Popen[str], str]:
-    child = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True, cwd=str(Path(__file__).resolve().parents[1]))
+    child = subprocess.Popen(
+        [sys.executable, __file__, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
     assert child.stdout is not None
     return child, child.stdout.readline().strip()
 
@@ -135,12 +146,16 @@ def _stop_child(child: subprocess.Popen[str]) -> None:
         child.wait()
 
 
-async def _run_adapter(config_doc: dict[str, Any], seconds: float, warmup: float) -> tuple[list[PollResult], list[Reading], float, float]:
+async def _run_adapter(
+    config_doc: dict[str, Any], seconds: float, warmup: float
+) -> tuple[list[PollResult], list[Reading], float, float]:
     from adapters.modbus.adapter import ModbusAdapter
     from adapters.modbus.config import ModbusConfig
     from gateway.adapter_api import AdapterContext
 
-    adapter = ModbusAdapter(ModbusConfig.model_validate(config_doc), AdapterContext(gateway_id="bench", data_dir="/tmp"))
+    adapter = ModbusAdapter(
+        ModbusConfig.model_validate(config_doc), AdapterContext(gateway_id="bench", data_dir="/tmp")
+    )
     polls: list[PollResult] = []
     measuring = False
     for bus in adapter.buses.values():
@@ -165,10 +180,8 @@ async def _run_adapter(config_doc: dict[str, Any], seconds: float, warmup: float
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     measuring = False
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
     return polls, readings, cpu, wall
 
 
@@ -180,22 +193,34 @@ def _pct(values: list[float], q: float) -> float:
 async def bench_tcp(seconds: float, profiles: Path) -> None:
     child, port = _start_child("--child", "tcp")
     try:
-        doc = {"name": "bench", "type": "modbus", "profiles_dir": [str(profiles)],
-               "buses": [{"name": "tcp", "port": f"tcp://127.0.0.1:{port}"}],
-               "devices": [{"name": f"d{u}", "bus": "tcp", "profile": "bench/twenty", "unit_id": u,
-                            "poll_interval": 1.0} for u in range(1, TCP_UNITS + 1)]}
+        doc = {
+            "name": "bench",
+            "type": "modbus",
+            "profiles_dir": [str(profiles)],
+            "buses": [{"name": "tcp", "port": f"tcp://127.0.0.1:{port}"}],
+            "devices": [
+                {"name": f"d{u}", "bus": "tcp", "profile": "bench/twenty", "unit_id": u, "poll_interval": 1.0}
+                for u in range(1, TCP_UNITS + 1)
+            ],
+        }
         polls, readings, cpu, wall = await _run_adapter(doc, seconds, warmup=2.0)
     finally:
         _stop_child(child)
     jitter_ms = [(p.started - p.due) * 1000 for p in polls]
     expected = TCP_UNITS * wall
     print(f"1. Modbus TCP: {TCP_UNITS} devices x {POINTS} points, every 1 s, {wall:.1f} s measured")
-    print(f"   polls {len(polls)} (expected {expected:.0f}), readings {len(readings)}, "
-          f"points {sum(len(p.values) for p in polls)}")
-    print(f"   poll jitter (start - due): p50 {_pct(jitter_ms, 0.5):.2f} ms, p99 {_pct(jitter_ms, 0.99):.2f} ms, "
-          f"max {max(jitter_ms):.2f} ms   (target p99 < 50 ms)")
-    print(f"   CPU of the adapter process: {100 * cpu / wall:.1f} % of one core   (target < 10 %; "
-          "the simulated devices run in a child process)")
+    print(
+        f"   polls {len(polls)} (expected {expected:.0f}), readings {len(readings)}, "
+        f"points {sum(len(p.values) for p in polls)}"
+    )
+    print(
+        f"   poll jitter (start - due): p50 {_pct(jitter_ms, 0.5):.2f} ms, p99 {_pct(jitter_ms, 0.99):.2f} ms, "
+        f"max {max(jitter_ms):.2f} ms   (target p99 < 50 ms)"
+    )
+    print(
+        f"   CPU of the adapter process: {100 * cpu / wall:.1f} % of one core   (target < 10 %; "
+        "the simulated devices run in a child process)"
+    )
 
 
 async def bench_rtu(seconds: float, profiles: Path) -> None:
@@ -206,29 +231,48 @@ async def bench_rtu(seconds: float, profiles: Path) -> None:
         os.makedirs(Path(directory) / "d")
         child, path = _start_child("--child", "rtu", directory)
         try:
-            doc = {"name": "bench", "type": "modbus", "profiles_dir": [str(profiles)],
-                   "buses": [{"name": "rs485", "port": f"rtu://{path}", "baud": BAUD}],
-                   "devices": [{"name": f"d{u}", "bus": "rs485", "profile": "bench/ten", "unit_id": u,
-                                "poll_interval": 0.05, "timeout": 0.1} for u in range(1, RTU_UNITS + 1)]}
+            doc = {
+                "name": "bench",
+                "type": "modbus",
+                "profiles_dir": [str(profiles)],
+                "buses": [{"name": "rs485", "port": f"rtu://{path}", "baud": BAUD}],
+                "devices": [
+                    {
+                        "name": f"d{u}",
+                        "bus": "rs485",
+                        "profile": "bench/ten",
+                        "unit_id": u,
+                        "poll_interval": 0.05,
+                        "timeout": 0.1,
+                    }
+                    for u in range(1, RTU_UNITS + 1)
+                ],
+            }
             polls, _, _, wall = await _run_adapter(doc, seconds, warmup=2.0)
         finally:
             _stop_child(child)
     per_device: dict[str, list[float]] = {}
     for p in polls:
         per_device.setdefault(p.device.name, []).append(p.started)
-    cycles = [b - a for starts in per_device.values() for a, b in zip(starts, starts[1:])]
+    cycles = [b - a for starts in per_device.values() for a, b in itertools.pairwise(starts)]
     achieved = statistics.median(cycles)
     request = rtu.Request(unit_id=1, function_code=3, address=0, count=RTU_REGISTERS)
     frame_bytes = len(rtu.encode_request(request)) + rtu.expected_response_length(request)
     wire_one = frame_bytes * rtu.char_time(BAUD) + rtu.silent_interval(BAUD)
     wire = RTU_UNITS * wire_one
-    print(f"2. RS-485 RTU at {BAUD} baud 8N1 over a socat pty pair with a {BAUD}-baud line emulator, "
-          f"{RTU_UNITS} devices x {RTU_REGISTERS} registers (one coalesced FC03 read each), bus saturated")
-    print(f"   wire time per cycle: {RTU_UNITS} x ({frame_bytes} bytes x 11 bits / {BAUD} + t3.5 "
-          f"{rtu.silent_interval(BAUD) * 1000:.2f} ms) = {wire * 1000:.1f} ms")
-    print(f"   achieved cycle (median time between polls of one device): {achieved * 1000:.1f} ms "
-          f"= {100 * (achieved / wire - 1):+.1f} % vs wire time   (target within 20 %), {len(polls)} polls "
-          f"in {wall:.1f} s")
+    print(
+        f"2. RS-485 RTU at {BAUD} baud 8N1 over a socat pty pair with a {BAUD}-baud line emulator, "
+        f"{RTU_UNITS} devices x {RTU_REGISTERS} registers (one coalesced FC03 read each), bus saturated"
+    )
+    print(
+        f"   wire time per cycle: {RTU_UNITS} x ({frame_bytes} bytes x 11 bits / {BAUD} + t3.5 "
+        f"{rtu.silent_interval(BAUD) * 1000:.2f} ms) = {wire * 1000:.1f} ms"
+    )
+    print(
+        f"   achieved cycle (median time between polls of one device): {achieved * 1000:.1f} ms "
+        f"= {100 * (achieved / wire - 1):+.1f} % vs wire time   (target within 20 %), {len(polls)} polls "
+        f"in {wall:.1f} s"
+    )
     print("   the rest is the pty hops, the emulator's scheduling and the simulated device's answer time")
 
 

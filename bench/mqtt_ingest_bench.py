@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -154,7 +155,9 @@ class TransportOnly(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(
-            encode_connect(client_id=self.client_id, keepalive_s=60, v5=True, session_expiry_s=3600, receive_maximum=1000)
+            encode_connect(
+                client_id=self.client_id, keepalive_s=60, v5=True, session_expiry_s=3600, receive_maximum=1000
+            )
         )
 
     def data_received(self, data: bytes) -> None:
@@ -242,10 +245,8 @@ async def adapter_round(
         elapsed = time.perf_counter() - t0
     finally:
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
     if adapter.malformed:
         raise RuntimeError(f"unexpected malformed messages: {dict(adapter.malformed)}")
     return n / elapsed

@@ -38,29 +38,47 @@ def make_readings(n: int, devices: int) -> list[Reading]:
             "batteryLevel": Attribute(value=0.87, type="Number"),
             "state": Attribute(value="ok", type="Text"),
         }
-        out.append(Reading(entity_id=f"urn:ngsi-ld:WaterObserved:gauge{i % devices}", entity_type="WaterObserved",
-                           attributes=attrs, observed_at=t0 + timedelta(milliseconds=i), source=src, seq=i + 1))
+        out.append(
+            Reading(
+                entity_id=f"urn:ngsi-ld:WaterObserved:gauge{i % devices}",
+                entity_type="WaterObserved",
+                attributes=attrs,
+                observed_at=t0 + timedelta(milliseconds=i),
+                source=src,
+                seq=i + 1,
+            )
+        )
     return out
 
 
 async def run(fmt: str, broker: MosquittoBroker, readings: list[Reading], batch: int, inflight: int, data: str) -> None:
-    cfg = MqttUplinkConfig.model_validate({
-        "name": f"bench-{fmt}", "type": "mqtt", "host": broker.host, "port": broker.port, "format": fmt,
-        "apikey": "BENCH", "max_inflight": inflight, "batch_max_rows": batch,
-    })
+    cfg = MqttUplinkConfig.model_validate(
+        {
+            "name": f"bench-{fmt}",
+            "type": "mqtt",
+            "host": broker.host,
+            "port": broker.port,
+            "format": fmt,
+            "apikey": "BENCH",
+            "max_inflight": inflight,
+            "batch_max_rows": batch,
+        }
+    )
     up = MqttUplink(cfg, AdapterContext(gateway_id="gw-bench", data_dir=data))
     await up.start()
     started = time.perf_counter()
     delivered = 0
     for i in range(0, len(readings), batch):
-        outcomes = await up.deliver(readings[i:i + batch])
+        outcomes = await up.deliver(readings[i : i + batch])
         delivered += sum(1 for o in outcomes if o.status is Status.DELIVERED)
     elapsed = time.perf_counter() - started
     await up.close()
     c = up.counters
-    print(f"{fmt:9}  {delivered:>7} readings in {elapsed:6.2f} s = {delivered / elapsed:9.0f} readings/s, "
-          f"{c.acked:>6} msgs = {c.acked / elapsed:8.0f} msgs/s, {c.bytes / elapsed / 1e6:6.2f} MB/s payload"
-          + ("" if delivered == len(readings) else f"  ({len(readings) - delivered} NOT delivered)"))
+    print(
+        f"{fmt:9}  {delivered:>7} readings in {elapsed:6.2f} s = {delivered / elapsed:9.0f} readings/s, "
+        f"{c.acked:>6} msgs = {c.acked / elapsed:8.0f} msgs/s, {c.bytes / elapsed / 1e6:6.2f} MB/s payload"
+        + ("" if delivered == len(readings) else f"  ({len(readings) - delivered} NOT delivered)")
+    )
 
 
 async def main() -> None:
@@ -75,14 +93,17 @@ async def main() -> None:
         broker = MosquittoBroker(Path(tmp) / "broker")
         broker.start()
         try:
-            print(f"mosquitto on {broker.host}:{broker.port}, {args.readings} readings, batches of {args.batch}, "
-                  f"{args.devices} devices, max_inflight {args.inflight}")
+            print(
+                f"mosquitto on {broker.host}:{broker.port}, {args.readings} readings, batches of {args.batch}, "
+                f"{args.devices} devices, max_inflight {args.inflight}"
+            )
             for fmt in ("iota-json", "iota-ul", "ngsi-v2"):
                 await run(fmt, broker, readings, args.batch, args.inflight, tmp)
             # one message per reading: the pipelining itself, not the packing
             print("one reading per message:")
-            await run("iota-json", broker, make_readings(min(args.readings, 20_000), 10**9), args.batch,
-                      args.inflight, tmp)
+            await run(
+                "iota-json", broker, make_readings(min(args.readings, 20_000), 10**9), args.batch, args.inflight, tmp
+            )
         finally:
             broker.stop()
 

@@ -107,7 +107,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     figures.append(
         ("check_reading, uncached identity", rate(lambda r: uncached.check(r, encoding=PCT), distinct, repeat))
     )
-    figures.append(("to_v2_entity + orjson", rate(lambda r: orjson.dumps(to_v2_entity(r, encoding=PCT)), recurring, repeat)))
+    figures.append(
+        ("to_v2_entity + orjson", rate(lambda r: orjson.dumps(to_v2_entity(r, encoding=PCT)), recurring, repeat))
+    )
     figures.append(
         (
             "to_ld_entity + orjson",
@@ -119,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ImportError:
         print("iota: gateway.ngsi.iota.json_measure_bytes not available, skipped")
     else:
-        figures.append(("iota json_measure_bytes", rate(lambda r: json_measure_bytes(r, encoding=PCT), recurring, repeat)))
+        figures.append(
+            ("iota json_measure_bytes", rate(lambda r: json_measure_bytes(r, encoding=PCT), recurring, repeat))
+        )
 
     print(f"{n} readings of 3 attributes, best of {repeat} (Python {sys.version.split()[0]})")
     for label, per_second in figures:

@@ -59,7 +59,14 @@ def readings(n: int, entities: int) -> list[Reading]:
 
 async def run(args: argparse.Namespace, url: str) -> tuple[float, OrionUplink]:
     config = OrionConfig.model_validate(
-        {"name": "bench", "type": "orion", "url": url, "service": "bench", "service_path": "/river", "catch_up": args.catch_up}
+        {
+            "name": "bench",
+            "type": "orion",
+            "url": url,
+            "service": "bench",
+            "service_path": "/river",
+            "catch_up": args.catch_up,
+        }
     )
     with tempfile.TemporaryDirectory() as data_dir:
         up = OrionUplink(config, AdapterContext(gateway_id="bench", data_dir=data_dir))
@@ -101,10 +108,16 @@ def main() -> None:
         server.join(timeout=10)
     c = up.counters
     mode = "validating" if args.validate else "fast"
-    print(f"orion uplink ({mode} double, {args.catch_up}, batch {args.batch}): {args.readings} readings in {elapsed:.2f} s")
-    print(f"  {args.readings / elapsed:,.0f} readings/s, {c.requests / elapsed:,.1f} requests/s, "
-          f"{c.bytes / elapsed / 1e6:.1f} MB/s of request bodies")
-    print(f"  requests {c.requests}, updates accepted {updates}, entities stored {stored}, avg body {c.bytes // max(c.requests, 1)} B")
+    print(
+        f"orion uplink ({mode} double, {args.catch_up}, batch {args.batch}): {args.readings} readings in {elapsed:.2f} s"
+    )
+    print(
+        f"  {args.readings / elapsed:,.0f} readings/s, {c.requests / elapsed:,.1f} requests/s, "
+        f"{c.bytes / elapsed / 1e6:.1f} MB/s of request bodies"
+    )
+    print(
+        f"  requests {c.requests}, updates accepted {updates}, entities stored {stored}, avg body {c.bytes // max(c.requests, 1)} B"
+    )
 
 
 if __name__ == "__main__":

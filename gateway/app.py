@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import logging
@@ -164,9 +165,11 @@ class Gateway:
         self.supervisor = Supervisor(self._emit, emit_many=self._emit_many)
         adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
         # built before any adapter runs: configured entries first (file order), then what adapters contribute
-        self.stage = build_stage(cfg.processing, ProcessorContext(gateway_id=cfg.gateway.id,
-                                                                  data_dir=str(cfg.gateway.data_dir)),
-                                 [(a.name, adapter) for a, adapter in adapters])
+        self.stage = build_stage(
+            cfg.processing,
+            ProcessorContext(gateway_id=cfg.gateway.id, data_dir=str(cfg.gateway.data_dir)),
+            [(a.name, adapter) for a, adapter in adapters],
+        )
         for acfg, adapter in adapters:
             self.router.add_adapter(acfg.name, adapter)
         self.supervisor.start(adapters)
@@ -174,16 +177,20 @@ class Gateway:
             if isinstance(source, CommandSource):  # a capability, not a family: see gateway/uplinks/api.py
                 await source.start_commands(self.router)
                 self.command_sources.append(source)
-        log.info("gateway %s started: %d adapters, %d uplinks, buffer %s (%s durability)",
-                 cfg.gateway.id, len(cfg.adapters), len(cfg.uplinks), data_dir / BUFFER_FILE,
-                 cfg.buffer.durability.value)
+        log.info(
+            "gateway %s started: %d adapters, %d uplinks, buffer %s (%s durability)",
+            cfg.gateway.id,
+            len(cfg.adapters),
+            len(cfg.uplinks),
+            data_dir / BUFFER_FILE,
+            cfg.buffer.durability.value,
+        )
 
     async def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
         t_end = time.monotonic() + deadline_s
         if self.command_sources:  # no new commands while the adapters stop
             try:
-                await asyncio.wait_for(asyncio.gather(*(c.stop_commands() for c in self.command_sources)),
-                                       timeout=0.5)
+                await asyncio.wait_for(asyncio.gather(*(c.stop_commands() for c in self.command_sources)), timeout=0.5)
             except TimeoutError:
                 log.warning("command sources did not stop within 0.5 s")
         if self.supervisor is not None:
@@ -279,8 +286,11 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
     try:
         while not stop.is_set():
             waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
-            await asyncio.wait(waiters, timeout=min(status_interval_s, notifier.watchdog_interval_s),
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                waiters,
+                timeout=min(status_interval_s, notifier.watchdog_interval_s),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             for w in waiters:
                 w.cancel()
             notifier.watchdog()
@@ -321,10 +331,9 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
         notifier.stopping()
         log.info("stopping: flushing the buffer and closing uplinks")
         await gw.stop()
-        try:
+        # the status file is informative; a failure must not mask the exit
+        with contextlib.suppress(Exception):
             await _write_status(gw)
-        except Exception:  # the status file is informative; a failure must not mask the exit
-            pass
         log.info("stopped")
     return 0
 

@@ -34,14 +34,19 @@ def _default_config() -> Path:
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", type=Path, default=None,
-                   help=f"gateway configuration (default: $EDGEGW_CONFIG or {DEFAULT_PATH})")
+    p.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help=f"gateway configuration (default: $EDGEGW_CONFIG or {DEFAULT_PATH})",
+    )
 
 
 def _add_config_to_subcommands(parser: argparse.ArgumentParser) -> None:
     """`edgegw buffer stats -c FILE`: the option goes after the last subcommand, where people type it."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
+    for action in parser._actions:  # noqa: SLF001 - argparse offers no public accessor
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001 - the type of add_subparsers()
             for sub in action.choices.values():
                 _add_config(sub)
 
@@ -104,7 +109,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             logs.setup()
         logging.getLogger("gateway").critical(
             "stopped by an unexpected error; every acknowledged reading is in the buffer and is delivered after "
-            "the restart. Please report this traceback", exc_info=True)
+            "the restart. Please report this traceback",
+            exc_info=True,
+        )
         return EXIT_FAILURE
 
 
@@ -143,7 +150,7 @@ def cmd_secret(args: argparse.Namespace) -> int:
                 print(f"secret {args.name}: empty value refused", file=sys.stderr)
                 return EXIT_FAILURE
             store.set(args.name, value)
-            print(f"secret {args.name} stored (reference it as \"secret:{args.name}\")")
+            print(f'secret {args.name} stored (reference it as "secret:{args.name}")')
             return EXIT_OK
         for name in store.names():
             print(name)
@@ -156,8 +163,11 @@ def cmd_secret(args: argparse.Namespace) -> int:
             print(f"{what}: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:
-        print(f"{what}: cannot use the secret store in {store.directory}, got {exc.strerror or exc}; "
-              "run it as the gateway's user (or root)", file=sys.stderr)
+        print(
+            f"{what}: cannot use the secret store in {store.directory}, got {exc.strerror or exc}; "
+            "run it as the gateway's user (or root)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
 
 
@@ -170,8 +180,10 @@ def _adapter_line(a: dict[str, Any]) -> str:
     if malformed and isinstance(reasons, dict):
         detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])) if v)
         malformed = f"{malformed} ({detail})"
-    line = (f"  {a['name']:<20} {a['type']:<10} {a['state']:<12} emitted {a['emitted']:>10}  "
-            f"malformed {malformed}  invalid {a.get('invalid', 0)}  restarts {a['restarts']}")
+    line = (
+        f"  {a['name']:<20} {a['type']:<10} {a['state']:<12} emitted {a['emitted']:>10}  "
+        f"malformed {malformed}  invalid {a.get('invalid', 0)}  restarts {a['restarts']}"
+    )
     if diagnostics.get("connected") is False:
         line += "  disconnected"
     if isinstance(diagnostics.get("summary"), str) and diagnostics["summary"]:
@@ -223,11 +235,15 @@ def _processing_line(p: dict[str, Any]) -> str:
 
 
 def _uplink_line(u: dict[str, Any]) -> str:
-    line = f"  {u['name']:<20} {u['type']:<10} {u['state']:<12} delivered {u['delivered']:>10}  rejected {u['rejected']}"
+    line = (
+        f"  {u['name']:<20} {u['type']:<10} {u['state']:<12} delivered {u['delivered']:>10}  rejected {u['rejected']}"
+    )
     counts = u.get("diagnostics") or {}
     if "confirmed" in counts:  # the mqtt uplink with [uplinks.confirm]: what reached Orion behind the agent
-        line += (f"  confirmed {counts['confirmed']}  republished {counts['republished']}  "
-                 f"confirm errors {counts['confirm_errors']}")
+        line += (
+            f"  confirmed {counts['confirmed']}  republished {counts['republished']}  "
+            f"confirm errors {counts['confirm_errors']}"
+        )
     if u["last_error"]:
         line += f"  last error: {u['last_error']}"
     if u.get("last_rejection"):
@@ -243,8 +259,11 @@ def _add_family_commands(sub: Any, family_commands: Iterable[EntryPoint]) -> Non
         # a family left behind by an upgrade (module gone, callable renamed, a subcommand name taken) must
         # not take `edgegw run` or `edgegw status` with it
         except (ImportError, AttributeError, argparse.ArgumentError) as exc:
-            print(f"edgegw: commands of {ep.name} ({ep.value}) not available, got {type(exc).__name__}: {exc}; "
-                  "reinstall edgegw", file=sys.stderr)
+            print(
+                f"edgegw: commands of {ep.name} ({ep.value}) not available, got {type(exc).__name__}: {exc}; "
+                "reinstall edgegw",
+                file=sys.stderr,
+            )
 
 
 def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argparse.ArgumentParser:

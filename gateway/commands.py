@@ -12,7 +12,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import ReadingError
@@ -20,14 +20,14 @@ from gateway.logs import component_logger
 from gateway.ngsi import iota
 from gateway.records import Command, CommandResult, Reading, Source
 
-__all__ = ["CommandRouter", "DeviceIndex", "RouterCounters", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_ENTITIES"]
+__all__ = ["DEFAULT_MAX_ENTITIES", "DEFAULT_TIMEOUT_S", "CommandRouter", "DeviceIndex", "RouterCounters"]
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_ENTITIES = 100_000
 
 Handle = Callable[[Command], Awaitable[CommandResult]]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -63,8 +63,13 @@ class DeviceIndex:
     def _render(self, entity_id: str, entry: _Entry) -> str | None:
         # the uplink names a device with iota.device_id(reading, template): render it the same way
         adapter, entity_type, device = entry
-        probe = Reading(entity_id=entity_id, entity_type=entity_type, attributes={}, observed_at=_EPOCH,
-                        source=Source(adapter=adapter, device=device))
+        probe = Reading(
+            entity_id=entity_id,
+            entity_type=entity_type,
+            attributes={},
+            observed_at=_EPOCH,
+            source=Source(adapter=adapter, device=device),
+        )
         try:
             return iota.device_id(probe, self.template)
         except (ReadingError, KeyError, IndexError, ValueError):
@@ -85,8 +90,9 @@ class DeviceIndex:
 class CommandRouter:
     """Knows which adapter owns which entity and hands each Command to it; see the module docstring."""
 
-    def __init__(self, *, timeout_s: float = DEFAULT_TIMEOUT_S, max_entities: int = DEFAULT_MAX_ENTITIES,
-                 name: str = "commands") -> None:
+    def __init__(
+        self, *, timeout_s: float = DEFAULT_TIMEOUT_S, max_entities: int = DEFAULT_MAX_ENTITIES, name: str = "commands"
+    ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"commands: timeout_s must be > 0, got {timeout_s}")
         if max_entities < 1:
@@ -143,9 +149,12 @@ class CommandRouter:
                 index._remove(gone_id, gone)  # noqa: SLF001
             if self.counters.evicted == 1:
                 # once: a gateway with more live entities than the bound is worth a look, not a log flood
-                self._log.warning("more than %d entities seen: forgetting the least recently seen (%s); "
-                                  "commands to forgotten entities fail until they report again",
-                                  self.max_entities, gone_id)
+                self._log.warning(
+                    "more than %d entities seen: forgetting the least recently seen (%s); "
+                    "commands to forgotten entities fail until they report again",
+                    self.max_entities,
+                    gone_id,
+                )
 
     def owner(self, entity_id: str) -> str | None:
         """The name of the adapter that owns `entity_id`, if known."""
@@ -171,18 +180,24 @@ class CommandRouter:
         self.counters.dispatched += 1
         where = f"command {command.name}"
         # entity and command name only: command values may be personal (a locker PIN, a card number)
-        self._log.info("%s for %s received (id %s, via %s)", where, command.entity_id, command.command_id,
-                       command.uplink or "-")
+        self._log.info(
+            "%s for %s received (id %s, via %s)", where, command.entity_id, command.command_id, command.uplink or "-"
+        )
         adapter_name = self.owner(command.entity_id)
         if adapter_name is None:
             self.counters.unknown_entity += 1
-            return self._fail(command, f"{where}: no adapter owns entity \"{command.entity_id}\", got no reading "
-                                       "of it since the gateway started; check the entity id, or wait for the "
-                                       "device's first reading")
+            return self._fail(
+                command,
+                f'{where}: no adapter owns entity "{command.entity_id}", got no reading '
+                "of it since the gateway started; check the entity id, or wait for the "
+                "device's first reading",
+            )
         adapter = self._adapters.get(adapter_name)
         if adapter is None:
-            return self._fail(command, f"{where}: adapter {adapter_name} owns \"{command.entity_id}\" but is not "
-                                       "running, got no instance of it")
+            return self._fail(
+                command,
+                f'{where}: adapter {adapter_name} owns "{command.entity_id}" but is not running, got no instance of it',
+            )
         handle: Any = getattr(adapter, "handle", None)
         if not callable(handle):
             return self._fail(command, f"{where}: adapter {adapter_name} takes no commands")
@@ -193,13 +208,17 @@ class CommandRouter:
         except Exception as exc:  # an adapter's bug must not take the command path down
             if isinstance(exc, TimeoutError) and deadline.expired():
                 self.counters.timeouts += 1
-                return self._fail(command, f"{where}: adapter {adapter_name} gave no result within "
-                                           f"{self.timeout_s:g} s; the device may still act on it")
+                return self._fail(
+                    command,
+                    f"{where}: adapter {adapter_name} gave no result within "
+                    f"{self.timeout_s:g} s; the device may still act on it",
+                )
             text = str(exc) or "no message"
             return self._fail(command, f"{where}: adapter {adapter_name} failed, got {type(exc).__name__}: {text}")
         if not isinstance(result, CommandResult):
-            return self._fail(command, f"{where}: adapter {adapter_name} answered no CommandResult, got "
-                                       f"{type(result).__name__}")
+            return self._fail(
+                command, f"{where}: adapter {adapter_name} answered no CommandResult, got {type(result).__name__}"
+            )
         if result.command_id != command.command_id:
             result = CommandResult(command_id=command.command_id, ok=result.ok, info=result.info)
         if result.ok:

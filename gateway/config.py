@@ -45,9 +45,9 @@ class _Top(Section):
     gateway: GatewaySection
     buffer: BufferConfig = BufferConfig()
     ngsi: NgsiConfig = NgsiConfig()
-    adapters: list[dict[str, Any]] = []
-    uplinks: list[dict[str, Any]] = []
-    processing: list[dict[str, Any]] = []
+    adapters: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
+    uplinks: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
+    processing: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
 
 
 class GatewayConfig(Section):
@@ -130,7 +130,7 @@ def _unknown_adapters(raw: Any, raw_adapters: Any) -> list[str]:
         wanted = match.get("adapter") if isinstance(match, dict) else None
         if isinstance(wanted, str) and wanted not in names:
             known = ", ".join(str(n) for n in names) or "none"
-            errors.append(f"processing[{i}].match.adapter: no such adapter, got \"{wanted}\"; adapters: {known}")
+            errors.append(f'processing[{i}].match.adapter: no such adapter, got "{wanted}"; adapters: {known}')
     return errors
 
 

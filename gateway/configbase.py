@@ -23,16 +23,16 @@ from gateway.errors import ConfigError
 from gateway.secrets import SecretInClear, check_url_credentials
 
 __all__ = [
-    "read_toml",
-    "Section",
-    "NamedSection",
-    "Field",
     "ConfigProblems",
-    "format_validation_error",
-    "key_path",
+    "Field",
     "HttpUrl",
     "Identifier",
+    "NamedSection",
+    "Section",
     "check_http_url",
+    "format_validation_error",
+    "key_path",
+    "read_toml",
 ]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -65,7 +65,7 @@ def read_toml(path: Path, *, missing_hint: str = "") -> dict[str, Any]:
 
 def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
     if data.startswith(_UTF16_BOMS):
-        return "must be UTF-8, got UTF-16 (a Windows editor's \"Unicode\"); save it as UTF-8"
+        return 'must be UTF-8, got UTF-16 (a Windows editor\'s "Unicode"); save it as UTF-8'
     line = data.count(b"\n", 0, exc.start) + 1
     # everything before the bad byte decoded, so the column can count characters, as editors do
     column = len(data[data.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode("utf-8")) + 1
@@ -184,9 +184,7 @@ def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseM
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def format_validation_error(
-    exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = ""
-) -> list[str]:
+def format_validation_error(exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
     """One `<key.path>: <message>, got <value>` line per problem pydantic found."""
     lines: list[str] = []
     for err in exc.errors(include_url=False):
@@ -213,7 +211,7 @@ def format_validation_error(
             continue
         for head in ("Value error, ", "Assertion failed, "):
             if msg.startswith(head):
-                msg = msg[len(head):]
+                msg = msg[len(head) :]
         msg = msg[:1].lower() + msg[1:]
         if isinstance(cause, SecretInClear):
             msg += ", got a value that is not shown here"

@@ -115,7 +115,7 @@ def _last_seqs(batch: Sequence[Reading]) -> list[int]:
 def _advance(sent: list[int] | None, batch: Sequence[Reading]) -> list[int]:
     """`sent` moved past the batch's seqs, lane by lane."""
     last = _last_seqs(batch)
-    return last if sent is None else [max(a, b) for a, b in zip(sent, last)]
+    return last if sent is None else [max(a, b) for a, b in zip(sent, last, strict=True)]
 
 
 class _Pipeline:
@@ -271,8 +271,9 @@ class DeliveryLoop:
                 outcomes = await self.uplink.deliver(rows)
                 if len(outcomes) != len(rows):
                     # a broken uplink must not move cursors over records it did not account for
-                    self.log.error("uplink returned %d outcomes for %d records; retrying the batch",
-                                   len(outcomes), len(rows))
+                    self.log.error(
+                        "uplink returned %d outcomes for %d records; retrying the batch", len(outcomes), len(rows)
+                    )
                     await pipe.resync()
                     await self._pause(self.backoff.next())
                     continue
@@ -324,11 +325,19 @@ class DeliveryLoop:
         self.rejected += len(rejected)
         self.last_rejection = outcomes[rejected[-1]].reason
         for i in rejected[:DEAD_LETTER_LINES]:
-            self.log.warning("dead-lettered %s: %s; once the cause is fixed: edgegw buffer retry-dead-letters "
-                             "--uplink %s", batch.readings[i].entity_id, outcomes[i].reason, name)
+            self.log.warning(
+                "dead-lettered %s: %s; once the cause is fixed: edgegw buffer retry-dead-letters --uplink %s",
+                batch.readings[i].entity_id,
+                outcomes[i].reason,
+                name,
+            )
         if len(rejected) > DEAD_LETTER_LINES:
-            self.log.warning("dead-lettered %d more readings of this batch (%d in all); see edgegw buffer "
-                             "dead-letters --uplink %s", len(rejected) - DEAD_LETTER_LINES, len(rejected), name)
+            self.log.warning(
+                "dead-lettered %d more readings of this batch (%d in all); see edgegw buffer dead-letters --uplink %s",
+                len(rejected) - DEAD_LETTER_LINES,
+                len(rejected),
+                name,
+            )
 
     async def _back_off(self, batch: _Batch) -> None:
         self.retries += 1
@@ -336,11 +345,24 @@ class DeliveryLoop:
         refused = any(o.fault is Fault.CONFIGURATION for o in batch.outcomes if o.status is Status.RETRY)
         state = UplinkState.REFUSED if refused else UplinkState.BACKING_OFF
         if refused:
-            self._failing.fail(state, logging.ERROR, "delivery refused (%d of %d records to retry): %s; nothing is "
-                               "dead-lettered until the configuration is fixed", retry, total, self.last_error)
+            self._failing.fail(
+                state,
+                logging.ERROR,
+                "delivery refused (%d of %d records to retry): %s; nothing is "
+                "dead-lettered until the configuration is fixed",
+                retry,
+                total,
+                self.last_error,
+            )
         else:
-            self._failing.fail(state, logging.WARNING, "delivery failing (%d of %d records to retry): %s; backing off",
-                               retry, total, self.last_error)
+            self._failing.fail(
+                state,
+                logging.WARNING,
+                "delivery failing (%d of %d records to retry): %s; backing off",
+                retry,
+                total,
+                self.last_error,
+            )
         self.state = state
         await self._pause(self.backoff.next())
 
@@ -358,9 +380,12 @@ class DeliveryLoop:
             delay = self._rng.uniform(0, self.config.start_delay_s)
             if delay > 0:
                 self.state = UplinkState.WAITING
-                self.log.info("a backlog is waiting: draining it in %.1f s (random, up to start_delay_max_s = %g), "
-                              "so gateways that came back together do not all send at once",
-                              delay, self.config.start_delay_s)
+                self.log.info(
+                    "a backlog is waiting: draining it in %.1f s (random, up to start_delay_max_s = %g), "
+                    "so gateways that came back together do not all send at once",
+                    delay,
+                    self.config.start_delay_s,
+                )
                 await self._pause(delay)
         rate = self.config.drain_rate
         if rate is not None:
@@ -393,7 +418,15 @@ class DeliveryLoop:
         self._stopping.set()
 
     def status(self) -> UplinkStatus:
-        return UplinkStatus(name=self.config.name, type=self.config.type, state=self.state,
-                            delivered=self.delivered, rejected=self.rejected, retries=self.retries,
-                            last_error=self.last_error, last_rejection=self.last_rejection,
-                            last_delivery=self.last_delivery, diagnostics=self._diagnostics.read())
+        return UplinkStatus(
+            name=self.config.name,
+            type=self.config.type,
+            state=self.state,
+            delivered=self.delivered,
+            rejected=self.rejected,
+            retries=self.retries,
+            last_error=self.last_error,
+            last_rejection=self.last_rejection,
+            last_delivery=self.last_delivery,
+            diagnostics=self._diagnostics.read(),
+        )

@@ -12,8 +12,9 @@ from gateway.logs import StateLog
 class DiagnosticsReader:
     """One per adapter or uplink: a failing `diagnostics()` is logged once per failing spell, with its traceback."""
 
-    def __init__(self, kind: str, component: object,
-                 log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+    def __init__(
+        self, kind: str, component: object, log: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    ) -> None:
         self._kind = kind  # "adapter" or "uplink", for the log line
         self._component = component
         self._failed = StateLog(log)
@@ -24,8 +25,15 @@ class DiagnosticsReader:
         try:
             diagnostics = self._component.diagnostics()
         except Exception as exc:  # the status of every other component must still be written
-            self._failed.fail(True, logging.WARNING, "%s diagnostics failed: %s: %s", self._kind, type(exc).__name__,
-                              exc, exc_info=True)
+            self._failed.fail(
+                True,
+                logging.WARNING,
+                "%s diagnostics failed: %s: %s",
+                self._kind,
+                type(exc).__name__,
+                exc,
+                exc_info=True,
+            )
             return {"error": f"diagnostics() failed: {type(exc).__name__}: {exc}"}
         self._failed.ok()  # silently: the failure said the status lacks them, their return needs no line
         return diagnostics

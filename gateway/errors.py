@@ -83,7 +83,7 @@ class ReadingError(GatewayError, ValueError):
     code = "reading_invalid"
 
 
-class BufferError(GatewayError):  # noqa: A001 - deliberately shadows the builtin inside this module's namespace only
+class BufferError(GatewayError):
     code = "buffer_error"
 
 

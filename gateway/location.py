@@ -22,7 +22,9 @@ LOCATION = "location"  # the attribute name the Smart Data Models (and NGSI-LD) 
 
 def check_latitude(v: float) -> float:
     if not (math.isfinite(v) and -90 <= v <= 90):
-        raise ValueError(f"must be a latitude in degrees -90..90 (north positive), got {v:.10g}; are lat and lon swapped?")
+        raise ValueError(
+            f"must be a latitude in degrees -90..90 (north positive), got {v:.10g}; are lat and lon swapped?"
+        )
     return v
 
 

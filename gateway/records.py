@@ -11,7 +11,7 @@ import enum
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
@@ -109,11 +109,11 @@ def emit_many(emit: Emit, readings: Sequence[Reading]) -> Awaitable[None]:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UTC = UTC
 
 # One-entry caches of the last conversion. Readings of one adapter burst (and of one stored chunk)
 # share their observation time, so at 50,000 readings/s most conversions repeat the previous one.
@@ -238,15 +238,34 @@ def encode_reading(r: Reading) -> bytes:
 # the slots through their descriptors directly (0.6 / 0.5 µs). The result is the same object the
 # __init__ builds: these classes have no __post_init__ and no validation to skip.
 _new = object.__new__
-_set_value, _set_type, _set_unit, _set_metadata = (Attribute.__dict__[f].__set__ for f in ("value", "type", "unit", "metadata"))
-(_set_entity_id, _set_entity_type, _set_attributes, _set_observed_at, _set_time_source, _set_source, _set_lane,
- _set_seq) = (Reading.__dict__[f].__set__ for f in Reading.__slots__)
-assert Reading.__slots__ == ("entity_id", "entity_type", "attributes", "observed_at", "time_source", "source",
-                             "lane", "seq")
+_set_value, _set_type, _set_unit, _set_metadata = (
+    Attribute.__dict__[f].__set__ for f in ("value", "type", "unit", "metadata")
+)
+(
+    _set_entity_id,
+    _set_entity_type,
+    _set_attributes,
+    _set_observed_at,
+    _set_time_source,
+    _set_source,
+    _set_lane,
+    _set_seq,
+) = (Reading.__dict__[f].__set__ for f in Reading.__slots__)
+assert Reading.__slots__ == (
+    "entity_id",
+    "entity_type",
+    "attributes",
+    "observed_at",
+    "time_source",
+    "source",
+    "lane",
+    "seq",
+)
 
 
-def make_attribute(value: Any, type: str = "", unit: str | None = None, metadata: Mapping[str, Any] | None = None
-                   ) -> Attribute:
+def make_attribute(
+    value: Any, type: str = "", unit: str | None = None, metadata: Mapping[str, Any] | None = None
+) -> Attribute:
     """`Attribute(value=…, type=…, unit=…, metadata=…)`, built faster (metadata None means a new empty dict)."""
     a = _new(Attribute)
     _set_value(a, value)
@@ -256,8 +275,16 @@ def make_attribute(value: Any, type: str = "", unit: str | None = None, metadata
     return a
 
 
-def make_reading(entity_id: str, entity_type: str, attributes: Mapping[str, Attribute], observed_at: datetime,
-                 time_source: TimeSource, source: Source, lane: Lane, seq: int | None = None) -> Reading:
+def make_reading(
+    entity_id: str,
+    entity_type: str,
+    attributes: Mapping[str, Attribute],
+    observed_at: datetime,
+    time_source: TimeSource,
+    source: Source,
+    lane: Lane,
+    seq: int | None = None,
+) -> Reading:
     """`Reading(...)` with every field given, built faster; the hot paths' constructor."""
     r = _new(Reading)
     _set_entity_id(r, entity_id)
@@ -273,8 +300,16 @@ def make_reading(entity_id: str, entity_type: str, attributes: Mapping[str, Attr
 
 def with_seq(r: Reading, seq: int, attributes: Mapping[str, Attribute] | None = None) -> Reading:
     """A copy of `r` carrying the buffer's `seq` (and, if given, its own attributes mapping)."""
-    return make_reading(r.entity_id, r.entity_type, r.attributes if attributes is None else attributes,
-                        r.observed_at, r.time_source, r.source, r.lane, seq)
+    return make_reading(
+        r.entity_id,
+        r.entity_type,
+        r.attributes if attributes is None else attributes,
+        r.observed_at,
+        r.time_source,
+        r.source,
+        r.lane,
+        seq,
+    )
 
 
 _LANES = {int(lane): lane for lane in Lane}  # stored lane number -> Lane (a KeyError on a bad number)
@@ -302,5 +337,13 @@ def decode_reading(data: bytes, seq: int | None = None) -> Reading:
             _SOURCES.clear()
         # Source is frozen, so one instance per pair can be shared by every decoded reading
         source = _SOURCES[key] = Source(adapter=key[0], device=key[1])
-    return make_reading(doc["i"], doc["t"], attrs, from_epoch_us(doc["o"]), _DEVICE if doc["d"] else _GATEWAY,
-                        source, _LANES[doc["l"]], seq)
+    return make_reading(
+        doc["i"],
+        doc["t"],
+        attrs,
+        from_epoch_us(doc["o"]),
+        _DEVICE if doc["d"] else _GATEWAY,
+        source,
+        _LANES[doc["l"]],
+        seq,
+    )

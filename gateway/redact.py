@@ -102,8 +102,13 @@ def _mask_patterns(s: str) -> str:
 
 def _spellings(value: str) -> set[str]:
     """The forms a secret takes on the wire and in the logs."""
-    forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1],
-             json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms = {
+        value,
+        quote(value, safe=""),
+        quote_plus(value),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
     return {f for f in forms if len(f) >= MIN_CHARS}
 
 

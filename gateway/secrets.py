@@ -94,8 +94,8 @@ def check_url_credentials(url: str) -> str:
 def _check_ref(v: str) -> str:
     if not _REF.match(v):
         raise SecretInClear(
-            "must reference a secret as \"secret:<name>\" (stored with `edgegw secret set <name>`) "
-            "or \"env:<VARIABLE>\", never the secret in clear"
+            'must reference a secret as "secret:<name>" (stored with `edgegw secret set <name>`) '
+            'or "env:<VARIABLE>", never the secret in clear'
         )
     return v
 

@@ -41,8 +41,15 @@ class AdapterStatus:
 
 
 class _Supervised:
-    def __init__(self, config: AdapterConfig, adapter: Adapter, emit: Emit, backoff: Backoff,
-                 stable_after_s: float, emit_many: EmitMany | None = None) -> None:
+    def __init__(
+        self,
+        config: AdapterConfig,
+        adapter: Adapter,
+        emit: Emit,
+        backoff: Backoff,
+        stable_after_s: float,
+        emit_many: EmitMany | None = None,
+    ) -> None:
         self.config = config
         self.adapter = adapter
         self.backoff = backoff
@@ -108,19 +115,35 @@ class _Supervised:
                 delay = self.backoff.next()
                 self.restarts += 1
                 self._set(AdapterState.BACKING_OFF)
-                if not self._failing.fail(self.last_error, logging.WARNING, "adapter failed: %s; restarting in %.1f s",
-                                          self.last_error, delay, exc_info=log.isEnabledFor(logging.DEBUG)):
-                    self.log.debug("adapter failed again (restart %d): %s; restarting in %.1f s", self.restarts,
-                                   self.last_error, delay)
+                if not self._failing.fail(
+                    self.last_error,
+                    logging.WARNING,
+                    "adapter failed: %s; restarting in %.1f s",
+                    self.last_error,
+                    delay,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                ):
+                    self.log.debug(
+                        "adapter failed again (restart %d): %s; restarting in %.1f s",
+                        self.restarts,
+                        self.last_error,
+                        delay,
+                    )
                 await asyncio.sleep(delay)
 
     def status(self) -> AdapterStatus:
         diagnostics = self._diagnostics.read()
-        return AdapterStatus(name=self.config.name, type=self.config.type, state=self.state,
-                             last_error=self.last_error, restarts=self.restarts, emitted=self.emitted,
-                             since=self.since, malformed=_total(diagnostics.get("malformed")),
-                             diagnostics=diagnostics)
-
+        return AdapterStatus(
+            name=self.config.name,
+            type=self.config.type,
+            state=self.state,
+            last_error=self.last_error,
+            restarts=self.restarts,
+            emitted=self.emitted,
+            since=self.since,
+            malformed=_total(diagnostics.get("malformed")),
+            diagnostics=diagnostics,
+        )
 
 
 def _total(counts: object) -> int:
@@ -131,8 +154,15 @@ def _total(counts: object) -> int:
 
 
 class Supervisor:
-    def __init__(self, emit: Emit, *, backoff_initial_s: float = 1.0, backoff_max_s: float = 60.0,
-                 stable_after_s: float = 60.0, emit_many: EmitMany | None = None) -> None:
+    def __init__(
+        self,
+        emit: Emit,
+        *,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        stable_after_s: float = 60.0,
+        emit_many: EmitMany | None = None,
+    ) -> None:
         self._emit = emit
         self._emit_many = emit_many
         self._backoff = (backoff_initial_s, backoff_max_s)
@@ -141,8 +171,9 @@ class Supervisor:
 
     def start(self, adapters: Sequence[tuple[AdapterConfig, Adapter]]) -> None:
         for config, adapter in adapters:
-            item = _Supervised(config, adapter, self._emit, Backoff(*self._backoff), self._stable_after_s,
-                               self._emit_many)
+            item = _Supervised(
+                config, adapter, self._emit, Backoff(*self._backoff), self._stable_after_s, self._emit_many
+            )
             item.task = asyncio.create_task(item.run(), name=f"adapter:{config.name}")
             self._items.append(item)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -17,7 +18,7 @@ class Notifier:
         self._watchdog = bool(watchdog_usec)
 
     @classmethod
-    def from_environment(cls) -> "Notifier":
+    def from_environment(cls) -> Notifier:
         address = os.environ.get("NOTIFY_SOCKET")
         usec = os.environ.get("WATCHDOG_USEC")
         pid = os.environ.get("WATCHDOG_PID")
@@ -30,11 +31,9 @@ class Notifier:
         address = self.address
         if address.startswith("@"):  # abstract namespace socket
             address = "\0" + address[1:]
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            try:
-                sock.sendto(message.encode(), address)
-            except OSError:
-                pass  # systemd gone (shutdown): nothing to tell
+        # suppress covers the send only (it is entered after the socket is made): systemd gone (shutdown)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+            sock.sendto(message.encode(), address)
 
     def ready(self, status: str = "") -> None:
         self._send(f"READY=1\nSTATUS={status}" if status else "READY=1")

@@ -33,8 +33,12 @@ class TlsSection(Section):
     """A `tls` table: the CA that signed the peer (system CAs if unset), an optional client certificate
     (mutual TLS) and whether the peer's certificate is checked at all."""
 
-    ca_file: Path | None = Field(default=None, description="PEM CA bundle that signed the peer, trusted besides the system CAs")
-    cert_file: Path | None = Field(default=None, description="PEM client certificate for mutual TLS (may also hold the key)")
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle that signed the peer, trusted besides the system CAs"
+    )
+    cert_file: Path | None = Field(
+        default=None, description="PEM client certificate for mutual TLS (may also hold the key)"
+    )
     key_file: Path | None = Field(default=None, description="PEM private key of cert_file, unencrypted")
     verify: TlsVerify = Field(default=TlsVerify.FULL, description='"full" (chain and host name) or "off" (lab only)')
 
@@ -51,8 +55,9 @@ class TlsSection(Section):
     @model_validator(mode="after")
     def _consistent(self) -> TlsSection:
         if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file needs cert_file for mutual TLS, got only key_file; "
-                             "set cert_file to the client certificate")
+            raise ValueError(
+                "key_file needs cert_file for mutual TLS, got only key_file; set cert_file to the client certificate"
+            )
         if self.verify is TlsVerify.OFF and self.ca_file is not None:
             raise ValueError('ca_file is unused with verify = "off"; remove one of them')
         return self

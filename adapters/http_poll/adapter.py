@@ -147,7 +147,9 @@ class HttpPollAdapter:
                 if resp.status != 200:
                     head = await resp.content.read(EXCERPT_CHARS)
                     kind = "http_5xx" if resp.status >= 500 else "http_status"
-                    raise _Failure(kind, f"HTTP {resp.status} {resp.reason or ''}".rstrip() + f", body {self._excerpt(head)}")
+                    raise _Failure(
+                        kind, f"HTTP {resp.status} {resp.reason or ''}".rstrip() + f", body {self._excerpt(head)}"
+                    )
                 body = await self._read_limited(resp)
                 return _Response(
                     status=200,
@@ -195,7 +197,7 @@ class HttpPollAdapter:
                 self._rejected(reading, exc)
         results = await asyncio.gather(*(aw for _, aw in pending), return_exceptions=True)
         failure: BaseException | None = None
-        for (reading, _), outcome in zip(pending, results):
+        for (reading, _), outcome in zip(pending, results, strict=True):
             if outcome is None:
                 self.emitted += 1
                 self._seen.remember(reading)
@@ -222,8 +224,15 @@ class HttpPollAdapter:
         self.failed[exc.reason] += 1
         self._log.debug("poll of %s failed (%s): %s", self.config.display_url, exc.reason, exc.detail)
         self.last_error = f"{exc.reason}: {exc.detail}"
-        self._failing.fail(exc.reason, logging.WARNING, "polling %s fails (%s): %s; retrying every %ss",
-                           self.config.display_url, exc.reason, exc.detail, self.config.interval_s)
+        self._failing.fail(
+            exc.reason,
+            logging.WARNING,
+            "polling %s fails (%s): %s; retrying every %ss",
+            self.config.display_url,
+            exc.reason,
+            exc.detail,
+            self.config.interval_s,
+        )
 
     def _transport_ok(self) -> None:
         self._failing.ok("polling %s works again", self.config.display_url)

@@ -134,8 +134,15 @@ class HttpPollConfig(AdapterConfig):
     def _consistent(self) -> HttpPollConfig:
         problems: list[tuple[str, str]] = []
         if self.timeout_s > self.interval_s:
-            problems.append(("timeout_s", (f"must be at most interval_s so a poll ends before the next is due, "
-                                           f"got {self.timeout_s} > {self.interval_s}")))
+            problems.append(
+                (
+                    "timeout_s",
+                    (
+                        f"must be at most interval_s so a poll ends before the next is due, "
+                        f"got {self.timeout_s} > {self.interval_s}"
+                    ),
+                )
+            )
         if self.tls is not None and not self.url.startswith("https://"):
             problems.append(("tls", "[adapters.tls] applies to https:// URLs only; remove it or use https"))
         if problems:

@@ -172,7 +172,12 @@ class Mapper:
         try:
             entity_id = _render(rule, item)
             return read_reading(
-                rule.fields, item, now, entity_id=entity_id, entity_type=rule.entity_type, source=self.source,
+                rule.fields,
+                item,
+                now,
+                entity_id=entity_id,
+                entity_type=rule.entity_type,
+                source=self.source,
                 dated=rule.dated,
             )
         except FieldError as exc:
@@ -196,7 +201,9 @@ def _render(rule: _Rule, item: dict[str, Any]) -> str:
 
 
 def _values_key(r: Reading) -> tuple[Any, ...]:
-    return tuple(sorted((n, orjson.dumps(a.value, option=orjson.OPT_SORT_KEYS), a.type, a.unit) for n, a in r.attributes.items()))
+    return tuple(
+        sorted((n, orjson.dumps(a.value, option=orjson.OPT_SORT_KEYS), a.type, a.unit) for n, a in r.attributes.items())
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

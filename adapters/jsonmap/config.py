@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, ClassVar, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -59,7 +59,7 @@ class LaneName(enum.Enum):
 DEFAULT_ZONE = "Asia/Tokyo"
 CONTROLLED_PROPERTY = "controlledProperty"  # the Device model's list of what a device senses or switches
 _UNIT_RE = re.compile(r"^[A-Z0-9]{2,3}$", re.ASCII)
-_SAMPLE_TIME = datetime(2026, 7, 1, 9, 10, 30, tzinfo=timezone.utc)
+_SAMPLE_TIME = datetime(2026, 7, 1, 9, 10, 30, tzinfo=UTC)
 
 
 def _check_unit(v: str | None) -> str | None:
@@ -124,18 +124,29 @@ class TimestampSection(Section):
     def _pattern(self) -> TimestampSection:
         if self.format is TimeFormat.STRPTIME:
             if not self.pattern:
-                raise ConfigProblems([("pattern", ('is needed with format = "strptime", got none; e.g. '
-                                                   'pattern = "%Y%m%d%H%M"'))])
+                raise ConfigProblems(
+                    [("pattern", ('is needed with format = "strptime", got none; e.g. pattern = "%Y%m%d%H%M"'))]
+                )
             try:
                 datetime.strptime(_SAMPLE_TIME.strftime(self.pattern), self.pattern)
             except ValueError:
-                raise ConfigProblems([("pattern", ("must be a strptime pattern that reads back what it writes, like "
-                                                   f"%Y/%m/%d %H:%M, got {self.pattern!r}"))]) from None
+                raise ConfigProblems(
+                    [
+                        (
+                            "pattern",
+                            (
+                                "must be a strptime pattern that reads back what it writes, like "
+                                f"%Y/%m/%d %H:%M, got {self.pattern!r}"
+                            ),
+                        )
+                    ]
+                ) from None
             if "%Y" not in self.pattern and "%y" not in self.pattern:
                 raise ConfigProblems([("pattern", f"must contain the year (%Y), got {self.pattern!r}")])
         elif self.pattern is not None:
-            raise ConfigProblems([("pattern", ('applies to format = "strptime" only, got format '
-                                               f"{self.format.value!r}"))])
+            raise ConfigProblems(
+                [("pattern", (f'applies to format = "strptime" only, got format {self.format.value!r}'))]
+            )
         return self
 
 
@@ -161,8 +172,11 @@ class LocationSection(Section):
 
     @model_validator(mode="after")
     def _one_form(self) -> LocationSection:
-        forms = [keys for keys in (("lat", "lon"), ("lat_path", "lon_path"), ("path",))
-                 if any(getattr(self, k) is not None for k in keys)]
+        forms = [
+            keys
+            for keys in (("lat", "lon"), ("lat_path", "lon_path"), ("path",))
+            if any(getattr(self, k) is not None for k in keys)
+        ]
         given = [k for keys in forms for k in keys if getattr(self, k) is not None]
         if len(forms) != 1 or len(given) != len(forms[0]):
             raise ValueError(
@@ -170,8 +184,17 @@ class LocationSection(Section):
                 f"(a GeoJSON field of each object), got {', '.join(given) or 'none of them'}"
             )
         if forms[0] == ("lat", "lon") and "missing" in self.model_fields_set:
-            raise ConfigProblems([("missing", ("applies to a location read from the JSON, not to a fixed lat and lon, "
-                                               f"got missing = {self.missing.value!r}; remove it"))])
+            raise ConfigProblems(
+                [
+                    (
+                        "missing",
+                        (
+                            "applies to a location read from the JSON, not to a fixed lat and lon, "
+                            f"got missing = {self.missing.value!r}; remove it"
+                        ),
+                    )
+                ]
+            )
         return self
 
 
@@ -215,7 +238,9 @@ class MappingSection(Section):
             if getattr(self, key) is not None and named is not None:
                 message = f"is set and attributes[{named}] is named {name!r} too, got both; keep one of them"
                 # raised at the key itself, so the message names it rather than the whole mapping
-                errors.append(InitErrorDetails(type=PydanticCustomError("value_error", message), loc=(key,), input=None))
+                errors.append(
+                    InitErrorDetails(type=PydanticCustomError("value_error", message), loc=(key,), input=None)
+                )
         if errors:
             raise ValidationError.from_exception_data("mapping", errors)
         return self

@@ -50,7 +50,8 @@ def compile_fields(m: MappingSection, *, arrival: str) -> FieldRules:
         structured=any(a.type is NgsiType.STRUCTURED_VALUE for a in m.attributes)
         or (m.location is not None and m.location.path is not None),
         location=compile_location(m.location) if m.location is not None else None,
-        controlled=None if m.controlled_property is None
+        controlled=None
+        if m.controlled_property is None
         else Attribute(value=list(m.controlled_property), type="StructuredValue"),
     )
 
@@ -66,7 +67,10 @@ def read_attributes(rules: FieldRules, item: dict[str, Any]) -> dict[str, Attrib
                 continue
             got = "no such field" if raw is MISSING else describe(raw)
             raise FieldError(
-                f"is missing, got {got}", problem=Problem.MISSING_FIELD, path=a.path, path_text=a.path_text,
+                f"is missing, got {got}",
+                problem=Problem.MISSING_FIELD,
+                path=a.path,
+                path_text=a.path_text,
                 subject=a.subject,
             )
         attributes[a.name] = Attribute(value=a.coerce(a, raw, zone), type=a.type_text, unit=a.unit)
@@ -74,7 +78,13 @@ def read_attributes(rules: FieldRules, item: dict[str, Any]) -> dict[str, Attrib
 
 
 def read_reading(
-    rules: FieldRules, item: dict[str, Any], now: datetime, *, entity_id: str, entity_type: str, source: Source,
+    rules: FieldRules,
+    item: dict[str, Any],
+    now: datetime,
+    *,
+    entity_id: str,
+    entity_type: str,
+    source: Source,
     dated: bool | None = None,
 ) -> Reading:
     """The Reading `item` makes (ids already rendered by the adapter), or FieldError; the path is empty for a

@@ -70,8 +70,12 @@ def _degrees(raw: Any, path: JsonPath, text: str, low: float, high: float, name:
     elif t is str and (d := number_text(raw)) is not None:
         value = float(d)
     else:
-        raise _fail(f"must be a {name} in degrees (a number), got {type(raw).__name__} {describe(raw)}",
-                    Problem.WRONG_TYPE, path, text)
+        raise _fail(
+            f"must be a {name} in degrees (a number), got {type(raw).__name__} {describe(raw)}",
+            Problem.WRONG_TYPE,
+            path,
+            text,
+        )
     if not (math.isfinite(value) and low <= value <= high):
         swapped = "; are lat_path and lon_path swapped?" if name == "latitude" else ""
         raise _fail(f"must be a {name} {low:g}..{high:g}, got {describe(raw)}{swapped}", Problem.BAD_VALUE, path, text)
@@ -87,13 +91,21 @@ def read_location(rule: LocationRule, item: Any, nulls: frozenset[str]) -> Attri
         if raw is MISSING:
             return None
         if raw.__class__ is not dict:
-            raise _fail(f"must be a GeoJSON object, got {type(raw).__name__} {describe(raw)}", Problem.WRONG_TYPE,
-                        rule.geometry, rule.geometry_text)
+            raise _fail(
+                f"must be a GeoJSON object, got {type(raw).__name__} {describe(raw)}",
+                Problem.WRONG_TYPE,
+                rule.geometry,
+                rule.geometry_text,
+            )
         problem = geojson.problem(raw)
         if problem is not None:
             what, fix = problem
-            raise _fail(f"{what}, got {describe(raw)}" + (f"; {fix}" if fix else ""), Problem.BAD_VALUE,
-                        rule.geometry, rule.geometry_text)
+            raise _fail(
+                f"{what}, got {describe(raw)}" + (f"; {fix}" if fix else ""),
+                Problem.BAD_VALUE,
+                rule.geometry,
+                rule.geometry_text,
+            )
         return Attribute(value=raw, type=_GEO_JSON)
     assert rule.lat is not None and rule.lon is not None  # the section requires one of the three forms
     raw_lat = _present(rule, rule.lat, rule.lat_text, item, nulls)

@@ -16,9 +16,7 @@ _KEY = r"[^.\[\]{}\s]+"
 _FIELD_RE = re.compile(rf"^{_KEY}(?:\.{_KEY}|\[\d+\])*$")
 _ANY_RE = re.compile(rf"^(?:{_KEY}|\[\d+\])(?:\.{_KEY}|\[\d+\])*$")
 _PART_RE = re.compile(rf"\.?({_KEY})|\[(\d+)\]")
-PATH_HELP: Final = (
-    "must be a JSON path like data.stations or 観測値[0].水位 (keys separated by '.', list items as [i])"
-)
+PATH_HELP: Final = "must be a JSON path like data.stations or 観測値[0].水位 (keys separated by '.', list items as [i])"
 
 
 class _Missing:

@@ -85,10 +85,20 @@ def id_field(doc: Any, ref: FieldRef, key: str) -> str:
         return text
     subject = f"{key} {{{ref.text}}}"
     if value is MISSING or value is None:
-        raise FieldError(f"is missing, got {'no such field' if value is MISSING else 'null'}",
-                         problem=Problem.MISSING_FIELD, path=ref.path, path_text=path_text(ref.path), subject=subject)
-    raise FieldError(f"must be a string or an integer, got {type(value).__name__} {describe(value)}",
-                     problem=Problem.WRONG_TYPE, path=ref.path, path_text=path_text(ref.path), subject=subject)
+        raise FieldError(
+            f"is missing, got {'no such field' if value is MISSING else 'null'}",
+            problem=Problem.MISSING_FIELD,
+            path=ref.path,
+            path_text=path_text(ref.path),
+            subject=subject,
+        )
+    raise FieldError(
+        f"must be a string or an integer, got {type(value).__name__} {describe(value)}",
+        problem=Problem.WRONG_TYPE,
+        path=ref.path,
+        path_text=path_text(ref.path),
+        subject=subject,
+    )
 
 
 def checked_id(text: str, *, key: str, template: str, check: Callable[[str], object]) -> str:
@@ -96,6 +106,7 @@ def checked_id(text: str, *, key: str, template: str, check: Callable[[str], obj
     try:
         check(text)
     except ValueError as exc:
-        raise FieldError(f"{key} {template} renders to an invalid identifier: {exc}, got {describe(text)}",
-                         problem=Problem.BAD_ID) from None
+        raise FieldError(
+            f"{key} {template} renders to an invalid identifier: {exc}, got {describe(text)}", problem=Problem.BAD_ID
+        ) from None
     return text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -14,16 +14,14 @@ from adapters.jsonmap.numbers import number_text
 from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path
 from gateway.records import TimeSource
 
-_UTC = timezone.utc
+_UTC = UTC
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 # A device or system whose clock was never set reports 1970 (Tasmota without NTP); such a time would
 # roll the platform's entity back decades, so it is refused rather than stored.
 EARLIEST: Final = datetime(2000, 1, 1, tzinfo=_UTC)
 MAX_AHEAD: Final = timedelta(days=1)
 _DAY = timedelta(days=1)
-_ISO_RE = re.compile(
-    r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?(Z|z|[+-]\d{2}:?\d{2})?$", re.ASCII
-)
+_ISO_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?(Z|z|[+-]\d{2}:?\d{2})?$", re.ASCII)
 # Japanese systems write local time without an offset, in several spellings; full-width digits occur too.
 _LOCAL_RE = re.compile(
     r"^\s*(\d{4})\s*[/.\-年]\s*(\d{1,2})\s*[/.\-月]\s*(\d{1,2})\s*日?\s*[T\s]?\s*"
@@ -152,7 +150,9 @@ def compile_timestamp(t: TimestampSection, *, arrival: str) -> TimeRule:
 
 
 def _fail(rule: TimeRule, what: str) -> FieldError:
-    return FieldError(what, problem=Problem.BAD_TIMESTAMP, path=rule.path, path_text=rule.path_text, subject="timestamp")
+    return FieldError(
+        what, problem=Problem.BAD_TIMESTAMP, path=rule.path, path_text=rule.path_text, subject="timestamp"
+    )
 
 
 def read_time(rule: TimeRule, raw: Any, now: datetime) -> datetime:

@@ -45,9 +45,7 @@ CU16_REPLY_LEN, CU48_REPLY_LEN = 9, 12
 class LockerFrameError(DeviceProtocolError):
     code = "locker_frame_invalid"
 
-    def __init__(
-        self, where: str, what: str, got: str, fix: str = "", /, **params: object
-    ) -> None:
+    def __init__(self, where: str, what: str, got: str, fix: str = "", /, **params: object) -> None:
         text = f"{where}: {what}, got {got}"
         super().__init__(f"{text}; {fix}" if fix else text, where=where, **params)
 
@@ -56,44 +54,65 @@ class LockerFrameTruncated(LockerFrameError):
     code = "locker_frame_truncated"
 
     def __init__(self, where: str, *, need: int, got: int) -> None:
-        super().__init__(where, f"frame truncated, need {need} bytes", f"{got} bytes",
-                         "wait for the rest of the frame or check the baud rate",
-                         need=need, got=got)
+        super().__init__(
+            where,
+            f"frame truncated, need {need} bytes",
+            f"{got} bytes",
+            "wait for the rest of the frame or check the baud rate",
+            need=need,
+            got=got,
+        )
 
 
 class LockerFrameLength(LockerFrameError):
     code = "locker_frame_length"
 
     def __init__(self, where: str, *, expected: int, got: int) -> None:
-        super().__init__(where, f"frame has the wrong length, expected {expected} bytes",
-                         f"{got} bytes", "check the board model configured for this bus",
-                         expected=expected, got=got)
+        super().__init__(
+            where,
+            f"frame has the wrong length, expected {expected} bytes",
+            f"{got} bytes",
+            "check the board model configured for this bus",
+            expected=expected,
+            got=got,
+        )
 
 
 class LockerChecksumError(LockerFrameError):
     code = "locker_checksum"
 
     def __init__(self, where: str, *, expected: int, got: int) -> None:
-        super().__init__(where, f"checksum mismatch, expected 0x{expected:02X}",
-                         f"0x{got:02X}", "noise on the RS-485 line or two boards answering",
-                         expected=expected, got=got)
+        super().__init__(
+            where,
+            f"checksum mismatch, expected 0x{expected:02X}",
+            f"0x{got:02X}",
+            "noise on the RS-485 line or two boards answering",
+            expected=expected,
+            got=got,
+        )
 
 
 class LockerWrongBoard(LockerFrameError):
     code = "locker_wrong_board"
 
     def __init__(self, where: str, *, expected: int, got: int) -> None:
-        super().__init__(where, f"reply from the wrong board, expected board {expected}",
-                         f"board {got}", "two boards share an address, or a late reply",
-                         expected=expected, got=got)
+        super().__init__(
+            where,
+            f"reply from the wrong board, expected board {expected}",
+            f"board {got}",
+            "two boards share an address, or a late reply",
+            expected=expected,
+            got=got,
+        )
 
 
 class LockerUnexpectedFrame(LockerFrameError):
     code = "locker_unexpected_frame"
 
     def __init__(self, where: str, *, field: str, expected: str, got: int) -> None:
-        super().__init__(where, f"unexpected {field}, expected {expected}", f"0x{got:02X}",
-                         field=field, expected=expected, got=got)
+        super().__init__(
+            where, f"unexpected {field}, expected {expected}", f"0x{got:02X}", field=field, expected=expected, got=got
+        )
 
 
 class LockerValueInvalid(LockerFrameError):
@@ -102,8 +121,7 @@ class LockerValueInvalid(LockerFrameError):
     code = "locker_value_invalid"
 
     def __init__(self, where: str, *, field: str, low: int, high: int, got: int) -> None:
-        super().__init__(where, f"{field} must be {low}..{high}", str(got),
-                         field=field, low=low, high=high, got=got)
+        super().__init__(where, f"{field} must be {low}..{high}", str(got), field=field, low=low, high=high, got=got)
 
 
 # --- values ------------------------------------------------------------------------------
@@ -188,20 +206,22 @@ def _check_kerong(where: str, frame: bytes, length: int, command_at: int, comman
     if frame[-2] != ETX:
         raise LockerUnexpectedFrame(where, field="end byte", expected="0x03", got=frame[-2])
     if frame[command_at] != command:
-        raise LockerUnexpectedFrame(where, field="reply command", expected=f"0x{command:02X}",
-                                    got=frame[command_at])
+        raise LockerUnexpectedFrame(where, field="reply command", expected=f"0x{command:02X}", got=frame[command_at])
 
 
-def _status(board: int, count: int, bits: int, polarity: LockPolarity,
-            occupancy: int | None = None,
-            occupancy_polarity: OccupancyPolarity = OccupancyPolarity.SET_MEANS_OCCUPIED
-            ) -> BoardStatus:
+def _status(
+    board: int,
+    count: int,
+    bits: int,
+    polarity: LockPolarity,
+    occupancy: int | None = None,
+    occupancy_polarity: OccupancyPolarity = OccupancyPolarity.SET_MEANS_OCCUPIED,
+) -> BoardStatus:
     full = (1 << count) - 1
     locked = bits if polarity is LockPolarity.SET_MEANS_LOCKED else ~bits & full
     if occupancy is not None and occupancy_polarity is OccupancyPolarity.SET_MEANS_EMPTY:
         occupancy = ~occupancy & full
-    return BoardStatus(board=board, lock_count=count, locked_mask=locked,
-                       occupied_mask=occupancy)
+    return BoardStatus(board=board, lock_count=count, locked_mask=locked, occupied_mask=occupancy)
 
 
 # --- Kerong CU16 -------------------------------------------------------------------------
@@ -272,8 +292,7 @@ XOR = "locker xor board"
 
 def _xor_board_lock(board: int, lock: int, channels: int) -> tuple[int, int]:
     _check_channels(channels)
-    return (_check_range(XOR, "board", board, 1, 255),
-            _check_range(XOR, "lock", lock, 1, channels))
+    return (_check_range(XOR, "board", board, 1, 255), _check_range(XOR, "lock", lock, 1, channels))
 
 
 def _check_channels(channels: int) -> None:
@@ -292,8 +311,7 @@ def encode_xor_query(board: int, lock: int, *, channels: int = 24) -> bytes:
 
 
 def encode_xor_query_all(board: int) -> bytes:
-    return _xor_frame(bytes((XOR_QUERY_HEAD, _check_range(XOR, "board", board, 1, 255), 0x00,
-                             XOR_QUERY_CMD)))
+    return _xor_frame(bytes((XOR_QUERY_HEAD, _check_range(XOR, "board", board, 1, 255), 0x00, XOR_QUERY_CMD)))
 
 
 def _check_xor(frame: bytes, length: int, head: int) -> None:
@@ -302,8 +320,7 @@ def _check_xor(frame: bytes, length: int, head: int) -> None:
     if len(frame) > length:
         raise LockerFrameLength(XOR, expected=length, got=len(frame))
     if frame[0] != head:
-        raise LockerUnexpectedFrame(XOR, field="start byte", expected=f"0x{head:02X}",
-                                    got=frame[0])
+        raise LockerUnexpectedFrame(XOR, field="start byte", expected=f"0x{head:02X}", got=frame[0])
     expected = _xor8(frame[:-1])
     if frame[-1] != expected:
         raise LockerChecksumError(XOR, expected=expected, got=frame[-1])
@@ -345,7 +362,7 @@ def decode_xor_status(
         raise LockerWrongBoard(XOR, expected=board, got=frame[1])
     if frame[-2] != XOR_QUERY_CMD:
         raise LockerUnexpectedFrame(XOR, field="reply command", expected="0x33", got=frame[-2])
-    bits = int.from_bytes(frame[2:2 + groups], "big")
+    bits = int.from_bytes(frame[2 : 2 + groups], "big")
     return _status(board, channels, bits, polarity)
 
 
@@ -389,7 +406,7 @@ def _xor_valid(frame: bytes) -> bool:
 def _xor_end(buf: bytes, start: int, groups: int, final: bool) -> int | None:
     n = len(buf)
     short, long = start + 5, start + groups + 4
-    if buf[start] == XOR_UNLOCK_HEAD or long <= n and _xor_valid(buf[start:long]):
+    if buf[start] == XOR_UNLOCK_HEAD or (long <= n and _xor_valid(buf[start:long])):
         if buf[start] == XOR_QUERY_HEAD:
             return long
         if short > n:
@@ -420,8 +437,7 @@ def split_frames(buffer: bytes, dialect: Dialect, *, final: bool = False) -> Spl
             i += 1
             discarded += 1
             continue
-        end = (_kerong_end(buffer, i) if dialect is Dialect.KERONG
-               else _xor_end(buffer, i, groups, final))
+        end = _kerong_end(buffer, i) if dialect is Dialect.KERONG else _xor_end(buffer, i, groups, final)
         if end is None:
             return Split(frames=tuple(frames), remainder=buffer[i:], discarded=discarded)
         if end < 0:

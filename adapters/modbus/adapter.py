@@ -35,7 +35,7 @@ REASON = "reason"  # deviceState's metadata: why the device is offline, "" while
 # the processor removes it after computing the level, so it never reaches the buffer.
 RIVER_INPUT = "edgegwRiverInput"
 
-__all__ = ["ModbusAdapter", "quality_config_of", "QUEUE_SIZE"]
+__all__ = ["QUEUE_SIZE", "ModbusAdapter", "quality_config_of"]
 
 QUEUE_SIZE = 10_000  # readings waiting for the buffer; beyond it the oldest are dropped (and counted)
 _NUMERIC = (DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32, DataType.FLOAT32, DataType.FLOAT64)
@@ -46,9 +46,13 @@ def quality_config_of(point: Point) -> QualityConfig:
     """The checks a profile's point asks for: its valid range, no-data sentinels, spike and stuck limits."""
     lo, hi = point.valid_range if point.valid_range is not None else (None, None)
     q = point.quality
-    return QualityConfig(valid_min=lo, valid_max=hi, sentinels=point.no_data,
-                         spike_max_delta=q.spike_threshold if q else None,
-                         stuck_window_s=q.stuck_window if q else None)
+    return QualityConfig(
+        valid_min=lo,
+        valid_max=hi,
+        sentinels=point.no_data,
+        spike_max_delta=q.spike_threshold if q else None,
+        stuck_window_s=q.stuck_window if q else None,
+    )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -96,31 +100,51 @@ class ModbusAdapter:
             self.buses[bus_cfg.name] = self._bus(bus_cfg)
         for i, dc in enumerate(cfg.devices):
             profile = cfg.profile_of(dc)
-            fields = {"gateway": self.context.gateway_id, "adapter": cfg.name, "bus": dc.bus, "device": dc.name,
-                      "unit_id": str(dc.unit_id), "entity_type": profile.entity_type}
+            fields = {
+                "gateway": self.context.gateway_id,
+                "adapter": cfg.name,
+                "bus": dc.bus,
+                "device": dc.name,
+                "unit_id": str(dc.unit_id),
+                "entity_type": profile.entity_type,
+            }
             ids = []
             for key, template in (("entity_id", dc.entity_id), ("device_entity_id", dc.device_entity_id)):
                 value = template.format_map(fields)
                 try:
                     check_entity_id(value)
                 except ValueError as exc:
-                    errors.append(f"devices[{i}].{key}: {exc}, got \"{value}\"")
+                    errors.append(f'devices[{i}].{key}: {exc}, got "{value}"')
                 ids.append(value)
             iface = profile.interface
             unit = BusDevice(
-                name=dc.name, unit_id=dc.unit_id, points=profile.points,
+                name=dc.name,
+                unit_id=dc.unit_id,
+                points=profile.points,
                 intervals=[p.poll_interval or dc.poll_interval or profile.poll_interval for p in profile.points],
-                timeout=dc.timeout or iface.timeout, retries=dc.retries,
-                inter_request_delay=dc.inter_request_delay if dc.inter_request_delay is not None
+                timeout=dc.timeout or iface.timeout,
+                retries=dc.retries,
+                inter_request_delay=dc.inter_request_delay
+                if dc.inter_request_delay is not None
                 else iface.inter_request_delay,
-                max_registers=iface.max_registers_per_read, max_bits=iface.max_bits_per_read, max_gap=iface.max_gap,
+                max_registers=iface.max_registers_per_read,
+                max_bits=iface.max_bits_per_read,
+                max_gap=iface.max_gap,
             )
             bus = self.buses[dc.bus]
             bus.devices.append(unit)
             checked = frozenset(p.name for p in profile.points if p.data_type in _NUMERIC)
-            device = _Device(config=dc, profile=profile, bus=bus, unit=unit, entity_id=ids[0],
-                             device_entity_id=ids[1], source=Source(adapter=cfg.name, device=dc.name),
-                             checked=checked, dated=has_date_observed(profile.entity_type))
+            device = _Device(
+                config=dc,
+                profile=profile,
+                bus=bus,
+                unit=unit,
+                entity_id=ids[0],
+                device_entity_id=ids[1],
+                source=Source(adapter=cfg.name, device=dc.name),
+                checked=checked,
+                dated=has_date_observed(profile.entity_type),
+            )
             self._processors.extend(self._device_processors(device))
             self.devices[dc.name] = device
             self._by_entity.setdefault(ids[0], device)
@@ -140,16 +164,22 @@ class ModbusAdapter:
             attribute = self._attribute_of(dc, p)
             if p.name not in device.checked or attribute is None:
                 continue
-            checks = QualityProcessor(dc.quality.get(p.name) or quality_config_of(p), attribute=attribute,
-                                      name=f"{dc.name} {p.name}")
+            checks = QualityProcessor(
+                dc.quality.get(p.name) or quality_config_of(p), attribute=attribute, name=f"{dc.name} {p.name}"
+            )
             out.append((ProcessorMatch(adapter=self.config.name, entity_id=entity, attribute=attribute), checks))
         river = dc.river
         if river is not None:
             point = profile.point(river.point)
             attribute = self._attribute_of(dc, point)
             assert attribute is not None  # the river point is published or travels as RIVER_INPUT
-            gauge = RiverProcessor(river, attribute=attribute, level_attribute=river.level_attribute,
-                                   name=f"{dc.name} {point.name}", remove_source=point.attribute is None)
+            gauge = RiverProcessor(
+                river,
+                attribute=attribute,
+                level_attribute=river.level_attribute,
+                name=f"{dc.name} {point.name}",
+                remove_source=point.attribute is None,
+            )
             out.append((ProcessorMatch(adapter=self.config.name, entity_id=entity, attribute=attribute), gauge))
         return out
 
@@ -169,10 +199,19 @@ class ModbusAdapter:
         address = bus_cfg.address
         link = open_link(address, settings, connect_timeout=bus_cfg.connect_timeout)
         gap = rtu.silent_interval(settings.baud) if address.transport is Transport.RTU else 0.0
-        return Bus(name=bus_cfg.name, link=link, devices=[], on_poll=self._polled, on_state=self._state_changed,
-                   silent_interval=gap, offline_after=self.config.offline_after,
-                   probe_initial=self.config.probe_initial, probe_max=self.config.probe_max,
-                   reopen_max=bus_cfg.reopen_max, component=self.config.name)
+        return Bus(
+            name=bus_cfg.name,
+            link=link,
+            devices=[],
+            on_poll=self._polled,
+            on_state=self._state_changed,
+            silent_interval=gap,
+            offline_after=self.config.offline_after,
+            probe_initial=self.config.probe_initial,
+            probe_max=self.config.probe_max,
+            reopen_max=bus_cfg.reopen_max,
+            component=self.config.name,
+        )
 
     # --- running -------------------------------------------------------------------------------------------
 
@@ -221,26 +260,48 @@ class ModbusAdapter:
             dc, profile = device.config, device.profile
             controlled = dc.controlled_property if dc.controlled_property is not None else profile.controlled_property
             described: dict[tuple[str, str], dict[str, Attribute]] = {}
-            for entity_id, entity_type in ((device.device_entity_id, DEVICE_TYPE),
-                                           (device.entity_id, profile.entity_type)):
+            for entity_id, entity_type in (
+                (device.device_entity_id, DEVICE_TYPE),
+                (device.entity_id, profile.entity_type),
+            ):
                 attrs = described.setdefault((entity_id, entity_type), {})
                 if entity_type == DEVICE_TYPE:
                     attrs[CONTROLLED_PROPERTY] = Attribute(value=list(controlled), type="StructuredValue")
                 if dc.location is not None:
                     attrs[LOCATION] = dc.location.attribute()
-            out.extend(Reading(entity_id=entity_id, entity_type=entity_type, attributes=attrs, observed_at=now,
-                               time_source=TimeSource.GATEWAY, source=device.source)
-                       for (entity_id, entity_type), attrs in described.items() if attrs)
+            out.extend(
+                Reading(
+                    entity_id=entity_id,
+                    entity_type=entity_type,
+                    attributes=attrs,
+                    observed_at=now,
+                    time_source=TimeSource.GATEWAY,
+                    source=device.source,
+                )
+                for (entity_id, entity_type), attrs in described.items()
+                if attrs
+            )
         return out
 
     def _state_changed(self, unit: BusDevice, state: DeviceState, reason: str) -> None:
         device = self.devices[unit.name]
         # `reason` goes with every state, "" when online: Orion keeps metadata an update leaves out,
         # so an online state sent without it would still carry the last offline reason
-        attrs = {"deviceState": Attribute(value=state.value, type="Text",
-                                          metadata={REASON: {"type": "Text", "value": _safe_text(reason)}})}
-        self._put(Reading(entity_id=device.device_entity_id, entity_type=DEVICE_TYPE, attributes=attrs,
-                          observed_at=self._clock(), time_source=TimeSource.GATEWAY, source=device.source))
+        attrs = {
+            "deviceState": Attribute(
+                value=state.value, type="Text", metadata={REASON: {"type": "Text", "value": _safe_text(reason)}}
+            )
+        }
+        self._put(
+            Reading(
+                entity_id=device.device_entity_id,
+                entity_type=DEVICE_TYPE,
+                attributes=attrs,
+                observed_at=self._clock(),
+                time_source=TimeSource.GATEWAY,
+                source=device.source,
+            )
+        )
 
     def _polled(self, result: PollResult) -> None:
         # quality and river run in the gateway's processing stage (see `processors()`): the register
@@ -267,26 +328,38 @@ class ModbusAdapter:
         if attrs:
             if device.dated:
                 attrs[DATE_OBSERVED] = date_observed(now)
-            self._put(Reading(entity_id=device.entity_id, entity_type=device.profile.entity_type, attributes=attrs,
-                              observed_at=now, time_source=TimeSource.GATEWAY, source=device.source, lane=Lane.NORMAL))
+            self._put(
+                Reading(
+                    entity_id=device.entity_id,
+                    entity_type=device.profile.entity_type,
+                    attributes=attrs,
+                    observed_at=now,
+                    time_source=TimeSource.GATEWAY,
+                    source=device.source,
+                    lane=Lane.NORMAL,
+                )
+            )
 
     # --- commands ------------------------------------------------------------------------------------------
 
     async def handle(self, command: Command) -> CommandResult:
         """Write a profile command to its device; the result says what was written or why not."""
+
         def fail(info: str) -> CommandResult:
             self._log.warning("command %s: %s", command.command_id, info)
             return CommandResult(command_id=command.command_id, ok=False, info=info)
 
         device = self._by_entity.get(command.entity_id)
         if device is None:
-            return fail(f"command {command.name}: no Modbus device has entity id \"{command.entity_id}\"")
+            return fail(f'command {command.name}: no Modbus device has entity id "{command.entity_id}"')
         try:
             spec = device.profile.command(command.name)
         except KeyError:
             known = ", ".join(c.name for c in device.profile.commands) or "none"
-            return fail(f"command {command.name}: {device.config.profile} has no such command, "
-                        f"got \"{command.name}\"; commands: {known}")
+            return fail(
+                f"command {command.name}: {device.config.profile} has no such command, "
+                f'got "{command.name}"; commands: {known}'
+            )
         value = command.value
         if spec.data_type is DataType.BOOL and isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
             value = _BOOL_WORDS[value.strip().lower()]
@@ -300,9 +373,12 @@ class ModbusAdapter:
         except CommandRejected as exc:
             return fail(f"{device.config.name}: {exc}")
         request = rtu.Request(
-            unit_id=device.unit.unit_id, function_code=write.function_code, address=write.address,
-            value=(1 if write.bits[0] else 0) if write.function_code == 5 else
-            (write.registers[0] if write.function_code == 6 else 0),
+            unit_id=device.unit.unit_id,
+            function_code=write.function_code,
+            address=write.address,
+            value=(1 if write.bits[0] else 0)
+            if write.function_code == 5
+            else (write.registers[0] if write.function_code == 6 else 0),
             bits=write.bits if write.function_code == 15 else (),
             registers=write.registers if write.function_code == 16 else (),
         )
@@ -322,20 +398,34 @@ class ModbusAdapter:
         """Per-bus and per-device state and counters, for status.json, `edgegw status` and the admin UI;
         `malformed` (by kind) counts the frames that arrived broken, over every device."""
         counters = [bus_device.counters for bus in self.buses.values() for bus_device in bus.devices]
-        out: dict[str, Any] = {"emitted": self.emitted, "dropped": self.dropped, "buses": {},
-                               "malformed": {"crc_errors": sum(c.crc_errors for c in counters),
-                                             "frame_errors": sum(c.frame_errors for c in counters)}}
+        out: dict[str, Any] = {
+            "emitted": self.emitted,
+            "dropped": self.dropped,
+            "buses": {},
+            "malformed": {
+                "crc_errors": sum(c.crc_errors for c in counters),
+                "frame_errors": sum(c.frame_errors for c in counters),
+            },
+        }
         devices = [d for bus in self.buses.values() for d in bus.devices]
         offline = [d.name for d in devices if d.state is not DeviceState.ONLINE]
         out["summary"] = f"devices online {len(devices) - len(offline)}/{len(devices)}" + (
-            f" (not online: {', '.join(offline)})" if offline else "")
+            f" (not online: {', '.join(offline)})" if offline else ""
+        )
         for bus in self.buses.values():
             out["buses"][bus.name] = {
-                "port": bus.link.description, "open": bus.link.is_open, "error": bus.link_error,
-                "devices": {d.name: {"state": d.state.value, "unit_id": d.unit_id, "last_error": d.last_error,
-                                     **{k: (dict(v) if isinstance(v, Mapping) else v)
-                                        for k, v in _counters(d.counters).items()}}
-                            for d in bus.devices},
+                "port": bus.link.description,
+                "open": bus.link.is_open,
+                "error": bus.link_error,
+                "devices": {
+                    d.name: {
+                        "state": d.state.value,
+                        "unit_id": d.unit_id,
+                        "last_error": d.last_error,
+                        **{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in _counters(d.counters).items()},
+                    }
+                    for d in bus.devices
+                },
             }
         return out
 
@@ -357,4 +447,3 @@ def _safe_text(text: str) -> str:
     # Orion refuses < > " ' = ; ( ) in values; the reason is for people, so soften them
     table = str.maketrans({"<": "‹", ">": "›", '"': "”", "'": "’", "=": "＝", ";": ",", "(": "（", ")": "）"})
     return text.translate(table)[:500]
-

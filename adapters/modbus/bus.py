@@ -12,6 +12,7 @@ a doubling delay, so its timeouts do not eat the others' time on the line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -66,8 +67,17 @@ class BusDevice:
     """A unit on the bus with its points, limits and runtime state (counters, online state, schedule)."""
 
     def __init__(
-        self, *, name: str, unit_id: int, points: Sequence[Point], intervals: Sequence[float], timeout: float,
-        retries: int = 1, inter_request_delay: float = 0.0, max_registers: int = 125, max_bits: int = 2000,
+        self,
+        *,
+        name: str,
+        unit_id: int,
+        points: Sequence[Point],
+        intervals: Sequence[float],
+        timeout: float,
+        retries: int = 1,
+        inter_request_delay: float = 0.0,
+        max_registers: int = 125,
+        max_bits: int = 2000,
         max_gap: int = 0,
     ) -> None:
         self.name = name
@@ -99,6 +109,13 @@ class BusDevice:
     def next_due(self) -> float:
         return self.next_probe if self.state is DeviceState.OFFLINE else min(g.next_due for g in self.groups)
 
+    def first_exception(self, key: tuple[int, int, int]) -> bool:
+        """Whether this exception answer (function, exception code, address) is new; it is remembered."""
+        if key in self._logged:
+            return False
+        self._logged.add(key)
+        return True
+
     def poll_now(self) -> None:
         """Read every point at the next chance (after a command changed the device)."""
         for g in self.groups:
@@ -125,10 +142,20 @@ class Bus:
     """Runs the schedule of one line until cancelled; `write` slips a command in between two polls."""
 
     def __init__(
-        self, *, name: str, link: Link, devices: Sequence[BusDevice], on_poll: PollCallback,
-        on_state: StateCallback, silent_interval: float = 0.0, offline_after: int = 3,
-        probe_initial: float = 5.0, probe_max: float = 300.0, reopen_max: float = 60.0,
-        clock: Callable[[], float] = time.monotonic, component: str = "modbus",
+        self,
+        *,
+        name: str,
+        link: Link,
+        devices: Sequence[BusDevice],
+        on_poll: PollCallback,
+        on_state: StateCallback,
+        silent_interval: float = 0.0,
+        offline_after: int = 3,
+        probe_initial: float = 5.0,
+        probe_max: float = 300.0,
+        reopen_max: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        component: str = "modbus",
     ) -> None:
         self.name = name
         self.link = link
@@ -203,10 +230,8 @@ class Bus:
         self._wake.clear()
         if seconds <= 0:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _step(self) -> None:
         device = min(self.devices, key=lambda d: d.next_due)
@@ -327,8 +352,10 @@ class Bus:
     async def write(self, device: BusDevice, request: rtu.Request) -> rtu.Response:
         """Send a write between two polls; raises ModbusTimeout, ModbusError or LinkError."""
         if not self.link.is_open:
-            raise LinkError(f"modbus {self.link.description}: not open, got {self.link_error or 'no link yet'}",
-                            port=self.link.description)
+            raise LinkError(
+                f"modbus {self.link.description}: not open, got {self.link_error or 'no link yet'}",
+                port=self.link.description,
+            )
         response = await self._request(device, request, device.retries)
         self._online(device)
         device.poll_now()
@@ -339,8 +366,7 @@ class Bus:
 
     def _exception(self, device: BusDevice, exc: rtu.ExceptionResponse) -> None:
         key = (exc.function_code, exc.exception_code, int(exc.params.get("address", -1)))
-        if key not in device._logged:
-            device._logged.add(key)
+        if device.first_exception(key):
             self._log.warning("bus %s: %s: %s", self.name, device.name, exc)
         else:
             self._log.debug("bus %s: %s: %s", self.name, device.name, exc)
@@ -367,5 +393,6 @@ class Bus:
 
 
 def _read(device: BusDevice, request: ReadRequest) -> rtu.Request:
-    return rtu.Request(unit_id=device.unit_id, function_code=request.function_code, address=request.address,
-                       count=request.count)
+    return rtu.Request(
+        unit_id=device.unit_id, function_code=request.function_code, address=request.address, count=request.count
+    )

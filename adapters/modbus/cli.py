@@ -50,9 +50,9 @@ def parse_units(text: str) -> list[int]:
             first, last = int(lo), int(hi or lo)
             units.extend(range(first, last + 1))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--units: must be like 1-247 or 1,2,5, got \"{text}\"") from None
+        raise argparse.ArgumentTypeError(f'--units: must be like 1-247 or 1,2,5, got "{text}"') from None
     if not units or not all(1 <= u <= 255 for u in units):
-        raise argparse.ArgumentTypeError(f"--units: unit ids are 1..247, got \"{text}\"")
+        raise argparse.ArgumentTypeError(f'--units: unit ids are 1..247, got "{text}"')
     return sorted(set(units))
 
 
@@ -60,7 +60,7 @@ def _port(text: str) -> PortAddress:
     try:
         return parse_port(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--port {PORT_HELP}, got \"{text}\"") from None
+        raise argparse.ArgumentTypeError(f'--port {PORT_HELP}, got "{text}"') from None
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -83,8 +83,15 @@ def add_parsers(subparsers: Any) -> None:
     r.add_argument("--baud", type=int, default=None, help="default: the profile's")
     r.add_argument("--parity", default=None, choices=["N", "E", "O"], help="default: the profile's")
     r.add_argument("--timeout", type=float, default=None, help="seconds per request (default: the profile's)")
-    r.add_argument("--profiles-dir", dest="profile_dirs", type=Path, action="append", default=None, metavar="DIR",
-                   help="search DIR before the default profile path (repeatable)")
+    r.add_argument(
+        "--profiles-dir",
+        dest="profile_dirs",
+        type=Path,
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="search DIR before the default profile path (repeatable)",
+    )
     r.set_defaults(func=run_read)
 
 
@@ -132,7 +139,7 @@ async def _probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:
             bauds = (int(args.baud),)
         except ValueError:
-            err.write(f"probe: --baud must be a number or auto, got \"{args.baud}\"\n")
+            err.write(f'probe: --baud must be a number or auto, got "{args.baud}"\n')
             return EXIT_USAGE
         if bauds[0] not in BAUD_RATES:
             err.write(f"probe: --baud must be one of {', '.join(map(str, BAUD_RATES))} or auto, got {bauds[0]}\n")
@@ -171,14 +178,19 @@ async def _probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     span = _span(units)
     tried = ", ".join(map(str, bauds))
     where = f"at {tried} baud {args.parity}{args.stop_bits}" if serial_line else "over Modbus TCP"
-    err.write(f"probe: nothing answered on {address.text} {where} (units {span}), got 0 answers; check A/B wiring "
-              "and termination, baud rate and parity, that the devices are powered, and the unit ids\n")
+    err.write(
+        f"probe: nothing answered on {address.text} {where} (units {span}), got 0 answers; check A/B wiring "
+        "and termination, baud rate and parity, that the devices are powered, and the unit ids\n"
+    )
     return EXIT_NOTHING
 
 
 def _span(units: list[int]) -> str:
-    return f"{units[0]}-{units[-1]}" if len(units) > 1 and units[-1] - units[0] + 1 == len(units) else \
-        ",".join(map(str, units))
+    return (
+        f"{units[0]}-{units[-1]}"
+        if len(units) > 1 and units[-1] - units[0] + 1 == len(units)
+        else ",".join(map(str, units))
+    )
 
 
 def run_probe(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -196,8 +208,12 @@ async def _read(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.writelines(f"read: {exc.source or args.profile}: {line}\n" for line in exc.errors)  # one line each
         return EXIT_USAGE
     iface = profile.interface
-    settings = SerialSettings(baud=args.baud or iface.baud, parity=Parity(args.parity) if args.parity else iface.parity,
-                              data_bits=iface.data_bits, stop_bits=iface.stop_bits)
+    settings = SerialSettings(
+        baud=args.baud or iface.baud,
+        parity=Parity(args.parity) if args.parity else iface.parity,
+        data_bits=iface.data_bits,
+        stop_bits=iface.stop_bits,
+    )
     timeout = args.timeout or iface.timeout
     address: PortAddress = args.port
     link = open_link(address, settings)
@@ -210,10 +226,15 @@ async def _read(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     failures: dict[str, str] = {}
     answered = False
     try:
-        for request in plan_reads(profile.points, max_registers=iface.max_registers_per_read,
-                                  max_bits=iface.max_bits_per_read, max_gap=iface.max_gap):
-            req = rtu.Request(unit_id=args.unit, function_code=request.function_code, address=request.address,
-                              count=request.count)
+        for request in plan_reads(
+            profile.points,
+            max_registers=iface.max_registers_per_read,
+            max_bits=iface.max_bits_per_read,
+            max_gap=iface.max_gap,
+        ):
+            req = rtu.Request(
+                unit_id=args.unit, function_code=request.function_code, address=request.address, count=request.count
+            )
             try:
                 response = await link.transact(req, timeout)
             except rtu.ExceptionResponse as exc:
@@ -234,9 +255,11 @@ async def _read(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         await link.close()
     line = settings.describe() if address.transport is not Transport.TCP else "Modbus TCP"
     if not answered:
-        err.write(f"read: unit {args.unit} did not answer on {address.text} at {line}, got no answer within "
-                  f"{timeout:g} s; check the unit id (`edgegw probe modbus --port {address.text}`), wiring, baud rate "
-                  "and parity\n")
+        err.write(
+            f"read: unit {args.unit} did not answer on {address.text} at {line}, got no answer within "
+            f"{timeout:g} s; check the unit id (`edgegw probe modbus --port {address.text}`), wiring, baud rate "
+            "and parity\n"
+        )
         return EXIT_NOTHING
     values = decode_reads(profile.points, results)
     out.write(f"{args.profile} unit {args.unit} on {address.text} ({line})\n")
@@ -268,7 +291,8 @@ def _table(points: Sequence[Any], values: dict[str, PointValue], failures: dict[
         rows.append((p.name, _format(pv), p.unit or "", p.attribute or "", quality))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "".join(
-        "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(r)).rstrip() + "\n" for r in rows)
+        "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(r)).rstrip() + "\n" for r in rows
+    )
 
 
 def run_read(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

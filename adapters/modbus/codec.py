@@ -18,7 +18,6 @@ import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from gateway.errors import AdapterError, DeviceProtocolError
 from gateway.profiles.schema import (
@@ -34,13 +33,28 @@ from gateway.profiles.schema import (
 )
 
 __all__ = [
-    "RawValue", "Value", "QualityCode", "PointValue", "ReadRequest", "WriteRequest", "CodecError",
-    "CommandRejected", "decode_registers", "encode_registers", "decode_point", "encode_point", "plan_reads",
-    "decode_reads", "encode_command", "registers_to_bytes", "bytes_to_registers", "image_slice",
+    "CodecError",
+    "CommandRejected",
+    "PointValue",
+    "QualityCode",
+    "RawValue",
+    "ReadRequest",
+    "Value",
+    "WriteRequest",
+    "bytes_to_registers",
+    "decode_point",
+    "decode_reads",
+    "decode_registers",
+    "encode_command",
+    "encode_point",
+    "encode_registers",
+    "image_slice",
+    "plan_reads",
+    "registers_to_bytes",
 ]
 
-RawValue = Union[bool, int, float, str, dict[str, bool]]
-Value = Union[bool, int, float, str, dict[str, bool]]
+RawValue = bool | int | float | str | dict[str, bool]
+Value = bool | int | float | str | dict[str, bool]
 
 
 class CodecError(DeviceProtocolError):
@@ -95,14 +109,20 @@ def bytes_to_registers(data: bytes, order: ByteOrder, *, swap_words: bool = True
     buf = bytearray(data)
     if order.swaps_bytes:
         buf[0::2], buf[1::2] = buf[1::2], buf[0::2]
-    words = [int.from_bytes(buf[i:i + 2], "big") for i in range(0, len(buf), 2)]
+    words = [int.from_bytes(buf[i : i + 2], "big") for i in range(0, len(buf), 2)]
     if swap_words and order.swaps_words:
         words.reverse()
     return tuple(words)
 
 
-_STRUCT = {DataType.INT16: ">h", DataType.UINT16: ">H", DataType.INT32: ">i", DataType.UINT32: ">I",
-           DataType.FLOAT32: ">f", DataType.FLOAT64: ">d"}
+_STRUCT = {
+    DataType.INT16: ">h",
+    DataType.UINT16: ">H",
+    DataType.INT32: ">i",
+    DataType.UINT32: ">I",
+    DataType.FLOAT32: ">f",
+    DataType.FLOAT64: ">d",
+}
 
 
 def decode_registers(
@@ -113,7 +133,8 @@ def decode_registers(
     if len(registers) != want or data_type is DataType.BOOL:
         raise CodecError(
             f"modbus codec: {data_type.value} needs {want} register(s), got {len(registers)}",
-            data_type=data_type.value, registers=len(registers),
+            data_type=data_type.value,
+            registers=len(registers),
         )
     if data_type is DataType.STRING:
         # word order has no meaning for text; only the byte order inside each register does
@@ -137,8 +158,7 @@ def encode_registers(
         except UnicodeEncodeError:
             raise CodecError(f"modbus codec: string must be ASCII, got {value!r}", value=value) from None
         if len(raw) > 2 * want:
-            raise CodecError(f"modbus codec: {want} registers hold {2 * want} characters, got {len(raw)}",
-                             value=value)
+            raise CodecError(f"modbus codec: {want} registers hold {2 * want} characters, got {len(raw)}", value=value)
         return bytes_to_registers(raw.ljust(2 * want, b"\x00"), order, swap_words=False)
     if data_type is DataType.BOOL:
         raise CodecError("modbus codec: bool is a bit, not a register value, got bool", data_type="bool")
@@ -146,14 +166,17 @@ def encode_registers(
     if data_type in INTEGER_TYPES or data_type is DataType.BITFIELD:
         lo, hi = integer_range(DataType.UINT16 if data_type is DataType.BITFIELD else data_type)
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise CodecError(f"modbus codec: {data_type.value} holds integers {lo}..{hi}, got {value!r}",
-                             value=repr(value))
-    elif isinstance(value, str) or isinstance(value, bool):
+            raise CodecError(
+                f"modbus codec: {data_type.value} holds integers {lo}..{hi}, got {value!r}", value=repr(value)
+            )
+    elif isinstance(value, (str, bool)):
         raise CodecError(f"modbus codec: {data_type.value} needs a number, got {value!r}", value=repr(value))
     try:
         data = struct.pack(fmt, value)
     except (struct.error, OverflowError) as exc:
-        raise CodecError(f"modbus codec: {value!r} does not fit {data_type.value}, got {exc}", value=repr(value)) from None
+        raise CodecError(
+            f"modbus codec: {value!r} does not fit {data_type.value}, got {exc}", value=repr(value)
+        ) from None
     return bytes_to_registers(data, order)
 
 
@@ -180,13 +203,17 @@ def _engineering(point: Point, raw: RawValue, decimals: int | None) -> PointValu
     if isinstance(raw, float) and not math.isfinite(raw):
         return PointValue(name=point.name, raw=raw, value=None, quality=QualityCode.NO_DATA, detail="not a number")
     if raw in point.no_data:
-        return PointValue(name=point.name, raw=raw, value=None, quality=QualityCode.NO_DATA,
-                          detail=f"sentinel {raw:g}")
+        return PointValue(name=point.name, raw=raw, value=None, quality=QualityCode.NO_DATA, detail=f"sentinel {raw:g}")
     factor = point.scale
     if point.decimals_from is not None:
         if decimals is None or not 0 <= decimals <= 9:
-            return PointValue(name=point.name, raw=raw, value=None, quality=QualityCode.NO_DATA,
-                              detail=f"decimals from {point.decimals_from} unusable, got {decimals}")
+            return PointValue(
+                name=point.name,
+                raw=raw,
+                value=None,
+                quality=QualityCode.NO_DATA,
+                detail=f"decimals from {point.decimals_from} unusable, got {decimals}",
+            )
         factor = point.scale / 10**decimals
     value: int | float
     if point.scale == 1 and point.offset == 0 and point.decimals_from is None:
@@ -197,8 +224,9 @@ def _engineering(point: Point, raw: RawValue, decimals: int | None) -> PointValu
         value = float(f"{value:.12g}")
     if point.valid_range is not None and not point.valid_range[0] <= value <= point.valid_range[1]:
         lo, hi = point.valid_range
-        return PointValue(name=point.name, raw=raw, value=value, quality=QualityCode.OUT_OF_RANGE,
-                          detail=f"outside {lo:g}..{hi:g}")
+        return PointValue(
+            name=point.name, raw=raw, value=value, quality=QualityCode.OUT_OF_RANGE, detail=f"outside {lo:g}..{hi:g}"
+        )
     return PointValue(name=point.name, raw=raw, value=value, quality=QualityCode.GOOD)
 
 
@@ -260,8 +288,10 @@ def plan_reads(
     one read. A point wider than the limit raises CodecError (profile validation prevents it).
     """
     if not 1 <= max_registers <= MAX_READ_REGISTERS or not 1 <= max_bits <= MAX_READ_BITS or max_gap < 0:
-        raise ValueError(f"plan_reads: limits out of range, got max_registers={max_registers}, "
-                         f"max_bits={max_bits}, max_gap={max_gap}")
+        raise ValueError(
+            f"plan_reads: limits out of range, got max_registers={max_registers}, "
+            f"max_bits={max_bits}, max_gap={max_gap}"
+        )
     by_fc: dict[int, list[Point]] = {}
     for p in points:
         by_fc.setdefault(p.function_code, []).append(p)
@@ -273,8 +303,10 @@ def plan_reads(
         for p in sorted(by_fc[fc], key=lambda q: (q.address, q.name)):
             p_end = p.address + p.width
             if p.width > limit:
-                raise CodecError(f"modbus plan: point {p.name} needs {p.width}, more than one read's {limit}, "
-                                 f"got {p.width}", point=p.name)
+                raise CodecError(
+                    f"modbus plan: point {p.name} needs {p.width}, more than one read's {limit}, got {p.width}",
+                    point=p.name,
+                )
             if members and p.address - end <= max_gap and max(end, p_end) - start <= limit:
                 end = max(end, p_end)
                 members.append(p.name)
@@ -301,12 +333,14 @@ def decode_reads(
         if len(data) != request.count:
             raise CodecError(
                 f"modbus read FC{request.function_code:02d} @{request.address}: expected {request.count} "
-                f"values, got {len(data)}", function_code=request.function_code, address=request.address,
+                f"values, got {len(data)}",
+                function_code=request.function_code,
+                address=request.address,
             )
         for name in request.points:
             p = by_name[name]
             lo = p.address - request.address
-            raws[name] = _raw_of(p, data[lo:lo + p.width])
+            raws[name] = _raw_of(p, data[lo : lo + p.width])
     out: dict[str, PointValue] = {}
     for name, raw in raws.items():
         p = by_name[name]
@@ -339,8 +373,9 @@ def encode_command(command: Command, value: Value | Sequence[bool]) -> WriteRequ
         if fc == 15 and not isinstance(value, bool):
             bits = tuple(value) if isinstance(value, (list, tuple)) else ()
             if len(bits) != (command.count or 1) or not all(isinstance(b, bool) for b in bits):
-                raise CommandRejected(f"{where}: needs {command.count or 1} true/false values, got {value!r}",
-                                      command=command.name)
+                raise CommandRejected(
+                    f"{where}: needs {command.count or 1} true/false values, got {value!r}", command=command.name
+                )
             return WriteRequest(function_code=fc, address=command.address, bits=bits)
         if not isinstance(value, bool):
             raise CommandRejected(f"{where}: needs true or false, got {value!r}", command=command.name)
@@ -355,8 +390,9 @@ def encode_command(command: Command, value: Value | Sequence[bool]) -> WriteRequ
             raise CommandRejected(f"{where}: needs a whole number, got {value!r}", command=command.name)
         if command.values is not None and value not in command.values:
             allowed = ", ".join(f"{v:g}" for v in command.values)
-            raise CommandRejected(f"{where}: value not allowed, got {value:g}; allowed: {allowed}",
-                                  command=command.name)
+            raise CommandRejected(
+                f"{where}: value not allowed, got {value:g}; allowed: {allowed}", command=command.name
+            )
         if command.range is not None and not command.range[0] <= value <= command.range[1]:
             lo, hi = command.range
             raise CommandRejected(f"{where}: value outside {lo:g}..{hi:g}, got {value:g}", command=command.name)

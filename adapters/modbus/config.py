@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, PrivateAttr, model_validator
 
@@ -14,18 +14,32 @@ from gateway.configbase import ConfigProblems, Field, Identifier, Section
 from gateway.errors import ConfigError
 from gateway.location import Location
 from gateway.ngsi.identifiers import check_attribute_name, check_id_template, template_fields
-from gateway.profiles.loader import DEFAULT_SEARCH_PATH, load_profile
-from gateway.profiles.schema import ControlledProperties, DataType, Parity, Profile, Transport
 from gateway.processing.quality import QualityConfig
 from gateway.processing.river import LEVEL_FACTORS, RiverConfig
+from gateway.profiles.loader import DEFAULT_SEARCH_PATH, load_profile
+from gateway.profiles.schema import ControlledProperties, DataType, Parity, Profile, Transport
 
 __all__ = [
-    "PortAddress", "SerialSettings", "parse_port", "PORT_HELP", "BusConfig", "DeviceConfig", "RiverSetup",
-    "ModbusConfig", "TEMPLATE_FIELDS", "DEFAULT_ENTITY_ID", "DEFAULT_DEVICE_ENTITY_ID", "LEVEL_FACTORS",
+    "DEFAULT_DEVICE_ENTITY_ID",
+    "DEFAULT_ENTITY_ID",
+    "LEVEL_FACTORS",
+    "PORT_HELP",
+    "TEMPLATE_FIELDS",
+    "BusConfig",
+    "DeviceConfig",
+    "ModbusConfig",
+    "PortAddress",
+    "RiverSetup",
+    "SerialSettings",
+    "parse_port",
 ]
 
-PORT_HELP = ("must be tcp://HOST:PORT (Modbus TCP), rtu-over-tcp://HOST:PORT (RTU through a serial server), "
-             "rtu:///dev/ttyUSB0 or a bare /dev/… path (RS-485), or rtu://socket://HOST:PORT (a pyserial URL)")
+_T = TypeVar("_T")
+
+PORT_HELP = (
+    "must be tcp://HOST:PORT (Modbus TCP), rtu-over-tcp://HOST:PORT (RTU through a serial server), "
+    "rtu:///dev/ttyUSB0 or a bare /dev/… path (RS-485), or rtu://socket://HOST:PORT (a pyserial URL)"
+)
 _HOST_PORT_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(?::(?P<port>\d{1,5}))?$")
 
 
@@ -47,7 +61,7 @@ def parse_port(text: str) -> PortAddress:
         return PortAddress(transport=Transport.RTU, text=text, path=text)
     for scheme, transport in (("tcp://", Transport.TCP), ("rtu-over-tcp://", Transport.RTU_OVER_TCP)):
         if text.startswith(scheme):
-            m = _HOST_PORT_RE.match(text[len(scheme):])
+            m = _HOST_PORT_RE.match(text[len(scheme) :])
             if m is None:
                 raise ValueError(PORT_HELP)
             port = int(m.group("port") or (502 if transport is Transport.TCP else 0))
@@ -55,7 +69,7 @@ def parse_port(text: str) -> PortAddress:
                 raise ValueError(f"{PORT_HELP}; the TCP port must be 1..65535")
             return PortAddress(transport=transport, text=text, host=m.group("host").strip("[]"), port=port)
     if text.startswith("rtu://"):
-        path = text[len("rtu://"):]
+        path = text[len("rtu://") :]
         if not path or not (path.startswith("/") or re.match(r"^[a-z]+://", path)):
             raise ValueError(PORT_HELP)
         return PortAddress(transport=Transport.RTU, text=text, path=path)
@@ -91,7 +105,9 @@ def _check_template(v: str) -> str:
     check_id_template(v)
     unknown = [f for f in template_fields(v) if f not in TEMPLATE_FIELDS]
     if unknown:
-        raise ValueError(f"has an unknown placeholder {{{unknown[0]}}}; use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}")
+        raise ValueError(
+            f"has an unknown placeholder {{{unknown[0]}}}; use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
+        )
     return v
 
 
@@ -120,7 +136,9 @@ class RiverSetup(RiverConfig):
     """`[adapters.devices.river]`: which point is the water level (or the distance down to it) and its thresholds."""
 
     point: str
-    level_attribute: Annotated[str, AfterValidator(check_attribute_name)] = "waterLevel"  # the level computed with `stage`
+    level_attribute: Annotated[str, AfterValidator(check_attribute_name)] = (
+        "waterLevel"  # the level computed with `stage`
+    )
 
 
 class DeviceConfig(Section):
@@ -136,7 +154,8 @@ class DeviceConfig(Section):
     timeout: Annotated[float, Field(gt=0, le=60)] | None = None
     retries: Annotated[int, Field(ge=0, le=5)] = 1
     inter_request_delay: Annotated[float, Field(ge=0, le=60)] | None = None
-    quality: dict[str, QualityConfig] = {}  # point name → checks (replace the ones derived from the profile)
+    # point name → checks (replace the ones derived from the profile)
+    quality: dict[str, QualityConfig] = {}  # noqa: RUF012 - pydantic model: the default is copied for each instance
     river: RiverSetup | None = None
     location: Location | None = None  # where the device is: every entity it makes gets it as `location`
     # what it senses or switches (its Device entity's controlledProperty); unset: what its profile says
@@ -172,24 +191,31 @@ class ModbusConfig(AdapterConfig):
         """The bus's own settings, else the (agreeing, checked at validation) settings of its devices' profiles."""
         profiles = [self.profile_of(d).interface for d in self.devices if d.bus == bus.name]
 
-        def pick(key: str, own: object) -> object:
+        def pick(key: str, own: _T | None) -> _T:
             if own is not None:
                 return own
-            return getattr(profiles[0], key) if profiles else getattr(SerialSettings(), key)
+            value: _T = getattr(profiles[0], key) if profiles else getattr(SerialSettings(), key)
+            return value
 
-        return SerialSettings(baud=int(pick("baud", bus.baud)),  # type: ignore[call-overload]
-                              parity=pick("parity", bus.parity),  # type: ignore[arg-type]
-                              data_bits=int(pick("data_bits", bus.data_bits)),  # type: ignore[call-overload]
-                              stop_bits=int(pick("stop_bits", bus.stop_bits)))  # type: ignore[call-overload]
+        return SerialSettings(
+            baud=int(pick("baud", bus.baud)),
+            parity=pick("parity", bus.parity),
+            data_bits=int(pick("data_bits", bus.data_bits)),
+            stop_bits=int(pick("stop_bits", bus.stop_bits)),
+        )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModbusConfig:
         problems: list[tuple[str, str]] = []  # (key path in this section, message)
-        for key in ("buses", "devices"):
-            if not getattr(self, key):
-                problems.append((key, f"at least one [[adapters.{key}]] table is needed, got none"))
+        problems.extend(
+            (key, f"at least one [[adapters.{key}]] table is needed, got none")
+            for key in ("buses", "devices")
+            if not getattr(self, key)
+        )
         if self.probe_max < self.probe_initial:
-            problems.append(("probe_max", f"must not be below probe_initial ({self.probe_initial:g}), got {self.probe_max:g}"))
+            problems.append(
+                ("probe_max", f"must not be below probe_initial ({self.probe_initial:g}), got {self.probe_max:g}")
+            )
         buses = {b.name: i for i, b in enumerate(self.buses)}
         if len(buses) != len(self.buses):
             problems.append(("buses", "names must be unique"))
@@ -199,14 +225,21 @@ class ModbusConfig(AdapterConfig):
         for i, d in enumerate(self.devices):
             where = f"devices[{i}]"
             if d.name in names:
-                problems.append((f"{where}.name", f"must be unique, got \"{d.name}\""))
+                problems.append((f"{where}.name", f'must be unique, got "{d.name}"'))
             names.add(d.name)
             if d.bus not in buses:
-                problems.append((f"{where}.bus", f"no such bus, got \"{d.bus}\"; buses: {', '.join(buses)}"))
+                problems.append((f"{where}.bus", f'no such bus, got "{d.bus}"; buses: {", ".join(buses)}'))
             other = units.get((d.bus, d.unit_id))
             if other is not None:
-                problems.append((f"{where}.unit_id", (f"{other} has the same unit id on bus {d.bus}, got {d.unit_id}; "
-                                                      "every device on one bus needs its own")))
+                problems.append(
+                    (
+                        f"{where}.unit_id",
+                        (
+                            f"{other} has the same unit id on bus {d.bus}, got {d.unit_id}; "
+                            "every device on one bus needs its own"
+                        ),
+                    )
+                )
             units[(d.bus, d.unit_id)] = d.name
             try:
                 profile = profiles[d.name] = self.profile_of(d)
@@ -227,8 +260,15 @@ class ModbusConfig(AdapterConfig):
                 seen = {getattr(p.interface, key) for _, p in on_bus}
                 if len(seen) > 1:
                     said = ", ".join(f"{d.name}: {_show(getattr(p.interface, key))}" for d, p in on_bus)
-                    problems.append((f"buses[{bi}].{key}", (f"the devices' profiles disagree ({said}); set {key} for "
-                                                           "the bus and configure every device on it to match")))
+                    problems.append(
+                        (
+                            f"buses[{bi}].{key}",
+                            (
+                                f"the devices' profiles disagree ({said}); set {key} for "
+                                "the bus and configure every device on it to match"
+                            ),
+                        )
+                    )
         if problems:
             raise ConfigProblems(problems)
         return self
@@ -239,29 +279,54 @@ def _show(v: object) -> str:
 
 
 def _device_problems(where: str, d: DeviceConfig, profile: Profile) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
     names = {p.name: p for p in profile.points}
-    for point in d.quality:
-        if point not in names:
-            problems.append((f"{where}.quality.{point}", f"no such point in {d.profile}; points: {', '.join(names)}"))
+    problems: list[tuple[str, str]] = [
+        (f"{where}.quality.{point}", f"no such point in {d.profile}; points: {', '.join(names)}")
+        for point in d.quality
+        if point not in names
+    ]
     if d.river is not None:
         p = names.get(d.river.point)
         if p is None:
-            problems.append((f"{where}.river.point", (f"no such point in {d.profile}, got \"{d.river.point}\"; "
-                                                    f"points: {', '.join(names)}")))
+            problems.append(
+                (
+                    f"{where}.river.point",
+                    (f'no such point in {d.profile}, got "{d.river.point}"; points: {", ".join(names)}'),
+                )
+            )
         elif p.data_type in (DataType.BOOL, DataType.STRING, DataType.BITFIELD):
-            problems.append((f"{where}.river.point", f"must be a numeric point, got \"{p.name}\" ({p.data_type.value})"))
+            problems.append((f"{where}.river.point", f'must be a numeric point, got "{p.name}" ({p.data_type.value})'))
         elif p.unit not in LEVEL_FACTORS:
-            problems.append((f"{where}.river.point", ("must be in metres, centimetres or millimetres (MTR, CMT, MMT), "
-                                                    f"got unit {p.unit or 'none'} for \"{p.name}\"")))
+            problems.append(
+                (
+                    f"{where}.river.point",
+                    (
+                        "must be in metres, centimetres or millimetres (MTR, CMT, MMT), "
+                        f'got unit {p.unit or "none"} for "{p.name}"'
+                    ),
+                )
+            )
         elif d.river.stage is None and p.attribute is None:
-            problems.append((f"{where}.river.point", (f"\"{p.name}\" is not published (no attribute in the profile); "
-                                                    "pick a published level point or set river.stage to compute the "
-                                                    "level from a distance")))
+            problems.append(
+                (
+                    f"{where}.river.point",
+                    (
+                        f'"{p.name}" is not published (no attribute in the profile); '
+                        "pick a published level point or set river.stage to compute the "
+                        "level from a distance"
+                    ),
+                )
+            )
         published = {q.attribute: q.name for q in profile.points if q.attribute is not None}
         if d.river.stage is not None and d.river.level_attribute in published:
-            problems.append((f"{where}.river.level_attribute",
-                             (f"point \"{published[d.river.level_attribute]}\" of {d.profile} publishes it already, "
-                              f"got \"{d.river.level_attribute}\"; name the computed level otherwise, or make that "
-                              "point river.point and drop river.stage")))
+            problems.append(
+                (
+                    f"{where}.river.level_attribute",
+                    (
+                        f'point "{published[d.river.level_attribute]}" of {d.profile} publishes it already, '
+                        f'got "{d.river.level_attribute}"; name the computed level otherwise, or make that '
+                        "point river.point and drop river.stage"
+                    ),
+                )
+            )
     return problems

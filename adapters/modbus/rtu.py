@@ -20,15 +20,37 @@ from dataclasses import dataclass
 from gateway.errors import DeviceProtocolError
 
 __all__ = [
-    "crc16", "Request", "Response", "ModbusError", "FrameError", "CrcError", "ExceptionResponse",
-    "EXCEPTION_NAMES", "EXCEPTION_HINTS", "encode_pdu", "encode_request", "decode_request",
-    "expected_response_length", "encode_response", "encode_exception", "decode_response", "decode_response_pdu",
-    "silent_interval", "char_time", "FUNCTION_NAMES",
+    "EXCEPTION_HINTS",
+    "EXCEPTION_NAMES",
+    "FUNCTION_NAMES",
+    "CrcError",
+    "ExceptionResponse",
+    "FrameError",
+    "ModbusError",
+    "Request",
+    "Response",
+    "char_time",
+    "crc16",
+    "decode_request",
+    "decode_response",
+    "decode_response_pdu",
+    "encode_exception",
+    "encode_pdu",
+    "encode_request",
+    "encode_response",
+    "expected_response_length",
+    "silent_interval",
 ]
 
 FUNCTION_NAMES = {
-    1: "read coils", 2: "read discrete inputs", 3: "read holding registers", 4: "read input registers",
-    5: "write single coil", 6: "write single register", 15: "write multiple coils", 16: "write multiple registers",
+    1: "read coils",
+    2: "read discrete inputs",
+    3: "read holding registers",
+    4: "read input registers",
+    5: "write single coil",
+    6: "write single register",
+    15: "write multiple coils",
+    16: "write multiple registers",
 }
 _LIMITS = {1: 2000, 2: 2000, 3: 125, 4: 125, 15: 1968, 16: 123}
 
@@ -45,9 +67,9 @@ EXCEPTION_NAMES = {
 }
 EXCEPTION_HINTS = {
     0x01: "the device does not support this function code; check the profile's function_code "
-          "(clones differ between input registers FC04 and holding registers FC03)",
+    "(clones differ between input registers FC04 and holding registers FC03)",
     0x02: "the address is usually off by one between 0-based addresses and 40001 notation; also check that "
-          "the read does not run past the device's last register (lower interface.max_gap or max_registers_per_read)",
+    "the read does not run past the device's last register (lower interface.max_gap or max_registers_per_read)",
     0x03: "the device refused the quantity or the value; check max_registers_per_read and the command's allowed values",
     0x04: "the device failed while answering; check the probe or sensor wired to it and power-cycle it",
     0x05: "the device accepted a long-running command and is still busy with it; poll again later",
@@ -76,8 +98,13 @@ class ExceptionResponse(ModbusError):
     code = "modbus_exception"
 
     def __init__(self, message: str, *, unit_id: int, function_code: int, exception_code: int) -> None:
-        super().__init__(message, unit_id=unit_id, function_code=function_code, exception_code=exception_code,
-                         name=EXCEPTION_NAMES.get(exception_code, "non-standard exception"))
+        super().__init__(
+            message,
+            unit_id=unit_id,
+            function_code=function_code,
+            exception_code=exception_code,
+            name=EXCEPTION_NAMES.get(exception_code, "non-standard exception"),
+        )
         self.unit_id = unit_id
         self.function_code = function_code
         self.exception_code = exception_code
@@ -188,14 +215,20 @@ def encode_request(req: Request) -> bytes:
 
 def _check_crc(frame: bytes, where: str) -> bytes:
     if len(frame) < 4:
-        raise FrameError(f"{where}: frame too short, got {len(frame)} bytes ({frame.hex(' ')}); "
-                         "check wiring and that the device is powered", length=len(frame))
+        raise FrameError(
+            f"{where}: frame too short, got {len(frame)} bytes ({frame.hex(' ')}); "
+            "check wiring and that the device is powered",
+            length=len(frame),
+        )
     body, got = frame[:-2], int.from_bytes(frame[-2:], "little")
     want = crc16(body)
     if got != want:
-        raise CrcError(f"{where}: CRC mismatch, got 0x{got:04X}, expected 0x{want:04X}; check A/B wiring, "
-                       "termination, baud rate and parity, and that only one master is on the bus",
-                       got=got, expected=want)
+        raise CrcError(
+            f"{where}: CRC mismatch, got 0x{got:04X}, expected 0x{want:04X}; check A/B wiring, "
+            "termination, baud rate and parity, and that only one master is on the bus",
+            got=got,
+            expected=want,
+        )
     return body
 
 
@@ -222,8 +255,9 @@ def decode_request(frame: bytes) -> Request:
             req = Request(unit_id=unit, function_code=fc, address=address, value=word)
         elif fc in (15, 16):
             if len(body) < 7 or len(body) != 7 + body[6]:
-                raise FrameError(f"{where}: byte count does not match the frame, got {len(body) + 2} bytes",
-                                 length=len(frame))
+                raise FrameError(
+                    f"{where}: byte count does not match the frame, got {len(body) + 2} bytes", length=len(frame)
+                )
             data = body[7:]
             if fc == 15:
                 if body[6] != (word + 7) // 8:
@@ -232,7 +266,7 @@ def decode_request(frame: bytes) -> Request:
             else:
                 if body[6] != 2 * word:
                     raise FrameError(f"{where}: byte count {body[6]} does not fit {word} registers", count=word)
-                regs = tuple(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+                regs = tuple(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
                 req = Request(unit_id=unit, function_code=fc, address=address, registers=regs)
         else:
             raise FrameError(f"{where}: unsupported function code, got {fc}", function_code=fc)
@@ -291,28 +325,35 @@ def decode_response_pdu(req: Request, unit_id: int, pdu: bytes, where: str) -> R
         code = pdu[1]
         name = EXCEPTION_NAMES.get(code, "non-standard exception")
         hint = EXCEPTION_HINTS.get(code, "a non-standard exception code; see the device manual")
-        raise ExceptionResponse(f"{where}: exception {code:02X} ({name}), got {code:02X}; {hint}",
-                                unit_id=unit_id, function_code=req.function_code, exception_code=code)
+        raise ExceptionResponse(
+            f"{where}: exception {code:02X} ({name}), got {code:02X}; {hint}",
+            unit_id=unit_id,
+            function_code=req.function_code,
+            exception_code=code,
+        )
     if fc != req.function_code:
         raise FrameError(f"{where}: answer for another function code, got {fc}", function_code=fc)
     if fc in (1, 2, 3, 4):
         want = (req.count + 7) // 8 if fc in (1, 2) else 2 * req.count
         if len(pdu) < 2 or pdu[1] != want or len(pdu) != 2 + want:
             got = pdu[1] if len(pdu) >= 2 else None
-            raise FrameError(f"{where}: expected {want} data bytes, got byte count {got} in "
-                             f"{len(pdu) + 3} bytes", expected=want)
+            raise FrameError(
+                f"{where}: expected {want} data bytes, got byte count {got} in {len(pdu) + 3} bytes", expected=want
+            )
         data = pdu[2:]
         if fc in (1, 2):
             return Response(unit_id=unit_id, function_code=fc, bits=_unpack_bits(data, req.count))
-        regs = tuple(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+        regs = tuple(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
         return Response(unit_id=unit_id, function_code=fc, registers=regs)
     if len(pdu) != 5:
         raise FrameError(f"{where}: a write's echo is 8 bytes, got {len(pdu) + 3}", length=len(pdu) + 3)
     address, word = int.from_bytes(pdu[1:3], "big"), int.from_bytes(pdu[3:5], "big")
     echo = encode_pdu(req)[:5]
     if pdu != echo:
-        raise FrameError(f"{where}: the echo does not match the request, got {pdu.hex(' ')}, "
-                         f"expected {echo.hex(' ')}", address=address)
+        raise FrameError(
+            f"{where}: the echo does not match the request, got {pdu.hex(' ')}, expected {echo.hex(' ')}",
+            address=address,
+        )
     if fc in (5, 6):
         return Response(unit_id=unit_id, function_code=fc, address=address, value=word)
     return Response(unit_id=unit_id, function_code=fc, address=address, count=word)
@@ -323,8 +364,11 @@ def decode_response(req: Request, frame: bytes) -> Response:
     where = req.describe()
     body = _check_crc(frame, where)
     if body[0] != req.unit_id:
-        raise FrameError(f"{where}: answer from another unit, got unit {body[0]}; two devices may share "
-                         f"unit id {req.unit_id}, or an echo of another request was read", unit_id=body[0])
+        raise FrameError(
+            f"{where}: answer from another unit, got unit {body[0]}; two devices may share "
+            f"unit id {req.unit_id}, or an echo of another request was read",
+            unit_id=body[0],
+        )
     return decode_response_pdu(req, body[0], body[1:], where)
 
 

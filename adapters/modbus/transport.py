@@ -18,6 +18,7 @@ Every foreign exception leaves this module as one of ours:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import inspect
 import logging
@@ -36,8 +37,16 @@ from gateway.errors import AdapterError, DeviceTimeout
 from gateway.profiles.schema import Transport
 
 __all__ = [
-    "LinkError", "PortMissing", "PortPermission", "ModbusTimeout", "Link", "open_link", "TcpLink", "RtuSerialLink",
-    "RtuTcpLink", "PYMODBUS_VERSION",
+    "PYMODBUS_VERSION",
+    "Link",
+    "LinkError",
+    "ModbusTimeout",
+    "PortMissing",
+    "PortPermission",
+    "RtuSerialLink",
+    "RtuTcpLink",
+    "TcpLink",
+    "open_link",
 ]
 
 PYMODBUS_VERSION = pymodbus.__version__
@@ -111,8 +120,14 @@ class TcpLink:
     async def open(self) -> None:
         await self.close()
         # retries=0 and no reconnect: the bus counts retries and reopens with its own backoff
-        client = AsyncModbusTcpClient(self.address.host, port=self.address.port, timeout=self._connect_timeout,
-                                      retries=0, reconnect_delay=0, reconnect_delay_max=0)
+        client = AsyncModbusTcpClient(
+            self.address.host,
+            port=self.address.port,
+            timeout=self._connect_timeout,
+            retries=0,
+            reconnect_delay=0,
+            reconnect_delay_max=0,
+        )
         client.set_max_no_responses(2**31)  # one silent unit must not close the link its neighbours use
         if not await client.connect():
             client.close()
@@ -132,20 +147,26 @@ class TcpLink:
         client = self._client
         where = f"{request.describe()} on {self.description}"
         if client is None or not client.connected:
-            raise LinkError(f"modbus {self.description}: connection lost, got a closed link; it will be reopened",
-                            port=self.description)
+            raise LinkError(
+                f"modbus {self.description}: connection lost, got a closed link; it will be reopened",
+                port=self.description,
+            )
         try:
             pdu = await asyncio.wait_for(self._call(client, request), timeout)
-        except asyncio.TimeoutError:
-            raise ModbusTimeout(f"{where}: no answer, got nothing within {timeout:g} s; check the unit id, "
-                                "and that the device behind a gateway is powered and wired",
-                                unit_id=request.unit_id, timeout=timeout) from None
+        except TimeoutError:
+            raise ModbusTimeout(
+                f"{where}: no answer, got nothing within {timeout:g} s; check the unit id, "
+                "and that the device behind a gateway is powered and wired",
+                unit_id=request.unit_id,
+                timeout=timeout,
+            ) from None
         except ConnectionException as exc:
             await self.close()
             raise LinkError(f"modbus {self.description}: connection lost, got {exc}", port=self.description) from None
         except ModbusIOException:
-            raise ModbusTimeout(f"{where}: no answer, got nothing within {timeout:g} s",
-                                unit_id=request.unit_id, timeout=timeout) from None
+            raise ModbusTimeout(
+                f"{where}: no answer, got nothing within {timeout:g} s", unit_id=request.unit_id, timeout=timeout
+            ) from None
         except ModbusException as exc:
             raise rtu.FrameError(f"{where}: unusable answer, got {exc}") from None
         except OSError as exc:
@@ -232,8 +253,9 @@ class _RtuLink:
 
     async def transact(self, request: rtu.Request, timeout: float) -> rtu.Response:
         if not self.is_open:  # type: ignore[attr-defined]
-            raise LinkError(f"modbus {self.description}: port closed, got a closed link; it will be reopened",
-                            port=self.description)
+            raise LinkError(
+                f"modbus {self.description}: port closed, got a closed link; it will be reopened", port=self.description
+            )
         inbox = self._inbox
         inbox.data.clear()  # a late answer to an earlier request must not pass for this one's
         inbox.event.clear()
@@ -258,17 +280,21 @@ class _RtuLink:
             if left <= 0:
                 break
             inbox.event.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(inbox.event.wait(), left)
-            except asyncio.TimeoutError:
-                pass
         where = f"{request.describe()} on {self.description}"
         if inbox.data:
-            raise rtu.FrameError(f"{where}: incomplete answer, got {len(inbox.data)} of {want} bytes "
-                                 f"({bytes(inbox.data[:16]).hex(' ')}); check baud rate, parity and termination",
-                                 length=len(inbox.data))
-        raise ModbusTimeout(f"{where}: no answer, got nothing within {timeout:g} s; check wiring (A/B), baud rate, "
-                            "parity and the unit id", unit_id=request.unit_id, timeout=timeout)
+            raise rtu.FrameError(
+                f"{where}: incomplete answer, got {len(inbox.data)} of {want} bytes "
+                f"({bytes(inbox.data[:16]).hex(' ')}); check baud rate, parity and termination",
+                length=len(inbox.data),
+            )
+        raise ModbusTimeout(
+            f"{where}: no answer, got nothing within {timeout:g} s; check wiring (A/B), baud rate, "
+            "parity and the unit id",
+            unit_id=request.unit_id,
+            timeout=timeout,
+        )
 
 
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
@@ -297,8 +323,16 @@ class RtuSerialLink(_RtuLink):
         try:
             # socket:// URLs connect here, so keep the loop free
             ser = await asyncio.to_thread(
-                serial.serial_for_url, url, baudrate=s.baud, bytesize=s.data_bits, parity=_PARITY[s.parity.value],
-                stopbits=s.stop_bits, timeout=0, write_timeout=2.0, exclusive=True)
+                serial.serial_for_url,
+                url,
+                baudrate=s.baud,
+                bytesize=s.data_bits,
+                parity=_PARITY[s.parity.value],
+                stopbits=s.stop_bits,
+                timeout=0,
+                write_timeout=2.0,
+                exclusive=True,
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise port_error(self.description, exc) from None
         self._serial = ser
@@ -335,10 +369,9 @@ class RtuSerialLink(_RtuLink):
         self._stop_reading()
         ser, self._serial = self._serial, None
         if ser is not None:
-            try:
+            # the device may be gone already (USB dongle unplugged)
+            with contextlib.suppress(serial.SerialException, OSError):
                 ser.close()
-            except (serial.SerialException, OSError):
-                pass  # the device is gone already (USB dongle unplugged)
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -379,13 +412,22 @@ class RtuTcpLink(_RtuLink):
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: _StreamProtocol(lambda: self._inbox), self.address.host,
-                                       self.address.port), self._connect_timeout)
-        except (asyncio.TimeoutError, OSError) as exc:
-            got = "no connection within {:g} s".format(self._connect_timeout) if isinstance(
-                exc, asyncio.TimeoutError) else str(exc)
-            raise LinkError(f"modbus {self.description}: cannot connect, got {got}; check the serial server's "
-                            "address and port and that it is in TCP server (raw) mode", port=self.description) from None
+                loop.create_connection(
+                    lambda: _StreamProtocol(lambda: self._inbox), self.address.host, self.address.port
+                ),
+                self._connect_timeout,
+            )
+        except (TimeoutError, OSError) as exc:
+            got = (
+                f"no connection within {self._connect_timeout:g} s"
+                if isinstance(exc, asyncio.TimeoutError)
+                else str(exc)
+            )
+            raise LinkError(
+                f"modbus {self.description}: cannot connect, got {got}; check the serial server's "
+                "address and port and that it is in TCP server (raw) mode",
+                port=self.description,
+            ) from None
         self._protocol = protocol
 
     def _write(self, frame: bytes) -> None:
@@ -402,13 +444,22 @@ def port_error(port: str, exc: BaseException) -> LinkError:
     """Our error for a serial port that cannot be opened, worded for the technician."""
     number = getattr(exc, "errno", None)
     text = str(exc)
-    if number == errno.ENOENT or "No such file" in text or "could not open port" in text and "[Errno 2]" in text:
-        return PortMissing(f"modbus {port}: no such serial port, got \"{port}\"; check the cable and "
-                           "`ls /dev/ttyUSB* /dev/ttyACM* /dev/serial/by-id/`", port=port)
+    if number == errno.ENOENT or "No such file" in text or ("could not open port" in text and "[Errno 2]" in text):
+        return PortMissing(
+            f'modbus {port}: no such serial port, got "{port}"; check the cable and '
+            "`ls /dev/ttyUSB* /dev/ttyACM* /dev/serial/by-id/`",
+            port=port,
+        )
     if number in (errno.EACCES, errno.EPERM) or "[Errno 13]" in text or "Permission denied" in text:
-        return PortPermission(f"modbus {port}: permission denied, got no access to \"{port}\"; add the user to the "
-                              "dialout group: sudo usermod -aG dialout $USER (then log in again)", port=port)
+        return PortPermission(
+            f'modbus {port}: permission denied, got no access to "{port}"; add the user to the '
+            "dialout group: sudo usermod -aG dialout $USER (then log in again)",
+            port=port,
+        )
     if "[Errno 11]" in text or "exclusively lock" in text or "Resource temporarily unavailable" in text:
-        return LinkError(f"modbus {port}: port in use, got \"{port}\" locked by another program; stop it "
-                         "(another edgegw, a terminal program, ModemManager)", port=port)
+        return LinkError(
+            f'modbus {port}: port in use, got "{port}" locked by another program; stop it '
+            "(another edgegw, a terminal program, ModemManager)",
+            port=port,
+        )
     return LinkError(f"modbus {port}: cannot open the port, got {text}", port=port)

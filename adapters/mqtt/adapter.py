@@ -131,8 +131,11 @@ class MqttAdapter:
         if tls is None:
             return None
         if not tls.checks_peer:
-            self._log.warning("TLS certificate checks are off for mqtt://%s:%d; use ca_file instead",
-                              self.config.host, self.config.port)
+            self._log.warning(
+                "TLS certificate checks are off for mqtt://%s:%d; use ca_file instead",
+                self.config.host,
+                self.config.port,
+            )
         return client_context(tls, f"adapters.{self.config.name}")
 
     def _settings(self, tls: ssl.SSLContext | None, password: str | None) -> ClientSettings:
@@ -169,7 +172,9 @@ class MqttAdapter:
                 if not self._outage_logged:
                     self._log.warning(
                         "broker mqtt://%s:%d refused the connection: %s; retrying with backoff",
-                        cfg.host, cfg.port, reason_text(CONNACK, exc.code),
+                        cfg.host,
+                        cfg.port,
+                        reason_text(CONNACK, exc.code),
                     )
                     self._outage_logged = True
             except ConnectFailed as exc:
@@ -178,7 +183,9 @@ class MqttAdapter:
                 if not self._outage_logged:
                     self._log.warning(
                         "cannot reach the broker at mqtt://%s:%d, got %s; retrying with backoff",
-                        cfg.host, cfg.port, exc.reason,
+                        cfg.host,
+                        cfg.port,
+                        exc.reason,
                     )
                     self._outage_logged = True
             else:
@@ -218,7 +225,8 @@ class MqttAdapter:
                 if code >= 0x80:
                     self._log.error(
                         "broker refused the subscription to %s: %s; check the broker's ACL",
-                        sub.topic, reason_text(SUBACK, code),
+                        sub.topic,
+                        reason_text(SUBACK, code),
                     )
         return await asyncio.shield(client.lost)  # cancelling us must not cancel the client's future
 

@@ -105,8 +105,6 @@ def _check_topic(v: str) -> str:
     return v
 
 
-
-
 class Subscription(MappingSection):
     """One topic filter and how its JSON payloads become Readings (attributes, timestamp, lane: MappingSection)."""
 

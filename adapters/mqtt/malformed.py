@@ -38,7 +38,11 @@ class MalformedTopics:
     """What the adapter knows about malformed input, per topic; `open` is the set of topics in an episode."""
 
     def __init__(
-        self, log: ComponentLogger, *, clock: Callable[[], float] = time.monotonic, period_s: float = PERIOD_S,
+        self,
+        log: ComponentLogger,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        period_s: float = PERIOD_S,
         kept: int = TOPICS_KEPT,
     ) -> None:
         self.open: set[str] = set()  # the adapter checks a good message's topic against this, cheaply
@@ -67,10 +71,18 @@ class MalformedTopics:
         if not entry.open:
             entry.open = True
             self.open.add(topic)
-            self._log.warning("%s: dropping malformed messages (%s), e.g. %s; counted per reason", topic, reason, message)
+            self._log.warning(
+                "%s: dropping malformed messages (%s), e.g. %s; counted per reason", topic, reason, message
+            )
         elif now - entry.logged_at >= self._period_s:
-            self._log.warning("%s: still dropping malformed messages, %d since the last line %.0f s ago (%s), e.g. %s",
-                              topic, sum(entry.since.values()), now - entry.logged_at, _by_reason(entry.since), message)
+            self._log.warning(
+                "%s: still dropping malformed messages, %d since the last line %.0f s ago (%s), e.g. %s",
+                topic,
+                sum(entry.since.values()),
+                now - entry.logged_at,
+                _by_reason(entry.since),
+                message,
+            )
         else:
             return
         entry.logged_at = now
@@ -87,8 +99,12 @@ class MalformedTopics:
         entry.open = False
         self.open.discard(topic)
         if entry.since:
-            self._log.info("%s: payloads map again; %d more malformed since the last line (%s)",
-                           topic, sum(entry.since.values()), _by_reason(entry.since))
+            self._log.info(
+                "%s: payloads map again; %d more malformed since the last line (%s)",
+                topic,
+                sum(entry.since.values()),
+                _by_reason(entry.since),
+            )
         else:
             self._log.info("%s: payloads map again", topic)
         entry.since.clear()

@@ -132,7 +132,9 @@ class Mapper:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             problem = not_json(exc.pos, bytes(payload[:40]))
-            raise MappingError(f"{topic}: payload {problem.what}", reason=MalformedReason.NOT_JSON, topic=topic) from None
+            raise MappingError(
+                f"{topic}: payload {problem.what}", reason=MalformedReason.NOT_JSON, topic=topic
+            ) from None
         if type(doc) is not dict:
             raise MappingError(
                 f"{topic}: payload must be a JSON object, got {type(doc).__name__} {describe(doc)}",
@@ -180,8 +182,9 @@ def _render(
     text = "".join(out)
     if text in checked:  # the identifier rules are pure: a text that passed once passes again
         return text
-    checked_id(text, key=key, template=template_text(parts),
-               check=check_entity_id if key == "entity_id" else check_entity_type)
+    checked_id(
+        text, key=key, template=template_text(parts), check=check_entity_id if key == "entity_id" else check_entity_type
+    )
     if len(checked) >= _CACHE_LIMIT:
         checked.clear()
     checked.add(text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from ipaddress import IPv4Address
 from typing import NamedTuple, NoReturn, TypeVar
@@ -15,8 +15,8 @@ from adapters.radius.packet import VENDOR_SPECIFIC, Attribute
 __all__ = [
     "DECODERS",
     "FIELD_COUNT",
-    "AcctStatusType",
     "AccountingRecord",
+    "AcctStatusType",
     "AttributeType",
     "TerminateCause",
     "escaped_text",
@@ -173,7 +173,7 @@ class AccountingRecord(NamedTuple):
 
     def __repr__(self) -> str:
         shown: list[str] = []
-        for name, value in zip(self._fields, self):
+        for name, value in zip(self._fields, self, strict=True):
             if value is None or value == ():
                 continue
             if name == "user_name":
@@ -248,7 +248,7 @@ def _typed_error(atype: int, value: bytes, duplicate: bool) -> NoReturn:
 
 
 def _timestamp(value: bytes) -> datetime:
-    return datetime.fromtimestamp(int.from_bytes(value, "big"), timezone.utc)
+    return datetime.fromtimestamp(int.from_bytes(value, "big"), UTC)
 
 
 _T = TypeVar("_T")

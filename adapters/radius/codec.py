@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from adapters.radius.attributes import AcctStatusType, AccountingRecord, record_to_attributes
+from adapters.radius.attributes import AccountingRecord, AcctStatusType, record_to_attributes
 from adapters.radius.onepass import decode_accounting_record
 from adapters.radius.packet import Attribute, Packet, encode_accounting_request, encode_accounting_response
 

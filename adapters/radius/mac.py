@@ -19,7 +19,9 @@ __all__ = [
 # Spellings seen from NASes and APs: AA:BB:CC:DD:EE:FF, AA-BB-CC-DD-EE-FF (RFC 3580 style),
 # aabb.ccdd.eeff (Cisco), aabbcc-ddeeff (HPE/Aruba), aabbccddeeff, and colon groups without
 # leading zeros (a:b:c:d:e:f, as BSD and macOS print them).
-_GROUPED = re.compile(r"([0-9a-f]{1,2})([:-])([0-9a-f]{1,2})\2([0-9a-f]{1,2})\2([0-9a-f]{1,2})\2([0-9a-f]{1,2})\2([0-9a-f]{1,2})")
+_GROUPED = re.compile(
+    r"([0-9a-f]{1,2})([:-])([0-9a-f]{1,2})\2([0-9a-f]{1,2})\2([0-9a-f]{1,2})\2([0-9a-f]{1,2})\2([0-9a-f]{1,2})"
+)
 _DOTTED = re.compile(r"([0-9a-f]{4})\.([0-9a-f]{4})\.([0-9a-f]{4})")
 _HALVES = re.compile(r"([0-9a-f]{6})[-:]([0-9a-f]{6})")
 _HEX = frozenset("0123456789abcdef")

@@ -6,7 +6,14 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from adapters.radius.attributes import DECODERS, FIELD_COUNT, AccountingRecord, escaped_text, finish_record, record_from_attributes
+from adapters.radius.attributes import (
+    DECODERS,
+    FIELD_COUNT,
+    AccountingRecord,
+    escaped_text,
+    finish_record,
+    record_from_attributes,
+)
 from adapters.radius.packet import (
     HEADER_LENGTH,
     MAX_LENGTH,

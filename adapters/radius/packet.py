@@ -16,13 +16,16 @@ from adapters.radius.errors import (
 )
 
 __all__ = [
-    "Attribute",
-    "Code",
     "HEADER_LENGTH",
     "MAX_LENGTH",
-    "Packet",
     "PROXY_STATE",
     "VENDOR_SPECIFIC",
+    "Attribute",
+    "Code",
+    "Packet",
+    "accounting_request_authenticator",
+    "attribute_error",
+    "authenticator_error",
     "decode_accounting_request",
     "decode_accounting_response",
     "decode_packet",
@@ -31,12 +34,9 @@ __all__ = [
     "encode_attributes",
     "encode_packet",
     "encode_reply",
-    "reply_authenticator",
-    "accounting_request_authenticator",
-    "attribute_error",
-    "authenticator_error",
     "header_length",
     "not_an_accounting_request",
+    "reply_authenticator",
 ]
 
 HEADER_LENGTH = 20
@@ -312,9 +312,7 @@ def encode_accounting_response(
     """The Accounting-Response to `request`; its Proxy-State attributes are echoed in order (RFC 2865 5.33)."""
     echoed = [a for a in request.attributes if a.type == PROXY_STATE]
     extra = [a for a in attributes if a.type != PROXY_STATE]
-    return encode_reply(
-        Code.ACCOUNTING_RESPONSE, request.identifier, request.authenticator, [*extra, *echoed], secret
-    )
+    return encode_reply(Code.ACCOUNTING_RESPONSE, request.identifier, request.authenticator, [*extra, *echoed], secret)
 
 
 def decode_accounting_response(data: bytes, secret: bytes, request_authenticator: bytes) -> Packet:

@@ -45,12 +45,14 @@ def append_iso15693_crc(payload: bytes) -> bytes:
 def check_iso15693_frame(frame: bytes) -> bytes:
     """Verify an ISO/IEC 15693 frame's trailing CRC and return the payload without it."""
     if len(frame) < 3:
-        raise TagTruncated("iso15693 frame", need=3, got=len(frame),
-                           fix="a frame is at least one byte plus the 2-byte CRC")
+        raise TagTruncated(
+            "iso15693 frame", need=3, got=len(frame), fix="a frame is at least one byte plus the 2-byte CRC"
+        )
     payload = frame[:-2]
     expected = crc16_iso15693(payload)
     got = frame[-2] | (frame[-1] << 8)
     if expected != got:
-        raise TagCrcMismatch("iso15693 frame", expected=expected, got=got,
-                             fix="the frame was corrupted on the air interface; read again")
+        raise TagCrcMismatch(
+            "iso15693 frame", expected=expected, got=got, fix="the frame was corrupted on the air interface; read again"
+        )
     return payload

@@ -113,8 +113,12 @@ def _text(raw: bytes, field: str) -> str:
     rejected = value.translate(None, _PRINTABLE)
     if rejected:
         # Quote only the offending byte: the whole value may be a patron card number.
-        raise TagBadField(WHERE, field=field, what="not printable ASCII",
-                          got=f"byte 0x{rejected[0]:02X} at offset {value.index(rejected[0])}")
+        raise TagBadField(
+            WHERE,
+            field=field,
+            what="not printable ASCII",
+            got=f"byte 0x{rejected[0]:02X} at offset {value.index(rejected[0])}",
+        )
     return value.decode("ascii")
 
 
@@ -126,8 +130,12 @@ def decode_danish(data: bytes, *, block_order: BlockOrder = BlockOrder.AUTO) -> 
     if data[:SHORT_SIZE] == _ZERO32:
         raise TagBlank(WHERE, got=SHORT_SIZE)
     if block_order is BlockOrder.REVERSED and size % 4:
-        raise TagLengthInvalid(WHERE, what="block reversal needs whole 4-byte blocks", got=size,
-                               fix="pass the blocks exactly as the reader returned them")
+        raise TagLengthInvalid(
+            WHERE,
+            what="block reversal needs whole 4-byte blocks",
+            got=size,
+            fix="pass the blocks exactly as the reader returned them",
+        )
     if block_order is BlockOrder.REVERSED:
         data = reverse_blocks(data)
     body = _body(data)
@@ -139,17 +147,24 @@ def decode_danish(data: bytes, *, block_order: BlockOrder = BlockOrder.AUTO) -> 
             ok, body, used = True, flipped, BlockOrder.REVERSED
     if not ok:
         raise TagCrcMismatch(
-            WHERE, expected=expected, got=got,
+            WHERE,
+            expected=expected,
+            got=got,
             fix="the tag is damaged, was read incompletely, uses another data model "
-                "(ISO 28560-2?) or the reader's block order differs from block_order",
+            "(ISO 28560-2?) or the reader's block order differs from block_order",
         )
     version = body[0] >> 4
     if version not in SUPPORTED_VERSIONS:
         raise TagUnknownVersion(WHERE, version=version, supported=SUPPORTED_VERSIONS)
     pii = _text(body[3:19], "primary_item_id")
     if not pii:
-        raise TagBadField(WHERE, field="primary_item_id", what="empty", got="16 NUL bytes",
-                          fix="program the item identifier onto the tag")
+        raise TagBadField(
+            WHERE,
+            field="primary_item_id",
+            what="empty",
+            got="16 NUL bytes",
+            fix="program the item identifier onto the tag",
+        )
     usage_nibble = body[0] & 0x0F
     usage: int = Usage(usage_nibble) if usage_nibble in Usage._value2member_map_ else usage_nibble
     tag = DanishTag(
@@ -167,7 +182,9 @@ def decode_danish(data: bytes, *, block_order: BlockOrder = BlockOrder.AUTO) -> 
 def _field(value: str, field: str, limit: int) -> bytes:
     if len(value) > limit or not value.isascii() or not value.isprintable():
         raise TagValueInvalid(
-            WHERE, field=field, what=f"must be at most {limit} printable ASCII characters",
+            WHERE,
+            field=field,
+            what=f"must be at most {limit} printable ASCII characters",
             got=f"{len(value)} characters",
         )
     return value.encode("ascii").ljust(limit, b"\x00")
@@ -179,26 +196,24 @@ def _byte(value: int, field: str, low: int, high: int) -> int:
     return value
 
 
-def encode_danish(
-    tag: DanishTag, *, size: int = SHORT_SIZE, block_order: BlockOrder = BlockOrder.AS_READ
-) -> bytes:
+def encode_danish(tag: DanishTag, *, size: int = SHORT_SIZE, block_order: BlockOrder = BlockOrder.AS_READ) -> bytes:
     """Encode `tag` as a basic block of `size` bytes (32 or 34), CRC included."""
     if size not in (SHORT_SIZE, FULL_SIZE):
         raise TagValueInvalid(WHERE, field="size", what="must be 32 or 34", got=str(size))
     if block_order is BlockOrder.AUTO:
-        raise TagValueInvalid(WHERE, field="block_order", what="must be as_read or reversed",
-                              got="auto")
+        raise TagValueInvalid(WHERE, field="block_order", what="must be as_read or reversed", got="auto")
     if not tag.primary_item_id:
         raise TagValueInvalid(WHERE, field="primary_item_id", what="must not be empty", got="''")
     if tag.country and len(tag.country) != 2:
-        raise TagValueInvalid(WHERE, field="country", what="must be 2 characters or empty",
-                              got=repr(tag.country))
+        raise TagValueInvalid(WHERE, field="country", what="must be 2 characters or empty", got=repr(tag.country))
     isil_limit = _ISIL_LEN if size == FULL_SIZE else _SHORT_ISIL_LEN
-    head = bytes((
-        (_byte(tag.version, "version", 1, 15) << 4) | _byte(tag.usage, "usage", 0, 15),
-        _byte(tag.parts_in_set, "parts_in_set", 0, 255),
-        _byte(tag.part_number, "part_number", 0, 255),
-    )) + _field(tag.primary_item_id, "primary_item_id", _PII_LEN)
+    head = bytes(
+        (
+            (_byte(tag.version, "version", 1, 15) << 4) | _byte(tag.usage, "usage", 0, 15),
+            _byte(tag.parts_in_set, "parts_in_set", 0, 255),
+            _byte(tag.part_number, "part_number", 0, 255),
+        )
+    ) + _field(tag.primary_item_id, "primary_item_id", _PII_LEN)
     tail = _field(tag.country, "country", 2) + _field(tag.isil, "isil", isil_limit)
     crc = crc16_ibm3740(head + tail.ljust(13, b"\x00"))
     block = head + crc.to_bytes(2, "little") + tail

@@ -15,9 +15,7 @@ class RfidTagError(DeviceProtocolError):
 
     code = "rfid_tag_invalid"
 
-    def __init__(
-        self, where: str, what: str, got: str, fix: str = "", /, **params: object
-    ) -> None:
+    def __init__(self, where: str, what: str, got: str, fix: str = "", /, **params: object) -> None:
         super().__init__(_message(where, what, got, fix), where=where, **params)
 
 
@@ -26,8 +24,12 @@ class TagTruncated(RfidTagError):
 
     def __init__(self, where: str, *, need: int, got: int, fix: str = "") -> None:
         super().__init__(
-            where, f"tag data truncated, need {need} bytes", f"{got} bytes",
-            fix or "read more blocks from the tag", need=need, got=got,
+            where,
+            f"tag data truncated, need {need} bytes",
+            f"{got} bytes",
+            fix or "read more blocks from the tag",
+            need=need,
+            got=got,
         )
 
 
@@ -43,8 +45,11 @@ class TagBlank(RfidTagError):
 
     def __init__(self, where: str, *, got: int) -> None:
         super().__init__(
-            where, "blank tag (no data written)", f"{got} zero bytes",
-            "program the tag before issuing the item", length=got,
+            where,
+            "blank tag (no data written)",
+            f"{got} zero bytes",
+            "program the tag before issuing the item",
+            length=got,
         )
 
 
@@ -53,8 +58,12 @@ class TagCrcMismatch(RfidTagError):
 
     def __init__(self, where: str, *, expected: int, got: int, fix: str = "") -> None:
         super().__init__(
-            where, f"CRC mismatch, expected 0x{expected:04X}", f"0x{got:04X}",
-            fix, expected=expected, got=got,
+            where,
+            f"CRC mismatch, expected 0x{expected:04X}",
+            f"0x{got:04X}",
+            fix,
+            expected=expected,
+            got=got,
         )
 
 
@@ -64,8 +73,11 @@ class TagUnknownVersion(RfidTagError):
     def __init__(self, where: str, *, version: int, supported: tuple[int, ...]) -> None:
         names = ", ".join(str(v) for v in supported)
         super().__init__(
-            where, f"unknown data model version (supported: {names})", str(version),
-            "check the tag format configured for this reader", version=version,
+            where,
+            f"unknown data model version (supported: {names})",
+            str(version),
+            "check the tag format configured for this reader",
+            version=version,
         )
 
 
@@ -80,9 +92,7 @@ class TagBadCompaction(RfidTagError):
     code = "rfid_bad_compaction"
 
     def __init__(self, where: str, *, compaction: str, what: str, got: str) -> None:
-        super().__init__(
-            f"{where} ({compaction} compaction)", what, got, "", compaction=compaction, value=got
-        )
+        super().__init__(f"{where} ({compaction} compaction)", what, got, "", compaction=compaction, value=got)
 
 
 class TagBadStructure(RfidTagError):

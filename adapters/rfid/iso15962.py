@@ -96,8 +96,10 @@ class Iso28560Tag:
 
 def decode_elements(data: bytes) -> tuple[DataElement, ...]:
     """Split tag user memory into data elements, stopping at the 0x00 terminator."""
-    return tuple(DataElement(oid=oid, compaction=compaction, payload=payload, filler=filler)
-                 for oid, compaction, payload, filler in _raw_elements(data))
+    return tuple(
+        DataElement(oid=oid, compaction=compaction, payload=payload, filler=filler)
+        for oid, compaction, payload, filler in _raw_elements(data)
+    )
 
 
 def _raw_elements(data: bytes) -> list[tuple[int, Compaction, bytes, int | None]]:
@@ -107,9 +109,12 @@ def _raw_elements(data: bytes) -> list[tuple[int, Compaction, bytes, int | None]
     if data[0] == 0:
         if data.count(0) == n:
             raise TagBlank(WHERE, got=n)
-        raise TagBadStructure(WHERE, what="no data elements before the terminator",
-                              got=f"first bytes {data[:4].hex(' ')}",
-                              fix="the tag may use another data model (ISO 28560-3?)")
+        raise TagBadStructure(
+            WHERE,
+            what="no data elements before the terminator",
+            got=f"first bytes {data[:4].hex(' ')}",
+            fix="the tag may use another data model (ISO 28560-3?)",
+        )
     elements: list[tuple[int, Compaction, bytes, int | None]] = []
     seen: set[int] = set()
     i = 0
@@ -125,8 +130,9 @@ def _raw_elements(data: bytes) -> list[tuple[int, Compaction, bytes, int | None]
             oid = 15 + data[i]
             i += 1
         elif oid == 0:
-            raise TagBadStructure(WHERE, what="relative OID 0 is not defined",
-                                  got=f"precursor 0x{pre:02X} at offset {i - 1}")
+            raise TagBadStructure(
+                WHERE, what="relative OID 0 is not defined", got=f"precursor 0x{pre:02X} at offset {i - 1}"
+            )
         filler: int | None = None
         if pre & 0x80:
             if i >= n:
@@ -141,8 +147,7 @@ def _raw_elements(data: bytes) -> list[tuple[int, Compaction, bytes, int | None]
         if end > n:
             raise TagTruncated(WHERE, need=end, got=n)
         if oid in seen:
-            raise TagBadStructure(WHERE, what="data element appears twice",
-                                  got=f"relative OID {oid}")
+            raise TagBadStructure(WHERE, what="data element appears twice", got=f"relative OID {oid}")
         seen.add(oid)
         elements.append((oid, _COMPACTIONS[(pre >> 4) & 7], data[i:end], filler))
         i = end
@@ -158,15 +163,16 @@ def encode_elements(elements: Iterable[DataElement], *, terminate: bool = True) 
     out = bytearray()
     for el in elements:
         if not 1 <= el.oid <= MAX_OID:
-            raise TagValueInvalid(WHERE, field="oid", what=f"must be 1..{MAX_OID}",
-                                  got=str(el.oid))
+            raise TagValueInvalid(WHERE, field="oid", what=f"must be 1..{MAX_OID}", got=str(el.oid))
         if len(el.payload) > 255:
-            raise TagValueInvalid(WHERE, field=f"oid {el.oid}",
-                                  what="compacted data must be at most 255 bytes",
-                                  got=f"{len(el.payload)} bytes")
+            raise TagValueInvalid(
+                WHERE,
+                field=f"oid {el.oid}",
+                what="compacted data must be at most 255 bytes",
+                got=f"{len(el.payload)} bytes",
+            )
         if el.filler is not None and not 0 <= el.filler <= 255:
-            raise TagValueInvalid(WHERE, field="filler", what="must be 0..255",
-                                  got=str(el.filler))
+            raise TagValueInvalid(WHERE, field="filler", what="must be 0..255", got=str(el.filler))
         flag = 0x80 if el.filler is not None else 0
         out.append(flag | (el.compaction << 4) | min(el.oid, 15))
         if el.oid >= 15:
@@ -205,10 +211,13 @@ def _pack(codes: Sequence[int], width: int, compaction: Compaction, field: str) 
     n = len(codes)
     size = -(-n * width // 8)
     if n and codes[-1] == 0 and n > (size * 8 - 8) // width + 1:
-        raise TagValueInvalid(WHERE, field=field,
-                              what=f"ends in a character that {_NAMES[compaction]} "
-                                   "compaction cannot tell from padding",
-                              got=f"{n} characters", fix="use octet compaction")
+        raise TagValueInvalid(
+            WHERE,
+            field=field,
+            what=f"ends in a character that {_NAMES[compaction]} compaction cannot tell from padding",
+            got=f"{n} characters",
+            fix="use octet compaction",
+        )
     value = 0
     for code in codes:
         value = (value << width) | code
@@ -220,14 +229,16 @@ def _text_codes(text: str, compaction: Compaction, field: str) -> list[int]:
     for ch in text:
         o = ord(ch)
         ok = (
-            0x40 <= o <= 0x5F if compaction is Compaction.FIVE_BIT
-            else 0x20 <= o <= 0x5F if compaction is Compaction.SIX_BIT
+            0x40 <= o <= 0x5F
+            if compaction is Compaction.FIVE_BIT
+            else 0x20 <= o <= 0x5F
+            if compaction is Compaction.SIX_BIT
             else o < 0x80
         )
         if not ok:
-            raise TagValueInvalid(WHERE, field=field,
-                                  what=f"character not in the {_NAMES[compaction]} set",
-                                  got=f"U+{o:04X}")
+            raise TagValueInvalid(
+                WHERE, field=field, what=f"character not in the {_NAMES[compaction]} set", got=f"U+{o:04X}"
+            )
         codes.append(o & ((1 << _WIDTH[compaction]) - 1))
     return codes
 
@@ -250,11 +261,9 @@ def decompact_text(compaction: Compaction, payload: bytes) -> str:
         try:
             return payload.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _bad(compaction, "invalid UTF-8", f"byte 0x{payload[exc.start]:02X} "
-                       f"at offset {exc.start}") from None
+            raise _bad(compaction, "invalid UTF-8", f"byte 0x{payload[exc.start]:02X} at offset {exc.start}") from None
     if compaction is Compaction.APPLICATION_DEFINED:
-        raise _bad(compaction, "no text meaning is defined for this element",
-                   f"{len(payload)} bytes")
+        raise _bad(compaction, "no text meaning is defined for this element", f"{len(payload)} bytes")
     table = _TABLES[compaction]
     return "".join([table[c] for c in _unpack(payload, _WIDTH[compaction])])
 
@@ -279,29 +288,38 @@ def compact_text(compaction: Compaction, text: str, *, field: str = "value") -> 
     """Inverse of `decompact_text`."""
     if compaction is Compaction.INTEGER:
         if not text.isdigit() or not text.isascii() or (len(text) > 1 and text[0] == "0"):
-            raise TagValueInvalid(WHERE, field=field,
-                                  what="integer compaction needs digits without leading zeros",
-                                  got=f"{len(text)} characters", fix="use numeric compaction")
+            raise TagValueInvalid(
+                WHERE,
+                field=field,
+                what="integer compaction needs digits without leading zeros",
+                got=f"{len(text)} characters",
+                fix="use numeric compaction",
+            )
         value = int(text)
         return value.to_bytes(max(1, -(-value.bit_length() // 8)), "big")
     if compaction is Compaction.NUMERIC:
         if text and not (text.isdigit() and text.isascii()):
-            raise TagValueInvalid(WHERE, field=field, what="numeric compaction needs digits",
-                                  got=f"{len(text)} characters")
+            raise TagValueInvalid(
+                WHERE, field=field, what="numeric compaction needs digits", got=f"{len(text)} characters"
+            )
         return bytes.fromhex(text + "f" * (len(text) % 2))
     if compaction is Compaction.OCTET:
         try:
             return text.encode("latin-1")
         except UnicodeEncodeError:
-            raise TagValueInvalid(WHERE, field=field, what="not ISO 8859-1 text",
-                                  got=f"{len(text)} characters", fix="use UTF-8 compaction"
-                                  ) from None
+            raise TagValueInvalid(
+                WHERE,
+                field=field,
+                what="not ISO 8859-1 text",
+                got=f"{len(text)} characters",
+                fix="use UTF-8 compaction",
+            ) from None
     if compaction is Compaction.UTF8:
         return text.encode("utf-8")
     if compaction is Compaction.APPLICATION_DEFINED:
-        raise TagValueInvalid(WHERE, field=field,
-                              what="application-defined compaction has no text form",
-                              got="application_defined")
+        raise TagValueInvalid(
+            WHERE, field=field, what="application-defined compaction has no text form", got="application_defined"
+        )
     return _pack(_text_codes(text, compaction, field), _WIDTH[compaction], compaction, field)
 
 
@@ -312,12 +330,16 @@ _SETS = ("-ABCDEFGHIJKLMNOPQRSTUVWXYZ:", "-abcdefghijklmnopqrstuvwxyz/", "012345
 _SET_WIDTH = (5, 5, 4)
 # (latch, shift) code to reach set `target` from set `source`
 _SWITCH = {
-    (_UPPER, _LOWER): (28, 29), (_UPPER, _DIGIT): (30, 31),
-    (_LOWER, _UPPER): (28, 29), (_LOWER, _DIGIT): (30, 31),
-    (_DIGIT, _UPPER): (12, 13), (_DIGIT, _LOWER): (14, 15),
+    (_UPPER, _LOWER): (28, 29),
+    (_UPPER, _DIGIT): (30, 31),
+    (_LOWER, _UPPER): (28, 29),
+    (_LOWER, _DIGIT): (30, 31),
+    (_DIGIT, _UPPER): (12, 13),
+    (_DIGIT, _LOWER): (14, 15),
 }
-_CONTROL = {(src, code): (dst, code == shift)
-            for (src, dst), (latch, shift) in _SWITCH.items() for code in (latch, shift)}
+_CONTROL = {
+    (src, code): (dst, code == shift) for (src, dst), (latch, shift) in _SWITCH.items() for code in (latch, shift)
+}
 
 
 def decode_isil(payload: bytes) -> str:
@@ -345,8 +367,11 @@ def decode_isil(payload: bytes) -> str:
             latched = active = target
     pad = total - end_of_text
     if pad >= 8 or (value & ((1 << pad) - 1)) != (1 << pad) - 1:
-        raise _bad(Compaction.APPLICATION_DEFINED, "ISIL padding must be fewer than 8 one bits",
-                   f"{pad} trailing bits 0b{value & ((1 << pad) - 1):0{max(pad, 1)}b}")
+        raise _bad(
+            Compaction.APPLICATION_DEFINED,
+            "ISIL padding must be fewer than 8 one bits",
+            f"{pad} trailing bits 0b{value & ((1 << pad) - 1):0{max(pad, 1)}b}",
+        )
     return "".join(out)
 
 
@@ -354,8 +379,7 @@ def _set_of(ch: str, field: str) -> int:
     for index in (_UPPER, _LOWER, _DIGIT):
         if ch in _SETS[index]:
             return index
-    raise TagValueInvalid(WHERE, field=field, what="character not allowed in an ISIL",
-                          got=repr(ch))
+    raise TagValueInvalid(WHERE, field=field, what="character not allowed in an ISIL", got=repr(ch))
 
 
 def encode_isil(text: str, *, field: str = "owner_isil") -> bytes:
@@ -367,7 +391,7 @@ def encode_isil(text: str, *, field: str = "owner_isil") -> bytes:
             continue
         target = _set_of(ch, field)
         latch, shift = _SWITCH[(mode, target)]
-        following = text[index + 1:index + 2]
+        following = text[index + 1 : index + 2]
         stay = bool(following) and following in _SETS[target] and following not in _SETS[mode]
         bits.append((latch if stay else shift, _SET_WIDTH[mode]))
         bits.append((_SETS[target].index(ch), _SET_WIDTH[target]))
@@ -387,9 +411,9 @@ def encode_isil(text: str, *, field: str = "owner_isil") -> bytes:
 
 def _content_parameter(compaction: Compaction, payload: bytes) -> tuple[int, ...]:
     if compaction is not Compaction.APPLICATION_DEFINED:
-        raise TagBadField(WHERE, field="content_parameter",
-                          what="must use application-defined compaction",
-                          got=_NAMES[compaction])
+        raise TagBadField(
+            WHERE, field="content_parameter", what="must use application-defined compaction", got=_NAMES[compaction]
+        )
     value = int.from_bytes(payload, "big")
     width = len(payload) * 8
     return tuple(3 + k for k in range(width) if value >> (width - 1 - k) & 1)
@@ -399,8 +423,7 @@ def content_parameter_payload(oids: Iterable[int]) -> bytes:
     """Bit map announcing which relative OIDs (3 and up) are on the tag: MSB first = OID 3."""
     wanted = sorted(set(oids))
     if any(oid < 3 for oid in wanted):
-        raise TagValueInvalid(WHERE, field="content_parameter", what="OIDs must be 3 or more",
-                              got=str(wanted[0]))
+        raise TagValueInvalid(WHERE, field="content_parameter", what="OIDs must be 3 or more", got=str(wanted[0]))
     size = max(1, -(-(wanted[-1] - 2) // 8)) if wanted else 1
     value = 0
     for oid in wanted:
@@ -413,9 +436,12 @@ def _set_information(compaction: Compaction, payload: bytes) -> SetInformation:
     if compaction is Compaction.INTEGER and len(text) % 2:
         text = "0" + text  # integer compaction drops the leading zero of "0102"
     if not text or len(text) % 2 or not text.isdigit() or not text.isascii():
-        raise TagBadField(WHERE, field="set_information",
-                          what="must be an even number of digits (parts in set, part number)",
-                          got=repr(text))
+        raise TagBadField(
+            WHERE,
+            field="set_information",
+            what="must be an even number of digits (parts in set, part number)",
+            got=repr(text),
+        )
     half = len(text) // 2
     return SetInformation(parts_in_set=int(text[:half]), part_number=int(text[half:]))
 
@@ -430,9 +456,12 @@ def _type_of_usage(compaction: Compaction, payload: bytes) -> int:
         return payload[0]
     if compaction is Compaction.INTEGER and payload and int.from_bytes(payload, "big") <= 0xFF:
         return int.from_bytes(payload, "big")
-    raise TagBadField(WHERE, field="type_of_usage",
-                      what="must be one byte, application-defined or integer compaction",
-                      got=f"{_NAMES[compaction]}, {len(payload)} bytes")
+    raise TagBadField(
+        WHERE,
+        field="type_of_usage",
+        what="must be one byte, application-defined or integer compaction",
+        got=f"{_NAMES[compaction]}, {len(payload)} bytes",
+    )
 
 
 def decode_iso28560_2(data: bytes) -> Iso28560Tag:
@@ -450,8 +479,11 @@ def decode_iso28560_2(data: bytes) -> Iso28560Tag:
         elif oid == 2:
             content = _content_parameter(compaction, payload)
         elif oid == 3:
-            isil = (decode_isil(payload) if compaction is Compaction.APPLICATION_DEFINED
-                    else decompact_text(compaction, payload))
+            isil = (
+                decode_isil(payload)
+                if compaction is Compaction.APPLICATION_DEFINED
+                else decompact_text(compaction, payload)
+            )
         elif oid == 4:
             set_info = _set_information(compaction, payload)
         elif oid == 5:
@@ -459,12 +491,20 @@ def decode_iso28560_2(data: bytes) -> Iso28560Tag:
         elif oid == 6:
             shelf = decompact_text(compaction, payload)
         else:
-            others.append(DataElement(oid=oid, compaction=compaction, payload=payload,
-                                      filler=filler))
+            others.append(DataElement(oid=oid, compaction=compaction, payload=payload, filler=filler))
     if not pii:
-        raise TagBadStructure(WHERE, what="no primary item identifier (relative OID 1)",
-                              got="empty" if pii == "" else "absent",
-                              fix="the tag is not programmed for library use")
-    return Iso28560Tag(primary_item_id=pii, content_parameter=content, owner_isil=isil,
-                       set_information=set_info, type_of_usage=usage, shelf_location=shelf,
-                       others=tuple(others))
+        raise TagBadStructure(
+            WHERE,
+            what="no primary item identifier (relative OID 1)",
+            got="empty" if pii == "" else "absent",
+            fix="the tag is not programmed for library use",
+        )
+    return Iso28560Tag(
+        primary_item_id=pii,
+        content_parameter=content,
+        owner_isil=isil,
+        set_information=set_info,
+        type_of_usage=usage,
+        shelf_location=shelf,
+        others=tuple(others),
+    )

@@ -9,7 +9,7 @@ from gateway.errors import ConfigError
 
 from .codec import FramingError
 
-__all__ = ["Symbology", "AimId", "AimPolicy", "Suffix", "FramingConfig", "Framed", "unframe", "frame"]
+__all__ = ["AimId", "AimPolicy", "Framed", "FramingConfig", "Suffix", "Symbology", "frame", "unframe"]
 
 
 class Symbology(Enum):

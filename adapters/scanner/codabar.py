@@ -13,16 +13,16 @@ from .codec import CodabarError
 __all__ = [
     "DATA_CHARS",
     "GUARD_CHARS",
-    "CheckScheme",
-    "DsrZero",
-    "Mod11Weights",
-    "Mod11Rule",
-    "GuardsIn",
-    "CheckIn",
-    "Output",
     "Case",
+    "CheckIn",
+    "CheckScheme",
     "CodabarConfig",
     "CodabarScan",
+    "DsrZero",
+    "GuardsIn",
+    "Mod11Rule",
+    "Mod11Weights",
+    "Output",
     "check_character",
     "decode_codabar",
     "encode_codabar",
@@ -42,9 +42,7 @@ _LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")
 _MOD11_W2_7 = tuple(2 + i % 6 for i in range(64))
 _MOD11_W2_9 = tuple(2 + i % 8 for i in range(64))
 # Modulus 16 character values as bytes, so a translated scan sums in C.
-_MOD16_BYTES = bytes.maketrans(
-    (DATA_CHARS + GUARD_CHARS).encode(), bytes(range(len(DATA_CHARS + GUARD_CHARS)))
-)
+_MOD16_BYTES = bytes.maketrans((DATA_CHARS + GUARD_CHARS).encode(), bytes(range(len(DATA_CHARS + GUARD_CHARS))))
 
 
 class CheckScheme(Enum):
@@ -140,8 +138,7 @@ class CodabarConfig:
             )
         if not 1 <= self.min_length <= self.max_length <= 64:
             errors.append(
-                f"{where}.min_length/max_length: need 1 <= min <= max <= 64, "
-                f"got {self.min_length}/{self.max_length}"
+                f"{where}.min_length/max_length: need 1 <= min <= max <= 64, got {self.min_length}/{self.max_length}"
             )
         guards_unknown = self.guards_in is not GuardsIn.PRESENT and not self.library_guards
         if guards_unknown and self.scheme is CheckScheme.MOD16:
@@ -154,11 +151,7 @@ class CodabarConfig:
                 f"{where}.library_guards: keep_guards = 'keep' needs them, got none while guards_in "
                 f"is {self.guards_in.value!r}; set library_guards or strip the guards"
             )
-        if (
-            self.scheme is not CheckScheme.NONE
-            and self.check_in is CheckIn.STRIPPED
-            and self.keep_check is Output.KEEP
-        ):
+        if self.scheme is not CheckScheme.NONE and self.check_in is CheckIn.STRIPPED and self.keep_check is Output.KEEP:
             errors.append(
                 f"{where}.keep_check: the scanner strips the check character, got 'keep'; "
                 "set keep_check = 'strip' or make the scanner send it"
@@ -183,9 +176,7 @@ def _fail(code: str, what: str, value: object, fix: str = "", /, **params: objec
     return CodabarError(code, f"codabar: {what}, got {value}{tail}", **params)
 
 
-def check_character(
-    data: str, config: CodabarConfig, *, start: str | None = None, stop: str | None = None
-) -> str:
+def check_character(data: str, config: CodabarConfig, *, start: str | None = None, stop: str | None = None) -> str:
     """The check character `config.scheme` gives `data` (start/stop count only for modulus 16)."""
     scheme = config.scheme
     if scheme is CheckScheme.MOD16:
@@ -332,9 +323,7 @@ def decode_codabar(text: str, config: CodabarConfig) -> CodabarScan:
     )
 
 
-def _normalised(
-    data: str, check: str | None, start: str | None, stop: str | None, config: CodabarConfig
-) -> str:
+def _normalised(data: str, check: str | None, start: str | None, stop: str | None, config: CodabarConfig) -> str:
     value = data + check if check is not None and config.keep_check is Output.KEEP else data
     if config.keep_guards is Output.STRIP:
         return value

@@ -9,15 +9,15 @@ from .codec import EanError
 
 __all__ = [
     "BookId",
-    "PriceRow",
     "Gtin13",
+    "PriceRow",
+    "classify_book_scan",
     "ean13_check_digit",
-    "verify_ean13",
     "isbn10_check_digit",
-    "verify_isbn10",
     "isbn10_to_13",
     "isbn13_to_10",
-    "classify_book_scan",
+    "verify_ean13",
+    "verify_isbn10",
 ]
 
 _DIGITS = frozenset("0123456789")

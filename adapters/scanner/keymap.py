@@ -99,9 +99,7 @@ class WedgeConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_length <= 4096:
-            raise ConfigError(
-                [f"scanner.wedge.max_length: must be 1..4096, got {self.max_length}"]
-            )
+            raise ConfigError([f"scanner.wedge.max_length: must be 1..4096, got {self.max_length}"])
 
 
 def _fail(code: str, what: str, value: object, fix: str = "", /, **params: object) -> KeymapError:
@@ -116,7 +114,7 @@ class WedgeDecoder:
     Empty scans (a lone terminator) are ignored. After an error the rest of that scan is dropped.
     """
 
-    __slots__ = ("_normal", "_shifted", "_terminators", "_max", "_chars", "_left", "_right", "_dropping")
+    __slots__ = ("_chars", "_dropping", "_left", "_max", "_normal", "_right", "_shifted", "_terminators")
 
     def __init__(self, config: WedgeConfig) -> None:
         self._normal, self._shifted = _TABLES[config.layout]
@@ -128,8 +126,8 @@ class WedgeDecoder:
         self._dropping = False
 
     def feed(self, code: int, value: int) -> str | None:
-        if code == KEY_LEFTSHIFT or code == KEY_RIGHTSHIFT:
-            if value == PRESS or value == RELEASE:
+        if code in (KEY_LEFTSHIFT, KEY_RIGHTSHIFT):
+            if value in (PRESS, RELEASE):
                 if code == KEY_LEFTSHIFT:
                     self._left = value == PRESS
                 else:

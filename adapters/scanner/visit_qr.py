@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from .codec import VisitQrError
 
-__all__ = ["VisitPoint", "encode_visit_qr", "verify_visit_qr", "MIN_KEY_BYTES"]
+__all__ = ["MIN_KEY_BYTES", "VisitPoint", "encode_visit_qr", "verify_visit_qr"]
 
 VERSION = "VQ1"
 MIN_KEY_BYTES = 16
@@ -67,9 +67,7 @@ def encode_visit_qr(point_id: str, key_id: str, key: bytes) -> str:
     if not _KEY_ID.fullmatch(key_id):
         raise _fail("visit_qr_key_id", "key id must be 1-8 of 0-9 A-Z", repr(key_id))
     if not _POINT_ID.fullmatch(point_id):
-        raise _fail(
-            "visit_qr_point_id", "point id must be 1-32 of 0-9 A-Z -", f"{len(point_id)} characters"
-        )
+        raise _fail("visit_qr_point_id", "point id must be 1-32 of 0-9 A-Z -", f"{len(point_id)} characters")
     _check_key(key_id, key)
     signed = f"{VERSION}.{key_id}.{point_id}."
     return signed + _mac(key, signed)

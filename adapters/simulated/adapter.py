@@ -53,8 +53,11 @@ class SimulatedAdapter:
         self._dated = has_date_observed(self._type)
         self._location = config.location.attribute() if config.location is not None else None
         # an event is an entity of its own; what made it is a Device (urn:ngsi-ld:Device:<name>-<n>)
-        self._devices = ([f"urn:ngsi-ld:Device:{config.name}-{n}" for n in range(config.entities)]
-                         if config.kind is SimKind.EVENTS else [])
+        self._devices = (
+            [f"urn:ngsi-ld:Device:{config.name}-{n}" for n in range(config.entities)]
+            if config.kind is SimKind.EVENTS
+            else []
+        )
         self._gauss = self._rng.gauss
         noise = [self._rng.gauss(0, 1) for _ in range(_NOISE_LEN)]
         self._noise_mm = [round(10 * x) for x in noise]  # river gauge noise: sigma 10 mm
@@ -72,8 +75,15 @@ class SimulatedAdapter:
         summary = f"{cfg.kind.value}, {cfg.entities} entities at {cfg.rate:g}/s"
         if cfg.limit:
             summary += f", {self.emitted} of {cfg.limit}"
-        return {"kind": cfg.kind.value, "entities": cfg.entities, "rate": cfg.rate, "limit": cfg.limit,
-                "emitted": self.emitted, "events": self._events, "summary": summary}
+        return {
+            "kind": cfg.kind.value,
+            "entities": cfg.entities,
+            "rate": cfg.rate,
+            "limit": cfg.limit,
+            "emitted": self.emitted,
+            "events": self._events,
+            "summary": summary,
+        }
 
     def _next_noise(self, n: int) -> int:
         """Index of entity n's next noise sample in the table."""
@@ -121,14 +131,18 @@ class SimulatedAdapter:
             }
         else:
             self._events += 1
-            attrs = {"eventKind": make_attribute("scan", "Text"), "sequence": seq,
-                     "refDevice": make_attribute(self._devices[n], "Relationship")}
+            attrs = {
+                "eventKind": make_attribute("scan", "Text"),
+                "sequence": seq,
+                "refDevice": make_attribute(self._devices[n], "Relationship"),
+            }
             if self._location is not None:  # each event is a new entity: no description reading reaches it
                 attrs[LOCATION] = self._location
             if self._dated:
                 attrs[DATE_OBSERVED] = date_observed(now)
-            return make_reading(f"{self._ids[n]}-{self._events}", self._type, attrs, now, TimeSource.GATEWAY,
-                                self._source, self._lane)
+            return make_reading(
+                f"{self._ids[n]}-{self._events}", self._type, attrs, now, TimeSource.GATEWAY, self._source, self._lane
+            )
         if self._dated:
             attrs[DATE_OBSERVED] = date_observed(now)
         return make_reading(self._ids[n], self._type, attrs, now, TimeSource.DEVICE, self._source, self._lane)
@@ -138,8 +152,12 @@ class SimulatedAdapter:
         if self._location is None or self.config.kind is SimKind.EVENTS:
             return []
         now = utc_now()
-        return [make_reading(entity_id, self._type, {LOCATION: self._location}, now, TimeSource.GATEWAY, self._source,
-                             self._lane) for entity_id in self._ids]
+        return [
+            make_reading(
+                entity_id, self._type, {LOCATION: self._location}, now, TimeSource.GATEWAY, self._source, self._lane
+            )
+            for entity_id in self._ids
+        ]
 
     async def run(self, emit: Emit) -> None:
         loop = asyncio.get_running_loop()

@@ -19,7 +19,11 @@ class SimKind(enum.Enum):
     EVENTS = "events"  # bursts of one-off event entities (e.g. scans), each its own entity
 
 
-DEFAULT_TYPES = {SimKind.RIVER_LEVEL: "WaterObserved", SimKind.WEATHER: "WeatherObserved", SimKind.EVENTS: "SimulatedEvent"}
+DEFAULT_TYPES = {
+    SimKind.RIVER_LEVEL: "WaterObserved",
+    SimKind.WEATHER: "WeatherObserved",
+    SimKind.EVENTS: "SimulatedEvent",
+}
 
 
 class SimulatedConfig(AdapterConfig):
@@ -30,14 +34,16 @@ class SimulatedConfig(AdapterConfig):
     entity_type: str = ""
     id_prefix: str = Field(default="", description="entity ids are <id_prefix><n>; default urn:ngsi-ld:<type>:<name>-")
     lane: Literal["alert", "normal", "bulk"] = "normal"
-    burst_size: int = Field(default=0, ge=0, le=100_000, description="events: extra readings emitted at once every burst_every_s")
+    burst_size: int = Field(
+        default=0, ge=0, le=100_000, description="events: extra readings emitted at once every burst_every_s"
+    )
     burst_every_s: float = Field(default=10.0, gt=0)
     limit: int = Field(default=0, ge=0, description="stop after this many readings (0: run forever)")
     seed: int | None = None
     location: Location | None = Field(default=None, description="where the simulated devices are: { lat, lon }")
 
     @model_validator(mode="after")
-    def _identifiers(self) -> "SimulatedConfig":
+    def _identifiers(self) -> SimulatedConfig:
         from gateway.ngsi.identifiers import check_entity_type, check_id_template
 
         try:
@@ -51,8 +57,10 @@ class SimulatedConfig(AdapterConfig):
             if self.id_prefix:
                 raise ConfigProblems([("id_prefix", f"{exc}, got {json.dumps(self.id_prefix)}")]) from None
             # the default prefix is made from a valid type and name, so only its length can break it
-            message = (f"makes the default id_prefix invalid: {exc}, got {json.dumps(self.resolved_prefix)}; "
-                       "set a shorter entity_type or an id_prefix")
+            message = (
+                f"makes the default id_prefix invalid: {exc}, got {json.dumps(self.resolved_prefix)}; "
+                "set a shorter entity_type or an id_prefix"
+            )
             raise ConfigProblems([("entity_type", message)]) from None
         return self
 

@@ -21,8 +21,8 @@ from adapters.wifi_syslog.message import (
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
 
 __all__ = [
-    "AssociationKind",
     "DEFAULT_ZONE",
+    "AssociationKind",
     "FrameSplitter",
     "Framing",
     "PatternSet",

@@ -6,7 +6,7 @@ from enum import Enum
 
 from adapters.wifi_syslog.errors import SyslogFramingError, quote
 
-__all__ = ["Framing", "FrameSplitter", "encode_octet_counted", "encode_non_transparent"]
+__all__ = ["FrameSplitter", "Framing", "encode_non_transparent", "encode_octet_counted"]
 
 DEFAULT_MAX_FRAME = 8192
 
@@ -48,10 +48,7 @@ class FrameSplitter:
         buf += data
         frames: list[bytes] = []
         while buf:
-            if self._octet_counted(buf[0]):
-                frame = self._take_counted(buf)
-            else:
-                frame = self._take_line(buf)
+            frame = self._take_counted(buf) if self._octet_counted(buf[0]) else self._take_line(buf)
             if frame is None:
                 break
             if frame:

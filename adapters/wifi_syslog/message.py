@@ -23,7 +23,9 @@ __all__ = [
 ]
 
 DEFAULT_ZONE = ZoneInfo("Asia/Tokyo")
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_MONTHS = {
+    m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)
+}
 _MONTH_NAMES = {i: m for m, i in _MONTHS.items()}
 
 _PRI = re.compile(r"<(\d{1,3})>")
@@ -33,7 +35,7 @@ _TS3164 = re.compile(r"([A-Z][a-z]{2}) ([ 1-3]?\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{
 _TAG = re.compile(r"([^\s:\[\]]{1,64})(?:\[([^\]\s]{0,128})\])?: ?")
 _HEAD5424 = re.compile(r"([1-9]\d{0,2}) (\S+) (\S+) (\S+) (\S+) (\S+) ")
 _TS5424 = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(Z|[+-]\d\d:\d\d)")
-_SD_NAME = re.compile(r'[!#-<>-\\^-~]{1,32}')  # PRINTUSASCII except '=', SP, ']' and '"'
+_SD_NAME = re.compile(r"[!#-<>-\\^-~]{1,32}")  # PRINTUSASCII except '=', SP, ']' and '"'
 _SD_PARAM = re.compile(r'([!#-<>-\\^-~]{1,32})="((?:[^"\\\]]|\\.)*)"', re.DOTALL)
 _SD_OPEN_VALUE = re.compile(r'(?:[^"\\\]]|\\.)*(?:\\)?\Z', re.DOTALL)  # runs to the end: never closed
 _SD_UNESCAPE = re.compile(r'\\(["\\\]])')
@@ -59,9 +61,7 @@ _FAST = re.compile(
 _FAST_5424 = 2  # the group that is set when the RFC 5424 branch matched
 _FAST_3164_TS = 7  # first of the six RFC 3164 timestamp groups
 # A whole well-formed SD-ELEMENT; its params are then split by _SD_PARAM.findall in C.
-_FAST_SD_ELEMENT = re.compile(
-    r'\[([!#-<>-\\^-~]{1,32})((?: [!#-<>-\\^-~]{1,32}="(?:[^"\\\]]|\\.)*")*)\]', re.DOTALL
-)
+_FAST_SD_ELEMENT = re.compile(r'\[([!#-<>-\\^-~]{1,32})((?: [!#-<>-\\^-~]{1,32}="(?:[^"\\\]]|\\.)*")*)\]', re.DOTALL)
 
 
 class SyslogFormat(Enum):
@@ -105,7 +105,7 @@ class SyslogMessage(NamedTuple):
         return f"{self.app_name}[{self.procid}]: {self.message}"
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self))
+        inner = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True))
         return redact_macs(f"SyslogMessage({inner})")
 
 
@@ -281,7 +281,12 @@ def _parse_5424(text: str, head: re.Match[str], pri: int) -> SyslogMessage:
             what="only version 1 is defined",
             got=quote(version),
         )
-    for name, value, limit in (("HOSTNAME", hostname, 255), ("APP-NAME", app_name, 48), ("PROCID", procid, 128), ("MSGID", msgid, 32)):
+    for name, value, limit in (
+        ("HOSTNAME", hostname, 255),
+        ("APP-NAME", app_name, 48),
+        ("PROCID", procid, 128),
+        ("MSGID", msgid, 32),
+    ):
         if len(value) > limit or not value.isascii() or not value.isprintable():
             raise SyslogHeaderError(
                 where=f"syslog RFC 5424 header {name}",
@@ -384,7 +389,7 @@ def _parse_sd_element(text: str, pos: int) -> SDElement:
     end = len(text)
     m = _SD_NAME.match(text, pos + 1)
     if m is None:
-        raise _sd_error("SD-ID must be 1-32 printable characters except = ] \" and space", text, pos + 1)
+        raise _sd_error('SD-ID must be 1-32 printable characters except = ] " and space', text, pos + 1)
     pos = m.end()
     while pos < end and text[pos] == " ":
         p = _SD_PARAM.match(text, pos + 1)
@@ -414,9 +419,10 @@ def encode_rfc5424(msg: SyslogMessage) -> bytes:
         ts = msg.timestamp.isoformat()
         if ts.endswith("+00:00"):
             ts = ts[:-6] + "Z"
-    sd = "".join(
-        "[" + e.id + "".join(f' {k}="{_sd_escape(v)}"' for k, v in e.params) + "]" for e in msg.structured_data
-    ) or "-"
+    sd = (
+        "".join("[" + e.id + "".join(f' {k}="{_sd_escape(v)}"' for k, v in e.params) + "]" for e in msg.structured_data)
+        or "-"
+    )
     head = " ".join(
         (
             f"<{msg.facility * 8 + msg.severity}>1",

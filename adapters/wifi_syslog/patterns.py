@@ -45,7 +45,7 @@ class PatternSpec(Section):
     contains: str | None = None
     json_group: str | None = None
     params_group: str | None = None
-    require: dict[str, str] = {}
+    require: dict[str, str] = {}  # noqa: RUF012 - pydantic model: the default is copied for each instance
 
     @field_validator("regex")
     @classmethod
@@ -67,9 +67,7 @@ class PatternSpec(Section):
             for key in ("client_mac", "kind"):
                 name = getattr(self.fields, key)
                 if name not in groups:
-                    raise ValueError(
-                        f"fields.{key} {name!r} is not a named group of regex and no json_group is set"
-                    )
+                    raise ValueError(f"fields.{key} {name!r} is not a named group of regex and no json_group is set")
         return self
 
 
@@ -108,16 +106,33 @@ class WifiEvent(NamedTuple):
         return f"{self.hostname or '-'}/{self.interface or '-'}"
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self))
+        inner = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True))
         return redact_macs(f"WifiEvent({inner})")
 
 
 class _Compiled:
     """One pattern with everything the hot path needs precomputed."""
 
-    __slots__ = ("vendor", "name", "where", "regex", "contains", "json_group", "params_group", "require",
-                 "require_keys", "require_values", "kinds", "client_mac", "kind", "interface", "ap_mac", "ssid",
-                 "client_mac_where", "ap_mac_where")
+    __slots__ = (
+        "ap_mac",
+        "ap_mac_where",
+        "client_mac",
+        "client_mac_where",
+        "contains",
+        "interface",
+        "json_group",
+        "kind",
+        "kinds",
+        "name",
+        "params_group",
+        "regex",
+        "require",
+        "require_keys",
+        "require_values",
+        "ssid",
+        "vendor",
+        "where",
+    )
 
     def __init__(self, vendor: str, spec: PatternSpec) -> None:
         self.vendor = vendor

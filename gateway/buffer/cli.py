@@ -43,7 +43,10 @@ def run(args: argparse.Namespace, db_path: Path, out: TextIO | None = None) -> i
     out = out or sys.stdout
     command = args.buffer_command
     if command == "retry-dead-letters" and not (args.uplink or args.ids or args.all):
-        print("buffer retry-dead-letters: nothing selected, got no --uplink, --id or --all; name what to re-queue", file=sys.stderr)
+        print(
+            "buffer retry-dead-letters: nothing selected, got no --uplink, --id or --all; name what to re-queue",
+            file=sys.stderr,
+        )
         return 2
     if command == "dead-letters" and args.limit < 1:
         print(f"buffer dead-letters: --limit must be at least 1, got {args.limit}", file=sys.stderr)
@@ -98,8 +101,8 @@ def _dumps(doc: Any) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in (header, *rows)]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in (header, *rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -148,8 +151,10 @@ def format_salvage(v: Salvage) -> str:
         lost = "nothing could be read"
     else:
         lost = f"{v.lost_rows:,} lost" + ("" if v.lost_exact or not v.lost_rows else " at most (estimated)")
-    return (f"{v.at.strftime('%Y-%m-%d %H:%M:%SZ')}: {v.saved_rows:,} readings saved, {lost}, "
-            f"{v.saved_dead_letters:,} dead letters saved; damaged file moved to {v.moved_to} ({v.detail})")
+    return (
+        f"{v.at.strftime('%Y-%m-%d %H:%M:%SZ')}: {v.saved_rows:,} readings saved, {lost}, "
+        f"{v.saved_dead_letters:,} dead letters saved; damaged file moved to {v.moved_to} ({v.detail})"
+    )
 
 
 def format_dead_letters(letters: Sequence[DeadLetter]) -> str:

@@ -59,16 +59,22 @@ def data_dir_problem(data_dir: Path) -> Problem | None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        return Problem(what="cannot be created" if existing != data_dir else "is not a directory",
-                       got=f"a file at {existing}", fix="move the file away or " + _USE_ANOTHER)
+        return Problem(
+            what="cannot be created" if existing != data_dir else "is not a directory",
+            got=f"a file at {existing}",
+            fix="move the file away or " + _USE_ANOTHER,
+        )
     if existing == data_dir:
         exc = _writable(data_dir)
         if exc is not None:
             return Problem(what="is not writable", got=describe(exc, data_dir), fix=_fix_for(exc))
         buffer = data_dir / "buffer.db"
         if buffer.is_dir():
-            return Problem(what="cannot hold the buffer", got=f"a directory at {buffer}",
-                           fix="move it away (the buffer is a file) or " + _USE_ANOTHER)
+            return Problem(
+                what="cannot hold the buffer",
+                got=f"a directory at {buffer}",
+                fix="move it away (the buffer is a file) or " + _USE_ANOTHER,
+            )
         return None
     try:
         # what creating data_dir would need: a directory made (and removed) where it would be made
@@ -93,14 +99,18 @@ def prepare(db_path: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except FileExistsError as exc:
-        raise _unavailable(db_path, f"a file at {exc.filename or directory} where a directory should be",
-                           "move the file away or " + _USE_ANOTHER) from exc
+        raise _unavailable(
+            db_path,
+            f"a file at {exc.filename or directory} where a directory should be",
+            "move the file away or " + _USE_ANOTHER,
+        ) from exc
     except OSError as exc:
         if not is_disk_full(exc):
             raise _unavailable(db_path, describe(exc), _fix_for(exc)) from exc
     if db_path.is_dir():
-        raise _unavailable(db_path, "a directory at that path",
-                           "move it away (the buffer is a file) or " + _USE_ANOTHER)
+        raise _unavailable(
+            db_path, "a directory at that path", "move it away (the buffer is a file) or " + _USE_ANOTHER
+        )
     refused = _writable(directory)
     if refused is not None:
         raise _unavailable(db_path, describe(refused, directory), _fix_for(refused)) from refused

@@ -101,7 +101,9 @@ class Outbox:
         self._new_rows: dict[str, asyncio.Event] = {name: asyncio.Event() for name in store.uplinks}
         self._refused_total = 0
         self._refused_episode = 0  # loop side: readings refused since caps left no room; 0 = accepting
-        self._dropping: collections.Counter[tuple[int, DropReason]] | None = None  # thread side: drops of the current cap episode
+        self._dropping: collections.Counter[tuple[int, DropReason]] | None = (
+            None  # thread side: drops of the current cap episode
+        )
         self._last_commit_ms: float | None = None
         self._disk_full = False  # writer side: an insert was refused for want of disk space, and no clear room since
         self._disk_refused = 0  # writer side: readings refused since then
@@ -134,8 +136,10 @@ class Outbox:
             return space.release("opening the buffer")
 
         def opening() -> Outbox:
-            opened = open_database(path, durability=config.durability, max_page_count=max_page_count,
-                                   make_room=make_room)
+            opened = open_database(
+                path, durability=config.durability, max_page_count=max_page_count, make_room=make_room
+            )
+
             def load() -> tuple[Store, collections.Counter[tuple[int, DropReason]]]:
                 # cursors of new uplinks, rows passed by all, aged rows: the writes an open may have to make
                 store = Store(opened.conn, path=path, config=config, uplinks=uplinks, clock=clock, tail_rows=tail_rows)
@@ -158,7 +162,7 @@ class Outbox:
             return box
 
         try:
-            box = await asyncio.to_thread(opening)
+            box: Outbox = await asyncio.to_thread(opening)
         except sqlite3.Error as exc:
             raise BufferError(f"buffer: cannot open {path}, got {exc}", path=str(path)) from exc
         box._thread.start()
@@ -214,8 +218,15 @@ class Outbox:
             raise
         if self._refused_episode:
             self._accepting()
-        row = (lane, reading.entity_id, to_epoch_us(reading.observed_at), int(self._store.clock() * 1000), size, body,
-               None)
+        row = (
+            lane,
+            reading.entity_id,
+            to_epoch_us(reading.observed_at),
+            int(self._store.clock() * 1000),
+            size,
+            body,
+            None,
+        )
         with self._cond:
             group = self._open
             if group is None or len(group.rows) >= self._max_rows:
@@ -289,8 +300,9 @@ class Outbox:
         self._cond.notify()
         return group
 
-    def _queue(self, rows: list[Row], readings: list[Reading], lane_rows: list[int], lane_bytes: list[int]
-               ) -> _CommitFuture:
+    def _queue(
+        self, rows: list[Row], readings: list[Reading], lane_rows: list[int], lane_bytes: list[int]
+    ) -> _CommitFuture:
         # called with self._cond held
         group = self._open
         if group is None or len(group.rows) + len(rows) > self._max_rows:
@@ -352,9 +364,14 @@ class Outbox:
                     raise
                 if not waiting:
                     waiting = True
-                    log.error("buffer: disk full in %s, cannot record what %s delivered, got %s; free space there "
-                              "(trying again every %.0f s)", self._path.parent, uplink, exc.params.get("got"),
-                              _ACK_RETRY_S)
+                    log.error(
+                        "buffer: disk full in %s, cannot record what %s delivered, got %s; free space there "
+                        "(trying again every %.0f s)",
+                        self._path.parent,
+                        uplink,
+                        exc.params.get("got"),
+                        _ACK_RETRY_S,
+                    )
                 await asyncio.sleep(_ACK_RETRY_S)
                 continue
             if waiting:
@@ -506,8 +523,11 @@ class Outbox:
             if isinstance(error, BufferFull):
                 self._disk_refusing(len(rows), error)
         elif self._disk_full and self._room_again():
-            log.info("buffer: disk has room again in %s; accepting readings (%d refused meanwhile)",
-                     self._path.parent, self._disk_refused)
+            log.info(
+                "buffer: disk has room again in %s; accepting readings (%d refused meanwhile)",
+                self._path.parent,
+                self._disk_refused,
+            )
             self._disk_full = False
         if not space.careful and space.spend(nbytes):
             self._look()
@@ -523,8 +543,14 @@ class Outbox:
         """With the disk running low: BufferFull unless the insert leaves the room kept for delivery."""
         space, store = self._space, self._store
         free = space.free_bytes()
-        missing = shortfall(pages=store.insert_pages(rows, nbytes), free_pages=store.free_pages(),
-                            page_size=store.page_size, wal_bytes=space.wal_bytes(), free_bytes=free, keep=space.keep())
+        missing = shortfall(
+            pages=store.insert_pages(rows, nbytes),
+            free_pages=store.free_pages(),
+            page_size=store.page_size,
+            wal_bytes=space.wal_bytes(),
+            free_bytes=free,
+            keep=space.keep(),
+        )
         if not missing:
             return None
         got = f"{free} bytes free in {self._path.parent} and {space.keep()} kept for delivery"
@@ -540,8 +566,11 @@ class Outbox:
         if not self._disk_full:
             self._disk_full = True
             self._disk_refused = 0
-            log.error("buffer: disk full in %s: refusing new readings until there is room, got %s; "
-                      "delivery goes on", self._path.parent, error.params.get("got"))
+            log.error(
+                "buffer: disk full in %s: refusing new readings until there is room, got %s; delivery goes on",
+                self._path.parent,
+                error.params.get("got"),
+            )
         self._disk_refused += n
 
     def _room_again(self) -> bool:
@@ -564,14 +593,19 @@ class Outbox:
         if space.careful:
             self._log_careful()
         else:
-            log.info("buffer: %s free in %s again; commits are no longer checked one by one",
-                     mib(space.free), self._path.parent)
+            log.info(
+                "buffer: %s free in %s again; commits are no longer checked one by one",
+                mib(space.free),
+                self._path.parent,
+            )
 
     def _log_careful(self) -> None:
         log.warning(
             "buffer: disk nearly full: %s free in %s; each commit is now checked, and new readings are "
             "refused once %s is left (kept for delivery); free space, or lower [buffer] max_bytes",
-            mib(self._space.free), self._path.parent, mib(self._space.keep()),
+            mib(self._space.free),
+            self._path.parent,
+            mib(self._space.keep()),
         )
 
     def _delivering(self, fn: Callable[[], T]) -> Callable[[], T]:
@@ -671,7 +705,8 @@ class Outbox:
             self._dropping.update(drops)
         elif self._dropping is not None:
             summary = ", ".join(
-                f"{n} {lane_name(lane)} ({reason.value})" for (lane, reason), n in sorted(self._dropping.items(), key=str)
+                f"{n} {lane_name(lane)} ({reason.value})"
+                for (lane, reason), n in sorted(self._dropping.items(), key=str)
             )
             log.info("buffer: back under the caps; dropped %s in that episode", summary)
             self._dropping = None

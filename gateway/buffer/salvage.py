@@ -28,7 +28,7 @@ import sqlite3
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,9 @@ CREATE TABLE IF NOT EXISTS salvages (
     cursors_kept INTEGER NOT NULL
 )
 """
-SALVAGE_COLUMNS = ("at_ms, moved_to, detail, saved_rows, lost_rows, lost_exact, saved_dead_letters, "
-                   "lost_dead_letters, cursors_kept")
+SALVAGE_COLUMNS = (
+    "at_ms, moved_to, detail, saved_rows, lost_rows, lost_exact, saved_dead_letters, lost_dead_letters, cursors_kept"
+)
 
 # A failing query costs a few µs; this bounds a file whose root page and indexes are all gone to
 # seconds, not hours. Ranges left when it is reached count as lost.
@@ -84,14 +85,26 @@ class _Table:
     rows_per_page: int  # at most, for a key range when the index is unreadable
 
 
-def _table(name: str, key: str, columns: str, index: str, where: str, valid: Callable[[tuple[Any, ...]], bool],
-           rows_per_page: int) -> _Table:
+def _table(
+    name: str,
+    key: str,
+    columns: str,
+    index: str,
+    where: str,
+    valid: Callable[[tuple[Any, ...]], bool],
+    rows_per_page: int,
+) -> _Table:
     select = f"SELECT {columns} FROM {name} WHERE {key}"
     marks = ", ".join("?" * len(columns.split(", ")))
-    return _Table(select_range=f"{select} BETWEEN ? AND ? ORDER BY {key}", select_one=f"{select} = ?",
-                  list_keys=f"SELECT {key} FROM {name} INDEXED BY {index} WHERE {where}",
-                  select_highest=f"SELECT max({key}) FROM {name}",
-                  insert=f"INSERT INTO {name} ({columns}) VALUES ({marks})", valid=valid, rows_per_page=rows_per_page)
+    return _Table(
+        select_range=f"{select} BETWEEN ? AND ? ORDER BY {key}",
+        select_one=f"{select} = ?",
+        list_keys=f"SELECT {key} FROM {name} INDEXED BY {index} WHERE {where}",
+        select_highest=f"SELECT max({key}) FROM {name}",
+        insert=f"INSERT INTO {name} ({columns}) VALUES ({marks})",
+        valid=valid,
+        rows_per_page=rows_per_page,
+    )
 
 
 class _Keys:
@@ -241,9 +254,16 @@ def _decoded(body: object, seq: int, entity_id: object, lane: object) -> Reading
 
 def _valid_row(row: tuple[Any, ...]) -> bool:
     seq, lane, entity_id, observed_us, appended_ms, size, body, target = row
-    if not (type(lane) is int and 0 <= lane <= 2 and type(entity_id) is str and type(observed_us) is int
-            and type(appended_ms) is int and type(body) is bytes and size == len(body)
-            and (target is None or type(target) is str)):
+    if not (
+        type(lane) is int
+        and 0 <= lane <= 2
+        and type(entity_id) is str
+        and type(observed_us) is int
+        and type(appended_ms) is int
+        and type(body) is bytes
+        and size == len(body)
+        and (target is None or type(target) is str)
+    ):
         return False
     reading = _decoded(body, seq, entity_id, lane)
     return reading is not None and to_epoch_us(reading.observed_at) == observed_us
@@ -251,9 +271,16 @@ def _valid_row(row: tuple[Any, ...]) -> bool:
 
 def _valid_dead_letter(row: tuple[Any, ...]) -> bool:
     _, uplink, seq, lane, entity_id, body, reason, created_at = row
-    return (type(uplink) is str and type(seq) is int and type(lane) is int and 0 <= lane <= 2
-            and type(entity_id) is str and type(reason) is str and type(created_at) is int
-            and _decoded(body, seq, entity_id, lane) is not None)
+    return (
+        type(uplink) is str
+        and type(seq) is int
+        and type(lane) is int
+        and 0 <= lane <= 2
+        and type(entity_id) is str
+        and type(reason) is str
+        and type(created_at) is int
+        and _decoded(body, seq, entity_id, lane) is not None
+    )
 
 
 def _valid_cursor(row: tuple[Any, ...]) -> bool:
@@ -269,17 +296,32 @@ def _valid_salvage(row: tuple[Any, ...]) -> bool:
     return len(row) == 9 and type(row[0]) is int and type(row[1]) is str and type(row[2]) is str
 
 
-OUTBOX = _table("outbox", "seq", "seq, lane, entity_id, observed_us, appended_ms, size, body, target",
-                "outbox_lane", "lane >= 0", _valid_row, rows_per_page=100)
-DEAD_LETTERS = _table("dead_letters", "id", "id, uplink, seq, lane, entity_id, body, reason, created_at",
-                      "dead_letters_uplink", "uplink >= ''", _valid_dead_letter, rows_per_page=10)
+OUTBOX = _table(
+    "outbox",
+    "seq",
+    "seq, lane, entity_id, observed_us, appended_ms, size, body, target",
+    "outbox_lane",
+    "lane >= 0",
+    _valid_row,
+    rows_per_page=100,
+)
+DEAD_LETTERS = _table(
+    "dead_letters",
+    "id",
+    "id, uplink, seq, lane, entity_id, body, reason, created_at",
+    "dead_letters_uplink",
+    "uplink >= ''",
+    _valid_dead_letter,
+    rows_per_page=10,
+)
 
 
 # --- reading the damaged file ----------------------------------------------------------------------
 
 
-def _small(ro: sqlite3.Connection, sql: str,
-           valid: Callable[[tuple[Any, ...]], bool]) -> tuple[list[tuple[Any, ...]], bool]:
+def _small(
+    ro: sqlite3.Connection, sql: str, valid: Callable[[tuple[Any, ...]], bool]
+) -> tuple[list[tuple[Any, ...]], bool]:
     """Rows of a small table that read and look right, and whether that was all of them."""
     out: list[tuple[Any, ...]] = []
     try:
@@ -328,8 +370,9 @@ def _find(ro: sqlite3.Connection) -> _Found:
     cursors, cursors_kept = _small(ro, "SELECT uplink, lane, seq FROM cursors", _valid_cursor)
     counters, _ = _small(ro, "SELECT name, value FROM counters", _valid_counter)
     salvages, _ = _small(ro, f"SELECT {SALVAGE_COLUMNS} FROM salvages ORDER BY id", _valid_salvage)
-    return _Found(sequences=dict(sequences), cursors=cursors, cursors_kept=cursors_kept, counters=counters,
-                  salvages=salvages)
+    return _Found(
+        sequences=dict(sequences), cursors=cursors, cursors_kept=cursors_kept, counters=counters, salvages=salvages
+    )
 
 
 def _keys(ro: sqlite3.Connection, table: _Table, lo: int, counter: int | None) -> _Keys:
@@ -401,8 +444,9 @@ def _open_read_only(damaged: Path) -> sqlite3.Connection | None:
     # read-only: the damaged file and its -wal stay as they were, for analysis (only the -shm, an
     # index SQLite rebuilds, is rewritten); its -wal's committed pages are read as usual
     try:
-        return sqlite3.connect(damaged.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False)
+        return sqlite3.connect(
+            damaged.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
     except sqlite3.Error as exc:
         log.error("buffer: damaged file %s cannot be opened to salvage it: %s", damaged, exc)
         return None
@@ -411,8 +455,9 @@ def _open_read_only(damaged: Path) -> sqlite3.Connection | None:
 # --- the whole job ---------------------------------------------------------------------------------
 
 
-def replace_damaged(damaged: Path | None, conn: sqlite3.Connection, *, moved_to: Path, detail: str, path: Path,
-                    now: datetime) -> Salvage:
+def replace_damaged(
+    damaged: Path | None, conn: sqlite3.Connection, *, moved_to: Path, detail: str, path: Path, now: datetime
+) -> Salvage:
     """Salvage what `damaged` holds into `conn` (a fresh, empty outbox), record it in the file and log it at CRITICAL.
 
     `damaged` None: the file was not a database at all; only the replacement is recorded.
@@ -421,13 +466,24 @@ def replace_damaged(damaged: Path | None, conn: sqlite3.Connection, *, moved_to:
     had = [p.exists() for p in side]
     ro = _open_read_only(damaged) if damaged is not None else None
     if ro is None:
-        result = Salvage(at=now, moved_to=str(moved_to), detail=detail, saved_rows=0, lost_rows=None,
-                         lost_exact=False, saved_dead_letters=0, lost_dead_letters=None, cursors_kept=False)
+        result = Salvage(
+            at=now,
+            moved_to=str(moved_to),
+            detail=detail,
+            saved_rows=0,
+            lost_rows=None,
+            lost_exact=False,
+            saved_dead_letters=0,
+            lost_dead_letters=None,
+            cursors_kept=False,
+        )
         _record(conn, result, _Found(sequences={}, cursors=[], cursors_kept=False, counters=[], salvages=[]), 0, 0)
         log.critical(
             "buffer: database %s is damaged (%s); moved it to %s and started an empty buffer. "
             "Readings in the damaged file are not delivered; keep it for analysis",
-            path, detail, moved_to,
+            path,
+            detail,
+            moved_to,
         )
         return result
     try:
@@ -436,13 +492,14 @@ def replace_damaged(damaged: Path | None, conn: sqlite3.Connection, *, moved_to:
         ro.close()
         # a read-only connection leaves the -wal and -shm it made; only the damaged file's own are evidence
         if not had[0] and side[0].exists() and side[0].stat().st_size == 0:
-            for p, existed in zip(side, had):
+            for p, existed in zip(side, had, strict=True):
                 if not existed:
                     p.unlink(missing_ok=True)
 
 
-def _salvage(ro: sqlite3.Connection, conn: sqlite3.Connection, *, moved_to: Path, detail: str, path: Path,
-             now: datetime) -> Salvage:
+def _salvage(
+    ro: sqlite3.Connection, conn: sqlite3.Connection, *, moved_to: Path, detail: str, path: Path, now: datetime
+) -> Salvage:
     found = _find(ro)
     cursor_seqs = [c[2] for c in found.cursors]
     # rows at or below every cursor were delivered everywhere and deleted
@@ -455,13 +512,23 @@ def _salvage(ro: sqlite3.Connection, conn: sqlite3.Connection, *, moved_to: Path
     lost_rows = rows_tally.unreadable + rows_tally.invalid + rows.not_copied
     lost_dead = dead_tally.unreadable + dead_tally.invalid + dead.not_copied
     result = Salvage(
-        at=now, moved_to=str(moved_to), detail=detail, saved_rows=rows.rows, lost_rows=lost_rows,
-        lost_exact=outbox_keys.listed is not None and not rows_tally.capped, saved_dead_letters=dead.rows,
-        lost_dead_letters=lost_dead, cursors_kept=found.cursors_kept,
+        at=now,
+        moved_to=str(moved_to),
+        detail=detail,
+        saved_rows=rows.rows,
+        lost_rows=lost_rows,
+        lost_exact=outbox_keys.listed is not None and not rows_tally.capped,
+        saved_dead_letters=dead.rows,
+        lost_dead_letters=lost_dead,
+        cursors_kept=found.cursors_kept,
     )
     # new seqs continue above every seq the damaged file handed out, so that cursors never skip them
-    top = max(rows.highest, max(cursor_seqs, default=0), found.sequences.get("outbox", 0),
-              outbox_keys.at(outbox_keys.n - 1) if outbox_keys.listed is not None and outbox_keys.n else 0)
+    top = max(
+        rows.highest,
+        max(cursor_seqs, default=0),
+        found.sequences.get("outbox", 0),
+        outbox_keys.at(outbox_keys.n - 1) if outbox_keys.listed is not None and outbox_keys.n else 0,
+    )
     if "outbox" not in found.sequences:
         top += SEQ_MARGIN
     _record(conn, result, found, top, max(dead.highest, found.sequences.get("dead_letters", 0)))
@@ -483,8 +550,17 @@ def _record(conn: sqlite3.Connection, result: Salvage, found: _Found, outbox_seq
         conn.executemany(f"INSERT INTO salvages ({SALVAGE_COLUMNS}) VALUES ({placeholders})", found.salvages)
         conn.execute(
             f"INSERT INTO salvages ({SALVAGE_COLUMNS}) VALUES ({placeholders})",
-            (int(result.at.timestamp() * 1000), result.moved_to, result.detail, result.saved_rows, result.lost_rows,
-             int(result.lost_exact), result.saved_dead_letters, result.lost_dead_letters, int(result.cursors_kept)),
+            (
+                int(result.at.timestamp() * 1000),
+                result.moved_to,
+                result.detail,
+                result.saved_rows,
+                result.lost_rows,
+                int(result.lost_exact),
+                result.saved_dead_letters,
+                result.lost_dead_letters,
+                int(result.cursors_kept),
+            ),
         )
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
@@ -501,17 +577,27 @@ def _log(result: Salvage, path: Path, rows: _Copied) -> None:
     else:
         lost = f"at most {result.lost_rows} could not be read (estimated from the unreadable seq ranges)"
     if rows.error is not None:
-        lost += (f", {rows.not_copied} of them for want of room in the fresh file ({rows.error}; "
-                 "they are in the moved file)")
+        lost += (
+            f", {rows.not_copied} of them for want of room in the fresh file ({rows.error}; they are in the moved file)"
+        )
     dead = f"{result.saved_dead_letters} dead letters kept"
     if result.lost_dead_letters:
         dead += f", {result.lost_dead_letters} lost"
-    cursors = ("the uplinks' cursors kept" if result.cursors_kept else
-               "some uplinks' cursors could not be read: those uplinks get every salvaged reading again")
+    cursors = (
+        "the uplinks' cursors kept"
+        if result.cursors_kept
+        else "some uplinks' cursors could not be read: those uplinks get every salvaged reading again"
+    )
     log.critical(
         "buffer: database %s is damaged (%s); moved it to %s and salvaged %d readings into a fresh buffer, "
         "%s; %s; %s. Keep the damaged file for analysis",
-        path, result.detail, result.moved_to, result.saved_rows, lost, dead, cursors,
+        path,
+        result.detail,
+        result.moved_to,
+        result.saved_rows,
+        lost,
+        dead,
+        cursors,
     )
 
 
@@ -524,6 +610,14 @@ def read_last(conn: sqlite3.Connection) -> Salvage | None:
     if row is None:
         return None
     at_ms, moved_to, detail, saved, lost, exact, saved_dead, lost_dead, kept = row
-    return Salvage(at=datetime.fromtimestamp(at_ms / 1000, timezone.utc), moved_to=moved_to, detail=detail,
-                   saved_rows=saved, lost_rows=lost, lost_exact=bool(exact), saved_dead_letters=saved_dead,
-                   lost_dead_letters=lost_dead, cursors_kept=bool(kept))
+    return Salvage(
+        at=datetime.fromtimestamp(at_ms / 1000, UTC),
+        moved_to=moved_to,
+        detail=detail,
+        saved_rows=saved,
+        lost_rows=lost,
+        lost_exact=bool(exact),
+        saved_dead_letters=saved_dead,
+        lost_dead_letters=lost_dead,
+        cursors_kept=bool(kept),
+    )

@@ -10,7 +10,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.buffer import location, salvage
@@ -61,17 +61,31 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
-_SCHEMA_NAMES = frozenset({
-    "outbox", "outbox_lane", "outbox_target", "cursors", "dead_letters", "dead_letters_uplink", "counters",
-})
+_SCHEMA_NAMES = frozenset(
+    {
+        "outbox",
+        "outbox_lane",
+        "outbox_target",
+        "cursors",
+        "dead_letters",
+        "dead_letters_uplink",
+        "counters",
+    }
+)
 
 # SQLite result codes that mean the file itself is damaged, not that we lack access to it or space:
 # garbage in the header or schema page shows as any of these, not only as SQLITE_CORRUPT (compared
 # without their extended part: SQLITE_CORRUPT_INDEX is SQLITE_CORRUPT too). The outbox's own SQL is
 # valid, so even a plain SQLITE_ERROR ("unsupported file format") is the file's.
 _DAMAGED = {
-    sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_FORMAT,
-    sqlite3.SQLITE_RANGE, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_ERROR, sqlite3.SQLITE_SCHEMA,
+    sqlite3.SQLITE_CORRUPT,
+    sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_TOOBIG,
+    sqlite3.SQLITE_FORMAT,
+    sqlite3.SQLITE_RANGE,
+    sqlite3.SQLITE_MISMATCH,
+    sqlite3.SQLITE_ERROR,
+    sqlite3.SQLITE_SCHEMA,
     sqlite3.SQLITE_INTERNAL,
 }
 
@@ -123,8 +137,12 @@ def _check(conn: sqlite3.Connection) -> None:
         raise
     if rows != [("ok",)]:
         # one line for the log: SQLite's report spans lines and may list a hundred problems
-        problems = [line.strip() for (text,) in rows for line in str(text).splitlines()
-                    if line.strip() and not line.startswith("*** in database")]
+        problems = [
+            line.strip()
+            for (text,) in rows
+            for line in str(text).splitlines()
+            if line.strip() and not line.startswith("*** in database")
+        ]
         more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise _Damaged("quick_check: " + "; ".join(problems[:3]) + more)
 
@@ -139,7 +157,7 @@ def ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
             path=str(path),
         )
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
-    if version == SCHEMA_VERSION and _SCHEMA_NAMES <= names:
+    if version == SCHEMA_VERSION and names >= _SCHEMA_NAMES:
         return
     conn.executescript(f"BEGIN IMMEDIATE; {_DDL} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
 
@@ -152,7 +170,7 @@ def _check_writable(conn: sqlite3.Connection) -> None:
 
 
 def _move_aside(path: Path, now: datetime) -> Path:
-    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 1
     while target.exists():
@@ -212,7 +230,7 @@ def open_database(
     when the file cannot be used.
     """
     location.prepare(path)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if _not_sqlite(path):
         # decided before SQLite opens it: SQLite would delete the -wal beside a foreign file
         return _replace(path, None, "file is not a database", durability, max_page_count, now, make_room)
@@ -267,6 +285,7 @@ def _replace(
         conn = with_room(make_room, lambda: _fresh(path, durability, max_page_count))
     except (sqlite3.Error, OSError) as exc:
         raise _cannot_open(path, exc) from exc
-    salvage.replace_damaged(moved if damaged is not None else None, conn, moved_to=moved, detail=detail,
-                            path=path, now=now)
+    salvage.replace_damaged(
+        moved if damaged is not None else None, conn, moved_to=moved, detail=detail, path=path, now=now
+    )
     return Opened(conn=conn, recovered_from=moved)

@@ -214,10 +214,15 @@ class Space:
         # said each time: a reserve made again in between makes each deletion news
         self._released.ok()
         self._released.fail(
-            "released", logging.WARNING,
+            "released",
+            logging.WARNING,
             "buffer: disk full in %s; deleted the reserve file %s (%s) so that %s can go on. "
             "It is made again once there is room; free space in %s",
-            self.directory, self.reserve_path, mib(held), why, self.directory,
+            self.directory,
+            self.reserve_path,
+            mib(held),
+            why,
+            self.directory,
         )
         return True
 
@@ -252,7 +257,11 @@ class Space:
             except OSError:
                 pass
             return self.free_bytes()
-        if not self._released.ok("buffer: made the reserve file %s again (%s)", self.reserve_path,
-                                 mib(self.reserve_bytes)) and held == 0:
+        if (
+            not self._released.ok(
+                "buffer: made the reserve file %s again (%s)", self.reserve_path, mib(self.reserve_bytes)
+            )
+            and held == 0
+        ):
             log.info("buffer: made the reserve file %s (%s)", self.reserve_path, mib(self.reserve_bytes))
         return self.free_bytes()

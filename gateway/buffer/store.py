@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -63,8 +63,11 @@ def insert_block_rows(conn: sqlite3.Connection) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _bump_sql(n: int) -> str:
-    return ("INSERT INTO counters (name, value) VALUES " + ",".join(["(?, ?)"] * n)
-            + " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value")
+    return (
+        "INSERT INTO counters (name, value) VALUES "
+        + ",".join(["(?, ?)"] * n)
+        + " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+    )
 
 
 _READ = (
@@ -274,8 +277,11 @@ class Store:
             last = _insert_rows(self.conn, rows, self._block) if rows else self._last_seq
             first = last - len(rows) + 1
             # the tail's copies are made now, while the transaction is open, not under the lock
-            prepared = (self.tail.prepare(first, [row[0] for row in rows], readings)
-                        if readings is not None and len(readings) == len(rows) else None)
+            prepared = (
+                self.tail.prepare(first, [row[0] for row in rows], readings)
+                if readings is not None and len(readings) == len(rows)
+                else None
+            )
             for lane in range(_LANES):
                 if per_lane_rows[lane]:
                     ch.added.append((lane, per_lane_rows[lane], per_lane_bytes[lane]))
@@ -296,9 +302,7 @@ class Store:
                 ch.after.append(remember)
         return drops
 
-    def _make_room(
-        self, add_rows: int, add_bytes: int, ch: _Changes, drops: Counter[tuple[int, DropReason]]
-    ) -> None:
+    def _make_room(self, add_rows: int, add_bytes: int, ch: _Changes, drops: Counter[tuple[int, DropReason]]) -> None:
         # Drops happen before the insert, from rows already stored, so a new reading is never
         # dropped in the very commit that stores it. The loop's reserve() has checked there is enough.
         cfg = self.config
@@ -416,7 +420,9 @@ class Store:
             if tail.covers(lane, pos):
                 out.extend(tail.take(lane, pos, left))
             elif from_file:
-                out.extend([decode_reading(body, seq) for seq, body in self.conn.execute(_READ, (lane, pos, uplink, left))])
+                out.extend(
+                    [decode_reading(body, seq) for seq, body in self.conn.execute(_READ, (lane, pos, uplink, left))]
+                )
             else:
                 return None
         return out
@@ -425,14 +431,13 @@ class Store:
         """Whether read_recent past `after` would be served (from any thread)."""
         with self.lock:
             cur = self._cursor(uplink)
-            return all(self.tail.covers(lane, _read_from(cur, after, lane)) for lane in range(_LANES) if self.rows[lane])
+            return all(
+                self.tail.covers(lane, _read_from(cur, after, lane)) for lane in range(_LANES) if self.rows[lane]
+            )
 
     def has_pending(self, uplink: str) -> bool:
         cur = self._cursor(uplink)
-        for lane in range(_LANES):
-            if self.conn.execute(_HAS, (lane, cur[lane], uplink)).fetchone() is not None:
-                return True
-        return False
+        return any(self.conn.execute(_HAS, (lane, cur[lane], uplink)).fetchone() is not None for lane in range(_LANES))
 
     def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
         """Per lane, move the cursor over the leading run of delivered/rejected rows; dead-letter the rejected."""
@@ -459,8 +464,8 @@ class Store:
                 if seq > new[lane]:
                     new[lane] = seq
             else:
-                batch = ()
-        for reading, outcome in zip(batch, outcomes):
+                batch = outcomes = ()  # all done: skip the loop below
+        for reading, outcome in zip(batch, outcomes, strict=True):  # lengths checked above
             lane = reading.lane  # an IntEnum indexes the lists as its number does
             seq = reading.seq
             if seq is None:
@@ -540,7 +545,7 @@ class Store:
                 lane=lane_name(lane),
                 entity_id=entity_id,
                 reason=reason,
-                created_at=datetime.fromtimestamp(created / 1000, timezone.utc),
+                created_at=datetime.fromtimestamp(created / 1000, UTC),
                 reading=decode_reading(body, seq),
             )
             for id_, up, seq, lane, entity_id, body, reason, created in rows
@@ -572,7 +577,10 @@ class Store:
 
                 def count_in() -> None:
                     for lane, _, _, _, size, _, _ in rows:
-                        room.adjust([1 if i == lane else 0 for i in range(_LANES)], [size if i == lane else 0 for i in range(_LANES)])
+                        room.adjust(
+                            [1 if i == lane else 0 for i in range(_LANES)],
+                            [size if i == lane else 0 for i in range(_LANES)],
+                        )
 
                 ch.after.append(count_in)
             if rows:
@@ -608,7 +616,9 @@ class Store:
         for name, cur in self.cursors.items():
             pending = {}
             for lane in range(_LANES):
-                (n,) = conn.execute("SELECT count(*) FROM outbox WHERE lane = ? AND seq > ?", (lane, cur[lane])).fetchone()
+                (n,) = conn.execute(
+                    "SELECT count(*) FROM outbox WHERE lane = ? AND seq > ?", (lane, cur[lane])
+                ).fetchone()
                 (others,) = conn.execute(
                     "SELECT count(*) FROM outbox WHERE target IS NOT NULL AND target <> ? AND lane = ? AND seq > ?",
                     (name, lane, cur[lane]),
@@ -656,4 +666,4 @@ class Store:
         )
 
 
-__all__ = ["Store", "Row", "lane_name", "Lane"]
+__all__ = ["Lane", "Row", "Store", "lane_name"]

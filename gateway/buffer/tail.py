@@ -26,24 +26,21 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 
 from gateway.records import Lane, Reading, with_seq
 
 _LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
-_UTC = timezone.utc
+_UTC = UTC
 
 
 def is_plain(r: Reading) -> bool:
     """Whether decode(encode(r)) equals r: scalar values, no metadata, UTC time, a plain dict of attributes."""
     if r.observed_at.tzinfo is not _UTC or type(r.attributes) is not dict:
         return False
-    for a in r.attributes.values():
-        if type(a.value) not in _PLAIN or a.metadata:
-            return False
-    return True
+    return all(type(a.value) in _PLAIN and not a.metadata for a in r.attributes.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +80,7 @@ class Tail:
         cut: list[int | None] = [None, None, None]  # per lane, the seq of its last row that is not plain
         seqs: list[list[int]] = [[] for _ in range(_LANES)]
         kept: list[list[Reading]] = [[] for _ in range(_LANES)]
-        for lane, r in zip(lanes, readings):
+        for lane, r in zip(lanes, readings, strict=True):
             if r is None or not is_plain(r):
                 # this row must be decoded from SQLite, and so must the lane's rows before it
                 cut[lane] = seq

@@ -153,8 +153,14 @@ class _Protocol(asyncio.Protocol):
 class MqttClient:
     """One MQTT session; see the module docstring. `async with MqttClient(...)` connects and disconnects."""
 
-    def __init__(self, settings: ClientSettings, *, on_message: OnMessage | None = None,
-                 on_publish: OnPublish | None = None, log: DebugLog | None = None) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        on_message: OnMessage | None = None,
+        on_publish: OnPublish | None = None,
+        log: DebugLog | None = None,
+    ) -> None:
         if on_message is not None and on_publish is not None:
             raise ValueError("MqttClient: on_message or on_publish (subscriber mode), got both")
         self.settings = settings
@@ -186,15 +192,34 @@ class MqttClient:
         try:
             async with asyncio.timeout(s.connect_timeout_s):
                 transport, _ = await loop.create_connection(
-                    lambda: _Protocol(self._received, self._gone), s.host, s.port, ssl=s.tls, server_hostname=s.host if s.tls else None)
+                    lambda: _Protocol(self._received, self._gone),
+                    s.host,
+                    s.port,
+                    ssl=s.tls,
+                    server_hostname=s.host if s.tls else None,
+                )
                 self._transport = transport
                 if self._log is not None:
-                    self._log.debug("Sending CONNECT (client id %s, MQTT %s, keepalive %d s, clean start %s)",
-                                    s.client_id, "5" if s.v5 else "3.1.1", s.keepalive_s, s.clean_start)
-                self._write(encode_connect(client_id=s.client_id, keepalive_s=s.keepalive_s, v5=s.v5,
-                                           session_expiry_s=s.session_expiry_s, username=s.username,
-                                           password=s.password, clean_start=s.clean_start, will=s.will,
-                                           receive_maximum=s.receive_maximum))
+                    self._log.debug(
+                        "Sending CONNECT (client id %s, MQTT %s, keepalive %d s, clean start %s)",
+                        s.client_id,
+                        "5" if s.v5 else "3.1.1",
+                        s.keepalive_s,
+                        s.clean_start,
+                    )
+                self._write(
+                    encode_connect(
+                        client_id=s.client_id,
+                        keepalive_s=s.keepalive_s,
+                        v5=s.v5,
+                        session_expiry_s=s.session_expiry_s,
+                        username=s.username,
+                        password=s.password,
+                        clean_start=s.clean_start,
+                        will=s.will,
+                        receive_maximum=s.receive_maximum,
+                    )
+                )
                 connack = await asyncio.shield(self._connack)
         except TimeoutError:
             self._abort("no CONNACK")
@@ -206,8 +231,9 @@ class MqttClient:
         except ConnectionLost as exc:
             raise ConnectFailed(exc.reason) from None
         if self._log is not None:
-            self._log.debug("Received CONNACK (session present %s, reason 0x%02X)", connack.session_present,
-                            connack.reason)
+            self._log.debug(
+                "Received CONNACK (session present %s, reason 0x%02X)", connack.session_present, connack.reason
+            )
         if connack.reason:
             self._abort("refused")
             raise ConnectRefused(connack.reason)
@@ -251,14 +277,16 @@ class MqttClient:
 
     # -- requests --------------------------------------------------------------------------------------
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                      properties: bytes = b"\x00") -> asyncio.Future[int]:
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, properties: bytes = b"\x00"
+    ) -> asyncio.Future[int]:
         """Send now (after waiting for an in-flight slot at QoS 1); a future of the PUBACK's reason code
         (done at once for QoS 0). ConnectionLost if there is no connection."""
         if qos == 0:
             self._check()
-            self._write(encode_publish(topic, payload, qos=0, retain=retain, v5=self.settings.v5,
-                                       properties=properties))
+            self._write(
+                encode_publish(topic, payload, qos=0, retain=retain, v5=self.settings.v5, properties=properties)
+            )
             done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             done.set_result(0)
             return done
@@ -272,8 +300,11 @@ class MqttClient:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda _: self._slots.release())
         self._acks[packet_id] = fut
-        self._write(encode_publish(topic, payload, qos=1, packet_id=packet_id, retain=retain, v5=self.settings.v5,
-                                   properties=properties))
+        self._write(
+            encode_publish(
+                topic, payload, qos=1, packet_id=packet_id, retain=retain, v5=self.settings.v5, properties=properties
+            )
+        )
         return fut
 
     async def subscribe(self, filters: list[str], *, timeout: float | None = 10.0) -> tuple[int, ...]:
@@ -365,8 +396,15 @@ class MqttClient:
     def _handle(self, packet: Packet) -> None:
         if isinstance(packet, Publish):
             if self.on_message is not None:
-                self.on_message(Message(topic=packet.topic.decode("utf-8", "replace"), payload=packet.payload,
-                                        qos=packet.qos, retain=packet.retain, properties=packet.properties))
+                self.on_message(
+                    Message(
+                        topic=packet.topic.decode("utf-8", "replace"),
+                        payload=packet.payload,
+                        qos=packet.qos,
+                        retain=packet.retain,
+                        properties=packet.properties,
+                    )
+                )
             if packet.qos:
                 self._write(encode_puback(packet.packet_id))
         elif isinstance(packet, PubAck):

@@ -75,25 +75,101 @@ Packet = Publish | ConnAck | PubAck | SubAck | PingResp | Disconnect
 # MQTT 5 reason code names (spec §2.4) and which packet may carry which code, as paho (the test oracle)
 # reads the tables, so log lines read as they did when paho produced them.
 _NAMES = {
-    0x10: "No matching subscribers", 0x80: "Unspecified error", 0x81: "Malformed packet", 0x82: "Protocol error",
-    0x83: "Implementation specific error", 0x84: "Unsupported protocol version", 0x85: "Client identifier not valid",
-    0x86: "Bad user name or password", 0x87: "Not authorized", 0x88: "Server unavailable", 0x89: "Server busy",
-    0x8A: "Banned", 0x8B: "Server shutting down", 0x8C: "Bad authentication method", 0x8D: "Keep alive timeout",
-    0x8E: "Session taken over", 0x8F: "Topic filter invalid", 0x90: "Topic name invalid",
-    0x91: "Packet identifier in use", 0x92: "Packet identifier not found", 0x93: "Receive maximum exceeded",
-    0x94: "Topic alias invalid", 0x95: "Packet too large", 0x96: "Message rate too high", 0x97: "Quota exceeded",
-    0x98: "Administrative action", 0x99: "Payload format invalid", 0x9A: "Retain not supported",
-    0x9B: "QoS not supported", 0x9C: "Use another server", 0x9D: "Server moved",
-    0x9E: "Shared subscription not supported", 0x9F: "Connection rate exceeded", 0xA0: "Maximum connect time",
-    0xA1: "Subscription identifiers not supported", 0xA2: "Wildcard subscription not supported",
+    0x10: "No matching subscribers",
+    0x80: "Unspecified error",
+    0x81: "Malformed packet",
+    0x82: "Protocol error",
+    0x83: "Implementation specific error",
+    0x84: "Unsupported protocol version",
+    0x85: "Client identifier not valid",
+    0x86: "Bad user name or password",
+    0x87: "Not authorized",
+    0x88: "Server unavailable",
+    0x89: "Server busy",
+    0x8A: "Banned",
+    0x8B: "Server shutting down",
+    0x8C: "Bad authentication method",
+    0x8D: "Keep alive timeout",
+    0x8E: "Session taken over",
+    0x8F: "Topic filter invalid",
+    0x90: "Topic name invalid",
+    0x91: "Packet identifier in use",
+    0x92: "Packet identifier not found",
+    0x93: "Receive maximum exceeded",
+    0x94: "Topic alias invalid",
+    0x95: "Packet too large",
+    0x96: "Message rate too high",
+    0x97: "Quota exceeded",
+    0x98: "Administrative action",
+    0x99: "Payload format invalid",
+    0x9A: "Retain not supported",
+    0x9B: "QoS not supported",
+    0x9C: "Use another server",
+    0x9D: "Server moved",
+    0x9E: "Shared subscription not supported",
+    0x9F: "Connection rate exceeded",
+    0xA0: "Maximum connect time",
+    0xA1: "Subscription identifiers not supported",
+    0xA2: "Wildcard subscription not supported",
 }
 _VALID = {
-    CONNACK: {0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97, 0x9A,
-              0x9B, 0x9C, 0x9D, 0x9F},
+    CONNACK: {
+        0x00,
+        0x80,
+        0x81,
+        0x82,
+        0x83,
+        0x84,
+        0x85,
+        0x86,
+        0x87,
+        0x88,
+        0x89,
+        0x8A,
+        0x8C,
+        0x90,
+        0x95,
+        0x97,
+        0x9A,
+        0x9B,
+        0x9C,
+        0x9D,
+        0x9F,
+    },
     PUBACK: {0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99},
     SUBACK: {0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2},
-    DISCONNECT: {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8C, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96,
-                 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2},
+    DISCONNECT: {
+        0x00,
+        0x04,
+        0x80,
+        0x81,
+        0x82,
+        0x83,
+        0x87,
+        0x89,
+        0x8B,
+        0x8C,
+        0x8D,
+        0x8E,
+        0x8F,
+        0x90,
+        0x93,
+        0x94,
+        0x95,
+        0x96,
+        0x97,
+        0x98,
+        0x99,
+        0x9A,
+        0x9B,
+        0x9C,
+        0x9D,
+        0x9E,
+        0x9F,
+        0xA0,
+        0xA1,
+        0xA2,
+    },
 }
 _SUCCESS = {CONNACK: "Success", PUBACK: "Success", SUBACK: "Granted QoS 0", DISCONNECT: "Normal disconnection"}
 
@@ -186,8 +262,17 @@ def publish_properties(*, content_type: str | None = None, user: tuple[tuple[str
     return _varint(len(body)) + body
 
 
-def encode_publish(topic: str, payload: bytes, *, qos: int, packet_id: int = 0, retain: bool = False,
-                   v5: bool, properties: bytes = b"\x00", dup: bool = False) -> bytes:
+def encode_publish(
+    topic: str,
+    payload: bytes,
+    *,
+    qos: int,
+    packet_id: int = 0,
+    retain: bool = False,
+    v5: bool,
+    properties: bytes = b"\x00",
+    dup: bool = False,
+) -> bytes:
     """PUBLISH at QoS 0 or 1; `properties` is a block from `publish_properties` (v5 only)."""
     if qos not in (0, 1):
         raise ValueError(f"mqtt publish: qos must be 0 or 1, got {qos}")
@@ -335,8 +420,9 @@ def decode_connect(packet: bytes) -> Connect:
                 _, p = _props_end(body, p)
             topic, p = _read_text(body, p)
             n = (body[p] << 8) | body[p + 1]
-            will = Will(topic=topic, payload=bytes(body[p + 2 : p + 2 + n]), qos=(flags >> 3) & 3,
-                        retain=bool(flags & 0x20))
+            will = Will(
+                topic=topic, payload=bytes(body[p + 2 : p + 2 + n]), qos=(flags >> 3) & 3, retain=bool(flags & 0x20)
+            )
             p += 2 + n
         username = password = None
         if flags & 0x80:
@@ -345,9 +431,17 @@ def decode_connect(packet: bytes) -> Connect:
             password, p = _read_text(body, p)
     except (IndexError, UnicodeDecodeError, struct.error):
         raise MqttWireError(f"mqtt: malformed CONNECT, got {packet!r}") from None
-    return Connect(client_id=client_id, keepalive_s=keepalive, v5=v5, clean_start=bool(flags & 2),
-                   session_expiry_s=expiry, receive_maximum=receive_max, username=username, password=password,
-                   will=will)
+    return Connect(
+        client_id=client_id,
+        keepalive_s=keepalive,
+        v5=v5,
+        clean_start=bool(flags & 2),
+        session_expiry_s=expiry,
+        receive_maximum=receive_max,
+        username=username,
+        password=password,
+        will=will,
+    )
 
 
 def decode_subscribe(packet: bytes, *, v5: bool) -> tuple[int, tuple[tuple[str, int], ...]]:

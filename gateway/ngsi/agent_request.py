@@ -47,9 +47,15 @@ REQUEST = len(b'{"actionType":"append","entities":[]}')
 ENTITY = len(b'"id":,"type":,') + len(b'{"type":"DateTime","value":}') + len(b",")
 # per attribute: its value wrapped in type, value and the TimeInstant metadata (and the room a small
 # exponent takes in JavaScript's form, so no scan for `e-` is needed)
-ATTRIBUTE = (len(b'{"type":"') + TYPE_BYTES + len(b'","value":')
-             + len(b',"metadata":{"TimeInstant":{"type":"DateTime","value":"') + TIMESTAMP_BYTES + len(b'"}}}')
-             + SMALL_EXPONENT_GROWTH)
+ATTRIBUTE = (
+    len(b'{"type":"')
+    + TYPE_BYTES
+    + len(b'","value":')
+    + len(b',"metadata":{"TimeInstant":{"type":"DateTime","value":"')
+    + TIMESTAMP_BYTES
+    + len(b'"}}}')
+    + SMALL_EXPONENT_GROWTH
+)
 # UltraLight `ts|k|v` is, as the agent's measure object, `{"k":v,"TimeInstant":"ts"}`: the group
 # gains the object and TimeInstant's key, each pair its key's quotes, colon and comma against two bars
 # (2 bytes), plus quotes if the value is a string (2 more)
@@ -76,8 +82,9 @@ class AgentSizing:
 
 
 def sizing(*, limit: int, attribute_allowance: int, entity_allowance: int) -> AgentSizing:
-    return AgentSizing(limit=limit, request=REQUEST, attribute=ATTRIBUTE + attribute_allowance,
-                       entity_allowance=entity_allowance)
+    return AgentSizing(
+        limit=limit, request=REQUEST, attribute=ATTRIBUTE + attribute_allowance, entity_allowance=entity_allowance
+    )
 
 
 def json_measure_bound(body: bytes, attributes: int, entity: int, sizing: AgentSizing) -> int:
@@ -112,7 +119,12 @@ def coarse_bound(measure_bytes: int, measures: int, entities: int, sizing: Agent
     bound is not needed, which spares the planner a pass over every measure of the usual batch."""
     if ul:
         pairs = measure_bytes // MIN_UL_PAIR
-        return (sizing.request + measure_bytes * (1 + ESCAPE_GROWTH) + entities + measures * UL_GROUP
-                + pairs * (sizing.attribute + UL_PAIR + EXPONENT_GROWTH))
+        return (
+            sizing.request
+            + measure_bytes * (1 + ESCAPE_GROWTH)
+            + entities
+            + measures * UL_GROUP
+            + pairs * (sizing.attribute + UL_PAIR + EXPONENT_GROWTH)
+        )
     pairs = measure_bytes // MIN_JSON_PAIR
     return sizing.request + measure_bytes + entities + pairs * (sizing.attribute + EXPONENT_GROWTH)

@@ -51,7 +51,13 @@ _DATETIME_FIX = "send ISO 8601 with a zone, such as 2024-05-01T09:00:00+09:00 or
 
 
 _INFERRED: dict[type, str] = {
-    bool: "Boolean", int: "Number", float: "Number", str: "Text", type(None): "None", dict: "StructuredValue", list: "StructuredValue"
+    bool: "Boolean",
+    int: "Number",
+    float: "Number",
+    str: "Text",
+    type(None): "None",
+    dict: "StructuredValue",
+    list: "StructuredValue",
 }
 
 
@@ -89,8 +95,16 @@ def utc_instant(text: str) -> datetime:
 
 def canonical_shape(text: str) -> bool:
     """Whether `text` is laid out as `YYYY-MM-DDThh:mm:ss.sssZ`; valid too once `utc_instant` accepts it."""
-    return (len(text) == 24 and text[23] == "Z" and text[19] == "." and text[10] == "T" and text[4] == "-"
-            and text[7] == "-" and text[13] == ":" and text[16] == ":")
+    return (
+        len(text) == 24
+        and text[23] == "Z"
+        and text[19] == "."
+        and text[10] == "T"
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[13] == ":"
+        and text[16] == ":"
+    )
 
 
 def is_canonical_datetime(text: str) -> bool:
@@ -233,7 +247,17 @@ class ReadingChecker:
     def __init__(self, *, cache_size: int = 4096) -> None:
         self._cache_size = cache_size
         self._identities: dict[tuple[str, str, tuple[str, ...]], None] = {}
-        self._types: set[str] = {"Number", "Boolean", "Text", "StructuredValue", "DateTime", "geo:json", "Relationship", "TextUnrestricted", "None"}
+        self._types: set[str] = {
+            "Number",
+            "Boolean",
+            "Text",
+            "StructuredValue",
+            "DateTime",
+            "geo:json",
+            "Relationship",
+            "TextUnrestricted",
+            "None",
+        }
         self._units: set[str] = set()
         self._last_seen: datetime | None = None
         # the last date accepted on the fast path below, held like _last_seen: a burst's readings share
@@ -271,7 +295,11 @@ class ReadingChecker:
                     f"{r.entity_id}: {exc}, got {name!r}", entity_id=r.entity_id, attribute=name
                 ) from None
             if name in CONVERTER_ATTRIBUTES or name in LD_RESERVED_ATTRIBUTES:
-                why = "written by the converter (set observed_at instead)" if name in CONVERTER_ATTRIBUTES else "reserved by NGSI-LD"
+                why = (
+                    "written by the converter (set observed_at instead)"
+                    if name in CONVERTER_ATTRIBUTES
+                    else "reserved by NGSI-LD"
+                )
                 raise ReadingError(
                     f"{r.entity_id}: attribute name must not be {name!r}, it is {why}, got {name!r}",
                     entity_id=r.entity_id,
@@ -342,7 +370,12 @@ class ReadingChecker:
             check_values(r)
             raise self._fail(r, name, problem[0], value, problem[1])
         t = type(value)
-        if t is dict or t is list or (t is str and len(value) > _TEXT_FAST_LIMIT) or isinstance(value, (Mapping, tuple)):
+        if (
+            t is dict
+            or t is list
+            or (t is str and len(value) > _TEXT_FAST_LIMIT)
+            or isinstance(value, (Mapping, tuple))
+        ):
             self._check_size(r, name, _json_size(value), value)
 
     def _check_size(self, r: Reading, name: str, size: int, value: Any) -> None:
@@ -407,9 +440,7 @@ class ReadingChecker:
         if seen is not self._last_seen:
             if seen.tzinfo is None or not 2 <= seen.year <= 9998:
                 what = "must carry a time zone" if seen.tzinfo is None else "must be a year between 2 and 9998"
-                raise ReadingError(
-                    f"{r.entity_id}: observed_at {what}, got {seen.isoformat()}", entity_id=r.entity_id
-                )
+                raise ReadingError(f"{r.entity_id}: observed_at {what}, got {seen.isoformat()}", entity_id=r.entity_id)
             self._last_seen = seen
         reject = encoding is ValueEncoding.REJECT
         locations = 0
@@ -484,9 +515,7 @@ class ReadingChecker:
         try:
             ids.check_attribute_type(unit)
         except ValueError:
-            raise self._fail(
-                r, name, "unit must be a UN/CEFACT common code such as MTR, CEL or P1", unit
-            ) from None
+            raise self._fail(r, name, "unit must be a UN/CEFACT common code such as MTR, CEL or P1", unit) from None
         if len(self._units) < self._cache_size:
             self._units.add(unit)
 

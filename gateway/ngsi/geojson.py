@@ -174,7 +174,10 @@ def _polygon(node: Any, kind: str, path: str) -> None:
             # S2 (and so MongoDB) wants a hole to meet its outline at one point at most
             raise _Invalid(f"hole {path}[{i}] shares more than one corner with the outer ring {path}[0]")
         if _position_inside(hole, shell) is False:
-            raise _Invalid(f"hole {path}[{i}] is not inside the outer ring {path}[0]", "the first ring is the outline, the others are holes in it")
+            raise _Invalid(
+                f"hole {path}[{i}] is not inside the outer ring {path}[0]",
+                "the first ring is the outline, the others are holes in it",
+            )
         for j in range(1, i):
             if _position_inside(hole, rings[j]) or _position_inside(rings[j], hole):
                 raise _Invalid(f"holes {path}[{j}] and {path}[{i}] lie one inside the other")

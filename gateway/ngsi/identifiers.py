@@ -24,7 +24,7 @@ URI_UNSAFE = "{}|\\^`"
 _ID_BANNED = frozenset(BANNED_CHARS + ID_EXTRA_BANNED + URI_UNSAFE)
 _ID_ALLOWED = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in _ID_BANNED)
 _ID_RE = re.compile("[" + re.escape(_ID_ALLOWED) + "]{1,256}")
-_SHOWN_BANNED = '< > " \' = ; ( ) & ? / # { } | \\ ^ `'
+_SHOWN_BANNED = "< > \" ' = ; ( ) & ? / # { } | \\ ^ `"
 _ID_RULE = f"1-256 printable ASCII characters without blanks or any of {_SHOWN_BANNED}"
 
 # Orion: `id`/`type` collide with the entity keys, `geo:distance` with orderBy, `*` means "all",

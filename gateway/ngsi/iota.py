@@ -141,8 +141,9 @@ _UNENCODED = frozenset({int, float, bool, type(None)})
 _SPECIAL_NAMES = frozenset({TIME_INSTANT, *_AGENT_IGNORED})
 
 
-def json_measure(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT,
-                 sequence: str | None = None) -> dict[str, Any]:
+def json_measure(
+    reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT, sequence: str | None = None
+) -> dict[str, Any]:
     """One iotagent-json measure object: the attribute values, the buffer seq as `sequence` if named, then TimeInstant."""
     # The common measure (finite floats, ints and bools, no metadata, no reserved name) needs neither
     # encoding nor the full check_values walk: one pass instead of two (~0.3 µs a reading). Anything
@@ -151,8 +152,11 @@ def json_measure(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PE
     for name, attr in reading.attributes.items():
         value = attr.value
         tv = type(value)
-        if (not (tv is int or tv is bool or (tv is float and value - value == 0.0))  # NaN, ±Infinity fail
-                or attr.metadata or name in _SPECIAL_NAMES):
+        if (
+            not (tv is int or tv is bool or (tv is float and value - value == 0.0))  # NaN, ±Infinity fail
+            or attr.metadata
+            or name in _SPECIAL_NAMES
+        ):
             _check_reading(reading)
             return _json_measure(reading, encoding, sequence)
         out[name] = value
@@ -172,7 +176,9 @@ def _json_measure(reading: Reading, encoding: ValueEncoding, sequence: str | Non
         if name in _SPECIAL_NAMES:
             _check_measure_name(reading, name)
         value = attr.value
-        out[name] = value if type(value) in _UNENCODED else _encode_value(f"{reading.entity_id}.{name}", value, encoding)
+        out[name] = (
+            value if type(value) in _UNENCODED else _encode_value(f"{reading.entity_id}.{name}", value, encoding)
+        )
     if sequence is not None:
         _check_sequence_name(reading, sequence)
         out[sequence] = reading.seq
@@ -180,8 +186,9 @@ def _json_measure(reading: Reading, encoding: ValueEncoding, sequence: str | Non
     return out
 
 
-def json_measure_bytes(reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT,
-                       sequence: str | None = None) -> bytes:
+def json_measure_bytes(
+    reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT, sequence: str | None = None
+) -> bytes:
     """`json_measure` serialized; the unit the uplink packs into messages."""
     try:
         return orjson.dumps(json_measure(reading, encoding=encoding, sequence=sequence))
@@ -258,7 +265,7 @@ def _ul_string(where: str, value: str, encoding: ValueEncoding) -> str:
     if text[0] in _JSON_START_OR_SPACE and is_json_text(text):
         raise ReadingError(
             f"{where}: the UltraLight agent reads a text that is valid JSON as JSON and would store "
-            f"{_as_javascript(text)} instead, got {value!r}; use format = \"iota-json\" for this attribute",
+            f'{_as_javascript(text)} instead, got {value!r}; use format = "iota-json" for this attribute',
             path=where,
         )
     return text
@@ -273,7 +280,7 @@ def _ul_value(where: str, value: Any, encoding: ValueEncoding) -> str:
         if not -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
             raise ReadingError(
                 f"{where}: the UltraLight agent reads numbers as JavaScript doubles, exact only up to ±2^53, got "
-                f"{value}; use format = \"iota-json\" with the value as text, or scale it at the source",
+                f'{value}; use format = "iota-json" with the value as text, or scale it at the source',
                 path=where,
             )
         return repr(value)

@@ -23,7 +23,18 @@ LD_BODY_OVERHEAD = 2  # the brackets of the JSON array
 _URN_PREFIX = "urn:ngsi-ld:"
 # members of an NGSI-LD attribute; metadata with these names cannot become sub-properties
 _ATTRIBUTE_MEMBERS = frozenset(
-    {"type", "value", "object", "observedAt", "unitCode", "datasetId", "languageMap", "createdAt", "modifiedAt", "ignoreType"}
+    {
+        "type",
+        "value",
+        "object",
+        "observedAt",
+        "unitCode",
+        "datasetId",
+        "languageMap",
+        "createdAt",
+        "modifiedAt",
+        "ignoreType",
+    }
 )
 
 

@@ -97,8 +97,11 @@ def to_v2_entity(reading: Reading, *, encoding: ValueEncoding) -> dict[str, Any]
         if attr.type == "Number" and (tv is float or tv is int) and not attr.metadata:
             # the common sensor value: sent as it is, with the shared metadata of its time and unit
             unit = attr.unit
-            entity[name] = {"type": "Number", "value": value,
-                            "metadata": instant.plain if unit is None else instant.unit_metadata(unit)}
+            entity[name] = {
+                "type": "Number",
+                "value": value,
+                "metadata": instant.plain if unit is None else instant.unit_metadata(unit),
+            }
             continue
         if attr.type == "DateTime" and tv is str and not attr.metadata and attr.unit is None and canonical_shape(value):
             # a date in Orion's form already (checked by check_reading): nothing to convert or encode

@@ -77,9 +77,11 @@ class ProcessorMatch(Section):
             try:
                 re.compile(v)
             except re.error as exc:
-                raise ValueError(f"not a regular expression, got {json.dumps(v, ensure_ascii=False)}; {exc}: "
-                                 "write a Python regular expression matching the whole id, e.g. "
-                                 "\"urn:ngsi-ld:WaterObserved:.*\"") from None
+                raise ValueError(
+                    f"not a regular expression, got {json.dumps(v, ensure_ascii=False)}; {exc}: "
+                    "write a Python regular expression matching the whole id, e.g. "
+                    '"urn:ngsi-ld:WaterObserved:.*"'
+                ) from None
         return v
 
     def matches(self, key: EntityKey) -> bool:
@@ -124,5 +126,13 @@ class ProcessorSource(Protocol):
 
 def with_attributes(reading: Reading, attributes: Mapping[str, Attribute]) -> Reading:
     """`reading` with other attributes: `dataclasses.replace` costs ~1.5 µs a call, this ~0.6 µs, per reading."""
-    return make_reading(reading.entity_id, reading.entity_type, attributes, reading.observed_at, reading.time_source,
-                        reading.source, reading.lane, reading.seq)
+    return make_reading(
+        reading.entity_id,
+        reading.entity_type,
+        attributes,
+        reading.observed_at,
+        reading.time_source,
+        reading.source,
+        reading.lane,
+        reading.seq,
+    )

@@ -53,7 +53,7 @@ KNOWN_CONVERSIONS: dict[tuple[str, str], tuple[float, float]] = {
 
 def _needs_attribute(match_attribute: str | None, kind: str, example: str) -> None:
     if match_attribute is None:
-        message = f"required for {kind}, got none; name the attribute to {example}, e.g. attribute = \"level_cm\""
+        message = f'required for {kind}, got none; name the attribute to {example}, e.g. attribute = "level_cm"'
         raise ConfigProblems([("match.attribute", message)])
 
 
@@ -85,7 +85,7 @@ class RenameConfig(ProcessorConfig):
     def _check(self) -> RenameConfig:
         _needs_attribute(self.match.attribute, "rename", "rename")
         if self.match.attribute == self.to:
-            raise ConfigProblems([("to", f"must differ from match.attribute, got \"{self.to}\"")])
+            raise ConfigProblems([("to", f'must differ from match.attribute, got "{self.to}"')])
         return self
 
     def build(self, context: ProcessorContext) -> RenameProcessor:
@@ -114,11 +114,18 @@ class UnitProcessor:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ReadingError(f"unit {self.attribute}: must be a number to convert, got {value!r}", value=value)
         if self.from_unit is not None and attribute.unit not in (None, self.from_unit):
-            raise ReadingError(f"unit {self.attribute}: must be in {self.from_unit} to convert to {self.to_unit}, "
-                               f"got unit {attribute.unit!r}", value=attribute.unit)
+            raise ReadingError(
+                f"unit {self.attribute}: must be in {self.from_unit} to convert to {self.to_unit}, "
+                f"got unit {attribute.unit!r}",
+                value=attribute.unit,
+            )
         self.converted += 1
-        converted = Attribute(value=_tidy(value * self.factor + self.offset), type=attribute.type or "Number",
-                              unit=self.to_unit, metadata=attribute.metadata)
+        converted = Attribute(
+            value=_tidy(value * self.factor + self.offset),
+            type=attribute.type or "Number",
+            unit=self.to_unit,
+            metadata=attribute.metadata,
+        )
         return (replace(reading, attributes={**reading.attributes, self.attribute: converted}),)
 
     def diagnostics(self) -> dict[str, int]:
@@ -140,12 +147,16 @@ class UnitConfig(ProcessorConfig):
         problems: list[tuple[str, str]] = []
         if self.from_unit is not None:
             if self.factor is not None or self.offset is not None:
-                message = f"must not be set together with factor or offset, got \"{self.from_unit}\"; use one or the other"
+                message = (
+                    f'must not be set together with factor or offset, got "{self.from_unit}"; use one or the other'
+                )
                 problems.append(("from_unit", message))
             elif (self.from_unit, self.to_unit) not in KNOWN_CONVERSIONS:
                 known = ", ".join(f"{a}→{b}" for a, b in KNOWN_CONVERSIONS)
-                message = (f"no known conversion to {self.to_unit}, got \"{self.from_unit}\"; "
-                           f"known: {known}, or give factor and offset")
+                message = (
+                    f'no known conversion to {self.to_unit}, got "{self.from_unit}"; '
+                    f"known: {known}, or give factor and offset"
+                )
                 problems.append(("from_unit", message))
         elif self.factor is None and self.offset is None:
             message = "required without from_unit, got none; set factor (and offset), or from_unit for a known pair"
@@ -161,8 +172,9 @@ class UnitConfig(ProcessorConfig):
         else:
             factor = 1.0 if self.factor is None else self.factor
             offset = 0.0 if self.offset is None else self.offset
-        return UnitProcessor(attribute=self.match.attribute, factor=factor, offset=offset, to_unit=self.to_unit,
-                             from_unit=self.from_unit)
+        return UnitProcessor(
+            attribute=self.match.attribute, factor=factor, offset=offset, to_unit=self.to_unit, from_unit=self.from_unit
+        )
 
 
 class DropProcessor:
@@ -194,7 +206,7 @@ class DropConfig(ProcessorConfig):
     @classmethod
     def _some(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if not v:
-            raise ValueError("must name at least one attribute, got none; e.g. attributes = [\"rssi\"]")
+            raise ValueError('must name at least one attribute, got none; e.g. attributes = ["rssi"]')
         return v
 
     def build(self, context: ProcessorContext) -> DropProcessor:

@@ -132,7 +132,8 @@ class KeyRing:
         """A ring with one more generation, in force from `valid_from` (not in the past, after the newest)."""
         if valid_from.tzinfo is None:
             raise PseudonymKeyError(
-                f"pseudonym rotate: --from must carry a time zone, got {valid_from.isoformat()}", valid_from=str(valid_from)
+                f"pseudonym rotate: --from must carry a time zone, got {valid_from.isoformat()}",
+                valid_from=str(valid_from),
             )
         if valid_from < now:
             raise PseudonymKeyError(
@@ -203,7 +204,11 @@ def decode_ring(text: str, keep_old: timedelta) -> KeyRing:
             keys.append(PseudonymKey(generation=int(item["generation"]), valid_from=valid_from, secret=secret))
     except (ValueError, KeyError, TypeError) as exc:
         # the message of a failed decode may quote the text, which holds the keys: say only what broke
-        what = str(exc) if isinstance(exc, ValueError) and not isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        what = (
+            str(exc)
+            if isinstance(exc, ValueError) and not isinstance(exc, json.JSONDecodeError)
+            else type(exc).__name__
+        )
         raise PseudonymKeyError(
             f"{where}: not a pseudonym key ring, got {redact.text(what)}; restore the secret store from a backup "
             "(a new ring gives every value a new token)",
@@ -243,16 +248,21 @@ class PseudonymKeyStore:
             kept = kept.rotate(new_secret(), now, now)
             _register(kept.keys[-1])
             self._write(kept)
-            log.info("pseudonymize: created the first pseudonym key %s (in force from %s)",
-                     kept.keys[-1].key_id, _show(now))
+            log.info(
+                "pseudonymize: created the first pseudonym key %s (in force from %s)", kept.keys[-1].key_id, _show(now)
+            )
             return kept
         if kept is not ring:
             self._write(kept)
             for key in ring.keys:
                 if key not in kept.keys:
-                    log.info("pseudonymize: erased pseudonym key %s (retired %s, kept %d days); its tokens can no "
-                             "longer be linked to any value", key.key_id, _show(ring.retired_at(key) or now),
-                             keep_old_days)
+                    log.info(
+                        "pseudonymize: erased pseudonym key %s (retired %s, kept %d days); its tokens can no "
+                        "longer be linked to any value",
+                        key.key_id,
+                        _show(ring.retired_at(key) or now),
+                        keep_old_days,
+                    )
         return kept
 
     def rotate(self, valid_from: datetime, now: datetime) -> PseudonymKey:
@@ -294,14 +304,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "pseudonym", help="rotate and list the keys that pseudonymize personal data"
     )
     sub = p.add_subparsers(dest="pseudonym_command", required=True, metavar="{rotate,list}")
-    r = sub.add_parser("rotate", help="add a new key, in force from now or from --from; the old one is kept "
-                                      "keep_old_days, then erased")
-    r.add_argument("--from", dest="valid_from", type=parse_from, default=None, metavar="DATE",
-                   help="2027-04-01 (midnight in Japan) or 2027-04-01T00:00:00+09:00; default: now")
+    r = sub.add_parser(
+        "rotate", help="add a new key, in force from now or from --from; the old one is kept keep_old_days, then erased"
+    )
+    r.add_argument(
+        "--from",
+        dest="valid_from",
+        type=parse_from,
+        default=None,
+        metavar="DATE",
+        help="2027-04-01 (midnight in Japan) or 2027-04-01T00:00:00+09:00; default: now",
+    )
     sub.add_parser("list", help="key ids and when each is in force (never the keys)")
     for s in (r, sub.choices["list"]):
-        s.add_argument("--config", "-c", type=Path, default=None,
-                       help="gateway configuration (default: $EDGEGW_CONFIG or /etc/edgegw/gateway.toml)")
+        s.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            default=None,
+            help="gateway configuration (default: $EDGEGW_CONFIG or /etc/edgegw/gateway.toml)",
+        )
     return p
 
 
@@ -315,8 +337,9 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(load_config(path).gateway.data_dir)
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None,
-        now: datetime | None = None) -> int:
+def run(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None, now: datetime | None = None
+) -> int:
     """Run a `pseudonym` subcommand; returns the exit code (2 for a refused rotation or a bad config)."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -326,8 +349,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         store = PseudonymKeyStore(_data_dir(args))
         if args.pseudonym_command == "rotate":
             key = store.rotate(args.valid_from or now, now)
-            out.write(f"pseudonym key {key.key_id} added, in force from {_show(key.valid_from)}; "
-                      "reload or restart the gateway for it to take effect\n")
+            out.write(
+                f"pseudonym key {key.key_id} added, in force from {_show(key.valid_from)}; "
+                "reload or restart the gateway for it to take effect\n"
+            )
             return EXIT_OK
         _write_list(store.read(), now, out)
         return EXIT_OK
@@ -339,8 +364,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         err.write(f"{exc}\n")
         return EXIT_INVALID
     except OSError as exc:
-        err.write(f"{what}: cannot use the secret store, got {exc.strerror or exc}; "
-                  "run it as the gateway's user (or root)\n")
+        err.write(
+            f"{what}: cannot use the secret store, got {exc.strerror or exc}; run it as the gateway's user (or root)\n"
+        )
         return EXIT_FAILURE
 
 
@@ -358,4 +384,3 @@ def _write_list(ring: KeyRing, now: datetime, out: TextIO) -> None:
             state = "retired"
         until = f" until {_show(retired)}" if retired is not None else ""
         out.write(f"{key.key_id:<6} {state:<10} from {_show(key.valid_from)}{until}\n")
-

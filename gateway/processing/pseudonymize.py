@@ -177,11 +177,15 @@ class PseudonymizeConfig(ProcessorConfig):
         default_factory=dict, description="per attribute: mac, email, card or text (the default)"
     )
     digest_bytes: int = Field(
-        default=DEFAULT_DIGEST_BYTES, ge=8, le=32,
+        default=DEFAULT_DIGEST_BYTES,
+        ge=8,
+        le=32,
         description="bytes of the HMAC kept in a token; 8 (64 bits) is still collision-free for any one box",
     )
     keep_old_days: int = Field(
-        default=DEFAULT_KEEP_OLD_DAYS, ge=0, le=3650,
+        default=DEFAULT_KEEP_OLD_DAYS,
+        ge=0,
+        le=3650,
         description="days a rotated-out key is kept for readings observed before the rotation, then erased",
     )
 
@@ -225,8 +229,9 @@ _COUNTERS = ("pseudonymized", "missing", "not_text", "invalid")
 class Pseudonymizer:
     """Replaces the configured attributes' values by `pz1:k<n>:<digest>` tokens; see the module's docstring."""
 
-    def __init__(self, *, attributes: Mapping[str, IdentifierKind], ring: KeyRing,
-                 digest_bytes: int = DEFAULT_DIGEST_BYTES) -> None:
+    def __init__(
+        self, *, attributes: Mapping[str, IdentifierKind], ring: KeyRing, digest_bytes: int = DEFAULT_DIGEST_BYTES
+    ) -> None:
         if not ring.keys:
             raise ValueError("pseudonymize: the key ring is empty, got no key; build it with PseudonymKeyStore.load")
         self._attributes = dict(attributes)
@@ -258,8 +263,13 @@ class Pseudonymizer:
             if not isinstance(value, str):
                 self._counts["not_text"] += 1
                 changed[name] = None
-                self._warn_once(reading, name, "not_text", f"must be text to be pseudonymized, got {_kind_of(value)}",
-                                "map it as text in the source")
+                self._warn_once(
+                    reading,
+                    name,
+                    "not_text",
+                    f"must be text to be pseudonymized, got {_kind_of(value)}",
+                    "map it as text in the source",
+                )
                 continue
             if key is None:
                 key = self._ring.select(reading.observed_at, now)
@@ -268,8 +278,13 @@ class Pseudonymizer:
             except PseudonymValueError as exc:
                 self._counts["invalid"] += 1
                 changed[name] = None
-                self._warn_once(reading, name, "invalid", f"{exc.params['what']}, got {exc.params['got']}",
-                                f'fix the source, or set kinds.{name} = "text"')
+                self._warn_once(
+                    reading,
+                    name,
+                    "invalid",
+                    f"{exc.params['what']}, got {exc.params['got']}",
+                    f'fix the source, or set kinds.{name} = "text"',
+                )
                 continue
             changed[name] = Attribute(value=token, type="Text", metadata=attribute.metadata)
             self._counts["pseudonymized"] += 1
@@ -288,8 +303,15 @@ class Pseudonymizer:
         # a device that sends one bad value usually sends it every time: say it once, count the rest
         level = logging.DEBUG if (name, problem) in self._warned else logging.WARNING
         self._warned.add((name, problem))
-        log.log(level, "pseudonymize: %s %s.%s: %s; the attribute was dropped so it never leaves in clear; %s",
-                reading.source.adapter, reading.entity_type, name, what, fix)
+        log.log(
+            level,
+            "pseudonymize: %s %s.%s: %s; the attribute was dropped so it never leaves in clear; %s",
+            reading.source.adapter,
+            reading.entity_type,
+            name,
+            what,
+            fix,
+        )
 
     def diagnostics(self) -> dict[str, int]:
         """Counters, and `key_generation`: the generation of the last key used (0 before any)."""

@@ -327,8 +327,11 @@ class QualityProcessor:
         if self.attribute is not None:
             names: Iterable[str] = (self.attribute,) if self.attribute in attrs else ()
         else:
-            names = [n for n, a in attrs.items() if n != DATE_OBSERVED and a.type in ("", "Number")
-                     and _number(a.value) is not None]
+            names = [
+                n
+                for n, a in attrs.items()
+                if n != DATE_OBSERVED and a.type in ("", "Number") and _number(a.value) is not None
+            ]
         at = reading.observed_at
         for name in names:
             attribute = attrs[name]

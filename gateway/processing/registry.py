@@ -54,7 +54,9 @@ def parse_processing(raw: Any, errors: list[str]) -> list[ProcessorConfig]:
             continue
         model = KINDS.get(kind) if isinstance(kind, str) else None
         if model is None:
-            errors.append(f"{where}.type: unknown processor type, got {json.dumps(kind, ensure_ascii=False)}; valid: {valid}")
+            errors.append(
+                f"{where}.type: unknown processor type, got {json.dumps(kind, ensure_ascii=False)}; valid: {valid}"
+            )
             continue
         try:
             config = model.model_validate(item)
@@ -65,18 +67,22 @@ def parse_processing(raw: Any, errors: list[str]) -> list[ProcessorConfig]:
     return out
 
 
-def build_stage(configs: Sequence[ProcessorConfig], context: ProcessorContext,
-                sources: Iterable[tuple[str, object]] = ()) -> Stage | None:
+def build_stage(
+    configs: Sequence[ProcessorConfig], context: ProcessorContext, sources: Iterable[tuple[str, object]] = ()
+) -> Stage | None:
     """The stage of the configured entries (file order) then of every adapter that is a `ProcessorSource`.
 
     None when there is nothing to run: the emit path then skips the stage altogether.
     """
-    entries = [Entry(name=f"processing[{i}] ({c.type})", match=c.match, processor=c.build(context))
-               for i, c in enumerate(configs)]
+    entries = [
+        Entry(name=f"processing[{i}] ({c.type})", match=c.match, processor=c.build(context))
+        for i, c in enumerate(configs)
+    ]
     for adapter_name, adapter in sources:
         if isinstance(adapter, ProcessorSource):
-            entries.extend(Entry(name=f"{adapter_name}: {_label(p)}", match=m, processor=p)
-                           for m, p in adapter.processors())
+            entries.extend(
+                Entry(name=f"{adapter_name}: {_label(p)}", match=m, processor=p) for m, p in adapter.processors()
+            )
     return Stage(entries) if entries else None
 
 

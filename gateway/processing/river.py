@@ -331,7 +331,7 @@ class RiverLevelTracker:
 
 def _local_id(entity_id: str, entity_type: str) -> str:
     prefix = f"urn:ngsi-ld:{entity_type}:"
-    return entity_id[len(prefix):] if entity_id.startswith(prefix) and len(entity_id) > len(prefix) else entity_id
+    return entity_id[len(prefix) :] if entity_id.startswith(prefix) and len(entity_id) > len(prefix) else entity_id
 
 
 def alert_id(crossing: Crossing, *, station_entity_id: str, station_entity_type: str) -> str:
@@ -431,8 +431,15 @@ class RiverProcessor:
 
     kind = "river"  # shown in status beside the name of an adapter's entry
 
-    def __init__(self, config: RiverConfig, *, attribute: str, level_attribute: str = "waterLevel",
-                 name: str = "", remove_source: bool = False) -> None:
+    def __init__(
+        self,
+        config: RiverConfig,
+        *,
+        attribute: str,
+        level_attribute: str = "waterLevel",
+        name: str = "",
+        remove_source: bool = False,
+    ) -> None:
         self.config = config
         self.attribute = attribute
         self.level_attribute = level_attribute
@@ -456,15 +463,22 @@ class RiverProcessor:
         if attribute is None:
             return (reading,)
         value = attribute.value
-        if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-                or _flagged(attribute)):
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or _flagged(attribute)
+        ):
             self.skipped += 1
             return (self._without_source(reading),)
         unit = attribute.unit or "MTR"
         factor = LEVEL_FACTORS.get(unit)
         if factor is None:
-            raise ReadingError(f"river {self.name}: {self.attribute} must be in MTR, CMT or MMT, got unit {unit!r}; "
-                               "convert it first with a `unit` processor", value=unit)
+            raise ReadingError(
+                f"river {self.name}: {self.attribute} must be in MTR, CMT or MMT, got unit {unit!r}; "
+                "convert it first with a `unit` processor",
+                value=unit,
+            )
         metres = float(value) * factor
         tracker = self._tracker(reading.entity_id)
         if self.config.stage is not None:
@@ -473,8 +487,14 @@ class RiverProcessor:
         else:
             update = tracker.update(metres, reading.observed_at)
             added = level_attributes(update)
-        alerts = alert_readings(update, station_entity_id=reading.entity_id, station_entity_type=reading.entity_type,
-                                source=reading.source, config=self.config, time_source=reading.time_source)
+        alerts = alert_readings(
+            update,
+            station_entity_id=reading.entity_id,
+            station_entity_type=reading.entity_type,
+            source=reading.source,
+            config=self.config,
+            time_source=reading.time_source,
+        )
         self.alerts += len(alerts)
         return [self._without_source(replace(reading, attributes={**reading.attributes, **added})), *alerts]
 
@@ -491,13 +511,17 @@ class RiverProcessorConfig(ProcessorConfig, RiverConfig):
     """`[[processing]] type = "river"`: the `[river]` keys on the level (or distance) `match.attribute`."""
 
     type: Literal["river"]
-    level_attribute: Annotated[str, AfterValidator(check_attribute_name)] = "waterLevel"  # the level computed with `stage`
+    level_attribute: Annotated[str, AfterValidator(check_attribute_name)] = (
+        "waterLevel"  # the level computed with `stage`
+    )
 
     @model_validator(mode="after")
     def _needs_attribute(self) -> RiverProcessorConfig:
         if self.match.attribute is None:
-            message = ("required for river, got none; name the attribute holding the water level (or the distance "
-                       "with `stage`), e.g. attribute = \"waterLevel\"")
+            message = (
+                "required for river, got none; name the attribute holding the water level (or the distance "
+                'with `stage`), e.g. attribute = "waterLevel"'
+            )
             raise ConfigProblems([("match.attribute", message)])
         return self
 

@@ -124,7 +124,7 @@ class Stage:
     def diagnostics(self) -> list[dict[str, Any]]:
         """One `{"name", "counters"}` per entry, in stage order, for status.json's `processing`."""
         out = []
-        for entry, errors in zip(self.entries, self.errors):
+        for entry, errors in zip(self.entries, self.errors, strict=True):
             counters = dict(entry.processor.diagnostics())
             if errors:
                 counters["errors"] = errors

@@ -27,13 +27,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="profile_command", required=True, metavar="{validate,list,show}")
     v = sub.add_parser("validate", help="check profile files; exit 2 listing every error with its key path")
     v.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    for name, help_text in (("list", "every profile on the search path"), ("show", "one profile's interface, points and commands")):
+    for name, help_text in (
+        ("list", "every profile on the search path"),
+        ("show", "one profile's interface, points and commands"),
+    ):
         s = sub.add_parser(name, help=help_text)
         if name == "show":
             s.add_argument("name", metavar="NAME", help="vendor/model, e.g. eastron/sdm120")
             s.add_argument("--json", action="store_true", help="the validated profile as JSON")
-        s.add_argument("--profiles-dir", dest="profile_dirs", type=Path, action="append", default=None,
-                       metavar="DIR", help="search DIR before the default path (repeatable)")
+        s.add_argument(
+            "--profiles-dir",
+            dest="profile_dirs",
+            type=Path,
+            action="append",
+            default=None,
+            metavar="DIR",
+            help="search DIR before the default path (repeatable)",
+        )
     return p
 
 
@@ -74,8 +84,10 @@ def _validate(files: list[Path], out: TextIO, err: TextIO) -> int:
             _print_errors(exc, err)
             code = EXIT_INVALID
             continue
-        out.write(f"{path}: OK — {profile.vendor} {profile.model}, {len(profile.points)} point(s), "
-                  f"{len(profile.commands)} command(s)\n")
+        out.write(
+            f"{path}: OK — {profile.vendor} {profile.model}, {len(profile.points)} point(s), "
+            f"{len(profile.commands)} command(s)\n"
+        )
     return code
 
 
@@ -103,7 +115,7 @@ def _list(search_path: tuple[Path, ...], out: TextIO, err: TextIO) -> int:
 
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n" for r in rows)
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows)
 
 
 def format_profile(name: str, p: Profile) -> str:
@@ -121,24 +133,42 @@ def format_profile(name: str, p: Profile) -> str:
     ]
     rows: list[tuple[str, ...]] = [("POINT", "FC", "ADDRESS", "TYPE", "ORDER", "SCALE", "UNIT", "ATTRIBUTE", "EVERY")]
     for pt in p.points:
-        scale = f"{pt.scale:g}" + (f" /10^{pt.decimals_from}" if pt.decimals_from else "") \
+        scale = (
+            f"{pt.scale:g}"
+            + (f" /10^{pt.decimals_from}" if pt.decimals_from else "")
             + (f" {pt.offset:+g}" if pt.offset else "")
-        kind = pt.data_type.value + (f"[{pt.count}]" if pt.count else "") \
-            + (f".{pt.bit}" if pt.bit is not None else "")
-        rows.append((pt.name, f"{pt.function_code:02d}", f"{pt.address} (0x{pt.address:04X})", kind,
-                     pt.byte_order.value if pt.data_type.value != "bool" else "-", scale, pt.unit or "-",
-                     f"{pt.attribute} ({pt.ngsi_type})" if pt.attribute else "- (not published)",
-                     f"{p.interval_of(pt):g} s"))
+        )
+        kind = pt.data_type.value + (f"[{pt.count}]" if pt.count else "") + (f".{pt.bit}" if pt.bit is not None else "")
+        rows.append(
+            (
+                pt.name,
+                f"{pt.function_code:02d}",
+                f"{pt.address} (0x{pt.address:04X})",
+                kind,
+                pt.byte_order.value if pt.data_type.value != "bool" else "-",
+                scale,
+                pt.unit or "-",
+                f"{pt.attribute} ({pt.ngsi_type})" if pt.attribute else "- (not published)",
+                f"{p.interval_of(pt):g} s",
+            )
+        )
     lines.append("  " + _table(rows).rstrip("\n").replace("\n", "\n  "))
     if p.commands:
         lines.append("")
         crow: list[tuple[str, ...]] = [("COMMAND", "FC", "ADDRESS", "TYPE", "ALLOWED")]
         for c in p.commands:
-            allowed = (", ".join(f"{v:g}" for v in c.values) if c.values is not None
-                       else f"{c.range[0]:g}..{c.range[1]:g}" if c.range is not None
-                       else "true, false" if c.data_type.value == "bool" else "any")
-            crow.append((c.name, f"{c.function_code:02d}", f"{c.address} (0x{c.address:04X})", c.data_type.value,
-                         allowed))
+            allowed = (
+                ", ".join(f"{v:g}" for v in c.values)
+                if c.values is not None
+                else f"{c.range[0]:g}..{c.range[1]:g}"
+                if c.range is not None
+                else "true, false"
+                if c.data_type.value == "bool"
+                else "any"
+            )
+            crow.append(
+                (c.name, f"{c.function_code:02d}", f"{c.address} (0x{c.address:04X})", c.data_type.value, allowed)
+            )
         lines.append("  " + _table(crow).rstrip("\n").replace("\n", "\n  "))
     return "\n".join(lines) + "\n"
 

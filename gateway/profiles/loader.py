@@ -90,14 +90,14 @@ def resolve(name: str, search_path: Sequence[Path] = DEFAULT_SEARCH_PATH) -> Pat
     try:
         check_name(name)
     except ValueError as exc:
-        raise ProfileNotFound([f"profile name {exc.args[0]}, got \"{name}\""], name) from None
+        raise ProfileNotFound([f'profile name {exc.args[0]}, got "{name}"'], name) from None
     for root in search_path:
         path = root / f"{name}.toml"
         if path.is_file():
             return path
     where = ", ".join(str(r) for r in search_path)
     raise ProfileNotFound(
-        [f"no such profile, got \"{name}\"; searched {where}; `edgegw profile list` shows the known names"], name
+        [f'no such profile, got "{name}"; searched {where}; `edgegw profile list` shows the known names'], name
     )
 
 

@@ -101,13 +101,26 @@ class ByteOrder(enum.Enum):
         return self in (ByteOrder.BADC, ByteOrder.DCBA)
 
 
-NUMERIC_TYPES = frozenset({DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32,
-                           DataType.FLOAT32, DataType.FLOAT64})
+NUMERIC_TYPES = frozenset(
+    {DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32, DataType.FLOAT32, DataType.FLOAT64}
+)
 INTEGER_TYPES = frozenset({DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32})
-_WIDTH = {DataType.BOOL: 1, DataType.INT16: 1, DataType.UINT16: 1, DataType.BITFIELD: 1, DataType.INT32: 2,
-          DataType.UINT32: 2, DataType.FLOAT32: 2, DataType.FLOAT64: 4}
-_INT_RANGE = {DataType.INT16: (-(2**15), 2**15 - 1), DataType.UINT16: (0, 2**16 - 1),
-              DataType.INT32: (-(2**31), 2**31 - 1), DataType.UINT32: (0, 2**32 - 1)}
+_WIDTH = {
+    DataType.BOOL: 1,
+    DataType.INT16: 1,
+    DataType.UINT16: 1,
+    DataType.BITFIELD: 1,
+    DataType.INT32: 2,
+    DataType.UINT32: 2,
+    DataType.FLOAT32: 2,
+    DataType.FLOAT64: 4,
+}
+_INT_RANGE = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+}
 _DEFAULT_ATTRIBUTE_TYPE = {DataType.BOOL: "Boolean", DataType.STRING: "Text"}
 
 
@@ -136,7 +149,7 @@ def parse_address(value: Any, function_code: int | None) -> int:
     refused: the fix names both unambiguous spellings.
     """
     if isinstance(value, bool):
-        raise ValueError("must be an integer 0..65535, a \"0x…\" string or a \"40001\"-style string")
+        raise ValueError('must be an integer 0..65535, a "0x…" string or a "40001"-style string')
     if isinstance(value, int):
         if not 0 <= value <= 0xFFFF:
             raise ValueError("must be 0..65535 (the 0-based protocol address)")
@@ -144,8 +157,8 @@ def parse_address(value: Any, function_code: int | None) -> int:
         lo = {"4": 40001, "3": 30001, "1": 10001}.get(prefix or "")
         if lo is not None and function_code in READ_FUNCTIONS and lo <= value <= lo + 9998:
             raise ValueError(
-                f"is ambiguous: {value} looks like 1-based {prefix}xxxx notation; write address = \"{value}\" "
-                f"for register {value} of that notation (0-based {value - lo}), or address = \"0x{value:04X}\" "
+                f'is ambiguous: {value} looks like 1-based {prefix}xxxx notation; write address = "{value}" '
+                f'for register {value} of that notation (0-based {value - lo}), or address = "0x{value:04X}" '
                 f"if {value} really is the 0-based protocol address"
             )
         return value
@@ -163,8 +176,8 @@ def parse_address(value: Any, function_code: int | None) -> int:
             if not 1 <= number <= 0x10000:
                 raise ValueError("must name register 1..65536 in 1-based notation")
             return number - 1
-        raise ValueError("must be an integer 0..65535, a \"0x…\" string or a 1-based \"40001\"-style string")
-    raise ValueError("must be an integer 0..65535, a \"0x…\" string or a \"40001\"-style string")
+        raise ValueError('must be an integer 0..65535, a "0x…" string or a 1-based "40001"-style string')
+    raise ValueError('must be an integer 0..65535, a "0x…" string or a "40001"-style string')
 
 
 def _check_unit(v: str) -> str:
@@ -230,11 +243,13 @@ _CONTROLLED_RE = re.compile(r"^[a-z][A-Za-z0-9]{0,63}$")
 def _check_controlled(v: tuple[str, ...]) -> tuple[str, ...]:
     for name in v:
         if not _CONTROLLED_RE.match(name):
-            raise ValueError(f"must list Smart Data Models property names in lowerCamelCase (waterLevel, temperature, "
-                             f"humidity), got \"{name}\"")
+            raise ValueError(
+                f"must list Smart Data Models property names in lowerCamelCase (waterLevel, temperature, "
+                f'humidity), got "{name}"'
+            )
     duplicate = next((name for i, name in enumerate(v) if name in v[:i]), None)
     if duplicate is not None:
-        raise ValueError(f"must name each property once, got \"{duplicate}\" twice")
+        raise ValueError(f'must name each property once, got "{duplicate}" twice')
     return v
 
 
@@ -378,63 +393,80 @@ def point_problems(p: Point, where: str, interface: Interface | None = None) -> 
     dt = p.data_type
     is_bits = p.function_code in (1, 2)
     if is_bits and dt is not DataType.BOOL:
-        out.append(f"{where}.data_type: function code {p.function_code} reads bits, so only bool fits, got "
-                   f"{_show(dt)}; use function_code 3 or 4 for registers")
+        out.append(
+            f"{where}.data_type: function code {p.function_code} reads bits, so only bool fits, got "
+            f"{_show(dt)}; use function_code 3 or 4 for registers"
+        )
     if not is_bits and dt is DataType.BOOL:
-        out.append(f"{where}.data_type: bool is only for function codes 1 and 2 (coils, discrete inputs), got "
-                   f"\"bool\" on function code {p.function_code}; use bitfield with bit = N for a bit of a register")
+        out.append(
+            f"{where}.data_type: bool is only for function codes 1 and 2 (coils, discrete inputs), got "
+            f'"bool" on function code {p.function_code}; use bitfield with bit = N for a bit of a register'
+        )
     if dt is DataType.STRING and p.count is None:
         out.append(f"{where}.count: required for string (registers, 2 characters each), got nothing")
     if dt is not DataType.STRING and p.count is not None:
         out.append(f"{where}.count: only for string, got {p.count} on {_show(dt)}")
     if dt is DataType.BITFIELD:
         if (p.bit is None) == (p.bits is None):
-            out.append(f"{where}.bit: bitfield needs exactly one of bit = N or bits = {{name = N, ...}}, got "
-                       f"{'both' if p.bit is not None else 'neither'}")
+            out.append(
+                f"{where}.bit: bitfield needs exactly one of bit = N or bits = {{name = N, ...}}, got "
+                f"{'both' if p.bit is not None else 'neither'}"
+            )
         if p.bits is not None:
-            for key, index in p.bits.items():
-                if not _NAME_RE.match(key):
-                    out.append(f"{where}.bits.{key}: name must be 1-64 characters of a-z 0-9 _ starting with a "
-                               f"letter, got \"{key}\"")
+            out.extend(
+                f'{where}.bits.{key}: name must be 1-64 characters of a-z 0-9 _ starting with a letter, got "{key}"'
+                for key in p.bits
+                if not _NAME_RE.match(key)
+            )
             seen: dict[int, str] = {}
             for key, index in p.bits.items():
                 if index in seen:
                     out.append(f"{where}.bits.{key}: bit {index} is already named {seen[index]}, got {index}")
                 seen.setdefault(index, key)
     else:
-        for key in ("bit", "bits"):
-            if getattr(p, key) is not None:
-                out.append(f"{where}.{key}: only for bitfield, got {_show(getattr(p, key)) if key == 'bit' else 'a table'} "
-                           f"on {_show(dt)}")
+        out.extend(
+            f"{where}.{key}: only for bitfield, got {_show(getattr(p, key)) if key == 'bit' else 'a table'} "
+            f"on {_show(dt)}"
+            for key in ("bit", "bits")
+            if getattr(p, key) is not None
+        )
     numeric = dt in NUMERIC_TYPES
     if p.scale == 0:
         out.append(f"{where}.scale: must not be 0 (every value would read 0), got 0")
     if not numeric:
-        for key in ("scale", "offset", "decimals_from", "valid_range", "quality"):
-            if key in p.model_fields_set:
-                out.append(f"{where}.{key}: only for numeric data types, got it on {_show(dt)}")
+        out.extend(
+            f"{where}.{key}: only for numeric data types, got it on {_show(dt)}"
+            for key in ("scale", "offset", "decimals_from", "valid_range", "quality")
+            if key in p.model_fields_set
+        )
         if p.no_data:
             out.append(f"{where}.no_data: only for numeric data types, got it on {_show(dt)}")
     if numeric and dt in INTEGER_TYPES:
         lo, hi = _INT_RANGE[dt]
         for i, s in enumerate(p.no_data):
             if not (s == int(s) and lo <= s <= hi):
-                out.append(f"{where}.no_data[{i}]: must be a raw {dt.value} value {lo}..{hi}, got {_show(s)}; "
-                           f"sentinels compare with the raw register value, before scale and offset")
+                out.append(
+                    f"{where}.no_data[{i}]: must be a raw {dt.value} value {lo}..{hi}, got {_show(s)}; "
+                    f"sentinels compare with the raw register value, before scale and offset"
+                )
     if "byte_order" in p.model_fields_set and dt is DataType.BOOL:
-        out.append(f"{where}.byte_order: only for register data types, got it on \"bool\"")
+        out.append(f'{where}.byte_order: only for register data types, got it on "bool"')
     end = p.address + p.width - 1
     if end > 0xFFFF:
-        out.append(f"{where}.address: {dt.value} needs {p.width} {'bits' if is_bits else 'registers'} from "
-                   f"{p.address}, past the last address 65535, got {p.address}")
+        out.append(
+            f"{where}.address: {dt.value} needs {p.width} {'bits' if is_bits else 'registers'} from "
+            f"{p.address}, past the last address 65535, got {p.address}"
+        )
     if interface is not None:
         limit = interface.max_bits_per_read if is_bits else interface.max_registers_per_read
         if p.width > limit:
             key = "max_bits_per_read" if is_bits else "max_registers_per_read"
-            out.append(f"{where}.count: needs {p.width} registers, more than interface.{key}, got {p.width}; "
-                       f"raise interface.{key} or split the point")
+            out.append(
+                f"{where}.count: needs {p.width} registers, more than interface.{key}, got {p.width}; "
+                f"raise interface.{key} or split the point"
+            )
     if p.decimals_from is not None and p.decimals_from == p.name:
-        out.append(f"{where}.decimals_from: must name another point, got \"{p.name}\"")
+        out.append(f'{where}.decimals_from: must name another point, got "{p.name}"')
     return out
 
 
@@ -445,8 +477,10 @@ def command_problems(c: Command, where: str) -> list[str]:
     if fc in (5, 15) and dt is not DataType.BOOL:
         out.append(f"{where}.data_type: function code {fc} writes coils, so only bool fits, got {_show(dt)}")
     if fc == 6 and dt not in (DataType.INT16, DataType.UINT16):
-        out.append(f"{where}.data_type: function code 6 writes one register, so only int16 or uint16 fit, got "
-                   f"{_show(dt)}; use function code 16 for wider values")
+        out.append(
+            f"{where}.data_type: function code 6 writes one register, so only int16 or uint16 fit, got "
+            f"{_show(dt)}; use function code 16 for wider values"
+        )
     if fc == 16 and dt in (DataType.BOOL, DataType.BITFIELD):
         out.append(f"{where}.data_type: function code 16 writes registers, got {_show(dt)}")
     if dt is DataType.STRING and c.count is None:
@@ -468,8 +502,10 @@ def command_problems(c: Command, where: str) -> list[str]:
         if c.range is not None and (c.range[0] < lo or c.range[1] > hi):
             out.append(f"{where}.range: must fit {dt.value} ({lo}..{hi}), got [{c.range[0]:g}, {c.range[1]:g}]")
     if dt in (DataType.BOOL, DataType.STRING) and (c.values is not None or c.range is not None):
-        out.append(f"{where}.{'values' if c.values is not None else 'range'}: only for numeric data types, got it on "
-                   f"{_show(dt)}")
+        out.append(
+            f"{where}.{'values' if c.values is not None else 'range'}: only for numeric data types, got it on "
+            f"{_show(dt)}"
+        )
     return out
 
 
@@ -484,12 +520,14 @@ def profile_problems(points: list[tuple[int, Point]], commands: list[tuple[int, 
     attrs: dict[str, int] = {}
     for i, p in points:
         if p.name in names:
-            out.append(f"points[{i}].name: must be unique, got \"{p.name}\"; points[{names[p.name]}] has it already")
+            out.append(f'points[{i}].name: must be unique, got "{p.name}"; points[{names[p.name]}] has it already')
         names.setdefault(p.name, i)
         if p.attribute is not None:
             if p.attribute in attrs:
-                out.append(f"points[{i}].attribute: must be unique, got \"{p.attribute}\"; "
-                           f"points[{attrs[p.attribute]}] has it already")
+                out.append(
+                    f'points[{i}].attribute: must be unique, got "{p.attribute}"; '
+                    f"points[{attrs[p.attribute]}] has it already"
+                )
             attrs.setdefault(p.attribute, i)
     by_name = {p.name: (i, p) for i, p in points}
     ordered = sorted(points, key=lambda ip: (ip[1].function_code, ip[1].address, ip[0]))
@@ -498,40 +536,52 @@ def profile_problems(points: list[tuple[int, Point]], commands: list[tuple[int, 
             if q.function_code != p.function_code or q.address + q.width <= p.address:
                 continue
             shared_bit_register = (
-                p.data_type is DataType.BITFIELD and q.data_type is DataType.BITFIELD and p.address == q.address
+                p.data_type is DataType.BITFIELD
+                and q.data_type is DataType.BITFIELD
+                and p.address == q.address
                 and not (_bits_of(p) & _bits_of(q))
             )
             if shared_bit_register:
                 continue
             if p.data_type is DataType.BITFIELD and q.data_type is DataType.BITFIELD and p.address == q.address:
                 shared = ", ".join(map(str, sorted(_bits_of(p) & _bits_of(q))))
-                out.append(f"points[{i}].bits: bit {shared} of {_table(p.function_code)[:-1]} {p.address} is also read "
-                           f"by points[{j}] (\"{q.name}\"), got bit {shared}; each bit belongs to one point")
+                out.append(
+                    f"points[{i}].bits: bit {shared} of {_table(p.function_code)[:-1]} {p.address} is also read "
+                    f'by points[{j}] ("{q.name}"), got bit {shared}; each bit belongs to one point'
+                )
                 break
             span = f"{q.address}" if q.width == 1 else f"{q.address}-{q.address + q.width - 1}"
             taken = "" if q.width == 1 else f"; {q.data_type.value} takes {q.width} registers"
-            out.append(f"points[{i}].address: overlaps points[{j}] (\"{q.name}\", {_table(q.function_code)} "
-                       f"{span}), got {p.address}{taken}")
+            out.append(
+                f'points[{i}].address: overlaps points[{j}] ("{q.name}", {_table(q.function_code)} '
+                f"{span}), got {p.address}{taken}"
+            )
             break
     for i, p in points:
         if p.decimals_from is None or p.decimals_from == p.name:
             continue
         ref = by_name.get(p.decimals_from)
         if ref is None:
-            out.append(f"points[{i}].decimals_from: no point is named so, got \"{p.decimals_from}\"; "
-                       f"valid: {', '.join(sorted(names)) or 'none'}")
+            out.append(
+                f'points[{i}].decimals_from: no point is named so, got "{p.decimals_from}"; '
+                f"valid: {', '.join(sorted(names)) or 'none'}"
+            )
             continue
         j, q = ref
         if q.data_type not in (DataType.INT16, DataType.UINT16) or q.function_code not in (3, 4):
-            out.append(f"points[{i}].decimals_from: must name an int16 or uint16 register point, got \"{q.name}\" "
-                       f"({q.data_type.value} on function code {q.function_code})")
+            out.append(
+                f'points[{i}].decimals_from: must name an int16 or uint16 register point, got "{q.name}" '
+                f"({q.data_type.value} on function code {q.function_code})"
+            )
         elif q.decimals_from is not None or q.scale != 1 or q.offset != 0:
-            out.append(f"points[{i}].decimals_from: points[{j}] (\"{q.name}\") must be a plain count of decimals "
-                       f"without scale, offset or decimals_from of its own, got one with them")
+            out.append(
+                f'points[{i}].decimals_from: points[{j}] ("{q.name}") must be a plain count of decimals '
+                f"without scale, offset or decimals_from of its own, got one with them"
+            )
     cnames: dict[str, int] = {}
     for i, c in commands:
         if c.name in cnames:
-            out.append(f"commands[{i}].name: must be unique, got \"{c.name}\"; commands[{cnames[c.name]}] has it already")
+            out.append(f'commands[{i}].name: must be unique, got "{c.name}"; commands[{cnames[c.name]}] has it already')
         cnames.setdefault(c.name, i)
     return out
 
@@ -540,4 +590,3 @@ def _bits_of(p: Point) -> set[int]:
     if p.bit is not None:
         return {p.bit}
     return set((p.bits or {}).values())
-

@@ -18,7 +18,9 @@ class UplinkConfig(NamedSection):
 
     batch_max_rows: int = Field(default=1000, ge=1, le=100_000, description="records read from the buffer per batch")
     batch_linger_ms: float = Field(
-        default=20, ge=0, le=1000,
+        default=20,
+        ge=0,
+        le=1000,
         description="under load (a batch of at least 1/16 of batch_max_rows), wait this long for it to fill",
     )
     retry_initial_s: float = Field(default=1.0, gt=0, le=600)
@@ -26,13 +28,17 @@ class UplinkConfig(NamedSection):
     # A fleet that comes back together (a regional outage, power restored) must not drain its
     # backlogs into the platform at once; see gateway/delivery.py for when these apply.
     drain_rate: float | None = Field(
-        default=None, gt=0, le=1_000_000,
+        default=None,
+        gt=0,
+        le=1_000_000,
         description="readings/s while catching up on a backlog; unset: as fast as the far side takes them",
     )
     # 5 s by default: enough to spread a fleet's first requests after a regional outage, short
     # enough that an alert queued behind a backlog is not held back noticeably.
     start_delay_max_s: float = Field(
-        default=5.0, ge=0, le=3600,
+        default=5.0,
+        ge=0,
+        le=3600,
         description="random delay up to this before draining a backlog after start or after an outage",
     )
 
@@ -95,8 +101,9 @@ class Lifecycle:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
 

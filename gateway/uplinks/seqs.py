@@ -21,4 +21,3 @@ def seq_ranges(seqs: Iterable[int]) -> str:
         else:
             runs.append([s, s])
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from gateway.records import Attribute, Lane, Reading, Source
 
-T0 = datetime(2026, 5, 1, 3, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, 3, 0, 0, tzinfo=UTC)
 
 
 def reading(n: int, entity: str = "e1", lane: Lane = Lane.NORMAL, pad: int = 0) -> Reading:
@@ -28,7 +28,10 @@ def structured_reading(n: int, entity: str = "e1", lane: Lane = Lane.NORMAL) -> 
     return Reading(
         entity_id=entity,
         entity_type="Sensor",
-        attributes={"n": Attribute(value=n, type="Number"), "shape": Attribute(value={"k": [n]}, type="StructuredValue")},
+        attributes={
+            "n": Attribute(value=n, type="Number"),
+            "shape": Attribute(value={"k": [n]}, type="StructuredValue"),
+        },
         observed_at=T0.astimezone(timezone(timedelta(hours=9))),
         source=Source(adapter="sim"),
         lane=lane,

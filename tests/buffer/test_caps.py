@@ -17,7 +17,9 @@ from tests.buffer.readings import ns, reading
 CFG = BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1, max_rows=1000)
 
 
-async def test_row_cap_drops_oldest_bulk_then_normal_and_counts_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_row_cap_drops_oldest_bulk_then_normal_and_counts_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
     await box.append_many([reading(i, "b", Lane.BULK) for i in range(600)])
     await box.append_many([reading(1000 + i, "n", Lane.NORMAL) for i in range(300)])
@@ -32,7 +34,9 @@ async def test_row_cap_drops_oldest_bulk_then_normal_and_counts_it(tmp_path: Pat
         await box.append_many([reading(5000, "n", Lane.NORMAL)])  # drops one more normal
         await box.close()  # nothing else queued
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ["buffer: cap max_rows reached, dropping the oldest bulk rows (policy: bulk, then normal; alert never)"]
+    assert warnings == [
+        "buffer: cap max_rows reached, dropping the oldest bulk rows (policy: bulk, then normal; alert never)"
+    ]
     box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
     batch = await box.read("orion", 1000)
     assert ns(batch)[:3] == [2000, 2001, 2002]
@@ -42,7 +46,9 @@ async def test_row_cap_drops_oldest_bulk_then_normal_and_counts_it(tmp_path: Pat
     await box.close()
 
 
-async def test_alerts_are_never_dropped_the_buffer_refuses_instead(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_alerts_are_never_dropped_the_buffer_refuses_instead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
     await box.append_many([reading(i, "a", Lane.ALERT) for i in range(1000)])
     with caplog.at_level(logging.INFO, logger="gateway.buffer.outbox"):

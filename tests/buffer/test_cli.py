@@ -99,6 +99,7 @@ async def test_a_dead_letter_stored_in_clear_by_an_older_version_is_shown_redact
         assert "eyJ0" not in text
         assert "X-Auth-Token: ***" in text
 
+
 async def test_a_requeue_is_noticed_while_the_gateway_keeps_committing(tmp_path: Path) -> None:
     # the gateway's own commits must not hide the other process's write from it (SQLite's
     # data_version, read after one of our commits, would already count the other one)
@@ -127,7 +128,9 @@ async def test_a_requeue_is_noticed_while_the_gateway_keeps_committing(tmp_path:
     await box.close()
 
 
-def test_retry_without_a_selection_and_a_missing_file_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_retry_without_a_selection_and_a_missing_file_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "buffer.db"
     assert cli.run(_args("retry-dead-letters"), db) == 2
     assert capsys.readouterr().err == (

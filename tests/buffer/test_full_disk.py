@@ -61,7 +61,8 @@ async def test_full_disk_refuses_delivers_and_resumes_without_touching_the_reser
             await box.append(reading(10**6))
         assert str(err.value).startswith("buffer: disk full while committing 1 readings, got ")
         assert str(err.value).endswith(
-            f" kept for delivery; free space in {disk}, appends work again once there is room")
+            f" kept for delivery; free space in {disk}, appends work again once there is room"
+        )
         stats = await box.stats()
         assert (stats.rows, stats.disk_full, stats.reserve_bytes) == (committed, True, RESERVE)
         assert stats.refused_total >= 22  # a group of 20, a single reading at the end of the fill, this one
@@ -78,10 +79,13 @@ async def test_full_disk_refuses_delivers_and_resumes_without_touching_the_reser
     assert len(refusing) == 2, refusing
     assert re.fullmatch(
         rf"buffer: disk full in {disk}: refusing new readings until there is room, got \d+ bytes free in {disk} "
-        r"and 1048576 kept for delivery; delivery goes on", refusing[0])
+        r"and 1048576 kept for delivery; delivery goes on",
+        refusing[0],
+    )
     [again_line] = [m for m in messages if m.startswith(f"buffer: disk has room again in {disk}; accepting readings")]
-    assert re.fullmatch(r"buffer: disk has room again in .*; accepting readings \((2[2-9]|[3-9]\d) refused meanwhile\)",
-                        again_line), again_line
+    assert re.fullmatch(
+        r"buffer: disk has room again in .*; accepting readings \((2[2-9]|[3-9]\d) refused meanwhile\)", again_line
+    ), again_line
     assert len([m for m in messages if m.startswith("buffer: disk nearly full: ")]) == 1
     assert not any("deleted the reserve" in m for m in messages)  # the megabyte kept for delivery was enough
     assert reserve.stat().st_size == RESERVE

@@ -32,11 +32,16 @@ async def test_the_outbox_closes_on_leaving_its_block_and_keeps_what_was_appende
 
 
 async def test_the_outbox_closes_when_its_block_fails(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="the adapter broke"):
-        async with await Outbox.open(tmp_path / "b.db", CFG, ["orion"]) as box:
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
+
+    async def fail_inside_the_block() -> None:
+        async with box:
             box.append(reading(1))
             raise RuntimeError("the adapter broke")
-    with pytest.raises(BufferError, match="^buffer: closed"):
+
+    with pytest.raises(RuntimeError, match="the adapter broke"):
+        await fail_inside_the_block()
+    with pytest.raises(BufferError, match=r"^buffer: closed"):
         box.append(reading(2))
 
 
@@ -51,9 +56,11 @@ async def test_a_unknown_uplink_is_refused_without_reaching_into_the_store(tmp_p
 
 
 def gateway_config(tmp_path: Path, orion_url: str) -> dict[str, object]:
-    return {"gateway": {"id": "gw-with", "data_dir": str(tmp_path)},
-            "adapters": [{"name": "gauges", "type": "simulated", "rate": 1000, "limit": 20}],
-            "uplinks": [{"name": "orion", "type": "orion", "url": orion_url}]}
+    return {
+        "gateway": {"id": "gw-with", "data_dir": str(tmp_path)},
+        "adapters": [{"name": "gauges", "type": "simulated", "rate": 1000, "limit": 20}],
+        "uplinks": [{"name": "orion", "type": "orion", "url": orion_url}],
+    }
 
 
 async def test_the_gateway_runs_inside_async_with_and_stops_on_the_way_out(
@@ -69,7 +76,7 @@ async def test_the_gateway_runs_inside_async_with_and_stops_on_the_way_out(
         assert gw.loops[0].delivered == 20
     assert [s.state.value for s in gw.supervisor.status()] == ["stopped"]
     assert gw.loops[0].status().state.value == "stopped"
-    with pytest.raises(BufferError, match="^buffer: closed"):
+    with pytest.raises(BufferError, match=r"^buffer: closed"):
         outbox.append(reading(1))
 
 
@@ -87,5 +94,5 @@ async def test_a_gateway_that_fails_to_start_stops_what_it_had_started(
             raise AssertionError("not reached")
     assert gw.outbox is not None
     assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("uplink:")] == []  # none left running
-    with pytest.raises(BufferError, match="^buffer: closed"):
+    with pytest.raises(BufferError, match=r"^buffer: closed"):
         gw.outbox.append(reading(1))

@@ -12,9 +12,9 @@ import asyncio
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
-from datetime import timezone
 from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,7 +32,14 @@ from tests.buffer.readings import reading, structured_reading
 T = TypeVar("T")
 UPLINKS = ("orion", "mqtt")
 # an entity lives in one lane, as adapters guarantee
-ENTITIES = {"alarm": Lane.ALERT, "flood": Lane.ALERT, "river": Lane.NORMAL, "rain": Lane.NORMAL, "wifi": Lane.BULK, "door": Lane.BULK}
+ENTITIES = {
+    "alarm": Lane.ALERT,
+    "flood": Lane.ALERT,
+    "river": Lane.NORMAL,
+    "rain": Lane.NORMAL,
+    "wifi": Lane.BULK,
+    "door": Lane.BULK,
+}
 MAX_ROWS = 16
 TAIL_ROWS = 6  # below MAX_ROWS: the tail trims itself and reads fall back to SQLite
 # below the validated minimum on purpose, so a few dozen steps reach the caps
@@ -40,7 +47,12 @@ CONFIG = BufferConfig.model_construct(
     durability=Durability.NORMAL, commit_interval_ms=0.0, commit_max_rows=100_000, max_rows=MAX_ROWS
 )
 OUTCOMES = st.sampled_from(
-    [DELIVERED, Outcome(Status.RETRY), Outcome(Status.REJECTED, "400 bad value"), Outcome(Status.REJECTED, "422 too long")]
+    [
+        DELIVERED,
+        Outcome(Status.RETRY),
+        Outcome(Status.REJECTED, "400 bad value"),
+        Outcome(Status.REJECTED, "422 too long"),
+    ]
 )
 
 
@@ -87,11 +99,15 @@ class OutboxMachine(RuleBasedStateMachine):
 
     # --- rules ------------------------------------------------------------------------------------
 
-    @rule(entities=st.lists(st.sampled_from(sorted(ENTITIES)), min_size=1, max_size=12),
-          structured=st.lists(st.booleans(), min_size=12, max_size=12))
+    @rule(
+        entities=st.lists(st.sampled_from(sorted(ENTITIES)), min_size=1, max_size=12),
+        structured=st.lists(st.booleans(), min_size=12, max_size=12),
+    )
     def append(self, entities: list[str], structured: list[bool]) -> None:
-        readings = [(structured_reading if structured[i] else reading)(self.next_n + i, e, ENTITIES[e])
-                    for i, e in enumerate(entities)]
+        readings = [
+            (structured_reading if structured[i] else reading)(self.next_n + i, e, ENTITIES[e])
+            for i, e in enumerate(entities)
+        ]
         excess = len(self.rows) + len(readings) - MAX_ROWS
         droppable = sum(1 for r in self.rows if r.lane != Lane.ALERT)
         if excess > droppable:
@@ -126,8 +142,10 @@ class OutboxMachine(RuleBasedStateMachine):
         )[:limit]
         assert [_key(r) for r in got] == [(r.seq, r.n, r.entity, r.lane) for r in expected]
         # what the file gives back (UTC, lists): a reading the tail must not keep never comes from it
-        assert all(r.observed_at.tzinfo is timezone.utc for r in got)
-        assert all(r.attributes["shape"].value == {"k": [r.attributes["n"].value]} for r in got if "shape" in r.attributes)
+        assert all(r.observed_at.tzinfo is UTC for r in got)
+        assert all(
+            r.attributes["shape"].value == {"k": [r.attributes["n"].value]} for r in got if "shape" in r.attributes
+        )
         self.batches[uplink] = got
 
     @precondition(lambda self: any(self.batches.values()))
@@ -156,7 +174,7 @@ class OutboxMachine(RuleBasedStateMachine):
         self.run(self.box.ack(uplink, batch, outcomes))
         cur = self.cursors[uplink]
         blocked: set[int] = set()
-        for r, o in zip(batch, outcomes):
+        for r, o in zip(batch, outcomes, strict=True):
             lane = int(r.lane)
             assert r.seq is not None
             if lane in blocked:
@@ -198,13 +216,16 @@ class OutboxMachine(RuleBasedStateMachine):
         dropped = {lane: {reason: n} for (lane, reason), n in self.dropped.items()}
         assert {k: dict(v) for k, v in stats.dropped.items()} == dropped
         for u in UPLINKS:
-            assert stats.uplinks[u].cursors == dict(zip(("alert", "normal", "bulk"), self.cursors[u]))
+            assert stats.uplinks[u].cursors == dict(zip(("alert", "normal", "bulk"), self.cursors[u], strict=True))
 
     @invariant()
     def dead_letters_match(self) -> None:
         letters = self.run(self.box.dead_letters(limit=1000))
-        got = {u: [(d.seq, d.reading.attributes["n"].value, d.reason) for d in letters if d.uplink == u] for u in UPLINKS}
+        got = {
+            u: [(d.seq, d.reading.attributes["n"].value, d.reason) for d in letters if d.uplink == u] for u in UPLINKS
+        }
         assert got == self.dead
+
 
 TestOutboxModel = OutboxMachine.TestCase
 TestOutboxModel.settings = settings(

@@ -39,8 +39,14 @@ url = "http://127.0.0.1:9"
 
 def edgegw(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
     prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user is not None else []
-    return subprocess.run([*prefix, sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, check=False)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 def assert_refused(config: Path, run_message: str, check_line: str, user: int | None = None) -> None:
@@ -100,8 +106,10 @@ def test_a_file_where_the_data_directory_should_be(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="running as another user needs root and setpriv (util-linux)")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="running as another user needs root and setpriv (util-linux)",
+)
 def test_a_data_directory_the_gateways_user_may_not_write() -> None:
     # outside pytest's own temporary tree, which only root may enter
     with tempfile.TemporaryDirectory(prefix="edgegw-perm-") as name:
@@ -130,10 +138,13 @@ def test_a_buffer_written_by_a_newer_gateway_is_left_alone(tmp_path: Path) -> No
     conn.close()
     before = (data / "buffer.db").read_bytes()
     run = edgegw("run", "-c", str(write_config(tmp_path, data)))
-    assert (run.returncode, run.stderr) == (2, (
-        f"buffer: cannot open {data}/buffer.db, got schema version 7 written by a newer edgegw (this one knows 1); "
-        "run that version, or move the file away to start an empty buffer\n"
-    ))
+    assert (run.returncode, run.stderr) == (
+        2,
+        (
+            f"buffer: cannot open {data}/buffer.db, got schema version 7 written by a newer edgegw (this one knows 1); "
+            "run that version, or move the file away to start an empty buffer\n"
+        ),
+    )
     assert (data / "buffer.db").read_bytes() == before
 
 

@@ -38,7 +38,9 @@ async def test_alert_is_read_before_a_bulk_backlog_and_reread_until_acked(tmp_pa
 
 async def test_retry_stops_only_its_own_lane_and_later_rows_come_again(tmp_path: Path) -> None:
     box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
-    await box.append_many([reading(i, "n", Lane.NORMAL) for i in range(4)] + [reading(10 + i, "b", Lane.BULK) for i in range(2)])
+    await box.append_many(
+        [reading(i, "n", Lane.NORMAL) for i in range(4)] + [reading(10 + i, "b", Lane.BULK) for i in range(2)]
+    )
     batch = await box.read("orion", 10)
     assert ns(batch) == [0, 1, 2, 3, 10, 11]
     # normal: delivered, retry, delivered, delivered -> only row 0 passed; bulk both delivered
@@ -91,7 +93,9 @@ async def test_two_uplinks_move_independently_and_rows_go_once_both_passed(tmp_p
     await box.close()
 
 
-async def test_cursors_survive_a_restart_and_a_removed_uplink_is_forgotten(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_cursors_survive_a_restart_and_a_removed_uplink_is_forgotten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db = tmp_path / "b.db"
     box = await Outbox.open(db, CFG, ["orion", "old"])
     await box.append_many([reading(i) for i in range(6)])

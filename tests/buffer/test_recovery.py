@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -25,12 +26,12 @@ def _aside(db: Path) -> Path:
 async def test_a_file_that_is_not_a_database_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "b.db"
     db.write_bytes(b"this is not sqlite, a technician copied a log over it\n" * 200)
-    Path(str(db) + "-wal").write_bytes(b"junk wal")
+    await asyncio.to_thread(Path(str(db) + "-wal").write_bytes, b"junk wal")
     with caplog.at_level(logging.CRITICAL):
         box = await Outbox.open(db, CFG, ["orion"])
     moved = _aside(db)
     assert moved.read_bytes().startswith(b"this is not sqlite")
-    assert Path(str(moved) + "-wal").read_bytes() == b"junk wal"
+    assert await asyncio.to_thread(Path(str(moved) + "-wal").read_bytes) == b"junk wal"
     [message] = caplog.messages
     assert message.startswith(f"buffer: database {db} is damaged (file is not a database); moved it to {moved}")
     stats = await box.stats()
@@ -70,10 +71,15 @@ async def test_disk_full_fails_the_group_keeps_what_was_committed_and_resumes(tm
     db = tmp_path / "b.db"
     box = await Outbox.open(db, CFG, ["orion"], max_page_count=40)
     committed = 0
-    with pytest.raises(BufferFull) as err:
+
+    async def append_until_full() -> None:
+        nonlocal committed
         for i in range(1000):
             await box.append_many([reading(i * 10 + k, pad=300) for k in range(10)])
             committed += 10
+
+    with pytest.raises(BufferFull) as err:
+        await append_until_full()
     assert str(err.value) == (
         f"buffer: disk full while committing 10 readings, got OperationalError('database or disk is full') on {db}; "
         f"free space in {tmp_path}, appends work again once there is room"

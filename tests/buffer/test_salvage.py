@@ -12,6 +12,7 @@ import concurrent.futures
 import functools
 import io
 import logging
+import os
 import re
 import shutil
 import sqlite3
@@ -42,16 +43,20 @@ async def build(db: Path, n: int) -> dict[str, Any]:
     box = await Outbox.open(db, CFG, ["orion", "mqtt"])
     entities = list(LANE_OF)
     for start in range(0, n, 2000):
-        await box.append_many([reading(i, entities[i % 4], LANE_OF[entities[i % 4]], pad=200)
-                               for i in range(start, min(n, start + 2000))])
+        await box.append_many(
+            [reading(i, entities[i % 4], LANE_OF[entities[i % 4]], pad=200) for i in range(start, min(n, start + 2000))]
+        )
     batch = await box.read("orion", 300)  # orion delivered the alerts and some normal rows, rejected two
     outcomes = [REJECT if i in (5, 17) else DELIVERED for i in range(len(batch))]
     await box.ack("orion", batch, outcomes)
     stats = await box.stats()
     letters = [(d.id, d.seq, d.reason) for d in await box.dead_letters(limit=10)]
     await box.close()
-    return {"cursors": {u: dict(s.cursors) for u, s in stats.uplinks.items()}, "letters": letters,
-            "appended": stats.appended_total}
+    return {
+        "cursors": {u: dict(s.cursors) for u, s in stats.uplinks.items()},
+        "letters": letters,
+        "appended": stats.appended_total,
+    }
 
 
 def page_size(data: bytes) -> int:
@@ -118,14 +123,20 @@ async def test_one_damaged_page_in_20000_rows_loses_only_that_pages_rows(
 
     with caplog.at_level(logging.CRITICAL):
         box = await Outbox.open(db, CFG, ["orion", "mqtt"])
-    [moved] = [p for p in tmp_path.iterdir() if re.fullmatch(r"buffer\.db\.corrupt-\d{8}T\d{6}", p.name)]
+    [moved] = [
+        tmp_path / n
+        for n in await asyncio.to_thread(os.listdir, tmp_path)
+        if re.fullmatch(r"buffer\.db\.corrupt-\d{8}T\d{6}", n)
+    ]
     assert moved.read_bytes() == damaged_copy  # kept, untouched, for analysis
     lost = len(original) - len(still)
-    assert caplog.messages == [(
-        f"buffer: database {db} is damaged (database disk image is malformed); moved it to {moved} and salvaged "
-        f"{len(still)} readings into a fresh buffer, {lost} could not be read (counted from the lane index); "
-        "2 dead letters kept; the uplinks' cursors kept. Keep the damaged file for analysis"
-    )]
+    assert caplog.messages == [
+        (
+            f"buffer: database {db} is damaged (database disk image is malformed); moved it to {moved} and salvaged "
+            f"{len(still)} readings into a fresh buffer, {lost} could not be read (counted from the lane index); "
+            "2 dead letters kept; the uplinks' cursors kept. Keep the damaged file for analysis"
+        )
+    ]
     stats = await box.stats()
     assert {u: dict(s.cursors) for u, s in stats.uplinks.items()} == before["cursors"]
     assert stats.rows == len(still)
@@ -158,9 +169,13 @@ async def test_one_damaged_page_in_20000_rows_loses_only_that_pages_rows(
     assert cli.run(parser.parse_args(["buffer", "stats"]), db, out) == 0
     [line] = [line for line in out.getvalue().splitlines() if line.startswith("salvaged  ")]
     assert re.fullmatch(
-        r"salvaged  \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ: " + re.escape(
+        r"salvaged  \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ: "
+        + re.escape(
             f"{len(still):,} readings saved, {lost:,} lost, 2 dead letters saved; damaged file moved to {moved} "
-            "(database disk image is malformed)"), line), line
+            "(database disk image is malformed)"
+        ),
+        line,
+    ), line
 
 
 def _after(batch: list[Reading]) -> list[int] | None:

@@ -26,8 +26,12 @@ def _rows(n: int, pad: int, entity: str) -> list[Row]:
 
 
 @settings(max_examples=100, deadline=None)
-@given(before=st.integers(0, 3000), n=st.integers(1, 3000), pad=st.integers(0, 6000),
-       entity=st.sampled_from(["e", "urn:ngsi-ld:WaterObserved:kumamoto-shirakawa-0001"]))
+@given(
+    before=st.integers(0, 3000),
+    n=st.integers(1, 3000),
+    pad=st.integers(0, 6000),
+    entity=st.sampled_from(["e", "urn:ngsi-ld:WaterObserved:kumamoto-shirakawa-0001"]),
+)
 def test_the_estimate_covers_the_pages_sqlite_writes(before: int, n: int, pad: int, entity: str) -> None:
     with tempfile.TemporaryDirectory() as name:
         opened = open_database(Path(name) / "b.db", durability=Durability.NORMAL)

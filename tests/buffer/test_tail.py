@@ -34,7 +34,9 @@ async def test_rows_served_from_memory_equal_the_rows_decoded_from_the_file(tmp_
 async def test_an_adapter_reusing_its_attributes_dict_does_not_change_what_is_delivered(tmp_path: Path) -> None:
     box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
     attrs = {"n": Attribute(value=1, type="Number")}
-    await box.append(Reading(entity_id="e", entity_type="T", attributes=attrs, observed_at=T0, source=reading(0).source))
+    await box.append(
+        Reading(entity_id="e", entity_type="T", attributes=attrs, observed_at=T0, source=reading(0).source)
+    )
     attrs["n"] = Attribute(value=2, type="Number")  # the adapter refills its dict for the next reading
     assert ns(await box.read("orion", 10)) == [1]
     await box.close()
@@ -73,11 +75,25 @@ def test_plain_readings_are_those_whose_stored_form_decodes_equal() -> None:
     assert is_plain(reading(1))
     assert is_plain(reading(1, pad=3))
     assert not is_plain(structured_reading(1))  # a dict value and a Japan-time timestamp
-    jst = make_reading("e", "T", {"n": Attribute(value=1)}, T0.astimezone(timezone(timedelta(hours=9))),
-                       reading(0).time_source, reading(0).source, Lane.NORMAL)
+    jst = make_reading(
+        "e",
+        "T",
+        {"n": Attribute(value=1)},
+        T0.astimezone(timezone(timedelta(hours=9))),
+        reading(0).time_source,
+        reading(0).source,
+        Lane.NORMAL,
+    )
     assert not is_plain(jst)
-    tagged = make_reading("e", "T", {"n": Attribute(value=1, metadata={"accuracy": 0.1})}, T0,
-                          reading(0).time_source, reading(0).source, Lane.NORMAL)
+    tagged = make_reading(
+        "e",
+        "T",
+        {"n": Attribute(value=1, metadata={"accuracy": 0.1})},
+        T0,
+        reading(0).time_source,
+        reading(0).source,
+        Lane.NORMAL,
+    )
     assert not is_plain(tagged)
 
 
@@ -102,8 +118,9 @@ def test_a_row_the_tail_cannot_keep_sends_its_lane_back_to_the_file() -> None:
 
 
 async def test_rows_dropped_by_the_caps_are_not_served_from_memory(tmp_path: Path) -> None:
-    box = await Outbox.open(tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1,
-                                                            max_rows=1000), ["orion"])
+    box = await Outbox.open(
+        tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1, max_rows=1000), ["orion"]
+    )
     await box.append_many([reading(i, "n") for i in range(990)])
     await box.append_many([reading(2000 + i, "b", Lane.BULK) for i in range(10)])
     await box.append_many([reading(3000 + i, "n") for i in range(4)])  # drops the 4 oldest bulk rows

@@ -19,16 +19,47 @@ def mqtt_sources(gw: Gateway) -> list[MqttUplink]:
 
 
 async def test_command_through_the_gateway(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
-    peer, port = await start_tcp_peer([image_from_values(4, RELAY, {f"relay_{i}": False for i in range(1, 9)}
-                                                         | {f"input_{i}": False for i in range(1, 9)})])
-    config = parse_config({
-        "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
-        "adapters": [{"name": "cabinet", "type": "modbus", "buses": [{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}],
-                      "devices": [{"name": "relays", "bus": "gw", "profile": "waveshare/modbus-rtu-relay-d",
-                                   "unit_id": 4, "poll_interval": 0.2, "timeout": 0.3}]}],
-        "uplinks": [{"name": "pref-mqtt", "type": "mqtt", "host": mosquitto.host, "port": mosquitto.port,
-                     "apikey": "K3Y", "commands": "on", "retry_initial_s": 0.05, "retry_max_s": 0.3}],
-    })
+    peer, port = await start_tcp_peer(
+        [
+            image_from_values(
+                4, RELAY, {f"relay_{i}": False for i in range(1, 9)} | {f"input_{i}": False for i in range(1, 9)}
+            )
+        ]
+    )
+    config = parse_config(
+        {
+            "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+            "adapters": [
+                {
+                    "name": "cabinet",
+                    "type": "modbus",
+                    "buses": [{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}],
+                    "devices": [
+                        {
+                            "name": "relays",
+                            "bus": "gw",
+                            "profile": "waveshare/modbus-rtu-relay-d",
+                            "unit_id": 4,
+                            "poll_interval": 0.2,
+                            "timeout": 0.3,
+                        }
+                    ],
+                }
+            ],
+            "uplinks": [
+                {
+                    "name": "pref-mqtt",
+                    "type": "mqtt",
+                    "host": mosquitto.host,
+                    "port": mosquitto.port,
+                    "apikey": "K3Y",
+                    "commands": "on",
+                    "retry_initial_s": 0.05,
+                    "retry_max_s": 0.3,
+                }
+            ],
+        }
+    )
     gw = Gateway(config)
     await gw.start()
     try:

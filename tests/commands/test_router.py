@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,12 +13,17 @@ from gateway.errors import DeviceTimeout
 from gateway.ngsi import iota
 from gateway.records import Attribute, Command, CommandResult, Reading, Source
 
-NOW = datetime(2024, 6, 1, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 1, 3, 0, tzinfo=UTC)
 
 
 def reading(entity_id: str, adapter: str = "cabinet", device: str = "relays", entity_type: str = "Device") -> Reading:
-    return Reading(entity_id=entity_id, entity_type=entity_type, attributes={"relay1": Attribute(value=True)},
-                   observed_at=NOW, source=Source(adapter=adapter, device=device))
+    return Reading(
+        entity_id=entity_id,
+        entity_type=entity_type,
+        attributes={"relay1": Attribute(value=True)},
+        observed_at=NOW,
+        source=Source(adapter=adapter, device=device),
+    )
 
 
 def cmd(entity_id: str, name: str = "relay_1", value: object = True, command_id: str = "c1") -> Command:
@@ -124,13 +129,18 @@ async def test_unknown_entity_and_adapters_that_cannot_take_it(caplog: pytest.Lo
     router.note(reading("urn:gone", adapter="removed"))
     caplog.set_level(logging.INFO, logger="gateway.commands")
     unknown = await router.dispatch(cmd("urn:nobody", value="4242-secret-pin"))
-    assert unknown == CommandResult(command_id="c1", ok=False, info=(
-        "command relay_1: no adapter owns entity \"urn:nobody\", got no reading of it since the gateway started; "
-        "check the entity id, or wait for the device's first reading"))
+    assert unknown == CommandResult(
+        command_id="c1",
+        ok=False,
+        info=(
+            'command relay_1: no adapter owns entity "urn:nobody", got no reading of it since the gateway started; '
+            "check the entity id, or wait for the device's first reading"
+        ),
+    )
     deaf = await router.dispatch(cmd("urn:deaf"))
     assert deaf.info == "command relay_1: adapter wifi takes no commands" and not deaf.ok
     gone = await router.dispatch(cmd("urn:gone"))
-    assert gone.info == "command relay_1: adapter removed owns \"urn:gone\" but is not running, got no instance of it"
+    assert gone.info == 'command relay_1: adapter removed owns "urn:gone" but is not running, got no instance of it'
     assert router.counters.unknown_entity == 1 and router.counters.failed == 3
     # logged with entity and name, never the value (it may be personal)
     assert "command relay_1 for urn:nobody received (id c1, via pref-mqtt)" in caplog.messages
@@ -142,8 +152,11 @@ async def test_an_adapter_that_raises_gives_an_error_result_not_a_crash() -> Non
     router.note(reading("urn:a", adapter="bad"))
     router.add_adapter("bad", Broken(RuntimeError("register map not loaded")))
     result = await router.dispatch(cmd("urn:a"))
-    assert result == CommandResult(command_id="c1", ok=False, info=(
-        "command relay_1: adapter bad failed, got RuntimeError: register map not loaded"))
+    assert result == CommandResult(
+        command_id="c1",
+        ok=False,
+        info=("command relay_1: adapter bad failed, got RuntimeError: register map not loaded"),
+    )
     # the adapter's own TimeoutError is its error, not the router's timeout
     router.add_adapter("bad", Broken(DeviceTimeout("relays: no answer within 0.2 s")))
     own = await router.dispatch(cmd("urn:a"))
@@ -157,8 +170,11 @@ async def test_a_slow_adapter_times_out() -> None:
     router.add_adapter("cabinet", slow)
     router.note(reading("urn:a"))
     result = await router.dispatch(cmd("urn:a"))
-    assert result == CommandResult(command_id="c1", ok=False, info=(
-        "command relay_1: adapter cabinet gave no result within 0.05 s; the device may still act on it"))
+    assert result == CommandResult(
+        command_id="c1",
+        ok=False,
+        info=("command relay_1: adapter cabinet gave no result within 0.05 s; the device may still act on it"),
+    )
     assert router.counters.timeouts == 1 and len(slow.seen) == 1
 
 
@@ -171,8 +187,9 @@ async def test_a_failed_result_is_passed_on_and_its_id_is_the_commands() -> None
 
     router.add_adapter("cabinet", WrongId())
     router.note(reading("urn:a"))
-    assert await router.dispatch(cmd("urn:a", command_id="c9")) == CommandResult(command_id="c9", ok=False,
-                                                                                 info="relays: refused")
+    assert await router.dispatch(cmd("urn:a", command_id="c9")) == CommandResult(
+        command_id="c9", ok=False, info="relays: refused"
+    )
 
 
 def test_bad_settings_are_refused() -> None:

@@ -38,11 +38,14 @@ class GatewayProcess:
     def start(self) -> None:
         assert self.proc is None
         self.runs += 1
-        log = open(self.workdir / f"gateway-{self.runs}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
-                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        log.close()
+        with open(self.workdir / f"gateway-{self.runs}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -155,6 +158,8 @@ async def wait_until(predicate: Any, timeout: float, what: str, gw: GatewayProce
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f"; gateway log tail:\n{gw.log_tail()}" if gw else ""))
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}"
+                + (f"; gateway log tail:\n{gw.log_tail()}" if gw else "")
+            )
         await asyncio.sleep(0.05)

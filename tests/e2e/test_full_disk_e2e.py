@@ -90,10 +90,12 @@ async def test_starts_on_a_full_disk_and_delivers_the_backlog_that_filled_it(
         assert free_bytes(disk) == 0
 
         gw.start()
-        await wait_until(lambda: " started: " in gw.log_tail(1_000_000), 30,
-                         "the gateway to start on the full disk", gw)
-        await wait_until(lambda: "refusing new readings" in gw.log_tail(1_000_000), 30,
-                         "new readings to be refused", gw)
+        await wait_until(
+            lambda: " started: " in gw.log_tail(1_000_000), 30, "the gateway to start on the full disk", gw
+        )
+        await wait_until(
+            lambda: "refusing new readings" in gw.log_tail(1_000_000), 30, "new readings to be refused", gw
+        )
         await asyncio.sleep(1.0)
         assert gw.alive(), gw.log_tail()
         log = gw.log_tail(1_000_000)
@@ -105,11 +107,14 @@ async def test_starts_on_a_full_disk_and_delivers_the_backlog_that_filled_it(
         assert committed_max_seq(disk / "buffer.db") == committed  # nothing new fitted
 
         mosquitto_private.start()
-        await wait_until(lambda: set(range(1, committed + 1)) <= receiver.distinct(), 60,
-                         f"the backlog of {committed} readings to arrive", gw)
+        await wait_until(
+            lambda: set(range(1, committed + 1)) <= receiver.distinct(),
+            60,
+            f"the backlog of {committed} readings to arrive",
+            gw,
+        )
         # delivery freed pages inside the file: new readings are stored and delivered again
-        await wait_until(lambda: max(receiver.distinct()) > committed + 1000, 90,
-                         "new readings after the backlog", gw)
+        await wait_until(lambda: max(receiver.distinct()) > committed + 1000, 90, "new readings after the backlog", gw)
         assert "buffer: disk has room again" in gw.log_tail(1_000_000)
         code, took = await gw.terminate()
         assert code == 0 and took < 5.0

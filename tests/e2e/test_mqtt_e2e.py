@@ -20,7 +20,8 @@ pytestmark = pytest.mark.e2e
 
 
 def config(port: int, *, rate: float, adapters: bool = True, durability: str = "full") -> str:
-    sim = f"""
+    sim = (
+        f"""
 [[adapters]]
 name = "river"
 type = "simulated"
@@ -35,7 +36,10 @@ kind = "events"
 entities = 2
 rate = {rate / 4}
 lane = "bulk"
-""" if adapters else ""
+"""
+        if adapters
+        else ""
+    )
     return f"""
 [gateway]
 id = "e2e-gw"
@@ -79,8 +83,12 @@ async def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path, mosquitto:
         gw.start()
         committed = gw.committed_max_seq()
         assert committed > 1000, "the gateway produced too little to test anything"
-        await wait_until(lambda: set(range(1, committed + 1)) <= receiver.distinct(), 60,
-                         f"all {committed} committed readings to arrive", gw)
+        await wait_until(
+            lambda: set(range(1, committed + 1)) <= receiver.distinct(),
+            60,
+            f"all {committed} committed readings to arrive",
+            gw,
+        )
         code, took = await gw.terminate()
         assert code == 0
         assert took < 5.0, f"SIGTERM took {took:.1f}s"
@@ -107,8 +115,12 @@ async def test_broker_down_30s_then_backlog_drains(tmp_path: Path, mosquitto_pri
         committed = gw.committed_max_seq()
         gw.write_config(config(mosquitto_private.port, rate=1, adapters=False))
         gw.start()
-        await wait_until(lambda: set(range(1, committed + 1)) <= receiver.distinct(), 60,
-                         f"the backlog of {committed} readings to drain", gw)
+        await wait_until(
+            lambda: set(range(1, committed + 1)) <= receiver.distinct(),
+            60,
+            f"the backlog of {committed} readings to drain",
+            gw,
+        )
         assert committed > 200 * 30, "the outage should have built a backlog of at least 30 s of readings"
         assert_complete_and_ordered(receiver, committed)
         logs = gw.logs()
@@ -131,20 +143,35 @@ async def test_sighup_reloads_without_losing_buffered_data(tmp_path: Path, mosqu
         assert gw.alive()
         gw.write_config(config(mosquitto.port, rate=500).replace('"@DATA_DIR@"', '"/proc/edgegw"'))
         gw.hup()
-        await wait_until(lambda: "reload refused, keeping the running configuration: gateway.data_dir: cannot be "
-                                 "created" in gw.log_tail(20000), 10, "the unusable data_dir to be refused", gw)
+        await wait_until(
+            lambda: (
+                "reload refused, keeping the running configuration: gateway.data_dir: cannot be "
+                "created" in gw.log_tail(20000)
+            ),
+            10,
+            "the unusable data_dir to be refused",
+            gw,
+        )
         assert gw.alive()
         gw.write_config(config(mosquitto.port, rate=500).replace('name = "scans"', 'name = "scans2"'))
         gw.hup()
-        await wait_until(lambda: any(a["name"] == "scans2" for a in gw.status().get("adapters", [])), 15,
-                         "the reloaded adapters to show in the status", gw)
+        await wait_until(
+            lambda: any(a["name"] == "scans2" for a in gw.status().get("adapters", [])),
+            15,
+            "the reloaded adapters to show in the status",
+            gw,
+        )
         code, _ = await gw.terminate()
         assert code == 0
         committed = gw.committed_max_seq()
         gw.write_config(config(mosquitto.port, rate=1, adapters=False))
         gw.start()
-        await wait_until(lambda: set(range(1, committed + 1)) <= receiver.distinct(), 30,
-                         "everything committed across the reload to arrive", gw)
+        await wait_until(
+            lambda: set(range(1, committed + 1)) <= receiver.distinct(),
+            30,
+            "everything committed across the reload to arrive",
+            gw,
+        )
         await gw.terminate()
         assert_complete_and_ordered(receiver, committed)
         assert_structured_logs(gw.logs())
@@ -157,7 +184,11 @@ def assert_structured_logs(text: str) -> None:
     """Off a terminal every line is one JSON object, and lines about an uplink or adapter name it."""
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert lines and all({"ts", "level", "logger", "msg"} <= set(doc) for doc in lines)
-    about_components = [d for d in lines if d["logger"].startswith(("gateway.uplinks", "gateway.delivery", "gateway.supervisor"))]
+    about_components = [
+        d for d in lines if d["logger"].startswith(("gateway.uplinks", "gateway.delivery", "gateway.supervisor"))
+    ]
     assert about_components, "expected uplink lines (connected/disconnected) in the log"
-    assert all(d.get("component") for d in about_components), [d for d in about_components if not d.get("component")][:3]
+    assert all(d.get("component") for d in about_components), [d for d in about_components if not d.get("component")][
+        :3
+    ]
     assert any(d["msg"].startswith("reloading configuration") for d in lines)

@@ -22,7 +22,8 @@ POISON = "urn:ngsi-ld:SimulatedEvent:scans-0-7"
 
 
 def config(url: str, adapters: bool = True) -> str:
-    sim = """
+    sim = (
+        """
 [[adapters]]
 name = "river"
 type = "simulated"
@@ -38,7 +39,10 @@ kind = "events"
 rate = 10
 limit = 40
 lane = "bulk"
-""" if adapters else ""
+"""
+        if adapters
+        else ""
+    )
     return f"""
 [gateway]
 id = "e2e-orion"
@@ -92,8 +96,13 @@ async def test_503_period_then_poisoned_record(tmp_path: Path, orion_double: Ori
     finally:
         gw.stop_now()
     listing = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "gateway", "buffer", "dead-letters", "--json", "-c", str(gw.config_path)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT)
+        subprocess.run,
+        [sys.executable, "-m", "gateway", "buffer", "dead-letters", "--json", "-c", str(gw.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert listing.returncode == 0, listing.stderr
     dead = json.loads(listing.stdout)
     assert [d["entity_id"] for d in dead] == [POISON]

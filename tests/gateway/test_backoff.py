@@ -17,5 +17,7 @@ def test_delays_stay_within_the_exponential_ceiling_and_the_cap() -> None:
 
 
 def test_jitter_spreads_a_fleet() -> None:
-    delays = {round(Backoff(initial=1.0, cap=60.0, attempts=5, rng=random.Random(seed)).next(), 3) for seed in range(50)}
+    delays = {
+        round(Backoff(initial=1.0, cap=60.0, attempts=5, rng=random.Random(seed)).next(), 3) for seed in range(50)
+    }
     assert len(delays) > 40

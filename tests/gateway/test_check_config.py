@@ -16,8 +16,13 @@ CASES = Path(__file__).parent / "cases"
 
 
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "check-config", str(path)],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.parametrize("name", ["demo.toml", "gateway.example.toml", "river-http.toml"])
@@ -51,8 +56,11 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def _doc(**extra: object) -> dict[str, object]:
-    return {"gateway": {"id": "gw1"}, "uplinks": [{"name": "o", "type": "orion", "url": "http://127.0.0.1:1026"}],
-            **extra}
+    return {
+        "gateway": {"id": "gw1"},
+        "uplinks": [{"name": "o", "type": "orion", "url": "http://127.0.0.1:1026"}],
+        **extra,
+    }
 
 
 def test_names_must_be_unique_across_adapters_and_uplinks() -> None:

@@ -25,8 +25,10 @@ def test_the_installed_package_has_the_declared_entry_points() -> None:
     installed = {(ep.name, ep.value) for ep in entry_points(group=cli.CLI_GROUP)}
     declared = {(ep.name, ep.value) for ep in declared_entry_points(cli.CLI_GROUP)}
     if not installed:
-        pytest.skip(f"the installed edgegw predates the {cli.CLI_GROUP} entry points; reinstall: make venv "
-                    "(pip install -e '.[test]')")
+        pytest.skip(
+            f"the installed edgegw predates the {cli.CLI_GROUP} entry points; reinstall: make venv "
+            "(pip install -e '.[test]')"
+        )
     assert installed == declared
 
 
@@ -47,7 +49,8 @@ def test_a_family_whose_commands_cannot_load_costs_only_its_own(capsys: pytest.C
     assert parser.parse_args(["probe", "modbus", "--port", "/dev/ttyUSB0"]).func is modbus_cli.run_probe
     assert capsys.readouterr().err == (
         "edgegw: commands of acme (adapters.acme_missing.cli:add_parsers) not available, got ModuleNotFoundError: "
-        "No module named 'adapters.acme_missing'; reinstall edgegw\n")
+        "No module named 'adapters.acme_missing'; reinstall edgegw\n"
+    )
 
 
 def test_the_runtime_cli_names_no_family() -> None:

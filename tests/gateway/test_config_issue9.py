@@ -23,15 +23,24 @@ from gateway.secrets import SecretStore
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = Path(__file__).parent / "cases"
-URL_FIX = ('put the credential in the secret store (`edgegw secret set <name>`) and reference it as "secret:<name>" '
-           '(or "env:<VARIABLE>") from the section\'s headers, params or token settings')
+URL_FIX = (
+    'put the credential in the secret store (`edgegw secret set <name>`) and reference it as "secret:<name>" '
+    '(or "env:<VARIABLE>") from the section\'s headers, params or token settings'
+)
 USERINFO = f"must not carry credentials (user:password@), got a value that is not shown here; {URL_FIX}"
 REF_HELP = 'use a secret reference: "secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'
 
 
 def edgegw(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], input=stdin, capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 def errors_of(**doc: Any) -> list[str]:
@@ -60,10 +69,33 @@ def test_the_issue9_file_lists_every_problem_on_its_own_line_and_repeats_no_secr
     [
         ({"uplinks": [orion(url="https://admin:hunter22@orion.example.jp")]}, "uplinks[0].url"),
         ({"uplinks": [orion(url="ftp://admin:hunter22@orion.example.jp")]}, "uplinks[0].url"),  # not even http
-        ({"uplinks": [{"name": "ld", "type": "ngsi-ld", "url": "http://ld:1026",
-                       "context": "https://u:hunter22@ctx.example.jp/c.jsonld"}]}, "uplinks[0].context"),
-        ({"uplinks": [orion(oauth2={"token_url": "https://gw:hunter22@idm.example.jp/token", "client_id": "gw",
-                                    "client_secret": "secret:idm"})]}, "uplinks[0].oauth2.token_url"),
+        (
+            {
+                "uplinks": [
+                    {
+                        "name": "ld",
+                        "type": "ngsi-ld",
+                        "url": "http://ld:1026",
+                        "context": "https://u:hunter22@ctx.example.jp/c.jsonld",
+                    }
+                ]
+            },
+            "uplinks[0].context",
+        ),
+        (
+            {
+                "uplinks": [
+                    orion(
+                        oauth2={
+                            "token_url": "https://gw:hunter22@idm.example.jp/token",
+                            "client_id": "gw",
+                            "client_secret": "secret:idm",
+                        }
+                    )
+                ]
+            },
+            "uplinks[0].oauth2.token_url",
+        ),
     ],
 )
 def test_no_url_may_carry_a_password_and_the_error_never_shows_it(doc: dict[str, Any], path: str) -> None:
@@ -72,11 +104,13 @@ def test_no_url_may_carry_a_password_and_the_error_never_shows_it(doc: dict[str,
 
 
 def test_credential_headers_of_http_uplinks_follow_the_http_poll_rule() -> None:
-    assert errors_of(uplinks=[
-        orion(headers={"Authorization": "Bearer abc", "X-Gateway": "gw-001"}),
-        {"name": "ld", "type": "ngsi-ld", "url": "http://ld:1026", "headers": {"apikey": "k-123"}},
-        orion(name="o2", headers={"X-Api-Key": "secret:has space"}),
-    ]) == [
+    assert errors_of(
+        uplinks=[
+            orion(headers={"Authorization": "Bearer abc", "X-Gateway": "gw-001"}),
+            {"name": "ld", "type": "ngsi-ld", "url": "http://ld:1026", "headers": {"apikey": "k-123"}},
+            orion(name="o2", headers={"X-Api-Key": "secret:has space"}),
+        ]
+    ) == [
         f"uplinks[0].headers: header 'Authorization' carries a credential and must not be written in clear; {REF_HELP}",
         f"uplinks[1].headers: header 'apikey' carries a credential and must not be written in clear; {REF_HELP}",
         f"uplinks[2].headers: header 'X-Api-Key' is not a valid secret reference; {REF_HELP}",
@@ -95,8 +129,11 @@ class _Outer(Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> _Outer:
-        problems = [(f"pairs[{i}].high", f"must not be below low ({p.low}), got {p.high}")
-                    for i, p in enumerate(self.pairs) if p.high < p.low]
+        problems = [
+            (f"pairs[{i}].high", f"must not be below low ({p.low}), got {p.high}")
+            for i, p in enumerate(self.pairs)
+            if p.high < p.low
+        ]
         if problems:
             raise ConfigProblems([*problems, ("", f"has {len(problems)} pairs out of order")])
         return self
@@ -114,17 +151,23 @@ def test_model_validators_raise_one_line_per_problem_with_its_own_key_path() -> 
 
 
 def test_a_simulated_entity_type_error_names_its_key() -> None:
-    assert errors_of(adapters=[{"name": "s", "type": "simulated", "entity_type": "River Level"}],
-                     uplinks=[orion()]) == [
-        ("adapters[0].entity_type: entity type must be 1-256 printable ASCII characters without blanks or any of "
-         "< > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got \"River Level\"")
+    assert errors_of(
+        adapters=[{"name": "s", "type": "simulated", "entity_type": "River Level"}], uplinks=[orion()]
+    ) == [
+        (
+            "adapters[0].entity_type: entity type must be 1-256 printable ASCII characters without blanks or any of "
+            "< > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got \"River Level\""
+        )
     ]
 
 
 def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "gateway.toml"
-    path.write_bytes(b"\xef\xbb\xbf" + '# 人吉の河川局\n[gateway]\nid = "gw1"\n\n[[uplinks]]\nname = "o"\n'
-                     'type = "orion"\nurl = "http://127.0.0.1:1026"\n'.encode())
+    path.write_bytes(
+        b"\xef\xbb\xbf"
+        + '# 人吉の河川局\n[gateway]\nid = "gw1"\n\n[[uplinks]]\nname = "o"\n'
+        'type = "orion"\nurl = "http://127.0.0.1:1026"\n'.encode()
+    )
     run = edgegw("check-config", str(path))
     assert (run.returncode, run.stderr) == (0, "")
     assert run.stdout == f"{path}: OK — gateway gw1, 0 adapter(s), 1 uplink(s)\n"
@@ -133,11 +176,17 @@ def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        ("# 人吉\n[gateway]\nid = \"gw1\"\n".encode("utf-16"),
-         "must be UTF-8, got UTF-16 (a Windows editor's \"Unicode\"); save it as UTF-8"),
-        ('[gateway]\nid = "gw1"  # 人吉の水位\n'.encode("cp932"),
-         ("must be UTF-8, got byte 0x90 at line 2, column 15; save it as UTF-8 (a Japanese Windows editor may have "
-          "saved it as Shift_JIS)")),
+        (
+            '# 人吉\n[gateway]\nid = "gw1"\n'.encode("utf-16"),
+            'must be UTF-8, got UTF-16 (a Windows editor\'s "Unicode"); save it as UTF-8',
+        ),
+        (
+            '[gateway]\nid = "gw1"  # 人吉の水位\n'.encode("cp932"),
+            (
+                "must be UTF-8, got byte 0x90 at line 2, column 15; save it as UTF-8 (a Japanese Windows editor may have "
+                "saved it as Shift_JIS)"
+            ),
+        ),
         (b"\xef\xbb\xbf\xef\xbb\xbf[gateway]\n", "not valid TOML: Invalid statement (at line 1, column 1)"),
     ],
 )
@@ -151,17 +200,25 @@ def test_a_file_that_is_not_utf8_says_so(tmp_path: Path, data: bytes, error: str
 
 def test_secret_set_refuses_a_name_it_could_not_reference(tmp_path: Path) -> None:
     config = tmp_path / "gw.toml"
-    config.write_text(f'[gateway]\nid = "gw1"\ndata_dir = "{tmp_path / "data"}"\n\n'
-                      '[[uplinks]]\nname = "o"\ntype = "orion"\nurl = "http://127.0.0.1:1026"\n')
+    config.write_text(
+        f'[gateway]\nid = "gw1"\ndata_dir = "{tmp_path / "data"}"\n\n'
+        '[[uplinks]]\nname = "o"\ntype = "orion"\nurl = "http://127.0.0.1:1026"\n'
+    )
     run = edgegw("secret", "set", "../../x", "--stdin", "-c", str(config), stdin="value-1\n")
     assert (run.returncode, run.stdout) == (2, "")
-    assert run.stderr == ('secret set: name must be 1-128 characters of A-Z a-z 0-9 _ . - starting with a letter or _, '
-                          'got "../../x"\n')
+    assert run.stderr == (
+        'secret set: name must be 1-128 characters of A-Z a-z 0-9 _ . - starting with a letter or _, got "../../x"\n'
+    )
     assert not (tmp_path / "data").exists()  # refused before anything was created
     # a key file that does not belong to the store is a message too, not a traceback
     SecretStore(tmp_path / "data").set("a", "1")
     (tmp_path / "data" / "secrets.key").write_bytes(b"A" * 43 + b"=")
     run = edgegw("secret", "list", "-c", str(config))
     data = tmp_path / "data"
-    assert (run.returncode, run.stderr) == (2, (f"secret list: {data / 'secrets.enc'}: cannot be decrypted with "
-                                                f"{data / 'secrets.key'}; the key file does not belong to it\n"))
+    assert (run.returncode, run.stderr) == (
+        2,
+        (
+            f"secret list: {data / 'secrets.enc'}: cannot be decrypted with "
+            f"{data / 'secrets.key'}; the key file does not belong to it\n"
+        ),
+    )

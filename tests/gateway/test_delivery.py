@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -24,13 +24,17 @@ from gateway.uplinks.api import Outcome, Status
 from gateway.uplinks.orion import OrionConfig, OrionUplink
 from tests.support.orion_double import OrionDouble
 
-T0 = datetime(2024, 7, 1, 3, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 1, 3, 0, tzinfo=UTC)
 
 
 def reading(n: int) -> Reading:
-    return Reading(entity_id=f"urn:ngsi-ld:WaterObserved:g{n % 3}", entity_type="WaterObserved",
-                   attributes={"sequence": Attribute(value=n, type="Number")}, observed_at=T0 + timedelta(seconds=n),
-                   source=Source(adapter="gauge"))
+    return Reading(
+        entity_id=f"urn:ngsi-ld:WaterObserved:g{n % 3}",
+        entity_type="WaterObserved",
+        attributes={"sequence": Attribute(value=n, type="Number")},
+        observed_at=T0 + timedelta(seconds=n),
+        source=Source(adapter="gauge"),
+    )
 
 
 async def run_until(loop: DeliveryLoop, done: object, timeout: float = 20.0) -> None:
@@ -45,8 +49,12 @@ async def run_until(loop: DeliveryLoop, done: object, timeout: float = 20.0) -> 
 
 
 async def open_box(tmp_path: Path, tail_rows: int = TAIL_ROWS) -> Outbox:
-    return await Outbox.open(tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1),
-                             ["orion"], tail_rows=tail_rows)
+    return await Outbox.open(
+        tmp_path / "b.db",
+        BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1),
+        ["orion"],
+        tail_rows=tail_rows,
+    )
 
 
 def orion_loop(orion_double: OrionDouble, tmp_path: Path, box: Outbox, **keys: object) -> DeliveryLoop:
@@ -79,9 +87,14 @@ async def test_a_retried_batch_drops_the_prefetched_one_and_nothing_is_skipped(
 
 
 def lane_reading(n: int, entity: str, lane: Lane) -> Reading:
-    return Reading(entity_id=f"urn:ngsi-ld:WaterObserved:{entity}", entity_type="WaterObserved",
-                   attributes={"sequence": Attribute(value=n, type="Number")}, observed_at=T0 + timedelta(seconds=n),
-                   source=Source(adapter="gauge"), lane=lane)
+    return Reading(
+        entity_id=f"urn:ngsi-ld:WaterObserved:{entity}",
+        entity_type="WaterObserved",
+        attributes={"sequence": Attribute(value=n, type="Number")},
+        observed_at=T0 + timedelta(seconds=n),
+        source=Source(adapter="gauge"),
+        lane=lane,
+    )
 
 
 @pytest.mark.parametrize("tail_rows", [0, TAIL_ROWS], ids=["read-from-file", "read-from-memory"])
@@ -168,9 +181,13 @@ async def test_under_load_a_batch_lingers_to_fill_and_at_low_rates_nothing_waits
 
 
 def station(n: int, entity: str) -> Reading:
-    return Reading(entity_id=f"urn:ngsi-ld:WaterObserved:{entity}", entity_type="WaterObserved",
-                   attributes={"sequence": Attribute(value=n, type="Number")}, observed_at=T0 + timedelta(seconds=n),
-                   source=Source(adapter="gauge"))
+    return Reading(
+        entity_id=f"urn:ngsi-ld:WaterObserved:{entity}",
+        entity_type="WaterObserved",
+        attributes={"sequence": Attribute(value=n, type="Number")},
+        observed_at=T0 + timedelta(seconds=n),
+        source=Source(adapter="gauge"),
+    )
 
 
 async def instant(_: float) -> None:
@@ -186,7 +203,9 @@ async def test_each_dead_letter_is_logged_once_then_summed_up_and_shown_in_the_s
         orion_double.refuse_entity(f"urn:ngsi-ld:WaterObserved:{entity}", "Invalid characters in attribute value")
     box = await open_box(tmp_path)
     # each bad record between good ones: their refusals are trusted
-    await box.append_many([station(n, e) for n, e in enumerate(x for b in bad for x in ("ok", b))] + [station(99, "ok")])
+    await box.append_many(
+        [station(n, e) for n, e in enumerate(x for b in bad for x in ("ok", b))] + [station(99, "ok")]
+    )
     loop = orion_loop(orion_double, tmp_path, box, batch_max_rows=100)
     try:
         await run_until(loop, lambda: loop.delivered + loop.rejected == 27)
@@ -194,12 +213,15 @@ async def test_each_dead_letter_is_logged_once_then_summed_up_and_shown_in_the_s
         await loop.uplink.close()
 
     def reason(entity: str) -> str:
-        return (f"orion: Orion refused entity urn:ngsi-ld:WaterObserved:{entity}, "
-                "got HTTP 400 BadRequest: Invalid characters in attribute value")
+        return (
+            f"orion: Orion refused entity urn:ngsi-ld:WaterObserved:{entity}, "
+            "got HTTP 400 BadRequest: Invalid characters in attribute value"
+        )
 
     assert [r.getMessage() for r in caplog.records] == [
         f"dead-lettered urn:ngsi-ld:WaterObserved:{e}: {reason(e)}; once the cause is fixed: "
-        "edgegw buffer retry-dead-letters --uplink orion" for e in bad[:10]
+        "edgegw buffer retry-dead-letters --uplink orion"
+        for e in bad[:10]
     ] + ["dead-lettered 3 more readings of this batch (13 in all); see edgegw buffer dead-letters --uplink orion"]
     assert all(r.levelno == logging.WARNING and r.component == "orion" for r in caplog.records)  # type: ignore[attr-defined]
     status = loop.status()
@@ -235,8 +257,9 @@ async def test_recovered_is_said_only_when_something_was_delivered(
     caplog.set_level(logging.INFO, logger="gateway.delivery")
     box = await open_box(tmp_path)
     await box.append_many([reading(n) for n in range(3)])
-    config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": "http://127.0.0.1:9",
-                                         "batch_max_rows": 1, "start_delay_max_s": 0})
+    config = OrionConfig.model_validate(
+        {"name": "orion", "type": "orion", "url": "http://127.0.0.1:9", "batch_max_rows": 1, "start_delay_max_s": 0}
+    )
     uplink = ScriptedUplink([Status.RETRY, Status.REJECTED, Status.DELIVERED])
     loop = DeliveryLoop(uplink, config, box, sleep=instant)  # type: ignore[arg-type]
     await run_until(loop, lambda: loop.delivered == 2)
@@ -252,20 +275,24 @@ class EchoingUplink(ScriptedUplink):
     """A far side that rejects and echoes the credentials it was sent, as some error pages do."""
 
     async def deliver(self, batch: Sequence[Reading]) -> list[Outcome]:
-        return [Outcome(Status.REJECTED, "HTTP 400: bad request; you sent Authorization: Bearer eyJ0.eyJ1.c2ln")] * len(batch)
+        return [Outcome(Status.REJECTED, "HTTP 400: bad request; you sent Authorization: Bearer eyJ0.eyJ1.c2ln")] * len(
+            batch
+        )
 
 
 async def test_a_dead_letters_reason_is_stored_redacted_whatever_the_uplink_did(tmp_path: Path) -> None:
     box = await open_box(tmp_path)
     await box.append_many([reading(1)])
-    config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": "http://127.0.0.1:9",
-                                         "start_delay_max_s": 0})
+    config = OrionConfig.model_validate(
+        {"name": "orion", "type": "orion", "url": "http://127.0.0.1:9", "start_delay_max_s": 0}
+    )
     loop = DeliveryLoop(EchoingUplink([]), config, box, sleep=instant)  # type: ignore[arg-type]
     await run_until(loop, lambda: loop.rejected == 1)
     [letter] = await box.dead_letters()
     assert letter.reason == "HTTP 400: bad request; you sent Authorization: Bearer ***"
     assert loop.status().last_rejection == letter.reason
     await box.close()
+
 
 # ---- a fleet coming back together does not hit the platform at once ------------------------------
 
@@ -294,8 +321,9 @@ async def test_a_backlog_at_start_waits_a_random_delay_and_live_traffic_does_not
     box = await open_box(tmp_path)
     await box.append_many([reading(n) for n in range(30)])
     time_ = VirtualTime(orion_double)
-    config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": orion_double.url,
-                                         "batch_max_rows": 10, "start_delay_max_s": 20})
+    config = OrionConfig.model_validate(
+        {"name": "orion", "type": "orion", "url": orion_double.url, "batch_max_rows": 10, "start_delay_max_s": 20}
+    )
     uplink = OrionUplink(config, AdapterContext(gateway_id="gw", data_dir=str(tmp_path)))
     loop = DeliveryLoop(uplink, config, box, clock=time_.clock, sleep=time_.sleep, rng=random.Random(7))
     task = asyncio.create_task(loop.run())
@@ -324,8 +352,16 @@ async def test_after_an_outage_the_backlog_waits_a_random_delay_again(
     await box.append_many([reading(n) for n in range(30)])
     orion_double.fail(503, count=1)
     time_ = VirtualTime(orion_double)
-    config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": orion_double.url,
-                                         "batch_max_rows": 10, "start_delay_max_s": 5, "retry_initial_s": 2})
+    config = OrionConfig.model_validate(
+        {
+            "name": "orion",
+            "type": "orion",
+            "url": orion_double.url,
+            "batch_max_rows": 10,
+            "start_delay_max_s": 5,
+            "retry_initial_s": 2,
+        }
+    )
     uplink = OrionUplink(config, AdapterContext(gateway_id="gw", data_dir=str(tmp_path)))
     loop = DeliveryLoop(uplink, config, box, clock=time_.clock, sleep=time_.sleep, rng=random.Random(3))
     try:
@@ -341,7 +377,8 @@ async def test_after_an_outage_the_backlog_waits_a_random_delay_again(
     messages = [r.getMessage() for r in caplog.records]
     assert [m for m in messages if m.startswith("a backlog is waiting")] == [
         f"a backlog is waiting: draining it in {d:.1f} s (random, up to start_delay_max_s = 5), so gateways that "
-        "came back together do not all send at once" for d in (start, after_outage)
+        "came back together do not all send at once"
+        for d in (start, after_outage)
     ]
     assert [e["sequence"]["value"] for e in orion_double.written] == list(range(30))
     await box.close()
@@ -351,8 +388,12 @@ async def test_drain_rate_paces_a_backlog(orion_double: OrionDouble, tmp_path: P
     box = await open_box(tmp_path)
     await box.append_many([reading(n) for n in range(100)])
     time_ = VirtualTime(orion_double)
-    loop = DeliveryLoop(*_orion(orion_double, tmp_path, batch_max_rows=10, drain_rate=50, start_delay_max_s=0), box,
-                        clock=time_.clock, sleep=time_.sleep)
+    loop = DeliveryLoop(
+        *_orion(orion_double, tmp_path, batch_max_rows=10, drain_rate=50, start_delay_max_s=0),
+        box,
+        clock=time_.clock,
+        sleep=time_.sleep,
+    )
     try:
         await run_until(loop, lambda: loop.delivered == 100)
     finally:
@@ -368,8 +409,9 @@ async def test_stop_cuts_a_long_start_delay_short_and_keeps_the_backlog(
 ) -> None:
     box = await open_box(tmp_path)
     await box.append_many([reading(n) for n in range(30)])
-    loop = DeliveryLoop(*_orion(orion_double, tmp_path, batch_max_rows=10, start_delay_max_s=3600), box,
-                        rng=random.Random(1))  # the real asyncio.sleep: a delay of about 8 minutes
+    loop = DeliveryLoop(
+        *_orion(orion_double, tmp_path, batch_max_rows=10, start_delay_max_s=3600), box, rng=random.Random(1)
+    )  # the real asyncio.sleep: a delay of about 8 minutes
     task = asyncio.create_task(loop.run())
     async with asyncio.timeout(5):
         while loop.state is not UplinkState.WAITING:

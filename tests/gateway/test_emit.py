@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,23 +15,33 @@ from gateway.config import parse_config
 from gateway.records import Attribute, Reading, Source
 from tests.support.orion_double import OrionDouble
 
-T0 = datetime(2026, 7, 1, 3, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 7, 1, 3, 0, tzinfo=UTC)
 
 
 def gauge(n: int, level: float) -> Reading:
-    return Reading(entity_id=f"urn:ngsi-ld:WaterObserved:g{n % 2}", entity_type="WaterObserved",
-                   attributes={"waterLevel": Attribute(value=level, type="Number", unit="MTR"),
-                               "sequence": Attribute(value=n, type="Number")},
-                   observed_at=T0, source=Source(adapter="gauges"))
+    return Reading(
+        entity_id=f"urn:ngsi-ld:WaterObserved:g{n % 2}",
+        entity_type="WaterObserved",
+        attributes={
+            "waterLevel": Attribute(value=level, type="Number", unit="MTR"),
+            "sequence": Attribute(value=n, type="Number"),
+        },
+        observed_at=T0,
+        source=Source(adapter="gauges"),
+    )
 
 
 async def test_a_burst_with_a_bad_reading_stores_the_rest_and_counts_the_bad_one(
     orion_double: OrionDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gw = Gateway(parse_config({
-        "gateway": {"id": "gw-emit", "data_dir": str(tmp_path)},
-        "uplinks": [{"name": "orion", "type": "orion", "url": orion_double.url}],
-    }))
+    gw = Gateway(
+        parse_config(
+            {
+                "gateway": {"id": "gw-emit", "data_dir": str(tmp_path)},
+                "uplinks": [{"name": "orion", "type": "orion", "url": orion_double.url}],
+            }
+        )
+    )
     await gw.start()
     try:
         burst = [gauge(0, 1.25), gauge(1, float("nan")), gauge(2, 1.27), gauge(3, float("inf"))]
@@ -40,7 +50,9 @@ async def test_a_burst_with_a_bad_reading_stores_the_rest_and_counts_the_bad_one
         assert gw.invalid_readings == 2
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         # said once per adapter and entity (both bad readings are of g1), the next time at debug level
-        assert warnings == ["reading dropped: urn:ngsi-ld:WaterObserved:g1.waterLevel: must be a finite number, got nan"]
+        assert warnings == [
+            "reading dropped: urn:ngsi-ld:WaterObserved:g1.waterLevel: must be a finite number, got nan"
+        ]
         async with asyncio.timeout(10):
             while gw.loops[0].delivered < 2:
                 await asyncio.sleep(0.01)

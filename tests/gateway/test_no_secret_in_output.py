@@ -7,6 +7,7 @@ refusing a record, kept verbatim for `edgegw buffer dead-letters`), not a log.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -56,11 +57,16 @@ class EchoingPlatform:
         seen = self.token_requests[client] = self.token_requests.get(client, 0) + 1
         if seen == 1:
             secret = form.get("client_secret") or base64.b64decode(auth[6:]).decode().partition(":")[2]
-            return self._error(401, json.dumps({
-                "error": "invalid_client",
-                "error_description": f"client {client} with secret {secret} ({auth[6:]}) and body {body} "
-                                     f"refused; Authorization: {auth}",
-            }))
+            return self._error(
+                401,
+                json.dumps(
+                    {
+                        "error": "invalid_client",
+                        "error_description": f"client {client} with secret {secret} ({auth[6:]}) and body {body} "
+                        f"refused; Authorization: {auth}",
+                    }
+                ),
+            )
         token = f"at-{secrets.token_hex(12)}"
         self.issued.append(token)
         return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
@@ -74,11 +80,14 @@ class EchoingPlatform:
         # per uplink: 500, 401 twice (refused again after a fresh token), 400, then 204 twice; and again
         answer = (500, 401, 401, 400, 204, 204)[n % 6]
         if answer == 500:  # an HTML error page of a proxy, with the request's headers
-            return self._error(500, "<pre>" + "\r\n".join(f"{k}: {v}" for k, v in headers.items()) + "</pre>",
-                               "text/html")
+            return self._error(
+                500, "<pre>" + "\r\n".join(f"{k}: {v}" for k, v in headers.items()) + "</pre>", "text/html"
+            )
         if answer == 401:  # a PEP proxy naming the token it refused
-            return self._error(401, json.dumps({"error": "Unauthorized",
-                                                "description": f"token {token} is not valid; headers {headers}"}))
+            return self._error(
+                401,
+                json.dumps({"error": "Unauthorized", "description": f"token {token} is not valid; headers {headers}"}),
+            )
         if answer == 400:  # a validation error echoing the request
             return self._error(400, json.dumps({"error": "BadRequest", "description": json.dumps(headers)}))
         self.answers.append(204)
@@ -100,6 +109,11 @@ async def platform() -> AsyncIterator[EchoingPlatform]:
         yield echo
     finally:
         await runner.cleanup()
+
+
+def written_files(root: Path) -> dict[Path, bytes]:
+    """Every file the gateway left under `root` but its buffer, with its bytes."""
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and not p.name.startswith("buffer.db")}
 
 
 def config(url: str) -> str:
@@ -162,10 +176,16 @@ async def test_no_secret_reaches_the_log_or_the_status_file(
     gw.start()
     try:
         # both clients refused once and then served, every error kind answered at least twice, data delivered
-        await wait_until(lambda: platform.token_requests.get("gw-basic", 0) >= 2
-                         and platform.token_requests.get("gw-post", 0) >= 2
-                         and all(platform.answers.count(s) >= 2 for s in (500, 401, 400, 204)), 60,
-                         "the platform to answer every kind of error", gw)
+        await wait_until(
+            lambda: (
+                platform.token_requests.get("gw-basic", 0) >= 2
+                and platform.token_requests.get("gw-post", 0) >= 2
+                and all(platform.answers.count(s) >= 2 for s in (500, 401, 400, 204))
+            ),
+            60,
+            "the platform to answer every kind of error",
+            gw,
+        )
         await wait_until(lambda: bool(gw.status().get("uplinks")), 30, "a status file", gw)
         code, _ = await gw.terminate()
         assert code == 0
@@ -178,7 +198,7 @@ async def test_no_secret_reaches_the_log_or_the_status_file(
     sent = "\n".join(platform.echoed)
     assert all(v in sent for v in values), [v for v in values if v not in sent]
 
-    written = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("buffer.db")}
+    written = await asyncio.to_thread(written_files, tmp_path)
     assert {p.name for p in written} >= {"gateway-1.log", "status.json", "gateway.toml"}
     for path, data in written.items():
         for value in values:
@@ -187,14 +207,23 @@ async def test_no_secret_reaches_the_log_or_the_status_file(
     log = written[tmp_path / "gateway-1.log"].decode()
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     errors = [line["msg"] for line in lines if line["level"] == "error"]
-    assert any(m.startswith("orion-basic.oauth2: token endpoint refused the client credentials, got HTTP 401 "
-                            "invalid_client (client gw-basic with secret *** (***) and body grant_type=client_credentials "
-                            "refused; Authorization: Basic ***)") for m in errors), errors
+    assert any(
+        m.startswith(
+            "orion-basic.oauth2: token endpoint refused the client credentials, got HTTP 401 "
+            "invalid_client (client gw-basic with secret *** (***) and body grant_type=client_credentials "
+            "refused; Authorization: Basic ***)"
+        )
+        for m in errors
+    ), errors
     assert any("client_secret=***" in m for m in errors), errors
     for uplink in ("orion-basic", "orion-post"):
-        assert any(m.startswith("Orion refused our credentials, got HTTP 401 Unauthorized: token *** is not valid; "
-                                "headers {") and line["component"] == uplink
-                   for line in lines if line["level"] == "error" for m in [line["msg"]]), errors
+        assert any(
+            m.startswith("Orion refused our credentials, got HTTP 401 Unauthorized: token *** is not valid; headers {")
+            and line["component"] == uplink
+            for line in lines
+            if line["level"] == "error"
+            for m in [line["msg"]]
+        ), errors
     assert any("X-Auth-Token: ***" in line["msg"] for line in lines)
     assert all(line.get("component") for line in lines)
 

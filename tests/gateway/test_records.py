@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import ReadingError
-from gateway.records import (Attribute, Lane, Reading, Source, TimeSource, check_values, decode_reading,
-                             encode_reading, from_epoch_us, iso_utc, make_attribute, make_reading, to_epoch_us,
-                             with_seq)
+from gateway.records import (
+    Attribute,
+    Lane,
+    Reading,
+    Source,
+    TimeSource,
+    check_values,
+    decode_reading,
+    encode_reading,
+    from_epoch_us,
+    iso_utc,
+    make_attribute,
+    make_reading,
+    to_epoch_us,
+    with_seq,
+)
 
 chars = st.characters(exclude_categories=["Cs"])  # lone surrogates are not text
 
@@ -20,9 +33,17 @@ def text(**kw: int) -> st.SearchStrategy[str]:
     return st.text(alphabet=chars, **kw)
 
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | text()
-json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(text(max_size=8), c, max_size=4), max_leaves=12)
-times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(timezone.utc))
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text()
+)
+json_values = st.recursive(
+    json_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(text(max_size=8), c, max_size=4), max_leaves=12
+)
+times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
 attributes = st.builds(
     Attribute,
     value=json_values,
@@ -66,8 +87,13 @@ def test_naive_time_is_refused() -> None:
 
 
 def _reading(value: object) -> Reading:
-    return Reading(entity_id="gauge1", entity_type="WaterObserved", attributes={"waterLevel": Attribute(value=value)},
-                   observed_at=datetime.now(timezone.utc), source=Source(adapter="sim"))
+    return Reading(
+        entity_id="gauge1",
+        entity_type="WaterObserved",
+        attributes={"waterLevel": Attribute(value=value)},
+        observed_at=datetime.now(UTC),
+        source=Source(adapter="sim"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -100,21 +126,32 @@ def test_text_that_is_not_unicode_is_refused_at_encoding() -> None:
 
 
 def _iso_by_fields(t: datetime) -> str:
-    u = t.astimezone(timezone.utc)
+    u = t.astimezone(UTC)
     return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond // 1000:03d}Z"
 
 
-@given(st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31),
-                    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=9)), timezone(timedelta(hours=-5))])))
+@given(
+    st.datetimes(
+        min_value=datetime(2, 1, 1),
+        max_value=datetime(9998, 12, 31),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=9)), timezone(timedelta(hours=-5))]),
+    )
+)
 def test_iso_utc_fast_path_writes_the_same_text(t: datetime) -> None:
     assert iso_utc(t) == _iso_by_fields(t)
-    assert iso_utc(t.replace(microsecond=0)) == _iso_by_fields(t.replace(microsecond=0))  # isoformat drops a zero fraction
+    assert iso_utc(t.replace(microsecond=0)) == _iso_by_fields(
+        t.replace(microsecond=0)
+    )  # isoformat drops a zero fraction
 
 
 def test_conversion_caches_never_answer_for_another_time() -> None:
-    a = datetime(2026, 7, 1, 0, 0, 0, 1000, tzinfo=timezone.utc)
-    b = datetime(2026, 7, 1, 0, 0, 0, 2000, tzinfo=timezone.utc)
-    assert [iso_utc(a), iso_utc(a), iso_utc(b)] == ["2026-07-01T00:00:00.001Z", "2026-07-01T00:00:00.001Z", "2026-07-01T00:00:00.002Z"]
+    a = datetime(2026, 7, 1, 0, 0, 0, 1000, tzinfo=UTC)
+    b = datetime(2026, 7, 1, 0, 0, 0, 2000, tzinfo=UTC)
+    assert [iso_utc(a), iso_utc(a), iso_utc(b)] == [
+        "2026-07-01T00:00:00.001Z",
+        "2026-07-01T00:00:00.001Z",
+        "2026-07-01T00:00:00.002Z",
+    ]
     assert [to_epoch_us(a), to_epoch_us(a), to_epoch_us(b)] == [1782864000001000, 1782864000001000, 1782864000002000]
     assert [from_epoch_us(1782864000001000), from_epoch_us(1782864000002000)] == [a, b]
     with pytest.raises(ReadingError, match="must carry a time zone"):

@@ -30,7 +30,9 @@ def test_missing_secret_and_foreign_key_are_clear_errors(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match=r"secret:b: not in the secret store; set it with `edgegw secret set b`"):
         resolve("secret:b", tmp_path)
     (tmp_path / "secrets.key").write_bytes(b"A" * 43 + b"=")  # a valid Fernet key, but another one
-    with pytest.raises(ConfigError, match="cannot be decrypted with .*secrets.key; the key file does not belong to it"):
+    with pytest.raises(
+        ConfigError, match=r"cannot be decrypted with .*secrets\.key; the key file does not belong to it"
+    ):
         resolve("secret:a", tmp_path)
 
 
@@ -45,17 +47,24 @@ def test_env_reference(tmp_path: Path) -> None:
 
 
 def test_a_secret_in_clear_is_a_config_error() -> None:
-    with pytest.raises(ValidationError, match='never the secret in clear'):
+    with pytest.raises(ValidationError, match="never the secret in clear"):
         TypeAdapter(SecretRef).validate_python("hunter2")
     assert TypeAdapter(SecretRef).validate_python("secret:mqtt_password") == "secret:mqtt_password"
 
 
 def test_cli_sets_a_secret_from_stdin(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
-    cfg.write_text(f'[gateway]\nid = "gw1"\ndata_dir = "{tmp_path / "data"}"\n\n'
-                   '[[uplinks]]\nname = "o"\ntype = "orion"\nurl = "http://127.0.0.1:1026"\n')
-    run = subprocess.run([sys.executable, "-m", "gateway", "secret", "set", "orion_token", "--stdin", "-c", str(cfg)],
-                         input="tok-123\n", capture_output=True, text=True, timeout=60)
+    cfg.write_text(
+        f'[gateway]\nid = "gw1"\ndata_dir = "{tmp_path / "data"}"\n\n'
+        '[[uplinks]]\nname = "o"\ntype = "orion"\nurl = "http://127.0.0.1:1026"\n'
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "secret", "set", "orion_token", "--stdin", "-c", str(cfg)],
+        input="tok-123\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert 'reference it as "secret:orion_token"' in run.stdout
     assert resolve("secret:orion_token", tmp_path / "data") == "tok-123"

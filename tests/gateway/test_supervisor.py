@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
@@ -36,9 +36,15 @@ class FlakyAdapter:
         if n <= self.config.fail_times:
             raise ConnectionError(f"port /dev/ttyUSB0 busy (attempt {n})")
         for i in range(self.config.readings):
-            await emit(Reading(entity_id=f"{self.config.name}-e", entity_type="T",
-                               attributes={"n": Attribute(value=i)}, observed_at=datetime.now(timezone.utc),
-                               source=Source(adapter=self.config.name)))
+            await emit(
+                Reading(
+                    entity_id=f"{self.config.name}-e",
+                    entity_type="T",
+                    attributes={"n": Attribute(value=i)},
+                    observed_at=datetime.now(UTC),
+                    source=Source(adapter=self.config.name),
+                )
+            )
         await asyncio.Event().wait()
 
 
@@ -92,9 +98,16 @@ class BurstAdapter:
         self.config = config
 
     async def run(self, emit: Emit) -> None:
-        burst = [Reading(entity_id=f"{self.config.name}-e", entity_type="T", attributes={"n": Attribute(value=i)},
-                         observed_at=datetime.now(timezone.utc), source=Source(adapter=self.config.name))
-                 for i in range(self.config.readings)]
+        burst = [
+            Reading(
+                entity_id=f"{self.config.name}-e",
+                entity_type="T",
+                attributes={"n": Attribute(value=i)},
+                observed_at=datetime.now(UTC),
+                source=Source(adapter=self.config.name),
+            )
+            for i in range(self.config.readings)
+        ]
         await emit_many(emit, burst)
         await asyncio.Event().wait()
 
@@ -159,8 +172,13 @@ async def test_diagnostics_are_reported_and_their_malformed_total_counted(
     sup = Supervisor(lambda r: asyncio.get_running_loop().create_future())
     DiagnosedAdapter.broken = {"broken"}
     configs = [_Config(name=n, type="test") for n in ("good", "broken", "plain")]
-    sup.start([(configs[0], DiagnosedAdapter(configs[0], CTX)), (configs[1], DiagnosedAdapter(configs[1], CTX)),
-               (configs[2], FlakyAdapter(configs[2], CTX))])
+    sup.start(
+        [
+            (configs[0], DiagnosedAdapter(configs[0], CTX)),
+            (configs[1], DiagnosedAdapter(configs[1], CTX)),
+            (configs[2], FlakyAdapter(configs[2], CTX)),
+        ]
+    )
     try:
         for _ in range(2):  # the failure is logged once, not every time the status is written
             good, broken, plain = sup.status()
@@ -169,8 +187,11 @@ async def test_diagnostics_are_reported_and_their_malformed_total_counted(
     assert (good.malformed, good.diagnostics) == (5, {"malformed": {"not_json": 3, "bad_id": 2}, "topics": {"a/b": 5}})
     assert (broken.malformed, broken.diagnostics) == (0, {"error": "diagnostics() failed: KeyError: 'bus0'"})
     assert (plain.malformed, plain.diagnostics) == (0, {})
-    assert [(r.levelname, r.getMessage(), getattr(r, "component", "")) for r in caplog.records
-            if r.levelno >= logging.WARNING] == [("WARNING", "adapter diagnostics failed: KeyError: 'bus0'", "broken")]
+    assert [
+        (r.levelname, r.getMessage(), getattr(r, "component", ""))
+        for r in caplog.records
+        if r.levelno >= logging.WARNING
+    ] == [("WARNING", "adapter diagnostics failed: KeyError: 'bus0'", "broken")]
 
 
 async def test_a_failing_spell_is_logged_once_and_its_end_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -20,9 +20,11 @@ def test_a_crash_is_logged_redacted_and_exits_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text(f'[gateway]\nid = "gw-crash"\ndata_dir = "{tmp_path}"\nlog_format = "json"\n\n'
-                      '[[adapters]]\nname = "gauges"\ntype = "simulated"\nrate = 0.001\n\n'
-                      '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n')
+    config.write_text(
+        f'[gateway]\nid = "gw-crash"\ndata_dir = "{tmp_path}"\nlog_format = "json"\n\n'
+        '[[adapters]]\nname = "gauges"\ntype = "simulated"\nrate = 0.001\n\n'
+        '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n'
+    )
     monkeypatch.setattr(Gateway, "start", _broken_start)  # stands for any bug: the code under test is the handling
     root = logging.getLogger()
     saved = list(root.handlers), root.level

@@ -25,8 +25,14 @@ def context(tmp_path: Path) -> AdapterContext:
 
 
 def make_uplink(broker: MosquittoBroker, context: AdapterContext, **overrides: Any) -> MqttUplink:
-    conf = {"name": "iot-agent", "type": "mqtt", "host": broker.host, "port": broker.port, "apikey": APIKEY,
-            **overrides}
+    conf = {
+        "name": "iot-agent",
+        "type": "mqtt",
+        "host": broker.host,
+        "port": broker.port,
+        "apikey": APIKEY,
+        **overrides,
+    }
     return MqttUplink(MqttUplinkConfig.model_validate(conf), context)
 
 
@@ -40,8 +46,7 @@ async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> 
 
 def seqs_written(orion: OrionDouble, entity_id: str | None = None) -> list[int]:
     """The sequence attribute of every entity the agent wrote to the double, in arrival order."""
-    return [e[SEQ]["value"] for e in orion.written
-            if SEQ in e and (entity_id is None or e["id"] == entity_id)]
+    return [e[SEQ]["value"] for e in orion.written if SEQ in e and (entity_id is None or e["id"] == entity_id)]
 
 
 def orion_statuses(orion: OrionDouble) -> list[int]:

@@ -39,22 +39,31 @@ NOTE = ("人吉(水の手橋)観測所、球磨川の水位は氾濫注意水位
 
 
 def station_reading(seq: int) -> Reading:
-    attrs = {"waterLevel": Attribute(value=round(2.0 + seq / 1000, 3), type="Number", unit="MTR"),
-             "note": Attribute(value=NOTE, type="Text")}
-    return Reading(entity_id=STATION_ID, entity_type="WaterObserved", attributes=attrs,
-                   observed_at=T0 + timedelta(seconds=seq), source=Source(adapter="gauge"), seq=seq)
+    attrs = {
+        "waterLevel": Attribute(value=round(2.0 + seq / 1000, 3), type="Number", unit="MTR"),
+        "note": Attribute(value=NOTE, type="Text"),
+    }
+    return Reading(
+        entity_id=STATION_ID,
+        entity_type="WaterObserved",
+        attributes=attrs,
+        observed_at=T0 + timedelta(seconds=seq),
+        source=Source(adapter="gauge"),
+        seq=seq,
+    )
 
 
 async def provision(agent: IotAgent, entity_id: str, entity_type: str, types: dict[str, str]) -> None:
     attributes = [{"object_id": name, "name": name, "type": t} for name, t in {**types, SEQ: "Number"}.items()]
     await agent.provision_group(APIKEY, entity_type=entity_type)
-    await agent.provision_device(entity_id, apikey=APIKEY, entity_name=entity_id, entity_type=entity_type,
-                                 attributes=attributes)
+    await agent.provision_device(
+        entity_id, apikey=APIKEY, entity_name=entity_id, entity_type=entity_type, attributes=attributes
+    )
 
 
 async def deliver_backlog(up: MqttUplink, backlog: list[Reading]) -> None:
     for start in range(0, len(backlog), 1000):  # the delivery loop's default batch_max_rows
-        outcomes = await up.deliver(backlog[start:start + 1000])
+        outcomes = await up.deliver(backlog[start : start + 1000])
         assert {o.status for o in outcomes} == {Status.DELIVERED}
 
 
@@ -67,13 +76,14 @@ def check_arrived(orion: OrionDouble, entity_id: str, count: int) -> None:
         assert seqs == sorted(seqs)
 
 
-def bound_ratios(planner: MqttUplink, backlog: list[Reading], orion: OrionDouble,
-                 bounder: MqttUplink | None = None) -> list[float]:
+def bound_ratios(
+    planner: MqttUplink, backlog: list[Reading], orion: OrionDouble, bounder: MqttUplink | None = None
+) -> list[float]:
     """Per Orion request the agent made, the bound of its message over its size; messages planned by
     `planner`, bounded by `bounder` (default the same uplink: other allowances, same messages)."""
     bounds: dict[int, int] = {}  # by the seq of the message's first reading
     for start in range(0, len(backlog), 1000):
-        batch = backlog[start:start + 1000]
+        batch = backlog[start : start + 1000]
         for m in planner._plan(batch)[0]:
             bounds[batch[m.indices[0]].seq or 0] = request_bound(bounder or planner, batch, m.indices)
     requests = orion.requests_to(V2_UPDATE) + orion.requests_to(V2_ENTITIES)
@@ -87,9 +97,13 @@ def bound_ratios(planner: MqttUplink, backlog: list[Reading], orion: OrionDouble
 
 
 @pytest.mark.parametrize("fmt", ["iota-json", "iota-ul"])
-async def test_a_relay_board_backlog_reaches_orion_whole(fmt: str, mosquitto_private: MosquittoBroker,
-                                                         orion_double: OrionDouble, start_iot_agent: StartAgent,
-                                                         context: AdapterContext) -> None:
+async def test_a_relay_board_backlog_reaches_orion_whole(
+    fmt: str,
+    mosquitto_private: MosquittoBroker,
+    orion_double: OrionDouble,
+    start_iot_agent: StartAgent,
+    context: AdapterContext,
+) -> None:
     kind: AgentKind = KINDS[fmt]
     agent = await start_iot_agent(kind, broker=mosquitto_private, orion_url=orion_double.url)
     types = {f"relay{n}": "Boolean" for n in range(1, 9)} | {f"input{n}": "Boolean" for n in range(1, 9)}
@@ -111,21 +125,26 @@ async def test_a_relay_board_backlog_reaches_orion_whole(fmt: str, mosquitto_pri
     # allowances set to 0, as an operator would for it) it is within 15 % of the real requests.
     ratios = bound_ratios(up, backlog, orion_double)
     assert min(ratios) >= 1.0 and max(ratios) <= 1.6, ratios
-    tight = make_uplink(mosquitto_private, context, format=fmt, sequence_attribute=SEQ, agent_attribute_bytes=0,
-                        agent_entity_bytes=0)
+    tight = make_uplink(
+        mosquitto_private, context, format=fmt, sequence_attribute=SEQ, agent_attribute_bytes=0, agent_entity_bytes=0
+    )
     ratios = bound_ratios(up, backlog, orion_double, bounder=tight)
     assert min(ratios) >= 1.0 and max(ratios) <= 1.15, ratios
 
 
 @pytest.mark.parametrize("fmt", ["iota-json", "iota-ul"])
-async def test_a_backlog_of_long_japanese_text_reaches_orion_whole(fmt: str, mosquitto_private: MosquittoBroker,
-                                                                   orion_double: OrionDouble,
-                                                                   start_iot_agent: StartAgent,
-                                                                   context: AdapterContext) -> None:
+async def test_a_backlog_of_long_japanese_text_reaches_orion_whole(
+    fmt: str,
+    mosquitto_private: MosquittoBroker,
+    orion_double: OrionDouble,
+    start_iot_agent: StartAgent,
+    context: AdapterContext,
+) -> None:
     agent = await start_iot_agent(KINDS[fmt], broker=mosquitto_private, orion_url=orion_double.url)
     await provision(agent, STATION_ID, "WaterObserved", {"waterLevel": "Number", "note": "Text"})
-    up = make_uplink(mosquitto_private, context, format=fmt, sequence_attribute=SEQ, agent_attribute_bytes=0,
-                     agent_entity_bytes=0)
+    up = make_uplink(
+        mosquitto_private, context, format=fmt, sequence_attribute=SEQ, agent_attribute_bytes=0, agent_entity_bytes=0
+    )
     backlog = [station_reading(s) for s in range(1, 1201)]
     try:
         await deliver_backlog(up, backlog)

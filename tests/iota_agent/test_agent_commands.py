@@ -30,13 +30,17 @@ INFO = "OK: relays: command relay_3 written %28modbus unit 4 FC05 @2 x1%29"
 
 @pytest.mark.parametrize("fmt", ["iota-json", "iota-ul"])
 async def test_a_command_from_orion_runs_on_the_relay_board_and_its_result_reaches_orion(
-    fmt: str, mosquitto_private: MosquittoBroker, orion_double: OrionDouble, start_iot_agent: StartAgent,
-    tmp_path: Path
+    fmt: str, mosquitto_private: MosquittoBroker, orion_double: OrionDouble, start_iot_agent: StartAgent, tmp_path: Path
 ) -> None:
     agent = await start_iot_agent(KINDS[fmt], broker=mosquitto_private, orion_url=orion_double.url)
     await agent.provision_group("K3Y", entity_type="Device")
-    await agent.provision_device(RELAY_ID, apikey="K3Y", entity_name=RELAY_ID, entity_type="Device",
-                                 commands=[{"name": "relay_3", "type": "command"}])
+    await agent.provision_device(
+        RELAY_ID,
+        apikey="K3Y",
+        entity_name=RELAY_ID,
+        entity_type="Device",
+        commands=[{"name": "relay_3", "type": "command"}],
+    )
     # provisioning a command device registers the agent as the command's provider in Orion
     [registration] = orion_double.registrations.values()
     assert registration["dataProvided"] == {"entities": [{"type": "Device", "id": RELAY_ID}], "attrs": ["relay_3"]}
@@ -44,22 +48,27 @@ async def test_a_command_from_orion_runs_on_the_relay_board_and_its_result_reach
     assert [r.status for r in orion_double.requests_to(V2_REGISTRATIONS)] == [201]
 
     commands: list[Any] = []
-    async with relay_board(tmp_path) as rig, listening(uplink_config(mosquitto_private, format=fmt,
-                                                                     commands="on"), rig.router), \
-            aiomqtt.Client(mosquitto_private.host, mosquitto_private.port) as spy:
+    async with (
+        relay_board(tmp_path) as rig,
+        listening(uplink_config(mosquitto_private, format=fmt, commands="on"), rig.router),
+        aiomqtt.Client(mosquitto_private.host, mosquitto_private.port) as spy,
+    ):
         await spy.subscribe("/K3Y/+/cmd", qos=1)
 
         async def watch() -> None:
             async for message in spy.messages:
-                commands.append((message.topic.value, message.payload, message.qos))
+                commands.append((message.topic.value, message.payload, message.qos))  # noqa: PERF401 - filled in the background while the test reads it; an extend would only land at the end
 
         watcher = asyncio.ensure_future(watch())
         try:
             status, _ = await agent.send_command(RELAY_ID, "Device", "relay_3", True)
             assert status == 204
             entity_key = ("edgegw", "/river", RELAY_ID)
-            await wait_for(lambda: orion_double.entities.get(entity_key, {}).get("relay_3_status", {}).get("value")
-                           == "OK", 15, "the agent to write the command's result")
+            await wait_for(
+                lambda: orion_double.entities.get(entity_key, {}).get("relay_3_status", {}).get("value") == "OK",
+                15,
+                "the agent to write the command's result",
+            )
             assert await rig.coils() == [False, False, True, False, False, False, False, False]
         finally:
             watcher.cancel()

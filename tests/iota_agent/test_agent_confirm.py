@@ -31,13 +31,17 @@ READINGS = 60  # 12 s of three gauges at 5 readings/s; the agent is down for 4 s
 
 
 def gateway_config(port: int, orion_url: str, *, confirm: bool) -> str:
-    confirmation = f"""
+    confirmation = (
+        f"""
 [uplinks.confirm]
 url = "{orion_url}"
 service = "edgegw"
 service_path = "/river"
 timeout_s = 2
-""" if confirm else 'sequence_attribute = "edgegwSeq"\n'
+"""
+        if confirm
+        else 'sequence_attribute = "edgegwSeq"\n'
+    )
     return f"""
 [gateway]
 id = "e2e-gw"
@@ -66,12 +70,21 @@ retry_max_s = 1.0
 
 async def provision_gauges(agent: IotAgent) -> None:
     # a group that names each entity after its device id, as a platform does for known ids
-    await agent.provision_group(APIKEY, entity_type="WaterObserved", entityNameExp="id", attributes=[
-        {"object_id": "waterLevel", "name": "waterLevel", "type": "Number",
-         "metadata": {"unitCode": {"type": "Text", "value": "MTR"}}},
-        {"object_id": "sequence", "name": "sequence", "type": "Number"},
-        {"object_id": SEQ, "name": SEQ, "type": "Number"},
-    ])
+    await agent.provision_group(
+        APIKEY,
+        entity_type="WaterObserved",
+        entityNameExp="id",
+        attributes=[
+            {
+                "object_id": "waterLevel",
+                "name": "waterLevel",
+                "type": "Number",
+                "metadata": {"unitCode": {"type": "Text", "value": "MTR"}},
+            },
+            {"object_id": "sequence", "name": "sequence", "type": "Number"},
+            {"object_id": SEQ, "name": SEQ, "type": "Number"},
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,8 +95,9 @@ class Restart:
     written_before: int  # entities Orion had received when the agent came back
 
 
-async def run_with_agent_restart(tmp_path: Path, broker: MosquittoBroker, orion: OrionDouble, agent: IotAgent,
-                                 *, confirm: bool) -> Restart:
+async def run_with_agent_restart(
+    tmp_path: Path, broker: MosquittoBroker, orion: OrionDouble, agent: IotAgent, *, confirm: bool
+) -> Restart:
     """The gateway publishes all its readings; the agent is stopped for 4 s after the first ones arrived."""
     gw = GatewayProcess(tmp_path, gateway_config(broker.port, orion.url, confirm=confirm))
     gw.start()
@@ -118,8 +132,11 @@ async def test_with_confirmation_a_restart_loses_nothing_and_keeps_order(
     run = await run_with_agent_restart(tmp_path, mosquitto_private, orion_double, agent, confirm=True)
     gw = run.gateway
     try:
-        await wait_for(lambda: set(range(1, READINGS + 1)) <= set(seqs_written(orion_double)), 60,
-                       f"all {READINGS} readings in Orion")
+        await wait_for(
+            lambda: set(range(1, READINGS + 1)) <= set(seqs_written(orion_double)),
+            60,
+            f"all {READINGS} readings in Orion",
+        )
         code, _ = await gw.terminate()
         assert code == 0
     finally:
@@ -130,7 +147,7 @@ async def test_with_confirmation_a_restart_loses_nothing_and_keeps_order(
         assert seqs == sorted(seqs), f"{entity_id}: readings first reached Orion out of order"
     # what was observed while the agent was down reached Orion after it came back, with the time it
     # was observed (the agent would stamp the arrival time, after up_at, on a measure without one)
-    late = orion_double.written[run.written_before:]
+    late = orion_double.written[run.written_before :]
     republished = [e for e in late if run.down_at <= e["TimeInstant"]["value"] < run.up_at]
     assert republished, "nothing observed during the agent's downtime reached Orion after it"
     assert all(e["waterLevel"]["metadata"]["TimeInstant"]["value"] == e["TimeInstant"]["value"] for e in late)
@@ -147,8 +164,11 @@ async def test_without_confirmation_the_restart_loses_readings_the_broker_acknow
     gw = (await run_with_agent_restart(tmp_path, mosquitto_private, orion_double, agent, confirm=False)).gateway
     try:
         await wait_for(lambda: max(seqs_written(orion_double), default=0) >= READINGS, 30, "the last reading")
-        await wait_for(lambda: gw.status().get("uplinks", [{}])[0].get("delivered", 0) >= READINGS, 30,
-                       "the gateway to count every reading delivered")
+        await wait_for(
+            lambda: gw.status().get("uplinks", [{}])[0].get("delivered", 0) >= READINGS,
+            30,
+            "the gateway to count every reading delivered",
+        )
         code, _ = await gw.terminate()
         assert code == 0
     finally:
@@ -160,23 +180,28 @@ async def test_without_confirmation_the_restart_loses_readings_the_broker_acknow
 
 
 async def test_with_confirmation_a_backlog_of_one_device_reaches_orion_in_order(
-    mosquitto_private: MosquittoBroker, orion_double: OrionDouble, start_iot_agent: StartAgent,
-    context: AdapterContext
+    mosquitto_private: MosquittoBroker, orion_double: OrionDouble, start_iot_agent: StartAgent, context: AdapterContext
 ) -> None:
     # several messages of one device in flight at once reach Orion in any order (the agent sends
     # their requests in parallel); with confirmation the next one goes out once the previous is in
     agent = await start_iot_agent(JSON, broker=mosquitto_private, orion_url=orion_double.url)
     types = {f"relay{n}": "Boolean" for n in range(1, 9)} | {f"input{n}": "Boolean" for n in range(1, 9)}
-    attributes = [{"object_id": k, "name": k, "type": t} for k, t in (types | {"deviceState": "Text", SEQ: "Number"}).items()]
+    attributes = [
+        {"object_id": k, "name": k, "type": t} for k, t in (types | {"deviceState": "Text", SEQ: "Number"}).items()
+    ]
     await agent.provision_group(APIKEY, entity_type="Device")
-    await agent.provision_device(RELAY_ID, apikey=APIKEY, entity_name=RELAY_ID, entity_type="Device",
-                                 attributes=attributes)
-    up = make_uplink(mosquitto_private, context, confirm={"url": orion_double.url, "service": "edgegw",
-                                                          "service_path": "/river", "timeout_s": 5})
+    await agent.provision_device(
+        RELAY_ID, apikey=APIKEY, entity_name=RELAY_ID, entity_type="Device", attributes=attributes
+    )
+    up = make_uplink(
+        mosquitto_private,
+        context,
+        confirm={"url": orion_double.url, "service": "edgegw", "service_path": "/river", "timeout_s": 5},
+    )
     backlog = [relay_reading(s) for s in range(1, 1401)]
     try:
         for start in range(0, len(backlog), 1000):
-            outcomes = await up.deliver(backlog[start:start + 1000])
+            outcomes = await up.deliver(backlog[start : start + 1000])
             assert {o.status for o in outcomes} == {Status.DELIVERED}
     finally:
         await up.close()
@@ -184,4 +209,3 @@ async def test_with_confirmation_a_backlog_of_one_device_reaches_orion_in_order(
     stored = orion_double.entities[("edgegw", "/river", RELAY_ID)]
     assert stored[SEQ]["value"] == 1400  # the entity ends on its newest reading
     assert up.counters.confirmed == 1400
-

@@ -38,7 +38,11 @@ async def test_id_and_type_measures_are_renamed_and_unprovisioned_measures_are_t
     [entity] = orion.written
     assert entity["id"] == "Thing:d1"  # autoprovisioned: <entity_type>:<device id>
     assert {k: v["type"] for k, v in entity.items() if k not in ("id", "type")} == {
-        "measure_id": "Text", "measure_type": "Text", "n": "Text", "TimeInstant": "DateTime"}
+        "measure_id": "Text",
+        "measure_type": "Text",
+        "n": "Text",
+        "TimeInstant": "DateTime",
+    }
     assert (entity["measure_id"]["value"], entity["n"]["value"]) == ("x", 5)
 
 
@@ -46,11 +50,19 @@ async def test_a_device_provisioned_alone_needs_a_config_group(
     mosquitto_private: MosquittoBroker, orion_double: OrionDouble, start_iot_agent: StartAgent
 ) -> None:
     agent = await start_iot_agent(JSON, broker=mosquitto_private, orion_url=orion_double.url)
-    await agent.provision_device("d1", apikey="nogroup", entity_name="urn:ngsi-ld:Thing:d1", entity_type="Thing",
-                                 attributes=[{"object_id": "n", "name": "n", "type": "Number"}])
+    await agent.provision_device(
+        "d1",
+        apikey="nogroup",
+        entity_name="urn:ngsi-ld:Thing:d1",
+        entity_type="Thing",
+        attributes=[{"object_id": "n", "name": "n", "type": "Number"}],
+    )
     await publish(mosquitto_private, "/nogroup/d1/attrs", b'{"n":5}')
-    await wait_for(lambda: "MEASURES-004: Device not found for topic /nogroup/d1/attrs" in agent.log(), 10,
-                   "the agent to refuse the measure")
+    await wait_for(
+        lambda: "MEASURES-004: Device not found for topic /nogroup/d1/attrs" in agent.log(),
+        10,
+        "the agent to refuse the measure",
+    )
     assert orion_double.requests == []
     await agent.provision_group("nogroup", entity_type="Thing")
     await publish(mosquitto_private, "/nogroup/d1/attrs", b'{"n":6}')
@@ -69,18 +81,22 @@ async def test_the_agents_subscribe_at_qos_0_with_shared_subscriptions(
         log = (tmp_path / "broker" / "mosquitto.log").read_text()
     finally:
         broker.stop()
-    subscriptions = [line.split()[1:] for line in log.splitlines() if line.split()[1:2]
-                     and line.split()[1].startswith(("iotajson_", "iotaul_"))]
+    subscriptions = [
+        line.split()[1:]
+        for line in log.splitlines()
+        if line.split()[1:2] and line.split()[1].startswith(("iotajson_", "iotaul_"))
+    ]
     assert {(client.split("_")[0], topic) for client, _, topic in subscriptions} >= {
-        ("iotajson", "$share/json//+/+/attrs"), ("iotajson", "$share/json//json/+/+/attrs"),
-        ("iotaul", "$share/ul//+/+/attrs"), ("iotaul", "$share/ul//ul/+/+/attrs"),
+        ("iotajson", "$share/json//+/+/attrs"),
+        ("iotajson", "$share/json//json/+/+/attrs"),
+        ("iotaul", "$share/ul//+/+/attrs"),
+        ("iotaul", "$share/ul//ul/+/+/attrs"),
     }
     assert {qos for _, qos, _ in subscriptions} == {"0"}  # a QoS 1 publish reaches them at QoS 0
 
 
 async def test_two_agents_on_one_broker_need_the_protocol_topic_style(
-    mosquitto_private: MosquittoBroker, orion_double: OrionDouble, start_iot_agent: StartAgent,
-    context: AdapterContext
+    mosquitto_private: MosquittoBroker, orion_double: OrionDouble, start_iot_agent: StartAgent, context: AdapterContext
 ) -> None:
     json_agent = await start_iot_agent(JSON, broker=mosquitto_private, orion_url=orion_double.url)
     ul_agent = await start_iot_agent(UL, broker=mosquitto_private, orion_url=orion_double.url)
@@ -91,8 +107,9 @@ async def test_two_agents_on_one_broker_need_the_protocol_topic_style(
     protocol = make_uplink(mosquitto_private, context, topic_style="protocol")
     try:
         await plain.deliver([reading("g1", seq=1)])
-        await wait_for(lambda: "MEASURES-003: Parse error" in ul_agent.log(), 10,
-                       "the UL agent to choke on the JSON measure")
+        await wait_for(
+            lambda: "MEASURES-003: Parse error" in ul_agent.log(), 10, "the UL agent to choke on the JSON measure"
+        )
         await protocol.deliver([reading("g2", seq=2)])
         await wait_for(lambda: any(e["id"] == "g2" for e in orion_double.written), 10, "g2 in Orion")
         await asyncio.sleep(0.5)  # time for a wrong agent to act on it too

@@ -43,7 +43,8 @@ def test_is_json_text_agrees_with_javascript_json_parse(agent_oracle: AgentOracl
 names = st.from_regex(r"\A[a-z][A-Za-z0-9_]{0,30}\Z").filter(lambda n: n not in ("id", "type"))
 numbers = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
-    st.floats(min_value=1e15, max_value=1e22), st.floats(min_value=1e-8, max_value=1e-4),
+    st.floats(min_value=1e15, max_value=1e22),
+    st.floats(min_value=1e-8, max_value=1e-4),
     st.integers(min_value=-(2**53), max_value=2**53),
 )
 texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)  # no lone surrogates
@@ -57,14 +58,30 @@ def readings(draw: Any) -> list[Reading]:
     out = []
     for n in range(count):
         attrs = {k: Attribute(value=v) for k, v in attributes.items()}
-        out.append(Reading(entity_id="urn:ngsi-ld:Thing:t1", entity_type="Thing", attributes=attrs,
-                           observed_at=T0 + timedelta(seconds=n), source=Source(adapter="a"), seq=100 + n))
+        out.append(
+            Reading(
+                entity_id="urn:ngsi-ld:Thing:t1",
+                entity_type="Thing",
+                attributes=attrs,
+                observed_at=T0 + timedelta(seconds=n),
+                source=Source(adapter="a"),
+                seq=100 + n,
+            )
+        )
     return out
 
 
 def exact_and_bound(oracle: AgentOracle, fmt: str, batch: list[Reading]) -> tuple[int, int, str] | None:
-    conf = {"name": "u", "type": "mqtt", "host": "127.0.0.1", "apikey": "K", "format": fmt,
-            "sequence_attribute": "edgegwSeq", "agent_attribute_bytes": 0, "agent_entity_bytes": 0}
+    conf = {
+        "name": "u",
+        "type": "mqtt",
+        "host": "127.0.0.1",
+        "apikey": "K",
+        "format": fmt,
+        "sequence_attribute": "edgegwSeq",
+        "agent_attribute_bytes": 0,
+        "agent_entity_bytes": 0,
+    }
     up = MqttUplink(MqttUplinkConfig.model_validate(conf), CONTEXT)
     messages, rejected = up._plan(batch)
     if rejected:
@@ -73,23 +90,32 @@ def exact_and_bound(oracle: AgentOracle, fmt: str, batch: list[Reading]) -> tupl
     message = messages[0]
     # every attribute provisioned with the longest type the bound allows for, so it is met exactly
     types = dict.fromkeys([*batch[0].attributes, "edgegwSeq"], "TextUnrestricted")
-    url, body = oracle.agent_request("ul" if fmt == "iota-ul" else "json", message.payload.decode(),
-                                     entity_name="urn:ngsi-ld:Thing:t1", entity_type="Thing", types=types)
+    url, body = oracle.agent_request(
+        "ul" if fmt == "iota-ul" else "json",
+        message.payload.decode(),
+        entity_name="urn:ngsi-ld:Thing:t1",
+        entity_type="Thing",
+        types=types,
+    )
     sizing = up._sizing
     assert sizing is not None
     bound = sizing.request
     for i in message.indices:
         _, part, entity = up._render(batch[i])
         attrs = len(batch[i].attributes) + 1
-        bound += (agent_request.ul_group_bound(part, attrs, entity, sizing) if fmt == "iota-ul"
-                  else agent_request.json_measure_bound(part, attrs, entity, sizing))
+        bound += (
+            agent_request.ul_group_bound(part, attrs, entity, sizing)
+            if fmt == "iota-ul"
+            else agent_request.json_measure_bound(part, attrs, entity, sizing)
+        )
     return len(body), bound, url
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["iota-json", "iota-ul"]), readings())
-def test_the_bound_is_an_upper_bound_of_the_librarys_request(agent_oracle: AgentOracle, fmt: str,
-                                                             batch: list[Reading]) -> None:
+def test_the_bound_is_an_upper_bound_of_the_librarys_request(
+    agent_oracle: AgentOracle, fmt: str, batch: list[Reading]
+) -> None:
     try:
         found = exact_and_bound(agent_oracle, fmt, batch)
     except ReadingError:

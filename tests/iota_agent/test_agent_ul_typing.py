@@ -27,21 +27,31 @@ METER = "urn:ngsi-ld:Meter:m1"
 
 
 def meter(seq: int, **values: Any) -> Reading:
-    return Reading(entity_id=METER, entity_type="Meter", attributes={k: Attribute(value=v) for k, v in values.items()},
-                   observed_at=T0 + timedelta(seconds=seq), source=Source(adapter="meters"), seq=seq)
+    return Reading(
+        entity_id=METER,
+        entity_type="Meter",
+        attributes={k: Attribute(value=v) for k, v in values.items()},
+        observed_at=T0 + timedelta(seconds=seq),
+        source=Source(adapter="meters"),
+        seq=seq,
+    )
 
 
 async def test_numbers_stay_numbers_json_looking_text_is_refused_other_text_arrives_unchanged(
-    mosquitto_private: MosquittoBroker, orion_double: OrionDouble, start_iot_agent: StartAgent,
-    context: AdapterContext
+    mosquitto_private: MosquittoBroker, orion_double: OrionDouble, start_iot_agent: StartAgent, context: AdapterContext
 ) -> None:
     agent = await start_iot_agent(UL, broker=mosquitto_private, orion_url=orion_double.url)
-    await agent.provision_group(APIKEY, entity_type="Meter", entityNameExp="id", attributes=[
-        {"object_id": "count", "name": "count", "type": "Number"},
-        {"object_id": "ratio", "name": "ratio", "type": "Number"},
-        {"object_id": "serial", "name": "serial", "type": "Text"},
-        {"object_id": "place", "name": "place", "type": "Text"},
-    ])
+    await agent.provision_group(
+        APIKEY,
+        entity_type="Meter",
+        entityNameExp="id",
+        attributes=[
+            {"object_id": "count", "name": "count", "type": "Number"},
+            {"object_id": "ratio", "name": "ratio", "type": "Number"},
+            {"object_id": "serial", "name": "serial", "type": "Text"},
+            {"object_id": "place", "name": "place", "type": "Text"},
+        ],
+    )
     up = make_uplink(mosquitto_private, context, format="iota-ul")
     batch = [
         meter(1, count=8600000, ratio=0.1),
@@ -57,11 +67,15 @@ async def test_numbers_stay_numbers_json_looking_text_is_refused_other_text_arri
     assert [o.status for o in outcomes] == [Status.DELIVERED, Status.REJECTED, Status.REJECTED, Status.DELIVERED]
     assert outcomes[1].reason == (
         "urn:ngsi-ld:Meter:m1.serial: the UltraLight agent reads a text that is valid JSON as JSON and would store "
-        "the number 8600000 instead, got '8600000'; use format = \"iota-json\" for this attribute")
-    assert outcomes[2].reason.endswith("would store the number 0.1 instead, got '0.10'; use format = \"iota-json\" "
-                                       "for this attribute")
+        "the number 8600000 instead, got '8600000'; use format = \"iota-json\" for this attribute"
+    )
+    assert outcomes[2].reason.endswith(
+        "would store the number 0.1 instead, got '0.10'; use format = \"iota-json\" for this attribute"
+    )
     first, last = orion_double.written
     assert (first["count"]["value"], first["ratio"]["value"]) == (8600000, 0.1)
     assert (last["place"]["value"], last["serial"]["value"]) == ("人吉 水の手橋", "SN-8600000")
-    assert [e["TimeInstant"]["value"] for e in orion_double.written] == ["2024-06-01T03:00:01.000Z",
-                                                                         "2024-06-01T03:00:04.000Z"]
+    assert [e["TimeInstant"]["value"] for e in orion_double.written] == [
+        "2024-06-01T03:00:01.000Z",
+        "2024-06-01T03:00:04.000Z",
+    ]

@@ -17,16 +17,23 @@ T2 = "2024-06-01T03:01:00.000Z"
 def entity(level: Any, at: str, **extra: Any) -> dict[str, Any]:
     """What iotagent-node-lib 4.14 sends with `timestamp: true` and a provisioned Number attribute."""
     stamp = {"TimeInstant": {"type": "DateTime", "value": at}}
-    return {"id": "urn:ngsi-ld:WaterObserved:g1", "type": "WaterObserved",
-            "waterLevel": {"type": "Number", "value": level, "metadata": stamp},
-            "TimeInstant": {"type": "DateTime", "value": at}, **extra}
+    return {
+        "id": "urn:ngsi-ld:WaterObserved:g1",
+        "type": "WaterObserved",
+        "waterLevel": {"type": "Number", "value": level, "metadata": stamp},
+        "TimeInstant": {"type": "DateTime", "value": at},
+        **extra,
+    }
 
 
-async def post(orion: OrionDouble, doc: Any, query: str = "?options=upsert",
-               headers: dict[str, str] = HEADERS) -> tuple[int, bytes, str | None]:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{orion.url}/v2/entities{query}", data=orjson.dumps(doc), headers=headers) as resp:
-            return resp.status, await resp.read(), resp.headers.get("Location")
+async def post(
+    orion: OrionDouble, doc: Any, query: str = "?options=upsert", headers: dict[str, str] = HEADERS
+) -> tuple[int, bytes, str | None]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{orion.url}/v2/entities{query}", data=orjson.dumps(doc), headers=headers) as resp,
+    ):
+        return resp.status, await resp.read(), resp.headers.get("Location")
 
 
 async def test_upsert_answers_204_when_creating_and_when_updating() -> None:
@@ -44,7 +51,10 @@ async def test_upsert_answers_204_when_creating_and_when_updating() -> None:
 async def test_create_without_upsert_answers_201_then_422_already_exists() -> None:
     async with OrionDouble() as orion:
         assert await post(orion, entity(1.25, T1), query="") == (
-            201, b"", "/v2/entities/urn:ngsi-ld:WaterObserved:g1?type=WaterObserved")
+            201,
+            b"",
+            "/v2/entities/urn:ngsi-ld:WaterObserved:g1?type=WaterObserved",
+        )
         status, body, _ = await post(orion, entity(1.5, T2), query="")
         assert (status, orjson.loads(body)) == (422, {"error": "Unprocessable", "description": "Already Exists"})
         assert orion.entities[("edgegw", "/river", "urn:ngsi-ld:WaterObserved:g1")]["waterLevel"]["value"] == 1.25
@@ -54,10 +64,15 @@ async def test_upsert_validates_like_a_batch_and_writes_nothing_when_refused() -
     async with OrionDouble() as orion:
         bad_value = entity(1.25, T1, stationName={"type": "Text", "value": "人吉(水の手橋)"})
         status, body, _ = await post(orion, bad_value)
-        assert (status, orjson.loads(body)) == (400, {"error": "BadRequest", "description": "Invalid characters in attribute value"})
+        assert (status, orjson.loads(body)) == (
+            400,
+            {"error": "BadRequest", "description": "Invalid characters in attribute value"},
+        )
         status, body, _ = await post(orion, entity(1.25, T1), query="?options=upsert,replaceAll")
         assert (status, orjson.loads(body)) == (
-            400, {"error": "BadRequest", "description": "Invalid value for URI param /options/"})
+            400,
+            {"error": "BadRequest", "description": "Invalid value for URI param /options/"},
+        )
         status, body, _ = await post(orion, entity(1.25, T1), headers={**HEADERS, "Fiware-ServicePath": "/river-1"})
         assert status == 400
         status, body, _ = await post(orion, entity(1.25, T1), headers={"Content-Type": "text/plain"})

@@ -20,21 +20,30 @@ from tests.support.orion_double import OrionDouble
 HEADERS = {"Content-Type": "application/json", "Fiware-Service": "edgegw", "Fiware-ServicePath": "/river"}
 
 
-async def post(orion: OrionDouble, path: str, doc: Any, *, query: str = "",
-               headers: dict[str, str] = HEADERS) -> tuple[int, Any, CIMultiDictProxy[str]]:
+async def post(
+    orion: OrionDouble, path: str, doc: Any, *, query: str = "", headers: dict[str, str] = HEADERS
+) -> tuple[int, Any, CIMultiDictProxy[str]]:
     body = doc if isinstance(doc, bytes) else orjson.dumps(doc)
-    async with aiohttp.ClientSession() as http, \
-            http.post(f"{orion.url}{path}{query}", data=body, headers=headers) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{orion.url}{path}{query}", data=body, headers=headers) as resp,
+    ):
         raw = await resp.read()
         return resp.status, orjson.loads(raw) if raw else None, resp.headers
 
 
 async def seed(orion: OrionDouble) -> None:
     """E1 (A, B), E2 (B), E3 (C) of type T in /river, and E1 of type T2 in /lake."""
-    entities = [{"id": "E1", "type": "T", "A": {"type": "Text", "value": "1A"},
-                 "B": {"type": "Number", "value": 1, "metadata": {"unitCode": {"type": "Text", "value": "MTR"}}}},
-                {"id": "E2", "type": "T", "B": {"type": "Number", "value": 2}},
-                {"id": "E3", "type": "T", "C": {"type": "Text", "value": "3C"}}]
+    entities = [
+        {
+            "id": "E1",
+            "type": "T",
+            "A": {"type": "Text", "value": "1A"},
+            "B": {"type": "Number", "value": 1, "metadata": {"unitCode": {"type": "Text", "value": "MTR"}}},
+        },
+        {"id": "E2", "type": "T", "B": {"type": "Number", "value": 2}},
+        {"id": "E3", "type": "T", "C": {"type": "Text", "value": "3C"}},
+    ]
     assert (await post(orion, "/v2/op/update", {"actionType": "append", "entities": entities}))[0] == 204
     lake = {**HEADERS, "Fiware-ServicePath": "/lake"}
     doc = {"actionType": "append", "entities": [{"id": "E1", "type": "T2", "A": {"type": "Text", "value": "L"}}]}
@@ -43,11 +52,15 @@ async def seed(orion: OrionDouble) -> None:
 
 async def test_attrs_projects_without_filtering_and_metadata_is_rendered(orion_double: OrionDouble) -> None:
     await seed(orion_double)
-    status, doc, _ = await post(orion_double, "/v2/op/query", {"entities": [{"idPattern": ".*", "type": "T"}],
-                                                               "attrs": ["A"]})
+    status, doc, _ = await post(
+        orion_double, "/v2/op/query", {"entities": [{"idPattern": ".*", "type": "T"}], "attrs": ["A"]}
+    )
     assert status == 200
-    assert doc == [{"id": "E1", "type": "T", "A": {"type": "Text", "value": "1A", "metadata": {}}},
-                   {"id": "E2", "type": "T"}, {"id": "E3", "type": "T"}]
+    assert doc == [
+        {"id": "E1", "type": "T", "A": {"type": "Text", "value": "1A", "metadata": {}}},
+        {"id": "E2", "type": "T"},
+        {"id": "E3", "type": "T"},
+    ]
 
 
 async def test_key_values_ids_paging_count_and_service_paths(orion_double: OrionDouble) -> None:
@@ -55,15 +68,24 @@ async def test_key_values_ids_paging_count_and_service_paths(orion_double: Orion
     query = {"entities": [{"id": "E1"}, {"id": "E2"}, {"id": "E9"}], "attrs": ["B"]}
     status, doc, _ = await post(orion_double, "/v2/op/query", query, query="?options=keyValues")
     assert (status, doc) == (200, [{"id": "E1", "type": "T", "B": 1}, {"id": "E2", "type": "T", "B": 2}])
-    status, doc, headers = await post(orion_double, "/v2/op/query", {"entities": [{"idPattern": "E"}]},
-                                      query="?options=count,keyValues&limit=1&offset=1")
+    status, doc, headers = await post(
+        orion_double,
+        "/v2/op/query",
+        {"entities": [{"idPattern": "E"}]},
+        query="?options=count,keyValues&limit=1&offset=1",
+    )
     assert (status, doc, headers["Fiware-Total-Count"]) == (200, [{"id": "E2", "type": "T", "B": 2}], "3")
     every_path = {k: v for k, v in HEADERS.items() if k != "Fiware-ServicePath"}  # queries default to /#
-    status, doc, _ = await post(orion_double, "/v2/op/query", {"entities": [{"id": "E1"}]},
-                                query="?options=keyValues", headers=every_path)
+    status, doc, _ = await post(
+        orion_double, "/v2/op/query", {"entities": [{"id": "E1"}]}, query="?options=keyValues", headers=every_path
+    )
     assert [(e["id"], e["type"]) for e in doc] == [("E1", "T"), ("E1", "T2")]
-    status, doc, _ = await post(orion_double, "/v2/op/query", {"entities": [{"id": "E1", "type": "T2"}]},
-                                headers={**HEADERS, "Fiware-ServicePath": "/river, /lake"})
+    status, doc, _ = await post(
+        orion_double,
+        "/v2/op/query",
+        {"entities": [{"id": "E1", "type": "T2"}]},
+        headers={**HEADERS, "Fiware-ServicePath": "/river, /lake"},
+    )
     assert [e["A"]["value"] for e in doc] == ["L"]
 
 
@@ -72,40 +94,92 @@ async def test_key_values_ids_paging_count_and_service_paths(orion_double: Orion
     [
         ("", b"{", 400, {"error": "ParseError", "description": "Errors found in incoming JSON buffer"}),
         ("", {}, 400, {"error": "BadRequest", "description": "empty payload"}),
-        ("", {"nonSupported_field": [{"id": "E"}]}, 400,
-         {"error": "BadRequest", "description": "Invalid JSON payload, no relevant fields found"}),
+        (
+            "",
+            {"nonSupported_field": [{"id": "E"}]},
+            400,
+            {"error": "BadRequest", "description": "Invalid JSON payload, no relevant fields found"},
+        ),
         ("", {"entities": {"id": "E"}}, 400, {"error": "BadRequest", "description": "not a JSON array"}),
-        ("", {"entities": [{"type": "T"}]}, 400, {"error": "BadRequest", "description": "nor /id/ nor /idPattern/ present"}),
-        ("", {"entities": [{"id": "E", "idPattern": "E"}]}, 400,
-         {"error": "BadRequest", "description": "both /id/ and /idPattern/ present"}),
-        ("", {"entities": [{"id": "E(1)"}]}, 400, {"error": "BadRequest", "description": "Invalid characters in entity id"}),
-        ("", {"entities": [{"id": "E", "A": 1}]}, 400,
-         {"error": "BadRequest", "description": "no attributes allowed in Entity in this payload"}),
-        ("", {"entities": [{"id": "E"}], "attrs": "A"}, 400,
-         {"error": "BadRequest", "description": "the field /attrs/ must be a JSON array"}),
-        ("", {"entities": [{"id": "E"}], "attrs": [1]}, 400,
-         {"error": "BadRequest", "description": "only JSON Strings allowed in attrs list"}),
-        ("", {"entities": [{"id": "E"}], "extra": 1}, 400,
-         {"error": "BadRequest", "description": "Unrecognized field in JSON payload: /extra/"}),
-        ("?limit=1001", {"entities": [{"id": "E"}]}, 400,
-         {"error": "BadRequest", "description": "Bad pagination limit: /1001/ [max: 1000]"}),
-        ("?limit=0", {"entities": [{"id": "E"}]}, 400,
-         {"error": "BadRequest", "description": "Bad pagination limit: /0/ [a value of ZERO is unacceptable]"}),
-        ("?limit=-3", {"entities": [{"id": "E"}]}, 400,
-         {"error": "BadRequest", "description": "Bad pagination limit: /-3/ [must be a decimal number]"}),
-        ("?options=upsert", {"entities": [{"id": "E"}]}, 400,
-         {"error": "BadRequest", "description": "Invalid value for URI param /options/"}),
+        (
+            "",
+            {"entities": [{"type": "T"}]},
+            400,
+            {"error": "BadRequest", "description": "nor /id/ nor /idPattern/ present"},
+        ),
+        (
+            "",
+            {"entities": [{"id": "E", "idPattern": "E"}]},
+            400,
+            {"error": "BadRequest", "description": "both /id/ and /idPattern/ present"},
+        ),
+        (
+            "",
+            {"entities": [{"id": "E(1)"}]},
+            400,
+            {"error": "BadRequest", "description": "Invalid characters in entity id"},
+        ),
+        (
+            "",
+            {"entities": [{"id": "E", "A": 1}]},
+            400,
+            {"error": "BadRequest", "description": "no attributes allowed in Entity in this payload"},
+        ),
+        (
+            "",
+            {"entities": [{"id": "E"}], "attrs": "A"},
+            400,
+            {"error": "BadRequest", "description": "the field /attrs/ must be a JSON array"},
+        ),
+        (
+            "",
+            {"entities": [{"id": "E"}], "attrs": [1]},
+            400,
+            {"error": "BadRequest", "description": "only JSON Strings allowed in attrs list"},
+        ),
+        (
+            "",
+            {"entities": [{"id": "E"}], "extra": 1},
+            400,
+            {"error": "BadRequest", "description": "Unrecognized field in JSON payload: /extra/"},
+        ),
+        (
+            "?limit=1001",
+            {"entities": [{"id": "E"}]},
+            400,
+            {"error": "BadRequest", "description": "Bad pagination limit: /1001/ [max: 1000]"},
+        ),
+        (
+            "?limit=0",
+            {"entities": [{"id": "E"}]},
+            400,
+            {"error": "BadRequest", "description": "Bad pagination limit: /0/ [a value of ZERO is unacceptable]"},
+        ),
+        (
+            "?limit=-3",
+            {"entities": [{"id": "E"}]},
+            400,
+            {"error": "BadRequest", "description": "Bad pagination limit: /-3/ [must be a decimal number]"},
+        ),
+        (
+            "?options=upsert",
+            {"entities": [{"id": "E"}]},
+            400,
+            {"error": "BadRequest", "description": "Invalid value for URI param /options/"},
+        ),
     ],
 )
-async def test_queries_orion_refuses(orion_double: OrionDouble, query: str, doc: Any, status: int,
-                                     error: dict[str, str]) -> None:
+async def test_queries_orion_refuses(
+    orion_double: OrionDouble, query: str, doc: Any, status: int, error: dict[str, str]
+) -> None:
     assert (await post(orion_double, "/v2/op/query", doc, query=query))[:2] == (status, error)
 
 
 async def test_a_command_registration_is_created_as_the_agents_send_it(orion_double: OrionDouble) -> None:
-    registration = {"dataProvided": {"entities": [{"type": "Device", "id": "urn:ngsi-ld:Device:relays"}],
-                                     "attrs": ["relay_3"]},
-                    "provider": {"http": {"url": "http://127.0.0.1:4041"}}}
+    registration = {
+        "dataProvided": {"entities": [{"type": "Device", "id": "urn:ngsi-ld:Device:relays"}], "attrs": ["relay_3"]},
+        "provider": {"http": {"url": "http://127.0.0.1:4041"}},
+    }
     status, _, headers = await post(orion_double, "/v2/registrations", registration)
     assert status == 201
     location = headers["Location"]
@@ -120,12 +194,25 @@ async def test_a_command_registration_is_created_as_the_agents_send_it(orion_dou
         ({}, 400, "empty payload"),
         ({"provider": {"http": {"url": "http://a:1"}}}, 400, "the field /dataProvided/ is missing in payload"),
         ({"dataProvided": {"entities": [{"id": "E"}]}}, 400, "the field /provider/ is missing in payload"),
-        ({"dataProvided": {"entities": [{"id": "E"}]}, "provider": {"http": {}}}, 400,
-         "/http/ must contain a field /url/"),
-        ({"dataProvided": {"entities": [{"idPattern": "E.*"}]}, "provider": {"http": {"url": "http://a:1"}}}, 501,
-         "Unsupported idPattern"),
-        ({"dataProvided": {"entities": [{"id": "E"}]}, "provider": {"http": {"url": "http://a:1"}},
-          "status": "paused"}, 400, "invalid value for /status/"),
+        (
+            {"dataProvided": {"entities": [{"id": "E"}]}, "provider": {"http": {}}},
+            400,
+            "/http/ must contain a field /url/",
+        ),
+        (
+            {"dataProvided": {"entities": [{"idPattern": "E.*"}]}, "provider": {"http": {"url": "http://a:1"}}},
+            501,
+            "Unsupported idPattern",
+        ),
+        (
+            {
+                "dataProvided": {"entities": [{"id": "E"}]},
+                "provider": {"http": {"url": "http://a:1"}},
+                "status": "paused",
+            },
+            400,
+            "invalid value for /status/",
+        ),
     ],
 )
 async def test_registrations_orion_refuses(orion_double: OrionDouble, doc: Any, status: int, description: str) -> None:

@@ -33,18 +33,25 @@ KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
 
 
 def settings(broker: MosquittoBroker, client_id: str, **overrides: object) -> ClientSettings:
-    values: dict[str, object] = {"host": broker.host, "port": broker.port, "client_id": client_id,
-                                 "connect_timeout_s": 3.0}
+    values: dict[str, object] = {
+        "host": broker.host,
+        "port": broker.port,
+        "client_id": client_id,
+        "connect_timeout_s": 3.0,
+    }
     return ClientSettings(**(values | overrides))  # type: ignore[arg-type]
 
 
 async def test_publish_subscribe_and_user_properties(mosquitto: MosquittoBroker) -> None:
     got: asyncio.Queue[Message] = asyncio.Queue()
-    async with MqttClient(settings(mosquitto, "t-sub", clean_start=True), on_message=got.put_nowait) as sub, \
-            MqttClient(settings(mosquitto, "t-pub", clean_start=True)) as pub:
+    async with (
+        MqttClient(settings(mosquitto, "t-sub", clean_start=True), on_message=got.put_nowait) as sub,
+        MqttClient(settings(mosquitto, "t-pub", clean_start=True)) as pub,
+    ):
         assert await sub.subscribe(["t/client/#"]) == (1,)
-        ack = await pub.publish("t/client/a", b"42", properties=publish_properties(content_type="text/plain",
-                                                                                  user=(("seq", "1-3"),)))
+        ack = await pub.publish(
+            "t/client/a", b"42", properties=publish_properties(content_type="text/plain", user=(("seq", "1-3"),))
+        )
         assert await ack == 0
         message = await asyncio.wait_for(got.get(), 3)
     assert (message.topic, message.payload, message.qos, message.retain) == ("t/client/a", b"42", 1, False)
@@ -98,7 +105,9 @@ async def test_refused_credentials_and_unreachable_broker(password_broker: Mosqu
     broker.stop()
     # mosquitto answers a wrong password with "not authorized", as it does for the uplink (test_security)
     assert (refused.value.code, refused.value.reason) == (
-        0x87, "the broker refused the connection, got Not authorized (0x87)")
+        0x87,
+        "the broker refused the connection, got Not authorized (0x87)",
+    )
     with pytest.raises(ConnectFailed) as unreachable:
         await MqttClient(settings(broker, "t-down")).connect()
     assert unreachable.value.reason == "[Errno 111] Connection refused"
@@ -106,6 +115,7 @@ async def test_refused_credentials_and_unreachable_broker(password_broker: Mosqu
 
 async def _silent_broker(connects: list[bytes], *, connack: bool) -> asyncio.Server:
     """Reads a CONNECT, answers CONNACK (or nothing), then never acknowledges anything."""
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readexactly(2)
         connects.append(head + await reader.readexactly(head[1]))
@@ -113,6 +123,7 @@ async def _silent_broker(connects: list[bytes], *, connack: bool) -> asyncio.Ser
             writer.write(b"\x20\x03\x00\x00\x00")
         await reader.read()
         writer.close()
+
     return await asyncio.start_server(serve, "127.0.0.1", 0)
 
 
@@ -121,15 +132,17 @@ async def test_connect_timeout_and_max_inflight() -> None:
     silent = await _silent_broker(connects, connack=False)
     port = silent.sockets[0].getsockname()[1]
     with pytest.raises(ConnectFailed) as timed_out:
-        await MqttClient(ClientSettings(host="127.0.0.1", port=port, client_id="t-slow",
-                                        connect_timeout_s=0.2)).connect()
+        await MqttClient(
+            ClientSettings(host="127.0.0.1", port=port, client_id="t-slow", connect_timeout_s=0.2)
+        ).connect()
     assert timed_out.value.reason == f"no answer from 127.0.0.1:{port} within 0.2 s"
     silent.close()
 
     mute = await _silent_broker(connects, connack=True)
     port = mute.sockets[0].getsockname()[1]
-    client = MqttClient(ClientSettings(host="127.0.0.1", port=port, client_id="t-mute", max_inflight=2,
-                                       session_expiry_s=600))
+    client = MqttClient(
+        ClientSettings(host="127.0.0.1", port=port, client_id="t-mute", max_inflight=2, session_expiry_s=600)
+    )
     await client.connect()
     assert decode_connect(connects[-1]).session_expiry_s == 600
     first, second = await client.publish("a", b"1"), await client.publish("a", b"2")
@@ -147,8 +160,9 @@ async def test_connect_timeout_and_max_inflight() -> None:
 async def test_keepalive_notices_a_silent_broker() -> None:
     connects: list[bytes] = []
     mute = await _silent_broker(connects, connack=True)
-    client = MqttClient(ClientSettings(host="127.0.0.1", port=mute.sockets[0].getsockname()[1], client_id="t-ka",
-                                       keepalive_s=1))
+    client = MqttClient(
+        ClientSettings(host="127.0.0.1", port=mute.sockets[0].getsockname()[1], client_id="t-ka", keepalive_s=1)
+    )
     await client.connect()
     reason = await asyncio.wait_for(client.lost, 3)
     assert reason == "no answer from the broker for 1.5 s (keepalive)"
@@ -221,8 +235,10 @@ async def test_keepalive_pings_while_paused_and_counts_silence_from_the_resume()
         writer.close()
 
     server = await asyncio.start_server(mute, "127.0.0.1", 0)
-    client = MqttClient(ClientSettings(host="127.0.0.1", port=server.sockets[0].getsockname()[1],
-                                       client_id="t-paused", keepalive_s=1), on_publish=lambda _: None)
+    client = MqttClient(
+        ClientSettings(host="127.0.0.1", port=server.sockets[0].getsockname()[1], client_id="t-paused", keepalive_s=1),
+        on_publish=lambda _: None,
+    )
     await client.connect()
     client.pause_reading()
     await asyncio.sleep(2.5)  # past 1.5 x keepalive: paused reads, not a silent broker
@@ -238,5 +254,8 @@ async def test_keepalive_pings_while_paused_and_counts_silence_from_the_resume()
 
 async def test_one_mode_of_delivery() -> None:
     with pytest.raises(ValueError, match=r"^MqttClient: on_message or on_publish \(subscriber mode\), got both$"):
-        MqttClient(ClientSettings(host="127.0.0.1", port=1, client_id="t"), on_message=lambda _: None,
-                   on_publish=lambda _: None)
+        MqttClient(
+            ClientSettings(host="127.0.0.1", port=1, client_id="t"),
+            on_message=lambda _: None,
+            on_publish=lambda _: None,
+        )

@@ -49,48 +49,110 @@ def read_all(data: bytes, *, v5: bool, split: int) -> list[object]:
 
 
 @given(
-    client_id=texts, keepalive=st.integers(0, 65_535), v5=st.booleans(), clean=st.booleans(),
-    expiry=st.integers(0, 2**32 - 1), receive_max=st.integers(0, 65_535),
-    username=st.none() | texts, password=st.none() | texts,
-    will=st.none() | st.builds(Will, topic=topics, payload=st.binary(max_size=300), qos=st.sampled_from([0, 1]),
-                               retain=st.booleans()),
+    client_id=texts,
+    keepalive=st.integers(0, 65_535),
+    v5=st.booleans(),
+    clean=st.booleans(),
+    expiry=st.integers(0, 2**32 - 1),
+    receive_max=st.integers(0, 65_535),
+    username=st.none() | texts,
+    password=st.none() | texts,
+    will=st.none()
+    | st.builds(Will, topic=topics, payload=st.binary(max_size=300), qos=st.sampled_from([0, 1]), retain=st.booleans()),
 )
-def test_connect_round_trips(client_id: str, keepalive: int, v5: bool, clean: bool, expiry: int, receive_max: int,
-                             username: str | None, password: str | None, will: Will | None) -> None:
-    packet = encode_connect(client_id=client_id, keepalive_s=keepalive, v5=v5, session_expiry_s=expiry,
-                            receive_maximum=receive_max, username=username, password=password, clean_start=clean,
-                            will=will)
+def test_connect_round_trips(
+    client_id: str,
+    keepalive: int,
+    v5: bool,
+    clean: bool,
+    expiry: int,
+    receive_max: int,
+    username: str | None,
+    password: str | None,
+    will: Will | None,
+) -> None:
+    packet = encode_connect(
+        client_id=client_id,
+        keepalive_s=keepalive,
+        v5=v5,
+        session_expiry_s=expiry,
+        receive_maximum=receive_max,
+        username=username,
+        password=password,
+        clean_start=clean,
+        will=will,
+    )
     assert decode_connect(packet) == Connect(
-        client_id=client_id, keepalive_s=keepalive, v5=v5, clean_start=clean, session_expiry_s=expiry if v5 else 0,
-        receive_maximum=receive_max if v5 else 0, username=username, password=password, will=will)
+        client_id=client_id,
+        keepalive_s=keepalive,
+        v5=v5,
+        clean_start=clean,
+        session_expiry_s=expiry if v5 else 0,
+        receive_maximum=receive_max if v5 else 0,
+        username=username,
+        password=password,
+        will=will,
+    )
 
 
 def test_connect_bytes_follow_the_standard() -> None:
     # MQTT 5 §3.1: protocol name, level 5, flags (user, password, will retain, will QoS 1, will, clean start),
     # keepalive, properties (session expiry 3600), client id, will properties, topic, payload, user, password
-    packet = encode_connect(client_id="gw", keepalive_s=30, v5=True, session_expiry_s=3600, username="u",
-                            password="p", clean_start=True, will=Will(topic="s", payload=b"off"))
-    assert packet == (b"\x10\x23\x00\x04MQTT\x05\xee\x00\x1e\x05\x11\x00\x00\x0e\x10\x00\x02gw"
-                      b"\x00\x00\x01s\x00\x03off\x00\x01u\x00\x01p")
+    packet = encode_connect(
+        client_id="gw",
+        keepalive_s=30,
+        v5=True,
+        session_expiry_s=3600,
+        username="u",
+        password="p",
+        clean_start=True,
+        will=Will(topic="s", payload=b"off"),
+    )
+    assert packet == (
+        b"\x10\x23\x00\x04MQTT\x05\xee\x00\x1e\x05\x11\x00\x00\x0e\x10\x00\x02gw"
+        b"\x00\x00\x01s\x00\x03off\x00\x01u\x00\x01p"
+    )
 
 
-@given(topic=topics, payload=st.binary(max_size=400), qos=st.sampled_from([0, 1]), pid=st.integers(1, 65_535),
-       retain=st.booleans(), v5=st.booleans(), user=users, content_type=st.none() | texts,
-       split=st.integers(0, 500))
-def test_publish_round_trips_with_user_properties(topic: str, payload: bytes, qos: int, pid: int, retain: bool,
-                                                  v5: bool, user: tuple[tuple[str, str], ...],
-                                                  content_type: str | None, split: int) -> None:
+@given(
+    topic=topics,
+    payload=st.binary(max_size=400),
+    qos=st.sampled_from([0, 1]),
+    pid=st.integers(1, 65_535),
+    retain=st.booleans(),
+    v5=st.booleans(),
+    user=users,
+    content_type=st.none() | texts,
+    split=st.integers(0, 500),
+)
+def test_publish_round_trips_with_user_properties(
+    topic: str,
+    payload: bytes,
+    qos: int,
+    pid: int,
+    retain: bool,
+    v5: bool,
+    user: tuple[tuple[str, str], ...],
+    content_type: str | None,
+    split: int,
+) -> None:
     props = publish_properties(content_type=content_type, user=user)
     packet = encode_publish(topic, payload, qos=qos, packet_id=pid, retain=retain, v5=v5, properties=props)
     [got] = read_all(packet, v5=v5, split=split)
     assert isinstance(got, Publish)
     assert (got.topic, got.payload, got.qos, got.packet_id, got.retain) == (
-        topic.encode(), payload, qos, pid if qos else 0, retain)
+        topic.encode(),
+        payload,
+        qos,
+        pid if qos else 0,
+        retain,
+    )
     assert user_properties(got.properties) == (user if v5 else ())
 
 
-@given(pid=st.integers(1, 65_535), reason=st.sampled_from([0, 0x10, 0x80, 0x87, 0x90, 0x97, 0x99]),
-       split=st.integers(0, 6))
+@given(
+    pid=st.integers(1, 65_535), reason=st.sampled_from([0, 0x10, 0x80, 0x87, 0x90, 0x97, 0x99]), split=st.integers(0, 6)
+)
 def test_puback_reason_codes_both_ways(pid: int, reason: int, split: int) -> None:
     assert read_all(encode_puback(pid, reason), v5=True, split=split) == [PubAck(packet_id=pid, reason=reason)]
 
@@ -105,7 +167,9 @@ def test_pubacks_of_a_group_are_the_single_pubacks_in_order(pids: list[int], spl
 @given(pid=st.integers(1, 65_535), filters=st.lists(texts.filter(bool), min_size=1, max_size=4), v5=st.booleans())
 def test_subscribe_round_trips(pid: int, filters: list[str], v5: bool) -> None:
     assert decode_subscribe(encode_subscribe(pid, filters, v5=v5), v5=v5) == (
-        pid, tuple((f, 0x11 if v5 else 0x01) for f in filters))
+        pid,
+        tuple((f, 0x11 if v5 else 0x01) for f in filters),
+    )
 
 
 def test_disconnect_and_errors() -> None:
@@ -121,8 +185,12 @@ def test_disconnect_and_errors() -> None:
 @pytest.mark.parametrize("packet_type", [CONNACK, PUBACK, SUBACK, DISCONNECT])
 def test_reason_names_are_pahos(packet_type: int) -> None:
     # paho, an independent implementation, as the oracle for every code in every packet that carries one
-    ptype = {CONNACK: PacketTypes.CONNACK, PUBACK: PacketTypes.PUBACK, SUBACK: PacketTypes.SUBACK,
-             DISCONNECT: PacketTypes.DISCONNECT}[packet_type]
+    ptype = {
+        CONNACK: PacketTypes.CONNACK,
+        PUBACK: PacketTypes.PUBACK,
+        SUBACK: PacketTypes.SUBACK,
+        DISCONNECT: PacketTypes.DISCONNECT,
+    }[packet_type]
     for code in range(256):
         try:
             expected = str(ReasonCode(ptype, identifier=code))

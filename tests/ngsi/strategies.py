@@ -18,11 +18,15 @@ identifiers = st.integers(0, 19).flatmap(
     lambda i: hostile_ids if i == 19 else st.just("urn:ngsi-ld:Device:d1") if i == 18 else legal_ids
 )
 attr_names = st.integers(0, 29).flatmap(
-    lambda i: st.sampled_from(["id", "type", "*", "dateExpires", "TimeInstant", "location", "scope", "geo:distance", "名前", "$temp"])
-    if i == 29
-    else st.text(max_size=8)
-    if i == 28
-    else st.from_regex(r"[a-z][A-Za-z0-9_]{0,15}", fullmatch=True)
+    lambda i: (
+        st.sampled_from(
+            ["id", "type", "*", "dateExpires", "TimeInstant", "location", "scope", "geo:distance", "名前", "$temp"]
+        )
+        if i == 29
+        else st.text(max_size=8)
+        if i == 28
+        else st.from_regex(r"[a-z][A-Za-z0-9_]{0,15}", fullmatch=True)
+    )
 )
 scalars = st.one_of(
     st.none(),
@@ -30,13 +34,17 @@ scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=16),
-    st.sampled_from(["人吉(水の手橋)", "50%", "%28", "<b>", "a=b;c", "it's \"quoted\""]),
+    st.sampled_from(["人吉(水の手橋)", "50%", "%28", "<b>", "a=b;c", 'it\'s "quoted"']),
 )
 json_values = st.recursive(
     scalars,
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
-        st.dictionaries(st.one_of(st.text(max_size=6), st.sampled_from(["$inc", "$x", "(k)", "", "a\x00b", "a.b"])), inner, max_size=3),
+        st.dictionaries(
+            st.one_of(st.text(max_size=6), st.sampled_from(["$inc", "$x", "(k)", "", "a\x00b", "a.b"])),
+            inner,
+            max_size=3,
+        ),
     ),
     max_leaves=8,
 )
@@ -48,11 +56,15 @@ points = st.builds(
 coordinates = st.floats(min_value=-200, max_value=200, allow_nan=False)
 valid_positions = st.tuples(st.floats(-180, 180), st.floats(-90, 90)).map(list)
 # mostly valid, so that most geometries get as far as their shape rules
-positions = st.integers(0, 5).flatmap(lambda i: st.lists(coordinates, min_size=1, max_size=4) if i == 5 else valid_positions)
+positions = st.integers(0, 5).flatmap(
+    lambda i: st.lists(coordinates, min_size=1, max_size=4) if i == 5 else valid_positions
+)
 # closed and unclosed, convex and bow-tie, tiny and degenerate rings
 rings = st.one_of(
     st.lists(positions, max_size=6),
-    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)).map(list), min_size=3, max_size=6).map(lambda r: r + r[:1]),
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)).map(list), min_size=3, max_size=6).map(
+        lambda r: r + r[:1]
+    ),
     st.sampled_from(
         [
             [[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]],
@@ -67,9 +79,14 @@ geometries = st.one_of(
     st.builds(lambda c: {"type": "Point", "coordinates": c}, positions),
     st.builds(lambda c: {"type": "MultiPoint", "coordinates": c}, st.lists(positions, max_size=3)),
     st.builds(lambda c: {"type": "LineString", "coordinates": c}, st.lists(positions, max_size=4)),
-    st.builds(lambda c: {"type": "MultiLineString", "coordinates": c}, st.lists(st.lists(positions, max_size=3), max_size=2)),
+    st.builds(
+        lambda c: {"type": "MultiLineString", "coordinates": c}, st.lists(st.lists(positions, max_size=3), max_size=2)
+    ),
     st.builds(lambda c: {"type": "Polygon", "coordinates": c}, st.lists(rings, min_size=1, max_size=2)),
-    st.builds(lambda c: {"type": "MultiPolygon", "coordinates": c}, st.lists(st.lists(rings, min_size=1, max_size=2), max_size=2)),
+    st.builds(
+        lambda c: {"type": "MultiPolygon", "coordinates": c},
+        st.lists(st.lists(rings, min_size=1, max_size=2), max_size=2),
+    ),
 )
 geo_values = st.one_of(
     geometries,
@@ -81,10 +98,38 @@ datetimes_text = st.one_of(
     st.datetimes(timezones=st.sampled_from([UTC, JST])).map(datetime.isoformat),
     st.datetimes().map(datetime.isoformat),
     st.text(max_size=10),
-    st.sampled_from(["2024-13-01T00:00:00Z", "2024-05-01 09:00+09:00", "20240501T090000Z", "0001-01-01T00:00:00+09:00", "2024-05-01"]),
+    st.sampled_from(
+        [
+            "2024-13-01T00:00:00Z",
+            "2024-05-01 09:00+09:00",
+            "20240501T090000Z",
+            "0001-01-01T00:00:00+09:00",
+            "2024-05-01",
+        ]
+    ),
 )
 types = st.sampled_from(
-    ["", "", "", "", "", "", "", "Number", "Text", "Boolean", "StructuredValue", "DateTime", "geo:json", "Relationship", "TextUnrestricted", "geo:point", "Custom_Type", "bad type", "ISO8601"]
+    [
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "Number",
+        "Text",
+        "Boolean",
+        "StructuredValue",
+        "DateTime",
+        "geo:json",
+        "Relationship",
+        "TextUnrestricted",
+        "geo:point",
+        "Custom_Type",
+        "bad type",
+        "ISO8601",
+    ]
 )
 
 
@@ -102,7 +147,10 @@ def attributes(draw: st.DrawFn) -> Attribute:
     unit = draw(st.one_of(st.none(), st.sampled_from(["MTR", "CEL", "P1", "m s", "(x)"])))
     metadata = draw(
         st.dictionaries(
-            st.one_of(st.sampled_from(["accuracy", "ignoreType", "previousValue", "unitCode", "TimeInstant", "note", "$md"]), attr_names),
+            st.one_of(
+                st.sampled_from(["accuracy", "ignoreType", "previousValue", "unitCode", "TimeInstant", "note", "$md"]),
+                attr_names,
+            ),
             st.one_of(json_values, st.fixed_dictionaries({"type": types, "value": json_values})),
             max_size=2,
         )

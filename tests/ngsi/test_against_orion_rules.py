@@ -36,7 +36,10 @@ def test_v2_either_refused_or_accepted_by_orion(reading: Reading) -> None:
         if not _accepted(reading, encoding):
             continue
         body = v2_update_body([orjson.dumps(to_v2_entity(reading, encoding=encoding))])
-        assert validate_v2_update({**V2_HEADERS, "Content-Length": str(len(body))}, body) == (204, None), (encoding, body)
+        assert validate_v2_update({**V2_HEADERS, "Content-Length": str(len(body))}, body) == (204, None), (
+            encoding,
+            body,
+        )
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

@@ -46,7 +46,9 @@ def test_oversize_entity_travels_alone() -> None:
         plan_batches([1], max_bytes=100, max_entities=0, overhead=2)
 
 
-@given(st.lists(st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1), max_size=3), min_size=1, max_size=8))
+@given(
+    st.lists(st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1), max_size=3), min_size=1, max_size=8)
+)
 def test_bodies_have_the_planned_size(entities: list[dict[str, int]]) -> None:
     parts = [orjson.dumps(e) for e in entities]
     sizes = [len(p) for p in parts]

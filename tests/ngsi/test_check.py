@@ -145,7 +145,10 @@ def test_structure() -> None:
         f"{GAUGE}.deep: nesting deeper than 50 levels, Orion refuses it, got {'[' * 51}{']' * 6}..."
     )
     check_reading(reading(deep=Attribute(value=deep[0])), encoding=PCT)
-    assert str(refused(reading(x=Attribute(value=2**64)))) == f"{GAUGE}.x: integer is out of the 64-bit range, got 18446744073709551616"
+    assert (
+        str(refused(reading(x=Attribute(value=2**64))))
+        == f"{GAUGE}.x: integer is out of the 64-bit range, got 18446744073709551616"
+    )
     assert str(refused(reading(x=Attribute(value={"$inc": 1})))) == (
         f"{GAUGE}.x: object key '$inc' starts with '$', which Orion takes for an update operator, got {{'$inc': 1}};"
         " rename the key (no leading $) in the device profile or decoder"
@@ -191,14 +194,25 @@ def test_the_cache_is_bounded_and_values_are_still_checked() -> None:
 def test_typing_helpers() -> None:
     samples: tuple[Any, ...] = (True, 1, 1.5, "a", None, {}, [])
     assert [ngsi_type("", v) for v in samples] == [
-        "Boolean", "Number", "Number", "Text", "None", "StructuredValue", "StructuredValue"
+        "Boolean",
+        "Number",
+        "Number",
+        "Text",
+        "None",
+        "StructuredValue",
+        "StructuredValue",
     ]
     assert ngsi_type("Integer", 3) == "Integer"
     assert canonical_datetime("2024-05-01T09:00:00.1234+09:00") == "2024-05-01T00:00:00.123Z"
 
 
-@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
-                    timezones=st.sampled_from([UTC, JST, timezone(timedelta(hours=-5, minutes=-30))])))
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, JST, timezone(timedelta(hours=-5, minutes=-30))]),
+    )
+)
 def test_canonical_datetime_takes_its_own_output_unchanged_and_agrees_with_the_long_way(t: datetime) -> None:
     canonical = iso_utc(t)
     assert canonical_datetime(canonical) == canonical  # the shortcut
@@ -206,8 +220,16 @@ def test_canonical_datetime_takes_its_own_output_unchanged_and_agrees_with_the_l
     assert canonical_datetime(canonical) == iso_utc(utc_instant(canonical))
 
 
-@pytest.mark.parametrize("text", ["2024-13-01T00:00:00.000Z", "2024-02-30T00:00:00.000Z", "2024-07-01T24:00:00.000Z",
-                                  "2024-07-01T00:60:00.000Z", "2024-07-0xT00:00:00.000Z"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-13-01T00:00:00.000Z",
+        "2024-02-30T00:00:00.000Z",
+        "2024-07-01T24:00:00.000Z",
+        "2024-07-01T00:60:00.000Z",
+        "2024-07-0xT00:00:00.000Z",
+    ],
+)
 def test_canonical_looking_text_is_still_checked(text: str) -> None:
     with pytest.raises(ValueError, match="is not an ISO 8601 date and time"):
         canonical_datetime(text)

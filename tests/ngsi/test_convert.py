@@ -40,11 +40,19 @@ def test_v2_entity() -> None:
     assert to_v2_entity(r, encoding=PCT) == {
         "id": "urn:ngsi-ld:WaterObserved:hitoyoshi",
         "type": "WaterObserved",
-        "waterLevel": {"type": "Number", "value": -0.42, "metadata": {"unitCode": {"type": "Text", "value": "MTR"}, "TimeInstant": STAMP}},
+        "waterLevel": {
+            "type": "Number",
+            "value": -0.42,
+            "metadata": {"unitCode": {"type": "Text", "value": "MTR"}, "TimeInstant": STAMP},
+        },
         "name": {"type": "Text", "value": "人吉%28水の手橋%29", "metadata": {"TimeInstant": STAMP}},
         "alarm": {"type": "Boolean", "value": False, "metadata": {"TimeInstant": STAMP}},
         "refDevice": {"type": "Relationship", "value": "urn:ngsi-ld:Device:gauge1", "metadata": {"TimeInstant": STAMP}},
-        "TimeInstant": {"type": "DateTime", "value": WHEN, "metadata": {"timeSource": {"type": "Text", "value": "device"}}},
+        "TimeInstant": {
+            "type": "DateTime",
+            "value": WHEN,
+            "metadata": {"timeSource": {"type": "Text", "value": "device"}},
+        },
     }
 
 
@@ -62,7 +70,9 @@ def test_v2_time_source_gateway_and_datetime_values() -> None:
 
 
 def test_v2_metadata_typed_and_bare() -> None:
-    r = gauge(level=Attribute(value=1.0, metadata={"accuracy": 0.01, "method": {"type": "Text", "value": "radar(24GHz)"}}))
+    r = gauge(
+        level=Attribute(value=1.0, metadata={"accuracy": 0.01, "method": {"type": "Text", "value": "radar(24GHz)"}})
+    )
     assert to_v2_entity(r, encoding=PCT)["level"]["metadata"] == {
         "accuracy": {"type": "Number", "value": 0.01},
         "method": {"type": "Text", "value": "radar%2824GHz%29"},
@@ -71,7 +81,11 @@ def test_v2_metadata_typed_and_bare() -> None:
 
 
 def test_v2_text_unrestricted_mode() -> None:
-    r = gauge(name=Attribute(value="人吉(水の手橋)"), info=Attribute(value={"river": "球磨川(くまがわ)"}), plain=Attribute(value="100%"))
+    r = gauge(
+        name=Attribute(value="人吉(水の手橋)"),
+        info=Attribute(value={"river": "球磨川(くまがわ)"}),
+        plain=Attribute(value="100%"),
+    )
     e = to_v2_entity(r, encoding=ValueEncoding.TEXT_UNRESTRICTED)
     assert (e["name"]["type"], e["name"]["value"]) == ("TextUnrestricted", "人吉(水の手橋)")
     assert (e["info"]["type"], e["info"]["value"]) == ("StructuredValue", {"river": "球磨川%28くまがわ%29"})
@@ -108,8 +122,16 @@ def test_ld_entity() -> None:
         },
         "name": {"type": "Property", "value": "人吉%28水の手橋%29", "observedAt": WHEN},
         "refDevice": {"type": "Relationship", "object": "urn:ngsi-ld:Device:gauge1", "observedAt": WHEN},
-        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [130.76, 32.21]}, "observedAt": WHEN},
-        "lastAlarm": {"type": "Property", "value": {"@type": "DateTime", "@value": "2024-04-30T23:00:00.000Z"}, "observedAt": WHEN},
+        "location": {
+            "type": "GeoProperty",
+            "value": {"type": "Point", "coordinates": [130.76, 32.21]},
+            "observedAt": WHEN,
+        },
+        "lastAlarm": {
+            "type": "Property",
+            "value": {"@type": "DateTime", "@value": "2024-04-30T23:00:00.000Z"},
+            "observedAt": WHEN,
+        },
         "timeSource": {"type": "Property", "value": "device", "observedAt": WHEN},
         "@context": "https://example.org/ctx.jsonld",
     }

@@ -21,18 +21,25 @@ T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
 def gauge(value: object, *, at: datetime = T0, unit: str | None = "MTR", atype: str = "Number") -> Reading:
-    return Reading(entity_id="urn:ngsi-ld:WaterObserved:hitoyoshi", entity_type="WaterObserved",
-                   attributes={"waterLevel": Attribute(value=value, type=atype, unit=unit)},
-                   observed_at=at, source=Source(adapter="river"))
+    return Reading(
+        entity_id="urn:ngsi-ld:WaterObserved:hitoyoshi",
+        entity_type="WaterObserved",
+        attributes={"waterLevel": Attribute(value=value, type=atype, unit=unit)},
+        observed_at=at,
+        source=Source(adapter="river"),
+    )
 
 
-@pytest.mark.parametrize(("bad", "message"), [
-    (float("nan"), "must be a finite number, got nan"),
-    (float("inf"), "must be a finite number, got inf"),
-    ("1.25", "type Number needs a number, got a string"),
-    (True, "type Number needs a number, got a boolean"),
-    (2**64, "64"),
-])
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (float("nan"), "must be a finite number, got nan"),
+        (float("inf"), "must be a finite number, got inf"),
+        ("1.25", "type Number needs a number, got a string"),
+        (True, "type Number needs a number, got a boolean"),
+        (2**64, "64"),
+    ],
+)
 def test_after_a_good_reading_the_same_attribute_still_refuses_bad_values(bad: object, message: str) -> None:
     check_reading(gauge(1.25), encoding=ValueEncoding.PERCENT)  # warms the cache of this entity/attribute
     with pytest.raises(ReadingError) as err:
@@ -60,14 +67,25 @@ def test_time_keyed_v2_parts_do_not_leak_between_entities() -> None:
 
 def test_plain_iota_measures_match_the_general_rendering() -> None:
     plain = gauge(1.25)
-    text = Reading(entity_id=plain.entity_id, entity_type=plain.entity_type,
-                   attributes={"waterLevel": Attribute(value=1.25, type="Number"),
-                               "station": Attribute(value="人吉(水の手橋)", type="Text")},
-                   observed_at=T0, source=plain.source)
+    text = Reading(
+        entity_id=plain.entity_id,
+        entity_type=plain.entity_type,
+        attributes={
+            "waterLevel": Attribute(value=1.25, type="Number"),
+            "station": Attribute(value="人吉(水の手橋)", type="Text"),
+        },
+        observed_at=T0,
+        source=plain.source,
+    )
     assert orjson.loads(iota.json_measure_bytes(plain, encoding=ValueEncoding.PERCENT)) == {
-        "waterLevel": 1.25, "TimeInstant": "2026-11-25T09:00:00.000Z"}
+        "waterLevel": 1.25,
+        "TimeInstant": "2026-11-25T09:00:00.000Z",
+    }
     assert orjson.loads(iota.json_measure_bytes(text, encoding=ValueEncoding.PERCENT)) == {
-        "waterLevel": 1.25, "station": "人吉%28水の手橋%29", "TimeInstant": "2026-11-25T09:00:00.000Z"}
+        "waterLevel": 1.25,
+        "station": "人吉%28水の手橋%29",
+        "TimeInstant": "2026-11-25T09:00:00.000Z",
+    }
 
 
 @pytest.mark.parametrize("bad", ["2026-13-25T09:00:00.000Z", "2026-02-30T09:00:00.000Z", "2026-11-25T09:00:00.000+"])
@@ -77,11 +95,18 @@ def test_a_date_in_orions_form_is_still_refused_when_it_is_no_date(bad: str) -> 
         check_reading(gauge(bad, unit=None, atype="DateTime"), encoding=ValueEncoding.PERCENT)
 
 
-@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
-                    timezones=st.sampled_from([UTC, timezone(timedelta(hours=9))])))
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2100, 1, 1),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=9))]),
+    )
+)
 def test_a_date_in_orions_form_renders_as_the_long_way_renders_any_other_form(t: datetime) -> None:
     canonical = gauge(iso_utc(t), unit=None, atype="DateTime")  # the fast path
     other = gauge(t.isoformat(), unit=None, atype="DateTime")  # the full path: converted to UTC
     for r in (canonical, other):
         check_reading(r, encoding=ValueEncoding.PERCENT)
-    assert to_v2_entity(canonical, encoding=ValueEncoding.PERCENT) == to_v2_entity(other, encoding=ValueEncoding.PERCENT)
+    assert to_v2_entity(canonical, encoding=ValueEncoding.PERCENT) == to_v2_entity(
+        other, encoding=ValueEncoding.PERCENT
+    )

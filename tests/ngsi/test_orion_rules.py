@@ -45,7 +45,9 @@ def test_a_plain_batch_is_accepted() -> None:
     assert v2(batch(room(**TEMP)), Fiware_ServicePath="/test") == (204, None)
 
 
-@pytest.mark.parametrize("service", ["servicedot.sr", "Service-sr", "Service(sr)", "service#sr", "service%sr", "service&sr"])
+@pytest.mark.parametrize(
+    "service", ["servicedot.sr", "Service-sr", "Service(sr)", "service#sr", "service%sr", "service&sr"]
+)
 def test_tenant_characters(service: str) -> None:
     assert v2(batch(room(**TEMP)), Fiware_Service=service) == bad(
         "bad character in tenant name - only underscore and alphanumeric characters are allowed"
@@ -81,7 +83,10 @@ def test_service_path_errors(path: str, description: str) -> None:
     assert v2(batch(room(**TEMP)), Fiware_ServicePath=path) == bad(description)
 
 
-@pytest.mark.parametrize("path", ["/", "/Service_path", "/SERVICE", "/serv1/serv2/serv3/serv4/serv5/serv6/serv7/serv8/serv9/serv10", "/" + "a" * 50])
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/Service_path", "/SERVICE", "/serv1/serv2/serv3/serv4/serv5/serv6/serv7/serv8/serv9/serv10", "/" + "a" * 50],
+)
 def test_service_paths_accepted(path: str) -> None:
     assert v2(batch(room(**TEMP)), Fiware_ServicePath=path) == (204, None)
 
@@ -124,7 +129,21 @@ def test_size_limit_is_one_mebibyte() -> None:
     assert v2(batch(room(a={"type": "Text", "value": exact})))[0] == 204
 
 
-@pytest.mark.parametrize("etype", ["habitación", "house<flat>", "house=flat", 'house"flat"', "house;flat", "house_?", "house_&", "house_/", "house_#", "my house"])
+@pytest.mark.parametrize(
+    "etype",
+    [
+        "habitación",
+        "house<flat>",
+        "house=flat",
+        'house"flat"',
+        "house;flat",
+        "house_?",
+        "house_&",
+        "house_/",
+        "house_#",
+        "my house",
+    ],
+)
 def test_entity_type_characters(etype: str) -> None:
     assert v2(batch({"id": "room", "type": etype, **TEMP})) == bad("Invalid characters in entity type")
 
@@ -144,14 +163,19 @@ def test_identifier_lengths() -> None:
     )
 
 
-@pytest.mark.parametrize("value", ["house<flat>", "house=flat", 'house"flat"', "house'flat'", "house;flat", "house(flat)", "人吉(水の手橋)"])
+@pytest.mark.parametrize(
+    "value", ["house<flat>", "house=flat", 'house"flat"', "house'flat'", "house;flat", "house(flat)", "人吉(水の手橋)"]
+)
 def test_value_characters(value: str) -> None:
     assert v2(batch(room(name={"type": "Text", "value": value}))) == bad("Invalid characters in attribute value")
     nested = {"type": "StructuredValue", "value": {"a": [1, {"b": value}]}}
     assert v2(batch(room(name=nested))) == bad("Invalid characters in attribute value")
 
 
-@pytest.mark.parametrize("value", ["fsdfsd", "house@flat", "habitación", "españa", "house_?", "house_&", "house_/", "house_#", "人吉%28水の手橋%29"])
+@pytest.mark.parametrize(
+    "value",
+    ["fsdfsd", "house@flat", "habitación", "españa", "house_?", "house_&", "house_/", "house_#", "人吉%28水の手橋%29"],
+)
 def test_values_accepted(value: str) -> None:
     assert v2(batch(room(name={"type": "Text", "value": value}))) == (204, None)
 
@@ -181,7 +205,15 @@ def test_only_one_location_without_ignore_type() -> None:
         "type": "geo:json",
         "value": {
             "type": "Polygon",
-            "coordinates": [[[-3.69807, 40.49029], [-3.68640, 40.49100], [-3.68602, 40.50456], [-3.71192, 40.50420], [-3.69807, 40.49029]]],
+            "coordinates": [
+                [
+                    [-3.69807, 40.49029],
+                    [-3.68640, 40.49100],
+                    [-3.68602, 40.50456],
+                    [-3.71192, 40.50420],
+                    [-3.69807, 40.49029],
+                ]
+            ],
         },
     }
     assert v2(batch(room(location=point, serviceArea=area))) == (

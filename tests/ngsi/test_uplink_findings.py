@@ -79,7 +79,9 @@ def ld_accepted(r: Reading) -> dict[str, Any]:
 )
 def test_finding1_dollar_keys_are_refused_in_structured_values(value: Any, key: str) -> None:
     err = refused(reading(info=Attribute(value=value)))
-    assert str(err).startswith(f"{GAUGE}.info: object key {key!r} starts with '$', which Orion takes for an update operator, got ")
+    assert str(err).startswith(
+        f"{GAUGE}.info: object key {key!r} starts with '$', which Orion takes for an update operator, got "
+    )
     assert str(err).endswith(f"; {DOLLAR_FIX}")
     assert err.params["attribute"] == "info"
 
@@ -102,7 +104,9 @@ def test_finding1_keys_the_database_cannot_store() -> None:
     assert str(refused(reading(info=Attribute(value={"": 1})))) == (
         f"{GAUGE}.info: object key '' must be non-empty and free of NUL characters (its database refuses it), got {{'': 1}}"
     )
-    assert str(refused(reading(info=Attribute(value={"a\x00b": 1})))).startswith(f"{GAUGE}.info: object key 'a\\x00b' must be")
+    assert str(refused(reading(info=Attribute(value={"a\x00b": 1})))).startswith(
+        f"{GAUGE}.info: object key 'a\\x00b' must be"
+    )
     # a dollar inside a key, and dots, are stored fine (fiware-orion functional test 1490)
     entity = v2_accepted(reading(info=Attribute(value={"price$": 1, "pm2.5": 12})))
     assert entity["info"]["value"] == {"price$": 1, "pm2.5": 12}
@@ -165,31 +169,129 @@ HOLE = [[130.72, 32.22], [130.74, 32.22], [130.74, 32.24], [130.72, 32.22]]
 
 # (value, what, fix) — the message is "<id>.location: geo:json <what>, got <value>[; <fix>]"
 GEO_REFUSED = [
-    ({"type": "Point", "coordinates": [200, 32.2]}, "longitude 200 at coordinates is outside -180..180", "positions are [longitude, latitude]"),
-    ({"type": "LineString", "coordinates": [[130.7, 32.2], [130.8, -95]]}, "latitude -95 at coordinates[1] is outside -90..90", "positions are [longitude, latitude], are the two swapped?"),
+    (
+        {"type": "Point", "coordinates": [200, 32.2]},
+        "longitude 200 at coordinates is outside -180..180",
+        "positions are [longitude, latitude]",
+    ),
+    (
+        {"type": "LineString", "coordinates": [[130.7, 32.2], [130.8, -95]]},
+        "latitude -95 at coordinates[1] is outside -90..90",
+        "positions are [longitude, latitude], are the two swapped?",
+    ),
     # fiware-orion#3347: a Point with nested coordinates made Orion answer 500
-    ({"type": "Point", "coordinates": [[2, 1]]}, "coordinates must be a position [longitude, latitude] (an altitude may follow)", "positions are arrays of 2 or 3 numbers"),
+    (
+        {"type": "Point", "coordinates": [[2, 1]]},
+        "coordinates must be a position [longitude, latitude] (an altitude may follow)",
+        "positions are arrays of 2 or 3 numbers",
+    ),
     # fiware-orion#3949: string coordinates, 500 again
-    ({"type": "Point", "coordinates": ["-0.042202", "31.976196"]}, "coordinates must hold finite numbers, it holds '-0.042202'", "positions are arrays of 2 or 3 numbers"),
-    ({"type": "Point", "coordinates": [130.7, 32.2, 10, 1]}, "coordinates must be a position [longitude, latitude] (an altitude may follow)", "positions are arrays of 2 or 3 numbers"),
-    ({"type": "Polygon", "coordinates": SQUARE}, "coordinates[0][0] must be a position [longitude, latitude] (an altitude may follow)", "positions are arrays of 2 or 3 numbers"),
-    ({"type": "MultiPoint", "coordinates": []}, "coordinates of a MultiPoint must be a non-empty list of positions", ""),
-    ({"type": "LineString", "coordinates": [[130.7, 32.2], [130.7, 32.2]]}, "line coordinates needs at least 2 distinct positions", ""),
-    ({"type": "Polygon", "coordinates": [SQUARE[:-1]]}, "ring coordinates[0] is not closed: its last position must repeat the first", RING_FIX),
-    ({"type": "Polygon", "coordinates": [[[130.7, 32.2], [130.8, 32.2], [130.7, 32.2]]]}, "ring coordinates[0] needs at least 4 positions, it has 3", RING_FIX),
-    ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 0], [0, 0]]]}, "ring coordinates[0] needs at least 3 distinct corners", RING_FIX),
-    ({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}, "ring coordinates[0] crosses or touches itself", "split it into separate polygons"),
-    ({"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [1, 1], [2, 2], [0, 2], [1, 1], [0, 0]]]}, "ring coordinates[0] passes through [1.0, 1.0] twice", "split it into separate polygons"),
-    ({"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [1, 0], [1, 1], [0, 0]]]}, "ring coordinates[0] doubles back on itself at [2.0, 0.0]", RING_FIX),
-    ({"type": "Polygon", "coordinates": [SQUARE, [[131, 33], [131.1, 33], [131.1, 33.1], [131, 33]]]}, "hole coordinates[1] is not inside the outer ring coordinates[0]", "the first ring is the outline, the others are holes in it"),
-    ({"type": "Polygon", "coordinates": [SQUARE, [[130.75, 32.25], [130.9, 32.25], [130.75, 32.28], [130.75, 32.25]]]}, "rings coordinates[0] and coordinates[1] cross", ""),
-    ({"type": "Polygon", "coordinates": [SQUARE, [[130.7, 32.2], [130.78, 32.22], [130.8, 32.3], [130.72, 32.28], [130.7, 32.2]]]}, "hole coordinates[1] shares more than one corner with the outer ring coordinates[0]", ""),
-    ({"type": "Polygon", "coordinates": [SQUARE, [[130.75, 32.2], [130.78, 32.2], [130.76, 32.25], [130.75, 32.2]]]}, "rings coordinates[0] and coordinates[1] cross", ""),
-    ({"type": "MultiPolygon", "coordinates": [[SQUARE], [SQUARE[:-1]]]}, "ring coordinates[1][0] is not closed: its last position must repeat the first", RING_FIX),
-    ({"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [130.7, 32.2]}]}, "GeometryCollection is not supported by Orion (its database fails with 500)", "send each geometry as its own attribute (extra ones with metadata ignoreType = true) or use a Multi* type"),
-    ({"type": "Feature", "geometry": None, "properties": {}}, "Feature needs a geometry (not a null, collection or nested Feature)", ""),
-    ({"type": "FeatureCollection", "features": []}, "FeatureCollection must hold exactly one Feature, it holds 0", "Orion keeps one location per entity; send the one geometry that locates it"),
-    ({"type": "Circle", "coordinates": [130.7, 32.2]}, "type must be Point, MultiPoint, LineString, MultiLineString, Polygon, MultiPolygon, Feature or FeatureCollection", ""),
+    (
+        {"type": "Point", "coordinates": ["-0.042202", "31.976196"]},
+        "coordinates must hold finite numbers, it holds '-0.042202'",
+        "positions are arrays of 2 or 3 numbers",
+    ),
+    (
+        {"type": "Point", "coordinates": [130.7, 32.2, 10, 1]},
+        "coordinates must be a position [longitude, latitude] (an altitude may follow)",
+        "positions are arrays of 2 or 3 numbers",
+    ),
+    (
+        {"type": "Polygon", "coordinates": SQUARE},
+        "coordinates[0][0] must be a position [longitude, latitude] (an altitude may follow)",
+        "positions are arrays of 2 or 3 numbers",
+    ),
+    (
+        {"type": "MultiPoint", "coordinates": []},
+        "coordinates of a MultiPoint must be a non-empty list of positions",
+        "",
+    ),
+    (
+        {"type": "LineString", "coordinates": [[130.7, 32.2], [130.7, 32.2]]},
+        "line coordinates needs at least 2 distinct positions",
+        "",
+    ),
+    (
+        {"type": "Polygon", "coordinates": [SQUARE[:-1]]},
+        "ring coordinates[0] is not closed: its last position must repeat the first",
+        RING_FIX,
+    ),
+    (
+        {"type": "Polygon", "coordinates": [[[130.7, 32.2], [130.8, 32.2], [130.7, 32.2]]]},
+        "ring coordinates[0] needs at least 4 positions, it has 3",
+        RING_FIX,
+    ),
+    (
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 0], [0, 0]]]},
+        "ring coordinates[0] needs at least 3 distinct corners",
+        RING_FIX,
+    ),
+    (
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]},
+        "ring coordinates[0] crosses or touches itself",
+        "split it into separate polygons",
+    ),
+    (
+        {"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [1, 1], [2, 2], [0, 2], [1, 1], [0, 0]]]},
+        "ring coordinates[0] passes through [1.0, 1.0] twice",
+        "split it into separate polygons",
+    ),
+    (
+        {"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [1, 0], [1, 1], [0, 0]]]},
+        "ring coordinates[0] doubles back on itself at [2.0, 0.0]",
+        RING_FIX,
+    ),
+    (
+        {"type": "Polygon", "coordinates": [SQUARE, [[131, 33], [131.1, 33], [131.1, 33.1], [131, 33]]]},
+        "hole coordinates[1] is not inside the outer ring coordinates[0]",
+        "the first ring is the outline, the others are holes in it",
+    ),
+    (
+        {
+            "type": "Polygon",
+            "coordinates": [SQUARE, [[130.75, 32.25], [130.9, 32.25], [130.75, 32.28], [130.75, 32.25]]],
+        },
+        "rings coordinates[0] and coordinates[1] cross",
+        "",
+    ),
+    (
+        {
+            "type": "Polygon",
+            "coordinates": [SQUARE, [[130.7, 32.2], [130.78, 32.22], [130.8, 32.3], [130.72, 32.28], [130.7, 32.2]]],
+        },
+        "hole coordinates[1] shares more than one corner with the outer ring coordinates[0]",
+        "",
+    ),
+    (
+        {"type": "Polygon", "coordinates": [SQUARE, [[130.75, 32.2], [130.78, 32.2], [130.76, 32.25], [130.75, 32.2]]]},
+        "rings coordinates[0] and coordinates[1] cross",
+        "",
+    ),
+    (
+        {"type": "MultiPolygon", "coordinates": [[SQUARE], [SQUARE[:-1]]]},
+        "ring coordinates[1][0] is not closed: its last position must repeat the first",
+        RING_FIX,
+    ),
+    (
+        {"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [130.7, 32.2]}]},
+        "GeometryCollection is not supported by Orion (its database fails with 500)",
+        "send each geometry as its own attribute (extra ones with metadata ignoreType = true) or use a Multi* type",
+    ),
+    (
+        {"type": "Feature", "geometry": None, "properties": {}},
+        "Feature needs a geometry (not a null, collection or nested Feature)",
+        "",
+    ),
+    (
+        {"type": "FeatureCollection", "features": []},
+        "FeatureCollection must hold exactly one Feature, it holds 0",
+        "Orion keeps one location per entity; send the one geometry that locates it",
+    ),
+    (
+        {"type": "Circle", "coordinates": [130.7, 32.2]},
+        "type must be Point, MultiPoint, LineString, MultiLineString, Polygon, MultiPolygon, Feature or FeatureCollection",
+        "",
+    ),
 ]
 
 
@@ -254,7 +356,9 @@ def test_finding4_bad_datetime_gets_a_technicians_message(value: str, what: str)
 
 
 def test_finding4_bad_datetime_metadata_too() -> None:
-    bad = reading(level=Attribute(value=1.0, metadata={"checkedAt": {"type": "DateTime", "value": "2024-02-30T00:00:00Z"}}))
+    bad = reading(
+        level=Attribute(value=1.0, metadata={"checkedAt": {"type": "DateTime", "value": "2024-02-30T00:00:00Z"}})
+    )
     assert str(refused(bad)) == (
         f"{GAUGE}.level.metadata.checkedAt: DateTime is not an ISO 8601 date and time, got '2024-02-30T00:00:00Z'; {DATETIME_FIX}"
     )

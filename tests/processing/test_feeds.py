@@ -25,23 +25,47 @@ THRESHOLDS = [{"level": 2.0}, {"level": 3.0}, {"level": 4.0}, {"level": 5.5}]
 
 def gauge_doc(level: str, at: str) -> bytes:
     """The 人吉 水の手橋 gauge as the prefecture's portal publishes it (see adapters/http_poll/sample.toml)."""
-    doc = {"更新時刻": at, "観測所": [{"観測所番号": "0431", "観測所名": "人吉", "水位": level, "観測時刻": at,
-                                      "緯度": "32.2103", "経度": "130.7633"}]}
+    doc = {
+        "更新時刻": at,
+        "観測所": [
+            {
+                "観測所番号": "0431",
+                "観測所名": "人吉",
+                "水位": level,
+                "観測時刻": at,
+                "緯度": "32.2103",
+                "経度": "130.7633",
+            }
+        ],
+    }
     return json.dumps(doc, ensure_ascii=False).encode()
 
 
 def river_processing(adapter: str) -> list[dict[str, Any]]:
-    return [{"type": "river", "match": {"adapter": adapter, "entity_type": "WaterObserved",
-                                        "entity_id": "urn:ngsi-ld:WaterObserved:kumamoto-.*",
-                                        "attribute": "waterLevel"},
-             "thresholds": THRESHOLDS, "datum": {"name": "T.P.", "elevation_m": 98.5}}]
+    return [
+        {
+            "type": "river",
+            "match": {
+                "adapter": adapter,
+                "entity_type": "WaterObserved",
+                "entity_id": "urn:ngsi-ld:WaterObserved:kumamoto-.*",
+                "attribute": "waterLevel",
+            },
+            "thresholds": THRESHOLDS,
+            "datum": {"name": "T.P.", "elevation_m": 98.5},
+        }
+    ]
 
 
-def gateway_doc(tmp_path: Path, orion: OrionDouble, adapter: dict[str, Any],
-                processing: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"gateway": {"id": "gw-river", "data_dir": str(tmp_path / "data")},
-            "adapters": [adapter], "processing": processing,
-            "uplinks": [{"name": "orion", "type": "orion", "url": orion.url}]}
+def gateway_doc(
+    tmp_path: Path, orion: OrionDouble, adapter: dict[str, Any], processing: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "gateway": {"id": "gw-river", "data_dir": str(tmp_path / "data")},
+        "adapters": [adapter],
+        "processing": processing,
+        "uplinks": [{"name": "orion", "type": "orion", "url": orion.url}],
+    }
 
 
 def alerts(orion: OrionDouble) -> dict[str, dict[str, Any]]:
@@ -60,15 +84,27 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = 15.0)
         await asyncio.sleep(0.02)
 
 
-async def test_http_poll_gauge_raises_and_clears_an_alert_in_orion(tmp_path: Path, orion_double: OrionDouble,
-                                                                   capsys: Any) -> None:
+async def test_http_poll_gauge_raises_and_clears_an_alert_in_orion(
+    tmp_path: Path, orion_double: OrionDouble, capsys: Any
+) -> None:
     async with serve(DocServer(body=gauge_doc("1.50", "2026/07/04 05:00"))) as portal:
-        adapter = {"name": "river-portal", "type": "http_poll", "url": portal.url, "interval_s": 0.1,
-                   "timeout_s": 0.1,
-                   "mappings": [{"items": "観測所", "entity_id": "urn:ngsi-ld:WaterObserved:kumamoto-{観測所番号}",
-                                 "entity_type": "WaterObserved", "null_values": ["欠測"],
-                                 "timestamp": {"path": "観測時刻", "format": "local", "zone": "Asia/Tokyo"},
-                                 "attributes": [{"path": "水位", "name": "waterLevel", "unit": "MTR"}]}]}
+        adapter = {
+            "name": "river-portal",
+            "type": "http_poll",
+            "url": portal.url,
+            "interval_s": 0.1,
+            "timeout_s": 0.1,
+            "mappings": [
+                {
+                    "items": "観測所",
+                    "entity_id": "urn:ngsi-ld:WaterObserved:kumamoto-{観測所番号}",
+                    "entity_type": "WaterObserved",
+                    "null_values": ["欠測"],
+                    "timestamp": {"path": "観測時刻", "format": "local", "zone": "Asia/Tokyo"},
+                    "attributes": [{"path": "水位", "name": "waterLevel", "unit": "MTR"}],
+                }
+            ],
+        }
         config = parse_config(gateway_doc(tmp_path, orion_double, adapter, river_processing("river-portal")))
         gw = Gateway(config)
         await gw.start()
@@ -97,8 +133,10 @@ async def test_http_poll_gauge_raises_and_clears_an_alert_in_orion(tmp_path: Pat
     assert status["processing"][0]["name"] == "processing[0] (river)"
     assert status["processing"][0]["counters"]["alerts"] == 2
     config_path = tmp_path / "gateway.toml"
-    config_path.write_text(f'[gateway]\nid = "gw-river"\ndata_dir = "{tmp_path / "data"}"\n'
-                           f'[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "{orion_double.url}"\n')
+    config_path.write_text(
+        f'[gateway]\nid = "gw-river"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "{orion_double.url}"\n'
+    )
     assert main(["status", "--config", str(config_path)]) == 0
     out = capsys.readouterr().out
     assert "processing:\n  processing[0] (river)                    alerts 2  skipped 0\n" in out
@@ -108,25 +146,48 @@ async def test_mqtt_level_sensor_in_cm_converted_checked_and_alerting(
     tmp_path: Path, orion_double: OrionDouble, mosquitto_private: MosquittoBroker
 ) -> None:
     # a LoRaWAN ultrasonic gauge reporting centimetres: rename, convert to metres, check, then the river
-    adapter = {"name": "lorawan", "type": "mqtt", "host": mosquitto_private.host, "port": mosquitto_private.port,
-               "client_id": "river-feed", "reconnect_min_s": 0.1,
-               "subscriptions": [{"topic": "gauges/+", "entity_id": "urn:ngsi-ld:WaterObserved:kumamoto-{topic[1]}",
-                                  "entity_type": "WaterObserved",
-                                  "timestamp": {"path": "time", "format": "iso8601"},
-                                  "attributes": [{"path": "level_cm", "name": "level_cm", "unit": "CMT"},
-                                                 {"path": "rssi", "name": "rssi"}]}]}
+    adapter = {
+        "name": "lorawan",
+        "type": "mqtt",
+        "host": mosquitto_private.host,
+        "port": mosquitto_private.port,
+        "client_id": "river-feed",
+        "reconnect_min_s": 0.1,
+        "subscriptions": [
+            {
+                "topic": "gauges/+",
+                "entity_id": "urn:ngsi-ld:WaterObserved:kumamoto-{topic[1]}",
+                "entity_type": "WaterObserved",
+                "timestamp": {"path": "time", "format": "iso8601"},
+                "attributes": [
+                    {"path": "level_cm", "name": "level_cm", "unit": "CMT"},
+                    {"path": "rssi", "name": "rssi"},
+                ],
+            }
+        ],
+    }
     processing: list[dict[str, Any]] = [
         {"type": "rename", "match": {"adapter": "lorawan", "attribute": "level_cm"}, "to": "waterLevel"},
-        {"type": "unit", "match": {"adapter": "lorawan", "attribute": "waterLevel"},
-         "from_unit": "CMT", "to_unit": "MTR"},
+        {
+            "type": "unit",
+            "match": {"adapter": "lorawan", "attribute": "waterLevel"},
+            "from_unit": "CMT",
+            "to_unit": "MTR",
+        },
         {"type": "drop", "match": {"adapter": "lorawan"}, "attributes": ["rssi"]},
-        {"type": "quality", "match": {"adapter": "lorawan", "attribute": "waterLevel"},
-         "valid_min": 0.0, "valid_max": 12.0, "on_fail": "flag"},
+        {
+            "type": "quality",
+            "match": {"adapter": "lorawan", "attribute": "waterLevel"},
+            "valid_min": 0.0,
+            "valid_max": 12.0,
+            "on_fail": "flag",
+        },
         *river_processing("lorawan"),
     ]
     gw = Gateway(parse_config(gateway_doc(tmp_path, orion_double, adapter, processing)))
     await gw.start()
     try:
+
         def send(cm: float, at: str) -> Any:
             payload = json.dumps({"level_cm": cm, "rssi": -97, "time": at}).encode()
             return publish(mosquitto_private, [("gauges/0431", payload)])
@@ -142,8 +203,10 @@ async def test_mqtt_level_sensor_in_cm_converted_checked_and_alerting(
         assert level["metadata"]["quality"]["value"] == []
         assert "rssi" not in gauge(orion_double) and "level_cm" not in gauge(orion_double)
         await send(9999, "2026-07-04T05:05:00+09:00")  # 99.99 m: out of range, flagged, moves no state
-        await until(lambda: gauge(orion_double)["waterLevel"]["metadata"]["quality"]["value"] == ["out_of_range"],
-                    "the flagged level")
+        await until(
+            lambda: gauge(orion_double)["waterLevel"]["metadata"]["quality"]["value"] == ["out_of_range"],
+            "the flagged level",
+        )
         assert alerts(orion_double) == {}
         await send(310, "2026-07-04T05:10:00+09:00")  # 3.10 m: two thresholds crossed at once
         await until(lambda: len(alerts(orion_double)) == 2, "two alerts on the way up")
@@ -154,8 +217,13 @@ async def test_mqtt_level_sensor_in_cm_converted_checked_and_alerting(
         counters = [p["counters"] for p in (await gw.status())["processing"]]
         seen = counters[0]["renamed"]  # the first level, as often as it arrived, and the three after it
         assert seen >= 4
-        assert counters == [{"renamed": seen}, {"converted": seen}, {"dropped": seen}, {"flagged": 1, "dropped": 0},
-                            {"alerts": 4, "skipped": 1}]
+        assert counters == [
+            {"renamed": seen},
+            {"converted": seen},
+            {"dropped": seen},
+            {"flagged": 1, "dropped": 0},
+            {"alerts": 4, "skipped": 1},
+        ]
     finally:
         await gw.stop()
 
@@ -169,14 +237,27 @@ async def test_a_modbus_gauge_runs_its_profile_checks_and_river_through_the_stag
     profile = load_profile("generic/pressure-level-transmitter")
     values = {"unit_code": 1, "decimals": 2, "level": 1.20, "range_zero": 0.0, "range_full": 5.0}
     peer, port = await start_tcp_peer([image_from_values(1, profile, values)])
-    adapter = {"name": "cabinet", "type": "modbus", "buses": [{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}],
-               "devices": [{"name": "gauge", "bus": "gw", "profile": "generic/pressure-level-transmitter",
-                            "unit_id": 1, "poll_interval": 0.1, "timeout": 0.2,
-                            "river": {"point": "level", "thresholds": [{"level": 1.5}, {"level": 2.0}]}}]}
+    adapter = {
+        "name": "cabinet",
+        "type": "modbus",
+        "buses": [{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}],
+        "devices": [
+            {
+                "name": "gauge",
+                "bus": "gw",
+                "profile": "generic/pressure-level-transmitter",
+                "unit_id": 1,
+                "poll_interval": 0.1,
+                "timeout": 0.2,
+                "river": {"point": "level", "thresholds": [{"level": 1.5}, {"level": 2.0}]},
+            }
+        ],
+    }
     gw = Gateway(parse_config(gateway_doc(tmp_path, orion_double, adapter, [])))
     await gw.start()
     station = "urn:ngsi-ld:WaterObserved:gw-river-gauge"
     try:
+
         def entity() -> dict[str, Any]:
             return next((e for key, e in orion_double.entities.items() if key[2] == station), {})
 

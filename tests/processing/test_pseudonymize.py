@@ -66,15 +66,23 @@ def processor(ring: KeyRing | None = None, digest_bytes: int = 16, **kinds: Iden
 
 
 def scan(observed_at: datetime = T0 + timedelta(days=1), adapter: str = "desk", **values: Any) -> Reading:
-    attrs = {name: Attribute(value=v, type="Text", metadata={"source": {"type": "Text", "value": "scanner"}})
-             for name, v in values.items()}
+    attrs = {
+        name: Attribute(value=v, type="Text", metadata={"source": {"type": "Text", "value": "scanner"}})
+        for name, v in values.items()
+    }
     attrs["count"] = Attribute(value=1, type="Number")
-    return Reading(entity_id="urn:ngsi-ld:LibraryScan:gw1-1", entity_type="LibraryScan", attributes=attrs,
-                   observed_at=observed_at, source=Source(adapter=adapter))
+    return Reading(
+        entity_id="urn:ngsi-ld:LibraryScan:gw1-1",
+        entity_type="LibraryScan",
+        attributes=attrs,
+        observed_at=observed_at,
+        source=Source(adapter=adapter),
+    )
 
 
-def token_of(p: Pseudonymizer, name: str, value: Any, observed_at: datetime = T0 + timedelta(days=1),
-             now: datetime | None = None) -> str:
+def token_of(
+    p: Pseudonymizer, name: str, value: Any, observed_at: datetime = T0 + timedelta(days=1), now: datetime | None = None
+) -> str:
     out = p.process(scan(observed_at, **{name: value}), now or observed_at)
     assert len(out) == 1
     token = out[0].attributes[name].value
@@ -108,8 +116,11 @@ def test_same_input_same_token(value: str, kind: IdentifierKind) -> None:
     assert token_of(a, "v", value) == token_of(a, "v", value) == token_of(b, "v", value)
 
 
-@given(k1=st.binary(min_size=32, max_size=32), k2=st.binary(min_size=32, max_size=32),
-       value=st.text(alphabet="0123456789", min_size=6, max_size=16))
+@given(
+    k1=st.binary(min_size=32, max_size=32),
+    k2=st.binary(min_size=32, max_size=32),
+    value=st.text(alphabet="0123456789", min_size=6, max_size=16),
+)
 def test_different_key_different_token(k1: bytes, k2: bytes, value: str) -> None:
     if k1 == k2:
         return
@@ -120,8 +131,14 @@ def _mac_spellings(octets: bytes) -> list[str]:
     h = octets.hex()
     pairs = [h[i : i + 2] for i in range(0, 12, 2)]
     return [
-        ":".join(pairs), ":".join(pairs).upper(), "-".join(pairs).upper(), "-".join(pairs),
-        ".".join(h[i : i + 4] for i in range(0, 12, 4)), h, h.upper(), f"{h[:6]}-{h[6:]}",
+        ":".join(pairs),
+        ":".join(pairs).upper(),
+        "-".join(pairs).upper(),
+        "-".join(pairs),
+        ".".join(h[i : i + 4] for i in range(0, 12, 4)),
+        h,
+        h.upper(),
+        f"{h[:6]}-{h[6:]}",
         ":".join(p.lstrip("0") or "0" for p in pairs),  # BSD prints no leading zeros
         "  " + ":".join(pairs) + "\n",
     ]
@@ -149,8 +166,11 @@ def test_email_domain_case_and_blanks_do_not_matter_but_the_local_part_case_does
         assert token_of(p, "v", f"{local.upper()}@{domain}") != base
 
 
-@given(digits=st.text(alphabet="0123456789", min_size=4, max_size=20), cut=st.integers(1, 3),
-       sep=st.sampled_from([" ", "-", "\u3000", "\u30fc", "\uff0d", "\u2010"]))
+@given(
+    digits=st.text(alphabet="0123456789", min_size=4, max_size=20),
+    cut=st.integers(1, 3),
+    sep=st.sampled_from([" ", "-", "\u3000", "\u30fc", "\uff0d", "\u2010"]),
+)
 def test_card_spellings_give_one_token(digits: str, cut: int, sep: str) -> None:
     p = processor(v=CARD)
     fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in digits)  # ０１２… as a Japanese IME types them
@@ -222,7 +242,9 @@ def test_rotation_refuses_a_past_date_and_one_not_after_the_newest_key() -> None
     assert [k.key_id for k in ring.rotate(KEY1, now, now).keys] == ["k1", "k2", "k3"]
 
 
-def test_store_creates_the_first_key_once_and_logs_only_its_id(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_store_creates_the_first_key_once_and_logs_only_its_id(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="gateway.processing")
     store = PseudonymKeyStore(tmp_path)
     ring = store.load(T0)
@@ -253,15 +275,19 @@ def test_load_erases_a_retired_key_after_keep_old_days(tmp_path: Path, caplog: p
     assert kept.keys == (second,)
     assert store.read().keys == (second,)  # gone from the store, not only from memory
     assert [r.getMessage() for r in caplog.records] == [
-        ("pseudonymize: erased pseudonym key k1 (retired 2026-10-01T00:00:00Z, kept 30 days); its tokens can no "
-        "longer be linked to any value")
+        (
+            "pseudonymize: erased pseudonym key k1 (retired 2026-10-01T00:00:00Z, kept 30 days); its tokens can no "
+            "longer be linked to any value"
+        )
     ]
 
 
 def test_a_damaged_ring_is_a_clear_error_that_quotes_no_key() -> None:
     with pytest.raises(PseudonymKeyError) as exc:
-        decode_ring('{"version": 1, "keys": [{"generation": 1, "valid_from": "2026-04-01T00:00:00Z", '
-                    '"key": "c2VjcmV0"}]}', timedelta(days=30))
+        decode_ring(
+            '{"version": 1, "keys": [{"generation": 1, "valid_from": "2026-04-01T00:00:00Z", "key": "c2VjcmV0"}]}',
+            timedelta(days=30),
+        )
     assert str(exc.value) == (
         "secret:pseudonym.keys: not a pseudonym key ring, got a key of 6 bytes; restore the secret store from a "
         "backup (a new ring gives every value a new token)"
@@ -284,21 +310,29 @@ def test_cli_rotates_from_a_date_and_lists_without_keys(tmp_path: Path) -> None:
     code, out, err = _cli(tmp_path, "rotate", "--from", "2026-10-01", now=now)
     assert (code, err) == (0, "")
     # a bare date is midnight in Japan
-    assert out == ("pseudonym key k2 added, in force from 2026-09-30T15:00:00Z; reload or restart the gateway for it "
-                   "to take effect\n")
+    assert out == (
+        "pseudonym key k2 added, in force from 2026-09-30T15:00:00Z; reload or restart the gateway for it "
+        "to take effect\n"
+    )
     code, out, err = _cli(tmp_path, "list", now=now)
-    assert out == ("k1     in force   from 2026-04-01T00:00:00Z until 2026-09-30T15:00:00Z\n"
-                   "k2     scheduled  from 2026-09-30T15:00:00Z\n")
+    assert out == (
+        "k1     in force   from 2026-04-01T00:00:00Z until 2026-09-30T15:00:00Z\n"
+        "k2     scheduled  from 2026-09-30T15:00:00Z\n"
+    )
     code, out, err = _cli(tmp_path, "rotate", "--from", "2026-09-01T00:00:00+09:00", now=now)
     assert code == 2 and out == ""
-    assert err == ("pseudonym rotate: --from must not be in the past, got 2026-08-31T15:00:00Z; readings since then "
-                   "already carry the old key's tokens (omit --from to rotate now)\n")
+    assert err == (
+        "pseudonym rotate: --from must not be in the past, got 2026-08-31T15:00:00Z; readings since then "
+        "already carry the old key's tokens (omit --from to rotate now)\n"
+    )
 
 
 def test_cli_finds_the_store_through_the_gateway_config(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
-    cfg.write_text(f'[gateway]\nid = "gw1"\ndata_dir = "{tmp_path / "data"}"\n\n'
-                   '[[uplinks]]\nname = "o"\ntype = "orion"\nurl = "http://127.0.0.1:1026"\n')
+    cfg.write_text(
+        f'[gateway]\nid = "gw1"\ndata_dir = "{tmp_path / "data"}"\n\n'
+        '[[uplinks]]\nname = "o"\ntype = "orion"\nurl = "http://127.0.0.1:1026"\n'
+    )
     parser = argparse.ArgumentParser(prog="edgegw")
     add_parser(parser.add_subparsers(dest="command"))
     out, err = io.StringIO(), io.StringIO()
@@ -308,15 +342,17 @@ def test_cli_finds_the_store_through_the_gateway_config(tmp_path: Path) -> None:
     cfg.write_text("[gateway]\nid = 1\n")
     out, err = io.StringIO(), io.StringIO()
     assert run(parser.parse_args(["pseudonym", "list", "-c", str(cfg)]), out, err, now=T0) == 2
-    assert err.getvalue() == (f"pseudonym list: {cfg}: 2 error(s)\n  gateway.id: input should be a valid string, got 1\n"
-                              "  uplinks: at least one [[uplinks]] entry is needed, got none\n")
+    assert err.getvalue() == (
+        f"pseudonym list: {cfg}: 2 error(s)\n  gateway.id: input should be a valid string, got 1\n"
+        "  uplinks: at least one [[uplinks]] entry is needed, got none\n"
+    )
 
 
 def test_cli_refuses_a_date_without_an_offset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         _cli(tmp_path, "rotate", "--from", "2026-10-01T00:00:00", now=T0)
     assert capsys.readouterr().err.endswith(
-        "argument --from: a date-time must carry an offset (+09:00 or Z), got \"2026-10-01T00:00:00\"\n"
+        'argument --from: a date-time must carry an offset (+09:00 or Z), got "2026-10-01T00:00:00"\n'
     )
 
 
@@ -352,11 +388,21 @@ def test_a_value_that_is_not_text_or_not_valid_is_dropped_and_said_once_masked(
         assert list(out.attributes) == ["count"]  # neither leaves in clear
     assert p.diagnostics() == {"pseudonymized": 0, "missing": 0, "not_text": 3, "invalid": 3, "key_generation": 1}
     assert [(r.levelname, r.getMessage()) for r in caplog.records[:2]] == [
-        ("WARNING", ('pseudonymize: desk LibraryScan.macAddress: not a MAC address, got "00***" (17 chars); the '
-                    'attribute was dropped so it never leaves in clear; fix the source, or set kinds.macAddress = '
-                    '"text"')),
-        ("WARNING", ("pseudonymize: desk LibraryScan.cardNumber: must be text to be pseudonymized, got a Number; the "
-                    "attribute was dropped so it never leaves in clear; map it as text in the source")),
+        (
+            "WARNING",
+            (
+                'pseudonymize: desk LibraryScan.macAddress: not a MAC address, got "00***" (17 chars); the '
+                "attribute was dropped so it never leaves in clear; fix the source, or set kinds.macAddress = "
+                '"text"'
+            ),
+        ),
+        (
+            "WARNING",
+            (
+                "pseudonymize: desk LibraryScan.cardNumber: must be text to be pseudonymized, got a Number; the "
+                "attribute was dropped so it never leaves in clear; map it as text in the source"
+            ),
+        ),
     ]
     assert [r.levelname for r in caplog.records[2:]] == ["DEBUG"] * 4
     assert not any("11:22" in r.getMessage() or "12345678" in r.getMessage() for r in caplog.records)
@@ -391,14 +437,17 @@ def test_config_defaults_and_kinds() -> None:
 def test_config_errors_name_each_key() -> None:
     assert _errors({"type": "pseudonymize", "attributes": ["a", "a"], "kinds": {"b": "mac"}}) == [
         'processors[0].attributes[1]: is listed twice, got "a"; list it once',
-        ('processors[0].kinds.b: names an attribute that is not in attributes, got "b"; add it to attributes or '
-        "remove it"),
+        (
+            'processors[0].kinds.b: names an attribute that is not in attributes, got "b"; add it to attributes or '
+            "remove it"
+        ),
     ]
     assert _errors({"type": "pseudonymize", "attributes": []}) == [
         "processors[0].attributes: must name at least one attribute, got []"
     ]
-    assert _errors({"type": "pseudonymize", "attributes": ["a"], "kinds": {"a": "phone"}, "digest_bytes": 4,
-                    "salt": "x"}) == [
+    assert _errors(
+        {"type": "pseudonymize", "attributes": ["a"], "kinds": {"a": "phone"}, "digest_bytes": 4, "salt": "x"}
+    ) == [
         "processors[0].kinds.a: input should be 'mac', 'email', 'card' or 'text', got \"phone\"",
         "processors[0].digest_bytes: input should be greater than or equal to 8, got 4",
         "processors[0].salt: unknown key; valid keys here: attributes, digest_bytes, keep_old_days, kinds, match, type",
@@ -406,8 +455,9 @@ def test_config_errors_name_each_key() -> None:
 
 
 def test_build_loads_the_gateway_key_and_tokens_survive_a_restart(tmp_path: Path) -> None:
-    cfg = PseudonymizeConfig.model_validate({"type": "pseudonymize", "attributes": ["email"],
-                                             "kinds": {"email": "email"}})
+    cfg = PseudonymizeConfig.model_validate(
+        {"type": "pseudonymize", "attributes": ["email"], "kinds": {"email": "email"}}
+    )
     context = ProcessorContext(gateway_id="gw1", data_dir=str(tmp_path))
     now = datetime.now(UTC)
     first = token_of(cfg.build(context), "email", "hanako@example.lg.jp", now, now)
@@ -442,18 +492,29 @@ async def test_nothing_in_clear_reaches_the_buffer_file_or_the_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     data_dir = tmp_path / "data"
-    cfg = PseudonymizeConfig.model_validate({
-        "type": "pseudonymize", "attributes": list(CLEAR),
-        "kinds": {"macAddress": "mac", "email": "email", "cardNumber": "card"},
-    })
+    cfg = PseudonymizeConfig.model_validate(
+        {
+            "type": "pseudonymize",
+            "attributes": list(CLEAR),
+            "kinds": {"macAddress": "mac", "email": "email", "cardNumber": "card"},
+        }
+    )
     p = cfg.build(ProcessorContext(gateway_id="gw1", data_dir=str(data_dir)))
     now = datetime.now(UTC)
-    box = await Outbox.open(data_dir / "buffer.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1),
-                            ["orion"])
+    box = await Outbox.open(
+        data_dir / "buffer.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1), ["orion"]
+    )
     readings = [scan(now, **CLEAR) for _ in range(50)]
     # and the broken spellings that are dropped, whose warnings quote them (masked)
-    readings.append(scan(now, macAddress=CLEAR["macAddress"] + ":00", email=CLEAR["email"].replace("@", " at "),
-                         cardNumber=int(CLEAR["cardNumber"].replace(" ", "")), name=" "))
+    readings.append(
+        scan(
+            now,
+            macAddress=CLEAR["macAddress"] + ":00",
+            email=CLEAR["email"].replace("@", " at "),
+            cardNumber=int(CLEAR["cardNumber"].replace(" ", "")),
+            name=" ",
+        )
+    )
     out = [r for reading in readings for r in p.process(reading, now)]
     await box.append_many(out)
     stored = await box.read("orion", 100)
@@ -479,8 +540,10 @@ def test_edgegw_pseudonym_rotate_and_list(tmp_path: Path, capsys: pytest.Capture
     from gateway import cli
 
     cfg = tmp_path / "gw.toml"
-    cfg.write_text(f'[gateway]\nid = "gw1"\ndata_dir = "{tmp_path / "data"}"\n\n'
-                   '[[uplinks]]\nname = "o"\ntype = "orion"\nurl = "http://127.0.0.1:1026"\n')
+    cfg.write_text(
+        f'[gateway]\nid = "gw1"\ndata_dir = "{tmp_path / "data"}"\n\n'
+        '[[uplinks]]\nname = "o"\ntype = "orion"\nurl = "http://127.0.0.1:1026"\n'
+    )
     assert cli.main(["pseudonym", "rotate", "-c", str(cfg)]) == 0
     assert cli.main(["pseudonym", "list", "-c", str(cfg)]) == 0
     out = capsys.readouterr().out

@@ -29,32 +29,68 @@ async def test_wifi_sessions_reach_orion_as_tokens_and_nothing_in_clear_stays_on
     tmp_path: Path, orion_double: OrionDouble, mosquitto_private: MosquittoBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    adapter = {"name": "wifi", "type": "mqtt", "host": mosquitto_private.host, "port": mosquitto_private.port,
-               "client_id": "wifi-feed", "reconnect_min_s": 0.1,
-               "subscriptions": [{"topic": "wifi/sessions", "entity_id": "urn:ngsi-ld:WiFiSession:{payload.session}",
-                                  "entity_type": "WiFiSession",
-                                  "attributes": [{"path": "mac", "name": "macAddress", "type": "Text"},
-                                                 {"path": "email", "name": "email", "type": "Text"},
-                                                 {"path": "ap", "name": "accessPoint", "type": "Text"}]}]}
-    processing = [{"type": "pseudonymize", "match": {"adapter": "wifi"}, "attributes": ["macAddress", "email"],
-                   "kinds": {"macAddress": "mac", "email": "email"}}]
+    adapter = {
+        "name": "wifi",
+        "type": "mqtt",
+        "host": mosquitto_private.host,
+        "port": mosquitto_private.port,
+        "client_id": "wifi-feed",
+        "reconnect_min_s": 0.1,
+        "subscriptions": [
+            {
+                "topic": "wifi/sessions",
+                "entity_id": "urn:ngsi-ld:WiFiSession:{payload.session}",
+                "entity_type": "WiFiSession",
+                "attributes": [
+                    {"path": "mac", "name": "macAddress", "type": "Text"},
+                    {"path": "email", "name": "email", "type": "Text"},
+                    {"path": "ap", "name": "accessPoint", "type": "Text"},
+                ],
+            }
+        ],
+    }
+    processing = [
+        {
+            "type": "pseudonymize",
+            "match": {"adapter": "wifi"},
+            "attributes": ["macAddress", "email"],
+            "kinds": {"macAddress": "mac", "email": "email"},
+        }
+    ]
     data = tmp_path / "data"
-    gw = Gateway(parse_config({"gateway": {"id": "gw-library", "data_dir": str(data)}, "adapters": [adapter],
-                               "processing": processing,
-                               "uplinks": [{"name": "orion", "type": "orion", "url": orion_double.url}]}))
+    gw = Gateway(
+        parse_config(
+            {
+                "gateway": {"id": "gw-library", "data_dir": str(data)},
+                "adapters": [adapter],
+                "processing": processing,
+                "uplinks": [{"name": "orion", "type": "orion", "url": orion_double.url}],
+            }
+        )
+    )
     await gw.start()
     try:
         sessions = [("s1", MAC, EMAIL), ("s2", MAC.lower().replace(":", "-"), " Hanako.Yamada@example.jp ")]
         deadline = time.monotonic() + 15
         while len([k for k in orion_double.entities if k[2].startswith("urn:ngsi-ld:WiFiSession:")]) < 2:
             assert time.monotonic() < deadline, "the sessions never reached Orion"
-            await publish(mosquitto_private, [("wifi/sessions", json.dumps(
-                {"session": s, "mac": mac, "email": email, "ap": "2F-reading-room"}).encode()) for s, mac, email in sessions])
+            await publish(
+                mosquitto_private,
+                [
+                    (
+                        "wifi/sessions",
+                        json.dumps({"session": s, "mac": mac, "email": email, "ap": "2F-reading-room"}).encode(),
+                    )
+                    for s, mac, email in sessions
+                ],
+            )
             await asyncio.sleep(0.3)
         status = await gw.status()
     finally:
         await gw.stop()
-    got: dict[str, Any] = {k[2]: e for k, e in orion_double.entities.items() if k[2].startswith("urn:ngsi-ld:WiFiSession:")}
+    got: dict[str, Any] = {
+        k[2]: e for k, e in orion_double.entities.items() if k[2].startswith("urn:ngsi-ld:WiFiSession:")
+    }
     s1, s2 = got["urn:ngsi-ld:WiFiSession:s1"], got["urn:ngsi-ld:WiFiSession:s2"]
     assert TOKEN.fullmatch(s1["macAddress"]["value"]) and TOKEN.fullmatch(s1["email"]["value"])
     # another spelling of the same device and address: the same tokens, so the platform can still count visits

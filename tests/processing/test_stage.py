@@ -18,11 +18,17 @@ from gateway.records import Attribute, Lane, Reading, Source
 T0 = datetime(2026, 7, 4, 0, 0, tzinfo=UTC)
 
 
-def reading(entity_id: str = "urn:ngsi-ld:WaterObserved:g1", *, adapter: str = "portal",
-            entity_type: str = "WaterObserved", **values: float) -> Reading:
+def reading(
+    entity_id: str = "urn:ngsi-ld:WaterObserved:g1",
+    *,
+    adapter: str = "portal",
+    entity_type: str = "WaterObserved",
+    **values: float,
+) -> Reading:
     attrs = {k: Attribute(value=v, type="Number") for k, v in (values or {"level_cm": 150.0}).items()}
-    return Reading(entity_id=entity_id, entity_type=entity_type, attributes=attrs, observed_at=T0,
-                   source=Source(adapter=adapter))
+    return Reading(
+        entity_id=entity_id, entity_type=entity_type, attributes=attrs, observed_at=T0, source=Source(adapter=adapter)
+    )
 
 
 class Recorder:
@@ -36,9 +42,17 @@ class Recorder:
         if self.fail:
             raise ReadingError("recorder: cannot use it, got a test value")
         if self.add:
-            return [r, Reading(entity_id="urn:ngsi-ld:Alert:x", entity_type="Alert",
-                               attributes={"severity": Attribute(value="low", type="Text")},
-                               observed_at=r.observed_at, source=r.source, lane=Lane.ALERT)]
+            return [
+                r,
+                Reading(
+                    entity_id="urn:ngsi-ld:Alert:x",
+                    entity_type="Alert",
+                    attributes={"severity": Attribute(value="low", type="Text")},
+                    observed_at=r.observed_at,
+                    source=r.source,
+                    lane=Lane.ALERT,
+                ),
+            ]
         return [r]
 
     def diagnostics(self) -> dict[str, int]:
@@ -60,11 +74,16 @@ def test_a_reading_nothing_matches_is_the_same_object_and_a_burst_the_same_seque
 
 
 def test_entries_run_in_stage_order_and_see_earlier_changes() -> None:
-    stage = Stage([
-        entry("rename", RenameProcessor(source="level_cm", target="waterLevel"), attribute="level_cm"),
-        entry("unit", UnitProcessor(attribute="waterLevel", factor=0.01, offset=0.0, to_unit="MTR",
-                                    from_unit="CMT"), attribute="waterLevel"),
-    ])
+    stage = Stage(
+        [
+            entry("rename", RenameProcessor(source="level_cm", target="waterLevel"), attribute="level_cm"),
+            entry(
+                "unit",
+                UnitProcessor(attribute="waterLevel", factor=0.01, offset=0.0, to_unit="MTR", from_unit="CMT"),
+                attribute="waterLevel",
+            ),
+        ]
+    )
     [out] = stage.process(reading(level_cm=150.0, rssi=-97.0), T0)
     assert list(out.attributes) == ["waterLevel", "rssi"]
     assert out.attributes["waterLevel"] == Attribute(value=1.5, type="Number", unit="MTR")
@@ -76,9 +95,13 @@ def test_entries_run_in_stage_order_and_see_earlier_changes() -> None:
 
 def test_an_added_reading_meets_only_the_entries_after_the_one_that_made_it() -> None:
     log: list[str] = []
-    stage = Stage([entry("before", Recorder(log, "before")),
-                   entry("maker", Recorder(log, "maker", add=True), entity_type="WaterObserved"),
-                   entry("after", Recorder(log, "after"))])
+    stage = Stage(
+        [
+            entry("before", Recorder(log, "before")),
+            entry("maker", Recorder(log, "maker", add=True), entity_type="WaterObserved"),
+            entry("after", Recorder(log, "after")),
+        ]
+    )
     out = stage.process(reading(), T0)
     assert [r.entity_type for r in out] == ["WaterObserved", "Alert"]
     g = "urn:ngsi-ld:WaterObserved:g1"
@@ -87,7 +110,9 @@ def test_an_added_reading_meets_only_the_entries_after_the_one_that_made_it() ->
 
 def test_a_dropped_reading_meets_no_later_entry_and_leaves_the_burst() -> None:
     log: list[str] = []
-    stage = Stage([entry("drop", DropProcessor(["level_cm"]), entity_id=".*g1"), entry("after", Recorder(log, "after"))])
+    stage = Stage(
+        [entry("drop", DropProcessor(["level_cm"]), entity_id=".*g1"), entry("after", Recorder(log, "after"))]
+    )
     g2 = reading("urn:ngsi-ld:WaterObserved:g2")
     assert stage.process_many([reading(), g2], T0) == [g2]
     assert log == ["after:urn:ngsi-ld:WaterObserved:g2"]
@@ -98,8 +123,10 @@ def test_a_processor_error_leaves_the_reading_as_it_was_and_is_counted() -> None
     stage = Stage([entry("bad", Recorder([], "bad", fail=True)), entry("next", Recorder([], "next"))])
     r = reading()
     assert stage.process(r, T0) == [r]
-    assert stage.diagnostics() == [{"name": "bad", "counters": {"seen": 1, "errors": 1}},
-                                   {"name": "next", "counters": {"seen": 1}}]
+    assert stage.diagnostics() == [
+        {"name": "bad", "counters": {"seen": 1, "errors": 1}},
+        {"name": "next", "counters": {"seen": 1}},
+    ]
 
 
 def test_the_attribute_of_a_match_is_checked_per_reading() -> None:
@@ -124,21 +151,31 @@ ids = st.sampled_from(["urn:ngsi-ld:WaterObserved:g1", "urn:ngsi-ld:WaterObserve
 patterns = st.sampled_from(["urn:ngsi-ld:WaterObserved:g1", "urn:ngsi-ld:WaterObserved:g1.*", ".*g1", "g1", ".*"])
 
 
-@given(adapter=st.none() | names, entity_type=st.none() | types, entity_id=st.none() | patterns,
-       key=st.tuples(names, types, ids))
+@given(
+    adapter=st.none() | names,
+    entity_type=st.none() | types,
+    entity_id=st.none() | patterns,
+    key=st.tuples(names, types, ids),
+)
 def test_a_match_holds_exactly_when_every_key_it_sets_holds(
     adapter: str | None, entity_type: str | None, entity_id: str | None, key: tuple[str, str, str]
 ) -> None:
     match = ProcessorMatch(adapter=adapter, entity_type=entity_type, entity_id=entity_id)
-    expected = ((adapter is None or adapter == key[0]) and (entity_type is None or entity_type == key[1])
-                and (entity_id is None or re.fullmatch(entity_id, key[2]) is not None))
+    expected = (
+        (adapter is None or adapter == key[0])
+        and (entity_type is None or entity_type == key[1])
+        and (entity_id is None or re.fullmatch(entity_id, key[2]) is not None)
+    )
     assert match.matches(key) is expected
 
 
 @given(st.lists(st.tuples(names, types, ids), min_size=1, max_size=30), st.integers(min_value=1, max_value=4))
 def test_a_cached_plan_is_the_plan_computed_afresh(keys: list[tuple[str, str, str]], cache_size: int) -> None:
-    entries = [entry("a", Recorder([], "a"), adapter="portal"), entry("b", Recorder([], "b"), entity_id=".*g1"),
-               entry("c", Recorder([], "c"), entity_type="Device")]
+    entries = [
+        entry("a", Recorder([], "a"), adapter="portal"),
+        entry("b", Recorder([], "b"), entity_id=".*g1"),
+        entry("c", Recorder([], "c"), entity_type="Device"),
+    ]
     cached, fresh = Stage(entries, cache_size=cache_size), Stage(entries, cache_size=cache_size)
     for key in keys:
         assert cached.plan(key) == tuple((i, e) for i, e in enumerate(entries) if e.match.matches(key))

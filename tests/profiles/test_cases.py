@@ -44,6 +44,8 @@ def test_validate_mixes_good_and_bad_files_and_still_exits_2(tmp_path: Path) -> 
 
 def test_the_ambiguous_address_message_names_both_fixes() -> None:
     text = (CASES / "address_notation" / "expected.txt").read_text()
-    assert ('points[2].address: is ambiguous: 40010 looks like 1-based 4xxxx notation; write address = "40010" '
-            'for register 40010 of that notation (0-based 9), or address = "0x9C4A" if 40010 really is the '
-            '0-based protocol address, got 40010') in text
+    assert (
+        'points[2].address: is ambiguous: 40010 looks like 1-based 4xxxx notation; write address = "40010" '
+        'for register 40010 of that notation (0-based 9), or address = "0x9C4A" if 40010 really is the '
+        "0-based protocol address, got 40010"
+    ) in text

@@ -43,8 +43,9 @@ def test_list_shows_every_shipped_profile() -> None:
 def test_a_local_profile_overrides_the_shipped_one_and_a_broken_one_is_flagged(tmp_path: Path) -> None:
     local = tmp_path / "senseair"
     local.mkdir()
-    (local / "s8.toml").write_text((SHIPPED_DIR / "senseair" / "s8.toml").read_text().replace(
-        'model = "S8"', 'model = "S8 local"'))
+    (local / "s8.toml").write_text(
+        (SHIPPED_DIR / "senseair" / "s8.toml").read_text().replace('model = "S8"', 'model = "S8 local"')
+    )
     (local / "broken.toml").write_text('vendor = "x"\n')
     refs = {r.name: r for r in find_profiles((tmp_path, SHIPPED_DIR))}
     assert refs["senseair/s8"].path == local / "s8.toml"
@@ -63,10 +64,26 @@ def test_show_prints_interface_points_and_commands() -> None:
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0] == "generic/pressure-level-transmitter: Generic RS-485 pressure level transmitter"
-    assert "  interface:   rtu 9600 8N1, unit id 1, timeout 0.5 s, delay 0 s, max 125 registers per read, max gap 0" in lines
+    assert (
+        "  interface:   rtu 9600 8N1, unit id 1, timeout 0.5 s, delay 0 s, max 125 registers per read, max gap 0"
+        in lines
+    )
     level = next(line for line in lines if line.strip().startswith("level "))
-    assert level.split() == ["level", "03", "4", "(0x0004)", "int16", "ABCD", "1", "/10^decimals", "MTR",
-                             "waterLevel", "(Number)", "60", "s"]
+    assert level.split() == [
+        "level",
+        "03",
+        "4",
+        "(0x0004)",
+        "int16",
+        "ABCD",
+        "1",
+        "/10^decimals",
+        "MTR",
+        "waterLevel",
+        "(Number)",
+        "60",
+        "s",
+    ]
     decimals = next(line for line in lines if line.strip().startswith("decimals "))
     assert "- (not published)" in decimals
     command = next(line for line in lines if line.strip().startswith("set_zero_offset"))
@@ -87,12 +104,14 @@ def test_show_unknown_name_says_where_it_looked(tmp_path: Path) -> None:
     assert (code, out) == (2, "")
     assert err.splitlines()[1] == (
         f'  no such profile, got "acme/none"; searched {tmp_path}, /etc/edgegw/profiles, {SHIPPED_DIR}; '
-        "`edgegw profile list` shows the known names")
+        "`edgegw profile list` shows the known names"
+    )
 
 
 def test_a_bad_name_is_refused_before_any_lookup() -> None:
     with pytest.raises(ProfileNotFound) as err:
         load_profile("../etc/passwd")
     assert err.value.errors == [
-        'profile name must be <vendor>/<model> in lower case a-z 0-9 _ - (the model may also hold .), '
-        'e.g. eastron/sdm120, got "../etc/passwd"']
+        "profile name must be <vendor>/<model> in lower case a-z 0-9 _ - (the model may also hold .), "
+        'e.g. eastron/sdm120, got "../etc/passwd"'
+    ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -26,7 +26,7 @@ from gateway.processing.quality import (
 from gateway.records import Attribute, Reading, Source
 from tests.support.orion_rules import validate_v2_update
 
-T0 = datetime(2024, 7, 1, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 1, 0, 0, tzinfo=UTC)
 SPIKE, STUCK = QualityFlag.SPIKE, QualityFlag.STUCK
 
 
@@ -253,7 +253,9 @@ def test_quality_metadata_passes_check_reading_and_orion(flags: tuple[QualityFla
     reading = Reading(
         entity_id="urn:ngsi-ld:WaterObserved:kuma01",
         entity_type="WaterObserved",
-        attributes={"waterLevel": Attribute(value=None if flags else 1.23, type="Number", unit="MTR", metadata=metadata)},
+        attributes={
+            "waterLevel": Attribute(value=None if flags else 1.23, type="Number", unit="MTR", metadata=metadata)
+        },
         observed_at=T0,
         source=Source(adapter="modbus1"),
     )
@@ -261,8 +263,12 @@ def test_quality_metadata_passes_check_reading_and_orion(flags: tuple[QualityFla
     entity = to_v2_entity(reading, encoding=ValueEncoding.PERCENT)
     assert entity["waterLevel"]["metadata"]["quality"] == {"type": "StructuredValue", "value": [f.value for f in flags]}
     body = v2_update_body([orjson.dumps(entity)])
-    headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), "Fiware-Service": "x",
-               "Fiware-ServicePath": "/x"}
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Fiware-Service": "x",
+        "Fiware-ServicePath": "/x",
+    }
     assert validate_v2_update(headers, body) == (204, None)
 
 
@@ -272,7 +278,11 @@ def test_quality_metadata_passes_check_reading_and_orion(flags: tuple[QualityFla
 def test_config_defaults() -> None:
     c = QualityConfig()
     assert (c.loop_low_ma, c.loop_high_ma, c.stuck_tolerance, c.on_fail.value, c.loop_check.value) == (
-        3.6, 21.0, 0.0, "flag", "off"
+        3.6,
+        21.0,
+        0.0,
+        "flag",
+        "off",
     )
 
 
@@ -283,8 +293,10 @@ def test_config_defaults() -> None:
         ({"loop_low_ma": 4, "loop_high_ma": 4}, ["quality.loop_high_ma: must be above loop_low_ma (4), got 4"]),
         (
             {"stuck_tolerance": 0.1},
-            ["quality.stuck_tolerance: has no effect without stuck_samples or stuck_window_s;"
-             " set one of them or remove it, got 0.1"],
+            [
+                "quality.stuck_tolerance: has no effect without stuck_samples or stuck_window_s;"
+                " set one of them or remove it, got 0.1"
+            ],
         ),
         ({"stuck_samples": 1}, ["quality.stuck_samples: input should be greater than or equal to 2, got 1"]),
         ({"spike_max_delta": -0.1}, ["quality.spike_max_delta: input should be greater than 0, got -0.1"]),
@@ -292,9 +304,11 @@ def test_config_defaults() -> None:
         ({"on_fail": "ignore"}, ["quality.on_fail: input should be 'flag' or 'drop', got \"ignore\""]),
         (
             {"spike_delta": 1},
-            ["quality.spike_delta: unknown key; valid keys here: loop_check, loop_high_ma, loop_low_ma, on_fail,"
-             " sentinels, spike_max_delta, spike_max_rate_per_s, stuck_samples, stuck_tolerance, stuck_window_s,"
-             " valid_max, valid_min"],
+            [
+                "quality.spike_delta: unknown key; valid keys here: loop_check, loop_high_ma, loop_low_ma, on_fail,"
+                " sentinels, spike_max_delta, spike_max_rate_per_s, stuck_samples, stuck_tolerance, stuck_window_s,"
+                " valid_max, valid_min"
+            ],
         ),
     ],
 )
@@ -305,4 +319,4 @@ def test_config_errors_name_the_key(doc: dict[str, Any], expected: list[str]) ->
 def test_config_is_frozen() -> None:
     c = QualityConfig(valid_min=0)
     with pytest.raises(ValidationError):
-        setattr(c, "valid_min", 1)
+        c.valid_min = 1

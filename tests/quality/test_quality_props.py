@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.processing.quality import OnFail, PointQuality, QualityConfig, QualityFlag
 
-T0 = datetime(2024, 7, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 1, tzinfo=UTC)
 ORDER = {flag: i for i, flag in enumerate(QualityFlag)}
 
 values = st.one_of(st.none(), st.floats(), st.integers(min_value=-(2**31), max_value=2**32))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from gateway.processing.river import (
     stage_from_distance,
 )
 
-T0 = datetime(2024, 7, 1, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 1, 0, 0, tzinfo=UTC)
 LEVELS = [{"level": 1.0}, {"level": 2.0}, {"level": 3.0}, {"level": 4.0}]
 N1, N2, N3, N4 = DEFAULT_THRESHOLD_NAMES
 
@@ -81,10 +81,24 @@ def test_crossing_fields() -> None:
     t.update(0.0, at(0))
     up = t.update(2.345, at(10))
     assert up.crossings == (
-        Crossing(direction=Direction.UP, threshold_index=1, threshold_name=N1, threshold_level=1.0, level_m=2.345,
-                 at=at(10), severity=Severity.LOW),
-        Crossing(direction=Direction.UP, threshold_index=2, threshold_name=N2, threshold_level=2.0, level_m=2.345,
-                 at=at(10), severity=Severity.MEDIUM),
+        Crossing(
+            direction=Direction.UP,
+            threshold_index=1,
+            threshold_name=N1,
+            threshold_level=1.0,
+            level_m=2.345,
+            at=at(10),
+            severity=Severity.LOW,
+        ),
+        Crossing(
+            direction=Direction.UP,
+            threshold_index=2,
+            threshold_name=N2,
+            threshold_level=2.0,
+            level_m=2.345,
+            at=at(10),
+            severity=Severity.MEDIUM,
+        ),
     )
     down = t.update(0.5, at(20))
     assert [(c.direction, c.threshold_index, c.severity) for c in down.crossings] == [
@@ -142,7 +156,12 @@ def test_custom_names_and_severities() -> None:
 def test_severity_of_states_beyond_four() -> None:
     config = RiverConfig.model_validate({"thresholds": [*LEVELS, {"name": "計画高水位", "level": 5.0}]})
     assert [config.severity_of(i).value for i in range(6)] == [
-        "informational", "low", "medium", "high", "critical", "critical"
+        "informational",
+        "low",
+        "medium",
+        "high",
+        "critical",
+        "critical",
     ]
 
 
@@ -235,9 +254,14 @@ def test_config_defaults_and_sub_tables() -> None:
         {"thresholds": LEVELS, "datum": {"name": "T.P.", "elevation_m": 101.25}, "stage": {"mounting_height_m": 6.0}}
     )
     assert (c.hysteresis_m, c.rate_window_s, c.alert_category.value, c.alert_sub_category) == (
-        0.02, 600.0, "naturalDisaster", "flood"
+        0.02,
+        600.0,
+        "naturalDisaster",
+        "flood",
     )
-    assert [(t.name, t.level) for t in c.thresholds] == list(zip(DEFAULT_THRESHOLD_NAMES, [1.0, 2.0, 3.0, 4.0]))
+    assert [(t.name, t.level) for t in c.thresholds] == list(
+        zip(DEFAULT_THRESHOLD_NAMES, [1.0, 2.0, 3.0, 4.0], strict=True)
+    )
     assert (c.datum and c.datum.name, c.datum and c.datum.elevation_m) == ("T.P.", 101.25)
     assert c.stage == StageConfig(mounting_height_m=6.0, offset_m=0.0)
 
@@ -268,29 +292,52 @@ def test_config_defaults_and_sub_tables() -> None:
         ({"hysteresis_m": -0.01}, ["river.hysteresis_m: input should be greater than or equal to 0, got -0.01"]),
         (
             {"thresholds": [{"level": 1.0}, {"level": 1.1}, {"level": 1.15}], "hysteresis_m": 0.05},
-            ["river.hysteresis_m: must be smaller than the smallest gap between thresholds"
-             " (0.05 m between thresholds[1] and thresholds[2]), got 0.05"],
+            [
+                "river.hysteresis_m: must be smaller than the smallest gap between thresholds"
+                " (0.05 m between thresholds[1] and thresholds[2]), got 0.05"
+            ],
         ),
         (
             {"thresholds": [{"level": 1.0, "name": "人吉(水の手橋)"}]},
-            ["river.thresholds[0].name: must not contain '(' (Orion refuses < > \" ' = ; ( ) in values);"
-             ' use full-width （） instead, got "人吉(水の手橋)"'],
+            [
+                "river.thresholds[0].name: must not contain '(' (Orion refuses < > \" ' = ; ( ) in values);"
+                ' use full-width （） instead, got "人吉(水の手橋)"'
+            ],
         ),
         (
             {"thresholds": [{"level": 1.0, "name": "normal"}]},
-            ["river.thresholds[0].name: must not be 'normal', the name of the state below every threshold,"
-             ' got "normal"'],
+            [
+                "river.thresholds[0].name: must not be 'normal', the name of the state below every threshold,"
+                ' got "normal"'
+            ],
         ),
         ({"datum": {"name": " "}}, ['river.datum.name: must be 1-64 printable characters, got " "']),
-        ({"datum": {"name": "T.P.", "height": 1}}, ["river.datum.height: unknown key; valid keys here: elevation_m, name"]),
+        (
+            {"datum": {"name": "T.P.", "height": 1}},
+            ["river.datum.height: unknown key; valid keys here: elevation_m, name"],
+        ),
         ({"rate_window_s": 0}, ["river.rate_window_s: input should be greater than 0, got 0"]),
-        ({"thresholds": [{"level": "high"}]}, ['river.thresholds[0].level: input should be a valid number,'
-                                               ' unable to parse string as a number, got "high"']),
-        ({"thresholds": [{"level": 1.0, "severity": "severe"}]},
-         ["river.thresholds[0].severity: input should be 'informational', 'low', 'medium', 'high' or 'critical',"
-          ' got "severe"']),
-        ({"alert_category": "flood"}, ["river.alert_category: input should be 'traffic', 'naturalDisaster', 'weather',"
-                                       " 'environment', 'health', 'security' or 'agriculture', got \"flood\""]),
+        (
+            {"thresholds": [{"level": "high"}]},
+            [
+                "river.thresholds[0].level: input should be a valid number,"
+                ' unable to parse string as a number, got "high"'
+            ],
+        ),
+        (
+            {"thresholds": [{"level": 1.0, "severity": "severe"}]},
+            [
+                "river.thresholds[0].severity: input should be 'informational', 'low', 'medium', 'high' or 'critical',"
+                ' got "severe"'
+            ],
+        ),
+        (
+            {"alert_category": "flood"},
+            [
+                "river.alert_category: input should be 'traffic', 'naturalDisaster', 'weather',"
+                " 'environment', 'health', 'security' or 'agriculture', got \"flood\""
+            ],
+        ),
         ({"stage": {}}, ["river.stage.mounting_height_m: required key is missing"]),
     ],
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -12,7 +12,6 @@ from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.identifiers import check_entity_id
 from gateway.ngsi.v2 import to_v2_entity, v2_update_body
 from gateway.processing.quality import QualityFlag, QualityResult, quality_metadata
-from gateway.records import Attribute, Lane, Reading, Source, TimeSource
 from gateway.processing.river import (
     DEFAULT_THRESHOLD_NAMES,
     RiverConfig,
@@ -21,9 +20,10 @@ from gateway.processing.river import (
     alert_readings,
     level_attributes,
 )
+from gateway.records import Attribute, Lane, Reading, Source, TimeSource
 from tests.support.orion_rules import validate_v2_update
 
-T0 = datetime(2024, 7, 1, 0, 0, tzinfo=timezone.utc)  # epoch 1719792000
+T0 = datetime(2024, 7, 1, 0, 0, tzinfo=UTC)  # epoch 1719792000
 STATION = "urn:ngsi-ld:WaterObserved:kuma-hitoyoshi"
 SOURCE = Source(adapter="river-modbus", device="gauge1")
 CONFIG = RiverConfig.model_validate(
@@ -37,8 +37,12 @@ CONFIG = RiverConfig.model_validate(
 def orion_status(reading: Reading) -> tuple[int, object]:
     check_reading(reading, encoding=ValueEncoding.PERCENT)
     body = v2_update_body([orjson.dumps(to_v2_entity(reading, encoding=ValueEncoding.PERCENT))])
-    headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), "Fiware-Service": "x",
-               "Fiware-ServicePath": "/x"}
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Fiware-Service": "x",
+        "Fiware-ServicePath": "/x",
+    }
     return validate_v2_update(headers, body)
 
 
@@ -59,7 +63,11 @@ def test_one_alert_per_crossing_on_the_alert_lane() -> None:
     ]
     first = alerts[0]
     assert (first.entity_type, first.lane, first.source, first.observed_at, first.time_source) == (
-        "Alert", Lane.ALERT, SOURCE, T0 + timedelta(minutes=10, seconds=30.9), TimeSource.GATEWAY
+        "Alert",
+        Lane.ALERT,
+        SOURCE,
+        T0 + timedelta(minutes=10, seconds=30.9),
+        TimeSource.GATEWAY,
     )
     assert {name: (a.value, a.type, a.unit) for name, a in first.attributes.items()} == {
         "category": ("naturalDisaster", "Text", None),
@@ -90,10 +98,18 @@ def test_one_alert_per_crossing_on_the_alert_lane() -> None:
 
 
 def test_replaying_an_update_gives_the_same_ids() -> None:
-    first = [a.entity_id for a in alert_readings(crossing_updates()[0], station_entity_id=STATION,
-                                                 station_entity_type="WaterObserved", source=SOURCE)]
-    again = [a.entity_id for a in alert_readings(crossing_updates()[0], station_entity_id=STATION,
-                                                 station_entity_type="WaterObserved", source=SOURCE)]
+    first = [
+        a.entity_id
+        for a in alert_readings(
+            crossing_updates()[0], station_entity_id=STATION, station_entity_type="WaterObserved", source=SOURCE
+        )
+    ]
+    again = [
+        a.entity_id
+        for a in alert_readings(
+            crossing_updates()[0], station_entity_id=STATION, station_entity_type="WaterObserved", source=SOURCE
+        )
+    ]
     assert first == again
 
 
@@ -101,28 +117,43 @@ def test_replaying_an_update_gives_the_same_ids() -> None:
     ("station", "station_type", "alert"),
     [
         ("kuma01", "WaterObserved", "urn:ngsi-ld:Alert:kuma01-1-up-1719792630"),
-        ("urn:ngsi-ld:FloodMonitoring:kuma01", "WaterObserved",
-         "urn:ngsi-ld:Alert:urn:ngsi-ld:FloodMonitoring:kuma01-1-up-1719792630"),
+        (
+            "urn:ngsi-ld:FloodMonitoring:kuma01",
+            "WaterObserved",
+            "urn:ngsi-ld:Alert:urn:ngsi-ld:FloodMonitoring:kuma01-1-up-1719792630",
+        ),
         ("urn:ngsi-ld:WaterObserved:", "WaterObserved", "urn:ngsi-ld:Alert:urn:ngsi-ld:WaterObserved:-1-up-1719792630"),
     ],
 )
 def test_station_local_id(station: str, station_type: str, alert: str) -> None:
-    alerts = alert_readings(crossing_updates()[0], station_entity_id=station, station_entity_type=station_type,
-                            source=SOURCE)
+    alerts = alert_readings(
+        crossing_updates()[0], station_entity_id=station, station_entity_type=station_type, source=SOURCE
+    )
     assert alerts[0].entity_id == alert
     assert check_entity_id(alert) == alert
 
 
 def test_category_from_config_and_device_time() -> None:
     config = RiverConfig.model_validate(
-        {"thresholds": [{"level": 1.0, "name": "はん濫注意水位（人吉）"}], "alert_category": "weather",
-         "alert_sub_category": "floodRisk"}
+        {
+            "thresholds": [{"level": 1.0, "name": "はん濫注意水位（人吉）"}],
+            "alert_category": "weather",
+            "alert_sub_category": "floodRisk",
+        }
     )
     up = crossing_updates(config)[0]
-    [alert] = alert_readings(up, station_entity_id=STATION, station_entity_type="WaterObserved", source=SOURCE,
-                             config=config, time_source=TimeSource.DEVICE)
+    [alert] = alert_readings(
+        up,
+        station_entity_id=STATION,
+        station_entity_type="WaterObserved",
+        source=SOURCE,
+        config=config,
+        time_source=TimeSource.DEVICE,
+    )
     assert (alert.attributes["category"].value, alert.attributes["subCategory"].value, alert.time_source) == (
-        "weather", "floodRisk", TimeSource.DEVICE
+        "weather",
+        "floodRisk",
+        TimeSource.DEVICE,
     )
     assert alert.attributes["thresholdName"].value == "はん濫注意水位（人吉）"
     assert orion_status(alert) == (204, None)
@@ -166,6 +197,9 @@ def test_level_attributes_with_the_level_and_its_quality() -> None:
 def test_level_attributes_without_datum() -> None:
     update = RiverLevelTracker(RiverConfig()).update(0.0, T0)
     assert list(level_attributes(update, level_name="height")) == [
-        "height", "levelState", "levelStateIndex", "rateOfRise"
+        "height",
+        "levelState",
+        "levelStateIndex",
+        "rateOfRise",
     ]
     assert level_attributes(update, level_name="height")["height"].metadata == {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from gateway.ngsi.check import check_reading
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.v2 import to_v2_entity, v2_update_body
-from gateway.records import Source
 from gateway.processing.river import NORMAL, Direction, RiverConfig, RiverLevelTracker, alert_readings
+from gateway.records import Source
 from tests.support.orion_rules import validate_v2_update
 
-T0 = datetime(2024, 7, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 1, tzinfo=UTC)
 
 
 @st.composite
@@ -28,7 +28,7 @@ def configs(draw: st.DrawFn) -> RiverConfig:
     for gap in gaps:
         levels.append(levels[-1] + gap)
     names = [f"level{i}" for i in range(len(levels))] if len(levels) > 4 else [None] * len(levels)
-    thresholds = [{"level": lv, **({"name": n} if n else {})} for lv, n in zip(levels, names)]
+    thresholds = [{"level": lv, **({"name": n} if n else {})} for lv, n in zip(levels, names, strict=True)]
     return RiverConfig.model_validate({"thresholds": thresholds, "hysteresis_m": hysteresis})
 
 
@@ -79,7 +79,9 @@ def test_random_walks_never_flap_and_state_follows_the_rules(
     st.floats(min_value=-2, max_value=2),
     st.lists(st.integers(min_value=1, max_value=120), min_size=1, max_size=30),
 )
-def test_rate_of_rise_is_the_slope_of_a_linear_series(intercept: float, slope_m_per_h: float, gaps_s: list[int]) -> None:
+def test_rate_of_rise_is_the_slope_of_a_linear_series(
+    intercept: float, slope_m_per_h: float, gaps_s: list[int]
+) -> None:
     tracker = RiverLevelTracker(RiverConfig(rate_window_s=3600 * 24))
     t = 0
     rate = tracker.update(intercept, T0).rate_of_rise_m_per_h
@@ -91,7 +93,9 @@ def test_rate_of_rise_is_the_slope_of_a_linear_series(intercept: float, slope_m_
 
 
 @settings(max_examples=60)
-@given(configs(), st.floats(min_value=-5, max_value=8), walks, st.text(alphabet="abcxyz019-_.", min_size=1, max_size=30))
+@given(
+    configs(), st.floats(min_value=-5, max_value=8), walks, st.text(alphabet="abcxyz019-_.", min_size=1, max_size=30)
+)
 def test_every_alert_passes_check_reading_and_orion(
     config: RiverConfig, start: float, steps: list[float], local: str
 ) -> None:
@@ -103,8 +107,9 @@ def test_every_alert_passes_check_reading_and_orion(
     for i, step in enumerate(steps, start=1):
         level += step
         update = tracker.update(level, T0 + timedelta(minutes=i))
-        for alert in alert_readings(update, station_entity_id=station, station_entity_type="WaterObserved",
-                                    source=Source(adapter="a")):
+        for alert in alert_readings(
+            update, station_entity_id=station, station_entity_type="WaterObserved", source=Source(adapter="a")
+        ):
             check_reading(alert, encoding=ValueEncoding.PERCENT)
             body = v2_update_body([orjson.dumps(to_v2_entity(alert, encoding=ValueEncoding.PERCENT))])
             assert validate_v2_update({**headers, "Content-Length": str(len(body))}, body) == (204, None)

@@ -16,11 +16,22 @@ from gateway.records import Attribute
 JST = timezone(timedelta(hours=9))
 
 
-@pytest.mark.parametrize(("entity_type", "dated"), [
-    ("WaterObserved", True), ("WeatherObserved", True), ("IndoorEnvironmentObserved", True),
-    ("AirQualityObserved", True), ("DeviceMeasurement", True), ("ACMeasurement", True),
-    ("Device", False), ("Alert", False), ("SimulatedEvent", False), ("ObservedThing", False), ("Measurements", False),
-])
+@pytest.mark.parametrize(
+    ("entity_type", "dated"),
+    [
+        ("WaterObserved", True),
+        ("WeatherObserved", True),
+        ("IndoorEnvironmentObserved", True),
+        ("AirQualityObserved", True),
+        ("DeviceMeasurement", True),
+        ("ACMeasurement", True),
+        ("Device", False),
+        ("Alert", False),
+        ("SimulatedEvent", False),
+        ("ObservedThing", False),
+        ("Measurements", False),
+    ],
+)
 def test_observation_types_are_the_ones_named_so(entity_type: str, dated: bool) -> None:
     assert has_date_observed(entity_type) is dated
 

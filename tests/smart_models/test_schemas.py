@@ -75,8 +75,10 @@ COMMON = "https://smart-data-models.github.io/data-models/common-schema.json"
 MODELS = ("WaterObserved", "WeatherObserved", "Device", "DeviceMeasurement", "Alert")
 # files the vendored schemas $ref but that are not vendored: each resolves to permissive definitions
 NOT_VENDORED = {
-    "https://smart-data-models.github.io/dataModel.Weather/weather-schema.json":
-        ("Weather-Commons", "WeatherAlertCategories"),
+    "https://smart-data-models.github.io/dataModel.Weather/weather-schema.json": (
+        "Weather-Commons",
+        "WeatherAlertCategories",
+    ),
     "https://smart-data-models.github.io/dataModel.Device/device-schema.json": ("Device-Commons",),
     "https://smart-data-models.github.io/dataModel.Alert/alert-schema.json": ("Common-Alert",),
     "https://smart-data-models.github.io/dataModel.Environment/Environment-schema.json": ("TimeSeriesAggregation",),
@@ -110,8 +112,11 @@ def vendor_models() -> Path:
     models = base / "smart-data-models"
     if not (models / "common-schema.json").is_file():
         how = f"${VENDOR_ENV}" if override else f"<repo>/../shared/vendor (set ${VENDOR_ENV} to move it)"
-        pytest.fail(f"Smart Data Models schemas not found: looked for {models / 'common-schema.json'}, from {how}; "
-                    "they are vendored next to the checkout (../shared/vendor/smart-data-models)", pytrace=False)
+        pytest.fail(
+            f"Smart Data Models schemas not found: looked for {models / 'common-schema.json'}, from {how}; "
+            "they are vendored next to the checkout (../shared/vendor/smart-data-models)",
+            pytrace=False,
+        )
     return models
 
 
@@ -125,18 +130,26 @@ class Schemas:
             if uri == COMMON:
                 return Resource.from_contents(common, default_specification=DRAFT202012)
             if uri in NOT_VENDORED:
-                return Resource.from_contents({"definitions": {name: {} for name in NOT_VENDORED[uri]}},
-                                              default_specification=DRAFT202012)
+                return Resource.from_contents(
+                    {"definitions": {name: {} for name in NOT_VENDORED[uri]}}, default_specification=DRAFT202012
+                )
             raise NoSuchResource(uri)  # a $ref nobody expected: fail rather than pass unchecked
 
         registry: Registry[Any] = Registry(retrieve=retrieve)  # type: ignore[call-arg]
         self.validators = {
-            name: Draft202012Validator(json.loads((models / name / "schema.json").read_text(encoding="utf-8")),
-                                       registry=registry, format_checker=FORMATS)
+            name: Draft202012Validator(
+                json.loads((models / name / "schema.json").read_text(encoding="utf-8")),
+                registry=registry,
+                format_checker=FORMATS,
+            )
             for name in MODELS
         }
-        shared = {"allOf": [{"$ref": f"{COMMON}#/definitions/GSMA-Commons"},
-                            {"$ref": f"{COMMON}#/definitions/Location-Commons"}]}
+        shared = {
+            "allOf": [
+                {"$ref": f"{COMMON}#/definitions/GSMA-Commons"},
+                {"$ref": f"{COMMON}#/definitions/Location-Commons"},
+            ]
+        }
         self.common = Draft202012Validator(shared, registry=registry, format_checker=FORMATS)
 
     def errors(self, entity: dict[str, Any]) -> list[ValidationError]:
@@ -147,8 +160,11 @@ class Schemas:
             validator = self.common
         errors = sorted(validator.iter_errors(entity), key=lambda e: list(e.absolute_path))
         if kind in WITHOUT_MODEL and kind.endswith("Observed"):
-            errors += [ValidationError(f"{key!r} is a required property", validator="required")
-                       for key in ("dateObserved", "location") if key not in entity]
+            errors += [
+                ValidationError(f"{key!r} is a required property", validator="required")
+                for key in ("dateObserved", "location")
+                if key not in entity
+            ]
         return errors
 
     def problems(self, entity: dict[str, Any]) -> list[str]:
@@ -187,57 +203,88 @@ def assert_valid(schemas: Schemas, entities: dict[str, dict[str, Any]]) -> None:
 # ------------------------------------------------------------------------------------------- the checker
 
 
-def test_the_schemas_are_found_or_the_test_says_where_it_looked(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_schemas_are_found_or_the_test_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(VENDOR_ENV, str(tmp_path))
     with pytest.raises(pytest.fail.Exception) as info:
         vendor_models()
     assert str(info.value) == (
         f"Smart Data Models schemas not found: looked for {tmp_path}/smart-data-models/common-schema.json, from "
-        f"${VENDOR_ENV}; they are vendored next to the checkout (../shared/vendor/smart-data-models)")
+        f"${VENDOR_ENV}; they are vendored next to the checkout (../shared/vendor/smart-data-models)"
+    )
 
 
 def test_the_checker_catches_what_the_models_require() -> None:
     schemas = load_schemas()
     """Without this, a checker that accepts everything would pass every test below."""
-    water = {"id": "urn:ngsi-ld:WaterObserved:x", "type": "WaterObserved", "waterLevel": 1.2,
-             "dateObserved": "2026-07-01T03:00:00.000Z", "location": {"type": "Point", "coordinates": [130.7, 32.2]}}
+    water = {
+        "id": "urn:ngsi-ld:WaterObserved:x",
+        "type": "WaterObserved",
+        "waterLevel": 1.2,
+        "dateObserved": "2026-07-01T03:00:00.000Z",
+        "location": {"type": "Point", "coordinates": [130.7, 32.2]},
+    }
     assert schemas.problems(water) == []
     assert schemas.problems({k: v for k, v in water.items() if k != "location"}) == [
-        "urn:ngsi-ld:WaterObserved:x: 'location' is a required property"]
+        "urn:ngsi-ld:WaterObserved:x: 'location' is a required property"
+    ]
     assert schemas.problems(water | {"dateObserved": "2026/07/01 12:00"}) == [
-        "urn:ngsi-ld:WaterObserved:x.dateObserved: '2026/07/01 12:00' is not a 'date-time'"]
+        "urn:ngsi-ld:WaterObserved:x.dateObserved: '2026/07/01 12:00' is not a 'date-time'"
+    ]
     assert schemas.problems(water | {"height": -1.0}) == [
-        "urn:ngsi-ld:WaterObserved:x.height: -1.0 is less than the minimum of 0"]
+        "urn:ngsi-ld:WaterObserved:x.height: -1.0 is less than the minimum of 0"
+    ]
     device = {"id": "urn:ngsi-ld:Device:x", "type": "Device", "deviceState": "online"}
     assert schemas.problems(device) == ["urn:ngsi-ld:Device:x: 'controlledProperty' is a required property"]
     assert schemas.problems({"id": "urn:ngsi-ld:Alert:x", "type": "Alert", "category": "naturalDisaster"}) == [
         "urn:ngsi-ld:Alert:x: 'alertSource' is a required property",
-        "urn:ngsi-ld:Alert:x: 'dateIssued' is a required property"]
-    indoor = {"id": "urn:ngsi-ld:IndoorEnvironmentObserved:x", "type": "IndoorEnvironmentObserved",
-              "location": [130.7, 32.2]}
+        "urn:ngsi-ld:Alert:x: 'dateIssued' is a required property",
+    ]
+    indoor = {
+        "id": "urn:ngsi-ld:IndoorEnvironmentObserved:x",
+        "type": "IndoorEnvironmentObserved",
+        "location": [130.7, 32.2],
+    }
     assert schemas.problems(indoor) == [
         "urn:ngsi-ld:IndoorEnvironmentObserved:x.location: [130.7, 32.2] is not valid under any of the given schemas",
-        "urn:ngsi-ld:IndoorEnvironmentObserved:x: 'dateObserved' is a required property"]
+        "urn:ngsi-ld:IndoorEnvironmentObserved:x: 'dateObserved' is a required property",
+    ]
 
 
 def test_the_one_deviation_is_a_negative_water_level_and_nothing_else() -> None:
     schemas = load_schemas()
-    below_datum = {"id": "urn:ngsi-ld:WaterObserved:x", "type": "WaterObserved", "waterLevel": -0.42,
-                   "dateObserved": "2026-07-01T03:00:00.000Z",
-                   "location": {"type": "Point", "coordinates": [130.7, 32.2]}}
+    below_datum = {
+        "id": "urn:ngsi-ld:WaterObserved:x",
+        "type": "WaterObserved",
+        "waterLevel": -0.42,
+        "dateObserved": "2026-07-01T03:00:00.000Z",
+        "location": {"type": "Point", "coordinates": [130.7, 32.2]},
+    }
     assert [(e.validator, list(e.absolute_path)) for e in schemas.errors(below_datum)] == [("minimum", ["waterLevel"])]
     assert schemas.problems(below_datum) == []
     assert schemas.problems(below_datum | {"waterLevel": "-0.42"}) == [
-        "urn:ngsi-ld:WaterObserved:x.waterLevel: '-0.42' is not of type 'number'"]
+        "urn:ngsi-ld:WaterObserved:x.waterLevel: '-0.42' is not of type 'number'"
+    ]
 
 
 # ------------------------------------------------------------------------------------------ the producers
 
 
 async def simulated(kind: str, **config: Any) -> list[Reading]:
-    cfg = SimulatedConfig.model_validate({"name": kind, "type": "simulated", "kind": kind, "entities": 3,
-                                          "rate": 10_000, "limit": 30, "seed": 7, "location": HITOYOSHI, **config})
+    cfg = SimulatedConfig.model_validate(
+        {
+            "name": kind,
+            "type": "simulated",
+            "kind": kind,
+            "entities": 3,
+            "rate": 10_000,
+            "limit": 30,
+            "seed": 7,
+            "location": HITOYOSHI,
+            **config,
+        }
+    )
     readings: list[Reading] = []
 
     async def emit(r: Reading) -> None:
@@ -247,10 +294,11 @@ async def simulated(kind: str, **config: Any) -> list[Reading]:
     return readings
 
 
-@pytest.mark.parametrize(("kind", "entity_type"), [("river-level", "WaterObserved"), ("weather", "WeatherObserved"),
-                                                   ("events", "SimulatedEvent")])
-async def test_the_simulators_entities(orion_double: OrionDouble, kind: str,
-                                       entity_type: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "entity_type"),
+    [("river-level", "WaterObserved"), ("weather", "WeatherObserved"), ("events", "SimulatedEvent")],
+)
+async def test_the_simulators_entities(orion_double: OrionDouble, kind: str, entity_type: str) -> None:
     schemas = load_schemas()
     entities = await held(orion_double, await simulated(kind))
     assert {e["type"] for e in entities.values()} == {entity_type}
@@ -261,16 +309,22 @@ async def test_the_simulators_entities(orion_double: OrionDouble, kind: str,
 def _modbus_devices() -> list[dict[str, Any]]:
     devices = []
     for unit, ref in enumerate(sorted(find_profiles(), key=lambda r: r.name), start=1):
-        device: dict[str, Any] = {"name": f"d{unit}", "bus": "gw", "profile": ref.name, "unit_id": unit,
-                                  "poll_interval": 5, "timeout": 0.5, "location": HITOYOSHI}
+        device: dict[str, Any] = {
+            "name": f"d{unit}",
+            "bus": "gw",
+            "profile": ref.name,
+            "unit_id": unit,
+            "poll_interval": 5,
+            "timeout": 0.5,
+            "location": HITOYOSHI,
+        }
         if ref.name == "waveshare/modbus-rtu-relay-d":
             device["controlled_property"] = ["waterFlow"]  # what its relays switch: the wiring decides
         devices.append(device)
     return devices
 
 
-async def test_every_shipped_profiles_entities_and_device_entities(tmp_path: Path,
-                                                                   orion_double: OrionDouble) -> None:
+async def test_every_shipped_profiles_entities_and_device_entities(tmp_path: Path, orion_double: OrionDouble) -> None:
     schemas = load_schemas()
     devices = _modbus_devices()
     images = [image_from_values(d["unit_id"], load_profile(d["profile"]), KNOWN[d["profile"]]) for d in devices]
@@ -278,10 +332,15 @@ async def test_every_shipped_profiles_entities_and_device_entities(tmp_path: Pat
     adapter = make_adapter(modbus_config([{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}], devices), tmp_path)
     try:
         async with running(adapter) as readings:
-            await until(lambda: {r.source.device for r in readings if "deviceState" in r.attributes}
-                        == {d["name"] for d in devices}
-                        and all(any(r.entity_id == device.entity_id and "location" not in r.attributes
-                                    for r in readings) for device in adapter.devices.values()))
+            await until(
+                lambda: (
+                    {r.source.device for r in readings if "deviceState" in r.attributes} == {d["name"] for d in devices}
+                    and all(
+                        any(r.entity_id == device.entity_id and "location" not in r.attributes for r in readings)
+                        for device in adapter.devices.values()
+                    )
+                )
+            )
     finally:
         await peer.stop()
     entities = await held(orion_double, readings)
@@ -293,15 +352,21 @@ async def test_every_shipped_profiles_entities_and_device_entities(tmp_path: Pat
 
 async def test_river_alerts(orion_double: OrionDouble) -> None:
     schemas = load_schemas()
-    config = RiverConfig.model_validate({"thresholds": [{"level": 1.0}, {"level": 2.0}, {"level": 3.0},
-                                                        {"level": 4.0}], "datum": {"name": "T.P."}})
+    config = RiverConfig.model_validate(
+        {"thresholds": [{"level": 1.0}, {"level": 2.0}, {"level": 3.0}, {"level": 4.0}], "datum": {"name": "T.P."}}
+    )
     tracker = RiverLevelTracker(config)
     alerts = []
     for minutes, level in enumerate([0.5, 2.4, 4.2, 3.5, -0.1]):
         update = tracker.update(level, NOW + timedelta(minutes=10 * minutes))
-        alerts += alert_readings(update, station_entity_id="urn:ngsi-ld:WaterObserved:kuma-hitoyoshi",
-                                 station_entity_type="WaterObserved", source=Source(adapter="river"), config=config,
-                                 time_source=TimeSource.DEVICE)
+        alerts += alert_readings(
+            update,
+            station_entity_id="urn:ngsi-ld:WaterObserved:kuma-hitoyoshi",
+            station_entity_type="WaterObserved",
+            source=Source(adapter="river"),
+            config=config,
+            time_source=TimeSource.DEVICE,
+        )
     entities = await held(orion_double, alerts)
     assert len(entities) == 8 and {e["type"] for e in entities.values()} == {"Alert"}
     assert_valid(schemas, entities)
@@ -315,10 +380,19 @@ def _sample(family: str) -> dict[str, Any]:
 
 def _http_items() -> Iterator[dict[str, Any]]:
     """Items shaped as the sample's comment shows: the portal quotes its numbers; one level below the datum."""
-    for code, name, level, lat, lon in (("0431", "人吉", "2.35", "32.2103", "130.7633"),
-                                        ("0432", "渡", "-0.35", "32.1986", "130.6869")):
-        yield {"観測所番号": code, "観測所名": name, "水位": level, "観測時刻": "2026/07/01 09:10",
-               "水位状況": "氾濫注意水位超過", "緯度": lat, "経度": lon}
+    for code, name, level, lat, lon in (
+        ("0431", "人吉", "2.35", "32.2103", "130.7633"),
+        ("0432", "渡", "-0.35", "32.1986", "130.6869"),
+    ):
+        yield {
+            "観測所番号": code,
+            "観測所名": name,
+            "水位": level,
+            "観測時刻": "2026/07/01 09:10",
+            "水位状況": "氾濫注意水位超過",
+            "緯度": lat,
+            "経度": lon,
+        }
 
 
 async def test_the_http_poll_sample_mapping(orion_double: OrionDouble) -> None:
@@ -334,9 +408,15 @@ async def test_the_http_poll_sample_mapping(orion_double: OrionDouble) -> None:
 
 
 MQTT_MESSAGES = [
-    ("application/8d2b7c1e-0000-4000-8000-000000000001/device/0004a30b001c0530/event/up",
-     {"time": "2026-07-01T02:59:30.123456Z", "deviceInfo": {"devEui": "0004a30b001c0530", "deviceName": "kawabe-th-01"},
-      "object": {"temperature": 21.5, "humidity": 63, "batteryMv": 3012}, "rxInfo": [{"rssi": -97}]}),
+    (
+        "application/8d2b7c1e-0000-4000-8000-000000000001/device/0004a30b001c0530/event/up",
+        {
+            "time": "2026-07-01T02:59:30.123456Z",
+            "deviceInfo": {"devEui": "0004a30b001c0530", "deviceName": "kawabe-th-01"},
+            "object": {"temperature": 21.5, "humidity": 63, "batteryMv": 3012},
+            "rxInfo": [{"rssi": -97}],
+        },
+    ),
     ("zigbee2mqtt/th-2f", {"temperature": 23.41, "humidity": 56.12, "battery": 97, "linkquality": 120}),
     ("tele/library-roof/SENSOR", {"Time": "2026-07-01T11:55:00", "AM2301": {"Temperature": 24.3, "Humidity": 48.2}}),
 ]

@@ -55,9 +55,12 @@ class BodyLimitProxy:
         assert self._session is not None
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        async with self._session.request(request.method, self.upstream + request.path_qs, data=body,
-                                         headers=headers) as upstream:
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, data=body, headers=headers
+        ) as upstream:
             payload = await upstream.read()
-            return web.Response(status=upstream.status, body=payload,
-                                headers={"Content-Type": upstream.headers.get("Content-Type", "application/json")}
-                                if payload else None)
+            return web.Response(
+                status=upstream.status,
+                body=payload,
+                headers={"Content-Type": upstream.headers.get("Content-Type", "application/json")} if payload else None,
+            )

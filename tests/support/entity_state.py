@@ -24,13 +24,17 @@ SERVICE, SERVICE_PATH = "edgegw", "/sdm"
 HEADERS = {"Content-Type": "application/json", "Fiware-Service": SERVICE, "Fiware-ServicePath": SERVICE_PATH}
 
 
-async def append(orion: OrionDouble, readings: Sequence[Reading],
-                 encoding: ValueEncoding = ValueEncoding.PERCENT) -> None:
+async def append(
+    orion: OrionDouble, readings: Sequence[Reading], encoding: ValueEncoding = ValueEncoding.PERCENT
+) -> None:
     """One batch update with `readings`, in order; fails the test unless Orion (the double) answers 204."""
     for reading in readings:
         check_reading(reading, encoding=encoding)
     body = v2_update_body([orjson.dumps(to_v2_entity(r, encoding=encoding)) for r in readings])
-    async with aiohttp.ClientSession() as http, http.post(f"{orion.url}{V2_UPDATE}", data=body, headers=HEADERS) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{orion.url}{V2_UPDATE}", data=body, headers=HEADERS) as resp,
+    ):
         assert resp.status == 204, f"{resp.status} {await resp.text()}"
 
 
@@ -45,5 +49,8 @@ def all_stored(orion: OrionDouble) -> list[dict[str, Any]]:
 
 def key_values(entity: dict[str, Any]) -> dict[str, Any]:
     """`?options=keyValues`: id, type and each attribute's value, without types and metadata."""
-    return {"id": entity["id"], "type": entity["type"],
-            **{name: attr["value"] for name, attr in entity.items() if name not in ("id", "type")}}
+    return {
+        "id": entity["id"],
+        "type": entity["type"],
+        **{name: attr["value"] for name, attr in entity.items() if name not in ("id", "type")},
+    }

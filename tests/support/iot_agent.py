@@ -54,15 +54,27 @@ def agent_home(kind: AgentKind) -> Path:
     """The installed agent's folder; fails (never skips) the test when `make iotagents` has not run."""
     found = sorted(AGENTS_DIR.glob(f"{kind.package}-*/.installed"))
     if not found:
-        pytest.fail(f"the FIWARE {kind.package} is not installed in {AGENTS_DIR}; run `make test` (make iotagents) first")
+        pytest.fail(
+            f"the FIWARE {kind.package} is not installed in {AGENTS_DIR}; run `make test` (make iotagents) first"
+        )
     return found[-1].parent
 
 
-def _config_js(kind: AgentKind, *, broker: MosquittoBroker, orion_url: str, north_port: int, http_port: int,
-               log_level: str) -> str:
+def _config_js(
+    kind: AgentKind, *, broker: MosquittoBroker, orion_url: str, north_port: int, http_port: int, log_level: str
+) -> str:
     config = {
-        "mqtt": {"host": broker.host, "port": broker.port, "qos": 0, "retain": False, "retries": 1000, "retryTime": 1,
-                 "keepalive": 60, "avoidLeadingSlash": False, "disabled": False},
+        "mqtt": {
+            "host": broker.host,
+            "port": broker.port,
+            "qos": 0,
+            "retain": False,
+            "retries": 1000,
+            "retryTime": 1,
+            "keepalive": 60,
+            "avoidLeadingSlash": False,
+            "disabled": False,
+        },
         "amqp": {"disabled": True},
         "http": {"port": http_port, "host": "127.0.0.1"},
         "iota": {
@@ -91,8 +103,9 @@ def _config_js(kind: AgentKind, *, broker: MosquittoBroker, orion_url: str, nort
 class IotAgent:
     """One real IoT Agent process; see the module docstring. Use `async with IotAgent(...) as agent:`."""
 
-    def __init__(self, kind: AgentKind, workdir: Path, *, broker: MosquittoBroker, orion_url: str,
-                 log_level: str = "INFO") -> None:
+    def __init__(
+        self, kind: AgentKind, workdir: Path, *, broker: MosquittoBroker, orion_url: str, log_level: str = "INFO"
+    ) -> None:
         self.kind = kind
         self.home = agent_home(kind)
         self.workdir = workdir
@@ -125,15 +138,27 @@ class IotAgent:
         """Start the agent and return once its north API answers, it has subscribed, and it is provisioned."""
         assert self._proc is None, "agent already running"
         config = self.workdir / "config.js"
-        config.write_text(_config_js(self.kind, broker=self.broker, orion_url=self.orion_url,
-                                     north_port=self.north_port, http_port=self._http_port,
-                                     log_level=self.log_level))
+        config.write_text(
+            _config_js(
+                self.kind,
+                broker=self.broker,
+                orion_url=self.orion_url,
+                north_port=self.north_port,
+                http_port=self._http_port,
+                log_level=self.log_level,
+            )
+        )
         self._log_mark = self.log_file.stat().st_size if self.log_file.exists() else 0
         # bin/iotagent-* require('../' + argv[2]): the config path is relative to the agent's folder
-        relative = os.path.relpath(config, self.home)
+        relative = os.path.relpath(config, self.home)  # noqa: ASYNC240 - both paths are absolute: string arithmetic, no disk access
         with self.log_file.open("ab") as log:
-            self._proc = await asyncio.to_thread(subprocess.Popen, ["node", f"bin/{self.kind.package}", relative],
-                                                 cwd=self.home, stdout=log, stderr=subprocess.STDOUT)
+            self._proc = await asyncio.to_thread(
+                subprocess.Popen,
+                ["node", f"bin/{self.kind.package}", relative],
+                cwd=self.home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         await self._wait(deadline, self._north_answers, "its north API to answer")
         await self._wait(deadline, self._subscribed, "it to subscribe to the broker")
@@ -161,13 +186,15 @@ class IotAgent:
         if not self.log_file.exists():
             return ""
         data = self.log_file.read_bytes()
-        return data[self._log_mark if since_start else 0:].decode("utf-8", "replace")
+        return data[self._log_mark if since_start else 0 :].decode("utf-8", "replace")
 
     async def _wait(self, deadline: float, ready: Callable[[], Awaitable[bool]], what: str) -> None:
         while True:
             if self._proc is None or self._proc.poll() is not None:
                 code = None if self._proc is None else self._proc.returncode
-                raise RuntimeError(f"{self.kind.package} exited ({code}) while waiting for {what}:\n{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"{self.kind.package} exited ({code}) while waiting for {what}:\n{self.log()[-3000:]}"
+                )
             if await ready():
                 return
             if time.monotonic() > deadline:
@@ -176,8 +203,10 @@ class IotAgent:
 
     async def _north_answers(self) -> bool:
         try:
-            async with aiohttp.ClientSession() as http, \
-                    http.get(f"{self.north_url}/iot/about", timeout=aiohttp.ClientTimeout(total=1)) as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{self.north_url}/iot/about", timeout=aiohttp.ClientTimeout(total=1)) as resp,
+            ):
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
@@ -187,13 +216,20 @@ class IotAgent:
 
     # ---- north API ------------------------------------------------------------------------------
 
-    async def north(self, method: str, path: str, body: Any = None,
-                    headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def north(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         """One request to the agent's north API; (status, parsed JSON body or None)."""
-        async with aiohttp.ClientSession() as http, \
-                http.request(method, f"{self.north_url}{path}", json=body,
-                             headers=headers if headers is not None else HEADERS,
-                             timeout=aiohttp.ClientTimeout(total=15)) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(
+                method,
+                f"{self.north_url}{path}",
+                json=body,
+                headers=headers if headers is not None else HEADERS,
+                timeout=aiohttp.ClientTimeout(total=15),
+            ) as resp,
+        ):
             text = await resp.text()
             return resp.status, json.loads(text) if text else None
 
@@ -202,31 +238,64 @@ class IotAgent:
         if status != 201:
             raise RuntimeError(f"{self.kind.package}: POST {path} answered {status} {answer}")
 
-    async def provision_group(self, apikey: str, *, entity_type: str, attributes: Sequence[dict[str, Any]] = (),
-                              static_attributes: Sequence[dict[str, Any]] = (), **extra: Any) -> None:
+    async def provision_group(
+        self,
+        apikey: str,
+        *,
+        entity_type: str,
+        attributes: Sequence[dict[str, Any]] = (),
+        static_attributes: Sequence[dict[str, Any]] = (),
+        **extra: Any,
+    ) -> None:
         """A config group for `apikey` (required even for devices provisioned one by one), `timestamp: true`."""
-        group = {"apikey": apikey, "cbroker": self.orion_url, "entity_type": entity_type,
-                 "resource": self.kind.resource, "timestamp": True, "transport": "MQTT",
-                 "attributes": list(attributes), "static_attributes": list(static_attributes), **extra}
+        group = {
+            "apikey": apikey,
+            "cbroker": self.orion_url,
+            "entity_type": entity_type,
+            "resource": self.kind.resource,
+            "timestamp": True,
+            "transport": "MQTT",
+            "attributes": list(attributes),
+            "static_attributes": list(static_attributes),
+            **extra,
+        }
         body = {"services": [group]}
         await self._provision("/iot/services", body)
         self._provisioning.append(("/iot/services", body))
 
-    async def provision_device(self, device_id: str, *, apikey: str, entity_name: str, entity_type: str,
-                               attributes: Sequence[dict[str, Any]] = (), commands: Sequence[dict[str, Any]] = (),
-                               **extra: Any) -> None:
+    async def provision_device(
+        self,
+        device_id: str,
+        *,
+        apikey: str,
+        entity_name: str,
+        entity_type: str,
+        attributes: Sequence[dict[str, Any]] = (),
+        commands: Sequence[dict[str, Any]] = (),
+        **extra: Any,
+    ) -> None:
         """One device with its Orion entity named `entity_name`, as a platform provisions a known sensor."""
-        device = {"device_id": device_id, "apikey": apikey, "entity_name": entity_name, "entity_type": entity_type,
-                  "transport": "MQTT", "timestamp": True, "attributes": list(attributes), "commands": list(commands),
-                  **extra}
+        device = {
+            "device_id": device_id,
+            "apikey": apikey,
+            "entity_name": entity_name,
+            "entity_type": entity_type,
+            "transport": "MQTT",
+            "timestamp": True,
+            "attributes": list(attributes),
+            "commands": list(commands),
+            **extra,
+        }
         body = {"devices": [device]}
         await self._provision("/iot/devices", body)
         self._provisioning.append(("/iot/devices", body))
 
     async def send_command(self, entity_id: str, entity_type: str, command: str, value: Any) -> tuple[int, Any]:
         """What Orion does for a command attribute registered to the agent: `POST /v2/op/update` to the agent."""
-        body = {"actionType": "update",
-                "entities": [{"id": entity_id, "type": entity_type, command: {"type": "command", "value": value}}]}
+        body = {
+            "actionType": "update",
+            "entities": [{"id": entity_id, "type": entity_type, command: {"type": "command", "value": value}}],
+        }
         return await self.north("POST", "/v2/op/update", body)
 
 
@@ -239,8 +308,7 @@ async def start_iot_agent(tmp_path: Path) -> AsyncIterator[StartAgent]:
     agents: list[IotAgent] = []
 
     async def start(kind: AgentKind, *, broker: MosquittoBroker, orion_url: str, **kwargs: Any) -> IotAgent:
-        agent = IotAgent(kind, tmp_path / f"{kind.package}-{len(agents)}", broker=broker, orion_url=orion_url,
-                         **kwargs)
+        agent = IotAgent(kind, tmp_path / f"{kind.package}-{len(agents)}", broker=broker, orion_url=orion_url, **kwargs)
         agents.append(agent)
         await agent.start()
         return agent

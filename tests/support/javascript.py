@@ -23,9 +23,14 @@ SCRIPT = Path(__file__).with_name("agent_oracle.js")
 
 class AgentOracle:
     def __init__(self) -> None:
-        self._proc = subprocess.Popen(["node", str(SCRIPT), str(agent_home(UL))], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                      encoding="utf-8")
+        self._proc = subprocess.Popen(
+            ["node", str(SCRIPT), str(agent_home(UL))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+        )
 
     def _ask(self, *request: Any) -> Any:
         assert self._proc.stdin is not None and self._proc.stdout is not None
@@ -45,8 +50,9 @@ class AgentOracle:
         """Whether JavaScript's JSON.parse(text) succeeds."""
         return bool(self._ask("json_parse", text)["ok"])
 
-    def agent_request(self, fmt: str, payload: str, *, entity_name: str, entity_type: str,
-                      types: Mapping[str, str]) -> tuple[str, bytes]:
+    def agent_request(
+        self, fmt: str, payload: str, *, entity_name: str, entity_type: str, types: Mapping[str, str]
+    ) -> tuple[str, bytes]:
         """(url, body) of the Orion request iotagent-node-lib makes of one payload ("json" or "ul")."""
         answer = self._ask("agent_request", fmt, payload, entity_name, entity_type, dict(types))
         return answer["url"], answer["body"].encode()

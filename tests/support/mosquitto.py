@@ -54,12 +54,17 @@ class MosquittoBroker:
 
     def start(self, timeout: float = 10.0) -> None:
         assert self.proc is None, "broker already running"
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                log = (self.workdir / "mosquitto.log").read_text(errors="replace") if (self.workdir / "mosquitto.log").exists() else ""
+                log = (
+                    (self.workdir / "mosquitto.log").read_text(errors="replace")
+                    if (self.workdir / "mosquitto.log").exists()
+                    else ""
+                )
                 raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {log[-2000:]}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):

@@ -121,8 +121,15 @@ def make_tls_material(directory: Path) -> TlsMaterial:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -130,7 +137,9 @@ def make_tls_material(directory: Path) -> TlsMaterial:
         .sign(ca_key, hashes.SHA256())
     )
 
-    def leaf(cn: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName] | None) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    def leaf(
+        cn: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName] | None
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
@@ -142,9 +151,7 @@ def make_tls_material(directory: Path) -> TlsMaterial:
             .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         )
         if san:
             builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
@@ -191,7 +198,9 @@ def _append(current: dict[str, Any], entity: Mapping[str, Any]) -> None:
         current[name] = attr
 
 
-def _json(status: int, doc: Any, headers: dict[str, str] | None = None, content_type: str = "application/json") -> web.Response:
+def _json(
+    status: int, doc: Any, headers: dict[str, str] | None = None, content_type: str = "application/json"
+) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(doc), content_type=content_type, headers=headers)
 
 
@@ -260,7 +269,11 @@ class OrionDouble:
         doc = body if body is not None else {"error": "ServiceUnavailable", "description": "scripted fault"}
         self._faults.append(
             _Fault(
-                status=status, remaining=None if until is not None else count, until=until, skip=after, body=orjson.dumps(doc)
+                status=status,
+                remaining=None if until is not None else count,
+                until=until,
+                skip=after,
+                body=orjson.dumps(doc),
             )
         )
 
@@ -392,11 +405,19 @@ class OrionDouble:
         if len(body) > self.max_body:
             return _json(
                 413,
-                {"error": "RequestEntityTooLarge", "description": f"payload size: {len(body)}, max size supported: {self.max_body}"},
+                {
+                    "error": "RequestEntityTooLarge",
+                    "description": f"payload size: {len(body)}, max size supported: {self.max_body}",
+                },
             )
         if self._x_auth_token is not None and request.headers.get("X-Auth-Token") != self._x_auth_token:
             # What a Wilma PEP proxy in front of Orion answers.
-            return web.Response(status=401, text="Auth-token not found in request header" if "X-Auth-Token" not in request.headers else "Invalid token")
+            return web.Response(
+                status=401,
+                text="Auth-token not found in request header"
+                if "X-Auth-Token" not in request.headers
+                else "Invalid token",
+            )
         if self._oauth is not None:
             auth = request.headers.get("Authorization", "")
             # a Wilma PEP proxy takes the OAuth2 token in X-Auth-Token too
@@ -481,10 +502,14 @@ class OrionDouble:
         if spec is None:
             return self._log(request, body, _json(status, doc))
         service = request.headers.get("Fiware-Service", "").lower()
-        found = [entity for (svc, path, _), entity in self.entities.items()
-                 if svc == service and _path_selected(path, spec.service_paths)
-                 and (not spec.entities or any(_selected(entity, s) for s in spec.entities))]
-        page = found[spec.offset:spec.offset + spec.limit]
+        found = [
+            entity
+            for (svc, path, _), entity in self.entities.items()
+            if svc == service
+            and _path_selected(path, spec.service_paths)
+            and (not spec.entities or any(_selected(entity, s) for s in spec.entities))
+        ]
+        page = found[spec.offset : spec.offset + spec.limit]
         rendered = [_render_entity(e, spec.attrs, key_values="keyValues" in spec.options) for e in page]
         headers = {"Fiware-Total-Count": str(len(found))} if "count" in spec.options else None
         return self._log(request, body, _json(200, rendered, headers=headers))
@@ -517,7 +542,9 @@ class OrionDouble:
         if status not in (201, 204, 207):
             return self._log(request, body, _json(status, doc, content_type="application/json"))
         entities = orjson.loads(body)
-        refused = {e["entityId"]: e for e in (doc or {}).get("errors", [])} if status == 207 and isinstance(doc, dict) else {}
+        refused = (
+            {e["entityId"]: e for e in (doc or {}).get("errors", [])} if status == 207 and isinstance(doc, dict) else {}
+        )
         errors = list(refused.values())
         success: list[str] = []
         created: list[str] = []
@@ -566,7 +593,9 @@ class OrionDouble:
             return self._log(request, body, _json(400, {"error": "unsupported_grant_type"}))
         if (client_id, client_secret) != (oauth.client_id, oauth.client_secret):
             return self._log(
-                request, body, _json(401, {"error": "invalid_client", "error_description": "Invalid client credentials"})
+                request,
+                body,
+                _json(401, {"error": "invalid_client", "error_description": "Invalid client credentials"}),
             )
         token = secrets.token_hex(16)
         oauth.tokens[token] = self.clock() + oauth.expires_in

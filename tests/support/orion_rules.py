@@ -48,7 +48,7 @@ MAX_LD_BATCH = 1000
 MAX_LD_ATTRIBUTE = 65_536  # Orion-LD: "the maximum size of an attribute is just under 64k"
 
 # "General syntax restrictions": forbidden in any request field (ids, types, names, string values)
-FORBIDDEN = frozenset('<>"\'=;()')
+FORBIDDEN = frozenset("<>\"'=;()")
 # "Identifiers syntax restrictions": also & ? / # and anything outside printable, non-blank ASCII
 ID_FORBIDDEN = FORBIDDEN | frozenset("&?/#")
 
@@ -118,9 +118,7 @@ def _check_transport(headers: Mapping[str, str], body: bytes, *, media: tuple[st
     if not length.strip().isdigit() or int(length) != len(body):
         raise _bad(f"Content-Length {length} does not match the body size {len(body)}")
     if len(body) > MAX_BODY:
-        raise _v2_error(
-            413, "RequestEntityTooLarge", f"payload size: {len(body)}, max size supported: {MAX_BODY}"
-        )
+        raise _v2_error(413, "RequestEntityTooLarge", f"payload size: {len(body)}, max size supported: {MAX_BODY}")
     ctype = _header(headers, "Content-Type")
     if ctype is None:
         raise _v2_error(
@@ -670,7 +668,9 @@ def _string_list(value: Any, field: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def validate_v2_query(headers: Mapping[str, str], body: bytes, query: Mapping[str, list[str]]) -> tuple[int, Any, V2Query | None]:
+def validate_v2_query(
+    headers: Mapping[str, str], body: bytes, query: Mapping[str, list[str]]
+) -> tuple[int, Any, V2Query | None]:
     """(200, None, the query) when Orion would run this `POST /v2/op/query`, else (status, error body, None)."""
     try:
         limit, offset, options = _uri_params(query)
@@ -708,8 +708,11 @@ def validate_v2_query(headers: Mapping[str, str], body: bytes, query: Mapping[st
             raise _bad("the Orion double does not implement options=values or unique")
     except _Refused as refused:
         return refused.status, refused.body, None
-    return 200, None, V2Query(entities=entities, attrs=attrs, options=options, limit=limit, offset=offset,
-                              service_paths=paths)
+    return (
+        200,
+        None,
+        V2Query(entities=entities, attrs=attrs, options=options, limit=limit, offset=offset, service_paths=paths),
+    )
 
 
 def _registration_entities(value: Any) -> None:
@@ -945,7 +948,7 @@ def _ld_transport(headers: Mapping[str, str], body: bytes, *, strict: bool) -> A
     if mime == "application/ld+json" and link is not None:
         raise _ld_bad("Link header with application/ld+json", "the @context goes in the body, not a Link header")
     if link is not None and 'rel="http://www.w3.org/ns/json-ld#context"' not in link:
-        raise _ld_bad("Invalid Link header", "Link must have rel=\"http://www.w3.org/ns/json-ld#context\"")
+        raise _ld_bad("Invalid Link header", 'Link must have rel="http://www.w3.org/ns/json-ld#context"')
     try:
         doc = _parse(body)
     except ValueError:

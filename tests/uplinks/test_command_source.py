@@ -49,8 +49,15 @@ class RelayAdapter:
         self.handled: list[Command] = []
 
     async def run(self, emit: Emit) -> None:
-        await emit(Reading(entity_id=RELAY_ID, entity_type="Relay", observed_at=utc_now(),
-                           attributes={"state": Attribute(value=False)}, source=Source(adapter=self.name, device="r1")))
+        await emit(
+            Reading(
+                entity_id=RELAY_ID,
+                entity_type="Relay",
+                observed_at=utc_now(),
+                attributes={"state": Attribute(value=False)},
+                source=Source(adapter=self.name, device="r1"),
+            )
+        )
         await asyncio.Event().wait()
 
     async def handle(self, command: Command) -> CommandResult:
@@ -118,11 +125,15 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
 
 @pytest.mark.usefixtures("families")
 async def test_a_command_source_gets_commands_to_the_owning_adapter(tmp_path: Path) -> None:
-    gw = Gateway(parse_config({
-        "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
-        "adapters": [{"name": "cabinet", "type": "test-relay"}],
-        "uplinks": [{"name": "platform", "type": "test-loopback"}, {"name": "archive", "type": "test-plain"}],
-    }))
+    gw = Gateway(
+        parse_config(
+            {
+                "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+                "adapters": [{"name": "cabinet", "type": "test-relay"}],
+                "uplinks": [{"name": "platform", "type": "test-loopback"}, {"name": "archive", "type": "test-plain"}],
+            }
+        )
+    )
     await gw.start()
     try:
         platform, archive = LoopbackUplink.instances
@@ -130,13 +141,16 @@ async def test_a_command_source_gets_commands_to_the_owning_adapter(tmp_path: Pa
         assert isinstance(platform, CommandSource) and not isinstance(archive, CommandSource)
         await until(lambda: gw.router.owner(RELAY_ID) == "cabinet")
         assert platform.routes is not None
-        result = await platform.routes.dispatch(Command(command_id="c1", entity_id=RELAY_ID, name="state",
-                                                        value=True, uplink="platform"))
+        result = await platform.routes.dispatch(
+            Command(command_id="c1", entity_id=RELAY_ID, name="state", value=True, uplink="platform")
+        )
         assert result == CommandResult(command_id="c1", ok=True, info="state set to True")
         unknown = await platform.routes.dispatch(Command(command_id="c2", entity_id="urn:x", name="state"))
         assert not unknown.ok
-        assert unknown.info == ('command state: no adapter owns entity "urn:x", got no reading of it since the '
-                                "gateway started; check the entity id, or wait for the device's first reading")
+        assert unknown.info == (
+            'command state: no adapter owns entity "urn:x", got no reading of it since the '
+            "gateway started; check the entity id, or wait for the device's first reading"
+        )
     finally:
         await gw.stop()
     assert platform.events[0] == "start_commands" and "stop_commands" in platform.events
@@ -144,10 +158,15 @@ async def test_a_command_source_gets_commands_to_the_owning_adapter(tmp_path: Pa
 
 
 async def test_an_uplink_is_an_async_context_manager(tmp_path: Path) -> None:
-    uplink = LoopbackUplink(LoopbackConfig(name="u", type="test-loopback"), AdapterContext(gateway_id="g",
-                                                                                            data_dir=str(tmp_path)))
-    with pytest.raises(RuntimeError):
+    uplink = LoopbackUplink(
+        LoopbackConfig(name="u", type="test-loopback"), AdapterContext(gateway_id="g", data_dir=str(tmp_path))
+    )
+
+    async def fail_inside_the_block() -> None:
         async with uplink as entered:
             assert entered is uplink and uplink.events == ["start"]
             raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match=r"^inside$"):
+        await fail_inside_the_block()
     assert uplink.events == ["start", "close"]

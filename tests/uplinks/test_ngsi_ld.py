@@ -78,7 +78,12 @@ async def test_207_sorts_entities_into_delivered_rejected_and_retry(orion_double
     batch = [reading(f"g{i}", float(i)) for i in range(1, 7)]
     outcomes = await deliver(up, batch)
     assert [o.status for o in outcomes] == [
-        Status.DELIVERED, Status.REJECTED, Status.RETRY, Status.DELIVERED, Status.RETRY, Status.RETRY
+        Status.DELIVERED,
+        Status.REJECTED,
+        Status.RETRY,
+        Status.DELIVERED,
+        Status.RETRY,
+        Status.RETRY,
     ]
     assert outcomes[1].reason == (
         "ld-main: the NGSI-LD broker refused entity urn:ngsi-ld:WaterObserved:g2, got HTTP 400 BadRequestData: Invalid attribute value"
@@ -91,7 +96,9 @@ async def test_207_sorts_entities_into_delivered_rejected_and_retry(orion_double
 
 
 async def test_400_is_bisected_like_v2(orion_double: OrionDouble, tmp_path: Path) -> None:
-    orion_double.fail(400, body={"type": "https://uri.etsi.org/ngsi-ld/errors/BadRequestData", "title": "Invalid payload"}, count=1)
+    orion_double.fail(
+        400, body={"type": "https://uri.etsi.org/ngsi-ld/errors/BadRequestData", "title": "Invalid payload"}, count=1
+    )
     up = make_uplink(orion_double.url, tmp_path)
     outcomes = await deliver(up, [reading("g1", 1.0), reading("g2", 2.0)])
     assert outcomes == [DELIVERED, DELIVERED]
@@ -108,8 +115,12 @@ async def test_503_is_retry(orion_double: OrionDouble, tmp_path: Path) -> None:
     )
 
 
-async def test_a_url_ending_in_the_api_root_is_retried_naming_the_fix(orion_double: OrionDouble, tmp_path: Path) -> None:
-    outcomes = await deliver(make_uplink(orion_double.url + "/ngsi-ld/v1", tmp_path), [reading("g1", 1.0), reading("g2", 2.0)])
+async def test_a_url_ending_in_the_api_root_is_retried_naming_the_fix(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    outcomes = await deliver(
+        make_uplink(orion_double.url + "/ngsi-ld/v1", tmp_path), [reading("g1", 1.0), reading("g2", 2.0)]
+    )
     assert {(o.status, o.fault) for o in outcomes} == {(Status.RETRY, Fault.CONFIGURATION)}
     assert outcomes[0].reason == (
         f"the NGSI-LD broker does not serve {orion_double.url}/ngsi-ld/v1/ngsi-ld/v1/entityOperations/upsert?options=update, "

@@ -35,9 +35,13 @@ G2 = "urn:ngsi-ld:WaterObserved:g2"
 
 
 def reading(entity: str, level: float) -> Reading:
-    return Reading(entity_id=f"urn:ngsi-ld:WaterObserved:{entity}", entity_type="WaterObserved",
-                   attributes={"waterLevel": Attribute(value=level, type="Number", unit="MTR")},
-                   observed_at=T0 + timedelta(minutes=level), source=Source(adapter="gauge"))
+    return Reading(
+        entity_id=f"urn:ngsi-ld:WaterObserved:{entity}",
+        entity_type="WaterObserved",
+        attributes={"waterLevel": Attribute(value=level, type="Number", unit="MTR")},
+        observed_at=T0 + timedelta(minutes=level),
+        source=Source(adapter="gauge"),
+    )
 
 
 BATCH = [reading("g1", 1.0), reading("g2", 2.0), reading("g3", 3.0)]
@@ -67,12 +71,20 @@ def retried(text: str) -> str:
 @pytest.mark.parametrize(
     ("error", "text"),
     [
-        ({"type": ERRORS + "BadRequestData", "title": "Invalid attribute value"}, "BadRequestData: Invalid attribute value"),
+        (
+            {"type": ERRORS + "BadRequestData", "title": "Invalid attribute value"},
+            "BadRequestData: Invalid attribute value",
+        ),
         ({"type": ERRORS + "InvalidRequest"}, "InvalidRequest"),
-        ({"type": "OperationNotSupported", "detail": "upsert of a Relationship"}, "OperationNotSupported: upsert of a Relationship"),
+        (
+            {"type": "OperationNotSupported", "detail": "upsert of a Relationship"},
+            "OperationNotSupported: upsert of a Relationship",
+        ),
         # Orion-LD's shape: type, title, detail and status
-        ({"type": ERRORS + "BadRequestData", "title": "Not a JSON object", "detail": "waterLevel", "status": 400},
-         "HTTP 400 BadRequestData: Not a JSON object - waterLevel"),
+        (
+            {"type": ERRORS + "BadRequestData", "title": "Not a JSON object", "detail": "waterLevel", "status": 400},
+            "HTTP 400 BadRequestData: Not a JSON object - waterLevel",
+        ),
     ],
     ids=["type-and-title", "type-only", "bare-type-with-detail", "orion-ld"],
 )
@@ -88,11 +100,15 @@ async def test_an_error_about_the_entity_rejects_it_at_once(
     ("error", "text"),
     [
         ({"type": ERRORS + "InternalError", "title": "Database error"}, "InternalError: Database error"),
-        ({"type": ERRORS + "LdContextNotAvailable", "title": "cannot fetch the @context"},
-         "LdContextNotAvailable: cannot fetch the @context"),
+        (
+            {"type": ERRORS + "LdContextNotAvailable", "title": "cannot fetch the @context"},
+            "LdContextNotAvailable: cannot fetch the @context",
+        ),
         # a type about the request wins over a 4xx status
-        ({"type": "https://uri.etsi.org/ngsi-ld/errors/NonexistentTenant ", "title": "no tenant", "status": 404},
-         "HTTP 404 NonexistentTenant: no tenant"),
+        (
+            {"type": "https://uri.etsi.org/ngsi-ld/errors/NonexistentTenant ", "title": "no tenant", "status": 404},
+            "HTTP 404 NonexistentTenant: no tenant",
+        ),
         ({"title": "Service Unavailable", "status": "503"}, "HTTP 503: Service Unavailable"),
     ],
     ids=["internal-error", "context-not-available", "nonexistent-tenant", "status-as-text"],
@@ -129,7 +145,10 @@ async def test_an_unclassified_error_is_retried_then_rejected_saying_why(
         assert outcomes == [DELIVERED, Outcome(Status.RETRY, retried(text)), DELIVERED]
     assert runs[-1] == [
         DELIVERED,
-        Outcome(Status.REJECTED, refused(f"{text} (the same answer {UNCLASSIFIED_LIMIT} times in a row, none saying to retry)")),
+        Outcome(
+            Status.REJECTED,
+            refused(f"{text} (the same answer {UNCLASSIFIED_LIMIT} times in a row, none saying to retry)"),
+        ),
         DELIVERED,
     ]
 
@@ -143,8 +162,10 @@ async def test_an_entity_missing_from_the_answer_is_retried_then_rejected(
     assert runs[0][1] == Outcome(Status.RETRY, retried("no result for this entity in the 207 answer"))
     assert runs[-1][1] == Outcome(
         Status.REJECTED,
-        refused(f"no result for this entity in the 207 answer (the same answer {UNCLASSIFIED_LIMIT} times in a row, "
-                "none saying to retry)"),
+        refused(
+            f"no result for this entity in the 207 answer (the same answer {UNCLASSIFIED_LIMIT} times in a row, "
+            "none saying to retry)"
+        ),
     )
 
 
@@ -186,7 +207,7 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
-error_types = st.sampled_from(sorted(REJECT_TYPES | RETRY_TYPES) + ["about:blank", "Whatever"])
+error_types = st.sampled_from([*sorted(REJECT_TYPES | RETRY_TYPES), "about:blank", "Whatever"])
 
 
 @given(json_values)
@@ -196,8 +217,12 @@ def test_classify_takes_any_json_and_keeps_the_text_short(error: Any) -> None:
     assert 0 < len(problem.text) <= MAX_TEXT
 
 
-@given(kind=error_types, prefix=st.sampled_from(["", ERRORS, "http://uri.etsi.org/ngsi-ld/errors/"]),
-       status=st.none() | st.integers(100, 599), rest=st.dictionaries(st.sampled_from(["title", "detail"]), st.text()))
+@given(
+    kind=error_types,
+    prefix=st.sampled_from(["", ERRORS, "http://uri.etsi.org/ngsi-ld/errors/"]),
+    status=st.none() | st.integers(100, 599),
+    rest=st.dictionaries(st.sampled_from(["title", "detail"]), st.text()),
+)
 def test_a_known_type_decides_else_the_status_else_nothing(
     kind: str, prefix: str, status: int | None, rest: dict[str, str]
 ) -> None:
@@ -212,7 +237,9 @@ def test_a_known_type_decides_else_the_status_else_nothing(
     elif status is None:
         assert verdict is Verdict.UNCLASSIFIED
     else:
-        assert verdict is (Verdict.REJECT if 400 <= status < 500 and status not in (401, 403, 408, 429) else Verdict.RETRY)
+        assert verdict is (
+            Verdict.REJECT if 400 <= status < 500 and status not in (401, 403, 408, 429) else Verdict.RETRY
+        )
 
 
 async def test_an_unclassified_rejection_held_for_want_of_an_accepted_request_is_not_counted_again(

@@ -133,7 +133,9 @@ async def test_wrong_client_secret_is_retry_never_rejected(tmp_path: Path, clock
         assert orion.requests_to(V2_UPDATE) == []
 
 
-async def test_token_source_without_expires_in_and_concurrent_callers(orion_double_plain: OrionDouble, clock: ManualClock) -> None:
+async def test_token_source_without_expires_in_and_concurrent_callers(
+    orion_double_plain: OrionDouble, clock: ManualClock
+) -> None:
     orion_double_plain.require_oauth("gw-001", "s3cret")
     session = make_session(tls=TlsSection(), timeout_s=5, where="t")
     try:
@@ -153,7 +155,9 @@ async def test_unreachable_token_endpoint_raises_transient(clock: ManualClock) -
     session = make_session(tls=TlsSection(), timeout_s=5, where="t")
     try:
         url = f"http://127.0.0.1:{free_port()}/oauth2/token"
-        source = TokenSource(OAuth2Config(token_url=url, client_id="gw", client_secret="env:X"), "x", session, where="u", clock=clock)
+        source = TokenSource(
+            OAuth2Config(token_url=url, client_id="gw", client_secret="env:X"), "x", session, where="u", clock=clock
+        )
         with pytest.raises(UplinkTransient) as info:
             await source.token()
         assert info.value.message.startswith(f"u.oauth2: cannot reach {url}, got Cannot connect to host")

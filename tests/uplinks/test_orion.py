@@ -67,7 +67,11 @@ async def test_happy_path_one_request_with_fiware_headers(orion_double: OrionDou
     body = req.json()
     assert body["actionType"] == "append"
     # same entity twice in one batch is fine for v2 and keeps the order of observation
-    assert [(e["id"][-2:], e["waterLevel"]["value"]) for e in body["entities"]] == [("g1", 1.0), ("g2", 2.0), ("g1", 1.5)]
+    assert [(e["id"][-2:], e["waterLevel"]["value"]) for e in body["entities"]] == [
+        ("g1", 1.0),
+        ("g2", 2.0),
+        ("g1", 1.5),
+    ]
     assert levels(orion_double, "g1") == 1.5
     assert (up.counters.delivered, up.counters.requests, up.counters.bytes) == (3, 1, len(req.body))
 
@@ -118,13 +122,18 @@ async def test_poison_record_is_bisected_out_and_dead_lettered_with_orions_reaso
     assert up.counters.rejected == 1 and up.counters.delivered == 7
 
 
-async def test_entity_orion_refuses_by_its_own_rules_is_dead_lettered(orion_double: OrionDouble, tmp_path: Path) -> None:
+async def test_entity_orion_refuses_by_its_own_rules_is_dead_lettered(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
     # two geo:json locations without ignoreType: Orion answers 413 NoResourcesAvailable for the whole request
     point = {"type": "Point", "coordinates": [130.76, 32.21]}
     twice = Reading(
         entity_id="urn:ngsi-ld:WaterObserved:g9",
         entity_type="WaterObserved",
-        attributes={"location": Attribute(value=point, type="geo:json"), "site": Attribute(value=point, type="geo:json")},
+        attributes={
+            "location": Attribute(value=point, type="geo:json"),
+            "site": Attribute(value=point, type="geo:json"),
+        },
         observed_at=T0,
         source=Source(adapter="gauge"),
     )
@@ -226,7 +235,10 @@ async def test_timeout_is_retry(orion_double: OrionDouble, tmp_path: Path) -> No
     finally:
         await up.close()
     assert outcomes[0].status is Status.RETRY
-    assert outcomes[0].reason == f"orion-main: cannot reach {orion_double.url}/v2/op/update, got no answer within the timeout"
+    assert (
+        outcomes[0].reason
+        == f"orion-main: cannot reach {orion_double.url}/v2/op/update, got no answer within the timeout"
+    )
 
 
 async def test_connection_refused_is_retry(tmp_path: Path) -> None:
@@ -262,14 +274,23 @@ async def test_wrong_url_path_is_retry_not_rejected(orion_double: OrionDouble, t
 async def test_x_auth_token_comes_from_the_secret_store(orion_double: OrionDouble, tmp_path: Path) -> None:
     SecretStore(tmp_path).set("orion_token", "tok-3f9a")
     orion_double.require_x_auth_token("tok-3f9a")
-    up = make_uplink(orion_double.url, tmp_path, x_auth_token="secret:orion_token", headers={"apikey": "secret:orion_token", "X-Box": "gw-001"})
+    up = make_uplink(
+        orion_double.url,
+        tmp_path,
+        x_auth_token="secret:orion_token",
+        headers={"apikey": "secret:orion_token", "X-Box": "gw-001"},
+    )
     await up.start()
     try:
         assert await up.deliver([reading("g1", 1.0)]) == [DELIVERED]
     finally:
         await up.close()
     [req] = orion_double.requests
-    assert (req.headers["X-Auth-Token"], req.headers["apikey"], req.headers["X-Box"]) == ("tok-3f9a", "tok-3f9a", "gw-001")
+    assert (req.headers["X-Auth-Token"], req.headers["apikey"], req.headers["X-Box"]) == (
+        "tok-3f9a",
+        "tok-3f9a",
+        "gw-001",
+    )
 
 
 async def test_refused_token_is_retry_with_an_error_log(
@@ -284,9 +305,7 @@ async def test_refused_token_is_retry_with_an_error_log(
         await up.deliver([reading("g1", 1.0)])
     finally:
         await up.close()
-    reason = (
-        "Orion refused our credentials, got HTTP 401: Invalid token; check x_auth_token / oauth2 (readings stay buffered)"
-    )
+    reason = "Orion refused our credentials, got HTTP 401: Invalid token; check x_auth_token / oauth2 (readings stay buffered)"
     assert outcomes[0].status is Status.RETRY and outcomes[0].reason == reason
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [reason]
@@ -323,7 +342,9 @@ async def test_latest_state_older_readings_follow_a_retry(orion_double: OrionDou
     poison=st.sets(st.integers(min_value=0, max_value=23), max_size=4),
     per_request=st.integers(min_value=1, max_value=10),
 )
-async def test_bisection_rejects_exactly_the_poison_and_keeps_order(size: int, poison: set[int], per_request: int) -> None:
+async def test_bisection_rejects_exactly_the_poison_and_keeps_order(
+    size: int, poison: set[int], per_request: int
+) -> None:
     poison = {p for p in poison if p < size}
     async with OrionDouble() as orion:
         for p in poison:
@@ -340,7 +361,9 @@ async def test_bisection_rejects_exactly_the_poison_and_keeps_order(size: int, p
             assert [o.status for o in outcomes] == [Status.RETRY] * size
             assert orion.arrivals == []
             return
-        assert [o.status for o in outcomes] == [Status.REJECTED if i in poison else Status.DELIVERED for i in range(size)]
+        assert [o.status for o in outcomes] == [
+            Status.REJECTED if i in poison else Status.DELIVERED for i in range(size)
+        ]
         assert orion.arrivals == [f"urn:ngsi-ld:WaterObserved:g{i}" for i in range(size) if i not in poison]
 
 
@@ -363,11 +386,19 @@ async def test_requests_name_the_gateway_and_carry_their_buffer_seqs(orion_doubl
     assert first.headers["Edgegw-Gateway"] == "gw-001"
     # each request says exactly which readings it holds, in the compact form of the MQTT `seq` property
     assert [(r.headers["Edgegw-Seq"], r.status) for r in orion_double.requests] == [
-        ("101-105,108,120", 400), ("101-103", 204), ("104-105,108,120", 400), ("104-105", 204), ("108,120", 400),
-        ("108", 204), ("120", 400),
+        ("101-105,108,120", 400),
+        ("101-103", 204),
+        ("104-105,108,120", 400),
+        ("104-105", 204),
+        ("108,120", 400),
+        ("108", 204),
+        ("120", 400),
     ]
     # Orion ignores headers it does not know: the strict rules accept the request as it was sent
-    assert orion_rules.validate_v2_update(orion_double.requests[1].headers, orion_double.requests[1].body) == (204, None)
+    assert orion_rules.validate_v2_update(orion_double.requests[1].headers, orion_double.requests[1].body) == (
+        204,
+        None,
+    )
 
 
 async def test_a_request_of_scattered_readings_carries_their_span(orion_double: OrionDouble, tmp_path: Path) -> None:

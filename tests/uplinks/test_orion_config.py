@@ -25,14 +25,23 @@ def orion(**keys: Any) -> dict[str, Any]:
 
 
 def test_defaults() -> None:
-    config = parse_config({"gateway": {"id": "gw-001"}, "uplinks": [orion(), {"name": "ld", "type": "ngsi-ld", "url": "http://ld:1026/"}]})
+    config = parse_config(
+        {"gateway": {"id": "gw-001"}, "uplinks": [orion(), {"name": "ld", "type": "ngsi-ld", "url": "http://ld:1026/"}]}
+    )
     v2, ld = config.uplinks
     assert isinstance(v2, OrionConfig) and isinstance(ld, NgsiLdConfig)
     assert (v2.service, v2.service_path, v2.max_batch_bytes, v2.catch_up, v2.value_encoding, v2.tls.verify) == (
-        None, "/", 1_048_576, CatchUp.FULL_HISTORY, ValueEncoding.PERCENT, TlsVerify.FULL
+        None,
+        "/",
+        1_048_576,
+        CatchUp.FULL_HISTORY,
+        ValueEncoding.PERCENT,
+        TlsVerify.FULL,
     )
     assert (ld.url, ld.context_mode, ld.context) == (
-        "http://ld:1026", ContextMode.LINK, "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+        "http://ld:1026",
+        ContextMode.LINK,
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
     )
 
 
@@ -68,7 +77,12 @@ def test_tls_keys() -> None:
 
 
 def test_headers_and_token_settings_do_not_collide() -> None:
-    oauth2 = {"token_url": "https://idm.example.jp/token", "client_id": "gw", "client_secret": "secret:c", "header": "x-auth-token"}
+    oauth2 = {
+        "token_url": "https://idm.example.jp/token",
+        "client_id": "gw",
+        "client_secret": "secret:c",
+        "header": "x-auth-token",
+    }
     assert errors_of(orion(headers={"Fiware-Service": "x", "bad name": "y"})) == [
         "uplinks[0].headers: must not set a header the uplink sets itself, got 'Fiware-Service'",
     ]
@@ -98,8 +112,12 @@ def test_choices_and_ranges() -> None:
 
 
 def test_drain_rate_and_start_delay_default_and_bounds() -> None:
-    config = parse_config({"gateway": {"id": "gw-001"}, "uplinks": [orion(), orion(name="paced", retry_max_s=30,
-                                                                                 drain_rate=250, start_delay_max_s=0)]})
+    config = parse_config(
+        {
+            "gateway": {"id": "gw-001"},
+            "uplinks": [orion(), orion(name="paced", retry_max_s=30, drain_rate=250, start_delay_max_s=0)],
+        }
+    )
     default, paced = config.uplinks
     # unlimited, and the start delay spreads as far as the backoff's own jitter
     assert (default.drain_rate, default.start_delay_s) == (None, 5.0)

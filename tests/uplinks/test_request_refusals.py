@@ -29,12 +29,19 @@ SERVICE_NOT_FOUND = "HTTP 400 BadRequest: Service not found. Check your URL as p
 
 
 def reading(entity: str, n: int = 0, *, note: str = "") -> Reading:
-    attrs = {"waterLevel": Attribute(value=float(n), type="Number", unit="MTR"),
-             "sequence": Attribute(value=n, type="Number")}
+    attrs = {
+        "waterLevel": Attribute(value=float(n), type="Number", unit="MTR"),
+        "sequence": Attribute(value=n, type="Number"),
+    }
     if note:
         attrs["note"] = Attribute(value=note, type="Text")
-    return Reading(entity_id=f"urn:ngsi-ld:WaterObserved:{entity}", entity_type="WaterObserved", attributes=attrs,
-                   observed_at=T0 + timedelta(seconds=n), source=Source(adapter="gauge"))
+    return Reading(
+        entity_id=f"urn:ngsi-ld:WaterObserved:{entity}",
+        entity_type="WaterObserved",
+        attributes=attrs,
+        observed_at=T0 + timedelta(seconds=n),
+        source=Source(adapter="gauge"),
+    )
 
 
 def config(url: str, **keys: Any) -> OrionConfig:
@@ -78,8 +85,9 @@ async def run_loop(loop: DeliveryLoop, done: Callable[[], bool], timeout: float 
 
 
 async def open_box(tmp_path: Path) -> Outbox:
-    return await Outbox.open(tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1),
-                             ["orion-main"])
+    return await Outbox.open(
+        tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1), ["orion-main"]
+    )
 
 
 # ---- a wrong url ---------------------------------------------------------------------------------
@@ -92,8 +100,9 @@ async def test_url_ending_in_v2_keeps_every_reading_pending_with_an_error_naming
     box = await open_box(tmp_path)
     await box.append_many([reading(f"g{n % 3}", n) for n in range(30)])
     cfg = config(orion_double.url + "/v2", batch_max_rows=10, start_delay_max_s=0)
-    loop = DeliveryLoop(OrionUplink(cfg, AdapterContext(gateway_id="gw-001", data_dir=str(tmp_path))), cfg, box,
-                        sleep=instant)
+    loop = DeliveryLoop(
+        OrionUplink(cfg, AdapterContext(gateway_id="gw-001", data_dir=str(tmp_path))), cfg, box, sleep=instant
+    )
     status = await run_loop(loop, lambda: len(orion_double.requests) >= 4)
     reason = (
         f"Orion does not serve {orion_double.url}/v2/v2/op/update, got {SERVICE_NOT_FOUND}; url must not end in /v2 "
@@ -108,8 +117,11 @@ async def test_url_ending_in_v2_keeps_every_reading_pending_with_an_error_naming
     errors = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
     assert errors == [
         ("gateway.uplinks.http.batch", reason),
-        ("gateway.delivery", f"delivery refused (10 of 10 records to retry): {reason}; nothing is dead-lettered "
-                             "until the configuration is fixed"),
+        (
+            "gateway.delivery",
+            f"delivery refused (10 of 10 records to retry): {reason}; nothing is dead-lettered "
+            "until the configuration is fixed",
+        ),
     ]
     await box.close()
 
@@ -136,8 +148,9 @@ async def test_a_bad_record_alone_waits_for_a_good_one_to_vouch_for_the_request(
     orion_double: OrionDouble, tmp_path: Path
 ) -> None:
     orion_double.refuse_entity("urn:ngsi-ld:WaterObserved:bad")
-    first, second = await deliver(make_uplink(orion_double.url, tmp_path), [reading("bad", 0)],
-                                  [reading("bad", 0), reading("g1", 1)])
+    first, second = await deliver(
+        make_uplink(orion_double.url, tmp_path), [reading("bad", 0)], [reading("bad", 0), reading("g1", 1)]
+    )
     assert [(o.status, o.fault) for o in first] == [(Status.RETRY, Fault.CONFIGURATION)]
     assert [o.status for o in second] == [Status.REJECTED, Status.DELIVERED]
     assert second[0].reason == (
@@ -224,8 +237,9 @@ async def test_a_proxy_limit_below_one_entity_shows_as_refused_in_the_status(
     await box.append_many([reading(f"g{n}", n) for n in range(5)])
     async with BodyLimitProxy(orion_double.url, max_body=100) as proxy:
         cfg = config(proxy.url, start_delay_max_s=0)
-        loop = DeliveryLoop(OrionUplink(cfg, AdapterContext(gateway_id="gw-001", data_dir=str(tmp_path))), cfg, box,
-                            sleep=instant)
+        loop = DeliveryLoop(
+            OrionUplink(cfg, AdapterContext(gateway_id="gw-001", data_dir=str(tmp_path))), cfg, box, sleep=instant
+        )
         status = await run_loop(loop, lambda: len(proxy.refused) >= 12)
     stats = await box.stats()
     assert stats.uplinks["orion-main"].pending["normal"] == 5 and stats.dead_letters.get("orion-main", 0) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,7 +33,7 @@ def test_the_text_holds_exactly_the_set_in_canonical_form(seqs: list[int]) -> No
     bounds = [tuple(int(x) for x in part.split("-")) for part in filter(None, text.split(","))]
     flat = [n for b in bounds for n in b]
     assert flat == sorted(flat)  # ascending
-    for before, after in zip(bounds, bounds[1:]):
+    for before, after in itertools.pairwise(bounds):
         assert after[0] > before[-1] + 1  # maximal runs: neighbours would have been merged
     assert all(len(b) == 1 or b[0] < b[1] for b in bounds)  # a run of one is written as one number
 

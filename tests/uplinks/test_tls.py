@@ -38,7 +38,9 @@ async def deliver_once(up: OrionUplink) -> list[Any]:
         await up.close()
 
 
-async def test_mtls_with_private_ca_delivers(orion_double_tls: OrionDouble, orion_tls_material: TlsMaterial, tmp_path: Path) -> None:
+async def test_mtls_with_private_ca_delivers(
+    orion_double_tls: OrionDouble, orion_tls_material: TlsMaterial, tmp_path: Path
+) -> None:
     m = orion_tls_material
     tls = {"ca_file": str(m.ca_file), "cert_file": str(m.client_cert), "key_file": str(m.client_key)}
     assert await deliver_once(make_uplink(orion_double_tls.url, tmp_path, tls)) == [DELIVERED]
@@ -55,13 +57,17 @@ async def test_client_certificate_and_key_in_one_file(
 async def test_missing_client_certificate_is_retry_not_rejected(
     orion_double_tls: OrionDouble, orion_tls_material: TlsMaterial, tmp_path: Path
 ) -> None:
-    [outcome] = await deliver_once(make_uplink(orion_double_tls.url, tmp_path, {"ca_file": str(orion_tls_material.ca_file)}))
+    [outcome] = await deliver_once(
+        make_uplink(orion_double_tls.url, tmp_path, {"ca_file": str(orion_tls_material.ca_file)})
+    )
     assert outcome.status is Status.RETRY
     assert outcome.reason.startswith(f"orion-tls: cannot reach {orion_double_tls.url}/v2/op/update, got ")
     assert orion_double_tls.requests == []
 
 
-async def test_verification_is_on_by_default(orion_double_tls: OrionDouble, orion_tls_material: TlsMaterial, tmp_path: Path) -> None:
+async def test_verification_is_on_by_default(
+    orion_double_tls: OrionDouble, orion_tls_material: TlsMaterial, tmp_path: Path
+) -> None:
     m = orion_tls_material
     tls = {"cert_file": str(m.client_cert), "key_file": str(m.client_key)}
     [outcome] = await deliver_once(make_uplink(orion_double_tls.url, tmp_path, tls))
@@ -91,8 +97,12 @@ async def test_unreadable_ca_file_fails_start_naming_the_key(tmp_path: Path) -> 
 
 async def test_client_key_that_does_not_match_fails_start(orion_tls_material: TlsMaterial, tmp_path: Path) -> None:
     m = orion_tls_material
-    up = make_uplink("https://orion.example.jp", tmp_path, {"cert_file": str(m.client_cert), "key_file": str(m.server_key)})
+    up = make_uplink(
+        "https://orion.example.jp", tmp_path, {"cert_file": str(m.client_cert), "key_file": str(m.server_key)}
+    )
     with pytest.raises(ConfigError) as info:
         await up.start()
-    assert str(info.value).startswith(f"uplinks.orion-tls.tls.cert_file: cannot load the client certificate and key, got {str(m.client_cert)!r}")
+    assert str(info.value).startswith(
+        f"uplinks.orion-tls.tls.cert_file: cannot load the client certificate and key, got {str(m.client_cert)!r}"
+    )
     assert str(info.value).endswith("; both must be PEM and the key unencrypted")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,12 +20,25 @@ from tests.support.mosquitto import MosquittoBroker
 T0 = datetime(2024, 6, 1, 3, 0, 0, tzinfo=UTC)
 
 
-def reading(entity: str = "urn:ngsi-ld:WaterObserved:gauge1", *, at: float = 0.0, seq: int | None = 1,
-            entity_type: str = "WaterObserved", device: str = "", **values: Any) -> Reading:
+def reading(
+    entity: str = "urn:ngsi-ld:WaterObserved:gauge1",
+    *,
+    at: float = 0.0,
+    seq: int | None = 1,
+    entity_type: str = "WaterObserved",
+    device: str = "",
+    **values: Any,
+) -> Reading:
     """A reading observed `at` seconds after T0 with the given attribute values (default waterLevel=1.25)."""
     attrs = {k: Attribute(value=v) for k, v in (values or {"waterLevel": 1.25}).items()}
-    return Reading(entity_id=entity, entity_type=entity_type, attributes=attrs, observed_at=T0 + timedelta(seconds=at),
-                   source=Source(adapter="sim", device=device), seq=seq)
+    return Reading(
+        entity_id=entity,
+        entity_type=entity_type,
+        attributes=attrs,
+        observed_at=T0 + timedelta(seconds=at),
+        source=Source(adapter="sim", device=device),
+        seq=seq,
+    )
 
 
 @pytest.fixture
@@ -53,7 +66,7 @@ class Subscriber:
         async for m in self.client.messages:
             props = m.properties
             user = dict(getattr(props, "UserProperty", []) or []) if props else {}
-            self.messages.append(Received(str(m.topic), bytes(m.payload), bool(m.retain), user))  # type: ignore[arg-type]
+            self.messages.append(Received(str(m.topic), bytes(m.payload), bool(m.retain), user))
 
     async def wait(self, count: int, timeout: float = 5.0, topic_prefix: str = "") -> list[Received]:
         async with asyncio.timeout(timeout):
@@ -77,7 +90,5 @@ async def subscribe(broker: MosquittoBroker, topic: str = "#", **kwargs: Any) ->
             yield sub
         finally:
             sub._task.cancel()
-            try:
+            with suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await sub._task
-            except (asyncio.CancelledError, aiomqtt.MqttError):
-                pass

@@ -27,12 +27,20 @@ def _name(cn: str) -> x509.Name:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
 
 
-def _issue(subject: str, key: ec.EllipticCurvePrivateKey, ca_key: ec.EllipticCurvePrivateKey, issuer: str, *,
-           ca: bool = False, server: bool = False) -> x509.Certificate:
+def _issue(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    ca_key: ec.EllipticCurvePrivateKey,
+    issuer: str,
+    *,
+    ca: bool = False,
+    server: bool = False,
+) -> x509.Certificate:
     now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
@@ -46,19 +54,31 @@ def _issue(subject: str, key: ec.EllipticCurvePrivateKey, ca_key: ec.EllipticCur
     )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False), critical=True)
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     else:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if server:
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False)
+            critical=False,
+        )
     return builder.sign(ca_key, hashes.SHA256())
 
 
@@ -66,11 +86,18 @@ def make_pki(directory: Path) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _issue("edgegw test CA", ca_key, ca_key, "edgegw test CA", ca=True)
-    out = Pki(ca_file=directory / "ca.pem", server_cert=directory / "server.pem", server_key=directory / "server.key",
-              client_cert=directory / "client.pem", client_key=directory / "client.key")
+    out = Pki(
+        ca_file=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+    )
     out.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for cert_path, key_path, cn, server in ((out.server_cert, out.server_key, "127.0.0.1", True),
-                                           (out.client_cert, out.client_key, "gw-kumamoto-01", False)):
+    for cert_path, key_path, cn, server in (
+        (out.server_cert, out.server_key, "127.0.0.1", True),
+        (out.client_cert, out.client_key, "gw-kumamoto-01", False),
+    ):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _issue(cn, key, ca_key, "edgegw test CA", server=server)
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

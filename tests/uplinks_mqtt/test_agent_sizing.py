@@ -28,8 +28,14 @@ def relay_reading(seq: int) -> Reading:
     attrs = {f"relay{n}": Attribute(value=(seq + n) % 3 == 0, type="Boolean") for n in range(1, 9)}
     attrs |= {f"input{n}": Attribute(value=(seq + n) % 2 == 0, type="Boolean") for n in range(1, 9)}
     attrs["deviceState"] = Attribute(value="ok", type="Text")
-    return Reading(entity_id=RELAY_ID, entity_type="Device", attributes=attrs,
-                   observed_at=T0 + timedelta(milliseconds=50 * seq), source=Source(adapter="relays"), seq=seq)
+    return Reading(
+        entity_id=RELAY_ID,
+        entity_type="Device",
+        attributes=attrs,
+        observed_at=T0 + timedelta(milliseconds=50 * seq),
+        source=Source(adapter="relays"),
+        seq=seq,
+    )
 
 
 def uplink(context: AdapterContext, **overrides: Any) -> MqttUplink:
@@ -85,23 +91,35 @@ def test_the_usual_batch_stays_one_message_per_device(context: AdapterContext) -
 
 
 def test_one_reading_too_big_for_orion_is_rejected_with_the_fix(context: AdapterContext) -> None:
-    big = Reading(entity_id="urn:ngsi-ld:Note:n1", entity_type="Note",
-                  attributes={"text": Attribute(value="川" * 2_000, type="Text")}, observed_at=T0,
-                  source=Source(adapter="notes"), seq=7)
+    big = Reading(
+        entity_id="urn:ngsi-ld:Note:n1",
+        entity_type="Note",
+        attributes={"text": Attribute(value="川" * 2_000, type="Text")},
+        observed_at=T0,
+        source=Source(adapter="notes"),
+        seq=7,
+    )
     up = uplink(context, orion_max_request_bytes=4096)
     messages, rejected = up._plan([big, relay_reading(1)])
     assert [m.indices for m in messages] == [(1,)]
-    assert rejected == {0: (
-        "urn:ngsi-ld:Note:n1: the IoT Agent would send Orion a request of up to 6457 bytes for this one reading, "
-        "over orion_max_request_bytes 4096, got one reading too large for Orion; raise orion_max_request_bytes to "
-        "the Orion's -inReqPayloadMaxSize or split the reading at the source"
-    )}
+    assert rejected == {
+        0: (
+            "urn:ngsi-ld:Note:n1: the IoT Agent would send Orion a request of up to 6457 bytes for this one reading, "
+            "over orion_max_request_bytes 4096, got one reading too large for Orion; raise orion_max_request_bytes to "
+            "the Orion's -inReqPayloadMaxSize or split the reading at the source"
+        )
+    }
 
 
 async def test_deliver_dead_letters_only_the_reading_too_big_for_orion(context: AdapterContext) -> None:
-    big = Reading(entity_id="urn:ngsi-ld:Note:n1", entity_type="Note",
-                  attributes={"text": Attribute(value="x" * 5_000, type="Text")}, observed_at=T0,
-                  source=Source(adapter="notes"), seq=7)
+    big = Reading(
+        entity_id="urn:ngsi-ld:Note:n1",
+        entity_type="Note",
+        attributes={"text": Attribute(value="x" * 5_000, type="Text")},
+        observed_at=T0,
+        source=Source(adapter="notes"),
+        seq=7,
+    )
     up = uplink(context, orion_max_request_bytes=4096)
     outcomes = await up.deliver([big])  # nothing to publish: no broker needed
     assert outcomes[0].status is Status.REJECTED
@@ -115,19 +133,26 @@ def test_ngsi_v2_envelopes_are_not_sized_for_an_agent(context: AdapterContext) -
     assert len(messages) == 1  # a bridge to Orion splits its own requests
 
 
-json_measures = st.lists(st.binary(min_size=30, max_size=400).map(lambda b: b.replace(b"+", b"")), min_size=1,
-                         max_size=40)
+json_measures = st.lists(
+    st.binary(min_size=30, max_size=400).map(lambda b: b.replace(b"+", b"")), min_size=1, max_size=40
+)
 
 
 @settings(max_examples=200)
-@given(st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["json", "ul"])), min_size=1, max_size=60),
-       st.integers(0, 400), st.integers(0, 300), st.integers(0, 200))
-def test_the_coarse_bound_never_undercuts_the_precise_one(shape: list[tuple[int, str]], entity: int,
-                                                          attribute_allowance: int, entity_allowance: int) -> None:
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["json", "ul"])), min_size=1, max_size=60),
+    st.integers(0, 400),
+    st.integers(0, 300),
+    st.integers(0, 200),
+)
+def test_the_coarse_bound_never_undercuts_the_precise_one(
+    shape: list[tuple[int, str]], entity: int, attribute_allowance: int, entity_allowance: int
+) -> None:
     # measures of k attributes at their smallest (`"a":0,` / `|a|0`): the coarse bound, from byte totals
     # only, must still be at least the sum of the per-measure bounds, or the planner would skip a split
-    sizing = agent_request.sizing(limit=1_048_576, attribute_allowance=attribute_allowance,
-                                  entity_allowance=entity_allowance)
+    sizing = agent_request.sizing(
+        limit=1_048_576, attribute_allowance=attribute_allowance, entity_allowance=entity_allowance
+    )
     for fmt in ("json", "ul"):
         bodies = []
         for k, _ in shape:
@@ -137,8 +162,14 @@ def test_the_coarse_bound_never_undercuts_the_precise_one(shape: list[tuple[int,
                 body = b"2024-06-01T03:00:00.000Z" + b"|a|0" * k
             bodies.append((body, k))
         precise = sizing.request + sum(
-            (agent_request.ul_group_bound(b, k, entity, sizing) if fmt == "ul"
-             else agent_request.json_measure_bound(b, k, entity, sizing)) for b, k in bodies)
-        coarse = agent_request.coarse_bound(sum(len(b) for b, _ in bodies), len(bodies), entity * len(bodies), sizing,
-                                            ul=fmt == "ul")
+            (
+                agent_request.ul_group_bound(b, k, entity, sizing)
+                if fmt == "ul"
+                else agent_request.json_measure_bound(b, k, entity, sizing)
+            )
+            for b, k in bodies
+        )
+        coarse = agent_request.coarse_bound(
+            sum(len(b) for b, _ in bodies), len(bodies), entity * len(bodies), sizing, ul=fmt == "ul"
+        )
         assert coarse >= precise

@@ -14,14 +14,21 @@ from tests.commands.test_listener import RELAY_ID, Agent, relay_board
 from tests.support.mosquitto import MosquittoBroker
 from tests.uplinks_mqtt.conftest import reading
 
-RULES = [{"apikey": "devices", "entity_type": "Device"},
-         {"apikey": "kumamoto-gauges", "entity_type": "WaterObserved", "entity_id_pattern": r"urn:ngsi-ld:WaterObserved:kumamoto-.*"},
-         {"apikey": "lockers", "entity_id_pattern": r".*:Locker:.*"}]
+RULES = [
+    {"apikey": "devices", "entity_type": "Device"},
+    {
+        "apikey": "kumamoto-gauges",
+        "entity_type": "WaterObserved",
+        "entity_id_pattern": r"urn:ngsi-ld:WaterObserved:kumamoto-.*",
+    },
+    {"apikey": "lockers", "entity_id_pattern": r".*:Locker:.*"},
+]
 
 
 def config(**overrides: Any) -> MqttUplinkConfig:
-    return MqttUplinkConfig.model_validate({"name": "pref-mqtt", "type": "mqtt", "host": "127.0.0.1",
-                                            "apikeys": RULES, **overrides})
+    return MqttUplinkConfig.model_validate(
+        {"name": "pref-mqtt", "type": "mqtt", "host": "127.0.0.1", "apikeys": RULES, **overrides}
+    )
 
 
 def test_the_first_matching_rule_names_the_apikey_else_the_fallback(context: AdapterContext) -> None:
@@ -35,22 +42,27 @@ def test_the_first_matching_rule_names_the_apikey_else_the_fallback(context: Ada
     ]
     messages, rejected = up._plan(batch)
     assert rejected == {}
-    assert sorted(m.topic for m in messages) == sorted([
-        "/devices/urn:ngsi-ld:Device:relays/attrs",
-        "/kumamoto-gauges/urn:ngsi-ld:WaterObserved:kumamoto-1/attrs",
-        "/fallback/urn:ngsi-ld:WaterObserved:yatsushiro-1/attrs",
-        "/devices/urn:ngsi-ld:Locker:l1/attrs",
-        "/lockers/urn:ngsi-ld:Locker:l2/attrs",
-    ])
+    assert sorted(m.topic for m in messages) == sorted(
+        [
+            "/devices/urn:ngsi-ld:Device:relays/attrs",
+            "/kumamoto-gauges/urn:ngsi-ld:WaterObserved:kumamoto-1/attrs",
+            "/fallback/urn:ngsi-ld:WaterObserved:yatsushiro-1/attrs",
+            "/devices/urn:ngsi-ld:Locker:l1/attrs",
+            "/lockers/urn:ngsi-ld:Locker:l2/attrs",
+        ]
+    )
 
 
 def test_without_a_fallback_an_unmatched_reading_is_refused(context: AdapterContext) -> None:
     up = MqttUplink(config(), context)
     messages, rejected = up._plan([reading("urn:ngsi-ld:WaterObserved:yatsushiro-1", seq=3)])
     assert messages == []
-    assert rejected == {0: (
-        "urn:ngsi-ld:WaterObserved:yatsushiro-1: no apikey for entity type 'WaterObserved', got no [[uplinks.apikeys]] "
-        "rule that matches it and no apikey; add a rule or set apikey")}
+    assert rejected == {
+        0: (
+            "urn:ngsi-ld:WaterObserved:yatsushiro-1: no apikey for entity type 'WaterObserved', got no [[uplinks.apikeys]] "
+            "rule that matches it and no apikey; add a rule or set apikey"
+        )
+    }
 
 
 async def test_commands_are_taken_on_every_apikey_and_answered_on_theirs(
@@ -59,8 +71,9 @@ async def test_commands_are_taken_on_every_apikey_and_answered_on_theirs(
     cfg = config(host=mosquitto.host, port=mosquitto.port, apikey="K3Y", commands="on", ack_timeout_s=5)
     assert uplink_apikeys(cfg) == ("devices", "kumamoto-gauges", "lockers", "K3Y")
     async with relay_board(tmp_path) as rig, Agent(mosquitto) as agent:
-        listener = MqttCommandListener(cfg, AdapterContext(gateway_id="gw1", data_dir=str(tmp_path)),
-                                       rig.router.dispatch)
+        listener = MqttCommandListener(
+            cfg, AdapterContext(gateway_id="gw1", data_dir=str(tmp_path)), rig.router.dispatch
+        )
         assert "/devices/+/cmd" in listener.topics and "/K3Y/+/cmd" in listener.topics
         listener.start()
         try:
@@ -78,8 +91,12 @@ async def test_commands_are_taken_on_every_apikey_and_answered_on_theirs(
 @pytest.mark.parametrize("fmt", ["iota-json", "iota-ul"])
 def test_the_topic_cache_keys_by_type_when_rules_use_it(fmt: str, context: AdapterContext) -> None:
     up = MqttUplink(config(apikey="fallback", format=fmt), context)
-    same_id = [reading("urn:ngsi-ld:Thing:x", entity_type="Device", seq=1),
-               reading("urn:ngsi-ld:Thing:x", entity_type="Other", seq=2)]
+    same_id = [
+        reading("urn:ngsi-ld:Thing:x", entity_type="Device", seq=1),
+        reading("urn:ngsi-ld:Thing:x", entity_type="Other", seq=2),
+    ]
     messages, _ = up._plan(same_id)
-    assert sorted(m.topic for m in messages) == ["/devices/urn:ngsi-ld:Thing:x/attrs",
-                                                 "/fallback/urn:ngsi-ld:Thing:x/attrs"]
+    assert sorted(m.topic for m in messages) == [
+        "/devices/urn:ngsi-ld:Thing:x/attrs",
+        "/fallback/urn:ngsi-ld:Thing:x/attrs",
+    ]

@@ -31,7 +31,10 @@ def test_defaults_and_derived_names(context: AdapterContext) -> None:
     assert (cfg.protocol, cfg.format, cfg.topic_style) == (MqttProtocol.V5, MqttFormat.IOTA_JSON, TopicStyle.PLAIN)
     up = MqttUplink(cfg, context)
     assert (up.client_id, up.status_topic, up.port) == (
-        "edgegw-gw-kumamoto-01-pref-mqtt", "edgegw/gw-kumamoto-01/pref-mqtt/status", 1883)
+        "edgegw-gw-kumamoto-01-pref-mqtt",
+        "edgegw/gw-kumamoto-01/pref-mqtt/status",
+        1883,
+    )
     assert MqttUplink(MqttUplinkConfig.model_validate({**BASE, "tls": {}}), context).port == 8883
 
 
@@ -55,21 +58,21 @@ def test_password_only_by_reference() -> None:
         'or "env:<VARIABLE>", never the secret in clear, got a value that is not shown here'
     ]
     assert errors(password="secret:mqtt") == [
-        "uplinks[1].password: needs a username (MQTT sends no password without one), got \"secret:mqtt\""
+        'uplinks[1].password: needs a username (MQTT sends no password without one), got "secret:mqtt"'
     ]
 
 
 def test_templates_and_topics_are_checked() -> None:
     assert errors(device_id="{entity}-{device}") == [
         "uplinks[1].device_id: unknown placeholder {entity}; valid: {entity_id}, {entity_type}, {device}, {adapter}, "
-        "got \"{entity}-{device}\""
+        'got "{entity}-{device}"'
     ]
     assert errors(topic="edgegw/+/x") == [
-        "uplinks[1].topic: must be a non-empty MQTT topic without the wildcards + and #, got \"edgegw/+/x\""
+        'uplinks[1].topic: must be a non-empty MQTT topic without the wildcards + and #, got "edgegw/+/x"'
     ]
     assert errors(status_topic="site/{entity_type}/status") == [
         "uplinks[1].status_topic: unknown placeholder {entity_type}; valid: {gateway_id}, {uplink}, "
-        "got \"site/{entity_type}/status\""
+        'got "site/{entity_type}/status"'
     ]
 
 
@@ -83,8 +86,10 @@ def test_choices_tls_pairs_and_unknown_keys() -> None:
         "certificate"
     ]
     lines = errors(qos=2)
-    assert lines[0].startswith("uplinks[1].qos: unknown key; valid keys here: ack_timeout_s, agent_attribute_bytes, "
-                               "agent_entity_bytes, apikey, apikeys, batch_linger_ms, batch_max_rows,")
+    assert lines[0].startswith(
+        "uplinks[1].qos: unknown key; valid keys here: ack_timeout_s, agent_attribute_bytes, "
+        "agent_entity_bytes, apikey, apikeys, batch_linger_ms, batch_max_rows,"
+    )
 
 
 def test_apikey_rules_are_checked() -> None:
@@ -97,7 +102,7 @@ def test_apikey_rules_are_checked() -> None:
     ]
     assert errors(apikeys=[{"apikey": "A", "entity_id_pattern": "urn:(x"}]) == [
         "uplinks[1].apikeys[0].entity_id_pattern: must be a regular expression, missing ), unterminated subpattern "
-        "at position 4, got \"urn:(x\""
+        'at position 4, got "urn:(x"'
     ]
     # with rules, the plain apikey is only the fallback and may be left out
     cfg = MqttUplinkConfig.model_validate({**BASE, "apikey": None, "apikeys": [{"apikey": "A", "entity_type": "D"}]})
@@ -122,11 +127,11 @@ def test_sequence_attribute_and_confirm_are_checked() -> None:
     ]
     assert errors(confirm={"url": "http://orion:1026", "entity_id": "{entity}"}) == [
         "uplinks[1].confirm.entity_id: unknown placeholder {entity}; valid: {entity_id}, {entity_type}, {device}, "
-        "{adapter}, {device_id}, got \"{entity}\""
+        '{adapter}, {device_id}, got "{entity}"'
     ]
     assert errors(confirm={"url": "http://orion:1026", "service": "City"}) == [
         "uplinks[1].confirm.service: must be 1-50 characters of a-z 0-9 _ (lower case; Orion's Fiware-Service), "
-        "got \"City\""
+        'got "City"'
     ]
     # confirmation reads the sequence measure: asking for it turns the measure on, named edgegwSeq
     plain = MqttUplinkConfig.model_validate(BASE)
@@ -137,17 +142,27 @@ def test_sequence_attribute_and_confirm_are_checked() -> None:
 
 def test_two_mqtt_uplinks_on_one_broker_must_not_share_the_status_topic() -> None:
     def doc(*uplinks: dict[str, Any]) -> dict[str, Any]:
-        return {"gateway": {"id": "gw1"}, "uplinks": [{"type": "mqtt", "host": "broker", "apikey": "K", **u}
-                                                      for u in uplinks]}
+        return {
+            "gateway": {"id": "gw1"},
+            "uplinks": [{"type": "mqtt", "host": "broker", "apikey": "K", **u} for u in uplinks],
+        }
 
     # the default topic names the uplink: two uplinks on one broker, as config/demo.toml has, are fine
     parse_config(doc({"name": "iot-agent"}, {"name": "platform", "format": "ngsi-v2", "apikey": None}))
     # another broker, another retained topic space
-    parse_config(doc({"name": "a", "status_topic": "site/{gateway_id}"},
-                     {"name": "b", "status_topic": "site/{gateway_id}", "host": "other"}))
+    parse_config(
+        doc(
+            {"name": "a", "status_topic": "site/{gateway_id}"},
+            {"name": "b", "status_topic": "site/{gateway_id}", "host": "other"},
+        )
+    )
     with pytest.raises(ConfigError) as exc:
-        parse_config(doc({"name": "a", "status_topic": "site/{gateway_id}"},
-                         {"name": "b", "status_topic": "site/gw1", "host": "BROKER", "port": 1883}))
+        parse_config(
+            doc(
+                {"name": "a", "status_topic": "site/{gateway_id}"},
+                {"name": "b", "status_topic": "site/gw1", "host": "BROKER", "port": 1883},
+            )
+        )
     assert exc.value.errors == [
         "uplinks[1].status_topic: must differ from uplinks[0].status_topic on the same broker (one's last will would "
         "overwrite the other's online), got 'site/gw1' for both; put {uplink} in the template"

@@ -28,8 +28,15 @@ KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
 
 
 def uplink(broker: MosquittoBroker, context: AdapterContext, **overrides: object) -> MqttUplink:
-    conf = {"name": "pref-mqtt", "type": "mqtt", "host": broker.host, "port": broker.port, "apikey": "K3Y",
-            "connect_timeout_s": 3, "ack_timeout_s": 5}
+    conf = {
+        "name": "pref-mqtt",
+        "type": "mqtt",
+        "host": broker.host,
+        "port": broker.port,
+        "apikey": "K3Y",
+        "connect_timeout_s": 3,
+        "ack_timeout_s": 5,
+    }
     conf.update(overrides)
     return MqttUplink(MqttUplinkConfig.model_validate(conf), context)
 
@@ -74,19 +81,24 @@ async def test_delivered_after_puback_with_exact_topics_payloads_and_user_proper
 
 async def test_ultralight_topic_style_and_payload(mosquitto_private: MosquittoBroker, context: AdapterContext) -> None:
     up = uplink(mosquitto_private, context, format="iota-ul", topic_style="protocol", device_id="{adapter}-{device}")
-    batch = [reading("g", at=1, seq=8, device="d1", waterLevel=2, state="ok"),
-             reading("g", at=0, seq=7, device="d1", waterLevel=1.5, state="ok"),
-             reading("g", at=0, seq=9, device="d2", state="a|b")]
+    batch = [
+        reading("g", at=1, seq=8, device="d1", waterLevel=2, state="ok"),
+        reading("g", at=0, seq=7, device="d1", waterLevel=1.5, state="ok"),
+        reading("g", at=0, seq=9, device="d2", state="a|b"),
+    ]
     async with subscribe(mosquitto_private, "/ul/#") as sub:
         outcomes = await up.deliver(batch)
         (msg,) = await sub.wait(1)
         await up.close()
     assert [o.status for o in outcomes] == [Status.DELIVERED, Status.DELIVERED, Status.REJECTED]
-    assert outcomes[2].reason == ("g.state: UltraLight 2.0 values cannot be empty or contain '|', '#' or '@', "
-                                  "got 'a|b'; use format = \"iota-json\" for free text")
+    assert outcomes[2].reason == (
+        "g.state: UltraLight 2.0 values cannot be empty or contain '|', '#' or '@', "
+        "got 'a|b'; use format = \"iota-json\" for free text"
+    )
     assert msg.topic == "/ul/K3Y/sim-d1/attrs"
-    assert msg.payload == (b"2024-06-01T03:00:00.000Z|waterLevel|1.5|state|ok#"
-                           b"2024-06-01T03:00:01.000Z|waterLevel|2|state|ok")
+    assert msg.payload == (
+        b"2024-06-01T03:00:00.000Z|waterLevel|1.5|state|ok#2024-06-01T03:00:01.000Z|waterLevel|2|state|ok"
+    )
     assert msg.user["seq"] == "7-8"
     assert up.counters.rejected == 1
 
@@ -163,8 +175,12 @@ asyncio.run(main())
 async def test_last_will_says_offline_when_the_gateway_process_is_killed(
     mosquitto_private: MosquittoBroker, context: AdapterContext, tmp_path: Path
 ) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", CRASHER, str(mosquitto_private.port), str(tmp_path)],
-                            stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-c", CRASHER, str(mosquitto_private.port), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+    )
     try:
         assert proc.stdout is not None
         line = await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)
@@ -221,7 +237,11 @@ async def test_broker_stopped_mid_batch_gives_retry_for_unacked_then_delivers_af
     assert again[0].fault is Fault.TRANSIENT
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert warnings[0].getMessage().startswith(f"broker 127.0.0.1:{mosquitto_private.port} unreachable, readings stay buffered")
+    assert (
+        warnings[0]
+        .getMessage()
+        .startswith(f"broker 127.0.0.1:{mosquitto_private.port} unreachable, readings stay buffered")
+    )
 
     mosquitto_private.start()
     async with subscribe(mosquitto_private, "/K3Y/#") as sub:
@@ -258,7 +278,10 @@ async def test_broker_refusing_by_acl_is_retried_not_delivered(tmp_path: Path, c
     finally:
         broker.stop()
     assert outcomes[0].status is Status.RETRY
-    assert outcomes[0].reason == "/K3Y/urn:ngsi-ld:WaterObserved:gauge1/attrs: broker refused the message for now, got PUBACK 0x87 Not authorized"
+    assert (
+        outcomes[0].reason
+        == "/K3Y/urn:ngsi-ld:WaterObserved:gauge1/attrs: broker refused the message for now, got PUBACK 0x87 Not authorized"
+    )
     assert outcomes[0].fault is Fault.CONFIGURATION  # the broker's ACL, not an outage
 
 
@@ -318,8 +341,10 @@ class AckLosingProxy:
                     await dst.drain()
                 passed = True
 
-        for t in (asyncio.ensure_future(pump(reader, up_writer, False)),
-                  asyncio.ensure_future(pump(up_reader, writer, True))):
+        for t in (
+            asyncio.ensure_future(pump(reader, up_writer, False)),
+            asyncio.ensure_future(pump(up_reader, writer, True)),
+        ):
             self._tasks.add(t)
 
 
@@ -334,11 +359,13 @@ async def test_a_status_publish_without_puback_says_so(
         outcomes = await up.deliver([reading(seq=1)])
         await up.close()
     assert outcomes[0].status is Status.RETRY
-    assert outcomes[0].reason == (f"broker 127.0.0.1:{proxy.port} unreachable: status publish failed: no PUBACK "
-                                  "within 0.3 s")
+    assert outcomes[0].reason == (
+        f"broker 127.0.0.1:{proxy.port} unreachable: status publish failed: no PUBACK within 0.3 s"
+    )
     assert [r.getMessage() for r in caplog.records if r.name == "gateway.uplinks.mqtt"] == [
         f"broker 127.0.0.1:{proxy.port} unreachable, readings stay buffered: status publish failed: no PUBACK "
-        "within 0.3 s"]
+        "within 0.3 s"
+    ]
 
 
 async def test_the_mqtt_clients_log_lines_name_the_uplink(

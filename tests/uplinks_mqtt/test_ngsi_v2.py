@@ -14,11 +14,17 @@ from tests.uplinks_mqtt.conftest import reading, subscribe
 
 
 def uplink(broker: MosquittoBroker, context: AdapterContext, **extra: object) -> MqttUplink:
-    return MqttUplink(MqttUplinkConfig.model_validate(
-        {"name": "v2", "type": "mqtt", "host": broker.host, "port": broker.port, "format": "ngsi-v2", **extra}), context)
+    return MqttUplink(
+        MqttUplinkConfig.model_validate(
+            {"name": "v2", "type": "mqtt", "host": broker.host, "port": broker.port, "format": "ngsi-v2", **extra}
+        ),
+        context,
+    )
 
 
-async def test_envelope_per_entity_type_in_batch_order(mosquitto_private: MosquittoBroker, context: AdapterContext) -> None:
+async def test_envelope_per_entity_type_in_batch_order(
+    mosquitto_private: MosquittoBroker, context: AdapterContext
+) -> None:
     batch = [
         reading("urn:ngsi-ld:WaterObserved:g1", at=5, seq=41, waterLevel=1.5),
         reading("urn:ngsi-ld:WeatherObserved:w1", at=0, seq=42, entity_type="WeatherObserved", temperature=21.5),
@@ -35,8 +41,10 @@ async def test_envelope_per_entity_type_in_batch_order(mosquitto_private: Mosqui
     assert orjson.loads(water.payload) == {
         "gateway": "gw-kumamoto-01",
         "seq": [41, 43],
-        "entities": [to_v2_entity(batch[0], encoding=ValueEncoding.PERCENT),
-                     to_v2_entity(batch[2], encoding=ValueEncoding.PERCENT)],
+        "entities": [
+            to_v2_entity(batch[0], encoding=ValueEncoding.PERCENT),
+            to_v2_entity(batch[2], encoding=ValueEncoding.PERCENT),
+        ],
     }
     assert orjson.loads(water.payload)["entities"][1]["station"]["value"] == "人吉%28水の手橋%29"
     assert water.user == {"gateway": "gw-kumamoto-01", "seq": "41,43"}

@@ -28,8 +28,10 @@ def pki(tmp_path: Path) -> Pki:
 
 def tls_broker(tmp_path: Path, pki: Pki, *, require_certificate: bool) -> Iterator[tuple[MosquittoBroker, int]]:
     tls_port = free_port()
-    conf = (f"{KEEP_USER}listener {tls_port} 127.0.0.1\ncafile {pki.ca_file}\ncertfile {pki.server_cert}\n"
-            f"keyfile {pki.server_key}\nrequire_certificate {'true' if require_certificate else 'false'}\n")
+    conf = (
+        f"{KEEP_USER}listener {tls_port} 127.0.0.1\ncafile {pki.ca_file}\ncertfile {pki.server_cert}\n"
+        f"keyfile {pki.server_key}\nrequire_certificate {'true' if require_certificate else 'false'}\n"
+    )
     broker = MosquittoBroker(tmp_path / "broker", extra_conf=conf)
     broker.start()
     try:
@@ -49,8 +51,17 @@ def tls_only_broker(tmp_path: Path, pki: Pki) -> Iterator[tuple[MosquittoBroker,
 
 
 def config(port: int, **extra: object) -> MqttUplinkConfig:
-    return MqttUplinkConfig.model_validate({"name": "pref-mqtt", "type": "mqtt", "host": "127.0.0.1", "port": port,
-                                            "apikey": "K", "connect_timeout_s": 2, **extra})
+    return MqttUplinkConfig.model_validate(
+        {
+            "name": "pref-mqtt",
+            "type": "mqtt",
+            "host": "127.0.0.1",
+            "port": port,
+            "apikey": "K",
+            "connect_timeout_s": 2,
+            **extra,
+        }
+    )
 
 
 async def test_server_tls_verified_against_the_configured_ca(
@@ -112,9 +123,12 @@ async def test_unreadable_tls_files_are_config_errors_at_start(tmp_path: Path, c
 @pytest.fixture
 def password_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     pwfile = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "gateway01", "s3cret-pw"], check=True,
-                   capture_output=True)
-    broker = MosquittoBroker(tmp_path / "broker", extra_conf=f"{KEEP_USER}allow_anonymous false\npassword_file {pwfile}\n")
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(pwfile), "gateway01", "s3cret-pw"], check=True, capture_output=True
+    )
+    broker = MosquittoBroker(
+        tmp_path / "broker", extra_conf=f"{KEEP_USER}allow_anonymous false\npassword_file {pwfile}\n"
+    )
     broker.start()
     yield broker
     broker.stop()
@@ -132,13 +146,17 @@ async def test_username_and_password_from_the_secret_store(
     assert all("s3cret-pw" not in r.getMessage() for r in caplog.records)
 
 
-async def test_wrong_password_is_retried_and_says_why(password_broker: MosquittoBroker, context: AdapterContext) -> None:
+async def test_wrong_password_is_retried_and_says_why(
+    password_broker: MosquittoBroker, context: AdapterContext
+) -> None:
     SecretStore(Path(context.data_dir)).set("mqtt_password", "wrong")
     up = MqttUplink(config(password_broker.port, username="gateway01", password="secret:mqtt_password"), context)
     await up.start()
     outcome = (await up.deliver([reading(seq=1)]))[0]
     assert outcome.status is Status.RETRY
-    assert outcome.reason == (f"broker 127.0.0.1:{password_broker.port} refused the connection: [code:135] Not "
-                              "authorized; check username, password and client_id against the broker's settings")
+    assert outcome.reason == (
+        f"broker 127.0.0.1:{password_broker.port} refused the connection: [code:135] Not "
+        "authorized; check username, password and client_id against the broker's settings"
+    )
     assert outcome.fault is Fault.CONFIGURATION  # the delivery loop says `refused` at ERROR, not "backing off"
     await up.close()

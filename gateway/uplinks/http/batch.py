@@ -133,7 +133,7 @@ class HttpUplinkConfig(UplinkConfig):
             token_header = "x-auth-token" if self.oauth2.header is TokenHeader.X_AUTH_TOKEN else "authorization"
         if self.x_auth_token is not None and token_header == "x-auth-token":
             raise ValueError(
-                "must set X-Auth-Token from one place, got both x_auth_token and oauth2.header = \"x-auth-token\"; "
+                'must set X-Auth-Token from one place, got both x_auth_token and oauth2.header = "x-auth-token"; '
                 "keep one of them"
             )
         for name in ("authorization", "x-auth-token"):
@@ -418,15 +418,18 @@ class HttpBatchUplink(Lifecycle):
                     f"of {size} bytes, got {refusal}; its body limit is below max_batch_bytes = "
                     f"{self.config.max_batch_bytes}: raise it (nginx: client_max_body_size), readings stay buffered"
                 )
-            self.log.debug("%s for %d entities, %d bytes; splitting (correlator %s)", refusal, len(items), size,
-                           run.correlator)
+            self.log.debug(
+                "%s for %d entities, %d bytes; splitting (correlator %s)", refusal, len(items), size, run.correlator
+            )
         elif status != 413 and _SERVICE_NOT_FOUND.lower() in refusal.lower():
             self._refused(f"{self.broker} does not serve {self._url}, got {refusal}; {self._url_fix()}")
         elif status != 413 and _REQUEST_LEVEL.search(refusal):
             self._refused(f"{self.broker} refused the request itself, got {refusal}; check service/tenant settings")
         elif len(items) == 1:
             item = items[0]
-            run.refuse(item.position, f"{self.name}: {self.broker} refused entity {item.entity_id}, got {refusal}", refusal)
+            run.refuse(
+                item.position, f"{self.name}: {self.broker} refused entity {item.entity_id}, got {refusal}", refusal
+            )
             self.log.debug("%s refused %s: %s", self.broker, item.entity_id, refusal)
             if len(run.held) >= SUSPECT_AFTER:
                 self._suspect(run)
@@ -473,7 +476,11 @@ class HttpBatchUplink(Lifecycle):
         self.log.warning(
             "%s (or a proxy in front of it) refused a request of %d bytes as too large, below max_batch_bytes = %d; "
             "requests stay below %d bytes until restart: set max_batch_bytes = %d, or raise the proxy's limit",
-            self.broker, refused, self.config.max_batch_bytes, refused, refused - 1,
+            self.broker,
+            refused,
+            self.config.max_batch_bytes,
+            refused,
+            refused - 1,
         )
 
     async def _post(self, items: list[BatchItem], run: Run) -> tuple[HttpResponse, int]:
@@ -499,7 +506,11 @@ class HttpBatchUplink(Lifecycle):
                     self._refused(exc.message)  # the token endpoint refused our client credentials
                 self._down(exc.message)
             self.log.debug(
-                "POST %s correlator=%s entities=%d bytes=%d -> %d", self._url, run.correlator, len(items), len(body),
+                "POST %s correlator=%s entities=%d bytes=%d -> %d",
+                self._url,
+                run.correlator,
+                len(items),
+                len(body),
                 resp.status,
             )
             if resp.status in (401, 403) and self._tokens is not None and attempt == 1:

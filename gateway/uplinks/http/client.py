@@ -45,7 +45,9 @@ def _check_headers(v: dict[str, str]) -> dict[str, str]:
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"must not set a header the uplink sets itself, got {name!r}")
         if "\r" in value or "\n" in value or len(value) > 8192:
-            raise ValueError(f"header values must be one line of at most 8192 characters, got another value for {name!r}")
+            raise ValueError(
+                f"header values must be one line of at most 8192 characters, got another value for {name!r}"
+            )
         # the same rule as every section's headers: a credential is a reference, never clear text
         secrets.check_ref_or_text("header", name, value)
     return v

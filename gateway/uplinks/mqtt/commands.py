@@ -98,8 +98,13 @@ def device_of_topic(topic: str, apikey: str, fmt: MqttFormat) -> str | None:
     parts = topic.split("/")
     if len(parts) == 4 and parts[0] == "" and parts[1] == apikey and parts[3] == "cmd":
         return parts[2] or None
-    if len(parts) == 5 and parts[0] == "" and "/" + parts[1] == _prefix(fmt) and parts[2] == apikey \
-            and parts[4] == "cmd":
+    if (
+        len(parts) == 5
+        and parts[0] == ""
+        and "/" + parts[1] == _prefix(fmt)
+        and parts[2] == apikey
+        and parts[4] == "cmd"
+    ):
         return parts[3] or None
     return None
 
@@ -108,15 +113,15 @@ def _parse_json(payload: bytes) -> tuple[tuple[str, Any], ...]:
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        raise CommandPayloadError(f"command payload: must be a JSON object, got {len(payload)} bytes that are "
-                                  "not JSON") from None
+        raise CommandPayloadError(
+            f"command payload: must be a JSON object, got {len(payload)} bytes that are not JSON"
+        ) from None
     if not isinstance(doc, dict) or not doc:
         kind = "an empty object" if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
-        raise CommandPayloadError(f"command payload: must be a JSON object of {{\"<command>\": <value>}}, got {kind}")
+        raise CommandPayloadError(f'command payload: must be a JSON object of {{"<command>": <value>}}, got {kind}')
     empty = [k for k in doc if not k]
     if empty:
-        raise CommandPayloadError("command payload: command names cannot be empty, got \"\"",
-                                  names=[k for k in doc if k])
+        raise CommandPayloadError('command payload: command names cannot be empty, got ""', names=[k for k in doc if k])
     return tuple(doc.items())
 
 
@@ -124,16 +129,20 @@ def _parse_ul(payload: bytes, device_id: str) -> tuple[tuple[str, Any], ...]:
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise CommandPayloadError(f"command payload: must be UTF-8 UltraLight text, got {len(payload)} bytes "
-                                  "that are not UTF-8") from None
+        raise CommandPayloadError(
+            f"command payload: must be UTF-8 UltraLight text, got {len(payload)} bytes that are not UTF-8"
+        ) from None
     head, bar, rest = text.partition("|")
     named, at, name = head.partition("@")
     if not at or not name:
-        raise CommandPayloadError("command payload: must be <device_id>@<command>|<value>, got no "
-                                  "<device_id>@<command> before the first '|'")
+        raise CommandPayloadError(
+            "command payload: must be <device_id>@<command>|<value>, got no <device_id>@<command> before the first '|'"
+        )
     if named != device_id:
-        raise CommandPayloadError(f"command {name}: the payload names device \"{named}\", got it on the topic of "
-                                  f"device \"{device_id}\"", names=[name])
+        raise CommandPayloadError(
+            f'command {name}: the payload names device "{named}", got it on the topic of device "{device_id}"',
+            names=[name],
+        )
     if not bar:
         return ((name, None),)
     fields = rest.split("|")
@@ -144,8 +153,11 @@ def _parse_ul(payload: bytes, device_id: str) -> tuple[tuple[str, Any], ...]:
     for field in fields:
         key, eq, value = field.partition("=")
         if not eq or not key or "=" in value:
-            raise CommandPayloadError(f"command {name}: parameters must be <name>=<value> separated by '|', got "
-                                      f"{len(fields)} fields of which one is not", names=[name])
+            raise CommandPayloadError(
+                f"command {name}: parameters must be <name>=<value> separated by '|', got "
+                f"{len(fields)} fields of which one is not",
+                names=[name],
+            )
         params[key] = value
     return ((name, params),)
 
@@ -171,8 +183,15 @@ def result_text(ok: bool, info: str, *, fmt: MqttFormat, encoding: ValueEncoding
     return text
 
 
-def result_messages(device_id: str, results: Sequence[tuple[str, bool, str]], *, apikey: str, fmt: MqttFormat,
-                    style: TopicStyle, encoding: ValueEncoding) -> list[tuple[str, bytes]]:
+def result_messages(
+    device_id: str,
+    results: Sequence[tuple[str, bool, str]],
+    *,
+    apikey: str,
+    fmt: MqttFormat,
+    style: TopicStyle,
+    encoding: ValueEncoding,
+) -> list[tuple[str, bytes]]:
     """(topic, payload) of the cmdexe messages for one command message's results (name, ok, info)."""
     prefix = _prefix(fmt) if style is TopicStyle.PROTOCOL else ""
     topic = f"{prefix}/{apikey}/{device_id}/cmdexe"
@@ -180,8 +199,10 @@ def result_messages(device_id: str, results: Sequence[tuple[str, bool, str]], *,
         doc = {name: result_text(ok, info, fmt=fmt, encoding=encoding) for name, ok, info in results}
         return [(topic, orjson.dumps(doc))]
     # the UL agent reads one result per cmdexe message
-    return [(topic, f"{device_id}@{name}|{result_text(ok, info, fmt=fmt, encoding=encoding)}".encode())
-            for name, ok, info in results]
+    return [
+        (topic, f"{device_id}@{name}|{result_text(ok, info, fmt=fmt, encoding=encoding)}".encode())
+        for name, ok, info in results
+    ]
 
 
 # --- listener (I/O) ----------------------------------------------------------------------------------
@@ -218,18 +239,32 @@ class MqttCommandListener:
     `CommandRouter.device_index(config.device_id).entity_of`.
     """
 
-    def __init__(self, config: MqttUplinkConfig, context: AdapterContext, dispatch: Dispatch, *,
-                 entity_of: Callable[[str], str | None] | None = None, max_pending: int = 64) -> None:
+    def __init__(
+        self,
+        config: MqttUplinkConfig,
+        context: AdapterContext,
+        dispatch: Dispatch,
+        *,
+        entity_of: Callable[[str], str | None] | None = None,
+        max_pending: int = 64,
+    ) -> None:
         where = f"uplinks.{config.name}"
         apikeys = uplink_apikeys(config)
         if config.format is MqttFormat.NGSI_V2 or not apikeys:
-            raise ConfigError([(f"{where}.format: commands need format iota-json or iota-ul, got "
-                               f"{config.format.value}")])
+            raise ConfigError(
+                [(f"{where}.format: commands need format iota-json or iota-ul, got {config.format.value}")]
+            )
         if entity_of is None:
             if config.device_id != IDENTITY_TEMPLATE:
-                raise ConfigError([(f"{where}.device_id: commands need a map from device id to entity id for "
-                                   f"template {config.device_id!r}, got none; the gateway passes the command "
-                                   "router's device index")])
+                raise ConfigError(
+                    [
+                        (
+                            f"{where}.device_id: commands need a map from device id to entity id for "
+                            f"template {config.device_id!r}, got none; the gateway passes the command "
+                            "router's device index"
+                        )
+                    ]
+                )
             entity_of = _same
         self.config = config
         self.name = config.name
@@ -301,18 +336,31 @@ class MqttCommandListener:
         cfg = self.config
         # A clean session on purpose: a command queued by the broker while the gateway was away would
         # run late (a locker opening an hour after it was asked); the agent expires it instead.
-        client = MqttClient(ClientSettings(
-            host=cfg.host, port=self.port, client_id=self.client_id, v5=cfg.protocol is MqttProtocol.V5,
-            keepalive_s=cfg.keepalive_s, username=cfg.username, password=self._password, tls=self._tls,
-            clean_start=True, connect_timeout_s=cfg.connect_timeout_s,
-        ), on_message=self._on_message)
+        client = MqttClient(
+            ClientSettings(
+                host=cfg.host,
+                port=self.port,
+                client_id=self.client_id,
+                v5=cfg.protocol is MqttProtocol.V5,
+                keepalive_s=cfg.keepalive_s,
+                username=cfg.username,
+                password=self._password,
+                tls=self._tls,
+                clean_start=True,
+                connect_timeout_s=cfg.connect_timeout_s,
+            ),
+            on_message=self._on_message,
+        )
         await client.connect()
         try:
             for topic in self.topics:
                 [code] = await client.subscribe([topic], timeout=cfg.ack_timeout_s)
                 if code >= 0x80:
-                    self._log.warning("broker refused the subscription to %s, got %s; check the broker's ACL",
-                                      topic, reason_text(SUBACK, code))
+                    self._log.warning(
+                        "broker refused the subscription to %s, got %s; check the broker's ACL",
+                        topic,
+                        reason_text(SUBACK, code),
+                    )
             self._client = client
             self._connected.set()
             backoff.reset()
@@ -332,14 +380,20 @@ class MqttCommandListener:
         if self._ever_connected:
             self.counters.reconnects += 1
         self._ever_connected = True
-        self._log.info("listening for commands on %s:%d as %s (%s)", self.config.host, self.port, self.client_id,
-                       ", ".join(self.topics))
+        self._log.info(
+            "listening for commands on %s:%d as %s (%s)",
+            self.config.host,
+            self.port,
+            self.client_id,
+            ", ".join(self.topics),
+        )
         self._up = True
 
     def _mark_down(self, reason: str) -> None:
         if self._up is not False:
-            self._log.warning("broker %s:%d unreachable, commands cannot arrive: %s", self.config.host, self.port,
-                              reason)
+            self._log.warning(
+                "broker %s:%d unreachable, commands cannot arrive: %s", self.config.host, self.port, reason
+            )
         else:
             self._log.debug("broker %s:%d still unreachable: %s", self.config.host, self.port, reason)
         self._up = False
@@ -369,8 +423,7 @@ class MqttCommandListener:
             return
         if len(self._pending) >= self.max_pending:
             self.counters.busy += 1
-            info = (f"gateway busy: {len(self._pending)} command messages in progress, got one more; "
-                    "send it again later")
+            info = f"gateway busy: {len(self._pending)} command messages in progress, got one more; send it again later"
             self._log.warning("command for device %s refused: %s", parsed.device_id, info)
             self._spawn(self._answer(apikey, parsed.device_id, [(n, False, info) for n, _ in parsed.commands]))
             return
@@ -392,19 +445,23 @@ class MqttCommandListener:
             entity_id = self._entity_of(parsed.device_id)
             if entity_id is None:
                 self.counters.unknown_device += 1
-                info = (f"command {name}: no entity known for device id \"{parsed.device_id}\", got no reading "
-                        f"of it since the gateway started; check the device_id template {self.config.device_id!r}")
+                info = (
+                    f'command {name}: no entity known for device id "{parsed.device_id}", got no reading '
+                    f"of it since the gateway started; check the device_id template {self.config.device_id!r}"
+                )
                 self._log.warning("%s", info)
                 results.append((name, False, info))
                 continue
             self.counters.commands += 1
-            command = Command(command_id=self._next_id(), entity_id=entity_id, name=name, value=value,
-                              uplink=self.name)
+            command = Command(command_id=self._next_id(), entity_id=entity_id, name=name, value=value, uplink=self.name)
             try:
                 result = await self._dispatch(command)
             except Exception as exc:  # dispatch should never raise; if it does, the agent still gets an answer
-                result = CommandResult(command_id=command.command_id, ok=False,
-                                       info=f"command {name}: dispatch failed, got {type(exc).__name__}: {exc}")
+                result = CommandResult(
+                    command_id=command.command_id,
+                    ok=False,
+                    info=f"command {name}: dispatch failed, got {type(exc).__name__}: {exc}",
+                )
             results.append((name, result.ok, result.info))
         await self._answer(apikey, parsed.device_id, results)
 
@@ -414,15 +471,25 @@ class MqttCommandListener:
                 self.counters.ok += 1
             else:
                 self.counters.failed += 1
-        messages = result_messages(device_id, results, apikey=apikey, fmt=self.format,
-                                   style=self.config.topic_style, encoding=self.config.value_encoding)
+        messages = result_messages(
+            device_id,
+            results,
+            apikey=apikey,
+            fmt=self.format,
+            style=self.config.topic_style,
+            encoding=self.config.value_encoding,
+        )
         for topic, payload in messages:
             if await self._publish(topic, payload):
                 self.counters.results_published += 1
             else:
                 self.counters.results_lost += 1
-                self._log.warning("result for device %s not published within %g s (broker unreachable); the "
-                                  "agent will let the command expire", device_id, self.config.ack_timeout_s)
+                self._log.warning(
+                    "result for device %s not published within %g s (broker unreachable); the "
+                    "agent will let the command expire",
+                    device_id,
+                    self.config.ack_timeout_s,
+                )
 
     async def _publish(self, topic: str, payload: bytes) -> bool:
         """Publish at QoS 1, across a reconnect if one happens before the ack timeout; False if it never went."""

@@ -101,8 +101,9 @@ class ApikeyRule(Section):
     @model_validator(mode="after")
     def _selects(self) -> ApikeyRule:
         if self.entity_type is None and self.entity_id_pattern is None:
-            raise ValueError("needs entity_type or entity_id_pattern (or both), got neither; without them use the "
-                             "uplink's apikey")
+            raise ValueError(
+                "needs entity_type or entity_id_pattern (or both), got neither; without them use the uplink's apikey"
+            )
         return self
 
 
@@ -131,12 +132,15 @@ class MqttUplinkConfig(UplinkConfig):
     status_topic: str = DEFAULT_STATUS_TOPIC
     value_encoding: ValueEncoding = ValueEncoding.PERCENT
     commands: CommandMode = CommandMode.OFF
-    orion_max_request_bytes: int = Field(default=1_048_576, ge=4096, le=268_435_455,
-                                         description="the request limit of the Orion behind the IoT Agent")
-    agent_attribute_bytes: int = Field(default=48, ge=0, le=65_536,
-                                       description="what the agent's provisioning adds to each attribute")
-    agent_entity_bytes: int = Field(default=128, ge=0, le=1_048_576,
-                                    description="what the agent's provisioning adds to each entity")
+    orion_max_request_bytes: int = Field(
+        default=1_048_576, ge=4096, le=268_435_455, description="the request limit of the Orion behind the IoT Agent"
+    )
+    agent_attribute_bytes: int = Field(
+        default=48, ge=0, le=65_536, description="what the agent's provisioning adds to each attribute"
+    )
+    agent_entity_bytes: int = Field(
+        default=128, ge=0, le=1_048_576, description="what the agent's provisioning adds to each entity"
+    )
     sequence_attribute: str | None = None
     confirm: ConfirmConfig | None = None
 
@@ -169,8 +173,9 @@ class MqttUplinkConfig(UplinkConfig):
     def _commands(cls, v: CommandMode, info: ValidationInfo) -> CommandMode:
         fmt = info.data.get("format")
         if v is CommandMode.ON and fmt is MqttFormat.NGSI_V2:
-            raise ValueError('must be "off" with format ngsi-v2 (commands come from an IoT Agent: format iota-json or '
-                             'iota-ul)')
+            raise ValueError(
+                'must be "off" with format ngsi-v2 (commands come from an IoT Agent: format iota-json or iota-ul)'
+            )
         return v
 
     @field_validator("device_id")
@@ -203,8 +208,10 @@ class MqttUplinkConfig(UplinkConfig):
     @model_validator(mode="after")
     def _confirmation(self) -> MqttUplinkConfig:
         if self.confirm is not None and self.format is MqttFormat.NGSI_V2:
-            raise ValueError("confirm needs format iota-json or iota-ul (it reads what an IoT Agent wrote to "
-                             "Orion), got ngsi-v2; drop [uplinks.confirm]")
+            raise ValueError(
+                "confirm needs format iota-json or iota-ul (it reads what an IoT Agent wrote to "
+                "Orion), got ngsi-v2; drop [uplinks.confirm]"
+            )
         return self
 
     @property

@@ -87,8 +87,10 @@ class ConfirmConfig(Section):
         if self.oauth2 is not None:
             token_header = "x-auth-token" if self.oauth2.header is TokenHeader.X_AUTH_TOKEN else "authorization"
         if self.x_auth_token is not None and token_header == "x-auth-token":
-            raise ValueError('must set X-Auth-Token from one place, got both x_auth_token and oauth2.header = '
-                             '"x-auth-token"; keep one of them')
+            raise ValueError(
+                "must set X-Auth-Token from one place, got both x_auth_token and oauth2.header = "
+                '"x-auth-token"; keep one of them'
+            )
         if self.url.startswith("http://") and self.tls != TlsSection():
             raise ValueError("tls settings need an https:// url, got an http:// url; change url or drop [tls]")
         return self
@@ -105,8 +107,16 @@ class Confirmation:
 class OrionConfirmer:
     """Asks Orion for the sequence attribute of entities until they reach their targets; see the module docstring."""
 
-    def __init__(self, config: ConfirmConfig, *, attribute: str, uplink: str, data_dir: str, log: ComponentLogger,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: ConfirmConfig,
+        *,
+        attribute: str,
+        uplink: str,
+        data_dir: str,
+        log: ComponentLogger,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.attribute = attribute
         self.errors = 0  # queries that failed (Orion unreachable, refused, answered nonsense)
@@ -181,13 +191,19 @@ class OrionConfirmer:
         cfg = self.config
         if entity_id not in seen:
             where = f"service {cfg.service or '(default)'!r}, path {cfg.service_path!r}"
-            example = (f"{entity_id} is not in Orion ({where}); check confirm.entity_id, service and service_path "
-                       "against the agent's provisioning")
+            example = (
+                f"{entity_id} is not in Orion ({where}); check confirm.entity_id, service and service_path "
+                "against the agent's provisioning"
+            )
         else:
-            example = (f"{entity_id} has {self.attribute} {_show(seen.get(entity_id))}, published {want}; the agent "
-                       "may be down or restarting, or refused by Orion")
-        return (f"{self._where}: not confirmed by Orion within {cfg.timeout_s:g} s for {len(pending)} "
-                f"entit{'y' if len(pending) == 1 else 'ies'}, e.g. {example}; republishing from the buffer")
+            example = (
+                f"{entity_id} has {self.attribute} {_show(seen.get(entity_id))}, published {want}; the agent "
+                "may be down or restarting, or refused by Orion"
+            )
+        return (
+            f"{self._where}: not confirmed by Orion within {cfg.timeout_s:g} s for {len(pending)} "
+            f"entit{'y' if len(pending) == 1 else 'ies'}, e.g. {example}; republishing from the buffer"
+        )
 
     def _set_failing(self, reason: str | None) -> None:
         failing = reason is not None
@@ -214,19 +230,24 @@ class OrionConfirmer:
         """The sequence attribute's value per entity id Orion has (absent ids are not in Orion); UplinkTransient on failure."""
         found: dict[str, Any] = {}
         for start in range(0, len(entity_ids), QUERY_PAGE):
-            page = entity_ids[start:start + QUERY_PAGE]
+            page = entity_ids[start : start + QUERY_PAGE]
             body = orjson.dumps({"entities": [{"id": e} for e in page], "attrs": [self.attribute]})
             url = f"{self._url}?options=keyValues&limit={len(page)}"
             resp = await self._post(url, body)
             if resp.status != 200:
-                raise UplinkTransient(f"{self._where}: Orion at {self._url} refused the query, got {_refusal(resp)}; "
-                                      "check confirm.url, service and the credentials", status=resp.status)
+                raise UplinkTransient(
+                    f"{self._where}: Orion at {self._url} refused the query, got {_refusal(resp)}; "
+                    "check confirm.url, service and the credentials",
+                    status=resp.status,
+                )
             try:
                 doc = orjson.loads(resp.body)
                 rows = [(row["id"], row.get(self.attribute)) for row in doc]
             except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
-                raise UplinkTransient(f"{self._where}: Orion at {self._url} answered the query with something "
-                                      f"that is not a list of entities, got {resp.body[:200]!r}") from None
+                raise UplinkTransient(
+                    f"{self._where}: Orion at {self._url} answered the query with something "
+                    f"that is not a list of entities, got {resp.body[:200]!r}"
+                ) from None
             for entity_id, value in rows:
                 # two entity types sharing an id: either may be the agent's, so a match in one counts
                 if entity_id not in found or value is not None:

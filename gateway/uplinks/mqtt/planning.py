@@ -49,8 +49,9 @@ class AgentLimit:
 
     __slots__ = ("_batch", "_extra", "_sizing", "_ul", "limit")
 
-    def __init__(self, sizing: agent_request.AgentSizing, batch: Sequence[Reading], *, ul: bool,
-                 sequence: bool) -> None:
+    def __init__(
+        self, sizing: agent_request.AgentSizing, batch: Sequence[Reading], *, ul: bool, sequence: bool
+    ) -> None:
         self.limit = sizing.limit
         self._sizing = sizing
         self._batch = batch
@@ -71,7 +72,11 @@ class AgentLimit:
 
 
 def pack_parts(
-    parts: list[Part], *, limit: int, size: Callable[[int, int], int], weight: Callable[[Part], int],
+    parts: list[Part],
+    *,
+    limit: int,
+    size: Callable[[int, int], int],
+    weight: Callable[[Part], int],
     agent: AgentLimit | None,
 ) -> tuple[list[list[Part]], list[tuple[Part, str, int]]]:
     """Greedy split of ordered parts into chunks whose payload `size(count, sum of weights)` fits `limit` and,
@@ -82,8 +87,11 @@ def pack_parts(
     """
     weights = [weight(p) for p in parts]
     total_weight = sum(weights)
-    if ((agent is None or agent.fits(parts, total_weight)) and size(len(parts), total_weight) <= limit
-            and all(size(1, w) <= limit for w in weights)):
+    if (
+        (agent is None or agent.fits(parts, total_weight))
+        and size(len(parts), total_weight) <= limit
+        and all(size(1, w) <= limit for w in weights)
+    ):
         # the usual case, a topic's share of a batch fits one message: no per-part size arithmetic
         return ([parts] if parts else []), []
     request = agent_request.REQUEST
@@ -94,7 +102,7 @@ def pack_parts(
     current: list[Part] = []
     total = 0
     requested = request
-    for part, w, bound in zip(parts, weights, bounds):
+    for part, w, bound in zip(parts, weights, bounds, strict=True):
         alone = size(1, w)
         if alone > limit:
             too_big.append((part, "max_message_bytes", alone))
@@ -102,8 +110,9 @@ def pack_parts(
         if agent_limit is not None and request + bound > agent_limit:
             too_big.append((part, "orion_max_request_bytes", request + bound))
             continue
-        if current and (size(len(current) + 1, total + w) > limit
-                        or (agent_limit is not None and requested + bound > agent_limit)):
+        if current and (
+            size(len(current) + 1, total + w) > limit or (agent_limit is not None and requested + bound > agent_limit)
+        ):
             chunks.append(current)
             current, total, requested = [], 0, request
         current.append(part)

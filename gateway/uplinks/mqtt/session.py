@@ -4,6 +4,7 @@ the loss of the connection reported once, the TLS context."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ class Session:
         if not self._closing:
             self._on_lost(lost.result())
 
-    async def start_publish(self, topic: str, payload: bytes, *, retain: bool,
-                            properties: bytes) -> asyncio.Future[PubAckCode]:
+    async def start_publish(
+        self, topic: str, payload: bytes, *, retain: bool, properties: bytes
+    ) -> asyncio.Future[PubAckCode]:
         """Publish at QoS 1 now; the future of its PUBACK. ConnectionError if it cannot go out."""
         ack = await self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         code: asyncio.Future[PubAckCode] = asyncio.get_running_loop().create_future()
@@ -63,8 +65,9 @@ class Session:
         ack.add_done_callback(settle)
         return code
 
-    async def publish(self, topic: str, payload: bytes, *, retain: bool, properties: bytes,
-                      timeout: float) -> PubAckCode:
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool, properties: bytes, timeout: float
+    ) -> PubAckCode:
         """Publish at QoS 1 and wait for the PUBACK; ConnectionError or TimeoutError otherwise."""
         fut = await self.start_publish(topic, payload, retain=retain, properties=properties)
         async with asyncio.timeout(timeout):
@@ -73,10 +76,8 @@ class Session:
     async def close(self) -> None:
         """Disconnect (a DISCONNECT if the link still works, so the broker drops the will)."""
         self._closing = True
-        try:
+        with contextlib.suppress(MqttClientError):
             await self.client.disconnect()
-        except MqttClientError:
-            pass
 
 
 def tls_context(config: MqttUplinkConfig) -> ssl.SSLContext | None:

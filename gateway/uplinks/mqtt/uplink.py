@@ -15,6 +15,7 @@ per message, which must stay under Orion's limit (gateway/ngsi/agent_request.py)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import ssl
@@ -117,16 +118,28 @@ class MqttUplink(Lifecycle):
         self.port = config.port or (8883 if config.tls else 1883)
         self.counters = MqttCounters()
         iota_format = config.format is not MqttFormat.NGSI_V2
-        self._apikeys = [(rule, re.compile(rule.entity_id_pattern) if rule.entity_id_pattern else None)
-                         for rule in config.apikeys]
+        self._apikeys = [
+            (rule, re.compile(rule.entity_id_pattern) if rule.entity_id_pattern else None) for rule in config.apikeys
+        ]
         self._sequence = config.sequence_measure if iota_format else None
-        self._sizing = agent_request.sizing(limit=config.orion_max_request_bytes,
-                                            attribute_allowance=config.agent_attribute_bytes,
-                                            entity_allowance=config.agent_entity_bytes) if iota_format else None
+        self._sizing = (
+            agent_request.sizing(
+                limit=config.orion_max_request_bytes,
+                attribute_allowance=config.agent_attribute_bytes,
+                entity_allowance=config.agent_entity_bytes,
+            )
+            if iota_format
+            else None
+        )
         self._confirmer = None
         if config.confirm is not None and self._sequence is not None:
-            self._confirmer = OrionConfirmer(config.confirm, attribute=self._sequence, uplink=config.name,
-                                             data_dir=str(context.data_dir), log=self._log)
+            self._confirmer = OrionConfirmer(
+                config.confirm,
+                attribute=self._sequence,
+                uplink=config.name,
+                data_dir=str(context.data_dir),
+                log=self._log,
+            )
         self._password: str | None = None
         self._tls: ssl.SSLContext | None = None
         self._prepared = False
@@ -204,11 +217,14 @@ class MqttUplink(Lifecycle):
             if session is None:
                 return
             if not session.lost.done():
-                try:
-                    await session.publish(self.status_topic, self._status("offline", "closed"), retain=True,
-                                          properties=NO_PROPERTIES, timeout=min(self.config.ack_timeout_s, 5.0))
-                except (ConnectionError, TimeoutError):
-                    pass
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    await session.publish(
+                        self.status_topic,
+                        self._status("offline", "closed"),
+                        retain=True,
+                        properties=NO_PROPERTIES,
+                        timeout=min(self.config.ack_timeout_s, 5.0),
+                    )
             await session.close()
             self._log.info("disconnected from %s:%d", self.config.host, self.port)
 
@@ -239,12 +255,20 @@ class MqttUplink(Lifecycle):
         v5 = cfg.protocol is MqttProtocol.V5
         client = MqttClient(
             ClientSettings(
-                host=cfg.host, port=self.port, client_id=self.client_id, v5=v5, keepalive_s=cfg.keepalive_s,
-                username=cfg.username, password=self._password, tls=self._tls,
+                host=cfg.host,
+                port=self.port,
+                client_id=self.client_id,
+                v5=v5,
+                keepalive_s=cfg.keepalive_s,
+                username=cfg.username,
+                password=self._password,
+                tls=self._tls,
                 # a persistent session: what the broker queued for us survives a reconnect
-                clean_start=False, session_expiry_s=cfg.session_expiry_s if v5 else 0,
-                will=Will(topic=self.status_topic, payload=self._status("offline", "connection lost"), qos=1,
-                          retain=True),
+                clean_start=False,
+                session_expiry_s=cfg.session_expiry_s if v5 else 0,
+                will=Will(
+                    topic=self.status_topic, payload=self._status("offline", "connection lost"), qos=1, retain=True
+                ),
                 connect_timeout_s=cfg.connect_timeout_s,
                 # the uplink bounds its own window (max_inflight); the client must never hold a message back
                 max_inflight=65_535,
@@ -256,8 +280,11 @@ class MqttUplink(Lifecycle):
         except ConnectRefused as exc:
             self._refused = exc.code in _REFUSED_CONNECT
             reason = f"[code:{exc.code}] {reason_text(CONNACK, exc.code)}"
-            self._mark_down(f"{reason}; check username, password and client_id against the broker's settings"
-                            if self._refused else reason)
+            self._mark_down(
+                f"{reason}; check username, password and client_id against the broker's settings"
+                if self._refused
+                else reason
+            )
             return None
         except ConnectFailed as exc:
             self._refused = False
@@ -266,8 +293,13 @@ class MqttUplink(Lifecycle):
         self._refused = False
         session = Session(client, self._mark_down)
         try:
-            code = await session.publish(self.status_topic, self._status("online"), retain=True,
-                                         properties=NO_PROPERTIES, timeout=cfg.ack_timeout_s)
+            code = await session.publish(
+                self.status_topic,
+                self._status("online"),
+                retain=True,
+                properties=NO_PROPERTIES,
+                timeout=cfg.ack_timeout_s,
+            )
         except (ConnectionError, TimeoutError) as exc:
             await session.close()
             # str(TimeoutError()) is empty: say what timed out
@@ -286,8 +318,9 @@ class MqttUplink(Lifecycle):
     def _apikey(self, reading: Reading) -> str:
         """The API key of the agent's config group for this reading: the first matching rule, else `apikey`."""
         for rule, pattern in self._apikeys:
-            if ((rule.entity_type is None or rule.entity_type == reading.entity_type)
-                    and (pattern is None or pattern.fullmatch(reading.entity_id))):
+            if (rule.entity_type is None or rule.entity_type == reading.entity_type) and (
+                pattern is None or pattern.fullmatch(reading.entity_id)
+            ):
                 return rule.apikey
         if self.config.apikey is None:
             raise ReadingError(
@@ -309,9 +342,13 @@ class MqttUplink(Lifecycle):
         if confirm is None or confirm.entity_id == "{entity_id}":
             return reading.entity_id
         device = iota.device_id(reading, self.config.device_id) if "{device_id}" in confirm.entity_id else ""
-        return confirm.entity_id.format(entity_id=reading.entity_id, entity_type=reading.entity_type,
-                                        adapter=reading.source.adapter, device=reading.source.device,
-                                        device_id=device)
+        return confirm.entity_id.format(
+            entity_id=reading.entity_id,
+            entity_type=reading.entity_type,
+            adapter=reading.source.adapter,
+            device=reading.source.device,
+            device_id=device,
+        )
 
     def _make_topic(self, reading: Reading) -> tuple[str, int]:
         cfg = self.config
@@ -330,8 +367,11 @@ class MqttUplink(Lifecycle):
 
     def _topic(self, reading: Reading) -> tuple[str, int]:
         """The reading's topic and per-entity agent bytes, from the cache when its template fields were seen before."""
-        key: object = (reading.entity_id if self._topic_by_id else
-                       (reading.entity_id, reading.entity_type, reading.source.adapter, reading.source.device))
+        key: object = (
+            reading.entity_id
+            if self._topic_by_id
+            else (reading.entity_id, reading.entity_type, reading.source.adapter, reading.source.device)
+        )
         found = self._topics.get(key)
         if found is None:
             found = self._make_topic(reading)  # a ReadingError is raised each time, never cached
@@ -370,9 +410,11 @@ class MqttUplink(Lifecycle):
 
         gw = orjson.dumps(self._context.gateway_id)
         if cfg.format is MqttFormat.IOTA_JSON:
+
             def size(n: int, total: int) -> int:
                 return total if n == 1 else total + n + 1  # [a,b,c]
         elif cfg.format is MqttFormat.IOTA_UL:
+
             def size(n: int, total: int) -> int:
                 return total + n - 1  # a#b#c
         else:
@@ -387,8 +429,13 @@ class MqttUplink(Lifecycle):
                 return len(part[3]) + len(str(seq))  # the envelope also lists the part's seq
             return len(part[3])
 
-        agent = None if self._sizing is None else AgentLimit(self._sizing, batch, ul=cfg.format is MqttFormat.IOTA_UL,
-                                                              sequence=self._sequence is not None)
+        agent = (
+            None
+            if self._sizing is None
+            else AgentLimit(
+                self._sizing, batch, ul=cfg.format is MqttFormat.IOTA_UL, sequence=self._sequence is not None
+            )
+        )
         messages: list[Message] = []
         for topic, items in by_topic.items():
             if cfg.format is not MqttFormat.NGSI_V2:
@@ -423,8 +470,15 @@ class MqttUplink(Lifecycle):
         elif self.config.format is MqttFormat.IOTA_UL:
             payload = b"#".join(bodies)
         else:
-            payload = (b'{"gateway":' + gw + b',"seq":' + orjson.dumps(list(seqs)) + b',"entities":['
-                       + b",".join(bodies) + b"]}")
+            payload = (
+                b'{"gateway":'
+                + gw
+                + b',"seq":'
+                + orjson.dumps(list(seqs))
+                + b',"entities":['
+                + b",".join(bodies)
+                + b"]}"
+            )
         return Message(topic=topic, payload=payload, indices=tuple(p[1] for p in parts), seqs=seqs)
 
     def _properties(self, message: Message) -> bytes:
@@ -456,8 +510,11 @@ class MqttUplink(Lifecycle):
                     self._session = await self._connect()
                 if self._session is None:
                     verb = "refused the connection" if self._refused else "unreachable"
-                    retry = Outcome(Status.RETRY, f"broker {self.config.host}:{self.port} {verb}: {self._last_error}",
-                                    Fault.CONFIGURATION if self._refused else Fault.TRANSIENT)
+                    retry = Outcome(
+                        Status.RETRY,
+                        f"broker {self.config.host}:{self.port} {verb}: {self._last_error}",
+                        Fault.CONFIGURATION if self._refused else Fault.TRANSIENT,
+                    )
                     for m in messages:
                         for i in m.indices:
                             outcomes[i] = retry
@@ -469,8 +526,14 @@ class MqttUplink(Lifecycle):
             self.counters.retried += sum(1 for o in final if o.status is Status.RETRY)
             return final
 
-    async def _send_confirmed(self, confirmer: OrionConfirmer, session: Session, messages: list[Message],
-                              outcomes: list[Outcome | None], batch: Sequence[Reading]) -> None:
+    async def _send_confirmed(
+        self,
+        confirmer: OrionConfirmer,
+        session: Session,
+        messages: list[Message],
+        outcomes: list[Outcome | None],
+        batch: Sequence[Reading],
+    ) -> None:
         """Rounds of one message per Orion entity: publish, then wait until Orion shows each entity at its last seq.
 
         A message of an entity goes out only once the entity's previous message is confirmed: a newer
@@ -504,8 +567,9 @@ class MqttUplink(Lifecycle):
                     self.counters.republished += len(message.indices)
                     for i in message.indices:
                         outcomes[i] = late
-                waiting = Outcome(Status.RETRY, f"{entity_id}: not sent, an earlier message of the entity is not "
-                                                "confirmed in Orion")
+                waiting = Outcome(
+                    Status.RETRY, f"{entity_id}: not sent, an earlier message of the entity is not confirmed in Orion"
+                )
                 for later in queue:
                     for i in later.indices:
                         outcomes[i] = waiting
@@ -535,8 +599,9 @@ class MqttUplink(Lifecycle):
         try:
             for k, message in enumerate(messages):
                 try:
-                    fut = await session.start_publish(message.topic, message.payload, retain=False,
-                                                      properties=self._properties(message))
+                    fut = await session.start_publish(
+                        message.topic, message.payload, retain=False, properties=self._properties(message)
+                    )
                 except ConnectionError as exc:
                     results[k] = exc
                     continue
@@ -564,8 +629,13 @@ class MqttUplink(Lifecycle):
 
         async def send(message: Message) -> PubAckCode:
             async with gate:
-                code = await session.publish(message.topic, message.payload, retain=False,
-                                             properties=self._properties(message), timeout=cfg.ack_timeout_s)
+                code = await session.publish(
+                    message.topic,
+                    message.payload,
+                    retain=False,
+                    properties=self._properties(message),
+                    timeout=cfg.ack_timeout_s,
+                )
             # counted as PUBACKs arrive, so metrics move during a long batch
             self.counters.published += 1
             if not code.is_failure:
@@ -581,8 +651,9 @@ class MqttUplink(Lifecycle):
                 t.cancel()
         await self._settle(session, messages, list(results), outcomes)
 
-    async def _settle(self, session: Session, messages: list[Message], results: list[object],
-                      outcomes: list[Outcome | None]) -> None:
+    async def _settle(
+        self, session: Session, messages: list[Message], results: list[object], outcomes: list[Outcome | None]
+    ) -> None:
         """Outcomes from each message's result (a PUBACK reason code or the exception that ended the wait)."""
         cfg = self.config
         stale = False
@@ -591,14 +662,19 @@ class MqttUplink(Lifecycle):
                 if not result.is_failure:
                     outcome = DELIVERED
                 elif result.value in _PERMANENT_CODES:
-                    outcome = Outcome(Status.REJECTED, f"{message.topic}: broker refused the message, got PUBACK "
-                                                       f"{result.value:#04x} {result}")
+                    outcome = Outcome(
+                        Status.REJECTED,
+                        f"{message.topic}: broker refused the message, got PUBACK {result.value:#04x} {result}",
+                    )
                     self.counters.rejected += len(message.indices)
                 else:
                     self._log.debug("broker answered PUBACK %s on %s", result, message.topic)
                     fault = Fault.CONFIGURATION if result.value == _NOT_AUTHORIZED else Fault.TRANSIENT
-                    outcome = Outcome(Status.RETRY, f"{message.topic}: broker refused the message for now, got "
-                                                    f"PUBACK {result.value:#04x} {result}", fault)
+                    outcome = Outcome(
+                        Status.RETRY,
+                        f"{message.topic}: broker refused the message for now, got PUBACK {result.value:#04x} {result}",
+                        fault,
+                    )
             elif isinstance(result, TimeoutError):
                 stale = True
                 outcome = Outcome(Status.RETRY, f"no PUBACK within {cfg.ack_timeout_s} s")

@@ -80,7 +80,9 @@ class NgsiLdUplink(HttpBatchUplink):
 
     def _entity(self, reading: Reading) -> dict[str, Any]:
         inline = self._ld.context_mode is ContextMode.INLINE
-        return ld.to_ld_entity(reading, encoding=self.config.value_encoding, context=self._ld.context if inline else None)
+        return ld.to_ld_entity(
+            reading, encoding=self.config.value_encoding, context=self._ld.context if inline else None
+        )
 
     def _body(self, entities: Sequence[bytes]) -> bytes:
         return ld.ld_upsert_body(entities)

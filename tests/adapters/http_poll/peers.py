@@ -60,7 +60,9 @@ class DocServer:
         if self.honour_conditional and self.status == 200:
             inm = request.headers.get("If-None-Match")
             ims = request.headers.get("If-Modified-Since")
-            if (inm is not None and inm == self.etag) or (inm is None and ims is not None and ims == self.last_modified):
+            if (inm is not None and inm == self.etag) or (
+                inm is None and ims is not None and ims == self.last_modified
+            ):
                 return web.Response(status=304, headers=headers)
         ctype = self.content_type + (f"; charset={self.charset}" if self.charset else "")
         return web.Response(status=self.status, body=self.body, headers={**headers, "Content-Type": ctype})
@@ -99,7 +101,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 (its own CA) and its key, written under `directory`."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgegw test server")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from gateway.records import Reading
 from gateway.secrets import SecretStore
 from tests.adapters.http_poll.peers import DocServer, self_signed, serve, server_tls, wait_for
 
-NOW = datetime(2026, 7, 1, 1, 0, tzinfo=timezone.utc)  # 10:00 JST
+NOW = datetime(2026, 7, 1, 1, 0, tzinfo=UTC)  # 10:00 JST
 LOGGER = "adapters.http_poll.adapter"
 
 
@@ -68,7 +68,9 @@ class Collector:
 
 
 @asynccontextmanager
-async def running(cfg: HttpPollConfig, data_dir: Path | str = "/nonexistent") -> AsyncIterator[tuple[HttpPollAdapter, Collector]]:
+async def running(
+    cfg: HttpPollConfig, data_dir: Path | str = "/nonexistent"
+) -> AsyncIterator[tuple[HttpPollAdapter, Collector]]:
     adapter = HttpPollAdapter(cfg, AdapterContext(gateway_id="gw1", data_dir=str(data_dir)), clock=lambda: NOW)
     collector = Collector()
     task = asyncio.create_task(adapter.run(collector))
@@ -158,7 +160,7 @@ async def test_connection_refused_is_counted_and_polling_continues(caplog: pytes
     server = DocServer()
     async with serve(server):
         url = server.url  # the port is closed after this block
-    async with running(config(url)) as (adapter, got):
+    async with running(config(url)) as (adapter, _got):
         await wait_for(lambda: adapter.failed["connection"] >= 3, what="three refused connections")
     assert len(warnings_of(caplog)) == 1
     assert warnings_of(caplog)[0].startswith(f"polling {url} fails (connection): ClientConnectorError: ")
@@ -168,39 +170,57 @@ async def test_malformed_documents_are_counted_by_reason_and_the_adapter_recover
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    server = DocServer(body=b"<html><body>\xe3\x83\xa1\xe3\x83\xb3\xe3\x83\x86\xe3\x83\x8a\xe3\x83\xb3\xe3\x82\xb9\xe4\xb8\xad</body></html>")
+    server = DocServer(
+        body=b"<html><body>\xe3\x83\xa1\xe3\x83\xb3\xe3\x83\x86\xe3\x83\x8a\xe3\x83\xb3\xe3\x82\xb9\xe4\xb8\xad</body></html>"
+    )
     async with serve(server), running(config(server.url)) as (adapter, got):
         await wait_for(lambda: adapter.malformed["not_json"] >= 3, what="three non-JSON documents")
         server.body = json.dumps({"観測所": {"0431": 2.35}}, ensure_ascii=False).encode()
         await wait_for(lambda: adapter.malformed["wrong_shape"] >= 2, what="two wrongly shaped documents")
-        server.body = river_doc(("0431", 2.35, "2026/07/01 09:10"), ("0432", "欠測", "2026/07/01 09:10"),
-                                ("0433", 1.5, "2026/07/01 9:10 頃"))
+        server.body = river_doc(
+            ("0431", 2.35, "2026/07/01 09:10"),
+            ("0432", "欠測", "2026/07/01 09:10"),
+            ("0433", 1.5, "2026/07/01 9:10 頃"),
+        )
         await wait_for(lambda: adapter.malformed["bad_timestamp"] >= 2, what="an item with a bad time")
         assert got.levels() == [("urn:ngsi-ld:WaterObserved:0431", 2.35, "2026-07-01T00:10:00+00:00")]
         assert adapter.malformed["missing_field"] >= 2
         server.body = river_doc(("0431", 2.36, "2026/07/01 09:20"))
         await wait_for(lambda: len(got.readings) == 2, what="a clean document")
-        await wait_for(lambda: any(r.getMessage() == "documents map cleanly again" for r in caplog.records),
-                       what="the recovery line")
+        await wait_for(
+            lambda: any(r.getMessage() == "documents map cleanly again" for r in caplog.records),
+            what="the recovery line",
+        )
     assert warnings_of(caplog) == [
         "dropping malformed input (not_json): document: is not JSON (invalid at character 0), got "
         "'<html><body>メンテナンス中</body></html>'; document starts '<html><body>メンテナンス中</body></html>'",
         "dropping malformed input (wrong_shape): 観測所: must be a list of items, got dict {'0431': 2.35}; "
-        "document starts '{\"観測所\": {\"0431\": 2.35}}'",
+        'document starts \'{"観測所": {"0431": 2.35}}\'',
         "dropping malformed input (missing_field): 観測所[1].水位 (attribute waterLevel): is missing, got '欠測'; "
-        "document starts '" + river_doc(("0431", 2.35, "2026/07/01 09:10"), ("0432", "欠測", "2026/07/01 09:10"),
-                                        ("0433", 1.5, "2026/07/01 9:10 頃")).decode()[:200] + "'",
+        "document starts '"
+        + river_doc(
+            ("0431", 2.35, "2026/07/01 09:10"),
+            ("0432", "欠測", "2026/07/01 09:10"),
+            ("0433", 1.5, "2026/07/01 9:10 頃"),
+        ).decode()[:200]
+        + "'",
         "dropping malformed input (bad_timestamp): 観測所[2].観測時刻 (timestamp): must be a local time like "
         "2026/07/01 09:10, got '2026/07/01 9:10 頃'; document starts '"
-        + river_doc(("0431", 2.35, "2026/07/01 09:10"), ("0432", "欠測", "2026/07/01 09:10"),
-                    ("0433", 1.5, "2026/07/01 9:10 頃")).decode()[:200] + "'",
+        + river_doc(
+            ("0431", 2.35, "2026/07/01 09:10"),
+            ("0432", "欠測", "2026/07/01 09:10"),
+            ("0433", 1.5, "2026/07/01 9:10 頃"),
+        ).decode()[:200]
+        + "'",
     ]
     debug = [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.DEBUG]
     assert sum(m.startswith("dropped (not_json)") for m in debug) >= 3
     # what status.json gets (through the supervisor): the counters, malformed by reason
     diagnostics = adapter.diagnostics()
     assert (diagnostics["emitted"], sorted(diagnostics["malformed"])) == (
-        2, ["bad_timestamp", "missing_field", "not_json", "wrong_shape"])
+        2,
+        ["bad_timestamp", "missing_field", "not_json", "wrong_shape"],
+    )
 
 
 async def test_slow_responses_time_out_and_the_next_poll_still_happens() -> None:
@@ -218,7 +238,7 @@ async def test_slow_responses_time_out_and_the_next_poll_still_happens() -> None
 async def test_polls_keep_a_fixed_cadence_one_at_a_time() -> None:
     # each answer takes 30 ms: sleeping the interval after each poll would give 80 ms periods
     server = DocServer(body=river_doc(("0431", 2.35, "2026/07/01 09:10")), delay_s=0.03)
-    async with serve(server), running(config(server.url)) as (adapter, got):
+    async with serve(server), running(config(server.url)) as (_adapter, _got):
         await wait_for(server.wait_requests(21), what="21 polls")
     times = [r.at for r in server.requests[:21]]
     period = (times[20] - times[0]) / 20
@@ -234,25 +254,29 @@ async def test_secret_header_and_env_parameter_are_sent_and_kept_out_of_logs(
     server = DocServer(body=b'{"error": "key k3y-0123456789 is not allowed"}', status=403)
     cfg_url = "http://127.0.0.1:1/x"
     async with serve(server):
-        cfg = config(cfg_url, headers={"X-Api-Key": "secret:portal-key", "Accept": "application/json"},
-                     params={"appid": "env:RIVER_APP_ID", "pref": "43"}).model_copy(update={"url": server.url})
-        async with running(cfg, tmp_path) as (adapter, got):
+        cfg = config(
+            cfg_url,
+            headers={"X-Api-Key": "secret:portal-key", "Accept": "application/json"},
+            params={"appid": "env:RIVER_APP_ID", "pref": "43"},
+        ).model_copy(update={"url": server.url})
+        async with running(cfg, tmp_path) as (adapter, _got):
             await wait_for(lambda: adapter.failed["http_status"] >= 2, what="two refusals")
     first = server.requests[0]
     assert (first.headers["X-Api-Key"], first.headers["Accept"]) == ("k3y-0123456789", "application/json")
     assert first.query == {"appid": "app-98765", "pref": "43"}
     assert warnings_of(caplog) == [
-        f"polling {server.url} fails (http_status): HTTP 403 Forbidden, body '{{\"error\": \"key *** is not "
+        f'polling {server.url} fails (http_status): HTTP 403 Forbidden, body \'{{"error": "key *** is not '
         "allowed\"}'; retrying every 0.05s"
     ]
     assert all("k3y-0123456789" not in r.getMessage() and "app-98765" not in r.getMessage() for r in caplog.records)
 
 
 async def test_shift_jis_documents_are_decoded_by_their_charset() -> None:
-    body = json.dumps({"観測所": [{"観測所番号": "0431", "水位": 2.35, "観測時刻": "2026年7月1日 9時10分"}]},
-                      ensure_ascii=False).encode("cp932")
+    body = json.dumps(
+        {"観測所": [{"観測所番号": "0431", "水位": 2.35, "観測時刻": "2026年7月1日 9時10分"}]}, ensure_ascii=False
+    ).encode("cp932")
     server = DocServer(body=body, charset="Shift_JIS")
-    async with serve(server), running(config(server.url)) as (adapter, got):
+    async with serve(server), running(config(server.url)) as (_adapter, got):
         await wait_for(lambda: len(got.readings) == 1, what="the reading")
     assert got.levels() == [("urn:ngsi-ld:WaterObserved:0431", 2.35, "2026-07-01T00:10:00+00:00")]
 
@@ -267,7 +291,9 @@ async def test_readings_the_buffer_refuses_are_counted_and_polling_goes_on() -> 
         stored.append(reading.entity_id)
 
     async with serve(server):
-        adapter = HttpPollAdapter(config(server.url), AdapterContext(gateway_id="gw1", data_dir="/x"), clock=lambda: NOW)
+        adapter = HttpPollAdapter(
+            config(server.url), AdapterContext(gateway_id="gw1", data_dir="/x"), clock=lambda: NOW
+        )
         task = asyncio.create_task(adapter.run(picky_emit))
         await wait_for(lambda: adapter.malformed["rejected"] >= 3, what="three refusals")
         task.cancel()
@@ -278,7 +304,9 @@ async def test_readings_the_buffer_refuses_are_counted_and_polling_goes_on() -> 
     assert adapter.emitted == 1
 
 
-async def test_https_with_a_private_ca_and_a_refused_certificate(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_https_with_a_private_ca_and_a_refused_certificate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cert, key = self_signed(tmp_path)
     server = DocServer(body=river_doc(("0431", 2.35, "2026/07/01 09:10")))
     async with serve(server, ssl_context=server_tls(cert, key)):

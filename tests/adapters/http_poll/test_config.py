@@ -10,13 +10,15 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.http_poll.config import HttpPollConfig
-from gateway.tls import TlsVerify
 from adapters.jsonmap.config import TimeFormat
 from gateway.configbase import format_validation_error
+from gateway.tls import TlsVerify
 
 SAMPLE = Path(__file__).parents[3] / "adapters" / "http_poll" / "sample.toml"
-URL_FIX = ('put the credential in the secret store (`edgegw secret set <name>`) and reference it as "secret:<name>" '
-           '(or "env:<VARIABLE>") from the section\'s headers, params or token settings')
+URL_FIX = (
+    'put the credential in the secret store (`edgegw secret set <name>`) and reference it as "secret:<name>" '
+    '(or "env:<VARIABLE>") from the section\'s headers, params or token settings'
+)
 ID_RULE = "1-256 printable ASCII characters without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ `"
 
 
@@ -80,27 +82,43 @@ def test_top_level_problems_are_reported_with_their_key_paths() -> None:
     ("section", "message"),
     [
         # the same check as every URL of the config; the error must not repeat the password (issue 9)
-        ({"url": "https://user:pw@example.lg.jp/x"},
-         "adapters[0].url: must not carry credentials (user:password@), got a value that is not shown here; " + URL_FIX),
-        ({"url": "https://example.lg.jp/x?pref=43&apikey=abc"},
-         "adapters[0].url: must not carry a credential in its query (parameter 'apikey'), got a value that is not "
-         "shown here; " + URL_FIX),
-        ({"headers": {"X Key": "1"}},
-         "adapters[0].headers: header name 'X Key' must be an HTTP token (letters, digits, - and !#$%&'*+.^_`|~)"),
-        ({"headers": {"If-None-Match": "x"}},
-         "adapters[0].headers: header 'If-None-Match' is set by the adapter itself; remove it"),
-        ({"headers": {"X-Api-Key": "secret:has space"}},
-         "adapters[0].headers: header 'X-Api-Key' is not a valid secret reference; use a secret reference: "
-         '"secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'),
-        ({"interval_s": 5, "timeout_s": 10},
-         "adapters[0].timeout_s: must be at most interval_s so a poll ends before the next is due, got 10.0 > 5.0"),
-        ({"url": "http://example.lg.jp/x", "tls": {"verify": "off"}},
-         "adapters[0].tls: [adapters.tls] applies to https:// URLs only; remove it or use https"),
-        ({"tls": {"key_file": "/etc/edgegw/c.key"}},
-         "adapters[0].tls: key_file needs cert_file for mutual TLS, got only key_file; set cert_file to the client "
-         "certificate"),
-        ({"mappings": []},
-         "adapters[0].mappings: must list at least one [[adapters.mappings]] entry, got none"),
+        (
+            {"url": "https://user:pw@example.lg.jp/x"},
+            "adapters[0].url: must not carry credentials (user:password@), got a value that is not shown here; "
+            + URL_FIX,
+        ),
+        (
+            {"url": "https://example.lg.jp/x?pref=43&apikey=abc"},
+            "adapters[0].url: must not carry a credential in its query (parameter 'apikey'), got a value that is not "
+            "shown here; " + URL_FIX,
+        ),
+        (
+            {"headers": {"X Key": "1"}},
+            "adapters[0].headers: header name 'X Key' must be an HTTP token (letters, digits, - and !#$%&'*+.^_`|~)",
+        ),
+        (
+            {"headers": {"If-None-Match": "x"}},
+            "adapters[0].headers: header 'If-None-Match' is set by the adapter itself; remove it",
+        ),
+        (
+            {"headers": {"X-Api-Key": "secret:has space"}},
+            "adapters[0].headers: header 'X-Api-Key' is not a valid secret reference; use a secret reference: "
+            '"secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"',
+        ),
+        (
+            {"interval_s": 5, "timeout_s": 10},
+            "adapters[0].timeout_s: must be at most interval_s so a poll ends before the next is due, got 10.0 > 5.0",
+        ),
+        (
+            {"url": "http://example.lg.jp/x", "tls": {"verify": "off"}},
+            "adapters[0].tls: [adapters.tls] applies to https:// URLs only; remove it or use https",
+        ),
+        (
+            {"tls": {"key_file": "/etc/edgegw/c.key"}},
+            "adapters[0].tls: key_file needs cert_file for mutual TLS, got only key_file; set cert_file to the client "
+            "certificate",
+        ),
+        ({"mappings": []}, "adapters[0].mappings: must list at least one [[adapters.mappings]] entry, got none"),
     ],
 )
 def test_single_top_level_problem(section: dict[str, Any], message: str) -> None:
@@ -115,12 +133,14 @@ def test_mapping_problems_are_reported_with_their_key_paths() -> None:
             mapping(entity_id="urn:ngsi-ld:Water Observed:{code}"),
             mapping(entity_id="urn:ngsi-ld:WaterObserved:{code"),
             mapping(entity_type="Water/Observed"),
-            mapping(attributes=[
-                {"path": "level", "name": "id"},
-                {"path": "level", "name": "waterLevel", "unit": "m"},
-                {"path": "name", "name": "name", "type": "Text", "scale": 0.1},
-                {"path": "level", "name": "h", "type": "Float"},
-            ]),
+            mapping(
+                attributes=[
+                    {"path": "level", "name": "id"},
+                    {"path": "level", "name": "waterLevel", "unit": "m"},
+                    {"path": "name", "name": "name", "type": "Text", "scale": 0.1},
+                    {"path": "level", "name": "h", "type": "Float"},
+                ]
+            ),
             mapping(attributes=[{"path": "a", "name": "h"}, {"path": "b", "name": "h"}]),
             mapping(timestamp={"path": "観測時刻", "format": "strptime"}),
             mapping(timestamp={"path": "t", "format": "strptime", "pattern": "%H:%M"}),
@@ -138,7 +158,7 @@ def test_mapping_problems_are_reported_with_their_key_paths() -> None:
         'got "urn:ngsi-ld:WaterObserved:{code"',
         f"adapters[0].mappings[4].entity_type: entity type must be {ID_RULE} (found '/'), got \"Water/Observed\"",
         "adapters[0].mappings[5].attributes[0].name: attribute name must not be one Orion reserves (*, "
-        "alterationType, dateCreated, dateExpires, dateModified, geo:distance, id, servicePath, type), got \"id\"",
+        'alterationType, dateCreated, dateExpires, dateModified, geo:distance, id, servicePath, type), got "id"',
         "adapters[0].mappings[5].attributes[1].unit: must be a UN/CEFACT common code of 2-3 capitals/digits "
         '(CEL, MTR, P1, KWH), got "m"',
         "adapters[0].mappings[5].attributes[2].scale: applies to Number attributes only, got type 'Text'",
@@ -160,8 +180,13 @@ def test_choices_and_japanese_paths_parse() -> None:
             "type": "http_poll",
             "url": "https://example.lg.jp/river.json/",
             "tls": {"verify": "off"},
-            "mappings": [mapping(items="$", entity_id="urn:ngsi-ld:WaterObserved:{観測所.番号}-{値[0]}",
-                                 timestamp={"path": "t", "format": "strptime", "pattern": "%Y%m%d%H%M"})],
+            "mappings": [
+                mapping(
+                    items="$",
+                    entity_id="urn:ngsi-ld:WaterObserved:{観測所.番号}-{値[0]}",
+                    timestamp={"path": "t", "format": "strptime", "pattern": "%Y%m%d%H%M"},
+                )
+            ],
         }
     )
     assert cfg.url == "https://example.lg.jp/river.json"  # a trailing slash is dropped

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from adapters.http_poll.mapping import LastSeen, MalformedReason, Mapper, Mappin
 from gateway.records import Lane, Reading, TimeSource
 
 CASE = Path(__file__).parent / "cases" / "river_portal_latest"
-NOW = datetime(2026, 7, 1, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 7, 1, 3, 0, tzinfo=UTC)
 
 
 def mapper(**overrides: Any) -> Mapper:
@@ -62,7 +62,11 @@ def test_the_river_portal_case() -> None:
     assert [[e.reason.value, str(e)] for e in result.errors] == expected["errors"]
     r = result.readings[0]
     assert (r.entity_type, r.time_source, r.lane, r.source.adapter, r.source.device) == (
-        "WaterObserved", TimeSource.DEVICE, Lane.NORMAL, "kuma-portal", "https://river.example.lg.jp/api/latest"
+        "WaterObserved",
+        TimeSource.DEVICE,
+        Lane.NORMAL,
+        "kuma-portal",
+        "https://river.example.lg.jp/api/latest",
     )
 
 
@@ -91,20 +95,35 @@ def test_time_formats_convert_to_utc_exactly(fmt: dict[str, Any], raw: Any, utc:
     m = mapper(timestamp={"path": "time", **fmt})
     r = one(m, {"stations": [{"code": "1", "level": 1.0, "time": raw}]})
     assert r.observed_at.isoformat() == utc
-    assert r.observed_at.tzinfo is timezone.utc
+    assert r.observed_at.tzinfo is UTC
 
 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ("2026/07/01 25:00", "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got '2026/07/01 25:00'"),
-        ("2026/07/01 24:10", "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got '2026/07/01 24:10'"),
-        ("2026/02/30 09:10", "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got '2026/02/30 09:10'"),
+        (
+            "2026/07/01 25:00",
+            "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got '2026/07/01 25:00'",
+        ),
+        (
+            "2026/07/01 24:10",
+            "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got '2026/07/01 24:10'",
+        ),
+        (
+            "2026/02/30 09:10",
+            "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got '2026/02/30 09:10'",
+        ),
         (202607010910, "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got 202607010910"),
-        ("1970/01/01 09:00", "stations[0].time (timestamp): must be after 2000-01-01 and at most a day ahead, got "
-         "'1970/01/01 09:00'; check the timestamp format and zone, or the source's clock"),
-        ("2026/07/03 09:00", "stations[0].time (timestamp): must be after 2000-01-01 and at most a day ahead, got "
-         "'2026/07/03 09:00'; check the timestamp format and zone, or the source's clock"),
+        (
+            "1970/01/01 09:00",
+            "stations[0].time (timestamp): must be after 2000-01-01 and at most a day ahead, got "
+            "'1970/01/01 09:00'; check the timestamp format and zone, or the source's clock",
+        ),
+        (
+            "2026/07/03 09:00",
+            "stations[0].time (timestamp): must be after 2000-01-01 and at most a day ahead, got "
+            "'2026/07/03 09:00'; check the timestamp format and zone, or the source's clock",
+        ),
     ],
 )
 def test_bad_times_are_typed_errors(raw: Any, message: str) -> None:
@@ -112,61 +131,126 @@ def test_bad_times_are_typed_errors(raw: Any, message: str) -> None:
 
 
 def test_item_errors_drop_that_item_only() -> None:
-    m = mapper(attributes=[{"path": "level", "name": "waterLevel", "unit": "MTR"},
-                           {"path": "flag", "name": "flooded", "type": "Boolean", "missing": "skip"}])
-    result = m.map(json.dumps({"stations": [
-        {"code": "a b", "level": 1, "time": "2026/07/01 09:00"},
-        {"code": "2", "level": "high", "time": "2026/07/01 09:00"},
-        {"code": "3", "level": 1.5, "flag": "yes", "time": "2026/07/01 09:00"},
-        {"code": 4.5, "level": 1.5, "time": "2026/07/01 09:00"},
-        "0435",
-        {"level": 1.5, "time": "2026/07/01 09:00"},
-        {"code": "7", "level": 1e308, "time": "2026/07/01 09:00"},
-        {"code": "8", "level": 2, "flag": False, "time": "2026/07/01 09:00"},
-    ]}).encode(), NOW)
+    m = mapper(
+        attributes=[
+            {"path": "level", "name": "waterLevel", "unit": "MTR"},
+            {"path": "flag", "name": "flooded", "type": "Boolean", "missing": "skip"},
+        ]
+    )
+    result = m.map(
+        json.dumps(
+            {
+                "stations": [
+                    {"code": "a b", "level": 1, "time": "2026/07/01 09:00"},
+                    {"code": "2", "level": "high", "time": "2026/07/01 09:00"},
+                    {"code": "3", "level": 1.5, "flag": "yes", "time": "2026/07/01 09:00"},
+                    {"code": 4.5, "level": 1.5, "time": "2026/07/01 09:00"},
+                    "0435",
+                    {"level": 1.5, "time": "2026/07/01 09:00"},
+                    {"code": "7", "level": 1e308, "time": "2026/07/01 09:00"},
+                    {"code": "8", "level": 2, "flag": False, "time": "2026/07/01 09:00"},
+                ]
+            }
+        ).encode(),
+        NOW,
+    )
     assert [(e.reason, e.where, str(e)) for e in result.errors] == [
-        (MalformedReason.BAD_ID, "stations[0]",
-         "stations[0]: entity_id urn:ngsi-ld:WaterObserved:{code} renders to an invalid identifier: entity id must be "
-         "1-256 printable ASCII characters "
-         "without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got "
-         "'urn:ngsi-ld:WaterObserved:a b'"),
-        (MalformedReason.WRONG_TYPE, "stations[1].level", "stations[1].level (attribute waterLevel): must be a number, got str 'high'"),
-        (MalformedReason.WRONG_TYPE, "stations[2].flag", "stations[2].flag (attribute flooded): must be true or false, got str 'yes'"),
-        (MalformedReason.WRONG_TYPE, "stations[3].code",
-         "stations[3].code (entity_id {code}): must be a string or an integer, got float 4.5"),
+        (
+            MalformedReason.BAD_ID,
+            "stations[0]",
+            "stations[0]: entity_id urn:ngsi-ld:WaterObserved:{code} renders to an invalid identifier: entity id must be "
+            "1-256 printable ASCII characters "
+            "without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got "
+            "'urn:ngsi-ld:WaterObserved:a b'",
+        ),
+        (
+            MalformedReason.WRONG_TYPE,
+            "stations[1].level",
+            "stations[1].level (attribute waterLevel): must be a number, got str 'high'",
+        ),
+        (
+            MalformedReason.WRONG_TYPE,
+            "stations[2].flag",
+            "stations[2].flag (attribute flooded): must be true or false, got str 'yes'",
+        ),
+        (
+            MalformedReason.WRONG_TYPE,
+            "stations[3].code",
+            "stations[3].code (entity_id {code}): must be a string or an integer, got float 4.5",
+        ),
         (MalformedReason.WRONG_SHAPE, "stations[4]", "stations[4]: must be a JSON object, got str '0435'"),
-        (MalformedReason.MISSING_FIELD, "stations[5].code", "stations[5].code (entity_id {code}): is missing, got no such field"),
+        (
+            MalformedReason.MISSING_FIELD,
+            "stations[5].code",
+            "stations[5].code (entity_id {code}): is missing, got no such field",
+        ),
     ]
-    assert [(r.entity_id, dict((n, a.value) for n, a in r.attributes.items())) for r in result.readings] == [
+    assert [(r.entity_id, {n: a.value for n, a in r.attributes.items()}) for r in result.readings] == [
         ("urn:ngsi-ld:WaterObserved:7", {"waterLevel": 1e308, "dateObserved": "2026-07-01T00:00:00.000Z"}),
-        ("urn:ngsi-ld:WaterObserved:8", {"waterLevel": 2, "flooded": False, "dateObserved": "2026-07-01T00:00:00.000Z"}),
+        (
+            "urn:ngsi-ld:WaterObserved:8",
+            {"waterLevel": 2, "flooded": False, "dateObserved": "2026-07-01T00:00:00.000Z"},
+        ),
     ]
 
 
 def test_scale_is_decimal_exact_and_overflow_is_a_bad_value() -> None:
     m = mapper(attributes=[{"path": "level", "name": "waterLevel", "unit": "MTR", "scale": 0.01}])
-    assert one(m, {"stations": [{"code": "1", "level": 235, "time": "2026/07/01 09:00"}]}).attributes["waterLevel"].value == 2.35
-    assert one(m, {"stations": [{"code": "1", "level": "-7", "time": "2026/07/01 09:00"}]}).attributes["waterLevel"].value == -0.07
+    assert (
+        one(m, {"stations": [{"code": "1", "level": 235, "time": "2026/07/01 09:00"}]}).attributes["waterLevel"].value
+        == 2.35
+    )
+    assert (
+        one(m, {"stations": [{"code": "1", "level": "-7", "time": "2026/07/01 09:00"}]}).attributes["waterLevel"].value
+        == -0.07
+    )
     big = mapper(attributes=[{"path": "level", "name": "waterLevel", "scale": 1e300}])
     assert error(big, {"stations": [{"code": "1", "level": 1e10, "time": "2026/07/01 09:00"}]}) == (
-        "bad_value", "stations[0].level (attribute waterLevel): is out of range after scaling, got 10000000000.0")
+        "bad_value",
+        "stations[0].level (attribute waterLevel): is out of range after scaling, got 10000000000.0",
+    )
 
 
 @pytest.mark.parametrize(
     ("body", "items", "reason", "message"),
     [
         (b"", "stations", MalformedReason.NOT_JSON, "document: is not JSON (invalid at character 0), got ''"),
-        (b'{"stations": [', "stations", MalformedReason.NOT_JSON,
-         "document: is not JSON (invalid at character 14), got '{\"stations\": ['"),
-        (b'{"other": []}', "stations", MalformedReason.WRONG_SHAPE,
-         "stations: the list of items is missing, got a document with keys ['other']"),
-        (b'[1, 2]', "data.stations", MalformedReason.WRONG_SHAPE,
-         "data.stations: the list of items is missing, got a document with list"),
-        (b'{"stations": "none today"}', "stations", MalformedReason.WRONG_SHAPE,
-         "stations: must be a list of items, got str 'none today'"),
-        (b'{"code": "1"}', "$", MalformedReason.WRONG_SHAPE, "document: must be a list of items, got dict {'code': '1'}"),
-        (b'[{"code": "1"}]', None, MalformedReason.WRONG_SHAPE,
-         "document: must be a JSON object (one item), got list [{'code': '1'}]"),
+        (
+            b'{"stations": [',
+            "stations",
+            MalformedReason.NOT_JSON,
+            "document: is not JSON (invalid at character 14), got '{\"stations\": ['",
+        ),
+        (
+            b'{"other": []}',
+            "stations",
+            MalformedReason.WRONG_SHAPE,
+            "stations: the list of items is missing, got a document with keys ['other']",
+        ),
+        (
+            b"[1, 2]",
+            "data.stations",
+            MalformedReason.WRONG_SHAPE,
+            "data.stations: the list of items is missing, got a document with list",
+        ),
+        (
+            b'{"stations": "none today"}',
+            "stations",
+            MalformedReason.WRONG_SHAPE,
+            "stations: must be a list of items, got str 'none today'",
+        ),
+        (
+            b'{"code": "1"}',
+            "$",
+            MalformedReason.WRONG_SHAPE,
+            "document: must be a list of items, got dict {'code': '1'}",
+        ),
+        (
+            b'[{"code": "1"}]',
+            None,
+            MalformedReason.WRONG_SHAPE,
+            "document: must be a JSON object (one item), got list [{'code': '1'}]",
+        ),
     ],
 )
 def test_document_level_problems_raise(body: bytes, items: str | None, reason: MalformedReason, message: str) -> None:
@@ -179,17 +263,24 @@ def test_document_as_list_or_as_one_item_and_arrival_time() -> None:
     as_list = mapper(items="$", timestamp=None)
     r = one(as_list, [{"code": "1", "level": 0.5}])
     assert (r.observed_at, r.time_source) == (NOW, TimeSource.GATEWAY)
-    single = mapper(items=None, entity_id="urn:ngsi-ld:WaterObserved:{station.code}",
-                    timestamp={"path": "time", "format": "iso8601", "missing": "arrival"})
+    single = mapper(
+        items=None,
+        entity_id="urn:ngsi-ld:WaterObserved:{station.code}",
+        timestamp={"path": "time", "format": "iso8601", "missing": "arrival"},
+    )
     r = one(single, {"station": {"code": "X1"}, "level": 0.5})
     assert (r.entity_id, r.observed_at, r.time_source) == ("urn:ngsi-ld:WaterObserved:X1", NOW, TimeSource.GATEWAY)
     assert error(single, {"level": 0.5}) == (
-        "missing_field", "station.code (entity_id {station.code}): is missing, got no such field")
+        "missing_field",
+        "station.code (entity_id {station.code}): is missing, got no such field",
+    )
 
 
 def test_utf8_bom_and_cp932_documents_decode() -> None:
     doc = json.dumps({"stations": [{"code": "人吉", "level": 1, "time": "2026/07/01 09:00"}]}, ensure_ascii=False)
-    m = mapper(entity_id="urn:ngsi-ld:WaterObserved:{level}", attributes=[{"path": "code", "name": "name", "type": "Text"}])
+    m = mapper(
+        entity_id="urn:ngsi-ld:WaterObserved:{level}", attributes=[{"path": "code", "name": "name", "type": "Text"}]
+    )
     assert m.map(b"\xef\xbb\xbf" + doc.encode(), NOW).readings[0].attributes["name"].value == "人吉"
     assert m.map(doc.encode("cp932"), NOW, "Shift_JIS").readings[0].attributes["name"].value == "人吉"
     with pytest.raises(MappingError) as info:

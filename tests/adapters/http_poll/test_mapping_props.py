@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
@@ -11,15 +11,34 @@ from hypothesis import strategies as st
 
 from adapters.http_poll.config import ItemMapping
 from adapters.http_poll.mapping import LastSeen, Mapper, MappingError
-from gateway.records import TimeSource, check_values, encode_reading
 from gateway.ngsi.identifiers import check_entity_id
+from gateway.records import TimeSource, check_values, encode_reading
 
-NOW = datetime(2026, 7, 1, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 7, 1, 3, 0, tzinfo=UTC)
 KEYS = st.sampled_from(["観測所", "水位", "観測時刻", "code", "level", "t", "x"])
-SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20) | st.sampled_from(
-    ["2026/07/01 09:10", "2026/06/30 24:00", "欠測", "1.5", "-0.35", "1e400", "NaN", "2026年7月1日 9時10分", "1782864600"]
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | st.sampled_from(
+        [
+            "2026/07/01 09:10",
+            "2026/06/30 24:00",
+            "欠測",
+            "1.5",
+            "-0.35",
+            "1e400",
+            "NaN",
+            "2026年7月1日 9時10分",
+            "1782864600",
+        ]
+    )
 )
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5), max_leaves=25)
+JSON = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5), max_leaves=25
+)
 # documents shaped like the mapping expects, so deep paths are reached
 ITEMS = st.dictionaries(KEYS, JSON, max_size=5) | st.fixed_dictionaries(
     {"code": SCALARS, "水位": SCALARS, "観測時刻": SCALARS}, optional={"level": JSON}
@@ -43,7 +62,12 @@ def mappers() -> list[Mapper]:
         {"timestamp": {"path": "観測時刻", "format": "epoch_s", "missing": "arrival"}},
         {"timestamp": {"path": "観測時刻", "format": "iso8601"}, "items": "$"},
         {"timestamp": {"path": "観測時刻", "format": "strptime", "pattern": "%Y/%m/%d %H:%M"}, "items": None},
-        {"attributes": [{"path": "水位", "name": "waterLevel", "type": "Text"}, {"path": "x", "name": "x", "type": "Boolean", "missing": "skip"}]},
+        {
+            "attributes": [
+                {"path": "水位", "name": "waterLevel", "type": "Text"},
+                {"path": "x", "name": "x", "type": "Boolean", "missing": "skip"},
+            ]
+        },
     ]
     return [Mapper([ItemMapping.model_validate({**base, **v})], adapter="p") for v in variants]
 
@@ -63,7 +87,7 @@ def check(body: bytes) -> None:
             check_values(r)
             encode_reading(r)  # the buffer can store it
             if r.time_source is TimeSource.DEVICE:
-                assert r.observed_at.tzinfo is timezone.utc
+                assert r.observed_at.tzinfo is UTC
         seen = LastSeen()
         for r in seen.select(result.readings).fresh:
             seen.remember(r)

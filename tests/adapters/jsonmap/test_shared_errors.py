@@ -27,32 +27,42 @@ def test_strings_and_integers_are_id_text(value: str | int) -> None:
     assert id_field({"station": {"code": value}}, REF, "entity_id") == str(value)
 
 
-@pytest.mark.parametrize(("doc", "problem", "what"), [
-    ({}, Problem.MISSING_FIELD, "is missing, got no such field"),
-    ({"station": {"code": None}}, Problem.MISSING_FIELD, "is missing, got null"),
-    ({"station": {"code": 1.5}}, Problem.WRONG_TYPE, "must be a string or an integer, got float 1.5"),
-    ({"station": {"code": True}}, Problem.WRONG_TYPE, "must be a string or an integer, got bool True"),
-])
+@pytest.mark.parametrize(
+    ("doc", "problem", "what"),
+    [
+        ({}, Problem.MISSING_FIELD, "is missing, got no such field"),
+        ({"station": {"code": None}}, Problem.MISSING_FIELD, "is missing, got null"),
+        ({"station": {"code": 1.5}}, Problem.WRONG_TYPE, "must be a string or an integer, got float 1.5"),
+        ({"station": {"code": True}}, Problem.WRONG_TYPE, "must be a string or an integer, got bool True"),
+    ],
+)
 def test_an_id_field_that_cannot_be_used_is_worded_once_for_every_adapter(
     doc: dict[str, Any], problem: Problem, what: str
 ) -> None:
     with pytest.raises(FieldError) as err:
         id_field(doc, REF, "entity_id")
     assert (err.value.problem, err.value.path_text, err.value.subject, err.value.what) == (
-        problem, "station.code", "entity_id {payload.station.code}", what)
+        problem,
+        "station.code",
+        "entity_id {payload.station.code}",
+        what,
+    )
     assert str(err.value) == f"station.code (entity_id {{payload.station.code}}): {what}"
 
 
 def test_an_invalid_rendered_id_names_its_template() -> None:
-    assert checked_id("urn:ngsi-ld:Thing:a", key="entity_id", template="urn:ngsi-ld:Thing:{id}",
-                      check=check_entity_id) == "urn:ngsi-ld:Thing:a"
+    assert (
+        checked_id("urn:ngsi-ld:Thing:a", key="entity_id", template="urn:ngsi-ld:Thing:{id}", check=check_entity_id)
+        == "urn:ngsi-ld:Thing:a"
+    )
     with pytest.raises(FieldError) as err:
         checked_id("urn:ngsi-ld:Thing:a b", key="entity_id", template="urn:ngsi-ld:Thing:{id}", check=check_entity_id)
     assert err.value.problem is Problem.BAD_ID
     assert str(err.value) == (
         "entity_id urn:ngsi-ld:Thing:{id} renders to an invalid identifier: entity id must be 1-256 printable ASCII "
         "characters without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got "
-        "'urn:ngsi-ld:Thing:a b'")
+        "'urn:ngsi-ld:Thing:a b'"
+    )
 
 
 def test_bytes_that_are_no_json() -> None:

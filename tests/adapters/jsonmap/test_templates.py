@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -41,22 +42,19 @@ def test_literals_and_placeholders_split_in_order() -> None:
     ],
 )
 def test_unbalanced_braces_are_refused(text: str, message: str) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         parse(text)
-    assert str(info.value) == message
 
 
 def test_the_placeholder_parser_words_its_own_refusals() -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=r"^must be a JSON path like"):
         parse("urn:x:{a..b}")
-    assert str(info.value).startswith("must be a JSON path like")
 
 
 def test_literal_parts_must_be_legal_in_an_orion_id() -> None:
     check_literals(parse("urn:ngsi-ld:WaterObserved:{code}"))
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=re.escape("outside the {name} placeholders (found ' ')")):
         check_literals(parse("urn:ngsi-ld:Water Observed:{code}"))
-    assert "outside the {name} placeholders (found ' ')" in str(info.value)
 
 
 @settings(max_examples=200, deadline=None)
@@ -72,8 +70,17 @@ def test_any_text_parses_or_is_refused_with_a_value_error(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [("0431", "0431"), (860101, "860101"), (-1, "-1"), (1.5, None), (True, None), (None, None), (MISSING, None),
-     ({"a": 1}, None), ([1], None)],
+    [
+        ("0431", "0431"),
+        (860101, "860101"),
+        (-1, "-1"),
+        (1.5, None),
+        (True, None),
+        (None, None),
+        (MISSING, None),
+        ({"a": 1}, None),
+        ([1], None),
+    ],
 )
 def test_only_strings_and_integers_go_into_ids(value: Any, text: str | None) -> None:
     assert id_text(value) == text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,7 +15,7 @@ from adapters.jsonmap.errors import FieldError, Problem
 from adapters.jsonmap.timestamps import TimeRule, compile_timestamp, observed_at, parse_iso, parse_local, read_time
 from gateway.records import TimeSource
 
-UTC = timezone.utc
+UTC = UTC
 JST = timezone(timedelta(hours=9))  # Asia/Tokyo has had no DST since 1951
 NOW = datetime(2026, 7, 1, 3, 0, tzinfo=UTC)
 WHEN = st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2026, 6, 30))
@@ -23,7 +23,9 @@ FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
 
 
 def time_rule(format: str = "iso8601", **more: Any) -> TimeRule:
-    return compile_timestamp(TimestampSection.model_validate({"path": "t", "format": format, **more}), arrival="the arrival time")
+    return compile_timestamp(
+        TimestampSection.model_validate({"path": "t", "format": format, **more}), arrival="the arrival time"
+    )
 
 
 def bad(rule: TimeRule, raw: Any) -> tuple[str, str]:
@@ -41,8 +43,13 @@ def test_iso_times_with_offsets_are_the_same_instant(when: datetime, offset_min:
 
 
 @settings(max_examples=150, deadline=None)
-@given(naive=WHEN, spelling=st.sampled_from(["%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y年%m月%d日 %H時%M分%S秒", "%Y.%m.%d %H:%M:%S"]),
-       wide=st.booleans())
+@given(
+    naive=WHEN,
+    spelling=st.sampled_from(
+        ["%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y年%m月%d日 %H時%M分%S秒", "%Y.%m.%d %H:%M:%S"]
+    ),
+    wide=st.booleans(),
+)
 def test_japanese_local_times_are_read_in_the_zone(naive: datetime, spelling: str, wide: bool) -> None:
     naive = naive.replace(microsecond=0)
     text = naive.strftime(spelling)
@@ -62,23 +69,53 @@ def test_24_00_is_the_next_days_midnight_in_local_and_iso(day: Any) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(when=st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2026, 6, 30), timezones=st.just(UTC)),
-       as_text=st.booleans())
+@given(
+    when=st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2026, 6, 30), timezones=st.just(UTC)),
+    as_text=st.booleans(),
+)
 def test_epoch_numbers_and_numeric_strings(when: datetime, as_text: bool) -> None:
     ms = round(when.timestamp() * 1000)
     s = ms // 1000
     raw_ms: Any = str(ms) if as_text else ms
     raw_s: Any = str(s) if as_text else s
-    assert read_time(time_rule("epoch_ms"), raw_ms, NOW) == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    assert read_time(time_rule("epoch_ms"), raw_ms, NOW) == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
+        milliseconds=ms
+    )
     assert read_time(time_rule("epoch_s"), raw_s, NOW) == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=s)
 
 
-ANY = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30) | st.lists(st.integers(), max_size=2) | st.sampled_from(
-    ["2026/07/01 09:10", "2026-07-01T09:10:00Z", "2026-07-01T24:00:00Z", "2026-07-01T24:30", "1782864600", "1e400", "NaN",
-     "2026年7月1日 9時10分", "202607010910", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"]
+ANY = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=30)
+    | st.lists(st.integers(), max_size=2)
+    | st.sampled_from(
+        [
+            "2026/07/01 09:10",
+            "2026-07-01T09:10:00Z",
+            "2026-07-01T24:00:00Z",
+            "2026-07-01T24:30",
+            "1782864600",
+            "1e400",
+            "NaN",
+            "2026年7月1日 9時10分",
+            "202607010910",
+            "9999-12-31T23:59:59-14:00",
+            "0001-01-01T00:00:00+14:00",
+        ]
+    )
 )
-FORMATS = st.sampled_from([{"format": "iso8601"}, {"format": "epoch_s"}, {"format": "epoch_ms"}, {"format": "local"},
-                           {"format": "strptime", "pattern": "%Y%m%d%H%M"}])
+FORMATS = st.sampled_from(
+    [
+        {"format": "iso8601"},
+        {"format": "epoch_s"},
+        {"format": "epoch_ms"},
+        {"format": "local"},
+        {"format": "strptime", "pattern": "%Y%m%d%H%M"},
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -87,8 +124,8 @@ def test_anything_is_a_plausible_utc_time_or_a_bad_timestamp(raw: Any, fmt: dict
     try:
         t = read_time(time_rule(**fmt), raw, NOW)
     except FieldError as exc:
-        assert exc.problem is Problem.BAD_TIMESTAMP
-        assert str(exc).startswith("t (timestamp): must be ")
+        assert exc.problem is Problem.BAD_TIMESTAMP  # noqa: PT017 -- raising is optional in this property: pytest.raises cannot say "may raise"
+        assert str(exc).startswith("t (timestamp): must be ")  # noqa: PT017 -- raising is optional in this property: pytest.raises cannot say "may raise"
         return
     assert t.tzinfo is UTC
     assert datetime(2000, 1, 1, tzinfo=UTC) <= t <= NOW + timedelta(days=1)
@@ -97,22 +134,51 @@ def test_anything_is_a_plausible_utc_time_or_a_bad_timestamp(raw: Any, fmt: dict
 @pytest.mark.parametrize(
     ("fmt", "raw", "message"),
     [
-        ({}, "May 1 12:25", "t (timestamp): must be an ISO 8601 time like 2026-07-01T09:10:00+09:00, got 'May 1 12:25'"),
+        (
+            {},
+            "May 1 12:25",
+            "t (timestamp): must be an ISO 8601 time like 2026-07-01T09:10:00+09:00, got 'May 1 12:25'",
+        ),
         ({}, 1714532400, "t (timestamp): must be an ISO 8601 time like 2026-07-01T09:10:00+09:00, got 1714532400"),
-        ({}, "2026-07-01T24:30:00", "t (timestamp): must be an ISO 8601 time like 2026-07-01T09:10:00+09:00, got "
-         "'2026-07-01T24:30:00'"),
-        ({"format": "epoch_ms"}, "yesterday", "t (timestamp): must be a number of milliseconds since 1970, got 'yesterday'"),
+        (
+            {},
+            "2026-07-01T24:30:00",
+            "t (timestamp): must be an ISO 8601 time like 2026-07-01T09:10:00+09:00, got '2026-07-01T24:30:00'",
+        ),
+        (
+            {"format": "epoch_ms"},
+            "yesterday",
+            "t (timestamp): must be a number of milliseconds since 1970, got 'yesterday'",
+        ),
         ({"format": "epoch_s"}, True, "t (timestamp): must be a number of seconds since 1970, got True"),
-        ({"format": "epoch_ms"}, 1e300, "t (timestamp): must be after 2000-01-01 and at most a day ahead, got 1e+300; "
-         "check the timestamp format and zone, or the source's clock"),
-        ({"format": "epoch_s"}, 1782864600000, "t (timestamp): must be after 2000-01-01 and at most a day ahead, got "
-         "1782864600000; check the timestamp format and zone, or the source's clock"),  # milliseconds read as seconds
-        ({"format": "local"}, "2026/07/01 25:00", "t (timestamp): must be a local time like 2026/07/01 09:10, got "
-         "'2026/07/01 25:00'"),
-        ({"format": "strptime", "pattern": "%Y%m%d%H%M"}, "2026-07-01", "t (timestamp): must be a time matching "
-         "'%Y%m%d%H%M', got '2026-07-01'"),
-        ({}, "1970-01-01T00:00:15", "t (timestamp): must be after 2000-01-01 and at most a day ahead, got "
-         "'1970-01-01T00:00:15'; check the timestamp format and zone, or the source's clock"),
+        (
+            {"format": "epoch_ms"},
+            1e300,
+            "t (timestamp): must be after 2000-01-01 and at most a day ahead, got 1e+300; "
+            "check the timestamp format and zone, or the source's clock",
+        ),
+        (
+            {"format": "epoch_s"},
+            1782864600000,
+            "t (timestamp): must be after 2000-01-01 and at most a day ahead, got "
+            "1782864600000; check the timestamp format and zone, or the source's clock",
+        ),  # milliseconds read as seconds
+        (
+            {"format": "local"},
+            "2026/07/01 25:00",
+            "t (timestamp): must be a local time like 2026/07/01 09:10, got '2026/07/01 25:00'",
+        ),
+        (
+            {"format": "strptime", "pattern": "%Y%m%d%H%M"},
+            "2026-07-01",
+            "t (timestamp): must be a time matching '%Y%m%d%H%M', got '2026-07-01'",
+        ),
+        (
+            {},
+            "1970-01-01T00:00:15",
+            "t (timestamp): must be after 2000-01-01 and at most a day ahead, got "
+            "'1970-01-01T00:00:15'; check the timestamp format and zone, or the source's clock",
+        ),
     ],
 )
 def test_bad_times_have_exact_messages(fmt: dict[str, Any], raw: Any, message: str) -> None:
@@ -133,7 +199,9 @@ def test_missing_time_is_rejected_or_stamped_with_the_arrival_time() -> None:
     assert observed_at(time_rule(missing="arrival"), {}, NOW) == (NOW, TimeSource.GATEWAY)
     assert observed_at(None, {"t": "2026-07-01T09:00:00+09:00"}, NOW) == (NOW, TimeSource.GATEWAY)
     assert observed_at(time_rule(), {"t": "2026-07-01T09:00:00+09:00"}, NOW) == (
-        datetime(2026, 7, 1, 0, tzinfo=UTC), TimeSource.DEVICE)
+        datetime(2026, 7, 1, 0, tzinfo=UTC),
+        TimeSource.DEVICE,
+    )
 
 
 def test_parsers_answer_none_rather_than_raise() -> None:

@@ -24,7 +24,11 @@ SCALARS = (
     | st.text(max_size=20)
     | st.sampled_from(["1.5", " -7 ", "1e3", "２３", "NaN", "Infinity", "1e400", "0x10", "2026-07-01T09:00:00+09:00"])
 )
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=10)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=10,
+)
 TYPES = ["Number", "Text", "Boolean", "DateTime", "StructuredValue"]
 
 
@@ -45,9 +49,9 @@ def test_any_value_coerces_to_its_type_or_fails_typed(raw: Any, type: str, scale
     try:
         value = coerce(a, raw, TOKYO)
     except FieldError as exc:
-        assert exc.problem in (Problem.WRONG_TYPE, Problem.BAD_VALUE, Problem.BAD_TIMESTAMP)
-        assert str(exc).startswith("level (attribute waterLevel): ")
-        assert exc.path == ("level",)
+        assert exc.problem in (Problem.WRONG_TYPE, Problem.BAD_VALUE, Problem.BAD_TIMESTAMP)  # noqa: PT017 -- raising is optional in this property: pytest.raises cannot say "may raise"
+        assert str(exc).startswith("level (attribute waterLevel): ")  # noqa: PT017 -- raising is optional in this property: pytest.raises cannot say "may raise"
+        assert exc.path == ("level",)  # noqa: PT017 -- raising is optional in this property: pytest.raises cannot say "may raise"
         return
     if type == "Number":
         assert isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -114,11 +118,30 @@ def test_numbers_are_kept_or_scaled_exactly(raw: Any, scale: float | None, value
         ("Text", {"a": 1}, "wrong_type", "level (attribute waterLevel): must be a string, got dict {'a': 1}"),
         ("Boolean", "yes", "wrong_type", "level (attribute waterLevel): must be true or false, got str 'yes'"),
         ("Boolean", 1, "wrong_type", "level (attribute waterLevel): must be true or false, got int 1"),
-        ("DateTime", 1714521600, "wrong_type", "level (attribute waterLevel): must be an ISO 8601 time, got int 1714521600"),
-        ("DateTime", "yesterday", "bad_timestamp", "level (attribute waterLevel): must be an ISO 8601 time, got 'yesterday'"),
-        ("DateTime", "2024-02-30T00:00:00Z", "bad_timestamp",
-         "level (attribute waterLevel): must be an ISO 8601 time, got '2024-02-30T00:00:00Z'"),
-        ("StructuredValue", "x", "wrong_type", "level (attribute waterLevel): must be an object or a list, got str 'x'"),
+        (
+            "DateTime",
+            1714521600,
+            "wrong_type",
+            "level (attribute waterLevel): must be an ISO 8601 time, got int 1714521600",
+        ),
+        (
+            "DateTime",
+            "yesterday",
+            "bad_timestamp",
+            "level (attribute waterLevel): must be an ISO 8601 time, got 'yesterday'",
+        ),
+        (
+            "DateTime",
+            "2024-02-30T00:00:00Z",
+            "bad_timestamp",
+            "level (attribute waterLevel): must be an ISO 8601 time, got '2024-02-30T00:00:00Z'",
+        ),
+        (
+            "StructuredValue",
+            "x",
+            "wrong_type",
+            "level (attribute waterLevel): must be an object or a list, got str 'x'",
+        ),
     ],
 )
 def test_wrong_values_are_typed_errors_with_exact_messages(type: str, raw: Any, problem: str, message: str) -> None:
@@ -127,7 +150,8 @@ def test_wrong_values_are_typed_errors_with_exact_messages(type: str, raw: Any, 
 
 def test_overflow_after_scaling_names_the_scale() -> None:
     assert fails(rule(scale=1e300), 1e10) == (
-        "bad_value", "level (attribute waterLevel): is out of range after scaling, got 10000000000.0"
+        "bad_value",
+        "level (attribute waterLevel): is out of range after scaling, got 10000000000.0",
     )
 
 

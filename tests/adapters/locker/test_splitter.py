@@ -45,15 +45,14 @@ def test_xor_frames_of_every_shape() -> None:
     stream = b"\x11" + XOR_UNLOCK_REPLY + XOR_QUERY_REPLY_12 + XOR_SINGLE_REPLY
     result = split_frames(stream, Dialect.XOR_12)
     # The last 5-byte reply could be the head of a 6-byte query-all reply: kept until quiet.
-    assert result == Split(frames=(XOR_UNLOCK_REPLY, XOR_QUERY_REPLY_12),
-                           remainder=XOR_SINGLE_REPLY, discarded=1)
-    assert split_frames(result.remainder, Dialect.XOR_12, final=True).frames == (
-        XOR_SINGLE_REPLY,)
+    assert result == Split(frames=(XOR_UNLOCK_REPLY, XOR_QUERY_REPLY_12), remainder=XOR_SINGLE_REPLY, discarded=1)
+    assert split_frames(result.remainder, Dialect.XOR_12, final=True).frames == (XOR_SINGLE_REPLY,)
     assert split_frames(XOR_SINGLE_REPLY + XOR_UNLOCK_REPLY, Dialect.XOR_12).frames == (
-        XOR_SINGLE_REPLY, XOR_UNLOCK_REPLY)
+        XOR_SINGLE_REPLY,
+        XOR_UNLOCK_REPLY,
+    )
     # 80 01 80 00 01 | 33 X: the first five bytes alone also pass the XOR check.
-    assert split_frames(XOR_QUERY_REPLY_24, Dialect.XOR_24, final=True).frames == (
-        XOR_QUERY_REPLY_24,)
+    assert split_frames(XOR_QUERY_REPLY_24, Dialect.XOR_24, final=True).frames == (XOR_QUERY_REPLY_24,)
     partial = split_frames(XOR_QUERY_REPLY_24[:5], Dialect.XOR_24)
     assert partial == Split(frames=(), remainder=XOR_QUERY_REPLY_24[:5], discarded=0)
     assert split_frames(XOR_UNLOCK_REPLY[:3], Dialect.XOR_12).remainder == XOR_UNLOCK_REPLY[:3]
@@ -81,8 +80,8 @@ def test_any_chunking_yields_the_same_frames(sent: list[bytes], cuts: list[int])
     got: list[bytes] = []
     pending = b""
     pos = 0
-    for size in cuts + [len(stream)]:
-        chunk, pos = stream[pos:pos + size], pos + size
+    for size in [*cuts, len(stream)]:
+        chunk, pos = stream[pos : pos + size], pos + size
         result = split_frames(pending + chunk, Dialect.KERONG)
         got += result.frames
         pending = result.remainder

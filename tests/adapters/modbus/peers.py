@@ -23,6 +23,7 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
+from pymodbus.simulator.simdevice import SimAction
 
 from adapters.modbus.codec import encode_point
 from gateway.profiles.schema import DataType, Profile
@@ -43,7 +44,6 @@ class UnitImage:
 def image_from_values(unit_id: int, profile: Profile, values: Mapping[str, object]) -> UnitImage:
     """A unit whose registers hold the engineering `values` of a profile's points (decimals points first)."""
     image = UnitImage(unit_id=unit_id, gaps_readable=profile.interface.max_gap > 0)
-    tables = {1: image.coils, 2: image.discrete, 3: image.holding, 4: image.input}
     for p in profile.points:
         if p.name not in values:
             continue
@@ -53,11 +53,15 @@ def image_from_values(unit_id: int, profile: Profile, values: Mapping[str, objec
             assert isinstance(d, int)
             decimals = d
         data = encode_point(p, values[p.name], decimals=decimals)  # type: ignore[arg-type]
-        table = tables[p.function_code]
         for i, word in enumerate(data):
+            address = p.address + i
+            if p.function_code in (1, 2):  # bit tables hold only bool points (the profile schema sees to it)
+                (image.coils if p.function_code == 1 else image.discrete)[address] = bool(word)
+                continue
+            registers = image.holding if p.function_code == 3 else image.input
             if p.data_type is DataType.BITFIELD:  # bitfield points share their register: merge the bits
-                word = int(table.get(p.address + i, 0)) | int(word)
-            table[p.address + i] = word  # type: ignore[assignment]
+                word = registers.get(address, 0) | int(word)
+            registers[address] = int(word)
     return image
 
 
@@ -71,20 +75,25 @@ def _runs(table: Mapping[int, int | bool]) -> list[tuple[int, list[int | bool]]]
     return runs
 
 
-def _sim_device(image: UnitImage, action: object) -> SimDevice:
+def _sim_device(image: UnitImage, action: SimAction) -> SimDevice:
     def bits(table: dict[int, bool]) -> list[SimData]:
         return [SimData(address=a, values=[bool(v) for v in vs], datatype=SimType.BITS) for a, vs in _runs(table)] or [
-            SimData(address=0, values=[False], datatype=SimType.BITS)]
+            SimData(address=0, values=[False], datatype=SimType.BITS)
+        ]
 
     def regs(table: dict[int, int]) -> list[SimData]:
         if image.gaps_readable and table:
             table = {a: table.get(a, 0) for a in range(min(table), max(table) + 1)}
         # addresses between runs stay invalid, so reads over them answer exception 02 like real devices
-        return [SimData(address=a, values=[int(v) for v in vs], datatype=SimType.REGISTERS) for a, vs in _runs(table)] or [
-            SimData(address=0xFFF0, values=[0], datatype=SimType.REGISTERS)]
+        return [
+            SimData(address=a, values=[int(v) for v in vs], datatype=SimType.REGISTERS) for a, vs in _runs(table)
+        ] or [SimData(address=0xFFF0, values=[0], datatype=SimType.REGISTERS)]
 
-    return SimDevice(id=image.unit_id, simdata=(bits(image.coils), bits(image.discrete), regs(image.holding),
-                                                regs(image.input)), action=action)  # type: ignore[arg-type]
+    return SimDevice(
+        id=image.unit_id,
+        simdata=(bits(image.coils), bits(image.discrete), regs(image.holding), regs(image.input)),
+        action=action,
+    )
 
 
 class ModbusPeer:
@@ -103,8 +112,9 @@ class ModbusPeer:
         self.server: ModbusTcpServer | ModbusSerialServer | None = None
         self.devices = [_sim_device(u, functools.partial(self._action, u.unit_id)) for u in units]
 
-    async def _action(self, unit: int, function_code: int, start: int, address: int, count: int,
-                      registers: list[int], values: object) -> ExcCodes | None:
+    async def _action(
+        self, unit: int, function_code: int, start: int, address: int, count: int, registers: list[int], values: object
+    ) -> ExcCodes | None:
         if unit in self.busy:
             return ExcCodes.DEVICE_BUSY
         delay = self.slow.get(unit)
@@ -139,7 +149,7 @@ class ModbusPeer:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.shutdown()
+            await self.server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves shutdown() unannotated
             self.server = None
 
     def requests_to(self, unit: int, since: float = 0.0) -> list[float]:
@@ -148,18 +158,27 @@ class ModbusPeer:
 
 async def start_tcp_peer(units: list[UnitImage], port: int = 0) -> tuple[ModbusPeer, int]:
     peer = ModbusPeer(units, framer=FramerType.SOCKET)
-    server = ModbusTcpServer(peer.devices, address=("127.0.0.1", port), ignore_missing_devices=True,
-                             trace_packet=peer.trace_packet)
+    server = ModbusTcpServer(
+        peer.devices, address=("127.0.0.1", port), ignore_missing_devices=True, trace_packet=peer.trace_packet
+    )
     await server.serve_forever(background=True)
     peer.server = server
-    sock = server.transport.sockets[0]  # type: ignore[union-attr]
+    # pymodbus types its transport as asyncio.BaseTransport; a listening TCP server's is the asyncio.Server
+    assert isinstance(server.transport, asyncio.Server)
+    sock = server.transport.sockets[0]
     return peer, int(sock.getsockname()[1])
 
 
 async def start_serial_peer(path: str, units: list[UnitImage], *, baud: int = 9600) -> ModbusPeer:
     peer = ModbusPeer(units, framer=FramerType.RTU)
-    server = ModbusSerialServer(peer.devices, port=path, baudrate=baud, ignore_missing_devices=True,
-                                trace_packet=peer.trace_packet, reconnect_delay=0)
+    server = ModbusSerialServer(
+        peer.devices,
+        port=path,
+        baudrate=baud,
+        ignore_missing_devices=True,
+        trace_packet=peer.trace_packet,
+        reconnect_delay=0,
+    )
     await server.serve_forever(background=True)
     peer.server = server
     return peer
@@ -174,7 +193,9 @@ class PtyPair:
         socat = shutil.which("socat") or "/usr/bin/socat"
         self.process = subprocess.Popen(
             [socat, "-d", "-d", f"pty,raw,echo=0,link={self.a}", f"pty,raw,echo=0,link={self.b}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 5
         while not (os.path.exists(self.a) and os.path.exists(self.b)):
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -193,7 +214,9 @@ class PtyPair:
 
 
 @contextlib.asynccontextmanager
-async def serial_bus(directory: Path, units: list[UnitImage], *, baud: int = 9600) -> AsyncIterator[tuple[str, ModbusPeer]]:
+async def serial_bus(
+    directory: Path, units: list[UnitImage], *, baud: int = 9600
+) -> AsyncIterator[tuple[str, ModbusPeer]]:
     """A pty pair with a pymodbus RTU server playing `units` on one end; yields the other end's path."""
     pair = PtyPair(directory)
     peer = await start_serial_peer(pair.b, units, baud=baud)

@@ -17,8 +17,15 @@ from gateway.records import Reading, utc_now
 
 
 def modbus_config(buses: list[dict[str, Any]], devices: list[dict[str, Any]], **extra: Any) -> ModbusConfig:
-    doc: dict[str, Any] = {"name": "cabinet", "type": "modbus", "buses": buses, "devices": devices,
-                           "offline_after": 2, "probe_initial": 0.2, "probe_max": 0.8}
+    doc: dict[str, Any] = {
+        "name": "cabinet",
+        "type": "modbus",
+        "buses": buses,
+        "devices": devices,
+        "offline_after": 2,
+        "probe_initial": 0.2,
+        "probe_max": 0.8,
+    }
     doc.update(extra)
     return ModbusConfig.model_validate(doc)
 
@@ -58,5 +65,8 @@ def of(readings: list[Reading], entity_id: str) -> list[Reading]:
 
 
 def states(readings: list[Reading], entity_id: str) -> list[str]:
-    return [r.attributes["deviceState"].value for r in readings if r.entity_id == entity_id
-            and "deviceState" in r.attributes]
+    return [
+        r.attributes["deviceState"].value
+        for r in readings
+        if r.entity_id == entity_id and "deviceState" in r.attributes
+    ]

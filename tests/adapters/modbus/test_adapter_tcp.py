@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from pathlib import Path
 
 import pytest
 
 from adapters.modbus.bus import DeviceState
 from adapters.modbus.codec import decode_point, encode_point
-from gateway.profiles import find_profiles, load_profile
-from gateway.profiles.schema import DataType, Point, Profile
 from gateway.date_observed import has_date_observed
 from gateway.ngsi.check import check_reading
 from gateway.ngsi.config import ValueEncoding
+from gateway.profiles import find_profiles, load_profile
+from gateway.profiles.schema import DataType, Point, Profile
 from gateway.records import Command, Reading
 from tests.adapters.modbus.peers import UnitImage, image_from_values, start_tcp_peer
 from tests.adapters.modbus.running import make_adapter, modbus_config, of, running, states, until
@@ -27,11 +28,21 @@ def _xy(unit: int, t: float) -> UnitImage:
     return image_from_values(unit, XY, {"temperature": t, "relative_humidity": 0.5, "temperature_correction": 0.0})
 
 
-async def test_slow_unit_times_out_while_the_others_keep_their_poll_rate(tmp_path):
+async def test_slow_unit_times_out_while_the_others_keep_their_poll_rate(tmp_path: Path) -> None:
     peer, port = await start_tcp_peer([_xy(1, 20.0), _xy(2, 21.0), _xy(3, 22.0)])
     peer.slow[2] = 0.3  # answers after 0.3 s; its timeout is 0.05 s
-    devices = [{"name": f"th{u}", "bus": "gw", "profile": "generic/xy-md02", "unit_id": u, "poll_interval": 0.1,
-                "timeout": 0.05, "retries": 0} for u in (1, 2, 3)]
+    devices = [
+        {
+            "name": f"th{u}",
+            "bus": "gw",
+            "profile": "generic/xy-md02",
+            "unit_id": u,
+            "poll_interval": 0.1,
+            "timeout": 0.05,
+            "retries": 0,
+        }
+        for u in (1, 2, 3)
+    ]
     adapter = make_adapter(modbus_config([{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}], devices), tmp_path)
     try:
         async with running(adapter) as readings:
@@ -54,12 +65,14 @@ async def test_slow_unit_times_out_while_the_others_keep_their_poll_rate(tmp_pat
     assert values == {20.0, 22.0}  # no late answer of unit 2 passed for another unit's
 
 
-async def test_server_restart_marks_devices_offline_and_back_online(tmp_path):
+async def test_server_restart_marks_devices_offline_and_back_online(tmp_path: Path) -> None:
     peer, port = await start_tcp_peer([_xy(1, 20.0)])
-    devices = [{"name": "th1", "bus": "gw", "profile": "generic/xy-md02", "unit_id": 1, "poll_interval": 0.1,
-                "timeout": 0.1}]
-    config = modbus_config([{"name": "gw", "port": f"tcp://127.0.0.1:{port}", "reopen_max": 0.3,
-                             "connect_timeout": 0.5}], devices)
+    devices = [
+        {"name": "th1", "bus": "gw", "profile": "generic/xy-md02", "unit_id": 1, "poll_interval": 0.1, "timeout": 0.1}
+    ]
+    config = modbus_config(
+        [{"name": "gw", "port": f"tcp://127.0.0.1:{port}", "reopen_max": 0.3, "connect_timeout": 0.5}], devices
+    )
     adapter = make_adapter(config, tmp_path)
     async with running(adapter) as readings:
         await until(lambda: states(readings, "urn:ngsi-ld:Device:gw1-th1") == ["online"])
@@ -67,23 +80,40 @@ async def test_server_restart_marks_devices_offline_and_back_online(tmp_path):
         await until(lambda: states(readings, "urn:ngsi-ld:Device:gw1-th1") == ["online", "offline"])
         peer, _ = await start_tcp_peer([_xy(1, 20.5)], port=port)
         try:
-            await until(lambda: states(readings, "urn:ngsi-ld:Device:gw1-th1") == ["online", "offline", "online"],
-                        timeout=8)
-            await until(lambda: any(r.attributes.get("temperature") is not None
-                                    and r.attributes["temperature"].value == 20.5 for r in readings))
+            await until(
+                lambda: states(readings, "urn:ngsi-ld:Device:gw1-th1") == ["online", "offline", "online"], timeout=8
+            )
+            await until(
+                lambda: any(
+                    r.attributes.get("temperature") is not None and r.attributes["temperature"].value == 20.5
+                    for r in readings
+                )
+            )
         finally:
             await peer.stop()
     assert adapter.buses["gw"].reopens >= 1
 
 
-async def test_commands_are_written_checked_and_reported(tmp_path):
-    peer, port = await start_tcp_peer([image_from_values(4, RELAY, {f"relay_{i}": False for i in range(1, 9)}
-                                                         | {f"input_{i}": False for i in range(1, 9)}),
-                                       _xy(5, 20.0)])
-    devices = [{"name": "relays", "bus": "gw", "profile": "waveshare/modbus-rtu-relay-d", "unit_id": 4,
-                "poll_interval": 0.2, "timeout": 0.2},
-               {"name": "th", "bus": "gw", "profile": "generic/xy-md02", "unit_id": 5, "poll_interval": 0.2,
-                "timeout": 0.2}]
+async def test_commands_are_written_checked_and_reported(tmp_path: Path) -> None:
+    peer, port = await start_tcp_peer(
+        [
+            image_from_values(
+                4, RELAY, {f"relay_{i}": False for i in range(1, 9)} | {f"input_{i}": False for i in range(1, 9)}
+            ),
+            _xy(5, 20.0),
+        ]
+    )
+    devices = [
+        {
+            "name": "relays",
+            "bus": "gw",
+            "profile": "waveshare/modbus-rtu-relay-d",
+            "unit_id": 4,
+            "poll_interval": 0.2,
+            "timeout": 0.2,
+        },
+        {"name": "th", "bus": "gw", "profile": "generic/xy-md02", "unit_id": 5, "poll_interval": 0.2, "timeout": 0.2},
+    ]
     adapter = make_adapter(modbus_config([{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}], devices), tmp_path)
     relay_id = "urn:ngsi-ld:Device:gw1-relays"
     try:
@@ -93,38 +123,51 @@ async def test_commands_are_written_checked_and_reported(tmp_path):
             assert ok.ok and ok.info == "relays: command relay_3 written (modbus unit 4 FC05 @2 x1)"
             assert await peer.read(4, 1, 0, 4) == [False, False, True, False]
             # a poll follows the write, so the platform sees the new state at once
-            await until(lambda: any(r.attributes.get("relay3") is not None and r.attributes["relay3"].value is True
-                                    for r in of(readings, relay_id)))
+            await until(
+                lambda: any(
+                    r.attributes.get("relay3") is not None and r.attributes["relay3"].value is True
+                    for r in of(readings, relay_id)
+                )
+            )
             on = await adapter.handle(Command(command_id="c2", entity_id=relay_id, name="relay_1", value="off"))
             assert on.ok
             temp = "urn:ngsi-ld:IndoorEnvironmentObserved:gw1-th"
-            set_ok = await adapter.handle(Command(command_id="c3", entity_id=temp, name="set_temperature_correction",
-                                                  value=-15))
+            set_ok = await adapter.handle(
+                Command(command_id="c3", entity_id=temp, name="set_temperature_correction", value=-15)
+            )
             assert set_ok.ok and await peer.read(5, 3, 0x0103, 1) == [65536 - 15]
             # UltraLight carries values as text: a number written as text is that number
-            as_text = await adapter.handle(Command(command_id="c3t", entity_id=temp,
-                                                   name="set_temperature_correction", value=" -12 "))
+            as_text = await adapter.handle(
+                Command(command_id="c3t", entity_id=temp, name="set_temperature_correction", value=" -12 ")
+            )
             assert as_text.ok and await peer.read(5, 3, 0x0103, 1) == [65536 - 12]
-            not_a_number = await adapter.handle(Command(command_id="c3n", entity_id=temp,
-                                                        name="set_temperature_correction", value="warm"))
+            not_a_number = await adapter.handle(
+                Command(command_id="c3n", entity_id=temp, name="set_temperature_correction", value="warm")
+            )
             assert not not_a_number.ok and await peer.read(5, 3, 0x0103, 1) == [65536 - 12]
-            await adapter.handle(Command(command_id="c3r", entity_id=temp, name="set_temperature_correction",
-                                         value=-15))
-            rejected = await adapter.handle(Command(command_id="c4", entity_id=temp,
-                                                    name="set_temperature_correction", value=150))
+            await adapter.handle(
+                Command(command_id="c3r", entity_id=temp, name="set_temperature_correction", value=-15)
+            )
+            rejected = await adapter.handle(
+                Command(command_id="c4", entity_id=temp, name="set_temperature_correction", value=150)
+            )
             assert not rejected.ok
             assert rejected.info == "th: command set_temperature_correction: value outside -100..100, got 150"
             assert await peer.read(5, 3, 0x0103, 1) == [65536 - 15]
             unknown = await adapter.handle(Command(command_id="c5", entity_id=temp, name="reboot"))
-            assert unknown.info == ("command reboot: generic/xy-md02 has no such command, got \"reboot\"; commands: "
-                                    "set_temperature_correction, set_humidity_correction")
+            assert unknown.info == (
+                'command reboot: generic/xy-md02 has no such command, got "reboot"; commands: '
+                "set_temperature_correction, set_humidity_correction"
+            )
             nobody = await adapter.handle(Command(command_id="c6", entity_id="urn:x", name="relay_1", value=True))
-            assert nobody.info == "command relay_1: no Modbus device has entity id \"urn:x\""
+            assert nobody.info == 'command relay_1: no Modbus device has entity id "urn:x"'
             peer.muted.add(4)
             lost = await adapter.handle(Command(command_id="c7", entity_id=relay_id, name="relay_2", value=True))
             assert not lost.ok and lost.info.startswith("relays: command relay_2: modbus unit 4 FC05 @1 x1 on tcp://")
-            assert lost.info.endswith(": no answer, got nothing within 0.2 s; check the unit id, and that the device "
-                                      "behind a gateway is powered and wired")
+            assert lost.info.endswith(
+                ": no answer, got nothing within 0.2 s; check the unit id, and that the device "
+                "behind a gateway is powered and wired"
+            )
     finally:
         await peer.stop()
 
@@ -163,34 +206,41 @@ def _measured(r: Reading) -> bool:
     return "deviceState" not in r.attributes and not set(r.attributes) <= {"controlledProperty", "location"}
 
 
-async def test_every_shipped_profile_reads_its_simulated_device(tmp_path):
+async def test_every_shipped_profile_reads_its_simulated_device(tmp_path: Path) -> None:
     assert len(SHIPPED) == 10
     images, expected = [], {}
     for unit, name in enumerate(SHIPPED, start=1):
         profile = load_profile(name)
         values = {p.name: _engineering(profile, p) for p in profile.points}
         images.append(image_from_values(unit, profile, values))
-        expected[name] = {p.attribute: (_expected(profile, p, values), values[p.name], p)
-                          for p in profile.points if p.attribute}
+        expected[name] = {
+            p.attribute: (_expected(profile, p, values), values[p.name], p) for p in profile.points if p.attribute
+        }
     peer, port = await start_tcp_peer(images)
-    devices = [{"name": f"d{unit}", "bus": "gw", "profile": name, "unit_id": unit, "poll_interval": 5, "timeout": 0.5}
-               for unit, name in enumerate(SHIPPED, start=1)]
+    devices = [
+        {"name": f"d{unit}", "bus": "gw", "profile": name, "unit_id": unit, "poll_interval": 5, "timeout": 0.5}
+        for unit, name in enumerate(SHIPPED, start=1)
+    ]
     adapter = make_adapter(modbus_config([{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}], devices), tmp_path)
     try:
         async with running(adapter) as readings:
-            await until(lambda: all(any(r.source.device == f"d{u}" and _measured(r) for r in readings)
-                                    for u in range(1, 11)))
+            await until(
+                lambda: all(any(r.source.device == f"d{u}" and _measured(r) for r in readings) for u in range(1, 11))
+            )
     finally:
         await peer.stop()
     for unit, name in enumerate(SHIPPED, start=1):
         profile = load_profile(name)
-        got = [r for r in readings if r.source.device == f"d{unit}" and _measured(r)][0]
+        got = next(r for r in readings if r.source.device == f"d{unit}" and _measured(r))
         assert got.entity_type == profile.entity_type
         dated = {"dateObserved"} if has_date_observed(profile.entity_type) else set()
         assert set(got.attributes) == set(expected[name]) | dated, name
         check_reading(got, encoding=ValueEncoding.PERCENT)  # the gateway stores it: Orion would take it
-        described = [r for r in readings if r.source.device == f"d{unit}" and r.entity_type == "Device"
-                     and "controlledProperty" in r.attributes]
+        described = [
+            r
+            for r in readings
+            if r.source.device == f"d{unit}" and r.entity_type == "Device" and "controlledProperty" in r.attributes
+        ]
         assert [r.attributes["controlledProperty"].value for r in described] == [list(profile.controlled_property)]
         for attribute, (want, chosen, point) in expected[name].items():
             value = got.attributes[attribute].value
@@ -209,25 +259,33 @@ async def test_every_shipped_profile_reads_its_simulated_device(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["tcp://", "serial:/dev/ttyUSB0", "rtu://", "tcp://h:70000"])
-def test_bad_ports_are_refused_with_the_forms_that_work(text):
+def test_bad_ports_are_refused_with_the_forms_that_work(text: str) -> None:
     import pydantic
 
     with pytest.raises(pydantic.ValidationError) as info:
-        modbus_config([{"name": "b", "port": text}], [{"name": "d", "bus": "b", "profile": "generic/xy-md02",
-                                                        "unit_id": 1}])
+        modbus_config(
+            [{"name": "b", "port": text}], [{"name": "d", "bus": "b", "profile": "generic/xy-md02", "unit_id": 1}]
+        )
     assert "must be tcp://HOST:PORT (Modbus TCP), rtu-over-tcp://HOST:PORT" in str(info.value)
 
 
-async def test_river_level_crossing_raises_an_alert_on_the_alert_lane(tmp_path):
+async def test_river_level_crossing_raises_an_alert_on_the_alert_lane(tmp_path: Path) -> None:
     from gateway.records import Lane
 
     level = load_profile("generic/pressure-level-transmitter")
     values = {"unit_code": 1, "decimals": 2, "level": 1.20, "range_zero": 0.0, "range_full": 5.0}
     peer, port = await start_tcp_peer([image_from_values(1, level, values)])
-    devices = [{"name": "gauge", "bus": "gw", "profile": "generic/pressure-level-transmitter", "unit_id": 1,
-                "poll_interval": 0.1, "timeout": 0.2,
-                "river": {"point": "level", "thresholds": [{"level": 1.5}, {"level": 2.0}, {"level": 2.5},
-                                                           {"level": 3.0}]}}]
+    devices = [
+        {
+            "name": "gauge",
+            "bus": "gw",
+            "profile": "generic/pressure-level-transmitter",
+            "unit_id": 1,
+            "poll_interval": 0.1,
+            "timeout": 0.2,
+            "river": {"point": "level", "thresholds": [{"level": 1.5}, {"level": 2.0}, {"level": 2.5}, {"level": 3.0}]},
+        }
+    ]
     adapter = make_adapter(modbus_config([{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}], devices), tmp_path)
     station = "urn:ngsi-ld:WaterObserved:gw1-gauge"
     try:

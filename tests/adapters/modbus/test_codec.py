@@ -31,23 +31,29 @@ def point(**kw: object) -> Point:
 
 
 # float32 230.0 = 0x43660000; the four layouts found in the wild
-@pytest.mark.parametrize(("order", "registers"), [
-    (ByteOrder.ABCD, (0x4366, 0x0000)),
-    (ByteOrder.CDAB, (0x0000, 0x4366)),
-    (ByteOrder.BADC, (0x6643, 0x0000)),
-    (ByteOrder.DCBA, (0x0000, 0x6643)),
-])
+@pytest.mark.parametrize(
+    ("order", "registers"),
+    [
+        (ByteOrder.ABCD, (0x4366, 0x0000)),
+        (ByteOrder.CDAB, (0x0000, 0x4366)),
+        (ByteOrder.BADC, (0x6643, 0x0000)),
+        (ByteOrder.DCBA, (0x0000, 0x6643)),
+    ],
+)
 def test_float32_layouts(order: ByteOrder, registers: tuple[int, int]) -> None:
     assert decode_registers(registers, DataType.FLOAT32, order) == 230.0
     assert encode_registers(230.0, DataType.FLOAT32, order) == registers
 
 
-@pytest.mark.parametrize(("order", "registers"), [
-    (ByteOrder.ABCD, (0x0102, 0x0304, 0x0506, 0x0708)),
-    (ByteOrder.CDAB, (0x0708, 0x0506, 0x0304, 0x0102)),
-    (ByteOrder.BADC, (0x0201, 0x0403, 0x0605, 0x0807)),
-    (ByteOrder.DCBA, (0x0807, 0x0605, 0x0403, 0x0201)),
-])
+@pytest.mark.parametrize(
+    ("order", "registers"),
+    [
+        (ByteOrder.ABCD, (0x0102, 0x0304, 0x0506, 0x0708)),
+        (ByteOrder.CDAB, (0x0708, 0x0506, 0x0304, 0x0102)),
+        (ByteOrder.BADC, (0x0201, 0x0403, 0x0605, 0x0807)),
+        (ByteOrder.DCBA, (0x0807, 0x0605, 0x0403, 0x0201)),
+    ],
+)
 def test_float64_word_orders(order: ByteOrder, registers: tuple[int, ...]) -> None:
     value = struct.unpack(">d", bytes(range(1, 9)))[0]
     assert decode_registers(registers, DataType.FLOAT64, order) == value
@@ -119,11 +125,13 @@ def test_scale_offset_and_rounding() -> None:
 
 def test_sentinels_nan_and_range_are_flagged_not_dropped() -> None:
     p = point(data_type="int16", scale=0.1, no_data=[32767, -9999], valid_range=[-40, 60])
-    assert decode_point(p, [0x7FFF]) == PointValue(name="p", raw=32767, value=None, quality=QualityCode.NO_DATA,
-                                                   detail="sentinel 32767")
+    assert decode_point(p, [0x7FFF]) == PointValue(
+        name="p", raw=32767, value=None, quality=QualityCode.NO_DATA, detail="sentinel 32767"
+    )
     assert decode_point(p, encode_registers(-9999, DataType.INT16)).quality is QualityCode.NO_DATA
-    assert decode_point(p, [700]) == PointValue(name="p", raw=700, value=70.0, quality=QualityCode.OUT_OF_RANGE,
-                                                detail="outside -40..60")
+    assert decode_point(p, [700]) == PointValue(
+        name="p", raw=700, value=70.0, quality=QualityCode.OUT_OF_RANGE, detail="outside -40..60"
+    )
     f = point(data_type="float32")
     assert decode_point(f, encode_registers(math.nan, DataType.FLOAT32)).quality is QualityCode.NO_DATA
     assert decode_point(f, (0x7F80, 0)).detail == "not a number"  # +inf

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -20,14 +22,24 @@ HITOYOSHI = {"type": "Point", "coordinates": [130.7633, 32.2103]}
 
 
 def _device(**extra: object) -> dict[str, object]:
-    return {"name": "th1", "bus": "gw", "profile": "generic/xy-md02", "unit_id": 1, "poll_interval": 0.1,
-            "timeout": 0.1, "retries": 0, **extra}
+    return {
+        "name": "th1",
+        "bus": "gw",
+        "profile": "generic/xy-md02",
+        "unit_id": 1,
+        "poll_interval": 0.1,
+        "timeout": 0.1,
+        "retries": 0,
+        **extra,
+    }
 
 
 async def test_offline_then_online_carries_the_same_metadata_and_orion_keeps_no_stale_reason(
-        tmp_path, orion_double: OrionDouble) -> None:
-    peer, port = await start_tcp_peer([image_from_values(1, XY, {"temperature": 20.0, "relative_humidity": 0.5,
-                                                                 "temperature_correction": 0.0})])
+    tmp_path: Path, orion_double: OrionDouble
+) -> None:
+    peer, port = await start_tcp_peer(
+        [image_from_values(1, XY, {"temperature": 20.0, "relative_humidity": 0.5, "temperature_correction": 0.0})]
+    )
     adapter = make_adapter(modbus_config([{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}], [_device()]), tmp_path)
     try:
         async with running(adapter) as readings:
@@ -52,33 +64,49 @@ async def test_offline_then_online_carries_the_same_metadata_and_orion_keeps_no_
 
 
 def test_descriptions_give_the_device_entity_its_controlled_property_and_both_entities_their_location(
-        tmp_path) -> None:
-    config = modbus_config([{"name": "gw", "port": "tcp://127.0.0.1:1"}], [
-        _device(location={"lat": 32.2103, "lon": 130.7633}),
-        {"name": "relays", "bus": "gw", "profile": "waveshare/modbus-rtu-relay-d", "unit_id": 2,
-         "controlled_property": ["waterFlow"]},
-    ])
+    tmp_path: Path,
+) -> None:
+    config = modbus_config(
+        [{"name": "gw", "port": "tcp://127.0.0.1:1"}],
+        [
+            _device(location={"lat": 32.2103, "lon": 130.7633}),
+            {
+                "name": "relays",
+                "bus": "gw",
+                "profile": "waveshare/modbus-rtu-relay-d",
+                "unit_id": 2,
+                "controlled_property": ["waterFlow"],
+            },
+        ],
+    )
     described = {(r.entity_id, r.entity_type): r for r in make_adapter(config, tmp_path).descriptions()}
     # the relay board's entity is its Device entity (the profile's type is Device): one reading for both
-    assert sorted(described) == [("urn:ngsi-ld:Device:gw1-relays", "Device"), (DEVICE, "Device"),
-                                 (STATION, "IndoorEnvironmentObserved")]
+    assert sorted(described) == [
+        ("urn:ngsi-ld:Device:gw1-relays", "Device"),
+        (DEVICE, "Device"),
+        (STATION, "IndoorEnvironmentObserved"),
+    ]
     assert described[(DEVICE, "Device")].attributes == {
         "controlledProperty": Attribute(value=["temperature", "humidity"], type="StructuredValue"),
         "location": Attribute(value=HITOYOSHI, type="geo:json"),
     }
     assert described[(STATION, "IndoorEnvironmentObserved")].attributes == {
-        "location": Attribute(value=HITOYOSHI, type="geo:json")}
+        "location": Attribute(value=HITOYOSHI, type="geo:json")
+    }
     relays = described[("urn:ngsi-ld:Device:gw1-relays", "Device")]
     assert relays.attributes == {"controlledProperty": Attribute(value=["waterFlow"], type="StructuredValue")}
     assert relays.time_source is TimeSource.GATEWAY and relays.source.device == "relays"
 
 
 async def test_descriptions_go_out_before_the_first_poll_and_orion_keeps_them(
-        tmp_path, orion_double: OrionDouble) -> None:
-    peer, port = await start_tcp_peer([image_from_values(1, XY, {"temperature": 20.0, "relative_humidity": 0.5,
-                                                                 "temperature_correction": 0.0})])
-    config = modbus_config([{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}],
-                           [_device(location={"lat": 32.2103, "lon": 130.7633})])
+    tmp_path: Path, orion_double: OrionDouble
+) -> None:
+    peer, port = await start_tcp_peer(
+        [image_from_values(1, XY, {"temperature": 20.0, "relative_humidity": 0.5, "temperature_correction": 0.0})]
+    )
+    config = modbus_config(
+        [{"name": "gw", "port": f"tcp://127.0.0.1:{port}"}], [_device(location={"lat": 32.2103, "lon": 130.7633})]
+    )
     try:
         async with running(make_adapter(config, tmp_path)) as readings:
             await until(lambda: len(of(readings, STATION)) >= 3)
@@ -94,18 +122,30 @@ async def test_descriptions_go_out_before_the_first_poll_and_orion_keeps_them(
     assert stored(orion_double, DEVICE)["controlledProperty"]["value"] == ["temperature", "humidity"]
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ({"location": {"lat": 130.76, "lon": 32.21}},
-     "devices[0].location.lat: must be a latitude in degrees -90..90 (north positive), got 130.76; "
-     "are lat and lon swapped?"),
-    ({"location": {"lat": 32.21, "lon": -181}},
-     "devices[0].location.lon: must be a longitude in degrees -180..180 (east positive), got -181"),
-    ({"location": {"lat": 32.21}}, "devices[0].location.lon: required key is missing"),
-    ({"location": {"lat": "32.21", "lon": 130.76}}, 'devices[0].location.lat: input should be a valid number, got "32.21"'),
-    ({"controlled_property": ["water level"]},
-     'devices[0].controlled_property: must list Smart Data Models property names in lowerCamelCase (waterLevel, '
-     'temperature, humidity), got "water level"'),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"location": {"lat": 130.76, "lon": 32.21}},
+            "devices[0].location.lat: must be a latitude in degrees -90..90 (north positive), got 130.76; "
+            "are lat and lon swapped?",
+        ),
+        (
+            {"location": {"lat": 32.21, "lon": -181}},
+            "devices[0].location.lon: must be a longitude in degrees -180..180 (east positive), got -181",
+        ),
+        ({"location": {"lat": 32.21}}, "devices[0].location.lon: required key is missing"),
+        (
+            {"location": {"lat": "32.21", "lon": 130.76}},
+            'devices[0].location.lat: input should be a valid number, got "32.21"',
+        ),
+        (
+            {"controlled_property": ["water level"]},
+            "devices[0].controlled_property: must list Smart Data Models property names in lowerCamelCase (waterLevel, "
+            'temperature, humidity), got "water level"',
+        ),
+    ],
+)
 def test_bad_location_or_controlled_property_names_the_key(extra: dict[str, object], message: str) -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         modbus_config([{"name": "gw", "port": "tcp://127.0.0.1:1"}], [_device(**extra)])
@@ -113,12 +153,18 @@ def test_bad_location_or_controlled_property_names_the_key(extra: dict[str, obje
 
 
 def test_a_computed_level_may_not_take_the_name_of_a_published_point() -> None:
-    device = {"name": "radar", "bus": "gw", "profile": "dfrobot/sen0676", "unit_id": 1,
-              "river": {"point": "air_gap", "stage": {"mounting_height_m": 5.0}}}
+    device = {
+        "name": "radar",
+        "bus": "gw",
+        "profile": "dfrobot/sen0676",
+        "unit_id": 1,
+        "river": {"point": "air_gap", "stage": {"mounting_height_m": 5.0}},
+    }
     with pytest.raises(pydantic.ValidationError) as info:
         modbus_config([{"name": "gw", "port": "tcp://127.0.0.1:1"}], [device])
     assert format_validation_error(info.value) == [
         'devices[0].river.level_attribute: point "level" of dfrobot/sen0676 publishes it already, got "waterLevel"; '
-        "name the computed level otherwise, or make that point river.point and drop river.stage"]
+        "name the computed level otherwise, or make that point river.point and drop river.stage"
+    ]
     renamed = {**device, "river": {**device["river"], "level_attribute": "stageLevel"}}  # type: ignore[dict-item]
     assert modbus_config([{"name": "gw", "port": "tcp://127.0.0.1:1"}], [renamed]).devices[0].river is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,8 +11,15 @@ from hypothesis import strategies as st
 from adapters.modbus.codec import CodecError, ReadRequest, plan_reads
 from gateway.profiles.schema import DataType, Point
 
-REGISTER_TYPES = [DataType.INT16, DataType.UINT16, DataType.INT32, DataType.FLOAT32, DataType.FLOAT64,
-                  DataType.STRING, DataType.BITFIELD]
+REGISTER_TYPES = [
+    DataType.INT16,
+    DataType.UINT16,
+    DataType.INT32,
+    DataType.FLOAT32,
+    DataType.FLOAT64,
+    DataType.STRING,
+    DataType.BITFIELD,
+]
 
 
 @st.composite
@@ -26,8 +35,9 @@ def point_sets(draw: st.DrawFn) -> list[Point]:
                 extra["count"] = draw(st.integers(1, 10))
             if dt is DataType.BITFIELD:
                 extra["bit"] = 0
-            p = Point.model_validate({"name": f"p{len(points)}", "function_code": fc, "address": address,
-                                      "data_type": dt.value, **extra})
+            p = Point.model_validate(
+                {"name": f"p{len(points)}", "function_code": fc, "address": address, "data_type": dt.value, **extra}
+            )
             if p.address + p.width > 0x10000:
                 break
             points.append(p)
@@ -37,8 +47,9 @@ def point_sets(draw: st.DrawFn) -> list[Point]:
 
 @settings(max_examples=200)
 @given(point_sets(), st.integers(1, 125), st.integers(1, 2000), st.integers(0, 10))
-def test_plan_covers_every_point_once_within_limits(points: list[Point], max_registers: int, max_bits: int,
-                                                     max_gap: int) -> None:
+def test_plan_covers_every_point_once_within_limits(
+    points: list[Point], max_registers: int, max_bits: int, max_gap: int
+) -> None:
     widest = max((p.width for p in points if p.function_code in (3, 4)), default=1)
     max_registers = max(max_registers, widest)
     plan = plan_reads(points, max_registers=max_registers, max_bits=max_bits, max_gap=max_gap)
@@ -52,7 +63,7 @@ def test_plan_covers_every_point_once_within_limits(points: list[Point], max_reg
         assert all(p.function_code == r.function_code for p in members)
         assert members[0].address == r.address
         assert max(p.address + p.width for p in members) == r.address + r.count
-        for a, b in zip(members, members[1:]):
+        for a, b in itertools.pairwise(members):
             assert b.address - (a.address + a.width) <= max_gap
 
 

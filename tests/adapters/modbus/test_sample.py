@@ -10,7 +10,7 @@ from adapters.modbus.config import ModbusConfig
 SAMPLE = Path(__file__).parents[3] / "adapters" / "modbus" / "sample.toml"
 
 
-def test_sample_configuration_validates():
+def test_sample_configuration_validates() -> None:
     doc = tomllib.loads(SAMPLE.read_text(encoding="utf-8"))
     config = ModbusConfig.model_validate(doc["adapters"][0])
     assert [b.name for b in config.buses] == ["rs485", "pump-house"]

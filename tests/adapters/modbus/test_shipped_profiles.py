@@ -31,7 +31,7 @@ Image = dict[int, dict[int, int]]  # function code → address → register word
 
 def build_image(profile: Profile, values: Mapping[str, Value]) -> Image:
     image: Image = {}
-    raw_decimals = {name: v for name, v in values.items()}
+    raw_decimals = dict(values)
     for name, value in values.items():
         p = profile.point(name)
         decimals = raw_decimals.get(p.decimals_from) if p.decimals_from else None
@@ -46,13 +46,15 @@ def build_image(profile: Profile, values: Mapping[str, Value]) -> Image:
 
 def read_all(profile: Profile, image: Image) -> dict[str, PointValue]:
     i = profile.interface
-    plan = plan_reads(profile.points, max_registers=i.max_registers_per_read, max_bits=i.max_bits_per_read,
-                      max_gap=i.max_gap)
+    plan = plan_reads(
+        profile.points, max_registers=i.max_registers_per_read, max_bits=i.max_bits_per_read, max_gap=i.max_gap
+    )
     results: list[tuple[ReadRequest, Sequence[int] | Sequence[bool]]] = []
     for request in plan:
         # through real RTU frames, as the transport will do it
-        req = rtu.Request(unit_id=i.unit_id, function_code=request.function_code, address=request.address,
-                          count=request.count)
+        req = rtu.Request(
+            unit_id=i.unit_id, function_code=request.function_code, address=request.address, count=request.count
+        )
         window = image_slice(image.get(request.function_code, {}), request)
         if request.function_code in (1, 2):
             frame = rtu.encode_response(req, bits=tuple(bool(b) for b in window))
@@ -75,28 +77,69 @@ def check(profile: Profile, values: Mapping[str, Value], rel: float = 1e-6) -> d
 
 
 KNOWN: dict[str, dict[str, Value]] = {
-    "eastron/sdm120": {"voltage": 230.1, "current": 4.35, "active_power": 985.5, "apparent_power": 1001.0,
-                       "reactive_power": -176.2, "power_factor": 0.984, "frequency": 50.02,
-                       "import_active_energy": 12345.6, "export_active_energy": 0.4, "total_active_energy": 12346.0},
-    "eastron/sdm630": {"voltage_l1": 229.8, "voltage_l2": 231.0, "voltage_l3": 230.4, "current_l1": 10.5,
-                       "current_l2": 0.0, "current_l3": 3.25, "active_power_l1": 2400.0, "active_power_l2": 0.0,
-                       "active_power_l3": 740.5, "total_active_power": 3140.5, "frequency": 59.98,
-                       "import_active_energy": 80123.5, "export_active_energy": 12.0, "total_active_energy": 80135.5},
+    "eastron/sdm120": {
+        "voltage": 230.1,
+        "current": 4.35,
+        "active_power": 985.5,
+        "apparent_power": 1001.0,
+        "reactive_power": -176.2,
+        "power_factor": 0.984,
+        "frequency": 50.02,
+        "import_active_energy": 12345.6,
+        "export_active_energy": 0.4,
+        "total_active_energy": 12346.0,
+    },
+    "eastron/sdm630": {
+        "voltage_l1": 229.8,
+        "voltage_l2": 231.0,
+        "voltage_l3": 230.4,
+        "current_l1": 10.5,
+        "current_l2": 0.0,
+        "current_l3": 3.25,
+        "active_power_l1": 2400.0,
+        "active_power_l2": 0.0,
+        "active_power_l3": 740.5,
+        "total_active_power": 3140.5,
+        "frequency": 59.98,
+        "import_active_energy": 80123.5,
+        "export_active_energy": 12.0,
+        "total_active_energy": 80135.5,
+    },
     "generic/xy-md02": {"temperature": -20.5, "relative_humidity": 0.546, "temperature_correction": -1.5},
     "renke/rs-ws-n01-8": {"relative_humidity": 0.655, "temperature": 23.4, "device_address": 1},
-    "generic/pressure-level-transmitter": {"unit_code": 7, "decimals": 2, "level": 3.27, "range_zero": 0.0,
-                                           "range_full": 10.0},
+    "generic/pressure-level-transmitter": {
+        "unit_code": 7,
+        "decimals": 2,
+        "level": 3.27,
+        "range_zero": 0.0,
+        "range_full": 10.0,
+    },
     "dfrobot/sen0676": {"air_gap": 2.345, "level": 1.655, "mounting_height": 4.0, "range": 10},
     "xunchip/xm9505": {"rainfall_total": 53.6, "model_code": 9505, "device_address": 1},
-    "waveshare/analog-input-8ch": {**{f"current_{c}": 4.0 + c for c in range(1, 9)},
-                                   **{f"mode_{c}": 3 for c in range(1, 9)}},
-    "waveshare/modbus-rtu-relay-d": {**{f"relay_{c}": c % 2 == 1 for c in range(1, 9)},
-                                     **{f"input_{c}": c > 4 for c in range(1, 9)}},
-    "senseair/s8": {"meter_status": {"fatal_error": False, "offset_regulation_error": False,
-                                     "algorithm_error": False, "output_error": False,
-                                     "self_diagnostics_error": False, "out_of_range": True, "memory_error": False},
-                    "alarm_output": True, "pwm_full_output": False, "co2": 904, "firmware_version": 0x0203,
-                    "sensor_id": 12345678},
+    "waveshare/analog-input-8ch": {
+        **{f"current_{c}": 4.0 + c for c in range(1, 9)},
+        **{f"mode_{c}": 3 for c in range(1, 9)},
+    },
+    "waveshare/modbus-rtu-relay-d": {
+        **{f"relay_{c}": c % 2 == 1 for c in range(1, 9)},
+        **{f"input_{c}": c > 4 for c in range(1, 9)},
+    },
+    "senseair/s8": {
+        "meter_status": {
+            "fatal_error": False,
+            "offset_regulation_error": False,
+            "algorithm_error": False,
+            "output_error": False,
+            "self_diagnostics_error": False,
+            "out_of_range": True,
+            "memory_error": False,
+        },
+        "alarm_output": True,
+        "pwm_full_output": False,
+        "co2": 904,
+        "firmware_version": 0x0203,
+        "sensor_id": 12345678,
+    },
 }
 
 
@@ -140,8 +183,9 @@ def test_pressure_transmitter_level_follows_the_decimals_register() -> None:
 def test_radar_echo_loss_and_s8_status_bits() -> None:
     radar = load_profile("dfrobot/sen0676", (SHIPPED_DIR,))
     got = read_all(radar, {3: {1: 0, 3: 0, 5: 400}})
-    assert got["air_gap"] == PointValue(name="air_gap", raw=0, value=None, quality=QualityCode.NO_DATA,
-                                        detail="sentinel 0")
+    assert got["air_gap"] == PointValue(
+        name="air_gap", raw=0, value=None, quality=QualityCode.NO_DATA, detail="sentinel 0"
+    )
     s8 = load_profile("senseair/s8", (SHIPPED_DIR,))
     got = read_all(s8, {4: {0: 0x0001, 2: 0x0003, 3: 0x0388}})
     assert got["meter_status"].value["fatal_error"] is True  # type: ignore[index]
@@ -159,8 +203,9 @@ def test_analog_module_flags_a_broken_loop() -> None:
 def test_shipped_commands_encode_to_the_documented_frames() -> None:
     relay = load_profile("waveshare/modbus-rtu-relay-d", (SHIPPED_DIR,))
     write = encode_command(relay.command("relay_1"), True)
-    frame = rtu.encode_request(rtu.Request(unit_id=1, function_code=write.function_code, address=write.address,
-                                           value=int(write.bits[0])))
+    frame = rtu.encode_request(
+        rtu.Request(unit_id=1, function_code=write.function_code, address=write.address, value=int(write.bits[0]))
+    )
     assert frame[:6].hex(" ") == "01 05 00 00 ff 00"
     all_off = encode_command(relay.command("all_relays"), False)
     assert (all_off.function_code, all_off.address, all_off.bits) == (5, 0x00FF, (False,))

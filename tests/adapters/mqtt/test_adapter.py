@@ -42,7 +42,7 @@ async def test_case_through_the_broker(mosquitto_private: MosquittoBroker, name:
         await wait_for(lambda: adapter.in_flight == 0, what="all acks")
     want = [r for item in case.expected for r in item.get("readings", [])]
     got = [reading_json(r) for r in sink.readings]
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=False):  # a length mismatch is for `got == want` below to show
         if w["time_source"] == "gateway":  # arrival time: only the real clock knows it
             g["observed_at"] = w["observed_at"]
     assert got == want
@@ -114,8 +114,13 @@ asyncio.run(main())
 async def test_unacknowledged_messages_come_back_after_kill_9(mosquitto_private: MosquittoBroker) -> None:
     cfg = counter_config(mosquitto_private, "killed")
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", KILLED_CHILD, cfg.model_dump_json(),
-        cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        sys.executable,
+        "-c",
+        KILLED_CHILD,
+        cfg.model_dump_json(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert child.stdout is not None
     try:
@@ -191,10 +196,15 @@ async def test_malformed_messages_are_counted_acked_and_dropped(
     assert len(debug) == 5 and all(m.startswith("dropped a message (") for m in debug)
     assert all(getattr(r, "component", None) == "testmqtt" for r in caplog.records)
     assert adapter.diagnostics() == {
-        "connected": False, "received": 7, "emitted": 2, "in_flight": 0,
+        "connected": False,
+        "received": 7,
+        "emitted": 2,
+        "in_flight": 0,
         "malformed": {"not_json": 1, "wrong_type": 2, "missing_field": 1, "bad_id": 1},
-        "malformed_topics": {"test/dev1": {"malformed": 4, "last_reason": "wrong_type"},
-                             "test/dev 2": {"malformed": 1, "last_reason": "bad_id"}},
+        "malformed_topics": {
+            "test/dev1": {"malformed": 4, "last_reason": "wrong_type"},
+            "test/dev 2": {"malformed": 1, "last_reason": "bad_id"},
+        },
     }
     await assert_nothing_queued(mosquitto_private, "malformed")
 
@@ -218,7 +228,10 @@ async def test_alternating_good_and_bad_messages_log_one_line_per_period(
         for n, now in enumerate((1000.0, 1150.0, 1301.0, 1450.0, 1700.0, 1800.0), start=1):
             clock.now = now
             await publish(mosquitto_private, good_bad)
-            await wait_for(lambda n=n: adapter.received == 10 * n and adapter.in_flight == 0, what=f"round {n}")
+            await wait_for(
+                lambda: adapter.received == 10 * n and adapter.in_flight == 0,  # noqa: B023 -- awaited to the end in this same iteration
+                what=f"round {n}",
+            )
         clock.now = 2101.0  # quiet for a whole period since the last bad one (1800): the episode ends
         await publish(mosquitto_private, [("test/dev1", b'{"n": 2}')])
         await wait_for(lambda: adapter.received == 61 and adapter.in_flight == 0, what="the good one")
@@ -227,11 +240,21 @@ async def test_alternating_good_and_bad_messages_log_one_line_per_period(
     assert [line for line in lines if "malformed" in line[1] or "map again" in line[1]] == [
         ("WARNING", f"test/dev1: dropping malformed messages (not_json), {example}; counted per reason"),
         # 4 more at 1000, 5 at 1150, and the first of 1301
-        ("WARNING", (f"test/dev1: still dropping malformed messages, 10 since the last line 301 s ago (not_json 10), "
-                     f"{example}")),
+        (
+            "WARNING",
+            (
+                f"test/dev1: still dropping malformed messages, 10 since the last line 301 s ago (not_json 10), "
+                f"{example}"
+            ),
+        ),
         # 4 more at 1301, 5 at 1450, the first of 1700
-        ("WARNING", (f"test/dev1: still dropping malformed messages, 10 since the last line 399 s ago (not_json 10), "
-                     f"{example}")),
+        (
+            "WARNING",
+            (
+                f"test/dev1: still dropping malformed messages, 10 since the last line 399 s ago (not_json 10), "
+                f"{example}"
+            ),
+        ),
         ("INFO", "test/dev1: payloads map again; 9 more malformed since the last line (not_json 9)"),
     ]
     assert adapter.malformed == {"not_json": 30}
@@ -266,7 +289,9 @@ async def test_broker_restart_reconnects_and_continues(
 async def test_password_from_the_secret_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="adapters.mqtt.adapter")
     passwd = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "edgegw", "s3cret-pw"], check=True)
+    await asyncio.to_thread(
+        subprocess.run, ["mosquitto_passwd", "-c", "-b", str(passwd), "edgegw", "s3cret-pw"], check=True
+    )
     # `user root`: run as root, mosquitto would drop to user mosquitto and could not read the 0600 file
     conf = f"allow_anonymous false\npassword_file {passwd}\nuser root\n"
     broker = MosquittoBroker(tmp_path / "broker", extra_conf=conf)

@@ -16,7 +16,7 @@ def test_the_cases_are_all_there() -> None:
 def test_case_maps_exactly(name: str) -> None:
     case = load_case(name)
     mapper = Mapper(case.config.subscriptions, adapter=case.config.name)
-    for i, (msg, want) in enumerate(zip(case.messages, case.expected)):
+    for i, (msg, want) in enumerate(zip(case.messages, case.expected, strict=True)):
         if "error" in want:
             with pytest.raises(MappingError) as info:
                 mapper.map(msg.topic, msg.payload, msg.now)

@@ -118,7 +118,11 @@ def test_placeholders_into_payload_and_wildcards_are_accepted() -> None:
             "name": "any",
             "type": "mqtt",
             "subscriptions": [
-                sub(topic="site/#", entity_id="urn:ngsi-ld:Thing:{topic[7]}-{payload.meta.ids[0]}", entity_type="{topic[-1]}")
+                sub(
+                    topic="site/#",
+                    entity_id="urn:ngsi-ld:Thing:{topic[7]}-{payload.meta.ids[0]}",
+                    entity_type="{topic[-1]}",
+                )
             ],
         }
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -19,11 +19,31 @@ from gateway.records import Reading, TimeSource
 from tests.adapters.mqtt.casefiles import case_names, load_case
 
 MAPPERS = [Mapper(c.config.subscriptions, adapter=c.config.name) for c in map(load_case, case_names())]
-NOW = datetime(2024, 5, 1, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 3, 0, tzinfo=UTC)
 
 KEYS = st.sampled_from(
-    ["temperature", "humidity", "contact", "battery", "Time", "AM2301", "Temperature", "Humidity", "object",
-     "deviceInfo", "devEui", "time", "station", "ts", "level_mm", "raw", "distance_cm", "rxInfo", "rssi", "x"]
+    [
+        "temperature",
+        "humidity",
+        "contact",
+        "battery",
+        "Time",
+        "AM2301",
+        "Temperature",
+        "Humidity",
+        "object",
+        "deviceInfo",
+        "devEui",
+        "time",
+        "station",
+        "ts",
+        "level_mm",
+        "raw",
+        "distance_cm",
+        "rxInfo",
+        "rssi",
+        "x",
+    ]
 )
 SCALARS = (
     st.none()
@@ -31,7 +51,9 @@ SCALARS = (
     | st.integers(min_value=-(2**63), max_value=2**64)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=30)
-    | st.sampled_from(["2024-05-01T12:00:00", "2024-05-01T03:00:00.5Z", "1970-01-01T00:00:00", "9999-12-31T23:59:59+14:00"])
+    | st.sampled_from(
+        ["2024-05-01T12:00:00", "2024-05-01T03:00:00.5Z", "1970-01-01T00:00:00", "9999-12-31T23:59:59+14:00"]
+    )
 )
 # Tasmota and many bridges quote their numbers: these map as numbers, "NaN" and "1e999" do not
 NUMERIC_TEXT = st.sampled_from(["24.0", " -7 ", "1e3", "２３", "NaN", "Infinity", "1e999", "24.0 C", ""])
@@ -44,8 +66,29 @@ TOPICS = st.one_of(
     st.text(max_size=40),
     st.builds(
         "/".join,
-        st.lists(st.sampled_from(["zigbee2mqtt", "tele", "SENSOR", "river", "application", "device", "event", "up",
-                                  "", "+", "#", "a b", "dev-1", "$SYS", "é"]), min_size=1, max_size=7),
+        st.lists(
+            st.sampled_from(
+                [
+                    "zigbee2mqtt",
+                    "tele",
+                    "SENSOR",
+                    "river",
+                    "application",
+                    "device",
+                    "event",
+                    "up",
+                    "",
+                    "+",
+                    "#",
+                    "a b",
+                    "dev-1",
+                    "$SYS",
+                    "é",
+                ]
+            ),
+            min_size=1,
+            max_size=7,
+        ),
     ),
 )
 PAYLOADS = st.one_of(st.binary(max_size=80), JSON.map(lambda v: json.dumps(v).encode()))
@@ -68,8 +111,8 @@ def test_anything_in_gives_readings_or_a_typed_error(topic: str, payload: bytes,
     try:
         readings = MAPPERS[which].map(topic, payload, NOW)
     except MappingError as exc:
-        assert isinstance(exc.reason, MalformedReason)
-        assert str(exc).startswith(f"{topic}: ")
+        assert isinstance(exc.reason, MalformedReason)  # noqa: PT017 -- raising is optional in this property: pytest.raises cannot say "may raise"
+        assert str(exc).startswith(f"{topic}: ")  # noqa: PT017 -- raising is optional in this property: pytest.raises cannot say "may raise"
         return
     assert readings
     for r in readings:
@@ -101,11 +144,13 @@ def test_tasmota_shaped_payloads_map_exactly_when_valid(time: str, sensor: Any, 
         return
     assert valid
     (r,) = readings
+    humidity = as_number(sensor["Humidity"])
+    assert humidity is not None  # `valid` says every value reads as a number
     assert r.entity_id == f"urn:ngsi-ld:WeatherObserved:{topic_name}"
-    assert r.observed_at == datetime(2024, 5, 1, 3, tzinfo=timezone.utc)
+    assert r.observed_at == datetime(2024, 5, 1, 3, tzinfo=UTC)
     assert {k: a.value for k, a in r.attributes.items()} == {
         "temperature": as_number(sensor["Temperature"]),
-        "relativeHumidity": pytest.approx(as_number(sensor["Humidity"]) / 100),  # percent sent, a 0..1 ratio kept
+        "relativeHumidity": pytest.approx(humidity / 100),  # percent sent, a 0..1 ratio kept
         "dateObserved": "2024-05-01T03:00:00.000Z",
     }
 
@@ -158,7 +203,7 @@ def test_structured_and_datetime_values(meta: Any, seen: Any) -> None:
     try:
         (r,) = STRUCTURED.map("things/a", payload, NOW)
     except MappingError as exc:
-        assert exc.reason in (MalformedReason.MISSING_FIELD, MalformedReason.WRONG_TYPE, MalformedReason.BAD_TIMESTAMP)
+        assert exc.reason in (MalformedReason.MISSING_FIELD, MalformedReason.WRONG_TYPE, MalformedReason.BAD_TIMESTAMP)  # noqa: PT017 -- raising is optional in this property: pytest.raises cannot say "may raise"
         assert not isinstance(meta, (dict, list)) or seen is not None
         return
     assert r.attributes["meta"].value == meta

@@ -44,8 +44,23 @@ def make_certs(folder: Path) -> tuple[Path, Path, Path]:
 
     run("req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "2", "-subj", "/CN=edgegw test CA")
     run("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    run(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+    )
     return ca, cert, key
 
 
@@ -127,7 +142,7 @@ async def test_unreachable_broker_is_logged_once(caplog: pytest.LogCaptureFixtur
     assert [r.getMessage() for r in caplog.records] == [
         f"connecting to mqtt://127.0.0.1:{broker.port} as nobody",
         f"cannot reach the broker at mqtt://127.0.0.1:{broker.port}, got [Errno 111] Connection refused; "
-        "retrying with backoff"
+        "retrying with backoff",
     ]
 
 

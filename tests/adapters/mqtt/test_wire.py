@@ -69,7 +69,7 @@ def test_any_split_of_the_stream_gives_the_same_packets(messages: list[Publish],
     reader = PacketReader(v5=v5)
     got: list[object] = []
     start = 0
-    for cut in sorted({c % (len(stream) + 1) for c in cuts}) + [len(stream)]:
+    for cut in [*sorted({c % (len(stream) + 1) for c in cuts}), len(stream)]:
         reader.feed(stream[start:cut])
         got += read_all(reader)
         start = cut
@@ -134,8 +134,13 @@ def test_broken_streams_are_wire_errors(stream: bytes, message: str) -> None:
 
 def test_connect_bytes_v5() -> None:
     packet = encode_connect(
-        client_id="gw", keepalive_s=60, v5=True, session_expiry_s=3600, receive_maximum=1000,
-        username="u", password="p",
+        client_id="gw",
+        keepalive_s=60,
+        v5=True,
+        session_expiry_s=3600,
+        receive_maximum=1000,
+        username="u",
+        password="p",
     )
     # flags 0xC0: user name, password, clean start off; properties: session expiry 3600, receive max 1000
     body = b"\x00\x04MQTT\x05\xc0\x00\x3c" + b"\x08\x11\x00\x00\x0e\x10\x21\x03\xe8" + b"\x00\x02gw\x00\x01u\x00\x01p"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 
 import pytest
@@ -50,7 +50,7 @@ def test_stop_record_with_every_typed_attribute() -> None:
     assert r.output_octets == 2**32 + 20
     assert r.terminate_cause == 4 and r.terminate_cause_name == "Idle Timeout"
     assert r.delay_time == 0
-    assert r.event_timestamp == datetime.fromtimestamp(1_700_000_000, timezone.utc)
+    assert r.event_timestamp == datetime.fromtimestamp(1_700_000_000, UTC)
     assert r.framed_ip_address == IPv4Address("192.168.10.23")
     assert r.vendor_attributes == (Attribute(26, u32(9) + b"\x01\x03x"),)
     assert record_from_attributes(record_to_attributes(r)) == r
@@ -65,8 +65,16 @@ def test_gigawords_without_octets_and_absent_counters() -> None:
 
 @pytest.mark.parametrize(
     ("cause", "name"),
-    [(1, "User Request"), (2, "Lost Carrier"), (9, "NAS Error"), (10, "NAS Request"), (11, "NAS Reboot"),
-     (15, "Service Unavailable"), (18, "Host Request"), (99, "Unknown (99)")],
+    [
+        (1, "User Request"),
+        (2, "Lost Carrier"),
+        (9, "NAS Error"),
+        (10, "NAS Request"),
+        (11, "NAS Reboot"),
+        (15, "Service Unavailable"),
+        (18, "Host Request"),
+        (99, "Unknown (99)"),
+    ],
 )
 def test_terminate_cause_names_follow_rfc_2866(cause: int, name: str) -> None:
     r = AccountingRecord(status_type=2, terminate_cause=cause)
@@ -75,8 +83,14 @@ def test_terminate_cause_names_follow_rfc_2866(cause: int, name: str) -> None:
 
 def test_all_terminate_causes_have_rfc_labels() -> None:
     assert [c.label for c in TerminateCause][:8] == [
-        "User Request", "Lost Carrier", "Lost Service", "Idle Timeout",
-        "Session Timeout", "Admin Reset", "Admin Reboot", "Port Error",
+        "User Request",
+        "Lost Carrier",
+        "Lost Service",
+        "Idle Timeout",
+        "Session Timeout",
+        "Admin Reset",
+        "Admin Reboot",
+        "Port Error",
     ]
 
 
@@ -89,7 +103,7 @@ def test_optional_accessors_when_absent_or_not_a_mac() -> None:
 
 
 def test_event_time_subtracts_the_delay() -> None:
-    now = datetime(2026, 4, 1, 9, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 4, 1, 9, 0, 0, tzinfo=UTC)
     assert AccountingRecord(status_type=1, delay_time=30).event_time(now) == now - timedelta(seconds=30)
     assert AccountingRecord(status_type=1).event_time(now) == now
 
@@ -126,11 +140,14 @@ def test_non_utf8_text_is_kept_reversibly() -> None:
 
 def test_repr_masks_user_name_and_macs() -> None:
     r = AccountingRecord(
-        status_type=1, user_name="nemo@example.jp", calling_station_id="AA-BB-CC-DD-EE-FF",
-        called_station_id="00-11-22-33-44-55:FreeWiFi", session_id="S1",
+        status_type=1,
+        user_name="nemo@example.jp",
+        calling_station_id="AA-BB-CC-DD-EE-FF",
+        called_station_id="00-11-22-33-44-55:FreeWiFi",
+        session_id="S1",
     )
     assert repr(r) == (
-        "AccountingRecord(status_type=1, user_name=\"nemo***\" (15 chars), "
+        'AccountingRecord(status_type=1, user_name="nemo***" (15 chars), '
         "calling_station_id='aa:bb:cc:**:**:**', called_station_id='00:11:22:**:**:**:FreeWiFi', session_id='S1')"
     )
 
@@ -138,9 +155,18 @@ def test_repr_masks_user_name_and_macs() -> None:
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        (AccountingRecord(status_type=2**32), "radius accounting build Acct-Status-Type (40): must be 0..4294967295, got 4294967296"),
-        (AccountingRecord(status_type=1, session_time=-1), "radius accounting build Acct-Session-Time (46): must be 0..4294967295, got -1"),
-        (AccountingRecord(status_type=1, input_octets=2**64), "radius accounting build Acct-Input-Octets (42): must be 0..2^64-1, got 18446744073709551616"),
+        (
+            AccountingRecord(status_type=2**32),
+            "radius accounting build Acct-Status-Type (40): must be 0..4294967295, got 4294967296",
+        ),
+        (
+            AccountingRecord(status_type=1, session_time=-1),
+            "radius accounting build Acct-Session-Time (46): must be 0..4294967295, got -1",
+        ),
+        (
+            AccountingRecord(status_type=1, input_octets=2**64),
+            "radius accounting build Acct-Input-Octets (42): must be 0..2^64-1, got 18446744073709551616",
+        ),
     ],
 )
 def test_build_range_errors(record: AccountingRecord, message: str) -> None:

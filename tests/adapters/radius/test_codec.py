@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 
 import pytest
@@ -18,7 +18,7 @@ from adapters.radius import (
 from adapters.radius.packet import decode_accounting_response
 
 SECRET = b"shared"
-NOW = datetime(2026, 4, 1, 9, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 4, 1, 9, 0, 0, tzinfo=UTC)
 SRC = ("192.0.2.10", 50000)
 
 
@@ -34,7 +34,9 @@ def test_retransmission_is_recognised_by_source_identifier_and_authenticator() -
 
 def test_resent_event_with_new_delay_has_the_same_session_key() -> None:
     a = build_accounting_request(1, AccountingRecord(status_type=2, session_id="S1", nas_identifier="ap-1"), SECRET)
-    b = build_accounting_request(2, AccountingRecord(status_type=2, session_id="S1", nas_identifier="ap-1", delay_time=10), SECRET)
+    b = build_accounting_request(
+        2, AccountingRecord(status_type=2, session_id="S1", nas_identifier="ap-1", delay_time=10), SECRET
+    )
     ra = decode_request(a, secret=SECRET, now=NOW, source=SRC)
     rb = decode_request(b, secret=SECRET, now=NOW + timedelta(seconds=10), source=SRC)
     assert ra.retransmission_key != rb.retransmission_key
@@ -63,5 +65,5 @@ def test_response_verifies_against_the_request() -> None:
 
 def test_naive_now_is_refused() -> None:
     data = build_accounting_request(1, AccountingRecord(status_type=1), SECRET)
-    with pytest.raises(ValueError, match="^decode_request: now must be timezone-aware, got a naive datetime$"):
+    with pytest.raises(ValueError, match=r"^decode_request: now must be timezone-aware, got a naive datetime$"):
         decode_request(data, secret=SECRET, now=datetime(2026, 1, 1), source=SRC)

@@ -27,7 +27,9 @@ def test_every_vendor_spelling_normalises(spelling: str) -> None:
     assert normalize_mac(spelling) == "aa:bb:cc:dd:ee:0f"
 
 
-@pytest.mark.parametrize("bad", ["", "aa:bb:cc:dd:ee", "aa:bb-cc:dd:ee:ff", "gg:bb:cc:dd:ee:ff", "aabbccddeeff00", "0123456789"])
+@pytest.mark.parametrize(
+    "bad", ["", "aa:bb:cc:dd:ee", "aa:bb-cc:dd:ee:ff", "gg:bb:cc:dd:ee:ff", "aabbccddeeff00", "0123456789"]
+)
 def test_not_a_mac(bad: str) -> None:
     with pytest.raises(MacAddressError) as err:
         normalize_mac(bad, where="radius Calling-Station-Id")

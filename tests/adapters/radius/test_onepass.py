@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 
 import pytest
@@ -18,10 +18,14 @@ from adapters.radius.errors import (
     RadiusError,
     RadiusMissingAttribute,
 )
-from adapters.radius.packet import accounting_request_authenticator, decode_accounting_request, encode_accounting_request
+from adapters.radius.packet import (
+    accounting_request_authenticator,
+    decode_accounting_request,
+    encode_accounting_request,
+)
 
 SECRET = b"shared"
-NOW = datetime(2026, 4, 1, 9, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 4, 1, 9, 0, 0, tzinfo=UTC)
 SRC = ("192.0.2.10", 50000)
 TYPED = (1, 4, 8, 30, 31, 32, 40, 41, 42, 43, 44, 46, 49, 52, 53, 55)
 
@@ -71,12 +75,32 @@ def test_wrong_code_is_refused_before_the_walk() -> None:
     ("body", "padding", "message"),
     [
         # the length octet lies past the datagram: read without a bounds test, it raises IndexError
-        (b"\x28\x06" + u32(1) + b"\x2c", b"", "radius Accounting-Request attribute at offset 26: truncated attribute header (1 octet left), got type 44; the sender built a malformed packet"),
+        (
+            b"\x28\x06" + u32(1) + b"\x2c",
+            b"",
+            "radius Accounting-Request attribute at offset 26: truncated attribute header (1 octet left), got type 44; the sender built a malformed packet",
+        ),
         # ... or it lies in the padding past the header length
-        (b"\x28\x06" + u32(1) + b"\x2c", b"\x09\x00", "radius Accounting-Request attribute at offset 26: truncated attribute header (1 octet left), got type 44; the sender built a malformed packet"),
-        (b"\x28\x01" + u32(1), b"", "radius Accounting-Request attribute 40 at offset 20: attribute length must be at least 2, got 1"),
-        (b"\x28\x06" + u32(1) + b"\x2c\x09ab", b"", "radius Accounting-Request attribute 44 at offset 26: attribute overflows the packet length 30, got length 9"),
-        (b"\x28\x06" + u32(1) + b"\x1a\x06" + u32(9), b"", "radius Accounting-Request attribute 26 (Vendor-Specific) at offset 26: Vendor-Specific needs a 4-octet vendor id and data (length >= 7), got length 6"),
+        (
+            b"\x28\x06" + u32(1) + b"\x2c",
+            b"\x09\x00",
+            "radius Accounting-Request attribute at offset 26: truncated attribute header (1 octet left), got type 44; the sender built a malformed packet",
+        ),
+        (
+            b"\x28\x01" + u32(1),
+            b"",
+            "radius Accounting-Request attribute 40 at offset 20: attribute length must be at least 2, got 1",
+        ),
+        (
+            b"\x28\x06" + u32(1) + b"\x2c\x09ab",
+            b"",
+            "radius Accounting-Request attribute 44 at offset 26: attribute overflows the packet length 30, got length 9",
+        ),
+        (
+            b"\x28\x06" + u32(1) + b"\x1a\x06" + u32(9),
+            b"",
+            "radius Accounting-Request attribute 26 (Vendor-Specific) at offset 26: Vendor-Specific needs a 4-octet vendor id and data (length >= 7), got length 6",
+        ),
     ],
 )
 def test_structural_errors_are_the_packet_layer_ones(body: bytes, padding: bytes, message: str) -> None:
@@ -107,10 +131,22 @@ def test_a_typed_problem_waits_for_structure_and_authenticator() -> None:
 @pytest.mark.parametrize(
     ("attributes", "error", "message"),
     [
-        ((Attribute(1, b"nemo"),), RadiusMissingAttribute, "radius accounting attributes Acct-Status-Type (40): mandatory attribute is missing, got none; RFC 2866 5.1: every Accounting-Request carries one"),
-        ((Attribute(40, u32(1)), Attribute(4, b"\x0a\x00\x00")), RadiusAttributeError, "radius accounting attributes NAS-IP-Address (4): value must be 4 octets, got 3 octets"),
+        (
+            (Attribute(1, b"nemo"),),
+            RadiusMissingAttribute,
+            "radius accounting attributes Acct-Status-Type (40): mandatory attribute is missing, got none; RFC 2866 5.1: every Accounting-Request carries one",
+        ),
+        (
+            (Attribute(40, u32(1)), Attribute(4, b"\x0a\x00\x00")),
+            RadiusAttributeError,
+            "radius accounting attributes NAS-IP-Address (4): value must be 4 octets, got 3 octets",
+        ),
         # after a fault the walk stops typing but still checks the rest of the structure
-        ((Attribute(40, b"\x01"), Attribute(40, u32(1)), Attribute(26, u32(9) + b"x")), RadiusAttributeError, "radius accounting attributes Acct-Status-Type (40): value must be 4 octets, got 1 octets"),
+        (
+            (Attribute(40, b"\x01"), Attribute(40, u32(1)), Attribute(26, u32(9) + b"x")),
+            RadiusAttributeError,
+            "radius accounting attributes Acct-Status-Type (40): value must be 4 octets, got 1 octets",
+        ),
     ],
 )
 def test_typed_errors_read_as_before(attributes: tuple[Attribute, ...], error: type[RadiusError], message: str) -> None:
@@ -142,7 +178,9 @@ def test_memo_is_bounded_and_keeps_answering() -> None:
 
 def test_addresses_stay_right_across_memo_clears() -> None:
     for n in range(0, _MEMO_MAX + 100, 7):
-        record = AccountingRecord(status_type=3, framed_ip_address=IPv4Address(n), nas_ip_address=IPv4Address("192.0.2.7"))
+        record = AccountingRecord(
+            status_type=3, framed_ip_address=IPv4Address(n), nas_ip_address=IPv4Address("192.0.2.7")
+        )
         decoded = decode_request(build_accounting_request(n % 256, record, SECRET), secret=SECRET, now=NOW, source=SRC)
         assert decoded.record == record
 
@@ -150,13 +188,17 @@ def test_addresses_stay_right_across_memo_clears() -> None:
 attribute = st.builds(
     Attribute,
     st.sampled_from(TYPED) | st.sampled_from((26, 33)) | st.integers(0, 255),
-    st.binary(max_size=3).map(lambda b: b * 2) | st.integers(0, 2**32 - 1).map(u32) | st.sampled_from((b"", b"\xff", "é".encode())),
+    st.binary(max_size=3).map(lambda b: b * 2)
+    | st.integers(0, 2**32 - 1).map(u32)
+    | st.sampled_from((b"", b"\xff", "é".encode())),
 )
 
 
 @settings(max_examples=400)
 @given(st.lists(attribute, max_size=14), st.booleans(), st.binary(max_size=3), st.sampled_from((SECRET, b"other")))
-def test_same_outcome_as_the_two_step_path_for_signed_packets(attrs: list[Attribute], status: bool, padding: bytes, key: bytes) -> None:
+def test_same_outcome_as_the_two_step_path_for_signed_packets(
+    attrs: list[Attribute], status: bool, padding: bytes, key: bytes
+) -> None:
     # The first attribute is usually a valid Acct-Status-Type so that many packets decode fully.
     attrs = [Attribute(40, u32(2)), *attrs] if status else attrs
     # Vendor-Specific values shorter than 5 octets cannot be built; the structural test covers them.

@@ -56,10 +56,16 @@ def test_bad_lengths(data: bytes, message: str) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"\x01", "radius packet attribute at offset 20: truncated attribute header (1 octet left), got type 1; the sender built a malformed packet"),
+        (
+            b"\x01",
+            "radius packet attribute at offset 20: truncated attribute header (1 octet left), got type 1; the sender built a malformed packet",
+        ),
         (b"\x01\x00", "radius packet attribute 1 at offset 20: attribute length must be at least 2, got 0"),
         (b"\x01\x01", "radius packet attribute 1 at offset 20: attribute length must be at least 2, got 1"),
-        (b"\x01\x05ab", "radius packet attribute 1 at offset 20: attribute overflows the packet length 24, got length 5"),
+        (
+            b"\x01\x05ab",
+            "radius packet attribute 1 at offset 20: attribute overflows the packet length 24, got length 5",
+        ),
         (
             b"\x1a\x06\x00\x00\x00\x09",
             "radius packet attribute 26 (Vendor-Specific) at offset 20: Vendor-Specific needs a 4-octet vendor id and data (length >= 7), got length 6",
@@ -84,7 +90,9 @@ def test_request_authenticator_is_verified() -> None:
     data[-1] ^= 1  # a flipped attribute bit
     with pytest.raises(RadiusAuthenticatorError) as err:
         decode_accounting_request(bytes(data), SECRET)
-    assert str(err.value).startswith("radius Accounting-Request id 7: request authenticator does not match the shared secret")
+    assert str(err.value).startswith(
+        "radius Accounting-Request id 7: request authenticator does not match the shared secret"
+    )
 
 
 def test_wrong_code_for_an_accounting_port() -> None:
@@ -100,9 +108,9 @@ def test_wrong_code_for_an_accounting_port() -> None:
 
 
 def test_accounting_request_length_errors_come_from_the_header_check() -> None:
-    with pytest.raises(RadiusLengthError, match="^radius Accounting-Request: datagram shorter"):
+    with pytest.raises(RadiusLengthError, match=r"^radius Accounting-Request: datagram shorter"):
         decode_accounting_request(b"\x04", SECRET)
-    with pytest.raises(RadiusAttributeError, match="^radius Accounting-Request attribute 40 at offset 20"):
+    with pytest.raises(RadiusAttributeError, match=r"^radius Accounting-Request attribute 40 at offset 20"):
         decode_accounting_request(bytes([4, 0, 0, 22]) + bytes(16) + b"\x28\x01", SECRET)
 
 
@@ -117,8 +125,10 @@ def test_response_round_trip_and_proxy_state_echo() -> None:
     assert response.attributes == (Attribute(18, b"ok"), Attribute(33, b"hop1"), Attribute(33, b"hop2"))
     with pytest.raises(RadiusAuthenticatorError) as err:
         decode_accounting_response(data, b"other", request.authenticator)
-    assert str(err.value).endswith("response authenticator does not match the request and shared secret, "
-                                   f"got authenticator {data[4:8].hex()}...; check the shared secret")
+    assert str(err.value).endswith(
+        "response authenticator does not match the request and shared secret, "
+        f"got authenticator {data[4:8].hex()}...; check the shared secret"
+    )
 
 
 def test_vendor_specific_is_kept_raw_with_vendor_id() -> None:
@@ -144,8 +154,16 @@ def test_reprs_hide_personal_attributes() -> None:
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda: encode_attributes([Attribute(256, b"")]), RadiusAttributeError, "radius build: attribute type must be 0..255, got 256"),
-        (lambda: encode_attributes([Attribute(1, bytes(254))]), RadiusAttributeError, "radius build attribute 1: value longer than 253 octets, got 254 octets"),
+        (
+            lambda: encode_attributes([Attribute(256, b"")]),
+            RadiusAttributeError,
+            "radius build: attribute type must be 0..255, got 256",
+        ),
+        (
+            lambda: encode_attributes([Attribute(1, bytes(254))]),
+            RadiusAttributeError,
+            "radius build attribute 1: value longer than 253 octets, got 254 octets",
+        ),
         (
             lambda: encode_attributes([Attribute(26, b"\x00\x00\x00\x01")]),
             RadiusAttributeError,
@@ -167,7 +185,9 @@ def test_reprs_hide_personal_attributes() -> None:
             "radius build: identifier must be 0..255, got -1",
         ),
         (
-            lambda: encode_packet(Packet(code=4, identifier=1, authenticator=bytes(16), attributes=(Attribute(1, bytes(253)),) * 17)),
+            lambda: encode_packet(
+                Packet(code=4, identifier=1, authenticator=bytes(16), attributes=(Attribute(1, bytes(253)),) * 17)
+            ),
             RadiusLengthError,
             "radius build: packet longer than 4096 octets, got 4355",
         ),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import contextlib
+from datetime import UTC, datetime
 from ipaddress import IPv4Address
 
 from hypothesis import given, settings
@@ -21,7 +22,7 @@ from adapters.radius.packet import (
     encode_packet,
 )
 
-NOW = datetime(2026, 4, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 4, 1, tzinfo=UTC)
 u32 = st.integers(0, 2**32 - 1)
 text = st.text(max_size=40).filter(lambda s: len(s.encode()) <= 253)
 ip = st.builds(IPv4Address, u32)
@@ -30,7 +31,9 @@ secret = st.binary(min_size=1, max_size=32)
 
 def attribute() -> st.SearchStrategy[Attribute]:
     plain = st.builds(Attribute, st.integers(0, 255).filter(lambda t: t != 26), st.binary(max_size=40))
-    vsa = st.builds(lambda vid, data: Attribute(26, vid.to_bytes(4, "big") + data), u32, st.binary(min_size=1, max_size=30))
+    vsa = st.builds(
+        lambda vid, data: Attribute(26, vid.to_bytes(4, "big") + data), u32, st.binary(min_size=1, max_size=30)
+    )
     return plain | vsa
 
 
@@ -48,7 +51,7 @@ records = st.builds(
     output_octets=st.none() | st.integers(0, 2**64 - 1),
     terminate_cause=st.none() | u32,
     delay_time=st.none() | u32,
-    event_timestamp=st.none() | st.builds(lambda s: datetime.fromtimestamp(s, timezone.utc), u32),
+    event_timestamp=st.none() | st.builds(lambda s: datetime.fromtimestamp(s, UTC), u32),
     framed_ip_address=st.none() | ip,
     vendor_attributes=st.lists(
         st.builds(lambda vid, d: Attribute(26, vid.to_bytes(4, "big") + d), u32, st.binary(min_size=1, max_size=20)),
@@ -58,7 +61,9 @@ records = st.builds(
 
 
 @settings(max_examples=150)
-@given(st.integers(0, 255), st.integers(0, 255), st.binary(min_size=16, max_size=16), st.lists(attribute(), max_size=12))
+@given(
+    st.integers(0, 255), st.integers(0, 255), st.binary(min_size=16, max_size=16), st.lists(attribute(), max_size=12)
+)
 def test_packet_round_trip(code: int, identifier: int, auth: bytes, attrs: list[Attribute]) -> None:
     p = Packet(code=code, identifier=identifier, authenticator=auth, attributes=tuple(attrs))
     assert decode_packet(encode_packet(p)) == p
@@ -66,7 +71,9 @@ def test_packet_round_trip(code: int, identifier: int, auth: bytes, attrs: list[
 
 @settings(max_examples=150)
 @given(st.integers(0, 255), st.lists(attribute(), max_size=12), secret, st.lists(attribute(), max_size=4))
-def test_accounting_request_and_response_round_trip(identifier: int, attrs: list[Attribute], key: bytes, extra: list[Attribute]) -> None:
+def test_accounting_request_and_response_round_trip(
+    identifier: int, attrs: list[Attribute], key: bytes, extra: list[Attribute]
+) -> None:
     data = encode_accounting_request(identifier, attrs, key)
     request = decode_accounting_request(data, key)
     assert (request.identifier, request.attributes) == (identifier, tuple(attrs))
@@ -84,7 +91,12 @@ def test_record_round_trip(record: AccountingRecord, key: bytes, identifier: int
 
 
 @settings(max_examples=100)
-@given(st.binary(min_size=6, max_size=6), st.sampled_from(["{}:{}:{}:{}:{}:{}", "{}-{}-{}-{}-{}-{}", "{}{}.{}{}.{}{}", "{}{}{}{}{}{}", "{}{}{}-{}{}{}"]), st.booleans(), st.none() | st.text(max_size=20))
+@given(
+    st.binary(min_size=6, max_size=6),
+    st.sampled_from(["{}:{}:{}:{}:{}:{}", "{}-{}-{}-{}-{}-{}", "{}{}.{}{}.{}{}", "{}{}{}{}{}{}", "{}{}{}-{}{}{}"]),
+    st.booleans(),
+    st.none() | st.text(max_size=20),
+)
 def test_mac_spellings_round_trip(raw: bytes, form: str, upper: bool, ssid: str | None) -> None:
     spelled = form.format(*(f"{b:02x}" for b in raw))
     spelled = spelled.upper() if upper else spelled
@@ -105,29 +117,25 @@ def test_arbitrary_datagrams_raise_only_typed_errors(data: bytes, key: bytes) ->
         lambda: decode_accounting_response(data, key, bytes(16)),
         lambda: decode_request(data, secret=key, now=NOW, source=("h", 1)),
     ):
-        try:
+        with contextlib.suppress(RadiusError):
             decode()
-        except RadiusError:
-            pass
 
 
 @settings(max_examples=200)
-@given(st.binary(max_size=8).map(lambda b: bytes([4, 0]) + b), st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=8)), max_size=8), secret)
-def test_signed_but_malformed_attributes_raise_only_typed_errors(_: bytes, raw_attrs: list[tuple[int, bytes]], key: bytes) -> None:
+@given(st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=8)), max_size=8), secret)
+def test_signed_but_malformed_attributes_raise_only_typed_errors(
+    raw_attrs: list[tuple[int, bytes]], key: bytes
+) -> None:
     # Correctly signed packets whose typed attributes have arbitrary sizes and repeats.
     attrs = [Attribute(t if t != 26 else 25, v) for t, v in raw_attrs]
     data = encode_accounting_request(1, attrs, key)
-    try:
+    with contextlib.suppress(RadiusError):
         decode_request(data, secret=key, now=NOW, source=("h", 1))
-    except RadiusError:
-        pass
 
 
 @settings(max_examples=300)
 @given(st.text(max_size=40))
 def test_arbitrary_text_into_mac_parsers(value: str) -> None:
-    try:
+    with contextlib.suppress(MacAddressError):
         normalize_mac(value)
-    except MacAddressError:
-        pass
     split_called_station_id(value)

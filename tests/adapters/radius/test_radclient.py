@@ -6,7 +6,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -60,7 +60,7 @@ def test_radclient_stop_is_parsed_and_our_response_accepted(udp: socket.socket) 
     )
     proc = _radclient(udp.getsockname()[1], SECRET, attrs)
     data, peer = udp.recvfrom(4096)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     req = decode_request(data, secret=SECRET.encode(), now=now, source=peer)
     r = req.record
     assert r.status is AcctStatusType.STOP
@@ -73,7 +73,7 @@ def test_radclient_stop_is_parsed_and_our_response_accepted(udp: socket.socket) 
     assert r.input_octets == 3 * 2**32 + 1000
     assert r.output_octets == 2000
     assert r.terminate_cause_name == "Lost Carrier"
-    assert r.event_timestamp == datetime.fromtimestamp(1775000000, timezone.utc)
+    assert r.event_timestamp == datetime.fromtimestamp(1775000000, UTC)
     assert str(r.framed_ip_address) == "10.20.0.15"
     assert (now - req.event_time).total_seconds() == 2
     udp.sendto(build_accounting_response(req, SECRET.encode()), peer)
@@ -85,7 +85,7 @@ def test_radclient_stop_is_parsed_and_our_response_accepted(udp: socket.socket) 
 def test_radclient_rejects_a_response_signed_with_another_secret(udp: socket.socket) -> None:
     proc = _radclient(udp.getsockname()[1], SECRET, 'Acct-Status-Type=Start,Acct-Session-Id="S1"')
     data, peer = udp.recvfrom(4096)
-    req = decode_request(data, secret=SECRET.encode(), now=datetime.now(timezone.utc), source=peer)
+    req = decode_request(data, secret=SECRET.encode(), now=datetime.now(UTC), source=peer)
     udp.sendto(build_accounting_response(req, b"not-the-secret"), peer)
     out = _finish(proc)
     assert proc.returncode != 0
@@ -97,7 +97,9 @@ def test_radclient_with_a_wrong_secret_is_refused(udp: socket.socket) -> None:
     proc = _radclient(udp.getsockname()[1], "wrong-secret", "Acct-Status-Type=Accounting-On")
     data, peer = udp.recvfrom(4096)
     with pytest.raises(RadiusAuthenticatorError) as err:
-        decode_request(data, secret=SECRET.encode(), now=datetime.now(timezone.utc), source=peer)
-    assert f"radius Accounting-Request id {data[1]}: request authenticator does not match the shared secret" in str(err.value)
+        decode_request(data, secret=SECRET.encode(), now=datetime.now(UTC), source=peer)
+    assert f"radius Accounting-Request id {data[1]}: request authenticator does not match the shared secret" in str(
+        err.value
+    )
     proc.kill()
     _finish(proc)

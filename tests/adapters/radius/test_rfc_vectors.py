@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from ipaddress import IPv4Address
 
 import pytest
@@ -47,7 +47,7 @@ def test_rfc2865_7_2_and_7_3_structures_round_trip() -> None:
 
 
 def test_radclient_capture_decodes_to_typed_record() -> None:
-    now = datetime(2026, 1, 1, 0, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
     req = decode_request(v.RADCLIENT_START, secret=v.RADCLIENT_SECRET, now=now, source=("192.0.2.1", 40000))
     r = req.record
     assert r.status is AcctStatusType.START
@@ -59,14 +59,14 @@ def test_radclient_capture_decodes_to_typed_record() -> None:
     assert r.nas_ip_address == IPv4Address("192.0.2.1")
     assert r.input_octets == (1 << 32) + 5
     assert r.delay_time == 5
-    assert r.event_timestamp == datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
-    assert req.event_time == datetime(2025, 12, 31, 23, 59, 55, tzinfo=timezone.utc)
+    assert r.event_timestamp == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert req.event_time == datetime(2025, 12, 31, 23, 59, 55, tzinfo=UTC)
     assert req.packet.identifier == 0xD0
 
 
 def test_radclient_capture_with_wrong_secret_is_rejected() -> None:
     with pytest.raises(RadiusAuthenticatorError) as err:
-        decode_request(v.RADCLIENT_START, secret=b"wrong", now=datetime.now(timezone.utc), source=("192.0.2.1", 1))
+        decode_request(v.RADCLIENT_START, secret=b"wrong", now=datetime.now(UTC), source=("192.0.2.1", 1))
     assert str(err.value) == (
         "radius Accounting-Request id 208: request authenticator does not match the shared secret, "
         "got authenticator 6f072531...; check that the NAS and the gateway use the same shared secret for this client"

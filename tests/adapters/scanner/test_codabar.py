@@ -113,9 +113,7 @@ def test_modulus11_remainder_rules() -> None:
 
 
 def test_lower_case_guards_from_the_scanner_are_read_and_kept_per_config() -> None:
-    config = CodabarConfig(
-        scheme=S.DR7, guards_in=GuardsIn.PRESENT, keep_guards=Output.KEEP, guard_case=Case.LOWER
-    )
+    config = CodabarConfig(scheme=S.DR7, guards_in=GuardsIn.PRESENT, keep_guards=Output.KEEP, guard_case=Case.LOWER)
     scan = decode_codabar("a1234564b", config)
     assert (scan.value, scan.start, scan.stop) == ("a1234564b", "A", "B")
 
@@ -211,9 +209,7 @@ def test_check_character_errors() -> None:
 def test_encode_errors() -> None:
     with pytest.raises(CodabarError) as err:
         encode_codabar("", CodabarConfig())
-    assert str(err.value) == (
-        "codabar: data must be 1+ NW-7 characters (0-9 - $ : / . +), got 0 characters"
-    )
+    assert str(err.value) == ("codabar: data must be 1+ NW-7 characters (0-9 - $ : / . +), got 0 characters")
     with pytest.raises(CodabarError) as err:
         encode_codabar("12", CodabarConfig(), start="AB")
     assert str(err.value) == "codabar: start/stop must be one of A B C D, got 'AB'/'B'"
@@ -286,7 +282,7 @@ def test_encode_then_decode_round_trips_for_every_option(
     try:
         symbol = encode_codabar(payload, config, start=guards[0], stop=guards[1], case=case)
     except CodabarError as err:
-        assert err.code == "codabar_no_check_digit"  # modulus 11, remainder 1, strict rule
+        assert err.code == "codabar_no_check_digit"  # noqa: PT017 -- raising is optional in this property; modulus 11, remainder 1, strict rule
         return
     scan = decode_codabar(symbol, config)
     assert scan.data == payload
@@ -327,7 +323,7 @@ def test_computed_check_characters_always_verify(config: CodabarConfig, data: st
     try:
         check = check_character(payload, config, start="A", stop="B")
     except CodabarError as err:
-        assert err.code in ("codabar_no_check_digit", "codabar_guards_missing")
+        assert err.code in ("codabar_no_check_digit", "codabar_guards_missing")  # noqa: PT017 -- raising is optional in this property: pytest.raises cannot say "may raise"
         return
     relaxed = CodabarConfig(
         scheme=config.scheme,
@@ -357,9 +353,7 @@ GUARANTEED = [
 
 @settings(max_examples=500)
 @given(config=st.sampled_from(GUARANTEED), data=st.data())
-def test_single_substitution_is_always_detected_where_guaranteed(
-    config: CodabarConfig, data: st.DataObject
-) -> None:
+def test_single_substitution_is_always_detected_where_guaranteed(config: CodabarConfig, data: st.DataObject) -> None:
     payload = data.draw(data_for(config.scheme))
     try:
         symbol = encode_codabar(payload, config)
@@ -388,9 +382,7 @@ def test_single_substitution_is_always_detected_where_guaranteed(
         (CodabarConfig(scheme=S.DR9), "A123B", "A213B"),
     ],
 )
-def test_schemes_without_the_guarantee_have_counterexamples(
-    config: CodabarConfig, original: str, edited: str
-) -> None:
+def test_schemes_without_the_guarantee_have_counterexamples(config: CodabarConfig, original: str, edited: str) -> None:
     assert decode_codabar(original, config).data != decode_codabar(edited, config).data
 
 

@@ -56,12 +56,21 @@ def test_jp106_specific_keys() -> None:
 
 
 def test_right_shift_and_overlapping_shifts() -> None:
-    events = (
-        shifted(KEY_A, KEY_RIGHTSHIFT)
-        + [(KEY_LEFTSHIFT, 1), (KEY_RIGHTSHIFT, 1), (KEY_LEFTSHIFT, 0), (KEY_B, 1), (KEY_B, 0)]
-        + [(KEY_RIGHTSHIFT, 2), (KEY_RIGHTSHIFT, 0), (KEY_B, 1), (KEY_B, 0)]
-        + tap(KEY_ENTER)
-    )
+    events = [
+        *shifted(KEY_A, KEY_RIGHTSHIFT),
+        # overlapping shifts: the left one goes up while the right one is still held
+        (KEY_LEFTSHIFT, 1),
+        (KEY_RIGHTSHIFT, 1),
+        (KEY_LEFTSHIFT, 0),
+        (KEY_B, 1),
+        (KEY_B, 0),
+        # the right shift repeats, then goes up
+        (KEY_RIGHTSHIFT, 2),
+        (KEY_RIGHTSHIFT, 0),
+        (KEY_B, 1),
+        (KEY_B, 0),
+        *tap(KEY_ENTER),
+    ]
     assert decode_events(events, US) == ["ABb"]
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.wifi_syslog import FrameSplitter, Framing, SyslogFramingError, encode_non_transparent, encode_octet_counted
+from adapters.wifi_syslog import (
+    FrameSplitter,
+    Framing,
+    SyslogFramingError,
+    encode_non_transparent,
+    encode_octet_counted,
+)
 
 
 def test_octet_counting_across_chunks() -> None:
@@ -41,10 +47,22 @@ def test_incomplete_count_waits() -> None:
 @pytest.mark.parametrize(
     ("stream", "message"),
     [
-        (b"12345 x", 'syslog tcp stream: octet count must be 1-4 digits followed by a space, got "12345"; check the sender\'s framing setting (octet-counting vs newline)'),
-        (b"12a4 x", 'syslog tcp stream: octet count must be a decimal number without leading zeros, got "12a4"; check the sender\'s framing setting (octet-counting vs newline)'),
-        (b"01 x", 'syslog tcp stream: octet count must be a decimal number without leading zeros, got "01"; check the sender\'s framing setting (octet-counting vs newline)'),
-        (b"9999 x", "syslog tcp stream: frame larger than the 8192-octet limit, got 9999 octets; raise max_frame or shorten the sender's messages"),
+        (
+            b"12345 x",
+            'syslog tcp stream: octet count must be 1-4 digits followed by a space, got "12345"; check the sender\'s framing setting (octet-counting vs newline)',
+        ),
+        (
+            b"12a4 x",
+            'syslog tcp stream: octet count must be a decimal number without leading zeros, got "12a4"; check the sender\'s framing setting (octet-counting vs newline)',
+        ),
+        (
+            b"01 x",
+            'syslog tcp stream: octet count must be a decimal number without leading zeros, got "01"; check the sender\'s framing setting (octet-counting vs newline)',
+        ),
+        (
+            b"9999 x",
+            "syslog tcp stream: frame larger than the 8192-octet limit, got 9999 octets; raise max_frame or shorten the sender's messages",
+        ),
     ],
 )
 def test_octet_count_errors(stream: bytes, message: str) -> None:
@@ -70,5 +88,5 @@ def test_line_too_long_and_cut_frame() -> None:
 
 
 def test_invalid_limit() -> None:
-    with pytest.raises(ValueError, match="^FrameSplitter: max_frame must be at least 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^FrameSplitter: max_frame must be at least 1, got 0$"):
         FrameSplitter(max_frame=0)

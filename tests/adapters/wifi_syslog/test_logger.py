@@ -6,7 +6,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -38,10 +38,18 @@ def _logger(port: int, *args: str) -> None:
 
 
 def test_logger_rfc3164_hostapd_line(udp: socket.socket) -> None:
-    _logger(udp.getsockname()[1], "--rfc3164", "-d", "-p", "daemon.info", "-t", "hostapd",
-            "wlan0: AP-STA-CONNECTED AA:BB:CC:DD:EE:01 auth_alg=open")
+    _logger(
+        udp.getsockname()[1],
+        "--rfc3164",
+        "-d",
+        "-p",
+        "daemon.info",
+        "-t",
+        "hostapd",
+        "wlan0: AP-STA-CONNECTED AA:BB:CC:DD:EE:01 auth_alg=open",
+    )
     data, _ = udp.recvfrom(4096)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     msg = parse_syslog(data, now=now)
     assert msg.format is SyslogFormat.RFC3164
     assert (msg.facility, msg.severity, msg.app_name) == (3, 6, "hostapd")
@@ -53,16 +61,32 @@ def test_logger_rfc3164_hostapd_line(udp: socket.socket) -> None:
     e = decode_wifi_event(data, now=now, patterns=PATTERNS)
     assert e is not None
     assert (e.kind, e.client_mac.value, e.interface, e.params) == (
-        AssociationKind.CONNECTED, "aa:bb:cc:dd:ee:01", "wlan0", (("auth_alg", "open"),)
+        AssociationKind.CONNECTED,
+        "aa:bb:cc:dd:ee:01",
+        "wlan0",
+        (("auth_alg", "open"),),
     )
 
 
 def test_logger_rfc5424_with_structured_data(udp: socket.socket) -> None:
-    _logger(udp.getsockname()[1], "--rfc5424", "-d", "-p", "local0.notice", "-t", "hostapd",
-            "--msgid", "STA", "--sd-id", "wifi@32473", "--sd-param", 'ssid="Kobe \\"Free\\""',
-            "wlan1: AP-STA-DISCONNECTED 00:11:22:33:44:55")
+    _logger(
+        udp.getsockname()[1],
+        "--rfc5424",
+        "-d",
+        "-p",
+        "local0.notice",
+        "-t",
+        "hostapd",
+        "--msgid",
+        "STA",
+        "--sd-id",
+        "wifi@32473",
+        "--sd-param",
+        'ssid="Kobe \\"Free\\""',
+        "wlan1: AP-STA-DISCONNECTED 00:11:22:33:44:55",
+    )
     data, _ = udp.recvfrom(4096)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     msg = parse_syslog(data, now=now)
     assert msg.format is SyslogFormat.RFC5424
     assert (msg.facility, msg.severity, msg.app_name, msg.msgid) == (16, 5, "hostapd", "STA")
@@ -70,14 +94,24 @@ def test_logger_rfc5424_with_structured_data(udp: socket.socket) -> None:
     assert SDElement(id="wifi@32473", params=(("ssid", 'Kobe "Free"'),)) in msg.structured_data
     assert msg.structured_data[0].id == "timeQuality"
     e = decode_wifi_event(data, now=now, patterns=PATTERNS)
-    assert e is not None and (e.kind, e.client_mac.value, e.interface) == (AssociationKind.DISCONNECTED, "00:11:22:33:44:55", "wlan1")
+    assert e is not None and (e.kind, e.client_mac.value, e.interface) == (
+        AssociationKind.DISCONNECTED,
+        "00:11:22:33:44:55",
+        "wlan1",
+    )
 
 
 def test_logger_rfc5424_nilvalues(udp: socket.socket) -> None:
     _logger(udp.getsockname()[1], "--rfc5424=notq,notime,nohost", "-d", "-t", "x", "hello")
     data, _ = udp.recvfrom(4096)
-    msg = parse_syslog(data, now=datetime.now(timezone.utc))
-    assert (msg.timestamp, msg.hostname, msg.app_name, msg.structured_data, msg.message) == (None, None, "x", (), "hello")
+    msg = parse_syslog(data, now=datetime.now(UTC))
+    assert (msg.timestamp, msg.hostname, msg.app_name, msg.structured_data, msg.message) == (
+        None,
+        None,
+        "x",
+        (),
+        "hello",
+    )
 
 
 @pytest.mark.parametrize("octet_count", [True, False])
@@ -103,4 +137,4 @@ def test_logger_tcp_frames(octet_count: bool) -> None:
         frames += splitter.close()
     finally:
         server.close()
-    assert [m.message for m in (parse_syslog(f, now=datetime.now(timezone.utc)) for f in frames)] == lines
+    assert [m.message for m in (parse_syslog(f, now=datetime.now(UTC)) for f in frames)] == lines

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +11,7 @@ from adapters.wifi_syslog import AssociationKind, WifiEvent, WifiEventError, dec
 from gateway.errors import ConfigError
 
 TOKYO = ZoneInfo("Asia/Tokyo")
-NOW = datetime(2026, 9, 9, 11, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 9, 9, 11, 0, tzinfo=UTC)
 PATTERNS = load_patterns()
 
 
@@ -23,25 +23,84 @@ def event(line: str) -> WifiEvent | None:
     ("line", "kind", "mac", "host", "interface", "params"),
     [
         # hostapd's own syslog line, relayed by a full syslogd (with HOSTNAME)
-        ("<30>Sep  9 20:08:12 ap-lib hostapd: wlan0: AP-STA-CONNECTED 68:5E:1C:5F:78:DD", AssociationKind.CONNECTED, "68:5e:1c:5f:78:dd", "ap-lib", "wlan0", ()),
+        (
+            "<30>Sep  9 20:08:12 ap-lib hostapd: wlan0: AP-STA-CONNECTED 68:5E:1C:5F:78:DD",
+            AssociationKind.CONNECTED,
+            "68:5e:1c:5f:78:dd",
+            "ap-lib",
+            "wlan0",
+            (),
+        ),
         # newer hostapd suffixes (src/ap/sta_info.c)
-        ("<30>Sep  9 20:08:12 ap-lib hostapd: wlan0: AP-STA-CONNECTED 68:5e:1c:5f:78:dd auth_alg=sae keyid=guest vlan_id=20", AssociationKind.CONNECTED, "68:5e:1c:5f:78:dd", "ap-lib", "wlan0", (("auth_alg", "sae"), ("keyid", "guest"), ("vlan_id", "20"))),
-        ("<30>Sep  9 20:09:00 ap-lib hostapd: wlan0: AP-STA-DISCONNECTED 68:5e:1c:5f:78:dd", AssociationKind.DISCONNECTED, "68:5e:1c:5f:78:dd", "ap-lib", "wlan0", ()),
+        (
+            "<30>Sep  9 20:08:12 ap-lib hostapd: wlan0: AP-STA-CONNECTED 68:5e:1c:5f:78:dd auth_alg=sae keyid=guest vlan_id=20",
+            AssociationKind.CONNECTED,
+            "68:5e:1c:5f:78:dd",
+            "ap-lib",
+            "wlan0",
+            (("auth_alg", "sae"), ("keyid", "guest"), ("vlan_id", "20")),
+        ),
+        (
+            "<30>Sep  9 20:09:00 ap-lib hostapd: wlan0: AP-STA-DISCONNECTED 68:5e:1c:5f:78:dd",
+            AssociationKind.DISCONNECTED,
+            "68:5e:1c:5f:78:dd",
+            "ap-lib",
+            "wlan0",
+            (),
+        ),
         # OpenWrt logd remote format: `<PRI>TIMESTAMP HOSTNAME TAG: MSG`
-        ("<30>Sep  9 20:08:12 OpenWrt hostapd: phy0-ap0: AP-STA-CONNECTED 00:11:22:33:44:55 auth_alg=open", AssociationKind.CONNECTED, "00:11:22:33:44:55", "OpenWrt", "phy0-ap0", (("auth_alg", "open"),)),
+        (
+            "<30>Sep  9 20:08:12 OpenWrt hostapd: phy0-ap0: AP-STA-CONNECTED 00:11:22:33:44:55 auth_alg=open",
+            AssociationKind.CONNECTED,
+            "00:11:22:33:44:55",
+            "OpenWrt",
+            "phy0-ap0",
+            (("auth_alg", "open"),),
+        ),
         # OpenWrt with system.log_prefix set: the prefix becomes the TAG
-        ("<30>Sep  9 20:08:12 OpenWrt branch-lib: hostapd: wlan1-1: AP-STA-DISCONNECTED 00:11:22:33:44:55", AssociationKind.DISCONNECTED, "00:11:22:33:44:55", "OpenWrt", "wlan1-1", ()),
+        (
+            "<30>Sep  9 20:08:12 OpenWrt branch-lib: hostapd: wlan1-1: AP-STA-DISCONNECTED 00:11:22:33:44:55",
+            AssociationKind.DISCONNECTED,
+            "00:11:22:33:44:55",
+            "OpenWrt",
+            "wlan1-1",
+            (),
+        ),
         # BusyBox syslogd remote logging: no HOSTNAME, TAG with PID
-        ("<30>Sep  9 20:08:12 hostapd[1650]: wlan0: AP-STA-CONNECTED 00:11:22:33:44:55", AssociationKind.CONNECTED, "00:11:22:33:44:55", None, "wlan0", ()),
+        (
+            "<30>Sep  9 20:08:12 hostapd[1650]: wlan0: AP-STA-CONNECTED 00:11:22:33:44:55",
+            AssociationKind.CONNECTED,
+            "00:11:22:33:44:55",
+            None,
+            "wlan0",
+            (),
+        ),
         # RFC 5424 from rsyslog/logger
-        ("<30>1 2026-09-09T20:08:12+09:00 ap-lib hostapd 1650 - - wlan0: AP-STA-CONNECTED 00:11:22:33:44:55", AssociationKind.CONNECTED, "00:11:22:33:44:55", "ap-lib", "wlan0", ()),
+        (
+            "<30>1 2026-09-09T20:08:12+09:00 ap-lib hostapd 1650 - - wlan0: AP-STA-CONNECTED 00:11:22:33:44:55",
+            AssociationKind.CONNECTED,
+            "00:11:22:33:44:55",
+            "ap-lib",
+            "wlan0",
+            (),
+        ),
     ],
 )
-def test_hostapd_lines(line: str, kind: AssociationKind, mac: str, host: str | None, interface: str, params: tuple[tuple[str, str], ...]) -> None:
+def test_hostapd_lines(
+    line: str, kind: AssociationKind, mac: str, host: str | None, interface: str, params: tuple[tuple[str, str], ...]
+) -> None:
     e = event(line)
     assert e is not None
     assert (e.kind, e.client_mac.value, e.hostname, e.interface, e.params) == (kind, mac, host, interface, params)
-    assert e.time == datetime(2026, 9, 9, 20, 8 if kind is AssociationKind.CONNECTED or "20:08" in line else 9, 12 if "20:08" in line else 0, tzinfo=TOKYO)
+    assert e.time == datetime(
+        2026,
+        9,
+        9,
+        20,
+        8 if kind is AssociationKind.CONNECTED or "20:08" in line else 9,
+        12 if "20:08" in line else 0,
+        tzinfo=TOKYO,
+    )
     assert (e.vendor, e.pattern, e.ap_mac, e.ssid) == ("hostapd", "ap-sta-event", None, None)
     assert e.ap == f"{host or '-'}/{interface}"
 
@@ -70,7 +129,12 @@ def test_unifi_other_phases_and_local_format_are_not_association_events() -> Non
     e = event("<30>Sep  9 20:08:12 U7-Pro " + UNIFI_ASSOC)
     assert e is not None and e.ap_mac is None and e.ap == "U7-Pro/wifi0ap6"
     assert event("<30>Sep  9 20:08:12 ap kernel: eth0 link up") is None
-    assert event('<30>Sep  9 20:08:12 ap stahtd: x stahtd_dump_event(): {"message_type":"OTHER","event_type":"association","mac":"00:11:22:33:44:55"}') is None
+    assert (
+        event(
+            '<30>Sep  9 20:08:12 ap stahtd: x stahtd_dump_event(): {"message_type":"OTHER","event_type":"association","mac":"00:11:22:33:44:55"}'
+        )
+        is None
+    )
 
 
 def test_time_falls_back_to_arrival_without_timestamp() -> None:
@@ -86,7 +150,8 @@ def test_time_falls_back_to_arrival_without_timestamp() -> None:
             'wifi syslog pattern unifi.sta-assoc-tracker: json_group does not hold a JSON object, got "{\\"message_type\\":\\"STA_ASSOC_TRACKER\\",\\"mac\\":\\"aa:bb:cc:**:**:**..."; the firmware changed its format; update patterns.toml',
         ),
         (
-            UNIFI_TAG + 'stahtd_dump_event(): {"message_type":"STA_ASSOC_TRACKER","event_type":"association","mac":"aa:bb:cc:dd:ee"}',
+            UNIFI_TAG
+            + 'stahtd_dump_event(): {"message_type":"STA_ASSOC_TRACKER","event_type":"association","mac":"aa:bb:cc:dd:ee"}',
             'wifi syslog pattern unifi.sta-assoc-tracker client_mac: not a MAC address, got "aa:b***" (14 chars); expected AA:BB:CC:DD:EE:FF, AA-BB-CC-DD-EE-FF, aabb.ccdd.eeff or aabbccddeeff',
         ),
         (
@@ -116,7 +181,7 @@ regex = 'JOIN (?P<mac>\\S+) at (?P<ap>\\S+)'
 kinds = { JOIN = "connected" }
 fields = { client_mac = "mac", kind = "k", ap_mac = "ap" }
 """
-    patterns = load_patterns(toml.replace('regex = \'JOIN', 'regex = \'(?P<k>JOIN)'))
+    patterns = load_patterns(toml.replace("regex = 'JOIN", "regex = '(?P<k>JOIN)"))
     e = decode_wifi_event("<13>x: JOIN 00-11-22-33-44-55 at 0011.2233.4466", now=NOW, patterns=patterns)
     assert e is not None and e.ap_mac is not None and e.ap_mac.value == "00:11:22:33:44:66"
     with pytest.raises(WifiEventError) as err:
@@ -138,8 +203,14 @@ fields = { client_mac = "mac", kind = "what", ssid = "ssid" }
 """
     patterns = load_patterns(yamaha)
     assert patterns.vendors == ("yamaha_wlx",)
-    e = decode_wifi_event("<13>Sep  9 20:08:12 wlx [Kobe_Free] STA connected: 0011.2233.4455", now=NOW, patterns=patterns)
-    assert e is not None and (e.kind, e.ssid, e.client_mac.value) == (AssociationKind.CONNECTED, "Kobe_Free", "00:11:22:33:44:55")
+    e = decode_wifi_event(
+        "<13>Sep  9 20:08:12 wlx [Kobe_Free] STA connected: 0011.2233.4455", now=NOW, patterns=patterns
+    )
+    assert e is not None and (e.kind, e.ssid, e.client_mac.value) == (
+        AssociationKind.CONNECTED,
+        "Kobe_Free",
+        "00:11:22:33:44:55",
+    )
     assert decode_wifi_event("<13>Sep  9 20:08:12 wlx [Kobe_Free] roam", now=NOW, patterns=patterns) is None
 
 
@@ -158,24 +229,57 @@ fields = {fields}
 @pytest.mark.parametrize(
     ("regex", "kinds", "fields", "extra", "lines"),
     [
-        ("(?P<m>x", '{ a = "connected" }', '{ client_mac = "m", kind = "m" }', "",
-         ["v.p.regex: invalid regular expression (missing ), unterminated subpattern at position 0), got \"(?P<m>x\""]),
-        ("(?P<m>x)", '{ a = "joined" }', '{ client_mac = "m", kind = "m" }', "",
-         ["v.p.kinds.a: input should be 'connected' or 'disconnected', got \"joined\""]),
-        ("(?P<m>x)", "{}", '{ client_mac = "m", kind = "m" }', "",
-         ["vendors.v.patterns[0].kinds: dictionary should have at least 1 item after validation, not 0"]),
-        ("(?P<m>x)", '{ a = "connected" }', '{ client_mac = "mac", kind = "m" }', "",
-         ["vendors.v.patterns[0]: fields.client_mac 'mac' is not a named group of regex and no json_group is set"]),
-        ("(?P<m>x)", '{ a = "connected" }', '{ client_mac = "m", kind = "m" }', 'json_group = "j"',
-         ["vendors.v.patterns[0]: json_group 'j' is not a named group of regex (groups: ['m'])"]),
-        ("(?P<m>x)", '{ a = "connected" }', '{ client_mac = "m", kind = "m", vendor = "x" }', 'colour = "red"',
-         ["vendors.v.patterns[0].fields.vendor: unknown key", "vendors.v.patterns[0].colour: unknown key"]),
+        (
+            "(?P<m>x",
+            '{ a = "connected" }',
+            '{ client_mac = "m", kind = "m" }',
+            "",
+            ['v.p.regex: invalid regular expression (missing ), unterminated subpattern at position 0), got "(?P<m>x"'],
+        ),
+        (
+            "(?P<m>x)",
+            '{ a = "joined" }',
+            '{ client_mac = "m", kind = "m" }',
+            "",
+            ["v.p.kinds.a: input should be 'connected' or 'disconnected', got \"joined\""],
+        ),
+        (
+            "(?P<m>x)",
+            "{}",
+            '{ client_mac = "m", kind = "m" }',
+            "",
+            ["vendors.v.patterns[0].kinds: dictionary should have at least 1 item after validation, not 0"],
+        ),
+        (
+            "(?P<m>x)",
+            '{ a = "connected" }',
+            '{ client_mac = "mac", kind = "m" }',
+            "",
+            ["vendors.v.patterns[0]: fields.client_mac 'mac' is not a named group of regex and no json_group is set"],
+        ),
+        (
+            "(?P<m>x)",
+            '{ a = "connected" }',
+            '{ client_mac = "m", kind = "m" }',
+            'json_group = "j"',
+            ["vendors.v.patterns[0]: json_group 'j' is not a named group of regex (groups: ['m'])"],
+        ),
+        (
+            "(?P<m>x)",
+            '{ a = "connected" }',
+            '{ client_mac = "m", kind = "m", vendor = "x" }',
+            'colour = "red"',
+            ["vendors.v.patterns[0].fields.vendor: unknown key", "vendors.v.patterns[0].colour: unknown key"],
+        ),
     ],
 )
 def test_loader_errors_name_the_key_path(regex: str, kinds: str, fields: str, extra: str, lines: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
         load_patterns(BASE.format(regex=regex, kinds=kinds, fields=fields, extra=extra), source="custom.toml")
-    got = [line.replace("vendors.v.patterns[0].regex", "v.p.regex").replace("vendors.v.patterns[0].kinds.a", "v.p.kinds.a") for line in err.value.errors]
+    got = [
+        line.replace("vendors.v.patterns[0].regex", "v.p.regex").replace("vendors.v.patterns[0].kinds.a", "v.p.kinds.a")
+        for line in err.value.errors
+    ]
     assert got == lines
     assert err.value.source == "custom.toml"
 
