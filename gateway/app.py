@@ -282,7 +282,7 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
     gw = Gateway(config)
     await gw.start()
     notifier.ready(f"gateway {config.gateway.id} running")
-    status_failing = False
+    status_log = logs.StateLog(log)  # `edgegw status` shows an old state meanwhile (a full disk, most often)
     try:
         while not stop.is_set():
             waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
@@ -297,14 +297,11 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
             try:
                 await _write_status(gw)
             except OSError as exc:
-                # `edgegw status` now shows an old state (a full disk, most often): say so once, not every 5 s
-                if not status_failing:
-                    log.warning("status file not written, `edgegw status` shows an older state: %s", exc)
-                status_failing = True
+                status_log.fail(
+                    True, logging.WARNING, "status file not written, `edgegw status` shows an older state: %s", exc
+                )
             else:
-                if status_failing:
-                    log.info("status file written again")
-                status_failing = False
+                status_log.ok("status file written again")
             if reload.is_set() and not stop.is_set():
                 reload.clear()
                 notifier.reloading()

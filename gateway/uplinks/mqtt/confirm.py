@@ -22,6 +22,7 @@ readings out of time order, and it concerns only readings that are no longer the
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from pydantic import AfterValidator, field_validator, model_validator
 from gateway import secrets
 from gateway.configbase import Field, HttpUrl, Section
 from gateway.errors import UplinkTransient
-from gateway.logs import ComponentLogger
+from gateway.logs import ComponentLogger, StateLog
 from gateway.ngsi import identifiers, iota
 from gateway.tls import TlsSection
 from gateway.uplinks.http.client import (
@@ -128,8 +129,8 @@ class OrionConfirmer:
         self._session: aiohttp.ClientSession | None = None
         self._tokens: TokenSource | None = None
         self._headers: dict[str, str] = {}
-        self._failing: bool | None = None  # Orion could not be asked (logged once per change)
-        self._lagging = False  # entities did not arrive in time (logged once per change)
+        self._failing = StateLog(log)  # Orion could not be asked: logged once per spell, and its end
+        self._lagging = StateLog(log)  # entities did not arrive in time: the same
 
     async def start(self) -> None:
         """Resolve secrets and open the session: a missing secret or unreadable TLS file raises ConfigError."""
@@ -206,23 +207,18 @@ class OrionConfirmer:
         )
 
     def _set_failing(self, reason: str | None) -> None:
-        failing = reason is not None
-        if failing and self._failing is not True:
-            self._log.warning("%s; readings stay buffered and are published again", reason)
-        elif not failing and self._failing is True:
-            self._log.info("confirmation: Orion at %s answers again", self._url)
-        elif failing:
+        if reason is None:
+            self._failing.ok("confirmation: Orion at %s answers again", self._url)
+        elif not self._failing.fail(
+            True, logging.WARNING, "%s; readings stay buffered and are published again", reason
+        ):
             self._log.debug("%s", reason)
-        self._failing = failing
 
     def _set_lagging(self, reason: str | None) -> None:
-        if reason is not None and not self._lagging:
-            self._log.warning("%s", reason)
-        elif reason is None and self._lagging:
-            self._log.info("confirmation: entities reach Orion again")
-        elif reason is not None:
+        if reason is None:
+            self._lagging.ok("confirmation: entities reach Orion again")
+        elif not self._lagging.fail(True, logging.WARNING, "%s", reason):
             self._log.debug("%s", reason)
-        self._lagging = reason is not None
 
     # ---- one query ------------------------------------------------------------------------------
 
