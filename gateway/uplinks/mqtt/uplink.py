@@ -75,10 +75,11 @@ __all__ = ["MqttCounters", "MqttUplink"]
 # PUBACK codes that condemn the message itself; others (quota, not authorized, unspecified) are the
 # broker's state or configuration and clear up without touching the record, so they retry.
 _PERMANENT_CODES = {0x90, 0x95, 0x99}  # topic name invalid, packet too large, payload format invalid
-# CONNACK codes (MQTT 3.1.1 return codes, MQTT 5 reason codes) and a PUBACK's "not authorized": the
-# broker refuses this gateway's settings (protocol, client id, credentials, ACL). Nothing gets through
-# until someone fixes them, so the uplink says `refused`, at ERROR, not "unreachable".
-_REFUSED_CONNECT = {1, 2, 4, 5, 0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
+# CONNACK reason codes (the codec gives an MQTT 3.1.1 return code as the MQTT 5 code that means the same)
+# and a PUBACK's "not authorized": the broker refuses this gateway's settings (protocol, client id,
+# credentials, ACL). Nothing gets through until someone fixes them, so the uplink says `refused`, at
+# ERROR, not "unreachable".
+_REFUSED_CONNECT = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
 _NOT_AUTHORIZED = 0x87
 NO_PROPERTIES = b"\x00"  # an empty v5 property block
 
