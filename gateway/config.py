@@ -17,6 +17,7 @@ from gateway.ngsi.config import NgsiConfig
 from gateway.processing.api import ProcessorConfig
 from gateway.processing.registry import parse_processing
 from gateway.uplinks.api import UplinkConfig
+from gateway.web.config import WebConfig
 
 DEFAULT_PATH = Path("/etc/edgegw/gateway.toml")
 
@@ -39,6 +40,13 @@ class GatewaySection(Section):
     data_dir: Path = Field(default=Path("/var/lib/edgegw"), description="buffer database and state")
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.AUTO
+    control_socket: Path | None = Field(
+        default=None,
+        description="the control socket the web UI and local tools talk to (owner and group only); default <data_dir>/control.sock",
+    )
+
+    def control_path(self) -> Path:
+        return self.control_socket if self.control_socket is not None else self.data_dir / "control.sock"
 
 
 class _Top(Section):
@@ -48,6 +56,7 @@ class _Top(Section):
     adapters: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
     uplinks: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
     processing: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
+    web: WebConfig = WebConfig()
 
 
 class GatewayConfig(Section):
@@ -57,6 +66,7 @@ class GatewayConfig(Section):
     adapters: tuple[AdapterConfig, ...]
     uplinks: tuple[UplinkConfig, ...]
     processing: tuple[ProcessorConfig, ...] = ()  # in file order: the order they run in
+    web: WebConfig = WebConfig()
 
 
 def _sections(
@@ -118,6 +128,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         adapters=tuple(s for _, s in adapters),
         uplinks=tuple(_with_ngsi_defaults(s, raw_uplinks[i], top.ngsi) for i, s in uplinks),
         processing=tuple(processing),
+        web=top.web,
     )
 
 

@@ -1,0 +1,1 @@
+"""The gateway's local control socket: a small JSON protocol for the web UI and local tools."""
