@@ -21,7 +21,7 @@ from adapters.jsonmap.values import AttributeRule, compile_attribute
 from gateway.date_observed import DATE_OBSERVED, date_observed, has_date_observed
 from gateway.errors import ReadingError
 from gateway.location import LOCATION
-from gateway.records import Attribute, Lane, Reading, Source, check_values
+from gateway.records import Attribute, Lane, Reading, Source, check_values, make_attribute, make_reading
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,7 +73,7 @@ def read_attributes(rules: FieldRules, item: dict[str, Any]) -> dict[str, Attrib
                 path_text=a.path_text,
                 subject=a.subject,
             )
-        attributes[a.name] = Attribute(value=a.coerce(a, raw, zone), type=a.type_text, unit=a.unit)
+        attributes[a.name] = make_attribute(a.coerce(a, raw, zone), a.type_text, a.unit)
     return attributes
 
 
@@ -107,15 +107,7 @@ def read_reading(
         attributes[CONTROLLED_PROPERTY] = rules.controlled
     if (has_date_observed(entity_type) if dated is None else dated) and DATE_OBSERVED not in attributes:
         attributes[DATE_OBSERVED] = date_observed(when)
-    reading = Reading(
-        entity_id=entity_id,
-        entity_type=entity_type,
-        attributes=attributes,
-        observed_at=when,
-        time_source=time_source,
-        source=source,
-        lane=rules.lane,
-    )
+    reading = make_reading(entity_id, entity_type, attributes, when, time_source, source, rules.lane)
     if rules.structured:  # numbers were checked on conversion; only nested values need the full walk
         try:
             check_values(reading)
