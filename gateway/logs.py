@@ -121,9 +121,10 @@ class StateLog:
 
     __slots__ = ("_log", "_state")
 
-    def __init__(self, log: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter[Any], *, failing: object = None) -> None:
+        """`failing`: start in that failure state (a connection not made yet), so the first success is news."""
         self._log = log
-        self._state: object = _OK
+        self._state: object = _OK if failing is None else failing
 
     @property
     def failing(self) -> bool:

@@ -19,6 +19,7 @@ listener half owns its own connection (gateway.mqtt.client), separate from the u
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import orjson
 from gateway.adapter_api import AdapterContext
 from gateway.backoff import Backoff
 from gateway.errors import ConfigError, GatewayError
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 from gateway.mqtt.client import ClientSettings, Message, MqttClient, MqttClientError
 from gateway.mqtt.packets import SUBACK, reason_text
 from gateway.ngsi.config import ValueEncoding
@@ -282,7 +283,7 @@ class MqttCommandListener:
         self._log = component_logger(__name__, config.name)
         self._client: MqttClient | None = None
         self._connected = asyncio.Event()
-        self._up: bool | None = None
+        self._link = StateLog(self._log, failing="starting")  # the broker connection: news on change only
         self._ever_connected = False
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -322,8 +323,10 @@ class MqttCommandListener:
             except MqttClientError as exc:
                 reason = exc.reason
             except Exception as exc:  # a bug here must not end command handling for good
-                if self._up is not False:
-                    self._log.error("command listener failed, restarting it: %s", exc, exc_info=True)
+                if not self._link.fail(
+                    "down", logging.ERROR, "command listener failed, restarting it: %s", exc, exc_info=True
+                ):
+                    self._log.debug("command listener failed again: %s", exc)
                 reason = f"{type(exc).__name__}: {exc}"
             finally:
                 self._client = None
@@ -380,6 +383,8 @@ class MqttCommandListener:
         if self._ever_connected:
             self.counters.reconnects += 1
         self._ever_connected = True
+        # every (re)connect is news: it says which topics are listened to now
+        self._link.ok()
         self._log.info(
             "listening for commands on %s:%d as %s (%s)",
             self.config.host,
@@ -387,16 +392,13 @@ class MqttCommandListener:
             self.client_id,
             ", ".join(self.topics),
         )
-        self._up = True
 
     def _mark_down(self, reason: str) -> None:
-        if self._up is not False:
-            self._log.warning(
-                "broker %s:%d unreachable, commands cannot arrive: %s", self.config.host, self.port, reason
-            )
-        else:
-            self._log.debug("broker %s:%d still unreachable: %s", self.config.host, self.port, reason)
-        self._up = False
+        host, port = self.config.host, self.port
+        if not self._link.fail(
+            "down", logging.WARNING, "broker %s:%d unreachable, commands cannot arrive: %s", host, port, reason
+        ):
+            self._log.debug("broker %s:%d still unreachable: %s", host, port, reason)
 
     # -- one message -----------------------------------------------------------------------------------
 

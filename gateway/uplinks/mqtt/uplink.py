@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 import ssl
 from collections import deque
@@ -28,7 +29,7 @@ import orjson
 
 from gateway.adapter_api import AdapterContext
 from gateway.errors import ReadingError
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 from gateway.mqtt.client import (
     ClientSettings,
     ConnectFailed,
@@ -146,7 +147,7 @@ class MqttUplink(Lifecycle):
         self._prepared = False
         self._session: Session | None = None
         self._ever_connected = False
-        self._up: bool | None = None
+        self._link = StateLog(self._log, failing="starting")  # the broker connection: news on change only
         self._last_error = "not connected yet"
         self._refused = False  # the broker's last CONNACK refused our settings (credentials, client id)
         self._lock = asyncio.Lock()
@@ -238,18 +239,16 @@ class MqttUplink(Lifecycle):
         return orjson.dumps(doc)
 
     def _mark_up(self) -> None:
-        if self._up is not True:
-            self._log.info("connected to %s:%d as %s", self.config.host, self.port, self.client_id)
-        self._up = True
+        self._link.ok("connected to %s:%d as %s", self.config.host, self.port, self.client_id)
 
     def _mark_down(self, reason: str) -> None:
         self._last_error = reason
         verb = "refused the connection" if self._refused else "unreachable"
-        if self._up is not False:
-            self._log.warning("broker %s:%d %s, readings stay buffered: %s", self.config.host, self.port, verb, reason)
-        else:
-            self._log.debug("broker %s:%d still %s: %s", self.config.host, self.port, verb, reason)
-        self._up = False
+        host, port = self.config.host, self.port
+        if not self._link.fail(
+            "down", logging.WARNING, "broker %s:%d %s, readings stay buffered: %s", host, port, verb, reason
+        ):
+            self._log.debug("broker %s:%d still %s: %s", host, port, verb, reason)
 
     async def _connect(self) -> Session | None:
         cfg = self.config
