@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import time
 from collections import Counter, deque
@@ -25,14 +26,15 @@ from adapters.mqtt.malformed import MalformedTopics
 from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.errors import AdapterError, ReadingError
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 from gateway.mqtt.client import ClientSettings, ConnectFailed, ConnectionLost, ConnectRefused, MqttClient
 from gateway.mqtt.packets import CONNACK, SUBACK, Publish, reason_text
-from gateway.records import Emit, Reading, utc_now
+from gateway.records import Emit, EmitMany, Reading, utc_now
 from gateway.secrets import resolve
 from gateway.tls import client_context
 
 _CONNECT_TIMEOUT_S = 10.0
+_OUTAGE = "outage"
 
 
 @dataclass(slots=True, eq=False)
@@ -69,8 +71,11 @@ class MqttAdapter:
         self._slots: deque[_Slot] = deque()
         self._client: MqttClient | None = None
         self._emit: Emit | None = None
+        self._many: EmitMany | None = None
+        self._burst: list[tuple[_Slot, Reading]] = []  # readings of the socket read being handled
         self._ever_connected = False
-        self._outage_logged = False
+        # one outage, one WARNING: refused, unreachable and lost are the same spell until connected again
+        self._link = StateLog(self._log)
         self._bad_topics = MalformedTopics(self._log, clock=clock)
         self._running = False
         self._failure: asyncio.Future[BaseException] | None = None
@@ -98,6 +103,7 @@ class MqttAdapter:
         tls = self._tls_context()
         password = resolve(self.config.password, self.context.data_dir) if self.config.password is not None else None
         self._emit = emit
+        self._many = getattr(emit, "many", None)  # the gateway's emit takes bursts (gateway.records.emit_many)
         self._failure = loop.create_future()
         self._running = True
         self._log.info("connecting to mqtt://%s:%d as %s", self.config.host, self.config.port, self.client_id)
@@ -123,6 +129,7 @@ class MqttAdapter:
                     fut.cancel()
             self._slots.clear()
             self._waiting.clear()
+            self._burst.clear()
 
     # --- the connection ---------------------------------------------------------------------------------
 
@@ -169,25 +176,25 @@ class MqttAdapter:
                 connack = await client.connect()
             except ConnectRefused as exc:
                 self._client = None
-                if not self._outage_logged:
-                    self._log.warning(
-                        "broker mqtt://%s:%d refused the connection: %s; retrying with backoff",
-                        cfg.host,
-                        cfg.port,
-                        reason_text(CONNACK, exc.code),
-                    )
-                    self._outage_logged = True
+                self._link.fail(
+                    _OUTAGE,
+                    logging.WARNING,
+                    "broker mqtt://%s:%d refused the connection: %s; retrying with backoff",
+                    cfg.host,
+                    cfg.port,
+                    reason_text(CONNACK, exc.code),
+                )
             except ConnectFailed as exc:
                 self._client = None
                 self._log.debug("connecting failed: %s", exc.reason)
-                if not self._outage_logged:
-                    self._log.warning(
-                        "cannot reach the broker at mqtt://%s:%d, got %s; retrying with backoff",
-                        cfg.host,
-                        cfg.port,
-                        exc.reason,
-                    )
-                    self._outage_logged = True
+                self._link.fail(
+                    _OUTAGE,
+                    logging.WARNING,
+                    "cannot reach the broker at mqtt://%s:%d, got %s; retrying with backoff",
+                    cfg.host,
+                    cfg.port,
+                    exc.reason,
+                )
             else:
                 delay = cfg.reconnect_min_s
                 self._on_connected(connack.session_present)
@@ -196,19 +203,17 @@ class MqttAdapter:
                 if self._client is client:
                     self._client = None
                     self._slots.clear()
-                if not self._outage_logged:
-                    self._log.warning("lost the broker connection: %s; reconnecting with backoff", why)
-                    self._outage_logged = True
+                self._link.fail(
+                    _OUTAGE, logging.WARNING, "lost the broker connection: %s; reconnecting with backoff", why
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, cfg.reconnect_max_s)
 
     def _on_connected(self, session_present: bool) -> None:
-        if self._outage_logged or self._ever_connected:
-            self._log.info("reconnected to the broker (session kept: %s)", session_present)
-        else:
-            self._log.info("connected to the broker (session kept: %s)", session_present)
+        again = self._link.state is _OUTAGE or self._ever_connected
+        self._link.ok()
+        self._log.info("%s to the broker (session kept: %s)", "reconnected" if again else "connected", session_present)
         self._ever_connected = True
-        self._outage_logged = False
 
     async def _subscribed(self, client: MqttClient) -> str:
         """Subscribes (again: harmless with a kept session, and it covers a broker that lost it), then
@@ -256,9 +261,35 @@ class MqttAdapter:
         if self._bad_topics.open and topic in self._bad_topics.open:
             self._bad_topics.good(topic)
         slot.remaining = len(readings)
-        emit = cast(Emit, self._emit)
-        for reading in readings:
-            self._emit_one(emit, slot, reading)
+        if self._many is None:
+            emit = cast(Emit, self._emit)
+            for reading in readings:
+                self._emit_one(emit, slot, reading)
+            return
+        # The messages of one socket read arrive in one go: their readings go to the buffer as one
+        # burst, emitted once the read is handled (one call and one commit future instead of one each).
+        burst = self._burst
+        if not burst:
+            asyncio.get_running_loop().call_soon(self._flush)
+        burst.extend((slot, reading) for reading in readings)
+
+    def _flush(self) -> None:
+        burst, self._burst = self._burst, []
+        if not burst or not self._running:
+            return  # stopping: their messages stay unacknowledged and the broker redelivers them
+        try:
+            awaitable = cast(EmitMany, self._many)([reading for _, reading in burst])
+        except ReadingError:
+            # an emit that refuses a burst for one reading (the gateway's never does: it counts and
+            # drops invalid readings itself): each reading on its own, so only the bad one is refused
+            emit = cast(Emit, self._emit)
+            for slot, reading in burst:
+                self._emit_one(emit, slot, reading)
+            return
+        except Exception as exc:  # an emit failure stops the adapter, unacked
+            self._fail(exc)
+            return
+        self._await_commit(awaitable, burst)
 
     # --- commits and acks -------------------------------------------------------------------------------
 
@@ -272,21 +303,25 @@ class MqttAdapter:
         except Exception as exc:  # any other emit failure stops the adapter, unacked
             self._fail(exc)
             return
+        self._await_commit(awaitable, [(slot, reading)])
+
+    def _await_commit(self, awaitable: Awaitable[None], pending: list[tuple[_Slot, Reading]]) -> None:
         if isinstance(awaitable, asyncio.Future):
             fut: asyncio.Future[Any] = awaitable
         else:
             fut = asyncio.ensure_future(awaitable)
             if asyncio.iscoroutine(awaitable):  # a task of ours: cancelled when the adapter stops
+                slot = pending[-1][0]
                 if slot.owned is None:
                     slot.owned = []
                 slot.owned.append(fut)
         # The outbox returns one future per commit group: one callback settles every reading of it.
         waiting = self._waiting.get(fut)
         if waiting is None:
-            self._waiting[fut] = [(slot, reading)]
+            self._waiting[fut] = pending
             fut.add_done_callback(self._committed)
         else:
-            waiting.append((slot, reading))
+            waiting.extend(pending)
 
     def _committed(self, fut: asyncio.Future[Any]) -> None:
         waiting = self._waiting.pop(fut, [])
