@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
+from typing import cast
 
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
-from gateway.records import Reading
+from gateway.errors import ReadingError
+from gateway.records import Emit, Reading, emit_many
 from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
 from tests.support.mosquitto import MosquittoBroker
 
@@ -93,3 +95,68 @@ async def test_acks_never_run_ahead_of_the_outbox_commits(mosquitto_private: Mos
     assert stored == list(range(stored_first))
     # exactly the committed ones were acknowledged: the broker hands back all the others, in order
     assert await redelivered(mosquitto_private, "burst-outbox") == list(range(stored_first, n))
+
+
+class BurstEmit:
+    """The gateway's kind of emit (gateway.supervisor): `.many` takes a burst; single calls are a bug here."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.sizes: list[int] = []
+
+    def __call__(self, reading: Reading) -> Awaitable[None]:
+        raise AssertionError("a burst-capable emit got a single reading")
+
+    def many(self, readings: Sequence[Reading]) -> Awaitable[None]:
+        self.sizes.append(len(readings))
+        return self.outbox.append_many(readings)
+
+
+async def test_a_burst_capable_emit_gets_each_socket_read_in_one_call(
+    mosquitto_private: MosquittoBroker, tmp_path: Path
+) -> None:
+    n = 2000
+    cfg = counter_config(mosquitto_private, "burst-many", max_inflight=500)
+    async with running(cfg, Sink()):
+        pass
+    await publish(mosquitto_private, numbered(n))
+    outbox = await Outbox.open(tmp_path / "outbox.db", BufferConfig(durability=Durability.FULL), uplinks=["t"])
+    emit = BurstEmit(outbox)
+    try:
+        async with running(cfg, Sink(), emit=cast(Emit, emit)) as adapter:
+            await wait_for(lambda: adapter.emitted == n and adapter.in_flight == 0, what="every commit and ack")
+        stored = [r.attributes["n"].value for r in await outbox.read("t", 2 * n)]
+    finally:
+        await outbox.close()
+    assert sum(emit.sizes) == n
+    assert max(emit.sizes) > 1  # a queued backlog arrives many messages to a socket read
+    assert len(emit.sizes) < n // 10
+    assert stored == list(range(n))  # in arrival order
+    assert await redelivered(mosquitto_private, "burst-many") == []  # every message acknowledged after its commit
+
+
+async def test_a_burst_refused_for_one_reading_is_emitted_one_by_one(mosquitto_private: MosquittoBroker) -> None:
+    """An emit whose `.many` refuses the whole burst for one invalid reading: only that one is dropped."""
+    sink = Sink()
+
+    class Strict:
+        def __call__(self, reading: Reading) -> Awaitable[None]:
+            if reading.attributes["n"].value == 3:
+                raise ReadingError("testmqtt: n must not be 3, got 3", entity_id=reading.entity_id)
+            return sink.emit(reading)
+
+        def many(self, readings: Sequence[Reading]) -> Awaitable[None]:
+            for r in readings:
+                if r.attributes["n"].value == 3:
+                    raise ReadingError("testmqtt: n must not be 3, got 3", entity_id=r.entity_id)
+            return emit_many(sink.emit, readings)  # one call each: the gateway.records fallback
+
+    cfg = counter_config(mosquitto_private, "burst-refused")
+    async with running(cfg, Sink()):
+        pass
+    await publish(mosquitto_private, numbered(10))
+    async with running(cfg, sink, emit=cast(Emit, Strict())) as adapter:
+        await wait_for(lambda: adapter.emitted == 9 and adapter.in_flight == 0, what="the nine valid readings")
+        assert adapter.malformed["rejected"] == 1
+    assert sorted(sink.values()) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert await redelivered(mosquitto_private, "burst-refused") == []  # the refused message is acked too
