@@ -223,6 +223,7 @@ class AuditLog:
     ) -> int:
         """Record one entry durably; returns its id."""
         detail_json = canonical(dict(detail))
+        at = float(at)  # the column is REAL: an int would be hashed as "5" and read back as "5.0"
         key = self._get_key()
         with self._lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -263,7 +264,7 @@ class AuditLog:
         transaction, so the first entry left still chains to a mac the key vouches for.
         """
         key = self._get_key()
-        at = time.time() if now is None else now
+        at = float(time.time() if now is None else now)
         with self._lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -332,7 +333,52 @@ class AuditLog:
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
     def verify(self) -> AuditVerdict:
-        raise NotImplementedError  # filled in below
+        """Check the whole chain; every problem in plain English, naming the entry (see the module docstring)."""
+        with self._connect() as db:
+            total = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
+            if total == 0:
+                return AuditVerdict(ok=True, checked=0)
+            if KEY_NAME not in self.secrets.names():
+                return AuditVerdict(
+                    ok=False,
+                    problems=[
+                        f"audit log: the key {KEY_NAME} is missing from {self.secrets.directory}, got {total} "
+                        "entries that cannot be verified; restore the secret store from the backup"
+                    ],
+                    checked=total,
+                )
+            key = self._get_key()
+            anchors = self._anchors(db, key)
+            checker = _ChainCheck(key, anchors)
+            rows = db.execute("SELECT * FROM entries ORDER BY id")
+            previous: sqlite3.Row | None = None
+            for row in rows:
+                if previous is not None:
+                    checker.check(previous, row)
+                previous = row
+            if previous is not None:
+                checker.check(previous, None)
+        problems = checker.finish()
+        if checker.genuine == 0 and total >= 2:
+            problems = [
+                f"audit log: no entry matches the key {KEY_NAME} in {self.secrets.directory}, got {total} entries; "
+                "the key was replaced or the log belongs to another key (restore both from the same backup)"
+            ]
+        return AuditVerdict(ok=not problems, problems=problems, checked=total)
+
+    @staticmethod
+    def _anchors(db: sqlite3.Connection, key: bytes) -> dict[int, str]:
+        """last purged id -> its mac, from the genuine purge records."""
+        anchors: dict[int, str] = {}
+        for row in db.execute("SELECT * FROM entries WHERE action = ?", (PURGE_ACTION,)):
+            if _row_mac(key, row, row["id"]) != row["mac"]:
+                continue
+            try:
+                detail = json.loads(row["detail_json"])
+                anchors[int(detail["last_id"])] = str(detail["last_mac"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return anchors
 
 
 def _entry(row: sqlite3.Row) -> AuditEntry:
@@ -351,3 +397,137 @@ def _entry(row: sqlite3.Row) -> AuditEntry:
         prev_mac=row["prev_mac"],
         mac=row["mac"],
     )
+
+
+def _row_mac(key: bytes, row: sqlite3.Row, entry_id: int) -> str:
+    return _mac(
+        key,
+        entry_id,
+        row["at"],
+        row["actor"],
+        row["action"],
+        row["target"],
+        row["detail_json"],
+        row["address"],
+        row["prev_mac"],
+    )
+
+
+# how far a renumbered row is looked for: enough for a few rows deleted or inserted and the rest renumbered
+_RENUMBER_REACH = 8
+
+
+class _ChainCheck:
+    """Walks the rows in id order with one row of look-ahead, and words what it finds.
+
+    A row is *genuine* when its mac matches its contents under its own id or, renumbered, under a
+    nearby id (its original number). Genuine rows carry the chain: each must follow the previous
+    genuine row's original number and be chained to its mac. A row that is not genuine was edited
+    (the next row is still chained to its mac) or inserted (the next row is chained to the row before it).
+    """
+
+    def __init__(self, key: bytes, anchors: dict[int, str]) -> None:
+        self.key = key
+        self.anchors = anchors
+        self.problems: list[str] = []
+        self.genuine = 0
+        self._last: sqlite3.Row | None = None  # the previous row that holds a place in the chain
+        self._last_original: int | None = None
+        self._run: list[int] = []  # a run of renumbered rows: [first id, last id, shift]
+
+    def _original(self, row: sqlite3.Row) -> int | None:
+        entry_id = int(row["id"])
+        if _row_mac(self.key, row, entry_id) == row["mac"]:
+            return entry_id
+        for distance in range(1, _RENUMBER_REACH + 1):
+            for candidate in (entry_id - distance, entry_id + distance):
+                if candidate > 0 and _row_mac(self.key, row, candidate) == row["mac"]:
+                    return candidate
+        return None
+
+    def _flush_run(self) -> None:
+        if not self._run:
+            return
+        first, last, shift = self._run
+        self._run = []
+        if first == last:
+            self.problems.append(f"audit entry {first}: renumbered (its MAC matches number {first - shift})")
+        else:
+            self.problems.append(
+                f"audit entries {first} to {last}: renumbered (their MACs match numbers {first - shift} to {last - shift})"
+            )
+
+    def _say(self, text: str) -> None:
+        self._flush_run()
+        self.problems.append(text)
+
+    def check(self, row: sqlite3.Row, following: sqlite3.Row | None) -> None:
+        entry_id = int(row["id"])
+        original = self._original(row)
+        if original is None:
+            self._not_genuine(row, following)
+            return
+        self.genuine += 1
+        self._check_place(row, original)
+        if original != entry_id:
+            shift = entry_id - original
+            if self._run and self._run[1] == entry_id - 1 and self._run[2] == shift:
+                self._run[1] = entry_id
+            else:
+                self._flush_run()
+                self._run = [entry_id, entry_id, shift]
+        else:
+            self._flush_run()
+        self._last, self._last_original = row, original
+
+    def _check_place(self, row: sqlite3.Row, original: int) -> None:
+        entry_id = int(row["id"])
+        last = self._last
+        if last is None or self._last_original is None:  # the first row: the start of the log, or a purge anchor
+            if original == 1 and row["prev_mac"] == GENESIS:
+                return
+            if self.anchors.get(original - 1) == row["prev_mac"]:
+                return
+            if original > 1:
+                gone = "entry 1" if original == 2 else f"entries 1 to {original - 1}"
+                self._say(
+                    f"audit {gone}: deleted (the log starts at entry {entry_id} "
+                    "without a purge record for the entries before it)"
+                )
+            else:
+                self._say(f"audit entry {entry_id}: not chained to the start of the log")
+            return
+        expected = self._last_original + 1
+        if original > expected:
+            gone = f"entry {expected}" if original == expected + 1 else f"entries {expected} to {original - 1}"
+            if original == entry_id:
+                self._say(f"audit {gone}: deleted (entry {entry_id} follows entry {last['id']})")
+            else:
+                self._say(f"audit {gone}: deleted (the entries after them were renumbered to hide the gap)")
+        elif original < expected:
+            self._say(f"audit entry {entry_id}: reordered (its MAC matches number {original}, which comes earlier)")
+        elif row["prev_mac"] != last["mac"]:
+            self._say(f"audit entry {entry_id}: not chained to entry {last['id']} before it (an entry was replaced)")
+
+    def _not_genuine(self, row: sqlite3.Row, following: sqlite3.Row | None) -> None:
+        entry_id = int(row["id"])
+        last = self._last
+        if following is not None and following["prev_mac"] == row["mac"]:
+            self._say(f"audit entry {entry_id}: edited (its MAC does not match its contents)")
+        elif following is not None and last is not None and following["prev_mac"] == last["mac"]:
+            self._say(
+                f"audit entry {entry_id}: inserted (its MAC does not match, and entry {following['id']} "
+                f"is chained to entry {last['id']} before it)"
+            )
+            return  # not part of the chain: the next row is checked against the one before it
+        elif following is None:
+            self._say(f"audit entry {entry_id}: edited or inserted (its MAC does not match its contents)")
+        else:
+            self._say(f"audit entry {entry_id}: edited (its MAC does not match its contents)")
+        # an edited row keeps its place: the next row is chained to its (original) mac
+        self._last = row
+        self._last_original = (self._last_original + 1) if self._last_original is not None else entry_id
+
+    def finish(self) -> list[str]:
+        self._flush_run()
+        return self.problems
