@@ -15,6 +15,7 @@ from gateway.accounts.store import (
     SCHEMA_VERSION,
     AccountError,
     AccountStore,
+    AuthResult,
     InvalidUserName,
     LastAdmin,
     PasswordRejected,
@@ -144,8 +145,7 @@ def test_unknown_user_answers_like_a_wrong_password_and_costs_a_verification(
     assert hasher.verified == 1
     wrong = store.authenticate("tanaka", OTHER, address="192.0.2.1", now=T0)
     assert hasher.verified == 2
-    assert unknown == wrong.__class__(ok=False, reason="bad_credentials")
-    assert wrong.ok is False and wrong.reason == "bad_credentials" and wrong.user is None
+    assert unknown == wrong == AuthResult(ok=False, reason="bad_credentials")
 
 
 def test_lockout_after_n_failures_and_release_after_m_minutes(store: AccountStore) -> None:
@@ -167,7 +167,8 @@ def test_lockout_after_n_failures_and_release_after_m_minutes(store: AccountStor
     assert user is not None and user.locked(T0 + 100) and not user.locked(T0 + 2 + 15 * 60)
     after = store.authenticate("tanaka", GOOD, address="192.0.2.10", now=T0 + 2 + 15 * 60)
     assert after.ok and after.failures_since_last_login == 4
-    assert store.get_user("tanaka") is not None and store.get_user("tanaka").locked_until is None  # type: ignore[union-attr]
+    released = store.get_user("tanaka")
+    assert released is not None and released.locked_until is None
 
 
 def test_a_success_resets_the_consecutive_count(store: AccountStore) -> None:
