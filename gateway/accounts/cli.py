@@ -42,6 +42,8 @@ ENGLISH: dict[str, str] = {
 }
 
 PasswordReader = Callable[[str], str]
+# the CLI's clock; tests replace it
+clock: Callable[[], float] = time.time
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -144,7 +146,7 @@ def run(
     """Run a `user` subcommand; returns the exit code (2 for a bad config or a refused value)."""
     out = out or sys.stdout
     err = err or sys.stderr
-    at = time.time() if now is None else now
+    at = clock() if now is None else now
     read = read_password or getpass.getpass
     command = args.user_command
     what = f"user {command}"
@@ -205,8 +207,8 @@ def run(
         }.get(exc.key, str(exc))
         err.write(f"{what}: {text}\n")
         return EXIT_FAILURE
-    except AccountError as exc:
-        err.write(f"{what}: {exc}\n")
+    except AccountError as exc:  # its message names the user already
+        err.write(f"{exc}\n")
         return EXIT_INVALID
     except ConfigError as exc:  # a secret store whose key file does not belong to it
         err.writelines(f"{what}: {line}\n" for line in exc.errors)
