@@ -325,3 +325,13 @@ def test_any_admin_refuses_the_setup_link(store: AccountStore) -> None:
     with pytest.raises(SetupRefused) as exc:
         store.use_setup_token(token, "sato", OTHER, now=T0 + 1)
     assert exc.value.key == "setup.admin_exists"
+
+
+def test_login_name_is_matched_whatever_its_case(store: AccountStore) -> None:
+    store.add_user("Tanaka", Role.ADMIN, GOOD, now=T0)
+    result = store.authenticate("tanaka", GOOD, address="a", now=T0)
+    assert result.ok and result.user is not None and result.user.name == "Tanaka"
+    for t in range(3):
+        store.authenticate("TANAKA", "bad", address="a", now=T0 + t)
+    locked = store.get_user("Tanaka")
+    assert locked is not None and locked.locked(T0 + 10)

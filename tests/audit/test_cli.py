@@ -96,3 +96,30 @@ def test_show(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "",
         "audit show: --limit must be at least 1, got 0\n",
     )
+
+
+def test_purge_keeps_the_retention_period_and_the_chain(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.accounts import cli as user_cli
+
+    monkeypatch.setattr(user_cli, "clock", lambda: T0 + 1095 * 86_400.0 + 100)  # the default: 3 years
+    path = tmp_path / "webstate" / "audit.db"
+    assert run(["audit", "purge", "-c", str(config)], capsys) == (
+        0,
+        f"audit log {path}: 2 entries older than 2026-11-30 09:55 JST purged (kept 1095 days)\n",
+        "",
+    )
+    anchor = AuditLog(tmp_path / "webstate").entries(limit=1)[0]
+    assert (anchor.action, anchor.actor, anchor.detail["first_id"], anchor.detail["last_id"]) == (
+        "audit.purge",
+        user_cli.cli_actor(),
+        1,
+        2,
+    )
+    assert run(["audit", "verify", "-c", str(config)], capsys)[:2] == (0, f"audit log {path}: OK, 2 entries verified\n")
+    assert run(["audit", "purge", "--days", "0", "-c", str(config)], capsys) == (
+        2,
+        "",
+        "audit purge: --days must be at least 1, got 0\n",
+    )
