@@ -34,6 +34,7 @@ from typing import Any, Literal
 from argon2 import PasswordHasher
 
 from gateway.accounts import passwords
+from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.web.config import WebConfig
 
@@ -249,15 +250,7 @@ class AccountStore:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         with self._connect() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise AccountError(
-                    f"{self.path}: schema version {version} is newer than this edgegw knows ({SCHEMA_VERSION}), "
-                    f"got version {version}; upgrade edgegw",
-                    version=version,
-                )
-            for target in range(version, SCHEMA_VERSION):
-                db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version = {target + 1}; COMMIT;")
+            migrate(db, self.path, MIGRATIONS, AccountError)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.secrets import SecretStore
 
@@ -182,15 +183,7 @@ class AuditLog:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         with self._connect() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise AuditError(
-                    f"{self.path}: schema version is newer than this edgegw knows ({SCHEMA_VERSION}), "
-                    f"got version {version}; upgrade edgegw",
-                    version=version,
-                )
-            for target in range(version, SCHEMA_VERSION):
-                db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version = {target + 1}; COMMIT;")
+            migrate(db, self.path, MIGRATIONS, AuditError)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

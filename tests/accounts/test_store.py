@@ -60,8 +60,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path, web_config: WebConfig, cheap_
     with pytest.raises(AccountError) as exc:
         AccountStore(tmp_path, web_config, hasher=cheap_hasher)
     assert str(exc.value) == (
-        f"{tmp_path / 'accounts.db'}: schema version 99 is newer than this edgegw knows (1), got version 99; "
-        "upgrade edgegw"
+        f"{tmp_path / 'accounts.db'}: schema version newer than this edgegw knows (1), got version 99; upgrade edgegw"
     )
 
 
@@ -335,3 +334,23 @@ def test_login_name_is_matched_whatever_its_case(store: AccountStore) -> None:
         store.authenticate("TANAKA", "bad", address="a", now=T0 + t)
     locked = store.get_user("Tanaka")
     assert locked is not None and locked.locked(T0 + 10)
+
+
+def test_opening_a_new_file_from_many_threads_migrates_it_once(
+    tmp_path: Path, web_config: WebConfig, cheap_hasher: PasswordHasher
+) -> None:
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            AccountStore(tmp_path, web_config, hasher=cheap_hasher)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert AccountStore(tmp_path, web_config, hasher=cheap_hasher).schema_version() == SCHEMA_VERSION

@@ -9,6 +9,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -316,3 +317,16 @@ def test_a_missing_or_forged_head_record_is_said(tmp_path: Path) -> None:
     assert log.verify().problems == [
         f"audit log: {head}: unreadable, got a file that is not a head record; entries at the end may have been deleted"
     ]
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    from gateway.audit.log import AuditError
+
+    AuditLog(tmp_path)
+    with sqlite3.connect(tmp_path / "audit.db") as db:
+        db.execute("PRAGMA user_version = 7")
+    with pytest.raises(AuditError) as exc:
+        AuditLog(tmp_path)
+    assert str(exc.value) == (
+        f"{tmp_path / 'audit.db'}: schema version newer than this edgegw knows (1), got version 7; upgrade edgegw"
+    )
