@@ -23,7 +23,17 @@ from gateway.audit.log import AuditLog
 from gateway.errors import ConfigError
 from gateway.web.config import WebConfig
 
-__all__ = ["ENGLISH", "EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "cli_actor", "open_state", "run"]
+__all__ = [
+    "ENGLISH",
+    "EXIT_FAILURE",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "add_parser",
+    "cli_actor",
+    "hand_over",
+    "open_state",
+    "run",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -92,6 +102,28 @@ def open_state(config_path: Path | None) -> tuple[Path, WebConfig]:
     path = config_path or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH)))
     cfg = load_config(path)
     return cfg.web.state_path(Path(cfg.gateway.data_dir)), cfg.web
+
+
+def hand_over(state_dir: Path) -> None:
+    """Run as root (sudo), give the files made in `state_dir` to the owner of its parent (the gateway's user).
+
+    Otherwise `edgegw user add` typed as root leaves an accounts.db the web UI, running as the gateway's
+    user, cannot open.
+    """
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = state_dir.parent.stat()
+    except OSError:
+        return
+    if owner.st_uid == 0:
+        return
+    for path in (state_dir, *state_dir.rglob("*")):
+        try:
+            if path.lstat().st_uid == 0:
+                os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        except OSError:  # a file that vanished meanwhile (a -shm, a temporary file)
+            continue
 
 
 def english(key: str, web: WebConfig) -> str:
@@ -218,3 +250,5 @@ def run(
             f"{what}: cannot use {state_dir}, got {exc.strerror or exc}; run it as the gateway's user (or root)\n"
         )
         return EXIT_FAILURE
+    finally:
+        hand_over(state_dir)

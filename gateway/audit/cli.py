@@ -70,7 +70,10 @@ def _purge(args: argparse.Namespace, audit: AuditLog, retention_days: int, out: 
         return EXIT_INVALID
     now = user_cli.clock()
     cutoff = now - days * 86_400.0
-    count = audit.purge(cutoff, now=now, actor=user_cli.cli_actor())
+    try:
+        count = audit.purge(cutoff, now=now, actor=user_cli.cli_actor())
+    finally:
+        user_cli.hand_over(audit.state_dir)
     when = datetime.fromtimestamp(cutoff, UTC).astimezone(JST).strftime("%Y-%m-%d %H:%M JST")
     out.write(f"audit log {audit.path}: {count} entries older than {when} purged (kept {days} days)\n")
     return EXIT_OK
@@ -78,14 +81,17 @@ def _purge(args: argparse.Namespace, audit: AuditLog, retention_days: int, out: 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run an `audit` subcommand; `verify` exits 1 when the chain is broken."""
-    from gateway.accounts.cli import open_state
+    from gateway.accounts.cli import hand_over, open_state
 
     out = out or sys.stdout
     err = err or sys.stderr
     what = f"audit {args.audit_command}"
     try:
         state_dir, web = open_state(args.config)
-        audit = AuditLog(state_dir)
+        try:
+            audit = AuditLog(state_dir)
+        finally:
+            hand_over(state_dir)  # a new log's files, made by root, belong to the gateway's user
         if args.audit_command == "purge":
             return _purge(args, audit, web.audit_retention_days, out, err)
         if args.audit_command == "verify":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import stat
 from pathlib import Path
 
@@ -238,3 +239,16 @@ def test_a_bad_config_is_said(
     code, out, err = run(["user", "list", "-c", str(cfg)], capsys, monkeypatch)
     assert (code, out) == (2, "")
     assert err.startswith(f"user list: {cfg}: ")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files away")
+def test_files_made_by_root_belong_to_the_gateways_user(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 65534, 65534)  # the data directory belongs to the gateway's user
+    assert add(config, "tanaka", "admin", GOOD, capsys, monkeypatch)[0] == 0
+    made = [state(tmp_path), *state(tmp_path).rglob("*")]
+    assert {p.name for p in made} >= {"web", "accounts.db", "audit.db", "audit.head", "secrets.key", "secrets.enc"}
+    assert {(p.name, p.stat().st_uid, p.stat().st_gid) for p in made} == {(p.name, 65534, 65534) for p in made}
