@@ -320,7 +320,9 @@ class AuditLog:
                 count = db.execute("DELETE FROM entries WHERE id <= ?", (bound,)).rowcount
                 detail = {"first_id": first, "last_id": bound, "count": count, "last_mac": last_mac}
                 # the anchor chains to the newest entry left (or, when none is left, to the last purged one)
-                self._append_after_purge(db, key, at, actor, detail, bound, last_mac)
+                head = _read_head(self.state_dir / HEAD_FILE, key)
+                written = head[0] if isinstance(head, tuple) else 0
+                self._append_after_purge(db, key, at, actor, detail, bound, last_mac, written)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -332,10 +334,18 @@ class AuditLog:
 
     @staticmethod
     def _append_after_purge(
-        db: sqlite3.Connection, key: bytes, at: float, actor: str, detail: dict[str, Any], bound: int, last_mac: str
+        db: sqlite3.Connection,
+        key: bytes,
+        at: float,
+        actor: str,
+        detail: dict[str, Any],
+        bound: int,
+        last_mac: str,
+        written: int,
     ) -> None:
         last = db.execute("SELECT id, mac FROM entries ORDER BY id DESC LIMIT 1").fetchone()
-        entry_id, prev_mac = (bound + 1, last_mac) if last is None else (int(last["id"]) + 1, str(last["mac"]))
+        last_id, prev_mac = (bound, last_mac) if last is None else (int(last["id"]), str(last["mac"]))
+        entry_id = max(last_id, written) + 1  # as in append: never the number of an entry deleted behind our back
         detail_json = canonical(detail)
         mac = _mac(key, entry_id, at, actor, PURGE_ACTION, "", detail_json, "", prev_mac)
         db.execute(

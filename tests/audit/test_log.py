@@ -330,3 +330,12 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     assert str(exc.value) == (
         f"{tmp_path / 'audit.db'}: schema version newer than this edgegw knows (1), got version 7; upgrade edgegw"
     )
+
+
+def test_a_purge_after_the_newest_entries_were_deleted_keeps_the_gap(tmp_path: Path) -> None:
+    log = filled(tmp_path, 10)
+    with raw(log) as db:
+        db.execute("DELETE FROM entries WHERE id >= 8")
+    assert log.purge(T0 + 3, now=T0 + 100) == 3
+    assert log.entries(limit=1)[0].id == 11
+    assert log.verify().problems == ["audit entries 8 to 10: deleted (entry 11 follows entry 7)"]
