@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from gateway.accounts import passwords
 from gateway.accounts.store import AccountError, AccountStore, PasswordRejected, Role, SetupRefused, User
-from gateway.audit.log import AuditLog
+from gateway.audit.log import AuditError, AuditLog
 from gateway.errors import ConfigError
 from gateway.web.config import WebConfig
 
@@ -239,6 +239,9 @@ def run(
         }.get(exc.key, str(exc))
         err.write(f"{what}: {text}\n")
         return EXIT_FAILURE
+    except AuditError as exc:  # an audit log written by a newer edgegw
+        err.write(f"{what}: {exc}\n")
+        return EXIT_INVALID
     except AccountError as exc:  # its message names the user already
         err.write(f"{exc}\n")
         return EXIT_INVALID

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.audit.log import AuditEntry, AuditLog
+from gateway.audit.log import AuditEntry, AuditError, AuditLog
 from gateway.errors import ConfigError
 
 __all__ = ["EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "run"]
@@ -48,6 +48,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+# what a web user typed or a device sent ends up in target and detail: never let it move the terminal's cursor
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
 def _line(e: AuditEntry) -> str:
     when = datetime.fromtimestamp(e.at, UTC).astimezone(JST).strftime("%Y-%m-%d %H:%M:%S JST")
     detail = json.dumps(dict(e.detail), ensure_ascii=False, sort_keys=True) if e.detail else ""
@@ -58,7 +62,7 @@ def _line(e: AuditEntry) -> str:
         parts.append(f"from {e.address}")
     if detail:
         parts.append(detail)
-    return "  ".join(parts)
+    return "  ".join(parts).translate(_CONTROL)
 
 
 def _purge(args: argparse.Namespace, audit: AuditLog, retention_days: int, out: TextIO, err: TextIO) -> int:
@@ -108,6 +112,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         for e in audit.entries(limit=args.limit, actor=args.actor, action=args.action):
             out.write(_line(e) + "\n")
         return EXIT_OK
+    except AuditError as exc:  # a log written by a newer edgegw
+        err.write(f"{what}: {exc}\n")
+        return EXIT_INVALID
     except ConfigError as exc:
         err.write(f"{what}: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
         err.writelines(f"  {line}\n" for line in exc.errors)

@@ -123,3 +123,23 @@ def test_purge_keeps_the_retention_period_and_the_chain(
         "",
         "audit purge: --days must be at least 1, got 0\n",
     )
+
+
+def test_show_keeps_control_characters_off_the_terminal(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    AuditLog(tmp_path / "webstate").append(actor="tanaka", action="command", target="pump\x1b[2J1", at=T0 + 200)
+    assert run(["audit", "show", "--limit", "1", "-c", str(config)], capsys)[1] == (
+        "     4  2026-11-30 09:56:40 JST  tanaka  command  pump\\x1b[2J1\n"
+    )
+
+
+def test_a_newer_log_is_refused_in_english(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with sqlite3.connect(tmp_path / "webstate" / "audit.db") as db:
+        db.execute("PRAGMA user_version = 9")
+    path = tmp_path / "webstate" / "audit.db"
+    assert run(["audit", "verify", "-c", str(config)], capsys) == (
+        2,
+        "",
+        f"audit verify: {path}: schema version newer than this edgegw knows (1), got version 9; upgrade edgegw\n",
+    )
