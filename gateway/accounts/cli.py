@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.accounts import passwords
-from gateway.accounts.store import AccountError, AccountStore, PasswordRejected, Role, SetupRefused, User
+from gateway.accounts.store import (
+    AccountError,
+    AccountStore,
+    PasswordRejected,
+    Role,
+    SetupRefused,
+    UnknownUser,
+    User,
+    UserExists,
+    check_user_name,
+)
 from gateway.audit.log import AuditError, AuditLog
 from gateway.errors import ConfigError
 from gateway.web.config import WebConfig
@@ -166,6 +176,17 @@ def _write_list(users: list[User], store: AccountStore, now: float, out: TextIO)
         )
 
 
+def _check_before_typing(store: AccountStore, command: str, name: str) -> None:
+    """The name's errors before the password is typed twice, not after."""
+    if command == "add":
+        check_user_name(name)
+        taken = next((u.name for u in store.list_users() if u.name.lower() == name.lower()), None)
+        if taken is not None:
+            raise UserExists(f"user {name}: already exists, got a second user of that name", name=name)
+    elif store.get_user(name) is None:
+        raise UnknownUser(f"user {name}: no such user, got {name!r}", name=name)
+
+
 def run(
     args: argparse.Namespace,
     out: TextIO | None = None,
@@ -206,6 +227,7 @@ def run(
         name = args.name
         what = f"user {command} {name}"
         if command in ("add", "passwd"):
+            _check_before_typing(store, command, name)
             password = _read_password(args, read, stdin or sys.stdin)
             if password is None:
                 err.write(f"{what}: the two passwords differ; nothing changed\n")

@@ -252,3 +252,23 @@ def test_files_made_by_root_belong_to_the_gateways_user(
     made = [state(tmp_path), *state(tmp_path).rglob("*")]
     assert {p.name for p in made} >= {"web", "accounts.db", "audit.db", "audit.head", "secrets.key", "secrets.enc"}
     assert {(p.name, p.stat().st_uid, p.stat().st_gid) for p in made} == {(p.name, 65534, 65534) for p in made}
+
+
+def test_name_errors_come_before_the_password_is_typed(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_typing(prompt: str) -> str:
+        raise AssertionError("the password was asked for")
+
+    monkeypatch.setattr("getpass.getpass", no_typing)
+    c = str(config)
+    assert run(["user", "passwd", "nobody", "-c", c], capsys, monkeypatch) == (
+        2,
+        "",
+        "user nobody: no such user, got 'nobody'\n",
+    )
+    add(config, "tanaka", "admin", GOOD, capsys, monkeypatch)
+    assert run(["user", "add", "Tanaka", "--role", "viewer", "-c", c], capsys, monkeypatch)[2] == (
+        "user Tanaka: already exists, got a second user of that name\n"
+    )
+    assert run(["user", "add", "a b", "--role", "viewer", "-c", c], capsys, monkeypatch)[0] == 2
