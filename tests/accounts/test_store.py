@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import tempfile
 import threading
 from pathlib import Path
 from typing import Literal
 
 import pytest
 from argon2 import PasswordHasher
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.accounts.store import (
     SCHEMA_VERSION,
@@ -354,3 +357,35 @@ def test_opening_a_new_file_from_many_threads_migrates_it_once(
         t.join()
     assert errors == []
     assert AccountStore(tmp_path, web_config, hasher=cheap_hasher).schema_version() == SCHEMA_VERSION
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.booleans(), st.floats(min_value=0, max_value=20 * 60, allow_nan=False)), min_size=1, max_size=14
+    )
+)
+def test_lockout_follows_its_model(steps: list[tuple[bool, float]]) -> None:
+    """Against a model written from the rules: N consecutive failures lock for M minutes; success resets."""
+    config = WebConfig(lockout_failures=3, lockout_minutes=15)
+    with tempfile.TemporaryDirectory() as d:
+        store = AccountStore(Path(d), config, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        store.add_user("tanaka", Role.ADMIN, GOOD, now=T0)
+        now, streak, locked_until, failures = T0, 0, None, 0
+        for right, wait in steps:
+            now += wait
+            result = store.authenticate("tanaka", GOOD if right else "wrong", address="a", now=now)
+            if locked_until is not None and now < locked_until:
+                failures += 1
+                assert (result.reason, result.locked_now, result.locked_until) == ("locked", False, locked_until)
+            elif right:
+                assert result.ok and result.failures_since_last_login == failures
+                streak, locked_until, failures = 0, None, 0
+            else:
+                failures += 1
+                streak += 1
+                if streak == 3:
+                    streak, locked_until = 0, now + 15 * 60
+                    assert (result.reason, result.locked_now, result.locked_until) == ("locked", True, locked_until)
+                else:
+                    assert (result.reason, result.locked_now) == ("bad_credentials", False)
