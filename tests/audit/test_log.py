@@ -240,7 +240,7 @@ def test_appends_from_threads_and_two_instances_keep_one_chain(tmp_path: Path) -
 MUTATIONS = st.sampled_from(["edit", "delete", "insert_end", "insert_middle", "edit_prev_mac"])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(n=st.integers(min_value=3, max_value=12), data=st.data(), mutation=MUTATIONS)
 def test_any_single_tampering_is_found_and_named(n: int, data: st.DataObject, mutation: str) -> None:
     with tempfile.TemporaryDirectory() as d:
