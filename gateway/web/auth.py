@@ -46,6 +46,7 @@ class Session:
     language: str | None = None
     flashes: list[tuple[str, str]] = field(default_factory=list)
     last_login: dict[str, Any] | None = None  # shown once after login (#last-login)
+    timed_out: bool = False  # the browser's previous session ran out: the next page says so, once
 
 
 def _digest(token: str) -> str:
@@ -86,15 +87,16 @@ class SessionTable:
         session.logged_in_at = now
         return token, session
 
-    def get(self, token: str, now: float) -> Session | None:
+    def get(self, token: str, now: float) -> tuple[Session | None, bool]:
+        """The live session of a cookie, and whether a logged-in one just ran out (to tell the user why)."""
         session = self._sessions.get(_digest(token))
         if session is None:
-            return None
+            return None, False
         if self.expired(session, now):
             self.drop(session)
-            return None
+            return None, session.user is not None
         session.last_seen = now
-        return session
+        return session, False
 
     def expired(self, session: Session, now: float) -> bool:
         if now - session.last_seen > self.idle_s:
@@ -139,10 +141,11 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     svc = services(request)
     now = svc.clock()
     token = request.cookies.get(COOKIE)
-    session = table.get(token, now) if token else None
+    session, timed_out = table.get(token, now) if token else (None, False)
     new_token: str | None = None
     if session is None:
         new_token, session = table.new(now)
+        session.timed_out = timed_out
     user: User | None = None
     if session.user is not None:
         user = await asyncio.to_thread(svc.accounts.get_user, session.user)
