@@ -18,7 +18,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -26,6 +26,7 @@ from gateway.accounts.store import Role, User
 from gateway.accounts.throttle import AddressThrottle
 from gateway.web.services import SERVICES, WebServices
 
+T = TypeVar("T")
 COOKIE = "edgegw_session"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -119,6 +120,10 @@ SESSIONS = web.AppKey("sessions", SessionTable)
 SESSION = web.RequestKey("session", Session)
 USER = web.RequestKey[User | None]("user")
 THROTTLE = web.AppKey("login_throttle", AddressThrottle)
+# Argon2id takes 64 MiB and a tenth of a second per check: at most this many at once, so a burst of logins
+# queues instead of pushing a 1 GB box into the OOM killer.
+HASHING = web.AppKey("hashing", asyncio.Semaphore)
+MAX_CONCURRENT_HASHES = 2
 
 
 def services(request: web.Request) -> WebServices:
@@ -253,6 +258,12 @@ def safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
+
+
+async def hashing_call(request: web.Request, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Runs an account call that hashes a password in a thread, within the app's bound on concurrent hashes."""
+    async with request.app[HASHING]:
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def client_address(request: web.Request) -> str:
