@@ -28,6 +28,7 @@ from gateway.web.services import SERVICES, WebServices
 
 T = TypeVar("T")
 COOKIE = "edgegw_session"
+STATIC_PREFIX = "/static/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Anonymous sessions cost memory before anyone proved who they are: bound them, dropping the oldest.
@@ -146,6 +147,8 @@ def session_of(request: web.Request) -> Session:
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Finds (or starts) the browser's session and the logged-in user before any handler runs."""
+    if request.path.startswith(STATIC_PREFIX):  # public files: no session to look up, no cookie to hand out
+        return await handler(request)
     table = request.app[SESSIONS]
     svc = services(request)
     now = svc.clock()
