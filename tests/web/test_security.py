@@ -229,3 +229,26 @@ async def test_script_in_a_user_name_is_inert(web_env: WebEnv) -> None:
     audit = await (await web_env.client.get("/audit")).text()
     assert "<script>alert" not in audit
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in audit
+
+
+async def test_a_removed_or_disabled_user_is_out_at_the_next_click(web_env: WebEnv) -> None:
+    web_env.add_user("admin1", Role.ADMIN)
+    web_env.add_user("view", Role.VIEWER)
+    web_env.add_user("tech", Role.TECHNICIAN)
+    await login(web_env.client, "view")
+    other = await web_env.browser()
+    await login(other, "tech")
+    web_env.accounts.remove_user("view")  # from the CLI, say: the web's session table never heard of it
+    web_env.accounts.set_disabled("tech", True)
+    for browser in (web_env.client, other):
+        response = await browser.get("/password", allow_redirects=False)
+        assert response.status == 302 and response.headers["Location"].startswith("/login")
+
+
+async def test_a_role_change_applies_at_the_next_click(web_env: WebEnv) -> None:
+    web_env.add_user("admin1", Role.ADMIN)
+    web_env.add_user("admin2", Role.ADMIN)
+    await login(web_env.client, "admin2")
+    assert (await web_env.client.get("/users")).status == 200
+    web_env.accounts.set_role("admin2", Role.VIEWER)
+    assert (await web_env.client.get("/users")).status == 403
