@@ -3,10 +3,11 @@
 Theory of operation. Every method is synchronous and opens its own connection (the web calls them in a
 thread, the CLI directly; both may run at once), and every change runs in one `BEGIN IMMEDIATE`
 transaction. `authenticate` reads the row, verifies the password outside any lock (Argon2 takes a
-tenth of a second on purpose), then records the outcome with relative updates, so two attempts at
-once both count. Failures are counted twice: `failed_streak` (consecutive failures; at
-`lockout_failures` the account is locked for `lockout_minutes` and the streak starts again) and
-`failures_since_login` (every failed attempt, locked or not, shown to the user at the next login).
+tenth of a second on purpose), then records the outcome in a write transaction that reads the row
+again, so two attempts at once both count and start one lockout, not two. Failures are counted twice:
+`failed_streak` (consecutive failures; at `lockout_failures` the account is locked for
+`lockout_minutes` and the streak starts again) and `failures_since_login` (every failed attempt,
+locked or not, shown to the user at the next login).
 An unknown user name costs the same Argon2 verification as a wrong password (against a dummy hash)
 and gives the same answer, so neither the reply nor its timing tells which names exist.
 
@@ -33,6 +34,7 @@ from typing import Any, Literal
 from argon2 import PasswordHasher
 
 from gateway.accounts import passwords
+from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.web.config import WebConfig
 
@@ -55,6 +57,7 @@ ACCOUNTS_FILE = "accounts.db"
 NAME_RULE = "1-64 characters of A-Z a-z 0-9 _ . @ - starting with a letter or digit"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 DAY_S = 86_400.0
+HASH_SLOTS = 2
 
 # Forward migrations: MIGRATIONS[i] takes the file from version i to i + 1; never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (
@@ -234,7 +237,9 @@ class AccountStore:
         self.config = config
         self.hasher = hasher or passwords.default_hasher()
         self._lock = threading.Lock()
-        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        # each Argon2 run takes 64 MiB: a burst of logins from many addresses must not exhaust a 1 GB box
+        self._hash_slots = threading.BoundedSemaphore(HASH_SLOTS)
+        self._dummy_hash = self._hash(secrets.token_urlsafe(16))
         self._open_file()
 
     # -- file and schema -------------------------------------------------------------------------------
@@ -245,15 +250,7 @@ class AccountStore:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         with self._connect() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise AccountError(
-                    f"{self.path}: schema version {version} is newer than this edgegw knows ({SCHEMA_VERSION}), "
-                    f"got version {version}; upgrade edgegw",
-                    version=version,
-                )
-            for target in range(version, SCHEMA_VERSION):
-                db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version = {target + 1}; COMMIT;")
+            migrate(db, self.path, MIGRATIONS, AccountError)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -309,7 +306,15 @@ class AccountStore:
         reasons = passwords.check_policy(password, min_length=self.config.password_min_length, user_name=name)
         if reasons:
             raise PasswordRejected(where, reasons)
-        return self.hasher.hash(password)
+        return self._hash(password)
+
+    def _hash(self, password: str) -> str:
+        with self._hash_slots:
+            return self.hasher.hash(password)
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        with self._hash_slots:
+            return passwords.verify(self.hasher, password_hash, password)
 
     def add_user(self, name: str, role: Role, password: str, *, now: float, must_change: bool = False) -> User:
         check_user_name(name)
@@ -368,11 +373,11 @@ class AccountStore:
         reasons = passwords.check_policy(password, min_length=self.config.password_min_length, user_name=name)
         with self._connect() as db:
             current = db.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
-        if current is not None and passwords.verify(self.hasher, current["password_hash"], password):
+        if current is not None and self._verify(current["password_hash"], password):
             reasons.append(passwords.SAME_AS_CURRENT)
         if reasons:
             raise PasswordRejected(f"user {name}", reasons)
-        password_hash = self.hasher.hash(password)
+        password_hash = self._hash(password)
         return self._update(
             name,
             "password_hash = ?, password_changed_at = ?, must_change = ?",
@@ -400,16 +405,18 @@ class AccountStore:
     # -- login -----------------------------------------------------------------------------------------
 
     def authenticate(self, name: str, password: str, *, address: str, now: float) -> AuthResult:
+        """One login attempt; `name` matched whatever its case (names are unique that way), `now` injected."""
         with self._connect() as db:
-            row = db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+            row = db.execute("SELECT * FROM users WHERE lower(name) = lower(?)", (name,)).fetchone()
         if row is None:
-            passwords.verify(self.hasher, self._dummy_hash, password)  # the time a real account takes
+            self._verify(self._dummy_hash, password)  # the time a real account takes
             return AuthResult(ok=False, reason="bad_credentials")
-        matches = passwords.verify(self.hasher, row["password_hash"], password)
+        name = str(row["name"])  # as stored, for the updates below
+        matches = self._verify(row["password_hash"], password)
         user = _user(row)
         if user.locked(now):
             # a locked account answers "locked" whatever the password: no guessing while locked
-            self._count_failure(name, streak=False)
+            self._count_locked_attempt(name)
             return AuthResult(ok=False, reason="locked", locked_until=user.locked_until)
         if not matches:
             return self._failed(name, now)
@@ -417,33 +424,38 @@ class AccountStore:
             return AuthResult(ok=False, reason="disabled")
         return self._succeeded(row, password, address, now)
 
-    def _count_failure(self, name: str, *, streak: bool) -> None:
+    def _count_locked_attempt(self, name: str) -> None:
         with self._write() as db:
-            db.execute(
-                "UPDATE users SET failures_since_login = failures_since_login + 1"
-                + (", failed_streak = failed_streak + 1" if streak else "")
-                + " WHERE name = ?",
-                (name,),
-            )
+            db.execute("UPDATE users SET failures_since_login = failures_since_login + 1 WHERE name = ?", (name,))
 
     def _failed(self, name: str, now: float) -> AuthResult:
         locked_until = now + self.config.lockout_minutes * 60.0
         with self._write() as db:
-            db.execute(
-                "UPDATE users SET failures_since_login = failures_since_login + 1, failed_streak = failed_streak + 1 "
-                "WHERE name = ?",
-                (name,),
-            )
-            row = db.execute("SELECT failed_streak FROM users WHERE name = ?", (name,)).fetchone()
+            row = db.execute("SELECT failed_streak, locked_until FROM users WHERE name = ?", (name,)).fetchone()
             if row is None:  # removed meanwhile
                 return AuthResult(ok=False, reason="bad_credentials")
-            if row["failed_streak"] < self.config.lockout_failures:
+            if row["locked_until"] is not None and now < row["locked_until"]:
+                # another attempt locked it while this one was verifying: one lockout, not a second
+                db.execute("UPDATE users SET failures_since_login = failures_since_login + 1 WHERE name = ?", (name,))
+                return AuthResult(ok=False, reason="locked", locked_until=row["locked_until"])
+            if row["failed_streak"] + 1 < self.config.lockout_failures:
+                db.execute(
+                    "UPDATE users SET failures_since_login = failures_since_login + 1, "
+                    "failed_streak = failed_streak + 1 WHERE name = ?",
+                    (name,),
+                )
                 return AuthResult(ok=False, reason="bad_credentials")
-            db.execute("UPDATE users SET locked_until = ?, failed_streak = 0 WHERE name = ?", (locked_until, name))
+            db.execute(
+                "UPDATE users SET failures_since_login = failures_since_login + 1, failed_streak = 0, "
+                "locked_until = ? WHERE name = ?",
+                (locked_until, name),
+            )
         return AuthResult(ok=False, reason="locked", locked_until=locked_until, locked_now=True)
 
     def _succeeded(self, row: sqlite3.Row, password: str, address: str, now: float) -> AuthResult:
         name = row["name"]
+        # parameters raised since the password was set: hashed again now that it is known, outside the lock
+        rehashed = self._hash(password) if self.hasher.check_needs_rehash(row["password_hash"]) else None
         with self._write() as db:
             before = db.execute(
                 "SELECT last_login_at, last_login_address, failures_since_login FROM users WHERE name = ?", (name,)
@@ -453,8 +465,11 @@ class AccountStore:
                 "failed_streak = 0, locked_until = NULL WHERE name = ?",
                 (now, address, name),
             )
-            if self.hasher.check_needs_rehash(row["password_hash"]):  # parameters raised since it was set
-                db.execute("UPDATE users SET password_hash = ? WHERE name = ?", (self.hasher.hash(password), name))
+            if rehashed is not None:
+                db.execute(
+                    "UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
+                    (rehashed, name, row["password_hash"]),
+                )
         user = self._require(name)
         previous = (
             (float(before["last_login_at"]), str(before["last_login_address"] or ""))
