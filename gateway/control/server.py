@@ -57,6 +57,7 @@ SOCKET_MODE = 0o660  # owner and group: the web process runs as another user in 
 LATEST_LIMIT = 100_000
 _LATEST_CHUNK = 5_000  # entities formatted between two yields to the event loop
 _CHUNK = 256 * 1024
+STOP_WAIT_S = 1.0  # for requests under way at stop, before they are cancelled
 ALERT_TYPE = "Alert"  # gateway.processing.river's Smart Data Model Alert entities
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -151,10 +152,12 @@ class ControlServer:
         if self._server is not None:
             self._server.close()
         for writer in list(self._connections):
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            writer.close()  # an idle connection's read ends; one in the middle of an op finishes it
+        if self._tasks:
+            _, slow = await asyncio.wait(list(self._tasks), timeout=STOP_WAIT_S)
+            for task in slow:
+                task.cancel()
+            await asyncio.gather(*slow, return_exceptions=True)
         await self.jobs.close()
         if self._server is not None:
             await self._server.wait_closed()
@@ -189,6 +192,10 @@ class ControlServer:
                     await writer.drain()
         except (ConnectionError, OSError):
             pass  # a client gone mid-request: nothing to answer, nobody else affected
+        except asyncio.CancelledError:
+            # the server is stopping; asyncio's callback for a connection task reports a cancelled
+            # one as an unhandled error, so the task ends normally instead
+            return
         except Exception:  # a bug here must not take the gateway down; the request is lost, the socket stays
             log.exception("control socket: connection handler failed")
         finally:
