@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.app import Runtime
 from gateway.config import load_config
@@ -80,4 +81,18 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0)
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def eventually(
+    call: Callable[[], Awaitable[Any]], predicate: Callable[[Any], bool], what: str, timeout: float = 10.0
+) -> Any:
+    """`await call()` until its result satisfies `predicate`; that result."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await call()
+        if predicate(result):
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}, last got {result!r}")
         await asyncio.sleep(0.02)
