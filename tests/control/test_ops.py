@@ -83,9 +83,12 @@ async def test_latest_holds_every_entity_once_filtered_and_limited(orion_double:
             value=9.0, type="Number", unit="MTR", metadata={"quality": {"type": "StructuredValue", "value": ["range"]}}
         )
         await gw.runtime.gateway._emit_many(
-            [reading("urn:ngsi-ld:WaterObserved:b", 1.0), reading("urn:ngsi-ld:WaterObserved:b", 1.5)]
-            + [reading("urn:ngsi-ld:WaterObserved:a", 2.0, spike=flagged)]
-            + [reading("urn:ngsi-ld:Thing:c", 0.5, entity_type="Thing")]
+            [
+                reading("urn:ngsi-ld:WaterObserved:b", 1.0),
+                reading("urn:ngsi-ld:WaterObserved:b", 1.5),
+                reading("urn:ngsi-ld:WaterObserved:a", 2.0, spike=flagged),
+                reading("urn:ngsi-ld:Thing:c", 0.5, entity_type="Thing"),
+            ]
         )
         everything = await gw.client.call("latest")
         water = await gw.client.call("latest", filter="waterobserved", limit=1)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,7 +29,7 @@ def test_framing_any_chunking_gives_the_same_lines_and_one_too_long_per_long_lin
     bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
     framer = LineFramer(LIMIT)
     out: list[bytes | TooLong] = []
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         out.extend(framer.feed(stream[lo:hi]))
     expected = [line if len(line) <= LIMIT else "long" for line in lines]
     assert [item if isinstance(item, bytes) else "long" for item in out] == expected
@@ -40,20 +42,19 @@ def test_a_line_longer_than_the_limit_is_skipped_up_to_its_newline() -> None:
     assert framer.feed(b"jk\nok\n") == [b"ok"]
 
 
-def test_decode_request_says_what_is_wrong() -> None:
-    cases = {
-        b"{nope": "request: not valid JSON, got '{nope'; unexpected character, expected a string key at line 1 column 2",
-        b"[1, 2]": "request: must be a JSON object, got list",
-        b'{"id": 1}': "request.op: must be a non-empty string, got 'null'",
-        b'{"id": 1, "op": "status", "args": [1]}': "request.args: must be a JSON object, got list",
-    }
-    for line, message in cases.items():
-        try:
-            decode_request(line)
-        except ControlError as exc:
-            assert (exc.code, exc.message) == ("malformed", message)
-        else:
-            raise AssertionError(f"{line!r} accepted")
+CASES = {
+    b"{nope": "request: not valid JSON, got '{nope'; unexpected character, expected a string key at line 1 column 2",
+    b"[1, 2]": "request: must be a JSON object, got list",
+    b'{"id": 1}': "request.op: must be a non-empty string, got 'null'",
+    b'{"id": 1, "op": "status", "args": [1]}': "request.args: must be a JSON object, got list",
+}
+
+
+@pytest.mark.parametrize(("line", "message"), CASES.items())
+def test_decode_request_says_what_is_wrong(line: bytes, message: str) -> None:
+    with pytest.raises(ControlError) as refused:
+        decode_request(line)
+    assert (refused.value.code, refused.value.message) == ("malformed", message)
 
 
 async def _exchange(path: Path, data: bytes, replies: int) -> list[dict[str, object]]:
