@@ -63,8 +63,19 @@ ALERT_TYPE = "Alert"  # gateway.processing.river's Smart Data Model Alert entiti
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-class ControlSocketInUse(GatewayError):
+class ControlSocketError(GatewayError):
+    """The socket cannot be opened (a path too long for AF_UNIX, no permission): the gateway runs without it."""
+
+    code = "control_socket_error"
+
+
+class ControlSocketInUse(ControlSocketError):
+    """Another gateway answers on the path: this one must not start (two on one data_dir would share a buffer)."""
+
     code = "control_socket_in_use"
+
+
+MAX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL (Linux)
 
 
 class ControlServer:
@@ -114,9 +125,23 @@ class ControlServer:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        size = len(os.fsencode(self.path))
+        if size > MAX_PATH:
+            raise ControlSocketError(
+                f"control socket {self.path}: path longer than {MAX_PATH} bytes, got {size}; "
+                "set [gateway] control_socket to a shorter path",
+                path=str(self.path),
+            )
         await self._clear_stale()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        except OSError as exc:
+            raise ControlSocketError(
+                f"control socket {self.path}: cannot listen, got {exc.strerror or exc}; "
+                "check that the gateway's user may write in that directory",
+                path=str(self.path),
+            ) from None
         # after bind: the umask (0077 under systemd) made it owner-only, and the web runs in the group
         os.chmod(self.path, SOCKET_MODE)
         self._inode = self.path.stat().st_ino
@@ -396,4 +421,4 @@ def _value(attrs: Any, name: str) -> Any:
     return None if attr is None else attr.value
 
 
-__all__ = ["SOCKET_MODE", "ControlServer", "ControlSocketInUse", "active_alerts", "entity_doc"]
+__all__ = ["SOCKET_MODE", "ControlServer", "ControlSocketError", "ControlSocketInUse", "active_alerts", "entity_doc"]

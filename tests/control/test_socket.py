@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import stat
 from pathlib import Path
@@ -15,7 +16,7 @@ from gateway.app import Runtime
 from gateway.config import load_config
 from gateway.control.client import ControlClient
 from gateway.control.protocol import ControlUnavailable
-from gateway.control.server import ControlServer, ControlSocketInUse
+from gateway.control.server import ControlServer, ControlSocketError, ControlSocketInUse
 from tests.control.running import config_text, eventually, running_gateway, socket_dir
 from tests.support.orion_double import OrionDouble
 
@@ -26,7 +27,9 @@ def _runtime(tmp_path: Path, url: str) -> Runtime:
     return Runtime(path, load_config(path))
 
 
-async def test_the_socket_is_owner_and_group_only_and_removed_at_stop(orion_double: OrionDouble, tmp_path: Path) -> None:
+async def test_the_socket_is_owner_and_group_only_and_removed_at_stop(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
     old = os.umask(0o077)  # as systemd's UMask= gives it
     try:
         async with running_gateway(tmp_path, orion_double.url, rate=1.0) as gw:
@@ -75,7 +78,9 @@ async def test_no_gateway_is_control_unavailable(tmp_path: Path) -> None:
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     assert missing.value.code == "unavailable"
-    assert missing.value.message.startswith(f"control socket {directory / 'control.sock'}: the gateway is not answering")
+    assert missing.value.message.startswith(
+        f"control socket {directory / 'control.sock'}: the gateway is not answering"
+    )
     assert missing.value.message.endswith("is edgegw running?")
 
 
@@ -95,3 +100,51 @@ async def test_a_client_killed_mid_request_disturbs_nobody(orion_double: OrionDo
         assert status["control"]["bad_requests"] == {}
         await eventually(lambda: gw.client.call("latest"), lambda doc: doc["total"] == 3, "every gauge's reading")
         assert all(a["state"] == "running" for a in status["adapters"])
+
+
+async def test_serve_opens_the_socket_reloads_on_sighup_and_removes_it_at_sigterm(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    from gateway import app, logs
+
+    directory = socket_dir()
+    path = directory / "control.sock"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        config_text(tmp_path / "data", orion_double.url, rate=1.0).replace(
+            'id = "gw-control"', f'id = "gw-control"\ncontrol_socket = "{path}"\nlog_format = "json"'
+        )
+    )
+    task = asyncio.create_task(app.serve(config, status_interval_s=0.05))
+    try:
+        client = ControlClient(path, timeout_s=5.0)
+        await eventually(lambda: asyncio.to_thread(path.exists), bool, "the control socket")
+        assert (await client.call("status"))["gateway"] == "gw-control"
+        config.write_text(config.read_text().replace("rate = 1.0", "rate = 2.0"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        doc = await eventually(
+            lambda: client.call("status"),
+            lambda d: "2/s" in d["adapters"][0]["diagnostics"]["summary"],
+            "the reloaded rate",
+        )
+        assert doc["adapters"][0]["diagnostics"]["summary"] == "river-level, 3 entities at 2/s"
+        await client.close()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, 10) == 0
+        assert not path.exists()
+    finally:
+        if not task.done():
+            task.cancel()
+        logs.setup("info", "json")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_a_socket_path_too_long_is_a_clear_error(orion_double: OrionDouble, tmp_path: Path) -> None:
+    long_path = Path("/tmp") / ("x" * 120) / "control.sock"
+    server = ControlServer(long_path, _runtime(tmp_path, orion_double.url), tools=[])
+    with pytest.raises(ControlSocketError) as refused:
+        await server.start()
+    assert str(refused.value) == (
+        f"control socket {long_path}: path longer than 107 bytes, got {len(str(long_path))}; "
+        "set [gateway] control_socket to a shorter path"
+    )

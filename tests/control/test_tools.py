@@ -87,7 +87,9 @@ async def test_probe_and_read_run_as_jobs_with_progress(orion_double: OrionDoubl
             ]
             bad = await gw.client.call("tool.start", family="modbus", tool="probe", args={"port": "com1:"})
             lines, ok = await _finish(gw, bad["job"])
-            assert ok is False and len(lines) == 1 and lines[0].startswith("port: ") and lines[0].endswith('got "com1:"')
+            assert (
+                ok is False and len(lines) == 1 and lines[0].startswith("port: ") and lines[0].endswith('got "com1:"')
+            )
             with pytest.raises(ControlError) as wrong:
                 await gw.client.call("tool.start", family="modbus", tool="probe", args={"port": 1, "bogus": True})
             with pytest.raises(ControlError) as unknown:
