@@ -119,7 +119,7 @@ class Gateway:
             return self._nothing()
         self.router.note(reading)  # ~0.1 µs for a known entity: which adapter a command for it goes to
         latest = self.latest
-        latest[reading.entity_id] = reading  # ~0.03 µs: what the UI's live values show
+        latest[reading.entity_id] = reading  # ~0.04 µs (measured): what the UI's live values show
         if len(latest) > LATEST_MAX:
             self._trim_latest()
         return self.outbox.append(reading)  # type: ignore[return-value]
