@@ -127,8 +127,9 @@ SESSIONS = web.AppKey("sessions", SessionTable)
 SESSION = web.RequestKey("session", Session)
 USER = web.RequestKey[User | None]("user")
 THROTTLE = web.AppKey("login_throttle", AddressThrottle)
-# Argon2id takes 64 MiB and a tenth of a second per check: at most this many at once, so a burst of logins
-# queues instead of pushing a 1 GB box into the OOM killer.
+# Argon2id takes 64 MiB and a tenth of a second per check. The store bounds the checks itself; bounding them
+# here too keeps a burst of logins queued on the event loop rather than parked in the default thread pool,
+# which every page's sqlite reads share.
 HASHING = web.AppKey("hashing", asyncio.Semaphore)
 MAX_CONCURRENT_HASHES = 2
 
