@@ -252,3 +252,29 @@ async def test_a_role_change_applies_at_the_next_click(web_env: WebEnv) -> None:
     assert (await web_env.client.get("/users")).status == 200
     web_env.accounts.set_role("admin2", Role.VIEWER)
     assert (await web_env.client.get("/users")).status == 403
+
+
+async def test_policy_errors_in_english(web_env: WebEnv) -> None:
+    web_env.add_user("alice", Role.VIEWER)
+    web_env.client.session.headers["Accept-Language"] = "en"
+    await login(web_env.client, "alice")
+    response = await post_form(
+        web_env.client,
+        "/password",
+        {"current": PASSWORD, "new": "password", "confirm": "password"},
+        token_from="/password",
+    )
+    text = await response.text()
+    assert "<li>The password must be at least 12 characters long.</li>" in text
+    assert "<li>This password is too common. Please choose one that is hard to guess.</li>" in text
+    wrong = await post_form(
+        web_env.client, "/password", {"current": "not it at all", "new": "x", "confirm": "y"}, token_from="/password"
+    )
+    assert "<li>The new password and its confirmation differ.</li>" in await wrong.text()
+    wrong = await post_form(
+        web_env.client,
+        "/password",
+        {"current": "not it at all", "new": "a fine passphrase 8", "confirm": "a fine passphrase 8"},
+        token_from="/password",
+    )
+    assert "<li>The current password is incorrect.</li>" in await wrong.text()
