@@ -66,20 +66,26 @@ class AccessLogger(AbstractAccessLogger):
 
 
 def urls(listen: tuple[str, ...], port: int, *, hostname: str | None = None) -> list[str]:
-    """The addresses to type into a browser: the listen ones, or for a wildcard the host name and its addresses."""
+    """The addresses to type into a browser: the listen ones, or for a wildcard the box's addresses (of the
+    wildcard's family; "::" takes both, as Linux binds it dual-stack), then its host name, which the office's
+    name service may not know."""
     from gateway.web.certs import WILDCARDS, local_addresses
 
     hosts: list[str] = []
+    names: list[str] = []
     for address in listen:
         if address in WILDCARDS:
-            hosts.append(hostname if hostname is not None else socket.gethostname())
-            hosts.extend(a for a in local_addresses() if not ipaddress.ip_address(a.split("%")[0]).is_loopback)
+            for found in local_addresses():
+                ip = ipaddress.ip_address(found.split("%")[0])
+                if not ip.is_loopback and not ip.is_link_local and (address != "0.0.0.0" or ip.version == 4):
+                    hosts.append(str(ip))
+            names.append(hostname if hostname is not None else socket.gethostname())
         else:
             hosts.append(address)
     shown = []
-    for host in dict.fromkeys(hosts):
+    for host in dict.fromkeys(hosts + names):
         try:
-            bracket = ipaddress.ip_address(host.split("%")[0]).version == 6
+            bracket = ipaddress.ip_address(host).version == 6
         except ValueError:
             bracket = False
         host_part = f"[{host}]" if bracket else host

@@ -113,4 +113,6 @@ async def test_fingerprint_before_first_start(tmp_path: Path) -> None:
 def test_urls() -> None:
     assert urls(("192.168.1.5", "fd00::5"), 8443) == ["https://192.168.1.5:8443/", "https://[fd00::5]:8443/"]
     assert urls(("10.0.0.1",), 443) == ["https://10.0.0.1/"]
-    assert urls(("0.0.0.0",), 8443, hostname="gw-01")[0] == "https://gw-01:8443/"
+    shown = urls(("0.0.0.0",), 8443, hostname="gw-01")
+    assert shown[-1] == "https://gw-01:8443/"
+    assert all("[" not in url for url in shown)  # an IPv4 wildcard is not reachable over IPv6
