@@ -38,6 +38,7 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 SETUP_TTL_S = 3600.0
 RETENTION_CHECK_S = 86400.0
+SHUTDOWN_TIMEOUT_S = 5.0
 _SETUP_PATH = re.compile(r"^/setup/[^/?]*")
 
 
@@ -160,7 +161,10 @@ async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | 
         clock=time.time,
     )
     app = build_app(services)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handler_cancellation=True)
+    # In-flight requests get a few seconds at stop: within the unit's TimeoutStopSec, not aiohttp's 60 s.
+    runner = web.AppRunner(
+        app, access_log_class=AccessLogger, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+    )
     await runner.setup()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
