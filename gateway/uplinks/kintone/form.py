@@ -7,6 +7,7 @@ before anything is sent, and every problem is reported at once, each naming the 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,7 +117,7 @@ def _check_constant(at: str, field: FormField, const: Constant) -> list[str]:
 
 def _near(code: str, form: Mapping[str, FormField]) -> str:
     """The app's field codes, or those that look like `code`, so the fix is at hand."""
-    lowered = code.lower()
-    near = [c for c in form if c.lower() == lowered or lowered in c.lower() or c.lower() in lowered]
-    shown = near or sorted(c for c, f in form.items() if f.type in WRITABLE_TYPES)
+    writable = sorted(c for c, f in form.items() if f.type in WRITABLE_TYPES)
+    near = difflib.get_close_matches(code, writable, n=3, cutoff=0.6)
+    shown = near or writable
     return f", got {code!r}; the app's field codes{' like it' if near else ''}: {', '.join(shown[:20])}"
