@@ -44,6 +44,7 @@ import pytest
 from aiohttp import web
 
 MAX_RECORDS = 100
+BODY = web.RequestKey("body", bytes)
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:\d{2}))?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -192,7 +193,7 @@ class KintoneDouble:
                 return web.Response(
                     status=401, text="<html><title>401 Unauthorized</title></html>", content_type="text/html"
                 )
-        request["body"] = body
+        request[BODY] = body
         resp: web.StreamResponse = await handler(request)
         return resp
 
@@ -242,7 +243,7 @@ class KintoneDouble:
         if request.content_type != "application/json":
             return _error(400, "CB_IL02", "不正なリクエストです。")
         try:
-            doc = orjson.loads(request["body"])
+            doc = orjson.loads(request[BODY])
         except orjson.JSONDecodeError:
             return _error(400, "CB_IJ01", "不正なJSON文字列です。")
         return doc if isinstance(doc, dict) else _error(400, "CB_IJ01", "不正なJSON文字列です。")
