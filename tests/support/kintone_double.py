@@ -23,7 +23,7 @@ Written from Cybozu's documentation, independently of the uplink's code:
   `records[i].<code>.value: {"messages": [...]}`), CB_NO02 (no permission), CB_IL02 (bad request):
   the messages are those kintone shows (e.g. 「必須です。」「"x"は選択肢にありません。」, as quoted by
   https://support.gusuku.io/ja-JP/support/solutions/articles/36000243836 and
-  https://toyokumo-blog.kintoneapp.com/kintone-error-code/). GAIA_IA02 (invalid API token, 401),
+  https://toyokumo-blog.kintoneapp.com/kintone-error-code/). GAIA_IA02 (invalid API token, 401), CB_WA01 (password authentication failed, 401),
   GAIA_NO01 (token without the permission, 403) and GAIA_AP01 (no such app, 404) are as the
   official SDK's error handling shows them; their exact wording is not load-bearing here.
 
