@@ -147,10 +147,7 @@ class KintoneUplink(Lifecycle):
         retry = Outcome(Status.RETRY, "")
         try:
             if self._form is None:
-                try:
-                    await self._check_form()
-                except _FormProblems as exc:
-                    self._stop("; ".join(exc.problems), Fault.CONFIGURATION)
+                await self._recheck_form()
             assert self._form is not None
             planned = planning.plan(batch, self.config.mappings, self._form)
             for position in planned.unmapped:
@@ -178,6 +175,7 @@ class KintoneUplink(Lifecycle):
         assert self._session is not None
         items = list(request.items)
         where = self._session.url("records.json")
+        rechecked = False
         while items:
             body = planning.body(self.config.app, request, items)
             resp = await self._request(request.method, "records.json", body)
@@ -189,6 +187,12 @@ class KintoneUplink(Lifecycle):
                     outcomes[item.position] = DELIVERED
                 return
             if answer.kind is Kind.RECORDS and all(0 <= i < len(items) for i in answer.refused):
+                if len(answer.refused) == len(items) and not rechecked:
+                    # Every record refused may mean the app changed since the form check (a field made
+                    # required, a choice removed): data must not be dead-lettered for that, so the form
+                    # is checked again first; if the mapping still fits, the refusals are about the records.
+                    rechecked = True
+                    await self._recheck_form()
                 for i, words in answer.refused.items():
                     item = items[i]
                     entity = batch[item.position].entity_id
@@ -201,6 +205,13 @@ class KintoneUplink(Lifecycle):
                 items = [item for i, item in enumerate(items) if i not in answer.refused]
                 continue
             self._failed(answer.kind, answer.text, resp.status, where)
+
+    async def _recheck_form(self) -> None:
+        self._form = None
+        try:
+            await self._check_form()
+        except _FormProblems as exc:
+            self._stop("; ".join(exc.problems), Fault.CONFIGURATION)
 
     async def _request(self, method: str, resource: str, body: bytes | None) -> Any:
         """Send one request within the day's limit; transport failures stop the batch (transient)."""

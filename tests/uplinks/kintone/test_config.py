@@ -56,7 +56,10 @@ def test_mistakes_are_refused_without_the_network(change: dict[str, Any], messag
     [
         ({"mode": "upsert"}, 'mode = "upsert" needs key_field'),
         ({"mode": "add", "key_field": "k"}, 'key_field is used with mode = "upsert" only'),
-        ({"mode": "upsert", "key_field": "visit_id", "fields": {"visit_id": "$entity_id"}}, "must not set the key field"),
+        (
+            {"mode": "upsert", "key_field": "visit_id", "fields": {"visit_id": "$entity_id"}},
+            "must not set the key field",
+        ),
         ({"fields": {"bad code": "n"}}, "must be a kintone field code"),
         ({"fields": {"n": "$seq"}}, "must be an attribute name or one of $entity_id, $entity_type, $observed_at"),
         ({"key": "fixed"}, "must hold at least one {attribute} placeholder"),

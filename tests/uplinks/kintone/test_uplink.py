@@ -223,6 +223,33 @@ async def test_a_token_of_another_app_is_a_permission_problem_not_bad_data(
     assert "HTTP 403 GAIA_NO01" in outcome.reason and "lacks a permission on app 42" in outcome.reason
 
 
+async def test_an_app_changed_after_start_dead_letters_nothing(kintone: KintoneDouble, tmp_path: Path) -> None:
+    _, up = helpdesk(kintone.url, tmp_path)
+    async with up:
+        kintone.apps[HELPDESK_APP].properties["cleared_at"]["required"] = True  # someone edits the form
+        outcomes = await up.deliver([alert("up", 0, 3.52, index=n) for n in range(1, 4)])
+        diagnostics = up.diagnostics()
+    assert {o.status for o in outcomes} == {Status.RETRY}
+    assert outcomes[0].reason == (
+        "uplinks.helpdesk.mappings[0].fields: the app's field 'cleared_at' (解消日時) is required and has no default, "
+        "got no mapping for it; map it or make it optional in the app"
+    )
+    assert [r.method for r in kintone.requests] == ["GET", "PUT", "GET"]
+    assert diagnostics["form_check"].startswith("failed: ")
+    assert not kintone.records_of(HELPDESK_APP)
+
+
+async def test_a_lone_bad_record_is_dead_lettered_after_the_form_is_found_unchanged(
+    kintone: KintoneDouble, tmp_path: Path
+) -> None:
+    _, up = visits(kintone.url, tmp_path)
+    async with up:
+        [outcome] = await up.deliver([visit(1, "n/a")])
+    assert outcome.status is Status.REJECTED
+    assert outcome.reason.endswith("visitors: 数字でなければなりません。")
+    assert [r.method for r in kintone.requests] == ["GET", "POST", "GET"]
+
+
 # ---- the form check ----------------------------------------------------------------------------------
 
 
