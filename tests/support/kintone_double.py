@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+
+from tests.support.orion_double import TlsMaterial
 
 MAX_RECORDS = 100
 BODY = web.RequestKey("body", bytes)
@@ -107,7 +110,12 @@ def _ok(doc: dict[str, Any]) -> web.Response:
 
 
 class KintoneDouble:
-    def __init__(self) -> None:
+    """`tls`: serve HTTPS with its server certificate; `require_client_cert`: secure access (セキュアアクセス),
+    where cybozu.com refuses a connection without a client certificate it issued (here: signed by the test CA)."""
+
+    def __init__(self, tls: TlsMaterial | None = None, *, require_client_cert: bool = False) -> None:
+        self.tls = tls
+        self.require_client_cert = require_client_cert
         self.apps: dict[int, App] = {}
         self.users: dict[str, str] = {}  # login → password (password authentication)
         self.basic: tuple[str, str] | None = None  # cybozu.com Basic authentication, when on
@@ -144,9 +152,16 @@ class KintoneDouble:
             app.router.add_put(prefix + "/records.json", self._update)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        ctx = None
+        if self.tls is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(self.tls.server_cert), str(self.tls.server_key))
+            if self.require_client_cert:
+                ctx.load_verify_locations(cafile=str(self.tls.ca_file))
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ctx)
         await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self.url = f"{'https' if ctx else 'http'}://127.0.0.1:{self._runner.addresses[0][1]}"
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -7,7 +7,8 @@ the check is made again before the first delivery, and the records wait. A batch
 requests of at most 100 records (`plan.py`) and sent one request at a time, in order (kintone
 allows 100 concurrent requests per domain; one is plenty and leaves the rest to the people using
 it). Answers (`answers.py`): 200 delivers the request's records; a `CB_VA01` naming records
-refuses those with kintone's words and sends the others again; credentials, permissions and a
+refuses those with kintone's words and sends the others again (if it names every record, the
+form is checked again first: an app edited since the start must not dead-letter data); credentials, permissions and a
 wrong app are a configuration problem (retry, ERROR once, never a dead letter); 429, 5xx and
 timeouts are transient (retry this and every later record of the batch, with the loop's backoff).
 Before each request the day's count is checked against `daily_request_limit` (`daily.py`).

@@ -20,6 +20,7 @@ from gateway.secrets import SecretStore
 from gateway.uplinks.api import DELIVERED, Status
 from gateway.uplinks.kintone import KintoneConfig, KintoneUplink
 from tests.support.kintone_double import KintoneDouble
+from tests.support.orion_double import make_tls_material
 from tests.uplinks.kintone.conftest import (
     HELPDESK_APP,
     STATION,
@@ -28,6 +29,7 @@ from tests.uplinks.kintone.conftest import (
     alert,
     example_section,
     visit,
+    visit_fields,
     visits_section,
 )
 
@@ -334,6 +336,23 @@ async def test_the_daily_limit_holds_readings_and_shows_in_diagnostics(kintone: 
         cfg, AdapterContext(gateway_id="gw-001", data_dir=str(tmp_path)), now=lambda: datetime(2026, 12, 5, tzinfo=UTC)
     )
     assert tomorrow.diagnostics()["requests_today"] == 0
+
+
+async def test_secure_access_with_a_client_certificate(tmp_path: Path) -> None:
+    tls = make_tls_material(tmp_path / "tls")
+    async with KintoneDouble(tls, require_client_cert=True) as double:
+        double.add_app(VISITS_APP, visit_fields(), "visits-token-abcdef0123456789")
+        bare = {"ca_file": str(tls.ca_file)}
+        _, without = visits(double.url, tmp_path, tls=bare)
+        async with without:
+            [refused] = await without.deliver([visit(1, 1)])
+        _, up = visits(
+            double.url, tmp_path, tls=bare | {"cert_file": str(tls.client_cert), "key_file": str(tls.client_key)}
+        )
+        async with up:
+            assert await up.deliver([visit(1, 1)]) == [DELIVERED]
+        assert len(double.records_of(VISITS_APP)) == 1
+    assert refused.status is Status.RETRY and "client certificate" in refused.reason
 
 
 async def test_password_and_basic_authentication_headers(kintone: KintoneDouble, tmp_path: Path) -> None:
