@@ -31,6 +31,7 @@ from gateway.errors import ConfigError, UplinkTransient
 from gateway.logs import component_logger
 from gateway.records import Reading
 from gateway.uplinks.api import DELIVERED, Fault, Lifecycle, Outcome, Status, UplinkConfig
+from gateway.uplinks.http.client import HttpResponse
 from gateway.uplinks.kintone import plan as planning
 from gateway.uplinks.kintone.answers import Kind, classify
 from gateway.uplinks.kintone.config import DailyLimitPolicy, KintoneConfig
@@ -214,7 +215,7 @@ class KintoneUplink(Lifecycle):
         except _FormProblems as exc:
             self._stop("; ".join(exc.problems), Fault.CONFIGURATION)
 
-    async def _request(self, method: str, resource: str, body: bytes | None) -> Any:
+    async def _request(self, method: str, resource: str, body: bytes | None) -> HttpResponse:
         """Send one request within the day's limit; transport failures stop the batch (transient)."""
         assert self._session is not None
         self._within_daily_limit()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
 from gateway.delivery import DeliveryLoop, UplinkState, UplinkStatus
 from gateway.errors import ConfigError
+from gateway.processing.river import RiverConfig, RiverProcessor
+from gateway.records import Attribute, Reading, Source
 from gateway.secrets import SecretStore
 from gateway.uplinks.api import DELIVERED, Status
 from gateway.uplinks.kintone import KintoneConfig, KintoneUplink
@@ -24,6 +26,7 @@ from tests.support.orion_double import make_tls_material
 from tests.uplinks.kintone.conftest import (
     HELPDESK_APP,
     STATION,
+    T0,
     TOKEN,
     VISITS_APP,
     alert,
@@ -135,6 +138,36 @@ async def test_a_raise_and_its_clear_in_one_batch_are_sent_in_order_in_two_reque
     assert writes(kintone) == [("PUT", 1), ("PUT", 1)]
     [ticket] = kintone.records_of(HELPDESK_APP)
     assert ticket["status"] == "解消"
+
+
+async def test_the_river_processors_own_alerts_become_one_ticket_per_gauge_and_threshold(
+    kintone: KintoneDouble, tmp_path: Path
+) -> None:
+    river = RiverProcessor(
+        RiverConfig.model_validate({"thresholds": [{"level": 2.0}, {"level": 3.0}]}),
+        attribute="waterLevel",
+    )
+    alerts: list[Reading] = []
+    for minute, level in enumerate([1.0, 2.5, 1.5, 2.4]):  # rise, fall, rise again
+        gauge = Reading(
+            entity_id="urn:ngsi-ld:WaterObserved:kuma-hitoyoshi",
+            entity_type="WaterObserved",
+            attributes={"waterLevel": Attribute(value=level, type="Number", unit="MTR")},
+            observed_at=T0 + timedelta(minutes=10 * minute),
+            source=Source(adapter="gauge"),
+        )
+        alerts += [r for r in river.process(gauge, T0) if r.entity_type == "Alert"]
+    assert [r.attributes["direction"].value for r in alerts] == ["up", "down", "up"]
+    _, up = helpdesk(kintone.url, tmp_path)
+    async with up:
+        assert await up.deliver(alerts[:2]) == [DELIVERED] * 2
+        [cleared] = [dict(r) for r in kintone.records_of(HELPDESK_APP)]
+        assert await up.deliver(alerts[2:]) == [DELIVERED]
+    [ticket] = kintone.records_of(HELPDESK_APP)
+    assert cleared["status"] == "解消" and ticket["status"] == "対応中"  # reopened by the second rise
+    assert ticket["alert_key"] == "urn:ngsi-ld:WaterObserved:kuma-hitoyoshi/水防団待機水位"
+    assert ticket["last_alert_id"] == alerts[2].entity_id
+    assert (ticket["water_level"], ticket["severity"]) == ("2.4", alerts[2].attributes["severity"].value)
 
 
 # ---- bad values, outages, credentials --------------------------------------------------------------
