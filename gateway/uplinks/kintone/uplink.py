@@ -269,7 +269,9 @@ class KintoneUplink(Lifecycle):
             again = " again" if previous is not None else ""
             self.log.info("delivering to kintone app %d at %s%s", self.config.app, self.config.url, again)
             return
-        if state in (_State.DOWN, _State.HELD):
+        if state is _State.HELD:
+            self.log.warning("%s", reason)
+        elif state is _State.DOWN:
             self.log.warning("%s; readings stay buffered and are retried", reason)
         else:
             self.log.error("%s", reason)
