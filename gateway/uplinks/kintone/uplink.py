@@ -86,6 +86,7 @@ class KintoneUplink(Lifecycle):
         self.log = component_logger(__name__, config.name)
         path = Path(context.data_dir) / "kintone" / f"{config.name}.json"
         self.daily = DailyCounter(config.daily_request_limit, path, now)
+        self._now = now
         self._session: KintoneSession | None = None
         self._form: dict[str, FormField] | None = None
         self._form_check = "not checked yet"
@@ -137,7 +138,7 @@ class KintoneUplink(Lifecycle):
             self._set_state(_State.REFUSED, f"the mapping does not fit kintone app {cfg.app}: {'; '.join(problems)}")
             raise _FormProblems(problems)
         self._form = form
-        self._form_check = f"ok ({len(form)} fields, {_utcnow().strftime('%Y-%m-%dT%H:%M:%SZ')})"
+        self._form_check = f"ok ({len(form)} fields, {self._now().strftime('%Y-%m-%dT%H:%M:%SZ')})"
         self._set_state(_State.UP, "")
 
     # ---- delivery ----------------------------------------------------------------------------------

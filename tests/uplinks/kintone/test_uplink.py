@@ -362,6 +362,7 @@ async def test_the_daily_limit_holds_readings_and_shows_in_diagnostics(kintone: 
     )
     assert (diagnostics["requests_today"], diagnostics["daily_request_limit"]) == (3, 3)
     assert diagnostics["summary"] == "app 7: 3/3 requests today, form ok"
+    assert diagnostics["form_check"] == "ok (4 fields, 2026-12-04T14:00:00Z)"
     # the count survives a restart on the same day
     again = KintoneUplink(cfg, AdapterContext(gateway_id="gw-001", data_dir=str(tmp_path)), now=lambda: now)
     assert again.diagnostics()["requests_today"] == 3
