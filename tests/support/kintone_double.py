@@ -38,6 +38,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -195,10 +196,9 @@ class KintoneDouble:
             self._faults[0] = (status, left - 1)
             if left - 1 <= 0:
                 self._faults.pop(0)
+            phrase = HTTPStatus(status).phrase
             return web.Response(
-                status=status,
-                text=f"<html><title>{status} Service Unavailable</title></html>",
-                content_type="text/html",
+                status=status, text=f"<html><title>{status} {phrase}</title></html>", content_type="text/html"
             )
         if self.in_flight > self.concurrency_limit:
             return _error(429, "GAIA_TO04", "同時リクエスト数の上限を超えています。")

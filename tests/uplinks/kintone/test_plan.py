@@ -199,6 +199,23 @@ def test_validation_errors_name_records_by_index_for_add_and_for_update() -> Non
     }
 
 
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=20), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    st.integers(100, 599),
+    st.one_of(st.binary(max_size=300), JSONISH.map(lambda doc: orjson.dumps({"code": "CB_VA01", "errors": doc}))),
+)
+def test_no_answer_crashes_the_classifier_and_only_a_400_refuses_records(status: int, data: bytes) -> None:
+    a = classify(status, data)
+    assert a.kind is not Kind.RECORDS or (status == 400 and a.refused)
+    assert a.text.startswith(f"HTTP {status}")
+
+
 @pytest.mark.parametrize(
     ("status", "doc", "kind"),
     [

@@ -195,18 +195,19 @@ async def test_a_bad_field_value_is_dead_lettered_with_kintones_message_and_the_
     await box.close()
 
 
-async def test_kintone_answering_503_for_a_while_delivers_everything_after(
-    kintone: KintoneDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(("code", "phrase"), [(503, "Service Unavailable"), (429, "Too Many Requests")])
+async def test_kintone_answering_503_or_429_for_a_while_delivers_everything_after(
+    kintone: KintoneDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture, code: int, phrase: str
 ) -> None:
     caplog.set_level(logging.INFO)
     cfg, up = visits(kintone.url, tmp_path)
     box = await open_box(tmp_path, "visits")
     await box.append_many([visit(n, n) for n in range(30)])
-    kintone.fail(503, 5)  # the form check and four deliveries
+    kintone.fail(code, 5)  # the form check and four deliveries
     loop = DeliveryLoop(up, cfg, box, sleep=instant)
     status = await run_loop(loop, lambda: len(kintone.records_of(VISITS_APP)) >= 30)
     assert [r["visit_id"] for r in kintone.records_of(VISITS_APP)] == [visit(n, 0).entity_id for n in range(30)]
-    assert [r.status for r in kintone.requests] == [503] * 5 + [200, 200]
+    assert [r.status for r in kintone.requests] == [code] * 5 + [200, 200]
     assert (await box.stats()).dead_letters.get("visits", 0) == 0
     assert status.rejected == 0
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("gateway.uplinks.kintone")]
@@ -214,9 +215,8 @@ async def test_kintone_answering_503_for_a_while_delivers_everything_after(
     assert lines == [
         (
             "WARNING",
-            f"kintone at {kintone.url}/k/v1/app/form/fields.json (app 7) failed, got HTTP 503: 503 Service "
-            "Unavailable (an HTML page: a proxy or web server answered, not kintone's API); readings stay "
-            "buffered and are retried",
+            f"kintone at {kintone.url}/k/v1/app/form/fields.json (app 7) failed, got HTTP {code}: {code} {phrase} "
+            "(an HTML page: a proxy or web server answered, not kintone's API); readings stay buffered and are retried",
         ),
         ("INFO", f"delivering to kintone app 7 at {kintone.url} again"),
     ]
