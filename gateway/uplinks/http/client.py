@@ -99,8 +99,21 @@ async def post(
     session: aiohttp.ClientSession, url: str, *, body: bytes, headers: Mapping[str, str], where: str
 ) -> HttpResponse:
     """POST and read the answer; transport failures raise UplinkTransient with a technician's message."""
+    return await send(session, "POST", url, body=body, headers=headers, where=where)
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    where: str,
+) -> HttpResponse:
+    """Any method (kintone also wants GET and PUT); the same translation of transport failures as `post`."""
     try:
-        async with session.post(url, data=body, headers=dict(headers)) as resp:
+        async with session.request(method, url, data=body, headers=dict(headers)) as resp:
             data = await resp.read()
             return HttpResponse(status=resp.status, body=data, content_type=resp.content_type)
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
