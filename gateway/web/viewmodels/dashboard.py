@@ -8,11 +8,15 @@ and times stay numbers, formatted by the template's filters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.web.viewmodels.formats import Translate, duration, number, percent_text, size
+from gateway.web.viewmodels.latest import value_text
+
 __all__ = [
+    "KNOWN_STATES",
     "LANES",
     "AdapterRow",
     "AlertRow",
@@ -21,8 +25,12 @@ __all__ = [
     "DeviceRow",
     "HostRow",
     "UplinkRow",
+    "alert_items",
+    "cells",
     "dashboard",
     "percent",
+    "problem_texts",
+    "state_text",
 ]
 
 LANES = ("alert", "normal", "bulk")
@@ -280,3 +288,108 @@ def dashboard(status: Mapping[str, Any]) -> Dashboard:
         alerts=tuple(_alert(_map(a)) for a in _seq(status.get("alerts"))),
         problems=tuple(problems),
     )
+
+
+# states with a message of their own (`state.<value>`); any other value is shown as the gateway said it
+KNOWN_STATES = frozenset(
+    {
+        "starting",
+        "running",
+        "backing-off",
+        "stopped",
+        "idle",
+        "sending",
+        "waiting",
+        "refused",
+        "online",
+        "offline",
+        "unknown",
+    }
+)
+
+
+def state_text(state: str, t: Translate) -> str:
+    return t(f"state.{state}") if state in KNOWN_STATES else state
+
+
+def cells(view: Dashboard, t: Translate, jst: Callable[[Any], str]) -> dict[str, str]:
+    """Every live cell of the dashboard as display text, by its `data-live` key: the page renders them and
+    /api/status sends them again, so the first paint and every refresh show the same texts."""
+    host = view.host
+    out: dict[str, str] = {
+        "gateway": view.gateway,
+        "version": view.version,
+        "started": jst(view.started_at) if view.started_at else "—",
+        "uptime": duration(host.uptime_s, t),
+        "clock": t("dashboard.clock_synced")
+        if host.clock_synced
+        else t("dashboard.clock_not_synced")
+        if host.clock_synced is False
+        else t("dashboard.unknown"),
+        "cpu": percent_text(host.cpu_percent) + ("" if host.load1 is None else f" (load {host.load1:.2f})"),
+        "memory": t("dashboard.used_of", percent=percent_text(host.mem_percent), total=size(host.mem_total)),
+        "disk": t("dashboard.free_of", free=size(host.disk_free), total=size(host.disk_total)),
+        "buffer_rows": number(view.buffer_rows),
+        "dropped": number(view.dropped),
+    }
+    for a in view.adapters:
+        key = f"adapter.{a.name}"
+        out[f"{key}.state"] = state_text(a.state, t)
+        out[f"{key}.since"] = jst(a.since) if a.since else "—"
+        out[f"{key}.emitted"] = number(a.emitted)
+        out[f"{key}.errors"] = number(a.errors)
+        out[f"{key}.restarts"] = number(a.restarts)
+        out[f"{key}.last_error"] = a.last_error
+        out[f"{key}.summary"] = a.summary
+        for d in a.devices:
+            out[f"device.{a.name}.{d.name}.state"] = state_text(d.state, t)
+            out[f"device.{a.name}.{d.name}.detail"] = d.detail
+    for u in view.uplinks:
+        key = f"uplink.{u.name}"
+        out[f"{key}.state"] = state_text(u.state, t)
+        for lane, rows in u.backlog.items():
+            out[f"{key}.backlog.{lane}"] = number(rows)
+        out[f"{key}.oldest"] = duration(u.oldest_pending_age_s, t) if u.oldest_pending_age_s is not None else "—"
+        out[f"{key}.last_delivery"] = jst(u.last_delivery) if u.last_delivery else t("dashboard.never")
+        out[f"{key}.last_error"] = u.last_error or u.last_rejection
+        out[f"{key}.delivered"] = number(u.delivered)
+        out[f"{key}.dead_letters"] = number(u.dead_letters)
+    for c in view.caps:
+        value = (
+            size(c.value)
+            if c.name == "bytes"
+            else duration(c.value, t)
+            if c.name == "age"
+            else number(None if c.value is None else int(c.value))
+        )
+        cap = (
+            size(c.cap)
+            if c.name == "bytes"
+            else duration(c.cap, t)
+            if c.name == "age"
+            else number(None if c.cap is None else int(c.cap))
+        )
+        out[f"cap.{c.name}"] = (
+            t("dashboard.cap_fill", value=value, cap=cap, percent=percent_text(c.percent))
+            if c.cap is not None
+            else t("dashboard.cap_none", value=value)
+        )
+    return out
+
+
+def alert_items(view: Dashboard, t: Translate, jst: Callable[[Any], str]) -> list[dict[str, str]]:
+    """The active alerts as texts, for the page's list and its refresh."""
+    return [
+        {
+            "entity_id": a.entity_id,
+            "name": a.name,
+            "level": a.level,
+            "value": f"{value_text(a.value)} {a.unit}".strip(),
+            "since": jst(a.since) if a.since not in (None, "") else "",
+        }
+        for a in view.alerts
+    ]
+
+
+def problem_texts(view: Dashboard, t: Translate) -> list[str]:
+    return [t(f"dashboard.problem.{p}") for p in view.problems]
