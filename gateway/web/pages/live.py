@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from gateway.control.protocol import ControlError, ControlUnavailable
 from gateway.web.auth import requires, services
 from gateway.web.render import render, translator
 from gateway.web.viewmodels.formats import Translate
-from gateway.web.viewmodels.latest import JstCache, Page, entity_rows, parse_sort, to_json
+from gateway.web.viewmodels.latest import JstCache, Page, SortKey, entity_rows, parse_sort, to_json
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -41,11 +42,11 @@ def _query(request: web.Request) -> tuple[str, str]:
     return request.query.get("filter", "")[:MAX_FILTER].strip(), request.query.get("sort", "entity")
 
 
-async def _latest(request: web.Request, needle: str) -> tuple[list[Mapping[str, Any]], int, str]:
-    """(entities, total known to the gateway, error text) — error text empty when the gateway answered."""
+async def _latest(request: web.Request, needle: str, limit: int = LIMIT) -> tuple[list[Mapping[str, Any]], int, str]:
+    """(entities, how many match the filter, error text) — error text empty when the gateway answered."""
     t = translator(request)
     try:
-        doc = await services(request).control.call("latest", filter=needle, limit=LIMIT)
+        doc = await services(request).control.call("latest", filter=needle, limit=limit)
     except ControlUnavailable as exc:
         log.debug("web: live values without the gateway: %s", exc.message)
         return [], 0, t("gateway.unreachable")
@@ -63,13 +64,27 @@ async def _latest(request: web.Request, needle: str) -> tuple[list[Mapping[str, 
     )
 
 
+async def _page(request: web.Request) -> tuple[Page, int, str, str, SortKey]:
+    """(page, total matching, error, filter, sort) for the request's filter, sort and offset.
+
+    The gateway sends its entities sorted by id: in that order the page asks for the rows up to its
+    end only (the first page of 5,000 entities moves 500), in any other it needs them all.
+    """
+    needle, sort_value = _query(request)
+    sort = parse_sort(sort_value)
+    offset = _offset(request)
+    limit = min(LIMIT, offset + PAGE_ROWS) if sort is SortKey.ENTITY else LIMIT
+    entities, total, error = await _latest(request, needle, limit)
+    shown = entity_rows(entities, needle=needle, sort=sort, offset=offset, limit=PAGE_ROWS)
+    if sort is SortKey.ENTITY:
+        shown = replace(shown, matched=total)
+    return shown, total, error, needle, sort
+
+
 @routes.get("/live")
 @requires(Role.VIEWER)
 async def page(request: web.Request) -> web.StreamResponse:
-    needle, sort_value = _query(request)
-    sort = parse_sort(sort_value)
-    entities, total, error = await _latest(request, needle)
-    shown = entity_rows(entities, needle=needle, sort=sort, offset=_offset(request), limit=PAGE_ROWS)
+    shown, total, error, needle, sort = await _page(request)
     context = {
         "page": shown,
         "page_rows": PAGE_ROWS,
@@ -85,11 +100,9 @@ async def page(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/latest")
 @requires(Role.VIEWER)
 async def api_latest(request: web.Request) -> web.StreamResponse:
-    needle, sort_value = _query(request)
-    entities, total, error = await _latest(request, needle)
+    shown, total, error, _, _ = await _page(request)
     if error:
         return web.json_response({"reachable": False, "error": error})
-    shown = entity_rows(entities, needle=needle, sort=parse_sort(sort_value), offset=_offset(request), limit=PAGE_ROWS)
     when = JstCache()
     payload = to_json(shown.rows)
     for item, row in zip(payload, shown.rows, strict=True):
@@ -100,13 +113,13 @@ async def api_latest(request: web.Request) -> web.StreamResponse:
             "reachable": True,
             "total": total,
             "matched": shown.matched,
-            "count": _count(t, shown, total),
+            "count": _count(t, shown),
             "entities": payload,
         }
     )
 
 
-def _count(t: Translate, shown: Page, total: int) -> str:
+def _count(t: Translate, shown: Page) -> str:
     if not shown.rows:
-        return t("live.count_none", total=total)
-    return t("live.count", first=shown.offset + 1, last=shown.end, matched=shown.matched, total=total)
+        return t("live.count_none")
+    return t("live.count", first=shown.offset + 1, last=shown.end, matched=shown.matched)
