@@ -37,6 +37,10 @@ async def test_the_dashboard_shows_the_running_gateway_in_japanese_and_english(
         assert doc["cells"]["gateway"] == "gw-web"
         assert doc["cells"]["adapter.gauges.state"] == "稼働中"
         assert doc["cells"]["uplink.orion.last_delivery"].endswith(" JST")
+        # the host's figures from the control socket's additions to the status document
+        assert re.fullmatch(r"\d+\.\d [KMGT]Bのうち\d+ %使用", doc["cells"]["memory"])
+        assert re.fullmatch(r"使用率 (\d+ %|—)、ロードアベレージ \d+\.\d\d", doc["cells"]["cpu"])
+        assert re.fullmatch(r"[\d,]+（上限 5,000,000、0 %）", doc["cells"]["cap.rows"])
         english = await (await viewer.get("/", headers={"Accept-Language": "en"})).text()
         assert '<td data-live="adapter.gauges.state">running</td>' in english
         assert "No active alerts." in english
