@@ -57,13 +57,28 @@ SOCKET_MODE = 0o660  # owner and group: the web process runs as another user in 
 LATEST_LIMIT = 100_000
 _LATEST_CHUNK = 5_000  # entities formatted between two yields to the event loop
 _CHUNK = 256 * 1024
+STOP_WAIT_S = 1.0  # for requests under way at stop, before they are cancelled
+# Status is shared by the clients asking within this long: its buffer figures are counted on the
+# buffer's writer thread, and five browsers polling must not each add a count between commits.
+STATUS_MAX_AGE_S = 1.0
 ALERT_TYPE = "Alert"  # gateway.processing.river's Smart Data Model Alert entities
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-class ControlSocketInUse(GatewayError):
+class ControlSocketError(GatewayError):
+    """The socket cannot be opened (a path too long for AF_UNIX, no permission): the gateway runs without it."""
+
+    code = "control_socket_error"
+
+
+class ControlSocketInUse(ControlSocketError):
+    """Another gateway answers on the path: this one must not start (two on one data_dir would share a buffer)."""
+
     code = "control_socket_in_use"
+
+
+MAX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL (Linux)
 
 
 class ControlServer:
@@ -89,6 +104,8 @@ class ControlServer:
         self._inode: int | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._status: tuple[float, Any, dict[str, Any]] | None = None  # (monotonic time, gateway, document)
+        self._status_lock = asyncio.Lock()
         c = self.config_ops
         self.ops: dict[str, Handler] = {
             "status": self.op_status,
@@ -113,9 +130,23 @@ class ControlServer:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        size = len(os.fsencode(self.path))
+        if size > MAX_PATH:
+            raise ControlSocketError(
+                f"control socket {self.path}: path longer than {MAX_PATH} bytes, got {size}; "
+                "set [gateway] control_socket to a shorter path",
+                path=str(self.path),
+            )
         await self._clear_stale()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        except OSError as exc:
+            raise ControlSocketError(
+                f"control socket {self.path}: cannot listen, got {exc.strerror or exc}; "
+                "check that the gateway's user may write in that directory",
+                path=str(self.path),
+            ) from None
         # after bind: the umask (0077 under systemd) made it owner-only, and the web runs in the group
         os.chmod(self.path, SOCKET_MODE)
         self._inode = self.path.stat().st_ino
@@ -151,10 +182,12 @@ class ControlServer:
         if self._server is not None:
             self._server.close()
         for writer in list(self._connections):
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            writer.close()  # an idle connection's read ends; one in the middle of an op finishes it
+        if self._tasks:
+            _, slow = await asyncio.wait(list(self._tasks), timeout=STOP_WAIT_S)
+            for task in slow:
+                task.cancel()
+            await asyncio.gather(*slow, return_exceptions=True)
         await self.jobs.close()
         if self._server is not None:
             await self._server.wait_closed()
@@ -189,6 +222,10 @@ class ControlServer:
                     await writer.drain()
         except (ConnectionError, OSError):
             pass  # a client gone mid-request: nothing to answer, nobody else affected
+        except asyncio.CancelledError:
+            # the server is stopping; asyncio's callback for a connection task reports a cancelled
+            # one as an unhandled error, so the task ends normally instead
+            return
         except Exception:  # a bug here must not take the gateway down; the request is lost, the socket stays
             log.exception("control socket: connection handler failed")
         finally:
@@ -241,11 +278,23 @@ class ControlServer:
 
     async def op_status(self, args: dict[str, Any]) -> dict[str, Any]:
         gw = self.target.gateway
-        doc = await gw.status()
-        caps = gw.config.buffer
-        doc["host"] = (await asyncio.to_thread(self.host.sample)).to_dict()
-        doc["buffer_caps"] = {"max_rows": caps.max_rows, "max_bytes": caps.max_bytes, "max_age_s": caps.max_age_s}
-        doc["alerts"] = active_alerts(gw.latest.values())
+        async with self._status_lock:  # a client asking meanwhile gets this same document
+            cached = self._status
+            if cached is not None and cached[1] is gw and time.monotonic() - cached[0] < STATUS_MAX_AGE_S:
+                doc = dict(cached[2])
+            else:
+                doc = await gw.status()
+                caps = gw.config.buffer
+                # sampled with the document: CPU use over polls milliseconds apart would be noise
+                doc["host"] = (await asyncio.to_thread(self.host.sample)).to_dict()
+                doc["buffer_caps"] = {
+                    "max_rows": caps.max_rows,
+                    "max_bytes": caps.max_bytes,
+                    "max_age_s": caps.max_age_s,
+                }
+                doc["alerts"] = active_alerts(list(gw.latest.values()))
+                self._status = (time.monotonic(), gw, doc)
+                doc = dict(doc)
         doc["control"] = self.counters()
         return doc
 
@@ -389,4 +438,4 @@ def _value(attrs: Any, name: str) -> Any:
     return None if attr is None else attr.value
 
 
-__all__ = ["SOCKET_MODE", "ControlServer", "ControlSocketInUse", "active_alerts", "entity_doc"]
+__all__ = ["SOCKET_MODE", "ControlServer", "ControlSocketError", "ControlSocketInUse", "active_alerts", "entity_doc"]

@@ -4,10 +4,11 @@ Theory of operation: a session is a random 256-bit token in the `edgegw_session`
 SameSite=Strict) naming an entry of an in-memory table; only the token's SHA-256 is kept, so a memory dump
 does not hand out live cookies. A browser gets an anonymous session at its first page (it carries the CSRF
 token of the login form and the language picked there); logging in always makes a new token, so a cookie
-planted before login is worthless after it (session fixation). A session ends at logout, after
-`idle_timeout_minutes` without a request, or `session_lifetime_hours` after login whatever the activity.
-The user is read from the account store on every request: a removed user, a changed role or an admin's
-password reset takes effect at the next click, not at the next login.
+planted before login is worthless after it (session fixation). A logged-in session ends at logout, after
+`idle_timeout_minutes` without a request, or `session_lifetime_hours` after login whatever the activity; an
+anonymous one only at that lifetime (a login page left open still works). The user is read from the account
+store on every request: a removed or disabled user, a changed role or an admin's password reset takes effect
+at the next click, not at the next login.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -26,7 +28,9 @@ from gateway.accounts.store import Role, User
 from gateway.accounts.throttle import AddressThrottle
 from gateway.web.services import SERVICES, WebServices
 
+T = TypeVar("T")
 COOKIE = "edgegw_session"
+STATIC_PREFIX = "/static/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Anonymous sessions cost memory before anyone proved who they are: bound them, dropping the oldest.
@@ -46,6 +50,9 @@ class Session:
     language: str | None = None
     flashes: list[tuple[str, str]] = field(default_factory=list)
     last_login: dict[str, Any] | None = None  # shown once after login (#last-login)
+    timed_out: bool = False  # the browser's previous session ran out: the next page says so, once
+    fresh: bool = False  # made for this very request (no cookie, or an expired one)
+    form_expired: bool = False  # a form came without a live session: the login page says to try again
 
 
 def _digest(token: str) -> str:
@@ -86,20 +93,23 @@ class SessionTable:
         session.logged_in_at = now
         return token, session
 
-    def get(self, token: str, now: float) -> Session | None:
+    def get(self, token: str, now: float) -> tuple[Session | None, bool]:
+        """The live session of a cookie, and whether a logged-in one just ran out (to tell the user why)."""
         session = self._sessions.get(_digest(token))
         if session is None:
-            return None
+            return None, False
         if self.expired(session, now):
             self.drop(session)
-            return None
+            return None, session.user is not None
         session.last_seen = now
-        return session
+        return session, False
 
     def expired(self, session: Session, now: float) -> bool:
-        if now - session.last_seen > self.idle_s:
-            return True
-        return session.logged_in_at is not None and now - session.logged_in_at > self.lifetime_s
+        if session.logged_in_at is None:
+            # Anonymous (the login page left open over lunch): it guards nothing but a CSRF token and a
+            # language, so only the absolute lifetime applies; the idle timeout is for logged-in sessions.
+            return now - session.created_at > self.lifetime_s
+        return now - session.last_seen > self.idle_s or now - session.logged_in_at > self.lifetime_s
 
     def drop(self, session: Session) -> None:
         self._sessions.pop(session.key, None)
@@ -117,6 +127,11 @@ SESSIONS = web.AppKey("sessions", SessionTable)
 SESSION = web.RequestKey("session", Session)
 USER = web.RequestKey[User | None]("user")
 THROTTLE = web.AppKey("login_throttle", AddressThrottle)
+# Argon2id takes 64 MiB and a tenth of a second per check. The store bounds the checks itself; bounding them
+# here too keeps a burst of logins queued on the event loop rather than parked in the default thread pool,
+# which every page's sqlite reads share.
+HASHING = web.AppKey("hashing", asyncio.Semaphore)
+MAX_CONCURRENT_HASHES = 2
 
 
 def services(request: web.Request) -> WebServices:
@@ -135,20 +150,25 @@ def session_of(request: web.Request) -> Session:
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Finds (or starts) the browser's session and the logged-in user before any handler runs."""
+    if request.path.startswith(STATIC_PREFIX):  # public files: no session to look up, no cookie to hand out
+        return await handler(request)
     table = request.app[SESSIONS]
     svc = services(request)
     now = svc.clock()
     token = request.cookies.get(COOKIE)
-    session = table.get(token, now) if token else None
+    session, timed_out = table.get(token, now) if token else (None, False)
     new_token: str | None = None
     if session is None:
         new_token, session = table.new(now)
+        session.timed_out = timed_out
     user: User | None = None
     if session.user is not None:
         user = await asyncio.to_thread(svc.accounts.get_user, session.user)
-        if user is None:  # removed while logged in
+        if user is None or user.disabled:  # removed or disabled while logged in
+            user = None
             table.drop(session)
             new_token, session = table.new(now, language=session.language)
+    session.fresh = new_token is not None
     request[SESSION] = session
     request[USER] = user
     try:
@@ -214,7 +234,7 @@ def requires(role: Role, *, password_change_page: bool = False) -> Callable[[Han
                 if _is_api(request):
                     raise web.HTTPUnauthorized(text='{"error": "login required"}', content_type="application/json")
                 target = request.rel_url.path_qs if request.method == "GET" else "/"
-                raise web.HTTPFound(f"/login?next={_quote(target)}")
+                raise web.HTTPFound(f"/login?next={quote(target, safe='/')}")
             if not user.role.allows(role):
                 if _is_api(request):
                     raise web.HTTPForbidden(text='{"error": "forbidden"}', content_type="application/json")
@@ -239,17 +259,17 @@ def must_change_password(request: web.Request, user: User) -> bool:
     return user.must_change or svc.accounts.password_expired(user, now=svc.clock())
 
 
-def _quote(path: str) -> str:
-    from urllib.parse import quote
-
-    return quote(path, safe="/")
-
-
 def safe_next(target: str | None) -> str:
     """Only a local path after login: `next=https://evil.example` or `//evil.example` would be an open redirect."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
+
+
+async def hashing_call(request: web.Request, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Runs an account call that hashes a password in a thread, within the app's bound on concurrent hashes."""
+    async with request.app[HASHING]:
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def client_address(request: web.Request) -> str:
