@@ -124,7 +124,7 @@ async def test_serve_opens_the_socket_reloads_on_sighup_and_removes_it_at_sigter
         os.kill(os.getpid(), signal.SIGHUP)
         doc = await eventually(
             lambda: client.call("status"),
-            lambda d: "2/s" in d["adapters"][0]["diagnostics"]["summary"],
+            lambda d: bool(d["adapters"]) and "2/s" in d["adapters"][0]["diagnostics"]["summary"],
             "the reloaded rate",
         )
         assert doc["adapters"][0]["diagnostics"]["summary"] == "river-level, 3 entities at 2/s"
@@ -147,4 +147,56 @@ async def test_a_socket_path_too_long_is_a_clear_error(orion_double: OrionDouble
     assert str(refused.value) == (
         f"control socket {long_path}: path longer than 107 bytes, got {len(str(long_path))}; "
         "set [gateway] control_socket to a shorter path"
+    )
+
+
+async def test_serve_does_not_start_beside_a_gateway_answering_on_its_socket(
+    orion_double: OrionDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway import app, logs
+
+    directory = socket_dir()
+    path = directory / "control.sock"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        config_text(tmp_path / "data", orion_double.url, rate=1.0).replace(
+            'id = "gw-control"', f'id = "gw-control"\ncontrol_socket = "{path}"\nlog_format = "json"'
+        )
+    )
+    other = tmp_path / "other"
+    other.mkdir()
+    try:
+        async with ControlServer(path, _runtime(other, orion_double.url), tools=[]):
+            assert await app.serve(config) == 2
+        assert not (tmp_path / "data" / "buffer.db").exists()  # stopped before it opened the buffer
+    finally:
+        logs.setup("info", "json")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_a_gateway_that_never_answers_is_unavailable_after_the_timeout() -> None:
+    directory = socket_dir()
+    path = directory / "control.sock"
+
+    gone = asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads until the client gives up, never answers
+        writer.close()
+        await writer.wait_closed()
+        gone.set()
+
+    server = await asyncio.start_unix_server(mute, path=str(path))
+    try:
+        client = ControlClient(path, timeout_s=0.2)
+        with pytest.raises(ControlUnavailable) as silent:
+            await client.call("status")
+        await client.close()
+        await asyncio.wait_for(gone.wait(), 2)  # the client hung up after its timeout
+    finally:
+        server.close()
+        await server.wait_closed()
+        shutil.rmtree(directory, ignore_errors=True)
+    assert silent.value.message == (
+        f"control socket {path}: no reply to status within 0.2 s; is the gateway busy or stopped?"
     )
