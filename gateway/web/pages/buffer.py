@@ -93,7 +93,7 @@ async def _act(request: web.Request, op: str, action: str) -> web.StreamResponse
         done += count
         await audit(request, action, target=uplink, detail={"ids": ids, "count": count})
         log.info("web: %s of %d dead letter(s) of %s by %s", action, count, uplink, user.name)
-    flash(request, t(f"{action}.done", count=done), "info")
+    flash(request, t(f"{action}.done", count=done), "success")
     raise web.HTTPSeeOther("/buffer")
 
 
