@@ -109,9 +109,8 @@ async def check(request: web.Request) -> web.StreamResponse:
         running = await _running(request)
         result = await _call(request, "config.check", text=unmask(text, str(running.get("text", ""))))
         errors = [str(e) for e in result.get("errors", [])] if isinstance(result, dict) else []
-        return await _editor(
-            request, text=text, errors=errors, checked=True, status=422 if errors else 200, running=running
-        )
+        # 200 either way: errors are the check's answer; a refused apply is the one that says 422
+        return await _editor(request, text=text, errors=errors, checked=True, running=running)
     except _Unavailable:
         return _unreachable(request)
 
