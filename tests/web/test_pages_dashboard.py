@@ -83,6 +83,7 @@ async def test_live_values_filter_and_an_entity_id_with_a_script_tag_stays_inert
         assert '<td class="id">&lt;script&gt;alert(1)&lt;/script&gt;</td>' in page
         assert "2026-12-04 10:00:00 JST" in page
         assert page.count('<tr class="entity"') == 4
+        assert '<span class="unit" title="MTR">m</span>' in page  # UN/CEFACT code kept as the tooltip
         filtered = await (await viewer.get("/live", params={"filter": "W-1"})).text()
         assert re.findall(r'data-entity-id="([^"]+)"', filtered) == ["urn:ngsi-ld:WaterObserved:w-1"]
         doc = await (await viewer.get("/api/latest", params={"filter": "evil"})).json()

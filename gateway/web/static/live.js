@@ -80,7 +80,12 @@
       span.appendChild(el("span", "name", a.name));
       span.appendChild(document.createTextNode(" "));
       span.appendChild(el("span", "value", a.value));
-      if (a.unit) { span.appendChild(document.createTextNode(" ")); span.appendChild(el("span", "unit", a.unit)); }
+      if (a.symbol) {
+        var unit = el("span", "unit", a.symbol);
+        unit.title = a.unit;
+        span.appendChild(document.createTextNode(" "));
+        span.appendChild(unit);
+      }
       a.quality.forEach(function (q) { span.appendChild(document.createTextNode(" ")); span.appendChild(el("span", "quality", q)); });
       parts.push(span, document.createTextNode(" "));
     });
