@@ -226,6 +226,13 @@
     });
   }
 
+  // --- buffer: one checkbox selects every dead letter on the page ----------------------------------
+  function selectAll(box) {
+    box.addEventListener("change", function () {
+      document.querySelectorAll("#dead-letters input[name=ids]").forEach(function (c) { c.checked = box.checked; });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var section = document.getElementById("dashboard");
     if (section && section.dataset.poll) { dashboard(section); }
@@ -235,6 +242,8 @@
     if (section) { logs(section); }
     section = document.getElementById("tool-job");
     if (section) { toolJob(section); }
+    var all = document.getElementById("dead-letters-all");
+    if (all) { selectAll(all); }
     var errors = document.getElementById("config-errors");
     if (errors) { configErrors(errors); }
   });
