@@ -13,7 +13,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -27,6 +26,7 @@ from aiohttp.web_request import BaseRequest
 
 from gateway import logs
 from gateway.errors import ConfigError
+from gateway.web.security import loggable_path
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -39,7 +39,6 @@ EXIT_CONFIG = 2
 SETUP_TTL_S = 3600.0
 RETENTION_CHECK_S = 86400.0
 SHUTDOWN_TIMEOUT_S = 5.0
-_SETUP_PATH = re.compile(r"^/setup/[^/?]*")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -55,11 +54,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """aiohttp's access log without what must not reach the journal: setup tokens in paths, query strings."""
+    """aiohttp's access log without what must not reach the journal (setup tokens in paths, query strings),
+    and without the flood: pages polled every few seconds by every open browser would write hundreds of
+    thousands of lines a day to an SD card. Changes (POST …) and errors at INFO, the rest at DEBUG."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        path = _SETUP_PATH.sub("/setup/…", request.path)
-        self.logger.info("%s %s %s %d %.1f ms", request.remote, request.method, path, response.status, time * 1000)
+        level = logging.INFO if request.method not in ("GET", "HEAD") or response.status >= 400 else logging.DEBUG
+        if not self.logger.isEnabledFor(level):
+            return
+        path = loggable_path(request.path)
+        self.logger.log(
+            level, "%s %s %s %d %.1f ms", request.remote, request.method, path, response.status, time * 1000
+        )
 
     @property
     def enabled(self) -> bool:
