@@ -62,7 +62,7 @@
       var alerts = document.getElementById("alerts");
       if (alerts) {
         var items = doc.alerts.map(function (a) {
-          var li = el("li", "alert level-" + a.level.replace(/[^a-z0-9_-]/gi, ""));
+          var li = el("li", "alert level-" + a.severity.replace(/[^a-z0-9_-]/gi, ""));
           [["entity", a.entity_id], ["name", a.name], ["level", a.level], ["value", a.value], ["since", a.since]]
             .forEach(function (p) { li.appendChild(el("span", p[0], p[1])); li.appendChild(document.createTextNode(" ")); });
           return li;
