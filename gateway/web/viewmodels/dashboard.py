@@ -17,8 +17,8 @@ from gateway.web.viewmodels.latest import UNIT_SYMBOLS, value_text
 
 __all__ = [
     "KNOWN_STATES",
-    "SEVERITIES",
     "LANES",
+    "SEVERITIES",
     "AdapterRow",
     "AlertRow",
     "CapFill",
