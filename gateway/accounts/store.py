@@ -424,6 +424,23 @@ class AccountStore:
             return AuthResult(ok=False, reason="disabled")
         return self._succeeded(row, password, address, now)
 
+    def confirm_password(self, name: str, password: str, *, now: float) -> AuthResult:
+        """The current password asked again by a logged-in user (before changing it): a wrong one counts
+        towards the lockout like a failed login, a right one is not a login (the last login stays)."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM users WHERE lower(name) = lower(?)", (name,)).fetchone()
+        if row is None:
+            self._verify(self._dummy_hash, password)
+            return AuthResult(ok=False, reason="bad_credentials")
+        matches = self._verify(row["password_hash"], password)
+        user = _user(row)
+        if user.locked(now):
+            self._count_locked_attempt(user.name)
+            return AuthResult(ok=False, reason="locked", locked_until=user.locked_until)
+        if not matches:
+            return self._failed(user.name, now)
+        return AuthResult(ok=True, reason="ok", user=user)
+
     def _count_locked_attempt(self, name: str) -> None:
         with self._write() as db:
             db.execute("UPDATE users SET failures_since_login = failures_since_login + 1 WHERE name = ?", (name,))

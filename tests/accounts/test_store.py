@@ -136,6 +136,22 @@ def test_login_reports_the_previous_login_and_the_failures_since(store: AccountS
     assert third.previous_login == (T0 + 180, "192.0.2.11") and third.failures_since_last_login == 0
 
 
+def test_confirming_the_current_password_is_not_a_login_but_wrong_guesses_lock(store: AccountStore) -> None:
+    store.add_user("tanaka", Role.ADMIN, GOOD, now=T0)
+    assert store.authenticate("tanaka", GOOD, address="192.0.2.10", now=T0 + 60).ok
+    right = store.confirm_password("tanaka", GOOD, now=T0 + 120)
+    assert right.ok and right.user is not None
+    user = store.get_user("tanaka")
+    assert user is not None and (user.last_login_at, user.last_login_address) == (T0 + 60, "192.0.2.10")
+    # a left-open session is no oracle: three wrong guesses lock the account as three failed logins would
+    assert store.confirm_password("tanaka", "bad-1", now=T0 + 121).reason == "bad_credentials"
+    assert store.confirm_password("tanaka", "bad-2", now=T0 + 122).reason == "bad_credentials"
+    third = store.confirm_password("tanaka", "bad-3", now=T0 + 123)
+    assert (third.reason, third.locked_now) == ("locked", True)
+    assert store.confirm_password("tanaka", GOOD, now=T0 + 124).reason == "locked"
+    assert store.authenticate("tanaka", GOOD, address="192.0.2.10", now=T0 + 125).reason == "locked"
+
+
 def test_unknown_user_answers_like_a_wrong_password_and_costs_a_verification(
     tmp_path: Path, web_config: WebConfig
 ) -> None:

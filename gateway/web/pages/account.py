@@ -12,7 +12,6 @@ from gateway.accounts.store import AccountError, PasswordRejected, Role, SetupRe
 from gateway.web.auth import (
     SESSIONS,
     audit,
-    client_address,
     current_user,
     hashing_call,
     login_session,
@@ -64,9 +63,7 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     else:
         # The current password proves it is the user at the keyboard, not someone at a left-open session;
         # wrong guesses count towards the lockout like failed logins.
-        check = await hashing_call(
-            request, svc.accounts.authenticate, user.name, current, address=client_address(request), now=svc.clock()
-        )
+        check = await hashing_call(request, svc.accounts.confirm_password, user.name, current, now=svc.clock())
         if not check.ok:
             await audit(request, "login.failed", target=user.name, detail={"reason": "password_change"})
             if check.locked_now:
