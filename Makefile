@@ -11,10 +11,14 @@ STAMP := $(VENV)/.installed
 
 # The demo: a loopback-only mosquitto on port 18830 (stopped again on exit) and the gateway with
 # simulated devices. Watch the data with: mosquitto_sub -p 18830 -t '#' -v
+# The admin web UI runs beside it (its log in var/demo/web.log); the first admin is made on the box.
 run: deps
 	@mkdir -p var/demo; \
 	$$(command -v mosquitto || echo /usr/sbin/mosquitto) -c config/demo-mosquitto.conf >var/demo/mosquitto.log 2>&1 & broker=$$!; \
-	trap 'kill $$broker 2>/dev/null' EXIT; \
+	$(VENV)/bin/edgegw web --config config/demo.toml >var/demo/web.log 2>&1 & web=$$!; \
+	trap 'kill $$broker $$web 2>/dev/null' EXIT; \
+	echo "Web UI: https://localhost:8443/  (self-signed; check its fingerprint: $(VENV)/bin/edgegw web fingerprint --config config/demo.toml)"; \
+	echo "First admin: $(VENV)/bin/edgegw user add admin --role admin --config config/demo.toml  (or the one-time /setup/... link in var/demo/web.log)"; \
 	$(VENV)/bin/edgegw run --config config/demo.toml
 
 # The sans-I/O device codecs must keep 100 % branch coverage: the run fails below it.
