@@ -89,23 +89,30 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class Role(enum.Enum):
-    """Ordered: an admin may do what a technician may, a technician what a viewer may."""
+    """The box's roles. Admin, technician and viewer are a ladder (an admin may do what a technician may, a
+    technician what a viewer may); the others are duties of their own, beside it:
+
+    - librarian: the library's pages (lockers, scanner stations); admins may use them too;
+    - wifi-auditor: the Wi-Fi log inquiries, and only they (separation of duties: searching who was
+      connected when is for the person answering an inquiry, not for whoever administers the box).
+    """
 
     ADMIN = "admin"
     TECHNICIAN = "technician"
     VIEWER = "viewer"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
+    LIBRARIAN = "librarian"
+    WIFI_AUDITOR = "wifi-auditor"
 
     def allows(self, needed: Role) -> bool:
-        return self.rank >= needed.rank
+        if needed in _LADDER:
+            return self in _LADDER and _LADDER[self] >= _LADDER[needed]
+        return self is needed or self in _ALSO_ALLOWED.get(needed, ())
 
 
-_RANK = {Role.VIEWER: 0, Role.TECHNICIAN: 1, Role.ADMIN: 2}
+_LADDER = {Role.VIEWER: 0, Role.TECHNICIAN: 1, Role.ADMIN: 2}
+_ALSO_ALLOWED: dict[Role, frozenset[Role]] = {Role.LIBRARIAN: frozenset({Role.ADMIN})}
 # roles whose password ages (the procurement rules' "privileged accounts")
-PRIVILEGED = frozenset({Role.ADMIN, Role.TECHNICIAN})
+PRIVILEGED = frozenset({Role.ADMIN, Role.TECHNICIAN, Role.WIFI_AUDITOR})  # the inquiry role reads personal data
 
 
 class AccountError(GatewayError, ValueError):

@@ -120,6 +120,16 @@ def test_roles_are_ordered() -> None:
     assert Role.VIEWER.allows(Role.VIEWER) and not Role.VIEWER.allows(Role.TECHNICIAN)
 
 
+def test_librarian_and_wifi_auditor_are_duties_beside_the_ladder() -> None:
+    allowed = {(r, n) for r in Role for n in Role if r.allows(n)}
+    assert {n for r, n in allowed if r is Role.LIBRARIAN} == {Role.LIBRARIAN}
+    assert {n for r, n in allowed if r is Role.WIFI_AUDITOR} == {Role.WIFI_AUDITOR}
+    # admins may staff the library's pages, yet only the auditor searches who was on the Wi-Fi
+    assert {r for r, n in allowed if n is Role.LIBRARIAN} == {Role.LIBRARIAN, Role.ADMIN}
+    assert {r for r, n in allowed if n is Role.WIFI_AUDITOR} == {Role.WIFI_AUDITOR}
+    assert {r for r, n in allowed if n is Role.VIEWER} == {Role.VIEWER, Role.TECHNICIAN, Role.ADMIN}
+
+
 def test_login_reports_the_previous_login_and_the_failures_since(store: AccountStore) -> None:
     store.add_user("tanaka", Role.ADMIN, GOOD, now=T0)
     first = store.authenticate("tanaka", GOOD, address="192.0.2.10", now=T0 + 60)
