@@ -93,6 +93,9 @@ class _Session:
         )
         try:
             await client.connect()
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected) as exc:
+            await _close(client)
+            raise SessionError(f"cannot connect to {cfg.host}:{cfg.effective_port}, got {_cause(exc)}") from None
         except aiosmtplib.SMTPAuthenticationError as exc:
             await _close(client)
             raise SessionError(f"authentication refused by the server, got {exc.code} {_text(exc.message)}") from None
@@ -139,6 +142,12 @@ class _Session:
             raise SessionError(_text(str(exc))) from None
         except (OSError, TimeoutError) as exc:
             raise SessionError(f"the session broke, got {_text(str(exc)) or type(exc).__name__}") from None
+
+
+def _cause(exc: BaseException) -> str:
+    # aiosmtplib wraps the OSError; its text is the useful part ("Connection refused")
+    inner = exc.__cause__ or exc.__context__
+    return _text(str(inner) if inner is not None and str(inner) else str(exc) or type(exc).__name__)
 
 
 def _text(s: str) -> str:
