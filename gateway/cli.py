@@ -306,6 +306,10 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     audit_cli.add_parser(sub).set_defaults(func=audit_cli.run)
     web_cli.add_parser(sub).set_defaults(func=web_cli.run)
 
+    from gateway.mail import cli as mail_cli
+
+    mail_cli.add_parser(sub).set_defaults(func=mail_cli.run)
+
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)
     s = ssub.add_parser("set", help="store a secret (read from the terminal, or --stdin)")

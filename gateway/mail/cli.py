@@ -1,0 +1,90 @@
+"""`edgegw mail test --to ADDRESS`: send one test mail now with the `[mail]` settings, and say what happened.
+
+It goes around the queue on purpose: a technician commissioning the box wants the SMTP server's
+answer on the spot (TLS, authentication, a refused sender), not a row that waits for a retry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from gateway import redact
+from gateway.errors import ConfigError
+from gateway.mail.message import Mail, MailError
+from gateway.mail.sender import DeliveryError, SessionError, send_now
+
+__all__ = ["add_parser", "run"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+SUBJECT = "edgegw テストメール / test mail ({gateway})"
+TEXT = """このメールは edgegw ゲートウェイ {gateway} の送信テストです。返信は不要です。
+This is a test mail from the edgegw gateway {gateway}; no reply is needed.
+
+host: {host}
+time: {time}
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add `mail test` to the `edgegw` argument parser; returns the `mail` parser."""
+    p = subparsers.add_parser("mail", help="the outgoing mail: send a test mail")
+    sub = p.add_subparsers(dest="mail_command", required=True, metavar="{test}")
+    t = sub.add_parser("test", help="send one test mail now with the [mail] settings and print the server's answer")
+    t.add_argument("--to", required=True, help="recipient address")
+    t.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG)")
+    return p
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    from gateway.config import DEFAULT_PATH, load_config
+
+    try:
+        config = load_config(args.config or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH))))
+    except ConfigError as exc:
+        err.write(f"mail test: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
+        err.writelines(f"  {line}\n" for line in exc.errors)
+        return EXIT_INVALID
+    if config.mail is None:
+        err.write("mail test: no [mail] section in the configuration; add one (see gateway/mail/README.md)\n")
+        return EXIT_INVALID
+    gateway_id = config.gateway.id
+    now = time.time()
+    try:
+        mail = Mail(
+            to=(args.to,),
+            subject=SUBJECT.format(gateway=gateway_id),
+            text=TEXT.format(gateway=gateway_id, host=socket.gethostname(), time=time.strftime("%Y-%m-%d %H:%M:%S %Z")),
+            purpose="test",
+            reference="edgegw mail test",
+        )
+    except MailError as exc:
+        err.write(f"mail test: --to {exc}\n")
+        return EXIT_INVALID
+    shown = redact.text(args.to)
+    cfg = config.mail
+    try:
+        asyncio.run(send_now(cfg, config.gateway.data_dir, mail, now=now))
+    except ConfigError as exc:  # the password's secret, or an unreadable CA file
+        err.write(f"mail test: {'; '.join(exc.errors)}\n")
+        return EXIT_INVALID
+    except SessionError as exc:
+        err.write(f"mail test: {cfg.host}:{cfg.effective_port} ({cfg.security.value}): {exc}\n")
+        return EXIT_FAILURE
+    except DeliveryError as exc:
+        kind = "refused permanently" if exc.permanent else "refused for now (try again later)"
+        err.write(f"mail test: the server {kind} the mail to {shown}, got {exc}\n")
+        return EXIT_FAILURE
+    out.write(f"test mail to {shown} accepted by {cfg.host}:{cfg.effective_port} ({cfg.security.value})\n")
+    return EXIT_OK
