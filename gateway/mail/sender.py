@@ -307,7 +307,9 @@ class MailSender:
         await self.queue.mark_failed(item.id, error)
         self.failed += 1
         self.last_error = error
-        log.warning("mail %d failed permanently (%s, %s): %s", item.id, item.mail.purpose, item.mail.reference, error)
+        log.warning(
+            "mail %d failed permanently (%s, %s): %s", item.id, item.mail.purpose, _text(item.mail.reference), error
+        )
 
     async def _defer(self, item: Pending, error: str) -> None:
         ceiling = min(self.config.retry_cap_s, self.config.retry_initial_s * 2 ** min(item.attempts, 20))
