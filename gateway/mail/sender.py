@@ -254,6 +254,7 @@ class MailSender:
         if not todo:
             self._counts = await self.queue.counts()
             return handled
+        left = list(todo)  # not handled yet: what a broken session leaves waiting
         try:
             async with _Session(self.config, self.data_dir) as session:
                 for item in todo:
@@ -263,6 +264,7 @@ class MailSender:
                         await session.send(item.mail, self.clock())
                     except DeliveryError as exc:
                         handled += 1
+                        left.remove(item)
                         if exc.permanent:
                             await self._fail(item, str(exc))
                         else:
@@ -270,6 +272,7 @@ class MailSender:
                         raise _Reconnect from None  # a fresh session for the rest: no half state
                     else:
                         handled += 1
+                        left.remove(item)
                         await self.queue.mark_sent(item.id)
                         self.sent += 1
                         self.last_sent_at = self.clock()
@@ -277,8 +280,8 @@ class MailSender:
         except _Reconnect:
             pass
         except SessionError as exc:
-            self._session_failed(str(exc), todo)
-            for item in todo:
+            self._session_failed(str(exc), left)
+            for item in left:
                 await self.queue.defer(item.id, str(exc), self.next_session_at, attempted=False)
             self._counts = await self.queue.counts()
             return handled

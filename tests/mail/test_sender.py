@@ -291,3 +291,23 @@ async def test_send_now_reports_the_refusal(smtp: SmtpServer, data_dir: Path, tl
     assert err.value.code == 421 and not err.value.permanent
     with pytest.raises(SessionError, match=r"cannot connect to 127\.0\.0\.1:\d+, got .*Connect call failed"):
         await send_now(mail_config(free_port(), tls_material), data_dir, pickup())
+
+
+async def test_a_session_broken_mid_batch_keeps_the_rest_pending_and_the_sent_ones_sent(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock
+) -> None:
+    queue, sender = await open_sender(data_dir, smtp.port, tls_material, clock)
+    ids = [await queue.enqueue(pickup(reference=f"R-{i}")) for i in range(3)]
+    smtp.replies["MAIL"].extend(["", "DROP"])  # the first mail goes through, then the server vanishes
+    assert await sender.run_once() == 1
+    first = await queue.status(ids[0])
+    assert first is not None and first.state is MailState.SENT and first.last_error is None
+    for mail_id in ids[1:]:
+        status = await queue.status(mail_id)
+        assert status is not None and status.state is MailState.PENDING and status.attempts == 0
+        assert status.next_attempt_at == sender.next_session_at
+        assert "closed" in (status.last_error or "") or "broke" in (status.last_error or "")
+    clock.now = sender.next_session_at
+    assert await sender.run_once() == 2
+    assert len(smtp.received) == 3
+    await queue.close()
