@@ -50,7 +50,8 @@ async def test_enqueued_mails_survive_kill_9_and_are_sent_once(
 
     clock.now = time.time()  # the subprocess stamped the rows with the real clock
     db = data_dir / QUEUE_FILE
-    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in data_dir.glob(QUEUE_FILE + "*")}
+    assert modes == {QUEUE_FILE: 0o600, QUEUE_FILE + "-wal": 0o600, QUEUE_FILE + "-shm": 0o600}
     queue = await MailQueue.open(data_dir, clock=clock)
     sender = MailSender(mail_config(smtp.port, tls_material), queue, data_dir, clock=clock)
     assert await sender.run_once() == 5
