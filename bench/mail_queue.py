@@ -1,6 +1,6 @@
 """Mail queue figures: enqueue latency (durable: synchronous=FULL) and delivery rate to a loopback SMTP server.
 
-Run from the worktree root: `.venv/bin/python bench/mail_queue.py [DIR]` (DIR: a directory on the disk to measure; default the temp dir, often tmpfs). The machine is shared and noisy:
+Run from the repository root: `.venv/bin/python -m bench.mail_queue [DIR]` (DIR: a directory on the disk to measure; default the temp dir, often tmpfs). The machine is shared and noisy:
 each figure is the median of several rounds; compare runs alternately, not once each.
 """
 
