@@ -41,7 +41,7 @@ from gateway.mail.queue import MailQueue, Pending
 from gateway.secrets import resolve
 from gateway.tls import client_context
 
-__all__ = ["DeliveryError", "MailSender", "SessionError", "send_now"]
+__all__ = ["DeliveryError", "MailSender", "SessionError", "probe", "send_now"]
 
 log = logging.getLogger("gateway.mail")
 BATCH = 20
@@ -167,6 +167,13 @@ async def send_now(config: MailConfig, data_dir: Path | str, mail: Mail, *, now:
     """Send `mail` at once, outside the queue (`edgegw mail test`); raises SessionError or DeliveryError."""
     async with _Session(config, Path(data_dir)) as session:
         await session.send(mail, time.time() if now is None else now)
+
+
+async def probe(config: MailConfig, data_dir: Path | str) -> None:
+    """Connect, secure and authenticate, then QUIT without sending (a commissioning check that the
+    alarms' mail can go out); raises SessionError or ConfigError (an unresolvable password or CA file)."""
+    async with _Session(config, Path(data_dir)):
+        pass
 
 
 class MailSender:

@@ -36,6 +36,10 @@ asyncio.run(main())
 """
 
 
+def file_modes(data_dir: Path) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in data_dir.glob(QUEUE_FILE + "*")}
+
+
 async def test_enqueued_mails_survive_kill_9_and_are_sent_once(
     smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock
 ) -> None:
@@ -49,8 +53,7 @@ async def test_enqueued_mails_survive_kill_9_and_are_sent_once(
     assert ids == [1, 2, 3, 4, 5]
 
     clock.now = time.time()  # the subprocess stamped the rows with the real clock
-    db = data_dir / QUEUE_FILE
-    modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in data_dir.glob(QUEUE_FILE + "*")}
+    modes = await asyncio.to_thread(file_modes, data_dir)
     assert modes == {QUEUE_FILE: 0o600, QUEUE_FILE + "-wal": 0o600, QUEUE_FILE + "-shm": 0o600}
     queue = await MailQueue.open(data_dir, clock=clock)
     sender = MailSender(mail_config(smtp.port, tls_material), queue, data_dir, clock=clock)

@@ -311,3 +311,16 @@ async def test_a_session_broken_mid_batch_keeps_the_rest_pending_and_the_sent_on
     assert await sender.run_once() == 2
     assert len(smtp.received) == 3
     await queue.close()
+
+
+async def test_probe_checks_tls_and_authentication_without_sending(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial
+) -> None:
+    from gateway.mail.sender import probe
+    from gateway.secrets import SecretStore
+
+    await probe(mail_config(smtp.port, tls_material), data_dir)
+    assert smtp.commands == ["EHLO", "STARTTLS", "EHLO", "AUTH", "QUIT"] and smtp.received == []
+    SecretStore(data_dir).set("smtp_password", "wrong")
+    with pytest.raises(SessionError, match="authentication refused by the server, got 535"):
+        await probe(mail_config(smtp.port, tls_material), data_dir)
