@@ -226,6 +226,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("processing:")
         for p in doc["processing"]:
             print(_processing_line(p))
+    if doc.get("mail"):  # only with a [mail] section
+        from gateway.mail.cli import status_line
+
+        print(status_line(doc["mail"]))
     return EXIT_OK
 
 

@@ -13,14 +13,14 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from gateway import redact
 from gateway.errors import ConfigError
 from gateway.mail.message import Mail, MailError
 from gateway.mail.sender import DeliveryError, SessionError, send_now
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "status_line"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -88,3 +88,19 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return EXIT_FAILURE
     out.write(f"test mail to {shown} accepted by {cfg.host}:{cfg.effective_port} ({cfg.security.value})\n")
     return EXIT_OK
+
+
+def status_line(d: dict[str, Any]) -> str:
+    """`edgegw status`'s mail line, from the sender's diagnostics in the status document."""
+    queue = d.get("queue", {})
+    state = "ok" if d.get("connected", True) else "unreachable"
+    line = (
+        f"mail: {d.get('server', '?')} {state:<11} pending {queue.get('pending', 0)}  sent {d.get('sent', 0)}  "
+        f"deferred {d.get('deferred', 0)}  failed {queue.get('failed', 0)}"
+    )
+    oldest = queue.get("oldest_pending_at")
+    if oldest is not None:
+        line += f"  oldest pending {max(0.0, time.time() - oldest):.0f} s"
+    if d.get("last_error"):
+        line += f"\n  last error: {d['last_error']}"
+    return line

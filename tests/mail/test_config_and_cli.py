@@ -168,3 +168,20 @@ async def test_mail_test_says_why_not(
         code == 2
         and err == "mail test: --to mail.to: not an e-mail address (local@domain), got a value not shown here\n"
     )
+
+
+def test_the_status_line() -> None:
+    from gateway.mail.cli import status_line
+
+    d = {
+        "server": "smtp.example.jp:587",
+        "connected": False,
+        "sent": 4,
+        "deferred": 1,
+        "last_error": "cannot connect to smtp.example.jp:587, got timed out",
+        "queue": {"pending": 2, "failed": 1, "oldest_pending_at": None},
+    }
+    assert status_line(d) == (
+        "mail: smtp.example.jp:587 unreachable pending 2  sent 4  deferred 1  failed 1\n"
+        "  last error: cannot connect to smtp.example.jp:587, got timed out"
+    )
