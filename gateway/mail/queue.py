@@ -158,6 +158,7 @@ class MailQueue:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # enqueue's promise: on disk when it returns
+            db.execute("PRAGMA secure_delete=ON")  # an erased payload is overwritten, not left in a free page
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")

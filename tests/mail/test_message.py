@@ -129,3 +129,45 @@ def test_header_injection_and_bad_fields_are_refused(fields: dict[str, object], 
 
 def test_a_lone_address_string_is_one_recipient() -> None:
     assert Mail(to="a@example.jp", subject="s", text="t").to == ("a@example.jp",)  # type: ignore[arg-type]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    mails=st.lists(
+        st.builds(
+            Mail,
+            to=st.lists(address, min_size=1, max_size=3, unique=True).map(tuple),
+            subject=line,
+            text=body,
+            html=st.none() | body,
+            purpose=st.from_regex(r"[a-z0-9_.-]{1,20}", fullmatch=True),
+            reference=st.text(st.characters(exclude_categories=["Cc", "Cs"]), max_size=40),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_the_queue_gives_back_what_was_enqueued_and_keeps_none_of_it_after_sending(mails: list[Mail]) -> None:
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    from gateway.mail import MailQueue
+
+    async def scenario(directory: Path) -> None:
+        queue = await MailQueue.open(directory, clock=lambda: 1000.0)
+        ids = [await queue.enqueue(m) for m in mails]
+        due = await queue.due(1000.0, limit=10)
+        assert [p.id for p in due] == ids and [p.mail for p in due] == mails
+        for mail_id in ids:
+            await queue.mark_sent(mail_id)
+            row = await queue.raw_row(mail_id)
+            assert row is not None and row["payload"] is None
+        await queue.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(scenario(Path(d)))
+        stored = b"".join(p.read_bytes() for p in Path(d).glob("mail.db*"))
+    for m in mails:
+        for a in m.to:
+            assert a.encode() not in stored
