@@ -34,6 +34,7 @@ import aiosmtplib
 
 from gateway import redact
 from gateway.backoff import Backoff
+from gateway.errors import ConfigError
 from gateway.logs import StateLog
 from gateway.mail.config import MailConfig, MailSecurity
 from gateway.mail.message import Mail, build_message
@@ -77,9 +78,12 @@ class _Session:
     async def __aenter__(self) -> _Session:
         cfg = self.config
         context: ssl.SSLContext | None = None
-        if cfg.security is not MailSecurity.PLAIN_LOOPBACK:
-            context = client_context(cfg.tls, "mail")
-        password = resolve(cfg.password, self.data_dir) if cfg.password is not None else None
+        try:
+            if cfg.security is not MailSecurity.PLAIN_LOOPBACK:
+                context = client_context(cfg.tls, "mail")
+            password = resolve(cfg.password, self.data_dir) if cfg.password is not None else None
+        except ConfigError as exc:  # a CA file or the password's secret: fixed on the box, then retried
+            raise SessionError("; ".join(exc.errors)) from None
         client = aiosmtplib.SMTP(
             hostname=cfg.host,
             port=cfg.effective_port,

@@ -324,3 +324,16 @@ async def test_probe_checks_tls_and_authentication_without_sending(
     SecretStore(data_dir).set("smtp_password", "wrong")
     with pytest.raises(SessionError, match="authentication refused by the server, got 535"):
         await probe(mail_config(smtp.port, tls_material), data_dir)
+
+
+async def test_a_missing_secret_keeps_mails_pending_and_says_which(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock
+) -> None:
+    queue, sender = await open_sender(data_dir, smtp.port, tls_material, clock, password="secret:not_set")
+    mail_id = await queue.enqueue(pickup())
+    assert await sender.run_once() == 0
+    status = await queue.status(mail_id)
+    assert status is not None and status.state is MailState.PENDING
+    assert status.last_error == "secret:not_set: not in the secret store; set it with `edgegw secret set not_set`"
+    assert smtp.sessions == 0
+    await queue.close()
