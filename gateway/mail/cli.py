@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
 from gateway import redact
+from gateway.cliopts import add_config_option, config_path
 from gateway.errors import ConfigError
 from gateway.mail.message import Mail, MailError
 from gateway.mail.sender import DeliveryError, SessionError, send_now
@@ -41,17 +40,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sub = p.add_subparsers(dest="mail_command", required=True, metavar="{test}")
     t = sub.add_parser("test", help="send one test mail now with the [mail] settings and print the server's answer")
     t.add_argument("--to", required=True, help="recipient address")
-    t.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG)")
+    add_config_option(t)
     return p
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    from gateway.config import DEFAULT_PATH, load_config
+    from gateway.config import load_config
 
     try:
-        config = load_config(args.config or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH))))
+        config = load_config(config_path(args.config))
     except ConfigError as exc:
         err.write(f"mail test: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
         err.writelines(f"  {line}\n" for line in exc.errors)
