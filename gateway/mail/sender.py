@@ -209,6 +209,7 @@ class MailSender:
         self._state = StateLog(log)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        queue.diagnostics_source = self.diagnostics
 
     # --- lifecycle -------------------------------------------------------------------------------
 

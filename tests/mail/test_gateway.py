@@ -55,6 +55,7 @@ async def test_adapters_get_the_queue_the_sender_runs_and_the_control_ops_answer
         assert await gw.client.call("mail.failures", purpose="locker.pickup") == []
 
         diagnostics = await gw.client.call("mail.status")
+        assert queue.diagnostics() == diagnostics | {"enqueued": 2}
         assert diagnostics["sent"] == 1 and diagnostics["failed"] == 1 and diagnostics["connected"] is True
         with pytest.raises(ControlError) as exc:
             await gw.client.call("mail.status", id=999)
