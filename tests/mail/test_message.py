@@ -102,6 +102,9 @@ def test_a_japanese_subject_is_rfc2047_encoded_and_decodes_to_the_same_text() ->
     [
         "〇〇町立　中央図書館　予約資料受け取りロッカー通知",
         "〇〇町立 中央図書館 予約資料受け取りロッカー自動通知システム 駅前分室",
+        "0" + "\u0800" * 14 + " \xa1",  # Python's own folder split it at the space, which then got lost
+        "0000000\xa0\xa1\xa0\xa1\xa0\xa1\xa0\xa1\xa0\xa1\xa0\xa1\xa0\xa1\xa0\u0800\u0800\u0800",
+        "0 \xa1\xa0\xa1\xa0\xa1\xa0\xa1\xa0\xa1\xa0\u0800" + "\U00010000" * 5,
     ],
 )
 def test_a_long_japanese_display_name_decodes_to_the_same_text(name: str) -> None:
