@@ -28,6 +28,7 @@ from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery import DeliveryLoop
 from gateway.errors import ConfigError, ReadingError
+from gateway.mail import MailQueue, MailSender
 from gateway.ngsi.check import check_reading
 from gateway.processing.api import ProcessorContext
 from gateway.processing.registry import build_stage
@@ -107,6 +108,8 @@ class Gateway:
         self.stage: Stage | None = None  # None when nothing is configured: readings skip it altogether
         # entity id -> its latest valid reading (after processing); one dict assignment per reading
         self.latest: dict[str, Reading] = {}
+        self.mail_queue: MailQueue | None = None  # with a [mail] section: the one outgoing-mail component
+        self.mail_sender: MailSender | None = None
 
     def _emit(self, reading: Reading) -> asyncio.Future[None]:
         assert self.outbox is not None
@@ -183,6 +186,11 @@ class Gateway:
             loop = DeliveryLoop(uplink, ucfg, self.outbox)
             self.loops.append(loop)
             self._loop_tasks.append(asyncio.create_task(loop.run(), name=f"uplink:{ucfg.name}"))
+        if cfg.mail is not None:  # before the adapters: they get the queue in their context
+            self.mail_queue = await MailQueue.open(data_dir)
+            self.mail_sender = MailSender(cfg.mail, self.mail_queue, data_dir)
+            self.mail_sender.start()
+            self.context = replace(self.context, mail=self.mail_queue)
         self.supervisor = Supervisor(self._emit, emit_many=self._emit_many)
         adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
         # built before any adapter runs: configured entries first (file order), then what adapters contribute
@@ -216,6 +224,10 @@ class Gateway:
                 log.warning("command sources did not stop within 0.5 s")
         if self.supervisor is not None:
             await self.supervisor.stop()
+        if self.mail_sender is not None:  # after the adapters, which may enqueue until they stop
+            await self.mail_sender.stop()
+        if self.mail_queue is not None:
+            await self.mail_queue.close()
         # let each uplink finish the batch it is sending, then stop reading
         for loop in self.loops:
             loop.stop_soon()
@@ -262,6 +274,8 @@ class Gateway:
             "buffer": self._buffer_stats,
             "processing": self.stage.diagnostics() if self.stage is not None else [],
         }
+        if self.mail_sender is not None:
+            doc["mail"] = self.mail_sender.diagnostics()
         scrubbed: dict[str, Any] = redact.scrub(doc)
         return scrubbed
 

@@ -212,6 +212,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("processing:")
         for p in doc["processing"]:
             print(_processing_line(p))
+    if doc.get("mail"):  # only with a [mail] section
+        from gateway.mail.cli import status_line
+
+        print(status_line(doc["mail"]))
     return EXIT_OK
 
 
@@ -291,6 +295,10 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     user_cli.add_parser(sub).set_defaults(func=user_cli.run)
     audit_cli.add_parser(sub).set_defaults(func=audit_cli.run)
     web_cli.add_parser(sub).set_defaults(func=web_cli.run)
+
+    from gateway.mail import cli as mail_cli
+
+    mail_cli.add_parser(sub).set_defaults(func=mail_cli.run)
 
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)

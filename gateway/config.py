@@ -13,6 +13,7 @@ from gateway.adapter_api import AdapterConfig
 from gateway.buffer.config import BufferConfig
 from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml
 from gateway.errors import ConfigError
+from gateway.mail.config import MailConfig
 from gateway.ngsi.config import NgsiConfig
 from gateway.processing.api import ProcessorConfig
 from gateway.processing.registry import parse_processing
@@ -55,6 +56,7 @@ class _Top(Section):
     uplinks: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
     processing: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
     web: WebConfig = WebConfig()
+    mail: MailConfig | None = None
 
 
 class GatewayConfig(Section):
@@ -65,6 +67,7 @@ class GatewayConfig(Section):
     uplinks: tuple[UplinkConfig, ...]
     processing: tuple[ProcessorConfig, ...] = ()  # in file order: the order they run in
     web: WebConfig = WebConfig()
+    mail: MailConfig | None = None  # the one outgoing-mail component; None: features that mail are off
 
 
 def _sections(
@@ -127,6 +130,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         uplinks=tuple(_with_ngsi_defaults(s, raw_uplinks[i], top.ngsi) for i, s in uplinks),
         processing=tuple(processing),
         web=top.web,
+        mail=top.mail,
     )
 
 
