@@ -234,7 +234,7 @@ async def test_broker_stopped_mid_batch_gives_retry_for_unacked_then_delivers_af
     again = await up.deliver([batch[i] for i in retry[:3]])
     assert {o.status for o in again} == {Status.RETRY}
     assert again[0].reason.startswith(f"broker 127.0.0.1:{mosquitto_private.port} unreachable: ")
-    assert again[0].fault is Fault.TRANSIENT
+    assert again[0].fault is Fault.UNREACHABLE  # no connection: the delivery loop probes within probe_s
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert (
