@@ -26,7 +26,10 @@ class BufferConfig(Section):
     commit_interval_ms: float = Field(default=20.0, ge=0, le=1000, description="longest wait to group a commit")
     commit_max_rows: int = Field(default=5000, ge=1, le=200_000)
     ack_write_interval_ms: float = Field(
-        default=1000.0,
+        # 200 ms, not longer: rows are deleted at the settle too, and the sooner their pages are free
+        # the sooner new rows reuse them within one checkpoint (at 5,000/s: 0.67 KB a reading with
+        # 200 ms, 0.82 KB with 1 s; at 500/s no difference), and a crash repeats fewer readings
+        default=200.0,
         ge=0,
         le=60_000,
         description="longest time delivered readings' cursor moves wait to be written with an append "
