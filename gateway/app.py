@@ -480,7 +480,7 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
                 )
             else:
                 status_log.ok("status file written again")
-            gw.release_memory()
+            runtime.gateway.release_memory()
             if reload.is_set() and not stop.is_set():
                 reload.clear()
                 await runtime.reload()  # logs and answers why when it refuses; the gateway keeps running
