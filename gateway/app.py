@@ -28,6 +28,7 @@ from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery import DeliveryLoop
 from gateway.errors import ConfigError, ReadingError
+from gateway.fleet.service import FleetService
 from gateway.mail import MailQueue, MailSender
 from gateway.ngsi.check import check_reading
 from gateway.processing.api import ProcessorContext
@@ -110,6 +111,9 @@ class Gateway:
         self.latest: dict[str, Reading] = {}
         self.mail_queue: MailQueue | None = None  # with a [mail] section: the one outgoing-mail component
         self.mail_sender: MailSender | None = None
+        self.fleet: FleetService | None = None  # with a [fleet] section: gateway/fleet
+        self.fleet_autotick = True  # tests drive `fleet.tick(now)` themselves
+        self.control_target: Any = None  # the Runtime: remote configuration applies through it
 
     def _emit(self, reading: Reading) -> asyncio.Future[None]:
         assert self.outbox is not None
@@ -191,6 +195,10 @@ class Gateway:
             self.mail_sender = MailSender(cfg.mail, self.mail_queue, data_dir)
             self.mail_sender.start()
             self.context = replace(self.context, mail=self.mail_queue)
+        safe_mode = False
+        if cfg.fleet is not None:  # before the adapters: a crash-looping gateway starts none (safe mode)
+            self.fleet = FleetService(self, cfg.fleet, self._emit_many, target=self.control_target)
+            safe_mode = self.fleet.boot()
         self.supervisor = Supervisor(self._emit, emit_many=self._emit_many)
         adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
         # built before any adapter runs: configured entries first (file order), then what adapters contribute
@@ -201,11 +209,13 @@ class Gateway:
         )
         for acfg, adapter in adapters:
             self.router.add_adapter(acfg.name, adapter)
-        self.supervisor.start(adapters)
+        self.supervisor.start([] if safe_mode else adapters)
         for source in uplinks:
             if isinstance(source, CommandSource):  # a capability, not a family: see gateway/uplinks/api.py
                 await source.start_commands(self.router)
                 self.command_sources.append(source)
+        if self.fleet is not None:
+            await self.fleet.start(autotick=self.fleet_autotick)
         log.info(
             "gateway %s started: %d adapters, %d uplinks, buffer %s (%s durability)",
             cfg.gateway.id,
@@ -217,6 +227,8 @@ class Gateway:
 
     async def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
         t_end = time.monotonic() + deadline_s
+        if self.fleet is not None:
+            await self.fleet.stop(clean=True)
         if self.command_sources:  # no new commands while the adapters stop
             try:
                 await asyncio.wait_for(asyncio.gather(*(c.stop_commands() for c in self.command_sources)), timeout=0.5)
@@ -276,6 +288,8 @@ class Gateway:
         }
         if self.mail_sender is not None:
             doc["mail"] = self.mail_sender.diagnostics()
+        if self.fleet is not None:
+            doc["fleet"] = self.fleet.section()
         scrubbed: dict[str, Any] = redact.scrub(doc)
         return scrubbed
 
@@ -339,6 +353,7 @@ class Runtime:
         self.config_path = Path(config_path)
         self.config = config
         self.gateway = Gateway(config)
+        self.gateway.control_target = self
         self.notifier = notifier
         self.reloads = 0
         self._lock = asyncio.Lock()
@@ -375,6 +390,7 @@ class Runtime:
             await old.stop()
             logs.setup(new.gateway.log_level.value, new.gateway.log_format.value)
             gw = Gateway(new)
+            gw.control_target = self
             gw.latest = old.latest  # the live values stay on screen across a reload
             try:
                 await gw.start()
@@ -383,6 +399,7 @@ class Runtime:
                     await gw.stop()
                 log.error("reload failed, restarting the previous configuration: %s", exc)
                 gw = Gateway(self.config)
+                gw.control_target = self
                 gw.latest = old.latest
                 await gw.start()
                 self.gateway = gw
