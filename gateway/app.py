@@ -90,6 +90,10 @@ def tune_runtime() -> None:
 class Gateway:
     """One generation of the running gateway; a reload stops it and starts a new one on the same buffer."""
 
+    # the fleet service's ticks run on their own; tests set False and call `fleet.tick(now)`, with `fleet_clock`
+    fleet_autotick = True
+    fleet_clock: Any = None  # None: time.time
+
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.context = AdapterContext(gateway_id=config.gateway.id, data_dir=str(config.gateway.data_dir))
@@ -112,7 +116,6 @@ class Gateway:
         self.mail_queue: MailQueue | None = None  # with a [mail] section: the one outgoing-mail component
         self.mail_sender: MailSender | None = None
         self.fleet: FleetService | None = None  # with a [fleet] section: gateway/fleet
-        self.fleet_autotick = True  # tests drive `fleet.tick(now)` themselves
         self.control_target: Any = None  # the Runtime: remote configuration applies through it
 
     def _emit(self, reading: Reading) -> asyncio.Future[None]:
@@ -197,7 +200,9 @@ class Gateway:
             self.context = replace(self.context, mail=self.mail_queue)
         safe_mode = False
         if cfg.fleet is not None:  # before the adapters: a crash-looping gateway starts none (safe mode)
-            self.fleet = FleetService(self, cfg.fleet, self._emit_many, target=self.control_target)
+            self.fleet = FleetService(
+                self, cfg.fleet, self._emit_many, target=self.control_target, clock=self.fleet_clock or time.time
+            )
             safe_mode = self.fleet.boot()
         self.supervisor = Supervisor(self._emit, emit_many=self._emit_many)
         adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from gateway.fleet import remote
 from gateway.fleet.alarms import AlarmEngine, AlarmEvent, EventKind, alarm_reading, conditions, render_mail
 from gateway.fleet.availability import AVAILABILITY_FILE, Availability
@@ -91,7 +93,7 @@ class FleetService:
 
     async def start(self, *, autotick: bool = True) -> None:
         if self.config.metrics.enabled:
-            self.metrics = MetricsServer(self.config.metrics, self.gw.status)
+            self.metrics = MetricsServer(self.config.metrics, self.status)
             await self.metrics.start()
         if autotick:
             self._task = asyncio.create_task(self._run(), name="fleet")
@@ -116,6 +118,11 @@ class FleetService:
             await asyncio.sleep(TICK_S)
 
     # --- status --------------------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """`Gateway.status()` as plain JSON values (enums as their values): what `edgegw status` shows too."""
+        doc: dict[str, Any] = orjson.loads(orjson.dumps(await self.gw.status(), default=str))
+        return doc
 
     def section(self) -> dict[str, Any]:
         """The `fleet` part of the status document (sync, cheap: what the last tick measured)."""
@@ -153,16 +160,16 @@ class FleetService:
 
     async def tick(self, now: float) -> dict[str, Any]:
         self.facts = await asyncio.to_thread(self.system_probe, self.data_dir)
-        doc = await self.gw.status()
+        doc = await self.status()
         await self._safe_mode(doc, now)
         if self.safe_mode["active"]:
-            doc = await self.gw.status()
+            doc = await self.status()
         self.availability.note(now, _delivering(doc))
         events = self.engine.evaluate(conditions(doc, self.config.alarms.rules, now), now)
         if events:
             _write_json(self.data_dir / ALARMS_FILE, self.engine.state())
             await self._dispatch(events)
-            doc = await self.gw.status()
+            doc = await self.status()
         state = device_state(doc)
         if state != self._last_state or now - self._last_report >= self.config.report_interval_s:
             if self._last_state is not None and state != self._last_state:
@@ -413,4 +420,3 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(doc), encoding="utf-8")
     os.replace(tmp, path)
-
