@@ -40,6 +40,11 @@ ALERT_CATEGORY = "security"
 ALERT_SUB_CATEGORY = "gatewayAlarm"
 
 
+_FAILING = ("backing-off", "refused")
+# kinds whose condition measures its own duration (since the last delivery): the engine adds none
+_TIMED_IN_CONDITION = frozenset({AlarmKind.UPLINK_NOT_DELIVERING})
+
+
 class EventKind(enum.Enum):
     RAISED = "raised"
     REPEATED = "repeated"
@@ -87,7 +92,8 @@ def conditions(doc: Mapping[str, Any], rules: Iterable[AlarmRule], now: float) -
     rule = by_kind.get(AlarmKind.UPLINK_NOT_DELIVERING)
     for uplink in doc.get("uplinks", ()):
         pending = sum((cursors.get(uplink["name"]) or {}).get("pending", {}).values())
-        if rule is None or not pending:
+        # rows in the batch being retried are no longer "pending" (read past): a failing state counts too
+        if rule is None or not (pending or uplink.get("state") in _FAILING):
             continue  # nothing waiting: an idle uplink is not failing
         last = uplink.get("last_delivery") or doc.get("started_at") or now
         if now - last >= rule.for_s:
@@ -171,7 +177,8 @@ class AlarmEngine:
                 active["detail"] = cond.detail
                 continue
             since = self.pending.setdefault(key, now)
-            if now - since >= self.rules[cond.kind].for_s:
+            for_s = 0.0 if cond.kind in _TIMED_IN_CONDITION else self.rules[cond.kind].for_s
+            if now - since >= for_s:
                 del self.pending[key]
                 self.active[key] = {
                     "kind": cond.kind.value,
