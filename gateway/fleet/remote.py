@@ -11,7 +11,7 @@ through the control socket's `ConfigOps.apply`, which records a config version a
 A reload stops the generation that applied it, so the outcome is kept in
 `<data_dir>/remote_config.json` (`pending`: the serial, the version applied, the previous text and
 the deadline) and the next generation's fleet service finishes the job on its ticks: when every
-uplink with rows waiting delivered after the apply, it confirms; at the deadline it applies the
+uplink delivered after the apply (and none is failing), it confirms; at the deadline it applies the
 previous text again (a rollback, itself a recorded version). Every step is an audit entry and an
 `event` in the status document, which the Device entity carries to the platform.
 """
@@ -134,13 +134,12 @@ def verify_bundle(data: bytes, *, public_key: str, gateway: str, last_serial: in
 
 
 def healthy_since(doc: Mapping[str, Any], applied_at: float) -> bool:
-    """Every uplink with rows waiting delivered after `applied_at`, and none is refused or backing off."""
-    cursors = (doc.get("buffer") or {}).get("uplinks") or {}
+    """Every uplink delivered after `applied_at` and none is failing: positive evidence, not the absence of
+    errors (a new generation sends its Device entity at once, so every uplink has something to deliver)."""
     for u in doc.get("uplinks", ()):
-        pending = sum(((cursors.get(u["name"]) or {}).get("pending") or {}).values())
         if u.get("state") in ("backing-off", "refused", "starting"):
             return False
-        if pending and (u.get("last_delivery") or 0) < applied_at:
+        if (u.get("last_delivery") or 0) < applied_at:
             return False
     return True
 

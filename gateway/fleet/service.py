@@ -248,6 +248,8 @@ class FleetService:
 
     async def _remote(self, doc: dict[str, Any], now: float) -> None:
         rc = self.config.remote_config
+        # read again: the apply that reloaded into this generation writes the file after this service began
+        self.remote_state = await asyncio.to_thread(remote.RemoteState, self.data_dir)
         pending = self.remote_state.pending
         if pending is not None and self.target is not None:
             if pending.get("reloaded") and remote.healthy_since(doc, pending["applied_at"]):
@@ -277,6 +279,7 @@ class FleetService:
         now = self.clock()
         if rc is None or self.target is None:
             return {"applied": False, "error": "remote config: not configured, got no [fleet.remote_config] section"}
+        self.remote_state = await asyncio.to_thread(remote.RemoteState, self.data_dir)
         try:
             bundle = remote.verify_bundle(
                 data,

@@ -11,6 +11,10 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, parse_config
+from tests.mail.conftest import data_dir as data_dir  # the mail tests' fixtures: a real SMTP server, TLS material
+from tests.mail.conftest import server_context as server_context
+from tests.mail.conftest import smtp as smtp
+from tests.mail.conftest import tls_material as tls_material
 
 # 2026-07-01 00:00 Asia/Tokyo: a day boundary for the availability figure
 T0 = 1_782_831_600.0

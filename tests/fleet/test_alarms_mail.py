@@ -19,7 +19,7 @@ from gateway.app import Gateway
 from gateway.fleet.alarms import conditions
 from gateway.fleet.config import AlarmRule
 from tests.fleet.conftest import Clock, gateway_config, until
-from tests.mail.conftest import PASSWORD, data_dir, server_context, smtp, tls_material  # noqa: F401 - fixtures
+from tests.mail.conftest import PASSWORD
 from tests.mail.smtp_server import SmtpServer
 from tests.smart_models.test_schemas import load_schemas
 from tests.support.entity_state import key_values
