@@ -8,6 +8,7 @@ health window passes without waiting for it.
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,18 +73,22 @@ def test_verification_refuses_what_is_not_signed_by_the_pinned_key_or_not_for_th
         "altered; nothing applied"
     )
     tampered = bytearray(good)
-    doc = remote.json.loads(bytes(tampered))
-    payload = remote.json.loads(base64.b64decode(doc["payload"]))
+    doc = json.loads(bytes(tampered))
+    payload = json.loads(base64.b64decode(doc["payload"]))
     payload["config"] = "x = 2"
-    doc["payload"] = base64.b64encode(remote.json.dumps(payload, sort_keys=True).encode()).decode()
+    doc["payload"] = base64.b64encode(json.dumps(payload, sort_keys=True).encode()).decode()
     with pytest.raises(BundleRefused, match="signature does not verify"):
-        verify_bundle(remote.json.dumps(doc).encode(), public_key=pinned, gateway="gw-fleet", last_serial=0)
+        verify_bundle(json.dumps(doc).encode(), public_key=pinned, gateway="gw-fleet", last_serial=0)
     with pytest.raises(BundleRefused, match="bundle is for gateway 'gw-other', got it on 'gw-fleet'"):
         verify_bundle(bundle("x", 9, gateway="gw-other"), public_key=pinned, gateway="gw-fleet", last_serial=0)
     with pytest.raises(BundleRefused, match="serial must be above 5, got 5; an old bundle is never applied"):
         verify_bundle(good, public_key=pinned, gateway="gw-fleet", last_serial=5)
     with pytest.raises(BundleRefused, match="not a config bundle"):
         verify_bundle(b"{}", public_key=pinned, gateway="gw-fleet", last_serial=0)
+
+
+def url_of(runtime: Runtime) -> str:
+    return str(runtime.config.uplinks[0].model_dump()["url"])
 
 
 def audit_actions(tmp_path: Path) -> list[str]:
@@ -122,7 +127,7 @@ async def test_a_bundle_that_breaks_the_uplink_is_rolled_back(
         broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")  # nothing listens there
         result = await first.fleet.offer(bundle(broken, 1), via="push")
         assert result == {"applied": True, "serial": 1}
-        await until(lambda: runtime.gateway is not first and runtime.config.uplinks[0].url != orion_double.url)
+        await until(lambda: runtime.gateway is not first and url_of(runtime) != orion_double.url)
         await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
         second = runtime.gateway
         assert second.fleet is not None
@@ -131,7 +136,7 @@ async def test_a_bundle_that_breaks_the_uplink_is_rolled_back(
         await second.fleet.tick(clock.advance(300))
         assert runtime.gateway is second  # not yet: the window is 600 s
         await second.fleet.tick(clock.advance(300))
-        await until(lambda: runtime.gateway is not second and runtime.config.uplinks[0].url == orion_double.url)
+        await until(lambda: runtime.gateway is not second and url_of(runtime) == orion_double.url)
         await until(lambda: "fleet.remote_config.rolled_back" in audit_actions(tmp_path))
         third = runtime.gateway
         assert third.fleet is not None
