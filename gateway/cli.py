@@ -226,6 +226,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("processing:")
         for p in doc["processing"]:
             print(_processing_line(p))
+    if doc.get("fleet"):
+        from gateway.fleet.cli import status_lines
+
+        print("\n".join(status_lines(doc["fleet"])))
     return EXIT_OK
 
 
@@ -319,6 +323,10 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     _add_config(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    from gateway.fleet import cli as fleet_cli
+
+    fleet_cli.add_parsers(sub, _add_config)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

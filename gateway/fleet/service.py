@@ -182,6 +182,12 @@ class FleetService:
         await self._remote(doc, now)
         return doc
 
+    async def report_now(self) -> None:
+        """Send the Device entity at once (commissioning's test reading)."""
+        now = self.clock()
+        await self._report(await self.status(), now)
+        self._last_report = now
+
     async def _report(self, doc: dict[str, Any], now: float) -> None:
         reading = device_reading(
             doc,
