@@ -29,7 +29,7 @@ from gateway.fleet.device import device_entity_id, device_reading, device_state
 from gateway.fleet.metrics import MetricsServer
 from gateway.fleet.safemode import ProcessStarts, RestartWindow
 from gateway.fleet.system import SystemFacts, ip_addresses, last_backup, probe
-from gateway.records import Reading
+from gateway.records import Command, CommandResult, Reading
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -39,6 +39,8 @@ __all__ = ["FleetService"]
 
 log = logging.getLogger(__name__)
 ALARMS_FILE = "alarms.json"
+COMMAND_OWNER = "fleet"  # the Device entity's readings carry source.adapter "fleet" too
+CONFIG_COMMAND = "configBundle"  # a platform command whose value is a signed bundle (JSON text or object)
 TICK_S = 10.0
 
 
@@ -92,6 +94,9 @@ class FleetService:
         return False
 
     async def start(self, *, autotick: bool = True) -> None:
+        # platform commands to the gateway's own Device entity come here (a pushed config bundle)
+        self.gw.router.add_adapter(COMMAND_OWNER, self)
+        self.gw.router.claim(self.entity_id, COMMAND_OWNER, entity_type="Device")
         if self.config.metrics.enabled:
             self.metrics = MetricsServer(self.config.metrics, self.status)
             await self.metrics.start()
@@ -278,6 +283,20 @@ class FleetService:
             return
         if data:
             await self.offer(data, via="fetch")
+
+    async def handle(self, command: Command) -> CommandResult:
+        """A platform command to the Device entity: `configBundle` with a signed bundle as its value."""
+        if command.name != CONFIG_COMMAND:
+            return CommandResult(
+                command_id=command.command_id,
+                ok=False,
+                info=f"command {command.name}: the gateway takes {CONFIG_COMMAND} only, got {command.name!r}",
+            )
+        value = command.value
+        data = value.encode() if isinstance(value, str) else orjson.dumps(value)
+        result = await self.offer(data, via=f"command {command.command_id}")
+        info = f"bundle {result['serial']} verified, applying" if result.get("applied") else str(result.get("error"))
+        return CommandResult(command_id=command.command_id, ok=bool(result.get("applied")), info=info)
 
     async def offer(self, data: bytes, *, via: str) -> dict[str, Any]:
         """A bundle fetched or pushed (platform command, control op): verified and, if valid, applied."""

@@ -20,6 +20,7 @@ from gateway.audit.log import AuditLog
 from gateway.config import load_config
 from gateway.fleet import remote
 from gateway.fleet.remote import BundleRefused, public_key_b64, sign_bundle, verify_bundle
+from gateway.records import Command
 from tests.fleet.conftest import Clock, until
 from tests.support.orion_double import OrionDouble
 from tests.support.ports import free_port
@@ -107,10 +108,19 @@ async def test_a_bad_signature_is_refused_and_audited(orion_double: OrionDouble,
         other = bundle(config_text(tmp_path, orion_double.url, rate=0.5), 1, key=Ed25519PrivateKey.generate())
         result = await fleet.offer(other, via="push")
         assert result["applied"] is False and result["code"] == "bad_signature"
+        # the same, pushed as a platform command to the gateway's Device entity
+        answer = await runtime.gateway.router.dispatch(
+            Command(command_id="c1", entity_id="urn:ngsi-ld:Device:gw-fleet", name="configBundle", value=other.decode())
+        )
+        assert (answer.ok, answer.info) == (
+            False,
+            "remote config: signature does not verify with the pinned key, got a bundle signed by another key or "
+            "altered; nothing applied",
+        )
     finally:
         await runtime.stop()
     assert path.read_text() == original
-    assert audit_actions(tmp_path) == ["fleet.remote_config.refused"]
+    assert audit_actions(tmp_path) == ["fleet.remote_config.refused", "fleet.remote_config.refused"]
 
 
 async def test_a_bundle_that_breaks_the_uplink_is_rolled_back(
