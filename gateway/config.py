@@ -21,8 +21,6 @@ from gateway.processing.registry import parse_processing
 from gateway.uplinks.api import UplinkConfig
 from gateway.web.config import WebConfig
 
-DEFAULT_PATH = Path("/etc/edgegw/gateway.toml")
-
 
 class LogFormat(enum.Enum):
     AUTO = "auto"  # JSON lines when stderr is not a terminal, readable text when it is

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from gateway.cliopts import add_config_option, config_path
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 from gateway.fleet.commission import Check, Result, report_text, run_checks
@@ -29,7 +30,7 @@ __all__ = ["add_parsers", "run_commission", "run_config", "status_lines"]
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
-def add_parsers(sub: Any, add_config: Any) -> None:
+def add_parsers(sub: Any) -> None:
     p = sub.add_parser("config", help="signed remote configuration: make the platform's key, sign a bundle")
     csub = p.add_subparsers(dest="config_command", required=True)
     k = csub.add_parser("keygen", help="make an Ed25519 signing key (PEM, 0600); prints the public key to pin")
@@ -45,7 +46,7 @@ def add_parsers(sub: Any, add_config: Any) -> None:
     p.set_defaults(func=run_config)
 
     p = sub.add_parser("commission", help="on-site check of this box: a pass/fail report (--json for the records)")
-    add_config(p)
+    add_config_option(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the test reading (default 30)")
     p.add_argument("--test-mail-to", metavar="ADDRESS", help="also send a test e-mail through the [mail] server")
@@ -144,7 +145,7 @@ async def _test_mail(config: GatewayConfig, to: str) -> Check:
 def run_commission(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        config = load_config(args.config)
+        config = load_config(config_path(args.config))
     except ConfigError as exc:
         print(f"commission: the configuration is not valid: {exc}", file=out)
         return EXIT_CONFIG

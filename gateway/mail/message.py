@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import EmailPolicy
 from email.utils import format_datetime, make_msgid
+from typing import Any
 
 __all__ = ["Mail", "MailError", "build_message", "check_address"]
 
@@ -70,11 +72,32 @@ class Mail:
             raise MailError("mail.reference: one line of at most 200 characters")
 
 
+class _Policy(EmailPolicy):
+    """The SMTP policy, but a non-ASCII From display name is encoded by `email.header.Header`.
+
+    Python 3.11's address-header folder can fold a display name at a space into two encoded words,
+    and RFC 2047 readers drop the whitespace between encoded words ("図書館 本館" → "図書館本館");
+    `Header` puts the spaces inside the encoded words, so they survive.
+    """
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        addresses = getattr(value, "addresses", None)
+        if name.lower() == "from" and addresses and len(addresses) == 1 and not addresses[0].display_name.isascii():
+            address = addresses[0]
+            header = Header(address.display_name, "utf-8", maxlinelen=self.max_line_length, header_name=name)
+            header.append(f"<{address.addr_spec}>", "us-ascii")
+            return f"{name}: {header.encode(linesep=self.linesep)}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_SMTP = _Policy(linesep="\r\n")  # what email.policy.SMTP is, with the From fix
+
+
 def build_message(
     mail: Mail, *, from_address: str, from_name: str = "", now: datetime, msgid_domain: str | None = None
 ) -> EmailMessage:
     """The MIME message for `mail` (headers and parts); `now` is the Date header (timezone-aware)."""
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=_SMTP)
     local, _, domain = from_address.partition("@")
     msg["From"] = Address(display_name=from_name, username=local, domain=domain)
     msg["To"] = ", ".join(mail.to)

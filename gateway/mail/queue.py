@@ -138,6 +138,8 @@ class MailQueue:
         self._db: sqlite3.Connection | None = None
         self.wakeup = asyncio.Event()
         self.enqueued = 0
+        # the sender's diagnostics once one delivers this queue (MailSender sets it)
+        self.diagnostics_source: Callable[[], dict[str, Any]] | None = None
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -158,6 +160,7 @@ class MailQueue:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # enqueue's promise: on disk when it returns
+            db.execute("PRAGMA secure_delete=ON")  # an erased payload is overwritten, not left in a free page
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
@@ -224,6 +227,12 @@ class MailQueue:
         self.enqueued += 1
         self.wakeup.set()
         return mail_id
+
+    def diagnostics(self) -> dict[str, Any]:
+        """The sender's counters and the queue's counts (as `mail.status` without an id); no personal data."""
+        if self.diagnostics_source is None:
+            return {"enqueued": self.enqueued, "sender": None}
+        return self.diagnostics_source() | {"enqueued": self.enqueued}
 
     async def status(self, mail_id: int) -> MailStatus | None:
         rows = await self._call(lambda db: db.execute(_SELECT + " WHERE id = ?", (mail_id,)).fetchall())

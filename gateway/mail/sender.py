@@ -34,6 +34,7 @@ import aiosmtplib
 
 from gateway import redact
 from gateway.backoff import Backoff
+from gateway.errors import ConfigError
 from gateway.logs import StateLog
 from gateway.mail.config import MailConfig, MailSecurity
 from gateway.mail.message import Mail, build_message
@@ -41,7 +42,7 @@ from gateway.mail.queue import MailQueue, Pending
 from gateway.secrets import resolve
 from gateway.tls import client_context
 
-__all__ = ["DeliveryError", "MailSender", "SessionError", "send_now"]
+__all__ = ["DeliveryError", "MailSender", "SessionError", "probe", "send_now"]
 
 log = logging.getLogger("gateway.mail")
 BATCH = 20
@@ -77,9 +78,12 @@ class _Session:
     async def __aenter__(self) -> _Session:
         cfg = self.config
         context: ssl.SSLContext | None = None
-        if cfg.security is not MailSecurity.PLAIN_LOOPBACK:
-            context = client_context(cfg.tls, "mail")
-        password = resolve(cfg.password, self.data_dir) if cfg.password is not None else None
+        try:
+            if cfg.security is not MailSecurity.PLAIN_LOOPBACK:
+                context = client_context(cfg.tls, "mail")
+            password = resolve(cfg.password, self.data_dir) if cfg.password is not None else None
+        except ConfigError as exc:  # a CA file or the password's secret: fixed on the box, then retried
+            raise SessionError("; ".join(exc.errors)) from None
         client = aiosmtplib.SMTP(
             hostname=cfg.host,
             port=cfg.effective_port,
@@ -169,6 +173,13 @@ async def send_now(config: MailConfig, data_dir: Path | str, mail: Mail, *, now:
         await session.send(mail, time.time() if now is None else now)
 
 
+async def probe(config: MailConfig, data_dir: Path | str) -> None:
+    """Connect, secure and authenticate, then QUIT without sending (a commissioning check that the
+    alarms' mail can go out); raises SessionError or ConfigError (an unresolvable password or CA file)."""
+    async with _Session(config, Path(data_dir)):
+        pass
+
+
 class MailSender:
     """Delivers what `queue` holds; `start()`/`stop()` by the gateway, `run_once()` by tests."""
 
@@ -198,6 +209,7 @@ class MailSender:
         self._state = StateLog(log)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        queue.diagnostics_source = self.diagnostics
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -254,6 +266,7 @@ class MailSender:
         if not todo:
             self._counts = await self.queue.counts()
             return handled
+        left = list(todo)  # not handled yet: what a broken session leaves waiting
         try:
             async with _Session(self.config, self.data_dir) as session:
                 for item in todo:
@@ -263,6 +276,7 @@ class MailSender:
                         await session.send(item.mail, self.clock())
                     except DeliveryError as exc:
                         handled += 1
+                        left.remove(item)
                         if exc.permanent:
                             await self._fail(item, str(exc))
                         else:
@@ -270,6 +284,7 @@ class MailSender:
                         raise _Reconnect from None  # a fresh session for the rest: no half state
                     else:
                         handled += 1
+                        left.remove(item)
                         await self.queue.mark_sent(item.id)
                         self.sent += 1
                         self.last_sent_at = self.clock()
@@ -277,8 +292,8 @@ class MailSender:
         except _Reconnect:
             pass
         except SessionError as exc:
-            self._session_failed(str(exc), todo)
-            for item in todo:
+            self._session_failed(str(exc), left)
+            for item in left:
                 await self.queue.defer(item.id, str(exc), self.next_session_at, attempted=False)
             self._counts = await self.queue.counts()
             return handled
@@ -307,7 +322,9 @@ class MailSender:
         await self.queue.mark_failed(item.id, error)
         self.failed += 1
         self.last_error = error
-        log.warning("mail %d failed permanently (%s, %s): %s", item.id, item.mail.purpose, item.mail.reference, error)
+        log.warning(
+            "mail %d failed permanently (%s, %s): %s", item.id, item.mail.purpose, _text(item.mail.reference), error
+        )
 
     async def _defer(self, item: Pending, error: str) -> None:
         ceiling = min(self.config.retry_cap_s, self.config.retry_initial_s * 2 ** min(item.attempts, 20))

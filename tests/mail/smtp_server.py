@@ -4,7 +4,8 @@ It speaks RFC 5321 as far as a submission client needs, and refuses what a real 
 commands out of sequence (503), unknown commands (500), MAIL before EHLO, AUTH before TLS, a
 second EHLO missing after STARTTLS (the session is reset by RFC 3207), lines without CRLF, bad
 AUTH PLAIN credentials (535). `replies` injects a reply for the next use of a command (one-shot,
-e.g. `replies["RCPT"].append("450 4.2.1 try later")`), the way a greylisting or refusing server
+e.g. `replies["RCPT"].append("450 4.2.1 try later")`; "" answers normally, "DROP" closes the
+connection), the way a greylisting or refusing server
 answers. Received mails keep their envelope, raw bytes, whether TLS was on and who authenticated.
 """
 
@@ -78,8 +79,11 @@ class SmtpServer:
                 verb = verb.upper()
                 self.commands.append(verb)
                 injected = self.replies.get(verb)
-                if injected:
-                    await reply(injected.pop(0))
+                answer = injected.pop(0) if injected else ""
+                if answer == "DROP":  # the server goes away mid-session
+                    return
+                if answer:
+                    await reply(answer)
                     if verb == "MAIL":
                         mail_from = None
                     continue

@@ -289,5 +289,51 @@ async def test_send_now_reports_the_refusal(smtp: SmtpServer, data_dir: Path, tl
     with pytest.raises(DeliveryError) as err:
         await send_now(cfg, data_dir, pickup())
     assert err.value.code == 421 and not err.value.permanent
-    with pytest.raises(SessionError, match=r"cannot connect to 127\.0\.0\.1:\d+, got .*refused"):
+    with pytest.raises(SessionError, match=r"cannot connect to 127\.0\.0\.1:\d+, got .*Connect call failed"):
         await send_now(mail_config(free_port(), tls_material), data_dir, pickup())
+
+
+async def test_a_session_broken_mid_batch_keeps_the_rest_pending_and_the_sent_ones_sent(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock
+) -> None:
+    queue, sender = await open_sender(data_dir, smtp.port, tls_material, clock)
+    ids = [await queue.enqueue(pickup(reference=f"R-{i}")) for i in range(3)]
+    smtp.replies["MAIL"].extend(["", "DROP"])  # the first mail goes through, then the server vanishes
+    assert await sender.run_once() == 1
+    first = await queue.status(ids[0])
+    assert first is not None and first.state is MailState.SENT and first.last_error is None
+    for mail_id in ids[1:]:
+        status = await queue.status(mail_id)
+        assert status is not None and status.state is MailState.PENDING and status.attempts == 0
+        assert status.next_attempt_at == sender.next_session_at
+        assert "closed" in (status.last_error or "") or "broke" in (status.last_error or "")
+    clock.now = sender.next_session_at
+    assert await sender.run_once() == 2
+    assert len(smtp.received) == 3
+    await queue.close()
+
+
+async def test_probe_checks_tls_and_authentication_without_sending(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial
+) -> None:
+    from gateway.mail.sender import probe
+    from gateway.secrets import SecretStore
+
+    await probe(mail_config(smtp.port, tls_material), data_dir)
+    assert smtp.commands == ["EHLO", "STARTTLS", "EHLO", "AUTH", "QUIT"] and smtp.received == []
+    SecretStore(data_dir).set("smtp_password", "wrong")
+    with pytest.raises(SessionError, match="authentication refused by the server, got 535"):
+        await probe(mail_config(smtp.port, tls_material), data_dir)
+
+
+async def test_a_missing_secret_keeps_mails_pending_and_says_which(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock
+) -> None:
+    queue, sender = await open_sender(data_dir, smtp.port, tls_material, clock, password="secret:not_set")
+    mail_id = await queue.enqueue(pickup())
+    assert await sender.run_once() == 0
+    status = await queue.status(mail_id)
+    assert status is not None and status.state is MailState.PENDING
+    assert status.last_error == "secret:not_set: not in the secret store; set it with `edgegw secret set not_set`"
+    assert smtp.sessions == 0
+    await queue.close()
