@@ -41,7 +41,7 @@ type = "simulated"
 rate = {rate}
 
 [[uplinks]]
-name = "orion"
+name = "platform"
 type = "orion"
 url = "{orion_url}"
 retry_initial_s = 0.05
