@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.app import Runtime
@@ -195,3 +196,41 @@ async def test_a_good_bundle_is_confirmed_once_the_uplink_delivers(
         "fleet.remote_config.confirmed",
         "fleet.remote_config.refused",
     ]
+
+
+async def test_a_bundle_fetched_on_the_interval_is_applied(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+) -> None:
+    served: list[bytes] = []
+    app = web.Application()
+
+    async def bundle_file(request: web.Request) -> web.Response:
+        return web.Response(body=served[-1]) if served else web.Response(status=404)
+
+    app.router.add_get("/gw-fleet/bundle.json", bundle_file)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/gw-fleet/bundle.json"
+    extra = f'url = "{url}"\ninterval_s = 60\nallow_http = true\n'
+    path = tmp_path / "gateway.toml"
+    path.write_text(config_text(tmp_path, orion_double.url) + extra)
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    try:
+        first = runtime.gateway
+        assert first.fleet is not None
+        await first.fleet.tick(clock.now)  # 404: nothing to apply yet, said in the log, retried at the interval
+        assert runtime.gateway is first
+        new = config_text(tmp_path, orion_double.url, rate=0.002) + extra
+        served.append(bundle(new, 2))
+        await first.fleet.tick(clock.advance(30))  # not yet due
+        assert runtime.gateway is first
+        await first.fleet.tick(clock.advance(30))
+        await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
+        assert runtime.gateway is not first
+    finally:
+        await runtime.stop()
+        await runner.cleanup()
+    assert path.read_text() == new
