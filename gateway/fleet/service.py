@@ -137,7 +137,7 @@ class FleetService:
             "alarms": self.engine.summary(),
             "system": self.facts.to_dict() if self.facts is not None else {},
             "latency": {loop.config.name: loop.latency.to_dict() for loop in self.gw.loops},
-            "buffer_cap": {"max_rows": getattr(self.gw.config.buffer, "max_rows", None)},
+            "buffer_cap": {"max_rows": self.gw.config.buffer.max_rows},
             "river_alerts": self._river_alerts(),
             "availability": self.availability.yesterday(self.clock()).to_dict(),
             "remote_config": self.remote_state.summary(),
