@@ -4,7 +4,7 @@ Standard attributes: deviceState, softwareVersion, dateLastValueReported, ipAddr
 controlledProperty (the model requires it), dateObserved. Extra attributes, documented in
 gateway/fleet/README.md: cpuLoad, memoryUsed, diskFree (percent, unit P1), clockSynchronised,
 lastBackup, adaptersUp, adaptersDown, uplinks (per uplink: state, backlog, oldest pending age),
-safeMode, activeAlarms, availability (yesterday's figure). Every Device reading goes on the alert
+safeMode, activeAlarms, availability (yesterday's figure), remoteConfig (the last remote-config step). Every Device reading goes on the alert
 lane: a state change must overtake the bulk of readings, and one entity on one lane keeps its
 updates in order (a periodic report never lands after a newer change).
 """
@@ -123,6 +123,18 @@ def device_reading(
     backup = fleet.get("backup")
     if backup:
         attrs["lastBackup"] = Attribute(value=iso_utc(datetime.fromtimestamp(backup["at"], UTC)), type="DateTime")
+    remote = (fleet.get("remote_config") or {}).get("events") or []
+    if remote:  # the last step of the signed remote configuration, so the platform sees it happen
+        last = remote[-1]
+        attrs["remoteConfig"] = Attribute(
+            value={
+                "serial": last.get("serial"),
+                "step": last.get("step"),
+                "at": iso_utc(datetime.fromtimestamp(last.get("at", 0), UTC)),
+                "detail": _text(str(last.get("detail", ""))),
+            },
+            type="StructuredValue",
+        )
     if availability is not None:
         attrs["availability"] = Attribute(value=dict(availability), type="StructuredValue")
     return Reading(

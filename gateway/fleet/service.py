@@ -75,7 +75,7 @@ class FleetService:
         self.metrics: MetricsServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_report = 0.0
-        self._last_state: tuple[str, str] | None = None
+        self._last_state: tuple[str, ...] | None = None  # deviceState, reason, last remote-config step
         self._next_fetch = 0.0
         self.mails_enqueued = 0
         self.events: list[dict[str, Any]] = []  # the latest alarm events, for status
@@ -165,6 +165,8 @@ class FleetService:
 
     async def tick(self, now: float) -> dict[str, Any]:
         self.facts = await asyncio.to_thread(self.system_probe, self.data_dir)
+        # read again: the apply that reloaded into this generation writes the file after this service began
+        self.remote_state = await asyncio.to_thread(remote.RemoteState, self.data_dir)
         doc = await self.status()
         await self._safe_mode(doc, now)
         if self.safe_mode["active"]:
@@ -175,7 +177,8 @@ class FleetService:
             _write_json(self.data_dir / ALARMS_FILE, self.engine.state())
             await self._dispatch(events)
             doc = await self.status()
-        state = device_state(doc)
+        steps = (doc.get("fleet") or {}).get("remote_config", {}).get("events") or [{}]
+        state = (*device_state(doc), str(steps[-1].get("step", "")), str(steps[-1].get("at", "")))
         if state != self._last_state or now - self._last_report >= self.config.report_interval_s:
             if self._last_state is not None and state != self._last_state:
                 log.info(
@@ -259,8 +262,6 @@ class FleetService:
 
     async def _remote(self, doc: dict[str, Any], now: float) -> None:
         rc = self.config.remote_config
-        # read again: the apply that reloaded into this generation writes the file after this service began
-        self.remote_state = await asyncio.to_thread(remote.RemoteState, self.data_dir)
         pending = self.remote_state.pending
         if pending is not None and self.target is not None:
             if pending.get("reloaded") and remote.healthy_since(doc, pending["applied_at"]):

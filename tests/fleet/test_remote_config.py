@@ -89,6 +89,15 @@ def test_verification_refuses_what_is_not_signed_by_the_pinned_key_or_not_for_th
         verify_bundle(b"{}", public_key=pinned, gateway="gw-fleet", last_serial=0)
 
 
+def remote_step(orion: OrionDouble) -> tuple[int, str] | None:
+    """(serial, step) of the remote-config step the platform's Device entity shows."""
+    for e in orion.entities.values():
+        if e["type"] == "Device" and "remoteConfig" in e:
+            value = e["remoteConfig"]["value"]
+            return value["serial"], value["step"]
+    return None
+
+
 def url_of(runtime: Runtime) -> str:
     return str(runtime.config.uplinks[0].model_dump()["url"])
 
@@ -152,7 +161,7 @@ async def test_a_bundle_that_breaks_the_uplink_is_rolled_back(
         third = runtime.gateway
         assert third.fleet is not None
         await third.fleet.tick(clock.advance(5))
-        await until(lambda: third.loops[0].delivered > 0)
+        await until(lambda: remote_step(orion_double) == (1, "rolled_back"))  # told to the platform
     finally:
         await runtime.stop()
     assert path.read_text() == original
