@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.app import Gateway
+from gateway.fleet.cli import status_lines
 from gateway.fleet.safemode import ProcessStarts, RestartWindow
 from gateway.records import Emit
 from tests.fleet.conftest import Clock, gateway_config, until
@@ -103,3 +104,17 @@ async def test_a_crash_looping_gateway_starts_no_adapter(
         await until(lambda: gw.loops[0].delivered > 0)  # the uplink still drains: the Device entity went out
     finally:
         await gw.stop()
+
+
+def test_edgegw_status_says_safe_mode_and_lists_alarms() -> None:
+    fleet = {
+        "safe_mode": {"active": True, "reason": "adapter(s) rs485 restarted 5 times within 600 s: stopped"},
+        "alarms": [{"severity": "critical", "kind": "crash_loop", "detail": "safe mode: adapter(s) rs485 …"}],
+        "availability": {"day": "2026-07-01", "uptimePercent": 99.9, "deliveringPercent": 99.5},
+    }
+    assert status_lines(fleet) == [
+        "SAFE MODE: adapter(s) rs485 restarted 5 times within 600 s: stopped",
+        "alarms: 1 active",
+        "  critical crash_loop             safe mode: adapter(s) rs485 …",
+        "availability 2026-07-01: up 99.9 %, delivering 99.5 %",
+    ]
