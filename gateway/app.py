@@ -117,6 +117,7 @@ class Gateway:
         self.mail_sender: MailSender | None = None
         self.fleet: FleetService | None = None  # with a [fleet] section: gateway/fleet
         self.control_target: Any = None  # the Runtime: remote configuration applies through it
+        self.clean_stop = True  # False when serve() ends by an exception (gateway/fleet/safemode.py)
 
     def _emit(self, reading: Reading) -> asyncio.Future[None]:
         assert self.outbox is not None
@@ -233,7 +234,7 @@ class Gateway:
     async def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
         t_end = time.monotonic() + deadline_s
         if self.fleet is not None:
-            await self.fleet.stop(clean=True)
+            await self.fleet.stop(clean=self.clean_stop)
         if self.command_sources:  # no new commands while the adapters stop
             try:
                 await asyncio.wait_for(asyncio.gather(*(c.stop_commands() for c in self.command_sources)), timeout=0.5)
@@ -478,6 +479,9 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
             if reload.is_set() and not stop.is_set():
                 reload.clear()
                 await runtime.reload()  # logs and answers why when it refuses; the gateway keeps running
+    except BaseException:
+        runtime.gateway.clean_stop = False  # a crash, not a stop: safe mode's crash-loop count keeps this start
+        raise
     finally:
         notifier.stopping()
         log.info("stopping: flushing the buffer and closing uplinks")
