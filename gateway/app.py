@@ -213,9 +213,10 @@ class Gateway:
             ProcessorContext(gateway_id=cfg.gateway.id, data_dir=str(cfg.gateway.data_dir)),
             [(a.name, adapter) for a, adapter in adapters],
         )
-        for acfg, adapter in adapters:
+        running = [] if safe_mode else adapters
+        for acfg, adapter in running:
             self.router.add_adapter(acfg.name, adapter)
-        self.supervisor.start([] if safe_mode else adapters)
+        self.supervisor.start(running)
         for source in uplinks:
             if isinstance(source, CommandSource):  # a capability, not a family: see gateway/uplinks/api.py
                 await source.start_commands(self.router)
