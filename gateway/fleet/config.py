@@ -13,6 +13,7 @@ import ipaddress
 from pydantic import field_validator, model_validator
 
 from gateway.configbase import Field, HttpUrl, Section
+from gateway.tls import TlsSection
 
 __all__ = [
     "AlarmKind",
@@ -117,6 +118,7 @@ class RemoteConfigConfig(Section):
     )
     health_window_s: float = Field(default=600.0, gt=0, description="uplinks must deliver again within this")
     allow_http: bool = False  # only for a test bench: a bundle is signed, yet its fetch is then observable
+    tls: TlsSection = TlsSection()  # ca_file for a platform with its own CA; client certificate if it asks for one
 
     @field_validator("public_key")
     @classmethod

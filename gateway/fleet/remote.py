@@ -24,6 +24,7 @@ import binascii
 import json
 import logging
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -192,10 +193,10 @@ class RemoteState:
         }
 
 
-async def fetch(url: str, *, timeout_s: float = 30.0) -> bytes:
-    """GET the bundle (TLS verified with the system's CAs); at most MAX_BUNDLE_BYTES."""
+async def fetch(url: str, *, context: ssl.SSLContext | None = None, timeout_s: float = 30.0) -> bytes:
+    """GET the bundle (TLS verified with `context`, default the system's CAs); at most MAX_BUNDLE_BYTES."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as resp:
+    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url, ssl=context or True) as resp:
         if resp.status == 304:
             return b""
         if resp.status != 200:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.errors import ConfigError
 from gateway.fleet import remote
 from gateway.fleet.alarms import AlarmEngine, AlarmEvent, EventKind, alarm_reading, conditions, render_mail
 from gateway.fleet.availability import AVAILABILITY_FILE, Availability
@@ -30,6 +31,7 @@ from gateway.fleet.metrics import MetricsServer
 from gateway.fleet.safemode import ProcessStarts, RestartWindow
 from gateway.fleet.system import SystemFacts, ip_addresses, last_backup, probe
 from gateway.records import Command, CommandResult, Reading
+from gateway.tls import client_context
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -275,8 +277,9 @@ class FleetService:
             return
         self._next_fetch = now + rc.interval_s
         try:
-            data = await remote.fetch(rc.url)
-        except (remote.BundleRefused, OSError, TimeoutError) as exc:
+            context = client_context(rc.tls, "fleet.remote_config") if rc.url.startswith("https://") else None
+            data = await remote.fetch(rc.url, context=context)
+        except (remote.BundleRefused, ConfigError, OSError, TimeoutError) as exc:
             log.warning("remote config not fetched: %s", exc)
             return
         except Exception as exc:  # aiohttp's ClientError and the like: a fetch problem, retried at the interval
@@ -317,7 +320,6 @@ class FleetService:
             await self._remote_step(now, "refused", f"{exc.code}: {exc} (via {via})", None)
             return {"applied": False, "error": str(exc), "code": exc.code}
         from gateway.control.ops_config import ConfigOps, parse_text
-        from gateway.errors import ConfigError
 
         try:
             parse_text(bundle.config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from gateway.fleet import remote
 from gateway.fleet.remote import BundleRefused, public_key_b64, sign_bundle, verify_bundle
 from gateway.records import Command
 from tests.fleet.conftest import Clock, until
-from tests.support.orion_double import OrionDouble
+from tests.support.orion_double import OrionDouble, TlsMaterial
 from tests.support.ports import free_port
 
 KEY = Ed25519PrivateKey.generate()
@@ -207,8 +208,8 @@ async def test_a_good_bundle_is_confirmed_once_the_uplink_delivers(
     ]
 
 
-async def test_a_bundle_fetched_on_the_interval_is_applied(
-    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+async def test_a_bundle_fetched_over_https_on_the_interval_is_applied(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock, tls_material: TlsMaterial
 ) -> None:
     served: list[bytes] = []
     app = web.Application()
@@ -219,10 +220,12 @@ async def test_a_bundle_fetched_on_the_interval_is_applied(
     app.router.add_get("/gw-fleet/bundle.json", bundle_file)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(str(tls_material.server_cert), str(tls_material.server_key))
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
     await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/gw-fleet/bundle.json"
-    extra = f'url = "{url}"\ninterval_s = 60\nallow_http = true\n'
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}/gw-fleet/bundle.json"
+    extra = f'url = "{url}"\ninterval_s = 60\ntls = {{ ca_file = "{tls_material.ca_file}" }}\n'
     path = tmp_path / "gateway.toml"
     path.write_text(config_text(tmp_path, orion_double.url) + extra)
     runtime = Runtime(path, load_config(path))
