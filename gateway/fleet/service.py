@@ -30,6 +30,7 @@ from gateway.fleet.device import device_entity_id, device_reading, device_state
 from gateway.fleet.metrics import MetricsServer
 from gateway.fleet.safemode import ProcessStarts, RestartWindow
 from gateway.fleet.system import SystemFacts, ip_addresses, last_backup, probe
+from gateway.logs import StateLog
 from gateway.records import Command, CommandResult, Reading
 from gateway.tls import client_context
 
@@ -100,8 +101,18 @@ class FleetService:
         self.gw.router.add_adapter(COMMAND_OWNER, self)
         self.gw.router.claim(self.entity_id, COMMAND_OWNER, entity_type="Device")
         if self.config.metrics.enabled:
-            self.metrics = MetricsServer(self.config.metrics, self.status)
-            await self.metrics.start()
+            metrics = MetricsServer(self.config.metrics, self.status)
+            try:
+                await metrics.start()
+                self.metrics = metrics
+            except OSError as exc:  # metrics are not worth a gateway that does not deliver
+                log.error(
+                    "metrics not served: cannot listen on %s:%s, got %s; another process has the port?",
+                    self.config.metrics.host,
+                    self.config.metrics.port,
+                    exc,
+                )
+                await metrics.stop()
         if autotick:
             self._task = asyncio.create_task(self._run(), name="fleet")
 
@@ -117,11 +128,14 @@ class FleetService:
             self.starts.stopped_cleanly(os.getpid())
 
     async def _run(self) -> None:
+        failing = StateLog(log)
         while True:
             try:
                 await self.tick(self.clock())
-            except Exception:  # reporting must never stop the gateway
-                log.exception("fleet tick failed")
+            except Exception as exc:  # reporting must never stop the gateway (a full buffer refuses the report)
+                failing.fail(str(exc), logging.WARNING, "fleet tick failed: %s", exc)
+            else:
+                failing.ok("fleet ticks again")
             await asyncio.sleep(TICK_S)
 
     # --- status --------------------------------------------------------------------------------------------

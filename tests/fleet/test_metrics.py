@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,3 +80,23 @@ def test_metrics_are_off_by_default_and_on_loopback_when_on(tmp_path: Path) -> N
                 "fleet": {"metrics": {"enabled": True, "host": "box.local"}},
             }
         )
+
+
+async def test_a_metrics_port_in_use_costs_the_metrics_not_the_gateway(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        gw = Gateway(gateway_config(tmp_path, orion_double.url, {"metrics": {"enabled": True, "port": port}}))
+        await gw.start()
+        try:
+            assert gw.fleet is not None and gw.fleet.metrics is None
+            await gw._emit_many([gauge(1)])
+            await until(lambda: gw.loops[0].delivered == 1)
+        finally:
+            await gw.stop()
+    assert any(
+        r.getMessage().startswith(f"metrics not served: cannot listen on 127.0.0.1:{port}") for r in caplog.records
+    )
