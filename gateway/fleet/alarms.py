@@ -93,7 +93,7 @@ def conditions(doc: Mapping[str, Any], rules: Iterable[AlarmRule], now: float) -
     for uplink in doc.get("uplinks", ()):
         pending = sum((cursors.get(uplink["name"]) or {}).get("pending", {}).values())
         # rows in the batch being retried are no longer "pending" (read past): a failing state counts too
-        if rule is None or not (pending or uplink.get("state") in _FAILING):
+        if rule is None or not (pending or uplink.get("failing") or uplink.get("state") in _FAILING):
             continue  # nothing waiting: an idle uplink is not failing
         last = uplink.get("last_delivery") or doc.get("started_at") or now
         if now - last >= rule.for_s:

@@ -41,7 +41,9 @@ def device_state(doc: Mapping[str, Any]) -> tuple[str, str]:
     if safe.get("active"):
         return DeviceState.SAFE_MODE, str(safe.get("reason", ""))
     down = [a["name"] for a in doc.get("adapters", ()) if a.get("state") != "running"]
-    failing = [u["name"] for u in doc.get("uplinks", ()) if u.get("state") in ("backing-off", "refused")]
+    failing = [
+        u["name"] for u in doc.get("uplinks", ()) if u.get("failing") or u.get("state") in ("backing-off", "refused")
+    ]
     alarms = fleet.get("alarms") or []
     reasons = []
     if down:

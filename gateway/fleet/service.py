@@ -80,6 +80,7 @@ class FleetService:
         self._last_report = 0.0
         self._last_state: tuple[str, ...] | None = None  # deviceState, reason, last remote-config step
         self._next_fetch = 0.0
+        self._failing_since_delivery: dict[str, float] = {}  # uplink -> its last delivery when it began failing
         self.mails_enqueued = 0
         self.events: list[dict[str, Any]] = []  # the latest alarm events, for status
 
@@ -184,15 +185,18 @@ class FleetService:
         # read again: the apply that reloaded into this generation writes the file after this service began
         self.remote_state = await asyncio.to_thread(remote.RemoteState, self.data_dir)
         doc = await self.status()
+        self._sticky_failing(doc)
         await self._safe_mode(doc, now)
         if self.safe_mode["active"]:
             doc = await self.status()
+            self._sticky_failing(doc)
         self.availability.note(now, _delivering(doc))
         events = self.engine.evaluate(conditions(doc, self.config.alarms.rules, now), now)
         if events:
             _write_json(self.data_dir / ALARMS_FILE, self.engine.state())
             await self._dispatch(events)
             doc = await self.status()
+            self._sticky_failing(doc)
         steps = (doc.get("fleet") or {}).get("remote_config", {}).get("events") or [{}]
         state = (*device_state(doc), str(steps[-1].get("step", "")), str(steps[-1].get("at", "")))
         if state != self._last_state or now - self._last_report >= self.config.report_interval_s:
@@ -205,6 +209,20 @@ class FleetService:
             self._last_report = now
         await self._remote(doc, now)
         return doc
+
+    def _sticky_failing(self, doc: dict[str, Any]) -> None:
+        """Mark each uplink `failing` from the moment it backs off until it delivers again.
+
+        A failing uplink alternates between backing-off and sending (each retry): its state alone
+        would flap the Device entity's deviceState at every tick.
+        """
+        for u in doc.get("uplinks", ()):
+            name, last = u["name"], u.get("last_delivery") or 0
+            if u.get("state") in ("backing-off", "refused"):
+                self._failing_since_delivery.setdefault(name, last)
+            elif name in self._failing_since_delivery and last > self._failing_since_delivery[name]:
+                del self._failing_since_delivery[name]
+            u["failing"] = name in self._failing_since_delivery
 
     async def report_now(self) -> None:
         """Send the Device entity at once (commissioning's test reading)."""
@@ -425,12 +443,8 @@ class FleetService:
 
 
 def _delivering(doc: dict[str, Any]) -> bool:
-    cursors = (doc.get("buffer") or {}).get("uplinks") or {}
-    for u in doc.get("uplinks", ()):
-        pending = sum(((cursors.get(u["name"]) or {}).get("pending") or {}).values())
-        if pending and u.get("state") in ("backing-off", "refused"):
-            return False
-    return True
+    """No uplink failing (backing off or refused since its last delivery)."""
+    return not any(u.get("failing") or u.get("state") in ("backing-off", "refused") for u in doc.get("uplinks", ()))
 
 
 async def _audit(target: ControlTarget, action: str, detail: dict[str, Any], at: float) -> None:
