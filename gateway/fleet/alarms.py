@@ -130,9 +130,11 @@ def conditions(doc: Mapping[str, Any], rules: Iterable[AlarmRule], now: float) -
     rule = by_kind.get(AlarmKind.BACKUP_FAILED)
     backup = fleet.get("backup")
     if rule is not None and backup is not None:
-        age_h = (now - backup["at"]) / 3600 if backup.get("at") else None
-        if not backup.get("ok", False) or (age_h is not None and rule.threshold and age_h > rule.threshold):
-            add(AlarmKind.BACKUP_FAILED, "", f"backup: last {'failed' if not backup.get('ok') else 'succeeded'}")
+        age_h = (now - backup["at"]) / 3600 if backup.get("at") is not None else None
+        if not backup.get("ok", False):
+            add(AlarmKind.BACKUP_FAILED, "", "backup: the last one failed")
+        elif age_h is not None and rule.threshold and age_h > rule.threshold:
+            add(AlarmKind.BACKUP_FAILED, "", f"backup: the last one is {age_h:.0f} h old, over {rule.threshold:g} h")
     if system.get("clock_synchronised") is False:
         add(AlarmKind.CLOCK_UNSYNCHRONISED, "", "clock: the kernel reports the clock as not synchronised")
     for source in fleet.get("river_alerts", ()):
