@@ -2,8 +2,8 @@
 
 Theory of operation. The fleet service calls `note(now, delivering)` on every tick. The time since
 the previous note counts as "up" when the gap is at most `max_gap_s` (a longer gap is a stop, a
-crash or a power cut: down), and as "delivering" too when every uplink was delivering or had
-nothing to deliver at both ends. Seconds are split at local midnight, so a day's figure is exact
+crash or a power cut: down), and as "delivering" too when no uplink was failing (backing off or
+refused since its last delivery) at both ends. Seconds are split at local midnight, so a day's figure is exact
 whatever the tick. The state is a small JSON file: a restart keeps the day's counts, and the gap
 across the restart is counted down. The platform computes its 99.5 % from `uptime_percent` of
 whole days (`delivering_percent` is stricter: data reached the platform).
