@@ -26,7 +26,7 @@ from gateway.buffer.location import data_dir_error
 from gateway.buffer.outbox import Outbox
 from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
-from gateway.delivery import DeliveryLoop
+from gateway.delivery import DeliveryLoop, UplinkState
 from gateway.errors import ConfigError, ReadingError
 from gateway.fleet.service import FleetService
 from gateway.mail import MailQueue, MailSender
@@ -54,6 +54,9 @@ LATEST_KEEP = 90_000
 
 _M_TRIM_THRESHOLD = -1  # mallopt() parameter numbers, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
+# After this many readings delivered since the last time, and with every delivery loop idle, the heap's
+# free pages go back to the kernel (Gateway.release_memory).
+_RELEASE_AFTER_READINGS = 20_000
 
 
 def tune_runtime() -> None:
@@ -110,6 +113,7 @@ class Gateway:
         self.started_at = time.time()
         self._buffer_closed = False
         self._buffer_stats: dict[str, Any] = {}  # the last ones read, for the status written after stop()
+        self._released_at = 0  # readings delivered when memory was last given back
         self.stage: Stage | None = None  # None when nothing is configured: readings skip it altogether
         # entity id -> its latest valid reading (after processing); one dict assignment per reading
         self.latest: dict[str, Reading] = {}
@@ -118,6 +122,29 @@ class Gateway:
         self.fleet: FleetService | None = None  # with a [fleet] section: gateway/fleet
         self.control_target: Any = None  # the Runtime: remote configuration applies through it
         self.clean_stop = True  # False when serve() ends by an exception (gateway/fleet/safemode.py)
+
+    def release_memory(self) -> None:
+        """Once a backlog is drained (every delivery loop idle after many readings), give the heap's free
+        pages back to the kernel.
+
+        Draining holds a few thousand readings at a time (the buffer's tail, batches in flight, the
+        source's window); freed, their memory stays with the process (glibc keeps up to 16 MiB free at
+        the heap's top on purpose, see tune_runtime, and pages inside the heap until asked), so the
+        peak of a drain stayed the resident size for good. malloc_trim(0) returns both: a few ms, at
+        most once per _RELEASE_AFTER_READINGS readings, and only when nothing is being delivered.
+        """
+        delivered = sum(loop.delivered for loop in self.loops)
+        if delivered - self._released_at < _RELEASE_AFTER_READINGS:
+            return
+        if any(loop.state is not UplinkState.IDLE for loop in self.loops):
+            return
+        self._released_at = delivered
+        gc.collect()  # cycles among what the drain left (futures, tasks) first, so their blocks are free too
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                ctypes.CDLL(None).malloc_trim(0)
+            except (OSError, AttributeError) as exc:
+                log.debug("malloc_trim skipped: %s", exc)
 
     def _emit(self, reading: Reading) -> asyncio.Future[None]:
         assert self.outbox is not None
@@ -477,6 +504,7 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
                 )
             else:
                 status_log.ok("status file written again")
+            runtime.gateway.release_memory()
             if reload.is_set() and not stop.is_set():
                 reload.clear()
                 await runtime.reload()  # logs and answers why when it refuses; the gateway keeps running

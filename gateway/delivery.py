@@ -369,7 +369,13 @@ class DeliveryLoop:
                 self.last_error,
             )
         self.state = state
-        await self._pause(self.backoff.next())
+        delay = self.backoff.next()
+        if not refused and all(o.fault is Fault.UNREACHABLE for o in batch.outcomes if o.status is Status.RETRY):
+            # Nothing reached the far side: a probe costs it nothing, so try again within probe_s
+            # (jittered, so a fleet does not probe in step) instead of backing off to retry_max_s;
+            # once it answers, the random start delay and drain_rate spread the catch-up.
+            delay = min(delay, self._rng.uniform(0.5, 1.0) * self.config.probe_s)
+        await self._pause(delay)
 
     def _failing_state(self) -> UplinkState | None:
         state = self._failing.state

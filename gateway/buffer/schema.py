@@ -24,6 +24,24 @@ log = component_logger(__name__, "buffer")
 
 SCHEMA_VERSION = 1
 
+# The page size of a new file. Each commit writes every page it touched to the -wal in whole (a
+# group's rows, the lane index's leaf, the AUTOINCREMENT counter): with SQLite's 4 KiB a commit of a
+# few readings wrote ~16 KiB, 9 KB a reading at 500/s, which wears an SD card out in months. 1 KiB
+# pages write a quarter of that, and cost the drain rate little (measured, see README Performance).
+PAGE_SIZE = 1024
+# The -wal is checkpointed into the file once it holds this many bytes (SQLite's default: 1,000
+# pages, 4 MiB of 4 KiB pages): a checkpoint writes each page the -wal holds once, however often it
+# was committed, so hot pages (the AUTOINCREMENT counter, the index's last leaf, the cursors) reach
+# the file once per 4 MiB. The same bytes with 1 KiB pages, so the -wal, and the reserve that must
+# cover its checkpoint (see space.py), stay as large as before.
+WAL_BYTES = 4 * 1024 * 1024
+
+
+def wal_pages(page_size: int) -> int:
+    """`PRAGMA wal_autocheckpoint` for a file of `page_size`: WAL_BYTES worth of pages."""
+    return max(1, WAL_BYTES // page_size)
+
+
 # seq is AUTOINCREMENT on purpose: a plain rowid reuses max(seq)+1 once the newest rows are deleted,
 # and an uplink cursor already past that value would silently skip the new rows.
 # Rows are read per lane in seq order; the lane index holds (lane, rowid), so those reads never sort.
@@ -127,7 +145,11 @@ def connect(path: Path, *, durability: Durability | None, max_page_count: int | 
     try:
         conn.execute("PRAGMA busy_timeout = 5000")  # the CLI and the gateway share the file
         if durability is not None:
+            # before WAL mode, which fixes the page size of a new file (an existing file keeps its own)
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")  # no write when the file is in WAL mode already
+            # a -wal that grew past WAL_BYTES (a large group, a long reader) is cut back at the next checkpoint
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_BYTES}")
             conn.execute(f"PRAGMA synchronous = {'FULL' if durability is Durability.FULL else 'NORMAL'}")
             conn.execute("PRAGMA cache_size = -16000")  # 16 MiB: keeps the lane index hot on a 1M-row backlog
             conn.execute("PRAGMA temp_store = MEMORY")
