@@ -28,6 +28,7 @@ from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery import DeliveryLoop, UplinkState
 from gateway.errors import ConfigError, ReadingError
+from gateway.fleet.service import FleetService
 from gateway.mail import MailQueue, MailSender
 from gateway.ngsi.check import check_reading
 from gateway.processing.api import ProcessorContext
@@ -92,6 +93,10 @@ def tune_runtime() -> None:
 class Gateway:
     """One generation of the running gateway; a reload stops it and starts a new one on the same buffer."""
 
+    # the fleet service's ticks run on their own; tests set False and call `fleet.tick(now)`, with `fleet_clock`
+    fleet_autotick = True
+    fleet_clock: Any = None  # None: time.time
+
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.context = AdapterContext(gateway_id=config.gateway.id, data_dir=str(config.gateway.data_dir))
@@ -114,6 +119,9 @@ class Gateway:
         self.latest: dict[str, Reading] = {}
         self.mail_queue: MailQueue | None = None  # with a [mail] section: the one outgoing-mail component
         self.mail_sender: MailSender | None = None
+        self.fleet: FleetService | None = None  # with a [fleet] section: gateway/fleet
+        self.control_target: Any = None  # the Runtime: remote configuration applies through it
+        self.clean_stop = True  # False when serve() ends by an exception (gateway/fleet/safemode.py)
 
     def release_memory(self) -> None:
         """Once a backlog is drained (every delivery loop idle after many readings), give the heap's free
@@ -218,6 +226,12 @@ class Gateway:
             self.mail_sender = MailSender(cfg.mail, self.mail_queue, data_dir)
             self.mail_sender.start()
             self.context = replace(self.context, mail=self.mail_queue)
+        safe_mode = False
+        if cfg.fleet is not None:  # before the adapters: a crash-looping gateway starts none (safe mode)
+            self.fleet = FleetService(
+                self, cfg.fleet, self._emit_many, target=self.control_target, clock=self.fleet_clock or time.time
+            )
+            safe_mode = self.fleet.boot()
         self.supervisor = Supervisor(self._emit, emit_many=self._emit_many)
         adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
         # built before any adapter runs: configured entries first (file order), then what adapters contribute
@@ -226,13 +240,16 @@ class Gateway:
             ProcessorContext(gateway_id=cfg.gateway.id, data_dir=str(cfg.gateway.data_dir)),
             [(a.name, adapter) for a, adapter in adapters],
         )
-        for acfg, adapter in adapters:
+        running = [] if safe_mode else adapters
+        for acfg, adapter in running:
             self.router.add_adapter(acfg.name, adapter)
-        self.supervisor.start(adapters)
+        self.supervisor.start(running)
         for source in uplinks:
             if isinstance(source, CommandSource):  # a capability, not a family: see gateway/uplinks/api.py
                 await source.start_commands(self.router)
                 self.command_sources.append(source)
+        if self.fleet is not None:
+            await self.fleet.start(autotick=self.fleet_autotick)
         log.info(
             "gateway %s started: %d adapters, %d uplinks, buffer %s (%s durability)",
             cfg.gateway.id,
@@ -244,6 +261,8 @@ class Gateway:
 
     async def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
         t_end = time.monotonic() + deadline_s
+        if self.fleet is not None:
+            await self.fleet.stop(clean=self.clean_stop)
         if self.command_sources:  # no new commands while the adapters stop
             try:
                 await asyncio.wait_for(asyncio.gather(*(c.stop_commands() for c in self.command_sources)), timeout=0.5)
@@ -303,6 +322,8 @@ class Gateway:
         }
         if self.mail_sender is not None:
             doc["mail"] = self.mail_sender.diagnostics()
+        if self.fleet is not None:
+            doc["fleet"] = self.fleet.section()
         scrubbed: dict[str, Any] = redact.scrub(doc)
         return scrubbed
 
@@ -366,6 +387,7 @@ class Runtime:
         self.config_path = Path(config_path)
         self.config = config
         self.gateway = Gateway(config)
+        self.gateway.control_target = self
         self.notifier = notifier
         self.reloads = 0
         self._lock = asyncio.Lock()
@@ -402,6 +424,7 @@ class Runtime:
             await old.stop()
             logs.setup(new.gateway.log_level.value, new.gateway.log_format.value)
             gw = Gateway(new)
+            gw.control_target = self
             gw.latest = old.latest  # the live values stay on screen across a reload
             try:
                 await gw.start()
@@ -410,6 +433,7 @@ class Runtime:
                     await gw.stop()
                 log.error("reload failed, restarting the previous configuration: %s", exc)
                 gw = Gateway(self.config)
+                gw.control_target = self
                 gw.latest = old.latest
                 await gw.start()
                 self.gateway = gw
@@ -484,6 +508,9 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
             if reload.is_set() and not stop.is_set():
                 reload.clear()
                 await runtime.reload()  # logs and answers why when it refuses; the gateway keeps running
+    except BaseException:
+        runtime.gateway.clean_stop = False  # a crash, not a stop: safe mode's crash-loop count keeps this start
+        raise
     finally:
         notifier.stopping()
         log.info("stopping: flushing the buffer and closing uplinks")

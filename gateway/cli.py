@@ -216,6 +216,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         from gateway.mail.cli import status_line
 
         print(status_line(doc["mail"]))
+    if doc.get("fleet"):
+        from gateway.fleet.cli import status_lines
+
+        print("\n".join(status_lines(doc["fleet"])))
     return EXIT_OK
 
 
@@ -313,6 +317,10 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     add_config_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    from gateway.fleet import cli as fleet_cli
+
+    fleet_cli.add_parsers(sub)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

@@ -13,6 +13,7 @@ from gateway.adapter_api import AdapterConfig
 from gateway.buffer.config import BufferConfig
 from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml
 from gateway.errors import ConfigError
+from gateway.fleet.config import FleetConfig
 from gateway.mail.config import MailConfig
 from gateway.ngsi.config import NgsiConfig
 from gateway.processing.api import ProcessorConfig
@@ -57,6 +58,7 @@ class _Top(Section):
     processing: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
     web: WebConfig = WebConfig()
     mail: MailConfig | None = None
+    fleet: FleetConfig | None = None
 
 
 class GatewayConfig(Section):
@@ -68,6 +70,7 @@ class GatewayConfig(Section):
     processing: tuple[ProcessorConfig, ...] = ()  # in file order: the order they run in
     web: WebConfig = WebConfig()
     mail: MailConfig | None = None  # the one outgoing-mail component; None: features that mail are off
+    fleet: FleetConfig | None = None  # Device entity, metrics, alarms, remote config, safe mode (gateway/fleet)
 
 
 def _sections(
@@ -131,6 +134,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         processing=tuple(processing),
         web=top.web,
         mail=top.mail,
+        fleet=top.fleet,
     )
 
 

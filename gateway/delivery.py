@@ -61,6 +61,7 @@ from gateway import redact
 from gateway.backoff import Backoff
 from gateway.buffer.outbox import Outbox
 from gateway.diagnostics import DiagnosticsReader
+from gateway.fleet.latency import LatencyHistogram
 from gateway.logs import StateLog, component_logger
 from gateway.records import Lane, Reading
 from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, Uplink, UplinkConfig
@@ -213,6 +214,7 @@ class DeliveryLoop:
         self.last_error = ""
         self.last_rejection = ""
         self.last_delivery = 0.0
+        self.latency = LatencyHistogram()  # gateway/fleet: /metrics' delivery latency
         self._clock = clock
         self._sleep = sleep
         self._stopping = asyncio.Event()
@@ -303,7 +305,9 @@ class DeliveryLoop:
             # the usual batch: counted in C (identity first) instead of a status test per record
             batch.delivered = len(outcomes)
             self.delivered += len(outcomes)
-            self.last_delivery = time.time()
+            self.last_delivery = now = time.time()
+            if outcomes:
+                self.latency.observe(now - batch.readings[-1].observed_at.timestamp(), len(outcomes))
             return
         for i, outcome in enumerate(outcomes):
             if outcome.status is Status.DELIVERED:
@@ -316,6 +320,7 @@ class DeliveryLoop:
         self.delivered += batch.delivered
         if batch.delivered:
             self.last_delivery = time.time()
+            self.latency.observe(self.last_delivery - batch.readings[-1].observed_at.timestamp(), batch.delivered)
         if batch.rejected:
             self._dead_letters(batch)
 

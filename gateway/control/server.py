@@ -31,6 +31,7 @@ from gateway import logs
 from gateway.control import args as a
 from gateway.control.host import HostSampler
 from gateway.control.ops_config import ConfigOps
+from gateway.control.ops_fleet import FleetOps
 from gateway.control.protocol import (
     BAD_ARGS,
     INTERNAL,
@@ -107,6 +108,7 @@ class ControlServer:
         self._status: tuple[float, Any, dict[str, Any]] | None = None  # (monotonic time, gateway, document)
         self._status_lock = asyncio.Lock()
         c = self.config_ops
+        fleet = FleetOps(target)
         self.ops: dict[str, Handler] = {
             "status": self.op_status,
             "latest": self.op_latest,
@@ -127,6 +129,10 @@ class ControlServer:
             "tool.poll": self.op_tool_poll,
             "mail.status": self.op_mail_status,
             "mail.failures": self.op_mail_failures,
+            "fleet.config.offer": fleet.op_offer,
+            "fleet.alarms": fleet.op_alarms,
+            "fleet.safe_mode.clear": fleet.op_safe_mode_clear,
+            "fleet.probe": fleet.op_probe,
         }
 
     # --- lifecycle -----------------------------------------------------------------------------
