@@ -226,6 +226,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("processing:")
         for p in doc["processing"]:
             print(_processing_line(p))
+    from gateway.backup.schedule import status_line
+
+    if (backup := status_line(Path(cfg.gateway.data_dir))) is not None:
+        print(backup)
     return EXIT_OK
 
 
@@ -305,6 +309,10 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     user_cli.add_parser(sub).set_defaults(func=user_cli.run)
     audit_cli.add_parser(sub).set_defaults(func=audit_cli.run)
     web_cli.add_parser(sub).set_defaults(func=web_cli.run)
+
+    from gateway.backup import cli as backup_cli
+
+    backup_cli.add_parser(sub).set_defaults(func=backup_cli.run)
 
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)

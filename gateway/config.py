@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from gateway import registry
 from gateway.adapter_api import AdapterConfig
+from gateway.backup.config import BackupConfig
 from gateway.buffer.config import BufferConfig
 from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml
 from gateway.errors import ConfigError
@@ -57,6 +58,7 @@ class _Top(Section):
     uplinks: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
     processing: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
     web: WebConfig = WebConfig()
+    backup: BackupConfig = BackupConfig()
 
 
 class GatewayConfig(Section):
@@ -67,6 +69,7 @@ class GatewayConfig(Section):
     uplinks: tuple[UplinkConfig, ...]
     processing: tuple[ProcessorConfig, ...] = ()  # in file order: the order they run in
     web: WebConfig = WebConfig()
+    backup: BackupConfig = BackupConfig()
 
 
 def _sections(
@@ -129,6 +132,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         uplinks=tuple(_with_ngsi_defaults(s, raw_uplinks[i], top.ngsi) for i, s in uplinks),
         processing=tuple(processing),
         web=top.web,
+        backup=top.backup,
     )
 
 
