@@ -37,12 +37,12 @@ class Root:
             target = os.readlink(f"/{link}") if os.path.islink(f"/{link}") else None
             if target is not None:
                 (self.path / link).symlink_to(target)
-        for d in ("usr", "dev", "proc", "run", "tmp", "opt", "var/log", "var/cache", "var/lib", "root"):
-            (self.path / d).mkdir(parents=True, exist_ok=True)
+        for sub in ("usr", "dev", "proc", "run", "tmp", "opt", "var/log", "var/cache", "var/lib", "root"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
         shutil.copytree("/etc", self.path / "etc", symlinks=True, ignore_dangling_symlinks=True)
         admin = self.path / "var/lib/dpkg"
-        for d in ("info", "updates", "triggers", "alternatives", "parts"):
-            (admin / d).mkdir(parents=True, exist_ok=True)
+        for sub in ("info", "updates", "triggers", "alternatives", "parts"):
+            (admin / sub).mkdir(parents=True, exist_ok=True)
         # what the host has installed (python3.11, adduser, libc6 …) so the dependencies are met;
         # their files are the overlay's lower layer
         shutil.copyfile("/var/lib/dpkg/status", admin / "status")
