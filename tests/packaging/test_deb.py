@@ -84,6 +84,13 @@ def test_install_checks_files_user_permissions_then_remove_keeps_data_and_purge_
     assert out[13] == "edgegw.conf"
     assert out[14] == "install ok installed 0.1.0-1"
     assert out[15].split()[0] == "/etc/edgegw/gateway.toml"
+    # the units as installed: their ExecStart, User and sandboxing checked where the binary exists
+    verified = root.run(
+        "chroot $R systemd-analyze verify --man=no /lib/systemd/system/edgegw.service"
+        " /lib/systemd/system/edgegw-web.service /lib/systemd/system/edgegw-backup.service"
+        " /lib/systemd/system/edgegw-backup.timer 2>&1"
+    )
+    assert verified.stdout == ""
     # data and a local edit, then remove: both stay; purge: both go
     root.run("echo data > $R/var/lib/edgegw/buffer.db && echo '# local' >> $R/etc/edgegw/gateway.toml")
     root.dpkg("-r", "edgegw")
