@@ -10,6 +10,7 @@ reference, and no URL may carry credentials. Every value `resolve` hands out is 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,8 @@ from pydantic import AfterValidator
 
 from gateway import redact
 from gateway.errors import ConfigError, GatewayError
+
+_log = logging.getLogger("gateway.secrets")
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_.-]{0,127}"
 _NAME_RE = re.compile(_NAME)
@@ -162,10 +165,15 @@ class SecretStore:
 
     def migrate(self) -> bool:
         """Rewrite an older file in the current format (atomically: a failure leaves the old one); True if it did."""
-        if not self.store_path.exists() or self.schema_version() == SCHEMA_VERSION:
+        # without its key the store cannot be read at all: left for `get` to report when a secret is used
+        if not self.store_path.exists() or not self.key_path.exists():
+            return False
+        before = self.schema_version()
+        if before == SCHEMA_VERSION:
             return False
         fernet = self._fernet(create=False)
         self._write(fernet, self._load(fernet))
+        _log.info("secret store %s migrated from schema version %d to %d", self.store_path, before, SCHEMA_VERSION)
         return True
 
     def get(self, name: str) -> str:

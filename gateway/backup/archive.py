@@ -218,6 +218,10 @@ def create(
             os.fsync(raw.fileno())
     os.replace(part, final)
     _fsync_dir(out_dir)
+    if os.geteuid() == 0:  # `sudo edgegw backup now`: the nightly run, as the service user, must rotate it
+        owner = data_dir.stat()
+        for path in (out_dir, final):
+            os.chown(path, owner.st_uid, owner.st_gid)
     log.info("backup written: %s (%d files, %d bytes)", final, len(members), final.stat().st_size)
     return final
 

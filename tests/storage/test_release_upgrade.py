@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 from pathlib import Path
@@ -11,16 +12,19 @@ from argon2 import PasswordHasher
 from cryptography.fernet import Fernet
 
 from gateway.accounts.store import AccountStore
+from gateway.app import Gateway
 from gateway.audit.log import KEY_NAME, AuditLog
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
 from gateway.buffer.schema import SCHEMA_VERSION as BUFFER_VERSION
+from gateway.config import parse_config
 from gateway.control.config_versions import ConfigVersions
 from gateway.errors import ConfigError
 from gateway.secrets import SCHEMA_VERSION as SECRETS_VERSION
 from gateway.secrets import SecretStore
 from gateway.uplinks.api import DELIVERED
 from gateway.web.config import WebConfig
+from tests.support.orion_double import OrionDouble
 
 RELEASE = Path(__file__).parent / "fixtures" / "0.1.0"
 CFG = BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1)
@@ -117,3 +121,24 @@ def test_a_secret_store_from_a_newer_edgegw_is_refused(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"{store.store_path}: schema version newer than this edgegw knows ({SECRETS_VERSION}), got version 9; upgrade edgegw"
     )
+
+
+async def test_a_gateway_started_on_0_1_0_data_delivers_the_backlog_to_orion_in_order(
+    data_dir: Path, orion_double: OrionDouble
+) -> None:
+    config = parse_config(
+        {
+            "gateway": {"id": "fixture-gw", "data_dir": str(data_dir)},
+            "adapters": [{"name": "gauges", "type": "simulated", "rate": 1, "limit": 1}],
+            "uplinks": [{"name": "orion", "type": "orion", "url": orion_double.url}],
+        }
+    )
+    async with Gateway(config) as gw:
+        for _ in range(1000):
+            if gw.loops[0].delivered >= 901:
+                break
+            await asyncio.sleep(0.01)
+    # the 900 readings 0.1.0 left unsent arrived first, in the order they were taken, then the new one
+    sent = [e["n"]["value"] for e in orion_double.written if "n" in e]
+    assert sent == list(range(100, 1000))
+    assert SecretStore(data_dir).schema_version() == SECRETS_VERSION  # migrated on start
