@@ -12,6 +12,10 @@ from pydantic import ValidationError
 from gateway.backup import archive
 from gateway.backup.config import BackupConfig
 from gateway.backup.schedule import Job, drawn_time, next_run, scheduler
+from gateway.config import load_config
+from gateway.errors import ConfigError
+
+from .conftest import write_config
 
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -75,3 +79,13 @@ def test_the_scheduler_sleeps_until_the_drawn_time_and_backs_up_once(box: tuple[
     assert max(slept) <= 300.0
     [made] = archive.list_backups(job.out_dir)
     assert made.name == archive.file_name("fixture-gw", at.astimezone(UTC))
+
+
+def test_check_config_names_the_backup_window_error(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "g.toml", tmp_path / "data", backup='window_start = "04:00"\nwindow_end = "07:00"')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == [
+        "backup: the backup window touches operating hours 06:00-24:00, got 04:00-07:00; "
+        "keep it within 00:00-06:00, or set allow_operating_hours = true"
+    ]
