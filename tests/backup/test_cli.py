@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 from pathlib import Path
@@ -48,3 +49,19 @@ def test_restore_refuses_while_the_gateway_runs_and_a_truncated_file(
     assert "the file is damaged or truncated" in capsys.readouterr().err
     assert main(["backup", "restore", str(path), "--service-manager", "none", "-c", str(config)]) == 1
     assert "the file is damaged or truncated" in capsys.readouterr().err
+
+
+def test_edgegw_status_shows_a_failed_backup(box: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    config, data_dir = box
+    (data_dir / "status.json").write_text(
+        json.dumps(
+            {"gateway": "fixture-gw", "version": "0.1.0", "pid": 1, "written_at": 0, "adapters": [], "uplinks": []}
+        )
+    )
+    share = data_dir / "share"
+    share.write_text("not a directory: the share is not mounted")
+    config.write_text(config.read_text().replace("[backup]\n", f'[backup]\ncopy_to = "{share}"\n'))
+    assert main(["backup", "now", "-c", str(config)]) == 1
+    assert main(["status", "-c", str(config)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("backup: FAILED at ") and str(share) in last
