@@ -35,6 +35,7 @@ from gateway.processing.api import ProcessorContext
 from gateway.processing.registry import build_stage
 from gateway.processing.stage import Stage
 from gateway.records import Reading, utc_now
+from gateway.secrets import SecretStore
 from gateway.supervisor import Supervisor
 from gateway.uplinks.api import CommandSource
 
@@ -212,6 +213,8 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.config
         data_dir = Path(cfg.gateway.data_dir)
+        # an upgrade: the secret store's format moves forward on start like every sqlite store
+        SecretStore(data_dir).migrate()
         # creates data_dir; BufferUnavailable (exit 2) with the path and the fix if it cannot be used
         self.outbox = await Outbox.open(data_dir / BUFFER_FILE, cfg.buffer, [u.name for u in cfg.uplinks])
         uplinks: list[object] = []

@@ -220,6 +220,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         from gateway.fleet.cli import status_lines
 
         print("\n".join(status_lines(doc["fleet"])))
+    from gateway.backup.schedule import status_line
+
+    if (backup := status_line(Path(cfg.gateway.data_dir))) is not None:
+        print(backup)
     return EXIT_OK
 
 
@@ -303,6 +307,9 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     from gateway.mail import cli as mail_cli
 
     mail_cli.add_parser(sub).set_defaults(func=mail_cli.run)
+    from gateway.backup import cli as backup_cli
+
+    backup_cli.add_parser(sub).set_defaults(func=backup_cli.run)
 
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from gateway import registry
 from gateway.adapter_api import AdapterConfig
+from gateway.backup.config import BackupConfig
 from gateway.buffer.config import BufferConfig
 from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml
 from gateway.errors import ConfigError
@@ -59,6 +60,7 @@ class _Top(Section):
     web: WebConfig = WebConfig()
     mail: MailConfig | None = None
     fleet: FleetConfig | None = None
+    backup: BackupConfig = BackupConfig()
 
 
 class GatewayConfig(Section):
@@ -71,6 +73,7 @@ class GatewayConfig(Section):
     web: WebConfig = WebConfig()
     mail: MailConfig | None = None  # the one outgoing-mail component; None: features that mail are off
     fleet: FleetConfig | None = None  # Device entity, metrics, alarms, remote config, safe mode (gateway/fleet)
+    backup: BackupConfig = BackupConfig()
 
 
 def _sections(
@@ -135,6 +138,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         web=top.web,
         mail=top.mail,
         fleet=top.fleet,
+        backup=top.backup,
     )
 
 

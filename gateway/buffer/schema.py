@@ -19,10 +19,10 @@ from gateway.buffer.config import Durability
 from gateway.buffer.space import is_disk_full, with_room
 from gateway.errors import BufferError, BufferUnavailable
 from gateway.logs import component_logger
+from gateway.storage.schema import migrate, read_version
 
 log = component_logger(__name__, "buffer")
 
-SCHEMA_VERSION = 1
 
 # The page size of a new file. Each commit writes every page it touched to the -wal in whole (a
 # group's rows, the lane index's leaf, the AUTOINCREMENT counter): with SQLite's 4 KiB a commit of a
@@ -80,6 +80,10 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+# gateway.storage.schema: MIGRATIONS[i] takes a file from version i to i + 1. Version 0 files of the
+# first release already hold these tables (the DDL is idempotent), so the first step is the DDL itself.
+MIGRATIONS: tuple[str, ...] = (_DDL,)
+SCHEMA_VERSION = len(MIGRATIONS)
 _SCHEMA_NAMES = frozenset(
     {
         "outbox",
@@ -186,8 +190,8 @@ def _check(conn: sqlite3.Connection) -> None:
 
 
 def ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Create what a new or older file lacks; write nothing to a file that has it all."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    """Migrate a new or older file forward; write nothing to a file that has it all."""
+    version = read_version(conn)
     if version > SCHEMA_VERSION:
         raise BufferUnavailable(
             f"buffer: cannot open {path}, got schema version {version} written by a newer edgegw "
@@ -197,7 +201,10 @@ def ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
     if version == SCHEMA_VERSION and names >= _SCHEMA_NAMES:
         return
-    conn.executescript(f"BEGIN IMMEDIATE; {_DDL} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+    if version == SCHEMA_VERSION:  # current, but a table or index was dropped by hand: the DDL is idempotent
+        conn.executescript(f"BEGIN IMMEDIATE; {_DDL} COMMIT;")
+        return
+    migrate(conn, path, MIGRATIONS, BufferUnavailable, store="buffer")
 
 
 def _check_writable(conn: sqlite3.Connection) -> None:
