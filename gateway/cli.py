@@ -220,9 +220,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         from gateway.fleet.cli import status_lines
 
         print("\n".join(status_lines(doc["fleet"])))
-    from gateway.backup.schedule import status_line
+    from gateway.backup.schedule import status_line as backup_status_line
 
-    if (backup := status_line(Path(cfg.gateway.data_dir))) is not None:
+    if (backup := backup_status_line(Path(cfg.gateway.data_dir))) is not None:
         print(backup)
     return EXIT_OK
 
