@@ -29,7 +29,6 @@ from typing import Any
 
 from gateway import logs
 from gateway.control import args as a
-from gateway.control.host import HostSampler
 from gateway.control.ops_config import ConfigOps
 from gateway.control.ops_fleet import FleetOps
 from gateway.control.protocol import (
@@ -50,6 +49,7 @@ from gateway.control.protocol import (
 from gateway.control.target import ControlTarget
 from gateway.control.tools import Jobs, Tool, load_tools
 from gateway.errors import GatewayError
+from gateway.host import HostSampler
 from gateway.records import Command, Reading, iso_utc
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.config import GatewayConfig
-from gateway.fleet.system import clock_synchronised
+from gateway.host import clock_synced
 
 __all__ = ["Check", "Result", "report_text", "run_checks"]
 
@@ -42,7 +42,7 @@ class Check:
 
 
 def check_clock() -> list[Check]:
-    synced = clock_synchronised()
+    synced = clock_synced()
     if synced is None:
         return [Check(name="clock", result=Result.FAIL, detail="clock: cannot ask the kernel; check `timedatectl`")]
     return [

@@ -1,25 +1,22 @@
 """What the box itself says about its health: CPU, memory, disk, clock synchronisation, last backup, addresses.
 
-Each probe is cheap (a /proc read, a statvfs, one adjtimex call) and returns None where the box
-cannot tell, so a probe that does not apply (no /proc on a developer's laptop) never fails a tick.
+Host figures come from gateway/host.py (the dashboard's), the last backup from what gateway/backup records;
+each is None where the box cannot tell, so a probe that does not apply never fails a tick.
 """
 
 from __future__ import annotations
 
-import ctypes
-import json
 import os
-import shutil
 import socket
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BACKUP_FILE", "SystemFacts", "clock_synchronised", "ip_addresses", "last_backup", "probe"]
+from gateway.backup.schedule import read_status
+from gateway.host import HostSampler
 
-# written by the backup tool: {"at": <epoch s>, "ok": true|false, "detail": "..."}
-BACKUP_FILE = "backup.json"
-_TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
+__all__ = ["SystemFacts", "ip_addresses", "last_backup", "probe"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,58 +31,32 @@ class SystemFacts:
         return asdict(self)
 
 
-def clock_synchronised() -> bool | None:
-    """The kernel's view (adjtimex's TIME_ERROR state, what `timedatectl` shows as 'synchronized')."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        buf = ctypes.create_string_buffer(512)  # struct timex, zeroed: modes = 0 reads without changing
-        state = int(libc.adjtimex(buf))
-    except (OSError, AttributeError):
-        return None
-    if state < 0:
-        return None
-    return state != _TIME_ERROR
-
-
-def _memory_used_percent() -> float | None:
-    try:
-        fields = {}
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            fields[name] = int(rest.split()[0])
-        return 100.0 * (1 - fields["MemAvailable"] / fields["MemTotal"])
-    except (OSError, KeyError, ValueError, IndexError, ZeroDivisionError):
-        return None
-
-
 def probe(data_dir: Path) -> SystemFacts:
-    try:
-        load: float | None = 100.0 * os.getloadavg()[0] / (os.cpu_count() or 1)
-    except OSError:
-        load = None
-    try:
-        usage = shutil.disk_usage(data_dir)
-        free_pct: float | None = 100.0 * usage.free / usage.total if usage.total else None
-        free: int | None = usage.free
-    except OSError:
-        free_pct, free = None, None
+    """The Device entity's figures, from the same host sample the dashboard shows (gateway/host.py)."""
+    h = HostSampler(data_dir).sample()
+    mem = 100.0 * (1 - h.mem_available / h.mem_total) if h.mem_total and h.mem_available is not None else None
+    disk = 100.0 * h.disk_free / h.disk_total if h.disk_total and h.disk_free is not None else None
     return SystemFacts(
-        cpu_load_percent=load,
-        memory_used_percent=_memory_used_percent(),
-        disk_free_percent=free_pct,
-        disk_free_bytes=free,
-        clock_synchronised=clock_synchronised(),
+        cpu_load_percent=None if h.load1 is None else 100.0 * h.load1 / (os.cpu_count() or 1),
+        memory_used_percent=mem,
+        disk_free_percent=disk,
+        disk_free_bytes=h.disk_free,
+        clock_synchronised=h.clock_synced,
     )
 
 
 def last_backup(data_dir: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads((data_dir / BACKUP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The newest backup outcome the backup tool recorded: `{"at": epoch s, "ok": bool}`, or None before any."""
+    status = read_status(data_dir)
+    outcomes = [
+        (datetime.fromisoformat(status[key]["at"]).timestamp(), ok)
+        for key, ok in (("last_success", True), ("last_failure", False))
+        if isinstance(status.get(key), dict) and isinstance(status[key].get("at"), str)
+    ]
+    if not outcomes:
         return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("at"), (int, float)):
-        return None
-    return {"at": float(doc["at"]), "ok": bool(doc.get("ok", False))}
+    at, ok = max(outcomes)
+    return {"at": at, "ok": ok}
 
 
 def ip_addresses() -> list[str]:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from gateway.backup import archive
 from gateway.backup.config import BackupConfig
-from gateway.backup.schedule import Job, drawn_time, next_run, scheduler
+from gateway.backup.schedule import Job, drawn_time, next_run, run_backup, scheduler
 from gateway.config import load_config
 from gateway.errors import ConfigError
 
@@ -89,3 +89,19 @@ def test_check_config_names_the_backup_window_error(tmp_path: Path) -> None:
         "backup: the backup window touches operating hours 06:00-24:00, got 04:00-07:00; "
         "keep it within 00:00-06:00, or set allow_operating_hours = true"
     ]
+
+
+def test_the_fleet_device_reports_the_newest_backup_outcome(box: tuple[Path, Path]) -> None:
+    """What `run_backup` records is what the Device entity's lastBackup and the backup alarm read."""
+    from gateway.fleet.system import last_backup
+
+    config_path, data_dir = box
+    assert last_backup(data_dir) is None
+    job = Job(gateway_id="fixture-gw", data_dir=data_dir, config_path=config_path, config=BackupConfig())
+    night = datetime(2026, 12, 4, 3, 0, tzinfo=JST)
+    run_backup(job, night)
+    assert last_backup(data_dir) == {"at": night.timestamp(), "ok": True}
+    config_path.unlink()  # the next night's backup cannot read the configuration: a failure
+    with pytest.raises(archive.BackupError):
+        run_backup(job, night + timedelta(days=1))
+    assert last_backup(data_dir) == {"at": (night + timedelta(days=1)).timestamp(), "ok": False}
