@@ -182,7 +182,7 @@ class WifiLogStore:
         self.path = self.directory / DB_FILE
         self.retention_months = retention_months
         self.gateway_id = gateway_id
-        self.secrets = SecretStore(self.data_dir / "secrets")
+        self.secrets = SecretStore(self.data_dir)  # the gateway's secret store, as `edgegw secret` uses it
         self._lock = threading.Lock()
         self._keys: dict[str, _PeriodKeys] = {}
         self._signer: Signer | None = None
