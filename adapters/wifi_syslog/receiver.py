@@ -55,7 +55,9 @@ class SyslogReceiver:
         clock: Callable[[], datetime],
         patterns: PatternSet | None = None,
         allowed: frozenset[str] | None = None,
+        on_event: Callable[[SessionEvent], None] | None = None,
     ) -> None:
+        self.on_event = on_event
         self.store = store
         self.clock = clock
         self.patterns = patterns or load_patterns()
@@ -169,6 +171,9 @@ class SyslogReceiver:
         events = [self.session_event(ev, sender) for ev, sender in batch]
         self.store.apply(events)
         self.counters["stored"] += len(events)
+        if self.on_event is not None:
+            for ev in events:
+                self.on_event(ev)
 
     def session_event(self, ev: WifiEvent, sender: str) -> SessionEvent:
         """The session event of an association line (pairs a leave with its join on the same AP)."""
