@@ -159,7 +159,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             while self._pending:
                 batch = [self._pending.popleft() for _ in range(min(MAX_BATCH, len(self._pending)))]
                 try:
-                    await asyncio.to_thread(self._commit, [req for req, _ in batch])
+                    await asyncio.to_thread(self.commit, [req for req, _ in batch])
                 except Exception as exc:
                     # unanswered, the NAS retransmits: forget the keys so the retransmission is queued anew
                     self.counters["commit_failed"] = self.counters.get("commit_failed", 0) + len(batch)
@@ -178,7 +178,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
                         self._answered.popitem(last=False)
                     self._send(reply, req.source)
 
-    def _commit(self, requests: list[AccountingRequest]) -> None:
+    def commit(self, requests: list[AccountingRequest]) -> None:
         """Store a batch in order (worker thread): session events together, a NAS reset between them."""
         events: list[SessionEvent] = []
         for req in requests:
