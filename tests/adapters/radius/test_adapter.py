@@ -34,7 +34,7 @@ def test_config_refuses_every_address_and_duplicate_clients() -> None:
                 "clients": [{"address": "192.0.2.1", "secret": "secret:a"}],
             }
         )
-    with pytest.raises(ValidationError, match="192.0.2.1 more than once"):
+    with pytest.raises(ValidationError, match=r"192\.0\.2\.1 more than once"):
         RadiusConfig.model_validate(
             {
                 "name": "r",

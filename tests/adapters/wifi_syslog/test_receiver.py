@@ -70,7 +70,7 @@ async def test_tcp_octet_counted_from_logger_and_lf_and_mixed_from_a_raw_socket(
         b'{"message_type":"STA_ASSOC_TRACKER","mac":"aa:bb:cc:dd:ee:02","vap":"ath0","event_type":"association"}'
     )
     line = b"<30>Dec  4 11:05:00 ap1 hostapd: wlan0: AP-STA-CONNECTED aa:bb:cc:dd:ee:03"
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(unifi + b"\n" + encode_octet_counted(line) + b"not syslog at all\n")
     await writer.drain()
     writer.close()
