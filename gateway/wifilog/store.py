@@ -283,22 +283,28 @@ class WifiLogStore:
         """Merge `events` into their sessions in one durable transaction (returns once committed)."""
         if not events:
             return
+        # the events of one session are merged in memory first: one read and one write per session
+        groups: dict[tuple[str, str], list[SessionEvent]] = {}
+        for event in events:
+            groups.setdefault((event.nas, event.session_id), []).append(event)
         with self._transaction() as db:
-            for event in events:
-                self._merge_one(db, event)
+            for (nas, session_id), group in groups.items():
+                self._merge_group(db, nas, session_id, group)
 
-    def _merge_one(self, db: sqlite3.Connection, event: SessionEvent) -> None:
+    def _merge_group(self, db: sqlite3.Connection, nas: str, session_id: str, events: Sequence[SessionEvent]) -> None:
         row = db.execute(
-            "SELECT id, period, blob FROM sessions WHERE nas = ? AND session_id = ?", (event.nas, event.session_id)
+            "SELECT id, period, blob FROM sessions WHERE nas = ? AND session_id = ?", (nas, session_id)
         ).fetchone()
         old: Session | None = None
         if row is not None:
             keys = self._period_keys(db, str(row[1]), create=False)
             if keys is None:
                 return  # its period was erased: the late event belongs to a forgotten session
-            old = keys.open(bytes(row[2]), event.nas, event.session_id)
-        new = merge(old, event)
-        if new == old:
+            old = keys.open(bytes(row[2]), nas, session_id)
+        new = old
+        for event in events:
+            new = merge(new, event)
+        if new is None or new == old:
             return  # a retransmission: the row already holds it
         period = str(row[1]) if row is not None else period_of(new.start)
         keys = self._period_keys(db, period, create=True)
@@ -316,7 +322,7 @@ class WifiLogStore:
             db.execute(
                 "INSERT INTO sessions (period, nas, session_id, start, end_at, open, mac_idx, ip_idx, user_idx, blob)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (period, event.nas, event.session_id, *values),
+                (period, nas, session_id, *values),
             )
         else:
             db.execute(
@@ -330,10 +336,8 @@ class WifiLogStore:
         with self._transaction() as db:
             ids = [str(r[0]) for r in db.execute("SELECT session_id FROM sessions WHERE nas = ? AND open = 1", (nas,))]
             for sid in ids:
-                self._merge_one(
-                    db,
-                    SessionEvent(nas=nas, session_id=sid, kind=EventKind.STOP, time=at, terminate_cause=cause),
-                )
+                stop = SessionEvent(nas=nas, session_id=sid, kind=EventKind.STOP, time=at, terminate_cause=cause)
+                self._merge_group(db, nas, sid, (stop,))
         if ids:
             log.info("wifilog: NAS %s restarted (%s); closed %d open sessions", nas, cause, len(ids))
         return len(ids)
