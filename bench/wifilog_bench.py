@@ -137,14 +137,14 @@ def bench_search(n: int, tmp: Path) -> dict[str, float]:
     )
     mac_times, ip_times = [], []
     for _ in range(7):
-        t = time.perf_counter()
+        t1 = time.perf_counter()
         assert len(store.search(Query(mac=target_mac))) == 1
-        mac_times.append(time.perf_counter() - t)
-        t = time.perf_counter()
+        mac_times.append(time.perf_counter() - t1)
+        t1 = time.perf_counter()
         assert (
             len(store.search(Query(ip="10.99.99.99", time_from=probe_t, time_to=probe_t + timedelta(minutes=5)))) == 1
         )
-        ip_times.append(time.perf_counter() - t)
+        ip_times.append(time.perf_counter() - t1)
     store.close()
     return {"fill_s": fill, "mac_ms": statistics.median(mac_times) * 1e3, "ip_ms": statistics.median(ip_times) * 1e3}
 

@@ -388,7 +388,7 @@ class WifiLogStore:
                     where.append("start <= ?")
                     args.append(query.time_to.timestamp())
                 if query.time_from is not None:
-                    where.append("end_at >= ?")
+                    where.append("(end_at >= ? OR open = 1)")  # no Stop yet: it may still be going on
                     args.append(query.time_from.timestamp())
                 sql = f"SELECT nas, session_id, blob FROM sessions WHERE {' AND '.join(where)} ORDER BY start LIMIT ?"
                 for nas, sid, blob in db.execute(sql, (*args, query.limit - len(out))):
