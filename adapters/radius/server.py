@@ -77,7 +77,9 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         *,
         clock: Callable[[], datetime],
         on_event: Callable[[SessionEvent], None] | None = None,
+        answered_cache: int = ANSWERED_CACHE,
     ) -> None:
+        self.answered_cache = answered_cache
         self.store = store
         self.secrets = dict(secrets)
         self.clock = clock
@@ -148,9 +150,9 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         self._wake.set()
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, addr)
-            self.counters["answered"] += 1
+        assert self.transport is not None  # answers only follow a request, which needs the socket
+        self.transport.sendto(data, addr)
+        self.counters["answered"] += 1
 
     async def _write_loop(self) -> None:
         while True:
@@ -174,7 +176,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
                     key = req.retransmission_key
                     self._in_flight.discard(key)
                     self._answered[key] = reply
-                    if len(self._answered) > ANSWERED_CACHE:
+                    if len(self._answered) > self.answered_cache:
                         self._answered.popitem(last=False)
                     self._send(reply, req.source)
 
@@ -206,5 +208,6 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             **c,
             "malformed": malformed,
             "last_error": self.last_error,
+            "in_flight": len(self._in_flight),
             "summary": f"answered {c['answered']}, stored {c['stored']}, retransmissions {c['retransmissions']}",
         }

@@ -200,7 +200,8 @@ class WifiLogStore:
         return db
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:  # a commit running in a worker thread finishes first
+            self._db.close()
 
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])

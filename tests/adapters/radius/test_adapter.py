@@ -111,3 +111,17 @@ async def test_adapter_stores_answers_and_emits_usage_without_personal_data(
     store = WifiLogStore(tmp_path)
     assert len(store.search(Query(mac="aa:bb:cc:01:02:03"))) == 1
     store.close()
+
+
+def test_diagnostics_before_the_first_run(tmp_path: Path) -> None:
+    cfg = RadiusConfig.model_validate(
+        {
+            "name": "r",
+            "type": "radius",
+            "listen": "127.0.0.1",
+            "clients": [{"address": "192.0.2.1", "secret": "secret:a"}],
+        }
+    )
+    assert RadiusAdapter(cfg, AdapterContext(gateway_id="g", data_dir=str(tmp_path))).diagnostics() == {
+        "summary": "starting"
+    }
