@@ -41,8 +41,14 @@ class RadiusAdapter:
             await self.server.start(cfg.listen, cfg.port)
             await periodic(store, self.usage, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
         finally:
-            await self.server.close()
-            store.close()
+            await _shutdown(self.server, store)
 
     def diagnostics(self) -> dict[str, Any]:
         return self.server.diagnostics() if self.server is not None else {"summary": "starting"}
+
+
+async def _shutdown(listener: RadiusAccountingServer, store: WifiLogStore) -> None:
+    """Sockets first, then the store (its close waits for a commit still running in a worker thread)."""
+    await listener.close()
+    await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
+    store.close()

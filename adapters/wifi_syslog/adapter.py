@@ -43,8 +43,14 @@ class WifiSyslogAdapter:
                 await self.receiver.start_tcp(cfg.listen, cfg.tcp_port)
             await periodic(store, self.usage, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
         finally:
-            await self.receiver.close()
-            store.close()
+            await _shutdown(self.receiver, store)
 
     def diagnostics(self) -> dict[str, Any]:
         return self.receiver.diagnostics() if self.receiver is not None else {"summary": "starting"}
+
+
+async def _shutdown(listener: SyslogReceiver, store: WifiLogStore) -> None:
+    """Sockets first, then the store (its close waits for a commit still running in a worker thread)."""
+    await listener.close()
+    await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
+    store.close()

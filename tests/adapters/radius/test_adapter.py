@@ -125,3 +125,33 @@ def test_diagnostics_before_the_first_run(tmp_path: Path) -> None:
     assert RadiusAdapter(cfg, AdapterContext(gateway_id="g", data_dir=str(tmp_path))).diagnostics() == {
         "summary": "starting"
     }
+
+
+async def test_a_failing_emit_stops_the_adapter_and_closes_socket_and_store(tmp_path: Path) -> None:
+    SecretStore(tmp_path).set("radius.ap1", SECRET)
+    port = _free_port()
+    cfg = RadiusConfig.model_validate(
+        {
+            "name": "r",
+            "type": "radius",
+            "listen": "127.0.0.1",
+            "port": port,
+            "usage_interval_min": 0.001,
+            "clients": [{"address": "127.0.0.1", "secret": "secret:radius.ap1"}],
+        }
+    )
+    adapter = RadiusAdapter(cfg, AdapterContext(gateway_id="g", data_dir=str(tmp_path)))
+
+    async def emit(r: Reading) -> None:
+        raise RuntimeError("buffer refused")
+
+    task = asyncio.create_task(adapter.run(emit))
+    for _ in range(200):
+        if adapter.server is not None and adapter.server.transport is not None:
+            break
+        await asyncio.sleep(0.01)
+    rc, out = await radclient(port, SECRET, f"{BASE},Acct-Status-Type=Start")
+    assert rc == 0, out
+    with pytest.raises(RuntimeError, match="buffer refused"):
+        await task
+    assert adapter.server is not None and adapter.server.transport is not None and adapter.server.transport.is_closing()
