@@ -98,6 +98,11 @@ class SyslogReceiver:
         log.info("wifi syslog: listening on tcp %s:%d", name[0], name[1])
         return str(name[0]), int(name[1])
 
+    @property
+    def listeners(self) -> int:
+        """Sockets open (UDP and TCP)."""
+        return len(self._transports) + len(self._servers)
+
     def _start_writer(self) -> None:
         if not self._tasks:
             self._tasks.append(asyncio.create_task(self._write_loop(), name="wifi-syslog-writer"))
