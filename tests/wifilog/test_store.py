@@ -177,3 +177,13 @@ def test_export_is_excel_csv_in_jst_with_a_signed_manifest_and_tampering_shows(
 def test_csv_quotes_formula_cells(store: WifiLogStore) -> None:
     store.apply([ev(EventKind.START, T0, user_name="=HYPERLINK(1)")])
     assert b",'=HYPERLINK(1)," in render_csv(store.search(Query(mac=MAC)))
+
+
+def test_a_new_session_from_any_event_equals_the_general_merge_rule() -> None:
+    from gateway.wifilog.sessions import Session, merge
+
+    for kind in EventKind:
+        e = ev(kind, T0, session_time=60, input_octets=5, terminate_cause="Idle-Timeout")
+        fresh = merge(None, e)
+        seeded = Session(nas=e.nas, session_id=e.session_id, source=e.source, start=fresh.start, last_update=e.time)
+        assert merge(seeded, e) == fresh == merge(fresh, e)
