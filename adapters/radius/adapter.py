@@ -8,9 +8,10 @@ from typing import Any, ClassVar
 from adapters.radius.config import RadiusConfig
 from adapters.radius.server import RadiusAccountingServer
 from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.processing.api import ProcessorContext
 from gateway.records import Emit, utc_now
 from gateway.secrets import resolve
-from gateway.wifilog.runner import periodic
+from gateway.wifilog.runner import event_sinks, periodic, stop
 from gateway.wifilog.store import WifiLogStore
 from gateway.wifilog.usage import UsageCounter
 
@@ -36,19 +37,22 @@ class RadiusAdapter:
             retention_months=cfg.retention_months,
             gateway_id=self.context.gateway_id,
         )
-        self.server = RadiusAccountingServer(store, secrets, clock=utc_now, on_event=self.usage.record)
+        context = ProcessorContext(gateway_id=self.context.gateway_id, data_dir=self.context.data_dir)
+        on_event, events = event_sinks(cfg, cfg.name, context, self.usage, emit, utc_now)
+        self.server = RadiusAccountingServer(store, secrets, clock=utc_now, on_event=on_event)
         try:
             await self.server.start(cfg.listen, cfg.port)
             await periodic(store, self.usage, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
         finally:
-            await _shutdown(self.server, store)
+            await _shutdown(self.server, store, events)
 
     def diagnostics(self) -> dict[str, Any]:
         return self.server.diagnostics() if self.server is not None else {"summary": "starting"}
 
 
-async def _shutdown(listener: RadiusAccountingServer, store: WifiLogStore) -> None:
+async def _shutdown(listener: RadiusAccountingServer, store: WifiLogStore, events: asyncio.Task[None] | None) -> None:
     """Sockets first, then the store (its close waits for a commit still running in a worker thread)."""
     await listener.close()
     await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
+    await stop(events)
     store.close()

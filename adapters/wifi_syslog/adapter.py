@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 from adapters.wifi_syslog.config import WifiSyslogConfig
 from adapters.wifi_syslog.receiver import SyslogReceiver
 from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.processing.api import ProcessorContext
 from gateway.records import Emit, utc_now
-from gateway.wifilog.runner import periodic
+from gateway.wifilog.runner import event_sinks, periodic, stop
 from gateway.wifilog.store import WifiLogStore
 from gateway.wifilog.usage import UsageCounter
 
@@ -35,7 +36,9 @@ class WifiSyslogAdapter:
             gateway_id=self.context.gateway_id,
         )
         allowed = frozenset(str(a) for a in cfg.senders) or None
-        self.receiver = SyslogReceiver(store, clock=utc_now, allowed=allowed, on_event=self.usage.record)
+        context = ProcessorContext(gateway_id=self.context.gateway_id, data_dir=self.context.data_dir)
+        on_event, events = event_sinks(cfg, cfg.name, context, self.usage, emit, utc_now)
+        self.receiver = SyslogReceiver(store, clock=utc_now, allowed=allowed, on_event=on_event)
         try:
             if cfg.udp_port is not None:
                 await self.receiver.start_udp(cfg.listen, cfg.udp_port)
@@ -43,14 +46,15 @@ class WifiSyslogAdapter:
                 await self.receiver.start_tcp(cfg.listen, cfg.tcp_port)
             await periodic(store, self.usage, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
         finally:
-            await _shutdown(self.receiver, store)
+            await _shutdown(self.receiver, store, events)
 
     def diagnostics(self) -> dict[str, Any]:
         return self.receiver.diagnostics() if self.receiver is not None else {"summary": "starting"}
 
 
-async def _shutdown(listener: SyslogReceiver, store: WifiLogStore) -> None:
+async def _shutdown(listener: SyslogReceiver, store: WifiLogStore, events: asyncio.Task[None] | None) -> None:
     """Sockets first, then the store (its close waits for a commit still running in a worker thread)."""
     await listener.close()
     await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
+    await stop(events)
     store.close()

@@ -155,3 +155,47 @@ async def test_a_failing_emit_stops_the_adapter_and_closes_socket_and_store(tmp_
     with pytest.raises(RuntimeError, match="buffer refused"):
         await task
     assert adapter.server is not None and adapter.server.transport is not None and adapter.server.transport.is_closing()
+
+
+async def test_session_events_leave_with_mac_and_user_pseudonymized(tmp_path: Path) -> None:
+    SecretStore(tmp_path).set("radius.ap1", SECRET)
+    port = _free_port()
+    cfg = RadiusConfig.model_validate(
+        {
+            "name": "wifi-radius",
+            "type": "radius",
+            "listen": "127.0.0.1",
+            "port": port,
+            "session_events": True,
+            "clients": [{"address": "127.0.0.1", "secret": "secret:radius.ap1"}],
+        }
+    )
+    adapter = RadiusAdapter(cfg, AdapterContext(gateway_id="lib", data_dir=str(tmp_path)))
+    readings: list[Reading] = []
+
+    async def emit(r: Reading) -> None:
+        readings.append(r)
+
+    task = asyncio.create_task(adapter.run(emit))
+    try:
+        for _ in range(200):
+            if adapter.server is not None and adapter.server.transport is not None:
+                break
+            await asyncio.sleep(0.01)
+        rc, out = await radclient(port, SECRET, f"{BASE},Acct-Status-Type=Start")
+        assert rc == 0, out
+        for _ in range(300):
+            if any(r.entity_type == "WifiSessionEvent" for r in readings):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    [ev] = [r for r in readings if r.entity_type == "WifiSessionEvent"]
+    assert ev.attributes["eventType"].value == "start"
+    assert ev.attributes["clientMac"].value.startswith("pz1:k1:") and ev.attributes["userName"].value.startswith(
+        "pz1:k1:"
+    )
+    assert ev.attributes["accessPoint"].value == "00:11:22:33:44:55" and ev.attributes["ssid"].value == "Library-Free"
+    assert "aa:bb:cc:01:02:03" not in repr(ev) and "hanako" not in repr(ev)
