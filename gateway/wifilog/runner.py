@@ -52,6 +52,9 @@ async def periodic(
     store: WifiLogStore, usage: UsageCounter, emit: Emit, *, interval_s: float, clock: Callable[[], datetime]
 ) -> None:
     """Until cancelled: every `interval_s`, erase expired periods, then emit one usage reading per AP."""
+    # the signing key is made here, by the gateway, not by the web UI or the CLI on their first export: the
+    # secret store is rewritten whole on each change, so two processes adding entries at once could lose one
+    await asyncio.to_thread(store.publish_public_key)
     while True:
         certificates = await asyncio.to_thread(store.expire, clock())
         for cert in certificates:

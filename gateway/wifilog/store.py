@@ -215,6 +215,10 @@ class WifiLogStore:
                 pem.write_bytes(public_pem(self._signer.public_key))
         return self._signer
 
+    def publish_public_key(self) -> Path:
+        """Make the signing key if there is none and write its public key beside the store; returns the file."""
+        return self.public_key_path
+
     @property
     def public_key_path(self) -> Path:
         _ = self.signer

@@ -108,6 +108,7 @@ async def test_adapter_stores_answers_and_emits_usage_without_personal_data(
     text = repr(readings) + caplog.text + repr(adapter.diagnostics())
     for needle in ("aa:bb:cc:01:02:03", "AA-BB-CC-01-02-03", "hanako@example.jp", SECRET):
         assert needle not in text
+    assert (tmp_path / "wifilog" / "signing-public.pem").exists()  # made by the gateway, not by a first export
     store = WifiLogStore(tmp_path)
     assert len(store.search(Query(mac="aa:bb:cc:01:02:03"))) == 1
     store.close()
