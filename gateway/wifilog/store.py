@@ -312,6 +312,8 @@ class WifiLogStore:
         if new is None or new == old:
             return  # a retransmission: the row already holds it
         period = str(row[1]) if row is not None else period_of(new.start)
+        if row is None and db.execute("SELECT 1 FROM certificates WHERE period = ?", (period,)).fetchone():
+            return  # a late event of a period already erased: it stays forgotten
         keys = self._period_keys(db, period, create=True)
         assert keys is not None
         values = (
@@ -427,11 +429,15 @@ class WifiLogStore:
         for period, key_id in rows:
             entry = keks.get(str(period))
             if self.erase_after(str(period)) <= now or entry is None or entry["id"] != key_id:
-                certificates.append(self._erase(str(period), str(key_id), now))
+                cert = self._erase(str(period), str(key_id), now)
+                if cert is not None:
+                    certificates.append(cert)
         return certificates
 
-    def _erase(self, period: str, key_id: str, now: datetime) -> dict[str, Any]:
+    def _erase(self, period: str, key_id: str, now: datetime) -> dict[str, Any] | None:
         with self._lock:
+            if self._db.execute("SELECT 1 FROM periods WHERE period = ?", (period,)).fetchone() is None:
+                return None  # the other receiver's store erased it meanwhile and holds its certificate
             records = int(self._db.execute("SELECT COUNT(*) FROM sessions WHERE period = ?", (period,)).fetchone()[0])
             keks = self._keks()
             destroyed = [e["id"] for p, e in keks.items() if p == period]
@@ -459,7 +465,7 @@ class WifiLogStore:
             db.execute("DELETE FROM sessions WHERE period = ?", (period,))
             db.execute("DELETE FROM periods WHERE period = ?", (period,))
             db.execute(
-                "INSERT OR REPLACE INTO certificates (period, erased_at, document) VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO certificates (period, erased_at, document) VALUES (?, ?, ?)",
                 (period, document["erased_at"], json.dumps(document, ensure_ascii=False, sort_keys=True)),
             )
         with self._lock:

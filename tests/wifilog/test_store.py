@@ -187,3 +187,19 @@ def test_a_new_session_from_any_event_equals_the_general_merge_rule() -> None:
         fresh = merge(None, e)
         seeded = Session(nas=e.nas, session_id=e.session_id, source=e.source, start=fresh.start, last_update=e.time)
         assert merge(seeded, e) == fresh == merge(fresh, e)
+
+
+def test_two_stores_on_one_file_erase_a_period_once_with_one_certificate(tmp_path: Path) -> None:
+    radius, syslog = WifiLogStore(tmp_path, retention_months=1), WifiLogStore(tmp_path, retention_months=1)
+    radius.apply([ev(EventKind.START, T0)])
+    later = datetime(2026, 3, 1, tzinfo=JST)
+    [cert] = radius.expire(later)
+    assert syslog.expire(later) == []
+    assert syslog.certificates() == [cert] and cert["records"] == 1
+
+
+def test_a_late_event_of_an_erased_period_is_not_stored(store: WifiLogStore) -> None:
+    store.apply([ev(EventKind.START, T0)])
+    store.expire(datetime(2026, 5, 1, tzinfo=JST))
+    store.apply([ev(EventKind.STOP, T0 + timedelta(hours=1), sid="late")])
+    assert store.search(Query(mac=MAC)) == [] and store.stats()["sessions_per_period"] == {}
