@@ -80,6 +80,9 @@ def _session(driver: object, base: str, name: str, reference: str, downloads: Pa
     d.find_element(By.ID, "reference").send_keys(reference)  # type: ignore[attr-defined]
     d.find_element(By.ID, "mac").send_keys("AA-BB-CC-01-02-03")  # type: ignore[attr-defined]
     d.find_element(By.ID, "wifi-search-submit").click()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not d.find_elements(By.ID, "wifi-sessions") and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.05)  # the results page replaces the form page
     results = d.page_source  # type: ignore[attr-defined]
     d.find_element(By.ID, "wifi-export-submit").click()  # type: ignore[attr-defined]
     deadline = time.monotonic() + 20
