@@ -296,6 +296,10 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
 
     pseudonym_keys.add_parser(sub).set_defaults(func=pseudonym_keys.run)
 
+    from gateway.wifilog import cli as wifi_cli
+
+    wifi_cli.add_parser(sub).set_defaults(func=wifi_cli.run)
+
     from gateway.accounts import cli as user_cli
     from gateway.audit import cli as audit_cli
     from gateway.web import cli as web_cli

@@ -43,6 +43,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem(page="logs", href="/logs", role=Role.VIEWER),
     NavItem(page="users", href="/users", role=Role.ADMIN),
     NavItem(page="audit", href="/audit", role=Role.ADMIN),
+    NavItem(page="wifi", href="/wifi", role=Role.WIFI_AUDITOR),
 )
 
 
