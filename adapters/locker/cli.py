@@ -31,7 +31,7 @@ COMPARTMENT_TYPE = "LockerCompartment"
 
 def add_parsers(subparsers: Any) -> None:
     p = subparsers.add_parser("locker", help="locker boards: find them, show their state, open a compartment")
-    sub = p.add_subparsers(dest="locker_command", required=True, metavar="{probe,status,open}")
+    sub = p.add_subparsers(dest="locker_command", required=True, metavar="{probe,status,open,kiosk}")
     pr = sub.add_parser("probe", help="find the boards on a port (stop the gateway first) and their lock counts")
     pr.add_argument("--port", required=True, help="/dev/ttyUSB0 or tcp://HOST:PORT (a TCP serial server)")
     pr.add_argument("--baud", type=int, default=9600)
@@ -42,6 +42,12 @@ def add_parsers(subparsers: Any) -> None:
     op = sub.add_parser("open", help="open one compartment's door through the running gateway (audited)")
     op.add_argument("label", help="the compartment label, e.g. A-03")
     op.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG)")
+    ki = sub.add_parser("kiosk", help="serve the pickup kiosk page for the touchscreen beside the lockers")
+    ki.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG)")
+    ki.add_argument("--listen", default="127.0.0.1", help="address (default 127.0.0.1: a browser on the box itself)")
+    ki.add_argument("--port", type=int, default=8444)
+    ki.add_argument("--lang", choices=["ja", "en"], default="ja")
+    ki.add_argument("--attempts-per-minute", type=int, default=10, help="tries per client address (default 10)")
     p.set_defaults(func=run)
 
 
@@ -61,6 +67,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         err.writelines(f"  {line}\n" for line in exc.errors)
         return EXIT_USAGE
     sock = config.gateway.control_path()
+    if args.locker_command == "kiosk":
+        return asyncio.run(serve_kiosk(config, args))
     if args.locker_command == "status":
         return asyncio.run(status(sock, out, err))
     from gateway.accounts.cli import cli_actor
@@ -169,6 +177,49 @@ async def open_compartment(sock: Path, label: str, actor: str, out: TextIO, err:
         err.write(f"locker open: {result.get('info')}\n")
         return EXIT_NOTHING
     out.write(f"{result.get('info')}\n")
+    return EXIT_OK
+
+
+async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
+    """The kiosk app until SIGTERM/SIGINT: plain HTTP on loopback, HTTPS with the web UI's certificate elsewhere."""
+    import ipaddress
+    import signal
+
+    from aiohttp import web
+
+    from gateway.audit.log import AuditLog
+    from gateway.control.client import ControlClient
+    from gateway.web.certs import material, server_context
+    from gateway.web.kiosk import build_kiosk_app
+
+    state_dir = config.web.state_path(Path(config.gateway.data_dir))
+    try:
+        loopback = ipaddress.ip_address(args.listen).is_loopback
+    except ValueError:
+        loopback = args.listen == "localhost"
+    context = None if loopback else server_context(await asyncio.to_thread(material, config.web, state_dir))
+    control = ControlClient(config.gateway.control_path())
+    app = build_kiosk_app(
+        control,
+        audit=await asyncio.to_thread(AuditLog, state_dir),
+        attempts_per_minute=args.attempts_per_minute,
+        lang=args.lang,
+        secure_cookie=not loopback,
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await web.TCPSite(runner, args.listen, args.port, ssl_context=context).start()
+        scheme = "http" if context is None else "https"
+        print(f"edgegw locker kiosk: listening on {scheme}://{args.listen}:{args.port}/", flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await control.close()
     return EXIT_OK
 
 

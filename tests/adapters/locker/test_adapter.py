@@ -302,3 +302,38 @@ async def test_other_boards_over_tcp(tmp_path: Path, model: str) -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+async def test_cli_probe_finds_the_boards_and_their_lock_counts(tmp_path: Path) -> None:
+    import io
+
+    from adapters.locker import cli
+    from adapters.locker.config import BoardModel
+
+    sim = BoardSim([SimBoard("cu16", 0), SimBoard("cu16", 3)])
+    sim.boards[1].occupied[0] = True
+    sim.boards[1].locked[5] = False
+    out, err = io.StringIO(), io.StringIO()
+    with pty_pair(tmp_path) as (gw, boards):
+        async with serve_pty(sim, boards):
+            code = await cli.probe(gw, 19200, [BoardModel.CU16], 0.05, out, err)
+    assert code == cli.EXIT_OK, err.getvalue()
+    assert out.getvalue().splitlines() == [
+        "cu16 address 0: 16 locks, 16 locked, 0 occupied",
+        "cu16 address 3: 16 locks, 15 locked, 1 occupied",
+    ]
+
+
+async def test_cli_probe_says_when_nothing_answers(tmp_path: Path) -> None:
+    import io
+
+    from adapters.locker import cli
+    from adapters.locker.config import BoardModel
+
+    out, err = io.StringIO(), io.StringIO()
+    async with serve_tcp(BoardSim([SimBoard("xor24", 7)])) as port:
+        code = await cli.probe(f"tcp://127.0.0.1:{port}", 9600, [BoardModel.XOR12], 0.02, out, err)
+    assert code == cli.EXIT_NOTHING
+    assert err.getvalue() == (
+        f"locker probe: no board answered on tcp://127.0.0.1:{port} at 9600 baud; check wiring (A/B), baud and power\n"
+    )

@@ -8,6 +8,7 @@ Orion double as the platform.
 from __future__ import annotations
 
 import email
+import io
 import email.policy
 import json
 import re
@@ -19,9 +20,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from adapters.locker import cli
 from gateway import registry
 from gateway.accounts.store import Role
 from gateway.control.client import ControlClient
+from gateway.records import Command
 from gateway.web.kiosk import build_kiosk_app
 from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty
 from tests.mail.smtp_server import SmtpServer
@@ -128,7 +131,19 @@ async def _flow(env: Any, sim: BoardSim, smtp: SmtpServer, orion: OrionDouble) -
     def written(entity_type: str) -> list[dict[str, Any]]:
         return [e for e in orion.written if e.get("type") == entity_type]
 
-    await until(lambda: len(written("LockerCompartment")) >= 3, "the compartments on the platform")
+    await until(
+        lambda: sum(e["doorState"]["value"] == "locked" for e in written("LockerCompartment")) >= 3,
+        "the compartments' states on the platform",
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert await cli.status(env.server.path, out, err) == cli.EXIT_OK, err.getvalue()
+    assert out.getvalue().splitlines()[1].split() == ["A-01", "a", "locked", "no", "free"]
+    # the platform's command path (IoT Agent / MQTT uplinks hand commands to this router)
+    result = await env.runtime.gateway.router.dispatch(
+        Command(command_id="p1", entity_id="urn:ngsi-ld:LockerCompartment:gw-lib-lockers-A-03", name="unlock")
+    )
+    assert (result.ok, result.info) == (True, "opened: compartment A-03")
+    sim.boards[0].locked[2] = True  # closed again
     librarian = await env.browser("hanako", Role.LIBRARIAN)
     page = await librarian.get("/lockers")
     assert page.status == 200
@@ -173,7 +188,7 @@ async def _flow(env: Any, sim: BoardSim, smtp: SmtpServer, orion: OrionDouble) -
         assert sim.boards[0].locked[1] is True
         status, html = await _kiosk_post(kiosk, "a-02", code.group(1))
         assert status == 200 and "扉が開きました" in html, html
-        assert sim.boards[0].unlocks == [2]
+        assert sim.boards[0].unlocks == [3, 2]
     await control.close()
     assert env.services.audit.count(actor="kiosk", action="locker.pickup") == 2
 
