@@ -8,8 +8,8 @@ Orion double as the platform.
 from __future__ import annotations
 
 import email
-import io
 import email.policy
+import io
 import json
 import re
 from collections.abc import Iterator
