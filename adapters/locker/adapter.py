@@ -209,8 +209,8 @@ class LockerAdapter:
                     await self._alert(c, "forcedOpen", "high", f"door of compartment {c.label} opened without unlock")
             elif state.locked:
                 c.opened_mono = None
-                if was_locked is False:
-                    await self._door_closed(c)
+                # None: the first status since start; a door opened before a crash may have closed meanwhile
+                await self._door_closed(c)
             await self._publish(c)
 
     async def _door_closed(self, c: _Compartment) -> None:
