@@ -77,7 +77,7 @@ class BoardSim:
 
     def __init__(self, boards: list[SimBoard], *, baud: int = 0) -> None:
         self.boards = boards
-        self.baud = baud  # > 0: replies are delayed by their wire time (10 bits a byte)
+        self.baud = baud  # > 0: replies are delayed by the request's and their own wire time
         self.requests = 0
         self.noise = 0
         self._buf = b""
@@ -159,7 +159,8 @@ class _Replier:
         out = self.sim.feed(data)
         if out:
             if self.sim.baud:
-                await asyncio.sleep(len(out) * 10 / self.sim.baud)
+                # the request's and the reply's time on a real line (10 bits a byte, 8N1); a pty has none
+                await asyncio.sleep((len(data) + len(out)) * 10 / self.sim.baud)
             write(out)  # type: ignore[operator]
 
 

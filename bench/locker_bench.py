@@ -1,0 +1,138 @@
+"""Locker bus: 4 boards × 48 locks (CU48) on one RS-485 line at 9600 baud, against the board stand-in on a socat pty.
+
+Prints (1) the status cycle's time against the bytes' wire time (target: within 20 %), and (2) the
+latency from a door changing on a board to its compartment reading being emitted (target: p99 < 1 s
+at the default poll_interval of 0.5 s). The stand-in delays each reply by the request's and the
+reply's wire time at 9600 baud (a pty itself has none). Medians of several runs; the machine is
+shared and noisy, so the figures vary between runs.
+
+Usage: python bench/locker_bench.py [--cycles N] [--changes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's packages, not whichever the venv's editable install points at
+
+from adapters.locker.adapter import LockerAdapter  # noqa: E402
+from adapters.locker.config import LockerConfig  # noqa: E402
+from gateway.adapter_api import AdapterContext  # noqa: E402
+from gateway.records import Reading  # noqa: E402
+from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty  # noqa: E402
+
+BAUD = 9600
+BOARDS = 4
+REQUEST, REPLY = 6, 12  # CU48 status query and reply, bytes
+
+
+def config(port: str, poll_interval: float) -> LockerConfig:
+    return LockerConfig.model_validate(
+        {
+            "name": "bench",
+            "type": "locker",
+            "poll_interval": poll_interval,
+            "buses": [{"name": "rs485", "port": port, "baud": BAUD, "timeout": 0.2, "unlock_settle": 0}],
+            "boards": [
+                {
+                    "name": f"b{i}",
+                    "bus": "rs485",
+                    "model": "cu48",
+                    "address": i,
+                    "compartments": {f"{'ABCD'[i]}-{k:02d}": k for k in range(1, 49)},
+                }
+                for i in range(BOARDS)
+            ],
+        }
+    )
+
+
+async def measure(tmp: Path, cycles: int, changes: int) -> tuple[float, list[float]]:
+    sim = BoardSim([SimBoard("cu48", i) for i in range(BOARDS)], baud=BAUD)
+    with pty_pair(tmp) as (gw, boards):
+        async with serve_pty(sim, boards):
+            # (1) back-to-back cycles: their length is the bus's own overhead plus the wire time
+            seen: dict[str, float] = {}
+
+            async def emit(reading: Reading) -> None:
+                label = reading.attributes.get("compartmentLabel")
+                if label is not None:
+                    seen[str(label.value)] = time.monotonic()
+
+            fast = LockerAdapter(config(gw, 0.0), AdapterContext(gateway_id="bench", data_dir=str(tmp / "a")))
+            task = asyncio.create_task(fast.run(emit))
+            bus = fast.buses["rs485"]
+            durations: list[float] = []
+            while len(durations) < cycles:
+                start = bus.cycles
+                await asyncio.sleep(0.01)
+                if bus.cycles > start and bus.last_cycle_s:
+                    durations.append(bus.last_cycle_s)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            cycle = statistics.median(durations)
+
+            # (2) door changes at random phases of the default 0.5 s cycle
+            slow = LockerAdapter(config(gw, 0.5), AdapterContext(gateway_id="bench", data_dir=str(tmp / "b")))
+            task = asyncio.create_task(slow.run(emit))
+            await asyncio.sleep(1.0)
+            latencies: list[float] = []
+            for n in range(changes):
+                board, lock = n % BOARDS, n % 48
+                label = f"{'ABCD'[board]}-{lock + 1:02d}"
+                seen.pop(label, None)
+                changed = time.monotonic()
+                sim.boards[board].locked[lock] = not sim.boards[board].locked[lock]
+                while label not in seen:
+                    await asyncio.sleep(0.002)
+                latencies.append(seen[label] - changed)
+                await asyncio.sleep(0.05 + (n % 7) * 0.061)  # spread the changes over the cycle's phase
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return cycle, latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=40)
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # the toggled doors are "forced open" alerts here, by design
+    wire = BOARDS * (REQUEST + REPLY) * 10 / BAUD
+    cycles: list[float] = []
+    p99s: list[float] = []
+    for run in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            cycle, latencies = asyncio.run(measure(Path(tmp), args.cycles, args.changes))
+        latencies.sort()
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        cycles.append(cycle)
+        p99s.append(p99)
+        print(
+            f"run {run + 1}: cycle {cycle * 1000:.1f} ms (wire {wire * 1000:.1f} ms, +{(cycle / wire - 1) * 100:.0f} %), "
+            f"door→emit median {statistics.median(latencies) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+        )
+    cycle, p99 = statistics.median(cycles), statistics.median(p99s)
+    over = cycle / wire - 1
+    print(
+        f"median of {args.runs}: cycle {cycle * 1000:.1f} ms vs wire time {wire * 1000:.1f} ms: +{over * 100:.1f} % "
+        f"(target ≤ 20 %) {'OK' if over <= 0.2 else 'MISSED'}"
+    )
+    print(
+        f"median of {args.runs}: door change → reading emitted p99 {p99 * 1000:.0f} ms (target < 1000 ms) "
+        f"{'OK' if p99 < 1.0 else 'MISSED'}"
+    )
+    return 0 if over <= 0.2 and p99 < 1.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
