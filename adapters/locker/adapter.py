@@ -430,10 +430,11 @@ class LockerAdapter:
         value = command.value if isinstance(command.value, dict) else {}
         code = str(value.get("code", ""))
         store = self.open_store()
+        spent: Assignment | None = None
         if not code.isdigit() or len(code) != self.config.pickup.code_length:
             check, _ = store.check_code(c.label, "x")  # counts as a wrong try: no free probing of the format
         else:
-            check, _ = store.check_code(c.label, code)
+            check, spent = store.check_code(c.label, code)
         if check is CodeCheck.NO_CODE:
             return self._result(command, False, "no_code: no valid code for this compartment")
         if check is not CodeCheck.OK:
@@ -451,6 +452,8 @@ class LockerAdapter:
         if failed is not None:
             # the code was right but the door did not open: give the patron the code back
             self._log.warning("compartment %s: right code but %s", c.label, failed)
+            if spent is not None:
+                store.unspend(spent.id, code)
             return self._result(command, False, failed)
         self._log.info("compartment %s: opened with its pickup code", c.label)
         await self._publish(c)

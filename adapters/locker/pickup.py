@@ -255,6 +255,14 @@ class PickupStore:
             db.execute("UPDATE assignments SET state='opened', code_hash=NULL, opened_at=? WHERE id=?", (now, r[0]))
         return CodeCheck.OK, self.get(r[0])
 
+    def unspend(self, assignment_id: int, code: str) -> None:
+        """The right code was given but the door did not open: the code works again (the door opens once)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE assignments SET state='reserved', code_hash=?, opened_at=NULL WHERE id=? AND state='opened'",
+                (self._hash(code), assignment_id),
+            )
+
     def collected(self, label: str) -> Assignment | None:
         """The door of an opened compartment closed on an empty compartment: record the pickup, erase the address."""
         now = self.clock()

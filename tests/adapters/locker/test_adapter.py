@@ -337,3 +337,19 @@ async def test_cli_probe_says_when_nothing_answers(tmp_path: Path) -> None:
     assert err.getvalue() == (
         f"locker probe: no board answered on tcp://127.0.0.1:{port} at 9600 baud; check wiring (A/B), baud and power\n"
     )
+
+
+async def test_a_right_code_on_a_stuck_door_is_given_back(rig: Rig) -> None:
+    _, code = await _assign(rig)
+    rig.sim.boards[0].open_on_unlock = False
+    stuck = await rig.command("A-02", "pickup", {"code": code})
+    assert stuck.info == "stuck: the door of compartment A-02 did not open"
+    rig.sim.boards[0].open_on_unlock = True
+    assert (await rig.command("A-02", "pickup", {"code": code})).info == "opened: compartment A-02"
+
+
+async def test_diagnostics_per_board(rig: Rig) -> None:
+    d = rig.adapter.diagnostics()
+    assert d["summary"] == "boards online 1/1"
+    assert d["boards"]["b0"]["state"] == "online" and d["boards"]["b0"]["answers"] >= 2
+    assert d["buses"]["rs485"]["open"] is True
