@@ -199,3 +199,62 @@ async def _flow(env: Any, sim: BoardSim, smtp: SmtpServer, orion: OrionDouble) -
     assert event["patron"]["value"].startswith("pz1:")
     assert "example.jp" not in json.dumps(orion.written)
     await until(lambda: written("LockerCompartment")[-1].get("pickupState", {}).get("value") == "free", "free again")
+
+
+async def test_staff_actions_are_audited(orion_double: OrionDouble, tmp_path: Path) -> None:
+    sim = BoardSim([SimBoard("cu16", 0)])
+    with pty_pair(tmp_path) as (gw_port, board_port):
+        async with serve_pty(sim, board_port):
+            full = gateway_text(tmp_path / "data", orion_double.url, gw_port, 1)
+            text = full[: full.index("[mail]")] + text_after_mail(full)
+            async with gateway_web(tmp_path, orion_double.url, text=text) as env:
+                await until(
+                    lambda: (
+                        env.runtime.gateway.router.owner("urn:ngsi-ld:LockerCompartment:gw-lib-lockers-A-01")
+                        is not None
+                    ),
+                    "the compartments",
+                )
+                librarian = await env.browser("hanako", Role.LIBRARIAN)
+                await until(lambda: sim.requests > 3, "a few polls")
+
+                async def act(action: str, label: str, **extra: str) -> str:
+                    token = await csrf_token(librarian, "/lockers")
+                    data = {"csrf_token": token, "action": action, "label": label, **extra}
+                    data.setdefault("entity_id", f"urn:ngsi-ld:LockerCompartment:gw-lib-lockers-{label}")
+                    response = await librarian.post("/lockers/action", data=data, allow_redirects=False)
+                    assert response.status == 302, response.status
+                    return await (await librarian.get("/lockers")).text()
+
+                assert "ロッカー A-01 の扉を開けました。" in await act("unlock", "A-01")
+                assert sim.boards[0].unlocks == [1]
+                assert "ロッカー A-01 の扉は開いています。" in await act("unlock", "A-01")
+                assert "ロッカー A-02 には割り当てがありません。" in await act("cancel", "A-02")
+                token = await csrf_token(librarian, "/lockers")
+                bogus = await librarian.post(
+                    "/lockers/action", data={"csrf_token": token, "action": "drop", "entity_id": "x", "label": "A-01"}
+                )
+                assert bogus.status == 400
+                # no [mail]: assigning is refused with the reason, nothing is reserved
+                token = await csrf_token(librarian, "/lockers")
+                await librarian.post(
+                    "/lockers/assign",
+                    data={
+                        "csrf_token": token,
+                        "entity_id": "urn:ngsi-ld:LockerCompartment:gw-lib-lockers-A-03",
+                        "label": "A-03",
+                        "email": "p@example.jp",
+                        "reference": "R-1",
+                    },
+                    allow_redirects=False,
+                )
+                assert "メール送信が設定されていない" in await (await librarian.get("/lockers")).text()
+                audit = env.services.audit
+                assert audit.count(actor="hanako", action="locker.unlock") == 2
+                assert audit.count(actor="hanako", action="locker.cancel") == 1
+                assert audit.count(action="locker.assign") == 0
+
+
+def text_after_mail(text: str) -> str:
+    """The configuration from the adapter on: the same gateway without a [mail] section."""
+    return text[text.index("[[adapters]]") :]
