@@ -34,13 +34,19 @@ BOARDS = 4
 REQUEST, REPLY = 6, 12  # CU48 status query and reply, bytes
 
 
+GAP: float | None = None  # --gap: the bus's quiet time between frames; None: its default (one character)
+
+
 def config(port: str, poll_interval: float) -> LockerConfig:
+    bus: dict[str, object] = {"name": "rs485", "port": port, "baud": BAUD, "timeout": 0.2, "unlock_settle": 0}
+    if GAP is not None:
+        bus["gap"] = GAP
     return LockerConfig.model_validate(
         {
             "name": "bench",
             "type": "locker",
             "poll_interval": poll_interval,
-            "buses": [{"name": "rs485", "port": port, "baud": BAUD, "timeout": 0.2, "unlock_settle": 0}],
+            "buses": [bus],
             "boards": [
                 {
                     "name": f"b{i}",
@@ -105,7 +111,10 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=40)
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--gap", type=float, default=None, help="seconds between frames (default: the bus default)")
     args = parser.parse_args()
+    global GAP
+    GAP = args.gap
     logging.disable(logging.WARNING)  # the toggled doors are "forced open" alerts here, by design
     wire = BOARDS * (REQUEST + REPLY) * 10 / BAUD
     cycles: list[float] = []

@@ -344,4 +344,4 @@ class LockerBus:
             try:
                 return await self.link.exchange(ex, self.cfg.timeout)
             finally:
-                self._quiet_from = self.clock() + self.cfg.gap
+                self._quiet_from = self.clock() + self.cfg.quiet_s

@@ -90,10 +90,20 @@ class BusConfig(Section):
     port: Annotated[str, AfterValidator(_check_port)]
     baud: int = Field(default=9600, ge=1200, le=115200, description="bits per second, 8N1")
     timeout: float = Field(default=0.2, gt=0, le=5.0, description="seconds to wait for a board's reply")
-    gap: float = Field(default=0.002, ge=0, le=1.0, description="quiet seconds on the line between two frames")
+    gap: float | None = Field(
+        default=None,
+        ge=0,
+        le=1.0,
+        description="quiet seconds on the line between two frames; default one character time (10 bits at baud)",
+    )
     unlock_settle: float = Field(
         default=0.2, ge=0, le=5.0, description="seconds between an unlock pulse and the status poll that confirms it"
     )
+
+    @property
+    def quiet_s(self) -> float:
+        """The gap between two frames: configured, or one character (the RS-485 driver's turnaround)."""
+        return self.gap if self.gap is not None else 10 / self.baud
 
 
 class BoardConfig(Section):
