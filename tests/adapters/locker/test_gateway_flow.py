@@ -172,6 +172,11 @@ async def _flow(env: Any, sim: BoardSim, smtp: SmtpServer, orion: OrionDouble) -
     await until(lambda: len(smtp.received) == 1, "the pickup e-mail")
     mail = smtp.received[0]
     assert mail.rcpt_to == ["hanako.patron@example.jp"]
+    message = email.message_from_bytes(mail.data, policy=email.policy.default)
+    assert message["Subject"] == "【駅前受取ロッカー】予約資料の受取のご案内（ロッカー A-02）"
+    assert message["To"] == "hanako.patron@example.jp"
+    assert message["From"].addresses[0].addr_spec == "lockers@library.example.jp"
+    assert message.get_content_type() == "text/plain" and message.get_content_charset() == "utf-8"
     body = _text_of(mail.data)
     assert "ロッカー番号：A-02" in body and "受取場所　：駅前受取ロッカー" in body
     code = re.search(r"暗証番号　：(\d{6})", body)
