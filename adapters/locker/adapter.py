@@ -9,6 +9,9 @@ control socket's `command` op), each on a compartment's entity id:
     cancel / reset        staff: end the assignment (address erased) / clear the wrong-code count
     grid                  staff page: every compartment's state and assignment as JSON (any compartment id)
 
+Only unlock/open are taken from the platform (an uplink's command path); the others only from the
+control socket (`Command.uplink == "control"`), i.e. the box's own pages and CLI.
+
 A result's `info` is a short English line, or JSON for `assign` and `grid`; a refusal starts with a
 stable reason word (`busy:`, `locked:`, `wrong_code:` …) that the pages map to their own text.
 """
@@ -51,6 +54,7 @@ COMPARTMENT_TYPE = "LockerCompartment"
 PICKUP_TYPE = "LockerPickup"
 ALERT_TYPE = "Alert"
 DEVICE_TYPE = "Device"
+LOCAL_SOURCE = "control"  # Command.uplink of the control socket's `command` op (staff page, kiosk, CLI)
 PATRON = "patron"  # the pickup event's attribute a `pseudonymize` processor (kind email) must cover
 _EMAIL_MAX = 254
 _REFERENCE_MAX = 64
@@ -99,6 +103,8 @@ class LockerAdapter:
         self.compartments: dict[str, _Compartment] = {}
         self._by_entity: dict[str, _Compartment] = {}
         self.boards: dict[str, Board] = {}
+        self._on_board: dict[str, list[_Compartment]] = {}
+        self._masks: dict[str, tuple[int, int | None]] = {}  # per board: the last status seen
         self.emitted = 0
         self.alerts = 0
         self.unlocks = 0
@@ -130,6 +136,7 @@ class LockerAdapter:
                 )
                 self.compartments[label] = c
                 self._by_entity[entity_id] = c
+                self._on_board.setdefault(bc.name, []).append(c)
 
     # --- running ----------------------------------------------------------------------------------------------
 
@@ -193,9 +200,11 @@ class LockerAdapter:
     # --- board callbacks ---------------------------------------------------------------------------------------
 
     async def _on_status(self, board: Board, status: BoardStatus) -> None:
-        for c in self.compartments.values():
-            if c.board is not board:
-                continue
+        masks = (status.locked_mask, status.occupied_mask)
+        if self._masks.get(board.name) == masks:
+            return  # the usual poll: nothing changed on this board
+        self._masks[board.name] = masks
+        for c in self._on_board[board.name]:
             state = status.lock(c.lock)
             if state.locked == c.locked and state.occupied == c.occupied:
                 continue
@@ -229,10 +238,10 @@ class LockerAdapter:
             "name": Attribute(value=board.name, type="Text"),
         }
         if state is BoardState.OFFLINE:
-            for c in self.compartments.values():
-                if c.board is board:
-                    c.locked = c.occupied = None  # unknown until the board answers again
-                    await self._publish(c)
+            self._masks.pop(board.name, None)  # the first answer afterwards is news, whatever it says
+            for c in self._on_board[board.name]:
+                c.locked = c.occupied = None  # unknown until the board answers again
+                await self._publish(c)
         await self._send(
             Reading(
                 entity_id=f"urn:ngsi-ld:Device:{self.context.gateway_id}-{self.config.name}-{board.name}",
@@ -344,6 +353,9 @@ class LockerAdapter:
         name = command.name
         if c is None:
             return self._result(command, False, f"unknown: no compartment has entity id {command.entity_id}")
+        if name not in ("unlock", "open") and command.uplink != LOCAL_SOURCE:
+            # the platform opens doors; the pickup flow (codes, addresses, references) stays on the box
+            return self._result(command, False, f"unknown: {name} is taken from the box's own pages only")
         try:
             if name in ("unlock", "open"):
                 return await self._unlock(command, c)

@@ -91,9 +91,9 @@ class Rig:
     def entity(self, label: str) -> str:
         return self.adapter.compartments[label].entity_id
 
-    async def command(self, label: str, name: str, value: Any = None) -> CommandResult:
+    async def command(self, label: str, name: str, value: Any = None, uplink: str = "control") -> CommandResult:
         return await self.adapter.handle(
-            Command(command_id=str(next(self.ids)), entity_id=self.entity(label), name=name, value=value)
+            Command(command_id=str(next(self.ids)), entity_id=self.entity(label), name=name, value=value, uplink=uplink)
         )
 
     async def settle(self) -> None:
@@ -353,3 +353,11 @@ async def test_diagnostics_per_board(rig: Rig) -> None:
     assert d["summary"] == "boards online 1/1"
     assert d["boards"]["b0"]["state"] == "online" and d["boards"]["b0"]["answers"] >= 2
     assert d["buses"]["rs485"]["open"] is True
+
+
+async def test_the_platform_may_open_doors_but_not_run_the_pickup_flow(rig: Rig) -> None:
+    refused = await rig.command("A-01", "grid", uplink="orion-iota")
+    assert (refused.ok, refused.info) == (False, "unknown: grid is taken from the box's own pages only")
+    refused = await rig.command("A-01", "assign", {"email": "p@example.jp", "reference": "R"}, uplink="mqtt")
+    assert not refused.ok
+    assert (await rig.command("A-01", "unlock", uplink="mqtt")).ok
