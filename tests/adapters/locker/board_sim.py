@@ -80,6 +80,7 @@ class BoardSim:
         self.baud = baud  # > 0: replies are delayed by the request's and their own wire time
         self.requests = 0
         self.noise = 0
+        self.late_s = 0.0  # with `baud`: how much later than the wire time the replies went out, in total
         self._buf = b""
         self._table: dict[bytes, tuple[SimBoard, int]] = {}  # request → (board, lock or 0 for a status query)
         for b in boards:
@@ -160,7 +161,10 @@ class _Replier:
         if out:
             if self.sim.baud:
                 # the request's and the reply's time on a real line (10 bits a byte, 8N1); a pty has none
-                await asyncio.sleep((len(data) + len(out)) * 10 / self.sim.baud)
+                delay = (len(data) + len(out)) * 10 / self.sim.baud
+                started = time.monotonic()
+                await asyncio.sleep(delay)
+                self.sim.late_s += time.monotonic() - started - delay  # the event loop's wake-up lateness
             write(out)  # type: ignore[operator]
 
 
