@@ -19,6 +19,7 @@ stable reason word (`busy:`, `locked:`, `wrong_code:` …) that the pages map to
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -157,7 +158,9 @@ class LockerAdapter:
         try:
             for c in self.compartments.values():
                 await self._publish(c)  # the platform (and the command router) learn every compartment at once
-            for a in store.pending_events():  # a crash between the pickup and its event: send it now
+            for a in await asyncio.to_thread(
+                store.pending_events
+            ):  # a crash between the pickup and its event: send it now
                 await self._pickup_event(a)
             async with asyncio.TaskGroup() as tg:
                 for bus in self.buses.values():
@@ -189,7 +192,7 @@ class LockerAdapter:
                     f"door of compartment {c.label} open for more than {self.config.pickup.door_open_alert_s:g} s",
                 )
         if self.store is not None:
-            for a in self.store.expire():
+            for a in await asyncio.to_thread(self.store.expire):
                 late = self.compartments.get(a.label)
                 if late is None:
                     continue
@@ -225,7 +228,7 @@ class LockerAdapter:
     async def _door_closed(self, c: _Compartment) -> None:
         if self.store is None or c.occupied:
             return  # still something inside (or no store yet): not a pickup
-        a = self.store.collected(c.label)
+        a = await asyncio.to_thread(self.store.collected, c.label)
         if a is not None:
             self._log.info("compartment %s: picked up (assignment %d)", c.label, a.id)
             await self._pickup_event(a)
@@ -269,7 +272,7 @@ class LockerAdapter:
     async def _publish(self, c: _Compartment) -> None:
         if self._emit is None:
             return
-        a = self.store.active().get(c.label) if self.store is not None else None
+        a = (await asyncio.to_thread(self.store.active)).get(c.label) if self.store is not None else None
         door = "unknown" if c.locked is None else ("locked" if c.locked else "open")
         attrs: dict[str, Attribute] = {
             "compartmentLabel": Attribute(value=c.label, type="Text"),
@@ -323,7 +326,7 @@ class LockerAdapter:
         if self._emit is None or self.store is None:
             return
         c = self.compartments.get(a.label)
-        email = self.store.email_of(a.id)
+        email = await asyncio.to_thread(self.store.email_of, a.id)
         attrs: dict[str, Attribute] = {
             "compartmentLabel": Attribute(value=a.label, type="Text"),
             "pickedUpAt": Attribute(value=iso_utc(datetime.fromtimestamp(a.closed_at or 0, UTC)), type="DateTime"),
@@ -342,7 +345,7 @@ class LockerAdapter:
                 source=Source(adapter=self.config.name, device=c.board.name if c else ""),
             )
         )
-        self.store.event_sent(a.id)
+        await asyncio.to_thread(self.store.event_sent, a.id)
         if c is not None:
             await self._publish(c)
 
@@ -368,7 +371,8 @@ class LockerAdapter:
             if name == "reset":
                 return await self._reset(command, c)
             if name == "grid":
-                return self._result(command, True, json.dumps(self.grid(), ensure_ascii=False))
+                active = await asyncio.to_thread(self.open_store().active)
+                return self._result(command, True, json.dumps(self.grid(active), ensure_ascii=False))
         except PickupError as exc:
             return self._result(command, False, f"refused: {exc}")
         return self._result(
@@ -419,7 +423,9 @@ class LockerAdapter:
             return self._result(command, False, f"open: close the door of compartment {c.label} first")
         store = self.open_store()
         p = self.config.pickup
-        a, code = store.assign(c.label, email=email, reference=reference, valid_s=p.valid_days * 86400)
+        a, code = await asyncio.to_thread(
+            functools.partial(store.assign, c.label, email=email, reference=reference, valid_s=p.valid_days * 86400)
+        )
         deadline = datetime.fromtimestamp(a.expires_at, UTC)
         mail_id = await mail.enqueue(
             pickup_mail(
@@ -432,7 +438,7 @@ class LockerAdapter:
                 zone=self._zone,
             )
         )
-        store.set_mail(a.id, mail_id)
+        await asyncio.to_thread(store.set_mail, a.id, mail_id)
         self._log.info("compartment %s: assigned (assignment %d, mail %d)", c.label, a.id, mail_id)
         await self._publish(c)
         info = {"assignment": a.id, "mail_id": mail_id, "label": c.label, "expires_at": iso_utc(deadline)}
@@ -444,9 +450,11 @@ class LockerAdapter:
         store = self.open_store()
         spent: Assignment | None = None
         if not code.isdigit() or len(code) != self.config.pickup.code_length:
-            check, _ = store.check_code(c.label, "x")  # counts as a wrong try: no free probing of the format
+            check, _ = await asyncio.to_thread(
+                store.check_code, c.label, "x"
+            )  # counts as a wrong try: no free probing of the format
         else:
-            check, spent = store.check_code(c.label, code)
+            check, spent = await asyncio.to_thread(store.check_code, c.label, code)
         if check is CodeCheck.NO_CODE:
             return self._result(command, False, "no_code: no valid code for this compartment")
         if check is not CodeCheck.OK:
@@ -465,14 +473,14 @@ class LockerAdapter:
             # the code was right but the door did not open: give the patron the code back
             self._log.warning("compartment %s: right code but %s", c.label, failed)
             if spent is not None:
-                store.unspend(spent.id, code)
+                await asyncio.to_thread(store.unspend, spent.id, code)
             return self._result(command, False, failed)
         self._log.info("compartment %s: opened with its pickup code", c.label)
         await self._publish(c)
         return self._result(command, True, f"opened: compartment {c.label}")
 
     async def _cancel(self, command: Command, c: _Compartment) -> CommandResult:
-        a = self.open_store().cancel(c.label)
+        a = await asyncio.to_thread(self.open_store().cancel, c.label)
         if a is None:
             return self._result(command, False, f"free: compartment {c.label} has no assignment")
         self._log.info("compartment %s: assignment %d cancelled", c.label, a.id)
@@ -480,7 +488,7 @@ class LockerAdapter:
         return self._result(command, True, f"cancelled: assignment {a.id}")
 
     async def _reset(self, command: Command, c: _Compartment) -> CommandResult:
-        a = self.open_store().reset_tries(c.label)
+        a = await asyncio.to_thread(self.open_store().reset_tries, c.label)
         if a is None:
             return self._result(command, False, f"free: compartment {c.label} has no reserved code")
         await self._publish(c)
@@ -488,8 +496,8 @@ class LockerAdapter:
 
     # --- status ---------------------------------------------------------------------------------------------
 
-    def grid(self) -> list[dict[str, Any]]:
-        active = self.open_store().active()
+    def grid(self, active: dict[str, Assignment]) -> list[dict[str, Any]]:
+        """Every compartment with its board, door, occupancy and pickup state; `active`: the store's assignments."""
         out = []
         for c in self.compartments.values():
             a = active.get(c.label)
