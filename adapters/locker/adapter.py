@@ -240,11 +240,6 @@ class LockerAdapter:
             "deviceState": Attribute(value=state.value, type="Text", metadata={"reason": reason}),
             "name": Attribute(value=board.name, type="Text"),
         }
-        if state is BoardState.OFFLINE:
-            self._masks.pop(board.name, None)  # the first answer afterwards is news, whatever it says
-            for c in self._on_board[board.name]:
-                c.locked = c.occupied = None  # unknown until the board answers again
-                await self._publish(c)
         await self._send(
             Reading(
                 entity_id=f"urn:ngsi-ld:Device:{self.context.gateway_id}-{self.config.name}-{board.name}",
@@ -254,6 +249,11 @@ class LockerAdapter:
                 source=Source(adapter=self.config.name, device=board.name),
             )
         )
+        if state is BoardState.OFFLINE:
+            self._masks.pop(board.name, None)  # the first answer afterwards is news, whatever it says
+            for c in self._on_board[board.name]:
+                c.locked = c.occupied = None  # unknown until the board answers again
+                await self._publish(c)
 
     # --- readings ---------------------------------------------------------------------------------------------
 

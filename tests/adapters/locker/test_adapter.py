@@ -181,7 +181,7 @@ async def test_forced_open_and_open_too_long_are_alerts(rig: Rig) -> None:
 async def test_silent_board_goes_offline_and_comes_back(rig: Rig) -> None:
     rig.sim.boards[0].silent = True
     await until(lambda: rig.adapter.boards["b0"].state.value == "offline")
-    assert rig.out.last("A-01")["doorState"] == "unknown"
+    await until(lambda: rig.out.last("A-04")["doorState"] == "unknown")
     devices = rig.out.of("Device")
     assert devices[-1].attributes["deviceState"].value == "offline"
     assert "no valid reply" in devices[-1].attributes["deviceState"].metadata["reason"]
