@@ -1,7 +1,8 @@
-"""The patron's pickup e-mail: one Japanese plain-text message with site, compartment, code and deadline."""
+"""The patron's pickup e-mail: one Japanese message (HTML and its plain-text part) with site, compartment, code, deadline."""
 
 from __future__ import annotations
 
+import html
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -37,10 +38,30 @@ def pickup_mail(
         "\n"
         "このメールは送信専用です。返信はできません。\n"
     )
+    e = html.escape
+    rows = "".join(
+        f'<tr><th style="text-align:left;padding-right:1em">{e(k)}</th><td>{e(v)}</td></tr>'
+        for k, v in (
+            ("受取場所", where),
+            ("ロッカー番号", label),
+            ("暗証番号", code),
+            ("受取期限", f"{_deadline(deadline, zone)}まで"),
+        )
+    )
+    body = (
+        '<!DOCTYPE html><html lang="ja"><head><meta charset="utf-8"></head><body>'
+        "<p>ご予約の資料を受取ロッカーにご用意しました。</p>"
+        f"<table>{rows}</table>"
+        "<p>ロッカー横のタッチパネルで、ロッカー番号と暗証番号を入力してください。扉が開きます。<br>"
+        "暗証番号は一度だけ使えます。資料を取り出したら、扉を閉めてください。<br>"
+        "受取期限を過ぎると暗証番号は使えなくなります。その場合は図書館にお問い合わせください。</p>"
+        "<p>このメールは送信専用です。返信はできません。</p></body></html>"
+    )
     return Mail(
         to=(to,),
         subject=f"【{where}】予約資料の受取のご案内（ロッカー {label}）",
         text=text,
+        html=body,
         purpose=PURPOSE,
         reference=reference,
     )

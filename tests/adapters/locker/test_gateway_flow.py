@@ -176,7 +176,9 @@ async def _flow(env: Any, sim: BoardSim, smtp: SmtpServer, orion: OrionDouble) -
     assert message["Subject"] == "【駅前受取ロッカー】予約資料の受取のご案内（ロッカー A-02）"
     assert message["To"] == "hanako.patron@example.jp"
     assert message["From"].addresses[0].addr_spec == "lockers@library.example.jp"
-    assert message.get_content_type() == "text/plain" and message.get_content_charset() == "utf-8"
+    assert message.get_content_type() == "multipart/alternative"
+    html_part = message.get_body(preferencelist=("html",))
+    assert html_part is not None and "<td>A-02</td>" in str(html_part.get_content())
     body = _text_of(mail.data)
     assert "ロッカー番号：A-02" in body and "受取場所　：駅前受取ロッカー" in body
     code = re.search(r"暗証番号　：(\d{6})", body)
