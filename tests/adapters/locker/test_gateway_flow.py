@@ -237,6 +237,11 @@ async def test_staff_actions_are_audited(orion_double: OrionDouble, tmp_path: Pa
                 assert sim.boards[0].unlocks == [1]
                 assert "ロッカー A-01 の扉は開いています。" in await act("unlock", "A-01")
                 assert "ロッカー A-02 には割り当てがありません。" in await act("cancel", "A-02")
+                out, err = io.StringIO(), io.StringIO()
+                assert await cli.open_compartment(env.server.path, "A-03", "cli:test", out, err) == cli.EXIT_OK
+                assert out.getvalue() == "opened: compartment A-03\n"
+                assert await cli.open_compartment(env.server.path, "Z-09", "cli:test", out, err) == cli.EXIT_USAGE
+                assert err.getvalue() == "locker open: no compartment Z-09; `edgegw locker status` lists them\n"
                 token = await csrf_token(librarian, "/lockers")
                 bogus = await librarian.post(
                     "/lockers/action", data={"csrf_token": token, "action": "drop", "entity_id": "x", "label": "A-01"}
