@@ -419,6 +419,11 @@ class LockerAdapter:
         mail = self.context.mail
         if mail is None:
             return self._result(command, False, "no_mail: the gateway has no [mail] section; no code can be sent")
+        if c.board.state is not BoardState.ONLINE:
+            # a code the patron could not use yet: better the librarian picks another compartment
+            return self._result(
+                command, False, f"offline: board {c.board.name} of compartment {c.label} does not answer"
+            )
         if c.locked is False:
             return self._result(command, False, f"open: close the door of compartment {c.label} first")
         store = self.open_store()
