@@ -47,6 +47,7 @@ PAGES: tuple[str, ...] = (
     "devices",
     "logs",
     "wifi",
+    "lockers",
 )
 
 
