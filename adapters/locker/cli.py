@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, TextIO
 from adapters.locker.bus import Board, BoardTimeout, LinkError, SerialLink, decode_status
 from adapters.locker.codec import LockerFrameError
 from adapters.locker.config import BoardConfig, BoardModel, BusConfig
+from gateway.cliopts import add_config_option
 
 __all__ = ["add_parsers", "probe", "run"]
 
@@ -38,12 +38,12 @@ def add_parsers(subparsers: Any) -> None:
     pr.add_argument("--model", choices=[m.value for m in BoardModel], action="append", help="default: every model")
     pr.add_argument("--timeout", type=float, default=0.1, help="seconds to wait for each address (default 0.1)")
     st = sub.add_parser("status", help="every compartment's door, occupancy and pickup state (gateway running)")
-    st.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG)")
+    add_config_option(st)
     op = sub.add_parser("open", help="open one compartment's door through the running gateway (audited)")
     op.add_argument("label", help="the compartment label, e.g. A-03")
-    op.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG)")
+    add_config_option(op)
     ki = sub.add_parser("kiosk", help="serve the pickup kiosk page for the touchscreen beside the lockers")
-    ki.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG)")
+    add_config_option(ki)
     ki.add_argument("--listen", default="127.0.0.1", help="address (default 127.0.0.1: a browser on the box itself)")
     ki.add_argument("--port", type=int, default=8444)
     ki.add_argument("--lang", choices=["ja", "en"], default="ja")
@@ -57,11 +57,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     if args.locker_command == "probe":
         models = [BoardModel(m) for m in args.model] if args.model else list(BoardModel)
         return asyncio.run(probe(args.port, args.baud, models, args.timeout, out, err))
-    from gateway.config import DEFAULT_PATH, load_config
+    from gateway.cliopts import config_path
+    from gateway.config import load_config
     from gateway.errors import ConfigError
 
     try:
-        config = load_config(args.config or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH))))
+        config = load_config(config_path(args.config))
     except ConfigError as exc:
         err.write(f"locker {args.locker_command}: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
         err.writelines(f"  {line}\n" for line in exc.errors)

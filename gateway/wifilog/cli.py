@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.cliopts import add_config_option
 from gateway.errors import ConfigError, GatewayError
 from gateway.wifilog.export import manifest_path, render_csv, verify_export, write_export
 from gateway.wifilog.signing import load_public_key, verify_document
@@ -49,7 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("certificate", type=Path)
     sub.add_parser("certificates", help="the erasure certificates issued, as JSON lines")
     for s in sub.choices.values():
-        s.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration")
+        add_config_option(s)
         s.add_argument("--data-dir", type=Path, default=None, help="instead of [gateway] data_dir")
         s.add_argument("--state-dir", type=Path, default=None, help="the audit log's directory, instead of [web]")
         s.add_argument(
@@ -79,9 +80,10 @@ def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
     if args.data_dir is not None:
         return args.data_dir, args.state_dir or args.data_dir / "web"  # the web UI's default state directory
     from gateway.accounts.cli import open_state
-    from gateway.config import DEFAULT_PATH, load_config
+    from gateway.cliopts import config_path
+    from gateway.config import load_config
 
-    cfg = load_config(args.config or DEFAULT_PATH)
+    cfg = load_config(config_path(args.config))
     state = args.state_dir or open_state(args.config)[0]
     return Path(cfg.gateway.data_dir), state
 
