@@ -7,7 +7,9 @@ from typing import Any
 
 from gateway.app import Gateway
 from gateway.config import parse_config
-from gateway.web.viewmodels.dashboard import CapFill, DeviceRow, dashboard
+from gateway.fleet.alarms import AlarmEngine, Condition
+from gateway.fleet.config import AlarmKind, AlarmsConfig, Severity
+from gateway.web.viewmodels.dashboard import CapFill, DeviceRow, alarm_items, dashboard
 from tests.support.orion_double import OrionDouble
 
 
@@ -162,3 +164,27 @@ def test_cells_are_display_texts_in_the_users_language() -> None:
     assert out["cap.bytes"] == "— (no cap)"
     assert [duration(s, t) for s in (None, 0, 59.9, 3600)] == ["—", "0 s", "59 s", "1 h 0 min"]
     assert [size(n) for n in (None, 512, 1536, 3 * 1024**3)] == ["—", "512 B", "1.5 KB", "3.0 GB"]
+
+
+def test_the_gateways_own_alarms_and_safe_mode_are_worded_like_their_e_mails() -> None:
+    """The fleet's alarm engine (as `edgegw status` and the e-mails see it) → the dashboard's alarm list."""
+    engine = AlarmEngine(AlarmsConfig())
+    held = [
+        Condition(
+            kind=AlarmKind.UPLINK_NOT_DELIVERING,
+            subject="orion",
+            severity=Severity.CRITICAL,
+            detail="orion delivered nothing for 600 s",
+        )
+    ]
+    engine.evaluate(held, 1_764_800_000.0)
+    engine.evaluate(held, 1_764_800_000.0 + 3600)  # past every rule's duration: raised
+    doc = {"fleet": {"alarms": engine.summary(), "safe_mode": {"active": True, "reason": "crash loop"}}}
+    view = dashboard(doc)
+    assert view.problems == ("alarms", "safe_mode") and view.safe_mode == "crash loop"
+    (ja,) = alarm_items(view, "ja", lambda t: f"at {t}")
+    (en,) = alarm_items(view, "en", lambda t: f"at {t}")
+    assert (ja["title"], ja["level"], ja["severity"]) == ("上位連携 orion が配信していません", "重大", "critical")
+    assert (en["title"], en["detail"]) == ("uplink orion is not delivering", "orion delivered nothing for 600 s")
+    assert en["since"] == f"at {view.alarms[0].raised_at}"
+    assert dashboard({}).alarms == () and dashboard({}).safe_mode == ""

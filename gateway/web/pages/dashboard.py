@@ -10,8 +10,8 @@ from aiohttp import web
 from gateway.accounts.store import Role
 from gateway.control.protocol import ControlError, ControlUnavailable
 from gateway.web.auth import requires, services
-from gateway.web.render import jst, render, translator
-from gateway.web.viewmodels.dashboard import Dashboard, alert_items, cells, dashboard, problem_texts
+from gateway.web.render import jst, language, render, translator
+from gateway.web.viewmodels.dashboard import Dashboard, alarm_items, alert_items, cells, dashboard, problem_texts
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -36,9 +36,14 @@ async def _status(request: web.Request) -> tuple[Dashboard | None, str]:
 async def page(request: web.Request) -> web.StreamResponse:
     view, error = await _status(request)
     t = translator(request)
-    context: dict[str, Any] = {"view": view, "error": error, "cells": {}, "alerts": [], "problems": []}
+    context: dict[str, Any] = {"view": view, "error": error, "cells": {}, "alerts": [], "alarms": [], "problems": []}
     if view is not None:
-        context.update(cells=cells(view, t, jst), alerts=alert_items(view, t, jst), problems=problem_texts(view, t))
+        context.update(
+            cells=cells(view, t, jst),
+            alerts=alert_items(view, t, jst),
+            alarms=alarm_items(view, language(request), jst),
+            problems=problem_texts(view, t),
+        )
     return render(request, "dashboard.html", context)
 
 
@@ -55,6 +60,7 @@ async def api_status(request: web.Request) -> web.StreamResponse:
             "cells": cells(view, t, jst),
             "meters": {f"cap.{c.name}": c.percent for c in view.caps},
             "alerts": alert_items(view, t, jst),
+            "alarms": alarm_items(view, language(request), jst),
             "problems": problem_texts(view, t),
         }
     )

@@ -70,6 +70,17 @@
         if (!items.length) { items.push(el("li", "none", alerts.dataset.empty)); }
         alerts.replaceChildren.apply(alerts, items);
       }
+      var alarms = document.getElementById("alarms");
+      if (alarms && doc.alarms) {
+        var rows = doc.alarms.map(function (a) {
+          var li = el("li", "alert level-" + a.severity.replace(/[^a-z0-9_-]/gi, ""));
+          [["level", a.level], ["name", a.title], ["value", a.detail], ["since", a.since]]
+            .forEach(function (p) { li.appendChild(el("span", p[0], p[1])); li.appendChild(document.createTextNode(" ")); });
+          return li;
+        });
+        if (!rows.length) { rows.push(el("li", "none", alarms.dataset.empty)); }
+        alarms.replaceChildren.apply(alarms, rows);
+      }
       var problems = document.getElementById("problems");
       if (problems) {
         problems.replaceChildren.apply(problems, doc.problems.map(function (p) { return el("li", null, p); }));

@@ -12,6 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.fleet.alarms import catalog as alarm_catalog
+from gateway.fleet.config import Language as AlarmLanguage
+from gateway.fleet.config import Severity as AlarmSeverity
 from gateway.web.viewmodels.formats import Translate, duration, number, percent_text, size
 from gateway.web.viewmodels.latest import UNIT_SYMBOLS, value_text
 
@@ -109,6 +112,17 @@ class AlertRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AlarmRow:
+    """One of the gateway's own active alarms (gateway/fleet): what `edgegw status` and the alarm e-mails say."""
+
+    kind: str
+    subject: str
+    severity: str
+    detail: str
+    raised_at: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HostRow:
     uptime_s: float | None
     clock_synced: bool | None
@@ -133,6 +147,8 @@ class Dashboard:
     buffer_rows: int
     dropped: int
     alerts: tuple[AlertRow, ...]
+    alarms: tuple[AlarmRow, ...] = ()
+    safe_mode: str = ""  # why the gateway is in safe mode; empty when it is not
     problems: tuple[str, ...] = field(default=())  # short keys of what is wrong, for the page's headline
 
 
@@ -260,8 +276,22 @@ def _alert(doc: Mapping[str, Any]) -> AlertRow:
     )
 
 
+def _alarm(doc: Mapping[str, Any]) -> AlarmRow:
+    return AlarmRow(
+        kind=_str(doc.get("kind")),
+        subject=_str(doc.get("subject")),
+        severity=_str(doc.get("severity")),
+        detail=_str(doc.get("detail")),
+        raised_at=_num(doc.get("raised_at")),
+    )
+
+
 def dashboard(status: Mapping[str, Any]) -> Dashboard:
     buffer = _map(status.get("buffer"))
+    fleet = _map(status.get("fleet"))  # present with a [fleet] section only
+    alarms = tuple(_alarm(_map(a)) for a in _seq(fleet.get("alarms")))
+    safe = _map(fleet.get("safe_mode"))
+    safe_mode = (_str(safe.get("reason")) or "on") if safe.get("active") else ""
     adapters = tuple(_adapter(_map(a)) for a in _seq(status.get("adapters")))
     uplinks = tuple(_uplink(_map(u), buffer) for u in _seq(status.get("uplinks")))
     caps = _caps(buffer, _map(status.get("buffer_caps")))
@@ -276,6 +306,10 @@ def dashboard(status: Mapping[str, Any]) -> Dashboard:
         problems.append("disk_full")
     if host.clock_synced is False:
         problems.append("clock")
+    if alarms:
+        problems.append("alarms")
+    if safe_mode:
+        problems.append("safe_mode")
     return Dashboard(
         gateway=_str(status.get("gateway")),
         version=_str(status.get("version")),
@@ -287,6 +321,8 @@ def dashboard(status: Mapping[str, Any]) -> Dashboard:
         buffer_rows=_int(buffer.get("rows")),
         dropped=dropped,
         alerts=tuple(_alert(_map(a)) for a in _seq(status.get("alerts"))),
+        alarms=alarms,
+        safe_mode=safe_mode,
         problems=tuple(problems),
     )
 
@@ -380,6 +416,7 @@ def cells(view: Dashboard, t: Translate, jst: Callable[[Any], str]) -> dict[str,
 
 # the Smart Data Model Alert's severities (gateway.processing.river.Severity), each with a message
 SEVERITIES = frozenset({"informational", "low", "medium", "high", "critical"})
+_ALARM_SEVERITIES = frozenset(s.value for s in AlarmSeverity)
 
 
 def alert_items(view: Dashboard, t: Translate, jst: Callable[[Any], str]) -> list[dict[str, str]]:
@@ -395,6 +432,25 @@ def alert_items(view: Dashboard, t: Translate, jst: Callable[[Any], str]) -> lis
         }
         for a in view.alerts
     ]
+
+
+def alarm_items(view: Dashboard, lang: str, jst: Callable[[Any], str]) -> list[dict[str, str]]:
+    """The gateway's active alarms worded by the alarm catalogs (gateway/fleet/catalogs): the same titles as
+    the alarm e-mails, in the page's language; `severity` stays a CSS-safe word."""
+    cat = alarm_catalog(AlarmLanguage.EN if lang == "en" else AlarmLanguage.JA)
+    items = []
+    for a in view.alarms:
+        title = cat.get(f"title.{a.kind}")
+        items.append(
+            {
+                "severity": a.severity if a.severity in _ALARM_SEVERITIES else "unknown",
+                "level": cat.get(f"severity.{a.severity}", a.severity),
+                "title": title.format(subject=a.subject) if title else f"{a.kind} {a.subject}".strip(),
+                "detail": a.detail,
+                "since": jst(a.raised_at) if a.raised_at is not None else "",
+            }
+        )
+    return items
 
 
 def problem_texts(view: Dashboard, t: Translate) -> list[str]:
