@@ -32,7 +32,12 @@ def test_the_example_config_loads_with_the_kintone_uplink(monkeypatch: pytest.Mo
     [kintone] = [u for u in cfg.uplinks if u.type == "kintone"]
     assert isinstance(kintone, KintoneConfig)
     assert (kintone.app, kintone.daily_request_limit, kintone.batch_max_rows) == (42, 2000, 100)
-    assert [m.match for m in kintone.mappings] == [{"direction": "up"}, {"direction": "down"}]
+    assert [m.match for m in kintone.mappings] == [
+        {"direction": "up"},
+        {"direction": "down"},
+        {"subCategory": "gatewayAlarm", "alarmState": "active"},
+        {"subCategory": "gatewayAlarm", "alarmState": "cleared"},
+    ]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
 from gateway.delivery import DeliveryLoop, UplinkState, UplinkStatus
 from gateway.errors import ConfigError
+from gateway.fleet.alarms import AlarmEvent, Condition, EventKind, alarm_reading
+from gateway.fleet.config import AlarmKind, Severity
 from gateway.processing.river import RiverConfig, RiverProcessor
 from gateway.records import Attribute, Reading, Source
 from gateway.secrets import SecretStore
@@ -127,6 +129,45 @@ async def test_a_river_alert_raised_and_cleared_is_one_ticket_created_then_updat
     stats = await box.stats()
     assert stats.dead_letters.get("helpdesk", 0) == 0
     await box.close()
+
+
+async def test_a_gateway_alarm_raised_and_cleared_is_one_ticket_of_the_same_app(
+    kintone: KintoneDouble, tmp_path: Path
+) -> None:
+    """The fleet's own Alert entities (issue 16) through the shipped example's gatewayAlarm mappings."""
+    cond = Condition(
+        kind=AlarmKind.UPLINK_NOT_DELIVERING,
+        subject="orion",
+        severity=Severity.CRITICAL,
+        detail="orion delivered nothing for 600 s",
+    )
+    raised_at = T0.timestamp()
+    raised = AlarmEvent(kind=EventKind.RAISED, condition=cond, raised_at=raised_at, at=raised_at)
+    cleared = AlarmEvent(kind=EventKind.CLEARED, condition=cond, raised_at=raised_at, at=raised_at + 1800)
+    device = "urn:ngsi-ld:Device:hitoyoshi-river-01"
+    opened_reading = alarm_reading(raised, gateway="hitoyoshi-river-01", device_entity_id=device)
+    cleared_reading = alarm_reading(cleared, gateway="hitoyoshi-river-01", device_entity_id=device)
+    assert opened_reading.entity_id == cleared_reading.entity_id  # one entity per occurrence
+    cfg, up = helpdesk(kintone.url, tmp_path)
+    box = await open_box(tmp_path, "helpdesk")
+    await box.append_many([opened_reading])
+    loop = DeliveryLoop(up, cfg, box, sleep=instant)
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(10):
+        while len(kintone.records_of(HELPDESK_APP)) < 1:
+            await asyncio.sleep(0.005)
+        [opened] = [dict(r) for r in kintone.records_of(HELPDESK_APP)]
+        await box.append_many([cleared_reading])
+        while kintone.records_of(HELPDESK_APP)[0]["$revision"] < 2:
+            await asyncio.sleep(0.005)
+    loop.stop_soon()
+    await task
+    await up.close()
+    [ticket] = kintone.records_of(HELPDESK_APP)
+    assert (opened["status"], opened["threshold"], opened["station"]) == ("対応中", "uplink_not_delivering", device)
+    assert ticket["alert_key"] == opened_reading.entity_id
+    assert (ticket["status"], ticket["title"]) == ("解消", "orion delivered nothing for 600 s")
+    assert ticket["cleared_at"] == "2024-07-01T00:40:30Z"
 
 
 async def test_a_raise_and_its_clear_in_one_batch_are_sent_in_order_in_two_requests(
@@ -267,6 +308,8 @@ async def test_an_app_changed_after_start_dead_letters_nothing(kintone: KintoneD
     assert {o.status for o in outcomes} == {Status.RETRY}
     assert outcomes[0].reason == (
         "uplinks.helpdesk.mappings[0].fields: the app's field 'cleared_at' (解消日時) is required and has no default, "
+        "got no mapping for it; map it or make it optional in the app; "
+        "uplinks.helpdesk.mappings[2].fields: the app's field 'cleared_at' (解消日時) is required and has no default, "
         "got no mapping for it; map it or make it optional in the app"
     )
     assert [r.method for r in kintone.requests] == ["GET", "PUT", "GET"]
@@ -322,6 +365,14 @@ async def test_the_key_field_must_be_unique_and_required_fields_mapped(kintone: 
         "(prohibit duplicate values), got SINGLE_LINE_TEXT field 'alert_key' without it; turn it on in the app's "
         "form settings",
         "uplinks.helpdesk.mappings[1].fields: the app's field 'title' (件名) is required and has no default, got no "
+        "mapping for it; map it or make it optional in the app",
+        "uplinks.helpdesk.mappings[2].key_field: updateKey needs a text (1 line) or number field with 値の重複を禁止する "
+        "(prohibit duplicate values), got SINGLE_LINE_TEXT field 'alert_key' without it; turn it on in the app's "
+        "form settings",
+        "uplinks.helpdesk.mappings[3].key_field: updateKey needs a text (1 line) or number field with 値の重複を禁止する "
+        "(prohibit duplicate values), got SINGLE_LINE_TEXT field 'alert_key' without it; turn it on in the app's "
+        "form settings",
+        "uplinks.helpdesk.mappings[3].fields: the app's field 'title' (件名) is required and has no default, got no "
         "mapping for it; map it or make it optional in the app",
     ]
 
