@@ -12,7 +12,7 @@ import asyncio
 import enum
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import serial  # type: ignore[import-untyped]
 
@@ -112,12 +112,21 @@ class SerialPad:
         memory, _ = parse_blocks(await self.call(req_read_blocks(uid, 0, count, self._com_adr)))
         eas_resp = await self.call(req_eas_alarm(uid, self._com_adr))
         eas = eas_resp.status == 0x00
-        base = {"uid": uid.hex().upper(), "afi": info.afi, "eas": eas}
+        base = PadTag(
+            uid=uid.hex().upper(),
+            afi=info.afi,
+            eas=eas,
+            item_id=None,
+            owner=None,
+            parts_in_set=None,
+            part_number=None,
+            data_model="",
+        )
         try:
             d = decode_danish(memory).tag
             owner = (d.country + "-" + d.isil) if d.country and d.isil else (d.isil or None)
-            return PadTag(
-                **base,
+            return replace(
+                base,
                 item_id=d.primary_item_id,
                 owner=owner,
                 parts_in_set=d.parts_in_set,
@@ -128,18 +137,13 @@ class SerialPad:
             try:
                 t = decode_iso28560_2(memory)
             except RfidTagError:
-                return PadTag(
-                    **base,
-                    item_id=None,
-                    owner=None,
-                    parts_in_set=None,
-                    part_number=None,
-                    data_model="",
+                return replace(
+                    base,
                     error=first.code,
                 )
             s = t.set_information
-            return PadTag(
-                **base,
+            return replace(
+                base,
                 item_id=t.primary_item_id,
                 owner=t.owner_isil,
                 parts_in_set=s.parts_in_set if s else None,
