@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import serial  # type: ignore[import-untyped]
@@ -42,7 +42,9 @@ class LineSplitter:
             raise ValueError("serial scanner: suffix 'none' cannot split a stream, got none; set the scanner's suffix")
         self._config = config
         self._pattern = (
-            re.compile(re.escape(config.custom_suffix)) if config.suffix is Suffix.CUSTOM else _TERMINATORS[config.suffix]
+            re.compile(re.escape(config.custom_suffix))
+            if config.suffix is Suffix.CUSTOM
+            else _TERMINATORS[config.suffix]
         )
         self._buf = ""
 
@@ -84,7 +86,7 @@ class SerialScanner:
         data = self._port.read(max(1, self._port.in_waiting))
         return data, time.monotonic()
 
-    async def scans(self) -> AsyncIterator[SerialScan]:
+    async def scans(self) -> AsyncGenerator[SerialScan, None]:
         while True:
             data, at = await asyncio.to_thread(self._read)
             for scan in self._splitter.feed(data, at):
