@@ -1,0 +1,315 @@
+"""The scanner adapter: HID and serial scanners and FEIG RFID pads feeding stations, events into the buffer.
+
+Theory of operation. Every device belongs to one station. A device task reads its device and hands
+each scan to `process`, which, under the station's lock (scans of one station are handled in the
+order they arrived):
+1. reserves the station's next scan number in the station store (durable: ids are never reused);
+2. runs the pure station (`station.Station.scan`) to get the events and the feedback;
+3. emits the events (the awaitable returns once they are on the buffer's disk);
+4. records the station's new state and the recent-scans row; counts the reason.
+A crash between 1 and 3 loses that scan's number, never its uniqueness; the operator sees no
+accept beep and scans again. Devices are followed by name: an evdev path may be a glob
+(`/dev/input/by-id/*-event-kbd`), looked at every `rescan_s`; a device that goes away (ENODEV,
+a serial error) is logged once as lost and once as found again, without restarting anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import glob
+import os
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from adapters.rfid.errors import RfidTagError
+from adapters.rfid.pad import PadTag, Security, SerialPad
+from adapters.scanner.aim import Framed, FramingConfig, unframe
+from adapters.scanner.classify import CodabarRule, ScanClass, ScanKind, classify
+from adapters.scanner.codec import BarcodeError
+from adapters.scanner.config import PadSection, ScannerAdapterConfig, ScannerSection
+from adapters.scanner.evdev_stream import EventParser, WedgeAssembler, grab
+from adapters.scanner.serial_scanner import SerialScanner
+from adapters.scanner.station import Feedback, LendingMode, Purpose, Station, Step
+from adapters.scanner.store import StationStore
+from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.logs import component_logger
+from gateway.records import Attribute, Emit, make_attribute
+from gateway.secrets import resolve
+
+__all__ = ["ScannerAdapter"]
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ScannerAdapter:
+    config_model: ClassVar[type[AdapterConfig]] = ScannerAdapterConfig
+
+    def __init__(self, config: AdapterConfig, context: AdapterContext, *, clock: Clock = _utc_now) -> None:
+        assert isinstance(config, ScannerAdapterConfig)
+        self.config = config
+        self.context = context
+        self._clock = clock
+        self._log = component_logger(__name__, f"adapter {config.name}")
+        self._rules: tuple[CodabarRule, ...] = tuple(r.build() for r in config.rules)
+        self._keys = {kid: bytes.fromhex(resolve(ref, context.data_dir)) for kid, ref in config.visit_keys.items()}
+        self.store = StationStore(Path(context.data_dir) / "stations.db")
+        key = self.store.local_key()
+        self.stations: dict[str, Station] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        for s in config.stations:
+            st = Station(s.build(), adapter=config.name, device="", local_key=key)
+            st.state = self.store.load_state(s.id)
+            self.stations[s.id] = st
+            self._locks[s.id] = asyncio.Lock()
+        self.counts: Counter[str] = Counter()
+        self.connected: dict[str, bool] = {}
+        self.last_error = ""
+        self._emit: Emit | None = None
+
+    # --- the one path every scan takes ---------------------------------------------------------
+
+    async def process(
+        self, station_id: str, cls: ScanClass, at: datetime, *, item_extra: dict[str, Attribute] | None = None
+    ) -> Step:
+        assert self._emit is not None, "process() before run()"
+        station = self.stations[station_id]
+        async with self._locks[station_id]:
+            cfg = station.config
+            outreach = cfg.purpose is Purpose.LENDING and cfg.lending_mode is LendingMode.OUTREACH
+            at_us = int(at.timestamp() * 1_000_000)
+            maybe_loan = outreach and cls.kind in (ScanKind.ITEM, ScanKind.ISBN)
+            scan_no = await asyncio.to_thread(
+                self.store.reserve, station_id, outreach_at_us=at_us if maybe_loan else None
+            )
+            if item_extra is not None and cls.value is not None:
+                step = station.item_read(cls.value, at, scan_no, item_extra)
+            else:
+                step = station.scan(cls, at, scan_no)
+            for reading in step.readings:
+                await self._emit(reading)
+            await asyncio.to_thread(
+                self.store.record,
+                station_id,
+                scan_no,
+                at_us,
+                step.reason,
+                step.feedback.value,
+                [r.entity_id for r in step.readings],
+                station.state,
+            )
+        self.counts[step.reason] += 1
+        return step
+
+    def classify(self, framed: Framed) -> ScanClass:
+        return classify(framed, self._rules, self._keys, accept_isbn10=self.config.accept_isbn10)
+
+    async def _framing_error(self, station_id: str, exc: BarcodeError, at: datetime) -> None:
+        self._log.debug("unreadable scan (%s)", exc.code)
+        await self.process(station_id, ScanClass(kind=ScanKind.UNKNOWN, code=exc.code), at)
+
+    # --- run ------------------------------------------------------------------------------------
+
+    async def run(self, emit: Emit) -> None:
+        self._emit = emit
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for sc in self.config.scanners:
+                    tg.create_task(self._follow(sc))
+                for pad in self.config.pads:
+                    tg.create_task(self._pad(pad))
+                if not self.config.scanners and not self.config.pads:
+                    await asyncio.Event().wait()
+        finally:
+            self.store.close()
+
+    async def _follow(self, sc: ScannerSection) -> None:
+        """Keep one reader per device matching `sc.path`; start readers for new ones every `rescan_s`."""
+        active: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                paths = sorted(glob.glob(sc.path)) if sc.transport == "evdev" else [sc.path]
+                for path in paths:
+                    if path not in active or active[path].done():
+                        read = self._evdev if sc.transport == "evdev" else self._serial
+                        active[path] = asyncio.create_task(read(sc, path))
+                await asyncio.sleep(self.config.rescan_s)
+        finally:
+            for task in active.values():
+                task.cancel()
+            await asyncio.gather(*active.values(), return_exceptions=True)
+
+    def _state(self, device: str, up: bool, detail: str = "") -> None:
+        if self.connected.get(device) != up:
+            self.connected[device] = up
+            if up:
+                self._log.info("device %s found", device)
+            else:
+                self._log.warning("device %s lost: %s", device, detail)
+                self.last_error = f"{device}: {detail}"
+
+    async def _evdev(self, sc: ScannerSection, path: str) -> None:
+        key = f"{sc.name}:{path}"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            self._state(key, False, exc.strerror or str(exc))
+            return
+        queue: asyncio.Queue[bytes | OSError] = asyncio.Queue()
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, 4096)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # ENODEV: unplugged
+                loop.remove_reader(fd)
+                queue.put_nowait(exc)
+                return
+            if not data:
+                loop.remove_reader(fd)
+                queue.put_nowait(OSError(errno.ENODEV, "end of stream"))
+                return
+            queue.put_nowait(data)
+
+        loop = asyncio.get_running_loop()
+        try:
+            grabbed = grab(fd)
+            self._state(key, True)
+            if not grabbed:
+                self._log.info("device %s cannot be grabbed (not an input device); reading it as is", key)
+            loop.add_reader(fd, readable)
+            parser = EventParser()
+            asm = WedgeAssembler(sc.wedge(), idle_gap_ms=sc.idle_gap_ms)
+            framing = sc.framing()
+            timeout = sc.idle_gap_ms / 1000 if sc.idle_gap_ms else None
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    # kernel event times are CLOCK_REALTIME µs, comparable with the wall clock
+                    results = asm.idle(int(self._clock().timestamp() * 1_000_000))
+                else:
+                    if isinstance(item, OSError):
+                        self._state(key, False, item.strerror or str(item))
+                        return
+                    results = [r for ev in parser.feed(item) for r in asm.feed(ev)]
+                for r in results:
+                    at = self._clock()
+                    if r.error is not None:
+                        await self._framing_error(sc.station, r.error, at)
+                    elif r.text is not None:
+                        await self._text(sc.station, r.text, framing, at)
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(fd)
+            os.close(fd)
+
+    async def _text(self, station_id: str, text: str, framing: FramingConfig, at: datetime) -> None:
+        try:
+            framed = unframe(text, framing)
+        except BarcodeError as exc:
+            await self._framing_error(station_id, exc, at)
+            return
+        await self.process(station_id, self.classify(framed), at)
+
+    async def _serial(self, sc: ScannerSection, path: str) -> None:
+        key = f"{sc.name}:{path}"
+        try:
+            scanner = SerialScanner(path, sc.framing(), baudrate=sc.baud)
+        except Exception as exc:  # pyserial raises SerialException or OSError for a missing port
+            self._state(key, False, str(exc))
+            return
+        self._state(key, True)
+        try:
+            async for scan in scanner.scans():
+                at = self._clock()
+                if scan.error is not None:
+                    await self._framing_error(sc.station, scan.error, at)
+                elif scan.framed is not None:
+                    await self.process(sc.station, self.classify(scan.framed), at)
+        except Exception as exc:  # the port went away mid-read
+            self._state(key, False, str(exc))
+        finally:
+            scanner.close()
+
+    # --- RFID pads ------------------------------------------------------------------------------
+
+    async def _pad(self, cfg: PadSection) -> None:
+        key = f"{cfg.name}:{cfg.port}"
+        while True:
+            try:
+                pad = SerialPad(cfg.port, baudrate=cfg.baud, com_adr=cfg.com_adr)
+            except Exception as exc:
+                self._state(key, False, str(exc))
+                await asyncio.sleep(self.config.rescan_s)
+                continue
+            try:
+                await self._poll_pad(cfg, pad, key)
+            except RfidTagError as exc:
+                self._state(key, False, str(exc))
+            finally:
+                pad.close()
+            await asyncio.sleep(self.config.rescan_s)
+
+    async def _poll_pad(self, cfg: PadSection, pad: SerialPad, key: str) -> None:
+        on_pad: set[bytes] = set()
+        purpose = self.stations[cfg.station].config.purpose
+        while True:
+            uids = await pad.inventory()
+            self._state(key, True)
+            new = [u for u in uids if u not in on_pad]
+            on_pad = set(uids)  # a tag taken off and put back is a new read; one left lying is not
+            for uid in new:
+                tag = await pad.read_tag(uid)
+                step = await self._tag(cfg.station, tag)
+                if cfg.set_security and step.feedback is Feedback.ACCEPTED:
+                    if purpose is Purpose.LENDING:
+                        await pad.set_security(uid, Security.RELEASED)
+                    elif purpose is Purpose.RETURN:
+                        await pad.set_security(uid, Security.SECURED)
+                with contextlib.suppress(RfidTagError):
+                    await pad.beep(step.feedback is not Feedback.REFUSED)
+            await asyncio.sleep(cfg.poll_ms / 1000)
+
+    async def _tag(self, station_id: str, tag: PadTag) -> Step:
+        at = self._clock()
+        if tag.item_id is None:
+            return await self.process(station_id, ScanClass(kind=ScanKind.UNKNOWN, code=tag.error), at)
+        extra: dict[str, Attribute] = {
+            "tagUid": make_attribute(tag.uid, "Text"),
+            "dataModel": make_attribute(tag.data_model, "Text"),
+        }
+        if tag.owner:
+            extra["ownerLibrary"] = make_attribute(tag.owner, "Text")
+        if tag.parts_in_set is not None and tag.part_number is not None:
+            extra["partsInSet"] = make_attribute(tag.parts_in_set, "Number")
+            extra["partNumber"] = make_attribute(tag.part_number, "Number")
+        cls = ScanClass(kind=ScanKind.ITEM, value=tag.item_id)
+        return await self.process(station_id, cls, at, item_extra=extra)
+
+    # --- status ---------------------------------------------------------------------------------
+
+    def diagnostics(self) -> dict[str, Any]:
+        up = sum(1 for v in self.connected.values() if v)
+        out: dict[str, Any] = {
+            "summary": f"devices online {up}/{len(self.connected)}",
+            "scans": dict(self.counts),
+            "malformed": {k: v for k, v in self.counts.items() if k in ("bad_check", "unknown", "visit_refused")},
+            "devices": dict(self.connected),
+            "stations": {
+                sid: {"purpose": st.config.purpose.value, "outreach": self.store.outreach_backlog(sid)}
+                for sid, st in self.stations.items()
+            },
+        }
+        if self.last_error:
+            out["last_error"] = self.last_error
+        return out
