@@ -57,7 +57,7 @@ async def until(cond: Callable[[], bool], what: str) -> None:
 
 
 def make(
-    tmp_path: Path, doc: dict[str, object]
+    tmp_path: Path, doc: Mapping[str, object]
 ) -> tuple[ScannerAdapter, list[Reading], Callable[[Reading], Awaitable[None]]]:
     cfg = ScannerAdapterConfig.model_validate(
         {"name": "lib", "type": "scanner", "rescan_s": 0.2, "rules": RULES, **doc}
