@@ -305,8 +305,18 @@ class ScannerAdapter:
             "scans": dict(self.counts),
             "malformed": {k: v for k, v in self.counts.items() if k in ("bad_check", "unknown", "visit_refused")},
             "devices": dict(self.connected),
+            # what the station page shows (gateway/web/pages/stations.py): reasons and ids, never a card number
             "stations": {
-                sid: {"purpose": st.config.purpose.value, "outreach": self.store.outreach_backlog(sid)}
+                sid: {
+                    "purpose": st.config.purpose.value,
+                    "mode": st.config.lending_mode.value if st.config.purpose is Purpose.LENDING else "",
+                    "loan_prefix": f"urn:ngsi-ld:LibraryLoan:{sid}:",
+                    "outreach": self.store.outreach_backlog(sid),
+                    "recent": [
+                        {"at": r.at_us / 1e6, "scan": r.scan_no, "reason": r.reason, "feedback": r.feedback}
+                        for r in self.store.recent(sid, 20)
+                    ],
+                }
                 for sid, st in self.stations.items()
             },
         }
