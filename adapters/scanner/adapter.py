@@ -86,10 +86,7 @@ class ScannerAdapter:
             cfg = station.config
             outreach = cfg.purpose is Purpose.LENDING and cfg.lending_mode is LendingMode.OUTREACH
             at_us = int(at.timestamp() * 1_000_000)
-            maybe_loan = outreach and cls.kind in (ScanKind.ITEM, ScanKind.ISBN)
-            scan_no = await asyncio.to_thread(
-                self.store.reserve, station_id, outreach_at_us=at_us if maybe_loan else None
-            )
+            scan_no = await asyncio.to_thread(self.store.reserve, station_id)
             if item_extra is not None and cls.value is not None:
                 step = station.item_read(cls.value, at, scan_no, item_extra)
             else:
@@ -105,6 +102,7 @@ class ScannerAdapter:
                 step.feedback.value,
                 [r.entity_id for r in step.readings],
                 station.state,
+                outreach_loan=outreach and step.reason == "loan",
             )
         self.counts[step.reason] += 1
         return step
@@ -311,7 +309,7 @@ class ScannerAdapter:
                     "purpose": st.config.purpose.value,
                     "mode": st.config.lending_mode.value if st.config.purpose is Purpose.LENDING else "",
                     "loan_prefix": f"urn:ngsi-ld:LibraryLoan:{sid}:",
-                    "outreach": self.store.outreach_backlog(sid),
+                    "outreach_loans": self.store.outreach_loans(sid),
                     "recent": [
                         {"at": r.at_us / 1e6, "scan": r.scan_no, "reason": r.reason, "feedback": r.feedback}
                         for r in self.store.recent(sid, 20)
