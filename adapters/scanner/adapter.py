@@ -32,7 +32,7 @@ from adapters.scanner.aim import Framed, FramingConfig, unframe
 from adapters.scanner.classify import CodabarRule, ScanClass, ScanKind, classify
 from adapters.scanner.codec import BarcodeError
 from adapters.scanner.config import PadSection, ScannerAdapterConfig, ScannerSection
-from adapters.scanner.evdev_stream import EventParser, WedgeAssembler, grab
+from adapters.scanner.evdev_stream import EVENT_SIZE, EventParser, WedgeAssembler, grab
 from adapters.scanner.serial_scanner import SerialScanner
 from adapters.scanner.station import Feedback, LendingMode, Purpose, Station, Step
 from adapters.scanner.store import StationStore
@@ -165,7 +165,8 @@ class ScannerAdapter:
 
         def readable() -> None:
             try:
-                data = os.read(fd, 4096)
+                # whole records only, as the kernel's evdev read returns them; a recorded stream stays aligned too
+                data = os.read(fd, EVENT_SIZE * 170)
             except BlockingIOError:
                 return
             except OSError as exc:  # ENODEV: unplugged
