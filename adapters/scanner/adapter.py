@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import glob
 import os
 from collections import Counter
@@ -161,46 +160,40 @@ class ScannerAdapter:
         except OSError as exc:
             self._state(key, False, exc.strerror or str(exc))
             return
-        queue: asyncio.Queue[bytes | OSError] = asyncio.Queue()
-
-        def readable() -> None:
-            try:
-                # whole records only, as the kernel's evdev read returns them; a recorded stream stays aligned too
-                data = os.read(fd, EVENT_SIZE * 170)
-            except BlockingIOError:
-                return
-            except OSError as exc:  # ENODEV: unplugged
-                loop.remove_reader(fd)
-                queue.put_nowait(exc)
-                return
-            if not data:
-                loop.remove_reader(fd)
-                queue.put_nowait(OSError(errno.ENODEV, "end of stream"))
-                return
-            queue.put_nowait(data)
-
         loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
         try:
             grabbed = grab(fd)
             self._state(key, True)
             if not grabbed:
                 self._log.info("device %s cannot be grabbed (not an input device); reading it as is", key)
-            loop.add_reader(fd, readable)
+            loop.add_reader(fd, ready.set)
             parser = EventParser()
             asm = WedgeAssembler(sc.wedge(), idle_gap_ms=sc.idle_gap_ms)
             framing = sc.framing()
             timeout = sc.idle_gap_ms / 1000 if sc.idle_gap_ms else None
             while True:
+                # Read only after the previous read's scans are handled: what waits stays in the kernel's
+                # buffer, so a crash loses at most the one read in hand, never a backlog held in memory.
                 try:
-                    item = await asyncio.wait_for(queue.get(), timeout)
+                    await asyncio.wait_for(ready.wait(), timeout)
                 except TimeoutError:
                     # kernel event times are CLOCK_REALTIME µs, comparable with the wall clock
                     results = asm.idle(int(self._clock().timestamp() * 1_000_000))
                 else:
-                    if isinstance(item, OSError):
-                        self._state(key, False, item.strerror or str(item))
+                    ready.clear()
+                    try:
+                        # whole records only, as the kernel's evdev read returns them
+                        data = os.read(fd, EVENT_SIZE * 170)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:  # ENODEV: unplugged
+                        self._state(key, False, exc.strerror or str(exc))
                         return
-                    results = [r for ev in parser.feed(item) for r in asm.feed(ev)]
+                    if not data:
+                        self._state(key, False, "end of stream")
+                        return
+                    results = [r for ev in parser.feed(data) for r in asm.feed(ev)]
                 for r in results:
                     at = self._clock()
                     if r.error is not None:
@@ -253,7 +246,7 @@ class ScannerAdapter:
                 continue
             try:
                 await self._poll_pad(cfg, pad, key)
-            except RfidTagError as exc:
+            except (RfidTagError, OSError) as exc:  # pyserial's SerialException is an OSError: unplugged
                 self._state(key, False, str(exc))
             finally:
                 pad.close()
