@@ -185,4 +185,14 @@ async def test_outreach_ten_thousand_loans_two_kills(tmp_path: Path) -> None:
     assert set(delivered_items) <= set(items)
     assert all(str(v["patronCard"]["value"]).startswith("pz1:") for v in loans.values())
     assert not any(c in gw.logs() for c in ("73100001", "73100500"))
-    print(f"outreach e2e: {len(loans)} of {LOANS} loans delivered; {LOANS - len(loans)} scans lost to the two kills")
+    refused = sum(
+        1
+        for k, v in orion.entities.items()
+        if k[2].startswith("urn:ngsi-ld:ScanRejected:") and v["reason"]["value"] == "no_patron"
+    )
+    lost = LOANS - len(loans) - refused
+    assert lost <= 2 * 8  # at most the one read in hand per kill (170 input events, under 8 scans)
+    print(
+        f"outreach e2e: {len(loans)} of {LOANS} loans delivered; {refused} items refused (no_patron: the patron "
+        f"session is not kept across a restart); {lost} scans in a read in hand lost to the two kills"
+    )
