@@ -226,8 +226,10 @@ class ScannerAdapter:
                 at = self._clock()
                 if scan.error is not None:
                     await self._framing_error(sc.station, scan.error, at)
+                    await scanner.send(sc.beep(False))
                 elif scan.framed is not None:
-                    await self.process(sc.station, self.classify(scan.framed), at)
+                    step = await self.process(sc.station, self.classify(scan.framed), at)
+                    await scanner.send(sc.beep(step.feedback is not Feedback.REFUSED))
         except Exception as exc:  # the port went away mid-read
             self._state(key, False, str(exc))
         finally:

@@ -106,6 +106,12 @@ class ScannerSection(Section):
     custom_suffix: str = ""
     aim: AimPolicy = AimPolicy.OPTIONAL
     baud: int = Field(default=9600, ge=1200, le=921600)
+    beep_accepted: str = Field(
+        default="", description="serial: hex bytes sent back after an accepted scan (vendor command)"
+    )
+    beep_refused: str = Field(
+        default="", description="serial: hex bytes sent back after a refused scan (vendor command)"
+    )
 
     def wedge(self) -> WedgeConfig:
         return WedgeConfig(layout=self.layout, terminator=self.terminator)
@@ -116,9 +122,19 @@ class ScannerSection(Section):
             return FramingConfig(suffix=Suffix.NONE, aim=self.aim)
         return FramingConfig(suffix=self.suffix, custom_suffix=self.custom_suffix, aim=self.aim)
 
+    def beep(self, accepted: bool) -> bytes:
+        return bytes.fromhex(self.beep_accepted if accepted else self.beep_refused)
+
     @model_validator(mode="after")
     def _valid(self) -> ScannerSection:
         self.framing()
+        for key, value in (("beep_accepted", self.beep_accepted), ("beep_refused", self.beep_refused)):
+            try:
+                bytes.fromhex(value)
+            except ValueError:
+                raise ValueError(f"{key}: must be hex bytes like '1b 42', got {value!r}") from None
+            if value and self.transport != "serial":
+                raise ValueError(f"{key}: only a serial scanner takes commands back, got transport {self.transport!r}")
         if self.transport == "serial" and self.suffix is Suffix.NONE:
             raise ValueError("suffix: a serial scanner needs one to split scans, got 'none'; set the scanner's suffix")
         return self

@@ -82,6 +82,11 @@ class SerialScanner:
     def close(self) -> None:
         self._port.close()
 
+    async def send(self, data: bytes) -> None:
+        """A command to the scanner (good-read / bad-read beep), in the scanner's own command set."""
+        if data:
+            await asyncio.to_thread(self._port.write, data)
+
     def _read(self) -> tuple[bytes, float]:
         data = self._port.read(max(1, self._port.in_waiting))
         return data, time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -121,7 +122,16 @@ async def test_serial_scanner_and_pad_at_a_lending_desk(tmp_path: Path) -> None:
     scan_fd = os.open(scan_pair.b, os.O_RDWR | os.O_NOCTTY)
     doc = {
         "stations": [{"id": "desk", "purpose": "lending"}],
-        "scanners": [{"name": "ser", "station": "desk", "transport": "serial", "path": scan_pair.a}],
+        "scanners": [
+            {
+                "name": "ser",
+                "station": "desk",
+                "transport": "serial",
+                "path": scan_pair.a,
+                "beep_accepted": "06",
+                "beep_refused": "15",
+            }
+        ],
         "pads": [{"name": "pad", "station": "desk", "port": pad_pair.a, "poll_ms": 50}],
     }
     adapter, out, emit = make(tmp_path, doc)
@@ -130,15 +140,23 @@ async def test_serial_scanner_and_pad_at_a_lending_desk(tmp_path: Path) -> None:
         await until(lambda: adapter.connected.get(f"pad:{pad_pair.a}") is True, "pad online")
         os.write(scan_fd, f"]F0{patron(3)}\r".encode())
         await until(lambda: adapter.counts["patron"] == 1, "patron scanned")
+        os.write(scan_fd, b"]F0A1B\r")  # no rule matches: refused, and the scanner is told so
+        await until(lambda: adapter.counts["unknown"] == 1, "refused scan")
+        back = b""
+        for _ in range(100):
+            back += os.read(scan_fd, 10) if select.select([scan_fd], [], [], 0.05)[0] else b""
+            if len(back) >= 2:
+                break
+        assert back == b"\x06\x15"  # the patron card accepted, the unknown code refused
         sim.tags.append(SimTag(uid=bytes.fromhex("E004010000000001"), memory=memory))
-        await until(lambda: len(out) == 1, "loan from the pad")
-        loan = out[0]
+        await until(lambda: len(out) == 2, "loan from the pad")
+        loan = out[1]
         assert loan.attributes["item"].value == "30001234"
         assert loan.attributes["ownerLibrary"].value == "JP-1000001"
         await until(lambda: sim.tags[0].afi == AFI_ON_LOAN and not sim.tags[0].eas, "security released")
         await until(lambda: len(sim.outputs) >= 1, "beep")
         await asyncio.sleep(0.2)
-        assert len(out) == 1  # a tag left lying on the pad is not lent twice
+        assert len(out) == 2  # a tag left lying on the pad is not lent twice
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
