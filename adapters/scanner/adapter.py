@@ -37,7 +37,7 @@ from adapters.scanner.station import Feedback, LendingMode, Purpose, Station, St
 from adapters.scanner.store import StationStore
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.logs import component_logger
-from gateway.records import Attribute, Emit, make_attribute
+from gateway.records import Attribute, Command, CommandResult, Emit, make_attribute
 from gateway.secrets import resolve
 
 __all__ = ["ScannerAdapter"]
@@ -73,6 +73,7 @@ class ScannerAdapter:
         self.connected: dict[str, bool] = {}
         self.last_error = ""
         self._emit: Emit | None = None
+        self._pads: dict[str, SerialPad] = {}  # pad name -> the open reader, for commands
 
     # --- the one path every scan takes ---------------------------------------------------------
 
@@ -246,11 +247,13 @@ class ScannerAdapter:
                 self._state(key, False, str(exc))
                 await asyncio.sleep(self.config.rescan_s)
                 continue
+            self._pads[cfg.name] = pad
             try:
                 await self._poll_pad(cfg, pad, key)
             except (RfidTagError, OSError) as exc:  # pyserial's SerialException is an OSError: unplugged
                 self._state(key, False, str(exc))
             finally:
+                self._pads.pop(cfg.name, None)
                 pad.close()
             await asyncio.sleep(self.config.rescan_s)
 
@@ -289,6 +292,42 @@ class ScannerAdapter:
             extra["partNumber"] = make_attribute(tag.part_number, "Number")
         cls = ScanClass(kind=ScanKind.ITEM, value=tag.item_id)
         return await self.process(station_id, cls, at, item_extra=extra)
+
+    # --- commands -------------------------------------------------------------------------------
+
+    async def handle(self, command: Command) -> CommandResult:
+        """`setSecurity` on `urn:ngsi-ld:RfidPad:<adapter>-<pad>` with value `{"uid": "<hex>", "state": "secured"|"released"}`:
+        writes the tag's AFI and EAS bit (for a tag that went out without its loan being scanned, or came back)."""
+
+        def result(ok: bool, info: str) -> CommandResult:
+            if not ok:
+                self._log.warning("command %s: %s", command.command_id, info)
+            return CommandResult(command_id=command.command_id, ok=ok, info=info)
+
+        prefix = f"urn:ngsi-ld:RfidPad:{self.config.name}-"
+        name = command.entity_id.removeprefix(prefix) if command.entity_id.startswith(prefix) else ""
+        if command.name != "setSecurity":
+            return result(False, f"scanner command: unknown command, got {command.name!r}; the pads take setSecurity")
+        pad = self._pads.get(name)
+        if pad is None:
+            return result(False, f"scanner command: no pad online with entity id, got {command.entity_id!r}")
+        value = command.value if isinstance(command.value, dict) else {}
+        try:
+            uid = bytes.fromhex(str(value.get("uid", "")))
+            security = Security(value.get("state"))
+            if len(uid) != 8:
+                raise ValueError
+        except ValueError:
+            return result(
+                False,
+                f"scanner command setSecurity: value must be {{uid: 16 hex digits, state: secured|released}}, got {value!r}",
+            )
+        try:
+            await pad.set_security(uid, security)
+        except (RfidTagError, OSError) as exc:
+            return result(False, f"scanner command setSecurity: the pad refused, got {exc}")
+        self._log.info("tag %s set %s by command %s", uid.hex().upper(), security.value, command.command_id)
+        return result(True, f"tag {uid.hex().upper()} {security.value}")
 
     # --- status ---------------------------------------------------------------------------------
 

@@ -11,14 +11,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from adapters.rfid import DanishTag, encode_danish
-from adapters.rfid.pad import AFI_ON_LOAN
+from adapters.rfid.pad import AFI_ON_LOAN, AFI_SECURED
 from adapters.scanner.adapter import ScannerAdapter
 from adapters.scanner.codabar import CheckScheme, CodabarConfig, GuardsIn, encode_codabar
 from adapters.scanner.config import ScannerAdapterConfig
 from adapters.scanner.keymap import Layout, Terminator, WedgeConfig
 from adapters.scanner.store import SCHEMA_VERSION, StationStore
 from gateway.adapter_api import AdapterContext
-from gateway.records import Reading
+from gateway.records import Command, CommandResult, Reading
 from tests.adapters.modbus.peers import PtyPair
 from tests.adapters.rfid.feig_sim import FeigSim, SimTag, SimThread
 from tests.adapters.scanner.test_evdev_stream import recording
@@ -157,6 +157,22 @@ async def test_serial_scanner_and_pad_at_a_lending_desk(tmp_path: Path) -> None:
         await until(lambda: len(sim.outputs) >= 1, "beep")
         await asyncio.sleep(0.2)
         assert len(out) == 2  # a tag left lying on the pad is not lent twice
+        cmd = Command(
+            command_id="c1",
+            entity_id="urn:ngsi-ld:RfidPad:lib-pad",
+            name="setSecurity",
+            value={"uid": "E004010000000001", "state": "secured"},
+        )
+        assert await adapter.handle(cmd) == CommandResult(command_id="c1", ok=True, info="tag E004010000000001 secured")
+        assert (sim.tags[0].afi, sim.tags[0].eas) == (AFI_SECURED, True)
+        bad = await adapter.handle(
+            Command(command_id="c2", entity_id=cmd.entity_id, name="setSecurity", value={"uid": "00"})
+        )
+        assert bad.info == (
+            "scanner command setSecurity: value must be {uid: 16 hex digits, state: secured|released}, got {'uid': '00'}"
+        )
+        gone = await adapter.handle(Command(command_id="c3", entity_id="urn:ngsi-ld:RfidPad:lib-x", name="setSecurity"))
+        assert gone.info == "scanner command: no pad online with entity id, got 'urn:ngsi-ld:RfidPad:lib-x'"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
