@@ -33,7 +33,7 @@ from adapters.scanner.codec import BarcodeError
 from adapters.scanner.config import PadSection, ScannerAdapterConfig, ScannerSection
 from adapters.scanner.evdev_stream import EVENT_SIZE, EventParser, WedgeAssembler, grab
 from adapters.scanner.serial_scanner import SerialScanner
-from adapters.scanner.station import Feedback, LendingMode, Purpose, Station, Step
+from adapters.scanner.station import Feedback, LendingMode, Purpose, Station, Step, present_today
 from adapters.scanner.store import StationStore
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.logs import component_logger
@@ -345,6 +345,9 @@ class ScannerAdapter:
                     "mode": st.config.lending_mode.value if st.config.purpose is Purpose.LENDING else "",
                     "loan_prefix": f"urn:ngsi-ld:LibraryLoan:{sid}:",
                     "outreach_loans": self.store.outreach_loans(sid),
+                    "present": present_today(st.state, self._clock())
+                    if st.config.purpose is Purpose.ATTENDANCE
+                    else None,
                     "recent": [
                         {"at": r.at_us / 1e6, "scan": r.scan_no, "reason": r.reason, "feedback": r.feedback}
                         for r in self.store.recent(sid, 20)

@@ -33,7 +33,6 @@ import hmac
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 from adapters.scanner.classify import IdKind, ScanClass, ScanKind
 from gateway.errors import ConfigError
@@ -50,6 +49,7 @@ __all__ = [
     "StationState",
     "Step",
     "child_token",
+    "present_today",
 ]
 
 TOKYO = timezone(timedelta(hours=9))
@@ -133,6 +133,12 @@ class Step:
     readings: tuple[Reading, ...]
     feedback: Feedback
     reason: str = ""  # a stable code for the page and counters: loan, no_patron, bad_check, debounced …
+
+
+def present_today(state: StationState, at: datetime) -> int:
+    """Children checked in and not yet out on `at`'s Tokyo day (the attendance station's head count)."""
+    day = at.astimezone(TOKYO).date().isoformat()
+    return sum(1 for c in state.children.values() if c.day == day and c.present)
 
 
 def child_token(key: bytes, card: str) -> str:
@@ -319,8 +325,3 @@ class Station:
 
 def _dt(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
-
-
-def describe(step: Step) -> dict[str, Any]:
-    """A log/page-safe summary of a step: reason and entity ids, never attribute values."""
-    return {"reason": step.reason, "feedback": step.feedback.value, "ids": [r.entity_id for r in step.readings]}

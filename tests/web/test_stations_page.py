@@ -55,6 +55,10 @@ id = "bus1"
 purpose = "lending"
 lending_mode = "outreach"
 
+[[adapters.stations]]
+id = "door"
+purpose = "attendance"
+
 [[adapters.rules]]
 kind = "patron"
 pattern = "[Aa][0-9]{{8}}.[Bb]"
@@ -116,6 +120,7 @@ async def test_station_page_shows_scans_errors_and_backlog(
             assert "未送信の貸出記録が3件あります" in text, text
             assert "チェックデジットが合いません。読み直してください" in text
             assert "73101234" not in text
+            assert "現在、0人が登園しています。" in text  # the attendance station beside it, nobody in yet
             viewer = await env.browser("mika", Role.VIEWER)
             assert (await viewer.get("/stations")).status == 403
             for _ in range(400):  # the network comes back after the 6 s

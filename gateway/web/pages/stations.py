@@ -40,6 +40,7 @@ class StationView:
     errors: list[dict[str, Any]]
     backlog: dict[str, int] = field(default_factory=dict)  # uplink -> loans not yet delivered
     backlog_known: bool = False
+    present: int | None = None  # attendance: children in now
 
 
 def _views(doc: dict[str, Any]) -> list[tuple[StationView, str]]:
@@ -57,6 +58,7 @@ def _views(doc: dict[str, Any]) -> list[tuple[StationView, str]]:
                 mode=str(s.get("mode", "")),
                 recent=recent,
                 errors=[r for r in recent if r.get("reason") in ERROR_REASONS],
+                present=s["present"] if isinstance(s.get("present"), int) else None,
             )
             out.append((view, str(s.get("loan_prefix", ""))))
     return out

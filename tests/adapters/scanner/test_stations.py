@@ -21,6 +21,7 @@ from adapters.scanner.station import (
     Purpose,
     Station,
     StationConfig,
+    present_today,
 )
 from adapters.scanner.visit_qr import encode_visit_qr
 from gateway.errors import ConfigError
@@ -111,10 +112,12 @@ def test_attendance_in_out_debounce_next_day() -> None:
     ev, state = first.readings
     assert ev.attributes["action"].value == "checkIn"
     assert state.entity_type == "ChildAttendance" and patron(5)[1:9] not in state.entity_id
+    assert present_today(s.state, T0) == 1
     assert s.scan(card, T0 + timedelta(seconds=30), 2).reason == "debounced"
     out = s.scan(card, T0 + timedelta(hours=8), 3)
     assert out.reason == "checkOut"
     assert out.readings[1].attributes["state"].value == "left"
+    assert present_today(s.state, T0) == 0
     assert s.scan(card, T0 + timedelta(hours=9), 4).reason == "already_left"
     assert s.scan(card, T0 + timedelta(days=1), 5).reason == "checkIn"
     assert s.scan(cls(item(1)), T0, 6).reason == "wrong_kind"
