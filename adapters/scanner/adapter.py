@@ -30,13 +30,15 @@ from adapters.rfid.pad import PadTag, Security, SerialPad
 from adapters.scanner.aim import Framed, FramingConfig, unframe
 from adapters.scanner.classify import CodabarRule, ScanClass, ScanKind, classify
 from adapters.scanner.codec import BarcodeError
-from adapters.scanner.config import PadSection, ScannerAdapterConfig, ScannerSection
+from adapters.scanner.config import CardNumbers, PadSection, ScannerAdapterConfig, ScannerSection
 from adapters.scanner.evdev_stream import EVENT_SIZE, EventParser, WedgeAssembler, grab
 from adapters.scanner.serial_scanner import SerialScanner
-from adapters.scanner.station import Feedback, LendingMode, Purpose, Station, Step, present_today
+from adapters.scanner.station import CARD_ATTRIBUTES, Feedback, LendingMode, Purpose, Station, Step, present_today
 from adapters.scanner.store import StationStore
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.logs import component_logger
+from gateway.processing.api import ProcessorContext
+from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
 from gateway.records import Attribute, Command, CommandResult, Emit, make_attribute
 from gateway.secrets import resolve
 
@@ -73,7 +75,21 @@ class ScannerAdapter:
         self.connected: dict[str, bool] = {}
         self.last_error = ""
         self._emit: Emit | None = None
-        self._pads: dict[str, SerialPad] = {}  # pad name -> the open reader, for commands
+        self._pads: dict[str, SerialPad] = {}
+        # Card numbers are tokens before anything is emitted unless the config says otherwise: the same
+        # processor, key ring and tokens as a [[processing]] pseudonymize entry would give.
+        self._pseudonymizer: Pseudonymizer | None = None
+        if config.card_numbers is CardNumbers.TOKEN:
+            pz = PseudonymizeConfig.model_validate(
+                {
+                    "type": "pseudonymize",
+                    "attributes": list(CARD_ATTRIBUTES),
+                    "kinds": dict.fromkeys(CARD_ATTRIBUTES, "card"),
+                }
+            )
+            self._pseudonymizer = pz.build(
+                ProcessorContext(gateway_id=context.gateway_id, data_dir=context.data_dir)
+            )  # pad name -> the open reader, for commands
 
     # --- the one path every scan takes ---------------------------------------------------------
 
@@ -92,6 +108,8 @@ class ScannerAdapter:
             else:
                 step = station.scan(cls, at, scan_no)
             for reading in step.readings:
+                if self._pseudonymizer is not None and any(a in reading.attributes for a in CARD_ATTRIBUTES):
+                    (reading,) = self._pseudonymizer.process(reading, self._clock())
                 await self._emit(reading)
             await asyncio.to_thread(
                 self.store.record,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import Literal
 
@@ -25,7 +26,15 @@ from gateway.adapter_api import AdapterConfig
 from gateway.configbase import Field, Identifier, Section
 from gateway.secrets import SecretRef
 
-__all__ = ["PadSection", "RuleSection", "ScannerAdapterConfig", "ScannerSection", "StationSection"]
+__all__ = ["CardNumbers", "PadSection", "RuleSection", "ScannerAdapterConfig", "ScannerSection", "StationSection"]
+
+
+class CardNumbers(enum.Enum):
+    """How library and children's card numbers leave the adapter."""
+
+    TOKEN = "token"  # the processing stage's pseudonymize processor applied here (gateway key ring, kind card)
+    STAGE = "stage"  # left to a [[processing]] pseudonymize entry the config has (e.g. to choose digest_bytes)
+    CLEAR = "clear"  # the platform gets the numbers: only where a contract says so
 
 
 class StationSection(Section):
@@ -161,6 +170,9 @@ class ScannerAdapterConfig(AdapterConfig):
     visit_keys: dict[str, SecretRef] = Field(default_factory=dict, description="key id -> secret holding the hex key")
     rescan_s: float = Field(default=2.0, ge=0.2, le=60, description="how often unplugged devices are looked for")
     accept_isbn10: bool = False
+    card_numbers: CardNumbers = Field(
+        default=CardNumbers.TOKEN, description="token (default) | stage | clear: how card numbers leave the adapter"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ScannerAdapterConfig:

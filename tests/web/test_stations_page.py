@@ -77,12 +77,6 @@ station = "bus1"
 transport = "evdev"
 path = "{fifo}"
 
-[[processing]]
-type = "pseudonymize"
-match = {{ adapter = "library" }}
-attributes = ["patronCard", "child"]
-kinds = {{ patronCard = "card", child = "card" }}
-
 [[uplinks]]
 name = "orion"
 type = "orion"

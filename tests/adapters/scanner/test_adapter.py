@@ -153,6 +153,7 @@ async def test_serial_scanner_and_pad_at_a_lending_desk(tmp_path: Path) -> None:
         loan = out[1]
         assert loan.attributes["item"].value == "30001234"
         assert loan.attributes["ownerLibrary"].value == "JP-1000001"
+        assert loan.attributes["patronCard"].value.startswith("pz1:")  # card_numbers = "token", the default
         await until(lambda: sim.tags[0].afi == AFI_ON_LOAN and not sim.tags[0].eas, "security released")
         await until(lambda: len(sim.outputs) >= 1, "beep")
         await asyncio.sleep(0.2)

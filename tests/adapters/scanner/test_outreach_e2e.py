@@ -85,12 +85,6 @@ station = "bus1"
 transport = "evdev"
 path = "{fifo}"
 
-[[processing]]
-type = "pseudonymize"
-match = {{ adapter = "bus" }}
-attributes = ["patronCard"]
-kinds = {{ patronCard = "card" }}
-
 [[uplinks]]
 name = "orion"
 type = "orion"
