@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from gateway.configbase import NamedSection
 from gateway.records import Command, CommandResult, Emit
+
+if TYPE_CHECKING:
+    from gateway.mail.queue import MailQueue
 
 
 class AdapterConfig(NamedSection):
@@ -19,6 +22,8 @@ class AdapterContext:
 
     gateway_id: str
     data_dir: str
+    # the one outgoing-mail component (gateway/mail): `await mail.enqueue(Mail(...))`; None without [mail]
+    mail: MailQueue | None = None
 
 
 class Adapter(Protocol):

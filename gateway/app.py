@@ -26,13 +26,16 @@ from gateway.buffer.location import data_dir_error
 from gateway.buffer.outbox import Outbox
 from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
-from gateway.delivery import DeliveryLoop
+from gateway.delivery import DeliveryLoop, UplinkState
 from gateway.errors import ConfigError, ReadingError
+from gateway.fleet.service import FleetService
+from gateway.mail import MailQueue, MailSender
 from gateway.ngsi.check import check_reading
 from gateway.processing.api import ProcessorContext
 from gateway.processing.registry import build_stage
 from gateway.processing.stage import Stage
 from gateway.records import Reading, utc_now
+from gateway.secrets import SecretStore
 from gateway.supervisor import Supervisor
 from gateway.uplinks.api import CommandSource
 
@@ -52,6 +55,9 @@ LATEST_KEEP = 90_000
 
 _M_TRIM_THRESHOLD = -1  # mallopt() parameter numbers, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
+# After this many readings delivered since the last time, and with every delivery loop idle, the heap's
+# free pages go back to the kernel (Gateway.release_memory).
+_RELEASE_AFTER_READINGS = 20_000
 
 
 def tune_runtime() -> None:
@@ -88,6 +94,10 @@ def tune_runtime() -> None:
 class Gateway:
     """One generation of the running gateway; a reload stops it and starts a new one on the same buffer."""
 
+    # the fleet service's ticks run on their own; tests set False and call `fleet.tick(now)`, with `fleet_clock`
+    fleet_autotick = True
+    fleet_clock: Any = None  # None: time.time
+
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.context = AdapterContext(gateway_id=config.gateway.id, data_dir=str(config.gateway.data_dir))
@@ -104,9 +114,38 @@ class Gateway:
         self.started_at = time.time()
         self._buffer_closed = False
         self._buffer_stats: dict[str, Any] = {}  # the last ones read, for the status written after stop()
+        self._released_at = 0  # readings delivered when memory was last given back
         self.stage: Stage | None = None  # None when nothing is configured: readings skip it altogether
         # entity id -> its latest valid reading (after processing); one dict assignment per reading
         self.latest: dict[str, Reading] = {}
+        self.mail_queue: MailQueue | None = None  # with a [mail] section: the one outgoing-mail component
+        self.mail_sender: MailSender | None = None
+        self.fleet: FleetService | None = None  # with a [fleet] section: gateway/fleet
+        self.control_target: Any = None  # the Runtime: remote configuration applies through it
+        self.clean_stop = True  # False when serve() ends by an exception (gateway/fleet/safemode.py)
+
+    def release_memory(self) -> None:
+        """Once a backlog is drained (every delivery loop idle after many readings), give the heap's free
+        pages back to the kernel.
+
+        Draining holds a few thousand readings at a time (the buffer's tail, batches in flight, the
+        source's window); freed, their memory stays with the process (glibc keeps up to 16 MiB free at
+        the heap's top on purpose, see tune_runtime, and pages inside the heap until asked), so the
+        peak of a drain stayed the resident size for good. malloc_trim(0) returns both: a few ms, at
+        most once per _RELEASE_AFTER_READINGS readings, and only when nothing is being delivered.
+        """
+        delivered = sum(loop.delivered for loop in self.loops)
+        if delivered - self._released_at < _RELEASE_AFTER_READINGS:
+            return
+        if any(loop.state is not UplinkState.IDLE for loop in self.loops):
+            return
+        self._released_at = delivered
+        gc.collect()  # cycles among what the drain left (futures, tasks) first, so their blocks are free too
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                ctypes.CDLL(None).malloc_trim(0)
+            except (OSError, AttributeError) as exc:
+                log.debug("malloc_trim skipped: %s", exc)
 
     def _emit(self, reading: Reading) -> asyncio.Future[None]:
         assert self.outbox is not None
@@ -174,6 +213,8 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.config
         data_dir = Path(cfg.gateway.data_dir)
+        # an upgrade: the secret store's format moves forward on start like every sqlite store
+        SecretStore(data_dir).migrate()
         # creates data_dir; BufferUnavailable (exit 2) with the path and the fix if it cannot be used
         self.outbox = await Outbox.open(data_dir / BUFFER_FILE, cfg.buffer, [u.name for u in cfg.uplinks])
         uplinks: list[object] = []
@@ -183,6 +224,17 @@ class Gateway:
             loop = DeliveryLoop(uplink, ucfg, self.outbox)
             self.loops.append(loop)
             self._loop_tasks.append(asyncio.create_task(loop.run(), name=f"uplink:{ucfg.name}"))
+        if cfg.mail is not None:  # before the adapters: they get the queue in their context
+            self.mail_queue = await MailQueue.open(data_dir)
+            self.mail_sender = MailSender(cfg.mail, self.mail_queue, data_dir)
+            self.mail_sender.start()
+            self.context = replace(self.context, mail=self.mail_queue)
+        safe_mode = False
+        if cfg.fleet is not None:  # before the adapters: a crash-looping gateway starts none (safe mode)
+            self.fleet = FleetService(
+                self, cfg.fleet, self._emit_many, target=self.control_target, clock=self.fleet_clock or time.time
+            )
+            safe_mode = self.fleet.boot()
         self.supervisor = Supervisor(self._emit, emit_many=self._emit_many)
         adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
         # built before any adapter runs: configured entries first (file order), then what adapters contribute
@@ -191,13 +243,16 @@ class Gateway:
             ProcessorContext(gateway_id=cfg.gateway.id, data_dir=str(cfg.gateway.data_dir)),
             [(a.name, adapter) for a, adapter in adapters],
         )
-        for acfg, adapter in adapters:
+        running = [] if safe_mode else adapters
+        for acfg, adapter in running:
             self.router.add_adapter(acfg.name, adapter)
-        self.supervisor.start(adapters)
+        self.supervisor.start(running)
         for source in uplinks:
             if isinstance(source, CommandSource):  # a capability, not a family: see gateway/uplinks/api.py
                 await source.start_commands(self.router)
                 self.command_sources.append(source)
+        if self.fleet is not None:
+            await self.fleet.start(autotick=self.fleet_autotick)
         log.info(
             "gateway %s started: %d adapters, %d uplinks, buffer %s (%s durability)",
             cfg.gateway.id,
@@ -209,6 +264,8 @@ class Gateway:
 
     async def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
         t_end = time.monotonic() + deadline_s
+        if self.fleet is not None:
+            await self.fleet.stop(clean=self.clean_stop)
         if self.command_sources:  # no new commands while the adapters stop
             try:
                 await asyncio.wait_for(asyncio.gather(*(c.stop_commands() for c in self.command_sources)), timeout=0.5)
@@ -216,6 +273,10 @@ class Gateway:
                 log.warning("command sources did not stop within 0.5 s")
         if self.supervisor is not None:
             await self.supervisor.stop()
+        if self.mail_sender is not None:  # after the adapters, which may enqueue until they stop
+            await self.mail_sender.stop()
+        if self.mail_queue is not None:
+            await self.mail_queue.close()
         # let each uplink finish the batch it is sending, then stop reading
         for loop in self.loops:
             loop.stop_soon()
@@ -262,6 +323,10 @@ class Gateway:
             "buffer": self._buffer_stats,
             "processing": self.stage.diagnostics() if self.stage is not None else [],
         }
+        if self.mail_sender is not None:
+            doc["mail"] = self.mail_sender.diagnostics()
+        if self.fleet is not None:
+            doc["fleet"] = self.fleet.section()
         scrubbed: dict[str, Any] = redact.scrub(doc)
         return scrubbed
 
@@ -325,6 +390,7 @@ class Runtime:
         self.config_path = Path(config_path)
         self.config = config
         self.gateway = Gateway(config)
+        self.gateway.control_target = self
         self.notifier = notifier
         self.reloads = 0
         self._lock = asyncio.Lock()
@@ -361,6 +427,7 @@ class Runtime:
             await old.stop()
             logs.setup(new.gateway.log_level.value, new.gateway.log_format.value)
             gw = Gateway(new)
+            gw.control_target = self
             gw.latest = old.latest  # the live values stay on screen across a reload
             try:
                 await gw.start()
@@ -369,6 +436,7 @@ class Runtime:
                     await gw.stop()
                 log.error("reload failed, restarting the previous configuration: %s", exc)
                 gw = Gateway(self.config)
+                gw.control_target = self
                 gw.latest = old.latest
                 await gw.start()
                 self.gateway = gw
@@ -439,9 +507,13 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
                 )
             else:
                 status_log.ok("status file written again")
+            runtime.gateway.release_memory()
             if reload.is_set() and not stop.is_set():
                 reload.clear()
                 await runtime.reload()  # logs and answers why when it refuses; the gateway keeps running
+    except BaseException:
+        runtime.gateway.clean_stop = False  # a crash, not a stop: safe mode's crash-loop count keeps this start
+        raise
     finally:
         notifier.stopping()
         log.info("stopping: flushing the buffer and closing uplinks")

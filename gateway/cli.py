@@ -6,7 +6,6 @@ import argparse
 import getpass
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterable
@@ -16,7 +15,8 @@ from typing import Any
 
 from gateway import __version__, logs
 from gateway.buffer.location import data_dir_error
-from gateway.config import DEFAULT_PATH, GatewaySection, load_config
+from gateway.cliopts import add_config_option, config_path
+from gateway.config import GatewaySection, load_config
 from gateway.configbase import read_toml
 from gateway.errors import BufferUnavailable, ConfigError
 
@@ -29,26 +29,12 @@ EXIT_CONFIG = 2
 CLI_GROUP = "edgegw.cli"
 
 
-def _default_config() -> Path:
-    return Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH)))
-
-
-def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        "-c",
-        type=Path,
-        default=None,
-        help=f"gateway configuration (default: $EDGEGW_CONFIG or {DEFAULT_PATH})",
-    )
-
-
 def _add_config_to_subcommands(parser: argparse.ArgumentParser) -> None:
     """`edgegw buffer stats -c FILE`: the option goes after the last subcommand, where people type it."""
     for action in parser._actions:  # noqa: SLF001 - argparse offers no public accessor
         if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001 - the type of add_subparsers()
             for sub in action.choices.values():
-                _add_config(sub)
+                add_config_option(sub)
 
 
 def _print_config_error(exc: ConfigError) -> None:
@@ -58,7 +44,7 @@ def _print_config_error(exc: ConfigError) -> None:
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    return load_config(args.config or _default_config())
+    return load_config(config_path(args.config))
 
 
 def _written_data_dir(path: Path) -> Path | None:
@@ -74,7 +60,7 @@ def _written_data_dir(path: Path) -> Path | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    path = args.file or args.config or _default_config()
+    path = args.file or config_path(args.config)
     try:
         cfg = load_config(path)
     except ConfigError as exc:
@@ -93,7 +79,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway import app
 
-    path = args.config or _default_config()
+    path = config_path(args.config)
     try:
         return app.run(path)
     except ConfigError as exc:
@@ -226,6 +212,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("processing:")
         for p in doc["processing"]:
             print(_processing_line(p))
+    if doc.get("mail"):  # only with a [mail] section
+        from gateway.mail.cli import status_line
+
+        print(status_line(doc["mail"]))
+    if doc.get("fleet"):
+        from gateway.fleet.cli import status_lines
+
+        print("\n".join(status_lines(doc["fleet"])))
+    from gateway.backup.schedule import status_line as backup_status_line
+
+    if (backup := backup_status_line(Path(cfg.gateway.data_dir))) is not None:
+        print(backup)
     return EXIT_OK
 
 
@@ -272,12 +270,12 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the gateway")
-    _add_config(p)
+    add_config_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a configuration file; exit 2 with every error")
     p.add_argument("file", nargs="?", type=Path)
-    _add_config(p)
+    add_config_option(p)
     p.set_defaults(func=cmd_check_config)
 
     from gateway.buffer import cli as buffer_cli
@@ -298,6 +296,10 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
 
     pseudonym_keys.add_parser(sub).set_defaults(func=pseudonym_keys.run)
 
+    from gateway.wifilog import cli as wifi_cli
+
+    wifi_cli.add_parser(sub).set_defaults(func=wifi_cli.run)
+
     from gateway.accounts import cli as user_cli
     from gateway.audit import cli as audit_cli
     from gateway.web import cli as web_cli
@@ -305,6 +307,13 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     user_cli.add_parser(sub).set_defaults(func=user_cli.run)
     audit_cli.add_parser(sub).set_defaults(func=audit_cli.run)
     web_cli.add_parser(sub).set_defaults(func=web_cli.run)
+
+    from gateway.mail import cli as mail_cli
+
+    mail_cli.add_parser(sub).set_defaults(func=mail_cli.run)
+    from gateway.backup import cli as backup_cli
+
+    backup_cli.add_parser(sub).set_defaults(func=backup_cli.run)
 
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)
@@ -316,9 +325,13 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     p.set_defaults(func=cmd_secret)
 
     p = sub.add_parser("status", help="what the running gateway last reported")
-    _add_config(p)
+    add_config_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    from gateway.fleet import cli as fleet_cli
+
+    fleet_cli.add_parsers(sub)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

@@ -10,16 +10,17 @@ from pydantic import ValidationError
 
 from gateway import registry
 from gateway.adapter_api import AdapterConfig
+from gateway.backup.config import BackupConfig
 from gateway.buffer.config import BufferConfig
 from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml
 from gateway.errors import ConfigError
+from gateway.fleet.config import FleetConfig
+from gateway.mail.config import MailConfig
 from gateway.ngsi.config import NgsiConfig
 from gateway.processing.api import ProcessorConfig
 from gateway.processing.registry import parse_processing
 from gateway.uplinks.api import UplinkConfig
 from gateway.web.config import WebConfig
-
-DEFAULT_PATH = Path("/etc/edgegw/gateway.toml")
 
 
 class LogFormat(enum.Enum):
@@ -57,6 +58,9 @@ class _Top(Section):
     uplinks: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
     processing: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic model: the default is copied for each instance
     web: WebConfig = WebConfig()
+    mail: MailConfig | None = None
+    fleet: FleetConfig | None = None
+    backup: BackupConfig = BackupConfig()
 
 
 class GatewayConfig(Section):
@@ -67,6 +71,9 @@ class GatewayConfig(Section):
     uplinks: tuple[UplinkConfig, ...]
     processing: tuple[ProcessorConfig, ...] = ()  # in file order: the order they run in
     web: WebConfig = WebConfig()
+    mail: MailConfig | None = None  # the one outgoing-mail component; None: features that mail are off
+    fleet: FleetConfig | None = None  # Device entity, metrics, alarms, remote config, safe mode (gateway/fleet)
+    backup: BackupConfig = BackupConfig()
 
 
 def _sections(
@@ -129,6 +136,9 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
         uplinks=tuple(_with_ngsi_defaults(s, raw_uplinks[i], top.ngsi) for i, s in uplinks),
         processing=tuple(processing),
         web=top.web,
+        mail=top.mail,
+        fleet=top.fleet,
+        backup=top.backup,
     )
 
 

@@ -61,6 +61,7 @@ from gateway import redact
 from gateway.backoff import Backoff
 from gateway.buffer.outbox import Outbox
 from gateway.diagnostics import DiagnosticsReader
+from gateway.fleet.latency import LatencyHistogram
 from gateway.logs import StateLog, component_logger
 from gateway.records import Lane, Reading
 from gateway.uplinks.api import DELIVERED, Fault, Outcome, Status, Uplink, UplinkConfig
@@ -213,6 +214,7 @@ class DeliveryLoop:
         self.last_error = ""
         self.last_rejection = ""
         self.last_delivery = 0.0
+        self.latency = LatencyHistogram()  # gateway/fleet: /metrics' delivery latency
         self._clock = clock
         self._sleep = sleep
         self._stopping = asyncio.Event()
@@ -303,7 +305,9 @@ class DeliveryLoop:
             # the usual batch: counted in C (identity first) instead of a status test per record
             batch.delivered = len(outcomes)
             self.delivered += len(outcomes)
-            self.last_delivery = time.time()
+            self.last_delivery = now = time.time()
+            if outcomes:
+                self.latency.observe(now - batch.readings[-1].observed_at.timestamp(), len(outcomes))
             return
         for i, outcome in enumerate(outcomes):
             if outcome.status is Status.DELIVERED:
@@ -316,6 +320,7 @@ class DeliveryLoop:
         self.delivered += batch.delivered
         if batch.delivered:
             self.last_delivery = time.time()
+            self.latency.observe(self.last_delivery - batch.readings[-1].observed_at.timestamp(), batch.delivered)
         if batch.rejected:
             self._dead_letters(batch)
 
@@ -364,7 +369,13 @@ class DeliveryLoop:
                 self.last_error,
             )
         self.state = state
-        await self._pause(self.backoff.next())
+        delay = self.backoff.next()
+        if not refused and all(o.fault is Fault.UNREACHABLE for o in batch.outcomes if o.status is Status.RETRY):
+            # Nothing reached the far side: a probe costs it nothing, so try again within probe_s
+            # (jittered, so a fleet does not probe in step) instead of backing off to retry_max_s;
+            # once it answers, the random start delay and drain_rate spread the catch-up.
+            delay = min(delay, self._rng.uniform(0.5, 1.0) * self.config.probe_s)
+        await self._pause(delay)
 
     def _failing_state(self) -> UplinkState | None:
         state = self._failing.state

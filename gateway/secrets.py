@@ -10,6 +10,7 @@ reference, and no URL may carry credentials. Every value `resolve` hands out is 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -21,12 +22,16 @@ from pydantic import AfterValidator
 from gateway import redact
 from gateway.errors import ConfigError, GatewayError
 
+_log = logging.getLogger("gateway.secrets")
+
 _NAME = r"[A-Za-z_][A-Za-z0-9_.-]{0,127}"
 _NAME_RE = re.compile(_NAME)
 _REF = re.compile(rf"^(secret|env):({_NAME})$")
 NAME_RULE = "1-128 characters of A-Z a-z 0-9 _ . - starting with a letter or _"
 STORE_FILE = "secrets.enc"
 KEY_FILE = "secrets.key"
+# Version of the store's plaintext layout (gateway.storage: every store carries one); 0 is the bare map.
+SCHEMA_VERSION = 1
 REF_HELP = 'use a secret reference: "secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'
 # Header, parameter and query names that carry credentials: their values must be secret references.
 CREDENTIAL_NAME = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password|passwd|key$", re.IGNORECASE)
@@ -125,12 +130,51 @@ class SecretStore:
         if not self.store_path.exists():
             return {}
         try:
-            data: dict[str, str] = json.loads(fernet.decrypt(self.store_path.read_bytes()))
+            data = json.loads(fernet.decrypt(self.store_path.read_bytes()))
         except InvalidToken:
             raise ConfigError(
                 [f"{self.store_path}: cannot be decrypted with {self.key_path}; the key file does not belong to it"]
             ) from None
-        return data
+        return self._upgrade(data)
+
+    def _upgrade(self, data: dict[str, object]) -> dict[str, str]:
+        # Version 0 (the first release) is the bare map; from version 1 it sits in an envelope with
+        # its version. A bare map never holds an int "version", so the two cannot be confused.
+        version = data.get("version") if isinstance(data.get("version"), int) else 0
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ConfigError(
+                [
+                    f"{self.store_path}: schema version newer than this edgegw knows ({SCHEMA_VERSION}), "
+                    f"got version {version}; upgrade edgegw"
+                ]
+            )
+        secrets = data if version == 0 else data.get("secrets")
+        if not isinstance(secrets, dict):
+            raise ConfigError(
+                [f"{self.store_path}: no secrets map in a version {version} store, got {type(secrets).__name__}"]
+            )
+        return {str(k): str(v) for k, v in secrets.items()}
+
+    def schema_version(self) -> int:
+        """The version of the file as it is on disk (0 for the first release's bare map)."""
+        if not self.store_path.exists():
+            return SCHEMA_VERSION
+        data = json.loads(self._fernet(create=False).decrypt(self.store_path.read_bytes()))
+        version = data.get("version")
+        return version if isinstance(version, int) else 0
+
+    def migrate(self) -> bool:
+        """Rewrite an older file in the current format (atomically: a failure leaves the old one); True if it did."""
+        # without its key the store cannot be read at all: left for `get` to report when a secret is used
+        if not self.store_path.exists() or not self.key_path.exists():
+            return False
+        before = self.schema_version()
+        if before == SCHEMA_VERSION:
+            return False
+        fernet = self._fernet(create=False)
+        self._write(fernet, self._load(fernet))
+        _log.info("secret store %s migrated from schema version %d to %d", self.store_path, before, SCHEMA_VERSION)
+        return True
 
     def get(self, name: str) -> str:
         data = self._load(self._fernet(create=False))
@@ -143,10 +187,13 @@ class SecretStore:
         fernet = self._fernet(create=True)
         data = self._load(fernet)
         data[name] = value
+        self._write(fernet, data)
+
+    def _write(self, fernet: Fernet, data: dict[str, str]) -> None:
         tmp = self.store_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(fernet.encrypt(json.dumps(data).encode()))
+            f.write(fernet.encrypt(json.dumps({"version": SCHEMA_VERSION, "secrets": data}).encode()))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.store_path)

@@ -185,5 +185,15 @@ class Supervisor:
         for item in self._items:
             item.state = AdapterState.STOPPED
 
+    async def stop_one(self, name: str) -> bool:
+        """Stop one adapter (safe mode: a crash-looping adapter); the others keep running. False if unknown."""
+        for item in self._items:
+            if item.config.name == name and item.task is not None:
+                item.task.cancel()
+                await asyncio.gather(item.task, return_exceptions=True)
+                item.state = AdapterState.STOPPED
+                return True
+        return False
+
     def status(self) -> list[AdapterStatus]:
         return [i.status() for i in self._items]

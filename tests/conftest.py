@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway import redact
+from gateway import logs, redact
 
 pytest_plugins = [
     "tests.support.mosquitto",
@@ -27,7 +27,7 @@ def _forget_registered_secrets() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _restore_root_logger() -> Iterator[None]:
     """`logs.setup` (a gateway or UI started in-process) sets the root logger's level and handlers for the
-    process: put them back, so a test's INFO lines never reach the next test's caplog."""
+    process: put them back, so a test's INFO lines never reach the next test's caplog (nor its log ring)."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     yield
@@ -38,3 +38,4 @@ def _restore_root_logger() -> Iterator[None]:
     for h in handlers:
         if h not in root.handlers:
             root.addHandler(h)
+    logs.RING.records.clear()  # the control socket's log ring is process-wide too

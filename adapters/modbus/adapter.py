@@ -409,6 +409,7 @@ class ModbusAdapter:
         }
         devices = [d for bus in self.buses.values() for d in bus.devices]
         offline = [d.name for d in devices if d.state is not DeviceState.ONLINE]
+        out["offline"] = offline  # the devices not answering: gateway/fleet's alarms and metrics read this list
         out["summary"] = f"devices online {len(devices) - len(offline)}/{len(devices)}" + (
             f" (not online: {', '.join(offline)})" if offline else ""
         )

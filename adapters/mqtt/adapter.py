@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 import time
 from collections import Counter, deque
@@ -65,6 +66,7 @@ class MqttAdapter:
         self.emitted = 0
         self.malformed: Counter[str] = Counter()
         self.connected = False  # connected to the broker and subscribed
+        self._rng = random.Random()  # the jitter of the reconnect probe
         self._log = component_logger(__name__, config.name)
         self._mapper = Mapper(config.subscriptions, adapter=config.name)
         # Messages in arrival order; only those of the current connection (packet ids belong to it).
@@ -190,11 +192,18 @@ class MqttAdapter:
                 self._link.fail(
                     _OUTAGE,
                     logging.WARNING,
-                    "cannot reach the broker at mqtt://%s:%d, got %s; retrying with backoff",
+                    "cannot reach the broker at mqtt://%s:%d, got %s; trying again every %g s",
                     cfg.host,
                     cfg.port,
                     exc.reason,
+                    min(cfg.reconnect_max_s, cfg.probe_s),
                 )
+                # No connection at all: a probe costs the broker nothing, so keep the delay short
+                # (delivery resumes within seconds of the broker coming back, issue 18); the
+                # doubling up to reconnect_max_s is for a broker that answers and refuses us.
+                await asyncio.sleep(min(delay, cfg.probe_s) * self._rng.uniform(0.5, 1.0))
+                delay = min(delay * 2, cfg.reconnect_max_s)
+                continue
             else:
                 delay = cfg.reconnect_min_s
                 self._on_connected(connack.session_present)

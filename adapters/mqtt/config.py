@@ -158,6 +158,12 @@ class MqttAdapterConfig(AdapterConfig):
     max_inflight: int = Field(default=1000, ge=1, le=65535, description="unacknowledged messages at most")
     reconnect_min_s: float = Field(default=1.0, ge=0.05, le=60)
     reconnect_max_s: float = Field(default=60.0, ge=0.05, le=3600)
+    probe_s: float = Field(
+        default=2.0,
+        ge=0.05,
+        le=60,
+        description="while the broker cannot be reached at all, try again this often (with jitter)",
+    )
     subscriptions: Annotated[tuple[Subscription, ...], at_least_one("[[adapters.subscriptions]]")]
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway import cliopts
 from gateway.accounts import passwords
 from gateway.accounts.store import (
     AccountError,
@@ -30,6 +31,7 @@ from gateway.accounts.store import (
     check_user_name,
 )
 from gateway.audit.log import AuditError, AuditLog
+from gateway.cliopts import add_config_option
 from gateway.errors import ConfigError
 from gateway.web.config import WebConfig
 
@@ -86,13 +88,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("name", metavar="NAME")
     sub.add_parser("setup-link", help="a one-time link to create the first admin in the browser (valid 1 h)")
     for s in sub.choices.values():
-        s.add_argument(
-            "--config",
-            "-c",
-            type=Path,
-            default=None,
-            help="gateway configuration (default: $EDGEGW_CONFIG or /etc/edgegw/gateway.toml)",
-        )
+        add_config_option(s)
     return p
 
 
@@ -107,10 +103,9 @@ def cli_actor() -> str:
 
 def open_state(config_path: Path | None) -> tuple[Path, WebConfig]:
     """The web state directory and the [web] section of the configuration at `config_path` (or the default)."""
-    from gateway.config import DEFAULT_PATH, load_config
+    from gateway.config import load_config
 
-    path = config_path or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH)))
-    cfg = load_config(path)
+    cfg = load_config(cliopts.config_path(config_path))
     return cfg.web.state_path(Path(cfg.gateway.data_dir)), cfg.web
 
 

@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.audit.log import AuditEntry, AuditError, AuditLog
+from gateway.cliopts import add_config_option
 from gateway.errors import ConfigError
 
 __all__ = ["EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "run"]
@@ -38,13 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--days", type=int, default=None, metavar="N", help="keep N days instead of [web] audit_retention_days"
     )
     for c in sub.choices.values():
-        c.add_argument(
-            "--config",
-            "-c",
-            type=Path,
-            default=None,
-            help="gateway configuration (default: $EDGEGW_CONFIG or /etc/edgegw/gateway.toml)",
-        )
+        add_config_option(c)
     return p
 
 

@@ -23,8 +23,18 @@ class AlertDropPolicy(enum.Enum):
 
 class BufferConfig(Section):
     durability: Durability = Durability.FULL
-    commit_interval_ms: float = Field(default=5.0, ge=0, le=1000, description="longest wait to group a commit")
+    commit_interval_ms: float = Field(default=20.0, ge=0, le=1000, description="longest wait to group a commit")
     commit_max_rows: int = Field(default=5000, ge=1, le=200_000)
+    ack_write_interval_ms: float = Field(
+        # 200 ms, not longer: rows are deleted at the settle too, and the sooner their pages are free
+        # the sooner new rows reuse them within one checkpoint (at 5,000/s: 0.67 KB a reading with
+        # 200 ms, 0.82 KB with 1 s; at 500/s no difference), and a crash repeats fewer readings
+        default=200.0,
+        ge=0,
+        le=60_000,
+        description="longest time delivered readings' cursor moves wait to be written with an append "
+        "(0: each acknowledgement is its own commit); a crash re-delivers at most this long's readings",
+    )
     max_rows: int = Field(default=5_000_000, ge=1000)
     max_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
     max_age_s: int = Field(default=30 * 86_400, ge=60)

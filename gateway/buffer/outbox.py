@@ -398,13 +398,16 @@ class Outbox:
                 return False
 
     async def stats(self) -> BufferStats:
-        return await self._call(
-            lambda: self._store.stats(
+        def settled_stats() -> BufferStats:
+            # rows and cursors as the file has them: acknowledgements held in memory are written first
+            self._settle()
+            return self._store.stats(
                 last_commit_ms=self._last_commit_ms,
                 refused_total=self._refused_total,
                 disk_full=self._disk_full,
             )
-        )
+
+        return await self._call(settled_stats)
 
     async def dead_letters(self, uplink: str | None = None, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         return await self._call(lambda: self._store.dead_letters(uplink, limit, offset))
@@ -460,6 +463,7 @@ class Outbox:
                             call = self._calls.popleft()
                             break
                         if self._closing:
+                            self._settle()
                             return
                         wake = next_maintenance
                         if self._groups:
@@ -526,6 +530,14 @@ class Outbox:
                 drops = self._store.insert(rows, lane_rows, lane_bytes, readings)
         except sqlite3.Error as exc:
             error = self._commit_error(exc, len(rows))
+            if isinstance(error, BufferFull) and self._store.unsettled:
+                # acknowledged rows not deleted yet hold pages the insert may take: delete them, try once more
+                self._settle()
+                try:
+                    drops = self._store.insert(rows, lane_rows, lane_bytes, readings)
+                    error = None
+                except sqlite3.Error as again:
+                    error = self._commit_error(again, len(rows))
         if error is not None:
             for i in range(_LANES):
                 self._room.release(i, lane_rows[i], lane_bytes[i])
@@ -538,6 +550,7 @@ class Outbox:
                 self._disk_refused,
             )
             self._disk_full = False
+            self._store.disk_full = False
         if not space.careful and space.spend(nbytes):
             self._look()
         self._last_commit_ms = (time.perf_counter() - started) * 1000
@@ -574,6 +587,7 @@ class Outbox:
     def _disk_refusing(self, n: int, error: BufferFull) -> None:
         if not self._disk_full:
             self._disk_full = True
+            self._store.disk_full = True
             self._disk_refused = 0
             log.error(
                 "buffer: disk full in %s: refusing new readings until there is room, got %s; delivery goes on",
@@ -688,7 +702,18 @@ class Outbox:
             self._room.adjust(*self._store.load_totals())
             self._to_loop(self._wake)
 
+    def _settle(self, *, due_only: bool = False) -> None:
+        """Write the acknowledgements held in memory (see Store.settle); with `due_only`, only once due."""
+        if not (self._store.settle_due() if due_only else self._store.unsettled):
+            return
+        try:
+            self._delivering(self._store.settle)()
+        except sqlite3.Error as exc:
+            # kept in memory and tried again at the next settle; a crash meanwhile means duplicates only
+            self._commit_error(exc, 0)
+
     def _maintain(self, *, age: bool) -> None:
+        self._settle(due_only=True)  # when no append came to carry them
         try:
             self._look()
             self._sync_external()

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.storage.schema import migrate
+
 FILE = "config_versions.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # len(_MIGRATIONS)
 
 # index i takes a file from user_version i to i+1
 _MIGRATIONS = (
@@ -66,22 +68,7 @@ class ConfigVersions:
         self._migrate()
 
     def _migrate(self) -> None:
-        (current,) = self.conn.execute("PRAGMA user_version").fetchone()
-        if current > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path}: schema version {current} is newer than this edgegw's {SCHEMA_VERSION}; "
-                "upgrade edgegw or restore the file from a backup"
-            )
-        for version in range(current, SCHEMA_VERSION):
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
-                    self.conn.execute(statement)
-                self.conn.execute(f"PRAGMA user_version = {version + 1}")
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        migrate(self.conn, self.path, _MIGRATIONS, store="config versions")
 
     def record(self, text: str, *, actor: str, at: float, comment: str = "") -> int:
         cur = self.conn.execute(

@@ -29,8 +29,8 @@ from typing import Any
 
 from gateway import logs
 from gateway.control import args as a
-from gateway.control.host import HostSampler
 from gateway.control.ops_config import ConfigOps
+from gateway.control.ops_fleet import FleetOps
 from gateway.control.protocol import (
     BAD_ARGS,
     INTERNAL,
@@ -49,6 +49,7 @@ from gateway.control.protocol import (
 from gateway.control.target import ControlTarget
 from gateway.control.tools import Jobs, Tool, load_tools
 from gateway.errors import GatewayError
+from gateway.host import HostSampler
 from gateway.records import Command, Reading, iso_utc
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class ControlServer:
         self._status: tuple[float, Any, dict[str, Any]] | None = None  # (monotonic time, gateway, document)
         self._status_lock = asyncio.Lock()
         c = self.config_ops
+        fleet = FleetOps(target)
         self.ops: dict[str, Handler] = {
             "status": self.op_status,
             "latest": self.op_latest,
@@ -125,6 +127,12 @@ class ControlServer:
             "tools": self.op_tools,
             "tool.start": self.op_tool_start,
             "tool.poll": self.op_tool_poll,
+            "mail.status": self.op_mail_status,
+            "mail.failures": self.op_mail_failures,
+            "fleet.config.offer": fleet.op_offer,
+            "fleet.alarms": fleet.op_alarms,
+            "fleet.safe_mode.clear": fleet.op_safe_mode_clear,
+            "fleet.probe": fleet.op_probe,
         }
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -354,6 +362,30 @@ class ControlServer:
         return [
             d.to_dict() | {"entity_type": d.reading.entity_type, "failed_at": d.created_at.timestamp()} for d in letters
         ]
+
+    def _mail(self) -> Any:
+        gw = self.target.gateway
+        if gw.mail_queue is None or gw.mail_sender is None:
+            raise ControlError("unavailable", "mail: not configured, got no [mail] section; add one to send e-mail")
+        return gw
+
+    async def op_mail_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        gw = self._mail()
+        if "id" not in args:  # the sender's counters and the queue's counts
+            diagnostics: dict[str, Any] = gw.mail_sender.diagnostics()
+            return diagnostics
+        mail_id = a.integer(args, "id")
+        status = await gw.mail_queue.status(mail_id)
+        if status is None:
+            raise ControlError("not_found", f"mail.status: no such mail, got id {mail_id}")
+        result: dict[str, Any] = status.to_dict()
+        return result
+
+    async def op_mail_failures(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        gw = self._mail()
+        limit = a.integer(args, "limit", 100, lo=1, hi=1000)
+        purpose = a.optional_text(args, "purpose")
+        return [f.to_dict() for f in await gw.mail_queue.failures(limit, purpose)]
 
     async def op_retry_dead_letters(self, args: dict[str, Any]) -> dict[str, int]:
         uplink, ids = a.optional_text(args, "uplink"), a.integers(args, "ids")

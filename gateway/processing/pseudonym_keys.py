@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import secrets as _random
 import sys
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway import redact
+from gateway.cliopts import add_config_option, config_path
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import component_logger
 from gateway.records import utc_now
@@ -317,13 +317,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     sub.add_parser("list", help="key ids and when each is in force (never the keys)")
     for s in (r, sub.choices["list"]):
-        s.add_argument(
-            "--config",
-            "-c",
-            type=Path,
-            default=None,
-            help="gateway configuration (default: $EDGEGW_CONFIG or /etc/edgegw/gateway.toml)",
-        )
+        add_config_option(s)
     return p
 
 
@@ -331,10 +325,9 @@ def _data_dir(args: argparse.Namespace) -> Path:
     data_dir = getattr(args, "data_dir", None)
     if data_dir is not None:
         return Path(data_dir)
-    from gateway.config import DEFAULT_PATH, load_config
+    from gateway.config import load_config
 
-    path = args.config or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH)))
-    return Path(load_config(path).gateway.data_dir)
+    return Path(load_config(config_path(args.config)).gateway.data_dir)
 
 
 def run(

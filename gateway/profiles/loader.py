@@ -1,12 +1,13 @@
 """Find, load and validate firmware profiles by name (`eastron/sdm120`) along a search path.
 
 The search path is `/etc/edgegw/profiles` (local profiles, so a technician can add or fix one on a
-box) followed by the `firmware_profiles/` directory shipped with the gateway; the first directory
-holding a name wins. Problems are raised as one `ConfigError` listing every `<key.path>: …` line.
+box) followed by the `firmware_profiles` package shipped with the gateway (package data, so a wheel
+or the Debian package carries it); the first directory holding a name wins. Problems are raised as one `ConfigError` listing every `<key.path>: …` line.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,18 @@ __all__ = [
     "resolve",
 ]
 
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "firmware_profiles"
+
+def _shipped_dir() -> Path:
+    """The `firmware_profiles` package's directory: in the wheel (and the Debian package) or the source tree."""
+    try:
+        root = importlib.resources.files("firmware_profiles")
+    except ModuleNotFoundError:  # an editable install made before the package existed: the checkout's copy
+        return Path(__file__).resolve().parents[2] / "firmware_profiles"
+    # wheels install unpacked, so this is a real directory the search path and `edgegw profile` can list
+    return Path(str(root))
+
+
+SHIPPED_DIR = _shipped_dir()
 SYSTEM_DIR = Path("/etc/edgegw/profiles")
 DEFAULT_SEARCH_PATH: tuple[Path, ...] = (SYSTEM_DIR, SHIPPED_DIR)
 

@@ -25,6 +25,12 @@ class UplinkConfig(NamedSection):
     )
     retry_initial_s: float = Field(default=1.0, gt=0, le=600)
     retry_max_s: float = Field(default=60.0, gt=0, le=3600)
+    probe_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="while the far side cannot be reached at all, try again this often (with jitter)",
+    )
     # A fleet that comes back together (a regional outage, power restored) must not drain its
     # backlogs into the platform at once; see gateway/delivery.py for when these apply.
     drain_rate: float | None = Field(
@@ -57,7 +63,11 @@ class Status(enum.Enum):
 class Fault(enum.Enum):
     """Why records are to be retried; the delivery loop's state and log level follow it."""
 
-    TRANSIENT = "transient"  # the far side is down, overloaded or unreachable: it passes
+    TRANSIENT = "transient"  # the far side is down or overloaded: it passes
+    # No connection to the far side at all (refused, reset, timed out): nothing was asked of it, so
+    # trying again costs it nothing, and the delivery loop probes at a short interval instead of
+    # backing off to minutes (issue 18: delivery resumes within seconds of it coming back).
+    UNREACHABLE = "unreachable"
     # The far side refuses our requests as such (url, credentials, headers, a proxy's body limit):
     # nothing passes until someone fixes the configuration, and nothing is dead-lettered meanwhile.
     CONFIGURATION = "configuration"

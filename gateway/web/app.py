@@ -47,6 +47,8 @@ PAGES: tuple[str, ...] = (
     "devices",
     "logs",
     "stations",
+    "wifi",
+    "lockers",
 )
 
 

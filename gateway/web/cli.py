@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import signal
 import socket
 import sys
@@ -25,6 +24,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from gateway import logs
+from gateway.cliopts import add_config_option, config_path
 from gateway.errors import ConfigError
 from gateway.web.security import loggable_path
 
@@ -47,9 +47,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "web", help="run the admin web UI (HTTPS); `web fingerprint` prints its certificate's SHA-256 fingerprint"
     )
     p.add_argument("web_command", nargs="?", choices=("run", "fingerprint"), default="run", help="default: run")
-    p.add_argument(
-        "--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG or the default)"
-    )
+    add_config_option(p)
     return p
 
 
@@ -101,9 +99,9 @@ def urls(listen: tuple[str, ...], port: int, *, hostname: str | None = None) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.config import DEFAULT_PATH, load_config
+    from gateway.config import load_config
 
-    path = args.config or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH)))
+    path = config_path(args.config)
     try:
         cfg = load_config(path)
     except ConfigError as exc:

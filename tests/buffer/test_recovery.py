@@ -69,7 +69,7 @@ async def test_a_damaged_block_inside_a_real_buffer_is_detected_and_salvaged(tmp
 
 async def test_disk_full_fails_the_group_keeps_what_was_committed_and_resumes(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
-    box = await Outbox.open(db, CFG, ["orion"], max_page_count=40)
+    box = await Outbox.open(db, CFG, ["orion"], max_page_count=160)  # 160 KiB of 1 KiB pages (schema.PAGE_SIZE)
     committed = 0
 
     async def append_until_full() -> None:

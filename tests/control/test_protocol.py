@@ -103,7 +103,7 @@ async def test_bad_requests_get_their_error_are_counted_and_the_connection_keeps
                 "message": 'request.op: unknown op, got "frobnicate"; ops: status, latest, dead_letters, '
                 "retry_dead_letters, discard_dead_letters, config.get, config.check, config.apply, "
                 "config.versions, config.version, config.rollback, reload, command, logs, tools, tool.start, "
-                "tool.poll",
+                "tool.poll, mail.status, mail.failures, fleet.config.offer, fleet.alarms, fleet.safe_mode.clear, fleet.probe",
                 "errors": [],
             },
         }

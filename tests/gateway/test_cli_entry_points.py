@@ -15,7 +15,10 @@ from tests.support.entry_points import declared_entry_points
 
 def test_the_declared_cli_entry_points_resolve_to_the_families_modules() -> None:
     declared = {ep.name: ep for ep in declared_entry_points(cli.CLI_GROUP)}
-    assert {name: ep.value for name, ep in declared.items()} == {"modbus": "adapters.modbus.cli:add_parsers"}
+    assert {name: ep.value for name, ep in declared.items()} == {
+        "modbus": "adapters.modbus.cli:add_parsers",
+        "locker": "adapters.locker.cli:add_parsers",
+    }
     assert declared["modbus"].load() is modbus_cli.add_parsers
 
 

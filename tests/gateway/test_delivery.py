@@ -23,6 +23,7 @@ from gateway.records import Attribute, Lane, Reading, Source
 from gateway.uplinks.api import Outcome, Status
 from gateway.uplinks.orion import OrionConfig, OrionUplink
 from tests.support.orion_double import OrionDouble
+from tests.support.ports import free_port
 
 T0 = datetime(2024, 7, 1, 3, 0, tzinfo=UTC)
 
@@ -427,3 +428,53 @@ async def test_stop_cuts_a_long_start_delay_short_and_keeps_the_backlog(
 def _orion(orion_double: OrionDouble, tmp_path: Path, **keys: object) -> tuple[OrionUplink, OrionConfig]:
     config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": orion_double.url, **keys})
     return OrionUplink(config, AdapterContext(gateway_id="gw", data_dir=str(tmp_path))), config
+
+
+async def test_an_unreachable_far_side_is_probed_every_probe_s_and_a_failing_one_backed_off(tmp_path: Path) -> None:
+    # issue 18: no connection at all is not a refusal; delivery must resume within seconds of its return
+    box = await open_box(tmp_path)
+    await box.append_many([reading(n) for n in range(3)])
+    keys = {"name": "orion", "type": "orion", "start_delay_max_s": 0, "retry_max_s": 600, "probe_s": 2}
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    closed = OrionConfig.model_validate({**keys, "url": f"http://127.0.0.1:{free_port()}"})  # nothing listens
+    uplink = OrionUplink(closed, AdapterContext(gateway_id="gw", data_dir=str(tmp_path)))
+    loop = DeliveryLoop(uplink, closed, box, sleep=sleep, rng=random.Random(5))
+    try:
+        await run_until(loop, lambda: len(sleeps) >= 12)
+    finally:
+        await uplink.close()
+    assert max(sleeps) <= 2.0
+    assert sum(sleeps[6:]) / len(sleeps[6:]) >= 0.5  # jittered within [0.5, 1] x probe_s once backoff passes it
+    await box.close()
+
+
+async def test_a_far_side_that_answers_503_is_still_backed_off_to_retry_max_s(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    box = await open_box(tmp_path)
+    await box.append_many([reading(n) for n in range(3)])
+    orion_double.fail(503, count=1000)
+    time_ = VirtualTime(orion_double)
+    config = OrionConfig.model_validate(
+        {
+            "name": "orion",
+            "type": "orion",
+            "url": orion_double.url,
+            "start_delay_max_s": 0,
+            "retry_max_s": 600,
+            "probe_s": 2,
+        }
+    )
+    uplink = OrionUplink(config, AdapterContext(gateway_id="gw", data_dir=str(tmp_path)))
+    loop = DeliveryLoop(uplink, config, box, clock=time_.clock, sleep=time_.sleep, rng=random.Random(5))
+    try:
+        await run_until(loop, lambda: len(time_.sleeps) >= 12)
+    finally:
+        await uplink.close()
+    assert max(s for s, _ in time_.sleeps) > 2.0  # the far side answers: it is not probed, it is spared
+    await box.close()

@@ -16,6 +16,9 @@ import orjson
 import pytest
 
 from gateway.adapter_api import AdapterContext
+from gateway.buffer.config import BufferConfig, Durability
+from gateway.buffer.outbox import Outbox
+from gateway.delivery import DeliveryLoop
 from gateway.uplinks.api import Fault, Status
 from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
 from tests.support.mosquitto import MosquittoBroker
@@ -234,7 +237,7 @@ async def test_broker_stopped_mid_batch_gives_retry_for_unacked_then_delivers_af
     again = await up.deliver([batch[i] for i in retry[:3]])
     assert {o.status for o in again} == {Status.RETRY}
     assert again[0].reason.startswith(f"broker 127.0.0.1:{mosquitto_private.port} unreachable: ")
-    assert again[0].fault is Fault.TRANSIENT
+    assert again[0].fault is Fault.UNREACHABLE  # no connection: the delivery loop probes within probe_s
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert (
@@ -378,3 +381,32 @@ async def test_the_mqtt_clients_log_lines_name_the_uplink(
     client_lines = [r for r in caplog.records if r.name == "gateway.uplinks.mqtt.client"]
     assert any(r.getMessage().startswith("Sending CONNECT") for r in client_lines)
     assert {getattr(r, "component", None) for r in client_lines} == {"pref-mqtt"}
+
+
+async def test_delivery_resumes_within_probe_s_of_the_broker_coming_back(
+    mosquitto_private: MosquittoBroker, context: AdapterContext, tmp_path: Path
+) -> None:
+    # issue 18: after an outage the first delivery comes within seconds, not after a backoff of up to a minute
+    box = await Outbox.open(tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1), ["m"])
+    up = uplink(mosquitto_private, context, name="m", probe_s=0.3, retry_initial_s=1, retry_max_s=60)
+    loop = DeliveryLoop(up, up.config, box)
+    task = asyncio.create_task(loop.run())
+    try:
+        await box.append(reading(seq=None))
+        async with asyncio.timeout(10):
+            while loop.delivered < 1:
+                await asyncio.sleep(0.01)
+        mosquitto_private.stop()
+        await box.append(reading(seq=None, at=1.0))
+        await asyncio.sleep(3.0)  # backing off from 1 s with full jitter, the delay could now be up to 8 s
+        await asyncio.to_thread(mosquitto_private.start)
+        back = time.monotonic()
+        async with asyncio.timeout(10):
+            while loop.delivered < 2:
+                await asyncio.sleep(0.01)
+        assert time.monotonic() - back < 0.3 + 0.5  # one probe interval, the reconnect and the publish
+    finally:
+        loop.stop_soon()
+        await asyncio.wait_for(task, 10)
+        await up.close()
+        await box.close()

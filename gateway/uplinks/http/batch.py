@@ -504,7 +504,8 @@ class HttpBatchUplink(Lifecycle):
             except UplinkTransient as exc:
                 if exc.params.get("status") in (400, 401):
                     self._refused(exc.message)  # the token endpoint refused our client credentials
-                self._down(exc.message)
+                # no status: no answer at all (post() found no connection), probed at a short interval
+                self._down(exc.message, unreachable="status" not in exc.params)
             self.log.debug(
                 "POST %s correlator=%s entities=%d bytes=%d -> %d",
                 self._url,
@@ -535,11 +536,11 @@ class HttpBatchUplink(Lifecycle):
         else:
             self.log.error("%s", reason)
 
-    def _down(self, reason: str) -> NoReturn:
+    def _down(self, reason: str, *, unreachable: bool = False) -> NoReturn:
         self.counters.last_error = reason
         self._set_state(_State.DOWN, reason)
         self.log.debug("transient failure: %s", reason)
-        raise _Stop(reason, Fault.TRANSIENT)
+        raise _Stop(reason, Fault.UNREACHABLE if unreachable else Fault.TRANSIENT)
 
     def _refused(self, reason: str) -> NoReturn:
         self.counters.last_error = reason

@@ -513,7 +513,7 @@ class MqttUplink(Lifecycle):
                     retry = Outcome(
                         Status.RETRY,
                         f"broker {self.config.host}:{self.port} {verb}: {self._last_error}",
-                        Fault.CONFIGURATION if self._refused else Fault.TRANSIENT,
+                        Fault.CONFIGURATION if self._refused else Fault.UNREACHABLE,
                     )
                     for m in messages:
                         for i in m.indices:
@@ -679,7 +679,7 @@ class MqttUplink(Lifecycle):
                 stale = True
                 outcome = Outcome(Status.RETRY, f"no PUBACK within {cfg.ack_timeout_s} s")
             elif isinstance(result, (ConnectionError, OSError)):
-                outcome = Outcome(Status.RETRY, f"connection lost before PUBACK: {result}")
+                outcome = Outcome(Status.RETRY, f"connection lost before PUBACK: {result}", Fault.UNREACHABLE)
             elif isinstance(result, asyncio.CancelledError):
                 outcome = Outcome(Status.RETRY, "cancelled before PUBACK")
             else:

@@ -333,3 +333,22 @@ async def publish_authenticated(broker: MosquittoBroker) -> None:
         client.loop_stop()
 
     await asyncio.to_thread(go)
+
+
+async def test_an_unreachable_broker_is_probed_at_probe_s_not_backed_off_to_reconnect_max_s(
+    mosquitto_private: MosquittoBroker,
+) -> None:
+    # issue 18: after an outage the adapter must be back within seconds, not after a doubled delay
+    config = counter_config(mosquitto_private, "probe", reconnect_min_s=0.1, reconnect_max_s=60, probe_s=0.2)
+    sink = Sink()
+    async with running(config, sink) as adapter:
+        mosquitto_private.stop()
+        await wait_for(lambda: not adapter.connected, what="the adapter to notice")
+        await asyncio.sleep(2.0)  # doubling from 0.1 s, the delay would now be 1.6 s, then 3.2 s
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(mosquitto_private.start)
+        back = loop.time()
+        await wait_for(lambda: adapter.connected, what="the reconnect")
+        assert loop.time() - back < 0.2 + 0.3  # one probe interval, and the connect itself
+        await publish(mosquitto_private, numbered(1))
+        await wait_for(lambda: adapter.emitted == 1, what="a reading after the outage")

@@ -141,8 +141,9 @@ async def test_unreachable_broker_is_logged_once(caplog: pytest.LogCaptureFixtur
         assert not adapter.connected
     assert [r.getMessage() for r in caplog.records] == [
         f"connecting to mqtt://127.0.0.1:{broker.port} as nobody",
+        # the probe interval: reconnect_max_s = 0.5 here, below probe_s (2 s)
         f"cannot reach the broker at mqtt://127.0.0.1:{broker.port}, got [Errno 111] Connection refused; "
-        "retrying with backoff",
+        "trying again every 0.5 s",
     ]
 
 
@@ -167,5 +168,5 @@ async def test_a_listener_that_is_not_mqtt_is_reported_once(caplog: pytest.LogCa
         await server.wait_closed()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         f"cannot reach the broker at mqtt://127.0.0.1:{port}, got mqtt: unexpected packet from the broker, got type 4 "
-        "(first byte 0x48); retrying with backoff"
+        "(first byte 0x48); trying again every 0.5 s"
     ]

@@ -1,0 +1,554 @@
+"""The locker adapter: boards polled on their buses, one entity per compartment, alerts, unlocks and the pickup flow.
+
+Commands (from the platform through the command router, from the staff and kiosk pages through the
+control socket's `command` op), each on a compartment's entity id:
+
+    unlock / open         staff or platform: open the door (compartment exists, door not open, board online)
+    assign  {email, reference}   staff: reserve a free compartment; the patron gets a one-time code by e-mail
+    pickup  {code}        kiosk: the code opens the door once; wrong codes count, entry locks after max_wrong
+    cancel / reset        staff: end the assignment (address erased) / clear the wrong-code count
+    grid                  staff page: every compartment's state and assignment as JSON (any compartment id)
+
+Only unlock/open are taken from the platform (an uplink's command path); the others only from the
+control socket (`Command.uplink == "control"`), i.e. the box's own pages and CLI.
+
+A result's `info` is a short English line, or JSON for `assign` and `grid`; a refusal starts with a
+stable reason word (`busy:`, `locked:`, `wrong_code:` …) that the pages map to their own text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+from adapters.locker.bus import Board, BoardState, LinkError, LockerBus
+from adapters.locker.codec import BoardStatus
+from adapters.locker.config import LockerConfig
+from adapters.locker.notice import pickup_mail
+from adapters.locker.pickup import Assignment, CodeCheck, PickupError, PickupState, PickupStore
+from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.logs import component_logger
+from gateway.ngsi.identifiers import check_entity_id
+from gateway.records import (
+    Attribute,
+    Command,
+    CommandResult,
+    Emit,
+    Lane,
+    Reading,
+    Source,
+    iso_utc,
+    utc_now,
+)
+
+__all__ = ["ALERT_TYPE", "COMPARTMENT_TYPE", "PICKUP_TYPE", "LockerAdapter"]
+
+COMPARTMENT_TYPE = "LockerCompartment"
+PICKUP_TYPE = "LockerPickup"
+ALERT_TYPE = "Alert"
+DEVICE_TYPE = "Device"
+LOCAL_SOURCE = "control"  # Command.uplink of the control socket's `command` op (staff page, kiosk, CLI)
+PATRON = "patron"  # the pickup event's attribute a `pseudonymize` processor (kind email) must cover
+_EMAIL_MAX = 254
+_REFERENCE_MAX = 64
+_UNLOCK_GRACE_S = 10.0  # a door that opens this soon after our own unlock was opened by us
+
+
+@dataclass(slots=True, kw_only=True)
+class _Compartment:
+    label: str
+    board: Board
+    bus: LockerBus
+    lock: int
+    entity_id: str
+    locked: bool | None = None
+    occupied: bool | None = None
+    changed_at: datetime | None = None
+    opened_mono: float | None = None  # when the door was seen open (monotonic)
+    open_alerted: bool = False
+    unlocked_mono: float = -1e9  # when we last pulsed it open
+
+
+class LockerAdapter:
+    """Locker boards on RS-485; see README.md."""
+
+    config_model: ClassVar[type[AdapterConfig]] = LockerConfig
+
+    def __init__(
+        self,
+        config: AdapterConfig,
+        context: AdapterContext,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(config, LockerConfig):
+            raise TypeError(f"LockerAdapter needs a LockerConfig, got {type(config).__name__}")
+        self.config = config
+        self.context = context
+        self._clock = clock
+        self._mono = monotonic
+        self._log = component_logger(__name__, config.name)
+        self._zone = ZoneInfo(config.pickup.timezone)
+        self._emit: Emit | None = None
+        self.store: PickupStore | None = None
+        self.buses: dict[str, LockerBus] = {}
+        self.compartments: dict[str, _Compartment] = {}
+        self._by_entity: dict[str, _Compartment] = {}
+        self.boards: dict[str, Board] = {}
+        self._on_board: dict[str, list[_Compartment]] = {}
+        self._masks: dict[str, tuple[int, int | None]] = {}  # per board: the last status seen
+        self.emitted = 0
+        self.alerts = 0
+        self.unlocks = 0
+        boards_of: dict[str, list[Board]] = {}
+        for bc in config.boards:
+            board = self.boards[bc.name] = Board(bc)
+            boards_of.setdefault(bc.bus, []).append(board)
+        for bus_cfg in config.buses:
+            if bus_cfg.name not in boards_of:
+                continue
+            self.buses[bus_cfg.name] = LockerBus(
+                cfg=bus_cfg,
+                boards=boards_of[bus_cfg.name],
+                on_status=self._on_status,
+                on_state=self._on_board_state,
+                poll_interval=config.poll_interval,
+                offline_after=config.offline_after,
+                clock=monotonic,
+                component=config.name,
+            )
+        for bc in config.boards:
+            for label, lock in bc.compartments.items():
+                entity_id = config.entity_id.format_map(
+                    {"gateway": context.gateway_id, "adapter": config.name, "label": label}
+                )
+                check_entity_id(entity_id)
+                c = _Compartment(
+                    label=label, board=self.boards[bc.name], bus=self.buses[bc.bus], lock=lock, entity_id=entity_id
+                )
+                self.compartments[label] = c
+                self._by_entity[entity_id] = c
+                self._on_board.setdefault(bc.name, []).append(c)
+
+    # --- running ----------------------------------------------------------------------------------------------
+
+    def open_store(self) -> PickupStore:
+        if self.store is None:
+            p = self.config.pickup
+            self.store = PickupStore(
+                Path(self.context.data_dir) / f"locker-{self.config.name}.db",
+                clock=lambda: self._clock().timestamp(),
+                code_length=p.code_length,
+                max_wrong=p.max_wrong,
+            )
+        return self.store
+
+    async def run(self, emit: Emit) -> None:
+        self._emit = emit
+        store = self.open_store()
+        try:
+            for c in self.compartments.values():
+                await self._publish(c)  # the platform (and the command router) learn every compartment at once
+            for a in await asyncio.to_thread(
+                store.pending_events
+            ):  # a crash between the pickup and its event: send it now
+                await self._pickup_event(a)
+            async with asyncio.TaskGroup() as tg:
+                for bus in self.buses.values():
+                    tg.create_task(bus.run())
+                tg.create_task(self._housekeeping_loop())
+        finally:
+            store.close()
+            self.store = None
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await self.housekeeping()
+            await asyncio.sleep(min(5.0, self.config.pickup.door_open_alert_s / 4))
+
+    async def housekeeping(self) -> None:
+        """Doors open too long become alerts; codes past their deadline expire and the compartment is flagged."""
+        now = self._mono()
+        for c in self.compartments.values():
+            if (
+                c.opened_mono is not None
+                and not c.open_alerted
+                and now - c.opened_mono >= self.config.pickup.door_open_alert_s
+            ):
+                c.open_alerted = True
+                await self._alert(
+                    c,
+                    "doorOpenTooLong",
+                    "medium",
+                    f"door of compartment {c.label} open for more than {self.config.pickup.door_open_alert_s:g} s",
+                )
+        if self.store is not None:
+            for a in await asyncio.to_thread(self.store.expire):
+                late = self.compartments.get(a.label)
+                if late is None:
+                    continue
+                self._log.info("compartment %s: pickup deadline passed (assignment %d)", a.label, a.id)
+                await self._alert(late, "pickupOverdue", "low", f"compartment {a.label} not collected by its deadline")
+                await self._publish(late)
+
+    # --- board callbacks ---------------------------------------------------------------------------------------
+
+    async def _on_status(self, board: Board, status: BoardStatus) -> None:
+        masks = (status.locked_mask, status.occupied_mask)
+        if self._masks.get(board.name) == masks:
+            return  # the usual poll: nothing changed on this board
+        self._masks[board.name] = masks
+        for c in self._on_board[board.name]:
+            state = status.lock(c.lock)
+            if state.locked == c.locked and state.occupied == c.occupied:
+                continue
+            was_locked, c.locked, c.occupied = c.locked, state.locked, state.occupied
+            c.changed_at = self._clock()
+            if was_locked is not None and was_locked and not state.locked:
+                c.opened_mono = self._mono()
+                c.open_alerted = False
+                if self._mono() - c.unlocked_mono > _UNLOCK_GRACE_S:
+                    self._log.warning("compartment %s: door opened without an unlock command", c.label)
+                    await self._alert(c, "forcedOpen", "high", f"door of compartment {c.label} opened without unlock")
+            elif state.locked:
+                c.opened_mono = None
+                # None: the first status since start; a door opened before a crash may have closed meanwhile
+                await self._door_closed(c)
+            await self._publish(c)
+
+    async def _door_closed(self, c: _Compartment) -> None:
+        if self.store is None or c.occupied:
+            return  # still something inside (or no store yet): not a pickup
+        a = await asyncio.to_thread(self.store.collected, c.label)
+        if a is not None:
+            self._log.info("compartment %s: picked up (assignment %d)", c.label, a.id)
+            await self._pickup_event(a)
+
+    async def _on_board_state(self, board: Board, state: BoardState, reason: str) -> None:
+        if self._emit is None:
+            return
+        attrs = {
+            "deviceState": Attribute(value=state.value, type="Text", metadata={"reason": reason}),
+            "name": Attribute(value=board.name, type="Text"),
+        }
+        await self._send(
+            Reading(
+                entity_id=f"urn:ngsi-ld:Device:{self.context.gateway_id}-{self.config.name}-{board.name}",
+                entity_type=DEVICE_TYPE,
+                attributes=attrs,
+                observed_at=self._clock(),
+                source=Source(adapter=self.config.name, device=board.name),
+            )
+        )
+        if state is BoardState.OFFLINE:
+            self._masks.pop(board.name, None)  # the first answer afterwards is news, whatever it says
+            for c in self._on_board[board.name]:
+                c.locked = c.occupied = None  # unknown until the board answers again
+                await self._publish(c)
+
+    # --- readings ---------------------------------------------------------------------------------------------
+
+    def pickup_state(self, c: _Compartment, a: Assignment | None) -> str:
+        if a is None:
+            return "free"
+        if a.state is PickupState.RESERVED and a.wrong >= self.config.pickup.max_wrong:
+            return "codeLocked"
+        return a.state.value
+
+    async def _send(self, reading: Reading) -> None:
+        assert self._emit is not None
+        await self._emit(reading)
+        self.emitted += 1
+
+    async def _publish(self, c: _Compartment) -> None:
+        if self._emit is None:
+            return
+        a = (await asyncio.to_thread(self.store.active)).get(c.label) if self.store is not None else None
+        door = "unknown" if c.locked is None else ("locked" if c.locked else "open")
+        attrs: dict[str, Attribute] = {
+            "compartmentLabel": Attribute(value=c.label, type="Text"),
+            "doorState": Attribute(value=door, type="Text"),
+            "pickupState": Attribute(value=self.pickup_state(c, a), type="Text"),
+        }
+        if c.occupied is not None:
+            attrs["occupied"] = Attribute(value=c.occupied, type="Boolean")
+        if c.changed_at is not None:
+            attrs["lastChange"] = Attribute(value=iso_utc(c.changed_at), type="DateTime")
+        if a is not None:
+            attrs["pickupDeadline"] = Attribute(
+                value=iso_utc(datetime.fromtimestamp(a.expires_at, UTC)), type="DateTime"
+            )
+        await self._send(
+            Reading(
+                entity_id=c.entity_id,
+                entity_type=COMPARTMENT_TYPE,
+                attributes=attrs,
+                observed_at=self._clock(),
+                source=Source(adapter=self.config.name, device=c.board.name),
+            )
+        )
+
+    async def _alert(self, c: _Compartment, kind: str, severity: str, description: str) -> None:
+        self.alerts += 1
+        if self._emit is None:
+            return
+        now = self._clock()
+        await self._send(
+            Reading(
+                entity_id=f"urn:ngsi-ld:Alert:{self.context.gateway_id}-{self.config.name}-{c.label}-{kind}-"
+                f"{int(now.timestamp())}",
+                entity_type=ALERT_TYPE,
+                attributes={
+                    "category": Attribute(value="security", type="Text"),
+                    "subCategory": Attribute(value=kind, type="Text"),
+                    "severity": Attribute(value=severity, type="Text"),
+                    "alertSource": Attribute(value=c.entity_id, type="Relationship"),
+                    "description": Attribute(value=description, type="Text"),
+                    "dateIssued": Attribute(value=iso_utc(now), type="DateTime"),
+                },
+                observed_at=now,
+                source=Source(adapter=self.config.name, device=c.board.name),
+                lane=Lane.ALERT,
+            )
+        )
+
+    async def _pickup_event(self, a: Assignment) -> None:
+        """The pickup to the platform, the patron as the `patron` attribute for the pseudonymize processor."""
+        if self._emit is None or self.store is None:
+            return
+        c = self.compartments.get(a.label)
+        email = await asyncio.to_thread(self.store.email_of, a.id)
+        attrs: dict[str, Attribute] = {
+            "compartmentLabel": Attribute(value=a.label, type="Text"),
+            "pickedUpAt": Attribute(value=iso_utc(datetime.fromtimestamp(a.closed_at or 0, UTC)), type="DateTime"),
+            "assignedAt": Attribute(value=iso_utc(datetime.fromtimestamp(a.created_at, UTC)), type="DateTime"),
+        }
+        if c is not None:
+            attrs["refLockerCompartment"] = Attribute(value=c.entity_id, type="Relationship")
+        if email:
+            attrs[PATRON] = Attribute(value=email, type="Text")
+        await self._send(
+            Reading(
+                entity_id=f"urn:ngsi-ld:{PICKUP_TYPE}:{self.context.gateway_id}-{self.config.name}-{a.id}",
+                entity_type=PICKUP_TYPE,
+                attributes=attrs,
+                observed_at=datetime.fromtimestamp(a.closed_at or a.created_at, UTC),
+                source=Source(adapter=self.config.name, device=c.board.name if c else ""),
+            )
+        )
+        await asyncio.to_thread(self.store.event_sent, a.id)
+        if c is not None:
+            await self._publish(c)
+
+    # --- commands ---------------------------------------------------------------------------------------------
+
+    async def handle(self, command: Command) -> CommandResult:
+        c = self._by_entity.get(command.entity_id)
+        name = command.name
+        if c is None:
+            return self._result(command, False, f"unknown: no compartment has entity id {command.entity_id}")
+        if name not in ("unlock", "open") and command.uplink != LOCAL_SOURCE:
+            # the platform opens doors; the pickup flow (codes, addresses, references) stays on the box
+            return self._result(command, False, f"unknown: {name} is taken from the box's own pages only")
+        try:
+            if name in ("unlock", "open"):
+                return await self._unlock(command, c)
+            if name == "assign":
+                return await self._assign(command, c)
+            if name == "pickup":
+                return await self._kiosk(command, c)
+            if name == "cancel":
+                return await self._cancel(command, c)
+            if name == "reset":
+                return await self._reset(command, c)
+            if name == "grid":
+                active = await asyncio.to_thread(self.open_store().active)
+                return self._result(command, True, json.dumps(self.grid(active), ensure_ascii=False))
+        except PickupError as exc:
+            return self._result(command, False, f"refused: {exc}")
+        return self._result(
+            command, False, f"unknown: command must be unlock, assign, pickup, cancel, reset or grid, got {name}"
+        )
+
+    @staticmethod
+    def _result(command: Command, ok: bool, info: str) -> CommandResult:
+        return CommandResult(command_id=command.command_id, ok=ok, info=info)
+
+    async def _open_door(self, c: _Compartment) -> str | None:
+        """Pulse the lock; None when the door is open afterwards, else the reason it is not."""
+        if c.board.state is not BoardState.ONLINE:
+            return f"offline: board {c.board.name} of compartment {c.label} does not answer"
+        if c.locked is False:
+            return f"open: the door of compartment {c.label} is open already"
+        c.unlocked_mono = self._mono()
+        self.unlocks += 1
+        try:
+            status = await c.bus.unlock(c.board, c.lock)
+        except LinkError as exc:
+            return f"offline: {exc}"
+        if status is None:
+            return f"offline: board {c.board.name} gave no status after the unlock"
+        if status.lock(c.lock).locked:
+            return f"stuck: the door of compartment {c.label} did not open"
+        return None
+
+    async def _unlock(self, command: Command, c: _Compartment) -> CommandResult:
+        failed = await self._open_door(c)
+        if failed is not None:
+            return self._result(command, False, failed)
+        self._log.info("compartment %s: opened by command (via %s)", c.label, command.uplink or "-")
+        return self._result(command, True, f"opened: compartment {c.label}")
+
+    async def _assign(self, command: Command, c: _Compartment) -> CommandResult:
+        value = command.value if isinstance(command.value, dict) else {}
+        email = str(value.get("email", "")).strip()
+        reference = str(value.get("reference", "")).strip()
+        if not (0 < len(email) <= _EMAIL_MAX) or email.count("@") != 1 or any(ch.isspace() for ch in email):
+            return self._result(command, False, "invalid_email: the e-mail address is not valid")
+        if not 0 < len(reference) <= _REFERENCE_MAX:
+            return self._result(command, False, f"invalid_reference: must be 1..{_REFERENCE_MAX} characters")
+        mail = self.context.mail
+        if mail is None:
+            return self._result(command, False, "no_mail: the gateway has no [mail] section; no code can be sent")
+        if c.board.state is not BoardState.ONLINE:
+            # a code the patron could not use yet: better the librarian picks another compartment
+            return self._result(
+                command, False, f"offline: board {c.board.name} of compartment {c.label} does not answer"
+            )
+        if c.locked is False:
+            return self._result(command, False, f"open: close the door of compartment {c.label} first")
+        store = self.open_store()
+        p = self.config.pickup
+        a, code = await asyncio.to_thread(
+            functools.partial(store.assign, c.label, email=email, reference=reference, valid_s=p.valid_days * 86400)
+        )
+        deadline = datetime.fromtimestamp(a.expires_at, UTC)
+        mail_id = await mail.enqueue(
+            pickup_mail(
+                to=email,
+                site=p.site,
+                label=c.label,
+                code=code,
+                deadline=deadline,
+                reference=f"{self.config.name}:{a.id}",
+                zone=self._zone,
+            )
+        )
+        await asyncio.to_thread(store.set_mail, a.id, mail_id)
+        self._log.info("compartment %s: assigned (assignment %d, mail %d)", c.label, a.id, mail_id)
+        await self._publish(c)
+        info = {"assignment": a.id, "mail_id": mail_id, "label": c.label, "expires_at": iso_utc(deadline)}
+        return self._result(command, True, json.dumps(info))
+
+    async def _kiosk(self, command: Command, c: _Compartment) -> CommandResult:
+        value = command.value if isinstance(command.value, dict) else {}
+        code = str(value.get("code", ""))
+        store = self.open_store()
+        spent: Assignment | None = None
+        if not code.isdigit() or len(code) != self.config.pickup.code_length:
+            check, _ = await asyncio.to_thread(
+                store.check_code, c.label, "x"
+            )  # counts as a wrong try: no free probing of the format
+        else:
+            check, spent = await asyncio.to_thread(store.check_code, c.label, code)
+        if check is CodeCheck.NO_CODE:
+            return self._result(command, False, "no_code: no valid code for this compartment")
+        if check is not CodeCheck.OK:
+            self._log.info("compartment %s: wrong pickup code (%s)", c.label, check.value)
+            if check is CodeCheck.LOCKED:
+                await self._publish(c)
+            return self._result(
+                command,
+                False,
+                f"{check.value}_code: wrong code"
+                if check is CodeCheck.WRONG
+                else "locked: too many wrong codes; ask the library",
+            )
+        failed = await self._open_door(c)
+        if failed is not None:
+            # the code was right but the door did not open: give the patron the code back
+            self._log.warning("compartment %s: right code but %s", c.label, failed)
+            if spent is not None:
+                await asyncio.to_thread(store.unspend, spent.id, code)
+            return self._result(command, False, failed)
+        self._log.info("compartment %s: opened with its pickup code", c.label)
+        await self._publish(c)
+        return self._result(command, True, f"opened: compartment {c.label}")
+
+    async def _cancel(self, command: Command, c: _Compartment) -> CommandResult:
+        a = await asyncio.to_thread(self.open_store().cancel, c.label)
+        if a is None:
+            return self._result(command, False, f"free: compartment {c.label} has no assignment")
+        self._log.info("compartment %s: assignment %d cancelled", c.label, a.id)
+        await self._publish(c)
+        return self._result(command, True, f"cancelled: assignment {a.id}")
+
+    async def _reset(self, command: Command, c: _Compartment) -> CommandResult:
+        a = await asyncio.to_thread(self.open_store().reset_tries, c.label)
+        if a is None:
+            return self._result(command, False, f"free: compartment {c.label} has no reserved code")
+        await self._publish(c)
+        return self._result(command, True, f"reset: compartment {c.label}")
+
+    # --- status ---------------------------------------------------------------------------------------------
+
+    def grid(self, active: dict[str, Assignment]) -> list[dict[str, Any]]:
+        """Every compartment with its board, door, occupancy and pickup state; `active`: the store's assignments."""
+        out = []
+        for c in self.compartments.values():
+            a = active.get(c.label)
+            out.append(
+                {
+                    "label": c.label,
+                    "entity_id": c.entity_id,
+                    "board": c.board.name,
+                    "online": c.board.state is BoardState.ONLINE,
+                    "door": "unknown" if c.locked is None else ("locked" if c.locked else "open"),
+                    "occupied": c.occupied,
+                    "pickup": self.pickup_state(c, a),
+                    "assignment": None if a is None else a.to_dict(),
+                }
+            )
+        return out
+
+    def diagnostics(self) -> dict[str, Any]:
+        online = sum(b.state is BoardState.ONLINE for b in self.boards.values())
+        return {
+            "summary": f"boards online {online}/{len(self.boards)}",
+            "emitted": self.emitted,
+            "alerts": self.alerts,
+            "unlocks": self.unlocks,
+            "buses": {
+                name: {
+                    "port": bus.link.url,
+                    "open": bus.link.is_open,
+                    "error": bus.link_error,
+                    "cycles": bus.cycles,
+                    "last_cycle_ms": round(bus.last_cycle_s * 1000, 1),
+                    "noise_bytes": bus.link.discarded,
+                }
+                for name, bus in self.buses.items()
+            },
+            "boards": {
+                name: {
+                    "state": b.state.value,
+                    "last_error": b.last_error,
+                    "polls": b.counters.polls,
+                    "answers": b.counters.answers,
+                    "timeouts": b.counters.timeouts,
+                    "frame_errors": b.counters.frame_errors,
+                    "unlocks": b.counters.unlocks,
+                    "went_offline": b.counters.went_offline,
+                }
+                for name, b in self.boards.items()
+            },
+        }

@@ -1,0 +1,347 @@
+"""One RS-485 line of locker boards: the serial link, status cycles, unlocks slipped in between, boards offline on their own.
+
+Theory of operation. A bus is one line (a serial port or a TCP serial server, opened through
+pyserial's `serial_for_url`, so ptys and `socket://` work too) shared by several boards. Only one
+frame exchange is on it at a time (`asyncio.Lock`), and between two the line stays quiet for `gap`.
+A status cycle asks every online board once; a board that gives no valid reply `offline_after`
+times in a row is offline and from then on only probed, with a doubling delay, so its timeouts do
+not slow the cycle of the others. An unlock waits for the lock, is sent, and the board is polled
+at once so the caller learns whether the door really opened. The blocking pyserial calls run in a
+worker thread; the loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import serial  # type: ignore[import-untyped]
+
+from adapters.locker import codec
+from adapters.locker.config import BoardConfig, BoardModel, BusConfig, serial_url
+from gateway.errors import AdapterError, DeviceTimeout
+from gateway.logs import StateLog, component_logger
+
+__all__ = ["Board", "BoardState", "BoardTimeout", "LinkError", "LockerBus", "SerialLink", "board_frames"]
+
+
+class LinkError(AdapterError, ConnectionError):
+    code = "locker_link"
+
+
+class BoardTimeout(DeviceTimeout):
+    code = "locker_board_timeout"
+
+
+class BoardState(enum.Enum):
+    UNKNOWN = "unknown"
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exchange:
+    """A request and what to wait for: `reply_len` bytes, or none (the board does not answer)."""
+
+    request: bytes
+    reply_len: int
+
+
+def board_frames(model: BoardModel, address: int) -> tuple[Exchange, Callable[[int], Exchange]]:
+    """The status query of a board and a function giving the unlock exchange of one of its locks."""
+    if model is BoardModel.CU16:
+        return (
+            Exchange(request=codec.encode_cu16_query(address), reply_len=codec.CU16_REPLY_LEN),
+            lambda lock: Exchange(request=codec.encode_cu16_unlock(address, lock), reply_len=0),
+        )
+    if model is BoardModel.CU48:
+        return (
+            Exchange(request=codec.encode_cu48_query(address), reply_len=codec.CU48_REPLY_LEN),
+            lambda lock: Exchange(request=codec.encode_cu48_unlock(address, lock), reply_len=0),
+        )
+    channels = model.locks
+    groups = -(-channels // 8)
+    return (
+        Exchange(request=codec.encode_xor_query_all(address), reply_len=groups + 4),
+        lambda lock: Exchange(request=codec.encode_xor_unlock(address, lock, channels=channels), reply_len=5),
+    )
+
+
+def decode_status(cfg: BoardConfig, frame: bytes) -> codec.BoardStatus:
+    m = cfg.model
+    if m is BoardModel.CU16:
+        return codec.decode_cu16_status(
+            frame, board=cfg.address, polarity=cfg.polarity, occupancy_polarity=cfg.occupancy_polarity
+        )
+    if m is BoardModel.CU48:
+        return codec.decode_cu48_status(frame, board=cfg.address, polarity=cfg.polarity)
+    return codec.decode_xor_status(frame, board=cfg.address, channels=m.locks, polarity=cfg.polarity)
+
+
+class SerialLink:
+    """Bytes to and from one serial line; blocking pyserial calls in a worker thread, one at a time."""
+
+    def __init__(self, cfg: BusConfig, dialect: codec.Dialect) -> None:
+        self.url = serial_url(cfg.port)
+        self.baud = cfg.baud
+        self.dialect = dialect
+        self.discarded = 0  # noise bytes dropped while looking for a frame
+        self._port: serial.SerialBase | None = None
+        self._thread_lock = threading.Lock()  # a cancelled exchange's thread may still be reading
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    async def open(self) -> None:
+        try:
+            self._port = await asyncio.to_thread(serial.serial_for_url, self.url, baudrate=self.baud, timeout=0.2)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise LinkError(f"locker bus {self.url}: cannot open the port, got {exc}") from None
+
+    async def close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            await asyncio.to_thread(port.close)
+
+    async def exchange(self, ex: Exchange, timeout: float) -> bytes | None:
+        """Send a request and return the reply frame (None when no reply is expected)."""
+        port = self._port
+        if port is None:
+            raise LinkError(f"locker bus {self.url}: the port is closed, got an exchange")
+        try:
+            return await asyncio.to_thread(self._blocking, port, ex, timeout)
+        except BoardTimeout:
+            raise  # a TimeoutError, so an OSError too: the board's silence, not the line's failure
+        except (serial.SerialException, OSError) as exc:
+            await self.close()
+            raise LinkError(f"locker bus {self.url}: the line failed, got {exc}") from None
+
+    def _blocking(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
+        with self._thread_lock:
+            port.reset_input_buffer()
+            port.write(ex.request)
+            if ex.reply_len == 0:
+                port.flush()
+                return None
+            deadline = time.monotonic() + timeout
+            buf = b""
+            need = ex.reply_len
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    split = codec.split_frames(buf, self.dialect, final=True)
+                    self.discarded += split.discarded
+                    if split.frames:
+                        return split.frames[0]
+                    raise BoardTimeout(
+                        f"locker bus {self.url}: no valid reply within {timeout:g} s, got {len(buf)} bytes",
+                        got=len(buf),
+                    )
+                port.timeout = left
+                buf += port.read(need)
+                split = codec.split_frames(buf, self.dialect)
+                if split.frames:
+                    self.discarded += split.discarded
+                    return split.frames[0]
+                need = max(1, ex.reply_len - len(split.remainder))
+
+
+@dataclass(slots=True)
+class BoardCounters:
+    polls: int = 0
+    answers: int = 0
+    timeouts: int = 0
+    frame_errors: int = 0
+    unlocks: int = 0
+    went_offline: int = 0
+
+
+class Board:
+    """A board on the bus: its config, frames, last status and online state."""
+
+    def __init__(self, cfg: BoardConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.query, self.unlock_exchange = board_frames(cfg.model, cfg.address)
+        self.state = BoardState.UNKNOWN
+        self.status: codec.BoardStatus | None = None
+        self.counters = BoardCounters()
+        self.failures_in_row = 0
+        self.next_probe = 0.0
+        self.probe_delay = 0.0
+        self.last_error = ""
+
+
+StatusCallback = Callable[[Board, codec.BoardStatus], Awaitable[None]]
+StateCallback = Callable[[Board, BoardState, str], Awaitable[None]]
+
+
+class LockerBus:
+    """Runs the status cycles of one line until cancelled; `unlock` slips in between two exchanges."""
+
+    def __init__(
+        self,
+        *,
+        cfg: BusConfig,
+        boards: Sequence[Board],
+        on_status: StatusCallback,
+        on_state: StateCallback,
+        poll_interval: float,
+        offline_after: int,
+        probe_initial: float = 5.0,
+        probe_max: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        component: str = "locker",
+    ) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        self.boards = list(boards)
+        self.link = SerialLink(cfg, self.boards[0].cfg.model.dialect)
+        self.on_status = on_status
+        self.on_state = on_state
+        self.poll_interval = poll_interval
+        self.offline_after = offline_after
+        self.probe_initial = probe_initial
+        self.probe_max = probe_max
+        self.clock = clock
+        self.cycles = 0
+        self.last_cycle_s = 0.0
+        self.link_error = ""
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._quiet_from = 0.0
+        self._log = component_logger(__name__, component)
+        self._line = StateLog(self._log)
+
+    async def run(self) -> None:
+        delay = 1.0
+        try:
+            while True:
+                if not self.link.is_open:
+                    try:
+                        await self.link.open()
+                    except LinkError as exc:
+                        self.link_error = str(exc)
+                        self._line.fail(str(exc), logging.WARNING, "bus %s: %s", self.name, exc)
+                        await self._pause(delay)
+                        delay = min(delay * 2, 60.0)
+                        continue
+                    self.link_error = ""
+                    self._line.ok("bus %s: port open again", self.name)
+                    delay = 1.0
+                started = self.clock()
+                try:
+                    await self.cycle()
+                except LinkError as exc:
+                    self.link_error = str(exc)
+                    self._line.fail(str(exc), logging.WARNING, "bus %s: %s", self.name, exc)
+                    continue
+                self.last_cycle_s = self.clock() - started
+                await self._pause(max(0.0, self.poll_interval - self.last_cycle_s))
+        finally:
+            await self.link.close()
+
+    async def _pause(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    def poll_soon(self) -> None:
+        self._wake.set()
+
+    async def cycle(self) -> None:
+        """Ask every board that is due once (online ones every cycle, offline ones when their probe is due)."""
+        self.cycles += 1
+        for board in self.boards:
+            if board.state is BoardState.OFFLINE and self.clock() < board.next_probe:
+                continue
+            await self.poll(board)
+
+    async def poll(self, board: Board) -> codec.BoardStatus | None:
+        board.counters.polls += 1
+        try:
+            frame = await self._exchange(board.query)
+            assert frame is not None  # a query always expects a reply
+            status = decode_status(board.cfg, frame)
+        except BoardTimeout as exc:
+            board.counters.timeouts += 1
+            await self._failed(board, str(exc))
+            return None
+        except codec.LockerFrameError as exc:
+            board.counters.frame_errors += 1
+            await self._failed(board, str(exc))
+            return None
+        board.counters.answers += 1
+        board.failures_in_row = 0
+        board.probe_delay = 0.0
+        board.status = status
+        if board.state is not BoardState.ONLINE:
+            was = board.state
+            board.state = BoardState.ONLINE
+            board.last_error = ""
+            if was is BoardState.OFFLINE:
+                self._log.info("board %s on bus %s: answers again", board.name, self.name)
+            await self.on_state(board, BoardState.ONLINE, "")
+        await self.on_status(board, status)
+        return status
+
+    async def _failed(self, board: Board, reason: str) -> None:
+        board.last_error = reason
+        board.failures_in_row += 1
+        if board.state is BoardState.OFFLINE:
+            board.probe_delay = min(board.probe_delay * 2, self.probe_max)
+            board.next_probe = self.clock() + board.probe_delay
+            return
+        if board.failures_in_row >= self.offline_after:
+            board.state = BoardState.OFFLINE
+            board.counters.went_offline += 1
+            board.probe_delay = self.probe_initial
+            board.next_probe = self.clock() + board.probe_delay
+            self._log.warning(
+                "board %s on bus %s: offline after %d failed polls: %s",
+                board.name,
+                self.name,
+                board.failures_in_row,
+                reason,
+            )
+            await self.on_state(board, BoardState.OFFLINE, reason)
+
+    async def unlock(self, board: Board, lock: int) -> codec.BoardStatus | None:
+        """Pulse one lock open and poll the board; the status says whether the door opened (None: no answer)."""
+        if not self.link.is_open:
+            raise LinkError(f"locker bus {self.name}: the port is not open, got {self.link_error or 'no port yet'}")
+        board.counters.unlocks += 1
+        ex = board.unlock_exchange(lock)
+        try:
+            reply = await self._exchange(ex)
+        except BoardTimeout:
+            reply = None  # an unlock reply is informative only: the status poll below decides
+        except codec.LockerFrameError:
+            reply = None
+        if reply is not None and board.cfg.model in (BoardModel.XOR12, BoardModel.XOR24):
+            try:
+                codec.decode_xor_lock_reply(reply, board=board.cfg.address, lock=lock, polarity=board.cfg.polarity)
+            except codec.LockerFrameError:
+                board.counters.frame_errors += 1
+        if self.cfg.unlock_settle:
+            await asyncio.sleep(self.cfg.unlock_settle)  # the bolt needs a moment before the board reports it
+        return await self.poll(board)
+
+    async def _exchange(self, ex: Exchange) -> bytes | None:
+        async with self._lock:
+            wait = self._quiet_from - self.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                return await self.link.exchange(ex, self.cfg.timeout)
+            finally:
+                self._quiet_from = self.clock() + self.cfg.quiet_s

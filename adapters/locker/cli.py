@@ -1,0 +1,233 @@
+"""`edgegw locker probe|status|open`: commissioning locker boards.
+
+`probe` talks to the port directly (stop the gateway first, it holds the port): it asks every
+address of each board model and prints the boards that answer with their lock counts. `status`
+and `open` go through the running gateway's control socket, like the staff page; `open` is written
+to the audit log with actor `cli:<unix user>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from adapters.locker.bus import Board, BoardTimeout, LinkError, SerialLink, decode_status
+from adapters.locker.codec import LockerFrameError
+from adapters.locker.config import BoardConfig, BoardModel, BusConfig
+
+__all__ = ["add_parsers", "probe", "run"]
+
+EXIT_OK = 0
+EXIT_NOTHING = 1
+EXIT_USAGE = 2
+COMPARTMENT_TYPE = "LockerCompartment"
+
+
+def add_parsers(subparsers: Any) -> None:
+    p = subparsers.add_parser("locker", help="locker boards: find them, show their state, open a compartment")
+    sub = p.add_subparsers(dest="locker_command", required=True, metavar="{probe,status,open,kiosk}")
+    pr = sub.add_parser("probe", help="find the boards on a port (stop the gateway first) and their lock counts")
+    pr.add_argument("--port", required=True, help="/dev/ttyUSB0 or tcp://HOST:PORT (a TCP serial server)")
+    pr.add_argument("--baud", type=int, default=9600)
+    pr.add_argument("--model", choices=[m.value for m in BoardModel], action="append", help="default: every model")
+    pr.add_argument("--timeout", type=float, default=0.1, help="seconds to wait for each address (default 0.1)")
+    st = sub.add_parser("status", help="every compartment's door, occupancy and pickup state (gateway running)")
+    st.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG)")
+    op = sub.add_parser("open", help="open one compartment's door through the running gateway (audited)")
+    op.add_argument("label", help="the compartment label, e.g. A-03")
+    op.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG)")
+    ki = sub.add_parser("kiosk", help="serve the pickup kiosk page for the touchscreen beside the lockers")
+    ki.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG)")
+    ki.add_argument("--listen", default="127.0.0.1", help="address (default 127.0.0.1: a browser on the box itself)")
+    ki.add_argument("--port", type=int, default=8444)
+    ki.add_argument("--lang", choices=["ja", "en"], default="ja")
+    ki.add_argument("--attempts-per-minute", type=int, default=10, help="tries per client address (default 10)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if args.locker_command == "probe":
+        models = [BoardModel(m) for m in args.model] if args.model else list(BoardModel)
+        return asyncio.run(probe(args.port, args.baud, models, args.timeout, out, err))
+    from gateway.config import DEFAULT_PATH, load_config
+    from gateway.errors import ConfigError
+
+    try:
+        config = load_config(args.config or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH))))
+    except ConfigError as exc:
+        err.write(f"locker {args.locker_command}: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
+        err.writelines(f"  {line}\n" for line in exc.errors)
+        return EXIT_USAGE
+    sock = config.gateway.control_path()
+    if args.locker_command == "kiosk":
+        return asyncio.run(serve_kiosk(config, args))
+    if args.locker_command == "status":
+        return asyncio.run(status(sock, out, err))
+    from gateway.accounts.cli import cli_actor
+
+    actor = cli_actor()
+    code = asyncio.run(open_compartment(sock, args.label, actor, out, err))
+    _audit(config, actor, args.label, code == EXIT_OK, err)
+    return code
+
+
+# --- probe -------------------------------------------------------------------------------------------------
+
+
+async def probe(port: str, baud: int, models: list[BoardModel], timeout: float, out: TextIO, err: TextIO) -> int:
+    found = 0
+    for model in models:
+        bus = BusConfig(name="probe", port=port, baud=baud, timeout=timeout)
+        link = SerialLink(bus, model.dialect)
+        try:
+            await link.open()
+        except LinkError as exc:
+            err.write(f"locker probe: {exc}\n")
+            return EXIT_USAGE
+        try:
+            low, high = model.addresses
+            for address in range(low, high + 1):
+                board = Board(BoardConfig(name="probe", bus="probe", model=model, address=address, compartments={}))
+                try:
+                    frame = await link.exchange(board.query, timeout)
+                    assert frame is not None
+                    status = decode_status(board.cfg, frame)
+                except (BoardTimeout, LockerFrameError):
+                    continue
+                found += 1
+                closed = sum(s.locked for s in status.locks)
+                occupied = "" if status.occupied_mask is None else f", {bin(status.occupied_mask).count('1')} occupied"
+                out.write(f"{model.value} address {address}: {status.lock_count} locks, {closed} locked{occupied}\n")
+        except LinkError as exc:
+            err.write(f"locker probe: {exc}\n")
+            return EXIT_USAGE
+        finally:
+            await link.close()
+    if not found:
+        err.write(f"locker probe: no board answered on {port} at {baud} baud; check wiring (A/B), baud and power\n")
+        return EXIT_NOTHING
+    return EXIT_OK
+
+
+# --- through the gateway -----------------------------------------------------------------------------------
+
+
+async def _grids(client: Any) -> list[dict[str, Any]]:
+    doc = await client.call("latest", filter="", limit=100_000)
+    firsts: dict[str, str] = {}
+    for e in doc.get("entities", []):
+        if e.get("entity_type") == COMPARTMENT_TYPE:
+            firsts.setdefault(e["adapter"], e["entity_id"])
+    cells: list[dict[str, Any]] = []
+    for adapter, entity_id in sorted(firsts.items()):
+        result = await client.call("command", entity_id=entity_id, name="grid", value=None, actor="cli")
+        if result.get("ok"):
+            cells.extend(dict(c, adapter=adapter) for c in json.loads(result["info"]))
+    return cells
+
+
+async def status(sock: Path, out: TextIO, err: TextIO) -> int:
+    from gateway.control.client import ControlClient
+    from gateway.control.protocol import ControlError, ControlUnavailable
+
+    client = ControlClient(sock)
+    try:
+        cells = await _grids(client)
+    except (ControlUnavailable, ControlError) as exc:
+        err.write(f"locker status: the gateway did not answer on {sock}, got {exc}\n")
+        return EXIT_USAGE
+    finally:
+        await client.close()
+    if not cells:
+        err.write("locker status: no compartments; is a locker adapter configured and running?\n")
+        return EXIT_NOTHING
+    out.write(f"{'compartment':<12} {'board':<10} {'door':<8} {'occupied':<9} pickup\n")
+    for c in cells:
+        occupied = "-" if c["occupied"] is None else ("yes" if c["occupied"] else "no")
+        board = c["board"] if c["online"] else f"{c['board']}!"
+        out.write(f"{c['label']:<12} {board:<10} {c['door']:<8} {occupied:<9} {c['pickup']}\n")
+    return EXIT_OK
+
+
+async def open_compartment(sock: Path, label: str, actor: str, out: TextIO, err: TextIO) -> int:
+    from gateway.control.client import ControlClient
+    from gateway.control.protocol import ControlError, ControlUnavailable
+
+    client = ControlClient(sock)
+    try:
+        cells = [c for c in await _grids(client) if c["label"] == label]
+        if not cells:
+            err.write(f"locker open: no compartment {label}; `edgegw locker status` lists them\n")
+            return EXIT_USAGE
+        result = await client.call("command", entity_id=cells[0]["entity_id"], name="unlock", value=None, actor=actor)
+    except (ControlUnavailable, ControlError) as exc:
+        err.write(f"locker open: the gateway did not answer on {sock}, got {exc}\n")
+        return EXIT_USAGE
+    finally:
+        await client.close()
+    if not result.get("ok"):
+        err.write(f"locker open: {result.get('info')}\n")
+        return EXIT_NOTHING
+    out.write(f"{result.get('info')}\n")
+    return EXIT_OK
+
+
+async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
+    """The kiosk app until SIGTERM/SIGINT: plain HTTP on loopback, HTTPS with the web UI's certificate elsewhere."""
+    import ipaddress
+    import signal
+
+    from aiohttp import web
+
+    from gateway.audit.log import AuditLog
+    from gateway.control.client import ControlClient
+    from gateway.web.certs import material, server_context
+    from gateway.web.kiosk import build_kiosk_app
+
+    state_dir = config.web.state_path(Path(config.gateway.data_dir))
+    try:
+        loopback = ipaddress.ip_address(args.listen).is_loopback
+    except ValueError:
+        loopback = args.listen == "localhost"
+    context = None if loopback else server_context(await asyncio.to_thread(material, config.web, state_dir))
+    control = ControlClient(config.gateway.control_path())
+    app = build_kiosk_app(
+        control,
+        audit=await asyncio.to_thread(AuditLog, state_dir),
+        attempts_per_minute=args.attempts_per_minute,
+        lang=args.lang,
+        secure_cookie=not loopback,
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await web.TCPSite(runner, args.listen, args.port, ssl_context=context).start()
+        scheme = "http" if context is None else "https"
+        print(f"edgegw locker kiosk: listening on {scheme}://{args.listen}:{args.port}/", flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await control.close()
+    return EXIT_OK
+
+
+def _audit(config: Any, actor: str, label: str, ok: bool, err: TextIO) -> None:
+    from gateway.audit.log import AuditError, AuditLog
+
+    try:
+        log = AuditLog(config.web.state_path(Path(config.gateway.data_dir)))
+        log.append(actor=actor, action="locker.unlock", target=label, detail={"ok": ok}, at=time.time())
+    except (AuditError, OSError) as exc:
+        err.write(f"locker open: not written to the audit log, got {exc}\n")

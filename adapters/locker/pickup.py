@@ -1,0 +1,329 @@
+"""The pickup flow's record of truth: assignments, one-time codes (as keyed hashes), tries, pickups; sqlite, schema-versioned.
+
+Theory of operation. Staff assign a free compartment to a reservation: an `Assignment` in state
+`reserved` with the patron's e-mail address, the HMAC of a random one-time code and a deadline.
+At the kiosk the patron gives compartment and code: a right code moves it to `opened` (the code is
+spent: it opens the door once); a wrong one counts, and after `max_wrong` the compartment's code
+entry is locked until staff reset it. When the door of an `opened` compartment closes on an empty
+compartment the assignment is `collected`, the e-mail address is erased, and a pickup event is
+owed to the platform (`event_pending`) until the adapter has emitted it, so a crash between the
+two re-sends it (its entity id makes the replay idempotent). A `reserved` assignment past its
+deadline becomes `overdue` (the code stops working; staff decide). `cancelled` ends one by staff.
+
+    reserved ──right code──► opened ──door closed, empty──► collected
+       │  └──deadline──► overdue ──staff──► cancelled
+       └──staff──► cancelled
+
+Every change is one transaction with `synchronous=FULL` in WAL mode: a `kill -9` loses nothing
+that a caller was told. Codes are stored only as HMAC-SHA-256 under a key kept in a 0600 file
+beside the database, which also makes "unique among active codes" a lookup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import GatewayError
+
+__all__ = ["ACTIVE", "SCHEMA_VERSION", "Assignment", "CodeCheck", "PickupError", "PickupState", "PickupStore"]
+
+SCHEMA_VERSION = 1
+
+
+class PickupError(GatewayError, ValueError):
+    code = "locker_pickup"
+
+
+class PickupState(enum.Enum):
+    RESERVED = "reserved"
+    OPENED = "opened"
+    OVERDUE = "overdue"
+    COLLECTED = "collected"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = (PickupState.RESERVED, PickupState.OPENED, PickupState.OVERDUE)
+_ACTIVE_SQL = "('reserved','opened','overdue')"
+
+
+class CodeCheck(enum.Enum):
+    OK = "ok"
+    WRONG = "wrong"
+    LOCKED = "locked"  # too many wrong codes: staff must reset
+    NO_CODE = "no_code"  # nothing reserved in this compartment (or the code is spent or expired)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assignment:
+    id: int
+    label: str
+    reference: str
+    state: PickupState
+    created_at: float
+    expires_at: float
+    wrong: int
+    mail_id: int | None
+    opened_at: float | None
+    closed_at: float | None
+    has_email: bool
+    event_pending: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "reference": self.reference,
+            "state": self.state.value,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "wrong": self.wrong,
+            "mail_id": self.mail_id,
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+        }
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assignments (
+    id INTEGER PRIMARY KEY,
+    label TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    email TEXT,
+    code_hash TEXT,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    wrong INTEGER NOT NULL DEFAULT 0,
+    mail_id INTEGER,
+    opened_at REAL,
+    closed_at REAL,
+    event_pending INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_compartment
+    ON assignments(label) WHERE state IN ('reserved','opened','overdue');
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_code
+    ON assignments(code_hash) WHERE code_hash IS NOT NULL;
+"""
+_COLUMNS = (
+    "id, label, reference, state, created_at, expires_at, wrong, mail_id, opened_at, closed_at, "
+    "email IS NOT NULL, event_pending"
+)
+
+
+def _row(r: tuple[Any, ...]) -> Assignment:
+    return Assignment(
+        id=r[0],
+        label=r[1],
+        reference=r[2],
+        state=PickupState(r[3]),
+        created_at=r[4],
+        expires_at=r[5],
+        wrong=r[6],
+        mail_id=r[7],
+        opened_at=r[8],
+        closed_at=r[9],
+        has_email=bool(r[10]),
+        event_pending=bool(r[11]),
+    )
+
+
+class PickupStore:
+    """`<data_dir>/locker-<adapter>.db`; synchronous calls, cheap (one small transaction each)."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float], code_length: int = 6, max_wrong: int = 5) -> None:
+        self.path = path
+        self.clock = clock
+        self.code_length = code_length
+        self.max_wrong = max_wrong
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._key = _key(path.with_suffix(".key"))
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            self._db.close()
+            raise PickupError(
+                f"locker store {path}: schema version is newer than this gateway knows ({SCHEMA_VERSION}), "
+                f"got {row[0]}; run the newer gateway or restore a backup"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Any:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _hash(self, code: str) -> str:
+        return hmac.new(self._key, code.encode(), hashlib.sha256).hexdigest()
+
+    # --- reads --------------------------------------------------------------------------------------------
+
+    def active(self) -> dict[str, Assignment]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE state IN {_ACTIVE_SQL}").fetchall()
+        return {r[1]: _row(r) for r in rows}
+
+    def get(self, assignment_id: int) -> Assignment | None:
+        with self._lock:
+            r = self._db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE id=?", (assignment_id,)).fetchone()
+        return None if r is None else _row(r)
+
+    def pending_events(self) -> list[Assignment]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE event_pending=1 ORDER BY id").fetchall()
+        return [_row(r) for r in rows]
+
+    def email_of(self, assignment_id: int) -> str | None:
+        with self._lock:
+            r = self._db.execute("SELECT email FROM assignments WHERE id=?", (assignment_id,)).fetchone()
+        return None if r is None else r[0]
+
+    # --- changes ------------------------------------------------------------------------------------------
+
+    def assign(self, label: str, *, email: str, reference: str, valid_s: float) -> tuple[Assignment, str]:
+        """A new reservation in a free compartment; returns it and the code (the only time it exists in clear)."""
+        now = self.clock()
+        with self._tx() as db:
+            busy = db.execute(
+                f"SELECT state FROM assignments WHERE label=? AND state IN {_ACTIVE_SQL}", (label,)
+            ).fetchone()
+            if busy is not None:
+                raise PickupError(f"compartment {label}: is not free, got state {busy[0]}; pick a free one")
+            for _ in range(100):
+                code = "".join(secrets.choice("0123456789") for _ in range(self.code_length))
+                digest = self._hash(code)
+                if db.execute("SELECT 1 FROM assignments WHERE code_hash=?", (digest,)).fetchone() is None:
+                    break
+            else:  # pragma: no cover - 100 collisions in a row means the code space is nearly full
+                raise PickupError(f"compartment {label}: no unused code found, got {self.code_length} digits")
+            cur = db.execute(
+                "INSERT INTO assignments (label, reference, email, code_hash, state, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, 'reserved', ?, ?)",
+                (label, reference, email, digest, now, now + valid_s),
+            )
+            assert cur.lastrowid is not None
+            assignment_id = cur.lastrowid
+        got = self.get(assignment_id)
+        assert got is not None
+        return got, code
+
+    def set_mail(self, assignment_id: int, mail_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE assignments SET mail_id=? WHERE id=?", (mail_id, assignment_id))
+
+    def check_code(self, label: str, code: str) -> tuple[CodeCheck, Assignment | None]:
+        """Count a try at the kiosk; a right code spends the code and moves the assignment to `opened`."""
+        now = self.clock()
+        with self._tx() as db:
+            r = db.execute(
+                "SELECT id, code_hash, wrong, expires_at, state FROM assignments WHERE label=? AND state IN "
+                f"{_ACTIVE_SQL}",
+                (label,),
+            ).fetchone()
+            if r is None or r[4] != "reserved" or r[1] is None or now >= r[3]:
+                return CodeCheck.NO_CODE, None
+            if r[2] >= self.max_wrong:
+                return CodeCheck.LOCKED, None
+            if not hmac.compare_digest(r[1], self._hash(code)):
+                db.execute("UPDATE assignments SET wrong=wrong+1 WHERE id=?", (r[0],))
+                return (CodeCheck.LOCKED if r[2] + 1 >= self.max_wrong else CodeCheck.WRONG), None
+            db.execute("UPDATE assignments SET state='opened', code_hash=NULL, opened_at=? WHERE id=?", (now, r[0]))
+        return CodeCheck.OK, self.get(r[0])
+
+    def unspend(self, assignment_id: int, code: str) -> None:
+        """The right code was given but the door did not open: the code works again (the door opens once)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE assignments SET state='reserved', code_hash=?, opened_at=NULL WHERE id=? AND state='opened'",
+                (self._hash(code), assignment_id),
+            )
+
+    def collected(self, label: str) -> Assignment | None:
+        """The door of an opened compartment closed on an empty compartment: record the pickup, erase the address."""
+        now = self.clock()
+        with self._tx() as db:
+            r = db.execute("SELECT id FROM assignments WHERE label=? AND state='opened'", (label,)).fetchone()
+            if r is None:
+                return None
+            db.execute("UPDATE assignments SET state='collected', closed_at=?, event_pending=1 WHERE id=?", (now, r[0]))
+        return self.get(r[0])
+
+    def event_sent(self, assignment_id: int) -> None:
+        """The pickup event is on the buffer: the address has no use left and is erased."""
+        with self._tx() as db:
+            db.execute("UPDATE assignments SET event_pending=0, email=NULL WHERE id=?", (assignment_id,))
+
+    def expire(self) -> list[Assignment]:
+        """Reserved assignments past their deadline become `overdue`; their codes stop working."""
+        now = self.clock()
+        with self._tx() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM assignments WHERE state='reserved' AND expires_at<=?", (now,)
+                ).fetchall()
+            ]
+            for i in ids:
+                db.execute("UPDATE assignments SET state='overdue', code_hash=NULL WHERE id=?", (i,))
+        return [a for a in (self.get(i) for i in ids) if a is not None]
+
+    def cancel(self, label: str) -> Assignment | None:
+        """Staff end the active assignment of a compartment (book taken back, wrong compartment); address erased."""
+        now = self.clock()
+        with self._tx() as db:
+            r = db.execute(f"SELECT id FROM assignments WHERE label=? AND state IN {_ACTIVE_SQL}", (label,)).fetchone()
+            if r is None:
+                return None
+            db.execute(
+                "UPDATE assignments SET state='cancelled', closed_at=?, code_hash=NULL, email=NULL WHERE id=?",
+                (now, r[0]),
+            )
+        return self.get(r[0])
+
+    def reset_tries(self, label: str) -> Assignment | None:
+        with self._tx() as db:
+            r = db.execute("SELECT id FROM assignments WHERE label=? AND state='reserved'", (label,)).fetchone()
+            if r is None:
+                return None
+            db.execute("UPDATE assignments SET wrong=0 WHERE id=?", (r[0],))
+        return self.get(r[0])
+
+
+def _key(path: Path) -> bytes:
+    """The code-hashing key: made once, 0600, never leaves the box."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+        f.flush()
+        os.fsync(f.fileno())
+    return key

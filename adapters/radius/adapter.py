@@ -1,0 +1,58 @@
+"""The `radius` adapter: the accounting receiver, the Wi-Fi log store's retention, per-AP usage readings."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from adapters.radius.config import RadiusConfig
+from adapters.radius.server import RadiusAccountingServer
+from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.processing.api import ProcessorContext
+from gateway.records import Emit, utc_now
+from gateway.secrets import resolve
+from gateway.wifilog.runner import event_sinks, periodic, stop
+from gateway.wifilog.store import WifiLogStore
+from gateway.wifilog.usage import UsageCounter
+
+__all__ = ["RadiusAdapter"]
+
+
+class RadiusAdapter:
+    config_model: ClassVar[type[AdapterConfig]] = RadiusConfig
+
+    def __init__(self, config: AdapterConfig, context: AdapterContext) -> None:
+        assert isinstance(config, RadiusConfig)
+        self.config = config
+        self.context = context
+        self.usage = UsageCounter(config.name)
+        self.server: RadiusAccountingServer | None = None
+
+    async def run(self, emit: Emit) -> None:
+        cfg = self.config
+        secrets = {str(c.address): resolve(c.secret, self.context.data_dir).encode() for c in cfg.clients}
+        store = await asyncio.to_thread(
+            WifiLogStore,
+            self.context.data_dir,
+            retention_months=cfg.retention_months,
+            gateway_id=self.context.gateway_id,
+        )
+        context = ProcessorContext(gateway_id=self.context.gateway_id, data_dir=self.context.data_dir)
+        on_event, events = event_sinks(cfg, cfg.name, context, self.usage, emit, utc_now)
+        self.server = RadiusAccountingServer(store, secrets, clock=utc_now, on_event=on_event)
+        try:
+            await self.server.start(cfg.listen, cfg.port)
+            await periodic(store, self.usage, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
+        finally:
+            await _shutdown(self.server, store, events)
+
+    def diagnostics(self) -> dict[str, Any]:
+        return self.server.diagnostics() if self.server is not None else {"summary": "starting"}
+
+
+async def _shutdown(listener: RadiusAccountingServer, store: WifiLogStore, events: asyncio.Task[None] | None) -> None:
+    """Sockets first, then the store (its close waits for a commit still running in a worker thread)."""
+    await listener.close()
+    await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
+    await stop(events)
+    store.close()

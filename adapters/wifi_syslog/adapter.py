@@ -1,0 +1,60 @@
+"""The `wifi_syslog` adapter: association lines from APs into the Wi-Fi log store, per-AP usage readings."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from adapters.wifi_syslog.config import WifiSyslogConfig
+from adapters.wifi_syslog.receiver import SyslogReceiver
+from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.processing.api import ProcessorContext
+from gateway.records import Emit, utc_now
+from gateway.wifilog.runner import event_sinks, periodic, stop
+from gateway.wifilog.store import WifiLogStore
+from gateway.wifilog.usage import UsageCounter
+
+__all__ = ["WifiSyslogAdapter"]
+
+
+class WifiSyslogAdapter:
+    config_model: ClassVar[type[AdapterConfig]] = WifiSyslogConfig
+
+    def __init__(self, config: AdapterConfig, context: AdapterContext) -> None:
+        assert isinstance(config, WifiSyslogConfig)
+        self.config = config
+        self.context = context
+        self.usage = UsageCounter(config.name)
+        self.receiver: SyslogReceiver | None = None
+
+    async def run(self, emit: Emit) -> None:
+        cfg = self.config
+        store = await asyncio.to_thread(
+            WifiLogStore,
+            self.context.data_dir,
+            retention_months=cfg.retention_months,
+            gateway_id=self.context.gateway_id,
+        )
+        allowed = frozenset(str(a) for a in cfg.senders) or None
+        context = ProcessorContext(gateway_id=self.context.gateway_id, data_dir=self.context.data_dir)
+        on_event, events = event_sinks(cfg, cfg.name, context, self.usage, emit, utc_now)
+        self.receiver = SyslogReceiver(store, clock=utc_now, allowed=allowed, on_event=on_event)
+        try:
+            if cfg.udp_port is not None:
+                await self.receiver.start_udp(cfg.listen, cfg.udp_port)
+            if cfg.tcp_port is not None:
+                await self.receiver.start_tcp(cfg.listen, cfg.tcp_port)
+            await periodic(store, self.usage, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
+        finally:
+            await _shutdown(self.receiver, store, events)
+
+    def diagnostics(self) -> dict[str, Any]:
+        return self.receiver.diagnostics() if self.receiver is not None else {"summary": "starting"}
+
+
+async def _shutdown(listener: SyslogReceiver, store: WifiLogStore, events: asyncio.Task[None] | None) -> None:
+    """Sockets first, then the store (its close waits for a commit still running in a worker thread)."""
+    await listener.close()
+    await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
+    await stop(events)
+    store.close()

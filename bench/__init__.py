@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures (see README "Performance"); some share a harness."""

@@ -1,0 +1,1 @@
+"""The firmware profiles shipped with edgegw (package data: gateway.profiles.loader finds them via importlib.resources)."""

@@ -1,0 +1,410 @@
+"""One backup file: make it (sqlite stores through SQLite's online backup API), verify it, rotate, copy, restore.
+
+A backup is a gzip'd tar named `edgegw-<gateway id>-<UTC stamp>.tar.gz` holding `MANIFEST.json`
+(gateway id, edgegw version, time, each member's size, SHA-256 and schema version), the config file
+under `config/` and the data directory under `data/`: every sqlite store as a consistent snapshot,
+the secret store still encrypted (its key only when `include_secret_key`), the audit log's head.
+It is written as `.part`, fsync'd and renamed, so a file with the final name is whole.
+
+The snapshot reads each store through its own read-only connection in one backup step: in WAL mode
+a reader never blocks the writer, so readings keep being committed while the buffer is copied (a
+stepped backup would restart each time the gateway commits, and never end at a high rate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from gateway import __version__
+from gateway.errors import GatewayError
+from gateway.secrets import KEY_FILE
+
+log = logging.getLogger("gateway.backup")
+
+MANIFEST = "MANIFEST.json"
+FORMAT = 1
+PREFIX = "edgegw-"
+SUFFIX = ".tar.gz"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# Never in a backup: sqlite's side files (the snapshot holds their content), the buffer's disk
+# reserve, locks, sockets, temporary and damaged files moved aside, the status the gateway rewrites.
+_SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".reserve", ".lock", ".sock", ".tmp", ".part")
+_SKIP_NAMES = frozenset({"status.json", "backup-status.json"})
+
+
+class BackupError(GatewayError):
+    code = "backup_error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    name: str  # inside the archive: "config/<file>" or "data/<relative path>"
+    size: int
+    sha256: str
+    sqlite: bool
+    schema_version: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    gateway_id: str
+    edgegw_version: str
+    created_at: datetime
+    members: tuple[Member, ...]
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": FORMAT,
+            "gateway_id": self.gateway_id,
+            "edgegw_version": self.edgegw_version,
+            "created_at": self.created_at.astimezone(UTC).isoformat(),
+            "members": [
+                {
+                    "name": m.name,
+                    "size": m.size,
+                    "sha256": m.sha256,
+                    "sqlite": m.sqlite,
+                    "schema_version": m.schema_version,
+                }
+                for m in self.members
+            ],
+        }
+        return json.dumps(doc, indent=2, ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, where: str, raw: bytes) -> Manifest:
+        try:
+            doc: dict[str, Any] = json.loads(raw)
+            if doc.get("format") != FORMAT:
+                raise BackupError(f"{where}: unknown backup format, got {doc.get('format')!r}; expected {FORMAT}")
+            return cls(
+                gateway_id=str(doc["gateway_id"]),
+                edgegw_version=str(doc["edgegw_version"]),
+                created_at=datetime.fromisoformat(doc["created_at"]),
+                members=tuple(
+                    Member(
+                        name=str(m["name"]),
+                        size=int(m["size"]),
+                        sha256=str(m["sha256"]),
+                        sqlite=bool(m["sqlite"]),
+                        schema_version=None if m["schema_version"] is None else int(m["schema_version"]),
+                    )
+                    for m in doc["members"]
+                ),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackupError(
+                f"{where}: {MANIFEST} is not a backup manifest, got {type(exc).__name__}: {exc}"
+            ) from None
+
+
+def _is_sqlite(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(16) == _SQLITE_MAGIC
+
+
+def data_files(data_dir: Path, *, exclude: Path | None = None, include_secret_key: bool = False) -> list[Path]:
+    """The files of `data_dir` a backup holds (and a restore replaces), relative, sorted."""
+    out: list[Path] = []
+    skip_dir = exclude.resolve() if exclude is not None else None
+    for root, dirs, files in os.walk(data_dir):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip_dir)
+        for name in files:
+            path = here / name
+            if (
+                name.startswith(".")
+                or name in _SKIP_NAMES
+                or name.endswith(_SKIP_SUFFIXES)
+                or ".corrupt-" in name
+                or (name == KEY_FILE and not include_secret_key)
+                or not path.is_file()
+                or path.is_symlink()
+            ):
+                continue
+            out.append(path.relative_to(data_dir))
+    return sorted(out)
+
+
+def _snapshot(src: Path, dst: Path) -> int:
+    """A consistent copy of a live sqlite file; returns its schema version."""
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30.0)
+    try:
+        target = sqlite3.connect(dst)
+        try:
+            source.backup(target)  # one step: a read transaction, which in WAL mode blocks no writer
+            target.execute("PRAGMA journal_mode = DELETE")  # self-contained: no -wal beside it on restore
+            return int(target.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_name(gateway_id: str, now: datetime) -> str:
+    return f"{PREFIX}{gateway_id}-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}{SUFFIX}"
+
+
+def create(
+    *,
+    data_dir: Path,
+    config_path: Path,
+    gateway_id: str,
+    out_dir: Path,
+    now: datetime,
+    include_secret_key: bool = False,
+) -> Path:
+    """Write one backup file into `out_dir` (mode 0600) and return its path."""
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    final = out_dir / file_name(gateway_id, now)
+    part = final.with_name("." + final.name + ".part")
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as staging_name:
+        staging = Path(staging_name)
+        members: list[tuple[Member, Path]] = []
+        shutil.copyfile(config_path, staging / "config")
+        members.append((_member(f"config/{config_path.name}", staging / "config", None), staging / "config"))
+        for n, rel in enumerate(data_files(data_dir, exclude=out_dir, include_secret_key=include_secret_key)):
+            src = data_dir / rel
+            copy = staging / f"{n}"
+            try:
+                if _is_sqlite(src):
+                    version: int | None = _snapshot(src, copy)
+                else:
+                    shutil.copyfile(src, copy)
+                    version = None
+            except FileNotFoundError:
+                continue  # removed while we walked (a temporary file): not part of the state
+            except sqlite3.Error as exc:
+                raise BackupError(
+                    f"backup: cannot snapshot {src}, got {exc}; check the file with `edgegw buffer check`"
+                ) from exc
+            members.append((_member(f"data/{rel.as_posix()}", copy, version), copy))
+        manifest = Manifest(
+            gateway_id=gateway_id,
+            edgegw_version=__version__,
+            created_at=now,
+            members=tuple(m for m, _ in members),
+        )
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as raw:
+            with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:  # level 1: CPU is the data path's
+                _add_bytes(tar, MANIFEST, manifest.to_json(), now)
+                for member, copy in members:
+                    tar.add(copy, arcname=member.name, recursive=False, filter=_plain)
+            raw.flush()
+            os.fsync(raw.fileno())
+    os.replace(part, final)
+    _fsync_dir(out_dir)
+    if os.geteuid() == 0:  # `sudo edgegw backup now`: the nightly run, as the service user, must rotate it
+        owner = data_dir.stat()
+        for path in (out_dir, final):
+            os.chown(path, owner.st_uid, owner.st_gid)
+    log.info("backup written: %s (%d files, %d bytes)", final, len(members), final.stat().st_size)
+    return final
+
+
+def _member(name: str, path: Path, version: int | None) -> Member:
+    return Member(
+        name=name, size=path.stat().st_size, sha256=_sha256(path), sqlite=version is not None, schema_version=version
+    )
+
+
+def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o600
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, now: datetime) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o600
+    info.mtime = int(now.timestamp())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[tuple[Manifest, Path]]:
+    """Verify `path` completely and yield its manifest and a directory holding its members."""
+    where = f"backup {path}"
+    with tempfile.TemporaryDirectory(prefix="edgegw-verify-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            with tarfile.open(path, mode="r:gz") as tar:
+                names = tar.getnames()
+                if not names or names[0] != MANIFEST:
+                    raise BackupError(
+                        f"{where}: not an edgegw backup, got no {MANIFEST} first; pick a file `edgegw backup list` shows"
+                    )
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise BackupError(
+                f"{where}: the file is damaged or truncated, got {type(exc).__name__}: {exc}; use another generation"
+            ) from None
+        manifest = Manifest.from_json(where, (tmp / MANIFEST).read_bytes())
+        listed = {m.name for m in manifest.members}
+        extra = sorted(set(names) - listed - {MANIFEST})
+        if extra:
+            raise BackupError(
+                f"{where}: members the manifest does not list, got {', '.join(extra)}; the file was altered"
+            )
+        for m in manifest.members:
+            file = tmp / PurePosixPath(m.name)
+            if not file.is_file():
+                raise BackupError(f"{where}: {m.name} is missing; the file is incomplete, use another generation")
+            if file.stat().st_size != m.size or _sha256(file) != m.sha256:
+                raise BackupError(
+                    f"{where}: {m.name} does not match its checksum; the file is damaged, use another generation"
+                )
+            if m.sqlite:
+                _check_sqlite(where, m.name, file)
+        yield manifest, tmp
+
+
+def _check_sqlite(where: str, name: str, file: Path) -> None:
+    try:
+        db = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
+        try:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise BackupError(f"{where}: {name} is not a usable sqlite file, got {exc}; use another generation") from None
+    if rows != [("ok",)]:
+        raise BackupError(f"{where}: {name} fails sqlite's quick_check, got {rows[0][0]}; use another generation")
+
+
+def verify(path: Path) -> Manifest:
+    """Read the whole file, check every checksum and every sqlite snapshot; BackupError saying what is wrong."""
+    with _opened(path) as (manifest, _):
+        return manifest
+
+
+def list_backups(out_dir: Path) -> list[Path]:
+    """The backup files in `out_dir`, oldest first (the names sort by time)."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(p for p in out_dir.iterdir() if p.name.startswith(PREFIX) and p.name.endswith(SUFFIX))
+
+
+def rotate(out_dir: Path, generations: int) -> list[Path]:
+    """Delete all but the newest `generations` backup files; returns what it deleted."""
+    backups = list_backups(out_dir)
+    old = backups[: max(0, len(backups) - generations)]
+    for path in old:
+        path.unlink()
+        log.info("backup rotated out: %s", path)
+    return old
+
+
+def copy_verified(path: Path, dest_dir: Path) -> Path:
+    """Copy a backup to another directory (a mounted share) and verify the copy there, not the source."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / path.name
+    part = dest_dir / ("." + path.name + ".part")
+    with path.open("rb") as src, part.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+    if _sha256(part) != _sha256(path):
+        part.unlink()
+        raise BackupError(f"backup copy {final}: the copy differs from {path}; check the share {dest_dir}")
+    os.replace(part, final)
+    verify(final)
+    return final
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split("."):
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def restore(
+    path: Path,
+    *,
+    data_dir: Path,
+    config_path: Path,
+    gateway_id: str,
+    now: datetime,
+    force: bool = False,
+    exclude: Path | None = None,
+) -> Path:
+    """Put the backup's files in place of the current ones (the gateway must be stopped); returns where the old ones went.
+
+    Refused: a damaged file, another gateway's backup without `force`, a backup from a newer edgegw.
+    The current files are moved aside into `<data_dir>/.pre-restore-<stamp>/`, not deleted.
+    """
+    with _opened(path) as (manifest, tmp):
+        if manifest.gateway_id != gateway_id and not force:
+            raise BackupError(
+                f"backup {path}: taken by gateway {manifest.gateway_id!r}, got this gateway {gateway_id!r}; "
+                "pass --force to restore another box's data onto this one"
+            )
+        if _version_tuple(manifest.edgegw_version) > _version_tuple(__version__):
+            raise BackupError(
+                f"backup {path}: written by edgegw {manifest.edgegw_version}, newer than this {__version__}; "
+                "a downgrade is refused: install that version first"
+            )
+        aside = data_dir / f".pre-restore-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        aside.mkdir(mode=0o700, parents=True)
+        include_key = any(m.name == f"data/{KEY_FILE}" for m in manifest.members)
+        for rel in data_files(data_dir, exclude=exclude, include_secret_key=include_key):
+            for suffix in ("", "-wal", "-shm"):
+                current = data_dir / (str(rel) + suffix)
+                if current.exists():
+                    target = aside / "data" / (str(rel) + suffix)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(current, target)
+        for m in manifest.members:
+            src = tmp / PurePosixPath(m.name)
+            if m.name.startswith("config/"):
+                if config_path.exists():
+                    shutil.copy2(config_path, aside / config_path.name)
+                shutil.copyfile(src, config_path)
+                continue
+            inner = PurePosixPath(m.name).relative_to("data")
+            target = data_dir / Path(*inner.parts)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+            # the buffer is group-readable for the web UI (buffer/schema.py); every other store is owner-only
+            os.chmod(target, 0o640 if inner.name == "buffer.db" else 0o600)
+            if os.geteuid() == 0:  # root restores for the service user that owns the data directory
+                owner = data_dir.stat()
+                os.chown(target, owner.st_uid, owner.st_gid)
+        log.warning("restored %s into %s; the previous files are in %s", path, data_dir, aside)
+        return aside

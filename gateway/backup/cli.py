@@ -1,0 +1,174 @@
+"""`edgegw backup now|list|verify|restore FILE|scheduler`: the nightly backup by hand, its files, and getting a night back."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.backup import archive, schedule
+from gateway.errors import ConfigError
+
+__all__ = ["EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "run"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+DEFAULT_CONFIG = Path("/etc/edgegw/gateway.toml")
+# What restore stops and starts again, per service manager (the web UI reads the stores too).
+SYSTEMD_UNITS = ("edgegw-web.service", "edgegw.service")
+SUPERVISOR_PROGRAMS = ("edgegw-web", "edgegw")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser("backup", help="take, list, verify and restore backups")
+    sub = p.add_subparsers(dest="backup_command", required=True, metavar="{now,list,verify,restore,scheduler}")
+    sub.add_parser("now", help="take a backup now (rotated and copied like the nightly one)")
+    sub.add_parser("list", help="the backup files kept, oldest first, and the last outcome")
+    v = sub.add_parser("verify", help="check a backup file completely (checksums, sqlite snapshots)")
+    v.add_argument("file", type=Path)
+    r = sub.add_parser("restore", help="stop the gateway, put a backup's files in place, start it again")
+    r.add_argument("file", type=Path)
+    r.add_argument("--force", action="store_true", help="restore a backup taken by another gateway id")
+    r.add_argument(
+        "--service-manager",
+        choices=("auto", "systemd", "supervisor", "none"),
+        default="auto",
+        help="how to stop and start the gateway (none: it must be stopped already)",
+    )
+    s = sub.add_parser("scheduler", help="sleep until the drawn time in the window and back up (the timer's job)")
+    s.add_argument("--once", action="store_true", help="only tonight's backup, then exit (systemd timer)")
+    for c in sub.choices.values():
+        c.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            default=None,
+            help=f"gateway configuration (default: $EDGEGW_CONFIG or {DEFAULT_CONFIG})",
+        )
+    return p
+
+
+def _job(config_path: Path) -> schedule.Job:
+    from gateway.config import load_config
+
+    cfg = load_config(config_path)
+    return schedule.Job(
+        gateway_id=cfg.gateway.id, data_dir=Path(cfg.gateway.data_dir), config_path=config_path, config=cfg.backup
+    )
+
+
+def run(args: argparse.Namespace, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+    config_path = args.config or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_CONFIG)))
+    try:
+        job = _job(config_path)
+    except ConfigError as exc:
+        print(f"backup: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        match args.backup_command:
+            case "now":
+                print(schedule.run_backup(job, now()))
+            case "list":
+                _list(job)
+            case "verify":
+                m = archive.verify(args.file)
+                print(
+                    f"{args.file}: ok, gateway {m.gateway_id}, edgegw {m.edgegw_version}, "
+                    f"taken {m.created_at.isoformat()}, {len(m.members)} files"
+                )
+            case "restore":
+                _restore(job, args.file, force=args.force, manager=args.service_manager, now=now())
+            case "scheduler":
+                if not job.config.enabled:
+                    print("backup: [backup] enabled = false; nothing to schedule")
+                    return EXIT_OK
+                return EXIT_FAILURE if schedule.scheduler(job, once=args.once, clock=now) else EXIT_OK
+    except archive.BackupError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _list(job: schedule.Job) -> None:
+    for path in archive.list_backups(job.out_dir):
+        print(f"{path}  {path.stat().st_size} bytes")
+    status = schedule.read_status(job.data_dir)
+    if "last_success" in status:
+        print(f"last success: {status['last_success']['at']}")
+    if "last_failure" in status:
+        print(f"last failure: {status['last_failure']['at']}: {status['last_failure']['error']}")
+
+
+def _manager(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
+        return "systemd"
+    conf = Path("/etc/supervisor/conf.d/edgegw.conf")
+    if shutil.which("supervisorctl") and (os.environ.get("SUPERVISOR_ENABLED") or conf.exists()):
+        return "supervisor"
+    return "none"
+
+
+def _control(manager: str, verb: str) -> None:
+    cmd: Sequence[str]
+    if manager == "systemd":
+        names = SYSTEMD_UNITS if verb == "stop" else tuple(reversed(SYSTEMD_UNITS))
+        cmd = ["systemctl", verb, *names]
+    else:
+        names = SUPERVISOR_PROGRAMS if verb == "stop" else tuple(reversed(SUPERVISOR_PROGRAMS))
+        cmd = ["supervisorctl", verb, *names]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if done.returncode != 0 and verb == "stop":
+        raise archive.BackupError(
+            f"backup restore: cannot stop the gateway, got `{' '.join(cmd)}` exit {done.returncode}: "
+            f"{done.stderr.strip()}; stop it by hand and run restore with --service-manager none"
+        )
+
+
+def _running(job: schedule.Job) -> bool:
+    sock = job.data_dir / "control.sock"
+    if not sock.exists():
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(sock))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: datetime) -> None:
+    archive.verify(file)  # before stopping anything: a bad file costs no downtime
+    how = _manager(manager)
+    if how == "none" and _running(job):
+        raise archive.BackupError(
+            f"backup restore: the gateway is running (its control socket {job.data_dir / 'control.sock'} answers); "
+            "stop it first, or pass --service-manager systemd|supervisor"
+        )
+    if how != "none":
+        _control(how, "stop")
+    try:
+        aside = archive.restore(
+            file,
+            data_dir=job.data_dir,
+            config_path=job.config_path,
+            gateway_id=job.gateway_id,
+            now=now,
+            force=force,
+            exclude=job.out_dir,
+        )
+    finally:
+        if how != "none":
+            _control(how, "start")  # restored or refused, the gateway runs again
+    print(f"restored {file}; the files it replaced are in {aside}")

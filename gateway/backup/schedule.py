@@ -1,0 +1,148 @@
+"""When tonight's backup runs, and running it: create, rotate to N generations, copy off the box, record the outcome.
+
+The time is drawn inside the window from the gateway id and the date: the same box backs up at the
+same minute if restarted, and a fleet's boxes spread over the window instead of all writing to the
+file server at 02:00. `edgegw backup scheduler` runs it: with `--once` from the systemd timer
+(edgegw-backup.timer starts it at local midnight; it sleeps until the drawn time), without it as a
+long-running supervisor program on boxes without systemd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.backup import archive
+from gateway.backup.config import BackupConfig, parse_hhmm
+
+log = logging.getLogger("gateway.backup")
+
+STATUS_FILE = "backup-status.json"
+
+
+def drawn_time(config: BackupConfig, gateway_id: str, day: date) -> datetime:
+    """The night's backup time: a minute inside the window, the same for a box and a date every time."""
+    start, end = parse_hhmm(config.window_start), parse_hhmm(config.window_end)
+    digest = hashlib.sha256(f"{gateway_id}/{day.isoformat()}".encode()).digest()
+    minute = start + int.from_bytes(digest[:4], "big") % (end - start)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=config.zone)
+    return midnight + timedelta(minutes=minute)
+
+
+def next_run(config: BackupConfig, gateway_id: str, now: datetime) -> datetime:
+    """The first drawn time after `now` (tonight's, or tomorrow night's once tonight's has passed)."""
+    today = now.astimezone(config.zone).date()
+    for day in (today, today + timedelta(days=1)):
+        at = drawn_time(config, gateway_id, day)
+        if at > now:
+            return at
+    return drawn_time(config, gateway_id, today + timedelta(days=2))  # unreachable: a window is within a day
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """What a backup needs from the gateway's configuration."""
+
+    gateway_id: str
+    data_dir: Path
+    config_path: Path
+    config: BackupConfig
+
+    @property
+    def out_dir(self) -> Path:
+        return self.config.backup_dir(self.data_dir)
+
+
+def read_status(data_dir: Path) -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads((data_dir / STATUS_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return doc
+
+
+def status_line(data_dir: Path) -> str | None:
+    """`edgegw status`'s backup line: the last outcome, a failure first (None before any backup)."""
+    doc = read_status(data_dir)
+    if doc.get("ok") is False and "last_failure" in doc:
+        return f"backup: FAILED at {doc['last_failure']['at']}: {doc['last_failure']['error']}"
+    if "last_success" in doc:
+        return f"backup: ok at {doc['last_success']['at']} ({doc['last_success']['file']})"
+    return None
+
+
+def _write_status(data_dir: Path, doc: dict[str, Any]) -> None:
+    path = data_dir / STATUS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, path)
+
+
+def run_backup(job: Job, now: datetime) -> Path:
+    """Take one backup now, rotate, copy it off the box if configured; the outcome goes to the status file.
+
+    A failure is logged at ERROR, recorded as `last_failure` (what `edgegw status` and the alarms
+    read), and raised as BackupError.
+    """
+    status = read_status(job.data_dir)
+    try:
+        path = archive.create(
+            data_dir=job.data_dir,
+            config_path=job.config_path,
+            gateway_id=job.gateway_id,
+            out_dir=job.out_dir,
+            now=now,
+            include_secret_key=job.config.include_secret_key,
+        )
+        archive.verify(path)
+        archive.rotate(job.out_dir, job.config.generations)
+        copy = None
+        if job.config.copy_to is not None:
+            copy = archive.copy_verified(path, job.config.copy_to)
+            archive.rotate(job.config.copy_to, job.config.generations)
+    except (archive.BackupError, OSError) as exc:
+        error = exc if isinstance(exc, archive.BackupError) else archive.BackupError(f"backup: {exc}")
+        log.error("backup failed: %s", error)
+        status["last_failure"] = {"at": now.astimezone(UTC).isoformat(), "error": str(error)}
+        status["ok"] = False
+        _write_status(job.data_dir, status)
+        raise error from exc
+    status["last_success"] = {
+        "at": now.astimezone(UTC).isoformat(),
+        "file": str(path),
+        "size": path.stat().st_size,
+        "copy": None if copy is None else str(copy),
+    }
+    status["ok"] = True
+    _write_status(job.data_dir, status)
+    return path
+
+
+def scheduler(
+    job: Job,
+    *,
+    once: bool,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Sleep until each drawn time and take the backup; with `once`, only tonight's. Returns how many failed."""
+    failures = 0
+    while True:
+        at = next_run(job.config, job.gateway_id, clock())
+        log.info("next backup at %s", at.isoformat())
+        while (wait := (at - clock()).total_seconds()) > 0:
+            sleep(min(wait, 300.0))  # wakes now and then: a suspended box or a moved clock is noticed
+        try:
+            run_backup(job, clock())
+        except archive.BackupError:
+            failures += 1  # logged and recorded; the next night tries again
+        if once:
+            return failures

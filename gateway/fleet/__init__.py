@@ -1,0 +1,1 @@
+"""Operating a fleet of boxes: the Device entity, /metrics, alarms, signed remote configuration, safe mode, commissioning."""

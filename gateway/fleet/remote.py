@@ -1,0 +1,217 @@
+"""Signed remote configuration: an Ed25519-signed bundle, verified, applied, health-checked, rolled back.
+
+Theory of operation. A bundle is JSON `{"format", "payload", "signature"}`: `payload` is base64 of
+the JSON `{"gateway", "serial", "issued_at", "config"}` and `signature` base64 of its Ed25519
+signature by the platform's key (`edgegw config sign`). `verify_bundle` (pure) checks, in this
+order, the format, the signature against the key pinned in `[fleet.remote_config].public_key`,
+the gateway id (a bundle for another box is refused) and the serial (it must be above the last one
+accepted: an old bundle replayed is refused). Only then is the config text validated and applied
+through the control socket's `ConfigOps.apply`, which records a config version and reloads.
+
+A reload stops the generation that applied it, so the outcome is kept in
+`<data_dir>/remote_config.json` (`pending`: the serial, the version applied, the previous text and
+the deadline) and the next generation's fleet service finishes the job on its ticks: when every
+uplink delivered after the apply (and none is failing), it confirms; at the deadline it applies the
+previous text again (a rollback, itself a recorded version). Every step is an audit entry and an
+`event` in the status document, which the Device entity carries to the platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from gateway.errors import GatewayError
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "Bundle",
+    "BundleRefused",
+    "RemoteState",
+    "healthy_since",
+    "public_key_b64",
+    "sign_bundle",
+    "verify_bundle",
+]
+
+log = logging.getLogger(__name__)
+BUNDLE_FORMAT = "edgegw-config-bundle/1"
+STATE_FILE = "remote_config.json"
+MAX_BUNDLE_BYTES = 1 << 20
+
+
+class BundleRefused(GatewayError, ValueError):
+    """A bundle that is not applied; `code` is stable (bad_format, bad_signature, wrong_gateway, replayed)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bundle:
+    gateway: str
+    serial: int
+    issued_at: str
+    config: str
+
+
+def public_key_b64(key: Ed25519PrivateKey) -> str:
+    return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode("ascii")
+
+
+def sign_bundle(key: Ed25519PrivateKey, *, gateway: str, serial: int, config: str, issued_at: datetime) -> bytes:
+    payload = json.dumps(
+        {"gateway": gateway, "serial": serial, "issued_at": issued_at.astimezone(UTC).isoformat(), "config": config},
+        ensure_ascii=False,
+        sort_keys=True,
+    ).encode()
+    doc = {
+        "format": BUNDLE_FORMAT,
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "signature": base64.b64encode(key.sign(payload)).decode("ascii"),
+    }
+    return json.dumps(doc, indent=1).encode()
+
+
+def verify_bundle(data: bytes, *, public_key: str, gateway: str, last_serial: int) -> Bundle:
+    """The bundle's content once every check passed; BundleRefused with the first that failed."""
+    where = "remote config"
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleRefused(
+            "bad_format", f"{where}: bundle too large, got {len(data)} bytes; at most {MAX_BUNDLE_BYTES}"
+        )
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"format is not {BUNDLE_FORMAT}")
+        payload = base64.b64decode(doc["payload"], validate=True)
+        signature = base64.b64decode(doc["signature"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise BundleRefused("bad_format", f"{where}: not a config bundle, got {exc}") from None
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key)).verify(signature, payload)
+    except InvalidSignature:
+        raise BundleRefused(
+            "bad_signature",
+            f"{where}: signature does not verify with the pinned key, got a bundle signed by another key or altered; "
+            "nothing applied",
+        ) from None
+    try:
+        body = json.loads(payload)
+        bundle = Bundle(
+            gateway=str(body["gateway"]),
+            serial=int(body["serial"]),
+            issued_at=str(body["issued_at"]),
+            config=str(body["config"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleRefused("bad_format", f"{where}: signed payload unreadable, got {exc}") from None
+    if bundle.gateway != gateway:
+        raise BundleRefused(
+            "wrong_gateway", f"{where}: bundle is for gateway {bundle.gateway!r}, got it on {gateway!r}"
+        )
+    if bundle.serial <= last_serial:
+        raise BundleRefused(
+            "replayed",
+            f"{where}: serial must be above {last_serial}, got {bundle.serial}; an old bundle is never applied",
+        )
+    return bundle
+
+
+def healthy_since(doc: Mapping[str, Any], applied_at: float) -> bool:
+    """Every uplink delivered after `applied_at` and none is failing: positive evidence, not the absence of
+    errors (a new generation sends its Device entity at once, so every uplink has something to deliver)."""
+    for u in doc.get("uplinks", ()):
+        if u.get("state") in ("backing-off", "refused", "starting"):
+            return False
+        if (u.get("last_delivery") or 0) < applied_at:
+            return False
+    return True
+
+
+class RemoteState:
+    """`<data_dir>/remote_config.json` (0600: it holds the previous config text)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / STATE_FILE
+        self.doc: dict[str, Any] = {"last_serial": 0, "pending": None, "events": []}
+        try:
+            loaded = json.loads(self.path.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict):
+                self.doc.update(loaded)
+        except (OSError, ValueError):
+            pass
+
+    @property
+    def last_serial(self) -> int:
+        return int(self.doc.get("last_serial", 0))
+
+    @property
+    def pending(self) -> dict[str, Any] | None:
+        pending: dict[str, Any] | None = self.doc.get("pending")
+        return pending
+
+    def event(self, at: float, step: str, detail: str, serial: int | None = None) -> None:
+        self.doc["events"] = [
+            *self.doc.get("events", [])[-19:],
+            {"at": at, "step": step, "serial": serial, "detail": detail},
+        ]
+
+    def save(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.doc, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def summary(self) -> dict[str, Any]:
+        pending = self.pending
+        return {
+            "last_serial": self.last_serial,
+            "pending": None
+            if pending is None
+            else {k: pending[k] for k in ("serial", "version", "applied_at", "deadline") if k in pending},
+            "events": self.doc.get("events", [])[-5:],
+        }
+
+
+async def fetch(url: str, *, context: ssl.SSLContext | None = None, timeout_s: float = 30.0) -> bytes:
+    """GET the bundle (TLS verified with `context`, default the system's CAs); at most MAX_BUNDLE_BYTES."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url, ssl=context or True) as resp:
+        if resp.status == 304:
+            return b""
+        if resp.status != 200:
+            raise BundleRefused("fetch_failed", f"remote config: GET {url} answered {resp.status}")
+        data = await resp.content.read(MAX_BUNDLE_BYTES + 1)
+        return data
+
+
+# Tasks that outlive the generation that started them: applying a config reloads, which stops that
+# generation; the apply must not be cancelled by its own reload.
+_DETACHED: set[asyncio.Task[Any]] = set()
+
+
+def detach(make: Callable[[], Any], name: str) -> asyncio.Task[Any]:
+    task = asyncio.create_task(make(), name=name)
+    _DETACHED.add(task)
+    task.add_done_callback(_DETACHED.discard)
+    return task

@@ -1,0 +1,481 @@
+"""The fleet service of one gateway generation: ticks that report, alarm, watch for crash loops and remote config.
+
+Each tick reads the status document once (`Gateway.status()`, which embeds `section()`) and from
+it: notes availability, evaluates the alarm rules (mail through the one outgoing-mail component,
+an `Alert` entity to the platform), sends the `Device` entity when its state changed or the report
+interval passed, stops crash-looping adapters (safe mode), finishes a pending remote config (confirm
+or roll back) and fetches a new bundle when due. The tick takes `now`: tests drive it with a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.errors import ConfigError
+from gateway.fleet import remote
+from gateway.fleet.alarms import AlarmEngine, AlarmEvent, EventKind, alarm_reading, conditions, render_mail
+from gateway.fleet.availability import AVAILABILITY_FILE, Availability
+from gateway.fleet.config import FleetConfig
+from gateway.fleet.device import device_entity_id, device_reading, device_state
+from gateway.fleet.metrics import MetricsServer
+from gateway.fleet.safemode import ProcessStarts, RestartWindow
+from gateway.fleet.system import SystemFacts, ip_addresses, last_backup, probe
+from gateway.logs import StateLog
+from gateway.records import Command, CommandResult, Reading
+from gateway.tls import client_context
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+    from gateway.control.target import ControlTarget
+
+__all__ = ["FleetService"]
+
+log = logging.getLogger(__name__)
+ALARMS_FILE = "alarms.json"
+COMMAND_OWNER = "fleet"  # the Device entity's readings carry source.adapter "fleet" too
+CONFIG_COMMAND = "configBundle"  # a platform command whose value is a signed bundle (JSON text or object)
+TICK_S = 10.0
+
+
+class FleetService:
+    def __init__(
+        self,
+        gw: Gateway,
+        config: FleetConfig,
+        emit_many: Callable[[Sequence[Reading]], Awaitable[None]],
+        *,
+        clock: Callable[[], float] = time.time,
+        system_probe: Callable[[Path], SystemFacts] = probe,
+        addresses: Callable[[], list[str]] = ip_addresses,
+        target: ControlTarget | None = None,
+    ) -> None:
+        self.gw = gw
+        self.config = config
+        self.emit_many = emit_many
+        self.clock = clock
+        self.system_probe = system_probe
+        self.addresses = addresses
+        self.target = target
+        self.data_dir = Path(gw.config.gateway.data_dir)
+        self.entity_id = device_entity_id(gw.config.gateway.id, config.device_id)
+        self.engine = AlarmEngine(config.alarms, _read_json(self.data_dir / ALARMS_FILE))
+        self.availability = Availability(self.data_dir / AVAILABILITY_FILE, max_gap_s=3 * TICK_S + 30)
+        self.window = RestartWindow(config.safe_mode.restarts, config.safe_mode.within_s)
+        self.starts = ProcessStarts(self.data_dir, config.safe_mode.restarts, config.safe_mode.within_s)
+        self.remote_state = remote.RemoteState(self.data_dir)
+        self.safe_mode: dict[str, Any] = {"active": False, "reason": "", "stopped_adapters": []}
+        self.facts: SystemFacts | None = None
+        self.metrics: MetricsServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_report = 0.0
+        self._last_state: tuple[str, ...] | None = None  # deviceState, reason, last remote-config step
+        self._next_fetch = 0.0
+        self._failing_since_delivery: dict[str, float] = {}  # uplink -> its last delivery when it began failing
+        self.mails_enqueued = 0
+        self.events: list[dict[str, Any]] = []  # the latest alarm events, for status
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def boot(self) -> bool:
+        """Called before any adapter starts: True when the process is crash-looping (run no adapter)."""
+        if self.starts.started(self.clock(), os.getpid()):
+            reason = (
+                f"the gateway restarted {self.config.safe_mode.restarts} times within "
+                f"{self.config.safe_mode.within_s:.0f} s without a clean stop; adapters not started"
+            )
+            self._enter_safe_mode(reason, [a.name for a in self.gw.config.adapters])
+            return True
+        return False
+
+    async def start(self, *, autotick: bool = True) -> None:
+        # platform commands to the gateway's own Device entity come here (a pushed config bundle)
+        self.gw.router.add_adapter(COMMAND_OWNER, self)
+        self.gw.router.claim(self.entity_id, COMMAND_OWNER, entity_type="Device")
+        if self.config.metrics.enabled:
+            metrics = MetricsServer(self.config.metrics, self.status)
+            try:
+                await metrics.start()
+                self.metrics = metrics
+            except OSError as exc:  # metrics are not worth a gateway that does not deliver
+                log.error(
+                    "metrics not served: cannot listen on %s:%s, got %s; another process has the port?",
+                    self.config.metrics.host,
+                    self.config.metrics.port,
+                    exc,
+                )
+                await metrics.stop()
+        if autotick:
+            self._task = asyncio.create_task(self._run(), name="fleet")
+
+    async def stop(self, *, clean: bool) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.metrics is not None:
+            await self.metrics.stop()
+        self.availability.save()
+        if clean:  # a stop that ran to here was not a crash
+            self.starts.stopped_cleanly(os.getpid())
+
+    async def _run(self) -> None:
+        failing = StateLog(log)
+        while True:
+            try:
+                await self.tick(self.clock())
+            except Exception as exc:  # reporting must never stop the gateway (a full buffer refuses the report)
+                failing.fail(str(exc), logging.WARNING, "fleet tick failed: %s", exc)
+            else:
+                failing.ok("fleet ticks again")
+            await asyncio.sleep(TICK_S)
+
+    # --- status --------------------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """`Gateway.status()` as plain JSON values (enums as their values): what `edgegw status` shows too."""
+        doc: dict[str, Any] = orjson.loads(orjson.dumps(await self.gw.status(), default=str))
+        return doc
+
+    def section(self) -> dict[str, Any]:
+        """The `fleet` part of the status document (sync, cheap: what the last tick measured)."""
+        out: dict[str, Any] = {
+            "device_entity": self.entity_id,
+            "safe_mode": dict(self.safe_mode),
+            "alarms": self.engine.summary(),
+            "system": self.facts.to_dict() if self.facts is not None else {},
+            "latency": {loop.config.name: loop.latency.to_dict() for loop in self.gw.loops},
+            "buffer_cap": {"max_rows": self.gw.config.buffer.max_rows},
+            "river_alerts": self._river_alerts(),
+            "availability": self.availability.yesterday(self.clock()).to_dict(),
+            "remote_config": self.remote_state.summary(),
+            "mails_enqueued": self.mails_enqueued,
+        }
+        backup = last_backup(self.data_dir)
+        if backup is not None:
+            out["backup"] = backup
+        return out
+
+    def _river_alerts(self) -> list[str]:
+        """Gauges whose latest river Alert went up (raised) rather than down (cleared)."""
+        newest: dict[str, Reading] = {}
+        for r in list(self.gw.latest.values()):
+            if r.entity_type != "Alert" or "alertSource" not in r.attributes or r.source.adapter == "fleet":
+                continue
+            gauge = str(r.attributes["alertSource"].value)
+            if gauge not in newest or r.observed_at > newest[gauge].observed_at:
+                newest[gauge] = r
+        return sorted(
+            g for g, r in newest.items() if "direction" in r.attributes and r.attributes["direction"].value == "up"
+        )
+
+    # --- the tick ------------------------------------------------------------------------------------------
+
+    async def tick(self, now: float) -> dict[str, Any]:
+        self.facts = await asyncio.to_thread(self.system_probe, self.data_dir)
+        # read again: the apply that reloaded into this generation writes the file after this service began
+        self.remote_state = await asyncio.to_thread(remote.RemoteState, self.data_dir)
+        doc = await self.status()
+        self._sticky_failing(doc)
+        await self._safe_mode(doc, now)
+        if self.safe_mode["active"]:
+            doc = await self.status()
+            self._sticky_failing(doc)
+        self.availability.note(now, _delivering(doc))
+        events = self.engine.evaluate(conditions(doc, self.config.alarms.rules, now), now)
+        if events:
+            _write_json(self.data_dir / ALARMS_FILE, self.engine.state())
+            await self._dispatch(events)
+            doc = await self.status()
+            self._sticky_failing(doc)
+        steps = (doc.get("fleet") or {}).get("remote_config", {}).get("events") or [{}]
+        state = (*device_state(doc), str(steps[-1].get("step", "")), str(steps[-1].get("at", "")))
+        if state != self._last_state or now - self._last_report >= self.config.report_interval_s:
+            if self._last_state is not None and state != self._last_state:
+                log.info(
+                    "gateway state %s -> %s%s", self._last_state[0], state[0], f" ({state[1]})" if state[1] else ""
+                )
+            await self._report(doc, now)
+            self._last_state = state
+            self._last_report = now
+        await self._remote(doc, now)
+        return doc
+
+    def _sticky_failing(self, doc: dict[str, Any]) -> None:
+        """Mark each uplink `failing` from the moment it backs off until it delivers again.
+
+        A failing uplink alternates between backing-off and sending (each retry): its state alone
+        would flap the Device entity's deviceState at every tick.
+        """
+        for u in doc.get("uplinks", ()):
+            name, last = u["name"], u.get("last_delivery") or 0
+            if u.get("state") in ("backing-off", "refused"):
+                self._failing_since_delivery.setdefault(name, last)
+            elif name in self._failing_since_delivery and last > self._failing_since_delivery[name]:
+                del self._failing_since_delivery[name]
+            u["failing"] = name in self._failing_since_delivery
+
+    async def report_now(self) -> None:
+        """Send the Device entity at once (commissioning's test reading)."""
+        now = self.clock()
+        await self._report(await self.status(), now)
+        self._last_report = now
+
+    async def _report(self, doc: dict[str, Any], now: float) -> None:
+        reading = device_reading(
+            doc,
+            entity_id=self.entity_id,
+            now=datetime.fromtimestamp(now, UTC),
+            ip_addresses=self.addresses(),
+            availability=self.availability.yesterday(now).to_dict(),
+        )
+        await self.emit_many([reading])
+
+    async def _dispatch(self, events: list[AlarmEvent]) -> None:
+        gw_id = self.gw.config.gateway.id
+        readings = []
+        for event in events:
+            cond = event.condition
+            how = {EventKind.RAISED: log.warning, EventKind.REPEATED: log.debug, EventKind.CLEARED: log.info}[
+                event.kind
+            ]
+            how("alarm %s: %s", event.kind.value, cond.detail, extra={"component": "fleet"})
+            self.events = [*self.events[-19:], {"at": event.at, "event": event.kind.value, "key": cond.key}]
+            if self.config.alarms.to_platform:
+                readings.append(alarm_reading(event, gateway=gw_id, device_entity_id=self.entity_id))
+            to = self.config.alarms.recipients.get(cond.severity, ())
+            if to and self.gw.mail_queue is not None:
+                from gateway.mail import Mail
+
+                subject, text = render_mail(event, gateway=gw_id, language=self.config.alarms.language)
+                await self.gw.mail_queue.enqueue(
+                    Mail(to=tuple(to), subject=subject, text=text, purpose="alarm", reference=cond.key[:200])
+                )
+                self.mails_enqueued += 1
+        if readings:
+            await self.emit_many(readings)
+
+    # --- safe mode -----------------------------------------------------------------------------------------
+
+    def _enter_safe_mode(self, reason: str, adapters: list[str]) -> None:
+        stopped = sorted(set(self.safe_mode["stopped_adapters"]) | set(adapters))
+        if not self.safe_mode["active"]:
+            log.error("safe mode: %s; the uplinks keep draining the buffer", reason)
+        self.safe_mode = {"active": True, "reason": reason, "stopped_adapters": stopped}
+
+    async def _safe_mode(self, doc: dict[str, Any], now: float) -> None:
+        looping = [
+            a["name"]
+            for a in doc.get("adapters", ())
+            if a["name"] not in self.safe_mode["stopped_adapters"]
+            and self.window.note(a["name"], a.get("restarts", 0), now)
+        ]
+        if not looping or self.gw.supervisor is None:
+            return
+        for name in looping:
+            await self.gw.supervisor.stop_one(name)
+        cfg = self.config.safe_mode
+        self._enter_safe_mode(
+            f"adapter(s) {', '.join(looping)} restarted {cfg.restarts} times within {cfg.within_s:.0f} s: stopped",
+            looping,
+        )
+
+    def clear_safe_mode(self) -> None:
+        self.starts.clear()
+
+    # --- remote configuration ------------------------------------------------------------------------------
+
+    async def _remote(self, doc: dict[str, Any], now: float) -> None:
+        rc = self.config.remote_config
+        pending = self.remote_state.pending
+        if pending is not None and self.target is not None:
+            if pending.get("reloaded") and remote.healthy_since(doc, pending["applied_at"]):
+                await self._remote_step(now, "confirmed", "uplinks delivering after the apply", pending["serial"])
+                self.remote_state.doc["pending"] = None
+                self.remote_state.save()
+            elif now >= pending["deadline"]:
+                await self._rollback(now, pending)
+            return
+        if rc is None or rc.url is None or self.target is None or now < self._next_fetch:
+            return
+        self._next_fetch = now + rc.interval_s
+        try:
+            context = client_context(rc.tls, "fleet.remote_config") if rc.url.startswith("https://") else None
+            data = await remote.fetch(rc.url, context=context)
+        except (remote.BundleRefused, ConfigError, OSError, TimeoutError) as exc:
+            log.warning("remote config not fetched: %s", exc)
+            return
+        except Exception as exc:  # aiohttp's ClientError and the like: a fetch problem, retried at the interval
+            log.warning("remote config not fetched: %s", exc)
+            return
+        if data:
+            await self.offer(data, via="fetch")
+
+    async def handle(self, command: Command) -> CommandResult:
+        """A platform command to the Device entity: `configBundle` with a signed bundle as its value."""
+        if command.name != CONFIG_COMMAND:
+            return CommandResult(
+                command_id=command.command_id,
+                ok=False,
+                info=f"command {command.name}: the gateway takes {CONFIG_COMMAND} only, got {command.name!r}",
+            )
+        value = command.value
+        data = value.encode() if isinstance(value, str) else orjson.dumps(value)
+        result = await self.offer(data, via=f"command {command.command_id}")
+        info = f"bundle {result['serial']} verified, applying" if result.get("applied") else str(result.get("error"))
+        return CommandResult(command_id=command.command_id, ok=bool(result.get("applied")), info=info)
+
+    async def offer(self, data: bytes, *, via: str) -> dict[str, Any]:
+        """A bundle fetched or pushed (platform command, control op): verified and, if valid, applied."""
+        rc = self.config.remote_config
+        now = self.clock()
+        if rc is None or self.target is None:
+            return {"applied": False, "error": "remote config: not configured, got no [fleet.remote_config] section"}
+        self.remote_state = await asyncio.to_thread(remote.RemoteState, self.data_dir)
+        try:
+            bundle = remote.verify_bundle(
+                data,
+                public_key=rc.public_key,
+                gateway=self.gw.config.gateway.id,
+                last_serial=self.remote_state.last_serial,
+            )
+        except remote.BundleRefused as exc:
+            await self._remote_step(now, "refused", f"{exc.code}: {exc} (via {via})", None)
+            return {"applied": False, "error": str(exc), "code": exc.code}
+        from gateway.control.ops_config import ConfigOps, parse_text
+
+        try:
+            parse_text(bundle.config)
+        except ConfigError as exc:
+            await self._remote_step(now, "refused", f"invalid config: {'; '.join(exc.errors)}", bundle.serial)
+            return {
+                "applied": False,
+                "error": "remote config: the bundle's config is not valid",
+                "errors": list(exc.errors),
+            }
+        previous = await asyncio.to_thread(self.target.config_path.read_text, encoding="utf-8")
+        self.remote_state.doc["last_serial"] = bundle.serial
+        self.remote_state.doc["pending"] = {
+            "serial": bundle.serial,
+            "applied_at": now,
+            "deadline": now + rc.health_window_s,
+            "previous": previous,
+            "reloaded": False,
+        }
+        await self._remote_step(
+            now, "verified", f"serial {bundle.serial} issued {bundle.issued_at} (via {via})", bundle.serial
+        )
+        ops = ConfigOps(self.target, clock=self.clock)
+        target = self.target
+
+        async def apply() -> None:
+            from gateway.control.protocol import ControlError
+
+            state = remote.RemoteState(self.data_dir)
+            try:
+                result = await ops.apply(bundle.config, actor="remote-config", comment=f"remote bundle {bundle.serial}")
+            except ControlError as exc:
+                state.doc["pending"] = None
+                state.event(self.clock(), "failed", f"{exc}", bundle.serial)
+                state.save()
+                await _audit(
+                    target, "fleet.remote_config.failed", {"serial": bundle.serial, "error": str(exc)}, self.clock()
+                )
+                return
+            pending = state.doc.get("pending") or {}
+            pending.update(version=result["version"], reloaded=True)
+            state.doc["pending"] = pending
+            state.event(self.clock(), "applied", f"version {result['version']}", bundle.serial)
+            state.save()
+            await _audit(
+                target,
+                "fleet.remote_config.applied",
+                {"serial": bundle.serial, "version": result["version"]},
+                self.clock(),
+            )
+
+        remote.detach(apply, f"remote-config:{bundle.serial}")
+        return {"applied": True, "serial": bundle.serial}
+
+    async def _rollback(self, now: float, pending: dict[str, Any]) -> None:
+        assert self.target is not None
+        serial = pending["serial"]
+        await self._remote_step(now, "rolling_back", "uplinks not delivering within the health window", serial)
+        self.remote_state.doc["pending"] = None
+        self.remote_state.save()
+        from gateway.control.ops_config import ConfigOps
+
+        ops = ConfigOps(self.target, clock=self.clock)
+        target, clock, data_dir = self.target, self.clock, self.data_dir
+
+        async def rollback() -> None:
+            state = remote.RemoteState(data_dir)
+            try:
+                result = await ops.apply(
+                    pending["previous"], actor="remote-config", comment=f"rollback of remote bundle {serial}"
+                )
+                detail = f"back to the previous config, version {result['version']}"
+                step = "rolled_back"
+            except Exception as exc:  # said everywhere: the box needs someone
+                detail, step = f"rollback failed: {exc}", "rollback_failed"
+                log.error("remote config: %s", detail)
+            state.event(clock(), step, detail, serial)
+            state.save()
+            await _audit(target, f"fleet.remote_config.{step}", {"serial": serial, "detail": detail}, clock())
+
+        remote.detach(rollback, f"remote-config-rollback:{serial}")
+
+    async def _remote_step(self, now: float, step: str, detail: str, serial: int | None) -> None:
+        log.info("remote config %s: %s", step, detail)
+        self.remote_state.event(now, step, detail, serial)
+        await asyncio.to_thread(self.remote_state.save)
+        if self.target is not None:
+            await _audit(self.target, f"fleet.remote_config.{step}", {"serial": serial, "detail": detail}, now)
+
+
+def _delivering(doc: dict[str, Any]) -> bool:
+    """No uplink failing (backing off or refused since its last delivery)."""
+    return not any(u.get("failing") or u.get("state") in ("backing-off", "refused") for u in doc.get("uplinks", ()))
+
+
+async def _audit(target: ControlTarget, action: str, detail: dict[str, Any], at: float) -> None:
+    """One entry in the HMAC-chained audit log (gateway/audit) of the running config's web state dir."""
+    from gateway.audit.log import AuditLog
+
+    config = target.config
+    state_dir = config.web.state_path(Path(config.gateway.data_dir))
+
+    def write() -> None:
+        AuditLog(state_dir).append(actor="remote-config", action=action, target="config", detail=detail, at=at)
+
+    try:
+        await asyncio.to_thread(write)
+    except Exception as exc:  # the audit log unavailable must not leave a config half applied
+        log.error("audit entry %s not written: %s", action, exc)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    import json
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc), encoding="utf-8")
+    os.replace(tmp, path)

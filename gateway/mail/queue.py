@@ -1,0 +1,374 @@
+"""The durable mail queue: <data_dir>/mail.db (sqlite, mode 0600, schema version in PRAGMA user_version).
+
+Theory of operation. `enqueue` commits the mail (synchronous=FULL) before it returns its id, so a
+mail once accepted survives a kill -9 or a power cut. A row is `pending` until the sender hands it
+to the SMTP server: then `sent` (the server answered 250 to the data) or `failed` (a permanent 5xx
+reply, or still not accepted after `max_age_s`). A transient failure (4xx, the server unreachable)
+leaves it `pending` with a later `next_attempt_at`.
+
+What identifies a person is never stored in clear: the recipients, subject and bodies (a pickup
+code is a secret too) are one Fernet token under a key kept in the SecretStore (`mail.queue_key`).
+Once a mail is sent or has failed that token is erased; the row keeps only a pseudonymous marker
+(`m1:` + HMAC-SHA256 of the sorted, lower-cased recipients under a key derived from the same
+secret: the same recipients give the same marker, which tells staff "the same patron" without
+the address) and the recipients' domains (`***@example.jp`, as the log redactor shows them).
+
+The window that remains: the server accepted the data and the process died before the row was
+marked sent. That mail is sent again after the restart (at least once; SMTP has no idempotency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import hashlib
+import hmac
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from gateway import redact
+from gateway.errors import ConfigError
+from gateway.mail.message import Mail
+from gateway.secrets import SecretStore
+
+__all__ = ["QUEUE_FILE", "SCHEMA_VERSION", "MailFailure", "MailQueue", "MailState", "MailStatus", "Pending"]
+
+QUEUE_FILE = "mail.db"
+KEY_SECRET = "mail.queue_key"
+SCHEMA_VERSION = 1
+FAILURES_LIMIT = 200
+
+_SCHEMA = """
+CREATE TABLE mails (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    purpose TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    done_at REAL,
+    payload BLOB,              -- Fernet token of the recipients, subject and bodies; NULL once done
+    marker TEXT NOT NULL,      -- m1:<hmac> of the recipients, kept after the payload is erased
+    domains TEXT NOT NULL,     -- ***@domain of each recipient, comma-separated
+    recipients INTEGER NOT NULL
+);
+CREATE INDEX mails_due ON mails (state, next_attempt_at) WHERE state = 'pending';
+"""
+
+
+class MailState(enum.Enum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailStatus:
+    """What may be shown about one mail: never its recipients, subject or text."""
+
+    id: int
+    state: MailState
+    purpose: str
+    reference: str
+    created_at: float
+    attempts: int
+    next_attempt_at: float | None  # pending only
+    done_at: float | None  # when it was sent or failed
+    last_error: str | None  # the server's reply or the connection problem, addresses masked
+    marker: str
+    domains: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "purpose": self.purpose,
+            "reference": self.reference,
+            "created_at": self.created_at,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "done_at": self.done_at,
+            "last_error": self.last_error,
+            "marker": self.marker,
+            "domains": list(self.domains),
+        }
+
+
+MailFailure = MailStatus  # a failed mail's status; `failures()` returns these
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A due mail as the sender reads it (decrypted): only in memory, only while it is sent."""
+
+    id: int
+    attempts: int
+    created_at: float
+    mail: Mail
+
+
+def _domains(to: tuple[str, ...]) -> str:
+    return ",".join("***@" + a.rpartition("@")[2].lower() for a in to)
+
+
+class MailQueue:
+    """The durable queue. Open with `await MailQueue.open(data_dir)`; one connection, calls serialized.
+
+    `wakeup` is set by `enqueue` so a waiting sender starts at once.
+    """
+
+    def __init__(self, path: Path, fernet: Fernet, marker_key: bytes, clock: Callable[[], float]) -> None:
+        self.path = path
+        self._fernet = fernet
+        self._marker_key = marker_key
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self.wakeup = asyncio.Event()
+        self.enqueued = 0
+        # the sender's diagnostics once one delivers this queue (MailSender sets it)
+        self.diagnostics_source: Callable[[], dict[str, Any]] | None = None
+
+    # --- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, data_dir: Path | str, *, clock: Callable[[], float] = time.time) -> MailQueue:
+        data_dir = Path(data_dir)
+        fernet, marker_key = await asyncio.to_thread(_keys, data_dir)
+        queue = cls(data_dir / QUEUE_FILE, fernet, marker_key, clock)
+        await asyncio.to_thread(queue._connect)
+        return queue
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # created 0600 before sqlite touches it; sqlite gives its -wal and -shm files the same mode
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # enqueue's promise: on disk when it returns
+            db.execute("PRAGMA secure_delete=ON")  # an erased payload is overwritten, not left in a free page
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            elif version != SCHEMA_VERSION:
+                raise ConfigError(
+                    [
+                        f"{self.path}: mail queue schema version {SCHEMA_VERSION} expected, got {version}; "
+                        "it was written by another edgegw version: start that version to send what it holds"
+                    ]
+                )
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        def close() -> None:
+            with self._lock:
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None
+
+        await asyncio.to_thread(close)
+
+    def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._lock:
+            if self._db is None:
+                raise RuntimeError(f"{self.path}: mail queue is closed")
+            return fn(self._db)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        return await asyncio.to_thread(self._run, fn)
+
+    # --- the API features use --------------------------------------------------------------------
+
+    def marker(self, to: tuple[str, ...] | str) -> str:
+        """The pseudonymous marker of these recipients (what a row keeps after its payload is erased)."""
+        addresses = (to,) if isinstance(to, str) else to
+        joined = "\n".join(sorted(a.strip().lower() for a in addresses)).encode()
+        digest = hmac.new(self._marker_key, joined, hashlib.sha256).digest()[:16]
+        return "m1:" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    async def enqueue(self, mail: Mail) -> int:
+        """Store `mail` durably and return its id; the sender is woken at once."""
+        payload = self._fernet.encrypt(
+            json.dumps(
+                {"to": list(mail.to), "subject": mail.subject, "text": mail.text, "html": mail.html},
+                ensure_ascii=False,
+            ).encode()
+        )
+        now = self._clock()
+        row = (now, mail.purpose, mail.reference, now, payload, self.marker(mail.to), _domains(mail.to), len(mail.to))
+
+        def insert(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO mails (created_at, purpose, reference, state, next_attempt_at, payload, marker, domains,"
+                " recipients) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                row,
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        mail_id: int = await self._call(insert)
+        self.enqueued += 1
+        self.wakeup.set()
+        return mail_id
+
+    def diagnostics(self) -> dict[str, Any]:
+        """The sender's counters and the queue's counts (as `mail.status` without an id); no personal data."""
+        if self.diagnostics_source is None:
+            return {"enqueued": self.enqueued, "sender": None}
+        return self.diagnostics_source() | {"enqueued": self.enqueued}
+
+    async def status(self, mail_id: int) -> MailStatus | None:
+        rows = await self._call(lambda db: db.execute(_SELECT + " WHERE id = ?", (mail_id,)).fetchall())
+        return _status(rows[0]) if rows else None
+
+    async def failures(self, limit: int = FAILURES_LIMIT, purpose: str | None = None) -> list[MailStatus]:
+        """Failed mails, newest first; with `purpose` only that feature's."""
+        where = " WHERE state = 'failed'" + (" AND purpose = ?" if purpose is not None else "")
+        args: tuple[Any, ...] = (purpose, limit) if purpose is not None else (limit,)
+        rows = await self._call(
+            lambda db: db.execute(_SELECT + where + " ORDER BY done_at DESC LIMIT ?", args).fetchall()
+        )
+        return [_status(r) for r in rows]
+
+    async def counts(self) -> dict[str, Any]:
+        """Mails per state, and the oldest pending one's enqueue time (None when none is pending)."""
+
+        def read(db: sqlite3.Connection) -> dict[str, Any]:
+            out: dict[str, Any] = {s.value: 0 for s in MailState}
+            out.update(db.execute("SELECT state, count(*) FROM mails GROUP BY state").fetchall())
+            out["oldest_pending_at"] = db.execute(
+                "SELECT min(created_at) FROM mails WHERE state = 'pending'"
+            ).fetchone()[0]
+            return out
+
+        result: dict[str, Any] = await self._call(read)
+        return result
+
+    # --- the sender's side -------------------------------------------------------------------------
+
+    async def due(self, now: float, limit: int = 20) -> list[Pending]:
+        """Pending mails whose time has come, oldest first, decrypted for sending."""
+        rows = await self._call(
+            lambda db: db.execute(
+                "SELECT id, attempts, created_at, purpose, reference, payload FROM mails"
+                " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        )
+        out = []
+        for mail_id, attempts, created_at, purpose, reference, payload in rows:
+            try:
+                data = json.loads(self._fernet.decrypt(payload))
+            except InvalidToken:
+                await self.mark_failed(mail_id, "cannot be decrypted: the mail queue key in the secret store changed")
+                continue
+            mail = Mail(
+                to=tuple(data["to"]),
+                subject=data["subject"],
+                text=data["text"],
+                html=data["html"],
+                purpose=purpose,
+                reference=reference,
+            )
+            out.append(Pending(mail_id, attempts, created_at, mail))
+        return out
+
+    async def next_due_at(self) -> float | None:
+        rows = await self._call(
+            lambda db: db.execute("SELECT min(next_attempt_at) FROM mails WHERE state = 'pending'").fetchone()
+        )
+        value: float | None = rows[0]
+        return value
+
+    async def mark_sent(self, mail_id: int) -> None:
+        now = self._clock()
+        await self._call(
+            lambda db: db.execute(
+                "UPDATE mails SET state = 'sent', done_at = ?, payload = NULL, attempts = attempts + 1,"
+                " last_error = NULL WHERE id = ?",
+                (now, mail_id),
+            )
+        )
+
+    async def mark_failed(self, mail_id: int, error: str) -> None:
+        now = self._clock()
+        await self._call(
+            lambda db: db.execute(
+                "UPDATE mails SET state = 'failed', done_at = ?, payload = NULL, attempts = attempts + 1,"
+                " last_error = ? WHERE id = ?",
+                (now, error, mail_id),
+            )
+        )
+
+    async def defer(self, mail_id: int, error: str, next_attempt_at: float, *, attempted: bool = True) -> None:
+        """Leave it pending until `next_attempt_at`; `attempted`: the server saw it (a 4xx reply)."""
+        await self._call(
+            lambda db: db.execute(
+                "UPDATE mails SET next_attempt_at = ?, last_error = ?, attempts = attempts + ? WHERE id = ?",
+                (next_attempt_at, error, int(attempted), mail_id),
+            )
+        )
+
+    async def raw_row(self, mail_id: int) -> dict[str, Any] | None:
+        """Every column of a row as stored (for tests and `edgegw mail` diagnostics; the payload is ciphertext)."""
+
+        def read(db: sqlite3.Connection) -> dict[str, Any] | None:
+            cur = db.execute("SELECT * FROM mails WHERE id = ?", (mail_id,))
+            row = cur.fetchone()
+            return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
+        result: dict[str, Any] | None = await self._call(read)
+        return result
+
+
+_SELECT = (
+    "SELECT id, state, purpose, reference, created_at, attempts, next_attempt_at, done_at, last_error, marker,"
+    " domains FROM mails"
+)
+
+
+def _status(row: tuple[Any, ...]) -> MailStatus:
+    mail_id, state, purpose, reference, created_at, attempts, next_at, done_at, error, marker, domains = row
+    st = MailState(state)
+    return MailStatus(
+        id=mail_id,
+        state=st,
+        purpose=purpose,
+        reference=reference,
+        created_at=created_at,
+        attempts=attempts,
+        next_attempt_at=next_at if st is MailState.PENDING else None,
+        done_at=done_at,
+        last_error=error,
+        marker=marker,
+        domains=tuple(domains.split(",")) if domains else (),
+    )
+
+
+def _keys(data_dir: Path) -> tuple[Fernet, bytes]:
+    """The queue's Fernet key from the secret store (made on first use) and the marker key derived from it."""
+    store = SecretStore(data_dir)
+    key = store.get(KEY_SECRET) if KEY_SECRET in store.names() else None
+    if key is None:
+        key = Fernet.generate_key().decode()
+        store.set(KEY_SECRET, key)
+    redact.register(key)
+    marker_key = hmac.new(key.encode(), b"edgegw mail recipient marker v1", hashlib.sha256).digest()
+    return Fernet(key.encode()), marker_key

@@ -1,0 +1,364 @@
+"""The sender: delivers the queue's due mails over SMTP with aiosmtplib, with backoff.
+
+Theory of operation. `run_once()` reads the due mails, opens one SMTP session (SMTPS, or STARTTLS
+which is then required: a server that does not offer it is refused and nothing is sent in clear;
+no TLS only with `plain-loopback` to a relay on this box) and sends them one by one. Per mail:
+
+    250 to the data                      -> sent (recipients and text erased)
+    5xx to MAIL FROM / RCPT TO / DATA    -> failed, with the server's reply (addresses masked)
+    4xx                                  -> pending, next attempt after an exponential backoff
+    not accepted within max_age_s        -> failed
+
+The session itself failing (connection refused, timeout, TLS, STARTTLS missing, authentication
+refused) leaves every due mail pending and delays the next session by the sender's own backoff; it
+is logged once when it starts and once when the server is reachable again (StateLog).
+`run()` loops `run_once()`, woken early by `MailQueue.enqueue`. Time comes from `clock`; tests call
+`run_once()` themselves and never sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+
+from gateway import redact
+from gateway.backoff import Backoff
+from gateway.errors import ConfigError
+from gateway.logs import StateLog
+from gateway.mail.config import MailConfig, MailSecurity
+from gateway.mail.message import Mail, build_message
+from gateway.mail.queue import MailQueue, Pending
+from gateway.secrets import resolve
+from gateway.tls import client_context
+
+__all__ = ["DeliveryError", "MailSender", "SessionError", "probe", "send_now"]
+
+log = logging.getLogger("gateway.mail")
+BATCH = 20
+
+
+class SessionError(Exception):
+    """The SMTP session could not be made or broke: no mail's fault, every due mail waits."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryError(Exception):
+    """The server refused one mail. `permanent`: a 5xx reply; otherwise 4xx, worth retrying."""
+
+    code: int
+    reply: str
+
+    @property
+    def permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.reply}"
+
+
+class _Session:
+    """One SMTP session: connected, secured and authenticated, or SessionError."""
+
+    def __init__(self, config: MailConfig, data_dir: Path) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.client: aiosmtplib.SMTP | None = None
+
+    async def __aenter__(self) -> _Session:
+        cfg = self.config
+        context: ssl.SSLContext | None = None
+        try:
+            if cfg.security is not MailSecurity.PLAIN_LOOPBACK:
+                context = client_context(cfg.tls, "mail")
+            password = resolve(cfg.password, self.data_dir) if cfg.password is not None else None
+        except ConfigError as exc:  # a CA file or the password's secret: fixed on the box, then retried
+            raise SessionError("; ".join(exc.errors)) from None
+        client = aiosmtplib.SMTP(
+            hostname=cfg.host,
+            port=cfg.effective_port,
+            timeout=cfg.timeout_s,
+            use_tls=cfg.security is MailSecurity.SMTPS,
+            # True = required: aiosmtplib raises when the server does not offer STARTTLS
+            start_tls=cfg.security is MailSecurity.STARTTLS,
+            tls_context=context,
+            username=cfg.username,
+            password=password,
+        )
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected) as exc:
+            await _close(client)
+            raise SessionError(f"cannot connect to {cfg.host}:{cfg.effective_port}, got {_cause(exc)}") from None
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            await _close(client)
+            raise SessionError(f"authentication refused by the server, got {exc.code} {_text(exc.message)}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            await _close(client)
+            raise SessionError(f"the server refused the session, got {exc.code} {_text(exc.message)}") from None
+        except aiosmtplib.SMTPException as exc:
+            await _close(client)
+            text = _text(str(exc))
+            if "STARTTLS" in text.upper():
+                text = f"the server does not offer STARTTLS, nothing sent in clear ({text})"
+            raise SessionError(text) from None
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            await _close(client)
+            raise SessionError(f"cannot connect to {cfg.host}:{cfg.effective_port}, got {_text(str(exc))}") from None
+        self.client = client
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.client is not None:
+            await _close(self.client)
+
+    async def send(self, mail: Mail, now: float) -> None:
+        """Send one mail; DeliveryError when the server refuses it, SessionError when the session breaks."""
+        assert self.client is not None
+        cfg = self.config
+        message = build_message(
+            mail, from_address=cfg.from_address, from_name=cfg.from_name, now=datetime.fromtimestamp(now, UTC)
+        )
+        try:
+            await self.client.send_message(message, sender=cfg.from_address, recipients=list(mail.to))
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            # every recipient refused: permanent only if every refusal was
+            codes = [r.code for r in exc.recipients]
+            code = max(codes) if all(500 <= c < 600 for c in codes) else min(codes)
+            raise DeliveryError(code, "; ".join(_text(r.message) for r in exc.recipients)) from None
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise SessionError(f"the server closed the session, got {_text(str(exc))}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 400:
+                raise DeliveryError(exc.code, _text(exc.message)) from None
+            raise SessionError(f"unexpected reply, got {exc.code} {_text(exc.message)}") from None
+        except aiosmtplib.SMTPException as exc:
+            raise SessionError(_text(str(exc))) from None
+        except (OSError, TimeoutError) as exc:
+            raise SessionError(f"the session broke, got {_text(str(exc)) or type(exc).__name__}") from None
+
+
+def _cause(exc: BaseException) -> str:
+    # aiosmtplib wraps the OSError; its text is the useful part ("Connection refused")
+    inner = exc.__cause__ or exc.__context__
+    return _text(str(inner) if inner is not None and str(inner) else str(exc) or type(exc).__name__)
+
+
+def _text(s: str) -> str:
+    # a server's reply often quotes the address it refuses
+    return redact.text(" ".join(s.split()))
+
+
+async def _close(client: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(Exception):
+        if client.is_connected:
+            await asyncio.wait_for(client.quit(), timeout=2.0)
+    with contextlib.suppress(Exception):
+        client.close()
+
+
+async def send_now(config: MailConfig, data_dir: Path | str, mail: Mail, *, now: float | None = None) -> None:
+    """Send `mail` at once, outside the queue (`edgegw mail test`); raises SessionError or DeliveryError."""
+    async with _Session(config, Path(data_dir)) as session:
+        await session.send(mail, time.time() if now is None else now)
+
+
+async def probe(config: MailConfig, data_dir: Path | str) -> None:
+    """Connect, secure and authenticate, then QUIT without sending (a commissioning check that the
+    alarms' mail can go out); raises SessionError or ConfigError (an unresolvable password or CA file)."""
+    async with _Session(config, Path(data_dir)):
+        pass
+
+
+class MailSender:
+    """Delivers what `queue` holds; `start()`/`stop()` by the gateway, `run_once()` by tests."""
+
+    def __init__(
+        self,
+        config: MailConfig,
+        queue: MailQueue,
+        data_dir: Path | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.data_dir = Path(data_dir)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.session_backoff = Backoff(initial=config.retry_initial_s, cap=config.retry_cap_s, rng=self.rng)
+        self.next_session_at = 0.0  # no session before this (the server was unreachable)
+        self.sent = 0
+        self.deferred = 0  # 4xx replies
+        self.failed = 0  # 5xx replies and mails too old
+        self.session_failures = 0
+        self.last_error: str | None = None
+        self.last_sent_at: float | None = None
+        self._counts: dict[str, Any] = {}
+        self._state = StateLog(log)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        queue.diagnostics_source = self.diagnostics
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self.run(), name="mail-sender")
+
+    async def stop(self, timeout_s: float = 2.0) -> None:
+        """Let a mail being sent finish (up to `timeout_s`), then stop; what is pending stays queued."""
+        self._stopping = True
+        self.queue.wakeup.set()
+        if self._task is not None:
+            _, pending = await asyncio.wait([self._task], timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self.queue.wakeup.clear()
+            try:
+                await self.run_once()
+                wait = await self._wait_s()
+            except Exception as exc:  # the queue's disk: keep the loop, say it once
+                self._state.fail(("queue", type(exc)), logging.ERROR, "mail queue unusable: %s", _text(str(exc)))
+                wait = self.config.retry_initial_s
+            if self._stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue.wakeup.wait(), timeout=wait)
+
+    async def _wait_s(self) -> float:
+        now = self.clock()
+        due = await self.queue.next_due_at()
+        target = max(due, self.next_session_at) if due is not None else now + 3600.0
+        return min(3600.0, max(0.0, target - now))
+
+    # --- one pass --------------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Send what is due now; returns how many mails were sent, failed or deferred."""
+        now = self.clock()
+        if now < self.next_session_at:
+            return 0
+        due = await self.queue.due(now, BATCH)
+        todo: list[Pending] = []
+        for item in due:
+            if now - item.created_at > self.config.max_age_s:
+                await self._fail(item, f"not accepted within max_age_s ({self.config.max_age_s:g} s)")
+            else:
+                todo.append(item)
+        handled = len(due) - len(todo)
+        if not todo:
+            self._counts = await self.queue.counts()
+            return handled
+        left = list(todo)  # not handled yet: what a broken session leaves waiting
+        try:
+            async with _Session(self.config, self.data_dir) as session:
+                for item in todo:
+                    if self._stopping:
+                        break
+                    try:
+                        await session.send(item.mail, self.clock())
+                    except DeliveryError as exc:
+                        handled += 1
+                        left.remove(item)
+                        if exc.permanent:
+                            await self._fail(item, str(exc))
+                        else:
+                            await self._defer(item, str(exc))
+                        raise _Reconnect from None  # a fresh session for the rest: no half state
+                    else:
+                        handled += 1
+                        left.remove(item)
+                        await self.queue.mark_sent(item.id)
+                        self.sent += 1
+                        self.last_sent_at = self.clock()
+                        log.info("mail %d sent (%s)", item.id, item.mail.purpose)
+        except _Reconnect:
+            pass
+        except SessionError as exc:
+            self._session_failed(str(exc), left)
+            for item in left:
+                await self.queue.defer(item.id, str(exc), self.next_session_at, attempted=False)
+            self._counts = await self.queue.counts()
+            return handled
+        self.session_backoff.reset()
+        self._state.ok("mail server %s reachable again", self.config.host)
+        self._counts = await self.queue.counts()
+        return handled
+
+    def _session_failed(self, error: str, todo: list[Pending]) -> None:
+        self.session_failures += 1
+        self.last_error = error
+        delay = self.session_backoff.next()
+        self.next_session_at = self.clock() + delay
+        self._state.fail(
+            ("session", error.split(",")[0]),
+            logging.WARNING,
+            "mail server %s:%d unusable, %d mail(s) wait (retry in %.0f s): %s",
+            self.config.host,
+            self.config.effective_port,
+            len(todo),
+            delay,
+            error,
+        )
+
+    async def _fail(self, item: Pending, error: str) -> None:
+        await self.queue.mark_failed(item.id, error)
+        self.failed += 1
+        self.last_error = error
+        log.warning(
+            "mail %d failed permanently (%s, %s): %s", item.id, item.mail.purpose, _text(item.mail.reference), error
+        )
+
+    async def _defer(self, item: Pending, error: str) -> None:
+        ceiling = min(self.config.retry_cap_s, self.config.retry_initial_s * 2 ** min(item.attempts, 20))
+        delay = self.rng.uniform(ceiling / 2, ceiling)
+        await self.queue.defer(item.id, error, self.clock() + delay)
+        self.deferred += 1
+        self.last_error = error
+        log.info("mail %d deferred %.0f s by the server: %s", item.id, delay, error)
+
+    # --- diagnostics -------------------------------------------------------------------------------
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Counters and the queue's counts from the last pass; no address, subject or text."""
+        counts = self._counts
+        return {
+            "server": f"{self.config.host}:{self.config.effective_port}",
+            "security": self.config.security.value,
+            "connected": not self._state.failing,
+            "sent": self.sent,
+            "deferred": self.deferred,
+            "failed": self.failed,
+            "session_failures": self.session_failures,
+            "last_error": self.last_error,
+            "last_sent_at": self.last_sent_at,
+            "next_session_at": self.next_session_at or None,
+            "queue": {
+                "pending": counts.get("pending", 0),
+                "sent": counts.get("sent", 0),
+                "failed": counts.get("failed", 0),
+                "oldest_pending_at": counts.get("oldest_pending_at"),
+            },
+            "summary": f"mail pending {counts.get('pending', 0)}, failed {counts.get('failed', 0)}",
+        }
+
+
+class _Reconnect(Exception):
+    """A mail was refused: end this session, the rest waits for the next pass (soon)."""

@@ -1,0 +1,1 @@
+"""What every store of record shares: schema versions with forward migrations (schema.py)."""

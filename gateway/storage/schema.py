@@ -1,0 +1,129 @@
+"""Schema versions and forward migrations for every sqlite store: `PRAGMA user_version` is the version.
+
+Every store (buffer, accounts, audit log, config versions, mail queue, …) declares its migrations as a
+sequence: `migrations[i]` takes a file from version i to i + 1, either an SQL script (statements split
+on ";", so none may hold a ";" inside a literal) or a callable doing data work on the connection.
+`migrate` runs every missing step in ONE write transaction: a step that fails rolls the whole file
+back to the version it had (SQLite's DDL is transactional), and the error says so. A file written by
+a newer edgegw is refused (a downgrade), never opened and never changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import GatewayError
+
+__all__ = ["Migration", "MigrationFailed", "Migrations", "SchemaTooNew", "Upgrade", "migrate", "read_version"]
+
+log = logging.getLogger("gateway.storage")
+
+Migration = str | Callable[[sqlite3.Connection], None]
+Migrations = Sequence[Migration]
+
+
+class SchemaTooNew(GatewayError):
+    """The file was written by a newer edgegw: a downgrade, refused."""
+
+    code = "schema_too_new"
+
+
+class MigrationFailed(GatewayError):
+    """A forward migration failed; the file was rolled back and is as it was."""
+
+    code = "migration_failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upgrade:
+    """What `migrate` did to one file: `before == after` when it was current already."""
+
+    store: str
+    path: Path
+    before: int
+    after: int
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def read_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _run(db: sqlite3.Connection, step: Migration) -> None:
+    if callable(step):
+        step(db)
+        return
+    for statement in step.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def migrate(
+    db: sqlite3.Connection,
+    path: Path,
+    migrations: Migrations,
+    error: type[GatewayError] | None = None,
+    *,
+    store: str = "",
+) -> Upgrade:
+    """Bring the file to version len(migrations) in one transaction; nothing written when it is current.
+
+    `db` must be in autocommit mode (isolation_level=None). The version is read inside the write
+    transaction, so two processes opening a new file at once migrate it once. A newer file raises
+    `error` (or SchemaTooNew) with `version=`; a failing step raises `error` (or MigrationFailed)
+    after the rollback, the file left at the version it had.
+    """
+    target = len(migrations)
+    name = store or path.name
+    # Read first without the write lock: a current file (every start after the first) takes no lock
+    # and writes nothing, so a store opens on a full disk or a read-only mount.
+    version = read_version(db)
+    if version == target:
+        return Upgrade(store=name, path=path, before=version, after=version)
+    if version > target:
+        raise _too_new(error, name, path, version, target)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = read_version(db)
+        if version > target:
+            raise _too_new(error, name, path, version, target)
+        for number, step in enumerate(migrations[version:], start=version):
+            try:
+                _run(db, step)
+            except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+                raise (error or MigrationFailed)(
+                    f"{name}: migration of {path} from schema version {number} to {number + 1} failed, "
+                    f"got {type(exc).__name__}: {exc}; the file is unchanged at version {version}, "
+                    "run the previous edgegw release or restore a backup",
+                    version=version,
+                    path=str(path),
+                ) from exc
+        if version != target:
+            db.execute(f"PRAGMA user_version = {target}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    if version != target:
+        log.info("%s: %s migrated from schema version %d to %d", name, path, version, target)
+    return Upgrade(store=name, path=path, before=version, after=target)
+
+
+def _too_new(error: type[GatewayError] | None, name: str, path: Path, version: int, target: int) -> GatewayError:
+    # A downgrade: the file is neither read nor changed. The wording is the one every store used
+    # before this module (tests and operators' runbooks quote it).
+    log.error(
+        "%s: %s has schema version %d, newer than this edgegw's %d; refusing a downgrade", name, path, version, target
+    )
+    return (error or SchemaTooNew)(
+        f"{path}: schema version newer than this edgegw knows ({target}), got version {version}; upgrade edgegw",
+        version=version,
+        path=str(path),
+    )

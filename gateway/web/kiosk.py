@@ -1,0 +1,194 @@
+"""The pickup kiosk: the touchscreen page beside the lockers, no login, only that page (its own aiohttp app).
+
+It is an application of its own, not routes of the admin UI, so that nothing of the admin UI (its
+sessions, menus, other pages) is reachable from the kiosk's browser: it answers `/` (the form),
+`POST /open` and its static files, and 404 to everything else. Without sessions, CSRF is a
+double-submit token: an HMAC-signed, time-limited nonce set as a SameSite=Strict cookie and
+repeated in the form; both must match and verify. Every try is throttled per client address (a
+sliding minute) on top of the gateway's per-compartment lockout after N wrong codes. A try is
+written to the audit log (actor `kiosk`, the compartment, the outcome; never the code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from gateway.accounts.throttle import AddressThrottle
+from gateway.audit.log import AuditLog
+from gateway.control.client import ControlClient
+from gateway.control.protocol import ControlError, ControlUnavailable
+from gateway.web import security
+from gateway.web.i18n import Catalogs
+
+__all__ = ["COOKIE", "build_kiosk_app", "csrf_token", "verify_token"]
+
+log = logging.getLogger(__name__)
+
+COOKIE = "edgegw_kiosk_csrf"
+TOKEN_TTL_S = 3600.0
+COMPARTMENT_TYPE = "LockerCompartment"
+ENTITY_CACHE_S = 30.0
+_LABEL_MAX = 32
+_CODE_MAX = 12
+STATIC_DIR = Path(__file__).parent / "static"
+TEMPLATES = Path(__file__).parent / "templates"
+# the outcomes the adapter reports (`<reason>: …`) that the kiosk has a sentence for
+OUTCOMES = frozenset({"opened", "wrong_code", "locked", "no_code", "offline", "open", "stuck", "unknown"})
+
+CONTROL = web.AppKey("kiosk_control", ControlClient)
+STATE = web.AppKey("kiosk_state", dict)
+
+
+def csrf_token(key: bytes, now: float) -> str:
+    nonce = secrets.token_urlsafe(16)
+    issued = str(int(now))
+    mac = hmac.new(key, f"{nonce}.{issued}".encode(), hashlib.sha256).hexdigest()
+    return f"{nonce}.{issued}.{mac}"
+
+
+def verify_token(key: bytes, token: str, now: float) -> bool:
+    try:
+        nonce, issued, mac = token.split(".")
+        age = now - int(issued)
+    except ValueError:
+        return False
+    expected = hmac.new(key, f"{nonce}.{issued}".encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(mac, expected) and 0 <= age <= TOKEN_TTL_S
+
+
+def build_kiosk_app(
+    control: ControlClient,
+    *,
+    audit: AuditLog | None = None,
+    clock: Callable[[], float] = time.time,
+    attempts_per_minute: int = 10,
+    lang: str = "ja",
+    key: bytes | None = None,
+    secure_cookie: bool = True,
+) -> web.Application:
+    """The kiosk's application; `lang` is the touchscreen's language (ja, or en for a visitor's kiosk)."""
+    app = web.Application(client_max_size=4096)
+    state: dict[str, Any] = {
+        "key": key or secrets.token_bytes(32),
+        "throttle": AddressThrottle(attempts_per_minute),
+        "clock": clock,
+        "audit": audit,
+        "catalogs": Catalogs(),
+        "lang": lang,
+        "entities": {},
+        "entities_at": -1e18,
+        "secure": secure_cookie,
+        "env": jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        ),
+    }
+    app[CONTROL] = control
+    app[STATE] = state
+    app.router.add_get("/", page)
+    app.router.add_post("/open", open_door)
+    app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    security.install(app)
+    return app
+
+
+def _render(request: web.Request, *, status: int = 200, outcome: str = "", label: str = "") -> web.Response:
+    st = request.app[STATE]
+    now = st["clock"]()
+    token = csrf_token(st["key"], now)
+    catalogs: Catalogs = st["catalogs"]
+
+    def t(message: str, **kw: Any) -> str:
+        return catalogs.translate(st["lang"], message, **kw)
+
+    html = (
+        st["env"]
+        .get_template("kiosk.html")
+        .render(t=t, lang=st["lang"], csrf_token=token, outcome=outcome, label=label)
+    )
+    response = web.Response(text=html, content_type="text/html", status=status)
+    response.set_cookie(
+        COOKIE, token, max_age=int(TOKEN_TTL_S), httponly=True, secure=st["secure"], samesite="Strict", path="/"
+    )
+    return response
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    return _render(request)
+
+
+async def _entities(app: web.Application) -> dict[str, str]:
+    """Compartment label (upper case: patrons type a-03 as often as A-03) → entity id, from the gateway's
+    latest values (kept for a few seconds)."""
+    st = app[STATE]
+    now = time.monotonic()
+    if now - st["entities_at"] < ENTITY_CACHE_S and st["entities"]:
+        return dict(st["entities"])
+    doc = await app[CONTROL].call("latest", filter="", limit=100_000)
+    found: dict[str, str] = {}
+    if isinstance(doc, Mapping):
+        for e in doc.get("entities") or []:
+            if not isinstance(e, Mapping) or e.get("entity_type") != COMPARTMENT_TYPE:
+                continue
+            for a in e.get("attributes") or []:
+                if isinstance(a, Mapping) and a.get("name") == "compartmentLabel":
+                    found.setdefault(str(a.get("value")).upper(), str(e.get("entity_id")))
+    st["entities"], st["entities_at"] = found, now
+    return dict(found)
+
+
+async def open_door(request: web.Request) -> web.StreamResponse:
+    st = request.app[STATE]
+    now = st["clock"]()
+    form = await request.post()
+    given = str(form.get("csrf_token", ""))
+    cookie = request.cookies.get(COOKIE, "")
+    if not given or not hmac.compare_digest(given, cookie) or not verify_token(st["key"], given, now):
+        log.warning("kiosk: POST /open refused, missing or wrong CSRF token")
+        return _render(request, status=403, outcome="expired")
+    address = request.remote or ""
+    if not st["throttle"].allow(address, now):
+        return _render(request, status=429, outcome="throttled")
+    label = str(form.get("label", "")).strip().upper()[:_LABEL_MAX]
+    code = str(form.get("code", "")).strip()[:_CODE_MAX]
+    if not label or not code:
+        return _render(request, status=400, outcome="missing", label=label)
+    try:
+        entity_id = (await _entities(request.app)).get(label)
+        if entity_id is None:
+            outcome = "unknown"
+        else:
+            result = await request.app[CONTROL].call(
+                "command", entity_id=entity_id, name="pickup", value={"code": code}, actor="kiosk"
+            )
+            info = str(result.get("info", "")) if isinstance(result, Mapping) else ""
+            word = info.split(":", 1)[0].strip()
+            outcome = word if word in OUTCOMES else "failed"
+    except (ControlUnavailable, ControlError) as exc:
+        log.warning("kiosk: the gateway did not answer: %s", exc)
+        outcome = "failed"
+    audit: AuditLog | None = st["audit"]
+    if audit is not None:
+        await asyncio.to_thread(
+            audit.append,
+            actor="kiosk",
+            action="locker.pickup",
+            target=label,
+            detail={"outcome": outcome},
+            address=address,
+            at=now,
+        )
+    status = 200 if outcome == "opened" else 404 if outcome == "unknown" else 400 if outcome != "failed" else 503
+    return _render(request, status=status, outcome=outcome, label=label)

@@ -1,0 +1,158 @@
+"""The librarian's locker page `/lockers`: the compartments' grid, assigning one to a reservation, opening, cancelling.
+
+Everything goes to the gateway through the control socket: the compartments are found in its
+latest values (entity type `LockerCompartment`), each locker adapter's grid comes from its `grid`
+command, and assign / unlock / cancel / reset are commands on a compartment's entity. The patron's
+e-mail address goes to the gateway and is never shown again, logged or written to the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from gateway.accounts.store import Role
+from gateway.control.protocol import ControlError, ControlUnavailable
+from gateway.web.auth import audit, maybe_user, requires, services
+from gateway.web.render import flash, render, translator
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+COMPARTMENT_TYPE = "LockerCompartment"
+MAIL_PURPOSE = "locker.pickup"
+ACTIONS = ("unlock", "cancel", "reset")
+_FIELD_MAX = 254
+
+
+async def _call(request: web.Request, op: str, **args: Any) -> tuple[Any, str]:
+    t = translator(request)
+    try:
+        return await services(request).control.call(op, **args), ""
+    except ControlUnavailable:
+        return None, t("gateway.unreachable")
+    except ControlError as exc:
+        log.warning("web: %s op failed: %s %s", op, exc.code, exc.message)
+        return None, t("gateway.error", code=exc.code)
+
+
+async def compartment_entities(request: web.Request) -> tuple[dict[str, str], str]:
+    """adapter name → one of its compartments' entity ids (where its `grid` command goes)."""
+    doc, error = await _call(request, "latest", filter="", limit=100_000)
+    firsts: dict[str, str] = {}
+    if isinstance(doc, Mapping):
+        for e in doc.get("entities") or []:
+            if isinstance(e, Mapping) and e.get("entity_type") == COMPARTMENT_TYPE:
+                firsts.setdefault(str(e.get("adapter")), str(e.get("entity_id")))
+    return firsts, error
+
+
+async def grids(request: web.Request) -> tuple[list[dict[str, Any]], str]:
+    firsts, error = await compartment_entities(request)
+    sites = []
+    actor = _actor(request)
+    for adapter, entity_id in sorted(firsts.items()):
+        result, err = await _call(request, "command", entity_id=entity_id, name="grid", value=None, actor=actor)
+        if isinstance(result, Mapping) and result.get("ok"):
+            try:
+                cells = json.loads(str(result.get("info")))
+            except ValueError:
+                cells = []
+            sites.append({"adapter": adapter, "cells": cells})
+        error = error or err
+    return sites, error
+
+
+@routes.get("/lockers")
+@requires(Role.LIBRARIAN)
+async def lockers(request: web.Request) -> web.StreamResponse:
+    sites, error = await grids(request)
+    try:
+        failures = await services(request).control.call("mail.failures", purpose=MAIL_PURPOSE)
+    except ControlError:  # no [mail] (assigning says so), or no gateway (said above): no list to show
+        failures = []
+    return render(
+        request,
+        "lockers.html",
+        {
+            "sites": sites,
+            "error": error,
+            "failures": failures if isinstance(failures, list) else [],
+        },
+    )
+
+
+def _actor(request: web.Request) -> str:
+    user = maybe_user(request)
+    return user.name if user is not None else "-"
+
+
+REASONS = frozenset(
+    {
+        "unknown",
+        "refused",
+        "offline",
+        "open",
+        "stuck",
+        "invalid_email",
+        "invalid_reference",
+        "no_mail",
+        "free",
+        "unreachable",
+    }
+)
+
+
+def _reason(info: str) -> str:
+    """The stable reason word before the first colon of a refusal (`busy: …` → `busy`)."""
+    word = info.split(":", 1)[0].strip()
+    return word if word in REASONS else "failed"
+
+
+async def _command(request: web.Request, entity_id: str, name: str, value: Any) -> tuple[bool, str]:
+    result, _ = await _call(request, "command", entity_id=entity_id, name=name, value=value, actor=_actor(request))
+    if not isinstance(result, Mapping):
+        return False, "unreachable: the gateway did not answer"
+    return bool(result.get("ok")), str(result.get("info", ""))
+
+
+@routes.post("/lockers/assign")
+@requires(Role.LIBRARIAN)
+async def assign(request: web.Request) -> web.StreamResponse:
+    t = translator(request)
+    form = await request.post()
+    entity_id = str(form.get("entity_id", ""))[:300]
+    label = str(form.get("label", ""))[:40]
+    email = str(form.get("email", "")).strip()[:_FIELD_MAX]
+    reference = str(form.get("reference", "")).strip()[:_FIELD_MAX]
+    ok, info = await _command(request, entity_id, "assign", {"email": email, "reference": reference})
+    if ok:
+        detail = json.loads(info)
+        await audit(request, "locker.assign", label, {"reference": reference, "mail_id": detail.get("mail_id")})
+        flash(request, t("lockers.assigned", label=label), "success")
+    else:
+        flash(request, t(f"lockers.refused.{_reason(info)}", label=label), "error")
+    raise web.HTTPFound("/lockers")
+
+
+@routes.post("/lockers/action")
+@requires(Role.LIBRARIAN)
+async def action(request: web.Request) -> web.StreamResponse:
+    t = translator(request)
+    form = await request.post()
+    name = str(form.get("action", ""))
+    entity_id = str(form.get("entity_id", ""))[:300]
+    label = str(form.get("label", ""))[:40]
+    if name not in ACTIONS:
+        raise web.HTTPBadRequest(reason="unknown action")
+    ok, info = await _command(request, entity_id, name, None)
+    await audit(request, f"locker.{name}", label, {"ok": ok, "result": info[:200]})
+    if ok:
+        flash(request, t(f"lockers.done.{name}", label=label), "success")
+    else:
+        flash(request, t(f"lockers.refused.{_reason(info)}", label=label), "error")
+    raise web.HTTPFound("/lockers")

@@ -1,0 +1,170 @@
+"""Wi-Fi log inquiries (role wifi-auditor only): search, signed export, erasure certificates.
+
+Every search and export needs the inquiry's reference number and is written to the audit log before
+any row is shown or sent (gateway.wifilog.cli.audit_detail: the terms used, never their values).
+The store is opened read-mostly from the web process, which runs as the gateway's user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import zipfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.accounts.store import Role
+from gateway.errors import GatewayError
+from gateway.web.auth import audit, current_user, requires, services
+from gateway.web.render import render
+from gateway.wifilog.cli import audit_detail
+from gateway.wifilog.export import write_export
+from gateway.wifilog.store import JST, Query, WifiLogStore
+
+routes = web.RouteTableDef()
+
+RESULT_LIMIT = 1000
+_FIELDS = ("reference", "mac", "ip", "user", "time_from", "time_to")
+
+
+def _data_dir(request: web.Request) -> Path:
+    return services(request).buffer.path.parent  # the buffer lives in [gateway] data_dir
+
+
+def _time(text: str) -> datetime | None:
+    if not text:
+        return None
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo is not None else t.replace(tzinfo=JST)
+
+
+def _query(form: dict[str, str]) -> Query:
+    try:
+        time_from, time_to = _time(form["time_from"]), _time(form["time_to"])
+    except ValueError:
+        raise GatewayError("wifi search time: not a date and time, got a malformed value") from None
+    return Query(
+        mac=form["mac"] or None,
+        ip=form["ip"] or None,
+        user=form["user"] or None,
+        time_from=time_from,
+        time_to=time_to,
+        limit=RESULT_LIMIT,
+    )
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    data = await request.post()
+    return {k: str(data.get(k, "")).strip()[:200] for k in _FIELDS}
+
+
+def _page(request: web.Request, store: WifiLogStore, extra: dict[str, Any], status: int = 200) -> web.Response:
+    context = {
+        "form": dict.fromkeys(_FIELDS, ""),
+        "sessions": None,
+        "error": None,
+        "error_text": None,
+        "certificates": store.certificates(),
+        "stats": store.stats(),
+        "limit": RESULT_LIMIT,
+        **extra,
+    }
+    return render(request, "wifi.html", context, status=status)
+
+
+@routes.get("/wifi")
+@requires(Role.WIFI_AUDITOR)
+async def wifi_page(request: web.Request) -> web.StreamResponse:
+    store = await asyncio.to_thread(WifiLogStore, _data_dir(request))
+    try:
+        return _page(request, store, {})
+    finally:
+        store.close()
+
+
+@routes.post("/wifi/search")
+@requires(Role.WIFI_AUDITOR)
+async def wifi_search(request: web.Request) -> web.StreamResponse:
+    form = await _form(request)
+    store = await asyncio.to_thread(WifiLogStore, _data_dir(request))
+    try:
+        if not form["reference"]:
+            return _page(request, store, {"form": form, "error": "wifi.reference_required"}, status=400)
+        try:
+            query = _query(form)
+        except GatewayError as exc:
+            return _page(request, store, {"form": form, "error_text": exc.message}, status=400)
+        sessions = await asyncio.to_thread(store.search, query)
+        await audit(request, "wifi.search", form["reference"], audit_detail(query, form["reference"], len(sessions)))
+        return _page(request, store, {"form": form, "sessions": sessions})
+    finally:
+        store.close()
+
+
+@routes.post("/wifi/export")
+@requires(Role.WIFI_AUDITOR)
+async def wifi_export(request: web.Request) -> web.StreamResponse:
+    form = await _form(request)
+    store = await asyncio.to_thread(WifiLogStore, _data_dir(request))
+    try:
+        if not form["reference"]:
+            return _page(request, store, {"form": form, "error": "wifi.reference_required"}, status=400)
+        try:
+            query = _query(form)
+        except GatewayError as exc:
+            return _page(request, store, {"form": form, "error_text": exc.message}, status=400)
+        sessions = await asyncio.to_thread(store.search, query)
+        await audit(request, "wifi.export", form["reference"], audit_detail(query, form["reference"], len(sessions)))
+        now = datetime.fromtimestamp(services(request).clock(), JST)
+        stem = f"wifi-{now.strftime('%Y%m%d-%H%M%S')}"
+        body = await asyncio.to_thread(
+            _zip, store, sessions, query, form["reference"], current_user(request).name, now, stem
+        )
+    finally:
+        store.close()
+    return web.Response(
+        body=body,
+        content_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{stem}.zip"', "Cache-Control": "no-store"},
+    )
+
+
+def _zip(
+    store: WifiLogStore, sessions: list[Any], query: Query, reference: str, who: str, now: datetime, stem: str
+) -> bytes:
+    """The CSV, its signed manifest and the public key to verify both, in one download."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_path = Path(tmp) / f"{stem}.csv"
+        manifest = write_export(
+            sessions, query, signer=store.signer, reference=reference, who=who, now=now, csv_path=csv_path
+        )
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(csv_path.name, csv_path.read_bytes())
+            z.writestr(f"{csv_path.name}.manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2))
+            z.writestr("signing-public.pem", store.public_key_path.read_bytes())
+    return buf.getvalue()
+
+
+@routes.get("/wifi/certificates/{period:[0-9]{4}-[0-9]{2}}.json")
+@requires(Role.WIFI_AUDITOR)
+async def wifi_certificate(request: web.Request) -> web.StreamResponse:
+    store = await asyncio.to_thread(WifiLogStore, _data_dir(request))
+    try:
+        certs = {c["period"]: c for c in store.certificates()}
+    finally:
+        store.close()
+    cert = certs.get(request.match_info["period"])
+    if cert is None:
+        raise web.HTTPNotFound()
+    return web.Response(
+        text=json.dumps(cert, ensure_ascii=False, indent=2),
+        content_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="erasure-{cert["period"]}.json"'},
+    )

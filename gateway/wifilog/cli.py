@@ -1,0 +1,163 @@
+"""`edgegw wifi search | export | verify-export | verify-certificate | certificates`: inquiries from the shell.
+
+Every search and export names the inquiry's reference number and goes into the audit log (actor
+`cli:<unix user>`, the reference, which terms were used, a SHA-256 of the query, the row count);
+the query terms themselves (a MAC, an e-mail address) stay out of the log and live in the signed
+export manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from gateway.errors import ConfigError, GatewayError
+from gateway.wifilog.export import manifest_path, render_csv, verify_export, write_export
+from gateway.wifilog.signing import load_public_key, verify_document
+from gateway.wifilog.store import JST, PUBLIC_KEY_FILE, STORE_DIR, Query, WifiLogStore
+
+__all__ = ["add_parser", "audit_detail", "run"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser("wifi", help="public Wi-Fi session logs: inquiries and proofs")
+    sub = p.add_subparsers(dest="wifi_command", required=True)
+    for name, text in (
+        ("search", "find sessions (needs --reference)"),
+        ("export", "signed CSV export (needs --reference)"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--reference", required=True, help="the inquiry's reference number (recorded in the audit log)")
+        s.add_argument("--mac", help="client MAC, any spelling")
+        s.add_argument("--ip", help="client IP address (with --from/--to: the moment of the inquiry)")
+        s.add_argument("--user", help="user name (the registered e-mail address)")
+        s.add_argument("--from", dest="time_from", help="ISO time; without a zone it is JST")
+        s.add_argument("--to", dest="time_to", help="ISO time; without a zone it is JST")
+        if name == "export":
+            s.add_argument("--out", type=Path, required=True, help="the CSV file to write (manifest beside it)")
+    v = sub.add_parser("verify-export", help="check an export's SHA-256 and signature")
+    v.add_argument("csv", type=Path)
+    v.add_argument("--manifest", type=Path, default=None, help="default: <csv>.manifest.json")
+    c = sub.add_parser("verify-certificate", help="check a data erasure certificate's signature")
+    c.add_argument("certificate", type=Path)
+    sub.add_parser("certificates", help="the erasure certificates issued, as JSON lines")
+    for s in sub.choices.values():
+        s.add_argument("--config", "-c", type=Path, default=None, help="gateway configuration")
+        s.add_argument("--data-dir", type=Path, default=None, help="instead of [gateway] data_dir")
+        s.add_argument("--state-dir", type=Path, default=None, help="the audit log's directory, instead of [web]")
+        s.add_argument(
+            "--public-key", type=Path, default=None, help=f"default: <data_dir>/{STORE_DIR}/{PUBLIC_KEY_FILE}"
+        )
+    return p
+
+
+def _time(text: str | None, what: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise GatewayError(f"wifi {what}: not an ISO date and time, got {text!r}; e.g. 2026-12-04T21:30") from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=JST)
+
+
+def audit_detail(query: Query, reference: str, rows: int) -> dict[str, Any]:
+    """What the audit log keeps of an inquiry: never the MAC, IP or user name itself."""
+    terms = query.describe()
+    digest = hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()
+    return {"reference": reference, "terms": sorted(terms), "query_sha256": digest, "rows": rows}
+
+
+def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    if args.data_dir is not None:
+        return args.data_dir, args.state_dir or args.data_dir / "web"  # the web UI's default state directory
+    from gateway.accounts.cli import open_state
+    from gateway.config import DEFAULT_PATH, load_config
+
+    cfg = load_config(args.config or DEFAULT_PATH)
+    state = args.state_dir or open_state(args.config)[0]
+    return Path(cfg.gateway.data_dir), state
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    what = f"wifi {args.wifi_command}"
+    try:
+        data_dir, state_dir = _dirs(args)
+        key_path = args.public_key or data_dir / STORE_DIR / PUBLIC_KEY_FILE
+        if args.wifi_command == "verify-export":
+            manifest = json.loads((args.manifest or manifest_path(args.csv)).read_text())
+            return _verdict(what, str(args.csv), verify_export(args.csv, manifest, load_public_key(key_path)), out, err)
+        if args.wifi_command == "verify-certificate":
+            document = json.loads(args.certificate.read_text())
+            problems = verify_document(document, load_public_key(key_path))
+            if document.get("type") != "edgegw.wifilog.erasure-certificate":
+                problems.append(f"type: not an erasure certificate, got {document.get('type')!r}")
+            return _verdict(what, str(args.certificate), problems, out, err)
+        store = WifiLogStore(data_dir)
+        try:
+            if args.wifi_command == "certificates":
+                out.writelines(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in store.certificates())
+                return EXIT_OK
+            return _inquiry(args, store, state_dir, out)
+        finally:
+            store.close()
+    except (GatewayError, ConfigError, OSError, ValueError) as exc:
+        err.write(f"{what}: {exc}\n")
+        return EXIT_INVALID
+
+
+def _verdict(what: str, name: str, problems: list[str], out: TextIO, err: TextIO) -> int:
+    if not problems:
+        out.write(f"{name}: OK, signature and content verified\n")
+        return EXIT_OK
+    err.write(f"{what} {name}: FAILED\n")
+    err.writelines(f"  {p}\n" for p in problems)
+    return EXIT_FAILURE
+
+
+def _inquiry(args: argparse.Namespace, store: WifiLogStore, state_dir: Path, out: TextIO) -> int:
+    from gateway.accounts.cli import cli_actor, clock
+
+    reference = args.reference.strip()
+    if not reference:
+        raise GatewayError("wifi inquiry --reference: must name the inquiry, got an empty string")
+    query = Query(
+        mac=args.mac,
+        ip=args.ip,
+        user=args.user,
+        time_from=_time(args.time_from, "--from"),
+        time_to=_time(args.time_to, "--to"),
+    )
+    from gateway.audit.log import AuditLog
+
+    sessions = store.search(query)
+    actor = cli_actor()
+    now = datetime.fromtimestamp(clock(), JST)
+    action = "wifi.export" if args.wifi_command == "export" else "wifi.search"
+    # recorded before anything is disclosed: a failing audit log stops the inquiry
+    AuditLog(state_dir).append(
+        actor=actor,
+        action=action,
+        target=reference,
+        detail=audit_detail(query, reference, len(sessions)),
+        at=now.timestamp(),
+    )
+    if args.wifi_command == "export":
+        manifest = write_export(
+            sessions, query, signer=store.signer, reference=reference, who=actor, now=now, csv_path=args.out
+        )
+        out.write(
+            f"{args.out}: {len(sessions)} sessions, sha256 {manifest['sha256']}; manifest {manifest_path(args.out)}\n"
+        )
+    else:
+        out.write(render_csv(sessions).decode("utf-8-sig"))
+    return EXIT_OK

@@ -1,0 +1,155 @@
+"""What both Wi-Fi receivers share: the listen address rule, retention keys, and the periodic loop
+(expire past-retention periods, emit per-AP usage)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+
+from gateway.configbase import Field, Section
+from gateway.logs import component_logger
+from gateway.processing.api import ProcessorContext
+from gateway.processing.pseudonymize import PseudonymizeConfig
+from gateway.records import Attribute, Emit, Reading, Source, TimeSource
+from gateway.wifilog.sessions import SessionEvent
+from gateway.wifilog.store import WifiLogStore
+from gateway.wifilog.usage import UsageCounter
+
+__all__ = ["SessionEventsOut", "WifiLogOptions", "check_listen", "event_sinks", "periodic", "stop"]
+
+log = component_logger(__name__, "wifilog")
+
+
+def check_listen(v: str) -> str:
+    """A receiver binds one configured address: the Wi-Fi's own network, never every interface."""
+    try:
+        addr = ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError(f"must be an IP address of this box, got {v!r}") from None
+    if addr.is_unspecified:
+        raise ValueError(f"must be one address of this box (the Wi-Fi network's), not every address, got {v!r}")
+    return str(addr)
+
+
+class WifiLogOptions(Section):
+    """Keys of both receivers about the log store (the same store whichever receiver writes)."""
+
+    retention_months: int = Field(
+        default=12, ge=1, le=120, description="full months a period is kept after it ends; then it is crypto-erased"
+    )
+    usage_interval_min: float = Field(default=10.0, gt=0, le=1440, description="per-AP usage sent every N minutes")
+    session_events: bool = Field(
+        default=False, description="also send each session event, MAC and user name pseudonymized (pz1 tokens)"
+    )
+
+
+async def periodic(
+    store: WifiLogStore, usage: UsageCounter, emit: Emit, *, interval_s: float, clock: Callable[[], datetime]
+) -> None:
+    """Until cancelled: every `interval_s`, erase expired periods, then emit one usage reading per AP."""
+    # the signing key is made here, by the gateway, not by the web UI or the CLI on their first export: the
+    # secret store is rewritten whole on each change, so two processes adding entries at once could lose one
+    await asyncio.to_thread(store.publish_public_key)
+    while True:
+        certificates = await asyncio.to_thread(store.expire, clock())
+        for cert in certificates:
+            log.info("wifilog: erasure certificate for %s issued (%d records)", cert["period"], cert["records"])
+        for reading in usage.readings(clock(), interval_s):
+            await emit(reading)
+        await asyncio.sleep(interval_s)
+
+
+SESSION_ENTITY_TYPE = "WifiSessionEvent"
+PSEUDONYMIZED = ("clientMac", "userName")
+
+
+class SessionEventsOut:
+    """Optional session events for the platform, MAC and user name already pseudonymized.
+
+    Uses the processing stage's own `pseudonymize` (same `pz1:` tokens, same key ring in the secret
+    store), applied here before `emit`, so nothing personal can leave even if no `[[processing]]`
+    entry matches these readings. Do not add a second pseudonymize entry for `clientMac`/`userName`
+    of this adapter (it would tokenise the tokens). Events come from the commit thread: `record` is
+    thread-safe and wakes the emitting task.
+    """
+
+    def __init__(self, adapter: str, context: ProcessorContext) -> None:
+        cfg = PseudonymizeConfig.model_validate(
+            {
+                "type": "pseudonymize",
+                "attributes": list(PSEUDONYMIZED),
+                "kinds": {"clientMac": "mac"},
+            }
+        )
+        self.adapter = adapter
+        self.pseudonymizer = cfg.build(context)
+        self._pending: deque[SessionEvent] = deque()
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+
+    def record(self, ev: SessionEvent) -> None:
+        self._pending.append(ev)
+        self._loop.call_soon_threadsafe(self._wake.set)
+
+    def reading(self, ev: SessionEvent, now: datetime) -> Reading:
+        digest = hashlib.sha256(f"{ev.nas}\0{ev.session_id}".encode()).hexdigest()[:24]
+        attrs: dict[str, Attribute] = {"eventType": Attribute(value=ev.kind.value, type="Text")}
+        for name, value in (
+            ("clientMac", ev.client_mac),
+            ("userName", ev.user_name),
+            ("accessPoint", ev.ap_mac or ev.nas),
+            ("ssid", ev.ssid),
+            ("inputOctets", ev.input_octets),
+            ("outputOctets", ev.output_octets),
+        ):
+            if value is not None:
+                attrs[name] = Attribute(value=value)
+        raw = Reading(
+            entity_id=f"urn:ngsi-ld:{SESSION_ENTITY_TYPE}:{digest}",
+            entity_type=SESSION_ENTITY_TYPE,
+            attributes=attrs,
+            observed_at=ev.time,
+            time_source=TimeSource.DEVICE,
+            source=Source(adapter=self.adapter, device=ev.nas),
+        )
+        [out] = self.pseudonymizer.process(raw, now)
+        return out
+
+    async def run(self, emit: Emit, clock: Callable[[], datetime]) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                await emit(self.reading(self._pending.popleft(), clock()))
+
+
+def event_sinks(
+    options: WifiLogOptions,
+    adapter: str,
+    context: ProcessorContext,
+    usage: UsageCounter,
+    emit: Emit,
+    clock: Callable[[], datetime],
+) -> tuple[Callable[[SessionEvent], None], asyncio.Task[None] | None]:
+    """What a receiver calls for each stored event: the usage counter, plus the session events when configured."""
+    if not options.session_events:
+        return usage.record, None
+    out = SessionEventsOut(adapter, context)
+
+    def both(ev: SessionEvent) -> None:
+        usage.record(ev)
+        out.record(ev)
+
+    return both, asyncio.create_task(out.run(emit, clock), name=f"{adapter}-session-events")
+
+
+async def stop(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

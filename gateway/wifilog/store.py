@@ -1,0 +1,490 @@
+"""The Wi-Fi log store: sessions encrypted per period, searchable by blind index, erased by destroying keys.
+
+Theory of operation. `<data_dir>/wifilog/wifilog.db` (sqlite, WAL, synchronous=FULL, secure_delete,
+`PRAGMA user_version` = schema version) is the record of truth for inquiries, separate from the
+outbox. Every session belongs to the period (calendar month in JST) of its start. Each period has
+a random 256-bit data key (DEK), stored in the database only wrapped (AES-256-GCM) by the period's
+key-encryption key (KEK); the KEKs live in the secret store (`secret:wifilog.keys`), never in the
+database. A row holds the session as AES-256-GCM ciphertext (associated data: NAS and session id,
+so a blob cannot be moved to another row) and three blind indexes, HMAC-SHA-256 of the normalised
+MAC, IP and user name under a key derived from the DEK: a search computes the period's index value
+and reads only matching rows; nothing in the file names a MAC, IP or e-mail address in clear.
+
+Retention: a period is kept `retention_months` full months after it ends. `expire(now)` then
+destroys its KEK in the secret store first (from that moment every copy of the database, backups
+included, holds only undecryptable rows for that period: crypto-erasure), deletes its rows and
+wrapped DEK, vacuums the file, and stores a signed erasure certificate. A crash between the steps is
+finished by the next `expire`: a period whose KEK is gone is erased and certified.
+
+Writes come in batches (`apply`): one transaction, one fsync, then the caller answers the NAS.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets as _random
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from adapters.radius.errors import MacAddressError
+from adapters.radius.mac import normalize_mac
+from gateway.accounts.schema import migrate
+from gateway.errors import GatewayError
+from gateway.logs import component_logger
+from gateway.secrets import SecretStore
+from gateway.wifilog.sessions import EventKind, Session, SessionEvent, merge
+from gateway.wifilog.signing import Signer, public_pem
+
+__all__ = ["CERTIFICATE_TYPE", "JST", "Query", "WifiLogError", "WifiLogStore", "normalize_ip", "period_of"]
+
+log = component_logger(__name__, "wifilog")
+
+JST = ZoneInfo("Asia/Tokyo")
+STORE_DIR = "wifilog"
+DB_FILE = "wifilog.db"
+PUBLIC_KEY_FILE = "signing-public.pem"
+KEYS_SECRET = "wifilog.keys"
+CERTIFICATE_TYPE = "edgegw.wifilog.erasure-certificate"
+ERASURE_METHOD = (
+    "crypto-erasure: the period's AES-256-GCM data key was wrapped by a key-encryption key held only in the "
+    "gateway's secret store; that key was destroyed, then the rows and the wrapped data key were deleted "
+    "(sqlite secure_delete) and the database vacuumed. Copies of the database made earlier cannot be decrypted."
+)
+
+MIGRATIONS = (
+    """
+    CREATE TABLE periods (period TEXT PRIMARY KEY, key_id TEXT NOT NULL, wrapped_key BLOB NOT NULL,
+                          created_at TEXT NOT NULL);
+    CREATE TABLE sessions (id INTEGER PRIMARY KEY, period TEXT NOT NULL, nas TEXT NOT NULL,
+                           session_id TEXT NOT NULL, start REAL NOT NULL, end_at REAL NOT NULL, open INTEGER NOT NULL,
+                           mac_idx BLOB, ip_idx BLOB, user_idx BLOB, blob BLOB NOT NULL, UNIQUE (nas, session_id));
+    CREATE INDEX sessions_mac ON sessions (mac_idx, start);
+    CREATE INDEX sessions_ip ON sessions (ip_idx, start);
+    CREATE INDEX sessions_user ON sessions (user_idx, start);
+    CREATE INDEX sessions_time ON sessions (period, start);
+    CREATE INDEX sessions_open ON sessions (nas, open);
+    CREATE TABLE certificates (period TEXT PRIMARY KEY, erased_at TEXT NOT NULL, document TEXT NOT NULL)
+    """,
+)
+
+
+class WifiLogError(GatewayError):
+    code = "wifilog_error"
+
+
+def period_of(t: datetime) -> str:
+    """The retention period (calendar month, JST) an event time belongs to: `2026-12`."""
+    return t.astimezone(JST).strftime("%Y-%m")
+
+
+def _month_start(period: str, add: int = 0) -> datetime:
+    year, month = (int(x) for x in period.split("-"))
+    index = year * 12 + (month - 1) + add
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=JST)
+
+
+def normalize_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise WifiLogError(f"wifi search ip: not an IPv4 or IPv6 address, got {text.strip()!r}") from None
+
+
+def _normalize_user(text: str) -> str:
+    return text.strip().casefold()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Query:
+    """An inquiry: any of MAC (any spelling), IP, user name, and a time range the session must overlap."""
+
+    mac: str | None = None
+    ip: str | None = None
+    user: str | None = None
+    time_from: datetime | None = None
+    time_to: datetime | None = None
+    limit: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.mac is None and self.ip is None and self.user is None and self.time_from is None:
+            raise WifiLogError("wifi search: give a MAC, an IP, a user name or a time range, got none")
+        for t in (self.time_from, self.time_to):
+            if t is not None and t.tzinfo is None:
+                raise WifiLogError(f"wifi search time: must carry a zone, got {t.isoformat()}")
+        if self.mac is not None:
+            try:
+                object.__setattr__(self, "mac", normalize_mac(self.mac, where="wifi search mac"))
+            except MacAddressError as exc:
+                raise WifiLogError(str(exc)) from None
+        if self.ip is not None:
+            object.__setattr__(self, "ip", normalize_ip(self.ip))
+
+    def describe(self) -> dict[str, str]:
+        """The query as recorded in an export manifest (the inquiry's own terms, kept with the export)."""
+        out = {k: v for k in ("mac", "ip", "user") if (v := getattr(self, k)) is not None}
+        for k in ("time_from", "time_to"):
+            t = getattr(self, k)
+            if t is not None:
+                out[k] = t.astimezone(JST).isoformat()
+        return out
+
+
+class _PeriodKeys:
+    """A period's data key and what is derived from it."""
+
+    __slots__ = ("aead", "index_key", "key_id")
+
+    def __init__(self, key_id: str, dek: bytes) -> None:
+        self.key_id = key_id
+        self.aead = AESGCM(dek)
+        self.index_key = hmac.new(dek, b"edgegw wifilog blind index", hashlib.sha256).digest()
+
+    def index(self, value: str | None) -> bytes | None:
+        if value is None:
+            return None
+        return hmac.new(self.index_key, value.encode(), hashlib.sha256).digest()[:16]
+
+    def seal(self, session: Session) -> bytes:
+        nonce = _random.token_bytes(12)
+        return nonce + self.aead.encrypt(nonce, session.to_json(), _aad(session.nas, session.session_id))
+
+    def open(self, blob: bytes, nas: str, session_id: str) -> Session:
+        return Session.from_json(self.aead.decrypt(blob[:12], blob[12:], _aad(nas, session_id)))
+
+
+def _aad(nas: str, session_id: str) -> bytes:
+    return f"{nas}\0{session_id}".encode()
+
+
+class WifiLogStore:
+    """The store in `<data_dir>/wifilog/`; one writer (the gateway), readers (CLI, web) may open it meanwhile."""
+
+    def __init__(self, data_dir: Path | str, *, retention_months: int = 12, gateway_id: str = "") -> None:
+        if retention_months < 1:
+            raise WifiLogError(f"wifilog retention_months: must be at least 1, got {retention_months}")
+        self.data_dir = Path(data_dir)
+        self.directory = self.data_dir / STORE_DIR
+        self.path = self.directory / DB_FILE
+        self.retention_months = retention_months
+        self.gateway_id = gateway_id
+        self.secrets = SecretStore(self.data_dir)  # the gateway's secret store, as `edgegw secret` uses it
+        self._lock = threading.Lock()
+        self._keys: dict[str, _PeriodKeys] = {}
+        self._signer: Signer | None = None
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        self._db = self._connect()
+        migrate(self._db, self.path, MIGRATIONS, WifiLogError)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA secure_delete=ON")
+        return db
+
+    def close(self) -> None:
+        with self._lock:  # a commit running in a worker thread finishes first
+            self._db.close()
+
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @property
+    def signer(self) -> Signer:
+        if self._signer is None:
+            self._signer = Signer(self.secrets)
+            pem = self.directory / PUBLIC_KEY_FILE
+            if not pem.exists() or pem.read_bytes() != public_pem(self._signer.public_key):
+                pem.write_bytes(public_pem(self._signer.public_key))
+        return self._signer
+
+    def publish_public_key(self) -> Path:
+        """Make the signing key if there is none and write its public key beside the store; returns the file."""
+        return self.public_key_path
+
+    @property
+    def public_key_path(self) -> Path:
+        _ = self.signer
+        return self.directory / PUBLIC_KEY_FILE
+
+    # -- keys -------------------------------------------------------------------------------------------
+
+    def _keks(self) -> dict[str, dict[str, str]]:
+        if KEYS_SECRET not in self.secrets.names():
+            return {}
+        data: dict[str, dict[str, str]] = json.loads(self.secrets.get(KEYS_SECRET))
+        return data
+
+    def _period_keys(self, db: sqlite3.Connection, period: str, create: bool) -> _PeriodKeys | None:
+        keys = self._keys.get(period)
+        if keys is not None:
+            return keys
+        row = db.execute("SELECT key_id, wrapped_key FROM periods WHERE period = ?", (period,)).fetchone()
+        keks = self._keks()
+        if row is None:
+            if not create:
+                return None
+            key_id = f"wifilog-{period}-{_random.token_hex(4)}"
+            kek = _random.token_bytes(32)
+            keks[period] = {"id": key_id, "kek": base64.b64encode(kek).decode("ascii")}
+            # the KEK is durable in the secret store before any row depends on it
+            self.secrets.set(KEYS_SECRET, json.dumps(keks, sort_keys=True))
+            dek = _random.token_bytes(32)
+            nonce = _random.token_bytes(12)
+            wrapped = nonce + AESGCM(kek).encrypt(nonce, dek, key_id.encode())
+            db.execute(
+                "INSERT INTO periods (period, key_id, wrapped_key, created_at) VALUES (?, ?, ?, ?)",
+                (period, key_id, wrapped, datetime.now(UTC).isoformat()),
+            )
+            log.info("wifilog: created the data key %s for period %s", key_id, period)
+        else:
+            key_id, wrapped = str(row[0]), bytes(row[1])
+            entry = keks.get(period)
+            if entry is None or entry["id"] != key_id:
+                return None  # erased (or being erased): the period's rows can no longer be read
+            try:
+                dek = AESGCM(base64.b64decode(entry["kek"])).decrypt(wrapped[:12], wrapped[12:], key_id.encode())
+            except InvalidTag:
+                raise WifiLogError(
+                    f"wifilog period {period}: the wrapped data key does not open with key {key_id}; "
+                    "the database and the secret store do not belong together"
+                ) from None
+        keys = _PeriodKeys(key_id, dek)
+        self._keys[period] = keys
+        return keys
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def apply(self, events: Sequence[SessionEvent]) -> None:
+        """Merge `events` into their sessions in one durable transaction (returns once committed)."""
+        if not events:
+            return
+        # the events of one session are merged in memory first: one read and one write per session
+        groups: dict[tuple[str, str], list[SessionEvent]] = {}
+        for event in events:
+            groups.setdefault((event.nas, event.session_id), []).append(event)
+        with self._transaction() as db:
+            for (nas, session_id), group in groups.items():
+                self._merge_group(db, nas, session_id, group)
+
+    def _merge_group(self, db: sqlite3.Connection, nas: str, session_id: str, events: Sequence[SessionEvent]) -> None:
+        row = db.execute(
+            "SELECT id, period, blob FROM sessions WHERE nas = ? AND session_id = ?", (nas, session_id)
+        ).fetchone()
+        old: Session | None = None
+        if row is not None:
+            keys = self._period_keys(db, str(row[1]), create=False)
+            if keys is None:
+                return  # its period was erased: the late event belongs to a forgotten session
+            old = keys.open(bytes(row[2]), nas, session_id)
+        new = old
+        for event in events:
+            new = merge(new, event)
+        if new is None or new == old:
+            return  # a retransmission: the row already holds it
+        period = str(row[1]) if row is not None else period_of(new.start)
+        if row is None and db.execute("SELECT 1 FROM certificates WHERE period = ?", (period,)).fetchone():
+            return  # a late event of a period already erased: it stays forgotten
+        keys = self._period_keys(db, period, create=True)
+        assert keys is not None
+        values = (
+            new.start.timestamp(),
+            new.end.timestamp(),
+            int(new.stop is None),
+            keys.index(new.client_mac),
+            keys.index(new.framed_ip),
+            keys.index(_normalize_user(new.user_name) if new.user_name else None),
+            keys.seal(new),
+        )
+        if row is None:
+            db.execute(
+                "INSERT INTO sessions (period, nas, session_id, start, end_at, open, mac_idx, ip_idx, user_idx, blob)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (period, nas, session_id, *values),
+            )
+        else:
+            db.execute(
+                "UPDATE sessions SET start = ?, end_at = ?, open = ?, mac_idx = ?, ip_idx = ?, user_idx = ?, blob = ?"
+                " WHERE id = ?",
+                (*values, row[0]),
+            )
+
+    def close_nas(self, nas: str, at: datetime, cause: str) -> int:
+        """Accounting-On/Off: the NAS restarted, so every session it had open ended at `at`; returns how many."""
+        with self._transaction() as db:
+            ids = [str(r[0]) for r in db.execute("SELECT session_id FROM sessions WHERE nas = ? AND open = 1", (nas,))]
+            for sid in ids:
+                stop = SessionEvent(nas=nas, session_id=sid, kind=EventKind.STOP, time=at, terminate_cause=cause)
+                self._merge_group(db, nas, sid, (stop,))
+        if ids:
+            log.info("wifilog: NAS %s restarted (%s); closed %d open sessions", nas, cause, len(ids))
+        return len(ids)
+
+    def open_session_id(self, nas: str, mac: str) -> str | None:
+        """The open session of `mac` on `nas` (syslog has no session ids: association lines pair by MAC)."""
+        with self._lock:
+            rows = self._db.execute("SELECT period FROM periods ORDER BY period DESC").fetchall()
+            for (period,) in rows:
+                keys = self._period_keys(self._db, str(period), create=False)
+                if keys is None:
+                    continue
+                row = self._db.execute(
+                    "SELECT session_id FROM sessions WHERE mac_idx = ? AND nas = ? AND open = 1 ORDER BY start DESC",
+                    (keys.index(mac), nas),
+                ).fetchone()
+                if row is not None:
+                    return str(row[0])
+        return None
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def search(self, query: Query) -> list[Session]:
+        """Sessions matching every given term and overlapping the time range, oldest first."""
+        out: list[Session] = []
+        with self._lock:
+            db = self._db
+            periods = [str(r[0]) for r in db.execute("SELECT period FROM periods ORDER BY period")]
+            for period in periods:
+                if query.time_to is not None and _month_start(period) > query.time_to:
+                    continue
+                if query.time_from is not None and _month_start(period, 2) <= query.time_from:
+                    continue  # sessions start in their period; few last a month
+                keys = self._period_keys(db, period, create=False)
+                if keys is None:
+                    continue
+                where: list[str] = ["period = ?"]
+                args: list[object] = [period]
+                for column, value in (
+                    ("mac_idx", query.mac),
+                    ("ip_idx", query.ip),
+                    ("user_idx", _normalize_user(query.user) if query.user else None),
+                ):
+                    if value is not None:
+                        where.append(f"{column} = ?")
+                        args.append(keys.index(value))
+                if query.time_to is not None:
+                    where.append("start <= ?")
+                    args.append(query.time_to.timestamp())
+                if query.time_from is not None:
+                    where.append("(end_at >= ? OR open = 1)")  # no Stop yet: it may still be going on
+                    args.append(query.time_from.timestamp())
+                sql = f"SELECT nas, session_id, blob FROM sessions WHERE {' AND '.join(where)} ORDER BY start LIMIT ?"
+                for nas, sid, blob in db.execute(sql, (*args, query.limit - len(out))):
+                    out.append(keys.open(bytes(blob), str(nas), str(sid)))
+                if len(out) >= query.limit:
+                    break
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per period and the certificates issued (no personal data), for diagnostics and the UI."""
+        with self._lock:
+            periods = {
+                str(p): int(n)
+                for p, n in self._db.execute("SELECT period, COUNT(*) FROM sessions GROUP BY period ORDER BY period")
+            }
+            certs = [str(r[0]) for r in self._db.execute("SELECT period FROM certificates ORDER BY period")]
+        return {"sessions_per_period": periods, "erased_periods": certs, "retention_months": self.retention_months}
+
+    # -- retention --------------------------------------------------------------------------------------
+
+    def erase_after(self, period: str) -> datetime:
+        """When `period` must be erased: `retention_months` full months after it ends."""
+        return _month_start(period, 1 + self.retention_months)
+
+    def expire(self, now: datetime) -> list[dict[str, Any]]:
+        """Erase every period past retention; returns the signed erasure certificates issued."""
+        with self._lock:
+            rows = self._db.execute("SELECT period, key_id FROM periods ORDER BY period").fetchall()
+        certificates = []
+        keks = self._keks()
+        for period, key_id in rows:
+            entry = keks.get(str(period))
+            if self.erase_after(str(period)) <= now or entry is None or entry["id"] != key_id:
+                cert = self._erase(str(period), str(key_id), now)
+                if cert is not None:
+                    certificates.append(cert)
+        return certificates
+
+    def _erase(self, period: str, key_id: str, now: datetime) -> dict[str, Any] | None:
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM periods WHERE period = ?", (period,)).fetchone() is None:
+                return None  # the other receiver's store erased it meanwhile and holds its certificate
+            records = int(self._db.execute("SELECT COUNT(*) FROM sessions WHERE period = ?", (period,)).fetchone()[0])
+            keks = self._keks()
+            destroyed = [e["id"] for p, e in keks.items() if p == period]
+            if destroyed:
+                # first the key: from here on no copy of this period's rows can be read anywhere
+                del keks[period]
+                self.secrets.set(KEYS_SECRET, json.dumps(keks, sort_keys=True))
+            self._keys.pop(period, None)
+        document = self.signer.sign(
+            {
+                "type": CERTIFICATE_TYPE,
+                "version": 1,
+                "gateway_id": self.gateway_id,
+                "period": period,
+                "period_start": _month_start(period).isoformat(),
+                "period_end": _month_start(period, 1).isoformat(),
+                "retention_months": self.retention_months,
+                "records": records,
+                "key_ids_destroyed": sorted({key_id, *destroyed}),
+                "method": ERASURE_METHOD,
+                "erased_at": now.astimezone(JST).isoformat(),
+            }
+        )
+        with self._transaction() as db:
+            db.execute("DELETE FROM sessions WHERE period = ?", (period,))
+            db.execute("DELETE FROM periods WHERE period = ?", (period,))
+            db.execute(
+                "INSERT OR IGNORE INTO certificates (period, erased_at, document) VALUES (?, ?, ?)",
+                (period, document["erased_at"], json.dumps(document, ensure_ascii=False, sort_keys=True)),
+            )
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("VACUUM")
+        log.info(
+            "wifilog: erased period %s (%d sessions, key %s destroyed); certificate issued", period, records, key_id
+        )
+        return document
+
+    def certificates(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT document FROM certificates ORDER BY period").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+
+def sessions_of(events: Iterable[SessionEvent]) -> dict[tuple[str, str], Session]:
+    """Sessions merged in memory (tests and the per-AP counters use the same rule as the store)."""
+    out: dict[tuple[str, str], Session] = {}
+    for ev in events:
+        out[(ev.nas, ev.session_id)] = merge(out.get((ev.nas, ev.session_id)), ev)
+    return out

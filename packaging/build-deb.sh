@@ -1,0 +1,61 @@
+#!/bin/bash
+# Builds edgegw_<version>-1_<arch>.deb: the application and its Python dependencies in their own
+# environment under /opt/edgegw/.venv (the path the units and the git install use), built from the
+# wheel so it carries exactly what a release carries (firmware profiles and templates as package data).
+# Usage: packaging/build-deb.sh [OUT_DIR]   (make deb). Needs python3.11 with venv, dpkg-deb, fakeroot.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(dirname "$here")
+out=${1:-$src/dist}
+python=${DEB_PYTHON:-/usr/bin/python3.11}   # Debian 12's interpreter: the venv links to it on the box
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$src/gateway/__init__.py")
+revision=${DEB_REVISION:-1}
+arch=$(dpkg --print-architecture)   # pydantic-core, orjson, cryptography ship compiled code
+work=$(mktemp -d "${TMPDIR:-/tmp}/edgegw-deb.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root=$work/root
+venv=/opt/edgegw/.venv
+
+echo "building the wheel of edgegw $version"
+"$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheels" "$src" >"$work/wheel.log" 2>&1 \
+  || { cat "$work/wheel.log"; exit 1; }
+# The venv is made at its final path inside the package tree, then its scripts' #! lines (the only
+# absolute paths a venv writes) are pointed at /opt/edgegw/.venv.
+echo "installing it with its dependencies into $venv"
+"$python" -m venv --without-pip "$root$venv"
+"$python" -m pip --python "$root$venv/bin/python" install --quiet --no-compile --no-warn-script-location \
+  "$work"/wheels/edgegw-*.whl >"$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
+grep -rlI --null "^#!$root$venv/bin/python" "$root$venv/bin" | xargs -0 -r sed -i "1s|^#!$root$venv|#!$venv|"
+# an appliance's environment is run, never activated; the cfg's "command" line names the build directory
+rm -f "$root$venv"/bin/activate* "$root$venv"/bin/Activate.ps1
+sed -i '/^command = /d' "$root$venv/pyvenv.cfg"
+rm -f "$root$venv"/lib/python3.11/site-packages/edgegw-*.dist-info/direct_url.json
+# bytecode compiled now, with the final paths: nothing is written under /opt at run time, and dpkg
+# owns every file it will remove
+"$python" -m compileall -q -j0 -d "$venv/lib" "$root$venv/lib" >/dev/null
+
+install -d -m 0755 "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/edgegw" "$root/usr/share/doc/edgegw" \
+  "$root/usr/share/edgegw/supervisor"
+ln -s "$venv/bin/edgegw" "$root/usr/bin/edgegw"
+install -m 0640 "$src/config/gateway.example.toml" "$root/etc/edgegw/gateway.toml"
+install -m 0644 "$src"/systemd/*.service "$src"/systemd/*.timer "$root/lib/systemd/system/"
+install -m 0644 "$src/supervisor/edgegw.conf" "$root/usr/share/edgegw/supervisor/edgegw.conf"
+install -m 0644 "$src/README.md" "$root/usr/share/doc/edgegw/README.md"
+install -m 0644 "$here/debian/copyright" "$root/usr/share/doc/edgegw/copyright"
+printf 'edgegw (%s-%s) stable; urgency=medium\n\n  * Release %s.\n\n -- edgegw maintainers <edgegw@localhost>  %s\n' \
+  "$version" "$revision" "$version" "$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git -C "$src" log -1 --format=%ct 2>/dev/null || date +%s)}")" \
+  | gzip -9n >"$root/usr/share/doc/edgegw/changelog.Debian.gz"
+
+install -d -m 0755 "$root/DEBIAN"
+for f in preinst postinst prerm postrm; do
+  sed "s/@VERSION@/$version-$revision/g" "$here/debian/$f" >"$root/DEBIAN/$f"
+  chmod 0755 "$root/DEBIAN/$f"
+done
+install -m 0644 "$here/debian/conffiles" "$root/DEBIAN/conffiles"
+size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+sed -e "s/@VERSION@/$version-$revision/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" \
+  "$here/debian/control" >"$root/DEBIAN/control"
+mkdir -p "$out"
+deb="$out/edgegw_${version}-${revision}_${arch}.deb"
+fakeroot dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+echo "$deb"

@@ -1,0 +1,363 @@
+"""The locker adapter against board stand-ins on a socat pty pair and over TCP: states, alerts, unlocks, pickup."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.locker.adapter import LockerAdapter
+from adapters.locker.config import LockerConfig
+from gateway.adapter_api import AdapterContext
+from gateway.mail.queue import MailQueue
+from gateway.records import Command, CommandResult, Lane, Reading
+from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty, serve_tcp
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = datetime(2026, 12, 4, 1, 0, tzinfo=UTC)
+        self.mono = 1000.0
+
+    def now(self) -> datetime:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+
+    async def __call__(self, reading: Reading) -> None:
+        self.readings.append(reading)
+
+    def of(self, entity_type: str) -> list[Reading]:
+        return [r for r in self.readings if r.entity_type == entity_type]
+
+    def last(self, label: str) -> dict[str, Any]:
+        for r in reversed(self.readings):
+            if r.entity_type == "LockerCompartment" and r.attributes["compartmentLabel"].value == label:
+                return {k: a.value for k, a in r.attributes.items()}
+        raise AssertionError(f"no reading of {label}")
+
+
+async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.005)
+
+
+def config(port: str, *, model: str = "cu16", boards: int = 1, **extra: Any) -> LockerConfig:
+    base = 0 if model.startswith("cu") else 1
+    letters = "ABCD"
+    data: dict[str, Any] = {
+        "name": "lockers",
+        "type": "locker",
+        "poll_interval": 0.02,
+        "offline_after": 2,
+        "buses": [{"name": "rs485", "port": port, "timeout": 0.1, "gap": 0, "unlock_settle": 0}],
+        "boards": [
+            {
+                "name": f"b{i}",
+                "bus": "rs485",
+                "model": model,
+                "address": base + i,
+                "compartments": {f"{letters[i]}-{k:02d}": k for k in range(1, 5)},
+            }
+            for i in range(boards)
+        ],
+        "pickup": {"site": "駅前受取ロッカー", "code_length": 6, "max_wrong": 3, "door_open_alert_s": 60},
+    }
+    data.update(extra)
+    return LockerConfig.model_validate(data)
+
+
+class Rig:
+    def __init__(self, adapter: LockerAdapter, sim: BoardSim, out: Collector, clock: Clock, mail: MailQueue) -> None:
+        self.adapter, self.sim, self.out, self.clock, self.mail = adapter, sim, out, clock, mail
+        self.ids = iter(range(1, 1_000_000))
+
+    def entity(self, label: str) -> str:
+        return self.adapter.compartments[label].entity_id
+
+    async def command(self, label: str, name: str, value: Any = None, uplink: str = "control") -> CommandResult:
+        return await self.adapter.handle(
+            Command(command_id=str(next(self.ids)), entity_id=self.entity(label), name=name, value=value, uplink=uplink)
+        )
+
+    async def settle(self) -> None:
+        """Two whole status cycles after now, so what the boards show has been seen."""
+        bus = next(iter(self.adapter.buses.values()))
+        start = bus.cycles
+        await until(lambda: bus.cycles >= start + 2)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    sim = BoardSim([SimBoard("cu16", 0)])
+    clock = Clock()
+    mail = await MailQueue.open(tmp_path / "data", clock=lambda: clock.now().timestamp())
+    with pty_pair(tmp_path) as (gw, boards):
+        async with serve_pty(sim, boards):
+            adapter = LockerAdapter(
+                config(gw),
+                AdapterContext(gateway_id="gw1", data_dir=str(tmp_path / "data"), mail=mail),
+                clock=clock.now,
+                monotonic=clock.monotonic,
+            )
+            out = Collector()
+            task = asyncio.create_task(adapter.run(out))
+            r = Rig(adapter, sim, out, clock, mail)
+            await until(lambda: adapter.boards["b0"].state.value == "online")
+            await r.settle()
+            yield r
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    await mail.close()
+
+
+async def test_compartments_published_with_door_and_occupancy(rig: Rig) -> None:
+    assert rig.out.last("A-01") == {
+        "compartmentLabel": "A-01",
+        "doorState": "locked",
+        "occupied": False,
+        "pickupState": "free",
+        "lastChange": "2026-12-04T01:00:00.000Z",
+    }
+    assert rig.out.readings[0].entity_id == "urn:ngsi-ld:LockerCompartment:gw1-lockers-A-01"
+    rig.sim.boards[0].occupied[1] = True
+    await rig.settle()
+    assert rig.out.last("A-02")["occupied"] is True
+
+
+async def test_unlock_opens_the_door_and_refuses_an_open_one(rig: Rig) -> None:
+    result = await rig.command("A-03", "unlock")
+    assert (result.ok, result.info) == (True, "opened: compartment A-03")
+    assert rig.sim.boards[0].unlocks == [3]
+    assert rig.out.last("A-03")["doorState"] == "open"
+    again = await rig.command("A-03", "unlock")
+    assert (again.ok, again.info) == (False, "open: the door of compartment A-03 is open already")
+    assert not rig.out.of("Alert")  # opened by us: no forced-open alert
+
+
+async def test_unknown_compartment_and_stuck_door(rig: Rig) -> None:
+    result = await rig.adapter.handle(
+        Command(command_id="x", entity_id="urn:ngsi-ld:LockerCompartment:nope", name="unlock")
+    )
+    assert (result.ok, result.info) == (
+        False,
+        "unknown: no compartment has entity id urn:ngsi-ld:LockerCompartment:nope",
+    )
+    rig.sim.boards[0].open_on_unlock = False
+    stuck = await rig.command("A-01", "unlock")
+    assert (stuck.ok, stuck.info) == (False, "stuck: the door of compartment A-01 did not open")
+
+
+async def test_forced_open_and_open_too_long_are_alerts(rig: Rig) -> None:
+    rig.sim.boards[0].locked[0] = False
+    await rig.settle()
+    alerts = rig.out.of("Alert")
+    assert [a.attributes["subCategory"].value for a in alerts] == ["forcedOpen"]
+    assert alerts[0].lane is Lane.ALERT
+    assert alerts[0].attributes["alertSource"].value == rig.entity("A-01")
+    rig.clock.advance(61)
+    await rig.adapter.housekeeping()
+    await rig.adapter.housekeeping()  # once per opening
+    assert [a.attributes["subCategory"].value for a in rig.out.of("Alert")] == ["forcedOpen", "doorOpenTooLong"]
+
+
+async def test_silent_board_goes_offline_and_comes_back(rig: Rig) -> None:
+    rig.sim.boards[0].silent = True
+    await until(lambda: rig.adapter.boards["b0"].state.value == "offline")
+    await until(lambda: rig.out.last("A-04")["doorState"] == "unknown")
+    devices = rig.out.of("Device")
+    assert devices[-1].attributes["deviceState"].value == "offline"
+    assert "no valid reply" in devices[-1].attributes["deviceState"].metadata["reason"]
+    refused = await rig.command("A-01", "unlock")
+    assert refused.info == "offline: board b0 of compartment A-01 does not answer"
+    rig.sim.boards[0].silent = False
+    rig.clock.advance(10)  # past the probe delay
+    await until(lambda: rig.adapter.boards["b0"].state.value == "online")
+    await rig.settle()
+    assert rig.out.last("A-01")["doorState"] == "locked"
+
+
+async def test_corrupt_frames_are_counted_not_applied(rig: Rig) -> None:
+    rig.sim.boards[0].corrupt_next = 1
+    rig.sim.boards[0].locked[0] = False  # the corrupt reply would say "open"
+    before = rig.adapter.boards["b0"].counters.timeouts
+    await rig.settle()
+    assert rig.adapter.boards["b0"].counters.timeouts == before + 1  # the corrupt frame never completes
+    assert rig.adapter.boards["b0"].state.value == "online"
+
+
+async def _assign(rig: Rig, label: str = "A-02") -> tuple[dict[str, Any], str]:
+    rig.sim.boards[0].occupied[int(label[-2:]) - 1] = True  # staff put the book in
+    await rig.settle()
+    result = await rig.command(label, "assign", {"email": "Hanako.Yamada@example.jp", "reference": "R-2026-0042"})
+    assert result.ok, result.info
+    info = json.loads(result.info)
+    (pending,) = [p for p in await rig.mail.due(now=1e12) if p.id == info["mail_id"]]
+    assert pending.mail.to == ("Hanako.Yamada@example.jp",)
+    assert pending.mail.subject == "【駅前受取ロッカー】予約資料の受取のご案内（ロッカー A-02）"
+    assert "受取期限　：2026年12月11日（金）10:00まで" in pending.mail.text  # JST
+    return info, pending.mail.text.split("暗証番号　：")[1].split("\n")[0]
+
+
+async def test_pickup_flow_end_to_end(rig: Rig) -> None:
+    info, code = await _assign(rig)
+    assert info["expires_at"] == "2026-12-11T01:00:00.000Z"
+    assert len(code) == 6 and code.isdigit()
+    assert rig.out.last("A-02")["pickupState"] == "reserved"
+    busy = await rig.command("A-02", "assign", {"email": "x@example.jp", "reference": "R-1"})
+    assert busy.info.startswith("refused: compartment A-02: is not free, got state reserved")
+    wrong = await rig.command("A-02", "pickup", {"code": "000000" if code != "000000" else "111111"})
+    assert (wrong.ok, wrong.info) == (False, "wrong_code: wrong code")
+    ok = await rig.command("A-02", "pickup", {"code": code})
+    assert (ok.ok, ok.info) == (True, "opened: compartment A-02")
+    spent = await rig.command("A-02", "pickup", {"code": code})
+    assert spent.info == "no_code: no valid code for this compartment"
+    assert rig.out.last("A-02")["pickupState"] == "opened"
+    board = rig.sim.boards[0]
+    board.occupied[1] = False
+    board.locked[1] = True
+    await rig.settle()
+    events = rig.out.of("LockerPickup")
+    assert len(events) == 1
+    assert events[0].attributes["patron"].value == "Hanako.Yamada@example.jp"  # the processing stage hashes it
+    assert rig.out.last("A-02")["pickupState"] == "free"
+    assert rig.adapter.store is not None
+    assert rig.adapter.store.email_of(1) is None  # erased once the event is on the buffer
+
+
+async def test_code_entry_locks_after_max_wrong(rig: Rig) -> None:
+    _, code = await _assign(rig)
+    bad = "x"
+    infos = [(await rig.command("A-02", "pickup", {"code": bad})).info for _ in range(3)]
+    assert infos == [
+        "wrong_code: wrong code",
+        "wrong_code: wrong code",
+        "locked: too many wrong codes; ask the library",
+    ]
+    right = await rig.command("A-02", "pickup", {"code": code})
+    assert right.info == "locked: too many wrong codes; ask the library"
+    assert rig.out.last("A-02")["pickupState"] == "codeLocked"
+    assert (await rig.command("A-02", "reset")).ok
+    assert (await rig.command("A-02", "pickup", {"code": code})).ok
+
+
+async def test_codes_expire_and_the_compartment_is_flagged(rig: Rig) -> None:
+    _, code = await _assign(rig)
+    rig.clock.advance(7 * 86400)
+    await rig.adapter.housekeeping()
+    assert rig.out.last("A-02")["pickupState"] == "overdue"
+    assert rig.out.of("Alert")[-1].attributes["subCategory"].value == "pickupOverdue"
+    assert (await rig.command("A-02", "pickup", {"code": code})).info == "no_code: no valid code for this compartment"
+    assert (await rig.command("A-02", "cancel")).ok
+    assert rig.out.last("A-02")["pickupState"] == "free"
+
+
+async def test_grid_for_the_staff_page(rig: Rig) -> None:
+    await _assign(rig)
+    grid = json.loads((await rig.command("A-01", "grid")).info)
+    assert [g["label"] for g in grid] == ["A-01", "A-02", "A-03", "A-04"]
+    assert grid[1]["pickup"] == "reserved" and grid[1]["assignment"]["reference"] == "R-2026-0042"
+    assert "email" not in json.dumps(grid)
+
+
+@pytest.mark.parametrize("model", ["cu48", "xor12", "xor24"])
+async def test_other_boards_over_tcp(tmp_path: Path, model: str) -> None:
+    sim = BoardSim([SimBoard(model, 0 if model == "cu48" else 1), SimBoard(model, 1 if model == "cu48" else 2)])
+    clock = Clock()
+    async with serve_tcp(sim) as port:
+        adapter = LockerAdapter(
+            config(f"tcp://127.0.0.1:{port}", model=model, boards=2),
+            AdapterContext(gateway_id="gw1", data_dir=str(tmp_path)),
+            clock=clock.now,
+            monotonic=clock.monotonic,
+        )
+        out = Collector()
+        task = asyncio.create_task(adapter.run(out))
+        try:
+            await until(lambda: all(b.state.value == "online" for b in adapter.boards.values()))
+            result = await adapter.handle(
+                Command(command_id="1", entity_id=adapter.compartments["B-04"].entity_id, name="unlock")
+            )
+            assert (result.ok, result.info) == (True, "opened: compartment B-04")
+            assert sim.boards[1].unlocks == [4]
+            assert "occupied" not in out.last("B-04")  # no infrared sensors on these boards
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+async def test_cli_probe_finds_the_boards_and_their_lock_counts(tmp_path: Path) -> None:
+    import io
+
+    from adapters.locker import cli
+    from adapters.locker.config import BoardModel
+
+    sim = BoardSim([SimBoard("cu16", 0), SimBoard("cu16", 3)])
+    sim.boards[1].occupied[0] = True
+    sim.boards[1].locked[5] = False
+    out, err = io.StringIO(), io.StringIO()
+    with pty_pair(tmp_path) as (gw, boards):
+        async with serve_pty(sim, boards):
+            code = await cli.probe(gw, 19200, [BoardModel.CU16], 0.05, out, err)
+    assert code == cli.EXIT_OK, err.getvalue()
+    assert out.getvalue().splitlines() == [
+        "cu16 address 0: 16 locks, 16 locked, 0 occupied",
+        "cu16 address 3: 16 locks, 15 locked, 1 occupied",
+    ]
+
+
+async def test_cli_probe_says_when_nothing_answers(tmp_path: Path) -> None:
+    import io
+
+    from adapters.locker import cli
+    from adapters.locker.config import BoardModel
+
+    out, err = io.StringIO(), io.StringIO()
+    async with serve_tcp(BoardSim([SimBoard("xor24", 7)])) as port:
+        code = await cli.probe(f"tcp://127.0.0.1:{port}", 9600, [BoardModel.XOR12], 0.02, out, err)
+    assert code == cli.EXIT_NOTHING
+    assert err.getvalue() == (
+        f"locker probe: no board answered on tcp://127.0.0.1:{port} at 9600 baud; check wiring (A/B), baud and power\n"
+    )
+
+
+async def test_a_right_code_on_a_stuck_door_is_given_back(rig: Rig) -> None:
+    _, code = await _assign(rig)
+    rig.sim.boards[0].open_on_unlock = False
+    stuck = await rig.command("A-02", "pickup", {"code": code})
+    assert stuck.info == "stuck: the door of compartment A-02 did not open"
+    rig.sim.boards[0].open_on_unlock = True
+    assert (await rig.command("A-02", "pickup", {"code": code})).info == "opened: compartment A-02"
+
+
+async def test_diagnostics_per_board(rig: Rig) -> None:
+    d = rig.adapter.diagnostics()
+    assert d["summary"] == "boards online 1/1"
+    assert d["boards"]["b0"]["state"] == "online" and d["boards"]["b0"]["answers"] >= 2
+    assert d["buses"]["rs485"]["open"] is True
+
+
+async def test_the_platform_may_open_doors_but_not_run_the_pickup_flow(rig: Rig) -> None:
+    refused = await rig.command("A-01", "grid", uplink="orion-iota")
+    assert (refused.ok, refused.info) == (False, "unknown: grid is taken from the box's own pages only")
+    refused = await rig.command("A-01", "assign", {"email": "p@example.jp", "reference": "R"}, uplink="mqtt")
+    assert not refused.ok
+    assert (await rig.command("A-01", "unlock", uplink="mqtt")).ok

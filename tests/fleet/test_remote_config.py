@@ -1,0 +1,248 @@
+"""Signed remote configuration: bad bundles refused, a bundle that breaks the uplink rolled back, every step audited.
+
+A real Runtime (the gateway across reloads) applies the bundle through the control socket's
+ConfigOps (config versions, atomic write, reload); the fleet service's clock is injected, so the
+health window passes without waiting for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.app import Runtime
+from gateway.audit.log import AuditLog
+from gateway.config import load_config
+from gateway.fleet import remote
+from gateway.fleet.remote import BundleRefused, public_key_b64, sign_bundle, verify_bundle
+from gateway.records import Command
+from tests.fleet.conftest import Clock, until
+from tests.support.orion_double import OrionDouble, TlsMaterial
+from tests.support.ports import free_port
+
+KEY = Ed25519PrivateKey.generate()
+ISSUED = datetime(2026, 7, 1, 3, 0, tzinfo=UTC)
+
+
+def config_text(tmp_path: Path, orion_url: str, *, rate: float = 0.001) -> str:
+    return f"""
+[gateway]
+id = "gw-fleet"
+data_dir = "{tmp_path / "data"}"
+
+[[adapters]]
+name = "gauges"
+type = "simulated"
+rate = {rate}
+
+[[uplinks]]
+name = "platform"
+type = "orion"
+url = "{orion_url}"
+retry_initial_s = 0.05
+retry_max_s = 0.2
+
+[fleet.alarms]
+rules = []
+
+[fleet.remote_config]
+public_key = "{public_key_b64(KEY)}"
+health_window_s = 600
+"""
+
+
+def bundle(text: str, serial: int, key: Ed25519PrivateKey = KEY, gateway: str = "gw-fleet") -> bytes:
+    return sign_bundle(key, gateway=gateway, serial=serial, config=text, issued_at=ISSUED)
+
+
+def test_verification_refuses_what_is_not_signed_by_the_pinned_key_or_not_for_this_box() -> None:
+    pinned = public_key_b64(KEY)
+    good = bundle("x = 1", 5)
+    assert verify_bundle(good, public_key=pinned, gateway="gw-fleet", last_serial=4).serial == 5
+    with pytest.raises(BundleRefused) as info:
+        verify_bundle(
+            bundle("x = 1", 5, key=Ed25519PrivateKey.generate()), public_key=pinned, gateway="gw-fleet", last_serial=0
+        )
+    assert info.value.code == "bad_signature"
+    assert str(info.value) == (
+        "remote config: signature does not verify with the pinned key, got a bundle signed by another key or "
+        "altered; nothing applied"
+    )
+    tampered = bytearray(good)
+    doc = json.loads(bytes(tampered))
+    payload = json.loads(base64.b64decode(doc["payload"]))
+    payload["config"] = "x = 2"
+    doc["payload"] = base64.b64encode(json.dumps(payload, sort_keys=True).encode()).decode()
+    with pytest.raises(BundleRefused, match="signature does not verify"):
+        verify_bundle(json.dumps(doc).encode(), public_key=pinned, gateway="gw-fleet", last_serial=0)
+    with pytest.raises(BundleRefused, match="bundle is for gateway 'gw-other', got it on 'gw-fleet'"):
+        verify_bundle(bundle("x", 9, gateway="gw-other"), public_key=pinned, gateway="gw-fleet", last_serial=0)
+    with pytest.raises(BundleRefused, match="serial must be above 5, got 5; an old bundle is never applied"):
+        verify_bundle(good, public_key=pinned, gateway="gw-fleet", last_serial=5)
+    with pytest.raises(BundleRefused, match="not a config bundle"):
+        verify_bundle(b"{}", public_key=pinned, gateway="gw-fleet", last_serial=0)
+
+
+def remote_step(orion: OrionDouble) -> tuple[int, str] | None:
+    """(serial, step) of the remote-config step the platform's Device entity shows."""
+    for e in orion.entities.values():
+        if e["type"] == "Device" and "remoteConfig" in e:
+            value = e["remoteConfig"]["value"]
+            return value["serial"], value["step"]
+    return None
+
+
+def url_of(runtime: Runtime) -> str:
+    return str(runtime.config.uplinks[0].model_dump()["url"])
+
+
+def audit_actions(tmp_path: Path) -> list[str]:
+    return [e.action for e in reversed(AuditLog(tmp_path / "data" / "web").entries(actor="remote-config"))]
+
+
+async def test_a_bad_signature_is_refused_and_audited(orion_double: OrionDouble, tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "gateway.toml"
+    original = config_text(tmp_path, orion_double.url)
+    path.write_text(original)
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    try:
+        fleet = runtime.gateway.fleet
+        assert fleet is not None
+        other = bundle(config_text(tmp_path, orion_double.url, rate=0.5), 1, key=Ed25519PrivateKey.generate())
+        result = await fleet.offer(other, via="push")
+        assert result["applied"] is False and result["code"] == "bad_signature"
+        # the same, pushed as a platform command to the gateway's Device entity
+        answer = await runtime.gateway.router.dispatch(
+            Command(command_id="c1", entity_id="urn:ngsi-ld:Device:gw-fleet", name="configBundle", value=other.decode())
+        )
+        assert (answer.ok, answer.info) == (
+            False,
+            "remote config: signature does not verify with the pinned key, got a bundle signed by another key or "
+            "altered; nothing applied",
+        )
+    finally:
+        await runtime.stop()
+    assert path.read_text() == original
+    assert audit_actions(tmp_path) == ["fleet.remote_config.refused", "fleet.remote_config.refused"]
+
+
+async def test_a_bundle_that_breaks_the_uplink_is_rolled_back(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "gateway.toml"
+    original = config_text(tmp_path, orion_double.url)
+    path.write_text(original)
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    try:
+        first = runtime.gateway
+        assert first.fleet is not None
+        broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")  # nothing listens there
+        result = await first.fleet.offer(bundle(broken, 1), via="push")
+        assert result == {"applied": True, "serial": 1}
+        await until(lambda: runtime.gateway is not first and url_of(runtime) != orion_double.url)
+        await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
+        second = runtime.gateway
+        assert second.fleet is not None
+        await second.fleet.tick(clock.advance(5))  # the Device report waits for the broken uplink
+        await until(lambda: second.loops[0].state.value == "backing-off")
+        await second.fleet.tick(clock.advance(300))
+        assert runtime.gateway is second  # not yet: the window is 600 s
+        await second.fleet.tick(clock.advance(300))
+        await until(lambda: runtime.gateway is not second and url_of(runtime) == orion_double.url)
+        await until(lambda: "fleet.remote_config.rolled_back" in audit_actions(tmp_path))
+        third = runtime.gateway
+        assert third.fleet is not None
+        await third.fleet.tick(clock.advance(5))
+        await until(lambda: remote_step(orion_double) == (1, "rolled_back"))  # told to the platform
+    finally:
+        await runtime.stop()
+    assert path.read_text() == original
+    assert audit_actions(tmp_path) == [
+        "fleet.remote_config.verified",
+        "fleet.remote_config.applied",
+        "fleet.remote_config.rolling_back",
+        "fleet.remote_config.rolled_back",
+    ]
+    steps = [e["step"] for e in remote.RemoteState(tmp_path / "data").doc["events"]]
+    assert steps == ["verified", "applied", "rolling_back", "rolled_back"]
+
+
+async def test_a_good_bundle_is_confirmed_once_the_uplink_delivers(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(config_text(tmp_path, orion_double.url))
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    try:
+        first = runtime.gateway
+        assert first.fleet is not None
+        new = config_text(tmp_path, orion_double.url, rate=0.002)
+        assert (await first.fleet.offer(bundle(new, 7), via="fetch"))["applied"] is True
+        await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
+        second = runtime.gateway
+        assert second is not first and second.fleet is not None
+        await second.fleet.tick(clock.advance(5))
+        await until(lambda: second.loops[0].delivered > 0)
+        await second.fleet.tick(clock.advance(5))
+        assert second.fleet.remote_state.pending is None
+        # the same bundle again is a replay
+        assert (await second.fleet.offer(bundle(new, 7), via="fetch"))["code"] == "replayed"
+    finally:
+        await runtime.stop()
+    assert path.read_text() == new
+    assert audit_actions(tmp_path) == [
+        "fleet.remote_config.verified",
+        "fleet.remote_config.applied",
+        "fleet.remote_config.confirmed",
+        "fleet.remote_config.refused",
+    ]
+
+
+async def test_a_bundle_fetched_over_https_on_the_interval_is_applied(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock, tls_material: TlsMaterial
+) -> None:
+    served: list[bytes] = []
+    app = web.Application()
+
+    async def bundle_file(request: web.Request) -> web.Response:
+        return web.Response(body=served[-1]) if served else web.Response(status=404)
+
+    app.router.add_get("/gw-fleet/bundle.json", bundle_file)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(str(tls_material.server_cert), str(tls_material.server_key))
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}/gw-fleet/bundle.json"
+    extra = f'url = "{url}"\ninterval_s = 60\ntls = {{ ca_file = "{tls_material.ca_file}" }}\n'
+    path = tmp_path / "gateway.toml"
+    path.write_text(config_text(tmp_path, orion_double.url) + extra)
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    try:
+        first = runtime.gateway
+        assert first.fleet is not None
+        await first.fleet.tick(clock.now)  # 404: nothing to apply yet, said in the log, retried at the interval
+        assert runtime.gateway is first
+        new = config_text(tmp_path, orion_double.url, rate=0.002) + extra
+        served.append(bundle(new, 2))
+        await first.fleet.tick(clock.advance(30))  # not yet due
+        assert runtime.gateway is first
+        await first.fleet.tick(clock.advance(30))
+        await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
+        assert runtime.gateway is not first
+    finally:
+        await runtime.stop()
+        await runner.cleanup()
+    assert path.read_text() == new
