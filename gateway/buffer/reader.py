@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.buffer.stats import DeadLetter
-from gateway.buffer.store import count_dead_letters, count_pending, read_cursors, read_dead_letters
+from gateway.buffer.store import (
+    count_dead_letters,
+    count_pending,
+    count_pending_entities,
+    read_cursors,
+    read_dead_letters,
+)
 from gateway.errors import BufferUnavailable
 
 T = TypeVar("T")
@@ -71,6 +77,21 @@ class BufferReader:
             conn.execute("BEGIN")  # cursors and counts from one snapshot
             try:
                 return {name: count_pending(conn, name, cur) for name, cur in sorted(read_cursors(conn).items())}
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._run(read)
+
+    async def pending_entities(self, id_prefix: str) -> dict[str, int]:
+        """Uplink -> rows with an entity id starting `id_prefix` it still has to deliver (one snapshot)."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            conn.execute("BEGIN")
+            try:
+                return {
+                    name: count_pending_entities(conn, name, cur, id_prefix)
+                    for name, cur in sorted(read_cursors(conn).items())
+                }
             finally:
                 conn.execute("COMMIT")
 

@@ -169,6 +169,19 @@ def count_pending(conn: sqlite3.Connection, uplink: str, cursor: Sequence[int]) 
     return pending
 
 
+def count_pending_entities(conn: sqlite3.Connection, uplink: str, cursor: Sequence[int], id_prefix: str) -> int:
+    """Rows whose entity id starts with `id_prefix` that `uplink` still has to deliver (e.g. one station's loans)."""
+    total = 0
+    for lane in range(_LANES):
+        (n,) = conn.execute(
+            "SELECT count(*) FROM outbox WHERE lane = ? AND seq > ? AND substr(entity_id, 1, ?) = ? "
+            "AND (target IS NULL OR target = ?)",
+            (lane, cursor[lane], len(id_prefix), id_prefix, uplink),
+        ).fetchone()
+        total += n
+    return int(total)
+
+
 class Store:
     def __init__(
         self,

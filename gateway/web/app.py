@@ -46,6 +46,7 @@ PAGES: tuple[str, ...] = (
     "config",
     "devices",
     "logs",
+    "stations",
     "wifi",
     "lockers",
 )

@@ -41,6 +41,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem(page="config", href="/config", role=Role.TECHNICIAN),
     NavItem(page="devices", href="/devices", role=Role.VIEWER),
     NavItem(page="logs", href="/logs", role=Role.VIEWER),
+    NavItem(page="stations", href="/stations", role=Role.LIBRARIAN),
     NavItem(page="lockers", href="/lockers", role=Role.LIBRARIAN),
     NavItem(page="users", href="/users", role=Role.ADMIN),
     NavItem(page="audit", href="/audit", role=Role.ADMIN),

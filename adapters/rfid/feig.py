@@ -1,0 +1,250 @@
+"""FEIG OBID i-scan HF readers (ISO 15693 pads): the standard host protocol, sans-I/O.
+
+Source: FEIG ELECTRONIC, "OBID i-scan System-Manual ID ISC.MR/PR/PRH101" (document H60301-3e-ID-B),
+chapter 2 (protocol frames) and 6.1 ([0xB0] host commands for ISO 15693); the same frames are in the
+ID ISC.MR200 (H40801-5e-ID-B) and ID ISC.LR200 (H90692-16e-ID-B) manuals.
+
+Frames (standard protocol, up to 255 bytes; the advanced protocol that starts with STX 0x02 is not
+spoken here and is refused):
+
+    host → reader   LENGTH COM-ADR CONTROL DATA… CRC16
+    reader → host   LENGTH COM-ADR CONTROL STATUS DATA… CRC16
+
+LENGTH counts every byte including itself and the CRC. CRC16 is CCITT reflected (polynomial
+0x8408), start 0xFFFF, no final XOR, over bytes 1..n-2, sent low byte first (= CRC-16/MCRF4XX,
+check value 0x6F91). COM-ADR 255 reaches any reader. Multi-byte values are MSB first.
+
+ISO 15693 host commands ([0xB0]; REQUEST-DATA starts with the ISO command byte and a MODE byte,
+bits 0-2 ADR: 000 non-addressed, 001 addressed with the 8-byte UID; bit 3 SEC asks for block
+security status):
+- 0x01 Inventory, MODE bit 7 MORE → DATA-SETS, then per tag TR-TYPE DSFID UID(8); STATUS 0x94 more;
+- 0x23 Read Multiple Blocks MODE UID DB-ADR DB-N → DB-N DB-SIZE (SEC-STATUS DB…) × DB-N;
+- 0x2B Get System Information MODE UID → DSFID UID(8) AFI MEM-SIZE(2) IC-REF;
+- 0x27 Write AFI MODE UID AFI.
+NXP ICODE SLI custom commands ([0xB1], manufacturer code 0x04; **verify** against the reader's
+manual for your firmware): 0xA2 Set EAS, 0xA3 Reset EAS, 0xA5 EAS Alarm (STATUS 0x00 when the EAS
+bit is set, 0x01 "no transponder" when it is not).
+Status bytes: 0x00 OK, 0x01 no transponder, 0x02 data false (CRC on air), 0x03 write error,
+0x83 RF communication error, 0x84 RF warning, 0x94 more data, 0x95 ISO 15693 error (ISO-ERROR byte
+follows).
+Feedback: [0x72] Set Output (beeper/LED) MODE 0x01, OUT-N, then OUT-NR OUT-S OUT-TIME(2, ×100 ms)
+per output — **verify** the output numbers of your model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adapters.rfid.errors import RfidTagError
+
+__all__ = [
+    "CMD_ISO_CUSTOM",
+    "CMD_ISO_HOST",
+    "CMD_SET_OUTPUT",
+    "FeigFrameError",
+    "FeigResponse",
+    "FrameReader",
+    "InventoryTag",
+    "SystemInfo",
+    "crc16_feig",
+    "encode_request",
+    "parse_blocks",
+    "parse_inventory",
+    "parse_system_info",
+    "req_eas_alarm",
+    "req_inventory",
+    "req_read_blocks",
+    "req_set_eas",
+    "req_set_output",
+    "req_system_info",
+    "req_write_afi",
+]
+
+CMD_ISO_HOST = 0xB0
+CMD_ISO_CUSTOM = 0xB1
+CMD_SET_OUTPUT = 0x72
+NXP = 0x04
+STATUS_OK = 0x00
+STATUS_NO_TRANSPONDER = 0x01
+STATUS_MORE = 0x94
+STATUS_ISO_ERROR = 0x95
+_WHERE = "rfid feig reader"
+
+
+class FeigFrameError(RfidTagError):
+    """A reader frame that breaks the protocol (length, CRC, unexpected control byte, bad status)."""
+
+    code = "rfid_reader_protocol"
+
+
+def crc16_feig(data: bytes) -> int:
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+def encode_request(com_adr: int, control: int, data: bytes = b"") -> bytes:
+    body = bytes((len(data) + 5, com_adr, control)) + data
+    crc = crc16_feig(body)
+    return body + bytes((crc & 0xFF, crc >> 8))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeigResponse:
+    com_adr: int
+    control: int
+    status: int
+    data: bytes
+
+
+class FrameReader:
+    """Bytes from the serial line in, whole checked `FeigResponse`s out."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[FeigResponse]:
+        self._buf += data
+        out: list[FeigResponse] = []
+        while self._buf:
+            n = self._buf[0]
+            if n == 0x02:
+                self._buf.clear()
+                raise FeigFrameError(
+                    _WHERE, "advanced protocol frame (STX)", "0x02", "set the reader to the standard protocol"
+                )
+            if n < 6:
+                self._buf.clear()
+                raise FeigFrameError(_WHERE, "frame length below 6", str(n), "line noise or wrong baud rate")
+            if len(self._buf) < n:
+                break
+            frame = bytes(self._buf[:n])
+            del self._buf[:n]
+            crc = crc16_feig(frame[:-2])
+            got = frame[-2] | frame[-1] << 8
+            if crc != got:
+                raise FeigFrameError(_WHERE, f"CRC mismatch, expected 0x{crc:04X}", f"0x{got:04X}", "check wiring")
+            out.append(FeigResponse(com_adr=frame[1], control=frame[2], status=frame[3], data=frame[4:-2]))
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+def _uid(uid: bytes) -> bytes:
+    if len(uid) != 8:
+        raise ValueError(f"{_WHERE}: UID must be 8 bytes, got {len(uid)}")
+    return uid
+
+
+def req_inventory(com_adr: int = 255, *, more: bool = False) -> bytes:
+    return encode_request(com_adr, CMD_ISO_HOST, bytes((0x01, 0x80 if more else 0x00)))
+
+
+def req_read_blocks(uid: bytes, first: int, count: int, com_adr: int = 255) -> bytes:
+    return encode_request(com_adr, CMD_ISO_HOST, bytes((0x23, 0x01)) + _uid(uid) + bytes((first, count)))
+
+
+def req_system_info(uid: bytes, com_adr: int = 255) -> bytes:
+    return encode_request(com_adr, CMD_ISO_HOST, bytes((0x2B, 0x01)) + _uid(uid))
+
+
+def req_write_afi(uid: bytes, afi: int, com_adr: int = 255) -> bytes:
+    return encode_request(com_adr, CMD_ISO_HOST, bytes((0x27, 0x01)) + _uid(uid) + bytes((afi,)))
+
+
+def req_set_eas(uid: bytes, on: bool, com_adr: int = 255) -> bytes:
+    return encode_request(com_adr, CMD_ISO_CUSTOM, bytes((0xA2 if on else 0xA3, NXP, 0x01)) + _uid(uid))
+
+
+def req_eas_alarm(uid: bytes, com_adr: int = 255) -> bytes:
+    return encode_request(com_adr, CMD_ISO_CUSTOM, bytes((0xA5, NXP, 0x01)) + _uid(uid))
+
+
+def req_set_output(outputs: list[tuple[int, int, int]], com_adr: int = 255) -> bytes:
+    """`outputs`: (output number, state byte, time in 100 ms units) each."""
+    data = bytearray((0x01, len(outputs)))
+    for number, state, time_100ms in outputs:
+        data += bytes((number, state, time_100ms >> 8, time_100ms & 0xFF))
+    return encode_request(com_adr, CMD_SET_OUTPUT, bytes(data))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InventoryTag:
+    tr_type: int
+    dsfid: int
+    uid: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SystemInfo:
+    dsfid: int
+    uid: bytes
+    afi: int
+    block_count: int
+    block_size: int
+    ic_ref: int
+
+
+def _status(resp: FeigResponse, *, allow_empty: bool = False) -> None:
+    if resp.status in (STATUS_OK, STATUS_MORE):
+        return
+    if allow_empty and resp.status == STATUS_NO_TRANSPONDER:
+        return
+    if resp.status == STATUS_ISO_ERROR and resp.data:
+        raise FeigFrameError(_WHERE, "tag answered with an ISO 15693 error", f"0x{resp.data[0]:02X}")
+    raise FeigFrameError(_WHERE, "reader status not OK", f"0x{resp.status:02X}", "see the status table in the manual")
+
+
+def parse_inventory(resp: FeigResponse) -> tuple[list[InventoryTag], bool]:
+    """Tags in an inventory reply, and whether the reader holds more (STATUS 0x94)."""
+    _status(resp, allow_empty=True)
+    if resp.status == STATUS_NO_TRANSPONDER:
+        return [], False
+    data = resp.data
+    if not data or len(data) != 1 + 10 * data[0]:
+        raise FeigFrameError(_WHERE, "inventory reply length does not match DATA-SETS", str(len(data)))
+    tags = [
+        InventoryTag(tr_type=data[i], dsfid=data[i + 1], uid=bytes(data[i + 2 : i + 10]))
+        for i in range(1, len(data), 10)
+    ]
+    return tags, resp.status == STATUS_MORE
+
+
+def parse_blocks(resp: FeigResponse) -> tuple[bytes, bytes]:
+    """(user memory bytes, security status per block) of a Read Multiple Blocks reply."""
+    _status(resp)
+    data = resp.data
+    if len(data) < 2:
+        raise FeigFrameError(_WHERE, "read-blocks reply too short", str(len(data)))
+    count, size = data[0], data[1]
+    if len(data) != 2 + count * (size + 1):
+        raise FeigFrameError(_WHERE, "read-blocks reply length does not match DB-N × DB-SIZE", str(len(data)))
+    memory = bytearray()
+    sec = bytearray()
+    for i in range(count):
+        at = 2 + i * (size + 1)
+        sec.append(data[at])
+        memory += data[at + 1 : at + 1 + size]
+    return bytes(memory), bytes(sec)
+
+
+def parse_system_info(resp: FeigResponse) -> SystemInfo:
+    _status(resp)
+    d = resp.data
+    if len(d) != 13:
+        raise FeigFrameError(_WHERE, "system-information reply must be 13 bytes", str(len(d)))
+    # MEM-SIZE: first byte number of blocks − 1, second block size − 1 (ISO 15693 system info order)
+    return SystemInfo(
+        dsfid=d[0], uid=bytes(d[1:9]), afi=d[9], block_count=d[10] + 1, block_size=d[11] + 1, ic_ref=d[12]
+    )
+
+
+def check_ok(resp: FeigResponse) -> None:
+    _status(resp)

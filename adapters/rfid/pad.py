@@ -1,0 +1,165 @@
+"""A FEIG HF pad on a serial line: inventory, read and decode every tag on it, set the security bits.
+
+The blocking pyserial port is used from one worker thread at a time (`asyncio.to_thread` under a
+lock): a reader answers one request at a time, and a late reply must never be taken for the next
+request's. Tags are decoded with the ISO 28560-3 (Danish) codec first and ISO 28560-2 second; a tag
+neither decodes is reported with its error code, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import serial  # type: ignore[import-untyped]
+
+from adapters.rfid.danish import decode_danish
+from adapters.rfid.errors import RfidTagError
+from adapters.rfid.feig import (
+    FeigFrameError,
+    FeigResponse,
+    FrameReader,
+    check_ok,
+    parse_blocks,
+    parse_inventory,
+    parse_system_info,
+    req_eas_alarm,
+    req_inventory,
+    req_read_blocks,
+    req_set_eas,
+    req_set_output,
+    req_system_info,
+    req_write_afi,
+)
+from adapters.rfid.iso15962 import decode_iso28560_2
+
+__all__ = ["AFI_ON_LOAN", "AFI_SECURED", "PadTag", "Security", "SerialPad"]
+
+log = logging.getLogger(__name__)
+
+# Library AFI values (ISO 28560-1 / the Danish model): 0x07 in the library (alarm), 0xC2 lent out.
+AFI_SECURED = 0x07
+AFI_ON_LOAN = 0xC2
+
+
+class Security(enum.Enum):
+    SECURED = "secured"  # AFI in-library and EAS set: the gate alarms
+    RELEASED = "released"  # lent out: AFI on-loan, EAS reset
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PadTag:
+    uid: str  # hex, MSB first as the reader reports it
+    afi: int
+    eas: bool | None  # None when the tag has no NXP EAS (reader said so)
+    item_id: str | None
+    owner: str | None  # ISIL (with country for 28560-3)
+    parts_in_set: int | None
+    part_number: int | None
+    data_model: str  # "iso28560-3", "iso28560-2" or "" when undecodable
+    error: str = ""  # the codec's error code when undecodable
+
+
+class SerialPad:
+    """One reader on one serial port (`url`: a device path, a pty, or any pyserial URL)."""
+
+    def __init__(self, url: str, *, baudrate: int = 38400, com_adr: int = 255, timeout_s: float = 0.5) -> None:
+        self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout_s)
+        self._com_adr = com_adr
+        self._timeout = timeout_s
+        self._reader = FrameReader()
+        self._lock = asyncio.Lock()
+
+    def close(self) -> None:
+        self._port.close()
+
+    def _transact(self, request: bytes) -> FeigResponse:
+        self._port.reset_input_buffer()
+        self._port.write(request)
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            chunk = self._port.read(max(1, self._port.in_waiting))
+            if chunk:
+                frames = self._reader.feed(chunk)
+                if frames:
+                    if frames[0].control != request[2]:
+                        raise FeigFrameError(
+                            "rfid feig reader", f"reply to control 0x{request[2]:02X} expected", hex(frames[0].control)
+                        )
+                    return frames[0]
+        self._reader = FrameReader()
+        raise FeigFrameError("rfid feig reader", "no reply within the timeout", f"{self._timeout} s", "check the cable")
+
+    async def call(self, request: bytes) -> FeigResponse:
+        async with self._lock:
+            return await asyncio.to_thread(self._transact, request)
+
+    async def inventory(self) -> list[bytes]:
+        uids: list[bytes] = []
+        more = False
+        while True:
+            tags, more = parse_inventory(await self.call(req_inventory(self._com_adr, more=more)))
+            uids += [t.uid for t in tags]
+            if not more:
+                return uids
+
+    async def read_tag(self, uid: bytes) -> PadTag:
+        info = parse_system_info(await self.call(req_system_info(uid, self._com_adr)))
+        count = min(info.block_count, max(1, 36 // info.block_size))
+        memory, _ = parse_blocks(await self.call(req_read_blocks(uid, 0, count, self._com_adr)))
+        eas_resp = await self.call(req_eas_alarm(uid, self._com_adr))
+        eas = eas_resp.status == 0x00
+        base = PadTag(
+            uid=uid.hex().upper(),
+            afi=info.afi,
+            eas=eas,
+            item_id=None,
+            owner=None,
+            parts_in_set=None,
+            part_number=None,
+            data_model="",
+        )
+        try:
+            d = decode_danish(memory).tag
+            owner = (d.country + "-" + d.isil) if d.country and d.isil else (d.isil or None)
+            return replace(
+                base,
+                item_id=d.primary_item_id,
+                owner=owner,
+                parts_in_set=d.parts_in_set,
+                part_number=d.part_number,
+                data_model="iso28560-3",
+            )
+        except RfidTagError as first:
+            try:
+                t = decode_iso28560_2(memory)
+            except RfidTagError:
+                return replace(
+                    base,
+                    error=first.code,
+                )
+            s = t.set_information
+            return replace(
+                base,
+                item_id=t.primary_item_id,
+                owner=t.owner_isil,
+                parts_in_set=s.parts_in_set if s else None,
+                part_number=s.part_number if s else None,
+                data_model="iso28560-2",
+            )
+
+    async def read_all(self) -> list[PadTag]:
+        return [await self.read_tag(uid) for uid in await self.inventory()]
+
+    async def set_security(self, uid: bytes, security: Security) -> None:
+        secured = security is Security.SECURED
+        check_ok(await self.call(req_write_afi(uid, AFI_SECURED if secured else AFI_ON_LOAN, self._com_adr)))
+        check_ok(await self.call(req_set_eas(uid, secured, self._com_adr)))
+
+    async def beep(self, ok: bool) -> None:
+        # output 1 = beeper, 2 = green LED, 3 = red LED on the pads we model (verify per model)
+        led = 2 if ok else 3
+        check_ok(await self.call(req_set_output([(1, 1, 1 if ok else 5), (led, 1, 10)], self._com_adr)))

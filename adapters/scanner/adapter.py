@@ -1,0 +1,379 @@
+"""The scanner adapter: HID and serial scanners and FEIG RFID pads feeding stations, events into the buffer.
+
+Theory of operation. Every device belongs to one station. A device task reads its device and hands
+each scan to `process`, which, under the station's lock (scans of one station are handled in the
+order they arrived):
+1. reserves the station's next scan number in the station store (durable: ids are never reused);
+2. runs the pure station (`station.Station.scan`) to get the events and the feedback;
+3. emits the events (the awaitable returns once they are on the buffer's disk);
+4. records the station's new state and the recent-scans row; counts the reason.
+A crash between 1 and 3 loses that scan's number, never its uniqueness; the operator sees no
+accept beep and scans again. Devices are followed by name: an evdev path may be a glob
+(`/dev/input/by-id/*-event-kbd`), looked at every `rescan_s`; a device that goes away (ENODEV,
+a serial error) is logged once as lost and once as found again, without restarting anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from adapters.rfid.errors import RfidTagError
+from adapters.rfid.pad import PadTag, Security, SerialPad
+from adapters.scanner.aim import Framed, FramingConfig, unframe
+from adapters.scanner.classify import CodabarRule, ScanClass, ScanKind, classify
+from adapters.scanner.codec import BarcodeError
+from adapters.scanner.config import CardNumbers, PadSection, ScannerAdapterConfig, ScannerSection
+from adapters.scanner.evdev_stream import EVENT_SIZE, EventParser, WedgeAssembler, grab
+from adapters.scanner.serial_scanner import SerialScanner
+from adapters.scanner.station import CARD_ATTRIBUTES, Feedback, LendingMode, Purpose, Station, Step, present_today
+from adapters.scanner.store import StationStore
+from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.logs import component_logger
+from gateway.processing.api import ProcessorContext
+from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
+from gateway.records import Attribute, Command, CommandResult, Emit, make_attribute
+from gateway.secrets import resolve
+
+__all__ = ["ScannerAdapter"]
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ScannerAdapter:
+    config_model: ClassVar[type[AdapterConfig]] = ScannerAdapterConfig
+
+    def __init__(self, config: AdapterConfig, context: AdapterContext, *, clock: Clock = _utc_now) -> None:
+        assert isinstance(config, ScannerAdapterConfig)
+        self.config = config
+        self.context = context
+        self._clock = clock
+        self._log = component_logger(__name__, f"adapter {config.name}")
+        self._rules: tuple[CodabarRule, ...] = tuple(r.build() for r in config.rules)
+        self._keys = {kid: bytes.fromhex(resolve(ref, context.data_dir)) for kid, ref in config.visit_keys.items()}
+        self.store = StationStore(Path(context.data_dir) / "stations.db")
+        key = self.store.local_key()
+        self.stations: dict[str, Station] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        for s in config.stations:
+            st = Station(s.build(), adapter=config.name, device="", local_key=key)
+            st.state = self.store.load_state(s.id)
+            self.stations[s.id] = st
+            self._locks[s.id] = asyncio.Lock()
+        self.counts: Counter[str] = Counter()
+        self.connected: dict[str, bool] = {}
+        self.last_error = ""
+        self._emit: Emit | None = None
+        self._pads: dict[str, SerialPad] = {}
+        # Card numbers are tokens before anything is emitted unless the config says otherwise: the same
+        # processor, key ring and tokens as a [[processing]] pseudonymize entry would give.
+        self._pseudonymizer: Pseudonymizer | None = None
+        if config.card_numbers is CardNumbers.TOKEN:
+            pz = PseudonymizeConfig.model_validate(
+                {
+                    "type": "pseudonymize",
+                    "attributes": list(CARD_ATTRIBUTES),
+                    "kinds": dict.fromkeys(CARD_ATTRIBUTES, "card"),
+                }
+            )
+            self._pseudonymizer = pz.build(
+                ProcessorContext(gateway_id=context.gateway_id, data_dir=context.data_dir)
+            )  # pad name -> the open reader, for commands
+
+    # --- the one path every scan takes ---------------------------------------------------------
+
+    async def process(
+        self, station_id: str, cls: ScanClass, at: datetime, *, item_extra: dict[str, Attribute] | None = None
+    ) -> Step:
+        assert self._emit is not None, "process() before run()"
+        station = self.stations[station_id]
+        async with self._locks[station_id]:
+            cfg = station.config
+            outreach = cfg.purpose is Purpose.LENDING and cfg.lending_mode is LendingMode.OUTREACH
+            at_us = int(at.timestamp() * 1_000_000)
+            scan_no = await asyncio.to_thread(self.store.reserve, station_id)
+            if item_extra is not None and cls.value is not None:
+                step = station.item_read(cls.value, at, scan_no, item_extra)
+            else:
+                step = station.scan(cls, at, scan_no)
+            for reading in step.readings:
+                if self._pseudonymizer is not None and any(a in reading.attributes for a in CARD_ATTRIBUTES):
+                    (reading,) = self._pseudonymizer.process(reading, self._clock())
+                await self._emit(reading)
+            await asyncio.to_thread(
+                self.store.record,
+                station_id,
+                scan_no,
+                at_us,
+                step.reason,
+                step.feedback.value,
+                [r.entity_id for r in step.readings],
+                station.state,
+                outreach_loan=outreach and step.reason == "loan",
+            )
+        self.counts[step.reason] += 1
+        return step
+
+    def classify(self, framed: Framed) -> ScanClass:
+        return classify(framed, self._rules, self._keys, accept_isbn10=self.config.accept_isbn10)
+
+    async def _framing_error(self, station_id: str, exc: BarcodeError, at: datetime) -> None:
+        self._log.debug("unreadable scan (%s)", exc.code)
+        await self.process(station_id, ScanClass(kind=ScanKind.UNKNOWN, code=exc.code), at)
+
+    # --- run ------------------------------------------------------------------------------------
+
+    async def run(self, emit: Emit) -> None:
+        self._emit = emit
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for sc in self.config.scanners:
+                    tg.create_task(self._follow(sc))
+                for pad in self.config.pads:
+                    tg.create_task(self._pad(pad))
+                if not self.config.scanners and not self.config.pads:
+                    await asyncio.Event().wait()
+        finally:
+            self.store.close()
+
+    async def _follow(self, sc: ScannerSection) -> None:
+        """Keep one reader per device matching `sc.path`; start readers for new ones every `rescan_s`."""
+        active: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                paths = sorted(glob.glob(sc.path)) if sc.transport == "evdev" else [sc.path]
+                for path in paths:
+                    if path not in active or active[path].done():
+                        read = self._evdev if sc.transport == "evdev" else self._serial
+                        active[path] = asyncio.create_task(read(sc, path))
+                await asyncio.sleep(self.config.rescan_s)
+        finally:
+            for task in active.values():
+                task.cancel()
+            await asyncio.gather(*active.values(), return_exceptions=True)
+
+    def _state(self, device: str, up: bool, detail: str = "") -> None:
+        if self.connected.get(device) != up:
+            self.connected[device] = up
+            if up:
+                self._log.info("device %s found", device)
+            else:
+                self._log.warning("device %s lost: %s", device, detail)
+                self.last_error = f"{device}: {detail}"
+
+    async def _evdev(self, sc: ScannerSection, path: str) -> None:
+        key = f"{sc.name}:{path}"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            self._state(key, False, exc.strerror or str(exc))
+            return
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        try:
+            grabbed = grab(fd)
+            self._state(key, True)
+            if not grabbed:
+                self._log.info("device %s cannot be grabbed (not an input device); reading it as is", key)
+            loop.add_reader(fd, ready.set)
+            parser = EventParser()
+            asm = WedgeAssembler(sc.wedge(), idle_gap_ms=sc.idle_gap_ms)
+            framing = sc.framing()
+            timeout = sc.idle_gap_ms / 1000 if sc.idle_gap_ms else None
+            while True:
+                # Read only after the previous read's scans are handled: what waits stays in the kernel's
+                # buffer, so a crash loses at most the one read in hand, never a backlog held in memory.
+                try:
+                    await asyncio.wait_for(ready.wait(), timeout)
+                except TimeoutError:
+                    # kernel event times are CLOCK_REALTIME µs, comparable with the wall clock
+                    results = asm.idle(int(self._clock().timestamp() * 1_000_000))
+                else:
+                    ready.clear()
+                    try:
+                        # whole records only, as the kernel's evdev read returns them
+                        data = os.read(fd, EVENT_SIZE * 170)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:  # ENODEV: unplugged
+                        self._state(key, False, exc.strerror or str(exc))
+                        return
+                    if not data:
+                        self._state(key, False, "end of stream")
+                        return
+                    results = [r for ev in parser.feed(data) for r in asm.feed(ev)]
+                for r in results:
+                    at = self._clock()
+                    if r.error is not None:
+                        await self._framing_error(sc.station, r.error, at)
+                    elif r.text is not None:
+                        await self._text(sc.station, r.text, framing, at)
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(fd)
+            os.close(fd)
+
+    async def _text(self, station_id: str, text: str, framing: FramingConfig, at: datetime) -> None:
+        try:
+            framed = unframe(text, framing)
+        except BarcodeError as exc:
+            await self._framing_error(station_id, exc, at)
+            return
+        await self.process(station_id, self.classify(framed), at)
+
+    async def _serial(self, sc: ScannerSection, path: str) -> None:
+        key = f"{sc.name}:{path}"
+        try:
+            scanner = SerialScanner(path, sc.framing(), baudrate=sc.baud)
+        except Exception as exc:  # pyserial raises SerialException or OSError for a missing port
+            self._state(key, False, str(exc))
+            return
+        self._state(key, True)
+        try:
+            async for scan in scanner.scans():
+                at = self._clock()
+                if scan.error is not None:
+                    await self._framing_error(sc.station, scan.error, at)
+                    await scanner.send(sc.beep(False))
+                elif scan.framed is not None:
+                    step = await self.process(sc.station, self.classify(scan.framed), at)
+                    await scanner.send(sc.beep(step.feedback is not Feedback.REFUSED))
+        except Exception as exc:  # the port went away mid-read
+            self._state(key, False, str(exc))
+        finally:
+            scanner.close()
+
+    # --- RFID pads ------------------------------------------------------------------------------
+
+    async def _pad(self, cfg: PadSection) -> None:
+        key = f"{cfg.name}:{cfg.port}"
+        while True:
+            try:
+                pad = SerialPad(cfg.port, baudrate=cfg.baud, com_adr=cfg.com_adr)
+            except Exception as exc:
+                self._state(key, False, str(exc))
+                await asyncio.sleep(self.config.rescan_s)
+                continue
+            self._pads[cfg.name] = pad
+            try:
+                await self._poll_pad(cfg, pad, key)
+            except (RfidTagError, OSError) as exc:  # pyserial's SerialException is an OSError: unplugged
+                self._state(key, False, str(exc))
+            finally:
+                self._pads.pop(cfg.name, None)
+                pad.close()
+            await asyncio.sleep(self.config.rescan_s)
+
+    async def _poll_pad(self, cfg: PadSection, pad: SerialPad, key: str) -> None:
+        on_pad: set[bytes] = set()
+        purpose = self.stations[cfg.station].config.purpose
+        while True:
+            uids = await pad.inventory()
+            self._state(key, True)
+            new = [u for u in uids if u not in on_pad]
+            on_pad = set(uids)  # a tag taken off and put back is a new read; one left lying is not
+            for uid in new:
+                tag = await pad.read_tag(uid)
+                step = await self._tag(cfg.station, tag)
+                if cfg.set_security and step.feedback is Feedback.ACCEPTED:
+                    if purpose is Purpose.LENDING:
+                        await pad.set_security(uid, Security.RELEASED)
+                    elif purpose is Purpose.RETURN:
+                        await pad.set_security(uid, Security.SECURED)
+                with contextlib.suppress(RfidTagError):
+                    await pad.beep(step.feedback is not Feedback.REFUSED)
+            await asyncio.sleep(cfg.poll_ms / 1000)
+
+    async def _tag(self, station_id: str, tag: PadTag) -> Step:
+        at = self._clock()
+        if tag.item_id is None:
+            return await self.process(station_id, ScanClass(kind=ScanKind.UNKNOWN, code=tag.error), at)
+        extra: dict[str, Attribute] = {
+            "tagUid": make_attribute(tag.uid, "Text"),
+            "dataModel": make_attribute(tag.data_model, "Text"),
+        }
+        if tag.owner:
+            extra["ownerLibrary"] = make_attribute(tag.owner, "Text")
+        if tag.parts_in_set is not None and tag.part_number is not None:
+            extra["partsInSet"] = make_attribute(tag.parts_in_set, "Number")
+            extra["partNumber"] = make_attribute(tag.part_number, "Number")
+        cls = ScanClass(kind=ScanKind.ITEM, value=tag.item_id)
+        return await self.process(station_id, cls, at, item_extra=extra)
+
+    # --- commands -------------------------------------------------------------------------------
+
+    async def handle(self, command: Command) -> CommandResult:
+        """`setSecurity` on `urn:ngsi-ld:RfidPad:<adapter>-<pad>` with value `{"uid": "<hex>", "state": "secured"|"released"}`:
+        writes the tag's AFI and EAS bit (for a tag that went out without its loan being scanned, or came back)."""
+
+        def result(ok: bool, info: str) -> CommandResult:
+            if not ok:
+                self._log.warning("command %s: %s", command.command_id, info)
+            return CommandResult(command_id=command.command_id, ok=ok, info=info)
+
+        prefix = f"urn:ngsi-ld:RfidPad:{self.config.name}-"
+        name = command.entity_id.removeprefix(prefix) if command.entity_id.startswith(prefix) else ""
+        if command.name != "setSecurity":
+            return result(False, f"scanner command: unknown command, got {command.name!r}; the pads take setSecurity")
+        pad = self._pads.get(name)
+        if pad is None:
+            return result(False, f"scanner command: no pad online with entity id, got {command.entity_id!r}")
+        value = command.value if isinstance(command.value, dict) else {}
+        try:
+            uid = bytes.fromhex(str(value.get("uid", "")))
+            security = Security(value.get("state"))
+            if len(uid) != 8:
+                raise ValueError
+        except ValueError:
+            return result(
+                False,
+                f"scanner command setSecurity: value must be {{uid: 16 hex digits, state: secured|released}}, got {value!r}",
+            )
+        try:
+            await pad.set_security(uid, security)
+        except (RfidTagError, OSError) as exc:
+            return result(False, f"scanner command setSecurity: the pad refused, got {exc}")
+        self._log.info("tag %s set %s by command %s", uid.hex().upper(), security.value, command.command_id)
+        return result(True, f"tag {uid.hex().upper()} {security.value}")
+
+    # --- status ---------------------------------------------------------------------------------
+
+    def diagnostics(self) -> dict[str, Any]:
+        up = sum(1 for v in self.connected.values() if v)
+        out: dict[str, Any] = {
+            "summary": f"devices online {up}/{len(self.connected)}",
+            "scans": dict(self.counts),
+            "malformed": {k: v for k, v in self.counts.items() if k in ("bad_check", "unknown", "visit_refused")},
+            "devices": dict(self.connected),
+            # what the station page shows (gateway/web/pages/stations.py): reasons and ids, never a card number
+            "stations": {
+                sid: {
+                    "purpose": st.config.purpose.value,
+                    "mode": st.config.lending_mode.value if st.config.purpose is Purpose.LENDING else "",
+                    "loan_prefix": f"urn:ngsi-ld:LibraryLoan:{sid}:",
+                    "outreach_loans": self.store.outreach_loans(sid),
+                    "present": present_today(st.state, self._clock())
+                    if st.config.purpose is Purpose.ATTENDANCE
+                    else None,
+                    "recent": [
+                        {"at": r.at_us / 1e6, "scan": r.scan_no, "reason": r.reason, "feedback": r.feedback}
+                        for r in self.store.recent(sid, 20)
+                    ],
+                }
+                for sid, st in self.stations.items()
+            },
+        }
+        if self.last_error:
+            out["last_error"] = self.last_error
+        return out

@@ -1,0 +1,98 @@
+"""Serial scanners (CDC-ACM, RS-232): bytes from the line split into scans at the configured suffix.
+
+`LineSplitter` is sans-I/O (bytes in, framed scans out, the partial tail kept); `SerialScanner`
+reads a pyserial port in a worker thread and hands each scan over with the monotonic time its last
+byte arrived, which the latency figures are measured from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+import serial  # type: ignore[import-untyped]
+
+from adapters.scanner.aim import Framed, FramingConfig, Suffix, unframe
+from adapters.scanner.codec import BarcodeError
+
+__all__ = ["LineSplitter", "SerialScan", "SerialScanner"]
+
+_TERMINATORS = {
+    Suffix.CR: re.compile(r"\r"),
+    Suffix.LF: re.compile(r"\n"),
+    Suffix.CRLF: re.compile(r"\r\n"),
+    Suffix.TAB: re.compile(r"\t"),
+    Suffix.ANY_EOL: re.compile(r"\r\n|\r|\n"),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SerialScan:
+    framed: Framed | None
+    error: BarcodeError | None = None
+    at: float = 0.0  # time.monotonic() of the last byte
+
+
+class LineSplitter:
+    def __init__(self, config: FramingConfig) -> None:
+        if config.suffix is Suffix.NONE:
+            raise ValueError("serial scanner: suffix 'none' cannot split a stream, got none; set the scanner's suffix")
+        self._config = config
+        self._pattern = (
+            re.compile(re.escape(config.custom_suffix))
+            if config.suffix is Suffix.CUSTOM
+            else _TERMINATORS[config.suffix]
+        )
+        self._buf = ""
+
+    def feed(self, data: bytes, at: float = 0.0) -> list[SerialScan]:
+        try:
+            self._buf += data.decode("utf-8")
+        except UnicodeDecodeError:
+            self._buf = ""
+            return [
+                SerialScan(
+                    framed=None,
+                    error=BarcodeError("framing_encoding", "scanner framing: not UTF-8, got undecodable bytes"),
+                    at=at,
+                )
+            ]
+        out: list[SerialScan] = []
+        while m := self._pattern.search(self._buf):
+            chunk, self._buf = self._buf[: m.end()], self._buf[m.end() :]
+            if chunk == m.group(0):  # an empty line (the LF of a CRLF split across reads)
+                continue
+            try:
+                out.append(SerialScan(framed=unframe(chunk, self._config), at=at))
+            except BarcodeError as exc:
+                out.append(SerialScan(framed=None, error=exc, at=at))
+        return out
+
+
+class SerialScanner:
+    """Scans from one serial port (`url`: device path, pty or pyserial URL) until the port goes away."""
+
+    def __init__(self, url: str, config: FramingConfig, *, baudrate: int = 9600) -> None:
+        self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
+        self._splitter = LineSplitter(config)
+
+    def close(self) -> None:
+        self._port.close()
+
+    async def send(self, data: bytes) -> None:
+        """A command to the scanner (good-read / bad-read beep), in the scanner's own command set."""
+        if data:
+            await asyncio.to_thread(self._port.write, data)
+
+    def _read(self) -> tuple[bytes, float]:
+        data = self._port.read(max(1, self._port.in_waiting))
+        return data, time.monotonic()
+
+    async def scans(self) -> AsyncGenerator[SerialScan, None]:
+        while True:
+            data, at = await asyncio.to_thread(self._read)
+            for scan in self._splitter.feed(data, at):
+                yield scan
