@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway import cliopts
 from gateway.backup import archive, schedule
+from gateway.cliopts import add_config_option
 from gateway.errors import ConfigError
 
 __all__ = ["EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "run"]
@@ -21,7 +23,6 @@ __all__ = ["EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "run"]
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
-DEFAULT_CONFIG = Path("/etc/edgegw/gateway.toml")
 # What restore stops and starts again, per service manager (the web UI reads the stores too).
 SYSTEMD_UNITS = ("edgegw-web.service", "edgegw.service")
 SUPERVISOR_PROGRAMS = ("edgegw-web", "edgegw")
@@ -46,13 +47,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     s = sub.add_parser("scheduler", help="sleep until the drawn time in the window and back up (the timer's job)")
     s.add_argument("--once", action="store_true", help="only tonight's backup, then exit (systemd timer)")
     for c in sub.choices.values():
-        c.add_argument(
-            "--config",
-            "-c",
-            type=Path,
-            default=None,
-            help=f"gateway configuration (default: $EDGEGW_CONFIG or {DEFAULT_CONFIG})",
-        )
+        add_config_option(c)
     return p
 
 
@@ -66,7 +61,7 @@ def _job(config_path: Path) -> schedule.Job:
 
 
 def run(args: argparse.Namespace, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
-    config_path = args.config or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_CONFIG)))
+    config_path = cliopts.config_path(args.config)
     try:
         job = _job(config_path)
     except ConfigError as exc:
