@@ -95,10 +95,10 @@ class UiLoop:
         self.loop.close()
 
 
-class TlsSite:
-    """An aiohttp application served over TLS on 127.0.0.1:<free port>, on a `UiLoop`."""
+class LoopSite:
+    """An aiohttp application served on 127.0.0.1:<free port> from a `UiLoop`, over TLS given a context."""
 
-    def __init__(self, ui: UiLoop, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, ui: UiLoop, ssl_context: ssl.SSLContext | None) -> None:
         self.ui = ui
         self.ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
@@ -107,7 +107,7 @@ class TlsSite:
     def start(self, make_app: Callable[[], Awaitable[web.Application]]) -> str:
         async def start() -> int:
             app = await make_app()
-            self._runner = web.AppRunner(app, access_log=None)
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
             await site.start()
@@ -118,7 +118,8 @@ class TlsSite:
         return self.url("")
 
     def url(self, path: str) -> str:
-        return f"https://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def stop(self) -> None:
         if self._runner is not None:

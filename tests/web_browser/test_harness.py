@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from selenium import webdriver
 
-from tests.web_browser.harness import MovableClock, TlsSite, UiLoop, element, page_text
+from tests.web_browser.harness import LoopSite, MovableClock, UiLoop, element, page_text
 
 
 def self_signed(tmp: Path) -> ssl.SSLContext:
@@ -58,7 +58,7 @@ def test_chromium_reads_a_tls_page_from_the_loop_thread_with_japanese_accept_lan
         app.router.add_get("/", page)
         return app
 
-    site = TlsSite(ui_loop, self_signed(tmp_path))
+    site = LoopSite(ui_loop, self_signed(tmp_path))
     site.start(make_app)
     try:
         before = clock()
