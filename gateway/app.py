@@ -1,4 +1,4 @@
-"""Wires config → adapters → buffer → delivery loops, and runs them until SIGTERM; SIGHUP reloads."""
+"""Wires config → adapters → buffer → delivery loops, and runs them until SIGTERM; SIGHUP or the control socket reloads."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 import os
 import platform
 import signal
+import stat
 import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -42,6 +43,10 @@ STATUS_FILE = "status.json"
 # Owner and group only: the status holds the far side's error texts (redacted, yet not for everyone).
 STATUS_MODE = 0o640
 STOP_DEADLINE_S = 4.0  # SIGTERM must end within 5 s (systemd's and the issue's bound)
+# The latest reading per entity, for the control socket's `latest`: bounded so that a source of
+# one-off event entities cannot grow it without end; trimmed to LATEST_KEEP, newest observations kept.
+LATEST_MAX = 100_000
+LATEST_KEEP = 90_000
 
 
 _M_TRIM_THRESHOLD = -1  # mallopt() parameter numbers, from glibc's malloc.h
@@ -99,6 +104,8 @@ class Gateway:
         self._buffer_closed = False
         self._buffer_stats: dict[str, Any] = {}  # the last ones read, for the status written after stop()
         self.stage: Stage | None = None  # None when nothing is configured: readings skip it altogether
+        # entity id -> its latest valid reading (after processing); one dict assignment per reading
+        self.latest: dict[str, Reading] = {}
 
     def _emit(self, reading: Reading) -> asyncio.Future[None]:
         assert self.outbox is not None
@@ -111,6 +118,10 @@ class Gateway:
             self._invalid(reading, exc)
             return self._nothing()
         self.router.note(reading)  # ~0.1 µs for a known entity: which adapter a command for it goes to
+        latest = self.latest
+        latest[reading.entity_id] = reading  # ~0.03 µs: what the UI's live values show
+        if len(latest) > LATEST_MAX:
+            self._trim_latest()
         return self.outbox.append(reading)  # type: ignore[return-value]
 
     def _emit_many(self, readings: Sequence[Reading], *, processed: bool = False) -> Awaitable[None]:
@@ -120,6 +131,7 @@ class Gateway:
             readings = self.stage.process_many(readings, utc_now())
         encoding = self.config.ngsi.value_encoding
         note = self.router.note
+        latest = self.latest
         valid: list[Reading] = []
         for reading in readings:
             try:
@@ -128,8 +140,16 @@ class Gateway:
                 self._invalid(reading, exc)
                 continue
             note(reading)
+            latest[reading.entity_id] = reading
             valid.append(reading)
+        if len(latest) > LATEST_MAX:
+            self._trim_latest()
         return self.outbox.append_many(valid) if valid else self._nothing()
+
+    def _trim_latest(self) -> None:
+        """Forget the entities observed longest ago, down to LATEST_KEEP (rare: a bound, not a cache)."""
+        keep = sorted(self.latest.values(), key=lambda r: r.observed_at, reverse=True)[:LATEST_KEEP]
+        self.latest = {r.entity_id: r for r in reversed(keep)}
 
     def _invalid(self, reading: Reading, exc: ReadingError) -> None:
         # a device sent something no broker would accept: count it, say so once per
@@ -248,27 +268,125 @@ class Gateway:
 async def _write_status(gw: Gateway) -> None:
     path = Path(gw.config.gateway.data_dir) / STATUS_FILE
     doc = await gw.status()
-    write_private(path, orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2))
+    write_atomic(path, orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2), STATUS_MODE)
 
 
-def write_private(path: Path, data: bytes, mode: int = STATUS_MODE) -> None:
+def write_atomic(path: Path, data: bytes, mode: int | None, *, durable: bool = False) -> None:
     """Replace `path` atomically with `data`, readable as `mode` says from the first byte on.
 
     The file is written beside it and renamed over it, so a reader never sees half a document and
     an older file with a wider mode (0644 from an earlier version) ends up with `mode` too.
+    `mode` None keeps the mode of the file replaced (0600 for a new one): a config file an admin
+    made group-readable stays so. `durable` syncs the data and the rename to disk before returning
+    (a config applied from the UI must survive a power cut; the status file rewritten every few
+    seconds need not, and an SD card wears with every sync).
     """
+    if mode is None:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o600
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.fchmod(fd, mode)  # O_CREAT's mode applies to a new file only, and is narrowed by the umask
         with os.fdopen(fd, "wb", closefd=False) as f:
             f.write(data)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if durable:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def reload_problem(running: GatewayConfig, new: GatewayConfig) -> str | None:
+    """Why `new` cannot replace `running` although it is valid on its own (a data_dir that cannot be used)."""
+    if new.gateway.data_dir == running.gateway.data_dir:
+        return None
+    return data_dir_error(Path(new.gateway.data_dir))
+
+
+class Runtime:
+    """The running gateway across reloads: the current generation, and the one way to replace it.
+
+    SIGHUP and the control socket (`reload`, `config.apply`) both call `reload()`, one at a time;
+    it returns what refused the new configuration instead of only logging it, and leaves the
+    running generation untouched when it refuses.
+    """
+
+    def __init__(self, config_path: Path, config: GatewayConfig, notifier: systemd.Notifier | None = None) -> None:
+        self.config_path = Path(config_path)
+        self.config = config
+        self.gateway = Gateway(config)
+        self.notifier = notifier
+        self.reloads = 0
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self.gateway.start()
+
+    async def stop(self) -> None:
+        await self.gateway.stop()
+
+    async def reload(self, new: GatewayConfig | None = None) -> list[str]:
+        """Replace the running generation with `new` (default: the config file read again).
+
+        Returns [] when reloaded, else the errors (key-path lines) that refused it; the buffer and
+        what adapters emitted before the stop are kept either way.
+        """
+        async with self._lock:
+            if new is None:
+                try:
+                    new = load_config(self.config_path)
+                except ConfigError as exc:
+                    log.error("reload refused, keeping the running configuration: %s", exc)
+                    self._ready("reload refused")
+                    return list(exc.errors) or [str(exc)]
+            problem = reload_problem(self.config, new)
+            if problem is not None:  # checked before stopping anything: the running gateway keeps going
+                log.error("reload refused, keeping the running configuration: %s", problem)
+                self._ready("reload refused")
+                return [problem]
+            if self.notifier is not None:
+                self.notifier.reloading()
+            log.info("reloading configuration from %s", self.config_path)
+            old = self.gateway
+            await old.stop()
+            logs.setup(new.gateway.log_level.value, new.gateway.log_format.value)
+            gw = Gateway(new)
+            gw.latest = old.latest  # the live values stay on screen across a reload
+            try:
+                await gw.start()
+            except Exception as exc:  # a generation that cannot start: go back to the one that ran
+                with contextlib.suppress(Exception):
+                    await gw.stop()
+                log.error("reload failed, restarting the previous configuration: %s", exc)
+                gw = Gateway(self.config)
+                gw.latest = old.latest
+                await gw.start()
+                self.gateway = gw
+                self._ready("reload failed")
+                return [f"reload: the new configuration did not start, got {type(exc).__name__}: {exc}"]
+            self.config = new
+            self.gateway = gw
+            self.reloads += 1
+            self._ready("reloaded")
+            return []
+
+    def _ready(self, text: str) -> None:
+        if self.notifier is not None:
+            self.notifier.ready(text)
 
 
 async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
+    from gateway.control.server import ControlServer  # the control package imports this module
+
     config = load_config(config_path)
     logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)
     tune_runtime()
@@ -279,8 +397,15 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
     notifier = systemd.Notifier.from_environment()
-    gw = Gateway(config)
-    await gw.start()
+    runtime = Runtime(config_path, config, notifier)
+    # first, so a second gateway on the same data_dir stops here, before it opens the buffer
+    control = ControlServer(config.gateway.control_path(), runtime)
+    await control.start()
+    try:
+        await runtime.start()
+    except BaseException:
+        await control.stop()
+        raise
     notifier.ready(f"gateway {config.gateway.id} running")
     status_log = logs.StateLog(log)  # `edgegw status` shows an old state meanwhile (a full disk, most often)
     try:
@@ -295,7 +420,7 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
                 w.cancel()
             notifier.watchdog()
             try:
-                await _write_status(gw)
+                await _write_status(runtime.gateway)
             except OSError as exc:
                 status_log.fail(
                     True, logging.WARNING, "status file not written, `edgegw status` shows an older state: %s", exc
@@ -304,33 +429,15 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
                 status_log.ok("status file written again")
             if reload.is_set() and not stop.is_set():
                 reload.clear()
-                notifier.reloading()
-                try:
-                    new = load_config(config_path)
-                except ConfigError as exc:
-                    log.error("reload refused, keeping the running configuration: %s", exc)
-                    notifier.ready("reload refused")
-                    continue
-                moved = new.gateway.data_dir != config.gateway.data_dir
-                problem = data_dir_error(Path(new.gateway.data_dir)) if moved else None
-                if problem is not None:  # checked before stopping anything: the running gateway keeps going
-                    log.error("reload refused, keeping the running configuration: %s", problem)
-                    notifier.ready("reload refused")
-                    continue
-                log.info("reloading configuration from %s", config_path)
-                config = new
-                await gw.stop()
-                logs.setup(new.gateway.log_level.value, new.gateway.log_format.value)
-                gw = Gateway(new)
-                await gw.start()
-                notifier.ready("reloaded")
+                await runtime.reload()  # logs and answers why when it refuses; the gateway keeps running
     finally:
         notifier.stopping()
         log.info("stopping: flushing the buffer and closing uplinks")
-        await gw.stop()
+        await control.stop()
+        await runtime.stop()
         # the status file is informative; a failure must not mask the exit
         with contextlib.suppress(Exception):
-            await _write_status(gw)
+            await _write_status(runtime.gateway)
         log.info("stopped")
     return 0
 

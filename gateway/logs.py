@@ -5,13 +5,18 @@ it is about; a line without one (a library's, or the runtime's own) gets a short
 its logger (`mqtt-client`, `http-client`, `gateway`). Personal data is redacted by the caller
 before it reaches a log call; secrets are redacted here, on the one handler every logger's records
 reach (`gateway.redact`): the message, the exception text and every extra field.
+
+`setup` also installs `RING`, the last 5,000 records formatted and redacted the same way, for the
+control socket's `logs` (the web UI's log page): it keeps its lines across reloads.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +86,60 @@ class TextFormatter(logging.Formatter):
         return redact.text(text)
 
 
+RING_SIZE = 5_000
+
+
+class RingHandler(logging.Handler):
+    """The last `capacity` records as `{"time", "level", "component", "message"}`, redacted as the journal's.
+
+    Formatting happens once per record here (the lines must not change when a caller's argument
+    does later); reading takes a copy under the handler's lock, so a page never sees a half-appended line.
+    """
+
+    def __init__(self, capacity: int = RING_SIZE) -> None:
+        super().__init__()
+        self.records: collections.deque[dict[str, Any]] = collections.deque(maxlen=capacity)
+        self._copy_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            line = {
+                "time": record.created,
+                "level": record.levelname.lower(),
+                "component": redact.text(_component(record)),
+                "message": redact.text(message),
+            }
+        except Exception:  # a broken log call must not break the caller; the journal's handler says so
+            return
+        with self._copy_lock:
+            self.records.append(line)
+
+    def lines(self, *, level: str = "debug", component: str = "", limit: int = 500) -> list[dict[str, Any]]:
+        """The newest `limit` lines at `level` or above (and of `component` if given), oldest first."""
+        least = logging.getLevelName(level.upper())
+        if not isinstance(least, int):
+            raise ValueError(f"logs.level: must be debug, info, warning or error, got {level!r}")
+        with self._copy_lock:
+            records = list(self.records)
+        out: list[dict[str, Any]] = []
+        for line in reversed(records):
+            if len(out) >= limit:
+                break
+            if logging.getLevelName(line["level"].upper()) < least:
+                continue
+            if component and line["component"] != component:
+                continue
+            out.append(line)
+        out.reverse()
+        return out
+
+
+RING = RingHandler()
+
+
 def setup(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
@@ -90,6 +149,7 @@ def setup(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    root.addHandler(RING)
     root.setLevel(level.upper())
 
 

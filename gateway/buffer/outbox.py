@@ -406,8 +406,17 @@ class Outbox:
             )
         )
 
-    async def dead_letters(self, uplink: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        return await self._call(lambda: self._store.dead_letters(uplink, limit))
+    async def dead_letters(self, uplink: str | None = None, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        return await self._call(lambda: self._store.dead_letters(uplink, limit, offset))
+
+    async def discard_dead_letters(self, uplink: str | None, ids: Sequence[int]) -> int:
+        """Delete dead letters for good (an operator decided they are not worth sending); returns how many."""
+        if uplink is not None:
+            self._store.check_uplink(uplink)
+        n = await self._call(lambda: self._store.discard_dead_letters(uplink, ids))
+        if n:
+            log.info("buffer: discarded %d dead letters%s", n, f" of {uplink}" if uplink else "")
+        return n
 
     async def retry_dead_letters(self, uplink: str | None = None, ids: Sequence[int] | None = None) -> int:
         """Re-queue dead letters for their own uplink only; returns how many were re-queued."""

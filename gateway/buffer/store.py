@@ -112,6 +112,58 @@ class _Changes:
     after: list[Callable[[], None]] = field(default_factory=list)
 
 
+# Statements shared with the read-only BufferReader (reader.py): one copy of the SQL.
+_DEAD_WHERE = "WHERE (?1 IS NULL OR uplink = ?1) AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))"
+
+
+def read_dead_letters(conn: sqlite3.Connection, uplink: str | None, limit: int, offset: int = 0) -> list[DeadLetter]:
+    """Dead letters (of `uplink`, or all), oldest first, a page of `limit` from `offset`."""
+    rows = conn.execute(
+        "SELECT id, uplink, seq, lane, entity_id, body, reason, created_at FROM dead_letters "
+        "WHERE ?1 IS NULL OR uplink = ?1 ORDER BY id LIMIT ?2 OFFSET ?3",
+        (uplink, limit, offset),
+    ).fetchall()
+    return [
+        DeadLetter(
+            id=id_,
+            uplink=up,
+            seq=seq,
+            lane=lane_name(lane),
+            entity_id=entity_id,
+            reason=reason,
+            created_at=datetime.fromtimestamp(created / 1000, UTC),
+            reading=decode_reading(body, seq),
+        )
+        for id_, up, seq, lane, entity_id, body, reason, created in rows
+    ]
+
+
+def count_dead_letters(conn: sqlite3.Connection) -> dict[str, int]:
+    """Uplink -> dead letters held, including uplinks no longer configured."""
+    return dict(conn.execute("SELECT uplink, count(*) FROM dead_letters GROUP BY uplink").fetchall())
+
+
+def read_cursors(conn: sqlite3.Connection) -> dict[str, list[int]]:
+    """Uplink -> the seq each lane's cursor has passed, as stored."""
+    stored: dict[str, list[int]] = {}
+    for name, lane, seq in conn.execute("SELECT uplink, lane, seq FROM cursors"):
+        stored.setdefault(name, [0] * _LANES)[lane] = seq
+    return stored
+
+
+def count_pending(conn: sqlite3.Connection, uplink: str, cursor: Sequence[int]) -> dict[str, int]:
+    """Lane name -> rows past `uplink`'s cursor that it still has to read (not those re-queued for another)."""
+    pending = {}
+    for lane in range(_LANES):
+        (n,) = conn.execute("SELECT count(*) FROM outbox WHERE lane = ? AND seq > ?", (lane, cursor[lane])).fetchone()
+        (others,) = conn.execute(
+            "SELECT count(*) FROM outbox WHERE target IS NOT NULL AND target <> ? AND lane = ? AND seq > ?",
+            (uplink, lane, cursor[lane]),
+        ).fetchone()
+        pending[lane_name(lane)] = n - others
+    return pending
+
+
 class Store:
     def __init__(
         self,
@@ -164,9 +216,7 @@ class Store:
         return delta
 
     def _load_cursors(self, uplinks: Sequence[str] | None) -> None:
-        stored: dict[str, list[int]] = {}
-        for name, lane, seq in self.conn.execute("SELECT uplink, lane, seq FROM cursors"):
-            stored.setdefault(name, [0] * _LANES)[lane] = seq
+        stored = read_cursors(self.conn)
         if uplinks is None:
             self.uplinks = tuple(sorted(stored))
             self.cursors = stored
@@ -531,29 +581,21 @@ class Store:
 
     # --- dead letters ----------------------------------------------------------------------------
 
-    def dead_letters(self, uplink: str | None, limit: int) -> list[DeadLetter]:
-        rows = self.conn.execute(
-            "SELECT id, uplink, seq, lane, entity_id, body, reason, created_at FROM dead_letters "
-            "WHERE ?1 IS NULL OR uplink = ?1 ORDER BY id LIMIT ?2",
-            (uplink, limit),
-        ).fetchall()
-        return [
-            DeadLetter(
-                id=id_,
-                uplink=up,
-                seq=seq,
-                lane=lane_name(lane),
-                entity_id=entity_id,
-                reason=reason,
-                created_at=datetime.fromtimestamp(created / 1000, UTC),
-                reading=decode_reading(body, seq),
+    def dead_letters(self, uplink: str | None, limit: int, offset: int = 0) -> list[DeadLetter]:
+        return read_dead_letters(self.conn, uplink, limit, offset)
+
+    def discard_dead_letters(self, uplink: str | None, ids: Sequence[int]) -> int:
+        """Delete the dead letters `ids` (of `uplink` when given) for good; returns how many there were."""
+        with self._write():
+            cur = self.conn.execute(
+                f"DELETE FROM dead_letters {_DEAD_WHERE}",
+                (uplink, orjson.dumps([int(i) for i in ids]).decode()),
             )
-            for id_, up, seq, lane, entity_id, body, reason, created in rows
-        ]
+            return cur.rowcount
 
     def retry_dead_letters(self, uplink: str | None, ids: Sequence[int] | None) -> int:
         """Re-queue dead letters for their uplink only (target column) and remove them from the table."""
-        where = "WHERE (?1 IS NULL OR uplink = ?1) AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))"
+        where = _DEAD_WHERE
         params = (uplink, None if ids is None else orjson.dumps([int(i) for i in ids]).decode())
         now_ms = int(self.clock() * 1000)
         with self._write() as ch:
@@ -611,19 +653,10 @@ class Store:
         oldest = conn.execute(
             "SELECT observed_us, appended_ms FROM outbox WHERE seq = (SELECT min(seq) FROM outbox)"
         ).fetchone()
-        dead = dict(conn.execute("SELECT uplink, count(*) FROM dead_letters GROUP BY uplink").fetchall())
+        dead = count_dead_letters(conn)
         uplinks = {}
         for name, cur in self.cursors.items():
-            pending = {}
-            for lane in range(_LANES):
-                (n,) = conn.execute(
-                    "SELECT count(*) FROM outbox WHERE lane = ? AND seq > ?", (lane, cur[lane])
-                ).fetchone()
-                (others,) = conn.execute(
-                    "SELECT count(*) FROM outbox WHERE target IS NOT NULL AND target <> ? AND lane = ? AND seq > ?",
-                    (name, lane, cur[lane]),
-                ).fetchone()
-                pending[lane_name(lane)] = n - others
+            pending = count_pending(conn, name, cur)
             uplinks[name] = UplinkCursorStats(
                 cursors={lane_name(i): cur[i] for i in range(_LANES)}, pending=pending, dead_letters=dead.get(name, 0)
             )
@@ -666,4 +699,13 @@ class Store:
         )
 
 
-__all__ = ["Lane", "Row", "Store", "lane_name"]
+__all__ = [
+    "Lane",
+    "Row",
+    "Store",
+    "count_dead_letters",
+    "count_pending",
+    "lane_name",
+    "read_cursors",
+    "read_dead_letters",
+]

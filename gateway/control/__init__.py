@@ -1,1 +1,1 @@
-"""The gateway's local control socket: a small JSON protocol for the web UI and local tools."""
+"""The gateway's control socket: a local JSON-lines protocol for the web UI and local tools (see protocol.py)."""

@@ -1,0 +1,101 @@
+"""ControlClient: calls an op of the running gateway over its control socket (used by `edgegw web` and tools)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from pathlib import Path
+from typing import Any
+
+from gateway.control.protocol import (
+    ControlError,
+    ControlUnavailable,
+    LineFramer,
+    TooLong,
+    decode_reply,
+    encode_request,
+)
+
+# Replies can be large (the latest values of 100,000 entities): bounded anyway, so a confused peer
+# cannot make the web process allocate without end.
+MAX_REPLY = 256 * 1024 * 1024
+_CHUNK = 256 * 1024
+
+
+class ControlClient:
+    """One connection to the gateway, opened on first use and again after a failure; calls take turns."""
+
+    def __init__(self, path: Path, timeout_s: float = 5.0) -> None:
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._framer = LineFramer(MAX_REPLY)
+        self._pending: list[bytes | TooLong] = []
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+
+    async def call(self, op: str, **args: Any) -> Any:
+        """The op's result; ControlError on an error reply, ControlUnavailable when no gateway answers."""
+        async with self._lock:
+            request_id = next(self._ids)
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._connect()
+                    assert self._writer is not None
+                    self._writer.write(encode_request(request_id, op, args))
+                    await self._writer.drain()
+                    line = await self._line()
+            except TimeoutError:
+                await self._drop()  # a late reply would answer the next call: start afresh
+                raise ControlUnavailable(
+                    f"control socket {self.path}: no reply to {op} within {self.timeout_s:g} s; is the gateway busy or stopped?"
+                ) from None
+            except (OSError, EOFError) as exc:
+                await self._drop()
+                raise ControlUnavailable(
+                    f"control socket {self.path}: the gateway is not answering, got {type(exc).__name__}: {exc}; "
+                    "is edgegw running?"
+                ) from None
+            reply_id, result = decode_reply(line)  # an error reply raises here
+            if reply_id != request_id:
+                await self._drop()
+                raise ControlError("malformed", f"reply: for request {reply_id!r}, got it for {request_id}")
+            return result
+
+    async def _connect(self) -> None:
+        if self._writer is not None:
+            return
+        self._reader, self._writer = await asyncio.open_unix_connection(str(self.path))
+        self._framer = LineFramer(MAX_REPLY)
+        self._pending = []
+
+    async def _line(self) -> bytes:
+        assert self._reader is not None
+        while not self._pending:
+            data = await self._reader.read(_CHUNK)
+            if not data:
+                raise EOFError("the gateway closed the connection")
+            self._pending.extend(self._framer.feed(data))
+        item = self._pending.pop(0)
+        if isinstance(item, TooLong):
+            raise ControlError("too_large", f"reply: longer than {MAX_REPLY} bytes, got {item.size}")
+        return item
+
+    async def _drop(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._drop()
+
+    async def __aenter__(self) -> ControlClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

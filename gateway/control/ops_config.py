@@ -1,0 +1,139 @@
+"""The control socket's configuration ops: get, check, apply, versions, version, rollback, reload.
+
+Apply is validate → record the file as it was (first time only) → write atomically keeping its
+mode → record the new version → reload. Nothing is written when validation fails, and the
+running gateway keeps going when a reload is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.app import reload_problem, write_atomic
+from gateway.config import GatewayConfig, parse_config
+from gateway.control import args as a
+from gateway.control.config_versions import FILE, ConfigVersions, sha256_text
+from gateway.control.protocol import CONFIG_INVALID, NOT_FOUND, RELOAD_FAILED, ControlError
+from gateway.control.target import ControlTarget
+from gateway.errors import ConfigError
+
+_BOM = "\ufeff"  # see gateway.configbase.read_toml: Windows editors write it invisibly
+
+
+def parse_text(text: str, source: str = "") -> GatewayConfig:
+    """`text` validated as `load_config` validates a file; ConfigError with key-path lines otherwise."""
+    try:
+        doc = tomllib.loads(text.removeprefix(_BOM))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source) from None
+    return parse_config(doc, source)
+
+
+class ConfigOps:
+    def __init__(self, target: ControlTarget, clock: Callable[[], float] = time.time) -> None:
+        self.target = target
+        self.clock = clock
+        self._lock = asyncio.Lock()  # one apply or rollback at a time: each records a version
+
+    def _versions(self) -> ConfigVersions:
+        return ConfigVersions(Path(self.target.config.gateway.data_dir) / FILE)
+
+    def check(self, text: str) -> tuple[GatewayConfig | None, list[str]]:
+        try:
+            new = parse_text(text)
+        except ConfigError as exc:
+            return None, list(exc.errors)
+        problem = reload_problem(self.target.config, new)
+        return (None, [problem]) if problem is not None else (new, [])
+
+    async def op_get(self, args: dict[str, Any]) -> dict[str, Any]:
+        path = self.target.config_path
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        sha = sha256_text(text)
+
+        def version() -> int | None:
+            store = self._versions()
+            try:
+                return store.version_of(sha)
+            finally:
+                store.close()
+
+        return {"path": str(path), "text": text, "sha256": sha, "version": await asyncio.to_thread(version)}
+
+    async def op_check(self, args: dict[str, Any]) -> dict[str, Any]:
+        _, errors = self.check(a.text(args, "text"))
+        return {"ok": not errors, "errors": errors}
+
+    async def op_apply(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await self.apply(a.text(args, "text"), actor=a.text(args, "actor"), comment=a.text(args, "comment", ""))
+
+    async def apply(self, text: str, *, actor: str, comment: str) -> dict[str, Any]:
+        async with self._lock:
+            new, errors = self.check(text)
+            if new is None:
+                raise ControlError(
+                    CONFIG_INVALID, f"config: {len(errors)} problem(s), nothing written or reloaded", errors
+                )
+            path = self.target.config_path
+            at = self.clock()
+            store = self._versions()  # the running data_dir's: where the versions so far are
+
+            def write() -> int:
+                try:
+                    if store.count() == 0 and path.exists():
+                        store.record(
+                            path.read_text(encoding="utf-8"), actor="file", at=at, comment="before the first apply"
+                        )
+                    write_atomic(path, text.encode(), None, durable=True)
+                    return store.record(text, actor=actor, at=at, comment=comment)
+                finally:
+                    store.close()
+
+            version = await asyncio.to_thread(write)
+            failed = await self.target.reload(new)
+            if failed:
+                raise ControlError(RELOAD_FAILED, f"config: version {version} written but not running", failed)
+            return {"version": version, "reloaded": True}
+
+    async def op_versions(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        def listing() -> list[dict[str, Any]]:
+            store = self._versions()
+            try:
+                return [v.summary() for v in store.list()]
+            finally:
+                store.close()
+
+        return await asyncio.to_thread(listing)
+
+    async def _version(self, args: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
+        number = a.integer(args, "version", lo=1)
+
+        def get() -> Any:
+            store = self._versions()
+            try:
+                return store.get(number)
+            finally:
+                store.close()
+
+        found = await asyncio.to_thread(get)
+        if found is None:
+            raise ControlError(NOT_FOUND, f"config.version: no such version, got {number}")
+        return number, found.text, found.summary() | {"text": found.text}
+
+    async def op_version(self, args: dict[str, Any]) -> dict[str, Any]:
+        return (await self._version(args))[2]
+
+    async def op_rollback(self, args: dict[str, Any]) -> dict[str, Any]:
+        number, text, _ = await self._version(args)
+        return await self.apply(text, actor=a.text(args, "actor"), comment=f"rollback to version {number}")
+
+    async def op_reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        errors = await self.target.reload()
+        if errors:
+            raise ControlError(CONFIG_INVALID, "reload: refused, the running configuration is kept", errors)
+        return {"reloaded": True}

@@ -1,0 +1,392 @@
+"""The control socket server: a Unix socket (owner and group only) answering the ops of protocol.py.
+
+Theory of operation: `serve()` in gateway/app.py starts one ControlServer before the gateway and
+stops it after; it lives across reloads and asks its target for the current `Gateway` on every
+request. Each connection reads requests in order and answers each before reading the next. A bad
+request (malformed, too long, unknown op, bad arguments) gets an error reply naming what was wrong
+and is counted (`status` shows the counts); nothing a client sends or fails to read can stop the
+gateway. The data path never waits on the socket: ops read what the gateway keeps in memory, or
+go to the buffer's writer thread like any stats call; a large `latest` yields to the loop while
+it builds.
+
+Start: a socket file left by a killed gateway (nobody accepts on it) is replaced; one another
+gateway answers on is an error (`ControlSocketInUse`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from gateway import logs
+from gateway.control import args as a
+from gateway.control.host import HostSampler
+from gateway.control.ops_config import ConfigOps
+from gateway.control.protocol import (
+    BAD_ARGS,
+    INTERNAL,
+    MALFORMED,
+    MAX_LINE,
+    TOO_LARGE,
+    UNKNOWN_OP,
+    ControlError,
+    LineFramer,
+    TooLong,
+    decode_request,
+    encode_error,
+    encode_result,
+    error_from,
+)
+from gateway.control.target import ControlTarget
+from gateway.control.tools import Jobs, Tool, load_tools
+from gateway.errors import GatewayError
+from gateway.records import Command, Reading, iso_utc
+
+log = logging.getLogger(__name__)
+
+SOCKET_MODE = 0o660  # owner and group: the web process runs as another user in the gateway's group
+LATEST_LIMIT = 100_000
+_LATEST_CHUNK = 5_000  # entities formatted between two yields to the event loop
+_CHUNK = 256 * 1024
+ALERT_TYPE = "Alert"  # gateway.processing.river's Smart Data Model Alert entities
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class ControlSocketInUse(GatewayError):
+    code = "control_socket_in_use"
+
+
+class ControlServer:
+    def __init__(
+        self,
+        path: Path,
+        target: ControlTarget,
+        *,
+        tools: list[Tool] | None = None,
+        clock: Callable[[], float] = time.time,
+        max_line: int = MAX_LINE,
+    ) -> None:
+        self.path = Path(path)
+        self.target = target
+        self.clock = clock
+        self.max_line = max_line
+        self.config_ops = ConfigOps(target, clock)
+        self.jobs = Jobs(load_tools() if tools is None else tools)
+        self.host = HostSampler(Path(target.config.gateway.data_dir))
+        self.requests = 0
+        self.bad_requests: Counter[str] = Counter()  # error code -> requests refused with it
+        self._server: asyncio.Server | None = None
+        self._inode: int | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        c = self.config_ops
+        self.ops: dict[str, Handler] = {
+            "status": self.op_status,
+            "latest": self.op_latest,
+            "dead_letters": self.op_dead_letters,
+            "retry_dead_letters": self.op_retry_dead_letters,
+            "discard_dead_letters": self.op_discard_dead_letters,
+            "config.get": c.op_get,
+            "config.check": c.op_check,
+            "config.apply": c.op_apply,
+            "config.versions": c.op_versions,
+            "config.version": c.op_version,
+            "config.rollback": c.op_rollback,
+            "reload": c.op_reload,
+            "command": self.op_command,
+            "logs": self.op_logs,
+            "tools": self.op_tools,
+            "tool.start": self.op_tool_start,
+            "tool.poll": self.op_tool_poll,
+        }
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._clear_stale()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        # after bind: the umask (0077 under systemd) made it owner-only, and the web runs in the group
+        os.chmod(self.path, SOCKET_MODE)
+        self._inode = self.path.stat().st_ino
+        log.info("control socket listening on %s", self.path)
+
+    async def _clear_stale(self) -> None:
+        try:
+            mode = self.path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise ControlSocketInUse(
+                f"control socket {self.path}: something else is at that path, got a "
+                f"{'directory' if stat.S_ISDIR(mode) else 'file'}; remove it or set [gateway] control_socket",
+                path=str(self.path),
+            )
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path)), 1.0)
+        except (ConnectionRefusedError, FileNotFoundError, TimeoutError):
+            log.info("control socket %s: replacing the one a stopped gateway left", self.path)
+            self.path.unlink(missing_ok=True)
+            return
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        raise ControlSocketInUse(
+            f"control socket {self.path}: another gateway answers on it, got a connection; "
+            "stop that gateway first, or give this one its own data_dir or [gateway] control_socket",
+            path=str(self.path),
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._connections):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.jobs.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(OSError):
+            # only our own socket: a gateway started meanwhile on the same path keeps its
+            if self._inode is not None and self.path.stat().st_ino == self._inode:
+                self.path.unlink()
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # --- connections ---------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._connections.add(writer)
+        framer = LineFramer(self.max_line)
+        try:
+            while True:
+                data = await reader.read(_CHUNK)
+                if not data:
+                    break
+                for item in framer.feed(data):
+                    writer.write(await self._reply(item))
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass  # a client gone mid-request: nothing to answer, nobody else affected
+        except Exception:  # a bug here must not take the gateway down; the request is lost, the socket stays
+            log.exception("control socket: connection handler failed")
+        finally:
+            self._connections.discard(writer)
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _reply(self, item: bytes | TooLong) -> bytes:
+        self.requests += 1
+        if isinstance(item, TooLong):
+            return self._refuse(
+                None,
+                ControlError(TOO_LARGE, f"request: longer than {self.max_line} bytes, got {item.size} or more"),
+            )
+        try:
+            request = decode_request(item)
+        except ControlError as exc:
+            return self._refuse(None, exc)
+        handler = self.ops.get(request.op)
+        if handler is None:
+            return self._refuse(
+                request.id,
+                ControlError(UNKNOWN_OP, f'request.op: unknown op, got "{request.op}"; ops: {", ".join(self.ops)}'),
+            )
+        try:
+            result = await handler(request.args)
+        except ControlError as exc:
+            return self._refuse(request.id, exc)
+        except (GatewayError, ValueError) as exc:  # a refusal the gateway explains (an unknown uplink…)
+            return self._refuse(request.id, ControlError(getattr(exc, "code", BAD_ARGS), str(exc)))
+        except Exception as exc:
+            log.warning("control socket: %s failed: %s", request.op, exc, exc_info=True)
+            return self._refuse(request.id, error_from(exc))
+        return encode_result(request.id, result)
+
+    def _refuse(self, request_id: Any, error: ControlError) -> bytes:
+        if error.code in (MALFORMED, TOO_LARGE, UNKNOWN_OP, BAD_ARGS, INTERNAL):
+            self.bad_requests[error.code] += 1
+            log.debug("control socket: refused a request: %s", error.message)
+        return encode_error(request_id, error)
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "connections": len(self._connections),
+            "requests": self.requests,
+            "bad_requests": dict(sorted(self.bad_requests.items())),
+        }
+
+    # --- ops -----------------------------------------------------------------------------------
+
+    async def op_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        gw = self.target.gateway
+        doc = await gw.status()
+        caps = gw.config.buffer
+        doc["host"] = (await asyncio.to_thread(self.host.sample)).to_dict()
+        doc["buffer_caps"] = {"max_rows": caps.max_rows, "max_bytes": caps.max_bytes, "max_age_s": caps.max_age_s}
+        doc["alerts"] = active_alerts(gw.latest.values())
+        doc["control"] = self.counters()
+        return doc
+
+    async def op_latest(self, args: dict[str, Any]) -> dict[str, Any]:
+        needle = a.text(args, "filter", "").casefold()
+        limit = a.integer(args, "limit", 10_000, hi=LATEST_LIMIT)
+        readings = list(self.target.gateway.latest.values())  # a copy: readings keep arriving meanwhile
+        if needle:
+            readings = [
+                r
+                for r in readings
+                if needle in r.entity_id.casefold()
+                or needle in r.entity_type.casefold()
+                or needle in r.source.adapter.casefold()
+            ]
+        total = len(readings)
+        readings.sort(key=lambda r: r.entity_id)
+        entities: list[dict[str, Any]] = []
+        for start in range(0, min(total, limit), _LATEST_CHUNK):
+            if start:
+                await asyncio.sleep(0)  # let the data path run between chunks
+            entities.extend(entity_doc(r) for r in readings[start : min(start + _LATEST_CHUNK, limit)])
+        return {"total": total, "entities": entities}
+
+    def _outbox(self) -> Any:
+        outbox = self.target.gateway.outbox
+        if outbox is None:
+            raise ControlError("unavailable", "buffer: not open, got a gateway between two generations; try again")
+        return outbox
+
+    async def op_dead_letters(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        uplink = a.optional_text(args, "uplink")
+        limit = a.integer(args, "limit", 100, hi=10_000)
+        offset = a.integer(args, "offset", 0)
+        letters = await self._outbox().dead_letters(uplink, limit, offset)
+        return [
+            d.to_dict() | {"entity_type": d.reading.entity_type, "failed_at": d.created_at.timestamp()} for d in letters
+        ]
+
+    async def op_retry_dead_letters(self, args: dict[str, Any]) -> dict[str, int]:
+        uplink, ids = a.optional_text(args, "uplink"), a.integers(args, "ids")
+        return {"count": await self._outbox().retry_dead_letters(uplink, ids)}
+
+    async def op_discard_dead_letters(self, args: dict[str, Any]) -> dict[str, int]:
+        uplink, ids = a.optional_text(args, "uplink"), a.integers(args, "ids")
+        return {"count": await self._outbox().discard_dead_letters(uplink, ids)}
+
+    async def op_command(self, args: dict[str, Any]) -> dict[str, Any]:
+        command = Command(
+            command_id=uuid.uuid4().hex,
+            entity_id=a.text(args, "entity_id"),
+            name=a.text(args, "name"),
+            value=args.get("value"),
+            uplink="control",
+        )
+        a.text(args, "actor")  # the web audits who; the gateway's log names the entity and command only
+        result = await self.target.gateway.router.dispatch(command)
+        return {"command_id": result.command_id, "ok": result.ok, "info": result.info}
+
+    async def op_logs(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        level = a.text(args, "level", "info")
+        try:
+            return logs.RING.lines(
+                level=level, component=a.text(args, "component", ""), limit=a.integer(args, "limit", 500, hi=5_000)
+            )
+        except ValueError as exc:
+            raise ControlError(BAD_ARGS, str(exc).replace("logs.", "args.")) from None
+
+    async def op_tools(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.jobs.describe()
+
+    async def op_tool_start(self, args: dict[str, Any]) -> dict[str, str]:
+        job = self.jobs.start(a.text(args, "family"), a.text(args, "tool"), a.mapping(args, "args"))
+        return {"job": job}
+
+    async def op_tool_poll(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self.jobs.poll(a.text(args, "job"), a.integer(args, "after", 0))
+
+
+# --- documents -------------------------------------------------------------------------------------
+
+
+def entity_doc(reading: Reading) -> dict[str, Any]:
+    return {
+        "entity_id": reading.entity_id,
+        "entity_type": reading.entity_type,
+        "adapter": reading.source.adapter,
+        "device": reading.source.device,
+        "observed_at": iso_utc(reading.observed_at),
+        "lane": reading.lane.name.lower(),
+        "attributes": [
+            {
+                "name": name,
+                "value": attr.value,
+                "type": attr.type,
+                "unit": attr.unit,
+                "quality": _quality(attr.metadata),
+            }
+            for name, attr in reading.attributes.items()
+        ],
+    }
+
+
+def _quality(metadata: Any) -> list[str]:
+    quality = metadata.get("quality") if metadata else None
+    value = quality.get("value") if isinstance(quality, dict) else None
+    return [str(code) for code in value] if isinstance(value, list) else []
+
+
+def active_alerts(readings: Any) -> list[dict[str, Any]]:
+    """The river alerts in force: per station, its newest `Alert` if that was a rise over a threshold."""
+    newest: dict[str, Reading] = {}
+    for r in readings:
+        if r.entity_type != ALERT_TYPE:
+            continue
+        source = r.attributes.get("alertSource")
+        station = str(source.value) if source is not None else r.entity_id
+        if station not in newest or r.observed_at > newest[station].observed_at:
+            newest[station] = r
+    out = []
+    for station, r in sorted(newest.items()):
+        attrs = r.attributes
+        if _value(attrs, "direction") != "up":
+            continue
+        level = attrs.get("waterLevel")
+        out.append(
+            {
+                "entity_id": station,
+                "name": _value(attrs, "thresholdName"),
+                "level": _value(attrs, "severity"),
+                "since": r.observed_at.timestamp(),
+                "value": None if level is None else level.value,
+                "unit": None if level is None else level.unit,
+            }
+        )
+    return out
+
+
+def _value(attrs: Any, name: str) -> Any:
+    attr = attrs.get(name)
+    return None if attr is None else attr.value
+
+
+__all__ = ["SOCKET_MODE", "ControlServer", "ControlSocketInUse", "active_alerts", "entity_doc"]
