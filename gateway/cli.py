@@ -298,6 +298,12 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
 
     pseudonym_keys.add_parser(sub).set_defaults(func=pseudonym_keys.run)
 
+    from gateway.accounts import cli as user_cli
+    from gateway.audit import cli as audit_cli
+
+    user_cli.add_parser(sub).set_defaults(func=user_cli.run)
+    audit_cli.add_parser(sub).set_defaults(func=audit_cli.run)
+
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)
     s = ssub.add_parser("set", help="store a secret (read from the terminal, or --stdin)")

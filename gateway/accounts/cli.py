@@ -1,0 +1,218 @@
+"""`edgegw user add|list|passwd|unlock|remove|setup-link`: the web UI's accounts from the box's shell.
+
+Every change is written to the audit log with actor `cli:<unix user>`. Policy refusals come back
+from the store as message keys; `ENGLISH` turns them into sentences (the CLI stays English).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import pwd
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from gateway.accounts import passwords
+from gateway.accounts.store import AccountError, AccountStore, PasswordRejected, Role, SetupRefused, User
+from gateway.audit.log import AuditLog
+from gateway.errors import ConfigError
+from gateway.web.config import WebConfig
+
+__all__ = ["ENGLISH", "EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "cli_actor", "open_state", "run"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+SETUP_TTL_S = 3600.0
+JST = timezone(timedelta(hours=9), "JST")
+
+# message keys of the store and the policy, in English; {min_length} and {max_length} are filled in
+ENGLISH: dict[str, str] = {
+    passwords.TOO_SHORT: "the password is too short; use at least {min_length} characters",
+    passwords.TOO_LONG: "the password is too long; use at most {max_length} characters",
+    passwords.TOO_COMMON: "the password is on the list of common passwords; choose one that is not",
+    passwords.CONTAINS_NAME: "the password contains the user name; choose one that does not",
+    passwords.SAME_AS_CURRENT: "the new password is the current one; choose a different one",
+}
+
+PasswordReader = Callable[[str], str]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `user` and its subcommands to the `edgegw` argument parser; returns the `user` parser."""
+    p: argparse.ArgumentParser = subparsers.add_parser("user", help="accounts of the web UI")
+    sub = p.add_subparsers(dest="user_command", required=True, metavar="{add,list,passwd,unlock,remove,setup-link}")
+    a = sub.add_parser("add", help="add an account (password typed twice, or --password-stdin)")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--role", required=True, choices=[r.value for r in Role])
+    a.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    a.add_argument("--must-change", action="store_true", help="the user must choose a new password at the first login")
+    sub.add_parser("list", help="accounts with role, last login and lock state (never passwords)")
+    pw = sub.add_parser("passwd", help="set an account's password")
+    pw.add_argument("name", metavar="NAME")
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    pw.add_argument("--must-change", action="store_true", help="the user must choose a new password at the next login")
+    u = sub.add_parser("unlock", help="end an account's lockout now")
+    u.add_argument("name", metavar="NAME")
+    r = sub.add_parser("remove", help="remove an account")
+    r.add_argument("name", metavar="NAME")
+    sub.add_parser("setup-link", help="a one-time link to create the first admin in the browser (valid 1 h)")
+    for s in sub.choices.values():
+        s.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            default=None,
+            help="gateway configuration (default: $EDGEGW_CONFIG or /etc/edgegw/gateway.toml)",
+        )
+    return p
+
+
+def cli_actor() -> str:
+    """`cli:<unix user>`: who ran the command, as the audit log records it."""
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (containers)
+        name = str(os.getuid())
+    return f"cli:{name}"
+
+
+def open_state(config_path: Path | None) -> tuple[Path, WebConfig]:
+    """The web state directory and the [web] section of the configuration at `config_path` (or the default)."""
+    from gateway.config import DEFAULT_PATH, load_config
+
+    path = config_path or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH)))
+    cfg = load_config(path)
+    return cfg.web.state_path(Path(cfg.gateway.data_dir)), cfg.web
+
+
+def english(key: str, web: WebConfig) -> str:
+    return ENGLISH.get(key, key).format(min_length=web.password_min_length, max_length=passwords.MAX_LENGTH)
+
+
+def _read_password(args: argparse.Namespace, read: PasswordReader, stdin: TextIO) -> str | None:
+    """The new password from stdin (one line) or typed twice; None when the two typed differ."""
+    if args.password_stdin:
+        return stdin.readline().rstrip("\r\n")
+    first = read(f"password for {args.name}: ")
+    second = read(f"password for {args.name} (again): ")
+    return first if first == second else None
+
+
+def _show_time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).astimezone(JST).strftime("%Y-%m-%d %H:%M JST")
+
+
+def _write_list(users: list[User], store: AccountStore, now: float, out: TextIO) -> None:
+    if not users:
+        out.write("no users; add the first admin with `edgegw user add NAME --role admin`\n")
+        return
+    out.write(f"{'NAME':<20} {'ROLE':<10} {'LAST LOGIN':<20} {'FROM':<16} STATE\n")
+    for u in users:
+        state = []
+        if u.locked(now):
+            state.append(f"locked until {_show_time(u.locked_until)}")
+        if u.disabled:
+            state.append("disabled")
+        if u.must_change:
+            state.append("must change password")
+        elif store.password_expired(u, now=now):
+            state.append("password expired")
+        out.write(
+            f"{u.name:<20} {u.role.value:<10} {_show_time(u.last_login_at):<20} "
+            f"{u.last_login_address or '-':<16} {', '.join(state) or 'ok'}\n"
+        )
+
+
+def run(
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    now: float | None = None,
+    read_password: PasswordReader | None = None,
+    stdin: TextIO | None = None,
+) -> int:
+    """Run a `user` subcommand; returns the exit code (2 for a bad config or a refused value)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    at = time.time() if now is None else now
+    read = read_password or getpass.getpass
+    command = args.user_command
+    what = f"user {command}"
+    try:
+        state_dir, web = open_state(args.config)
+    except ConfigError as exc:
+        err.write(f"{what}: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
+        err.writelines(f"  {line}\n" for line in exc.errors)
+        return EXIT_INVALID
+    actor = cli_actor()
+    try:
+        store = AccountStore(state_dir, web)
+        audit = AuditLog(state_dir)
+        if command == "list":
+            _write_list(store.list_users(), store, at, out)
+            return EXIT_OK
+        if command == "setup-link":
+            token = store.create_setup_token(now=at, ttl_s=SETUP_TTL_S)
+            audit.append(actor=actor, action="user.setup_link", at=at)  # never the token
+            out.write(
+                f"one-time setup link, valid until {_show_time(at + SETUP_TTL_S)}: /setup/{token}\n"
+                f"open it on the web UI, e.g. https://<this box>:{web.port}/setup/{token}\n"
+            )
+            return EXIT_OK
+        name = args.name
+        what = f"user {command} {name}"
+        if command in ("add", "passwd"):
+            password = _read_password(args, read, stdin or sys.stdin)
+            if password is None:
+                err.write(f"{what}: the two passwords differ; nothing changed\n")
+                return EXIT_INVALID
+            if command == "add":
+                role = Role(args.role)
+                store.add_user(name, role, password, now=at, must_change=args.must_change)
+                audit.append(actor=actor, action="user.add", target=name, detail={"role": role.value}, at=at)
+                out.write(f"user {name} added ({role.value})\n")
+            else:
+                store.set_password(name, password, now=at, must_change=args.must_change)
+                audit.append(actor=actor, action="user.password", target=name, at=at)
+                out.write(f"password of {name} changed\n")
+            return EXIT_OK
+        if command == "unlock":
+            store.unlock(name)
+            audit.append(actor=actor, action="user.unlock", target=name, at=at)
+            out.write(f"user {name} unlocked\n")
+            return EXIT_OK
+        store.remove_user(name)
+        audit.append(actor=actor, action="user.remove", target=name, at=at)
+        out.write(f"user {name} removed\n")
+        return EXIT_OK
+    except PasswordRejected as exc:
+        err.write(f"{what}: password refused; nothing changed\n")
+        err.writelines(f"  {english(key, web)}\n" for key in exc.reasons)
+        return EXIT_INVALID
+    except SetupRefused as exc:
+        text = {
+            "setup.admin_exists": "an admin exists already; log in and add users on the Users page",
+        }.get(exc.key, str(exc))
+        err.write(f"{what}: {text}\n")
+        return EXIT_FAILURE
+    except AccountError as exc:
+        err.write(f"{what}: {exc}\n")
+        return EXIT_INVALID
+    except ConfigError as exc:  # a secret store whose key file does not belong to it
+        err.writelines(f"{what}: {line}\n" for line in exc.errors)
+        return EXIT_INVALID
+    except OSError as exc:
+        err.write(
+            f"{what}: cannot use {state_dir}, got {exc.strerror or exc}; run it as the gateway's user (or root)\n"
+        )
+        return EXIT_FAILURE

@@ -1,0 +1,520 @@
+"""The accounts of the admin web UI in sqlite: users, roles, lockout, password age, the one-time setup link.
+
+Theory of operation. Every method is synchronous and opens its own connection (the web calls them in a
+thread, the CLI directly; both may run at once), and every change runs in one `BEGIN IMMEDIATE`
+transaction. `authenticate` reads the row, verifies the password outside any lock (Argon2 takes a
+tenth of a second on purpose), then records the outcome with relative updates, so two attempts at
+once both count. Failures are counted twice: `failed_streak` (consecutive failures; at
+`lockout_failures` the account is locked for `lockout_minutes` and the streak starts again) and
+`failures_since_login` (every failed attempt, locked or not, shown to the user at the next login).
+An unknown user name costs the same Argon2 verification as a wrong password (against a dummy hash)
+and gives the same answer, so neither the reply nor its timing tells which names exist.
+
+The file has a schema version in `PRAGMA user_version` and forward migrations (`MIGRATIONS`); it is
+created with mode 0600 in a directory of mode 0700: it holds password hashes.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from argon2 import PasswordHasher
+
+from gateway.accounts import passwords
+from gateway.errors import GatewayError
+from gateway.web.config import WebConfig
+
+__all__ = [
+    "ACCOUNTS_FILE",
+    "AccountError",
+    "AccountStore",
+    "AuthResult",
+    "InvalidUserName",
+    "LastAdmin",
+    "PasswordRejected",
+    "Role",
+    "SetupRefused",
+    "UnknownUser",
+    "User",
+    "UserExists",
+]
+
+ACCOUNTS_FILE = "accounts.db"
+NAME_RULE = "1-64 characters of A-Z a-z 0-9 _ . @ - starting with a letter or digit"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+DAY_S = 86_400.0
+
+# Forward migrations: MIGRATIONS[i] takes the file from version i to i + 1; never edit a shipped one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        password_changed_at REAL NOT NULL,
+        must_change INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        locked_until REAL,
+        failed_streak INTEGER NOT NULL DEFAULT 0,
+        failures_since_login INTEGER NOT NULL DEFAULT 0,
+        last_login_at REAL,
+        last_login_address TEXT,
+        language TEXT
+    );
+    CREATE TABLE setup_tokens (
+        token_hash TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Role(enum.Enum):
+    """Ordered: an admin may do what a technician may, a technician what a viewer may."""
+
+    ADMIN = "admin"
+    TECHNICIAN = "technician"
+    VIEWER = "viewer"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+_RANK = {Role.VIEWER: 0, Role.TECHNICIAN: 1, Role.ADMIN: 2}
+# roles whose password ages (the procurement rules' "privileged accounts")
+PRIVILEGED = frozenset({Role.ADMIN, Role.TECHNICIAN})
+
+
+class AccountError(GatewayError, ValueError):
+    """A refused account operation; `key` is the message key the web shows (its catalogs), the CLI maps it."""
+
+    code = "account_error"
+    key = "account.error"
+
+
+class UnknownUser(AccountError, LookupError):
+    code = "user_unknown"
+    key = "user.unknown"
+
+
+class UserExists(AccountError):
+    code = "user_exists"
+    key = "user.exists"
+
+
+class InvalidUserName(AccountError):
+    code = "user_name_invalid"
+    key = "user.name_invalid"
+
+
+class LastAdmin(AccountError):
+    """Removing or demoting the only admin would leave nobody able to manage users."""
+
+    code = "user_last_admin"
+    key = "user.last_admin"
+
+
+class PasswordRejected(AccountError):
+    """The password breaks the policy; `reasons` are its message keys (gateway.accounts.passwords)."""
+
+    code = "password_rejected"
+    key = "password.rejected"
+
+    def __init__(self, where: str, reasons: list[str]) -> None:
+        super().__init__(f"{where}: password refused, got {', '.join(reasons)}", reasons=reasons)
+        self.reasons = tuple(reasons)
+
+
+class SetupRefused(AccountError):
+    """A setup link that is unknown, used or expired (key "setup.invalid"), or an admin exists ("setup.admin_exists")."""
+
+    code = "setup_refused"
+    key = "setup.invalid"
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True, kw_only=True)
+class User:
+    name: str
+    role: Role
+    created_at: float
+    password_changed_at: float
+    must_change: bool
+    locked_until: float | None
+    last_login_at: float | None
+    last_login_address: str | None
+    language: str | None
+    disabled: bool = False
+
+    def locked(self, now: float) -> bool:
+        return self.locked_until is not None and now < self.locked_until
+
+
+AuthReason = Literal["ok", "bad_credentials", "locked", "disabled"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthResult:
+    """The outcome of one login attempt.
+
+    On success `previous_login` is the login before this one (time, address) and
+    `failures_since_last_login` the failed attempts since then, for the page after login to show.
+    `locked_now` is true on the one failure that started a lockout (the web audits `lockout` once).
+    """
+
+    ok: bool
+    reason: AuthReason
+    user: User | None = None
+    previous_login: tuple[float, str] | None = None
+    failures_since_last_login: int = 0
+    locked_until: float | None = None
+    password_expired: bool = False
+    locked_now: bool = False
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(
+        name=row["name"],
+        role=Role(row["role"]),
+        created_at=row["created_at"],
+        password_changed_at=row["password_changed_at"],
+        must_change=bool(row["must_change"]),
+        locked_until=row["locked_until"],
+        last_login_at=row["last_login_at"],
+        last_login_address=row["last_login_address"],
+        language=row["language"],
+        disabled=bool(row["disabled"]),
+    )
+
+
+def _token_hash(token: str) -> str:
+    # the token is 256 random bits: a plain hash is enough to keep a copy of the file from being a setup link
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_user_name(name: str) -> str:
+    if not _NAME_RE.fullmatch(name):
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise InvalidUserName(f"user name: must be {NAME_RULE}, got {shown!r}", name=shown)
+    return name
+
+
+class AccountStore:
+    """Users of the web UI in `<state_dir>/accounts.db`, with the rules of the `[web]` section.
+
+    `hasher` defaults to Argon2id's RFC 9106 low-memory profile; tests may pass a cheaper one.
+    """
+
+    def __init__(self, state_dir: Path, config: WebConfig, *, hasher: PasswordHasher | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / ACCOUNTS_FILE
+        self.config = config
+        self.hasher = hasher or passwords.default_hasher()
+        self._lock = threading.Lock()
+        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        self._open_file()
+
+    # -- file and schema -------------------------------------------------------------------------------
+
+    def _open_file(self) -> None:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # created before sqlite opens it, so it is never readable by others, not even for a moment
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        with self._connect() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise AccountError(
+                    f"{self.path}: schema version {version} is newer than this edgegw knows ({SCHEMA_VERSION}), "
+                    f"got version {version}; upgrade edgegw",
+                    version=version,
+                )
+            for target in range(version, SCHEMA_VERSION):
+                db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version = {target + 1}; COMMIT;")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # an account change is rare and must survive a power cut
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        with self._connect() as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def get_user(self, name: str) -> User | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+        return _user(row) if row is not None else None
+
+    def list_users(self) -> list[User]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM users ORDER BY name").fetchall()
+        return [_user(r) for r in rows]
+
+    def has_admin(self) -> bool:
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM users WHERE role = ? LIMIT 1", (Role.ADMIN.value,)).fetchone() is not None
+
+    def password_expired(self, user: User, *, now: float) -> bool:
+        """Admins and technicians must change their password every `password_max_age_days`; viewers never."""
+        if user.role not in PRIVILEGED:
+            return False
+        return now - user.password_changed_at >= self.config.password_max_age_days * DAY_S
+
+    # -- changing --------------------------------------------------------------------------------------
+
+    def _checked_hash(self, where: str, name: str, password: str) -> str:
+        reasons = passwords.check_policy(password, min_length=self.config.password_min_length, user_name=name)
+        if reasons:
+            raise PasswordRejected(where, reasons)
+        return self.hasher.hash(password)
+
+    def add_user(self, name: str, role: Role, password: str, *, now: float, must_change: bool = False) -> User:
+        check_user_name(name)
+        password_hash = self._checked_hash(f"user {name}", name, password)
+        with self._write() as db:
+            self._insert(db, name, role, password_hash, now=now, must_change=must_change)
+        return self._require(name)
+
+    def _insert(
+        self, db: sqlite3.Connection, name: str, role: Role, password_hash: str, *, now: float, must_change: bool
+    ) -> None:
+        # user names are compared case-insensitively at creation: "Alice" and "alice" would be one person
+        if db.execute("SELECT 1 FROM users WHERE lower(name) = lower(?)", (name,)).fetchone():
+            raise UserExists(f"user {name}: already exists, got a second user of that name", name=name)
+        db.execute(
+            "INSERT INTO users (name, role, password_hash, created_at, password_changed_at, must_change) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (name, role.value, password_hash, now, now, int(must_change)),
+        )
+
+    def _require(self, name: str) -> User:
+        user = self.get_user(name)
+        if user is None:
+            raise UnknownUser(f"user {name}: no such user, got {name!r}", name=name)
+        return user
+
+    def _update(self, name: str, sql: str, params: tuple[Any, ...]) -> User:
+        with self._write() as db:
+            if db.execute(f"UPDATE users SET {sql} WHERE name = ?", (*params, name)).rowcount == 0:
+                raise UnknownUser(f"user {name}: no such user, got {name!r}", name=name)
+        return self._require(name)
+
+    def set_role(self, name: str, role: Role) -> User:
+        with self._write() as db:
+            row = db.execute("SELECT role FROM users WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UnknownUser(f"user {name}: no such user, got {name!r}", name=name)
+            if row["role"] == Role.ADMIN.value and role is not Role.ADMIN:
+                self._check_not_last_admin(db, name)
+            db.execute("UPDATE users SET role = ? WHERE name = ?", (role.value, name))
+        return self._require(name)
+
+    def _check_not_last_admin(self, db: sqlite3.Connection, name: str) -> None:
+        admins = db.execute("SELECT count(*) FROM users WHERE role = ?", (Role.ADMIN.value,)).fetchone()[0]
+        if admins <= 1:
+            raise LastAdmin(
+                f"user {name}: is the only admin, got a change that would leave none; add another admin first",
+                name=name,
+            )
+
+    def set_password(self, name: str, password: str, *, now: float, must_change: bool = False) -> User:
+        """A new password (policy checked, not the current one); `must_change` when an admin sets it for someone."""
+        user = self.get_user(name)
+        if user is None:
+            raise UnknownUser(f"user {name}: no such user, got {name!r}", name=name)
+        reasons = passwords.check_policy(password, min_length=self.config.password_min_length, user_name=name)
+        with self._connect() as db:
+            current = db.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
+        if current is not None and passwords.verify(self.hasher, current["password_hash"], password):
+            reasons.append(passwords.SAME_AS_CURRENT)
+        if reasons:
+            raise PasswordRejected(f"user {name}", reasons)
+        password_hash = self.hasher.hash(password)
+        return self._update(
+            name,
+            "password_hash = ?, password_changed_at = ?, must_change = ?",
+            (password_hash, now, int(must_change)),
+        )
+
+    def remove_user(self, name: str) -> None:
+        with self._write() as db:
+            row = db.execute("SELECT role FROM users WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UnknownUser(f"user {name}: no such user, got {name!r}", name=name)
+            if row["role"] == Role.ADMIN.value:
+                self._check_not_last_admin(db, name)
+            db.execute("DELETE FROM users WHERE name = ?", (name,))
+
+    def unlock(self, name: str) -> User:
+        return self._update(name, "locked_until = NULL, failed_streak = 0", ())
+
+    def set_language(self, name: str, lang: str | None) -> User:
+        return self._update(name, "language = ?", (lang,))
+
+    def set_disabled(self, name: str, disabled: bool) -> User:
+        return self._update(name, "disabled = ?", (int(disabled),))
+
+    # -- login -----------------------------------------------------------------------------------------
+
+    def authenticate(self, name: str, password: str, *, address: str, now: float) -> AuthResult:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            passwords.verify(self.hasher, self._dummy_hash, password)  # the time a real account takes
+            return AuthResult(ok=False, reason="bad_credentials")
+        matches = passwords.verify(self.hasher, row["password_hash"], password)
+        user = _user(row)
+        if user.locked(now):
+            # a locked account answers "locked" whatever the password: no guessing while locked
+            self._count_failure(name, streak=False)
+            return AuthResult(ok=False, reason="locked", locked_until=user.locked_until)
+        if not matches:
+            return self._failed(name, now)
+        if user.disabled:
+            return AuthResult(ok=False, reason="disabled")
+        return self._succeeded(row, password, address, now)
+
+    def _count_failure(self, name: str, *, streak: bool) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE users SET failures_since_login = failures_since_login + 1"
+                + (", failed_streak = failed_streak + 1" if streak else "")
+                + " WHERE name = ?",
+                (name,),
+            )
+
+    def _failed(self, name: str, now: float) -> AuthResult:
+        locked_until = now + self.config.lockout_minutes * 60.0
+        with self._write() as db:
+            db.execute(
+                "UPDATE users SET failures_since_login = failures_since_login + 1, failed_streak = failed_streak + 1 "
+                "WHERE name = ?",
+                (name,),
+            )
+            row = db.execute("SELECT failed_streak FROM users WHERE name = ?", (name,)).fetchone()
+            if row is None:  # removed meanwhile
+                return AuthResult(ok=False, reason="bad_credentials")
+            if row["failed_streak"] < self.config.lockout_failures:
+                return AuthResult(ok=False, reason="bad_credentials")
+            db.execute("UPDATE users SET locked_until = ?, failed_streak = 0 WHERE name = ?", (locked_until, name))
+        return AuthResult(ok=False, reason="locked", locked_until=locked_until, locked_now=True)
+
+    def _succeeded(self, row: sqlite3.Row, password: str, address: str, now: float) -> AuthResult:
+        name = row["name"]
+        with self._write() as db:
+            before = db.execute(
+                "SELECT last_login_at, last_login_address, failures_since_login FROM users WHERE name = ?", (name,)
+            ).fetchone()
+            db.execute(
+                "UPDATE users SET last_login_at = ?, last_login_address = ?, failures_since_login = 0, "
+                "failed_streak = 0, locked_until = NULL WHERE name = ?",
+                (now, address, name),
+            )
+            if self.hasher.check_needs_rehash(row["password_hash"]):  # parameters raised since it was set
+                db.execute("UPDATE users SET password_hash = ? WHERE name = ?", (self.hasher.hash(password), name))
+        user = self._require(name)
+        previous = (
+            (float(before["last_login_at"]), str(before["last_login_address"] or ""))
+            if before is not None and before["last_login_at"] is not None
+            else None
+        )
+        return AuthResult(
+            ok=True,
+            reason="ok",
+            user=user,
+            previous_login=previous,
+            failures_since_last_login=int(before["failures_since_login"]) if before is not None else 0,
+            password_expired=self.password_expired(user, now=now),
+        )
+
+    # -- the one-time setup link -----------------------------------------------------------------------
+
+    def create_setup_token(self, *, now: float, ttl_s: float = 3600) -> str:
+        """A token for `/setup/<token>`, valid `ttl_s` and once; only its hash is stored."""
+        if self.has_admin():
+            raise SetupRefused(
+                "setup link: an admin exists, got a request for a setup link; log in", "setup.admin_exists"
+            )
+        token = secrets.token_urlsafe(32)
+        with self._write() as db:
+            db.execute("DELETE FROM setup_tokens WHERE expires_at <= ? OR used_at IS NOT NULL", (now,))
+            db.execute(
+                "INSERT INTO setup_tokens (token_hash, created_at, expires_at) VALUES (?, ?, ?)",
+                (_token_hash(token), now, now + ttl_s),
+            )
+        return token
+
+    def setup_token_valid(self, token: str, *, now: float) -> bool:
+        """Whether `/setup/<token>` may show its form: known, unused, unexpired, and no admin yet."""
+        if self.has_admin():
+            return False
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT expires_at, used_at FROM setup_tokens WHERE token_hash = ?", (_token_hash(token),)
+            ).fetchone()
+        return row is not None and row["used_at"] is None and now < row["expires_at"]
+
+    def use_setup_token(self, token: str, name: str, password: str, *, now: float) -> User:
+        """Create the first admin with a setup token; the token is spent, and refused once any admin exists."""
+        check_user_name(name)
+        password_hash = self._checked_hash(f"user {name}", name, password)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM users WHERE role = ?", (Role.ADMIN.value,)).fetchone():
+                raise SetupRefused("setup link: an admin exists, got a setup link; log in", "setup.admin_exists")
+            row = None
+            for candidate in db.execute("SELECT * FROM setup_tokens WHERE used_at IS NULL"):
+                if hmac.compare_digest(candidate["token_hash"], _token_hash(token)):
+                    row = candidate
+            if row is None or now >= row["expires_at"]:
+                raise SetupRefused(
+                    "setup link: unknown, used or expired, got a link that cannot be used; "
+                    "make a new one with `edgegw user setup-link`",
+                    "setup.invalid",
+                )
+            self._insert(db, name, Role.ADMIN, password_hash, now=now, must_change=False)
+            # one admin ends the setup: every other link is spent too
+            db.execute("UPDATE setup_tokens SET used_at = ? WHERE used_at IS NULL", (now,))
+        return self._require(name)

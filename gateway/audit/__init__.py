@@ -1,0 +1,1 @@
+"""The tamper-evident audit log (an HMAC chain in sqlite) and its CLI."""

@@ -1,0 +1,533 @@
+"""The audit log: who did what, when, from where, in sqlite, chained by HMAC so no entry is quietly changed.
+
+Theory of operation. Each row holds (id, at, actor, action, target, detail_json, address, prev_mac,
+mac) with `mac = HMAC-SHA256(key, prev_mac || canonical JSON of id, at, actor, action, target,
+detail, address)` and `prev_mac` the previous row's mac (`GENESIS` for the first). The key is the
+secret `audit-hmac` of the SecretStore in `<state_dir>/secrets`, made at first use, so whoever can
+edit the database but not read the key cannot make a row that verifies:
+
+- an edited row no longer matches its mac;
+- a deleted row leaves a gap in the ids and the next row chained to a mac that is missing;
+- an inserted row has a mac that does not verify, and the chain skips over it.
+
+Retention (`purge`) deletes the oldest rows and appends an anchor row (action `audit.purge`)
+recording the purged id range and the last purged mac, so the first row left still chains to
+something the key vouches for. What the chain cannot see is the removal of the newest rows, or of
+the whole file: the log's backups and the journal (every append logs its id and action) cover that.
+
+Appends are serialized (a lock in the process, `BEGIN IMMEDIATE` between processes: the web UI and
+the CLI append to the same file) and durable (one commit per append, WAL, synchronous=FULL).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import GatewayError
+from gateway.secrets import SecretStore
+
+__all__ = [
+    "ACTIONS",
+    "AUDIT_FILE",
+    "GENESIS",
+    "KEY_NAME",
+    "PURGE_ACTION",
+    "AuditEntry",
+    "AuditError",
+    "AuditLog",
+    "AuditVerdict",
+]
+
+log = logging.getLogger(__name__)
+
+AUDIT_FILE = "audit.db"
+SECRETS_DIR = "secrets"
+KEY_NAME = "audit-hmac"
+GENESIS = "0" * 64
+PURGE_ACTION = "audit.purge"
+# the actions the UI and the CLI write (others are allowed: a later page may add its own)
+ACTIONS = (
+    "login",
+    "login.failed",
+    "logout",
+    "lockout",
+    "config.apply",
+    "config.rollback",
+    "command",
+    "dead_letter.retry",
+    "dead_letter.discard",
+    "user.add",
+    "user.remove",
+    "user.role",
+    "user.password",
+    "user.unlock",
+    "user.setup_link",
+    "export",
+    PURGE_ACTION,
+)
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE entries (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail_json TEXT NOT NULL,
+        address TEXT NOT NULL,
+        prev_mac TEXT NOT NULL,
+        mac TEXT NOT NULL
+    );
+    CREATE INDEX entries_at ON entries (at);
+    CREATE INDEX entries_actor ON entries (actor);
+    CREATE INDEX entries_action ON entries (action);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class AuditError(GatewayError):
+    code = "audit_error"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditEntry:
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    detail: Mapping[str, Any]
+    address: str
+    prev_mac: str = ""
+    mac: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditVerdict:
+    """`ok` when every entry verifies; otherwise one plain-English line per problem, naming the entry."""
+
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    checked: int = 0
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _mac(
+    key: bytes,
+    entry_id: int,
+    at: float,
+    actor: str,
+    action: str,
+    target: str,
+    detail_json: str,
+    address: str,
+    prev_mac: str,
+) -> str:
+    body = canonical(
+        {
+            "id": entry_id,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "detail": detail_json,
+            "address": address,
+        }
+    )
+    return hmac.new(key, prev_mac.encode("ascii", "replace") + body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+class AuditLog:
+    """The audit log in `<state_dir>/audit.db`, keyed by `audit-hmac` in `<state_dir>/secrets`."""
+
+    def __init__(self, state_dir: Path, *, secret_store: SecretStore | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / AUDIT_FILE
+        self.secrets = secret_store or SecretStore(self.state_dir / SECRETS_DIR)
+        self._lock = threading.Lock()
+        self._key: bytes | None = None
+        self._open_file()
+
+    # -- file, schema, key -----------------------------------------------------------------------------
+
+    def _open_file(self) -> None:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        with self._connect() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise AuditError(
+                    f"{self.path}: schema version is newer than this edgegw knows ({SCHEMA_VERSION}), "
+                    f"got version {version}; upgrade edgegw",
+                    version=version,
+                )
+            for target in range(version, SCHEMA_VERSION):
+                db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version = {target + 1}; COMMIT;")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            yield db
+        finally:
+            db.close()
+
+    def schema_version(self) -> int:
+        with self._connect() as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _get_key(self) -> bytes:
+        if self._key is None:
+            if KEY_NAME in self.secrets.names():
+                self._key = base64.b64decode(self.secrets.get(KEY_NAME))
+            else:
+                raw = secrets.token_bytes(32)
+                self.secrets.set(KEY_NAME, base64.b64encode(raw).decode("ascii"))
+                self._key = raw
+        return self._key
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str = "",
+        detail: Mapping[str, Any] = {},
+        address: str = "",
+        at: float,
+    ) -> int:
+        """Record one entry durably; returns its id."""
+        detail_json = canonical(dict(detail))
+        at = float(at)  # the column is REAL: an int would be hashed as "5" and read back as "5.0"
+        key = self._get_key()
+        with self._lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                entry_id = self._append(db, key, at, actor, action, target, detail_json, address)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        log.info("audit entry %d: %s", entry_id, action)  # names stay out of the journal
+        return entry_id
+
+    @staticmethod
+    def _append(
+        db: sqlite3.Connection,
+        key: bytes,
+        at: float,
+        actor: str,
+        action: str,
+        target: str,
+        detail_json: str,
+        address: str,
+    ) -> int:
+        last = db.execute("SELECT id, mac FROM entries ORDER BY id DESC LIMIT 1").fetchone()
+        entry_id, prev_mac = (1, GENESIS) if last is None else (int(last["id"]) + 1, str(last["mac"]))
+        mac = _mac(key, entry_id, at, actor, action, target, detail_json, address, prev_mac)
+        db.execute(
+            "INSERT INTO entries (id, at, actor, action, target, detail_json, address, prev_mac, mac) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (entry_id, at, actor, action, target, detail_json, address, prev_mac, mac),
+        )
+        return entry_id
+
+    def purge(self, older_than: float, *, now: float | None = None, actor: str = "retention") -> int:
+        """Delete the oldest entries up to the first one at or after `older_than`; returns how many.
+
+        An anchor entry (`audit.purge`, detail: first_id, last_id, count, last_mac) is appended in the same
+        transaction, so the first entry left still chains to a mac the key vouches for.
+        """
+        key = self._get_key()
+        at = float(time.time() if now is None else now)
+        with self._lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                keep = db.execute("SELECT min(id) FROM entries WHERE at >= ?", (older_than,)).fetchone()[0]
+                bound = db.execute(
+                    "SELECT max(id) FROM entries" + (" WHERE id < ?" if keep is not None else ""),
+                    (keep,) if keep is not None else (),
+                ).fetchone()[0]
+                first = db.execute("SELECT min(id) FROM entries").fetchone()[0]
+                if bound is None or first is None or bound < first:
+                    db.execute("ROLLBACK")
+                    return 0
+                last_mac = db.execute("SELECT mac FROM entries WHERE id = ?", (bound,)).fetchone()[0]
+                count = db.execute("DELETE FROM entries WHERE id <= ?", (bound,)).rowcount
+                detail = {"first_id": first, "last_id": bound, "count": count, "last_mac": last_mac}
+                # the anchor chains to the newest entry left (or, when none is left, to the last purged one)
+                self._append_after_purge(db, key, at, actor, detail, bound, last_mac)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        log.info("audit: purged %d entries up to %d", count, bound)
+        return int(count)
+
+    @staticmethod
+    def _append_after_purge(
+        db: sqlite3.Connection, key: bytes, at: float, actor: str, detail: dict[str, Any], bound: int, last_mac: str
+    ) -> None:
+        last = db.execute("SELECT id, mac FROM entries ORDER BY id DESC LIMIT 1").fetchone()
+        entry_id, prev_mac = (bound + 1, last_mac) if last is None else (int(last["id"]) + 1, str(last["mac"]))
+        detail_json = canonical(detail)
+        mac = _mac(key, entry_id, at, actor, PURGE_ACTION, "", detail_json, "", prev_mac)
+        db.execute(
+            "INSERT INTO entries (id, at, actor, action, target, detail_json, address, prev_mac, mac) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (entry_id, at, actor, PURGE_ACTION, "", detail_json, "", prev_mac, mac),
+        )
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def entries(
+        self, *, limit: int = 100, offset: int = 0, actor: str | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
+        """Newest first, optionally only one actor's or one action's."""
+        where, params = self._filter(actor, action)
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT * FROM entries{where} ORDER BY id DESC LIMIT ? OFFSET ?", (*params, limit, offset)
+            ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def count(self, *, actor: str | None = None, action: str | None = None) -> int:
+        where, params = self._filter(actor, action)
+        with self._connect() as db:
+            return int(db.execute(f"SELECT count(*) FROM entries{where}", params).fetchone()[0])
+
+    @staticmethod
+    def _filter(actor: str | None, action: str | None) -> tuple[str, tuple[str, ...]]:
+        clauses, params = [], []
+        if actor is not None:
+            clauses.append("actor = ?")
+            params.append(actor)
+        if action is not None:
+            clauses.append("action = ?")
+            params.append(action)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+    def verify(self) -> AuditVerdict:
+        """Check the whole chain; every problem in plain English, naming the entry (see the module docstring)."""
+        with self._connect() as db:
+            total = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
+            if total == 0:
+                return AuditVerdict(ok=True, checked=0)
+            if KEY_NAME not in self.secrets.names():
+                return AuditVerdict(
+                    ok=False,
+                    problems=[
+                        f"audit log: the key {KEY_NAME} is missing from {self.secrets.directory}, got {total} "
+                        "entries that cannot be verified; restore the secret store from the backup"
+                    ],
+                    checked=total,
+                )
+            key = self._get_key()
+            anchors = self._anchors(db, key)
+            checker = _ChainCheck(key, anchors)
+            rows = db.execute("SELECT * FROM entries ORDER BY id")
+            previous: sqlite3.Row | None = None
+            for row in rows:
+                if previous is not None:
+                    checker.check(previous, row)
+                previous = row
+            if previous is not None:
+                checker.check(previous, None)
+        problems = checker.finish()
+        if checker.genuine == 0 and total >= 2:
+            problems = [
+                f"audit log: no entry matches the key {KEY_NAME} in {self.secrets.directory}, got {total} entries; "
+                "the key was replaced or the log belongs to another key (restore both from the same backup)"
+            ]
+        return AuditVerdict(ok=not problems, problems=problems, checked=total)
+
+    @staticmethod
+    def _anchors(db: sqlite3.Connection, key: bytes) -> dict[int, str]:
+        """last purged id -> its mac, from the genuine purge records."""
+        anchors: dict[int, str] = {}
+        for row in db.execute("SELECT * FROM entries WHERE action = ?", (PURGE_ACTION,)):
+            if _row_mac(key, row, row["id"]) != row["mac"]:
+                continue
+            try:
+                detail = json.loads(row["detail_json"])
+                anchors[int(detail["last_id"])] = str(detail["last_mac"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return anchors
+
+
+def _entry(row: sqlite3.Row) -> AuditEntry:
+    try:
+        detail = json.loads(row["detail_json"])
+    except ValueError:
+        detail = {"unreadable": row["detail_json"]}
+    return AuditEntry(
+        id=row["id"],
+        at=row["at"],
+        actor=row["actor"],
+        action=row["action"],
+        target=row["target"],
+        detail=detail if isinstance(detail, dict) else {"value": detail},
+        address=row["address"],
+        prev_mac=row["prev_mac"],
+        mac=row["mac"],
+    )
+
+
+def _row_mac(key: bytes, row: sqlite3.Row, entry_id: int) -> str:
+    return _mac(
+        key,
+        entry_id,
+        row["at"],
+        row["actor"],
+        row["action"],
+        row["target"],
+        row["detail_json"],
+        row["address"],
+        row["prev_mac"],
+    )
+
+
+# how far a renumbered row is looked for: enough for a few rows deleted or inserted and the rest renumbered
+_RENUMBER_REACH = 8
+
+
+class _ChainCheck:
+    """Walks the rows in id order with one row of look-ahead, and words what it finds.
+
+    A row is *genuine* when its mac matches its contents under its own id or, renumbered, under a
+    nearby id (its original number). Genuine rows carry the chain: each must follow the previous
+    genuine row's original number and be chained to its mac. A row that is not genuine was edited
+    (the next row is still chained to its mac) or inserted (the next row is chained to the row before it).
+    """
+
+    def __init__(self, key: bytes, anchors: dict[int, str]) -> None:
+        self.key = key
+        self.anchors = anchors
+        self.problems: list[str] = []
+        self.genuine = 0
+        self._last: sqlite3.Row | None = None  # the previous row that holds a place in the chain
+        self._last_original: int | None = None
+        self._run: list[int] = []  # a run of renumbered rows: [first id, last id, shift]
+
+    def _original(self, row: sqlite3.Row) -> int | None:
+        entry_id = int(row["id"])
+        if _row_mac(self.key, row, entry_id) == row["mac"]:
+            return entry_id
+        for distance in range(1, _RENUMBER_REACH + 1):
+            for candidate in (entry_id - distance, entry_id + distance):
+                if candidate > 0 and _row_mac(self.key, row, candidate) == row["mac"]:
+                    return candidate
+        return None
+
+    def _flush_run(self) -> None:
+        if not self._run:
+            return
+        first, last, shift = self._run
+        self._run = []
+        if first == last:
+            self.problems.append(f"audit entry {first}: renumbered (its MAC matches number {first - shift})")
+        else:
+            self.problems.append(
+                f"audit entries {first} to {last}: renumbered (their MACs match numbers {first - shift} to {last - shift})"
+            )
+
+    def _say(self, text: str) -> None:
+        self._flush_run()
+        self.problems.append(text)
+
+    def check(self, row: sqlite3.Row, following: sqlite3.Row | None) -> None:
+        entry_id = int(row["id"])
+        original = self._original(row)
+        if original is None:
+            self._not_genuine(row, following)
+            return
+        self.genuine += 1
+        self._check_place(row, original)
+        if original != entry_id:
+            shift = entry_id - original
+            if self._run and self._run[1] == entry_id - 1 and self._run[2] == shift:
+                self._run[1] = entry_id
+            else:
+                self._flush_run()
+                self._run = [entry_id, entry_id, shift]
+        else:
+            self._flush_run()
+        self._last, self._last_original = row, original
+
+    def _check_place(self, row: sqlite3.Row, original: int) -> None:
+        entry_id = int(row["id"])
+        last = self._last
+        if last is None or self._last_original is None:  # the first row: the start of the log, or a purge anchor
+            if original == 1 and row["prev_mac"] == GENESIS:
+                return
+            if self.anchors.get(original - 1) == row["prev_mac"]:
+                return
+            if original > 1:
+                gone = "entry 1" if original == 2 else f"entries 1 to {original - 1}"
+                self._say(
+                    f"audit {gone}: deleted (the log starts at entry {entry_id} "
+                    "without a purge record for the entries before it)"
+                )
+            else:
+                self._say(f"audit entry {entry_id}: not chained to the start of the log")
+            return
+        expected = self._last_original + 1
+        if original > expected:
+            gone = f"entry {expected}" if original == expected + 1 else f"entries {expected} to {original - 1}"
+            if original == entry_id:
+                self._say(f"audit {gone}: deleted (entry {entry_id} follows entry {last['id']})")
+            else:
+                self._say(f"audit {gone}: deleted (the entries after them were renumbered to hide the gap)")
+        elif original < expected:
+            self._say(f"audit entry {entry_id}: reordered (its MAC matches number {original}, which comes earlier)")
+        elif row["prev_mac"] != last["mac"]:
+            self._say(f"audit entry {entry_id}: not chained to entry {last['id']} before it (an entry was replaced)")
+
+    def _not_genuine(self, row: sqlite3.Row, following: sqlite3.Row | None) -> None:
+        entry_id = int(row["id"])
+        last = self._last
+        if following is not None and following["prev_mac"] == row["mac"]:
+            self._say(f"audit entry {entry_id}: edited (its MAC does not match its contents)")
+        elif following is not None and last is not None and following["prev_mac"] == last["mac"]:
+            self._say(
+                f"audit entry {entry_id}: inserted (its MAC does not match, and entry {following['id']} "
+                f"is chained to entry {last['id']} before it)"
+            )
+            return  # not part of the chain: the next row is checked against the one before it
+        elif following is None:
+            self._say(f"audit entry {entry_id}: edited or inserted (its MAC does not match its contents)")
+        else:
+            self._say(f"audit entry {entry_id}: edited (its MAC does not match its contents)")
+        # an edited row keeps its place: the next row is chained to its (original) mac
+        self._last = row
+        self._last_original = (self._last_original + 1) if self._last_original is not None else entry_id
+
+    def finish(self) -> list[str]:
+        self._flush_run()
+        return self.problems
