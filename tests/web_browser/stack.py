@@ -260,7 +260,7 @@ def start_ui(ui_loop: UiLoop, gateway: Gateway, state_dir: Path, **web: Any) -> 
 
     async def make_app() -> web.Application:
         control = ControlClient(gateway.socket_path)
-        buffer = BufferReader(gateway.data_dir)
+        buffer = BufferReader(gateway.data_dir / "buffer.db")
         made.update(control=control, buffer=buffer)
         services = WebServices(
             config=config,
