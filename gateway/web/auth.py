@@ -1,0 +1,280 @@
+"""Sessions, roles and the audit helper of the web UI.
+
+Theory of operation: a session is a random 256-bit token in the `edgegw_session` cookie (Secure, HttpOnly,
+SameSite=Strict) naming an entry of an in-memory table; only the token's SHA-256 is kept, so a memory dump
+does not hand out live cookies. A browser gets an anonymous session at its first page (it carries the CSRF
+token of the login form and the language picked there); logging in always makes a new token, so a cookie
+planted before login is worthless after it (session fixation). A session ends at logout, after
+`idle_timeout_minutes` without a request, or `session_lifetime_hours` after login whatever the activity.
+The user is read from the account store on every request: a removed user, a changed role or an admin's
+password reset takes effect at the next click, not at the next login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gateway.accounts.store import Role, User
+from gateway.accounts.throttle import AddressThrottle
+from gateway.web.services import SERVICES, WebServices
+
+COOKIE = "edgegw_session"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Anonymous sessions cost memory before anyone proved who they are: bound them, dropping the oldest.
+MAX_ANONYMOUS = 10_000
+
+
+@dataclass
+class Session:
+    """Server-side state of one browser (mutable: it lives only in the table below)."""
+
+    key: str  # SHA-256 of the cookie's token
+    csrf_token: str
+    created_at: float
+    last_seen: float
+    user: str | None = None
+    logged_in_at: float | None = None
+    language: str | None = None
+    flashes: list[tuple[str, str]] = field(default_factory=list)
+    last_login: dict[str, Any] | None = None  # shown once after login (#last-login)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+class SessionTable:
+    """The in-memory sessions of this process (a restart logs everyone out, which is what we want)."""
+
+    def __init__(self, *, idle_s: float, lifetime_s: float) -> None:
+        self.idle_s = idle_s
+        self.lifetime_s = lifetime_s
+        self._sessions: dict[str, Session] = {}
+        self._anonymous: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def new(self, now: float, *, language: str | None = None) -> tuple[str, Session]:
+        token = secrets.token_urlsafe(32)  # 256 bits
+        session = Session(key=_digest(token), csrf_token=secrets.token_urlsafe(32), created_at=now, last_seen=now)
+        session.language = language
+        self._sessions[session.key] = session
+        self._anonymous[session.key] = None
+        while len(self._anonymous) > MAX_ANONYMOUS:
+            oldest, _ = self._anonymous.popitem(last=False)
+            self._sessions.pop(oldest, None)
+        return token, session
+
+    def login(self, old: Session | None, user: str, now: float) -> tuple[str, Session]:
+        """A fresh token for a user who just proved their password; the old session is gone."""
+        language = old.language if old is not None else None
+        if old is not None:
+            self.drop(old)
+        token, session = self.new(now, language=language)
+        self._anonymous.pop(session.key, None)
+        session.user = user
+        session.logged_in_at = now
+        return token, session
+
+    def get(self, token: str, now: float) -> Session | None:
+        session = self._sessions.get(_digest(token))
+        if session is None:
+            return None
+        if self.expired(session, now):
+            self.drop(session)
+            return None
+        session.last_seen = now
+        return session
+
+    def expired(self, session: Session, now: float) -> bool:
+        if now - session.last_seen > self.idle_s:
+            return True
+        return session.logged_in_at is not None and now - session.logged_in_at > self.lifetime_s
+
+    def drop(self, session: Session) -> None:
+        self._sessions.pop(session.key, None)
+        self._anonymous.pop(session.key, None)
+
+    def drop_user(self, name: str) -> int:
+        """Log a user out everywhere (removed, or their password reset by an admin)."""
+        keys = [k for k, s in self._sessions.items() if s.user == name]
+        for key in keys:
+            self._sessions.pop(key, None)
+        return len(keys)
+
+
+SESSIONS = web.AppKey("sessions", SessionTable)
+SESSION = web.RequestKey("session", Session)
+USER = web.RequestKey[User | None]("user")
+THROTTLE = web.AppKey("login_throttle", AddressThrottle)
+
+
+def services(request: web.Request) -> WebServices:
+    return request.app[SERVICES]
+
+
+def set_cookie(response: web.StreamResponse, token: str) -> None:
+    response.set_cookie(COOKIE, token, secure=True, httponly=True, samesite="Strict", path="/")
+
+
+def session_of(request: web.Request) -> Session:
+    session: Session = request[SESSION]
+    return session
+
+
+@web.middleware
+async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Finds (or starts) the browser's session and the logged-in user before any handler runs."""
+    table = request.app[SESSIONS]
+    svc = services(request)
+    now = svc.clock()
+    token = request.cookies.get(COOKIE)
+    session = table.get(token, now) if token else None
+    new_token: str | None = None
+    if session is None:
+        new_token, session = table.new(now)
+    user: User | None = None
+    if session.user is not None:
+        user = await asyncio.to_thread(svc.accounts.get_user, session.user)
+        if user is None:  # removed while logged in
+            table.drop(session)
+            new_token, session = table.new(now, language=session.language)
+    request[SESSION] = session
+    request[USER] = user
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if new_token is not None and request.get(SESSION) is session:
+            set_cookie(exc, new_token)
+        raise
+    if new_token is not None and request.get(SESSION) is session:
+        set_cookie(response, new_token)
+    return response
+
+
+def login_session(request: web.Request, response: web.StreamResponse, user: str) -> Session:
+    """Replaces the request's session by a new one for `user`, setting its cookie on `response`."""
+    table = request.app[SESSIONS]
+    token, session = table.login(request.get(SESSION), user, services(request).clock())
+    request[SESSION] = session
+    set_cookie(response, token)
+    return session
+
+
+def logout_session(request: web.Request, response: web.StreamResponse) -> None:
+    table = request.app[SESSIONS]
+    old = request.get(SESSION)
+    language = old.language if old is not None else None
+    if old is not None:
+        table.drop(old)
+    token, session = table.new(services(request).clock(), language=language)
+    request[SESSION] = session
+    request[USER] = None
+    set_cookie(response, token)
+
+
+def current_user(request: web.Request) -> User:
+    """The logged-in user of a handler behind `requires` (never None there)."""
+    user: User | None = request.get(USER)
+    if user is None:
+        raise web.HTTPUnauthorized()
+    return user
+
+
+def maybe_user(request: web.Request) -> User | None:
+    user: User | None = request.get(USER)
+    return user
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def requires(role: Role, *, password_change_page: bool = False) -> Callable[[Handler], Handler]:
+    """Handler decorator: logged in with at least `role`, and no password change pending.
+
+    Not logged in: to /login (an /api call gets 401 JSON). Role too low: the 403 page (403 JSON for /api).
+    A user whose password must change (set by an admin, or expired) reaches only /password until they do.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        async def checked(request: web.Request) -> web.StreamResponse:
+            user = maybe_user(request)
+            if user is None:
+                if _is_api(request):
+                    raise web.HTTPUnauthorized(text='{"error": "login required"}', content_type="application/json")
+                target = request.rel_url.path_qs if request.method == "GET" else "/"
+                raise web.HTTPFound(f"/login?next={_quote(target)}")
+            if not user.role.allows(role):
+                if _is_api(request):
+                    raise web.HTTPForbidden(text='{"error": "forbidden"}', content_type="application/json")
+                raise web.HTTPForbidden()
+            if not password_change_page and must_change_password(request, user):
+                if _is_api(request):
+                    raise web.HTTPForbidden(
+                        text='{"error": "password change required"}', content_type="application/json"
+                    )
+                raise web.HTTPFound("/password")
+            return await handler(request)
+
+        checked.__name__ = handler.__name__
+        checked.__doc__ = handler.__doc__
+        return checked
+
+    return decorate
+
+
+def must_change_password(request: web.Request, user: User) -> bool:
+    svc = services(request)
+    return user.must_change or svc.accounts.password_expired(user, now=svc.clock())
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path, safe="/")
+
+
+def safe_next(target: str | None) -> str:
+    """Only a local path after login: `next=https://evil.example` or `//evil.example` would be an open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or ""
+
+
+async def audit(
+    request: web.Request,
+    action: str,
+    target: str = "",
+    detail: Mapping[str, Any] | None = None,
+    *,
+    actor: str | None = None,
+) -> int:
+    """Appends one audit entry: who (the logged-in user unless `actor` says), from where, when, what."""
+    svc = services(request)
+    if actor is None:
+        user = maybe_user(request)
+        actor = user.name if user is not None else "-"
+    return await asyncio.to_thread(
+        svc.audit.append,
+        actor=actor,
+        action=action,
+        target=target,
+        detail=dict(detail or {}),
+        address=client_address(request),
+        at=svc.clock(),
+    )

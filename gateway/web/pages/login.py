@@ -1,0 +1,104 @@
+"""Login and logout: lockout per account, throttle per client address, the previous login shown afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from gateway.accounts.store import AccountError, AuthResult, check_user_name
+from gateway.web.auth import (
+    THROTTLE,
+    USER,
+    audit,
+    client_address,
+    login_session,
+    logout_session,
+    maybe_user,
+    must_change_password,
+    safe_next,
+    services,
+)
+from gateway.web.render import flash, jst, render, translator
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+# Longest name or password read from the form: Argon2 of a megabyte would be a denial of service.
+MAX_FIELD = 1024
+
+
+def _audit_actor(name: str) -> str:
+    """The typed name for the audit log, unless it cannot be a user name (then it may be a mistyped password)."""
+    try:
+        return check_user_name(name)
+    except AccountError:
+        return "-"
+
+
+def _login_page(request: web.Request, *, error: str = "", name: str = "", status: int = 200) -> web.Response:
+    context: dict[str, Any] = {"error": error, "name": name, "next": safe_next(request.query.get("next"))}
+    return render(request, "login.html", context, status=status)
+
+
+@routes.get("/login")
+async def login_form(request: web.Request) -> web.StreamResponse:
+    if maybe_user(request) is not None:
+        raise web.HTTPFound("/")
+    return _login_page(request)
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    svc = services(request)
+    t = translator(request)
+    form = await request.post()
+    name = str(form.get("name", ""))[:MAX_FIELD].strip()
+    password = str(form.get("password", ""))[:MAX_FIELD]
+    target = safe_next(str(form.get("next", "")))
+    address = client_address(request)
+    now = svc.clock()
+    actor = _audit_actor(name)
+    if not request.app[THROTTLE].allow(address, now):
+        log.warning("web: login attempts from %s throttled", address)
+        await audit(request, "login.failed", detail={"reason": "throttled"}, actor=actor)
+        return _login_page(request, error=t("login.throttled"), name=name, status=429)
+    if not name or not password:
+        return _login_page(request, error=t("login.bad_credentials"), name=name, status=401)
+    result: AuthResult = await asyncio.to_thread(svc.accounts.authenticate, name, password, address=address, now=now)
+    if not result.ok or result.user is None:
+        await audit(request, "login.failed", detail={"reason": result.reason}, actor=actor)
+        if result.locked_now:
+            log.warning("web: an account locked after %d failed logins", svc.config.lockout_failures)
+            await audit(request, "lockout", target=name, detail={"until": result.locked_until}, actor=actor)
+        if result.reason == "locked":
+            error = t("login.locked", until=jst(result.locked_until))
+        else:  # a disabled account gets the same answer as a wrong password: it tells a guesser nothing
+            error = t("login.bad_credentials")
+        return _login_page(request, error=error, name=name, status=401)
+    user = result.user
+    response = web.HTTPFound(target)
+    session = login_session(request, response, user.name)
+    request[USER] = user
+    session.last_login = {
+        "at": result.previous_login[0] if result.previous_login else None,
+        "address": result.previous_login[1] if result.previous_login else "",
+        "failures": result.failures_since_last_login,
+    }
+    await audit(request, "login", detail={"failures_since_last_login": result.failures_since_last_login})
+    if result.password_expired or must_change_password(request, user):
+        flash(request, t("password.must_change"), "warning")
+        response.headers["Location"] = "/password"
+    raise response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    if maybe_user(request) is not None:
+        await audit(request, "logout")
+    response = web.HTTPFound("/login")
+    logout_session(request, response)
+    flash(request, translator(request)("logout.done"))
+    raise response
