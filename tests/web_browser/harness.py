@@ -162,14 +162,14 @@ def forget_everything(driver: webdriver.Chrome) -> None:
 def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = 10.0, interval: float = 0.05) -> T:
     """Poll `predicate` until it returns something truthy; selenium's lookups that fail count as not yet."""
     deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
+    last_error = ""
     while True:
         try:
             value = predicate()
             if value:
                 return value
         except (NoSuchElementException, StaleElementReferenceException) as exc:
-            last_error = exc
+            last_error = str(exc.msg).split("\n")[0]  # without the driver's stack trace
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out after {timeout}s waiting for {what}" + (f" ({last_error})" if last_error else "")
