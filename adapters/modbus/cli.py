@@ -2,6 +2,8 @@
 
 The Modbus family's contribution to the `edgegw` command: pyproject.toml declares `add_parsers` in the
 `edgegw.cli` entry-point group, and gateway/cli.py adds whatever that group holds, naming no family.
+`probe` and `read` take their options as a frozen request and write through callbacks, so the web
+UI's tools (tools.py) run the very same code with progress lines instead of a terminal.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,12 +29,20 @@ __all__ = [
     "EXIT_NOTHING",
     "EXIT_OK",
     "EXIT_USAGE",
+    "ProbeRequest",
+    "ReadRequest",
     "add_parsers",
     "main",
     "parse_units",
+    "probe",
+    "read",
     "run_probe",
     "run_read",
 ]
+
+Write = Callable[[str], object]  # takes text as a stream's write() does: whole lines, each ending in a newline
+# (done, total, label, found): called after each unit asked
+Step = Callable[[int, int, str, int], None]
 
 EXIT_OK = 0
 EXIT_NOTHING = 1  # the port opened but nothing answered
@@ -101,21 +112,28 @@ def add_parsers(subparsers: Any) -> None:
 class _Progress:
     """A one-line progress bar on stderr (redrawn with \\r), silent when stderr is not a terminal-like stream."""
 
-    def __init__(self, err: TextIO, total: int) -> None:
+    def __init__(self, err: TextIO) -> None:
         self.err = err
-        self.total = total
-        self.done = 0
 
-    def step(self, label: str, found: int) -> None:
-        self.done += 1
+    def step(self, done: int, total: int, label: str, found: int) -> None:
         width = 30
-        filled = width * self.done // self.total
-        self.err.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {label}, found {found}")
+        filled = width * done // total
+        self.err.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}, found {found}")
         self.err.flush()
 
     def end(self) -> None:
         self.err.write("\n")
         self.err.flush()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeRequest:
+    port: PortAddress
+    baud: str = "9600"  # a number, or "auto"
+    parity: str = "N"
+    stop_bits: int = 1
+    units: Sequence[int]
+    timeout: float = 0.1
 
 
 async def _ask(link: Link, unit: int, timeout: float) -> str | None:
@@ -130,7 +148,8 @@ async def _ask(link: Link, unit: int, timeout: float) -> str | None:
     return "FC03 @0"
 
 
-async def _probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def probe(args: ProbeRequest, out: Write, err: Write, step: Step, end: Callable[[], None]) -> int:
+    """Ask each unit id at each speed until one speed has answers; the exit code of `edgegw probe modbus`."""
     address: PortAddress = args.port
     serial_line = address.transport is not Transport.TCP
     if args.baud == "auto":
@@ -139,13 +158,13 @@ async def _probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:
             bauds = (int(args.baud),)
         except ValueError:
-            err.write(f'probe: --baud must be a number or auto, got "{args.baud}"\n')
+            err(f'probe: --baud must be a number or auto, got "{args.baud}"\n')
             return EXIT_USAGE
         if bauds[0] not in BAUD_RATES:
-            err.write(f"probe: --baud must be one of {', '.join(map(str, BAUD_RATES))} or auto, got {bauds[0]}\n")
+            err(f"probe: --baud must be one of {', '.join(map(str, BAUD_RATES))} or auto, got {bauds[0]}\n")
             return EXIT_USAGE
-    units: list[int] = args.units
-    progress = _Progress(err, len(units) * len(bauds))
+    units = list(args.units)
+    total, done = len(units) * len(bauds), 0
     line = ""
     for baud in bauds:
         settings = SerialSettings(baud=baud, parity=Parity(args.parity), stop_bits=args.stop_bits)
@@ -154,7 +173,7 @@ async def _probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:
             await link.open()
         except LinkError as exc:
-            err.write(f"{exc}\n")
+            err(f"{exc}\n")
             return EXIT_USAGE
         found: list[tuple[int, str]] = []
         try:
@@ -164,21 +183,22 @@ async def _probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     found.append((unit, said))
                 if serial_line:
                     await asyncio.sleep(rtu.silent_interval(baud))
-                progress.step(f"at {line}" if serial_line else "", len(found))
+                done += 1
+                step(done, total, f"at {line}" if serial_line else "", len(found))
         finally:
             await link.close()
         if found:
-            progress.end()
+            end()
             for unit, said in found:
-                out.write(f"unit {unit:>3}  answers ({said})\n")
+                out(f"unit {unit:>3}  answers ({said})\n")
             ids = ", ".join(str(u) for u, _ in found)
-            out.write(f"found {len(found)} unit(s) on {address.text} at {line}: {ids}\n")
+            out(f"found {len(found)} unit(s) on {address.text} at {line}: {ids}\n")
             return EXIT_OK
-    progress.end()
+    end()
     span = _span(units)
     tried = ", ".join(map(str, bauds))
     where = f"at {tried} baud {args.parity}{args.stop_bits}" if serial_line else "over Modbus TCP"
-    err.write(
+    err(
         f"probe: nothing answered on {address.text} {where} (units {span}), got 0 answers; check A/B wiring "
         "and termination, baud rate and parity, that the devices are powered, and the unit ids\n"
     )
@@ -194,18 +214,41 @@ def _span(units: list[int]) -> str:
 
 
 def run_probe(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    return asyncio.run(_probe(args, out or sys.stdout, err or sys.stderr))
+    out, err = out or sys.stdout, err or sys.stderr
+    request = ProbeRequest(
+        port=args.port,
+        baud=args.baud,
+        parity=args.parity,
+        stop_bits=args.stop_bits,
+        units=args.units,
+        timeout=args.timeout,
+    )
+    progress = _Progress(err)
+    return asyncio.run(probe(request, out.write, err.write, progress.step, progress.end))
 
 
 # --- read -----------------------------------------------------------------------------------------------------
 
 
-async def _read(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadRequest:
+    profile: str
+    port: PortAddress
+    unit: int
+    baud: int | None = None  # None: the profile's
+    parity: str | None = None
+    timeout: float | None = None
+    profile_dirs: Sequence[Path] = ()
+
+
+async def read(args: ReadRequest, out: Write, err: Write) -> int:
+    """Read every point of one device by its profile and write the table; the exit code of `edgegw read`."""
     search = tuple(args.profile_dirs or ()) + DEFAULT_SEARCH_PATH
     try:
         profile = load_profile(args.profile, search)
     except ConfigError as exc:
-        err.writelines(f"read: {exc.source or args.profile}: {line}\n" for line in exc.errors)  # one line each
+        for problem in exc.errors:  # one line each
+            err(f"read: {exc.source or args.profile}: {problem}\n")
         return EXIT_USAGE
     iface = profile.interface
     settings = SerialSettings(
@@ -220,7 +263,7 @@ async def _read(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         await link.open()
     except LinkError as exc:
-        err.write(f"{exc}\n")
+        err(f"{exc}\n")
         return EXIT_USAGE
     results: list[tuple[Any, Any]] = []
     failures: dict[str, str] = {}
@@ -255,15 +298,15 @@ async def _read(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         await link.close()
     line = settings.describe() if address.transport is not Transport.TCP else "Modbus TCP"
     if not answered:
-        err.write(
+        err(
             f"read: unit {args.unit} did not answer on {address.text} at {line}, got no answer within "
             f"{timeout:g} s; check the unit id (`edgegw probe modbus --port {address.text}`), wiring, baud rate "
             "and parity\n"
         )
         return EXIT_NOTHING
     values = decode_reads(profile.points, results)
-    out.write(f"{args.profile} unit {args.unit} on {address.text} ({line})\n")
-    out.write(_table(profile.points, values, failures))
+    out(f"{args.profile} unit {args.unit} on {address.text} ({line})\n")
+    out(_table(profile.points, values, failures))
     return EXIT_OK
 
 
@@ -296,7 +339,17 @@ def _table(points: Sequence[Any], values: dict[str, PointValue], failures: dict[
 
 
 def run_read(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    return asyncio.run(_read(args, out or sys.stdout, err or sys.stderr))
+    out, err = out or sys.stdout, err or sys.stderr
+    request = ReadRequest(
+        profile=args.profile,
+        port=args.port,
+        unit=args.unit,
+        baud=args.baud,
+        parity=args.parity,
+        timeout=args.timeout,
+        profile_dirs=tuple(args.profile_dirs or ()),
+    )
+    return asyncio.run(read(request, out.write, err.write))
 
 
 def main(argv: list[str] | None = None) -> int:

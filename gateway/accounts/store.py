@@ -3,10 +3,11 @@
 Theory of operation. Every method is synchronous and opens its own connection (the web calls them in a
 thread, the CLI directly; both may run at once), and every change runs in one `BEGIN IMMEDIATE`
 transaction. `authenticate` reads the row, verifies the password outside any lock (Argon2 takes a
-tenth of a second on purpose), then records the outcome with relative updates, so two attempts at
-once both count. Failures are counted twice: `failed_streak` (consecutive failures; at
-`lockout_failures` the account is locked for `lockout_minutes` and the streak starts again) and
-`failures_since_login` (every failed attempt, locked or not, shown to the user at the next login).
+tenth of a second on purpose), then records the outcome in a write transaction that reads the row
+again, so two attempts at once both count and start one lockout, not two. Failures are counted twice:
+`failed_streak` (consecutive failures; at `lockout_failures` the account is locked for
+`lockout_minutes` and the streak starts again) and `failures_since_login` (every failed attempt,
+locked or not, shown to the user at the next login).
 An unknown user name costs the same Argon2 verification as a wrong password (against a dummy hash)
 and gives the same answer, so neither the reply nor its timing tells which names exist.
 
@@ -409,7 +410,7 @@ class AccountStore:
         user = _user(row)
         if user.locked(now):
             # a locked account answers "locked" whatever the password: no guessing while locked
-            self._count_failure(name, streak=False)
+            self._count_locked_attempt(name)
             return AuthResult(ok=False, reason="locked", locked_until=user.locked_until)
         if not matches:
             return self._failed(name, now)
@@ -417,29 +418,32 @@ class AccountStore:
             return AuthResult(ok=False, reason="disabled")
         return self._succeeded(row, password, address, now)
 
-    def _count_failure(self, name: str, *, streak: bool) -> None:
+    def _count_locked_attempt(self, name: str) -> None:
         with self._write() as db:
-            db.execute(
-                "UPDATE users SET failures_since_login = failures_since_login + 1"
-                + (", failed_streak = failed_streak + 1" if streak else "")
-                + " WHERE name = ?",
-                (name,),
-            )
+            db.execute("UPDATE users SET failures_since_login = failures_since_login + 1 WHERE name = ?", (name,))
 
     def _failed(self, name: str, now: float) -> AuthResult:
         locked_until = now + self.config.lockout_minutes * 60.0
         with self._write() as db:
-            db.execute(
-                "UPDATE users SET failures_since_login = failures_since_login + 1, failed_streak = failed_streak + 1 "
-                "WHERE name = ?",
-                (name,),
-            )
-            row = db.execute("SELECT failed_streak FROM users WHERE name = ?", (name,)).fetchone()
+            row = db.execute("SELECT failed_streak, locked_until FROM users WHERE name = ?", (name,)).fetchone()
             if row is None:  # removed meanwhile
                 return AuthResult(ok=False, reason="bad_credentials")
-            if row["failed_streak"] < self.config.lockout_failures:
+            if row["locked_until"] is not None and now < row["locked_until"]:
+                # another attempt locked it while this one was verifying: one lockout, not a second
+                db.execute("UPDATE users SET failures_since_login = failures_since_login + 1 WHERE name = ?", (name,))
+                return AuthResult(ok=False, reason="locked", locked_until=row["locked_until"])
+            if row["failed_streak"] + 1 < self.config.lockout_failures:
+                db.execute(
+                    "UPDATE users SET failures_since_login = failures_since_login + 1, "
+                    "failed_streak = failed_streak + 1 WHERE name = ?",
+                    (name,),
+                )
                 return AuthResult(ok=False, reason="bad_credentials")
-            db.execute("UPDATE users SET locked_until = ?, failed_streak = 0 WHERE name = ?", (locked_until, name))
+            db.execute(
+                "UPDATE users SET failures_since_login = failures_since_login + 1, failed_streak = 0, "
+                "locked_until = ? WHERE name = ?",
+                (locked_until, name),
+            )
         return AuthResult(ok=False, reason="locked", locked_until=locked_until, locked_now=True)
 
     def _succeeded(self, row: sqlite3.Row, password: str, address: str, now: float) -> AuthResult:

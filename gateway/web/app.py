@@ -31,6 +31,12 @@ PAGES: tuple[str, ...] = (
     "account",
     "users",
     "audit",
+    "dashboard",
+    "live",
+    "buffer",
+    "config",
+    "devices",
+    "logs",
 )
 
 

@@ -1,0 +1,249 @@
+"""Configuration `/config`: the running file with secrets masked, edit, check, diff, apply, versions, rollback.
+
+Theory of operation. The editor shows the running file masked (`configtext.mask`); whatever text comes
+back (typed, or uploaded from a downloaded copy) is unmasked against the running file before the
+gateway sees it, so masked secrets keep their values and a secret typed anew replaces one. Check,
+apply and rollback are the control socket's ops: the gateway validates with its own loader, writes
+the file and reloads; this process never writes the config. The form carries the SHA-256 of the
+running file the edit started from: an apply over a file someone else changed meanwhile is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from gateway.accounts.store import Role
+from gateway.control.protocol import ControlError, ControlUnavailable
+from gateway.web.auth import audit, current_user, requires, services
+from gateway.web.render import flash, render, translator
+from gateway.web.viewmodels.configtext import diff, mask, problems, unmask
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+MAX_TEXT = 1024 * 1024  # characters of a config; real ones are a few KB
+
+
+class _Unavailable(Exception):
+    """The gateway did not answer: the page says so instead of an editor."""
+
+
+async def _call(request: web.Request, op: str, **args: Any) -> Any:
+    try:
+        return await services(request).control.call(op, **args)
+    except ControlUnavailable as exc:
+        log.debug("web: config page without the gateway: %s", exc.message)
+        raise _Unavailable from None
+
+
+async def _running(request: web.Request) -> dict[str, Any]:
+    doc = await _call(request, "config.get")
+    return doc if isinstance(doc, dict) else {}
+
+
+async def _versions(request: web.Request) -> list[dict[str, Any]]:
+    try:
+        versions = await _call(request, "config.versions")
+    except ControlError as exc:
+        log.warning("web: config.versions failed: %s %s", exc.code, exc.message)
+        return []
+    return [v for v in versions if isinstance(v, dict)] if isinstance(versions, list) else []
+
+
+def _unreachable(request: web.Request) -> web.Response:
+    return render(request, "config.html", {"error": translator(request)("gateway.unreachable")}, status=503)
+
+
+async def _editor(
+    request: web.Request,
+    *,
+    text: str | None = None,
+    errors: list[str] | None = None,
+    checked: bool = False,
+    status: int = 200,
+    running: dict[str, Any] | None = None,
+) -> web.Response:
+    if running is None:
+        running = await _running(request)
+    running_text = str(running.get("text", ""))
+    shown = mask(running_text)
+    edited = shown if text is None else text
+    # the diff compares masked texts: it is shown, and a secret must not appear in it
+    changes = diff(shown, mask(unmask(edited, running_text)), running_name=str(running.get("path", "running")))
+    context = {
+        "error": "",
+        "path": running.get("path", ""),
+        "version": running.get("version"),
+        "base": running.get("sha256", ""),
+        "text": edited,
+        "problems": problems(errors or [], edited),
+        "checked": checked and not errors,
+        "diff": changes,
+        "versions": await _versions(request),
+    }
+    return render(request, "config.html", context, status=status)
+
+
+def _form_text(value: Any) -> str:
+    return str(value or "")[:MAX_TEXT].replace("\r\n", "\n")
+
+
+@routes.get("/config")
+@requires(Role.TECHNICIAN)
+async def page(request: web.Request) -> web.StreamResponse:
+    try:
+        return await _editor(request)
+    except _Unavailable:
+        return _unreachable(request)
+
+
+@routes.post("/config/check")
+@requires(Role.TECHNICIAN)
+async def check(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    text = _form_text(form.get("text"))
+    try:
+        running = await _running(request)
+        result = await _call(request, "config.check", text=unmask(text, str(running.get("text", ""))))
+        errors = [str(e) for e in result.get("errors", [])] if isinstance(result, dict) else []
+        return await _editor(
+            request, text=text, errors=errors, checked=True, status=422 if errors else 200, running=running
+        )
+    except _Unavailable:
+        return _unreachable(request)
+
+
+@routes.post("/config/apply")
+@requires(Role.TECHNICIAN)
+async def apply(request: web.Request) -> web.StreamResponse:
+    t = translator(request)
+    form = await request.post()
+    text = _form_text(form.get("text"))
+    comment = str(form.get("comment", ""))[:200]
+    user = current_user(request)
+    try:
+        running = await _running(request)
+        running_text = str(running.get("text", ""))
+        if str(form.get("base", "")) != str(running.get("sha256", "")):
+            flash(request, t("config.changed_meanwhile"), "error")
+            return await _editor(request, text=text, status=409, running=running)
+        full = unmask(text, running_text)
+        size = diff(running_text, full)
+        try:
+            result = await _call(request, "config.apply", text=full, actor=user.name, comment=comment)
+        except ControlError as exc:
+            if exc.code == "config_invalid" and exc.errors:
+                return await _editor(request, text=text, errors=exc.errors, checked=True, status=422, running=running)
+            flash(request, t("config.apply_failed", message=exc.message), "error")
+            return await _editor(request, text=text, status=502, running=running)
+    except _Unavailable:
+        return _unreachable(request)
+    version = result.get("version") if isinstance(result, dict) else None
+    await audit(
+        request,
+        "config.apply",
+        target=str(running.get("path", "")),
+        detail={"version": version, "added": size.added, "removed": size.removed, "comment": comment},
+    )
+    log.info("web: config version %s applied by %s (+%d -%d lines)", version, user.name, size.added, size.removed)
+    flash(request, t("config.applied", version=version), "info")
+    raise web.HTTPSeeOther("/config")
+
+
+@routes.post("/config/rollback")
+@requires(Role.TECHNICIAN)
+async def rollback(request: web.Request) -> web.StreamResponse:
+    t = translator(request)
+    form = await request.post()
+    try:
+        target = int(str(form.get("version", "")))
+    except ValueError:
+        raise web.HTTPBadRequest(text="version: must be a number") from None
+    user = current_user(request)
+    try:
+        result = await _call(request, "config.rollback", version=target, actor=user.name)
+    except _Unavailable:
+        return _unreachable(request)
+    except ControlError as exc:
+        log.warning("web: rollback to %d failed: %s %s", target, exc.code, exc.message)
+        flash(request, t("config.rollback_failed", version=target, message=exc.message), "error")
+        raise web.HTTPSeeOther("/config") from None
+    version = result.get("version") if isinstance(result, dict) else None
+    await audit(request, "config.rollback", target=str(target), detail={"to": target, "version": version})
+    log.info("web: config rolled back to version %d by %s (now version %s)", target, user.name, version)
+    flash(request, t("config.rolled_back", target=target, version=version), "info")
+    raise web.HTTPSeeOther("/config")
+
+
+@routes.get("/config/versions")
+@requires(Role.TECHNICIAN)
+async def versions(request: web.Request) -> web.StreamResponse:
+    try:
+        listed = await _versions(request)
+        running = await _running(request)
+    except _Unavailable:
+        return _unreachable(request)
+    return render(request, "config_versions.html", {"versions": listed, "current": running.get("version")})
+
+
+@routes.get("/config/versions/{version:\\d+}")
+@requires(Role.TECHNICIAN)
+async def version(request: web.Request) -> web.StreamResponse:
+    number = int(request.match_info["version"])
+    try:
+        running = await _running(request)
+        try:
+            doc = await _call(request, "config.version", version=number)
+        except ControlError as exc:
+            raise web.HTTPNotFound() from exc
+    except _Unavailable:
+        return _unreachable(request)
+    text = mask(str(doc.get("text", ""))) if isinstance(doc, dict) else ""
+    changes = diff(mask(str(running.get("text", ""))), text, edited_name=f"version {number}")
+    context = {"number": number, "doc": doc, "text": text, "diff": changes}
+    return render(request, "config_version.html", context)
+
+
+@routes.get("/config/download")
+@requires(Role.TECHNICIAN)
+async def download(request: web.Request) -> web.StreamResponse:
+    try:
+        running = await _running(request)
+    except _Unavailable:
+        return _unreachable(request)
+    await audit(request, "export", target="config", detail={"version": running.get("version"), "masked": True})
+    return web.Response(
+        text=mask(str(running.get("text", ""))),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Content-Disposition": 'attachment; filename="gateway.toml"'},
+    )
+
+
+@routes.post("/config/upload")
+@requires(Role.TECHNICIAN)
+async def upload(request: web.Request) -> web.StreamResponse:
+    """A file from the technician's laptop, shown in the editor: checking and applying stay separate steps."""
+    t = translator(request)
+    form = await request.post()
+    field = form.get("config_file")
+    data = field.file.read(MAX_TEXT + 1) if isinstance(field, web.FileField) else b""
+    try:
+        if not data:
+            flash(request, t("config.upload_empty"), "error")
+            return await _editor(request, status=400)
+        if len(data) > MAX_TEXT:
+            flash(request, t("config.upload_too_large", limit=MAX_TEXT // 1024), "error")
+            return await _editor(request, status=413)
+        try:
+            text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+        except UnicodeDecodeError:
+            flash(request, t("config.upload_not_utf8"), "error")
+            return await _editor(request, status=400)
+        flash(request, t("config.uploaded"), "info")
+        return await _editor(request, text=text.replace("\r\n", "\n"))
+    except _Unavailable:
+        return _unreachable(request)

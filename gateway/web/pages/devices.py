@@ -1,0 +1,164 @@
+"""Devices `/devices`: the firmware profiles (list, show), and for technicians the families' tools with progress.
+
+Profiles are read through gateway.profiles' loader (the same search path and validation as
+`edgegw profile`). Tools run in the gateway process (it holds the serial ports): the form is built
+from the `tools` op's params, `tool.start` starts a job, and the page polls `/api/tools/<job>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from gateway.accounts.store import Role
+from gateway.control.protocol import ControlError, ControlUnavailable
+from gateway.errors import ConfigError
+from gateway.profiles.cli import format_profile
+from gateway.profiles.loader import ProfileRef, find_profiles, load_profile
+from gateway.web.auth import current_user, requires, services
+from gateway.web.render import flash, render, translator
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+MAX_ARG = 200  # characters of one tool argument
+
+
+def _profiles() -> list[dict[str, Any]]:
+    rows = []
+    refs: list[ProfileRef] = find_profiles()
+    for ref in refs:
+        try:
+            p = load_profile(ref.name)
+        except ConfigError as exc:
+            rows.append({"name": ref.name, "ok": False, "errors": len(exc.errors)})
+            continue
+        rows.append(
+            {
+                "name": ref.name,
+                "ok": True,
+                "vendor": p.vendor,
+                "model": p.model,
+                "entity_type": p.entity_type,
+                "points": len(p.points),
+            }
+        )
+    return rows
+
+
+async def _tools(request: web.Request) -> tuple[list[dict[str, Any]], str]:
+    try:
+        tools = await services(request).control.call("tools")
+    except ControlUnavailable:
+        return [], translator(request)("gateway.unreachable")
+    except ControlError as exc:
+        log.warning("web: tools op failed: %s %s", exc.code, exc.message)
+        return [], translator(request)("gateway.error", code=exc.code)
+    return [tool for tool in tools if isinstance(tool, dict)] if isinstance(tools, list) else [], ""
+
+
+@routes.get("/devices")
+@requires(Role.VIEWER)
+async def page(request: web.Request) -> web.StreamResponse:
+    user = current_user(request)
+    technician = user.role.allows(Role.TECHNICIAN)
+    tools, tools_error = await _tools(request) if technician else ([], "")
+    context = {
+        "profiles": await asyncio.to_thread(_profiles),
+        "tools": tools,
+        "tools_error": tools_error,
+        "technician": technician,
+    }
+    return render(request, "devices.html", context)
+
+
+@routes.get(r"/devices/profiles/{vendor:[a-z0-9][a-z0-9_-]*}/{model:[a-z0-9][a-z0-9_.-]*}")
+@requires(Role.VIEWER)
+async def profile(request: web.Request) -> web.StreamResponse:
+    name = f"{request.match_info['vendor']}/{request.match_info['model']}"
+    try:
+        p = await asyncio.to_thread(load_profile, name)
+    except ConfigError as exc:
+        if getattr(exc, "code", "") == "profile_not_found":
+            raise web.HTTPNotFound() from None
+        return render(request, "profile.html", {"name": name, "text": "", "errors": exc.errors})
+    return render(request, "profile.html", {"name": name, "text": format_profile(name, p), "errors": []})
+
+
+def tool_args(params: list[Mapping[str, Any]], form: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The form's fields typed by the tool's params; (args, problems). Empty optional fields are left out."""
+    args: dict[str, Any] = {}
+    problems: list[str] = []
+    for p in params:
+        name, kind = str(p.get("name", "")), str(p.get("type", "str"))
+        if kind == "bool":
+            args[name] = form.get(name) == "on"
+            continue
+        raw = str(form.get(name, ""))[:MAX_ARG].strip()
+        if raw == "":
+            if p.get("required"):
+                problems.append(name)
+            continue
+        try:
+            args[name] = int(raw, 0) if kind == "int" else float(raw) if kind == "float" else raw
+        except ValueError:
+            problems.append(name)
+    return args, problems
+
+
+@routes.post("/devices/tools/start")
+@requires(Role.TECHNICIAN)
+async def start(request: web.Request) -> web.StreamResponse:
+    t = translator(request)
+    form = await request.post()
+    family, tool = str(form.get("family", "")), str(form.get("tool", ""))
+    tools, error = await _tools(request)
+    match = next((x for x in tools if x.get("family") == family and x.get("tool") == tool), None)
+    if error or match is None:
+        flash(request, error or t("devices.no_such_tool"), "error")
+        raise web.HTTPSeeOther("/devices")
+    params = [p for p in match.get("params", []) if isinstance(p, Mapping)]
+    args, problems = tool_args(params, {k: v for k, v in form.items() if isinstance(v, str)})
+    if problems:
+        flash(request, t("devices.bad_args", names=", ".join(problems)), "error")
+        raise web.HTTPSeeOther("/devices")
+    try:
+        result = await services(request).control.call("tool.start", family=family, tool=tool, args=args)
+    except ControlUnavailable:
+        flash(request, t("gateway.unreachable"), "error")
+        raise web.HTTPSeeOther("/devices") from None
+    except ControlError as exc:
+        flash(request, t("devices.start_failed", message="; ".join(exc.errors) or exc.message), "error")
+        raise web.HTTPSeeOther("/devices") from None
+    job = str(result.get("job", "")) if isinstance(result, dict) else ""
+    log.info("web: tool %s %s started by %s as job %s", family, tool, current_user(request).name, job)
+    raise web.HTTPSeeOther(f"/devices/tools/{job}?title={family}+{tool}")
+
+
+@routes.get(r"/devices/tools/{job:[A-Za-z0-9_.-]+}")
+@requires(Role.TECHNICIAN)
+async def job_page(request: web.Request) -> web.StreamResponse:
+    return render(
+        request, "tool_job.html", {"job": request.match_info["job"], "title": request.query.get("title", "")[:100]}
+    )
+
+
+@routes.get(r"/api/tools/{job:[A-Za-z0-9_.-]+}")
+@requires(Role.TECHNICIAN)
+async def poll(request: web.Request) -> web.StreamResponse:
+    try:
+        after = max(0, int(request.query.get("after", "0")))
+    except ValueError:
+        after = 0
+    try:
+        result = await services(request).control.call("tool.poll", job=request.match_info["job"], after=after)
+    except ControlUnavailable:
+        return web.json_response({"error": translator(request)("gateway.unreachable")}, status=503)
+    except ControlError as exc:
+        status = 404 if exc.code == "not_found" else 400
+        return web.json_response({"error": exc.message}, status=status)
+    return web.json_response(result)

@@ -1,0 +1,222 @@
+// Live parts of the data pages: polling /api/... with fetch and updating the DOM in place.
+// Every value from the gateway goes in with textContent (never innerHTML): device data is untrusted text.
+"use strict";
+
+(function () {
+  function poller(section, url, apply) {
+    var interval = parseInt(section.dataset.interval || "3000", 10);
+    var busy = false;
+    var timer = null;
+    function tick() {
+      if (busy || document.hidden) { return; }
+      busy = true;
+      fetch(url(), { headers: { "Accept": "application/json" }, credentials: "same-origin" })
+        .then(function (r) {
+          if (r.status === 401) { window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname)); return null; }
+          return r.ok || r.status === 503 ? r.json() : null;
+        })
+        .then(function (doc) { if (doc) { apply(doc); } })
+        .catch(function () { /* a missed refresh: the next one tries again */ })
+        .then(function () { busy = false; });
+    }
+    timer = window.setInterval(tick, interval);
+    return { tick: tick, stop: function () { window.clearInterval(timer); } };
+  }
+
+  function unreachable(doc) {
+    var note = document.getElementById("unreachable");
+    if (!note) { return; }
+    if (doc.reachable === false) {
+      note.textContent = doc.error || "";
+      note.hidden = false;
+    } else {
+      note.hidden = true;
+    }
+  }
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) { e.className = cls; }
+    if (text !== undefined && text !== null) { e.textContent = text; }
+    return e;
+  }
+
+  // --- dashboard -------------------------------------------------------------------------------
+  function dashboard(section) {
+    poller(section, function () { return section.dataset.poll; }, function (doc) {
+      unreachable(doc);
+      if (doc.reachable === false) { return; }
+      section.querySelectorAll("[data-live]").forEach(function (cell) {
+        var value = doc.cells[cell.dataset.live];
+        if (value !== undefined && cell.textContent !== value) { cell.textContent = value; }
+      });
+      section.querySelectorAll("[data-meter]").forEach(function (meter) {
+        var value = doc.meters[meter.dataset.meter];
+        meter.value = value === null || value === undefined ? 0 : value;
+      });
+      var alerts = document.getElementById("alerts");
+      if (alerts) {
+        var items = doc.alerts.map(function (a) {
+          var li = el("li", "alert level-" + a.level.replace(/[^a-z0-9_-]/gi, ""));
+          [["entity", a.entity_id], ["name", a.name], ["level", a.level], ["value", a.value], ["since", a.since]]
+            .forEach(function (p) { li.appendChild(el("span", p[0], p[1])); li.appendChild(document.createTextNode(" ")); });
+          return li;
+        });
+        if (!items.length) { items.push(el("li", "none", alerts.dataset.empty)); }
+        alerts.replaceChildren.apply(alerts, items);
+      }
+      var problems = document.getElementById("problems");
+      if (problems) {
+        problems.replaceChildren.apply(problems, doc.problems.map(function (p) { return el("li", null, p); }));
+      }
+    });
+  }
+
+  // --- live values -----------------------------------------------------------------------------
+  function attrsCell(td, attributes) {
+    var parts = [];
+    attributes.forEach(function (a) {
+      var span = el("span", "attr");
+      span.appendChild(el("span", "name", a.name));
+      span.appendChild(document.createTextNode(" "));
+      span.appendChild(el("span", "value", a.value));
+      if (a.unit) { span.appendChild(document.createTextNode(" ")); span.appendChild(el("span", "unit", a.unit)); }
+      a.quality.forEach(function (q) { span.appendChild(document.createTextNode(" ")); span.appendChild(el("span", "quality", q)); });
+      parts.push(span, document.createTextNode(" "));
+    });
+    td.replaceChildren.apply(td, parts);
+  }
+
+  function entityRow(e) {
+    var tr = el("tr", "entity");
+    tr.dataset.entityId = e.entity_id;
+    tr.appendChild(el("td", "id", e.entity_id));
+    tr.appendChild(el("td", null, e.entity_type));
+    tr.appendChild(el("td", null, e.device ? e.adapter + " / " + e.device : e.adapter));
+    tr.appendChild(el("td", "time"));
+    tr.appendChild(el("td", "attrs"));
+    return tr;
+  }
+
+  function live(section) {
+    var input = document.getElementById("latest-filter");
+    var sort = document.getElementById("latest-sort");
+    var table = document.getElementById("latest");
+    var count = document.getElementById("latest-count");
+    if (!input || !table) { return; }
+    var tbody = table.tBodies[0];
+
+    function narrow() {
+      var needle = input.value.trim().toLowerCase();
+      Array.prototype.forEach.call(tbody.rows, function (tr) {
+        var hide = needle !== "" && tr.dataset.search.indexOf(needle) < 0;
+        if (tr.hidden !== hide) { tr.hidden = hide; }
+      });
+    }
+    input.addEventListener("input", narrow);
+
+    var p = poller(section, function () {
+      return section.dataset.poll + "?filter=" + encodeURIComponent(input.value.trim()) +
+        "&sort=" + encodeURIComponent(sort ? sort.value : "entity");
+    }, function (doc) {
+      unreachable(doc);
+      if (doc.reachable === false) { return; }
+      var existing = new Map();
+      Array.prototype.forEach.call(tbody.rows, function (tr) { existing.set(tr.dataset.entityId, tr); });
+      var fragment = document.createDocumentFragment();
+      doc.entities.forEach(function (e) {
+        var tr = existing.get(e.entity_id);
+        if (tr) { existing.delete(e.entity_id); } else { tr = entityRow(e); }
+        tr.dataset.search = (e.entity_id + " " + e.entity_type + " " + e.adapter).toLowerCase();
+        if (tr.dataset.observed !== e.observed_at) {
+          tr.dataset.observed = e.observed_at;
+          tr.cells[3].textContent = e.observed;
+          attrsCell(tr.cells[4], e.attributes);
+        }
+        fragment.appendChild(tr);
+      });
+      existing.forEach(function (tr) { tr.remove(); });
+      tbody.appendChild(fragment);
+      if (count) { count.textContent = doc.count; }
+      narrow();
+    });
+    var debounce = null;
+    input.addEventListener("input", function () {
+      window.clearTimeout(debounce);
+      debounce = window.setTimeout(p.tick, 400);
+    });
+  }
+
+  // --- logs ------------------------------------------------------------------------------------
+  function logs(section) {
+    var level = document.getElementById("logs-level");
+    var component = document.getElementById("logs-component");
+    var table = document.getElementById("logs");
+    if (!table) { return; }
+    poller(section, function () {
+      return section.dataset.poll + "?level=" + encodeURIComponent(level.value) + "&component=" + encodeURIComponent(component.value.trim());
+    }, function (doc) {
+      unreachable(doc);
+      if (doc.reachable === false) { return; }
+      var rows = doc.lines.map(function (x) {
+        var tr = el("tr", "log level-" + x.level.replace(/[^a-z]/g, ""));
+        tr.appendChild(el("td", null, x.time));
+        tr.appendChild(el("td", null, x.level));
+        tr.appendChild(el("td", null, x.component));
+        tr.appendChild(el("td", "message", x.message));
+        return tr;
+      });
+      var tbody = table.tBodies[0];
+      tbody.replaceChildren.apply(tbody, rows);
+    });
+  }
+
+  // --- a tool's job ------------------------------------------------------------------------------
+  function toolJob(section) {
+    var out = document.getElementById("tool-progress");
+    var state = document.getElementById("tool-state");
+    var next = 0;
+    var p = poller(section, function () { return section.dataset.poll + "?after=" + next; }, function (doc) {
+      if (doc.error) { state.textContent = doc.error; p.stop(); return; }
+      doc.lines.forEach(function (line) { out.appendChild(document.createTextNode(line + "\n")); });
+      next = doc.next;
+      if (doc.done) {
+        state.textContent = doc.ok ? state.dataset.ok : state.dataset.failed;
+        p.stop();
+      }
+    });
+    p.tick();
+  }
+
+  // --- config: a click on an error's line selects that line in the editor ---------------------------
+  function configErrors(list) {
+    var text = document.getElementById("config-text");
+    if (!text) { return; }
+    list.addEventListener("click", function (event) {
+      var li = event.target.closest("li[data-line]");
+      if (!li) { return; }
+      event.preventDefault();
+      var lines = text.value.split("\n");
+      var n = Math.min(parseInt(li.dataset.line, 10), lines.length) - 1;
+      var start = 0;
+      for (var i = 0; i < n; i++) { start += lines[i].length + 1; }
+      text.focus();
+      text.setSelectionRange(start, start + lines[n].length);
+      var lineHeight = text.scrollHeight / Math.max(lines.length, 1);
+      text.scrollTop = Math.max(0, (n - 3) * lineHeight);
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var section = document.getElementById("dashboard");
+    if (section && section.dataset.poll) { dashboard(section); }
+    section = document.getElementById("live");
+    if (section) { live(section); }
+    section = document.getElementById("logs-page");
+    if (section) { logs(section); }
+    section = document.getElementById("tool-job");
+    if (section) { toolJob(section); }
+    var errors = document.getElementById("config-errors");
+    if (errors) { configErrors(errors); }
+  });
+})();

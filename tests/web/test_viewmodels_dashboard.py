@@ -1,0 +1,131 @@
+"""Dashboard rows from the status document: a real gateway's document, and the control socket's additions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gateway.app import Gateway
+from gateway.config import parse_config
+from gateway.web.viewmodels.dashboard import CapFill, DeviceRow, dashboard
+from tests.support.orion_double import OrionDouble
+
+
+async def real_status(tmp_path: Path, orion_url: str) -> dict[str, Any]:
+    gw = Gateway(
+        parse_config(
+            {
+                "gateway": {"id": "gw-dash", "data_dir": str(tmp_path)},
+                "adapters": [{"name": "gauges", "type": "simulated", "rate": 0.001}],
+                "uplinks": [{"name": "orion", "type": "orion", "url": orion_url}],
+            }
+        )
+    )
+    await gw.start()
+    try:
+        return await gw.status()
+    finally:
+        await gw.stop()
+
+
+async def test_a_real_gateways_status_document_gives_rows(orion_double: OrionDouble, tmp_path: Path) -> None:
+    doc = await real_status(tmp_path, orion_double.url)
+    view = dashboard(doc)
+    assert (view.gateway, view.version) == ("gw-dash", doc["version"])
+    (adapter,) = view.adapters
+    assert (adapter.name, adapter.type, adapter.summary) == (
+        "gauges",
+        "simulated",
+        "river-level, 1 entities at 0.001/s",
+    )
+    (uplink,) = view.uplinks
+    assert (uplink.name, uplink.type) == ("orion", "orion")
+    assert set(uplink.backlog) == {"alert", "normal", "bulk"}
+    # no caps in a bare gateway document: the fill is unknown, not 0 %
+    assert [c.percent for c in view.caps] == [None, None, None]
+    assert view.host.uptime_s is None and view.alerts == ()
+
+
+def test_backlog_caps_host_alerts_and_devices() -> None:
+    doc: dict[str, Any] = {
+        "gateway": "gw-1",
+        "version": "1.2.3",
+        "started_at": 1000.0,
+        "adapters": [
+            {
+                "name": "modbus-1",
+                "type": "modbus",
+                "state": "running",
+                "since": 1000.0,
+                "emitted": 12,
+                "restarts": 1,
+                "malformed": 2,
+                "invalid": 1,
+                "last_error": "",
+                "diagnostics": {
+                    "summary": "devices online 1/2 (not online: g2)",
+                    "buses": {
+                        "rs485": {
+                            "port": "/dev/ttyUSB0",
+                            "devices": {
+                                "g1": {"state": "online", "last_error": ""},
+                                "g2": {"state": "offline", "last_error": "timeout after 1.0 s"},
+                            },
+                        }
+                    },
+                },
+            }
+        ],
+        "uplinks": [
+            {
+                "name": "orion",
+                "type": "orion",
+                "state": "backing-off",
+                "delivered": 5,
+                "last_error": "connection refused",
+                "last_rejection": "",
+                "last_delivery": 0,
+            }
+        ],
+        "buffer": {
+            "rows": 250,
+            "bytes": 1024,
+            "oldest_observed_age_s": 90.0,
+            "oldest_appended_age_s": 60.0,
+            "uplinks": {"orion": {"pending": {"alert": 1, "normal": 200, "bulk": 49}, "dead_letters": 3}},
+            "dropped": {"bulk": {"max_rows": 7}, "normal": {}},
+            "disk_full": False,
+        },
+        "host": {"uptime_s": 3600, "clock_synced": False, "mem_total": 1000, "mem_available": 250, "disk_total": 0},
+        "buffer_caps": {"max_rows": 1000, "max_bytes": None, "max_age_s": 600},
+        "alerts": [{"entity_id": "urn:x", "name": "waterLevel", "level": "warning", "since": 1.0, "value": 3.2}],
+    }
+    view = dashboard(doc)
+    (adapter,) = view.adapters
+    assert adapter.errors == 3
+    assert adapter.devices == (
+        DeviceRow(name="g1", state="online", detail="rs485 (/dev/ttyUSB0)"),
+        DeviceRow(name="g2", state="offline", detail="rs485 (/dev/ttyUSB0): timeout after 1.0 s"),
+    )
+    assert [d.bad for d in adapter.devices] == [False, True]
+    (uplink,) = view.uplinks
+    assert dict(uplink.backlog) == {"alert": 1, "normal": 200, "bulk": 49}
+    assert (uplink.backlog_total, uplink.oldest_pending_age_s, uplink.dead_letters) == (250, 90.0, 3)
+    assert uplink.last_delivery is None and uplink.bad
+    assert view.caps == (
+        CapFill(name="rows", value=250.0, cap=1000.0, percent=25.0),
+        CapFill(name="bytes", value=1024.0, cap=None, percent=None),
+        CapFill(name="age", value=60.0, cap=600.0, percent=10.0),
+    )
+    assert view.dropped == 7
+    assert (view.host.mem_percent, view.host.disk_percent, view.host.clock_synced) == (75.0, None, False)
+    assert view.problems == ("uplinks", "clock")
+    (alert,) = view.alerts
+    assert (alert.entity_id, alert.level, alert.value, alert.unit) == ("urn:x", "warning", 3.2, "")
+
+
+def test_a_document_of_another_shape_gives_empty_rows_not_errors() -> None:
+    view = dashboard({"adapters": "nonsense", "uplinks": [None, 3], "buffer": [], "host": None})
+    assert view.adapters == ()
+    assert [u.name for u in view.uplinks] == ["", ""]
+    assert view.gateway == "" and view.problems == ()
