@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from gateway.accounts.store import Role
+from gateway.config import parse_config
+from gateway.errors import ConfigError
 from gateway.web.render import jst
 from tests.support.mosquitto import MosquittoBroker
 from tests.web_browser.harness import (
@@ -258,10 +261,17 @@ def test_a_config_error_is_shown_at_its_key_path(driver: webdriver.Chrome, ui: U
     driver.get(ui.url("/config"))
     text = element(driver, "textarea#config-text").get_attribute("value") or ""
     assert f'id = "{GATEWAY_ID}"' in text
-    set_editor_text(driver, text.replace("entities = 2", "entities = 0"))
+    broken = text.replace("entities = 2", "entities = 0")
+    set_editor_text(driver, broken)
     element(driver, "#config-check").click()
     error = element(driver, '#config-errors li[data-path="adapters[0].entities"]')
-    assert "adapters[0].entities" in error.text and "0" in error.text
+    # the very line `edgegw check-config` gives, and where it is in the text
+    with pytest.raises(ConfigError) as expected:
+        parse_config(tomllib.loads(broken))
+    [line] = [e for e in expected.value.errors if e.startswith("adapters[0].entities: ")]
+    number = broken.splitlines().index("entities = 0") + 1
+    assert error.text == f"{line} {message('config.at_line', line=number)}"
+    assert absent(driver, "#config-ok")
     assert "entities = 2" in gateway.config_path.read_text()  # a check writes nothing
 
 
@@ -275,7 +285,8 @@ def test_apply_and_rollback_change_what_the_running_gateway_does(
     text = element(driver, "textarea#config-text").get_attribute("value") or ""
     set_editor_text(driver, text.replace('name = "river"', 'name = "kumagawa"'))
     element(driver, "#config-apply").click()
-    element(driver, ".flash")
+    # the first apply also records the file as it was (version 1), so this is version 2
+    assert element(driver, ".flash").text == message("config.applied", version=2)
     assert 'name = "kumagawa"' in gateway.config_path.read_text()
 
     # the reloaded gateway runs the renamed adapter: its entities show in the live values
@@ -295,7 +306,7 @@ def test_apply_and_rollback_change_what_the_running_gateway_does(
     # the oldest version is the file as it was before the first apply (actor "file")
     original = [row for row in rows if row.find_elements(By.CSS_SELECTOR, ".rollback")][-1]
     original.find_element(By.CSS_SELECTOR, ".rollback").click()
-    element(driver, ".flash")
+    assert element(driver, ".flash").text == message("config.rolled_back", target=1, version=3)
     assert 'name = "river"' in gateway.config_path.read_text()
     driver.get(ui.url("/"))
     wait_for(
@@ -320,8 +331,9 @@ def test_a_dead_letter_is_retried_from_the_buffer_page(driver: webdriver.Chrome,
     assert SEEDED_ID in table.text and SEEDED_REASON in table.text
     table.find_element(By.CSS_SELECTOR, "input[name=ids]").click()
     element(driver, "#retry").click()
-    element(driver, ".flash")
-    wait_for(lambda: SEEDED_ID not in element(driver, "#dead-letters").text, "the retried letter gone from the list")
+    assert element(driver, ".flash").text == message("dead_letter.retry.done", count=1)
+    assert SEEDED_ID not in element(driver, "#dead-letters").text
+    assert message("buffer.empty") in element(driver, "#dead-letters").text
     assert ("sato", "dead_letter.retry") in ui.actions()
 
 
