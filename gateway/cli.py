@@ -300,9 +300,11 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
 
     from gateway.accounts import cli as user_cli
     from gateway.audit import cli as audit_cli
+    from gateway.web import cli as web_cli
 
     user_cli.add_parser(sub).set_defaults(func=user_cli.run)
     audit_cli.add_parser(sub).set_defaults(func=audit_cli.run)
+    web_cli.add_parser(sub).set_defaults(func=web_cli.run)
 
     p = sub.add_parser("secret", help="manage the encrypted secret store")
     ssub = p.add_subparsers(dest="secret_command", required=True)

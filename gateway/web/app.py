@@ -6,6 +6,7 @@ its module's name to `PAGES`, one line.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from pathlib import Path
@@ -14,7 +15,15 @@ from aiohttp import web
 
 from gateway.accounts.throttle import AddressThrottle
 from gateway.web import security
-from gateway.web.auth import SESSIONS, THROTTLE, Handler, SessionTable, session_middleware
+from gateway.web.auth import (
+    HASHING,
+    MAX_CONCURRENT_HASHES,
+    SESSIONS,
+    THROTTLE,
+    Handler,
+    SessionTable,
+    session_middleware,
+)
 from gateway.web.csrf import csrf_middleware
 from gateway.web.i18n import Catalogs
 from gateway.web.render import render, setup
@@ -66,6 +75,7 @@ def build_app(services: WebServices, *, strict_i18n: bool = False) -> web.Applic
         lifetime_s=services.config.session_lifetime_hours * 3600,
     )
     app[THROTTLE] = AddressThrottle(services.config.address_attempts_per_minute)
+    app[HASHING] = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
     setup(app, Catalogs(strict=strict_i18n))
     security.install(app)
     for name in PAGES:

@@ -18,7 +18,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -26,6 +26,7 @@ from gateway.accounts.store import Role, User
 from gateway.accounts.throttle import AddressThrottle
 from gateway.web.services import SERVICES, WebServices
 
+T = TypeVar("T")
 COOKIE = "edgegw_session"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,6 +47,7 @@ class Session:
     language: str | None = None
     flashes: list[tuple[str, str]] = field(default_factory=list)
     last_login: dict[str, Any] | None = None  # shown once after login (#last-login)
+    timed_out: bool = False  # the browser's previous session ran out: the next page says so, once
 
 
 def _digest(token: str) -> str:
@@ -86,15 +88,16 @@ class SessionTable:
         session.logged_in_at = now
         return token, session
 
-    def get(self, token: str, now: float) -> Session | None:
+    def get(self, token: str, now: float) -> tuple[Session | None, bool]:
+        """The live session of a cookie, and whether a logged-in one just ran out (to tell the user why)."""
         session = self._sessions.get(_digest(token))
         if session is None:
-            return None
+            return None, False
         if self.expired(session, now):
             self.drop(session)
-            return None
+            return None, session.user is not None
         session.last_seen = now
-        return session
+        return session, False
 
     def expired(self, session: Session, now: float) -> bool:
         if now - session.last_seen > self.idle_s:
@@ -117,6 +120,10 @@ SESSIONS = web.AppKey("sessions", SessionTable)
 SESSION = web.RequestKey("session", Session)
 USER = web.RequestKey[User | None]("user")
 THROTTLE = web.AppKey("login_throttle", AddressThrottle)
+# Argon2id takes 64 MiB and a tenth of a second per check: at most this many at once, so a burst of logins
+# queues instead of pushing a 1 GB box into the OOM killer.
+HASHING = web.AppKey("hashing", asyncio.Semaphore)
+MAX_CONCURRENT_HASHES = 2
 
 
 def services(request: web.Request) -> WebServices:
@@ -139,10 +146,11 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     svc = services(request)
     now = svc.clock()
     token = request.cookies.get(COOKIE)
-    session = table.get(token, now) if token else None
+    session, timed_out = table.get(token, now) if token else (None, False)
     new_token: str | None = None
     if session is None:
         new_token, session = table.new(now)
+        session.timed_out = timed_out
     user: User | None = None
     if session.user is not None:
         user = await asyncio.to_thread(svc.accounts.get_user, session.user)
@@ -250,6 +258,12 @@ def safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
+
+
+async def hashing_call(request: web.Request, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Runs an account call that hashes a password in a thread, within the app's bound on concurrent hashes."""
+    async with request.app[HASHING]:
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def client_address(request: web.Request) -> str:

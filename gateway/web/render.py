@@ -101,6 +101,9 @@ def render(request: web.Request, template: str, context: Mapping[str, Any], *, s
     session = session_of(request)
     nav = [item for item in NAV if user is not None and user.role.allows(item.role)]
     flashes, session.flashes = session.flashes, []
+    if session.timed_out:
+        session.timed_out = False
+        flashes.insert(0, ("warning", translator(request)("session.expired")))
     last_login, session.last_login = session.last_login, None
     base: dict[str, Any] = {
         "t": translator(request),

@@ -14,6 +14,7 @@ from gateway.web.auth import (
     audit,
     client_address,
     current_user,
+    hashing_call,
     login_session,
     maybe_user,
     requires,
@@ -63,8 +64,8 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     else:
         # The current password proves it is the user at the keyboard, not someone at a left-open session;
         # wrong guesses count towards the lockout like failed logins.
-        check = await asyncio.to_thread(
-            svc.accounts.authenticate, user.name, current, address=client_address(request), now=svc.clock()
+        check = await hashing_call(
+            request, svc.accounts.authenticate, user.name, current, address=client_address(request), now=svc.clock()
         )
         if not check.ok:
             await audit(request, "login.failed", target=user.name, detail={"reason": "password_change"})
@@ -73,7 +74,7 @@ async def change_password(request: web.Request) -> web.StreamResponse:
             errors.append(t("password.current_wrong"))
         else:
             try:
-                await asyncio.to_thread(svc.accounts.set_password, user.name, new, now=svc.clock())
+                await hashing_call(request, svc.accounts.set_password, user.name, new, now=svc.clock())
             except AccountError as exc:
                 errors.extend(account_errors(request, exc))
     if errors:
@@ -130,7 +131,7 @@ async def setup(request: web.Request) -> web.StreamResponse:
     if password != confirm:
         return _setup_page(request, token, errors=[t("password.mismatch")], name=name, status=400)
     try:
-        user = await asyncio.to_thread(svc.accounts.use_setup_token, token, name, password, now=svc.clock())
+        user = await hashing_call(request, svc.accounts.use_setup_token, token, name, password, now=svc.clock())
     except SetupRefused as exc:
         return _setup_invalid(request, exc.key)
     except AccountError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -14,6 +13,7 @@ from gateway.web.auth import (
     USER,
     audit,
     client_address,
+    hashing_call,
     login_session,
     logout_session,
     maybe_user,
@@ -67,7 +67,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, error=t("login.throttled"), name=name, status=429)
     if not name or not password:
         return _login_page(request, error=t("login.bad_credentials"), name=name, status=401)
-    result: AuthResult = await asyncio.to_thread(svc.accounts.authenticate, name, password, address=address, now=now)
+    result: AuthResult = await hashing_call(
+        request, svc.accounts.authenticate, name, password, address=address, now=now
+    )
     if not result.ok or result.user is None:
         await audit(request, "login.failed", detail={"reason": result.reason}, actor=actor)
         if result.locked_now:

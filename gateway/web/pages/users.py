@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.accounts.store import AccountError, Role, User
-from gateway.web.auth import SESSIONS, audit, current_user, requires, services
+from gateway.web.auth import SESSIONS, audit, current_user, hashing_call, requires, services
 from gateway.web.pages.account import account_errors
 from gateway.web.render import flash, render, translator
 
@@ -47,17 +47,20 @@ async def _change(
     action: str,
     message: str,
     detail: Callable[[dict[str, Any]], dict[str, Any]] = lambda form: {},
+    logout: bool = False,
 ) -> web.StreamResponse:
     """Runs one account change from a form, audits it, and goes back to the list with what happened."""
     t = translator(request)
     form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
     name = _field(form, "name")
     try:
-        await asyncio.to_thread(change, name, form)
+        await hashing_call(request, change, name, form)
     except AccountError as exc:
         for line in account_errors(request, exc):
             flash(request, line, "error")
     else:
+        if logout:  # whoever is logged in as them logs in again (new password) or not at all (removed)
+            request.app[SESSIONS].drop_user(name)
         await audit(request, action, target=name, detail=detail(form))
         flash(request, t(message, name=name), "success")
     raise web.HTTPFound("/users")
@@ -100,14 +103,17 @@ async def set_role(request: web.Request) -> web.StreamResponse:
 @requires(Role.ADMIN)
 async def reset_password(request: web.Request) -> web.StreamResponse:
     svc = services(request)
-    table = request.app[SESSIONS]
 
     def change(name: str, form: dict[str, Any]) -> None:
         svc.accounts.set_password(name, str(form.get("password", ""))[:MAX_FIELD], now=svc.clock(), must_change=True)
-        table.drop_user(name)  # whoever was logged in as them logs in again with the new password
 
     return await _change(
-        request, change, action="user.password", message="users.password_reset", detail=lambda f: {"by": "admin"}
+        request,
+        change,
+        action="user.password",
+        message="users.password_reset",
+        detail=lambda f: {"by": "admin"},
+        logout=True,
     )
 
 
@@ -127,15 +133,13 @@ async def unlock(request: web.Request) -> web.StreamResponse:
 async def remove(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     me: User = current_user(request)
-    table = request.app[SESSIONS]
 
     def change(name: str, form: dict[str, Any]) -> None:
         if name == me.name:
             raise _RemoveSelf(f"user {name}: cannot remove the account you are logged in with", name=name)
         svc.accounts.remove_user(name)
-        table.drop_user(name)
 
-    return await _change(request, change, action="user.remove", message="users.removed")
+    return await _change(request, change, action="user.remove", message="users.removed", logout=True)
 
 
 class _RemoveSelf(AccountError):

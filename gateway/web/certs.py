@@ -1,0 +1,187 @@
+"""The UI's TLS material: the admin's certificate (`[web] tls_cert`/`tls_key`), else a self-signed one made once.
+
+The self-signed certificate is ECDSA P-256, valid ten years, for the box's host name, `localhost` and its
+addresses (the `listen` addresses, or the interfaces' when it listens on all), kept in the state directory
+(key mode 0600). Browsers warn about it; the admin checks its SHA-256 fingerprint, logged at every start and
+shown by `edgegw web fingerprint`, against the one the browser shows, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.errors import ConfigError
+from gateway.web.config import WebConfig
+
+log = logging.getLogger(__name__)
+
+CERT_FILE = "tls-cert.pem"
+KEY_FILE = "tls-key.pem"
+VALID_DAYS = 3650
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsMaterial:
+    cert: Path
+    key: Path
+    fingerprint: str  # SHA-256 of the DER certificate, "AB:CD:…"
+    self_signed: bool
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def _probe_address(family: socket.AddressFamily, target: str) -> str | None:
+    """The source address the kernel picks toward `target` (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((target, 9))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None
+
+
+def local_addresses() -> list[str]:
+    """The box's own addresses, best effort and without extra packages: its name's, and the routed ones."""
+    found: list[str] = []
+    with contextlib.suppress(OSError):
+        found.extend(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
+    for family, target in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        address = _probe_address(family, target)
+        if address:
+            found.append(address)
+    return found
+
+
+def subject_names(
+    config: WebConfig, *, hostname: str | None = None, addresses: Iterable[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) for the certificate: host name, localhost, loopback and the box's addresses."""
+    host = hostname if hostname is not None else socket.gethostname()
+    names = [n for n in dict.fromkeys([host, f"{host}.local" if host and "." not in host else "", "localhost"]) if n]
+    listen = [a for a in config.listen if a not in WILDCARDS]
+    candidates = list(listen) if listen else list(addresses if addresses is not None else local_addresses())
+    ips: dict[str, None] = {"127.0.0.1": None, "::1": None}
+    for candidate in candidates:
+        try:
+            ip = ipaddress.ip_address(candidate.split("%")[0])
+        except ValueError:
+            names.append(candidate)  # a listen entry given as a name
+            continue
+        if not ip.is_link_local:
+            ips[str(ip)] = None
+    return list(dict.fromkeys(names)), list(ips)
+
+
+def make_self_signed(
+    state_dir: Path,
+    config: WebConfig,
+    *,
+    now: dt.datetime | None = None,
+    hostname: str | None = None,
+    addresses: Iterable[str] | None = None,
+) -> TlsMaterial:
+    """Writes a new key (0600) and certificate into `state_dir`, replacing none: call only when absent."""
+    now = now or dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    dns, ips = subject_names(config, hostname=hostname, addresses=addresses)
+    common = dns[0] if dns else "edgegw"
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, common[:64]), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgegw")]
+    )
+    san = x509.SubjectAlternativeName(
+        [x509.DNSName(n) for n in dns] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))  # a box whose clock is a little behind still accepts it
+        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        .add_extension(san, critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path, cert_path = state_dir / KEY_FILE, state_dir / CERT_FILE
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # The key is created 0600 before a byte is written, so it is never readable by others, not even briefly.
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key_pem)
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_path.write_bytes(cert_pem)
+    log.info("web: made a self-signed certificate for %s", ", ".join(dns + ips))
+    return TlsMaterial(cert=cert_path, key=key_path, fingerprint=fingerprint(cert_pem), self_signed=True)
+
+
+def material(config: WebConfig, state_dir: Path, *, create: bool = True) -> TlsMaterial:
+    """The admin's certificate if configured, else the self-signed one (made now when `create` and absent)."""
+    if config.tls_cert is not None or config.tls_key is not None:
+        if config.tls_cert is None or config.tls_key is None:
+            raise ConfigError(["web.tls_cert: tls_cert and tls_key go together, got only one of them"])
+        try:
+            pem = config.tls_cert.read_bytes()
+            return TlsMaterial(
+                cert=config.tls_cert, key=config.tls_key, fingerprint=fingerprint(pem), self_signed=False
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                [f"web.tls_cert: cannot read a PEM certificate, got '{config.tls_cert}' ({exc})"]
+            ) from None
+    cert_path, key_path = state_dir / CERT_FILE, state_dir / KEY_FILE
+    if cert_path.exists() and key_path.exists():
+        return TlsMaterial(
+            cert=cert_path, key=key_path, fingerprint=fingerprint(cert_path.read_bytes()), self_signed=True
+        )
+    if not create:
+        raise FileNotFoundError(f"{cert_path}: no certificate yet, got none; `edgegw web` makes it at first start")
+    return make_self_signed(state_dir, config)
+
+
+def server_context(tls: TlsMaterial) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            [f"web.tls_cert: cannot load the certificate and key, got '{tls.cert}' / '{tls.key}' ({exc})"]
+        ) from None
+    return context

@@ -1,0 +1,210 @@
+"""`edgegw web`: run the admin web UI over HTTPS; `edgegw web fingerprint`: its certificate's SHA-256 fingerprint.
+
+The UI is its own process: it opens the account and audit stores in `[web] state_dir`, talks to the running
+gateway through `[gateway] control_socket`, reads the buffer read-only, and stops cleanly on SIGTERM.
+When no admin exists yet it prints (and logs, for the journal) a one-time setup link valid for an hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+
+from gateway import logs
+from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+SETUP_TTL_S = 3600.0
+RETENTION_CHECK_S = 86400.0
+_SETUP_PATH = re.compile(r"^/setup/[^/?]*")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Adds `web [run|fingerprint]` to the `edgegw` parser; returns it (the caller sets `func=run`)."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "web", help="run the admin web UI (HTTPS); `web fingerprint` prints its certificate's SHA-256 fingerprint"
+    )
+    p.add_argument("web_command", nargs="?", choices=("run", "fingerprint"), default="run", help="default: run")
+    p.add_argument(
+        "--config", "-c", type=Path, default=None, help="gateway configuration (default: $EDGEGW_CONFIG or the default)"
+    )
+    return p
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access log without what must not reach the journal: setup tokens in paths, query strings."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        path = _SETUP_PATH.sub("/setup/…", request.path)
+        self.logger.info("%s %s %s %d %.1f ms", request.remote, request.method, path, response.status, time * 1000)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+def urls(listen: tuple[str, ...], port: int, *, hostname: str | None = None) -> list[str]:
+    """The addresses to type into a browser: the listen ones, or for a wildcard the host name and its addresses."""
+    from gateway.web.certs import WILDCARDS, local_addresses
+
+    hosts: list[str] = []
+    for address in listen:
+        if address in WILDCARDS:
+            hosts.append(hostname if hostname is not None else socket.gethostname())
+            hosts.extend(a for a in local_addresses() if not ipaddress.ip_address(a.split("%")[0]).is_loopback)
+        else:
+            hosts.append(address)
+    shown = []
+    for host in dict.fromkeys(hosts):
+        try:
+            bracket = ipaddress.ip_address(host.split("%")[0]).version == 6
+        except ValueError:
+            bracket = False
+        host_part = f"[{host}]" if bracket else host
+        shown.append(f"https://{host_part}/" if port == 443 else f"https://{host_part}:{port}/")
+    return shown
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.config import DEFAULT_PATH, load_config
+
+    path = args.config or Path(os.environ.get("EDGEGW_CONFIG", str(DEFAULT_PATH)))
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(f"{exc.source or path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    state_dir = cfg.web.state_path(Path(cfg.gateway.data_dir))
+    if args.web_command == "fingerprint":
+        from gateway.web.certs import material
+
+        try:
+            tls = material(cfg.web, state_dir, create=False)
+        except (FileNotFoundError, ConfigError) as exc:
+            print(f"edgegw web fingerprint: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        kind = "self-signed" if tls.self_signed else "installed"
+        print(f"SHA-256 {tls.fingerprint}  ({kind}, {tls.cert})")
+        return EXIT_OK
+    logs.setup(cfg.gateway.log_level.value, cfg.gateway.log_format.value)
+    try:
+        asyncio.run(serve(cfg, path))
+    except ConfigError as exc:
+        print(f"edgegw web: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:  # the port in use, the state directory not writable …
+        log.critical("web: cannot start, got %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | None = None) -> None:
+    """Runs the UI until SIGTERM/SIGINT (or `stop` is set)."""
+    from gateway.accounts.store import AccountStore
+    from gateway.app import BUFFER_FILE
+    from gateway.audit.log import AuditLog
+    from gateway.buffer.reader import BufferReader
+    from gateway.control.client import ControlClient
+    from gateway.systemd import Notifier
+    from gateway.web.app import build_app
+    from gateway.web.certs import material, server_context
+    from gateway.web.services import WebServices
+
+    web_cfg = cfg.web
+    data_dir = Path(cfg.gateway.data_dir)
+    state_dir = web_cfg.state_path(data_dir)
+    tls = await asyncio.to_thread(material, web_cfg, state_dir)
+    context = server_context(tls)
+    # Pairs separated by spaces, as Chrome's certificate viewer shows them: the colon spelling has the shape of
+    # MAC addresses, which the journal's redactor masks as personal data.
+    log.info("web: TLS certificate SHA-256 fingerprint %s (%s)", tls.fingerprint.replace(":", " "), tls.cert)
+    accounts = await asyncio.to_thread(AccountStore, state_dir, web_cfg)
+    audit = await asyncio.to_thread(AuditLog, state_dir)
+    services = WebServices(
+        config=web_cfg,
+        gateway_config_path=config_path,
+        control=ControlClient(cfg.gateway.control_path()),
+        buffer=BufferReader(data_dir / BUFFER_FILE),
+        accounts=accounts,
+        audit=audit,
+        clock=time.time,
+    )
+    app = build_app(services)
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handler_cancellation=True)
+    await runner.setup()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
+            loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_environment()
+    retention = asyncio.create_task(_retention(audit, web_cfg.audit_retention_days, stop))
+    try:
+        for address in web_cfg.listen:
+            await web.TCPSite(runner, address or None, web_cfg.port, ssl_context=context).start()
+        addresses = urls(web_cfg.listen, web_cfg.port)
+        for url in addresses:
+            print(f"edgegw web: listening on {url}", flush=True)
+        log.info("web: listening on %s", ", ".join(addresses))
+        if not await asyncio.to_thread(accounts.has_admin):
+            token = await asyncio.to_thread(accounts.create_setup_token, now=time.time(), ttl_s=SETUP_TTL_S)
+            await asyncio.to_thread(audit.append, actor="web", action="user.setup_link", at=time.time())
+            link = f"{addresses[0]}setup/{token}"
+            print(
+                f"edgegw web: no admin yet; create the first one within 1 hour at {link} "
+                "(or on the box: edgegw user add NAME --role admin)",
+                flush=True,
+            )
+            log.warning("web: no admin yet; one-time setup link, valid 1 hour: %s", link)
+        notifier.ready("serving")
+        await stop.wait()
+    finally:
+        notifier.stopping()
+        log.info("web: stopping")
+        retention.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention
+        await runner.cleanup()
+        await services.control.close()
+        await services.buffer.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def _retention(audit: Any, days: int, stop: asyncio.Event) -> None:
+    """Drops audit entries older than the retention period, at start and daily (the chain stays verifiable)."""
+    while not stop.is_set():
+        try:
+            removed = await asyncio.to_thread(audit.purge, time.time() - days * 86400.0)
+        except Exception:  # a full disk must not stop the UI; said once a day
+            log.exception("web: audit retention failed")
+        else:
+            if removed:
+                log.info("web: audit retention removed %d entries older than %d days", removed, days)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RETENTION_CHECK_S)
