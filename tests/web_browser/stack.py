@@ -31,11 +31,12 @@ from gateway.buffer.reader import BufferReader
 from gateway.control.client import ControlClient
 from gateway.records import Attribute, Lane, Reading, Source
 from gateway.uplinks.api import Outcome, Status
+from gateway.web import certs
 from gateway.web.app import build_app
 from gateway.web.config import WebConfig
 from gateway.web.services import WebServices
 from tests.e2e.harness import GatewayProcess
-from tests.web_browser.harness import LoopSite, MovableClock, UiLoop, self_signed
+from tests.web_browser.harness import LoopSite, MovableClock, UiLoop
 
 GATEWAY_ID = "web-gw"
 # what the station server says the station is called: a device's text, to be shown as text
@@ -251,8 +252,8 @@ def start_ui(ui_loop: UiLoop, gateway: Gateway, state_dir: Path, **settings: Any
     state_dir.mkdir(parents=True, exist_ok=True)
     accounts = AccountStore(state_dir, config, hasher=FAST_HASHER)
     audit = AuditLog(state_dir)
-    # gateway/web/certs.py (the self-signed certificate made at first start) has not landed yet
-    ssl_context = self_signed(state_dir)
+    # the self-signed certificate `edgegw web` makes at first start, with the box's names and addresses
+    ssl_context = certs.server_context(certs.material(config, state_dir))
     made: dict[str, Any] = {}
 
     async def make_app() -> web.Application:

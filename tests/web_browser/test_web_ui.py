@@ -214,6 +214,7 @@ def test_idle_timeout_sends_the_user_back_to_login(driver: webdriver.Chrome, ui:
     driver.get(ui.url("/"))
     element(driver, "#login-form")
     assert at_path(driver, "/login")
+    assert element(driver, ".flash").text == message("session.expired")
 
 
 def test_an_expired_password_must_be_changed_before_anything_else(driver: webdriver.Chrome, ui: Ui) -> None:
