@@ -18,12 +18,32 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.accounts import passwords
-from gateway.accounts.store import AccountError, AccountStore, PasswordRejected, Role, SetupRefused, User
-from gateway.audit.log import AuditLog
+from gateway.accounts.store import (
+    AccountError,
+    AccountStore,
+    PasswordRejected,
+    Role,
+    SetupRefused,
+    UnknownUser,
+    User,
+    UserExists,
+    check_user_name,
+)
+from gateway.audit.log import AuditError, AuditLog
 from gateway.errors import ConfigError
 from gateway.web.config import WebConfig
 
-__all__ = ["ENGLISH", "EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "cli_actor", "open_state", "run"]
+__all__ = [
+    "ENGLISH",
+    "EXIT_FAILURE",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "add_parser",
+    "cli_actor",
+    "hand_over",
+    "open_state",
+    "run",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -42,6 +62,8 @@ ENGLISH: dict[str, str] = {
 }
 
 PasswordReader = Callable[[str], str]
+# the CLI's clock; tests replace it
+clock: Callable[[], float] = time.time
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -92,6 +114,28 @@ def open_state(config_path: Path | None) -> tuple[Path, WebConfig]:
     return cfg.web.state_path(Path(cfg.gateway.data_dir)), cfg.web
 
 
+def hand_over(state_dir: Path) -> None:
+    """Run as root (sudo), give the files made in `state_dir` to the owner of its parent (the gateway's user).
+
+    Otherwise `edgegw user add` typed as root leaves an accounts.db the web UI, running as the gateway's
+    user, cannot open.
+    """
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = state_dir.parent.stat()
+    except OSError:
+        return
+    if owner.st_uid == 0:
+        return
+    for path in (state_dir, *state_dir.rglob("*")):
+        try:
+            if path.lstat().st_uid == 0:
+                os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        except OSError:  # a file that vanished meanwhile (a -shm, a temporary file)
+            continue
+
+
 def english(key: str, web: WebConfig) -> str:
     return ENGLISH.get(key, key).format(min_length=web.password_min_length, max_length=passwords.MAX_LENGTH)
 
@@ -132,6 +176,17 @@ def _write_list(users: list[User], store: AccountStore, now: float, out: TextIO)
         )
 
 
+def _check_before_typing(store: AccountStore, command: str, name: str) -> None:
+    """The name's errors before the password is typed twice, not after."""
+    if command == "add":
+        check_user_name(name)
+        taken = next((u.name for u in store.list_users() if u.name.lower() == name.lower()), None)
+        if taken is not None:
+            raise UserExists(f"user {name}: already exists, got a second user of that name", name=name)
+    elif store.get_user(name) is None:
+        raise UnknownUser(f"user {name}: no such user, got {name!r}", name=name)
+
+
 def run(
     args: argparse.Namespace,
     out: TextIO | None = None,
@@ -144,7 +199,7 @@ def run(
     """Run a `user` subcommand; returns the exit code (2 for a bad config or a refused value)."""
     out = out or sys.stdout
     err = err or sys.stderr
-    at = time.time() if now is None else now
+    at = clock() if now is None else now
     read = read_password or getpass.getpass
     command = args.user_command
     what = f"user {command}"
@@ -172,6 +227,7 @@ def run(
         name = args.name
         what = f"user {command} {name}"
         if command in ("add", "passwd"):
+            _check_before_typing(store, command, name)
             password = _read_password(args, read, stdin or sys.stdin)
             if password is None:
                 err.write(f"{what}: the two passwords differ; nothing changed\n")
@@ -205,8 +261,11 @@ def run(
         }.get(exc.key, str(exc))
         err.write(f"{what}: {text}\n")
         return EXIT_FAILURE
-    except AccountError as exc:
+    except AuditError as exc:  # an audit log written by a newer edgegw
         err.write(f"{what}: {exc}\n")
+        return EXIT_INVALID
+    except AccountError as exc:  # its message names the user already
+        err.write(f"{exc}\n")
         return EXIT_INVALID
     except ConfigError as exc:  # a secret store whose key file does not belong to it
         err.writelines(f"{what}: {line}\n" for line in exc.errors)
@@ -216,3 +275,5 @@ def run(
             f"{what}: cannot use {state_dir}, got {exc.strerror or exc}; run it as the gateway's user (or root)\n"
         )
         return EXIT_FAILURE
+    finally:
+        hand_over(state_dir)

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from argon2 import PasswordHasher
 
 from gateway.accounts import passwords
+from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.web.config import WebConfig
 
@@ -56,6 +57,7 @@ ACCOUNTS_FILE = "accounts.db"
 NAME_RULE = "1-64 characters of A-Z a-z 0-9 _ . @ - starting with a letter or digit"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 DAY_S = 86_400.0
+HASH_SLOTS = 2
 
 # Forward migrations: MIGRATIONS[i] takes the file from version i to i + 1; never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (
@@ -235,7 +237,9 @@ class AccountStore:
         self.config = config
         self.hasher = hasher or passwords.default_hasher()
         self._lock = threading.Lock()
-        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        # each Argon2 run takes 64 MiB: a burst of logins from many addresses must not exhaust a 1 GB box
+        self._hash_slots = threading.BoundedSemaphore(HASH_SLOTS)
+        self._dummy_hash = self._hash(secrets.token_urlsafe(16))
         self._open_file()
 
     # -- file and schema -------------------------------------------------------------------------------
@@ -246,15 +250,7 @@ class AccountStore:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         with self._connect() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise AccountError(
-                    f"{self.path}: schema version {version} is newer than this edgegw knows ({SCHEMA_VERSION}), "
-                    f"got version {version}; upgrade edgegw",
-                    version=version,
-                )
-            for target in range(version, SCHEMA_VERSION):
-                db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version = {target + 1}; COMMIT;")
+            migrate(db, self.path, MIGRATIONS, AccountError)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -310,7 +306,15 @@ class AccountStore:
         reasons = passwords.check_policy(password, min_length=self.config.password_min_length, user_name=name)
         if reasons:
             raise PasswordRejected(where, reasons)
-        return self.hasher.hash(password)
+        return self._hash(password)
+
+    def _hash(self, password: str) -> str:
+        with self._hash_slots:
+            return self.hasher.hash(password)
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        with self._hash_slots:
+            return passwords.verify(self.hasher, password_hash, password)
 
     def add_user(self, name: str, role: Role, password: str, *, now: float, must_change: bool = False) -> User:
         check_user_name(name)
@@ -369,11 +373,11 @@ class AccountStore:
         reasons = passwords.check_policy(password, min_length=self.config.password_min_length, user_name=name)
         with self._connect() as db:
             current = db.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
-        if current is not None and passwords.verify(self.hasher, current["password_hash"], password):
+        if current is not None and self._verify(current["password_hash"], password):
             reasons.append(passwords.SAME_AS_CURRENT)
         if reasons:
             raise PasswordRejected(f"user {name}", reasons)
-        password_hash = self.hasher.hash(password)
+        password_hash = self._hash(password)
         return self._update(
             name,
             "password_hash = ?, password_changed_at = ?, must_change = ?",
@@ -401,12 +405,14 @@ class AccountStore:
     # -- login -----------------------------------------------------------------------------------------
 
     def authenticate(self, name: str, password: str, *, address: str, now: float) -> AuthResult:
+        """One login attempt; `name` matched whatever its case (names are unique that way), `now` injected."""
         with self._connect() as db:
-            row = db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+            row = db.execute("SELECT * FROM users WHERE lower(name) = lower(?)", (name,)).fetchone()
         if row is None:
-            passwords.verify(self.hasher, self._dummy_hash, password)  # the time a real account takes
+            self._verify(self._dummy_hash, password)  # the time a real account takes
             return AuthResult(ok=False, reason="bad_credentials")
-        matches = passwords.verify(self.hasher, row["password_hash"], password)
+        name = str(row["name"])  # as stored, for the updates below
+        matches = self._verify(row["password_hash"], password)
         user = _user(row)
         if user.locked(now):
             # a locked account answers "locked" whatever the password: no guessing while locked
@@ -448,6 +454,8 @@ class AccountStore:
 
     def _succeeded(self, row: sqlite3.Row, password: str, address: str, now: float) -> AuthResult:
         name = row["name"]
+        # parameters raised since the password was set: hashed again now that it is known, outside the lock
+        rehashed = self._hash(password) if self.hasher.check_needs_rehash(row["password_hash"]) else None
         with self._write() as db:
             before = db.execute(
                 "SELECT last_login_at, last_login_address, failures_since_login FROM users WHERE name = ?", (name,)
@@ -457,8 +465,11 @@ class AccountStore:
                 "failed_streak = 0, locked_until = NULL WHERE name = ?",
                 (now, address, name),
             )
-            if self.hasher.check_needs_rehash(row["password_hash"]):  # parameters raised since it was set
-                db.execute("UPDATE users SET password_hash = ? WHERE name = ?", (self.hasher.hash(password), name))
+            if rehashed is not None:
+                db.execute(
+                    "UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
+                    (rehashed, name, row["password_hash"]),
+                )
         user = self._require(name)
         previous = (
             (float(before["last_login_at"]), str(before["last_login_address"] or ""))

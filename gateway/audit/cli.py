@@ -1,4 +1,4 @@
-"""`edgegw audit verify|show`: check the audit log's HMAC chain and read its entries from the box's shell."""
+"""`edgegw audit verify|show|purge`: check the audit log's HMAC chain, read it, apply its retention period."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.audit.log import AuditEntry, AuditLog
+from gateway.audit.log import AuditEntry, AuditError, AuditLog
 from gateway.errors import ConfigError
 
 __all__ = ["EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "run"]
@@ -23,7 +23,7 @@ JST = timezone(timedelta(hours=9), "JST")
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `audit` and its subcommands to the `edgegw` argument parser; returns the `audit` parser."""
     p: argparse.ArgumentParser = subparsers.add_parser("audit", help="verify and show the web UI's audit log")
-    sub = p.add_subparsers(dest="audit_command", required=True, metavar="{verify,show}")
+    sub = p.add_subparsers(dest="audit_command", required=True, metavar="{verify,show,purge}")
     sub.add_parser(
         "verify", help="check every entry's HMAC chain; exit 1 naming each entry edited, deleted or inserted"
     )
@@ -31,6 +31,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=50, metavar="N", help="how many (default 50)")
     s.add_argument("--actor", default=None, help="only this actor's entries (e.g. cli:root, alice)")
     s.add_argument("--action", default=None, help="only this action's entries (e.g. login.failed)")
+    pg = sub.add_parser(
+        "purge", help="delete entries older than [web] audit_retention_days (a purge record keeps the chain verifiable)"
+    )
+    pg.add_argument(
+        "--days", type=int, default=None, metavar="N", help="keep N days instead of [web] audit_retention_days"
+    )
     for c in sub.choices.values():
         c.add_argument(
             "--config",
@@ -40,6 +46,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             help="gateway configuration (default: $EDGEGW_CONFIG or /etc/edgegw/gateway.toml)",
         )
     return p
+
+
+# what a web user typed or a device sent ends up in target and detail: never let it move the terminal's cursor
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 
 def _line(e: AuditEntry) -> str:
@@ -52,19 +62,42 @@ def _line(e: AuditEntry) -> str:
         parts.append(f"from {e.address}")
     if detail:
         parts.append(detail)
-    return "  ".join(parts)
+    return "  ".join(parts).translate(_CONTROL)
+
+
+def _purge(args: argparse.Namespace, audit: AuditLog, retention_days: int, out: TextIO, err: TextIO) -> int:
+    from gateway.accounts import cli as user_cli
+
+    days = retention_days if args.days is None else args.days
+    if days < 1:
+        err.write(f"audit purge: --days must be at least 1, got {days}\n")
+        return EXIT_INVALID
+    now = user_cli.clock()
+    cutoff = now - days * 86_400.0
+    try:
+        count = audit.purge(cutoff, now=now, actor=user_cli.cli_actor())
+    finally:
+        user_cli.hand_over(audit.state_dir)
+    when = datetime.fromtimestamp(cutoff, UTC).astimezone(JST).strftime("%Y-%m-%d %H:%M JST")
+    out.write(f"audit log {audit.path}: {count} entries older than {when} purged (kept {days} days)\n")
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run an `audit` subcommand; `verify` exits 1 when the chain is broken."""
-    from gateway.accounts.cli import open_state
+    from gateway.accounts.cli import hand_over, open_state
 
     out = out or sys.stdout
     err = err or sys.stderr
     what = f"audit {args.audit_command}"
     try:
-        state_dir, _ = open_state(args.config)
-        audit = AuditLog(state_dir)
+        state_dir, web = open_state(args.config)
+        try:
+            audit = AuditLog(state_dir)
+        finally:
+            hand_over(state_dir)  # a new log's files, made by root, belong to the gateway's user
+        if args.audit_command == "purge":
+            return _purge(args, audit, web.audit_retention_days, out, err)
         if args.audit_command == "verify":
             verdict = audit.verify()
             if verdict.ok:
@@ -79,6 +112,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         for e in audit.entries(limit=args.limit, actor=args.actor, action=args.action):
             out.write(_line(e) + "\n")
         return EXIT_OK
+    except AuditError as exc:  # a log written by a newer edgegw
+        err.write(f"{what}: {exc}\n")
+        return EXIT_INVALID
     except ConfigError as exc:
         err.write(f"{what}: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
         err.writelines(f"  {line}\n" for line in exc.errors)

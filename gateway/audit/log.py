@@ -12,8 +12,11 @@ edit the database but not read the key cannot make a row that verifies:
 
 Retention (`purge`) deletes the oldest rows and appends an anchor row (action `audit.purge`)
 recording the purged id range and the last purged mac, so the first row left still chains to
-something the key vouches for. What the chain cannot see is the removal of the newest rows, or of
-the whole file: the log's backups and the journal (every append logs its id and action) cover that.
+something the key vouches for. A chain alone cannot see its newest rows removed, so after each
+commit the newest (id, mac) is also written, sealed by the key, to `audit.head` next to the file;
+`verify` checks that this entry is still there. What neither can see is the removal of both files
+together with the secret store: the backups and the journal (every append logs its id and action)
+cover that.
 
 Appends are serialized (a lock in the process, `BEGIN IMMEDIATE` between processes: the web UI and
 the CLI append to the same file) and durable (one commit per append, WAL, synchronous=FULL).
@@ -22,6 +25,7 @@ the CLI append to the same file) and durable (one commit per append, WAL, synchr
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.secrets import SecretStore
 
@@ -55,6 +60,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 AUDIT_FILE = "audit.db"
+HEAD_FILE = "audit.head"
+LOCK_FILE = "audit.lock"
+# one per process: two AuditLog objects on one directory must not both make a key
+_KEY_LOCK = threading.Lock()
 SECRETS_DIR = "secrets"
 KEY_NAME = "audit-hmac"
 GENESIS = "0" * 64
@@ -174,15 +183,7 @@ class AuditLog:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         with self._connect() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise AuditError(
-                    f"{self.path}: schema version is newer than this edgegw knows ({SCHEMA_VERSION}), "
-                    f"got version {version}; upgrade edgegw",
-                    version=version,
-                )
-            for target in range(version, SCHEMA_VERSION):
-                db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version = {target + 1}; COMMIT;")
+            migrate(db, self.path, MIGRATIONS, AuditError)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -201,13 +202,24 @@ class AuditLog:
 
     def _get_key(self) -> bytes:
         if self._key is None:
-            if KEY_NAME in self.secrets.names():
-                self._key = base64.b64decode(self.secrets.get(KEY_NAME))
-            else:
-                raw = secrets.token_bytes(32)
-                self.secrets.set(KEY_NAME, base64.b64encode(raw).decode("ascii"))
-                self._key = raw
+            # the web UI and the CLI may both write the first entry: one makes the key, the other reads it
+            with _KEY_LOCK, self._file_lock():
+                if KEY_NAME in self.secrets.names():
+                    self._key = base64.b64decode(self.secrets.get(KEY_NAME))
+                else:
+                    raw = secrets.token_bytes(32)
+                    self.secrets.set(KEY_NAME, base64.b64encode(raw).decode("ascii"))
+                    self._key = raw
         return self._key
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        fd = os.open(self.state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -228,13 +240,36 @@ class AuditLog:
         with self._lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                entry_id = self._append(db, key, at, actor, action, target, detail_json, address)
+                head = _read_head(self.state_dir / HEAD_FILE, key)
+                written = head[0] if isinstance(head, tuple) else 0
+                entry_id = self._append(db, key, at, actor, action, target, detail_json, address, written)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            mac = str(db.execute("SELECT mac FROM entries WHERE id = ?", (entry_id,)).fetchone()[0])
+        self._write_head(key, entry_id, mac)
         log.info("audit entry %d: %s", entry_id, action)  # names stay out of the journal
         return entry_id
+
+    def _write_head(self, key: bytes, entry_id: int, mac: str) -> None:
+        """Record the newest entry outside the database, sealed by the key: deleting the newest rows shows.
+
+        Written after the commit, so it may lag behind the database (another process appended meanwhile,
+        or a power cut came in between) but never leads it; it only moves forward.
+        """
+        path = self.state_dir / HEAD_FILE
+        with self._file_lock():
+            current = _read_head(path, key)
+            if isinstance(current, tuple) and current[0] >= entry_id:
+                return
+            tmp = self.state_dir / f".{HEAD_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(canonical({"id": entry_id, "mac": mac, "seal": _head_seal(key, entry_id, mac)}))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
 
     @staticmethod
     def _append(
@@ -246,9 +281,13 @@ class AuditLog:
         target: str,
         detail_json: str,
         address: str,
+        written: int,
     ) -> int:
         last = db.execute("SELECT id, mac FROM entries ORDER BY id DESC LIMIT 1").fetchone()
-        entry_id, prev_mac = (1, GENESIS) if last is None else (int(last["id"]) + 1, str(last["mac"]))
+        last_id, prev_mac = (0, GENESIS) if last is None else (int(last["id"]), str(last["mac"]))
+        # numbered after the newest entry ever written (audit.head), not after the newest left: newest rows
+        # deleted behind the log's back stay a visible gap instead of being quietly taken over
+        entry_id = max(last_id, written) + 1
         mac = _mac(key, entry_id, at, actor, action, target, detail_json, address, prev_mac)
         db.execute(
             "INSERT INTO entries (id, at, actor, action, target, detail_json, address, prev_mac, mac) "
@@ -281,20 +320,32 @@ class AuditLog:
                 count = db.execute("DELETE FROM entries WHERE id <= ?", (bound,)).rowcount
                 detail = {"first_id": first, "last_id": bound, "count": count, "last_mac": last_mac}
                 # the anchor chains to the newest entry left (or, when none is left, to the last purged one)
-                self._append_after_purge(db, key, at, actor, detail, bound, last_mac)
+                head = _read_head(self.state_dir / HEAD_FILE, key)
+                written = head[0] if isinstance(head, tuple) else 0
+                self._append_after_purge(db, key, at, actor, detail, bound, last_mac, written)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            anchor_id, anchor_mac = db.execute("SELECT id, mac FROM entries ORDER BY id DESC LIMIT 1").fetchone()
+        self._write_head(key, int(anchor_id), str(anchor_mac))
         log.info("audit: purged %d entries up to %d", count, bound)
         return int(count)
 
     @staticmethod
     def _append_after_purge(
-        db: sqlite3.Connection, key: bytes, at: float, actor: str, detail: dict[str, Any], bound: int, last_mac: str
+        db: sqlite3.Connection,
+        key: bytes,
+        at: float,
+        actor: str,
+        detail: dict[str, Any],
+        bound: int,
+        last_mac: str,
+        written: int,
     ) -> None:
         last = db.execute("SELECT id, mac FROM entries ORDER BY id DESC LIMIT 1").fetchone()
-        entry_id, prev_mac = (bound + 1, last_mac) if last is None else (int(last["id"]) + 1, str(last["mac"]))
+        last_id, prev_mac = (bound, last_mac) if last is None else (int(last["id"]), str(last["mac"]))
+        entry_id = max(last_id, written) + 1  # as in append: never the number of an entry deleted behind our back
         detail_json = canonical(detail)
         mac = _mac(key, entry_id, at, actor, PURGE_ACTION, "", detail_json, "", prev_mac)
         db.execute(
@@ -358,13 +409,38 @@ class AuditLog:
                 previous = row
             if previous is not None:
                 checker.check(previous, None)
-        problems = checker.finish()
+        problems = checker.finish() + self._check_head(key)
         if checker.genuine == 0 and total >= 2:
             problems = [
                 f"audit log: no entry matches the key {KEY_NAME} in {self.secrets.directory}, got {total} entries; "
                 "the key was replaced or the log belongs to another key (restore both from the same backup)"
             ]
         return AuditVerdict(ok=not problems, problems=problems, checked=total)
+
+    def _check_head(self, key: bytes) -> list[str]:
+        """The newest entry recorded in audit.head must still be there, unchanged."""
+        path = self.state_dir / HEAD_FILE
+        head = _read_head(path, key)
+        if head is None:
+            return [
+                f"audit log: {path} (the record of the newest entry) is missing; "
+                "entries at the end may have been deleted"
+            ]
+        if isinstance(head, str):
+            return [f"audit log: {path}: {head}"]
+        head_id, head_mac = head
+        with self._connect() as db:
+            if db.execute("SELECT 1 FROM entries WHERE mac = ?", (head_mac,)).fetchone() is not None:
+                return []  # still there (renumbered, if at all: the chain check says so)
+            newest = db.execute("SELECT max(id) FROM entries").fetchone()[0]
+            row = db.execute("SELECT mac FROM entries WHERE id = ?", (head_id,)).fetchone()
+        if newest is None or newest < head_id:
+            last = 0 if newest is None else int(newest)
+            gone = f"entry {head_id}" if head_id == last + 1 else f"entries {last + 1} to {head_id}"
+            return [f"audit {gone}: deleted (the log ends at entry {last}, but entry {head_id} was written)"]
+        if row is not None and row["mac"] != head_mac:
+            return [f"audit entry {head_id}: replaced (its MAC is not the one recorded when it was written)"]
+        return []
 
     @staticmethod
     def _anchors(db: sqlite3.Connection, key: bytes) -> dict[int, str]:
@@ -397,6 +473,24 @@ def _entry(row: sqlite3.Row) -> AuditEntry:
         prev_mac=row["prev_mac"],
         mac=row["mac"],
     )
+
+
+def _head_seal(key: bytes, entry_id: int, mac: str) -> str:
+    return hmac.new(key, b"head:" + canonical({"id": entry_id, "mac": mac}).encode(), hashlib.sha256).hexdigest()
+
+
+def _read_head(path: Path, key: bytes) -> tuple[int, str] | str | None:
+    """(id, mac) of audit.head; None when there is none; a sentence when it cannot be trusted."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        entry_id, mac, seal = int(doc["id"]), str(doc["mac"]), str(doc["seal"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable, got a file that is not a head record; entries at the end may have been deleted"
+    if not hmac.compare_digest(seal, _head_seal(key, entry_id, mac)):
+        return "edited (its seal does not match the key); entries at the end may have been deleted"
+    return entry_id, mac
 
 
 def _row_mac(key: bytes, row: sqlite3.Row, entry_id: int) -> str:
@@ -489,7 +583,9 @@ class _ChainCheck:
             if self.anchors.get(original - 1) == row["prev_mac"]:
                 return
             if original > 1:
-                gone = "entry 1" if original == 2 else f"entries 1 to {original - 1}"
+                # entries a purge record accounts for are not missing: only those after the last such range
+                start = max((last_id + 1 for last_id in self.anchors if last_id < original - 1), default=1)
+                gone = f"entry {start}" if original == start + 1 else f"entries {start} to {original - 1}"
                 self._say(
                     f"audit {gone}: deleted (the log starts at entry {entry_id} "
                     "without a purge record for the entries before it)"

@@ -10,7 +10,7 @@ from argon2 import PasswordHasher
 from gateway.accounts.store import AccountStore
 from gateway.web.config import WebConfig
 
-T0 = 1_796_000_000.0  # 2026-12-01 JST-ish; any fixed epoch: the clock is injected
+T0 = 1_796_000_000.0  # 2026-11-30 09:53:20 JST; any fixed epoch: the clock is injected
 
 
 @pytest.fixture

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import tempfile
 import threading
 from pathlib import Path
 from typing import Literal
 
 import pytest
 from argon2 import PasswordHasher
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.accounts.store import (
     SCHEMA_VERSION,
     AccountError,
     AccountStore,
+    AuthResult,
     InvalidUserName,
     LastAdmin,
     PasswordRejected,
@@ -59,8 +63,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path, web_config: WebConfig, cheap_
     with pytest.raises(AccountError) as exc:
         AccountStore(tmp_path, web_config, hasher=cheap_hasher)
     assert str(exc.value) == (
-        f"{tmp_path / 'accounts.db'}: schema version 99 is newer than this edgegw knows (1), got version 99; "
-        "upgrade edgegw"
+        f"{tmp_path / 'accounts.db'}: schema version newer than this edgegw knows (1), got version 99; upgrade edgegw"
     )
 
 
@@ -144,8 +147,7 @@ def test_unknown_user_answers_like_a_wrong_password_and_costs_a_verification(
     assert hasher.verified == 1
     wrong = store.authenticate("tanaka", OTHER, address="192.0.2.1", now=T0)
     assert hasher.verified == 2
-    assert unknown == wrong.__class__(ok=False, reason="bad_credentials")
-    assert wrong.ok is False and wrong.reason == "bad_credentials" and wrong.user is None
+    assert unknown == wrong == AuthResult(ok=False, reason="bad_credentials")
 
 
 def test_lockout_after_n_failures_and_release_after_m_minutes(store: AccountStore) -> None:
@@ -167,7 +169,8 @@ def test_lockout_after_n_failures_and_release_after_m_minutes(store: AccountStor
     assert user is not None and user.locked(T0 + 100) and not user.locked(T0 + 2 + 15 * 60)
     after = store.authenticate("tanaka", GOOD, address="192.0.2.10", now=T0 + 2 + 15 * 60)
     assert after.ok and after.failures_since_last_login == 4
-    assert store.get_user("tanaka") is not None and store.get_user("tanaka").locked_until is None  # type: ignore[union-attr]
+    released = store.get_user("tanaka")
+    assert released is not None and released.locked_until is None
 
 
 def test_a_success_resets_the_consecutive_count(store: AccountStore) -> None:
@@ -324,3 +327,65 @@ def test_any_admin_refuses_the_setup_link(store: AccountStore) -> None:
     with pytest.raises(SetupRefused) as exc:
         store.use_setup_token(token, "sato", OTHER, now=T0 + 1)
     assert exc.value.key == "setup.admin_exists"
+
+
+def test_login_name_is_matched_whatever_its_case(store: AccountStore) -> None:
+    store.add_user("Tanaka", Role.ADMIN, GOOD, now=T0)
+    result = store.authenticate("tanaka", GOOD, address="a", now=T0)
+    assert result.ok and result.user is not None and result.user.name == "Tanaka"
+    for t in range(3):
+        store.authenticate("TANAKA", "bad", address="a", now=T0 + t)
+    locked = store.get_user("Tanaka")
+    assert locked is not None and locked.locked(T0 + 10)
+
+
+def test_opening_a_new_file_from_many_threads_migrates_it_once(
+    tmp_path: Path, web_config: WebConfig, cheap_hasher: PasswordHasher
+) -> None:
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            AccountStore(tmp_path, web_config, hasher=cheap_hasher)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert AccountStore(tmp_path, web_config, hasher=cheap_hasher).schema_version() == SCHEMA_VERSION
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.booleans(), st.floats(min_value=0, max_value=20 * 60, allow_nan=False)), min_size=1, max_size=14
+    )
+)
+def test_lockout_follows_its_model(steps: list[tuple[bool, float]]) -> None:
+    """Against a model written from the rules: N consecutive failures lock for M minutes; success resets."""
+    config = WebConfig(lockout_failures=3, lockout_minutes=15)
+    with tempfile.TemporaryDirectory() as d:
+        store = AccountStore(Path(d), config, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        store.add_user("tanaka", Role.ADMIN, GOOD, now=T0)
+        now, streak, locked_until, failures = T0, 0, None, 0
+        for right, wait in steps:
+            now += wait
+            result = store.authenticate("tanaka", GOOD if right else "wrong", address="a", now=now)
+            if locked_until is not None and now < locked_until:
+                failures += 1
+                assert (result.reason, result.locked_now, result.locked_until) == ("locked", False, locked_until)
+            elif right:
+                assert result.ok and result.failures_since_last_login == failures
+                streak, locked_until, failures = 0, None, 0
+            else:
+                failures += 1
+                streak += 1
+                if streak == 3:
+                    streak, locked_until = 0, now + 15 * 60
+                    assert (result.reason, result.locked_now, result.locked_until) == ("locked", True, locked_until)
+                else:
+                    assert (result.reason, result.locked_now) == ("bad_credentials", False)
