@@ -385,7 +385,8 @@ class Runtime:
 
 
 async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
-    from gateway.control.server import ControlServer  # the control package imports this module
+    # the control package imports this module
+    from gateway.control.server import ControlServer, ControlSocketError, ControlSocketInUse
 
     config = load_config(config_path)
     logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)
@@ -399,12 +400,20 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
     notifier = systemd.Notifier.from_environment()
     runtime = Runtime(config_path, config, notifier)
     # first, so a second gateway on the same data_dir stops here, before it opens the buffer
-    control = ControlServer(config.gateway.control_path(), runtime)
-    await control.start()
+    control: ControlServer | None = ControlServer(config.gateway.control_path(), runtime)
+    assert control is not None
+    try:
+        await control.start()
+    except ControlSocketInUse:
+        raise
+    except ControlSocketError as exc:  # the web UI is not worth a gateway that does not deliver
+        log.error("running without the control socket (no web UI, no local tools): %s", exc)
+        control = None
     try:
         await runtime.start()
     except BaseException:
-        await control.stop()
+        if control is not None:
+            await control.stop()
         raise
     notifier.ready(f"gateway {config.gateway.id} running")
     status_log = logs.StateLog(log)  # `edgegw status` shows an old state meanwhile (a full disk, most often)
@@ -433,7 +442,8 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
     finally:
         notifier.stopping()
         log.info("stopping: flushing the buffer and closing uplinks")
-        await control.stop()
+        if control is not None:
+            await control.stop()
         await runtime.stop()
         # the status file is informative; a failure must not mask the exit
         with contextlib.suppress(Exception):

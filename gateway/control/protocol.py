@@ -124,7 +124,8 @@ def decode_request(line: bytes) -> Request:
     try:
         doc = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise ControlError(MALFORMED, f"request: not valid JSON, got {_excerpt(line)}; {exc}") from None
+        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise ControlError(MALFORMED, f"request: not valid JSON, got {_excerpt(line)}; {where}") from None
     if not isinstance(doc, dict):
         raise ControlError(MALFORMED, f"request: must be a JSON object, got {type(doc).__name__}")
     op = doc.get("op")

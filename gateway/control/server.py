@@ -57,13 +57,25 @@ SOCKET_MODE = 0o660  # owner and group: the web process runs as another user in 
 LATEST_LIMIT = 100_000
 _LATEST_CHUNK = 5_000  # entities formatted between two yields to the event loop
 _CHUNK = 256 * 1024
+STOP_WAIT_S = 1.0  # for requests under way at stop, before they are cancelled
 ALERT_TYPE = "Alert"  # gateway.processing.river's Smart Data Model Alert entities
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-class ControlSocketInUse(GatewayError):
+class ControlSocketError(GatewayError):
+    """The socket cannot be opened (a path too long for AF_UNIX, no permission): the gateway runs without it."""
+
+    code = "control_socket_error"
+
+
+class ControlSocketInUse(ControlSocketError):
+    """Another gateway answers on the path: this one must not start (two on one data_dir would share a buffer)."""
+
     code = "control_socket_in_use"
+
+
+MAX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL (Linux)
 
 
 class ControlServer:
@@ -113,9 +125,23 @@ class ControlServer:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        size = len(os.fsencode(self.path))
+        if size > MAX_PATH:
+            raise ControlSocketError(
+                f"control socket {self.path}: path longer than {MAX_PATH} bytes, got {size}; "
+                "set [gateway] control_socket to a shorter path",
+                path=str(self.path),
+            )
         await self._clear_stale()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        except OSError as exc:
+            raise ControlSocketError(
+                f"control socket {self.path}: cannot listen, got {exc.strerror or exc}; "
+                "check that the gateway's user may write in that directory",
+                path=str(self.path),
+            ) from None
         # after bind: the umask (0077 under systemd) made it owner-only, and the web runs in the group
         os.chmod(self.path, SOCKET_MODE)
         self._inode = self.path.stat().st_ino
@@ -151,10 +177,12 @@ class ControlServer:
         if self._server is not None:
             self._server.close()
         for writer in list(self._connections):
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            writer.close()  # an idle connection's read ends; one in the middle of an op finishes it
+        if self._tasks:
+            _, slow = await asyncio.wait(list(self._tasks), timeout=STOP_WAIT_S)
+            for task in slow:
+                task.cancel()
+            await asyncio.gather(*slow, return_exceptions=True)
         await self.jobs.close()
         if self._server is not None:
             await self._server.wait_closed()
@@ -189,6 +217,10 @@ class ControlServer:
                     await writer.drain()
         except (ConnectionError, OSError):
             pass  # a client gone mid-request: nothing to answer, nobody else affected
+        except asyncio.CancelledError:
+            # the server is stopping; asyncio's callback for a connection task reports a cancelled
+            # one as an unhandled error, so the task ends normally instead
+            return
         except Exception:  # a bug here must not take the gateway down; the request is lost, the socket stays
             log.exception("control socket: connection handler failed")
         finally:
@@ -389,4 +421,4 @@ def _value(attrs: Any, name: str) -> Any:
     return None if attr is None else attr.value
 
 
-__all__ = ["SOCKET_MODE", "ControlServer", "ControlSocketInUse", "active_alerts", "entity_doc"]
+__all__ = ["SOCKET_MODE", "ControlServer", "ControlSocketError", "ControlSocketInUse", "active_alerts", "entity_doc"]
