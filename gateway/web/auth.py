@@ -48,6 +48,8 @@ class Session:
     flashes: list[tuple[str, str]] = field(default_factory=list)
     last_login: dict[str, Any] | None = None  # shown once after login (#last-login)
     timed_out: bool = False  # the browser's previous session ran out: the next page says so, once
+    fresh: bool = False  # made for this very request (no cookie, or an expired one)
+    form_expired: bool = False  # a form came without a live session: the login page says to try again
 
 
 def _digest(token: str) -> str:
@@ -100,9 +102,11 @@ class SessionTable:
         return session, False
 
     def expired(self, session: Session, now: float) -> bool:
-        if now - session.last_seen > self.idle_s:
-            return True
-        return session.logged_in_at is not None and now - session.logged_in_at > self.lifetime_s
+        if session.logged_in_at is None:
+            # Anonymous (the login page left open over lunch): it guards nothing but a CSRF token and a
+            # language, so only the absolute lifetime applies; the idle timeout is for logged-in sessions.
+            return now - session.created_at > self.lifetime_s
+        return now - session.last_seen > self.idle_s or now - session.logged_in_at > self.lifetime_s
 
     def drop(self, session: Session) -> None:
         self._sessions.pop(session.key, None)
@@ -157,6 +161,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         if user is None:  # removed while logged in
             table.drop(session)
             new_token, session = table.new(now, language=session.language)
+    session.fresh = new_token is not None
     request[SESSION] = session
     request[USER] = user
     try:

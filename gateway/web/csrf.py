@@ -39,5 +39,11 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
         given = await submitted_token(request)
         if not given or not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("ascii")):
             log.warning("web: %s %s refused, missing or wrong CSRF token", request.method, request.path)
+            session = session_of(request)
+            if session.fresh and not request.path.startswith("/api/"):
+                # No live session sent the form (this process restarted, or the page was left open past the
+                # session's lifetime): nothing was done; say so on the login page instead of a bare 403.
+                session.form_expired = True
+                raise web.HTTPFound("/login")
             raise web.HTTPForbidden(reason="CSRF token missing or wrong")
     return await handler(request)

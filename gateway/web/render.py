@@ -104,6 +104,9 @@ def render(request: web.Request, template: str, context: Mapping[str, Any], *, s
     if session.timed_out:
         session.timed_out = False
         flashes.insert(0, ("warning", translator(request)("session.expired")))
+    if session.form_expired:
+        session.form_expired = False
+        flashes.insert(0, ("warning", translator(request)("session.form_expired")))
     last_login, session.last_login = session.last_login, None
     base: dict[str, Any] = {
         "t": translator(request),

@@ -36,9 +36,32 @@ async def test_post_without_or_with_a_wrong_csrf_token_is_refused(web_env: WebEn
 
 async def test_login_without_csrf_token_is_refused(web_env: WebEnv) -> None:
     web_env.add_user("alice", Role.VIEWER)
+    await web_env.client.get("/login")
     response = await web_env.client.post("/login", data={"name": "alice", "password": PASSWORD})
     assert response.status == 403
     assert web_env.actions() == []
+
+
+async def test_a_form_without_a_live_session_is_not_processed_and_says_why(web_env: WebEnv) -> None:
+    """No cookie at all (a cross-site form, or this process restarted): nothing done, back to the login page."""
+    web_env.add_user("alice", Role.VIEWER)
+    response = await web_env.client.post(
+        "/login", data={"name": "alice", "password": PASSWORD, "csrf_token": "stale"}, allow_redirects=False
+    )
+    assert response.status == 302 and response.headers["Location"] == "/login"
+    page = await (await web_env.client.get("/login")).text()
+    assert "画面を開いてから時間がたったため、送信した内容は処理されませんでした。" in page
+    assert web_env.actions() == []
+
+
+async def test_login_page_left_open_past_the_idle_timeout_still_logs_in(web_env: WebEnv) -> None:
+    web_env.add_user("alice", Role.VIEWER)
+    token = await csrf_token(web_env.client)
+    web_env.clock.advance(60 * 60)
+    response = await web_env.client.post(
+        "/login", data={"name": "alice", "password": PASSWORD, "csrf_token": token}, allow_redirects=False
+    )
+    assert response.status == 302 and response.headers["Location"] == "/"
 
 
 async def test_session_fixation_cookie_changes_at_login(web_env: WebEnv) -> None:
