@@ -24,7 +24,11 @@ async def test_the_dashboard_shows_the_running_gateway_in_japanese_and_english(
         page = await (await viewer.get("/")).text()
         assert '<section id="dashboard"' in page
         assert '<td data-live="gateway">gw-web</td>' in page
-        assert re.search(r'<table id="adapters">.*<td>gauges</td><td>simulated</td>\s*<td data-live="adapter.gauges.state">稼働中</td>', page, re.S)
+        assert re.search(
+            r'<table id="adapters">.*<td>gauges</td><td>simulated</td>\s*<td data-live="adapter.gauges.state">稼働中</td>',
+            page,
+            re.S,
+        )
         assert re.search(r'<table id="uplinks">.*<td>orion</td><td>orion</td>', page, re.S)
         assert "発令中のアラートはありません。" in page
         # the refresh: the same cells as JSON, in the session's language
@@ -44,7 +48,10 @@ async def test_the_dashboard_says_plainly_when_the_gateway_is_not_running(web_en
     response = await web_env.client.get("/")
     assert response.status == 200
     page = await response.text()
-    assert '<p id="unreachable" class="unreachable">ゲートウェイに接続できません。ゲートウェイ（edgegw）が動いているか確認してください。</p>' in page
+    assert (
+        '<p id="unreachable" class="unreachable">ゲートウェイに接続できません。ゲートウェイ（edgegw）が動いているか確認してください。</p>'
+        in page
+    )
     doc = await (await web_env.client.get("/api/status")).json()
     assert doc == {
         "reachable": False,

@@ -101,5 +101,11 @@ async def api_latest(request: web.Request) -> web.StreamResponse:
         item["observed"] = when(row.observed_at)
     t = translator(request)
     return web.json_response(
-        {"reachable": True, "total": total, "shown": len(rows), "count": t("live.count", shown=len(rows), total=total), "entities": payload}
+        {
+            "reachable": True,
+            "total": total,
+            "shown": len(rows),
+            "count": t("live.count", shown=len(rows), total=total),
+            "entities": payload,
+        }
     )

@@ -34,7 +34,8 @@ async def _lines(request: web.Request, level: str, component: str) -> tuple[list
         log.warning("web: logs op failed: %s %s", exc.code, exc.message)
         return [], t("gateway.error", code=exc.code)
     docs = [line for line in lines if isinstance(line, dict)] if isinstance(lines, list) else []
-    # the gateway filters already; filtering again keeps the page right with a gateway of another version
+    # the gateway filters already (components are adapter and uplink names, matched exactly); filtering
+    # again keeps the page right with a gateway of another version
     return filter_lines(docs, level=level, component=component), ""
 
 
