@@ -142,6 +142,9 @@ def test_login_shows_the_dashboard_and_the_last_login(driver: webdriver.Chrome, 
     )
     wait_for(lambda: at_path(driver, "/"), "the dashboard after login")
     assert GATEWAY_ID in element(driver, "#dashboard").text
+    # the session cookie as the browser keeps it: never readable by scripts, never sent cross-site or in clear
+    cookies = driver.get_cookies()
+    assert cookies and all(c["httpOnly"] and c["secure"] and c["sameSite"] == "Strict" for c in cookies), cookies
     first = ui.accounts.get_user("tanaka")
     assert first is not None and first.last_login_at is not None
     element(driver, "#logout-submit").click()
