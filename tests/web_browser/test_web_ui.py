@@ -446,3 +446,15 @@ def test_an_english_browser_gets_english_pages(ui: Ui, tmp_path: Path) -> None:
         assert message("login.title", "en") in page_text(driver)
     finally:
         driver.quit()
+
+
+def test_the_language_switch_turns_the_same_page_english(driver: webdriver.Chrome, ui: Ui) -> None:
+    ui.add_user("tanaka", Role.VIEWER)
+    log_in(driver, ui, "tanaka")
+    element(driver, "#dashboard")
+    assert element(driver, "#nav-live").text == message("nav.live")
+    element(driver, "#lang-en").click()
+    wait_for(lambda: driver.execute_script("return document.documentElement.lang;") == "en", "the English page")
+    assert at_path(driver, "/")
+    assert element(driver, "#nav-live").text == message("nav.live", "en")
+    assert message("dashboard.title", "en") in page_text(driver)
