@@ -387,8 +387,12 @@ class AuditLog:
         """Check the whole chain; every problem in plain English, naming the entry (see the module docstring)."""
         with self._connect() as db:
             total = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
-            if total == 0:
-                return AuditVerdict(ok=True, checked=0)
+            if total == 0:  # a new log, or one emptied behind its back: audit.head tells which
+                if not (self.state_dir / HEAD_FILE).exists():
+                    return AuditVerdict(ok=True, checked=0)
+                key = self._get_key()
+                problems = self._check_head(key)
+                return AuditVerdict(ok=not problems, problems=problems, checked=0)
             if KEY_NAME not in self.secrets.names():
                 return AuditVerdict(
                     ok=False,
@@ -434,10 +438,12 @@ class AuditLog:
                 return []  # still there (renumbered, if at all: the chain check says so)
             newest = db.execute("SELECT max(id) FROM entries").fetchone()[0]
             row = db.execute("SELECT mac FROM entries WHERE id = ?", (head_id,)).fetchone()
-        if newest is None or newest < head_id:
-            last = 0 if newest is None else int(newest)
-            gone = f"entry {head_id}" if head_id == last + 1 else f"entries {last + 1} to {head_id}"
-            return [f"audit {gone}: deleted (the log ends at entry {last}, but entry {head_id} was written)"]
+        if newest is None:
+            gone = "entry 1" if head_id == 1 else f"entries 1 to {head_id}"
+            return [f"audit {gone}: deleted (the log is empty, but entry {head_id} was written)"]
+        if newest < head_id:
+            gone = f"entry {head_id}" if head_id == newest + 1 else f"entries {newest + 1} to {head_id}"
+            return [f"audit {gone}: deleted (the log ends at entry {newest}, but entry {head_id} was written)"]
         if row is not None and row["mac"] != head_mac:
             return [f"audit entry {head_id}: replaced (its MAC is not the one recorded when it was written)"]
         return []

@@ -359,7 +359,7 @@ def test_opening_a_new_file_from_many_threads_migrates_it_once(
     assert AccountStore(tmp_path, web_config, hasher=cheap_hasher).schema_version() == SCHEMA_VERSION
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     steps=st.lists(
         st.tuples(st.booleans(), st.floats(min_value=0, max_value=20 * 60, allow_nan=False)), min_size=1, max_size=14

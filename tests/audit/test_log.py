@@ -240,7 +240,7 @@ def test_appends_from_threads_and_two_instances_keep_one_chain(tmp_path: Path) -
 MUTATIONS = st.sampled_from(["edit", "delete", "insert_end", "insert_middle", "edit_prev_mac"])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(n=st.integers(min_value=3, max_value=12), data=st.data(), mutation=MUTATIONS)
 def test_any_single_tampering_is_found_and_named(n: int, data: st.DataObject, mutation: str) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -339,3 +339,15 @@ def test_a_purge_after_the_newest_entries_were_deleted_keeps_the_gap(tmp_path: P
     assert log.purge(T0 + 3, now=T0 + 100) == 3
     assert log.entries(limit=1)[0].id == 11
     assert log.verify().problems == ["audit entries 8 to 10: deleted (entry 11 follows entry 7)"]
+
+
+def test_an_emptied_log_is_found(tmp_path: Path) -> None:
+    log = filled(tmp_path, 4)
+    with raw(log) as db:
+        db.execute("DELETE FROM entries")
+    verdict = log.verify()
+    assert (verdict.ok, verdict.checked, verdict.problems) == (
+        False,
+        0,
+        ["audit entries 1 to 4: deleted (the log is empty, but entry 4 was written)"],
+    )
