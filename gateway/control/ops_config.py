@@ -18,7 +18,7 @@ from gateway.app import reload_problem, write_atomic
 from gateway.config import GatewayConfig, parse_config
 from gateway.control import args as a
 from gateway.control.config_versions import FILE, ConfigVersions, sha256_text
-from gateway.control.protocol import CONFIG_INVALID, NOT_FOUND, RELOAD_FAILED, ControlError
+from gateway.control.protocol import CONFIG_INVALID, NOT_FOUND, RELOAD_FAILED, WRITE_FAILED, ControlError
 from gateway.control.target import ControlTarget
 from gateway.errors import ConfigError
 
@@ -94,7 +94,14 @@ class ConfigOps:
                 finally:
                     store.close()
 
-            version = await asyncio.to_thread(write)
+            try:
+                version = await asyncio.to_thread(write)
+            except OSError as exc:
+                raise ControlError(
+                    WRITE_FAILED,
+                    f"config: {path} not written, got {exc.strerror or exc}; the gateway's user needs write "
+                    f"access to {path.parent} (systemd: ReadWritePaths=)",
+                ) from None
             failed = await self.target.reload(new)
             if failed:
                 raise ControlError(RELOAD_FAILED, f"config: version {version} written but not running", failed)

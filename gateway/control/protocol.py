@@ -32,6 +32,7 @@ NOT_FOUND = "not_found"
 BUSY = "busy"
 CONFIG_INVALID = "config_invalid"
 RELOAD_FAILED = "reload_failed"
+WRITE_FAILED = "write_failed"
 INTERNAL = "internal"
 UNAVAILABLE = "unavailable"
 

@@ -58,6 +58,9 @@ LATEST_LIMIT = 100_000
 _LATEST_CHUNK = 5_000  # entities formatted between two yields to the event loop
 _CHUNK = 256 * 1024
 STOP_WAIT_S = 1.0  # for requests under way at stop, before they are cancelled
+# Status is shared by the clients asking within this long: its buffer figures are counted on the
+# buffer's writer thread, and five browsers polling must not each add a count between commits.
+STATUS_MAX_AGE_S = 1.0
 ALERT_TYPE = "Alert"  # gateway.processing.river's Smart Data Model Alert entities
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -101,6 +104,8 @@ class ControlServer:
         self._inode: int | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._status: tuple[float, Any, dict[str, Any]] | None = None  # (monotonic time, gateway, document)
+        self._status_lock = asyncio.Lock()
         c = self.config_ops
         self.ops: dict[str, Handler] = {
             "status": self.op_status,
@@ -273,11 +278,23 @@ class ControlServer:
 
     async def op_status(self, args: dict[str, Any]) -> dict[str, Any]:
         gw = self.target.gateway
-        doc = await gw.status()
-        caps = gw.config.buffer
-        doc["host"] = (await asyncio.to_thread(self.host.sample)).to_dict()
-        doc["buffer_caps"] = {"max_rows": caps.max_rows, "max_bytes": caps.max_bytes, "max_age_s": caps.max_age_s}
-        doc["alerts"] = active_alerts(gw.latest.values())
+        async with self._status_lock:  # a client asking meanwhile gets this same document
+            cached = self._status
+            if cached is not None and cached[1] is gw and time.monotonic() - cached[0] < STATUS_MAX_AGE_S:
+                doc = dict(cached[2])
+            else:
+                doc = await gw.status()
+                caps = gw.config.buffer
+                # sampled with the document: CPU use over polls milliseconds apart would be noise
+                doc["host"] = (await asyncio.to_thread(self.host.sample)).to_dict()
+                doc["buffer_caps"] = {
+                    "max_rows": caps.max_rows,
+                    "max_bytes": caps.max_bytes,
+                    "max_age_s": caps.max_age_s,
+                }
+                doc["alerts"] = active_alerts(list(gw.latest.values()))
+                self._status = (time.monotonic(), gw, doc)
+                doc = dict(doc)
         doc["control"] = self.counters()
         return doc
 

@@ -124,7 +124,7 @@ async def test_serve_opens_the_socket_reloads_on_sighup_and_removes_it_at_sigter
         os.kill(os.getpid(), signal.SIGHUP)
         doc = await eventually(
             lambda: client.call("status"),
-            lambda d: "2/s" in d["adapters"][0]["diagnostics"]["summary"],
+            lambda d: bool(d["adapters"]) and "2/s" in d["adapters"][0]["diagnostics"]["summary"],
             "the reloaded rate",
         )
         assert doc["adapters"][0]["diagnostics"]["summary"] == "river-level, 3 entities at 2/s"
@@ -148,3 +148,27 @@ async def test_a_socket_path_too_long_is_a_clear_error(orion_double: OrionDouble
         f"control socket {long_path}: path longer than 107 bytes, got {len(str(long_path))}; "
         "set [gateway] control_socket to a shorter path"
     )
+
+
+async def test_serve_does_not_start_beside_a_gateway_answering_on_its_socket(
+    orion_double: OrionDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway import app, logs
+
+    directory = socket_dir()
+    path = directory / "control.sock"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        config_text(tmp_path / "data", orion_double.url, rate=1.0).replace(
+            'id = "gw-control"', f'id = "gw-control"\ncontrol_socket = "{path}"\nlog_format = "json"'
+        )
+    )
+    other = tmp_path / "other"
+    other.mkdir()
+    try:
+        async with ControlServer(path, _runtime(other, orion_double.url), tools=[]):
+            assert await app.serve(config) == 2
+        assert not (tmp_path / "data" / "buffer.db").exists()  # stopped before it opened the buffer
+    finally:
+        logs.setup("info", "json")
+        shutil.rmtree(directory, ignore_errors=True)
