@@ -60,7 +60,7 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
         if request.path.startswith("/static/"):
             raise
         status = exc.status
-        return render(request, f"{status}.html", {}, status=status)
+        return render(request, f"{status}.html", {}, status=status, notices=status != 404)
 
 
 def build_app(services: WebServices, *, strict_i18n: bool = False) -> web.Application:

@@ -4,10 +4,11 @@ Theory of operation: a session is a random 256-bit token in the `edgegw_session`
 SameSite=Strict) naming an entry of an in-memory table; only the token's SHA-256 is kept, so a memory dump
 does not hand out live cookies. A browser gets an anonymous session at its first page (it carries the CSRF
 token of the login form and the language picked there); logging in always makes a new token, so a cookie
-planted before login is worthless after it (session fixation). A session ends at logout, after
-`idle_timeout_minutes` without a request, or `session_lifetime_hours` after login whatever the activity.
-The user is read from the account store on every request: a removed user, a changed role or an admin's
-password reset takes effect at the next click, not at the next login.
+planted before login is worthless after it (session fixation). A logged-in session ends at logout, after
+`idle_timeout_minutes` without a request, or `session_lifetime_hours` after login whatever the activity; an
+anonymous one only at that lifetime (a login page left open still works). The user is read from the account
+store on every request: a removed or disabled user, a changed role or an admin's password reset takes effect
+at the next click, not at the next login.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -28,6 +30,7 @@ from gateway.web.services import SERVICES, WebServices
 
 T = TypeVar("T")
 COOKIE = "edgegw_session"
+STATIC_PREFIX = "/static/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Anonymous sessions cost memory before anyone proved who they are: bound them, dropping the oldest.
@@ -124,8 +127,9 @@ SESSIONS = web.AppKey("sessions", SessionTable)
 SESSION = web.RequestKey("session", Session)
 USER = web.RequestKey[User | None]("user")
 THROTTLE = web.AppKey("login_throttle", AddressThrottle)
-# Argon2id takes 64 MiB and a tenth of a second per check: at most this many at once, so a burst of logins
-# queues instead of pushing a 1 GB box into the OOM killer.
+# Argon2id takes 64 MiB and a tenth of a second per check. The store bounds the checks itself; bounding them
+# here too keeps a burst of logins queued on the event loop rather than parked in the default thread pool,
+# which every page's sqlite reads share.
 HASHING = web.AppKey("hashing", asyncio.Semaphore)
 MAX_CONCURRENT_HASHES = 2
 
@@ -146,6 +150,8 @@ def session_of(request: web.Request) -> Session:
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Finds (or starts) the browser's session and the logged-in user before any handler runs."""
+    if request.path.startswith(STATIC_PREFIX):  # public files: no session to look up, no cookie to hand out
+        return await handler(request)
     table = request.app[SESSIONS]
     svc = services(request)
     now = svc.clock()
@@ -158,7 +164,8 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     user: User | None = None
     if session.user is not None:
         user = await asyncio.to_thread(svc.accounts.get_user, session.user)
-        if user is None:  # removed while logged in
+        if user is None or user.disabled:  # removed or disabled while logged in
+            user = None
             table.drop(session)
             new_token, session = table.new(now, language=session.language)
     session.fresh = new_token is not None
@@ -227,7 +234,7 @@ def requires(role: Role, *, password_change_page: bool = False) -> Callable[[Han
                 if _is_api(request):
                     raise web.HTTPUnauthorized(text='{"error": "login required"}', content_type="application/json")
                 target = request.rel_url.path_qs if request.method == "GET" else "/"
-                raise web.HTTPFound(f"/login?next={_quote(target)}")
+                raise web.HTTPFound(f"/login?next={quote(target, safe='/')}")
             if not user.role.allows(role):
                 if _is_api(request):
                     raise web.HTTPForbidden(text='{"error": "forbidden"}', content_type="application/json")
@@ -250,12 +257,6 @@ def requires(role: Role, *, password_change_page: bool = False) -> Callable[[Han
 def must_change_password(request: web.Request, user: User) -> bool:
     svc = services(request)
     return user.must_change or svc.accounts.password_expired(user, now=svc.clock())
-
-
-def _quote(path: str) -> str:
-    from urllib.parse import quote
-
-    return quote(path, safe="/")
 
 
 def safe_next(target: str | None) -> str:

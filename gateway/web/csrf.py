@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from gateway.web.auth import Handler, session_of
+from gateway.web.auth import STATIC_PREFIX, Handler, session_of
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ async def submitted_token(request: web.Request) -> str:
 
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method not in SAFE_METHODS:
+    if request.method not in SAFE_METHODS and not request.path.startswith(STATIC_PREFIX):
         expected = session_of(request).csrf_token
         given = await submitted_token(request)
         if not given or not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("ascii")):

@@ -96,18 +96,25 @@ def flash(request: web.Request, message: str, category: str = "info") -> None:
     session_of(request).flashes.append((category, message))
 
 
-def render(request: web.Request, template: str, context: Mapping[str, Any], *, status: int = 200) -> web.Response:
+def render(
+    request: web.Request, template: str, context: Mapping[str, Any], *, status: int = 200, notices: bool = True
+) -> web.Response:
+    """`notices=False` leaves flashes and the last-login notice for the next page (error pages: a stray request
+    for a missing file must not swallow the message meant for the page the user is looking at)."""
     user = maybe_user(request)
     session = session_of(request)
     nav = [item for item in NAV if user is not None and user.role.allows(item.role)]
-    flashes, session.flashes = session.flashes, []
-    if session.timed_out:
+    flashes: list[tuple[str, str]] = []
+    last_login = None
+    if notices:
+        flashes, session.flashes = session.flashes, []
+        last_login, session.last_login = session.last_login, None
+    if notices and session.timed_out:
         session.timed_out = False
         flashes.insert(0, ("warning", translator(request)("session.expired")))
-    if session.form_expired:
+    if notices and session.form_expired:
         session.form_expired = False
         flashes.insert(0, ("warning", translator(request)("session.form_expired")))
-    last_login, session.last_login = session.last_login, None
     base: dict[str, Any] = {
         "t": translator(request),
         "lang": language(request),

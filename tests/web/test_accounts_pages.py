@@ -137,3 +137,12 @@ async def test_language_switch_is_remembered(web_env: WebEnv) -> None:
     other.session.headers["Accept-Language"] = "en"
     await login(other, "alice")
     assert "<h1>パスワード変更</h1>" in await (await other.get("/password")).text()  # the user's choice wins
+
+
+async def test_a_missing_file_does_not_swallow_the_next_pages_message(web_env: WebEnv) -> None:
+    web_env.add_user("admin1", Role.ADMIN)
+    await login(web_env.client, "admin1")
+    await post_form(web_env.client, "/users/unlock", {"name": "admin1"}, token_from="/users")
+    assert (await web_env.client.get("/favicon.ico")).status == 404
+    assert "ユーザー admin1 のロックを解除しました。" in await (await web_env.client.get("/users")).text()
+    assert (await web_env.client.get("/static/favicon.svg")).status == 200

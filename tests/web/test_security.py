@@ -229,3 +229,52 @@ async def test_script_in_a_user_name_is_inert(web_env: WebEnv) -> None:
     audit = await (await web_env.client.get("/audit")).text()
     assert "<script>alert" not in audit
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in audit
+
+
+async def test_a_removed_or_disabled_user_is_out_at_the_next_click(web_env: WebEnv) -> None:
+    web_env.add_user("admin1", Role.ADMIN)
+    web_env.add_user("view", Role.VIEWER)
+    web_env.add_user("tech", Role.TECHNICIAN)
+    await login(web_env.client, "view")
+    other = await web_env.browser()
+    await login(other, "tech")
+    web_env.accounts.remove_user("view")  # from the CLI, say: the web's session table never heard of it
+    web_env.accounts.set_disabled("tech", True)
+    for browser in (web_env.client, other):
+        response = await browser.get("/password", allow_redirects=False)
+        assert response.status == 302 and response.headers["Location"].startswith("/login")
+
+
+async def test_a_role_change_applies_at_the_next_click(web_env: WebEnv) -> None:
+    web_env.add_user("admin1", Role.ADMIN)
+    web_env.add_user("admin2", Role.ADMIN)
+    await login(web_env.client, "admin2")
+    assert (await web_env.client.get("/users")).status == 200
+    web_env.accounts.set_role("admin2", Role.VIEWER)
+    assert (await web_env.client.get("/users")).status == 403
+
+
+async def test_policy_errors_in_english(web_env: WebEnv) -> None:
+    web_env.add_user("alice", Role.VIEWER)
+    web_env.client.session.headers["Accept-Language"] = "en"
+    await login(web_env.client, "alice")
+    response = await post_form(
+        web_env.client,
+        "/password",
+        {"current": PASSWORD, "new": "password", "confirm": "password"},
+        token_from="/password",
+    )
+    text = await response.text()
+    assert "<li>The password must be at least 12 characters long.</li>" in text
+    assert "<li>This password is too common. Please choose one that is hard to guess.</li>" in text
+    wrong = await post_form(
+        web_env.client, "/password", {"current": "not it at all", "new": "x", "confirm": "y"}, token_from="/password"
+    )
+    assert "<li>The new password and its confirmation differ.</li>" in await wrong.text()
+    wrong = await post_form(
+        web_env.client,
+        "/password",
+        {"current": "not it at all", "new": "a fine passphrase 8", "confirm": "a fine passphrase 8"},
+        token_from="/password",
+    )
+    assert "<li>The current password is incorrect.</li>" in await wrong.text()
