@@ -84,4 +84,29 @@ async def test_live_values_filter_and_an_entity_id_with_a_script_tag_stays_inert
         doc = await (await viewer.get("/api/latest", params={"filter": "evil"})).json()
         assert [e["entity_id"] for e in doc["entities"]] == [XSS]  # JSON: the script builds cells with textContent
         assert doc["entities"][0]["observed"] == "2026-12-04 10:00:00 JST"
-        assert doc["count"] == "1件中1件を表示"  # the gateway's total is of the entities its filter matched
+        assert doc["count"] == "1件のうち1〜1件目を表示"  # the gateway's total is after its filter
+
+
+async def test_live_values_come_in_pages_of_500(orion_double: OrionDouble, tmp_path: Path) -> None:
+    async with gateway_web(tmp_path, orion_double.url) as env:
+        await until(lambda: len(env.runtime.gateway.latest) == 3, "three entities")
+        for n in range(600):
+            env.runtime.gateway.latest[f"urn:ngsi-ld:Extra:e{n:03d}"] = Reading(
+                entity_id=f"urn:ngsi-ld:Extra:e{n:03d}",
+                entity_type="Extra",
+                attributes={"n": Attribute(value=n, type="Number")},
+                observed_at=datetime(2026, 12, 4, 1, 0, tzinfo=UTC),
+                source=Source(adapter="extra"),
+            )
+        viewer = await env.browser("mika", Role.VIEWER)
+        page = await (await viewer.get("/live")).text()
+        assert page.count('<tr class="entity"') == 500
+        assert "603件のうち1〜500件目を表示" in page
+        assert '<a id="latest-next" href="/live?filter=&amp;sort=entity&amp;offset=500">' in page
+        page = await (await viewer.get("/live", params={"offset": "500"})).text()
+        assert page.count('<tr class="entity"') == 103
+        assert "latest-next" not in page and "latest-previous" in page
+        newest = await (await viewer.get("/live", params={"sort": "newest"})).text()
+        assert newest.count('<tr class="entity"') == 500 and "603件のうち1〜500件目を表示" in newest
+        doc = await (await viewer.get("/api/latest", params={"filter": "extra", "offset": "500"})).json()
+        assert (len(doc["entities"]), doc["matched"], doc["total"]) == (100, 600, 600)

@@ -92,7 +92,8 @@
     tr.dataset.entityId = e.entity_id;
     tr.appendChild(el("td", "id", e.entity_id));
     tr.appendChild(el("td", null, e.entity_type));
-    tr.appendChild(el("td", null, e.device ? e.adapter + " / " + e.device : e.adapter));
+    tr.appendChild(el("td", null, e.adapter));
+    tr.appendChild(el("td", null, e.device));
     tr.appendChild(el("td", "time"));
     tr.appendChild(el("td", "attrs"));
     return tr;
@@ -109,7 +110,13 @@
     function narrow() {
       var needle = input.value.trim().toLowerCase();
       Array.prototype.forEach.call(tbody.rows, function (tr) {
-        var hide = needle !== "" && tr.dataset.search.indexOf(needle) < 0;
+        // what the server's filter matches: entity id, type, adapter (kept once computed)
+        var search = tr.dataset.search;
+        if (search === undefined) {
+          search = tr.dataset.search = (tr.cells[0].textContent + " " + tr.cells[1].textContent + " " +
+            tr.cells[2].textContent).toLowerCase();
+        }
+        var hide = needle !== "" && search.indexOf(needle) < 0;
         if (tr.hidden !== hide) { tr.hidden = hide; }
       });
     }
@@ -117,7 +124,8 @@
 
     var p = poller(section, function () {
       return section.dataset.poll + "?filter=" + encodeURIComponent(input.value.trim()) +
-        "&sort=" + encodeURIComponent(sort ? sort.value : "entity");
+        "&sort=" + encodeURIComponent(sort ? sort.value : "entity") +
+        "&offset=" + encodeURIComponent(section.dataset.offset || "0");
     }, function (doc) {
       unreachable(doc);
       if (doc.reachable === false) { return; }
@@ -130,8 +138,8 @@
         tr.dataset.search = (e.entity_id + " " + e.entity_type + " " + e.adapter).toLowerCase();
         if (tr.dataset.observed !== e.observed_at) {
           tr.dataset.observed = e.observed_at;
-          tr.cells[3].textContent = e.observed;
-          attrsCell(tr.cells[4], e.attributes);
+          tr.cells[4].textContent = e.observed;
+          attrsCell(tr.cells[5], e.attributes);
         }
         fragment.appendChild(tr);
       });
@@ -142,6 +150,7 @@
     });
     var debounce = null;
     input.addEventListener("input", function () {
+      section.dataset.offset = "0";  // a new filter starts at its first page
       window.clearTimeout(debounce);
       debounce = window.setTimeout(p.tick, 400);
     });
