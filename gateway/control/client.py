@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,24 @@ from gateway.control.protocol import (
 # cannot make the web process allocate without end.
 MAX_REPLY = 256 * 1024 * 1024
 _CHUNK = 256 * 1024
+_PAUSE_GC_ABOVE = 64 * 1024
+
+
+def _decode(line: bytes) -> tuple[Any, Any]:
+    """`decode_reply`, without the cyclic GC for a large reply.
+
+    Decoding the latest values of 5,000 entities makes ~100,000 containers at once; in a process
+    with the default GC thresholds that starts a pass every 700 of them, over everything alive:
+    measured 27-70 ms instead of 11 ms for a 2 MB reply. The objects hold no cycles, so pausing
+    the collector during the decode loses nothing (left paused if the caller had paused it).
+    """
+    if len(line) < _PAUSE_GC_ABOVE or not gc.isenabled():
+        return decode_reply(line)
+    gc.disable()
+    try:
+        return decode_reply(line)
+    finally:
+        gc.enable()
 
 
 class ControlClient:
@@ -58,7 +77,7 @@ class ControlClient:
                     f"control socket {self.path}: the gateway is not answering, got {type(exc).__name__}: {exc}; "
                     "is edgegw running?"
                 ) from None
-            reply_id, result = decode_reply(line)  # an error reply raises here
+            reply_id, result = _decode(line)  # an error reply raises here
             if reply_id != request_id:
                 await self._drop()
                 raise ControlError("malformed", f"reply: for request {reply_id!r}, got it for {request_id}")

@@ -286,6 +286,7 @@ class ControlServer:
                 doc = await gw.status()
                 caps = gw.config.buffer
                 # sampled with the document: CPU use over polls milliseconds apart would be noise
+                self.host.data_dir = Path(gw.config.gateway.data_dir)  # a reload may have moved it
                 doc["host"] = (await asyncio.to_thread(self.host.sample)).to_dict()
                 doc["buffer_caps"] = {
                     "max_rows": caps.max_rows,

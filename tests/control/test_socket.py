@@ -172,3 +172,31 @@ async def test_serve_does_not_start_beside_a_gateway_answering_on_its_socket(
     finally:
         logs.setup("info", "json")
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_a_gateway_that_never_answers_is_unavailable_after_the_timeout() -> None:
+    directory = socket_dir()
+    path = directory / "control.sock"
+
+    gone = asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads until the client gives up, never answers
+        writer.close()
+        await writer.wait_closed()
+        gone.set()
+
+    server = await asyncio.start_unix_server(mute, path=str(path))
+    try:
+        client = ControlClient(path, timeout_s=0.2)
+        with pytest.raises(ControlUnavailable) as silent:
+            await client.call("status")
+        await client.close()
+        await asyncio.wait_for(gone.wait(), 2)  # the client hung up after its timeout
+    finally:
+        server.close()
+        await server.wait_closed()
+        shutil.rmtree(directory, ignore_errors=True)
+    assert silent.value.message == (
+        f"control socket {path}: no reply to status within 0.2 s; is the gateway busy or stopped?"
+    )
