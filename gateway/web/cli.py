@@ -13,7 +13,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -27,6 +26,7 @@ from aiohttp.web_request import BaseRequest
 
 from gateway import logs
 from gateway.errors import ConfigError
+from gateway.web.security import loggable_path
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -38,7 +38,7 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 SETUP_TTL_S = 3600.0
 RETENTION_CHECK_S = 86400.0
-_SETUP_PATH = re.compile(r"^/setup/[^/?]*")
+SHUTDOWN_TIMEOUT_S = 5.0
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -54,11 +54,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """aiohttp's access log without what must not reach the journal: setup tokens in paths, query strings."""
+    """aiohttp's access log without what must not reach the journal (setup tokens in paths, query strings),
+    and without the flood: pages polled every few seconds by every open browser would write hundreds of
+    thousands of lines a day to an SD card. Changes (POST …) and errors at INFO, the rest at DEBUG."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        path = _SETUP_PATH.sub("/setup/…", request.path)
-        self.logger.info("%s %s %s %d %.1f ms", request.remote, request.method, path, response.status, time * 1000)
+        level = logging.INFO if request.method not in ("GET", "HEAD") or response.status >= 400 else logging.DEBUG
+        if not self.logger.isEnabledFor(level):
+            return
+        path = loggable_path(request.path)
+        self.logger.log(
+            level, "%s %s %s %d %.1f ms", request.remote, request.method, path, response.status, time * 1000
+        )
 
     @property
     def enabled(self) -> bool:
@@ -66,20 +73,26 @@ class AccessLogger(AbstractAccessLogger):
 
 
 def urls(listen: tuple[str, ...], port: int, *, hostname: str | None = None) -> list[str]:
-    """The addresses to type into a browser: the listen ones, or for a wildcard the host name and its addresses."""
+    """The addresses to type into a browser: the listen ones, or for a wildcard the box's addresses (of the
+    wildcard's family; "::" takes both, as Linux binds it dual-stack), then its host name, which the office's
+    name service may not know."""
     from gateway.web.certs import WILDCARDS, local_addresses
 
     hosts: list[str] = []
+    names: list[str] = []
     for address in listen:
         if address in WILDCARDS:
-            hosts.append(hostname if hostname is not None else socket.gethostname())
-            hosts.extend(a for a in local_addresses() if not ipaddress.ip_address(a.split("%")[0]).is_loopback)
+            for found in local_addresses():
+                ip = ipaddress.ip_address(found.split("%")[0])
+                if not ip.is_loopback and not ip.is_link_local and (address != "0.0.0.0" or ip.version == 4):
+                    hosts.append(str(ip))
+            names.append(hostname if hostname is not None else socket.gethostname())
         else:
             hosts.append(address)
     shown = []
-    for host in dict.fromkeys(hosts):
+    for host in dict.fromkeys(hosts + names):
         try:
-            bracket = ipaddress.ip_address(host.split("%")[0]).version == 6
+            bracket = ipaddress.ip_address(host).version == 6
         except ValueError:
             bracket = False
         host_part = f"[{host}]" if bracket else host
@@ -154,7 +167,10 @@ async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | 
         clock=time.time,
     )
     app = build_app(services)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handler_cancellation=True)
+    # In-flight requests get a few seconds at stop: within the unit's TimeoutStopSec, not aiohttp's 60 s.
+    runner = web.AppRunner(
+        app, access_log_class=AccessLogger, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+    )
     await runner.setup()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from gateway.web.auth import STATIC_PREFIX, Handler, session_of
+from gateway.web.security import loggable_path
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
         expected = session_of(request).csrf_token
         given = await submitted_token(request)
         if not given or not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("ascii")):
-            log.warning("web: %s %s refused, missing or wrong CSRF token", request.method, request.path)
+            log.warning("web: %s %s refused, missing or wrong CSRF token", request.method, loggable_path(request.path))
             session = session_of(request)
             if session.fresh and not request.path.startswith("/api/"):
                 # No live session sent the form (this process restarted, or the page was left open past the

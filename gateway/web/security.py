@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import MutableMapping
 
 from aiohttp import web
@@ -16,6 +17,14 @@ HEADERS: dict[str, str] = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",  # a setup link's token never leaves in a Referer
 }
+
+
+_SECRET_PATH = re.compile(r"^/setup/[^/?]*")
+
+
+def loggable_path(path: str) -> str:
+    """A request path fit for the journal: the one-time setup token replaced."""
+    return _SECRET_PATH.sub("/setup/…", path)
 
 
 def apply(headers: MutableMapping[str, str], path: str) -> None:

@@ -78,13 +78,18 @@ async def test_edgegw_web_serves_prints_setup_link_and_stops_on_sigterm(tmp_path
         assert match, second
         cert_path = tmp_path / "data" / "web" / CERT_FILE
         trust = ssl.create_default_context(cafile=str(cert_path))
-        async with aiohttp.ClientSession() as session, session.get(match.group(1), ssl=trust) as response:
-            assert response.status == 200
-            assert 'id="setup-form"' in await response.text()
+        # unsafe: the jar keeps cookies of an IP-address host, as a browser does
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            async with session.get(match.group(1), ssl=trust) as response:
+                assert response.status == 200
+                assert 'id="setup-form"' in await response.text()
+            async with session.post(match.group(1), data={"name": "x"}, ssl=trust, allow_redirects=False) as response:
+                assert response.status == 403  # no CSRF token
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
         journal = (await proc.stderr.read()).decode()
-        assert "/setup/…" in journal  # the access log never holds the token
+        assert "GET /setup/… 200" not in journal  # a page read is not an event worth an SD card's write
+        assert "127.0.0.1 POST /setup/… 403" in journal  # a refused change is, without the token
         assert journal.count(match.group(1).rsplit("/", 1)[1]) == 1  # only the setup line itself
     finally:
         if proc.returncode is None:
@@ -113,4 +118,6 @@ async def test_fingerprint_before_first_start(tmp_path: Path) -> None:
 def test_urls() -> None:
     assert urls(("192.168.1.5", "fd00::5"), 8443) == ["https://192.168.1.5:8443/", "https://[fd00::5]:8443/"]
     assert urls(("10.0.0.1",), 443) == ["https://10.0.0.1/"]
-    assert urls(("0.0.0.0",), 8443, hostname="gw-01")[0] == "https://gw-01:8443/"
+    shown = urls(("0.0.0.0",), 8443, hostname="gw-01")
+    assert shown[-1] == "https://gw-01:8443/"
+    assert all("[" not in url for url in shown)  # an IPv4 wildcard is not reachable over IPv6

@@ -143,6 +143,14 @@ async def test_forced_password_change(web_env: WebEnv) -> None:
     assert "user.password" in web_env.actions()
 
 
+async def test_a_privileged_password_about_to_expire_is_announced(web_env: WebEnv) -> None:
+    web_env.add_user("tech", Role.TECHNICIAN)
+    web_env.clock.advance(170 * 86400)  # 182-day rule: expires 2027-06-01 09:00 JST, 12 days from now
+    assert (await login(web_env.client, "tech")).headers["Location"] == "/"
+    page = await (await web_env.client.get("/password")).text()
+    assert "パスワードの有効期限は 2027-06-01 09:00:00 JST です。" in page
+
+
 async def test_expired_password_forces_a_change(web_env: WebEnv) -> None:
     web_env.add_user("tech", Role.TECHNICIAN)
     web_env.add_user("view", Role.VIEWER)

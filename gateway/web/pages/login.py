@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.accounts.store import AccountError, AuthResult, check_user_name
+from gateway.accounts.store import DAY_S, PRIVILEGED, AccountError, AuthResult, check_user_name
 from gateway.web.auth import (
     THROTTLE,
     USER,
@@ -26,6 +26,8 @@ from gateway.web.render import flash, jst, render, translator
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
+# Privileged users are told this long before their password expires, so the change is not a surprise.
+EXPIRY_WARNING_DAYS = 14
 # Longest name or password read from the form: Argon2 of a megabyte would be a denial of service.
 MAX_FIELD = 1024
 
@@ -93,6 +95,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     if result.password_expired or must_change_password(request, user):
         flash(request, t("password.must_change"), "warning")
         response.headers["Location"] = "/password"
+    elif user.role in PRIVILEGED:
+        expires = user.password_changed_at + svc.config.password_max_age_days * DAY_S
+        if expires - now <= EXPIRY_WARNING_DAYS * DAY_S:
+            flash(request, t("password.expires_soon", date=jst(expires)), "warning")
     raise response
 
 
