@@ -208,6 +208,10 @@ async def run_throughput(work: Path, broker_port: int, seconds: float, pollers: 
                 str(pollers),
                 stdout=asyncio.subprocess.PIPE,
             )
+            assert child.stdout is not None
+            # measured from the moment every poller is logged in and polling
+            ready = await asyncio.wait_for(child.stdout.readline(), timeout=60)
+            assert ready.strip() == b"ready", f"UI child: {ready!r}"
         try:
             rate = await measure(runtime, seconds, warmup=3.0)
         finally:
@@ -248,6 +252,7 @@ async def ui_child(sock: Path, data_dir: Path, state: Path, pollers: int) -> Non
 
     async with web_ui(services(sock, data_dir, state)) as base:
         clients = [await browser(base) for _ in range(pollers)]
+        print("ready", flush=True)
         try:
             await asyncio.gather(*(poll(c, base) for c in clients))
         finally:

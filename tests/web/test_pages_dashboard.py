@@ -37,6 +37,10 @@ async def test_the_dashboard_shows_the_running_gateway_in_japanese_and_english(
         assert doc["cells"]["gateway"] == "gw-web"
         assert doc["cells"]["adapter.gauges.state"] == "稼働中"
         assert doc["cells"]["uplink.orion.last_delivery"].endswith(" JST")
+        # the host's figures from the control socket's additions to the status document
+        assert re.fullmatch(r"\d+\.\d [KMGT]Bのうち\d+ %使用", doc["cells"]["memory"])
+        assert re.fullmatch(r"使用率 (\d+ %|—)、ロードアベレージ \d+\.\d\d", doc["cells"]["cpu"])
+        assert re.fullmatch(r"[\d,]+（上限 5,000,000、0 %）", doc["cells"]["cap.rows"])
         english = await (await viewer.get("/", headers={"Accept-Language": "en"})).text()
         assert '<td data-live="adapter.gauges.state">running</td>' in english
         assert "No active alerts." in english
@@ -79,6 +83,7 @@ async def test_live_values_filter_and_an_entity_id_with_a_script_tag_stays_inert
         assert '<td class="id">&lt;script&gt;alert(1)&lt;/script&gt;</td>' in page
         assert "2026-12-04 10:00:00 JST" in page
         assert page.count('<tr class="entity"') == 4
+        assert '<span class="unit" title="MTR">m</span>' in page  # UN/CEFACT code kept as the tooltip
         filtered = await (await viewer.get("/live", params={"filter": "W-1"})).text()
         assert re.findall(r'data-entity-id="([^"]+)"', filtered) == ["urn:ngsi-ld:WaterObserved:w-1"]
         doc = await (await viewer.get("/api/latest", params={"filter": "evil"})).json()

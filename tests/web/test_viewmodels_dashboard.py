@@ -129,3 +129,36 @@ def test_a_document_of_another_shape_gives_empty_rows_not_errors() -> None:
     assert view.adapters == ()
     assert [u.name for u in view.uplinks] == ["", ""]
     assert view.gateway == "" and view.problems == ()
+
+
+def test_cells_are_display_texts_in_the_users_language() -> None:
+    from gateway.web.i18n import Catalogs
+    from gateway.web.render import jst
+    from gateway.web.viewmodels.dashboard import cells
+    from gateway.web.viewmodels.formats import duration, size
+
+    catalogs = Catalogs(strict=True)
+
+    def t(key: str, /, **kw: Any) -> str:
+        return catalogs.translate("en", key, **kw)
+
+    doc: dict[str, Any] = {
+        "gateway": "gw-1",
+        "started_at": 1796365800.0,
+        "host": {"uptime_s": 93784, "clock_synced": True, "cpu_percent": 12.4, "load1": 0.5},
+        "uplinks": [{"name": "o", "state": "idle", "last_delivery": 0}],
+        "buffer": {"rows": 10, "oldest_appended_age_s": 125, "uplinks": {"o": {"pending": {"normal": 2}}}},
+        "buffer_caps": {"max_rows": 40, "max_age_s": 3600},
+    }
+    out = cells(dashboard(doc), t, jst)
+    assert out["uptime"] == "1 d 2 h"
+    assert out["clock"] == "synchronized"
+    assert out["cpu"] == "12 % used, load average 0.50"
+    assert out["started"] == "2026-12-04 15:30:00 JST"
+    assert (out["uplink.o.state"], out["uplink.o.last_delivery"]) == ("idle (all sent)", "not yet")
+    assert out["uplink.o.backlog.normal"] == "2"
+    assert out["cap.rows"] == "10 (cap 40, 25 %)"
+    assert out["cap.age"] == "2 min 5 s (cap 1 h 0 min, 3 %)"
+    assert out["cap.bytes"] == "— (no cap)"
+    assert [duration(s, t) for s in (None, 0, 59.9, 3600)] == ["—", "0 s", "59 s", "1 h 0 min"]
+    assert [size(n) for n in (None, 512, 1536, 3 * 1024**3)] == ["—", "512 B", "1.5 KB", "3.0 GB"]

@@ -7,6 +7,7 @@ go through the gateway's control socket, and each is audited with the uplink, th
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import defaultdict
 from typing import Any
 
@@ -44,8 +45,8 @@ async def page(request: web.Request) -> web.StreamResponse:
     try:
         letters = await svc.buffer.dead_letters(uplink, PAGE_SIZE, offset)
         total = await svc.buffer.dead_letter_count(uplink)
-    except BufferUnavailable as exc:
-        log.warning("web: %s", exc)
+    except (BufferUnavailable, sqlite3.Error) as exc:  # a locked or damaged file: said on the page, never a 500
+        log.warning("web: dead letters not read: %s", exc)
         error = translator(request)("buffer.unreadable")
     user = current_user(request)
     context = {
@@ -93,7 +94,7 @@ async def _act(request: web.Request, op: str, action: str) -> web.StreamResponse
         done += count
         await audit(request, action, target=uplink, detail={"ids": ids, "count": count})
         log.info("web: %s of %d dead letter(s) of %s by %s", action, count, uplink, user.name)
-    flash(request, t(f"{action}.done", count=done), "info")
+    flash(request, t(f"{action}.done", count=done), "success")
     raise web.HTTPSeeOther("/buffer")
 
 

@@ -109,9 +109,8 @@ async def check(request: web.Request) -> web.StreamResponse:
         running = await _running(request)
         result = await _call(request, "config.check", text=unmask(text, str(running.get("text", ""))))
         errors = [str(e) for e in result.get("errors", [])] if isinstance(result, dict) else []
-        return await _editor(
-            request, text=text, errors=errors, checked=True, status=422 if errors else 200, running=running
-        )
+        # 200 either way: errors are the check's answer; a refused apply is the one that says 422
+        return await _editor(request, text=text, errors=errors, checked=True, running=running)
     except _Unavailable:
         return _unreachable(request)
 
@@ -149,7 +148,7 @@ async def apply(request: web.Request) -> web.StreamResponse:
         detail={"version": version, "added": size.added, "removed": size.removed, "comment": comment},
     )
     log.info("web: config version %s applied by %s (+%d -%d lines)", version, user.name, size.added, size.removed)
-    flash(request, t("config.applied", version=version), "info")
+    flash(request, t("config.applied", version=version), "success")
     raise web.HTTPSeeOther("/config")
 
 
@@ -174,7 +173,7 @@ async def rollback(request: web.Request) -> web.StreamResponse:
     version = result.get("version") if isinstance(result, dict) else None
     await audit(request, "config.rollback", target=str(target), detail={"to": target, "version": version})
     log.info("web: config rolled back to version %d by %s (now version %s)", target, user.name, version)
-    flash(request, t("config.rolled_back", target=target, version=version), "info")
+    flash(request, t("config.rolled_back", target=target, version=version), "success")
     raise web.HTTPSeeOther("/config")
 
 
@@ -243,7 +242,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
         except UnicodeDecodeError:
             flash(request, t("config.upload_not_utf8"), "error")
             return await _editor(request, status=400)
-        flash(request, t("config.uploaded"), "info")
+        flash(request, t("config.uploaded"), "success")
         return await _editor(request, text=text.replace("\r\n", "\n"))
     except _Unavailable:
         return _unreachable(request)

@@ -46,6 +46,11 @@
     poller(section, function () { return section.dataset.poll; }, function (doc) {
       unreachable(doc);
       if (doc.reachable === false) { return; }
+      // adapters, uplinks or devices came or went (a config applied, the gateway back): draw the page anew
+      var shown = Array.prototype.map.call(section.querySelectorAll("[data-live$='.state']"),
+        function (cell) { return cell.dataset.live; }).sort().join("\n");
+      var sent = Object.keys(doc.cells).filter(function (k) { return /\.state$/.test(k); }).sort().join("\n");
+      if (shown !== sent || !document.getElementById("adapters")) { window.location.reload(); return; }
       section.querySelectorAll("[data-live]").forEach(function (cell) {
         var value = doc.cells[cell.dataset.live];
         if (value !== undefined && cell.textContent !== value) { cell.textContent = value; }
@@ -80,7 +85,12 @@
       span.appendChild(el("span", "name", a.name));
       span.appendChild(document.createTextNode(" "));
       span.appendChild(el("span", "value", a.value));
-      if (a.unit) { span.appendChild(document.createTextNode(" ")); span.appendChild(el("span", "unit", a.unit)); }
+      if (a.symbol) {
+        var unit = el("span", "unit", a.symbol);
+        unit.title = a.unit;
+        span.appendChild(document.createTextNode(" "));
+        span.appendChild(unit);
+      }
       a.quality.forEach(function (q) { span.appendChild(document.createTextNode(" ")); span.appendChild(el("span", "quality", q)); });
       parts.push(span, document.createTextNode(" "));
     });

@@ -326,7 +326,7 @@ def cells(view: Dashboard, t: Translate, jst: Callable[[Any], str]) -> dict[str,
         else t("dashboard.clock_not_synced")
         if host.clock_synced is False
         else t("dashboard.unknown"),
-        "cpu": percent_text(host.cpu_percent) + ("" if host.load1 is None else f" (load {host.load1:.2f})"),
+        "cpu": t("dashboard.cpu_load", percent=percent_text(host.cpu_percent), load=number(host.load1)),
         "memory": t("dashboard.used_of", percent=percent_text(host.mem_percent), total=size(host.mem_total)),
         "disk": t("dashboard.free_of", free=size(host.disk_free), total=size(host.disk_total)),
         "buffer_rows": number(view.buffer_rows),

@@ -47,4 +47,5 @@ def percent_text(value: float | None) -> str:
 
 
 def number(value: Any) -> str:
-    return "—" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.1f}"
+    """Counts with thousands separators; other numbers with two decimals (a load average: 0.42)."""
+    return "—" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.2f}"

@@ -28,8 +28,52 @@ class SortKey(enum.Enum):
 class AttributeCell(NamedTuple):
     name: str
     value: str
-    unit: str
+    unit: str  # the UN/CEFACT code, as stored and sent
     quality: tuple[str, ...]
+
+    @property
+    def symbol(self) -> str:
+        """What a person reads after the value: `m` for MTR; the code itself where we know no symbol."""
+        return UNIT_SYMBOLS.get(self.unit, self.unit)
+
+
+# UN/CEFACT Recommendation 20 codes of the units the shipped profiles, adapters and processors use, and
+# a few of their neighbours. C62 ("one") is a plain number: no symbol.
+UNIT_SYMBOLS: dict[str, str] = {
+    "MTR": "m",
+    "CMT": "cm",
+    "MMT": "mm",
+    "KMT": "km",
+    "CEL": "°C",
+    "FAH": "°F",
+    "KEL": "K",
+    "VLT": "V",
+    "AMP": "A",
+    "4K": "mA",
+    "WTT": "W",
+    "KWT": "kW",
+    "KWH": "kWh",
+    "HTZ": "Hz",
+    "P1": "%",
+    "59": "ppm",
+    "C62": "",
+    "SEC": "s",
+    "MIN": "min",
+    "HUR": "h",
+    "MTS": "m/s",
+    "KMH": "km/h",
+    "A97": "hPa",
+    "PAL": "Pa",
+    "KPA": "kPa",
+    "BAR": "bar",
+    "LTR": "L",
+    "MTQ": "m³",
+    "MQH": "m³/h",
+    "GRM": "g",
+    "KGM": "kg",
+    "LUX": "lx",
+    "DD": "°",
+}
 
 
 class EntityRow(NamedTuple):
@@ -164,7 +208,8 @@ def to_json(rows: Sequence[EntityRow]) -> list[dict[str, Any]]:
             "observed_at": r.observed_at,
             "lane": r.lane,
             "attributes": [
-                {"name": a.name, "value": a.value, "unit": a.unit, "quality": list(a.quality)} for a in r.attributes
+                {"name": a.name, "value": a.value, "unit": a.unit, "symbol": a.symbol, "quality": list(a.quality)}
+                for a in r.attributes
             ],
         }
         for r in rows
