@@ -303,6 +303,14 @@ def test_apply_and_rollback_change_what_the_running_gateway_does(
     driver.get(ui.url("/config"))
     text = element(driver, "textarea#config-text").get_attribute("value") or ""
     set_editor_text(driver, text.replace('name = "river"', 'name = "kumagawa"'))
+    element(driver, "#config-check").click()
+    # checked: no problem, and the diff against the running file is the one line changed
+    assert element(driver, "#config-ok").text == message("config.check_ok")
+    diff = element(driver, "#config-diff")
+    assert [e.text for e in diff.find_elements(By.CSS_SELECTOR, ".diff-del, .diff-add")] == [
+        '-name = "river"',
+        '+name = "kumagawa"',
+    ]
     element(driver, "#config-apply").click()
     # the first apply also records the file as it was (version 1), so this is version 2
     assert element(driver, ".flash").text == message("config.applied", version=2)
