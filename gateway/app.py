@@ -400,24 +400,24 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
     loop.add_signal_handler(signal.SIGHUP, reload.set)
     notifier = systemd.Notifier.from_environment()
     runtime = Runtime(config_path, config, notifier)
-    # first, so a second gateway on the same data_dir stops here, before it opens the buffer
     control: ControlServer | None = ControlServer(config.gateway.control_path(), runtime)
     assert control is not None
     try:
-        await control.start()
+        # only a look (a connect, no bind): a second gateway on the same data_dir stops here,
+        # before it opens the buffer, and a box whose buffer cannot open says only that
+        await control.refuse_if_live()
     except ControlSocketInUse as exc:
         # like a config error (gateway/cli.py's exit 2): a restart cannot help until someone acts
         log.error("not started: %s", exc)
         return EXIT_SOCKET_IN_USE
+    except ControlSocketError:
+        pass  # something in the way of the socket: said below, the gateway runs without it
+    await runtime.start()
+    try:
+        await control.start()
     except ControlSocketError as exc:  # the web UI is not worth a gateway that does not deliver
         log.error("running without the control socket (no web UI, no local tools): %s", exc)
         control = None
-    try:
-        await runtime.start()
-    except BaseException:
-        if control is not None:
-            await control.stop()
-        raise
     notifier.ready(f"gateway {config.gateway.id} running")
     status_log = logs.StateLog(log)  # `edgegw status` shows an old state meanwhile (a full disk, most often)
     try:

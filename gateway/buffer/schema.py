@@ -6,6 +6,7 @@ so the gateway starts on a full disk and can deliver the backlog that filled it 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable
@@ -105,9 +106,24 @@ class _Damaged(Exception):
     pass
 
 
+# Owner read-write, group read: `edgegw web` runs as another user in the gateway's group and reads
+# the buffer through BufferReader (mode=ro). SQLite gives the -wal and -shm files the database
+# file's mode when it creates them, so setting it on the database file is enough for new ones.
+BUFFER_MODE = 0o640
+
+
+def _group_readable(path: Path) -> None:
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        # metadata only: works on a full disk; a read-only one keeps the mode it has
+        with contextlib.suppress(OSError):
+            os.chmod(file, BUFFER_MODE)
+
+
 def connect(path: Path, *, durability: Durability | None, max_page_count: int | None = None) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN/COMMIT ourselves) with the outbox pragmas."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    if durability is not None:  # the gateway's writer, not the CLI looking at a file
+        _group_readable(path)
     try:
         conn.execute("PRAGMA busy_timeout = 5000")  # the CLI and the gateway share the file
         if durability is not None:

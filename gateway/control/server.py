@@ -152,11 +152,19 @@ class ControlServer:
         self._inode = self.path.stat().st_ino
         log.info("control socket listening on %s", self.path)
 
+    async def refuse_if_live(self) -> None:
+        """ControlSocketInUse if another gateway answers on the path; a stale socket file is removed."""
+        await self._clear_stale()
+
     async def _clear_stale(self) -> None:
         try:
             mode = self.path.lstat().st_mode
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing there (its directory may not exist yet: the buffer makes data_dir)
+        except OSError as exc:
+            raise ControlSocketError(
+                f"control socket {self.path}: cannot look at it, got {exc.strerror or exc}", path=str(self.path)
+            ) from None
         if not stat.S_ISSOCK(mode):
             raise ControlSocketInUse(
                 f"control socket {self.path}: something else is at that path, got a "
@@ -167,8 +175,20 @@ class ControlServer:
             _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path)), 1.0)
         except (ConnectionRefusedError, FileNotFoundError, TimeoutError):
             log.info("control socket %s: replacing the one a stopped gateway left", self.path)
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise ControlSocketError(
+                    f"control socket {self.path}: a stopped gateway's socket cannot be removed, got "
+                    f"{exc.strerror or exc}; remove it, or give the gateway's user write access to {self.path.parent}",
+                    path=str(self.path),
+                ) from None
             return
+        except OSError as exc:
+            raise ControlSocketError(
+                f"control socket {self.path}: cannot tell whether a gateway answers on it, got {exc.strerror or exc}",
+                path=str(self.path),
+            ) from None
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()

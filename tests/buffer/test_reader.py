@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,20 @@ async def test_the_reader_cannot_write_and_says_when_there_is_no_buffer(tmp_path
         "is the gateway running and this user in its group?"
     )
     assert not await asyncio.to_thread(os.path.exists, tmp_path / "none")  # nothing created
+
+
+async def test_the_buffer_files_are_group_readable_for_the_web_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)  # systemd's UMask= for the gateway
+    try:
+        box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
+        await box.append(reading(1))
+        modes = {
+            name: stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+            for name in ("b.db", "b.db-wal", "b.db-shm")
+            if await asyncio.to_thread(os.path.exists, tmp_path / name)
+        }
+        await box.close()
+    finally:
+        os.umask(old)
+    assert sorted(modes) == ["b.db", "b.db-shm", "b.db-wal"]
+    assert set(modes.values()) == {0o640}
