@@ -190,10 +190,12 @@ async def measure(runtime: Runtime, seconds: float, warmup: float) -> float:
     return (loop.delivered - d0) / (time.perf_counter() - t0)
 
 
-async def run_throughput(work: Path, broker_port: int, seconds: float, pollers: int, tag: str) -> float:
+async def run_throughput(
+    work: Path, broker_port: int, seconds: float, pollers: int, tag: str, entities: int = ENTITIES
+) -> float:
     data_dir = work / tag / "data"
     doc = gateway_doc(
-        data_dir, mqtt_uplink(broker_port), durability="full", adapters=[sim(1_000_000, entities=ENTITIES)]
+        data_dir, mqtt_uplink(broker_port), durability="full", adapters=[sim(1_000_000, entities=entities)]
     )
     async with gateway(doc, work / tag) as (runtime, sock):
         child: asyncio.subprocess.Process | None = None
@@ -270,6 +272,7 @@ async def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=1, help="throughput: alternate without/with this many times")
+    ap.add_argument("--entities", type=int, default=ENTITIES, help="throughput: entities of the simulated source")
     ap.add_argument(
         "--ui-child", nargs=4, metavar=("SOCKET", "DATA_DIR", "STATE_DIR", "POLLERS"), help=argparse.SUPPRESS
     )
@@ -291,9 +294,11 @@ async def main() -> None:
                 without: list[float] = []
                 with_ui: list[float] = []
                 for n in range(args.rounds):
-                    without.append(await run_throughput(work, broker.port, args.seconds, 0, f"t{n}-bare"))
+                    without.append(
+                        await run_throughput(work, broker.port, args.seconds, 0, f"t{n}-bare", args.entities)
+                    )
                     print(f"throughput-mqtt without UI   {without[-1]:>9,.0f} readings/s")
-                    with_ui.append(await run_throughput(work, broker.port, args.seconds, 5, f"t{n}-ui"))
+                    with_ui.append(await run_throughput(work, broker.port, args.seconds, 5, f"t{n}-ui", args.entities))
                     print(f"throughput-mqtt with 5 pollers {with_ui[-1]:>9,.0f} readings/s")
                 a, b = statistics.median(without), statistics.median(with_ui)
                 print(f"throughput-mqtt difference {100 * (b - a) / a:+.1f} % (median of {args.rounds} round(s) each)")

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from gateway.web.i18n import CATALOG_DIR, Catalogs, load_part, mismatches
-from gateway.web.viewmodels.dashboard import KNOWN_STATES
+from gateway.web.viewmodels.dashboard import KNOWN_STATES, SEVERITIES
 from gateway.web.viewmodels.latest import SortKey
 from gateway.web.viewmodels.logs import LEVELS
 
@@ -36,6 +36,7 @@ def test_every_key_used_is_in_both_catalogs() -> None:
     used |= {f"dashboard.cap_{name}" for name in ("rows", "bytes", "age")}
     used |= {f"dashboard.problem.{p}" for p in ("adapters", "uplinks", "disk_full", "clock")}
     used |= {"dead_letter.retry.done", "dead_letter.discard.done"}
+    used |= {f"alert.{level}" for level in SEVERITIES}
     catalogs = Catalogs()
     for lang in ("ja", "en"):
         assert sorted(used - set(catalogs.messages[lang])) == [], lang

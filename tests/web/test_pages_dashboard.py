@@ -115,3 +115,27 @@ async def test_live_values_come_in_pages_of_500(orion_double: OrionDouble, tmp_p
         assert newest.count('<tr class="entity"') == 500 and "603件のうち1〜500件目を表示" in newest
         doc = await (await viewer.get("/api/latest", params={"filter": "extra", "offset": "500"})).json()
         assert (len(doc["entities"]), doc["matched"], doc["total"]) == (100, 600, 600)
+
+
+async def test_an_active_river_alert_is_on_the_dashboard(orion_double: OrionDouble, tmp_path: Path) -> None:
+    async with gateway_web(tmp_path, orion_double.url) as env:
+        env.runtime.gateway.latest["urn:ngsi-ld:Alert:w-1-1"] = Reading(
+            entity_id="urn:ngsi-ld:Alert:w-1-1",
+            entity_type="Alert",
+            attributes={
+                "alertSource": Attribute(value="urn:ngsi-ld:WaterObserved:w-1", type="Text"),
+                "direction": Attribute(value="up", type="Text"),
+                "thresholdName": Attribute(value="氾濫危険水位", type="Text"),
+                "severity": Attribute(value="high", type="Text"),
+                "waterLevel": Attribute(value=4.25, type="Number", unit="MTR"),
+            },
+            observed_at=datetime(2026, 12, 4, 1, 0, tzinfo=UTC),
+            source=Source(adapter="gauges"),
+        )
+        viewer = await env.browser("mika", Role.VIEWER)
+        page = await (await viewer.get("/")).text()
+        assert (
+            '<li class="alert level-high"><span class="entity">urn:ngsi-ld:WaterObserved:w-1</span> '
+            '<span class="name">氾濫危険水位</span> <span class="level">危険（高）</span> '
+            '<span class="value">4.25 m</span> <span class="since">2026-12-04 10:00:00 JST</span></li>'
+        ) in page

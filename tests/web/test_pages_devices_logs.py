@@ -111,6 +111,8 @@ async def test_logs_by_level_and_component_with_markup_inert(orion_double: Orion
             ("info", "webtest", "bus open"),
             ("warning", "webtest", "device &lt;script&gt;alert(1)&lt;/script&gt; offline"),
         ]
+        everything = await (await viewer.get("/logs", params={"level": "debug"})).text()
+        assert '<option value="webtest"><option value="webtest-2">' in everything
         doc = await (await viewer.get("/api/logs", params={"level": "warning", "component": "webtest"})).json()
         assert [(x["component"], x["message"]) for x in doc["lines"]] == [
             ("webtest", "device <script>alert(1)</script> offline")

@@ -11,7 +11,7 @@ from gateway.accounts.store import Role
 from gateway.control.protocol import ControlError, ControlUnavailable
 from gateway.web.auth import requires, services
 from gateway.web.render import jst, render, translator
-from gateway.web.viewmodels.logs import LEVELS, LogLine, filter_lines, parse_level
+from gateway.web.viewmodels.logs import LEVELS, LogLine, components, filter_lines, parse_level
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -51,7 +51,15 @@ def _time(value: Any) -> str:
 async def page(request: web.Request) -> web.StreamResponse:
     level, component = _query(request)
     lines, error = await _lines(request, level, component)
-    context = {"lines": lines, "level": level, "component": component, "levels": LEVELS, "error": error, "time": _time}
+    context = {
+        "lines": lines,
+        "level": level,
+        "component": component,
+        "components": components(lines),  # the choices offered while typing: those in the lines shown
+        "levels": LEVELS,
+        "error": error,
+        "time": _time,
+    }
     return render(request, "logs.html", context)
 
 

@@ -62,7 +62,7 @@
       var alerts = document.getElementById("alerts");
       if (alerts) {
         var items = doc.alerts.map(function (a) {
-          var li = el("li", "alert level-" + a.level.replace(/[^a-z0-9_-]/gi, ""));
+          var li = el("li", "alert level-" + a.severity.replace(/[^a-z0-9_-]/gi, ""));
           [["entity", a.entity_id], ["name", a.name], ["level", a.level], ["value", a.value], ["since", a.since]]
             .forEach(function (p) { li.appendChild(el("span", p[0], p[1])); li.appendChild(document.createTextNode(" ")); });
           return li;
@@ -226,6 +226,13 @@
     });
   }
 
+  // --- buffer: one checkbox selects every dead letter on the page ----------------------------------
+  function selectAll(box) {
+    box.addEventListener("change", function () {
+      document.querySelectorAll("#dead-letters input[name=ids]").forEach(function (c) { c.checked = box.checked; });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var section = document.getElementById("dashboard");
     if (section && section.dataset.poll) { dashboard(section); }
@@ -235,6 +242,8 @@
     if (section) { logs(section); }
     section = document.getElementById("tool-job");
     if (section) { toolJob(section); }
+    var all = document.getElementById("dead-letters-all");
+    if (all) { selectAll(all); }
     var errors = document.getElementById("config-errors");
     if (errors) { configErrors(errors); }
   });

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.web.viewmodels.formats import Translate, duration, number, percent_text, size
-from gateway.web.viewmodels.latest import value_text
+from gateway.web.viewmodels.latest import UNIT_SYMBOLS, value_text
 
 __all__ = [
     "KNOWN_STATES",
     "LANES",
+    "SEVERITIES",
     "AdapterRow",
     "AlertRow",
     "CapFill",
@@ -377,14 +378,19 @@ def cells(view: Dashboard, t: Translate, jst: Callable[[Any], str]) -> dict[str,
     return out
 
 
+# the Smart Data Model Alert's severities (gateway.processing.river.Severity), each with a message
+SEVERITIES = frozenset({"informational", "low", "medium", "high", "critical"})
+
+
 def alert_items(view: Dashboard, t: Translate, jst: Callable[[Any], str]) -> list[dict[str, str]]:
-    """The active alerts as texts, for the page's list and its refresh."""
+    """The active alerts as texts, for the page's list and its refresh; `severity` stays a CSS-safe word."""
     return [
         {
             "entity_id": a.entity_id,
             "name": a.name,
-            "level": a.level,
-            "value": f"{value_text(a.value)} {a.unit}".strip(),
+            "severity": a.level if a.level in SEVERITIES else "unknown",
+            "level": t(f"alert.{a.level}") if a.level in SEVERITIES else a.level,
+            "value": f"{value_text(a.value)} {UNIT_SYMBOLS.get(a.unit, a.unit)}".strip(),
             "since": jst(a.since) if a.since not in (None, "") else "",
         }
         for a in view.alerts

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LEVELS", "LogLine", "filter_lines", "parse_level"]
+__all__ = ["LEVELS", "LogLine", "components", "filter_lines", "parse_level"]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 _RANK = {name: i for i, name in enumerate(LEVELS)}
