@@ -22,6 +22,7 @@ import orjson
 
 from gateway import __version__, logs, redact, registry, systemd
 from gateway.adapter_api import AdapterContext
+from gateway.audit.log import AuditLog
 from gateway.buffer.location import data_dir_error
 from gateway.buffer.outbox import Outbox
 from gateway.commands import CommandRouter
@@ -34,7 +35,7 @@ from gateway.ngsi.check import check_reading
 from gateway.processing.api import ProcessorContext
 from gateway.processing.registry import build_stage
 from gateway.processing.stage import Stage
-from gateway.records import Reading, utc_now
+from gateway.records import Command, CommandResult, Reading, utc_now
 from gateway.secrets import SecretStore
 from gateway.supervisor import Supervisor
 from gateway.uplinks.api import CommandSource
@@ -45,6 +46,8 @@ BUFFER_FILE = "buffer.db"
 STATUS_FILE = "status.json"
 # Owner and group only: the status holds the far side's error texts (redacted, yet not for everyone).
 STATUS_MODE = 0o640
+# commands given on the box (the control socket: web UI, CLI): their own caller audits them, with who
+LOCAL_COMMAND_SOURCES = frozenset({"control"})
 EXIT_SOCKET_IN_USE = 2  # gateway/cli.py's EXIT_CONFIG: the box needs a technician, not a restart
 STOP_DEADLINE_S = 4.0  # SIGTERM must end within 5 s (systemd's and the issue's bound)
 # The latest reading per entity, for the control socket's `latest`: bounded so that a source of
@@ -106,6 +109,7 @@ class Gateway:
         self.loops: list[DeliveryLoop] = []
         self._loop_tasks: list[asyncio.Task[None]] = []
         self.router = CommandRouter()
+        self._audit_log: AuditLog | None = None  # opened at the first platform command
         self.command_sources: list[CommandSource] = []  # uplinks that also receive commands
         self.invalid_readings = 0
         self.invalid_by_adapter: Counter[str] = Counter()
@@ -146,6 +150,24 @@ class Gateway:
                 ctypes.CDLL(None).malloc_trim(0)
             except (OSError, AttributeError) as exc:
                 log.debug("malloc_trim skipped: %s", exc)
+
+    async def _audit_command(self, command: Command, result: CommandResult) -> None:
+        """The platform's commands go into the audit log the web UI keeps (an unlock is an action on the
+        box); the UI and the CLI audit their own, with the person who gave them."""
+        if command.uplink in LOCAL_COMMAND_SOURCES:
+            return
+        if self._audit_log is None:
+            cfg = self.config
+            self._audit_log = await asyncio.to_thread(AuditLog, cfg.web.state_path(Path(cfg.gateway.data_dir)))
+        await asyncio.to_thread(
+            self._audit_log.append,
+            actor=f"platform:{command.uplink or 'unknown'}",
+            action="command",
+            target=command.entity_id,
+            # never the command's value: it may be personal (a pickup code, a card number)
+            detail={"name": command.name, "command_id": command.command_id, "ok": result.ok, "info": result.info},
+            at=time.time(),
+        )
 
     def _emit(self, reading: Reading) -> asyncio.Future[None]:
         assert self.outbox is not None
@@ -251,6 +273,8 @@ class Gateway:
             if isinstance(source, CommandSource):  # a capability, not a family: see gateway/uplinks/api.py
                 await source.start_commands(self.router)
                 self.command_sources.append(source)
+        if self.command_sources:
+            self.router.on_result = self._audit_command
         if self.fleet is not None:
             await self.fleet.start(autotick=self.fleet_autotick)
         log.info(

@@ -104,6 +104,8 @@ class CommandRouter:
         self._adapters: dict[str, object] = {}
         self._indexes: dict[str, DeviceIndex] = {}
         self._log = component_logger(__name__, name)
+        # told of every command and its result (the gateway audits the platform's); never fails a command
+        self.on_result: Callable[[Command, CommandResult], Awaitable[None]] | None = None
 
     # -- who owns what ---------------------------------------------------------------------------------
 
@@ -177,6 +179,15 @@ class CommandRouter:
 
     async def dispatch(self, command: Command) -> CommandResult:
         """Run a command on its entity's adapter; never raises (except cancellation), always a result."""
+        result = await self._dispatch(command)
+        if self.on_result is not None:
+            try:
+                await self.on_result(command, result)
+            except Exception as exc:  # recording it must not change what the platform is told
+                self._log.error("command %s for %s: not recorded: %s", command.name, command.entity_id, exc)
+        return result
+
+    async def _dispatch(self, command: Command) -> CommandResult:
         self.counters.dispatched += 1
         where = f"command {command.name}"
         # entity and command name only: command values may be personal (a locker PIN, a card number)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.app import Gateway
+from gateway.audit.log import AuditLog
 from gateway.config import parse_config
 from gateway.uplinks.mqtt import MqttUplink
 from tests.adapters.modbus.peers import image_from_values, start_tcp_peer
@@ -75,3 +76,10 @@ async def test_command_through_the_gateway(mosquitto: MosquittoBroker, tmp_path:
         await gw.stop()
         await peer.stop()
     assert mqtt_sources(gw) and not any(source.commands_connected for source in mqtt_sources(gw))
+    # the platform's command is in the box's audit log, the one the web UI shows, and the chain holds
+    audit = AuditLog(config.web.state_path(Path(config.gateway.data_dir)))
+    [entry] = audit.entries(action="command")
+    assert (entry.actor, entry.target) == ("platform:pref-mqtt", RELAY_ID)
+    assert entry.detail["name"] == "relay_5" and entry.detail["ok"] is True
+    assert "on" not in entry.detail.values()  # the command's value stays out: it may be a pickup code
+    assert audit.verify().ok
