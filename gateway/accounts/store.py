@@ -20,13 +20,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +35,7 @@ from argon2 import PasswordHasher
 from gateway.accounts import passwords
 from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
+from gateway.storage.files import create_private, durable_connection
 from gateway.web.config import WebConfig
 
 __all__ = [
@@ -252,23 +252,12 @@ class AccountStore:
     # -- file and schema -------------------------------------------------------------------------------
 
     def _open_file(self) -> None:
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # created before sqlite opens it, so it is never readable by others, not even for a moment
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        create_private(self.path)
         with self._connect() as db:
             migrate(db, self.path, MIGRATIONS, AccountError)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # an account change is rare and must survive a power cut
-            yield db
-        finally:
-            db.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return durable_connection(self.path)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -36,7 +36,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from typing import Any
 from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.secrets import SecretStore
+from gateway.storage.files import create_private, durable_connection
 
 __all__ = [
     "ACTIONS",
@@ -179,22 +180,12 @@ class AuditLog:
     # -- file, schema, key -----------------------------------------------------------------------------
 
     def _open_file(self) -> None:
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        create_private(self.path)
         with self._connect() as db:
             migrate(db, self.path, MIGRATIONS, AuditError)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            yield db
-        finally:
-            db.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return durable_connection(self.path)
 
     def schema_version(self) -> int:
         with self._connect() as db:

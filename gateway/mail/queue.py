@@ -25,7 +25,6 @@ import enum
 import hashlib
 import hmac
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -37,15 +36,16 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from gateway import redact
-from gateway.errors import ConfigError
 from gateway.mail.message import Mail
 from gateway.secrets import SecretStore
+from gateway.storage.files import create_private
+from gateway.storage.schema import migrate
 
 __all__ = ["QUEUE_FILE", "SCHEMA_VERSION", "MailFailure", "MailQueue", "MailState", "MailStatus", "Pending"]
 
 QUEUE_FILE = "mail.db"
 KEY_SECRET = "mail.queue_key"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # len(MIGRATIONS)
 FAILURES_LIMIT = 200
 
 _SCHEMA = """
@@ -66,6 +66,7 @@ CREATE TABLE mails (
 );
 CREATE INDEX mails_due ON mails (state, next_attempt_at) WHERE state = 'pending';
 """
+MIGRATIONS = (_SCHEMA,)  # MIGRATIONS[i] takes a file from version i to i+1 (gateway/storage/schema.py)
 
 
 class MailState(enum.Enum):
@@ -152,25 +153,14 @@ class MailQueue:
         return queue
 
     def _connect(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # created 0600 before sqlite touches it; sqlite gives its -wal and -shm files the same mode
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        create_private(self.path)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # enqueue's promise: on disk when it returns
             db.execute("PRAGMA secure_delete=ON")  # an erased payload is overwritten, not left in a free page
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-            elif version != SCHEMA_VERSION:
-                raise ConfigError(
-                    [
-                        f"{self.path}: mail queue schema version {SCHEMA_VERSION} expected, got {version}; "
-                        "it was written by another edgegw version: start that version to send what it holds"
-                    ]
-                )
+            migrate(db, self.path, MIGRATIONS, store="mail queue")  # a newer file is refused untouched
         except BaseException:
             db.close()
             raise

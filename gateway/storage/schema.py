@@ -60,9 +60,17 @@ def _run(db: sqlite3.Connection, step: Migration) -> None:
     if callable(step):
         step(db)
         return
-    for statement in step.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    # one statement at a time (execute() takes one; executescript() would commit the open transaction),
+    # cut at the semicolons that end a statement, not those inside a comment or a string
+    statement = ""
+    for piece in step.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \t\n;"):
+                db.execute(statement)
+            statement = ""
+    if statement.strip(" \t\n;"):
+        db.execute(statement)  # sqlite names what is incomplete
 
 
 def migrate(

@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import os
 import secrets as _random
 import sqlite3
 import threading
@@ -47,6 +46,7 @@ from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.logs import component_logger
 from gateway.secrets import SecretStore
+from gateway.storage.files import create_private
 from gateway.wifilog.sessions import EventKind, Session, SessionEvent, merge
 from gateway.wifilog.signing import Signer, public_pem
 
@@ -186,9 +186,7 @@ class WifiLogStore:
         self._lock = threading.Lock()
         self._keys: dict[str, _PeriodKeys] = {}
         self._signer: Signer | None = None
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        create_private(self.path)
         self._db = self._connect()
         migrate(self._db, self.path, MIGRATIONS, WifiLogError)
 

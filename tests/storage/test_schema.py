@@ -41,6 +41,25 @@ def test_a_new_file_is_taken_through_every_step_and_a_current_one_is_not_written
     assert _digest(path) == before
 
 
+def test_semicolons_in_comments_and_strings_do_not_cut_a_statement(tmp_path: Path) -> None:
+    """The mail queue's schema comments its columns ("…; NULL once done"): a step is cut where sqlite says a
+    statement ends, not at every semicolon."""
+    step = (
+        "CREATE TABLE m (\n"
+        "    payload BLOB,  -- the token; NULL once done\n"
+        "    note TEXT NOT NULL DEFAULT 'a;b'\n"
+        ");\n"
+        "CREATE INDEX m_note ON m (note) WHERE note <> ';'\n"
+    )
+    path = tmp_path / "m.db"
+    db = _connect(path)
+    assert migrate(db, path, (step,), store="m").after == 1
+    db.execute("INSERT INTO m (payload) VALUES (NULL)")
+    assert db.execute("SELECT note FROM m").fetchall() == [("a;b",)]
+    assert db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall() == [("m_note",)]
+    db.close()
+
+
 def test_a_callable_step_migrates_data(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     db = _connect(path)
