@@ -23,7 +23,12 @@ class AlertDropPolicy(enum.Enum):
 
 class BufferConfig(Section):
     durability: Durability = Durability.FULL
-    commit_interval_ms: float = Field(default=20.0, ge=0, le=1000, description="longest wait to group a commit")
+    commit_interval_ms: float = Field(
+        default=20.0,
+        ge=0,
+        le=1000,
+        description="longest wait to group a commit; a quarter of it without a new reading ends the group",
+    )
     commit_max_rows: int = Field(default=5000, ge=1, le=200_000)
     ack_write_interval_ms: float = Field(
         # 200 ms, not longer: rows are deleted at the settle too, and the sooner their pages are free

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,28 @@ def test_groups_of_any_size_go_in_as_blocks_in_order_with_consecutive_seqs(tmp_p
     assert [r.seq for r in got] == list(range(1, n + 1))
     assert store.counters["appended"] == n and store.counters["commits"] == 9
     conn.close()
+
+
+async def test_a_lone_reading_is_committed_after_a_quarter_of_the_window_a_stream_fills_it(tmp_path: Path) -> None:
+    """commit_interval_ms bounds a group; a quarter of it with nothing new ends the group early (sparse
+    readings are not held for flash wear that only a stream saves). Wide margins: the VM is noisy."""
+    window_s = 1.0  # the longest window the config allows
+    box = await Outbox.open(
+        tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=window_s * 1000), ["orion"]
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        t0 = loop.time()
+        await box.append(reading(1, "lone"))
+        lone = loop.time() - t0
+        assert window_s / 4 * 0.9 <= lone < window_s * 0.75, lone
+        before = (await box.stats()).commits_total
+        t0 = loop.time()
+        pending: list[Awaitable[None]] = []
+        while loop.time() - t0 < window_s * 0.6:  # a new row every 50 ms: never a quarter-window gap
+            pending.append(box.append(reading(len(pending) + 2, "stream")))
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*pending)
+        assert (await box.stats()).commits_total - before == 1  # one group held them all
+    finally:
+        await box.close()

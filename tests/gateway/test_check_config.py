@@ -73,7 +73,7 @@ def test_no_uplink_and_missing_type() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"gateway": {"id": "gw1"}, "adapters": [{"name": "a"}]})
     assert err.value.errors == [
-        "adapters[0].type: required key is missing; valid: http_poll, locker, modbus, mqtt, radius, simulated, wifi_syslog",
+        "adapters[0].type: required key is missing; valid: http_poll, locker, modbus, mqtt, radius, scanner, simulated, wifi_syslog",
         "uplinks: at least one [[uplinks]] entry is needed, got none",
     ]
 

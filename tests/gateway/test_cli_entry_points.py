@@ -18,6 +18,7 @@ def test_the_declared_cli_entry_points_resolve_to_the_families_modules() -> None
     assert {name: ep.value for name, ep in declared.items()} == {
         "modbus": "adapters.modbus.cli:add_parsers",
         "locker": "adapters.locker.cli:add_parsers",
+        "scanner": "adapters.scanner.cli:add_parsers",
     }
     assert declared["modbus"].load() is modbus_cli.add_parsers
 

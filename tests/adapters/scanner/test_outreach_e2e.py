@@ -56,6 +56,11 @@ def config(url: str, fifo: Path) -> str:
 id = "e2e-outreach"
 data_dir = "@DATA_DIR@"
 
+# a station takes the next scan once the last one is committed: 10,000 scans in a burst wait out
+# 10,000 commit windows (20 ms each by default, 200 s); the point here is loss and replay, not wear
+[buffer]
+commit_interval_ms = 1
+
 [[adapters]]
 name = "bus"
 type = "scanner"
