@@ -95,7 +95,7 @@ clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
 
 # The Debian package: dist/edgegw_<version>-1_<arch>.deb with the application and its dependencies in
-# /opt/edgegw/.venv (packaging/build-deb.sh says how). Install with: apt install ./dist/edgegw_*.deb
+# /opt/edgegw/.venv (config/debian/build-deb.sh says how). Install with: apt install ./dist/edgegw_*.deb
 .PHONY: deb
 deb:
-	@packaging/build-deb.sh dist
+	@config/debian/build-deb.sh dist

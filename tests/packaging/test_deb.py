@@ -26,7 +26,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(prebuilt)
     out = tmp_path_factory.mktemp("deb")
     done = subprocess.run(
-        [REPO / "packaging" / "build-deb.sh", out], capture_output=True, text=True, check=True, timeout=600
+        [REPO / "config" / "debian" / "build-deb.sh", out], capture_output=True, text=True, check=True, timeout=600
     )
     path = Path(done.stdout.strip().splitlines()[-1])
     assert path.name.startswith("edgegw_0.1.0-1_") and path.name.endswith(".deb")

@@ -1,4 +1,4 @@
-"""supervisor/edgegw.conf: the systemd units' restart and stop behaviour, and supervisord running the gateway.
+"""systemd/supervisor-edgegw.conf: the systemd units' restart and stop behaviour, and supervisord running the gateway.
 
 The supervisord test needs the `supervisor` package (Debian's, or PyPI's); it is skipped where it is
 not installed, saying so. The consistency test always runs.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).parents[2]
-CONF = REPO / "supervisor" / "edgegw.conf"
+CONF = REPO / "systemd" / "supervisor-edgegw.conf"
 UNITS = {"edgegw": "edgegw.service", "edgegw-web": "edgegw-web.service", "edgegw-backup": "edgegw-backup.service"}
 
 

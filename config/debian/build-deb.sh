@@ -2,10 +2,10 @@
 # Builds edgegw_<version>-1_<arch>.deb: the application and its Python dependencies in their own
 # environment under /opt/edgegw/.venv (the path the units and the git install use), built from the
 # wheel so it carries exactly what a release carries (firmware profiles and templates as package data).
-# Usage: packaging/build-deb.sh [OUT_DIR]   (make deb). Needs python3.11 with venv, dpkg-deb, fakeroot.
+# Usage: config/debian/build-deb.sh [OUT_DIR]   (make deb). Needs python3.11 with venv, dpkg-deb, fakeroot.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-src=$(dirname "$here")
+src=$(cd "$here/../.." && pwd)   # the checkout: this script lives in config/debian/
 out=${1:-$src/dist}
 python=${DEB_PYTHON:-/usr/bin/python3.11}   # Debian 12's interpreter: the venv links to it on the box
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$src/gateway/__init__.py")
@@ -39,22 +39,22 @@ install -d -m 0755 "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/edgegw"
 ln -s "$venv/bin/edgegw" "$root/usr/bin/edgegw"
 install -m 0640 "$src/config/gateway.example.toml" "$root/etc/edgegw/gateway.toml"
 install -m 0644 "$src"/systemd/*.service "$src"/systemd/*.timer "$root/lib/systemd/system/"
-install -m 0644 "$src/supervisor/edgegw.conf" "$root/usr/share/edgegw/supervisor/edgegw.conf"
+install -m 0644 "$src/systemd/supervisor-edgegw.conf" "$root/usr/share/edgegw/supervisor/edgegw.conf"
 install -m 0644 "$src/README.md" "$root/usr/share/doc/edgegw/README.md"
-install -m 0644 "$here/debian/copyright" "$root/usr/share/doc/edgegw/copyright"
+install -m 0644 "$here/copyright" "$root/usr/share/doc/edgegw/copyright"
 printf 'edgegw (%s-%s) stable; urgency=medium\n\n  * Release %s.\n\n -- edgegw maintainers <edgegw@localhost>  %s\n' \
   "$version" "$revision" "$version" "$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git -C "$src" log -1 --format=%ct 2>/dev/null || date +%s)}")" \
   | gzip -9n >"$root/usr/share/doc/edgegw/changelog.Debian.gz"
 
 install -d -m 0755 "$root/DEBIAN"
 for f in preinst postinst prerm postrm; do
-  sed "s/@VERSION@/$version-$revision/g" "$here/debian/$f" >"$root/DEBIAN/$f"
+  sed "s/@VERSION@/$version-$revision/g" "$here/$f" >"$root/DEBIAN/$f"
   chmod 0755 "$root/DEBIAN/$f"
 done
-install -m 0644 "$here/debian/conffiles" "$root/DEBIAN/conffiles"
+install -m 0644 "$here/conffiles" "$root/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 sed -e "s/@VERSION@/$version-$revision/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" \
-  "$here/debian/control" >"$root/DEBIAN/control"
+  "$here/control" >"$root/DEBIAN/control"
 mkdir -p "$out"
 deb="$out/edgegw_${version}-${revision}_${arch}.deb"
 fakeroot dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
