@@ -8,10 +8,14 @@ measures how fast the subscriber drains them (the three sessions get the same me
       group with "full"), PUBACK only after the commit;
   (c) the adapter's transport alone: the same asyncio client and packet reader, a counter and an
       immediate PUBACK, no mapping and no buffer; what (b) would reach if both cost nothing.
+The process runs as the gateway's does (`gateway.app.tune_runtime`: the start-up objects frozen out of
+the cyclic GC, a young-generation threshold a burst does not cross on its own; without it each of
+the ~10 objects a message allocates pays for GC passes over the whole import graph); the bare
+subscriber shares the process and so the same settings. `--untuned` measures both without them.
 Prints the rates, (b)/(a) (target ≥ 100 %, issue 10), the CPU each costs a message, and (b)/(c), with the load average before and after:
 other processes on the machine move all figures, so compare the ratios within one run.
 
-    .venv/bin/python bench/mqtt_ingest_bench.py [-n 20000] [--rounds 3] [--durability full|normal]
+    .venv/bin/python bench/mqtt_ingest_bench.py [-n 20000] [--rounds 3] [--durability full|normal] [--untuned] [--no-flush]
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from paho.mqtt.properties import Properties  # noqa: E402
 from adapters.mqtt.adapter import MqttAdapter  # noqa: E402
 from adapters.mqtt.config import MqttAdapterConfig  # noqa: E402
 from gateway.adapter_api import AdapterContext  # noqa: E402
+from gateway.app import tune_runtime  # noqa: E402
 from gateway.buffer.config import BufferConfig, Durability  # noqa: E402
 from gateway.buffer.outbox import Outbox  # noqa: E402
 from gateway.mqtt.packets import (  # noqa: E402
@@ -57,6 +62,7 @@ from gateway.records import Reading  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 
 TOPIC_FILTER = "application/+/device/+/event/up"
+NO_FLUSH = False  # --no-flush: the emit ignores the adapter's flush (the group waits for its quiet time)
 
 
 def payload(i: int) -> bytes:
@@ -234,8 +240,9 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 
 class GatewayEmit:
-    """The emit the gateway hands an adapter (gateway.supervisor): one reading, or a burst with `.many`,
-    here straight into the outbox (the bench's readings need neither processing nor checks)."""
+    """The emit the gateway hands an adapter (gateway.supervisor): one reading, a burst with `.many`, and
+    `.flush` when the adapter sends nothing more until a commit; here straight into the outbox (the
+    bench's readings need neither processing nor checks)."""
 
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
@@ -245,6 +252,10 @@ class GatewayEmit:
 
     def many(self, readings: Sequence[Reading]) -> Awaitable[None]:
         return self._outbox.append_many(readings)
+
+    def flush(self) -> None:
+        if not NO_FLUSH:
+            self._outbox.seal()
 
 
 async def adapter_round(
@@ -274,7 +285,13 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--durability", choices=[d.value for d in Durability], default="full")
     parser.add_argument("--max-inflight", type=int, default=1000, help="the adapter's max_inflight")
+    parser.add_argument("--untuned", action="store_true", help="leave the GC and malloc as Python starts them")
+    parser.add_argument("--no-flush", action="store_true", help="commit groups ignore a full receive window")
     args = parser.parse_args()
+    global NO_FLUSH
+    NO_FLUSH = args.no_flush
+    if not args.untuned:
+        tune_runtime()
 
     load_before = load()
     with tempfile.TemporaryDirectory(prefix="mqtt-bench-") as tmp:
@@ -312,7 +329,7 @@ async def main() -> None:
     print(
         f"\nmqtt ingest, {args.n:,} QoS1 messages x {args.rounds} rounds, medians "
         f"(outbox durability={args.durability}, commit_interval_ms={buffer_config.commit_interval_ms}, "
-        f"max_inflight={args.max_inflight})"
+        f"max_inflight={args.max_inflight}, {'untuned' if args.untuned else 'tuned as the gateway'}{', no flush' if args.no_flush else ''})"
     )
     cpu_a, cpu_b = statistics.median(bare_cpu), statistics.median(adapter_cpu)
     print(f"  (a) bare paho subscriber : {b:10,.0f} msg/s   {cpu_a:5.1f} µs CPU a message")

@@ -186,6 +186,10 @@ class Gateway:
             self._trim_latest()
         return self.outbox.append(reading)  # type: ignore[return-value]
 
+    def _flush(self) -> None:
+        if self.outbox is not None:
+            self.outbox.seal()
+
     def _emit_many(self, readings: Sequence[Reading], *, processed: bool = False) -> Awaitable[None]:
         """`_emit` for a burst: processed, then the valid readings go to the buffer in one append."""
         assert self.outbox is not None
@@ -257,7 +261,7 @@ class Gateway:
                 self, cfg.fleet, self._emit_many, target=self.control_target, clock=self.fleet_clock or time.time
             )
             safe_mode = self.fleet.boot()
-        self.supervisor = Supervisor(self._emit, emit_many=self._emit_many)
+        self.supervisor = Supervisor(self._emit, emit_many=self._emit_many, flush=self._flush)
         adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
         # built before any adapter runs: configured entries first (file order), then what adapters contribute
         self.stage = build_stage(

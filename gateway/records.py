@@ -93,6 +93,9 @@ class CommandResult:
 # Sources that can acknowledge (MQTT QoS1, RADIUS) await it before acknowledging.
 Emit = Callable[[Reading], Awaitable[None]]
 EmitMany = Callable[[Sequence[Reading]], Awaitable[None]]
+# The gateway's emit also has `flush()`: "commit what I emitted now, I send nothing more until it is"
+# (a source whose acknowledgement window is full); other emits may lack it.
+EmitFlush = Callable[[], None]
 
 
 def emit_many(emit: Emit, readings: Sequence[Reading]) -> Awaitable[None]:

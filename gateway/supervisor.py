@@ -14,7 +14,7 @@ from gateway.adapter_api import Adapter, AdapterConfig
 from gateway.backoff import Backoff
 from gateway.diagnostics import DiagnosticsReader
 from gateway.logs import StateLog, component_logger
-from gateway.records import Emit, EmitMany, Reading, emit_many
+from gateway.records import Emit, EmitFlush, EmitMany, Reading, emit_many
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class _Supervised:
         backoff: Backoff,
         stable_after_s: float,
         emit_many: EmitMany | None = None,
+        flush: EmitFlush | None = None,
     ) -> None:
         self.config = config
         self.adapter = adapter
@@ -66,6 +67,7 @@ class _Supervised:
         self._failing = StateLog(self.log)
         self._emit = emit
         self._emit_many = emit_many
+        self._flush = flush
 
     def emit(self, reading: Reading) -> Awaitable[None]:
         self.emitted += 1
@@ -77,8 +79,13 @@ class _Supervised:
             return emit_many(self._emit, readings)  # one call per reading
         return self._emit_many(readings)
 
-    # The adapter's emit is this object: `emit(reading)`, and `emit.many(readings)` for a burst
-    # (gateway.records.emit_many).
+    def flush(self) -> None:
+        """Commit what this adapter emitted without waiting for more (gateway.records.EmitFlush)."""
+        if self._flush is not None:
+            self._flush()
+
+    # The adapter's emit is this object: `emit(reading)`, `emit.many(readings)` for a burst
+    # (gateway.records.emit_many) and `emit.flush()` when it emits nothing more until a commit.
     __call__ = emit
     many = emit_many
 
@@ -162,9 +169,11 @@ class Supervisor:
         backoff_max_s: float = 60.0,
         stable_after_s: float = 60.0,
         emit_many: EmitMany | None = None,
+        flush: EmitFlush | None = None,
     ) -> None:
         self._emit = emit
         self._emit_many = emit_many
+        self._flush = flush
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._stable_after_s = stable_after_s
         self._items: list[_Supervised] = []
@@ -172,7 +181,13 @@ class Supervisor:
     def start(self, adapters: Sequence[tuple[AdapterConfig, Adapter]]) -> None:
         for config, adapter in adapters:
             item = _Supervised(
-                config, adapter, self._emit, Backoff(*self._backoff), self._stable_after_s, self._emit_many
+                config,
+                adapter,
+                self._emit,
+                Backoff(*self._backoff),
+                self._stable_after_s,
+                self._emit_many,
+                self._flush,
             )
             item.task = asyncio.create_task(item.run(), name=f"adapter:{config.name}")
             self._items.append(item)

@@ -30,7 +30,7 @@ from gateway.errors import AdapterError, ReadingError
 from gateway.logs import StateLog, component_logger
 from gateway.mqtt.client import ClientSettings, ConnectFailed, ConnectionLost, ConnectRefused, MqttClient
 from gateway.mqtt.packets import CONNACK, SUBACK, Publish, reason_text
-from gateway.records import Emit, EmitMany, Reading, utc_now
+from gateway.records import Emit, EmitFlush, EmitMany, Reading, utc_now
 from gateway.secrets import resolve
 from gateway.tls import client_context
 
@@ -74,6 +74,7 @@ class MqttAdapter:
         self._client: MqttClient | None = None
         self._emit: Emit | None = None
         self._many: EmitMany | None = None
+        self._seal: EmitFlush | None = None
         self._burst: list[tuple[_Slot, Reading]] = []  # readings of the socket read being handled
         self._ever_connected = False
         # one outage, one WARNING: refused, unreachable and lost are the same spell until connected again
@@ -106,6 +107,7 @@ class MqttAdapter:
         password = resolve(self.config.password, self.context.data_dir) if self.config.password is not None else None
         self._emit = emit
         self._many = getattr(emit, "many", None)  # the gateway's emit takes bursts (gateway.records.emit_many)
+        self._seal = getattr(emit, "flush", None)  # and commits at once when asked (gateway.records.EmitFlush)
         self._failure = loop.create_future()
         self._running = True
         self._log.info("connecting to mqtt://%s:%d as %s", self.config.host, self.config.port, self.client_id)
@@ -274,6 +276,7 @@ class MqttAdapter:
             emit = cast(Emit, self._emit)
             for reading in readings:
                 self._emit_one(emit, slot, reading)
+            self._seal_if_blocked()
             return
         # The messages of one socket read arrive in one go: their readings go to the buffer as one
         # burst, emitted once the read is handled (one call and one commit future instead of one each).
@@ -299,6 +302,15 @@ class MqttAdapter:
             self._fail(exc)
             return
         self._await_commit(awaitable, burst)
+        self._seal_if_blocked()
+
+    def _seal_if_blocked(self) -> None:
+        # A full window: the broker sends nothing more until PUBACKs, and they wait for this commit;
+        # the buffer's group would otherwise wait out its quiet time for readings that cannot come
+        # (~12 % of a drain's time at 1,000 in flight, measured).
+        client = self._client
+        if self._seal is not None and client is not None and client.reading_paused:
+            self._seal()
 
     # --- commits and acks -------------------------------------------------------------------------------
 

@@ -247,6 +247,20 @@ class Outbox:
                 self._cond.notify()
             return group.future
 
+    def seal(self) -> None:
+        """End the open commit group now, so it commits as soon as the writer is free.
+
+        For an appender that will append nothing more until this group is committed (an MQTT
+        source whose receive window is full: the broker sends the next message only after a
+        PUBACK, and the PUBACK waits for this commit); waiting out the group's quiet time or
+        deadline would only stall it. Rows of other appenders in the group commit earlier too.
+        """
+        with self._cond:
+            if self._open is not None:
+                self._open.sealed = True
+                self._open = None
+                self._cond.notify()
+
     def _refused(self, n: int) -> None:
         self._refused_total += n
         if not self._refused_episode:

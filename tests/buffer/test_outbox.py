@@ -233,3 +233,25 @@ async def test_a_lone_reading_is_committed_after_a_quarter_of_the_window_a_strea
         assert (await box.stats()).commits_total - before == 1  # one group held them all
     finally:
         await box.close()
+
+
+async def test_seal_commits_the_open_group_without_waiting_for_its_quiet_time(tmp_path: Path) -> None:
+    """An appender whose source waits for this commit (a full MQTT receive window) seals the group."""
+    box = await Outbox.open(
+        tmp_path / "b.db", BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1000), ["orion"]
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        t0 = loop.time()
+        first = box.append_many([reading(i, f"s{i}") for i in range(3)])
+        box.seal()
+        await first
+        assert loop.time() - t0 < 0.2  # the quarter-window without new rows is 250 ms
+        later = box.append(reading(4, "after"))  # a new group: the sealed one takes no more rows
+        box.seal()
+        await later
+        assert (await box.stats()).commits_total == 2
+        box.seal()  # nothing open: a no-op
+        assert [r.entity_id for r in await box.read("orion", 10)] == ["s0", "s1", "s2", "after"]
+    finally:
+        await box.close()

@@ -63,3 +63,26 @@ async def test_a_burst_with_a_bad_reading_stores_the_rest_and_counts_the_bad_one
         assert gw.invalid_readings == 3
     finally:
         await gw.stop()
+
+
+async def test_an_adapters_flush_commits_the_open_group_at_once(orion_double: OrionDouble, tmp_path: Path) -> None:
+    """The emit's flush (a source whose window is full) seals the buffer's group: no quiet-time wait."""
+    gw = Gateway(
+        parse_config(
+            {
+                "gateway": {"id": "gw-flush", "data_dir": str(tmp_path)},
+                "buffer": {"commit_interval_ms": 1000},
+                "uplinks": [{"name": "orion", "type": "orion", "url": orion_double.url}],
+            }
+        )
+    )
+    await gw.start()
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        pending = gw._emit_many([gauge(0, 1.25), gauge(1, 1.26)])
+        gw._flush()
+        await pending
+        assert loop.time() - t0 < 0.2  # unsealed, the group waits 250 ms without new rows
+    finally:
+        await gw.stop()

@@ -98,18 +98,18 @@ class BurstAdapter:
         self.config = config
 
     async def run(self, emit: Emit) -> None:
-        burst = [
-            Reading(
-                entity_id=f"{self.config.name}-e",
-                entity_type="T",
-                attributes={"n": Attribute(value=i)},
-                observed_at=datetime.now(UTC),
-                source=Source(adapter=self.config.name),
-            )
-            for i in range(self.config.readings)
-        ]
-        await emit_many(emit, burst)
+        await emit_many(emit, [_reading(self.config.name, i) for i in range(self.config.readings)])
         await asyncio.Event().wait()
+
+
+def _reading(adapter: str, n: int) -> Reading:
+    return Reading(
+        entity_id=f"{adapter}-e",
+        entity_type="T",
+        attributes={"n": Attribute(value=n)},
+        observed_at=datetime.now(UTC),
+        source=Source(adapter=adapter),
+    )
 
 
 def _done() -> asyncio.Future[None]:
@@ -153,6 +153,34 @@ async def test_without_a_burst_path_a_burst_is_emitted_one_reading_at_a_time() -
     assert [r.attributes["n"].value for r in singles] == list(range(5))
     assert sup.status()[0].emitted == 5
     await sup.stop()
+
+
+class SealingAdapter(BurstAdapter):
+    """Emits a burst, then says it will emit nothing more until that burst is committed."""
+
+    async def run(self, emit: Emit) -> None:
+        pending = emit_many(emit, [_reading(self.config.name, i) for i in range(self.config.readings)])
+        flush = getattr(emit, "flush", None)
+        assert flush is not None  # the supervisor's emit always has it (gateway.records.EmitFlush)
+        flush()
+        await pending
+        await asyncio.Event().wait()
+
+
+async def test_an_adapters_flush_reaches_the_gateway_and_is_harmless_without_one() -> None:
+    flushes: list[str] = []
+    sup = Supervisor(_collector([]), flush=lambda: flushes.append("sealed"))
+    cfg = _Config(name="sealing", type="test", readings=3)
+    sup.start([(cfg, SealingAdapter(cfg, CTX))])
+    await _wait_for(lambda: flushes)
+    assert flushes == ["sealed"] and sup.status()[0].emitted == 3
+    await sup.stop()
+    singles: list[Reading] = []
+    bare = Supervisor(_collector(singles))  # a gateway without a buffer to seal: flush does nothing
+    bare.start([(cfg, SealingAdapter(cfg, CTX))])
+    await _wait_for(lambda: len(singles) == 3)
+    assert bare.status()[0].state is AdapterState.RUNNING
+    await bare.stop()
 
 
 class DiagnosedAdapter(FlakyAdapter):
