@@ -27,7 +27,7 @@ import orjson
 
 from gateway.errors import ReadingError
 from gateway.ngsi.config import ValueEncoding
-from gateway.ngsi.values import encode_percent_value, first_banned
+from gateway.ngsi.values import NEEDS_ENCODING, encode_percent_value, first_banned
 from gateway.records import Reading, check_values, iso_utc
 
 __all__ = [
@@ -141,22 +141,33 @@ _UNENCODED = frozenset({int, float, bool, type(None)})
 _SPECIAL_NAMES = frozenset({TIME_INSTANT, *_AGENT_IGNORED})
 
 
+def _verbatim_scalar(value: Any) -> bool:
+    tv = type(value)
+    if tv is str:
+        return NEEDS_ENCODING.search(value) is None  # neither % nor a character Orion refuses
+    return tv is int or tv is bool or (tv is float and value - value == 0.0)  # NaN, ±Infinity fail
+
+
+def _verbatim(value: Any) -> bool:
+    """Whether `value` is sent as it is under every value_encoding and passes check_values."""
+    if type(value) is list:
+        return all(_verbatim_scalar(v) for v in value)
+    return _verbatim_scalar(value)
+
+
 def json_measure(
     reading: Reading, *, encoding: ValueEncoding = ValueEncoding.PERCENT, sequence: str | None = None
 ) -> dict[str, Any]:
     """One iotagent-json measure object: the attribute values, the buffer seq as `sequence` if named, then TimeInstant."""
-    # The common measure (finite floats, ints and bools, no metadata, no reserved name) needs neither
-    # encoding nor the full check_values walk: one pass instead of two (~0.3 µs a reading). Anything
+    # The common measure (finite floats, ints and bools, texts and flat lists of them with nothing to
+    # encode, no metadata, no reserved name) needs neither encoding nor the full check_values walk:
+    # one pass instead of two (a race-workload measure, a text and a controlledProperty list among
+    # its values: 4.4 → 1.8 µs). Such values come out the same under every value_encoding. Anything
     # else takes the full path, which raises exactly what it always did.
     out: dict[str, Any] = {}
     for name, attr in reading.attributes.items():
         value = attr.value
-        tv = type(value)
-        if (
-            not (tv is int or tv is bool or (tv is float and value - value == 0.0))  # NaN, ±Infinity fail
-            or attr.metadata
-            or name in _SPECIAL_NAMES
-        ):
+        if not _verbatim(value) or attr.metadata or name in _SPECIAL_NAMES:
             _check_reading(reading)
             return _json_measure(reading, encoding, sequence)
         out[name] = value

@@ -20,7 +20,8 @@ from gateway.ngsi.identifiers import BANNED_CHARS
 
 _ENCODE = str.maketrans({"%": "%25", **{ch: f"%{ord(ch):02X}" for ch in BANNED_CHARS}})
 _DECODE = {f"{ord(ch):02X}": ch for ch in "%" + BANNED_CHARS}
-_NEEDS_ENCODING = re.compile("[%" + re.escape(BANNED_CHARS) + "]")
+# a string without these is the same under every value_encoding (gateway.ngsi.iota's fast path)
+NEEDS_ENCODING = re.compile("[%" + re.escape(BANNED_CHARS) + "]")
 _BANNED_RE = re.compile("[" + re.escape(BANNED_CHARS) + "]")
 _ENCODED_RE = re.compile("%(" + "|".join(_DECODE) + ")")
 
@@ -29,7 +30,7 @@ _PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 def encode_percent(text: str) -> str:
-    if _NEEDS_ENCODING.search(text) is None:
+    if NEEDS_ENCODING.search(text) is None:
         return text
     return text.translate(_ENCODE)
 

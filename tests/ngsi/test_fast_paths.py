@@ -3,7 +3,9 @@ measures) refuse exactly what the full paths refuse, even right after an accepte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 import pytest
@@ -110,3 +112,51 @@ def test_a_date_in_orions_form_renders_as_the_long_way_renders_any_other_form(t:
     assert to_v2_entity(canonical, encoding=ValueEncoding.PERCENT) == to_v2_entity(
         other, encoding=ValueEncoding.PERCENT
     )
+
+
+_scalars = st.one_of(
+    st.integers(),
+    st.booleans(),
+    st.floats(),  # NaN and ±Infinity included: both paths must refuse them alike
+    st.text(alphabet=st.sampled_from("ab水%\"'();<=> ")),
+    st.none(),
+)
+_values = st.one_of(
+    _scalars, st.lists(_scalars, max_size=3), st.dictionaries(st.sampled_from(["k", "(k)"]), _scalars, max_size=2)
+)
+
+
+@given(
+    attributes=st.dictionaries(
+        st.sampled_from(["level", "dev", "controlledProperty", "TimeInstant", "t"]),
+        st.tuples(_values, st.booleans()),
+        max_size=4,
+    ),
+    encoding=st.sampled_from(list(ValueEncoding)),
+)
+def test_the_iota_json_fast_path_renders_and_refuses_exactly_as_the_full_path(
+    attributes: dict[str, tuple[object, bool]], encoding: ValueEncoding
+) -> None:
+    reading = Reading(
+        entity_id="urn:ngsi-ld:Device:d1",
+        entity_type="Device",
+        attributes={
+            name: Attribute(value=value, type="Text", metadata={"m": {"value": 1}} if meta else {})
+            for name, (value, meta) in attributes.items()
+        },
+        observed_at=T0,
+        source=Source(adapter="a"),
+        seq=7,
+    )
+
+    def full() -> dict[str, Any]:  # the reference: the whole check, then the general rendering
+        iota._check_reading(reading)
+        return iota._json_measure(reading, encoding, "seq")
+
+    def outcome(render: Callable[[], dict[str, Any]]) -> object:
+        try:
+            return render()
+        except ReadingError as exc:
+            return ("refused", str(exc))
+
+    assert outcome(lambda: iota.json_measure(reading, encoding=encoding, sequence="seq")) == outcome(full)
