@@ -1,11 +1,10 @@
 """`make deb`'s package installed with the real dpkg into a throwaway root: files, user, permissions, remove, purge, upgrade, downgrade.
 
-Slow (the package is built once per run, ~1 min): e2e. Needs root and mount namespaces (see throwaway_root.py).
+Slow (the package is built once per run, ~1 min, conftest.py): e2e. Needs root and mount namespaces (see throwaway_root.py).
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -13,24 +12,8 @@ import pytest
 
 from .throwaway_root import Root, usable
 
-pytestmark = pytest.mark.e2e
-REPO = Path(__file__).parents[2]
 WHY_NOT = usable()
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if WHY_NOT is not None:
-        pytest.skip(f"no throwaway root here: {WHY_NOT}")
-    if prebuilt := os.environ.get("EDGEGW_TEST_DEB"):  # a package built already (`make deb`), to test it as is
-        return Path(prebuilt)
-    out = tmp_path_factory.mktemp("deb")
-    done = subprocess.run(
-        [REPO / "config" / "debian" / "build-deb.sh", out], capture_output=True, text=True, check=True, timeout=600
-    )
-    path = Path(done.stdout.strip().splitlines()[-1])
-    assert path.name.startswith("edgegw_0.1.0-1_") and path.name.endswith(".deb")
-    return path
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(WHY_NOT is not None, reason=f"no throwaway root here: {WHY_NOT}")]
 
 
 def _repack(deb: Path, version: str, out: Path) -> Path:
