@@ -6,6 +6,7 @@ Each takes a root whose `run(script)` runs a shell script with $R set to the roo
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Protocol
 
 UNITS = ["edgegw-backup.service", "edgegw-backup.timer", "edgegw-web.service", "edgegw.service"]
@@ -100,3 +101,15 @@ def check_purged(root: Root) -> None:
         "0",
         "dpkg-query: no packages found matching edgegw",
     ]
+
+
+def repack(deb: Path, version: str, out: Path) -> Path:
+    """The same package as another version: what the next (or an older) release's upgrade looks like to dpkg."""
+    tree = out / f"tree-{version}"
+    subprocess.run(["fakeroot", "sh", "-c", f"dpkg-deb -R {deb} {tree}"], check=True)
+    for name in ("control", "preinst"):
+        f = tree / "DEBIAN" / name
+        f.write_text(f.read_text().replace("0.1.0-1", version))
+    new = out / f"edgegw_{version}.deb"
+    subprocess.run(["fakeroot", "dpkg-deb", "--root-owner-group", "-b", tree, new], check=True, capture_output=True)
+    return new

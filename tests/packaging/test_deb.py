@@ -5,28 +5,15 @@ Slow (the package is built once per run, ~1 min, conftest.py): e2e. Needs root a
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from .installed import add_data_and_a_local_edit, check_installed, check_purged, check_removed
+from .installed import add_data_and_a_local_edit, check_installed, check_purged, check_removed, repack
 from .throwaway_root import Root, usable
 
 WHY_NOT = usable()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(WHY_NOT is not None, reason=f"no throwaway root here: {WHY_NOT}")]
-
-
-def _repack(deb: Path, version: str, out: Path) -> Path:
-    """The same package as another version: what the next (or an older) release's upgrade looks like to dpkg."""
-    tree = out / f"tree-{version}"
-    subprocess.run(["fakeroot", "sh", "-c", f"dpkg-deb -R {deb} {tree}"], check=True)
-    for name in ("control", "preinst"):
-        f = tree / "DEBIAN" / name
-        f.write_text(f.read_text().replace("0.1.0-1", version))
-    new = out / f"edgegw_{version}.deb"
-    subprocess.run(["fakeroot", "dpkg-deb", "--root-owner-group", "-b", tree, new], check=True, capture_output=True)
-    return new
 
 
 @pytest.fixture
@@ -50,7 +37,7 @@ def test_install_checks_files_user_permissions_then_remove_keeps_data_and_purge_
 def test_an_upgrade_keeps_data_and_config_and_a_downgrade_is_refused(deb: Path, root: Root, tmp_path: Path) -> None:
     root.dpkg("-i", str(deb))
     root.run("echo pending > $R/var/lib/edgegw/buffer.db && echo '# tuned' >> $R/etc/edgegw/gateway.toml")
-    root.dpkg("-i", str(_repack(deb, "0.1.1-1", tmp_path)))
+    root.dpkg("-i", str(repack(deb, "0.1.1-1", tmp_path)))
     kept = root.run(
         "cat $R/var/lib/edgegw/buffer.db; tail -1 $R/etc/edgegw/gateway.toml;"
         " dpkg-query --admindir=$R/var/lib/dpkg -W -f '${Version}\n' edgegw"

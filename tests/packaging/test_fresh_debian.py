@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from .debian_root import CachedRoot, Container, FreshRoot, cached_root, nspawn_usable, usable
-from .installed import add_data_and_a_local_edit, check_installed, check_purged, check_removed
+from .installed import add_data_and_a_local_edit, check_installed, check_purged, check_removed, repack
 
 WHY_NOT = usable()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(WHY_NOT is not None, reason=f"no fresh Debian root: {WHY_NOT}")]
@@ -97,7 +97,7 @@ def booted(fresh: FreshRoot, deb: Path, tmp_path: Path) -> Iterator[Container]:
 
 @pytest.mark.skipif(WHY_NO_BOOT is not None, reason=f"cannot boot the root: {WHY_NO_BOOT}")
 def test_under_systemd_apt_install_starts_the_gateway_and_web_ui_stop_is_clean_and_purge_stops_them(
-    booted: Container,
+    booted: Container, deb: Path, tmp_path: Path
 ) -> None:
     box = booted
     units = "systemctl is-active edgegw.service edgegw-web.service edgegw-backup.timer || true"
@@ -120,6 +120,13 @@ def test_under_systemd_apt_install_starts_the_gateway_and_web_ui_stop_is_clean_a
     pid = box.run("systemctl show -P MainPID edgegw.service").stdout.strip()
     assert f"pid {pid})" in _wait_for(box, "edgegw status", f"pid {pid})")
     assert "edgegw" not in box.run("systemctl --failed --plain --no-legend").stdout, box.journal()
+    # an upgrade on a live box: prerm stops the old code, postinst starts the new one
+    shutil.copyfile(repack(deb, "0.1.1-1", tmp_path), box.root.path / "root" / "next.deb")
+    box.run("apt-get install -y /root/next.deb")
+    assert box.run(
+        "dpkg-query -W -f '${Version}' edgegw; echo; systemctl is-active edgegw.service edgegw-web.service"
+    ).stdout == ("0.1.1-1\nactive\nactive\n")
+    assert box.run("systemctl show -P MainPID edgegw.service").stdout.strip() != pid
     # purge on a live box: prerm stops everything, postrm leaves no unit, process, user or data
     box.run("apt-get purge -y edgegw")
     left = box.run(
