@@ -111,5 +111,8 @@ def repack(deb: Path, version: str, out: Path) -> Path:
         f = tree / "DEBIAN" / name
         f.write_text(f.read_text().replace("0.1.0-1", version))
     new = out / f"edgegw_{version}.deb"
-    subprocess.run(["fakeroot", "dpkg-deb", "--root-owner-group", "-b", tree, new], check=True, capture_output=True)
+    # uncompressed: xz on the venv takes half a minute, and only dpkg reads this file
+    subprocess.run(
+        ["fakeroot", "dpkg-deb", "--root-owner-group", "-Znone", "-b", tree, new], check=True, capture_output=True
+    )
     return new

@@ -100,7 +100,7 @@ def booted(fresh: FreshRoot, deb: Path, tmp_path: Path) -> Iterator[Container]:
 
 
 @pytest.mark.skipif(WHY_NO_BOOT is not None, reason=f"cannot boot the root: {WHY_NO_BOOT}")
-def test_under_systemd_apt_install_starts_the_gateway_and_web_ui_stop_is_clean_and_purge_stops_them(
+def test_under_systemd_apt_install_starts_the_gateway_and_web_ui_stop_is_clean_upgrade_restarts_purge_stops(
     booted: Container, deb: Path, tmp_path: Path
 ) -> None:
     box = booted
@@ -130,7 +130,12 @@ def test_under_systemd_apt_install_starts_the_gateway_and_web_ui_stop_is_clean_a
     assert box.run(
         "dpkg-query -W -f '${Version}' edgegw; echo; systemctl is-active edgegw.service edgegw-web.service"
     ).stdout == ("0.1.1-1\nactive\nactive\n")
-    assert box.run("systemctl show -P MainPID edgegw.service").stdout.strip() != pid
+    new_pid = box.run("systemctl show -P MainPID edgegw.service").stdout.strip()
+    assert new_pid != pid
+    # the control socket, asked as the web UI asks it: the gateway's user, the status op
+    answered = box.run(f"runuser -u edgegw -- {STATUS}", check=False).stdout
+    survived = box.run(SHOW.format("MainPID NRestarts")).stdout == f"{new_pid}\n0\n"
+    killed_by_seccomp = "status=31/SYS" in box.run("journalctl -b -u edgegw.service -o cat --no-pager").stdout
     # purge on a live box: prerm stops everything, postrm leaves no unit, process, user or data
     box.run("apt-get purge -y edgegw")
     left = box.run(
@@ -138,21 +143,11 @@ def test_under_systemd_apt_install_starts_the_gateway_and_web_ui_stop_is_clean_a
         " ls /var/lib | grep edgegw || true; getent passwd edgegw || true"
     ).stdout
     assert left == "", left
-
-
-@pytest.mark.skipif(WHY_NO_BOOT is not None, reason=f"cannot boot the root: {WHY_NO_BOOT}")
-@pytest.mark.xfail(
-    strict=True,
-    reason="systemd/edgegw.service: SystemCallFilter=~@privileged kills the gateway (SIGSYS, status=31/SYS) on"
-    " clock_adjtime, which gateway/host.py's adjtimex read makes for the status op; it expects EPERM:"
-    " the unit needs SystemCallErrorNumber=EPERM",
-)
-def test_under_systemd_the_control_socket_answers_status_and_the_gateway_keeps_running(booted: Container) -> None:
-    box = booted
-    assert _wait_for(box, "systemctl is-active edgegw.service || true", "active\n") == "active\n", box.journal()
-    _wait_for(box, "ls /var/lib/edgegw", "control.sock")
-    pid = box.run("systemctl show -P MainPID edgegw.service").stdout.strip()
-    # as the web UI asks it: the gateway's user over the control socket
-    answered = box.run(f"runuser -u edgegw -- {STATUS}", check=False)
-    assert "kumamoto-river-001" in answered.stdout, answered.stderr + box.journal()
-    assert box.run(SHOW.format("MainPID NRestarts")).stdout == f"{pid}\n0\n", box.journal()
+    # last, so that every check above stands: a known fault outside the packaging, reported as such
+    if killed_by_seccomp:
+        pytest.xfail(
+            "systemd/edgegw.service: SystemCallFilter=~@privileged kills the gateway (SIGSYS, status=31/SYS) on"
+            " clock_adjtime, which gateway/host.py's adjtimex read makes for the control socket's status op"
+            " (it expects EPERM); the unit needs SystemCallErrorNumber=EPERM"
+        )
+    assert "kumamoto-river-001" in answered and survived, answered
