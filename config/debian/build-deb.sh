@@ -63,7 +63,7 @@ install -m 0644 "$src/README.md" "$root/usr/share/doc/edgegw/README.md"
 install -m 0644 "$here/copyright" "$root/usr/share/doc/edgegw/copyright"
 install -m 0644 "$here/lintian-overrides" "$root/usr/share/lintian/overrides/edgegw"
 # the manual page lists the commands of the very CLI inside the package
-"$root$venv/bin/python" "$here/manpage.py" "$version" | gzip -9n >"$root/usr/share/man/man1/edgegw.1.gz"
+PYTHONDONTWRITEBYTECODE=1 "$root$venv/bin/python" "$here/manpage.py" "$version" | gzip -9n >"$root/usr/share/man/man1/edgegw.1.gz"
 printf 'edgegw (%s-%s) stable; urgency=medium\n\n  * Release %s.\n\n -- %s  %s\n' \
   "$version" "$revision" "$version" "$maintainer" "$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git -C "$src" log -1 --format=%ct 2>/dev/null || date +%s)}")" \
   | gzip -9n >"$root/usr/share/doc/edgegw/changelog.Debian.gz"
