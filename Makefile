@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := mosquitto mosquitto-clients socat freeradius-utils chromium chromium-driver fonts-ipafont-gothic supervisor
+DEB_PACKAGES := mosquitto mosquitto-clients socat freeradius-utils chromium chromium-driver fonts-ipafont-gothic supervisor debootstrap lintian systemd-container fakeroot binutils
 STAMP := $(VENV)/.installed
 
 .PHONY: run test check deps debs venv iotagents nodejs bench clean

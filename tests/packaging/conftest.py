@@ -1,0 +1,32 @@
+"""The package under test, built once per run (`make deb`'s script, ~1 min) and shared by the packaging tests.
+
+EDGEGW_TEST_DEB=dist/edgegw_….deb tests a package built already, as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="session")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if prebuilt := os.environ.get("EDGEGW_TEST_DEB"):
+        return Path(prebuilt).resolve()
+    for tool in ("dpkg-deb", "fakeroot", "strip", "readelf"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"cannot build the package here: needs {tool}")
+    out = tmp_path_factory.mktemp("deb")
+    done = subprocess.run(
+        [REPO / "config" / "debian" / "build-deb.sh", out], capture_output=True, text=True, check=False, timeout=900
+    )
+    assert done.returncode == 0, f"build-deb.sh failed:\n{done.stdout}\n{done.stderr}"
+    path = Path(done.stdout.strip().splitlines()[-1])
+    assert path.name.startswith("edgegw_0.1.0-1_") and path.name.endswith(".deb")
+    return path
