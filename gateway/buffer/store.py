@@ -577,6 +577,20 @@ class Store:
                 self.tail.covers(lane, _read_from(cur, after, lane)) for lane in range(_LANES) if self.rows[lane]
             )
 
+    def pending_in_memory(self, uplink: str) -> bool | None:
+        """has_pending from the tail alone, from any thread; None when a lane's rows past the cursor are not all there."""
+        with self.lock:
+            cur = self._cursor(uplink)
+            tail = self.tail
+            for lane in range(_LANES):
+                if not self.rows[lane]:
+                    continue
+                if not tail.covers(lane, cur[lane]):
+                    return None
+                if tail.newest(lane) > cur[lane]:
+                    return True
+            return False
+
     def has_pending(self, uplink: str) -> bool:
         cur = self._cursor(uplink)
         return any(self.conn.execute(_HAS, (lane, cur[lane], uplink)).fetchone() is not None for lane in range(_LANES))

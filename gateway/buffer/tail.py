@@ -12,8 +12,9 @@ never here). Rows at or below base are read from SQLite as before. The Store kee
   this process assigned (anything else means another process wrote rows: `reset`);
 - every DELETE of a lane's oldest rows (acknowledged, cap drops, age drops) calls `discard`;
 - anything else that writes rows (re-queued dead letters, another process) calls `reset`.
-Only readings whose stored form decodes to an equal Reading are kept (plain scalar values, no
-metadata, UTC time): `decode_reading(encode_reading(r))` then equals what is served from here.
+Only readings whose stored form decodes to an equal Reading are kept (JSON values: scalars, lists,
+dicts with text keys; no metadata, UTC time): `decode_reading(encode_reading(r))` then equals what is
+served from here.
 A lane whose reading is not plain is reset, so the order of what is served stays the table's order.
 
 Bounded: past `max_rows` the oldest entries go (base moves up past them) and are read from SQLite.
@@ -37,10 +38,26 @@ _UTC = UTC
 
 
 def is_plain(r: Reading) -> bool:
-    """Whether decode(encode(r)) equals r: scalar values, no metadata, UTC time, a plain dict of attributes."""
+    """Whether decode(encode(r)) equals r: JSON values (scalars, lists, dicts with text keys), no metadata,
+    UTC time, a plain dict of attributes."""
     if r.observed_at.tzinfo is not _UTC or type(r.attributes) is not dict:
         return False
-    return all(type(a.value) in _PLAIN and not a.metadata for a in r.attributes.values())
+    return all((type(a.value) in _PLAIN or _plain_json(a.value)) and not a.metadata for a in r.attributes.values())
+
+
+def _plain_json(value: object) -> bool:
+    """A list or dict that JSON gives back equal: a tuple would come back a list, a non-text key would not encode.
+
+    Lists matter on the hot path: a Smart Data Models entity's `controlledProperty` is one, and every
+    reading of an adapter that sets it (the race workload's) was read back from SQLite for that alone.
+    """
+    if isinstance(value, list):
+        return type(value) is list and all(type(v) in _PLAIN or _plain_json(v) for v in value)
+    if isinstance(value, dict):
+        return type(value) is dict and all(
+            type(k) is str and (type(v) in _PLAIN or _plain_json(v)) for k, v in value.items()
+        )
+    return False
 
 
 @dataclass(frozen=True, slots=True)
