@@ -196,6 +196,12 @@ class Outbox:
             ", ".join(box._store.uplinks),
             mib(space.free),
         )
+        if box._store.skipped is not None:
+            log.info(
+                "buffer: seqs %d-%d were reserved by the last run and not stored (it was not closed); "
+                "numbering goes on after them",
+                *box._store.skipped,
+            )
         if space.careful:
             box._log_careful()
         return box

@@ -246,6 +246,8 @@ class Store:
         # that may be handed out (reserved in the file), and the lowest not committed yet (None: all are).
         # next_seq and pending_from change under `lock`, by the outbox on the event loop.
         self.next_seq = max(self._last_seq, reserved_before) + 1
+        # seqs the last run reserved and did not store (it stopped without closing): never used now
+        self.skipped = (self._last_seq + 1, reserved_before) if reserved_before > self._last_seq else None
         self.reserved = 0
         self.pending_from: int | None = None
         self._inserting = 0  # the last seq of the insert whose transaction is open (it settles as committed)
