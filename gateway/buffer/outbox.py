@@ -47,7 +47,7 @@ from gateway.buffer.store import TAIL_ROWS, Row, Store, lane_name
 from gateway.errors import BufferError, BufferFull
 from gateway.logs import component_logger
 from gateway.records import Lane, Reading, encode_reading, to_epoch_us
-from gateway.uplinks.api import Outcome
+from gateway.uplinks.api import DELIVERED, Outcome
 
 _LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
 
@@ -61,7 +61,7 @@ _ACK_RETRY_S = 1.0  # an acknowledgement that found the disk full is tried again
 _ROOM_AGAIN = 256 * 1024  # room (free disk beyond what is kept, and free pages) that ends a disk-full episode
 # Uplinks waiting for rows are woken this long after the first append that finds them idle, not per
 # append: at 500 readings/s that is a batch of a few readings instead of a delivery per reading.
-_HANDED_OUT_WAKE_S = 0.005
+_HANDED_OUT_WAKE_S = 0.010
 
 
 class _CommitFuture(asyncio.Future[None]):
@@ -419,6 +419,14 @@ class Outbox:
 
     async def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
         """Move the uplink's cursors over what was delivered or rejected; on a full disk, wait until it can be written."""
+        # The usual batch, all delivered, only moves the cursors in memory: done here, on the loop,
+        # not handed to the writer thread and back (two thread wake-ups a batch).
+        if (
+            not self._closed
+            and len(batch) == len(outcomes) == outcomes.count(DELIVERED)
+            and self._store.ack_delivered(uplink, batch)
+        ):
+            return
         # no look for other processes' writes first: acks are the hot path, and the writer looks
         # at least once a second anyway (see _run)
         waiting = False

@@ -737,6 +737,24 @@ class Store:
                 return True
         return False
 
+    def ack_delivered(self, uplink: str, batch: Sequence[Reading]) -> bool:
+        """`ack` of a batch all delivered, on the caller's thread (the event loop), when it only moves the
+        cursors in memory; False when it needs the writer (a write at once, a reading without seq)."""
+        if self.settle_every_s <= 0 or self._tight():
+            return False
+        with self.lock:
+            new = list(self._cursor(uplink))
+            for reading in batch:
+                seq = reading.seq
+                if seq is None:
+                    return False  # `ack` names it
+                if seq > new[reading.lane]:
+                    new[reading.lane] = seq
+            if new != self.cursors[uplink]:
+                self.cursors[uplink] = new
+                self.unsettled = True
+        return True
+
     def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
         """Per lane, move the cursor over the leading run of delivered/rejected rows; dead-letter the rejected."""
         if len(batch) != len(outcomes):
