@@ -163,6 +163,7 @@ def run_counter(port: int, out: Path) -> None:
 @dataclass
 class ProcStat:
     cpu_s: float
+    sys_s: float  # the kernel's share of cpu_s (sockets, epoll, futex wake-ups, fsync)
     write_bytes: int
     rss_kb: int
     hwm_kb: int
@@ -172,6 +173,7 @@ def proc_stat(pid: int) -> ProcStat:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / tick
+    sys_s = int(fields[12]) / tick
     wb = 0
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
         if line.startswith("write_bytes:"):
@@ -182,7 +184,7 @@ def proc_stat(pid: int) -> ProcStat:
             rss = int(line.split()[1])
         elif line.startswith("VmHWM:"):
             hwm = int(line.split()[1])
-    return ProcStat(cpu, wb, rss, hwm)
+    return ProcStat(cpu, sys_s, wb, rss, hwm)
 
 
 def block_device(path: Path) -> str | None:
@@ -522,6 +524,7 @@ def scenario_rate(args: argparse.Namespace, rate: float) -> dict[str, Any]:
             "p99_ms": round(pct(lat, 99), 2),
             "cpu_us_per_reading": round(cpu_us, 1),
             "cpu_pct_of_core": round(100 * (s1.cpu_s - s0.cpu_s) / elapsed, 1),
+            "sys_us_per_reading": round((s1.sys_s - s0.sys_s) / n * 1e6, 1),
             "write_bytes_per_reading": round(wpr),
             "device_bytes_per_reading": None if dev is None else round(dev),
             "gb_per_day": round(wpr * rate * 86400 / 1e9, 2),
@@ -530,7 +533,8 @@ def scenario_rate(args: argparse.Namespace, rate: float) -> dict[str, Any]:
         print(
             f"rate {rate:>6,.0f}/s: sent {n} at {res['sent_rate']}/s, delivered {res['delivered_pct']} % "
             f"(lost {t['lost']}, dup {t['duplicates']}), p50 {res['p50_ms']} ms p99 {res['p99_ms']} ms, "
-            f"CPU {res['cpu_us_per_reading']} µs/reading ({res['cpu_pct_of_core']} % of a core), "
+            f"CPU {res['cpu_us_per_reading']} µs/reading (system {res['sys_us_per_reading']}; "
+            f"{res['cpu_pct_of_core']} % of a core), "
             f"written {res['write_bytes_per_reading']} B/reading (device {res['device_bytes_per_reading']}), "
             f"{res['gb_per_day']} GB/day, peak RSS {res['peak_rss_mb']} MB",
             flush=True,

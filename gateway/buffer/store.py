@@ -55,10 +55,19 @@ def _insert_sql(n: int) -> str:
     return _INSERT_HEAD + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * n)
 
 
+@functools.lru_cache(maxsize=16)
+def _insert_at_sql(n: int) -> str:
+    # the rows' seqs given: ?1 is the first, the row k gets ?1 + k
+    values = (f"(?1 + {k}, " + ", ".join(f"?{2 + k * _COLUMNS + j}" for j in range(_COLUMNS)) + ")" for k in range(n))
+    return "INSERT INTO outbox (seq, lane, entity_id, observed_us, appended_ms, size, body, target) VALUES " + ",".join(
+        values
+    )
+
+
 def insert_block_rows(conn: sqlite3.Connection) -> int:
     """The largest power-of-two block of rows one INSERT may carry: at most 1,024, and within the
     build's variable limit (999 before SQLite 3.32, 32,766 since)."""
-    most = min(1024, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS)
+    most = min(1024, (conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1) // _COLUMNS)  # -1: a first seq
     return 1 << (most.bit_length() - 1)
 
 
@@ -74,14 +83,31 @@ def _bump_sql(n: int) -> str:
 _READ = (
     "SELECT seq, body FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) ORDER BY seq LIMIT ?"
 )
-_HAS = "SELECT 1 FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) LIMIT 1"
 _TIGHT = 0.9  # from this share of a cap on, acknowledgements are written at once
 _NO_CURSOR = [-1] * _LANES  # an uplink without a cursor in the file: every lane differs
 _LANE_NAMES = {int(lane): lane.name.lower() for lane in LANES}
 _MAX_SEQ = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)"
+# Seqs the gateway may hand to its uplinks before the rows' COMMIT (see outbox.py): the highest is kept
+# in the counters table before any of them is handed out, so that no seq is ever used for two readings,
+# neither after a crash nor by another process re-queueing dead letters meanwhile.
+_RESERVED = "seq.reserved"
+_READ_RESERVED = "SELECT coalesce((SELECT value FROM counters WHERE name = ?), 0)"
+SEQ_RESERVE = 1 << 20  # reserved ahead at a time (a crash skips at most that many seqs)
+_HAS_SEQ = "SELECT seq FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) ORDER BY seq LIMIT 1"
 # Readings kept in memory after their commit (see tail.py): two batches of the largest configured
 # size plus the groups committed meanwhile fit, and at ~0.5 KB a reading it stays ~10 MB at most.
 TAIL_ROWS = 20_000
+
+
+def _insert_rows_at(conn: sqlite3.Connection, first: int, rows: Sequence[Row], block: int) -> None:
+    """Insert `rows` with the seqs first, first + 1, … in power-of-two blocks of at most `block` rows."""
+    flat = itertools.chain.from_iterable
+    at, left = 0, len(rows)
+    while left:
+        n = block if left >= block else 1 << (left.bit_length() - 1)
+        conn.execute(_insert_at_sql(n), [first + at, *flat(rows[at : at + n])])
+        at += n
+        left -= n
 
 
 def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row], block: int) -> int:
@@ -211,11 +237,21 @@ class Store:
         self.rows = [0] * _LANES
         self.bytes = [0] * _LANES
         self.counters: Counter[str] = Counter(dict(conn.execute("SELECT name, value FROM counters").fetchall()))
+        reserved_before = self.counters.pop(_RESERVED, 0)
         self._deleted_upto = [0] * _LANES
         self._data_version = self._read_data_version()
         self.load_totals()
         self._last_seq = self._max_seq()  # the newest seq this process knows was assigned
-        self.tail = Tail(tail_rows, self._last_seq)
+        # Seqs handed out before their commit (the outbox's early delivery): the next one, the highest
+        # that may be handed out (reserved in the file), and the lowest not committed yet (None: all are).
+        # next_seq and pending_from change under `lock`, by the outbox on the event loop.
+        self.next_seq = max(self._last_seq, reserved_before) + 1
+        # seqs the last run reserved and did not store (it stopped without closing): never used now
+        self.skipped = (self._last_seq + 1, reserved_before) if reserved_before > self._last_seq else None
+        self.reserved = 0
+        self.pending_from: int | None = None
+        self._inserting = 0  # the last seq of the insert whose transaction is open (it settles as committed)
+        self.tail = Tail(tail_rows, self.next_seq - 1)
         self.uplinks: tuple[str, ...] = ()
         self.cursors: dict[str, list[int]] = {}
         self.removed_uplinks: list[str] = []
@@ -332,8 +368,21 @@ class Store:
             with self._write(settle=self.cursors):
                 pass
 
+    def _cursor_limit(self) -> int | None:
+        """The highest seq a cursor in the file may pass: rows delivered before their commit are passed
+        there only once committed (a crash before would leave a cursor past seqs that get new rows)."""
+        pending = self.pending_from
+        if pending is None:
+            return None
+        return max(pending - 1, self._inserting)
+
     def _settle(self, cursors: dict[str, list[int]], ch: _Changes) -> None:
         # inside a transaction: the cursors that differ from the file, the deletes they allow, the lazy counts
+        with self.lock:
+            limit = self._cursor_limit()
+            cursors = {
+                name: list(cur) if limit is None else [min(c, limit) for c in cur] for name, cur in cursors.items()
+            }
         changed = [
             (cur[lane], name, lane)
             for name, cur in cursors.items()
@@ -344,7 +393,7 @@ class Store:
             self.conn.executemany("UPDATE cursors SET seq = ? WHERE uplink = ? AND lane = ?", changed)
         self._delete_passed(cursors, ch)
         ch.saved.update(self._unsaved)
-        saved = {name: list(cur) for name, cur in cursors.items()}
+        saved = cursors
 
         def settled() -> None:
             self._saved_cursors = saved
@@ -394,8 +443,40 @@ class Store:
             last = self._max_seq()
             with self.lock:
                 self._last_seq = last
-                self.tail.reset(last)
+                self._past(last)
         return changed
+
+    def _past(self, last: int) -> None:
+        """Rows up to `last` were written by someone else: read them from the file, and hand out seqs past them."""
+        # under the lock; rows handed out before lie below next_seq and are read from the file once committed
+        self.next_seq = max(self.next_seq, last + 1)
+        self.tail.reset(self.next_seq - 1)
+
+    def reserve_seqs(self) -> None:
+        """Reserve seqs for handing out before the commit (the outbox, at open)."""
+        with self._write() as ch:
+            self._reserve(self.next_seq - 1 + SEQ_RESERVE, ch)
+
+    def release_seqs(self) -> None:
+        """At a clean close: keep only the seqs handed out, so the next start goes on from there."""
+        with self._write() as ch:
+            self._reserve(self.next_seq - 1, ch)
+
+    def _reserve(self, upto: int, ch: _Changes) -> None:
+        self.conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (_RESERVED, upto),
+        )
+
+        def reserved() -> None:
+            self.reserved = upto
+
+        ch.after.append(reserved)
+
+    def forget_handed_out(self) -> None:
+        """Rows handed out before their commit will not be committed (the commit failed): out of the tail."""
+        with self.lock:
+            self.tail.reset(self.next_seq - 1)
 
     # --- appends and caps ----------------------------------------------------------------------
 
@@ -405,12 +486,18 @@ class Store:
         per_lane_rows: Sequence[int],
         per_lane_bytes: Sequence[int],
         readings: Sequence[Reading] | None = None,
+        *,
+        first_seq: int | None = None,
     ) -> Counter[tuple[int, DropReason]]:
         """Store a group in one transaction, first dropping the oldest droppable rows the caps demand.
 
         The group's rows are already counted in `room` (the loop reserved them); they are added to
         the committed totals here. `readings`, the rows' Readings in the same order, go to the tail.
+        With `first_seq`, the rows were handed out with the seqs first_seq, first_seq + 1, … before
+        this commit (the outbox: they are in the tail already) and are stored with them.
         """
+        if first_seq is not None and rows:
+            return self._insert_at(first_seq, rows, per_lane_rows, per_lane_bytes)
         drops: Counter[tuple[int, DropReason]] = Counter()
         with self._write() as ch:
             self._make_room(sum(per_lane_rows), sum(per_lane_bytes), ch, drops)
@@ -439,9 +526,36 @@ class Store:
                 else:
                     self.tail.apply(prepared)
                 self._last_seq = last
+                self.next_seq = max(self.next_seq, last + 1)
 
             if rows:
                 ch.after.append(remember)
+        return drops
+
+    def _insert_at(
+        self, first: int, rows: Sequence[Row], per_lane_rows: Sequence[int], per_lane_bytes: Sequence[int]
+    ) -> Counter[tuple[int, DropReason]]:
+        drops: Counter[tuple[int, DropReason]] = Counter()
+        last = first + len(rows) - 1
+        try:
+            with self._write() as ch:
+                self._make_room(sum(per_lane_rows), sum(per_lane_bytes), ch, drops)
+                _insert_rows_at(self.conn, first, rows, self._block)
+                self._inserting = last  # the settle this transaction may carry counts these rows as committed
+                if self.reserved - self.next_seq < SEQ_RESERVE // 2:
+                    self._reserve(max(self.next_seq, last + 1) - 1 + SEQ_RESERVE, ch)
+                for lane in range(_LANES):
+                    if per_lane_rows[lane]:
+                        ch.added.append((lane, per_lane_rows[lane], per_lane_bytes[lane]))
+                ch.lazy["appended"] += len(rows)
+                ch.lazy["commits"] += 1
+
+                def remember() -> None:
+                    self._last_seq = max(self._last_seq, last)
+
+                ch.after.append(remember)
+        finally:
+            self._inserting = 0
         return drops
 
     def _make_room(self, add_rows: int, add_bytes: int, ch: _Changes, drops: Counter[tuple[int, DropReason]]) -> None:
@@ -549,25 +663,44 @@ class Store:
             return self._read(uplink, limit, after, from_file=False)
 
     def _read(self, uplink: str, limit: int, after: Sequence[int] | None, *, from_file: bool) -> list[Reading] | None:
+        """With `from_file`, on the writer thread (taking the lock for the tail); without, under the lock."""
         cur = self._cursor(uplink)
-        tail = self.tail
         out: list[Reading] = []
         for lane in range(_LANES):
             left = limit - len(out)
             if left <= 0:
                 break
-            if self.rows[lane] == 0:
-                continue
             pos = _read_from(cur, after, lane)
-            if tail.covers(lane, pos):
-                out.extend(tail.take(lane, pos, left))
+            if from_file:
+                with self.lock:
+                    got, bound = self._from_tail(lane, pos, left), self._file_bound()
+            else:
+                got, bound = self._from_tail(lane, pos, left), 0
+            if got is not None:
+                out.extend(got)
+            elif not self.rows[lane]:
+                continue
             elif from_file:
                 out.extend(
-                    [decode_reading(body, seq) for seq, body in self.conn.execute(_READ, (lane, pos, uplink, left))]
+                    [
+                        decode_reading(body, seq)
+                        for seq, body in self.conn.execute(_READ, (lane, pos, uplink, left))
+                        if seq < bound
+                    ]
                 )
             else:
                 return None
         return out
+
+    def _from_tail(self, lane: int, pos: int, limit: int) -> list[Reading] | None:
+        tail = self.tail
+        return tail.take(lane, pos, limit) if tail.covers(lane, pos) else None
+
+    def _file_bound(self) -> int:
+        """Rows read from the file stop below this seq (under the lock, before the query): below the
+        rows handed out and not committed yet, every row is in the file; above, another process's
+        rows (re-queued dead letters) must wait, or a reader would pass the uncommitted rows below them."""
+        return self.next_seq if self.pending_from is None else self.pending_from
 
     def covered(self, uplink: str, after: Sequence[int] | None = None) -> bool:
         """Whether read_recent past `after` would be served (from any thread)."""
@@ -577,9 +710,50 @@ class Store:
                 self.tail.covers(lane, _read_from(cur, after, lane)) for lane in range(_LANES) if self.rows[lane]
             )
 
+    def pending_in_memory(self, uplink: str) -> bool | None:
+        """has_pending from the tail alone, from any thread; None when a lane's rows past the cursor are not all there."""
+        with self.lock:
+            cur = self._cursor(uplink)
+            tail = self.tail
+            for lane in range(_LANES):
+                if tail.covers(lane, cur[lane]):
+                    if tail.newest(lane) > cur[lane]:
+                        return True
+                elif self.rows[lane]:
+                    return None
+            return False
+
     def has_pending(self, uplink: str) -> bool:
         cur = self._cursor(uplink)
-        return any(self.conn.execute(_HAS, (lane, cur[lane], uplink)).fetchone() is not None for lane in range(_LANES))
+        for lane in range(_LANES):
+            with self.lock:
+                covered, newest, bound = self.tail.covers(lane, cur[lane]), self.tail.newest(lane), self._file_bound()
+            if covered:
+                if newest > cur[lane]:
+                    return True
+                continue
+            row = self.conn.execute(_HAS_SEQ, (lane, cur[lane], uplink)).fetchone()
+            if row is not None and row[0] < bound:
+                return True
+        return False
+
+    def ack_delivered(self, uplink: str, batch: Sequence[Reading]) -> bool:
+        """`ack` of a batch all delivered, on the caller's thread (the event loop), when it only moves the
+        cursors in memory; False when it needs the writer (a write at once, a reading without seq)."""
+        if self.settle_every_s <= 0 or self._tight():
+            return False
+        with self.lock:
+            new = list(self._cursor(uplink))
+            for reading in batch:
+                seq = reading.seq
+                if seq is None:
+                    return False  # `ack` names it
+                if seq > new[reading.lane]:
+                    new[reading.lane] = seq
+            if new != self.cursors[uplink]:
+                self.cursors[uplink] = new
+                self.unsettled = True
+        return True
 
     def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
         """Per lane, move the cursor over the leading run of delivered/rejected rows; dead-letter the rejected."""
@@ -715,7 +889,16 @@ class Store:
                 for _, up, lane, entity_id, body in picked
             ]
             if rows:
-                _insert_rows(self.conn, rows, self._block)
+                # past every seq committed, handed out here, or (from another process: the CLI) reserved
+                # by the running gateway, which may have delivered rows it has not committed yet
+                if self.reserved:
+                    top = self._max_seq()
+                else:
+                    (top,) = self.conn.execute(f"SELECT max(({_MAX_SEQ}), ({_READ_RESERVED}))", (_RESERVED,)).fetchone()
+                with self.lock:
+                    first = max(int(top) + 1, self.next_seq)
+                    self.next_seq = first + len(rows)
+                _insert_rows_at(self.conn, first, rows, self._block)
             self.conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(p[0],) for p in picked])
             for lane, _, _, _, size, _, _ in rows:
                 ch.added.append((lane, 1, size))
@@ -735,8 +918,8 @@ class Store:
 
                 def requeued() -> None:
                     # targeted rows are never in the tail, so it restarts after them
-                    self._last_seq = last
-                    self.tail.reset(last)
+                    self._last_seq = max(self._last_seq, last)
+                    self._past(last)
 
                 ch.after.append(requeued)
         return len(rows)

@@ -7,18 +7,22 @@ lane, and `Store.read` serves from here whenever the rows it needs are all here.
 
 The one invariant everything hangs on, per lane: every row of the table in that lane with
 seq > base[lane] is here, in seq order, and none of them has a target (re-queued dead letters are
-never here). Rows at or below base are read from SQLite as before. The Store keeps the invariant:
-- appends are added only after their COMMIT succeeded, and only when their seqs follow the last seq
-  this process assigned (anything else means another process wrote rows: `reset`);
+never here). Rows at or below base are read from SQLite as before. Rows may be here before they
+are in the table: the outbox hands rows out at append, before their COMMIT (`expose`; see
+outbox.py), and a failed COMMIT resets the tail past them. The Store keeps the invariant:
+- appends are added when the outbox hands them out (`expose`), with the seqs it assigns; a direct
+  Store.insert (tests, tools) adds its rows after the COMMIT, and only when their seqs follow the
+  last seq this process assigned (anything else means another process wrote rows: `reset`);
 - every DELETE of a lane's oldest rows (acknowledged, cap drops, age drops) calls `discard`;
 - anything else that writes rows (re-queued dead letters, another process) calls `reset`.
-Only readings whose stored form decodes to an equal Reading are kept (plain scalar values, no
-metadata, UTC time): `decode_reading(encode_reading(r))` then equals what is served from here.
+Only readings whose stored form decodes to an equal Reading are kept (JSON values: scalars, lists,
+dicts with text keys; no metadata, UTC time): `decode_reading(encode_reading(r))` then equals what is
+served from here.
 A lane whose reading is not plain is reset, so the order of what is served stays the table's order.
 
 Bounded: past `max_rows` the oldest entries go (base moves up past them) and are read from SQLite.
-Changed on the writer thread only, under the Store's lock (see Store.read_recent): the event loop
-reads it directly, so an uplink that keeps up never waits for a commit to get its next batch.
+Changed under the Store's lock, by the event loop (expose) and the writer thread (discards,
+resets): the event loop reads it directly, so an uplink that keeps up never waits for a commit.
 """
 
 from __future__ import annotations
@@ -37,10 +41,26 @@ _UTC = UTC
 
 
 def is_plain(r: Reading) -> bool:
-    """Whether decode(encode(r)) equals r: scalar values, no metadata, UTC time, a plain dict of attributes."""
+    """Whether decode(encode(r)) equals r: JSON values (scalars, lists, dicts with text keys), no metadata,
+    UTC time, a plain dict of attributes."""
     if r.observed_at.tzinfo is not _UTC or type(r.attributes) is not dict:
         return False
-    return all(type(a.value) in _PLAIN and not a.metadata for a in r.attributes.values())
+    return all((type(a.value) in _PLAIN or _plain_json(a.value)) and not a.metadata for a in r.attributes.values())
+
+
+def _plain_json(value: object) -> bool:
+    """A list or dict that JSON gives back equal: a tuple would come back a list, a non-text key would not encode.
+
+    Lists matter on the hot path: a Smart Data Models entity's `controlledProperty` is one, and every
+    reading of an adapter that sets it (the race workload's) was read back from SQLite for that alone.
+    """
+    if isinstance(value, list):
+        return type(value) is list and all(type(v) in _PLAIN or _plain_json(v) for v in value)
+    if isinstance(value, dict):
+        return type(value) is dict and all(
+            type(k) is str and (type(v) in _PLAIN or _plain_json(v)) for k, v in value.items()
+        )
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +112,24 @@ class Tail:
                 kept[lane].append(with_seq(r, seq, dict(r.attributes)))
             seq += 1
         return Prepared(cut, seqs, kept)
+
+    def expose(self, lane: int, seq: int, reading: Reading | None) -> None:
+        """A row handed out before its commit (see outbox.py), with the next seq: kept like a committed
+        row, or, if None or not plain, its lane restarts after it (it is read from the file once committed)."""
+        if seq <= self.base[lane]:
+            return  # a reset since the seq was handed out: read from the file, like everything up to base
+        if reading is None or not is_plain(reading):
+            self.rows -= len(self._seqs[lane])
+            self._seqs[lane] = []
+            self._readings[lane] = []
+            self.base[lane] = seq
+            return
+        self._seqs[lane].append(seq)
+        # a copy with the seq, and a dict of its own: an adapter may reuse its dict
+        self._readings[lane].append(with_seq(reading, seq, dict(reading.attributes)))
+        self.rows += 1
+        if self.rows > self.max_rows:
+            self._trim()
 
     def apply(self, prepared: Prepared) -> None:
         for lane in range(_LANES):

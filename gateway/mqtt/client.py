@@ -4,7 +4,8 @@ Theory of operation: `connect()` opens TCP (or TLS), sends CONNECT and waits for
 timeout; from then on one asyncio Protocol cuts the byte stream into packets (`PacketReader`) and
 settles what waits on them: a QoS 1 `publish` returns a future of the PUBACK's reason code (0 for
 success, or what a v5 broker refuses the message with: 0x87 not authorized, 0x97 quota …); at most
-`max_inflight` publishes wait for their PUBACK at a time; `subscribe` waits for its SUBACK; messages
+`max_inflight` publishes wait for their PUBACK at a time (between `cork()` and `uncork()` what is written
+goes out in one write: a batch of publishes is one system call); `subscribe` waits for its SUBACK; messages
 from the broker go to `on_message` (QoS 1 ones are acknowledged after it returned). A keepalive task
 sends PINGREQ when nothing was written for `keepalive_s` and drops the connection when the broker
 stays silent for 1.5 × `keepalive_s`. When the connection goes, `lost` resolves with the reason and
@@ -178,6 +179,7 @@ class MqttClient:
         self._slots = asyncio.Semaphore(settings.max_inflight)
         self._last_write = 0.0
         self._last_read = 0.0
+        self._corked: list[bytes] | None = None  # writes held by cork(), sent together by uncork()
         self._keepalive: asyncio.Task[None] | None = None
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.session_present = False
@@ -290,6 +292,8 @@ class MqttClient:
             done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             done.set_result(0)
             return done
+        if self._corked and self._slots.locked():
+            self._flush_corked()  # the PUBACKs that free a slot answer what is held here: send it first
         await self._slots.acquire()
         try:
             self._check()
@@ -320,6 +324,27 @@ class MqttClient:
                 return (await fut).reasons
         finally:
             self._subacks.pop(packet_id, None)
+
+    def cork(self) -> None:
+        """Hold what is written until `uncork()`, which sends it in one write.
+
+        Each write to a socket on which nothing waits is a system call of its own, and on a box's
+        loopback or LAN it also runs the peer's TCP receive path: a batch of 10 publishes to 10 topics
+        paid ~80 µs a reading at 500 readings/s in those calls (py-spy). Corked, the batch is one.
+        """
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        """Send what cork() held, in one write, and write directly again."""
+        self._flush_corked()
+        self._corked = None
+
+    def _flush_corked(self) -> None:
+        held = self._corked
+        if held:
+            self._corked = []
+            self._send(held[0] if len(held) == 1 else b"".join(held))
 
     # -- subscriber mode -------------------------------------------------------------------------------
 
@@ -368,6 +393,12 @@ class MqttClient:
         raise ConnectionLost("mqtt: all 65,535 packet ids in use")  # pragma: no cover - max_inflight prevents it
 
     def _write(self, data: bytes) -> None:
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
         if self._transport is not None:
             self._transport.write(data)
             self._last_write = time.monotonic()

@@ -74,7 +74,7 @@ async def test_reads_and_acks_are_not_starved_by_a_source_faster_than_the_disk(t
 def test_plain_readings_are_those_whose_stored_form_decodes_equal() -> None:
     assert is_plain(reading(1))
     assert is_plain(reading(1, pad=3))
-    assert not is_plain(structured_reading(1))  # a dict value and a Japan-time timestamp
+    assert not is_plain(structured_reading(1))  # a Japan-time timestamp
     jst = make_reading(
         "e",
         "T",
@@ -95,6 +95,41 @@ def test_plain_readings_are_those_whose_stored_form_decodes_equal() -> None:
         Lane.NORMAL,
     )
     assert not is_plain(tagged)
+
+
+def json_valued(value: object) -> Reading:
+    return make_reading(
+        "e",
+        "Device",
+        {"n": Attribute(value=1), "controlledProperty": Attribute(value=value, type="StructuredValue")},
+        T0,
+        reading(0).time_source,
+        reading(0).source,
+        Lane.NORMAL,
+    )
+
+
+def test_json_lists_and_objects_are_plain_tuples_and_other_keys_are_not() -> None:
+    assert is_plain(json_valued(["level"]))  # a Smart Data Models controlledProperty
+    assert is_plain(json_valued({"k": [1, 2.5, None, True, {"x": "y"}]}))
+    assert not is_plain(json_valued(("level",)))  # comes back from JSON as a list
+    assert not is_plain(json_valued(["level", ("a",)]))
+    assert not is_plain(json_valued({1: "a"}))  # orjson refuses a non-text key
+
+
+async def test_readings_with_json_lists_are_served_from_memory_equal_to_the_file(tmp_path: Path) -> None:
+    values: list[object] = [["level"], {"k": [1, 2.5, {"x": None}]}, []]
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
+    await box.append_many([json_valued(v) for v in values])
+    assert box.in_memory("orion")  # served from the tail, not read back from SQLite
+    from_memory = await box.read("orion", 10)
+    await box.close()
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
+    assert not box.in_memory("orion")
+    from_file = await box.read("orion", 10)
+    await box.close()
+    assert from_memory == from_file
+    assert [r.attributes["controlledProperty"].value for r in from_memory] == values
 
 
 def test_tail_bound_moves_its_base_past_what_it_forgets() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -102,6 +103,14 @@ class GatewayProcess:
             return int(row[0]) if row else 0
         finally:
             conn.close()
+
+    def committed_seqs(self) -> set[int]:
+        """Every seq the buffer committed: 1 to committed_max_seq, less those a killed run had reserved
+        and not stored (the buffer logs them at the next start, and never uses them)."""
+        seqs = set(range(1, self.committed_max_seq() + 1))
+        for first, last in re.findall(r"buffer: seqs (\d+)-(\d+) were reserved by the last run", self.logs()):
+            seqs -= set(range(int(first), int(last) + 1))
+        return seqs
 
     def stop_now(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

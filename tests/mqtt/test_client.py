@@ -157,6 +157,27 @@ async def test_connect_timeout_and_max_inflight() -> None:
         await client.publish("a", b"4")
 
 
+async def test_corked_publishes_go_out_together_in_order_and_a_full_window_sends_what_is_held(
+    mosquitto: MosquittoBroker,
+) -> None:
+    got: asyncio.Queue[Message] = asyncio.Queue()
+    async with (
+        MqttClient(settings(mosquitto, "t-cork-sub", clean_start=True), on_message=got.put_nowait) as sub,
+        MqttClient(settings(mosquitto, "t-cork-pub", clean_start=True, max_inflight=2)) as pub,
+    ):
+        assert await sub.subscribe(["t/cork/#"]) == (1,)
+        pub.cork()
+        acks = [await pub.publish(f"t/cork/{i}", b"%d" % i) for i in range(2)]
+        await asyncio.sleep(0.1)  # held: nothing reached the broker, so nothing came back
+        assert got.empty() and not any(a.done() for a in acks)
+        # a third publish needs a slot the held two hold: they are sent first, or it would wait forever
+        acks.append(await asyncio.wait_for(pub.publish("t/cork/2", b"2"), 3))
+        pub.uncork()
+        assert await asyncio.wait_for(asyncio.gather(*acks), 3) == [0, 0, 0]
+        messages = [await asyncio.wait_for(got.get(), 3) for _ in range(3)]
+    assert [(m.topic, m.payload) for m in messages] == [(f"t/cork/{i}", b"%d" % i) for i in range(3)]
+
+
 async def test_keepalive_notices_a_silent_broker() -> None:
     connects: list[bytes] = []
     mute = await _silent_broker(connects, connack=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from gateway.mqtt.client import MqttClient, MqttClientError
@@ -64,6 +64,15 @@ class Session:
 
         ack.add_done_callback(settle)
         return code
+
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Publishes started inside go out in one write when it ends (see MqttClient.cork)."""
+        self.client.cork()
+        try:
+            yield
+        finally:
+            self.client.uncork()
 
     async def publish(
         self, topic: str, payload: bytes, *, retain: bool, properties: bytes, timeout: float

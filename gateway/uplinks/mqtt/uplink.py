@@ -597,16 +597,17 @@ class MqttUplink(Lifecycle):
         results: list[object] = [None] * len(messages)
         waiting: dict[asyncio.Future[PubAckCode], int] = {}  # future -> position
         try:
-            for k, message in enumerate(messages):
-                try:
-                    fut = await session.start_publish(
-                        message.topic, message.payload, retain=False, properties=self._properties(message)
-                    )
-                except ConnectionError as exc:
-                    results[k] = exc
-                    continue
-                fut.add_done_callback(functools.partial(self._count, len(message.payload)))
-                waiting[fut] = k
+            with session.corked():  # the window's publishes in one write, not a system call each
+                for k, message in enumerate(messages):
+                    try:
+                        fut = await session.start_publish(
+                            message.topic, message.payload, retain=False, properties=self._properties(message)
+                        )
+                    except ConnectionError as exc:
+                        results[k] = exc
+                        continue
+                    fut.add_done_callback(functools.partial(self._count, len(message.payload)))
+                    waiting[fut] = k
             if waiting:
                 await asyncio.wait(waiting, timeout=cfg.ack_timeout_s)
         finally:
