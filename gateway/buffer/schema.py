@@ -37,6 +37,10 @@ PAGE_SIZE = 1024
 WAL_BYTES = 4 * 1024 * 1024
 
 
+# SQLite's page cache for the gateway's connection, in KiB (see connect()).
+CACHE_KIB = 2048
+
+
 def wal_pages(page_size: int) -> int:
     """`PRAGMA wal_autocheckpoint` for a file of `page_size`: WAL_BYTES worth of pages."""
     return max(1, WAL_BYTES // page_size)
@@ -155,7 +159,10 @@ def connect(path: Path, *, durability: Durability | None, max_page_count: int | 
             # a -wal that grew past WAL_BYTES (a large group, a long reader) is cut back at the next checkpoint
             conn.execute(f"PRAGMA journal_size_limit = {WAL_BYTES}")
             conn.execute(f"PRAGMA synchronous = {'FULL' if durability is Durability.FULL else 'NORMAL'}")
-            conn.execute("PRAGMA cache_size = -16000")  # 16 MiB: keeps the lane index hot on a 1M-row backlog
+            # 2 MiB: reads go in seq order and inserts append, so the pages in use are the index's
+            # interior ones and the edges. 16 MiB filled up in any large drain (resident for good)
+            # and read a 1M-row backlog no faster (220-310k rows/s either way, measured).
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             conn.execute("PRAGMA temp_store = MEMORY")
         if max_page_count is not None:
             conn.execute(f"PRAGMA max_page_count = {int(max_page_count)}")

@@ -79,9 +79,13 @@ _TIGHT = 0.9  # from this share of a cap on, acknowledgements are written at onc
 _NO_CURSOR = [-1] * _LANES  # an uplink without a cursor in the file: every lane differs
 _LANE_NAMES = {int(lane): lane.name.lower() for lane in LANES}
 _MAX_SEQ = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)"
-# Readings kept in memory after their commit (see tail.py): two batches of the largest configured
-# size plus the groups committed meanwhile fit, and at ~0.5 KB a reading it stays ~10 MB at most.
+# Readings kept in memory after their commit (see tail.py): an uplink that keeps up reads a batch or
+# two (1,000 rows each by default) behind the newest commit, so a few thousand rows serve it. The
+# bound in bytes is what holds memory down: a decoded Reading takes ~6 times its stored size, so
+# 1 MiB of rows is ~6 MiB of Readings (~4,500 readings of four attributes). At 20,000 rows and no
+# byte bound, a drain of such readings held ~28 MB here, a third of the gateway's peak.
 TAIL_ROWS = 20_000
+TAIL_BYTES = 1024 * 1024
 
 
 def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row], block: int) -> int:
@@ -193,10 +197,12 @@ class Store:
         room: Room | None = None,
         clock: Callable[[], float] = time.time,
         tail_rows: int = TAIL_ROWS,
+        tail_bytes: int | None = TAIL_BYTES,
     ) -> None:
         """`uplinks` None means "whatever cursors the file has" (the CLI); otherwise the configured set.
 
-        `tail_rows` bounds the committed readings kept in memory for reading (0: always decode)."""
+        `tail_rows` bounds the committed readings kept in memory for reading (0: always decode), and
+        `tail_bytes` their stored size (None: no byte bound)."""
         self.conn = conn
         # Guards what the event loop reads without going through the writer thread (read_recent):
         # the tail, the cursors and the row totals. The writer thread, the only one changing them,
@@ -215,7 +221,7 @@ class Store:
         self._data_version = self._read_data_version()
         self.load_totals()
         self._last_seq = self._max_seq()  # the newest seq this process knows was assigned
-        self.tail = Tail(tail_rows, self._last_seq)
+        self.tail = Tail(tail_rows, self._last_seq, tail_bytes)
         self.uplinks: tuple[str, ...] = ()
         self.cursors: dict[str, list[int]] = {}
         self.removed_uplinks: list[str] = []
@@ -419,7 +425,7 @@ class Store:
             first = last - len(rows) + 1
             # the tail's copies are made now, while the transaction is open, not under the lock
             prepared = (
-                self.tail.prepare(first, [row[0] for row in rows], readings)
+                self.tail.prepare(first, [row[0] for row in rows], readings, [row[4] for row in rows])
                 if readings is not None and len(readings) == len(rows)
                 else None
             )
