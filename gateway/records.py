@@ -205,26 +205,37 @@ def check_values(reading: Reading) -> None:
                 _check_value(f"{reading.entity_id}.{name}.metadata.{mname}", mval)
 
 
+# Attribute values stored bare (see encode_reading): the value's exact type -> the NGSI type it implies.
+_BARE = {float: "Number", int: "Number", str: "Text", bool: "Boolean"}
+
+
 def encode_reading(r: Reading) -> bytes:
     """Compact JSON for the buffer; `seq` is not part of it (the buffer's row id is).
 
     `{"i": entity id, "t": type, "a": {name: [value, type, unit, metadata]}, "o": observed (epoch µs),
     "s": adapter, "d": 1 if the device's clock, "v": device, "l": lane}`. Each row is written to the
-    -wal and again at a checkpoint, so what every reading would repeat is left out: an attribute's
-    list stops after its last non-default item (type "", unit None, no metadata), and "d" (false),
-    "v" ("") and "l" (normal) are left out at their defaults. decode_reading reads both this form and
-    the longer one of files written before, which spelled every item (`"d":false`, `[1.5,""]`).
+    -wal and again at a checkpoint, and a 1 KiB page holds three rows of ~280 bytes but four of
+    ~250, so what every reading would repeat is left out:
+    - the most common attribute, a number of type Number, a text of type Text or a bool of type
+      Boolean without unit or metadata, is its bare value (`"level":0.5`, not `"level":[0.5,"Number"]`);
+    - any other attribute's list stops after its last non-default item (type "", unit None, no metadata);
+    - "d" (false), "v" ("") and "l" (normal) are left out at their defaults.
+    decode_reading reads both this form and the longer one of files written before, which spelled
+    every item (`"d":false`, `[1.5,"Number"]`).
     """
-    attrs: dict[str, list[Any]] = {}
+    attrs: dict[str, Any] = {}
     for name, a in r.attributes.items():
+        value, kind = a.value, a.type
         if a.metadata:
-            attrs[name] = [a.value, a.type, a.unit, dict(a.metadata)]
+            attrs[name] = [value, kind, a.unit, dict(a.metadata)]
         elif a.unit is not None:
-            attrs[name] = [a.value, a.type, a.unit]
-        elif a.type:
-            attrs[name] = [a.value, a.type]
+            attrs[name] = [value, kind, a.unit]
+        elif _BARE.get(type(value)) == kind:  # bool is not int here: type() is exact
+            attrs[name] = value
+        elif kind:
+            attrs[name] = [value, kind]
         else:
-            attrs[name] = [a.value]
+            attrs[name] = [value]
     doc: dict[str, Any] = {
         "i": r.entity_id,
         "t": r.entity_type,
@@ -339,12 +350,18 @@ def decode_reading(data: bytes, seq: int | None = None) -> Reading:
     doc = _loads(data)
     attrs = {}
     for name, item in doc["a"].items():
-        n = len(item)
         a = _new(Attribute)
-        _set_value(a, item[0])
-        _set_type(a, item[1] if n > 1 else "")
-        _set_unit(a, item[2] if n > 2 else None)
-        _set_metadata(a, item[3] if n > 3 else {})
+        if type(item) is list:
+            n = len(item)
+            _set_value(a, item[0])
+            _set_type(a, item[1] if n > 1 else "")
+            _set_unit(a, item[2] if n > 2 else None)
+            _set_metadata(a, item[3] if n > 3 else {})
+        else:  # a bare value (see encode_reading)
+            _set_value(a, item)
+            _set_type(a, _BARE[type(item)])
+            _set_unit(a, None)
+            _set_metadata(a, {})
         attrs[name] = a
     key = (doc["s"], doc.get("v", ""))
     source = _SOURCES.get(key)

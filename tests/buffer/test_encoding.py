@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
@@ -68,25 +70,45 @@ def test_the_compact_form_is_never_longer(r: Reading) -> None:
     assert len(encode_reading(r)) <= len(encode_previous(r))
 
 
-def test_the_race_workloads_reading_is_200_bytes_instead_of_232() -> None:
+scalar_attributes = st.builds(
+    Attribute,
+    value=st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    type=st.sampled_from(["", "Number", "Text", "Boolean", "DateTime"]),
+)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), scalar_attributes, max_size=4))
+def test_scalar_attributes_of_any_type_come_back_as_they_went_in(attributes: dict[str, Attribute]) -> None:
+    r = Reading(entity_id="e", entity_type="T", attributes=attributes, observed_at=T0, source=Source(adapter="a"))
+    back = decode_reading(encode_reading(r))
+    assert back.attributes == attributes
+    assert [type(a.value) for a in back.attributes.values()] == [type(a.value) for a in attributes.values()]
+
+
+def test_the_race_workloads_reading_is_185_bytes_instead_of_250() -> None:
     r = Reading(
         entity_id="urn:ngsi-ld:Device:d000",
         entity_type="Device",
         attributes={
             "dev": Attribute(value="d000", type="Text"),
-            "seq": Attribute(value=0),
-            "t": Attribute(value=1796390396.123),
-            "level": Attribute(value=0.5),
+            "seq": Attribute(value=0, type="Number"),
+            "t": Attribute(value=1796390396.123, type="Number"),
+            "level": Attribute(value=0.5, type="Number"),
             "controlledProperty": Attribute(value=["level"], type="StructuredValue"),
         },
         observed_at=T0,
         source=Source(adapter="race"),
     )
     assert encode_reading(r) == (
-        b'{"i":"urn:ngsi-ld:Device:d000","t":"Device","a":{"dev":["d000","Text"],"seq":[0],"t":[1796390396.123],'
-        b'"level":[0.5],"controlledProperty":[["level"],"StructuredValue"]},"o":1777604400000000,"s":"race"}'
+        b'{"i":"urn:ngsi-ld:Device:d000","t":"Device","a":{"dev":"d000","seq":0,"t":1796390396.123,"level":0.5,'
+        b'"controlledProperty":[["level"],"StructuredValue"]},"o":1777604400000000,"s":"race"}'
     )
-    assert (len(encode_reading(r)), len(encode_previous(r))) == (200, 232)
+    assert (len(encode_reading(r)), len(encode_previous(r))) == (185, 250)
 
 
 def test_values_other_than_the_defaults_are_spelled_out() -> None:
@@ -101,6 +123,30 @@ def test_values_other_than_the_defaults_are_spelled_out() -> None:
     )
     doc = orjson.loads(encode_reading(r))
     assert (doc["a"], doc["d"], doc["v"], doc["l"]) == ({"x": [1, "", "MTR"]}, 1, "d1", 0)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "stored"),
+    [
+        (Attribute(value=1.5, type="Number"), 1.5),
+        (Attribute(value=2, type="Number"), 2),
+        (Attribute(value="on", type="Text"), "on"),
+        (Attribute(value=True, type="Boolean"), True),
+        # a value whose type does not say its NGSI type keeps the list
+        (Attribute(value=True, type="Number"), [True, "Number"]),
+        (Attribute(value=1, type="Text"), [1, "Text"]),
+        (Attribute(value="1", type="Number"), ["1", "Number"]),
+        (Attribute(value=None, type="Number"), [None, "Number"]),
+        (Attribute(value=1.5), [1.5]),
+        (Attribute(value=1.5, type="Number", unit="CEL"), [1.5, "Number", "CEL"]),
+        (Attribute(value=1.5, type="Number", metadata={"q": 1}), [1.5, "Number", None, {"q": 1}]),
+        (Attribute(value=["a"], type="StructuredValue"), [["a"], "StructuredValue"]),
+    ],
+)
+def test_an_attribute_is_stored_bare_only_when_its_value_says_its_type(attribute: Attribute, stored: object) -> None:
+    r = Reading(entity_id="e", entity_type="T", attributes={"x": attribute}, observed_at=T0, source=Source(adapter="a"))
+    assert orjson.loads(encode_reading(r))["a"]["x"] == stored
+    assert decode_reading(encode_reading(r)).attributes["x"] == attribute
 
 
 async def test_rows_of_both_forms_in_one_file_are_delivered_in_order(tmp_path: Path) -> None:
