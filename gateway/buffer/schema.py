@@ -86,9 +86,21 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+def _compact_bodies(conn: sqlite3.Connection) -> None:
+    """Version 2: new rows' bodies take the compact form (records.encode_reading); nothing to rewrite.
+
+    Rows already stored keep their longer form, which decode_reading reads as before. The step
+    exists for the version number alone: an edgegw of version 1 cannot decode a compact body
+    (it expects "d", "v", "l" and attribute lists), so it must refuse such a file as one written
+    by a newer edgegw rather than open it and fail on its first read.
+    """
+
+
 # gateway.storage.schema: MIGRATIONS[i] takes a file from version i to i + 1. Version 0 files of the
 # first release already hold these tables (the DDL is idempotent), so the first step is the DDL itself.
-MIGRATIONS: tuple[str, ...] = (_DDL,)
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (_DDL, _compact_bodies)
 SCHEMA_VERSION = len(MIGRATIONS)
 _SCHEMA_NAMES = frozenset(
     {

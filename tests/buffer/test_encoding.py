@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
+from gateway.buffer.schema import SCHEMA_VERSION
 from gateway.records import (
     Attribute,
     Lane,
@@ -149,7 +150,9 @@ def test_an_attribute_is_stored_bare_only_when_its_value_says_its_type(attribute
     assert decode_reading(encode_reading(r)).attributes["x"] == attribute
 
 
-async def test_rows_of_both_forms_in_one_file_are_delivered_in_order(tmp_path: Path) -> None:
+async def test_a_version_1_file_of_long_rows_is_migrated_and_delivers_them_and_new_rows_in_order(
+    tmp_path: Path,
+) -> None:
     cfg = BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1)
     box = await Outbox.open(tmp_path / "b.db", cfg, ["orion"])
     await box.append_many([reading(i, "a", pad=i) for i in range(5)])
@@ -159,6 +162,7 @@ async def test_rows_of_both_forms_in_one_file_are_delivered_in_order(tmp_path: P
         for seq, body in db.execute("SELECT seq, body FROM outbox").fetchall():
             old = encode_previous(decode_reading(body))
             db.execute("UPDATE outbox SET body = ?, size = ? WHERE seq = ?", (old, len(old), seq))
+        db.execute("PRAGMA user_version = 1")
     box = await Outbox.open(tmp_path / "b.db", cfg, ["orion"])
     await box.append_many([reading(i, "a", pad=i) for i in range(5, 10)])
     batch = await box.read("orion", 100)
@@ -167,3 +171,5 @@ async def test_rows_of_both_forms_in_one_file_are_delivered_in_order(tmp_path: P
     await box.ack("orion", batch, [DELIVERED] * len(batch))
     assert await box.read("orion", 100) == []
     await box.close()
+    with sqlite3.connect(tmp_path / "b.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
