@@ -262,7 +262,7 @@ class Outbox:
                 store.next_seq = seq + 1
                 if store.pending_from is None:
                     store.pending_from = seq
-                store.tail.expose(lane, seq, reading if seq <= store.reserved else None)
+                store.tail.expose(lane, seq, reading if seq <= store.reserved else None, size)
             group = self._open
             if group is None or len(group.rows) >= self._max_rows or group.first_seq + len(group.rows) != seq:
                 group = self._new_group(seq)
@@ -346,7 +346,7 @@ class Outbox:
                     store.pending_from = first
                 reserved, expose = store.reserved, store.tail.expose
                 for k, r in enumerate(readings):
-                    expose(rows[k][0], first + k, r if first + k <= reserved else None)
+                    expose(rows[k][0], first + k, r if first + k <= reserved else None, rows[k][4])
             self._deliver_soon()
             if len(rows) <= self._max_rows:
                 return self._queue(rows, readings, lane_rows, lane_bytes, first)

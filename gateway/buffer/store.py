@@ -94,9 +94,13 @@ _RESERVED = "seq.reserved"
 _READ_RESERVED = "SELECT coalesce((SELECT value FROM counters WHERE name = ?), 0)"
 SEQ_RESERVE = 1 << 20  # reserved ahead at a time (a crash skips at most that many seqs)
 _HAS_SEQ = "SELECT seq FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) ORDER BY seq LIMIT 1"
-# Readings kept in memory after their commit (see tail.py): two batches of the largest configured
-# size plus the groups committed meanwhile fit, and at ~0.5 KB a reading it stays ~10 MB at most.
+# Readings kept in memory after their commit (see tail.py): an uplink that keeps up reads a batch or
+# two (1,000 rows each by default) behind the newest commit, so a few thousand rows serve it. The
+# bound in bytes is what holds memory down: a decoded Reading takes ~6 times its stored size, so
+# 1 MiB of rows is ~6 MiB of Readings (~4,500 readings of four attributes). At 20,000 rows and no
+# byte bound, a drain of such readings held ~28 MB here, a third of the gateway's peak.
 TAIL_ROWS = 20_000
+TAIL_BYTES = 1024 * 1024
 
 
 def _insert_rows_at(conn: sqlite3.Connection, first: int, rows: Sequence[Row], block: int) -> None:
@@ -219,10 +223,12 @@ class Store:
         room: Room | None = None,
         clock: Callable[[], float] = time.time,
         tail_rows: int = TAIL_ROWS,
+        tail_bytes: int | None = TAIL_BYTES,
     ) -> None:
         """`uplinks` None means "whatever cursors the file has" (the CLI); otherwise the configured set.
 
-        `tail_rows` bounds the committed readings kept in memory for reading (0: always decode)."""
+        `tail_rows` bounds the committed readings kept in memory for reading (0: always decode), and
+        `tail_bytes` their stored size (None: no byte bound)."""
         self.conn = conn
         # Guards what the event loop reads without going through the writer thread (read_recent):
         # the tail, the cursors and the row totals. The writer thread, the only one changing them,
@@ -251,7 +257,7 @@ class Store:
         self.reserved = 0
         self.pending_from: int | None = None
         self._inserting = 0  # the last seq of the insert whose transaction is open (it settles as committed)
-        self.tail = Tail(tail_rows, self.next_seq - 1)
+        self.tail = Tail(tail_rows, self.next_seq - 1, tail_bytes)
         self.uplinks: tuple[str, ...] = ()
         self.cursors: dict[str, list[int]] = {}
         self.removed_uplinks: list[str] = []
@@ -506,7 +512,7 @@ class Store:
             first = last - len(rows) + 1
             # the tail's copies are made now, while the transaction is open, not under the lock
             prepared = (
-                self.tail.prepare(first, [row[0] for row in rows], readings)
+                self.tail.prepare(first, [row[0] for row in rows], readings, [row[4] for row in rows])
                 if readings is not None and len(readings) == len(rows)
                 else None
             )

@@ -141,7 +141,7 @@ def test_a_buffer_written_by_a_newer_gateway_is_left_alone(tmp_path: Path) -> No
     assert (run.returncode, run.stderr) == (
         2,
         (
-            f"buffer: cannot open {data}/buffer.db, got schema version 7 written by a newer edgegw (this one knows 1); "
+            f"buffer: cannot open {data}/buffer.db, got schema version 7 written by a newer edgegw (this one knows 2); "
             "run that version, or move the file away to start an empty buffer\n"
         ),
     )

@@ -155,4 +155,4 @@ async def test_a_new_file_gets_small_pages_an_old_one_keeps_its_own(tmp_path: Pa
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()
     assert sizes == [PAGE_SIZE, 4096]
-    assert (PAGE_SIZE, WAL_BYTES) == (1024, 4 * 1024 * 1024)
+    assert (PAGE_SIZE, WAL_BYTES) == (1024, 16 * 1024 * 1024)
