@@ -267,6 +267,8 @@ def _add_family_commands(sub: Any, family_commands: Iterable[EntryPoint]) -> Non
 def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argparse.ArgumentParser:
     """The `edgegw` parser; family subcommands from `family_commands`, by default the installed `edgegw.cli` group."""
     parser = argparse.ArgumentParser(prog="edgegw", description="edge gateway for FIWARE data linkage platforms")
+    # what a technician types first; `edgegw version` also names the Python
+    parser.add_argument("--version", action="version", version=f"edgegw {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the gateway")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters.modbus import cli as modbus_cli
-from gateway import cli
+from gateway import __version__, cli
 from tests.support.entry_points import declared_entry_points
 
 
@@ -61,3 +61,10 @@ def test_the_runtime_cli_names_no_family() -> None:
     source = Path(cli.__file__).read_text()
     assert "import adapters" not in source and "from adapters" not in source and "modbus" not in source
     assert isinstance(cli.build_parser([]), argparse.ArgumentParser)
+
+
+def test_version_answers_as_a_flag_too(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"edgegw {__version__}\n"
