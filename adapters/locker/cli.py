@@ -69,7 +69,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return EXIT_USAGE
     sock = config.gateway.control_path()
     if args.locker_command == "kiosk":
-        return asyncio.run(serve_kiosk(config, args))
+        from gateway import logs
+
+        logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)  # the journal, like `edgegw web`
+        try:
+            return asyncio.run(serve_kiosk(config, args))
+        except OSError as exc:  # the port in use, the web state directory not writable …
+            err.write(f"locker kiosk: cannot start on {args.listen}:{args.port}, got {exc}\n")
+            return EXIT_NOTHING
     if args.locker_command == "status":
         return asyncio.run(status(sock, out, err))
     from gateway.accounts.cli import cli_actor
@@ -182,7 +189,11 @@ async def open_compartment(sock: Path, label: str, actor: str, out: TextIO, err:
 
 
 async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
-    """The kiosk app until SIGTERM/SIGINT: plain HTTP on loopback, HTTPS with the web UI's certificate elsewhere."""
+    """The kiosk app until SIGTERM/SIGINT: plain HTTP on loopback, HTTPS with the web UI's certificate elsewhere.
+
+    READY goes to systemd (systemd/edgegw-kiosk.service is `Type=notify`) once the port is bound, so a
+    unit ordered after it finds the page there.
+    """
     import ipaddress
     import signal
 
@@ -190,6 +201,7 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
 
     from gateway.audit.log import AuditLog
     from gateway.control.client import ControlClient
+    from gateway.systemd import Notifier
     from gateway.web.certs import material, server_context
     from gateway.web.kiosk import build_kiosk_app
 
@@ -213,12 +225,15 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_environment()
     try:
         await web.TCPSite(runner, args.listen, args.port, ssl_context=context).start()
         scheme = "http" if context is None else "https"
         print(f"edgegw locker kiosk: listening on {scheme}://{args.listen}:{args.port}/", flush=True)
+        notifier.ready("serving")
         await stop.wait()
     finally:
+        notifier.stopping()
         await runner.cleanup()
         await control.close()
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""Fixtures: a real SMTP server on loopback (tests/mail/smtp_server.py), TLS material, a mail config."""
+"""Fixtures: a real SMTP server on loopback (aiosmtpd, tests/mail/smtp_server.py), TLS material, a mail config."""
 
 from __future__ import annotations
 

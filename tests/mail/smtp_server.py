@@ -1,22 +1,46 @@
-"""A minimal, strict SMTP server on loopback for the mail tests (aiosmtpd is not installed here).
+"""The mail tests' SMTP server: aiosmtpd on loopback, set up as a submission server, with handles to watch and steer it.
 
-It speaks RFC 5321 as far as a submission client needs, and refuses what a real server refuses:
-commands out of sequence (503), unknown commands (500), MAIL before EHLO, AUTH before TLS, a
-second EHLO missing after STARTTLS (the session is reset by RFC 3207), lines without CRLF, bad
-AUTH PLAIN credentials (535). `replies` injects a reply for the next use of a command (one-shot,
-e.g. `replies["RCPT"].append("450 4.2.1 try later")`; "" answers normally, "DROP" closes the
-connection), the way a greylisting or refusing server
-answers. Received mails keep their envelope, raw bytes, whether TLS was on and who authenticated.
+aiosmtpd's `Controller` runs the server in a thread and event loop of its own, so the gateway's
+client and the server share nothing but the socket. It is configured the way a submission server
+on port 587 is: STARTTLS offered and required before anything but EHLO/NOOP/QUIT
+(`require_starttls`), AUTH PLAIN/LOGIN only over TLS and required before MAIL (`auth_required`);
+or SMTPS (TLS from the first byte, port 465), where AUTH is offered at once and still required.
+What it refuses, it refuses with aiosmtpd's own replies: 530 before STARTTLS or AUTH, 538 AUTH in
+clear, 535 wrong credentials, 503 out of sequence (MAIL before EHLO, RCPT before MAIL), 500 unknown.
+Without `credentials` no AUTH is offered (a loopback relay); without `tls_context` no STARTTLS.
+
+What the tests add, through aiosmtpd's extension points (`smtp_<VERB>` methods of an `SMTP`
+subclass, `handle_DATA` of the handler):
+
+- `commands`: the verbs sent, in order, also those aiosmtpd refuses before its handlers (never their
+  arguments: they hold addresses and passwords);
+- `replies`: a one-shot reply for the next use of a verb (EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA, QUIT), as a greylisting or refusing server
+  answers (`replies["RCPT"].append("450 4.2.1 try later")`; "" answers normally; "DROP" closes the
+  connection, the server going away mid-session; "DATA-END" replaces the reply after the message);
+- `received`: each accepted mail with its envelope, raw bytes, whether TLS was on and who
+  authenticated; `sessions`: connections made.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
+import logging
 import ssl
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from tests.support.ports import free_port
+
+__all__ = ["Received", "SmtpServer"]
+
+HOSTNAME = "test.invalid"
+# aiosmtpd logs every command line with its arguments (recipients) and a deprecation notice of its own at
+# each AUTH: the tests check what the gateway logs, so the server says only what went wrong inside it
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -28,6 +52,126 @@ class Received:
     user: str | None
 
 
+def _tls_on(server: SMTP) -> bool:
+    return server.transport is not None and server.transport.get_extra_info("ssl_object") is not None
+
+
+class _Session(SMTP):
+    """aiosmtpd's SMTP session, recording the verbs and answering with the injected replies first.
+
+    Verbs are read off the bytes as they arrive (`data_received`, in clear or after TLS), before
+    aiosmtpd's own checks, so a MAIL it refuses before STARTTLS is seen too; the message and AUTH's
+    challenge-response lines are not verbs and are skipped.
+    """
+
+    def __init__(self, owner: SmtpServer, handler: _Handler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.owner = owner
+        self._partial = b""
+        self._payload = False  # inside DATA's message or AUTH's exchange
+
+    def data_received(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\r\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if not self._payload and line:
+                self.owner.commands.append(line.split(b" ", 1)[0].decode("ascii", "replace").upper())
+        super().data_received(data)
+
+    async def _injected(self, verb: str) -> bool:
+        """True when the test's reply was given (or the connection dropped) in place of aiosmtpd's."""
+        queued = self.owner.replies.get(verb)
+        answer = queued.pop(0) if queued else ""
+        if answer == "DROP":
+            if self.transport is not None:
+                self.transport.close()
+            return True
+        if answer:
+            await self.push(answer)
+            return True
+        return False
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not await self._injected("EHLO"):
+            await super().smtp_EHLO(hostname)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if not await self._injected("STARTTLS"):
+            await super().smtp_STARTTLS(arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if await self._injected("AUTH"):
+            return
+        self._payload = True
+        try:
+            await super().smtp_AUTH(arg)
+        finally:
+            self._payload = False
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if await self._injected("MAIL"):
+            return
+        # SMTPS: aiosmtpd's auth_required presumes STARTTLS; over implicit TLS the server checks it here
+        if self.owner.smtps and self.owner.credentials is not None and self.session and not self.session.authenticated:
+            await self.push("530 5.7.0 Authentication required")
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if not await self._injected("RCPT"):
+            await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self._injected("DATA"):
+            return
+        self._payload = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._payload = False
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        if not await self._injected("QUIT"):
+            await super().smtp_QUIT(arg)
+
+
+class _Handler:
+    def __init__(self, owner: SmtpServer) -> None:
+        self.owner = owner
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        queued = self.owner.replies.get("DATA-END")
+        if queued:
+            return queued.pop(0)
+        login = session.auth_data.login if isinstance(session.auth_data, LoginPassword) else None
+        content = envelope.original_content
+        assert envelope.mail_from is not None and isinstance(content, bytes)
+        self.owner.received.append(
+            Received(
+                mail_from=envelope.mail_from,
+                rcpt_to=list(envelope.rcpt_tos),
+                data=content,
+                tls=_tls_on(server),
+                user=login.decode() if isinstance(login, bytes) else None,
+            )
+        )
+        return "250 2.0.0 queued"
+
+
+class _Controller(Controller):
+    """aiosmtpd's threaded controller, making `_Session`s."""
+
+    def __init__(self, owner: SmtpServer, handler: _Handler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.owner = owner
+        self.session_kwargs = dict(self.SMTP_kwargs)
+
+    def factory(self) -> SMTP:
+        self.owner.sessions += 1
+        assert isinstance(self.handler, _Handler)
+        return _Session(self.owner, self.handler, **self.session_kwargs)
+
+
 @dataclass
 class SmtpServer:
     host: str = "127.0.0.1"
@@ -37,154 +181,44 @@ class SmtpServer:
     credentials: dict[str, str] | None = None  # user -> password; AUTH required when set
     replies: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     received: list[Received] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)  # verbs seen, in order (never the arguments)
+    commands: list[str] = field(default_factory=list)
     sessions: int = 0
-    _server: asyncio.Server | None = None
+    _controller: _Controller | None = None
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            self.credentials is not None
+            and isinstance(auth_data, LoginPassword)
+            and self.credentials.get(auth_data.login.decode()) == auth_data.password.decode()
+        )
+        return AuthResult(success=ok, auth_data=auth_data if ok else None, handled=False)
 
     async def start(self) -> SmtpServer:
-        ctx = self.tls_context if self.smtps else None
-        self._server = await asyncio.start_server(self._session, self.host, self.port, ssl=ctx)
-        self.port = self._server.sockets[0].getsockname()[1]
+        # aiosmtpd's readiness check connects to the configured port, so it cannot be 0: take a free one
+        self.port = self.port or free_port()
+        kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port, "server_hostname": HOSTNAME}
+        if self.smtps:
+            assert self.tls_context is not None, "smtps needs a tls_context"
+            kwargs["ssl_context"] = self.tls_context
+        elif self.tls_context is not None:
+            kwargs.update(tls_context=self.tls_context, require_starttls=True)
+        if self.credentials is None:
+            kwargs["auth_exclude_mechanism"] = ["LOGIN", "PLAIN"]  # a relay: no AUTH offered
+        else:
+            # over STARTTLS aiosmtpd enforces AUTH itself; over SMTPS `_Session.smtp_MAIL` does (its check
+            # for TLS before AUTH only knows STARTTLS)
+            kwargs.update(
+                authenticator=self._authenticate, auth_required=not self.smtps, auth_require_tls=not self.smtps
+            )
+        controller = _Controller(self, _Handler(self), **kwargs)
+        await asyncio.to_thread(controller.start)
+        self.sessions = 0  # the controller's own readiness check is not a client
+        self._controller = controller
         return self
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.sessions += 1
-        tls = self.smtps
-        ehlo = False
-        user: str | None = None
-        mail_from: str | None = None
-        rcpt: list[str] = []
-
-        async def reply(line: str) -> None:
-            writer.write(line.encode() + b"\r\n")
-            await writer.drain()
-
-        try:
-            await reply("220 test.invalid ESMTP ready")
-            while True:
-                raw = await reader.readline()
-                if not raw:
-                    return
-                if not raw.endswith(b"\r\n"):
-                    await reply("500 5.5.2 line must end with CRLF")
-                    continue
-                line = raw[:-2].decode("ascii", "strict")
-                verb, _, arg = line.partition(" ")
-                verb = verb.upper()
-                self.commands.append(verb)
-                injected = self.replies.get(verb)
-                answer = injected.pop(0) if injected else ""
-                if answer == "DROP":  # the server goes away mid-session
-                    return
-                if answer:
-                    await reply(answer)
-                    if verb == "MAIL":
-                        mail_from = None
-                    continue
-                if verb in ("EHLO", "HELO"):
-                    if not arg:
-                        await reply("501 5.5.4 EHLO needs a domain")
-                        continue
-                    ehlo, mail_from, rcpt = True, None, []
-                    ext = ["8BITMIME", "SIZE 10485760"]
-                    if self.tls_context is not None and not tls:
-                        ext.append("STARTTLS")
-                    if self.credentials is not None and tls:
-                        ext.append("AUTH PLAIN")
-                    lines = ["test.invalid greets you", *ext]
-                    for i, text in enumerate(lines):
-                        await reply(("250 " if i == len(lines) - 1 else "250-") + text)
-                elif verb == "STARTTLS":
-                    if self.tls_context is None or tls:
-                        await reply("502 5.5.1 STARTTLS not available")
-                        continue
-                    if not ehlo:
-                        await reply("503 5.5.1 EHLO first")
-                        continue
-                    await reply("220 2.0.0 ready to start TLS")
-                    await writer.start_tls(self.tls_context)
-                    tls, ehlo, mail_from, rcpt = True, False, None, []  # RFC 3207: forget everything
-                elif verb == "AUTH":
-                    if self.credentials is None or not tls:
-                        await reply("503 5.5.1 AUTH not available")
-                        continue
-                    if not ehlo or user is not None:
-                        await reply("503 5.5.1 bad sequence")
-                        continue
-                    mech, _, initial = arg.partition(" ")
-                    if mech.upper() != "PLAIN":
-                        await reply("504 5.5.4 mechanism not supported")
-                        continue
-                    if not initial:
-                        await reply("334 ")
-                        initial = (await reader.readline()).decode().strip()
-                    try:
-                        _, name, password = base64.b64decode(initial, validate=True).decode().split("\0")
-                    except ValueError:
-                        await reply("501 5.5.2 cannot decode")
-                        continue
-                    if self.credentials.get(name) != password:
-                        await reply("535 5.7.8 authentication credentials invalid")
-                        continue
-                    user = name
-                    await reply("235 2.7.0 authenticated")
-                elif verb == "MAIL":
-                    if not ehlo or mail_from is not None:
-                        await reply("503 5.5.1 bad sequence")
-                    elif self.credentials is not None and user is None:
-                        await reply("530 5.7.0 authentication required")
-                    elif not arg.upper().startswith("FROM:<"):
-                        await reply("501 5.5.4 syntax: MAIL FROM:<address>")
-                    else:
-                        mail_from, rcpt = arg[6:].split(">", 1)[0], []
-                        await reply("250 2.1.0 ok")
-                elif verb == "RCPT":
-                    if mail_from is None:
-                        await reply("503 5.5.1 MAIL first")
-                    elif not arg.upper().startswith("TO:<"):
-                        await reply("501 5.5.4 syntax: RCPT TO:<address>")
-                    else:
-                        rcpt.append(arg[4:].split(">", 1)[0])
-                        await reply("250 2.1.5 ok")
-                elif verb == "DATA":
-                    if mail_from is None or not rcpt:
-                        await reply("503 5.5.1 RCPT first")
-                        continue
-                    await reply("354 end data with <CR><LF>.<CR><LF>")
-                    chunks = []
-                    while True:
-                        data_line = await reader.readline()
-                        if not data_line.endswith(b"\r\n"):
-                            return  # a broken client: drop the session, keep nothing
-                        if data_line == b".\r\n":
-                            break
-                        chunks.append(data_line[1:] if data_line.startswith(b".") else data_line)
-                    final = self.replies.get("DATA-END")
-                    if final:
-                        await reply(final.pop(0))
-                    else:
-                        self.received.append(Received(mail_from, rcpt, b"".join(chunks), tls, user))
-                        await reply("250 2.0.0 queued")
-                    mail_from, rcpt = None, []
-                elif verb == "RSET":
-                    mail_from, rcpt = None, []
-                    await reply("250 2.0.0 ok")
-                elif verb == "NOOP":
-                    await reply("250 2.0.0 ok")
-                elif verb == "QUIT":
-                    await reply("221 2.0.0 bye")
-                    return
-                else:
-                    await reply("500 5.5.2 command not recognized")
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
-            return
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        if self._controller is not None:
+            await asyncio.to_thread(self._controller.stop)
+            self._controller = None

@@ -361,3 +361,38 @@ async def test_the_platform_may_open_doors_but_not_run_the_pickup_flow(rig: Rig)
     refused = await rig.command("A-01", "assign", {"email": "p@example.jp", "reference": "R"}, uplink="mqtt")
     assert not refused.ok
     assert (await rig.command("A-01", "unlock", uplink="mqtt")).ok
+
+
+class BurstCollector(Collector):
+    """The gateway's emit as the supervisor hands it over: `emit.many(readings)` takes a burst in one commit group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bursts: list[list[str]] = []
+
+    async def many(self, readings: list[Reading]) -> None:
+        self.bursts.append([r.entity_type for r in readings])
+        self.readings.extend(readings)
+
+
+async def test_a_boards_changes_go_to_the_buffer_as_one_burst(tmp_path: Path) -> None:
+    """Each emit waits for a durable commit and the bus waits for the emits: one per compartment held the
+    line for a commit per compartment (48 on a CU48) before the next board was polled."""
+    sim = BoardSim([SimBoard("cu16", 0)])
+    with pty_pair(tmp_path) as (gw, boards):
+        async with serve_pty(sim, boards):
+            adapter = LockerAdapter(config(gw), AdapterContext(gateway_id="gw1", data_dir=str(tmp_path / "data")))
+            out = BurstCollector()
+            task = asyncio.create_task(adapter.run(out))
+            await until(lambda: adapter.boards["b0"].state.value == "online" and len(out.bursts) >= 2)
+            compartments = ["LockerCompartment"] * 4
+            # at start every compartment (door unknown), then the first status: all four in one burst each
+            assert out.bursts[0] == compartments and out.bursts[1] == compartments
+            before = len(out.bursts)
+            sim.boards[0].locked[0] = sim.boards[0].locked[2] = False  # two doors forced open at once
+            await until(lambda: len(out.bursts) > before)
+            assert out.bursts[before] == ["Alert", "Alert", "LockerCompartment", "LockerCompartment"]
+            assert [out.last(label)["doorState"] for label in ("A-01", "A-02", "A-03")] == ["open", "locked", "open"]
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
