@@ -24,8 +24,10 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
 # What restore stops and starts again, per service manager (the web UI reads the stores too).
-SYSTEMD_UNITS = ("edgegw-web.service", "edgegw.service")
-SUPERVISOR_PROGRAMS = ("edgegw-web", "edgegw")
+# stopped in this order (the kiosk and the web UI write web/audit.db, the gateway everything), started
+# again in the reverse one, and only those that were running: the kiosk runs only where lockers are
+SYSTEMD_UNITS = ("edgegw-kiosk.service", "edgegw-web.service", "edgegw.service")
+SUPERVISOR_PROGRAMS = ("edgegw-kiosk", "edgegw-web", "edgegw")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -113,14 +115,24 @@ def _manager(choice: str) -> str:
     return "none"
 
 
-def _control(manager: str, verb: str) -> None:
-    cmd: Sequence[str]
+def _running_services(manager: str) -> list[str]:
+    """The units (programs) of SYSTEMD_UNITS (SUPERVISOR_PROGRAMS) that run now, in that order."""
     if manager == "systemd":
-        names = SYSTEMD_UNITS if verb == "stop" else tuple(reversed(SYSTEMD_UNITS))
-        cmd = ["systemctl", verb, *names]
-    else:
-        names = SUPERVISOR_PROGRAMS if verb == "stop" else tuple(reversed(SUPERVISOR_PROGRAMS))
-        cmd = ["supervisorctl", verb, *names]
+        return [
+            u
+            for u in SYSTEMD_UNITS
+            if subprocess.run(["systemctl", "is-active", "--quiet", u], check=False).returncode == 0
+        ]
+    out = subprocess.run(["supervisorctl", "status", *SUPERVISOR_PROGRAMS], check=False, capture_output=True, text=True)
+    running = {line.split()[0] for line in out.stdout.splitlines() if "RUNNING" in line.split()[1:2]}
+    return [p for p in SUPERVISOR_PROGRAMS if p in running]
+
+
+def _control(manager: str, verb: str, names: Sequence[str]) -> None:
+    if not names:
+        return
+    tool = "systemctl" if manager == "systemd" else "supervisorctl"
+    cmd = [tool, verb, *(names if verb == "stop" else reversed(names))]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if done.returncode != 0 and verb == "stop":
         raise archive.BackupError(
@@ -151,8 +163,8 @@ def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: d
             f"backup restore: the gateway is running (its control socket {job.data_dir / 'control.sock'} answers); "
             "stop it first, or pass --service-manager systemd|supervisor"
         )
-    if how != "none":
-        _control(how, "stop")
+    running = _running_services(how) if how != "none" else []
+    _control(how, "stop", running)
     try:
         aside = archive.restore(
             file,
@@ -164,6 +176,5 @@ def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: d
             exclude=job.out_dir,
         )
     finally:
-        if how != "none":
-            _control(how, "start")  # restored or refused, the gateway runs again
+        _control(how, "start", running)  # restored or refused, what ran runs again
     print(f"restored {file}; the files it replaced are in {aside}")

@@ -65,3 +65,28 @@ def test_edgegw_status_shows_a_failed_backup(box: tuple[Path, Path], capsys: pyt
     assert main(["status", "-c", str(config)]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("backup: FAILED at ") and str(share) in last
+
+
+def test_restore_under_systemd_stops_what_runs_and_starts_only_that_again(
+    box: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd cannot run as PID 1 in this test (tests/packaging boots it in a container for the package):
+    a `systemctl` on PATH answers `is-active` as a box with lockers switched off would and records the
+    rest, so what restore asks of it, and in which order, is checked."""
+    config, _ = box
+    assert main(["backup", "now", "-c", str(config)]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    calls = tmp_path / "systemctl.calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        # the kiosk is not enabled on this box: only the gateway and the web UI run
+        'if [ "$1" = is-active ]; then [ "$3" != edgegw-kiosk.service ]; exit $?; fi\n'
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert main(["backup", "restore", str(path), "--service-manager", "systemd", "-c", str(config)]) == 0
+    asked = [line for line in calls.read_text().splitlines() if not line.startswith("is-active")]
+    assert asked == ["stop edgegw-web.service edgegw.service", "start edgegw.service edgegw-web.service"]

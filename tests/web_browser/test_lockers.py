@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from gateway.accounts.store import Role
@@ -74,9 +75,19 @@ def _login(driver: webdriver.Chrome, base: str, name: str) -> None:
     driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button[type=submit]").click()
 
 
+def _grid_row(driver: webdriver.Chrome, base: str, label: str) -> WebElement:
+    """The compartment's row, reloading until the page has it: the router knows a compartment from its
+    first reading (emitted), the page from the adapter's state once that reading is committed."""
+
+    def loaded(d: webdriver.Chrome) -> list[WebElement]:
+        d.get(base + "/lockers")
+        return d.find_elements(By.ID, f"compartment-{label}")  # empty (falsy) until it is there
+
+    return WebDriverWait(driver, 10, poll_frequency=0.2).until(loaded)[0]
+
+
 def _assign(driver: webdriver.Chrome, base: str) -> str:
-    driver.get(base + "/lockers")
-    row = driver.find_element(By.ID, "compartment-A-02")
+    row = _grid_row(driver, base, "A-02")
     row.find_element(By.NAME, "email").send_keys("patron@example.jp")
     row.find_element(By.NAME, "reference").send_keys("R-0099")
     row.find_element(By.CSS_SELECTOR, "form.assign button").click()
