@@ -23,6 +23,7 @@ from gateway.web.auth import audit, current_user, requires, services
 from gateway.web.render import render
 from gateway.wifilog.cli import audit_detail
 from gateway.wifilog.export import write_export
+from gateway.wifilog.sessions import Session
 from gateway.wifilog.store import JST, Query, WifiLogStore
 
 routes = web.RouteTableDef()
@@ -86,21 +87,32 @@ async def wifi_page(request: web.Request) -> web.StreamResponse:
         store.close()
 
 
+async def _search(
+    request: web.Request, store: WifiLogStore, form: dict[str, str], action: str
+) -> web.Response | tuple[Query, list[Session]]:
+    """The form's query run and audited as `action`, or the page again with what is wrong (400):
+    an inquiry needs its reference (the request that justifies it) and a valid query."""
+    if not form["reference"]:
+        return _page(request, store, {"form": form, "error": "wifi.reference_required"}, status=400)
+    try:
+        query = _query(form)
+    except GatewayError as exc:
+        return _page(request, store, {"form": form, "error_text": exc.message}, status=400)
+    sessions = await asyncio.to_thread(store.search, query)
+    await audit(request, action, form["reference"], audit_detail(query, form["reference"], len(sessions)))
+    return query, sessions
+
+
 @routes.post("/wifi/search")
 @requires(Role.WIFI_AUDITOR)
 async def wifi_search(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
     store = await asyncio.to_thread(WifiLogStore, _data_dir(request))
     try:
-        if not form["reference"]:
-            return _page(request, store, {"form": form, "error": "wifi.reference_required"}, status=400)
-        try:
-            query = _query(form)
-        except GatewayError as exc:
-            return _page(request, store, {"form": form, "error_text": exc.message}, status=400)
-        sessions = await asyncio.to_thread(store.search, query)
-        await audit(request, "wifi.search", form["reference"], audit_detail(query, form["reference"], len(sessions)))
-        return _page(request, store, {"form": form, "sessions": sessions})
+        found = await _search(request, store, form, "wifi.search")
+        if isinstance(found, web.Response):
+            return found
+        return _page(request, store, {"form": form, "sessions": found[1]})
     finally:
         store.close()
 
@@ -111,14 +123,10 @@ async def wifi_export(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
     store = await asyncio.to_thread(WifiLogStore, _data_dir(request))
     try:
-        if not form["reference"]:
-            return _page(request, store, {"form": form, "error": "wifi.reference_required"}, status=400)
-        try:
-            query = _query(form)
-        except GatewayError as exc:
-            return _page(request, store, {"form": form, "error_text": exc.message}, status=400)
-        sessions = await asyncio.to_thread(store.search, query)
-        await audit(request, "wifi.export", form["reference"], audit_detail(query, form["reference"], len(sessions)))
+        found = await _search(request, store, form, "wifi.export")
+        if isinstance(found, web.Response):
+            return found
+        query, sessions = found
         now = datetime.fromtimestamp(services(request).clock(), JST)
         stem = f"wifi-{now.strftime('%Y%m%d-%H%M%S')}"
         body = await asyncio.to_thread(
