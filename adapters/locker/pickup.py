@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.storage.files import immediate
 
 __all__ = ["ACTIVE", "SCHEMA_VERSION", "Assignment", "CodeCheck", "PickupError", "PickupState", "PickupStore"]
 
@@ -169,14 +170,8 @@ class PickupStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Any:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, immediate(self._db) as db:
+            yield db
 
     def _hash(self, code: str) -> str:
         return hmac.new(self._key, code.encode(), hashlib.sha256).hexdigest()

@@ -35,7 +35,7 @@ from argon2 import PasswordHasher
 from gateway.accounts import passwords
 from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
-from gateway.storage.files import create_private, durable_connection
+from gateway.storage.files import create_private, durable_connection, immediate
 from gateway.web.config import WebConfig
 
 __all__ = [
@@ -261,14 +261,8 @@ class AccountStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._lock, self._connect() as db, immediate(db):
+            yield db
 
     def schema_version(self) -> int:
         with self._connect() as db:

@@ -44,7 +44,7 @@ from typing import Any
 from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.secrets import SecretStore
-from gateway.storage.files import create_private, durable_connection
+from gateway.storage.files import create_private, durable_connection, immediate
 
 __all__ = [
     "ACTIONS",
@@ -229,15 +229,10 @@ class AuditLog:
         at = float(at)  # the column is REAL: an int would be hashed as "5" and read back as "5.0"
         key = self._get_key()
         with self._lock, self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 head = _read_head(self.state_dir / HEAD_FILE, key)
                 written = head[0] if isinstance(head, tuple) else 0
                 entry_id = self._append(db, key, at, actor, action, target, detail_json, address, written)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
             mac = str(db.execute("SELECT mac FROM entries WHERE id = ?", (entry_id,)).fetchone()[0])
         self._write_head(key, entry_id, mac)
         log.info("audit entry %d: %s", entry_id, action)  # names stay out of the journal

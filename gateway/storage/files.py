@@ -28,3 +28,17 @@ def durable_connection(path: Path) -> Iterator[sqlite3.Connection]:
         yield db
     finally:
         db.close()
+
+
+@contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on `db` (opened with isolation_level=None): BEGIN IMMEDIATE takes the write
+    lock at once, so another process's writer waits on busy_timeout instead of failing mid-way; rolled
+    back on any exception, committed otherwise."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

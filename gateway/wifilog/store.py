@@ -46,7 +46,7 @@ from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.logs import component_logger
 from gateway.secrets import SecretStore
-from gateway.storage.files import create_private
+from gateway.storage.files import create_private, immediate
 from gateway.wifilog.sessions import EventKind, Session, SessionEvent, merge
 from gateway.wifilog.signing import Signer, public_pem
 
@@ -272,15 +272,8 @@ class WifiLogStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._lock, immediate(self._db) as db:
+            yield db
 
     def apply(self, events: Sequence[SessionEvent]) -> None:
         """Merge `events` into their sessions in one durable transaction (returns once committed)."""
