@@ -167,7 +167,13 @@ def json_measure(
     out: dict[str, Any] = {}
     for name, attr in reading.attributes.items():
         value = attr.value
-        if not _verbatim(value) or attr.metadata or name in _SPECIAL_NAMES:
+        tv = type(value)
+        if (
+            # numbers inline (the common measure): a call per value cost 0.52 → 0.75 µs a 4-number measure
+            not (tv is int or tv is bool or (tv is float and value - value == 0.0) or _verbatim(value))
+            or attr.metadata
+            or name in _SPECIAL_NAMES
+        ):
             _check_reading(reading)
             return _json_measure(reading, encoding, sequence)
         out[name] = value
