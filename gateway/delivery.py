@@ -113,6 +113,11 @@ def _last_seqs(batch: Sequence[Reading]) -> list[int]:
     return last
 
 
+def _first_seq(batch: Sequence[Reading]) -> int:
+    """The lowest seq in the batch (lanes are read one after the other, so not always the first's)."""
+    return min((r.seq for r in batch if r.seq is not None), default=0)
+
+
 def _advance(sent: list[int] | None, batch: Sequence[Reading]) -> list[int]:
     """`sent` moved past the batch's seqs, lane by lane."""
     last = _last_seqs(batch)
@@ -151,7 +156,9 @@ class _Pipeline:
     async def acknowledge(self, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
         """Start writing `batch`'s acknowledgement, once the previous one is written."""
         await self._settle()
-        self.acking = asyncio.ensure_future(self.outbox.ack(self.name, batch, outcomes))
+        # the usual batch only moves cursors in memory: done now, without a task for the writer's turn
+        if not self.outbox.ack_in_memory(self.name, batch, outcomes):
+            self.acking = asyncio.ensure_future(self.outbox.ack(self.name, batch, outcomes))
 
     async def resync(self) -> None:
         """Drop the read ahead and wait for the cursors: the next read starts from them again."""
@@ -257,11 +264,18 @@ class DeliveryLoop:
                 if linger_from <= len(rows) < limit and linger_s:
                     await asyncio.sleep(linger_s)
                     rows += await pipe.more(rows, limit - len(rows))
+                elif rows and len(rows) < linger_from and self.outbox.wake_pending(_first_seq(rows)):
+                    # Rows that came in while the previous batch was out, with their wake-up still
+                    # to come (at most the buffer's 10 ms after the first of them): wait for it and send
+                    # one batch, not these now and the next few alone (at 500/s, half the batches).
+                    await self.outbox.woken()
+                    rows += await pipe.more(rows, limit - len(rows))
                 if not rows:
                     self.state = UplinkState.IDLE
                     self._spread = False  # nothing was waiting: no fleet to spread out
                     await pipe.resync()  # the cursors are current once the last ack is written
-                    await self._until_stopped(lambda: self.outbox.wait(self.config.name, timeout=1.0))
+                    if not self._stopping.is_set():  # stop_soon() nudges the wait to end it
+                        await self.outbox.wait(self.config.name, timeout=1.0)
                     continue
                 batch = _Batch(rows)
                 pipe.handed_out(rows)
@@ -427,6 +441,7 @@ class DeliveryLoop:
     def stop_soon(self) -> None:
         """Finish the batch in flight, then return from run()."""
         self._stopping.set()
+        self.outbox.nudge(self.config.name)
 
     def status(self) -> UplinkStatus:
         return UplinkStatus(

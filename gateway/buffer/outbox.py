@@ -117,7 +117,9 @@ class Outbox:
         # hundreds a second, where gaps that long are rare, groups still fill the window (flash wear).
         self._quiet = self._interval / 4
         self._max_rows = config.commit_max_rows
-        self._new_rows: dict[str, asyncio.Event] = {name: asyncio.Event() for name in store.uplinks}
+        # per uplink, the future its `wait` is parked on (None while it is not waiting)
+        self._waiters: dict[str, asyncio.Future[bool] | None] = dict.fromkeys(store.uplinks)
+        self._wake_waiters: list[asyncio.Future[None]] = []  # `woken()` futures for the pending wake-up
         self._refused_total = 0
         self._refused_episode = 0  # loop side: readings refused since caps left no room; 0 = accepting
         self._dropping: collections.Counter[tuple[int, DropReason]] | None = (
@@ -125,6 +127,7 @@ class Outbox:
         )
         self._last_commit_ms: float | None = None
         self._waking = False  # a wake-up of the uplinks for appended rows is scheduled
+        self._woken_through = 0  # the last seq handed out when that wake-up last came
         self._disk_full = False  # writer side: an insert was refused for want of disk space, and no clear room since
         self._disk_refused = 0  # writer side: readings refused since then
         self._thread = threading.Thread(target=self._run, name=f"outbox:{path.name}", daemon=True)
@@ -286,6 +289,10 @@ class Outbox:
 
     def _woken(self) -> None:
         self._waking = False
+        self._woken_through = self._store.next_seq - 1
+        waiters, self._wake_waiters = self._wake_waiters, []
+        for fut in waiters:
+            _set_result(fut, None)
         self._wake()
 
     def seal(self) -> None:
@@ -431,15 +438,19 @@ class Outbox:
         """Whether a read past `after` (see read) is served from memory, without waiting for the writer."""
         return self._store.covered(uplink, after)
 
-    async def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
-        """Move the uplink's cursors over what was delivered or rejected; on a full disk, wait until it can be written."""
-        # The usual batch, all delivered, only moves the cursors in memory: done here, on the loop,
-        # not handed to the writer thread and back (two thread wake-ups a batch).
-        if (
+    def ack_in_memory(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> bool:
+        """`ack` done at once, when it only moves the cursors in memory (the usual batch, all delivered);
+        False when it needs the writer thread: then call `ack`."""
+        # on the loop, not handed to the writer thread and back (two thread wake-ups a batch)
+        return (
             not self._closed
             and len(batch) == len(outcomes) == outcomes.count(DELIVERED)
             and self._store.ack_delivered(uplink, batch)
-        ):
+        )
+
+    async def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
+        """Move the uplink's cursors over what was delivered or rejected; on a full disk, wait until it can be written."""
+        if self.ack_in_memory(uplink, batch, outcomes):
             return
         # no look for other processes' writes first: acks are the hot path, and the writer looks
         # at least once a second anyway (see _run)
@@ -469,14 +480,16 @@ class Outbox:
             return
 
     async def wait(self, uplink: str, timeout: float) -> bool:
-        """True as soon as rows past the uplink's cursors exist (woken by commits), False after `timeout`."""
-        event = self._new_rows.get(uplink)
-        if event is None:
+        """True as soon as rows past the uplink's cursors exist (woken by commits and appends), False
+        after `timeout` or at a `nudge`."""
+        if uplink not in self._waiters:
             self._store.check_uplink(uplink)
-            raise AssertionError("unreachable: an uplink without a wake-up event is not configured")
+            raise AssertionError("unreachable: an uplink without a wake-up is not configured")
         deadline = self._loop.time() + timeout
         while True:
-            event.clear()
+            # A bare future and a timer, not an Event under wait_for (a task each time): an idle uplink
+            # at 500 readings/s waits here about a hundred times a second.
+            woken = self._waiters[uplink] = self._loop.create_future()
             # An uplink that keeps up is answered from the tail on the loop: asking the writer thread
             # cost two thread hand-offs each time the loop went idle, several times a second at 500/s.
             pending = self._store.pending_in_memory(uplink)
@@ -487,10 +500,37 @@ class Outbox:
             left = deadline - self._loop.time()
             if left <= 0:
                 return False
+            timer = self._loop.call_later(left, _set_result, woken, False)
             try:
-                await asyncio.wait_for(event.wait(), left)
-            except TimeoutError:
-                return False
+                if not await woken:
+                    return False
+            finally:
+                timer.cancel()
+                if self._waiters[uplink] is woken:
+                    self._waiters[uplink] = None
+
+    def nudge(self, uplink: str) -> None:
+        """End the uplink's `wait` now, returning False as after its timeout (a delivery loop told to stop)."""
+        waiter = self._waiters.get(uplink)
+        if waiter is not None:
+            self._waiters[uplink] = None
+            _set_result(waiter, False)
+
+    def wake_pending(self, seq: int) -> bool:
+        """Whether the row `seq` was appended after the uplinks' last wake-up for appended rows, so
+        one is still to come for it (within _HANDED_OUT_WAKE_S of the first such row): a delivery
+        loop with a small batch of such rows may wait for it (`woken`) and send one batch where it
+        would send two. A row that was woken for already never waits for a second wake-up."""
+        return self._waking and seq > self._woken_through
+
+    def woken(self) -> asyncio.Future[None]:
+        """Done at the next wake-up of the uplinks for appended rows (at once if none is pending)."""
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if self._waking:
+            self._wake_waiters.append(fut)
+        else:
+            fut.set_result(None)
+        return fut
 
     async def stats(self) -> BufferStats:
         def settled_stats() -> BufferStats:
@@ -790,8 +830,11 @@ class Outbox:
                 self._closing = True
 
     def _wake(self) -> None:
-        for event in self._new_rows.values():
-            event.set()
+        waiters = self._waiters
+        for name, waiter in waiters.items():
+            if waiter is not None:
+                waiters[name] = None
+                _set_result(waiter, True)
 
     def _run_call(self, fn: Callable[[], Any], fut: asyncio.Future[Any], sync: bool) -> None:
         try:

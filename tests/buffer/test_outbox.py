@@ -147,6 +147,36 @@ async def test_wait_is_woken_by_a_commit(tmp_path: Path) -> None:
     await box.close()
 
 
+async def test_a_nudge_ends_a_wait_at_once_and_says_nothing_came(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", CFG, ["orion"])
+    waiter = asyncio.create_task(box.wait("orion", 10))
+    await asyncio.sleep(0.02)
+    assert not waiter.done()
+    box.nudge("orion")
+    async with asyncio.timeout(1):
+        assert await waiter is False
+    box.nudge("orion")  # nobody waiting: nothing happens, and the next wait still waits
+    assert not await box.wait("orion", 0.02)
+    await box.close()
+
+
+async def test_woken_waits_only_for_the_wake_up_of_rows_appended_since_the_last_one(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", BufferConfig(commit_interval_ms=50), ["orion"])
+    assert not box.wake_pending(1)
+    await box.woken()  # nothing pending: done at once
+    first = box.append_many([reading(1)])  # seq 1: its wake-up comes within 10 ms
+    assert box.wake_pending(1)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await box.woken()
+    assert loop.time() - t0 < 1
+    assert not box.wake_pending(1)  # woken for already: a delivery loop sends it at once
+    later = box.append_many([reading(2)])
+    assert box.wake_pending(2) and not box.wake_pending(1)
+    await asyncio.gather(first, later)
+    await box.close()
+
+
 async def test_one_cancelled_appender_does_not_cancel_its_group(tmp_path: Path) -> None:
     box = await Outbox.open(tmp_path / "b.db", BufferConfig(commit_interval_ms=50), ["orion"])
 

@@ -295,6 +295,62 @@ async def test_a_dead_letters_reason_is_stored_redacted_whatever_the_uplink_did(
     await box.close()
 
 
+class RecordingUplink(ScriptedUplink):
+    """Delivers everything and notes each batch's sequence numbers; `during` runs inside the first delivery."""
+
+    def __init__(self, during: object = None) -> None:
+        super().__init__([])
+        self.batches: list[list[int]] = []
+        self.during = during
+
+    async def deliver(self, batch: Sequence[Reading]) -> list[Outcome]:
+        self.batches.append([r.attributes["sequence"].value for r in batch])
+        if self.during is not None:
+            during, self.during = self.during, None
+            during()  # type: ignore[operator]
+        return await super().deliver(batch)
+
+
+async def test_rows_that_came_during_a_delivery_wait_for_their_wake_up_and_go_as_one_batch(tmp_path: Path) -> None:
+    # At 500 readings/s a reading or two comes in while a batch is out; sent at once, every other batch
+    # was one of those. They wait for the wake-up the buffer has scheduled for them (10 ms after the
+    # first), and what comes meanwhile goes along.
+    box = await open_box(tmp_path)
+    loop_ = asyncio.get_running_loop()
+
+    def meanwhile() -> None:
+        for n in (1, 2, 3):
+            box.append_many([reading(n)])  # committed in the background; the tail has them at once
+        loop_.call_later(0.005, box.append_many, [reading(4)])  # before their wake-up, after the read
+
+    uplink = RecordingUplink(meanwhile)
+    config = OrionConfig.model_validate(
+        {"name": "orion", "type": "orion", "url": "http://127.0.0.1:9", "start_delay_max_s": 0}
+    )
+    loop = DeliveryLoop(uplink, config, box)  # type: ignore[arg-type]
+    await box.append(reading(0))
+    await run_until(loop, lambda: loop.delivered == 5)
+    assert uplink.batches == [[0], [1, 2, 3, 4]]  # not [[0], [1, 2, 3], [4]]
+    await box.close()
+
+
+async def test_stop_soon_ends_an_idle_wait_at_once(tmp_path: Path) -> None:
+    box = await open_box(tmp_path)
+    config = OrionConfig.model_validate({"name": "orion", "type": "orion", "url": "http://127.0.0.1:9"})
+    loop = DeliveryLoop(RecordingUplink(), config, box)  # type: ignore[arg-type]
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        while loop.state is not UplinkState.IDLE:
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # parked in the buffer's wait (up to 1 s) by now
+    t0 = time.monotonic()
+    loop.stop_soon()
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - t0 < 0.5
+    assert loop.state is UplinkState.STOPPED
+    await box.close()
+
+
 # ---- a fleet coming back together does not hit the platform at once ------------------------------
 
 
