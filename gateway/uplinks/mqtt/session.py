@@ -45,25 +45,11 @@ class Session:
         if not self._closing:
             self._on_lost(lost.result())
 
-    async def start_publish(
-        self, topic: str, payload: bytes, *, retain: bool, properties: bytes
-    ) -> asyncio.Future[PubAckCode]:
-        """Publish at QoS 1 now; the future of its PUBACK. ConnectionError if it cannot go out."""
-        ack = await self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
-        code: asyncio.Future[PubAckCode] = asyncio.get_running_loop().create_future()
-
-        def settle(done: asyncio.Future[int]) -> None:
-            if code.done():
-                return
-            if done.cancelled():
-                code.cancel()
-            elif (exc := done.exception()) is not None:
-                code.set_exception(exc)
-            else:
-                code.set_result(PubAckCode(done.result()))
-
-        ack.add_done_callback(settle)
-        return code
+    async def start_publish(self, topic: str, payload: bytes, *, retain: bool, properties: bytes) -> asyncio.Future[int]:
+        """Publish at QoS 1 now; the future of its PUBACK's reason code (`PubAckCode(code)` says what it
+        means). ConnectionError if it cannot go out."""
+        # the client's own future: another future chained to it cost a callback and a loop turn a message
+        return await self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
 
     @contextlib.contextmanager
     def corked(self) -> Iterator[None]:
@@ -80,7 +66,7 @@ class Session:
         """Publish at QoS 1 and wait for the PUBACK; ConnectionError or TimeoutError otherwise."""
         fut = await self.start_publish(topic, payload, retain=retain, properties=properties)
         async with asyncio.timeout(timeout):
-            return await fut
+            return PubAckCode(await fut)
 
     async def close(self) -> None:
         """Disconnect (a DISCONNECT if the link still works, so the broker drops the will)."""

@@ -76,6 +76,11 @@ __all__ = ["MqttCounters", "MqttUplink"]
 # PUBACK codes that condemn the message itself; others (quota, not authorized, unspecified) are the
 # broker's state or configuration and clear up without touching the record, so they retry.
 _PERMANENT_CODES = {0x90, 0x95, 0x99}  # topic name invalid, packet too large, payload format invalid
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 # CONNACK reason codes (the codec gives an MQTT 3.1.1 return code as the MQTT 5 code that means the same)
 # and a PUBACK's "not authorized": the broker refuses this gateway's settings (protocol, client id,
 # credentials, ACL). Nothing gets through until someone fixes them, so the uplink says `refused`, at
@@ -577,25 +582,35 @@ class MqttUplink(Lifecycle):
             if self._session is not session:
                 return  # the connection is gone: what is left was never sent and stays RETRY
 
-    def _count(self, size: int, fut: asyncio.Future[PubAckCode]) -> None:
-        # counted as PUBACKs arrive, so metrics move during a long batch
-        if fut.cancelled() or fut.exception() is not None:
-            return
-        self.counters.published += 1
-        if not fut.result().is_failure:
-            self.counters.acked += 1
-            self.counters.bytes += size
-
     async def _send_window(self, session: Session, messages: list[Message]) -> list[object]:
         """Every message published at once (they fit the in-flight window), then one wait for the PUBACKs.
 
         The same outcomes as one task per message, each with its own timeout: those cost ~40 µs a
         message (a task, a semaphore, a timer), and a message carries ~30 readings at full speed.
-        All messages go out in the same instant, so one deadline is each message's own deadline.
+        All messages go out in the same instant, so one deadline is each message's own deadline. Each
+        PUBACK is counted by one callback, and the last one ends the wait (asyncio.wait added a
+        callback and a loop turn a message: at 500 readings/s, a message is a reading).
         """
         cfg = self.config
+        counters = self.counters
         results: list[object] = [None] * len(messages)
-        waiting: dict[asyncio.Future[PubAckCode], int] = {}  # future -> position
+        waiting: dict[asyncio.Future[int], int] = {}  # future -> position
+        all_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        left = 0
+
+        def arrived(size: int, fut: asyncio.Future[int]) -> None:
+            # counted as PUBACKs arrive, so metrics move during a long batch
+            nonlocal left
+            if not fut.cancelled() and fut.exception() is None:
+                counters.published += 1
+                if fut.result() < 0x80:
+                    counters.acked += 1
+                    counters.bytes += size
+            left -= 1
+            if left == 0 and not all_in.done():
+                all_in.set_result(None)
+
+        timer = None
         try:
             with session.corked():  # the window's publishes in one write, not a system call each
                 for k, message in enumerate(messages):
@@ -606,16 +621,21 @@ class MqttUplink(Lifecycle):
                     except ConnectionError as exc:
                         results[k] = exc
                         continue
-                    fut.add_done_callback(functools.partial(self._count, len(message.payload)))
+                    left += 1
+                    fut.add_done_callback(functools.partial(arrived, len(message.payload)))
                     waiting[fut] = k
-            if waiting:
-                await asyncio.wait(waiting, timeout=cfg.ack_timeout_s)
+            if left:
+                timer = asyncio.get_running_loop().call_later(cfg.ack_timeout_s, _set_done, all_in)
+                await all_in
         finally:
+            if timer is not None:
+                timer.cancel()
             for fut, k in waiting.items():
                 if fut.cancelled():
                     results[k] = asyncio.CancelledError()
                 elif fut.done():
-                    results[k] = fut.exception() if fut.exception() is not None else fut.result()
+                    error = fut.exception()
+                    results[k] = error if error is not None else PubAckCode(fut.result())
                 else:
                     fut.cancel()
                     results[k] = TimeoutError()
