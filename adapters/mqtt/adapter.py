@@ -173,7 +173,7 @@ class MqttAdapter:
             # another (the broker redelivers those, and their readings are then stored twice:
             # at-least-once). Their commits go on and settle slots that are no longer listed.
             self._slots.clear()
-            client = MqttClient(settings, on_publish=self._on_publish)
+            client = MqttClient(settings, on_publish=self._on_publish, on_handed_out=self._flush)
             # set before connect(): PUBLISHes the broker sends right behind CONNACK are handed out at once
             self._client = client
             try:
@@ -279,11 +279,9 @@ class MqttAdapter:
             self._seal_if_blocked()
             return
         # The messages of one socket read arrive in one go: their readings go to the buffer as one
-        # burst, emitted once the read is handled (one call and one commit future instead of one each).
-        burst = self._burst
-        if not burst:
-            asyncio.get_running_loop().call_soon(self._flush)
-        burst.extend((slot, reading) for reading in readings)
+        # burst, emitted once the client has handed the read out (one call and one commit future
+        # instead of one each; the client calls _flush then, without a loop turn of its own).
+        self._burst.extend((slot, reading) for reading in readings)
 
     def _flush(self) -> None:
         burst, self._burst = self._burst, []

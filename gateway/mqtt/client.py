@@ -16,7 +16,8 @@ Subscriber mode (the southbound adapter, which acknowledges a message only once 
 disk): give `on_publish` instead of `on_message`. It gets the codec's `Publish` tuple as read (raw
 topic bytes, packet id; nothing else is built per message) and the client does not acknowledge it;
 the user calls `ack(packet_ids)` in the order the messages came (MQTT requires it), several in one
-write. Its flow control is `pause_reading()`: no further packet is handed out (those already read
+write. `on_handed_out`, if given, is called once the packets of one socket read (or of a resume)
+were handed out, so the user can deal with them as one burst. Its flow control is `pause_reading()`: no further packet is handed out (those already read
 wait in the reader) and the socket is not read, so TCP holds the broker back, whatever its Receive
 Maximum handling; `resume_reading()` hands out what waited. While reading is paused the keepalive
 still pings but does not count the broker's silence: its PINGRESP waits unread behind the paused
@@ -160,6 +161,7 @@ class MqttClient:
         *,
         on_message: OnMessage | None = None,
         on_publish: OnPublish | None = None,
+        on_handed_out: Callable[[], None] | None = None,
         log: DebugLog | None = None,
     ) -> None:
         if on_message is not None and on_publish is not None:
@@ -167,6 +169,7 @@ class MqttClient:
         self.settings = settings
         self.on_message = on_message
         self._on_publish = on_publish
+        self._on_handed_out = on_handed_out
         self._log = log
         # the subscriber mode's hot path skips v5 properties: its user reads topic and payload only
         self._reader = PacketReader(v5=settings.v5, keep_properties=on_publish is None)
@@ -412,17 +415,21 @@ class MqttClient:
         """Hands out the packets read so far, until the reader is empty, reading is paused or the
         connection is gone (then nothing more is handed out: its packet ids are dead)."""
         reader, on_publish, lost = self._reader, self._on_publish, self.lost
+        handed_out = False
         try:
             while not self._paused and not lost.done():
                 packet = reader.next()
                 if packet is None:
-                    return
+                    break
                 if on_publish is not None and type(packet) is Publish:
                     on_publish(packet)
+                    handed_out = True
                 else:
                     self._handle(packet)
         except MqttWireError as exc:
             self._abort(str(exc))
+        if handed_out and self._on_handed_out is not None:
+            self._on_handed_out()
 
     def _handle(self, packet: Packet) -> None:
         if isinstance(packet, Publish):

@@ -230,18 +230,26 @@ async def test_pause_reading_holds_the_rest_back_until_resumed(mosquitto: Mosqui
         if len(got) == 2:
             sub.pause_reading()  # from the callback: the packets behind this one in the same read wait
 
-    sub = MqttClient(settings(mosquitto, "t-pause", clean_start=True), on_publish=on_publish)
+    bursts: list[int] = []  # how many messages had been handed out at each on_handed_out
+    sub = MqttClient(
+        settings(mosquitto, "t-pause", clean_start=True),
+        on_publish=on_publish,
+        on_handed_out=lambda: bursts.append(len(got)),
+    )
     async with sub:
         await sub.subscribe(["t/pause/#"])
         await publish_each(mosquitto, "t-pause-pub", "t/pause/x", [str(i).encode() for i in range(6)])
         await until(lambda: len(got) == 2, "the first two")
         await asyncio.sleep(0.3)  # the other four reach the socket meanwhile, and are not handed out
         assert (len(got), sub.reading_paused) == (2, True)
+        assert bursts[-1] == 2  # told once the read's handing out stopped, pause or not
         sub.resume_reading()
         await until(lambda: len(got) == 6, "the other four")
         assert not sub.reading_paused
+        assert bursts[-1] == 6  # the resume's hand-out, told once at its end
         sub.ack([m.packet_id for m in got])
     assert [m.payload for m in got] == [str(i).encode() for i in range(6)]
+    assert bursts == sorted(set(bursts))  # once per hand-out that gave something, never for nothing
 
 
 async def test_keepalive_pings_while_paused_and_counts_silence_from_the_resume() -> None:
