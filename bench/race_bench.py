@@ -208,7 +208,7 @@ def device_written(name: str | None) -> int:
     return 0
 
 
-def gateway_toml(data_dir: Path, src: int, dst: int, buffer: str = "") -> str:
+def gateway_toml(data_dir: Path, src: int, dst: int, buffer: str = "", uplink: str = "") -> str:
     return f"""
 [gateway]
 id = "race-gw"
@@ -260,6 +260,7 @@ client_id = "race-gw-out"
 format = "iota-json"
 apikey = "race"
 max_inflight = 1000
+{uplink}
 """
 
 
@@ -268,6 +269,7 @@ class Rig:
     work: Path
     cpus: str | None
     buffer: str = ""
+    uplink: str = ""
     src: MosquittoBroker = field(init=False)
     dst: MosquittoBroker = field(init=False)
     gw: subprocess.Popen[bytes] | None = None
@@ -286,7 +288,7 @@ class Rig:
         self.data = self.work / "data"
         self.data.mkdir()
         self.config = self.work / "gateway.toml"
-        self.config.write_text(gateway_toml(self.data, self.src.port, self.dst.port, self.buffer))
+        self.config.write_text(gateway_toml(self.data, self.src.port, self.dst.port, self.buffer, self.uplink))
         self.counter_out = self.work / "counter.json"
         self.device = block_device(self.data)
 
@@ -445,7 +447,7 @@ def wait_for(cond: Any, timeout: float, step: float = 0.02) -> bool:
 @contextlib.contextmanager
 def rig(args: argparse.Namespace) -> Iterator[Rig]:
     work = Path(tempfile.mkdtemp(prefix="race-", dir=os.environ.get("RACE_TMP")))
-    r = Rig(work, args.cpus, "\n".join(args.buffer))
+    r = Rig(work, args.cpus, "\n".join(args.buffer), "\n".join(args.uplink))
     try:
         yield r
     finally:
@@ -673,6 +675,12 @@ def main() -> None:
     ap.add_argument("--outage-s", type=float, default=60.0)
     ap.add_argument("--cpus", default=None, help="pin the gateway with taskset -c CPUS")
     ap.add_argument("--buffer", action="append", default=[], help="a [buffer] line, e.g. commit_interval_ms = 20")
+    ap.add_argument(
+        "--uplink",
+        action="append",
+        default=[],
+        help="a line for the uplink, e.g. start_delay_max_s = 0 (the drain without a fleet's random start delay)",
+    )
     args = ap.parse_args()
     parts = set(args.only.split(","))
     with contextlib.suppress(OSError):
