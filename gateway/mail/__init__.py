@@ -6,10 +6,11 @@ marking permanent (5xx) failures failed with the server's reply. Adapters reach 
 `AdapterContext.mail` (None without a `[mail]` section); the web UI through the control ops
 `mail.status` and `mail.failures`.
 
-The queue and the sender are imported on first use, not with the package: the config layer imports
-`gateway.mail.config` for every gateway, and the sender's aiosmtplib (~12 MB resident) and the
-queue's cryptography (~8 MB) must not load in a gateway without a `[mail]` section (issue 18:
-≤ 70 MB while draining; tests/test_lazy_imports.py).
+Only the config is imported with the package; the message, the queue and the sender on first use:
+the config layer imports `gateway.mail.config` for every gateway, and the sender's aiosmtplib
+(~12 MB resident), the queue's cryptography (~8 MB) and the message's email modules (~1 MB) must
+not load in a gateway without a `[mail]` section (issue 18: ≤ 70 MB while draining;
+tests/test_lazy_imports.py).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from gateway.mail.config import MailConfig, MailSecurity
-from gateway.mail.message import Mail, build_message
 
 if TYPE_CHECKING:
+    from gateway.mail.message import Mail, build_message
     from gateway.mail.queue import MailFailure, MailQueue, MailState, MailStatus
     from gateway.mail.sender import MailSender
 
 _LAZY = {
+    "Mail": "gateway.mail.message",
+    "build_message": "gateway.mail.message",
     "MailFailure": "gateway.mail.queue",
     "MailQueue": "gateway.mail.queue",
     "MailState": "gateway.mail.queue",
