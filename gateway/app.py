@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,8 +29,6 @@ from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery import DeliveryLoop, UplinkState
 from gateway.errors import ConfigError, ReadingError
-from gateway.fleet.service import FleetService
-from gateway.mail import MailQueue, MailSender
 from gateway.ngsi.check import check_reading
 from gateway.processing.api import ProcessorContext
 from gateway.processing.registry import build_stage
@@ -39,6 +37,13 @@ from gateway.records import Command, CommandResult, Reading, utc_now
 from gateway.secrets import SecretStore
 from gateway.supervisor import Supervisor
 from gateway.uplinks.api import CommandSource
+
+if TYPE_CHECKING:
+    # Imported in Gateway.start() only when configured: the fleet service brings aiohttp and
+    # prometheus_client, the mail sender aiosmtplib, ~35 MB resident together, which a gateway without
+    # [fleet] or [mail] must not carry (issue 18: ≤ 70 MB while draining; tests/test_lazy_imports.py).
+    from gateway.fleet.service import FleetService
+    from gateway.mail import MailQueue, MailSender
 
 log = logging.getLogger(__name__)
 
@@ -251,12 +256,16 @@ class Gateway:
             self.loops.append(loop)
             self._loop_tasks.append(asyncio.create_task(loop.run(), name=f"uplink:{ucfg.name}"))
         if cfg.mail is not None:  # before the adapters: they get the queue in their context
+            from gateway.mail import MailQueue, MailSender  # only when configured: see the imports above
+
             self.mail_queue = await MailQueue.open(data_dir)
             self.mail_sender = MailSender(cfg.mail, self.mail_queue, data_dir)
             self.mail_sender.start()
             self.context = replace(self.context, mail=self.mail_queue)
         safe_mode = False
         if cfg.fleet is not None:  # before the adapters: a crash-looping gateway starts none (safe mode)
+            from gateway.fleet.service import FleetService  # only when configured: see the imports above
+
             self.fleet = FleetService(
                 self, cfg.fleet, self._emit_many, target=self.control_target, clock=self.fleet_clock or time.time
             )

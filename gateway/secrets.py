@@ -14,13 +14,17 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from cryptography.fernet import Fernet, InvalidToken
 from pydantic import AfterValidator
 
 from gateway import redact
 from gateway.errors import ConfigError, GatewayError
+
+if TYPE_CHECKING:
+    # imported in SecretStore._fernet, the one place a store is opened: cryptography's bindings are
+    # ~8 MB resident, and the config layer imports this module for every gateway (issue 18)
+    from cryptography.fernet import Fernet
 
 _log = logging.getLogger("gateway.secrets")
 
@@ -117,6 +121,8 @@ class SecretStore:
         self.key_path = self.directory / KEY_FILE
 
     def _fernet(self, create: bool) -> Fernet:
+        from cryptography.fernet import Fernet  # here, not at the top: see the imports
+
         if not self.key_path.exists():
             if not create:
                 raise ConfigError([f"no secret store key at {self.key_path}; run `edgegw secret set <name>` first"])
@@ -127,6 +133,8 @@ class SecretStore:
         return Fernet(self.key_path.read_bytes().strip())
 
     def _load(self, fernet: Fernet) -> dict[str, str]:
+        from cryptography.fernet import InvalidToken  # loaded already by _fernet
+
         if not self.store_path.exists():
             return {}
         try:

@@ -84,6 +84,8 @@ class AlarmsConfig(Section):
     @field_validator("recipients")
     @classmethod
     def _addresses(cls, v: dict[Severity, tuple[str, ...]]) -> dict[Severity, tuple[str, ...]]:
+        if not v:
+            return v  # the class's own default instance is built at import: mail's modules load only with addresses
         from gateway.mail.message import MailError, check_address
 
         for severity, addresses in v.items():

@@ -2,6 +2,11 @@
 
 Every foreign exception (aiohttp, ssl, OS, timeouts) leaving `post` becomes an `UplinkTransient`,
 so the uplinks see either an HTTP status or a transient failure, never a library error.
+
+aiohttp (~20 MB resident) is imported when a session is made, not with this module: the `mqtt`
+uplink's config imports the header and session types for its optional `[uplinks.confirm]` table,
+and a gateway that speaks no HTTP must not carry it (issue 18: ≤ 70 MB while draining).
+`_describe` and `send` only ever run on a session's failures, when it is loaded already.
 """
 
 from __future__ import annotations
@@ -12,14 +17,16 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import aiohttp
 from pydantic import AfterValidator
 
 from gateway import secrets
 from gateway.errors import UplinkTransient
 from gateway.tls import TlsSection, client_context
+
+if TYPE_CHECKING:
+    import aiohttp
 
 # Headers the uplinks set themselves; a `headers` table may not override them.
 RESERVED_HEADERS = frozenset(
@@ -64,6 +71,8 @@ def resolve_headers(headers: Mapping[str, str], data_dir: str | Path) -> dict[st
 
 def make_session(*, tls: TlsSection, timeout_s: float, where: str) -> aiohttp.ClientSession:
     """One pooled session per uplink; call from inside the running loop (start())."""
+    import aiohttp  # here, not at the top: see the module docstring
+
     connector = aiohttp.TCPConnector(ssl=client_context(tls, where), limit=4, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
     # No cookies: a platform's load balancer cookies must not pin or leak state between uplinks.
@@ -80,6 +89,8 @@ class HttpResponse:
 
 
 def _describe(exc: BaseException, url: str) -> str:
+    import aiohttp  # loaded already: the failure came from a session
+
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return "no answer within the timeout"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -112,6 +123,8 @@ async def send(
     where: str,
 ) -> HttpResponse:
     """Any method (kintone also wants GET and PUT); the same translation of transport failures as `post`."""
+    import aiohttp  # loaded already with the session: a dictionary lookup
+
     try:
         async with session.request(method, url, data=body, headers=dict(headers)) as resp:
             data = await resp.read()

@@ -13,9 +13,9 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote_plus, urlencode
 
-import aiohttp
 import orjson
 
 from gateway import redact
@@ -23,6 +23,9 @@ from gateway.configbase import Field, HttpUrl, Section
 from gateway.errors import UplinkTransient
 from gateway.secrets import SecretRef
 from gateway.uplinks.http.client import post
+
+if TYPE_CHECKING:
+    import aiohttp  # the session comes from client.make_session, which imports it (see there why not here)
 
 Clock = Callable[[], float]
 

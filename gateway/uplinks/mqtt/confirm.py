@@ -26,9 +26,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import aiohttp
 import orjson
 from pydantic import AfterValidator, field_validator, model_validator
 
@@ -46,6 +45,9 @@ from gateway.uplinks.http.client import (
     resolve_headers,
 )
 from gateway.uplinks.http.oauth2 import OAuth2Config, TokenHeader, TokenSource
+
+if TYPE_CHECKING:
+    import aiohttp  # make_session imports it: an mqtt uplink without confirm never loads it
 
 __all__ = ["ENTITY_ID_FIELDS", "QUERY_PAGE", "ConfirmConfig", "Confirmation", "OrionConfirmer"]
 
