@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
@@ -158,7 +159,7 @@ async def test_a_new_file_gets_small_pages_an_old_one_keeps_its_own(tmp_path: Pa
     assert (PAGE_SIZE, WAL_BYTES) == (1024, 16 * 1024 * 1024)
 
 
-def _rows(db: Path) -> list[tuple[object, ...]]:
+def _rows(db: Path) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(db)
     try:
         return conn.execute("SELECT * FROM outbox ORDER BY seq").fetchall()
