@@ -80,8 +80,10 @@ def _bump_sql(n: int) -> str:
     )
 
 
+# entity_id and observed_us too: a row's body leaves them to its columns (records.encode_row)
 _READ = (
-    "SELECT seq, body FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) ORDER BY seq LIMIT ?"
+    "SELECT seq, body, entity_id, observed_us FROM outbox WHERE lane = ? AND seq > ? "
+    "AND (target IS NULL OR target = ?) ORDER BY seq LIMIT ?"
 )
 _TIGHT = 0.9  # from this share of a cap on, acknowledgements are written at once
 _NO_CURSOR = [-1] * _LANES  # an uplink without a cursor in the file: every lane differs
@@ -694,8 +696,8 @@ class Store:
             elif from_file:
                 out.extend(
                     [
-                        decode_reading(body, seq)
-                        for seq, body in self.conn.execute(_READ, (lane, pos, uplink, left))
+                        decode_reading(body, seq, entity_id, observed_us)
+                        for seq, body, entity_id, observed_us in self.conn.execute(_READ, (lane, pos, uplink, left))
                         if seq < bound
                     ]
                 )
