@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -103,7 +105,6 @@ _CLEAR_KEEP = 0.5
 _CLEAR_MAX = 4096
 _OUTBOX_COLUMNS = "seq, lane, entity_id, observed_us, appended_ms, size, body, target"
 _ROWS_PAST = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?"
-_REINSERT = f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _HAS_SEQ = "SELECT seq FROM outbox WHERE lane = ? AND seq > ? AND (target IS NULL OR target = ?) ORDER BY seq LIMIT 1"
 # Readings kept in memory after their commit (see tail.py): an uplink that keeps up reads a batch or
 # two (1,000 rows each by default) behind the newest commit, so a few thousand rows serve it. The
@@ -879,17 +880,28 @@ class Store:
             # frees the pages without touching them, so when few rows remain they are taken
             # out, the table cleared, and put back with their own seqs, in the same transaction.
             self.conn.execute("DELETE FROM outbox")
-            if kept:
-                self.conn.executemany(_REINSERT, kept)
+            self._put_back(kept)
         else:
             for lane, _, _ in gone:
                 self.conn.execute("DELETE FROM outbox WHERE lane = ? AND seq <= ?", (lane, uptos[lane]))
         ch.released.extend(gone)
 
-    def _rows_past(self, uptos: Sequence[int], deleted: int) -> list[tuple[object, ...]] | None:
+    def _put_back(self, kept: list[tuple[Any, ...]]) -> None:
+        """Insert rows (seq first, then a Row) in seq order, each run of consecutive seqs as multi-row INSERTs:
+        appended at the table's end they fill its pages as the appends did (see _insert_rows_at)."""
+        kept.sort(key=itemgetter(0))
+        at = 0
+        while at < len(kept):
+            end = at + 1
+            while end < len(kept) and kept[end][0] == kept[end - 1][0] + 1:
+                end += 1
+            _insert_rows_at(self.conn, kept[at][0], [row[1:] for row in kept[at:end]], self._block)
+            at = end
+
+    def _rows_past(self, uptos: Sequence[int], deleted: int) -> list[tuple[Any, ...]] | None:
         """Every row past `uptos` (per lane) when they are fewer than _CLEAR_KEEP a deleted row, else None."""
         most = min(int(deleted * _CLEAR_KEEP), _CLEAR_MAX)
-        kept: list[tuple[object, ...]] = []
+        kept: list[tuple[Any, ...]] = []
         for lane in range(_LANES):
             kept.extend(self.conn.execute(_ROWS_PAST, (lane, uptos[lane], most - len(kept) + 1)))
             if len(kept) > most:
