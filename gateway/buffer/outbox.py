@@ -46,7 +46,7 @@ from gateway.buffer.stats import BufferStats, DeadLetter
 from gateway.buffer.store import TAIL_ROWS, Row, Store, lane_name
 from gateway.errors import BufferError, BufferFull
 from gateway.logs import component_logger
-from gateway.records import Lane, Reading, encode_reading, to_epoch_us
+from gateway.records import Lane, Reading, encode_row, to_epoch_us
 from gateway.uplinks.api import DELIVERED, Outcome
 
 _LANES = len(Lane)  # per-lane lists are indexed by Lane's values, 0..len(Lane)-1
@@ -239,7 +239,7 @@ class Outbox:
         # per-call lists and loops: at 50,000 readings/s those were ~3 µs a reading (measured).
         if self._closed:
             raise BufferError("buffer: closed, got an append of 1 readings", path=str(self._path))
-        body = encode_reading(reading)
+        body = encode_row(reading)
         lane = int(reading.lane)
         size = len(body)
         try:
@@ -328,7 +328,7 @@ class Outbox:
         lane_bytes = [0] * _LANES
         readings = list(readings)
         for r in readings:
-            body = encode_reading(r)
+            body = encode_row(r)
             lane = int(r.lane)
             rows.append((lane, r.entity_id, to_epoch_us(r.observed_at), now_ms, len(body), body, None))
             lane_rows[lane] += 1

@@ -241,12 +241,15 @@ def _rows_by_key(ro: sqlite3.Connection, table: _Table, keys: _Keys, tally: _Tal
 # --- what a kept row must look like ------------------------------------------------------------------
 
 
-def _decoded(body: object, seq: int, entity_id: object, lane: object) -> Reading | None:
-    """The reading in `body` if it is the one its row's columns say it is."""
-    if type(body) is not bytes:
+def _decoded(body: object, seq: int, entity_id: object, lane: object, observed_us: int | None = None) -> Reading | None:
+    """The reading in `body` if it is the one its row's columns say it is.
+
+    With `observed_us` (an outbox row, whose body may leave the entity id and the time to its
+    columns: records.encode_row) the columns fill them in; a dead letter's body holds them itself."""
+    if type(body) is not bytes or type(entity_id) is not str:
         return None
     try:
-        reading = decode_reading(body, seq)
+        reading = decode_reading(body, seq, None if observed_us is None else entity_id, observed_us)
     except _UNDECODABLE:
         return None
     return reading if reading.entity_id == entity_id and int(reading.lane) == lane else None
@@ -265,7 +268,7 @@ def _valid_row(row: tuple[Any, ...]) -> bool:
         and (target is None or type(target) is str)
     ):
         return False
-    reading = _decoded(body, seq, entity_id, lane)
+    reading = _decoded(body, seq, entity_id, lane, observed_us)
     return reading is not None and to_epoch_us(reading.observed_at) == observed_us
 
 

@@ -98,9 +98,19 @@ def _compact_bodies(conn: sqlite3.Connection) -> None:
     """
 
 
+def _bodies_without_columns(conn: sqlite3.Connection) -> None:
+    """Version 3: new outbox rows' bodies leave the entity id and the observed time to their columns
+    (records.encode_row); nothing to rewrite.
+
+    Rows already stored keep the whole form, which decode_reading reads as before (so do dead
+    letters, which have no observed time column). An edgegw of version 2 would fail on the first
+    read of such a body (no "i"), so it must refuse the file as written by a newer edgegw.
+    """
+
+
 # gateway.storage.schema: MIGRATIONS[i] takes a file from version i to i + 1. Version 0 files of the
 # first release already hold these tables (the DDL is idempotent), so the first step is the DDL itself.
-MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (_DDL, _compact_bodies)
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (_DDL, _compact_bodies, _bodies_without_columns)
 SCHEMA_VERSION = len(MIGRATIONS)
 _SCHEMA_NAMES = frozenset(
     {

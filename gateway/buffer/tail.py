@@ -16,7 +16,7 @@ outbox.py), and a failed COMMIT resets the tail past them. The Store keeps the i
 - every DELETE of a lane's oldest rows (acknowledged, cap drops, age drops) calls `discard`;
 - anything else that writes rows (re-queued dead letters, another process) calls `reset`.
 Only readings whose stored form decodes to an equal Reading are kept (JSON values: scalars, lists,
-dicts with text keys; no metadata, UTC time): `decode_reading(encode_reading(r))` then equals what is
+dicts with text keys; no metadata, UTC time): decoding the stored row (records.encode_row) then equals what is
 served from here.
 A lane whose reading is not plain is reset, so the order of what is served stays the table's order.
 

@@ -56,7 +56,7 @@ async def test_alerts_are_never_dropped_the_buffer_refuses_instead(
             with pytest.raises(BufferFull) as err:
                 box.append(reading(1, "x", lane))
         assert str(err.value) == (
-            "buffer: full, got 1000 rows / 72890 bytes against max_rows = 1000, max_bytes = 2147483648 and nothing "
+            "buffer: full, got 1000 rows / 43890 bytes against max_rows = 1000, max_bytes = 2147483648 and nothing "
             'left to drop (the rest are alert rows, which drop_alert = "never" keeps); check that the uplinks deliver '
             "(edgegw buffer stats), or raise [buffer] max_rows / max_bytes"
         )

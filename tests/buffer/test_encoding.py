@@ -29,6 +29,7 @@ from gateway.records import (
     TimeSource,
     decode_reading,
     encode_reading,
+    encode_row,
     to_epoch_us,
 )
 from gateway.uplinks.api import DELIVERED
@@ -110,6 +111,38 @@ def test_the_race_workloads_reading_is_185_bytes_instead_of_250() -> None:
         b'"controlledProperty":[["level"],"StructuredValue"]},"o":1777604400000000,"s":"race"}'
     )
     assert (len(encode_reading(r)), len(encode_previous(r))) == (185, 250)
+    # a row of the outbox leaves the entity id and the time to its columns: 4 rows to a 1 KiB page, not 3
+    assert encode_row(r) == (
+        b'{"t":"Device","a":{"dev":"d000","seq":0,"t":1796390396.123,"level":0.5,'
+        b'"controlledProperty":[["level"],"StructuredValue"]},"s":"race"}'
+    )
+    assert len(encode_row(r)) == 134
+
+
+@settings(max_examples=300)
+@given(readings, st.integers(1, 2**62))
+def test_a_row_body_with_its_columns_decodes_to_what_the_whole_form_and_the_previous_one_give(
+    r: Reading, seq: int
+) -> None:
+    """encode_row against the encoders before it: with the row's entity id and time columns, its body
+    decodes to the same Reading; it is the whole form less "i" and "o" (nothing else changes)."""
+    row = encode_row(r)
+    columns = (r.entity_id, to_epoch_us(r.observed_at))
+    assert decode_reading(row, seq, *columns) == decode_reading(encode_reading(r), seq)
+    assert decode_reading(row, seq, *columns) == decode_reading(encode_previous(r), seq)
+    whole = orjson.loads(encode_reading(r))
+    assert (whole.pop("i"), whole.pop("o")) == columns
+    assert orjson.loads(row) == whole
+    # a body of a form written before holds them itself: the columns do not override it
+    assert decode_reading(encode_reading(r), seq, "other", 0) == decode_reading(encode_reading(r), seq)
+
+
+def test_a_row_body_without_its_columns_is_refused() -> None:
+    body = encode_row(reading(1))
+    with pytest.raises(KeyError):
+        decode_reading(body, 1)
+    with pytest.raises(KeyError):
+        decode_reading(body, 1, "e1")
 
 
 def test_values_other_than_the_defaults_are_spelled_out() -> None:
@@ -159,8 +192,10 @@ async def test_a_version_1_file_of_long_rows_is_migrated_and_delivers_them_and_n
     await box.close()
     # what the previous release would have written: the same rows, spelled in full
     with sqlite3.connect(tmp_path / "b.db") as db:
-        for seq, body in db.execute("SELECT seq, body FROM outbox").fetchall():
-            old = encode_previous(decode_reading(body))
+        for seq, body, entity_id, observed_us in db.execute(
+            "SELECT seq, body, entity_id, observed_us FROM outbox"
+        ).fetchall():
+            old = encode_previous(decode_reading(body, None, entity_id, observed_us))
             db.execute("UPDATE outbox SET body = ?, size = ? WHERE seq = ?", (old, len(old), seq))
         db.execute("PRAGMA user_version = 1")
     box = await Outbox.open(tmp_path / "b.db", cfg, ["orion"])
@@ -172,4 +207,4 @@ async def test_a_version_1_file_of_long_rows_is_migrated_and_delivers_them_and_n
     assert await box.read("orion", 100) == []
     await box.close()
     with sqlite3.connect(tmp_path / "b.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3

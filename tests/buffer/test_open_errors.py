@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.buffer.schema import SCHEMA_VERSION
+
 ROOT = Path(__file__).resolve().parents[2]
 FIX = "set gateway.data_dir to a directory the gateway's user can create or write, e.g. /var/lib/edgegw"
 
@@ -141,7 +143,8 @@ def test_a_buffer_written_by_a_newer_gateway_is_left_alone(tmp_path: Path) -> No
     assert (run.returncode, run.stderr) == (
         2,
         (
-            f"buffer: cannot open {data}/buffer.db, got schema version 7 written by a newer edgegw (this one knows 2); "
+            f"buffer: cannot open {data}/buffer.db, got schema version 7 written by a newer edgegw "
+            f"(this one knows {SCHEMA_VERSION}); "
             "run that version, or move the file away to start an empty buffer\n"
         ),
     )

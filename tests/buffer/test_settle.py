@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
@@ -156,3 +157,59 @@ async def test_a_new_file_gets_small_pages_an_old_one_keeps_its_own(tmp_path: Pa
         conn.close()
     assert sizes == [PAGE_SIZE, 4096]
     assert (PAGE_SIZE, WAL_BYTES) == (1024, 16 * 1024 * 1024)
+
+
+def _rows(db: Path) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT * FROM outbox ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+
+
+def _wal_frames(db: Path) -> int:
+    return (db.with_name(db.name + "-wal").stat().st_size - 32) // (24 + PAGE_SIZE)
+
+
+async def test_a_settle_that_leaves_few_rows_clears_the_table_and_puts_them_back_unchanged(tmp_path: Path) -> None:
+    """Many delivered, a few pending in each lane (one re-queued for this uplink alone): the pending
+    rows keep their seqs, bodies and targets, the delivered are gone, and the settle wrote a small
+    share of the pages the delivered rows took (one by one, the deletes rewrote about half of them)."""
+    db, clock = tmp_path / "b.db", Clock()
+    box = await Outbox.open(db, CFG, ["orion", "other"], clock=clock)
+    await box.append_many([reading(i, "a", Lane.ALERT, pad=150) for i in range(300)])
+    await box.append_many([reading(1000 + i, pad=150) for i in range(600)])
+    await box.append_many([reading(2000 + i, "b", Lane.BULK, pad=150) for i in range(10)])
+    batch = await box.read("other", 880)  # 300 alert, 580 normal
+    # a dead letter is written at once (orion's cursors still at 0: nothing deleted), then re-queued
+    await box.ack("other", batch, [DELIVERED] * 879 + [Outcome(Status.REJECTED, "400 bad")])
+    assert await box.retry_dead_letters("other") == 1  # the last normal row again, for "other" alone
+    await box.ack("orion", await box.read("orion", 880), [DELIVERED] * 880)  # held until the settle
+    before = _rows(db)
+    assert len(before) == 911
+    frames = _wal_frames(db)
+    clock.now += 1.0
+    await box.append(reading(3000))  # the settle rides on this commit
+    after = _rows(db)
+    assert [r for r in before if r[0] > 880] == after[:-1]  # 20 normal, 10 bulk, the re-queued one
+    assert [r[0] for r in after] == [*range(881, 911), 911, 912]
+    assert after[-2][7] == "other" and after[-1][7] is None
+    assert _wal_frames(db) - frames < 880 // 4 // 4  # the delivered rows took ~220 pages
+    assert ns(await box.read("orion", 100)) == [*range(1580, 1600), 3000, *range(2000, 2010)]
+    assert ns(await box.read("other", 100)) == [*range(1580, 1600), 1579, 3000, *range(2000, 2010)]
+    stats = await box.stats()
+    assert (stats.rows, stats.rows_per_lane) == (32, {"alert": 0, "normal": 22, "bulk": 10})
+    await box.close()
+
+
+async def test_a_settle_that_leaves_many_rows_deletes_the_delivered_ones_alone(tmp_path: Path) -> None:
+    db, clock = tmp_path / "b.db", Clock()
+    box = await Outbox.open(db, CFG, ["orion"], clock=clock)
+    await box.append_many([reading(i, pad=150) for i in range(300)])
+    await box.ack("orion", await box.read("orion", 100), [DELIVERED] * 100)
+    before = _rows(db)
+    clock.now += 1.0
+    await box.append(reading(300))
+    assert _rows(db)[:-1] == before[100:]
+    assert len(await box.read("orion", 1000)) == 201
+    await box.close()
