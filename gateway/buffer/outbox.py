@@ -59,8 +59,9 @@ _MAINTENANCE_S = 1.0  # how often the writer looks for other processes' writes (
 _AGE_CHECK_S = 60.0
 _ACK_RETRY_S = 1.0  # an acknowledgement that found the disk full is tried again after this long
 _ROOM_AGAIN = 256 * 1024  # room (free disk beyond what is kept, and free pages) that ends a disk-full episode
-# Uplinks waiting for rows are woken this long after the first append that finds them idle, not per
-# append: at 500 readings/s that is a batch of a few readings instead of a delivery per reading.
+# Uplinks waiting for rows are woken this long after the first append since the last wake-up, not per
+# append: at 500 readings/s that is a batch of a few readings instead of a delivery per reading. A
+# delivery loop that finds a few such rows right after a batch waits for it too (wake_pending/woken).
 _HANDED_OUT_WAKE_S = 0.010
 
 
