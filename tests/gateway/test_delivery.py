@@ -347,7 +347,7 @@ async def test_stop_soon_ends_an_idle_wait_at_once(tmp_path: Path) -> None:
     loop.stop_soon()
     await asyncio.wait_for(task, 5)
     assert time.monotonic() - t0 < 0.5
-    assert loop.state is UplinkState.STOPPED
+    assert loop.status().state is UplinkState.STOPPED
     await box.close()
 
 

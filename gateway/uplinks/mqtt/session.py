@@ -45,7 +45,9 @@ class Session:
         if not self._closing:
             self._on_lost(lost.result())
 
-    async def start_publish(self, topic: str, payload: bytes, *, retain: bool, properties: bytes) -> asyncio.Future[int]:
+    async def start_publish(
+        self, topic: str, payload: bytes, *, retain: bool, properties: bytes
+    ) -> asyncio.Future[int]:
         """Publish at QoS 1 now; the future of its PUBACK's reason code (`PubAckCode(code)` says what it
         means). ConnectionError if it cannot go out."""
         # the client's own future: another future chained to it cost a callback and a loop turn a message

@@ -81,6 +81,8 @@ _PERMANENT_CODES = {0x90, 0x95, 0x99}  # topic name invalid, packet too large, p
 def _set_done(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
 # CONNACK reason codes (the codec gives an MQTT 3.1.1 return code as the MQTT 5 code that means the same)
 # and a PUBACK's "not authorized": the broker refuses this gateway's settings (protocol, client id,
 # credentials, ACL). Nothing gets through until someone fixes them, so the uplink says `refused`, at
