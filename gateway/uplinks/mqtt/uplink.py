@@ -605,7 +605,7 @@ class MqttUplink(Lifecycle):
             nonlocal left
             if not fut.cancelled() and fut.exception() is None:
                 counters.published += 1
-                if fut.result() < 0x80:
+                if fut.result() < 0x80:  # PubAckCode.is_failure, without an object a message
                     counters.acked += 1
                     counters.bytes += size
             left -= 1
