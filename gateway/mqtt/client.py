@@ -20,8 +20,9 @@ write. `on_handed_out`, if given, is called once the packets of one socket read 
 were handed out, so the user can deal with them as one burst. Its flow control is
 `pause_reading()`: no further packet is handed out (those already read wait in the reader) and the
 socket is not read, so TCP holds the broker back, whatever its Receive Maximum handling;
-`resume_reading()` hands out what waited. While reading is paused the keepalive still pings but does not count the broker's silence: its PINGRESP waits unread behind the paused
-reads, and a slow buffer is not a dead broker. The silence clock restarts on resume.
+`resume_reading()` hands out what waited. While reading is paused the keepalive still pings but
+does not count the broker's silence: its PINGRESP waits unread behind the paused reads, and a slow
+buffer is not a dead broker. The silence clock restarts on resume.
 
 Why its own client: aiomqtt's publish() does not return the v5 PUBACK reason code, and reading it
 meant reaching into its private paho client; the southbound adapter's own transport already
