@@ -21,7 +21,8 @@ class UplinkConfig(NamedSection):
         default=20,
         ge=0,
         le=1000,
-        description="under load (a batch of at least 1/16 of batch_max_rows), wait this long for it to fill",
+        description="under load (a batch of at least 1/16 of batch_max_rows), wait this long for it to fill; "
+        "0 also sends the few rows that came in during a batch at once, without waiting (<= 10 ms) for more",
     )
     retry_initial_s: float = Field(default=1.0, gt=0, le=600)
     retry_max_s: float = Field(default=60.0, gt=0, le=3600)

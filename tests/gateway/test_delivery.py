@@ -311,10 +311,17 @@ class RecordingUplink(ScriptedUplink):
         return await super().deliver(batch)
 
 
-async def test_rows_that_came_during_a_delivery_wait_for_their_wake_up_and_go_as_one_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("linger_ms", "batches"),
+    [(20, [[0], [1, 2, 3, 4]]), (0, [[0], [1, 2, 3], [4]])],
+    ids=["waits-for-the-wake-up", "linger-0-sends-at-once"],
+)
+async def test_rows_that_came_during_a_delivery_wait_for_their_wake_up_and_go_as_one_batch(
+    tmp_path: Path, linger_ms: int, batches: list[list[int]]
+) -> None:
     # At 500 readings/s a reading or two comes in while a batch is out; sent at once, every other batch
     # was one of those. They wait for the wake-up the buffer has scheduled for them (10 ms after the
-    # first), and what comes meanwhile goes along.
+    # first), and what comes meanwhile goes along; batch_linger_ms = 0 says never to wait.
     box = await open_box(tmp_path)
     loop_ = asyncio.get_running_loop()
 
@@ -325,12 +332,18 @@ async def test_rows_that_came_during_a_delivery_wait_for_their_wake_up_and_go_as
 
     uplink = RecordingUplink(meanwhile)
     config = OrionConfig.model_validate(
-        {"name": "orion", "type": "orion", "url": "http://127.0.0.1:9", "start_delay_max_s": 0}
+        {
+            "name": "orion",
+            "type": "orion",
+            "url": "http://127.0.0.1:9",
+            "start_delay_max_s": 0,
+            "batch_linger_ms": linger_ms,
+        }
     )
     loop = DeliveryLoop(uplink, config, box)  # type: ignore[arg-type]
     await box.append(reading(0))
     await run_until(loop, lambda: loop.delivered == 5)
-    assert uplink.batches == [[0], [1, 2, 3, 4]]  # not [[0], [1, 2, 3], [4]]
+    assert uplink.batches == batches
     await box.close()
 
 
