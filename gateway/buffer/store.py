@@ -158,6 +158,15 @@ class _Changes:
     saved: Counter[str] = field(default_factory=Counter)  # lazy counts of earlier transactions written by this one
     after: list[Callable[[], None]] = field(default_factory=list)
 
+    def appended(self, n: int, per_lane_rows: Sequence[int], per_lane_bytes: Sequence[int]) -> None:
+        """The `n` rows this transaction inserts: the lanes' totals, and the counts written with the next
+        settle (a counters page less per commit)."""
+        for lane in range(_LANES):
+            if per_lane_rows[lane]:
+                self.added.append((lane, per_lane_rows[lane], per_lane_bytes[lane]))
+        self.lazy["appended"] += n
+        self.lazy["commits"] += 1
+
 
 # Statements shared with the read-only BufferReader (reader.py): one copy of the SQL.
 _DEAD_WHERE = "WHERE (?1 IS NULL OR uplink = ?1) AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))"
@@ -527,12 +536,7 @@ class Store:
                 if readings is not None and len(readings) == len(rows)
                 else None
             )
-            for lane in range(_LANES):
-                if per_lane_rows[lane]:
-                    ch.added.append((lane, per_lane_rows[lane], per_lane_bytes[lane]))
-            # counted in memory now, written with the next settle: a counters page less per commit
-            ch.lazy["appended"] += len(rows)
-            ch.lazy["commits"] += 1
+            ch.appended(len(rows), per_lane_rows, per_lane_bytes)
 
             def remember() -> None:
                 if first != self._last_seq + 1:
@@ -560,11 +564,7 @@ class Store:
             _insert_rows_at(self.conn, first, rows, self._block)
             if self.reserved - self.next_seq < SEQ_RESERVE // 2:
                 self._reserve(max(self.next_seq, last + 1) - 1 + SEQ_RESERVE, ch)
-            for lane in range(_LANES):
-                if per_lane_rows[lane]:
-                    ch.added.append((lane, per_lane_rows[lane], per_lane_bytes[lane]))
-            ch.lazy["appended"] += len(rows)
-            ch.lazy["commits"] += 1
+            ch.appended(len(rows), per_lane_rows, per_lane_bytes)
 
             def remember() -> None:
                 self._last_seq = max(self._last_seq, last)
