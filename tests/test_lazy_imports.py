@@ -22,6 +22,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.race_bench import gateway_toml
 from gateway import cli
 from tests.support.mosquitto import MosquittoBroker
 
@@ -46,41 +47,6 @@ raise SystemExit(main(["run", "--config", sys.argv[2]]))
 """
 
 
-def _race_config(data_dir: Path, port: int) -> str:
-    return f"""
-[gateway]
-id = "lazy-gw"
-data_dir = "{data_dir}"
-log_level = "warning"
-log_format = "text"
-
-[[adapters]]
-name = "race"
-type = "mqtt"
-host = "127.0.0.1"
-port = {port}
-client_id = "lazy-gw-in"
-
-[[adapters.subscriptions]]
-topic = "lazy/+/up"
-entity_id = "urn:ngsi-ld:Device:{{topic[1]}}"
-entity_type = "Device"
-
-[[adapters.subscriptions.attributes]]
-path = "level"
-name = "level"
-
-[[uplinks]]
-name = "up"
-type = "mqtt"
-host = "127.0.0.1"
-port = {port}
-client_id = "lazy-gw-out"
-format = "iota-json"
-apikey = "lazy"
-"""
-
-
 def _wait(what: str, done: object, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not (done() if callable(done) else done):
@@ -90,13 +56,14 @@ def _wait(what: str, done: object, timeout_s: float = 20.0) -> None:
 
 def test_the_race_gateway_imports_none_of_the_unconfigured_features(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text(_race_config(tmp_path / "data", mosquitto.port))
+    # the race bench's own configuration, both of its brokers here one
+    config.write_text(gateway_toml(tmp_path / "data", mosquitto.port, mosquitto.port))
     modules = tmp_path / "modules.txt"
     delivered = threading.Event()
     watcher = paho.Client(CallbackAPIVersion.VERSION2, client_id="lazy-watcher")
-    watcher.on_message = lambda client, userdata, msg: delivered.set() if msg.topic.startswith("/lazy/") else None
+    watcher.on_message = lambda client, userdata, msg: delivered.set() if msg.topic.startswith("/race/") else None
     watcher.connect(mosquitto.host, mosquitto.port)
-    watcher.subscribe("/lazy/#", qos=1)
+    watcher.subscribe("/race/#", qos=1)
     watcher.loop_start()
     log = tmp_path / "gateway.log"
     with log.open("wb") as out:
@@ -117,7 +84,7 @@ def test_the_race_gateway_imports_none_of_the_unconfigured_features(tmp_path: Pa
         deadline = time.monotonic() + 20
         while not delivered.wait(0.2):  # again until the adapter has subscribed: the broker keeps no message for it
             assert time.monotonic() < deadline, "timed out waiting for the reading to go through"
-            publisher.publish("lazy/d1/up", b'{"level": 1.5}', qos=1)
+            publisher.publish("race/d1/up", b'{"dev": "d1", "seq": 1, "t": 1.0, "level": 1.5}', qos=1)
         publisher.loop_stop()
         publisher.disconnect()
         gw.send_signal(signal.SIGUSR1)
