@@ -22,6 +22,25 @@ from pathlib import Path
 from adapters.locker import codec
 
 
+def one_board_toml(port: str) -> str:
+    """The locker adapter's bus on `port` and one CU16 board at address 0 with compartments A-01..A-03:
+    the `[[adapters.buses]]` and `[[adapters.boards]]` tables of the gateway tests' configurations."""
+    return f"""[[adapters.buses]]
+name = "rs485"
+port = "{port}"
+timeout = 0.1
+gap = 0
+unlock_settle = 0
+
+[[adapters.boards]]
+name = "a"
+bus = "rs485"
+model = "cu16"
+address = 0
+compartments = {{ "A-01" = 1, "A-02" = 2, "A-03" = 3 }}
+"""
+
+
 def _sum(data: bytes) -> bytes:
     return data + bytes((sum(data) & 0xFF,))
 

@@ -26,7 +26,7 @@ from gateway.accounts.store import Role
 from gateway.control.client import ControlClient
 from gateway.records import Command
 from gateway.web.kiosk import build_kiosk_app
-from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty
+from tests.adapters.locker.board_sim import BoardSim, SimBoard, one_board_toml, pty_pair, serve_pty
 from tests.mail.smtp_server import SmtpServer
 from tests.support.orion_double import OrionDouble
 from tests.web.conftest import csrf_token
@@ -72,19 +72,7 @@ poll_interval = 0.02
 site = "駅前受取ロッカー"
 max_wrong = 3
 
-[[adapters.buses]]
-name = "rs485"
-port = "{port}"
-timeout = 0.1
-gap = 0
-unlock_settle = 0
-
-[[adapters.boards]]
-name = "a"
-bus = "rs485"
-model = "cu16"
-address = 0
-compartments = {{ "A-01" = 1, "A-02" = 2, "A-03" = 3 }}
+{one_board_toml(port)}
 
 [[processing]]
 type = "pseudonymize"

@@ -22,7 +22,7 @@ import aiomqtt
 import pytest
 
 from gateway.audit.log import AuditEntry, AuditLog
-from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty
+from tests.adapters.locker.board_sim import BoardSim, SimBoard, one_board_toml, pty_pair, serve_pty
 from tests.adapters.locker.test_gateway_flow import _locker_registered as _locker_registered
 from tests.iota_agent.conftest import wait_for
 from tests.support.iot_agent import JSON, SERVICE, SERVICE_PATH, StartAgent
@@ -56,19 +56,7 @@ name = "lockers"
 type = "locker"
 poll_interval = 0.02
 
-[[adapters.buses]]
-name = "rs485"
-port = "{port}"
-timeout = 0.1
-gap = 0
-unlock_settle = 0
-
-[[adapters.boards]]
-name = "a"
-bus = "rs485"
-model = "cu16"
-address = 0
-compartments = {{ "A-01" = 1, "A-02" = 2, "A-03" = 3 }}
+{one_board_toml(port)}
 
 [[uplinks]]
 name = "{UPLINK}"
