@@ -31,13 +31,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .installed import ENV, UNSHARE, run_script
+
 SUITE = "bookworm"
 # not python3 nor ca-certificates: the package's Depends must bring them (tzdata, adduser come with minbase)
 INCLUDE = ("systemd", "systemd-sysv", "dbus", "iproute2", "procps")
 CACHE = Path(os.environ.get("EDGEGW_TEST_CACHE", "/var/cache/edgegw-tests"))
 # what reaches the mirror from here: copied into the root's apt configuration
 APT_SETTINGS = re.compile(r"^Acquire::(https?|ftp)::Proxy(::[^ ]+)? |^Acquire::Check-(Valid-Until|Date) ")
-ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,19 +213,7 @@ class FreshRoot:
             f"mount -t proc proc {r}/proc && mount -t sysfs sysfs {r}/sys && mount --rbind /dev {r}/dev"
             f" && mount --bind {self.archives} {r}/var/cache/apt/archives && R={r} && "
         )
-        done = subprocess.run(
-            ["unshare", "-m", "--propagation", "private", "sh", "-ec", setup + script],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=ENV,
-            timeout=timeout,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(
-                f"exit {done.returncode}:\n{script}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
-            )
-        return done
+        return run_script(UNSHARE, script, setup=setup, check=check, timeout=timeout)
 
     def packages(self) -> list[str]:
         """dpkg's status of every package it knows, as `ii name` lines: what a purge must bring back."""
@@ -326,20 +315,13 @@ class Container:
 
     def run(self, script: str, *, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run a shell script inside the booted container (all its namespaces, as root)."""
-        done = subprocess.run(
-            ["nsenter", f"--target={self.leader}", "--all", "sh", "-ec", script],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=ENV,
+        return run_script(
+            ["nsenter", f"--target={self.leader}", "--all"],
+            script,
+            check=check,
             timeout=timeout,
+            context=lambda: f"\n--- journal\n{self.journal()}",
         )
-        if check and done.returncode != 0:
-            raise AssertionError(
-                f"exit {done.returncode}:\n{script}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
-                f"\n--- journal\n{self.journal()}"
-            )
-        return done
 
     def journal(self) -> str:
         return self.run("journalctl --no-pager -b -n 80 -o short-monotonic", check=False).stdout

@@ -6,6 +6,7 @@ Each takes a root whose `run(script)` runs a shell script with $R set to the roo
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -23,8 +24,38 @@ ENABLED = [
 ]
 
 
+UNSHARE = ["unshare", "-m", "--propagation", "private"]  # a private mount namespace for a root's mounts
+# what a root's scripts run with: the host's tools, no locale surprises, apt never asking
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+
+
 class Root(Protocol):
     def run(self, script: str, *, check: bool = True) -> subprocess.CompletedProcess[str]: ...
+
+
+def run_script(
+    enter: list[str],
+    script: str,
+    *,
+    setup: str = "",
+    check: bool,
+    timeout: float,
+    context: Callable[[], str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`setup` then `script` under `sh -ec`, behind `enter` (the command that puts it into the root's
+    namespaces; `setup` mounts what the script needs there).
+
+    With `check`, a failure is an AssertionError with the script, its output and `context()` (what
+    else tells why, e.g. the container's journal)."""
+    done = subprocess.run(
+        [*enter, "sh", "-ec", setup + script], capture_output=True, text=True, check=False, env=ENV, timeout=timeout
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"exit {done.returncode}:\n{script}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+            + (context() if context is not None else "")
+        )
+    return done
 
 
 def check_installed(root: Root) -> None:

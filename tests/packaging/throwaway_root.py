@@ -14,6 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .installed import UNSHARE, run_script
+
 
 def usable() -> str | None:
     """Why a throwaway root cannot be made here, or None."""
@@ -56,19 +58,7 @@ class Root:
             f"mount -t overlay overlay -o lowerdir=/usr,upperdir={self._upper},workdir={self._work} {self.path}/usr"
             f" && mount --bind /dev {self.path}/dev && mount -t proc proc {self.path}/proc && R={self.path} && "
         )
-        done = subprocess.run(
-            ["unshare", "-m", "--propagation", "private", "sh", "-ec", setup + script],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"},
-            timeout=300,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(
-                f"exit {done.returncode}:\n{script}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
-            )
-        return done
+        return run_script(UNSHARE, script, setup=setup, check=check, timeout=300)
 
     def dpkg(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run("dpkg --root=$R " + " ".join(f"'{a}'" for a in args), check=check)
