@@ -321,6 +321,10 @@ class Outbox:
         self._refused_episode = 0
 
     def append_many(self, readings: Sequence[Reading]) -> Awaitable[None]:
+        if len(readings) == 1:
+            # a burst of one is what a source at everyday rates sends (a message a reading at 500/s):
+            # append() skips the per-call lists, 3.9 instead of 5.8-11 µs (bench loop, warm)
+            return self.append(readings[0])
         if self._closed:
             raise BufferError(f"buffer: closed, got an append of {len(readings)} readings", path=str(self._path))
         now_ms = int(self._store.clock() * 1000)
