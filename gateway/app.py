@@ -29,6 +29,7 @@ from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery import DeliveryLoop, UplinkState
 from gateway.errors import ConfigError, ReadingError
+from gateway.eventloop import loop_factory
 from gateway.ngsi.check import check_reading
 from gateway.processing.api import ProcessorContext
 from gateway.processing.registry import build_stage
@@ -565,4 +566,5 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
 
 
 def run(config_path: Path) -> int:
-    return asyncio.run(serve(config_path))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(serve(config_path))

@@ -1,9 +1,11 @@
 """Shared fixtures: real peers (mosquitto, the strict Orion double) live in tests/support."""
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+import uvloop
 
 from gateway import logs, redact
 
@@ -39,3 +41,14 @@ def _restore_root_logger() -> Iterator[None]:
         if h not in root.handlers:
             root.addHandler(h)
     logs.RING.records.clear()  # the control socket's log ring is process-wide too
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests marked `both_loops` run twice: on asyncio's own loop and on uvloop's, the one `edgegw run`
+    runs on (gateway/eventloop.py); the rest run on asyncio's. The mark goes on the modules whose code
+    leans on the loop's transports, timers and thread hand-offs, where the two loops differ in timing."""
+    if item.get_closest_marker("both_loops") is None:
+        return {"asyncio": asyncio.new_event_loop}  # one factory: the test's name stays as it was
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

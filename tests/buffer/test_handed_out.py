@@ -11,12 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
 from gateway.buffer.schema import connect
 from gateway.buffer.store import Store
 from gateway.uplinks.api import DELIVERED, Outcome, Status
 from tests.buffer.readings import ns, reading
+
+pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 # a group is committed a quarter of the window after its last row: 250 ms to look at it uncommitted

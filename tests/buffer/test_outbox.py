@@ -19,6 +19,8 @@ from gateway.records import Lane, encode_reading
 from gateway.uplinks.api import DELIVERED, Outcome, Status
 from tests.buffer.readings import ns, reading
 
+pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
+
 RETRY = Outcome(Status.RETRY)
 CFG = BufferConfig(durability=Durability.NORMAL, commit_interval_ms=1)
 

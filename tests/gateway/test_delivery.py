@@ -25,6 +25,8 @@ from gateway.uplinks.orion import OrionConfig, OrionUplink
 from tests.support.orion_double import OrionDouble
 from tests.support.ports import free_port
 
+pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
+
 T0 = datetime(2024, 7, 1, 3, 0, tzinfo=UTC)
 
 

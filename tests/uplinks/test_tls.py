@@ -16,6 +16,8 @@ from gateway.uplinks.api import DELIVERED, Status
 from gateway.uplinks.orion import OrionConfig, OrionUplink
 from tests.support.orion_double import OrionDouble, TlsMaterial
 
+pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
+
 READING = Reading(
     entity_id="urn:ngsi-ld:WaterObserved:g1",
     entity_type="WaterObserved",

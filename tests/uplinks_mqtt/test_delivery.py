@@ -24,6 +24,8 @@ from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
 from tests.support.mosquitto import MosquittoBroker
 from tests.uplinks_mqtt.conftest import reading, subscribe
 
+pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
+
 STATUS = "edgegw/gw-kumamoto-01/pref-mqtt/status"  # the default status_topic names the uplink
 # mosquitto started as root drops to user `mosquitto` before reading acl/password/TLS files, which
 # live under pytest's private tmp dir; this keeps it as the invoking user (no effect when not root).

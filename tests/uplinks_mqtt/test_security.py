@@ -20,6 +20,8 @@ from tests.uplinks_mqtt.conftest import reading
 from tests.uplinks_mqtt.pki import Pki, make_pki
 from tests.uplinks_mqtt.test_delivery import KEEP_USER
 
+pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
+
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:

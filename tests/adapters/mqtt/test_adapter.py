@@ -18,6 +18,8 @@ from tests.adapters.mqtt.casefiles import load_case, reading_json
 from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
 from tests.support.mosquitto import MosquittoBroker
 
+pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
+
 ROOT = Path(__file__).parents[3]
 
 

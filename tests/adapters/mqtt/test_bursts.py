@@ -8,12 +8,16 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import cast
 
+import pytest
+
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
 from gateway.errors import ReadingError
 from gateway.records import Emit, Reading, emit_many
 from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
 from tests.support.mosquitto import MosquittoBroker
+
+pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
 
 
 async def redelivered(broker: MosquittoBroker, client_id: str) -> list[int]:

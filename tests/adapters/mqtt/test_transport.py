@@ -15,6 +15,8 @@ from tests.adapters.mqtt.test_bursts import redelivered
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port
 
+pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
+
 
 async def test_mqtt_3_1_1_bounds_in_flight_and_acks_after_commit(mosquitto_private: MosquittoBroker) -> None:
     # 3.1.1 has no Receive Maximum: only the adapter's own window holds the broker back
