@@ -372,14 +372,27 @@ class MqttClient:
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
-        """Read again and hand out, soon, the packets that waited in the reader."""
+        """Hand out, soon, the packets that waited in the reader, then read the socket again."""
         if not self._paused:
             return
         self._paused = False
         self._last_read = time.monotonic()  # the broker's silence is counted from now, not from the pause
         if self._transport is not None and not self._transport.is_closing():
+            asyncio.get_running_loop().call_soon(self._resume)
+
+    @property
+    def unread_bytes(self) -> int:
+        """Bytes read from the socket and not yet handed out (they wait while reading is paused)."""
+        return self._reader.buffered
+
+    def _resume(self) -> None:
+        # What waited goes first, and the socket is read again only if all of it was taken: a reader
+        # that was paused again meanwhile keeps the rest and reads nothing more. Resuming the socket
+        # first let each pause-resume cycle add a read (256 KiB) to what waits, so a slow consumer of
+        # a deep backlog held megabytes here (6.5 MB draining 120,000 readings under uvloop).
+        self._dispatch()
+        if not self._paused and self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
-            asyncio.get_running_loop().call_soon(self._dispatch)
 
     # -- the transport half ----------------------------------------------------------------------------
 

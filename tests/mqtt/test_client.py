@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
@@ -24,10 +25,13 @@ from gateway.mqtt.packets import (
     Publish,
     Will,
     decode_connect,
+    encode_publish,
     publish_properties,
     user_properties,
 )
 from tests.support.mosquitto import MosquittoBroker
+
+pytestmark = pytest.mark.both_loops
 
 KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
 
@@ -250,6 +254,48 @@ async def test_pause_reading_holds_the_rest_back_until_resumed(mosquitto: Mosqui
         sub.ack([m.packet_id for m in got])
     assert [m.payload for m in got] == [str(i).encode() for i in range(6)]
     assert bursts == sorted(set(bursts))  # once per hand-out that gave something, never for nothing
+
+
+async def test_a_slow_consumer_of_a_flood_never_holds_more_than_one_read_unhanded() -> None:
+    # A deep backlog arrives faster than its consumer takes it: the consumer pauses after every 50
+    # messages (50 KB, less than one socket read) and resumes on the next loop turn. What waits in
+    # the reader must stay about one read, however long the flood: the socket is read again only
+    # once what waited was handed out.
+    count, size = 20_000, 1_000
+    packet = encode_publish("t/flood", b"x" * size, qos=1, packet_id=1, v5=True)
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readexactly(2)
+        await reader.readexactly(head[1])
+        writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK
+        for _ in range(count // 100):
+            writer.write(packet * 100)
+            await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(flood, "127.0.0.1", 0)
+    got = 0
+    most = 0
+    loop = asyncio.get_running_loop()
+
+    def on_publish(message: Publish) -> None:
+        nonlocal got, most
+        got += 1
+        most = max(most, client.unread_bytes)
+        if got % 50 == 0:
+            client.pause_reading()
+            loop.call_soon(client.resume_reading)
+
+    client = MqttClient(
+        ClientSettings(host="127.0.0.1", port=server.sockets[0].getsockname()[1], client_id="t-flood"),
+        on_publish=on_publish,
+    )
+    async with client:
+        await until(lambda: got == count, "the whole flood", timeout=30)
+    server.close()
+    assert most <= 256 * 1024 + len(packet), f"{most:,} bytes waited in the reader"
 
 
 async def test_keepalive_pings_while_paused_and_counts_silence_from_the_resume() -> None:
