@@ -32,13 +32,14 @@ UNCONFIGURED = ("aiohttp", "aiosmtplib", "prometheus_client", "cryptography", "j
 
 # `python -m gateway run` as a systemd unit starts it; on SIGUSR1 it writes down what it has imported
 _RUN = """
-import signal, sys
+import asyncio, signal, sys
 from pathlib import Path
 
 def dump(signum, frame):
     out = Path(sys.argv[1])
     tmp = out.with_suffix(".tmp")
-    tmp.write_text("\\n".join(sorted(sys.modules)))
+    loop = type(asyncio.get_running_loop())  # the handler runs on the loop's thread, between its callbacks
+    tmp.write_text("\\n".join([f"loop={loop.__module__}.{loop.__qualname__}", *sorted(sys.modules)]))
     tmp.replace(out)
 
 signal.signal(signal.SIGUSR1, dump)
@@ -98,6 +99,7 @@ def test_the_race_gateway_imports_none_of_the_unconfigured_features(tmp_path: Pa
             gw.kill()
             gw.wait()
     loaded = set(modules.read_text().split())
+    assert "loop=uvloop.Loop" in loaded  # gateway/eventloop.py: `edgegw run` runs on uvloop
     assert "gateway.app" in loaded and "gateway.uplinks.mqtt.uplink" in loaded  # it did run the gateway
     assert sorted(m for m in loaded if m.split(".")[0] in UNCONFIGURED) == []
     assert (
