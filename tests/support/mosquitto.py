@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ports import free_port
+from tests.support.ports import restartable_port
 
 
 def mosquitto_binary() -> str:
@@ -30,7 +30,7 @@ class MosquittoBroker:
     def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
+        self.port = port or restartable_port()  # outages stop a broker and start it again on its port
         self.host = "127.0.0.1"
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = self.workdir / "mosquitto.conf"
