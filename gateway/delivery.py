@@ -158,7 +158,7 @@ class _Pipeline:
         await self._settle()
         # the usual batch only moves cursors in memory: done now, without a task for the writer's turn
         if not self.outbox.ack_in_memory(self.name, batch, outcomes):
-            self.acking = asyncio.ensure_future(self.outbox.ack(self.name, batch, outcomes))
+            self.acking = asyncio.ensure_future(self.outbox.ack_written(self.name, batch, outcomes))
 
     async def resync(self) -> None:
         """Drop the read ahead and wait for the cursors: the next read starts from them again."""

@@ -455,8 +455,11 @@ class Outbox:
 
     async def ack(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
         """Move the uplink's cursors over what was delivered or rejected; on a full disk, wait until it can be written."""
-        if self.ack_in_memory(uplink, batch, outcomes):
-            return
+        if not self.ack_in_memory(uplink, batch, outcomes):
+            await self.ack_written(uplink, batch, outcomes)
+
+    async def ack_written(self, uplink: str, batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> None:
+        """`ack` by the writer thread, for a batch `ack_in_memory` has refused (rejections, a full disk)."""
         # no look for other processes' writes first: acks are the hot path, and the writer looks
         # at least once a second anyway (see _run)
         waiting = False
