@@ -76,13 +76,6 @@ __all__ = ["MqttCounters", "MqttUplink"]
 # PUBACK codes that condemn the message itself; others (quota, not authorized, unspecified) are the
 # broker's state or configuration and clear up without touching the record, so they retry.
 _PERMANENT_CODES = {0x90, 0x95, 0x99}  # topic name invalid, packet too large, payload format invalid
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 # CONNACK reason codes (the codec gives an MQTT 3.1.1 return code as the MQTT 5 code that means the same)
 # and a PUBACK's "not authorized": the broker refuses this gateway's settings (protocol, client id,
 # credentials, ACL). Nothing gets through until someone fixes them, so the uplink says `refused`, at
@@ -90,6 +83,11 @@ def _set_done(fut: asyncio.Future[None]) -> None:
 _REFUSED_CONNECT = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
 _NOT_AUTHORIZED = 0x87
 NO_PROPERTIES = b"\x00"  # an empty v5 property block
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 @dataclass(slots=True)
