@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -137,6 +138,47 @@ async def test_a_burst_capable_emit_gets_each_socket_read_in_one_call(
     assert len(emit.sizes) < n // 10
     assert stored == list(range(n))  # in arrival order
     assert await redelivered(mosquitto_private, "burst-many") == []  # every message acknowledged after its commit
+
+
+class RecordingEmit:
+    """A burst-capable emit that keeps each burst's readings and commits at once."""
+
+    def __init__(self) -> None:
+        self.bursts: list[list[Reading]] = []
+
+    def __call__(self, reading: Reading) -> Awaitable[None]:
+        raise AssertionError("a burst-capable emit got a single reading")
+
+    def many(self, readings: Sequence[Reading]) -> Awaitable[None]:
+        self.bursts.append(list(readings))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_the_messages_of_one_socket_read_share_its_arrival_time(mosquitto_private: MosquittoBroker) -> None:
+    """Observed at arrival: one time per socket read (taken at its first message), a later read a later time."""
+    n = 2000
+    cfg = counter_config(mosquitto_private, "burst-arrival", max_inflight=500)
+    async with running(cfg, Sink()):
+        pass
+    await publish(mosquitto_private, numbered(n))
+    emit = RecordingEmit()
+    before = datetime.now(UTC)
+    async with running(cfg, Sink(), emit=cast(Emit, emit)) as adapter:
+        await wait_for(lambda: adapter.emitted == n and adapter.in_flight == 0, what="the backlog")
+        await asyncio.sleep(0.01)
+        await publish(mosquitto_private, numbered(1, start=n))  # alone, in a read of its own
+        await wait_for(lambda: adapter.emitted == n + 1, what="the late message")
+    after = datetime.now(UTC)
+    times = [{r.observed_at for r in burst} for burst in emit.bursts]
+    assert all(len(t) == 1 for t in times), "each burst carries one arrival time"
+    firsts = [next(iter(t)) for t in times]
+    assert firsts == sorted(firsts)
+    assert before <= firsts[0] and firsts[-1] <= after
+    assert len(emit.bursts) > 1 and max(len(b) for b in emit.bursts) > 1  # several reads, some of many messages
+    assert firsts[-1] > firsts[-2]  # the late message's read came later, and got its own time
+    assert [r.attributes["n"].value for b in emit.bursts for r in b] == list(range(n + 1))
 
 
 async def test_a_burst_refused_for_one_reading_is_emitted_one_by_one(mosquitto_private: MosquittoBroker) -> None:
