@@ -75,6 +75,17 @@ class _Rule:
     fields: FieldRules
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Plan:
+    """What a topic's messages share: the rules it matches, its levels, its Source, and per rule the ids
+    when they come from the topic alone (None: rendered per message)."""
+
+    rules: tuple[_Rule, ...]
+    levels: list[str]
+    source: Source
+    ids: tuple[tuple[str, str] | None, ...]
+
+
 def topic_matches(filter_levels: Sequence[str], topic: str) -> bool:
     """MQTT topic matching; wildcards at the first level never match `$SYS`-style topics."""
     levels = topic.split("/")
@@ -105,24 +116,45 @@ class Mapper:
             )
             for s in subscriptions
         )
-        # topic → (matching rules, topic levels, Source): devices publish on a few topics again and again
-        self._plans: dict[str, tuple[tuple[_Rule, ...], list[str], Source]] = {}
+        # topic → its plan (_Plan): devices publish on a few topics again and again
+        self._plans: dict[str, _Plan] = {}
         self._checked: dict[str, set[str]] = {"entity_id": set(), "entity_type": set()}
 
-    def _plan(self, topic: str) -> tuple[tuple[_Rule, ...], list[str], Source]:
+    def _plan(self, topic: str) -> _Plan:
         plan = self._plans.get(topic)
         if plan is None:
             rules = tuple(r for r in self._rules if topic_matches(r.filter, topic))
-            plan = (rules, topic.split("/"), Source(adapter=self.adapter, device=topic))
+            levels = topic.split("/")
+            plan = _Plan(
+                rules=rules,
+                levels=levels,
+                source=Source(adapter=self.adapter, device=topic),
+                ids=tuple(self._topic_ids(r, topic, levels) for r in rules),
+            )
             if len(self._plans) >= _CACHE_LIMIT:
                 self._plans.clear()
             self._plans[topic] = plan
         return plan
 
+    def _topic_ids(self, rule: _Rule, topic: str, levels: list[str]) -> tuple[str, str] | None:
+        """The rule's (entity id, entity type) for this topic when its templates take nothing from the
+        payload (the usual `urn:ngsi-ld:Device:{topic[1]}`): rendered and checked once per topic, not
+        per message. None when a template reads the payload, or when the ids are refused: then each
+        message renders them and is refused as it always was."""
+        if any(type(p) is not str and type(p) is not TopicRef for p in (*rule.entity_id, *rule.entity_type)):
+            return None
+        try:
+            return (
+                _render(rule.entity_id, topic, levels, None, "entity_id", self._checked["entity_id"]),
+                _render(rule.entity_type, topic, levels, None, "entity_type", self._checked["entity_type"]),
+            )
+        except (MappingError, FieldError):
+            return None
+
     def map(self, topic: str, payload: bytes, now: datetime) -> list[Reading]:
         """One Reading per matching subscription; any problem makes the whole message a MappingError."""
-        rules, levels, source = self._plan(topic)
-        if not rules:
+        plan = self._plan(topic)
+        if not plan.rules:
             raise MappingError(
                 f"{topic}: matches no subscription of this adapter, got topic {describe(topic)}",
                 reason=MalformedReason.BAD_TOPIC,
@@ -141,14 +173,27 @@ class Mapper:
                 reason=MalformedReason.WRONG_TYPE,
                 topic=topic,
             )
-        return [self._reading(rule, topic, levels, source, doc, now) for rule in rules]
+        return [
+            self._reading(rule, ids, topic, plan.levels, plan.source, doc, now)
+            for rule, ids in zip(plan.rules, plan.ids, strict=True)
+        ]
 
     def _reading(
-        self, rule: _Rule, topic: str, levels: list[str], source: Source, doc: dict[str, Any], now: datetime
+        self,
+        rule: _Rule,
+        ids: tuple[str, str] | None,
+        topic: str,
+        levels: list[str],
+        source: Source,
+        doc: dict[str, Any],
+        now: datetime,
     ) -> Reading:
         try:
-            entity_id = _render(rule.entity_id, topic, levels, doc, "entity_id", self._checked["entity_id"])
-            entity_type = _render(rule.entity_type, topic, levels, doc, "entity_type", self._checked["entity_type"])
+            if ids is None:
+                entity_id = _render(rule.entity_id, topic, levels, doc, "entity_id", self._checked["entity_id"])
+                entity_type = _render(rule.entity_type, topic, levels, doc, "entity_type", self._checked["entity_type"])
+            else:
+                entity_id, entity_type = ids
             return read_reading(
                 rule.fields, doc, now, entity_id=entity_id, entity_type=entity_type, source=source, dated=rule.dated
             )

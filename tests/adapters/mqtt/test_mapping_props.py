@@ -226,3 +226,64 @@ def test_datetime_attribute_is_normalised_to_utc() -> None:
     (r,) = STRUCTURED.map("things/a", b'{"meta": {}, "seen": "2024-05-01T12:00:00.5+09:00"}', NOW)
     assert r.attributes["lastSeen"].value == "2024-05-01T03:00:00.500Z"
     assert r.attributes["lastSeen"].type == "DateTime"
+
+
+def _ids_mapper(entity_id: str, entity_type: str = "Thing", topic: str = "ids/+") -> Mapper:
+    sub = {
+        "topic": topic,
+        "entity_id": entity_id,
+        "entity_type": entity_type,
+        "attributes": [{"path": "n", "name": "n"}],
+    }
+    return Mapper([Subscription.model_validate(sub)], adapter="t")
+
+
+TOPIC_IDS = _ids_mapper("urn:ngsi-ld:Thing:{topic[1]}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(level=st.text(max_size=12).filter(lambda s: "/" not in s and "+" not in s and "#" not in s), n=st.integers(0, 9))
+def test_ids_from_the_topic_are_rendered_once_a_topic_and_refused_every_time(level: str, n: int) -> None:
+    """The per-topic cache of topic-only ids gives what rendering each message gave: the id, or the same
+    BAD_ID refusal on every message of that topic (never a refusal cached as an id)."""
+    topic = f"ids/{level}"
+    expected = f"urn:ngsi-ld:Thing:{level}"
+    try:
+        check_entity_id(expected)
+    except ValueError:
+        valid = False
+    else:
+        valid = True
+    for k in range(3):  # the first message plans the topic, the later ones take the plan
+        payload = json.dumps({"n": n + k}).encode()
+        if valid:
+            (r,) = TOPIC_IDS.map(topic, payload, NOW)
+            assert (r.entity_id, r.entity_type, r.attributes["n"].value) == (expected, "Thing", n + k)
+        else:
+            with pytest.raises(MappingError) as info:
+                TOPIC_IDS.map(topic, payload, NOW)
+            assert info.value.reason is MalformedReason.BAD_ID
+            assert "{topic[1]}" in str(info.value)
+
+
+def test_ids_that_read_the_payload_are_rendered_for_each_message() -> None:
+    mapper = _ids_mapper("urn:ngsi-ld:Thing:{topic[1]}-{payload.unit}", entity_type="{payload.kind}")
+    first = mapper.map("ids/a", b'{"n": 1, "unit": "u1", "kind": "Pump"}', NOW)
+    second = mapper.map("ids/a", b'{"n": 2, "unit": "u2", "kind": "Valve"}', NOW)
+    assert [(r.entity_id, r.entity_type) for r in first + second] == [
+        ("urn:ngsi-ld:Thing:a-u1", "Pump"),
+        ("urn:ngsi-ld:Thing:a-u2", "Valve"),
+    ]
+    with pytest.raises(MappingError) as info:
+        mapper.map("ids/a", b'{"n": 3, "unit": "u3"}', NOW)  # no kind: the type cannot be rendered
+    assert info.value.reason is MalformedReason.MISSING_FIELD
+
+
+def test_a_topic_too_short_for_the_id_template_is_refused_on_every_message() -> None:
+    mapper = _ids_mapper("urn:ngsi-ld:Thing:{topic[3]}", topic="ids/#")
+    for n in range(3):
+        with pytest.raises(MappingError, match=r"needs \{topic\[3\]\}, got a topic of 2 levels") as info:
+            mapper.map("ids/a", b'{"n": %d}' % n, NOW)
+        assert info.value.reason is MalformedReason.MISSING_FIELD
+    (r,) = mapper.map("ids/a/b/c", b'{"n": 3}', NOW)  # a deep enough topic of the same filter maps
+    assert r.entity_id == "urn:ngsi-ld:Thing:c"
