@@ -160,3 +160,53 @@ def test_the_iota_json_fast_path_renders_and_refuses_exactly_as_the_full_path(
             return ("refused", str(exc))
 
     assert outcome(lambda: iota.json_measure(reading, encoding=encoding, sequence="seq")) == outcome(full)
+
+
+def _device(attributes: dict[str, Attribute]) -> Reading:
+    return Reading(
+        entity_id="urn:ngsi-ld:Device:d001",
+        entity_type="Device",
+        attributes={"level": Attribute(value=1.5, type="Number"), **attributes},
+        observed_at=T0,
+        source=Source(adapter="race"),
+    )
+
+
+def test_a_shared_structured_attribute_passes_once_and_its_look_alikes_are_still_checked() -> None:
+    """The checker's identity shortcut for an adapter's constant attribute (controlledProperty) skips only
+    that very object under the same encoding; anything else with a list or object value is checked."""
+    shared = Attribute(value=["level", "<script>"], type="StructuredValue")
+    check_reading(_device({"controlledProperty": shared}), encoding=ValueEncoding.PERCENT)
+    check_reading(_device({"controlledProperty": shared}), encoding=ValueEncoding.PERCENT)
+    # the same object under `reject`: its banned characters are found, not skipped
+    with pytest.raises(ReadingError, match="which Orion refuses"):
+        check_reading(_device({"controlledProperty": shared}), encoding=ValueEncoding.REJECT)
+    # an equal-looking new object with a bad value right after the shared one passed
+    check_reading(_device({"controlledProperty": shared}), encoding=ValueEncoding.PERCENT)
+    bad = Attribute(value=["level", float("nan")], type="StructuredValue")
+    with pytest.raises(ReadingError, match="finite"):
+        check_reading(_device({"controlledProperty": bad}), encoding=ValueEncoding.PERCENT)
+    # the same object under an NGSI-LD geo name is still refused for not being geo:json
+    ok = Attribute(value={"kind": "pump"}, type="StructuredValue")
+    check_reading(_device({"meta": ok}), encoding=ValueEncoding.PERCENT)
+    with pytest.raises(ReadingError, match="must be of type geo:json"):
+        check_reading(_device({"location": ok}), encoding=ValueEncoding.PERCENT)
+    # a shared geo:json location is counted every time: two of them are still one too many
+    point = Attribute(value={"type": "Point", "coordinates": [130.7, 32.2]}, type="geo:json")
+    check_reading(_device({"location": point}), encoding=ValueEncoding.PERCENT)
+    with pytest.raises(ReadingError, match="more than one geo:json location"):
+        check_reading(_device({"location": point, "where": point}), encoding=ValueEncoding.PERCENT)
+
+
+def test_a_shared_list_is_sent_verbatim_and_a_new_list_right_after_is_encoded() -> None:
+    """The iota fast path's identity shortcut for an adapter's constant list skips only that very list."""
+    shared = Attribute(value=["level"], type="StructuredValue")
+    for _ in range(2):
+        measure = iota.json_measure(_device({"controlledProperty": shared}), encoding=ValueEncoding.PERCENT)
+        assert measure["controlledProperty"] == ["level"]
+    odd = Attribute(value=["level", "50%<x"], type="StructuredValue")
+    measure = iota.json_measure(_device({"controlledProperty": odd}), encoding=ValueEncoding.PERCENT)
+    assert measure["controlledProperty"] == ["level", "50%25%3Cx"]
+    iota.json_measure(_device({"controlledProperty": shared}), encoding=ValueEncoding.REJECT)
+    with pytest.raises(ReadingError, match="<"):
+        iota.json_measure(_device({"controlledProperty": odd}), encoding=ValueEncoding.REJECT)
