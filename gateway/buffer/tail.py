@@ -48,7 +48,11 @@ def is_plain(r: Reading) -> bool:
     UTC time, a plain dict of attributes."""
     if r.observed_at.tzinfo is not _UTC or type(r.attributes) is not dict:
         return False
-    return all((type(a.value) in _PLAIN or _plain_json(a.value)) and not a.metadata for a in r.attributes.values())
+    # a loop, not all() over a generator, which resumed a frame per attribute: 0.52 → 0.40 µs a race reading
+    for a in r.attributes.values():  # noqa: SIM110 -- see above
+        if a.metadata or not (type(a.value) in _PLAIN or _plain_json(a.value)):
+            return False
+    return True
 
 
 def _plain_json(value: object) -> bool:
