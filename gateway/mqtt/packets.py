@@ -256,9 +256,24 @@ def encode_connect(
 
 def publish_properties(*, content_type: str | None = None, user: tuple[tuple[str, str], ...] = ()) -> bytes:
     """The v5 property block of a PUBLISH (length included): ContentType, then UserProperty pairs."""
+    return property_block(packed_properties(content_type=content_type, user=user))
+
+
+def packed_properties(*, content_type: str | None = None, user: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """`publish_properties` without the block's length, to add more properties to."""
     body = b"" if content_type is None else b"\x03" + _text(content_type)
     for key, value in user:
-        body += b"\x26" + _text(key) + _text(value)
+        body += user_property(key, value)
+    return body
+
+
+def user_property(key: str, value: str) -> bytes:
+    """One v5 UserProperty, to put in a property block."""
+    return b"\x26" + _text(key) + _text(value)
+
+
+def property_block(body: bytes) -> bytes:
+    """A v5 property block of these packed properties: their length, then them."""
     return _varint(len(body)) + body
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.errors import ReadingError
-from gateway.mqtt.packets import publish_properties
+from gateway.mqtt.packets import packed_properties, property_block, user_property
 from gateway.ngsi import agent_request
 from gateway.records import Reading
 
@@ -123,7 +123,22 @@ def pack_parts(
     return chunks, too_big
 
 
-def packed_publish_properties(content_type: str, user: Sequence[tuple[str, str]]) -> bytes:
-    """The v5 property block of a message: ContentType, then the UserProperty pairs (what paho's
-    Properties.pack() gives for them, byte for byte)."""
-    return publish_properties(content_type=content_type, user=tuple(user))
+class PropertyPacker:
+    """The v5 property block of one uplink's messages: ContentType, the gateway's UserProperty and, if
+    the message carries seqs, a `seq` one (byte for byte what `publish_properties` packs of them).
+
+    All but `seq` are the same on every message, so they are packed once: packing the whole block
+    for each message cost ~2 µs of a message's ~17 (five strings each time).
+    """
+
+    __slots__ = ("_head", "_no_seq")
+
+    def __init__(self, content_type: str, gateway_id: str) -> None:
+        self._head = packed_properties(content_type=content_type, user=(("gateway", gateway_id),))
+        self._no_seq = property_block(self._head)
+
+    def pack(self, seq: str) -> bytes:
+        """The block for a message whose seqs are `seq` (`seq_ranges`), "" for none."""
+        if not seq:
+            return self._no_seq
+        return property_block(self._head + user_property("seq", seq))

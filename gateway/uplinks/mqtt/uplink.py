@@ -64,9 +64,9 @@ from gateway.uplinks.mqtt.planning import (
     AgentLimit,
     Message,
     Part,
+    PropertyPacker,
     check_topic,
     pack_parts,
-    packed_publish_properties,
 )
 from gateway.uplinks.mqtt.session import PubAckCode, Session, tls_context
 from gateway.uplinks.seqs import seq_ranges
@@ -136,6 +136,14 @@ class MqttUplink(Lifecycle):
                 entity_allowance=config.agent_entity_bytes,
             )
             if iota_format
+            else None
+        )
+        # the PUBLISH properties: the gateway's id, the payload's content type and each message's seqs
+        self._packer = (
+            PropertyPacker(
+                "text/plain" if config.format is MqttFormat.IOTA_UL else "application/json", context.gateway_id
+            )
+            if config.protocol is MqttProtocol.V5
             else None
         )
         self._confirmer = None
@@ -487,13 +495,10 @@ class MqttUplink(Lifecycle):
         return Message(topic=topic, payload=payload, indices=tuple(p[1] for p in parts), seqs=seqs)
 
     def _properties(self, message: Message) -> bytes:
-        if self.config.protocol is not MqttProtocol.V5:
+        packer = self._packer
+        if packer is None:
             return NO_PROPERTIES  # MQTT 3.1.1 has none: the client leaves the block out
-        user = [("gateway", self._context.gateway_id)]
-        if message.seqs:
-            user.append(("seq", seq_ranges(message.seqs)))
-        content_type = "text/plain" if self.config.format is MqttFormat.IOTA_UL else "application/json"
-        return packed_publish_properties(content_type, user)
+        return packer.pack(seq_ranges(message.seqs) if message.seqs else "")
 
     # -- delivery ----------------------------------------------------------------------------------
 
