@@ -12,7 +12,7 @@ import orjson
 
 from adapters.jsonmap.errors import FieldError, describe, not_json
 from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
-from adapters.jsonmap.templates import checked_id, id_field
+from adapters.jsonmap.templates import FieldRef, checked_id, id_field
 from adapters.mqtt.config import (
     Subscription,
     TemplatePart,
@@ -141,7 +141,7 @@ class Mapper:
         payload (the usual `urn:ngsi-ld:Device:{topic[1]}`): rendered and checked once per topic, not
         per message. None when a template reads the payload, or when the ids are refused: then each
         message renders them and is refused as it always was."""
-        if any(type(p) is not str and type(p) is not TopicRef for p in (*rule.entity_id, *rule.entity_type)):
+        if any(isinstance(p, FieldRef) for p in (*rule.entity_id, *rule.entity_type)):
             return None
         try:
             return (
