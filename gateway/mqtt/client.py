@@ -185,7 +185,10 @@ class MqttClient:
         self._last_read = 0.0
         self._corked: list[bytes] | None = None  # writes held by cork(), sent together by uncork()
         self._keepalive: asyncio.Task[None] | None = None
-        self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        # The loop it was made on, which all its futures belong to. Asked once: on Python 3.11 each
+        # asyncio.get_running_loop() is also a getpid() system call, once a message when publishing.
+        self._loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[str] = self._loop.create_future()
         self.session_present = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -193,7 +196,7 @@ class MqttClient:
     async def connect(self) -> ConnAck:
         """TCP or TLS, CONNECT, CONNACK within `connect_timeout_s`; ConnectFailed / ConnectRefused otherwise."""
         s = self.settings
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._connack = loop.create_future()
         try:
             async with asyncio.timeout(s.connect_timeout_s):
@@ -293,7 +296,7 @@ class MqttClient:
             self._write(
                 encode_publish(topic, payload, qos=0, retain=retain, v5=self.settings.v5, properties=properties)
             )
-            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            done: asyncio.Future[int] = self._loop.create_future()
             done.set_result(0)
             return done
         if self._corked and self._slots.locked():
@@ -305,7 +308,7 @@ class MqttClient:
             self._slots.release()
             raise
         packet_id = self._packet_id(self._acks)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[int] = self._loop.create_future()
         fut.add_done_callback(lambda _: self._slots.release())
         self._acks[packet_id] = fut
         self._write(
@@ -320,7 +323,7 @@ class MqttClient:
         until the connection ends)."""
         self._check()
         packet_id = self._packet_id(self._subacks)
-        fut: asyncio.Future[SubAck] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[SubAck] = self._loop.create_future()
         self._subacks[packet_id] = fut
         self._write(encode_subscribe(packet_id, filters, v5=self.settings.v5))
         try:
@@ -378,7 +381,7 @@ class MqttClient:
         self._paused = False
         self._last_read = time.monotonic()  # the broker's silence is counted from now, not from the pause
         if self._transport is not None and not self._transport.is_closing():
-            asyncio.get_running_loop().call_soon(self._resume)
+            self._loop.call_soon(self._resume)
 
     @property
     def unread_bytes(self) -> int:

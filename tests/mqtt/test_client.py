@@ -62,6 +62,27 @@ async def test_publish_subscribe_and_user_properties(mosquitto: MosquittoBroker)
     assert user_properties(message.properties) == (("seq", "1-3"),)
 
 
+async def test_publishing_does_not_look_up_the_running_loop(
+    mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On Python 3.11 each asyncio.get_running_loop() is also a getpid() system call: the client
+    # asks once, when it is made, not once a message.
+    async with MqttClient(settings(mosquitto, "t-loop", clean_start=True)) as pub:
+        real = asyncio.get_running_loop
+        calls: list[str] = []
+
+        def counted() -> asyncio.AbstractEventLoop:
+            calls.append("get_running_loop")
+            return real()
+
+        monkeypatch.setattr(asyncio, "get_running_loop", counted)
+        acks = [await pub.publish("t/loop", b"%d" % i, qos=i % 2) for i in range(20)]
+        codes = [await ack for ack in acks]  # 0x10 at QoS 1: no subscriber, still a success
+        assert len(codes) == 20 and all(code < 0x80 for code in codes)
+        monkeypatch.undo()
+    assert calls == []
+
+
 async def test_puback_reason_code_of_a_refused_message(tmp_path: Path) -> None:
     acl = tmp_path / "acl"
     acl.write_text("topic write allowed/#\n")

@@ -600,7 +600,8 @@ class MqttUplink(Lifecycle):
         counters = self.counters
         results: list[object] = [None] * len(messages)
         waiting: dict[asyncio.Future[int], int] = {}  # future -> position
-        all_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        all_in: asyncio.Future[None] = loop.create_future()
         left = 0
 
         def arrived(size: int, fut: asyncio.Future[int]) -> None:
@@ -630,7 +631,7 @@ class MqttUplink(Lifecycle):
                     fut.add_done_callback(functools.partial(arrived, len(message.payload)))
                     waiting[fut] = k
             if left:
-                timer = asyncio.get_running_loop().call_later(cfg.ack_timeout_s, _set_done, all_in)
+                timer = loop.call_later(cfg.ack_timeout_s, _set_done, all_in)
                 await all_in
         finally:
             if timer is not None:
