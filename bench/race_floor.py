@@ -17,10 +17,12 @@ gateway's place that does nothing else, and prints the same CPU figure for it:
   has it: weaker than the gateway, so a lower bound);
 - `gateway`: the gateway itself, as race_bench.py runs it, for the same-minute comparison.
 
-    .venv/bin/python bench/race_floor.py [--rate 500] [--seconds 20] [--runs 3] [--only client,batched,paho,gateway]
+    .venv/bin/python bench/race_floor.py [--rate 500] [--seconds 20] [--runs 3]
+                                         [--only client,batched,paho,gateway] [--cpus 0]
 
-Runs alternate the forwarders round by round (the machine is noisy) and print one line a run,
-then the medians. Prints figures only; nothing is asserted.
+`--cpus 0` pins the forwarder (or the gateway) alone, as race_bench.py does. Runs alternate the
+forwarders round by round (the machine is noisy) and print one line a run, then the medians.
+Prints figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -140,17 +142,18 @@ def run_paho_forwarder(src: int, dst: int) -> None:
 # --- the bench --------------------------------------------------------------------------------------
 
 
-def one_run(kind: str, rate: float, seconds: float) -> dict[str, Any]:
-    args = argparse.Namespace(cpus=None, buffer=[], uplink=["start_delay_max_s = 0"])
+def one_run(kind: str, rate: float, seconds: float, cpus: str | None) -> dict[str, Any]:
+    args = argparse.Namespace(cpus=cpus, buffer=[], uplink=["start_delay_max_s = 0"])
     with rb.rig(args) as r:
         r.start_counter()
         if kind == "gateway":
             r.start_gateway()
         else:
             log = (r.work / "forwarder.log").open("ab")
-            r.gw = subprocess.Popen(
-                [PY, __file__, kind, str(r.src.port), str(r.dst.port)], cwd=ROOT, stdout=log, stderr=log
-            )
+            cmd = [PY, __file__, kind, str(r.src.port), str(r.dst.port)]
+            if cpus is not None:
+                cmd = ["taskset", "-c", cpus, *cmd]  # taskset execs the command: the same pid
+            r.gw = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
         r.wait_subscribed()
         time.sleep(1.0)
         pid = r.gw_pid()
@@ -179,12 +182,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", default="client,batched,paho,gateway")
+    ap.add_argument("--cpus", default=None, help="pin the forwarder or gateway with taskset -c CPUS")
     args = ap.parse_args()
     kinds = args.only.split(",")
     results: dict[str, list[float]] = {k: [] for k in kinds}
     for i in range(args.runs):
         for kind in kinds:
-            res = one_run(kind, args.rate, args.seconds)
+            res = one_run(kind, args.rate, args.seconds, args.cpus)
             results[kind].append(res["cpu_us"])
             print(
                 f"run {i + 1} {kind:8s} {time.strftime('%H:%M')} sent {res['sent']} lost {res['lost']} "
