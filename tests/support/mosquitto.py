@@ -99,6 +99,22 @@ class MosquittoBroker:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def closing_clients(self) -> int:
+        """Connections to this broker that a client closed and the broker has not closed yet.
+
+        The client's end of such a connection waits in FIN_WAIT1/FIN_WAIT2 (/proc/net/tcp) until the
+        broker has read up to the end and closes its own. A client that reconnects with the same id
+        before that takes the session over, and the broker drops what it had not read yet on the old
+        connection, acks included: wait for 0 before such a reconnect.
+        """
+        port = f":{self.port:04X}"
+        closing = 0
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(port) and fields[3] in ("04", "05"):  # remote port, FIN_WAIT1/2
+                closing += 1
+        return closing
+
 
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:

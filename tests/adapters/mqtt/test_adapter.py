@@ -25,6 +25,8 @@ ROOT = Path(__file__).parents[3]
 
 async def assert_nothing_queued(broker: MosquittoBroker, client_id: str, **overrides: object) -> None:
     """Reconnect with the same session: the broker delivers queued messages before a fresh marker."""
+    # the acks the adapter wrote before it stopped must have reached the broker, not a takeover
+    await wait_for(lambda: broker.closing_clients() == 0, what="the broker to close the stopped adapter's connection")
     sink = Sink()
     async with running(counter_config(broker, client_id, **overrides), sink) as adapter:
         await publish(broker, numbered(1, start=999, device="marker"))
