@@ -45,6 +45,9 @@ class Publish(NamedTuple):
 class ConnAck:
     session_present: bool
     reason: int  # MQTT 5 reason code (3.1.1 return codes are translated); 0 is success
+    # v5: QoS 1 publishes the broker takes unacknowledged at a time (its Receive Maximum); 65,535 when
+    # it set none (and for 3.1.1). A client must not send more (MQTT-3.3.4-7): stock mosquitto says 20.
+    receive_maximum: int = 65_535
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -390,6 +393,41 @@ def _props_end(body: bytes, p: int) -> tuple[int, int]:
         shift += 7
 
 
+# Each CONNACK property's value (spec §3.2.2.3): a fixed size in bytes, or -n for n fields of a two-byte
+# length and that many bytes (strings, binary data; a user property is two strings).
+_CONNACK_PROPERTIES = {
+    0x11: 4, 0x12: -1, 0x13: 2, 0x15: -1, 0x16: -1, 0x1A: -1, 0x1C: -1, 0x1F: -1,
+    0x21: 2, 0x22: 2, 0x24: 1, 0x25: 1, 0x26: -2, 0x27: 4, 0x28: 1, 0x29: 1, 0x2A: 1,
+}  # fmt: skip
+_RECEIVE_MAXIMUM = 0x21
+
+
+def _receive_maximum(body: bytes) -> int:
+    """The Receive Maximum in a v5 CONNACK's body, 65,535 if absent; MqttWireError if its properties are malformed."""
+    found = 65_535
+    try:
+        q, end = _props_end(body, 2) if len(body) > 2 else (2, 2)
+        while q < end:
+            ident = body[q]
+            size = _CONNACK_PROPERTIES.get(ident)
+            if size is None:
+                raise MqttWireError(f"mqtt: malformed CONNACK, got an unknown property 0x{ident:02X}")
+            q += 1
+            if ident == _RECEIVE_MAXIMUM:
+                found = (body[q] << 8) | body[q + 1]
+                if not found:
+                    raise MqttWireError("mqtt: malformed CONNACK, got Receive Maximum 0")
+            if size > 0:
+                q += size
+            for _ in range(-size):
+                q += 2 + ((body[q] << 8) | body[q + 1])
+        if q != end or end > len(body):
+            raise IndexError
+    except IndexError:
+        raise MqttWireError(f"mqtt: malformed CONNACK properties, got {bytes(body)!r}") from None
+    return found
+
+
 def _whole(packet: bytes, kind: int) -> bytes:
     if not packet or packet[0] >> 4 != kind:
         raise MqttWireError(f"mqtt: expected packet type {kind}, got {packet[:1]!r}")
@@ -571,8 +609,11 @@ class PacketReader:
         if kind == CONNACK:
             if len(body) < 2:
                 raise MqttWireError(f"mqtt: CONNACK too short, got {body!r}")
-            code = body[1] if self.v5 else _V311_CONNACK.get(body[1], 0x80 if body[1] else 0)
-            return ConnAck(session_present=bool(body[0] & 1), reason=code)
+            if not self.v5:
+                return ConnAck(
+                    session_present=bool(body[0] & 1), reason=_V311_CONNACK.get(body[1], 0x80 if body[1] else 0)
+                )
+            return ConnAck(session_present=bool(body[0] & 1), reason=body[1], receive_maximum=_receive_maximum(body))
         if kind == SUBACK:
             if len(body) < 3:
                 raise MqttWireError(f"mqtt: SUBACK too short, got {body!r}")

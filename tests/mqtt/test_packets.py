@@ -3,10 +3,13 @@ standard fixes the bytes, and the reader takes what a broker sends at any split.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.mqtt.packets import (
@@ -14,6 +17,7 @@ from gateway.mqtt.packets import (
     DISCONNECT,
     PUBACK,
     SUBACK,
+    ConnAck,
     Connect,
     MqttWireError,
     PacketReader,
@@ -197,3 +201,70 @@ def test_reason_names_are_pahos(packet_type: int) -> None:
         except (KeyError, ValueError):
             expected = f"reason code 0x{code:02X}"
         assert reason_text(packet_type, code) == expected, hex(code)
+
+
+# Every CONNACK property (MQTT 5 §3.2.2.3) by paho's name, with values of its type.
+connack_properties = st.fixed_dictionaries(
+    {},
+    optional={
+        "SessionExpiryInterval": st.integers(0, 2**32 - 1),
+        "ReceiveMaximum": st.integers(1, 65_535),
+        "MaximumQoS": st.integers(0, 1),
+        "RetainAvailable": st.integers(0, 1),
+        "MaximumPacketSize": st.integers(1, 268_435_455),  # paho refuses more (the largest packet MQTT allows)
+        "AssignedClientIdentifier": texts,
+        "TopicAliasMaximum": st.integers(0, 65_535),
+        "ReasonString": texts,
+        "UserProperty": st.lists(st.tuples(texts, texts), min_size=1, max_size=3),
+        "WildcardSubscriptionAvailable": st.integers(0, 1),
+        "SubscriptionIdentifierAvailable": st.integers(0, 1),
+        "SharedSubscriptionAvailable": st.integers(0, 1),
+        "ServerKeepAlive": st.integers(0, 65_535),
+        "ResponseInformation": texts,
+        "ServerReference": texts,
+        "AuthenticationMethod": texts,
+        "AuthenticationData": st.binary(max_size=40),
+    },
+)
+
+
+def connack(properties: bytes, *, flags: int = 0, reason: int = 0) -> bytes:
+    body = bytes([flags, reason]) + properties
+    length, n = b"", len(body)
+    while True:  # the remaining length, a variable byte integer
+        n, byte = n >> 7, n & 0x7F
+        length += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return b"\x20" + length + body
+
+
+@given(values=connack_properties, split=st.integers(0, 300), reason=st.sampled_from([0, 0x87]))
+def test_connack_receive_maximum_is_read_among_any_properties(values: dict[str, Any], split: int, reason: int) -> None:
+    # paho packs the properties: an independent encoder, every property type, in any mix
+    props = Properties(PacketTypes.CONNACK)  # type: ignore[no-untyped-call]
+    for name, value in values.items():
+        setattr(props, name, value)
+    (packet,) = read_all(connack(props.pack(), flags=1, reason=reason), v5=True, split=split)  # type: ignore[no-untyped-call]
+    assert packet == ConnAck(session_present=True, reason=reason, receive_maximum=values.get("ReceiveMaximum", 65_535))
+
+
+def test_connack_without_properties_and_in_311_has_no_receive_maximum() -> None:
+    assert read_all(b"\x20\x02\x00\x00", v5=True, split=1) == [ConnAck(session_present=False, reason=0)]
+    # 3.1.1: return code 5 is MQTT 5's 0x87; no properties, so the window is the client's own
+    assert read_all(b"\x20\x02\x01\x05", v5=False, split=0) == [ConnAck(session_present=True, reason=0x87)]
+    assert ConnAck(session_present=False, reason=0).receive_maximum == 65_535
+
+
+@pytest.mark.parametrize(
+    ("properties", "error"),
+    [
+        (b"\x03\x21\x00\x00", "mqtt: malformed CONNACK, got Receive Maximum 0"),
+        (b"\x02\xff\x00", "mqtt: malformed CONNACK, got an unknown property 0xFF"),
+        (b"\x02\x21\x00", "mqtt: malformed CONNACK properties, got b'\\x00\\x00\\x02!\\x00'"),  # cut short
+        (b"\x04\x1f\x00\x05a", "mqtt: malformed CONNACK properties, got b'\\x00\\x00\\x04\\x1f\\x00\\x05a'"),
+    ],
+)
+def test_malformed_connack_properties_say_what_is_wrong(properties: bytes, error: str) -> None:
+    with pytest.raises(MqttWireError) as info:
+        read_all(connack(properties), v5=True, split=0)
+    assert str(info.value) == error
