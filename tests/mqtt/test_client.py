@@ -357,3 +357,84 @@ async def test_one_mode_of_delivery() -> None:
             on_message=lambda _: None,
             on_publish=lambda _: None,
         )
+
+
+@pytest.fixture
+def stock_window_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    # mosquitto's max_inflight_messages is the Receive Maximum its CONNACK gives v5 clients (stock: 20)
+    broker = MosquittoBroker(tmp_path / "b", extra_conf=f"max_inflight_messages 5\n{KEEP_USER}")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_the_window_is_the_brokers_receive_maximum_when_lower(stock_window_broker: MosquittoBroker) -> None:
+    async with (
+        MqttClient(settings(stock_window_broker, "t-win5", max_inflight=100)) as v5,
+        MqttClient(settings(stock_window_broker, "t-win311", max_inflight=100, v5=False)) as v311,
+        MqttClient(settings(stock_window_broker, "t-win3", max_inflight=3)) as own,
+    ):
+        assert (v5.window, v311.window, own.window) == (5, 100, 3)  # 3.1.1 has no Receive Maximum
+        # PUBACKs not read (reading paused) hold the window: a sixth message must not go out
+        v5.pause_reading()
+        acks = [fut for i in range(5) if (fut := v5.publish_now("t/win", b"%d" % i)) is not None]
+        assert len(acks) == 5 and v5.in_flight == 5
+        assert v5.publish_now("t/win", b"5") is None
+        sixth = asyncio.ensure_future(v5.publish("t/win", b"5"))
+        await asyncio.sleep(0.2)
+        assert not sixth.done() and v5.in_flight == 5
+        v5.resume_reading()
+        codes = await asyncio.wait_for(asyncio.gather(*acks, await asyncio.wait_for(sixth, 3)), 3)
+        assert codes == [0x10] * 6  # success, nobody subscribed
+        assert v5.in_flight == 0
+
+
+async def test_a_publish_given_up_holds_its_place_in_the_window_until_its_puback(
+    stock_window_broker: MosquittoBroker,
+) -> None:
+    async with MqttClient(settings(stock_window_broker, "t-giveup")) as client:
+        client.pause_reading()
+        acks = [await client.publish("t/win", b"%d" % i) for i in range(5)]
+        acks[0].cancel()  # its caller stopped waiting; the broker still counts the message
+        assert client.publish_now("t/win", b"x") is None and client.in_flight == 5
+        client.resume_reading()
+        assert await asyncio.wait_for(asyncio.gather(*acks[1:]), 3) == [0x10] * 4
+        assert client.in_flight == 0
+
+
+async def test_waiting_publishes_take_turns_and_one_that_leaves_passes_its_turn_on(
+    stock_window_broker: MosquittoBroker,
+) -> None:
+    async with MqttClient(settings(stock_window_broker, "t-turns", max_inflight=1)) as client:
+        client.pause_reading()
+        ack = await client.publish("t/win", b"0")
+        leaving = asyncio.ensure_future(client.publish("t/win", b"1"))
+        staying = asyncio.ensure_future(client.publish("t/win", b"2"))
+        cancelled_early = asyncio.ensure_future(client.publish("t/win", b"3"))
+        await asyncio.sleep(0.05)
+        cancelled_early.cancel()  # leaves the queue before its turn
+        client.resume_reading()
+        while client.in_flight:  # a turn each: the first to see the PUBACK read runs before `leaving`,
+            await asyncio.sleep(0)  # which it woke
+        assert not leaving.done()
+        leaving.cancel()  # it leaves now: the room it was given must go to `staying`
+        assert await asyncio.wait_for(ack, 3) == 0x10
+        assert await asyncio.wait_for(await asyncio.wait_for(staying, 3), 3) == 0x10
+        assert leaving.cancelled() and cancelled_early.cancelled() and client.in_flight == 0
+
+
+async def test_publishes_waiting_for_room_fail_when_the_connection_goes(stock_window_broker: MosquittoBroker) -> None:
+    client = MqttClient(settings(stock_window_broker, "t-gone"))
+    await client.connect()
+    client.pause_reading()
+    acks = [await client.publish("t/win", b"%d" % i) for i in range(5)]
+    waiting = [asyncio.ensure_future(client.publish("t/win", b"w")) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    await client.disconnect()
+    for fut in acks:
+        with pytest.raises(ConnectionLost):
+            await asyncio.wait_for(fut, 3)
+    for publish in waiting:
+        with pytest.raises(ConnectionLost):
+            await asyncio.wait_for(publish, 3)
+    assert client.in_flight == 0
