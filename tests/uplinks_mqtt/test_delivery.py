@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -412,3 +414,158 @@ async def test_delivery_resumes_within_probe_s_of_the_broker_coming_back(
         await asyncio.wait_for(task, 10)
         await up.close()
         await box.close()
+
+
+class InFlightCounter:
+    """A TCP proxy between a client and the broker that counts, on the wire, the QoS 1 PUBLISHes the
+    broker has not answered with a PUBACK yet (and the most there ever were). It can also pass each
+    PUBACK on `puback_delay_s` late, and stop passing them on after `pubacks_passed` (a broker gone mute)."""
+
+    def __init__(self, broker: MosquittoBroker, *, puback_delay_s: float = 0.0, pubacks_passed: int = -1) -> None:
+        self.broker = broker
+        self.puback_delay_s = puback_delay_s
+        self.pubacks_left = pubacks_passed  # -1: all of them
+        self.unanswered: set[int] = set()
+        self.most = 0
+        self.published = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> InFlightCounter:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        broker_r, broker_w = await asyncio.open_connection(self.broker.host, self.broker.port)
+        self._pumps += [
+            asyncio.create_task(self._pump(client_r, broker_w, self._to_broker)),
+            asyncio.create_task(self._pump(broker_r, client_w, self._to_client)),
+        ]
+
+    @staticmethod
+    async def _pump(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Callable[[int, bytes], Awaitable[bool]]
+    ) -> None:
+        try:
+            while True:
+                first = await reader.readexactly(1)
+                length, shift, header = 0, 0, first
+                while True:  # the remaining length, a variable byte integer
+                    byte = await reader.readexactly(1)
+                    header += byte
+                    length |= (byte[0] & 0x7F) << shift
+                    shift += 7
+                    if not byte[0] & 0x80:
+                        break
+                body = await reader.readexactly(length)
+                if await seen(first[0], body):  # counted before it is passed on: the peer cannot answer it earlier
+                    writer.write(header + body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _to_broker(self, first: int, body: bytes) -> bool:
+        if first >> 4 == 3 and (first >> 1) & 3 == 1:  # PUBLISH at QoS 1: topic, then the packet id
+            topic_len = int.from_bytes(body[:2], "big")
+            self.unanswered.add(int.from_bytes(body[2 + topic_len : 4 + topic_len], "big"))
+            self.published += 1
+            self.most = max(self.most, len(self.unanswered))
+        return True
+
+    async def _to_client(self, first: int, body: bytes) -> bool:
+        if first >> 4 != 4:  # not a PUBACK
+            return True
+        if not self.pubacks_left:
+            return False
+        self.pubacks_left -= 1
+        await asyncio.sleep(self.puback_delay_s)
+        self.unanswered.discard(int.from_bytes(body[:2], "big"))
+        return True
+
+
+async def test_a_batch_larger_than_the_brokers_receive_maximum_goes_out_within_it(
+    tmp_path: Path, context: AdapterContext
+) -> None:
+    # stock mosquitto gives MQTT 5 clients a Receive Maximum of max_inflight_messages (20 by default);
+    # a client must not have more QoS 1 messages unanswered (MQTT-3.3.4-7), whatever max_inflight says
+    broker = MosquittoBroker(tmp_path / "b", extra_conf=f"max_inflight_messages 5\n{KEEP_USER}")
+    broker.start()
+    try:
+        async with InFlightCounter(broker) as wire, subscribe(broker, "/K3Y/#") as sub:
+            up = uplink(broker, context, port=wire.port, max_inflight=100)
+            await up.start()
+            batch = [reading(f"gauge{i}", seq=i + 1) for i in range(60)]  # one message each
+            outcomes = await up.deliver(batch)
+            got = await sub.wait(60)
+            await up.close()
+    finally:
+        broker.stop()
+    assert [o.status for o in outcomes] == [Status.DELIVERED] * 60
+    assert sorted(m.topic for m in got) == sorted(f"/K3Y/gauge{i}/attrs" for i in range(60))
+    assert wire.published == 62  # the batch and the status messages (online, offline)
+    assert wire.most == 5  # the window was kept full, and never overfull
+
+
+async def test_a_batch_slower_than_ack_timeout_still_delivers_while_pubacks_keep_coming(
+    mosquitto_private: MosquittoBroker, context: AdapterContext
+) -> None:
+    # ack_timeout_s bounds the broker's silence, not the batch: 12 messages one at a time, each
+    # PUBACK 0.1 s late, take ~1.2 s against an ack_timeout_s of 0.5 s
+    async with InFlightCounter(mosquitto_private, puback_delay_s=0.1) as wire:
+        up = uplink(mosquitto_private, context, port=wire.port, max_inflight=1, ack_timeout_s=0.5)
+        await up.start()
+        started = time.monotonic()
+        outcomes = await up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(12)])
+        elapsed = time.monotonic() - started
+        await up.close()
+    assert [o.status for o in outcomes] == [Status.DELIVERED] * 12
+    assert elapsed > 1.0 and wire.most == 1
+
+
+async def test_a_broker_gone_mute_mid_batch_ends_it_after_ack_timeout(
+    mosquitto_private: MosquittoBroker, context: AdapterContext
+) -> None:
+    # status "online" and two messages are answered, then nothing: the window's two wait out
+    # ack_timeout_s, the rest were never sent
+    async with InFlightCounter(mosquitto_private, pubacks_passed=3) as wire:
+        up = uplink(mosquitto_private, context, port=wire.port, max_inflight=2, ack_timeout_s=0.5)
+        await up.start()
+        started = time.monotonic()
+        outcomes = await up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(8)])
+        elapsed = time.monotonic() - started
+        await up.close()
+    assert [o.status for o in outcomes] == [Status.DELIVERED] * 2 + [Status.RETRY] * 6
+    assert [o.reason for o in outcomes[2:]] == ["no PUBACK within 0.5 s"] * 2 + ["not sent"] * 4
+    assert 0.5 <= elapsed < 2.0
+    assert wire.published == 5  # online, then the two answered and the two of the full window
+
+
+async def test_batches_leave_no_reference_cycles_behind(
+    mosquitto_private: MosquittoBroker, context: AdapterContext
+) -> None:
+    # The gateway runs with its cyclic collector nearly off (gateway/app.py): a cycle made per batch
+    # (a timer whose callback holds its own handle did) is memory that grows until a rare collection.
+    up = uplink(mosquitto_private, context, max_inflight=3)  # pipelined: more messages than the window
+    await up.start()
+    batch = [reading(f"gauge{i}", seq=i + 1) for i in range(10)]
+    await up.deliver(batch)  # caches and the connection made before counting
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            assert {o.status for o in await up.deliver(batch)} == {Status.DELIVERED}
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+        await up.close()

@@ -120,7 +120,12 @@ class MqttUplinkConfig(UplinkConfig):
     session_expiry_s: int = Field(default=86_400, ge=0, le=4_294_967_295, description="MQTT 5 only")
     connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
     ack_timeout_s: float = Field(default=30.0, gt=0, le=600)
-    max_inflight: int = Field(default=100, ge=1, le=65_535, description="keep at or below the broker's receive maximum")
+    max_inflight: int = Field(
+        default=100,
+        ge=1,
+        le=65_535,
+        description="unacknowledged messages at most; an MQTT 5 broker's lower Receive Maximum wins",
+    )
     max_message_bytes: int = Field(default=262_144, ge=512, le=268_435_455)
     tls: TlsSection | None = None
     format: MqttFormat = MqttFormat.IOTA_JSON

@@ -53,6 +53,10 @@ class Session:
         # the client's own future: another future chained to it cost a callback and a loop turn a message
         return await self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
 
+    def publish_now(self, topic: str, payload: bytes, *, retain: bool, properties: bytes) -> asyncio.Future[int] | None:
+        """`start_publish` while the client's in-flight window has room, without a coroutine; None when it is full."""
+        return self.client.publish_now(topic, payload, retain=retain, properties=properties)
+
     @contextlib.contextmanager
     def corked(self) -> Iterator[None]:
         """Publishes started inside go out in one write when it ends (see MqttClient.cork)."""

@@ -283,8 +283,8 @@ class MqttUplink(Lifecycle):
                     topic=self.status_topic, payload=self._status("offline", "connection lost"), qos=1, retain=True
                 ),
                 connect_timeout_s=cfg.connect_timeout_s,
-                # the uplink bounds its own window (max_inflight); the client must never hold a message back
-                max_inflight=65_535,
+                # the in-flight window: the broker's Receive Maximum caps it further (see _send_window)
+                max_inflight=cfg.max_inflight,
             ),
             log=self._client_log,
         )
@@ -588,55 +588,89 @@ class MqttUplink(Lifecycle):
                 return  # the connection is gone: what is left was never sent and stays RETRY
 
     async def _send_window(self, session: Session, messages: list[Message]) -> list[object]:
-        """Every message published at once (they fit the in-flight window), then one wait for the PUBACKs.
+        """Every message published, at most the client's in-flight window at a time; a result each, in order.
 
-        The same outcomes as one task per message, each with its own timeout: those cost ~40 µs a
-        message (a task, a semaphore, a timer), and a message carries ~30 readings at full speed.
-        All messages go out in the same instant, so one deadline is each message's own deadline. Each
-        PUBACK is counted by one callback, and the last one ends the wait (asyncio.wait added a
-        callback and a loop turn a message: at 500 readings/s, a message is a reading).
+        A result is the PUBACK's code (a `PubAckCode`), the exception that ended its wait
+        (`TimeoutError` once no PUBACK came for ack_timeout_s, a `ConnectionError`, `CancelledError`),
+        or None for a message the batch ended before publishing. What fits the window goes out in one
+        write, and the rest follow as PUBACKs make room, one write for each burst of them: a drain
+        batch holds a message per device, and a v5 broker may take fewer at a time (stock mosquitto
+        says 20) than max_inflight. One task and one timer for the whole batch, a callback per
+        PUBACK: a task, a semaphore and a timer per message cost ~40 µs a message, and asyncio.wait
+        a callback and a loop turn a message.
         """
         cfg = self.config
         counters = self.counters
-        results: list[object] = [None] * len(messages)
-        waiting: dict[asyncio.Future[int], int] = {}  # future -> position
         loop = asyncio.get_running_loop()
-        all_in: asyncio.Future[None] = loop.create_future()
-        left = 0
+        count = len(messages)
+        results: list[object] = [None] * count
+        sent: dict[asyncio.Future[int], int] = {}  # future -> position
+        wake: asyncio.Future[None] | None = None
+        nxt = left = 0  # the next message to publish; those published and not answered
+        answered_at = loop.time()
 
         def arrived(size: int, fut: asyncio.Future[int]) -> None:
             # counted as PUBACKs arrive, so metrics move during a long batch
-            nonlocal left
+            nonlocal left, answered_at
             if not fut.cancelled() and fut.exception() is None:
                 counters.published += 1
                 if fut.result() < 0x80:  # PubAckCode.is_failure, without an object a message
                     counters.acked += 1
                     counters.bytes += size
             left -= 1
-            if left == 0 and not all_in.done():
-                all_in.set_result(None)
+            answered_at = loop.time()
+            if (left == 0 or nxt < count) and wake is not None and not wake.done():
+                wake.set_result(None)  # room for the next messages, or the batch is answered
 
-        timer = None
+        def track(fut: asyncio.Future[int], k: int) -> None:
+            nonlocal left
+            left += 1
+            fut.add_done_callback(functools.partial(arrived, len(messages[k].payload)))
+            sent[fut] = k
+
         try:
-            with session.corked():  # the window's publishes in one write, not a system call each
-                for k, message in enumerate(messages):
+            while True:
+                with session.corked():  # the publishes that fit the window in one write
+                    while nxt < count:
+                        message = messages[nxt]
+                        try:
+                            fut = session.publish_now(
+                                message.topic, message.payload, retain=False, properties=self._properties(message)
+                            )
+                        except ConnectionError as exc:
+                            results[nxt:] = [exc] * (count - nxt)  # gone: none of them was sent
+                            nxt = count
+                            break
+                        if fut is None:
+                            break  # the window is full: PUBACKs make room
+                        track(fut, nxt)
+                        nxt += 1
+                if nxt < count and not left:
+                    # the window is full of other publishes (the status message): wait for room like them
+                    message = messages[nxt]
                     try:
                         fut = await session.start_publish(
                             message.topic, message.payload, retain=False, properties=self._properties(message)
                         )
                     except ConnectionError as exc:
-                        results[k] = exc
-                        continue
-                    left += 1
-                    fut.add_done_callback(functools.partial(arrived, len(message.payload)))
-                    waiting[fut] = k
-            if left:
-                timer = loop.call_later(cfg.ack_timeout_s, _set_done, all_in)
-                await all_in
+                        results[nxt:] = [exc] * (count - nxt)
+                        break
+                    track(fut, nxt)
+                    nxt += 1
+                    continue
+                if not left:
+                    break
+                # no PUBACK for ack_timeout_s ends the batch: the deadline moves on with each one
+                wake = loop.create_future()
+                timer = loop.call_at(answered_at + cfg.ack_timeout_s, _set_done, wake)
+                try:
+                    await wake
+                finally:
+                    timer.cancel()
+                if left and loop.time() >= answered_at + cfg.ack_timeout_s:
+                    break
         finally:
-            if timer is not None:
-                timer.cancel()
-            for fut, k in waiting.items():
+            for fut, k in sent.items():
                 if fut.cancelled():
                     results[k] = asyncio.CancelledError()
                 elif fut.done():
@@ -648,35 +682,7 @@ class MqttUplink(Lifecycle):
         return results
 
     async def _send_all(self, session: Session, messages: list[Message], outcomes: list[Outcome | None]) -> None:
-        cfg = self.config
-        if len(messages) <= cfg.max_inflight:
-            await self._settle(session, messages, await self._send_window(session, messages), outcomes)
-            return
-        gate = asyncio.Semaphore(cfg.max_inflight)
-
-        async def send(message: Message) -> PubAckCode:
-            async with gate:
-                code = await session.publish(
-                    message.topic,
-                    message.payload,
-                    retain=False,
-                    properties=self._properties(message),
-                    timeout=cfg.ack_timeout_s,
-                )
-            # counted as PUBACKs arrive, so metrics move during a long batch
-            self.counters.published += 1
-            if not code.is_failure:
-                self.counters.acked += 1
-                self.counters.bytes += len(message.payload)
-            return code
-
-        tasks = [asyncio.create_task(send(m)) for m in messages]
-        try:
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            for t in tasks:
-                t.cancel()
-        await self._settle(session, messages, list(results), outcomes)
+        await self._settle(session, messages, await self._send_window(session, messages), outcomes)
 
     async def _settle(
         self, session: Session, messages: list[Message], results: list[object], outcomes: list[Outcome | None]
@@ -709,6 +715,8 @@ class MqttUplink(Lifecycle):
                 outcome = Outcome(Status.RETRY, f"connection lost before PUBACK: {result}", Fault.UNREACHABLE)
             elif isinstance(result, asyncio.CancelledError):
                 outcome = Outcome(Status.RETRY, "cancelled before PUBACK")
+            elif result is None:
+                continue  # never published (the batch ended first): "not sent", RETRY
             else:
                 assert isinstance(result, BaseException), result
                 raise result  # a bug, not a delivery failure
