@@ -37,6 +37,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -76,6 +77,8 @@ __all__ = [
     "OnMessage",
     "OnPublish",
 ]
+
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
 class MqttClientError(ConnectionError):
@@ -142,14 +145,35 @@ class DebugLog(Protocol):
 
 
 class _Protocol(asyncio.Protocol):
-    """The transport half: bytes and the end of the connection, handed to the client's callbacks."""
+    """The transport half: bytes and the end of the connection, handed to the client's callbacks.
 
-    def __init__(self, on_data: Callable[[bytes], None], on_lost: Callable[[str], None]) -> None:
+    After a read, while the client waits for more from the broker (PUBACKs, or messages in
+    subscriber mode), it asks the kernel to acknowledge at once (TCP_QUICKACK, Linux). A stock
+    mosquitto leaves Nagle's algorithm on: it holds a small packet (the next PUBACK, the next
+    message) until the previous one is acknowledged, and the kernel delays that acknowledgement up
+    to 40 ms when nothing is written back meanwhile. The race workload against stock mosquittos at
+    500 readings/s: p99 54.8 ms and 1,554 bytes written a reading without, 10.5 ms and 630 with.
+    """
+
+    def __init__(
+        self, on_data: Callable[[bytes], None], on_lost: Callable[[str], None], expects_more: Callable[[], bool]
+    ) -> None:
         self._on_data = on_data
         self._on_lost = on_lost
+        self._expects_more = expects_more
+        self._quickack: tuple[socket.socket, int] | None = None  # the TCP socket and the option
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if _QUICKACK is not None and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            self._quickack = (sock, _QUICKACK)
 
     def data_received(self, data: bytes) -> None:
         self._on_data(data)
+        if self._quickack is not None and self._expects_more():
+            sock, option = self._quickack
+            with contextlib.suppress(OSError):  # the connection is going: connection_lost says why
+                sock.setsockopt(socket.IPPROTO_TCP, option, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._on_lost(str(exc) if exc else "the broker closed the connection")
@@ -207,7 +231,7 @@ class MqttClient:
         try:
             async with asyncio.timeout(s.connect_timeout_s):
                 transport, _ = await loop.create_connection(
-                    lambda: _Protocol(self._received, self._gone),
+                    lambda: _Protocol(self._received, self._gone, self._expects_more),
                     s.host,
                     s.port,
                     ssl=s.tls,
@@ -453,6 +477,10 @@ class MqttClient:
             self._transport.resume_reading()
 
     # -- the transport half ----------------------------------------------------------------------------
+
+    def _expects_more(self) -> bool:
+        """Whether the broker is to send more: PUBACKs or SUBACKs awaited, or messages to a subscriber."""
+        return bool(self._acks or self._subacks) or self._on_publish is not None or self.on_message is not None
 
     def _check(self) -> None:
         if self.lost.done():

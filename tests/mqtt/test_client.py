@@ -438,3 +438,53 @@ async def test_publishes_waiting_for_room_fail_when_the_connection_goes(stock_wi
         with pytest.raises(ConnectionLost):
             await asyncio.wait_for(publish, 3)
     assert client.in_flight == 0
+
+
+@pytest.fixture
+def stock_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    # Nagle's algorithm on, as mosquitto is installed: it holds a small packet until the previous
+    # one is acknowledged, and a receiver's kernel delays acknowledgements up to 40 ms
+    broker = MosquittoBroker(tmp_path / "b", extra_conf=KEEP_USER, tcp_nodelay=False)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_pubacks_of_a_window_come_at_once_from_a_broker_with_nagle(stock_broker: MosquittoBroker) -> None:
+    async with MqttClient(settings(stock_broker, "t-nagle-pub")) as client:
+        took: list[float] = []
+        for _ in range(12):
+            started = time.monotonic()
+            client.cork()  # six messages in one write, as the uplink sends a window: six PUBACKs back
+            acks = [await client.publish("t/nagle", b"%d" % i) for i in range(6)]
+            client.uncork()
+            await asyncio.wait_for(asyncio.gather(*acks), 3)
+            took.append(time.monotonic() - started)
+            await asyncio.sleep(0.005)
+    # held back for a delayed acknowledgement, the later PUBACKs came ~40 ms after the first
+    assert sorted(took)[len(took) // 2] < 0.015, took
+
+
+async def test_messages_flow_from_a_broker_with_nagle_while_their_acks_wait(stock_broker: MosquittoBroker) -> None:
+    # subscriber mode acknowledges after a commit, tens of ms later: the TCP acknowledgements must not wait too
+    arrived: dict[bytes, float] = {}
+
+    def on_publish(message: Publish) -> None:
+        arrived[message.payload] = time.monotonic()
+
+    sub = MqttClient(settings(stock_broker, "t-nagle-sub", clean_start=True), on_publish=on_publish)
+    await sub.connect()
+    await sub.subscribe(["t/nagle/#"])
+    sent: dict[bytes, float] = {}
+    async with MqttClient(settings(stock_broker, "t-nagle-src", clean_start=True)) as pub:
+        for i in range(100):
+            payload = b"%d" % i
+            sent[payload] = time.monotonic()
+            await pub.publish("t/nagle/x", payload)
+            await asyncio.sleep(0.002)  # 500 messages/s
+        await until(lambda: len(arrived) == 100, "100 messages")
+    await sub.disconnect()
+    # past the first few, which a new connection's kernel acknowledges at once anyway
+    delays = sorted(arrived[p] - sent[p] for p in list(sent)[40:])
+    # held back for a delayed acknowledgement, they came in bursts every ~40 ms (median ~20 ms)
+    assert delays[len(delays) // 2] < 0.008, delays

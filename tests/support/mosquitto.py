@@ -27,7 +27,9 @@ def mosquitto_binary() -> str:
 
 
 class MosquittoBroker:
-    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra_conf: str = "", *, tcp_nodelay: bool = True
+    ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or restartable_port()  # outages stop a broker and start it again on its port
@@ -44,8 +46,9 @@ class MosquittoBroker:
             "log_type error\n"
             "log_type warning\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
-            # answer PUBACKs at once instead of waiting for Nagle's algorithm (as a tuned broker does)
-            "set_tcp_nodelay true\n"
+            # answer PUBACKs at once instead of waiting for Nagle's algorithm (as a tuned broker does);
+            # tcp_nodelay=False is a stock mosquitto's behaviour
+            f"set_tcp_nodelay {'true' if tcp_nodelay else 'false'}\n"
             # as root, mosquitto drops to user `mosquitto`, which cannot write the persistence and
             # log files in pytest's private tmp directories (sessions would not survive a restart)
             + ("user root\n" if os.geteuid() == 0 and "user " not in extra_conf else "")
