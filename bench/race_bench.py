@@ -13,10 +13,12 @@ block device, that device's written sectors (/proc/diskstats; other processes' w
 
     .venv/bin/python bench/race_bench.py [--only ceiling,rates,backlog,kill,outage] [--rates 10,500,2000,5000]
                                          [--seconds 20] [--backlog 120000] [--outage-s 60] [--cpus 0]
+                                         [--stock-brokers]
 
 `--cpus 0` pins the gateway (only) with `taskset -c 0`, as on a one-core appliance; the brokers,
-publisher and counter stay free. The machine is shared and noisy: run before/after alternately and
-compare medians. Prints one line per figure and a JSON summary last.
+publisher and counter stay free. The brokers answer without Nagle's algorithm (`set_tcp_nodelay
+true`, as a tuned broker does); `--stock-brokers` leaves it on, as a stock mosquitto has it. The
+machine is shared and noisy: run before/after alternately and compare medians. Prints one line per figure and a JSON summary last.
 """
 
 from __future__ import annotations
@@ -270,6 +272,7 @@ class Rig:
     cpus: str | None
     buffer: str = ""
     uplink: str = ""
+    tcp_nodelay: bool = True  # False: both brokers as stock mosquitto (Nagle's algorithm on)
     src: MosquittoBroker = field(init=False)
     dst: MosquittoBroker = field(init=False)
     gw: subprocess.Popen[bytes] | None = None
@@ -281,8 +284,8 @@ class Rig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        self.src = MosquittoBroker(self.work / "src")
-        self.dst = MosquittoBroker(self.work / "dst")
+        self.src = MosquittoBroker(self.work / "src", tcp_nodelay=self.tcp_nodelay)
+        self.dst = MosquittoBroker(self.work / "dst", tcp_nodelay=self.tcp_nodelay)
         self.src.start()
         self.dst.start()
         self.data = self.work / "data"
@@ -447,7 +450,7 @@ def wait_for(cond: Any, timeout: float, step: float = 0.02) -> bool:
 @contextlib.contextmanager
 def rig(args: argparse.Namespace) -> Iterator[Rig]:
     work = Path(tempfile.mkdtemp(prefix="race-", dir=os.environ.get("RACE_TMP")))
-    r = Rig(work, args.cpus, "\n".join(args.buffer), "\n".join(args.uplink))
+    r = Rig(work, args.cpus, "\n".join(args.buffer), "\n".join(args.uplink), tcp_nodelay=not args.stock_brokers)
     try:
         yield r
     finally:
@@ -680,6 +683,11 @@ def main() -> None:
         action="append",
         default=[],
         help="a line for the uplink, e.g. start_delay_max_s = 0 (the drain without a fleet's random start delay)",
+    )
+    ap.add_argument(
+        "--stock-brokers",
+        action="store_true",
+        help="both mosquittos as installed, Nagle's algorithm on (the default sets set_tcp_nodelay true)",
     )
     args = ap.parse_args()
     parts = set(args.only.split(","))

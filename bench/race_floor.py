@@ -143,7 +143,7 @@ def run_paho_forwarder(src: int, dst: int) -> None:
 
 
 def one_run(kind: str, rate: float, seconds: float, cpus: str | None) -> dict[str, Any]:
-    args = argparse.Namespace(cpus=cpus, buffer=[], uplink=["start_delay_max_s = 0"])
+    args = argparse.Namespace(cpus=cpus, buffer=[], uplink=["start_delay_max_s = 0"], stock_brokers=False)
     with rb.rig(args) as r:
         r.start_counter()
         if kind == "gateway":
