@@ -569,3 +569,24 @@ async def test_batches_leave_no_reference_cycles_behind(
     finally:
         gc.enable()
         await up.close()
+
+
+async def test_close_ends_when_a_mute_broker_holds_the_whole_window(
+    mosquitto_private: MosquittoBroker, context: AdapterContext
+) -> None:
+    # the gateway stops mid-batch: the window's two messages stay unanswered, and the broker is mute;
+    # the "offline" status publish must give up after its timeout, not wait for room for ever
+    async with InFlightCounter(mosquitto_private, pubacks_passed=1) as wire:
+        up = uplink(mosquitto_private, context, port=wire.port, max_inflight=2, ack_timeout_s=0.3)
+        await up.start()
+        delivering = asyncio.ensure_future(up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(4)]))
+        async with asyncio.timeout(3):
+            while wire.published < 3:  # "online", then the window's two
+                await asyncio.sleep(0.01)
+        delivering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await delivering
+        started = time.monotonic()
+        await asyncio.wait_for(up.close(), 3)
+        assert time.monotonic() - started < 2
+    assert wire.published == 3  # "offline" never found room: the broker still counts the two

@@ -509,8 +509,8 @@ class MqttCommandListener:
                     return False
                 continue
             try:
-                ack = await client.publish(topic, payload, qos=1)
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                    ack = await client.publish(topic, payload, qos=1)  # room in the in-flight window first
                     await ack  # any reason code: the broker took the message (or refused it for good)
                 return True
             except TimeoutError:

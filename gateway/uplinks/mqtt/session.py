@@ -69,9 +69,13 @@ class Session:
     async def publish(
         self, topic: str, payload: bytes, *, retain: bool, properties: bytes, timeout: float
     ) -> PubAckCode:
-        """Publish at QoS 1 and wait for the PUBACK; ConnectionError or TimeoutError otherwise."""
-        fut = await self.start_publish(topic, payload, retain=retain, properties=properties)
+        """Publish at QoS 1 and wait for the PUBACK; ConnectionError or TimeoutError otherwise.
+
+        The timeout covers the wait for room in the in-flight window too: with its window full of
+        messages a mute broker never answers, the publish would wait for ever (a `close()` did).
+        """
         async with asyncio.timeout(timeout):
+            fut = await self.start_publish(topic, payload, retain=retain, properties=properties)
             return PubAckCode(await fut)
 
     async def close(self) -> None:
