@@ -590,3 +590,23 @@ async def test_close_ends_when_a_mute_broker_holds_the_whole_window(
         await asyncio.wait_for(up.close(), 3)
         assert time.monotonic() - started < 2
     assert wire.published == 3  # "offline" never found room: the broker still counts the two
+
+
+async def test_a_batch_finding_the_window_held_by_a_mute_broker_ends_after_ack_timeout(
+    mosquitto_private: MosquittoBroker, context: AdapterContext
+) -> None:
+    async with InFlightCounter(mosquitto_private, pubacks_passed=1) as wire:
+        up = uplink(mosquitto_private, context, port=wire.port, max_inflight=2, ack_timeout_s=0.3)
+        await up.start()
+        delivering = asyncio.ensure_future(up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(4)]))
+        async with asyncio.timeout(3):
+            while wire.published < 3:  # "online", then the window's two, which stay unanswered
+                await asyncio.sleep(0.01)
+        delivering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await delivering
+        started = time.monotonic()
+        outcomes = await asyncio.wait_for(up.deliver([reading("gauge9", seq=9)]), 3)
+        assert time.monotonic() - started < 2
+        await up.close()
+    assert [(o.status, o.reason) for o in outcomes] == [(Status.RETRY, "no PUBACK within 0.3 s")]

@@ -646,14 +646,19 @@ class MqttUplink(Lifecycle):
                         track(fut, nxt)
                         nxt += 1
                 if nxt < count and not left:
-                    # the window is full of other publishes (the status message): wait for room like them
+                    # the window is full of other publishes (the status message, or those of a batch
+                    # cancelled while the gateway stopped): wait for room like them, as long as for a PUBACK
                     message = messages[nxt]
                     try:
-                        fut = await session.start_publish(
-                            message.topic, message.payload, retain=False, properties=self._properties(message)
-                        )
+                        async with asyncio.timeout(cfg.ack_timeout_s):
+                            fut = await session.start_publish(
+                                message.topic, message.payload, retain=False, properties=self._properties(message)
+                            )
                     except ConnectionError as exc:
                         results[nxt:] = [exc] * (count - nxt)
+                        break
+                    except TimeoutError as exc:
+                        results[nxt] = exc  # the broker answered nothing for ack_timeout_s: a stale session
                         break
                     track(fut, nxt)
                     nxt += 1
