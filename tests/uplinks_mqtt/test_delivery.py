@@ -21,7 +21,7 @@ from gateway.adapter_api import AdapterContext
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
 from gateway.delivery import DeliveryLoop
-from gateway.uplinks.api import Fault, Status
+from gateway.uplinks.api import Fault, Outcome, Status
 from gateway.uplinks.mqtt import MqttUplink, MqttUplinkConfig
 from tests.support.mosquitto import MosquittoBroker
 from tests.uplinks_mqtt.conftest import reading, subscribe
@@ -494,6 +494,29 @@ class InFlightCounter:
         return True
 
 
+async def deliver_timed(up: MqttUplink, count: int) -> tuple[list[Outcome], float]:
+    """Start the uplink, deliver `count` readings of as many devices (a message each), close; and how long it took."""
+    await up.start()
+    started = time.monotonic()
+    outcomes = await up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(count)])
+    elapsed = time.monotonic() - started
+    await up.close()
+    return outcomes, elapsed
+
+
+async def stop_mid_batch(up: MqttUplink, wire: InFlightCounter) -> None:
+    """Start the uplink and a batch (window of 2), and cancel the batch as the gateway stopping does,
+    once the status message and the window's two are out."""
+    await up.start()
+    delivering = asyncio.ensure_future(up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(4)]))
+    async with asyncio.timeout(3):
+        while wire.published < 3:
+            await asyncio.sleep(0.01)
+    delivering.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await delivering
+
+
 async def test_a_batch_larger_than_the_brokers_receive_maximum_goes_out_within_it(
     tmp_path: Path, context: AdapterContext
 ) -> None:
@@ -524,11 +547,7 @@ async def test_a_batch_slower_than_ack_timeout_still_delivers_while_pubacks_keep
     # PUBACK 0.1 s late, take ~1.2 s against an ack_timeout_s of 0.5 s
     async with InFlightCounter(mosquitto_private, puback_delay_s=0.1) as wire:
         up = uplink(mosquitto_private, context, port=wire.port, max_inflight=1, ack_timeout_s=0.5)
-        await up.start()
-        started = time.monotonic()
-        outcomes = await up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(12)])
-        elapsed = time.monotonic() - started
-        await up.close()
+        outcomes, elapsed = await deliver_timed(up, 12)
     assert [o.status for o in outcomes] == [Status.DELIVERED] * 12
     assert elapsed > 1.0 and wire.most == 1
 
@@ -540,11 +559,7 @@ async def test_a_broker_gone_mute_mid_batch_ends_it_after_ack_timeout(
     # ack_timeout_s, the rest were never sent
     async with InFlightCounter(mosquitto_private, pubacks_passed=3) as wire:
         up = uplink(mosquitto_private, context, port=wire.port, max_inflight=2, ack_timeout_s=0.5)
-        await up.start()
-        started = time.monotonic()
-        outcomes = await up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(8)])
-        elapsed = time.monotonic() - started
-        await up.close()
+        outcomes, elapsed = await deliver_timed(up, 8)
     assert [o.status for o in outcomes] == [Status.DELIVERED] * 2 + [Status.RETRY] * 6
     assert [o.reason for o in outcomes[2:]] == ["no PUBACK within 0.5 s"] * 2 + ["not sent"] * 4
     assert 0.5 <= elapsed < 2.0
@@ -578,14 +593,7 @@ async def test_close_ends_when_a_mute_broker_holds_the_whole_window(
     # the "offline" status publish must give up after its timeout, not wait for room for ever
     async with InFlightCounter(mosquitto_private, pubacks_passed=1) as wire:
         up = uplink(mosquitto_private, context, port=wire.port, max_inflight=2, ack_timeout_s=0.3)
-        await up.start()
-        delivering = asyncio.ensure_future(up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(4)]))
-        async with asyncio.timeout(3):
-            while wire.published < 3:  # "online", then the window's two
-                await asyncio.sleep(0.01)
-        delivering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await delivering
+        await stop_mid_batch(up, wire)
         started = time.monotonic()
         await asyncio.wait_for(up.close(), 3)
         assert time.monotonic() - started < 2
@@ -597,14 +605,7 @@ async def test_a_batch_finding_the_window_held_by_a_mute_broker_ends_after_ack_t
 ) -> None:
     async with InFlightCounter(mosquitto_private, pubacks_passed=1) as wire:
         up = uplink(mosquitto_private, context, port=wire.port, max_inflight=2, ack_timeout_s=0.3)
-        await up.start()
-        delivering = asyncio.ensure_future(up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(4)]))
-        async with asyncio.timeout(3):
-            while wire.published < 3:  # "online", then the window's two, which stay unanswered
-                await asyncio.sleep(0.01)
-        delivering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await delivering
+        await stop_mid_batch(up, wire)
         started = time.monotonic()
         outcomes = await asyncio.wait_for(up.deliver([reading("gauge9", seq=9)]), 3)
         assert time.monotonic() - started < 2

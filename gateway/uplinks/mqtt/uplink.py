@@ -595,9 +595,9 @@ class MqttUplink(Lifecycle):
         or None for a message the batch ended before publishing. What fits the window goes out in one
         write, and the rest follow as PUBACKs make room, one write for each burst of them: a drain
         batch holds a message per device, and a v5 broker may take fewer at a time (stock mosquitto
-        says 20) than max_inflight. One task and one timer for the whole batch, a callback per
-        PUBACK: a task, a semaphore and a timer per message cost ~40 µs a message, and asyncio.wait
-        a callback and a loop turn a message.
+        says 20) than max_inflight. One task for the whole batch, a timer a wait (one a batch when the
+        window holds it), a callback a PUBACK: a task, a semaphore and a timer a message cost ~40 µs a
+        message, and asyncio.wait a callback and a loop turn a message.
         """
         cfg = self.config
         counters = self.counters
