@@ -152,7 +152,8 @@ class _Protocol(asyncio.Protocol):
     mosquitto leaves Nagle's algorithm on: it holds a small packet (the next PUBACK, the next
     message) until the previous one is acknowledged, and the kernel delays that acknowledgement up
     to 40 ms when nothing is written back meanwhile. The race workload against stock mosquittos at
-    500 readings/s: p99 54.8 ms and 1,554 bytes written a reading without, 10.5 ms and 630 with.
+    500 readings/s: p99 53-55 ms and 1,520-1,593 bytes written a reading without, 10.5-11.6 ms and
+    624-629 bytes with (README, issue 18). The price is an acknowledgement a read.
     """
 
     def __init__(
