@@ -360,7 +360,7 @@ async def test_one_mode_of_delivery() -> None:
 
 
 @pytest.fixture
-def stock_window_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+def small_window_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     # mosquitto's max_inflight_messages is the Receive Maximum its CONNACK gives v5 clients (stock: 20)
     broker = MosquittoBroker(tmp_path / "b", extra_conf=f"max_inflight_messages 5\n{KEEP_USER}")
     broker.start()
@@ -368,11 +368,11 @@ def stock_window_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     broker.stop()
 
 
-async def test_the_window_is_the_brokers_receive_maximum_when_lower(stock_window_broker: MosquittoBroker) -> None:
+async def test_the_window_is_the_brokers_receive_maximum_when_lower(small_window_broker: MosquittoBroker) -> None:
     async with (
-        MqttClient(settings(stock_window_broker, "t-win5", max_inflight=100)) as v5,
-        MqttClient(settings(stock_window_broker, "t-win311", max_inflight=100, v5=False)) as v311,
-        MqttClient(settings(stock_window_broker, "t-win3", max_inflight=3)) as own,
+        MqttClient(settings(small_window_broker, "t-win5", max_inflight=100)) as v5,
+        MqttClient(settings(small_window_broker, "t-win311", max_inflight=100, v5=False)) as v311,
+        MqttClient(settings(small_window_broker, "t-win3", max_inflight=3)) as own,
     ):
         assert (v5.window, v311.window, own.window) == (5, 100, 3)  # 3.1.1 has no Receive Maximum
         # PUBACKs not read (reading paused) hold the window: a sixth message must not go out
@@ -390,9 +390,9 @@ async def test_the_window_is_the_brokers_receive_maximum_when_lower(stock_window
 
 
 async def test_a_publish_given_up_holds_its_place_in_the_window_until_its_puback(
-    stock_window_broker: MosquittoBroker,
+    small_window_broker: MosquittoBroker,
 ) -> None:
-    async with MqttClient(settings(stock_window_broker, "t-giveup")) as client:
+    async with MqttClient(settings(small_window_broker, "t-giveup")) as client:
         client.pause_reading()
         acks = [await client.publish("t/win", b"%d" % i) for i in range(5)]
         acks[0].cancel()  # its caller stopped waiting; the broker still counts the message
@@ -403,9 +403,9 @@ async def test_a_publish_given_up_holds_its_place_in_the_window_until_its_puback
 
 
 async def test_waiting_publishes_take_turns_and_one_that_leaves_passes_its_turn_on(
-    stock_window_broker: MosquittoBroker,
+    small_window_broker: MosquittoBroker,
 ) -> None:
-    async with MqttClient(settings(stock_window_broker, "t-turns", max_inflight=1)) as client:
+    async with MqttClient(settings(small_window_broker, "t-turns", max_inflight=1)) as client:
         client.pause_reading()
         ack = await client.publish("t/win", b"0")
         leaving = asyncio.ensure_future(client.publish("t/win", b"1"))
@@ -414,8 +414,8 @@ async def test_waiting_publishes_take_turns_and_one_that_leaves_passes_its_turn_
         await asyncio.sleep(0.05)
         cancelled_early.cancel()  # leaves the queue before its turn
         client.resume_reading()
-        while client.in_flight:  # a turn each: the first to see the PUBACK read runs before `leaving`,
-            await asyncio.sleep(0)  # which it woke
+        while client.in_flight:  # until the PUBACK is read: this task then runs before `leaving`, which it woke
+            await asyncio.sleep(0)
         assert not leaving.done()
         leaving.cancel()  # it leaves now: the room it was given must go to `staying`
         assert await asyncio.wait_for(ack, 3) == 0x10
@@ -423,8 +423,8 @@ async def test_waiting_publishes_take_turns_and_one_that_leaves_passes_its_turn_
         assert leaving.cancelled() and cancelled_early.cancelled() and client.in_flight == 0
 
 
-async def test_publishes_waiting_for_room_fail_when_the_connection_goes(stock_window_broker: MosquittoBroker) -> None:
-    client = MqttClient(settings(stock_window_broker, "t-gone"))
+async def test_publishes_waiting_for_room_fail_when_the_connection_goes(small_window_broker: MosquittoBroker) -> None:
+    client = MqttClient(settings(small_window_broker, "t-gone"))
     await client.connect()
     client.pause_reading()
     acks = [await client.publish("t/win", b"%d" % i) for i in range(5)]
