@@ -308,59 +308,12 @@ async def test_connection_dropped_while_idle_reconnects_on_next_deliver(
     await up.close()
 
 
-class AckLosingProxy:
-    """A TCP proxy to a real broker that passes the broker's first packet (CONNACK) and loses the rest:
-    the network fault that leaves a PUBACK missing."""
-
-    def __init__(self, broker: MosquittoBroker) -> None:
-        self.broker = broker
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> AckLosingProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for w in self._writers:
-            w.close()
-            with contextlib.suppress(ConnectionError):
-                await w.wait_closed()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(self.broker.host, self.broker.port)
-        self._writers += [writer, up_writer]
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, first_only: bool) -> None:
-            passed = False
-            while data := await src.read(65536):
-                if not (first_only and passed):
-                    dst.write(data)
-                    await dst.drain()
-                passed = True
-
-        for t in (
-            asyncio.ensure_future(pump(reader, up_writer, False)),
-            asyncio.ensure_future(pump(up_reader, writer, True)),
-        ):
-            self._tasks.add(t)
-
-
 async def test_a_status_publish_without_puback_says_so(
     mosquitto_private: MosquittoBroker, context: AdapterContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     # str(TimeoutError()) is empty: the reason used to read "status publish failed: "
     caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt")
-    async with AckLosingProxy(mosquitto_private) as proxy:
+    async with PubAckProxy(mosquitto_private, pubacks_passed=0) as proxy:  # every PUBACK lost
         up = uplink(mosquitto_private, context, port=proxy.port, ack_timeout_s=0.3)
         await up.start()
         outcomes = await up.deliver([reading(seq=1)])
@@ -416,10 +369,11 @@ async def test_delivery_resumes_within_probe_s_of_the_broker_coming_back(
         await box.close()
 
 
-class InFlightCounter:
-    """A TCP proxy between a client and the broker that counts, on the wire, the QoS 1 PUBLISHes the
+class PubAckProxy:
+    """A TCP proxy between a client and a real broker that counts, on the wire, the QoS 1 PUBLISHes the
     broker has not answered with a PUBACK yet (and the most there ever were). It can also pass each
-    PUBACK on `puback_delay_s` late, and stop passing them on after `pubacks_passed` (a broker gone mute)."""
+    PUBACK on `puback_delay_s` late, and stop passing them on after `pubacks_passed` (a broker gone
+    mute, or the network fault that leaves a PUBACK missing)."""
 
     def __init__(self, broker: MosquittoBroker, *, puback_delay_s: float = 0.0, pubacks_passed: int = -1) -> None:
         self.broker = broker
@@ -432,7 +386,7 @@ class InFlightCounter:
         self._server: asyncio.Server | None = None
         self._pumps: list[asyncio.Task[None]] = []
 
-    async def __aenter__(self) -> InFlightCounter:
+    async def __aenter__(self) -> PubAckProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -504,9 +458,10 @@ async def deliver_timed(up: MqttUplink, count: int) -> tuple[list[Outcome], floa
     return outcomes, elapsed
 
 
-async def stop_mid_batch(up: MqttUplink, wire: InFlightCounter) -> None:
-    """Start the uplink and a batch (window of 2), and cancel the batch as the gateway stopping does,
-    once the status message and the window's two are out."""
+async def stopped_mid_batch(broker: MosquittoBroker, context: AdapterContext, wire: PubAckProxy) -> MqttUplink:
+    """An uplink through `wire` (window of 2, ack_timeout_s 0.3) that started a batch, cancelled as the
+    gateway stopping does once the status message and the window's two were out."""
+    up = uplink(broker, context, port=wire.port, max_inflight=2, ack_timeout_s=0.3)
     await up.start()
     delivering = asyncio.ensure_future(up.deliver([reading(f"gauge{i}", seq=i + 1) for i in range(4)]))
     async with asyncio.timeout(3):
@@ -515,6 +470,7 @@ async def stop_mid_batch(up: MqttUplink, wire: InFlightCounter) -> None:
     delivering.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await delivering
+    return up
 
 
 async def test_a_batch_larger_than_the_brokers_receive_maximum_goes_out_within_it(
@@ -525,7 +481,7 @@ async def test_a_batch_larger_than_the_brokers_receive_maximum_goes_out_within_i
     broker = MosquittoBroker(tmp_path / "b", extra_conf=f"max_inflight_messages 5\n{KEEP_USER}")
     broker.start()
     try:
-        async with InFlightCounter(broker) as wire, subscribe(broker, "/K3Y/#") as sub:
+        async with PubAckProxy(broker) as wire, subscribe(broker, "/K3Y/#") as sub:
             up = uplink(broker, context, port=wire.port, max_inflight=100)
             await up.start()
             batch = [reading(f"gauge{i}", seq=i + 1) for i in range(60)]  # one message each
@@ -545,7 +501,7 @@ async def test_a_batch_slower_than_ack_timeout_still_delivers_while_pubacks_keep
 ) -> None:
     # ack_timeout_s bounds the broker's silence, not the batch: 12 messages one at a time, each
     # PUBACK 0.1 s late, take ~1.2 s against an ack_timeout_s of 0.5 s
-    async with InFlightCounter(mosquitto_private, puback_delay_s=0.1) as wire:
+    async with PubAckProxy(mosquitto_private, puback_delay_s=0.1) as wire:
         up = uplink(mosquitto_private, context, port=wire.port, max_inflight=1, ack_timeout_s=0.5)
         outcomes, elapsed = await deliver_timed(up, 12)
     assert [o.status for o in outcomes] == [Status.DELIVERED] * 12
@@ -557,7 +513,7 @@ async def test_a_broker_gone_mute_mid_batch_ends_it_after_ack_timeout(
 ) -> None:
     # status "online" and two messages are answered, then nothing: the window's two wait out
     # ack_timeout_s, the rest were never sent
-    async with InFlightCounter(mosquitto_private, pubacks_passed=3) as wire:
+    async with PubAckProxy(mosquitto_private, pubacks_passed=3) as wire:
         up = uplink(mosquitto_private, context, port=wire.port, max_inflight=2, ack_timeout_s=0.5)
         outcomes, elapsed = await deliver_timed(up, 8)
     assert [o.status for o in outcomes] == [Status.DELIVERED] * 2 + [Status.RETRY] * 6
@@ -591,9 +547,8 @@ async def test_close_ends_when_a_mute_broker_holds_the_whole_window(
 ) -> None:
     # the gateway stops mid-batch: the window's two messages stay unanswered, and the broker is mute;
     # the "offline" status publish must give up after its timeout, not wait for room for ever
-    async with InFlightCounter(mosquitto_private, pubacks_passed=1) as wire:
-        up = uplink(mosquitto_private, context, port=wire.port, max_inflight=2, ack_timeout_s=0.3)
-        await stop_mid_batch(up, wire)
+    async with PubAckProxy(mosquitto_private, pubacks_passed=1) as wire:
+        up = await stopped_mid_batch(mosquitto_private, context, wire)
         started = time.monotonic()
         await asyncio.wait_for(up.close(), 3)
         assert time.monotonic() - started < 2
@@ -603,9 +558,8 @@ async def test_close_ends_when_a_mute_broker_holds_the_whole_window(
 async def test_a_batch_finding_the_window_held_by_a_mute_broker_ends_after_ack_timeout(
     mosquitto_private: MosquittoBroker, context: AdapterContext
 ) -> None:
-    async with InFlightCounter(mosquitto_private, pubacks_passed=1) as wire:
-        up = uplink(mosquitto_private, context, port=wire.port, max_inflight=2, ack_timeout_s=0.3)
-        await stop_mid_batch(up, wire)
+    async with PubAckProxy(mosquitto_private, pubacks_passed=1) as wire:
+        up = await stopped_mid_batch(mosquitto_private, context, wire)
         started = time.monotonic()
         outcomes = await asyncio.wait_for(up.deliver([reading("gauge9", seq=9)]), 3)
         assert time.monotonic() - started < 2
