@@ -9,7 +9,7 @@ Only what the gateway uses is implemented: QoS 2, AUTH and topic aliases are not
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -302,32 +302,59 @@ def encode_publish(
 def user_properties(properties: bytes) -> tuple[tuple[str, str], ...]:
     """The UserProperty pairs of a PUBLISH's raw v5 properties (as kept by the reader), in order."""
     out: list[tuple[str, str]] = []
-    p = 0
     try:
-        while p < len(properties):
-            ident = properties[p]
-            p += 1
-            if ident in _FIXED_SIZE:
-                p += _FIXED_SIZE[ident]
-            elif ident == 0x0B:  # subscription identifier: a variable byte integer
-                while properties[p] & 0x80:
-                    p += 1
-                p += 1
-            elif ident == 0x26:
-                key, p = _read_text(properties, p)
-                value, p = _read_text(properties, p)
+        for ident, at, _ in _property_values(properties, 0, len(properties), _PUBLISH_PROPERTIES):
+            if ident == _USER_PROPERTY:
+                key, p = _read_text(properties, at)
+                value, _ = _read_text(properties, p)
                 out.append((key, value))
-            elif ident in (0x03, 0x08, 0x09):  # content type, response topic, correlation data
-                p += 2 + ((properties[p] << 8) | properties[p + 1])
-            else:
-                raise MqttWireError(f"mqtt: unknown PUBLISH property, got identifier 0x{ident:02X}")
+    except _UnknownProperty as exc:
+        raise MqttWireError(f"mqtt: unknown PUBLISH property, got identifier 0x{exc.ident:02X}") from None
     except (IndexError, UnicodeDecodeError):
         raise MqttWireError(f"mqtt: malformed PUBLISH properties, got {properties!r}") from None
     return tuple(out)
 
 
-# PUBLISH properties of a fixed size: payload format indicator, message expiry, topic alias
-_FIXED_SIZE = {0x01: 1, 0x02: 4, 0x23: 2}
+# Each v5 property's value by identifier (spec §2.2.2.2): a fixed size in bytes, 0 for a variable byte
+# integer, or -n for n fields of a two-byte length and that many bytes (strings, binary data; a user
+# property is two strings).
+_PROPERTY_SIZES = {
+    0x01: 1, 0x02: 4, 0x03: -1, 0x08: -1, 0x09: -1, 0x0B: 0, 0x11: 4, 0x12: -1, 0x13: 2, 0x15: -1,
+    0x16: -1, 0x17: 1, 0x18: 4, 0x19: 1, 0x1A: -1, 0x1C: -1, 0x1F: -1, 0x21: 2, 0x22: 2, 0x23: 2,
+    0x24: 1, 0x25: 1, 0x26: -2, 0x27: 4, 0x28: 1, 0x29: 1, 0x2A: 1,
+}  # fmt: skip
+_USER_PROPERTY = 0x26
+_RECEIVE_MAXIMUM = 0x21
+_PUBLISH_PROPERTIES = frozenset({0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26})
+_CONNACK_PROPERTIES = frozenset(
+    {0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2A}
+)
+
+
+class _UnknownProperty(Exception):
+    def __init__(self, ident: int) -> None:
+        super().__init__(ident)
+        self.ident = ident
+
+
+def _property_values(data: bytes, p: int, end: int, allowed: frozenset[int]) -> Iterator[tuple[int, int, int]]:
+    """Each property in data[p:end] as (identifier, offset of its value, offset past it); IndexError
+    where the data runs out, _UnknownProperty for an identifier the packet may not carry."""
+    while p < end:
+        ident = data[p]
+        if ident not in allowed:
+            raise _UnknownProperty(ident)
+        at = p = p + 1
+        size = _PROPERTY_SIZES[ident]
+        if size > 0:
+            p += size
+        elif size == 0:
+            while data[p] & 0x80:
+                p += 1
+            p += 1
+        for _ in range(-size):
+            p += 2 + ((data[p] << 8) | data[p + 1])
+        yield ident, at, p
 
 
 def _read_text(data: bytes, p: int) -> tuple[str, int]:
@@ -393,36 +420,22 @@ def _props_end(body: bytes, p: int) -> tuple[int, int]:
         shift += 7
 
 
-# Each CONNACK property's value (spec §3.2.2.3): a fixed size in bytes, or -n for n fields of a two-byte
-# length and that many bytes (strings, binary data; a user property is two strings).
-_CONNACK_PROPERTIES = {
-    0x11: 4, 0x12: -1, 0x13: 2, 0x15: -1, 0x16: -1, 0x1A: -1, 0x1C: -1, 0x1F: -1,
-    0x21: 2, 0x22: 2, 0x24: 1, 0x25: 1, 0x26: -2, 0x27: 4, 0x28: 1, 0x29: 1, 0x2A: 1,
-}  # fmt: skip
-_RECEIVE_MAXIMUM = 0x21
-
-
 def _receive_maximum(body: bytes) -> int:
     """The Receive Maximum in a v5 CONNACK's body, 65,535 if absent; MqttWireError if its properties are malformed."""
     found = 65_535
     try:
-        q, end = _props_end(body, 2) if len(body) > 2 else (2, 2)
-        while q < end:
-            ident = body[q]
-            size = _CONNACK_PROPERTIES.get(ident)
-            if size is None:
-                raise MqttWireError(f"mqtt: malformed CONNACK, got an unknown property 0x{ident:02X}")
-            q += 1
+        start, end = _props_end(body, 2) if len(body) > 2 else (2, 2)
+        after = start  # past the last property read: the block must end exactly there
+        for ident, at, past in _property_values(body, start, end, _CONNACK_PROPERTIES):
+            after = past
             if ident == _RECEIVE_MAXIMUM:
-                found = (body[q] << 8) | body[q + 1]
+                found = (body[at] << 8) | body[at + 1]
                 if not found:
                     raise MqttWireError("mqtt: malformed CONNACK, got Receive Maximum 0")
-            if size > 0:
-                q += size
-            for _ in range(-size):
-                q += 2 + ((body[q] << 8) | body[q + 1])
-        if q != end or end > len(body):
+        if after != end or end > len(body):
             raise IndexError
+    except _UnknownProperty as exc:
+        raise MqttWireError(f"mqtt: malformed CONNACK, got an unknown property 0x{exc.ident:02X}") from None
     except IndexError:
         raise MqttWireError(f"mqtt: malformed CONNACK properties, got {bytes(body)!r}") from None
     return found
