@@ -488,3 +488,24 @@ async def test_messages_flow_from_a_broker_with_nagle_while_their_acks_wait(stoc
     delays = sorted(arrived[p] - sent[p] for p in list(sent)[40:])
     # held back for a delayed acknowledgement, they came in bursts every ~40 ms (median ~20 ms)
     assert delays[len(delays) // 2] < 0.008, delays
+
+
+async def test_a_connection_leaves_no_descriptor_behind(mosquitto: MosquittoBroker) -> None:
+    # the quick acknowledgements use a duplicate of the socket's descriptor, closed with the connection
+    def open_fds() -> int:  # sockets only: uvloop opens /dev/null once, for good
+        sockets = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor, closed by now
+                sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        return sockets
+
+    before = open_fds()
+    for lost in (False, True):
+        client = MqttClient(settings(mosquitto, "t-fds"), on_publish=lambda message: None)
+        await client.connect()
+        assert open_fds() > before
+        if lost:  # the broker ends it: a second client takes the client id over
+            async with MqttClient(settings(mosquitto, "t-fds")):
+                await asyncio.wait_for(asyncio.shield(client.lost), 5)
+        await client.disconnect()
+        await until(lambda: open_fds() == before, "the connection's descriptors closed")  # uvloop closes later
