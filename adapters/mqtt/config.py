@@ -156,6 +156,12 @@ class MqttAdapterConfig(AdapterConfig):
         default=7 * 86_400, ge=60, le=0xFFFFFFFF, description="how long the broker queues for us while we are away"
     )
     max_inflight: int = Field(default=1000, ge=1, le=65535, description="unacknowledged messages at most")
+    coalesce_ms: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description="a steady stream is read at most this often, its messages handled a few at a time (0: one by one)",
+    )
     reconnect_min_s: float = Field(default=1.0, ge=0.05, le=60)
     reconnect_max_s: float = Field(default=60.0, ge=0.05, le=3600)
     probe_s: float = Field(

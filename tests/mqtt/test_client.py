@@ -509,3 +509,76 @@ async def test_a_connection_leaves_no_descriptor_behind(mosquitto: MosquittoBrok
                 await asyncio.wait_for(asyncio.shield(client.lost), 5)
         await client.disconnect()
         await until(lambda: open_fds() == before, "the connection's descriptors closed")  # uvloop closes later
+
+
+@pytest.fixture(params=["tuned", "stock"])
+def either_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MosquittoBroker]:
+    broker = MosquittoBroker(tmp_path / "b", extra_conf=KEEP_USER, tcp_nodelay=request.param == "tuned")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def coalesced_stream(broker: MosquittoBroker, coalesce_s: float, gaps: list[float]) -> tuple[list[float], int]:
+    """Messages sent `gaps` apart to a coalescing subscriber: each one's delay, and the bursts handed out."""
+    arrived: dict[bytes, float] = {}
+    bursts: list[int] = []
+
+    def on_publish(message: Publish) -> None:
+        arrived[message.payload] = time.monotonic()
+
+    def handed_out() -> None:
+        bursts.append(len(arrived))
+
+    sub = MqttClient(
+        settings(broker, "t-co-sub", clean_start=True, coalesce_s=coalesce_s),
+        on_publish=on_publish,
+        on_handed_out=handed_out,
+    )
+    await sub.connect()
+    await sub.subscribe(["t/co/#"])
+    sent: dict[bytes, float] = {}
+    async with MqttClient(settings(broker, "t-co-pub", clean_start=True)) as pub:
+        for i, gap in enumerate(gaps):
+            await asyncio.sleep(gap)
+            payload = b"%d" % i
+            sent[payload] = time.monotonic()
+            await pub.publish("t/co/x", payload)
+        await until(lambda: len(arrived) == len(gaps), f"{len(gaps)} messages")
+    await sub.disconnect()
+    return [arrived[p] - sent[p] for p in sent], len(bursts)
+
+
+async def test_coalescing_hands_a_steady_stream_out_in_bursts(either_broker: MosquittoBroker) -> None:
+    # 500 messages/s for 0.4 s, gaps of 20 ms: ~20 bursts; a broker with Nagle's algorithm on gets
+    # its messages acknowledged as they come, so none waits more than the one gap
+    delays, bursts = await coalesced_stream(either_broker, 0.02, [0.002] * 200)
+    assert bursts <= 60, bursts  # one burst a message without coalescing
+    late = sorted(delays)[-5:]
+    assert late[0] < 0.02 + 0.015, late  # held back by the broker, they waited a second gap (~40 ms)
+
+
+async def test_coalescing_hands_a_message_after_a_quiet_spell_out_at_once(mosquitto: MosquittoBroker) -> None:
+    delays, bursts = await coalesced_stream(mosquitto, 0.1, [0.15] * 6)  # each after more than a gap
+    assert bursts == 6
+    assert sorted(delays)[3] < 0.03, delays  # a gap of 100 ms was not waited out
+
+
+async def test_coalescing_hands_a_backlog_out_without_waiting_for_the_gap(mosquitto: MosquittoBroker) -> None:
+    got = 0
+
+    def on_publish(message: Publish) -> None:
+        nonlocal got
+        got += 1
+
+    sub = MqttClient(settings(mosquitto, "t-co-backlog", coalesce_s=10.0), on_publish=on_publish)
+    await sub.connect()
+    await sub.subscribe(["t/co/#"])
+    async with MqttClient(settings(mosquitto, "t-co-flood", clean_start=True)) as pub:
+        body = b"x" * 200
+        pub.cork()
+        for _ in range(2000):  # 400 KB at QoS 0: 64 KiB held is a backlog, handed out as it comes
+            await pub.publish("t/co/x", body, qos=0)
+        pub.uncork()
+        await until(lambda: got >= 1500, "most of the flood within 5 s, not after the 10 s gap")
+    await sub.disconnect()
