@@ -59,9 +59,10 @@ _MAINTENANCE_S = 1.0  # how often the writer looks for other processes' writes (
 _AGE_CHECK_S = 60.0
 _ACK_RETRY_S = 1.0  # an acknowledgement that found the disk full is tried again after this long
 _ROOM_AGAIN = 256 * 1024  # room (free disk beyond what is kept, and free pages) that ends a disk-full episode
-# Uplinks waiting for rows are woken this long after the first append since the last wake-up, not per
-# append: at 500 readings/s that is a batch of a few readings instead of a delivery per reading. A
-# delivery loop that finds a few such rows right after a batch waits for it too (wake_pending/woken).
+# Uplinks waiting for rows are woken at most once this long, not per append: at 500 readings/s that is
+# a batch of a few readings instead of a delivery per reading. The first append after a quieter spell
+# wakes them at once (the end of the loop turn it came in). A delivery loop that finds a few rows right
+# after a batch waits for their wake-up too (wake_pending/woken).
 _HANDED_OUT_WAKE_S = 0.010
 
 
@@ -128,6 +129,7 @@ class Outbox:
         )
         self._last_commit_ms: float | None = None
         self._waking = False  # a wake-up of the uplinks for appended rows is scheduled
+        self._last_wake = -_HANDED_OUT_WAKE_S  # loop time of the last one
         self._woken_through = 0  # the last seq handed out when that wake-up last came
         self._disk_full = False  # writer side: an insert was refused for want of disk space, and no clear room since
         self._disk_refused = 0  # writer side: readings refused since then
@@ -286,9 +288,17 @@ class Outbox:
         """Wake the uplinks for rows just handed out, once per _HANDED_OUT_WAKE_S however many come."""
         if not self._waking:
             self._waking = True
-            self._loop.call_later(_HANDED_OUT_WAKE_S, self._woken)
+            loop = self._loop
+            wait = self._last_wake + _HANDED_OUT_WAKE_S - loop.time()
+            if wait > 0:
+                loop.call_later(wait, self._woken)
+            else:
+                # A burst (an MQTT source's coalesced read, a poll of several registers) is appended in
+                # one loop turn: the uplinks wake after it, in the same turn, not 10 ms later.
+                loop.call_soon(self._woken)
 
     def _woken(self) -> None:
+        self._last_wake = self._loop.time()
         self._waking = False
         self._woken_through = self._store.next_seq - 1
         waiters, self._wake_waiters = self._wake_waiters, []

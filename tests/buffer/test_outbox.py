@@ -179,6 +179,24 @@ async def test_woken_waits_only_for_the_wake_up_of_rows_appended_since_the_last_
     await box.close()
 
 
+async def test_uplinks_wake_at_once_after_a_quiet_spell_and_once_in_10_ms_under_load(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", BufferConfig(commit_interval_ms=50), ["orion"])
+    loop = asyncio.get_running_loop()
+    waiter = asyncio.create_task(box.wait("orion", 5))
+    await asyncio.sleep(0)
+    first = box.append_many([reading(1), reading(2)])  # a burst after a quiet spell
+    for _ in range(3):
+        await asyncio.sleep(0)  # loop turns, not 10 ms
+    assert waiter.done() and waiter.result() is True
+    woke = loop.time()
+    later = box.append_many([reading(3)])  # within 10 ms of that wake-up: it waits for the next one
+    assert box.wake_pending(3)
+    await box.woken()
+    assert loop.time() - woke >= 0.008
+    await asyncio.gather(first, later)
+    await box.close()
+
+
 async def test_one_cancelled_appender_does_not_cancel_its_group(tmp_path: Path) -> None:
     box = await Outbox.open(tmp_path / "b.db", BufferConfig(commit_interval_ms=50), ["orion"])
 
