@@ -165,7 +165,6 @@ class MqttAdapter:
             tls=tls,
             session_expiry_s=cfg.session_expiry_s,
             receive_maximum=cfg.max_inflight,
-            coalesce_s=cfg.coalesce_ms / 1000,
             connect_timeout_s=_CONNECT_TIMEOUT_S,
         )
 

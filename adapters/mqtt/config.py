@@ -156,14 +156,6 @@ class MqttAdapterConfig(AdapterConfig):
         default=7 * 86_400, ge=60, le=0xFFFFFFFF, description="how long the broker queues for us while we are away"
     )
     max_inflight: int = Field(default=1000, ge=1, le=65535, description="unacknowledged messages at most")
-    # At most 10: longer gaps outlast the buffer's quiet time (commit_interval_ms / 4, 15 ms by default)
-    # and split its commit groups; 20 ms wrote twice the bytes a reading at 500/s and saved no CPU.
-    coalesce_ms: int = Field(
-        default=10,
-        ge=0,
-        le=10,
-        description="a steady stream is handed on at most this often, a few messages at a time (0: one by one)",
-    )
     reconnect_min_s: float = Field(default=1.0, ge=0.05, le=60)
     reconnect_max_s: float = Field(default=60.0, ge=0.05, le=3600)
     probe_s: float = Field(

@@ -17,19 +17,13 @@ Subscriber mode (the southbound adapter, which acknowledges a message only once 
 disk): give `on_publish` instead of `on_message`. It gets the codec's `Publish` tuple as read (raw
 topic bytes, packet id; nothing else is built per message) and the client does not acknowledge it;
 the user calls `ack(packet_ids)` in the order the messages came (MQTT requires it), several in one
-write. `on_handed_out`, if given, is called once the packets of one socket read (or of a resume,
-or of a coalescing gap) were handed out, so the user can deal with them as one burst. Its flow
-control is `pause_reading()`: no further packet is handed out (those already read wait in the reader) and the
+write. `on_handed_out`, if given, is called once the packets of one socket read (or of a resume)
+were handed out, so the user can deal with them as one burst. Its flow control is
+`pause_reading()`: no further packet is handed out (those already read wait in the reader) and the
 socket is not read, so TCP holds the broker back, whatever its Receive Maximum handling;
 `resume_reading()` hands out what waited. While reading is paused the keepalive still pings but
 does not count the broker's silence: its PINGRESP waits unread behind the paused reads, and a slow
-buffer is not a dead broker. The silence clock restarts on resume. With `coalesce_s`, a message
-handed out starts a gap of that long: what is read in the gap waits for its end and is handed out
-then, in one burst (and another gap starts), so a steady stream goes to the user a few messages at a
-time instead of one by one. A message after a quiet spell is handed out at once, and a backlog
-(`_BACKLOG` bytes waiting) without waiting for the gap's end. The socket itself is read as data
-comes, so the kernel acknowledges at once: a broker with Nagle's algorithm on would otherwise hold
-its next messages until the end of the gap.
+buffer is not a dead broker. The silence clock restarts on resume.
 
 Why its own client: aiomqtt's publish() does not return the v5 PUBACK reason code, and reading it
 meant reaching into its private paho client; the southbound adapter's own transport already
@@ -85,9 +79,6 @@ __all__ = [
 ]
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-# Coalescing hands out at once what it holds once it is this much: a backlog, not a light stream (a
-# steady 5,000 race messages/s is ~7 KB in 10 ms)
-_BACKLOG = 64 * 1024
 
 
 class MqttClientError(ConnectionError):
@@ -130,9 +121,6 @@ class ClientSettings:
     connect_timeout_s: float = 10.0
     max_inflight: int = 100  # our QoS 1 publishes waiting for their PUBACK at a time
     receive_maximum: int = 0  # v5: the broker's unacknowledged QoS 1 messages to us at a time (0: its default)
-    # subscriber mode: messages read within this long of a handed-out one wait and go out together at
-    # its end (module docstring); 0 hands each out as it comes
-    coalesce_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,8 +209,6 @@ class MqttClient:
         # the subscriber mode's hot path skips v5 properties: its user reads topic and payload only
         self._reader = PacketReader(v5=settings.v5, keep_properties=on_publish is None)
         self._paused = False
-        self._coalesce_s = settings.coalesce_s if on_publish is not None else 0.0
-        self._gap: asyncio.TimerHandle | None = None  # coalescing: messages read meanwhile wait for its end
         self._transport: asyncio.Transport | None = None
         self._connack: asyncio.Future[ConnAck] | None = None
         self._acks: dict[int, asyncio.Future[int]] = {}
@@ -531,23 +517,11 @@ class MqttClient:
     def _received(self, data: bytes) -> None:
         self._last_read = time.monotonic()
         self._reader.feed(data)
-        if self._coalesce_s:
-            if self._gap is not None and self._reader.buffered < _BACKLOG:
-                return  # handed out at the gap's end, with what else comes meanwhile
-            if self._dispatch() and self._gap is None:
-                self._gap = self._loop.call_later(self._coalesce_s, self._gap_over)
-            return
         self._dispatch()
 
-    def _gap_over(self) -> None:
-        self._gap = None
-        if self._reader.buffered and not self._paused and self._dispatch():
-            self._gap = self._loop.call_later(self._coalesce_s, self._gap_over)  # the stream goes on
-
-    def _dispatch(self) -> bool:
+    def _dispatch(self) -> None:
         """Hands out the packets read so far, until the reader is empty, reading is paused or the
-        connection is gone (then nothing more is handed out: its packet ids are dead); whether a
-        message went to `on_publish`."""
+        connection is gone (then nothing more is handed out: its packet ids are dead)."""
         reader, on_publish, lost = self._reader, self._on_publish, self.lost
         handed_out = False
         try:
@@ -564,7 +538,6 @@ class MqttClient:
             self._abort(str(exc))
         if handed_out and self._on_handed_out is not None:
             self._on_handed_out()
-        return handed_out
 
     def _handle(self, packet: Packet) -> None:
         if isinstance(packet, Publish):
@@ -617,9 +590,6 @@ class MqttClient:
     def _gone(self, reason: str) -> None:
         if not self.lost.done():
             self.lost.set_result(reason)
-        if self._gap is not None:
-            self._gap.cancel()
-            self._gap = None
         if self._keepalive is not None and self._keepalive is not asyncio.current_task():
             self._keepalive.cancel()
         error = ConnectionLost(self.lost.result())

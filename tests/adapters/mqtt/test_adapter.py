@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import os
@@ -14,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.mqtt.client import ClientSettings, MqttClient
-from gateway.records import Reading
 from gateway.secrets import SecretStore
 from tests.adapters.mqtt.casefiles import load_case, reading_json
 from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
@@ -359,25 +356,3 @@ async def test_an_unreachable_broker_is_probed_at_probe_s_not_backed_off_to_reco
         assert loop.time() - back < 0.2 + 0.3  # one probe interval, and the connect itself
         await publish(mosquitto_private, numbered(1))
         await wait_for(lambda: adapter.emitted == 1, what="a reading after the outage")
-
-
-async def test_a_steady_stream_reaches_emit_in_a_burst_each_coalesce_ms(mosquitto_private: MosquittoBroker) -> None:
-    sink = Sink()
-    loop = asyncio.get_running_loop()
-    emitted_at: list[float] = []
-
-    def emit(reading: Reading) -> asyncio.Future[None]:
-        emitted_at.append(loop.time())
-        return sink.emit(reading)
-
-    broker = mosquitto_private
-    async with running(counter_config(broker, "coalesce", coalesce_ms=40), sink, emit=emit):
-        async with MqttClient(ClientSettings(host=broker.host, port=broker.port, client_id="co-pub")) as pub:
-            for i in range(100):  # ~400 messages/s for 0.25 s
-                await pub.publish("test/dev1", b'{"n": %d}' % i)
-                await asyncio.sleep(0.002)
-        await wait_for(lambda: len(emitted_at) == 100, what="100 readings")
-    assert sink.values() == list(range(100))
-    # a burst's readings are emitted in one go; one by one they would be ~2.5 ms apart
-    bursts = 1 + sum(1 for a, b in itertools.pairwise(emitted_at) if b - a > 0.0005)
-    assert bursts <= 20, bursts

@@ -47,7 +47,6 @@ def test_sample_section_is_valid_and_defaults_are_safe() -> None:
 def test_every_problem_is_reported_with_its_key_path() -> None:
     errors = adapter_errors(
         port=0,
-        coalesce_ms=20,
         tls={"key_file": "/etc/edgegw/client.key"},
         subscriptions=[
             sub(topic="zigbee2mqtt/#/x"),
@@ -72,7 +71,6 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
         "adapters[0].port: input should be greater than or equal to 1, got 0",
         "adapters[0].tls: key_file needs cert_file for mutual TLS, got only key_file; set cert_file to the client "
         "certificate",
-        "adapters[0].coalesce_ms: input should be less than or equal to 10, got 20",
         "adapters[0].subscriptions[0].topic: may use '#' only as the whole last level (sensors/#), got \"zigbee2mqtt/#/x\"",
         "adapters[0].subscriptions[1].entity_id: refers to {topic[2]} but the topic filter 'zigbee2mqtt/+' has 2 "
         'levels (topic[0]..topic[1]), got "urn:ngsi-ld:Device:{topic[2]}"',
