@@ -293,8 +293,8 @@ class Outbox:
             if wait > 0:
                 loop.call_later(wait, self._woken)
             else:
-                # A burst (an MQTT source's coalesced read, a poll of several registers) is appended in
-                # one loop turn: the uplinks wake after it, in the same turn, not 10 ms later.
+                # A burst (the messages of one MQTT socket read, a poll of several registers) is
+                # appended in one loop turn: the uplinks wake after it, in the same turn, not 10 ms later.
                 loop.call_soon(self._woken)
 
     def _woken(self) -> None:
