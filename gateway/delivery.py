@@ -266,7 +266,7 @@ class DeliveryLoop:
                     rows += await pipe.more(rows, limit - len(rows))
                 elif linger_s and rows and len(rows) < linger_from and self.outbox.wake_pending(_first_seq(rows)):
                     # Rows that came in while the previous batch was out, with their wake-up still
-                    # to come (at most the buffer's 10 ms after the last one): wait for it and send
+                    # to come (at most 10 ms after the buffer's last wake-up): wait for it and send
                     # one batch, not these now and the next few alone (at 500/s, half the batches).
                     # batch_linger_ms = 0 says never to wait for more rows: then they go at once.
                     await self.outbox.woken()
