@@ -73,6 +73,8 @@ def _login(driver: webdriver.Chrome, base: str, name: str) -> None:
     driver.find_element(By.NAME, "name").send_keys(name)
     driver.find_element(By.NAME, "password").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button[type=submit]").click()
+    # until the answer is in: a page asked for before it would race the login (and find no session)
+    WebDriverWait(driver, 10).until(lambda d: not d.current_url.endswith("/login"))
 
 
 def _grid_row(driver: webdriver.Chrome, base: str, label: str) -> WebElement:
