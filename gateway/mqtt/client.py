@@ -338,8 +338,10 @@ class MqttClient:
             done: asyncio.Future[int] = self._loop.create_future()
             done.set_result(0)
             return done
-        if len(self._acks) >= self._window or self._room_waiters:
-            await self._room()
+        fut = self.publish_now(topic, payload, retain=retain, properties=properties)
+        if fut is not None:
+            return fut
+        await self._room()
         return self._publish_qos1(topic, payload, retain, properties)
 
     def publish_now(
