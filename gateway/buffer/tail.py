@@ -16,7 +16,7 @@ outbox.py), and a failed COMMIT resets the tail past them. The Store keeps the i
 - every DELETE of a lane's oldest rows (acknowledged, cap drops, age drops) calls `discard`;
 - anything else that writes rows (re-queued dead letters, another process) calls `reset`.
 Only readings whose stored form decodes to an equal Reading are kept (JSON values: scalars, lists,
-dicts with text keys; no metadata, UTC time): decoding the stored row (records.encode_row) then equals what is
+dicts with text keys, in values and metadata; UTC time): decoding the stored row (records.encode_row) then equals what is
 served from here.
 A lane whose reading is not plain is reset, so the order of what is served stays the table's order.
 
@@ -44,13 +44,13 @@ _UTC = UTC
 
 
 def is_plain(r: Reading) -> bool:
-    """Whether decode(encode(r)) equals r: JSON values (scalars, lists, dicts with text keys), no metadata,
-    UTC time, a plain dict of attributes."""
+    """Whether decode(encode(r)) equals r: JSON values (scalars, lists, dicts with text keys), metadata
+    a dict of such values, UTC time, a plain dict of attributes."""
     if r.observed_at.tzinfo is not _UTC or type(r.attributes) is not dict:
         return False
     # a loop, not all() over a generator, which resumed a frame per attribute: 0.52 → 0.40 µs a race reading
-    for a in r.attributes.values():  # noqa: SIM110 -- see above
-        if a.metadata or not (type(a.value) in _PLAIN or _plain_json(a.value)):
+    for a in r.attributes.values():
+        if not (type(a.value) in _PLAIN or _plain_json(a.value)) or (a.metadata and not _plain_json(a.metadata)):
             return False
     return True
 
