@@ -115,9 +115,9 @@ class Outbox:
         self._closed = False
         self._interval = config.commit_interval_ms / 1000
         # A group waits for more rows only while they keep coming: a lone reading (a scan, an alert, a
-        # gauge every minute) is committed after a quarter of the window instead of all of it, while at
+        # gauge every minute) is committed after the quiet time instead of the whole window, while at
         # hundreds a second, where gaps that long are rare, groups still fill the window (flash wear).
-        self._quiet = self._interval / 4
+        self._quiet = min(config.commit_quiet_ms, config.commit_interval_ms) / 1000
         self._max_rows = config.commit_max_rows
         # per uplink, the future its `wait` is parked on (None while it is not waiting)
         self._waiters: dict[str, asyncio.Future[bool] | None] = dict.fromkeys(store.uplinks)

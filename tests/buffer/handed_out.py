@@ -20,8 +20,10 @@ from tests.buffer.readings import reading
 
 
 async def main(db: Path) -> None:
-    # a group waits for a quarter of the window without new rows: 250 ms to do all the rest in
-    box = await Outbox.open(db, BufferConfig(durability=Durability.FULL, commit_interval_ms=1000), ["orion"])
+    # a group waits 250 ms without new rows before its commit: the time to do all the rest in
+    box = await Outbox.open(
+        db, BufferConfig(durability=Durability.FULL, commit_interval_ms=1000, commit_quiet_ms=250), ["orion"]
+    )
     await box.append_many([reading(i) for i in range(5)])
     first = await box.read("orion", 10)
     await box.ack("orion", first, [DELIVERED] * len(first))

@@ -23,8 +23,8 @@ from tests.buffer.readings import ns, reading
 pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
-# a group is committed a quarter of the window after its last row: 250 ms to look at it uncommitted
-SLOW = BufferConfig(durability=Durability.FULL, commit_interval_ms=1000)
+# a group is committed 250 ms after its last row: the time to look at it uncommitted
+SLOW = BufferConfig(durability=Durability.FULL, commit_interval_ms=1000, commit_quiet_ms=250)
 
 
 def file_cursor(db: Path, uplink: str = "orion") -> list[int]:

@@ -225,7 +225,7 @@ async def test_a_full_window_commits_at_once_instead_of_waiting_out_the_group(
 ) -> None:
     """With 50 in flight the broker sends nothing more until a commit lets PUBACKs out: the adapter
     asks for the commit at once. Without `flush`, each of the 10 windows waits out the group's quiet
-    time (a quarter of commit_interval_ms, 250 ms here): the same run then takes over 2.5 s."""
+    time (commit_quiet_ms, 250 ms here): the same run then takes over 2.5 s."""
     n, window = 500, 50
     cfg = counter_config(mosquitto_private, "burst-window", max_inflight=window)
     async with running(cfg, Sink()):
@@ -235,7 +235,9 @@ async def test_a_full_window_commits_at_once_instead_of_waiting_out_the_group(
     for kind in ("sealing", "plain"):
         await publish(mosquitto_private, numbered(n))
         outbox = await Outbox.open(
-            tmp_path / f"{kind}.db", BufferConfig(durability=Durability.FULL, commit_interval_ms=1000), uplinks=["t"]
+            tmp_path / f"{kind}.db",
+            BufferConfig(durability=Durability.FULL, commit_interval_ms=1000, commit_quiet_ms=250),
+            uplinks=["t"],
         )
         emit = SealingEmit(outbox) if kind == "sealing" else BurstEmit(outbox)
         try:
