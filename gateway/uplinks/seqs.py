@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 def seq_ranges(seqs: Iterable[int]) -> str:
     """`101-105,108,110-111`: the set of sequence numbers, runs collapsed, ascending; "" for none."""
+    if type(seqs) is tuple and len(seqs) == 1:
+        return str(seqs[0])  # an MQTT message of one reading, the usual one at everyday rates
     unique = set(seqs)
     if not unique:
         return ""

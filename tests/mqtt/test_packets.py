@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.properties import Properties, VariableByteIntegers
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.mqtt import packets
 from gateway.mqtt.packets import (
     CONNACK,
     DISCONNECT,
@@ -226,6 +227,12 @@ connack_properties = st.fixed_dictionaries(
         "AuthenticationData": st.binary(max_size=40),
     },
 )
+
+
+@given(st.integers(0, 127) | st.integers(128, 16_383) | st.integers(16_384, 268_435_455))
+def test_a_variable_byte_integer_is_what_paho_encodes(n: int) -> None:
+    # each length class its own strategy: the one- and two-byte forms have their own short paths
+    assert packets._varint(n) == VariableByteIntegers.encode(n)  # type: ignore[no-untyped-call]
 
 
 def connack(properties: bytes, *, flags: int = 0, reason: int = 0) -> bytes:

@@ -29,6 +29,7 @@ def test_runs_collapse() -> None:
 @given(st.lists(st.integers(min_value=1, max_value=10_000), max_size=300))
 def test_the_text_holds_exactly_the_set_in_canonical_form(seqs: list[int]) -> None:
     text = seq_ranges(seqs)
+    assert seq_ranges(tuple(seqs)) == text  # a message's seqs come as a tuple, one of them by a short path
     assert parse(text) == set(seqs)
     bounds = [tuple(int(x) for x in part.split("-")) for part in filter(None, text.split(","))]
     flat = [n for b in bounds for n in b]

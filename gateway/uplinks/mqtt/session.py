@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.mqtt.client import MqttClient, MqttClientError
@@ -31,6 +31,21 @@ class PubAckCode:
         return reason_text(PUBACK, self.value)
 
 
+class _Corked:
+    """`Session.corked()`: one object a connection, not a generator and its context manager a batch."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: MqttClient) -> None:
+        self._client = client
+
+    def __enter__(self) -> None:
+        self._client.cork()
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.uncork()
+
+
 class Session:
     """One live connection: QoS 1 publishes resolving to their PUBACK code, and `lost` with the reason."""
 
@@ -38,6 +53,7 @@ class Session:
         self.client = client
         self._on_lost = on_lost
         self._closing = False
+        self._corked = _Corked(client)
         self.lost = client.lost
         self.lost.add_done_callback(self._lost)
 
@@ -57,14 +73,9 @@ class Session:
         """`start_publish` while the client's in-flight window has room, without a coroutine; None when it is full."""
         return self.client.publish_now(topic, payload, retain=retain, properties=properties)
 
-    @contextlib.contextmanager
-    def corked(self) -> Iterator[None]:
+    def corked(self) -> _Corked:
         """Publishes started inside go out in one write when it ends (see MqttClient.cork)."""
-        self.client.cork()
-        try:
-            yield
-        finally:
-            self.client.uncork()
+        return self._corked
 
     async def publish(
         self, topic: str, payload: bytes, *, retain: bool, properties: bytes, timeout: float

@@ -472,10 +472,16 @@ class MqttUplink(Lifecycle):
                         "large for Orion; raise orion_max_request_bytes to the Orion's -inReqPayloadMaxSize or "
                         "split the reading at the source"
                     )
-            messages.extend(self._message(topic, chunk, gw) for chunk in chunks)
+            # a loop, not extend() over a generator, which resumed a frame a message
+            for chunk in chunks:
+                messages.append(self._message(topic, chunk, gw))  # noqa: PERF401 -- see above
         return messages, rejected
 
     def _message(self, topic: str, parts: list[Part], gw: bytes) -> Message:
+        if len(parts) == 1 and self.config.format is not MqttFormat.NGSI_V2:
+            # a message of one reading, the usual one at everyday rates: its body is the payload
+            _, index, seq, body, _ = parts[0]
+            return Message(topic=topic, payload=body, indices=(index,), seqs=() if seq is None else (seq,))
         seqs = tuple(p[2] for p in parts if p[2] is not None)
         bodies = [p[3] for p in parts]
         if self.config.format is MqttFormat.IOTA_JSON:
