@@ -255,7 +255,7 @@ class MqttAdapter:
         if not self._running:
             return  # stopping: left unacknowledged, the broker redelivers it
         self.received += 1
-        slot = _Slot(packet_id=msg.packet_id, qos=msg.qos)
+        slot = _Slot(msg.packet_id, msg.qos)  # positional: keywords cost ~0.2 µs a message
         slots = self._slots
         slots.append(slot)
         if len(slots) >= self.config.max_inflight:
@@ -292,7 +292,10 @@ class MqttAdapter:
         # The messages of one socket read arrive in one go: their readings go to the buffer as one
         # burst, emitted once the client has handed the read out (one call and one commit future
         # instead of one each; the client calls _flush then, without a loop turn of its own).
-        self._burst.extend((slot, reading) for reading in readings)
+        if len(readings) == 1:
+            self._burst.append((slot, readings[0]))  # the usual message: no generator to resume
+        else:
+            self._burst.extend((slot, reading) for reading in readings)
 
     def _flush(self) -> None:
         self._arrived = None  # the next read is a new arrival
@@ -300,7 +303,8 @@ class MqttAdapter:
         if not burst or not self._running:
             return  # stopping: their messages stay unacknowledged and the broker redelivers them
         try:
-            awaitable = cast(EmitMany, self._many)([reading for _, reading in burst])
+            readings = [burst[0][1]] if len(burst) == 1 else [reading for _, reading in burst]
+            awaitable = cast(EmitMany, self._many)(readings)
         except ReadingError:
             # an emit that refuses a burst for one reading (the gateway's never does: it counts and
             # drops invalid readings itself): each reading on its own, so only the bad one is refused
