@@ -21,7 +21,7 @@ import logging
 import re
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -105,6 +105,31 @@ class MqttCounters:
     confirm_errors: int = 0  # [uplinks.confirm]: queries to Orion that failed
 
 
+def _measures(fmt: MqttFormat, gw: bytes) -> tuple[Callable[[int, int], int], Callable[[Part], int]]:
+    """How a format's message grows: its payload's size for n parts of these total weights, and a part's weight."""
+    if fmt is MqttFormat.IOTA_JSON:
+
+        def size(n: int, total: int) -> int:
+            return total if n == 1 else total + n + 1  # [a,b,c]
+    elif fmt is MqttFormat.IOTA_UL:
+
+        def size(n: int, total: int) -> int:
+            return total + n - 1  # a#b#c
+    else:
+        head = len(b'{"gateway":' + gw + b',"seq":[],"entities":[]}')
+
+        def size(n: int, total: int) -> int:
+            return head + total + 2 * (n - 1)  # commas in both the seq and the entities list
+
+    def weight(part: Part) -> int:
+        seq = part[2]
+        if fmt is MqttFormat.NGSI_V2 and seq is not None:
+            return len(part[3]) + len(str(seq))  # the envelope also lists the part's seq
+        return len(part[3])
+
+    return size, weight
+
+
 class MqttUplink(Lifecycle):
     """Delivers batches to an MQTT broker; see the module docstring and MQTT.md. With `commands = "on"`
     it is also a command source (gateway.uplinks.api.CommandSource): a listener of its own on the
@@ -172,6 +197,8 @@ class MqttUplink(Lifecycle):
             used |= iota.template_fields(config.confirm.entity_id) - {"device_id"}
         # the default templates use the entity id alone: key the topic cache by it, no tuple per reading
         self._topic_by_id = used <= {"entity_id", "gateway_id"} and not any(r.entity_type for r in config.apikeys)
+        self._gw = orjson.dumps(context.gateway_id)
+        self._size, self._weight = _measures(config.format, self._gw)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -421,27 +448,7 @@ class MqttUplink(Lifecycle):
                 items = by_topic[topic] = []
             items.append((reading.observed_at, i, reading.seq, body, entity))
 
-        gw = orjson.dumps(self._context.gateway_id)
-        if cfg.format is MqttFormat.IOTA_JSON:
-
-            def size(n: int, total: int) -> int:
-                return total if n == 1 else total + n + 1  # [a,b,c]
-        elif cfg.format is MqttFormat.IOTA_UL:
-
-            def size(n: int, total: int) -> int:
-                return total + n - 1  # a#b#c
-        else:
-            head = len(b'{"gateway":' + gw + b',"seq":[],"entities":[]}')
-
-            def size(n: int, total: int) -> int:
-                return head + total + 2 * (n - 1)  # commas in both the seq and the entities list
-
-        def weight(part: Part) -> int:
-            seq = part[2]
-            if cfg.format is MqttFormat.NGSI_V2 and seq is not None:
-                return len(part[3]) + len(str(seq))  # the envelope also lists the part's seq
-            return len(part[3])
-
+        gw, size, weight = self._gw, self._size, self._weight
         agent = (
             None
             if self._sizing is None
@@ -636,7 +643,8 @@ class MqttUplink(Lifecycle):
 
         try:
             while True:
-                with session.corked():  # the publishes that fit the window in one write
+                # the publishes that fit the window in one write (none left: no cork to take and flush)
+                with session.corked() if nxt < count else contextlib.nullcontext():
                     while nxt < count:
                         message = messages[nxt]
                         try:
