@@ -10,10 +10,12 @@ and is split until the unreadable keys are isolated. Every row that a plain
 `SELECT … WHERE seq = ?` still returns is saved that way; rows below a damaged interior page
 cannot be reached by key and are lost with it.
 
-Which keys to try comes from the table's index when that reads completely (the lane index lists
-every row's seq: the count of rows lost is then exact, and only existing keys are tried one by one);
-otherwise every integer from above the lowest cursor (rows at or below it were delivered and
-deleted) to the table's AUTOINCREMENT counter, and the count is an estimate from above.
+The keys tried are every integer from above the lowest cursor (rows at or below it were delivered
+and deleted) to the table's AUTOINCREMENT counter. When the table's index reads completely, it says
+which of them exist: only those are looked up one by one where a scan passed over them, and the count
+of rows lost is exact; otherwise the count is an estimate from above. The table is scanned either
+way, since an index that reads cleanly may still be what is damaged (a page of it overwritten by a
+copy of another: it then lists some rows twice and others not at all).
 
 Every row is checked before it is kept (types, and that its body decodes to the reading it says it
 is): garbage that happens to parse as a page must not reach an uplink. Rows go into the fresh file
@@ -108,27 +110,32 @@ def _table(
 
 
 class _Keys:
-    """The keys a table may hold, by position: those its index listed, or every integer of a range."""
+    """The keys a table may hold, by position: every integer of a range, and the keys its index listed
+    when the index read cleanly (None otherwise), to tell a row lost from a key never used."""
 
     def __init__(self, listed: array[int] | None, lo: int, hi: int) -> None:
         self.listed = listed
         self.lo = lo
-        self.n = len(listed) if listed is not None else max(0, hi - lo + 1)
+        self.n = max(0, hi - lo + 1)
 
     def at(self, i: int) -> int:
-        return self.listed[i] if self.listed is not None else self.lo + i
+        return self.lo + i
 
     def after(self, key: int) -> int:
         """The first position whose key is above `key`."""
-        if self.listed is not None:
-            return bisect.bisect_right(self.listed, key)
         return min(self.n, max(0, key - self.lo + 1))
 
     def position(self, key: int) -> int:
         """The first position whose key is `key` or above."""
-        if self.listed is not None:
-            return bisect.bisect_left(self.listed, key)
         return min(self.n, max(0, key - self.lo))
+
+    def unlisted(self, key: int) -> bool:
+        """Whether the index read cleanly and does not list `key`."""
+        listed = self.listed
+        if listed is None:
+            return False
+        i = bisect.bisect_left(listed, key)
+        return i == len(listed) or listed[i] != key
 
 
 @dataclass(slots=True)
@@ -159,17 +166,24 @@ def _rows_by_key(ro: sqlite3.Connection, table: _Table, keys: _Keys, tally: _Tal
             return False
         return row if row[0] == key and table.valid(row) else True
 
-    def missing(key: int) -> tuple[Any, ...] | None:
+    def missing(key: int, *, scanned: bool) -> tuple[Any, ...] | None:
         """A key no scan returned. Lost if the index lists it and it is not found; without the index,
-        counted lost when its lookup hits damage (an estimate from above: it may not have existed)."""
+        counted lost when its lookup hits damage (an estimate from above: it may not have existed).
+        A key a clean scan passed over (`scanned`) is looked up only if the index lists it: a row of it
+        on an intact page would have been in the scan. A key of a damaged range is looked up anyway:
+        the index may be what is damaged."""
+        unlisted = keys.unlisted(key)
+        if scanned and unlisted:
+            return None
         if tally.queries >= MAX_QUERIES:
             tally.capped = True
-            tally.unreadable += 1
+            if not unlisted:
+                tally.unreadable += 1
             return None
         row = lookup(key)
         if isinstance(row, tuple):
             return row
-        if row or keys.listed is not None:
+        if (row or keys.listed is not None) and not unlisted:
             tally.unreadable += 1
         return None
 
@@ -184,7 +198,7 @@ def _rows_by_key(ro: sqlite3.Connection, table: _Table, keys: _Keys, tally: _Tal
             continue
         if i == j:
             # looked up, not scanned: a scan steps on to the next row, which may be on a damaged page
-            row = missing(keys.at(i))
+            row = missing(keys.at(i), scanned=False)
             if row is not None:
                 tally.read += 1
                 yield row
@@ -211,7 +225,7 @@ def _rows_by_key(ro: sqlite3.Connection, table: _Table, keys: _Keys, tally: _Tal
                 break
             # no try around the yields: an error of the caller (writing the fresh file) is not damage here
             for skipped in range(pos, keys.position(key)):
-                found = missing(keys.at(skipped))
+                found = missing(keys.at(skipped), scanned=True)
                 if found is not None:
                     tally.read += 1
                     yield found
@@ -232,7 +246,7 @@ def _rows_by_key(ro: sqlite3.Connection, table: _Table, keys: _Keys, tally: _Tal
             continue
         # the scan ended before the range did: look each key left up (left of everything still stacked)
         for p in range(pos, j + 1):
-            found = missing(keys.at(p))
+            found = missing(keys.at(p), scanned=True)
             if found is not None:
                 tally.read += 1
                 yield found
@@ -379,13 +393,19 @@ def _find(ro: sqlite3.Connection) -> _Found:
 
 
 def _keys(ro: sqlite3.Connection, table: _Table, lo: int, counter: int | None) -> _Keys:
+    # The table is scanned by key range even when its index reads cleanly: a misdirected write can
+    # leave an index page that reads well but lists other keys than it should (a copy of another of its
+    # pages), and rows it does not list would be lost. The index still tells which keys exist, so that
+    # only those are looked up on their own and the count of rows lost is exact.
     listed = _listed_keys(ro, table.list_keys)
-    if listed is not None:
-        return _Keys(listed, 0, -1)
     # AUTOINCREMENT never hands out more than its counter; without it, the highest key if that still
     # reads, else as many keys as the pages could hold
     hi = counter if counter is not None else _highest(ro, table)
-    return _Keys(None, lo, hi if hi is not None else lo + _page_count(ro) * table.rows_per_page)
+    if hi is None:
+        hi = lo + _page_count(ro) * table.rows_per_page
+    if listed:
+        lo, hi = min(lo, listed[0]), max(hi, listed[-1])
+    return _Keys(listed, lo, hi)
 
 
 def _highest(ro: sqlite3.Connection, table: _Table) -> int | None:
@@ -530,7 +550,7 @@ def _salvage(
         rows.highest,
         max(cursor_seqs, default=0),
         found.sequences.get("outbox", 0),
-        outbox_keys.at(outbox_keys.n - 1) if outbox_keys.listed is not None and outbox_keys.n else 0,
+        outbox_keys.listed[-1] if outbox_keys.listed else 0,
     )
     if "outbox" not in found.sequences:
         top += SEQ_MARGIN

@@ -264,6 +264,33 @@ def test_any_damaged_pages_never_lose_a_readable_row_and_never_crash(damage: lis
         shutil.rmtree(directory, ignore_errors=True)
 
 
+async def test_an_index_page_overwritten_by_another_of_its_pages_loses_no_row(tmp_path: Path) -> None:
+    """A misdirected write: one leaf of the lane index replaced by a copy of another. The index still
+    reads cleanly, but lists the copied page's keys twice and not the replaced page's; the rows it no
+    longer lists are intact in the table and must be saved (hypothesis found this: they were lost)."""
+    db = tmp_path / "buffer.db"
+    await build(db, 3000)
+    conn = sqlite3.connect(db)
+    original = rows_of(conn)
+    leaves = [
+        int(p) for (p,) in conn.execute("SELECT pageno FROM dbstat WHERE name = 'outbox_lane' AND pagetype = 'leaf'")
+    ]
+    conn.close()
+    assert len(leaves) >= 2
+    data = bytearray(db.read_bytes())
+    size = page_size(bytes(data))
+    source, target = leaves[-1], leaves[0]
+    data[(target - 1) * size : target * size] = data[(source - 1) * size : source * size]
+    db.write_bytes(bytes(data))
+    box = await Outbox.open(db, CFG, ["orion", "mqtt"])
+    stats = await box.stats()
+    await box.close()
+    assert stats.salvage is not None  # the file was found damaged (the index and the table disagree)
+    conn = sqlite3.connect(db)
+    assert rows_of(conn) == original
+    conn.close()
+
+
 async def test_without_the_lane_index_rows_are_found_by_key_and_the_loss_is_estimated(tmp_path: Path) -> None:
     db = tmp_path / "buffer.db"
     await build(db, 3000)
