@@ -643,8 +643,7 @@ class MqttUplink(Lifecycle):
 
         try:
             while True:
-                # the publishes that fit the window in one write (none left: no cork to take and flush)
-                with session.corked() if nxt < count else contextlib.nullcontext():
+                with session.corked():  # the publishes that fit the window in one write
                     while nxt < count:
                         message = messages[nxt]
                         try:
