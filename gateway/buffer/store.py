@@ -947,7 +947,10 @@ class Store:
                     (top,) = self.conn.execute(f"SELECT max(({_MAX_SEQ}), ({_READ_RESERVED}))", (_RESERVED,)).fetchone()
                 with self.lock:
                     first = max(int(top) + 1, self.next_seq)
-                    self.next_seq = first + len(rows)
+                    # The tail stops holding its lanes whole now, not after the commit: a reading
+                    # appended meanwhile gets a seq past these rows, and read from the tail alone it
+                    # would move the cursor past them before they are committed (lost for good).
+                    self._past(first + len(rows) - 1)
                 _insert_rows_at(self.conn, first, rows, self._block)
             self.conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(p[0],) for p in picked])
             for lane, _, _, _, size, _, _ in rows:

@@ -9,14 +9,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from gateway.buffer import store as store_module
 from gateway.buffer.config import BufferConfig, Durability
 from gateway.buffer.outbox import Outbox
 from gateway.buffer.schema import connect
-from gateway.buffer.store import Store
+from gateway.buffer.store import Row, Store
 from gateway.uplinks.api import DELIVERED, Outcome, Status
 from tests.buffer.readings import ns, reading
 
@@ -128,4 +131,50 @@ async def test_a_dead_letter_requeued_by_another_process_waits_behind_uncommitte
     got = await box.read("orion", 10)
     assert ns(got) == [1, 2, 0]
     assert got[2].seq is not None and got[2].seq > 3
+    await box.close()
+
+
+async def test_a_reading_appended_while_the_gateway_requeues_a_dead_letter_does_not_pass_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The web UI's "retry" runs in the gateway, on the writer thread, while readings keep coming.
+    # A reading appended between the re-queue taking its seqs and its commit lies past the copy; an
+    # uplink that is keeping up reads it from memory, and its cursor must not pass the copy.
+    box = await Outbox.open(tmp_path / "b.db", SLOW, ["orion"])
+    await box.append_many([reading(0)])
+    batch = await box.read("orion", 10)
+    await box.ack("orion", batch, [Outcome(Status.REJECTED, "400 bad value")])
+    await box.append_many([reading(1)])
+    batch = await box.read("orion", 10)
+    await box.ack("orion", batch, [DELIVERED])  # caught up: the uplink reads from memory
+
+    inserting, go_on = threading.Event(), threading.Event()
+    real_insert = store_module._insert_rows_at
+
+    def held_insert(conn: sqlite3.Connection, first: int, rows: Sequence[Row], block: int) -> None:
+        if rows and rows[0][6] is not None:  # the re-queue's rows (targeted at one uplink)
+            inserting.set()
+            go_on.wait(10)  # the INSERT and the commit's fsync, stretched
+        real_insert(conn, first, rows, block)
+
+    monkeypatch.setattr(store_module, "_insert_rows_at", held_insert)
+    retry = asyncio.ensure_future(box.retry_dead_letters("orion"))
+    assert await asyncio.to_thread(inserting.wait, 10)
+    live = box.append_many([reading(2)])
+    first_read = asyncio.ensure_future(box.read("orion", 10))
+    await asyncio.sleep(0.05)  # served from memory, it would be back by now
+    go_on.set()
+    delivered: list[int] = []
+    batch = await first_read
+    for _ in range(50):
+        await box.ack("orion", batch, [DELIVERED] * len(batch))
+        delivered += ns(batch)
+        if len(delivered) >= 2:
+            break
+        await asyncio.sleep(0.02)
+        batch = await box.read("orion", 10)
+    assert delivered == [0, 2]  # the copy first, and not passed by the reading that came after it
+    assert await retry == 1
+    await live
+    assert (await box.stats()).rows == 0
     await box.close()
