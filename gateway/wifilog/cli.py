@@ -1,30 +1,45 @@
 """`edgegw wifi search | export | verify-export | verify-certificate | certificates`: inquiries from the shell.
 
 Every search and export names the inquiry's reference number and goes into the audit log (actor
-`cli:<unix user>`, the reference, which terms were used, a SHA-256 of the query, the row count);
+`cli:<unix user>`, the reference, which terms were used, a keyed digest of the query, the row count);
 the query terms themselves (a MAC, an e-mail address) stay out of the log and live in the signed
 export manifest.
+
+The digest (`query_hmac`) lets whoever holds the terms and the box show later which inquiry an entry
+records. It is HMAC-SHA-256 under a key derived (HKDF, label `INQUIRY_KEY_INFO`) from the Wi-Fi log
+signing key in `<data_dir>`'s secret store, because the terms have little entropy: an unkeyed hash of
+an IP, a MAC or an e-mail address is reversed by trying them all, and the audit log is read by admins
+who are not wifi-auditors. Entries written before it carry `query_sha256` (unkeyed) and stay as they
+are: the log is append-only.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
+import hmac
 import json
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from gateway.cliopts import add_config_option
 from gateway.errors import ConfigError, GatewayError
+from gateway.secrets import SecretStore
 from gateway.wifilog.export import manifest_path, render_csv, verify_export, write_export
-from gateway.wifilog.signing import load_public_key, verify_document
+from gateway.wifilog.signing import SIGNING_SECRET, Signer, load_public_key, verify_document
 from gateway.wifilog.store import JST, PUBLIC_KEY_FILE, STORE_DIR, Query, WifiLogStore
 
-__all__ = ["add_parser", "audit_detail", "run"]
+__all__ = ["INQUIRY_KEY_INFO", "add_parser", "audit_detail", "inquiry_key", "query_hmac", "run"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+# HKDF's info: the signing key's seed yields this key for this use only (domain separation)
+INQUIRY_KEY_INFO = b"edgegw wifilog inquiry digest v1"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -69,11 +84,33 @@ def _time(text: str | None, what: str) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=JST)
 
 
-def audit_detail(query: Query, reference: str, rows: int) -> dict[str, Any]:
-    """What the audit log keeps of an inquiry: never the MAC, IP or user name itself."""
+def inquiry_key(secrets: SecretStore) -> bytes:
+    """The box's key for `query_hmac`: HKDF-SHA-256 of the Wi-Fi log signing key, made on first use."""
+    # derived, not stored: it lives and dies with the signing key that already proves exports, in the
+    # secret store that the wifi pages and `edgegw wifi` open and the audit log's readers do not
+    if SIGNING_SECRET not in secrets.names():
+        Signer(secrets)  # as the gateway's Wi-Fi runner does at start
+    seed = base64.b64decode(secrets.get(SIGNING_SECRET))
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INQUIRY_KEY_INFO).derive(seed)
+
+
+def query_hmac(query: Query, key: bytes) -> str:
+    """HMAC-SHA-256 (hex) of the query's terms; the same terms under the same key give the same value."""
     terms = query.describe()
-    digest = hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()
-    return {"reference": reference, "terms": sorted(terms), "query_sha256": digest, "rows": rows}
+    if "user" in terms:
+        terms["user"] = terms["user"].strip().casefold()  # the search ignores case, so the digest does too
+    body = json.dumps(terms, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def audit_detail(query: Query, reference: str, rows: int, *, key: bytes) -> dict[str, Any]:
+    """What the audit log keeps of an inquiry: never the MAC, IP or user name, nor an unkeyed hash of them."""
+    return {
+        "reference": reference,
+        "terms": sorted(query.describe()),
+        "query_hmac": query_hmac(query, key),
+        "rows": rows,
+    }
 
 
 def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -141,6 +178,7 @@ def _inquiry(args: argparse.Namespace, store: WifiLogStore, state_dir: Path, out
     )
     from gateway.audit.log import AuditLog
 
+    key = inquiry_key(store.secrets)
     sessions = store.search(query)
     actor = cli_actor()
     now = datetime.fromtimestamp(clock(), JST)
@@ -150,7 +188,7 @@ def _inquiry(args: argparse.Namespace, store: WifiLogStore, state_dir: Path, out
         actor=actor,
         action=action,
         target=reference,
-        detail=audit_detail(query, reference, len(sessions)),
+        detail=audit_detail(query, reference, len(sessions), key=key),
         at=now.timestamp(),
     )
     if args.wifi_command == "export":

@@ -12,7 +12,9 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from gateway.accounts.store import Role
-from gateway.wifilog import EventKind, SessionEvent, WifiLogStore
+from gateway.secrets import SecretStore
+from gateway.wifilog import EventKind, Query, SessionEvent, WifiLogStore
+from gateway.wifilog.cli import inquiry_key, query_hmac
 from gateway.wifilog.export import verify_export
 from gateway.wifilog.store import JST
 from tests.web.conftest import WebEnv, login, post_form
@@ -73,6 +75,10 @@ async def test_search_needs_a_reference_and_is_audited_without_its_terms(filled:
     [entry] = filled.entries("wifi.search")
     assert (entry.actor, entry.target, entry.detail["rows"]) == ("auditor", "兵庫-77", 1)
     assert MAC not in json.dumps(dict(entry.detail)).lower()
+    # keyed by the box's secret (the same digest as `edgegw wifi` gives for these terms), never unkeyed
+    key = inquiry_key(SecretStore(filled.state_dir.parent))
+    assert entry.detail["query_hmac"] == query_hmac(Query(mac=MAC), key)
+    assert "query_sha256" not in entry.detail
 
 
 async def test_export_downloads_a_zip_whose_csv_verifies(filled: WebEnv, tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import ipaddress
 import json
 import subprocess
 import sys
@@ -11,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.log import AuditLog
-from gateway.wifilog import EventKind, SessionEvent, WifiLogStore
+from gateway.secrets import SecretStore
+from gateway.wifilog import EventKind, Query, SessionEvent, WifiLogStore
+from gateway.wifilog.cli import audit_detail, inquiry_key, query_hmac
+from gateway.wifilog.signing import SIGNING_SECRET
 from gateway.wifilog.store import JST
 
 T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
@@ -61,6 +67,10 @@ def test_search_prints_csv_and_audits_reference_without_terms(data_dir: Path) ->
         ["ip", "time_from"],
     )
     assert "10.0.0.5" not in json.dumps(dict(entry.detail))
+    # whoever holds the terms and the box's secret store can show which inquiry the entry records
+    query = Query(ip="10.0.0.5", time_from=datetime(2026, 1, 15, 19, 30, tzinfo=JST))
+    assert entry.detail["query_hmac"] == query_hmac(query, inquiry_key(SecretStore(data_dir)))
+    assert "query_sha256" not in entry.detail
 
 
 def test_search_without_reference_is_refused(data_dir: Path) -> None:
@@ -92,3 +102,53 @@ def test_certificate_verifies_and_a_tampered_one_fails(data_dir: Path, tmp_path:
     path.write_text(json.dumps({**cert, "records": cert["records"] + 1}))
     bad = edgegw("verify-certificate", "--data-dir", str(data_dir), str(path))
     assert bad.returncode == 1 and "altered after signing" in bad.stderr
+
+
+# -- the audit entry's digest (an unkeyed hash of such low-entropy terms was reversed in 0.02 s) -----------
+
+TIME = datetime(2026, 1, 15, 19, 30, tzinfo=JST)
+KEY_A, KEY_B = b"a" * 32, b"b" * 32
+
+
+def _unkeyed(query: Query) -> str:
+    """The digest entries carried before `query_hmac` (field `query_sha256`)."""
+    return hashlib.sha256(json.dumps(query.describe(), sort_keys=True).encode()).hexdigest()
+
+
+def test_audit_detail_holds_no_term_and_no_unkeyed_hash() -> None:
+    query = Query(mac="AA-BB-CC-01-02-03", user=USER, time_from=TIME)
+    detail = audit_detail(query, "R-1", 3, key=KEY_A)
+    assert detail == {
+        "reference": "R-1",
+        "terms": ["mac", "time_from", "user"],
+        "query_hmac": detail["query_hmac"],
+        "rows": 3,
+    }
+    text = json.dumps(detail)
+    assert MAC not in text and USER not in text and _unkeyed(query) not in text
+
+
+def test_same_terms_same_key_same_digest_another_key_another() -> None:
+    one = Query(mac="aa:bb:cc:01:02:03", user=USER, time_from=TIME)
+    same = Query(mac="AABB.CC01.0203", user=f" {USER.upper()} ", time_from=TIME.astimezone(UTC))  # other spellings
+    assert query_hmac(one, KEY_A) == query_hmac(same, KEY_A)
+    assert query_hmac(one, KEY_A) != query_hmac(one, KEY_B)
+    assert query_hmac(one, KEY_A) != query_hmac(Query(mac="aa:bb:cc:01:02:04", user=USER, time_from=TIME), KEY_A)
+
+
+def test_brute_force_without_the_key_finds_nothing() -> None:
+    secret = Query(ip="10.0.7.42")
+    digest = audit_detail(secret, "R-1", 1, key=KEY_A)["query_hmac"]
+    candidates = [Query(ip=str(ip)) for ip in ipaddress.ip_network("10.0.0.0/20")]
+    assert _unkeyed(secret) in {_unkeyed(c) for c in candidates}  # the old field fell to this search
+    assert digest not in {_unkeyed(c) for c in candidates}
+    assert digest not in {query_hmac(c, KEY_B) for c in candidates}  # a guessed key does not help either
+    assert [c.ip for c in candidates if query_hmac(c, KEY_A) == digest] == ["10.0.7.42"]  # with the key it matches
+
+
+def test_the_key_is_made_once_per_box_and_differs_between_boxes(tmp_path: Path) -> None:
+    box_a, box_b = SecretStore(tmp_path / "a"), SecretStore(tmp_path / "b")
+    key = inquiry_key(box_a)
+    assert len(key) == 32 and inquiry_key(SecretStore(tmp_path / "a")) == key
+    assert inquiry_key(box_b) != key
+    assert key != base64.b64decode(box_a.get(SIGNING_SECRET))  # derived for this use, not the signing key itself

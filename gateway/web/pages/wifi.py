@@ -1,8 +1,8 @@
 """Wi-Fi log inquiries (role wifi-auditor only): search, signed export, erasure certificates.
 
 Every search and export needs the inquiry's reference number and is written to the audit log before
-any row is shown or sent (gateway.wifilog.cli.audit_detail: the terms used, never their values).
-The store is opened read-mostly from the web process, which runs as the gateway's user.
+any row is shown or sent (gateway.wifilog.cli.audit_detail: the terms used and a keyed digest, never
+their values). The store is opened read-mostly from the web process, which runs as the gateway's user.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gateway.accounts.store import Role
 from gateway.errors import GatewayError
 from gateway.web.auth import audit, current_user, requires, services
 from gateway.web.render import render
-from gateway.wifilog.cli import audit_detail
+from gateway.wifilog.cli import audit_detail, inquiry_key
 from gateway.wifilog.export import write_export
 from gateway.wifilog.sessions import Session
 from gateway.wifilog.store import JST, Query, WifiLogStore
@@ -98,8 +98,10 @@ async def _search(
         query = _query(form)
     except GatewayError as exc:
         return _page(request, store, {"form": form, "error_text": exc.message}, status=400)
+    key = await asyncio.to_thread(inquiry_key, store.secrets)
     sessions = await asyncio.to_thread(store.search, query)
-    await audit(request, action, form["reference"], audit_detail(query, form["reference"], len(sessions)))
+    detail = audit_detail(query, form["reference"], len(sessions), key=key)
+    await audit(request, action, form["reference"], detail)
     return query, sessions
 
 
