@@ -11,7 +11,7 @@ from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.processing.api import ProcessorContext
 from gateway.records import Emit, utc_now
 from gateway.secrets import resolve
-from gateway.wifilog.runner import event_sinks, periodic, stop
+from gateway.wifilog.runner import SessionEventsOut, event_sinks, feeds
 from gateway.wifilog.store import WifiLogStore
 from gateway.wifilog.usage import UsageCounter
 
@@ -26,6 +26,8 @@ class RadiusAdapter:
         self.config = config
         self.context = context
         self.usage = UsageCounter(config.name)
+        # kept across the supervisor's restarts: the session events still waiting go out after one
+        self.events: SessionEventsOut | None = None
         self.server: RadiusAccountingServer | None = None
 
     async def run(self, emit: Emit) -> None:
@@ -38,21 +40,23 @@ class RadiusAdapter:
             gateway_id=self.context.gateway_id,
         )
         context = ProcessorContext(gateway_id=self.context.gateway_id, data_dir=self.context.data_dir)
-        on_event, events = event_sinks(cfg, cfg.name, context, self.usage, emit, utc_now)
+        on_event, self.events = event_sinks(cfg, cfg.name, context, self.usage, self.events)
         self.server = RadiusAccountingServer(store, secrets, clock=utc_now, on_event=on_event)
         try:
             await self.server.start(cfg.listen, cfg.port)
-            await periodic(store, self.usage, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
+            await feeds(store, self.usage, self.events, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
         finally:
-            await _shutdown(self.server, store, events)
+            await _shutdown(self.server, store)
 
     def diagnostics(self) -> dict[str, Any]:
-        return self.server.diagnostics() if self.server is not None else {"summary": "starting"}
+        diagnostics: dict[str, Any] = self.server.diagnostics() if self.server is not None else {"summary": "starting"}
+        if self.events is not None:
+            diagnostics["session_events"] = {"pending": self.events.pending, "dropped": self.events.dropped}
+        return diagnostics
 
 
-async def _shutdown(listener: RadiusAccountingServer, store: WifiLogStore, events: asyncio.Task[None] | None) -> None:
+async def _shutdown(listener: RadiusAccountingServer, store: WifiLogStore) -> None:
     """Sockets first, then the store (its close waits for a commit still running in a worker thread)."""
     await listener.close()
     await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
-    await stop(events)
     store.close()

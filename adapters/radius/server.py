@@ -161,7 +161,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             while self._pending:
                 batch = [self._pending.popleft() for _ in range(min(MAX_BATCH, len(self._pending)))]
                 try:
-                    await asyncio.to_thread(self.commit, [req for req, _ in batch])
+                    stored = await asyncio.to_thread(self.commit, [req for req, _ in batch])
                 except Exception as exc:
                     # unanswered, the NAS retransmits: forget the keys so the retransmission is queued anew
                     self.counters["commit_failed"] = self.counters.get("commit_failed", 0) + len(batch)
@@ -179,14 +179,22 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
                     if len(self._answered) > self.answered_cache:
                         self._answered.popitem(last=False)
                     self._send(reply, req.source)
+                # handed on once the NAS has its answers: a consumer that fails (the gateway's buffer
+                # refusing a session event stops the adapter) must not leave them unsent
+                if self.on_event is not None:
+                    for ev in stored:
+                        self.on_event(ev)
 
-    def commit(self, requests: list[AccountingRequest]) -> None:
-        """Store a batch in order (worker thread): session events together, a NAS reset between them."""
+    def commit(self, requests: list[AccountingRequest]) -> list[SessionEvent]:
+        """Store a batch in order (worker thread): session events together, a NAS reset between them.
+        Returns the session events stored, for `on_event` once the batch is answered."""
+        stored: list[SessionEvent] = []
         events: list[SessionEvent] = []
         for req in requests:
             status = req.record.status
             if status in (AcctStatusType.ACCOUNTING_ON, AcctStatusType.ACCOUNTING_OFF):
                 self.store.apply(events)
+                stored += events
                 events = []
                 self.store.close_nas(req.session_key.nas, req.event_time, "NAS-Reboot")
                 continue
@@ -197,9 +205,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             events.append(ev)
         self.store.apply(events)
         self.counters["stored"] += len(events)
-        if self.on_event is not None:
-            for ev in events:
-                self.on_event(ev)
+        return stored + events
 
     def diagnostics(self) -> dict[str, Any]:
         c = self.counters

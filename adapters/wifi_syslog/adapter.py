@@ -10,7 +10,7 @@ from adapters.wifi_syslog.receiver import SyslogReceiver
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.processing.api import ProcessorContext
 from gateway.records import Emit, utc_now
-from gateway.wifilog.runner import event_sinks, periodic, stop
+from gateway.wifilog.runner import SessionEventsOut, event_sinks, feeds
 from gateway.wifilog.store import WifiLogStore
 from gateway.wifilog.usage import UsageCounter
 
@@ -25,6 +25,8 @@ class WifiSyslogAdapter:
         self.config = config
         self.context = context
         self.usage = UsageCounter(config.name)
+        # kept across the supervisor's restarts: the session events still waiting go out after one
+        self.events: SessionEventsOut | None = None
         self.receiver: SyslogReceiver | None = None
 
     async def run(self, emit: Emit) -> None:
@@ -37,24 +39,28 @@ class WifiSyslogAdapter:
         )
         allowed = frozenset(str(a) for a in cfg.senders) or None
         context = ProcessorContext(gateway_id=self.context.gateway_id, data_dir=self.context.data_dir)
-        on_event, events = event_sinks(cfg, cfg.name, context, self.usage, emit, utc_now)
+        on_event, self.events = event_sinks(cfg, cfg.name, context, self.usage, self.events)
         self.receiver = SyslogReceiver(store, clock=utc_now, allowed=allowed, on_event=on_event)
         try:
             if cfg.udp_port is not None:
                 await self.receiver.start_udp(cfg.listen, cfg.udp_port)
             if cfg.tcp_port is not None:
                 await self.receiver.start_tcp(cfg.listen, cfg.tcp_port)
-            await periodic(store, self.usage, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
+            await feeds(store, self.usage, self.events, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
         finally:
-            await _shutdown(self.receiver, store, events)
+            await _shutdown(self.receiver, store)
 
     def diagnostics(self) -> dict[str, Any]:
-        return self.receiver.diagnostics() if self.receiver is not None else {"summary": "starting"}
+        diagnostics: dict[str, Any] = (
+            self.receiver.diagnostics() if self.receiver is not None else {"summary": "starting"}
+        )
+        if self.events is not None:
+            diagnostics["session_events"] = {"pending": self.events.pending, "dropped": self.events.dropped}
+        return diagnostics
 
 
-async def _shutdown(listener: SyslogReceiver, store: WifiLogStore, events: asyncio.Task[None] | None) -> None:
+async def _shutdown(listener: SyslogReceiver, store: WifiLogStore) -> None:
     """Sockets first, then the store (its close waits for a commit still running in a worker thread)."""
     await listener.close()
     await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
-    await stop(events)
     store.close()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import ipaddress
 from collections import deque
@@ -20,7 +19,7 @@ from gateway.wifilog.sessions import SessionEvent
 from gateway.wifilog.store import WifiLogStore
 from gateway.wifilog.usage import UsageCounter
 
-__all__ = ["SessionEventsOut", "WifiLogOptions", "check_listen", "event_sinks", "periodic", "stop"]
+__all__ = ["PENDING_LIMIT", "SessionEventsOut", "WifiLogOptions", "check_listen", "event_sinks", "feeds", "periodic"]
 
 log = component_logger(__name__, "wifilog")
 
@@ -68,17 +67,27 @@ SESSION_ENTITY_TYPE = "WifiSessionEvent"
 PSEUDONYMIZED = ("clientMac", "userName")
 
 
+# events waiting for the buffer while it refuses them (caps reached, a failing disk); past this the oldest
+# go: each is kept in the Wi-Fi log store whatever happens to its copy for the platform
+PENDING_LIMIT = 10_000
+
+
 class SessionEventsOut:
     """Optional session events for the platform, MAC and user name already pseudonymized.
 
     Uses the processing stage's own `pseudonymize` (same `pz1:` tokens, same key ring in the secret
     store), applied here before `emit`, so nothing personal can leave even if no `[[processing]]`
     entry matches these readings. Do not add a second pseudonymize entry for `clientMac`/`userName`
-    of this adapter (it would tokenise the tokens). Events come from the commit thread: `record` is
-    thread-safe and wakes the emitting task.
+    of this adapter (it would tokenise the tokens). Events come from a store's commit thread (syslog)
+    or the loop once the NAS is answered (RADIUS): `record` is thread-safe and hands them to the loop.
+
+    The adapter keeps one for its lifetime: an event stays first in line until `emit` took it, so a
+    buffer that refuses it fails the adapter's run (the supervisor logs it and restarts the adapter)
+    and the event goes out after the restart. At most `limit` wait; beyond that the oldest are
+    dropped, counted in `dropped` and logged once a spell.
     """
 
-    def __init__(self, adapter: str, context: ProcessorContext) -> None:
+    def __init__(self, adapter: str, context: ProcessorContext, *, limit: int = PENDING_LIMIT) -> None:
         cfg = PseudonymizeConfig.model_validate(
             {
                 "type": "pseudonymize",
@@ -88,13 +97,33 @@ class SessionEventsOut:
         )
         self.adapter = adapter
         self.pseudonymizer = cfg.build(context)
+        self.limit = limit
+        self.dropped = 0
+        self._dropping = False
         self._pending: deque[SessionEvent] = deque()
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
 
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
     def record(self, ev: SessionEvent) -> None:
+        self._loop.call_soon_threadsafe(self._add, ev)
+
+    def _add(self, ev: SessionEvent) -> None:
+        if len(self._pending) >= self.limit:
+            self._pending.popleft()
+            self.dropped += 1
+            if not self._dropping:
+                self._dropping = True
+                log.warning(
+                    "wifilog: %d session events wait for the buffer; dropping the oldest for the platform "
+                    "(they stay in the Wi-Fi log store)",
+                    self.limit,
+                )
         self._pending.append(ev)
-        self._loop.call_soon_threadsafe(self._wake.set)
+        self._wake.set()
 
     def reading(self, ev: SessionEvent, now: datetime) -> Reading:
         digest = hashlib.sha256(f"{ev.nas}\0{ev.session_id}".encode()).hexdigest()[:24]
@@ -121,11 +150,19 @@ class SessionEventsOut:
         return out
 
     async def run(self, emit: Emit, clock: Callable[[], datetime]) -> None:
+        """Until cancelled, or until `emit` fails: then the event it refused is still first in line."""
+        self._wake.set()  # events left by an earlier run
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                await emit(self.reading(self._pending.popleft(), clock()))
+                ev = self._pending[0]
+                await emit(self.reading(ev, clock()))
+                if self._pending and self._pending[0] is ev:  # not dropped for room meanwhile
+                    self._pending.popleft()
+                if self._dropping:
+                    self._dropping = False
+                    log.info("wifilog: session events reach the buffer again (%d dropped so far)", self.dropped)
 
 
 def event_sinks(
@@ -133,23 +170,40 @@ def event_sinks(
     adapter: str,
     context: ProcessorContext,
     usage: UsageCounter,
-    emit: Emit,
-    clock: Callable[[], datetime],
-) -> tuple[Callable[[SessionEvent], None], asyncio.Task[None] | None]:
-    """What a receiver calls for each stored event: the usage counter, plus the session events when configured."""
+    events: SessionEventsOut | None,
+) -> tuple[Callable[[SessionEvent], None], SessionEventsOut | None]:
+    """What a receiver calls for each stored event (the usage counter, plus the session events when
+    configured), and the session events' queue: `events`, the adapter's from an earlier run, or a new one."""
     if not options.session_events:
         return usage.record, None
-    out = SessionEventsOut(adapter, context)
+    out = events if events is not None else SessionEventsOut(adapter, context)
 
     def both(ev: SessionEvent) -> None:
         usage.record(ev)
         out.record(ev)
 
-    return both, asyncio.create_task(out.run(emit, clock), name=f"{adapter}-session-events")
+    return both, out
 
 
-async def stop(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def feeds(
+    store: WifiLogStore,
+    usage: UsageCounter,
+    events: SessionEventsOut | None,
+    emit: Emit,
+    *,
+    interval_s: float,
+    clock: Callable[[], datetime],
+) -> None:
+    """`periodic` and the session events together, until cancelled or one fails: its error is raised as
+    it is (the adapter's run fails with it), and the other is stopped."""
+    tasks = [asyncio.ensure_future(periodic(store, usage, emit, interval_s=interval_s, clock=clock))]
+    if events is not None:
+        tasks.append(asyncio.ensure_future(events.run(emit, clock)))
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -13,13 +13,15 @@ from datetime import UTC, datetime
 
 from adapters.radius.codec import AccountingRequest
 from adapters.radius.server import RadiusAccountingServer
+from gateway.wifilog.sessions import SessionEvent
 from gateway.wifilog.store import WifiLogStore
 
 
 class _DyingServer(RadiusAccountingServer):
-    def commit(self, requests: list[AccountingRequest]) -> None:
+    def commit(self, requests: list[AccountingRequest]) -> list[SessionEvent]:
         super().commit(requests)
         os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("killed")  # pragma: no cover
 
 
 async def main(data_dir: str, port: int, secret: str, die: bool) -> None:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from adapters.radius.adapter import RadiusAdapter
 from adapters.radius.config import RadiusConfig
 from gateway.adapter_api import AdapterContext
+from gateway.errors import BufferFull
 from gateway.records import Reading
 from gateway.secrets import SecretStore
 from gateway.wifilog import Query, WifiLogStore
@@ -200,3 +201,53 @@ async def test_session_events_leave_with_mac_and_user_pseudonymized(tmp_path: Pa
     )
     assert ev.attributes["accessPoint"].value == "00:11:22:33:44:55" and ev.attributes["ssid"].value == "Library-Free"
     assert "aa:bb:cc:01:02:03" not in repr(ev) and "hanako" not in repr(ev)
+
+
+async def test_a_session_event_the_buffer_refuses_goes_out_after_the_adapter_restarts(tmp_path: Path) -> None:
+    SecretStore(tmp_path).set("radius.ap1", SECRET)
+    port = _free_port()
+    cfg = RadiusConfig.model_validate(
+        {
+            "name": "wifi-radius",
+            "type": "radius",
+            "listen": "127.0.0.1",
+            "port": port,
+            "session_events": True,
+            "clients": [{"address": "127.0.0.1", "secret": "secret:radius.ap1"}],
+        }
+    )
+    adapter = RadiusAdapter(cfg, AdapterContext(gateway_id="lib", data_dir=str(tmp_path)))
+
+    async def refusing(r: Reading) -> None:
+        if r.entity_type == "WifiSessionEvent":
+            raise BufferFull("buffer: caps reached and nothing left to drop, got 1 reading")
+
+    first = asyncio.create_task(adapter.run(refusing))
+    for _ in range(200):
+        if adapter.server is not None and adapter.server.transport is not None:
+            break
+        await asyncio.sleep(0.01)
+    rc, out = await radclient(port, SECRET, f"{BASE},Acct-Status-Type=Start")
+    assert rc == 0, out  # the NAS has its answer: the record is in the Wi-Fi log store
+    with pytest.raises(BufferFull):  # the run fails with the buffer's error, not silently
+        await asyncio.wait_for(first, 10)
+    assert adapter.diagnostics()["session_events"] == {"pending": 1, "dropped": 0}
+
+    readings: list[Reading] = []
+
+    async def accepting(r: Reading) -> None:
+        readings.append(r)
+
+    again = asyncio.create_task(adapter.run(accepting))  # as the supervisor restarts it
+    try:
+        for _ in range(300):
+            if any(r.entity_type == "WifiSessionEvent" for r in readings):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        again.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await again
+    [ev] = [r for r in readings if r.entity_type == "WifiSessionEvent"]
+    assert ev.attributes["eventType"].value == "start" and ev.attributes["clientMac"].value.startswith("pz1:")
+    assert adapter.diagnostics()["session_events"] == {"pending": 0, "dropped": 0}

@@ -1,0 +1,99 @@
+"""The session events' queue for the platform: an event the buffer refuses stays first in line, the
+adapter's run fails with the buffer's own error, and a full queue drops its oldest, counted and logged once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import BufferFull
+from gateway.processing.api import ProcessorContext
+from gateway.records import Reading
+from gateway.wifilog import EventKind, SessionEvent
+from gateway.wifilog.runner import SessionEventsOut
+
+T0 = datetime(2026, 12, 4, 3, 0, tzinfo=UTC)
+
+
+def event(n: int) -> SessionEvent:
+    return SessionEvent(nas="ap1", session_id=f"S{n}", kind=EventKind.START, time=T0, client_mac="aa:bb:cc:00:00:01")
+
+
+def session(r: Reading) -> str:
+    # the entity id is a digest of (NAS, session id): the test tells events apart by it
+    return r.entity_id
+
+
+def from_commit_thread(out: SessionEventsOut, events: list[SessionEvent]) -> None:
+    # the stores call `record` from their commit thread
+    def commit() -> None:
+        for ev in events:
+            out.record(ev)
+
+    t = threading.Thread(target=commit)
+    t.start()
+    t.join()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_an_event_the_buffer_refuses_goes_out_after_the_run_restarts(tmp_path: Path) -> None:
+    out = SessionEventsOut("wifi", ProcessorContext(gateway_id="g", data_dir=str(tmp_path)))
+    expected = [session(out.reading(event(n), T0)) for n in range(3)]
+    from_commit_thread(out, [event(n) for n in range(3)])
+    taken: list[Reading] = []
+
+    async def refusing(r: Reading) -> None:
+        if len(taken) == 1:
+            raise BufferFull("buffer: caps reached, got 1 reading")
+        taken.append(r)
+
+    with pytest.raises(BufferFull):  # the adapter's run fails with it: the supervisor logs and restarts it
+        await asyncio.wait_for(out.run(refusing, lambda: T0), 5)
+    assert out.pending == 2  # the refused one is still first in line
+
+    async def accepting(r: Reading) -> None:
+        taken.append(r)
+
+    run = asyncio.ensure_future(out.run(accepting, lambda: T0))  # the restarted adapter's run
+    await settle()
+    run.cancel()
+    assert [session(r) for r in taken] == expected and out.pending == 0 and out.dropped == 0
+
+
+async def test_a_full_queue_drops_its_oldest_counted_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = SessionEventsOut("wifi", ProcessorContext(gateway_id="g", data_dir=str(tmp_path)), limit=3)
+    names = [session(out.reading(event(n), T0)) for n in range(7)]
+    held, taken = asyncio.Event(), []
+
+    async def slow(r: Reading) -> None:
+        await held.wait()  # the buffer takes its time
+        taken.append(r)
+
+    from_commit_thread(out, [event(0)])
+    run = asyncio.ensure_future(out.run(slow, lambda: T0))
+    await settle()  # event 0 is being emitted, still first in line
+    with caplog.at_level(logging.WARNING, logger="gateway.wifilog.runner"):
+        from_commit_thread(out, [event(n) for n in range(1, 7)])
+        await settle()
+    assert out.pending == 3 and out.dropped == 4  # 0 (while in emit) and 1-3 gave way to 4-6
+    assert [r.getMessage() for r in caplog.records].count(
+        "wifilog: 3 session events wait for the buffer; dropping the oldest for the platform "
+        "(they stay in the Wi-Fi log store)"
+    ) == 1
+    held.set()
+    await settle()
+    run.cancel()
+    # event 0 was in the buffer's hands already; the one first in line after it is not skipped
+    assert [session(r) for r in taken] == [names[0], *names[4:]]
+    assert out.pending == 0
