@@ -23,6 +23,12 @@ not a valid value of its kind (`invalid`) is removed from the reading rather tha
 and logged once per attribute and problem at WARNING with the value masked (`"ab***" (17 chars)`).
 The processor is pure: the key ring is loaded once by `PseudonymizeConfig.build`, and the key for a
 reading is chosen from its observation time and the `now` it is given.
+
+A value that is a token already (the whole value matches `TOKEN_RE`: an adapter that makes its own,
+the locker's `pickup.patron`, the scanner's `card_numbers`) is passed on as it is and counted in
+`tokens_kept`: an entry written for the address it replaced must neither tokenise the token again
+nor drop it as an invalid address. A token holds only `a-z 2-7` after its prefix, so nothing personal
+can pass this way.
 """
 
 from __future__ import annotations
@@ -223,7 +229,7 @@ class PseudonymizeConfig(ProcessorConfig):
 # --- the processor -----------------------------------------------------------------------------
 
 
-_COUNTERS = ("pseudonymized", "missing", "not_text", "invalid")
+_COUNTERS = ("pseudonymized", "missing", "not_text", "invalid", "tokens_kept")
 
 
 class Pseudonymizer:
@@ -270,6 +276,9 @@ class Pseudonymizer:
                     f"must be text to be pseudonymized, got {_kind_of(value)}",
                     "map it as text in the source",
                 )
+                continue
+            if TOKEN_RE.fullmatch(value):
+                self._counts["tokens_kept"] += 1
                 continue
             if key is None:
                 key = self._ring.select(reading.observed_at, now)

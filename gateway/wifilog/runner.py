@@ -77,9 +77,9 @@ class SessionEventsOut:
 
     Uses the processing stage's own `pseudonymize` (same `pz1:` tokens, same key ring in the secret
     store), applied here before `emit`, so nothing personal can leave even if no `[[processing]]`
-    entry matches these readings. Do not add a second pseudonymize entry for `clientMac`/`userName`
-    of this adapter (it would tokenise the tokens). Events come from a store's commit thread (syslog)
-    or the loop once the NAS is answered (RADIUS): `record` is thread-safe and hands them to the loop.
+    entry matches these readings (one that does passes the tokens as they are). Events come from a
+    store's commit thread (syslog) or the loop once the NAS is answered (RADIUS): `record` is
+    thread-safe and hands them to the loop.
 
     The adapter keeps one for its lifetime: an event stays first in line until `emit` took it, so a
     buffer that refuses it fails the adapter's run (the supervisor logs it and restarts the adapter)

@@ -92,7 +92,14 @@ def token_of(
 
 def test_a_pseudonymizer_is_a_processor() -> None:
     p: Processor = processor()  # mypy checks the protocol; this keeps the test honest at run time too
-    assert p.diagnostics() == {"pseudonymized": 0, "missing": 0, "not_text": 0, "invalid": 0, "key_generation": 0}
+    assert p.diagnostics() == {
+        "pseudonymized": 0,
+        "missing": 0,
+        "not_text": 0,
+        "invalid": 0,
+        "tokens_kept": 0,
+        "key_generation": 0,
+    }
 
 
 # --- the token: an independent oracle and properties ---------------------------------------
@@ -196,6 +203,23 @@ def test_tokens_have_the_documented_format(digest_bytes: int, generation: int, v
     assert m is not None
     assert m.group(1) == str(generation)
     assert len(m.group(2)) == math.ceil(digest_bytes * 8 / 5)
+
+
+@given(value=st.text(min_size=1, max_size=40), kind=st.sampled_from([MAC, EMAIL, CARD, TEXT]))
+@settings(max_examples=60)
+def test_a_token_passes_as_it_is_and_nothing_else_does(value: str, kind: IdentifierKind) -> None:
+    # an adapter's own token (the locker's patron, the scanner's card) under an entry written for the
+    # address or card it replaced: neither tokenised again nor dropped as an invalid address
+    made = token_of(processor(v=TEXT), "v", "hanako@example.jp")
+    p = processor(v=kind)
+    assert token_of(p, "v", made) == made
+    assert p.diagnostics()["tokens_kept"] == 1 and p.diagnostics()["pseudonymized"] == 0
+    # a value that only holds a token, or looks like one, is no token: it is pseudonymized or dropped
+    for near in (f"{made} {value}", f"{value}{made}", made.upper(), made.replace("pz1:k1:", "pz1:k0:")):
+        if near == made:
+            continue
+        (out,) = p.process(scan(v=near), T0 + timedelta(days=1))
+        assert "v" not in out.attributes or out.attributes["v"].value != near
 
 
 # --- rotation ------------------------------------------------------------------------------
@@ -370,7 +394,14 @@ def test_replaces_only_configured_attributes_and_keeps_their_metadata() -> None:
     assert TOKEN.fullmatch(mac.value) and mac.type == "Text" and mac.unit is None
     assert mac.metadata == reading.attributes["macAddress"].metadata
     assert (out.entity_id, out.observed_at, out.source) == (reading.entity_id, reading.observed_at, reading.source)
-    assert p.diagnostics() == {"pseudonymized": 2, "missing": 2, "not_text": 0, "invalid": 0, "key_generation": 1}
+    assert p.diagnostics() == {
+        "pseudonymized": 2,
+        "missing": 2,
+        "not_text": 0,
+        "invalid": 0,
+        "tokens_kept": 0,
+        "key_generation": 1,
+    }
 
 
 def test_a_reading_without_the_attributes_passes_as_it_is() -> None:
@@ -386,7 +417,14 @@ def test_a_value_that_is_not_text_or_not_valid_is_dropped_and_said_once_masked(
     for _ in range(3):
         out = p.process(scan(macAddress="00:11:22:33:44:zz", cardNumber=12345678), T0 + timedelta(days=1))[0]
         assert list(out.attributes) == ["count"]  # neither leaves in clear
-    assert p.diagnostics() == {"pseudonymized": 0, "missing": 0, "not_text": 3, "invalid": 3, "key_generation": 1}
+    assert p.diagnostics() == {
+        "pseudonymized": 0,
+        "missing": 0,
+        "not_text": 3,
+        "invalid": 3,
+        "tokens_kept": 0,
+        "key_generation": 1,
+    }
     assert [(r.levelname, r.getMessage()) for r in caplog.records[:2]] == [
         (
             "WARNING",
@@ -528,7 +566,14 @@ async def test_nothing_in_clear_reaches_the_buffer_file_or_the_logs(
         assert spelling not in files, spelling
         assert spelling.decode("utf-8", "replace") not in logged, spelling
     assert "dropped so it never leaves in clear" in logged
-    assert p.diagnostics() == {"pseudonymized": 200, "missing": 0, "not_text": 1, "invalid": 3, "key_generation": 1}
+    assert p.diagnostics() == {
+        "pseudonymized": 200,
+        "missing": 0,
+        "not_text": 1,
+        "invalid": 3,
+        "tokens_kept": 0,
+        "key_generation": 1,
+    }
     # the key itself is in neither
     key = PseudonymKeyStore(data_dir).read().keys[0].secret
     for spelling in (key, base64.urlsafe_b64encode(key), key.hex().encode()):
