@@ -14,6 +14,10 @@ control socket (`Command.uplink == "control"`), i.e. the box's own pages and CLI
 
 A result's `info` is a short English line, or JSON for `assign` and `grid`; a refusal starts with a
 stable reason word (`busy:`, `locked:`, `wrong_code:` …) that the pages map to their own text.
+
+The patron's e-mail address leaves the box only in the pickup event's `patron` attribute, and by
+default (`[adapters.pickup] patron = "token"`) as a `pz1:` token made here by the processing stage's
+own pseudonymize processor, before the reading is emitted; `"clear"` sends the address itself.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from zoneinfo import ZoneInfo
 
 from adapters.locker.bus import Board, BoardState, LinkError, LockerBus
 from adapters.locker.codec import BoardStatus
-from adapters.locker.config import LockerConfig
+from adapters.locker.config import LockerConfig, PatronAddress
 from adapters.locker.notice import pickup_mail
 from adapters.locker.pickup import Assignment, CodeCheck, PickupError, PickupState, PickupStore
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.logs import component_logger
 from gateway.ngsi.identifiers import check_entity_id
+from gateway.processing.api import ProcessorContext
+from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
 from gateway.records import (
     Attribute,
     Command,
@@ -57,7 +63,7 @@ PICKUP_TYPE = "LockerPickup"
 ALERT_TYPE = "Alert"
 DEVICE_TYPE = "Device"
 LOCAL_SOURCE = "control"  # Command.uplink of the control socket's `command` op (staff page, kiosk, CLI)
-PATRON = "patron"  # the pickup event's attribute a `pseudonymize` processor (kind email) must cover
+PATRON = "patron"  # the pickup event's attribute with the patron's e-mail address (a token unless patron = "clear")
 _EMAIL_MAX = 254
 _REFERENCE_MAX = 64
 _UNLOCK_GRACE_S = 10.0  # a door that opens this soon after our own unlock was opened by us
@@ -110,6 +116,14 @@ class LockerAdapter:
         self.emitted = 0
         self.alerts = 0
         self.unlocks = 0
+        # The address becomes a token before anything is emitted unless the config says otherwise: the same
+        # processor, key ring and tokens as a [[processing]] pseudonymize entry (kind email) would give.
+        self._patron: Pseudonymizer | None = None
+        if config.pickup.patron is PatronAddress.TOKEN:
+            pz = PseudonymizeConfig.model_validate(
+                {"type": "pseudonymize", "attributes": [PATRON], "kinds": {PATRON: "email"}}
+            )
+            self._patron = pz.build(ProcessorContext(gateway_id=context.gateway_id, data_dir=context.data_dir))
         boards_of: dict[str, list[Board]] = {}
         for bc in config.boards:
             board = self.boards[bc.name] = Board(bc)
@@ -156,6 +170,8 @@ class LockerAdapter:
     async def run(self, emit: Emit) -> None:
         self._emit = emit
         store = self.open_store()
+        if self._patron is None:
+            self._log.info('pickup events carry the patron\'s e-mail address in clear (pickup.patron = "clear")')
         try:
             # the platform (and the command router) learn every compartment at once, in one commit group
             await self._publish_many(list(self.compartments.values()))
@@ -349,7 +365,7 @@ class LockerAdapter:
         )
 
     async def _pickup_event(self, a: Assignment) -> None:
-        """The pickup to the platform, the patron as the `patron` attribute for the pseudonymize processor."""
+        """The pickup to the platform; the patron as the `patron` attribute, a token unless configured clear."""
         if self._emit is None or self.store is None:
             return
         c = self.compartments.get(a.label)
@@ -363,15 +379,17 @@ class LockerAdapter:
             attrs["refLockerCompartment"] = Attribute(value=c.entity_id, type="Relationship")
         if email:
             attrs[PATRON] = Attribute(value=email, type="Text")
-        await self._send(
-            Reading(
-                entity_id=f"urn:ngsi-ld:{PICKUP_TYPE}:{self.context.gateway_id}-{self.config.name}-{a.id}",
-                entity_type=PICKUP_TYPE,
-                attributes=attrs,
-                observed_at=datetime.fromtimestamp(a.closed_at or a.created_at, UTC),
-                source=Source(adapter=self.config.name, device=c.board.name if c else ""),
-            )
+        reading = Reading(
+            entity_id=f"urn:ngsi-ld:{PICKUP_TYPE}:{self.context.gateway_id}-{self.config.name}-{a.id}",
+            entity_type=PICKUP_TYPE,
+            attributes=attrs,
+            observed_at=datetime.fromtimestamp(a.closed_at or a.created_at, UTC),
+            source=Source(adapter=self.config.name, device=c.board.name if c else ""),
         )
+        if self._patron is not None and PATRON in attrs:
+            # the key in force when the pickup happened, also for an event re-sent after a crash
+            (reading,) = self._patron.process(reading, self._clock())
+        await self._send(reading)
         await asyncio.to_thread(self.store.event_sent, a.id)
         if c is not None:
             await self._publish(c)
@@ -554,6 +572,7 @@ class LockerAdapter:
             "emitted": self.emitted,
             "alerts": self.alerts,
             "unlocks": self.unlocks,
+            "patron": self.config.pickup.patron.value,
             "buses": {
                 name: {
                     "port": bus.link.url,

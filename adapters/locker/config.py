@@ -20,6 +20,7 @@ __all__ = [
     "BoardModel",
     "BusConfig",
     "LockerConfig",
+    "PatronAddress",
     "PickupConfig",
     "serial_url",
 ]
@@ -50,6 +51,13 @@ class BoardModel(enum.Enum):
         if self is BoardModel.CU16:
             return (0, CU16_MAX_BOARD)
         return (0, 255) if self is BoardModel.CU48 else (1, 255)
+
+
+class PatronAddress(enum.Enum):
+    """How the patron's e-mail address leaves the adapter in the pickup event's `patron` attribute."""
+
+    TOKEN = "token"  # the processing stage's pseudonymize processor applied here (gateway key ring, kind email)
+    CLEAR = "clear"  # the address itself: only where a contract with the platform says so
 
 
 def _check_label(v: str) -> str:
@@ -128,6 +136,10 @@ class PickupConfig(Section):
     door_open_alert_s: float = Field(default=120.0, ge=5, le=86400, description="door open this long → alert")
     timezone: Annotated[str, AfterValidator(_check_zone)] = Field(
         default="Asia/Tokyo", description="the deadline in the e-mail is given in this time zone"
+    )
+    patron: PatronAddress = Field(
+        default=PatronAddress.TOKEN,
+        description="token (default) | clear: the patron's e-mail address in the pickup event, as a pz1: token or as is",
     )
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,9 @@ from adapters.locker.adapter import LockerAdapter
 from adapters.locker.config import LockerConfig
 from gateway.adapter_api import AdapterContext
 from gateway.mail.queue import MailQueue
-from gateway.records import Command, CommandResult, Lane, Reading
+from gateway.processing.api import ProcessorContext
+from gateway.processing.pseudonymize import TOKEN_RE, PseudonymizeConfig, Pseudonymizer
+from gateway.records import Attribute, Command, CommandResult, Lane, Reading
 from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty, serve_tcp
 
 
@@ -58,6 +63,9 @@ async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(0.005)
 
 
+PICKUP: dict[str, Any] = {"site": "駅前受取ロッカー", "code_length": 6, "max_wrong": 3, "door_open_alert_s": 60}
+
+
 def config(port: str, *, model: str = "cu16", boards: int = 1, **extra: Any) -> LockerConfig:
     base = 0 if model.startswith("cu") else 1
     letters = "ABCD"
@@ -77,7 +85,7 @@ def config(port: str, *, model: str = "cu16", boards: int = 1, **extra: Any) -> 
             }
             for i in range(boards)
         ],
-        "pickup": {"site": "駅前受取ロッカー", "code_length": 6, "max_wrong": 3, "door_open_alert_s": 60},
+        "pickup": PICKUP,
     }
     data.update(extra)
     return LockerConfig.model_validate(data)
@@ -103,29 +111,40 @@ class Rig:
         await until(lambda: bus.cycles >= start + 2)
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, data_dir: Path | None = None, **pickup: Any) -> AsyncIterator[Rig]:
+    """The adapter on a CU16 stand-in, its boards seen; `data_dir` (default tmp_path/data) outlives a run."""
+    data_dir = data_dir or tmp_path / "data"
+    await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)  # a second run's own ptys
     sim = BoardSim([SimBoard("cu16", 0)])
     clock = Clock()
-    mail = await MailQueue.open(tmp_path / "data", clock=lambda: clock.now().timestamp())
+    mail = await MailQueue.open(data_dir, clock=lambda: clock.now().timestamp())
     with pty_pair(tmp_path) as (gw, boards):
         async with serve_pty(sim, boards):
             adapter = LockerAdapter(
-                config(gw),
-                AdapterContext(gateway_id="gw1", data_dir=str(tmp_path / "data"), mail=mail),
+                config(gw, pickup={**PICKUP, **pickup}),
+                AdapterContext(gateway_id="gw1", data_dir=str(data_dir), mail=mail),
                 clock=clock.now,
                 monotonic=clock.monotonic,
             )
             out = Collector()
             task = asyncio.create_task(adapter.run(out))
-            r = Rig(adapter, sim, out, clock, mail)
-            await until(lambda: adapter.boards["b0"].state.value == "online")
-            await r.settle()
-            yield r
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-    await mail.close()
+            try:
+                r = Rig(adapter, sim, out, clock, mail)
+                await until(lambda: adapter.boards["b0"].state.value == "online")
+                await r.settle()
+                yield r
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await mail.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with running(tmp_path) as r:
+        yield r
 
 
 async def test_compartments_published_with_door_and_occupancy(rig: Rig) -> None:
@@ -203,15 +222,18 @@ async def test_corrupt_frames_are_counted_not_applied(rig: Rig) -> None:
     assert rig.adapter.boards["b0"].state.value == "online"
 
 
-async def _assign(rig: Rig, label: str = "A-02") -> tuple[dict[str, Any], str]:
+ADDRESS = "Hanako.Yamada@example.jp"
+
+
+async def _assign(rig: Rig, label: str = "A-02", email: str = ADDRESS) -> tuple[dict[str, Any], str]:
     rig.sim.boards[0].occupied[int(label[-2:]) - 1] = True  # staff put the book in
     await rig.settle()
-    result = await rig.command(label, "assign", {"email": "Hanako.Yamada@example.jp", "reference": "R-2026-0042"})
+    result = await rig.command(label, "assign", {"email": email, "reference": "R-2026-0042"})
     assert result.ok, result.info
     info = json.loads(result.info)
     (pending,) = [p for p in await rig.mail.due(now=1e12) if p.id == info["mail_id"]]
-    assert pending.mail.to == ("Hanako.Yamada@example.jp",)
-    assert pending.mail.subject == "【駅前受取ロッカー】予約資料の受取のご案内（ロッカー A-02）"
+    assert pending.mail.to == (email,)
+    assert pending.mail.subject == f"【駅前受取ロッカー】予約資料の受取のご案内（ロッカー {label}）"
     assert "受取期限　：2026年12月11日（金）10:00まで" in pending.mail.text  # JST
     return info, pending.mail.text.split("暗証番号　：")[1].split("\n")[0]
 
@@ -236,10 +258,85 @@ async def test_pickup_flow_end_to_end(rig: Rig) -> None:
     await rig.settle()
     events = rig.out.of("LockerPickup")
     assert len(events) == 1
-    assert events[0].attributes["patron"].value == "Hanako.Yamada@example.jp"  # the processing stage hashes it
+    assert TOKEN_RE.fullmatch(events[0].attributes["patron"].value)  # patron = "token", the default
     assert rig.out.last("A-02")["pickupState"] == "free"
     assert rig.adapter.store is not None
     assert rig.adapter.store.email_of(1) is None  # erased once the event is on the buffer
+
+
+async def _picked_up(rig: Rig, label: str = "A-02", email: str = ADDRESS) -> Reading:
+    """Assign `label` to `email`, open it with its code, take the book out and close the door: the pickup event."""
+    _, code = await _assign(rig, label, email)
+    assert (await rig.command(label, "pickup", {"code": code})).ok
+    board, lock = rig.sim.boards[0], int(label[-2:]) - 1
+    board.occupied[lock] = False
+    board.locked[lock] = True
+    before = len(rig.out.of("LockerPickup"))
+    await until(lambda: len(rig.out.of("LockerPickup")) > before and rig.out.last(label)["pickupState"] == "free")
+    return rig.out.of("LockerPickup")[-1]
+
+
+def _stage_entry(data_dir: Path, kind: str) -> Pseudonymizer:
+    """A `[[processing]] type = "pseudonymize"` entry for `patron` as an operator would write it, built on `data_dir`."""
+    cfg = PseudonymizeConfig.model_validate(
+        {"type": "pseudonymize", "attributes": ["patron"], "kinds": {"patron": kind}}
+    )
+    return cfg.build(ProcessorContext(gateway_id="gw1", data_dir=str(data_dir)))
+
+
+async def test_the_patron_leaves_as_a_token_by_default(
+    rig: Rig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    event = await _picked_up(rig)
+    token = event.attributes["patron"].value
+    assert TOKEN_RE.fullmatch(token), token
+    assert event.attributes["patron"].type == "Text"
+    for text in (ADDRESS, ADDRESS.lower(), "Hanako", "example.jp"):
+        assert text not in repr(rig.out.readings)  # nowhere in any reading: attributes, metadata, ids
+        assert text not in caplog.text  # nor in any log line
+    assert rig.adapter.diagnostics()["patron"] == "token"
+    # the very token a [[processing]] entry (kind email) makes with the gateway's key ring: one scheme,
+    # and a box that had the old example's entry keeps its patrons' tokens
+    clear = replace(event, attributes={**event.attributes, "patron": Attribute(value=ADDRESS, type="Text")})
+    (hashed,) = _stage_entry(tmp_path / "data", "email").process(clear, rig.clock.now())
+    assert hashed.attributes["patron"].value == token
+
+
+async def test_one_address_one_token_also_after_a_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with running(tmp_path / "run1", data_dir) as rig:
+        first = (await _picked_up(rig, "A-02")).attributes["patron"].value
+        again = (await _picked_up(rig, "A-03", "Hanako.Yamada@EXAMPLE.jp")).attributes["patron"].value
+        other = (await _picked_up(rig, "A-04", "taro@example.jp")).attributes["patron"].value
+    async with running(tmp_path / "run2", data_dir) as rig:  # the same box restarted: the same key ring
+        after = (await _picked_up(rig, "A-02")).attributes["patron"].value
+    assert first == again == after  # the domain's case is not part of the address (RFC 5321)
+    assert other != first
+    async with running(tmp_path / "run3", tmp_path / "another-box") as rig:
+        assert (await _picked_up(rig, "A-02")).attributes["patron"].value != first  # another box, another key
+
+
+async def test_patron_clear_sends_the_address_as_configured(tmp_path: Path) -> None:
+    async with running(tmp_path, patron="clear") as rig:
+        event = await _picked_up(rig)
+        assert event.attributes["patron"].value == ADDRESS
+        assert rig.adapter.diagnostics()["patron"] == "clear"
+        assert rig.adapter.store is not None and rig.adapter.store.email_of(1) is None  # erased all the same
+
+
+@pytest.mark.parametrize("kind", ["text", "email"])
+async def test_a_pseudonymize_entry_for_patron_as_well(rig: Rig, tmp_path: Path, kind: str) -> None:
+    """The old example config's entry (kind email), or one of kind text, behind the adapter's own token:
+    the token passes it as it is, neither tokenised again nor dropped as an invalid address."""
+    event = await _picked_up(rig)
+    entry = _stage_entry(tmp_path / "data", kind)
+    (once,) = entry.process(event, rig.clock.now())
+    assert once.attributes["patron"] == event.attributes["patron"] and TOKEN_RE.fullmatch(
+        once.attributes["patron"].value
+    )
+    assert entry.diagnostics()["tokens_kept"] == 1 and entry.diagnostics()["invalid"] == 0
+    assert ADDRESS not in repr(once)
 
 
 async def test_code_entry_locks_after_max_wrong(rig: Rig) -> None:

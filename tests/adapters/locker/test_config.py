@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from adapters.locker.config import LockerConfig, serial_url
+from adapters.locker.config import LockerConfig, PatronAddress, serial_url
+from gateway.config import parse_config
 from gateway.configbase import format_validation_error
+from gateway.errors import ConfigError
+
+SAMPLE = Path(__file__).resolve().parents[3] / "adapters" / "locker" / "sample.toml"
 
 
 def problems(data: dict[str, Any]) -> list[str]:
@@ -93,3 +99,21 @@ def test_labels_and_entity_ids() -> None:
     assert problems(section(pickup={"timezone": "Mars/Olympus"}))[0].startswith(
         "pickup.timezone: must be an IANA time zone such as Asia/Tokyo"
     )
+
+
+def test_the_patron_is_a_token_unless_the_config_says_clear() -> None:
+    assert LockerConfig.model_validate(section()).pickup.patron is PatronAddress.TOKEN
+    assert LockerConfig.model_validate(section(pickup={"patron": "clear"})).pickup.patron is PatronAddress.CLEAR
+    sample = tomllib.loads(SAMPLE.read_text(encoding="utf-8"))
+    assert LockerConfig.model_validate(sample["adapters"][0]).pickup.patron is PatronAddress.TOKEN
+    # the sample no longer needs a [[processing]] entry for the address
+    assert "processing" not in sample
+
+
+@pytest.mark.parametrize(("value", "got"), [("hashed", '"hashed"'), ("omit", '"omit"'), ("", '""'), (True, "true")])
+def test_a_bad_patron_value_is_refused_naming_the_allowed_ones(value: object, got: str) -> None:
+    expected = f"pickup.patron: input should be 'token' or 'clear', got {got}"
+    assert problems(section(pickup={"patron": value})) == [expected]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"gateway": {"id": "gw1"}, "adapters": [section(pickup={"patron": value})]})
+    assert f"adapters[0].{expected}" in info.value.errors  # what the gateway's start and `edgegw check-config` say
