@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
-from gateway.storage.files import immediate
+from gateway.storage.files import immediate, wal_mode
 
 __all__ = ["ACTIVE", "SCHEMA_VERSION", "Assignment", "CodeCheck", "PickupError", "PickupState", "PickupStore"]
 
@@ -152,7 +152,7 @@ class PickupStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._key = _key(path.with_suffix(".key"))
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        wal_mode(self._db)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()

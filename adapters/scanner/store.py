@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.scanner.station import ChildState, StationState
+from gateway.storage.files import wal_mode
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "RecentScan", "StationStore"]
 
@@ -69,7 +70,7 @@ class StationStore:
             fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
             os.close(fd)
         self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        wal_mode(self._db)
         # State rows survive a crash of the process in WAL mode with NORMAL; only the scan-number blocks need
         # the full fsync (reserve), so a scan costs the store no fsync of its own on the hot path.
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -19,6 +19,7 @@ from gateway.buffer.config import Durability
 from gateway.buffer.space import is_disk_full, with_room
 from gateway.errors import BufferError, BufferUnavailable
 from gateway.logs import component_logger
+from gateway.storage.files import wal_mode
 from gateway.storage.schema import migrate, read_version
 
 log = component_logger(__name__, "buffer")
@@ -179,7 +180,7 @@ def connect(path: Path, *, durability: Durability | None, max_page_count: int | 
         if durability is not None:
             # before WAL mode, which fixes the page size of a new file (an existing file keeps its own)
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-            conn.execute("PRAGMA journal_mode = WAL")  # no write when the file is in WAL mode already
+            wal_mode(conn)  # no write when the file is in WAL mode already
             # a -wal that grew past WAL_BYTES (a large group, a long reader) is cut back at the next checkpoint
             conn.execute(f"PRAGMA journal_size_limit = {WAL_BYTES}")
             conn.execute(f"PRAGMA synchronous = {'FULL' if durability is Durability.FULL else 'NORMAL'}")

@@ -38,7 +38,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from gateway import redact
 from gateway.mail.message import Mail
 from gateway.secrets import SecretStore
-from gateway.storage.files import create_private
+from gateway.storage.files import create_private, wal_mode
 from gateway.storage.schema import migrate
 
 __all__ = ["QUEUE_FILE", "SCHEMA_VERSION", "MailFailure", "MailQueue", "MailState", "MailStatus", "Pending"]
@@ -157,7 +157,7 @@ class MailQueue:
         create_private(self.path)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            wal_mode(db)
             db.execute("PRAGMA synchronous=FULL")  # enqueue's promise: on disk when it returns
             db.execute("PRAGMA secure_delete=ON")  # an erased payload is overwritten, not left in a free page
             migrate(db, self.path, MIGRATIONS, store="mail queue")  # a newer file is refused untouched

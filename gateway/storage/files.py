@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,27 @@ def create_private(path: Path) -> None:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
+def wal_mode(db: sqlite3.Connection, *, within_s: float = 10.0) -> None:
+    """`PRAGMA journal_mode=WAL`, waiting out other connections that convert the same new file.
+
+    Two connections converting one new file at once deadlock on its lock, and SQLite answers one of
+    them SQLITE_BUSY at once, without its busy handler: six threads opening a new store failed 9 of
+    1,800 opens, so the gateway and the web UI starting together on a new box could each fail a start.
+    A file in WAL mode already takes no lock here.
+    """
+    deadline = time.monotonic() + within_s
+    pause = 0.001
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 @contextmanager
 def durable_connection(path: Path) -> Iterator[sqlite3.Connection]:
     """A connection for one use: WAL, every commit fsynced (a record of truth changes rarely and must survive
@@ -23,7 +45,7 @@ def durable_connection(path: Path) -> Iterator[sqlite3.Connection]:
     db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
     try:
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
+        wal_mode(db)
         db.execute("PRAGMA synchronous=FULL")
         yield db
     finally:

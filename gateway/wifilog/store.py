@@ -46,7 +46,7 @@ from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.logs import component_logger
 from gateway.secrets import SecretStore
-from gateway.storage.files import create_private, immediate
+from gateway.storage.files import create_private, immediate, wal_mode
 from gateway.wifilog.sessions import EventKind, Session, SessionEvent, merge
 from gateway.wifilog.signing import Signer, public_pem
 
@@ -192,7 +192,7 @@ class WifiLogStore:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+        wal_mode(db)
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA secure_delete=ON")
         return db
