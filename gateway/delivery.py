@@ -35,6 +35,7 @@ States and transitions (UplinkState; `status()` shows the state, one `_Batch` ho
     SENDING      some records to retry                              BACKING_OFF, or REFUSED for a configuration fault
     BACKING_OFF  next attempt                                       BACKING_OFF (the status keeps saying so)
     BACKING_OFF  a delivery goes through ("recovered")              SENDING
+    any          a step raises (a broken uplink, the buffer failing) BACKING_OFF (said once at ERROR)
     any          stop_soon() (the batch in flight is finished)      STOPPED
 
 A batch goes: read (`_Pipeline.next`, maybe lingering for more) → handed out (reads go past it) →
@@ -49,6 +50,7 @@ at WARNING with how to re-queue it, at most DEAD_LETTER_LINES per batch and then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
@@ -260,58 +262,83 @@ class DeliveryLoop:
         pipe = _Pipeline(self.outbox, self.config.name, limit)
         try:
             while not self._stopping.is_set():
-                rows = await pipe.next()
-                if linger_from <= len(rows) < limit and linger_s:
-                    await asyncio.sleep(linger_s)
-                    rows += await pipe.more(rows, limit - len(rows))
-                elif linger_s and rows and len(rows) < linger_from and self.outbox.wake_pending(_first_seq(rows)):
-                    # Rows that came in while the previous batch was out, with their wake-up still
-                    # to come (at most 10 ms after the buffer's last wake-up): wait for it and send
-                    # one batch, not these now and the next few alone (at 500/s, half the batches).
-                    # batch_linger_ms = 0 says never to wait for more rows: then they go at once.
-                    await self.outbox.woken()
-                    rows += await pipe.more(rows, limit - len(rows))
-                if not rows:
-                    self.state = UplinkState.IDLE
-                    self._spread = False  # nothing was waiting: no fleet to spread out
-                    await pipe.resync()  # the cursors are current once the last ack is written
-                    if not self._stopping.is_set():  # stop_soon() nudges the wait to end it
-                        await self.outbox.wait(self.config.name, timeout=1.0)
-                    continue
-                batch = _Batch(rows)
-                pipe.handed_out(rows)
-                await self._pace(len(rows), catching_up=len(rows) >= limit)
-                if self._stopping.is_set():
-                    break  # not delivered, not acknowledged: read again at the next start
-                # while failing, the status keeps saying so through each new attempt
-                self.state = self._failing_state() or UplinkState.SENDING
-                outcomes = await self.uplink.deliver(rows)
-                if len(outcomes) != len(rows):
-                    # a broken uplink must not move cursors over records it did not account for
-                    self.log.error(
-                        "uplink returned %d outcomes for %d records; retrying the batch", len(outcomes), len(rows)
-                    )
-                    await pipe.resync()
-                    await self._pause(self.backoff.next())
-                    continue
-                batch.outcomes = _redacted(outcomes)
-                await pipe.acknowledge(rows, batch.outcomes)
-                self._tally(batch)
-                if batch.retry:
-                    # the records after the first retry are read again from the cursors, once they moved
-                    await pipe.resync()
-                    await self._back_off(batch)
-                    continue
-                if self._failing.failing:
-                    if not batch.delivered:
-                        continue  # all dead letters: the far side answers, but nothing went through yet
-                    self._failing.ok("delivery recovered after %d attempts", self.backoff.attempts)
-                    self.state = UplinkState.SENDING
-                    self._spread = True  # an outage ended: what waited is drained after a random delay
-                self.backoff.reset()
+                try:
+                    await self._step(pipe, limit, linger_s, linger_from)
+                except Exception as exc:  # one bad step must not end this uplink's deliveries
+                    await self._broken(pipe, exc)
         finally:
             self.state = UplinkState.STOPPED
             await pipe.close()
+
+    async def _step(self, pipe: _Pipeline, limit: int, linger_s: float, linger_from: int) -> None:
+        """One batch: read (maybe lingering for more), hand out, pace, deliver, acknowledge, tally."""
+        rows = await pipe.next()
+        if linger_from <= len(rows) < limit and linger_s:
+            await asyncio.sleep(linger_s)
+            rows += await pipe.more(rows, limit - len(rows))
+        elif linger_s and rows and len(rows) < linger_from and self.outbox.wake_pending(_first_seq(rows)):
+            # Rows that came in while the previous batch was out, with their wake-up still
+            # to come (at most 10 ms after the buffer's last wake-up): wait for it and send
+            # one batch, not these now and the next few alone (at 500/s, half the batches).
+            # batch_linger_ms = 0 says never to wait for more rows: then they go at once.
+            await self.outbox.woken()
+            rows += await pipe.more(rows, limit - len(rows))
+        if not rows:
+            self.state = UplinkState.IDLE
+            self._spread = False  # nothing was waiting: no fleet to spread out
+            await pipe.resync()  # the cursors are current once the last ack is written
+            if not self._stopping.is_set():  # stop_soon() nudges the wait to end it
+                await self.outbox.wait(self.config.name, timeout=1.0)
+            return
+        batch = _Batch(rows)
+        pipe.handed_out(rows)
+        await self._pace(len(rows), catching_up=len(rows) >= limit)
+        if self._stopping.is_set():
+            return  # not delivered, not acknowledged: read again at the next start
+        # while failing, the status keeps saying so through each new attempt
+        self.state = self._failing_state() or UplinkState.SENDING
+        outcomes = await self.uplink.deliver(rows)
+        if len(outcomes) != len(rows):
+            # a broken uplink must not move cursors over records it did not account for
+            self.log.error("uplink returned %d outcomes for %d records; retrying the batch", len(outcomes), len(rows))
+            await pipe.resync()
+            await self._pause(self.backoff.next())
+            return
+        batch.outcomes = _redacted(outcomes)
+        await pipe.acknowledge(rows, batch.outcomes)
+        self._tally(batch)
+        if batch.retry:
+            # the records after the first retry are read again from the cursors, once they moved
+            await pipe.resync()
+            await self._back_off(batch)
+            return
+        if self._failing.failing:
+            if not batch.delivered:
+                return  # all dead letters: the far side answers, but nothing went through yet
+            self._failing.ok("delivery recovered after %d attempts", self.backoff.attempts)
+            self.state = UplinkState.SENDING
+            self._spread = True  # an outage ended: what waited is drained after a random delay
+        self.backoff.reset()
+
+    async def _broken(self, pipe: _Pipeline, exc: Exception) -> None:
+        """A step failed in a way no contract allows (an uplink that raised instead of saying RETRY, the
+        buffer failing a read): said once a spell at ERROR, and the batch is read again after a backoff,
+        where the loop's task would otherwise end, the uplink stopped for good with nothing logged."""
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        delay = self.backoff.next()
+        self.retries += 1
+        self._failing.fail(
+            ("broken", type(exc).__name__),
+            logging.ERROR,
+            "delivery failed unexpectedly: %s; retrying in %.1f s",
+            self.last_error,
+            delay,
+            exc_info=True,
+        )
+        self.state = UplinkState.BACKING_OFF
+        with contextlib.suppress(Exception):  # the buffer failing again: the next step says so
+            await pipe.resync()
+        await self._pause(delay)
 
     def _tally(self, batch: _Batch) -> None:
         """Count the batch's outcomes into it and the loop's counters; log the dead letters."""

@@ -274,6 +274,44 @@ async def test_recovered_is_said_only_when_something_was_delivered(
     await box.close()
 
 
+class RaisingUplink(ScriptedUplink):
+    """An uplink with a bug: it raises instead of answering RETRY, as the contract says, the first `n` times."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__([])
+        self.raises = n
+        self.delivered: list[int] = []
+
+    async def deliver(self, batch: Sequence[Reading]) -> list[Outcome]:
+        if self.raises:
+            self.raises -= 1
+            raise KeyError("sequence")
+        self.delivered += [r.attributes["sequence"].value for r in batch]
+        return await super().deliver(batch)
+
+
+async def test_an_uplink_that_raises_is_retried_and_said_once_not_stopped_for_good(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.delivery")
+    box = await open_box(tmp_path)
+    await box.append_many([reading(n) for n in range(3)])
+    config = OrionConfig.model_validate(
+        {"name": "orion", "type": "orion", "url": "http://127.0.0.1:9", "start_delay_max_s": 0}
+    )
+    uplink = RaisingUplink(2)
+    loop = DeliveryLoop(uplink, config, box, sleep=instant)  # type: ignore[arg-type]
+    await run_until(loop, lambda: loop.delivered == 3)
+    assert uplink.delivered == [0, 1, 2]  # nothing skipped, nothing twice
+    assert [(r.levelname, r.getMessage().split(" s")[0].rsplit(" in ", 1)[0]) for r in caplog.records] == [
+        ("ERROR", "delivery failed unexpectedly: KeyError: 'sequence'; retrying"),  # once, not per attempt
+        ("INFO", "delivery recovered after 2 attempts"),
+    ]
+    assert caplog.records[0].exc_info is not None  # the traceback a developer needs
+    assert loop.status().last_error == "KeyError: 'sequence'"
+    await box.close()
+
+
 class EchoingUplink(ScriptedUplink):
     """A far side that rejects and echoes the credentials it was sent, as some error pages do."""
 
