@@ -16,6 +16,8 @@ import aiohttp
 
 from adapters.http_poll.config import HttpPollConfig
 from adapters.http_poll.mapping import LastSeen, Mapper, MappingError
+from adapters.jsonmap.errors import excerpt
+from gateway import redact
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.errors import ReadingError
 from gateway.logs import StateLog, component_logger
@@ -24,6 +26,7 @@ from gateway.secrets import is_ref, resolve
 from gateway.tls import TlsVerify, client_context
 
 EXCERPT_CHARS = 200
+_DOCUMENT_READ = 16 * 1024  # bytes masked for a document's excerpt: a marker stands for many characters
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +36,13 @@ class _Response:
     charset: str | None
     etag: str | None
     last_modified: str | None
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    try:
+        return data.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        return data.decode("utf-8", errors="replace")
 
 
 class _Failure(Exception):
@@ -145,10 +155,11 @@ class HttpPollAdapter:
                 if resp.status == 304:
                     return _Response(status=304, body=b"", charset=None, etag=None, last_modified=None)
                 if resp.status != 200:
-                    head = await resp.content.read(EXCERPT_CHARS)
+                    # read past what is shown: masking must see a MAC or an address whole before it is cut
+                    head = await resp.content.read(EXCERPT_CHARS * 6)
                     kind = "http_5xx" if resp.status >= 500 else "http_status"
                     raise _Failure(
-                        kind, f"HTTP {resp.status} {resp.reason or ''}".rstrip() + f", body {self._excerpt(head)}"
+                        kind, f"HTTP {resp.status} {resp.reason or ''}".rstrip() + f", body {self._error_body(head)}"
                     )
                 body = await self._read_limited(resp)
                 return _Response(
@@ -241,18 +252,21 @@ class HttpPollAdapter:
         reason = exc.reason.value
         self.malformed[reason] += 1
         self.last_error = f"{reason}: {exc}"
-        excerpt = self._excerpt(response.body, response.charset)
-        self._log.debug("dropped (%s): %s; document starts %s", reason, exc, excerpt)
+        start = self._document_start(response.body, response.charset)
+        self._log.debug("dropped (%s): %s; document starts %s", reason, exc, start)
         if reason not in self._bad:
             self._bad.add(reason)
-            self._log.warning("dropping malformed input (%s): %s; document starts %s", reason, exc, excerpt)
+            self._log.warning("dropping malformed input (%s): %s; document starts %s", reason, exc, start)
 
-    def _excerpt(self, body: bytes, charset: str | None = None) -> str:
-        try:
-            text = body[: EXCERPT_CHARS * 4].decode(charset or "utf-8", errors="replace")
-        except LookupError:
-            text = body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-        return repr(self._mask(text[:EXCERPT_CHARS]))
+    def _document_start(self, body: bytes, charset: str | None) -> str:
+        """The document's start with its structure and every value masked (it may hold personal data)."""
+        text = _decode(body[:_DOCUMENT_READ], charset)
+        return excerpt(self._mask(text), limit=EXCERPT_CHARS, more=len(body) > _DOCUMENT_READ)
+
+    def _error_body(self, head: bytes) -> str:
+        """An error page's start, readable (server prose, not device data), secrets and personal data masked first."""
+        clean = redact.text(self._mask(_decode(head, None)))
+        return repr(clean if len(clean) <= EXCERPT_CHARS else clean[:EXCERPT_CHARS] + "...")
 
     def _mask(self, text: str) -> str:
         # some APIs echo the request (and its key) in their error bodies

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from adapters.http_poll.config import ROOT, ItemMapping, TemplatePart, parse_template
-from adapters.jsonmap.errors import FieldError, describe, not_json
+from adapters.jsonmap.errors import FieldError, describe, describe_keys, not_json
 from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
 from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path, path_text
 from adapters.jsonmap.templates import checked_id, id_field
@@ -112,8 +112,8 @@ def decode_document(body: bytes, charset: str | None) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        head = data[:40] if isinstance(data, str) else data[:120].decode("utf-8", errors="replace")[:40]
-        raise MappingError.of_field(not_json(exc.pos, head), "document") from None
+        # the whole document: the excerpt is masked, then cut around the error (jsonmap.errors.excerpt)
+        raise MappingError.of_field(not_json(exc.pos, data), "document") from None
 
 
 class Mapper:
@@ -150,7 +150,7 @@ class Mapper:
         if node is MISSING:
             raise MappingError(
                 f"{where}: the list of items is missing, got a document with "
-                f"{'keys ' + describe(sorted(doc)) if isinstance(doc, dict) else type(doc).__name__}",
+                f"{'keys ' + describe_keys(sorted(doc)) if isinstance(doc, dict) else type(doc).__name__}",
                 reason=MalformedReason.WRONG_SHAPE,
                 where=where,
             )

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from adapters.jsonmap.config import CONTROLLED_PROPERTY, DEFAULT_ZONE, MappingSection, NgsiType
-from adapters.jsonmap.errors import FieldError, Problem, describe
+from adapters.jsonmap.errors import FieldError, Problem, describe_keys
 from adapters.jsonmap.locations import LocationRule, compile_location, read_location
 from adapters.jsonmap.paths import MISSING, lookup
 from adapters.jsonmap.timestamps import TimeRule, compile_timestamp, observed_at
@@ -65,7 +65,8 @@ def read_attributes(rules: FieldRules, item: dict[str, Any]) -> dict[str, Attrib
         if raw is MISSING or raw is None or (nulls and raw.__class__ is str and raw in nulls):
             if a.skip_if_missing:
                 continue
-            got = "no such field" if raw is MISSING else describe(raw)
+            # not absent, not null: one of the configured null strings, quoted as it is (configuration, not data)
+            got = "no such field" if raw is MISSING else "null" if raw is None else repr(raw)
             raise FieldError(
                 f"is missing, got {got}",
                 problem=Problem.MISSING_FIELD,
@@ -95,7 +96,7 @@ def read_reading(
     attributes = read_attributes(rules, item)
     if not attributes:
         raise FieldError(
-            f"none of the mapped attributes has a value, got keys {describe(sorted(item))}",
+            f"none of the mapped attributes has a value, got keys {describe_keys(sorted(item))}",
             problem=Problem.MISSING_FIELD,
         )
     when, time_source = observed_at(rules.timestamp, item, now, rules.null_values)

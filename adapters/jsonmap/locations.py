@@ -58,7 +58,8 @@ def _present(rule: LocationRule, path: JsonPath, text: str, item: Any, nulls: fr
     if raw is MISSING or raw is None or (nulls and raw.__class__ is str and raw in nulls):
         if rule.skip_if_missing:
             return MISSING
-        got = "no such field" if raw is MISSING else describe(raw)
+        # not absent, not null: one of the configured null strings, quoted as it is (configuration, not data)
+        got = "no such field" if raw is MISSING else "null" if raw is None else repr(raw)
         raise _fail(f"is missing, got {got}", Problem.MISSING_FIELD, path, text)
     return raw
 

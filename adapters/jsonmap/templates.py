@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from adapters.jsonmap.errors import FieldError, Problem, describe
+from adapters.jsonmap.errors import FieldError, Problem, describe, describe_text, words
 from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path, path_text
 from gateway.ngsi.identifiers import check_id_template
 
 P = TypeVar("P")
+
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,7 +109,10 @@ def checked_id(text: str, *, key: str, template: str, check: Callable[[str], obj
     try:
         check(text)
     except ValueError as exc:
+        # the template's own words stay readable; what the topic or the payload put in is masked
+        literal = words(_PLACEHOLDER.sub(" ", template))
         raise FieldError(
-            f"{key} {template} renders to an invalid identifier: {exc}, got {describe(text)}", problem=Problem.BAD_ID
+            f"{key} {template} renders to an invalid identifier: {exc}, got {describe_text(text, literal)}",
+            problem=Problem.BAD_ID,
         ) from None
     return text

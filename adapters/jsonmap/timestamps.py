@@ -33,6 +33,14 @@ _HELP = {
     TimeFormat.EPOCH_MS: "a number of milliseconds since 1970",
     TimeFormat.LOCAL: "a local time like 2026/07/01 09:10",
 }
+# A text shaped like a date and time (digits in the places of one, nothing else) holds no personal data,
+# and its digits are what tells a technician why it failed (hour 25, a clock at 1970): it is quoted as
+# it is. Anything else is masked (adapters.jsonmap.errors): a wrongly mapped field may hold a card number.
+_TIME_SHAPE = re.compile(
+    r"\s*\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*日?"
+    r"(?:\s*[Tt ]?\s*\d{1,2}\s*[:時]\s*\d{1,2}\s*分?(?:\s*:\s*\d{1,2}|\s*\d{1,2}\s*秒)?(?:[.,]\d{1,9})?)?"
+    r"\s*(?:[Zz]|[+-]\d{2}:?\d{2})?\s*"
+)
 _RANGE = "must be after 2000-01-01 and at most a day ahead"
 _RANGE_FIX = "check the timestamp format and zone, or the source's clock"
 
@@ -149,6 +157,13 @@ def compile_timestamp(t: TimestampSection, *, arrival: str) -> TimeRule:
     )
 
 
+def quote_time(raw: Any) -> str:
+    """A time value for a message: as it is when it is shaped like a date and time, else masked by `describe`."""
+    if raw.__class__ is str and len(raw) <= 64 and _TIME_SHAPE.fullmatch(raw):
+        return repr(raw)
+    return describe(raw)
+
+
 def _fail(rule: TimeRule, what: str) -> FieldError:
     return FieldError(
         what, problem=Problem.BAD_TIMESTAMP, path=rule.path, path_text=rule.path_text, subject="timestamp"
@@ -170,12 +185,12 @@ def read_time(rule: TimeRule, raw: Any, now: datetime) -> datetime:
                 assert rule.pattern is not None  # the config requires it for strptime
                 t = parse_strptime(raw, rule.pattern, rule.zone)
     except _OutOfRange:
-        raise _fail(rule, f"{_RANGE}, got {describe(raw)}; {_RANGE_FIX}") from None
+        raise _fail(rule, f"{_RANGE}, got {quote_time(raw)}; {_RANGE_FIX}") from None
     if t is None:
         want = _HELP.get(rule.format) or f"a time matching {rule.pattern!r}"
-        raise _fail(rule, f"must be {want}, got {describe(raw)}")
+        raise _fail(rule, f"must be {want}, got {quote_time(raw)}")
     if t < EARLIEST or t > now + MAX_AHEAD:
-        raise _fail(rule, f"{_RANGE}, got {describe(raw)}; {_RANGE_FIX}")
+        raise _fail(rule, f"{_RANGE}, got {quote_time(raw)}; {_RANGE_FIX}")
     return t
 
 
@@ -189,7 +204,8 @@ def observed_at(
     if raw is MISSING or raw is None or (null_values and raw.__class__ is str and raw in null_values):
         if rule.arrival_if_missing:
             return now, TimeSource.GATEWAY
-        got = "no such field" if raw is MISSING else describe(raw)
+        # not absent, not null: one of the configured null strings, quoted as it is (configuration, not data)
+        got = "no such field" if raw is MISSING else "null" if raw is None else repr(raw)
         raise FieldError(
             f'is missing, got {got}; set timestamp.missing = "arrival" to stamp {rule.arrival} instead',
             problem=Problem.MISSING_FIELD,

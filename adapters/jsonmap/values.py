@@ -13,7 +13,7 @@ from adapters.jsonmap.config import AttributeMapping, NgsiType, WhenAttributeMis
 from adapters.jsonmap.errors import FieldError, Problem, describe
 from adapters.jsonmap.numbers import INTEGER_TEXT_RE, number_text
 from adapters.jsonmap.paths import JsonPath, parse_path
-from adapters.jsonmap.timestamps import parse_iso
+from adapters.jsonmap.timestamps import parse_iso, quote_time
 from gateway.records import iso_utc
 
 _EXACT_INT = 2**53  # beyond, a float no longer holds every integer: keep the float the value became
@@ -110,7 +110,7 @@ def _datetime(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
         raise _wrong_type(a, "an ISO 8601 time", raw)
     t = parse_iso(raw, zone)
     if t is None:
-        raise _fail(a, f"must be an ISO 8601 time, got {describe(raw)}", Problem.BAD_TIMESTAMP)
+        raise _fail(a, f"must be an ISO 8601 time, got {quote_time(raw)}", Problem.BAD_TIMESTAMP)
     return iso_utc(t)
 
 

@@ -156,14 +156,15 @@ class Mapper:
         plan = self._plan(topic)
         if not plan.rules:
             raise MappingError(
-                f"{topic}: matches no subscription of this adapter, got topic {describe(topic)}",
+                f"{topic}: matches no subscription of this adapter, got topic {topic!r}",
                 reason=MalformedReason.BAD_TOPIC,
                 topic=topic,
             )
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            problem = not_json(exc.pos, bytes(payload[:40]))
+            # the whole payload: not_json masks every value before it cuts an excerpt around the error
+            problem = not_json(exc.pos, payload)
             raise MappingError(
                 f"{topic}: payload {problem.what}", reason=MalformedReason.NOT_JSON, topic=topic
             ) from None

@@ -191,27 +191,22 @@ async def test_malformed_documents_are_counted_by_reason_and_the_adapter_recover
             lambda: any(r.getMessage() == "documents map cleanly again" for r in caplog.records),
             what="the recovery line",
         )
+    # values masked, structure kept (they may be personal data: adapters.jsonmap.errors)
+    river_start = (
+        '\'{"観測所": [{"観測所番号": "<4 digits>", "水位": <1 digit>.<2 digits>, "観測時刻": '
+        '"<4 digits>/<2 digits>/<2 digits> <2 digits>:<2 digits>"}, {"観測所番号": "<4 digits>", "水位": '
+        '"<2 letters>", "観測時刻": "<4 digits>/...\''
+    )
     assert warnings_of(caplog) == [
         "dropping malformed input (not_json): document: is not JSON (invalid at character 0), got "
-        "'<html><body>メンテナンス中</body></html>'; document starts '<html><body>メンテナンス中</body></html>'",
-        "dropping malformed input (wrong_shape): 観測所: must be a list of items, got dict {'0431': 2.35}; "
-        'document starts \'{"観測所": {"0431": 2.35}}\'',
+        "'<html><body><7 letters></body></html>'; document starts '<html><body><7 letters></body></html>'",
+        "dropping malformed input (wrong_shape): 観測所: must be a list of items, got dict {'<4 digits>': <1 digit>.<2 "
+        'digits>}; document starts \'{"観測所": {"<4 digits>": <1 digit>.<2 digits>}}\'',
         "dropping malformed input (missing_field): 観測所[1].水位 (attribute waterLevel): is missing, got '欠測'; "
-        "document starts '"
-        + river_doc(
-            ("0431", 2.35, "2026/07/01 09:10"),
-            ("0432", "欠測", "2026/07/01 09:10"),
-            ("0433", 1.5, "2026/07/01 9:10 頃"),
-        ).decode()[:200]
-        + "'",
+        f"document starts {river_start}",
         "dropping malformed input (bad_timestamp): 観測所[2].観測時刻 (timestamp): must be a local time like "
-        "2026/07/01 09:10, got '2026/07/01 9:10 頃'; document starts '"
-        + river_doc(
-            ("0431", 2.35, "2026/07/01 09:10"),
-            ("0432", "欠測", "2026/07/01 09:10"),
-            ("0433", 1.5, "2026/07/01 9:10 頃"),
-        ).decode()[:200]
-        + "'",
+        "2026/07/01 09:10, got '<4 digits>/<2 digits>/<2 digits> <1 digit>:<2 digits> <1 letter>'; document starts "
+        f"{river_start}",
     ]
     debug = [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.DEBUG]
     assert sum(m.startswith("dropped (not_json)") for m in debug) >= 3
@@ -331,3 +326,81 @@ async def test_documents_over_max_bytes_are_refused() -> None:
         await wait_for(lambda: adapter.failed["too_large"] >= 2, what="two refused documents")
         server.body = river_doc(("0431", 2.35, "2026/07/01 09:10"))
         await wait_for(lambda: len(got.readings) == 1, what="a small document")
+
+
+CARD, IDM, MAC = "0012345678901", "01 2E 44 55 66 77 88 99", "AABBCCDDEEFF"
+
+
+def personal_data_in(text: str) -> list[str]:
+    """The card, 3+ bytes of the IDm or 6+ characters of the MAC found in `text` (any case)."""
+    idm = IDM.split()
+    pieces = (
+        {CARD}
+        | {sep.join(idm[i : i + n]) for sep in (" ", "") for n in range(3, 9) for i in range(9 - n)}
+        | {MAC[i : i + n] for n in range(6, 13) for i in range(13 - n)}
+    )
+    return sorted(p for p in pieces if p.lower() in text.lower())
+
+
+async def test_malformed_documents_are_logged_by_shape_without_personal_data(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    gate = config(
+        "http://127.0.0.1:1/x",
+        mappings=[
+            {
+                "entity_id": "urn:ngsi-ld:Device:gate-{reader}",
+                "entity_type": "Device",
+                "attributes": [
+                    {"path": "card", "name": "cardRead", "type": "Text"},
+                    {"path": "mac", "name": "macAddress", "type": "Text", "missing": "skip"},
+                ],
+            }
+        ],
+    )
+    server = DocServer(body=b'{"card":"0012345678901","mac":"AABBCCDDEEFF",}')
+    last_errors: list[str] = []
+    async with serve(server), running(gate.model_copy(update={"url": server.url})) as (adapter, _got):
+        await wait_for(lambda: adapter.malformed["not_json"] >= 1, what="the document that is not JSON")
+        last_errors.append(adapter.diagnostics()["last_error"])
+        server.body = b'[{"card":"0012345678901"}]'
+        await wait_for(lambda: adapter.malformed["wrong_shape"] >= 1, what="the list instead of an object")
+        last_errors.append(adapter.diagnostics()["last_error"])
+        server.body = b'{"reader":"2f","card":{"idm":"01 2E 44 55 66 77 88 99"}}'
+        await wait_for(lambda: adapter.malformed["wrong_type"] >= 1, what="the object instead of a string")
+        last_errors.append(adapter.diagnostics()["last_error"])
+    assert last_errors == [
+        # the whole document is masked, then cut around the error
+        'not_json: document: is not JSON (invalid at character 44), got \'{"card":"<13 digits>","mac":"<12 letters>",}\'',
+        "wrong_shape: document: must be a JSON object (one item), got list [{'card': '<13 digits>'}]",
+        "wrong_type: card (attribute cardRead): must be a string, got dict {'idm': '<2 digits> <2 chars> <2 digits> "
+        "<2 digits> <2 digits> <2 digits> ...",
+    ]
+    assert warnings_of(caplog) == [
+        f"dropping malformed input ({error.replace(': ', '): ', 1)}; document starts {start}"
+        for error, start in zip(
+            last_errors,
+            [
+                '\'{"card":"<13 digits>","mac":"<12 letters>",}\'',
+                '\'[{"card":"<13 digits>"}]\'',
+                '\'{"reader":"<2 chars>","card":{"idm":"<2 digits> <2 chars> <2 digits> <2 digits> '
+                "<2 digits> <2 digits> <2 digits> <2 digits>\"}}'",
+            ],
+            strict=True,
+        )
+    ]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert personal_data_in(logged + "\n".join(last_errors)) == []
+
+
+async def test_an_error_page_is_masked_before_it_is_cut(caplog: pytest.LogCaptureFixture) -> None:
+    # cut first, the MAC would end as aa:bb:cc:dd:e, which no pattern recognises, and show in clear
+    body = ("x" * 186 + " aa:bb:cc:dd:ee:ff taro.yamada@example.jp").encode()
+    server = DocServer(body=body, status=500)
+    async with serve(server), running(config(server.url)) as (adapter, _got):
+        await wait_for(lambda: adapter.failed["http_5xx"] >= 1, what="the error page")
+        last_error = adapter.diagnostics()["last_error"]
+    assert last_error == f"http_5xx: HTTP 500 Internal Server Error, body '{'x' * 186} aa:bb:cc:*** ...'"
+    assert warnings_of(caplog) == [
+        f"polling {server.url} fails (http_5xx): {last_error.removeprefix('http_5xx: ')}; retrying every 0.05s"
+    ]
+    assert all("dd:e" not in r.getMessage() and "taro" not in r.getMessage() for r in caplog.records)

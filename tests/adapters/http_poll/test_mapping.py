@@ -113,7 +113,7 @@ def test_time_formats_convert_to_utc_exactly(fmt: dict[str, Any], raw: Any, utc:
             "2026/02/30 09:10",
             "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got '2026/02/30 09:10'",
         ),
-        (202607010910, "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got 202607010910"),
+        (202607010910, "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got <12 digits>"),
         (
             "1970/01/01 09:00",
             "stations[0].time (timestamp): must be after 2000-01-01 and at most a day ahead, got "
@@ -161,24 +161,24 @@ def test_item_errors_drop_that_item_only() -> None:
             "stations[0]: entity_id urn:ngsi-ld:WaterObserved:{code} renders to an invalid identifier: entity id must be "
             "1-256 printable ASCII characters "
             "without blanks or any of < > \" ' = ; ( ) & ? / # { } | \\ ^ ` (found ' '), got "
-            "'urn:ngsi-ld:WaterObserved:a b'",
+            "'urn:ngsi-ld:WaterObserved:<1 letter> <1 letter>'",
         ),
         (
             MalformedReason.WRONG_TYPE,
             "stations[1].level",
-            "stations[1].level (attribute waterLevel): must be a number, got str 'high'",
+            "stations[1].level (attribute waterLevel): must be a number, got str '<4 letters>'",
         ),
         (
             MalformedReason.WRONG_TYPE,
             "stations[2].flag",
-            "stations[2].flag (attribute flooded): must be true or false, got str 'yes'",
+            "stations[2].flag (attribute flooded): must be true or false, got str '<3 letters>'",
         ),
         (
             MalformedReason.WRONG_TYPE,
             "stations[3].code",
-            "stations[3].code (entity_id {code}): must be a string or an integer, got float 4.5",
+            "stations[3].code (entity_id {code}): must be a string or an integer, got float <1 digit>.<1 digit>",
         ),
-        (MalformedReason.WRONG_SHAPE, "stations[4]", "stations[4]: must be a JSON object, got str '0435'"),
+        (MalformedReason.WRONG_SHAPE, "stations[4]", "stations[4]: must be a JSON object, got str '<4 digits>'"),
         (
             MalformedReason.MISSING_FIELD,
             "stations[5].code",
@@ -207,7 +207,7 @@ def test_scale_is_decimal_exact_and_overflow_is_a_bad_value() -> None:
     big = mapper(attributes=[{"path": "level", "name": "waterLevel", "scale": 1e300}])
     assert error(big, {"stations": [{"code": "1", "level": 1e10, "time": "2026/07/01 09:00"}]}) == (
         "bad_value",
-        "stations[0].level (attribute waterLevel): is out of range after scaling, got 10000000000.0",
+        "stations[0].level (attribute waterLevel): is out of range after scaling, got <11 digits>.<1 digit>",
     )
 
 
@@ -225,6 +225,7 @@ def test_scale_is_decimal_exact_and_overflow_is_a_bad_value() -> None:
             b'{"other": []}',
             "stations",
             MalformedReason.WRONG_SHAPE,
+            # http_poll/mapping.py quotes the keys with describe(), which masks them like any list of strings
             "stations: the list of items is missing, got a document with keys ['other']",
         ),
         (
@@ -237,19 +238,19 @@ def test_scale_is_decimal_exact_and_overflow_is_a_bad_value() -> None:
             b'{"stations": "none today"}',
             "stations",
             MalformedReason.WRONG_SHAPE,
-            "stations: must be a list of items, got str 'none today'",
+            "stations: must be a list of items, got str '<4 letters> <5 letters>'",
         ),
         (
             b'{"code": "1"}',
             "$",
             MalformedReason.WRONG_SHAPE,
-            "document: must be a list of items, got dict {'code': '1'}",
+            "document: must be a list of items, got dict {'code': '<1 digit>'}",
         ),
         (
             b'[{"code": "1"}]',
             None,
             MalformedReason.WRONG_SHAPE,
-            "document: must be a JSON object (one item), got list [{'code': '1'}]",
+            "document: must be a JSON object (one item), got list [{'code': '<1 digit>'}]",
         ),
     ],
 )

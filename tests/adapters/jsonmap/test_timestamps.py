@@ -137,9 +137,9 @@ def test_anything_is_a_plausible_utc_time_or_a_bad_timestamp(raw: Any, fmt: dict
         (
             {},
             "May 1 12:25",
-            "t (timestamp): must be an ISO 8601 time like 2026-07-01T09:10:00+09:00, got 'May 1 12:25'",
+            "t (timestamp): must be an ISO 8601 time like 2026-07-01T09:10:00+09:00, got '<3 letters> <1 digit> <2 digits>:<2 digits>'",
         ),
-        ({}, 1714532400, "t (timestamp): must be an ISO 8601 time like 2026-07-01T09:10:00+09:00, got 1714532400"),
+        ({}, 1714532400, "t (timestamp): must be an ISO 8601 time like 2026-07-01T09:10:00+09:00, got <10 digits>"),
         (
             {},
             "2026-07-01T24:30:00",
@@ -148,20 +148,20 @@ def test_anything_is_a_plausible_utc_time_or_a_bad_timestamp(raw: Any, fmt: dict
         (
             {"format": "epoch_ms"},
             "yesterday",
-            "t (timestamp): must be a number of milliseconds since 1970, got 'yesterday'",
+            "t (timestamp): must be a number of milliseconds since 1970, got '<9 letters>'",
         ),
         ({"format": "epoch_s"}, True, "t (timestamp): must be a number of seconds since 1970, got True"),
         (
             {"format": "epoch_ms"},
             1e300,
-            "t (timestamp): must be after 2000-01-01 and at most a day ahead, got 1e+300; "
+            "t (timestamp): must be after 2000-01-01 and at most a day ahead, got <1 digit>e+<3 digits>; "
             "check the timestamp format and zone, or the source's clock",
         ),
         (
             {"format": "epoch_s"},
             1782864600000,
             "t (timestamp): must be after 2000-01-01 and at most a day ahead, got "
-            "1782864600000; check the timestamp format and zone, or the source's clock",
+            "<13 digits>; check the timestamp format and zone, or the source's clock",
         ),  # milliseconds read as seconds
         (
             {"format": "local"},

@@ -9,7 +9,13 @@ from tests.adapters.mqtt.casefiles import case_names, load_case, reading_json
 
 
 def test_the_cases_are_all_there() -> None:
-    assert case_names() == ["chirpstack_v4_uplink", "epoch_ms_scaled_level", "tasmota_sensor", "zigbee2mqtt_state"]
+    assert case_names() == [
+        "chirpstack_v4_uplink",
+        "epoch_ms_scaled_level",
+        "malformed_payload_personal_data",
+        "tasmota_sensor",
+        "zigbee2mqtt_state",
+    ]
 
 
 @pytest.mark.parametrize("name", case_names())
