@@ -49,7 +49,9 @@ _NAMES = (
 _SCHEMES = r"bearer|basic|digest|token|apikey|negotiate"
 # Three patterns, each run only when a cheap test of the lower-cased line says it could match:
 # most lines have none of these words, and the regexes cost far more than the tests.
-_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@\"'<>]+@")
+# The scheme is read from the start of its run only (a look-behind rather than `\b`), so a long
+# `a.a.a.a…` run is read once, not once from each of its letters.
+_URL_USERINFO = re.compile(r"(?<![A-Za-z0-9+.\-])([A-Za-z0-9+.\-]*://)[^\s/?#@\"'<>]+@")
 # name: value, name=value, "name": "value", 'name': 'value', name = "value"
 _NAMED = re.compile(
     rf"(\b(?:{_NAMES})\b[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?:{_SCHEMES})[ \t]+)?)([^\s\"'&,;<>)}}\]]+)", re.IGNORECASE
@@ -66,18 +68,65 @@ def _looks_like_token(word: str) -> bool:
     return len(word) >= 20 or not word.isalpha()
 
 
-# personal data with a shape: an e-mail address (RFC 5321's usual characters), a MAC address in the
-# colon, hyphen or Cisco dotted spelling
-# ("/" and "*" left out of the local part: `scheme://***@host` is a URL already masked, not an address)
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'+=?^_`{|}~-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})")
+# Personal data with a shape. These run on every log line, syslog text from anyone included, so
+# each must cost time linear in the line: a repetition inside another only where a separator
+# starts each round, and no unbounded run read again from each of its characters.
+#
+# An e-mail address: a local part of RFC 5321's usual characters or any non-ASCII character (RFC
+# 6531), `@` or the full-width `＠` Japanese writers use, and a domain of one or more labels
+# (`taro@mail` is an intranet address). "/" and "*" are left out of the local part:
+# `scheme://***@host` is a URL already masked, not an address. The local part is at most 64
+# characters (RFC 5321's limit): a longer run is read at most 64 characters from each start. The
+# domain is taken whole (possessive) and must not run into another address (`x@taro@example.jp`
+# masks taro), so a second pass finds nothing new.
+_LOCAL = r'[^\s"(),*/:;<>@\[\\\]\x00-\x1f\x7f＠、。，．「」『』（）【】：；]'
+_EMAIL = re.compile(rf"{_LOCAL}{{1,64}}+([@＠][\w-]++(?:\.[\w-]++)*+)(?![@＠](?:{_LOCAL}|\*))")
+# A MAC address in every spelling `adapters.radius.mac` and `gateway.processing.pseudonymize` accept:
+# colon or hyphen groups of one or two digits (3C:22:FB:12:9A:0E, 3c-22-…, a:b:c:d:e:f as BSD prints
+# them; further groups, an EUI-64, are masked too), Cisco's 3c22.fb12.9a0e, 3c22-fb12-9a0e, HPE's
+# 3c22fb-129a0e (or with `:`) and bare 3c22fb129a0e (RADIUS Calling-Station-Id). A spelling glued to
+# more hex is not a MAC; bare hex glued to letters or digits is a digest or an identifier, and a
+# UUID's groups (8-4-4-4-12) are left alone: a UUID names an entity, and even a version-1 UUID's node is the
+# generating host's address, not a resident's device. Look-behinds rather than `\b`, which fails
+# after `_` and inside Japanese text. Starting with the first hex digit lets `re` skip every other
+# position in C; the look-behinds after it test the character before that digit.
+_H = "[0-9A-Fa-f]"
+_UUID_HEAD = rf"{_H}{{8}}-{_H}{{4}}-{_H}{{4}}-{_H}{{4}}"
 _MAC = re.compile(
-    r"\b([0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}\2[0-9A-Fa-f]{2})\2[0-9A-Fa-f]{2}\2[0-9A-Fa-f]{2}\2[0-9A-Fa-f]{2}\b"
-    r"|\b([0-9A-Fa-f]{4})\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\b"
+    rf"{_H}(?:"
+    # grouped; right after a letter exactly six groups, so that in `mac:aa:bb:…` the `ac` is not one
+    rf"(?<![0-9A-Za-z]{_H}){_H}?([:-]){_H}{{1,2}}\1{_H}{{1,2}}(?:\1{_H}{{1,2}}){{3,}}(?!{_H})"
+    rf"|(?<!{_H}{_H}){_H}?([:-]){_H}{{1,2}}\2{_H}{{1,2}}(?:\2{_H}{{1,2}}){{3}}(?!{_H}|\2{_H})"
+    rf"|(?<!{_H}{_H})(?:{_H}{{3}}([.-]){_H}{{4}}\3{_H}{{4}}(?!(?<={_UUID_HEAD})-{_H}{{12}}(?!{_H}))"
+    rf"|{_H}{{5}}[:-]{_H}{{6}})(?!{_H})"
+    rf"|(?<![0-9A-Za-z]{_H}){_H}{{11}}(?![0-9A-Za-z])(?<!{_UUID_HEAD}-{_H}{{12}}))"
 )
 
 
+# The MAC pattern costs twice the rest of `text()` on a line without one, so the line's shape is
+# tested first, in C: the grouped spellings need five colons or hyphens; for the others, hex digits
+# become `h`, separators `s` and anything else a space (non-ASCII is dropped, which can only join
+# runs), and each of them holds `hhhhhh` (bare, halves) or `hhhhshhhh` (quads).
+_SHAPE = bytes(
+    ord("h") if b in b"0123456789ABCDEFabcdef" else ord("s") if b in b":-." else ord(" ") for b in range(256)
+)
+
+
+def _may_hold_a_mac(s: str) -> bool:
+    if s.count(":") >= 5 or s.count("-") >= 5:
+        return True
+    shape = s.encode("ascii", "ignore").translate(_SHAPE)
+    return shape.find(b"hhhhhh") >= 0 or shape.find(b"hhhhshhhh") >= 0
+
+
 def _mask_mac(m: re.Match[str]) -> str:
-    return (m.group(1) or m.group(3)) + (m.group(2) or ".") + MASK
+    # the vendor prefix: three octets (the first group of the dotted and hyphenated quads)
+    mac = m.group(0)
+    sep = next((c for c in mac if c in ":-."), "")
+    if not sep:
+        return mac[:6] + MASK
+    groups = mac.split(sep)
+    return (sep.join(groups[:3]) if len(groups) >= 6 else groups[0]) + sep + MASK
 
 
 def _mask_value(m: re.Match[str]) -> str:
@@ -93,9 +142,9 @@ def _mask_patterns(s: str) -> str:
         s = _NAMED.sub(_mask_value, s)
     if "bearer" in low or "basic" in low:
         s = _SCHEMED.sub(_mask_value, s)
-    if "@" in s:
-        s = _EMAIL.sub(MASK + r"@\1", s)
-    if s.count(":") >= 5 or s.count("-") >= 5 or s.count(".") >= 2:
+    if "@" in s or "＠" in s:
+        s = _EMAIL.sub(MASK + r"\1", s)
+    if _may_hold_a_mac(s):
         s = _MAC.sub(_mask_mac, s)
     return s
 

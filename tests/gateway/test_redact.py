@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import logs, redact
@@ -260,3 +261,149 @@ def test_a_library_line_with_a_token_is_redacted(root_logging: io.StringIO) -> N
 )
 def test_mac_and_email_addresses_are_masked_in_any_line(line: str, shown: str) -> None:
     assert redact.text(line) == shown
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        # every spelling adapters.radius.mac and the pseudonymizer accept
+        pytest.param('Calling-Station-Id = "AABBCCDDEEFF"', 'Calling-Station-Id = "AABBCC***"', id="bare-upper"),
+        pytest.param("station aabbccddeeff joined", "station aabbcc*** joined", id="bare-lower"),
+        pytest.param("client aabbcc-ddeeff roamed", "client aabbcc-*** roamed", id="halves-hyphen"),
+        pytest.param("client AABBCC:DDEEFF roamed", "client AABBCC:*** roamed", id="halves-colon"),
+        pytest.param("client aabb-ccdd-eeff roamed", "client aabb-*** roamed", id="quads-hyphen"),
+        pytest.param("client AABB.CCDD.EEFF roamed", "client AABB.*** roamed", id="quads-dotted-upper"),
+        pytest.param("ether a:b:c:d:e:f", "ether a:b:c:***", id="single-digit-octets"),
+        pytest.param("ether 3c-2-fb-1-9a-e", "ether 3c-2-fb-***", id="single-digit-octets-hyphen"),
+        # glued to an identifier or a word, where `\b` fails
+        pytest.param("sta_aa:bb:cc:dd:ee:ff rssi -70", "sta_aa:bb:cc:*** rssi -70", id="glued-underscore"),
+        pytest.param("ap_AABBCCDDEEFF_rx", "ap_AABBCC***_rx", id="bare-glued-underscore"),
+        pytest.param("mac:aa:bb:cc:dd:ee:ff", "mac:aa:bb:cc:***", id="after-a-colon"),
+        pytest.param("mac=aa-bb-cc-dd-ee-ff,", "mac=aa-bb-cc-***,", id="after-an-equals-sign"),
+        pytest.param("端末AABBCCDDEEFFが接続しました", "端末AABBCC***が接続しました", id="inside-japanese-text"),
+        pytest.param("AA-BB-CC-DD-EE-FF:edgegw", "AA-BB-CC-***:edgegw", id="called-station-id-with-ssid"),
+        pytest.param("ieee 00:12:4b:00:1c:a1:b2:c3", "ieee 00:12:4b:***", id="eui-64"),
+        # twelve digits have a bare MAC's shape: masked (over-masking a counter beats showing a MAC)
+        pytest.param("sent 123456789012 bytes", "sent 123456*** bytes", id="twelve-digits"),
+    ],
+)
+def test_every_mac_spelling_is_masked_to_its_vendor_prefix(line: str, shown: str) -> None:
+    assert redact.text(line) == shown
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        pytest.param("from 山田@example.jp", "from ***@example.jp", id="non-ascii-local-part"),
+        pytest.param("to taro@例え.jp", "to ***@例え.jp", id="non-ascii-domain"),
+        pytest.param("to taro@mail, cc hanako@mail.", "to ***@mail, cc ***@mail.", id="single-label-domain"),
+        pytest.param("連絡先：山田・太郎@example.jp。", "連絡先：***@example.jp。", id="in-japanese-punctuation"),
+        pytest.param("連絡先 taro＠example.jp", "連絡先 ***＠example.jp", id="full-width-at-sign"),
+        pytest.param("<taro@example.jp>: rejected", "<***@example.jp>: rejected", id="smtp-reply"),
+        pytest.param("x@taro@example.jp", "x@***@example.jp", id="two-at-signs"),
+        pytest.param(
+            "mailto:taro@example.jp?cc=hanako@example.jp", "mailto:***@example.jp***@example.jp", id="two-addresses"
+        ),
+    ],
+)
+def test_every_email_spelling_keeps_only_its_domain(line: str, shown: str) -> None:
+    assert redact.text(line) == shown
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # a digest, an id or a pseudonym: a 12-hex run inside a longer word is not a MAC
+        pytest.param("sha256:" + "0123456789abcdef" * 4, id="sha-256-digest"),
+        pytest.param("build g1a2b3c4d5e6f", id="hex-inside-a-word"),
+        pytest.param("patron pz1:k1:abcdefabcdef2345abcdefabcd", id="pseudonym-token"),
+        # a UUID names an entity (a version-1 UUID's node is the generating host, not a resident's device)
+        pytest.param("urn:ngsi-ld:Device:0F8FAD5B-D9CB-469F-A165-70867728950E", id="uuid-upper"),
+        pytest.param("entity 6ba7b810-9dad-11d1-80b4-00c04fd430c8 updated", id="uuid-version-1"),
+        # times and IPv6 addresses
+        pytest.param("at 2026-07-04T05:00:00.123456+09:00 and 20260704T050000Z", id="iso-timestamps"),
+        pytest.param("from 2001:db8:85a3::8a2e:370:7334 and fe80::1ff:fe23:4567:890a", id="ipv6-compressed"),
+        pytest.param("from 2001:0db8:0000:0000:0000:ff00:0042:8329", id="ipv6-full"),
+        # a URL the userinfo pattern has masked is not an address
+        pytest.param("cannot reach https://***@orion.example.jp/v2", id="masked-url"),
+    ],
+)
+def test_what_is_not_personal_data_is_kept(line: str) -> None:
+    assert redact.text(line) == line
+
+
+# each spelling of six octets that adapters.radius.mac and gateway.processing.pseudonymize accept
+_MAC_SPELLINGS: dict[str, Callable[[bytes], str]] = {
+    "colon": lambda b: b.hex(":"),
+    "hyphen": lambda b: b.hex("-"),
+    "colon, no leading zeros": lambda b: ":".join(f"{o:x}" for o in b),
+    "hyphen, no leading zeros": lambda b: "-".join(f"{o:x}" for o in b),
+    "cisco dotted": lambda b: b.hex(".", 2),
+    "hyphenated quads": lambda b: b.hex("-", 2),
+    "halves, hyphen": lambda b: b.hex("-", 3),
+    "halves, colon": lambda b: b.hex(":", 3),
+    "bare": lambda b: b.hex(),
+}
+# what a MAC sits next to in a line: quotes, `key=`, an identifier's `_`, spaces, Japanese text
+_GLUE = st.sampled_from(["", " ", "_", "=", '"', "'", "\t", "\n", ",", "(", ")", "/", "「", "」", "端末", "が", "＝"])
+
+
+@given(
+    octets=st.binary(min_size=6, max_size=6),
+    spelling=st.sampled_from(sorted(_MAC_SPELLINGS)),
+    upper=st.booleans(),
+    before=st.text(),
+    left=_GLUE,
+    right=_GLUE,
+    after=st.text(),
+)
+def test_no_mac_spelling_survives(
+    octets: bytes, spelling: str, upper: bool, before: str, left: str, right: str, after: str
+) -> None:
+    mac = _MAC_SPELLINGS[spelling](octets)
+    mac = mac.upper() if upper else mac
+    glue_left = left or " "  # nothing between random text and the MAC could make it a longer word
+    assert mac not in redact.text(before + glue_left + mac + right + " " + after)
+
+
+# the characters the patterns turn on, so that long runs of them are tried
+_PATTERN_TEXT = st.text(st.sampled_from(list("aF09:-._@＠/ =*あ")), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(head=st.text(max_size=20), unit=_PATTERN_TEXT, tail=_PATTERN_TEXT)
+def test_a_long_line_of_anything_is_redacted_in_linear_time(head: str, unit: str, tail: str) -> None:
+    # a syslog line is anyone's text: a pattern that reads a run again from each of its characters takes
+    # seconds on 40,000 characters; a linear one takes milliseconds
+    line = head + unit * (40_000 // len(unit)) + tail
+    start = time.perf_counter()
+    out = redact.text(line)
+    assert time.perf_counter() - start < 0.5
+    assert isinstance(out, str)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param("a" * 40_000 + " @", id="long-local-part-without-at-sign"),
+        pytest.param("a." * 20_000 + "://x @", id="long-scheme-run"),
+        pytest.param("x@" + "a." * 20_000 + "1", id="long-domain"),
+        pytest.param("あ" * 40_000 + "＠", id="long-japanese-run"),
+        pytest.param("a@" * 20_000, id="many-at-signs"),
+        pytest.param("a:" * 20_000 + "ag", id="long-colon-groups"),
+        pytest.param("ab-" * 13_000 + "g", id="long-hyphen-groups"),
+        pytest.param("abcd." * 8_000, id="long-dotted-quads"),
+        pytest.param("0" * 40_000, id="long-hex-run"),
+        pytest.param("password" + " " * 40_000 + "x", id="long-gap-after-a-name"),
+    ],
+)
+def test_adversarial_lines_are_redacted_in_linear_time(line: str) -> None:
+    start = time.perf_counter()
+    redact.text(line)
+    assert time.perf_counter() - start < 0.5
+
+
+@given(st.text(st.characters(exclude_categories=[])))
+def test_any_text_is_redacted_without_raising(text: str) -> None:
+    # lone surrogates too: a file name read with surrogateescape can reach a log line
+    assert isinstance(redact.text(text), str)
