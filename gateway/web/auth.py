@@ -260,8 +260,17 @@ def must_change_password(request: web.Request, user: User) -> bool:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a local path after login: `next=https://evil.example` or `//evil.example` would be an open redirect."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a local path after login: `next=https://evil.example` or `//evil.example` would be an open redirect.
+
+    Printable ASCII only: aiohttp drops tabs and line breaks when it writes the Location header, so
+    `/<TAB>/evil.example` would leave as `//evil.example`, and browsers treat `\\` like `/`.
+    """
+    if (
+        not target
+        or target[0] != "/"
+        or target[1:2] == "/"
+        or any(c <= " " or c in "\\\x7f" or c > "~" for c in target)
+    ):
         return "/"
     return target
 

@@ -183,10 +183,27 @@ async def test_not_logged_in_goes_to_login(web_env: WebEnv) -> None:
     assert response.status == 302 and response.headers["Location"] == "/login?next=/users"
 
 
-async def test_open_redirect_after_login_refused(web_env: WebEnv) -> None:
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/",
+        "/\t/evil.example/",
+        "/\r\n/evil.example/",
+        "/ /evil.example/",
+        "/\\evil.example/",
+        "https://evil.example/",
+    ],
+)
+async def test_open_redirect_after_login_refused(web_env: WebEnv, target: str) -> None:
     web_env.add_user("alice", Role.VIEWER)
-    response = await login(web_env.client, "alice", next="//evil.example/")
+    response = await login(web_env.client, "alice", next=target)
     assert response.headers["Location"] == "/"
+
+
+async def test_a_local_path_is_where_login_goes_on_to(web_env: WebEnv) -> None:
+    web_env.add_user("alice", Role.VIEWER)
+    response = await login(web_env.client, "alice", next="/live?lane=alert")
+    assert response.headers["Location"] == "/live?lane=alert"
 
 
 async def test_security_headers_on_pages_errors_and_static(web_env: WebEnv) -> None:
