@@ -214,6 +214,12 @@ class MailSender:
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        cfg = self.config
+        if cfg.security is not MailSecurity.PLAIN_LOOPBACK and not cfg.tls.checks_peer:
+            # gateway/tls.py's promise for verify = "off": said at every start (the SMTP password is at stake)
+            log.warning(
+                "TLS certificate checks are off for smtp://%s:%d; use tls.ca_file instead", cfg.host, cfg.effective_port
+            )
         self._stopping = False
         self._task = asyncio.create_task(self.run(), name="mail-sender")
 

@@ -127,6 +127,21 @@ async def test_smtps(data_dir: Path, tls_material: TlsMaterial, clock: Clock, se
         await server.stop()
 
 
+async def test_certificate_checks_off_are_said_at_start(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue, sender = await open_sender(data_dir, smtp.port, tls_material, clock, tls={"verify": "off"})
+    await queue.enqueue(pickup())
+    assert await sender.run_once() == 1  # the test CA is in no trust store: only unchecked does it connect
+    with caplog.at_level(logging.WARNING, "gateway.mail"):
+        sender.start()
+        await sender.stop()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"TLS certificate checks are off for smtp://127.0.0.1:{smtp.port}; use tls.ca_file instead"
+    ]
+    await queue.close()
+
+
 async def test_untrusted_certificate_is_refused(
     smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock
 ) -> None:

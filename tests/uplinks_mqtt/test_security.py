@@ -91,6 +91,20 @@ async def test_server_not_trusted_without_its_ca(
     await up.close()
 
 
+async def test_certificate_checks_off_are_said_at_start(
+    tls_only_broker: tuple[MosquittoBroker, int], context: AdapterContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, port = tls_only_broker
+    up = MqttUplink(config(port, tls={"verify": "off"}), context)
+    with caplog.at_level(logging.WARNING):
+        await up.start()
+    assert f"TLS certificate checks are off for mqtt://127.0.0.1:{port}; use tls.ca_file instead" in [
+        r.getMessage() for r in caplog.records
+    ]
+    assert (await up.deliver([reading(seq=1)]))[0].status is Status.DELIVERED  # our test CA is in no trust store
+    await up.close()
+
+
 async def test_mutual_tls_with_client_certificate(
     mtls_broker: tuple[MosquittoBroker, int], pki: Pki, context: AdapterContext
 ) -> None:

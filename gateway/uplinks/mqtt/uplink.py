@@ -209,6 +209,11 @@ class MqttUplink(Lifecycle):
         if self.config.password is not None:
             self._password = resolve(self.config.password, self._context.data_dir)
         self._tls = tls_context(self.config)
+        if self.config.tls is not None and not self.config.tls.checks_peer:
+            # gateway/tls.py's promise for verify = "off": said at every start (the broker password is at stake)
+            self._log.warning(
+                "TLS certificate checks are off for mqtt://%s:%d; use tls.ca_file instead", self.config.host, self.port
+            )
         self._prepared = True
 
     async def start(self) -> None:
