@@ -4,7 +4,10 @@ A backup is a gzip'd tar named `edgegw-<gateway id>-<UTC stamp>.tar.gz` holding 
 (gateway id, edgegw version, time, each member's size, SHA-256 and schema version), the config file
 under `config/` and the data directory under `data/`: every sqlite store as a consistent snapshot,
 the secret store still encrypted (its key only when `include_secret_key`), the audit log's head.
-It is written as `.part`, fsync'd and renamed, so a file with the final name is whole.
+Key material kept in files of its own stays on the box (`KEPT_ON_BOX`): a backup, and every copy of
+it on the share, must not open this box's lockers or impersonate its web UI; a restore leaves those
+files in place. It is written as `.part`, fsync'd and renamed, so a file with the final name is whole.
+Every file and directory it makes is 0600/0700 whatever the umask (`sudo` from a root shell has 022).
 
 The snapshot reads each store through its own read-only connection in one backup step: in WAL mode
 a reader never blocks the writer, so readings keep being committed while the buffer is copied (a
@@ -14,6 +17,7 @@ stepped backup would restart each time the gateway commits, and never end at a h
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import io
 import json
@@ -45,6 +49,25 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 # reserve, locks, sockets, temporary and damaged files moved aside, the status the gateway rewrites.
 _SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".reserve", ".lock", ".sock", ".tmp", ".part")
 _SKIP_NAMES = frozenset({"status.json", "backup-status.json"})
+# Key files that never leave the box: not in a backup, and neither moved aside nor replaced by a
+# restore of one (the box's own stay in force). (file-name pattern, why). Keys kept in the secret
+# store (audit-hmac, the pseudonym ring, the Wi-Fi log's signing key and period keys, the mail
+# queue's key, the lockers' address keys) travel in secrets.enc, encrypted under secrets.key.
+# docs/backup.md says what each means for a restore onto a replacement box.
+KEPT_ON_BOX: tuple[tuple[str, str], ...] = (
+    (
+        "*.key",
+        "raw keys beside their store: locker-<adapter>.key hashes the lockers' pickup codes (with it and the "
+        "store's hashes a 6-digit code falls to 10^6 tries); secrets.key opens the secret store "
+        "(in the backup only with include_secret_key)",
+    ),
+    ("tls-key.pem", "the web UI's self-signed private key, unencrypted"),
+    (
+        "tls-cert.pem",
+        "its certificate, which goes with its key: a backup's certificate restored beside another box's key "
+        "would stop the web UI from starting",
+    ),
+)
 
 
 class BackupError(GatewayError):
@@ -118,8 +141,15 @@ def _is_sqlite(path: Path) -> bool:
         return f.read(16) == _SQLITE_MAGIC
 
 
+def kept_on_box(name: str, *, include_secret_key: bool = False) -> bool:
+    """Whether a file called `name` is key material that stays on the box (`KEPT_ON_BOX`)."""
+    if name == KEY_FILE and include_secret_key:
+        return False
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern, _ in KEPT_ON_BOX)
+
+
 def data_files(data_dir: Path, *, exclude: Path | None = None, include_secret_key: bool = False) -> list[Path]:
-    """The files of `data_dir` a backup holds (and a restore replaces), relative, sorted."""
+    """The files of `data_dir` a backup holds (and a restore replaces), relative, sorted; no `KEPT_ON_BOX` file."""
     out: list[Path] = []
     skip_dir = exclude.resolve() if exclude is not None else None
     for root, dirs, files in os.walk(data_dir):
@@ -132,7 +162,7 @@ def data_files(data_dir: Path, *, exclude: Path | None = None, include_secret_ke
                 or name in _SKIP_NAMES
                 or name.endswith(_SKIP_SUFFIXES)
                 or ".corrupt-" in name
-                or (name == KEY_FILE and not include_secret_key)
+                or kept_on_box(name, include_secret_key=include_secret_key)
                 or not path.is_file()
                 or path.is_symlink()
             ):
@@ -177,8 +207,8 @@ def create(
     now: datetime,
     include_secret_key: bool = False,
 ) -> Path:
-    """Write one backup file into `out_dir` (mode 0600) and return its path."""
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Write one backup file into `out_dir` (mode 0600; the directories it makes 0700) and return its path."""
+    made = _private_dirs(out_dir)
     final = out_dir / file_name(gateway_id, now)
     part = final.with_name("." + final.name + ".part")
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as staging_name:
@@ -208,20 +238,14 @@ def create(
             created_at=now,
             members=tuple(m for m, _ in members),
         )
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:  # level 1: CPU is the data path's
-                _add_bytes(tar, MANIFEST, manifest.to_json(), now)
-                for member, copy in members:
-                    tar.add(copy, arcname=member.name, recursive=False, filter=_plain)
-            raw.flush()
-            os.fsync(raw.fileno())
+        # level 1: CPU is the data path's; the tar is closed (gzip trailer written) before the fsync
+        with _private_file(part) as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:
+            _add_bytes(tar, MANIFEST, manifest.to_json(), now)
+            for member, copy in members:
+                tar.add(copy, arcname=member.name, recursive=False, filter=_plain)
     os.replace(part, final)
     _fsync_dir(out_dir)
-    if os.geteuid() == 0:  # `sudo edgegw backup now`: the nightly run, as the service user, must rotate it
-        owner = data_dir.stat()
-        for path in (out_dir, final):
-            os.chown(path, owner.st_uid, owner.st_gid)
+    _give_to(data_dir.stat(), [*made, out_dir, final])
     log.info("backup written: %s (%d files, %d bytes)", final, len(members), final.stat().st_size)
     return final
 
@@ -245,6 +269,60 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, now: datetime) -> N
     info.mode = 0o600
     info.mtime = int(now.timestamp())
     tar.addfile(info, io.BytesIO(data))
+
+
+def _private_dirs(path: Path) -> list[Path]:
+    """Make `path` and its missing parents 0700 whatever the umask; returns those it made, top first.
+
+    mkdir's mode is narrowed by the umask and parents=True ignores it, hence one by one and a chmod.
+    A directory that exists keeps its mode: a share's mount point is its admin's to set.
+    """
+    missing: list[Path] = []
+    here = path
+    while not here.exists() and here != here.parent:
+        missing.append(here)
+        here = here.parent
+    made: list[Path] = []
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # made meanwhile by another run, with this same function
+        os.chmod(d, 0o700)
+        made.append(d)
+    return made
+
+
+@contextlib.contextmanager
+def _private_file(path: Path) -> Iterator[io.BufferedWriter]:
+    """`path` opened for writing, mode 0600 before a byte is written, fsync'd on leaving.
+
+    O_CREAT's mode is narrowed by the umask and applies to a new file only: a `.part` left by an
+    older release (0644 under umask 022) would keep its mode through O_TRUNC, hence the fchmod.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _give_to(owner: os.stat_result, paths: list[Path]) -> None:
+    """Root made `paths` for the service user (`sudo edgegw backup now`): the nightly run must rotate them."""
+    if os.geteuid() != 0:
+        return
+    for path in paths:
+        try:
+            os.chown(path, owner.st_uid, owner.st_gid)
+        except PermissionError as exc:  # a share that maps root (NFS root_squash, SMB): its owner is the server's
+            log.warning(
+                "backup: cannot hand %s to uid %d, got %s; the nightly run may not rotate it", path, owner.st_uid, exc
+            )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -330,18 +408,21 @@ def rotate(out_dir: Path, generations: int) -> list[Path]:
 
 
 def copy_verified(path: Path, dest_dir: Path) -> Path:
-    """Copy a backup to another directory (a mounted share) and verify the copy there, not the source."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    """Copy a backup to another directory (a mounted share) and verify the copy there, not the source.
+
+    The copy is 0600 and the directories made for it 0700 whatever the umask; under root they are
+    handed to the owner of `path` (the service user), as `create` does.
+    """
+    made = _private_dirs(dest_dir)
     final = dest_dir / path.name
     part = dest_dir / ("." + path.name + ".part")
-    with path.open("rb") as src, part.open("wb") as dst:
+    with path.open("rb") as src, _private_file(part) as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
-        dst.flush()
-        os.fsync(dst.fileno())
     if _sha256(part) != _sha256(path):
         part.unlink()
         raise BackupError(f"backup copy {final}: the copy differs from {path}; check the share {dest_dir}")
     os.replace(part, final)
+    _give_to(path.stat(), [*made, final])
     verify(final)
     return final
 
@@ -367,7 +448,8 @@ def restore(
     """Put the backup's files in place of the current ones (the gateway must be stopped); returns where the old ones went.
 
     Refused: a damaged file, another gateway's backup without `force`, a backup from a newer edgegw.
-    The current files are moved aside into `<data_dir>/.pre-restore-<stamp>/`, not deleted.
+    The current files are moved aside into `<data_dir>/.pre-restore-<stamp>/`, not deleted; the box's
+    `KEPT_ON_BOX` key files stay in place unless the backup brings its own (one made before they stayed).
     """
     with _opened(path) as (manifest, tmp):
         if manifest.gateway_id != gateway_id and not force:
@@ -383,7 +465,15 @@ def restore(
         aside = data_dir / f".pre-restore-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
         aside.mkdir(mode=0o700, parents=True)
         include_key = any(m.name == f"data/{KEY_FILE}" for m in manifest.members)
-        for rel in data_files(data_dir, exclude=exclude, include_secret_key=include_key):
+        replaced = set(data_files(data_dir, exclude=exclude, include_secret_key=include_key))
+        for m in manifest.members:
+            # a backup from before key files stayed on the box brings them back: the box's own go aside too
+            if m.name.startswith("data/"):
+                rel = Path(*PurePosixPath(m.name).relative_to("data").parts)
+                if (data_dir / rel).is_file():
+                    replaced.add(rel)
+        owner = data_dir.stat()
+        for rel in sorted(replaced):
             for suffix in ("", "-wal", "-shm"):
                 current = data_dir / (str(rel) + suffix)
                 if current.exists():
@@ -399,12 +489,12 @@ def restore(
                 continue
             inner = PurePosixPath(m.name).relative_to("data")
             target = data_dir / Path(*inner.parts)
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            shutil.copyfile(src, target)
+            made = _private_dirs(target.parent)
+            with src.open("rb") as data, _private_file(target) as out:
+                shutil.copyfileobj(data, out, 1 << 20)
             # the buffer is group-readable for the web UI (buffer/schema.py); every other store is owner-only
-            os.chmod(target, 0o640 if inner.name == "buffer.db" else 0o600)
-            if os.geteuid() == 0:  # root restores for the service user that owns the data directory
-                owner = data_dir.stat()
-                os.chown(target, owner.st_uid, owner.st_gid)
+            if inner.name == "buffer.db":
+                os.chmod(target, 0o640)
+            _give_to(owner, [*made, target])  # root restores for the service user that owns the data directory
         log.warning("restored %s into %s; the previous files are in %s", path, data_dir, aside)
         return aside
