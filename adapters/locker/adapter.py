@@ -573,6 +573,7 @@ class LockerAdapter:
             "alerts": self.alerts,
             "unlocks": self.unlocks,
             "patron": self.config.pickup.patron.value,
+            "unreadable_addresses": self.store.unreadable_addresses if self.store is not None else 0,
             "buses": {
                 name: {
                     "port": bus.link.url,

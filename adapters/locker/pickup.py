@@ -17,6 +17,18 @@ deadline becomes `overdue` (the code stops working; staff decide). `cancelled` e
 Every change is one transaction with `synchronous=FULL` in WAL mode: a `kill -9` loses nothing
 that a caller was told. Codes are stored only as HMAC-SHA-256 under a key kept in a 0600 file
 beside the database, which also makes "unique among active codes" a lookup.
+
+The address is never in the file in clear: `email_sealed` holds it sealed with AES-256-GCM under
+the store's key in the gateway's secret store (`address_seal.py`), bound to the assignment id.
+Erasing it sets the column NULL with `secure_delete` on (the ciphertext's bytes are zeroed, not
+left in free space) and then truncates the WAL, so the old page images go too. A sealed value
+that does not open (key replaced, value moved to another row) reads as no address, counted in
+`unreadable_addresses` and logged once.
+
+The schema version is `PRAGMA user_version` (gateway/storage/schema.py). Version 1 was the first
+release's layout, which kept its version in `meta` and the address in clear; it is taken to 2
+(addresses sealed in the same transaction, then the file vacuumed and its WAL truncated so no
+old page keeps them). `meta.schema_version` follows, so the first release refuses a newer file.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import contextlib
 import enum
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import sqlite3
@@ -34,12 +47,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.locker.address_seal import AddressSeal, AddressUnreadable, secret_name
 from gateway.errors import GatewayError
-from gateway.storage.files import immediate, wal_mode
+from gateway.logs import component_logger
+from gateway.storage.files import create_private, immediate, wal_mode
+from gateway.storage.schema import Migrations, migrate
 
 __all__ = ["ACTIVE", "SCHEMA_VERSION", "Assignment", "CodeCheck", "PickupError", "PickupState", "PickupStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # len(_migrations(...))
+BUSY_TIMEOUT_MS = 5000  # sqlite3.connect's default
 
 
 class PickupError(GatewayError, ValueError):
@@ -95,7 +112,8 @@ class Assignment:
         }
 
 
-_SCHEMA = """
+# Version 1 as the first release wrote it (IF NOT EXISTS: that release left user_version at 0).
+_SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS assignments (
     id INTEGER PRIMARY KEY,
@@ -116,11 +134,33 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_compartment
     ON assignments(label) WHERE state IN ('reserved','opened','overdue');
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_code
     ON assignments(code_hash) WHERE code_hash IS NOT NULL;
+INSERT OR IGNORE INTO meta VALUES ('schema_version', '1');
 """
 _COLUMNS = (
     "id, label, reference, state, created_at, expires_at, wrong, mail_id, opened_at, closed_at, "
-    "email IS NOT NULL, event_pending"
+    "email_sealed IS NOT NULL, event_pending"
 )
+
+
+def _seal_addresses(seal: AddressSeal) -> Callable[[sqlite3.Connection], None]:
+    """Version 1 → 2: every clear address sealed into `email_sealed`, the clear column dropped."""
+
+    def step(db: sqlite3.Connection) -> None:
+        db.execute("ALTER TABLE assignments ADD COLUMN email_sealed BLOB")
+        for assignment_id, email in db.execute("SELECT id, email FROM assignments WHERE email IS NOT NULL").fetchall():
+            db.execute(
+                "UPDATE assignments SET email_sealed=?, email=NULL WHERE id=?",
+                (seal.seal(assignment_id, email), assignment_id),
+            )
+        db.execute("ALTER TABLE assignments DROP COLUMN email")
+        db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+
+    return step
+
+
+def _migrations(seal: AddressSeal) -> Migrations:
+    """`[i]` takes a file from version i to i + 1; the sealing step needs the store's key."""
+    return (_SCHEMA_1, _seal_addresses(seal))
 
 
 def _row(r: tuple[Any, ...]) -> Assignment:
@@ -149,24 +189,38 @@ class PickupStore:
         self.code_length = code_length
         self.max_wrong = max_wrong
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = component_logger(__name__, path.stem.removeprefix("locker-"))
+        self.unreadable_addresses = 0  # sealed addresses that did not open (read as no address)
+        create_private(path)  # 0600 from its first byte; sqlite gives -wal and -shm the same mode
         self._key = _key(path.with_suffix(".key"))
+        self._seal = AddressSeal.from_secret_store(path.parent, secret_name(path), where=f"locker store {path}")
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        wal_mode(self._db)
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
+        try:
+            wal_mode(self._db)
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")  # an erased address is overwritten, not left in free space
+            upgrade = migrate(self._db, path, _migrations(self._seal), PickupError, store="locker store")
+            if upgrade.changed:
+                # a first-release file (user_version 0 like a new one) may hold clear addresses in free
+                # space (rows it erased) and in old WAL frames: the file is rebuilt and the WAL emptied
+                self._db.execute("VACUUM")
+                self._truncate_wal()
+        except BaseException:
             self._db.close()
-            raise PickupError(
-                f"locker store {path}: schema version is newer than this gateway knows ({SCHEMA_VERSION}), "
-                f"got {row[0]}; run the newer gateway or restore a backup"
-            )
+            raise
 
     def close(self) -> None:
         self._db.close()
+
+    def _truncate_wal(self) -> None:
+        """Old page images leave the -wal file; skipped rather than waited for while another connection reads."""
+        self._db.execute("PRAGMA busy_timeout=0")
+        try:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if busy:
+            self._log.debug("locker store %s: WAL not truncated, another connection is reading", self.path)
 
     @contextlib.contextmanager
     def _tx(self) -> Any:
@@ -194,9 +248,19 @@ class PickupStore:
         return [_row(r) for r in rows]
 
     def email_of(self, assignment_id: int) -> str | None:
+        """The patron's address, opened for the moment it is used; None once erased or when it does not open."""
         with self._lock:
-            r = self._db.execute("SELECT email FROM assignments WHERE id=?", (assignment_id,)).fetchone()
-        return None if r is None else r[0]
+            r = self._db.execute("SELECT email_sealed FROM assignments WHERE id=?", (assignment_id,)).fetchone()
+        if r is None or r[0] is None:
+            return None
+        try:
+            return self._seal.open(assignment_id, r[0])
+        except AddressUnreadable as exc:
+            self.unreadable_addresses += 1
+            # the message names the assignment, never an address; once per store, then counted
+            level = logging.WARNING if self.unreadable_addresses == 1 else logging.DEBUG
+            self._log.log(level, "%s; counted in unreadable_addresses", exc)
+            return None
 
     # --- changes ------------------------------------------------------------------------------------------
 
@@ -217,12 +281,17 @@ class PickupStore:
             else:  # pragma: no cover - 100 collisions in a row means the code space is nearly full
                 raise PickupError(f"compartment {label}: no unused code found, got {self.code_length} digits")
             cur = db.execute(
-                "INSERT INTO assignments (label, reference, email, code_hash, state, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, 'reserved', ?, ?)",
-                (label, reference, email, digest, now, now + valid_s),
+                "INSERT INTO assignments (label, reference, code_hash, state, created_at, expires_at) "
+                "VALUES (?, ?, ?, 'reserved', ?, ?)",
+                (label, reference, digest, now, now + valid_s),
             )
             assert cur.lastrowid is not None
             assignment_id = cur.lastrowid
+            # sealed for this id (known once inserted): the same transaction, one commit
+            db.execute(
+                "UPDATE assignments SET email_sealed=? WHERE id=?",
+                (self._seal.seal(assignment_id, email), assignment_id),
+            )
         got = self.get(assignment_id)
         assert got is not None
         return got, code
@@ -259,7 +328,7 @@ class PickupStore:
             )
 
     def collected(self, label: str) -> Assignment | None:
-        """The door of an opened compartment closed on an empty compartment: record the pickup, erase the address."""
+        """The door of an opened compartment closed on an empty compartment: record the pickup (event owed)."""
         now = self.clock()
         with self._tx() as db:
             r = db.execute("SELECT id FROM assignments WHERE label=? AND state='opened'", (label,)).fetchone()
@@ -271,7 +340,9 @@ class PickupStore:
     def event_sent(self, assignment_id: int) -> None:
         """The pickup event is on the buffer: the address has no use left and is erased."""
         with self._tx() as db:
-            db.execute("UPDATE assignments SET event_pending=0, email=NULL WHERE id=?", (assignment_id,))
+            db.execute("UPDATE assignments SET event_pending=0, email_sealed=NULL WHERE id=?", (assignment_id,))
+        with self._lock:
+            self._truncate_wal()
 
     def expire(self) -> list[Assignment]:
         """Reserved assignments past their deadline become `overdue`; their codes stop working."""
@@ -295,9 +366,11 @@ class PickupStore:
             if r is None:
                 return None
             db.execute(
-                "UPDATE assignments SET state='cancelled', closed_at=?, code_hash=NULL, email=NULL WHERE id=?",
+                "UPDATE assignments SET state='cancelled', closed_at=?, code_hash=NULL, email_sealed=NULL WHERE id=?",
                 (now, r[0]),
             )
+        with self._lock:
+            self._truncate_wal()
         return self.get(r[0])
 
     def reset_tries(self, label: str) -> Assignment | None:
@@ -310,7 +383,7 @@ class PickupStore:
 
 
 def _key(path: Path) -> bytes:
-    """The code-hashing key: made once, 0600, never leaves the box."""
+    """The code-hashing key: made once, 0600, beside the database; never in a backup (gateway/backup KEPT_ON_BOX)."""
     try:
         return path.read_bytes()
     except FileNotFoundError:

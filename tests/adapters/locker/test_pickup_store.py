@@ -84,8 +84,7 @@ def test_state_survives_reopening_and_a_newer_schema_is_refused(tmp_path: Path) 
     assert s.check_code("A-01", code)[0] is CodeCheck.OK
     s.close()
     db = sqlite3.connect(tmp_path / "locker-x.db")
-    db.execute("UPDATE meta SET value='9' WHERE key='schema_version'")
-    db.commit()
+    db.execute("PRAGMA user_version = 9")
     db.close()
-    with pytest.raises(PickupError, match="schema version is newer than this gateway knows \\(1\\), got 9"):
+    with pytest.raises(PickupError, match="schema version newer than this edgegw knows \\(2\\), got version 9"):
         store(tmp_path, clock)
