@@ -9,10 +9,14 @@ reference, and no URL may carry credentials. Every value `resolve` hands out is 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import re
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -34,6 +38,7 @@ _REF = re.compile(rf"^(secret|env):({_NAME})$")
 NAME_RULE = "1-128 characters of A-Z a-z 0-9 _ . - starting with a letter or _"
 STORE_FILE = "secrets.enc"
 KEY_FILE = "secrets.key"
+LOCK_FILE = "secrets.lock"
 # Version of the store's plaintext layout (gateway.storage: every store carries one); 0 is the bare map.
 SCHEMA_VERSION = 1
 REF_HELP = 'use a secret reference: "secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'
@@ -113,12 +118,30 @@ SecretRef = Annotated[str, AfterValidator(_check_ref)]
 
 
 class SecretStore:
-    """A JSON map name → value, encrypted with a key file of mode 0600 next to it."""
+    """A JSON map name → value, encrypted with a key file of mode 0600 next to it.
+
+    Several processes write it (the gateway makes its keys at start, the web UI, `edgegw secret set`):
+    a change is read, modified and written under an exclusive lock on `secrets.lock`, through a file
+    of its own, renamed over the store and made durable with its directory. Without the lock two
+    writers each kept only their own change, and a key made for sealed data (a locker's address
+    key) could be lost with everything it sealed. Readers take no lock: a rename is atomic.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.store_path = self.directory / STORE_FILE
         self.key_path = self.directory / KEY_FILE
+        self.lock_path = self.directory / LOCK_FILE
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _fernet(self, create: bool) -> Fernet:
         from cryptography.fernet import Fernet  # here, not at the top: see the imports
@@ -126,10 +149,21 @@ class SecretStore:
         if not self.key_path.exists():
             if not create:
                 raise ConfigError([f"no secret store key at {self.key_path}; run `edgegw secret set <name>` first"])
+            if self.store_path.exists():
+                # a new key would never open the store, and would stand in the way of the right one
+                raise ConfigError(
+                    [
+                        f"no secret store key at {self.key_path}, but {self.store_path} exists; put back the key "
+                        "file that belongs to it (kept apart from backups), or move the store aside to start anew"
+                    ]
+                )
             self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(Fernet.generate_key())
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(self.directory)
         return Fernet(self.key_path.read_bytes().strip())
 
     def _load(self, fernet: Fernet) -> dict[str, str]:
@@ -179,8 +213,9 @@ class SecretStore:
         before = self.schema_version()
         if before == SCHEMA_VERSION:
             return False
-        fernet = self._fernet(create=False)
-        self._write(fernet, self._load(fernet))
+        with self._locked():
+            fernet = self._fernet(create=False)
+            self._write(fernet, self._load(fernet))
         _log.info("secret store %s migrated from schema version %d to %d", self.store_path, before, SCHEMA_VERSION)
         return True
 
@@ -192,24 +227,40 @@ class SecretStore:
 
     def set(self, name: str, value: str) -> None:
         check_name(name)
-        fernet = self._fernet(create=True)
-        data = self._load(fernet)
-        data[name] = value
-        self._write(fernet, data)
+        with self._locked():
+            fernet = self._fernet(create=True)
+            data = self._load(fernet)
+            data[name] = value
+            self._write(fernet, data)
 
     def _write(self, fernet: Fernet, data: dict[str, str]) -> None:
-        tmp = self.store_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(fernet.encrypt(json.dumps({"version": SCHEMA_VERSION, "secrets": data}).encode()))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.store_path)
+        """Under `_locked`: the new store through a file of its own (0600), renamed and made durable."""
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".secrets-", suffix=".tmp")  # 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(fernet.encrypt(json.dumps({"version": SCHEMA_VERSION, "secrets": data}).encode()))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.store_path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.directory)
 
     def names(self) -> list[str]:
         if not self.key_path.exists():
             return []
         return sorted(self._load(self._fernet(create=False)))
+
+
+def _fsync_dir(directory: Path) -> None:
+    """A rename or a new file in `directory` survives a power cut only once the directory is synced."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def resolve(ref: str, data_dir: Path | str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import stat
 import subprocess
@@ -34,6 +35,33 @@ def test_missing_secret_and_foreign_key_are_clear_errors(tmp_path: Path) -> None
         ConfigError, match=r"cannot be decrypted with .*secrets\.key; the key file does not belong to it"
     ):
         resolve("secret:a", tmp_path)
+
+
+def _set_many(directory: str, prefix: str, n: int) -> None:
+    for i in range(n):
+        SecretStore(Path(directory)).set(f"{prefix}{i}", f"value-{prefix}{i}")
+
+
+def test_writers_in_several_processes_lose_no_secret(tmp_path: Path) -> None:
+    # the gateway making its keys at start, the web UI and `edgegw secret set` at the same moment
+    SecretStore(tmp_path).set("first", "kept")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.starmap(_set_many, [(str(tmp_path), f"p{k}-", 15) for k in range(4)])
+    store = SecretStore(tmp_path)
+    assert store.names() == sorted(["first", *(f"p{k}-{i}" for k in range(4) for i in range(15))])
+    assert store.get("p3-14") == "value-p3-14" and store.get("first") == "kept"
+    assert not list(tmp_path.glob("*.tmp"))  # no half-written store left behind
+
+
+def test_a_store_without_its_key_is_not_given_a_new_one(tmp_path: Path) -> None:
+    SecretStore(tmp_path).set("a", "1")
+    (tmp_path / "secrets.key").rename(tmp_path / "kept-apart.key")  # e.g. a restore without include_secret_key
+    with pytest.raises(ConfigError, match=r"no secret store key at .*secrets\.key, but .*secrets\.enc exists"):
+        SecretStore(tmp_path).set("b", "2")
+    assert not (tmp_path / "secrets.key").exists()  # the right key can still be put back
+    (tmp_path / "kept-apart.key").rename(tmp_path / "secrets.key")
+    SecretStore(tmp_path).set("b", "2")
+    assert SecretStore(tmp_path).names() == ["a", "b"]
 
 
 def test_env_reference(tmp_path: Path) -> None:
