@@ -63,7 +63,10 @@ CERTIFICATE_TYPE = "edgegw.wifilog.erasure-certificate"
 ERASURE_METHOD = (
     "crypto-erasure: the period's AES-256-GCM data key was wrapped by a key-encryption key held only in the "
     "gateway's secret store; that key was destroyed, then the rows and the wrapped data key were deleted "
-    "(sqlite secure_delete) and the database vacuumed. Copies of the database made earlier cannot be decrypted."
+    "(sqlite secure_delete) and the database vacuumed. Copies of the database made earlier cannot be decrypted "
+    "without a copy of the secret store made before the erasure together with this gateway's store key: the "
+    "gateway's own backups from before the erasure hold such a copy until they are rotated out "
+    "([backup] generations), and the store key only if include_secret_key is set."
 )
 
 MIGRATIONS = (
