@@ -25,6 +25,7 @@ from adapters.radius.attributes import AcctStatusType
 from adapters.radius.codec import AccountingRequest, RetransmissionKey, build_accounting_response, decode_request
 from adapters.radius.errors import RadiusAuthenticatorError, RadiusError
 from gateway.logs import component_logger
+from gateway.wifilog.runner import listen_error
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
 
@@ -104,7 +105,10 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        except OSError as exc:
+            raise listen_error(exc, "radius accounting", host, port) from None
         self._writer = asyncio.create_task(self._write_loop(), name="radius-writer")
         sockname = transport.get_extra_info("sockname")
         log.info("radius accounting: listening on %s:%d (%d NAS clients)", sockname[0], sockname[1], len(self.secrets))

@@ -27,6 +27,7 @@ from adapters.wifi_syslog.errors import SyslogError
 from adapters.wifi_syslog.framing import FrameSplitter
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
 from gateway.logs import component_logger
+from gateway.wifilog.runner import listen_error
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
 
@@ -83,7 +84,10 @@ class SyslogReceiver:
 
     async def start_udp(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+        except OSError as exc:
+            raise listen_error(exc, "wifi syslog udp", host, port) from None
         self._transports.append(transport)
         self._start_writer()
         name = transport.get_extra_info("sockname")
@@ -91,7 +95,10 @@ class SyslogReceiver:
         return str(name[0]), int(name[1])
 
     async def start_tcp(self, host: str, port: int) -> tuple[str, int]:
-        server = await asyncio.start_server(self._stream, host, port)
+        try:
+            server = await asyncio.start_server(self._stream, host, port)
+        except OSError as exc:
+            raise listen_error(exc, "wifi syslog tcp", host, port) from None
         self._servers.append(server)
         self._start_writer()
         name = server.sockets[0].getsockname()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import ipaddress
 from collections import deque
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from gateway.configbase import Field, Section
+from gateway.errors import AdapterError
 from gateway.logs import component_logger
 from gateway.processing.api import ProcessorContext
 from gateway.processing.pseudonymize import PseudonymizeConfig
@@ -19,7 +21,16 @@ from gateway.wifilog.sessions import SessionEvent
 from gateway.wifilog.store import WifiLogStore
 from gateway.wifilog.usage import UsageCounter
 
-__all__ = ["PENDING_LIMIT", "SessionEventsOut", "WifiLogOptions", "check_listen", "event_sinks", "feeds", "periodic"]
+__all__ = [
+    "PENDING_LIMIT",
+    "SessionEventsOut",
+    "WifiLogOptions",
+    "check_listen",
+    "event_sinks",
+    "feeds",
+    "listen_error",
+    "periodic",
+]
 
 log = component_logger(__name__, "wifilog")
 
@@ -33,6 +44,22 @@ def check_listen(v: str) -> str:
     if addr.is_unspecified:
         raise ValueError(f"must be one address of this box (the Wi-Fi network's), not every address, got {v!r}")
     return str(addr)
+
+
+def listen_error(exc: OSError, what: str, host: str, port: int) -> AdapterError:
+    """A receiver's socket that cannot be bound, with what a technician does about it."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        fix = (
+            "a port below 1024 needs CAP_NET_BIND_SERVICE: edgegw.service grants it; under supervisord or by "
+            "hand use a port of 1024 or more (and set the APs to send there)"
+        )
+    elif exc.errno == errno.EADDRINUSE:
+        fix = "another program has the port (rsyslog, another receiver): stop it or choose another port"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        fix = "listen must be an address of this box (ip -br addr)"
+    else:
+        fix = "check listen and the port"
+    return AdapterError(f"{what}: cannot listen on {host}:{port}, got {exc.strerror or exc}; {fix}", port=port)
 
 
 class WifiLogOptions(Section):

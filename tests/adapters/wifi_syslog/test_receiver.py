@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 import socket
 from collections.abc import AsyncIterator
@@ -13,7 +14,9 @@ import pytest
 
 from adapters.wifi_syslog.framing import encode_octet_counted
 from adapters.wifi_syslog.receiver import SyslogReceiver
+from gateway.errors import AdapterError
 from gateway.wifilog import Query, WifiLogStore
+from gateway.wifilog.runner import listen_error
 
 pytestmark = pytest.mark.skipif(shutil.which("logger") is None, reason="util-linux logger not installed")
 NOW = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
@@ -110,3 +113,23 @@ async def test_senders_outside_the_allowed_set_are_refused(tmp_path: Path) -> No
     assert rx.counters["refused_sender"] == 1 and rx.counters["lines"] == 0
     await rx.close()
     store.close()
+
+
+async def test_a_port_that_cannot_be_bound_says_why_and_what_to_do(receiver: SyslogReceiver) -> None:
+    _, port = await receiver.start_udp("127.0.0.1", 0)
+    with pytest.raises(
+        AdapterError, match=rf"wifi syslog udp: cannot listen on 127\.0\.0\.1:{port}, got .*in use.*rsyslog"
+    ):
+        await receiver.start_udp("127.0.0.1", port)  # taken (here by itself; in the field, rsyslog)
+    with pytest.raises(AdapterError, match=r"cannot listen on 192\.0\.2\.1:5514, got .*; listen must be an address"):
+        await receiver.start_tcp("192.0.2.1", 5514)  # TEST-NET-1: no address of this box
+
+
+def test_a_low_port_without_the_capability_names_it() -> None:
+    # tests run as root here, so a refused bind cannot be caused; the errno is what the kernel gives edgegw
+    error = listen_error(PermissionError(errno.EACCES, "Permission denied"), "wifi syslog udp", "10.0.0.2", 514)
+    assert str(error) == (
+        "wifi syslog udp: cannot listen on 10.0.0.2:514, got Permission denied; a port below 1024 needs "
+        "CAP_NET_BIND_SERVICE: edgegw.service grants it; under supervisord or by hand use a port of 1024 or more "
+        "(and set the APs to send there)"
+    )
