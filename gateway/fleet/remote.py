@@ -102,8 +102,8 @@ def verify_bundle(data: bytes, *, public_key: str, gateway: str, last_serial: in
             raise ValueError(f"format is not {BUNDLE_FORMAT}")
         payload = base64.b64decode(doc["payload"], validate=True)
         signature = base64.b64decode(doc["signature"], validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise BundleRefused("bad_format", f"{where}: not a config bundle, got {exc}") from None
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:  # RecursionError: [[[[…
+        raise BundleRefused("bad_format", f"{where}: not a config bundle, got {type(exc).__name__}: {exc}") from None
     try:
         Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key)).verify(signature, payload)
     except InvalidSignature:
@@ -120,8 +120,10 @@ def verify_bundle(data: bytes, *, public_key: str, gateway: str, last_serial: in
             issued_at=str(body["issued_at"]),
             config=str(body["config"]),
         )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleRefused("bad_format", f"{where}: signed payload unreadable, got {exc}") from None
+    except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:  # OverflowError: serial 1e400
+        raise BundleRefused(
+            "bad_format", f"{where}: signed payload unreadable, got {type(exc).__name__}: {exc}"
+        ) from None
     if bundle.gateway != gateway:
         raise BundleRefused(
             "wrong_gateway", f"{where}: bundle is for gateway {bundle.gateway!r}, got it on {gateway!r}"
@@ -201,8 +203,15 @@ async def fetch(url: str, *, context: ssl.SSLContext | None = None, timeout_s: f
             return b""
         if resp.status != 200:
             raise BundleRefused("fetch_failed", f"remote config: GET {url} answered {resp.status}")
-        data = await resp.content.read(MAX_BUNDLE_BYTES + 1)
-        return data
+        # the whole body, however many pieces it comes in (content.read(n) returns what is buffered now)
+        data = bytearray()
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            data += chunk
+            if len(data) > MAX_BUNDLE_BYTES:
+                raise BundleRefused(
+                    "bad_format", f"remote config: GET {url}: bundle too large, got more than {MAX_BUNDLE_BYTES} bytes"
+                )
+        return bytes(data)
 
 
 # Tasks that outlive the generation that started them: applying a config reloads, which stops that

@@ -7,6 +7,7 @@ health window passes without waiting for it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -246,3 +247,47 @@ async def test_a_bundle_fetched_over_https_on_the_interval_is_applied(
         await runtime.stop()
         await runner.cleanup()
     assert path.read_text() == new
+
+
+def test_a_bundle_that_breaks_the_parser_is_refused_as_malformed() -> None:
+    pinned = public_key_b64(KEY)
+    with pytest.raises(BundleRefused, match="not a config bundle, got RecursionError") as deep:
+        verify_bundle(b"[" * 100_000, public_key=pinned, gateway="gw-fleet", last_serial=0)
+    payload = b'{"gateway": "gw-fleet", "serial": 1e400, "issued_at": "2026-07-01T03:00:00Z", "config": ""}'
+    doc = {
+        "format": json.loads(bundle("x", 1))["format"],
+        "payload": base64.b64encode(payload).decode(),
+        "signature": base64.b64encode(KEY.sign(payload)).decode(),
+    }
+    with pytest.raises(BundleRefused, match="signed payload unreadable, got OverflowError") as huge:
+        verify_bundle(json.dumps(doc).encode(), public_key=pinned, gateway="gw-fleet", last_serial=0)
+    assert deep.value.code == huge.value.code == "bad_format"
+
+
+async def test_a_bundle_is_fetched_whole_however_many_pieces_it_comes_in() -> None:
+    big = bundle("# " + "x" * 300_000 + "\n", 3)  # ~400 KB: many reads on a real network
+    bodies = {"/big": big, "/huge": b" " * (remote.MAX_BUNDLE_BYTES + 1)}
+
+    async def piecewise(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        body = bodies[request.path]
+        for at in range(0, len(body), 32_768):
+            await resp.write(body[at : at + 32_768])
+            await asyncio.sleep(0.001)  # each piece its own segment
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/{name}", piecewise)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        assert await remote.fetch(f"{base}/big") == big
+        with pytest.raises(BundleRefused, match=rf"bundle too large, got more than {remote.MAX_BUNDLE_BYTES} bytes"):
+            await remote.fetch(f"{base}/huge")
+    finally:
+        await runner.cleanup()
