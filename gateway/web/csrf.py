@@ -12,7 +12,7 @@ import logging
 from aiohttp import web
 
 from gateway.web.auth import STATIC_PREFIX, Handler, session_of
-from gateway.web.security import loggable_path
+from gateway.web.security import FORM_TYPES, loggable_path, read_form
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ async def submitted_token(request: web.Request) -> str:
     header = request.headers.get(HEADER)
     if header:
         return header
-    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()  # cached by aiohttp: the handler reads the same form again for free
+    if request.content_type in FORM_TYPES:
+        form = await read_form(request)  # cached by aiohttp: the handler reads the same form again for free
         value = form.get(FIELD)
         if isinstance(value, str):
             return value
@@ -36,6 +36,8 @@ async def submitted_token(request: web.Request) -> str:
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in SAFE_METHODS and not request.path.startswith(STATIC_PREFIX):
+        if request.content_type in FORM_TYPES:
+            await read_form(request)  # a body that is not text is a 400 here, not a 500 in the handler
         expected = session_of(request).csrf_token
         given = await submitted_token(request)
         if not given or not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("ascii")):

@@ -152,7 +152,7 @@ async def _entities(app: web.Application) -> dict[str, str]:
 async def open_door(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     now = st["clock"]()
-    form = await request.post()
+    form = await security.read_form(request)
     given = str(form.get("csrf_token", ""))
     cookie = request.cookies.get(COOKIE, "")
     if not given or not hmac.compare_digest(given, cookie) or not verify_token(st["key"], given, now):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import MutableMapping
 
 from aiohttp import web
+from multidict import MultiDictProxy
+
+log = logging.getLogger(__name__)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 # No inline script or style anywhere (app.js and app.css are files), so the policy can stay this strict.
 CSP = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
@@ -25,6 +30,16 @@ _SECRET_PATH = re.compile(r"^/setup/[^/?]*")
 def loggable_path(path: str) -> str:
     """A request path fit for the journal: the one-time setup token replaced."""
     return _SECRET_PATH.sub("/setup/…", path)
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """`request.post()`, or 400 for a body that is not text in its declared charset: aiohttp raises
+    UnicodeDecodeError or LookupError from `post()`, which every form handler would turn into a 500."""
+    try:
+        return await request.post()
+    except (UnicodeDecodeError, LookupError) as exc:
+        log.warning("web: %s %s refused, form data unreadable (%s)", request.method, loggable_path(request.path), exc)
+        raise web.HTTPBadRequest(reason="form data is not UTF-8 text") from None
 
 
 def apply(headers: MutableMapping[str, str], path: str) -> None:

@@ -87,6 +87,15 @@ async def test_a_technician_runs_a_tool_and_reads_its_progress(orion_double: Ori
         form = {"csrf_token": await csrf_token(tech, "/devices"), "family": "demo", "tool": "count", "upto": ""}
         response = await tech.post("/devices/tools/start", data=form)
         assert "入力を確認してください: upto" in await response.text()
+        # so is an integer the control socket cannot carry (64 bits), not a 500
+        form = {
+            "csrf_token": await csrf_token(tech, "/devices"),
+            "family": "demo",
+            "tool": "count",
+            "upto": "0x" + "f" * 30,
+        }
+        response = await tech.post("/devices/tools/start", data=form)
+        assert response.status == 200 and "入力を確認してください: upto" in await response.text()
         assert (await tech.get("/api/tools/nosuchjob")).status == 404
 
 

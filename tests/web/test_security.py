@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from yarl import URL
 
@@ -198,6 +200,32 @@ async def test_open_redirect_after_login_refused(web_env: WebEnv, target: str) -
     web_env.add_user("alice", Role.VIEWER)
     response = await login(web_env.client, "alice", next=target)
     assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"name=\xff\xfe&password=x"),
+        ("application/x-www-form-urlencoded; charset=x-bogus", b"name=a&password=x"),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\n\xff\xfe\r\n--b--\r\n',
+        ),
+    ],
+    ids=["not-utf8", "unknown-charset", "multipart-not-utf8"],
+)
+@pytest.mark.parametrize("with_header", [False, True], ids=["token-in-form", "token-in-header"])
+async def test_a_form_that_is_not_text_is_a_400_not_a_500(
+    web_env: WebEnv, content_type: str, body: bytes, with_header: bool
+) -> None:
+    headers = {"Content-Type": content_type}
+    if with_header:  # the CSRF check passes on the header; the form is still read before the handler
+        page = await web_env.client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
+        assert token
+        headers["X-CSRF-Token"] = token.group(1)
+    response = await web_env.client.post("/login", data=body, headers=headers, allow_redirects=False)
+    assert response.status == 400 and "form data is not UTF-8 text" in await response.text()
 
 
 async def test_a_local_path_is_where_login_goes_on_to(web_env: WebEnv) -> None:

@@ -104,9 +104,14 @@ def tool_args(params: list[Mapping[str, Any]], form: Mapping[str, Any]) -> tuple
                 problems.append(name)
             continue
         try:
-            args[name] = int(raw, 0) if kind == "int" else float(raw) if kind == "float" else raw
+            value = int(raw, 0) if kind == "int" else float(raw) if kind == "float" else raw
         except ValueError:
             problems.append(name)
+            continue
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            problems.append(name)  # the control socket's JSON carries 64-bit integers (orjson)
+            continue
+        args[name] = value
     return args, problems
 
 
