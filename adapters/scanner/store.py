@@ -1,14 +1,20 @@
 """The stations' own durable store: scan numbers, attendance state, shelf sessions, recent scans, the outreach loan log.
 
 Theory of operation. `<data_dir>/stations.db` (sqlite, WAL, schema version in `PRAGMA user_version`,
-forward migrations in `MIGRATIONS`). Scan numbers come from blocks of `BLOCK` whose end is committed
+forward migrations in `_migrations`). Scan numbers come from blocks of `BLOCK` whose end is committed
 with a full fsync *before* the first number of the block is used, so a number is never used twice,
 not after `kill -9` and not after a power cut (a crash leaves a gap at most). The events then go to
 the buffer through `emit`, which returns once they are on disk there; only after that `record`
 writes the station's state and the recent-scans row (synchronous=NORMAL: it survives a crash of the
 process; a power cut may lose the last few rows of it, never an event).
 The store never holds a card number: attendance rows are keyed by the station-local child token,
-the recent-scans list keeps reasons and entity ids only.
+the recent-scans list keeps reasons and entity ids only. Nor does it hold the key of those tokens:
+that is `secret:stations.child_key` in the gateway's secret store (`child_key.py`); `meta` keeps
+only `child_key_check`, which tells whether the secret store's key is the one the tokens were made
+with. Version 1 kept the key in clear in `meta.child_key`. Taking a file to version 2 first writes
+that same key to the secret store (durable), then deletes the row in the migration's transaction
+with `secure_delete` on, then vacuums the file and truncates its WAL so no old page keeps the key;
+`child_key_check` is written last, so a start that stopped before that scrubs the file again.
 
 Outreach (出張貸出): each loan of an outreach station is logged in `outreach` once it is in the
 buffer, as the bus's own list of what it lent; the buffer carries the loans to the platform whenever
@@ -18,19 +24,24 @@ the buffer's uplink cursors.
 
 from __future__ import annotations
 
-import os
-import secrets
+import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.scanner.child_key import child_key, key_check, secret_name
 from adapters.scanner.station import ChildState, StationState
-from gateway.storage.files import wal_mode
+from gateway.errors import GatewayError
+from gateway.storage.files import create_private, wal_mode
+from gateway.storage.schema import Migrations, migrate, read_version
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "RecentScan", "StationStore"]
+__all__ = ["SCHEMA_VERSION", "RecentScan", "StationStore", "StationStoreError"]
 
-MIGRATIONS: tuple[str, ...] = (
-    """
+_log = logging.getLogger(__name__)
+
+# Version 1 as the first releases wrote it (its `meta` held the child-token key in clear).
+_SCHEMA_1 = """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
     CREATE TABLE counters (station TEXT PRIMARY KEY, next_no INTEGER NOT NULL);
     CREATE TABLE children (
@@ -45,9 +56,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE outreach (
         station TEXT NOT NULL, scan_no INTEGER NOT NULL, at_us INTEGER NOT NULL,
         PRIMARY KEY (station, scan_no));
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+    """
+SCHEMA_VERSION = 2  # len(_migrations(...))
 BLOCK = 64  # scan numbers reserved per durable write
 RECENT_KEEP = 200  # per station: what the page shows, not a record of truth
 
@@ -62,43 +72,101 @@ class RecentScan:
     entity_ids: str
 
 
+class StationStoreError(GatewayError):
+    """The station store cannot be opened: a newer file, or a migration that failed (the file left as it was)."""
+
+    code = "scanner_station_store"
+
+
+def _clear_key_leaves(key: bytes) -> Callable[[sqlite3.Connection], None]:
+    """Version 1 → 2: `meta.child_key` deleted, once `key` (the same value) is durable in the secret store."""
+
+    def step(db: sqlite3.Connection) -> None:
+        # only the value that was adopted: a row changed since then stays, and the migration fails
+        db.execute("DELETE FROM meta WHERE key = 'child_key' AND value = ?", (key,))
+        if db.execute("SELECT 1 FROM meta WHERE key = 'child_key'").fetchone() is not None:
+            raise ValueError("meta.child_key changed while it was moved to the secret store")
+
+    return step
+
+
+def _migrations(key: bytes) -> Migrations:
+    """`[i]` takes a file from version i to i + 1 (gateway/storage/schema.py); the second needs the adopted key."""
+    return (_SCHEMA_1, _clear_key_leaves(key))
+
+
+def _meta(db: sqlite3.Connection, key: str) -> bytes | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
 class StationStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        if not path.exists():
-            # created before sqlite opens it, so it is never readable by others
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
+        create_private(path)  # 0600 before sqlite opens it, so it is never readable by others
         self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        wal_mode(self._db)
-        # State rows survive a crash of the process in WAL mode with NORMAL; only the scan-number blocks need
-        # the full fsync (reserve), so a scan costs the store no fsync of its own on the hot path.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            wal_mode(self._db)
+            # State rows survive a crash of the process in WAL mode with NORMAL; only the scan-number blocks
+            # need the full fsync (reserve), so a scan costs the store no fsync of its own on the hot path.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._key = self._open_key()
+        except BaseException:
+            self._db.close()
+            raise
         self._next: dict[str, int] = {}
         self._block_top: dict[str, int] = {}
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"station store {path}: schema version {version} is newer than this gateway's, got {version}; "
-                f"upgrade the gateway (supports up to {SCHEMA_VERSION})"
+
+    def _open_key(self) -> bytes:
+        """The child-token key from the secret store, the file migrated and scrubbed of the old clear copy."""
+        db, where = self._db, f"station store {self.path}"
+        version = read_version(db)
+        if version > SCHEMA_VERSION:  # refused by migrate, before the secret store is touched
+            migrate(db, self.path, _migrations(b""), StationStoreError, store="station store")
+        in_file = _meta(db, "child_key") if version == 1 else None
+        check = _meta(db, "child_key_check") if version >= 2 else None
+        key = child_key(self.path.parent, secret_name(self.path), in_file=in_file, check=check, where=where)
+        if check is not None:
+            return key
+        # From here on the key is durable in the secret store: the clear copy may go.
+        previous = int(db.execute("PRAGMA secure_delete").fetchone()[0])
+        db.execute("PRAGMA secure_delete=ON")  # the deleted row's bytes are zeroed, not left in free space
+        try:
+            migrate(db, self.path, _migrations(key), StationStoreError, store="station store")
+            if in_file is not None:
+                _log.info("station store %s: child-token key moved to secret:%s", self.path, secret_name(self.path))
+            # the old key may still sit in free pages, old WAL frames or a page image the delete replaced
+            db.execute("VACUUM")
+            if not self._truncate_wal():
+                return key  # no check yet: the next start scrubs again
+        finally:
+            db.execute(f"PRAGMA secure_delete={previous}")  # back to what the build does on the hot path
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('child_key_check', ?)", (key_check(key),))
+        return key
+
+    def _truncate_wal(self) -> bool:
+        """Old page images leave the -wal file; skipped (False) rather than waited for while another connection reads."""
+        self._db.execute("PRAGMA busy_timeout=0")
+        try:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            self._db.execute("PRAGMA busy_timeout=10000")
+        if busy:
+            _log.warning(
+                "station store %s: WAL not truncated, another connection is reading; retried at the next start",
+                self.path,
             )
-        for n in range(version, SCHEMA_VERSION):
-            self._db.executescript("BEGIN IMMEDIATE;" + MIGRATIONS[n] + f"PRAGMA user_version={n + 1};COMMIT;")
+        return not busy
 
     def close(self) -> None:
         self._db.close()
 
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return read_version(self._db)
 
     def local_key(self) -> bytes:
-        """The station-local key for child tokens (created once, kept with the store and its backups)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'child_key'").fetchone()
-        if row is not None:
-            return bytes(row[0])
-        key = secrets.token_bytes(32)
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('child_key', ?)", (key,))
-        return bytes(self._db.execute("SELECT value FROM meta WHERE key = 'child_key'").fetchone()[0])
+        """The key for child tokens: from the gateway's secret store, never in this store's file or its backups."""
+        return self._key
 
     def reserve(self, station: str) -> int:
         """The next scan number of `station`. Numbers are handed out from blocks of `BLOCK` whose end is
