@@ -231,6 +231,11 @@ class AuditLog:
         with self._lock, self._connect() as db:
             with immediate(db):
                 head = _read_head(self.state_dir / HEAD_FILE, key)
+                if head is None and db.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None:
+                    # the first entry: a head of 0 first, so that a crash between this commit and the head
+                    # written after it leaves a head that lags (as after any append) rather than none,
+                    # which verify must take for deleted entries
+                    self._write_head(key, 0, GENESIS)
                 written = head[0] if isinstance(head, tuple) else 0
                 entry_id = self._append(db, key, at, actor, action, target, detail_json, address, written)
             mac = str(db.execute("SELECT mac FROM entries WHERE id = ?", (entry_id,)).fetchone()[0])
@@ -256,6 +261,7 @@ class AuditLog:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            _fsync_dir(self.state_dir)  # the rename survives a power cut: a lost head would read as deleted entries
 
     @staticmethod
     def _append(
@@ -419,6 +425,8 @@ class AuditLog:
         if isinstance(head, str):
             return [f"audit log: {path}: {head}"]
         head_id, head_mac = head
+        if head_id == 0:
+            return []  # written before the first entry; that entry's own head did not follow (a crash)
         with self._connect() as db:
             if db.execute("SELECT 1 FROM entries WHERE mac = ?", (head_mac,)).fetchone() is not None:
                 return []  # still there (renumbered, if at all: the chain check says so)
@@ -469,6 +477,14 @@ def _entry(row: sqlite3.Row) -> AuditEntry:
 
 def _head_seal(key: bytes, entry_id: int, mac: str) -> str:
     return hmac.new(key, b"head:" + canonical({"id": entry_id, "mac": mac}).encode(), hashlib.sha256).hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_head(path: Path, key: bytes) -> tuple[int, str] | str | None:

@@ -319,6 +319,34 @@ def test_a_missing_or_forged_head_record_is_said(tmp_path: Path) -> None:
     ]
 
 
+class Killed(BaseException):
+    """Stands for kill -9: nothing after it runs."""
+
+
+def test_a_crash_between_the_first_entry_and_its_head_is_no_deleted_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog(tmp_path)
+    real_write_head = AuditLog._write_head
+
+    def dies_after_the_commit(self: AuditLog, key: bytes, entry_id: int, mac: str) -> None:
+        if entry_id > 0:  # the head written after the commit: the process is gone before it
+            raise Killed
+        real_write_head(self, key, entry_id, mac)
+
+    monkeypatch.setattr(AuditLog, "_write_head", dies_after_the_commit)
+    with pytest.raises(Killed):
+        log.append(actor="admin1", action="user.add", target="taro", detail={}, at=1.0)
+    monkeypatch.undo()
+    again = AuditLog(tmp_path)  # the next start
+    verdict = again.verify()
+    assert verdict.ok and verdict.checked == 1, verdict.problems  # a head that lags, as after any append
+    again.append(actor="admin1", action="user.add", target="hanako", detail={}, at=2.0)
+    assert again.verify().ok and again.verify().checked == 2
+    (tmp_path / "audit.head").unlink()  # taking the head away is still said
+    assert not again.verify().ok
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     from gateway.audit.log import AuditError
 
