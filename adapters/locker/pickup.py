@@ -41,7 +41,9 @@ import logging
 import os
 import secrets
 import sqlite3
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,16 +384,51 @@ class PickupStore:
         return self.get(r[0])
 
 
+_KEY_BYTES = 32
+_log = logging.getLogger(__name__)
+
+
 def _key(path: Path) -> bytes:
-    """The code-hashing key: made once, 0600, beside the database; never in a backup (gateway/backup KEPT_ON_BOX)."""
+    """The code-hashing key: made once, 0600, beside the database; never in a backup (gateway/backup KEPT_ON_BOX).
+
+    Written whole through a file of its own and linked into place (two processes starting together
+    keep one key). A key of the wrong length (an older release killed between creating the file and
+    writing it left it empty, and codes were then hashed with an empty key) is moved aside and made
+    again: codes issued under it no longer verify, and staff reassign those compartments.
+    """
     try:
-        return path.read_bytes()
+        key = path.read_bytes()
     except FileNotFoundError:
-        pass
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-        f.flush()
-        os.fsync(f.fileno())
+        key = None
+    if key is not None and len(key) == _KEY_BYTES:
+        return key
+    if key is not None:
+        aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
+        os.replace(path, aside)
+        _log.warning(
+            "locker code key %s: %d bytes, not %d (left by a crash while it was made); moved to %s and made again: "
+            "codes issued before no longer verify, cancel and reassign reserved compartments on /lockers",
+            path,
+            len(key),
+            _KEY_BYTES,
+            aside.name,
+        )
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(_KEY_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # another process linked its key first: that one counts
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    key = path.read_bytes()  # ours, or the one another process linked first
+    if len(key) != _KEY_BYTES:  # pragma: no cover - only a file written by something else than this function
+        raise PickupError(f"locker code key {path}: {len(key)} bytes, not {_KEY_BYTES}; remove it and start again")
     return key

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import ssl
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,14 +142,42 @@ def make_self_signed(
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    # The key is created 0600 before a byte is written, so it is never readable by others, not even briefly.
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key_pem)
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    cert_path.write_bytes(cert_pem)
+    # Each file whole or not at all, the certificate last: a crash leaves no pair, and the next start
+    # makes one (an empty pair from a crash was taken as present, and TLS failed at every start).
+    _write_whole(key_path, key_pem)
+    _write_whole(cert_path, cert_pem)
     log.info("web: made a self-signed certificate for %s", ", ".join(dns + ips))
     return TlsMaterial(cert=cert_path, key=key_path, fingerprint=fingerprint(cert_pem), self_signed=True)
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """`path` replaced by `data` through a temporary file (0600 from its first byte: never readable by
+    others, not even briefly), fsync'd, renamed, and the rename made durable."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _pair_loads(cert_path: Path, key_path: Path) -> bool:
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_path, key_path)
+    except (OSError, ssl.SSLError):
+        return False
+    return True
 
 
 def material(config: WebConfig, state_dir: Path, *, create: bool = True) -> TlsMaterial:
@@ -167,6 +196,10 @@ def material(config: WebConfig, state_dir: Path, *, create: bool = True) -> TlsM
             ) from None
     cert_path, key_path = state_dir / CERT_FILE, state_dir / KEY_FILE
     if cert_path.exists() and key_path.exists():
+        if create and not _pair_loads(cert_path, key_path):
+            # ours, self-signed, and broken (left empty by a crash of an older release): made again
+            log.warning("web: the self-signed certificate in %s does not load; making a new one", state_dir)
+            return make_self_signed(state_dir, config)
         return TlsMaterial(
             cert=cert_path, key=key_path, fingerprint=fingerprint(cert_path.read_bytes()), self_signed=True
         )

@@ -64,6 +64,16 @@ def test_made_once_then_reused(tmp_path: Path) -> None:
         material(WebConfig(), tmp_path / "elsewhere", create=False)
 
 
+def test_a_pair_left_empty_by_a_crash_is_made_again_and_the_files_are_written_whole(tmp_path: Path) -> None:
+    (tmp_path / KEY_FILE).write_bytes(b"")  # an older release, killed between creating the files and writing them
+    (tmp_path / CERT_FILE).write_bytes(b"")
+    tls = material(WebConfig(), tmp_path)
+    server_context(tls)  # loads: TLS works again instead of failing at every start
+    assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([KEY_FILE, CERT_FILE])  # no temporary file left
+    assert material(WebConfig(), tmp_path).fingerprint == tls.fingerprint  # and kept from then on
+
+
 def test_admins_certificate(tmp_path: Path) -> None:
     own = make_self_signed(tmp_path / "own", WebConfig(), now=NOW, hostname="office-gw", addresses=[])
     tls = material(WebConfig(tls_cert=own.cert, tls_key=own.key), tmp_path / "state")

@@ -22,6 +22,24 @@ def store(tmp_path: Path, clock: Clock, **kw: int) -> PickupStore:
     return PickupStore(tmp_path / "locker-x.db", clock=clock, **kw)
 
 
+def test_a_code_key_left_empty_by_a_crash_is_made_again_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "locker-x.key").write_bytes(b"")  # an older release killed between creating and writing it
+    clock = Clock()
+    s = store(tmp_path, clock)
+    key = (tmp_path / "locker-x.key").read_bytes()
+    assert len(key) == 32 and (tmp_path / "locker-x.key").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.glob("locker-x.key.bad-*")] != []  # the empty one kept aside, not lost
+    assert "0 bytes, not 32 (left by a crash while it was made)" in caplog.text
+    _, code = s.assign("A-01", email="p@example.jp", reference="R-1", valid_s=3600)
+    assert s.check_code("A-01", code)[0] is CodeCheck.OK
+    s.close()
+    store(tmp_path, clock).close()
+    assert (tmp_path / "locker-x.key").read_bytes() == key  # kept from then on
+    assert not list(tmp_path.glob(".locker-x.key.*.tmp"))
+
+
 def test_code_is_kept_only_as_a_keyed_hash_and_the_address_erased_after_pickup(tmp_path: Path) -> None:
     clock = Clock()
     s = store(tmp_path, clock)
