@@ -11,6 +11,7 @@ import os
 import platform
 import signal
 import stat
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -378,8 +379,10 @@ async def _write_status(gw: Gateway) -> None:
 def write_atomic(path: Path, data: bytes, mode: int | None, *, durable: bool = False) -> None:
     """Replace `path` atomically with `data`, readable as `mode` says from the first byte on.
 
-    The file is written beside it and renamed over it, so a reader never sees half a document and
-    an older file with a wider mode (0644 from an earlier version) ends up with `mode` too.
+    The file is written beside it under a name of its own and renamed over it, so a reader never
+    sees half a document (nor an empty one), and an older file with a wider mode (0644 from an
+    earlier version) ends up with `mode` too. One shared temp name let two writers truncate and
+    write the same inode, and the second rename then found nothing to move.
     `mode` None keeps the mode of the file replaced (0600 for a new one): a config file an admin
     made group-readable stays so. `durable` syncs the data and the rename to disk before returning
     (a config applied from the UI must survive a power cut; the status file rewritten every few
@@ -390,17 +393,21 @@ def write_atomic(path: Path, data: bytes, mode: int | None, *, durable: bool = F
             mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
             mode = 0o600
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, mode)  # O_CREAT's mode applies to a new file only, and is narrowed by the umask
-        with os.fdopen(fd, "wb", closefd=False) as f:
-            f.write(data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, mode)  # mkstemp makes it 0600
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                f.write(data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a name of its own is never reused: a failed write must not leave it behind
+        raise
     if durable:
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

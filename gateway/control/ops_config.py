@@ -1,13 +1,24 @@
 """The control socket's configuration ops: get, check, apply, versions, version, rollback, reload.
 
-Apply is validate → record the file as it was (first time only) → write atomically keeping its
-mode → record the new version → reload. Nothing is written when validation fails, and the
-running gateway keeps going when a reload is refused.
+Apply is lock → validate → record the file as it is if it is not the latest version → write
+atomically keeping its mode → record the new version → reload → unlock. Nothing is written when
+validation fails, and the running gateway keeps going when a reload is refused.
+
+Theory of operation: the control server and the fleet service (a remote bundle, its rollback)
+each make their own ConfigOps, and another process may apply too; so the one serialisation point
+is an exclusive flock on `.<config name>.lock` beside the config (`/etc/edgegw/.gateway.toml.lock`,
+in the unit's ReadWritePaths), held from reading the file through the reload. The file then is
+always the latest recorded version, and an apply answered "ok" was the live config when it
+returned. A crash between the rename and the recording leaves the file ahead of the history: the
+next apply records the file first (actor "file"), so no config that was ever live is lost from it;
+a hand edit is kept the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import time
 import tomllib
 from collections.abc import Callable
@@ -23,6 +34,9 @@ from gateway.control.target import ControlTarget
 from gateway.errors import ConfigError
 
 _BOM = "\ufeff"  # see gateway.configbase.read_toml: Windows editors write it invisibly
+LOCK_POLL_S = 0.02
+FIRST = "before the first apply"
+UNRECORDED = "found on disk, not recorded: edited by hand, or an apply cut short before it was recorded"
 
 
 def parse_text(text: str, source: str = "") -> GatewayConfig:
@@ -34,11 +48,34 @@ def parse_text(text: str, source: str = "") -> GatewayConfig:
     return parse_config(doc, source)
 
 
+def lock_path(config_path: Path) -> Path:
+    return config_path.with_name(f".{config_path.name}.lock")
+
+
+async def _take(fd: int) -> None:
+    # Polled, not a flock in a thread: a thread blocked per waiting apply would hold a worker of
+    # the default executor that the holder's reload needs, and a cancelled wait would leave that
+    # thread to take the lock for nobody.
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            await asyncio.sleep(LOCK_POLL_S)
+
+
+def _write_failed(path: Path, exc: OSError) -> ControlError:
+    return ControlError(
+        WRITE_FAILED,
+        f"config: {path} not written, got {exc.strerror or exc}; the gateway's user needs write "
+        f"access to {path.parent} (systemd: ReadWritePaths=)",
+    )
+
+
 class ConfigOps:
     def __init__(self, target: ControlTarget, clock: Callable[[], float] = time.time) -> None:
         self.target = target
         self.clock = clock
-        self._lock = asyncio.Lock()  # one apply or rollback at a time: each records a version
 
     def _versions(self) -> ConfigVersions:
         return ConfigVersions(Path(self.target.config.gateway.data_dir) / FILE)
@@ -73,39 +110,44 @@ class ConfigOps:
         return await self.apply(a.text(args, "text"), actor=a.text(args, "actor"), comment=a.text(args, "comment", ""))
 
     async def apply(self, text: str, *, actor: str, comment: str) -> dict[str, Any]:
-        async with self._lock:
-            new, errors = self.check(text)
-            if new is None:
-                raise ControlError(
-                    CONFIG_INVALID, f"config: {len(errors)} problem(s), nothing written or reloaded", errors
-                )
-            path = self.target.config_path
-            at = self.clock()
-            store = self._versions()  # the running data_dir's: where the versions so far are
+        path = self.target.config_path
+        try:
+            fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise _write_failed(path, exc) from None
+        try:
+            await _take(fd)
+            return await self._apply_locked(path, text, actor=actor, comment=comment)
+        finally:
+            os.close(fd)  # releases the lock
 
-            def write() -> int:
-                try:
-                    if store.count() == 0 and path.exists():
-                        store.record(
-                            path.read_text(encoding="utf-8"), actor="file", at=at, comment="before the first apply"
-                        )
-                    write_atomic(path, text.encode(), None, durable=True)
-                    return store.record(text, actor=actor, at=at, comment=comment)
-                finally:
-                    store.close()
+    async def _apply_locked(self, path: Path, text: str, *, actor: str, comment: str) -> dict[str, Any]:
+        new, errors = self.check(text)
+        if new is None:
+            raise ControlError(CONFIG_INVALID, f"config: {len(errors)} problem(s), nothing written or reloaded", errors)
+        at = self.clock()
+        store = self._versions()  # the running data_dir's: where the versions so far are
 
+        def write() -> int:
             try:
-                version = await asyncio.to_thread(write)
-            except OSError as exc:
-                raise ControlError(
-                    WRITE_FAILED,
-                    f"config: {path} not written, got {exc.strerror or exc}; the gateway's user needs write "
-                    f"access to {path.parent} (systemd: ReadWritePaths=)",
-                ) from None
-            failed = await self.target.reload(new)
-            if failed:
-                raise ControlError(RELOAD_FAILED, f"config: version {version} written but not running", failed)
-            return {"version": version, "reloaded": True}
+                if path.exists():
+                    on_disk = path.read_text(encoding="utf-8")
+                    latest = store.list(limit=1)
+                    if not latest or latest[0].sha256 != sha256_text(on_disk):
+                        store.record(on_disk, actor="file", at=at, comment=UNRECORDED if latest else FIRST)
+                write_atomic(path, text.encode(), None, durable=True)
+                return store.record(text, actor=actor, at=at, comment=comment)
+            finally:
+                store.close()
+
+        try:
+            version = await asyncio.to_thread(write)
+        except OSError as exc:
+            raise _write_failed(path, exc) from None
+        failed = await self.target.reload(new)
+        if failed:
+            raise ControlError(RELOAD_FAILED, f"config: version {version} written but not running", failed)
+        return {"version": version, "reloaded": True}
 
     async def op_versions(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         def listing() -> list[dict[str, Any]]:
