@@ -13,8 +13,22 @@ Once a mail is sent or has failed that token is erased; the row keeps only a pse
 secret: the same recipients give the same marker, which tells staff "the same patron" without
 the address) and the recipients' domains (`***@example.jp`, as the log redactor shows them).
 
+The key is checked before anything is read: `meta.queue_key_check` (8 bytes of an HMAC under the
+key, nothing about the key itself) says which key the pending mails are sealed under. While any
+mail is pending, a secret store without `mail.queue_key` (restored from an older backup) or with
+another one refuses the queue (`MailQueueKeyMissing`, `MailQueueKeyMismatch`): a new key would
+make every pending mail unreadable, and nothing erases a token because of a key. Only a queue with
+nothing pending gets a new key. A file from before the check (schema version 1) records it at its
+first open, once the key has opened its newest token.
+
+A mail some of whose recipients the server refused for now (4xx to RCPT) while it took the others
+is `narrow`ed: its token is sealed again with those recipients only, so the retry reaches them and
+no one gets it twice; `delivered` and `refused` (the permanent refusals, addresses masked) travel
+in the token so the mail's last word can say what became of the others.
+
 The window that remains: the server accepted the data and the process died before the row was
-marked sent. That mail is sent again after the restart (at least once; SMTP has no idempotency).
+marked sent (or narrowed). That mail is sent again after the restart (at least once; SMTP has no
+idempotency).
 """
 
 from __future__ import annotations
@@ -29,24 +43,40 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from gateway import redact
+from gateway.errors import ConfigError
 from gateway.mail.message import Mail
 from gateway.secrets import SecretStore
 from gateway.storage.files import create_private, wal_mode
 from gateway.storage.schema import migrate
 
-__all__ = ["QUEUE_FILE", "SCHEMA_VERSION", "MailFailure", "MailQueue", "MailState", "MailStatus", "Pending"]
+__all__ = [
+    "QUEUE_FILE",
+    "SCHEMA_VERSION",
+    "MailFailure",
+    "MailQueue",
+    "MailQueueKeyError",
+    "MailQueueKeyMismatch",
+    "MailQueueKeyMissing",
+    "MailState",
+    "MailStatus",
+    "Pending",
+    "key_check",
+]
 
 QUEUE_FILE = "mail.db"
 KEY_SECRET = "mail.queue_key"
-SCHEMA_VERSION = 1  # len(MIGRATIONS)
+SCHEMA_VERSION = 2  # len(MIGRATIONS)
 FAILURES_LIMIT = 200
+_CHECK = b"edgegw mail queue key check v1"
+# a token the queue's key does not open waits this long before it is tried again (never erased)
+UNREADABLE_RETRY_S = 3600.0
 
 _SCHEMA = """
 CREATE TABLE mails (
@@ -66,7 +96,31 @@ CREATE TABLE mails (
 );
 CREATE INDEX mails_due ON mails (state, next_attempt_at) WHERE state = 'pending';
 """
-MIGRATIONS = (_SCHEMA,)  # MIGRATIONS[i] takes a file from version i to i+1 (gateway/storage/schema.py)
+# version 2: meta.queue_key_check, which key the pending mails are sealed under
+_META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
+MIGRATIONS = (_SCHEMA, _META)  # MIGRATIONS[i] takes a file from version i to i+1 (gateway/storage/schema.py)
+
+
+class MailQueueKeyError(ConfigError):
+    """`mail.queue_key` in the secret store cannot open the pending mails; a new key would lose them all."""
+
+    code = "mail_queue_key"
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+        self.params["secret"] = KEY_SECRET
+
+
+class MailQueueKeyMissing(MailQueueKeyError):
+    """Mails are pending, sealed under a key the secret store does not hold."""
+
+    code = "mail_queue_key_missing"
+
+
+class MailQueueKeyMismatch(MailQueueKeyError):
+    """Mails are pending, sealed under another key than the one the secret store holds."""
+
+    code = "mail_queue_key_mismatch"
 
 
 class MailState(enum.Enum):
@@ -112,12 +166,18 @@ MailFailure = MailStatus  # a failed mail's status; `failures()` returns these
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A due mail as the sender reads it (decrypted): only in memory, only while it is sent."""
+    """A due mail as the sender reads it (decrypted): only in memory, only while it is sent.
+
+    After a `narrow`, `mail.to` holds the recipients still owed; `delivered` is how many others got it
+    in earlier attempts and `refused` their permanent refusals (`***@domain: <reply>`).
+    """
 
     id: int
     attempts: int
     created_at: float
     mail: Mail
+    delivered: int = 0
+    refused: tuple[str, ...] = ()
 
 
 def _domains(to: tuple[str, ...]) -> str:
@@ -146,25 +206,13 @@ class MailQueue:
 
     @classmethod
     async def open(cls, data_dir: Path | str, *, clock: Callable[[], float] = time.time) -> MailQueue:
+        """The queue in `data_dir`; MailQueueKeyError when the secret store's key cannot open its pending mails."""
         data_dir = Path(data_dir)
-        fernet, marker_key = await asyncio.to_thread(_keys, data_dir)
-        queue = cls(data_dir / QUEUE_FILE, fernet, marker_key, clock)
-        await asyncio.to_thread(queue._connect)
+        path = data_dir / QUEUE_FILE
+        db, fernet, marker_key = await asyncio.to_thread(_open, data_dir, path)
+        queue = cls(path, fernet, marker_key, clock)
+        queue._db = db
         return queue
-
-    def _connect(self) -> None:
-        # created 0600 before sqlite touches it; sqlite gives its -wal and -shm files the same mode
-        create_private(self.path)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            wal_mode(db)
-            db.execute("PRAGMA synchronous=FULL")  # enqueue's promise: on disk when it returns
-            db.execute("PRAGMA secure_delete=ON")  # an erased payload is overwritten, not left in a free page
-            migrate(db, self.path, MIGRATIONS, store="mail queue")  # a newer file is refused untouched
-        except BaseException:
-            db.close()
-            raise
-        self._db = db
 
     async def close(self) -> None:
         def close() -> None:
@@ -193,14 +241,13 @@ class MailQueue:
         digest = hmac.new(self._marker_key, joined, hashlib.sha256).digest()[:16]
         return "m1:" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
+    def _seal(self, mail: Mail, **extra: object) -> bytes:
+        content = {"to": list(mail.to), "subject": mail.subject, "text": mail.text, "html": mail.html} | extra
+        return self._fernet.encrypt(json.dumps(content, ensure_ascii=False).encode())
+
     async def enqueue(self, mail: Mail) -> int:
         """Store `mail` durably and return its id; the sender is woken at once."""
-        payload = self._fernet.encrypt(
-            json.dumps(
-                {"to": list(mail.to), "subject": mail.subject, "text": mail.text, "html": mail.html},
-                ensure_ascii=False,
-            ).encode()
-        )
+        payload = self._seal(mail)
         now = self._clock()
         row = (now, mail.purpose, mail.reference, now, payload, self.marker(mail.to), _domains(mail.to), len(mail.to))
 
@@ -267,7 +314,12 @@ class MailQueue:
             try:
                 data = json.loads(self._fernet.decrypt(payload))
             except InvalidToken:
-                await self.mark_failed(mail_id, "cannot be decrypted: the mail queue key in the secret store changed")
+                # `open` checked the key, so this one token was sealed under another: kept, never erased
+                error = (
+                    f"cannot be decrypted with secret:{KEY_SECRET}, got a token sealed under another key; "
+                    "kept until that key is back"
+                )
+                await self.defer(mail_id, error, now + UNREADABLE_RETRY_S, attempted=False)
                 continue
             mail = Mail(
                 to=tuple(data["to"]),
@@ -277,7 +329,9 @@ class MailQueue:
                 purpose=purpose,
                 reference=reference,
             )
-            out.append(Pending(mail_id, attempts, created_at, mail))
+            out.append(
+                Pending(mail_id, attempts, created_at, mail, data.get("delivered", 0), tuple(data.get("refused", ())))
+            )
         return out
 
     async def next_due_at(self) -> float | None:
@@ -287,13 +341,14 @@ class MailQueue:
         value: float | None = rows[0]
         return value
 
-    async def mark_sent(self, mail_id: int) -> None:
+    async def mark_sent(self, mail_id: int, note: str | None = None) -> None:
+        """Sent; `note`: what the server refused of it (some recipients refused permanently, addresses masked)."""
         now = self._clock()
         await self._call(
             lambda db: db.execute(
                 "UPDATE mails SET state = 'sent', done_at = ?, payload = NULL, attempts = attempts + 1,"
-                " last_error = NULL WHERE id = ?",
-                (now, mail_id),
+                " last_error = ? WHERE id = ?",
+                (now, note, mail_id),
             )
         )
 
@@ -313,6 +368,18 @@ class MailQueue:
             lambda db: db.execute(
                 "UPDATE mails SET next_attempt_at = ?, last_error = ?, attempts = attempts + ? WHERE id = ?",
                 (next_attempt_at, error, int(attempted), mail_id),
+            )
+        )
+
+    async def narrow(self, pending: Pending, to: tuple[str, ...], error: str, next_attempt_at: float) -> None:
+        """Pending for `to` only: the rest of `pending.mail.to` got it or was refused for good, which
+        `pending.delivered` and `pending.refused` say (the caller's updated copy). Sealed again, deferred."""
+        payload = self._seal(replace(pending.mail, to=to), delivered=pending.delivered, refused=list(pending.refused))
+        await self._call(
+            lambda db: db.execute(
+                "UPDATE mails SET payload = ?, next_attempt_at = ?, last_error = ?, attempts = attempts + 1"
+                " WHERE id = ?",
+                (payload, next_attempt_at, error, pending.id),
             )
         )
 
@@ -352,13 +419,69 @@ def _status(row: tuple[Any, ...]) -> MailStatus:
     )
 
 
-def _keys(data_dir: Path) -> tuple[Fernet, bytes]:
-    """The queue's Fernet key from the secret store (made on first use) and the marker key derived from it."""
-    store = SecretStore(data_dir)
-    key = store.get(KEY_SECRET) if KEY_SECRET in store.names() else None
-    if key is None:
-        key = Fernet.generate_key().decode()
-        store.set(KEY_SECRET, key)
+def _open(data_dir: Path, path: Path) -> tuple[sqlite3.Connection, Fernet, bytes]:
+    """The file, migrated, with its Fernet key (checked against the pending mails) and the marker key."""
+    # created 0600 before sqlite touches it; sqlite gives its -wal and -shm files the same mode
+    create_private(path)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        wal_mode(db)
+        db.execute("PRAGMA synchronous=FULL")  # enqueue's promise: on disk when it returns
+        db.execute("PRAGMA secure_delete=ON")  # an erased payload is overwritten, not left in a free page
+        migrate(db, path, MIGRATIONS, store="mail queue")  # a newer file is refused untouched
+        key = _key(SecretStore(data_dir), db, path)
+    except BaseException:
+        db.close()
+        raise
     redact.register(key)
     marker_key = hmac.new(key.encode(), b"edgegw mail recipient marker v1", hashlib.sha256).digest()
-    return Fernet(key.encode()), marker_key
+    return db, Fernet(key.encode()), marker_key
+
+
+def key_check(key: str) -> bytes:
+    """8 bytes that tell whether a key is the one the pending mails are sealed under (and nothing about the key)."""
+    return hmac.new(key.encode(), _CHECK, hashlib.sha256).digest()[:8]
+
+
+def _key(store: SecretStore, db: sqlite3.Connection, path: Path) -> str:
+    """`mail.queue_key`: the one the pending mails are sealed under, or a new one when none is pending."""
+    key = store.get(KEY_SECRET) if KEY_SECRET in store.names() else None
+    row = db.execute("SELECT value FROM meta WHERE key = 'queue_key_check'").fetchone()
+    check: bytes | None = None if row is None else bytes(row[0])
+    sealed: int = db.execute("SELECT count(*) FROM mails WHERE payload IS NOT NULL").fetchone()[0]
+    where = f"mail queue {path}: {sealed} pending mail(s)"
+    fix = (
+        f"put back the secret store (secrets.enc with its secrets.key) that holds the key they were sealed with, "
+        f"or set it with `edgegw secret set {KEY_SECRET}`, and start again; to give those mails up, move {path} aside"
+    )
+    if sealed:
+        if key is None:
+            raise MailQueueKeyMissing(
+                f"{where} are sealed under secret:{KEY_SECRET}, got a secret store {store.store_path} without it; {fix}"
+            )
+        if check is None:  # a file from before the check: the key must open its newest token
+            (newest,) = db.execute(
+                "SELECT payload FROM mails WHERE payload IS NOT NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            matches = _opens(key, newest)
+        else:
+            matches = hmac.compare_digest(key_check(key), check)
+        if not matches:
+            raise MailQueueKeyMismatch(
+                f"{where} are sealed under another key than secret:{KEY_SECRET} in the secret store "
+                f"{store.store_path}, got a key that does not open them; {fix}"
+            )
+    elif key is None:
+        key = Fernet.generate_key().decode()
+        store.set(KEY_SECRET, key)  # written and fsync'd before anything is sealed under it
+    if check != key_check(key):
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('queue_key_check', ?)", (key_check(key),))
+    return key
+
+
+def _opens(key: str, token: bytes) -> bool:
+    try:
+        Fernet(key.encode()).decrypt(token)
+    except InvalidToken:
+        return False
+    return True

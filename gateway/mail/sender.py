@@ -9,6 +9,14 @@ no TLS only with `plain-loopback` to a relay on this box) and sends them one by 
     4xx                                  -> pending, next attempt after an exponential backoff
     not accepted within max_age_s        -> failed
 
+A refusal at RCPT TO of some recipients only is not an error to aiosmtplib (it raises only when
+every recipient is refused, above); `send_message` returns them, and the data goes to the others:
+
+    250 to the data, some RCPT 4xx       -> pending for those only (`MailQueue.narrow`): the retry
+                                            reaches them and no one who got it gets it twice
+    250 to the data, some RCPT 5xx       -> those counted (`refused_recipients`) and logged masked,
+                                            kept in the mail's `last_error` once it is done
+
 The session itself failing (connection refused, timeout, TLS, STARTTLS missing, authentication
 refused) leaves every due mail pending and delays the next session by the sender's own backoff; it
 is logged once when it starts and once when the server is reachable again (StateLog).
@@ -25,7 +33,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +50,7 @@ from gateway.mail.queue import MailQueue, Pending
 from gateway.secrets import resolve
 from gateway.tls import client_context
 
-__all__ = ["DeliveryError", "MailSender", "SessionError", "probe", "send_now"]
+__all__ = ["DeliveryError", "MailSender", "Refusal", "SessionError", "probe", "send_now"]
 
 log = logging.getLogger("gateway.mail")
 BATCH = 20
@@ -65,6 +73,25 @@ class DeliveryError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code} {self.reply}"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One recipient the server refused at RCPT TO while it took the mail for others.
+
+    `address` is personal data: in memory only, `str()` shows `***@domain`.
+    """
+
+    address: str
+    code: int
+    reply: str  # addresses masked
+
+    @property
+    def permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+    def __str__(self) -> str:
+        return f"***@{self.address.rpartition('@')[2].lower()}: {self.code} {self.reply}"
 
 
 class _Session:
@@ -122,15 +149,16 @@ class _Session:
         if self.client is not None:
             await _close(self.client)
 
-    async def send(self, mail: Mail, now: float) -> None:
-        """Send one mail; DeliveryError when the server refuses it, SessionError when the session breaks."""
+    async def send(self, mail: Mail, now: float) -> list[Refusal]:
+        """Send one mail; returns the recipients refused while others took it. DeliveryError when the
+        server refuses it (every recipient, or MAIL/DATA), SessionError when the session breaks."""
         assert self.client is not None
         cfg = self.config
         message = build_message(
             mail, from_address=cfg.from_address, from_name=cfg.from_name, now=datetime.fromtimestamp(now, UTC)
         )
         try:
-            await self.client.send_message(message, sender=cfg.from_address, recipients=list(mail.to))
+            refused, _ = await self.client.send_message(message, sender=cfg.from_address, recipients=list(mail.to))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             # every recipient refused: permanent only if every refusal was
             codes = [r.code for r in exc.recipients]
@@ -146,6 +174,7 @@ class _Session:
             raise SessionError(_text(str(exc))) from None
         except (OSError, TimeoutError) as exc:
             raise SessionError(f"the session broke, got {_text(str(exc)) or type(exc).__name__}") from None
+        return [Refusal(address, r.code, _text(r.message)) for address, r in refused.items()]
 
 
 def _cause(exc: BaseException) -> str:
@@ -167,10 +196,13 @@ async def _close(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-async def send_now(config: MailConfig, data_dir: Path | str, mail: Mail, *, now: float | None = None) -> None:
-    """Send `mail` at once, outside the queue (`edgegw mail test`); raises SessionError or DeliveryError."""
+async def send_now(config: MailConfig, data_dir: Path | str, mail: Mail, *, now: float | None = None) -> list[Refusal]:
+    """Send `mail` at once, outside the queue (`edgegw mail test`); raises SessionError or DeliveryError.
+
+    Returns the recipients the server refused while it took the mail for the others (with one recipient: []).
+    """
     async with _Session(config, Path(data_dir)) as session:
-        await session.send(mail, time.time() if now is None else now)
+        return await session.send(mail, time.time() if now is None else now)
 
 
 async def probe(config: MailConfig, data_dir: Path | str) -> None:
@@ -202,6 +234,7 @@ class MailSender:
         self.sent = 0
         self.deferred = 0  # 4xx replies
         self.failed = 0  # 5xx replies and mails too old
+        self.refused_recipients = 0  # 5xx to RCPT for some recipients of a mail the others got
         self.session_failures = 0
         self.last_error: str | None = None
         self.last_sent_at: float | None = None
@@ -279,7 +312,7 @@ class MailSender:
                     if self._stopping:
                         break
                     try:
-                        await session.send(item.mail, self.clock())
+                        refused = await session.send(item.mail, self.clock())
                     except DeliveryError as exc:
                         handled += 1
                         left.remove(item)
@@ -291,10 +324,7 @@ class MailSender:
                     else:
                         handled += 1
                         left.remove(item)
-                        await self.queue.mark_sent(item.id)
-                        self.sent += 1
-                        self.last_sent_at = self.clock()
-                        log.info("mail %d sent (%s)", item.id, item.mail.purpose)
+                        await self._accepted(item, refused)
         except _Reconnect:
             pass
         except SessionError as exc:
@@ -324,7 +354,48 @@ class MailSender:
             error,
         )
 
+    async def _accepted(self, item: Pending, refused: list[Refusal]) -> None:
+        """The server took the data: sent, or pending for the recipients it refused for now."""
+        lost = [r for r in refused if r.permanent]
+        later = [r for r in refused if not r.permanent]
+        for r in lost:
+            self.refused_recipients += 1
+            self.last_error = str(r)
+            log.warning(
+                "mail %d (%s, %s): a recipient refused permanently, the others got it: %s",
+                item.id,
+                item.mail.purpose,
+                _text(item.mail.reference),
+                r,
+            )
+        done = replace(
+            item,
+            delivered=item.delivered + len(item.mail.to) - len(refused),
+            refused=item.refused + tuple(str(r) for r in lost),
+        )
+        if later:
+            error = "; ".join(str(r) for r in later)
+            delay = self._retry_delay(item)
+            await self.queue.narrow(done, tuple(r.address for r in later), error, self.clock() + delay)
+            self.deferred += 1
+            self.last_error = error
+            log.info(
+                "mail %d accepted for %d recipient(s), deferred %.0f s for %d by the server: %s",
+                item.id,
+                len(item.mail.to) - len(refused),
+                delay,
+                len(later),
+                error,
+            )
+            return
+        note = "refused permanently: " + "; ".join(done.refused) if done.refused else None
+        await self.queue.mark_sent(item.id, note)
+        self.sent += 1
+        self.last_sent_at = self.clock()
+        log.info("mail %d sent (%s)", item.id, item.mail.purpose)
+
     async def _fail(self, item: Pending, error: str) -> None:
+        error += _outcome(item)
         await self.queue.mark_failed(item.id, error)
         self.failed += 1
         self.last_error = error
@@ -332,9 +403,12 @@ class MailSender:
             "mail %d failed permanently (%s, %s): %s", item.id, item.mail.purpose, _text(item.mail.reference), error
         )
 
-    async def _defer(self, item: Pending, error: str) -> None:
+    def _retry_delay(self, item: Pending) -> float:
         ceiling = min(self.config.retry_cap_s, self.config.retry_initial_s * 2 ** min(item.attempts, 20))
-        delay = self.rng.uniform(ceiling / 2, ceiling)
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    async def _defer(self, item: Pending, error: str) -> None:
+        delay = self._retry_delay(item)
         await self.queue.defer(item.id, error, self.clock() + delay)
         self.deferred += 1
         self.last_error = error
@@ -352,6 +426,7 @@ class MailSender:
             "sent": self.sent,
             "deferred": self.deferred,
             "failed": self.failed,
+            "refused_recipients": self.refused_recipients,
             "session_failures": self.session_failures,
             "last_error": self.last_error,
             "last_sent_at": self.last_sent_at,
@@ -364,6 +439,14 @@ class MailSender:
             },
             "summary": f"mail pending {counts.get('pending', 0)}, failed {counts.get('failed', 0)}",
         }
+
+
+def _outcome(item: Pending) -> str:
+    """What became of a narrowed mail's other recipients, for its failure ("" for a mail never narrowed)."""
+    text = f"; {item.delivered} other recipient(s) got it" if item.delivered else ""
+    if item.refused:
+        text += "; refused permanently: " + "; ".join(item.refused)
+    return text
 
 
 class _Reconnect(Exception):

@@ -352,3 +352,128 @@ async def test_a_missing_secret_keeps_mails_pending_and_says_which(
     assert status.last_error == "secret:not_set: not in the secret store; set it with `edgegw secret set not_set`"
     assert smtp.sessions == 0
     await queue.close()
+
+
+# --- some recipients refused at RCPT TO, the others taking the mail (aiosmtplib raises only for all) ---
+
+STAFF = ("kanri@library.example.jp", "tantou@library.example.jp", "yakan@library.example.jp")
+
+
+def alarm(to: tuple[str, ...] = STAFF) -> Mail:
+    return Mail(
+        to=to, subject="【警報】アップリンク停止", text="orion: 送信停止 300 s\n", purpose="alarm", reference="A-7"
+    )
+
+
+async def test_a_recipient_refused_for_now_is_retried_alone_and_then_refused_for_good(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock
+) -> None:
+    queue, sender = await open_sender(data_dir, smtp.port, tls_material, clock)
+    smtp.replies["RCPT"].extend(["", f"450 4.2.1 <{STAFF[1]}>: mailbox busy", ""])
+    mail_id = await queue.enqueue(alarm())
+    assert await sender.run_once() == 1
+
+    [got] = smtp.received
+    assert got.rcpt_to == [STAFF[0], STAFF[2]] and parsed(got.data)["To"] == ", ".join(STAFF)
+    status = await queue.status(mail_id)
+    assert status is not None and status.state is MailState.PENDING and status.attempts == 1
+    assert status.last_error == "***@library.example.jp: 450 4.2.1 <***@library.example.jp>: mailbox busy"
+    assert status.next_attempt_at is not None and clock.now + 15 <= status.next_attempt_at <= clock.now + 30
+    row = await queue.raw_row(mail_id)
+    assert row is not None and row["payload"] is not None and STAFF[1].encode() not in row["payload"]
+    assert row["marker"] == queue.marker(STAFF) and row["recipients"] == 3  # the mail as it was enqueued
+    [pending] = await queue.due(status.next_attempt_at)
+    assert pending.mail.to == (STAFF[1],) and pending.delivered == 2 and pending.refused == ()
+
+    clock.now = status.next_attempt_at
+    smtp.replies["RCPT"].append(f"550 5.1.1 <{STAFF[1]}>: User unknown")
+    assert await sender.run_once() == 1
+    assert len(smtp.received) == 1  # the two who got it did not get it again
+    assert smtp.commands.count("RCPT") == 4  # three, then the refused one alone
+    done = await queue.status(mail_id)
+    assert done is not None and done.state is MailState.FAILED and done.attempts == 2
+    assert done.last_error == "550 5.1.1 <***@library.example.jp>: User unknown; 2 other recipient(s) got it"
+    row = await queue.raw_row(mail_id)
+    assert row is not None and row["payload"] is None
+    d = sender.diagnostics()
+    assert (d["sent"], d["deferred"], d["failed"], d["refused_recipients"]) == (0, 1, 1, 0)
+    clock.now += 86400
+    assert await sender.run_once() == 0
+    await queue.close()
+
+
+async def test_a_recipient_refused_for_good_is_counted_and_logged_masked_and_the_others_get_it(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue, sender = await open_sender(data_dir, smtp.port, tls_material, clock)
+    smtp.replies["RCPT"].extend([f"550 5.1.1 <{STAFF[0]}>: User unknown", ""])
+    mail_id = await queue.enqueue(alarm(STAFF[:2]))
+    with caplog.at_level(logging.DEBUG):
+        assert await sender.run_once() == 1
+    assert [r.rcpt_to for r in smtp.received] == [[STAFF[1]]]
+    status = await queue.status(mail_id)
+    assert status is not None and status.state is MailState.SENT
+    refusal = "***@library.example.jp: 550 5.1.1 <***@library.example.jp>: User unknown"
+    assert status.last_error == "refused permanently: " + refusal
+    d = sender.diagnostics()
+    assert (d["sent"], d["failed"], d["refused_recipients"], d["last_error"]) == (1, 0, 1, refusal)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"mail {mail_id} (alarm, A-7): a recipient refused permanently, the others got it: {refusal}"]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert not any(a in logged for a in STAFF)
+    await queue.close()
+
+
+async def test_refused_for_good_and_for_now_in_one_answer(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock
+) -> None:
+    queue, sender = await open_sender(data_dir, smtp.port, tls_material, clock)
+    smtp.replies["RCPT"].extend([f"550 5.1.1 <{STAFF[0]}>: User unknown", "451 4.3.0 try later", ""])
+    mail_id = await queue.enqueue(alarm())
+    assert await sender.run_once() == 1
+    assert [r.rcpt_to for r in smtp.received] == [[STAFF[2]]]
+    status = await queue.status(mail_id)
+    assert status is not None and status.state is MailState.PENDING
+    assert status.last_error == "***@library.example.jp: 451 4.3.0 try later"
+    assert status.next_attempt_at is not None
+    clock.now = status.next_attempt_at
+    assert await sender.run_once() == 1  # the one refused for now takes it
+    assert [r.rcpt_to for r in smtp.received] == [[STAFF[2]], [STAFF[1]]]
+    done = await queue.status(mail_id)
+    assert done is not None and done.state is MailState.SENT and done.attempts == 2
+    # the permanent refusal of the first attempt is the mail's last word, also after the retry
+    assert done.last_error == (
+        "refused permanently: ***@library.example.jp: 550 5.1.1 <***@library.example.jp>: User unknown"
+    )
+    assert sender.diagnostics()["refused_recipients"] == 1
+    await queue.close()
+
+
+async def test_send_now_returns_the_recipients_refused_beside_those_that_took_it(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial
+) -> None:
+    smtp.replies["RCPT"].extend(["", "452 4.2.2 mailbox full"])
+    refused = await send_now(mail_config(smtp.port, tls_material), data_dir, alarm(STAFF[:2]))
+    assert [(r.address, r.code, r.permanent, str(r)) for r in refused] == [
+        (STAFF[1], 452, False, "***@library.example.jp: 452 4.2.2 mailbox full")
+    ]
+    assert [r.rcpt_to for r in smtp.received] == [[STAFF[0]]]
+
+
+async def test_a_narrowed_mail_that_grows_too_old_says_what_became_of_the_others(
+    smtp: SmtpServer, data_dir: Path, tls_material: TlsMaterial, clock: Clock
+) -> None:
+    queue, sender = await open_sender(data_dir, smtp.port, tls_material, clock, max_age_s=3600)
+    smtp.replies["RCPT"].extend([f"550 5.1.1 <{STAFF[0]}>: User unknown", "450 4.2.1 try later", ""])
+    mail_id = await queue.enqueue(alarm())
+    assert await sender.run_once() == 1
+    clock.now += 3601
+    assert await sender.run_once() == 1  # failed without asking the server
+    assert smtp.commands.count("RCPT") == 3
+    status = await queue.status(mail_id)
+    assert status is not None and status.state is MailState.FAILED
+    assert status.last_error == (
+        "not accepted within max_age_s (3600 s); 1 other recipient(s) got it; "
+        "refused permanently: ***@library.example.jp: 550 5.1.1 <***@library.example.jp>: User unknown"
+    )
+    await queue.close()
