@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -124,7 +124,9 @@ class SecretStore:
     a change is read, modified and written under an exclusive lock on `secrets.lock`, through a file
     of its own, renamed over the store and made durable with its directory. Without the lock two
     writers each kept only their own change, and a key made for sealed data (a locker's address
-    key) could be lost with everything it sealed. Readers take no lock: a rename is atomic.
+    key) could be lost with everything it sealed. Readers take no lock: a rename is atomic. A value
+    computed from a value read must be changed with `update` (or made with `get_or_create`), which
+    runs the change under that lock: a `get` then a `set` is a race between processes.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -226,12 +228,42 @@ class SecretStore:
         return data[name]
 
     def set(self, name: str, value: str) -> None:
+        self.update(name, lambda _current: value)
+
+    def update(self, name: str, change: Callable[[str | None], str | None]) -> str | None:
+        """Replace the secret `name` by `change(its current value)` atomically; returns the value now stored.
+
+        None stands for absent, as argument and as result (returning None deletes the secret). `change`
+        runs under the store's lock, against the value on disk at that moment: no other process's
+        change can fall between the read and the write, so a change made from a value read earlier
+        (e.g. a key ring) can neither drop another writer's entry nor bring back one it removed.
+        Durable when this returns; nothing is written when `change` returns the current value.
+        `change` must be quick and must not use this store (the lock is not re-entrant).
+        """
         check_name(name)
         with self._locked():
             fernet = self._fernet(create=True)
             data = self._load(fernet)
-            data[name] = value
+            current = data.get(name)
+            new = change(current)
+            if new == current:
+                return current
+            if new is None:
+                del data[name]
+            else:
+                data[name] = new
             self._write(fernet, data)
+        return new
+
+    def get_or_create(self, name: str, make: Callable[[], str]) -> str:
+        """The secret `name`, first set to `make()` if absent; two processes starting together get one value.
+
+        `make` runs only when the secret is absent, under the lock: a key made here is durable before
+        this returns, and every caller gets the value that was stored, never one of its own that lost.
+        """
+        value = self.update(name, lambda current: make() if current is None else current)
+        assert value is not None  # make() returns a str, and the current value is kept otherwise
+        return value
 
     def _write(self, fernet: Fernet, data: dict[str, str]) -> None:
         """Under `_locked`: the new store through a file of its own (0600), renamed and made durable."""

@@ -46,6 +46,10 @@ def secret_name(database: Path) -> str:
     return f"{database.stem}.address_key"
 
 
+def _new_key() -> str:
+    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
+
+
 def _aad(assignment_id: int) -> bytes:
     return f"edgegw locker address v1 assignment {assignment_id}".encode()
 
@@ -63,11 +67,9 @@ class AddressSeal:
     @classmethod
     def from_secret_store(cls, data_dir: Path, name: str, *, where: str) -> AddressSeal:
         """The store's key from the secret store, made (and durable there) on first use."""
-        store = SecretStore(data_dir)
-        text = store.get(name) if name in store.names() else None
-        if text is None:
-            text = base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
-            store.set(name, text)  # written and fsync'd before any row depends on it
+        # made under the secret store's lock and durable before any row depends on it; two processes
+        # opening the store together get the same key (each making its own, one would seal with a lost key)
+        text = SecretStore(data_dir).get_or_create(name, _new_key)
         redact.register(text)
         try:
             key = base64.b64decode(text, validate=True)

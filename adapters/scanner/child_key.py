@@ -81,8 +81,9 @@ def child_key(data_dir: Path, name: str, *, in_file: bytes | None, check: bytes 
     Durable in the secret store when this returns, so the caller may then delete `in_file` from its file.
     `check` is the store's `key_check` of the key its tokens were made with (None before the first).
     """
+    # Whatever is made or adopted goes through get_or_create: under the secret store's lock, durable
+    # when it returns, and two processes starting together end with the one value both then use.
     store = SecretStore(data_dir)
-    text = store.get(name) if name in store.names() else None
     if in_file is not None:
         if len(in_file) != KEY_BYTES:
             raise ChildKeyInvalid(
@@ -90,10 +91,10 @@ def child_key(data_dir: Path, name: str, *, in_file: bytes | None, check: bytes 
                 "restore the station store from a backup",
                 secret=name,
             )
-        if text is None:
-            text = base64.b64encode(in_file).decode("ascii")
-            store.set(name, text)  # written and fsync'd before the row leaves the store's file
-        elif _decode(text) != in_file:
+        adopted = base64.b64encode(in_file).decode("ascii")
+        # the meta value itself, never a new key; durable before the row leaves the store's file
+        text = store.get_or_create(name, lambda: adopted)
+        if _decode(text) != in_file:  # the secret store held another key already
             raise ChildKeyMismatch(
                 f"{where}: the child-token key in the store's meta table and secret:{name} in the secret store "
                 f"{store.store_path} differ, got two keys (not shown); the tokens already issued were made with the "
@@ -101,15 +102,17 @@ def child_key(data_dir: Path, name: str, *, in_file: bytes | None, check: bytes 
                 f"base64 (`edgegw secret set {name}`), and start again",
                 secret=name,
             )
-    elif text is None:
-        if check is not None:
+    elif check is not None:
+        # tokens exist already: only their own key will do, so nothing is made here
+        if name not in store.names():
             raise ChildKeyMissing(
                 f"{where}: its child tokens were made with secret:{name}, got a secret store {store.store_path} "
                 f"without it; {_RESTORE} (a new key would give every child a new token)",
                 secret=name,
             )
-        text = base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
-        store.set(name, text)  # written and fsync'd before any token depends on it
+        text = store.get(name)
+    else:
+        text = store.get_or_create(name, lambda: base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii"))
     redact.register(text)
     key = _decode(text)
     if len(key) != KEY_BYTES:

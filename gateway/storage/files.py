@@ -61,6 +61,7 @@ def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield db
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite rolls back by itself on a full disk: the first error is the one to raise
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")

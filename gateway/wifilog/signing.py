@@ -47,19 +47,20 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
+def _new_private_key() -> str:
+    raw = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return base64.b64encode(raw).decode("ascii")
+
+
 class Signer:
     """The gateway's Wi-Fi log signing key, made on first use."""
 
     def __init__(self, secrets: SecretStore) -> None:
-        if SIGNING_SECRET in secrets.names():
-            raw = base64.b64decode(secrets.get(SIGNING_SECRET))
-            self._key = Ed25519PrivateKey.from_private_bytes(raw)
-        else:
-            self._key = Ed25519PrivateKey.generate()
-            raw = self._key.private_bytes(
-                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-            )
-            secrets.set(SIGNING_SECRET, base64.b64encode(raw).decode("ascii"))
+        # get_or_create: the receivers, the CLI and the web UI starting together all sign with one key
+        text = secrets.get_or_create(SIGNING_SECRET, _new_private_key)
+        self._key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(text))
         self.public_key = self._key.public_key()
         self.fingerprint = fingerprint(self.public_key)
 

@@ -16,7 +16,14 @@ included, holds only undecryptable rows for that period: crypto-erasure), delete
 wrapped DEK, vacuums the file, and stores a signed erasure certificate. A crash between the steps is
 finished by the next `expire`: a period whose KEK is gone is erased and certified.
 
-Writes come in batches (`apply`): one transaction, one fsync, then the caller answers the NAS.
+Writes come in batches (`apply`): one transaction, one fsync, then the caller answers the NAS. A
+data key made in a batch is cached only once the batch committed: a batch rolled back (disk full)
+leaves no key that the database does not hold wrapped.
+
+Several stores share one key ring (the radius and syslog receivers each open one, the CLI and the
+web UI too), so every change to it is a `SecretStore.update` applied to the ring as it is on disk
+under the secret store's lock, never a ring read earlier written back: a key added by one store
+cannot be dropped by another's erasure, nor an erased key brought back by another's addition.
 """
 
 from __future__ import annotations
@@ -174,6 +181,12 @@ def _aad(nas: str, session_id: str) -> bytes:
     return f"{nas}\0{session_id}".encode()
 
 
+def _ring(text: str | None) -> dict[str, dict[str, str]]:
+    """`secret:wifilog.keys`: period → {"id": key id, "kek": base64 KEK}; None (absent) is the empty ring."""
+    ring: dict[str, dict[str, str]] = json.loads(text) if text is not None else {}
+    return ring
+
+
 class WifiLogStore:
     """The store in `<data_dir>/wifilog/`; one writer (the gateway), readers (CLI, web) may open it meanwhile."""
 
@@ -188,6 +201,7 @@ class WifiLogStore:
         self.secrets = SecretStore(self.data_dir)  # the gateway's secret store, as `edgegw secret` uses it
         self._lock = threading.Lock()
         self._keys: dict[str, _PeriodKeys] = {}
+        self._made: dict[str, _PeriodKeys] = {}  # keys made in the open transaction: cached once it commits
         self._signer: Signer | None = None
         create_private(self.path)
         self._db = self._connect()
@@ -228,55 +242,77 @@ class WifiLogStore:
     # -- keys -------------------------------------------------------------------------------------------
 
     def _keks(self) -> dict[str, dict[str, str]]:
+        """The key ring as read now: for decisions and reading only, never to be written back (see `update`)."""
         if KEYS_SECRET not in self.secrets.names():
             return {}
-        data: dict[str, dict[str, str]] = json.loads(self.secrets.get(KEYS_SECRET))
-        return data
+        return _ring(self.secrets.get(KEYS_SECRET))
 
     def _period_keys(self, db: sqlite3.Connection, period: str, create: bool) -> _PeriodKeys | None:
-        keys = self._keys.get(period)
+        keys = self._keys.get(period) or self._made.get(period)
         if keys is not None:
             return keys
         row = db.execute("SELECT key_id, wrapped_key FROM periods WHERE period = ?", (period,)).fetchone()
-        keks = self._keks()
         if row is None:
             if not create:
                 return None
-            key_id = f"wifilog-{period}-{_random.token_hex(4)}"
-            kek = _random.token_bytes(32)
-            keks[period] = {"id": key_id, "kek": base64.b64encode(kek).decode("ascii")}
-            # the KEK is durable in the secret store before any row depends on it
-            self.secrets.set(KEYS_SECRET, json.dumps(keks, sort_keys=True))
-            dek = _random.token_bytes(32)
-            nonce = _random.token_bytes(12)
-            wrapped = nonce + AESGCM(kek).encrypt(nonce, dek, key_id.encode())
-            db.execute(
-                "INSERT INTO periods (period, key_id, wrapped_key, created_at) VALUES (?, ?, ?, ?)",
-                (period, key_id, wrapped, datetime.now(UTC).isoformat()),
-            )
-            log.info("wifilog: created the data key %s for period %s", key_id, period)
-        else:
-            key_id, wrapped = str(row[0]), bytes(row[1])
-            entry = keks.get(period)
-            if entry is None or entry["id"] != key_id:
-                return None  # erased (or being erased): the period's rows can no longer be read
-            try:
-                dek = AESGCM(base64.b64decode(entry["kek"])).decrypt(wrapped[:12], wrapped[12:], key_id.encode())
-            except InvalidTag:
-                raise WifiLogError(
-                    f"wifilog period {period}: the wrapped data key does not open with key {key_id}; "
-                    "the database and the secret store do not belong together"
-                ) from None
+            keys = self._make_period_key(db, period)
+            self._made[period] = keys
+            return keys
+        key_id, wrapped = str(row[0]), bytes(row[1])
+        entry = self._keks().get(period)
+        if entry is None or entry["id"] != key_id:
+            return None  # erased (or being erased): the period's rows can no longer be read
+        try:
+            dek = AESGCM(base64.b64decode(entry["kek"])).decrypt(wrapped[:12], wrapped[12:], key_id.encode())
+        except InvalidTag:
+            raise WifiLogError(
+                f"wifilog period {period}: the wrapped data key does not open with key {key_id}; "
+                "the database and the secret store do not belong together"
+            ) from None
         keys = _PeriodKeys(key_id, dek)
         self._keys[period] = keys
         return keys
+
+    def _make_period_key(self, db: sqlite3.Connection, period: str) -> _PeriodKeys:
+        """In the write transaction, which holds the database's write lock: a new period's DEK, wrapped by its KEK."""
+        fresh = {
+            "id": f"wifilog-{period}-{_random.token_hex(4)}",
+            "kek": base64.b64encode(_random.token_bytes(32)).decode(),
+        }
+
+        def add(current: str | None) -> str | None:
+            ring = _ring(current)
+            if period in ring:
+                # left by a batch rolled back after it was saved; no other store is between saving a
+                # KEK and inserting its period's row now (we hold the write lock), so none uses it
+                return current
+            ring[period] = fresh
+            return json.dumps(ring, sort_keys=True)
+
+        # the KEK is durable in the secret store before any row depends on it
+        entry = _ring(self.secrets.update(KEYS_SECRET, add))[period]
+        key_id, kek = entry["id"], base64.b64decode(entry["kek"])
+        dek = _random.token_bytes(32)
+        nonce = _random.token_bytes(12)
+        wrapped = nonce + AESGCM(kek).encrypt(nonce, dek, key_id.encode())
+        db.execute(
+            "INSERT INTO periods (period, key_id, wrapped_key, created_at) VALUES (?, ?, ?, ?)",
+            (period, key_id, wrapped, datetime.now(UTC).isoformat()),
+        )
+        log.info("wifilog: created the data key %s for period %s", key_id, period)
+        return _PeriodKeys(key_id, dek)
 
     # -- writing ----------------------------------------------------------------------------------------
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, immediate(self._db) as db:
-            yield db
+        with self._lock:
+            try:
+                with immediate(self._db) as db:
+                    yield db
+                self._keys.update(self._made)  # their wrapped copies are committed with the batch
+            finally:
+                self._made.clear()  # a batch rolled back took its keys' `periods` rows with it
 
     def apply(self, events: Sequence[SessionEvent]) -> None:
         """Merge `events` into their sessions in one durable transaction (returns once committed)."""
@@ -309,7 +345,8 @@ class WifiLogStore:
         if row is None and db.execute("SELECT 1 FROM certificates WHERE period = ?", (period,)).fetchone():
             return  # a late event of a period already erased: it stays forgotten
         keys = self._period_keys(db, period, create=True)
-        assert keys is not None
+        if keys is None:
+            return  # its KEK is destroyed and its erasure not finished yet: the session stays forgotten
         values = (
             new.start.timestamp(),
             new.end.timestamp(),
@@ -433,12 +470,18 @@ class WifiLogStore:
             if self._db.execute("SELECT 1 FROM periods WHERE period = ?", (period,)).fetchone() is None:
                 return None  # the other receiver's store erased it meanwhile and holds its certificate
             records = int(self._db.execute("SELECT COUNT(*) FROM sessions WHERE period = ?", (period,)).fetchone()[0])
-            keks = self._keks()
-            destroyed = [e["id"] for p, e in keks.items() if p == period]
-            if destroyed:
-                # first the key: from here on no copy of this period's rows can be read anywhere
-                del keks[period]
-                self.secrets.set(KEYS_SECRET, json.dumps(keks, sort_keys=True))
+            destroyed: list[str] = []
+
+            def drop(current: str | None) -> str | None:
+                ring = _ring(current)
+                entry = ring.pop(period, None)
+                if entry is None:
+                    return current
+                destroyed.append(entry["id"])
+                return json.dumps(ring, sort_keys=True)
+
+            # first the key: from here on no copy of this period's rows can be read anywhere
+            self.secrets.update(KEYS_SECRET, drop)
             self._keys.pop(period, None)
         document = self.signer.sign(
             {

@@ -7,6 +7,9 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -51,6 +54,76 @@ def test_writers_in_several_processes_lose_no_secret(tmp_path: Path) -> None:
     assert store.names() == sorted(["first", *(f"p{k}-{i}" for k in range(4) for i in range(15))])
     assert store.get("p3-14") == "value-p3-14" and store.get("first") == "kept"
     assert not list(tmp_path.glob("*.tmp"))  # no half-written store left behind
+
+
+def test_update_changes_the_current_value_and_none_means_absent(tmp_path: Path) -> None:
+    store = SecretStore(tmp_path)
+    assert store.update("ring", lambda current: current) is None  # absent, left absent: nothing written
+    assert not store.store_path.exists()
+    assert store.update("ring", lambda current: (current or "") + "a") == "a"
+    assert store.update("ring", lambda current: (current or "") + "b") == "ab"
+    inode = store.store_path.stat().st_ino
+    assert store.update("ring", lambda current: current) == "ab"
+    assert store.store_path.stat().st_ino == inode  # unchanged: the store is not rewritten
+    with pytest.raises(ZeroDivisionError):
+        store.update("ring", lambda current: str(1 / 0))
+    assert store.get("ring") == "ab"  # a change that fails writes nothing
+    assert store.update("ring", lambda current: None) is None
+    assert store.names() == []  # None deletes
+
+
+def test_get_or_create_makes_a_value_once(tmp_path: Path) -> None:
+    store = SecretStore(tmp_path)
+    made: list[str] = []
+
+    def make() -> str:
+        made.append("k1")
+        return "k1"
+
+    assert store.get_or_create("key", make) == "k1"
+    assert store.get_or_create("key", make) == "k1"
+    assert made == ["k1"] and SecretStore(tmp_path).get("key") == "k1"
+
+
+def _increment(directory: str, start: Barrier, results: Queue[str], times: int) -> None:
+    store = SecretStore(Path(directory))
+    start.wait()
+    for _ in range(times):
+        store.update("counter", lambda current: str(int(current or "0") + 1))
+    results.put("done")
+
+
+def _get_or_create(directory: str, start: Barrier, results: Queue[str]) -> None:
+    store = SecretStore(Path(directory))
+    start.wait()
+    results.put(store.get_or_create("shared_key", lambda: os.urandom(16).hex()))
+
+
+def _in_four_processes(target: Callable[..., None], *args: object) -> list[str]:
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args[:1], start, results, *args[1:])) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    out: list[str] = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    return out
+
+
+def test_updates_racing_in_four_processes_lose_no_change(tmp_path: Path) -> None:
+    # a get() then a set() here lost increments: each process wrote back the value it had read
+    SecretStore(tmp_path).set("other", "kept")
+    _in_four_processes(_increment, str(tmp_path), 25)
+    store = SecretStore(tmp_path)
+    assert store.get("counter") == "100" and store.get("other") == "kept"
+
+
+def test_get_or_create_racing_in_four_processes_keeps_one_value(tmp_path: Path) -> None:
+    # two processes starting together must not each make (and one of them then use) its own key
+    values = _in_four_processes(_get_or_create, str(tmp_path))
+    assert len(set(values)) == 1 and SecretStore(tmp_path).get("shared_key") == values[0]
 
 
 def test_a_store_without_its_key_is_not_given_a_new_one(tmp_path: Path) -> None:

@@ -6,17 +6,20 @@ import base64
 import hashlib
 import hmac
 import logging
+import multiprocessing
 import os
 import shutil
 import sqlite3
 import tarfile
 import time
 from datetime import UTC, datetime
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
 
-from adapters.locker.address_seal import AddressKeyInvalid
+from adapters.locker.address_seal import AddressKeyInvalid, AddressSeal
 from adapters.locker.pickup import SCHEMA_VERSION, Assignment, CodeCheck, PickupError, PickupState, PickupStore
 from gateway.backup import archive
 from gateway.secrets import SecretStore
@@ -166,6 +169,26 @@ def test_replacing_the_key_erases_every_address_in_every_copy(tmp_path: Path) ->
     s.close()
     # the copy alone: no secrets.key, so the secret store does not open and neither does the address
     assert ADDRESS.encode() not in (copy / "locker-x.db").read_bytes()
+
+
+def _seal_at_start(directory: str, together: Barrier, sealed: Queue[bytes]) -> None:
+    together.wait()
+    sealed.put(AddressSeal.from_secret_store(Path(directory), SECRET, where="locker-x").seal(1, ADDRESS))
+
+
+def test_four_processes_opening_the_store_together_seal_with_one_key(tmp_path: Path) -> None:
+    # each making its own key, all but one would seal addresses under a key the secret store lost
+    ctx = multiprocessing.get_context("spawn")
+    together, sealed = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_seal_at_start, args=(str(tmp_path), together, sealed)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    values = [sealed.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    seal = AddressSeal.from_secret_store(tmp_path, SECRET, where="locker-x")
+    assert [seal.open(1, v) for v in values] == [ADDRESS] * 4
 
 
 def test_a_secret_that_is_not_a_key_is_refused_without_showing_it(tmp_path: Path) -> None:

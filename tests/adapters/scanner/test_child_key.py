@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import multiprocessing
 import shutil
 import sqlite3
 from datetime import UTC, datetime
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
 
-from adapters.scanner.child_key import ChildKeyMismatch, ChildKeyMissing
+from adapters.scanner.child_key import ChildKeyMismatch, ChildKeyMissing, child_key
 from adapters.scanner.classify import IdKind, ScanClass, ScanKind
 from adapters.scanner.station import Purpose, Station, StationConfig, child_token
 from adapters.scanner.store import SCHEMA_VERSION, StationStore, StationStoreError
@@ -118,6 +121,28 @@ def test_a_new_store_keeps_its_key_in_the_secret_store_not_in_its_file(tmp_path:
         assert again.local_key() == key  # the same key at every start, the same tokens
     finally:
         again.close()
+
+
+def _start(directory: str, in_file: bytes | None, together: Barrier, keys: Queue[bytes]) -> None:
+    together.wait()
+    keys.put(child_key(Path(directory), SECRET, in_file=in_file, check=None, where="stations.db"))
+
+
+@pytest.mark.parametrize("in_file", [None, OLD_KEY], ids=["made", "adopted_from_meta"])
+def test_four_processes_starting_together_end_with_one_key(tmp_path: Path, in_file: bytes | None) -> None:
+    # each making its own key, a process could tokenise children with a key another's write replaced
+    ctx = multiprocessing.get_context("spawn")
+    together, keys = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_start, args=(str(tmp_path), in_file, together, keys)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    got_keys = {keys.get(timeout=120) for _ in procs}
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    assert got_keys == {stored_secret(tmp_path)}
+    if in_file is not None:
+        assert got_keys == {OLD_KEY}  # the meta value itself, never a new key
 
 
 def test_a_first_release_file_moves_its_key_and_keeps_every_token(tmp_path: Path) -> None:
