@@ -37,6 +37,7 @@ from gateway.processing.registry import build_stage
 from gateway.processing.stage import Stage
 from gateway.records import Command, CommandResult, Reading, utc_now
 from gateway.secrets import SecretStore
+from gateway.storage.files import fsync_dir
 from gateway.supervisor import Supervisor
 from gateway.uplinks.api import CommandSource
 
@@ -409,11 +410,7 @@ def write_atomic(path: Path, data: bytes, mode: int | None, *, durable: bool = F
             os.unlink(tmp)  # a name of its own is never reused: a failed write must not leave it behind
         raise
     if durable:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
 
 
 def reload_problem(running: GatewayConfig, new: GatewayConfig) -> str | None:

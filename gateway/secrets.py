@@ -24,6 +24,7 @@ from pydantic import AfterValidator
 
 from gateway import redact
 from gateway.errors import ConfigError, GatewayError
+from gateway.storage.files import fsync_dir
 
 if TYPE_CHECKING:
     # imported in SecretStore._fernet, the one place a store is opened: cryptography's bindings are
@@ -165,7 +166,7 @@ class SecretStore:
                 f.write(Fernet.generate_key())
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return Fernet(self.key_path.read_bytes().strip())
 
     def _load(self, fernet: Fernet) -> dict[str, str]:
@@ -278,21 +279,12 @@ class SecretStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def names(self) -> list[str]:
         if not self.key_path.exists():
             return []
         return sorted(self._load(self._fernet(create=False)))
-
-
-def _fsync_dir(directory: Path) -> None:
-    """A rename or a new file in `directory` survives a power cut only once the directory is synced."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def resolve(ref: str, data_dir: Path | str) -> str:

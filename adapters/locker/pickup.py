@@ -52,7 +52,7 @@ from typing import Any
 from adapters.locker.address_seal import AddressSeal, AddressUnreadable, secret_name
 from gateway.errors import GatewayError
 from gateway.logs import component_logger
-from gateway.storage.files import create_private, immediate, wal_mode
+from gateway.storage.files import create_private, fsync_dir, immediate, wal_mode
 from gateway.storage.schema import Migrations, migrate
 
 __all__ = ["ACTIVE", "SCHEMA_VERSION", "Assignment", "CodeCheck", "PickupError", "PickupState", "PickupStore"]
@@ -423,11 +423,7 @@ def _key(path: Path) -> bytes:
             os.link(tmp, path)
     finally:
         os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
     key = path.read_bytes()  # ours, or the one another process linked first
     if len(key) != _KEY_BYTES:  # pragma: no cover - only a file written by something else than this function
         raise PickupError(f"locker code key {path}: {len(key)} bytes, not {_KEY_BYTES}; remove it and start again")

@@ -44,7 +44,7 @@ from typing import Any
 from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.secrets import SecretStore
-from gateway.storage.files import create_private, durable_connection, immediate
+from gateway.storage.files import create_private, durable_connection, fsync_dir, immediate
 
 __all__ = [
     "ACTIONS",
@@ -261,7 +261,7 @@ class AuditLog:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            _fsync_dir(self.state_dir)  # the rename survives a power cut: a lost head would read as deleted entries
+            fsync_dir(self.state_dir)  # the rename survives a power cut: a lost head would read as deleted entries
 
     @staticmethod
     def _append(
@@ -477,14 +477,6 @@ def _entry(row: sqlite3.Row) -> AuditEntry:
 
 def _head_seal(key: bytes, entry_id: int, mac: str) -> str:
     return hmac.new(key, b"head:" + canonical({"id": entry_id, "mac": mac}).encode(), hashlib.sha256).hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_head(path: Path, key: bytes) -> tuple[int, str] | str | None:

@@ -37,6 +37,7 @@ from typing import Any
 from gateway import __version__
 from gateway.errors import GatewayError
 from gateway.secrets import KEY_FILE
+from gateway.storage.files import fsync_dir
 
 log = logging.getLogger("gateway.backup")
 
@@ -244,7 +245,7 @@ def create(
             for member, copy in members:
                 tar.add(copy, arcname=member.name, recursive=False, filter=_plain)
     os.replace(part, final)
-    _fsync_dir(out_dir)
+    fsync_dir(out_dir)
     _give_to(data_dir.stat(), [*made, out_dir, final])
     log.info("backup written: %s (%d files, %d bytes)", final, len(members), final.stat().st_size)
     return final
@@ -323,14 +324,6 @@ def _give_to(owner: os.stat_result, paths: list[Path]) -> None:
             log.warning(
                 "backup: cannot hand %s to uid %d, got %s; the nightly run may not rotate it", path, owner.st_uid, exc
             )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,15 @@ def create_private(path: Path) -> None:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
+def fsync_dir(directory: Path) -> None:
+    """A rename or a new file in `directory` survives a power cut only once the directory is synced."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def wal_mode(db: sqlite3.Connection, *, within_s: float = 10.0) -> None:
     """`PRAGMA journal_mode=WAL`, waiting out other connections that convert the same new file.
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import ConfigError
+from gateway.storage.files import fsync_dir
 from gateway.web.config import WebConfig
 
 log = logging.getLogger(__name__)
@@ -165,11 +166,7 @@ def _write_whole(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
 
 
 def _pair_loads(cert_path: Path, key_path: Path) -> bool:
