@@ -30,7 +30,7 @@ from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.errors import AdapterError, ReadingError
 from gateway.logs import StateLog, component_logger
 from gateway.mqtt.client import ClientSettings, ConnectFailed, ConnectionLost, ConnectRefused, MqttClient
-from gateway.mqtt.packets import CONNACK, SUBACK, Publish, reason_text
+from gateway.mqtt.packets import CONNACK, SUBACK, PacketTooLarge, Publish, TooLarge, reason_text
 from gateway.records import Emit, EmitFlush, EmitMany, Reading, utc_now
 from gateway.secrets import resolve
 from gateway.tls import client_context
@@ -165,6 +165,7 @@ class MqttAdapter:
             tls=tls,
             session_expiry_s=cfg.session_expiry_s,
             receive_maximum=cfg.max_inflight,
+            max_packet_bytes=cfg.max_message_bytes,
             connect_timeout_s=_CONNECT_TIMEOUT_S,
         )
 
@@ -176,7 +177,9 @@ class MqttAdapter:
             # another (the broker redelivers those, and their readings are then stored twice:
             # at-least-once). Their commits go on and settle slots that are no longer listed.
             self._slots.clear()
-            client = MqttClient(settings, on_publish=self._on_publish, on_handed_out=self._flush)
+            client = MqttClient(
+                settings, on_publish=self._on_publish, on_handed_out=self._flush, on_too_large=self._on_too_large
+            )
             # set before connect(): PUBLISHes the broker sends right behind CONNACK are handed out at once
             self._client = client
             try:
@@ -214,6 +217,9 @@ class MqttAdapter:
                 self._on_connected(connack.session_present)
                 why = await self._subscribed(client)
                 self.connected = False
+                if isinstance(client.wire_error, PacketTooLarge):
+                    # a v5 broker that sent what it was told not to: the message that cost the connection
+                    self.malformed[MalformedReason.TOO_LARGE.value] += 1
                 if self._client is client:
                     self._client = None
                     self._slots.clear()
@@ -296,6 +302,20 @@ class MqttAdapter:
             self._burst.append((slot, readings[0]))  # the usual message: no generator to resume
         else:
             self._burst.extend((slot, reading) for reading in readings)
+
+    def _on_too_large(self, msg: TooLarge) -> None:
+        # An MQTT 3.1.1 broker's message over max_message_bytes, skipped unread by the client: dropped,
+        # counted and acknowledged in its turn like a malformed one, or it would come back after every
+        # reconnect (a v5 broker is told the limit and drops such messages itself).
+        if not self._running:
+            return
+        self.received += 1
+        slot = _Slot(msg.packet_id, msg.qos)
+        self._slots.append(slot)
+        if len(self._slots) >= self.config.max_inflight:
+            cast(MqttClient, self._client).pause_reading()
+        topic = msg.topic.decode("utf-8", "replace")
+        self._drop(slot, topic, MalformedReason.TOO_LARGE.value, f"{msg}; raise max_message_bytes to take them")
 
     def _flush(self) -> None:
         self._arrived = None  # the next read is a new arrival

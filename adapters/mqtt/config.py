@@ -156,6 +156,13 @@ class MqttAdapterConfig(AdapterConfig):
         default=7 * 86_400, ge=60, le=0xFFFFFFFF, description="how long the broker queues for us while we are away"
     )
     max_inflight: int = Field(default=1000, ge=1, le=65535, description="unacknowledged messages at most")
+    max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=4096,
+        le=268_435_460,
+        description="the largest message taken from the broker (the whole MQTT packet: payload, topic and "
+        "~10 bytes); larger ones are dropped and counted as too_large",
+    )
     reconnect_min_s: float = Field(default=1.0, ge=0.05, le=60)
     reconnect_max_s: float = Field(default=60.0, ge=0.05, le=3600)
     probe_s: float = Field(

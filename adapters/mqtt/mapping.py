@@ -34,10 +34,11 @@ class MalformedReason(enum.Enum):
     """Why a message was dropped; the adapter counts per reason.
 
     The reasons of a field (adapters.jsonmap.errors.Problem) have the same values, so a FieldError's
-    problem converts as it is; BAD_TOPIC is this adapter's own.
+    problem converts as it is; BAD_TOPIC and TOO_LARGE are this adapter's own.
     """
 
     BAD_TOPIC = "bad_topic"  # topic is not UTF-8 or matches no subscription
+    TOO_LARGE = "too_large"  # over max_message_bytes: skipped unread (MQTT 3.1.1; a v5 broker drops it itself)
     NOT_JSON = "not_json"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"

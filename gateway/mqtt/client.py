@@ -25,6 +25,14 @@ socket is not read, so TCP holds the broker back, whatever its Receive Maximum h
 does not count the broker's silence: its PINGRESP waits unread behind the paused reads, and a slow
 buffer is not a dead broker. The silence clock restarts on resume.
 
+Packets over `max_packet_bytes` (1 MiB unless the user says otherwise): a v5 CONNECT asks the broker
+not to send them (a conforming broker discards such a message and goes on with the next); one that
+comes anyway is refused by its fixed header, before its body is buffered, and drops the connection as
+any wire error does (`wire_error` is then a `PacketTooLarge`). A 3.1.1 broker cannot be asked: its
+oversized PUBLISH is skipped unread and handed to `on_too_large` (a `TooLarge`: topic and packet id)
+to be counted and acknowledged like any message, else a QoS 1 one would come back after every
+reconnect; without `on_too_large` it is a wire error too.
+
 Why its own client: aiomqtt's publish() does not return the v5 PUBACK reason code, and reading it
 meant reaching into its private paho client; the southbound adapter's own transport already
 outran a bare paho subscriber. Every foreign exception (OSError, ssl.SSLError, timeouts) leaving
@@ -47,15 +55,19 @@ from typing import Protocol, Self
 from gateway.mqtt.packets import (
     CONNACK,
     DISCONNECT,
+    MAX_PACKET_BYTES,
     PINGREQ_PACKET,
+    PUBLISH,
     ConnAck,
     Disconnect,
     MqttWireError,
     Packet,
     PacketReader,
+    PacketTooLarge,
     PubAck,
     Publish,
     SubAck,
+    TooLarge,
     Will,
     encode_connect,
     encode_disconnect,
@@ -76,6 +88,7 @@ __all__ = [
     "MqttClientError",
     "OnMessage",
     "OnPublish",
+    "OnTooLarge",
 ]
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -121,6 +134,12 @@ class ClientSettings:
     connect_timeout_s: float = 10.0
     max_inflight: int = 100  # our QoS 1 publishes waiting for their PUBACK at a time
     receive_maximum: int = 0  # v5: the broker's unacknowledged QoS 1 messages to us at a time (0: its default)
+    # The largest packet taken from the broker, told to a v5 one in CONNECT. Without a limit a broker (or
+    # any device publishing to it) could make us buffer 256 MiB a packet. 1 MiB: what Orion takes in one
+    # request, 4x the uplink's largest message by default (max_message_bytes); IoT Agent commands and
+    # broker acks are a few hundred bytes, device payloads (ChirpStack, Zigbee2MQTT) a few KB. The
+    # southbound adapter makes it a key of its own for devices that send more.
+    max_packet_bytes: int = 1_048_576
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +155,7 @@ class Message:
 
 OnMessage = Callable[[Message], None]
 OnPublish = Callable[[Publish], None]
+OnTooLarge = Callable[[TooLarge], None]
 
 
 class DebugLog(Protocol):
@@ -197,17 +217,26 @@ class MqttClient:
         on_message: OnMessage | None = None,
         on_publish: OnPublish | None = None,
         on_handed_out: Callable[[], None] | None = None,
+        on_too_large: OnTooLarge | None = None,
         log: DebugLog | None = None,
     ) -> None:
         if on_message is not None and on_publish is not None:
             raise ValueError("MqttClient: on_message or on_publish (subscriber mode), got both")
+        if not 2 <= settings.max_packet_bytes <= MAX_PACKET_BYTES:
+            raise ValueError(
+                f"MqttClient: max_packet_bytes must be 2..{MAX_PACKET_BYTES}, got {settings.max_packet_bytes}"
+            )
         self.settings = settings
         self.on_message = on_message
         self._on_publish = on_publish
         self._on_handed_out = on_handed_out
+        self._on_too_large = on_too_large
         self._log = log
         # the subscriber mode's hot path skips v5 properties: its user reads topic and payload only
-        self._reader = PacketReader(v5=settings.v5, keep_properties=on_publish is None)
+        self._reader = PacketReader(
+            v5=settings.v5, keep_properties=on_publish is None, max_packet_bytes=settings.max_packet_bytes
+        )
+        self.wire_error: MqttWireError | None = None  # set if what the broker sent ended the connection
         self._paused = False
         self._transport: asyncio.Transport | None = None
         self._connack: asyncio.Future[ConnAck] | None = None
@@ -265,6 +294,7 @@ class MqttClient:
                         clean_start=s.clean_start,
                         will=s.will,
                         receive_maximum=s.receive_maximum,
+                        maximum_packet_size=s.max_packet_bytes,
                     )
                 )
                 connack = await asyncio.shield(self._connack)
@@ -537,6 +567,7 @@ class MqttClient:
                 else:
                     self._handle(packet)
         except MqttWireError as exc:
+            self.wire_error = exc
             self._abort(str(exc))
         if handed_out and self._on_handed_out is not None:
             self._on_handed_out()
@@ -571,7 +602,19 @@ class MqttClient:
                 self._connack.set_result(packet)
         elif isinstance(packet, Disconnect):
             self._abort(f"the broker disconnected us, got {reason_text(DISCONNECT, packet.reason)}")
+        elif isinstance(packet, TooLarge):
+            self._too_large(packet)
         # PINGRESP: _last_read is all the keepalive needs
+
+    def _too_large(self, packet: TooLarge) -> None:
+        """A 3.1.1 broker's PUBLISH over max_packet_bytes, skipped by the reader (see the module docstring)."""
+        if self._on_too_large is None:
+            self.wire_error = PacketTooLarge(PUBLISH, packet.size, packet.limit)
+            self._abort(str(packet))
+            return
+        self._on_too_large(packet)
+        if self._on_publish is None and packet.qos:
+            self._write(encode_puback(packet.packet_id))  # as for a message handed to on_message
 
     async def _keep_alive(self) -> None:
         interval = self.settings.keepalive_s

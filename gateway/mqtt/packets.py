@@ -4,6 +4,8 @@ byte stream into packets, and decodes client packets too (for tests and peers).
 Theory of operation: bytes in (`PacketReader.feed`), packets out (`next`); `encode_*` give the exact
 bytes to write. Nothing here touches a socket or the clock. The subscriber's hot path (PUBLISH in,
 PUBACK out) builds one tuple per message and skips v5 properties unless asked to keep them.
+The reader takes packets up to its `max_packet_bytes` (a v5 CONNECT tells the broker the same figure)
+and judges a larger one by its fixed header, before its body is buffered: see `PacketReader`.
 Only what the gateway uses is implemented: QoS 2, AUTH and topic aliases are not."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from gateway.errors import DeviceProtocolError
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 8, 9, 12, 13, 14
 _MAX_REMAINING = 268_435_455  # MQTT's largest remaining length (4 length bytes)
+MAX_PACKET_BYTES = 1 + 4 + _MAX_REMAINING  # MQTT's largest packet: the first byte, 4 length bytes, the rest
 PINGREQ_PACKET = b"\xc0\x00"
 # v5 allows a DISCONNECT without reason code and properties: "normal disconnection", session kept
 DISCONNECT_PACKET = b"\xe0\x00"
@@ -28,6 +31,17 @@ class MqttWireError(DeviceProtocolError):
     """The broker sent bytes that are not the MQTT we asked for."""
 
     code = "mqtt_wire_error"
+
+
+class PacketTooLarge(MqttWireError):
+    """A packet over the reader's maximum packet size, refused by its fixed header (its body was not read)."""
+
+    code = "mqtt_packet_too_large"
+
+    def __init__(self, packet_type: int, size: int, limit: int) -> None:
+        super().__init__(too_large_text(packet_type, size, limit), packet_type=packet_type, size=size, limit=limit)
+        self.size = size
+        self.limit = limit
 
 
 class Publish(NamedTuple):
@@ -72,7 +86,36 @@ class Disconnect:
     reason: int  # the broker closes the connection after it; 0 if it gave none
 
 
-Packet = Publish | ConnAck | PubAck | SubAck | PingResp | Disconnect
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TooLarge:
+    """A PUBLISH over the reader's `max_packet_bytes` from an MQTT 3.1.1 broker (which cannot be told the
+    limit): its topic and packet id, read from its head; the rest of it was skipped, never buffered."""
+
+    topic: bytes
+    qos: int
+    packet_id: int  # 0 for QoS 0
+    size: int  # bytes of the whole packet
+    limit: int  # the reader's max_packet_bytes
+
+    def __str__(self) -> str:
+        return too_large_text(PUBLISH, self.size, self.limit)
+
+
+Packet = Publish | ConnAck | PubAck | SubAck | PingResp | Disconnect | TooLarge
+
+_TYPE_NAMES = {
+    1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC", 6: "PUBREL", 7: "PUBCOMP", 8: "SUBSCRIBE",
+    9: "SUBACK", 10: "UNSUBSCRIBE", 11: "UNSUBACK", 12: "PINGREQ", 13: "PINGRESP", 14: "DISCONNECT", 15: "AUTH",
+}  # fmt: skip
+
+
+def too_large_text(packet_type: int, size: int, limit: int) -> str:
+    """What a packet over the maximum packet size is called in errors and logs, the same everywhere."""
+    name = _TYPE_NAMES.get(packet_type, f"packet of type {packet_type}")
+    return (
+        f"mqtt: packets from the broker must be at most {limit} bytes (the maximum packet size), "
+        f"got a {name} of {size} bytes"
+    )
 
 
 # MQTT 5 reason code names (spec §2.4) and which packet may carry which code, as paho (the test oracle)
@@ -238,13 +281,16 @@ def encode_connect(
     v5: bool,
     session_expiry_s: int = 0,
     receive_maximum: int = 0,
+    maximum_packet_size: int = 0,
     username: str | None = None,
     password: str | None = None,
     clean_start: bool = False,
     will: Will | None = None,
 ) -> bytes:
     """CONNECT; by default asking to keep the session (clean start / clean session off). With v5, a
-    session expiry and a receive maximum (0: not sent, the broker's default of 65,535)."""
+    session expiry, a receive maximum (0: not sent, the broker's default of 65,535) and a maximum
+    packet size (0: not sent, no limit): a v5 broker then discards larger messages for us rather than
+    sending them (MQTT 5 §3.1.2.11.4)."""
     flags = (0x80 if username is not None else 0) | (0x40 if password is not None else 0) | (2 if clean_start else 0)
     if will is not None:
         flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
@@ -253,6 +299,8 @@ def encode_connect(
         props = b"\x11" + struct.pack("!I", session_expiry_s) if session_expiry_s else b""
         if receive_maximum:
             props += b"\x21" + struct.pack("!H", receive_maximum)
+        if maximum_packet_size:
+            props += b"\x27" + struct.pack("!I", maximum_packet_size)
         body += _varint(len(props)) + props
     body += _text(client_id)
     if will is not None:
@@ -415,6 +463,7 @@ class Connect:
     username: str | None
     password: str | None
     will: Will | None
+    maximum_packet_size: int = 0  # v5; 0 when not sent
 
 
 def _props_end(body: bytes, p: int) -> tuple[int, int]:
@@ -475,7 +524,7 @@ def decode_connect(packet: bytes) -> Connect:
         v5, flags = body[6] == 5, body[7]
         keepalive = (body[8] << 8) | body[9]
         p = 10
-        expiry = receive_max = 0
+        expiry = receive_max = max_packet = 0
         if v5:
             start, p = _props_end(body, p)
             q = start
@@ -486,6 +535,9 @@ def decode_connect(packet: bytes) -> Connect:
                 elif body[q] == 0x21:
                     receive_max = struct.unpack_from("!H", body, q + 1)[0]
                     q += 3
+                elif body[q] == 0x27:
+                    max_packet = struct.unpack_from("!I", body, q + 1)[0]
+                    q += 5
                 else:
                     raise MqttWireError(f"mqtt: CONNECT property not decoded here, got 0x{body[q]:02X}")
         client_id, p = _read_text(body, p)
@@ -516,6 +568,7 @@ def decode_connect(packet: bytes) -> Connect:
         username=username,
         password=password,
         will=will,
+        maximum_packet_size=max_packet,
     )
 
 
@@ -536,13 +589,27 @@ def decode_subscribe(packet: bytes, *, v5: bool) -> tuple[int, tuple[tuple[str, 
 
 
 class PacketReader:
-    """Cuts the broker's byte stream into packets; `feed` bytes as they come, take packets with `next`."""
+    """Cuts the broker's byte stream into packets; `feed` bytes as they come, take packets with `next`.
 
-    def __init__(self, *, v5: bool, keep_properties: bool = False) -> None:
+    A packet over `max_packet_bytes` (the whole packet, fixed header included, as MQTT 5 counts it) is
+    judged by its fixed header, before its body is buffered. From a v5 broker, which was told the limit,
+    it is a protocol error: MqttWireError, and the connection is to be dropped. A 3.1.1 broker cannot be
+    told, and drops nothing for us: it would redeliver a QoS 1 message that cost us the connection after
+    every reconnect, and block the session's queue for good. So a 3.1.1 PUBLISH over the limit becomes a
+    `TooLarge` (its topic and packet id, read from its head, at most 65,539 bytes) and the rest of it is
+    skipped as it comes; the client's user acknowledges it like any message. Any other packet over the
+    limit is an MqttWireError.
+    """
+
+    def __init__(self, *, v5: bool, keep_properties: bool = False, max_packet_bytes: int = MAX_PACKET_BYTES) -> None:
+        if not 2 <= max_packet_bytes <= MAX_PACKET_BYTES:
+            raise ValueError(f"mqtt reader: max_packet_bytes must be 2..{MAX_PACKET_BYTES}, got {max_packet_bytes}")
         self.v5 = v5
         self.keep_properties = keep_properties
+        self.max_packet_bytes = max_packet_bytes
         self._buf = bytearray()
         self._pos = 0
+        self._skip = 0  # bytes of a TooLarge packet still to come, dropped as they arrive
 
     @property
     def buffered(self) -> int:
@@ -554,6 +621,10 @@ class PacketReader:
             # drop what was consumed before growing, so the buffer stays about one read long
             del self._buf[: self._pos]
             self._pos = 0
+        if self._skip:
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
         self._buf += data
 
     def next(self) -> Packet | None:
@@ -578,6 +649,8 @@ class PacketReader:
             if shift > 21:
                 raise MqttWireError(f"mqtt: remaining length longer than 4 bytes, got {bytes(buf[pos:i])!r}")
         end = i + length
+        if end - pos > self.max_packet_bytes:
+            return self._too_large(first, pos, i, end)
         if end > end_of_data:
             return None
         self._pos = end
@@ -585,6 +658,41 @@ class PacketReader:
         if kind == PUBLISH:
             return self._publish(first, i, end)
         return self._control(kind, first, bytes(buf[i:end]))
+
+    def _too_large(self, first: int, pos: int, start: int, end: int) -> TooLarge | None:
+        """A packet at `pos` whose fixed header says it is over the limit (see the class docstring); None
+        while the head of a 3.1.1 PUBLISH has not all come."""
+        kind = first >> 4
+        if self.v5 or kind != PUBLISH:
+            raise PacketTooLarge(kind, end - pos, self.max_packet_bytes)
+        buf = self._buf
+        have = len(buf)
+        qos = (first >> 1) & 3
+        if qos == 3:
+            raise MqttWireError(f"mqtt: malformed PUBLISH header, got flags 0x{first & 0x0F:X}")
+        if qos == 2:
+            raise MqttWireError("mqtt: the broker sent a QoS 2 PUBLISH to a QoS 1 subscription, got qos 2")
+        if have - start < 2:
+            return None
+        topic_end = start + 2 + ((buf[start] << 8) | buf[start + 1])
+        head_end = topic_end + (2 if qos else 0)
+        if head_end > end:
+            raise MqttWireError(f"mqtt: PUBLISH header longer than its packet, got {end - start} bytes")
+        if have < head_end:
+            return None
+        packet = TooLarge(
+            topic=bytes(buf[start + 2 : topic_end]),
+            qos=qos,
+            packet_id=(buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0,
+            size=end - pos,
+            limit=self.max_packet_bytes,
+        )
+        if end <= have:
+            self._pos = end
+        else:  # what came of its body goes now, the rest as it comes
+            self._skip = end - have
+            self._pos = have
+        return packet
 
     def _publish(self, first: int, start: int, end: int) -> Publish:
         try:

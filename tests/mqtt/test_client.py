@@ -22,7 +22,9 @@ from gateway.mqtt.client import (
 )
 from gateway.mqtt.packets import (
     PINGREQ_PACKET,
+    PacketTooLarge,
     Publish,
+    TooLarge,
     Will,
     decode_connect,
     encode_publish,
@@ -509,3 +511,159 @@ async def test_a_connection_leaves_no_descriptor_behind(mosquitto: MosquittoBrok
                 await asyncio.wait_for(asyncio.shield(client.lost), 5)
         await client.disconnect()
         await until(lambda: open_fds() == before, "the connection's descriptors closed")  # uvloop closes later
+
+
+# --- the maximum packet size ---------------------------------------------------------------------------
+
+
+async def test_a_packet_over_the_limit_drops_the_connection_before_its_body_is_sent() -> None:
+    # The review's finding: a broker announced MQTT's largest PUBLISH (268,435,455 bytes) and streamed it;
+    # the client held 89 MiB. This one sends the fixed header only and waits: the body could come only
+    # after the client hung up, so whatever the client did, it did with the header alone.
+    connects: list[bytes] = []
+    hung_up = asyncio.Event()
+
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readexactly(2)
+        connects.append(head + await reader.readexactly(head[1]))
+        writer.write(b"\x20\x03\x00\x00\x00" + b"\x30\xff\xff\xff\x7f\x00\x01t\x00")
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        hung_up.set()
+        writer.close()
+
+    server = await asyncio.start_server(hostile, "127.0.0.1", 0)
+    got: list[Message] = []
+    client = MqttClient(
+        ClientSettings(host="127.0.0.1", port=server.sockets[0].getsockname()[1], client_id="t-huge"),
+        on_message=got.append,
+    )
+    await client.connect()
+    assert decode_connect(connects[0]).maximum_packet_size == 1_048_576  # the default, told to a v5 broker
+    reason = await asyncio.wait_for(asyncio.shield(client.lost), 3)
+    assert reason == (
+        "mqtt: packets from the broker must be at most 1048576 bytes (the maximum packet size), got a PUBLISH "
+        "of 268435460 bytes"
+    )
+    assert isinstance(client.wire_error, PacketTooLarge)
+    await asyncio.wait_for(hung_up.wait(), 3)
+    assert client.unread_bytes == 9 and got == []  # the fixed header and 4 bytes: nothing of the body
+    server.close()
+
+
+def ack_each(client: Callable[[], MqttClient], into: list[Publish]) -> Callable[[Publish], None]:
+    def on_publish(message: Publish) -> None:
+        into.append(message)
+        client().ack([message.packet_id])
+
+    return on_publish
+
+
+async def test_a_v5_broker_drops_a_message_over_the_limit_and_the_next_ones_flow(mosquitto: MosquittoBroker) -> None:
+    # MQTT 5 §3.1.2.11.4: told our Maximum Packet Size, the broker discards a larger message rather than
+    # sending it, and behaves as if it had been delivered: nothing waits in the session for us
+    got: list[Publish] = []
+    options = {"session_expiry_s": 600, "max_packet_bytes": 4096}
+    sub = MqttClient(settings(mosquitto, "t-limit5", **options), on_publish=ack_each(lambda: sub, got))
+    await sub.connect()
+    await sub.subscribe(["t/limit5/#"])
+    await publish_each(mosquitto, "t-limit5-pub", "t/limit5/x", [b"a" * 100, b"b" * 10_000, b"c" * 4000])
+    await until(lambda: len(got) == 2, "the two messages within the limit")
+    await asyncio.sleep(0.2)
+    assert [m.payload for m in got] == [b"a" * 100, b"c" * 4000] and sub.connected
+    await sub.disconnect()
+    await until(lambda: mosquitto.closing_clients() == 0, "the broker to close the old connection")
+    again: list[Publish] = []
+    sub = MqttClient(settings(mosquitto, "t-limit5", **options), on_publish=ack_each(lambda: sub, again))
+    await sub.connect()
+    await publish_each(mosquitto, "t-limit5-pub", "t/limit5/x", [b"d"])
+    await until(lambda: len(again) == 1, "the next message")
+    assert [m.payload for m in again] == [b"d"]  # the large one is not redelivered
+    await sub.disconnect()
+
+
+async def test_a_3_1_1_message_over_the_limit_comes_back_unless_it_is_skipped_and_acknowledged(
+    mosquitto: MosquittoBroker,
+) -> None:
+    # A 3.1.1 broker cannot be told the limit. Dropping the connection, as for any wire error, leaves the
+    # message in the session: it comes back at every reconnect and blocks the queue behind it.
+    options = {"v5": False, "max_packet_bytes": 4096}
+    first = MqttClient(settings(mosquitto, "t-limit311", **options), on_publish=lambda message: None)
+    await first.connect()
+    await first.subscribe(["t/limit311/#"])
+    await publish_each(mosquitto, "t-limit311-pub", "t/limit311/x", [b"b" * 10_000, b"c" * 200])
+    reason = await asyncio.wait_for(asyncio.shield(first.lost), 3)
+    assert reason == (
+        "mqtt: packets from the broker must be at most 4096 bytes (the maximum packet size), got a PUBLISH of "
+        "10019 bytes"
+    )
+    assert isinstance(first.wire_error, PacketTooLarge)
+    await first.disconnect()
+    await until(lambda: mosquitto.closing_clients() == 0, "the broker to close the old connection")
+    # with on_too_large, the client skips it unread and its user acknowledges it in its turn
+    skipped: list[TooLarge] = []
+    got: list[Publish] = []
+
+    def on_too_large(packet: TooLarge) -> None:
+        skipped.append(packet)
+        second.ack([packet.packet_id])
+
+    second = MqttClient(
+        settings(mosquitto, "t-limit311", **options),
+        on_publish=ack_each(lambda: second, got),
+        on_too_large=on_too_large,
+    )
+    await second.connect()
+    await until(lambda: len(got) == 1, "the message behind the large one")
+    assert [(t.topic, t.qos, t.size) for t in skipped] == [(b"t/limit311/x", 1, 10_019)]
+    assert [m.payload for m in got] == [b"c" * 200] and second.connected
+    await second.disconnect()
+    await until(lambda: mosquitto.closing_clients() == 0, "the broker to close the old connection")
+    skipped.clear()
+    third = MqttClient(
+        settings(mosquitto, "t-limit311", **options), on_publish=ack_each(lambda: third, got), on_too_large=on_too_large
+    )
+    await third.connect()
+    await publish_each(mosquitto, "t-limit311-pub", "t/limit311/x", [b"d"])
+    await until(lambda: len(got) == 2, "the next message")
+    assert got[-1].payload == b"d" and skipped == []  # acknowledged: not redelivered
+    await third.disconnect()
+
+
+async def test_on_message_users_get_a_3_1_1_message_over_the_limit_acknowledged_for_them() -> None:
+    sent_acks: list[bytes] = []
+    big = encode_publish("cmd/x", b"x" * 5000, qos=1, packet_id=9, v5=False)
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readexactly(2)
+        await reader.readexactly(head[1])
+        writer.write(b"\x20\x02\x00\x00" + big[:3000])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(big[3000:] + encode_publish("cmd/y", b"ok", qos=1, packet_id=10, v5=False))
+        sent_acks.append(await reader.readexactly(4))
+        sent_acks.append(await reader.readexactly(4))
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    got: list[Message] = []
+    skipped: list[TooLarge] = []
+    client = MqttClient(
+        ClientSettings(
+            host="127.0.0.1",
+            port=server.sockets[0].getsockname()[1],
+            client_id="t-311",
+            v5=False,
+            max_packet_bytes=4096,
+        ),
+        on_message=got.append,
+        on_too_large=skipped.append,
+    )
+    async with client:
+        await until(lambda: len(sent_acks) == 2, "two PUBACKs")
+    server.close()
+    assert sent_acks == [b"\x40\x02\x00\x09", b"\x40\x02\x00\x0a"]  # in the order the messages came
+    assert [(m.topic, m.payload) for m in got] == [("cmd/y", b"ok")]
+    assert skipped == [TooLarge(topic=b"cmd/x", qos=1, packet_id=9, size=len(big), limit=4096)]

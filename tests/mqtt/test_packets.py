@@ -22,8 +22,10 @@ from gateway.mqtt.packets import (
     Connect,
     MqttWireError,
     PacketReader,
+    PacketTooLarge,
     PubAck,
     Publish,
+    TooLarge,
     Will,
     decode_connect,
     decode_subscribe,
@@ -60,6 +62,7 @@ def read_all(data: bytes, *, v5: bool, split: int) -> list[object]:
     clean=st.booleans(),
     expiry=st.integers(0, 2**32 - 1),
     receive_max=st.integers(0, 65_535),
+    max_packet=st.integers(0, 2**32 - 1),
     username=st.none() | texts,
     password=st.none() | texts,
     will=st.none()
@@ -72,6 +75,7 @@ def test_connect_round_trips(
     clean: bool,
     expiry: int,
     receive_max: int,
+    max_packet: int,
     username: str | None,
     password: str | None,
     will: Will | None,
@@ -82,6 +86,7 @@ def test_connect_round_trips(
         v5=v5,
         session_expiry_s=expiry,
         receive_maximum=receive_max,
+        maximum_packet_size=max_packet,
         username=username,
         password=password,
         clean_start=clean,
@@ -97,6 +102,7 @@ def test_connect_round_trips(
         username=username,
         password=password,
         will=will,
+        maximum_packet_size=max_packet if v5 else 0,
     )
 
 
@@ -116,6 +122,22 @@ def test_connect_bytes_follow_the_standard() -> None:
     assert packet == (
         b"\x10\x23\x00\x04MQTT\x05\xee\x00\x1e\x05\x11\x00\x00\x0e\x10\x00\x02gw"
         b"\x00\x00\x01s\x00\x03off\x00\x01u\x00\x01p"
+    )
+
+
+def test_connect_asks_a_v5_broker_for_a_maximum_packet_size_as_paho_encodes_it() -> None:
+    # MQTT 5 §3.1.2.11.4: property 0x27, a four byte integer; paho packs it independently
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.ReceiveMaximum = 1000
+    props.MaximumPacketSize = 1_048_576
+    packet = encode_connect(
+        client_id="gw", keepalive_s=60, v5=True, receive_maximum=1000, maximum_packet_size=1_048_576
+    )
+    packed = props.pack()  # type: ignore[no-untyped-call]
+    assert packet == b"\x10\x17\x00\x04MQTT\x05\x00\x00\x3c" + packed + b"\x00\x02gw"
+    # MQTT 3.1.1 has no properties: the broker cannot be told
+    assert encode_connect(client_id="gw", keepalive_s=60, v5=False, maximum_packet_size=1_048_576) == (
+        b"\x10\x0e\x00\x04MQTT\x04\x00\x00\x3c\x00\x02gw"
     )
 
 
@@ -275,3 +297,102 @@ def test_malformed_connack_properties_say_what_is_wrong(properties: bytes, error
     with pytest.raises(MqttWireError) as info:
         read_all(connack(properties), v5=True, split=0)
     assert str(info.value) == error
+
+
+# --- the maximum packet size ---------------------------------------------------------------------------
+
+
+def small(i: int) -> bytes:
+    return encode_publish(f"t/{i}", b"%d" % i, qos=1, packet_id=i + 1, v5=False)
+
+
+def test_a_packet_at_the_limit_passes_and_one_byte_more_is_refused_by_its_fixed_header() -> None:
+    # the limit counts the whole packet, fixed header included, as MQTT 5 does
+    packet = encode_publish("t", b"x" * 100, qos=1, packet_id=7, v5=True)
+    assert len(packet) == 108
+    reader = PacketReader(v5=True, max_packet_bytes=len(packet))
+    reader.feed(packet)
+    assert isinstance(reader.next(), Publish)
+    reader = PacketReader(v5=True, max_packet_bytes=len(packet) - 1)
+    reader.feed(packet[:2])  # the fixed header only (one length byte): the body has not come
+    with pytest.raises(PacketTooLarge) as info:
+        reader.next()
+    assert str(info.value) == (
+        "mqtt: packets from the broker must be at most 107 bytes (the maximum packet size), got a PUBLISH of 108 bytes"
+    )
+    assert (info.value.code, info.value.params) == (
+        "mqtt_packet_too_large",
+        {"packet_type": 3, "size": 108, "limit": 107},
+    )
+
+
+def test_mqtt_s_largest_remaining_length_is_refused_before_a_byte_of_its_body() -> None:
+    # what a hostile broker sent in review: a v5 PUBLISH of 268,435,455 bytes announced, then streamed
+    reader = PacketReader(v5=True, max_packet_bytes=1_048_576)
+    reader.feed(b"\x30\xff\xff\xff\x7f")
+    with pytest.raises(PacketTooLarge) as info:
+        reader.next()
+    assert str(info.value) == (
+        "mqtt: packets from the broker must be at most 1048576 bytes (the maximum packet size), got a PUBLISH of "
+        "268435460 bytes"
+    )
+    assert reader.buffered == 5
+
+
+@pytest.mark.parametrize("v5", [True, False])
+def test_a_control_packet_over_the_limit_is_a_wire_error_in_either_version(v5: bool) -> None:
+    reader = PacketReader(v5=v5, max_packet_bytes=64)
+    reader.feed(b"\x90\xc8\x01\x00\x01")  # a SUBACK of 200 bytes: no 3.1.1 leniency for those
+    with pytest.raises(PacketTooLarge) as info:
+        reader.next()
+    assert str(info.value) == (
+        "mqtt: packets from the broker must be at most 64 bytes (the maximum packet size), got a SUBACK of 203 bytes"
+    )
+
+
+@given(
+    qos=st.sampled_from([0, 1]),
+    size=st.integers(4_097, 40_000),
+    cuts=st.lists(st.integers(1, 3_000), min_size=1, max_size=20),
+)
+def test_a_3_1_1_publish_over_the_limit_is_skipped_as_it_comes_at_any_split(
+    qos: int, size: int, cuts: list[int]
+) -> None:
+    # a 3.1.1 broker cannot be told the limit: its message is reported by topic and packet id and the rest
+    # of it dropped as it arrives, so the packets around it come through and the reader never holds it
+    big = encode_publish("big/topic", b"x" * size, qos=qos, packet_id=4242, v5=False)
+    stream = small(0) + big + small(1)
+    reader = PacketReader(v5=False, max_packet_bytes=4096)
+    out: list[object] = []
+    most, at, turn = 0, 0, 0
+    while at < len(stream):
+        cut = cuts[turn % len(cuts)]
+        reader.feed(stream[at : at + cut])
+        at, turn = at + cut, turn + 1
+        most = max(most, reader.buffered)
+        while (packet := reader.next()) is not None:
+            out.append(packet)
+    assert out == [
+        Publish(b"t/0", b"0", 1, 1),
+        TooLarge(topic=b"big/topic", qos=qos, packet_id=4242 if qos else 0, size=len(big), limit=4096),
+        Publish(b"t/1", b"1", 1, 2),
+    ]
+    head = len(big) - size  # fixed header, topic and packet id
+    assert most <= max(cuts) + head  # a feed, and what waited of the big one's head; never its body
+    assert str(out[1]) == (
+        f"mqtt: packets from the broker must be at most 4096 bytes (the maximum packet size), got a PUBLISH of "
+        f"{len(big)} bytes"
+    )
+
+
+def test_a_3_1_1_publish_over_the_limit_with_a_broken_head_is_a_wire_error() -> None:
+    reader = PacketReader(v5=False, max_packet_bytes=4096)
+    reader.feed(b"\x32\x88\x40\xff\xff")  # topic length 65,535 in a packet of 8,200 bytes
+    with pytest.raises(MqttWireError) as info:
+        reader.next()
+    assert str(info.value) == "mqtt: PUBLISH header longer than its packet, got 8200 bytes"
+
+
+def test_the_reader_s_limit_is_within_mqtt_s() -> None:
+    with pytest.raises(ValueError, match=r"^mqtt reader: max_packet_bytes must be 2\.\.268435460, got 0$"):
+        PacketReader(v5=True, max_packet_bytes=0)

@@ -14,6 +14,13 @@ lib/ulParser.js and lib/commonBindings.js):
 
 The codec half of this module is pure (topics and payloads in, commands and payloads out); the
 listener half owns its own connection (gateway.mqtt.client), separate from the uplink's publishing one.
+
+Bounds (a flood of commands must not grow the gateway): at most `max_pending` command messages run at
+a time; one more is refused with a busy result. Busy and malformed results wait for the broker in at
+most `REFUSAL_REPLIES` tasks besides; beyond, a refusal goes unanswered (counted) and the agent lets
+the command expire, which is what a busy gateway means to it. A busy spell, a run of malformed
+messages and a run of results the broker did not take are each logged once at WARNING, and their end
+once at INFO with the count; the rest at DEBUG and in the counters.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from gateway.backoff import Backoff
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import StateLog, component_logger
 from gateway.mqtt.client import ClientSettings, Message, MqttClient, MqttClientError
-from gateway.mqtt.packets import SUBACK, reason_text
+from gateway.mqtt.packets import SUBACK, PacketTooLarge, TooLarge, reason_text
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import encode_percent
 from gateway.records import Command, CommandResult
@@ -62,6 +69,10 @@ __all__ = [
 Dispatch = Callable[[Command], Awaitable[CommandResult]]
 
 IDENTITY_TEMPLATE = "{entity_id}"
+# Refusals answered at a time. Each answer takes a PUBACK's round trip from a working broker, so a few
+# keep up with any flood; from one that does not acknowledge, each waits up to ack_timeout_s, and more
+# of them would only pile up (20,000 tasks for a flood of 20,000 commands).
+REFUSAL_REPLIES = 16
 
 
 class CommandPayloadError(GatewayError, ValueError):
@@ -221,6 +232,7 @@ class CommandListenerCounters:
     unknown_device: int = 0
     stale: int = 0  # retained messages ignored
     busy: int = 0  # refused because too many commands were in progress
+    unanswered: int = 0  # busy or malformed, and no result sent: REFUSAL_REPLIES results were waiting already
     results_published: int = 0
     results_lost: int = 0
     reconnects: int = 0
@@ -237,7 +249,8 @@ class MqttCommandListener:
 
     `entity_of` maps an agent device id to an entity id; without it the uplink's `device_id` template
     must be `{entity_id}` (the default), so the device id *is* the entity id. With another template pass
-    `CommandRouter.device_index(config.device_id).entity_of`.
+    `CommandRouter.device_index(config.device_id).entity_of`. `max_pending`: command messages run at a
+    time (see the module docstring for what happens beyond).
     """
 
     def __init__(
@@ -286,7 +299,14 @@ class MqttCommandListener:
         self._link = StateLog(self._log, failing="starting")  # the broker connection: news on change only
         self._ever_connected = False
         self._task: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Task[None]] = set()  # command messages being run
+        self._replies: set[asyncio.Task[None]] = set()  # results of refused messages, waiting for the broker
+        self._busy = StateLog(self._log)  # refusing commands because max_pending run
+        self._busy_refused = 0  # in the current busy spell
+        self._unreadable = StateLog(self._log)  # malformed messages since the last command that read
+        self._unreadable_count = 0
+        self._unpublished = StateLog(self._log)  # results the broker did not take in time
+        self._unpublished_count = 0
         self._seq = 0
         self._id_base = f"{config.name}-{int(time.time())}"
         self._stale_logged = False
@@ -300,7 +320,7 @@ class MqttCommandListener:
 
     async def stop(self) -> None:
         """Stop listening; commands in progress are cancelled (the agent lets them expire)."""
-        tasks = [t for t in (self._task, *self._pending) if t is not None]
+        tasks = [t for t in (self._task, *self._pending, *self._replies) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -353,6 +373,7 @@ class MqttCommandListener:
                 connect_timeout_s=cfg.connect_timeout_s,
             ),
             on_message=self._on_message,
+            on_too_large=self._on_too_large,
         )
         await client.connect()
         try:
@@ -368,7 +389,10 @@ class MqttCommandListener:
             self._connected.set()
             backoff.reset()
             self._mark_up()
-            return await asyncio.shield(client.lost)
+            reason = await asyncio.shield(client.lost)
+            if isinstance(client.wire_error, PacketTooLarge):
+                self.counters.malformed += 1  # a v5 broker sent a message over the limit it was told
+            return reason
         finally:
             await client.disconnect()
 
@@ -378,6 +402,12 @@ class MqttCommandListener:
         except Exception as exc:  # one odd message must not drop the subscription
             self.counters.malformed += 1
             self._log.error("command message on %s not handled: %s", message.topic, exc, exc_info=True)
+
+    def _on_too_large(self, packet: TooLarge) -> None:
+        # MQTT 3.1.1 (a v5 broker is told the limit): skipped unread, acknowledged by the client; no
+        # command name could be read, so there is nobody to answer
+        self.counters.received += 1
+        self._malformed(packet.topic.decode("utf-8", "replace"), str(packet))
 
     def _mark_up(self) -> None:
         if self._ever_connected:
@@ -418,23 +448,52 @@ class MqttCommandListener:
         try:
             parsed = parse_command(topic, payload, apikey=apikey, fmt=self.format)
         except CommandPayloadError as exc:
-            self.counters.malformed += 1
-            self._log.warning("malformed command on %s: %s", topic, exc)
+            self._malformed(topic, exc.message)
             if device_id is not None and exc.names:
-                self._spawn(self._answer(apikey, device_id, [(n, False, exc.message) for n in exc.names]))
+                self._reply(apikey, device_id, [(n, False, exc.message) for n in exc.names])
             return
+        if self._unreadable.failing:
+            self._unreadable.ok("command messages read again; %d malformed ones before", self._unreadable_count)
+            self._unreadable_count = 0
         if len(self._pending) >= self.max_pending:
             self.counters.busy += 1
+            self._busy_refused += 1
             info = f"gateway busy: {len(self._pending)} command messages in progress, got one more; send it again later"
-            self._log.warning("command for device %s refused: %s", parsed.device_id, info)
-            self._spawn(self._answer(apikey, parsed.device_id, [(n, False, info) for n, _ in parsed.commands]))
+            if not self._busy.fail(
+                "busy",
+                logging.WARNING,
+                "command for device %s refused: %s; further refusals are counted, until one is taken again",
+                parsed.device_id,
+                info,
+            ):
+                self._log.debug("command for device %s refused: %s", parsed.device_id, info)
+            self._reply(apikey, parsed.device_id, [(n, False, info) for n, _ in parsed.commands])
             return
-        self._spawn(self._execute(apikey, parsed))
+        if self._busy.failing:
+            self._busy.ok("taking commands again; %d refused while busy", self._busy_refused)
+            self._busy_refused = 0
+        self._spawn(self._execute(apikey, parsed), self._pending)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _malformed(self, topic: str, what: str) -> None:
+        self.counters.malformed += 1
+        self._unreadable_count += 1
+        if not self._unreadable.fail("malformed", logging.WARNING, "malformed command on %s: %s", topic, what):
+            self._log.debug("malformed command on %s: %s", topic, what)
+
+    def _reply(self, apikey: str, device_id: str, results: list[tuple[str, bool, str]]) -> None:
+        """Answer a refused message, unless REFUSAL_REPLIES answers wait for the broker already: then it goes
+        unanswered, and the agent lets the command expire."""
+        if len(self._replies) >= REFUSAL_REPLIES:
+            self.counters.unanswered += 1
+            self._log.debug("no result for device %s: %d results of refusals wait already", device_id, REFUSAL_REPLIES)
+            return
+        self._spawn(self._answer(apikey, device_id, results), self._replies)
+
+    @staticmethod
+    def _spawn(work: Awaitable[None], tasks: set[asyncio.Task[None]]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def _next_id(self) -> str:
         self._seq += 1
@@ -484,14 +543,21 @@ class MqttCommandListener:
         for topic, payload in messages:
             if await self._publish(topic, payload):
                 self.counters.results_published += 1
-            else:
-                self.counters.results_lost += 1
-                self._log.warning(
-                    "result for device %s not published within %g s (broker unreachable); the "
-                    "agent will let the command expire",
-                    device_id,
-                    self.config.ack_timeout_s,
-                )
+                if self._unpublished.failing:
+                    self._unpublished.ok("results reach the broker again; %d lost before", self._unpublished_count)
+                    self._unpublished_count = 0
+                continue
+            self.counters.results_lost += 1
+            self._unpublished_count += 1
+            if not self._unpublished.fail(
+                "lost",
+                logging.WARNING,
+                "result for device %s not published within %g s (broker unreachable); the "
+                "agent will let the command expire",
+                device_id,
+                self.config.ack_timeout_s,
+            ):
+                self._log.debug("result for device %s not published either", device_id)
 
     async def _publish(self, topic: str, payload: bytes) -> bool:
         """Publish at QoS 1, across a reconnect if one happens before the ack timeout; False if it never went."""

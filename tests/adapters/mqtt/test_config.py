@@ -105,6 +105,17 @@ def test_secrets_are_references_and_need_a_username() -> None:
     assert errors[0].startswith('adapters[0].password: must reference a secret as "secret:<name>"')
 
 
+def test_max_message_bytes_is_1_mib_by_default_and_within_mqtt_s_range() -> None:
+    section = {"name": "zigbee", "type": "mqtt", "subscriptions": [sub()]}
+    assert MqttAdapterConfig.model_validate(section).max_message_bytes == 1_048_576
+    assert adapter_errors(subscriptions=[sub()], max_message_bytes=1000) == [
+        "adapters[0].max_message_bytes: input should be greater than or equal to 4096, got 1000"
+    ]
+    assert adapter_errors(subscriptions=[sub()], max_message_bytes=300_000_000) == [
+        "adapters[0].max_message_bytes: input should be less than or equal to 268435460, got 300000000"
+    ]
+
+
 def test_at_least_one_subscription() -> None:
     assert adapter_errors(subscriptions=[]) == [
         "adapters[0].subscriptions: must list at least one [[adapters.subscriptions]] entry, got none"

@@ -34,6 +34,34 @@ async def test_mqtt_3_1_1_bounds_in_flight_and_acks_after_commit(mosquitto_priva
     assert await redelivered(mosquitto_private, "v311") == [3, 4, 5]
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_a_message_over_max_message_bytes_is_dropped_and_does_not_block_the_session(
+    mosquitto_private: MosquittoBroker, caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
+    # MQTT 5: the broker is told the limit and discards the message itself (§3.1.2.11.4). 3.1.1: it sends
+    # it; the adapter skips it unread, counts it and acknowledges it, or it would come back at every reconnect.
+    caplog.set_level(logging.WARNING, logger="adapters.mqtt.adapter")
+    big = ("test/dev1", b'{"n": 7, "blob": "' + b"x" * 10_000 + b'"}')
+    cfg = counter_config(mosquitto_private, f"limit-{protocol}", protocol=protocol, max_message_bytes=4096)
+    sink = Sink()
+    async with running(cfg, sink) as adapter:
+        await publish(mosquitto_private, [*numbered(1), big, *numbered(1, start=2)])
+        await wait_for(lambda: adapter.emitted == 2 and adapter.in_flight == 0, what="the messages within the limit")
+        await asyncio.sleep(0.2)
+    assert sink.values() == [0, 2]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if protocol == "3.1.1":
+        assert (adapter.received, dict(adapter.malformed)) == (3, {"too_large": 1})
+        assert warnings == [
+            "test/dev1: dropping malformed messages (too_large), e.g. mqtt: packets from the broker must be at "
+            "most 4096 bytes (the maximum packet size), got a PUBLISH of 10036 bytes; raise max_message_bytes to "
+            "take them; counted per reason"
+        ]
+    else:
+        assert (adapter.received, dict(adapter.malformed), warnings) == (2, {}, [])
+    assert await redelivered(mosquitto_private, f"limit-{protocol}") == []  # (with the default limit, 1 MiB)
+
+
 def make_certs(folder: Path) -> tuple[Path, Path, Path]:
     """A test CA and a server certificate for 127.0.0.1 signed by it."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
