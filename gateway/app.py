@@ -132,6 +132,7 @@ class Gateway:
         self.latest: dict[str, Reading] = {}
         self.mail_queue: MailQueue | None = None  # with a [mail] section: the one outgoing-mail component
         self.mail_sender: MailSender | None = None
+        self.mail_error: str | None = None  # the mail queue could not open: readings go on without mail
         self.fleet: FleetService | None = None  # with a [fleet] section: gateway/fleet
         self.control_target: Any = None  # the Runtime: remote configuration applies through it
         self.clean_stop = True  # False when serve() ends by an exception (gateway/fleet/safemode.py)
@@ -260,11 +261,19 @@ class Gateway:
             self._loop_tasks.append(asyncio.create_task(loop.run(), name=f"uplink:{ucfg.name}"))
         if cfg.mail is not None:  # before the adapters: they get the queue in their context
             from gateway.mail import MailQueue, MailSender  # only when configured: see the imports above
+            from gateway.mail.queue import MailQueueKeyError
 
-            self.mail_queue = await MailQueue.open(data_dir)
-            self.mail_sender = MailSender(cfg.mail, self.mail_queue, data_dir)
-            self.mail_sender.start()
-            self.context = replace(self.context, mail=self.mail_queue)
+            try:
+                self.mail_queue = await MailQueue.open(data_dir)
+            except MailQueueKeyError as exc:
+                # the waiting mails are kept for the right key; readings are what this box is for, so
+                # they go on, and lockers and alarms say that no mail can be sent (status: mail.error)
+                self.mail_error = str(exc)
+                log.error("mail is not running: %s", exc)
+            else:
+                self.mail_sender = MailSender(cfg.mail, self.mail_queue, data_dir)
+                self.mail_sender.start()
+                self.context = replace(self.context, mail=self.mail_queue)
         safe_mode = False
         if cfg.fleet is not None:  # before the adapters: a crash-looping gateway starts none (safe mode)
             from gateway.fleet.service import FleetService  # only when configured: see the imports above
@@ -365,6 +374,8 @@ class Gateway:
         }
         if self.mail_sender is not None:
             doc["mail"] = self.mail_sender.diagnostics()
+        elif self.mail_error is not None:
+            doc["mail"] = {"error": self.mail_error}
         if self.fleet is not None:
             doc["fleet"] = self.fleet.section()
         scrubbed: dict[str, Any] = redact.scrub(doc)

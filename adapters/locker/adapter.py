@@ -463,7 +463,11 @@ class LockerAdapter:
             return self._result(command, False, f"invalid_reference: must be 1..{_REFERENCE_MAX} characters")
         mail = self.context.mail
         if mail is None:
-            return self._result(command, False, "no_mail: the gateway has no [mail] section; no code can be sent")
+            return self._result(
+                command,
+                False,
+                "no_mail: mail is not running (no [mail] section, or see the status); no code can be sent",
+            )
         if c.board.state is not BoardState.ONLINE:
             # a code the patron could not use yet: better the librarian picks another compartment
             return self._result(

@@ -5,16 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from gateway.control.protocol import ControlError
 from gateway.mail import Mail, MailQueue
-from tests.control.running import config_text, eventually, running_gateway
+from gateway.secrets import SecretStore
+from tests.control.running import config_text, eventually, running_gateway, until
 from tests.mail.smtp_server import SmtpServer
 from tests.support.orion_double import OrionDouble, TlsMaterial
 
 
-def with_mail(data_dir: Path, orion_url: str, port: int, material: TlsMaterial) -> str:
-    return config_text(data_dir, orion_url, rate=0.001) + (
+def with_mail(data_dir: Path, orion_url: str, port: int, material: TlsMaterial, rate: float = 0.001) -> str:
+    return config_text(data_dir, orion_url, rate=rate) + (
         f"""
 [mail]
 host = "127.0.0.1"
@@ -74,3 +76,19 @@ async def test_without_a_mail_section(tmp_path: Path, orion_double: OrionDouble)
             await gw.client.call("mail.failures")
         assert exc.value.code == "unavailable"
         assert exc.value.message == "mail: not configured, got no [mail] section; add one to send e-mail"
+
+
+async def test_a_queue_whose_key_is_lost_keeps_its_mails_and_the_readings_go_on(
+    smtp: SmtpServer, data_dir: Path, tmp_path: Path, tls_material: TlsMaterial, orion_double: OrionDouble
+) -> None:
+    queue = await MailQueue.open(data_dir)
+    await queue.enqueue(Mail(to=("patron@example.jp",), subject="s", text="コード 123456", purpose="locker.pickup"))
+    await queue.close()
+    SecretStore(data_dir).set("mail.queue_key", Fernet.generate_key().decode())  # another key than the mail's
+    text = with_mail(data_dir, orion_double.url, smtp.port, tls_material, rate=20.0)
+    async with running_gateway(tmp_path, orion_double.url, text=text) as gw:
+        assert gw.runtime.gateway.context.mail is None  # lockers and alarms say no mail can be sent
+        doc = await gw.client.call("status")
+        assert "are sealed under another key than secret:mail.queue_key" in doc["mail"]["error"]
+        await until(lambda: len(orion_double.entities) > 0, "readings delivered without mail")
+    assert smtp.received == []
