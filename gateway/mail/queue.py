@@ -472,8 +472,9 @@ def _key(store: SecretStore, db: sqlite3.Connection, path: Path) -> str:
                 f"{store.store_path}, got a key that does not open them; {fix}"
             )
     elif key is None:
-        key = Fernet.generate_key().decode()
-        store.set(KEY_SECRET, key)  # written and fsync'd before anything is sealed under it
+        # written and fsync'd before anything is sealed under it; another process starting at the same
+        # moment (the web UI, the CLI) gets the same key, not one of its own
+        key = store.get_or_create(KEY_SECRET, lambda: Fernet.generate_key().decode())
     if check != key_check(key):
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('queue_key_check', ?)", (key_check(key),))
     return key

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import sqlite3
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -186,4 +189,29 @@ async def test_a_token_the_key_does_not_open_is_kept_pending_not_erased(data_dir
     )
     row = await queue.raw_row(odd)
     assert row is not None and row["payload"] == foreign
+    await queue.close()
+
+
+def _enqueue_at_start(directory: str, together: Barrier) -> None:
+    async def main() -> None:
+        queue = await MailQueue.open(Path(directory))
+        await queue.enqueue(pickup())
+        await queue.close()
+
+    together.wait()
+    asyncio.run(main())
+
+
+async def test_four_processes_opening_a_new_queue_together_seal_with_one_key(data_dir: Path) -> None:
+    # each making a key of its own, all but one would seal their mails under a key the secret store lost
+    ctx = multiprocessing.get_context("spawn")
+    together = ctx.Barrier(4)
+    procs = [ctx.Process(target=_enqueue_at_start, args=(str(data_dir), together)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        await asyncio.to_thread(proc.join, 120)
+        assert proc.exitcode == 0
+    queue = await MailQueue.open(data_dir)
+    assert [p.mail for p in await queue.due(1e12)] == [pickup()] * 4  # every one opens
     await queue.close()
