@@ -26,6 +26,7 @@ import base64
 import json
 import secrets as _random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cached_property
@@ -235,25 +236,39 @@ class PseudonymKeyStore:
             _register(key)
         return ring
 
-    def _write(self, ring: KeyRing) -> None:
-        text = encode_ring(ring)
-        redact.register(text)
-        self.secrets.set(SECRET_NAME, text)
+    def _change(self, keep_old: timedelta, change: Callable[[KeyRing], KeyRing]) -> tuple[KeyRing, KeyRing]:
+        """(the ring as stored, the ring `change` made of it), written atomically: the gateway erasing keys at
+        start and `edgegw pseudonym rotate` adding one at that moment must not drop each other's change."""
+        seen: list[KeyRing] = []
+
+        def apply(current: str | None) -> str | None:
+            ring = KeyRing(keys=(), keep_old=keep_old) if current is None else decode_ring(current, keep_old)
+            changed = change(ring)
+            seen[:] = [ring, changed]
+            return current if changed is ring else encode_ring(changed)
+
+        text = self.secrets.update(SECRET_NAME, apply)
+        if text is not None:
+            redact.register(text)
+        ring, changed = seen
+        for key in changed.keys:
+            _register(key)
+        return ring, changed
 
     def load(self, now: datetime, keep_old_days: int = DEFAULT_KEEP_OLD_DAYS) -> KeyRing:
         """The ring the gateway runs with: the first key made if there is none, expired ones erased."""
-        ring = self.read(keep_old_days)
-        kept = ring.kept(now)
-        if not kept.keys:
-            kept = kept.rotate(new_secret(), now, now)
-            _register(kept.keys[-1])
-            self._write(kept)
+
+        def kept_or_first(ring: KeyRing) -> KeyRing:
+            kept = ring.kept(now)
+            return kept if kept.keys else kept.rotate(new_secret(), now, now)
+
+        ring, kept = self._change(timedelta(days=keep_old_days), kept_or_first)
+        if not ring.kept(now).keys:
             log.info(
                 "pseudonymize: created the first pseudonym key %s (in force from %s)", kept.keys[-1].key_id, _show(now)
             )
             return kept
         if kept is not ring:
-            self._write(kept)
             for key in ring.keys:
                 if key not in kept.keys:
                     log.info(
@@ -267,11 +282,10 @@ class PseudonymKeyStore:
 
     def rotate(self, valid_from: datetime, now: datetime) -> PseudonymKey:
         """Add a generation in force from `valid_from`; returns it. Keeps every existing one (erasure is `load`'s)."""
-        ring = self.read()
-        rotated = ring.rotate(new_secret(), valid_from, now)
+        _, rotated = self._change(
+            timedelta(days=DEFAULT_KEEP_OLD_DAYS), lambda ring: ring.rotate(new_secret(), valid_from, now)
+        )
         key = rotated.keys[-1]
-        _register(key)
-        self._write(rotated)
         log.info("pseudonymize: added pseudonym key %s, in force from %s", key.key_id, _show(valid_from))
         return key
 

@@ -9,8 +9,11 @@ import hmac
 import io
 import logging
 import math
+import multiprocessing
 import re
 from datetime import UTC, datetime, timedelta
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +307,34 @@ def test_load_erases_a_retired_key_after_keep_old_days(tmp_path: Path, caplog: p
             "longer be linked to any value"
         )
     ]
+
+
+def _rotate_from(directory: str, days: int, together: Barrier, done: Queue[bool]) -> None:
+    together.wait()
+    try:
+        PseudonymKeyStore(Path(directory)).rotate(ROTATION + timedelta(days=days), T0)
+    except PseudonymKeyError:  # not after the newest key: another process's rotation came first
+        done.put(False)
+    else:
+        done.put(True)
+
+
+def test_rotations_from_several_processes_at_once_lose_no_key(tmp_path: Path) -> None:
+    # `edgegw pseudonym rotate` while the gateway loads (and erases) at start: a ring read before the
+    # other's change and written after it would drop that change
+    PseudonymKeyStore(tmp_path).load(T0)
+    ctx = multiprocessing.get_context("spawn")
+    together, done = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_rotate_from, args=(str(tmp_path), days, together, done)) for days in (40, 30, 20, 10)]
+    for proc in procs:
+        proc.start()
+    added = [done.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    ring = PseudonymKeyStore(tmp_path).read()
+    assert len(ring.keys) == 1 + sum(added) and sum(added) >= 1  # every rotation said done is in the ring
+    assert [k.generation for k in ring.keys] == list(range(1, len(ring.keys) + 1))
 
 
 def test_a_damaged_ring_is_a_clear_error_that_quotes_no_key() -> None:
