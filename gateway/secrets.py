@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -24,7 +23,7 @@ from pydantic import AfterValidator
 
 from gateway import redact
 from gateway.errors import ConfigError, GatewayError
-from gateway.storage.files import fsync_dir
+from gateway.storage.files import fsync_dir, write_atomic
 
 if TYPE_CHECKING:
     # imported in SecretStore._fernet, the one place a store is opened: cryptography's bindings are
@@ -268,18 +267,8 @@ class SecretStore:
 
     def _write(self, fernet: Fernet, data: dict[str, str]) -> None:
         """Under `_locked`: the new store through a file of its own (0600), renamed and made durable."""
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".secrets-", suffix=".tmp")  # 0600
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(fernet.encrypt(json.dumps({"version": SCHEMA_VERSION, "secrets": data}).encode()))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.store_path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(self.directory)
+        payload = fernet.encrypt(json.dumps({"version": SCHEMA_VERSION, "secrets": data}).encode())
+        write_atomic(self.store_path, payload, 0o600, durable=True)
 
     def names(self) -> list[str]:
         if not self.key_path.exists():

@@ -25,13 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.app import reload_problem, write_atomic
+from gateway.app import reload_problem
 from gateway.config import GatewayConfig, parse_config
 from gateway.control import args as a
 from gateway.control.config_versions import FILE, ConfigVersions, sha256_text
 from gateway.control.protocol import CONFIG_INVALID, NOT_FOUND, RELOAD_FAILED, WRITE_FAILED, ControlError
 from gateway.control.target import ControlTarget
 from gateway.errors import ConfigError
+from gateway.storage.files import write_atomic
 
 _BOM = "\ufeff"  # see gateway.configbase.read_toml: Windows editors write it invisibly
 LOCK_POLL_S = 0.02

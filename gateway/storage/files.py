@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +27,42 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int | None, *, durable: bool = False) -> None:
+    """Replace `path` atomically with `data`, readable as `mode` says from the first byte on.
+
+    The file is written beside it under a name of its own and renamed over it, so a reader never
+    sees half a document (nor an empty one), and an older file with a wider mode (0644 from an
+    earlier version) ends up with `mode` too. One shared temp name let two writers truncate and
+    write the same inode, and the second rename then found nothing to move.
+    `mode` None keeps the mode of the file replaced (0600 for a new one): a config file an admin
+    made group-readable stays so. `durable` syncs the data and the rename to disk before returning
+    (a config applied from the UI must survive a power cut; the status file rewritten every few
+    seconds need not, and an SD card wears with every sync).
+    """
+    if mode is None:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o600
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            os.fchmod(fd, mode)  # mkstemp makes it 0600
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                f.write(data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a name of its own is never reused: a failed write must not leave it behind
+        raise
+    if durable:
+        fsync_dir(path.parent)
 
 
 def wal_mode(db: sqlite3.Connection, *, within_s: float = 10.0) -> None:

@@ -12,10 +12,8 @@ import contextlib
 import datetime as dt
 import ipaddress
 import logging
-import os
 import socket
 import ssl
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import ConfigError
-from gateway.storage.files import fsync_dir
+from gateway.storage.files import write_atomic
 from gateway.web.config import WebConfig
 
 log = logging.getLogger(__name__)
@@ -146,27 +144,10 @@ def make_self_signed(
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     # Each file whole or not at all, the certificate last: a crash leaves no pair, and the next start
     # makes one (an empty pair from a crash was taken as present, and TLS failed at every start).
-    _write_whole(key_path, key_pem)
-    _write_whole(cert_path, cert_pem)
+    write_atomic(key_path, key_pem, 0o600, durable=True)  # 0600 from its first byte
+    write_atomic(cert_path, cert_pem, 0o600, durable=True)
     log.info("web: made a self-signed certificate for %s", ", ".join(dns + ips))
     return TlsMaterial(cert=cert_path, key=key_path, fingerprint=fingerprint(cert_pem), self_signed=True)
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    """`path` replaced by `data` through a temporary file (0600 from its first byte: never readable by
-    others, not even briefly), fsync'd, renamed, and the rename made durable."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 def _pair_loads(cert_path: Path, key_path: Path) -> bool:

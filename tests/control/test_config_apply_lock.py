@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import write_atomic
 from gateway.control.config_versions import FILE, ConfigVersions
 from gateway.control.ops_config import FIRST, UNRECORDED, ConfigOps, lock_path, parse_text
 from gateway.control.protocol import ControlError
+from gateway.storage.files import write_atomic
 from tests.control.running import config_text, running_gateway
 from tests.support.orion_double import OrionDouble
 from tests.support.tmpfs import fill

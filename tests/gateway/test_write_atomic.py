@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from gateway import app
-from gateway.app import write_atomic
+from gateway.storage import files
+from gateway.storage.files import write_atomic
 
 
 class PausingOs:
-    """`os` as gateway.app sees it, with writer A's rename held until writer B has its temp file open.
+    """`os` as gateway.storage.files sees it, with writer A's rename held until writer B has its temp file open.
 
     The interleaving of review finding cfg_race: with one shared temp name, B's open truncated the
     inode A was about to rename, so the file was empty (then mixed) and B's rename found nothing.
@@ -50,7 +50,7 @@ def test_two_writers_at_once_each_write_their_own_temp_file(tmp_path: Path, monk
     path.write_bytes(b"[gateway]\nid = 'old'\n")
     path.chmod(0o660)
     pausing = PausingOs(path)
-    monkeypatch.setattr(app, "os", pausing)
+    monkeypatch.setattr(files, "os", pausing)
     errors: list[Exception] = []
 
     def write(data: bytes) -> None:
