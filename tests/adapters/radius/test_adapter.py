@@ -55,6 +55,37 @@ def test_config_refuses_every_address_and_duplicate_clients() -> None:
         )
 
 
+async def _listening(adapter: RadiusAdapter) -> None:
+    for _ in range(200):
+        if adapter.server is not None and adapter.server.transport is not None:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def _session_event_in(readings: list[Reading]) -> None:
+    for _ in range(300):
+        if any(r.entity_type == "WifiSessionEvent" for r in readings):
+            return
+        await asyncio.sleep(0.01)
+
+
+def _session_events_adapter(tmp_path: Path) -> tuple[RadiusAdapter, int]:
+    """An adapter with session_events on, its NAS secret in the store; and its port."""
+    SecretStore(tmp_path).set("radius.ap1", SECRET)
+    port = _free_port()
+    cfg = RadiusConfig.model_validate(
+        {
+            "name": "wifi-radius",
+            "type": "radius",
+            "listen": "127.0.0.1",
+            "port": port,
+            "session_events": True,
+            "clients": [{"address": "127.0.0.1", "secret": "secret:radius.ap1"}],
+        }
+    )
+    return RadiusAdapter(cfg, AdapterContext(gateway_id="lib", data_dir=str(tmp_path))), port
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -85,10 +116,7 @@ async def test_adapter_stores_answers_and_emits_usage_without_personal_data(
 
     task = asyncio.create_task(adapter.run(emit))
     try:
-        for _ in range(200):
-            if adapter.server is not None and adapter.server.transport is not None:
-                break
-            await asyncio.sleep(0.01)
+        await _listening(adapter)
         rc, out = await radclient(port, SECRET, f"{BASE},Acct-Status-Type=Start")
         assert rc == 0, out
         rc, out = await radclient(
@@ -148,10 +176,7 @@ async def test_a_failing_emit_stops_the_adapter_and_closes_socket_and_store(tmp_
         raise RuntimeError("buffer refused")
 
     task = asyncio.create_task(adapter.run(emit))
-    for _ in range(200):
-        if adapter.server is not None and adapter.server.transport is not None:
-            break
-        await asyncio.sleep(0.01)
+    await _listening(adapter)
     rc, out = await radclient(port, SECRET, f"{BASE},Acct-Status-Type=Start")
     assert rc == 0, out
     with pytest.raises(RuntimeError, match="buffer refused"):
@@ -160,19 +185,7 @@ async def test_a_failing_emit_stops_the_adapter_and_closes_socket_and_store(tmp_
 
 
 async def test_session_events_leave_with_mac_and_user_pseudonymized(tmp_path: Path) -> None:
-    SecretStore(tmp_path).set("radius.ap1", SECRET)
-    port = _free_port()
-    cfg = RadiusConfig.model_validate(
-        {
-            "name": "wifi-radius",
-            "type": "radius",
-            "listen": "127.0.0.1",
-            "port": port,
-            "session_events": True,
-            "clients": [{"address": "127.0.0.1", "secret": "secret:radius.ap1"}],
-        }
-    )
-    adapter = RadiusAdapter(cfg, AdapterContext(gateway_id="lib", data_dir=str(tmp_path)))
+    adapter, port = _session_events_adapter(tmp_path)
     readings: list[Reading] = []
 
     async def emit(r: Reading) -> None:
@@ -180,16 +193,10 @@ async def test_session_events_leave_with_mac_and_user_pseudonymized(tmp_path: Pa
 
     task = asyncio.create_task(adapter.run(emit))
     try:
-        for _ in range(200):
-            if adapter.server is not None and adapter.server.transport is not None:
-                break
-            await asyncio.sleep(0.01)
+        await _listening(adapter)
         rc, out = await radclient(port, SECRET, f"{BASE},Acct-Status-Type=Start")
         assert rc == 0, out
-        for _ in range(300):
-            if any(r.entity_type == "WifiSessionEvent" for r in readings):
-                break
-            await asyncio.sleep(0.01)
+        await _session_event_in(readings)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -204,29 +211,14 @@ async def test_session_events_leave_with_mac_and_user_pseudonymized(tmp_path: Pa
 
 
 async def test_a_session_event_the_buffer_refuses_goes_out_after_the_adapter_restarts(tmp_path: Path) -> None:
-    SecretStore(tmp_path).set("radius.ap1", SECRET)
-    port = _free_port()
-    cfg = RadiusConfig.model_validate(
-        {
-            "name": "wifi-radius",
-            "type": "radius",
-            "listen": "127.0.0.1",
-            "port": port,
-            "session_events": True,
-            "clients": [{"address": "127.0.0.1", "secret": "secret:radius.ap1"}],
-        }
-    )
-    adapter = RadiusAdapter(cfg, AdapterContext(gateway_id="lib", data_dir=str(tmp_path)))
+    adapter, port = _session_events_adapter(tmp_path)
 
     async def refusing(r: Reading) -> None:
         if r.entity_type == "WifiSessionEvent":
             raise BufferFull("buffer: caps reached and nothing left to drop, got 1 reading")
 
     first = asyncio.create_task(adapter.run(refusing))
-    for _ in range(200):
-        if adapter.server is not None and adapter.server.transport is not None:
-            break
-        await asyncio.sleep(0.01)
+    await _listening(adapter)
     rc, out = await radclient(port, SECRET, f"{BASE},Acct-Status-Type=Start")
     assert rc == 0, out  # the NAS has its answer: the record is in the Wi-Fi log store
     with pytest.raises(BufferFull):  # the run fails with the buffer's error, not silently
@@ -240,10 +232,7 @@ async def test_a_session_event_the_buffer_refuses_goes_out_after_the_adapter_res
 
     again = asyncio.create_task(adapter.run(accepting))  # as the supervisor restarts it
     try:
-        for _ in range(300):
-            if any(r.entity_type == "WifiSessionEvent" for r in readings):
-                break
-            await asyncio.sleep(0.01)
+        await _session_event_in(readings)
     finally:
         again.cancel()
         with pytest.raises(asyncio.CancelledError):
