@@ -23,7 +23,7 @@ from pydantic import AfterValidator
 
 from gateway import redact
 from gateway.errors import ConfigError, GatewayError
-from gateway.storage.files import fsync_dir, write_atomic
+from gateway.storage.files import create_whole, write_atomic
 
 if TYPE_CHECKING:
     # imported in SecretStore._fernet, the one place a store is opened: cryptography's bindings are
@@ -160,12 +160,7 @@ class SecretStore:
                     ]
                 )
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(Fernet.generate_key())
-                f.flush()
-                os.fsync(f.fileno())
-            fsync_dir(self.directory)
+            create_whole(self.key_path, Fernet.generate_key())  # whole: a crash leaves no empty key
         return Fernet(self.key_path.read_bytes().strip())
 
     def _load(self, fernet: Fernet) -> dict[str, str]:

@@ -41,7 +41,6 @@ import logging
 import os
 import secrets
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +51,7 @@ from typing import Any
 from adapters.locker.address_seal import AddressSeal, AddressUnreadable, secret_name
 from gateway.errors import GatewayError
 from gateway.logs import component_logger
-from gateway.storage.files import create_private, fsync_dir, immediate, wal_mode
+from gateway.storage.files import create_private, create_whole, immediate, wal_mode
 from gateway.storage.schema import Migrations, migrate
 
 __all__ = ["ACTIVE", "SCHEMA_VERSION", "Assignment", "CodeCheck", "PickupError", "PickupState", "PickupStore"]
@@ -413,17 +412,7 @@ def _key(path: Path) -> bytes:
             _KEY_BYTES,
             aside.name,
         )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(_KEY_BYTES))
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(FileExistsError):  # another process linked its key first: that one counts
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
-    fsync_dir(path.parent)
+    create_whole(path, secrets.token_bytes(_KEY_BYTES))
     key = path.read_bytes()  # ours, or the one another process linked first
     if len(key) != _KEY_BYTES:  # pragma: no cover - only a file written by something else than this function
         raise PickupError(f"locker code key {path}: {len(key)} bytes, not {_KEY_BYTES}; remove it and start again")

@@ -65,6 +65,23 @@ def write_atomic(path: Path, data: bytes, mode: int | None, *, durable: bool = F
         fsync_dir(path.parent)
 
 
+def create_whole(path: Path, data: bytes) -> None:
+    """Make `path` (0600) holding `data`, unless it exists: written whole through a file of its own,
+    fsync'd and linked into place, so a crash leaves no half-written file and a file another process
+    made meanwhile stays (for keys made once: read `path` afterwards for the one in force)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # another process linked its own first: that one counts
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
 def wal_mode(db: sqlite3.Connection, *, within_s: float = 10.0) -> None:
     """`PRAGMA journal_mode=WAL`, waiting out other connections that convert the same new file.
 
