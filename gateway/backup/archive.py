@@ -8,6 +8,9 @@ Key material kept in files of its own stays on the box (`KEPT_ON_BOX`): a backup
 it on the share, must not open this box's lockers or impersonate its web UI; a restore leaves those
 files in place. It is written as `.part`, fsync'd and renamed, so a file with the final name is whole.
 Every file and directory it makes is 0600/0700 whatever the umask (`sudo` from a root shell has 022).
+A restore holds the lock every config apply takes (gateway/control/ops_config.py) while it replaces
+the config and the stores, and replaces the config by a rename, keeping its mode and owner: a power
+cut leaves the old file or the new one, never a part of one.
 
 The snapshot reads each store through its own read-only connection in one backup step: in WAL mode
 a reader never blocks the writer, so readings keep being committed while the buffer is copied (a
@@ -17,6 +20,7 @@ stepped backup would restart each time the gateway commits, and never end at a h
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import io
@@ -25,8 +29,10 @@ import logging
 import os
 import shutil
 import sqlite3
+import stat
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +43,7 @@ from typing import Any
 from gateway import __version__
 from gateway.errors import GatewayError
 from gateway.secrets import KEY_FILE
-from gateway.storage.files import fsync_dir
+from gateway.storage.files import fsync_dir, write_atomic
 
 log = logging.getLogger("gateway.backup")
 
@@ -46,6 +52,9 @@ FORMAT = 1
 PREFIX = "edgegw-"
 SUFFIX = ".tar.gz"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# a config apply holds the lock for a reload at most; one stuck longer is for someone to look at
+CONFIG_LOCK_WAIT_S = 30.0
+_LOCK_POLL_S = 0.05
 # Never in a backup: sqlite's side files (the snapshot holds their content), the buffer's disk
 # reserve, locks, sockets, temporary and damaged files moved aside, the status the gateway rewrites.
 _SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".reserve", ".lock", ".sock", ".tmp", ".part")
@@ -428,6 +437,64 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+@contextlib.contextmanager
+def _config_locked(config_path: Path, owner: os.stat_result, within_s: float) -> Iterator[None]:
+    """The config apply's exclusive flock beside `config_path`, waited for `within_s` at most; BackupError after."""
+    from gateway.control.ops_config import lock_path  # here: ops_config imports the app, which imports this
+
+    lock = lock_path(config_path)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise BackupError(
+            f"backup restore: cannot open the config lock {lock}, got {exc.strerror or exc}; nothing restored: "
+            f"run the restore as root or as the owner of {config_path.parent}"
+        ) from None
+    try:
+        _give_to(owner, [lock])  # made by root, it must still open (O_RDWR) for the gateway's next apply
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BackupError(
+                        f"backup restore: the config lock {lock} is held by another process, got no lock within "
+                        f"{within_s:g} s; nothing restored: a config apply is under way, let it end and restore "
+                        f"again (`fuser -v {lock}` names the process)"
+                    ) from None
+            time.sleep(_LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _replace_config(src: Path, config_path: Path) -> None:
+    """`config_path` replaced by `src` through a rename, keeping its mode and, under root, its owner.
+
+    The file is staged beside it under a name of its own with the mode and owner already right, then
+    renamed over it: a power cut leaves the old config or the new one, and never, even for a moment,
+    one the gateway cannot read (root:edgegw 0660 made root:root by `sudo edgegw backup restore`).
+    The caller holds the config lock, so no other restore stages under the same name.
+    """
+    try:
+        old: os.stat_result | None = config_path.stat()
+    except FileNotFoundError:
+        old = None
+    staged = config_path.with_name(f".{config_path.name}.restore")
+    write_atomic(staged, src.read_bytes(), 0o600 if old is None else stat.S_IMODE(old.st_mode), durable=True)
+    try:
+        if old is not None and os.geteuid() == 0:
+            os.chown(staged, old.st_uid, old.st_gid)
+        os.replace(staged, config_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+        raise
+    fsync_dir(config_path.parent)
+
+
 def restore(
     path: Path,
     *,
@@ -437,12 +504,15 @@ def restore(
     now: datetime,
     force: bool = False,
     exclude: Path | None = None,
+    lock_wait_s: float = CONFIG_LOCK_WAIT_S,
 ) -> Path:
     """Put the backup's files in place of the current ones (the gateway must be stopped); returns where the old ones went.
 
-    Refused: a damaged file, another gateway's backup without `force`, a backup from a newer edgegw.
-    The current files are moved aside into `<data_dir>/.pre-restore-<stamp>/`, not deleted; the box's
-    `KEPT_ON_BOX` key files stay in place unless the backup brings its own (one made before they stayed).
+    Refused: a damaged file, another gateway's backup without `force`, a backup from a newer edgegw,
+    the config lock held longer than `lock_wait_s`. The config is replaced first, whole: a failure
+    there leaves every file as it was. The current files are moved aside into
+    `<data_dir>/.pre-restore-<stamp>/`, not deleted; the box's `KEPT_ON_BOX` key files stay in place
+    unless the backup brings its own (one made before they stayed).
     """
     with _opened(path) as (manifest, tmp):
         if manifest.gateway_id != gateway_id and not force:
@@ -455,39 +525,57 @@ def restore(
                 f"backup {path}: written by edgegw {manifest.edgegw_version}, newer than this {__version__}; "
                 "a downgrade is refused: install that version first"
             )
-        aside = data_dir / f".pre-restore-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
-        aside.mkdir(mode=0o700, parents=True)
-        include_key = any(m.name == f"data/{KEY_FILE}" for m in manifest.members)
-        replaced = set(data_files(data_dir, exclude=exclude, include_secret_key=include_key))
-        for m in manifest.members:
-            # a backup from before key files stayed on the box brings them back: the box's own go aside too
-            if m.name.startswith("data/"):
-                rel = Path(*PurePosixPath(m.name).relative_to("data").parts)
-                if (data_dir / rel).is_file():
-                    replaced.add(rel)
         owner = data_dir.stat()
-        for rel in sorted(replaced):
-            for suffix in ("", "-wal", "-shm"):
-                current = data_dir / (str(rel) + suffix)
-                if current.exists():
-                    target = aside / "data" / (str(rel) + suffix)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(current, target)
-        for m in manifest.members:
-            src = tmp / PurePosixPath(m.name)
-            if m.name.startswith("config/"):
-                if config_path.exists():
-                    shutil.copy2(config_path, aside / config_path.name)
-                shutil.copyfile(src, config_path)
-                continue
-            inner = PurePosixPath(m.name).relative_to("data")
-            target = data_dir / Path(*inner.parts)
-            made = _private_dirs(target.parent)
-            with src.open("rb") as data, _private_file(target) as out:
-                shutil.copyfileobj(data, out, 1 << 20)
-            # the buffer is group-readable for the web UI (buffer/schema.py); every other store is owner-only
-            if inner.name == "buffer.db":
-                os.chmod(target, 0o640)
-            _give_to(owner, [*made, target])  # root restores for the service user that owns the data directory
+        with _config_locked(config_path, owner, lock_wait_s):
+            aside = data_dir / f".pre-restore-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+            aside.mkdir(mode=0o700, parents=True)
+            for m in manifest.members:
+                if m.name.startswith("config/"):
+                    if config_path.exists():
+                        shutil.copy2(config_path, aside / config_path.name)
+                    try:
+                        _replace_config(tmp / PurePosixPath(m.name), config_path)
+                    except OSError as exc:
+                        shutil.rmtree(aside)
+                        raise BackupError(
+                            f"backup restore: {config_path} not written, got {exc.strerror or exc}; nothing "
+                            f"restored, every file is as it was: make room under {config_path.parent} (or give "
+                            "write access to it) and restore again"
+                        ) from None
+            _restore_data(manifest, tmp, data_dir, owner, aside, exclude)
         log.warning("restored %s into %s; the previous files are in %s", path, data_dir, aside)
         return aside
+
+
+def _restore_data(
+    manifest: Manifest, tmp: Path, data_dir: Path, owner: os.stat_result, aside: Path, exclude: Path | None
+) -> None:
+    """The data directory's files moved aside and the backup's put in their place."""
+    include_key = any(m.name == f"data/{KEY_FILE}" for m in manifest.members)
+    replaced = set(data_files(data_dir, exclude=exclude, include_secret_key=include_key))
+    for m in manifest.members:
+        # a backup from before key files stayed on the box brings them back: the box's own go aside too
+        if m.name.startswith("data/"):
+            rel = Path(*PurePosixPath(m.name).relative_to("data").parts)
+            if (data_dir / rel).is_file():
+                replaced.add(rel)
+    for rel in sorted(replaced):
+        for suffix in ("", "-wal", "-shm"):
+            current = data_dir / (str(rel) + suffix)
+            if current.exists():
+                target = aside / "data" / (str(rel) + suffix)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(current, target)
+    for m in manifest.members:
+        if not m.name.startswith("data/"):
+            continue  # the config: replaced already
+        src = tmp / PurePosixPath(m.name)
+        inner = PurePosixPath(m.name).relative_to("data")
+        target = data_dir / Path(*inner.parts)
+        made = _private_dirs(target.parent)
+        with src.open("rb") as data, _private_file(target) as out:
+            shutil.copyfileobj(data, out, 1 << 20)
+        # the buffer is group-readable for the web UI (buffer/schema.py); every other store is owner-only
+        if inner.name == "buffer.db":
+            os.chmod(target, 0o640)
+        _give_to(owner, [*made, target])  # root restores for the service user that owns the data directory

@@ -11,7 +11,8 @@ in the unit's ReadWritePaths), held from reading the file through the reload. Th
 always the latest recorded version, and an apply answered "ok" was the live config when it
 returned. A crash between the rename and the recording leaves the file ahead of the history: the
 next apply records the file first (actor "file"), so no config that was ever live is lost from it;
-a hand edit is kept the same way.
+a hand edit is kept the same way. A caller whose decision depends on the file (the fleet's rollback
+text, a rollback that must not overwrite a newer config) makes it in `guard`, under the same lock.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from gateway.storage.files import write_atomic
 
 _BOM = "\ufeff"  # see gateway.configbase.read_toml: Windows editors write it invisibly
 LOCK_POLL_S = 0.02
+# called under the apply's lock, in a worker thread, with the text on disk (None: no file yet) before
+# anything is validated or written: it may note that text, or raise to have nothing written
+Guard = Callable[[str | None], None]
 FIRST = "before the first apply"
 UNRECORDED = "found on disk, not recorded: edited by hand, or an apply cut short before it was recorded"
 
@@ -110,7 +114,8 @@ class ConfigOps:
     async def op_apply(self, args: dict[str, Any]) -> dict[str, Any]:
         return await self.apply(a.text(args, "text"), actor=a.text(args, "actor"), comment=a.text(args, "comment", ""))
 
-    async def apply(self, text: str, *, actor: str, comment: str) -> dict[str, Any]:
+    async def apply(self, text: str, *, actor: str, comment: str, guard: Guard | None = None) -> dict[str, Any]:
+        """Lock, validate, write, record, reload (see the module's docstring); `guard`'s exception propagates as is."""
         path = self.target.config_path
         try:
             fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
@@ -118,11 +123,22 @@ class ConfigOps:
             raise _write_failed(path, exc) from None
         try:
             await _take(fd)
-            return await self._apply_locked(path, text, actor=actor, comment=comment)
+            return await self._apply_locked(path, text, actor=actor, comment=comment, guard=guard)
         finally:
             os.close(fd)  # releases the lock
 
-    async def _apply_locked(self, path: Path, text: str, *, actor: str, comment: str) -> dict[str, Any]:
+    async def _apply_locked(
+        self, path: Path, text: str, *, actor: str, comment: str, guard: Guard | None
+    ) -> dict[str, Any]:
+        def read() -> str | None:
+            return path.read_text(encoding="utf-8") if path.exists() else None
+
+        try:
+            on_disk = await asyncio.to_thread(read)
+        except OSError as exc:
+            raise _write_failed(path, exc) from None
+        if guard is not None:
+            await asyncio.to_thread(guard, on_disk)
         new, errors = self.check(text)
         if new is None:
             raise ControlError(CONFIG_INVALID, f"config: {len(errors)} problem(s), nothing written or reloaded", errors)
@@ -131,8 +147,7 @@ class ConfigOps:
 
         def write() -> int:
             try:
-                if path.exists():
-                    on_disk = path.read_text(encoding="utf-8")
+                if on_disk is not None:
                     latest = store.list(limit=1)
                     if not latest or latest[0].sha256 != sha256_text(on_disk):
                         store.record(on_disk, actor="file", at=at, comment=UNRECORDED if latest else FIRST)

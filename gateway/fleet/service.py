@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -21,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.errors import ConfigError
+from gateway.control.config_versions import FILE as VERSIONS_FILE
+from gateway.control.config_versions import ConfigVersions, sha256_text
+from gateway.errors import ConfigError, GatewayError
 from gateway.fleet import remote
 from gateway.fleet.alarms import AlarmEngine, AlarmEvent, EventKind, alarm_reading, conditions, render_mail
 from gateway.fleet.availability import AVAILABILITY_FILE, Availability
@@ -362,28 +365,44 @@ class FleetService:
                 "error": "remote config: the bundle's config is not valid",
                 "errors": list(exc.errors),
             }
-        previous = await asyncio.to_thread(self.target.config_path.read_text, encoding="utf-8")
         self.remote_state.doc["last_serial"] = bundle.serial
         self.remote_state.doc["pending"] = {
             "serial": bundle.serial,
             "applied_at": now,
             "deadline": now + rc.health_window_s,
-            "previous": previous,
+            "sha256": sha256_text(bundle.config),  # how the rollback knows the bundle is still what runs
+            "previous": None,  # taken under the apply's lock, see note_previous
             "reloaded": False,
         }
         await self._remote_step(
             now, "verified", f"serial {bundle.serial} issued {bundle.issued_at} (via {via})", bundle.serial
         )
         ops = ConfigOps(self.target, clock=self.clock)
-        target = self.target
+        target, data_dir = self.target, self.data_dir
+
+        def note_previous(on_disk: str | None) -> None:
+            # Under the lock the bundle is written under: read any earlier, a local apply landing in
+            # between would be undone by the rollback. Saved (fsync'd) before the bundle is written, so
+            # a kill after the write still leaves the rollback its text; a kill before it leaves the
+            # live config as it was, which the rollback then finds is not the bundle's and keeps.
+            state = remote.RemoteState(data_dir)
+            pending = state.pending
+            if pending is not None and pending.get("serial") == bundle.serial:
+                pending["previous"] = on_disk
+                state.save()
 
         async def apply() -> None:
             from gateway.control.protocol import ControlError
 
-            state = remote.RemoteState(self.data_dir)
             try:
-                result = await ops.apply(bundle.config, actor="remote-config", comment=f"remote bundle {bundle.serial}")
-            except ControlError as exc:
+                result = await ops.apply(
+                    bundle.config,
+                    actor="remote-config",
+                    comment=f"remote bundle {bundle.serial}",
+                    guard=note_previous,
+                )
+            except (ControlError, OSError) as exc:  # OSError: the remote state not saved, so nothing written
+                state = remote.RemoteState(data_dir)
                 state.doc["pending"] = None
                 state.event(self.clock(), "failed", f"{exc}", bundle.serial)
                 state.save()
@@ -391,6 +410,7 @@ class FleetService:
                     target, "fleet.remote_config.failed", {"serial": bundle.serial, "error": str(exc)}, self.clock()
                 )
                 return
+            state = remote.RemoteState(data_dir)  # read after the apply: note_previous saved to it
             pending = state.doc.get("pending") or {}
             pending.update(version=result["version"], reloaded=True)
             state.doc["pending"] = pending
@@ -417,17 +437,30 @@ class FleetService:
         ops = ConfigOps(self.target, clock=self.clock)
         target, clock, data_dir = self.target, self.clock, self.data_dir
 
+        def still_the_bundle(on_disk: str | None) -> None:
+            # under the lock the rollback writes under: an admin's apply since the bundle (to fix what it
+            # broke, say) is what the box should run, and the text from before the bundle would undo it
+            expected = pending.get("sha256")  # None: a pending left by a release that did not note it
+            if expected is not None and (on_disk is None or sha256_text(on_disk) != expected):
+                raise RollbackSkipped(_kept_detail(target, serial, on_disk, pending.get("previous")))
+
         async def rollback() -> None:
-            state = remote.RemoteState(data_dir)
             try:
                 result = await ops.apply(
-                    pending["previous"], actor="remote-config", comment=f"rollback of remote bundle {serial}"
+                    pending.get("previous") or "",  # none only if there was no config file before the bundle
+                    actor="remote-config",
+                    comment=f"rollback of remote bundle {serial}",
+                    guard=still_the_bundle,
                 )
                 detail = f"back to the previous config, version {result['version']}"
                 step = "rolled_back"
+            except RollbackSkipped as exc:
+                detail, step = str(exc), "rollback_skipped"
+                log.warning("remote config %s: %s", step, detail)
             except Exception as exc:  # said everywhere: the box needs someone
                 detail, step = f"rollback failed: {exc}", "rollback_failed"
                 log.error("remote config: %s", detail)
+            state = remote.RemoteState(data_dir)
             state.event(clock(), step, detail, serial)
             state.save()
             await _audit(target, f"fleet.remote_config.{step}", {"serial": serial, "detail": detail}, clock())
@@ -440,6 +473,38 @@ class FleetService:
         await asyncio.to_thread(self.remote_state.save)
         if self.target is not None:
             await _audit(self.target, f"fleet.remote_config.{step}", {"serial": serial, "detail": detail}, now)
+
+
+class RollbackSkipped(GatewayError):
+    """A remote bundle's rollback that found another config live than the bundle's: that one is kept."""
+
+    code = "rollback_skipped"
+
+
+def _kept_detail(target: ControlTarget, serial: int, on_disk: str | None, previous: str | None) -> str:
+    """Why a rollback is skipped, naming the live config's version and the one to go back to by hand."""
+    head = f"not rolled back: the live config is no longer bundle {serial}'s, got"
+    if on_disk is None:
+        return f"{head} no config file; nothing written"
+    if on_disk == previous:  # rolled back by hand already, or a kill came before the bundle was written
+        return f"not rolled back: the live config is the one from before bundle {serial} already; nothing to undo"
+    try:
+        store = ConfigVersions(Path(target.config.gateway.data_dir) / VERSIONS_FILE)  # where ConfigOps records
+        try:
+            live = store.version_of(sha256_text(on_disk))
+            before = None if previous is None else store.version_of(sha256_text(previous))
+        finally:
+            store.close()
+    except sqlite3.Error as exc:  # the skip stands: the versions only name it
+        return f"{head} sha256 {sha256_text(on_disk)[:12]} (its version unknown: {exc}); it is kept"
+    got = f"version {live} (applied after it)" if live is not None else "a file not recorded as a version (a hand edit)"
+    detail = f"{head} {got}; it is kept."
+    if before is not None:
+        detail += (
+            f" The config from before the bundle is version {before}: roll back to it on the configuration page "
+            "if it is wanted"
+        )
+    return detail
 
 
 def _delivering(doc: dict[str, Any]) -> bool:

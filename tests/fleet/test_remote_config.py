@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import json
+import logging
+import os
 import ssl
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,9 +24,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.app import Runtime
 from gateway.audit.log import AuditLog
 from gateway.config import load_config
+from gateway.control.config_versions import FILE, ConfigVersions
+from gateway.control.ops_config import FIRST, ConfigOps, lock_path, parse_text
 from gateway.fleet import remote
 from gateway.fleet.remote import BundleRefused, public_key_b64, sign_bundle, verify_bundle
 from gateway.records import Command
+from gateway.storage.files import write_atomic
 from tests.fleet.conftest import Clock, until
 from tests.support.orion_double import OrionDouble, TlsMaterial
 from tests.support.ports import free_port
@@ -291,3 +297,147 @@ async def test_a_bundle_is_fetched_whole_however_many_pieces_it_comes_in() -> No
             await remote.fetch(f"{base}/huge")
     finally:
         await runner.cleanup()
+
+
+def versions_of(tmp_path: Path) -> list[tuple[int, str, str, str]]:
+    """(version, actor, comment, text) of every config version recorded, newest first."""
+    store = ConfigVersions(tmp_path / "data" / FILE)
+    try:
+        listed = [store.get(v.version) for v in store.list()]
+        return [(v.version, v.actor, v.comment, v.text) for v in listed if v is not None]
+    finally:
+        store.close()
+
+
+async def test_a_config_applied_while_the_bundle_waits_for_the_lock_is_what_its_rollback_restores(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(config_text(tmp_path, orion_double.url))
+    local = config_text(tmp_path, orion_double.url, rate=0.002)  # an admin's change, landing before the bundle
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    try:
+        first = runtime.gateway
+        assert first.fleet is not None
+        broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
+        fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)  # an apply under way elsewhere
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            assert await first.fleet.offer(bundle(broken, 1), via="push") == {"applied": True, "serial": 1}
+            write_atomic(path, local.encode(), None, durable=True)  # that apply's write, unrecorded
+        finally:
+            os.close(fd)
+        await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
+        second = runtime.gateway
+        assert second is not first and second.fleet is not None
+        await second.fleet.tick(clock.advance(5))
+        await until(lambda: second.loops[0].state.value == "backing-off")
+        await second.fleet.tick(clock.advance(600))
+        await until(lambda: "fleet.remote_config.rolled_back" in audit_actions(tmp_path))
+        await until(lambda: runtime.gateway is not second)
+        running = runtime.config
+    finally:
+        await runtime.stop()
+    assert path.read_text() == local  # the admin's change, not the text from before it
+    assert running == parse_text(local)
+    assert versions_of(tmp_path) == [
+        (3, "remote-config", "rollback of remote bundle 1", local),
+        (2, "remote-config", "remote bundle 1", broken),
+        (1, "file", FIRST, local),  # the file the bundle replaced, read under the lock it was written under
+    ]
+
+
+async def test_a_config_applied_after_the_bundle_is_kept_when_the_health_window_ends(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(config_text(tmp_path, orion_double.url))
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    try:
+        first = runtime.gateway
+        assert first.fleet is not None
+        broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
+        assert (await first.fleet.offer(bundle(broken, 1), via="push"))["applied"] is True
+        await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
+        # the admin's own change on top of the bundle (the web UI's apply); its uplink still does not deliver
+        newer = config_text(tmp_path, f"http://127.0.0.1:{free_port()}", rate=0.002)
+        assert await ConfigOps(runtime, clock=clock).apply(newer, actor="tanaka", comment="mine") == {
+            "version": 3,
+            "reloaded": True,
+        }
+        third = runtime.gateway
+        assert third.fleet is not None
+        await third.fleet.tick(clock.advance(5))
+        await until(lambda: third.loops[0].state.value == "backing-off")
+        fleet_log = logging.getLogger("gateway.fleet.service")
+        fleet_log.addHandler(caplog.handler)  # each reload set up the root's handlers again, without caplog's
+        try:
+            await third.fleet.tick(clock.advance(600))
+            ends = {"fleet.remote_config.rolled_back", "fleet.remote_config.rollback_skipped"}
+            await until(lambda: bool(ends & set(audit_actions(tmp_path))))
+        finally:
+            fleet_log.removeHandler(caplog.handler)
+        assert runtime.gateway is third
+    finally:
+        await runtime.stop()
+    assert path.read_text() == newer
+    assert audit_actions(tmp_path) == [
+        "fleet.remote_config.verified",
+        "fleet.remote_config.applied",
+        "fleet.remote_config.rolling_back",
+        "fleet.remote_config.rollback_skipped",
+    ]
+    state = remote.RemoteState(tmp_path / "data")
+    detail = (
+        "not rolled back: the live config is no longer bundle 1's, got version 3 (applied after it); it is kept. "
+        "The config from before the bundle is version 1: roll back to it on the configuration page if it is wanted"
+    )
+    assert state.doc["events"][-1] == {"at": clock.now, "step": "rollback_skipped", "serial": 1, "detail": detail}
+    assert state.pending is None
+    assert [v[:3] for v in versions_of(tmp_path)] == [
+        (3, "tanaka", "mine"),
+        (2, "remote-config", "remote bundle 1"),
+        (1, "file", FIRST),
+    ]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if "rollback_skipped" in r.getMessage()] == [
+        ("WARNING", f"remote config rollback_skipped: {detail}")
+    ]
+
+
+async def test_a_bundle_written_just_before_a_kill_is_still_rolled_back_by_the_next_start(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "gateway.toml"
+    original = config_text(tmp_path, orion_double.url)
+    path.write_text(original)
+    broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    try:
+        first = runtime.gateway
+        assert first.fleet is not None
+        assert (await first.fleet.offer(bundle(broken, 1), via="push"))["applied"] is True
+        await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
+    finally:
+        await runtime.stop()
+    # what a kill between the bundle's write and the record of its apply leaves: not reloaded, no version
+    state = remote.RemoteState(tmp_path / "data")
+    assert state.pending is not None
+    state.doc["pending"] = {k: v for k, v in state.pending.items() if k != "version"} | {"reloaded": False}
+    state.doc["events"] = state.doc["events"][:-1]
+    state.save()
+    runtime = Runtime(path, load_config(path))  # the box back up, on the bundle's config
+    await runtime.start()
+    try:
+        second = runtime.gateway
+        assert second.fleet is not None
+        await second.fleet.tick(clock.advance(600))
+        await until(lambda: "fleet.remote_config.rolled_back" in audit_actions(tmp_path))
+        await until(lambda: runtime.gateway is not second)
+    finally:
+        await runtime.stop()
+    assert path.read_text() == original
+    steps = [e["step"] for e in remote.RemoteState(tmp_path / "data").doc["events"]]
+    assert steps == ["verified", "rolling_back", "rolled_back"]
