@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.control.protocol import (
+    BUSY,
     ControlError,
     ControlUnavailable,
     LineFramer,
@@ -77,7 +78,13 @@ class ControlClient:
                     f"control socket {self.path}: the gateway is not answering, got {type(exc).__name__}: {exc}; "
                     "is edgegw running?"
                 ) from None
-            reply_id, result = _decode(line)  # an error reply raises here
+            try:
+                reply_id, result = _decode(line)  # an error reply raises here
+            except ControlError as exc:
+                # the cap's refusal closes the connection (a tool's busy does not: reconnecting is cheap)
+                if exc.code == BUSY:
+                    await self._drop()
+                raise
             if reply_id != request_id:
                 await self._drop()
                 raise ControlError("malformed", f"reply: for request {reply_id!r}, got it for {request_id}")
@@ -85,7 +92,12 @@ class ControlClient:
 
     async def _connect(self) -> None:
         if self._writer is not None:
-            return
+            assert self._reader is not None
+            if not (self._reader.at_eof() or self._writer.is_closing()):
+                return
+            # closed by the server since the last call (it closes connections idle for a minute):
+            # nothing was sent on it, so a new one serves this call instead of failing it
+            await self._drop()
         self._reader, self._writer = await asyncio.open_unix_connection(str(self.path))
         self._framer = LineFramer(MAX_REPLY)
         self._pending = []

@@ -9,6 +9,13 @@ gateway. The data path never waits on the socket: ops read what the gateway keep
 go to the buffer's writer thread like any stats call; a large `latest` yields to the loop while
 it builds.
 
+Limits: the gateway shares its descriptor table with its devices and the buffer, so clients cannot
+hold connections without end. At most `max_connections` are open at once; one more is answered
+`busy` (id null) and closed. A connection that waits longer than `idle_timeout_s` for its client —
+for the next complete request (a partial line is still waiting) or for it to take a reply — is
+closed; the time an op takes to answer is not counted. Both are counted (`refused_busy`,
+`idle_closed`); a spell of refusals is logged once at its start and once at its end.
+
 Start: a socket file left by a killed gateway (nobody accepts on it) is replaced; one another
 gateway answers on is an error (`ControlSocketInUse`).
 """
@@ -33,6 +40,7 @@ from gateway.control.ops_config import ConfigOps
 from gateway.control.ops_fleet import FleetOps
 from gateway.control.protocol import (
     BAD_ARGS,
+    BUSY,
     INTERNAL,
     MALFORMED,
     MAX_LINE,
@@ -63,6 +71,13 @@ STOP_WAIT_S = 1.0  # for requests under way at stop, before they are cancelled
 # buffer's writer thread, and five browsers polling must not each add a count between commits.
 STATUS_MAX_AGE_S = 1.0
 ALERT_TYPE = "Alert"  # gateway.processing.river's Smart Data Model Alert entities
+# Long enough for a person typing a request into socat; a client keeping its connection between requests
+# (edgegw web, the kiosk) must connect again after a quieter spell. An op's own time (a command waiting
+# on its device, fleet.probe's delivery) does not count.
+IDLE_TIMEOUT_S = 60.0
+# The web UI and the kiosk keep one connection each, a CLI call or a script one while it runs; far
+# below the descriptors the devices and the buffer need, far above what those clients use.
+MAX_CONNECTIONS = 64
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -91,16 +106,24 @@ class ControlServer:
         tools: list[Tool] | None = None,
         clock: Callable[[], float] = time.time,
         max_line: int = MAX_LINE,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.path = Path(path)
         self.target = target
         self.clock = clock
         self.max_line = max_line
+        self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
         self.config_ops = ConfigOps(target, clock)
         self.jobs = Jobs(load_tools() if tools is None else tools)
         self.host = HostSampler(Path(target.config.gateway.data_dir))
         self.requests = 0
         self.bad_requests: Counter[str] = Counter()  # error code -> requests refused with it
+        self.refused_busy = 0  # connections refused at the cap
+        self.idle_closed = 0  # connections closed after idle_timeout_s waiting on their client
+        self._full = logs.StateLog(log)  # a spell at the cap
+        self._refused_before = 0  # refused_busy when the spell began
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._connections: set[asyncio.StreamWriter] = set()
@@ -235,19 +258,26 @@ class ControlServer:
     # --- connections ---------------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._admit(writer):
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        self._connections.add(writer)
         framer = LineFramer(self.max_line)
         try:
             while True:
-                data = await reader.read(_CHUNK)
-                if not data:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    items = await _requests(reader, framer)
+                if not items:
                     break
-                for item in framer.feed(data):
+                for item in items:
                     writer.write(await self._reply(item))
-                    await writer.drain()
+                    async with asyncio.timeout(self.idle_timeout_s):  # a client that never reads its replies
+                        await writer.drain()
+        except TimeoutError:  # before OSError, which it is
+            self.idle_closed += 1
+            log.debug("control socket: closed a connection whose client did nothing for %g s", self.idle_timeout_s)
+            writer.transport.abort()  # a reply it never read must not keep the descriptor open
         except (ConnectionError, OSError):
             pass  # a client gone mid-request: nothing to answer, nobody else affected
         except asyncio.CancelledError:
@@ -260,6 +290,38 @@ class ControlServer:
             self._connections.discard(writer)
             self._tasks.discard(task)
             writer.close()
+
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """True if there is room for this connection; else it is answered `busy` and closed."""
+        cap = self.max_connections
+        if len(self._connections) >= cap:
+            if self._full.fail(
+                True,
+                logging.WARNING,
+                "control socket %s: %d connections open, the most it takes; refusing more until some close "
+                "(is a client opening connections without closing them?)",
+                self.path,
+                cap,
+            ):
+                self._refused_before = self.refused_busy
+            self.refused_busy += 1
+            busy = ControlError(
+                BUSY,
+                f"control socket: at most {cap} connections at once, got {cap + 1}; try again in a moment "
+                f"(an idle connection is closed after {self.idle_timeout_s:g} s)",
+            )
+            writer.write(encode_error(None, busy))
+            writer.close()
+            return False
+        self._connections.add(writer)
+        # over only with a slot to spare: a client that takes each freed slot at once keeps the spell going
+        if len(self._connections) < cap:
+            self._full.ok(
+                "control socket %s: taking connections again, after refusing %d",
+                self.path,
+                self.refused_busy - self._refused_before,
+            )
+        return True
 
     async def _reply(self, item: bytes | TooLong) -> bytes:
         self.requests += 1
@@ -300,6 +362,8 @@ class ControlServer:
             "connections": len(self._connections),
             "requests": self.requests,
             "bad_requests": dict(sorted(self.bad_requests.items())),
+            "refused_busy": self.refused_busy,
+            "idle_closed": self.idle_closed,
         }
 
     # --- ops -----------------------------------------------------------------------------------
@@ -425,6 +489,17 @@ class ControlServer:
 
     async def op_tool_poll(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.jobs.poll(a.text(args, "job"), a.integer(args, "after", 0))
+
+
+async def _requests(reader: asyncio.StreamReader, framer: LineFramer) -> list[bytes | TooLong]:
+    """The next complete requests (and too-long markers) the client sent; [] once it has hung up."""
+    while True:
+        data = await reader.read(_CHUNK)
+        if not data:
+            return []
+        items = framer.feed(data)
+        if items:
+            return items
 
 
 # --- documents -------------------------------------------------------------------------------------

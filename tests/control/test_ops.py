@@ -74,7 +74,13 @@ async def test_status_has_the_gateway_document_host_caps_alerts_and_counters(
             "unit": "MTR",
         }
     ]
-    assert doc["control"] == {"connections": 1, "requests": 1, "bad_requests": {}}
+    assert doc["control"] == {
+        "connections": 1,
+        "requests": 1,
+        "bad_requests": {},
+        "refused_busy": 0,
+        "idle_closed": 0,
+    }
 
 
 async def test_latest_holds_every_entity_once_filtered_and_limited(orion_double: OrionDouble, tmp_path: Path) -> None:
