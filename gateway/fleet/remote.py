@@ -9,10 +9,11 @@ accepted: an old bundle replayed is refused). Only then is the config text valid
 through the control socket's `ConfigOps.apply`, which records a config version and reloads.
 
 A reload stops the generation that applied it, so the outcome is kept in
-`<data_dir>/remote_config.json` (`pending`: the serial, the version applied, the previous text and
-the deadline) and the next generation's fleet service finishes the job on its ticks: when every
-uplink delivered after the apply (and none is failing), it confirms; at the deadline it applies the
-previous text again (a rollback, itself a recorded version). Every step is an audit entry and an
+`<data_dir>/remote_config.json` (`pending`: the serial, the bundle's sha256, the version applied, the
+previous text, noted under the config lock, and the deadline) and the next generation's fleet
+service finishes the job on its ticks: when every uplink delivered after the apply (and none is
+failing), it confirms; at the deadline it applies the previous text again (a rollback, itself a
+recorded version) if the bundle's config is still live, and keeps a newer one if not. Every step is an audit entry and an
 `event` in the status document, which the Device entity carries to the platform.
 """
 
