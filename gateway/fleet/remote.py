@@ -225,3 +225,8 @@ def detach(make: Callable[[], Any], name: str) -> asyncio.Task[Any]:
     _DETACHED.add(task)
     task.add_done_callback(_DETACHED.discard)
     return task
+
+
+def running(name: str) -> bool:
+    """Whether a task detached under `name` is still under way in this process (any generation's)."""
+    return any(task.get_name() == name for task in _DETACHED)

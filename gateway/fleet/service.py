@@ -301,7 +301,12 @@ class FleetService:
         rc = self.config.remote_config
         pending = self.remote_state.pending
         if pending is not None and self.target is not None:
-            if pending.get("reloaded") and remote.healthy_since(doc, pending["applied_at"]):
+            if pending.get("rolling_back") is not None:
+                # begun and not finished: under way in this process, or cut short by a kill, which this
+                # start finishes (the rollback's guard makes a second one that finds it done harmless)
+                if not remote.running(_rollback_task(pending["serial"])):
+                    await self._rollback(now, pending, again=True)
+            elif pending.get("reloaded") and remote.healthy_since(doc, pending["applied_at"]):
                 await self._remote_step(now, "confirmed", "uplinks delivering after the apply", pending["serial"])
                 self.remote_state.doc["pending"] = None
                 self.remote_state.save()
@@ -426,12 +431,15 @@ class FleetService:
         remote.detach(apply, f"remote-config:{bundle.serial}")
         return {"applied": True, "serial": bundle.serial}
 
-    async def _rollback(self, now: float, pending: dict[str, Any]) -> None:
+    async def _rollback(self, now: float, pending: dict[str, Any], *, again: bool = False) -> None:
         assert self.target is not None
         serial = pending["serial"]
-        await self._remote_step(now, "rolling_back", "uplinks not delivering within the health window", serial)
-        self.remote_state.doc["pending"] = None
-        self.remote_state.save()
+        # pending stays, marked, until the rollback has ended: a kill before that must not leave the
+        # bundle live for good (the next start finishes it, see _remote); saved with the step
+        pending["rolling_back"] = now
+        self.remote_state.doc["pending"] = pending
+        why = "a rollback cut short by a restart" if again else "uplinks not delivering within the health window"
+        await self._remote_step(now, "rolling_back", why, serial)
         from gateway.control.ops_config import ConfigOps
 
         ops = ConfigOps(self.target, clock=self.clock)
@@ -461,11 +469,13 @@ class FleetService:
                 detail, step = f"rollback failed: {exc}", "rollback_failed"
                 log.error("remote config: %s", detail)
             state = remote.RemoteState(data_dir)
+            if (state.pending or {}).get("serial") == serial:
+                state.doc["pending"] = None
             state.event(clock(), step, detail, serial)
             state.save()
             await _audit(target, f"fleet.remote_config.{step}", {"serial": serial, "detail": detail}, clock())
 
-        remote.detach(rollback, f"remote-config-rollback:{serial}")
+        remote.detach(rollback, _rollback_task(serial))
 
     async def _remote_step(self, now: float, step: str, detail: str, serial: int | None) -> None:
         log.info("remote config %s: %s", step, detail)
@@ -473,6 +483,10 @@ class FleetService:
         await asyncio.to_thread(self.remote_state.save)
         if self.target is not None:
             await _audit(self.target, f"fleet.remote_config.{step}", {"serial": serial, "detail": detail}, now)
+
+
+def _rollback_task(serial: int) -> str:
+    return f"remote-config-rollback:{serial}"
 
 
 class RollbackSkipped(GatewayError):

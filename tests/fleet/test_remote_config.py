@@ -441,3 +441,90 @@ async def test_a_bundle_written_just_before_a_kill_is_still_rolled_back_by_the_n
     assert path.read_text() == original
     steps = [e["step"] for e in remote.RemoteState(tmp_path / "data").doc["events"]]
     assert steps == ["verified", "rolling_back", "rolled_back"]
+
+
+async def _bundle_applied_then_stopped(runtime: Runtime, broken: str) -> None:
+    """Bundle 1 (`broken`) applied and reloaded into a new generation, then the gateway stopped."""
+    await runtime.start()
+    try:
+        fleet = runtime.gateway.fleet
+        assert fleet is not None
+        assert (await fleet.offer(bundle(broken, 1), via="push"))["applied"] is True
+        await until(lambda: (remote.RemoteState(fleet.data_dir).pending or {}).get("reloaded") is True)
+    finally:
+        await runtime.stop()
+
+
+def _killed_while_rolling_back(data_dir: Path) -> None:
+    """What a kill after the rollback began leaves: pending marked, no outcome recorded."""
+    state = remote.RemoteState(data_dir)
+    assert state.pending is not None
+    state.doc["pending"] = state.pending | {"rolling_back": 1.0}
+    state.event(1.0, "rolling_back", "uplinks not delivering within the health window", 1)
+    state.save()
+
+
+async def test_a_rollback_cut_short_by_a_kill_is_finished_by_the_next_start(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "gateway.toml"
+    original = config_text(tmp_path, orion_double.url)
+    path.write_text(original)
+    broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
+    await _bundle_applied_then_stopped(Runtime(path, load_config(path)), broken)
+    _killed_while_rolling_back(tmp_path / "data")
+    assert path.read_text() == broken  # the kill came before the rollback's write
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    try:
+        second = runtime.gateway
+        assert second.fleet is not None
+        await second.fleet.tick(clock.advance(1))  # well inside a new health window: the mark decides
+        await until(lambda: "fleet.remote_config.rolled_back" in audit_actions(tmp_path))
+        await until(lambda: runtime.gateway is not second)
+    finally:
+        await runtime.stop()
+    assert path.read_text() == original
+    state = remote.RemoteState(tmp_path / "data")
+    assert state.pending is None
+    assert [(e["step"], e["detail"]) for e in state.doc["events"]][-3:] == [
+        ("rolling_back", "uplinks not delivering within the health window"),
+        ("rolling_back", "a rollback cut short by a restart"),
+        (
+            "rolled_back",
+            f"back to the previous config, version {ConfigVersions(tmp_path / 'data' / FILE).list(1)[0].version}",
+        ),
+    ]
+
+
+async def test_a_rollback_killed_after_its_write_is_not_done_twice(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "gateway.toml"
+    original = config_text(tmp_path, orion_double.url)
+    path.write_text(original)
+    broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
+    await _bundle_applied_then_stopped(Runtime(path, load_config(path)), broken)
+    _killed_while_rolling_back(tmp_path / "data")
+    write_atomic(path, original.encode(), None, durable=True)  # the rollback's write landed before the kill
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    try:
+        second = runtime.gateway
+        assert second.fleet is not None
+        await second.fleet.tick(clock.advance(1))
+        await until(lambda: "fleet.remote_config.rollback_skipped" in audit_actions(tmp_path))
+        assert runtime.gateway is second  # nothing applied, nothing reloaded
+        await second.fleet.tick(clock.advance(1))  # and the next tick leaves it at that
+    finally:
+        await runtime.stop()
+    assert path.read_text() == original
+    state = remote.RemoteState(tmp_path / "data")
+    assert state.pending is None
+    assert [(e["step"], e["detail"]) for e in state.doc["events"]][-2:] == [
+        ("rolling_back", "a rollback cut short by a restart"),
+        (
+            "rollback_skipped",
+            "not rolled back: the live config is the one from before bundle 1 already; nothing to undo",
+        ),
+    ]
