@@ -220,6 +220,18 @@ def _user(row: sqlite3.Row) -> User:
     )
 
 
+def _admin_exists() -> SetupRefused:
+    return SetupRefused("setup link: an admin exists, got a setup link; log in", "setup.admin_exists")
+
+
+def _setup_invalid() -> SetupRefused:
+    return SetupRefused(
+        "setup link: unknown, used or expired, got a link that cannot be used; "
+        "make a new one with `edgegw user setup-link`",
+        "setup.invalid",
+    )
+
+
 def _token_hash(token: str) -> str:
     # the token is 256 random bits: a plain hash is enough to keep a copy of the file from being a setup link
     return hashlib.sha256(token.encode()).hexdigest()
@@ -522,20 +534,23 @@ class AccountStore:
     def use_setup_token(self, token: str, name: str, password: str, *, now: float) -> User:
         """Create the first admin with a setup token; the token is spent, and refused once any admin exists."""
         check_user_name(name)
+        # Refused before the password is hashed: anyone who can reach the page may post to it, and a
+        # guess must not take an Argon2 slot (64 MiB, ~0.1 s) from the logins. Checked again below,
+        # in the transaction, for two posts racing with one link.
+        if self.has_admin():
+            raise _admin_exists()
+        if not self.setup_token_valid(token, now=now):
+            raise _setup_invalid()
         password_hash = self._checked_hash(f"user {name}", name, password)
         with self._write() as db:
             if db.execute("SELECT 1 FROM users WHERE role = ?", (Role.ADMIN.value,)).fetchone():
-                raise SetupRefused("setup link: an admin exists, got a setup link; log in", "setup.admin_exists")
+                raise _admin_exists()
             row = None
             for candidate in db.execute("SELECT * FROM setup_tokens WHERE used_at IS NULL"):
                 if hmac.compare_digest(candidate["token_hash"], _token_hash(token)):
                     row = candidate
             if row is None or now >= row["expires_at"]:
-                raise SetupRefused(
-                    "setup link: unknown, used or expired, got a link that cannot be used; "
-                    "make a new one with `edgegw user setup-link`",
-                    "setup.invalid",
-                )
+                raise _setup_invalid()
             self._insert(db, name, Role.ADMIN, password_hash, now=now, must_change=False)
             # one admin ends the setup: every other link is spent too
             db.execute("UPDATE setup_tokens SET used_at = ? WHERE used_at IS NULL", (now,))

@@ -6,6 +6,7 @@ import sqlite3
 import stat
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.accounts.store import (
+    HASH_SLOTS,
     SCHEMA_VERSION,
     AccountError,
     AccountStore,
@@ -344,6 +346,33 @@ def test_setup_token_expires_and_checks_the_password(store: AccountStore) -> Non
         "make a new one with `edgegw user setup-link`"
     )
     assert not store.has_admin()
+
+
+def test_a_wrong_setup_token_is_refused_while_a_valid_link_exists(store: AccountStore) -> None:
+    token = store.create_setup_token(now=T0)
+    for guess in ("guess", token[:-1], token + "x", ""):
+        with pytest.raises(SetupRefused) as exc:
+            store.use_setup_token(guess, "mallory", GOOD, now=T0 + 10)
+        assert exc.value.key == "setup.invalid"
+    assert store.list_users() == [] and not store.has_admin()
+    assert store.setup_token_valid(token, now=T0 + 11)  # the guesses did not spend the real link
+    assert store.use_setup_token(token, "tanaka", GOOD, now=T0 + 11).role is Role.ADMIN
+
+
+def test_a_wrong_setup_token_is_refused_before_its_password_takes_a_hash_slot(store: AccountStore) -> None:
+    store.create_setup_token(now=T0)
+    for _ in range(HASH_SLOTS):  # every Argon2 slot busy, as under a burst of logins
+        assert store._hash_slots.acquire(blocking=False)
+    pool = ThreadPoolExecutor(1)
+    try:
+        guess = pool.submit(store.use_setup_token, "guess", "mallory", GOOD, now=T0 + 10)
+        with pytest.raises(SetupRefused) as exc:
+            guess.result(timeout=5)  # waiting for a slot would time out here instead
+        assert exc.value.key == "setup.invalid"
+    finally:
+        for _ in range(HASH_SLOTS):
+            store._hash_slots.release()
+        pool.shutdown()
 
 
 def test_any_admin_refuses_the_setup_link(store: AccountStore) -> None:

@@ -35,6 +35,21 @@ async def test_setup_link_creates_the_first_admin_once(web_env: WebEnv) -> None:
     assert (entry.actor, entry.target, entry.detail["via"]) == ("setup", "root1", "setup")
 
 
+async def test_setup_post_with_a_wrong_token_is_refused_while_a_link_exists(web_env: WebEnv) -> None:
+    token = web_env.accounts.create_setup_token(now=web_env.clock())
+    form = {"name": "evil", "password": PASSWORD, "confirm": PASSWORD}
+    for guess in ("guess", token[:-1] + ("A" if token[-1] != "A" else "B")):
+        refused = await post_form(web_env.client, f"/setup/{guess}", form)
+        assert refused.status == 404
+        assert "このセットアップ用リンクは無効です" in await refused.text()
+    assert web_env.accounts.list_users() == [] and web_env.entries("user.add") == []
+    done = await post_form(
+        web_env.client, f"/setup/{token}", {"name": "root1", "password": PASSWORD, "confirm": PASSWORD}
+    )
+    assert done.status == 302 and done.headers["Location"] == "/login"
+    assert [(u.name, u.role) for u in web_env.accounts.list_users()] == [("root1", Role.ADMIN)]
+
+
 async def test_setup_link_expires(web_env: WebEnv) -> None:
     token = web_env.accounts.create_setup_token(now=web_env.clock(), ttl_s=3600)
     web_env.clock.advance(3601)
