@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -171,6 +172,29 @@ def test_export_is_excel_csv_in_jst_with_a_signed_manifest_and_tampering_shows(
     out.write_bytes(data)
     assert verify_export(out, {**loaded, "reference": "R8-999"}, key) == [
         "signature: does not match the document (altered after signing)"
+    ]
+
+
+def test_another_document_signed_by_the_same_key_is_not_an_export_manifest(store: WifiLogStore, tmp_path: Path) -> None:
+    store.apply([ev(EventKind.START, T0)])
+    q = Query(mac=MAC)
+    out = tmp_path / "inq.csv"
+    manifest = write_export(
+        store.search(q), q, signer=store.signer, reference="R8-123", who="auditor1", now=T0, csv_path=out
+    )
+    [cert] = store.expire(datetime(2027, 1, 1, tzinfo=JST))
+    key = load_public_key(store.public_key_path)
+    assert verify_document(cert, key) == []  # a genuine document of this key, only not a manifest
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert verify_export(out, cert, key) == [
+        "type: not an export manifest, got 'edgegw.wifilog.erasure-certificate'",
+        f"inq.csv: SHA-256 differs from the manifest (file altered), got {digest[:16]}…",
+    ]
+    # the same key's signature over the file's own hash under another type: only the type tells it apart
+    retyped = store.signer.sign({**manifest, "type": "edgegw.wifilog.erasure-certificate"})
+    assert verify_document(retyped, key) == [] and retyped["sha256"] == digest
+    assert verify_export(out, retyped, key) == [
+        "type: not an export manifest, got 'edgegw.wifilog.erasure-certificate'"
     ]
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -70,6 +71,38 @@ async def test_csrf_without_a_session(kiosk: tuple[TestClient[Any, Any], Clock])
     assert verify_token(key, csrf_token(key, 100.0), 100.0 + 3600)
     assert not verify_token(key, csrf_token(key, 100.0), 100.0 + 3601)
     assert not verify_token(b"j" * 32, csrf_token(key, 100.0), 100.0)
+
+
+def _browser() -> aiohttp.ClientSession:
+    """Another browser with a cookie jar of its own (accepting the test server's IP-address cookies)."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def test_a_valid_token_without_the_kiosk_cookie_is_refused(kiosk: tuple[TestClient[Any, Any], Clock]) -> None:
+    """The token verifies (signed, fresh); only its comparison with the absent cookie refuses it."""
+    client, _ = kiosk
+    form = {"csrf_token": await _token(client), "label": "A-01", "code": "123456"}
+    async with _browser() as cookieless, cookieless.post(client.make_url("/open"), data=form) as missing:
+        assert missing.status == 403 and "有効期限が切れました" in await missing.text()
+    # the same token with its own client's cookie passes the kiosk's checks (and fails only on the absent gateway)
+    assert (await client.post("/open", data=form)).status == 503
+
+
+async def test_a_valid_token_with_another_clients_cookie_is_refused(
+    kiosk: tuple[TestClient[Any, Any], Clock],
+) -> None:
+    """Both the token and the other browser's cookie verify; only their comparison refuses the pair."""
+    client, _ = kiosk
+    token = await _token(client)
+    form = {"csrf_token": token, "label": "A-01", "code": "123456"}
+    async with _browser() as other:
+        async with other.get(client.make_url("/")) as page:
+            match = CSRF_RE.search(await page.text())
+        assert match and match.group(1) != token
+        assert [c.value for c in other.cookie_jar if c.key == COOKIE] == [match.group(1)]
+        async with other.post(client.make_url("/open"), data=form) as crossed:
+            assert crossed.status == 403 and "有効期限が切れました" in await crossed.text()
+    assert (await client.post("/open", data=form)).status == 503
 
 
 async def test_tries_are_throttled_per_address(kiosk: tuple[TestClient[Any, Any], Clock]) -> None:
