@@ -87,7 +87,7 @@ def start_orion_double() -> tuple[subprocess.Popen[str], str]:
         "import asyncio, sys\n"
         "from tests.support.orion_double import OrionDouble\n"
         "async def main():\n"
-        "    async with OrionDouble(validate=False, keep_log=False) as d:\n"
+        "    async with OrionDouble(keep_log=False) as d:\n"
         "        d.written = type('Sink', (), {'append': lambda self, x: None, 'extend': lambda self, x: None})()\n"
         "        print(d.url, flush=True)\n"
         "        await asyncio.Event().wait()\n"

@@ -1,7 +1,8 @@
 """Throughput of the `orion` uplink: N readings through `OrionUplink.deliver` in buffer-sized batches.
 
-The Orion double runs in a separate process (so its work does not share our event loop), in fast
-mode by default (stores entities, skips `orion_rules` validation; `--validate` turns it on).
+The Orion double runs in a separate process (so its work does not share our event loop); it checks
+every request as Orion does (it has no mode that does not since 2026-12-05: the figures in the
+README measured before then had it skip those checks).
 Prints readings/s and requests/s. Usage: `python bench/orion_bench.py [--readings 50000] [--batch 1000]`.
 """
 
@@ -25,12 +26,12 @@ from gateway.uplinks.api import Status
 from gateway.uplinks.orion import OrionConfig, OrionUplink
 
 
-def _serve(validate: bool, ready: Any, stop: Any) -> None:
+def _serve(ready: Any, stop: Any) -> None:
     """Child process: the double, until `stop` is set; then its counts go back through `ready`."""
     from tests.support.orion_double import OrionDouble
 
     async def main() -> None:
-        async with OrionDouble(validate=validate, keep_log=False) as double:
+        async with OrionDouble(keep_log=False) as double:
             ready.put(double.url)
             while not stop.is_set():
                 await asyncio.sleep(0.05)
@@ -90,13 +91,12 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=1000, help="records per deliver() call (batch_max_rows)")
     parser.add_argument("--entities", type=int, default=200, help="distinct entities the readings cycle through")
-    parser.add_argument("--validate", action="store_true", help="double validates every request like Orion")
     parser.add_argument("--catch-up", default="full-history", choices=["full-history", "latest-state"])
     args = parser.parse_args()
     ctx = multiprocessing.get_context("spawn")
     ready: Any = ctx.Queue()
     stop = ctx.Event()
-    server = ctx.Process(target=_serve, args=(args.validate, ready, stop), daemon=True)
+    server = ctx.Process(target=_serve, args=(ready, stop), daemon=True)
     server.start()
     try:
         url = ready.get(timeout=30)
@@ -107,10 +107,7 @@ def main() -> None:
         stop.set()
         server.join(timeout=10)
     c = up.counters
-    mode = "validating" if args.validate else "fast"
-    print(
-        f"orion uplink ({mode} double, {args.catch_up}, batch {args.batch}): {args.readings} readings in {elapsed:.2f} s"
-    )
+    print(f"orion uplink ({args.catch_up}, batch {args.batch}): {args.readings} readings in {elapsed:.2f} s")
     print(
         f"  {args.readings / elapsed:,.0f} readings/s, {c.requests / elapsed:,.1f} requests/s, "
         f"{c.bytes / elapsed / 1e6:.1f} MB/s of request bodies"

@@ -13,16 +13,15 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, quote_plus
 
+import orjson
 import pytest
-from aiohttp import web
 
 from gateway.secrets import SecretStore
 from tests.e2e.harness import GatewayProcess, wait_until
+from tests.support.orion_double import TOKEN_PATH, V2_UPDATE, Arrival, OrionDouble, Refusal
 
 pytestmark = pytest.mark.e2e
 
@@ -33,82 +32,79 @@ CLIENT_SECRET = f"cs+{secrets.token_hex(6)}/&{secrets.token_hex(6)}"
 API_KEY = f"key-{secrets.token_hex(8)}"
 
 
-@dataclass
 class EchoingPlatform:
-    """Answers errors whose bodies repeat what it was sent: headers, form fields, tokens."""
+    """The strict Orion double behind a proxy and an IdM whose error bodies repeat what they were sent:
+    headers, form fields, tokens. The refusals are scripted; every other request meets Orion's rules
+    and the double's token endpoint, so a 204 is one Orion would give."""
 
-    url: str = ""
-    issued: list[str] = field(default_factory=list)  # access tokens handed out
-    echoed: list[str] = field(default_factory=list)  # every error body sent
-    token_requests: dict[str, int] = field(default_factory=dict)  # by client id
-    updates: dict[str, int] = field(default_factory=dict)  # by uplink
-    answers: list[int] = field(default_factory=list)
+    def __init__(self, orion: OrionDouble) -> None:
+        self.orion = orion
+        self.token_requests: dict[str, int] = {}  # by client id
+        self.updates: dict[str, int] = {}  # by uplink
+        orion.require_oauth("gw-basic", CLIENT_SECRET, expires_in=3600)
+        orion.require_oauth("gw-post", CLIENT_SECRET, expires_in=3600)
+        orion.refuse_with(self.refuse)
 
-    def _error(self, status: int, body: str, content_type: str = "application/json") -> web.Response:
-        self.echoed.append(body)
-        self.answers.append(status)
-        return web.Response(status=status, text=body, content_type=content_type)
+    @property
+    def url(self) -> str:
+        return self.orion.url
 
-    async def token(self, request: web.Request) -> web.Response:
-        body = (await request.read()).decode()
+    @property
+    def issued(self) -> list[str]:
+        """Access tokens handed out."""
+        return [orjson.loads(r.response)["access_token"] for r in self.orion.requests_to(TOKEN_PATH) if r.status == 200]
+
+    @property
+    def echoed(self) -> list[str]:
+        """Every error body sent."""
+        return [r.response.decode() for r in self.orion.requests if r.status >= 400]
+
+    @property
+    def answers(self) -> list[int]:
+        return [r.status for r in self.orion.requests_to(V2_UPDATE)]
+
+    def refuse(self, arrival: Arrival) -> Refusal | None:
+        if arrival.path == TOKEN_PATH:
+            return self.refuse_token(arrival)
+        return self.refuse_update(arrival)
+
+    def refuse_token(self, arrival: Arrival) -> Refusal | None:
+        body = arrival.body.decode()
         form = {k: v[0] for k, v in parse_qs(body).items()}
-        auth = request.headers.get("Authorization", "")
+        auth = arrival.headers.get("Authorization", "")
         client = form.get("client_id") or base64.b64decode(auth[6:]).decode().partition(":")[0]
         seen = self.token_requests[client] = self.token_requests.get(client, 0) + 1
-        if seen == 1:
-            secret = form.get("client_secret") or base64.b64decode(auth[6:]).decode().partition(":")[2]
-            return self._error(
-                401,
-                json.dumps(
-                    {
-                        "error": "invalid_client",
-                        "error_description": f"client {client} with secret {secret} ({auth[6:]}) and body {body} "
-                        f"refused; Authorization: {auth}",
-                    }
-                ),
-            )
-        token = f"at-{secrets.token_hex(12)}"
-        self.issued.append(token)
-        return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+        if seen > 1:
+            return None  # the double's token endpoint checks the credentials and issues a token
+        secret = form.get("client_secret") or base64.b64decode(auth[6:]).decode().partition(":")[2]
+        error = {
+            "error": "invalid_client",
+            "error_description": f"client {client} with secret {secret} ({auth[6:]}) and body {body} "
+            f"refused; Authorization: {auth}",
+        }
+        return Refusal(status=401, body=json.dumps(error))
 
-    async def update(self, request: web.Request) -> web.Response:
-        await request.read()
-        headers = dict(request.headers)
-        uplink = "orion-post" if "apikey" in headers else "orion-basic"
+    def refuse_update(self, arrival: Arrival) -> Refusal | None:
+        headers = dict(arrival.headers)
+        uplink = "orion-post" if "apikey" in arrival.headers else "orion-basic"
         n = self.updates[uplink] = self.updates.get(uplink, -1) + 1
         token = headers.get("Authorization", "").removeprefix("Bearer ") or headers.get("X-Auth-Token", "")
-        # per uplink: 500, 401 twice (refused again after a fresh token), 400, then 204 twice; and again
-        answer = (500, 401, 401, 400, 204, 204)[n % 6]
+        # per uplink: 500, 401 twice (refused again after a fresh token), 400, then twice to Orion's rules
+        answer = (500, 401, 401, 400, None, None)[n % 6]
         if answer == 500:  # an HTML error page of a proxy, with the request's headers
-            return self._error(
-                500, "<pre>" + "\r\n".join(f"{k}: {v}" for k, v in headers.items()) + "</pre>", "text/html"
-            )
+            page = "<pre>" + "\r\n".join(f"{k}: {v}" for k, v in headers.items()) + "</pre>"
+            return Refusal(status=500, body=page, content_type="text/html")
         if answer == 401:  # a PEP proxy naming the token it refused
-            return self._error(
-                401,
-                json.dumps({"error": "Unauthorized", "description": f"token {token} is not valid; headers {headers}"}),
-            )
+            error = {"error": "Unauthorized", "description": f"token {token} is not valid; headers {headers}"}
+            return Refusal(status=401, body=json.dumps(error))
         if answer == 400:  # a validation error echoing the request
-            return self._error(400, json.dumps({"error": "BadRequest", "description": json.dumps(headers)}))
-        self.answers.append(204)
-        return web.Response(status=204)
+            return Refusal(status=400, body=json.dumps({"error": "BadRequest", "description": json.dumps(headers)}))
+        return None
 
 
 @pytest.fixture
-async def platform() -> AsyncIterator[EchoingPlatform]:
-    echo = EchoingPlatform()
-    app = web.Application()
-    app.router.add_post("/token", echo.token)
-    app.router.add_post("/v2/op/update", echo.update)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    echo.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        yield echo
-    finally:
-        await runner.cleanup()
+async def platform(orion_double: OrionDouble) -> EchoingPlatform:
+    return EchoingPlatform(orion_double)
 
 
 def written_files(root: Path) -> dict[Path, bytes]:
@@ -139,7 +135,7 @@ retry_initial_s = 0.05
 retry_max_s = 0.2
 
 [uplinks.oauth2]
-token_url = "{url}/token"
+token_url = "{url}{TOKEN_PATH}"
 client_id = "gw-basic"
 client_secret = "secret:idm_secret"
 client_auth = "basic"
@@ -154,7 +150,7 @@ retry_initial_s = 0.05
 retry_max_s = 0.2
 
 [uplinks.oauth2]
-token_url = "{url}/token"
+token_url = "{url}{TOKEN_PATH}"
 client_id = "gw-post"
 client_secret = "secret:idm_secret"
 client_auth = "post"

@@ -162,7 +162,13 @@ async def test_key_values_ids_paging_count_and_service_paths(orion_double: Orion
             {"error": "BadRequest", "description": "Bad pagination limit: /-3/ [must be a decimal number]"},
         ),
         (
-            "?options=upsert",
+            "?options=upsert,replaceAll",  # replaceAll is no option of Orion's (ConnectionInfo.cpp validOptions)
+            {"entities": [{"id": "E"}]},
+            400,
+            {"error": "BadRequest", "description": "Invalid value for URI param /options/"},
+        ),
+        (
+            "?options=keyValues,values",  # uriParamOptionsParse refuses the two together
             {"entities": [{"id": "E"}]},
             400,
             {"error": "BadRequest", "description": "Invalid value for URI param /options/"},

@@ -1,12 +1,29 @@
 """A strict HTTP double of Orion (NGSI v2 batch update and query) and an NGSI-LD broker (batch upsert), with faults.
 
-Requests are validated by `tests.support.orion_rules` (Orion's status codes and error bodies); what
-passes is applied to an in-memory entity store (latest state, as Orion's `append` leaves it: metadata
-an update leaves out are kept) and every request is logged with its
-headers and body. Faults are scripted per test: answer a status for N requests or until a time, hang,
-require an X-Auth-Token, or require a bearer token from the double's own OAuth2 token endpoint
-(`POST /oauth2/token`, client credentials). An HTTPS variant serves a certificate of a test CA
-generated into a temporary directory and can require a client certificate (mTLS).
+Requests are validated by `tests.support.orion_rules` (Orion's status codes and error bodies), URI
+params included; what passes is applied to an in-memory entity store the way Orion 4's mongoBackend
+applies it, and every request is logged with its headers and body. A batch update
+(`POST /v2/op/update`) is processed entity by entity in order, each looked up by id and type:
+`append` creates or updates, `appendStrict` refuses attributes that exist, `update` and `delete` refuse
+what does not exist, `replace` swaps every attribute; each failure adds to one error (the first sets
+the status) and a batch where some succeeded and some did not ends in 422 `PartialUpdate`
+(src/lib/mongoBackend/MongoCommonUpdate.cpp, mongoUpdateContext.cpp; functional tests
+0000_update_error_responses/error_responses_09*, 1715_batch_update/*). Metadata an update leaves out
+are kept; one location attribute per entity, across requests too (413).
+
+What the double does not implement it refuses with 501 `NotImplemented` rather than guess: options
+that change what is stored (`keyValues`, `overrideMetadata`), `idPattern` in a batch, two entities
+of one id with different types in a service path, deleting a location attribute.
+
+`OrionDouble(tolerate=...)` switches single strict rules off (`orion_rules.Tolerance`) for a sender
+other than this gateway; Orion's own rules always apply.
+
+Faults are scripted per test: answer a status for N requests or until a time, hang, refuse with a
+body made from the request (`refuse_with`: what a proxy or platform in front of Orion answers;
+successes only ever come from the rules), require an X-Auth-Token, or require a bearer token from the
+double's own OAuth2 token endpoint (`POST /oauth2/token`, client credentials, one or more clients).
+An HTTPS variant serves a certificate of a test CA generated into a temporary directory and can
+require a client certificate (mTLS).
 
 A path the double does not serve gets Orion's answer to it, whatever the method: 400 BadRequest
 "Service not found. Check your URL as probably it is wrong." (`restService()` in Orion's
@@ -19,12 +36,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import enum
 import ipaddress
 import re
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +93,33 @@ class LoggedRequest:
 
     def json(self) -> Any:
         return orjson.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arrival:
+    """A request as `refuse_with`'s callback sees it, before anything else looked at it."""
+
+    method: str
+    path: str
+    query: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """A scripted refusal, sent as it is. Only refusals: a success must come from the rules."""
+
+    status: int
+    body: str | bytes
+    content_type: str = "application/json"
+
+    def __post_init__(self) -> None:
+        if self.status < 400:
+            raise ValueError(f"Refusal: a status of 400 or more, got {self.status}; successes come from the rules")
+
+
+RefuseWith = Callable[[Arrival], Refusal | None]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -212,10 +257,67 @@ METHOD_NOT_ALLOWED = {"error": "MethodNotAllowed", "description": "method not al
 
 @dataclass(slots=True)
 class _OAuth:
-    client_id: str
-    client_secret: str
+    clients: dict[str, str]  # client id -> secret
     expires_in: float
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (clock time)
+
+
+class _Coverage(enum.Enum):
+    """How much of one entity of a batch was done (mongoBackend's UpdateCoverage)."""
+
+    SUCCESS = "success"
+    FULL_ATTRS_FAIL = "full-attrs-fail"  # none of the entity's attributes could be done
+    ENTITY_NOT_FOUND = "entity-not-found"
+    PARTIAL = "partial"
+
+
+def _combine(total: _Coverage | None, entity: _Coverage) -> _Coverage:
+    """The batch's coverage after one more entity (the switch in mongoUpdateContext.cpp)."""
+    if total is None or total is entity:
+        return entity
+    if _Coverage.SUCCESS in (total, entity) or _Coverage.PARTIAL in (total, entity):
+        return _Coverage.PARTIAL
+    return _Coverage.FULL_ATTRS_FAIL  # full attrs fail and entity not found, in either order
+
+
+@dataclass(slots=True)
+class _OrionError:
+    """The one error of a batch: the first failure sets status and error, later ones only add to the
+    description (OrionError::fill overwrites all three, OrionError::fillOrAppend)."""
+
+    status: int = 0
+    error: str = ""
+    description: str = ""
+
+    def fill(self, status: int, error: str, description: str) -> None:
+        self.status, self.error, self.description = status, error, description
+
+    def fill_or_append(self, status: int, error: str, description: str, tail: str) -> None:
+        if self.status:
+            self.description += tail
+        else:
+            self.fill(status, error, description)
+
+
+GEO_TYPES = frozenset({"geo:json", "geo:point", "geo:line", "geo:box", "geo:polygon"})
+# errorMessages.h ERROR_DESC_NO_RESOURCES_AVAILABLE_GEOLOC, in the wording orion_rules uses for a create
+GEOLOC_413 = "You cannot use more than one geo location attribute when creating an entity [see Orion user manual]"
+
+
+def _is_location(attr: Any, stored: Any) -> bool:
+    """Whether `attr` of a request becomes its entity's location (ContextAttribute::getLocation): a geo
+    type and a value, unless `ignoreType` says otherwise, in the request or else in the stored attribute."""
+    if not isinstance(attr, dict) or attr.get("type") not in GEO_TYPES or attr.get("value") is None:
+        return False
+    metadata = attr.get("metadata") or {}
+    if "ignoreType" in metadata:
+        return metadata["ignoreType"].get("value") is not True
+    old = (stored.get("metadata") or {}).get("ignoreType") if isinstance(stored, dict) else None
+    return not (isinstance(old, dict) and old.get("value") is True)
+
+
+def _attrs(entity: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entity.items() if k not in ("id", "type")}
 
 
 class OrionDouble:
@@ -227,22 +329,26 @@ class OrionDouble:
         clock: Callable[[], float] = time.monotonic,
         tls: TlsMaterial | None = None,
         require_client_cert: bool = False,
-        validate: bool = True,
+        tolerate: Iterable[orion_rules.Tolerance] = (),
         max_body: int = MAX_BODY,
         keep_log: bool = True,
     ) -> None:
         self.clock = clock
         self.tls = tls
         self.require_client_cert = require_client_cert
-        self.validate = validate
+        self.tolerate: orion_rules.Tolerances = frozenset(tolerate)
         self.max_body = max_body
         self.keep_log = keep_log
         self.requests: list[LoggedRequest] = []
         # (Fiware-Service, Fiware-ServicePath, entity id) -> latest entity, v2 normalized form
         self.entities: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # the same key -> the name of the entity's location attribute, for those that have one
+        self._locations: dict[tuple[str, str, str], str] = {}
         # (NGSILD-Tenant, entity id) -> latest entity, LD form
         self.ld_entities: dict[tuple[str, str], dict[str, Any]] = {}
-        self.written: list[dict[str, Any]] = []  # every entity applied, in arrival order (v2 and LD)
+        # every entity created, appended to, updated or replaced, with what was applied of it, in arrival
+        # order (v2 and LD); deletions are not writes
+        self.written: list[dict[str, Any]] = []
         # (Fiware-Service, Fiware-ServicePath, registration id) -> registration as received
         self.registrations: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.token_fetches = 0
@@ -257,6 +363,7 @@ class OrionDouble:
         self._ld_raw_errors: dict[str, Any] = {}
         self._ld_unreported: set[str] = set()
         self._refused_entities: dict[str, str] = {}
+        self._refuse_with: RefuseWith | None = None
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -281,6 +388,11 @@ class OrionDouble:
         """Refuse (400 BadRequest, whole request) any v2 update holding `entity_id`, as a stricter platform would."""
         self._refused_entities[entity_id] = description
 
+    def refuse_with(self, answer: RefuseWith | None) -> None:
+        """Show every request (NGSI and token) to `answer` before anything else: a `Refusal` is sent as it
+        is, None lets the request on to the faults, the credentials and the rules. None stops it."""
+        self._refuse_with = answer
+
     def hang(self, count: int = 1, *, until: float | None = None) -> None:
         """Never answer the next `count` NGSI requests (or all until clock time `until`)."""
         self._hang_remaining = 0 if until is not None else count
@@ -290,7 +402,11 @@ class OrionDouble:
         self._x_auth_token = token
 
     def require_oauth(self, client_id: str, client_secret: str, *, expires_in: float = 60.0) -> None:
-        self._oauth = _OAuth(client_id, client_secret, expires_in)
+        """Require a token of the double's token endpoint; once per client (the last `expires_in` holds)."""
+        if self._oauth is None:
+            self._oauth = _OAuth({}, expires_in)
+        self._oauth.clients[client_id] = client_secret
+        self._oauth.expires_in = expires_in
 
     def revoke_tokens(self) -> None:
         """Forget every issued token, as an authorization server restart or key rotation does."""
@@ -383,8 +499,27 @@ class OrionDouble:
             )
         return resp
 
+    def _scripted(self, request: web.Request, body: bytes) -> web.Response | None:
+        if self._refuse_with is None:
+            return None
+        arrival = Arrival(
+            method=request.method,
+            path=request.path,
+            query=request.query_string,
+            headers=CIMultiDict(request.headers),
+            body=body,
+        )
+        refusal = self._refuse_with(arrival)
+        if refusal is None:
+            return None
+        body_bytes = refusal.body.encode() if isinstance(refusal.body, str) else refusal.body
+        return web.Response(status=refusal.status, body=body_bytes, content_type=refusal.content_type)
+
     async def _gate(self, request: web.Request, body: bytes) -> web.Response | None:
-        """Scripted faults, then size and credentials; None lets the request through to validation."""
+        """Scripted refusals and faults, then size and credentials; None lets the request through to validation."""
+        scripted = self._scripted(request, body)
+        if scripted is not None:
+            return scripted
         now = self.clock()
         if self._hang_remaining > 0 or (self._hang_until is not None and now < self._hang_until):
             self._hang_remaining = max(0, self._hang_remaining - 1)
@@ -431,31 +566,160 @@ class OrionDouble:
                 )
         return None
 
+    def _refused_entity(self, entities: list[dict[str, Any]]) -> web.Response | None:
+        for entity in entities:
+            if entity["id"] in self._refused_entities:
+                return _json(400, {"error": "BadRequest", "description": self._refused_entities[entity["id"]]})
+        return None
+
     async def _v2_update(self, request: web.Request) -> web.Response:
+        """`POST /v2/op/update`: validated whole, then applied entity by entity as Orion's mongoBackend does."""
         body = await request.read()
         early = await self._gate(request, body)
         if early is not None:
             return self._log(request, body, early)
-        if self.validate:
-            status, doc = orion_rules.validate_v2_update(request.headers, body)
-        else:
-            status, doc = 204, None
+        query = {k: request.query.getall(k) for k in request.query}
+        status, doc = orion_rules.validate_v2_update(request.headers, body, query=query, tolerate=self.tolerate)
         if status != 204:
             return self._log(request, body, _json(status, doc))
-        entities = orjson.loads(body)["entities"]
-        for entity in entities:
-            if entity["id"] in self._refused_entities:
-                error = {"error": "BadRequest", "description": self._refused_entities[entity["id"]]}
-                return self._log(request, body, _json(400, error))
-        self.update_count += 1
+        batch = orjson.loads(body)
+        action, entities = batch["actionType"], batch["entities"]
+        refused = self._refused_entity(entities)
+        if refused is not None:
+            return self._log(request, body, refused)
         service = request.headers.get("Fiware-Service", "").lower()
         path = request.headers.get("Fiware-ServicePath", "/")
+        limit = self._unimplemented(service, path, action, entities)
+        if limit is not None:
+            return self._log(request, body, _json(501, {"error": "NotImplemented", "description": limit}))
+        error = _OrionError()
+        coverage: _Coverage | None = None
+        changed = False
         for entity in entities:
-            key = (service, path, entity["id"])
-            current = self.entities.setdefault(key, {"id": entity["id"], "type": entity.get("type", "Thing")})
-            _append(current, entity)
-            self.written.append(entity)
+            done, changes = self._apply(service, path, action, entity, error)
+            coverage, changed = _combine(coverage, done), changed or changes
+        if changed:
+            self.update_count += 1
+        if coverage is _Coverage.PARTIAL:  # some done, some not (mongoUpdateContext.cpp)
+            error.status, error.error = 422, "PartialUpdate"
+        if error.status:
+            return self._log(
+                request, body, _json(error.status, {"error": error.error, "description": error.description})
+            )
         return self._log(request, body, web.Response(status=204))
+
+    def _unimplemented(self, service: str, path: str, action: str, entities: list[dict[str, Any]]) -> str | None:
+        """Why the double cannot do this batch as Orion would, checked before anything is written."""
+        known = {key[2]: e["type"] for key, e in self.entities.items() if key[:2] == (service, path)}
+        for entity in entities:
+            eid, etype = entity["id"], entity.get("type")
+            attrs = _attrs(entity)
+            if action in ("append", "appendStrict"):
+                if eid in known and etype is not None and known[eid] != etype:
+                    return (
+                        f"the Orion double keeps one entity per id in a service path: {eid} is a {known[eid]}, "
+                        f"got type {etype}"
+                    )
+                known.setdefault(eid, etype or "Thing")
+            elif action == "delete":
+                stored = self.entities.get((service, path, eid)) or {}
+                located = [name for name, attr in attrs.items() if _is_location(attr, stored.get(name))]
+                if located:
+                    # Orion answers 204 and keeps it (deleteContextAttributeItem gives up without an error)
+                    return f"the Orion double does not implement deleting a location attribute, got {located[0]}"
+                if not attrs and (etype is None or known.get(eid) == etype):
+                    known.pop(eid, None)
+        return None
+
+    def _apply(
+        self, service: str, path: str, action: str, entity: dict[str, Any], error: _OrionError
+    ) -> tuple[_Coverage, bool]:
+        """One entity of a batch (processContextElement and updateEntity in MongoCommonUpdate.cpp): how much
+        of it was done, and whether the store changed."""
+        key = (service, path, entity["id"])
+        etype = entity.get("type")
+        label = f"{entity['id']}/{etype}" if etype is not None else entity["id"]
+        attrs = _attrs(entity)
+        current = self.entities.get(key)
+        if current is not None and etype is not None and current["type"] != etype:
+            current = None  # Orion looks entities up by id and type
+        if current is None:
+            if action in ("update", "replace", "delete"):
+                error.fill_or_append(
+                    404, "NotFound", f"do not exist: {label} - [entity itself]", f", {label} [entity itself]"
+                )
+                return _Coverage.ENTITY_NOT_FOUND, False
+            self._create(key, entity)
+            return _Coverage.SUCCESS, True
+        if action == "delete" and not attrs:
+            del self.entities[key]
+            self._locations.pop(key, None)
+            return _Coverage.SUCCESS, True
+        if action == "replace":
+            location = next((name for name, attr in attrs.items() if _is_location(attr, current.get(name))), None)
+            self.entities[key] = {"id": current["id"], "type": current["type"], **attrs}
+            self._set_location(key, location)
+            self.written.append(entity)
+            return _Coverage.SUCCESS, True
+        existing = [name for name in attrs if name in current]
+        missing = [name for name in attrs if name not in current]
+        failed = existing if action == "appendStrict" else missing if action in ("update", "delete") else []
+        done = {name: attr for name, attr in attrs.items() if name not in failed}
+        changed = bool(done)
+        if action == "delete":
+            for name in done:
+                del current[name]
+                if self._locations.get(key) == name:
+                    self._set_location(key, None)
+        else:
+            after = self._location_after(key, current, done, append=action != "update")
+            if isinstance(after, tuple):
+                error.fill(*after)  # the entity is left as it was
+                changed = False
+            else:
+                _append(current, done)
+                self._set_location(key, after)
+                if done:
+                    self.written.append(
+                        entity if done == attrs else {"id": entity["id"], "type": current["type"], **done}
+                    )
+        if failed:
+            names = f"[ {', '.join(failed)} ]"
+            if action == "appendStrict":
+                intro = "one or more of the attributes in the request already exist: "
+                error.fill_or_append(422, "Unprocessable", f"{intro}{label} - {names}", f", {label} - {names}")
+            else:
+                error.fill_or_append(422, "Unprocessable", f"do not exist: {label} - {names}", f", {label} - {names}")
+            return (_Coverage.FULL_ATTRS_FAIL if len(failed) == len(attrs) else _Coverage.PARTIAL), changed
+        return _Coverage.SUCCESS, changed
+
+    def _create(self, key: tuple[str, str, str], entity: dict[str, Any]) -> None:
+        attrs = _attrs(entity)
+        self.entities[key] = {"id": entity["id"], "type": entity.get("type", "Thing"), **attrs}
+        # the rules refused more than one location in an entity already (413)
+        self._set_location(key, next((name for name, attr in attrs.items() if _is_location(attr, None)), None))
+        self.written.append(entity)
+
+    def _set_location(self, key: tuple[str, str, str], name: str | None) -> None:
+        if name is None:
+            self._locations.pop(key, None)
+        else:
+            self._locations[key] = name
+
+    def _location_after(
+        self, key: tuple[str, str, str], current: dict[str, Any], attrs: Mapping[str, Any], *, append: bool
+    ) -> str | tuple[int, str, str] | None:
+        """The entity's location attribute once `attrs` are appended or updated, or the error when an append
+        would give it a second one (processLocationAtAppendAttribute, processLocationAtUpdateAttribute)."""
+        location = self._locations.get(key)
+        for name, attr in attrs.items():
+            if _is_location(attr, current.get(name)):
+                if append and location is not None and location != name:
+                    return 413, "NoResourcesAvailable", GEOLOC_413
+                location = name
+            elif location == name:
+                location = None
+        return location
 
     async def _v2_create(self, request: web.Request) -> web.Response:
         """`POST /v2/entities[?options=upsert]`: 204 for any upsert (created or updated, as Orion's API says),
@@ -464,30 +728,39 @@ class OrionDouble:
         early = await self._gate(request, body)
         if early is not None:
             return self._log(request, body, early)
-        options = {o for o in ",".join(request.query.getall("options", [])).split(",") if o}
-        if self.validate:
-            status, doc = _validate_v2_create(request.headers, body, options)
-            if status != 201:
-                return self._log(request, body, _json(status, doc))
+        query = {k: request.query.getall(k) for k in request.query}
+        status, doc, options = orion_rules.validate_v2_create(
+            request.headers, body, query=query, tolerate=self.tolerate
+        )
+        if status != 201:
+            return self._log(request, body, _json(status, doc))
         entity = orjson.loads(body)
-        if entity["id"] in self._refused_entities:
-            error = {"error": "BadRequest", "description": self._refused_entities[entity["id"]]}
-            return self._log(request, body, _json(400, error))
+        refused = self._refused_entity([entity])
+        if refused is not None:
+            return self._log(request, body, refused)
         service = request.headers.get("Fiware-Service", "").lower()
         path = request.headers.get("Fiware-ServicePath", "/")
         key = (service, path, entity["id"])
         current = self.entities.get(key)
+        etype = entity.get("type", "Thing" if current is None else current["type"])  # no type: any type matches
+        if current is not None and current["type"] != etype:
+            description = f"the Orion double keeps one entity per id in a service path: {entity['id']} is a {current['type']}, got type {etype}"
+            return self._log(request, body, _json(501, {"error": "NotImplemented", "description": description}))
         if current is not None and "upsert" not in options:
             return self._log(request, body, _json(422, {"error": "Unprocessable", "description": "Already Exists"}))
-        self.update_count += 1
-        created = current is None
         if current is None:
-            current = self.entities[key] = {"id": entity["id"], "type": entity.get("type", "Thing")}
-        _append(current, entity)  # an upsert of an existing entity is an append
-        self.written.append(entity)
-        if created and "upsert" not in options:
-            location = f"/v2/entities/{entity['id']}?type={current['type']}"
-            return self._log(request, body, web.Response(status=201, headers={"Location": location}))
+            self._create(key, entity)
+        else:  # an upsert of an existing entity is an append
+            location = self._location_after(key, current, _attrs(entity), append=True)
+            if isinstance(location, tuple):
+                return self._log(request, body, _json(location[0], {"error": location[1], "description": location[2]}))
+            _append(current, _attrs(entity))
+            self._set_location(key, location)
+            self.written.append(entity)
+        self.update_count += 1
+        if current is None and "upsert" not in options:
+            location_header = f"/v2/entities/{entity['id']}?type={etype}"
+            return self._log(request, body, web.Response(status=201, headers={"Location": location_header}))
         return self._log(request, body, web.Response(status=204))
 
     async def _v2_query(self, request: web.Request) -> web.Response:
@@ -520,7 +793,8 @@ class OrionDouble:
         early = await self._gate(request, body)
         if early is not None:
             return self._log(request, body, early)
-        status, doc = orion_rules.validate_v2_registration(request.headers, body)
+        query = {k: request.query.getall(k) for k in request.query}
+        status, doc = orion_rules.validate_v2_registration(request.headers, body, query=query)
         if status != 201:
             return self._log(request, body, _json(status, doc))
         registration_id = secrets.token_hex(12)  # Orion's ids are 24 hex digits (MongoDB ObjectIds)
@@ -531,14 +805,16 @@ class OrionDouble:
         return self._log(request, body, web.Response(status=201, headers={"Location": location}))
 
     async def _ld_upsert(self, request: web.Request) -> web.Response:
+        """`POST /ngsi-ld/v1/entityOperations/upsert`: `?options=update` appends to an existing entity, else
+        (`replace`, the default) the entity is overwritten."""
         body = await request.read()
         early = await self._gate(request, body)
         if early is not None:
             return self._log(request, body, early)
-        if self.validate:
+        query = {k: request.query.getall(k) for k in request.query}
+        status, doc, mode = orion_rules.ld_upsert_mode(query)
+        if status == 200:
             status, doc = orion_rules.validate_ld_upsert(request.headers, body)
-        else:
-            status, doc = 204, None
         if status not in (201, 204, 207):
             return self._log(request, body, _json(status, doc, content_type="application/json"))
         entities = orjson.loads(body)
@@ -567,8 +843,10 @@ class OrionDouble:
             key = (tenant, eid)
             if key not in self.ld_entities:
                 created.append(eid)
-            current = self.ld_entities.setdefault(key, {"id": eid, "type": entity["type"]})
-            current.update({k: v for k, v in entity.items() if k not in ("id", "type")})
+            if mode == "replace" or key not in self.ld_entities:
+                self.ld_entities[key] = dict(entity)
+            else:
+                self.ld_entities[key].update(_attrs(entity))
             self.written.append(entity)
             success.append(eid)
         self.update_count += 1
@@ -580,6 +858,9 @@ class OrionDouble:
 
     async def _token(self, request: web.Request) -> web.Response:
         body = await request.read()
+        scripted = self._scripted(request, body)
+        if scripted is not None:
+            return self._log(request, body, scripted)
         oauth = self._oauth
         if oauth is None:
             return self._log(request, body, web.Response(status=404))
@@ -591,7 +872,7 @@ class OrionDouble:
             client_id, client_secret = unquote_plus(user), unquote_plus(password)
         if form.get("grant_type") != "client_credentials":
             return self._log(request, body, _json(400, {"error": "unsupported_grant_type"}))
-        if (client_id, client_secret) != (oauth.client_id, oauth.client_secret):
+        if client_id is None or client_secret is None or oauth.clients.get(client_id) != client_secret:
             return self._log(
                 request,
                 body,
@@ -639,32 +920,6 @@ def _render_entity(entity: dict[str, Any], attrs: tuple[str, ...] | None, *, key
         else:
             out[name] = {"type": attr.get("type"), "value": attr.get("value"), "metadata": attr.get("metadata") or {}}
     return out
-
-
-_CREATE_OPTIONS = frozenset({"upsert", "flowControl", "keyValues"})
-
-
-def _validate_v2_create(headers: Mapping[str, str], body: bytes, options: set[str]) -> tuple[int, Any]:
-    """(201, None) when Orion would accept this `POST /v2/entities` (one entity, same rules as a batch)."""
-    rules = orion_rules
-    try:
-        unknown = sorted(options - _CREATE_OPTIONS)
-        if unknown:
-            raise rules._bad("Invalid value for URI param /options/")  # Orion names no value
-        if "keyValues" in options:
-            # the double stores normalized entities only; no caller of it sends keyValues
-            raise rules._bad("the Orion double does not implement options=keyValues")
-        rules._check_transport(headers, body, media=("application/json",))
-        rules._check_tenant(rules._header(headers, "Fiware-Service"), strict=True)
-        rules._check_service_path(rules._header(headers, "Fiware-ServicePath"), strict=True)
-        try:
-            doc = rules._parse(body)
-        except ValueError:
-            raise rules._v2_error(400, "ParseError", "Errors found in incoming JSON buffer") from None
-        rules._check_v2_entity(doc, strict=True)
-    except rules._Refused as refused:
-        return refused.status, refused.body
-    return 201, None
 
 
 @pytest.fixture

@@ -24,6 +24,10 @@ object keys starting with `$` anywhere in a value (Orion executes `$inc`, ...; M
 rest), attribute and metadata names starting with `$` (Orion before 3.1 answers 500: #3841), and, for
 NGSI-LD, attribute values over 64 KiB of JSON (Orion-LD's limit: FIWARE/context.Orion-LD#954).
 
+`tolerate` switches single strict rules off for a sender that is not this gateway and makes no such
+promise (the IoT Agents type every unprovisioned measure `Text`, whatever it holds): a `Tolerance`
+names what Orion stores as sent, so every rule of Orion's own still applies.
+
 MongoDB's own GeoJSON rules (`src/mongo/db/geo/geoparser.cpp`) are applied without `strict`:
 positions of 2 or 3 numbers, LineStrings of 2+ distinct positions, Polygon rings of 4+ positions that
 are closed, have 3+ distinct corners and do not cross themselves.
@@ -34,6 +38,7 @@ so callers should match on status and `error`.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from collections.abc import Mapping
@@ -73,6 +78,19 @@ _TZ_RE = re.compile(r"Z|[+-]\d{2}(?::?\d{2})?")
 _URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+")
 
 V2Result = tuple[int, dict[str, Any] | None]
+
+
+class Tolerance(enum.Enum):
+    """A strict rule (one Orion does not have) switched off for a sender other than this gateway."""
+
+    # a value whose JSON type contradicts its declared Number/Boolean/Text/TextUnrestricted/StructuredValue
+    # type: Orion stores it as sent (the IoT Agents send `{"type": "Text", "value": 5}` for a measure
+    # nobody provisioned)
+    MISTYPED_VALUES = "mistyped-values"
+
+
+Tolerances = frozenset[Tolerance]
+NONE_TOLERATED: Tolerances = frozenset()
 
 
 class _Refused(Exception):
@@ -369,14 +387,14 @@ def check_geojson(value: Any, *, strict: bool = True, indexed: bool = False) -> 
         raise _bad(f"error parsing location attribute: unknown GeoJSON type {kind}")
 
 
-def _check_typed_value(atype: str, value: Any, what: str, *, strict: bool) -> None:
+def _check_typed_value(atype: str, value: Any, what: str, *, strict: bool, tolerate: Tolerances) -> None:
     if value is None:
         return  # null is accepted for every type, including DateTime and geo:json
     if atype in ("DateTime", "ISO8601"):
         if not isinstance(value, str) or parse_orion_datetime(value) is None:
             raise _bad(f"date has invalid format in {what}")
         return
-    if not strict:
+    if not strict or Tolerance.MISTYPED_VALUES in tolerate:
         return
     ok = {
         "Number": _is_number(value),
@@ -389,7 +407,7 @@ def _check_typed_value(atype: str, value: Any, what: str, *, strict: bool) -> No
         raise _bad(f"{what} value of type {type(value).__name__} contradicts type {atype} (strict)")
 
 
-def _check_metadata(name: str, md: Any, *, strict: bool) -> bool:
+def _check_metadata(name: str, md: Any, *, strict: bool, tolerate: Tolerances) -> bool:
     """Checks one metadata element; returns True when it is `ignoreType: true`."""
     _check_identifier(name, "metadata name")
     if strict and name.startswith("$"):
@@ -415,7 +433,7 @@ def _check_metadata(name: str, md: Any, *, strict: bool) -> bool:
         raise _bad("Invalid characters in metadata value")
     if strict and _bad_key(value):
         raise _bad(f"metadata {name}: {_bad_key(value)} (strict)")
-    _check_typed_value(mtype, value, f"metadata {name}", strict=strict)
+    _check_typed_value(mtype, value, f"metadata {name}", strict=strict, tolerate=tolerate)
     if name == "ignoreType":
         if not isinstance(value, bool):
             raise _bad("ignoreType metadata must be a Boolean")
@@ -423,7 +441,7 @@ def _check_metadata(name: str, md: Any, *, strict: bool) -> bool:
     return False
 
 
-def _check_attribute(name: str, attr: Any, *, strict: bool) -> bool:
+def _check_attribute(name: str, attr: Any, *, strict: bool, tolerate: Tolerances) -> bool:
     """Checks one attribute; returns True when it is a location counting toward the limit of one."""
     _check_identifier(name, "attribute name")
     if strict and name.startswith("$"):
@@ -453,13 +471,13 @@ def _check_attribute(name: str, attr: Any, *, strict: bool) -> bool:
         raise _bad(f"attribute {name}: value would be taken as an update operator (strict)")
     if strict and _bad_key(value):
         raise _bad(f"attribute {name}: {_bad_key(value)} (strict)")
-    _check_typed_value(atype, value, f"attribute {name}", strict=strict)
+    _check_typed_value(atype, value, f"attribute {name}", strict=strict, tolerate=tolerate)
     metadata = attr.get("metadata", {})
     if not isinstance(metadata, dict):
         raise _bad(f"metadata of attribute {name} must be a JSON object")
     ignored = False
     for mname, md in metadata.items():
-        ignored |= _check_metadata(mname, md, strict=strict)
+        ignored |= _check_metadata(mname, md, strict=strict, tolerate=tolerate)
     if atype == "geo:json" and value is not None:
         if not ignored:
             check_geojson(value, strict=strict, indexed=True)
@@ -467,7 +485,7 @@ def _check_attribute(name: str, attr: Any, *, strict: bool) -> bool:
     return atype in DEPRECATED_GEO and value is not None and not ignored
 
 
-def _check_v2_entity(entity: Any, *, strict: bool) -> None:
+def _check_v2_entity(entity: Any, *, strict: bool, tolerate: Tolerances = NONE_TOLERATED) -> None:
     if not isinstance(entity, dict):
         raise _bad("entity must be a JSON object")
     if "id" not in entity:
@@ -481,7 +499,7 @@ def _check_v2_entity(entity: Any, *, strict: bool) -> None:
     for name, attr in entity.items():
         if name in ("id", "type"):
             continue
-        if _check_attribute(name, attr, strict=strict):
+        if _check_attribute(name, attr, strict=strict, tolerate=tolerate):
             locations += 1
     if locations > 1:
         raise _v2_error(
@@ -491,7 +509,104 @@ def _check_v2_entity(entity: Any, *, strict: bool) -> None:
         )
 
 
-def _validate_v2(headers: Mapping[str, str], body: bytes, *, strict: bool) -> None:
+# --------------------------------------------------------------------------------- URI parameters
+# src/lib/rest/rest.cpp uriArgumentGet and src/lib/rest/ConnectionInfo.cpp: Orion checks `options`
+# against one list for every route, then each route reads the few it knows and ignores the rest.
+
+ORION_OPTIONS = frozenset(
+    {
+        "count",
+        "normalized",
+        "values",
+        "keyValues",
+        "append",
+        "unique",
+        "dateCreated",
+        "dateModified",
+        "noAttrDetail",
+        "upsert",
+        "forcedUpdate",
+        "overrideMetadata",
+        "flowControl",
+        "skipForwarding",
+        "fullCounters",
+        "libVersions",
+        "skipInitialNotification",  # removed in Orion 3.2, still taken so old clients do not break
+    }
+)
+_EXCLUSIVE_OPTIONS = (("keyValues", "values"), ("keyValues", "unique"), ("unique", "values"))
+# URI params whose values Orion does not check for its forbidden characters (or checks with exceptions)
+_FREE_PARAMS = {name: "".join(FORBIDDEN) for name in ("q", "mq", "idPattern", "typePattern")}
+_FREE_PARAMS |= {"geometry": "=;", "georel": "=;", "coords": ";"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteOptions:
+    """What a route of the double does with Orion's `options`: `served` are acted on (or change nothing
+    the double keeps, e.g. flowControl), `refused` are ones Orion acts on here and the double does not
+    implement (501). Orion ignores the rest of its list on this route, and so does the double."""
+
+    route: str
+    served: frozenset[str]
+    refused: frozenset[str] = frozenset()
+
+
+# postUpdateContext.cpp reads forcedUpdate, overrideMetadata and flowControl; parseContextAttribute.cpp keyValues
+V2_UPDATE_OPTIONS = RouteOptions(
+    route="POST /v2/op/update",
+    served=frozenset({"forcedUpdate", "flowControl"}),  # notifications and their pace: the double has neither
+    refused=frozenset({"keyValues", "overrideMetadata"}),
+)
+V2_CREATE_OPTIONS = RouteOptions(
+    route="POST /v2/entities",
+    served=frozenset({"upsert", "forcedUpdate", "flowControl"}),
+    refused=frozenset({"keyValues", "overrideMetadata"}),
+)
+# postQueryContext.cpp reads count and skipForwarding; the rendering keyValues, values and unique
+V2_QUERY_OPTIONS = RouteOptions(
+    route="POST /v2/op/query",
+    served=frozenset({"count", "keyValues", "skipForwarding"}),  # the double forwards to no provider anyway
+    refused=frozenset({"values", "unique"}),
+)
+V2_REGISTRATION_OPTIONS = RouteOptions(route="POST /v2/registrations", served=frozenset())
+
+
+def _not_implemented(description: str) -> _Refused:
+    return _v2_error(501, "NotImplemented", description)
+
+
+def _check_uri_params(query: Mapping[str, list[str]], route: RouteOptions) -> frozenset[str]:
+    """Orion's checks of every URI param, then the route's: returns the options given."""
+    for key, values in query.items():
+        if any(v == "" for v in values):
+            raise _bad(f"Empty right-hand-side for URI param /{key}/")
+        checked = {ch for v in values for ch in v} - set(_FREE_PARAMS.get(key, ""))
+        if not FORBIDDEN.isdisjoint(checked | set(key)):
+            raise _bad("invalid character in URI parameter")
+    options: set[str] = set()
+    for value in query.get("options", []):
+        # stringSplit() skips leading commas; any other empty item is not a valid option
+        items = value.lstrip(",").split(",")
+        if not set(items) <= ORION_OPTIONS:
+            raise _bad("Invalid value for URI param /options/")  # Orion names no value
+        options.update(items)
+    if any(a in options and b in options for a, b in _EXCLUSIVE_OPTIONS):
+        raise _bad("Invalid value for URI param /options/")
+    unimplemented = sorted(options & route.refused)
+    if unimplemented:
+        raise _not_implemented(f"the Orion double does not implement options={unimplemented[0]} on {route.route}")
+    return frozenset(options)
+
+
+def _validate_v2(
+    headers: Mapping[str, str],
+    body: bytes,
+    query: Mapping[str, list[str]],
+    *,
+    strict: bool,
+    tolerate: Tolerances,
+) -> None:
+    _check_uri_params(query, V2_UPDATE_OPTIONS)
     _check_transport(headers, body, media=("application/json",))
     _check_tenant(_header(headers, "Fiware-Service"), strict=strict)
     _check_service_path(_header(headers, "Fiware-ServicePath"), strict=strict)
@@ -501,9 +616,11 @@ def _validate_v2(headers: Mapping[str, str], body: bytes, *, strict: bool) -> No
         raise _v2_error(400, "ParseError", "Errors found in incoming JSON buffer") from None
     if not isinstance(doc, dict):
         raise _bad("not a JSON object")
+    if not doc:
+        raise _bad("empty payload")
     extra = set(doc) - {"actionType", "entities"}
     if extra:
-        raise _bad(f"Invalid JSON payload, unrecognized property: {sorted(extra)[0]}")
+        raise _bad(f"Unrecognized field in JSON payload: /{sorted(extra)[0]}/")
     if "actionType" not in doc:
         raise _bad("Invalid JSON payload, mandatory field /actionType/ not found")
     if doc["actionType"] not in ACTION_TYPES:
@@ -517,16 +634,56 @@ def _validate_v2(headers: Mapping[str, str], body: bytes, *, strict: bool) -> No
         raise _bad("empty entities vector")
     # Orion validates the whole request before writing anything: the first bad entity fails it all
     for entity in entities:
-        _check_v2_entity(entity, strict=strict)
+        if isinstance(entity, dict) and "id" not in entity:
+            if (
+                "idPattern" in entity
+            ):  # Orion runs update/delete/replace on every match (3427_batch_update_with_idPattern)
+                raise _not_implemented("the Orion double does not implement idPattern in POST /v2/op/update")
+            raise _bad("nor /id/ nor /idPattern/ present")
+        _check_v2_entity(entity, strict=strict, tolerate=tolerate)
 
 
-def validate_v2_update(headers: Mapping[str, str], body: bytes, *, strict: bool = True) -> V2Result:
-    """(204, None) when Orion would accept this `POST /v2/op/update`, else (status, error body)."""
+def validate_v2_update(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    query: Mapping[str, list[str]] | None = None,
+    strict: bool = True,
+    tolerate: Tolerances = NONE_TOLERATED,
+) -> V2Result:
+    """(204, None) when Orion would accept this `POST /v2/op/update` (URI params `query`), else (status,
+    error body). Whether it then finds what it is told to update is the store's business (the double's)."""
     try:
-        _validate_v2(headers, body, strict=strict)
+        _validate_v2(headers, body, query or {}, strict=strict, tolerate=tolerate)
     except _Refused as refused:
         return refused.status, refused.body
     return 204, None
+
+
+def validate_v2_create(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    query: Mapping[str, list[str]] | None = None,
+    strict: bool = True,
+    tolerate: Tolerances = NONE_TOLERATED,
+) -> tuple[int, Any, frozenset[str]]:
+    """(201, None, options) when Orion would take this `POST /v2/entities` (one entity, the rules of a
+    batch), else (status, error body, options)."""
+    options: frozenset[str] = frozenset()
+    try:
+        options = _check_uri_params(query or {}, V2_CREATE_OPTIONS)
+        _check_transport(headers, body, media=("application/json",))
+        _check_tenant(_header(headers, "Fiware-Service"), strict=strict)
+        _check_service_path(_header(headers, "Fiware-ServicePath"), strict=strict)
+        try:
+            doc = _parse(body)
+        except ValueError:
+            raise _v2_error(400, "ParseError", "Errors found in incoming JSON buffer") from None
+        _check_v2_entity(doc, strict=strict, tolerate=tolerate)
+    except _Refused as refused:
+        return refused.status, refused.body, options
+    return 201, None, options
 
 
 # ------------------------------------------------------------------------- v2 query, registrations
@@ -537,7 +694,6 @@ def validate_v2_update(headers: Mapping[str, str], body: bytes, *, strict: bool 
 
 MAX_PAGINATION_LIMIT = 1000
 DEFAULT_PAGINATION_LIMIT = 20
-QUERY_OPTIONS = frozenset({"count", "keyValues", "values", "unique"})
 MAX_DESCRIPTION_LENGTH = 1024
 FORWARDING_MODES = frozenset({"all", "none", "query", "update"})
 
@@ -556,9 +712,7 @@ class V2Query:
 
 def _uri_params(query: Mapping[str, list[str]]) -> tuple[int, int, frozenset[str]]:
     """limit, offset and options of a query URL, refused with Orion's texts (rest.cpp uriArgumentGet)."""
-    for key, values in query.items():
-        if any(v == "" for v in values):
-            raise _bad(f"Empty right-hand-side for URI param /{key}/")
+    options = _check_uri_params(query, V2_QUERY_OPTIONS)
     limit, offset = DEFAULT_PAGINATION_LIMIT, 0
     if "offset" in query:
         value = query["offset"][-1]
@@ -574,9 +728,6 @@ def _uri_params(query: Mapping[str, list[str]]) -> tuple[int, int, frozenset[str
             raise _bad(f"Bad pagination limit: /{value}/ [max: {MAX_PAGINATION_LIMIT}]")
         if limit == 0:
             raise _bad(f"Bad pagination limit: /{value}/ [a value of ZERO is unacceptable]")
-    options = frozenset(o for v in query.get("options", []) for o in v.split(",") if o)
-    if not options <= QUERY_OPTIONS:
-        raise _bad("Invalid value for URI param /options/")
     if "orderBy" in query:
         raise _bad("the Orion double does not implement orderBy")
     return limit, offset, options
@@ -704,8 +855,6 @@ def validate_v2_query(
                 raise _bad("the Orion double does not implement expression")
             else:
                 raise _bad(f"Unrecognized field in JSON payload: /{name}/")
-        if options & {"values", "unique"}:
-            raise _bad("the Orion double does not implement options=values or unique")
     except _Refused as refused:
         return refused.status, refused.body, None
     return (
@@ -780,9 +929,12 @@ def _registration_provider(value: Any) -> None:
         raise _bad("the field /legacyForwarding/ must be a boolean")
 
 
-def validate_v2_registration(headers: Mapping[str, str], body: bytes) -> V2Result:
+def validate_v2_registration(
+    headers: Mapping[str, str], body: bytes, *, query: Mapping[str, list[str]] | None = None
+) -> V2Result:
     """(201, None) when Orion would create this `POST /v2/registrations` (a context provider, e.g. an IoT Agent's commands)."""
     try:
+        _check_uri_params(query or {}, V2_REGISTRATION_OPTIONS)
         _check_transport(headers, body, media=("application/json",))
         _check_tenant(_header(headers, "Fiware-Service"), strict=True)
         _check_service_path(_header(headers, "Fiware-ServicePath"), strict=True)
@@ -960,6 +1112,42 @@ def _ld_transport(headers: Mapping[str, str], body: bytes, *, strict: bool) -> A
     if len(doc) > MAX_LD_BATCH:
         raise _ld_bad("Too many entities", f"{len(doc)} entities, max {MAX_LD_BATCH} per batch")
     return doc, mime == "application/ld+json"
+
+
+# Orion-LD's `options` (src/lib/orionld/mhd/mhdConnectionInit.cpp optionsParse): anything else is a 400
+LD_OPTIONS = frozenset(
+    {"update", "replace", "noOverwrite", "keyValues", "simplified", "concise", "normalized", "sysAttrs", "fromDb"}
+    | {"append", "count", "values", "unique", "dateCreated", "dateModified", "noAttrDetail", "upsert"}
+)
+LD_UPSERT_MODES = frozenset({"update", "replace"})
+# an upsert acts on these; the double implements neither (noOverwrite keeps what exists, keyValues
+# takes simplified entities)
+LD_UPSERT_UNIMPLEMENTED = frozenset({"noOverwrite", "keyValues", "simplified", "concise"})
+
+
+def ld_upsert_mode(query: Mapping[str, list[str]]) -> tuple[int, object | None, str]:
+    """(200, None, "update" or "replace") for the URI params of an upsert (replace, the default, overwrites an
+    existing entity; update appends to it: orionldPostBatchUpsert.cpp), else (status, problem details, "")."""
+    options: set[str] = set()
+    for key, values in query.items():
+        if any(v == "" for v in values):
+            return 400, _problem(400, "BadRequestData", "Empty right-hand-side for a URI parameter", key), ""
+    for value in query.get("options", []):
+        for item in value.split(","):
+            if item not in LD_OPTIONS:
+                return 400, _problem(400, "BadRequestData", "Invalid value for URI param /options/", item), ""
+            options.add(item)
+    if options >= LD_UPSERT_MODES:
+        return (
+            400,
+            _problem(400, "BadRequestData", "URI Param Error", "options: both /update/ and /replace/ present"),
+            "",
+        )
+    unimplemented = sorted(options & LD_UPSERT_UNIMPLEMENTED)
+    if unimplemented:
+        detail = f"the Orion double does not implement options={unimplemented[0]} on an upsert"
+        return 501, _problem(501, "OperationNotSupported", "Not Implemented", detail), ""
+    return 200, None, "update" if "update" in options else "replace"
 
 
 def validate_ld_upsert(headers: Mapping[str, str], body: bytes, *, strict: bool = True) -> tuple[int, object | None]:
