@@ -281,46 +281,52 @@ async def test_pause_reading_holds_the_rest_back_until_resumed(mosquitto: Mosqui
     assert bursts == sorted(set(bursts))  # once per hand-out that gave something, never for nothing
 
 
-async def test_a_slow_consumer_of_a_flood_never_holds_more_than_one_read_unhanded() -> None:
-    # A deep backlog arrives faster than its consumer takes it: the consumer pauses after every 50
-    # messages (50 KB, less than one socket read) and resumes on the next loop turn. What waits in
-    # the reader must stay about one read, however long the flood: the socket is read again only
-    # once what waited was handed out.
+async def test_a_slow_consumer_of_a_flood_never_holds_more_than_one_read_unhanded(
+    mosquitto_private: MosquittoBroker,
+) -> None:
+    # A deep backlog arrives faster than its consumer takes it: 20,000 QoS 1 messages queued in the
+    # broker for a persistent session while its consumer was away, all sent at once when it comes
+    # back (the test broker queues and sends without limit). The consumer pauses after every 50
+    # messages (50 KB, less than one socket read), acknowledges them and resumes on the next loop
+    # turn. What waits in the reader must stay about one read, however long the flood: the socket is
+    # read again only once what waited was handed out.
     count, size = 20_000, 1_000
-    packet = encode_publish("t/flood", b"x" * size, qos=1, packet_id=1, v5=True)
+    payload = b"x" * size
+    packet = len(encode_publish("t/flood", payload, qos=1, packet_id=1, v5=True))
+    session = {"clean_start": False, "session_expiry_s": 600}
+    async with MqttClient(settings(mosquitto_private, "t-flood", **session), on_publish=lambda _: None) as away:
+        assert await away.subscribe(["t/flood"]) == (1,)
+    await until(lambda: mosquitto_private.closing_clients() == 0, "the broker to close the old connection")
+    async with MqttClient(settings(mosquitto_private, "t-flood-pub", clean_start=True, max_inflight=1_000)) as pub:
+        acks = [await pub.publish("t/flood", payload) for _ in range(count)]
+        assert set(await asyncio.wait_for(asyncio.gather(*acks), 30)) == {0}  # 0: a subscriber (queued for it)
 
-    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readexactly(2)
-        await reader.readexactly(head[1])
-        writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK
-        for _ in range(count // 100):
-            writer.write(packet * 100)
-            await writer.drain()
-        with contextlib.suppress(ConnectionError):
-            await reader.read()
-        writer.close()
-
-    server = await asyncio.start_server(flood, "127.0.0.1", 0)
-    got = 0
+    got: list[int] = []
+    unacked: set[int] = set()
+    reused: list[int] = []  # packet ids the broker sent again while still in flight (MQTT-2.2.1-4)
     most = 0
     loop = asyncio.get_running_loop()
 
     def on_publish(message: Publish) -> None:
-        nonlocal got, most
-        got += 1
+        nonlocal most
+        if message.packet_id in unacked:
+            reused.append(message.packet_id)
+        unacked.add(message.packet_id)
+        got.append(message.packet_id)
         most = max(most, client.unread_bytes)
-        if got % 50 == 0:
+        if len(got) % 50 == 0:
             client.pause_reading()
+            client.ack(got[-50:])
+            unacked.difference_update(got[-50:])
             loop.call_soon(client.resume_reading)
 
-    client = MqttClient(
-        ClientSettings(host="127.0.0.1", port=server.sockets[0].getsockname()[1], client_id="t-flood"),
-        on_publish=on_publish,
-    )
+    # session expiry 0 now: the broker forgets the session when this client goes
+    client = MqttClient(settings(mosquitto_private, "t-flood"), on_publish=on_publish)
     async with client:
-        await until(lambda: got == count, "the whole flood", timeout=30)
-    server.close()
-    assert most <= 256 * 1024 + len(packet), f"{most:,} bytes waited in the reader"
+        await until(lambda: len(got) == count, "the whole flood", timeout=30)
+    assert reused == []
+    assert most <= 256 * 1024 + packet, f"{most:,} bytes waited in the reader"
+    assert most >= 50 * packet, f"{most:,} bytes at most waited: the flood never outpaced the consumer"
 
 
 async def test_keepalive_pings_while_paused_and_counts_silence_from_the_resume() -> None:
