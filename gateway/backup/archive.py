@@ -15,6 +15,19 @@ cut leaves the old file or the new one, never a part of one.
 The snapshot reads each store through its own read-only connection in one backup step: in WAL mode
 a reader never blocks the writer, so readings keep being committed while the buffer is copied (a
 stepped backup would restart each time the gateway commits, and never end at a high rate).
+
+Verifying trusts nothing in the file (it comes back from a share, and root restores it), and runs
+before the gateway is stopped. It reads MANIFEST.json first (bounded) and checks it and its names
+(manifest.py), then where each data member would land in the data directory (inside it, through no
+symbolic link, onto no directory), then that the extraction directory has room for what the manifest
+declares. Only then does it stream the members, one at a time: a member the manifest does not list,
+that is no regular file or whose tar size differs from the declared one is refused before a byte of
+it is written, and no more than the declared size is ever read. The decompressed stream itself is
+capped at what the manifest declares plus the tar headers' room, so neither a gzip bomb nor an
+oversized tar header (tarfile reads pax and long-name headers into memory whole) gets past it. Every
+member that is sqlite by its first bytes, its `.db` name or the manifest passes quick_check; before a
+restore the backup's config passes check-config's rules too. Members are written under names of
+verify's own, never under theirs.
 """
 
 from __future__ import annotations
@@ -22,9 +35,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
+import gzip
 import hashlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -38,27 +51,43 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from gateway import __version__
-from gateway.errors import GatewayError
+from gateway.backup.manifest import (
+    ALTERED,
+    DATA_DIR,
+    MANIFEST_MAX_BYTES,
+    check_names,
+    never_backed_up,
+)
+from gateway.backup.manifest import FORMAT as FORMAT
+from gateway.backup.manifest import MANIFEST as MANIFEST
+from gateway.backup.manifest import BackupError as BackupError
+from gateway.backup.manifest import Manifest as Manifest
+from gateway.backup.manifest import Member as Member
+from gateway.config import GatewayConfig, parse_config
+from gateway.configbase import read_toml
+from gateway.errors import ConfigError
 from gateway.secrets import KEY_FILE
 from gateway.storage.files import fsync_dir, write_atomic
 
 log = logging.getLogger("gateway.backup")
 
-MANIFEST = "MANIFEST.json"
-FORMAT = 1
 PREFIX = "edgegw-"
 SUFFIX = ".tar.gz"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # a config apply holds the lock for a reload at most; one stuck longer is for someone to look at
 CONFIG_LOCK_WAIT_S = 30.0
 _LOCK_POLL_S = 0.05
-# Never in a backup: sqlite's side files (the snapshot holds their content), the buffer's disk
-# reserve, locks, sockets, temporary and damaged files moved aside, the status the gateway rewrites.
-_SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".reserve", ".lock", ".sock", ".tmp", ".part")
-_SKIP_NAMES = frozenset({"status.json", "backup-status.json"})
+# What verify reads and writes, beyond what the manifest declares: a member's tar headers (its own,
+# and pax or long-name ones for a name of up to 4096 bytes), and the end of the archive with its
+# padding. The extraction directory keeps FREE_MARGIN_BYTES free for the rest of the box.
+_HEADER_ROOM = 16 << 10
+_END_ROOM = 4 * tarfile.RECORDSIZE
+FREE_MARGIN_BYTES = 16 << 20
+_COPY_BLOCK = 1 << 20
+_PATH_MAX_BYTES = 4095
 # Key files that never leave the box: not in a backup, and neither moved aside nor replaced by a
 # restore of one (the box's own stay in force). (file-name pattern, why). Keys kept in the secret
 # store (audit-hmac, the pseudonym ring, the Wi-Fi log's signing key and period keys, the mail
@@ -78,72 +107,6 @@ KEPT_ON_BOX: tuple[tuple[str, str], ...] = (
         "would stop the web UI from starting",
     ),
 )
-
-
-class BackupError(GatewayError):
-    code = "backup_error"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Member:
-    name: str  # inside the archive: "config/<file>" or "data/<relative path>"
-    size: int
-    sha256: str
-    sqlite: bool
-    schema_version: int | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Manifest:
-    gateway_id: str
-    edgegw_version: str
-    created_at: datetime
-    members: tuple[Member, ...]
-
-    def to_json(self) -> bytes:
-        doc = {
-            "format": FORMAT,
-            "gateway_id": self.gateway_id,
-            "edgegw_version": self.edgegw_version,
-            "created_at": self.created_at.astimezone(UTC).isoformat(),
-            "members": [
-                {
-                    "name": m.name,
-                    "size": m.size,
-                    "sha256": m.sha256,
-                    "sqlite": m.sqlite,
-                    "schema_version": m.schema_version,
-                }
-                for m in self.members
-            ],
-        }
-        return json.dumps(doc, indent=2, ensure_ascii=False).encode()
-
-    @classmethod
-    def from_json(cls, where: str, raw: bytes) -> Manifest:
-        try:
-            doc: dict[str, Any] = json.loads(raw)
-            if doc.get("format") != FORMAT:
-                raise BackupError(f"{where}: unknown backup format, got {doc.get('format')!r}; expected {FORMAT}")
-            return cls(
-                gateway_id=str(doc["gateway_id"]),
-                edgegw_version=str(doc["edgegw_version"]),
-                created_at=datetime.fromisoformat(doc["created_at"]),
-                members=tuple(
-                    Member(
-                        name=str(m["name"]),
-                        size=int(m["size"]),
-                        sha256=str(m["sha256"]),
-                        sqlite=bool(m["sqlite"]),
-                        schema_version=None if m["schema_version"] is None else int(m["schema_version"]),
-                    )
-                    for m in doc["members"]
-                ),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BackupError(
-                f"{where}: {MANIFEST} is not a backup manifest, got {type(exc).__name__}: {exc}"
-            ) from None
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -168,10 +131,7 @@ def data_files(data_dir: Path, *, exclude: Path | None = None, include_secret_ke
         for name in files:
             path = here / name
             if (
-                name.startswith(".")
-                or name in _SKIP_NAMES
-                or name.endswith(_SKIP_SUFFIXES)
-                or ".corrupt-" in name
+                never_backed_up(name)
                 or kept_on_box(name, include_secret_key=include_secret_key)
                 or not path.is_file()
                 or path.is_symlink()
@@ -335,47 +295,248 @@ def _give_to(owner: os.stat_result, paths: list[Path]) -> None:
             )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Unpacked:
+    manifest: Manifest
+    files: dict[str, Path]  # member name -> its checked copy, under a name of verify's own
+    config: GatewayConfig | None  # the backup's config, parsed: only when verified for a restore
+
+
+class _Capped(io.RawIOBase):
+    """The decompressed tar stream, handing out at most `limit` bytes; BackupError when asked for more.
+
+    `limit` starts at what the manifest may take and grows by what the manifest declares, once read.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase, where: str, limit: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._where = where
+        self.limit = limit
+        self.consumed = 0
+        self.after = "its start"  # where in the archive the last whole member ended, for the message
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        room = self.limit - self.consumed
+        if room <= 0:
+            raise BackupError(
+                f"{self._where}: holds more than its {MANIFEST} declares, got over {self.limit} bytes of tar after "
+                f"{self.after}; nothing more was read: {ALTERED}"
+            )
+        with memoryview(buffer) as view:
+            n = self._raw.readinto(view[:room])
+        self.consumed += n
+        return n
+
+
 @contextlib.contextmanager
-def _opened(path: Path) -> Iterator[tuple[Manifest, Path]]:
-    """Verify `path` completely and yield its manifest and a directory holding its members."""
+def _opened(path: Path, *, into: Path | None = None) -> Iterator[_Unpacked]:
+    """Verify `path` completely (module docstring) and yield its manifest and its members' checked copies.
+
+    With `into`, the data directory a restore writes to: also where each data member lands there, and
+    the backup's config through check-config's rules.
+    """
     where = f"backup {path}"
     with tempfile.TemporaryDirectory(prefix="edgegw-verify-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            with tarfile.open(path, mode="r:gz") as tar:
-                names = tar.getnames()
-                if not names or names[0] != MANIFEST:
-                    raise BackupError(
-                        f"{where}: not an edgegw backup, got no {MANIFEST} first; pick a file `edgegw backup list` shows"
+            with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+                stream = _Capped(gz, where, _HEADER_ROOM + MANIFEST_MAX_BYTES + _END_ROOM)
+                with tarfile.open(fileobj=stream, mode="r|") as tar:
+                    manifest = _read_manifest(where, tar)
+                    stream.after = MANIFEST
+                    check_names(where, manifest)
+                    if into is not None:
+                        _check_targets(where, manifest, into)
+                    _check_room(where, manifest, tmp)
+                    stream.limit = (
+                        stream.consumed + sum(_HEADER_ROOM + _blocks(m.size) for m in manifest.members) + _END_ROOM
                     )
-                tar.extractall(tmp, filter="data")
+                    files = _unpack(where, tar, stream, manifest, tmp)
+                while stream.read(_COPY_BLOCK):  # to gzip's end: its checksum and length, and nothing after
+                    pass
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise BackupError(
                 f"{where}: the file is damaged or truncated, got {type(exc).__name__}: {exc}; use another generation"
             ) from None
-        manifest = Manifest.from_json(where, (tmp / MANIFEST).read_bytes())
-        listed = {m.name for m in manifest.members}
-        extra = sorted(set(names) - listed - {MANIFEST})
-        if extra:
-            raise BackupError(
-                f"{where}: members the manifest does not list, got {', '.join(extra)}; the file was altered"
+        config = None if into is None else _check_config(where, manifest.config.name, files[manifest.config.name])
+        yield _Unpacked(manifest=manifest, files=files, config=config)
+
+
+def _blocks(size: int) -> int:
+    """The bytes a member of `size` bytes takes in a tar: whole 512-byte blocks."""
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def _regular(info: tarfile.TarInfo) -> bool:
+    return info.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and info.sparse is None
+
+
+def _tar_kind(info: tarfile.TarInfo) -> str:
+    if info.isdir():
+        return "a directory"
+    if info.issym():
+        return f"a symbolic link to {info.linkname!r}"
+    if info.islnk():
+        return f"a hard link to {info.linkname!r}"
+    if info.isdev():
+        return "a device or FIFO"
+    if info.sparse is not None or info.issparse():
+        return "a sparse file"
+    return f"a tar entry of type {info.type!r}"
+
+
+def _read_manifest(where: str, tar: tarfile.TarFile) -> Manifest:
+    first = tar.next()
+    if first is None or first.name != MANIFEST:
+        raise BackupError(
+            f"{where}: not an edgegw backup, got no {MANIFEST} first; pick a file `edgegw backup list` shows"
+        )
+    if not _regular(first):
+        raise BackupError(f"{where}: {MANIFEST} must be a regular file, got {_tar_kind(first)}; {ALTERED}")
+    if first.size > MANIFEST_MAX_BYTES:
+        raise BackupError(
+            f"{where}: {MANIFEST} must be at most {MANIFEST_MAX_BYTES} bytes, got {first.size}; nothing of it was "
+            f"read: {ALTERED}"
+        )
+    data = tar.extractfile(first)
+    if data is None:  # a regular file always has its data: tarfile's typing does not know
+        raise BackupError(f"{where}: {MANIFEST} must be a regular file, got {_tar_kind(first)}; {ALTERED}")
+    return Manifest.from_json(where, data.read())
+
+
+def _check_targets(where: str, manifest: Manifest, data_dir: Path) -> None:
+    """Each data member lands inside `data_dir`, onto no directory nor special file, under directories only."""
+    try:
+        base = data_dir.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise BackupError(f"{where}: cannot resolve the data directory {data_dir}, got {exc}") from None
+    for m in manifest.members:
+        if not m.name.startswith(f"{DATA_DIR}/"):
+            continue
+        problem = _target_problem(data_dir, base, PurePosixPath(m.name).relative_to(DATA_DIR).parts)
+        if problem is not None:
+            raise BackupError(f"{where}: member {m.name!r} {problem}; nothing was stopped or changed")
+
+
+def _target_problem(data_dir: Path, base: Path, parts: tuple[str, ...]) -> str | None:
+    target = data_dir.joinpath(*parts)
+    if len(os.fsencode(target)) > _PATH_MAX_BYTES:
+        return f"would be written to a path longer than Linux allows ({_PATH_MAX_BYTES} bytes), got {target}"
+    try:
+        resolved = target.resolve()
+        if resolved == base or not resolved.is_relative_to(base):
+            link = next(
+                (p for p in (data_dir.joinpath(*parts[:n]) for n in range(1, len(parts) + 1)) if p.is_symlink()),
+                target,
             )
-        for m in manifest.members:
-            file = tmp / PurePosixPath(m.name)
-            if not file.is_file():
-                raise BackupError(f"{where}: {m.name} is missing; the file is incomplete, use another generation")
-            if file.stat().st_size != m.size or _sha256(file) != m.sha256:
-                raise BackupError(
-                    f"{where}: {m.name} does not match its checksum; the file is damaged, use another generation"
-                )
-            if m.sqlite:
-                _check_sqlite(where, m.name, file)
-        yield manifest, tmp
+            return (
+                f"would be written outside the data directory {data_dir}, got {resolved} through the symbolic link "
+                f"{link}: a data directory holds no link out of it; replace the link by what it points to"
+            )
+        for n in range(1, len(parts)):
+            above = data_dir.joinpath(*parts[:n])
+            if above.exists() and not above.is_dir():
+                return f"needs {above} to be a directory, got a file there on this box; move the file away"
+        if target.is_dir():
+            return f"would replace the directory {target} with a file; move the directory away"
+        if target.exists() and not target.is_file():
+            return f"would replace {target}, which is not a regular file (a socket, a FIFO, a device); move it away"
+    except (OSError, RuntimeError) as exc:  # a link loop, a directory root cannot search (a FUSE mount)
+        return f"cannot be placed in {data_dir}, got {exc}"
+    return None
+
+
+def _check_room(where: str, manifest: Manifest, tmp: Path) -> None:
+    """The extraction directory holds every declared byte with FREE_MARGIN_BYTES to spare, or nothing is extracted."""
+    declared = sum(m.size for m in manifest.members)
+    st = os.statvfs(tmp)
+    free = st.f_bavail * st.f_frsize
+    if declared + FREE_MARGIN_BYTES > free:
+        raise BackupError(
+            f"{where}: its {len(manifest.members)} files need {declared} bytes ({_mib(declared)}) and a "
+            f"{_mib(FREE_MARGIN_BYTES)} margin in {tmp.parent} to be checked, got {free} bytes ({_mib(free)}) free "
+            f"there; nothing was extracted: free space there or point TMPDIR at a larger directory"
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def _unpack(where: str, tar: tarfile.TarFile, stream: _Capped, manifest: Manifest, tmp: Path) -> dict[str, Path]:
+    """Each member checked and copied into `tmp`: one for one with the manifest, never past its declared size."""
+    declared = {m.name: m for m in manifest.members}
+    files: dict[str, Path] = {}
+    while (info := tar.next()) is not None:
+        m = declared.get(info.name)
+        if m is None:
+            raise BackupError(f"{where}: member {info.name!r} is not in {MANIFEST}, got it in the tar; {ALTERED}")
+        if info.name in files:
+            raise BackupError(
+                f"{where}: member {info.name!r} is in the tar twice, got it once in {MANIFEST}; {ALTERED}"
+            )
+        if not _regular(info):
+            raise BackupError(f"{where}: member {info.name!r} must be a regular file, got {_tar_kind(info)}; {ALTERED}")
+        if info.size != m.size:
+            raise BackupError(
+                f"{where}: member {info.name!r} is declared {m.size} bytes in {MANIFEST}, got {info.size} in the tar; "
+                f"nothing of it was extracted: {ALTERED}"
+            )
+        data = tar.extractfile(info)
+        if data is None:  # a regular file always has its data: tarfile's typing does not know
+            raise BackupError(f"{where}: member {info.name!r} must be a regular file, got {_tar_kind(info)}; {ALTERED}")
+        files[info.name] = _extract(where, m, data, tmp / f"{len(files):05d}")
+        stream.after = f"member {info.name!r}"
+    for m in manifest.members:
+        if m.name not in files:
+            raise BackupError(f"{where}: {m.name} is missing; the file is incomplete, use another generation")
+    return files
+
+
+def _extract(where: str, m: Member, data: IO[bytes], file: Path) -> Path:
+    """`m`'s bytes into `file`, at most its declared size, checked against its checksum and, if sqlite, quick_check."""
+    digest = hashlib.sha256()
+    head = b""
+    left = m.size
+    try:
+        out = open(file, "xb", buffering=0)  # noqa: SIM115 - closed below; writes must tell a full disk from damage
+    except OSError as exc:
+        raise _no_room(where, m, file, exc) from None
+    with out:
+        while left:
+            block = data.read(min(_COPY_BLOCK, left))
+            if not block:
+                raise tarfile.ReadError("unexpected end of data")
+            left -= len(block)
+            digest.update(block)
+            if len(head) < len(_SQLITE_MAGIC):
+                head += block[: len(_SQLITE_MAGIC) - len(head)]
+            try:
+                out.write(block)  # unbuffered FileIO on a regular file writes it whole or raises
+            except OSError as exc:
+                raise _no_room(where, m, file, exc) from None
+    if digest.hexdigest() != m.sha256:
+        raise BackupError(f"{where}: {m.name} does not match its checksum; the file is damaged, use another generation")
+    # whatever the manifest says: a store it calls no sqlite would otherwise restore unchecked
+    if m.sqlite or head == _SQLITE_MAGIC or m.name.endswith(".db"):
+        _check_sqlite(where, m.name, file)
+    return file
+
+
+def _no_room(where: str, m: Member, file: Path, exc: OSError) -> BackupError:
+    return BackupError(
+        f"{where}: cannot extract {m.name} into {file.parent.parent} to check it, got {exc.strerror or exc}; "
+        "nothing was restored: free space there or point TMPDIR at a larger directory"
+    )
 
 
 def _check_sqlite(where: str, name: str, file: Path) -> None:
     try:
-        db = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True)
         try:
             rows = db.execute("PRAGMA quick_check").fetchall()
         finally:
@@ -386,10 +547,45 @@ def _check_sqlite(where: str, name: str, file: Path) -> None:
         raise BackupError(f"{where}: {name} fails sqlite's quick_check, got {rows[0][0]}; use another generation")
 
 
+def _check_config(where: str, name: str, file: Path) -> GatewayConfig:
+    """The backup's config through `edgegw check-config`'s rules: a restore must not install one the gateway refuses."""
+    try:
+        return parse_config(read_toml(file), name)
+    except ConfigError as exc:
+        errors = exc.errors
+    except RecursionError:
+        errors = ["not valid TOML: arrays or tables nested too deep"]
+    raise BackupError(
+        f"{where}: {name} fails check-config, got {len(errors)} error(s): {'; '.join(errors)}; nothing was stopped or "
+        "changed: use another generation, or make this box able to run that config (the errors say what it lacks) "
+        "and restore again"
+    )
+
+
 def verify(path: Path) -> Manifest:
-    """Read the whole file, check every checksum and every sqlite snapshot; BackupError saying what is wrong."""
-    with _opened(path) as (manifest, _):
-        return manifest
+    """Read the whole file, check every name, size, checksum and sqlite member; BackupError saying what is wrong."""
+    with _opened(path) as unpacked:
+        return unpacked.manifest
+
+
+def verify_restore(path: Path, *, data_dir: Path, config_path: Path, gateway_id: str, force: bool = False) -> Manifest:
+    """`verify`, and every refusal of `restore` that needs no lock: run it before stopping the gateway.
+
+    Beyond `restore` it refuses a backup whose config names another data directory than `data_dir`:
+    the restored gateway would run on that one, not on the restored data. `force` does not lift it.
+    """
+    with _opened(path, into=data_dir) as unpacked:
+        _refuse_another_box(path, unpacked.manifest, gateway_id, force)
+        assert unpacked.config is not None  # verified `into` a data directory: the config was parsed
+        named = unpacked.config.gateway.data_dir
+        if Path(named).resolve() != data_dir.resolve():
+            raise BackupError(
+                f'backup {path}: {unpacked.manifest.config.name} has gateway.data_dir = "{named}", got this '
+                f"restore's data directory {data_dir} (gateway.data_dir of {config_path}); the restored gateway would "
+                f'not find the restored data: nothing was stopped or changed: set gateway.data_dir = "{named}" in '
+                f"{config_path} and restore again"
+            )
+        return unpacked.manifest
 
 
 def list_backups(out_dir: Path) -> list[Path]:
@@ -495,6 +691,19 @@ def _replace_config(src: Path, config_path: Path) -> None:
     fsync_dir(config_path.parent)
 
 
+def _refuse_another_box(path: Path, manifest: Manifest, gateway_id: str, force: bool) -> None:
+    if manifest.gateway_id != gateway_id and not force:
+        raise BackupError(
+            f"backup {path}: taken by gateway {manifest.gateway_id!r}, got this gateway {gateway_id!r}; "
+            "pass --force to restore another box's data onto this one"
+        )
+    if _version_tuple(manifest.edgegw_version) > _version_tuple(__version__):
+        raise BackupError(
+            f"backup {path}: written by edgegw {manifest.edgegw_version}, newer than this {__version__}; "
+            "a downgrade is refused: install that version first"
+        )
+
+
 def restore(
     path: Path,
     *,
@@ -508,55 +717,52 @@ def restore(
 ) -> Path:
     """Put the backup's files in place of the current ones (the gateway must be stopped); returns where the old ones went.
 
-    Refused: a damaged file, another gateway's backup without `force`, a backup from a newer edgegw,
-    the config lock held longer than `lock_wait_s`. The config is replaced first, whole: a failure
-    there leaves every file as it was. The current files are moved aside into
-    `<data_dir>/.pre-restore-<stamp>/`, not deleted; the box's `KEPT_ON_BOX` key files stay in place
-    unless the backup brings its own (one made before they stayed).
+    Refused before anything is moved: a file `verify` refuses, a data member that would land outside
+    `data_dir` or onto a directory, a config that fails check-config, another gateway's backup without
+    `force`, a backup from a newer edgegw, the config lock held longer than `lock_wait_s`. The config
+    is replaced first, whole: a failure there leaves every file as it was. The current files are moved
+    aside into `<data_dir>/.pre-restore-<stamp>/`, not deleted; the box's `KEPT_ON_BOX` key files stay
+    in place unless the backup brings its own (one made before they stayed). Whether the config names
+    `data_dir` is `verify_restore`'s to check: restore also fills a scratch or replacement directory.
     """
-    with _opened(path) as (manifest, tmp):
-        if manifest.gateway_id != gateway_id and not force:
-            raise BackupError(
-                f"backup {path}: taken by gateway {manifest.gateway_id!r}, got this gateway {gateway_id!r}; "
-                "pass --force to restore another box's data onto this one"
-            )
-        if _version_tuple(manifest.edgegw_version) > _version_tuple(__version__):
-            raise BackupError(
-                f"backup {path}: written by edgegw {manifest.edgegw_version}, newer than this {__version__}; "
-                "a downgrade is refused: install that version first"
-            )
+    with _opened(path, into=data_dir) as unpacked:
+        manifest = unpacked.manifest
+        _refuse_another_box(path, manifest, gateway_id, force)
         owner = data_dir.stat()
         with _config_locked(config_path, owner, lock_wait_s):
             aside = data_dir / f".pre-restore-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
             aside.mkdir(mode=0o700, parents=True)
-            for m in manifest.members:
-                if m.name.startswith("config/"):
-                    if config_path.exists():
-                        shutil.copy2(config_path, aside / config_path.name)
-                    try:
-                        _replace_config(tmp / PurePosixPath(m.name), config_path)
-                    except OSError as exc:
-                        shutil.rmtree(aside)
-                        raise BackupError(
-                            f"backup restore: {config_path} not written, got {exc.strerror or exc}; nothing "
-                            f"restored, every file is as it was: make room under {config_path.parent} (or give "
-                            "write access to it) and restore again"
-                        ) from None
-            _restore_data(manifest, tmp, data_dir, owner, aside, exclude)
+            if config_path.exists():
+                shutil.copy2(config_path, aside / config_path.name)
+            try:
+                _replace_config(unpacked.files[manifest.config.name], config_path)
+            except OSError as exc:
+                shutil.rmtree(aside)
+                raise BackupError(
+                    f"backup restore: {config_path} not written, got {exc.strerror or exc}; nothing "
+                    f"restored, every file is as it was: make room under {config_path.parent} (or give "
+                    "write access to it) and restore again"
+                ) from None
+            _restore_data(manifest, unpacked.files, data_dir, owner, aside, exclude)
         log.warning("restored %s into %s; the previous files are in %s", path, data_dir, aside)
         return aside
 
 
 def _restore_data(
-    manifest: Manifest, tmp: Path, data_dir: Path, owner: os.stat_result, aside: Path, exclude: Path | None
+    manifest: Manifest,
+    files: dict[str, Path],
+    data_dir: Path,
+    owner: os.stat_result,
+    aside: Path,
+    exclude: Path | None,
 ) -> None:
-    """The data directory's files moved aside and the backup's put in their place."""
-    include_key = any(m.name == f"data/{KEY_FILE}" for m in manifest.members)
+    """The data directory's files moved aside and the backup's (checked copies in `files`) put in their place."""
+    include_key = any(m.name == f"{DATA_DIR}/{KEY_FILE}" for m in manifest.members)
     replaced = set(data_files(data_dir, exclude=exclude, include_secret_key=include_key))
     for m in manifest.members:
         # a backup from before key files stayed on the box brings them back: the box's own go aside too
-        if m.name.startswith("data/"):
-            rel = Path(*PurePosixPath(m.name).relative_to("data").parts)
+        if m.name.startswith(f"{DATA_DIR}/"):
+            rel = Path(*PurePosixPath(m.name).relative_to(DATA_DIR).parts)
             if (data_dir / rel).is_file():
                 replaced.add(rel)
     for rel in sorted(replaced):
@@ -567,13 +773,12 @@ def _restore_data(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(current, target)
     for m in manifest.members:
-        if not m.name.startswith("data/"):
+        if not m.name.startswith(f"{DATA_DIR}/"):
             continue  # the config: replaced already
-        src = tmp / PurePosixPath(m.name)
-        inner = PurePosixPath(m.name).relative_to("data")
+        inner = PurePosixPath(m.name).relative_to(DATA_DIR)
         target = data_dir / Path(*inner.parts)
         made = _private_dirs(target.parent)
-        with src.open("rb") as data, _private_file(target) as out:
+        with files[m.name].open("rb") as data, _private_file(target) as out:
             shutil.copyfileobj(data, out, 1 << 20)
         # the buffer is group-readable for the web UI (buffer/schema.py); every other store is owner-only
         if inner.name == "buffer.db":

@@ -39,7 +39,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     v.add_argument("file", type=Path)
     r = sub.add_parser("restore", help="stop the gateway, put a backup's files in place, start it again")
     r.add_argument("file", type=Path)
-    r.add_argument("--force", action="store_true", help="restore a backup taken by another gateway id")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="restore a backup taken by another gateway id (a config naming another data_dir stays refused)",
+    )
     r.add_argument(
         "--service-manager",
         choices=("auto", "systemd", "supervisor", "none"),
@@ -156,7 +160,11 @@ def _running(job: schedule.Job) -> bool:
 
 
 def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: datetime) -> None:
-    archive.verify(file)  # before stopping anything: a bad file costs no downtime
+    # before stopping anything: a bad file, another box's, a config that fails or names another data
+    # directory cost no downtime
+    archive.verify_restore(
+        file, data_dir=job.data_dir, config_path=job.config_path, gateway_id=job.gateway_id, force=force
+    )
     how = _manager(manager)
     if how == "none" and _running(job):
         raise archive.BackupError(

@@ -109,7 +109,9 @@ def test_a_member_changed_after_the_fact_fails_its_checksum(box: tuple[Path, Pat
     with tarfile.open(path) as tar:
         tar.extractall(unpacked, filter="data")
         names = tar.getnames()
-    (unpacked / "config" / "gateway.toml").write_text("[gateway]\nid = 'evil'\n")
+    member = unpacked / "config" / "gateway.toml"
+    # the same size, so that the checksum finds it (a size the manifest does not declare is refused earlier)
+    member.write_text(member.read_text().replace('id = "fixture-gw"', 'id = "evil-gw-01"'))
     with tarfile.open(path, "w:gz") as tar:
         for name in names:
             tar.add(unpacked / name, arcname=name, recursive=False)
