@@ -24,7 +24,7 @@ run: deps
 # The sans-I/O device codecs must keep 100 % branch coverage: the run fails below it. Modules, not the
 # packages: the families' adapters, buses and stores beside them do I/O and are tested end to end.
 CODECS := $(addprefix adapters.scanner.,aim codabar codec ean keymap visit_qr) \
-          $(addprefix adapters.rfid.,crc danish errors iso15962) \
+          $(addprefix adapters.rfid.,crc danish errors feig iso15962) \
           adapters.locker.codec \
           $(addprefix adapters.radius.,attributes codec errors mac onepass packet) \
           $(addprefix adapters.wifi_syslog.,codec errors framing message patterns)

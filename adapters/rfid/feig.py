@@ -29,6 +29,12 @@ Status bytes: 0x00 OK, 0x01 no transponder, 0x02 data false (CRC on air), 0x03 w
 follows).
 Feedback: [0x72] Set Output (beeper/LED) MODE 0x01, OUT-N, then OUT-NR OUT-S OUT-TIME(2, ×100 ms)
 per output — **verify** the output numbers of your model.
+
+Errors (all `FeigFrameError`, an `RfidTagError`, a `DeviceProtocolError`):
+    FeigFrameError          a reply that breaks the protocol (bad status, wrong length of a reply's data…)
+    ├── FeigLengthError     a LENGTH byte no reply can have (below 6): that byte is dropped
+    ├── FeigAdvancedFrame   STX 0x02 where LENGTH belongs (the advanced protocol): that byte is dropped
+    └── FeigCrcError        a whole frame whose CRC16 fails: the frame is dropped
 """
 
 from __future__ import annotations
@@ -41,11 +47,16 @@ __all__ = [
     "CMD_ISO_CUSTOM",
     "CMD_ISO_HOST",
     "CMD_SET_OUTPUT",
+    "MIN_REPLY_LENGTH",
+    "FeigAdvancedFrame",
+    "FeigCrcError",
     "FeigFrameError",
+    "FeigLengthError",
     "FeigResponse",
     "FrameReader",
     "InventoryTag",
     "SystemInfo",
+    "check_ok",
     "crc16_feig",
     "encode_request",
     "parse_blocks",
@@ -68,6 +79,8 @@ STATUS_OK = 0x00
 STATUS_NO_TRANSPONDER = 0x01
 STATUS_MORE = 0x94
 STATUS_ISO_ERROR = 0x95
+STX = 0x02
+MIN_REPLY_LENGTH = 6  # LENGTH COM-ADR CONTROL STATUS CRC16: no reply is shorter
 _WHERE = "rfid feig reader"
 
 
@@ -75,6 +88,47 @@ class FeigFrameError(RfidTagError):
     """A reader frame that breaks the protocol (length, CRC, unexpected control byte, bad status)."""
 
     code = "rfid_reader_protocol"
+
+
+class FeigLengthError(FeigFrameError):
+    """A LENGTH byte below 6 cannot start a reply: line noise, a wrong baud rate, a frame's tail."""
+
+    code = "rfid_reader_length"
+
+    def __init__(self, *, length: int) -> None:
+        super().__init__(
+            _WHERE,
+            f"frame length must be {MIN_REPLY_LENGTH}..255",
+            str(length),
+            "line noise or a wrong baud rate; the byte is skipped",
+            length=length,
+        )
+
+
+class FeigAdvancedFrame(FeigFrameError):
+    """STX 0x02 where a LENGTH byte belongs: the reader is set to the advanced protocol."""
+
+    code = "rfid_reader_advanced_protocol"
+
+    def __init__(self) -> None:
+        super().__init__(_WHERE, "advanced protocol frame (STX)", "0x02", "set the reader to the standard protocol")
+
+
+class FeigCrcError(FeigFrameError):
+    """A whole frame (LENGTH bytes) whose CRC16 does not match: noise changed it on the line."""
+
+    code = "rfid_reader_crc"
+
+    def __init__(self, *, length: int, expected: int, got: int) -> None:
+        super().__init__(
+            _WHERE,
+            f"CRC mismatch in a {length}-byte frame, expected 0x{expected:04X}",
+            f"0x{got:04X}",
+            "the frame is dropped; check the cable, its shield and the baud rate",
+            length=length,
+            expected=expected,
+            got=got,
+        )
 
 
 def crc16_feig(data: bytes) -> int:
@@ -101,39 +155,56 @@ class FeigResponse:
 
 
 class FrameReader:
-    """Bytes from the serial line in, whole checked `FeigResponse`s out."""
+    """Bytes from the serial line in (`feed`), checked `FeigResponse`s out one at a time (`next`).
+
+    Theory of operation. The standard protocol has no start byte: a frame is found by its first
+    byte, LENGTH. Every decision below depends on the bytes alone, never on how the line's reads
+    cut them, so the same stream gives the same frames and errors whatever the split:
+    - LENGTH below 6 cannot start a reply: that one byte is dropped and `next` raises
+      `FeigLengthError` (`FeigAdvancedFrame` for STX 0x02);
+    - otherwise `next` waits for LENGTH bytes; a frame whose CRC16 fails is dropped whole and
+      `next` raises `FeigCrcError`;
+    - a frame is consumed before `next` returns or raises, so the call after an error goes on with
+      the following byte: every good frame before a bad one has already been returned, and the
+      ones after it still will be. The caller counts and logs each error and calls `next` again
+      until it returns None (no whole frame buffered).
+    A LENGTH byte that noise made larger than the frame leaves the reader waiting for bytes of a
+    later frame; only silence on the line can tell, so the transport starts a new reader per
+    request (as `SerialPad` does).
+    """
 
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[FeigResponse]:
+    def feed(self, data: bytes) -> None:
         self._buf += data
-        out: list[FeigResponse] = []
-        while self._buf:
-            n = self._buf[0]
-            if n == 0x02:
-                self._buf.clear()
-                raise FeigFrameError(
-                    _WHERE, "advanced protocol frame (STX)", "0x02", "set the reader to the standard protocol"
-                )
-            if n < 6:
-                self._buf.clear()
-                raise FeigFrameError(_WHERE, "frame length below 6", str(n), "line noise or wrong baud rate")
-            if len(self._buf) < n:
-                break
-            frame = bytes(self._buf[:n])
-            del self._buf[:n]
-            crc = crc16_feig(frame[:-2])
-            got = frame[-2] | frame[-1] << 8
-            if crc != got:
-                raise FeigFrameError(_WHERE, f"CRC mismatch, expected 0x{crc:04X}", f"0x{got:04X}", "check wiring")
-            out.append(FeigResponse(com_adr=frame[1], control=frame[2], status=frame[3], data=frame[4:-2]))
-        return out
+
+    def next(self) -> FeigResponse | None:
+        """The next checked frame, None until a whole one is buffered; raises `FeigFrameError` for a bad one."""
+        buf = self._buf
+        if not buf:
+            return None
+        n = buf[0]
+        if n < MIN_REPLY_LENGTH:
+            del buf[0]
+            if n == STX:
+                raise FeigAdvancedFrame()
+            raise FeigLengthError(length=n)
+        if len(buf) < n:
+            return None
+        frame = bytes(buf[:n])
+        del buf[:n]
+        expected = crc16_feig(frame[:-2])
+        got = frame[-2] | frame[-1] << 8
+        if expected != got:
+            raise FeigCrcError(length=n, expected=expected, got=got)
+        return FeigResponse(com_adr=frame[1], control=frame[2], status=frame[3], data=frame[4:-2])
 
     @property
     def pending(self) -> int:
+        """Bytes held for a frame not yet whole."""
         return len(self._buf)
 
 

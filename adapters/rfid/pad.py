@@ -2,13 +2,16 @@
 
 The blocking pyserial port is used from one worker thread at a time (`asyncio.to_thread` under a
 lock): a reader answers one request at a time, and a late reply must never be taken for the next
-request's. Tags are decoded with the ISO 28560-3 (Danish) codec first and ISO 28560-2 second; a tag
-neither decodes is reported with its error code, never dropped.
+request's. A corrupt frame on the line is counted (`frame_errors`, by error code), logged at DEBUG
+and skipped, as the reply may still follow; only when none does is the request an error. Tags are
+decoded with the ISO 28560-3 (Danish) codec first and ISO 28560-2 second; a tag neither decodes is
+reported with its error code, never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import logging
 import time
@@ -68,30 +71,53 @@ class SerialPad:
 
     def __init__(self, url: str, *, baudrate: int = 38400, com_adr: int = 255, timeout_s: float = 0.5) -> None:
         self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout_s)
+        self._url = url
         self._com_adr = com_adr
         self._timeout = timeout_s
-        self._reader = FrameReader()
         self._lock = asyncio.Lock()
+        self.frame_errors: collections.Counter[str] = collections.Counter()  # dropped frames by error code
 
     def close(self) -> None:
         self._port.close()
 
     def _transact(self, request: bytes) -> FeigResponse:
         self._port.reset_input_buffer()
+        reader = FrameReader()  # nothing of an earlier exchange may count for this one
         self._port.write(request)
         deadline = time.monotonic() + self._timeout
+        dropped: FeigFrameError | None = None
         while time.monotonic() < deadline:
             chunk = self._port.read(max(1, self._port.in_waiting))
-            if chunk:
-                frames = self._reader.feed(chunk)
-                if frames:
-                    if frames[0].control != request[2]:
-                        raise FeigFrameError(
-                            "rfid feig reader", f"reply to control 0x{request[2]:02X} expected", hex(frames[0].control)
-                        )
-                    return frames[0]
-        self._reader = FrameReader()
+            if not chunk:
+                continue
+            reader.feed(chunk)
+            frames, error = self._decode(reader)
+            dropped = error or dropped
+            if frames:
+                if frames[0].control != request[2]:
+                    raise FeigFrameError(
+                        "rfid feig reader", f"reply to control 0x{request[2]:02X} expected", hex(frames[0].control)
+                    )
+                return frames[0]
+        if dropped is not None:
+            raise dropped  # a reply came, corrupt: say why rather than "no reply"
         raise FeigFrameError("rfid feig reader", "no reply within the timeout", f"{self._timeout} s", "check the cable")
+
+    def _decode(self, reader: FrameReader) -> tuple[list[FeigResponse], FeigFrameError | None]:
+        """Every whole frame buffered in `reader`; a bad one is counted, logged and skipped (the last is returned)."""
+        frames: list[FeigResponse] = []
+        error: FeigFrameError | None = None
+        while True:
+            try:
+                frame = reader.next()
+            except FeigFrameError as exc:
+                self.frame_errors[exc.code] += 1
+                log.debug("rfid pad %s: frame dropped: %s", self._url, exc)
+                error = exc
+                continue
+            if frame is None:
+                return frames, error
+            frames.append(frame)
 
     async def call(self, request: bytes) -> FeigResponse:
         async with self._lock:
