@@ -129,6 +129,8 @@ def main() -> None:
         splitter = FrameSplitter()
         for pos in range(0, len(stream), 1400):  # TCP-segment-sized reads
             splitter.feed(stream[pos : pos + 1400])
+            while splitter.next() is not None:
+                pass
 
     cases: list[tuple[str, bool, Callable[[Any], object], Sequence[Any]]] = [
         (

@@ -28,7 +28,13 @@ def encode_non_transparent(message: bytes) -> bytes:
 
 
 class FrameSplitter:
-    """Feed it stream bytes, get complete frames back; an error means the stream lost sync: close it."""
+    """Feed it stream bytes, take complete frames out one at a time; an error means the stream lost sync: close it.
+
+    `feed()` only stores; `next()` gives the next whole frame, None until one is complete, or raises
+    SyslogFramingError for what cannot be a frame. Every frame before the bad bytes comes out first,
+    whatever the reads' split: an error found in a read never takes the good frames before it along
+    (Wi-Fi session events have no acknowledgement to bring them back).
+    """
 
     def __init__(self, framing: Framing = Framing.AUTO, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if max_frame < 1:
@@ -43,17 +49,19 @@ class FrameSplitter:
         """Octets held for an incomplete frame."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next(self) -> bytes | None:
+        """The next whole, non-empty frame; None until there is one."""
         buf = self._buf
-        buf += data
-        frames: list[bytes] = []
         while buf:
             frame = self._take_counted(buf) if self._octet_counted(buf[0]) else self._take_line(buf)
             if frame is None:
-                break
+                return None
             if frame:
-                frames.append(frame)
-        return frames
+                return frame
+        return None
 
     def close(self) -> list[bytes]:
         """End of stream: a trailing unterminated LF frame is returned; a cut counted frame is an error."""

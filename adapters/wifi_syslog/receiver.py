@@ -134,7 +134,8 @@ class SyslogReceiver:
         splitter = FrameSplitter()
         try:
             while data := await reader.read(65536):
-                for frame in splitter.feed(data):
+                splitter.feed(data)
+                while (frame := splitter.next()) is not None:
                     self.line(frame, peer)
             for frame in splitter.close():
                 self.line(frame, peer)

@@ -133,7 +133,8 @@ def test_logger_tcp_frames(octet_count: bool) -> None:
         with conn:
             conn.settimeout(10)
             while chunk := conn.recv(7):  # small reads: frames straddle them
-                frames += splitter.feed(chunk)
+                splitter.feed(chunk)
+                frames += iter(splitter.next, None)
         frames += splitter.close()
     finally:
         server.close()

@@ -6,6 +6,7 @@ import contextlib
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -150,7 +151,8 @@ def test_framing_round_trip(messages: list[bytes], mode: str, cuts: list[int]) -
     pos, i = 0, 0
     while pos < len(stream):
         step = cuts[i % len(cuts)]
-        frames += splitter.feed(stream[pos : pos + step])
+        splitter.feed(stream[pos : pos + step])
+        frames += iter(splitter.next, None)
         pos, i = pos + step, i + 1
     assert frames + splitter.close() == messages
 
@@ -186,6 +188,36 @@ def test_arbitrary_streams_raise_only_framing_errors(chunks: list[bytes], framin
     try:
         for chunk in chunks:
             splitter.feed(chunk)
+            while splitter.next() is not None:
+                pass
         splitter.close()
     except SyslogFramingError:
         pass
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.binary(min_size=1, max_size=30).filter(lambda m: b"\n" not in m), min_size=1, max_size=6),
+    st.sampled_from([b"12345 x", b"0 x", b"9999 x", b"12a4 x"]),
+    st.lists(st.integers(1, 40), min_size=1, max_size=10),
+)
+def test_every_frame_before_a_framing_error_comes_out_whatever_the_split(
+    messages: list[bytes], bad: bytes, cuts: list[int]
+) -> None:
+    stream = b"".join(encode_octet_counted(m) for m in messages) + bad
+    frames: list[bytes] = []
+    with pytest.raises(SyslogFramingError):
+        split_into(frames, stream, cuts)
+    assert frames == messages
+
+
+def split_into(frames: list[bytes], stream: bytes, cuts: list[int]) -> None:
+    """`stream` fed in reads of the `cuts` sizes (cycled), each read's frames taken into `frames`."""
+    splitter = FrameSplitter(Framing.AUTO)
+    pos, i = 0, 0
+    while pos < len(stream):
+        step = cuts[i % len(cuts)]
+        splitter.feed(stream[pos : pos + step])
+        pos, i = pos + step, i + 1
+        while (frame := splitter.next()) is not None:
+            frames.append(frame)
