@@ -12,7 +12,7 @@ from gateway import registry
 from gateway.adapter_api import AdapterConfig
 from gateway.backup.config import BackupConfig
 from gateway.buffer.config import BufferConfig
-from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml
+from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml, show_value
 from gateway.errors import ConfigError
 from gateway.fleet.config import FleetConfig
 from gateway.mail.config import MailConfig
@@ -84,7 +84,8 @@ def _sections(
         where = f"{key}[{i}]"
         kind = item.get("type")
         if not isinstance(kind, str):
-            errors.append(f"{where}.type: required key is missing; valid: {', '.join(registry.available(group))}")
+            what = "required key is missing" if "type" not in item else f"must be a string, got {show_value(kind)}"
+            errors.append(f"{where}.type: {what}; valid: {', '.join(registry.available(group))}")
             continue
         try:
             cls = registry.load(group, kind)

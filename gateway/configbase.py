@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tomllib
 import types
 import typing
@@ -32,7 +33,9 @@ __all__ = [
     "check_http_url",
     "format_validation_error",
     "key_path",
+    "parse_toml",
     "read_toml",
+    "show_value",
 ]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -57,10 +60,55 @@ def read_toml(path: Path, *, missing_hint: str = "") -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([_not_utf8(data, exc)], str(path)) from None
+    return parse_toml(text, str(path))
+
+
+def parse_toml(text: str, source: str = "") -> dict[str, Any]:
+    """The parsed document, or ConfigError (with `source`) saying why `text` is not TOML this reader takes.
+
+    Besides TOMLDecodeError, tomllib lets two errors out that a hostile or broken file can cause: the
+    ValueError of Python's limit on the digits of a decimal integer (CVE-2020-10735) and a RecursionError
+    from arrays or inline tables nested a few hundred deep. Both are the text's fault, not the gateway's.
+    """
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+        raise ConfigError([f"not valid TOML: {exc}"], source) from None
+    except ValueError as exc:
+        raise ConfigError([_too_many_digits(text, exc)], source) from None
+    except RecursionError:
+        raise ConfigError(
+            [
+                "not valid TOML: arrays or inline tables nested too deeply for this reader, got more than a few "
+                "hundred levels; a configuration needs only a few"
+            ],
+            source,
+        ) from None
+
+
+# a decimal integer's digits, TOML's underscores included
+_DECIMAL_RUN = re.compile(r"[0-9][0-9_]*")
+_DIGITS_IN_MESSAGE = re.compile(r"value has (\d+) digits")
+
+
+def _too_many_digits(text: str, exc: ValueError) -> str:
+    limit = sys.get_int_max_str_digits()
+    said = _DIGITS_IN_MESSAGE.search(str(exc))
+    # the run with as many digits as Python counted: a string of digits (legal) is passed over unless it
+    # happens to have that very length too
+    wanted = int(said.group(1)) if said else None
+    for m in _DECIMAL_RUN.finditer(text):
+        digits = len(m.group().replace("_", ""))
+        if digits == wanted or (wanted is None and digits > limit):
+            line = text.count("\n", 0, m.start()) + 1
+            column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+            # the same "(at line, column)" tail as tomllib's own errors: the web editor marks that line
+            return (
+                f"not valid TOML: an integer may have at most {limit} digits, got one with {digits} "
+                f"(at line {line}, column {column})"
+            )
+    # Python's hint (sys.set_int_max_str_digits) is for programmers, not for whoever edits the file
+    return f"not valid TOML: {str(exc).split('; use sys.', 1)[0]}"
 
 
 def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
@@ -145,7 +193,8 @@ def key_path(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
     return out
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as error lines quote it: strings in quotes, a table or a list by its kind, scalars as TOML has them."""
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, dict):
@@ -217,6 +266,6 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel] | None 
             msg += ", got a value that is not shown here"
         elif "input" in err and ", got " not in msg and not isinstance(err["input"], dict):
             # a whole table's value says nothing the message does not; quote only scalars and lists
-            msg += f", got {_show(err['input'])}"
+            msg += f", got {show_value(err['input'])}"
         lines.append(f"{path}: {msg}")
     return lines

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from datetime import datetime
 from enum import Enum
 from importlib import resources
@@ -16,7 +15,7 @@ from adapters.radius.errors import MacAddressError
 from adapters.radius.mac import MacAddress, normalize_mac, redact_macs
 from adapters.wifi_syslog.errors import WifiEventError, quote
 from adapters.wifi_syslog.message import SyslogMessage
-from gateway.configbase import Field, Identifier, Section, format_validation_error
+from gateway.configbase import Field, Identifier, Section, format_validation_error, parse_toml
 from gateway.errors import ConfigError
 
 __all__ = ["AssociationKind", "PatternSet", "WifiEvent", "load_patterns"]
@@ -282,10 +281,7 @@ def load_patterns(text: str | None = None, *, source: str = "patterns.toml") -> 
     """Validate vendor patterns (the packaged patterns.toml by default); errors name the key path."""
     if text is None:
         text = resources.files("adapters.wifi_syslog").joinpath("patterns.toml").read_text(encoding="utf-8")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"invalid TOML ({exc})"], source=source) from None
+    raw = parse_toml(text, source)
     try:
         spec = PatternFile.model_validate(raw)
     except ValidationError as exc:

@@ -21,13 +21,13 @@ import asyncio
 import fcntl
 import os
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.app import reload_problem
 from gateway.config import GatewayConfig, parse_config
+from gateway.configbase import parse_toml
 from gateway.control import args as a
 from gateway.control.config_versions import FILE, ConfigVersions, sha256_text
 from gateway.control.protocol import CONFIG_INVALID, NOT_FOUND, RELOAD_FAILED, WRITE_FAILED, ControlError
@@ -46,11 +46,7 @@ UNRECORDED = "found on disk, not recorded: edited by hand, or an apply cut short
 
 def parse_text(text: str, source: str = "") -> GatewayConfig:
     """`text` validated as `load_config` validates a file; ConfigError with key-path lines otherwise."""
-    try:
-        doc = tomllib.loads(text.removeprefix(_BOM))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], source) from None
-    return parse_config(doc, source)
+    return parse_config(parse_toml(text.removeprefix(_BOM), source), source)
 
 
 def lock_path(config_path: Path) -> Path:
