@@ -8,6 +8,7 @@ Every problem is one `<key.path>: <what>, got <value>[; <fix>]` line.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 import re
@@ -530,33 +531,7 @@ def profile_problems(points: list[tuple[int, Point]], commands: list[tuple[int, 
                 )
             attrs.setdefault(p.attribute, i)
     by_name = {p.name: (i, p) for i, p in points}
-    ordered = sorted(points, key=lambda ip: (ip[1].function_code, ip[1].address, ip[0]))
-    for a, (i, p) in enumerate(ordered):
-        for j, q in ordered[:a]:
-            if q.function_code != p.function_code or q.address + q.width <= p.address:
-                continue
-            shared_bit_register = (
-                p.data_type is DataType.BITFIELD
-                and q.data_type is DataType.BITFIELD
-                and p.address == q.address
-                and not (_bits_of(p) & _bits_of(q))
-            )
-            if shared_bit_register:
-                continue
-            if p.data_type is DataType.BITFIELD and q.data_type is DataType.BITFIELD and p.address == q.address:
-                shared = ", ".join(map(str, sorted(_bits_of(p) & _bits_of(q))))
-                out.append(
-                    f"points[{i}].bits: bit {shared} of {_table(p.function_code)[:-1]} {p.address} is also read "
-                    f'by points[{j}] ("{q.name}"), got bit {shared}; each bit belongs to one point'
-                )
-                break
-            span = f"{q.address}" if q.width == 1 else f"{q.address}-{q.address + q.width - 1}"
-            taken = "" if q.width == 1 else f"; {q.data_type.value} takes {q.width} registers"
-            out.append(
-                f'points[{i}].address: overlaps points[{j}] ("{q.name}", {_table(q.function_code)} '
-                f"{span}), got {p.address}{taken}"
-            )
-            break
+    out.extend(_overlaps(points))
     for i, p in points:
         if p.decimals_from is None or p.decimals_from == p.name:
             continue
@@ -584,6 +559,64 @@ def profile_problems(points: list[tuple[int, Point]], commands: list[tuple[int, 
             out.append(f'commands[{i}].name: must be unique, got "{c.name}"; commands[{cnames[c.name]}] has it already')
         cnames.setdefault(c.name, i)
     return out
+
+
+def _overlaps(points: list[tuple[int, Point]]) -> list[str]:
+    """One line per point that overlaps a point before it, naming the first such point.
+
+    "Before" is in the order (function code, address, index in the file); two bitfields on the same
+    register that read different bits do not overlap. A sweep, not a comparison of every pair (a
+    profile is checked at every config load and for every profile the devices page lists): the
+    running maximum of the end addresses, kept per position, is non-decreasing, so a binary search
+    finds the first earlier point that reaches past this one's address. When that point starts at a
+    lower address it is the answer; when it starts at the same address, the answer is the first point
+    at this address that is not a bitfield, or a bitfield sharing a bit (kept per bit as the sweep
+    goes).
+    """
+    out: list[str] = []
+    ordered = sorted(points, key=lambda ip: (ip[1].function_code, ip[1].address, ip[0]))
+    reach: list[int] = []  # running maximum of `address + width` in this function code, per position
+    group: list[tuple[int, Point]] = []  # the points of this function code so far, in order
+    here: int | None = None  # the address of the latest point
+    first_other: int | None = None  # position of the first non-bitfield at `here`
+    first_with_bit: dict[int, int] = {}  # bit -> position of the first bitfield at `here` reading it
+    for i, p in ordered:
+        if group and group[-1][1].function_code != p.function_code:
+            reach, group, here = [], [], None
+        if p.address != here:
+            here, first_other, first_with_bit = p.address, None, {}
+        k = bisect.bisect_right(reach, p.address)
+        if k < len(group):
+            found: int | None = k
+            if group[k][1].address == p.address and p.data_type is DataType.BITFIELD:
+                candidates = (first_other, *(first_with_bit.get(b) for b in _bits_of(p)))
+                found = min((c for c in candidates if c is not None), default=None)
+            if found is not None:
+                out.append(_overlap(i, p, *group[found]))
+        pos = len(group)
+        group.append((i, p))
+        reach.append(max(reach[-1], p.address + p.width) if reach else p.address + p.width)
+        if p.data_type is not DataType.BITFIELD:
+            first_other = pos if first_other is None else first_other
+        else:
+            for b in _bits_of(p):
+                first_with_bit.setdefault(b, pos)
+    return out
+
+
+def _overlap(i: int, p: Point, j: int, q: Point) -> str:
+    if p.data_type is DataType.BITFIELD and q.data_type is DataType.BITFIELD and p.address == q.address:
+        shared = ", ".join(map(str, sorted(_bits_of(p) & _bits_of(q))))
+        return (
+            f"points[{i}].bits: bit {shared} of {_table(p.function_code)[:-1]} {p.address} is also read "
+            f'by points[{j}] ("{q.name}"), got bit {shared}; each bit belongs to one point'
+        )
+    span = f"{q.address}" if q.width == 1 else f"{q.address}-{q.address + q.width - 1}"
+    taken = "" if q.width == 1 else f"; {q.data_type.value} takes {q.width} registers"
+    return (
+        f'points[{i}].address: overlaps points[{j}] ("{q.name}", {_table(q.function_code)} '
+        f"{span}), got {p.address}{taken}"
+    )
 
 
 def _bits_of(p: Point) -> set[int]:
