@@ -6,11 +6,16 @@ gateway sees it, so masked secrets keep their values and a secret typed anew rep
 apply and rollback are the control socket's ops: the gateway validates with its own loader, writes
 the file and reloads; this process never writes the config. The form carries the SHA-256 of the
 running file the edit started from: an apply over a file someone else changed meanwhile is refused.
+A text over MAX_TEXT is refused whole (413), never cut: a cut text could apply without its tail.
+The text work (mask, unmask, diff, errors at their lines) takes about a second for a 1 MiB text, so it
+runs in a worker thread: the other users' pages must not wait for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -19,12 +24,13 @@ from gateway.accounts.store import Role
 from gateway.control.protocol import ControlError, ControlUnavailable
 from gateway.web.auth import audit, current_user, requires, services
 from gateway.web.render import flash, render, translator
-from gateway.web.viewmodels.configtext import diff, mask, problems, unmask
+from gateway.web.viewmodels.configtext import ConfigProblem, DiffView, diff, mask, problems, unmask
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 MAX_TEXT = 1024 * 1024  # characters of a config; real ones are a few KB
+MAX_PROBLEMS_SHOWN = 100  # a thousand errors are one mistake repeated: the first ones say what it is
 
 
 class _Unavailable(Exception):
@@ -57,6 +63,23 @@ def _unreachable(request: web.Request) -> web.Response:
     return render(request, "config.html", {"error": translator(request)("gateway.unreachable")}, status=503)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _TextView:
+    text: str  # in the editor
+    problems: list[ConfigProblem]
+    diff: DiffView
+
+
+def _text_view(running: dict[str, Any], text: str | None, errors: list[str]) -> _TextView:
+    """The editor's text, the first errors at their lines and the diff; in a worker thread (see the module)."""
+    running_text = str(running.get("text", ""))
+    shown = mask(running_text)
+    edited = shown if text is None else text
+    # the diff compares masked texts: it is shown, and a secret must not appear in it
+    changes = diff(shown, mask(unmask(edited, running_text)), running_name=str(running.get("path", "running")))
+    return _TextView(text=edited, problems=problems(errors[:MAX_PROBLEMS_SHOWN], edited), diff=changes)
+
+
 async def _editor(
     request: web.Request,
     *,
@@ -68,27 +91,36 @@ async def _editor(
 ) -> web.Response:
     if running is None:
         running = await _running(request)
-    running_text = str(running.get("text", ""))
-    shown = mask(running_text)
-    edited = shown if text is None else text
-    # the diff compares masked texts: it is shown, and a secret must not appear in it
-    changes = diff(shown, mask(unmask(edited, running_text)), running_name=str(running.get("path", "running")))
+    errors = errors or []
+    view = await asyncio.to_thread(_text_view, running, text, errors)
+    if len(errors) > MAX_PROBLEMS_SHOWN:
+        t = translator(request)
+        more = len(errors) - MAX_PROBLEMS_SHOWN
+        flash(request, t("config.more_problems", total=len(errors), shown=MAX_PROBLEMS_SHOWN, more=more), "warning")
     context = {
         "error": "",
         "path": running.get("path", ""),
         "version": running.get("version"),
         "base": running.get("sha256", ""),
-        "text": edited,
-        "problems": problems(errors or [], edited),
+        "text": view.text,
+        "problems": view.problems,
         "checked": checked and not errors,
-        "diff": changes,
+        "diff": view.diff,
         "versions": await _versions(request),
     }
     return render(request, "config.html", context, status=status)
 
 
 def _form_text(value: Any) -> str:
-    return str(value or "")[:MAX_TEXT].replace("\r\n", "\n")
+    # a browser sends a textarea's line ends as CRLF: the limit counts the text as the file will have it
+    return str(value or "").replace("\r\n", "\n")
+
+
+async def _too_long(request: web.Request, text: str) -> web.Response:
+    """Refused whole, as an upload over the limit is: the running file in the editor, nothing checked or written."""
+    t = translator(request)
+    flash(request, t("config.text_too_large", length=len(text), limit=MAX_TEXT), "error")
+    return await _editor(request, status=413)
 
 
 @routes.get("/config")
@@ -106,8 +138,18 @@ async def check(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     text = _form_text(form.get("text"))
     try:
+        if len(text) > MAX_TEXT:
+            return await _too_long(request, text)
         running = await _running(request)
-        result = await _call(request, "config.check", text=unmask(text, str(running.get("text", ""))))
+        full = await asyncio.to_thread(unmask, text, str(running.get("text", "")))
+        try:
+            result = await _call(request, "config.check", text=full)
+        except ControlError as exc:
+            if exc.code == "config_invalid" and exc.errors:
+                return await _editor(request, text=text, errors=exc.errors, checked=True, running=running)
+            log.warning("web: config.check failed: %s %s", exc.code, exc.message)
+            flash(request, translator(request)("config.check_failed", message=exc.message), "error")
+            return await _editor(request, text=text, status=502, running=running)
         errors = [str(e) for e in result.get("errors", [])] if isinstance(result, dict) else []
         # 200 either way: errors are the check's answer; a refused apply is the one that says 422
         return await _editor(request, text=text, errors=errors, checked=True, running=running)
@@ -124,13 +166,15 @@ async def apply(request: web.Request) -> web.StreamResponse:
     comment = str(form.get("comment", ""))[:200]
     user = current_user(request)
     try:
+        if len(text) > MAX_TEXT:
+            return await _too_long(request, text)
         running = await _running(request)
         running_text = str(running.get("text", ""))
         if str(form.get("base", "")) != str(running.get("sha256", "")):
             flash(request, t("config.changed_meanwhile"), "error")
             return await _editor(request, text=text, status=409, running=running)
-        full = unmask(text, running_text)
-        size = diff(running_text, full)
+        full = await asyncio.to_thread(unmask, text, running_text)
+        size = await asyncio.to_thread(diff, running_text, full)
         try:
             result = await _call(request, "config.apply", text=full, actor=user.name, comment=comment)
         except ControlError as exc:
@@ -200,10 +244,14 @@ async def version(request: web.Request) -> web.StreamResponse:
             raise web.HTTPNotFound() from exc
     except _Unavailable:
         return _unreachable(request)
-    text = mask(str(doc.get("text", ""))) if isinstance(doc, dict) else ""
-    changes = diff(mask(str(running.get("text", ""))), text, edited_name=f"version {number}")
+    text, changes = await asyncio.to_thread(_version_view, running, doc, number)
     context = {"number": number, "doc": doc, "text": text, "diff": changes}
     return render(request, "config_version.html", context)
+
+
+def _version_view(running: dict[str, Any], doc: Any, number: int) -> tuple[str, DiffView]:
+    text = mask(str(doc.get("text", ""))) if isinstance(doc, dict) else ""
+    return text, diff(mask(str(running.get("text", ""))), text, edited_name=f"version {number}")
 
 
 @routes.get("/config/download")
@@ -215,7 +263,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         return _unreachable(request)
     await audit(request, "export", target="config", detail={"version": running.get("version"), "masked": True})
     return web.Response(
-        text=mask(str(running.get("text", ""))),
+        text=await asyncio.to_thread(mask, str(running.get("text", ""))),
         content_type="text/plain",
         charset="utf-8",
         headers={"Content-Disposition": 'attachment; filename="gateway.toml"'},

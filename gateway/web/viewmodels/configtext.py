@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.web.viewmodels.tomllines import assignments, line_of
+from gateway.web.viewmodels.tomllines import assignments, line_in, line_index
 
 __all__ = [
     "MASKED",
@@ -190,11 +190,16 @@ def split_error(error: str) -> tuple[str, str]:
 
 
 def problems(errors: Sequence[str], text: str) -> list[ConfigProblem]:
-    """The checker's error lines with the line of the text each one is about (to mark it in the editor)."""
+    """The checker's error lines with the line of the text each one is about (to mark it in the editor).
+
+    The text is scanned once for all the errors: `line_of` per error would scan it once each, and a
+    1 MiB text with 30,000 errors took two hours.
+    """
+    lines = line_index(text) if any(split_error(e)[0] for e in errors) else {}
     out = []
     for error in errors:
         path, message = split_error(error)
-        line = line_of(path, text) if path else None
+        line = line_in(lines, path) if path else None
         if line is None:
             m = _TOML_LINE.search(message)
             line = int(m.group(1)) if m else None

@@ -131,13 +131,16 @@ def assignments(text: str) -> Iterator[Assignment]:
 _INDEX = re.compile(r"\[\d+\]$")
 
 
-def line_of(path: str, text: str) -> int | None:
-    """The line setting `path`, else the line of its longest assigned or table prefix; None if nothing of it."""
-    if not path:
-        return None
+def line_index(text: str) -> dict[str, int]:
+    """The first line of every table header and assignment path of `text`, in one scan (for `line_in`)."""
     lines: dict[str, int] = {}
     for n, p, _ in _scan(text):
         lines.setdefault(p, n)
+    return lines
+
+
+def line_in(lines: dict[str, int], path: str) -> int | None:
+    """The line setting `path`, else the line of its longest assigned or table prefix; None if nothing of it."""
     candidate = path
     while candidate:
         if candidate in lines:
@@ -149,3 +152,8 @@ def line_of(path: str, text: str) -> int | None:
         else:
             break
     return None
+
+
+def line_of(path: str, text: str) -> int | None:
+    """`line_in` for one path (a scan of the whole text each call: index many paths with `line_index`)."""
+    return line_in(line_index(text), path) if path else None
