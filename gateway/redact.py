@@ -12,8 +12,10 @@ Theory of operation. Two kinds of text are hidden:
 
 Personal data that has a shape is hidden the same way, wherever it comes from (a malformed
 message quoted in a log line, a device's own error text): e-mail addresses keep only their domain
-(`***@example.jp`) and MAC addresses only their vendor prefix (`3C:22:FB:***`). Identifiers without a
-shape (library card numbers) are pseudonymized by the processing stage before anything logs them.
+(`***@example.jp`) and MAC addresses only their vendor prefix (`3C:22:FB:***`; a longer run of hex
+groups that holds one keeps only its first groups, and an IPv6 address made from one its prefix and
+the vendor's digits, `fe80::3e22:fbff:fe***`). Identifiers without a shape (library card numbers) are
+pseudonymized by the processing stage before anything logs them.
 
 Only the secret part is replaced, so a line stays readable: the header name, the auth scheme, the
 URL's scheme and host are kept. The log handler (`gateway.logs`) and the status file pass through
@@ -83,50 +85,69 @@ _LOCAL = r'[^\s"(),*/:;<>@\[\\\]\x00-\x1f\x7f＠、。，．「」『』（）�
 _EMAIL = re.compile(rf"{_LOCAL}{{1,64}}+([@＠][\w-]++(?:\.[\w-]++)*+)(?![@＠](?:{_LOCAL}|\*))")
 # A MAC address in every spelling `adapters.radius.mac` and `gateway.processing.pseudonymize` accept:
 # colon or hyphen groups of one or two digits (3C:22:FB:12:9A:0E, 3c-22-…, a:b:c:d:e:f as BSD prints
-# them; further groups, an EUI-64, are masked too), Cisco's 3c22.fb12.9a0e, 3c22-fb12-9a0e, HPE's
-# 3c22fb-129a0e (or with `:`) and bare 3c22fb129a0e (RADIUS Calling-Station-Id). A spelling glued to
-# more hex is not a MAC; bare hex glued to letters or digits is a digest or an identifier, and a
-# UUID's groups (8-4-4-4-12) are left alone: a UUID names an entity, and even a version-1 UUID's node is the
-# generating host's address, not a resident's device. Look-behinds rather than `\b`, which fails
-# after `_` and inside Japanese text. Starting with the first hex digit lets `re` skip every other
-# position in C; the look-behinds after it test the character before that digit.
+# them), Cisco's 3c22.fb12.9a0e, 3c22-fb12-9a0e, HPE's 3c22fb-129a0e (or with `:`) and bare 3c22fb129a0e
+# (RADIUS Calling-Station-Id); and the interface id SLAAC makes from one, the MAC with ff:fe in its
+# middle (fe80::3e22:fbff:fe12:3456), whose address keeps its prefix and the vendor's digits.
+# A spelling glued to more groups by a separator (cafe-3c22-fb12-9a0e, de:ad:3c:22:…, an EUI-64
+# 00:12:4b:00:1c:a1:b2:c3, 012345-3c22fb-129a0e; quads and halves may change separator within a run,
+# 0123-3c22.fb12.9a0e) is one run, read from its first group and masked after its first groups: which
+# of its groups are the MAC cannot be told, and so every reading hides the part after the vendor
+# prefix. The exceptions:
+# - one- or two-digit groups glued to a letter or a digit: the first group ends a word or a name
+#   (`mac:aa:…`, `eth0:aa:…`), so a run of more than six starts at its second group;
+# - a UUID (8-4-4-4-12, its groups whole) is left alone: it names an entity, and even a version-1 UUID's
+#   node is the generating host's address, not a resident's device;
+# - hex glued to more hex, or bare hex glued to letters or digits, is another number, a digest or an
+#   identifier (`sha256:…`, `g1a2b3c4d5e6f`), not a spelling of a MAC.
+# The e-mail pattern runs first and masks only the last group of `aa:bb:cc:dd:ee:ff@realm` (a local part
+# has no colons), so a masked group before an at-sign still ends a run. Look-behinds rather than `\b`,
+# which fails after `_` and inside Japanese text. Starting with the first hex digit lets `re` skip every
+# other position in C; the look-behinds after it test the character before that digit.
 _H = "[0-9A-Fa-f]"
-_UUID_HEAD = rf"{_H}{{8}}-{_H}{{4}}-{_H}{{4}}-{_H}{{4}}"
+_UUID_HEAD = rf"(?<!{_H}){_H}{{8}}-{_H}{{4}}-{_H}{{4}}-{_H}{{4}}"
+_MASKED_LOCAL = rf"{re.escape(MASK)}(?=[@＠])"
 _MAC = re.compile(
     rf"{_H}(?:"
-    # grouped; right after a letter exactly six groups, so that in `mac:aa:bb:…` the `ac` is not one
-    rf"(?<![0-9A-Za-z]{_H}){_H}?([:-]){_H}{{1,2}}\1{_H}{{1,2}}(?:\1{_H}{{1,2}}){{3,}}(?!{_H})"
-    rf"|(?<!{_H}{_H}){_H}?([:-]){_H}{{1,2}}\2{_H}{{1,2}}(?:\2{_H}{{1,2}}){{3}}(?!{_H}|\2{_H})"
-    rf"|(?<!{_H}{_H})(?:{_H}{{3}}([.-]){_H}{{4}}\3{_H}{{4}}(?!(?<={_UUID_HEAD})-{_H}{{12}}(?!{_H}))"
-    rf"|{_H}{{5}}[:-]{_H}{{6}})(?!{_H})"
-    rf"|(?<![0-9A-Za-z]{_H}){_H}{{11}}(?![0-9A-Za-z])(?<!{_UUID_HEAD}-{_H}{{12}}))"
+    # grouped; right after a letter or digit exactly six groups, so that in `mac:aa:bb:…` the `ac` is not one
+    rf"(?<![0-9A-Za-z]{_H}){_H}?([:-]){_H}{{1,2}}\1{_H}{{1,2}}(?:\1(?:{_H}{{1,2}}|{_MASKED_LOCAL})){{3,}}(?!{_H})"
+    rf"|(?<!{_H}{_H}){_H}?([:-]){_H}{{1,2}}\2{_H}{{1,2}}(?:\2(?:{_H}{{1,2}}|{_MASKED_LOCAL})){{3}}(?!{_H}|\2{_H})"
+    rf"|(?<!{_H}{_H})(?:{_H}{{3}}[.-]{_H}{{4}}(?:[.-]{_H}{{4}})+(?!(?<={_UUID_HEAD})-{_H}{{12}}(?!{_H}))"
+    rf"|{_H}{{5}}[:-]{_H}{{6}}(?:[:-]{_H}{{6}})*)(?!{_H})"
+    rf"|(?<![0-9A-Za-z]{_H}){_H}{{11}}(?![0-9A-Za-z])(?<!{_UUID_HEAD}-{_H}{{12}})"
+    # SLAAC: xxff:fexx:xxxx ending an address; the captured digits are the device's
+    rf"|(?<=:{_H}){_H}{{0,3}}(?<=[Ff]{{2}}):[Ff][Ee]({_H}{{2}}:{_H}{{1,4}})(?!{_H}|:[0-9A-Fa-f:])"
+    ")"
 )
 
 
 # The MAC pattern costs twice the rest of `text()` on a line without one, so the line's shape is
 # tested first, in C: the grouped spellings need five colons or hyphens; for the others, hex digits
 # become `h`, separators `s` and anything else a space (non-ASCII is dropped, which can only join
-# runs), and each of them holds `hhhhhh` (bare, halves) or `hhhhshhhh` (quads).
+# runs), and each of them holds `hhhhhh` (bare, halves) or `hhhhshhhh` (quads), or `ff:fe` (SLAAC).
 _SHAPE = bytes(
     ord("h") if b in b"0123456789ABCDEFabcdef" else ord("s") if b in b":-." else ord(" ") for b in range(256)
 )
 
 
-def _may_hold_a_mac(s: str) -> bool:
-    if s.count(":") >= 5 or s.count("-") >= 5:
+def _may_hold_a_mac(s: str, low: str) -> bool:
+    # `low` is the line before the other patterns masked parts of it: a mask never makes `ff:fe`
+    if s.count(":") >= 5 or s.count("-") >= 5 or "ff:fe" in low:
         return True
     shape = s.encode("ascii", "ignore").translate(_SHAPE)
     return shape.find(b"hhhhhh") >= 0 or shape.find(b"hhhhshhhh") >= 0
 
 
 def _mask_mac(m: re.Match[str]) -> str:
-    # the vendor prefix: three octets (the first group of the dotted and hyphenated quads)
     mac = m.group(0)
+    if m.group(3) is not None:  # SLAAC: up to ff:fe, the vendor's part of the interface id
+        return mac[: m.start(3) - m.start()] + MASK
     sep = next((c for c in mac if c in ":-."), "")
     if not sep:
         return mac[:6] + MASK
     groups = mac.split(sep)
-    return (sep.join(groups[:3]) if len(groups) >= 6 else groups[0]) + sep + MASK
+    # the vendor prefix: three octets, or the first group of the quads and halves; in a longer run
+    # the first ones, so that whichever six octets are the MAC, its last three are hidden
+    return sep.join(groups[:3] if len(groups[0]) <= 2 else groups[:1]) + sep + MASK
 
 
 def _mask_value(m: re.Match[str]) -> str:
@@ -144,7 +165,7 @@ def _mask_patterns(s: str) -> str:
         s = _SCHEMED.sub(_mask_value, s)
     if "@" in s or "＠" in s:
         s = _EMAIL.sub(MASK + r"\1", s)
-    if _may_hold_a_mac(s):
+    if _may_hold_a_mac(s, low):
         s = _MAC.sub(_mask_mac, s)
     return s
 
