@@ -445,10 +445,13 @@ def key_check(key: str) -> bytes:
 
 def _key(store: SecretStore, db: sqlite3.Connection, path: Path) -> str:
     """`mail.queue_key`: the one the pending mails are sealed under, or a new one when none is pending."""
-    key = store.get(KEY_SECRET) if KEY_SECRET in store.names() else None
     row = db.execute("SELECT value FROM meta WHERE key = 'queue_key_check'").fetchone()
     check: bytes | None = None if row is None else bytes(row[0])
     sealed: int = db.execute("SELECT count(*) FROM mails WHERE payload IS NOT NULL").fetchone()[0]
+    # The key after the mails: a process sealing one made its key durable first, so a mail seen here
+    # has its key in the store. Read the other way round, a process opening the queue as another
+    # made the key and sealed a mail saw the mail and not yet the key, and refused the queue.
+    key = store.get(KEY_SECRET) if KEY_SECRET in store.names() else None
     where = f"mail queue {path}: {sealed} pending mail(s)"
     fix = (
         f"put back the secret store (secrets.enc with its secrets.key) that holds the key they were sealed with, "

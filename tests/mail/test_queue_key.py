@@ -19,6 +19,7 @@ from gateway.mail.queue import (
     SCHEMA_VERSION,
     MailQueueKeyMismatch,
     MailQueueKeyMissing,
+    _key,
     key_check,
 )
 from gateway.secrets import STORE_FILE, SecretStore
@@ -215,3 +216,36 @@ async def test_four_processes_opening_a_new_queue_together_seal_with_one_key(dat
     queue = await MailQueue.open(data_dir)
     assert [p.mail for p in await queue.due(1e12)] == [pickup()] * 4  # every one opens
     await queue.close()
+
+
+class _OtherProcessOpensMeanwhile(SecretStore):
+    """A store whose first look at its names lets another process open the queue and seal a mail meanwhile:
+    the moment a process reading the store before the mails could see the mail without its key."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self._data_dir = data_dir
+        self._done = False
+
+    def names(self) -> list[str]:
+        seen = super().names()
+        if not self._done:
+            self._done = True
+            ctx = multiprocessing.get_context("spawn")
+            alone = ctx.Barrier(1)  # held here until the child has it
+            other = ctx.Process(target=_enqueue_at_start, args=(str(self._data_dir), alone))
+            other.start()
+            other.join(120)
+            assert other.exitcode == 0
+        return seen
+
+
+def test_a_queue_opened_while_another_process_seals_its_first_mail_takes_that_key(data_dir: Path) -> None:
+    db = sqlite3.connect(data_dir / QUEUE_FILE, isolation_level=None)
+    try:
+        migrate(db, data_dir / QUEUE_FILE, MIGRATIONS, store="mail queue")
+        key = _key(_OtherProcessOpensMeanwhile(data_dir), db, data_dir / QUEUE_FILE)  # not MailQueueKeyMissing
+    finally:
+        db.close()
+    assert key == SecretStore(data_dir).get("mail.queue_key")
+    assert stored_check(data_dir) == key_check(key)
