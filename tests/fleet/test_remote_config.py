@@ -443,8 +443,16 @@ async def test_a_bundle_written_just_before_a_kill_is_still_rolled_back_by_the_n
     assert steps == ["verified", "rolling_back", "rolled_back"]
 
 
-async def _bundle_applied_then_stopped(runtime: Runtime, broken: str) -> None:
-    """Bundle 1 (`broken`) applied and reloaded into a new generation, then the gateway stopped."""
+async def _bundle_applied_then_stopped(tmp_path: Path, orion_url: str) -> tuple[Path, str, str]:
+    """A gateway on a good config given bundle 1, which breaks its uplink: applied and reloaded, then stopped.
+
+    Returns the config's path, the good text and the bundle's.
+    """
+    path = tmp_path / "gateway.toml"
+    original = config_text(tmp_path, orion_url)
+    path.write_text(original)
+    broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
+    runtime = Runtime(path, load_config(path))
     await runtime.start()
     try:
         fleet = runtime.gateway.fleet
@@ -453,6 +461,7 @@ async def _bundle_applied_then_stopped(runtime: Runtime, broken: str) -> None:
         await until(lambda: (remote.RemoteState(fleet.data_dir).pending or {}).get("reloaded") is True)
     finally:
         await runtime.stop()
+    return path, original, broken
 
 
 def _killed_while_rolling_back(data_dir: Path) -> None:
@@ -467,11 +476,7 @@ def _killed_while_rolling_back(data_dir: Path) -> None:
 async def test_a_rollback_cut_short_by_a_kill_is_finished_by_the_next_start(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
-    path = tmp_path / "gateway.toml"
-    original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
-    broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
-    await _bundle_applied_then_stopped(Runtime(path, load_config(path)), broken)
+    path, original, broken = await _bundle_applied_then_stopped(tmp_path, orion_double.url)
     _killed_while_rolling_back(tmp_path / "data")
     assert path.read_text() == broken  # the kill came before the rollback's write
     runtime = Runtime(path, load_config(path))
@@ -500,11 +505,7 @@ async def test_a_rollback_cut_short_by_a_kill_is_finished_by_the_next_start(
 async def test_a_rollback_killed_after_its_write_is_not_done_twice(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
-    path = tmp_path / "gateway.toml"
-    original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
-    broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
-    await _bundle_applied_then_stopped(Runtime(path, load_config(path)), broken)
+    path, original, _ = await _bundle_applied_then_stopped(tmp_path, orion_double.url)
     _killed_while_rolling_back(tmp_path / "data")
     write_atomic(path, original.encode(), None, durable=True)  # the rollback's write landed before the kill
     runtime = Runtime(path, load_config(path))
