@@ -9,6 +9,7 @@ reference, and no URL may carry credentials. Every value `resolve` hands out is 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -161,20 +162,53 @@ class SecretStore:
                 )
             self.directory.mkdir(parents=True, exist_ok=True)
             create_whole(self.key_path, Fernet.generate_key())  # whole: a crash leaves no empty key
-        return Fernet(self.key_path.read_bytes().strip())
+        key = self.key_path.read_bytes().strip()
+        try:
+            return Fernet(key)
+        except ValueError:  # binascii.Error too: never shown, the file may hold a key of something else
+            fix = (
+                f"put back the key file that belongs to {self.store_path} (kept apart from backups)"
+                if self.store_path.exists()
+                else "move it aside: a new one is made with the first secret set"
+            )
+            raise ConfigError(
+                [
+                    f"{self.key_path}: not a secret store key, got {len(key)} bytes "
+                    f"(expected 32 url-safe base64-encoded bytes, 44 characters); {fix}"
+                ]
+            ) from None
 
-    def _load(self, fernet: Fernet) -> dict[str, str]:
+    def _read(self, fernet: Fernet) -> dict[str, object]:
+        """The store's plaintext document: every way to open it (get, names, migrate) comes through here."""
         from cryptography.fernet import InvalidToken  # loaded already by _fernet
 
-        if not self.store_path.exists():
-            return {}
+        token = self.store_path.read_bytes()
+        if not _fernet_token(token):
+            raise ConfigError(
+                [
+                    f"{self.store_path}: not a secret store, got {len(token)} bytes that are no Fernet token; "
+                    "restore it from a backup (with the key file that belongs to it)"
+                ]
+            )
         try:
-            data = json.loads(fernet.decrypt(self.store_path.read_bytes()))
+            plain = fernet.decrypt(token)
         except InvalidToken:
             raise ConfigError(
                 [f"{self.store_path}: cannot be decrypted with {self.key_path}; the key file does not belong to it"]
             ) from None
-        return self._upgrade(data)
+        try:
+            data = json.loads(plain)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            # written with this box's key, but not by edgegw: nothing of it is shown, it holds secrets
+            raise ConfigError([f"{self.store_path}: not a secret store, got a document that is no JSON object"])
+        return data
+
+    def _load(self, fernet: Fernet) -> dict[str, str]:
+        if not self.store_path.exists():
+            return {}
+        return self._upgrade(self._read(fernet))
 
     def _upgrade(self, data: dict[str, object]) -> dict[str, str]:
         # Version 0 (the first release) is the bare map; from version 1 it sits in an envelope with
@@ -198,7 +232,7 @@ class SecretStore:
         """The version of the file as it is on disk (0 for the first release's bare map)."""
         if not self.store_path.exists():
             return SCHEMA_VERSION
-        data = json.loads(self._fernet(create=False).decrypt(self.store_path.read_bytes()))
+        data = self._read(self._fernet(create=False))
         version = data.get("version")
         return version if isinstance(version, int) else 0
 
@@ -269,6 +303,19 @@ class SecretStore:
         if not self.key_path.exists():
             return []
         return sorted(self._load(self._fernet(create=False)))
+
+
+def _fernet_token(token: bytes) -> bool:
+    """Whether `token` has a Fernet token's shape: version 0x80, time, IV, whole AES blocks, HMAC.
+
+    Told apart before decrypting: any other file (a damaged copy, another tool's) fails the HMAC like a
+    token under another key, and would be blamed on the key file.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(token)
+    except ValueError:
+        return False
+    return len(raw) >= 73 and raw[0] == 0x80 and (len(raw) - 57) % 16 == 0
 
 
 def resolve(ref: str, data_dir: Path | str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import stat
@@ -12,12 +13,76 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from gateway.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# SQLite's primary result codes for a file that is no database, or whose pages do not read: the file's
+# fault, never the statement's nor the box's (permissions, space, a lock)
+_UNREADABLE = {sqlite3.SQLITE_NOTADB: "not an SQLite database", sqlite3.SQLITE_CORRUPT: "a damaged SQLite database"}
+STORE_FIX = (
+    "the file is left as it is: restore another backup generation (`edgegw backup list`), or stop the services "
+    "and move the file aside to start the store empty, losing everything it held"
+)
+
+
+class StoreUnreadable(ConfigError, sqlite3.DatabaseError):
+    """A store's file is not SQLite, or SQLite finds it damaged: refused as it is, never repaired nor replaced.
+
+    A ConfigError, as a secret store key that does not fit is one: a technician must act before a restart
+    can help, and every command already says such an error in one line and exits 2. A
+    sqlite3.DatabaseError too, with SQLite's result code, for the code that catches SQLite's own errors.
+    Message: `<path>: <what>, got <got>; <STORE_FIX>`.
+    """
+
+    code = "store_unreadable"
+
+    def __init__(
+        self, path: Path, what: str, got: str, *, sqlite_code: int = sqlite3.SQLITE_NOTADB, sqlite_name: str = ""
+    ) -> None:
+        # the path inside the line, as the secret store's errors have it: some commands print only the lines
+        super().__init__([f"{path}: {what}, got {got}; {STORE_FIX}"])
+        self.params.update(path=str(path), what=what, got=got)
+        self.path = path
+        self.sqlite_errorcode = sqlite_code
+        self.sqlite_errorname = sqlite_name or "SQLITE_NOTADB"
+
+
+def _refused(error: StoreUnreadable) -> StoreUnreadable:
+    log.error("%s", error)  # once per refusal: the process stops, or the request that opened it fails
+    return error
+
+
+def unreadable(path: Path, exc: sqlite3.Error) -> StoreUnreadable | None:
+    """`exc` as a StoreUnreadable naming `path` when it says the file is no database or damaged, else None."""
+    if isinstance(exc, StoreUnreadable):
+        return exc
+    code = getattr(exc, "sqlite_errorcode", None)
+    what = _UNREADABLE.get(code & 0xFF) if isinstance(code, int) else None
+    if not isinstance(code, int) or what is None:
+        return None
+    name = getattr(exc, "sqlite_errorname", "")
+    return _refused(StoreUnreadable(path, what, f'SQLite\'s "{exc}"', sqlite_code=code, sqlite_name=name))
+
 
 def create_private(path: Path) -> None:
     """Make `path` (and its directory, 0700) if missing, 0600 from its first byte: sqlite creating it would
-    leave it readable by others for a moment, under the umask."""
+    leave it readable by others for a moment, under the umask.
+
+    A file already there must be an SQLite file (or empty: a new store): StoreUnreadable otherwise, decided
+    before SQLite opens it, which would delete the -wal beside a foreign file, and with it the last commits
+    of the right one.
+    """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        head = os.read(fd, len(SQLITE_HEADER))
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if head and head != SQLITE_HEADER:
+        raise _refused(StoreUnreadable(path, "not an SQLite database", f"{size} bytes without SQLite's header"))
 
 
 def fsync_dir(directory: Path) -> None:
@@ -88,7 +153,8 @@ def wal_mode(db: sqlite3.Connection, *, within_s: float = 10.0) -> None:
     Two connections converting one new file at once deadlock on its lock, and SQLite answers one of
     them SQLITE_BUSY at once, without its busy handler: six threads opening a new store failed 9 of
     1,800 opens, so the gateway and the web UI starting together on a new box could each fail a start.
-    A file in WAL mode already takes no lock here.
+    A file in WAL mode already takes no lock here. SQLite's own errors pass unchanged: the buffer salvages a
+    damaged file on them and records SQLite's words; a store names its file through `unreadable`.
     """
     deadline = time.monotonic() + within_s
     pause = 0.001
@@ -106,12 +172,19 @@ def wal_mode(db: sqlite3.Connection, *, within_s: float = 10.0) -> None:
 @contextmanager
 def durable_connection(path: Path) -> Iterator[sqlite3.Connection]:
     """A connection for one use: WAL, every commit fsynced (a record of truth changes rarely and must survive
-    a power cut), rows by name, transactions begun explicitly."""
+    a power cut), rows by name, transactions begun explicitly; StoreUnreadable for a file that is no
+    database or a damaged one."""
     db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
     try:
         db.row_factory = sqlite3.Row
-        wal_mode(db)
-        db.execute("PRAGMA synchronous=FULL")
+        try:
+            wal_mode(db)  # the first statement that reads the file
+            db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            refused = unreadable(path, exc)
+            if refused is None:
+                raise
+            raise refused from exc
         yield db
     finally:
         db.close()

@@ -5,7 +5,8 @@ sequence: `migrations[i]` takes a file from version i to i + 1, either an SQL sc
 on ";", so none may hold a ";" inside a literal) or a callable doing data work on the connection.
 `migrate` runs every missing step in ONE write transaction: a step that fails rolls the whole file
 back to the version it had (SQLite's DDL is transactional), and the error says so. A file written by
-a newer edgegw is refused (a downgrade), never opened and never changed.
+a newer edgegw is refused (a downgrade), never opened and never changed; so is one that is no SQLite
+database, or a damaged one (StoreUnreadable, from gateway.storage.files, naming the file).
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import GatewayError
+from gateway.storage.files import StoreUnreadable, unreadable
 
-__all__ = ["Migration", "MigrationFailed", "Migrations", "SchemaTooNew", "Upgrade", "migrate", "read_version"]
+__all__ = [
+    "Migration",
+    "MigrationFailed",
+    "Migrations",
+    "SchemaTooNew",
+    "StoreUnreadable",
+    "Upgrade",
+    "migrate",
+    "read_version",
+]
 
 log = logging.getLogger("gateway.storage")
 
@@ -52,8 +63,24 @@ class Upgrade:
         return self.before != self.after
 
 
-def read_version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
+def read_version(db: sqlite3.Connection, path: Path | None = None) -> int:
+    """The file's schema version; StoreUnreadable (naming `path`, else the connection's file) for a file that
+    is no database or a damaged one: the first read of a store that opens without WAL."""
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        refused = unreadable(path or _file_of(db), exc)
+        if refused is None:
+            raise
+        raise refused from exc
+
+
+def _file_of(db: sqlite3.Connection) -> Path:
+    # database_list reads no page of the file: it answers for one that is no database too
+    for _, name, file in db.execute("PRAGMA database_list"):
+        if name == "main":
+            return Path(file or ":memory:")
+    return Path(":memory:")
 
 
 def _run(db: sqlite3.Connection, step: Migration) -> None:
@@ -92,14 +119,14 @@ def migrate(
     name = store or path.name
     # Read first without the write lock: a current file (every start after the first) takes no lock
     # and writes nothing, so a store opens on a full disk or a read-only mount.
-    version = read_version(db)
+    version = read_version(db, path)
     if version == target:
         return Upgrade(store=name, path=path, before=version, after=version)
     if version > target:
         raise _too_new(error, name, path, version, target)
     db.execute("BEGIN IMMEDIATE")
     try:
-        version = read_version(db)
+        version = read_version(db, path)
         if version > target:
             raise _too_new(error, name, path, version, target)
         for number, step in enumerate(migrations[version:], start=version):
