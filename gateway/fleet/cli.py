@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -54,7 +55,16 @@ def add_parsers(sub: Any) -> None:
 
 
 def _load_key(path: Path) -> Ed25519PrivateKey:
-    key = load_pem_private_key(path.read_bytes(), password=None)
+    """The platform's signing key; ValueError naming the file when it is not an unencrypted Ed25519 PEM key."""
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except TypeError:  # cryptography's word for "encrypted, and no password given"
+        raise ValueError(
+            f"{path}: passphrase-protected, got an encrypted private key; decrypt it into a file of its own "
+            f"(openssl pkey -in {path} -out <new key file>, chmod 600 it) and give that file"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ValueError(f"{path}: not a PEM private key ({exc}); give the key `edgegw config keygen` wrote") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key, got {type(key).__name__}")
     return key

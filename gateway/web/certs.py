@@ -12,13 +12,15 @@ import contextlib
 import datetime as dt
 import ipaddress
 import logging
+import re
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -150,10 +152,56 @@ def make_self_signed(
     return TlsMaterial(cert=cert_path, key=key_path, fingerprint=fingerprint(cert_pem), self_signed=True)
 
 
+def _no_passphrase(key_path: Path) -> Callable[[], bytes]:
+    """ssl's password callback: without one OpenSSL asks for the passphrase on the terminal (a start by hand
+    waits there for good) or fails with "[Errno 22] Invalid argument" (under systemd)."""
+
+    def refuse() -> bytes:
+        raise ConfigError([_passphrase_protected(key_path)])
+
+    return refuse
+
+
+def _passphrase_protected(key_path: Path) -> str:
+    return (
+        f"web.tls_key: '{key_path}' is passphrase-protected, got an encrypted private key; give an unencrypted key: "
+        f"openssl pkey -in {key_path} -out <new key file>, chmod 600 it and set tls_key to it"
+    )
+
+
+def _pem_labels(data: bytes) -> str:
+    """What a file that is no PEM private key holds, for the message: its PEM blocks' labels, or none."""
+    labels = list(dict.fromkeys(m.decode("ascii") for m in re.findall(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----", data)))
+    if labels:
+        return "PEM blocks " + ", ".join(labels)
+    return f"{len(data)} bytes without a PEM block (a DER key converts with openssl pkey -inform DER)"
+
+
+def _check_private_key(key_path: Path) -> None:
+    """ConfigError unless `key_path` holds an unencrypted PEM private key, said before OpenSSL reads it."""
+    try:
+        data = key_path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"web.tls_key: cannot read the private key, got '{key_path}' ({exc.strerror})"]) from None
+    try:
+        serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # cryptography's word for "encrypted, and no password given"
+        raise ConfigError([_passphrase_protected(key_path)]) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(
+            [
+                f"web.tls_key: '{key_path}' is not a PEM private key, got {_pem_labels(data)}; give the "
+                "certificate's private key in PEM (-----BEGIN PRIVATE KEY-----)"
+            ]
+        ) from None
+
+
 def _pair_loads(cert_path: Path, key_path: Path) -> bool:
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_path, key_path)
-    except (OSError, ssl.SSLError):
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            cert_path, key_path, password=_no_passphrase(key_path)
+        )
+    except (OSError, ssl.SSLError, ConfigError):
         return False
     return True
 
@@ -187,10 +235,12 @@ def material(config: WebConfig, state_dir: Path, *, create: bool = True) -> TlsM
 
 
 def server_context(tls: TlsMaterial) -> ssl.SSLContext:
+    """The UI's TLS context; ConfigError naming the file when the key or the certificate does not load."""
+    _check_private_key(tls.key)  # OpenSSL's own words for these are "PEM lib" or a passphrase prompt
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(tls.cert, tls.key)
+        context.load_cert_chain(tls.cert, tls.key, password=_no_passphrase(tls.key))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             [f"web.tls_cert: cannot load the certificate and key, got '{tls.cert}' / '{tls.key}' ({exc})"]

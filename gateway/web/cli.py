@@ -25,7 +25,7 @@ from aiohttp.web_request import BaseRequest
 
 from gateway import logs
 from gateway.cliopts import add_config_option, config_path
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.web.security import loggable_path
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     logs.setup(cfg.gateway.log_level.value, cfg.gateway.log_format.value)
     try:
         asyncio.run(serve(cfg, path))
-    except ConfigError as exc:
+    except GatewayError as exc:  # the TLS files, a store that is damaged or from a newer edgegw …
+        # one line naming the file and the fix: a technician must act, restarting cannot help
         print(f"edgegw web: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:  # the port in use, the state directory not writable …

@@ -38,6 +38,8 @@ from gateway.wifilog.store import JST, PUBLIC_KEY_FILE, STORE_DIR, Query, WifiLo
 __all__ = ["INQUIRY_KEY_INFO", "add_parser", "audit_detail", "inquiry_key", "query_hmac", "run"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+# how deep a document to verify may nest: manifests and certificates hold two levels, this leaves room
+MAX_DEPTH = 32
 # HKDF's info: the signing key's seed yields this key for this use only (domain separation)
 INQUIRY_KEY_INFO = b"edgegw wifilog inquiry digest v1"
 
@@ -133,10 +135,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         data_dir, state_dir = _dirs(args)
         key_path = args.public_key or data_dir / STORE_DIR / PUBLIC_KEY_FILE
         if args.wifi_command == "verify-export":
-            manifest = json.loads((args.manifest or manifest_path(args.csv)).read_text())
+            manifest = _read_document(args.manifest or manifest_path(args.csv), "an export manifest")
             return _verdict(what, str(args.csv), verify_export(args.csv, manifest, load_public_key(key_path)), out, err)
         if args.wifi_command == "verify-certificate":
-            document = json.loads(args.certificate.read_text())
+            document = _read_document(args.certificate, "an erasure certificate")
             problems = verify_document(document, load_public_key(key_path))
             if document.get("type") != "edgegw.wifilog.erasure-certificate":
                 problems.append(f"type: not an erasure certificate, got {document.get('type')!r}")
@@ -152,6 +154,65 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except (GatewayError, ConfigError, OSError, ValueError) as exc:
         err.write(f"{what}: {exc}\n")
         return EXIT_INVALID
+
+
+def _read_document(path: Path, kind: str) -> dict[str, Any]:
+    """A signed JSON document to verify, or GatewayError naming the file and what it holds instead.
+
+    The file comes from anywhere (a mail, a USB stick): its text, its shape and its depth are checked
+    before any field is read.
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GatewayError(
+            f"{path}: not {kind}, got byte 0x{data[exc.start]:02x} at offset {exc.start}, which is not UTF-8; "
+            "give the file as the gateway wrote it",
+            path=str(path),
+        ) from None
+    try:
+        document = json.loads(text)
+    except RecursionError:  # deeper than Python's stack
+        raise GatewayError(_too_deep(path, kind), path=str(path)) from None
+    except ValueError as exc:  # JSONDecodeError, or a number of more than 4,300 digits
+        raise GatewayError(f"{path}: not {kind}, got text that does not read as JSON ({exc})", path=str(path)) from None
+    if not isinstance(document, dict):
+        raise GatewayError(f"{path}: not {kind}, got a JSON {_json_kind(document)}, not an object", path=str(path))
+    if _deeper_than(document, MAX_DEPTH):  # the signature check encodes the document again, recursively
+        raise GatewayError(_too_deep(path, kind), path=str(path))
+    return document
+
+
+def _too_deep(path: Path, kind: str) -> str:
+    return f"{path}: not {kind}, got JSON nested more than {MAX_DEPTH} levels deep"
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    return "boolean" if isinstance(value, bool) else "number"
+
+
+def _deeper_than(document: dict[str, Any], limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels, found without recursion."""
+    todo: list[tuple[object, int]] = [(document, 1)]
+    while todo:
+        value, level = todo.pop()
+        if isinstance(value, dict):
+            children: list[object] = list(value.values())
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if level > limit:
+            return True
+        todo.extend((child, level + 1) for child in children)
+    return False
 
 
 def _verdict(what: str, name: str, problems: list[str], out: TextIO, err: TextIO) -> int:
