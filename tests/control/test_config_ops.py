@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import stat
@@ -87,3 +88,36 @@ async def test_apply_and_rollback_change_what_the_running_gateway_does(
         assert stat.S_IMODE(os.stat(versions_db).st_mode) == 0o600
         with sqlite3.connect(versions_db) as conn:
             assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+
+
+async def test_checking_a_large_config_does_not_hold_the_gateways_loop(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    async with running_gateway(tmp_path, orion_double.url) as gw:
+        base = gw.config_path.read_text()
+        # ~2.7 MB of adapters (the socket takes 4 MiB), each refused for a rate of 0: seconds of validation on this machine
+        adapters = "".join(
+            f'\n[[adapters]]\nname = "g{i}"\ntype = "simulated"\nentities = 1\nrate = 0\nid_prefix = "urn:ngsi-ld:X:{i}-"\n'
+            for i in range(25_000)
+        )
+        loop = asyncio.get_running_loop()
+        gaps: list[float] = []
+        checking = True
+
+        async def ticker() -> None:
+            last = loop.time()
+            while checking:
+                await asyncio.sleep(0.005)
+                now = loop.time()
+                gaps.append(now - last)
+                last = now
+
+        ticks = asyncio.create_task(ticker())
+        started = loop.time()
+        check = await gw.client.call("config.check", text=base + adapters)
+        took = loop.time() - started
+        checking = False
+        await ticks
+    assert check["ok"] is False and len(check["errors"]) >= 25_000
+    assert took > 0.2  # long enough that holding the loop would show
+    assert max(gaps) < took / 2, f"the loop stood still {max(gaps):.2f} s of the check's {took:.2f} s"
