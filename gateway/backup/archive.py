@@ -730,8 +730,7 @@ def restore(
         _refuse_another_box(path, manifest, gateway_id, force)
         owner = data_dir.stat()
         with _config_locked(config_path, owner, lock_wait_s):
-            aside = data_dir / f".pre-restore-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
-            aside.mkdir(mode=0o700, parents=True)
+            aside = _aside_dir(data_dir, now)
             if config_path.exists():
                 shutil.copy2(config_path, aside / config_path.name)
             try:
@@ -746,6 +745,19 @@ def restore(
             _restore_data(manifest, unpacked.files, data_dir, owner, aside, exclude)
         log.warning("restored %s into %s; the previous files are in %s", path, data_dir, aside)
         return aside
+
+
+def _aside_dir(data_dir: Path, now: datetime) -> Path:
+    """A new `.pre-restore-<stamp>` directory: a second restore within the same second gets `-2`, not an error."""
+    stamp = f".pre-restore-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    for n in range(1, 1000):
+        aside = data_dir / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            aside.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            continue
+        return aside
+    raise BackupError(f"backup restore: {data_dir} holds 999 {stamp} directories; move the old ones away")
 
 
 def _restore_data(

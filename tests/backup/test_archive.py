@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import tarfile
 from datetime import UTC, datetime, timedelta
@@ -77,6 +78,16 @@ def test_restore_brings_the_night_back_and_keeps_what_it_replaced(box: tuple[Pat
     assert len(_rows(aside / "data" / "buffer.db", "SELECT seq FROM outbox")) == 501  # seq 500-1000
     assert (data_dir / "secrets.key").exists()  # the box's key stays: the backup had none
     assert (data_dir / "buffer.db").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_second_restore_within_the_same_second_keeps_both_sets_aside(box: tuple[Path, Path]) -> None:
+    config, data_dir = box
+    path = Path(shutil.copy(_backup(config, data_dir), data_dir.parent))  # a restore moves data/backups aside
+    at = NIGHT + timedelta(days=1)
+    first = archive.restore(path, data_dir=data_dir, config_path=config, gateway_id="fixture-gw", now=at)
+    second = archive.restore(path, data_dir=data_dir, config_path=config, gateway_id="fixture-gw", now=at)
+    assert (first.name, second.name) == (".pre-restore-20261204T181200Z", ".pre-restore-20261204T181200Z-2")
+    assert (first / "data" / "buffer.db").exists() and (second / "data" / "buffer.db").exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "not-a-backup"])
