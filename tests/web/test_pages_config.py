@@ -42,6 +42,10 @@ async def test_check_shows_each_error_at_its_key_path_and_line(orion_double: Ori
             ("adapters[0].rate", "rate = -1"),
         ]
         assert found[0][2] == "input should be greater than or equal to 1, got 0"
+        marked = re.findall(r'<li data-line="(\d+)"><span class="lineno">\d+</span> <code>([^<]*)</code></li>', page)
+        assert [(int(n), html.unescape(code)) for n, code in marked] == [
+            (int(n), lines[int(n) - 1]) for _, n, _ in found
+        ]  # beside the editor, each marked line as the text has it
         assert '<pre id="config-diff" class="diff">' in page
         assert '<span class="diff-add">+entities = 0</span>' in page
         assert editor_text(page) == broken  # the technician's text stays in the editor

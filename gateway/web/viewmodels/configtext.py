@@ -179,6 +179,7 @@ class ConfigProblem:
     path: str  # "" when the error names no key (a TOML syntax error, a missing file)
     message: str
     line: int | None  # in the checked text, 1-based
+    source: str = ""  # that line's text, for the page to show beside the message
 
 
 def split_error(error: str) -> tuple[str, str]:
@@ -196,6 +197,7 @@ def problems(errors: Sequence[str], text: str) -> list[ConfigProblem]:
     1 MiB text with 30,000 errors took two hours.
     """
     lines = line_index(text) if any(split_error(e)[0] for e in errors) else {}
+    text_lines: list[str] | None = None  # split once, if some error has a line (the page showed it per error)
     out = []
     for error in errors:
         path, message = split_error(error)
@@ -203,5 +205,9 @@ def problems(errors: Sequence[str], text: str) -> list[ConfigProblem]:
         if line is None:
             m = _TOML_LINE.search(message)
             line = int(m.group(1)) if m else None
-        out.append(ConfigProblem(path=path, message=message, line=line))
+        source = ""
+        if line is not None:
+            text_lines = text.splitlines() if text_lines is None else text_lines
+            source = text_lines[line - 1] if 0 < line <= len(text_lines) else ""
+        out.append(ConfigProblem(path=path, message=message, line=line, source=source))
     return out
