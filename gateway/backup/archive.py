@@ -42,7 +42,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import stat
 import tarfile
 import tempfile
 import time
@@ -667,28 +666,16 @@ def _config_locked(config_path: Path, owner: os.stat_result, within_s: float) ->
 
 
 def _replace_config(src: Path, config_path: Path) -> None:
-    """`config_path` replaced by `src` through a rename, keeping its mode and, under root, its owner.
-
-    The file is staged beside it under a name of its own with the mode and owner already right, then
-    renamed over it: a power cut leaves the old config or the new one, and never, even for a moment,
-    one the gateway cannot read (root:edgegw 0660 made root:root by `sudo edgegw backup restore`).
-    The caller holds the config lock, so no other restore stages under the same name.
-    """
+    """`config_path` replaced by `src` through a rename, keeping its mode and, under root, its owner:
+    a power cut leaves the old config or the new one, and never, even for a moment, one the gateway
+    cannot read (root:edgegw 0660 made root:root by `sudo edgegw backup restore`)."""
     try:
-        old: os.stat_result | None = config_path.stat()
+        old = config_path.stat()
     except FileNotFoundError:
-        old = None
-    staged = config_path.with_name(f".{config_path.name}.restore")
-    write_atomic(staged, src.read_bytes(), 0o600 if old is None else stat.S_IMODE(old.st_mode), durable=True)
-    try:
-        if old is not None and os.geteuid() == 0:
-            os.chown(staged, old.st_uid, old.st_gid)
-        os.replace(staged, config_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            staged.unlink()
-        raise
-    fsync_dir(config_path.parent)
+        owner = None
+    else:
+        owner = (old.st_uid, old.st_gid) if os.geteuid() == 0 else None
+    write_atomic(config_path, src.read_bytes(), None, durable=True, owner=owner)
 
 
 def _refuse_another_box(path: Path, manifest: Manifest, gateway_id: str, force: bool) -> None:

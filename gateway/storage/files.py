@@ -94,7 +94,9 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int | None, *, durable: bool = False) -> None:
+def write_atomic(
+    path: Path, data: bytes, mode: int | None, *, durable: bool = False, owner: tuple[int, int] | None = None
+) -> None:
     """Replace `path` atomically with `data`, readable as `mode` says from the first byte on.
 
     The file is written beside it under a name of its own and renamed over it, so a reader never
@@ -104,7 +106,8 @@ def write_atomic(path: Path, data: bytes, mode: int | None, *, durable: bool = F
     `mode` None keeps the mode of the file replaced (0600 for a new one): a config file an admin
     made group-readable stays so. `durable` syncs the data and the rename to disk before returning
     (a config applied from the UI must survive a power cut; the status file rewritten every few
-    seconds need not, and an SD card wears with every sync).
+    seconds need not, and an SD card wears with every sync). `owner` (uid, gid; root only) is given
+    to the file before the rename, so it never appears with root's (a restore run with sudo).
     """
     if mode is None:
         try:
@@ -115,6 +118,8 @@ def write_atomic(path: Path, data: bytes, mode: int | None, *, durable: bool = F
     try:
         try:
             os.fchmod(fd, mode)  # mkstemp makes it 0600
+            if owner is not None:
+                os.fchown(fd, *owner)
             with os.fdopen(fd, "wb", closefd=False) as f:
                 f.write(data)
             if durable:
