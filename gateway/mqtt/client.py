@@ -307,6 +307,9 @@ class MqttClient:
             raise ConnectFailed(reason) from None
         except ConnectionLost as exc:
             raise ConnectFailed(exc.reason) from None
+        except asyncio.CancelledError:
+            self._abort("cancelled")  # a connection half made must not outlive its attempt (and leak its socket)
+            raise
         if self._log is not None:
             self._log.debug(
                 "Received CONNACK (session present %s, reason 0x%02X)", connack.session_present, connack.reason
