@@ -53,6 +53,7 @@ class ControlClient:
         self._writer: asyncio.StreamWriter | None = None
         self._framer = LineFramer(MAX_REPLY)
         self._pending: list[bytes | TooLong] = []
+        self._replied = False  # a byte of this call's reply has come: sending it again could run it twice
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
 
@@ -60,13 +61,23 @@ class ControlClient:
         """The op's result; ControlError on an error reply, ControlUnavailable when no gateway answers."""
         async with self._lock:
             request_id = next(self._ids)
+            request = encode_request(request_id, op, args)
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    await self._connect()
-                    assert self._writer is not None
-                    self._writer.write(encode_request(request_id, op, args))
-                    await self._writer.drain()
-                    line = await self._line()
+                    kept = await self._connect()
+                    try:
+                        line = await self._exchange(request)
+                    except (OSError, EOFError):
+                        if not kept or self._replied:
+                            raise
+                        # The server closes a connection idle for a minute by resetting it; a request
+                        # sent in the moment before this side saw that is reset unread, never run.
+                        # One new connection serves it, as HTTP clients do for a kept-alive one. The
+                        # one case it could have run — the gateway stopping mid-op — has no
+                        # listener left, so the retry is refused.
+                        await self._drop()
+                        await self._connect()
+                        line = await self._exchange(request)
             except TimeoutError:
                 await self._drop()  # a late reply would answer the next call: start afresh
                 raise ControlUnavailable(
@@ -90,17 +101,26 @@ class ControlClient:
                 raise ControlError("malformed", f"reply: for request {reply_id!r}, got it for {request_id}")
             return result
 
-    async def _connect(self) -> None:
+    async def _exchange(self, request: bytes) -> bytes:
+        assert self._writer is not None
+        self._writer.write(request)
+        await self._writer.drain()
+        return await self._line()
+
+    async def _connect(self) -> bool:
+        """True if the connection kept from an earlier call serves this one, False if a new one does."""
+        self._replied = False
         if self._writer is not None:
             assert self._reader is not None
             if not (self._reader.at_eof() or self._writer.is_closing()):
-                return
+                return True
             # closed by the server since the last call (it closes connections idle for a minute):
             # nothing was sent on it, so a new one serves this call instead of failing it
             await self._drop()
         self._reader, self._writer = await asyncio.open_unix_connection(str(self.path))
         self._framer = LineFramer(MAX_REPLY)
         self._pending = []
+        return False
 
     async def _line(self) -> bytes:
         assert self._reader is not None
@@ -108,6 +128,7 @@ class ControlClient:
             data = await self._reader.read(_CHUNK)
             if not data:
                 raise EOFError("the gateway closed the connection")
+            self._replied = True
             self._pending.extend(self._framer.feed(data))
         item = self._pending.pop(0)
         if isinstance(item, TooLong):

@@ -17,7 +17,7 @@ import pytest
 from gateway.app import Runtime
 from gateway.config import load_config
 from gateway.control.client import ControlClient
-from gateway.control.protocol import ControlError, encode_request
+from gateway.control.protocol import ControlError, ControlUnavailable, decode_request, encode_request, encode_result
 from gateway.control.server import ControlServer
 from tests.control.running import config_text, socket_dir, until
 
@@ -297,3 +297,87 @@ async def test_a_client_refused_at_the_cap_gets_busy_then_is_served_once_a_slot_
             assert await client.call("tools") == []  # on a new connection, not the refused one
         finally:
             await client.close()
+
+
+class Resetting:
+    """A socket peer that answers requests, but resets chosen ones as they arrive, before any reply.
+
+    The real server's idle close does this to a request sent in the instant it closes; here it
+    happens on cue, so the client's side of that race runs every time. `partial` sends the first
+    bytes of the reply before the reset (a peer that had begun answering: the op ran).
+    """
+
+    def __init__(self, path: Path, reset: set[int], partial: bool = False) -> None:
+        self.path = path
+        self.reset = reset  # which requests, counted from 1 over all connections, are reset
+        self.partial = partial
+        self.connections = 0
+        self.requests: list[str] = []
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.append(writer)
+        while line := await reader.readline():
+            request = decode_request(line)
+            self.requests.append(request.op)
+            if len(self.requests) in self.reset:
+                if self.partial:
+                    writer.write(encode_result(request.id, [])[:5])
+                    await writer.drain()
+                writer.transport.abort()
+                return
+            writer.write(encode_result(request.id, []))
+            await writer.drain()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Resetting]:
+        server = await asyncio.start_unix_server(self._serve, str(self.path))
+        try:
+            yield self
+        finally:
+            server.close()
+            for writer in self._writers:
+                writer.close()
+            await server.wait_closed()
+
+
+async def test_a_call_reset_unanswered_on_a_kept_connection_is_sent_again_on_a_new_one() -> None:
+    directory = socket_dir()
+    try:
+        async with Resetting(directory / "control.sock", reset={2}).running() as peer:
+            async with ControlClient(peer.path) as client:
+                assert await client.call("tools") == []
+                assert await client.call("status") == []  # the reset one, answered on the new connection
+                assert await client.call("tools") == []
+            assert peer.requests == ["tools", "status", "status", "tools"]
+            assert peer.connections == 2
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_a_call_whose_reply_had_begun_is_not_sent_again() -> None:
+    directory = socket_dir()
+    try:
+        async with Resetting(directory / "control.sock", reset={2}, partial=True).running() as peer:
+            async with ControlClient(peer.path) as client:
+                assert await client.call("tools") == []
+                with pytest.raises(ControlUnavailable, match=r"Connection reset|closed the connection"):
+                    await client.call("status")  # it may have run: a second run is not the client's to risk
+            assert peer.requests == ["tools", "status"]
+            assert peer.connections == 1
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_a_call_reset_on_a_new_connection_is_not_sent_again() -> None:
+    directory = socket_dir()
+    try:
+        async with Resetting(directory / "control.sock", reset={1}).running() as peer:
+            async with ControlClient(peer.path) as client:
+                with pytest.raises(ControlUnavailable, match="the gateway is not answering"):
+                    await client.call("tools")  # nothing kept went stale: the gateway itself failed it
+            assert peer.requests == ["tools"]
+            assert peer.connections == 1
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
