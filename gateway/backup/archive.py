@@ -8,16 +8,22 @@ Key material kept in files of its own stays on the box (`KEPT_ON_BOX`): a backup
 it on the share, must not open this box's lockers or impersonate its web UI; a restore leaves those
 files in place. It is written as `.part`, fsync'd and renamed, so a file with the final name is whole.
 Every file and directory it makes is 0600/0700 whatever the umask (`sudo` from a root shell has 022).
-A restore holds the lock every config apply takes (gateway/control/ops_config.py) while it replaces
-the config and the stores, and replaces the config by a rename, keeping its mode and owner: a power
-cut leaves the old file or the new one, never a part of one.
+
+A restore is all or nothing. `stage` verifies the backup, before the gateway is stopped, into a
+hidden directory inside the data directory: the disk it must fit on anyway (/tmp is RAM on these
+boxes), and the same file system, so that `install`, once the gateway is stopped, only renames: the
+current files into `.pre-restore-<stamp>/`, the staged ones into their place, then the config last
+(through a rename too, keeping its mode and owner). What takes room (directories, the config's copy)
+comes before the first rename; any failure takes every rename back, so the data directory and the
+config are as they were. `install` holds the lock every config apply takes
+(gateway/control/ops_config.py), and stages again only if the backup file changed since it was read.
+A power cut in the middle of the renames is not covered: both sets of files are then on the disk.
 
 The snapshot reads each store through its own read-only connection in one backup step: in WAL mode
 a reader never blocks the writer, so readings keep being committed while the buffer is copied (a
 stepped backup would restart each time the gateway commits, and never end at a high rate).
 
-Verifying trusts nothing in the file (it comes back from a share, and root restores it), and runs
-before the gateway is stopped. It reads MANIFEST.json first (bounded) and checks it and its names
+Verifying trusts nothing in the file (it comes back from a share, and root restores it). It reads MANIFEST.json first (bounded) and checks it and its names
 (manifest.py), then where each data member would land in the data directory (inside it, through no
 symbolic link, onto no directory), then that the extraction directory has room for what the manifest
 declares. Only then does it stream the members, one at a time: a member the manifest does not list,
@@ -33,6 +39,7 @@ verify's own, never under theirs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import fnmatch
 import gzip
@@ -87,6 +94,10 @@ _END_ROOM = 4 * tarfile.RECORDSIZE
 FREE_MARGIN_BYTES = 16 << 20
 _COPY_BLOCK = 1 << 20
 _PATH_MAX_BYTES = 4095
+# hidden names in the data directory: no backup holds them, nor moves them aside
+STAGING_PREFIX = ".restore-staging-"
+_ASIDE_PREFIX = ".pre-restore-"
+VERIFY_PREFIX = ".verify-"
 # Key files that never leave the box: not in a backup, and neither moved aside nor replaced by a
 # restore of one (the box's own stay in force). (file-name pattern, why). Keys kept in the secret
 # store (audit-hmac, the pseudonym ring, the Wi-Fi log's signing key and period keys, the mail
@@ -299,6 +310,7 @@ class _Unpacked:
     manifest: Manifest
     files: dict[str, Path]  # member name -> its checked copy, under a name of verify's own
     config: GatewayConfig | None  # the backup's config, parsed: only when verified for a restore
+    identity: tuple[int, ...]  # the backup file's, as it was read (`_identity`)
 
 
 class _Capped(io.RawIOBase):
@@ -331,38 +343,65 @@ class _Capped(io.RawIOBase):
         return n
 
 
-@contextlib.contextmanager
-def _opened(path: Path, *, into: Path | None = None) -> Iterator[_Unpacked]:
-    """Verify `path` completely (module docstring) and yield its manifest and its members' checked copies.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Scratch:
+    """Where verify extracts a backup's members, and what its refusals say about that place."""
+
+    work: Path  # a directory of verify's own, removed by whoever made it
+    place: str  # the directory whose room counts, as the messages name it
+    purpose: str  # "checked", or "restored" when the members are renamed into place afterwards
+    refused: str  # what a refusal for room did and what to do, before any member is extracted
+    failed: str  # the same, when the disk fills while members are extracted
+    durable: bool  # members synced to disk: a restore renames them into the data directory
+
+
+def _in_tmpdir(work: Path) -> _Scratch:
+    fix = "free space there or point TMPDIR at a larger directory"
+    return _Scratch(
+        work=work,
+        place=str(work.parent),
+        purpose="checked",
+        refused=f"nothing was extracted: {fix}",
+        failed=f"nothing was restored: {fix}",
+        durable=False,
+    )
+
+
+def _verify_into(path: Path, scratch: _Scratch, *, into: Path | None) -> _Unpacked:
+    """Verify `path` completely (module docstring) into `scratch.work`: its manifest and its members' checked copies.
 
     With `into`, the data directory a restore writes to: also where each data member lands there, and
     the backup's config through check-config's rules.
     """
     where = f"backup {path}"
-    with tempfile.TemporaryDirectory(prefix="edgegw-verify-") as tmp_name:
-        tmp = Path(tmp_name)
-        try:
-            with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                stream = _Capped(gz, where, _HEADER_ROOM + MANIFEST_MAX_BYTES + _END_ROOM)
-                with tarfile.open(fileobj=stream, mode="r|") as tar:
-                    manifest = _read_manifest(where, tar)
-                    stream.after = MANIFEST
-                    check_names(where, manifest)
-                    if into is not None:
-                        _check_targets(where, manifest, into)
-                    _check_room(where, manifest, tmp)
-                    stream.limit = (
-                        stream.consumed + sum(_HEADER_ROOM + _blocks(m.size) for m in manifest.members) + _END_ROOM
-                    )
-                    files = _unpack(where, tar, stream, manifest, tmp)
-                while stream.read(_COPY_BLOCK):  # to gzip's end: its checksum and length, and nothing after
-                    pass
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise BackupError(
-                f"{where}: the file is damaged or truncated, got {type(exc).__name__}: {exc}; use another generation"
-            ) from None
-        config = None if into is None else _check_config(where, manifest.config.name, files[manifest.config.name])
-        yield _Unpacked(manifest=manifest, files=files, config=config)
+    try:
+        with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+            identity = _identity(os.fstat(raw.fileno()))
+            stream = _Capped(gz, where, _HEADER_ROOM + MANIFEST_MAX_BYTES + _END_ROOM)
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                manifest = _read_manifest(where, tar)
+                stream.after = MANIFEST
+                check_names(where, manifest)
+                if into is not None:
+                    _check_targets(where, manifest, into)
+                _check_room(where, manifest, scratch)
+                stream.limit = (
+                    stream.consumed + sum(_HEADER_ROOM + _blocks(m.size) for m in manifest.members) + _END_ROOM
+                )
+                files = _unpack(where, tar, stream, manifest, scratch)
+            while stream.read(_COPY_BLOCK):  # to gzip's end: its checksum and length, and nothing after
+                pass
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BackupError(
+            f"{where}: the file is damaged or truncated, got {type(exc).__name__}: {exc}; use another generation"
+        ) from None
+    config = None if into is None else _check_config(where, manifest.config.name, files[manifest.config.name])
+    return _Unpacked(manifest=manifest, files=files, config=config, identity=identity)
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """What tells one backup file from another at the same path: rewritten, replaced or touched, it differs."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _blocks(size: int) -> int:
@@ -449,16 +488,16 @@ def _target_problem(data_dir: Path, base: Path, parts: tuple[str, ...]) -> str |
     return None
 
 
-def _check_room(where: str, manifest: Manifest, tmp: Path) -> None:
+def _check_room(where: str, manifest: Manifest, scratch: _Scratch) -> None:
     """The extraction directory holds every declared byte with FREE_MARGIN_BYTES to spare, or nothing is extracted."""
     declared = sum(m.size for m in manifest.members)
-    st = os.statvfs(tmp)
+    st = os.statvfs(scratch.work)
     free = st.f_bavail * st.f_frsize
     if declared + FREE_MARGIN_BYTES > free:
         raise BackupError(
             f"{where}: its {len(manifest.members)} files need {declared} bytes ({_mib(declared)}) and a "
-            f"{_mib(FREE_MARGIN_BYTES)} margin in {tmp.parent} to be checked, got {free} bytes ({_mib(free)}) free "
-            f"there; nothing was extracted: free space there or point TMPDIR at a larger directory"
+            f"{_mib(FREE_MARGIN_BYTES)} margin in {scratch.place} to be {scratch.purpose}, got {free} bytes "
+            f"({_mib(free)}) free there; {scratch.refused}"
         )
 
 
@@ -466,8 +505,10 @@ def _mib(size: int) -> str:
     return f"{size / (1 << 20):.1f} MiB"
 
 
-def _unpack(where: str, tar: tarfile.TarFile, stream: _Capped, manifest: Manifest, tmp: Path) -> dict[str, Path]:
-    """Each member checked and copied into `tmp`: one for one with the manifest, never past its declared size."""
+def _unpack(
+    where: str, tar: tarfile.TarFile, stream: _Capped, manifest: Manifest, scratch: _Scratch
+) -> dict[str, Path]:
+    """Each member checked and copied into `scratch`: one for one with the manifest, never past its declared size."""
     declared = {m.name: m for m in manifest.members}
     files: dict[str, Path] = {}
     while (info := tar.next()) is not None:
@@ -488,7 +529,7 @@ def _unpack(where: str, tar: tarfile.TarFile, stream: _Capped, manifest: Manifes
         data = tar.extractfile(info)
         if data is None:  # a regular file always has its data: tarfile's typing does not know
             raise BackupError(f"{where}: member {info.name!r} must be a regular file, got {_tar_kind(info)}; {ALTERED}")
-        files[info.name] = _extract(where, m, data, tmp / f"{len(files):05d}")
+        files[info.name] = _extract(where, m, data, scratch, scratch.work / f"{len(files):05d}")
         stream.after = f"member {info.name!r}"
     for m in manifest.members:
         if m.name not in files:
@@ -496,16 +537,18 @@ def _unpack(where: str, tar: tarfile.TarFile, stream: _Capped, manifest: Manifes
     return files
 
 
-def _extract(where: str, m: Member, data: IO[bytes], file: Path) -> Path:
-    """`m`'s bytes into `file`, at most its declared size, checked against its checksum and, if sqlite, quick_check."""
+def _extract(where: str, m: Member, data: IO[bytes], scratch: _Scratch, file: Path) -> Path:
+    """`m`'s bytes into `file` (0600), at most its declared size, checked against its checksum and, if sqlite,
+    quick_check."""
     digest = hashlib.sha256()
     head = b""
     left = m.size
     try:
-        out = open(file, "xb", buffering=0)  # noqa: SIM115 - closed below; writes must tell a full disk from damage
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise _no_room(where, m, file, exc) from None
-    with out:
+        raise _no_room(where, m, scratch, exc) from None
+    # unbuffered: each write must tell a full disk from damage
+    with open(fd, "wb", buffering=0) as out:
         while left:
             block = data.read(min(_COPY_BLOCK, left))
             if not block:
@@ -517,7 +560,12 @@ def _extract(where: str, m: Member, data: IO[bytes], file: Path) -> Path:
             try:
                 out.write(block)  # unbuffered FileIO on a regular file writes it whole or raises
             except OSError as exc:
-                raise _no_room(where, m, file, exc) from None
+                raise _no_room(where, m, scratch, exc) from None
+        if scratch.durable:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise _no_room(where, m, scratch, exc) from None
     if digest.hexdigest() != m.sha256:
         raise BackupError(f"{where}: {m.name} does not match its checksum; the file is damaged, use another generation")
     # whatever the manifest says: a store it calls no sqlite would otherwise restore unchecked
@@ -526,10 +574,9 @@ def _extract(where: str, m: Member, data: IO[bytes], file: Path) -> Path:
     return file
 
 
-def _no_room(where: str, m: Member, file: Path, exc: OSError) -> BackupError:
+def _no_room(where: str, m: Member, scratch: _Scratch, exc: OSError) -> BackupError:
     return BackupError(
-        f"{where}: cannot extract {m.name} into {file.parent.parent} to check it, got {exc.strerror or exc}; "
-        "nothing was restored: free space there or point TMPDIR at a larger directory"
+        f"{where}: cannot extract {m.name} into {scratch.place} to check it, got {exc.strerror or exc}; {scratch.failed}"
     )
 
 
@@ -561,30 +608,42 @@ def _check_config(where: str, name: str, file: Path) -> GatewayConfig:
     )
 
 
-def verify(path: Path) -> Manifest:
-    """Read the whole file, check every name, size, checksum and sqlite member; BackupError saying what is wrong."""
-    with _opened(path) as unpacked:
-        return unpacked.manifest
+def verify(path: Path, *, data_dir: Path | None = None) -> Manifest:
+    """Read the whole file, check every name, size, checksum and sqlite member; BackupError saying what is wrong.
 
-
-def verify_restore(path: Path, *, data_dir: Path, config_path: Path, gateway_id: str, force: bool = False) -> Manifest:
-    """`verify`, and every refusal of `restore` that needs no lock: run it before stopping the gateway.
-
-    Beyond `restore` it refuses a backup whose config names another data directory than `data_dir`:
-    the restored gateway would run on that one, not on the restored data. `force` does not lift it.
+    The members are extracted into a directory of verify's own in `data_dir` (hidden, removed after):
+    /tmp is RAM on these boxes, and the data disk is where a backup must fit anyway. Without it, TMPDIR.
     """
-    with _opened(path, into=data_dir) as unpacked:
-        _refuse_another_box(path, unpacked.manifest, gateway_id, force)
-        assert unpacked.config is not None  # verified `into` a data directory: the config was parsed
-        named = unpacked.config.gateway.data_dir
-        if Path(named).resolve() != data_dir.resolve():
-            raise BackupError(
-                f'backup {path}: {unpacked.manifest.config.name} has gateway.data_dir = "{named}", got this '
-                f"restore's data directory {data_dir} (gateway.data_dir of {config_path}); the restored gateway would "
-                f'not find the restored data: nothing was stopped or changed: set gateway.data_dir = "{named}" in '
-                f"{config_path} and restore again"
-            )
-        return unpacked.manifest
+    if data_dir is None:
+        with tempfile.TemporaryDirectory(prefix="edgegw-verify-") as tmp:
+            return _verify_into(path, _in_tmpdir(Path(tmp)), into=None).manifest
+    work = _work_dir(f"backup {path}", data_dir, VERIFY_PREFIX, "check it")
+    try:
+        fix = "free space there or verify the file on another box"
+        scratch = _Scratch(
+            work=work,
+            place=f"the data directory {data_dir}",
+            purpose="checked",
+            refused=f"nothing was extracted: {fix}",
+            failed=f"what was extracted is removed: {fix}",
+            durable=False,
+        )
+        return _verify_into(path, scratch, into=None).manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _work_dir(where: str, data_dir: Path, prefix: str, purpose: str) -> Path:
+    """A new hidden directory in `data_dir`, 0700: a backup never holds a hidden name, and a backup taken
+    meanwhile leaves it out."""
+    try:
+        return Path(tempfile.mkdtemp(dir=data_dir, prefix=prefix))
+    except OSError as exc:
+        raise BackupError(
+            f"{where}: cannot make a directory to {purpose} in the data directory {data_dir}, got "
+            f"{exc.strerror or exc}; nothing was stopped or changed: check that {data_dir} exists and that this user "
+            "may write there (run as root or as the service user)"
+        ) from None
 
 
 def list_backups(out_dir: Path) -> list[Path]:
@@ -691,6 +750,178 @@ def _refuse_another_box(path: Path, manifest: Manifest, gateway_id: str, force: 
         )
 
 
+class RestoreIncomplete(BackupError):
+    """A restore failed half-way and some previous files did not go back: the data directory is mixed, and the
+    services must stay stopped until a technician puts it right (the message says where each part is)."""
+
+    code = "restore_incomplete"
+
+
+@dataclass(slots=True, kw_only=True)
+class Staged:
+    """A backup checked into a directory of its own inside the data directory (`stage`), put in place by
+    `install` with renames only: the same file system, so nothing is extracted or copied once the services
+    are stopped. `identity` is the backup file's as it was read: `install` reads it again only if it changed."""
+
+    path: Path
+    data_dir: Path
+    config_path: Path
+    gateway_id: str
+    force: bool
+    check_data_dir: bool
+    directory: Path
+    manifest: Manifest
+    files: dict[str, Path]  # member name -> its checked copy in `directory`
+    identity: tuple[int, ...]
+    keep: bool = False  # an install that could not put every file back needs what is left here
+
+
+@contextlib.contextmanager
+def stage(
+    path: Path, *, data_dir: Path, config_path: Path, gateway_id: str, force: bool = False, check_data_dir: bool = True
+) -> Iterator[Staged]:
+    """`path` verified into a staging directory in `data_dir`: run it before stopping the gateway; removed on leaving.
+
+    Every refusal of a restore that needs no lock happens here, with nothing stopped or changed: a file
+    `verify` refuses, a data directory without room for the backup (with FREE_MARGIN_BYTES to spare), a
+    data member that would land outside `data_dir` or onto a directory, a config that fails
+    check-config, another gateway's backup without `force`, a backup from a newer edgegw and, with
+    `check_data_dir`, a config naming another data directory than `data_dir` (the restored gateway
+    would run on that one, not on the restored data; `force` does not lift it).
+    """
+    staged = _stage(path, data_dir, config_path, gateway_id, force, check_data_dir)
+    try:
+        yield staged
+    finally:
+        if not staged.keep:
+            shutil.rmtree(staged.directory, ignore_errors=True)
+
+
+def _stage(path: Path, data_dir: Path, config_path: Path, gateway_id: str, force: bool, check_data_dir: bool) -> Staged:
+    directory = _work_dir(f"backup {path}", data_dir, STAGING_PREFIX, "restore it from")
+    try:
+        fix = (
+            f"nothing was stopped or changed: free space there (the {_ASIDE_PREFIX}* directories of earlier "
+            f"restores can go, and {STAGING_PREFIX}* ones a killed restore left) and restore again"
+        )
+        scratch = _Scratch(
+            work=directory,
+            place=f"the data directory {data_dir}",
+            purpose="restored",
+            refused=fix,
+            failed=fix,
+            durable=True,
+        )
+        unpacked = _verify_into(path, scratch, into=data_dir)
+        _refuse_another_box(path, unpacked.manifest, gateway_id, force)
+        if check_data_dir:
+            _refuse_another_data_dir(path, unpacked, data_dir, config_path)
+        _as_in_place(unpacked, data_dir.stat())
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return Staged(
+        path=path,
+        data_dir=data_dir,
+        config_path=config_path,
+        gateway_id=gateway_id,
+        force=force,
+        check_data_dir=check_data_dir,
+        directory=directory,
+        manifest=unpacked.manifest,
+        files=unpacked.files,
+        identity=unpacked.identity,
+    )
+
+
+def _refuse_another_data_dir(path: Path, unpacked: _Unpacked, data_dir: Path, config_path: Path) -> None:
+    assert unpacked.config is not None  # verified `into` a data directory: the config was parsed
+    named = unpacked.config.gateway.data_dir
+    if Path(named).resolve() != data_dir.resolve():
+        raise BackupError(
+            f'backup {path}: {unpacked.manifest.config.name} has gateway.data_dir = "{named}", got this '
+            f"restore's data directory {data_dir} (gateway.data_dir of {config_path}); the restored gateway would "
+            f'not find the restored data: nothing was stopped or changed: set gateway.data_dir = "{named}" in '
+            f"{config_path} and restore again"
+        )
+
+
+def _as_in_place(unpacked: _Unpacked, owner: os.stat_result) -> None:
+    """The staged data members given the mode and owner they have in place, before the services stop."""
+    for m in unpacked.manifest.members:
+        if m.name.startswith(f"{DATA_DIR}/"):
+            # the buffer is group-readable for the web UI (buffer/schema.py); every other store is owner-only
+            os.chmod(unpacked.files[m.name], 0o640 if PurePosixPath(m.name).name == "buffer.db" else 0o600)
+            _give_to(owner, [unpacked.files[m.name]])  # root restores for the service user of the data directory
+
+
+def install(
+    staged: Staged, *, now: datetime, exclude: Path | None = None, lock_wait_s: float = CONFIG_LOCK_WAIT_S
+) -> Path:
+    """Put the staged backup in place of the current files (the gateway must be stopped); returns where the old ones went.
+
+    All or nothing: the current files are renamed into `<data_dir>/.pre-restore-<stamp>/` (not deleted)
+    and the staged ones into their place, then the config is replaced whole, under the config lock
+    (BackupError after `lock_wait_s`). Any failure takes every rename back, newest first, and leaves the
+    data directory and the config as they were (BackupError saying so); only if a file then does not
+    go back, RestoreIncomplete says where each part is. The box's `KEPT_ON_BOX` key files stay in place
+    unless the backup brings its own (one made before they stayed). A backup file that changed since
+    it was staged is staged again first.
+    """
+    try:
+        changed = _identity(staged.path.stat()) != staged.identity
+    except OSError:
+        changed = True  # gone or unreadable: staging it again says what is wrong with it
+    if changed:
+        log.warning("backup restore: %s changed since it was checked; checking it again", staged.path)
+        shutil.rmtree(staged.directory, ignore_errors=True)
+        fresh = _stage(
+            staged.path, staged.data_dir, staged.config_path, staged.gateway_id, staged.force, staged.check_data_dir
+        )
+        staged.directory, staged.manifest, staged.files = fresh.directory, fresh.manifest, fresh.files
+        staged.identity = fresh.identity
+    data_dir, config_path = staged.data_dir, staged.config_path
+    owner = data_dir.stat()
+    with _config_locked(config_path, owner, lock_wait_s):
+        # the box as it is now, its services stopped: a directory made since staging must not be overwritten
+        _check_targets(f"backup {staged.path}", staged.manifest, data_dir)
+        swap = _Swap(staged, owner)
+        try:
+            aside = swap.run(now, exclude)
+        except BaseException as exc:
+            if not isinstance(exc, OSError):
+                swap.undo(f"stopped by {type(exc).__name__} while it was about to {swap.doing}")
+                raise
+            why = f"cannot {swap.doing}, got {exc.strerror or exc}"
+            swap.undo(why)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                fix = f"free space and inodes (`df -i`) in {data_dir} and restore again"
+            else:
+                fix = (
+                    "see what stops it there (`lsattr -d` shows a file or directory made immutable, `dmesg` a disk "
+                    "error) and restore again"
+                )
+            raise BackupError(
+                f"backup restore: {why}; nothing restored, every file is as it was (the data directory {data_dir} "
+                f"and {config_path}): {fix}"
+            ) from None
+        # last, after the data: a config that cannot be written takes back renames only, which need no room
+        try:
+            _replace_config(staged.files[staged.manifest.config.name], config_path)
+        except BaseException as exc:
+            if not isinstance(exc, OSError):
+                swap.undo(f"stopped by {type(exc).__name__} while writing {config_path}")
+                raise
+            swap.undo(f"cannot write {config_path}, got {exc.strerror or exc}")
+            raise BackupError(
+                f"backup restore: {config_path} not written, got {exc.strerror or exc}; nothing "
+                f"restored, every file is as it was: make room under {config_path.parent} (or give "
+                "write access to it) and restore again"
+            ) from None
+    log.warning("restored %s into %s; the previous files are in %s", staged.path, data_dir, aside)
+    return aside
+
+
 def restore(
     path: Path,
     *,
@@ -702,41 +933,19 @@ def restore(
     exclude: Path | None = None,
     lock_wait_s: float = CONFIG_LOCK_WAIT_S,
 ) -> Path:
-    """Put the backup's files in place of the current ones (the gateway must be stopped); returns where the old ones went.
+    """`stage` and `install` in one: for a gateway stopped already; returns where the previous files went.
 
-    Refused before anything is moved: a file `verify` refuses, a data member that would land outside
-    `data_dir` or onto a directory, a config that fails check-config, another gateway's backup without
-    `force`, a backup from a newer edgegw, the config lock held longer than `lock_wait_s`. The config
-    is replaced first, whole: a failure there leaves every file as it was. The current files are moved
-    aside into `<data_dir>/.pre-restore-<stamp>/`, not deleted; the box's `KEPT_ON_BOX` key files stay
-    in place unless the backup brings its own (one made before they stayed). Whether the config names
-    `data_dir` is `verify_restore`'s to check: restore also fills a scratch or replacement directory.
+    Whether the config names `data_dir` is not checked: restore also fills a scratch or replacement directory.
     """
-    with _opened(path, into=data_dir) as unpacked:
-        manifest = unpacked.manifest
-        _refuse_another_box(path, manifest, gateway_id, force)
-        owner = data_dir.stat()
-        with _config_locked(config_path, owner, lock_wait_s):
-            aside = _aside_dir(data_dir, now)
-            if config_path.exists():
-                shutil.copy2(config_path, aside / config_path.name)
-            try:
-                _replace_config(unpacked.files[manifest.config.name], config_path)
-            except OSError as exc:
-                shutil.rmtree(aside)
-                raise BackupError(
-                    f"backup restore: {config_path} not written, got {exc.strerror or exc}; nothing "
-                    f"restored, every file is as it was: make room under {config_path.parent} (or give "
-                    "write access to it) and restore again"
-                ) from None
-            _restore_data(manifest, unpacked.files, data_dir, owner, aside, exclude)
-        log.warning("restored %s into %s; the previous files are in %s", path, data_dir, aside)
-        return aside
+    with stage(
+        path, data_dir=data_dir, config_path=config_path, gateway_id=gateway_id, force=force, check_data_dir=False
+    ) as staged:
+        return install(staged, now=now, exclude=exclude, lock_wait_s=lock_wait_s)
 
 
 def _aside_dir(data_dir: Path, now: datetime) -> Path:
     """A new `.pre-restore-<stamp>` directory: a second restore within the same second gets `-2`, not an error."""
-    stamp = f".pre-restore-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    stamp = f"{_ASIDE_PREFIX}{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     for n in range(1, 1000):
         aside = data_dir / (stamp if n == 1 else f"{stamp}-{n}")
         try:
@@ -747,39 +956,114 @@ def _aside_dir(data_dir: Path, now: datetime) -> Path:
     raise BackupError(f"backup restore: {data_dir} holds 999 {stamp} directories; move the old ones away")
 
 
-def _restore_data(
-    manifest: Manifest,
-    files: dict[str, Path],
-    data_dir: Path,
-    owner: os.stat_result,
-    aside: Path,
-    exclude: Path | None,
-) -> None:
-    """The data directory's files moved aside and the backup's (checked copies in `files`) put in their place."""
+class _Swap:
+    """The data directory's files renamed aside and the staged ones into their place, each step recorded so
+    that `undo` takes back exactly what was done.
+
+    Everything that takes room (the directories, the config's copy) comes before the first rename: the
+    renames themselves take none, so a disk that fills meanwhile stops the restore before a file moved.
+    """
+
+    def __init__(self, staged: Staged, owner: os.stat_result) -> None:
+        self._staged = staged
+        self._owner = owner
+        self.doing = "start"
+        self._aside: Path | None = None
+        self._moved: list[tuple[Path, Path]] = []  # (from, to), in order
+        self._made: list[Path] = []  # directories made in the data directory, top first
+
+    def run(self, now: datetime, exclude: Path | None) -> Path:
+        data_dir, config_path = self._staged.data_dir, self._staged.config_path
+        self.doing = f"make the directory for the previous files in {data_dir}"
+        self._aside = aside = _aside_dir(data_dir, now)
+        if config_path.exists():
+            self.doing = f"keep a copy of {config_path} in {aside}"
+            shutil.copy2(config_path, aside / config_path.name)
+        out, into = _plan(self._staged, aside, exclude)
+        for _, to in out:
+            self.doing = f"make the directory {to.parent}"
+            to.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside `aside`: removed with it
+        for _, to in into:
+            self._make_dirs(to.parent)
+        for frm, to in out:
+            self.doing = f"move {frm} aside"
+            self._rename(frm, to)
+        for frm, to in into:
+            self.doing = f"put the backup's {to.relative_to(data_dir)} in place"
+            self._rename(frm, to)
+        self.doing = f"sync the directories of {data_dir} to disk"
+        for directory in self._directories():
+            fsync_dir(directory)
+        return aside
+
+    def _rename(self, frm: Path, to: Path) -> None:
+        os.rename(frm, to)
+        self._moved.append((frm, to))
+
+    def _make_dirs(self, directory: Path) -> None:
+        """`directory` and its missing parents, 0700 for the data directory's owner, each recorded as made."""
+        missing: list[Path] = []
+        here = directory
+        while not here.exists():
+            missing.append(here)
+            here = here.parent
+        for d in reversed(missing):
+            self.doing = f"make the directory {d}"
+            os.mkdir(d, 0o700)
+            self._made.append(d)
+            os.chmod(d, 0o700)  # mkdir's mode is narrowed by the umask
+            _give_to(self._owner, [d])
+
+    def _directories(self) -> list[Path]:
+        return sorted({p.parent for pair in self._moved for p in pair} | {d.parent for d in self._made})
+
+    def undo(self, why: str) -> None:
+        """Every rename taken back, newest first, and the directories made removed; RestoreIncomplete, naming
+        where each part is, if a file does not go back."""
+        stuck: list[str] = []
+        for frm, to in reversed(self._moved):
+            try:
+                os.rename(to, frm)
+            except OSError as exc:
+                stuck.append(f"{to} for {frm}, got {exc.strerror or exc}")
+        for d in reversed(self._made):
+            with contextlib.suppress(OSError):  # one that stays is an empty directory, harmless
+                os.rmdir(d)
+        for directory in self._directories():
+            with contextlib.suppress(OSError):  # best effort: what matters is that the files are back
+                fsync_dir(directory)
+        if stuck:
+            self._staged.keep = True
+            data_dir = self._staged.data_dir
+            raise RestoreIncomplete(
+                f"backup restore: {why}, and {len(stuck)} file(s) did not go back, the first {stuck[0]}; the data "
+                f"directory {data_dir} is part restored, {self._staged.config_path} is unchanged: the previous files "
+                f"are under {self._aside}, the rest of the backup's under {self._staged.directory}; put the previous "
+                "ones back by hand (or restore again) before starting the services"
+            ) from None
+        if self._aside is not None:
+            shutil.rmtree(self._aside, ignore_errors=True)
+
+
+def _plan(staged: Staged, aside: Path, exclude: Path | None) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """The renames of a restore: the current files (and their sqlite side files) into `aside`, then the staged ones
+    into their place."""
+    data_dir, manifest = staged.data_dir, staged.manifest
     include_key = any(m.name == f"{DATA_DIR}/{KEY_FILE}" for m in manifest.members)
     replaced = set(data_files(data_dir, exclude=exclude, include_secret_key=include_key))
-    for m in manifest.members:
-        # a backup from before key files stayed on the box brings them back: the box's own go aside too
-        if m.name.startswith(f"{DATA_DIR}/"):
-            rel = Path(*PurePosixPath(m.name).relative_to(DATA_DIR).parts)
-            if (data_dir / rel).is_file():
-                replaced.add(rel)
-    for rel in sorted(replaced):
-        for suffix in ("", "-wal", "-shm"):
-            current = data_dir / (str(rel) + suffix)
-            if current.exists():
-                target = aside / "data" / (str(rel) + suffix)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(current, target)
+    into: list[tuple[Path, Path]] = []
     for m in manifest.members:
         if not m.name.startswith(f"{DATA_DIR}/"):
-            continue  # the config: replaced already
-        inner = PurePosixPath(m.name).relative_to(DATA_DIR)
-        target = data_dir / Path(*inner.parts)
-        made = _private_dirs(target.parent)
-        with files[m.name].open("rb") as data, _private_file(target) as out:
-            shutil.copyfileobj(data, out, 1 << 20)
-        # the buffer is group-readable for the web UI (buffer/schema.py); every other store is owner-only
-        if inner.name == "buffer.db":
-            os.chmod(target, 0o640)
-        _give_to(owner, [*made, target])  # root restores for the service user that owns the data directory
+            continue  # the config: written by `install` once the data is in place
+        rel = Path(*PurePosixPath(m.name).relative_to(DATA_DIR).parts)
+        # a backup from before key files stayed on the box brings them back: the box's own go aside too
+        if (data_dir / rel).is_file():
+            replaced.add(rel)
+        into.append((staged.files[m.name], data_dir / rel))
+    out = [
+        (data_dir / f"{rel}{suffix}", aside / DATA_DIR / f"{rel}{suffix}")
+        for rel in sorted(replaced)
+        for suffix in ("", "-wal", "-shm")
+        if (data_dir / f"{rel}{suffix}").exists()
+    ]
+    return out, into

@@ -80,13 +80,13 @@ def run(args: argparse.Namespace, *, now: Callable[[], datetime] = lambda: datet
             case "list":
                 _list(job)
             case "verify":
-                m = archive.verify(args.file)
+                m = archive.verify(args.file, data_dir=_scratch_room(job.data_dir))
                 print(
                     f"{args.file}: ok, gateway {m.gateway_id}, edgegw {m.edgegw_version}, "
                     f"taken {m.created_at.isoformat()}, {len(m.members)} files"
                 )
             case "restore":
-                _restore(job, args.file, force=args.force, manager=args.service_manager, now=now())
+                return _restore(job, args.file, force=args.force, manager=args.service_manager, now=now())
             case "scheduler":
                 if not job.config.enabled:
                     print("backup: [backup] enabled = false; nothing to schedule")
@@ -159,30 +159,46 @@ def _running(job: schedule.Job) -> bool:
     return True
 
 
-def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: datetime) -> None:
-    # before stopping anything: a bad file, another box's, a config that fails or names another data
-    # directory cost no downtime
-    archive.verify_restore(
+def _scratch_room(data_dir: Path) -> Path | None:
+    """Where verify extracts: the data disk (/tmp is RAM on these boxes), if this user may write there."""
+    return data_dir if os.access(data_dir, os.W_OK | os.X_OK) else None
+
+
+def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: datetime) -> int:
+    # checked into the data directory before stopping anything: a bad file, another box's, a config that
+    # fails or names another data directory, a disk without room cost no downtime, and nothing is
+    # extracted again while the services are down
+    with archive.stage(
         file, data_dir=job.data_dir, config_path=job.config_path, gateway_id=job.gateway_id, force=force
-    )
-    how = _manager(manager)
-    if how == "none" and _running(job):
-        raise archive.BackupError(
-            f"backup restore: the gateway is running (its control socket {job.data_dir / 'control.sock'} answers); "
-            "stop it first, or pass --service-manager systemd|supervisor"
-        )
-    running = _running_services(how) if how != "none" else []
-    _control(how, "stop", running)
-    try:
-        aside = archive.restore(
-            file,
-            data_dir=job.data_dir,
-            config_path=job.config_path,
-            gateway_id=job.gateway_id,
-            now=now,
-            force=force,
-            exclude=job.out_dir,
-        )
-    finally:
-        _control(how, "start", running)  # restored or refused, what ran runs again
+    ) as staged:
+        how = _manager(manager)
+        if how == "none" and _running(job):
+            raise archive.BackupError(
+                f"backup restore: the gateway is running (its control socket {job.data_dir / 'control.sock'} "
+                "answers); stop it first, or pass --service-manager systemd|supervisor"
+            )
+        running = _running_services(how) if how != "none" else []
+        _control(how, "stop", running)
+        try:
+            aside = archive.install(staged, now=now, exclude=job.out_dir)
+        except archive.RestoreIncomplete as exc:
+            # started on a part-restored data directory, the gateway would take it for the truth
+            print(str(exc), file=sys.stderr)
+            if running:
+                print(f"backup restore: {' '.join(running)} left stopped", file=sys.stderr)
+            return EXIT_FAILURE
+        except archive.BackupError as exc:
+            _control(how, "start", running)
+            print(str(exc), file=sys.stderr)
+            if running:
+                print(
+                    f"backup restore: started {' '.join(reversed(running))} again, on the files as they were",
+                    file=sys.stderr,
+                )
+            return EXIT_FAILURE
+        except BaseException:
+            _control(how, "start", running)  # every file was put back before this came up
+            raise
+        _control(how, "start", running)
     print(f"restored {file}; the files it replaced are in {aside}")
+    return EXIT_OK
