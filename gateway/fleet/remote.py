@@ -4,17 +4,37 @@ Theory of operation. A bundle is JSON `{"format", "payload", "signature"}`: `pay
 the JSON `{"gateway", "serial", "issued_at", "config"}` and `signature` base64 of its Ed25519
 signature by the platform's key (`edgegw config sign`). `verify_bundle` (pure) checks, in this
 order, the format, the signature against the key pinned in `[fleet.remote_config].public_key`,
-the gateway id (a bundle for another box is refused) and the serial (it must be above the last one
+the signed fields' types (the serial an integer, the rest strings: nothing is read leniently), the
+gateway id (a bundle for another box is refused) and the serial (it must be above the last one
 accepted: an old bundle replayed is refused). Only then is the config text validated and applied
 through the control socket's `ConfigOps.apply`, which records a config version and reloads.
 
-A reload stops the generation that applied it, so the outcome is kept in
-`<data_dir>/remote_config.json` (`pending`: the serial, the bundle's sha256, the version applied, the
-previous text, noted under the config lock, and the deadline) and the next generation's fleet
-service finishes the job on its ticks: when every uplink delivered after the apply (and none is
-failing), it confirms; at the deadline it applies the previous text again (a rollback, itself a
-recorded version) if the bundle's config is still live, and keeps a newer one if not. Every step is an audit entry and an
-`event` in the status document, which the Device entity carries to the platform.
+One bundle at a time. From its offer until its outcome a bundle is `pending` in
+`<data_dir>/remote_config.json`; another bundle offered meanwhile is refused (`busy`, naming the
+pending one and its window's end) and its serial is not used up, so the platform offers it again
+later. The rollback target is thus always the config from before the one bundle in flight. The
+state file is changed only through `update` (one lock: the apply's guard writes it from a worker
+thread, the fleet tick and the offers from the loop), so no writer loses another's change.
+
+A reload stops the generation that applied it, so the next generation's fleet service finishes
+the job on its ticks. The pending bundle's steps:
+
+  offered  -> written       the apply's guard, under the config lock: the text on disk noted as
+                            `previous`, and the health window starts now (`applied_at`, `deadline`)
+  offered  -> failed        the window ended while the apply still waited for the config lock:
+                            the guard then refuses to write, so the bundle is never live unwatched
+  written  -> applied       reloaded, the version noted
+  applied  -> confirmed     every uplink delivered after the write and the config file is still
+                            the bundle's
+  applied  -> superseded    healthy, but the file is another config (applied after the bundle, or
+                            a rollback by hand): that is not confirmed as the bundle, and is kept
+  written  -> rolling_back  at the deadline, marked before anything is written (a kill then is
+                            finished by the next start) -> rolled_back, or rollback_skipped when
+                            the file is no longer the bundle's (checked under the config lock),
+                            or rollback_failed
+
+Every step is an audit entry and an `event` in the status document, which the Device entity
+carries to the platform.
 """
 
 from __future__ import annotations
@@ -26,11 +46,12 @@ import json
 import logging
 import os
 import ssl
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from cryptography.exceptions import InvalidSignature
@@ -47,6 +68,7 @@ __all__ = [
     "healthy_since",
     "public_key_b64",
     "sign_bundle",
+    "update",
     "verify_bundle",
 ]
 
@@ -54,10 +76,12 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "edgegw-config-bundle/1"
 STATE_FILE = "remote_config.json"
 MAX_BUNDLE_BYTES = 1 << 20
+SHOWN_CHARS = 60  # of a wrong value in a refusal: enough to recognise it, not a whole config
+T = TypeVar("T")
 
 
 class BundleRefused(GatewayError, ValueError):
-    """A bundle that is not applied; `code` is stable (bad_format, bad_signature, wrong_gateway, replayed)."""
+    """A bundle that is not applied; `code` is stable (bad_format, bad_signature, wrong_gateway, replayed, busy)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -115,26 +139,67 @@ def verify_bundle(data: bytes, *, public_key: str, gateway: str, last_serial: in
         ) from None
     try:
         body = json.loads(payload)
-        bundle = Bundle(
-            gateway=str(body["gateway"]),
-            serial=int(body["serial"]),
-            issued_at=str(body["issued_at"]),
-            config=str(body["config"]),
-        )
-    except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:  # OverflowError: serial 1e400
+    except (ValueError, RecursionError) as exc:
         raise BundleRefused(
             "bad_format", f"{where}: signed payload unreadable, got {type(exc).__name__}: {exc}"
         ) from None
+    bundle = _signed_fields(body, where)
     if bundle.gateway != gateway:
         raise BundleRefused(
             "wrong_gateway", f"{where}: bundle is for gateway {bundle.gateway!r}, got it on {gateway!r}"
         )
     if bundle.serial <= last_serial:
-        raise BundleRefused(
-            "replayed",
-            f"{where}: serial must be above {last_serial}, got {bundle.serial}; an old bundle is never applied",
-        )
+        raise _replayed(last_serial, bundle.serial)
     return bundle
+
+
+def _signed_fields(body: Any, where: str) -> Bundle:
+    """The payload's fields as signed, each of its own type: a serial "5", 5.9 or true is not read as 5."""
+    if not isinstance(body, dict):
+        raise BundleRefused("bad_format", f"{where}: signed payload: must be a JSON object, got {_shown(body)}")
+    problems = []
+    for name, kind in (("gateway", str), ("serial", int), ("issued_at", str), ("config", str)):
+        if name not in body:
+            problems.append(f"{name} missing")
+        elif not isinstance(body[name], kind) or isinstance(body[name], bool):  # bool: True is an int to Python
+            # a config sent as another type (a table, say) may hold passwords: its type only
+            got = _json_type(body[name]) if name == "config" else _shown(body[name])
+            problems.append(f"{name} must be {'an integer' if kind is int else 'a string'}, got {got}")
+    if problems:
+        raise BundleRefused("bad_format", f"{where}: signed payload: {'; '.join(problems)}")
+    return Bundle(gateway=body["gateway"], serial=body["serial"], issued_at=body["issued_at"], config=body["config"])
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type: what the platform's developers see in their payload."""
+    if value is None:
+        return "null"
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    """A decoded value as the JSON it came as (cut short) with its type: `"5" (string)`, `5.9 (number)`."""
+    if value is None:
+        return "null"
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return _json_type(value)
+    if len(text) > SHOWN_CHARS:
+        text = text[: SHOWN_CHARS - 2] + "…"
+    return f"{text} ({_json_type(value)})"
+
+
+def _replayed(last_serial: int, serial: int) -> BundleRefused:
+    return BundleRefused(
+        "replayed",
+        f"remote config: serial must be above {last_serial}, got {serial}; an old bundle is never applied",
+    )
+
+
+def utc_text(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat()
 
 
 def healthy_since(doc: Mapping[str, Any], applied_at: float) -> bool:
@@ -170,6 +235,26 @@ class RemoteState:
         pending: dict[str, Any] | None = self.doc.get("pending")
         return pending
 
+    def refusal(self, serial: int) -> BundleRefused | None:
+        """Why a verified bundle cannot become the pending one now: its serial used meanwhile, or another pending."""
+        if serial <= self.last_serial:
+            return _replayed(self.last_serial, serial)
+        pending = self.pending
+        if pending is None:
+            return None
+        other = pending.get("serial")
+        if pending.get("rolling_back") is not None:
+            what = "being rolled back"
+        elif not pending.get("reloaded") and pending.get("written_at") is None:
+            what = f"waiting to be applied (at most until {utc_text(pending['deadline'])})"
+        else:
+            what = f"in its health window until {utc_text(pending['deadline'])}"
+        return BundleRefused(
+            "busy",
+            f"remote config: bundle {other} is {what}, got bundle {serial}; nothing applied, offer it again once "
+            f"bundle {other} is confirmed or rolled back",
+        )
+
     def event(self, at: float, step: str, detail: str, serial: int | None = None) -> None:
         self.doc["events"] = [
             *self.doc.get("events", [])[-19:],
@@ -177,6 +262,7 @@ class RemoteState:
         ]
 
     def save(self) -> None:
+        """Tests and `update` only: a writer that read the file earlier would undo what others wrote since."""
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -194,6 +280,22 @@ class RemoteState:
             else {k: pending[k] for k in ("serial", "version", "applied_at", "deadline") if k in pending},
             "events": self.doc.get("events", [])[-5:],
         }
+
+
+# The file has writers on the loop (offers, the tick, the detached apply and rollback) and in a
+# worker thread (the apply's guard, under the config lock); the gateway is its one process.
+_STATE_LOCK = threading.Lock()
+
+
+def update(data_dir: Path, change: Callable[[RemoteState], T]) -> T:
+    """Read the state file, `change` it and save it (if changed) as one step; blocking: call it in a thread."""
+    with _STATE_LOCK:
+        state = RemoteState(data_dir)
+        before = json.dumps(state.doc, sort_keys=True)
+        result = change(state)
+        if json.dumps(state.doc, sort_keys=True) != before:
+            state.save()
+        return result
 
 
 async def fetch(url: str, *, context: ssl.SSLContext | None = None, timeout_s: float = 30.0) -> bytes:

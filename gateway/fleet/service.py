@@ -3,8 +3,9 @@
 Each tick reads the status document once (`Gateway.status()`, which embeds `section()`) and from
 it: notes availability, evaluates the alarm rules (mail through the one outgoing-mail component,
 an `Alert` entity to the platform), sends the `Device` entity when its state changed or the report
-interval passed, stops crash-looping adapters (safe mode), finishes a pending remote config (confirm
-or roll back) and fetches a new bundle when due. The tick takes `now`: tests drive it with a clock.
+interval passed, stops crash-looping adapters (safe mode), takes the one pending remote config a
+step on (withdraw, confirm, supersede or roll back: see gateway/fleet/remote.py) and fetches a new
+bundle when none is pending and one is due. The tick takes `now`: tests drive it with a clock.
 """
 
 from __future__ import annotations
@@ -299,19 +300,7 @@ class FleetService:
 
     async def _remote(self, doc: dict[str, Any], now: float) -> None:
         rc = self.config.remote_config
-        pending = self.remote_state.pending
-        if pending is not None and self.target is not None:
-            if pending.get("rolling_back") is not None:
-                # begun and not finished: under way in this process, or cut short by a kill, which this
-                # start finishes (the rollback's guard makes a second one that finds it done harmless)
-                if not remote.running(_rollback_task(pending["serial"])):
-                    await self._rollback(now, pending, again=True)
-            elif pending.get("reloaded") and remote.healthy_since(doc, pending["applied_at"]):
-                await self._remote_step(now, "confirmed", "uplinks delivering after the apply", pending["serial"])
-                self.remote_state.doc["pending"] = None
-                self.remote_state.save()
-            elif now >= pending["deadline"]:
-                await self._rollback(now, pending)
+        if self.target is not None and await self._pending(doc, now):
             return
         if rc is None or rc.url is None or self.target is None or now < self._next_fetch:
             return
@@ -342,6 +331,61 @@ class FleetService:
         info = f"bundle {result['serial']} verified, applying" if result.get("applied") else str(result.get("error"))
         return CommandResult(command_id=command.command_id, ok=bool(result.get("applied")), info=info)
 
+    async def _pending(self, doc: dict[str, Any], now: float) -> bool:
+        """Take the pending bundle (see remote.py's steps) one step on; False when none is pending."""
+        pending = (await asyncio.to_thread(remote.RemoteState, self.data_dir)).pending
+        if pending is None:
+            return False
+        serial = pending["serial"]
+        applying = remote.running(_apply_task(serial))
+        if not applying:  # read again: an apply found ended has saved all it ever will
+            pending = (await asyncio.to_thread(remote.RemoteState, self.data_dir)).pending
+            if pending is None or pending["serial"] != serial:
+                return pending is not None
+        if pending.get("rolling_back") is not None:
+            # begun and not finished: under way in this process, or cut short by a kill, which this
+            # start finishes (the rollback's guard makes a second one that finds it done harmless)
+            if not remote.running(_rollback_task(serial)):
+                await self._rollback(now, serial, again=True)
+        elif applying:
+            if pending.get("written_at") is None and now >= pending["deadline"]:
+                await self._withdraw(now, serial, pending["deadline"])
+        elif pending.get("reloaded") and remote.healthy_since(doc, pending["applied_at"]):
+            await self._confirm(now, pending)
+        elif now >= pending["deadline"]:
+            await self._rollback(now, serial)
+        return True
+
+    async def _withdraw(self, now: float, serial: int, deadline: float) -> None:
+        """The window ended while the apply still waits for the config lock: its guard will not write it."""
+
+        def unwritten(state: remote.RemoteState) -> bool:
+            pending = state.pending
+            if pending is None or pending.get("serial") != serial or pending.get("written_at") is not None:
+                return False  # written meanwhile: its own window has begun
+            state.doc["pending"] = None
+            return True
+
+        detail = (
+            "not applied: the config lock was still held by another apply when the health window ended "
+            f"({remote.utc_text(deadline)}); the bundle was never live, offer it again with a new serial"
+        )
+        await self._remote_step(now, "failed", detail, serial, change=unwritten)
+
+    async def _confirm(self, now: float, pending: dict[str, Any]) -> None:
+        """Healthy: confirmed if the config file is still the bundle's, else superseded (the live one is kept)."""
+        assert self.target is not None
+        serial, expected = pending["serial"], pending.get("sha256")  # None: noted by an older release
+        on_disk = await asyncio.to_thread(_read_text, self.target.config_path)
+        if expected is None or (on_disk is not None and sha256_text(on_disk) == expected):
+            step, detail = "confirmed", "uplinks delivering after the apply"
+        else:
+            step = "superseded"
+            detail = await asyncio.to_thread(
+                _kept_detail, self.target, serial, on_disk, pending.get("previous"), outcome="confirmed"
+            )
+        await self._remote_step(now, step, detail, serial, change=_ends(serial))
+
     async def offer(self, data: bytes, *, via: str) -> dict[str, Any]:
         """A bundle fetched or pushed (platform command, control op): verified and, if valid, applied."""
         rc = self.config.remote_config
@@ -362,7 +406,7 @@ class FleetService:
         from gateway.control.ops_config import ConfigOps, parse_text
 
         try:
-            parse_text(bundle.config)
+            await asyncio.to_thread(parse_text, bundle.config)  # up to a second for a large config: off the loop
         except ConfigError as exc:
             await self._remote_step(now, "refused", f"invalid config: {'; '.join(exc.errors)}", bundle.serial)
             return {
@@ -370,31 +414,52 @@ class FleetService:
                 "error": "remote config: the bundle's config is not valid",
                 "errors": list(exc.errors),
             }
-        self.remote_state.doc["last_serial"] = bundle.serial
-        self.remote_state.doc["pending"] = {
-            "serial": bundle.serial,
-            "applied_at": now,
-            "deadline": now + rc.health_window_s,
-            "sha256": sha256_text(bundle.config),  # how the rollback knows the bundle is still what runs
-            "previous": None,  # taken under the apply's lock, see note_previous
-            "reloaded": False,
-        }
-        await self._remote_step(
-            now, "verified", f"serial {bundle.serial} issued {bundle.issued_at} (via {via})", bundle.serial
-        )
+        window = rc.health_window_s
+        refused: list[remote.BundleRefused] = []
+
+        def claim(state: remote.RemoteState) -> bool:
+            # checked again here, in one step with taking the place: another offer may have come in
+            # since the read above (two platform commands at once)
+            refusal = state.refusal(bundle.serial)
+            if refusal is not None:
+                refused.append(refusal)
+                return False
+            state.doc["last_serial"] = bundle.serial
+            state.doc["pending"] = {
+                "serial": bundle.serial,
+                "applied_at": now,  # until it is written: see note_previous
+                "deadline": now + window,  # by when the apply must have had the config lock
+                "sha256": sha256_text(bundle.config),  # how confirm and rollback know the bundle is what runs
+                "previous": None,
+                "written_at": None,
+                "reloaded": False,
+            }
+            return True
+
+        verified = f"serial {bundle.serial} issued {bundle.issued_at} (via {via})"
+        if not await self._remote_step(now, "verified", verified, bundle.serial, change=claim):
+            refusal = refused[0]
+            await self._remote_step(now, "refused", f"{refusal.code}: {refusal} (via {via})", bundle.serial)
+            return {"applied": False, "error": str(refusal), "code": refusal.code}
         ops = ConfigOps(self.target, clock=self.clock)
-        target, data_dir = self.target, self.data_dir
+        target, data_dir, clock = self.target, self.data_dir, self.clock
 
         def note_previous(on_disk: str | None) -> None:
             # Under the lock the bundle is written under: read any earlier, a local apply landing in
             # between would be undone by the rollback. Saved (fsync'd) before the bundle is written, so
             # a kill after the write still leaves the rollback its text; a kill before it leaves the
             # live config as it was, which the rollback then finds is not the bundle's and keeps.
-            state = remote.RemoteState(data_dir)
-            pending = state.pending
-            if pending is not None and pending.get("serial") == bundle.serial:
-                pending["previous"] = on_disk
-                state.save()
+            # The window starts here, not at the offer: a long wait for the lock must not shorten it.
+            def written(state: remote.RemoteState) -> bool:
+                pending = state.pending
+                if pending is None or pending.get("serial") != bundle.serial or pending.get("rolling_back"):
+                    return False
+                at = clock()
+                pending.update(previous=on_disk, written_at=at, applied_at=at, deadline=at + window)
+                return True
+
+            if not remote.update(data_dir, written):  # the tick gave it up (its window ended): write nothing
+                raise BundleWithdrawn(f"remote config: bundle {bundle.serial} withdrawn before it was written")
 
         async def apply() -> None:
             from gateway.control.protocol import ControlError
@@ -406,40 +471,44 @@ class FleetService:
                     comment=f"remote bundle {bundle.serial}",
                     guard=note_previous,
                 )
-            except (ControlError, OSError) as exc:  # OSError: the remote state not saved, so nothing written
-                state = remote.RemoteState(data_dir)
-                state.doc["pending"] = None
-                state.event(self.clock(), "failed", f"{exc}", bundle.serial)
-                state.save()
-                await _audit(
-                    target, "fleet.remote_config.failed", {"serial": bundle.serial, "error": str(exc)}, self.clock()
-                )
+            except BundleWithdrawn as exc:  # its step (failed) is recorded by the tick that withdrew it
+                log.info("%s", exc)
                 return
-            state = remote.RemoteState(data_dir)  # read after the apply: note_previous saved to it
-            pending = state.doc.get("pending") or {}
-            pending.update(version=result["version"], reloaded=True)
-            state.doc["pending"] = pending
-            state.event(self.clock(), "applied", f"version {result['version']}", bundle.serial)
-            state.save()
-            await _audit(
-                target,
-                "fleet.remote_config.applied",
-                {"serial": bundle.serial, "version": result["version"]},
-                self.clock(),
-            )
+            except (ControlError, OSError) as exc:  # OSError: the remote state not saved, so nothing written
+                await _end_applying(target, data_dir, clock(), "failed", f"{exc}", bundle.serial, {"error": str(exc)})
+                return
+            version = result["version"]
 
-        remote.detach(apply, f"remote-config:{bundle.serial}")
+            def reloaded(state: remote.RemoteState) -> None:
+                pending = state.pending
+                if pending is not None and pending.get("serial") == bundle.serial:
+                    pending.update(version=version, reloaded=True)
+                state.event(clock(), "applied", f"version {version}", bundle.serial)
+
+            await asyncio.to_thread(remote.update, data_dir, reloaded)
+            await _audit(target, "fleet.remote_config.applied", {"serial": bundle.serial, "version": version}, clock())
+
+        remote.detach(apply, _apply_task(bundle.serial))
         return {"applied": True, "serial": bundle.serial}
 
-    async def _rollback(self, now: float, pending: dict[str, Any], *, again: bool = False) -> None:
+    async def _rollback(self, now: float, serial: int, *, again: bool = False) -> None:
         assert self.target is not None
-        serial = pending["serial"]
-        # pending stays, marked, until the rollback has ended: a kill before that must not leave the
-        # bundle live for good (the next start finishes it, see _remote); saved with the step
-        pending["rolling_back"] = now
-        self.remote_state.doc["pending"] = pending
+        marked: list[dict[str, Any]] = []
+
+        def mark(state: remote.RemoteState) -> bool:
+            # pending stays, marked, until the rollback has ended: a kill before that must not leave the
+            # bundle live for good (the next start finishes it, see _pending)
+            pending = state.pending
+            if pending is None or pending.get("serial") != serial:
+                return False
+            pending["rolling_back"] = now
+            marked.append(dict(pending))  # as saved: `previous` is the guard's, not an earlier read's
+            return True
+
         why = "a rollback cut short by a restart" if again else "uplinks not delivering within the health window"
-        await self._remote_step(now, "rolling_back", why, serial)
+        if not await self._remote_step(now, "rolling_back", why, serial, change=mark):
+            return
+        pending = marked[0]
         from gateway.control.ops_config import ConfigOps
 
         ops = ConfigOps(self.target, clock=self.clock)
@@ -468,21 +537,39 @@ class FleetService:
             except Exception as exc:  # said everywhere: the box needs someone
                 detail, step = f"rollback failed: {exc}", "rollback_failed"
                 log.error("remote config: %s", detail)
-            state = remote.RemoteState(data_dir)
-            if (state.pending or {}).get("serial") == serial:
-                state.doc["pending"] = None
-            state.event(clock(), step, detail, serial)
-            state.save()
-            await _audit(target, f"fleet.remote_config.{step}", {"serial": serial, "detail": detail}, clock())
+            await _end_applying(target, data_dir, clock(), step, detail, serial, {"detail": detail})
 
         remote.detach(rollback, _rollback_task(serial))
 
-    async def _remote_step(self, now: float, step: str, detail: str, serial: int | None) -> None:
+    async def _remote_step(
+        self,
+        now: float,
+        step: str,
+        detail: str,
+        serial: int | None,
+        *,
+        change: Callable[[remote.RemoteState], bool] | None = None,
+    ) -> bool:
+        """Record a step; with `change`, only if it returns True, in one step with what it changed."""
+
+        def record(state: remote.RemoteState) -> remote.RemoteState | None:
+            if change is not None and not change(state):
+                return None
+            state.event(now, step, detail, serial)
+            return state
+
+        state = await asyncio.to_thread(remote.update, self.data_dir, record)
+        if state is None:
+            return False
+        self.remote_state = state
         log.info("remote config %s: %s", step, detail)
-        self.remote_state.event(now, step, detail, serial)
-        await asyncio.to_thread(self.remote_state.save)
         if self.target is not None:
             await _audit(self.target, f"fleet.remote_config.{step}", {"serial": serial, "detail": detail}, now)
+        return True
+
+
+def _apply_task(serial: int) -> str:
+    return f"remote-config:{serial}"
 
 
 def _rollback_task(serial: int) -> str:
@@ -495,12 +582,57 @@ class RollbackSkipped(GatewayError):
     code = "rollback_skipped"
 
 
-def _kept_detail(target: ControlTarget, serial: int, on_disk: str | None, previous: str | None) -> str:
-    """Why a rollback is skipped, naming the live config's version and the one to go back to by hand."""
-    head = f"not rolled back: the live config is no longer bundle {serial}'s, got"
+class BundleWithdrawn(GatewayError):
+    """A remote bundle given up before it was written (its window ended while it waited for the config lock)."""
+
+    code = "bundle_withdrawn"
+
+
+def _ends(serial: int) -> Callable[[remote.RemoteState], bool]:
+    """A state change ending bundle `serial`'s pending, if it is still the pending one and not rolling back."""
+
+    def end(state: remote.RemoteState) -> bool:
+        pending = state.pending
+        if pending is None or pending.get("serial") != serial or pending.get("rolling_back") is not None:
+            return False
+        state.doc["pending"] = None
+        return True
+
+    return end
+
+
+async def _end_applying(
+    target: ControlTarget, data_dir: Path, at: float, step: str, detail: str, serial: int, audit: dict[str, Any]
+) -> None:
+    """The outcome of a detached apply or rollback: pending ended (if still this bundle's), the step recorded."""
+
+    def end(state: remote.RemoteState) -> None:
+        if (state.pending or {}).get("serial") == serial:
+            state.doc["pending"] = None
+        state.event(at, step, detail, serial)
+
+    await asyncio.to_thread(remote.update, data_dir, end)
+    await _audit(target, f"fleet.remote_config.{step}", {"serial": serial, **audit}, at)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _kept_detail(
+    target: ControlTarget, serial: int, on_disk: str | None, previous: str | None, *, outcome: str = "rolled back"
+) -> str:
+    """Why the bundle is not `outcome` (rolled back, confirmed), naming the live config's version and the one
+    to go back to by hand."""
+    head = f"not {outcome}: the live config is no longer bundle {serial}'s, got"
     if on_disk is None:
         return f"{head} no config file; nothing written"
     if on_disk == previous:  # rolled back by hand already, or a kill came before the bundle was written
+        if outcome == "confirmed":
+            return f"not confirmed: the live config is the one from before bundle {serial} again; nothing to confirm"
         return f"not rolled back: the live config is the one from before bundle {serial} already; nothing to undo"
     try:
         store = ConfigVersions(Path(target.config.gateway.data_dir) / VERSIONS_FILE)  # where ConfigOps records

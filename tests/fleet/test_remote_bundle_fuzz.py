@@ -110,9 +110,9 @@ def test_any_payload_the_key_signed_is_refused_or_read_whole(payload: bytes, las
         assert bundle.code in CODES
         return
     body = json.loads(payload)
-    assert bundle == Bundle(
-        gateway=GATEWAY, serial=int(body["serial"]), issued_at=str(body["issued_at"]), config=str(body["config"])
-    )
+    assert bundle == Bundle(gateway=GATEWAY, serial=body["serial"], issued_at=body["issued_at"], config=body["config"])
+    # exactly what was signed, nothing read leniently into it ("5" is not 5, 5.9 not 5, true not 1)
+    assert [type(body[k]) for k in ("gateway", "serial", "issued_at", "config")] == [str, int, str, str]
     assert bundle.serial > last_serial
 
 
@@ -195,3 +195,52 @@ def test_a_signed_bundle_padded_past_the_size_limit_is_refused_before_parsing() 
         f"remote config: bundle too large, got {MAX_BUNDLE_BYTES + 1} bytes; at most {MAX_BUNDLE_BYTES}",
     )
     assert verify_bundle(padded[:MAX_BUNDLE_BYTES], public_key=PINNED, gateway=GATEWAY, last_serial=1).serial == 2
+
+
+def _payload(**fields: Any) -> bytes:
+    body = {"gateway": GATEWAY, "serial": 7, "issued_at": ISSUED.isoformat(), "config": "x = 1"} | fields
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("serial", "got"),
+    [
+        ("5", '"5" (string)'),
+        (5.9, "5.9 (number)"),
+        (5.0, "5.0 (number)"),
+        (True, "true (boolean)"),
+        (None, "null"),
+        ([5], "[5] (array)"),
+        ("9" * 100, f'"{"9" * 57}… (string)'),
+    ],
+)
+def test_a_serial_that_is_not_an_integer_is_refused_naming_what_it_got(serial: Any, got: str) -> None:
+    exc = refused(signed(_payload(serial=serial)))
+    assert (exc.code, str(exc)) == (
+        "bad_format",
+        f"remote config: signed payload: serial must be an integer, got {got}",
+    )
+
+
+def test_every_field_of_the_signed_payload_that_is_wrong_is_named_at_once() -> None:
+    exc = refused(signed(b'{"gateway": 3, "serial": "5", "config": {"password": "s3cret"}}'))
+    assert (exc.code, str(exc)) == (
+        "bad_format",
+        'remote config: signed payload: gateway must be a string, got 3 (integer); serial must be an integer, got "5" '
+        "(string); issued_at missing; config must be a string, got object",  # the config's content never shown
+    )
+    exc = refused(signed(b"[1, 2]"))
+    assert str(exc) == "remote config: signed payload: must be a JSON object, got [1, 2] (array)"
+
+
+not_integers = json_values.filter(lambda v: isinstance(v, bool) or not isinstance(v, int))
+JSON_TYPES = {str: "string", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
+@FUZZ
+@given(serial=not_integers, last_serial=serials)
+def test_a_signed_serial_of_any_other_type_than_integer_is_refused(serial: Any, last_serial: int) -> None:
+    exc = refused(signed(_payload(serial=serial)), last_serial)
+    assert exc.code == "bad_format"
+    assert str(exc).startswith("remote config: signed payload: serial must be an integer, got ")
+    assert str(exc).endswith("got null" if serial is None else f" ({JSON_TYPES[type(serial)]})")
