@@ -38,6 +38,13 @@ def _add_config_to_subcommands(parser: argparse.ArgumentParser) -> None:
 
 
 def _print_config_error(exc: ConfigError) -> None:
+    """One problem on one line, led by what failed (the file, else the line's own key or path); several as a list.
+
+    A count and an indented list for a single problem hid what failed behind "configuration: 1 error(s)".
+    """
+    if len(exc.errors) == 1:
+        print(f"{exc.source}: {exc.errors[0]}" if exc.source else exc.errors[0], file=sys.stderr)
+        return
     print(f"{exc.source or 'configuration'}: {len(exc.errors)} error(s)", file=sys.stderr)
     for line in exc.errors:
         print(f"  {line}", file=sys.stderr)
