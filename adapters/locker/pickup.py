@@ -51,13 +51,15 @@ from typing import Any
 from adapters.locker.address_seal import AddressSeal, AddressUnreadable, secret_name
 from gateway.errors import GatewayError
 from gateway.logs import component_logger
-from gateway.storage.files import create_private, create_whole, immediate, wal_mode
+from gateway.storage.files import create_whole, immediate, open_store
 from gateway.storage.schema import Migrations, migrate
 
 __all__ = ["ACTIVE", "SCHEMA_VERSION", "Assignment", "CodeCheck", "PickupError", "PickupState", "PickupStore"]
 
 SCHEMA_VERSION = 2  # len(_migrations(...))
 BUSY_TIMEOUT_MS = 5000  # sqlite3.connect's default
+STORE = "locker store"  # as its errors name it
+TABLES = ("assignments",)  # its own since the first release (meta is other stores' too)
 
 
 class PickupError(GatewayError, ValueError):
@@ -192,15 +194,14 @@ class PickupStore:
         self._lock = threading.Lock()
         self._log = component_logger(__name__, path.stem.removeprefix("locker-"))
         self.unreadable_addresses = 0  # sealed addresses that did not open (read as no address)
-        create_private(path)  # 0600 from its first byte; sqlite gives -wal and -shm the same mode
-        self._key = _key(path.with_suffix(".key"))
-        self._seal = AddressSeal.from_secret_store(path.parent, secret_name(path), where=f"locker store {path}")
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # secure_delete: an erased address is overwritten, not left in free space
+        pragmas = ("synchronous=FULL", "secure_delete=ON")
+        # opened before the keys are made: a file that is no store of this kind gets none
+        self._db = open_store(path, STORE, tables=TABLES, pragmas=pragmas, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
-            wal_mode(self._db)
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA secure_delete=ON")  # an erased address is overwritten, not left in free space
-            upgrade = migrate(self._db, path, _migrations(self._seal), PickupError, store="locker store")
+            self._key = _key(path.with_suffix(".key"))
+            self._seal = AddressSeal.from_secret_store(path.parent, secret_name(path), where=f"{STORE} {path}")
+            upgrade = migrate(self._db, path, _migrations(self._seal), PickupError, store=STORE)
             if upgrade.changed:
                 # a first-release file (user_version 0 like a new one) may hold clear addresses in free
                 # space (rows it erased) and in old WAL frames: the file is rebuilt and the WAL emptied

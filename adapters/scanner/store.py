@@ -33,7 +33,7 @@ from pathlib import Path
 from adapters.scanner.child_key import child_key, key_check, secret_name
 from adapters.scanner.station import ChildState, StationState
 from gateway.errors import GatewayError
-from gateway.storage.files import create_private, wal_mode
+from gateway.storage.files import open_store
 from gateway.storage.schema import Migrations, migrate, read_version
 
 __all__ = ["SCHEMA_VERSION", "RecentScan", "StationStore", "StationStoreError"]
@@ -100,16 +100,18 @@ def _meta(db: sqlite3.Connection, key: str) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
+STORE = "station store"  # as its errors name it
+# its own since version 1 (meta is the locker's and the mail queue's too): another store's file has none
+TABLES = ("counters", "children", "shelves", "recent", "outreach")
+
+
 class StationStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        create_private(path)  # 0600 before sqlite opens it, so it is never readable by others
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        # State rows survive a crash of the process in WAL mode with NORMAL; only the scan-number blocks
+        # need the full fsync (reserve), so a scan costs the store no fsync of its own on the hot path.
+        self._db = open_store(path, STORE, tables=TABLES, pragmas=("synchronous=NORMAL",))
         try:
-            wal_mode(self._db)
-            # State rows survive a crash of the process in WAL mode with NORMAL; only the scan-number blocks
-            # need the full fsync (reserve), so a scan costs the store no fsync of its own on the hot path.
-            self._db.execute("PRAGMA synchronous=NORMAL")
             self._key = self._open_key()
         except BaseException:
             self._db.close()
@@ -119,10 +121,10 @@ class StationStore:
 
     def _open_key(self) -> bytes:
         """The child-token key from the secret store, the file migrated and scrubbed of the old clear copy."""
-        db, where = self._db, f"station store {self.path}"
-        version = read_version(db)
+        db, where = self._db, f"{STORE} {self.path}"
+        version = read_version(db, self.path, store=STORE)
         if version > SCHEMA_VERSION:  # refused by migrate, before the secret store is touched
-            migrate(db, self.path, _migrations(b""), StationStoreError, store="station store")
+            migrate(db, self.path, _migrations(b""), StationStoreError, store=STORE)
         in_file = _meta(db, "child_key") if version == 1 else None
         check = _meta(db, "child_key_check") if version >= 2 else None
         key = child_key(self.path.parent, secret_name(self.path), in_file=in_file, check=check, where=where)
@@ -132,7 +134,7 @@ class StationStore:
         previous = int(db.execute("PRAGMA secure_delete").fetchone()[0])
         db.execute("PRAGMA secure_delete=ON")  # the deleted row's bytes are zeroed, not left in free space
         try:
-            migrate(db, self.path, _migrations(key), StationStoreError, store="station store")
+            migrate(db, self.path, _migrations(key), StationStoreError, store=STORE)
             if in_file is not None:
                 _log.info("station store %s: child-token key moved to secret:%s", self.path, secret_name(self.path))
             # the old key may still sit in free pages, old WAL frames or a page image the delete replaced

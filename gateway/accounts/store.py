@@ -35,7 +35,7 @@ from argon2 import PasswordHasher
 from gateway.accounts import passwords
 from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
-from gateway.storage.files import create_private, durable_connection, immediate
+from gateway.storage.files import durable_connection, immediate, open_store
 from gateway.web.config import WebConfig
 
 __all__ = [
@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 ACCOUNTS_FILE = "accounts.db"
+STORE = "account store"  # as its errors name it
+TABLES = ("users", "setup_tokens")  # its own since version 1: another store's file has none
 NAME_RULE = "1-64 characters of A-Z a-z 0-9 _ . @ - starting with a letter or digit"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 DAY_S = 86_400.0
@@ -264,12 +266,15 @@ class AccountStore:
     # -- file and schema -------------------------------------------------------------------------------
 
     def _open_file(self) -> None:
-        create_private(self.path)
-        with self._connect() as db:
-            migrate(db, self.path, MIGRATIONS, AccountError)
+        # every later use opens the file again (durable_connection): the checks of a whole open are made once
+        db = open_store(self.path, STORE, tables=TABLES, pragmas=("synchronous=FULL",))
+        try:
+            migrate(db, self.path, MIGRATIONS, AccountError, store=STORE)
+        finally:
+            db.close()
 
     def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return durable_connection(self.path)
+        return durable_connection(self.path, STORE)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

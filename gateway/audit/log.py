@@ -44,7 +44,7 @@ from typing import Any
 from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.secrets import SecretStore
-from gateway.storage.files import create_private, durable_connection, fsync_dir, immediate
+from gateway.storage.files import durable_connection, fsync_dir, immediate, open_store
 
 __all__ = [
     "ACTIONS",
@@ -61,6 +61,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 AUDIT_FILE = "audit.db"
+STORE = "audit log"  # as its errors name it
+TABLES = ("entries",)  # its own since version 1: another store's file has none
 HEAD_FILE = "audit.head"
 LOCK_FILE = "audit.lock"
 # one per process: two AuditLog objects on one directory must not both make a key
@@ -180,12 +182,15 @@ class AuditLog:
     # -- file, schema, key -----------------------------------------------------------------------------
 
     def _open_file(self) -> None:
-        create_private(self.path)
-        with self._connect() as db:
-            migrate(db, self.path, MIGRATIONS, AuditError)
+        # every later use opens the file again (durable_connection): the checks of a whole open are made once
+        db = open_store(self.path, STORE, tables=TABLES, pragmas=("synchronous=FULL",))
+        try:
+            migrate(db, self.path, MIGRATIONS, AuditError, store=STORE)
+        finally:
+            db.close()
 
     def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return durable_connection(self.path)
+        return durable_connection(self.path, STORE)
 
     def schema_version(self) -> int:
         with self._connect() as db:

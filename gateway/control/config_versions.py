@@ -7,15 +7,16 @@ A store of record (DESIGN.md "Stores"): its own sqlite file with the schema vers
 from __future__ import annotations
 
 import hashlib
-import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.storage.files import open_store
 from gateway.storage.schema import migrate
 
 FILE = "config_versions.db"
+STORE = "config versions"  # as its errors name it
+TABLES = ("versions",)  # its own since version 1: another store's file has none
 SCHEMA_VERSION = 1  # len(_MIGRATIONS)
 
 # index i takes a file from user_version i to i+1
@@ -61,14 +62,14 @@ class ConfigVersions:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        new = not self.path.exists()
-        self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        if new:
-            os.chmod(self.path, 0o600)  # configurations may name hosts and users: owner only
-        self._migrate()
-
-    def _migrate(self) -> None:
-        migrate(self.conn, self.path, _MIGRATIONS, store="config versions")
+        # private from its first byte, as every store (configurations may name hosts and users); its rollback
+        # journal kept, as this store always had it
+        self.conn = open_store(self.path, STORE, tables=TABLES, wal=False, timeout=5.0)
+        try:
+            migrate(self.conn, self.path, _MIGRATIONS, store=STORE)
+        except BaseException:
+            self.conn.close()
+            raise
 
     def record(self, text: str, *, actor: str, at: float, comment: str = "") -> int:
         cur = self.conn.execute(

@@ -53,7 +53,7 @@ from gateway import redact
 from gateway.errors import ConfigError
 from gateway.mail.message import Mail
 from gateway.secrets import SecretStore
-from gateway.storage.files import create_private, wal_mode
+from gateway.storage.files import open_store
 from gateway.storage.schema import migrate
 
 __all__ = [
@@ -99,6 +99,8 @@ CREATE INDEX mails_due ON mails (state, next_attempt_at) WHERE state = 'pending'
 # version 2: meta.queue_key_check, which key the pending mails are sealed under
 _META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
 MIGRATIONS = (_SCHEMA, _META)  # MIGRATIONS[i] takes a file from version i to i+1 (gateway/storage/schema.py)
+STORE = "mail queue"  # as its errors name it
+TABLES = ("mails",)  # its own since version 1 (meta is other stores' too)
 
 
 class MailQueueKeyError(ConfigError):
@@ -421,14 +423,11 @@ def _status(row: tuple[Any, ...]) -> MailStatus:
 
 def _open(data_dir: Path, path: Path) -> tuple[sqlite3.Connection, Fernet, bytes]:
     """The file, migrated, with its Fernet key (checked against the pending mails) and the marker key."""
-    # created 0600 before sqlite touches it; sqlite gives its -wal and -shm files the same mode
-    create_private(path)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    # synchronous=FULL: enqueue's promise, on disk when it returns; secure_delete: an erased payload is
+    # overwritten, not left in a free page
+    db = open_store(path, STORE, tables=TABLES, pragmas=("synchronous=FULL", "secure_delete=ON"), timeout=5.0)
     try:
-        wal_mode(db)
-        db.execute("PRAGMA synchronous=FULL")  # enqueue's promise: on disk when it returns
-        db.execute("PRAGMA secure_delete=ON")  # an erased payload is overwritten, not left in a free page
-        migrate(db, path, MIGRATIONS, store="mail queue")  # a newer file is refused untouched
+        migrate(db, path, MIGRATIONS, store=STORE)  # a newer file is refused untouched
         key = _key(SecretStore(data_dir), db, path)
     except BaseException:
         db.close()

@@ -9,7 +9,7 @@ import sqlite3
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,20 +33,47 @@ class StoreUnreadable(ConfigError, sqlite3.DatabaseError):
     A ConfigError, as a secret store key that does not fit is one: a technician must act before a restart
     can help, and every command already says such an error in one line and exits 2. A
     sqlite3.DatabaseError too, with SQLite's result code, for the code that catches SQLite's own errors.
-    Message: `<path>: <what>, got <got>; <STORE_FIX>`.
+    Message: `[<store> ]<path>: <what>, got <got>; <STORE_FIX>`.
     """
 
     code = "store_unreadable"
 
     def __init__(
-        self, path: Path, what: str, got: str, *, sqlite_code: int = sqlite3.SQLITE_NOTADB, sqlite_name: str = ""
+        self,
+        path: Path,
+        what: str,
+        got: str,
+        *,
+        store: str = "",
+        sqlite_code: int = sqlite3.SQLITE_NOTADB,
+        sqlite_name: str = "",
     ) -> None:
         # the path inside the line, as the secret store's errors have it: some commands print only the lines
-        super().__init__([f"{path}: {what}, got {got}; {STORE_FIX}"])
-        self.params.update(path=str(path), what=what, got=got)
+        where = f"{store} {path}" if store else str(path)
+        super().__init__([f"{where}: {what}, got {got}; {STORE_FIX}"])
+        self.params.update(path=str(path), store=store, what=what, got=got)
         self.path = path
+        self.store = store
         self.sqlite_errorcode = sqlite_code
         self.sqlite_errorname = sqlite_name or "SQLITE_NOTADB"
+
+
+class ForeignStore(StoreUnreadable):
+    """A sound SQLite file that holds none of the store's tables: another store's file (a backup restored under
+    the wrong name, a path mistyped in a config), refused unchanged before SQLite's "no such table" could
+    say it from a request, or a migration add this store's tables to it. Its SQLite code is SQLITE_NOTADB:
+    no database of this store."""
+
+    code = "store_foreign"
+
+    def __init__(self, path: Path, store: str, *, tables: Collection[str], found: Sequence[str]) -> None:
+        shown = [name if name.isprintable() else repr(name) for name in found[:_SHOWN]]
+        more = f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
+        what = f"another store's file (none of the tables {', '.join(sorted(tables))})"
+        super().__init__(path, what, f"tables {', '.join(shown)}{more}", store=store)
+
+
+_SHOWN = 8  # table names quoted from a foreign file: enough to recognise which store it is
 
 
 def _refused(error: StoreUnreadable) -> StoreUnreadable:
@@ -54,8 +81,9 @@ def _refused(error: StoreUnreadable) -> StoreUnreadable:
     return error
 
 
-def unreadable(path: Path, exc: sqlite3.Error) -> StoreUnreadable | None:
-    """`exc` as a StoreUnreadable naming `path` when it says the file is no database or damaged, else None."""
+def unreadable(path: Path, exc: sqlite3.Error, *, store: str = "") -> StoreUnreadable | None:
+    """`exc` as a StoreUnreadable naming `store` and `path` when it says the file is no database or damaged,
+    else None."""
     if isinstance(exc, StoreUnreadable):
         return exc
     code = getattr(exc, "sqlite_errorcode", None)
@@ -63,10 +91,38 @@ def unreadable(path: Path, exc: sqlite3.Error) -> StoreUnreadable | None:
     if not isinstance(code, int) or what is None:
         return None
     name = getattr(exc, "sqlite_errorname", "")
-    return _refused(StoreUnreadable(path, what, f'SQLite\'s "{exc}"', sqlite_code=code, sqlite_name=name))
+    got = f'SQLite\'s "{exc}"'
+    return _refused(StoreUnreadable(path, what, got, store=store, sqlite_code=code, sqlite_name=name))
 
 
-def create_private(path: Path) -> None:
+@contextmanager
+def _refusing(path: Path, store: str) -> Iterator[None]:
+    """SQLite's errors inside for a file that is no database or a damaged one, as StoreUnreadable naming the
+    store and the file; every other error passes unchanged."""
+    try:
+        yield
+    except StoreUnreadable:
+        raise
+    except sqlite3.DatabaseError as exc:
+        refused = unreadable(path, exc, store=store)
+        if refused is None:
+            raise
+        raise refused from exc
+    except UnicodeDecodeError as exc:
+        # SQLite quotes a damaged schema's bytes in its message, which Python then cannot decode: a damaged
+        # file all the same (the bytes are not quoted: they may be any row's)
+        corrupt = StoreUnreadable(
+            path,
+            _UNREADABLE[sqlite3.SQLITE_CORRUPT],
+            f"text that is no UTF-8 ({exc.reason}) where SQLite keeps the schema",
+            store=store,
+            sqlite_code=sqlite3.SQLITE_CORRUPT,
+            sqlite_name="SQLITE_CORRUPT",
+        )
+        raise _refused(corrupt) from exc
+
+
+def create_private(path: Path, store: str = "") -> None:
     """Make `path` (and its directory, 0700) if missing, 0600 from its first byte: sqlite creating it would
     leave it readable by others for a moment, under the umask.
 
@@ -82,7 +138,8 @@ def create_private(path: Path) -> None:
     finally:
         os.close(fd)
     if head and head != SQLITE_HEADER:
-        raise _refused(StoreUnreadable(path, "not an SQLite database", f"{size} bytes without SQLite's header"))
+        got = f"{size} bytes without SQLite's header"
+        raise _refused(StoreUnreadable(path, _UNREADABLE[sqlite3.SQLITE_NOTADB], got, store=store))
 
 
 def fsync_dir(directory: Path) -> None:
@@ -174,22 +231,63 @@ def wal_mode(db: sqlite3.Connection, *, within_s: float = 10.0) -> None:
         pause = min(pause * 2, 0.05)
 
 
+def open_store(
+    path: Path,
+    store: str,
+    *,
+    tables: Collection[str],
+    pragmas: Sequence[str] = (),
+    wal: bool = True,
+    timeout: float = 10.0,
+) -> sqlite3.Connection:
+    """The store's file, made private if new (create_private), opened for any thread in autocommit mode, in
+    WAL unless `wal` is False, with `pragmas` ("synchronous=FULL", ...) run.
+
+    StoreUnreadable naming `store` and `path` for a file that is no database or a damaged one, ForeignStore
+    for a sound one that holds tables but none of `tables` (the store's own since its first version), all
+    decided here: SQLite said it only from a later request, in its own words and without the file's name.
+    """
+    create_private(path, store)
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        with _refusing(path, store):
+            _check(db, path, store, tables)  # before WAL: another store's file is refused unchanged
+            if wal:
+                wal_mode(db)
+            for pragma in pragmas:
+                db.execute(f"PRAGMA {pragma}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check(db: sqlite3.Connection, path: Path, store: str, tables: Collection[str]) -> None:
+    # reading the schema parses it and reads the first page's b-tree; reading one row of every table, from the
+    # table and not the smallest index SQLite prefers for it, reads its root page: damage there otherwise shows
+    # in whichever request touches it first
+    names = [str(name) for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    found = sorted(name for name in names if not name.startswith("sqlite_"))
+    # none of them rather than all: a later version may drop one, and a file of a newer edgegw is
+    # refused as a downgrade by the migration, not as another store's
+    if found and not set(tables) & set(found):
+        raise _refused(ForeignStore(path, store, tables=tables, found=found))
+    for name in names:
+        quoted = name.replace('"', '""')
+        db.execute(f'SELECT 1 FROM "{quoted}" NOT INDEXED LIMIT 1').fetchall()
+
+
 @contextmanager
-def durable_connection(path: Path) -> Iterator[sqlite3.Connection]:
+def durable_connection(path: Path, store: str = "") -> Iterator[sqlite3.Connection]:
     """A connection for one use: WAL, every commit fsynced (a record of truth changes rarely and must survive
-    a power cut), rows by name, transactions begun explicitly; StoreUnreadable for a file that is no
-    database or a damaged one."""
+    a power cut), rows by name, transactions begun explicitly; StoreUnreadable naming `store` and `path` for
+    a file that is no database or a damaged one."""
     db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
     try:
         db.row_factory = sqlite3.Row
-        try:
+        with _refusing(path, store):
             wal_mode(db)  # the first statement that reads the file
             db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.DatabaseError as exc:
-            refused = unreadable(path, exc)
-            if refused is None:
-                raise
-            raise refused from exc
         yield db
     finally:
         db.close()

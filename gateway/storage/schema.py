@@ -63,13 +63,13 @@ class Upgrade:
         return self.before != self.after
 
 
-def read_version(db: sqlite3.Connection, path: Path | None = None) -> int:
-    """The file's schema version; StoreUnreadable (naming `path`, else the connection's file) for a file that
-    is no database or a damaged one: the first read of a store that opens without WAL."""
+def read_version(db: sqlite3.Connection, path: Path | None = None, *, store: str = "") -> int:
+    """The file's schema version; StoreUnreadable (naming `store` and `path`, else the connection's file) for a
+    file that is no database or a damaged one."""
     try:
         return int(db.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.DatabaseError as exc:
-        refused = unreadable(path or _file_of(db), exc)
+        refused = unreadable(path or _file_of(db), exc, store=store)
         if refused is None:
             raise
         raise refused from exc
@@ -119,14 +119,14 @@ def migrate(
     name = store or path.name
     # Read first without the write lock: a current file (every start after the first) takes no lock
     # and writes nothing, so a store opens on a full disk or a read-only mount.
-    version = read_version(db, path)
+    version = read_version(db, path, store=store)
     if version == target:
         return Upgrade(store=name, path=path, before=version, after=version)
     if version > target:
         raise _too_new(error, name, path, version, target)
     db.execute("BEGIN IMMEDIATE")
     try:
-        version = read_version(db, path)
+        version = read_version(db, path, store=store)
         if version > target:
             raise _too_new(error, name, path, version, target)
         for number, step in enumerate(migrations[version:], start=version):

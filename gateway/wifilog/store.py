@@ -53,7 +53,7 @@ from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.logs import component_logger
 from gateway.secrets import SecretStore
-from gateway.storage.files import create_private, immediate, wal_mode
+from gateway.storage.files import immediate, open_store
 from gateway.wifilog.sessions import EventKind, Session, SessionEvent, merge
 from gateway.wifilog.signing import Signer, public_pem
 
@@ -64,6 +64,8 @@ log = component_logger(__name__, "wifilog")
 JST = ZoneInfo("Asia/Tokyo")
 STORE_DIR = "wifilog"
 DB_FILE = "wifilog.db"
+STORE = "Wi-Fi log"  # as its errors name it
+TABLES = ("periods", "sessions", "certificates")  # its own since version 1: another store's file has none
 PUBLIC_KEY_FILE = "signing-public.pem"
 KEYS_SECRET = "wifilog.keys"
 CERTIFICATE_TYPE = "edgegw.wifilog.erasure-certificate"
@@ -203,16 +205,12 @@ class WifiLogStore:
         self._keys: dict[str, _PeriodKeys] = {}
         self._made: dict[str, _PeriodKeys] = {}  # keys made in the open transaction: cached once it commits
         self._signer: Signer | None = None
-        create_private(self.path)
-        self._db = self._connect()
-        migrate(self._db, self.path, MIGRATIONS, WifiLogError)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        wal_mode(db)
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA secure_delete=ON")
-        return db
+        self._db = open_store(self.path, STORE, tables=TABLES, pragmas=("synchronous=FULL", "secure_delete=ON"))
+        try:
+            migrate(self._db, self.path, MIGRATIONS, WifiLogError, store=STORE)
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:  # a commit running in a worker thread finishes first

@@ -43,14 +43,14 @@ def _mail(data: Path) -> None:
     asyncio.run(open_and_close())
 
 
-# store -> (its file under the data directory, how the gateway opens it)
+# store, as its errors name it -> (its file under the data directory, how the gateway opens it)
 STORES: dict[str, tuple[str, Callable[[Path], object]]] = {
-    "accounts": ("web/accounts.db", lambda d: AccountStore(d / "web", WebConfig())),
+    "account store": ("web/accounts.db", lambda d: AccountStore(d / "web", WebConfig())),
     "audit log": ("web/audit.db", lambda d: AuditLog(d / "web")),
-    "wifi log": ("wifilog/wifilog.db", WifiLogStore),
+    "Wi-Fi log": ("wifilog/wifilog.db", WifiLogStore),
     "config versions": ("config_versions.db", lambda d: ConfigVersions(d / "config_versions.db")),
-    "stations": ("stations.db", lambda d: StationStore(d / "stations.db")),
-    "locker pickup": ("locker-x.db", lambda d: PickupStore(d / "locker-x.db", clock=time.time)),
+    "station store": ("stations.db", lambda d: StationStore(d / "stations.db")),
+    "locker store": ("locker-x.db", lambda d: PickupStore(d / "locker-x.db", clock=time.time)),
     "mail queue": ("mail.db", _mail),
 }
 
@@ -65,9 +65,7 @@ def test_a_file_that_is_no_database_is_refused_by_name_and_left_as_it_is(
     path.write_bytes(GARBAGE)
     with pytest.raises(sqlite3.DatabaseError) as info:
         opener(tmp_path)
-    # config versions is opened without create_private: SQLite's own check says it
-    got = 'SQLite\'s "file is not a database"' if store == "config versions" else "8192 bytes without SQLite's header"
-    message = f"{path}: not an SQLite database, got {got}; {FIX}"
+    message = f"{store} {path}: not an SQLite database, got 8192 bytes without SQLite's header; {FIX}"
     assert str(info.value) == message
     # a ConfigError, as every command says in one line; a DatabaseError, for the code that catches SQLite's
     assert isinstance(info.value, ConfigError)
@@ -103,7 +101,7 @@ def test_a_damaged_first_page_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.DatabaseError) as info:
         AccountStore(tmp_path, WebConfig())
     assert str(info.value) == (
-        f'{path}: a damaged SQLite database, got SQLite\'s "database disk image is malformed"; {FIX}'
+        f'account store {path}: a damaged SQLite database, got SQLite\'s "database disk image is malformed"; {FIX}'
     )
     assert info.value.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT
     assert path.read_bytes() == bytes(data)
@@ -135,7 +133,7 @@ def test_edgegw_web_says_which_store_in_one_line_and_exits_2(tmp_path: Path) -> 
     run = edgegw("web", "--config", str(config))
     assert run.returncode == 2, run.stderr
     assert run.stderr.splitlines()[-1] == (
-        f"edgegw web: {accounts}: not an SQLite database, got 8192 bytes without SQLite's header; {FIX}"
+        f"edgegw web: account store {accounts}: not an SQLite database, got 8192 bytes without SQLite's header; {FIX}"
     )
     assert "Traceback" not in run.stderr and run.stdout == ""
     assert accounts.read_bytes() == GARBAGE
@@ -166,7 +164,7 @@ def test_edgegw_run_says_which_store_and_exits_2(tmp_path: Path) -> None:
     run = edgegw("run", "-c", str(config))
     assert run.returncode == 2, run.stderr
     assert run.stderr.endswith(
-        f"\n  {stations}: not an SQLite database, got 8192 bytes without SQLite's header; {FIX}\n"
+        f"\nstation store {stations}: not an SQLite database, got 8192 bytes without SQLite's header; {FIX}\n"
     ), run.stderr
     assert "Traceback" not in run.stderr and "unexpected error" not in run.stderr
     assert stations.read_bytes() == GARBAGE
