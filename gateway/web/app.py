@@ -32,7 +32,8 @@ from gateway.web.services import SERVICES, WebServices
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-# Config uploads travel as form fields; the control socket takes lines up to 4 MiB.
+# Every request but those to the routes a page gives a limit of their own (its `large_forms`, see
+# security.LargeForm); the control socket takes lines up to 4 MiB.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 PAGES: tuple[str, ...] = (
@@ -69,9 +70,12 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
 def build_app(services: WebServices, *, strict_i18n: bool = False) -> web.Application:
     """`strict_i18n`: a missing message raises (the tests); in production it falls back to Japanese."""
     app = web.Application(
-        middlewares=[session_middleware, error_pages, csrf_middleware],
+        # large_forms inside error_pages (a page's answer to a form too large may be a 403) and around the
+        # csrf middleware, which reads the form
+        middlewares=[session_middleware, error_pages, security.large_forms, csrf_middleware],
         client_max_size=MAX_REQUEST_BYTES,
     )
+    app[security.LARGE_FORMS] = {}
     app[SERVICES] = services
     app[SESSIONS] = SessionTable(
         idle_s=services.config.idle_timeout_minutes * 60,
@@ -84,6 +88,7 @@ def build_app(services: WebServices, *, strict_i18n: bool = False) -> web.Applic
     for name in PAGES:
         module = importlib.import_module(f"gateway.web.pages.{name}")
         app.router.add_routes(module.routes)
+        app[security.LARGE_FORMS].update(getattr(module, "large_forms", {}))
     # follow_symlinks=False (the default) and aiohttp's own check keep requests inside the directory.
     app.router.add_static("/static/", STATIC_DIR, name="static")
     return app

@@ -6,7 +6,9 @@ gateway sees it, so masked secrets keep their values and a secret typed anew rep
 apply and rollback are the control socket's ops: the gateway validates with its own loader, writes
 the file and reloads; this process never writes the config. The form carries the SHA-256 of the
 running file the edit started from: an apply over a file someone else changed meanwhile is refused.
-A text over MAX_TEXT is refused whole (413), never cut: a cut text could apply without its tail.
+A text over MAX_TEXT is refused whole (413), never cut: a cut text could apply without its tail. The forms'
+request limits (`large_forms`) let every text within MAX_TEXT reach that check, and answer a body over them
+with the page's own message.
 The text work (mask, unmask, diff, errors at their lines) takes about a second for a 1 MiB text, so it
 runs in a worker thread: the other users' pages must not wait for it.
 """
@@ -24,12 +26,17 @@ from gateway.accounts.store import Role
 from gateway.control.protocol import ControlError, ControlUnavailable
 from gateway.web.auth import audit, current_user, requires, services
 from gateway.web.render import flash, render, translator
+from gateway.web.security import LargeForm
 from gateway.web.viewmodels.configtext import ConfigProblem, DiffView, diff, mask, problems, unmask
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 MAX_TEXT = 1024 * 1024  # characters of a config; real ones are a few KB
+# A textarea travels URL-encoded: up to 12 bytes a character (4 UTF-8 bytes as %XX each, outside the BMP),
+# 9 for Japanese, 6 a line end (CRLF). The room holds the other fields (token, base, a 200-character comment).
+FORM_BYTES = MAX_TEXT * 12 + 64 * 1024
+UPLOAD_BYTES = MAX_TEXT + 64 * 1024  # a file travels as it is; the room holds the multipart framing
 MAX_PROBLEMS_SHOWN = 100  # a thousand errors are one mistake repeated: the first ones say what it is
 
 
@@ -121,6 +128,32 @@ async def _too_long(request: web.Request, text: str) -> web.Response:
     t = translator(request)
     flash(request, t("config.text_too_large", length=len(text), limit=MAX_TEXT), "error")
     return await _editor(request, status=413)
+
+
+@requires(Role.TECHNICIAN)
+async def _form_too_large(request: web.Request) -> web.StreamResponse:
+    """A form over FORM_BYTES, unread: its text is over MAX_TEXT for certain, though by how much is unknown."""
+    flash(request, translator(request)("config.form_too_large", limit=MAX_TEXT), "error")
+    try:
+        return await _editor(request, status=413)
+    except _Unavailable:
+        return _unreachable(request)
+
+
+@requires(Role.TECHNICIAN)
+async def _upload_too_large(request: web.Request) -> web.StreamResponse:
+    flash(request, translator(request)("config.upload_too_large", limit=MAX_TEXT // 1024), "error")
+    try:
+        return await _editor(request, status=413)
+    except _Unavailable:
+        return _unreachable(request)
+
+
+large_forms = {
+    "/config/check": LargeForm(max_bytes=FORM_BYTES, role=Role.TECHNICIAN, too_large=_form_too_large),
+    "/config/apply": LargeForm(max_bytes=FORM_BYTES, role=Role.TECHNICIAN, too_large=_form_too_large),
+    "/config/upload": LargeForm(max_bytes=UPLOAD_BYTES, role=Role.TECHNICIAN, too_large=_upload_too_large),
+}
 
 
 @routes.get("/config")
@@ -277,7 +310,10 @@ async def upload(request: web.Request) -> web.StreamResponse:
     t = translator(request)
     form = await request.post()
     field = form.get("config_file")
-    data = field.file.read(MAX_TEXT + 1) if isinstance(field, web.FileField) else b""
+    data = b""
+    if isinstance(field, web.FileField):
+        with field.file:  # aiohttp spools a large file to disk and leaves it open: closed now, not at collection
+            data = field.file.read(MAX_TEXT + 1)
     try:
         if not data:
             flash(request, t("config.upload_empty"), "error")
