@@ -6,7 +6,8 @@ Expected statuses and bodies from Orion 4's functional tests (test/functionalTes
 _09c_batch_update_delete, _09d_batch_update_append_strict; 1715_batch_update/batch_update_DELETE.test,
 batch_update_DELETE_non_existing_attr.test, batch_update_REPLACE.test, batch_update_errors.test,
 batch_update_error_entity_not_found.test; and from its source: src/lib/rest/rest.cpp (uriArgumentGet),
-src/lib/rest/ConnectionInfo.cpp (validOptions), src/lib/mongoBackend/location.cpp; Orion-LD's
+src/lib/rest/ConnectionInfo.cpp (validOptions), rest.cpp connectionTreat (413 and 415 before the URI
+params, 411 after them), src/lib/mongoBackend/location.cpp, src/lib/common/errorMessages.h; Orion-LD's
 src/lib/orionld/mhd/mhdConnectionInit.cpp (optionsParse) and serviceRoutines/orionldPostBatchUpsert.cpp.
 """
 
@@ -175,6 +176,11 @@ async def test_a_second_location_appended_later_is_413_and_an_update_moves_it(or
     assert await batch(orion_double, "append", entity("E", location=LOCATION)) == (204, None)
     got = await batch(orion_double, "append", entity("E", where=LOCATION, A=number(1)))
     assert got == (413, {"error": "NoResourcesAvailable", "description": GEOLOC_413})
+    # Orion 3.6 and later (errors_general.test); "[see Orion user manual]" ended the older one
+    assert GEOLOC_413 == (
+        "You cannot use more than one geo location attribute when creating an entity. Use ignoreType metadata if "
+        "you want to add additional informative locations."
+    )
     assert stored(orion_double, "E") == entity("E", location=LOCATION)  # nothing of that entity written
     informative = {**LOCATION, "metadata": {"ignoreType": {"type": "Boolean", "value": True}}}
     assert await batch(orion_double, "append", entity("E", where=informative)) == (204, None)
@@ -372,3 +378,88 @@ async def test_tokens_for_two_clients(orion_double: OrionDouble) -> None:
             async with http.post(f"{orion_double.url}{TOKEN_PATH}", data=data, headers=form) as resp:
                 assert resp.status == status, client
     assert orion_double.token_fetches == 2
+
+
+V2_ROUTES = [
+    (V2_UPDATE, {"actionType": "append", "entities": [entity("E", A=number(1))]}),
+    ("/v2/entities", entity("E", A=number(1))),
+    ("/v2/op/query", {"entities": [{"id": "E"}]}),
+    ("/v2/registrations", {"dataProvided": {"entities": [{"id": "E"}]}, "provider": {"http": {"url": "http://a:1"}}}),
+]
+NO_CONTENT_TYPE = "Content-Type header not used, default application/octet-stream is not supported"
+
+
+async def raw_post(orion: OrionDouble, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, Any]:
+    """Status, reason phrase and body of a POST sent with exactly `headers` (no Content-Type added by aiohttp)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{orion.url}{path}", data=body, headers=headers, skip_auto_headers=["Content-Type"]) as resp,
+    ):
+        raw = await resp.read()
+        return resp.status, resp.reason or "", orjson.loads(raw) if raw else None
+
+
+@pytest.mark.parametrize(("path", "doc"), V2_ROUTES)
+async def test_the_content_type_is_checked_before_the_uri_params_as_orion_does(
+    orion_double: OrionDouble, path: str, doc: dict[str, Any]
+) -> None:
+    """rest.cpp answers contentTypeCheck() before the error uriArgumentGet() kept for a URI param."""
+    body = orjson.dumps(doc)
+    tenant = {k: v for k, v in HEADERS.items() if k != "Content-Type"}
+    for query in ("?options=bogus", "?limit=abc", "?foo=a(b"):
+        for headers, description in (
+            (tenant, NO_CONTENT_TYPE),
+            ({**tenant, "Content-Type": "application/xml"}, "not supported content type: application/xml"),
+            # cut at its ";" and compared as it is, as Orion does
+            (
+                {**tenant, "Content-Type": "Application/JSON; charset=utf-8"},
+                "not supported content type: Application/JSON",
+            ),
+        ):
+            assert await raw_post(orion_double, path + query, body, headers) == (
+                415,
+                "Unsupported Media Type",
+                {"error": "UnsupportedMediaType", "description": description},
+            ), (query, headers.get("Content-Type"))
+    assert orion_double.entities == {}
+    assert orion_double.registrations == {}
+
+
+@pytest.mark.parametrize(("path", "doc"), V2_ROUTES)
+async def test_text_plain_and_an_empty_post_get_to_the_uri_params_first(
+    orion_double: OrionDouble, path: str, doc: dict[str, Any]
+) -> None:
+    """text/plain passes Orion's HTTP layer (its service refuses it later) and a POST without a payload is 411
+    only after the URI params (the last check of connectionTreat)."""
+    plain = {**HEADERS, "Content-Type": "text/plain"}
+    assert (await raw_post(orion_double, f"{path}?options=bogus", orjson.dumps(doc), plain))[::2] == (
+        400,
+        INVALID_OPTIONS,
+    )
+    assert (await raw_post(orion_double, path, orjson.dumps(doc), plain))[::2] == (
+        415,
+        {"error": "UnsupportedMediaType", "description": "not supported content type: text/plain"},
+    )
+    assert (await raw_post(orion_double, f"{path}?options=bogus", b"", HEADERS))[::2] == (400, INVALID_OPTIONS)
+    assert (await raw_post(orion_double, path, b"", HEADERS))[::2] == (
+        411,
+        {"error": "ContentLengthRequired", "description": "Zero/No Content-Length in PUT/POST/PATCH request"},
+    )
+
+
+async def test_a_body_over_the_limit_is_413_before_anything_else_with_orions_reason_phrase() -> None:
+    async with OrionDouble(max_body=1024) as orion:
+        body = b"x" * 1025
+        for headers in (HEADERS, {"Content-Type": "application/xml"}):
+            assert await raw_post(orion, f"{V2_UPDATE}?options=bogus", body, headers) == (
+                413,
+                "Content Too Large",  # Orion 3.9 and later (3492_request_larger_than_1MB.test)
+                {"error": "RequestEntityTooLarge", "description": "payload size: 1025, max size supported: 1024"},
+            )
+
+
+async def test_a_partial_update_has_orions_reason_phrase(orion_double: OrionDouble) -> None:
+    assert await batch(orion_double, "append", entity("E", A=number(1))) == (204, None)
+    doc = orjson.dumps({"actionType": "update", "entities": [entity("E", A=number(2), B=number(3))]})
+    status, reason, error = await raw_post(orion_double, V2_UPDATE, doc, HEADERS)
+    assert (status, reason, error["error"]) == (422, "Unprocessable Content", "PartialUpdate")
