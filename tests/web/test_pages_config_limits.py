@@ -169,6 +169,7 @@ async def test_other_pages_are_answered_while_a_megabyte_of_errors_is_checked(
         viewer = await env.browser("mika", Role.VIEWER)
         text, _ = with_bad_adapters(env.config_path.read_text(), MAX_TEXT - 200)
         assert len(text) <= MAX_TEXT
+        started_check = time.monotonic()
         check = asyncio.create_task(post(tech, "/config/check", {"text": text}))
         waits = []
         while not check.done():
@@ -181,9 +182,11 @@ async def test_other_pages_are_answered_while_a_megabyte_of_errors_is_checked(
         assert len(found(page)) == 100
         assert "問題が29422件あります" in flashes(page)[0][1]
         assert len(waits) >= 3
-        # the gateway's own parse of the megabyte (about 1 s in its event loop, which the test shares) is the
-        # longest wait; the page's text work (about 1.5 s) runs in a worker thread
-        assert max(waits) < 2.5, waits
+        took = time.monotonic() - started_check
+        # The longest wait against the whole check, not seconds: the machine's load scales both. Measured
+        # on 2 cores: 0.28-0.33 of it with the text work in a worker thread (what is left is the loop
+        # waiting for the GIL), 0.70-0.72 with that work on the loop.
+        assert max(waits) < 0.5 * took, (waits, took)
 
 
 async def test_a_text_over_the_limit_is_refused_whole_not_cut_and_applied(
@@ -195,13 +198,13 @@ async def test_a_text_over_the_limit_is_refused_whole_not_cut_and_applied(
         pad = "# " + "x" * 97 + "\n"
         text = running + pad * ((MAX_TEXT - len(running)) // len(pad) + 2)
         text += '\n[[uplinks]]\nname = "second"\ntype = "orion"\nurl = "http://127.0.0.1:9/"\n'
-        assert len(text) == 1_048_813
+        assert len(text) > MAX_TEXT  # by a little: the length of the test's data_dir path moves it
         base = BASE.search(await (await tech.get("/config")).text())
         assert base
         status, page = await post(tech, "/config/apply", {"text": text, "base": base.group(1)})
         assert status == 413
         assert flashes(page) == [
-            ("error", "設定の内容が長すぎます（1048813文字、上限 1048576文字）。検証も適用もしていません。")
+            ("error", f"設定の内容が長すぎます（{len(text)}文字、上限 1048576文字）。検証も適用もしていません。")
         ]
         assert editor_text(page) == running
         assert env.config_path.read_text() == running
