@@ -23,10 +23,10 @@ The snapshot reads each store through its own read-only connection in one backup
 a reader never blocks the writer, so readings keep being committed while the buffer is copied (a
 stepped backup would restart each time the gateway commits, and never end at a high rate).
 
-Verifying trusts nothing in the file (it comes back from a share, and root restores it). It reads MANIFEST.json first (bounded) and checks it and its names
-(manifest.py), then where each data member would land in the data directory (inside it, through no
-symbolic link, onto no directory), then that the extraction directory has room for what the manifest
-declares. Only then does it stream the members, one at a time: a member the manifest does not list,
+Verifying trusts nothing in the file (it comes back from a share, and root restores it). It reads
+MANIFEST.json first (bounded) and checks it and its names (manifest.py), then where each data member
+would land in the data directory (inside it, through no symbolic link, onto no directory), then that
+the extraction directory has room for what the manifest declares. Only then does it stream the members, one at a time: a member the manifest does not list,
 that is no regular file or whose tar size differs from the declared one is refused before a byte of
 it is written, and no more than the declared size is ever read. The decompressed stream itself is
 capped at what the manifest declares plus the tar headers' room, so neither a gzip bomb nor an
@@ -98,6 +98,10 @@ _PATH_MAX_BYTES = 4095
 STAGING_PREFIX = ".restore-staging-"
 _ASIDE_PREFIX = ".pre-restore-"
 VERIFY_PREFIX = ".verify-"
+# A .verify-* directory no running verify holds (each holds an flock on its own, which ends with its
+# process however it ends) was left by a killed one. The age spares a directory made a moment ago
+# whose verify has not locked it yet.
+STALE_AFTER_S = 3600.0
 # Key files that never leave the box: not in a backup, and neither moved aside nor replaced by a
 # restore of one (the box's own stay in force). (file-name pattern, why). Keys kept in the secret
 # store (audit-hmac, the pseudonym ring, the Wi-Fi log's signing key and period keys, the mail
@@ -613,11 +617,14 @@ def verify(path: Path, *, data_dir: Path | None = None) -> Manifest:
 
     The members are extracted into a directory of verify's own in `data_dir` (hidden, removed after):
     /tmp is RAM on these boxes, and the data disk is where a backup must fit anyway. Without it, TMPDIR.
+    The `.verify-*` directories killed verifies left there go first (`STALE_AFTER_S`).
     """
     if data_dir is None:
         with tempfile.TemporaryDirectory(prefix="edgegw-verify-") as tmp:
             return _verify_into(path, _in_tmpdir(Path(tmp)), into=None).manifest
+    _remove_stale_verify_dirs(data_dir)
     work = _work_dir(f"backup {path}", data_dir, VERIFY_PREFIX, "check it")
+    held = _hold(work)
     try:
         fix = "free space there or verify the file on another box"
         scratch = _Scratch(
@@ -631,6 +638,65 @@ def verify(path: Path, *, data_dir: Path | None = None) -> Manifest:
         return _verify_into(path, scratch, into=None).manifest
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if held is not None:
+            os.close(held)  # after the removal: until then no other verify takes the directory for a killed one's
+
+
+def _hold(work: Path) -> int | None:
+    """An flock on `work` for as long as the returned descriptor is open: the mark of a verify that runs."""
+    try:
+        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without locks: then no other verify removes it either
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_stale_verify_dirs(data_dir: Path) -> None:
+    """The `.verify-*` directories killed verifies left in `data_dir` removed (`STALE_AFTER_S`): each holds a copy of
+    the stores, and nobody looks in a hidden directory until the data disk is full."""
+    try:
+        entries = [e for e in os.scandir(data_dir) if e.name.startswith(VERIFY_PREFIX)]
+    except OSError:
+        return  # no data directory: `_work_dir` says so
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not entry.is_dir(follow_symlinks=False) or time.time() - st.st_mtime < STALE_AFTER_S:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile, or not ours to open
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a verify holds it: running, however long it takes (a share that hangs)
+        try:
+            shutil.rmtree(entry.path)
+        except FileNotFoundError:
+            pass  # another verify removed it first
+        except OSError as exc:
+            log.warning("backup: cannot remove %s, left by a verify that did not finish, got %s", entry.path, exc)
+        else:
+            when = datetime.fromtimestamp(st.st_mtime, UTC).isoformat(timespec="seconds")
+            log.warning(
+                "backup: removed %s, left by a verify that did not finish (killed, or a power cut); last written %s",
+                entry.path,
+                when,
+            )
+        finally:
+            os.close(fd)
+
+
+def scratch_room(data_dir: Path) -> Path | None:
+    """Where verify extracts (its `data_dir`): the data disk (/tmp is RAM on these boxes), if this user may write
+    there; else None, TMPDIR."""
+    return data_dir if os.access(data_dir, os.W_OK | os.X_OK) else None
 
 
 def _work_dir(where: str, data_dir: Path, prefix: str, purpose: str) -> Path:
@@ -663,11 +729,11 @@ def rotate(out_dir: Path, generations: int) -> list[Path]:
     return old
 
 
-def copy_verified(path: Path, dest_dir: Path) -> Path:
+def copy_verified(path: Path, dest_dir: Path, *, data_dir: Path | None = None) -> Path:
     """Copy a backup to another directory (a mounted share) and verify the copy there, not the source.
 
     The copy is 0600 and the directories made for it 0700 whatever the umask; under root they are
-    handed to the owner of `path` (the service user), as `create` does.
+    handed to the owner of `path` (the service user), as `create` does. `data_dir` is `verify`'s.
     """
     made = _private_dirs(dest_dir)
     final = dest_dir / path.name
@@ -679,7 +745,7 @@ def copy_verified(path: Path, dest_dir: Path) -> Path:
         raise BackupError(f"backup copy {final}: the copy differs from {path}; check the share {dest_dir}")
     os.replace(part, final)
     _give_to(path.stat(), [*made, final])
-    verify(final)
+    verify(final, data_dir=data_dir)
     return final
 
 
@@ -798,6 +864,7 @@ def stage(
 
 
 def _stage(path: Path, data_dir: Path, config_path: Path, gateway_id: str, force: bool, check_data_dir: bool) -> Staged:
+    _remove_stale_verify_dirs(data_dir)  # their room counts against the backup's
     directory = _work_dir(f"backup {path}", data_dir, STAGING_PREFIX, "restore it from")
     try:
         fix = (

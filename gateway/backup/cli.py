@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, *, now: Callable[[], datetime] = lambda: datet
             case "list":
                 _list(job)
             case "verify":
-                m = archive.verify(args.file, data_dir=_scratch_room(job.data_dir))
+                m = archive.verify(args.file, data_dir=archive.scratch_room(job.data_dir))
                 print(
                     f"{args.file}: ok, gateway {m.gateway_id}, edgegw {m.edgegw_version}, "
                     f"taken {m.created_at.isoformat()}, {len(m.members)} files"
@@ -157,11 +157,6 @@ def _running(job: schedule.Job) -> bool:
     finally:
         s.close()
     return True
-
-
-def _scratch_room(data_dir: Path) -> Path | None:
-    """Where verify extracts: the data disk (/tmp is RAM on these boxes), if this user may write there."""
-    return data_dir if os.access(data_dir, os.W_OK | os.X_OK) else None
 
 
 def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: datetime) -> int:

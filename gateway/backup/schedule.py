@@ -102,11 +102,12 @@ def run_backup(job: Job, now: datetime) -> Path:
             now=now,
             include_secret_key=job.config.include_secret_key,
         )
-        archive.verify(path)
+        scratch = archive.scratch_room(job.data_dir)
+        archive.verify(path, data_dir=scratch)
         archive.rotate(job.out_dir, job.config.generations)
         copy = None
         if job.config.copy_to is not None:
-            copy = archive.copy_verified(path, job.config.copy_to)
+            copy = archive.copy_verified(path, job.config.copy_to, data_dir=scratch)
             archive.rotate(job.config.copy_to, job.config.generations)
     except (archive.BackupError, OSError) as exc:
         error = exc if isinstance(exc, archive.BackupError) else archive.BackupError(f"backup: {exc}")

@@ -230,7 +230,8 @@ def test_a_data_disk_that_fills_while_the_services_stop_gets_the_whole_backup_or
     """The services write their last files as they stop, and the data disk runs out: of inodes here, exact to
     one, so that each count stops the restore at another step (the old one needed ten, one for each file
     it wrote). Whatever the step, the data directory is the backup's whole or exactly what it was."""
-    vol = tmpfs("24m,nr_inodes=300", at=tmp_path / "vol")  # mount options after the size: the inode count too
+    vol = tmpfs("24m", at=tmp_path / "vol", inodes=300)
+    assert os.statvfs(vol).f_files == 300
     config, data_dir = _box_on(vol, tmp_path)
     path = _backup(config, data_dir, tmp_path / "share")
     backed_up = config.read_text()

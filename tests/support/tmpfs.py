@@ -19,10 +19,13 @@ _MS_RDONLY = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def mount_tmpfs(target: Path, size: str, *, read_only: bool = False) -> None:
+def mount_tmpfs(target: Path, size: str, *, read_only: bool = False, inodes: int | None = None) -> None:
+    """A tmpfs of `size` bytes ("4m") at `target`; with `inodes`, room for that many files and directories only
+    (the root directory counts as one), so that a disk can run out of inodes before it runs out of bytes."""
+    options = f"size={size},mode=0755" + ("" if inodes is None else f",nr_inodes={inodes}")
     target.mkdir(parents=True, exist_ok=True)
     flags = _MS_RDONLY if read_only else 0
-    if _libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", flags, f"size={size},mode=0755".encode()) != 0:
+    if _libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", flags, options.encode()) != 0:
         err = ctypes.get_errno()
         if err == errno.EPERM:
             pytest.skip(f"mounting a {size} tmpfs at {target} was refused (EPERM): these tests need root")
@@ -62,12 +65,13 @@ def free_bytes(directory: Path) -> int:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """`tmpfs("4m")` mounts a tmpfs of that size at tmp_path/"data" (or `at`, read-only if asked); returns its path."""
+    """`tmpfs("4m")` mounts a tmpfs of that size at tmp_path/"data" (or `at`, read-only or with `inodes` inodes
+    if asked); returns its path."""
     mounted: list[Path] = []
 
-    def make(size: str, at: Path | None = None, *, read_only: bool = False) -> Path:
+    def make(size: str, at: Path | None = None, *, read_only: bool = False, inodes: int | None = None) -> Path:
         target = at or tmp_path / "data"
-        mount_tmpfs(target, size, read_only=read_only)
+        mount_tmpfs(target, size, read_only=read_only, inodes=inodes)
         mounted.append(target)
         return target
 

@@ -1,0 +1,175 @@
+"""Where a backup is checked: on the data disk, not in /tmp (RAM on these boxes), and what a killed check leaves there.
+
+Every disk here is a real file system (a small tmpfs plays /tmp), every leftover a real directory,
+every run that holds one a real process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from gateway.backup import archive
+from gateway.backup.config import BackupConfig
+from gateway.backup.schedule import Job, read_status, run_backup
+
+NIGHT = datetime(2026, 12, 3, 18, 12, tzinfo=UTC)
+
+
+def _hidden(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in data_dir.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture
+def small_tmpdir(tmp_path: Path, tmpfs: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """TMPDIR on a 128 KiB tmpfs: smaller than the 0.1.0 box's stores (290 KiB), margin or not."""
+    tmp = tmpfs("128k", at=tmp_path / "T")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+def test_the_nightly_backup_and_its_share_copy_are_checked_on_the_data_disk_when_tmpdir_cannot_hold_them(
+    box: tuple[Path, Path], tmp_path: Path, small_tmpdir: Path
+) -> None:
+    """The nightly job checked its backup, then the share's copy, in /tmp: once the stores outgrew it,
+    every night failed with `… to be checked, got … free there` while restore and verify worked."""
+    config_path, data_dir = box
+    share = tmp_path / "share"
+    job = Job(gateway_id="fixture-gw", data_dir=data_dir, config_path=config_path, config=BackupConfig(copy_to=share))
+    before = _hidden(data_dir)
+    path = run_backup(job, NIGHT)
+    status = read_status(data_dir)
+    assert status["ok"] is True, status.get("last_failure")
+    assert status["last_success"]["copy"] == str(share / path.name)
+    assert archive.verify(share / path.name, data_dir=data_dir).gateway_id == "fixture-gw"
+    assert not list(small_tmpdir.iterdir())
+    assert _hidden(data_dir) == before  # its .verify-* directories are gone
+
+
+def test_the_share_copy_is_checked_in_the_directory_it_is_given(
+    box: tuple[Path, Path], tmp_path: Path, small_tmpdir: Path
+) -> None:
+    config_path, data_dir = box
+    path = archive.create(
+        data_dir=data_dir, config_path=config_path, gateway_id="fixture-gw", out_dir=tmp_path / "out", now=NIGHT
+    )
+    before = _hidden(data_dir)
+    copy = archive.copy_verified(path, tmp_path / "share", data_dir=data_dir)
+    assert copy.read_bytes() == path.read_bytes()
+    assert not list(small_tmpdir.iterdir())
+    assert _hidden(data_dir) == before
+
+
+@contextlib.contextmanager
+def _verify_waiting(fifo: Path, data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], BinaryIO, Path]]:
+    """`archive.verify(fifo, data_dir=data_dir)` in a process of its own, held where it has made its `.verify-*`
+    directory and waits for the backup's first byte; yields the process, the FIFO's write end and that directory."""
+    os.mkfifo(fifo)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from gateway.backup import archive; "
+            "archive.verify(Path(sys.argv[1]), data_dir=Path(sys.argv[2]))",
+            str(fifo),
+            str(data_dir),
+        ],
+        cwd=Path(__file__).parents[2],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # a FIFO opens for writing once its reader has opened it: verify is past its directory then
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or child.poll() is not None or time.monotonic() > deadline:
+                    child.kill()
+                    _, err = child.communicate()
+                    raise AssertionError(f"verify did not open {fifo}, got {err.decode()!r}") from exc
+                time.sleep(0.01)
+        os.set_blocking(fd, True)
+        [work] = [p for p in data_dir.iterdir() if p.name.startswith(archive.VERIFY_PREFIX)]
+        with open(fd, "wb") as writer:
+            yield child, writer, work
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        assert child.stderr is not None
+        child.stderr.close()
+
+
+def _age(path: Path, hours: float) -> None:
+    then = time.time() - hours * 3600
+    os.utime(path, (then, then))
+
+
+def _verify(path: Path, config: Path, data_dir: Path) -> None:
+    archive.verify(path, data_dir=data_dir)
+
+
+def _restore(path: Path, config: Path, data_dir: Path) -> None:
+    archive.restore(path, data_dir=data_dir, config_path=config, gateway_id="fixture-gw", now=NIGHT)
+
+
+@pytest.mark.parametrize("check", [_verify, _restore])
+def test_the_next_check_removes_what_a_killed_verify_left_once_it_is_an_hour_old(
+    box: tuple[Path, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    check: Callable[[Path, Path, Path], None],
+) -> None:
+    """A verify killed (a power cut at night, SIGKILL, a dropped ssh session) never removes its directory: a copy of
+    every store on the data disk, one more each such night, seen by nobody until the disk is full."""
+    config, data_dir = box
+    path = archive.create(
+        data_dir=data_dir, config_path=config, gateway_id="fixture-gw", out_dir=tmp_path / "share", now=NIGHT
+    )
+    with _verify_waiting(tmp_path / "fifo", data_dir) as (child, writer, left):
+        writer.write(path.read_bytes()[: len(path.read_bytes()) // 2])  # half of it extracted, as at a power cut
+        writer.flush()
+        child.kill()
+    assert left.is_dir()
+    staging = data_dir / f"{archive.STAGING_PREFIX}kept"  # a restore's: it may hold what a technician needs
+    staging.mkdir()
+    (staging / "00001").write_bytes(b"the rest of a backup")
+    _age(staging, 5)
+    check(path, config, data_dir)
+    assert left.is_dir()  # a minute old: it may be a verify that has not locked its directory yet
+    _age(left, 1.1)
+    with caplog.at_level(logging.WARNING, logger="gateway.backup"):
+        check(path, config, data_dir)
+    assert not left.exists()
+    assert f"backup: removed {left}, left by a verify that did not finish (killed, or a power cut)" in caplog.text
+    assert (staging / "00001").read_bytes() == b"the rest of a backup"
+    assert not [p for p in data_dir.iterdir() if p.name.startswith(archive.VERIFY_PREFIX)]
+
+
+def test_a_running_verify_keeps_its_directory_however_long_it_takes(box: tuple[Path, Path], tmp_path: Path) -> None:
+    """A verify reading a share that hangs for hours is not a killed one: its directory stays while it runs."""
+    config, data_dir = box
+    path = archive.create(
+        data_dir=data_dir, config_path=config, gateway_id="fixture-gw", out_dir=tmp_path / "share", now=NIGHT
+    )
+    with _verify_waiting(tmp_path / "fifo", data_dir) as (child, writer, running):
+        _age(running, 5)
+        archive.verify(path, data_dir=data_dir)
+        assert running.is_dir()
+        writer.write(path.read_bytes())
+        writer.close()
+        assert child.wait() == 0
+    assert not running.exists()  # removed by its own verify, once done
