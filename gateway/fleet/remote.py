@@ -22,8 +22,12 @@ the job on its ticks. The pending bundle's steps:
   offered  -> written       the apply's guard, under the config lock: the text on disk noted as
                             `previous`, and the health window starts now (`applied_at`, `deadline`)
   offered  -> failed        the window ended while the apply still waited for the config lock:
-                            the guard then refuses to write, so the bundle is never live unwatched
+                            the guard then refuses to write, so the bundle is never live unwatched;
+                            or a start finds it with no `written_at` and no apply under way (the
+                            gateway stopped before the write): closed at once, not at its deadline
   written  -> applied       reloaded, the version noted
+  written  -> rolling_back  at once when the reload fails ("version N written but not running"):
+                            left on disk, the next start would run it unwatched (then as below)
   applied  -> confirmed     every uplink delivered after the write and the config file is still
                             the bundle's
   applied  -> superseded    healthy, but the file is another config (applied after the bundle, or

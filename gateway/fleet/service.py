@@ -49,6 +49,7 @@ ALARMS_FILE = "alarms.json"
 COMMAND_OWNER = "fleet"  # the Device entity's readings carry source.adapter "fleet" too
 CONFIG_COMMAND = "configBundle"  # a platform command whose value is a signed bundle (JSON text or object)
 TICK_S = 10.0
+NEVER_WRITTEN = "not applied: the gateway stopped before the bundle was written; offer it again with a new serial"
 
 
 class FleetService:
@@ -342,22 +343,37 @@ class FleetService:
             pending = (await asyncio.to_thread(remote.RemoteState, self.data_dir)).pending
             if pending is None or pending["serial"] != serial:
                 return pending is not None
-        if pending.get("rolling_back") is not None:
-            # begun and not finished: under way in this process, or cut short by a kill, which this
-            # start finishes (the rollback's guard makes a second one that finds it done harmless)
-            if not remote.running(_rollback_task(serial)):
-                await self._rollback(now, serial, again=True)
+        # The apply is detached before its bundle is claimed and notes `written_at` before it writes, so
+        # one not noted with no apply under way was never written and never will be: the gateway that
+        # took it stopped first. (A pending saved before `written_at` existed has no such key.)
+        never_written = not applying and "written_at" in pending and pending["written_at"] is None
+        if never_written:
+            await self._withdraw(now, serial, NEVER_WRITTEN)
+        elif pending.get("rolling_back") is not None:
+            # begun and not finished: under way in this process (started by the apply whose reload
+            # failed, or by a tick), or cut short by a kill, which this start finishes (the rollback's
+            # guard makes a second one that finds it done harmless)
+            if not applying and not remote.running(_rollback_task(serial)):
+                await self._rollback(now, serial, why="a rollback cut short by a restart")
         elif applying:
             if pending.get("written_at") is None and now >= pending["deadline"]:
-                await self._withdraw(now, serial, pending["deadline"])
+                detail = (
+                    "not applied: the config lock was still held by another apply when the health window ended "
+                    f"({remote.utc_text(pending['deadline'])}); the bundle was never live, offer it again with a "
+                    "new serial"
+                )
+                await self._withdraw(now, serial, detail)
         elif pending.get("reloaded") and remote.healthy_since(doc, pending["applied_at"]):
             await self._confirm(now, pending)
         elif now >= pending["deadline"]:
-            await self._rollback(now, serial)
+            await self._rollback(now, serial, why="uplinks not delivering within the health window")
         return True
 
-    async def _withdraw(self, now: float, serial: int, deadline: float) -> None:
-        """The window ended while the apply still waits for the config lock: its guard will not write it."""
+    async def _withdraw(self, now: float, serial: int, detail: str) -> None:
+        """A bundle not written (its apply waits for the config lock, or ended with the gateway): `failed`.
+
+        A waiting apply's guard then refuses to write it, so it is never live unwatched.
+        """
 
         def unwritten(state: remote.RemoteState) -> bool:
             pending = state.pending
@@ -366,10 +382,6 @@ class FleetService:
             state.doc["pending"] = None
             return True
 
-        detail = (
-            "not applied: the config lock was still held by another apply when the health window ended "
-            f"({remote.utc_text(deadline)}); the bundle was never live, offer it again with a new serial"
-        )
         await self._remote_step(now, "failed", detail, serial, change=unwritten)
 
     async def _confirm(self, now: float, pending: dict[str, Any]) -> None:
@@ -436,11 +448,6 @@ class FleetService:
             }
             return True
 
-        verified = f"serial {bundle.serial} issued {bundle.issued_at} (via {via})"
-        if not await self._remote_step(now, "verified", verified, bundle.serial, change=claim):
-            refusal = refused[0]
-            await self._remote_step(now, "refused", f"{refusal.code}: {refusal} (via {via})", bundle.serial)
-            return {"applied": False, "error": str(refusal), "code": refusal.code}
         ops = ConfigOps(self.target, clock=self.clock)
         target, data_dir, clock = self.target, self.data_dir, self.clock
 
@@ -462,8 +469,10 @@ class FleetService:
                 raise BundleWithdrawn(f"remote config: bundle {bundle.serial} withdrawn before it was written")
 
         async def apply() -> None:
-            from gateway.control.protocol import ControlError
+            from gateway.control.protocol import RELOAD_FAILED, ControlError
 
+            if not await claimed:
+                return
             try:
                 result = await ops.apply(
                     bundle.config,
@@ -474,7 +483,17 @@ class FleetService:
             except BundleWithdrawn as exc:  # its step (failed) is recorded by the tick that withdrew it
                 log.info("%s", exc)
                 return
-            except (ControlError, OSError) as exc:  # OSError: the remote state not saved, so nothing written
+            except ControlError as exc:
+                if exc.code == RELOAD_FAILED:
+                    # on disk and not running: left so, the next start would run it with no window and
+                    # no rollback. Still pending, so the rollback (whose guard checks under the config
+                    # lock that the file is still the bundle's) puts back the text it replaced.
+                    why = f"{exc.message}: {'; '.join(exc.errors)}; back to the config from before the bundle at once"
+                    await self._rollback(clock(), bundle.serial, why=why)
+                    return
+                await _end_applying(target, data_dir, clock(), "failed", f"{exc}", bundle.serial, {"error": str(exc)})
+                return
+            except OSError as exc:  # the remote state not saved, so nothing written
                 await _end_applying(target, data_dir, clock(), "failed", f"{exc}", bundle.serial, {"error": str(exc)})
                 return
             version = result["version"]
@@ -488,10 +507,23 @@ class FleetService:
             await asyncio.to_thread(remote.update, data_dir, reloaded)
             await _audit(target, "fleet.remote_config.applied", {"serial": bundle.serial, "version": version}, clock())
 
+        # Detached before the claim, so from the moment this bundle is pending a tick finds its apply
+        # under way (one pending, unwritten, with no apply running is closed as never written).
+        claimed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         remote.detach(apply, _apply_task(bundle.serial))
+        taken = False
+        try:
+            verified = f"serial {bundle.serial} issued {bundle.issued_at} (via {via})"
+            taken = await self._remote_step(now, "verified", verified, bundle.serial, change=claim)
+        finally:
+            claimed.set_result(taken)
+        if not taken:
+            refusal = refused[0]
+            await self._remote_step(now, "refused", f"{refusal.code}: {refusal} (via {via})", bundle.serial)
+            return {"applied": False, "error": str(refusal), "code": refusal.code}
         return {"applied": True, "serial": bundle.serial}
 
-    async def _rollback(self, now: float, serial: int, *, again: bool = False) -> None:
+    async def _rollback(self, now: float, serial: int, *, why: str) -> None:
         assert self.target is not None
         marked: list[dict[str, Any]] = []
 
@@ -505,7 +537,6 @@ class FleetService:
             marked.append(dict(pending))  # as saved: `previous` is the guard's, not an earlier read's
             return True
 
-        why = "a rollback cut short by a restart" if again else "uplinks not delivering within the health window"
         if not await self._remote_step(now, "rolling_back", why, serial, change=mark):
             return
         pending = marked[0]

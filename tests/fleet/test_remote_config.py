@@ -444,7 +444,7 @@ async def test_a_bundle_written_just_before_a_kill_is_still_rolled_back_by_the_n
     assert steps == ["verified", "rolling_back", "rolled_back"]
 
 
-async def _bundle_applied_then_stopped(tmp_path: Path, orion_url: str) -> tuple[Path, str, str]:
+async def bundle_applied_then_stopped(tmp_path: Path, orion_url: str) -> tuple[Path, str, str]:
     """A gateway on a good config given bundle 1, which breaks its uplink: applied and reloaded, then stopped.
 
     Returns the config's path, the good text and the bundle's.
@@ -477,7 +477,7 @@ def _killed_while_rolling_back(data_dir: Path) -> None:
 async def test_a_rollback_cut_short_by_a_kill_is_finished_by_the_next_start(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
-    path, original, broken = await _bundle_applied_then_stopped(tmp_path, orion_double.url)
+    path, original, broken = await bundle_applied_then_stopped(tmp_path, orion_double.url)
     _killed_while_rolling_back(tmp_path / "data")
     assert path.read_text() == broken  # the kill came before the rollback's write
     runtime = Runtime(path, load_config(path))
@@ -506,7 +506,7 @@ async def test_a_rollback_cut_short_by_a_kill_is_finished_by_the_next_start(
 async def test_a_rollback_killed_after_its_write_is_not_done_twice(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
-    path, original, _ = await _bundle_applied_then_stopped(tmp_path, orion_double.url)
+    path, original, _ = await bundle_applied_then_stopped(tmp_path, orion_double.url)
     _killed_while_rolling_back(tmp_path / "data")
     write_atomic(path, original.encode(), None, durable=True)  # the rollback's write landed before the kill
     runtime = Runtime(path, load_config(path))
