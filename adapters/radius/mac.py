@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from adapters.radius.errors import MacAddressError
+from gateway import redact
 
 __all__ = [
     "MacAddress",
@@ -26,10 +27,16 @@ _DOTTED = re.compile(r"([0-9a-f]{4})\.([0-9a-f]{4})\.([0-9a-f]{4})")
 _HALVES = re.compile(r"([0-9a-f]{6})[-:]([0-9a-f]{6})")
 _HEX = frozenset("0123456789abcdef")
 
-# MAC-like runs in free text, so that an error quoting a device line never shows a MAC in clear.
-_IN_TEXT = re.compile(
-    r"(?i)(?<![0-9a-f])(?:(?:[0-9a-f]{2}[:-]){5}[0-9a-f]{2}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}"
-    r"|[0-9a-f]{6}-[0-9a-f]{6}|[0-9a-f]{12})(?![0-9a-f])"
+# A MAC standing alone in free text, in a spelling `normalize_mac` reads: not inside a word, and not glued
+# by a separator to more hex groups (`cafe-aabb-ccdd-eeff`, an EUI-64, an IPv6 address), where which six
+# octets are the MAC cannot be told. Only these are shown as `MacAddress` shows them; everything else is
+# left to the central redactor. The hex run after the MAC is taken whole (possessive), so that
+# `…:ff:FreeWiFi` (an SSID) still ends a MAC and `…:ff:00:11` does not.
+_H = "[0-9A-Fa-f]"
+_ALONE = re.compile(
+    rf"(?<![0-9A-Za-z])(?<!{_H}[:.-])"
+    rf"(?:{_H}{{1,2}}([:-]){_H}{{1,2}}(?:\1{_H}{{1,2}}){{4}}|{_H}{{4}}\.{_H}{{4}}\.{_H}{{4}}|{_H}{{6}}[-:]{_H}{{6}}|{_H}{{12}})"
+    rf"(?![0-9A-Za-z])(?![:.-]{_H}++(?![0-9A-Za-z]))"
 )
 
 
@@ -69,13 +76,18 @@ def mask_text(text: str) -> str:
 
 
 def redact_macs(text: str) -> str:
-    """`text` with every MAC-like run masked to its vendor prefix."""
-    return _IN_TEXT.sub(_mask_match, text)
+    """`text` with every MAC-like run masked to its vendor prefix, as the log redactor masks it.
+
+    A MAC alone reads `aa:bb:cc:**:**:**`, as `MacAddress` shows it; the rest is `gateway.redact.text`,
+    the one redaction point of every log line: glued and EUI-64 spellings (`cafe-***`,
+    `fe80::3e22:fbff:fe***`), e-mail addresses and registered secrets, so that a repr or an error
+    quoting device text hides what the log line quoting it will.
+    """
+    return redact.text(_ALONE.sub(_mask_alone, text))
 
 
-def _mask_match(m: re.Match[str]) -> str:
-    hexes = "".join(c for c in m.group(0).lower() if c in _HEX)
-    return f"{hexes[0:2]}:{hexes[2:4]}:{hexes[4:6]}:**:**:**"
+def _mask_alone(m: re.Match[str]) -> str:
+    return mask_mac(normalize_mac(m.group(0)))
 
 
 @dataclass(frozen=True, slots=True)
