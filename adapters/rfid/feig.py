@@ -19,7 +19,10 @@ bits 0-2 ADR: 000 non-addressed, 001 addressed with the 8-byte UID; bit 3 SEC as
 security status):
 - 0x01 Inventory, MODE bit 7 MORE → DATA-SETS, then per tag TR-TYPE DSFID UID(8); STATUS 0x94 more;
 - 0x23 Read Multiple Blocks MODE UID DB-ADR DB-N → DB-N DB-SIZE (SEC-STATUS DB…) × DB-N;
-- 0x2B Get System Information MODE UID → DSFID UID(8) AFI MEM-SIZE(2) IC-REF;
+- 0x2B Get System Information MODE UID → DSFID UID(8) AFI MEM-SIZE(2) IC-REF, MEM-SIZE being ISO
+  15693's 16-bit memory size MSB first: block size − 1 (bits 0-4), then number of blocks − 1 (the
+  manual gives no byte order; FEIG's own SDK reads it so: ID ISC.SDK V04.06.10,
+  FEDM_ISCReader.cpp, Set_0xB0_0x2B_IsoTableData);
 - 0x27 Write AFI MODE UID AFI.
 NXP ICODE SLI custom commands ([0xB1], manufacturer code 0x04; **verify** against the reader's
 manual for your firmware): 0xA2 Set EAS, 0xA3 Reset EAS, 0xA5 EAS Alarm (STATUS 0x00 when the EAS
@@ -31,10 +34,13 @@ Feedback: [0x72] Set Output (beeper/LED) MODE 0x01, OUT-N, then OUT-NR OUT-S OUT
 per output — **verify** the output numbers of your model.
 
 Errors (all `FeigFrameError`, an `RfidTagError`, a `DeviceProtocolError`):
-    FeigFrameError          a reply that breaks the protocol (bad status, wrong length of a reply's data…)
+    FeigFrameError          a reply that breaks the protocol (wrong length of a reply's data…), no reply
     ├── FeigLengthError     a LENGTH byte no reply can have (below 6): that byte is dropped
     ├── FeigAdvancedFrame   STX 0x02 where LENGTH belongs (the advanced protocol): that byte is dropped
-    └── FeigCrcError        a whole frame whose CRC16 fails: the frame is dropped
+    ├── FeigCrcError        a whole frame whose CRC16 fails: the frame is dropped
+    ├── FeigStaleReply      a sound reply to another control byte (a late one): the frame is skipped
+    └── FeigStatusError     the reader answered with a status other than OK: the reader is alive
+        └── FeigTagStatus   …a status about the transponder (`TAG_STATUSES`: gone, failed on air)
 """
 
 from __future__ import annotations
@@ -48,11 +54,15 @@ __all__ = [
     "CMD_ISO_HOST",
     "CMD_SET_OUTPUT",
     "MIN_REPLY_LENGTH",
+    "TAG_STATUSES",
     "FeigAdvancedFrame",
     "FeigCrcError",
     "FeigFrameError",
     "FeigLengthError",
     "FeigResponse",
+    "FeigStaleReply",
+    "FeigStatusError",
+    "FeigTagStatus",
     "FrameReader",
     "InventoryTag",
     "SystemInfo",
@@ -80,6 +90,10 @@ STATUS_NO_TRANSPONDER = 0x01
 STATUS_MORE = 0x94
 STATUS_ISO_ERROR = 0x95
 STX = 0x02
+# Statuses about the transponder, not the reader (no transponder, data false, write error, RF
+# communication error, RF warning, ISO 15693 error): a tag taken off the pad mid-read, or the air
+# between them, failed; the reader itself answered and works.
+TAG_STATUSES = frozenset({0x01, 0x02, 0x03, 0x83, 0x84, STATUS_ISO_ERROR})
 MIN_REPLY_LENGTH = 6  # LENGTH COM-ADR CONTROL STATUS CRC16: no reply is shorter
 _WHERE = "rfid feig reader"
 
@@ -129,6 +143,38 @@ class FeigCrcError(FeigFrameError):
             expected=expected,
             got=got,
         )
+
+
+class FeigStaleReply(FeigFrameError):
+    """A sound reply whose control byte is not the request's: a reader answering a request the host gave up on."""
+
+    code = "rfid_reader_stale_reply"
+
+    def __init__(self, *, expected: int, got: int) -> None:
+        super().__init__(
+            _WHERE,
+            f"reply to control 0x{expected:02X} expected",
+            f"0x{got:02X}",
+            "a late reply to an earlier request, skipped",
+            expected=expected,
+            got=got,
+        )
+
+
+class FeigStatusError(FeigFrameError):
+    """A reply whose STATUS is not OK: the reader refused or failed the request (and so is there)."""
+
+    code = "rfid_reader_status"
+
+    def __init__(self, what: str, got: str, fix: str = "", /, *, status: int) -> None:
+        super().__init__(_WHERE, what, got, fix, status=status)
+        self.status = status
+
+
+class FeigTagStatus(FeigStatusError):
+    """A STATUS about the transponder (`TAG_STATUSES`): the tag left the field or failed on air, the reader works."""
+
+    code = "rfid_tag_status"
 
 
 def crc16_feig(data: bytes) -> int:
@@ -268,9 +314,12 @@ def _status(resp: FeigResponse, *, allow_empty: bool = False) -> None:
         return
     if allow_empty and resp.status == STATUS_NO_TRANSPONDER:
         return
+    error = FeigTagStatus if resp.status in TAG_STATUSES else FeigStatusError
     if resp.status == STATUS_ISO_ERROR and resp.data:
-        raise FeigFrameError(_WHERE, "tag answered with an ISO 15693 error", f"0x{resp.data[0]:02X}")
-    raise FeigFrameError(_WHERE, "reader status not OK", f"0x{resp.status:02X}", "see the status table in the manual")
+        raise error("tag answered with an ISO 15693 error", f"0x{resp.data[0]:02X}", status=resp.status)
+    raise error(
+        "reader status not OK", f"0x{resp.status:02X}", "see the status table in the manual", status=resp.status
+    )
 
 
 def parse_inventory(resp: FeigResponse) -> tuple[list[InventoryTag], bool]:
@@ -311,9 +360,9 @@ def parse_system_info(resp: FeigResponse) -> SystemInfo:
     d = resp.data
     if len(d) != 13:
         raise FeigFrameError(_WHERE, "system-information reply must be 13 bytes", str(len(d)))
-    # MEM-SIZE: first byte number of blocks − 1, second block size − 1 (ISO 15693 system info order)
+    # MEM-SIZE MSB first (see the module docstring): the block size's byte, whose bits 5-7 are RFU, leads
     return SystemInfo(
-        dsfid=d[0], uid=bytes(d[1:9]), afi=d[9], block_count=d[10] + 1, block_size=d[11] + 1, ic_ref=d[12]
+        dsfid=d[0], uid=bytes(d[1:9]), afi=d[9], block_count=d[11] + 1, block_size=(d[10] & 0x1F) + 1, ic_ref=d[12]
     )
 
 

@@ -2,8 +2,11 @@
 
 The blocking pyserial port is used from one worker thread at a time (`asyncio.to_thread` under a
 lock): a reader answers one request at a time, and a late reply must never be taken for the next
-request's. A corrupt frame on the line is counted (`frame_errors`, by error code), logged at DEBUG
-and skipped, as the reply may still follow; only when none does is the request an error. Tags are
+request's. A corrupt frame on the line, or a sound reply to another control byte (the late answer
+to a request that timed out), is counted (`frame_errors`, by error code), logged at DEBUG and
+skipped, as the reply may still follow; only when none does is the request an error. A late reply
+with the request's own control byte cannot be told from the reply (the protocol numbers nothing);
+the parsers' length checks refuse most of them. Tags are
 decoded with the ISO 28560-3 (Danish) codec first and ISO 28560-2 second; a tag neither decodes is
 reported with its error code, never dropped.
 """
@@ -24,6 +27,7 @@ from adapters.rfid.errors import RfidTagError
 from adapters.rfid.feig import (
     FeigFrameError,
     FeigResponse,
+    FeigStaleReply,
     FrameReader,
     check_ok,
     parse_blocks,
@@ -93,12 +97,10 @@ class SerialPad:
             reader.feed(chunk)
             frames, error = self._decode(reader)
             dropped = error or dropped
-            if frames:
-                if frames[0].control != request[2]:
-                    raise FeigFrameError(
-                        "rfid feig reader", f"reply to control 0x{request[2]:02X} expected", hex(frames[0].control)
-                    )
-                return frames[0]
+            for frame in frames:
+                if frame.control == request[2]:
+                    return frame
+                self._drop(FeigStaleReply(expected=request[2], got=frame.control))
         if dropped is not None:
             raise dropped  # a reply came, corrupt: say why rather than "no reply"
         raise FeigFrameError("rfid feig reader", "no reply within the timeout", f"{self._timeout} s", "check the cable")
@@ -111,13 +113,16 @@ class SerialPad:
             try:
                 frame = reader.next()
             except FeigFrameError as exc:
-                self.frame_errors[exc.code] += 1
-                log.debug("rfid pad %s: frame dropped: %s", self._url, exc)
+                self._drop(exc)
                 error = exc
                 continue
             if frame is None:
                 return frames, error
             frames.append(frame)
+
+    def _drop(self, exc: FeigFrameError) -> None:
+        self.frame_errors[exc.code] += 1
+        log.debug("rfid pad %s: frame dropped: %s", self._url, exc)
 
     async def call(self, request: bytes) -> FeigResponse:
         async with self._lock:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters.rfid.errors import RfidTagError
+from adapters.rfid.feig import FeigTagStatus
 from adapters.rfid.pad import PadTag, Security, SerialPad
 from adapters.scanner.aim import Framed, FramingConfig, unframe
 from adapters.scanner.classify import CodabarRule, ScanClass, ScanKind, classify
@@ -72,6 +73,7 @@ class ScannerAdapter:
             self.stations[s.id] = st
             self._locks[s.id] = asyncio.Lock()
         self.counts: Counter[str] = Counter()
+        self.pad_errors: Counter[str] = Counter()  # tag reads and writes a pad's reader answered as failed, by code
         self.connected: dict[str, bool] = {}
         self.last_error = ""
         self._emit: Emit | None = None
@@ -275,25 +277,51 @@ class ScannerAdapter:
                 pad.close()
             await asyncio.sleep(self.config.rescan_s)
 
+    # A reader that answers with a status about the transponder (`FeigTagStatus`: the book was lifted
+    # mid-read, RF noise) is alive: that tag failed, the pad stays online. Only no answer, a broken
+    # frame or a status refusing the request itself leaves `_poll_pad` and marks the pad lost.
     async def _poll_pad(self, cfg: PadSection, pad: SerialPad, key: str) -> None:
         on_pad: set[bytes] = set()
-        purpose = self.stations[cfg.station].config.purpose
         while True:
-            uids = await pad.inventory()
+            try:
+                uids = await pad.inventory()
+            except FeigTagStatus as exc:
+                self._pad_error(cfg, "inventory", exc)
+                uids = None
             self._state(key, True)
-            new = [u for u in uids if u not in on_pad]
-            on_pad = set(uids)  # a tag taken off and put back is a new read; one left lying is not
-            for uid in new:
-                tag = await pad.read_tag(uid)
-                step = await self._tag(cfg.station, tag)
-                if cfg.set_security and step.feedback is Feedback.ACCEPTED:
-                    if purpose is Purpose.LENDING:
-                        await pad.set_security(uid, Security.RELEASED)
-                    elif purpose is Purpose.RETURN:
-                        await pad.set_security(uid, Security.SECURED)
-                with contextlib.suppress(RfidTagError):
-                    await pad.beep(step.feedback is not Feedback.REFUSED)
+            if uids is not None:
+                new = [u for u in uids if u not in on_pad]
+                on_pad = set(uids)  # a tag taken off and put back is a new read; one left lying is not
+                for uid in new:
+                    if not await self._pad_tag(cfg, pad, uid):
+                        on_pad.discard(uid)  # read again if it is still there at the next inventory
             await asyncio.sleep(cfg.poll_ms / 1000)
+
+    async def _pad_tag(self, cfg: PadSection, pad: SerialPad, uid: bytes) -> bool:
+        """Read one new tag, hand it to its station, set its security, beep; False when it could not be read."""
+        try:
+            tag = await pad.read_tag(uid)
+        except FeigTagStatus as exc:
+            self._pad_error(cfg, f"tag {uid.hex().upper()} read", exc)
+            return False
+        step = await self._tag(cfg.station, tag)
+        ok = step.feedback is not Feedback.REFUSED
+        purpose = self.stations[cfg.station].config.purpose
+        if cfg.set_security and step.feedback is Feedback.ACCEPTED and purpose in (Purpose.LENDING, Purpose.RETURN):
+            security = Security.RELEASED if purpose is Purpose.LENDING else Security.SECURED
+            try:
+                await pad.set_security(uid, security)
+            except FeigTagStatus as exc:
+                # the scan's event stands; the refused beep tells the operator the gate will not agree with it
+                self._pad_error(cfg, f"tag {uid.hex().upper()} set {security.value}", exc)
+                ok = False
+        with contextlib.suppress(RfidTagError):
+            await pad.beep(ok)
+        return True
+
+    def _pad_error(self, cfg: PadSection, what: str, exc: FeigTagStatus) -> None:
+        self.pad_errors[exc.code] += 1
+        self._log.debug("pad %s: %s failed, the reader is fine: %s", cfg.name, what, exc)
 
     async def _tag(self, station_id: str, tag: PadTag) -> Step:
         at = self._clock()
@@ -356,6 +384,7 @@ class ScannerAdapter:
             "scans": dict(self.counts),
             "malformed": {k: v for k, v in self.counts.items() if k in ("bad_check", "unknown", "visit_refused")},
             "devices": dict(self.connected),
+            "pad_errors": dict(self.pad_errors),
             # what the station page shows (gateway/web/pages/stations.py): reasons and ids, never a card number
             "stations": {
                 sid: {

@@ -101,7 +101,8 @@ class FeigSim:
                 if len(data) != 10:
                     return 0x81, b""
                 nblocks = len(tag.memory) // tag.block_size
-                return 0x00, bytes((tag.dsfid,)) + tag.uid + bytes((tag.afi, nblocks - 1, tag.block_size - 1, 0x01))
+                # MEM-SIZE MSB first, as FEIG's SDK reads it: block size − 1, then number of blocks − 1
+                return 0x00, bytes((tag.dsfid,)) + tag.uid + bytes((tag.afi, tag.block_size - 1, nblocks - 1, 0x01))
             if len(data) != 11:
                 return 0x81, b""
             tag.afi = data[10]

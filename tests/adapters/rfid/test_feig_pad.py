@@ -17,6 +17,8 @@ from adapters.rfid.feig import (
     FeigFrameError,
     FeigLengthError,
     FeigResponse,
+    FeigStatusError,
+    FeigTagStatus,
     FrameReader,
     check_ok,
     crc16_feig,
@@ -158,6 +160,31 @@ def test_reply_status_and_length_errors_read_as_a_technician_sees_them() -> None
     assert str(e.value) == "rfid feig reader: system-information reply must be 13 bytes, got 14"
     with pytest.raises(ValueError, match=r"^rfid feig reader: UID must be 8 bytes, got 7$"):
         req_system_info(bytes(7))
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        # the statuses about the transponder: the reader answered, the tag is gone or failed on air
+        (0x01, FeigTagStatus),
+        (0x02, FeigTagStatus),
+        (0x03, FeigTagStatus),
+        (0x83, FeigTagStatus),
+        (0x84, FeigTagStatus),
+        (0x95, FeigTagStatus),
+        # the reader refuses the request itself (unknown command, length error, parameter out of range)
+        (0x80, FeigStatusError),
+        (0x81, FeigStatusError),
+        (0x10, FeigStatusError),
+    ],
+)
+def test_a_status_about_the_tag_is_told_from_one_about_the_reader(status: int, error: type[FeigStatusError]) -> None:
+    for data in (b"", b"\x10"):
+        with pytest.raises(FeigStatusError) as e:
+            check_ok(_resp(status, data))
+        assert type(e.value) is error
+        assert (e.value.status, e.value.params["status"]) == (status, status)
+        assert e.value.code == ("rfid_tag_status" if error is FeigTagStatus else "rfid_reader_status")
 
 
 def _tag(n: int, item: str) -> SimTag:
@@ -311,3 +338,82 @@ async def test_only_a_corrupt_reply_is_its_crc_error_not_a_timeout(noisy: tuple[
     finally:
         pad.close()
     assert pad.frame_errors == {"rfid_reader_crc": 1}
+
+
+# a sound reply to a Set Output request ([0x72]): what a beep that timed out answers later
+LATE_BEEP = _reply(0x00, control=0x72)
+
+
+async def test_a_late_reply_read_with_the_reply_is_skipped(noisy: tuple[NoisySim, str]) -> None:
+    """Regression: a sound reply to another control byte raised "reply to control 0xB0 expected" and cost
+    the request; it is a late answer to an earlier request and the pad's reply follows it."""
+    s, path = noisy
+    s.before = LATE_BEEP
+    pad = SerialPad(path)
+    try:
+        tags = await pad.read_all()
+    finally:
+        pad.close()
+    assert [t.item_id for t in tags] == ["20000000", "20000001", "20000002"]
+    assert pad.frame_errors == {"rfid_reader_stale_reply": len(s.requests)}
+
+
+@dataclass
+class SlowSim(FeigSim):
+    """The stand-in answering one control byte after `late_s`, when the pad has given up on it: the reader
+    is busy meanwhile, so the next request is answered after the late reply, as on a real line."""
+
+    late_control: int = -1
+    late_s: float = 0.0
+
+    def answer(self, frame: bytes) -> bytes | None:
+        reply = super().answer(frame)
+        if frame[2:3] == bytes((self.late_control,)):
+            time.sleep(self.late_s)
+        return reply
+
+
+async def test_a_late_reply_to_a_timed_out_request_is_skipped_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pair = PtyPair(tmp_path)
+    s = SlowSim(tags=[_tag(1, "30000001")], late_control=0x72, late_s=0.7)
+    thread = SimThread(s, pair.b)
+    pad = SerialPad(pair.a, timeout_s=0.5)
+    try:
+        with pytest.raises(FeigFrameError, match=r"^rfid feig reader: no reply within the timeout, got 0.5 s"):
+            await pad.beep(ok=True)
+        with caplog.at_level(logging.DEBUG, logger="adapters.rfid.pad"):
+            uids = await pad.inventory()
+    finally:
+        pad.close()
+        thread.stop()
+        pair.close()
+    assert uids == [s.tags[0].uid]
+    assert pad.frame_errors == {"rfid_reader_stale_reply": 1}
+    assert [r.getMessage() for r in caplog.records if r.name == "adapters.rfid.pad"] == [
+        f"rfid pad {pair.a}: frame dropped: rfid feig reader: reply to control 0xB0 expected, got 0x72; "
+        "a late reply to an earlier request, skipped"
+    ]
+
+
+async def test_a_reader_answering_only_late_replies_has_not_answered(tmp_path: Path) -> None:
+    """Skipped late replies do not stand for the reply: when none follows, the request timed out."""
+
+    class Echo(FeigSim):
+        def answer(self, frame: bytes) -> bytes | None:
+            super().answer(frame)
+            return LATE_BEEP
+
+    pair = PtyPair(tmp_path)
+    thread = SimThread(Echo(), pair.b)
+    pad = SerialPad(pair.a, timeout_s=0.3)
+    try:
+        with pytest.raises(FeigFrameError) as e:
+            await pad.inventory()
+    finally:
+        pad.close()
+        thread.stop()
+        pair.close()
+    assert str(e.value) == "rfid feig reader: no reply within the timeout, got 0.3 s; check the cable"
+    assert pad.frame_errors == {"rfid_reader_stale_reply": 1}

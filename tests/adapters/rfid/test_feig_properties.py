@@ -298,16 +298,28 @@ system_infos = st.builds(
     uid=uids,
     afi=st.integers(0, 255),
     block_count=st.integers(1, 256),
-    block_size=st.integers(1, 256),
+    block_size=st.integers(1, 32),  # five bits in ISO 15693's memory size
     ic_ref=st.integers(0, 255),
 )
 
 
 @settings(max_examples=200)
-@given(system_infos)
-def test_system_information_reply_round_trip(info: SystemInfo) -> None:
-    data = bytes((info.dsfid,)) + info.uid + bytes((info.afi, info.block_count - 1, info.block_size - 1, info.ic_ref))
+@given(system_infos, st.integers(0, 7))
+def test_system_information_reply_round_trip(info: SystemInfo, rfu: int) -> None:
+    """MEM-SIZE MSB first: block size − 1 with three RFU bits above it, then number of blocks − 1."""
+    mem_size = bytes((rfu << 5 | info.block_size - 1, info.block_count - 1))
+    data = bytes((info.dsfid,)) + info.uid + bytes((info.afi,)) + mem_size + bytes((info.ic_ref,))
     assert parse_system_info(FeigResponse(com_adr=0, control=0xB0, status=0x00, data=data)) == info
+
+
+def test_system_information_of_an_icode_slix_reads_28_blocks_of_4_bytes() -> None:
+    """Regression: MEM-SIZE was read number of blocks first, so a SLIX (28 × 4 bytes, MEM-SIZE 03 1B) came out
+    as 4 blocks of 28 bytes and the pad read one block of it. The order is FEIG's SDK's (ID ISC.SDK V04.06.10,
+    FEDM_ISCReader.cpp, Set_0xB0_0x2B_IsoTableData: `m_ucBlockSize = (ucData[10] & 0x1F) + 1`)."""
+    uid = bytes.fromhex("E004010012345678")
+    data = bytes((0x00,)) + uid + bytes((0x07, 0x03, 0x1B, 0x01))
+    info = parse_system_info(FeigResponse(com_adr=0, control=0xB0, status=0x00, data=data))
+    assert (info.block_size, info.block_count, info.afi, info.uid) == (4, 28, 0x07, uid)
 
 
 @settings(max_examples=200)
