@@ -24,10 +24,16 @@ the job on its ticks. The pending bundle's steps:
   offered  -> failed        the window ended while the apply still waited for the config lock:
                             the guard then refuses to write, so the bundle is never live unwatched;
                             or a start finds it with no `written_at` and no apply under way (the
-                            gateway stopped before the write): closed at once, not at its deadline
+                            gateway stopped before the write): closed at once, not at its
+                            deadline; or its apply failed before the guard ran (the config lock's
+                            file, say): nothing written
   written  -> applied       reloaded, the version noted
-  written  -> rolling_back  at once when the reload fails ("version N written but not running"):
-                            left on disk, the next start would run it unwatched (then as below)
+  written  -> rolling_back  at once when the apply fails any other way than by the config being
+                            refused: the reload ("version N written but not running"), the config
+                            versions store, the disk. Left on disk, the next start would run it
+                            unwatched (then as below); and when the rollback's guard finds the
+                            file still the text from before the bundle, the apply failed before
+                            its write: `failed` ("not applied"), not rollback_skipped
   applied  -> confirmed     every uplink delivered after the write and the config file is still
                             the bundle's
   applied  -> superseded    healthy, but the file is another config (applied after the bundle, or

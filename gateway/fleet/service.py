@@ -369,10 +369,11 @@ class FleetService:
             await self._rollback(now, serial, why="uplinks not delivering within the health window")
         return True
 
-    async def _withdraw(self, now: float, serial: int, detail: str) -> None:
-        """A bundle not written (its apply waits for the config lock, or ended with the gateway): `failed`.
+    async def _withdraw(self, now: float, serial: int, detail: str) -> bool:
+        """A bundle not written (its apply waits for the config lock, or ended before its guard): `failed`.
 
-        A waiting apply's guard then refuses to write it, so it is never live unwatched.
+        A waiting apply's guard then refuses to write it, so it is never live unwatched. False when the
+        bundle was written meanwhile (or is no longer the pending one): nothing recorded.
         """
 
         def unwritten(state: remote.RemoteState) -> bool:
@@ -382,7 +383,7 @@ class FleetService:
             state.doc["pending"] = None
             return True
 
-        await self._remote_step(now, "failed", detail, serial, change=unwritten)
+        return await self._remote_step(now, "failed", detail, serial, change=unwritten)
 
     async def _confirm(self, now: float, pending: dict[str, Any]) -> None:
         """Healthy: confirmed if the config file is still the bundle's, else superseded (the live one is kept)."""
@@ -469,7 +470,7 @@ class FleetService:
                 raise BundleWithdrawn(f"remote config: bundle {bundle.serial} withdrawn before it was written")
 
         async def apply() -> None:
-            from gateway.control.protocol import RELOAD_FAILED, ControlError
+            from gateway.control.protocol import CONFIG_INVALID, ControlError
 
             if not await claimed:
                 return
@@ -483,18 +484,16 @@ class FleetService:
             except BundleWithdrawn as exc:  # its step (failed) is recorded by the tick that withdrew it
                 log.info("%s", exc)
                 return
-            except ControlError as exc:
-                if exc.code == RELOAD_FAILED:
-                    # on disk and not running: left so, the next start would run it with no window and
-                    # no rollback. Still pending, so the rollback (whose guard checks under the config
-                    # lock that the file is still the bundle's) puts back the text it replaced.
-                    why = f"{exc.message}: {'; '.join(exc.errors)}; back to the config from before the bundle at once"
-                    await self._rollback(clock(), bundle.serial, why=why)
+            except Exception as exc:
+                if isinstance(exc, ControlError) and exc.code == CONFIG_INVALID:  # refused before the write
+                    await _end_applying(
+                        target, data_dir, clock(), "failed", f"{exc}", bundle.serial, {"error": str(exc)}
+                    )
                     return
-                await _end_applying(target, data_dir, clock(), "failed", f"{exc}", bundle.serial, {"error": str(exc)})
-                return
-            except OSError as exc:  # the remote state not saved, so nothing written
-                await _end_applying(target, data_dir, clock(), "failed", f"{exc}", bundle.serial, {"error": str(exc)})
+                # Anything else may come after the rename (the reload, the versions store recording it,
+                # the directory's fsync): the bundle's text would be left on disk, not running, for the
+                # next start to run with no window.
+                await self._apply_failed(clock(), bundle.serial, exc)
                 return
             version = result["version"]
 
@@ -523,7 +522,35 @@ class FleetService:
             return {"applied": False, "error": str(refusal), "code": refusal.code}
         return {"applied": True, "serial": bundle.serial}
 
-    async def _rollback(self, now: float, serial: int, *, why: str) -> None:
+    async def _apply_failed(self, now: float, serial: int, exc: Exception) -> None:
+        """The bundle's apply failed other than by its config being refused: put back what it may have written.
+
+        Still pending, so the rollback (whose guard checks under the config lock that the file is still the
+        bundle's) puts back the text it replaced; when the file is still that text, nothing was written and
+        the bundle ends `failed`, never `rolled_back`.
+        """
+        from gateway.control.protocol import RELOAD_FAILED, ControlError
+
+        if isinstance(exc, ControlError) and exc.code == RELOAD_FAILED:
+            why = f"{exc.message}: {'; '.join(exc.errors)}; back to the config from before the bundle at once"
+            await self._rollback(now, serial, why=why)
+            return
+        assert self.target is not None
+        reason = _failure(exc, Path(self.target.config.gateway.data_dir))  # where ConfigOps records
+        log.warning("remote config: bundle %s: apply failed: %s", serial, reason)
+        # `written_at` is noted by the apply's guard before it writes: not noted, the apply ended before
+        # it, so nothing was written and there is nothing for a rollback to look at
+        if await self._withdraw(now, serial, _not_applied(reason, "the apply stopped before writing anything")):
+            return
+        why = f"apply failed: {reason}; if the bundle was written, back to the config from before it at once"
+        await self._rollback(now, serial, why=why, apply_failed=reason)
+
+    async def _rollback(self, now: float, serial: int, *, why: str, apply_failed: str | None = None) -> None:
+        """Mark the bundle rolling back, then put back the text it replaced if the file is still the bundle's.
+
+        `apply_failed`: the reason the bundle's own apply failed, so a file found still holding the text from
+        before the bundle means it was never written: `failed`, not `rollback_skipped`.
+        """
         assert self.target is not None
         marked: list[dict[str, Any]] = []
 
@@ -550,6 +577,10 @@ class FleetService:
             # broke, say) is what the box should run, and the text from before the bundle would undo it
             expected = pending.get("sha256")  # None: a pending left by a release that did not note it
             if expected is not None and (on_disk is None or sha256_text(on_disk) != expected):
+                if apply_failed is not None and on_disk == pending.get("previous"):
+                    raise NeverWritten(
+                        _not_applied(apply_failed, "the config file is still the one from before the bundle")
+                    )
                 raise RollbackSkipped(_kept_detail(target, serial, on_disk, pending.get("previous")))
 
         async def rollback() -> None:
@@ -562,6 +593,9 @@ class FleetService:
                 )
                 detail = f"back to the previous config, version {result['version']}"
                 step = "rolled_back"
+            except NeverWritten as exc:
+                detail, step = str(exc), "failed"
+                log.warning("remote config %s: %s", step, detail)
             except RollbackSkipped as exc:
                 detail, step = str(exc), "rollback_skipped"
                 log.warning("remote config %s: %s", step, detail)
@@ -613,6 +647,12 @@ class RollbackSkipped(GatewayError):
     code = "rollback_skipped"
 
 
+class NeverWritten(RollbackSkipped):
+    """A rollback after the bundle's failed apply that found the text from before it on disk: nothing to undo."""
+
+    code = "never_written"
+
+
 class BundleWithdrawn(GatewayError):
     """A remote bundle given up before it was written (its window ended while it waited for the config lock)."""
 
@@ -644,6 +684,25 @@ async def _end_applying(
 
     await asyncio.to_thread(remote.update, data_dir, end)
     await _audit(target, f"fleet.remote_config.{step}", {"serial": serial, **audit}, at)
+
+
+def _failure(exc: Exception, data_dir: Path) -> str:
+    """Why an apply failed, as a technician needs it: ConfigOps' own errors say where; SQLite's do not."""
+    from gateway.control.protocol import ControlError
+
+    if isinstance(exc, ControlError):
+        return f"{exc.message}: {'; '.join(exc.errors)}" if exc.errors else exc.message
+    if isinstance(exc, GatewayError):  # StoreUnreadable and the like name their store and file
+        return str(exc)
+    if isinstance(exc, sqlite3.Error):  # the one SQLite file an apply touches
+        return f"config versions {data_dir / VERSIONS_FILE}: SQLite failed, got {type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _not_applied(reason: str, found: str) -> str:
+    return (
+        f"not applied: {reason}; {found}, nothing to undo. Fix the cause, then offer the config again with a new serial"
+    )
 
 
 def _read_text(path: Path) -> str | None:

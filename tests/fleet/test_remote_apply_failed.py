@@ -1,0 +1,161 @@
+"""A bundle whose apply fails other than by its config being refused: rolled back at once if written, else failed.
+
+ConfigOps.apply renames the bundle's text into place and then records it as a config version: the
+versions store failing there (its write lock held by another process, here) left the text on disk,
+not running, with no step said and the bundle pending until its window's end. A store failing
+before the write must end the bundle as `failed`, saying nothing was applied, never `rolled back`.
+A real Runtime applies through ConfigOps, as in test_remote_config.py whose helpers make, sign and
+drive the bundles here; the fleet clock is injected, so no window is waited out.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from gateway.app import Runtime
+from gateway.config import load_config
+from gateway.control.config_versions import FILE, ConfigVersions
+from gateway.control.ops_config import FIRST, UNRECORDED, lock_path
+from gateway.fleet import remote
+from gateway.storage.files import STORE_FIX
+from tests.fleet.conftest import T0, Clock, until
+from tests.fleet.test_remote_config import audit_actions, bundle, config_text, versions_of
+from tests.support.orion_double import OrionDouble
+from tests.support.ports import free_port
+
+GARBAGE = bytes(range(256)) * 32
+FIX = "Fix the cause, then offer the config again with a new serial"
+
+
+def steps_of(tmp_path: Path) -> list[tuple[str, int | None, str]]:
+    return [(e["step"], e["serial"], e["detail"]) for e in remote.RemoteState(tmp_path / "data").doc["events"]]
+
+
+def settled(serial: int) -> bool:
+    return not remote.running(f"remote-config:{serial}") and not remote.running(f"remote-config-rollback:{serial}")
+
+
+async def test_a_bundle_written_but_not_recorded_as_a_version_is_rolled_back_at_once(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "gateway.toml"
+    original = config_text(tmp_path, orion_double.url)
+    path.write_text(original)
+    db = tmp_path / "data" / FILE
+    store = ConfigVersions(db)  # the file is already version 1: the apply records nothing before its write
+    store.record(original, actor="file", at=T0, comment=FIRST)
+    store.close()
+    broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    # another process in a write transaction on the versions store (a technician's sqlite3 shell, say):
+    # reading it still works, recording the bundle's version after the rename waits 5 s and fails
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        first = runtime.gateway
+        assert first.fleet is not None
+        assert await first.fleet.offer(bundle(broken, 1), via="push") == {"applied": True, "serial": 1}
+        await until(lambda: path.read_text() == broken)
+        # no tick: the failed apply itself starts the rollback
+        await until(lambda: [s[0] for s in steps_of(tmp_path)] == ["verified", "rolling_back"], timeout_s=15)
+        holder.close()  # the store free again, the rollback can record
+        await until(lambda: settled(1))
+    finally:
+        holder.close()
+        await runtime.stop()
+    assert path.read_text() == original
+    assert runtime.config == load_config(path)
+    assert remote.RemoteState(tmp_path / "data").pending is None
+    reason = f"config versions {db}: SQLite failed, got OperationalError: database is locked"
+    assert steps_of(tmp_path)[1:] == [
+        (
+            "rolling_back",
+            1,
+            f"apply failed: {reason}; if the bundle was written, back to the config from before it at once",
+        ),
+        ("rolled_back", 1, "back to the previous config, version 3"),
+    ]
+    # the bundle's text, found on disk unrecorded, is kept in the history before the rollback
+    assert [v[:3] for v in versions_of(tmp_path)] == [
+        (3, "remote-config", "rollback of remote bundle 1"),
+        (2, "file", UNRECORDED),
+        (1, "file", FIRST),
+    ]
+    assert audit_actions(tmp_path) == [
+        "fleet.remote_config.verified",
+        "fleet.remote_config.rolling_back",
+        "fleet.remote_config.rolled_back",
+    ]
+
+
+async def test_a_bundle_whose_apply_fails_before_the_write_ends_failed_and_nothing_is_rolled_back(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "gateway.toml"
+    original = config_text(tmp_path, orion_double.url)
+    path.write_text(original)
+    good = config_text(tmp_path, orion_double.url, rate=0.002)
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    db = tmp_path / "data" / FILE
+    db.write_bytes(GARBAGE)  # damaged after the start: the apply opens it after its guard, before the write
+    try:
+        first = runtime.gateway
+        assert first.fleet is not None
+        assert await first.fleet.offer(bundle(good, 1), via="push") == {"applied": True, "serial": 1}
+        await until(lambda: remote.RemoteState(tmp_path / "data").pending is None)  # no tick, no window waited
+        await until(lambda: settled(1))
+        assert runtime.gateway is first  # nothing written, nothing reloaded
+    finally:
+        await runtime.stop()
+    assert path.read_text() == original
+    assert db.read_bytes() == GARBAGE
+    reason = f"config versions {db}: not an SQLite database, got 8192 bytes without SQLite's header; {STORE_FIX}"
+    assert steps_of(tmp_path)[1:] == [
+        (
+            "rolling_back",
+            1,
+            f"apply failed: {reason}; if the bundle was written, back to the config from before it at once",
+        ),
+        (
+            "failed",
+            1,
+            f"not applied: {reason}; the config file is still the one from before the bundle, nothing to undo. {FIX}",
+        ),
+    ]
+    assert audit_actions(tmp_path) == [
+        "fleet.remote_config.verified",
+        "fleet.remote_config.rolling_back",
+        "fleet.remote_config.failed",
+    ]
+
+
+async def test_a_bundle_whose_apply_fails_before_its_guard_ends_failed_without_a_rollback(
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "gateway.toml"
+    original = config_text(tmp_path, orion_double.url)
+    path.write_text(original)
+    runtime = Runtime(path, load_config(path))
+    await runtime.start()
+    lock_path(path).mkdir()  # the config lock's file cannot be opened: the apply stops before reading the config
+    try:
+        first = runtime.gateway
+        assert first.fleet is not None
+        good = config_text(tmp_path, orion_double.url, rate=0.002)
+        assert await first.fleet.offer(bundle(good, 1), via="push") == {"applied": True, "serial": 1}
+        await until(lambda: remote.RemoteState(tmp_path / "data").pending is None)
+        await until(lambda: settled(1))
+    finally:
+        await runtime.stop()
+    assert path.read_text() == original
+    reason = (
+        f"config: {path} not written, got Is a directory; the gateway's user needs write access to {tmp_path} "
+        "(systemd: ReadWritePaths=)"
+    )
+    assert steps_of(tmp_path)[1:] == [
+        ("failed", 1, f"not applied: {reason}; the apply stopped before writing anything, nothing to undo. {FIX}")
+    ]
+    assert audit_actions(tmp_path) == ["fleet.remote_config.verified", "fleet.remote_config.failed"]
