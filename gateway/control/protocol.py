@@ -3,8 +3,9 @@
 Theory of operation: a client writes one request per line, `{"id": 1, "op": "status", "args": {}}`,
 and reads one reply per line, `{"id": 1, "ok": true, "result": ...}` or
 `{"id": 1, "ok": false, "error": {"code": ..., "message": ..., "errors": [...]}}`, in request order.
-A line is at most `MAX_LINE` bytes (a config upload fits); a longer one is skipped up to its newline
-and answered with `too_large` (id null: it was never read). `LineFramer` is sans-I/O: bytes in,
+A line is at most `MAX_LINE` bytes, sized so that a config text of `MAX_TEXT` characters fits whatever
+its characters are; a longer one is skipped up to its newline and answered with `too_large` (id null:
+it was never read). `LineFramer` is sans-I/O: bytes in,
 lines and `TooLong` markers out, so it is tested without a socket.
 
 Errors::
@@ -21,7 +22,14 @@ from typing import Any
 
 import orjson
 
-MAX_LINE = 4 * 1024 * 1024  # a request line, without its newline: config uploads fit with room to spare
+MAX_TEXT = 1024 * 1024  # characters of a config text (the web UI's editor and upload take that many)
+# orjson writes a string as UTF-8 except the C0 control characters, which become `\u0001`: 6 bytes,
+# the most one character takes (4 outside the BMP). A text full of them is no config, but the check
+# must see it whole to say so: a `too_large` would tell the technician nothing they can fix.
+MAX_BYTES_PER_CHAR = 6
+# A request line, without its newline: every text of MAX_TEXT characters fits, with room for the other
+# fields (actor, a comment) and secrets the web UI puts back where the editor showed them masked.
+MAX_LINE = MAX_TEXT * MAX_BYTES_PER_CHAR + 64 * 1024
 
 # Stable error codes of replies: the UI and the counters key on them.
 MALFORMED = "malformed"  # not JSON, or not a request object

@@ -71,7 +71,7 @@ async def test_bad_requests_get_their_error_are_counted_and_the_connection_keeps
     orion_double: OrionDouble, tmp_path: Path
 ) -> None:
     async with running_gateway(tmp_path, orion_double.url, rate=1.0) as gw:
-        gw.server.max_line = 1024  # the real limit is 4 MiB; the same code path at a test's size
+        gw.server.max_line = 1024  # the real limit is MAX_LINE (6 MiB); the same code path at a test's size
         oversized = b'{"id": 9, "op": "config.check", "args": {"text": "' + b"x" * 2000 + b'"}}\n'
         data = (
             b"not json\n"
