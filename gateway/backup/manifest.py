@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from gateway.control.protocol import MAX_CONFIG_BYTES
 from gateway.errors import GatewayError
 
 MANIFEST = "MANIFEST.json"
@@ -27,8 +28,8 @@ DATA_DIR = "data"
 # manifest of MAX_MEMBERS of them, with long names, stays under MANIFEST_MAX_BYTES.
 MAX_MEMBERS = 10_000
 MANIFEST_MAX_BYTES = 4 << 20
-# the most a config apply takes (gateway/control/protocol.py MAX_LINE): a larger one was never applied
-CONFIG_MAX_BYTES = 4 << 20
+# the most a config apply writes (gateway/control/protocol.py): a larger one was never applied
+CONFIG_MAX_BYTES = MAX_CONFIG_BYTES
 NAME_MAX_BYTES = 255  # one part of a path, as Linux file systems allow
 _VERSION_MAX_CHARS = 64
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -2,7 +2,10 @@
 
 Apply is lock → validate → record the file as it is if it is not the latest version → write
 atomically keeping its mode → record the new version → reload → unlock. Nothing is written when
-validation fails, and the running gateway keeps going when a reload is refused.
+validation fails; a new version the versions store cannot record is taken back off the disk (the
+file as it was); and the running gateway keeps going when a reload is refused. A text over
+MAX_CONFIG_CHARS is refused before the lock: more than any editor sends, and more than a backup
+takes back.
 
 Theory of operation: the control server and the fleet service (a remote bundle, its rollback)
 each make their own ConfigOps, and another process may apply too; so the one serialisation point
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +34,18 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.configbase import parse_toml
 from gateway.control import args as a
 from gateway.control.config_versions import FILE, ConfigVersions, sha256_text
-from gateway.control.protocol import CONFIG_INVALID, NOT_FOUND, RELOAD_FAILED, WRITE_FAILED, ControlError
+from gateway.control.protocol import (
+    BAD_ARGS,
+    CONFIG_INVALID,
+    MAX_CONFIG_CHARS,
+    NOT_FOUND,
+    RELOAD_FAILED,
+    WRITE_FAILED,
+    ControlError,
+)
 from gateway.control.target import ControlTarget
 from gateway.errors import ConfigError
-from gateway.storage.files import write_atomic
+from gateway.storage.files import StoreUnreadable, write_atomic
 
 _BOM = "\ufeff"  # see gateway.configbase.read_toml: Windows editors write it invisibly
 LOCK_POLL_S = 0.02
@@ -71,6 +83,23 @@ def _write_failed(path: Path, exc: OSError) -> ControlError:
         f"config: {path} not written, got {exc.strerror or exc}; the gateway's user needs write "
         f"access to {path.parent} (systemd: ReadWritePaths=)",
     )
+
+
+def _not_recorded(path: Path, versions: Path, exc: sqlite3.Error, state: str) -> ControlError:
+    # StoreUnreadable (a damaged or foreign file) says what it is and what to do; SQLite's own errors do not
+    got = str(exc) if isinstance(exc, StoreUnreadable) else f"{type(exc).__name__}: {exc}"
+    return ControlError(
+        WRITE_FAILED,
+        f"config: not applied, the config versions store {versions} cannot record it, got {got}; {state}: "
+        "check that store (is another program holding it?) and apply again",
+    )
+
+
+def _put_back(path: Path, on_disk: str | None) -> None:
+    if on_disk is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, on_disk.encode(), None, durable=True)
 
 
 class ConfigOps:
@@ -115,6 +144,11 @@ class ConfigOps:
     async def apply(self, text: str, *, actor: str, comment: str, guard: Guard | None = None) -> dict[str, Any]:
         """Lock, validate, write, record, reload (see the module's docstring); `guard`'s exception propagates as is."""
         path = self.target.config_path
+        if len(text) > MAX_CONFIG_CHARS:
+            raise ControlError(
+                BAD_ARGS,
+                f"config: text of {len(text)} characters, at most {MAX_CONFIG_CHARS} are applied; nothing written",
+            )
         try:
             fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -141,16 +175,37 @@ class ConfigOps:
         if new is None:
             raise ControlError(CONFIG_INVALID, f"config: {len(errors)} problem(s), nothing written or reloaded", errors)
         at = self.clock()
-        store = self._versions()  # the running data_dir's: where the versions so far are
+        versions = Path(self.target.config.gateway.data_dir) / FILE  # the running data_dir's
 
         def write() -> int:
             try:
-                if on_disk is not None:
-                    latest = store.list(limit=1)
-                    if not latest or latest[0].sha256 != sha256_text(on_disk):
-                        store.record(on_disk, actor="file", at=at, comment=UNRECORDED if latest else FIRST)
+                store = self._versions()
+            except sqlite3.Error as exc:
+                raise _not_recorded(path, versions, exc, "nothing written") from None
+            try:
+                try:
+                    if on_disk is not None:
+                        latest = store.list(limit=1)
+                        if not latest or latest[0].sha256 != sha256_text(on_disk):
+                            store.record(on_disk, actor="file", at=at, comment=UNRECORDED if latest else FIRST)
+                except sqlite3.Error as exc:
+                    raise _not_recorded(path, versions, exc, "nothing written") from None
                 write_atomic(path, text.encode(), None, durable=True)
-                return store.record(text, actor=actor, at=at, comment=comment)
+                try:
+                    return store.record(text, actor=actor, at=at, comment=comment)
+                except sqlite3.Error as exc:
+                    # Left in place, the text would run at the next start, applied by nobody's word and
+                    # missing from the history: put back, an apply is all or nothing.
+                    try:
+                        _put_back(path, on_disk)
+                    except OSError as back:
+                        raise ControlError(
+                            WRITE_FAILED,
+                            f"config: {path} written but its version not recorded in {versions}, got "
+                            f"{type(exc).__name__}: {exc}; nor could the text before it be put back, got "
+                            f"{back.strerror or back}: {path} holds the new text, not running",
+                        ) from None
+                    raise _not_recorded(path, versions, exc, f"{path} is as it was") from None
             finally:
                 store.close()
 

@@ -30,6 +30,10 @@ MAX_BYTES_PER_CHAR = 6
 # A request line, without its newline: every text of MAX_TEXT characters fits, with room for the other
 # fields (actor, a comment) and secrets the web UI puts back where the editor showed them masked.
 MAX_LINE = MAX_TEXT * MAX_BYTES_PER_CHAR + 64 * 1024
+# The most characters an apply takes: MAX_TEXT and the secrets the web UI puts back where its editor
+# showed them masked. As UTF-8 in the file, at most 4 bytes each: what a backup's config may hold.
+MAX_CONFIG_CHARS = MAX_TEXT + 16 * 1024
+MAX_CONFIG_BYTES = MAX_CONFIG_CHARS * 4
 
 # Stable error codes of replies: the UI and the counters key on them.
 MALFORMED = "malformed"  # not JSON, or not a request object

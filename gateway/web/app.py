@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Every request but those to the routes a page gives a limit of their own (its `large_forms`, see
-# security.LargeForm); the control socket takes lines up to 4 MiB.
+# security.LargeForm).
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 PAGES: tuple[str, ...] = (

@@ -20,22 +20,15 @@ import pytest
 
 from gateway.accounts.store import Role
 from gateway.control import protocol
-from gateway.control.protocol import encode_request
-from gateway.web.pages import config as page
+from gateway.control.protocol import MAX_TEXT, encode_request
 from tests.control.running import running_gateway, socket_dir
 from tests.support.orion_double import OrionDouble
 from tests.web.pages_harness import gateway_web
 from tests.web.test_pages_config_limits import editor_text, flashes, found, post
 
-MAX_TEXT = page.MAX_TEXT  # the limit a technician meets
 OUTSIDE_BMP = "\U00020bb7"  # 𠮷, in Japanese names: 4 bytes of UTF-8
 OLD_MAX_LINE = 4 * 1024 * 1024
 COMMENT = OUTSIDE_BMP * 200  # the most the page passes on
-
-
-def test_the_config_page_and_the_socket_share_one_limit() -> None:
-    # until gateway/web/pages/config.py imports MAX_TEXT from the protocol, this keeps the two in step
-    assert page.MAX_TEXT == protocol.MAX_TEXT
 
 
 def test_every_character_fits_the_bytes_the_line_allows_for_it() -> None:

@@ -2,8 +2,10 @@
 
 ConfigOps.apply renames the bundle's text into place and then records it as a config version: the
 versions store failing there (its write lock held by another process, here) left the text on disk,
-not running, with no step said and the bundle pending until its window's end. A store failing
-before the write must end the bundle as `failed`, saying nothing was applied, never `rolled back`.
+not running, with no step said and the bundle pending until its window's end. ConfigOps now takes
+the text back off the disk itself; the fleet, which cannot tell where an apply failed, starts the
+rollback, whose guard finds the text from before and ends the bundle as `failed`, saying nothing
+was applied, never `rolled back`; so does a store failing before the write.
 A real Runtime applies through ConfigOps, as in test_remote_config.py whose helpers make, sign and
 drive the bundles here; the fleet clock is injected, so no window is waited out.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 from gateway.app import Runtime
 from gateway.config import load_config
 from gateway.control.config_versions import FILE, ConfigVersions
-from gateway.control.ops_config import FIRST, UNRECORDED, lock_path
+from gateway.control.ops_config import FIRST, lock_path
 from gateway.fleet import remote
 from gateway.storage.files import STORE_FIX
 from tests.fleet.conftest import T0, Clock, until
@@ -36,7 +38,7 @@ def settled(serial: int) -> bool:
     return not remote.running(f"remote-config:{serial}") and not remote.running(f"remote-config-rollback:{serial}")
 
 
-async def test_a_bundle_written_but_not_recorded_as_a_version_is_rolled_back_at_once(
+async def test_a_bundle_its_versions_store_cannot_record_ends_failed_with_the_file_as_it_was(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
     path = tmp_path / "gateway.toml"
@@ -50,43 +52,43 @@ async def test_a_bundle_written_but_not_recorded_as_a_version_is_rolled_back_at_
     runtime = Runtime(path, load_config(path))
     await runtime.start()
     # another process in a write transaction on the versions store (a technician's sqlite3 shell, say):
-    # reading it still works, recording the bundle's version after the rename waits 5 s and fails
+    # reading it still works, recording the bundle's version after the rename waits 5 s and fails, and
+    # ConfigOps takes the bundle's text back off the disk
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
         first = runtime.gateway
         assert first.fleet is not None
         assert await first.fleet.offer(bundle(broken, 1), via="push") == {"applied": True, "serial": 1}
-        await until(lambda: path.read_text() == broken)
-        # no tick: the failed apply itself starts the rollback
-        await until(lambda: [s[0] for s in steps_of(tmp_path)] == ["verified", "rolling_back"], timeout_s=15)
-        holder.close()  # the store free again, the rollback can record
+        # no tick: the failed apply itself ends the bundle
+        await until(lambda: remote.RemoteState(tmp_path / "data").pending is None, timeout_s=15)
         await until(lambda: settled(1))
+        assert runtime.gateway is first  # nothing reloaded
     finally:
         holder.close()
         await runtime.stop()
     assert path.read_text() == original
-    assert runtime.config == load_config(path)
-    assert remote.RemoteState(tmp_path / "data").pending is None
-    reason = f"config versions {db}: SQLite failed, got OperationalError: database is locked"
+    reason = (
+        f"config: not applied, the config versions store {db} cannot record it, got OperationalError: database "
+        f"is locked; {path} is as it was: check that store (is another program holding it?) and apply again"
+    )
     assert steps_of(tmp_path)[1:] == [
         (
             "rolling_back",
             1,
             f"apply failed: {reason}; if the bundle was written, back to the config from before it at once",
         ),
-        ("rolled_back", 1, "back to the previous config, version 3"),
+        (
+            "failed",
+            1,
+            f"not applied: {reason}; the config file is still the one from before the bundle, nothing to undo. {FIX}",
+        ),
     ]
-    # the bundle's text, found on disk unrecorded, is kept in the history before the rollback
-    assert [v[:3] for v in versions_of(tmp_path)] == [
-        (3, "remote-config", "rollback of remote bundle 1"),
-        (2, "file", UNRECORDED),
-        (1, "file", FIRST),
-    ]
+    assert [v[:3] for v in versions_of(tmp_path)] == [(1, "file", FIRST)]
     assert audit_actions(tmp_path) == [
         "fleet.remote_config.verified",
         "fleet.remote_config.rolling_back",
-        "fleet.remote_config.rolled_back",
+        "fleet.remote_config.failed",
     ]
 
 
@@ -112,7 +114,11 @@ async def test_a_bundle_whose_apply_fails_before_the_write_ends_failed_and_nothi
         await runtime.stop()
     assert path.read_text() == original
     assert db.read_bytes() == GARBAGE
-    reason = f"config versions {db}: not an SQLite database, got 8192 bytes without SQLite's header; {STORE_FIX}"
+    reason = (
+        f"config: not applied, the config versions store {db} cannot record it, got config versions {db}: not an "
+        f"SQLite database, got 8192 bytes without SQLite's header; {STORE_FIX}; nothing written: check that store "
+        "(is another program holding it?) and apply again"
+    )
     assert steps_of(tmp_path)[1:] == [
         (
             "rolling_back",

@@ -19,8 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.accounts.store import Role
+from gateway.control.protocol import MAX_TEXT
 from gateway.control.server import ControlServer
-from gateway.web.pages.config import MAX_TEXT
 from tests.support.orion_double import OrionDouble
 from tests.web.conftest import csrf_token
 from tests.web.pages_harness import gateway_web

@@ -17,8 +17,8 @@ from urllib.parse import urlencode
 from aiohttp import FormData
 
 from gateway.accounts.store import Role
+from gateway.control.protocol import MAX_TEXT
 from gateway.web.app import MAX_REQUEST_BYTES
-from gateway.web.pages.config import MAX_TEXT
 from tests.support.orion_double import OrionDouble
 from tests.web.conftest import csrf_token, new_client
 from tests.web.pages_harness import gateway_web
@@ -54,7 +54,7 @@ async def test_a_text_outside_the_bmp_within_the_limit_is_applied(orion_double: 
     async with gateway_web(tmp_path, orion_double.url) as env:
         tech = await env.browser("taro", Role.TECHNICIAN)
         running = env.config_path.read_text()
-        # about 4.0 MB of UTF-8: the control socket's line (4 MiB) still takes it
+        # about 4.0 MB of UTF-8, 12 MB as the form sends it
         text = padded(running, "𠮷" * 97, 1_000_000)
         assert len(text) <= MAX_TEXT
         assert len(urlencode({"text": text.replace("\n", "\r\n")})) > 9 * MAX_TEXT + 64 * 1024

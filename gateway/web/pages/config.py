@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.accounts.store import Role
-from gateway.control.protocol import ControlError, ControlUnavailable
+from gateway.control.protocol import MAX_TEXT, ControlError, ControlUnavailable
 from gateway.web.auth import audit, current_user, requires, services
 from gateway.web.render import flash, render, translator
 from gateway.web.security import LargeForm
@@ -32,7 +32,6 @@ from gateway.web.viewmodels.configtext import ConfigProblem, DiffView, diff, mas
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-MAX_TEXT = 1024 * 1024  # characters of a config; real ones are a few KB
 # A textarea travels URL-encoded: up to 12 bytes a character (4 UTF-8 bytes as %XX each, outside the BMP),
 # 9 for Japanese, 6 a line end (CRLF). The room holds the other fields (token, base, a 200-character comment).
 FORM_BYTES = MAX_TEXT * 12 + 64 * 1024
