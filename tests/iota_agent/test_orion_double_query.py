@@ -3,7 +3,7 @@
 Expected texts from Orion's source (src/lib/jsonParseV2/parseBatchQuery.cpp, parseEntityObject.cpp,
 parseStringList.cpp, parseRegistration.cpp, src/lib/rest/rest.cpp) and functional tests
 (test/functionalTest/cases/1080_batch_query_context/batch_query_context_error_conditions.test,
-2604_op_query_attrs/op_query_attrs.test).
+2604_op_query_attrs/op_query_attrs.test, 1492_limit_zero/limit_zero_entities.test).
 """
 
 from __future__ import annotations
@@ -149,17 +149,37 @@ async def test_key_values_ids_paging_count_and_service_paths(orion_double: Orion
             400,
             {"error": "BadRequest", "description": "Bad pagination limit: /1001/ [max: 1000]"},
         ),
-        (
-            "?limit=0",
-            {"entities": [{"id": "E"}]},
-            400,
-            {"error": "BadRequest", "description": "Bad pagination limit: /0/ [a value of ZERO is unacceptable]"},
-        ),
+        # rest.cpp uriArgumentGet (Orion 3.7 and later, telefonicaid/fiware-orion#1492): a limit of other than
+        # the ASCII digits 0-9 is "[must be a positive integer number]", an offset "[must be a decimal number]"
         (
             "?limit=-3",
             {"entities": [{"id": "E"}]},
             400,
-            {"error": "BadRequest", "description": "Bad pagination limit: /-3/ [must be a decimal number]"},
+            {"error": "BadRequest", "description": "Bad pagination limit: /-3/ [must be a positive integer number]"},
+        ),
+        (
+            "?limit=%EF%BC%93",  # a fullwidth 3: Python's isdigit() takes it, Orion's '0'..'9' test does not
+            {"entities": [{"id": "E"}]},
+            400,
+            {
+                "error": "BadRequest",
+                "description": "Bad pagination limit: /\uff13/ [must be a positive integer number]",
+            },
+        ),
+        (
+            "?limit=%C2%B2",  # a superscript 2: isdigit() again, and int() cannot read it
+            {"entities": [{"id": "E"}]},
+            400,
+            {
+                "error": "BadRequest",
+                "description": "Bad pagination limit: /\u00b2/ [must be a positive integer number]",
+            },
+        ),
+        (
+            "?offset=-1",
+            {"entities": [{"id": "E"}]},
+            400,
+            {"error": "BadRequest", "description": "Bad pagination offset: /-1/ [must be a decimal number]"},
         ),
         (
             "?options=upsert,replaceAll",  # replaceAll is no option of Orion's (ConnectionInfo.cpp validOptions)
@@ -179,6 +199,16 @@ async def test_queries_orion_refuses(
     orion_double: OrionDouble, query: str, doc: Any, status: int, error: dict[str, str]
 ) -> None:
     assert (await post(orion_double, "/v2/op/query", doc, query=query))[:2] == (status, error)
+
+
+async def test_a_limit_of_zero_is_an_empty_page_with_the_total_count(orion_double: OrionDouble) -> None:
+    """Orion 3.7 and later take limit=0 (functional tests 1492_limit_zero/limit_zero_entities.test and
+    limit_zero_simple_cases.test: 200, `[]`, Fiware-Total-Count with options=count)."""
+    await seed(orion_double)
+    selector = {"entities": [{"idPattern": "E"}]}
+    assert (await post(orion_double, "/v2/op/query", selector, query="?limit=0"))[:2] == (200, [])
+    status, doc, headers = await post(orion_double, "/v2/op/query", selector, query="?limit=0&options=count")
+    assert (status, doc, headers["Fiware-Total-Count"]) == (200, [], "3")
 
 
 async def test_a_command_registration_is_created_as_the_agents_send_it(orion_double: OrionDouble) -> None:

@@ -6,8 +6,8 @@ Expected statuses and bodies from Orion 4's functional tests (test/functionalTes
 _09c_batch_update_delete, _09d_batch_update_append_strict; 1715_batch_update/batch_update_DELETE.test,
 batch_update_DELETE_non_existing_attr.test, batch_update_REPLACE.test, batch_update_errors.test,
 batch_update_error_entity_not_found.test; and from its source: src/lib/rest/rest.cpp (uriArgumentGet),
-src/lib/rest/ConnectionInfo.cpp (validOptions), rest.cpp connectionTreat (413 and 415 before the URI
-params, 411 after them), src/lib/mongoBackend/location.cpp, src/lib/common/errorMessages.h; Orion-LD's
+src/lib/rest/ConnectionInfo.cpp (validOptions), rest.cpp connectionTreat (413, the service paths and 415
+before the URI params, 411 after them), src/lib/mongoBackend/location.cpp, src/lib/common/errorMessages.h; Orion-LD's
 src/lib/orionld/mhd/mhdConnectionInit.cpp (optionsParse) and serviceRoutines/orionldPostBatchUpsert.cpp.
 """
 
@@ -269,6 +269,44 @@ async def test_every_v2_route_checks_its_uri_params_as_orion_does(
     assert (await post(orion_double, path, doc, query="?options=noAttrDetail"))[0] < 300
 
 
+def bad_request(description: str) -> tuple[int, Any]:
+    return 400, {"error": "BadRequest", "description": description}
+
+
+@pytest.mark.parametrize(
+    ("path", "doc"),
+    [
+        (V2_UPDATE, {"actionType": "append", "entities": [entity("E", A=number(1))]}),
+        ("/v2/entities", entity("E", A=number(1))),
+        (
+            "/v2/registrations",
+            {"dataProvided": {"entities": [{"id": "E"}]}, "provider": {"http": {"url": "http://a:1"}}},
+        ),
+    ],
+)
+async def test_every_v2_route_checks_limit_and_offset_as_orion_does(
+    orion_double: OrionDouble, path: str, doc: dict[str, Any]
+) -> None:
+    """uriArgumentGet() in rest.cpp checks the pagination params of every request, not only of queries, with
+    Orion 3.7's texts; it returns before its forbidden-character check, and the last param in error wins."""
+    limit_abc = bad_request("Bad pagination limit: /abc/ [must be a positive integer number]")
+    assert await post(orion_double, path, doc, query="?limit=abc") == limit_abc
+    assert await post(orion_double, path, doc, query="?limit=1001") == bad_request(
+        "Bad pagination limit: /1001/ [max: 1000]"
+    )
+    assert await post(orion_double, path, doc, query="?offset=1.5") == bad_request(
+        "Bad pagination offset: /1.5/ [must be a decimal number]"
+    )
+    assert await post(orion_double, path, doc, query="?limit=a(b") == bad_request(
+        "Bad pagination limit: /a(b/ [must be a positive integer number]"
+    )
+    assert await post(orion_double, path, doc, query="?options=bogus&limit=abc") == limit_abc
+    assert await post(orion_double, path, doc, query="?limit=abc&options=bogus") == (400, INVALID_OPTIONS)
+    assert orion_double.entities == {}
+    assert orion_double.registrations == {}
+    assert (await post(orion_double, path, doc, query="?limit=0&offset=0"))[0] < 300
+
+
 @pytest.mark.parametrize(
     ("path", "doc", "option"),
     [
@@ -463,3 +501,33 @@ async def test_a_partial_update_has_orions_reason_phrase(orion_double: OrionDoub
     doc = orjson.dumps({"actionType": "update", "entities": [entity("E", A=number(2), B=number(3))]})
     status, reason, error = await raw_post(orion_double, V2_UPDATE, doc, HEADERS)
     assert (status, reason, error["error"]) == (422, "Unprocessable Content", "PartialUpdate")
+
+
+@pytest.mark.parametrize(("path", "doc"), V2_ROUTES)
+async def test_the_service_path_is_checked_before_the_content_type_as_orion_does(
+    orion_double: OrionDouble, path: str, doc: dict[str, Any]
+) -> None:
+    """connectionTreat() runs servicePathSplit() before contentTypeCheck() (rest.cpp)."""
+    headers = {**HEADERS, "Fiware-ServicePath": "river", "Content-Type": "application/xml"}
+    assert await raw_post(orion_double, path, orjson.dumps(doc), headers) == (
+        400,
+        "Bad Request",
+        {
+            "error": "BadRequest",
+            "description": "Only /absolute/ Service Paths allowed [a service path must begin with /]",
+        },
+    )
+    headers = {**HEADERS, "Fiware-ServicePath": "/river/a.b"}
+    assert (await raw_post(orion_double, f"{path}?options=bogus", b"", headers))[::2] == (
+        400,
+        {"error": "BadRequest", "description": "a component of ServicePath contains an illegal character"},
+    )
+
+
+async def test_two_locations_in_a_new_entity_get_orion_4s_text_as_a_second_one_appended_does(
+    orion_double: OrionDouble,
+) -> None:
+    # the rules refuse this one before the store sees it, with the text of the store's own 413 above
+    got = await batch(orion_double, "append", entity("E", location=LOCATION, where=LOCATION))
+    assert got == (413, {"error": "NoResourcesAvailable", "description": GEOLOC_413})
+    assert stored(orion_double, "E") is None

@@ -5,7 +5,9 @@ Sources (telefonicaid/fiware-orion):
   vectors, Content-Type/Content-Length/size errors, entity type characters and length, value characters
 - src/lib/common/errorMessages.h — "empty entities vector", ParseError text
 - src/lib/ngsi/ContextAttribute.cpp — "Invalid characters in attribute value" (strings in compounds too)
-- src/lib/mongoBackend/location.cpp — 413 NoResourcesAvailable text for a second location
+- src/lib/mongoBackend/location.cpp, errorMessages.h ERROR_DESC_NO_RESOURCES_AVAILABLE_GEOLOC — 413
+  NoResourcesAvailable text for a second location
+- src/lib/rest/rest.cpp connectionTreat(), src/lib/parse/textParse.cpp — the order of the HTTP layer's checks
 - doc/manuals/orion-api.md — TextUnrestricted and ignoreType examples (Hospital1), Datetime support
 """
 
@@ -117,6 +119,46 @@ def test_transport_errors() -> None:
     assert validate_v2_update(charset, body) == (204, None)
 
 
+def test_direct_callers_get_orions_http_layer_order() -> None:
+    """connectionTreat() in rest.cpp: 413 on the declared size first, then the service path, the Content-Type
+    (contentTypeCheck: cut at its ";", compared as it is), the URI params, 411; text/plain passes that layer
+    and its service refuses it (textRequestTreat in src/lib/parse/textParse.cpp)."""
+    body = json.dumps(batch(room(**TEMP))).encode()
+    sized = {"Content-Length": str(len(body)), "Fiware-Service": "city"}
+    bogus = {"options": ["bogus"]}
+    no_type = (
+        415,
+        {
+            "error": "UnsupportedMediaType",
+            "description": "Content-Type header not used, default application/octet-stream is not supported",
+        },
+    )
+    huge = b"x" * 1_048_577
+    assert validate_v2_update({"Content-Length": str(len(huge)), "Fiware-ServicePath": "x"}, huge, query=bogus) == (
+        413,
+        {"error": "RequestEntityTooLarge", "description": "payload size: 1048577, max size supported: 1048576"},
+    )
+    assert validate_v2_update({**sized, "Fiware-ServicePath": "river"}, body, query=bogus) == bad(
+        "Only /absolute/ Service Paths allowed [a service path must begin with /]"
+    )
+    assert validate_v2_update(sized, body, query=bogus) == no_type
+    assert validate_v2_update({**sized, "Content-Type": "Application/JSON"}, body) == (
+        415,
+        {"error": "UnsupportedMediaType", "description": "not supported content type: Application/JSON"},
+    )
+    plain = {**sized, "Content-Type": "text/plain"}
+    assert validate_v2_update(plain, body, query=bogus) == bad("Invalid value for URI param /options/")
+    assert validate_v2_update({"Content-Type": "application/xml"}, b"", query=bogus) == bad(
+        "Invalid value for URI param /options/"
+    )
+    assert validate_v2_update({"Content-Type": "application/xml"}, b"")[0] == 411
+    # the service path of an update is checked again by its service, after the HTTP layer
+    assert validate_v2_update({**sized, "Fiware-ServicePath": "/a,/b"}, body, query=bogus) == no_type
+    assert validate_v2_update({**sized, "Content-Type": "application/json", "Fiware-ServicePath": "/a,/b"}, body) == (
+        bad("more than one service path in context update request")
+    )
+
+
 def test_size_limit_is_one_mebibyte() -> None:
     filler = "x" * (1_048_594 - len(json.dumps(batch(room(a={"type": "Text", "value": ""})))))
     doc = batch(room(a={"type": "Text", "value": filler}))
@@ -220,7 +262,10 @@ def test_only_one_location_without_ignore_type() -> None:
         413,
         {
             "error": "NoResourcesAvailable",
-            "description": "You cannot use more than one geo location attribute when creating an entity [see Orion user manual]",
+            # errorMessages.h ERROR_DESC_NO_RESOURCES_AVAILABLE_GEOLOC since Orion 3.6 (functional test
+            # 1038_ngsiv2_geo_location_entities/errors_general.test, step 01)
+            "description": "You cannot use more than one geo location attribute when creating an entity. Use "
+            "ignoreType metadata if you want to add additional informative locations.",
         },
     )
     informative = {**area, "metadata": {"ignoreType": {"type": "Boolean", "value": True}}}

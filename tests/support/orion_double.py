@@ -1,11 +1,10 @@
 """A strict HTTP double of Orion (NGSI v2 batch update and query) and an NGSI-LD broker (batch upsert), with faults.
 
-Requests meet Orion's HTTP layer first, in the order of `connectionTreat()` in src/lib/rest/rest.cpp: a
-body over `max_body` is 413, a payload whose Content-Type is missing or neither application/json nor
-text/plain 415 — before any URI param is looked at. Then `tests.support.orion_rules` (Orion's status
-codes and error bodies) validates the rest, URI params first: a POST without a payload is 411 only after
-them, as in Orion, and text/plain is refused (415) by the service, after them too. What passes is
-applied to an in-memory entity store the way Orion 4's mongoBackend applies it, and every request is logged with its headers and body. A batch update
+A body over `max_body` is 413 before anything else, as in Orion's `connectionTreat()`
+(src/lib/rest/rest.cpp); then `tests.support.orion_rules` answers for Orion's HTTP layer in the same
+function's order (service paths, Content-Type, URI params, 411) and for the services (Orion's status codes
+and error bodies). What passes is applied to an in-memory entity store the way Orion 4's mongoBackend
+applies it, and every request is logged with its headers and body. A batch update
 (`POST /v2/op/update`) is processed entity by entity in order, each looked up by id and type:
 `append` creates or updates, `appendStrict` refuses attributes that exist, `update` and `delete` refuse
 what does not exist, `replace` swaps every attribute; each failure adds to one error (the first sets
@@ -259,21 +258,6 @@ def _json(
     )
 
 
-def _unsupported_media(request: web.Request) -> web.Response | None:
-    """Orion's `contentTypeCheck()`: a payload (by its Content-Length) needs a Content-Type, cut at its `;`,
-    of exactly application/json or text/plain; the service refuses text/plain later, after the URI params."""
-    if not request.content_length:
-        return None
-    ctype = request.headers.get("Content-Type")
-    if ctype is None:
-        description = "Content-Type header not used, default application/octet-stream is not supported"
-    elif (mime := ctype.split(";", 1)[0]) not in ("application/json", "text/plain"):
-        description = f"not supported content type: {mime}"
-    else:
-        return None
-    return _json(415, {"error": "UnsupportedMediaType", "description": description})
-
-
 # Orion's bodies for a path it does not serve and for a method a path does not take, byte for byte
 # (97 and 63 bytes of Content-Length in the functional tests)
 SERVICE_NOT_FOUND = {"error": "BadRequest", "description": "Service not found. Check your URL as probably it is wrong."}
@@ -325,12 +309,8 @@ class _OrionError:
 
 
 GEO_TYPES = frozenset({"geo:json", "geo:point", "geo:line", "geo:box", "geo:polygon"})
-# errorMessages.h ERROR_DESC_NO_RESOURCES_AVAILABLE_GEOLOC since Orion 3.6 (functional tests
-# 1038_ngsiv2_geo_location_entities/errors_*.test)
-GEOLOC_413 = (
-    "You cannot use more than one geo location attribute when creating an entity. Use ignoreType metadata if you "
-    "want to add additional informative locations."
-)
+# the store's 413 for a second location appended later is the rules' for two in a new entity
+GEOLOC_413 = orion_rules.GEOLOC_413
 
 
 def _is_location(attr: Any, stored: Any) -> bool:
@@ -544,9 +524,9 @@ class OrionDouble:
         body_bytes = refusal.body.encode() if isinstance(refusal.body, str) else refusal.body
         return web.Response(status=refusal.status, body=body_bytes, content_type=refusal.content_type)
 
-    async def _gate(self, request: web.Request, body: bytes, *, v2: bool = True) -> web.Response | None:
-        """Scripted refusals and faults, then size, credentials and Content-Type (`v2`: Orion's, not Orion-LD's);
-        None lets the request through to validation."""
+    async def _gate(self, request: web.Request, body: bytes) -> web.Response | None:
+        """Scripted refusals and faults, then size and credentials; None lets the request through to the rules,
+        so a request without a valid token never reaches Orion's own checks."""
         scripted = self._scripted(request, body)
         if scripted is not None:
             return scripted
@@ -594,8 +574,7 @@ class OrionDouble:
                     {"error": "invalid_token", "error_description": "missing, unknown or expired token"},
                     headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
                 )
-        # Orion's own check, so after the proxy's: a request without a valid token never reaches Orion
-        return _unsupported_media(request) if v2 else None
+        return None
 
     def _refused_entity(self, entities: list[dict[str, Any]]) -> web.Response | None:
         for entity in entities:
@@ -839,7 +818,7 @@ class OrionDouble:
         """`POST /ngsi-ld/v1/entityOperations/upsert`: `?options=update` appends to an existing entity, else
         (`replace`, the default) the entity is overwritten."""
         body = await request.read()
-        early = await self._gate(request, body, v2=False)
+        early = await self._gate(request, body)
         if early is not None:
             return self._log(request, body, early)
         query = {k: request.query.getall(k) for k in request.query}

@@ -32,6 +32,11 @@ MongoDB's own GeoJSON rules (`src/mongo/db/geo/geoparser.cpp`) are applied witho
 positions of 2 or 3 numbers, LineStrings of 2+ distinct positions, Polygon rings of 4+ positions that
 are closed, have 3+ distinct corners and do not cross themselves.
 
+Every v2 validator starts with Orion's HTTP layer in the order of its `connectionTreat()`
+(src/lib/rest/rest.cpp): 413 on the declared size, the service paths, 415, the URI params (pagination
+included, on every route), 411; then the service's own checks. The Orion double leaves all of it to these
+rules but the size, whose limit it lets a test choose.
+
 Description texts follow Orion's where known; the manual says their wording varies between versions,
 so callers should match on status and `error`.
 """
@@ -51,6 +56,17 @@ MAX_ID_LEN = 256
 MAX_NESTING = 50
 MAX_LD_BATCH = 1000
 MAX_LD_ATTRIBUTE = 65_536  # Orion-LD: "the maximum size of an attribute is just under 64k"
+MAX_PAGINATION_LIMIT = 1000
+DEFAULT_PAGINATION_LIMIT = 20
+# rest.cpp contentTypeCheck(), for a payload without a Content-Type
+NO_CONTENT_TYPE = "Content-Type header not used, default application/octet-stream is not supported"
+# errorMessages.h ERROR_DESC_NO_RESOURCES_AVAILABLE_GEOLOC since Orion 3.6 (functional tests
+# 1038_ngsiv2_geo_location_entities/errors_*.test): a new entity with two locations and a second one
+# appended later get this one text (src/lib/mongoBackend/location.cpp)
+GEOLOC_413 = (
+    "You cannot use more than one geo location attribute when creating an entity. Use ignoreType metadata if you "
+    "want to add additional informative locations."
+)
 
 # "General syntax restrictions": forbidden in any request field (ids, types, names, string values)
 FORBIDDEN = frozenset("<>\"'=;()")
@@ -128,22 +144,30 @@ def _parse(body: bytes) -> Any:
 # --------------------------------------------------------------------------------------- headers
 
 
-def _check_transport(headers: Mapping[str, str], body: bytes, *, media: tuple[str, ...]) -> str:
-    """Content-Length, size and Content-Type; returns the media type without parameters."""
+def _declared_length(headers: Mapping[str, str], body: bytes) -> int:
+    """The Content-Length, 0 when absent as Orion reads it; one that lies about `body` is a caller's mistake
+    no HTTP server would pass on, so it is refused before anything else."""
     length = _header(headers, "Content-Length")
     if length is None or length.strip() in ("", "0"):
-        raise _v2_error(411, "ContentLengthRequired", "Zero/No Content-Length in PUT/POST/PATCH request")
+        return 0
     if not length.strip().isdigit() or int(length) != len(body):
         raise _bad(f"Content-Length {length} does not match the body size {len(body)}")
+    return len(body)
+
+
+def _too_large(size: int) -> _Refused:
+    return _v2_error(413, "RequestEntityTooLarge", f"payload size: {size}, max size supported: {MAX_BODY}")
+
+
+def _check_ld_transport(headers: Mapping[str, str], body: bytes, *, media: tuple[str, ...]) -> str:
+    """Orion-LD's Content-Length, size and Content-Type; returns the media type without parameters."""
+    if not _declared_length(headers, body):
+        raise _v2_error(411, "ContentLengthRequired", "Zero/No Content-Length in PUT/POST/PATCH request")
     if len(body) > MAX_BODY:
-        raise _v2_error(413, "RequestEntityTooLarge", f"payload size: {len(body)}, max size supported: {MAX_BODY}")
+        raise _too_large(len(body))
     ctype = _header(headers, "Content-Type")
     if ctype is None:
-        raise _v2_error(
-            415,
-            "UnsupportedMediaType",
-            "Content-Type header not used, default application/octet-stream is not supported",
-        )
+        raise _v2_error(415, "UnsupportedMediaType", NO_CONTENT_TYPE)
     mime = ctype.split(";", 1)[0].strip().lower()
     if mime not in media:
         raise _v2_error(415, "UnsupportedMediaType", f"not supported content type: {mime}")
@@ -190,6 +214,35 @@ def _check_service_path(value: str | None, *, strict: bool) -> None:
             raise _bad("component-name too long in ServicePath")
         if not _SEGMENT_RE.fullmatch(part):
             raise _bad("a component of ServicePath contains an illegal character")
+
+
+def _http_service_paths(value: str | None) -> tuple[str, ...]:
+    """Orion's check of every request's service paths (rest.cpp servicePathSplit and servicePathCheck): up to
+    ten, comma-separated, each may end in `/#`. Returns them as a query scopes by them, `/#` when none; an
+    update's service checks its one path again (`_check_service_path`)."""
+    if value is None or not value.strip():
+        return ("/#",)
+    paths = [p.strip() for p in value.split(",")]
+    if len(paths) > 10:
+        raise _bad("too many service paths - a maximum of ten service paths is allowed")
+    out = []
+    for path in paths:
+        if path != "/" and path.endswith("/"):
+            path = path.rstrip("/")
+        if not path.startswith("/"):
+            raise _bad("Only /absolute/ Service Paths allowed [a service path must begin with /]")
+        parts = [c for c in path.split("/")[1:] if c]
+        if len(parts) > 10:
+            raise _bad("too many components in ServicePath")
+        for ix, part in enumerate(parts):
+            if len(part) > 50:
+                raise _bad("component-name too long in ServicePath")
+            if ix == len(parts) - 1 and part == "#":
+                continue
+            if not _SEGMENT_RE.fullmatch(part):
+                raise _bad("a component of ServicePath contains an illegal character")
+        out.append(path)
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------- v2 payloads
@@ -502,11 +555,7 @@ def _check_v2_entity(entity: Any, *, strict: bool, tolerate: Tolerances = NONE_T
         if _check_attribute(name, attr, strict=strict, tolerate=tolerate):
             locations += 1
     if locations > 1:
-        raise _v2_error(
-            413,
-            "NoResourcesAvailable",
-            "You cannot use more than one geo location attribute when creating an entity [see Orion user manual]",
-        )
+        raise _v2_error(413, "NoResourcesAvailable", GEOLOC_413)
 
 
 # --------------------------------------------------------------------------------- URI parameters
@@ -538,6 +587,8 @@ _EXCLUSIVE_OPTIONS = (("keyValues", "values"), ("keyValues", "unique"), ("unique
 # URI params whose values Orion does not check for its forbidden characters (or checks with exceptions)
 _FREE_PARAMS = {name: "".join(FORBIDDEN) for name in ("q", "mq", "idPattern", "typePattern")}
 _FREE_PARAMS |= {"geometry": "=;", "georel": "=;", "coords": ";"}
+# Orion's '0'..'9' loop; str.isdigit() would also take "３" (fullwidth) and "²", which int() cannot read
+_DIGITS_RE = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -575,27 +626,73 @@ def _not_implemented(description: str) -> _Refused:
     return _v2_error(501, "NotImplemented", description)
 
 
-def _check_uri_params(query: Mapping[str, list[str]], route: RouteOptions) -> frozenset[str]:
-    """Orion's checks of every URI param, then the route's: returns the options given."""
-    for key, values in query.items():
-        if any(v == "" for v in values):
-            raise _bad(f"Empty right-hand-side for URI param /{key}/")
-        checked = {ch for v in values for ch in v} - set(_FREE_PARAMS.get(key, ""))
-        if not FORBIDDEN.isdisjoint(checked | set(key)):
-            raise _bad("invalid character in URI parameter")
-    options: set[str] = set()
-    for value in query.get("options", []):
+def _uri_param_problem(key: str, value: str, options: set[str]) -> str | None:
+    """uriArgumentGet() in rest.cpp for one URI param of any route: Orion's description of what is wrong
+    with it, or None. `options` gathers the valid options seen so far, as Orion's uriParamOptions does."""
+    if value == "":
+        return f"Empty right-hand-side for URI param /{key}/"
+    # Orion 3.7 and later (telefonicaid/fiware-orion#1492; rest.cpp lines 127-167 in 4.7): digits only, 0
+    # included; both return before the forbidden-character check below, so `limit=a(b` is a pagination error
+    if key == "offset" and not _DIGITS_RE.fullmatch(value):
+        return f"Bad pagination offset: /{value}/ [must be a decimal number]"
+    if key == "limit":
+        if not _DIGITS_RE.fullmatch(value):
+            return f"Bad pagination limit: /{value}/ [must be a positive integer number]"
+        if int(value) > MAX_PAGINATION_LIMIT:
+            return f"Bad pagination limit: /{value}/ [max: {MAX_PAGINATION_LIMIT}]"
+    problem = None
+    if key == "options":
         # stringSplit() skips leading commas; any other empty item is not a valid option
         items = value.lstrip(",").split(",")
-        if not set(items) <= ORION_OPTIONS:
-            raise _bad("Invalid value for URI param /options/")  # Orion names no value
-        options.update(items)
-    if any(a in options and b in options for a, b in _EXCLUSIVE_OPTIONS):
-        raise _bad("Invalid value for URI param /options/")
+        options.update(item for item in items if item in ORION_OPTIONS)
+        if not set(items) <= ORION_OPTIONS or any(a in options and b in options for a, b in _EXCLUSIVE_OPTIONS):
+            problem = "Invalid value for URI param /options/"  # Orion names no value
+    checked = set(value) - set(_FREE_PARAMS.get(key, ""))
+    if not FORBIDDEN.isdisjoint(checked | set(key)):
+        problem = "invalid character in URI parameter"
+    return problem
+
+
+def _check_uri_params(query: Mapping[str, list[str]], route: RouteOptions) -> frozenset[str]:
+    """Orion's checks of every URI param, then the route's: returns the options given."""
+    options: set[str] = set()
+    problem = None
+    for key, values in query.items():
+        for value in values:
+            # each param's error overwrites the one before (ciP->answer), so the last one is answered
+            problem = _uri_param_problem(key, value, options) or problem
+    if problem is not None:
+        raise _bad(problem)
     unimplemented = sorted(options & route.refused)
     if unimplemented:
         raise _not_implemented(f"the Orion double does not implement options={unimplemented[0]} on {route.route}")
     return frozenset(options)
+
+
+def _orion_http_layer(
+    headers: Mapping[str, str], body: bytes, query: Mapping[str, list[str]], route: RouteOptions
+) -> tuple[frozenset[str], tuple[str, ...]]:
+    """What Orion's HTTP layer refuses before any service sees the request, in the order of connectionTreat()
+    in src/lib/rest/rest.cpp (4.7: lines 1280, 1401, 1407, 1418, 1533): a declared size over the limit (413,
+    its first call), the service paths, the Content-Type (415 for a payload whose type, cut at its `;` and
+    compared as it is, is missing or neither application/json nor text/plain: contentTypeCheck), the URI
+    params, then a POST without a payload (411). text/plain gets through and the v2 services refuse it (415,
+    textRequestTreat in src/lib/parse/textParse.cpp line 124). Returns the options given and the service paths."""
+    declared = _declared_length(headers, body)
+    if declared > MAX_BODY:
+        raise _too_large(declared)
+    paths = _http_service_paths(_header(headers, "Fiware-ServicePath"))
+    mime = (_header(headers, "Content-Type") or "").strip().split(";", 1)[0]
+    if declared and not mime:
+        raise _v2_error(415, "UnsupportedMediaType", NO_CONTENT_TYPE)
+    if declared and mime not in ("application/json", "text/plain"):
+        raise _v2_error(415, "UnsupportedMediaType", f"not supported content type: {mime}")
+    options = _check_uri_params(query, route)
+    if not declared:
+        raise _v2_error(411, "ContentLengthRequired", "Zero/No Content-Length in PUT/POST/PATCH request")
+    if mime == "text/plain":
+        raise _v2_error(415, "UnsupportedMediaType", "not supported content type: text/plain")
+    return options, paths
 
 
 def _validate_v2(
@@ -606,8 +703,7 @@ def _validate_v2(
     strict: bool,
     tolerate: Tolerances,
 ) -> None:
-    _check_uri_params(query, V2_UPDATE_OPTIONS)
-    _check_transport(headers, body, media=("application/json",))
+    _orion_http_layer(headers, body, query, V2_UPDATE_OPTIONS)
     _check_tenant(_header(headers, "Fiware-Service"), strict=strict)
     _check_service_path(_header(headers, "Fiware-ServicePath"), strict=strict)
     try:
@@ -672,8 +768,7 @@ def validate_v2_create(
     batch), else (status, error body, options)."""
     options: frozenset[str] = frozenset()
     try:
-        options = _check_uri_params(query or {}, V2_CREATE_OPTIONS)
-        _check_transport(headers, body, media=("application/json",))
+        options, _ = _orion_http_layer(headers, body, query or {}, V2_CREATE_OPTIONS)
         _check_tenant(_header(headers, "Fiware-Service"), strict=strict)
         _check_service_path(_header(headers, "Fiware-ServicePath"), strict=strict)
         try:
@@ -692,8 +787,6 @@ def validate_v2_create(
 # parseRegistration.cpp, parseEntitiesVector.cpp, src/lib/rest/rest.cpp (URI params, service paths),
 # and the functional tests 1080_batch_query_context/*.test and 2604_op_query_attrs/op_query_attrs.test.
 
-MAX_PAGINATION_LIMIT = 1000
-DEFAULT_PAGINATION_LIMIT = 20
 MAX_DESCRIPTION_LENGTH = 1024
 FORWARDING_MODES = frozenset({"all", "none", "query", "update"})
 
@@ -710,54 +803,13 @@ class V2Query:
     service_paths: tuple[str, ...]  # "/#" when the header is absent
 
 
-def _uri_params(query: Mapping[str, list[str]]) -> tuple[int, int, frozenset[str]]:
-    """limit, offset and options of a query URL, refused with Orion's texts (rest.cpp uriArgumentGet)."""
-    options = _check_uri_params(query, V2_QUERY_OPTIONS)
-    limit, offset = DEFAULT_PAGINATION_LIMIT, 0
-    if "offset" in query:
-        value = query["offset"][-1]
-        if not value.isdigit():
-            raise _bad(f"Bad pagination offset: /{value}/ [must be a decimal number]")
-        offset = int(value)
-    if "limit" in query:
-        value = query["limit"][-1]
-        if not value.isdigit():
-            raise _bad(f"Bad pagination limit: /{value}/ [must be a decimal number]")
-        limit = int(value)
-        if limit > MAX_PAGINATION_LIMIT:
-            raise _bad(f"Bad pagination limit: /{value}/ [max: {MAX_PAGINATION_LIMIT}]")
-        if limit == 0:
-            raise _bad(f"Bad pagination limit: /{value}/ [a value of ZERO is unacceptable]")
+def _page(query: Mapping[str, list[str]]) -> tuple[int, int]:
+    """limit and offset of a query URL whose params passed `_check_uri_params` (the last of each, as Orion
+    keeps it); limit=0 is a page of nothing, still counted (functional tests 1492_limit_zero/*.test)."""
     if "orderBy" in query:
         raise _bad("the Orion double does not implement orderBy")
-    return limit, offset, options
-
-
-def _query_service_paths(value: str | None) -> tuple[str, ...]:
-    """A query's service paths: up to ten, comma-separated, each may end in `/#` (rest.cpp servicePathCheck)."""
-    if value is None or not value.strip():
-        return ("/#",)
-    paths = [p.strip() for p in value.split(",")]
-    if len(paths) > 10:
-        raise _bad("too many service paths - a maximum of ten service paths is allowed")
-    out = []
-    for path in paths:
-        if path != "/" and path.endswith("/"):
-            path = path.rstrip("/")
-        if not path.startswith("/"):
-            raise _bad("Only /absolute/ Service Paths allowed [a service path must begin with /]")
-        parts = [c for c in path.split("/")[1:] if c]
-        if len(parts) > 10:
-            raise _bad("too many components in ServicePath")
-        for ix, part in enumerate(parts):
-            if len(part) > 50:
-                raise _bad("component-name too long in ServicePath")
-            if ix == len(parts) - 1 and part == "#":
-                continue
-            if not _SEGMENT_RE.fullmatch(part):
-                raise _bad("a component of ServicePath contains an illegal character")
-        out.append(path)
-    return tuple(out)
+    limit = int(query["limit"][-1]) if "limit" in query else DEFAULT_PAGINATION_LIMIT
+    return limit, int(query["offset"][-1]) if "offset" in query else 0
 
 
 def _regex_ok(pattern: str) -> bool:
@@ -824,10 +876,9 @@ def validate_v2_query(
 ) -> tuple[int, Any, V2Query | None]:
     """(200, None, the query) when Orion would run this `POST /v2/op/query`, else (status, error body, None)."""
     try:
-        limit, offset, options = _uri_params(query)
-        _check_transport(headers, body, media=("application/json",))
+        options, paths = _orion_http_layer(headers, body, query, V2_QUERY_OPTIONS)
+        limit, offset = _page(query)
         _check_tenant(_header(headers, "Fiware-Service"), strict=True)
-        paths = _query_service_paths(_header(headers, "Fiware-ServicePath"))
         try:
             doc = _parse(body)
         except ValueError:
@@ -934,8 +985,7 @@ def validate_v2_registration(
 ) -> V2Result:
     """(201, None) when Orion would create this `POST /v2/registrations` (a context provider, e.g. an IoT Agent's commands)."""
     try:
-        _check_uri_params(query or {}, V2_REGISTRATION_OPTIONS)
-        _check_transport(headers, body, media=("application/json",))
+        _orion_http_layer(headers, body, query or {}, V2_REGISTRATION_OPTIONS)
         _check_tenant(_header(headers, "Fiware-Service"), strict=True)
         _check_service_path(_header(headers, "Fiware-ServicePath"), strict=True)
         try:
@@ -1084,7 +1134,7 @@ def _check_ld_entity(entity: Any, *, ld_json: bool, strict: bool) -> None:
 
 def _ld_transport(headers: Mapping[str, str], body: bytes, *, strict: bool) -> Any:
     try:
-        mime = _check_transport(headers, body, media=("application/json", "application/ld+json"))
+        mime = _check_ld_transport(headers, body, media=("application/json", "application/ld+json"))
     except _Refused as refused:
         desc = refused.body["description"] if isinstance(refused.body, dict) else ""
         kind = {411: "BadRequestData", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType"}.get(
