@@ -486,9 +486,9 @@ class FleetService:
                 return
             except Exception as exc:
                 if isinstance(exc, ControlError) and exc.code == CONFIG_INVALID:  # refused before the write
-                    await _end_applying(
-                        target, data_dir, clock(), "failed", f"{exc}", bundle.serial, {"error": str(exc)}
-                    )
+                    # its lines say what (a data_dir this box cannot use): the count alone told nobody
+                    reason = _failure(exc, data_dir)
+                    await _end_applying(target, data_dir, clock(), "failed", reason, bundle.serial, {"error": reason})
                     return
                 # Anything else may come after the rename (the reload, the versions store recording it,
                 # the directory's fsync): the bundle's text would be left on disk, not running, for the
