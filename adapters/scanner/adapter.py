@@ -11,6 +11,12 @@ A crash between 1 and 3 loses that scan's number, never its uniqueness; the oper
 accept beep and scans again. Devices are followed by name: an evdev path may be a glob
 (`/dev/input/by-id/*-event-kbd`), looked at every `rescan_s`; a device that goes away (ENODEV,
 a serial error) is logged once as lost and once as found again, without restarting anything.
+
+A pad's tag whose scan made its event but whose security write (AFI, EAS) has not succeeded waits
+in memory (`_UnsecuredTags`: the UID, the security due, the time of the last try) for
+`SECURITY_RETRY_S`: the book lifted mid-write got the refused beep, and the librarian puts it back
+to try again. Put back on the same pad within the window it is written again, with no second
+event; after it, or after a restart, it is a new read like any tag taken off and put back.
 """
 
 from __future__ import annotations
@@ -43,13 +49,43 @@ from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
 from gateway.records import Attribute, Command, CommandResult, Emit, make_attribute
 from gateway.secrets import resolve
 
-__all__ = ["ScannerAdapter"]
+__all__ = ["SECURITY_RETRY_S", "ScannerAdapter"]
 
 Clock = Callable[[], datetime]
+
+# Long enough for a librarian who heard the refused beep to put the book back; short enough that the
+# same book lent or returned again later (the next patron) is a new read and a new event.
+SECURITY_RETRY_S = 60
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class _UnsecuredTags:
+    """The tags at one pad whose event went out but whose security write has not succeeded yet."""
+
+    def __init__(self, window_s: float) -> None:
+        self._window_s = window_s
+        self._tags: dict[bytes, tuple[Security, datetime]] = {}  # UID -> security due, last try
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def trying(self, uid: bytes, security: Security, at: datetime) -> None:
+        self._tags[uid] = (security, at)
+
+    def done(self, uid: bytes) -> None:
+        self._tags.pop(uid, None)
+
+    def due(self, uid: bytes, now: datetime) -> Security | None:
+        """The security `uid` still waits for; None when it waits for none or its window has closed."""
+        # A clock set back (NTP at boot) closes every window rather than stretching them.
+        self._tags = {
+            u: (sec, at) for u, (sec, at) in self._tags.items() if 0 <= (now - at).total_seconds() < self._window_s
+        }
+        entry = self._tags.get(uid)
+        return None if entry is None else entry[0]
 
 
 class ScannerAdapter:
@@ -78,6 +114,8 @@ class ScannerAdapter:
         self.last_error = ""
         self._emit: Emit | None = None
         self._pads: dict[str, SerialPad] = {}
+        self._unsecured = {p.name: _UnsecuredTags(SECURITY_RETRY_S) for p in config.pads}
+        self.security_retries: Counter[str] = Counter()  # put-back tags written again: done / failed
         # Card numbers are tokens before anything is emitted unless the config says otherwise: the same
         # processor, key ring and tokens as a [[processing]] pseudonymize entry would give.
         self._pseudonymizer: Pseudonymizer | None = None
@@ -298,25 +336,47 @@ class ScannerAdapter:
             await asyncio.sleep(cfg.poll_ms / 1000)
 
     async def _pad_tag(self, cfg: PadSection, pad: SerialPad, uid: bytes) -> bool:
-        """Read one new tag, hand it to its station, set its security, beep; False when it could not be read."""
-        try:
-            tag = await pad.read_tag(uid)
-        except FeigTagStatus as exc:
-            self._pad_error(cfg, f"tag {uid.hex().upper()} read", exc)
-            return False
-        step = await self._tag(cfg.station, tag)
-        ok = step.feedback is not Feedback.REFUSED
-        purpose = self.stations[cfg.station].config.purpose
-        if cfg.set_security and step.feedback is Feedback.ACCEPTED and purpose in (Purpose.LENDING, Purpose.RETURN):
-            security = Security.RELEASED if purpose is Purpose.LENDING else Security.SECURED
+        """A tag new on the pad: read, handed to its station, secured, beeped (or, put back while its security
+        is due, only secured and beeped); False when it could not be read."""
+        unsecured = self._unsecured[cfg.name]
+        due = unsecured.due(uid, self._clock()) if unsecured else None
+        if due is not None:
+            # the same loan or return as before it was lifted: its event is out, only the write is missing
+            ok = await self._set_security(cfg, pad, uid, due)
+            outcome = "done" if ok else "failed"
+            self.security_retries[outcome] += 1
+            self._log.debug(
+                "pad %s: tag %s put back, set %s again: %s", cfg.name, uid.hex().upper(), due.value, outcome
+            )
+        else:
             try:
-                await pad.set_security(uid, security)
+                tag = await pad.read_tag(uid)
             except FeigTagStatus as exc:
-                # the scan's event stands; the refused beep tells the operator the gate will not agree with it
-                self._pad_error(cfg, f"tag {uid.hex().upper()} set {security.value}", exc)
-                ok = False
+                self._pad_error(cfg, f"tag {uid.hex().upper()} read", exc)
+                return False
+            step = await self._tag(cfg.station, tag)
+            ok = step.feedback is not Feedback.REFUSED
+            purpose = self.stations[cfg.station].config.purpose
+            if cfg.set_security and step.feedback is Feedback.ACCEPTED and purpose in (Purpose.LENDING, Purpose.RETURN):
+                security = Security.RELEASED if purpose is Purpose.LENDING else Security.SECURED
+                ok = await self._set_security(cfg, pad, uid, security)
         with contextlib.suppress(RfidTagError):
             await pad.beep(ok)
+        return True
+
+    async def _set_security(self, cfg: PadSection, pad: SerialPad, uid: bytes, security: Security) -> bool:
+        """Write `uid`'s security; False when the tag failed it (the event stands, the refused beep tells the
+        operator the gate will not agree with it, and a put-back tries again)."""
+        unsecured = self._unsecured[cfg.name]
+        # Due before the write, not after a failure: a pad lost mid-write (no answer) is found again with
+        # the book still on it, which must be written, not read as a second loan or return.
+        unsecured.trying(uid, security, self._clock())
+        try:
+            await pad.set_security(uid, security)
+        except FeigTagStatus as exc:
+            self._pad_error(cfg, f"tag {uid.hex().upper()} set {security.value}", exc)
+            return False
+        unsecured.done(uid)
         return True
 
     def _pad_error(self, cfg: PadSection, what: str, exc: FeigTagStatus) -> None:
@@ -385,6 +445,7 @@ class ScannerAdapter:
             "malformed": {k: v for k, v in self.counts.items() if k in ("bad_check", "unknown", "visit_refused")},
             "devices": dict(self.connected),
             "pad_errors": dict(self.pad_errors),
+            "security_retries": dict(self.security_retries),
             # what the station page shows (gateway/web/pages/stations.py): reasons and ids, never a card number
             "stations": {
                 sid: {
