@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway import __version__, logs
 from gateway.buffer.location import data_dir_error
-from gateway.cliopts import add_config_option, config_path
+from gateway.cliopts import add_config_option, config_path, print_config_error
 from gateway.config import GatewaySection, load_config
 from gateway.configbase import read_toml
 from gateway.errors import BufferUnavailable, ConfigError
@@ -35,19 +35,6 @@ def _add_config_to_subcommands(parser: argparse.ArgumentParser) -> None:
         if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001 - the type of add_subparsers()
             for sub in action.choices.values():
                 add_config_option(sub)
-
-
-def _print_config_error(exc: ConfigError) -> None:
-    """One problem on one line, led by what failed (the file, else the line's own key or path); several as a list.
-
-    A count and an indented list for a single problem hid what failed behind "configuration: 1 error(s)".
-    """
-    if len(exc.errors) == 1:
-        print(f"{exc.source}: {exc.errors[0]}" if exc.source else exc.errors[0], file=sys.stderr)
-        return
-    print(f"{exc.source or 'configuration'}: {len(exc.errors)} error(s)", file=sys.stderr)
-    for line in exc.errors:
-        print(f"  {line}", file=sys.stderr)
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -73,11 +60,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         data_dir = _written_data_dir(path)
         extra = data_dir_error(data_dir) if data_dir is not None else None
-        _print_config_error(ConfigError([*exc.errors, extra], exc.source) if extra else exc)
+        print_config_error(ConfigError([*exc.errors, extra], exc.source) if extra else exc)
         return EXIT_CONFIG
     extra = data_dir_error(Path(cfg.gateway.data_dir))
     if extra:
-        _print_config_error(ConfigError([extra], str(path)))
+        print_config_error(ConfigError([extra], str(path)))
         return EXIT_CONFIG
     print(f"{path}: OK — gateway {cfg.gateway.id}, {len(cfg.adapters)} adapter(s), {len(cfg.uplinks)} uplink(s)")
     return EXIT_OK
@@ -90,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return app.run(path)
     except ConfigError as exc:
-        _print_config_error(exc)
+        print_config_error(exc)
         return EXIT_CONFIG
     except BufferUnavailable as exc:
         # the box, not the data, is wrong (a read-only or missing data directory…): like a config error,
@@ -120,7 +107,7 @@ def cmd_buffer(args: argparse.Namespace) -> int:
     try:
         cfg = _load(args)
     except ConfigError as exc:
-        _print_config_error(exc)
+        print_config_error(exc)
         return EXIT_CONFIG
     return buffer_cli.run(args, Path(cfg.gateway.data_dir) / BUFFER_FILE)
 
@@ -131,7 +118,7 @@ def cmd_secret(args: argparse.Namespace) -> int:
     try:
         cfg = _load(args)
     except ConfigError as exc:
-        _print_config_error(exc)
+        print_config_error(exc)
         return EXIT_CONFIG
     store = SecretStore(Path(cfg.gateway.data_dir))
     what = f"secret {args.secret_command}"
@@ -193,7 +180,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         cfg = _load(args)
     except ConfigError as exc:
-        _print_config_error(exc)
+        print_config_error(exc)
         return EXIT_CONFIG
     path = Path(cfg.gateway.data_dir) / STATUS_FILE
     try:

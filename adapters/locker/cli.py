@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from adapters.locker.bus import Board, BoardTimeout, LinkError, SerialLink, decode_status
 from adapters.locker.codec import LockerFrameError
 from adapters.locker.config import BoardConfig, BoardModel, BusConfig
-from gateway.cliopts import add_config_option
+from gateway.cliopts import add_config_option, print_config_error
 
 __all__ = ["add_parsers", "probe", "run"]
 
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         config = load_config(config_path(args.config))
     except ConfigError as exc:
-        err.write(f"locker {args.locker_command}: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
-        err.writelines(f"  {line}\n" for line in exc.errors)
+        print_config_error(exc, err, what=f"locker {args.locker_command}")
         return EXIT_USAGE
     sock = config.gateway.control_path()
     if args.locker_command == "kiosk":

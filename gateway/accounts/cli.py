@@ -31,7 +31,7 @@ from gateway.accounts.store import (
     check_user_name,
 )
 from gateway.audit.log import AuditError, AuditLog
-from gateway.cliopts import add_config_option
+from gateway.cliopts import add_config_option, print_config_error
 from gateway.errors import ConfigError
 from gateway.web.config import WebConfig
 
@@ -201,8 +201,7 @@ def run(
     try:
         state_dir, web = open_state(args.config)
     except ConfigError as exc:
-        err.write(f"{what}: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
-        err.writelines(f"  {line}\n" for line in exc.errors)
+        print_config_error(exc, err, what=what)
         return EXIT_INVALID
     actor = cli_actor()
     try:

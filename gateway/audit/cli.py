@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TextIO
 
 from gateway.audit.log import AuditEntry, AuditError, AuditLog
-from gateway.cliopts import add_config_option
+from gateway.cliopts import add_config_option, print_config_error
 from gateway.errors import ConfigError
 
 __all__ = ["EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "run"]
@@ -110,8 +110,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         err.write(f"{what}: {exc}\n")
         return EXIT_INVALID
     except ConfigError as exc:
-        err.write(f"{what}: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
-        err.writelines(f"  {line}\n" for line in exc.errors)
+        print_config_error(exc, err, what=what)
         return EXIT_INVALID
     except OSError as exc:
         err.write(

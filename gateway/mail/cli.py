@@ -14,7 +14,7 @@ import time
 from typing import Any, TextIO
 
 from gateway import redact
-from gateway.cliopts import add_config_option, config_path
+from gateway.cliopts import add_config_option, config_path, print_config_error
 from gateway.errors import ConfigError
 from gateway.mail.message import Mail, MailError
 from gateway.mail.sender import DeliveryError, SessionError, send_now
@@ -52,8 +52,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         config = load_config(config_path(args.config))
     except ConfigError as exc:
-        err.write(f"mail test: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
-        err.writelines(f"  {line}\n" for line in exc.errors)
+        print_config_error(exc, err, what="mail test")
         return EXIT_INVALID
     if config.mail is None:
         err.write("mail test: no [mail] section in the configuration; add one (see gateway/mail/README.md)\n")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway import redact
-from gateway.cliopts import add_config_option, config_path
+from gateway.cliopts import add_config_option, config_path, print_config_error
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import component_logger
 from gateway.records import utc_now
@@ -364,8 +364,7 @@ def run(
         _write_list(store.read(), now, out)
         return EXIT_OK
     except ConfigError as exc:  # the config, or a secret store whose key file does not belong to it
-        err.write(f"{what}: {exc.source or 'configuration'}: {len(exc.errors)} error(s)\n")
-        err.writelines(f"  {line}\n" for line in exc.errors)
+        print_config_error(exc, err, what=what)
         return EXIT_INVALID
     except PseudonymKeyError as exc:
         err.write(f"{exc}\n")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.cliopts import print_config_error
 from gateway.errors import ConfigError
 from gateway.profiles.loader import DEFAULT_SEARCH_PATH, find_profiles, load_profile, load_profile_file
 from gateway.profiles.schema import Profile
@@ -63,16 +64,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         profile = load_profile(args.name, _search_path(args))
     except ConfigError as exc:
-        _print_errors(exc, err)
+        print_config_error(exc, err, source="profile")
         return EXIT_INVALID
     out.write(_dump_json(profile) if args.json else format_profile(args.name, profile))
     return EXIT_OK
-
-
-def _print_errors(exc: ConfigError, err: TextIO) -> None:
-    err.write(f"{exc.source or 'profile'}: {len(exc.errors)} error(s)\n")
-    for line in exc.errors:
-        err.write(f"  {line}\n")
 
 
 def _validate(files: list[Path], out: TextIO, err: TextIO) -> int:
@@ -81,7 +76,7 @@ def _validate(files: list[Path], out: TextIO, err: TextIO) -> int:
         try:
             profile = load_profile_file(path)
         except ConfigError as exc:
-            _print_errors(exc, err)
+            print_config_error(exc, err, source="profile")
             code = EXIT_INVALID
             continue
         out.write(

@@ -24,7 +24,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from gateway import logs
-from gateway.cliopts import add_config_option, config_path
+from gateway.cliopts import add_config_option, config_path, print_config_error
 from gateway.errors import ConfigError, GatewayError
 from gateway.web.security import loggable_path
 
@@ -105,9 +105,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        print(f"{exc.source or path}: {len(exc.errors)} error(s)", file=sys.stderr)
-        for line in exc.errors:
-            print(f"  {line}", file=sys.stderr)
+        print_config_error(exc, source=str(path))
         return EXIT_CONFIG
     state_dir = cfg.web.state_path(Path(cfg.gateway.data_dir))
     if args.web_command == "fingerprint":

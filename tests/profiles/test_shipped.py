@@ -102,9 +102,9 @@ def test_show_json_is_the_validated_profile() -> None:
 def test_show_unknown_name_says_where_it_looked(tmp_path: Path) -> None:
     code, out, err = run("profile", "show", "acme/none", "--profiles-dir", str(tmp_path))
     assert (code, out) == (2, "")
-    assert err.splitlines()[1] == (
-        f'  no such profile, got "acme/none"; searched {tmp_path}, /etc/edgegw/profiles, {SHIPPED_DIR}; '
-        "`edgegw profile list` shows the known names"
+    assert err == (
+        f'acme/none: no such profile, got "acme/none"; searched {tmp_path}, /etc/edgegw/profiles, {SHIPPED_DIR}; '
+        "`edgegw profile list` shows the known names\n"
     )
 
 
