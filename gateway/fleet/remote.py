@@ -6,8 +6,12 @@ signature by the platform's key (`edgegw config sign`). `verify_bundle` (pure) c
 order, the format, the signature against the key pinned in `[fleet.remote_config].public_key`,
 the signed fields' types (the serial an integer, the rest strings: nothing is read leniently), the
 gateway id (a bundle for another box is refused) and the serial (it must be above the last one
-accepted: an old bundle replayed is refused). Only then is the config text validated and applied
-through the control socket's `ConfigOps.apply`, which records a config version and reloads.
+accepted: an old bundle replayed is refused). Only then is the config text validated, checked by
+`unwatched` (a config the next generation could not watch: one moving `gateway.data_dir`, where
+this file and the serials are, or one without `[fleet.remote_config]`, whose generation runs no
+tick; both refused, their serial not used up) and applied through the control socket's
+`ConfigOps.apply`, which records a config version and reloads. A bundle may pin a new public key:
+its window is watched as any other's, and a rollback brings back the key from before it.
 
 One bundle at a time. From its offer until its outcome a bundle is `pending` in
 `<data_dir>/remote_config.json`; another bundle offered meanwhile is refused (`busy`, naming the
@@ -27,7 +31,14 @@ the job on its ticks. The pending bundle's steps:
                             gateway stopped before the write): closed at once, not at its
                             deadline; or its apply failed before the guard ran (the config lock's
                             file, say): nothing written
-  written  -> applied       reloaded, the version noted
+  written  -> failed        no apply under way, no reload noted and the file not the bundle's: the
+                            gateway stopped between the guard and the write (during validation or
+                            the versions store's first record). Closed at once: the text from before
+                            (never written) or another config (kept) is what runs
+  written  -> applied       reloaded, the version noted; or no apply under way, no reload noted, and
+                            the file is the bundle's and what this process runs (a stop between the
+                            write and the reload's record, then a start from that file): its window
+                            starts again then (`applied_at`, `deadline`), as it judges what runs
   written  -> rolling_back  at once when the apply fails any other way than by the config being
                             refused: the reload ("version N written but not running"), the config
                             versions store, the disk. Left on disk, the next start would run it
@@ -61,7 +72,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from cryptography.exceptions import InvalidSignature
@@ -69,6 +80,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -78,6 +92,7 @@ __all__ = [
     "healthy_since",
     "public_key_b64",
     "sign_bundle",
+    "unwatched",
     "update",
     "verify_bundle",
 ]
@@ -91,7 +106,8 @@ T = TypeVar("T")
 
 
 class BundleRefused(GatewayError, ValueError):
-    """A bundle that is not applied; `code` is stable (bad_format, bad_signature, wrong_gateway, replayed, busy)."""
+    """A bundle that is not applied; `code` is stable (bad_format, bad_signature, wrong_gateway, replayed, busy,
+    data_dir_moved, no_remote_config)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -161,6 +177,31 @@ def verify_bundle(data: bytes, *, public_key: str, gateway: str, last_serial: in
     if bundle.serial <= last_serial:
         raise _replayed(last_serial, bundle.serial)
     return bundle
+
+
+def unwatched(config: GatewayConfig, *, data_dir: Path, serial: int) -> BundleRefused | None:
+    """Why bundle `serial`'s valid `config` must still not be applied: the next generation could not watch it.
+
+    `data_dir` is the running one, which holds this state file: a generation on another would find no
+    pending bundle (no window, no rollback) and serial 0 (old bundles replayable).
+    """
+    moved = Path(config.gateway.data_dir)
+    if moved.resolve() != data_dir.resolve():  # a symbolic link to the same directory is no move
+        return BundleRefused(
+            "data_dir_moved",
+            f"remote config: gateway.data_dir must stay {data_dir}, got {moved} in bundle {serial}; the bundle's "
+            "state, health window and serials are kept in the data directory, so it is moved on the box (stop the "
+            "gateway, move the directory, set gateway.data_dir, start it), never remotely; nothing applied",
+        )
+    if config.fleet is None or config.fleet.remote_config is None:
+        missing = "[fleet]" if config.fleet is None else "[fleet.remote_config]"
+        return BundleRefused(
+            "no_remote_config",
+            f"remote config: the bundle's config must keep [fleet.remote_config], got bundle {serial} without "
+            f"{missing}; the gateway would then watch no health window, roll nothing back and take no further "
+            "bundle; nothing applied",
+        )
+    return None
 
 
 def _signed_fields(body: Any, where: str) -> Bundle:

@@ -4,8 +4,9 @@ Each tick reads the status document once (`Gateway.status()`, which embeds `sect
 it: notes availability, evaluates the alarm rules (mail through the one outgoing-mail component,
 an `Alert` entity to the platform), sends the `Device` entity when its state changed or the report
 interval passed, stops crash-looping adapters (safe mode), takes the one pending remote config a
-step on (withdraw, confirm, supersede or roll back: see gateway/fleet/remote.py) and fetches a new
-bundle when none is pending and one is due. The tick takes `now`: tests drive it with a clock.
+step on (withdraw, confirm, supersede, roll back, or settle one a stop cut short: see
+gateway/fleet/remote.py) and fetches a new bundle when none is pending and one is due. The tick
+takes `now`: tests drive it with a clock.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from gateway.tls import client_context
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.config import GatewayConfig
     from gateway.control.target import ControlTarget
 
 __all__ = ["FleetService"]
@@ -50,6 +52,7 @@ COMMAND_OWNER = "fleet"  # the Device entity's readings carry source.adapter "fl
 CONFIG_COMMAND = "configBundle"  # a platform command whose value is a signed bundle (JSON text or object)
 TICK_S = 10.0
 NEVER_WRITTEN = "not applied: the gateway stopped before the bundle was written; offer it again with a new serial"
+FOUND_RUNNING = "found running after a restart that cut its apply short; its health window starts now"
 
 
 class FleetService:
@@ -363,23 +366,66 @@ class FleetService:
                     "new serial"
                 )
                 await self._withdraw(now, serial, detail)
-        elif pending.get("reloaded") and remote.healthy_since(doc, pending["applied_at"]):
-            await self._confirm(now, pending)
-        elif now >= pending["deadline"]:
+        elif pending.get("reloaded"):
+            if remote.healthy_since(doc, pending["applied_at"]):
+                await self._confirm(now, pending)
+            elif now >= pending["deadline"]:
+                await self._rollback(now, serial, why="uplinks not delivering within the health window")
+        elif not await self._cut_short(now, pending) and now >= pending["deadline"]:
             await self._rollback(now, serial, why="uplinks not delivering within the health window")
         return True
 
-    async def _withdraw(self, now: float, serial: int, detail: str) -> bool:
+    async def _cut_short(self, now: float, pending: dict[str, Any]) -> bool:
+        """A bundle whose guard ran, with no apply under way and no reload noted: the gateway that applied it
+        stopped in between (a kill, a power cut). The config file says how far it got; False when it cannot.
+
+        Not the bundle's text: never written, or replaced since; `failed` at once rather than `busy` for the
+        whole window. The bundle's text, and what this process started from: it runs, so its window starts
+        now and judges it (it was never confirmable, `reloaded` unset).
+        """
+        assert self.target is not None
+        serial, expected, noted = pending["serial"], pending.get("sha256"), pending.get("written_at")
+        if noted is None or expected is None:  # the guard has not run, or an older release saved it
+            return False
+        on_disk = await asyncio.to_thread(_read_text, self.target.config_path)
+        if on_disk is not None and sha256_text(on_disk) == expected:
+            if not await asyncio.to_thread(_runs, self.gw.config, on_disk):
+                return False  # on disk, yet not what runs: left to its deadline (a rollback to the old text)
+            window = pending["deadline"] - pending["applied_at"]  # as the guard set it
+
+            def found(state: remote.RemoteState) -> bool:
+                p = state.pending
+                if p is None or p.get("serial") != serial or p.get("written_at") != noted:
+                    return False
+                if p.get("reloaded") or p.get("rolling_back") is not None:  # taken on since it was read
+                    return False
+                p.update(reloaded=True, applied_at=now, deadline=now + window)
+                return True
+
+            await self._remote_step(now, "applied", FOUND_RUNNING, serial, change=found)
+            return True
+        previous = pending.get("previous")
+        if on_disk == previous:
+            detail = NEVER_WRITTEN
+        else:  # changed while the gateway was down (a hand edit, a restore): that one runs and is kept
+            detail = await asyncio.to_thread(_kept_detail, self.target, serial, on_disk, previous, outcome="applied")
+        await self._withdraw(now, serial, detail, noted=noted)
+        return True
+
+    async def _withdraw(self, now: float, serial: int, detail: str, *, noted: float | None = None) -> bool:
         """A bundle not written (its apply waits for the config lock, or ended before its guard): `failed`.
 
         A waiting apply's guard then refuses to write it, so it is never live unwatched. False when the
-        bundle was written meanwhile (or is no longer the pending one): nothing recorded.
+        bundle was written meanwhile (or is no longer the pending one): nothing recorded. `noted`: the
+        `written_at` of a bundle whose apply stopped after its guard and before the write.
         """
 
         def unwritten(state: remote.RemoteState) -> bool:
             pending = state.pending
-            if pending is None or pending.get("serial") != serial or pending.get("written_at") is not None:
+            if pending is None or pending.get("serial") != serial or pending.get("written_at") != noted:
                 return False  # written meanwhile: its own window has begun
+            if noted is not None and (pending.get("reloaded") or pending.get("rolling_back") is not None):
+                return False  # taken on by another step since it was read
             state.doc["pending"] = None
             return True
 
@@ -419,7 +465,7 @@ class FleetService:
         from gateway.control.ops_config import ConfigOps, parse_text
 
         try:
-            await asyncio.to_thread(parse_text, bundle.config)  # up to a second for a large config: off the loop
+            new = await asyncio.to_thread(parse_text, bundle.config)  # up to a second for a large config: off the loop
         except ConfigError as exc:
             await self._remote_step(now, "refused", f"invalid config: {'; '.join(exc.errors)}", bundle.serial)
             return {
@@ -427,6 +473,10 @@ class FleetService:
                 "error": "remote config: the bundle's config is not valid",
                 "errors": list(exc.errors),
             }
+        unwatched = remote.unwatched(new, data_dir=self.data_dir, serial=bundle.serial)
+        if unwatched is not None:  # before the claim, as the refusals above: the serial is not used up
+            await self._remote_step(now, "refused", f"{unwatched.code}: {unwatched} (via {via})", bundle.serial)
+            return {"applied": False, "error": str(unwatched), "code": unwatched.code}
         window = rc.health_window_s
         refused: list[remote.BundleRefused] = []
 
@@ -703,6 +753,16 @@ def _not_applied(reason: str, found: str) -> str:
     return (
         f"not applied: {reason}; {found}, nothing to undo. Fix the cause, then offer the config again with a new serial"
     )
+
+
+def _runs(config: GatewayConfig, text: str) -> bool:
+    """Whether `config` (a running generation's) is what `text` says: it started from that file."""
+    from gateway.control.ops_config import parse_text
+
+    try:
+        return parse_text(text) == config
+    except ConfigError:
+        return False
 
 
 def _read_text(path: Path) -> str | None:

@@ -167,14 +167,15 @@ async def test_a_bundle_whose_apply_fails_before_its_guard_ends_failed_without_a
     assert audit_actions(tmp_path) == ["fleet.remote_config.verified", "fleet.remote_config.failed"]
 
 
-async def test_a_bundle_the_running_gateway_cannot_take_says_why_in_its_failed_step(
+async def test_a_bundle_the_running_gateway_cannot_take_says_why(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
     path.write_text(original)
     (tmp_path / "afile").write_text("")
-    # valid on its own; this box cannot make it
+    # valid on its own; this box cannot make it (and no bundle may move the data_dir: refused at its offer,
+    # before the apply, whose own refusal of it said only how many problems it found)
     moved = original.replace(f'data_dir = "{tmp_path / "data"}"', f'data_dir = "{tmp_path / "afile" / "data"}"')
     assert moved != original
     runtime = Runtime(path, load_config(path))
@@ -182,17 +183,17 @@ async def test_a_bundle_the_running_gateway_cannot_take_says_why_in_its_failed_s
     try:
         first = runtime.gateway
         assert first.fleet is not None
-        assert await first.fleet.offer(bundle(moved, 1), via="push") == {"applied": True, "serial": 1}
-        await until(lambda: remote.RemoteState(tmp_path / "data").pending is None)
-        await until(lambda: settled(1))
+        result = await first.fleet.offer(bundle(moved, 1), via="push")
+        assert (result["applied"], result["code"]) == (False, "data_dir_moved")
+        assert not remote.running("remote-config:1")
         assert runtime.gateway is first
     finally:
         await runtime.stop()
     assert path.read_text() == original
-    [(step, serial, detail)] = steps_of(tmp_path)[1:]
-    assert (step, serial) == ("failed", 1)
-    # the problem itself, not only its count
+    [(step, serial, detail)] = steps_of(tmp_path)
+    assert (step, serial) == ("refused", 1)
+    # the problem itself, naming both directories
     assert detail.startswith(
-        f"config: 1 problem(s), nothing written or reloaded: gateway.data_dir: cannot be created, got a file at "
-        f"{tmp_path / 'afile'}"
+        f"data_dir_moved: remote config: gateway.data_dir must stay {tmp_path / 'data'}, got "
+        f"{tmp_path / 'afile' / 'data'} in bundle 1; "
     )

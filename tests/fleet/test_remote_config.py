@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import ssl
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -196,6 +198,7 @@ async def test_a_good_bundle_is_confirmed_once_the_uplink_delivers(
         new = config_text(tmp_path, orion_double.url, rate=0.002)
         assert (await first.fleet.offer(bundle(new, 7), via="fetch"))["applied"] is True
         await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
+        await until(lambda: not remote.running("remote-config:7"))  # its `applied` audit entry written: ticks judge
         second = runtime.gateway
         assert second is not first and second.fleet is not None
         await second.fleet.tick(clock.advance(5))
@@ -410,59 +413,84 @@ async def test_a_config_applied_after_the_bundle_is_kept_when_the_health_window_
 async def test_a_bundle_written_just_before_a_kill_is_still_rolled_back_by_the_next_start(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
-    path = tmp_path / "gateway.toml"
-    original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
-    broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
+    path, original, broken = await bundle_applied_then_stopped(tmp_path, orion_double.url)
+    # a kill between the bundle's write and the record of its reload: the box comes back up on it
+    killed_mid_apply(path, original, on_disk=broken, guard_ran=True)
+    async with runtime_on(path) as runtime:
+        second = runtime.gateway
+        assert second.fleet is not None
+        await second.fleet.tick(clock.advance(600))  # the old window's end: the new one starts now
+        assert runtime.gateway is second
+        await until(lambda: second.loops[0].state.value == "backing-off")
+        await second.fleet.tick(clock.advance(599))
+        assert runtime.gateway is second
+        await second.fleet.tick(clock.advance(1))
+        await until(lambda: "fleet.remote_config.rolled_back" in audit_actions(tmp_path))
+        await until(lambda: runtime.gateway is not second)
+    assert path.read_text() == original
+    steps = [(e["step"], e["detail"]) for e in remote.RemoteState(tmp_path / "data").doc["events"]]
+    assert [s for s, _ in steps] == ["verified", "applied", "rolling_back", "rolled_back"]
+    assert steps[2] == ("rolling_back", "uplinks not delivering within the health window")
+
+
+@contextlib.asynccontextmanager
+async def runtime_on(path: Path, text: str | None = None) -> AsyncIterator[Runtime]:
+    """A gateway started on `path` (first written with `text`, if given), stopped on the way out."""
+    if text is not None:
+        await asyncio.to_thread(path.write_text, text)
     runtime = Runtime(path, load_config(path))
     await runtime.start()
     try:
-        first = runtime.gateway
-        assert first.fleet is not None
-        assert (await first.fleet.offer(bundle(broken, 1), via="push"))["applied"] is True
-        await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
+        yield runtime
     finally:
         await runtime.stop()
-    # what a kill between the bundle's write and the record of its apply leaves: not reloaded, no version
-    state = remote.RemoteState(tmp_path / "data")
-    assert state.pending is not None
-    state.doc["pending"] = {k: v for k, v in state.pending.items() if k != "version"} | {"reloaded": False}
-    state.doc["events"] = state.doc["events"][:-1]
-    state.save()
-    runtime = Runtime(path, load_config(path))  # the box back up, on the bundle's config
-    await runtime.start()
-    try:
-        second = runtime.gateway
-        assert second.fleet is not None
-        await second.fleet.tick(clock.advance(600))
-        await until(lambda: "fleet.remote_config.rolled_back" in audit_actions(tmp_path))
-        await until(lambda: runtime.gateway is not second)
-    finally:
-        await runtime.stop()
-    assert path.read_text() == original
-    steps = [e["step"] for e in remote.RemoteState(tmp_path / "data").doc["events"]]
-    assert steps == ["verified", "rolling_back", "rolled_back"]
 
 
-async def bundle_applied_then_stopped(tmp_path: Path, orion_url: str) -> tuple[Path, str, str]:
-    """A gateway on a good config given bundle 1, which breaks its uplink: applied and reloaded, then stopped.
+async def bundle_applied_then_stopped(tmp_path: Path, orion_url: str, text: str | None = None) -> tuple[Path, str, str]:
+    """A gateway on a good config given bundle 1 (`text`; default one that breaks its uplink): applied and
+    reloaded, then stopped.
 
     Returns the config's path, the good text and the bundle's.
     """
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_url)
-    path.write_text(original)
-    broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    sent = text if text is not None else config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
+    async with runtime_on(path, original) as runtime:
         fleet = runtime.gateway.fleet
         assert fleet is not None
-        assert (await fleet.offer(bundle(broken, 1), via="push"))["applied"] is True
+        assert (await fleet.offer(bundle(sent, 1), via="push"))["applied"] is True
         await until(lambda: (remote.RemoteState(fleet.data_dir).pending or {}).get("reloaded") is True)
-    finally:
-        await runtime.stop()
-    return path, original, broken
+    return path, original, sent
+
+
+def killed_mid_apply(
+    path: Path, original: str, *, on_disk: str | None = None, guard_ran: bool = False, rolling_back: bool = False
+) -> None:
+    """What a kill during bundle 1's apply leaves (after `bundle_applied_then_stopped`): no reload noted.
+
+    Before the apply's guard ran (it waited for the config lock) pending is as offered and the file
+    untouched; with `guard_ran`, `previous` and `written_at` are noted and the file is `on_disk`
+    (default `original`: killed before the write). With `rolling_back`, as the previous release then
+    left it once the window ended and a second kill cut its rollback short.
+    """
+    write_atomic(path, (original if on_disk is None else on_disk).encode(), None, durable=True)
+    state = remote.RemoteState(path.parent / "data")
+    assert state.pending is not None
+    verified = state.doc["events"][0]
+    assert verified["step"] == "verified"
+    offered = verified["at"]
+    state.doc["pending"] = {k: v for k, v in state.pending.items() if k != "version"} | {
+        "applied_at": offered,
+        "deadline": offered + 600,
+        "previous": original if guard_ran else None,
+        "written_at": offered if guard_ran else None,
+        "reloaded": False,
+    }
+    state.doc["events"] = [verified]
+    if rolling_back:
+        state.doc["pending"]["rolling_back"] = offered + 600
+        state.event(offered + 600, "rolling_back", "uplinks not delivering within the health window", 1)
+    state.save()
 
 
 def _killed_while_rolling_back(data_dir: Path) -> None:

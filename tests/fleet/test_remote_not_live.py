@@ -18,13 +18,13 @@ from gateway.audit.log import LOCK_FILE
 from gateway.config import load_config
 from gateway.control.ops_config import FIRST
 from gateway.fleet import remote
-from gateway.storage.files import write_atomic
 from tests.fleet.conftest import Clock, until
 from tests.fleet.test_remote_config import (
     audit_actions,
     bundle,
     bundle_applied_then_stopped,
     config_text,
+    killed_mid_apply,
     versions_of,
 )
 from tests.support.orion_double import OrionDouble
@@ -86,37 +86,11 @@ async def test_a_bundle_whose_reload_fails_after_the_write_is_rolled_back_at_onc
     ]
 
 
-def _killed_before_the_write(path: Path, original: str, *, rolling_back: bool = False) -> None:
-    """What a kill while the apply waited for the config lock leaves: pending as offered, the file untouched.
-
-    With `rolling_back`, as the previous release then left it once the window ended and a second
-    kill cut its rollback short.
-    """
-    write_atomic(path, original.encode(), None, durable=True)
-    state = remote.RemoteState(path.parent / "data")
-    assert state.pending is not None
-    verified = state.doc["events"][0]
-    assert verified["step"] == "verified"
-    offered = verified["at"]
-    state.doc["pending"] = {k: v for k, v in state.pending.items() if k != "version"} | {
-        "applied_at": offered,
-        "deadline": offered + 600,
-        "previous": None,
-        "written_at": None,
-        "reloaded": False,
-    }
-    state.doc["events"] = [verified]
-    if rolling_back:
-        state.doc["pending"]["rolling_back"] = offered + 600
-        state.event(offered + 600, "rolling_back", "uplinks not delivering within the health window", 1)
-    state.save()
-
-
 async def test_a_bundle_a_killed_gateway_never_wrote_is_closed_at_the_next_start(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
     path, original, _ = await bundle_applied_then_stopped(tmp_path, orion_double.url)
-    _killed_before_the_write(path, original)
+    killed_mid_apply(path, original)
     runtime = Runtime(path, load_config(path))
     await runtime.start()
     try:
@@ -139,7 +113,7 @@ async def test_a_rollback_begun_on_a_bundle_never_written_does_not_say_the_live_
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
     path, original, _ = await bundle_applied_then_stopped(tmp_path, orion_double.url)
-    _killed_before_the_write(path, original, rolling_back=True)
+    killed_mid_apply(path, original, rolling_back=True)
     runtime = Runtime(path, load_config(path))
     await runtime.start()
     try:
