@@ -15,9 +15,13 @@ boxes), and the same file system, so that `install`, once the gateway is stopped
 current files into `.pre-restore-<stamp>/`, the staged ones into their place, then the config last
 (through a rename too, keeping its mode and owner). What takes room (directories, the config's copy)
 comes before the first rename; any failure takes every rename back, so the data directory and the
-config are as they were. `install` holds the lock every config apply takes
-(gateway/control/ops_config.py), and stages again only if the backup file changed since it was read.
-A power cut in the middle of the renames is not covered: both sets of files are then on the disk.
+config are as they were. Each rename is recorded before it is made, so that an exception landing as
+one returns (KeyboardInterrupt) is taken back too; the CLI holds SIGINT, SIGHUP and SIGTERM meanwhile.
+A store's sqlite side files go aside with it, a hot -journal too. `install` holds the lock every
+config apply takes (gateway/control/ops_config.py), and stages again only if the backup file changed
+since it was read. A power cut in the middle of the renames is not covered: both sets of files are
+then on the disk. Staging and verify directories are flock'd while in use; those killed runs left
+are removed once an hour old (`_remove_leftovers`), but for one a failed restore kept (`KEPT_MARK`).
 
 The snapshot reads each store through its own read-only connection in one backup step: in WAL mode
 a reader never blocks the writer, so readings keep being committed while the buffer is copied (a
@@ -98,10 +102,17 @@ _PATH_MAX_BYTES = 4095
 STAGING_PREFIX = ".restore-staging-"
 _ASIDE_PREFIX = ".pre-restore-"
 VERIFY_PREFIX = ".verify-"
-# A .verify-* directory no running verify holds (each holds an flock on its own, which ends with its
-# process however it ends) was left by a killed one. The age spares a directory made a moment ago
-# whose verify has not locked it yet.
+# A store and the files SQLite reads as its own at the next open: a hot -journal (a rollback-journal store such as
+# config_versions.db, its writer killed mid-commit) or a -wal is played into whatever file then has the store's
+# name, so each moves aside with its store, and without its store too when the backup brings one of that name.
+_SIDE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+# A .verify-* or .restore-staging-* directory no running verify or restore holds (each holds an flock on
+# its own, which ends with its process however it ends) was left by a killed one. The age spares a
+# directory made a moment ago whose run has not locked it yet.
 STALE_AFTER_S = 3600.0
+# In a .restore-staging-* directory a restore kept (RestoreIncomplete): the part of the backup not in place,
+# which a technician needs; never removed by edgegw.
+KEPT_MARK = "KEPT-BY-RESTORE"
 # Key files that never leave the box: not in a backup, and neither moved aside nor replaced by a
 # restore of one (the box's own stay in force). (file-name pattern, why). Keys kept in the secret
 # store (audit-hmac, the pseudonym ring, the Wi-Fi log's signing key and period keys, the mail
@@ -492,13 +503,19 @@ def _target_problem(data_dir: Path, base: Path, parts: tuple[str, ...]) -> str |
     return None
 
 
+class NoRoom(BackupError):
+    """The directory a backup is checked or staged in lacks room for it: the file itself may be good."""
+
+    code = "backup_no_room"
+
+
 def _check_room(where: str, manifest: Manifest, scratch: _Scratch) -> None:
     """The extraction directory holds every declared byte with FREE_MARGIN_BYTES to spare, or nothing is extracted."""
     declared = sum(m.size for m in manifest.members)
     st = os.statvfs(scratch.work)
     free = st.f_bavail * st.f_frsize
     if declared + FREE_MARGIN_BYTES > free:
-        raise BackupError(
+        raise NoRoom(
             f"{where}: its {len(manifest.members)} files need {declared} bytes ({_mib(declared)}) and a "
             f"{_mib(FREE_MARGIN_BYTES)} margin in {scratch.place} to be {scratch.purpose}, got {free} bytes "
             f"({_mib(free)}) free there; {scratch.refused}"
@@ -579,7 +596,8 @@ def _extract(where: str, m: Member, data: IO[bytes], scratch: _Scratch, file: Pa
 
 
 def _no_room(where: str, m: Member, scratch: _Scratch, exc: OSError) -> BackupError:
-    return BackupError(
+    kind = NoRoom if exc.errno in (errno.ENOSPC, errno.EDQUOT) else BackupError
+    return kind(
         f"{where}: cannot extract {m.name} into {scratch.place} to check it, got {exc.strerror or exc}; {scratch.failed}"
     )
 
@@ -617,12 +635,12 @@ def verify(path: Path, *, data_dir: Path | None = None) -> Manifest:
 
     The members are extracted into a directory of verify's own in `data_dir` (hidden, removed after):
     /tmp is RAM on these boxes, and the data disk is where a backup must fit anyway. Without it, TMPDIR.
-    The `.verify-*` directories killed verifies left there go first (`STALE_AFTER_S`).
+    The `.verify-*` and `.restore-staging-*` directories killed runs left there go first (`STALE_AFTER_S`).
     """
     if data_dir is None:
         with tempfile.TemporaryDirectory(prefix="edgegw-verify-") as tmp:
             return _verify_into(path, _in_tmpdir(Path(tmp)), into=None).manifest
-    _remove_stale_verify_dirs(data_dir)
+    _remove_leftovers(data_dir)
     work = _work_dir(f"backup {path}", data_dir, VERIFY_PREFIX, "check it")
     held = _hold(work)
     try:
@@ -643,27 +661,29 @@ def verify(path: Path, *, data_dir: Path | None = None) -> Manifest:
 
 
 def _hold(work: Path) -> int | None:
-    """An flock on `work` for as long as the returned descriptor is open: the mark of a verify that runs."""
+    """An flock on `work` for as long as the returned descriptor is open: the mark of a verify or restore that runs."""
     try:
         fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # a file system without locks: then no other verify removes it either
+    except OSError:  # a file system without locks: then no other run removes it either
         os.close(fd)
         return None
     return fd
 
 
-def _remove_stale_verify_dirs(data_dir: Path) -> None:
-    """The `.verify-*` directories killed verifies left in `data_dir` removed (`STALE_AFTER_S`): each holds a copy of
-    the stores, and nobody looks in a hidden directory until the data disk is full."""
+def _remove_leftovers(data_dir: Path) -> None:
+    """The `.verify-*` and `.restore-staging-*` directories that killed verifies and restores left in `data_dir`
+    removed (`STALE_AFTER_S`), each logged: each holds a copy of the stores, and nobody looks in a hidden
+    directory until the data disk is full. A staging directory a restore kept (`KEPT_MARK`) stays."""
     try:
-        entries = [e for e in os.scandir(data_dir) if e.name.startswith(VERIFY_PREFIX)]
+        entries = [e for e in os.scandir(data_dir) if e.name.startswith((VERIFY_PREFIX, STAGING_PREFIX))]
     except OSError:
         return  # no data directory: `_work_dir` says so
     for entry in entries:
+        run = "verify" if entry.name.startswith(VERIFY_PREFIX) else "restore"
         try:
             st = entry.stat(follow_symlinks=False)
             if not entry.is_dir(follow_symlinks=False) or time.time() - st.st_mtime < STALE_AFTER_S:
@@ -675,18 +695,22 @@ def _remove_stale_verify_dirs(data_dir: Path) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            continue  # a verify holds it: running, however long it takes (a share that hangs)
+            continue  # a run holds it, however long it takes (a share that hangs, a restore waiting for the lock)
         try:
+            # looked for under the lock: a restore marks what it keeps before it lets go of the directory
+            if os.path.lexists(os.path.join(entry.path, KEPT_MARK)):
+                continue
             shutil.rmtree(entry.path)
         except FileNotFoundError:
-            pass  # another verify removed it first
+            pass  # another run removed it first
         except OSError as exc:
-            log.warning("backup: cannot remove %s, left by a verify that did not finish, got %s", entry.path, exc)
+            log.warning("backup: cannot remove %s, left by a %s that did not finish, got %s", entry.path, run, exc)
         else:
             when = datetime.fromtimestamp(st.st_mtime, UTC).isoformat(timespec="seconds")
             log.warning(
-                "backup: removed %s, left by a verify that did not finish (killed, or a power cut); last written %s",
+                "backup: removed %s, left by a %s that did not finish (killed, or a power cut); last written %s",
                 entry.path,
+                run,
                 when,
             )
         finally:
@@ -730,10 +754,20 @@ def rotate(out_dir: Path, generations: int) -> list[Path]:
 
 
 def copy_verified(path: Path, dest_dir: Path, *, data_dir: Path | None = None) -> Path:
-    """Copy a backup to another directory (a mounted share) and verify the copy there, not the source.
+    """Copy a backup to another directory (a mounted share, `copy`) and verify the copy there, not the source.
+
+    `data_dir` is `verify`'s.
+    """
+    final = copy(path, dest_dir)
+    verify(final, data_dir=data_dir)
+    return final
+
+
+def copy(path: Path, dest_dir: Path) -> Path:
+    """Copy a backup to another directory (a mounted share), byte for byte or BackupError; not verified.
 
     The copy is 0600 and the directories made for it 0700 whatever the umask; under root they are
-    handed to the owner of `path` (the service user), as `create` does. `data_dir` is `verify`'s.
+    handed to the owner of `path` (the service user), as `create` does.
     """
     made = _private_dirs(dest_dir)
     final = dest_dir / path.name
@@ -745,7 +779,6 @@ def copy_verified(path: Path, dest_dir: Path, *, data_dir: Path | None = None) -
         raise BackupError(f"backup copy {final}: the copy differs from {path}; check the share {dest_dir}")
     os.replace(part, final)
     _give_to(path.stat(), [*made, final])
-    verify(final, data_dir=data_dir)
     return final
 
 
@@ -839,7 +872,14 @@ class Staged:
     manifest: Manifest
     files: dict[str, Path]  # member name -> its checked copy in `directory`
     identity: tuple[int, ...]
-    keep: bool = False  # an install that could not put every file back needs what is left here
+    keep: bool = False  # an install that could not put every file back needs what is left here (`KEPT_MARK`)
+    held: int | None = None  # the flock on `directory` (`_hold`): no other run takes it for a killed restore's
+
+    def release(self) -> None:
+        """The flock let go: after `directory` is removed or marked kept, never before."""
+        if self.held is not None:
+            os.close(self.held)
+            self.held = None
 
 
 @contextlib.contextmanager
@@ -861,11 +901,13 @@ def stage(
     finally:
         if not staged.keep:
             shutil.rmtree(staged.directory, ignore_errors=True)
+        staged.release()
 
 
 def _stage(path: Path, data_dir: Path, config_path: Path, gateway_id: str, force: bool, check_data_dir: bool) -> Staged:
-    _remove_stale_verify_dirs(data_dir)  # their room counts against the backup's
+    _remove_leftovers(data_dir)  # their room counts against the backup's
     directory = _work_dir(f"backup {path}", data_dir, STAGING_PREFIX, "restore it from")
+    held = _hold(directory)
     try:
         fix = (
             f"nothing was stopped or changed: free space there (the {_ASIDE_PREFIX}* directories of earlier "
@@ -886,6 +928,8 @@ def _stage(path: Path, data_dir: Path, config_path: Path, gateway_id: str, force
         _as_in_place(unpacked, data_dir.stat())
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
+        if held is not None:
+            os.close(held)
         raise
     return Staged(
         path=path,
@@ -898,6 +942,7 @@ def _stage(path: Path, data_dir: Path, config_path: Path, gateway_id: str, force
         manifest=unpacked.manifest,
         files=unpacked.files,
         identity=unpacked.identity,
+        held=held,
     )
 
 
@@ -942,11 +987,12 @@ def install(
     if changed:
         log.warning("backup restore: %s changed since it was checked; checking it again", staged.path)
         shutil.rmtree(staged.directory, ignore_errors=True)
+        staged.release()
         fresh = _stage(
             staged.path, staged.data_dir, staged.config_path, staged.gateway_id, staged.force, staged.check_data_dir
         )
         staged.directory, staged.manifest, staged.files = fresh.directory, fresh.manifest, fresh.files
-        staged.identity = fresh.identity
+        staged.identity, staged.held = fresh.identity, fresh.held
     data_dir, config_path = staged.data_dir, staged.config_path
     owner = data_dir.stat()
     with _config_locked(config_path, owner, lock_wait_s):
@@ -1029,6 +1075,9 @@ class _Swap:
 
     Everything that takes room (the directories, the config's copy) comes before the first rename: the
     renames themselves take none, so a disk that fills meanwhile stops the restore before a file moved.
+    Each step is recorded before it is taken: an exception (KeyboardInterrupt from a signal) can land as a
+    rename returns, and a move undo did not know of was a file lost with the aside directory. `undo` tells a
+    step not taken by what is on the disk, and removes only what the swap made.
     """
 
     def __init__(self, staged: Staged, owner: os.stat_result) -> None:
@@ -1036,8 +1085,9 @@ class _Swap:
         self._owner = owner
         self.doing = "start"
         self._aside: Path | None = None
-        self._moved: list[tuple[Path, Path]] = []  # (from, to), in order
-        self._made: list[Path] = []  # directories made in the data directory, top first
+        self._config_copy: Path | None = None
+        self._moved: list[tuple[Path, Path]] = []  # (from, to), in order; the last may not have happened
+        self._made: list[Path] = []  # directories made in the data directory, top first; the last may not exist
 
     def run(self, now: datetime, exclude: Path | None) -> Path:
         data_dir, config_path = self._staged.data_dir, self._staged.config_path
@@ -1045,11 +1095,12 @@ class _Swap:
         self._aside = aside = _aside_dir(data_dir, now)
         if config_path.exists():
             self.doing = f"keep a copy of {config_path} in {aside}"
-            shutil.copy2(config_path, aside / config_path.name)
+            self._config_copy = aside / config_path.name
+            shutil.copy2(config_path, self._config_copy)
         out, into = _plan(self._staged, aside, exclude)
         for _, to in out:
             self.doing = f"make the directory {to.parent}"
-            to.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside `aside`: removed with it
+            to.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside `aside`: removed by undo if empty
         for _, to in into:
             self._make_dirs(to.parent)
         for frm, to in out:
@@ -1064,8 +1115,8 @@ class _Swap:
         return aside
 
     def _rename(self, frm: Path, to: Path) -> None:
-        os.rename(frm, to)
         self._moved.append((frm, to))
+        os.rename(frm, to)
 
     def _make_dirs(self, directory: Path) -> None:
         """`directory` and its missing parents, 0700 for the data directory's owner, each recorded as made."""
@@ -1076,8 +1127,8 @@ class _Swap:
             here = here.parent
         for d in reversed(missing):
             self.doing = f"make the directory {d}"
-            os.mkdir(d, 0o700)
             self._made.append(d)
+            os.mkdir(d, 0o700)
             os.chmod(d, 0o700)  # mkdir's mode is narrowed by the umask
             _give_to(self._owner, [d])
 
@@ -1085,10 +1136,12 @@ class _Swap:
         return sorted({p.parent for pair in self._moved for p in pair} | {d.parent for d in self._made})
 
     def undo(self, why: str) -> None:
-        """Every rename taken back, newest first, and the directories made removed; RestoreIncomplete, naming
+        """Every rename taken back, newest first, and what the swap made removed; RestoreIncomplete, naming
         where each part is, if a file does not go back."""
         stuck: list[str] = []
         for frm, to in reversed(self._moved):
+            if not os.path.lexists(to) and os.path.lexists(frm):
+                continue  # recorded, not done: neither target existed before the swap (`_plan`, `_check_targets`)
             try:
                 os.rename(to, frm)
             except OSError as exc:
@@ -1102,14 +1155,48 @@ class _Swap:
         if stuck:
             self._staged.keep = True
             data_dir = self._staged.data_dir
-            raise RestoreIncomplete(
+            message = (
                 f"backup restore: {why}, and {len(stuck)} file(s) did not go back, the first {stuck[0]}; the data "
                 f"directory {data_dir} is part restored, {self._staged.config_path} is unchanged: the previous files "
                 f"are under {self._aside}, the rest of the backup's under {self._staged.directory}; put the previous "
                 "ones back by hand (or restore again) before starting the services"
-            ) from None
-        if self._aside is not None:
-            shutil.rmtree(self._aside, ignore_errors=True)
+            )
+            _mark_kept(self._staged.directory, message)
+            raise RestoreIncomplete(message) from None
+        self._clear_aside()
+
+    def _clear_aside(self) -> None:
+        """What the swap made in the aside directory removed, and nothing else: the config's copy, then the
+        directories left empty. A file still there is one of the box's: it stays, and so does the directory."""
+        if self._aside is None:
+            return
+        if self._config_copy is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._config_copy.unlink()
+        for root, _, _ in os.walk(self._aside, topdown=False):
+            with contextlib.suppress(OSError):  # not empty: a file no record names, kept
+                os.rmdir(root)
+        if self._aside.exists():
+            log.warning(
+                "backup restore: %s kept, it holds files of %s the restore had no record of; look at them before "
+                "deleting it",
+                self._aside,
+                self._staged.data_dir,
+            )
+
+
+def _mark_kept(directory: Path, message: str) -> None:
+    """`KEPT_MARK` written into a staging directory the technician needs, so that no later run removes it."""
+    try:
+        fd = os.open(directory / KEPT_MARK, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as f:
+            f.write(f"{message}\n\nDelete this directory once the data directory is right again.\n")
+    except OSError as exc:  # a full disk: the directory is still named in the message
+        log.warning(
+            "backup restore: cannot mark %s as kept, got %s; a verify or restore over an hour from now will remove it",
+            directory,
+            exc.strerror or exc,
+        )
 
 
 def _plan(staged: Staged, aside: Path, exclude: Path | None) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
@@ -1123,14 +1210,14 @@ def _plan(staged: Staged, aside: Path, exclude: Path | None) -> tuple[list[tuple
         if not m.name.startswith(f"{DATA_DIR}/"):
             continue  # the config: written by `install` once the data is in place
         rel = Path(*PurePosixPath(m.name).relative_to(DATA_DIR).parts)
-        # a backup from before key files stayed on the box brings them back: the box's own go aside too
-        if (data_dir / rel).is_file():
-            replaced.add(rel)
+        # a backup from before key files stayed on the box brings them back: the box's own go aside too;
+        # and the side files of a store deleted by hand would be read as the backup's store's own
+        replaced.add(rel)
         into.append((staged.files[m.name], data_dir / rel))
     out = [
         (data_dir / f"{rel}{suffix}", aside / DATA_DIR / f"{rel}{suffix}")
         for rel in sorted(replaced)
-        for suffix in ("", "-wal", "-shm")
-        if (data_dir / f"{rel}{suffix}").exists()
+        for suffix in _SIDE_SUFFIXES
+        if os.path.lexists(data_dir / f"{rel}{suffix}")
     ]
     return out, into

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +31,9 @@ EXIT_INVALID = 2
 # again in the reverse one, and only those that were running: the kiosk runs only where lockers are
 SYSTEMD_UNITS = ("edgegw-kiosk.service", "edgegw-web.service", "edgegw.service")
 SUPERVISOR_PROGRAMS = ("edgegw-kiosk", "edgegw-web", "edgegw")
+# What a technician's Ctrl-C, a dropped ssh session and a `kill` send: held from the services' stop to their
+# start (`_HeldSignals`)
+HELD_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -159,13 +165,48 @@ def _running(job: schedule.Job) -> bool:
     return True
 
 
+class _HeldSignals:
+    """HELD_SIGNALS kept pending from `hold` (the services' stop) to the end of the `with` (their start, the staging
+    directory removed): a restore cut there leaves the gateway stopped, and its swap half taken back if the signal
+    comes again while it is being taken back. Let go, they act as they would have (SIGHUP and SIGTERM end the
+    process, SIGINT raises KeyboardInterrupt). systemctl and supervisorctl inherit the mask, as they should: their
+    stop and start run to the end; the services they start are the manager's children, not ours, and do not."""
+
+    def __init__(self) -> None:
+        self._before: set[int | signal.Signals] | None = None
+
+    def hold(self) -> None:
+        if self._before is None and threading.current_thread() is threading.main_thread():
+            self._before = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+
+    def __enter__(self) -> _HeldSignals:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._before is None:
+            return
+        came = sorted(signal.sigpending() & set(HELD_SIGNALS))
+        if came:
+            with contextlib.suppress(OSError):  # a terminal gone with its ssh session
+                names = ", ".join(signal.Signals(s).name for s in came)
+                print(
+                    f"backup restore: {names} came during the restore, held until it ended; acted on now",
+                    file=sys.stderr,
+                )
+        before, self._before = self._before, None
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: datetime) -> int:
     # checked into the data directory before stopping anything: a bad file, another box's, a config that
     # fails or names another data directory, a disk without room cost no downtime, and nothing is
     # extracted again while the services are down
-    with archive.stage(
-        file, data_dir=job.data_dir, config_path=job.config_path, gateway_id=job.gateway_id, force=force
-    ) as staged:
+    with (
+        _HeldSignals() as held,
+        archive.stage(
+            file, data_dir=job.data_dir, config_path=job.config_path, gateway_id=job.gateway_id, force=force
+        ) as staged,
+    ):
         how = _manager(manager)
         if how == "none" and _running(job):
             raise archive.BackupError(
@@ -173,6 +214,7 @@ def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: d
                 "answers); stop it first, or pass --service-manager systemd|supervisor"
             )
         running = _running_services(how) if how != "none" else []
+        held.hold()
         _control(how, "stop", running)
         try:
             aside = archive.install(staged, now=now, exclude=job.out_dir)
@@ -195,5 +237,5 @@ def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: d
             _control(how, "start", running)  # every file was put back before this came up
             raise
         _control(how, "start", running)
-    print(f"restored {file}; the files it replaced are in {aside}")
+        print(f"restored {file}; the files it replaced are in {aside}")
     return EXIT_OK

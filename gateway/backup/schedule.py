@@ -103,12 +103,12 @@ def run_backup(job: Job, now: datetime) -> Path:
             include_secret_key=job.config.include_secret_key,
         )
         scratch = archive.scratch_room(job.data_dir)
-        archive.verify(path, data_dir=scratch)
-        archive.rotate(job.out_dir, job.config.generations)
+        not_copied = "" if job.config.copy_to is None else f"; not copied to {job.config.copy_to}"
+        _verify_then_rotate(path, job.out_dir, job.config.generations, scratch, not_copied)
         copy = None
         if job.config.copy_to is not None:
-            copy = archive.copy_verified(path, job.config.copy_to, data_dir=scratch)
-            archive.rotate(job.config.copy_to, job.config.generations)
+            copy = archive.copy(path, job.config.copy_to)
+            _verify_then_rotate(copy, job.config.copy_to, job.config.generations, scratch, "")
     except (archive.BackupError, OSError) as exc:
         error = exc if isinstance(exc, archive.BackupError) else archive.BackupError(f"backup: {exc}")
         log.error("backup failed: %s", error)
@@ -125,6 +125,35 @@ def run_backup(job: Job, now: datetime) -> Path:
     status["ok"] = True
     _write_status(job.data_dir, status)
     return path
+
+
+def _verify_then_rotate(path: Path, out_dir: Path, generations: int, scratch: Path | None, also: str) -> None:
+    """`path` verified, then `out_dir` rotated: a bad new file never pushes out a good old one.
+
+    A verify refused only for room (the data disk that holds the backups, short of the backup's size plus the
+    margin) rotates all the same, then verifies in the room that freed: otherwise each night adds one more
+    unrotated generation to that disk, which fills the sooner, until the gateway itself has none left. Still
+    short, BackupError says the file was written unchecked and the old generations rotated out (then `also`).
+    """
+    try:
+        archive.verify(path, data_dir=scratch)
+    except archive.NoRoom as exc:
+        rotated = archive.rotate(out_dir, generations)
+        short = exc
+        if rotated:
+            try:
+                archive.verify(path, data_dir=scratch)
+            except archive.NoRoom as again:
+                short = again
+            else:
+                log.warning("backup: %s checked once older backups were rotated out, for want of room before", path)
+                return
+        raise archive.BackupError(
+            f"{short}; {path.name} was written but not checked (no room to check it, which says nothing against the "
+            f"file): {len(rotated)} older backup(s) rotated out of {out_dir} all the same, the newest {generations} "
+            f"kept{also}"
+        ) from short
+    archive.rotate(out_dir, generations)
 
 
 def scheduler(

@@ -144,9 +144,10 @@ def test_the_next_check_removes_what_a_killed_verify_left_once_it_is_an_hour_old
         writer.flush()
         child.kill()
     assert left.is_dir()
-    staging = data_dir / f"{archive.STAGING_PREFIX}kept"  # a restore's: it may hold what a technician needs
+    staging = data_dir / f"{archive.STAGING_PREFIX}kept"  # one a restore kept: it holds what a technician needs
     staging.mkdir()
     (staging / "00001").write_bytes(b"the rest of a backup")
+    (staging / archive.KEPT_MARK).write_text("kept by a restore that could not put every file back")
     _age(staging, 5)
     check(path, config, data_dir)
     assert left.is_dir()  # a minute old: it may be a verify that has not locked its directory yet
