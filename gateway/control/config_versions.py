@@ -6,7 +6,9 @@ A store of record (DESIGN.md "Stores"): its own sqlite file with the schema vers
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,42 @@ _MIGRATIONS = (
     );
     """,
 )
+
+
+# an OSError of a file this process may not make or write where it lies: a read-only mount (an SD card's ext4
+# remounted read-only after an error), a file or directory of another user, an immutable one
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def os_words(path: Path, exc: OSError) -> str:
+    """`exc`, raised opening the store at `path`, as the OS says it: `<its words> (<code>)[ at <the path it
+    names, when another: the directory>]`."""
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    at = f" at {exc.filename}" if exc.filename is not None and str(exc.filename) != str(path) else ""
+    return f"{exc.strerror or exc} ({code}){at}"
+
+
+def cannot_open(path: Path, exc: OSError) -> str:
+    """`exc`, raised opening the store at `path`, in the store's words: `config versions <path>: cannot be
+    opened, got <os_words>`."""
+    return f"{STORE} {path}: cannot be opened, got {os_words(path, exc)}"
+
+
+def not_writable(exc: BaseException) -> bool:
+    """Whether `exc`, from opening or writing the store, says this process may not write it (or make it) there;
+    SQLite says so as SQLITE_READONLY for a file it could open only for reading."""
+    if isinstance(exc, OSError):
+        return exc.errno in _NOT_WRITABLE
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_READONLY
+
+
+def access_fix(path: Path) -> str:
+    """What to do when the gateway may not write (or read) the store at `path`."""
+    return (
+        "a disk remounted read-only after an error shows in `dmesg`; otherwise give the gateway's user "
+        f"(systemd: User=) read and write access to {path} and {path.parent}"
+    )
 
 
 def sha256_text(text: str) -> str:
@@ -63,7 +101,8 @@ class ConfigVersions:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         # private from its first byte, as every store (configurations may name hosts and users); its rollback
-        # journal kept, as this store always had it
+        # journal kept, as this store always had it. On a file it may only read (a read-only disk) it reads, and
+        # a write fails with SQLITE_READONLY (not_writable); an OSError is the file's open (cannot_open)
         self.conn = open_store(self.path, STORE, tables=TABLES, wal=False, timeout=5.0)
         try:
             migrate(self.conn, self.path, _MIGRATIONS, store=STORE)

@@ -33,13 +33,22 @@ from gateway.app import reload_problem
 from gateway.config import GatewayConfig, parse_config
 from gateway.configbase import parse_toml
 from gateway.control import args as a
-from gateway.control.config_versions import FILE, ConfigVersions, sha256_text
+from gateway.control.config_versions import (
+    FILE,
+    ConfigVersions,
+    access_fix,
+    cannot_open,
+    not_writable,
+    os_words,
+    sha256_text,
+)
 from gateway.control.protocol import (
     BAD_ARGS,
     CONFIG_INVALID,
     MAX_CONFIG_CHARS,
     NOT_FOUND,
     RELOAD_FAILED,
+    UNAVAILABLE,
     WRITE_FAILED,
     ControlError,
 )
@@ -85,13 +94,20 @@ def _write_failed(path: Path, exc: OSError) -> ControlError:
     )
 
 
-def _not_recorded(path: Path, versions: Path, exc: sqlite3.Error, state: str) -> ControlError:
-    # StoreUnreadable (a damaged or foreign file) says what it is and what to do; SQLite's own errors do not
-    got = str(exc) if isinstance(exc, StoreUnreadable) else f"{type(exc).__name__}: {exc}"
+def _not_recorded(path: Path, versions: Path, exc: sqlite3.Error | OSError, state: str) -> ControlError:
+    if isinstance(exc, OSError):  # the store's open: its file or directory, never the config file
+        got = os_words(versions, exc)
+    else:
+        # StoreUnreadable (a damaged or foreign file) says what it is and what to do; SQLite's own errors do not
+        got = str(exc) if isinstance(exc, StoreUnreadable) else f"{type(exc).__name__}: {exc}"
+    fix = (
+        f"{access_fix(versions)}; then apply again"
+        if not_writable(exc)
+        else "check that store (is another program holding it?) and apply again"
+    )
     return ControlError(
         WRITE_FAILED,
-        f"config: not applied, the config versions store {versions} cannot record it, got {got}; {state}: "
-        "check that store (is another program holding it?) and apply again",
+        f"config: not applied, the config versions store {versions} cannot record it, got {got}; {state}: {fix}",
     )
 
 
@@ -110,6 +126,15 @@ class ConfigOps:
     def _versions(self) -> ConfigVersions:
         return ConfigVersions(Path(self.target.config.gateway.data_dir) / FILE)
 
+    def _reading(self) -> ConfigVersions:
+        """The store, for the ops that only read it; its open's OSError in the store's words."""
+        path = Path(self.target.config.gateway.data_dir) / FILE
+        try:
+            return ConfigVersions(path)
+        except OSError as exc:
+            fix = access_fix(path) if not_writable(exc) else "check that file and its directory"
+            raise ControlError(UNAVAILABLE, f"{cannot_open(path, exc)}; {fix}") from None
+
     def check(self, text: str) -> tuple[GatewayConfig | None, list[str]]:
         try:
             new = parse_text(text)
@@ -124,7 +149,7 @@ class ConfigOps:
         sha = sha256_text(text)
 
         def version() -> int | None:
-            store = self._versions()
+            store = self._reading()
             try:
                 return store.version_of(sha)
             finally:
@@ -180,7 +205,7 @@ class ConfigOps:
         def write() -> int:
             try:
                 store = self._versions()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:  # an OSError here is the store's, not the config file's
                 raise _not_recorded(path, versions, exc, "nothing written") from None
             try:
                 try:
@@ -220,7 +245,7 @@ class ConfigOps:
 
     async def op_versions(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         def listing() -> list[dict[str, Any]]:
-            store = self._versions()
+            store = self._reading()
             try:
                 return [v.summary() for v in store.list()]
             finally:
@@ -232,7 +257,7 @@ class ConfigOps:
         number = a.integer(args, "version", lo=1)
 
         def get() -> Any:
-            store = self._versions()
+            store = self._reading()
             try:
                 return store.get(number)
             finally:

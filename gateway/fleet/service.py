@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.control.config_versions import FILE as VERSIONS_FILE
-from gateway.control.config_versions import ConfigVersions, sha256_text
+from gateway.control.config_versions import ConfigVersions, cannot_open, sha256_text
 from gateway.errors import ConfigError, GatewayError
 from gateway.fleet import remote
 from gateway.fleet.alarms import AlarmEngine, AlarmEvent, EventKind, alarm_reading, conditions, render_mail
@@ -784,15 +784,17 @@ def _kept_detail(
         if outcome == "confirmed":
             return f"not confirmed: the live config is the one from before bundle {serial} again; nothing to confirm"
         return f"not rolled back: the live config is the one from before bundle {serial} already; nothing to undo"
+    path = Path(target.config.gateway.data_dir) / VERSIONS_FILE  # where ConfigOps records
     try:
-        store = ConfigVersions(Path(target.config.gateway.data_dir) / VERSIONS_FILE)  # where ConfigOps records
+        store = ConfigVersions(path)
         try:
             live = store.version_of(sha256_text(on_disk))
             before = None if previous is None else store.version_of(sha256_text(previous))
         finally:
             store.close()
-    except sqlite3.Error as exc:  # the skip stands: the versions only name it
-        return f"{head} sha256 {sha256_text(on_disk)[:12]} (its version unknown: {exc}); it is kept"
+    except (sqlite3.Error, OSError) as exc:  # the skip stands: the versions only name it
+        unknown = cannot_open(path, exc) if isinstance(exc, OSError) else str(exc)
+        return f"{head} sha256 {sha256_text(on_disk)[:12]} (its version unknown: {unknown}); it is kept"
     got = f"version {live} (applied after it)" if live is not None else "a file not recorded as a version (a hand edit)"
     detail = f"{head} {got}; it is kept."
     if before is not None:

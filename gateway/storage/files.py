@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import enum
+import errno
 import logging
 import os
 import sqlite3
@@ -13,7 +15,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,14 @@ STORE_FIX = (
     "the file is left as it is: restore another backup generation (`edgegw backup list`), or stop the services "
     "and move the file aside to start the store empty, losing everything it held"
 )
+
+
+class Access(enum.Enum):
+    """How a process opens a store: as its keeper, which makes, migrates and writes it (open_store), or as a
+    reader in a process that may not write where it lies (open_reader)."""
+
+    READ_WRITE = "read-write"
+    READ_ONLY = "read-only"
 
 
 class StoreUnreadable(ConfigError, sqlite3.DatabaseError):
@@ -76,6 +86,26 @@ class ForeignStore(StoreUnreadable):
 _SHOWN = 8  # table names quoted from a foreign file: enough to recognise which store it is
 
 
+class StoreUnavailable(GatewayError, sqlite3.OperationalError):
+    """A store a reader (open_reader) cannot open now, though nothing is wrong with the file: there is none
+    yet, or it is a WAL file no process holds open, whose -shm SQLite's reader needs and may not make where
+    the file lies. Whoever keeps the store can help: the message ends with `keeper`, saying who that is.
+    A sqlite3.OperationalError too, for the code that catches SQLite's own errors.
+    Message: `<store> <path>: cannot be read by this process now, got <got>; <keeper>`.
+    """
+
+    code = "store_unavailable"
+
+    def __init__(self, path: Path, got: str, *, store: str, keeper: str) -> None:
+        super().__init__(
+            f"{store} {path}: cannot be read by this process now, got {got}; {keeper}", path=str(path), store=store
+        )
+        self.path = path
+        self.store = store
+        self.sqlite_errorcode = sqlite3.SQLITE_CANTOPEN
+        self.sqlite_errorname = "SQLITE_CANTOPEN"
+
+
 def _refused(error: StoreUnreadable) -> StoreUnreadable:
     log.error("%s", error)  # once per refusal: the process stops, or the request that opened it fails
     return error
@@ -122,24 +152,48 @@ def _refusing(path: Path, store: str) -> Iterator[None]:
         raise _refused(corrupt) from exc
 
 
+# an existing file this process may read but not write: a read-only mount (an SD card's ext4 remounted
+# read-only after an error, systemd's ReadOnlyPaths=), another user's file, an immutable one
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
 def create_private(path: Path, store: str = "") -> None:
     """Make `path` (and its directory, 0700) if missing, 0600 from its first byte: sqlite creating it would
     leave it readable by others for a moment, under the umask.
 
     A file already there must be an SQLite file (or empty: a new store): StoreUnreadable otherwise, decided
     before SQLite opens it, which would delete the -wal beside a foreign file, and with it the last commits
-    of the right one.
+    of the right one. One this process may only read is checked all the same, read only: SQLite then opens
+    it read-only, its reads work and its writes fail with SQLite's "attempt to write a readonly database"
+    (SQLITE_READONLY), which the store's caller says in the store's name. The OSError of making a file
+    that is not there passes unchanged.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        head = os.read(fd, len(SQLITE_HEADER))
-        size = os.fstat(fd).st_size
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        if exc.errno not in _NOT_WRITABLE:
+            raise
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise exc from None  # nothing to read: why it could not be made is what to say
+    try:
+        _check_header(fd, path, store)
     finally:
         os.close(fd)
-    if head and head != SQLITE_HEADER:
-        got = f"{size} bytes without SQLite's header"
+
+
+def _check_header(fd: int, path: Path, store: str) -> bytes:
+    """The file's first bytes (SQLite's header, or none for a new file); StoreUnreadable for any other."""
+    head = os.read(fd, _HEADER_BYTES)
+    if head and not head.startswith(SQLITE_HEADER):
+        got = f"{os.fstat(fd).st_size} bytes without SQLite's header"
         raise _refused(StoreUnreadable(path, _UNREADABLE[sqlite3.SQLITE_NOTADB], got, store=store))
+    return head
+
+
+_HEADER_BYTES = 20  # SQLite's header string, then up to the file format versions (2: WAL) at offsets 18 and 19
 
 
 def fsync_dir(directory: Path) -> None:
@@ -260,6 +314,57 @@ def open_store(
         db.close()
         raise
     return db
+
+
+def open_reader(
+    path: Path, store: str, *, tables: Collection[str], keeper: str, timeout: float = 10.0
+) -> sqlite3.Connection:
+    """The store's file for reading only, by a process that may not write where it lies (the web UI, whose
+    unit has the data directory in ReadOnlyPaths=): SQLite's `mode=ro` and query_only, for any thread, in
+    autocommit mode. Never made, never turned to WAL, never migrated: that is the keeper's.
+
+    The checks of open_store (StoreUnreadable, ForeignStore) are made; StoreUnavailable, ending with `keeper`
+    (who makes the file and holds it open), for a file that is not there, and for a WAL file SQLite cannot
+    open read-only: one that no process holds open has no -shm, and a reader may not make it in a read-only
+    directory (in a writable one SQLite makes it, and an empty -wal, and leaves them).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise _unavailable(StoreUnavailable(path, "no such file", store=store, keeper=keeper)) from None
+    try:
+        head = _check_header(fd, path, store)
+    finally:
+        os.close(fd)
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA query_only=ON")
+        with _refusing(path, store):
+            _check(db, path, store, tables)
+    except sqlite3.OperationalError as exc:
+        db.close()
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_CANTOPEN:
+            raise
+        got = f'SQLite\'s "{exc}"'
+        if head[18:20] == _WAL_VERSIONS:
+            got = (
+                f"a WAL file that no process holds open ({got}: the -shm beside it, which a reader needs, cannot be "
+                "made here)"
+            )
+        raise _unavailable(StoreUnavailable(path, got, store=store, keeper=keeper)) from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+_WAL_VERSIONS = b"\x02\x02"  # the header's write and read versions of a file in WAL mode
+
+
+def _unavailable(error: StoreUnavailable) -> StoreUnavailable:
+    log.warning("%s", error)  # once per refusal: the request that opened it fails, and says so
+    return error
 
 
 def _check(db: sqlite3.Connection, path: Path, store: str, tables: Collection[str]) -> None:

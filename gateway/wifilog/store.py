@@ -24,6 +24,11 @@ Several stores share one key ring (the radius and syslog receivers each open one
 web UI too), so every change to it is a `SecretStore.update` applied to the ring as it is on disk
 under the secret store's lock, never a ring read earlier written back: a key added by one store
 cannot be dropped by another's erasure, nor an erased key brought back by another's addition.
+
+A reader (Access.READ_ONLY: the web UI, whose unit may only read the data directory) opens the file with
+SQLite's mode=ro and the secret store without its lock, and writes nothing: not the file, not the key ring,
+not the signing key nor its public key file. It needs a process that may write to hold the file open (the
+gateway's receivers do): SQLite's reader of a WAL file needs the -shm that only such a process makes there.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import json
 import secrets as _random
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,7 +58,8 @@ from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
 from gateway.logs import component_logger
 from gateway.secrets import SecretStore
-from gateway.storage.files import immediate, open_store
+from gateway.storage.files import Access, immediate, open_reader, open_store
+from gateway.storage.schema import read_version
 from gateway.wifilog.sessions import EventKind, Session, SessionEvent, merge
 from gateway.wifilog.signing import Signer, public_pem
 
@@ -66,6 +72,12 @@ STORE_DIR = "wifilog"
 DB_FILE = "wifilog.db"
 STORE = "Wi-Fi log"  # as its errors name it
 TABLES = ("periods", "sessions", "certificates")  # its own since version 1: another store's file has none
+RETENTION_MONTHS = 12  # unless the receivers' config says otherwise
+# who makes the file and holds it open, which a reader needs (see the module's docstring)
+KEEPER = (
+    "the gateway holds it open while a radius or wifi_syslog adapter runs: start it (systemctl start edgegw), or "
+    "read the log on the box with `edgegw wifi` as the gateway's user"
+)
 PUBLIC_KEY_FILE = "signing-public.pem"
 KEYS_SECRET = "wifilog.keys"
 CERTIFICATE_TYPE = "edgegw.wifilog.erasure-certificate"
@@ -189,10 +201,37 @@ def _ring(text: str | None) -> dict[str, dict[str, str]]:
     return ring
 
 
+class _ReadSecrets(SecretStore):
+    """The secret store as a reader of the log uses it: read without the store's lock (a change is a rename: a
+    read sees the whole store before or after it), never changed. A key that is not there is the gateway's to
+    make."""
+
+    def update(self, name: str, change: Callable[[str | None], str | None]) -> str | None:
+        raise WifiLogError(
+            f"secret:{name}: not changed by a reader of the Wi-Fi log, got a change; the gateway's Wi-Fi log makes "
+            "and destroys its keys"
+        )
+
+    def get_or_create(self, name: str, make: Callable[[], str]) -> str:
+        if name not in self.names():
+            raise WifiLogError(
+                f"secret:{name}: not in the secret store {self.directory}, got none; the gateway makes it when its "
+                "Wi-Fi log starts (a radius or wifi_syslog adapter): start it (systemctl start edgegw)"
+            )
+        return self.get(name)
+
+
 class WifiLogStore:
     """The store in `<data_dir>/wifilog/`; one writer (the gateway), readers (CLI, web) may open it meanwhile."""
 
-    def __init__(self, data_dir: Path | str, *, retention_months: int = 12, gateway_id: str = "") -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        retention_months: int = RETENTION_MONTHS,
+        gateway_id: str = "",
+        access: Access = Access.READ_WRITE,
+    ) -> None:
         if retention_months < 1:
             raise WifiLogError(f"wifilog retention_months: must be at least 1, got {retention_months}")
         self.data_dir = Path(data_dir)
@@ -200,17 +239,36 @@ class WifiLogStore:
         self.path = self.directory / DB_FILE
         self.retention_months = retention_months
         self.gateway_id = gateway_id
-        self.secrets = SecretStore(self.data_dir)  # the gateway's secret store, as `edgegw secret` uses it
+        self.access = access
         self._lock = threading.Lock()
         self._keys: dict[str, _PeriodKeys] = {}
         self._made: dict[str, _PeriodKeys] = {}  # keys made in the open transaction: cached once it commits
         self._signer: Signer | None = None
-        self._db = open_store(self.path, STORE, tables=TABLES, pragmas=("synchronous=FULL", "secure_delete=ON"))
+        if access is Access.READ_ONLY:
+            self.secrets: SecretStore = _ReadSecrets(self.data_dir)
+            self._db = open_reader(self.path, STORE, tables=TABLES, keeper=KEEPER)
+        else:
+            self.secrets = SecretStore(self.data_dir)  # the gateway's secret store, as `edgegw secret` uses it
+            self._db = open_store(self.path, STORE, tables=TABLES, pragmas=("synchronous=FULL", "secure_delete=ON"))
         try:
-            migrate(self._db, self.path, MIGRATIONS, WifiLogError, store=STORE)
+            if access is Access.READ_ONLY:
+                self._check_version()
+            else:
+                migrate(self._db, self.path, MIGRATIONS, WifiLogError, store=STORE)
         except BaseException:
             self._db.close()
             raise
+
+    def _check_version(self) -> None:
+        """A reader's: the file at this edgegw's version, which only the gateway brings it to."""
+        version = read_version(self._db, self.path, store=STORE)
+        if version > len(MIGRATIONS):
+            migrate(self._db, self.path, MIGRATIONS, WifiLogError, store=STORE)  # refuses a downgrade, unwritten
+        if version < len(MIGRATIONS):
+            raise WifiLogError(
+                f"{STORE} {self.path}: not readable before the gateway migrates it, got schema version {version} "
+                f"(this edgegw reads {len(MIGRATIONS)}); {KEEPER}"
+            )
 
     def close(self) -> None:
         with self._lock:  # a commit running in a worker thread finishes first
@@ -223,6 +281,8 @@ class WifiLogStore:
     def signer(self) -> Signer:
         if self._signer is None:
             self._signer = Signer(self.secrets)
+            if self.access is Access.READ_ONLY:
+                return self._signer  # the file is the gateway's to publish
             pem = self.directory / PUBLIC_KEY_FILE
             if not pem.exists() or pem.read_bytes() != public_pem(self._signer.public_key):
                 pem.write_bytes(public_pem(self._signer.public_key))

@@ -99,6 +99,7 @@ async def test_auditor_searches_and_exports_in_chromium_a_viewer_is_refused(
 ) -> None:
     driver, downloads = chrome
     store = WifiLogStore(web_env.state_dir.parent)
+    store.publish_public_key()  # as the gateway's Wi-Fi receivers do at their start: the UI only reads the key
     store.apply(
         [
             SessionEvent(

@@ -2,7 +2,9 @@
 
 Every search and export needs the inquiry's reference number and is written to the audit log before
 any row is shown or sent (gateway.wifilog.cli.audit_detail: the terms used and a keyed digest, never
-their values). The store is opened read-mostly from the web process, which runs as the gateway's user.
+their values). The store is opened as a reader (Access.READ_ONLY): the web process runs as the gateway's
+user with the data directory read-only (ReadOnlyPaths=), and writes nothing there; what keeps it from
+reading (no gateway holding the log open, a damaged file) is said on the page (503), never a 500.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
+import sqlite3
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -19,13 +23,16 @@ from aiohttp import web
 
 from gateway.accounts.store import Role
 from gateway.errors import GatewayError
+from gateway.storage.files import Access, StoreUnavailable, StoreUnreadable
 from gateway.web.auth import audit, current_user, requires, services
 from gateway.web.render import render
 from gateway.wifilog.cli import audit_detail, inquiry_key
 from gateway.wifilog.export import write_export
 from gateway.wifilog.sessions import Session
-from gateway.wifilog.store import JST, Query, WifiLogStore
+from gateway.wifilog.signing import public_pem
+from gateway.wifilog.store import JST, RETENTION_MONTHS, Query, WifiLogStore
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 RESULT_LIMIT = 1000
@@ -77,10 +84,37 @@ def _page(request: web.Request, store: WifiLogStore, extra: dict[str, Any], stat
     return render(request, "wifi.html", context, status=status)
 
 
+async def _open(request: web.Request) -> WifiLogStore | web.Response:
+    """The log opened as a reader, or the page saying why it cannot be read (503)."""
+    try:
+        return await asyncio.to_thread(WifiLogStore, _data_dir(request), access=Access.READ_ONLY)
+    except (StoreUnavailable, StoreUnreadable) as exc:  # logged by the store's opener
+        return _unreadable(request, exc)
+    except (GatewayError, sqlite3.Error, OSError) as exc:
+        log.warning("web: Wi-Fi log not read: %s", exc)
+        return _unreadable(request, exc)
+
+
+def _unreadable(request: web.Request, exc: Exception) -> web.Response:
+    """The page without the log, saying why (503): the search form stays, for when it can be read again."""
+    context: dict[str, Any] = {
+        "form": dict.fromkeys(_FIELDS, ""),
+        "sessions": None,
+        "error": None,
+        "error_text": str(exc),
+        "certificates": [],
+        "stats": {"sessions_per_period": {}, "erased_periods": [], "retention_months": RETENTION_MONTHS},
+        "limit": RESULT_LIMIT,
+    }
+    return render(request, "wifi.html", context, status=503)
+
+
 @routes.get("/wifi")
 @requires(Role.WIFI_AUDITOR)
 async def wifi_page(request: web.Request) -> web.StreamResponse:
-    store = await asyncio.to_thread(WifiLogStore, _data_dir(request))
+    store = await _open(request)
+    if isinstance(store, web.Response):
+        return store
     try:
         return _page(request, store, {})
     finally:
@@ -98,7 +132,11 @@ async def _search(
         query = _query(form)
     except GatewayError as exc:
         return _page(request, store, {"form": form, "error_text": exc.message}, status=400)
-    key = await asyncio.to_thread(inquiry_key, store.secrets)
+    try:
+        key = await asyncio.to_thread(inquiry_key, store.secrets)
+    except GatewayError as exc:  # no signing key yet: the gateway's Wi-Fi log makes it at its start
+        log.warning("web: Wi-Fi log not searched: %s", exc)
+        return _unreadable(request, exc)
     sessions = await asyncio.to_thread(store.search, query)
     detail = audit_detail(query, form["reference"], len(sessions), key=key)
     await audit(request, action, form["reference"], detail)
@@ -109,7 +147,9 @@ async def _search(
 @requires(Role.WIFI_AUDITOR)
 async def wifi_search(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
-    store = await asyncio.to_thread(WifiLogStore, _data_dir(request))
+    store = await _open(request)
+    if isinstance(store, web.Response):
+        return store
     try:
         found = await _search(request, store, form, "wifi.search")
         if isinstance(found, web.Response):
@@ -123,7 +163,9 @@ async def wifi_search(request: web.Request) -> web.StreamResponse:
 @requires(Role.WIFI_AUDITOR)
 async def wifi_export(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
-    store = await asyncio.to_thread(WifiLogStore, _data_dir(request))
+    store = await _open(request)
+    if isinstance(store, web.Response):
+        return store
     try:
         found = await _search(request, store, form, "wifi.export")
         if isinstance(found, web.Response):
@@ -158,14 +200,17 @@ def _zip(
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr(csv_path.name, csv_path.read_bytes())
             z.writestr(f"{csv_path.name}.manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2))
-            z.writestr("signing-public.pem", store.public_key_path.read_bytes())
+            # the key that signed, not the file beside the store: a reader does not publish it
+            z.writestr("signing-public.pem", public_pem(store.signer.public_key))
     return buf.getvalue()
 
 
 @routes.get("/wifi/certificates/{period:[0-9]{4}-[0-9]{2}}.json")
 @requires(Role.WIFI_AUDITOR)
 async def wifi_certificate(request: web.Request) -> web.StreamResponse:
-    store = await asyncio.to_thread(WifiLogStore, _data_dir(request))
+    store = await _open(request)
+    if isinstance(store, web.Response):
+        return store
     try:
         certs = {c["period"]: c for c in store.certificates()}
     finally:
