@@ -22,7 +22,7 @@ from gateway.control.ops_config import FIRST, lock_path
 from gateway.fleet import remote
 from gateway.storage.files import STORE_FIX
 from tests.fleet.conftest import T0, Clock, until
-from tests.fleet.test_remote_config import audit_actions, bundle, config_text, versions_of
+from tests.fleet.test_remote_config import audit_actions, bundle, config_text, runtime_on, versions_of
 from tests.support.orion_double import OrionDouble
 from tests.support.ports import free_port
 
@@ -97,21 +97,16 @@ async def test_a_bundle_whose_apply_fails_before_the_write_ends_failed_and_nothi
 ) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
     good = config_text(tmp_path, orion_double.url, rate=0.002)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
     db = tmp_path / "data" / FILE
-    db.write_bytes(GARBAGE)  # damaged after the start: the apply opens it after its guard, before the write
-    try:
+    async with runtime_on(path, original) as runtime:
+        db.write_bytes(GARBAGE)  # damaged after the start: the apply opens it after its guard, before the write
         first = runtime.gateway
         assert first.fleet is not None
         assert await first.fleet.offer(bundle(good, 1), via="push") == {"applied": True, "serial": 1}
         await until(lambda: remote.RemoteState(tmp_path / "data").pending is None)  # no tick, no window waited
         await until(lambda: settled(1))
         assert runtime.gateway is first  # nothing written, nothing reloaded
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
     assert db.read_bytes() == GARBAGE
     reason = (
@@ -143,19 +138,14 @@ async def test_a_bundle_whose_apply_fails_before_its_guard_ends_failed_without_a
 ) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    lock_path(path).mkdir()  # the config lock's file cannot be opened: the apply stops before reading the config
-    try:
+    async with runtime_on(path, original) as runtime:
+        lock_path(path).mkdir()  # the config lock's file cannot be opened: the apply stops before reading the config
         first = runtime.gateway
         assert first.fleet is not None
         good = config_text(tmp_path, orion_double.url, rate=0.002)
         assert await first.fleet.offer(bundle(good, 1), via="push") == {"applied": True, "serial": 1}
         await until(lambda: remote.RemoteState(tmp_path / "data").pending is None)
         await until(lambda: settled(1))
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
     reason = (
         f"config: {path} not written, got Is a directory; the gateway's user needs write access to {tmp_path} "
@@ -172,23 +162,18 @@ async def test_a_bundle_the_running_gateway_cannot_take_says_why(
 ) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
     (tmp_path / "afile").write_text("")
     # valid on its own; this box cannot make it (and no bundle may move the data_dir: refused at its offer,
     # before the apply, whose own refusal of it said only how many problems it found)
     moved = original.replace(f'data_dir = "{tmp_path / "data"}"', f'data_dir = "{tmp_path / "afile" / "data"}"')
     assert moved != original
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, original) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         result = await first.fleet.offer(bundle(moved, 1), via="push")
         assert (result["applied"], result["code"]) == (False, "data_dir_moved")
         assert not remote.running("remote-config:1")
         assert runtime.gateway is first
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
     [(step, serial, detail)] = steps_of(tmp_path)
     assert (step, serial) == ("refused", 1)

@@ -119,10 +119,7 @@ def audit_actions(tmp_path: Path) -> list[str]:
 async def test_a_bad_signature_is_refused_and_audited(orion_double: OrionDouble, tmp_path: Path, clock: Clock) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, original) as runtime:
         fleet = runtime.gateway.fleet
         assert fleet is not None
         other = bundle(config_text(tmp_path, orion_double.url, rate=0.5), 1, key=Ed25519PrivateKey.generate())
@@ -137,8 +134,6 @@ async def test_a_bad_signature_is_refused_and_audited(orion_double: OrionDouble,
             "remote config: signature does not verify with the pinned key, got a bundle signed by another key or "
             "altered; nothing applied",
         )
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
     assert audit_actions(tmp_path) == ["fleet.remote_config.refused", "fleet.remote_config.refused"]
 
@@ -148,10 +143,7 @@ async def test_a_bundle_that_breaks_the_uplink_is_rolled_back(
 ) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, original) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")  # nothing listens there
@@ -172,8 +164,6 @@ async def test_a_bundle_that_breaks_the_uplink_is_rolled_back(
         assert third.fleet is not None
         await third.fleet.tick(clock.advance(5))
         await until(lambda: remote_step(orion_double) == (1, "rolled_back"))  # told to the platform
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
     assert audit_actions(tmp_path) == [
         "fleet.remote_config.verified",
@@ -189,10 +179,7 @@ async def test_a_good_bundle_is_confirmed_once_the_uplink_delivers(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(tmp_path, orion_double.url))
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, config_text(tmp_path, orion_double.url)) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         new = config_text(tmp_path, orion_double.url, rate=0.002)
@@ -207,8 +194,6 @@ async def test_a_good_bundle_is_confirmed_once_the_uplink_delivers(
         assert second.fleet.remote_state.pending is None
         # the same bundle again is a replay
         assert (await second.fleet.offer(bundle(new, 7), via="fetch"))["code"] == "replayed"
-    finally:
-        await runtime.stop()
     assert path.read_text() == new
     assert audit_actions(tmp_path) == [
         "fleet.remote_config.verified",
@@ -317,11 +302,8 @@ async def test_a_config_applied_while_the_bundle_waits_for_the_lock_is_what_its_
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(tmp_path, orion_double.url))
     local = config_text(tmp_path, orion_double.url, rate=0.002)  # an admin's change, landing before the bundle
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, config_text(tmp_path, orion_double.url)) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
@@ -341,8 +323,6 @@ async def test_a_config_applied_while_the_bundle_waits_for_the_lock_is_what_its_
         await until(lambda: "fleet.remote_config.rolled_back" in audit_actions(tmp_path))
         await until(lambda: runtime.gateway is not second)
         running = runtime.config
-    finally:
-        await runtime.stop()
     assert path.read_text() == local  # the admin's change, not the text from before it
     assert running == parse_text(local)
     assert versions_of(tmp_path) == [
@@ -356,10 +336,7 @@ async def test_a_config_applied_after_the_bundle_is_kept_when_the_health_window_
     orion_double: OrionDouble, tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(tmp_path, orion_double.url))
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, config_text(tmp_path, orion_double.url)) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
@@ -384,8 +361,6 @@ async def test_a_config_applied_after_the_bundle_is_kept_when_the_health_window_
         finally:
             fleet_log.removeHandler(caplog.handler)
         assert runtime.gateway is third
-    finally:
-        await runtime.stop()
     assert path.read_text() == newer
     assert audit_actions(tmp_path) == [
         "fleet.remote_config.verified",
@@ -508,16 +483,12 @@ async def test_a_rollback_cut_short_by_a_kill_is_finished_by_the_next_start(
     path, original, broken = await bundle_applied_then_stopped(tmp_path, orion_double.url)
     _killed_while_rolling_back(tmp_path / "data")
     assert path.read_text() == broken  # the kill came before the rollback's write
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path) as runtime:
         second = runtime.gateway
         assert second.fleet is not None
         await second.fleet.tick(clock.advance(1))  # well inside a new health window: the mark decides
         await until(lambda: "fleet.remote_config.rolled_back" in audit_actions(tmp_path))
         await until(lambda: runtime.gateway is not second)
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
     state = remote.RemoteState(tmp_path / "data")
     assert state.pending is None
@@ -537,17 +508,13 @@ async def test_a_rollback_killed_after_its_write_is_not_done_twice(
     path, original, _ = await bundle_applied_then_stopped(tmp_path, orion_double.url)
     _killed_while_rolling_back(tmp_path / "data")
     write_atomic(path, original.encode(), None, durable=True)  # the rollback's write landed before the kill
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path) as runtime:
         second = runtime.gateway
         assert second.fleet is not None
         await second.fleet.tick(clock.advance(1))
         await until(lambda: "fleet.remote_config.rollback_skipped" in audit_actions(tmp_path))
         assert runtime.gateway is second  # nothing applied, nothing reloaded
         await second.fleet.tick(clock.advance(1))  # and the next tick leaves it at that
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
     state = remote.RemoteState(tmp_path / "data")
     assert state.pending is None

@@ -13,7 +13,6 @@ import fcntl
 import os
 from pathlib import Path
 
-from gateway.app import Runtime
 from gateway.audit.log import LOCK_FILE
 from gateway.config import load_config
 from gateway.control.ops_config import FIRST
@@ -25,6 +24,7 @@ from tests.fleet.test_remote_config import (
     bundle_applied_then_stopped,
     config_text,
     killed_mid_apply,
+    runtime_on,
     versions_of,
 )
 from tests.support.orion_double import OrionDouble
@@ -51,17 +51,12 @@ async def test_a_bundle_whose_reload_fails_after_the_write_is_rolled_back_at_onc
 ) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
     unstartable = original + NEEDS_A_MISSING_SECRET
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, original) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         assert await first.fleet.offer(bundle(unstartable, 1), via="push") == {"applied": True, "serial": 1}
         await until(lambda: not remote.running("remote-config:1") and not remote.running("remote-config-rollback:1"))
-    finally:
-        await runtime.stop()
     assert path.read_text() == original  # not the bundle's text, for the next start to run unwatched
     assert runtime.config == load_config(path)
     assert remote.RemoteState(tmp_path / "data").pending is None
@@ -91,9 +86,7 @@ async def test_a_bundle_a_killed_gateway_never_wrote_is_closed_at_the_next_start
 ) -> None:
     path, original, _ = await bundle_applied_then_stopped(tmp_path, orion_double.url)
     killed_mid_apply(path, original)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path) as runtime:
         second = runtime.gateway
         assert second.fleet is not None
         await second.fleet.tick(clock.advance(1))  # well inside the window: no need to wait for its end
@@ -104,8 +97,6 @@ async def test_a_bundle_a_killed_gateway_never_wrote_is_closed_at_the_next_start
         good = config_text(tmp_path, orion_double.url, rate=0.002)
         assert await second.fleet.offer(bundle(good, 2), via="push") == {"applied": True, "serial": 2}
         await until(lambda: audit_actions(tmp_path).count("fleet.remote_config.applied") == 2)  # one before the kill
-    finally:
-        await runtime.stop()
     assert path.read_text() == good
 
 
@@ -114,17 +105,13 @@ async def test_a_rollback_begun_on_a_bundle_never_written_does_not_say_the_live_
 ) -> None:
     path, original, _ = await bundle_applied_then_stopped(tmp_path, orion_double.url)
     killed_mid_apply(path, original, rolling_back=True)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path) as runtime:
         second = runtime.gateway
         assert second.fleet is not None
         await second.fleet.tick(clock.advance(601))
         await until(lambda: not remote.running("remote-config-rollback:1"))
         assert runtime.gateway is second
         await second.fleet.tick(clock.advance(10))  # and nothing left for a later tick
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
     assert remote.RemoteState(tmp_path / "data").pending is None
     assert steps_of(tmp_path)[-1] == ("failed", 1, NEVER_WRITTEN)
@@ -135,11 +122,8 @@ async def test_a_bundle_being_claimed_is_not_taken_for_one_a_stopped_gateway_nev
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(tmp_path, orion_double.url))
     good = config_text(tmp_path, orion_double.url, rate=0.002)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, config_text(tmp_path, orion_double.url)) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         fleet = first.fleet
@@ -159,7 +143,5 @@ async def test_a_bundle_being_claimed_is_not_taken_for_one_a_stopped_gateway_nev
         assert await offer == {"applied": True, "serial": 1}
         await tick
         await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
-    finally:
-        await runtime.stop()
     assert path.read_text() == good
     assert [s[0] for s in steps_of(tmp_path)] == ["verified", "applied"]

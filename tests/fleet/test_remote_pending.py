@@ -12,12 +12,11 @@ import os
 from pathlib import Path
 
 from gateway.app import Runtime
-from gateway.config import load_config
 from gateway.control.ops_config import FIRST, ConfigOps, lock_path
 from gateway.fleet import remote
 from gateway.records import Command
 from tests.fleet.conftest import Clock, until
-from tests.fleet.test_remote_config import audit_actions, bundle, config_text, remote_step, versions_of
+from tests.fleet.test_remote_config import audit_actions, bundle, config_text, remote_step, runtime_on, versions_of
 from tests.support.orion_double import OrionDouble
 from tests.support.ports import free_port
 
@@ -38,12 +37,9 @@ async def test_a_second_bundle_in_the_first_ones_health_window_is_refused_and_ca
 ) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
     broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
     fixed = config_text(tmp_path, orion_double.url, rate=0.002)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, original) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         assert (await first.fleet.offer(bundle(broken, 1), via="push"))["applied"] is True
@@ -78,8 +74,6 @@ async def test_a_second_bundle_in_the_first_ones_health_window_is_refused_and_ca
         assert third.fleet is not None
         assert await third.fleet.offer(bundle(fixed, 2), via="command c3") == {"applied": True, "serial": 2}
         await until(lambda: audit_actions(tmp_path).count("fleet.remote_config.applied") == 2)
-    finally:
-        await runtime.stop()
     assert path.read_text() == fixed
     assert audit_actions(tmp_path) == [
         "fleet.remote_config.verified",
@@ -96,14 +90,11 @@ async def test_two_bundles_offered_at_once_are_one_applied_and_one_refused(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(tmp_path, orion_double.url))
     texts = {
         1: config_text(tmp_path, orion_double.url, rate=0.002),
         2: config_text(tmp_path, orion_double.url, rate=0.003),
     }
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, config_text(tmp_path, orion_double.url)) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         results = await asyncio.gather(*(first.fleet.offer(bundle(t, s), via="push") for s, t in texts.items()))
@@ -114,8 +105,6 @@ async def test_two_bundles_offered_at_once_are_one_applied_and_one_refused(
         )
         await until(lambda: pending_of(tmp_path).get("reloaded") is True)
         await until(lambda: not remote.running(f"remote-config:{won}"))
-    finally:
-        await runtime.stop()
     assert path.read_text() == texts[won]
     assert pending_of(tmp_path)["serial"] == remote.RemoteState(tmp_path / "data").last_serial == won
     assert [v[1:3] for v in versions_of(tmp_path)] == [("remote-config", f"remote bundle {won}"), ("file", FIRST)]
@@ -141,10 +130,7 @@ async def test_a_healthy_bundle_that_is_no_longer_the_live_config_is_not_confirm
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(tmp_path, orion_double.url))
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, config_text(tmp_path, orion_double.url)) as runtime:
         await _good_bundle_applied_then_changed_by_hand(runtime, tmp_path, orion_double.url, clock, to_version_1=False)
         third = runtime.gateway
         assert third.fleet is not None
@@ -153,8 +139,6 @@ async def test_a_healthy_bundle_that_is_no_longer_the_live_config_is_not_confirm
         await third.fleet.tick(clock.advance(5))  # every uplink delivers after the apply: healthy
         await third.fleet.tick(clock.advance(5))  # the step reaches the platform with the next report
         await until(lambda: remote_step(orion_double) == (1, "superseded"))
-    finally:
-        await runtime.stop()
     assert last_event(tmp_path) == (
         "superseded",
         1,
@@ -170,18 +154,13 @@ async def test_a_bundle_rolled_back_by_hand_is_not_confirmed(
 ) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, original) as runtime:
         await _good_bundle_applied_then_changed_by_hand(runtime, tmp_path, orion_double.url, clock, to_version_1=True)
         third = runtime.gateway
         assert third.fleet is not None
         await third.fleet.tick(clock.advance(5))
         await until(lambda: third.loops[0].delivered > 0)
         await third.fleet.tick(clock.advance(5))
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
     assert last_event(tmp_path) == (
         "superseded",
@@ -201,10 +180,7 @@ async def test_a_bundle_still_waiting_for_the_config_lock_when_its_window_ends_i
 ) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, original) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
@@ -218,8 +194,6 @@ async def test_a_bundle_still_waiting_for_the_config_lock_when_its_window_ends_i
         await until(lambda: not remote.running("remote-config:1") and not remote.running("remote-config-rollback:1"))
         assert runtime.gateway is first  # nothing reloaded
         await first.fleet.tick(clock.advance(10))  # and nothing left for a later tick to do
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
     assert versions_of(tmp_path) == []
     assert remote.RemoteState(tmp_path / "data").pending is None
@@ -237,10 +211,7 @@ async def test_the_health_window_starts_when_the_bundle_is_written_not_when_it_w
 ) -> None:
     path = tmp_path / "gateway.toml"
     original = config_text(tmp_path, orion_double.url)
-    path.write_text(original)
-    runtime = Runtime(path, load_config(path))
-    await runtime.start()
-    try:
+    async with runtime_on(path, original) as runtime:
         first = runtime.gateway
         assert first.fleet is not None
         broken = config_text(tmp_path, f"http://127.0.0.1:{free_port()}")
@@ -263,6 +234,4 @@ async def test_the_health_window_starts_when_the_bundle_is_written_not_when_it_w
         await second.fleet.tick(clock.advance(395))
         await until(lambda: "fleet.remote_config.rolled_back" in audit_actions(tmp_path))
         await until(lambda: runtime.gateway is not second)
-    finally:
-        await runtime.stop()
     assert path.read_text() == original
