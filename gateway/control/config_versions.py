@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.storage.files import open_store
+from gateway.storage.files import NOT_WRITABLE, open_store
 from gateway.storage.schema import migrate
 
 FILE = "config_versions.db"
@@ -36,11 +36,6 @@ _MIGRATIONS = (
 )
 
 
-# an OSError of a file this process may not make or write where it lies: a read-only mount (an SD card's ext4
-# remounted read-only after an error), a file or directory of another user, an immutable one
-_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
-
-
 def os_words(path: Path, exc: OSError) -> str:
     """`exc`, raised opening the store at `path`, as the OS says it: `<its words> (<code>)[ at <the path it
     names, when another: the directory>]`."""
@@ -59,7 +54,7 @@ def not_writable(exc: BaseException) -> bool:
     """Whether `exc`, from opening or writing the store, says this process may not write it (or make it) there;
     SQLite says so as SQLITE_READONLY for a file it could open only for reading."""
     if isinstance(exc, OSError):
-        return exc.errno in _NOT_WRITABLE
+        return exc.errno in NOT_WRITABLE
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_READONLY
 

@@ -154,7 +154,7 @@ def _refusing(path: Path, store: str) -> Iterator[None]:
 
 # an existing file this process may read but not write: a read-only mount (an SD card's ext4 remounted
 # read-only after an error, systemd's ReadOnlyPaths=), another user's file, an immutable one
-_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def create_private(path: Path, store: str = "") -> None:
@@ -172,7 +172,7 @@ def create_private(path: Path, store: str = "") -> None:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        if exc.errno not in _NOT_WRITABLE:
+        if exc.errno not in NOT_WRITABLE:
             raise
         try:
             fd = os.open(path, os.O_RDONLY)
