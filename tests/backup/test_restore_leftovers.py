@@ -28,6 +28,7 @@ import pytest
 from gateway.backup import archive
 from gateway.backup.config import BackupConfig
 from gateway.backup.schedule import Job, run_backup
+from tests.backup.test_scratch import open_fifo_for_writing
 
 NIGHT = datetime(2026, 12, 3, 18, 12, tzinfo=UTC)
 REPO = Path(__file__).parents[2]
@@ -71,18 +72,7 @@ def _staging_from(fifo: Path, config: Path, data_dir: Path) -> Iterator[tuple[su
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:  # a FIFO opens for writing once its reader has opened it: the staging directory is made then
-            try:
-                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENXIO or child.poll() is not None or time.monotonic() > deadline:
-                    child.kill()
-                    _, err = child.communicate()
-                    raise AssertionError(f"the restore did not open {fifo}, got {err.decode()!r}") from exc
-                time.sleep(0.01)
-        os.set_blocking(fd, True)
+        fd = open_fifo_for_writing(fifo, child, "the restore")  # opened: the staging directory is made then
         [work] = _staging(data_dir)
         with open(fd, "wb") as writer:
             yield child, writer, work

@@ -90,18 +90,7 @@ def _verify_waiting(fifo: Path, data_dir: Path) -> Iterator[tuple[subprocess.Pop
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:  # a FIFO opens for writing once its reader has opened it: verify is past its directory then
-            try:
-                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENXIO or child.poll() is not None or time.monotonic() > deadline:
-                    child.kill()
-                    _, err = child.communicate()
-                    raise AssertionError(f"verify did not open {fifo}, got {err.decode()!r}") from exc
-                time.sleep(0.01)
-        os.set_blocking(fd, True)
+        fd = open_fifo_for_writing(fifo, child, "verify")  # opened: verify is past its directory then
         [work] = [p for p in data_dir.iterdir() if p.name.startswith(archive.VERIFY_PREFIX)]
         with open(fd, "wb") as writer:
             yield child, writer, work
@@ -174,3 +163,21 @@ def test_a_running_verify_keeps_its_directory_however_long_it_takes(box: tuple[P
         writer.close()
         assert child.wait() == 0
     assert not running.exists()  # removed by its own verify, once done
+
+
+def open_fifo_for_writing(fifo: Path, child: subprocess.Popen[bytes], what: str) -> int:
+    """The write end of `fifo`, once `child` has opened it for reading (a FIFO opens for writing only then);
+    AssertionError with the child's stderr if it exits or takes over 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or child.poll() is not None or time.monotonic() > deadline:
+                child.kill()
+                _, err = child.communicate()
+                raise AssertionError(f"{what} did not open {fifo}, got {err.decode()!r}") from exc
+            time.sleep(0.01)
+    os.set_blocking(fd, True)
+    return fd
