@@ -367,6 +367,10 @@ class ReadingChecker:
                 ids.check_entity_id(value)
             except ValueError as exc:
                 raise self._fail(r, name, f"Relationship target {exc}", value) from None
+            if value == "urn:":  # kept as a URN by the NGSI-LD encoder, and no URI: Orion-LD refuses the entity
+                raise self._fail(
+                    r, name, "Relationship target must name an entity after urn:", value, "give the target's full URN"
+                )
 
     def _check_structure(self, r: Reading, name: str, value: Any) -> None:
         problem = _scan(value, 0)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 
 from gateway.errors import ReadingError
 from gateway.ngsi import geojson
@@ -13,7 +15,7 @@ from gateway.ngsi.check import ReadingChecker
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.ld import ld_upsert_body, to_ld_entity
 from gateway.ngsi.v2 import to_v2_entity, v2_update_body
-from gateway.records import Reading
+from gateway.records import Attribute, Lane, Reading, Source, TimeSource
 from tests.ngsi.strategies import geo_values, readings
 from tests.support.orion_rules import check_geojson, validate_ld_upsert, validate_v2_update
 
@@ -42,8 +44,28 @@ def test_v2_either_refused_or_accepted_by_orion(reading: Reading) -> None:
         )
 
 
+# Found by the property below in a CI run: the NGSI-LD encoder keeps a target starting with urn: as it is,
+# and a bare "urn:" is no URI, which Orion-LD refuses (207, 400 "Relationship object must be a URI").
+BARE_URN_TARGET = Reading(
+    entity_id="0",
+    entity_type="A",
+    attributes={"a": Attribute(value="urn:", type="Relationship")},
+    observed_at=datetime(2000, 1, 1, tzinfo=UTC),
+    time_source=TimeSource.DEVICE,
+    source=Source(adapter="sim", device=""),
+    lane=Lane.ALERT,
+)
+
+
+@pytest.mark.parametrize("encoding", list(ValueEncoding))
+def test_a_relationship_to_a_bare_urn_is_refused_at_the_source(encoding: ValueEncoding) -> None:
+    with pytest.raises(ReadingError, match=r"^0\.a: Relationship target must name an entity after urn:, got 'urn:'"):
+        ReadingChecker().check(BARE_URN_TARGET, encoding=encoding)
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(readings())
+@example(BARE_URN_TARGET)
 def test_ld_either_refused_or_accepted_by_orion_ld(reading: Reading) -> None:
     for encoding in ValueEncoding:
         if not _accepted(reading, encoding):
