@@ -132,6 +132,18 @@ def test_a_data_disk_without_room_for_the_backup_is_refused_before_anything_stop
     assert config.read_text() == config_before
 
 
+def set_immutable(path: Path, on: bool) -> None:
+    """The file's or directory's immutable attribute (chattr +i) set or cleared."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
+        buf[0] = buf[0] | _FS_IMMUTABLE_FL if on else buf[0] & ~_FS_IMMUTABLE_FL
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, buf)
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture
 def immutable() -> Iterator[Callable[[Path], None]]:
     """`immutable(path)` sets the file's or directory's immutable attribute (chattr +i); cleared in teardown.
@@ -141,19 +153,9 @@ def immutable() -> Iterator[Callable[[Path], None]]:
     """
     made: list[Path] = []
 
-    def flags(path: Path, change: Callable[[int], int]) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            buf = array.array("i", [0])
-            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
-            buf[0] = change(buf[0])
-            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, buf)
-        finally:
-            os.close(fd)
-
     def make(path: Path) -> None:
         try:
-            flags(path, lambda f: f | _FS_IMMUTABLE_FL)
+            set_immutable(path, True)
         except OSError as exc:
             if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EPERM):
                 pytest.skip(f"cannot make {path} immutable here, got {exc.strerror}: needs root and ext4 or tmpfs")
@@ -162,7 +164,7 @@ def immutable() -> Iterator[Callable[[Path], None]]:
 
     yield make
     for path in made:
-        flags(path, lambda f: f & ~_FS_IMMUTABLE_FL)
+        set_immutable(path, False)
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,8 @@ a real directory, every disk a real file system.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import subprocess
@@ -28,14 +26,11 @@ import pytest
 from gateway.backup import archive
 from gateway.backup.config import BackupConfig
 from gateway.backup.schedule import Job, run_backup
+from tests.backup.test_restore_atomic import set_immutable
 from tests.backup.test_scratch import open_fifo_for_writing
 
 NIGHT = datetime(2026, 12, 3, 18, 12, tzinfo=UTC)
 REPO = Path(__file__).parents[2]
-# <linux/fs.h>: the ioctls read and write an int, whatever their declared long says
-_FS_IOC_GETFLAGS = 0x80086601
-_FS_IOC_SETFLAGS = 0x40086602
-_FS_IMMUTABLE_FL = 0x10
 
 
 def _backup(config: Path, data_dir: Path, share: Path) -> Path:
@@ -134,17 +129,6 @@ def test_a_running_restore_keeps_its_staging_directory_however_long_it_takes(
     assert not running.exists()  # removed by its own restore, once done
 
 
-def _set_immutable(path: Path, on: bool) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        buf = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
-        buf[0] = buf[0] | _FS_IMMUTABLE_FL if on else buf[0] & ~_FS_IMMUTABLE_FL
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, buf)
-    finally:
-        os.close(fd)
-
-
 # archive.restore in a process of its own; as web/accounts.db is about to go aside, the aside directory's data/
 # and data/web/ are made immutable (chattr +i: as a disk error would, nothing may enter or leave them), so that
 # this move fails and the three files moved before it cannot go back
@@ -188,8 +172,8 @@ def aside_made_immutable(box: tuple[Path, Path]) -> Iterator[Path]:
     probe = data_dir / "probe"
     probe.mkdir()
     try:
-        _set_immutable(probe, True)
-        _set_immutable(probe, False)
+        set_immutable(probe, True)
+        set_immutable(probe, False)
     except OSError as exc:
         if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EPERM):
             pytest.skip(f"cannot make {probe} immutable here, got {exc.strerror}: needs root and ext4 or tmpfs")
@@ -198,7 +182,7 @@ def aside_made_immutable(box: tuple[Path, Path]) -> Iterator[Path]:
     yield aside
     for path in (aside, aside / "web"):
         if path.is_dir():
-            _set_immutable(path, False)
+            set_immutable(path, False)
 
 
 def test_the_staging_directory_of_a_restore_that_could_not_put_every_file_back_is_kept_for_good(
