@@ -537,7 +537,7 @@ class FleetService:
             except Exception as exc:
                 if isinstance(exc, ControlError) and exc.code == CONFIG_INVALID:  # refused before the write
                     # its lines say what (a data_dir this box cannot use): the count alone told nobody
-                    reason = _failure(exc, data_dir)
+                    reason = _failure(exc)
                     await _end_applying(target, data_dir, clock(), "failed", reason, bundle.serial, {"error": reason})
                     return
                 # Anything else may come after the rename (the reload, the versions store recording it,
@@ -582,11 +582,10 @@ class FleetService:
         from gateway.control.protocol import RELOAD_FAILED, ControlError
 
         if isinstance(exc, ControlError) and exc.code == RELOAD_FAILED:
-            why = f"{exc.message}: {'; '.join(exc.errors)}; back to the config from before the bundle at once"
+            why = f"{_failure(exc)}; back to the config from before the bundle at once"
             await self._rollback(now, serial, why=why)
             return
-        assert self.target is not None
-        reason = _failure(exc, Path(self.target.config.gateway.data_dir))  # where ConfigOps records
+        reason = _failure(exc)
         log.warning("remote config: bundle %s: apply failed: %s", serial, reason)
         # `written_at` is noted by the apply's guard before it writes: not noted, the apply ended before
         # it, so nothing was written and there is nothing for a rollback to look at
@@ -736,16 +735,15 @@ async def _end_applying(
     await _audit(target, f"fleet.remote_config.{step}", {"serial": serial, **audit}, at)
 
 
-def _failure(exc: Exception, data_dir: Path) -> str:
-    """Why an apply failed, as a technician needs it: ConfigOps' own errors say where; SQLite's do not."""
+def _failure(exc: Exception) -> str:
+    """Why an apply failed, as a technician needs it: ConfigOps says its store's and file's errors in its own
+    ControlError (write_failed names the versions store), with the problem lines."""
     from gateway.control.protocol import ControlError
 
     if isinstance(exc, ControlError):
         return f"{exc.message}: {'; '.join(exc.errors)}" if exc.errors else exc.message
-    if isinstance(exc, GatewayError):  # StoreUnreadable and the like name their store and file
+    if isinstance(exc, GatewayError):
         return str(exc)
-    if isinstance(exc, sqlite3.Error):  # the one SQLite file an apply touches
-        return f"config versions {data_dir / VERSIONS_FILE}: SQLite failed, got {type(exc).__name__}: {exc}"
     return f"{type(exc).__name__}: {exc}"
 
 
