@@ -18,8 +18,13 @@ from gateway.control.config_versions import FILE, sha256_text
 from gateway.fleet import remote
 from tests.fleet.conftest import Clock
 from tests.fleet.conftest import clock as clock
-from tests.fleet.test_remote_config import bundle_applied_then_stopped, config_text, killed_mid_apply, runtime_on
-from tests.fleet.test_remote_not_live import steps_of
+from tests.fleet.test_remote_config import (
+    bundle_applied_then_stopped,
+    config_text,
+    killed_mid_apply,
+    runtime_on,
+    steps_of,
+)
 from tests.storage.read_only import Binds
 from tests.storage.read_only import binds as binds
 from tests.support.orion_double import OrionDouble

@@ -22,20 +22,20 @@ from gateway.control.ops_config import FIRST, lock_path
 from gateway.fleet import remote
 from gateway.storage.files import STORE_FIX
 from tests.fleet.conftest import T0, Clock, until
-from tests.fleet.test_remote_config import audit_actions, bundle, config_text, runtime_on, versions_of
+from tests.fleet.test_remote_config import (
+    audit_actions,
+    bundle,
+    config_text,
+    runtime_on,
+    settled,
+    steps_of,
+    versions_of,
+)
 from tests.support.orion_double import OrionDouble
 from tests.support.ports import free_port
 
 GARBAGE = bytes(range(256)) * 32
 FIX = "Fix the cause, then offer the config again with a new serial"
-
-
-def steps_of(tmp_path: Path) -> list[tuple[str, int | None, str]]:
-    return [(e["step"], e["serial"], e["detail"]) for e in remote.RemoteState(tmp_path / "data").doc["events"]]
-
-
-def settled(serial: int) -> bool:
-    return not remote.running(f"remote-config:{serial}") and not remote.running(f"remote-config-rollback:{serial}")
 
 
 async def test_a_bundle_its_versions_store_cannot_record_ends_failed_with_the_file_as_it_was(

@@ -112,6 +112,15 @@ def url_of(runtime: Runtime) -> str:
     return str(runtime.config.uplinks[0].model_dump()["url"])
 
 
+def steps_of(tmp_path: Path) -> list[tuple[str, int | None, str]]:
+    return [(e["step"], e["serial"], e["detail"]) for e in remote.RemoteState(tmp_path / "data").doc["events"]]
+
+
+def settled(serial: int) -> bool:
+    """Bundle `serial`'s apply and rollback have ended in this process: each writes its audit entry last."""
+    return not remote.running(f"remote-config:{serial}") and not remote.running(f"remote-config-rollback:{serial}")
+
+
 def audit_actions(tmp_path: Path) -> list[str]:
     return [e.action for e in reversed(AuditLog(tmp_path / "data" / "web").entries(actor="remote-config"))]
 

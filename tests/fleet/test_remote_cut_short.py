@@ -25,8 +25,8 @@ from tests.fleet.test_remote_config import (
     config_text,
     killed_mid_apply,
     runtime_on,
+    steps_of,
 )
-from tests.fleet.test_remote_not_live import steps_of
 from tests.support.orion_double import OrionDouble
 
 FOUND_RUNNING = "found running after a restart that cut its apply short; its health window starts now"

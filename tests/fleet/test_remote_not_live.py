@@ -25,6 +25,8 @@ from tests.fleet.test_remote_config import (
     config_text,
     killed_mid_apply,
     runtime_on,
+    settled,
+    steps_of,
     versions_of,
 )
 from tests.support.orion_double import OrionDouble
@@ -42,10 +44,6 @@ visit_keys = { k1 = "secret:visit_key_k1" }
 """
 
 
-def steps_of(tmp_path: Path) -> list[tuple[str, int | None, str]]:
-    return [(e["step"], e["serial"], e["detail"]) for e in remote.RemoteState(tmp_path / "data").doc["events"]]
-
-
 async def test_a_bundle_whose_reload_fails_after_the_write_is_rolled_back_at_once(
     orion_double: OrionDouble, tmp_path: Path, clock: Clock
 ) -> None:
@@ -56,7 +54,7 @@ async def test_a_bundle_whose_reload_fails_after_the_write_is_rolled_back_at_onc
         first = runtime.gateway
         assert first.fleet is not None
         assert await first.fleet.offer(bundle(unstartable, 1), via="push") == {"applied": True, "serial": 1}
-        await until(lambda: not remote.running("remote-config:1") and not remote.running("remote-config-rollback:1"))
+        await until(lambda: settled(1))
     assert path.read_text() == original  # not the bundle's text, for the next start to run unwatched
     assert runtime.config == load_config(path)
     assert remote.RemoteState(tmp_path / "data").pending is None

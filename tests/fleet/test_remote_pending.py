@@ -16,7 +16,15 @@ from gateway.control.ops_config import FIRST, ConfigOps, lock_path
 from gateway.fleet import remote
 from gateway.records import Command
 from tests.fleet.conftest import Clock, until
-from tests.fleet.test_remote_config import audit_actions, bundle, config_text, remote_step, runtime_on, versions_of
+from tests.fleet.test_remote_config import (
+    audit_actions,
+    bundle,
+    config_text,
+    remote_step,
+    runtime_on,
+    settled,
+    versions_of,
+)
 from tests.support.orion_double import OrionDouble
 from tests.support.ports import free_port
 
@@ -191,7 +199,7 @@ async def test_a_bundle_still_waiting_for_the_config_lock_when_its_window_ends_i
             await first.fleet.tick(clock.advance(600))
         finally:
             os.close(fd)
-        await until(lambda: not remote.running("remote-config:1") and not remote.running("remote-config-rollback:1"))
+        await until(lambda: settled(1))
         assert runtime.gateway is first  # nothing reloaded
         await first.fleet.tick(clock.advance(10))  # and nothing left for a later tick to do
     assert path.read_text() == original

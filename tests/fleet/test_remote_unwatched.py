@@ -19,8 +19,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.fleet import remote
 from gateway.records import Command
 from tests.fleet.conftest import Clock, until
-from tests.fleet.test_remote_config import KEY, audit_actions, bundle, config_text, runtime_on, url_of
-from tests.fleet.test_remote_not_live import steps_of
+from tests.fleet.test_remote_config import (
+    KEY,
+    audit_actions,
+    bundle,
+    config_text,
+    runtime_on,
+    settled,
+    steps_of,
+    url_of,
+)
 from tests.support.orion_double import OrionDouble
 from tests.support.ports import free_port
 
@@ -54,6 +62,7 @@ async def test_a_bundle_moving_the_data_dir_is_refused_and_its_serial_not_used_u
         # serial 5 is not used up: the platform sends it again with the data_dir as it is
         assert await first.fleet.offer(bundle(good, 5), via="push") == {"applied": True, "serial": 5}
         await until(lambda: (remote.RemoteState(tmp_path / "data").pending or {}).get("reloaded") is True)
+        await until(lambda: settled(5))  # its `applied` audit entry comes after `reloaded`
     assert path.read_text() == good
     assert not (tmp_path / "data2").exists()
     assert audit_actions(tmp_path) == [
