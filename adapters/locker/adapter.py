@@ -184,8 +184,10 @@ class LockerAdapter:
                     tg.create_task(bus.run())
                 tg.create_task(self._housekeeping_loop())
         finally:
-            store.close()
-            self.store = None
+            try:
+                await asyncio.to_thread(store.close)  # waits for a call still running in a worker thread
+            finally:
+                self.store = None
 
     async def _housekeeping_loop(self) -> None:
         while True:

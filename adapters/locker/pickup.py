@@ -43,7 +43,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,8 @@ class PickupStore:
         self.clock = clock
         self.code_length = code_length
         self.max_wrong = max_wrong
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one caller at a time on the connection, and none once it is closed
+        self._closed = False
         self._log = component_logger(__name__, path.stem.removeprefix("locker-"))
         self.unreadable_addresses = 0  # sealed addresses that did not open (read as no address)
         # secure_delete: an erased address is overwritten, not left in free space
@@ -212,7 +213,22 @@ class PickupStore:
             raise
 
     def close(self) -> None:
-        self._db.close()
+        """Waits for a call still running in a worker thread: `asyncio.to_thread` outlives a cancelled
+        caller, and SQLite's connection freed under its statement crashed the whole gateway (SIGSEGV)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[sqlite3.Connection]:
+        """The connection, this thread's alone until the block ends; a clear error once the store is closed."""
+        with self._lock:
+            if self._closed:
+                raise PickupError(
+                    f"{STORE} {self.path}: closed, the locker adapter has stopped; try again once it runs"
+                )
+            yield self._db
 
     def _truncate_wal(self) -> None:
         """Old page images leave the -wal file; skipped rather than waited for while another connection reads."""
@@ -225,8 +241,8 @@ class PickupStore:
             self._log.debug("locker store %s: WAL not truncated, another connection is reading", self.path)
 
     @contextlib.contextmanager
-    def _tx(self) -> Any:
-        with self._lock, immediate(self._db) as db:
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._held() as held, immediate(held) as db:
             yield db
 
     def _hash(self, code: str) -> str:
@@ -235,24 +251,24 @@ class PickupStore:
     # --- reads --------------------------------------------------------------------------------------------
 
     def active(self) -> dict[str, Assignment]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE state IN {_ACTIVE_SQL}").fetchall()
+        with self._held() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE state IN {_ACTIVE_SQL}").fetchall()
         return {r[1]: _row(r) for r in rows}
 
     def get(self, assignment_id: int) -> Assignment | None:
-        with self._lock:
-            r = self._db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE id=?", (assignment_id,)).fetchone()
+        with self._held() as db:
+            r = db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE id=?", (assignment_id,)).fetchone()
         return None if r is None else _row(r)
 
     def pending_events(self) -> list[Assignment]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE event_pending=1 ORDER BY id").fetchall()
+        with self._held() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE event_pending=1 ORDER BY id").fetchall()
         return [_row(r) for r in rows]
 
     def email_of(self, assignment_id: int) -> str | None:
         """The patron's address, opened for the moment it is used; None once erased or when it does not open."""
-        with self._lock:
-            r = self._db.execute("SELECT email_sealed FROM assignments WHERE id=?", (assignment_id,)).fetchone()
+        with self._held() as db:
+            r = db.execute("SELECT email_sealed FROM assignments WHERE id=?", (assignment_id,)).fetchone()
         if r is None or r[0] is None:
             return None
         try:
@@ -343,7 +359,7 @@ class PickupStore:
         """The pickup event is on the buffer: the address has no use left and is erased."""
         with self._tx() as db:
             db.execute("UPDATE assignments SET event_pending=0, email_sealed=NULL WHERE id=?", (assignment_id,))
-        with self._lock:
+        with self._held():
             self._truncate_wal()
 
     def expire(self) -> list[Assignment]:
@@ -371,7 +387,7 @@ class PickupStore:
                 "UPDATE assignments SET state='cancelled', closed_at=?, code_hash=NULL, email_sealed=NULL WHERE id=?",
                 (now, r[0]),
             )
-        with self._lock:
+        with self._held():
             self._truncate_wal()
         return self.get(r[0])
 

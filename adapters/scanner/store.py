@@ -24,9 +24,11 @@ the buffer's uplink cursors.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +75,8 @@ class RecentScan:
 
 
 class StationStoreError(GatewayError):
-    """The station store cannot be opened: a newer file, or a migration that failed (the file left as it was)."""
+    """The station store cannot be opened (a newer file, or a migration that failed, the file left as it was),
+    or is used after it was closed."""
 
     code = "scanner_station_store"
 
@@ -106,8 +109,15 @@ TABLES = ("counters", "children", "shelves", "recent", "outreach")
 
 
 class StationStore:
+    """`<data_dir>/stations.db`, shared by every station of the adapter. Its calls run in worker threads
+    (one per station at a time) and on the loop (the diagnostics): the lock gives the one connection to
+    one caller at a time, as a transaction begun by one thread would otherwise take in, or be rolled back
+    by, another's statements."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.Lock()
+        self._closed = False
         # State rows survive a crash of the process in WAL mode with NORMAL; only the scan-number blocks
         # need the full fsync (reserve), so a scan costs the store no fsync of its own on the hot path.
         self._db = open_store(path, STORE, tables=TABLES, pragmas=("synchronous=NORMAL",))
@@ -161,10 +171,28 @@ class StationStore:
         return not busy
 
     def close(self) -> None:
-        self._db.close()
+        """Waits for a call still running in a worker thread: `asyncio.to_thread` outlives a cancelled caller,
+        and SQLite's connection freed under its statement crashes the whole gateway (SIGSEGV)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[sqlite3.Connection]:
+        """The connection, this thread's alone until the block ends; a clear error once the store is closed."""
+        with self._lock:
+            if self._closed:
+                raise StationStoreError(f"{STORE} {self.path}: closed, the scanner adapter has stopped")
+            yield self._db
 
     def schema_version(self) -> int:
-        return read_version(self._db)
+        with self._held() as db:
+            return read_version(db)
 
     def local_key(self) -> bytes:
         """The key for child tokens: from the gateway's secret store, never in this store's file or its backups."""
@@ -174,28 +202,28 @@ class StationStore:
         """The next scan number of `station`. Numbers are handed out from blocks of `BLOCK` whose end is
         committed with a full fsync before the first of them is used, so no number is ever used twice,
         even after a power cut (a crash leaves a gap at most)."""
-        top = self._block_top.get(station, 0)
-        nxt = self._next.get(station, 0)
-        if nxt >= top:
-            db = self._db
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    "INSERT INTO counters VALUES (?, ?) ON CONFLICT(station) DO UPDATE SET next_no = next_no + ?",
-                    (station, BLOCK + 1, BLOCK),
-                )
-                top = int(db.execute("SELECT next_no FROM counters WHERE station = ?", (station,)).fetchone()[0])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            finally:
-                db.execute("PRAGMA synchronous=NORMAL")
-            nxt = top - BLOCK
-            self._block_top[station] = top
-        self._next[station] = nxt + 1
-        return nxt
+        with self._held() as db:
+            top = self._block_top.get(station, 0)
+            nxt = self._next.get(station, 0)
+            if nxt >= top:
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute(
+                        "INSERT INTO counters VALUES (?, ?) ON CONFLICT(station) DO UPDATE SET next_no = next_no + ?",
+                        (station, BLOCK + 1, BLOCK),
+                    )
+                    top = int(db.execute("SELECT next_no FROM counters WHERE station = ?", (station,)).fetchone()[0])
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                finally:
+                    db.execute("PRAGMA synchronous=NORMAL")
+                nxt = top - BLOCK
+                self._block_top[station] = top
+            self._next[station] = nxt + 1
+            return nxt
 
     def record(
         self,
@@ -210,56 +238,59 @@ class StationStore:
         outreach_loan: bool = False,
     ) -> None:
         """After the events are in the buffer: the station's state, the recent-scans row, the loan as buffered."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute(
-                "INSERT INTO recent (station, scan_no, at_us, reason, feedback, entity_ids) VALUES (?, ?, ?, ?, ?, ?)",
-                (station, scan_no, at_us, reason, feedback, " ".join(entity_ids)),
-            )
-            db.execute(
-                "DELETE FROM recent WHERE station = ? AND id <= "
-                "(SELECT id FROM recent WHERE station = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                (station, station, RECENT_KEEP),
-            )
-            if outreach_loan:
-                db.execute("INSERT OR IGNORE INTO outreach VALUES (?, ?, ?)", (station, scan_no, at_us))
-            db.execute("DELETE FROM children WHERE station = ?", (station,))
-            db.executemany(
-                "INSERT INTO children VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (station, token, c.day, int(c.present), c.last_us, c.checked_in_us, c.checked_out_us)
-                    for token, c in state.children.items()
-                ],
-            )
-            db.execute(
-                "INSERT INTO shelves VALUES (?, ?, ?) ON CONFLICT(station) DO UPDATE SET shelf = ?, count = ?",
-                (station, state.shelf, state.shelf_count, state.shelf, state.shelf_count),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with self._held() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT INTO recent (station, scan_no, at_us, reason, feedback, entity_ids) VALUES (?, ?, ?, ?, ?, ?)",
+                    (station, scan_no, at_us, reason, feedback, " ".join(entity_ids)),
+                )
+                db.execute(
+                    "DELETE FROM recent WHERE station = ? AND id <= "
+                    "(SELECT id FROM recent WHERE station = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (station, station, RECENT_KEEP),
+                )
+                if outreach_loan:
+                    db.execute("INSERT OR IGNORE INTO outreach VALUES (?, ?, ?)", (station, scan_no, at_us))
+                db.execute("DELETE FROM children WHERE station = ?", (station,))
+                db.executemany(
+                    "INSERT INTO children VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (station, token, c.day, int(c.present), c.last_us, c.checked_in_us, c.checked_out_us)
+                        for token, c in state.children.items()
+                    ],
+                )
+                db.execute(
+                    "INSERT INTO shelves VALUES (?, ?, ?) ON CONFLICT(station) DO UPDATE SET shelf = ?, count = ?",
+                    (station, state.shelf, state.shelf_count, state.shelf, state.shelf_count),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def load_state(self, station: str) -> StationState:
         state = StationState()
-        for token, day, present, last_us, in_us, out_us in self._db.execute(
-            "SELECT token, day, present, last_us, in_us, out_us FROM children WHERE station = ?", (station,)
-        ):
+        with self._held() as db:
+            children = db.execute(
+                "SELECT token, day, present, last_us, in_us, out_us FROM children WHERE station = ?", (station,)
+            ).fetchall()
+            row = db.execute("SELECT shelf, count FROM shelves WHERE station = ?", (station,)).fetchone()
+        for token, day, present, last_us, in_us, out_us in children:
             state.children[token] = ChildState(
                 day=day, present=bool(present), last_us=last_us, checked_in_us=in_us, checked_out_us=out_us
             )
-        row = self._db.execute("SELECT shelf, count FROM shelves WHERE station = ?", (station,)).fetchone()
         if row is not None:
             state.shelf, state.shelf_count = row[0], int(row[1])
         return state
 
     def recent(self, station: str, limit: int = 50) -> list[RecentScan]:
-        rows = self._db.execute(
-            "SELECT station, scan_no, at_us, reason, feedback, entity_ids FROM recent WHERE station = ? "
-            "ORDER BY id DESC LIMIT ?",
-            (station, limit),
-        ).fetchall()
+        with self._held() as db:
+            rows = db.execute(
+                "SELECT station, scan_no, at_us, reason, feedback, entity_ids FROM recent WHERE station = ? "
+                "ORDER BY id DESC LIMIT ?",
+                (station, limit),
+            ).fetchall()
         return [
             RecentScan(station=r[0], scan_no=r[1], at_us=r[2], reason=r[3], feedback=r[4], entity_ids=r[5])
             for r in rows
@@ -267,4 +298,5 @@ class StationStore:
 
     def outreach_loans(self, station: str) -> int:
         """Loans this outreach station has put into the buffer (its local list of what it lent)."""
-        return int(self._db.execute("SELECT count(*) FROM outreach WHERE station = ?", (station,)).fetchone()[0])
+        with self._held() as db:
+            return int(db.execute("SELECT count(*) FROM outreach WHERE station = ?", (station,)).fetchone()[0])
