@@ -41,7 +41,7 @@ from adapters.scanner.config import CardNumbers, PadSection, ScannerAdapterConfi
 from adapters.scanner.evdev_stream import EVENT_SIZE, EventParser, WedgeAssembler, grab
 from adapters.scanner.serial_scanner import SerialScanner
 from adapters.scanner.station import CARD_ATTRIBUTES, Feedback, LendingMode, Purpose, Station, Step, present_today
-from adapters.scanner.store import StationStore
+from adapters.scanner.store import StationStore, StationStoreError
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.logs import component_logger
 from gateway.processing.api import ProcessorContext
@@ -176,6 +176,8 @@ class ScannerAdapter:
 
     async def run(self, emit: Emit) -> None:
         self._emit = emit
+        if self.store.closed:  # the supervisor runs the adapter again after a failure; the last run closed it
+            self.store = await asyncio.to_thread(StationStore, self.store.path)
         try:
             async with asyncio.TaskGroup() as tg:
                 for sc in self.config.scanners:
@@ -185,7 +187,7 @@ class ScannerAdapter:
                 if not self.config.scanners and not self.config.pads:
                     await asyncio.Event().wait()
         finally:
-            self.store.close()
+            await asyncio.to_thread(self.store.close)  # waits for a scan still being recorded in a worker thread
 
     async def _follow(self, sc: ScannerSection) -> None:
         """Keep one reader per device matching `sc.path`; start readers for new ones every `rescan_s`."""
@@ -439,6 +441,10 @@ class ScannerAdapter:
 
     def diagnostics(self) -> dict[str, Any]:
         up = sum(1 for v in self.connected.values() if v)
+        try:
+            kept = {sid: (self.store.outreach_loans(sid), self.store.recent(sid, 20)) for sid in self.stations}
+        except StationStoreError:  # closed between two runs (a restart's backoff): the stations without their rows
+            kept = {}
         out: dict[str, Any] = {
             "summary": f"devices online {up}/{len(self.connected)}",
             "scans": dict(self.counts),
@@ -452,13 +458,13 @@ class ScannerAdapter:
                     "purpose": st.config.purpose.value,
                     "mode": st.config.lending_mode.value if st.config.purpose is Purpose.LENDING else "",
                     "loan_prefix": f"urn:ngsi-ld:LibraryLoan:{sid}:",
-                    "outreach_loans": self.store.outreach_loans(sid),
+                    "outreach_loans": kept[sid][0] if sid in kept else None,
                     "present": present_today(st.state, self._clock())
                     if st.config.purpose is Purpose.ATTENDANCE
                     else None,
                     "recent": [
                         {"at": r.at_us / 1e6, "scan": r.scan_no, "reason": r.reason, "feedback": r.feedback}
-                        for r in self.store.recent(sid, 20)
+                        for r in (kept[sid][1] if sid in kept else [])
                     ],
                 }
                 for sid, st in self.stations.items()

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from adapters.rfid import DanishTag, encode_danish
 from adapters.rfid.pad import AFI_ON_LOAN, AFI_SECURED
 from adapters.scanner.adapter import ScannerAdapter
@@ -181,3 +183,46 @@ async def test_serial_scanner_and_pad_at_a_lending_desk(tmp_path: Path) -> None:
         sim_thread.stop()
         scan_pair.close()
         pad_pair.close()
+
+
+async def test_the_adapter_run_again_after_a_failure_records_its_scans(tmp_path: Path) -> None:
+    """The supervisor runs a failed adapter again on the same object: the station store the failed run
+    closed is opened again (every scan after the first failure was refused by a closed database)."""
+    pad_pair = PtyPair(tmp_path)
+    sim = FeigSim(tags=[])
+    sim_thread = SimThread(sim, pad_pair.b)
+    doc = {
+        "stations": [{"id": "desk", "purpose": "return"}],
+        "pads": [{"name": "pad", "station": "desk", "port": pad_pair.a, "poll_ms": 50}],
+    }
+    adapter, out, emit = make(tmp_path, doc)
+
+    def book(n: int) -> SimTag:
+        item = DanishTag(primary_item_id=f"3000{n:04d}", country="JP", isil="1000001")
+        return SimTag(uid=bytes.fromhex(f"E0040100000000{n:02X}"), memory=bytearray(encode_danish(item)))
+
+    async def refusing(r: Reading) -> None:
+        raise RuntimeError("the buffer refused the reading")
+
+    try:
+        first = asyncio.create_task(adapter.run(refusing))
+        sim.tags.append(book(1))
+        with pytest.raises(ExceptionGroup):
+            await asyncio.wait_for(first, 10)
+        assert adapter.store.closed
+        assert adapter.diagnostics()["stations"]["desk"]["recent"] == []  # between runs: no rows, no error
+        sim.tags.clear()
+        second = asyncio.create_task(adapter.run(emit))  # as the supervisor does after its backoff
+        try:
+            await until(lambda: adapter.connected.get(f"pad:{pad_pair.a}") is True, "pad online again")
+            sim.tags.append(book(2))
+            await until(lambda: len(out) == 1, "the return after the restart")
+            assert out[0].attributes["item"].value == "30000002"
+            await until(lambda: len(adapter.diagnostics()["stations"]["desk"]["recent"]) == 1, "the scan recorded")
+        finally:
+            second.cancel()
+            await asyncio.gather(second, return_exceptions=True)
+    finally:
+        sim_thread.stop()
+        pad_pair.close()
+    assert adapter.store.closed
