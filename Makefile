@@ -30,8 +30,11 @@ CODECS := $(addprefix adapters.scanner.,aim codabar codec ean keymap visit_qr) \
           $(addprefix adapters.wifi_syslog.,codec errors framing message patterns)
 COVERAGE := $(foreach c,$(CODECS),--cov=$(c)) --cov-branch --cov-fail-under=100 --cov-report=term-missing:skip-covered
 
+# A run that dies of a signal prints, last, the test it was in and the thread that crashed (tests/support/crash_report.py).
 test: deps
-	@$(PY) -m pytest -q -p no:cacheprovider $(COVERAGE) $(PYTEST_ARGS)
+	@rm -rf var/test-crash; \
+	EDGEGW_CRASH_DIR=var/test-crash $(PY) -m pytest -q -p no:cacheprovider $(COVERAGE) $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -gt 128 ]; then $(PY) -m tests.support.crash_report var/test-crash $$status; fi; exit $$status
 
 # The lint, format and type gate (.ci/run runs it before the tests).
 check: venv

@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.support.tmpfs",
     "tests.support.iot_agent",
     "tests.support.javascript",
+    "tests.support.crash_report",
 ]
 
 

@@ -1,0 +1,98 @@
+"""When the test process itself dies (SIGSEGV in a C library, SIGKILL by the OOM killer): which test, and
+which thread.
+
+A run that dies prints no test name, and CI keeps only the head and the tail of a long output: the one
+thread that crashed sat in the cut middle of faulthandler's dump of every thread. With EDGEGW_CRASH_DIR
+set (`make test` sets it), faulthandler writes into that directory instead of stderr, and the test in
+progress is kept there by phase; `python -m tests.support.crash_report <dir> <exit status>` then prints
+the dump, and after it, last, the test and the crashing thread's stack.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+ENV = "EDGEGW_CRASH_DIR"
+DUMP, RUNNING = "faulthandler.log", "running"
+
+_dump: IO[str] | None = None  # kept open: faulthandler writes to its descriptor from the signal handler
+_running: int | None = None
+
+
+def _at(where: str) -> None:
+    if _running is not None:
+        os.ftruncate(_running, 0)
+        os.pwrite(_running, where.encode(), 0)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """After pytest's own faulthandler plugin has enabled it on stderr: the same, into the crash directory."""
+    global _dump, _running
+    where = os.environ.pop(ENV, None)  # this process's: a pytest started by a test keeps its own
+    if not where:
+        return
+    folder = Path(where)
+    folder.mkdir(parents=True, exist_ok=True)
+    _dump = open(folder / DUMP, "w", encoding="utf-8")  # noqa: SIM115 - open for the whole session
+    faulthandler.enable(file=_dump, all_threads=True)
+    _running = os.open(folder / RUNNING, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _at(f"{item.nodeid} (setup)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    _at(f"{item.nodeid} (call)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _at(f"{item.nodeid} (teardown)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _at("the session's end (reports, coverage), after the last test")
+
+
+def crashed_thread(dump: str, frames: int = 12) -> str:
+    """The start of faulthandler's block for the thread that crashed ("Current thread ...": its `frames`
+    innermost calls, above the test runner's own), or why there is none."""
+    for block in dump.split("\n\n"):
+        if block.lstrip().startswith("Current thread"):
+            lines = block.strip().splitlines()
+            return "\n".join(lines[: frames + 1] + (["  ..."] if len(lines) > frames + 1 else []))
+    return "no Python thread was current: the crash came from a thread of a C library, or one past its end"
+
+
+def report(folder: Path, status: int) -> str:
+    """What `make test` prints after pytest exited with `status` (a shell's 128 + signal number): the whole
+    dump, then the crashing thread's innermost calls, and last the test it happened in."""
+    dump_path, running_path = folder / DUMP, folder / RUNNING
+    dump = dump_path.read_text(encoding="utf-8", errors="replace") if dump_path.exists() else ""
+    running = running_path.read_text(encoding="utf-8") if running_path.exists() else ""
+    try:
+        how = f"signal {signal.Signals(status - 128).name}"
+    except ValueError:
+        how = f"exit status {status}"
+    lines = [dump.rstrip(), ""] if dump.strip() else []
+    lines += [
+        crashed_thread(dump) if dump.strip() else "faulthandler wrote nothing (SIGKILL leaves no dump)",
+        f"pytest died of {how} during {running or 'no test (before the first one)'}",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(report(Path(sys.argv[1]), int(sys.argv[2])), file=sys.stderr)

@@ -1,0 +1,64 @@
+"""tests/support/crash_report: a test run that dies of a signal says which test and which thread, last."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.crash_report import ENV, crashed_thread, report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CRASHING = """
+import ctypes
+import threading
+import time
+
+
+def test_fine():
+    pass
+
+
+def test_reads_address_zero():
+    threading.Thread(target=time.sleep, args=(30,), daemon=True, name="bystander").start()
+    ctypes.string_at(0)
+"""
+
+
+def test_a_segfault_names_the_test_and_its_thread_after_every_other_thread(tmp_path: Path) -> None:
+    (tmp_path / "test_crashing.py").write_text(CRASHING)
+    crash = tmp_path / "crash"
+    env = {**os.environ, ENV: str(crash), "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.support.crash_report", "."],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == -11, run.stdout + run.stderr
+    said = report(crash, 128 + 11).splitlines()
+    # what a cut-off CI log still shows, last: the crashing thread's innermost calls, then the test
+    assert said[-1] == "pytest died of signal SIGSEGV during test_crashing.py::test_reads_address_zero (call)"
+    current = max(i for i, line in enumerate(said) if line.startswith("Current thread"))
+    assert said[current + 1].endswith("in string_at")
+    assert 'test_crashing.py", line 13 in test_reads_address_zero' in said[current + 2]
+    assert said[-2] == "  ..." and len(said) - current == 15  # 12 calls, not the test runner's 30 below them
+    assert any(line.startswith("Thread 0x") for line in said[:current])  # the bystander, in the whole dump
+
+
+def test_a_kill_says_there_is_no_dump_and_names_the_test(tmp_path: Path) -> None:
+    (tmp_path / "running").write_text("tests/test_x.py::test_y (setup)")
+    assert report(tmp_path, 128 + 9).splitlines() == [
+        "faulthandler wrote nothing (SIGKILL leaves no dump)",
+        "pytest died of signal SIGKILL during tests/test_x.py::test_y (setup)",
+    ]
+
+
+def test_a_crash_outside_python_threads_says_so() -> None:
+    dump = 'Fatal Python error: Segmentation fault\n\nThread 0x1 (most recent call first):\n  File "x.py", line 1 in f'
+    assert crashed_thread(dump).startswith("no Python thread was current")
