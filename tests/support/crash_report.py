@@ -66,6 +66,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     _at("the session's end (reports, coverage), after the last test")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After pytest's faulthandler plugin has turned it off (or back to stderr): our files may close."""
+    global _dump, _running
+    if _dump is not None:
+        _dump.close()
+        _dump = None
+    if _running is not None:
+        os.close(_running)
+        _running = None
+
+
 def crashed_thread(dump: str, frames: int = 12) -> str:
     """The start of faulthandler's block for the thread that crashed ("Current thread ...": its `frames`
     innermost calls, above the test runner's own), or why there is none."""
