@@ -2,8 +2,11 @@
 
 The blocking pyserial port is used from one worker thread at a time (`asyncio.to_thread` under a
 lock): a reader answers one request at a time, and a late reply must never be taken for the next
-request's. A corrupt frame on the line, or a sound reply to another control byte (the late answer
-to a request that timed out), is counted (`frame_errors`, by error code), logged at DEBUG and
+request's. A cancelled call's thread goes on until its timeout, so the port has a thread lock too:
+the next exchange, and `close`, wait for that thread to leave the port (a close under it would free
+the fd, a number the next `open()` anywhere is given); an exchange after close is the reader lost
+and touches nothing. A corrupt frame on the line, or a sound reply to another control byte (the late
+answer to a request that timed out), is counted (`frame_errors`, by error code), logged at DEBUG and
 skipped, as the reply may still follow; only when none does is the request an error. A late reply
 with the request's own control byte cannot be told from the reply (the protocol numbers nothing);
 the parsers' length checks refuse most of them. Tags are
@@ -17,6 +20,7 @@ import asyncio
 import collections
 import enum
 import logging
+import threading
 import time
 from dataclasses import dataclass, replace
 
@@ -79,12 +83,28 @@ class SerialPad:
         self._com_adr = com_adr
         self._timeout = timeout_s
         self._lock = asyncio.Lock()
+        self._thread_lock = threading.Lock()  # a cancelled call's thread may still be in the port
+        self._closed = False
         self.frame_errors: collections.Counter[str] = collections.Counter()  # dropped frames by error code
 
     def close(self) -> None:
-        self._port.close()
+        """Close the port once no exchange is in it: blocks up to the timeout, so call it from a worker thread."""
+        with self._thread_lock:
+            self._closed = True
+            self._port.close()
 
     def _transact(self, request: bytes) -> FeigResponse:
+        with self._thread_lock:
+            if self._closed:
+                raise FeigFrameError(
+                    f"rfid pad {self._url}",
+                    "the port is closed",
+                    "a request",
+                    "the pad is opened again when it is found again",
+                )
+            return self._exchange(request)
+
+    def _exchange(self, request: bytes) -> FeigResponse:
         self._port.reset_input_buffer()
         reader = FrameReader()  # nothing of an earlier exchange may count for this one
         self._port.write(request)

@@ -314,7 +314,7 @@ class ScannerAdapter:
                 self._state(key, False, str(exc))
             finally:
                 self._pads.pop(cfg.name, None)
-                pad.close()
+                await asyncio.to_thread(pad.close)
             await asyncio.sleep(self.config.rescan_s)
 
     # A reader that answers with a status about the transponder (`FeigTagStatus`: the book was lifted
