@@ -294,7 +294,7 @@ class ScannerAdapter:
         except Exception as exc:  # the port went away mid-read
             self._state(key, False, str(exc))
         finally:
-            scanner.close()
+            await asyncio.to_thread(scanner.close)
 
     # --- RFID pads ------------------------------------------------------------------------------
 

@@ -2,13 +2,16 @@
 
 `LineSplitter` is sans-I/O (bytes in, framed scans out, the partial tail kept); `SerialScanner`
 reads a pyserial port in a worker thread and hands each scan over with the monotonic time its last
-byte arrived, which the latency figures are measured from.
+byte arrived, which the latency figures are measured from. A cancelled read's thread goes on until
+the read's timeout, so `close` waits for the thread in the port (a close under it would free the
+fd, a number the next `open()` anywhere is given); a read or a send after close touches nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -17,8 +20,9 @@ import serial  # type: ignore[import-untyped]
 
 from adapters.scanner.aim import Framed, FramingConfig, Suffix, unframe
 from adapters.scanner.codec import BarcodeError
+from gateway.errors import AdapterError
 
-__all__ = ["LineSplitter", "SerialScan", "SerialScanner"]
+__all__ = ["LineSplitter", "ScannerPortClosed", "SerialScan", "SerialScanner"]
 
 _TERMINATORS = {
     Suffix.CR: re.compile(r"\r"),
@@ -27,6 +31,10 @@ _TERMINATORS = {
     Suffix.TAB: re.compile(r"\t"),
     Suffix.ANY_EOL: re.compile(r"\r\n|\r|\n"),
 }
+
+
+class ScannerPortClosed(AdapterError, ConnectionError):
+    code = "scanner_port_closed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,19 +85,35 @@ class SerialScanner:
 
     def __init__(self, url: str, config: FramingConfig, *, baudrate: int = 9600) -> None:
         self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
+        self._url = url
         self._splitter = LineSplitter(config)
+        self._thread_lock = threading.Lock()  # a cancelled read's thread may still be in the port
+        self._closed = False
 
     def close(self) -> None:
-        self._port.close()
+        """Close the port once no read or send is in it (up to the read's 50 ms)."""
+        with self._thread_lock:
+            self._closed = True
+            self._port.close()
+
+    def _live_port(self, what: str) -> serial.SerialBase:
+        if self._closed:
+            raise ScannerPortClosed(f"serial scanner {self._url}: the port is closed, got a {what}")
+        return self._port
 
     async def send(self, data: bytes) -> None:
         """A command to the scanner (good-read / bad-read beep), in the scanner's own command set."""
         if data:
-            await asyncio.to_thread(self._port.write, data)
+            await asyncio.to_thread(self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        with self._thread_lock:
+            self._live_port("send").write(data)
 
     def _read(self) -> tuple[bytes, float]:
-        data = self._port.read(max(1, self._port.in_waiting))
-        return data, time.monotonic()
+        with self._thread_lock:
+            port = self._live_port("read")
+            return port.read(max(1, port.in_waiting)), time.monotonic()
 
     async def scans(self) -> AsyncGenerator[SerialScan, None]:
         while True:
