@@ -107,7 +107,13 @@ class SerialLink:
     async def close(self) -> None:
         port, self._port = self._port, None
         if port is not None:
-            await asyncio.to_thread(port.close)
+            await asyncio.to_thread(self._close, port)
+
+    def _close(self, port: serial.SerialBase) -> None:
+        # A cancelled exchange's thread may still be reading: closing under it would free the fd, a
+        # number the next `open()` anywhere is given.
+        with self._thread_lock:
+            port.close()
 
     async def exchange(self, ex: Exchange, timeout: float) -> bytes | None:
         """Send a request and return the reply frame (None when no reply is expected)."""
