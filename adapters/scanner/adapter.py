@@ -261,6 +261,8 @@ class ScannerAdapter:
                         await self._framing_error(sc.station, r.error, at)
                     elif r.text is not None:
                         await self._text(sc.station, r.text, framing, at)
+        except Exception as exc:  # a scan that could not be handed on (the buffer refused it): read again later
+            self._state(key, False, f"{type(exc).__name__}: {exc}")
         finally:
             with contextlib.suppress(Exception):
                 loop.remove_reader(fd)

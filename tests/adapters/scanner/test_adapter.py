@@ -226,3 +226,40 @@ async def test_the_adapter_run_again_after_a_failure_records_its_scans(tmp_path:
         sim_thread.stop()
         pad_pair.close()
     assert adapter.store.closed
+
+
+async def test_a_scan_the_buffer_refuses_marks_the_keyboard_scanner_lost_and_it_is_read_again(tmp_path: Path) -> None:
+    """The evdev reader's task died with the emit's error and nothing said so until the task was garbage
+    collected; the scanner still showed as online. Now it is lost with the reason, and found again."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    doc = {
+        "stations": [{"id": "desk", "purpose": "lending"}],
+        "scanners": [{"name": "hid", "station": "desk", "transport": "evdev", "path": str(dev / "*-event-kbd")}],
+    }
+    adapter, out, emit = make(tmp_path, doc)
+    refused = [True]
+
+    async def sometimes(r: Reading) -> None:
+        if refused.pop() if refused else False:
+            raise RuntimeError("the buffer refused the reading")
+        await emit(r)
+
+    fifo = dev / "usb-scanner-event-kbd"
+    os.mkfifo(fifo)
+    w = os.open(fifo, os.O_RDWR)
+    task = asyncio.create_task(adapter.run(sometimes))
+    try:
+        key = f"hid:{fifo}"
+        await until(lambda: adapter.connected.get(key) is True, "device found")
+        os.write(w, recording(patron(1), JP, 0) + recording(item(5), JP, 1_000_000))
+        await until(lambda: adapter.connected.get(key) is False, "device lost")
+        assert adapter.last_error == f"{key}: RuntimeError: the buffer refused the reading"
+        await until(lambda: adapter.connected.get(key) is True, "device found again")
+        os.write(w, recording(patron(1), JP, 2_000_000) + recording(item(6), JP, 3_000_000))
+        await until(lambda: len(out) == 1, "the next loan")
+        assert out[0].attributes["item"].value == "000000067"  # item 6 with its check digit
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        os.close(w)
