@@ -4,26 +4,19 @@ close gets a clear error. The bus is on a real pty whose board never answers."""
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 
 import pytest
 
 from adapters.locker import codec
 from adapters.locker.bus import Board, BoardState, BoardTimeout, LinkError, LockerBus
 from adapters.locker.config import BoardConfig, BoardModel, BusConfig
-from tests.adapters.rfid.port_threads import inside_pyserial, until_inside, until_sent, watched_executor
-
-
-@pytest.fixture
-def line() -> Iterator[tuple[str, int]]:
-    """A pty: the bus's end (a path) and the board's end (an fd nothing answers on)."""
-    board_end, bus_end = os.openpty()
-    try:
-        yield os.ttyname(bus_end), board_end
-    finally:
-        os.close(board_end)
-        os.close(bus_end)
+from tests.adapters.rfid.port_threads import (
+    cancelled_in_read,
+    inside_pyserial,
+    until_sent,
+    watched_executor,
+)
+from tests.adapters.rfid.port_threads import line as line
 
 
 async def _nothing(*_: object) -> None:
@@ -50,10 +43,7 @@ async def test_a_bus_stopped_mid_poll_closes_the_port_after_the_polls_worker_lef
         bus = silent_bus(path)
         run = asyncio.create_task(bus.run())
         await until_sent(board_end, codec.encode_cu16_query(0))
-        await until_inside("read")
-        run.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await run  # its `finally` closed the link
+        await cancelled_in_read(run)  # its `finally` closed the link
         assert inside_pyserial() == {}
         opened, poll, closed = executor.work
         ended = poll.exception(timeout=2)

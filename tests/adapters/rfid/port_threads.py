@@ -20,6 +20,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
+import pytest
+
 
 def inside_pyserial() -> dict[int, str]:
     """Thread id → the pyserial function (innermost) that thread is inside, for every thread but this one."""
@@ -43,6 +45,15 @@ async def until_inside(call: str) -> int:
                 return ident
         await asyncio.sleep(0.001)
     raise AssertionError(f"no thread entered pyserial's {call} within 2 s, got {inside_pyserial()}")
+
+
+async def cancelled_in_read(task: asyncio.Task[Any]) -> int:
+    """`task` cancelled once a worker thread of it is in pyserial's read (the thread goes on); that thread's id."""
+    thread = await until_inside("read")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return thread
 
 
 async def until_sent(fd: int, data: bytes) -> None:
@@ -88,3 +99,14 @@ def watched_executor() -> Iterator[WatchedExecutor]:
         yield watched
     finally:
         watched.shutdown(wait=True)
+
+
+@pytest.fixture
+def line() -> Iterator[tuple[str, int]]:
+    """A pty: the device's end (a path, what the adapter opens) and the far end (an fd nothing answers on)."""
+    far, near = os.openpty()
+    try:
+        yield os.ttyname(near), far
+    finally:
+        os.close(far)
+        os.close(near)

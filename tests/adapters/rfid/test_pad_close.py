@@ -7,26 +7,20 @@ until the transact timeout, as it does when the reader is unplugged mid-request.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 
 import pytest
 
 from adapters.rfid.errors import RfidTagError
 from adapters.rfid.feig import FeigFrameError, req_inventory
 from adapters.rfid.pad import SerialPad
-from tests.adapters.rfid.port_threads import inside_pyserial, pending, until_inside, until_sent, watched_executor
-
-
-@pytest.fixture
-def line() -> Iterator[tuple[str, int]]:
-    """A pty: the pad's end (a path) and the reader's end (an fd nothing answers on)."""
-    reader, pad_end = os.openpty()
-    try:
-        yield os.ttyname(pad_end), reader
-    finally:
-        os.close(reader)
-        os.close(pad_end)
+from tests.adapters.rfid.port_threads import (
+    cancelled_in_read,
+    inside_pyserial,
+    pending,
+    until_sent,
+    watched_executor,
+)
+from tests.adapters.rfid.port_threads import line as line
 
 
 async def test_close_returns_only_after_the_cancelled_calls_worker_left_the_port(line: tuple[str, int]) -> None:
@@ -37,10 +31,7 @@ async def test_close_returns_only_after_the_cancelled_calls_worker_left_the_port
     with watched_executor() as executor:
         pad = SerialPad(path, timeout_s=0.5)
         call = asyncio.create_task(pad.call(req_inventory(255)))
-        await until_inside("read")
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
+        await cancelled_in_read(call)
         pad.close()  # directly, to see when it returns (the adapter calls it in a thread)
         assert inside_pyserial() == {}
         (exchange,) = executor.work
@@ -57,11 +48,8 @@ async def test_a_call_after_a_cancelled_one_waits_until_that_ones_worker_left_th
     pad = SerialPad(path, timeout_s=0.3)
     try:
         first = asyncio.create_task(pad.call(req_inventory(255)))
-        first_thread = await until_inside("read")
+        first_thread = await cancelled_in_read(first)
         assert pending(reader) == req_inventory(255)
-        first.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await first
         second = asyncio.create_task(pad.call(req_inventory(255, more=True)))
         await until_sent(reader, req_inventory(255, more=True))
         assert first_thread not in inside_pyserial()

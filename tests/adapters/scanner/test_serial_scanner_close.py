@@ -4,26 +4,14 @@ send after close gets a clear error and leaves the port alone. The scanner is on
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 
 import pytest
 
 from adapters.scanner.aim import FramingConfig, Suffix
 from adapters.scanner.serial_scanner import SerialScanner
 from gateway.errors import AdapterError
-from tests.adapters.rfid.port_threads import inside_pyserial, pending, until_inside, watched_executor
-
-
-@pytest.fixture
-def line() -> Iterator[tuple[str, int]]:
-    """A pty: the scanner's end (a path) and the other end (an fd that sends no scan)."""
-    other, scanner_end = os.openpty()
-    try:
-        yield os.ttyname(scanner_end), other
-    finally:
-        os.close(other)
-        os.close(scanner_end)
+from tests.adapters.rfid.port_threads import cancelled_in_read, inside_pyserial, pending, until_inside, watched_executor
+from tests.adapters.rfid.port_threads import line as line
 
 
 async def test_close_returns_only_after_the_cancelled_reads_worker_left_the_port(line: tuple[str, int]) -> None:
@@ -34,10 +22,7 @@ async def test_close_returns_only_after_the_cancelled_reads_worker_left_the_port
     with watched_executor() as executor:
         scanner = SerialScanner(path, FramingConfig(suffix=Suffix.CR))
         waiting = asyncio.create_task(anext(scanner.scans()))
-        await until_inside("read")
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
+        await cancelled_in_read(waiting)
         scanner.close()  # directly, to see when it returns (the adapter calls it in a thread)
         assert inside_pyserial() == {}
         (read,) = executor.work
