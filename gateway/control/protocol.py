@@ -121,7 +121,25 @@ class LineFramer:
 
 
 def encode_request(request_id: Any, op: str, args: dict[str, Any]) -> bytes:
-    return orjson.dumps({"id": request_id, "op": op, "args": args}) + b"\n"
+    """The request's line; ControlError (`malformed`) naming the argument JSON cannot carry, before anything is sent."""
+    try:
+        return orjson.dumps({"id": request_id, "op": op, "args": args}) + b"\n"
+    except TypeError as exc:  # orjson.JSONEncodeError is one
+        bad = next((key for key, value in args.items() if not _encodable(value)), None)
+        where = f"{op}.args.{bad}" if bad is not None else op
+        raise ControlError(
+            MALFORMED,
+            f"request {where}: cannot be sent, got {exc}; text that is not valid Unicode (a lone surrogate: bytes "
+            "a file name, a terminal or a file's encoding did not decode) or a value JSON has no form for",
+        ) from None
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
 
 
 def encode_result(request_id: Any, result: Any) -> bytes:

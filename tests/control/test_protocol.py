@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.control.client import ControlClient
 from gateway.control.protocol import ControlError, LineFramer, TooLong, decode_request
 from tests.control.running import running_gateway
 from tests.support.orion_double import OrionDouble
@@ -116,3 +117,18 @@ async def test_bad_requests_get_their_error_are_counted_and_the_connection_keeps
         status = await gw.client.call("status")
         assert status["control"]["bad_requests"] == {"bad_args": 1, "malformed": 1, "too_large": 1, "unknown_op": 1}
         assert status["gateway"] == "gw-control"
+
+
+async def test_an_argument_json_cannot_carry_is_named_before_anything_is_sent(tmp_path: Path) -> None:
+    """A file name or a terminal's undecodable bytes arrive as lone surrogates (surrogateescape): orjson's
+    bare TypeError escaped the client as a traceback. No socket is there: a request sent would have said so."""
+    client = ControlClient(tmp_path / "no-gateway.sock", timeout_s=1.0)
+    with pytest.raises(ControlError) as caught:
+        await client.call("config.check", text="水位 = 1\udcff", actor="tanaka")
+    assert caught.value.code == "malformed"
+    assert caught.value.message == (
+        "request config.check.args.text: cannot be sent, got str is not valid UTF-8: surrogates not allowed; text "
+        "that is not valid Unicode (a lone surrogate: bytes a file name, a terminal or a file's encoding did not "
+        "decode) or a value JSON has no form for"
+    )
+    await client.close()
