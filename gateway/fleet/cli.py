@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from gateway.cliopts import add_config_option, config_path
+from gateway.cliopts import add_config_option, config_path, print_config_error
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 from gateway.fleet.commission import Check, Result, report_text, run_checks
@@ -89,9 +89,7 @@ def run_config(args: argparse.Namespace, out: TextIO | None = None, err: TextIO 
         try:
             config = load_config(args.file)  # never sign what the box would refuse
         except ConfigError as exc:
-            print(f"config sign: {args.file} is not valid, nothing signed:", file=err)
-            for line in exc.errors:
-                print(f"  {line}", file=err)
+            print_config_error(exc, err, what="config sign: nothing signed", source=str(args.file))
             return EXIT_CONFIG
         gateway = args.gateway or config.gateway.id
         bundle = sign_bundle(key, gateway=gateway, serial=args.serial, config=text, issued_at=datetime.now(UTC))
