@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,29 +130,30 @@ async def _too_long(request: web.Request, text: str) -> web.Response:
     return await _editor(request, status=413)
 
 
-@requires(Role.TECHNICIAN)
-async def _form_too_large(request: web.Request) -> web.StreamResponse:
-    """A form over FORM_BYTES, unread: its text is over MAX_TEXT for certain, though by how much is unknown."""
-    flash(request, translator(request)("config.form_too_large", limit=MAX_TEXT), "error")
-    try:
-        return await _editor(request, status=413)
-    except _Unavailable:
-        return _unreachable(request)
+def _too_large(message: str, limit: int) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The answer to a form or an upload over its byte limit, unread: its text is over MAX_TEXT for certain,
+    though by how much is unknown. The editor again with the running file, 413."""
+
+    @requires(Role.TECHNICIAN)
+    async def answer(request: web.Request) -> web.StreamResponse:
+        flash(request, translator(request)(message, limit=limit), "error")
+        try:
+            return await _editor(request, status=413)
+        except _Unavailable:
+            return _unreachable(request)
+
+    return answer
 
 
-@requires(Role.TECHNICIAN)
-async def _upload_too_large(request: web.Request) -> web.StreamResponse:
-    flash(request, translator(request)("config.upload_too_large", limit=MAX_TEXT // 1024), "error")
-    try:
-        return await _editor(request, status=413)
-    except _Unavailable:
-        return _unreachable(request)
+_form_too_large = _too_large("config.form_too_large", MAX_TEXT)
 
 
 large_forms = {
     "/config/check": LargeForm(max_bytes=FORM_BYTES, role=Role.TECHNICIAN, too_large=_form_too_large),
     "/config/apply": LargeForm(max_bytes=FORM_BYTES, role=Role.TECHNICIAN, too_large=_form_too_large),
-    "/config/upload": LargeForm(max_bytes=UPLOAD_BYTES, role=Role.TECHNICIAN, too_large=_upload_too_large),
+    "/config/upload": LargeForm(
+        max_bytes=UPLOAD_BYTES, role=Role.TECHNICIAN, too_large=_too_large("config.upload_too_large", MAX_TEXT // 1024)
+    ),
 }
 
 
