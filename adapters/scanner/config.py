@@ -42,7 +42,9 @@ class StationSection(Section):
     purpose: Purpose
     lending_mode: LendingMode = LendingMode.COUNTER
     patron_session_s: int = Field(default=300, description="lending: a patron session closes after this idle time")
-    debounce_s: int = Field(default=60, description="attendance: a second scan of one card within this is ignored")
+    debounce_s: int = Field(
+        default=60, description="attendance: a second scan of one card within this is ignored; return: of one item"
+    )
 
     def build(self) -> StationConfig:
         return StationConfig(

@@ -10,8 +10,8 @@ emitted, so a replay of the buffer rewrites the same entity and two scans never 
 | purpose      | scan                    | result |
 |--------------|-------------------------|--------|
 | `lending`    | patron card             | opens the patron session (no event) |
-|              | item / ISBN             | `LibraryLoan` for the open patron; none open → refused `no_patron` |
-| `return`     | item / ISBN             | `LibraryReturn` |
+|              | item / ISBN             | `LibraryLoan` for the open patron; none open → refused `no_patron`; an item already lent in this session → `already_lent` (no event) |
+| `return`     | item / ISBN             | `LibraryReturn`; the same item within `debounce_s` of its return → `already_returned` (no event) |
 | `inventory`  | shelf label             | starts the shelf's session (count 0) |
 |              | item / ISBN             | `InventoryScan` with `shelf` and the running `shelfCount` |
 | `attendance` | child's card            | `AttendanceEvent` checkIn (first that Tokyo day) / checkOut (next) + `ChildAttendance` state; within `debounce_s` of the last accepted scan: ignored |
@@ -91,7 +91,7 @@ class StationConfig:
     purpose: Purpose
     lending_mode: LendingMode = LendingMode.COUNTER
     patron_session_s: int = 300  # a patron session closes after this long without a scan
-    debounce_s: int = 60  # attendance: a second scan of the same card within this is ignored
+    debounce_s: int = 60  # attendance: a second scan of the same card within this is ignored; return: of an item
 
     def __post_init__(self) -> None:
         errors: list[str] = []
@@ -126,6 +126,10 @@ class StationState:
     shelf: str | None = None
     shelf_count: int = 0
     children: dict[str, ChildState] = field(default_factory=dict)  # child token -> state
+    # memory only, as the patron session: a double scan or a book put back on the pad is one loan or return.
+    # Item ids only: an ISBN names a title, and two copies of it are two loans.
+    lent: set[str] = field(default_factory=set)  # items lent in the open patron session
+    returned: dict[str, int] = field(default_factory=dict)  # item -> its return, µs, for debounce_s
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,7 +189,7 @@ class Station:
         if purpose is Purpose.RETURN:
             if kind is ScanKind.PATRON:
                 return self._reject(at, scan_no, "wrong_kind", cls)
-            return self._accept("LibraryReturn", at, scan_no, self._item(cls, cls.value), "return")
+            return self._return(cls, cls.value, at, scan_no)
         if purpose is Purpose.INVENTORY:
             return self._inventory(cls, cls.value, at, scan_no)
         return self._attendance(cls, cls.value, at, scan_no)
@@ -210,7 +214,10 @@ class Station:
         now = _us(at)
         if st.patron is not None and now - st.patron_last_us > self.config.patron_session_s * 1_000_000:
             st.patron = None
+            st.lent.clear()
         if cls.kind is ScanKind.PATRON:
+            if value != st.patron:
+                st.lent.clear()
             st.patron = value
             st.patron_last_us = now
             return Step(readings=(), feedback=Feedback.ACCEPTED, reason="patron")
@@ -219,11 +226,26 @@ class Station:
         if st.patron is None:
             return self._reject(at, scan_no, "no_patron", cls)
         st.patron_last_us = now
+        if cls.kind is ScanKind.ITEM:
+            if value in st.lent:  # the accepted beep again: the book is lent, once
+                return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_lent")
+            st.lent.add(value)
         attrs = self._item(cls, value) | {
             "patronCard": make_attribute(st.patron, "Text"),
             "mode": make_attribute(self.config.lending_mode.value, "Text"),
         }
         return self._accept("LibraryLoan", at, scan_no, attrs, "loan")
+
+    def _return(self, cls: ScanClass, value: str, at: datetime, scan_no: int) -> Step:
+        if cls.kind is ScanKind.ITEM:
+            now, window = _us(at), self.config.debounce_s * 1_000_000
+            returned = self.state.returned
+            for item in [i for i, t in returned.items() if now - t > window]:
+                del returned[item]
+            if value in returned:
+                return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_returned")
+            returned[value] = now
+        return self._accept("LibraryReturn", at, scan_no, self._item(cls, value), "return")
 
     def _inventory(self, cls: ScanClass, value: str, at: datetime, scan_no: int) -> Step:
         st = self.state

@@ -52,9 +52,9 @@ class LiftingSim(FeigSim):
         return super().answer(frame)
 
 
-def book() -> SimTag:
-    memory = bytearray(encode_danish(DanishTag(primary_item_id="40000007", country="JP", isil="1000001")))
-    return SimTag(uid=UID, memory=memory, afi=AFI_ON_LOAN, eas=False)
+def book(item: str = "40000007", uid: bytes = UID) -> SimTag:
+    memory = bytearray(encode_danish(DanishTag(primary_item_id=item, country="JP", isil="1000001")))
+    return SimTag(uid=uid, memory=memory, afi=AFI_ON_LOAN, eas=False)
 
 
 @dataclass

@@ -91,6 +91,37 @@ def test_lending_patron_then_items_and_session_timeout() -> None:
     assert s.scan(cls(item(2)), T0 + timedelta(seconds=400), 6).reason == "no_patron"
 
 
+def test_an_item_lent_or_returned_again_at_once_is_one_event_with_the_accepted_beep() -> None:
+    """A double scan, or a book put back on the pad, was a second loan or return for the platform."""
+    s = station(Purpose.LENDING)
+    s.scan(cls(patron(42)), T0, 1)
+    assert [r.entity_id for r in s.scan(cls(item(1)), T0, 2).readings] == ["urn:ngsi-ld:LibraryLoan:desk1:2"]
+    again = s.scan(cls(item(1)), T0 + timedelta(seconds=1), 3)
+    assert (again.readings, again.feedback, again.reason) == ((), Feedback.ACCEPTED, "already_lent")
+    assert s.scan(cls(item(2)), T0, 4).reason == "loan"
+    isbn = "9784344405042"  # a title, not a copy: two copies of it are two loans
+    assert [s.scan(cls(isbn), T0, n).reason for n in (5, 6)] == ["loan", "loan"]
+    s.scan(cls(patron(43)), T0 + timedelta(seconds=2), 7)  # the next patron may borrow the same book
+    assert s.scan(cls(item(1)), T0 + timedelta(seconds=3), 8).reason == "loan"
+    s.scan(cls(patron(43)), T0 + timedelta(seconds=4), 9)  # the same patron again: the session goes on
+    assert s.scan(cls(item(1)), T0 + timedelta(seconds=5), 10).reason == "already_lent"
+    s.scan(cls(patron(43)), T0 + timedelta(seconds=400), 11)  # after the session ended: a new one
+    assert s.scan(cls(item(1)), T0 + timedelta(seconds=401), 12).reason == "loan"
+
+    r = station(Purpose.RETURN, debounce_s=60)
+    assert [r.scan(cls(item(7)), T0 + timedelta(seconds=t), t).reason for t in (0, 30, 59, 61, 90)] == [
+        "return",
+        "already_returned",
+        "already_returned",
+        "return",  # a minute after its return: back on the shelf and returned again
+        "already_returned",
+    ]
+    assert r.scan(cls(item(8)), T0 + timedelta(seconds=91), 92).reason == "return"
+    assert [r.scan(cls("9784344405042"), T0, n).reason for n in (93, 94)] == ["return", "return"]
+    r.scan(cls(item(9)), T0 + timedelta(seconds=200), 95)
+    assert list(r.state.returned) == [cls(item(9)).value]  # what is past the window is forgotten
+
+
 def test_return_and_inventory() -> None:
     r = station(Purpose.RETURN)
     assert r.scan(cls(item(7)), T0, 1).readings[0].entity_type == "LibraryReturn"
