@@ -151,6 +151,7 @@ class ScannerAdapter:
                 if self._pseudonymizer is not None and any(a in reading.attributes for a in CARD_ATTRIBUTES):
                     (reading,) = self._pseudonymizer.process(reading, self._clock())
                 await self._emit(reading)
+            station.settled(step, at)
             await asyncio.to_thread(
                 self.store.record,
                 station_id,

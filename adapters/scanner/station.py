@@ -10,8 +10,8 @@ emitted, so a replay of the buffer rewrites the same entity and two scans never 
 | purpose      | scan                    | result |
 |--------------|-------------------------|--------|
 | `lending`    | patron card             | opens the patron session (no event) |
-|              | item / ISBN             | `LibraryLoan` for the open patron; none open → refused `no_patron`; an item already lent in this session → `already_lent` (no event) |
-| `return`     | item / ISBN             | `LibraryReturn`; the same item within `debounce_s` of its return → `already_returned` (no event) |
+|              | item / ISBN             | `LibraryLoan` for the open patron; none open → refused `no_patron`; a copy already lent in this session → `already_lent` (no event) |
+| `return`     | item / ISBN             | `LibraryReturn`; the same copy within `debounce_s` of its return → `already_returned` (no event) |
 | `inventory`  | shelf label             | starts the shelf's session (count 0) |
 |              | item / ISBN             | `InventoryScan` with `shelf` and the running `shelfCount` |
 | `attendance` | child's card            | `AttendanceEvent` checkIn (first that Tokyo day) / checkOut (next) + `ChildAttendance` state; within `debounce_s` of the last accepted scan: ignored |
@@ -31,7 +31,7 @@ import enum
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 
 from adapters.scanner.classify import IdKind, ScanClass, ScanKind
@@ -126,10 +126,10 @@ class StationState:
     shelf: str | None = None
     shelf_count: int = 0
     children: dict[str, ChildState] = field(default_factory=dict)  # child token -> state
-    # memory only, as the patron session: a double scan or a book put back on the pad is one loan or return.
-    # Item ids only: an ISBN names a title, and two copies of it are two loans.
-    lent: set[str] = field(default_factory=set)  # items lent in the open patron session
-    returned: dict[str, int] = field(default_factory=dict)  # item -> its return, µs, for debounce_s
+    # Memory only, as the patron session: a double scan or a book put back on the pad is one loan or return.
+    # Keyed by copy (`Step.copy`), and only once the event is in the buffer (`Station.settled`).
+    lent: set[str] = field(default_factory=set)  # copies lent in the open patron session
+    returned: dict[str, int] = field(default_factory=dict)  # copy -> its return, µs, for debounce_s
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,6 +137,9 @@ class Step:
     readings: tuple[Reading, ...]
     feedback: Feedback
     reason: str = ""  # a stable code for the page and counters: loan, no_patron, bad_check, debounced …
+    # the physical copy a loan or return is of (`Station.settled` remembers it): the RFID tag, else the
+    # library item id; None for an ISBN, which names a title (two copies of it are two loans)
+    copy: str | None = None
 
 
 def present_today(state: StationState, at: datetime) -> int:
@@ -164,7 +167,9 @@ class Station:
         self._source = Source(adapter=adapter, device=device)
         self._key = local_key
 
-    def scan(self, cls: ScanClass, at: datetime, scan_no: int) -> Step:
+    def scan(self, cls: ScanClass, at: datetime, scan_no: int, *, copy: str | None = None) -> Step:
+        """`copy` names the physical copy an item scan is of, when the device knows it (an RFID tag's UID:
+        the parts of a set share their item id); else the library item id does."""
         purpose = self.config.purpose
         kind = cls.kind
         if kind is ScanKind.PRICE_ROW:
@@ -184,12 +189,13 @@ class Station:
         if kind is ScanKind.VISIT:
             return self._reject(at, scan_no, "wrong_kind", cls)
         assert cls.value is not None
+        item = (copy or f"item:{cls.value}") if kind is ScanKind.ITEM else None
         if purpose is Purpose.LENDING:
-            return self._lending(cls, cls.value, at, scan_no)
+            return self._lending(cls, cls.value, at, scan_no, item)
         if purpose is Purpose.RETURN:
             if kind is ScanKind.PATRON:
                 return self._reject(at, scan_no, "wrong_kind", cls)
-            return self._return(cls, cls.value, at, scan_no)
+            return self._return(cls, cls.value, at, scan_no, item)
         if purpose is Purpose.INVENTORY:
             return self._inventory(cls, cls.value, at, scan_no)
         return self._attendance(cls, cls.value, at, scan_no)
@@ -197,7 +203,8 @@ class Station:
     def item_read(self, item: str, at: datetime, scan_no: int, extra: dict[str, Attribute]) -> Step:
         """An RFID tag's item id (already decoded) at this station: treated like an item barcode."""
         cls = ScanClass(kind=ScanKind.ITEM, value=item, id_kind=IdKind.ITEM)
-        step = self.scan(cls, at, scan_no)
+        tag = extra.get("tagUid")
+        step = self.scan(cls, at, scan_no, copy=None if tag is None else f"tag:{tag.value}")
         if not extra or not step.readings or step.feedback is not Feedback.ACCEPTED:
             return step
         first = step.readings[0]
@@ -205,11 +212,21 @@ class Station:
         r = make_reading(
             first.entity_id, first.entity_type, attrs, first.observed_at, first.time_source, first.source, first.lane
         )
-        return Step(readings=(r, *step.readings[1:]), feedback=step.feedback, reason=step.reason)
+        return replace(step, readings=(r, *step.readings[1:]))
+
+    def settled(self, step: Step, at: datetime) -> None:
+        """`step`'s events are in the buffer: its copy counts as lent or returned from now on. Not before: an
+        event the buffer refused is owed, and the next scan of the book must be a loan or return again."""
+        if step.copy is None:
+            return
+        if step.reason == "loan":
+            self.state.lent.add(step.copy)
+        elif step.reason == "return":
+            self.state.returned[step.copy] = _us(at)
 
     # --- purposes ------------------------------------------------------------------------------
 
-    def _lending(self, cls: ScanClass, value: str, at: datetime, scan_no: int) -> Step:
+    def _lending(self, cls: ScanClass, value: str, at: datetime, scan_no: int, copy: str | None) -> Step:
         st = self.state
         now = _us(at)
         if st.patron is not None and now - st.patron_last_us > self.config.patron_session_s * 1_000_000:
@@ -226,26 +243,22 @@ class Station:
         if st.patron is None:
             return self._reject(at, scan_no, "no_patron", cls)
         st.patron_last_us = now
-        if cls.kind is ScanKind.ITEM:
-            if value in st.lent:  # the accepted beep again: the book is lent, once
-                return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_lent")
-            st.lent.add(value)
+        if copy is not None and copy in st.lent:  # the accepted beep again: the book is lent, once
+            return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_lent")
         attrs = self._item(cls, value) | {
             "patronCard": make_attribute(st.patron, "Text"),
             "mode": make_attribute(self.config.lending_mode.value, "Text"),
         }
-        return self._accept("LibraryLoan", at, scan_no, attrs, "loan")
+        return replace(self._accept("LibraryLoan", at, scan_no, attrs, "loan"), copy=copy)
 
-    def _return(self, cls: ScanClass, value: str, at: datetime, scan_no: int) -> Step:
-        if cls.kind is ScanKind.ITEM:
-            now, window = _us(at), self.config.debounce_s * 1_000_000
-            returned = self.state.returned
-            for item in [i for i, t in returned.items() if now - t > window]:
-                del returned[item]
-            if value in returned:
-                return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_returned")
-            returned[value] = now
-        return self._accept("LibraryReturn", at, scan_no, self._item(cls, value), "return")
+    def _return(self, cls: ScanClass, value: str, at: datetime, scan_no: int, copy: str | None) -> Step:
+        now, window = _us(at), self.config.debounce_s * 1_000_000
+        returned = self.state.returned
+        for old in [c for c, t in returned.items() if now - t > window]:
+            del returned[old]
+        if copy is not None and copy in returned:
+            return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_returned")
+        return replace(self._accept("LibraryReturn", at, scan_no, self._item(cls, value), "return"), copy=copy)
 
     def _inventory(self, cls: ScanClass, value: str, at: datetime, scan_no: int) -> Step:
         st = self.state
