@@ -31,10 +31,12 @@ CODECS := $(addprefix adapters.scanner.,aim codabar codec ean keymap visit_qr) \
 COVERAGE := $(foreach c,$(CODECS),--cov=$(c)) --cov-branch --cov-fail-under=100 --cov-report=term-missing:skip-covered
 
 # A run that dies of a signal prints, last, the test it was in and the thread that crashed (tests/support/crash_report.py).
+# Its folder is the run's own (var/test-crash.<pid>): runs side by side in one tree keep theirs apart.
 test: deps
-	@rm -rf var/test-crash; \
-	EDGEGW_CRASH_DIR=var/test-crash $(PY) -m pytest -q -p no:cacheprovider $(COVERAGE) $(PYTEST_ARGS); status=$$?; \
-	if [ $$status -gt 128 ]; then $(PY) -m tests.support.crash_report var/test-crash $$status; fi; exit $$status
+	@crash=var/test-crash.$$$$; \
+	EDGEGW_CRASH_DIR=$$crash $(PY) -m pytest -q -p no:cacheprovider $(COVERAGE) $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -gt 128 ]; then $(PY) -m tests.support.crash_report $$crash $$status; else rm -rf $$crash; fi; \
+	exit $$status
 
 # The lint, format and type gate (.ci/run runs it before the tests).
 check: venv

@@ -54,7 +54,7 @@ def test_a_segfault_names_the_test_and_its_thread_after_every_other_thread(tmp_p
 def test_a_kill_says_there_is_no_dump_and_names_the_test(tmp_path: Path) -> None:
     (tmp_path / "running").write_text("tests/test_x.py::test_y (setup)")
     assert report(tmp_path, 128 + 9).splitlines() == [
-        "faulthandler wrote nothing (SIGKILL leaves no dump)",
+        "faulthandler wrote nothing (SIGKILL, the OOM killer's too, leaves no dump)",
         "pytest died of signal SIGKILL during tests/test_x.py::test_y (setup)",
     ]
 
@@ -62,3 +62,23 @@ def test_a_kill_says_there_is_no_dump_and_names_the_test(tmp_path: Path) -> None
 def test_a_crash_outside_python_threads_says_so() -> None:
     dump = 'Fatal Python error: Segmentation fault\n\nThread 0x1 (most recent call first):\n  File "x.py", line 1 in f'
     assert crashed_thread(dump).startswith("no Python thread was current")
+
+
+def test_without_pytests_faulthandler_plugin_a_later_crash_is_not_written_into_another_file(tmp_path: Path) -> None:
+    """Closing the dump file while faulthandler still wrote to it left its descriptor to the next open():
+    a crash after the session wrote its dump into that file."""
+    (tmp_path / "test_ok.py").write_text("def test_ok():\n    pass\n")
+    after = (
+        "import ctypes, pytest\n"
+        "pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'no:faulthandler', '-p', 'tests.support.crash_report', "
+        "'test_ok.py'])\n"
+        "victim = open('victim.txt', 'w'); victim.write('my data'); victim.flush()\n"
+        "ctypes.string_at(0)\n"
+    )
+    env = {**os.environ, ENV: str(tmp_path / "crash"), "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-c", after], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == -11
+    assert (tmp_path / "victim.txt").read_text() == "my data"
+    assert "Fatal Python error: Segmentation fault" in run.stderr

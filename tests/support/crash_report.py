@@ -68,9 +68,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """After pytest's faulthandler plugin has turned it off (or back to stderr): our files may close."""
+    """After pytest's faulthandler plugin has turned it off (or back to stderr): our files may close. Without
+    that plugin (`-p no:faulthandler`) it still writes to our file's descriptor, which the next open() gets."""
     global _dump, _running
     if _dump is not None:
+        if faulthandler.is_enabled():
+            faulthandler.enable(file=2, all_threads=True)  # the process's stderr
         _dump.close()
         _dump = None
     if _running is not None:
@@ -88,6 +91,9 @@ def crashed_thread(dump: str, frames: int = 12) -> str:
     return "no Python thread was current: the crash came from a thread of a C library, or one past its end"
 
 
+_NO_DUMP = {int(signal.SIGKILL): " (SIGKILL, the OOM killer's too, leaves no dump)"}
+
+
 def report(folder: Path, status: int) -> str:
     """What `make test` prints after pytest exited with `status` (a shell's 128 + signal number): the whole
     dump, then the crashing thread's innermost calls, and last the test it happened in."""
@@ -100,7 +106,7 @@ def report(folder: Path, status: int) -> str:
         how = f"exit status {status}"
     lines = [dump.rstrip(), ""] if dump.strip() else []
     lines += [
-        crashed_thread(dump) if dump.strip() else "faulthandler wrote nothing (SIGKILL leaves no dump)",
+        crashed_thread(dump) if dump.strip() else "faulthandler wrote nothing" + _NO_DUMP.get(status - 128, ""),
         f"pytest died of {how} during {running or 'no test (before the first one)'}",
     ]
     return "\n".join(lines)
