@@ -22,6 +22,8 @@ config apply takes (gateway/control/ops_config.py), and stages again only if the
 since it was read. A power cut in the middle of the renames is not covered: both sets of files are
 then on the disk. Staging and verify directories are flock'd while in use; those killed runs left
 are removed once an hour old (`_remove_leftovers`), but for one a failed restore kept (`KEPT_MARK`).
+A backup run and a restore never overlap: each holds the backup lock, an flock on the data directory
+(`box_locked`), throughout, and one that finds it held waits a bounded time, then gives up (`Busy`).
 
 The snapshot reads each store through its own read-only connection in one backup step: in WAL mode
 a reader never blocks the writer, so readings keep being committed while the buffer is copied (a
@@ -90,6 +92,14 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 # a config apply holds the lock for a reload at most; one stuck longer is for someone to look at
 CONFIG_LOCK_WAIT_S = 30.0
 _LOCK_POLL_S = 0.05
+# The backup lock, held by a backup run (nightly or `backup now`: take, verify, copy, rotate) and by a restore (from
+# before it checks its file until the services run again): a backup beside a restore would keep files from before
+# and after the swap, and its rotation could delete the file being restored. An flock on the data directory itself,
+# the one place both reach (edgegw-backup.service's StateDirectory; root restores there): no lock file that root
+# could leave unusable to the service user, none in the data directory for a backup or a restore to take along,
+# and the kernel lets go of it however its holder ends (no pid file). A box's backup (snapshot, verify, the
+# share's copy) takes well under a minute: one holding the lock longer is for someone to look at.
+BOX_LOCK_WAIT_S = 120.0
 # What verify reads and writes, beyond what the manifest declares: a member's tar headers (its own,
 # and pax or long-name ones for a name of up to 4096 bytes), and the end of the archive with its
 # padding. The extraction directory keeps FREE_MARGIN_BYTES free for the rest of the box.
@@ -821,6 +831,98 @@ def _config_locked(config_path: Path, owner: os.stat_result, within_s: float) ->
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+class Busy(BackupError):
+    """The backup lock (`box_locked`) held by another backup or restore for longer than the wait: nothing was done."""
+
+    code = "backup_busy"
+
+    def __init__(self, *, where: str, data_dir: Path, holder: str, within_s: float, fix: str) -> None:
+        super().__init__(
+            f"{where}: the backup lock on {data_dir} is held by {holder}, got no lock within {within_s:g} s; {fix}",
+            data_dir=str(data_dir),
+            holder=holder,
+            within_s=within_s,
+        )
+        self.data_dir = data_dir
+        self.holder = holder
+        self.within_s = within_s
+
+
+@contextlib.contextmanager
+def box_locked(data_dir: Path, *, within_s: float, where: str, fix: str) -> Iterator[None]:
+    """The backup lock held for the `with`, waited for `within_s` at most: Busy after, naming its holder, with `fix`.
+
+    An exclusive flock on the data directory itself (module docstring). The descriptor is not inherited by what
+    the holder runs (systemctl), so the lock ends with the holder's own process.
+    """
+    try:
+        fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise BackupError(
+            f"{where}: cannot open the data directory {data_dir} to lock it, got {exc.strerror or exc}; nothing was "
+            "done: check that it exists and that this user may read it (run as root or as the service user)"
+        ) from None
+    try:
+        deadline = time.monotonic() + within_s
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _lock_holder(fd)
+                if time.monotonic() >= deadline:
+                    raise Busy(where=where, data_dir=data_dir, holder=holder, within_s=within_s, fix=fix) from None
+                if not told:
+                    told = True
+                    log.warning(
+                        "%s: waiting up to %g s for the backup lock on %s, held by %s",
+                        where,
+                        within_s,
+                        data_dir,
+                        holder,
+                    )
+            except OSError as exc:
+                raise BackupError(
+                    f"{where}: cannot lock the data directory {data_dir}, got {exc.strerror or exc}; nothing was done: "
+                    "it must be on a file system with flock (a local disk)"
+                ) from None
+            time.sleep(_LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds the flock on `fd`'s file, as the kernel says (/proc/locks, then the holder's command line); a
+    generic name where it does not (a holder in another pid namespace, a /proc hiding other users' processes)."""
+    st = os.fstat(fd)
+    here = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF"; a waiter's has "->" after the number
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == here and parts[4] != "0":
+            return _process(parts[4])
+    return "another backup or restore (`lslocks` names it)"
+
+
+def _process(pid: str) -> str:
+    """`pid` and its command line, for a message: whole (a restore's names the file) but for a runaway one."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return f"pid {pid}"
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(a.decode("utf-8", "replace") for a in argv if a))
+    if not text:
+        return f"pid {pid}"
+    return f"pid {pid} (`{text if len(text) <= 1000 else text[:999] + '…'}`)"
 
 
 def _replace_config(src: Path, config_path: Path) -> None:

@@ -72,7 +72,13 @@ def _job(config_path: Path) -> schedule.Job:
     )
 
 
-def run(args: argparse.Namespace, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+def run(
+    args: argparse.Namespace,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    lock_wait_s: float = archive.BOX_LOCK_WAIT_S,
+) -> int:
+    """One `edgegw backup` subcommand; `lock_wait_s` is how long `now` and `restore` wait for the backup lock."""
     config_path = cliopts.config_path(args.config)
     try:
         job = _job(config_path)
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace, *, now: Callable[[], datetime] = lambda: datet
     try:
         match args.backup_command:
             case "now":
-                print(schedule.run_backup(job, now()))
+                print(schedule.run_backup(job, now(), lock_wait_s=lock_wait_s))
             case "list":
                 _list(job)
             case "verify":
@@ -92,7 +98,9 @@ def run(args: argparse.Namespace, *, now: Callable[[], datetime] = lambda: datet
                     f"taken {m.created_at.isoformat()}, {len(m.members)} files"
                 )
             case "restore":
-                return _restore(job, args.file, force=args.force, manager=args.service_manager, now=now())
+                return _restore(
+                    job, args.file, force=args.force, manager=args.service_manager, now=now(), lock_wait_s=lock_wait_s
+                )
             case "scheduler":
                 if not job.config.enabled:
                     print("backup: [backup] enabled = false; nothing to schedule")
@@ -197,12 +205,20 @@ class _HeldSignals:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: datetime) -> int:
-    # checked into the data directory before stopping anything: a bad file, another box's, a config that
-    # fails or names another data directory, a disk without room cost no downtime, and nothing is
-    # extracted again while the services are down
+def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: datetime, lock_wait_s: float) -> int:
+    # the backup lock first, until the services run again: a backup taken meanwhile would keep files from before
+    # and after the swap, and its rotation could delete the file being checked (then staged again, and refused,
+    # with the services stopped). Then checked into the data directory before stopping anything: a bad file,
+    # another box's, a config that fails or names another data directory, a disk without room cost no downtime,
+    # and nothing is extracted again while the services are down
     with (
         _HeldSignals() as held,
+        archive.box_locked(
+            job.data_dir,
+            within_s=lock_wait_s,
+            where="backup restore",
+            fix="nothing was stopped or changed: let it end and restore again",
+        ),
         archive.stage(
             file, data_dir=job.data_dir, config_path=job.config_path, gateway_id=job.gateway_id, force=force
         ) as staged,

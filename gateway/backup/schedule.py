@@ -5,6 +5,11 @@ same minute if restarted, and a fleet's boxes spread over the window instead of 
 file server at 02:00. `edgegw backup scheduler` runs it: with `--once` from the systemd timer
 (edgegw-backup.timer starts it at local midnight; it sleeps until the drawn time), without it as a
 long-running supervisor program on boxes without systemd.
+
+A backup run, from the snapshot to the rotation, holds the backup lock (archive.box_locked, an flock
+on the data directory), as a restore does: the nightly one that finds a restore running waits for it
+(NIGHTLY_LOCK_WAIT_S), then skips the night with a warning, rather than keep a generation that mixes
+files from before and after the restore.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from gateway.backup.config import BackupConfig, parse_hhmm
 log = logging.getLogger("gateway.backup")
 
 STATUS_FILE = "backup-status.json"
+# A restore holds the backup lock while it checks its file and while the services stop and start (the gateway's
+# start checks the buffer: minutes for millions of rows): the nightly backup waits this long, then skips the night
+NIGHTLY_LOCK_WAIT_S = 900.0
 
 
 def drawn_time(config: BackupConfig, gateway_id: str, day: date) -> datetime:
@@ -86,12 +94,20 @@ def _write_status(data_dir: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def run_backup(job: Job, now: datetime) -> Path:
+def run_backup(job: Job, now: datetime, *, lock_wait_s: float = archive.BOX_LOCK_WAIT_S) -> Path:
     """Take one backup now, rotate, copy it off the box if configured; the outcome goes to the status file.
 
-    A failure is logged at ERROR, recorded as `last_failure` (what `edgegw status` and the alarms
-    read), and raised as BackupError.
+    All of it under the backup lock (archive.box_locked): archive.Busy after `lock_wait_s` if a restore
+    or another backup holds it, with nothing taken and nothing recorded. A failure is logged at ERROR,
+    recorded as `last_failure` (what `edgegw status` and the alarms read), and raised as BackupError.
     """
+    with archive.box_locked(
+        job.data_dir, within_s=lock_wait_s, where="backup", fix="no backup taken: let it end and take the backup again"
+    ):
+        return _run_backup_locked(job, now)
+
+
+def _run_backup_locked(job: Job, now: datetime) -> Path:
     status = read_status(job.data_dir)
     try:
         path = archive.create(
@@ -162,8 +178,10 @@ def scheduler(
     once: bool,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     sleep: Callable[[float], None] = time.sleep,
+    lock_wait_s: float = NIGHTLY_LOCK_WAIT_S,
 ) -> int:
-    """Sleep until each drawn time and take the backup; with `once`, only tonight's. Returns how many failed."""
+    """Sleep until each drawn time and take the backup; with `once`, only tonight's. Returns how many failed
+    (a night skipped for a restore under way is no failure: nothing is wrong with the box)."""
     failures = 0
     while True:
         at = next_run(job.config, job.gateway_id, clock())
@@ -171,7 +189,15 @@ def scheduler(
         while (wait := (at - clock()).total_seconds()) > 0:
             sleep(min(wait, 300.0))  # wakes now and then: a suspended box or a moved clock is noticed
         try:
-            run_backup(job, clock())
+            run_backup(job, clock(), lock_wait_s=lock_wait_s)
+        except archive.Busy as busy:
+            log.warning(
+                "backup: tonight's backup skipped: the backup lock on %s is held by %s, got no lock within %g s; a "
+                "backup taken beside a restore would mix files from before and after it: the next night's runs as usual",
+                busy.data_dir,
+                busy.holder,
+                busy.within_s,
+            )
         except archive.BackupError:
             failures += 1  # logged and recorded; the next night tries again
         if once:
