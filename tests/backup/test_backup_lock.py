@@ -29,7 +29,7 @@ from gateway.backup import cli as backup_cli
 from gateway.backup.config import BackupConfig
 from gateway.backup.schedule import Job, drawn_time, read_status, scheduler
 from gateway.cli import build_parser
-from tests.backup.test_restore_atomic import NIGHT, ROWS, _backup, _hook, _next_day, _rows
+from tests.backup.test_restore_atomic import NIGHT, ROWS, _asked, _backup, _hook, _next_day, _rows, _systemctl
 from tests.backup.test_restore_config import SERVICE_USER, as_root
 from tests.backup.test_scratch import open_fifo_for_writing
 
@@ -227,13 +227,8 @@ def test_a_nightly_backup_while_a_restore_stops_and_starts_the_services_is_skipp
         "sys.exit(scheduler(job, once=True, clock=lambda: now[0], sleep=sleep, lock_wait_s=0.2))\n",
     )
     log = tmp_path / "nightly.log"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "systemctl").write_text(
-        f'#!/bin/sh\ncase "$1" in stop|start) echo "$1:" >> {log}; {nightly} {config} {data_dir} >> {log} 2>&1;; esac\n'
-    )
-    (bin_dir / "systemctl").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    run_nightly = f"{nightly} {config} {data_dir} >> {log} 2>&1"
+    calls = _systemctl(tmp_path, monkeypatch, on_stop=run_nightly, on_start=run_nightly)
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the hook imports this tree's gateway, wherever the venv points
     assert _cli(_restore_argv(path, config, "systemd")) == 0, capsys.readouterr().err
     # the restore ran in this process: named by its pid and its command line, pytest's, whatever that is
@@ -242,9 +237,9 @@ def test_a_nightly_backup_while_a_restore_stops_and_starts_the_services_is_skipp
         "`), got no lock within 0.2 s; a backup taken beside a restore would mix files from before and after it: the "
         "next night's runs as usual"
     )
+    assert [call.split()[0] for call in _asked(calls)] == ["stop", "start"]
     lines = [line for line in log.read_text().splitlines() if not line.startswith("backup: waiting up to")]
-    assert lines[0::2] == ["stop:", "start:"]
-    assert [line.startswith(head) and line.endswith(tail) for line in lines[1::2]] == [True, True], lines
+    assert [line.startswith(head) and line.endswith(tail) for line in lines] == [True, True], lines
     assert archive.list_backups(data_dir / "backups") == [path]
     assert _rows(data_dir) == ROWS
     assert config.read_text() == backed_up

@@ -78,14 +78,15 @@ def _box_on(vol: Path, tmp_path: Path) -> tuple[Path, Path]:
     return write_config(tmp_path / "gateway.toml", data_dir), data_dir
 
 
-def _systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_stop: str = ":") -> Path:
+def _systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_stop: str = ":", on_start: str = ":") -> Path:
     """A `systemctl` on PATH for which every unit runs, that records what it is asked and runs `on_stop`
-    once the units are stopped (what happens on the box meanwhile); returns its record."""
+    once the units are stopped, `on_start` as they start (what happens on the box meanwhile); returns its record."""
     calls = tmp_path / "systemctl.calls"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "systemctl").write_text(
         f'#!/bin/sh\necho "$*" >> {calls}\nif [ "$1" = stop ]; then {on_stop} || exit 1; fi\n'
+        f'if [ "$1" = start ]; then {on_start}; fi\n'
     )
     (bin_dir / "systemctl").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
