@@ -143,15 +143,21 @@ class ScannerAdapter:
             outreach = cfg.purpose is Purpose.LENDING and cfg.lending_mode is LendingMode.OUTREACH
             at_us = int(at.timestamp() * 1_000_000)
             scan_no = await asyncio.to_thread(self.store.reserve, station_id)
+            before = station.state.snapshot()
             if item_extra is not None and cls.value is not None:
                 step = station.item_read(cls.value, at, scan_no, item_extra)
             else:
                 step = station.scan(cls, at, scan_no)
-            for reading in step.readings:
-                if self._pseudonymizer is not None and any(a in reading.attributes for a in CARD_ATTRIBUTES):
-                    (reading,) = self._pseudonymizer.process(reading, self._clock())
-                await self._emit(reading)
-            station.settled(step, at)
+            try:
+                for reading in step.readings:
+                    if self._pseudonymizer is not None and any(a in reading.attributes for a in CARD_ATTRIBUTES):
+                        (reading,) = self._pseudonymizer.process(reading, self._clock())
+                    await self._emit(reading)
+            except BaseException:
+                # the events are owed, not done: the next scan checks in, counts or lends again (a duplicate
+                # of an event that did reach the buffer is possible; losing one is not)
+                station.state = before
+                raise
             await asyncio.to_thread(
                 self.store.record,
                 station_id,

@@ -108,7 +108,7 @@ class StationConfig:
             raise ConfigError(errors)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ChildState:
     day: str  # Tokyo date, ISO
     present: bool
@@ -127,9 +127,13 @@ class StationState:
     shelf_count: int = 0
     children: dict[str, ChildState] = field(default_factory=dict)  # child token -> state
     # Memory only, as the patron session: a double scan or a book put back on the pad is one loan or return.
-    # Keyed by copy (`Step.copy`), and only once the event is in the buffer (`Station.settled`).
+    # Keyed by copy: an RFID tag's UID, else the library item id (an ISBN names a title: not kept).
     lent: set[str] = field(default_factory=set)  # copies lent in the open patron session
     returned: dict[str, int] = field(default_factory=dict)  # copy -> its return, µs, for debounce_s
+
+    def snapshot(self) -> StationState:
+        """A copy to put back: the containers copied, their values shared (a ChildState is replaced, never changed)."""
+        return replace(self, children=dict(self.children), lent=set(self.lent), returned=dict(self.returned))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,9 +141,6 @@ class Step:
     readings: tuple[Reading, ...]
     feedback: Feedback
     reason: str = ""  # a stable code for the page and counters: loan, no_patron, bad_check, debounced …
-    # the physical copy a loan or return is of (`Station.settled` remembers it): the RFID tag, else the
-    # library item id; None for an ISBN, which names a title (two copies of it are two loans)
-    copy: str | None = None
 
 
 def present_today(state: StationState, at: datetime) -> int:
@@ -159,7 +160,9 @@ def _us(t: datetime) -> int:
 
 
 class Station:
-    """One station's rules; `scan` is pure apart from `state`, which it updates."""
+    """One station's rules; `scan` is pure apart from `state`, which it updates. The caller puts `state` back
+    when the step's events do not reach the buffer (ScannerAdapter.process): what they would have changed (a
+    check-in, a shelf's count, a copy lent) is owed, and the next scan does it again."""
 
     def __init__(self, config: StationConfig, *, adapter: str, device: str, local_key: bytes) -> None:
         self.config = config
@@ -214,16 +217,6 @@ class Station:
         )
         return replace(step, readings=(r, *step.readings[1:]))
 
-    def settled(self, step: Step, at: datetime) -> None:
-        """`step`'s events are in the buffer: its copy counts as lent or returned from now on. Not before: an
-        event the buffer refused is owed, and the next scan of the book must be a loan or return again."""
-        if step.copy is None:
-            return
-        if step.reason == "loan":
-            self.state.lent.add(step.copy)
-        elif step.reason == "return":
-            self.state.returned[step.copy] = _us(at)
-
     # --- purposes ------------------------------------------------------------------------------
 
     def _lending(self, cls: ScanClass, value: str, at: datetime, scan_no: int, copy: str | None) -> Step:
@@ -243,22 +236,26 @@ class Station:
         if st.patron is None:
             return self._reject(at, scan_no, "no_patron", cls)
         st.patron_last_us = now
-        if copy is not None and copy in st.lent:  # the accepted beep again: the book is lent, once
-            return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_lent")
+        if copy is not None:
+            if copy in st.lent:  # the accepted beep again: the book is lent, once
+                return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_lent")
+            st.lent.add(copy)
         attrs = self._item(cls, value) | {
             "patronCard": make_attribute(st.patron, "Text"),
             "mode": make_attribute(self.config.lending_mode.value, "Text"),
         }
-        return replace(self._accept("LibraryLoan", at, scan_no, attrs, "loan"), copy=copy)
+        return self._accept("LibraryLoan", at, scan_no, attrs, "loan")
 
     def _return(self, cls: ScanClass, value: str, at: datetime, scan_no: int, copy: str | None) -> Step:
         now, window = _us(at), self.config.debounce_s * 1_000_000
         returned = self.state.returned
         for old in [c for c, t in returned.items() if now - t > window]:
             del returned[old]
-        if copy is not None and copy in returned:
-            return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_returned")
-        return replace(self._accept("LibraryReturn", at, scan_no, self._item(cls, value), "return"), copy=copy)
+        if copy is not None:
+            if copy in returned:
+                return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_returned")
+            returned[copy] = now
+        return self._accept("LibraryReturn", at, scan_no, self._item(cls, value), "return")
 
     def _inventory(self, cls: ScanClass, value: str, at: datetime, scan_no: int) -> Step:
         st = self.state
@@ -289,10 +286,8 @@ class Station:
                 return Step(readings=(), feedback=Feedback.IGNORED, reason="debounced")
             if not prev.present:
                 return self._reject(at, scan_no, "already_left", cls)
-            prev.present = False
-            prev.last_us = now
-            prev.checked_out_us = now
-            state = prev
+            state = replace(prev, present=False, last_us=now, checked_out_us=now)
+            self.state.children[token] = state
             action = "checkOut"
         else:
             state = ChildState(day=day, present=True, last_us=now, checked_in_us=now)

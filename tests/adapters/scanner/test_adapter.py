@@ -15,6 +15,7 @@ import pytest
 from adapters.rfid import DanishTag, encode_danish
 from adapters.rfid.pad import AFI_ON_LOAN, AFI_SECURED
 from adapters.scanner.adapter import ScannerAdapter
+from adapters.scanner.aim import FramingConfig, unframe
 from adapters.scanner.codabar import CheckScheme, CodabarConfig, GuardsIn, encode_codabar
 from adapters.scanner.config import ScannerAdapterConfig
 from adapters.scanner.keymap import Layout, Terminator, WedgeConfig
@@ -264,3 +265,30 @@ async def test_a_scan_the_buffer_refuses_marks_the_keyboard_scanner_lost_and_it_
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         os.close(w)
+
+
+async def test_what_a_refused_scan_would_have_changed_is_done_by_the_next_one(tmp_path: Path) -> None:
+    """A check-in the buffer refused stayed in the station's memory: the child's next scan was ignored as a
+    repeat (debounced), and the one after it a check-out without a check-in for the platform."""
+    adapter, out, emit = make(tmp_path, {"stations": [{"id": "kids", "purpose": "attendance"}]})
+    refusing = [True]
+
+    async def sometimes(r: Reading) -> None:
+        if refusing[0]:
+            raise RuntimeError("the buffer refused the reading")
+        await emit(r)
+
+    card = adapter.classify(unframe(patron(5) + "\r", FramingConfig()))
+    at = datetime(2026, 12, 4, 1, 0, tzinfo=UTC)
+    task = asyncio.create_task(adapter.run(sometimes))
+    try:
+        await asyncio.sleep(0)  # run() has its emit
+        with pytest.raises(RuntimeError):
+            await adapter.process("kids", card, at)
+        refusing[0] = False
+        step = await adapter.process("kids", card, at + timedelta(seconds=1))
+        assert (step.reason, [r.entity_type for r in out]) == ("checkIn", ["AttendanceEvent", "ChildAttendance"])
+        assert out[0].attributes["action"].value == "checkIn"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
