@@ -41,7 +41,6 @@ import logging
 import os
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from typing import Any
 from adapters.locker.address_seal import AddressSeal, AddressUnreadable, secret_name
 from gateway.errors import GatewayError
 from gateway.logs import component_logger
-from gateway.storage.files import create_whole, immediate, open_store
+from gateway.storage.files import SharedConnection, create_whole, immediate, open_store
 from gateway.storage.schema import Migrations, migrate
 
 __all__ = ["ACTIVE", "SCHEMA_VERSION", "Assignment", "CodeCheck", "PickupError", "PickupState", "PickupStore"]
@@ -191,14 +190,16 @@ class PickupStore:
         self.clock = clock
         self.code_length = code_length
         self.max_wrong = max_wrong
-        self._lock = threading.Lock()  # one caller at a time on the connection, and none once it is closed
-        self._closed = False
         self._log = component_logger(__name__, path.stem.removeprefix("locker-"))
         self.unreadable_addresses = 0  # sealed addresses that did not open (read as no address)
         # secure_delete: an erased address is overwritten, not left in free space
         pragmas = ("synchronous=FULL", "secure_delete=ON")
         # opened before the keys are made: a file that is no store of this kind gets none
         self._db = open_store(path, STORE, tables=TABLES, pragmas=pragmas, timeout=BUSY_TIMEOUT_MS / 1000)
+        self._shared = SharedConnection(
+            self._db,
+            lambda: PickupError(f"{STORE} {path}: closed, the locker adapter has stopped; try again once it runs"),
+        )
         try:
             self._key = _key(path.with_suffix(".key"))
             self._seal = AddressSeal.from_secret_store(path.parent, secret_name(path), where=f"{STORE} {path}")
@@ -213,22 +214,8 @@ class PickupStore:
             raise
 
     def close(self) -> None:
-        """Waits for a call still running in a worker thread: `asyncio.to_thread` outlives a cancelled
-        caller, and SQLite's connection freed under its statement crashed the whole gateway (SIGSEGV)."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
-
-    @contextlib.contextmanager
-    def _held(self) -> Iterator[sqlite3.Connection]:
-        """The connection, this thread's alone until the block ends; a clear error once the store is closed."""
-        with self._lock:
-            if self._closed:
-                raise PickupError(
-                    f"{STORE} {self.path}: closed, the locker adapter has stopped; try again once it runs"
-                )
-            yield self._db
+        """Waits for a call still running in a worker thread (SharedConnection)."""
+        self._shared.close()
 
     def _truncate_wal(self) -> None:
         """Old page images leave the -wal file; skipped rather than waited for while another connection reads."""
@@ -242,7 +229,7 @@ class PickupStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._held() as held, immediate(held) as db:
+        with self._shared.held() as held, immediate(held) as db:
             yield db
 
     def _hash(self, code: str) -> str:
@@ -251,23 +238,23 @@ class PickupStore:
     # --- reads --------------------------------------------------------------------------------------------
 
     def active(self) -> dict[str, Assignment]:
-        with self._held() as db:
+        with self._shared.held() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE state IN {_ACTIVE_SQL}").fetchall()
         return {r[1]: _row(r) for r in rows}
 
     def get(self, assignment_id: int) -> Assignment | None:
-        with self._held() as db:
+        with self._shared.held() as db:
             r = db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE id=?", (assignment_id,)).fetchone()
         return None if r is None else _row(r)
 
     def pending_events(self) -> list[Assignment]:
-        with self._held() as db:
+        with self._shared.held() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE event_pending=1 ORDER BY id").fetchall()
         return [_row(r) for r in rows]
 
     def email_of(self, assignment_id: int) -> str | None:
         """The patron's address, opened for the moment it is used; None once erased or when it does not open."""
-        with self._held() as db:
+        with self._shared.held() as db:
             r = db.execute("SELECT email_sealed FROM assignments WHERE id=?", (assignment_id,)).fetchone()
         if r is None or r[0] is None:
             return None
@@ -359,7 +346,7 @@ class PickupStore:
         """The pickup event is on the buffer: the address has no use left and is erased."""
         with self._tx() as db:
             db.execute("UPDATE assignments SET event_pending=0, email_sealed=NULL WHERE id=?", (assignment_id,))
-        with self._held():
+        with self._shared.held():
             self._truncate_wal()
 
     def expire(self) -> list[Assignment]:
@@ -387,7 +374,7 @@ class PickupStore:
                 "UPDATE assignments SET state='cancelled', closed_at=?, code_hash=NULL, email_sealed=NULL WHERE id=?",
                 (now, r[0]),
             )
-        with self._held():
+        with self._shared.held():
             self._truncate_wal()
         return self.get(r[0])
 

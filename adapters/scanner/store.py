@@ -24,18 +24,16 @@ the buffer's uplink cursors.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.scanner.child_key import child_key, key_check, secret_name
 from adapters.scanner.station import ChildState, StationState
 from gateway.errors import GatewayError
-from gateway.storage.files import open_store
+from gateway.storage.files import SharedConnection, open_store
 from gateway.storage.schema import Migrations, migrate, read_version
 
 __all__ = ["SCHEMA_VERSION", "RecentScan", "StationStore", "StationStoreError"]
@@ -110,17 +108,18 @@ TABLES = ("counters", "children", "shelves", "recent", "outreach")
 
 class StationStore:
     """`<data_dir>/stations.db`, shared by every station of the adapter. Its calls run in worker threads
-    (one per station at a time) and on the loop (the diagnostics): the lock gives the one connection to
+    (one per station at a time) and on the loop (the diagnostics): SharedConnection gives the one connection to
     one caller at a time, as a transaction begun by one thread would otherwise take in, or be rolled back
     by, another's statements."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._closed = False
         # State rows survive a crash of the process in WAL mode with NORMAL; only the scan-number blocks
         # need the full fsync (reserve), so a scan costs the store no fsync of its own on the hot path.
         self._db = open_store(path, STORE, tables=TABLES, pragmas=("synchronous=NORMAL",))
+        self._shared = SharedConnection(
+            self._db, lambda: StationStoreError(f"{STORE} {path}: closed, the scanner adapter has stopped")
+        )
         try:
             self._key = self._open_key()
         except BaseException:
@@ -171,27 +170,15 @@ class StationStore:
         return not busy
 
     def close(self) -> None:
-        """Waits for a call still running in a worker thread: `asyncio.to_thread` outlives a cancelled caller,
-        and SQLite's connection freed under its statement crashes the whole gateway (SIGSEGV)."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
+        """Waits for a call still running in a worker thread (SharedConnection)."""
+        self._shared.close()
 
     @property
     def closed(self) -> bool:
-        return self._closed
-
-    @contextlib.contextmanager
-    def _held(self) -> Iterator[sqlite3.Connection]:
-        """The connection, this thread's alone until the block ends; a clear error once the store is closed."""
-        with self._lock:
-            if self._closed:
-                raise StationStoreError(f"{STORE} {self.path}: closed, the scanner adapter has stopped")
-            yield self._db
+        return self._shared.closed
 
     def schema_version(self) -> int:
-        with self._held() as db:
+        with self._shared.held() as db:
             return read_version(db)
 
     def local_key(self) -> bytes:
@@ -202,7 +189,7 @@ class StationStore:
         """The next scan number of `station`. Numbers are handed out from blocks of `BLOCK` whose end is
         committed with a full fsync before the first of them is used, so no number is ever used twice,
         even after a power cut (a crash leaves a gap at most)."""
-        with self._held() as db:
+        with self._shared.held() as db:
             top = self._block_top.get(station, 0)
             nxt = self._next.get(station, 0)
             if nxt >= top:
@@ -238,7 +225,7 @@ class StationStore:
         outreach_loan: bool = False,
     ) -> None:
         """After the events are in the buffer: the station's state, the recent-scans row, the loan as buffered."""
-        with self._held() as db:
+        with self._shared.held() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute(
@@ -271,7 +258,7 @@ class StationStore:
 
     def load_state(self, station: str) -> StationState:
         state = StationState()
-        with self._held() as db:
+        with self._shared.held() as db:
             children = db.execute(
                 "SELECT token, day, present, last_us, in_us, out_us FROM children WHERE station = ?", (station,)
             ).fetchall()
@@ -285,7 +272,7 @@ class StationStore:
         return state
 
     def recent(self, station: str, limit: int = 50) -> list[RecentScan]:
-        with self._held() as db:
+        with self._shared.held() as db:
             rows = db.execute(
                 "SELECT station, scan_no, at_us, reason, feedback, entity_ids FROM recent WHERE station = ? "
                 "ORDER BY id DESC LIMIT ?",
@@ -298,5 +285,5 @@ class StationStore:
 
     def outreach_loans(self, station: str) -> int:
         """Loans this outreach station has put into the buffer (its local list of what it lent)."""
-        with self._held() as db:
+        with self._shared.held() as db:
             return int(db.execute("SELECT count(*) FROM outreach WHERE station = ?", (station,)).fetchone()[0])

@@ -10,8 +10,9 @@ import os
 import sqlite3
 import stat
 import tempfile
+import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -396,6 +397,33 @@ def durable_connection(path: Path, store: str = "") -> Iterator[sqlite3.Connecti
         yield db
     finally:
         db.close()
+
+
+class SharedConnection:
+    """A store's one connection, used from worker threads (`asyncio.to_thread`) and from the loop: one caller at
+    a time, and a close that waits for the caller inside. `asyncio.to_thread` outlives a cancelled caller, and
+    SQLite's connection freed under a running statement crashes the whole process (SIGSEGV). A use after the
+    close raises `closed_error()`, the store's own words, and never reaches the freed connection."""
+
+    def __init__(self, db: sqlite3.Connection, closed_error: Callable[[], Exception]) -> None:
+        self._db = db
+        self._closed_error = closed_error
+        self._lock = threading.Lock()
+        self.closed = False
+
+    @contextmanager
+    def held(self) -> Iterator[sqlite3.Connection]:
+        """The connection, this thread's alone until the block ends."""
+        with self._lock:
+            if self.closed:
+                raise self._closed_error()
+            yield self._db
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                self._db.close()
 
 
 @contextmanager
