@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.secrets import SecretStore
+from tests.commands.test_cli_config_errors import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE_CASES = ROOT / "tests" / "profiles" / "cases"
@@ -42,16 +43,6 @@ def edgegw(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env
     )
-
-
-def write_config(tmp_path: Path, gateway_id: str = "gw1", extra: str = "") -> Path:
-    config = tmp_path / "gw.toml"
-    config.write_text(
-        f'[gateway]\nid = "{gateway_id}"\ndata_dir = "{tmp_path / "data"}"\n{extra}\n'
-        '[[adapters]]\nname = "gauges"\ntype = "simulated"\nrate = 0.001\n\n'
-        '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n'
-    )
-    return config
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
