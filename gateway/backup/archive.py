@@ -19,11 +19,15 @@ config are as they were. Each rename is recorded before it is made, so that an e
 one returns (KeyboardInterrupt) is taken back too; the CLI holds SIGINT, SIGHUP and SIGTERM meanwhile.
 A store's sqlite side files go aside with it, a hot -journal too. `install` holds the lock every
 config apply takes (gateway/control/ops_config.py), and stages again only if the backup file changed
-since it was read. A power cut in the middle of the renames is not covered: both sets of files are
-then on the disk. Staging and verify directories are flock'd while in use; those killed runs left
-are removed once an hour old (`_remove_leftovers`), but for one a failed restore kept (`KEPT_MARK`).
-A backup run and a restore never overlap: each holds the backup lock, an flock on the data directory
-(`box_locked`), throughout, and one that finds it held waits a bounded time, then gives up (`Busy`).
+since it was read. A power cut in the middle of the renames cannot be taken back: both sets of files
+are then on the disk, and the staging directory's `UNDER_WAY_MARK`, written before the first rename,
+says where each is. Staging and verify directories are flock'd while in use; those killed runs left
+are removed once an hour old (`_remove_leftovers`), but for one a failed restore kept (`KEPT_MARK`)
+or one cut short during its renames (`UNDER_WAY_MARK`). While either mark is found, no backup is
+taken: it would keep a part-restored box as a good generation. A restore that puts every file in
+place removes them. A backup run and a restore never overlap: each holds the backup lock, an flock
+on the data directory (`box_locked`), throughout (`restore` too), and one that finds it held waits a
+bounded time, then gives up (`Busy`).
 
 The snapshot reads each store through its own read-only connection in one backup step: in WAL mode
 a reader never blocks the writer, so readings keep being committed while the buffer is copied (a
@@ -123,6 +127,10 @@ STALE_AFTER_S = 3600.0
 # In a .restore-staging-* directory a restore kept (RestoreIncomplete): the part of the backup not in place,
 # which a technician needs; never removed by edgegw.
 KEPT_MARK = "KEPT-BY-RESTORE"
+# In a .restore-staging-* directory from its restore's first rename until every file is in place or back: one
+# still there after its restore ended was cut short (a power cut, SIGKILL) and the data directory may be mixed.
+# Like KEPT_MARK, it keeps the directory, and no backup is taken while either is found (`unfinished_restores`).
+UNDER_WAY_MARK = "RESTORE-UNDER-WAY"
 # Key files that never leave the box: not in a backup, and neither moved aside nor replaced by a
 # restore of one (the box's own stay in force). (file-name pattern, why). Keys kept in the secret
 # store (audit-hmac, the pseudonym ring, the Wi-Fi log's signing key and period keys, the mail
@@ -212,7 +220,11 @@ def create(
     now: datetime,
     include_secret_key: bool = False,
 ) -> Path:
-    """Write one backup file into `out_dir` (mode 0600; the directories it makes 0700) and return its path."""
+    """Write one backup file into `out_dir` (mode 0600; the directories it makes 0700) and return its path.
+
+    Refused (BackupError) while a restore into `data_dir` has not finished (`unfinished_restores`).
+    """
+    _refuse_unfinished_restore(data_dir)
     made = _private_dirs(out_dir)
     final = out_dir / file_name(gateway_id, now)
     part = final.with_name("." + final.name + ".part")
@@ -708,7 +720,7 @@ def _remove_leftovers(data_dir: Path) -> None:
             continue  # a run holds it, however long it takes (a share that hangs, a restore waiting for the lock)
         try:
             # looked for under the lock: a restore marks what it keeps before it lets go of the directory
-            if os.path.lexists(os.path.join(entry.path, KEPT_MARK)):
+            if _marked(entry.path):
                 continue
             shutil.rmtree(entry.path)
         except FileNotFoundError:
@@ -725,6 +737,39 @@ def _remove_leftovers(data_dir: Path) -> None:
             )
         finally:
             os.close(fd)
+
+
+def _marked(directory: str) -> str | None:
+    """The mark (`KEPT_MARK`, `UNDER_WAY_MARK`) of a staging directory that must stay, if it has one."""
+    for mark in (KEPT_MARK, UNDER_WAY_MARK):
+        if os.path.lexists(os.path.join(directory, mark)):
+            return mark
+    return None
+
+
+def unfinished_restores(data_dir: Path) -> list[Path]:
+    """The marks of restores into `data_dir` that did not finish (one kept its staging directory, or was cut short
+    during its renames): while there is one, the data directory may hold files from before and after a restore."""
+    try:
+        entries = sorted(e.path for e in os.scandir(data_dir) if e.name.startswith(STAGING_PREFIX))
+    except OSError:
+        return []  # no data directory: whoever needs it says so
+    return [Path(path, mark) for path in entries if (mark := _marked(path)) is not None]
+
+
+def _refuse_unfinished_restore(data_dir: Path) -> None:
+    """BackupError while a restore into `data_dir` has not finished: its data directory may be part restored, and
+    a backup of it kept as a good generation would rotate out one taken before the restore, a whole one."""
+    marks = unfinished_restores(data_dir)
+    if marks:
+        raise BackupError(
+            f"backup: no backup taken: a restore into {data_dir} did not finish, and the data directory may hold "
+            f"files from before and after it; {marks[0]} says where each part is"
+            + (f" ({len(marks)} such directories)" if len(marks) > 1 else "")
+            + f": put the data directory right (or restore again), then delete {marks[0].parent} and back up again",
+            data_dir=str(data_dir),
+            mark=str(marks[0]),
+        )
 
 
 def scratch_room(data_dir: Path) -> Path | None:
@@ -1009,6 +1054,7 @@ def stage(
 def _stage(path: Path, data_dir: Path, config_path: Path, gateway_id: str, force: bool, check_data_dir: bool) -> Staged:
     _remove_leftovers(data_dir)  # their room counts against the backup's
     directory = _work_dir(f"backup {path}", data_dir, STAGING_PREFIX, "restore it from")
+    _searchable_by_group(directory, data_dir.stat())
     held = _hold(directory)
     try:
         fix = (
@@ -1046,6 +1092,16 @@ def _stage(path: Path, data_dir: Path, config_path: Path, gateway_id: str, force
         identity=unpacked.identity,
         held=held,
     )
+
+
+def _searchable_by_group(directory: Path, owner: os.stat_result) -> None:
+    """`directory` searchable, not listable, by the data directory's group: the service user's nightly backup must
+    find a mark (`unfinished_restores`) in the staging directory of a root restore. That gives it nothing it does not
+    have: the files it could open by name are the data it is given in place anyway (`_as_in_place`); the config's
+    copy stays root's."""
+    if os.geteuid() == 0:
+        os.chown(directory, -1, owner.st_gid)
+    os.chmod(directory, 0o710)
 
 
 def _refuse_another_data_dir(path: Path, unpacked: _Unpacked, data_dir: Path, config_path: Path) -> None:
@@ -1133,6 +1189,7 @@ def install(
                 f"restored, every file is as it was: make room under {config_path.parent} (or give "
                 "write access to it) and restore again"
             ) from None
+        swap.finished()
     log.warning("restored %s into %s; the previous files are in %s", staged.path, data_dir, aside)
     return aside
 
@@ -1147,14 +1204,19 @@ def restore(
     force: bool = False,
     exclude: Path | None = None,
     lock_wait_s: float = CONFIG_LOCK_WAIT_S,
+    box_wait_s: float = BOX_LOCK_WAIT_S,
 ) -> Path:
-    """`stage` and `install` in one: for a gateway stopped already; returns where the previous files went.
+    """`stage` and `install` in one, under the backup lock (Busy after `box_wait_s`): for a gateway stopped
+    already; returns where the previous files went.
 
     Whether the config names `data_dir` is not checked: restore also fills a scratch or replacement directory.
     """
-    with stage(
-        path, data_dir=data_dir, config_path=config_path, gateway_id=gateway_id, force=force, check_data_dir=False
-    ) as staged:
+    with (
+        box_locked(data_dir, within_s=box_wait_s, where="backup restore", fix="nothing was changed: restore again"),
+        stage(
+            path, data_dir=data_dir, config_path=config_path, gateway_id=gateway_id, force=force, check_data_dir=False
+        ) as staged,
+    ):
         return install(staged, now=now, exclude=exclude, lock_wait_s=lock_wait_s)
 
 
@@ -1205,6 +1267,8 @@ class _Swap:
             to.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside `aside`: removed by undo if empty
         for _, to in into:
             self._make_dirs(to.parent)
+        self.doing = f"mark {self._staged.directory} as a restore under way"
+        _write_mark(self._staged.directory, UNDER_WAY_MARK, self._under_way(now, aside))
         for frm, to in out:
             self.doing = f"move {frm} aside"
             self._rename(frm, to)
@@ -1215,6 +1279,27 @@ class _Swap:
         for directory in self._directories():
             fsync_dir(directory)
         return aside
+
+    def _under_way(self, now: datetime, aside: Path) -> str:
+        staged = self._staged
+        return (
+            f"backup restore: {staged.path} into {staged.data_dir}, started {now.astimezone(UTC).isoformat()}, was "
+            f"cut short (a power cut, a kill) while it moved files, if this file is still here: the data directory "
+            f"may hold files from before and after it. The previous files are under {aside}, the backup's not yet "
+            f"in place under {staged.directory}; {staged.config_path} may still be the previous one (its copy is "
+            f"under {aside}). Restore again, or put the previous files back by hand, before starting the services."
+        )
+
+    def finished(self) -> None:
+        """Every file in place, the config too: the mark of a restore under way removed, and those of earlier
+        restores that did not finish, which this one replaced whole (each directory then goes with the leftovers)."""
+        for mark in [Path(self._staged.directory, UNDER_WAY_MARK), *unfinished_restores(self._staged.data_dir)]:
+            with contextlib.suppress(FileNotFoundError):
+                mark.unlink()
+                if mark.parent != self._staged.directory:
+                    log.warning("backup restore: %s no longer holds: this restore replaced the data directory", mark)
+            with contextlib.suppress(OSError):  # best effort: a mark back after a power cut asks for a look, no more
+                fsync_dir(mark.parent)
 
     def _rename(self, frm: Path, to: Path) -> None:
         self._moved.append((frm, to))
@@ -1261,10 +1346,12 @@ class _Swap:
                 f"backup restore: {why}, and {len(stuck)} file(s) did not go back, the first {stuck[0]}; the data "
                 f"directory {data_dir} is part restored, {self._staged.config_path} is unchanged: the previous files "
                 f"are under {self._aside}, the rest of the backup's under {self._staged.directory}; put the previous "
-                "ones back by hand (or restore again) before starting the services"
+                "ones back by hand (or restore again) before starting the services; no backup is taken until then"
             )
             _mark_kept(self._staged.directory, message)
             raise RestoreIncomplete(message) from None
+        with contextlib.suppress(OSError):  # every file back: nothing for a backup to fear; it could not be written
+            Path(self._staged.directory, UNDER_WAY_MARK).unlink()
         self._clear_aside()
 
     def _clear_aside(self) -> None:
@@ -1287,12 +1374,21 @@ class _Swap:
             )
 
 
+def _write_mark(directory: Path, name: str, text: str) -> None:
+    """A mark (`KEPT_MARK`, `UNDER_WAY_MARK`) written into a staging directory and synced, directory too:
+    after a power cut it is there if any rename after it is."""
+    fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as f:
+        f.write(f"{text}\n\nDelete this directory once the data directory is right again.\n")
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(directory)
+
+
 def _mark_kept(directory: Path, message: str) -> None:
     """`KEPT_MARK` written into a staging directory the technician needs, so that no later run removes it."""
     try:
-        fd = os.open(directory / KEPT_MARK, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "w") as f:
-            f.write(f"{message}\n\nDelete this directory once the data directory is right again.\n")
+        _write_mark(directory, KEPT_MARK, message)
     except OSError as exc:  # a full disk: the directory is still named in the message
         log.warning(
             "backup restore: cannot mark %s as kept, got %s; a verify or restore over an hour from now will remove it",

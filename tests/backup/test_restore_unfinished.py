@@ -1,0 +1,267 @@
+"""No backup keeps a part-restored box, and a restore cut short during its renames says where each file is.
+
+A restore that could not put every file back kept its staging directory and left the services stopped, but
+the nightly backup still ran: it kept the mixed data directory as a good generation, and its rotation pushed
+out one taken before the restore, a whole one. A restore killed during its renames (a power cut, SIGKILL)
+left no word at all: its staging directory, holding the backup's files not yet in place, was removed as a
+leftover an hour later, and the backups went on. And `archive.restore` took no backup lock, so a backup could
+run beside it. Every restore cut short here is a real process killed at a real rename.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from gateway.backup import archive
+from gateway.backup.config import BackupConfig
+from gateway.backup.schedule import Job, read_status, run_backup
+from tests.backup.test_restore_atomic import NIGHT, _backup, _next_day, _rows
+from tests.backup.test_restore_config import SERVICE_USER, as_root
+from tests.backup.test_restore_leftovers import _STUCK, _age, _staging, aside_made_immutable  # noqa: F401 (fixture)
+
+REPO = Path(__file__).parents[2]
+
+# archive.restore in a process of its own, killed (SIGKILL: nothing runs after it, as at a power cut) as it is
+# about to put the backup's buffer.db in place: the box's files are aside by then, the backup's not all in place
+_KILLED_AT_A_RENAME = """
+import os, signal, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from gateway.backup import archive
+
+backup, data_dir, config = sys.argv[1:]
+
+def audit(event, args):
+    if event == "os.rename" and os.fspath(args[1]) == os.path.join(data_dir, "buffer.db"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sys.addaudithook(audit)
+archive.restore(Path(backup), data_dir=Path(data_dir), config_path=Path(config), gateway_id="fixture-gw",
+                now=datetime(2026, 12, 4, tzinfo=UTC))
+"""
+
+
+def _job(config: Path, data_dir: Path, share: Path) -> Job:
+    return Job(gateway_id="fixture-gw", data_dir=data_dir, config_path=config, config=BackupConfig(directory=share))
+
+
+def _restore_killed(path: Path, config: Path, data_dir: Path) -> Path:
+    """The restore of `path` killed half-way through its renames; returns its staging directory, which stays."""
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_A_RENAME, str(path), str(data_dir), str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    [staging] = _staging(data_dir)
+    return staging
+
+
+def test_a_restore_killed_during_its_renames_leaves_a_mark_that_says_where_each_file_is(
+    box: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, data_dir = box
+    path = _backup(config, data_dir, tmp_path / "share")
+    _next_day(config, data_dir)
+    staging = _restore_killed(path, config, data_dir)
+    [aside] = sorted(data_dir.glob(".pre-restore-*"))
+    assert not (data_dir / "buffer.db").exists()  # the box's went aside, the backup's did not come: a mixed box
+    assert (aside / "data" / "buffer.db").is_file()
+    mark = (staging / archive.UNDER_WAY_MARK).read_text()
+    assert mark.startswith(f"backup restore: {path} into {data_dir}, started 2026-12-04T00:00:00+00:00, was cut short")
+    assert f"The previous files are under {aside}, the backup's not yet in place under {staging};" in mark
+    assert archive.unfinished_restores(data_dir) == [staging / archive.UNDER_WAY_MARK]
+    # a day later, the next check leaves it where a killed verify's or stage's leftovers are removed
+    _age(staging, 24)
+    archive.verify(path, data_dir=data_dir)
+    assert _staging(data_dir) == [staging]
+    assert (staging / "0").exists() or any(staging.iterdir())
+
+
+def test_no_backup_is_taken_while_a_restore_cut_short_left_its_mark(
+    box: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The nightly run fails, recorded for the alarms, with nothing written and nothing rotated; a whole restore
+    lifts it and the next backup is taken."""
+    config, data_dir = box
+    share = tmp_path / "share"
+    path = _backup(config, data_dir, share)
+    _next_day(config, data_dir)
+    staging = _restore_killed(path, config, data_dir)
+    before = sorted(share.iterdir())
+    with pytest.raises(archive.BackupError) as refused:
+        run_backup(_job(config, data_dir, share), NIGHT.replace(day=5))
+    assert str(refused.value) == (
+        f"backup: no backup taken: a restore into {data_dir} did not finish, and the data directory may hold files "
+        f"from before and after it; {staging / archive.UNDER_WAY_MARK} says where each part is: put the data "
+        f"directory right (or restore again), then delete {staging} and back up again"
+    )
+    assert sorted(share.iterdir()) == before
+    assert read_status(data_dir)["last_failure"]["error"] == str(refused.value)
+    # restored again, whole: the mark no longer holds, and the backups go on
+    with caplog.at_level(logging.WARNING, logger="gateway.backup"):
+        archive.restore(path, data_dir=data_dir, config_path=config, gateway_id="fixture-gw", now=NIGHT.replace(day=5))
+    assert _rows(data_dir) == 900
+    assert archive.unfinished_restores(data_dir) == []
+    assert f"backup restore: {staging / archive.UNDER_WAY_MARK} no longer holds" in caplog.text
+    taken = run_backup(_job(config, data_dir, share), NIGHT.replace(day=6))
+    assert taken.is_file()
+    assert read_status(data_dir)["ok"] is True
+
+
+@pytest.mark.usefixtures("aside_made_immutable")
+def test_no_backup_is_taken_after_a_restore_that_could_not_put_every_file_back(
+    box: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, data_dir = box
+    path = _backup(config, data_dir, tmp_path / "share")
+    child = subprocess.run(
+        [sys.executable, "-c", _STUCK, str(path), str(data_dir), str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == 3, child.stderr
+    [kept] = _staging(data_dir)
+    with pytest.raises(archive.BackupError, match=r"a restore into .* did not finish") as refused:
+        _backup(config, data_dir, tmp_path / "later")
+    assert f"; {kept / archive.KEPT_MARK} says where each part is" in str(refused.value)
+    assert not (tmp_path / "later").exists()
+
+
+# archive.restore in a process of its own, SIGINT at the rename of buffer.db into place: the swap takes every rename
+# back; as the staging directory is then removed, the child says whether the mark of a restore under way is still in it
+_INTERRUPTED = """
+import os, signal, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from gateway.backup import archive
+
+backup, data_dir, config = sys.argv[1:]
+fired = []
+
+def audit(event, args):
+    if event == "os.rename" and os.fspath(args[1]) == os.path.join(data_dir, "buffer.db") and not fired:
+        fired.append(args)
+        os.kill(os.getpid(), signal.SIGINT)
+    if event == "shutil.rmtree" and os.path.basename(os.fspath(args[0])).startswith(archive.STAGING_PREFIX):
+        print("marked" if os.path.exists(os.path.join(args[0], archive.UNDER_WAY_MARK)) else "unmarked", flush=True)
+
+sys.addaudithook(audit)
+archive.restore(Path(backup), data_dir=Path(data_dir), config_path=Path(config), gateway_id="fixture-gw",
+                now=datetime(2026, 12, 4, tzinfo=UTC))
+"""
+
+
+def test_a_restore_that_put_every_file_back_removes_its_mark_first(box: tuple[Path, Path], tmp_path: Path) -> None:
+    """Killed between its undo and the staging directory's removal, it must not stop the backups of a whole box."""
+    config, data_dir = box
+    path = _backup(config, data_dir, tmp_path / "share")
+    child = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED, str(path), str(data_dir), str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGINT, child.stderr
+    assert child.stdout.split() == ["unmarked"], child.stderr
+    assert archive.unfinished_restores(data_dir) == []
+    assert _backup(config, data_dir, tmp_path / "later").is_file()
+
+
+def test_a_restore_waits_for_a_backup_that_runs(box: tuple[Path, Path], tmp_path: Path) -> None:
+    """`archive.restore` holds the backup lock as the CLI's restore does: Busy, with nothing changed, while it is held."""
+    config, data_dir = box
+    path = _backup(config, data_dir, tmp_path / "share")
+    _next_day(config, data_dir)
+    rows = _rows(data_dir)
+    held, release = threading.Event(), threading.Event()
+
+    def backup_running() -> None:
+        with archive.box_locked(data_dir, within_s=0, where="test", fix="-"):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=backup_running)
+    holder.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(archive.Busy, match=r"backup restore: the backup lock on .* got no lock within 0\.3 s"):
+            archive.restore(
+                path, data_dir=data_dir, config_path=config, gateway_id="fixture-gw", now=NIGHT, box_wait_s=0.3
+            )
+    finally:
+        release.set()
+        holder.join()
+    assert _rows(data_dir) == rows < 900  # the next day's rows: nothing restored
+    archive.restore(path, data_dir=data_dir, config_path=config, gateway_id="fixture-gw", now=NIGHT)
+    assert _rows(data_dir) == 900
+
+
+# `archive.create` as the service user (the nightly job's), in a process of its own; prints the backup or the refusal
+_AS_SERVICE_USER = """
+import os, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from gateway.backup import archive
+
+uid, gid, where, data_dir, config, out_dir = sys.argv[1:]
+os.chdir(where)  # as root: the paths below are relative to it, past the test's root-only directories
+os.setresgid(int(gid), int(gid), int(gid))
+os.setgroups([])
+os.setresuid(int(uid), int(uid), int(uid))
+try:
+    print(archive.create(data_dir=Path(data_dir), config_path=Path(config), gateway_id="fixture-gw",
+                         out_dir=Path(out_dir), now=datetime(2026, 12, 5, tzinfo=UTC)))
+except archive.BackupError as exc:
+    print(exc)
+"""
+
+
+@as_root
+def test_the_service_users_backup_sees_the_mark_of_a_root_restore_cut_short(
+    box: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`sudo edgegw backup restore` makes its staging directory as root; the nightly job runs as the service user."""
+    config, data_dir = box
+    path = _backup(config, data_dir, tmp_path / "share")
+    for p in [data_dir, *data_dir.rglob("*"), config]:
+        os.chown(p, *SERVICE_USER)
+    data_dir.chmod(0o750)  # /var/lib/edgegw, the service user's: StateDirectoryMode=0750
+    tmp_path.chmod(0o711)  # the child's working directory, which its relative paths go through
+    staging = _restore_killed(path, config, data_dir)
+    nightly = tmp_path / "nightly"
+    nightly.mkdir()
+    os.chown(nightly, *SERVICE_USER)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _AS_SERVICE_USER,
+            *map(str, SERVICE_USER),
+            str(tmp_path),
+            "data",
+            "gateway.toml",
+            "nightly",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.startswith("backup: no backup taken: a restore into data did not finish"), child.stdout
+    assert f"; data/{staging.name}/{archive.UNDER_WAY_MARK} says where each part is" in child.stdout
+    assert list(nightly.iterdir()) == []
