@@ -78,7 +78,13 @@ def read_status(data_dir: Path) -> dict[str, Any]:
 
 
 def status_line(data_dir: Path) -> str | None:
-    """`edgegw status`'s backup line: the last outcome, a failure first (None before any backup)."""
+    """`edgegw status`'s backup line: a restore that did not finish (no backup is taken until it is put right),
+    else the last outcome, a failure first (None before any backup)."""
+    if marks := archive.unfinished_restores(data_dir):
+        return (
+            f"backup: REFUSED until a restore that did not finish is put right: {marks[0]} says where each part of "
+            f"the data directory is; then delete {marks[0].parent}"
+        )
     doc = read_status(data_dir)
     if doc.get("ok") is False and "last_failure" in doc:
         return f"backup: FAILED at {doc['last_failure']['at']}: {doc['last_failure']['error']}"

@@ -22,7 +22,7 @@ import pytest
 
 from gateway.backup import archive
 from gateway.backup.config import BackupConfig
-from gateway.backup.schedule import Job, read_status, run_backup
+from gateway.backup.schedule import Job, read_status, run_backup, status_line
 from tests.backup.test_restore_atomic import NIGHT, _backup, _next_day, _rows
 from tests.backup.test_restore_config import SERVICE_USER, as_root
 from tests.backup.test_restore_leftovers import _STUCK, _age, _staging, aside_made_immutable  # noqa: F401 (fixture)
@@ -108,6 +108,10 @@ def test_no_backup_is_taken_while_a_restore_cut_short_left_its_mark(
     )
     assert sorted(share.iterdir()) == before
     assert read_status(data_dir)["last_failure"]["error"] == str(refused.value)
+    assert status_line(data_dir) == (  # `edgegw status`, before the night's failure and after it
+        f"backup: REFUSED until a restore that did not finish is put right: {staging / archive.UNDER_WAY_MARK} says "
+        f"where each part of the data directory is; then delete {staging}"
+    )
     # restored again, whole: the mark no longer holds, and the backups go on
     with caplog.at_level(logging.WARNING, logger="gateway.backup"):
         archive.restore(path, data_dir=data_dir, config_path=config, gateway_id="fixture-gw", now=NIGHT.replace(day=5))
@@ -117,6 +121,7 @@ def test_no_backup_is_taken_while_a_restore_cut_short_left_its_mark(
     taken = run_backup(_job(config, data_dir, share), NIGHT.replace(day=6))
     assert taken.is_file()
     assert read_status(data_dir)["ok"] is True
+    assert status_line(data_dir) == f"backup: ok at 2026-12-06T18:12:00+00:00 ({taken})"
 
 
 @pytest.mark.usefixtures("aside_made_immutable")
