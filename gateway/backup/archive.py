@@ -1257,14 +1257,19 @@ class _Swap:
         data_dir, config_path = self._staged.data_dir, self._staged.config_path
         self.doing = f"make the directory for the previous files in {data_dir}"
         self._aside = aside = _aside_dir(data_dir, now)
+        # the previous files are the service user's: so is what holds them, for it to list and delete (root restores)
+        mine = [aside]
         if config_path.exists():
             self.doing = f"keep a copy of {config_path} in {aside}"
             self._config_copy = aside / config_path.name
             shutil.copy2(config_path, self._config_copy)
+            mine.append(self._config_copy)
         out, into = _plan(self._staged, aside, exclude)
         for _, to in out:
             self.doing = f"make the directory {to.parent}"
             to.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside `aside`: removed by undo if empty
+            mine.extend(d for d in (to.parent, *to.parent.parents) if d not in mine and aside in d.parents)
+        _give_to(self._owner, mine)
         for _, to in into:
             self._make_dirs(to.parent)
         self.doing = f"mark {self._staged.directory} as a restore under way"

@@ -74,6 +74,19 @@ def test_a_root_restore_keeps_the_configs_owner_and_gives_the_lock_it_makes_to_t
     assert (lock.st_uid, lock.st_gid) == SERVICE_USER  # the gateway's next apply can still open it
 
 
+@as_root
+def test_a_root_restore_gives_the_previous_files_directory_to_the_service_user(box: tuple[Path, Path]) -> None:
+    """They were the service user's files: it lists and deletes what holds them (root made it only 0700 root's)."""
+    config, data_dir = box
+    path = _backup(config, data_dir)
+    for p in [config, data_dir, *data_dir.rglob("*")]:
+        os.chown(p, *SERVICE_USER)
+    aside = _restore(path, config, data_dir)  # `sudo edgegw backup restore`
+    owners = {str(p.relative_to(aside)): (p.stat().st_uid, p.stat().st_gid) for p in [aside, *aside.rglob("*")]}
+    assert "data/web/accounts.db" in owners
+    assert owners == dict.fromkeys(owners, SERVICE_USER)
+
+
 def test_a_restore_onto_a_full_etc_leaves_the_config_and_the_data_as_they_were(
     box: tuple[Path, Path], tmp_path: Path, tmpfs: Callable[..., Path]
 ) -> None:
