@@ -5,6 +5,10 @@ any row is shown or sent (gateway.wifilog.cli.audit_detail: the terms used and a
 their values). The store is opened as a reader (Access.READ_ONLY): the web process runs as the gateway's
 user with the data directory read-only (ReadOnlyPaths=), and writes nothing there; what keeps it from
 reading (no gateway holding the log open, a damaged file) is said on the page (503), never a 500.
+
+The store's SQLite runs in worker threads, its close too: close() waits for a search still running in its
+thread (the store serialises its connection), which a handler cancelled mid-search (its client went away)
+leaves behind; waiting for it on the event loop stalled every other user's page.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import json
 import logging
 import sqlite3
 import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,29 +76,57 @@ async def _form(request: web.Request) -> dict[str, str]:
     return {k: str(data.get(k, "")).strip()[:200] for k in _FIELDS}
 
 
-def _page(request: web.Request, store: WifiLogStore, extra: dict[str, Any], status: int = 200) -> web.Response:
+def _overview(store: WifiLogStore) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    return store.certificates(), store.stats()
+
+
+async def _page(request: web.Request, store: WifiLogStore, extra: dict[str, Any], status: int = 200) -> web.Response:
+    certificates, stats = await asyncio.to_thread(_overview, store)
     context = {
         "form": dict.fromkeys(_FIELDS, ""),
         "sessions": None,
         "error": None,
         "error_text": None,
-        "certificates": store.certificates(),
-        "stats": store.stats(),
+        "certificates": certificates,
+        "stats": stats,
         "limit": RESULT_LIMIT,
         **extra,
     }
     return render(request, "wifi.html", context, status=status)
 
 
-async def _open(request: web.Request) -> WifiLogStore | web.Response:
-    """The log opened as a reader, or the page saying why it cannot be read (503)."""
+@asynccontextmanager
+async def _opened(request: web.Request) -> AsyncIterator[WifiLogStore | web.Response]:
+    """The log opened as a reader, or the page saying why it cannot be read (503); closed in a worker thread
+    however the handler ends, cancelled too (the close is shielded: it goes on while the handler is cancelled)."""
+    store = await _open(request)
+    if isinstance(store, web.Response):
+        yield store
+        return
     try:
-        return await asyncio.to_thread(WifiLogStore, _data_dir(request), access=Access.READ_ONLY)
+        yield store
+    finally:
+        await asyncio.shield(asyncio.to_thread(store.close))
+
+
+async def _open(request: web.Request) -> WifiLogStore | web.Response:
+    # shielded: a handler cancelled while its thread opens the store leaves the store to _close_unused
+    opening = asyncio.ensure_future(asyncio.to_thread(WifiLogStore, _data_dir(request), access=Access.READ_ONLY))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_unused)
+        raise
     except (StoreUnavailable, StoreUnreadable) as exc:  # logged by the store's opener
         return _unreadable(request, exc)
     except (GatewayError, sqlite3.Error, OSError) as exc:
         log.warning("web: Wi-Fi log not read: %s", exc)
         return _unreadable(request, exc)
+
+
+def _close_unused(opening: asyncio.Future[WifiLogStore]) -> None:
+    if not opening.cancelled() and opening.exception() is None:  # a failed open has nothing to close
+        asyncio.get_running_loop().run_in_executor(None, opening.result().close)
 
 
 def _unreadable(request: web.Request, exc: Exception) -> web.Response:
@@ -112,13 +146,10 @@ def _unreadable(request: web.Request, exc: Exception) -> web.Response:
 @routes.get("/wifi")
 @requires(Role.WIFI_AUDITOR)
 async def wifi_page(request: web.Request) -> web.StreamResponse:
-    store = await _open(request)
-    if isinstance(store, web.Response):
-        return store
-    try:
-        return _page(request, store, {})
-    finally:
-        store.close()
+    async with _opened(request) as store:
+        if isinstance(store, web.Response):
+            return store
+        return await _page(request, store, {})
 
 
 async def _search(
@@ -127,11 +158,11 @@ async def _search(
     """The form's query run and audited as `action`, or the page again with what is wrong (400):
     an inquiry needs its reference (the request that justifies it) and a valid query."""
     if not form["reference"]:
-        return _page(request, store, {"form": form, "error": "wifi.reference_required"}, status=400)
+        return await _page(request, store, {"form": form, "error": "wifi.reference_required"}, status=400)
     try:
         query = _query(form)
     except GatewayError as exc:
-        return _page(request, store, {"form": form, "error_text": exc.message}, status=400)
+        return await _page(request, store, {"form": form, "error_text": exc.message}, status=400)
     try:
         key = await asyncio.to_thread(inquiry_key, store.secrets)
     except GatewayError as exc:  # no signing key yet: the gateway's Wi-Fi log makes it at its start
@@ -147,26 +178,22 @@ async def _search(
 @requires(Role.WIFI_AUDITOR)
 async def wifi_search(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
-    store = await _open(request)
-    if isinstance(store, web.Response):
-        return store
-    try:
+    async with _opened(request) as store:
+        if isinstance(store, web.Response):
+            return store
         found = await _search(request, store, form, "wifi.search")
         if isinstance(found, web.Response):
             return found
-        return _page(request, store, {"form": form, "sessions": found[1]})
-    finally:
-        store.close()
+        return await _page(request, store, {"form": form, "sessions": found[1]})
 
 
 @routes.post("/wifi/export")
 @requires(Role.WIFI_AUDITOR)
 async def wifi_export(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
-    store = await _open(request)
-    if isinstance(store, web.Response):
-        return store
-    try:
+    async with _opened(request) as store:
+        if isinstance(store, web.Response):
+            return store
         found = await _search(request, store, form, "wifi.export")
         if isinstance(found, web.Response):
             return found
@@ -176,8 +203,6 @@ async def wifi_export(request: web.Request) -> web.StreamResponse:
         body = await asyncio.to_thread(
             _zip, store, sessions, query, form["reference"], current_user(request).name, now, stem
         )
-    finally:
-        store.close()
     return web.Response(
         body=body,
         content_type="application/zip",
@@ -208,13 +233,10 @@ def _zip(
 @routes.get("/wifi/certificates/{period:[0-9]{4}-[0-9]{2}}.json")
 @requires(Role.WIFI_AUDITOR)
 async def wifi_certificate(request: web.Request) -> web.StreamResponse:
-    store = await _open(request)
-    if isinstance(store, web.Response):
-        return store
-    try:
-        certs = {c["period"]: c for c in store.certificates()}
-    finally:
-        store.close()
+    async with _opened(request) as store:
+        if isinstance(store, web.Response):
+            return store
+        certs = {c["period"]: c for c in await asyncio.to_thread(store.certificates)}
     cert = certs.get(request.match_info["period"])
     if cert is None:
         raise web.HTTPNotFound()
