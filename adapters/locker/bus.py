@@ -7,14 +7,19 @@ A status cycle asks every online board once; a board that gives no valid reply `
 times in a row is offline and from then on only probed, with a doubling delay, so its timeouts do
 not slow the cycle of the others. An unlock waits for the lock, is sent, and the board is polled
 at once so the caller learns whether the door really opened. The blocking pyserial calls run in a
-worker thread; the loop never blocks.
+worker thread; the loop never blocks. Writes are bounded (`_write_timeout`): a line that stopped
+taking data is the link lost, like any failed line (closed, reopened after a pause that doubles while
+it keeps failing), not a thread held in the port for good with every close behind it. An exchange
+that reaches a port closed under it says so, as one after the close does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import termios
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -83,12 +88,25 @@ def decode_status(cfg: BoardConfig, frame: bytes) -> codec.BoardStatus:
     return codec.decode_xor_status(frame, board=cfg.address, channels=m.locks, polarity=cfg.polarity)
 
 
+# The longest request sent (a CU48 query or unlock) is 6 bytes: 50 ms of 8N1 at 1200 baud, the slowest
+# a bus is set to. Ten times that at the line's baud, and a quarter second more for a USB-serial
+# adapter's latency timer, a TCP serial server's round trip and the scheduler, is far beyond what a
+# line taking data needs; a write still waiting then waits for one that stopped taking data (the
+# adapter or server off or hung, the cable out, flow control holding the line).
+_LONGEST_REQUEST = 6
+
+
+def _write_timeout(baud: int) -> float:
+    return round(0.25 + 10 * _LONGEST_REQUEST * 10 / baud, 2)
+
+
 class SerialLink:
     """Bytes to and from one serial line; blocking pyserial calls in a worker thread, one at a time."""
 
     def __init__(self, cfg: BusConfig, dialect: codec.Dialect) -> None:
         self.url = serial_url(cfg.port)
         self.baud = cfg.baud
+        self.write_timeout = _write_timeout(cfg.baud)
         self.dialect = dialect
         self.discarded = 0  # noise bytes dropped while looking for a frame
         self._port: serial.SerialBase | None = None
@@ -100,7 +118,9 @@ class SerialLink:
 
     async def open(self) -> None:
         try:
-            self._port = await asyncio.to_thread(serial.serial_for_url, self.url, baudrate=self.baud, timeout=0.2)
+            self._port = await asyncio.to_thread(
+                serial.serial_for_url, self.url, baudrate=self.baud, timeout=0.2, write_timeout=self.write_timeout
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"locker bus {self.url}: cannot open the port, got {exc}") from None
 
@@ -124,14 +144,20 @@ class SerialLink:
             return await asyncio.to_thread(self._blocking, port, ex, timeout)
         except BoardTimeout:
             raise  # a TimeoutError, so an OSError too: the board's silence, not the line's failure
+        except LinkError:
+            if self._port is port:  # the line stopped taking data; a port closed under the exchange is gone already
+                await self.close()
+            raise
         except (serial.SerialException, OSError) as exc:
             await self.close()
             raise LinkError(f"locker bus {self.url}: the line failed, got {exc}") from None
 
     def _blocking(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
         with self._thread_lock:
+            if not port.is_open:  # closed between the exchange taking it and this thread reaching it
+                raise LinkError(f"locker bus {self.url}: the port is closed, got an exchange")
             port.reset_input_buffer()
-            port.write(ex.request)
+            self._write(port, ex.request)
             if ex.reply_len == 0:
                 port.flush()
                 return None
@@ -156,6 +182,24 @@ class SerialLink:
                     self.discarded += split.discarded
                     return split.frames[0]
                 need = max(1, ex.reply_len - len(split.remainder))
+
+    def _write(self, port: serial.SerialBase, request: bytes) -> None:
+        try:
+            port.write(request)
+        except serial.SerialTimeoutException:
+            # What the line still holds goes: a line taking data again must get neither requests that
+            # already failed (their replies read as a later request's) nor an unlock long given up, and
+            # a port closed with output queued waits for it to drain (30 s on a UART by default). A port
+            # that refuses even that is gone altogether; the stall is still what to report.
+            with contextlib.suppress(OSError, termios.error):
+                port.reset_output_buffer()
+            raise LinkError(
+                f"locker bus {self.url}: the line stopped taking data, got a {len(request)}-byte request not taken"
+                f" within {self.write_timeout:g} s; check the cable, the power of the RS-485 adapter or TCP serial"
+                " server and the port's flow control (RTS/CTS)",
+                request_bytes=len(request),
+                write_timeout=self.write_timeout,
+            ) from None
 
 
 @dataclass(slots=True)
@@ -229,25 +273,23 @@ class LockerBus:
         delay = 1.0
         try:
             while True:
-                if not self.link.is_open:
-                    try:
-                        await self.link.open()
-                    except LinkError as exc:
-                        self.link_error = str(exc)
-                        self._line.fail(str(exc), logging.WARNING, "bus %s: %s", self.name, exc)
-                        await self._pause(delay)
-                        delay = min(delay * 2, 60.0)
-                        continue
-                    self.link_error = ""
-                    self._line.ok("bus %s: port open again", self.name)
-                    delay = 1.0
-                started = self.clock()
                 try:
+                    if not self.link.is_open:
+                        await self.link.open()
+                    started = self.clock()
                     await self.cycle()
                 except LinkError as exc:
+                    # The pause also comes after a port that opened and failed: a line that stopped
+                    # taking data opens fine every time, and would be reopened (and logged) over and over.
                     self.link_error = str(exc)
                     self._line.fail(str(exc), logging.WARNING, "bus %s: %s", self.name, exc)
+                    await self._pause(delay)
+                    delay = min(delay * 2, 60.0)
                     continue
+                # back once a cycle went through, not at the open: the stall follows the open at once
+                self.link_error = ""
+                self._line.ok("bus %s: port open again", self.name)
+                delay = 1.0
                 self.last_cycle_s = self.clock() - started
                 await self._pause(max(0.0, self.poll_interval - self.last_cycle_s))
         finally:

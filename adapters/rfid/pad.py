@@ -5,21 +5,24 @@ lock): a reader answers one request at a time, and a late reply must never be ta
 request's. A cancelled call's thread goes on until its timeout, so the port has a thread lock too:
 the next exchange, and `close`, wait for that thread to leave the port (a close under it would free
 the fd, a number the next `open()` anywhere is given); an exchange after close is the reader lost
-and touches nothing. A corrupt frame on the line, or a sound reply to another control byte (the late
-answer to a request that timed out), is counted (`frame_errors`, by error code), logged at DEBUG and
-skipped, as the reply may still follow; only when none does is the request an error. A late reply
-with the request's own control byte cannot be told from the reply (the protocol numbers nothing);
-the parsers' length checks refuse most of them. Tags are
-decoded with the ISO 28560-3 (Danish) codec first and ISO 28560-2 second; a tag neither decodes is
-reported with its error code, never dropped.
+and touches nothing. A write is bounded too (`_write_timeout`): a pad that stopped taking data is the
+reader lost, not a thread held in the port for good with every close behind it. A corrupt frame on
+the line, or a sound reply to another control byte (the late answer to a request that timed out),
+is counted (`frame_errors`, by error code), logged at DEBUG and skipped, as the reply may still
+follow; only when none does is the request an error. A late reply with the request's own control
+byte cannot be told from the reply (the protocol numbers nothing); the parsers' length checks refuse
+most of them. Tags are decoded with the ISO 28560-3 (Danish) codec first and ISO 28560-2 second; a
+tag neither decodes is reported with its error code, never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import logging
+import termios
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -74,11 +77,23 @@ class PadTag:
     error: str = ""  # the codec's error code when undecodable
 
 
+# The longest request sent (read-blocks) is 17 bytes: 18 ms of 8N1 at 9600 baud, the slowest a pad is
+# set to. Ten times that at the port's baud, and a quarter second more for a USB-serial adapter's
+# latency timer and the scheduler, is far beyond what a pad taking data needs; a write still waiting
+# then waits for a pad that stopped taking data (off, cable out, flow control holding the line).
+_LONGEST_REQUEST = 17
+
+
+def _write_timeout(baudrate: int) -> float:
+    return round(0.25 + 10 * _LONGEST_REQUEST * 10 / baudrate, 2)
+
+
 class SerialPad:
     """One reader on one serial port (`url`: a device path, a pty, or any pyserial URL)."""
 
     def __init__(self, url: str, *, baudrate: int = 38400, com_adr: int = 255, timeout_s: float = 0.5) -> None:
-        self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout_s)
+        self._write_timeout = _write_timeout(baudrate)
+        self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout_s, write_timeout=self._write_timeout)
         self._url = url
         self._com_adr = com_adr
         self._timeout = timeout_s
@@ -88,7 +103,8 @@ class SerialPad:
         self.frame_errors: collections.Counter[str] = collections.Counter()  # dropped frames by error code
 
     def close(self) -> None:
-        """Close the port once no exchange is in it: blocks up to the timeout, so call it from a worker thread."""
+        """Close the port once no exchange is in it: blocks up to the write and read timeouts, so call it from a
+        worker thread."""
         with self._thread_lock:
             self._closed = True
             self._port.close()
@@ -107,7 +123,7 @@ class SerialPad:
     def _exchange(self, request: bytes) -> FeigResponse:
         self._port.reset_input_buffer()
         reader = FrameReader()  # nothing of an earlier exchange may count for this one
-        self._port.write(request)
+        self._write(request)
         deadline = time.monotonic() + self._timeout
         dropped: FeigFrameError | None = None
         while time.monotonic() < deadline:
@@ -124,6 +140,25 @@ class SerialPad:
         if dropped is not None:
             raise dropped  # a reply came, corrupt: say why rather than "no reply"
         raise FeigFrameError("rfid feig reader", "no reply within the timeout", f"{self._timeout} s", "check the cable")
+
+    def _write(self, request: bytes) -> None:
+        try:
+            self._port.write(request)
+        except serial.SerialTimeoutException:
+            # What the line still holds goes: a pad taking data again must not answer requests that
+            # already failed (their replies read as a later request's), and a port closed with output
+            # queued waits for it to drain (30 s on a UART by default). A port that refuses even that is
+            # gone altogether; the stall is still what to report.
+            with contextlib.suppress(OSError, termios.error):
+                self._port.reset_output_buffer()
+            raise FeigFrameError(
+                f"rfid pad {self._url}",
+                "the pad stopped taking data",
+                f"a {len(request)}-byte request not taken within {self._write_timeout:g} s",
+                "check the cable, the pad's power and the port's flow control (RTS/CTS)",
+                request_bytes=len(request),
+                write_timeout=self._write_timeout,
+            ) from None
 
     def _decode(self, reader: FrameReader) -> tuple[list[FeigResponse], FeigFrameError | None]:
         """Every whole frame buffered in `reader`; a bad one is counted, logged and skipped (the last is returned)."""

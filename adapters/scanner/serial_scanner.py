@@ -4,13 +4,17 @@
 reads a pyserial port in a worker thread and hands each scan over with the monotonic time its last
 byte arrived, which the latency figures are measured from. A cancelled read's thread goes on until
 the read's timeout, so `close` waits for the thread in the port (a close under it would free the
-fd, a number the next `open()` anywhere is given); a read or a send after close touches nothing.
+fd, a number the next `open()` anywhere is given); a read or a send after close touches nothing. A
+send is bounded (`_write_timeout`): a scanner that stopped taking data is lost, its port closed there
+and then, rather than a thread held in the port for good with every read and close behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import termios
 import threading
 import time
 from collections.abc import AsyncGenerator
@@ -80,18 +84,30 @@ class LineSplitter:
         return out
 
 
+# What is sent is a vendor's beep command, a handful of bytes; 16 is ample. Ten times 16 bytes of 8N1
+# at the port's baud (0.17 s at the default 9600), and a quarter second more for a USB-serial adapter's
+# latency timer and the scheduler, is far beyond what a scanner taking data needs; a write still
+# waiting then waits for one that stopped taking data (off, cable out, flow control holding the line).
+_LONGEST_COMMAND = 16
+
+
+def _write_timeout(baudrate: int) -> float:
+    return round(0.25 + 10 * _LONGEST_COMMAND * 10 / baudrate, 2)
+
+
 class SerialScanner:
     """Scans from one serial port (`url`: device path, pty or pyserial URL) until the port goes away."""
 
     def __init__(self, url: str, config: FramingConfig, *, baudrate: int = 9600) -> None:
-        self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
+        self._write_timeout = _write_timeout(baudrate)
+        self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05, write_timeout=self._write_timeout)
         self._url = url
         self._splitter = LineSplitter(config)
         self._thread_lock = threading.Lock()  # a cancelled read's thread may still be in the port
         self._closed = False
 
     def close(self) -> None:
-        """Close the port once no read or send is in it (up to the read's 50 ms)."""
+        """Close the port once no read or send is in it (up to the read's 50 ms, or the send's write timeout)."""
         with self._thread_lock:
             self._closed = True
             self._port.close()
@@ -108,7 +124,24 @@ class SerialScanner:
 
     def _write(self, data: bytes) -> None:
         with self._thread_lock:
-            self._live_port("send").write(data)
+            port = self._live_port("send")
+            try:
+                port.write(data)
+            except serial.SerialTimeoutException:
+                # The scanner is lost: what the line still holds goes (a port closed with output queued
+                # waits for it to drain, 30 s on a UART by default), and so does the port; found again,
+                # the scanner starts on a port of its own. One that refuses even the flush is gone.
+                with contextlib.suppress(OSError, termios.error):
+                    port.reset_output_buffer()
+                self._closed = True
+                port.close()
+                raise ScannerPortClosed(
+                    f"serial scanner {self._url}: the scanner stopped taking data, got a {len(data)}-byte command"
+                    f" not taken within {self._write_timeout:g} s; check the cable, the scanner's power and the"
+                    " port's flow control (RTS/CTS)",
+                    command_bytes=len(data),
+                    write_timeout=self._write_timeout,
+                ) from None
 
     def _read(self) -> tuple[bytes, float]:
         with self._thread_lock:
