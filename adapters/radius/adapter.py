@@ -59,4 +59,6 @@ async def _shutdown(listener: RadiusAccountingServer, store: WifiLogStore) -> No
     """Sockets first, then the store (its close waits for a commit still running in a worker thread)."""
     await listener.close()
     await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
-    store.close()
+    # in a thread, as the wait for that commit would stall every adapter and uplink on the loop; shielded,
+    # so that a second cancellation ends the run without keeping the close from running
+    await asyncio.shield(asyncio.to_thread(store.close))

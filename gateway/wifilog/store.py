@@ -275,7 +275,8 @@ class WifiLogStore:
             self._db.close()
 
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        with self._lock:  # the connection is shared with worker threads' commits and close()
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     @property
     def signer(self) -> Signer:
