@@ -148,9 +148,10 @@ class SerialLink:
             if self._port is port:  # the line stopped taking data; a port closed under the exchange is gone already
                 await self.close()
             raise
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
+            # termios.error (no OSError) is what the input flush of a hung-up tty raises: the adapter pulled out
             await self.close()
-            raise LinkError(f"locker bus {self.url}: the line failed, got {exc}") from None
+            raise LinkError(f"locker bus {self.url}: the line failed, got {_os_text(exc)}") from None
 
     def _blocking(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
         with self._thread_lock:
@@ -200,6 +201,13 @@ class SerialLink:
                 request_bytes=len(request),
                 write_timeout=self.write_timeout,
             ) from None
+
+
+def _os_text(exc: Exception) -> str:
+    """An OSError's text; termios.error's (errno, text) in the same form."""
+    if isinstance(exc, termios.error) and len(exc.args) == 2:
+        return f"[Errno {exc.args[0]}] {exc.args[1]}"
+    return str(exc)
 
 
 @dataclass(slots=True)

@@ -118,7 +118,16 @@ class SerialPad:
                     "a request",
                     "the pad is opened again when it is found again",
                 )
-            return self._exchange(request)
+            try:
+                return self._exchange(request)
+            except termios.error as exc:  # no OSError: the input flush of a hung-up tty (the adapter pulled out)
+                got = f"[Errno {exc.args[0]}] {exc.args[1]}" if len(exc.args) == 2 else str(exc)
+                raise FeigFrameError(
+                    f"rfid pad {self._url}",
+                    "the port failed",
+                    got,
+                    "check the cable and the USB-serial adapter; the pad is opened again when it is found again",
+                ) from None
 
     def _exchange(self, request: bytes) -> FeigResponse:
         self._port.reset_input_buffer()
