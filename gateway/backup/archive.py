@@ -626,7 +626,7 @@ def _no_room(where: str, m: Member, scratch: _Scratch, exc: OSError) -> BackupEr
 
 def _check_sqlite(where: str, name: str, file: Path) -> None:
     try:
-        db = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{file.absolute().as_uri()}?mode=ro", uri=True)  # a data_dir given relative too
         try:
             rows = db.execute("PRAGMA quick_check").fetchall()
         finally:
@@ -740,7 +740,8 @@ def _remove_leftovers(data_dir: Path) -> None:
 
 
 def _marked(directory: str) -> str | None:
-    """The mark (`KEPT_MARK`, `UNDER_WAY_MARK`) of a staging directory that must stay, if it has one."""
+    """The mark of a staging directory that must stay, if it has one: `KEPT_MARK` first, the one that says most
+    (a restore that kept its directory also leaves its `UNDER_WAY_MARK`, in case `KEPT_MARK` cannot be written)."""
     for mark in (KEPT_MARK, UNDER_WAY_MARK):
         if os.path.lexists(os.path.join(directory, mark)):
             return mark
@@ -1297,14 +1298,27 @@ class _Swap:
 
     def finished(self) -> None:
         """Every file in place, the config too: the mark of a restore under way removed, and those of earlier
-        restores that did not finish, which this one replaced whole (each directory then goes with the leftovers)."""
-        for mark in [Path(self._staged.directory, UNDER_WAY_MARK), *unfinished_restores(self._staged.data_dir)]:
-            with contextlib.suppress(FileNotFoundError):
-                mark.unlink()
-                if mark.parent != self._staged.directory:
-                    log.warning("backup restore: %s no longer holds: this restore replaced the data directory", mark)
-            with contextlib.suppress(OSError):  # best effort: a mark back after a power cut asks for a look, no more
-                fsync_dir(mark.parent)
+        restores that did not finish, which this one replaced whole (each directory then goes with the leftovers).
+        Never raises: the restore is done, and a mark that stays only asks for a look (and keeps backups off)."""
+        with contextlib.suppress(OSError):
+            Path(self._staged.directory, UNDER_WAY_MARK).unlink()
+        for earlier in unfinished_restores(self._staged.data_dir):
+            try:
+                for name in (KEPT_MARK, UNDER_WAY_MARK):
+                    with contextlib.suppress(FileNotFoundError):
+                        (earlier.parent / name).unlink()
+            except OSError as exc:  # a root restore's, and this one runs as the service user
+                log.warning(
+                    "backup restore: cannot remove %s, got %s; this restore replaced the data directory, so it no "
+                    "longer holds: delete %s as root, or no backup is taken",
+                    earlier,
+                    exc.strerror or exc,
+                    earlier.parent,
+                )
+                continue
+            log.warning("backup restore: %s no longer holds: this restore replaced the data directory", earlier)
+        with contextlib.suppress(OSError):  # best effort: a mark back after a power cut asks for a look, no more
+            fsync_dir(self._staged.data_dir)
 
     def _rename(self, frm: Path, to: Path) -> None:
         self._moved.append((frm, to))
@@ -1355,7 +1369,7 @@ class _Swap:
             )
             _mark_kept(self._staged.directory, message)
             raise RestoreIncomplete(message) from None
-        with contextlib.suppress(OSError):  # every file back: nothing for a backup to fear; it could not be written
+        with contextlib.suppress(OSError):  # every file back, the box whole: a mark that stays only asks for a look
             Path(self._staged.directory, UNDER_WAY_MARK).unlink()
         self._clear_aside()
 
@@ -1394,11 +1408,12 @@ def _mark_kept(directory: Path, message: str) -> None:
     """`KEPT_MARK` written into a staging directory the technician needs, so that no later run removes it."""
     try:
         _write_mark(directory, KEPT_MARK, message)
-    except OSError as exc:  # a full disk: the directory is still named in the message
+    except OSError as exc:  # a full disk: the directory is still named in the message, and still marked
         log.warning(
-            "backup restore: cannot mark %s as kept, got %s; a verify or restore over an hour from now will remove it",
+            "backup restore: cannot mark %s as kept, got %s; its %s mark keeps it all the same",
             directory,
             exc.strerror or exc,
+            UNDER_WAY_MARK,
         )
 
 

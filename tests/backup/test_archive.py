@@ -183,3 +183,17 @@ def test_a_failed_backup_is_logged_at_error_and_shown_in_status(
     assert [r.levelname for r in caplog.records if r.message.startswith("backup failed")] == ["ERROR"]
     line = status_line(data_dir)
     assert line is not None and line.startswith(f"backup: FAILED at {NIGHT.isoformat()}: backup: ")
+
+
+def test_a_data_directory_given_relative_is_verified_and_restored_into(
+    box: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gateway.data_dir = "data"` (a development box, `edgegw --config` from its directory): the sqlite check
+    opened each store by a file URI, which a relative path cannot be, and every verify and restore failed."""
+    config, data_dir = box
+    path = _backup(config, data_dir)
+    monkeypatch.chdir(data_dir.parent)
+    relative = Path(data_dir.name)
+    assert archive.verify(path, data_dir=relative).gateway_id == "fixture-gw"
+    aside = archive.restore(path, data_dir=relative, config_path=config, gateway_id="fixture-gw", now=NIGHT)
+    assert (aside / "data" / "buffer.db").is_file()  # the box's, moved aside for the backup's

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,11 @@ import pytest
 from gateway.backup import archive
 from gateway.backup.config import BackupConfig
 from gateway.backup.schedule import Job, read_status, run_backup, status_line
-from tests.backup.test_restore_atomic import NIGHT, _backup, _next_day, _rows
+from tests.backup.conftest import write_config
+from tests.backup.test_restore_atomic import NIGHT, _backup, _next_day, _rows, set_immutable
 from tests.backup.test_restore_config import SERVICE_USER, as_root
-from tests.backup.test_restore_leftovers import _STUCK, _age, _staging, aside_made_immutable  # noqa: F401 (fixture)
+from tests.backup.test_restore_leftovers import _STUCK, _age, _staging
+from tests.backup.test_restore_leftovers import aside_made_immutable as aside_made_immutable
 
 REPO = Path(__file__).parents[2]
 
@@ -81,11 +84,13 @@ def test_a_restore_killed_during_its_renames_leaves_a_mark_that_says_where_each_
     assert mark.startswith(f"backup restore: {path} into {data_dir}, started 2026-12-04T00:00:00+00:00, was cut short")
     assert f"The previous files are under {aside}, the backup's not yet in place under {staging};" in mark
     assert archive.unfinished_restores(data_dir) == [staging / archive.UNDER_WAY_MARK]
+    held = sorted(p.name for p in staging.iterdir())
+    assert len(held) > 1  # the mark, and the backup's files not yet in place
     # a day later, the next check leaves it where a killed verify's or stage's leftovers are removed
     _age(staging, 24)
     archive.verify(path, data_dir=data_dir)
     assert _staging(data_dir) == [staging]
-    assert (staging / "0").exists() or any(staging.iterdir())
+    assert sorted(p.name for p in staging.iterdir()) == held
 
 
 def test_no_backup_is_taken_while_a_restore_cut_short_left_its_mark(
@@ -124,9 +129,8 @@ def test_no_backup_is_taken_while_a_restore_cut_short_left_its_mark(
     assert status_line(data_dir) == f"backup: ok at 2026-12-06T18:12:00+00:00 ({taken})"
 
 
-@pytest.mark.usefixtures("aside_made_immutable")
-def test_no_backup_is_taken_after_a_restore_that_could_not_put_every_file_back(
-    box: tuple[Path, Path], tmp_path: Path
+def test_no_backup_is_taken_after_a_restore_that_could_not_put_every_file_back_until_a_whole_one(
+    box: tuple[Path, Path], tmp_path: Path, aside_made_immutable: Path
 ) -> None:
     config, data_dir = box
     path = _backup(config, data_dir, tmp_path / "share")
@@ -143,6 +147,15 @@ def test_no_backup_is_taken_after_a_restore_that_could_not_put_every_file_back(
         _backup(config, data_dir, tmp_path / "later")
     assert f"; {kept / archive.KEPT_MARK} says where each part is" in str(refused.value)
     assert not (tmp_path / "later").exists()
+    # put right the quickest way, by restoring again: the marks go (both: the kept one, and the one of a restore
+    # under way it leaves in case the kept one cannot be written), and the backups go on
+    for stuck in (aside_made_immutable, aside_made_immutable / "web"):
+        set_immutable(stuck, False)
+    archive.restore(path, data_dir=data_dir, config_path=config, gateway_id="fixture-gw", now=NIGHT.replace(day=5))
+    assert _rows(data_dir) == 900
+    assert archive.unfinished_restores(data_dir) == []
+    assert [m for m in (archive.KEPT_MARK, archive.UNDER_WAY_MARK) if (kept / m).exists()] == []
+    assert _backup(config, data_dir, tmp_path / "later").is_file()
 
 
 # archive.restore in a process of its own, SIGINT at the rename of buffer.db into place: the swap takes every rename
@@ -270,3 +283,76 @@ def test_the_service_users_backup_sees_the_mark_of_a_root_restore_cut_short(
     assert child.stdout.startswith("backup: no backup taken: a restore into data did not finish"), child.stdout
     assert f"; data/{staging.name}/{archive.UNDER_WAY_MARK} says where each part is" in child.stdout
     assert list(nightly.iterdir()) == []
+
+
+# `archive.restore` as the service user, in a process of its own; prints where the previous files went
+_RESTORE_AS_SERVICE_USER = """
+import os, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from gateway.backup import archive
+from gateway.config import load_config
+
+uid, gid, backup, data_dir, config = sys.argv[1:]
+# as root, what the restore imports on its way, from a Python under /root: the config's checks, the config lock
+load_config(Path(config))
+import gateway.control.ops_config
+os.setresgid(int(gid), int(gid), int(gid))
+os.setgroups([])
+os.setresuid(int(uid), int(uid), int(uid))
+print(archive.restore(Path(backup), data_dir=Path(data_dir), config_path=Path(config), gateway_id="fixture-gw",
+                      now=datetime(2026, 12, 5, tzinfo=UTC)))
+"""
+
+
+@pytest.fixture
+def searchable_to_here(tmp_path: Path) -> Iterator[None]:
+    """`tmp_path` and the test directories above it searchable by others, as /var/lib is on a box."""
+    above = [p for p in tmp_path.parents if p != Path(p.anchor) and p.stat().st_uid == os.geteuid()]
+    modes = {p: p.stat().st_mode & 0o7777 for p in [tmp_path, *above]}
+    for p, mode in modes.items():
+        p.chmod(mode | 0o011)
+    yield
+    for p, mode in modes.items():
+        p.chmod(mode)
+
+
+@as_root
+@pytest.mark.usefixtures("searchable_to_here")
+def test_the_service_users_whole_restore_after_a_root_one_cut_short_ends_well_and_says_what_is_left(
+    box: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """It cannot remove the root restore's mark: that is a warning for the technician, not a failed restore."""
+    _, data_dir = box
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    config = write_config(etc / "gateway.toml", data_dir)
+    share = tmp_path / "share"
+    path = _backup(config, data_dir, share)
+    for p in [data_dir, *data_dir.rglob("*"), etc, config, share, path]:
+        os.chown(p, *SERVICE_USER)
+    data_dir.chmod(0o750)
+    staging = _restore_killed(path, config, data_dir)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _RESTORE_AS_SERVICE_USER,
+            *map(str, SERVICE_USER),
+            str(path),
+            str(data_dir),
+            str(config),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.startswith(f"{data_dir}/.pre-restore-20261205T000000Z")
+    assert _rows(data_dir) == 900
+    assert (
+        f"backup restore: cannot remove {staging / archive.UNDER_WAY_MARK}, got Permission denied; this restore "
+        f"replaced the data directory, so it no longer holds: delete {staging} as root, or no backup is taken"
+    ) in child.stderr
+    assert archive.unfinished_restores(data_dir) == [staging / archive.UNDER_WAY_MARK]
