@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import gc
 import os
-import shutil
 import sqlite3
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,69 +25,15 @@ from typing import Any
 import pytest
 
 from gateway.accounts.store import Role
-from gateway.wifilog import EventKind, SessionEvent, WifiLogStore
+from gateway.wifilog import Query, WifiLogStore
 from gateway.wifilog import store as wifilog_store
+from gateway.wifilog.sessions import Session
 from gateway.wifilog.store import DB_FILE, STORE_DIR
 from tests.web.conftest import WebEnv, csrf_token, login, post_form
 from tests.web.test_wifi_pages import MAC
 from tests.web.test_wifi_pages import filled as filled
 
-T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
-# enough rows that an inquiry over a day they all ended before scans for about half a second here
-SESSIONS = 400_000
-SEARCH = {"reference": "R-5", "time_from": "2026-01-20T00:00", "time_to": "2026-01-21T00:00"}
-
-
-@pytest.fixture(scope="module")
-def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data directory with a log of SESSIONS sessions of January, none in SEARCH's range: made once.
-
-    One session written by the gateway's own writer, then copied in SQL under new session ids (the writer
-    seals each session on its own, about 40 µs apiece). The copies' blobs do not open under their new ids
-    (the id is the seal's associated data), which SEARCH never asks of them: they all end before its range.
-    """
-    data = tmp_path_factory.mktemp("big-log")
-    store = WifiLogStore(data)
-    store.publish_public_key()  # the signing key, which a reader's inquiry key derives from
-    store.apply(
-        [SessionEvent(nas="id:ap1", session_id="s0", kind=EventKind.STOP, time=T0, session_time=60, client_mac=MAC)]
-    )
-    store.close()
-    db = sqlite3.connect(data / STORE_DIR / DB_FILE, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=DELETE")  # one bulk transaction; the writer turns WAL on again
-        indexes = db.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions' AND sql IS NOT NULL"
-        ).fetchall()
-        db.execute("BEGIN")
-        for name, _ in indexes:
-            db.execute(f"DROP INDEX {name}")  # built once after the rows: far quicker than row by row
-        # starts scattered over the days before (7919 is prime to SESSIONS): rows in start order lie
-        # apart in the file, as a real log's interleaved access points leave them
-        db.execute(
-            f"""WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {SESSIONS - 1})
-            INSERT INTO sessions (period, nas, session_id, start, end_at, open, mac_idx, ip_idx, user_idx, blob)
-            SELECT period, nas, 'c' || i, start - i * 7919 % {SESSIONS}, end_at - i * 7919 % {SESSIONS}, 0,
-                   mac_idx, ip_idx, user_idx, blob
-            FROM n, (SELECT * FROM sessions WHERE session_id = 's0')"""
-        )
-        for _, sql in indexes:
-            db.execute(sql)
-        db.execute("COMMIT")
-    finally:
-        db.close()
-    WifiLogStore(data).close()  # back in WAL, as the gateway keeps it
-    return data
-
-
-@pytest.fixture
-def big(web_env: WebEnv, big_log: Path) -> WebEnv:
-    data = web_env.state_dir.parent
-    for secret in big_log.glob("secrets.*"):
-        shutil.copy2(secret, data / secret.name)
-    # linked, not copied: a reader opens the file read-only, and its -wal and -shm are made here
-    shutil.copytree(big_log / STORE_DIR, data / STORE_DIR, copy_function=os.link)
-    return web_env
+HOLD = 0.5  # the search held after its client left: far longer than the loop may lag on a busy machine
 
 
 def _open_files(path: Path) -> int:
@@ -133,41 +79,124 @@ class LagProbe:
         return worst
 
 
+class HeldSearch:
+    """The real search, held inside its store's lock (where close() waits for it, as for a long search) until HOLD
+    after a handler began closing that store: the search's length is then the test's, not the machine's.
+
+    Instrumentation, not a stand-in: the search runs, held at its first period's keys (taken under the lock).
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.held = threading.Event()  # the search is inside the store's lock, waiting for its release
+        self.closing = threading.Event()  # then a handler's store began closing: the handler ended
+        self.released_at = self.closed_at = float("nan")  # not yet: compares false
+        self._release = threading.Event()
+        self._timer: threading.Timer | None = None
+        self._searching = threading.local()
+        search, period_keys, close = WifiLogStore.search, WifiLogStore._period_keys, WifiLogStore.close
+
+        def held_search(store: WifiLogStore, query: Query) -> list[Session]:
+            self._searching.on = True
+            try:
+                return search(store, query)
+            finally:
+                self._searching.on = False
+
+        def held_period_keys(store: WifiLogStore, *args: Any, **kwargs: Any) -> Any:
+            if getattr(self._searching, "on", False) and not self.held.is_set():
+                self.held.set()
+                self._release.wait(10)  # bounded: a test that went wrong leaves no thread waiting for ever
+            return period_keys(store, *args, **kwargs)
+
+        def timed_close(store: WifiLogStore) -> None:
+            # timed from a thread of its own: a close on the loop (the old code's) holds the test's loop too
+            cancelled_handlers = self.held.is_set() and not self.closing.is_set()
+            if cancelled_handlers:
+                self.closing.set()
+                self._timer = threading.Timer(HOLD, self.release)
+                self._timer.start()
+            close(store)
+            if cancelled_handlers:
+                self.closed_at = time.monotonic()
+
+        monkeypatch.setattr(WifiLogStore, "search", held_search)
+        monkeypatch.setattr(WifiLogStore, "_period_keys", held_period_keys)
+        monkeypatch.setattr(WifiLogStore, "close", timed_close)
+
+    def release(self) -> None:
+        if not self._release.is_set():
+            self.released_at = time.monotonic()
+            self._release.set()
+
+    def stop(self) -> None:
+        self.release()
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+@pytest.fixture
+def held_search(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldSearch]:
+    held = HeldSearch(monkeypatch)
+    yield held
+    held.stop()
+
+
 @pytest.mark.parametrize(("path", "action"), [("/wifi/search", "wifi.search"), ("/wifi/export", "wifi.export")])
 async def test_a_search_whose_client_went_away_neither_stalls_the_loop_nor_leaves_the_log_open(
-    big: WebEnv, path: str, action: str
+    filled: WebEnv, held_search: HeldSearch, path: str, action: str
 ) -> None:
-    db = big.state_dir.parent / STORE_DIR / DB_FILE
-    big.add_user("auditor", Role.WIFI_AUDITOR)
-    await login(big.client, "auditor")
-    token = await csrf_token(big.client, "/wifi")
+    db = filled.state_dir.parent / STORE_DIR / DB_FILE
+    filled.add_user("auditor", Role.WIFI_AUDITOR)
+    await login(filled.client, "auditor")
+    token = await csrf_token(filled.client, "/wifi")
     assert _open_files(db) == 0
-    loop = asyncio.get_running_loop()
+    form = {"csrf_token": token, "reference": "R-5", "mac": MAC}
+    request = asyncio.create_task(filled.client.post(path, data=form, allow_redirects=False))
+    await _until(held_search.held.is_set, 5, "the handler's search began")
     probe = LagProbe()
-    request = asyncio.create_task(big.client.post(path, data={"csrf_token": token, **SEARCH}, allow_redirects=False))
-    await _until(lambda: _open_files(db) > 0, 10, "the handler opened the log")
-    await asyncio.sleep(0.15)  # it is searching now: the search takes about half a second
     request.cancel()  # the browser goes away: aiohttp cancels the handler (handler_cancellation)
-    gone = loop.time()
-    await _until(lambda: _open_files(db) == 0, 30, "the cancelled handler's store closed")
-    still_searching = loop.time() - gone
+    await _until(held_search.closing.is_set, 5, "the server cancelled the handler, which began closing its store")
+    await _until(lambda: _open_files(db) == 0, 5 + HOLD, "the cancelled handler's store closed")
     worst = await probe.stop()
     assert request.cancelled()
-    assert not big.entries(action), "the handler was not cancelled mid-search: it finished and audited"
-    assert still_searching > 0.2, f"the search ended {still_searching:.3f} s after the client left: nothing tested"
-    # the loop went on while the worker thread finished the search and closed the store
-    assert worst < still_searching / 3, f"loop held {worst:.3f} s of the search's last {still_searching:.3f} s"
-    page = await big.client.get("/wifi")
+    assert not filled.entries(action), "the handler was not cancelled mid-search: it finished and audited"
+    assert held_search.closed_at >= held_search.released_at, "the close did not wait for the search: nothing tested"
+    # the loop went on while a worker thread waited for the search to end, then closed the store
+    assert worst < 0.1, f"loop held {worst:.3f} s of the search's {HOLD} s after its client left"
+    page = await filled.client.get("/wifi")
     assert page.status == 200  # and the pages go on reading the log
 
 
-async def test_a_page_whose_client_went_away_while_the_log_opened_leaves_it_closed(filled: WebEnv) -> None:
+def _connections(env: WebEnv) -> set[object]:
+    """The server's connections: aiohttp lets one go when the client has closed it and its handler has ended."""
+    runner = env.server.runner
+    assert runner is not None and runner.server is not None
+    return set(runner.server.connections)
+
+
+async def test_a_page_whose_client_went_away_while_the_log_opened_leaves_it_closed(
+    filled: WebEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Opening waits on SQLite's busy timeout while another connection holds the file in exclusive locking
     mode (a maintenance tool's); the browser gives up meanwhile. The store its thread opens after is closed,
     not left to the garbage collector (switched off here: the cycle collector runs when it pleases)."""
     db = filled.state_dir.parent / STORE_DIR / DB_FILE
     filled.add_user("auditor", Role.WIFI_AUDITOR)
     await login(filled.client, "auditor")
+    read: list[str] = []  # the page's reads of the log: a handler that got to them was not cancelled
+    closed = threading.Event()
+    certificates, close = WifiLogStore.certificates, WifiLogStore.close
+
+    def recorded_certificates(store: WifiLogStore) -> list[dict[str, Any]]:
+        read.append("certificates")
+        return certificates(store)
+
+    def recorded_close(store: WifiLogStore) -> None:
+        close(store)
+        closed.set()
+
+    monkeypatch.setattr(WifiLogStore, "certificates", recorded_certificates)
+    monkeypatch.setattr(WifiLogStore, "close", recorded_close)
     holder = sqlite3.connect(db, isolation_level=None)
     gc.disable()
     try:
@@ -177,14 +206,20 @@ async def test_a_page_whose_client_went_away_while_the_log_opened_leaves_it_clos
         holder.execute("COMMIT")
         request = asyncio.create_task(filled.client.get("/wifi"))
         await _until(lambda: _open_files(db) == 2, 5, "the handler's thread opening the log")
+        serving = _connections(filled)
         request.cancel()
-        await asyncio.sleep(0.2)  # the server sees the connection gone and cancels the handler
+        # within the busy timeout (10 s): a handler left running would still be waiting for the file here
+        await _until(
+            lambda: not serving <= _connections(filled), 5, "the server ended the handler that lost its client"
+        )
         holder.close()  # the thread's open goes on: its busy handler finds the file free
-        await _until(lambda: _open_files(db) == 0, 5, "the store opened for the cancelled handler closed")
+        await _until(closed.is_set, 5, "the store opened for the cancelled handler closed")
     finally:
         holder.close()
         gc.enable()
+    assert _open_files(db) == 0
     assert request.cancelled()
+    assert read == [], "the handler was not cancelled while the log opened: it went on to read the page"
     assert (await filled.client.get("/wifi")).status == 200
 
 
