@@ -7,10 +7,14 @@ A status cycle asks every online board once; a board that gives no valid reply `
 times in a row is offline and from then on only probed, with a doubling delay, so its timeouts do
 not slow the cycle of the others. An unlock waits for the lock, is sent, and the board is polled
 at once so the caller learns whether the door really opened. The blocking pyserial calls run in a
-worker thread; the loop never blocks. Writes are bounded (`_write_timeout`): a line that stopped
-taking data is the link lost, like any failed line (closed, reopened after a pause that doubles while
-it keeps failing), not a thread held in the port for good with every close behind it. An exchange
-that reaches a port closed under it says so, as one after the close does.
+worker thread; the loop never blocks. Writes, and the wait for an unlock with no reply to leave the
+port, are bounded (`_write_timeout`): a line that stopped taking data is the link lost, like any
+failed line, not a thread held in the port for good with every close behind it. A line that failed
+is reopened at once; only one failing again with no good cycle in between (a stalled line opens fine
+every time) waits, for a pause that doubles while it keeps failing. An exchange that ends without its
+reply, or fails, leaves nothing queued for the line: a request given up must never reach a board
+once the line takes data again (an unlock reported failed would open a door minutes later). An
+exchange that reaches a port closed under it says so, as one after the close does.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
+import socket
+import struct
 import termios
 import threading
 import time
@@ -92,7 +99,7 @@ def decode_status(cfg: BoardConfig, frame: bytes) -> codec.BoardStatus:
 # a bus is set to. Ten times that at the line's baud, and a quarter second more for a USB-serial
 # adapter's latency timer, a TCP serial server's round trip and the scheduler, is far beyond what a
 # line taking data needs; a write still waiting then waits for one that stopped taking data (the
-# adapter or server off or hung, the cable out, flow control holding the line).
+# adapter or server off, hung or pulled out, the cable out).
 _LONGEST_REQUEST = 6
 
 
@@ -105,6 +112,7 @@ class SerialLink:
 
     def __init__(self, cfg: BusConfig, dialect: codec.Dialect) -> None:
         self.url = serial_url(cfg.port)
+        self.tcp = self.url.startswith("socket://")  # a TCP serial server
         self.baud = cfg.baud
         self.write_timeout = _write_timeout(cfg.baud)
         self.dialect = dialect
@@ -127,12 +135,20 @@ class SerialLink:
     async def close(self) -> None:
         port, self._port = self._port, None
         if port is not None:
-            await asyncio.to_thread(self._close, port)
+            await asyncio.to_thread(self._close, port, give_up=False)
 
-    def _close(self, port: serial.SerialBase) -> None:
+    async def _give_up(self, port: serial.SerialBase) -> None:
+        """Close a port whose line failed, unless a close got to it first."""
+        if self._port is port:
+            self._port = None
+            await asyncio.to_thread(self._close, port, give_up=True)
+
+    def _close(self, port: serial.SerialBase, *, give_up: bool) -> None:
         # A cancelled exchange's thread may still be reading: closing under it would free the fd, a
         # number the next `open()` anywhere is given.
         with self._thread_lock:
+            if give_up and self.tcp:
+                _reset_on_close(port)
             port.close()
 
     async def exchange(self, ex: Exchange, timeout: float) -> bytes | None:
@@ -145,62 +161,101 @@ class SerialLink:
         except BoardTimeout:
             raise  # a TimeoutError, so an OSError too: the board's silence, not the line's failure
         except LinkError:
-            if self._port is port:  # the line stopped taking data; a port closed under the exchange is gone already
-                await self.close()
+            await self._give_up(port)  # the line stopped taking data; a port closed under the exchange is gone already
             raise
         except (serial.SerialException, OSError, termios.error) as exc:
             # termios.error (no OSError) is what the input flush of a hung-up tty raises: the adapter pulled out
-            await self.close()
+            await self._give_up(port)
             raise LinkError(f"locker bus {self.url}: the line failed, got {_os_text(exc)}") from None
 
     def _blocking(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
         with self._thread_lock:
             if not port.is_open:  # closed between the exchange taking it and this thread reaching it
                 raise LinkError(f"locker bus {self.url}: the port is closed, got an exchange")
-            port.reset_input_buffer()
-            self._write(port, ex.request)
-            if ex.reply_len == 0:
-                port.flush()
-                return None
-            deadline = time.monotonic() + timeout
-            buf = b""
-            need = ex.reply_len
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    split = codec.split_frames(buf, self.dialect, final=True)
-                    self.discarded += split.discarded
-                    if split.frames:
-                        return split.frames[0]
-                    raise BoardTimeout(
-                        f"locker bus {self.url}: no valid reply within {timeout:g} s, got {len(buf)} bytes",
-                        got=len(buf),
-                    )
-                port.timeout = left
-                buf += port.read(need)
-                split = codec.split_frames(buf, self.dialect)
+            try:
+                return self._on_port(port, ex, timeout)
+            except Exception:
+                # What the line still holds goes, before any other exchange: a line taking data again
+                # (an adapter or server that stopped passing data on, a cable put back) must get neither
+                # requests whose replies already count as missing (they would read as a later request's)
+                # nor an unlock reported failed, which would open a door long after. A port closed with
+                # output queued also waits for it to drain (30 s on a UART by default). A port that refuses
+                # even this is gone altogether; the exchange's own end is still what to report. On a
+                # TCP serial server this discards nothing (pyserial cannot reach the socket's queue): a
+                # link given up is reset instead (`_reset_on_close`).
+                with contextlib.suppress(serial.SerialException, OSError, termios.error):
+                    port.reset_output_buffer()
+                raise
+
+    def _on_port(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
+        port.reset_input_buffer()
+        self._write(port, ex.request)
+        if ex.reply_len == 0:
+            self._drain(port, ex.request)
+            return None
+        deadline = time.monotonic() + timeout
+        buf = b""
+        need = ex.reply_len
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                split = codec.split_frames(buf, self.dialect, final=True)
+                self.discarded += split.discarded
                 if split.frames:
-                    self.discarded += split.discarded
                     return split.frames[0]
-                need = max(1, ex.reply_len - len(split.remainder))
+                raise BoardTimeout(
+                    f"locker bus {self.url}: no valid reply within {timeout:g} s, got {len(buf)} bytes",
+                    got=len(buf),
+                )
+            port.timeout = left
+            buf += port.read(need)
+            split = codec.split_frames(buf, self.dialect)
+            if split.frames:
+                self.discarded += split.discarded
+                return split.frames[0]
+            need = max(1, ex.reply_len - len(split.remainder))
 
     def _write(self, port: serial.SerialBase, request: bytes) -> None:
         try:
             port.write(request)
         except serial.SerialTimeoutException:
-            # What the line still holds goes: a line taking data again must get neither requests that
-            # already failed (their replies read as a later request's) nor an unlock long given up, and
-            # a port closed with output queued waits for it to drain (30 s on a UART by default). A port
-            # that refuses even that is gone altogether; the stall is still what to report.
-            with contextlib.suppress(OSError, termios.error):
-                port.reset_output_buffer()
-            raise LinkError(
-                f"locker bus {self.url}: the line stopped taking data, got a {len(request)}-byte request not taken"
-                f" within {self.write_timeout:g} s; check the cable, the power of the RS-485 adapter or TCP serial"
-                " server and the port's flow control (RTS/CTS)",
-                request_bytes=len(request),
-                write_timeout=self.write_timeout,
-            ) from None
+            raise self._stalled(request, "not taken") from None
+
+    def _drain(self, port: serial.SerialBase, request: bytes) -> None:
+        """Wait, bounded, until a request with no reply has left the port (the next frame keeps its gap)."""
+        if self.tcp:
+            port.flush()  # a no-op: what a TCP serial server does with the bytes is out of sight
+            return
+        # pyserial's flush is tcdrain, which has no bound: an adapter that took the bytes into its
+        # driver and hung would hold this thread, the bus's lock and every close for good. The count
+        # says when the bytes left the driver, the request's wire time when they left the UART's FIFO.
+        sent_by = time.monotonic() + len(request) * 10 / self.baud
+        deadline = time.monotonic() + self.write_timeout
+        while waiting := port.out_waiting:
+            if time.monotonic() >= deadline:
+                raise self._stalled(request, "taken but not sent")
+            time.sleep(max(0.001, waiting * 10 / self.baud))
+        time.sleep(max(0.0, sent_by - time.monotonic()))
+
+    def _stalled(self, request: bytes, what: str) -> LinkError:
+        return LinkError(
+            f"locker bus {self.url}: the line stopped taking data, got a {len(request)}-byte request {what}"
+            f" within {self.write_timeout:g} s; check the power and the cable of the RS-485 adapter or TCP serial"
+            " server, and whether it hung or was pulled out",
+            request_bytes=len(request),
+            write_timeout=self.write_timeout,
+        )
+
+
+def _reset_on_close(port: serial.SerialBase) -> None:
+    """Make the close of a TCP port a reset (RST), which drops what the socket still queues.
+
+    A plain close still sends all of it, so a TCP serial server that takes data again would be handed
+    requests given up, an unlock reported failed among them. pyserial's socket port offers no way to
+    the socket but its fd (`fileno`); the option is set through a second handle on the same socket.
+    """
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(port.fileno())) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def _os_text(exc: Exception) -> str:
@@ -279,6 +334,7 @@ class LockerBus:
 
     async def run(self) -> None:
         delay = 1.0
+        cycled = False  # the last attempt went through a whole cycle
         try:
             while True:
                 try:
@@ -287,16 +343,21 @@ class LockerBus:
                     started = self.clock()
                     await self.cycle()
                 except LinkError as exc:
-                    # The pause also comes after a port that opened and failed: a line that stopped
-                    # taking data opens fine every time, and would be reopened (and logged) over and over.
                     self.link_error = str(exc)
                     self._line.fail(str(exc), logging.WARNING, "bus %s: %s", self.name, exc)
-                    await self._pause(delay)
-                    delay = min(delay * 2, 60.0)
+                    # A one-off failure after a good cycle (a blip, a server restarting) is reopened at
+                    # once, so unlocks work again straight away. Failing with no cycle in between (or
+                    # before any) pauses: a line that stopped taking data opens fine every time, and would
+                    # be reopened over and over.
+                    if not cycled:
+                        await self._pause(delay)
+                        delay = min(delay * 2, 60.0)
+                    cycled = False
                     continue
                 # back once a cycle went through, not at the open: the stall follows the open at once
                 self.link_error = ""
                 self._line.ok("bus %s: port open again", self.name)
+                cycled = True
                 delay = 1.0
                 self.last_cycle_s = self.clock() - started
                 await self._pause(max(0.0, self.poll_interval - self.last_cycle_s))

@@ -80,7 +80,7 @@ class PadTag:
 # The longest request sent (read-blocks) is 17 bytes: 18 ms of 8N1 at 9600 baud, the slowest a pad is
 # set to. Ten times that at the port's baud, and a quarter second more for a USB-serial adapter's
 # latency timer and the scheduler, is far beyond what a pad taking data needs; a write still waiting
-# then waits for a pad that stopped taking data (off, cable out, flow control holding the line).
+# then waits for a pad that stopped taking data (off, its USB-serial adapter hung or pulled out, the cable).
 _LONGEST_REQUEST = 17
 
 
@@ -164,7 +164,7 @@ class SerialPad:
                 f"rfid pad {self._url}",
                 "the pad stopped taking data",
                 f"a {len(request)}-byte request not taken within {self._write_timeout:g} s",
-                "check the cable, the pad's power and the port's flow control (RTS/CTS)",
+                "check the cable, the pad's power and whether its USB-serial adapter hung or was pulled out",
                 request_bytes=len(request),
                 write_timeout=self._write_timeout,
             ) from None

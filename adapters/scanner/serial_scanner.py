@@ -87,7 +87,8 @@ class LineSplitter:
 # What is sent is a vendor's beep command, a handful of bytes; 16 is ample. Ten times 16 bytes of 8N1
 # at the port's baud (0.17 s at the default 9600), and a quarter second more for a USB-serial adapter's
 # latency timer and the scheduler, is far beyond what a scanner taking data needs; a write still
-# waiting then waits for one that stopped taking data (off, cable out, flow control holding the line).
+# waiting then waits for one that stopped taking data (off, its USB-serial adapter hung or pulled out,
+# the cable).
 _LONGEST_COMMAND = 16
 
 
@@ -137,8 +138,8 @@ class SerialScanner:
                 port.close()
                 raise ScannerPortClosed(
                     f"serial scanner {self._url}: the scanner stopped taking data, got a {len(data)}-byte command"
-                    f" not taken within {self._write_timeout:g} s; check the cable, the scanner's power and the"
-                    " port's flow control (RTS/CTS)",
+                    f" not taken within {self._write_timeout:g} s; check the cable, the scanner's power and whether"
+                    " its USB-serial adapter hung or was pulled out",
                     command_bytes=len(data),
                     write_timeout=self._write_timeout,
                 ) from None

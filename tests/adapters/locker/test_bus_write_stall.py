@@ -3,7 +3,7 @@ lost (its port closed, reopened by the bus later), and a bus stopped under that 
 
 The bus is on a real pty whose far end is never read and whose kernel buffer is full (`stall`), so
 a write waits for room, as it does behind an RS-485 adapter or a TCP serial server that stopped
-taking data, a cable that is out, or flow control holding the line. Every wait here is bounded, and
+taking data. Every wait here is bounded, and
 the cleanup reads the line free, so a write with no bound fails the test instead of hanging the suite.
 """
 
@@ -22,7 +22,7 @@ from tests.adapters.rfid.stalled_line import drain, kept_stalled, settled, stall
 
 STALLED = (
     "locker bus {path}: the line stopped taking data, got a 5-byte request not taken within 0.31 s; "
-    "check the cable, the power of the RS-485 adapter or TCP serial server and the port's flow control (RTS/CTS)"
+    "check the power and the cable of the RS-485 adapter or TCP serial server, and whether it hung or was pulled out"
 )
 
 

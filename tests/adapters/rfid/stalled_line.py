@@ -1,8 +1,8 @@
 """A serial line whose device stopped taking data, on a real pty, and a bounded wait for what it holds up.
 
 `stall` fills the kernel's buffer toward the pty's far end, which nothing reads, until it takes no
-more: a write to the line then waits for room that never comes, as it does behind a device that is
-off, a cable that is out, or flow control holding the line. A driver that gives up on such a line
+more: a write to the line then waits for room that never comes, as it does behind a USB-serial
+adapter or TCP serial server that hung. A driver that gives up on such a line
 flushes what it holds, which on a pty frees room again; `kept_stalled` fills whatever room the line
 gets at once, as a device that still takes nothing would leave it. `drain` reads the far end empty,
 which frees the line, so a write with no bound cannot outlive the test that stalled it; `settled`

@@ -1,8 +1,8 @@
 """A pad that stopped taking data: its request fails within the port's write timeout, and a close under it returns.
 
 The pad is on a real pty whose far end is never read and whose kernel buffer is full (`stall`), so
-a write waits for room, as it does behind a pad that is off, a cable that is out, or flow control
-holding the line. Every wait here is bounded, and the cleanup reads the line free, so a write with
+a write waits for room, as it does behind a USB-serial adapter that hung (no flow control is
+set, so a pad that is off or a cable that is out does not hold a UART's writes). Every wait here is bounded, and the cleanup reads the line free, so a write with
 no bound fails the test instead of hanging the suite.
 """
 
@@ -21,7 +21,7 @@ from tests.adapters.rfid.stalled_line import drain, settled, stall
 
 STALLED = (
     "rfid pad {path}: the pad stopped taking data, got a 7-byte request not taken within 0.29 s; "
-    "check the cable, the pad's power and the port's flow control (RTS/CTS)"
+    "check the cable, the pad's power and whether its USB-serial adapter hung or was pulled out"
 )
 
 

@@ -23,7 +23,7 @@ BEEP = bytes.fromhex("1b 07 0d")  # a vendor's good-read beep: three bytes
 
 STALLED = (
     "serial scanner {path}: the scanner stopped taking data, got a 3-byte command not taken within 0.42 s; "
-    "check the cable, the scanner's power and the port's flow control (RTS/CTS)"
+    "check the cable, the scanner's power and whether its USB-serial adapter hung or was pulled out"
 )
 
 
