@@ -4,8 +4,17 @@ Theory of operation. Every datagram, or every frame a TCP connection's `FrameSpl
 (octet counting or LF, chosen per frame), is parsed and matched against the vendor patterns
 (`patterns.toml`). Lines that are not association events are counted and dropped; a TCP stream
 that loses framing sync is closed (RFC 6587 gives no way to resynchronise). Events are queued and
-committed in batches by one writer task, like the RADIUS receiver; syslog has no acknowledgement,
-so a batch is as durable as the sender's own retries.
+committed in batches by one writer task, like the RADIUS receiver.
+
+Syslog has no acknowledgement and UDP no redelivery: an event received and then dropped is gone from the
+legally kept log for good. So a commit the store refuses for a while (SQLITE_BUSY past the busy timeout
+while the nightly backup or `edgegw wifi` maintenance holds the write lock, an I/O error, a full disk) keeps
+its batch first in line and is retried, backing off from RETRY_FIRST_S to RETRY_MAX_S; only an error no
+retry can mend (a closed store, a damaged file, a bug) gives the batch up, counted in `lost`. A batch's
+lines become session events once, before its first attempt (a leave takes its join's session id then),
+and once the store took them they are never stored again, whatever fails after. At most `max_pending`
+events wait; past that new ones are refused and counted. `close()` stops the sockets, lets the writer
+store what was received for up to `drain_s`, and only then ends it: the adapter closes the store after.
 
 Syslog has no session id: a `connected` line opens a session on its AP (the AP's MAC when the line
 names it, else the sending host) and the next `disconnected` line of the same station on the same
@@ -17,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
+import sqlite3
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
@@ -26,7 +37,7 @@ from adapters.wifi_syslog.codec import decode_wifi_event
 from adapters.wifi_syslog.errors import SyslogError
 from adapters.wifi_syslog.framing import FrameSplitter
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 from gateway.wifilog.runner import listen_error
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
@@ -36,6 +47,17 @@ __all__ = ["SyslogReceiver"]
 log = component_logger(__name__, "wifi_syslog")
 
 MAX_BATCH = 4096
+# A library's APs send a few association events a second at the busiest (its visitors' joins and leaves):
+# 100,000 waiting events are nine hours or more of a store that refuses commits (a night's backup or
+# maintenance gone wrong, a failing SD card), time for a technician to act, and cost at most about 75 MB
+# (0.5-0.75 KB an event as queued, measured with hostapd and UniFi lines) on a box with 1 GB or more.
+MAX_PENDING = 100_000
+RETRY_FIRST_S = 0.5  # a lock held a little past the busy timeout is waited out at once
+RETRY_MAX_S = 30.0  # a store back after a long failure takes events again within half a minute
+# a stop or reload waits this long for the store to take what was received: one full busy timeout of the
+# store, and a bound on how long a stop of the adapter takes
+DRAIN_S = 10.0
+STREAMS_END_S = 1.0  # the TCP connections closed at a stop read what they hold, then end
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -57,19 +79,38 @@ class SyslogReceiver:
         patterns: PatternSet | None = None,
         allowed: frozenset[str] | None = None,
         on_event: Callable[[SessionEvent], None] | None = None,
+        max_pending: int = MAX_PENDING,
+        drain_s: float = DRAIN_S,
     ) -> None:
         self.on_event = on_event
         self.store = store
         self.clock = clock
         self.patterns = patterns or load_patterns()
         self.allowed = allowed
+        self.max_pending = max_pending
+        self.drain_s = drain_s
         self._pending: deque[tuple[WifiEvent, str]] = deque()
+        # the batch first in line: lines taken from `_pending` (`_taken`) become session events in the writer's
+        # thread (`_ready`) once, as a leave takes its join's session id then (a second time it would find none);
+        # both wait there, in order, until the store took them
+        self._taken: deque[tuple[WifiEvent, str]] = deque()
+        self._ready: list[SessionEvent] = []
+        self._in_thread = False  # the writer's thread holds the batch (a cancelled writer's thread runs on)
         self._open: dict[tuple[str, str], str] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._hurry = asyncio.Event()  # a stop: a writer waiting to retry tries again now
+        self._retry_s = RETRY_FIRST_S
+        self._commit_error: str | None = None  # last_error while it is the commits' failure
+        self._failing = StateLog(log)  # commits refused: logged once a spell, and its end
+        self._full = StateLog(log)  # events refused for want of room: the same
+        self._refused_before = 0  # refused_queue_full when the spell began
+        self._handing_on = StateLog(log)  # on_event failing for stored events: the same
+        self._closing = False
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []
+        self._streams: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.last_error: str | None = None
         self.counters: dict[str, int] = {
@@ -80,7 +121,16 @@ class SyslogReceiver:
             "unparsable": 0,
             "framing_errors": 0,
             "refused_sender": 0,
+            "commit_retries": 0,  # attempts made again after the store refused a commit
+            "refused_queue_full": 0,  # events refused while max_pending waited
+            "lost": 0,  # events given up: an error no retry mends, or a stop before the store took them
+            "hand_on_failed": 0,  # stored events that on_event (usage, session events) failed on
         }
+
+    @property
+    def waiting(self) -> int:
+        """Events received and not stored yet."""
+        return len(self._pending) + len(self._taken) + len(self._ready)
 
     async def start_udp(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -111,19 +161,64 @@ class SyslogReceiver:
         return len(self._transports) + len(self._servers)
 
     def _start_writer(self) -> None:
+        self._closing = False
+        self._hurry.clear()
         if not self._tasks:
             self._tasks.append(asyncio.create_task(self._write_loop(), name="wifi-syslog-writer"))
 
     async def close(self) -> None:
+        """Stop listening, store what was received (for up to `drain_s`), then end the writer.
+
+        The store stays open: its owner closes it after this, so no batch meets a closed store. Cancelled
+        meanwhile (a second stop), it ends the writer at once; a commit running in its thread runs on.
+        """
+        self._closing = True
         for t in self._transports:
             t.close()
         for s in self._servers:
             s.close()
-            await s.wait_closed()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Server.close leaves the accepted connections open: an AP would go on sending into a receiver
+        # that no longer stores, and never learn of it
+        for w in self._streams.values():
+            w.close()
+        servers, self._servers = self._servers, []
+        self._transports.clear()
+        try:
+            for s in servers:
+                await s.wait_closed()
+            if self._streams:  # what they had received is queued before the drain
+                await asyncio.wait(list(self._streams), timeout=STREAMS_END_S)
+            await self._drain()
+        except asyncio.CancelledError:
+            if self.waiting:
+                self._report_unstored("stopped again before the store took them")
+            raise
+        finally:
+            tasks, self._tasks = self._tasks, []
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        if not self._tasks or not self.waiting:
+            return
+        self._hurry.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.drain_s)
+        except TimeoutError:
+            self._report_unstored(f"the store did not take them within {self.drain_s:g} s")
+
+    def _report_unstored(self, reason: str) -> None:
+        waiting = self.waiting
+        running = len(self._taken) + len(self._ready) if self._in_thread else 0
+        self.counters["lost"] += waiting - running
+        log.error(
+            "wifi syslog: stopped with %d association events not stored (%s%s); last error: %s",
+            waiting,
+            reason,
+            f"; {running} of them in a commit still running, which the store's close waits for" if running else "",
+            self.last_error,
+        )
 
     async def flush(self) -> None:
         """Wait until everything received so far is committed (tests, shutdown)."""
@@ -132,18 +227,26 @@ class SyslogReceiver:
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername")[0])
         splitter = FrameSplitter()
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams[task] = writer
         try:
+            if self._closing:  # accepted as the server closed
+                return
             while data := await reader.read(65536):
                 splitter.feed(data)
                 while (frame := splitter.next()) is not None:
                     self.line(frame, peer)
-            for frame in splitter.close():
-                self.line(frame, peer)
+            if not self._closing:  # at a stop the end of the stream is ours: a frame cut there is no message
+                for frame in splitter.close():
+                    self.line(frame, peer)
         except SyslogError as exc:
             self.counters["framing_errors"] += 1
             self.last_error = str(exc)
             log.warning("wifi syslog: closing the tcp stream from %s (%s)", peer, exc)
         finally:
+            if task is not None:
+                del self._streams[task]
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
@@ -163,6 +266,24 @@ class SyslogReceiver:
             self.counters["ignored"] += 1
             return
         self.counters["events"] += 1
+        if self.waiting >= self.max_pending:
+            self.counters["refused_queue_full"] += 1
+            if self._full.fail(
+                "full",
+                logging.WARNING,
+                "wifi syslog: %d association events wait for the store; refusing new ones until it takes them "
+                "(counted in refused_queue_full); last error: %s",
+                self.waiting,
+                self.last_error,
+            ):
+                self._refused_before = self.counters["refused_queue_full"] - 1
+            return
+        if self._full.failing:
+            self._full.ok(
+                "wifi syslog: taking association events again; %d association events refused while %d waited",
+                self.counters["refused_queue_full"] - self._refused_before,
+                self.max_pending,
+            )
         self._pending.append((event, sender))
         self._idle.clear()
         self._wake.set()
@@ -170,23 +291,107 @@ class SyslogReceiver:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
-            while self._pending:
-                batch = [self._pending.popleft() for _ in range(min(MAX_BATCH, len(self._pending)))]
+            while self.waiting:
+                self._take()
+                self._in_thread = True
                 try:
-                    await asyncio.to_thread(self._commit, batch)
+                    await asyncio.to_thread(self._commit)
                 except Exception as exc:
-                    self.last_error = f"wifi syslog store: commit failed, got {type(exc).__name__}: {exc}"
-                    log.error("%s; %d events lost", self.last_error, len(batch))
+                    self._in_thread = False
+                    if _transient(exc):
+                        await self._retry_later(exc)
+                    else:
+                        self._give_up(exc)
+                    continue
+                self._in_thread = False
+                self._commit_succeeded()
             self._wake.clear()
             self._idle.set()
 
-    def _commit(self, batch: list[tuple[WifiEvent, str]]) -> None:
-        events = [self.session_event(ev, sender) for ev, sender in batch]
-        self.store.apply(events)
-        self.counters["stored"] += len(events)
-        if self.on_event is not None:
-            for ev in events:
+    def _take(self) -> None:
+        """Fill the batch first in line from the queue, keeping the order the lines came in."""
+        while self._pending and len(self._taken) + len(self._ready) < MAX_BATCH:
+            self._taken.append(self._pending.popleft())
+
+    def _commit(self) -> None:
+        """In the writer's thread: the batch first in line into the store, then handed on. Raises only when
+        the store did not take it; then the batch stays first in line."""
+        ready = self._ready
+        while self._taken:
+            ready.append(self.session_event(*self._taken[0]))
+            self._taken.popleft()
+        self.store.apply(ready)
+        # stored: nothing from here on may send the writer back to store them again (on_event would see
+        # them twice)
+        self._ready = []
+        self.counters["stored"] += len(ready)
+        self._hand_on(ready)
+
+    def _hand_on(self, events: list[SessionEvent]) -> None:
+        if self.on_event is None:
+            return
+        failed: list[Exception] = []
+        for ev in events:
+            try:
                 self.on_event(ev)
+            except Exception as exc:
+                failed.append(exc)
+        if not failed:
+            self._handing_on.ok("wifi syslog: stored events are handed on again (usage, session events)")
+            return
+        self.counters["hand_on_failed"] += len(failed)
+        first = failed[0]
+        self.last_error = f"wifi syslog: handing stored events on failed, got {type(first).__name__}: {first}"
+        self._handing_on.fail(
+            "failing",
+            logging.ERROR,
+            "%s; they are in the Wi-Fi log, missing from the usage readings and session events (%d so far)",
+            self.last_error,
+            self.counters["hand_on_failed"],
+        )
+
+    async def _retry_later(self, exc: Exception) -> None:
+        self.last_error = self._commit_error = f"wifi syslog store: commit failed, got {type(exc).__name__}: {exc}"
+        self.counters["commit_retries"] += 1
+        delay = self._retry_s
+        self._retry_s = min(delay * 2, RETRY_MAX_S)
+        if not self._failing.fail(
+            "failing",
+            logging.WARNING,
+            "%s; keeping %d events and retrying, first in %g s, then at most every %g s",
+            self._commit_error,
+            self.waiting,
+            delay,
+            RETRY_MAX_S,
+        ):
+            log.debug("%s; retrying in %g s, %d events waiting", self._commit_error, delay, self.waiting)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), delay)
+        self._hurry.clear()
+
+    def _commit_succeeded(self) -> None:
+        self._retry_s = RETRY_FIRST_S
+        if self._failing.ok(
+            "wifi syslog store: the store takes events again (%d retries so far); %d events waiting",
+            self.counters["commit_retries"],
+            self.waiting,
+        ):
+            if self.last_error == self._commit_error:
+                self.last_error = None
+            self._commit_error = None
+
+    def _give_up(self, exc: Exception) -> None:
+        """An error a retry cannot mend: the batch is lost, or the one line whose session could not be
+        found (the others of its batch are tried again)."""
+        if self._taken:
+            self._taken.popleft()
+            lost = 1
+        else:
+            lost = len(self._ready)
+            self._ready = []
+        self.counters["lost"] += lost
+        self.last_error = f"wifi syslog store: commit failed, got {type(exc).__name__}: {exc}"
+        log.error("%s; %d events lost", self.last_error, lost)
 
     def session_event(self, ev: WifiEvent, sender: str) -> SessionEvent:
         """The session event of an association line (pairs a leave with its join on the same AP)."""
@@ -221,5 +426,12 @@ class SyslogReceiver:
             **c,
             "malformed": {k: c[k] for k in ("unparsable", "framing_errors", "refused_sender") if c[k]},
             "last_error": self.last_error,
+            "waiting": self.waiting,
             "summary": f"lines {c['lines']}, association events stored {c['stored']}",
         }
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether a later attempt may succeed: SQLite's busy, locked, I/O and full-disk errors and the system's,
+    not a closed store, a damaged file or a bug (each would stop every event behind it for good)."""
+    return isinstance(exc, sqlite3.OperationalError | OSError)
