@@ -1299,10 +1299,13 @@ class _Swap:
     def finished(self) -> None:
         """Every file in place, the config too: the mark of a restore under way removed, and those of earlier
         restores that did not finish, which this one replaced whole (each directory then goes with the leftovers).
-        Never raises: the restore is done, and a mark that stays only asks for a look (and keeps backups off)."""
+        Never raises: the restore is done, and a mark that stays only asks for a look (and keeps backups off).
+        Each removal is synced: a mark back after a power cut would refuse the backups of a whole box."""
+        synced = [self._staged.directory]
         with contextlib.suppress(OSError):
             Path(self._staged.directory, UNDER_WAY_MARK).unlink()
         for earlier in unfinished_restores(self._staged.data_dir):
+            synced.append(earlier.parent)
             try:
                 for name in (KEPT_MARK, UNDER_WAY_MARK):
                     with contextlib.suppress(FileNotFoundError):
@@ -1317,8 +1320,9 @@ class _Swap:
                 )
                 continue
             log.warning("backup restore: %s no longer holds: this restore replaced the data directory", earlier)
-        with contextlib.suppress(OSError):  # best effort: a mark back after a power cut asks for a look, no more
-            fsync_dir(self._staged.data_dir)
+        for directory in synced:
+            with contextlib.suppress(OSError):  # best effort: a mark back after a power cut asks for a look, no more
+                fsync_dir(directory)
 
     def _rename(self, frm: Path, to: Path) -> None:
         self._moved.append((frm, to))

@@ -168,7 +168,8 @@ async def test_a_search_whose_client_went_away_neither_stalls_the_loop_nor_leave
 
 
 def _connections(env: WebEnv) -> set[object]:
-    """The server's connections: aiohttp lets one go when the client has closed it and its handler has ended."""
+    """The server's connections: aiohttp lets one go as it sees the client gone, and in the same step asks its
+    handler to stop (cancels it); the handler's own end is then seen by what it reads or closes."""
     runner = env.server.runner
     assert runner is not None and runner.server is not None
     return set(runner.server.connections)
@@ -210,7 +211,7 @@ async def test_a_page_whose_client_went_away_while_the_log_opened_leaves_it_clos
         request.cancel()
         # within the busy timeout (10 s): a handler left running would still be waiting for the file here
         await _until(
-            lambda: not serving <= _connections(filled), 5, "the server ended the handler that lost its client"
+            lambda: not serving <= _connections(filled), 5, "the server cancelled the handler that lost its client"
         )
         holder.close()  # the thread's open goes on: its busy handler finds the file free
         await _until(closed.is_set, 5, "the store opened for the cancelled handler closed")
