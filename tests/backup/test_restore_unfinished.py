@@ -56,15 +56,16 @@ def _job(config: Path, data_dir: Path, share: Path) -> Job:
     return Job(gateway_id="fixture-gw", data_dir=data_dir, config_path=config, config=BackupConfig(directory=share))
 
 
+def _child(script: str, *args: object) -> subprocess.CompletedProcess[str]:
+    """`script` run by this Python in a process of its own, with `args`; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], cwd=REPO, capture_output=True, text=True, check=False
+    )
+
+
 def _restore_killed(path: Path, config: Path, data_dir: Path) -> Path:
     """The restore of `path` killed half-way through its renames; returns its staging directory, which stays."""
-    child = subprocess.run(
-        [sys.executable, "-c", _KILLED_AT_A_RENAME, str(path), str(data_dir), str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    child = _child(_KILLED_AT_A_RENAME, path, data_dir, config)
     assert child.returncode == -signal.SIGKILL, child.stderr
     [staging] = _staging(data_dir)
     return staging
@@ -134,13 +135,7 @@ def test_no_backup_is_taken_after_a_restore_that_could_not_put_every_file_back_u
 ) -> None:
     config, data_dir = box
     path = _backup(config, data_dir, tmp_path / "share")
-    child = subprocess.run(
-        [sys.executable, "-c", _STUCK, str(path), str(data_dir), str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    child = _child(_STUCK, path, data_dir, config)
     assert child.returncode == 3, child.stderr
     [kept] = _staging(data_dir)
     with pytest.raises(archive.BackupError, match=r"a restore into .* did not finish") as refused:
@@ -186,13 +181,7 @@ def test_a_restore_that_put_every_file_back_removes_its_mark_first(box: tuple[Pa
     """Killed between its undo and the staging directory's removal, it must not stop the backups of a whole box."""
     config, data_dir = box
     path = _backup(config, data_dir, tmp_path / "share")
-    child = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED, str(path), str(data_dir), str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    child = _child(_INTERRUPTED, path, data_dir, config)
     assert child.returncode == -signal.SIGINT, child.stderr
     assert child.stdout.split() == ["unmarked"], child.stderr
     assert archive.unfinished_restores(data_dir) == []
@@ -235,8 +224,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from gateway.backup import archive
 
-uid, gid, where, data_dir, config, out_dir = sys.argv[1:]
-os.chdir(where)  # as root: the paths below are relative to it, past the test's root-only directories
+uid, gid, data_dir, config, out_dir = sys.argv[1:]
 os.setresgid(int(gid), int(gid), int(gid))
 os.setgroups([])
 os.setresuid(int(uid), int(uid), int(uid))
@@ -249,6 +237,7 @@ except archive.BackupError as exc:
 
 
 @as_root
+@pytest.mark.usefixtures("searchable_to_here")
 def test_the_service_users_backup_sees_the_mark_of_a_root_restore_cut_short(
     box: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -258,30 +247,14 @@ def test_the_service_users_backup_sees_the_mark_of_a_root_restore_cut_short(
     for p in [data_dir, *data_dir.rglob("*"), config]:
         os.chown(p, *SERVICE_USER)
     data_dir.chmod(0o750)  # /var/lib/edgegw, the service user's: StateDirectoryMode=0750
-    tmp_path.chmod(0o711)  # the child's working directory, which its relative paths go through
     staging = _restore_killed(path, config, data_dir)
     nightly = tmp_path / "nightly"
     nightly.mkdir()
     os.chown(nightly, *SERVICE_USER)
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _AS_SERVICE_USER,
-            *map(str, SERVICE_USER),
-            str(tmp_path),
-            "data",
-            "gateway.toml",
-            "nightly",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    child = _child(_AS_SERVICE_USER, *SERVICE_USER, data_dir, config, nightly)
     assert child.returncode == 0, child.stderr
-    assert child.stdout.startswith("backup: no backup taken: a restore into data did not finish"), child.stdout
-    assert f"; data/{staging.name}/{archive.UNDER_WAY_MARK} says where each part is" in child.stdout
+    assert child.stdout.startswith(f"backup: no backup taken: a restore into {data_dir} did not finish"), child.stdout
+    assert f"; {staging / archive.UNDER_WAY_MARK} says where each part is" in child.stdout
     assert list(nightly.iterdir()) == []
 
 
@@ -333,21 +306,7 @@ def test_the_service_users_whole_restore_after_a_root_one_cut_short_ends_well_an
         os.chown(p, *SERVICE_USER)
     data_dir.chmod(0o750)
     staging = _restore_killed(path, config, data_dir)
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _RESTORE_AS_SERVICE_USER,
-            *map(str, SERVICE_USER),
-            str(path),
-            str(data_dir),
-            str(config),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    child = _child(_RESTORE_AS_SERVICE_USER, *SERVICE_USER, path, data_dir, config)
     assert child.returncode == 0, child.stderr
     assert child.stdout.startswith(f"{data_dir}/.pre-restore-20261205T000000Z")
     assert _rows(data_dir) == 900
