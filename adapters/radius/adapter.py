@@ -56,9 +56,16 @@ class RadiusAdapter:
 
 
 async def _shutdown(listener: RadiusAccountingServer, store: WifiLogStore) -> None:
-    """Sockets first, then the store (its close waits for a commit still running in a worker thread)."""
-    await listener.close()
-    await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
+    """The requests waiting into the store and answered, then the socket (the receiver's close, bounded), then
+    the store (its close waits for a commit still running in a worker thread)."""
+    try:
+        await listener.close()
+        await asyncio.sleep(0)  # the closed socket's connection_lost callback runs before the store goes
+    except BaseException:
+        # stopped again while the receiver stored what it had: the run ends now, and the store still closes,
+        # in a thread, once the commit running there is done
+        asyncio.get_running_loop().run_in_executor(None, store.close)
+        raise
     # in a thread, as the wait for that commit would stall every adapter and uplink on the loop; shielded,
     # so that a second cancellation ends the run without keeping the close from running
     await asyncio.shield(asyncio.to_thread(store.close))

@@ -8,14 +8,29 @@ Accounting-Responses sent. A NAS that gets no answer retransmits, so nothing is 
 kill -9: a request stored before the kill is merged again idempotently and answered.
 
 Retransmissions (same source, identifier and authenticator, RFC 5080 2.2.2) of a request already
-answered get the same response again from a bounded cache; those of a request still being
-committed are counted and dropped (the pending commit answers the source).
+answered get the same response again from a bounded cache; those of a request still waiting or being
+committed are counted and dropped (the commit answers the source).
+
+A NAS retransmits an unanswered request only a few times over tens of seconds (RFC 5080 2.2.1: typically
+3 to 5 tries), then drops or queues the record depending on the vendor, and the Wi-Fi log is the legally
+kept record. So a commit the store refuses for a while (SQLITE_BUSY past the busy timeout while the nightly
+backup or `edgegw wifi` maintenance holds the write lock, an I/O error, a full disk) keeps its batch first
+in line, in order, its requests' retransmission keys still in flight, and is retried, backing off from
+RETRY_FIRST_S to RETRY_MAX_S; each request is answered once stored, whether its NAS still retries or gave
+up (a late answer is harmless). A batch is stored a transaction at a time (a NAS reset's closing of its
+sessions is one of its own): a part stored is never stored again. Only an error no retry can mend (a closed
+store, a damaged file, a bug) drops the rest of the batch unanswered, its keys forgotten, for the NAS's
+retransmissions to bring anew. At most `max_pending` requests wait; past that new ones are left unanswered
+and counted. `close()` takes no new requests, lets the writer store and answer what waits for up to
+`drain_s`, and only then closes the socket and ends the writer: the adapter closes the store after.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sqlite3
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -24,7 +39,7 @@ from typing import Any, cast
 from adapters.radius.attributes import AcctStatusType
 from adapters.radius.codec import AccountingRequest, RetransmissionKey, build_accounting_response, decode_request
 from adapters.radius.errors import RadiusAuthenticatorError, RadiusError
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 from gateway.wifilog.runner import listen_error
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
@@ -35,6 +50,18 @@ log = component_logger(__name__, "radius")
 
 ANSWERED_CACHE = 4096
 MAX_BATCH = 2048
+# A town's or a library's controller sends a few Accounting-Requests a second at the busiest (Starts, Stops,
+# an Interim-Update per session every few minutes; a NAS's retransmissions of a waiting request are not
+# queued again, though a vendor that resends a given-up record with a new identifier adds a copy): 20,000
+# waiting requests are hours of a store that refuses commits (a night's backup or maintenance gone wrong, a
+# failing SD card), time for a technician to act, and cost about 60 MB (3 KB a request as queued, with its
+# retransmission key, measured with a controller's Interim-Update) on a box with 1 GB or more.
+MAX_PENDING = 20_000
+RETRY_FIRST_S = 0.5  # a lock held a little past the busy timeout is waited out at once
+RETRY_MAX_S = 30.0  # a store back after a long failure takes requests again within half a minute
+# a stop or reload waits this long for the store to take what was received: one full busy timeout of the
+# store, and a bound on how long a stop of the adapter takes
+DRAIN_S = 10.0
 _KINDS = {
     AcctStatusType.START: EventKind.START,
     AcctStatusType.INTERIM_UPDATE: EventKind.INTERIM,
@@ -79,18 +106,38 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         clock: Callable[[], datetime],
         on_event: Callable[[SessionEvent], None] | None = None,
         answered_cache: int = ANSWERED_CACHE,
+        max_pending: int = MAX_PENDING,
+        drain_s: float = DRAIN_S,
     ) -> None:
         self.answered_cache = answered_cache
+        self.max_pending = max_pending
+        self.drain_s = drain_s
         self.store = store
         self.secrets = dict(secrets)
         self.clock = clock
         self.on_event = on_event
         self.transport: asyncio.DatagramTransport | None = None
         self._pending: deque[tuple[AccountingRequest, bytes]] = deque()
+        # the batch first in line, taken from `_pending`: the writer's thread stores it a transaction at a time,
+        # its first `_done` requests stored (their session events in `_stored`); the rest wait there, in order,
+        # until the store took them. Read and refilled on the loop only while no thread holds it.
+        self._batch: list[tuple[AccountingRequest, bytes]] = []
+        self._done = 0
+        self._stored: list[SessionEvent] = []
+        self._in_thread = False  # the writer's thread holds the batch (a cancelled writer's thread runs on)
         self._in_flight: set[RetransmissionKey] = set()
         self._answered: OrderedDict[RetransmissionKey, bytes] = OrderedDict()
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._hurry = asyncio.Event()  # a stop: a writer waiting to retry tries again now
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._retry_s = RETRY_FIRST_S
+        self._commit_error: str | None = None  # last_error while it is the commits' failure
+        self._failing = StateLog(log)  # commits refused: logged once a spell, and its end
+        self._full = StateLog(log)  # requests refused for want of room: the same
+        self._refused_before = 0  # refused_queue_full when the spell began
         self.last_error: str | None = None
         self.counters: dict[str, int] = {
             "answered": 0,
@@ -101,7 +148,17 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             "malformed": 0,
             "no_session_id": 0,
             "batches": 0,
+            "commit_failed": 0,  # requests left unanswered by an error no retry mends
+            "commit_retries": 0,  # attempts made again after the store refused a commit
+            "refused_queue_full": 0,  # requests left unanswered while max_pending waited
+            "refused_stopping": 0,  # new requests left unanswered while a stop stored what waited
+            "stopped_unanswered": 0,  # requests a stop left unstored (the store refused for all of drain_s)
         }
+
+    @property
+    def waiting(self) -> int:
+        """Requests received and not stored yet."""
+        return len(self._pending) + len(self._batch) - self._done
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -115,12 +172,49 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         return str(sockname[0]), int(sockname[1])
 
     async def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        """Take no new requests, store and answer what waits (for up to `drain_s`), then close the socket and
+        end the writer.
+
+        The socket stays open meanwhile, as the answers leave through it; the store stays open: its owner
+        closes it after this, so no batch meets a closed store. Cancelled meanwhile (a second stop), it ends
+        the writer at once; a commit running in its thread runs on.
+        """
+        self._closing = True
+        try:
+            await self._drain()
+        except asyncio.CancelledError:
+            if self.waiting:
+                self._report_unstored("stopped again before the store took them")
+            raise
+        finally:
+            if self.transport is not None:
+                self.transport.close()
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        if self._writer is None or not self.waiting:
+            return
+        self._hurry.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.drain_s)
+        except TimeoutError:
+            self._report_unstored(f"the store did not take them within {self.drain_s:g} s")
+
+    def _report_unstored(self, reason: str) -> None:
+        waiting = self.waiting
+        running = len(self._batch) - self._done if self._in_thread else 0
+        self.counters["stopped_unanswered"] += waiting - running
+        log.error(
+            "radius accounting: stopped with %d Accounting-Requests not stored (%s%s); unanswered, so the NAS "
+            "sends them again to the next run if it still retries; last error: %s",
+            waiting,
+            reason,
+            f"; {running} of them in a commit still running, which the store's close waits for" if running else "",
+            self.last_error,
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # the selector loop's datagram transport does not subclass DatagramTransport in 3.11
@@ -149,9 +243,35 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         if key in self._in_flight:
             self.counters["retransmissions"] += 1
             return
+        if self._closing:  # what waits is being stored for a bounded time: the NAS retries with the next run
+            self.counters["refused_stopping"] += 1
+            return
+        if len(self._pending) + len(self._batch) - self._done >= self.max_pending:
+            self._refuse()
+            return
+        if self._full.failing:
+            self._full.ok(
+                "radius accounting: taking Accounting-Requests again; %d refused while %d waited",
+                self.counters["refused_queue_full"] - self._refused_before,
+                self.max_pending,
+            )
         self._in_flight.add(key)
         self._pending.append((req, secret))
+        self._idle.clear()
         self._wake.set()
+
+    def _refuse(self) -> None:
+        """Unanswered, and its key not in flight: a retransmission once there is room is taken."""
+        self.counters["refused_queue_full"] += 1
+        if self._full.fail(
+            "full",
+            logging.WARNING,
+            "radius accounting: %d Accounting-Requests wait for the store; leaving new ones unanswered until it "
+            "takes them (counted in refused_queue_full); last error: %s",
+            self.waiting,
+            self.last_error,
+        ):
+            self._refused_before = self.counters["refused_queue_full"] - 1
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
         assert self.transport is not None  # answers only follow a request, which needs the socket
@@ -161,39 +281,112 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch = [self._pending.popleft() for _ in range(min(MAX_BATCH, len(self._pending)))]
+            while self.waiting:
+                self._take()
+                self._in_thread = True
                 try:
-                    stored = await asyncio.to_thread(self.commit, [req for req, _ in batch])
+                    await asyncio.to_thread(self._store_batch)
                 except Exception as exc:
-                    # unanswered, the NAS retransmits: forget the keys so the retransmission is queued anew
-                    self.counters["commit_failed"] = self.counters.get("commit_failed", 0) + len(batch)
-                    self.last_error = f"radius accounting store: commit failed, got {type(exc).__name__}: {exc}"
-                    log.error("%s; %d requests left unanswered", self.last_error, len(batch))
-                    for req, _ in batch:
-                        self._in_flight.discard(req.retransmission_key)
+                    self._in_thread = False
+                    self._answer_stored()  # the parts stored before the refusal
+                    if _transient(exc):
+                        await self._retry_later(exc)
+                    else:
+                        self._give_up(exc)
                     continue
+                self._in_thread = False
                 self.counters["batches"] += 1
-                for req, secret in batch:
-                    reply = build_accounting_response(req, secret)
-                    key = req.retransmission_key
-                    self._in_flight.discard(key)
-                    self._answered[key] = reply
-                    if len(self._answered) > self.answered_cache:
-                        self._answered.popitem(last=False)
-                    self._send(reply, req.source)
-                # handed on once the NAS has its answers: a consumer that fails (the gateway's buffer
-                # refusing a session event stops the adapter) must not leave them unsent
-                if self.on_event is not None:
-                    for ev in stored:
-                        self.on_event(ev)
+                self._commit_succeeded()
+                self._answer_stored()
+            self._wake.clear()
+            self._idle.set()
+
+    def _take(self) -> None:
+        """Fill the batch first in line from the queue, keeping the order the requests came in."""
+        while self._pending and len(self._batch) < MAX_BATCH:
+            self._batch.append(self._pending.popleft())
+
+    def _store_batch(self) -> None:
+        """In the writer's thread: the batch first in line into the store, a transaction at a time (a NAS
+        reset's on its own), each part marked stored once committed. Raises when the store refused a part;
+        then it and the rest stay first in line."""
+        batch = self._batch
+        while self._done < len(batch):
+            end = self._done + 1
+            if not _resets(batch[self._done][0]):
+                while end < len(batch) and not _resets(batch[end][0]):
+                    end += 1
+            self._stored += self.commit([req for req, _ in batch[self._done : end]])
+            self._done = end
+
+    async def _retry_later(self, exc: Exception) -> None:
+        self.last_error = self._commit_error = (
+            f"radius accounting store: commit failed, got {type(exc).__name__}: {exc}"
+        )
+        self.counters["commit_retries"] += 1
+        delay = self._retry_s
+        self._retry_s = min(delay * 2, RETRY_MAX_S)
+        if not self._failing.fail(
+            "failing",
+            logging.WARNING,
+            "%s; keeping %d Accounting-Requests unanswered and retrying, first in %g s, then at most every %g s",
+            self._commit_error,
+            self.waiting,
+            delay,
+            RETRY_MAX_S,
+        ):
+            log.debug("%s; retrying in %g s, %d requests waiting", self._commit_error, delay, self.waiting)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), delay)
+        self._hurry.clear()
+
+    def _commit_succeeded(self) -> None:
+        self._retry_s = RETRY_FIRST_S
+        if self._failing.ok(
+            "radius accounting store: the store takes requests again (%d retries so far); %d Accounting-Requests "
+            "waiting",
+            self.counters["commit_retries"],
+            self.waiting,
+        ):
+            if self.last_error == self._commit_error:
+                self.last_error = None
+            self._commit_error = None
+
+    def _give_up(self, exc: Exception) -> None:
+        """An error a retry cannot mend: the part of the batch not stored is dropped unanswered."""
+        lost, self._batch = self._batch, []
+        # unanswered, the NAS retransmits: forget the keys so the retransmission is queued anew
+        for req, _ in lost:
+            self._in_flight.discard(req.retransmission_key)
+        self.counters["commit_failed"] += len(lost)
+        self.last_error = f"radius accounting store: commit failed, got {type(exc).__name__}: {exc}"
+        log.error("%s; %d requests left unanswered", self.last_error, len(lost))
+
+    def _answer_stored(self) -> None:
+        """Answer the requests of the batch first in line that are stored, and hand their events on."""
+        done, stored = self._batch[: self._done], self._stored
+        del self._batch[: self._done]
+        self._done, self._stored = 0, []
+        for req, secret in done:
+            reply = build_accounting_response(req, secret)
+            key = req.retransmission_key
+            self._in_flight.discard(key)
+            self._answered[key] = reply
+            if len(self._answered) > self.answered_cache:
+                self._answered.popitem(last=False)
+            self._send(reply, req.source)
+        # handed on once the NAS has its answers: a consumer that fails (the gateway's buffer
+        # refusing a session event stops the adapter) must not leave them unsent
+        if self.on_event is not None:
+            for ev in stored:
+                self.on_event(ev)
 
     def commit(self, requests: list[AccountingRequest]) -> list[SessionEvent]:
         """Store a batch in order (worker thread): session events together, a NAS reset between them.
         Returns the session events stored, for `on_event` once the batch is answered."""
         stored: list[SessionEvent] = []
         events: list[SessionEvent] = []
+        missing = 0  # counted once stored: the writer tries a part the store refused again
         for req in requests:
             status = req.record.status
             if status in (AcctStatusType.ACCOUNTING_ON, AcctStatusType.ACCOUNTING_OFF):
@@ -204,12 +397,14 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
                 continue
             ev = session_event(req)
             if ev is None:
-                self.counters["no_session_id"] += 1
+                missing += 1
                 continue
             events.append(ev)
         self.store.apply(events)
-        self.counters["stored"] += len(events)
-        return stored + events
+        stored += events
+        self.counters["stored"] += len(stored)
+        self.counters["no_session_id"] += missing
+        return stored
 
     def diagnostics(self) -> dict[str, Any]:
         c = self.counters
@@ -219,5 +414,17 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             "malformed": malformed,
             "last_error": self.last_error,
             "in_flight": len(self._in_flight),
+            "waiting": self.waiting,
             "summary": f"answered {c['answered']}, stored {c['stored']}, retransmissions {c['retransmissions']}",
         }
+
+
+def _resets(req: AccountingRequest) -> bool:
+    """Accounting-On/Off: the NAS restarted, its open sessions closed in a transaction of their own."""
+    return req.record.status in (AcctStatusType.ACCOUNTING_ON, AcctStatusType.ACCOUNTING_OFF)
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether a later attempt may succeed: SQLite's busy, locked, I/O and full-disk errors and the system's,
+    not a closed store, a damaged file or a bug (each would stop every request behind it for good)."""
+    return isinstance(exc, sqlite3.OperationalError | OSError)
