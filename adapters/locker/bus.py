@@ -13,7 +13,10 @@ failed line, not a thread held in the port for good with every close behind it. 
 is reopened at once; only one failing again with no good cycle in between (a stalled line opens fine
 every time) waits, for a pause that doubles while it keeps failing. An exchange that ends without its
 reply, or fails, leaves nothing queued for the line: a request given up must never reach a board
-once the line takes data again (an unlock reported failed would open a door minutes later). An
+once the line takes data again (an unlock reported failed would open a door minutes later). On a TCP
+serial server the queue is this host's socket, which only a reset empties: an exchange that ends so
+with bytes still unsent there gives the link up with a reset in its own thread (its awaiting task
+may be gone, cancelled by a command's deadline), and a close with bytes unsent is a reset too. An
 exchange that reaches a port closed under it says so, as one after the close does.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import fcntl
 import logging
 import os
 import socket
@@ -119,18 +123,25 @@ class SerialLink:
         self.discarded = 0  # noise bytes dropped while looking for a frame
         self._port: serial.SerialBase | None = None
         self._thread_lock = threading.Lock()  # a cancelled exchange's thread may still be reading
+        self._reset: tuple[serial.SerialBase, LinkError] | None = None  # a port an exchange's thread gave up, and why
 
     @property
     def is_open(self) -> bool:
         return self._port is not None
 
     async def open(self) -> None:
+        self._reset = None
         try:
             self._port = await asyncio.to_thread(
                 serial.serial_for_url, self.url, baudrate=self.baud, timeout=0.2, write_timeout=self.write_timeout
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"locker bus {self.url}: cannot open the port, got {exc}") from None
+        if self.tcp:
+            # Nagle's algorithm would hold a request back until the server acknowledges the one before
+            # (up to its delayed ACK, 40 ms and more): longer than a short reply timeout, and bytes held
+            # so would read as a server that stopped taking data. pyserial leaves it on.
+            _set_option(self._port, socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     async def close(self) -> None:
         port, self._port = self._port, None
@@ -147,7 +158,9 @@ class SerialLink:
         # A cancelled exchange's thread may still be reading: closing under it would free the fd, a
         # number the next `open()` anywhere is given.
         with self._thread_lock:
-            if give_up and self.tcp:
+            # A plain close of a socket still sends all it queues; one with nothing queued stays plain,
+            # so a TCP serial server does not log every stop and reload as a connection reset.
+            if self.tcp and port.is_open and (give_up or _unsent(port) != 0):
                 _reset_on_close(port)
             port.close()
 
@@ -158,34 +171,76 @@ class SerialLink:
             raise LinkError(f"locker bus {self.url}: the port is closed, got an exchange")
         try:
             return await asyncio.to_thread(self._blocking, port, ex, timeout)
-        except BoardTimeout:
-            raise  # a TimeoutError, so an OSError too: the board's silence, not the line's failure
         except LinkError:
-            await self._give_up(port)  # the line stopped taking data; a port closed under the exchange is gone already
+            await self._give_up(port)  # the line failed; a port closed under the exchange is gone already
             raise
-        except (serial.SerialException, OSError, termios.error) as exc:
-            # termios.error (no OSError) is what the input flush of a hung-up tty raises: the adapter pulled out
-            await self._give_up(port)
-            raise LinkError(f"locker bus {self.url}: the line failed, got {_os_text(exc)}") from None
 
     def _blocking(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
+        """The exchange in its thread: a reply, None, BoardTimeout (the board's silence) or LinkError (the line's failure)."""
         with self._thread_lock:
             if not port.is_open:  # closed between the exchange taking it and this thread reaching it
+                reset = self._reset
+                if reset is not None and reset[0] is port:  # by an exchange's thread, whose caller may be gone
+                    raise LinkError(str(reset[1]), **reset[1].params)
                 raise LinkError(f"locker bus {self.url}: the port is closed, got an exchange")
             try:
-                return self._on_port(port, ex, timeout)
-            except Exception:
-                # What the line still holds goes, before any other exchange: a line taking data again
-                # (an adapter or server that stopped passing data on, a cable put back) must get neither
-                # requests whose replies already count as missing (they would read as a later request's)
-                # nor an unlock reported failed, which would open a door long after. A port closed with
-                # output queued also waits for it to drain (30 s on a UART by default). A port that refuses
-                # even this is gone altogether; the exchange's own end is still what to report. On a
-                # TCP serial server this discards nothing (pyserial cannot reach the socket's queue): a
-                # link given up is reset instead (`_reset_on_close`).
-                with contextlib.suppress(serial.SerialException, OSError, termios.error):
-                    port.reset_output_buffer()
-                raise
+                return self._discarding(port, ex, timeout)
+            except (BoardTimeout, LinkError):
+                raise  # OSErrors too (TimeoutError, ConnectionError), already saying what ended the exchange
+            except (serial.SerialException, OSError, termios.error) as exc:
+                # termios.error (no OSError) is what the input flush of a hung-up tty raises: the adapter pulled out
+                raise LinkError(f"locker bus {self.url}: the line failed, got {_os_text(exc)}") from None
+
+    def _discarding(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
+        """The exchange on the port; one that ends without its reply, or fails, leaves nothing queued."""
+        try:
+            return self._on_port(port, ex, timeout)
+        except Exception as exc:
+            # What the line still holds goes, before any other exchange: a line taking data again
+            # (an adapter or server that stopped passing data on, a cable put back) must get neither
+            # requests whose replies already count as missing (they would read as a later request's)
+            # nor an unlock reported failed, which would open a door long after. A port closed with
+            # output queued also waits for it to drain (30 s on a UART by default). A port that refuses
+            # even this is gone altogether; the exchange's own end is still what to report. On a
+            # TCP serial server this discards nothing (pyserial cannot reach the socket's queue).
+            with contextlib.suppress(serial.SerialException, OSError, termios.error):
+                port.reset_output_buffer()
+            if self.tcp:
+                self._reset_if_unsent(port, exc, timeout)
+            raise
+
+    def _reset_if_unsent(self, port: serial.SerialBase, exc: Exception, timeout: float) -> None:
+        """Give a TCP link up with a reset, here and now, while its socket still holds bytes unsent.
+
+        The server stopped reading (its serial side hung): its window is closed, and this host's socket
+        keeps the requests, far from full, so no write times out. When the server reads again it would
+        get them all, an unlock reported failed among them. Done in the exchange's own thread, since its
+        awaiting task may be gone (a command's deadline) and would never give the link up; the next
+        exchange on the port says why it is gone.
+        """
+        unsent = _unsent(port)
+        if unsent == 0:
+            return  # all of it reached the server; a board's silence, or a failure given up as usual
+        if isinstance(exc, BoardTimeout):
+            count = (
+                "an unknown number of bytes (the kernel does not count them)" if unsent is None else f"{unsent} bytes"
+            )
+            err = LinkError(
+                f"locker bus {self.url}: the TCP serial server stopped taking data, got {count} unsent after"
+                f" {timeout:g} s without a reply; the link is reset so none of them reaches a board later; check"
+                " the power and the network of the TCP serial server, and whether its serial side hung",
+                unsent_bytes=unsent,
+                timeout=timeout,
+            )
+        elif isinstance(exc, LinkError):
+            err = exc
+        else:  # what `_blocking` makes of it
+            err = LinkError(f"locker bus {self.url}: the line failed, got {_os_text(exc)}")
+        _reset_on_close(port)
+        port.close()
+        self._reset = (port, err)
+        if isinstance(exc, BoardTimeout):
+            raise err from None
 
     def _on_port(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
         port.reset_input_buffer()
@@ -234,7 +289,7 @@ class SerialLink:
         while waiting := port.out_waiting:
             if time.monotonic() >= deadline:
                 raise self._stalled(request, "taken but not sent")
-            time.sleep(max(0.001, waiting * 10 / self.baud))
+            time.sleep(min(max(0.001, waiting * 10 / self.baud), max(0.0, deadline - time.monotonic())))
         time.sleep(max(0.0, sent_by - time.monotonic()))
 
     def _stalled(self, request: bytes, what: str) -> LinkError:
@@ -251,11 +306,28 @@ def _reset_on_close(port: serial.SerialBase) -> None:
     """Make the close of a TCP port a reset (RST), which drops what the socket still queues.
 
     A plain close still sends all of it, so a TCP serial server that takes data again would be handed
-    requests given up, an unlock reported failed among them. pyserial's socket port offers no way to
-    the socket but its fd (`fileno`); the option is set through a second handle on the same socket.
+    requests given up, an unlock reported failed among them.
     """
+    _set_option(port, socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _set_option(port: serial.SerialBase, level: int, option: int, value: int | bytes) -> None:
+    """A socket option of a TCP port, set through a second handle on its socket (pyserial offers only the fd)."""
     with contextlib.suppress(OSError), socket.socket(fileno=os.dup(port.fileno())) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.setsockopt(level, option, value)
+
+
+# <linux/sockios.h>: the bytes a TCP socket holds and has not sent yet. Bytes sent and not yet
+# acknowledged are on their way (no reset calls them back, as none calls back bytes on a cable).
+_SIOCOUTQNSD = 0x894B
+
+
+def _unsent(port: serial.SerialBase) -> int | None:
+    """The bytes a TCP port's socket still holds unsent; None when the kernel does not say (count it as some)."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(port.fileno(), _SIOCOUTQNSD, bytes(4)))[0])
+    except OSError:  # also pyserial's PortNotOpenError
+        return None
 
 
 def _os_text(exc: Exception) -> str:
