@@ -10,11 +10,18 @@ Syslog has no acknowledgement and UDP no redelivery: an event received and then 
 legally kept log for good. So a commit the store refuses for a while (SQLITE_BUSY past the busy timeout
 while the nightly backup or `edgegw wifi` maintenance holds the write lock, an I/O error, a full disk) keeps
 its batch first in line and is retried, backing off from RETRY_FIRST_S to RETRY_MAX_S; only an error no
-retry can mend (a closed store, a damaged file, a bug) gives the batch up, counted in `lost`. A batch's
-lines become session events once, before its first attempt (a leave takes its join's session id then),
-and once the store took them they are never stored again, whatever fails after. At most `max_pending`
-events wait; past that new ones are refused and counted. `close()` stops the sockets, lets the writer
-store what was received for up to `drain_s`, and only then ends it: the adapter closes the store after.
+retry can mend (a closed store, a missing table or another SQL error, a damaged file, a bug) gives the batch
+up, counted in `lost`. A batch's lines become session events once, before its first attempt (a leave takes
+its join's session id then), and once the store took them they are never stored again, whatever fails after.
+At most `max_pending` events wait; past that new ones are refused and counted. `close()` stops the sockets,
+lets the writer store what was received for up to `drain_s`, and only then ends it: the adapter closes the
+store after.
+
+The batch is committed in a worker thread, which runs on when its writer task is cancelled: one lock lets
+one thread at a time fill, convert, commit or give up the batch, so a writer started again after a stop
+finds it stored (or still failed), never commits it beside the old thread. What a stop gives up is counted
+in `lost` and let go there; a commit still running then reports its own outcome once it ends (no one awaits
+it any more): stored, or counted in `lost` with an ERROR.
 
 Syslog has no session id: a `connected` line opens a session on its AP (the AP's MAC when the line
 names it, else the sending host) and the next `disconnected` line of the same station on the same
@@ -28,8 +35,9 @@ import contextlib
 import hashlib
 import logging
 import sqlite3
+import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -58,6 +66,15 @@ RETRY_MAX_S = 30.0  # a store back after a long failure takes events again withi
 # store, and a bound on how long a stop of the adapter takes
 DRAIN_S = 10.0
 STREAMS_END_S = 1.0  # the TCP connections closed at a stop read what they hold, then end
+
+
+class _Writer:
+    """A writer task's standing, shared with its commit's thread: `abandoned` once a stop ended the task."""
+
+    __slots__ = ("abandoned",)
+
+    def __init__(self) -> None:
+        self.abandoned = False
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -89,14 +106,23 @@ class SyslogReceiver:
         self.allowed = allowed
         self.max_pending = max_pending
         self.drain_s = drain_s
+        # appended on the loop, taken from the left in a commit's thread: deque's append and popleft are atomic
+        # in CPython, so this needs no lock
         self._pending: deque[tuple[WifiEvent, str]] = deque()
         # the batch first in line: lines taken from `_pending` (`_taken`) become session events in the writer's
         # thread (`_ready`) once, as a leave takes its join's session id then (a second time it would find none);
-        # both wait there, in order, until the store took them
+        # both wait there, in order, until the store took them. Only the thread holding `_batch_lock` touches
+        # them and `_open`: a cancelled writer's thread runs on, and a writer started after it would otherwise
+        # commit the same batch beside it
         self._taken: deque[tuple[WifiEvent, str]] = deque()
         self._ready: list[SessionEvent] = []
-        self._in_thread = False  # the writer's thread holds the batch (a cancelled writer's thread runs on)
         self._open: dict[tuple[str, str], str] = {}
+        self._batch_lock = threading.Lock()
+        # held briefly, by a commit's thread and by the stop: whether a thread holds the batch (`_committing`,
+        # its writer), whether that writer was abandoned, and `lost`, decided at one moment on either side
+        self._state = threading.Lock()
+        self._committing: _Writer | None = None
+        self._held = 0  # events in the batch `_committing`'s thread holds: fixed while it converts them
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -111,7 +137,7 @@ class SyslogReceiver:
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []
         self._streams: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._writers: dict[asyncio.Task[None], _Writer] = {}
         self.last_error: str | None = None
         self.counters: dict[str, int] = {
             "lines": 0,
@@ -163,14 +189,17 @@ class SyslogReceiver:
     def _start_writer(self) -> None:
         self._closing = False
         self._hurry.clear()
-        if not self._tasks:
-            self._tasks.append(asyncio.create_task(self._write_loop(), name="wifi-syslog-writer"))
+        if not self._writers:
+            writer = _Writer()
+            self._writers[asyncio.create_task(self._write_loop(writer), name="wifi-syslog-writer")] = writer
 
     async def close(self) -> None:
         """Stop listening, store what was received (for up to `drain_s`), then end the writer.
 
         The store stays open: its owner closes it after this, so no batch meets a closed store. Cancelled
-        meanwhile (a second stop), it ends the writer at once; a commit running in its thread runs on.
+        meanwhile (a second stop), it ends the writer at once. What was not stored is counted in `lost` and let
+        go, but for a commit still running in the writer's thread: that one is stored if it succeeds, and
+        logged and counted as lost by its thread if not.
         """
         self._closing = True
         for t in self._transports:
@@ -183,40 +212,58 @@ class SyslogReceiver:
             w.close()
         servers, self._servers = self._servers, []
         self._transports.clear()
+        reason = "received after the store took the rest"  # by a stream still reading past STREAMS_END_S
         try:
             for s in servers:
                 await s.wait_closed()
             if self._streams:  # what they had received is queued before the drain
                 await asyncio.wait(list(self._streams), timeout=STREAMS_END_S)
-            await self._drain()
+            if not await self._drained():
+                reason = f"the store did not take them within {self.drain_s:g} s"
         except asyncio.CancelledError:
-            if self.waiting:
-                self._report_unstored("stopped again before the store took them")
+            reason = "stopped again before the store took them"
             raise
         finally:
-            tasks, self._tasks = self._tasks, []
-            for task in tasks:
+            writers, self._writers = self._writers, {}
+            self._abandon(writers.values(), reason)
+            for task in writers:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*writers, return_exceptions=True)
 
-    async def _drain(self) -> None:
-        if not self._tasks or not self.waiting:
-            return
+    async def _drained(self) -> bool:
+        """Whether the writer stored all that waited within `drain_s` (or had nothing to store)."""
+        if not self._writers or not self.waiting:
+            return True
         self._hurry.set()
         try:
             await asyncio.wait_for(self._idle.wait(), self.drain_s)
         except TimeoutError:
-            self._report_unstored(f"the store did not take them within {self.drain_s:g} s")
+            return False
+        return True
 
-    def _report_unstored(self, reason: str) -> None:
-        waiting = self.waiting
-        running = len(self._taken) + len(self._ready) if self._in_thread else 0
-        self.counters["lost"] += waiting - running
+    def _abandon(self, writers: Iterable[_Writer], reason: str) -> None:
+        """The stop's account of what was not stored, given just before it cancels `writers`: at the same
+        moment as a commit's thread decides whom its outcome goes to, so each event is counted once."""
+        with self._state:
+            for writer in writers:
+                writer.abandoned = True
+            # the loop's own thread: nothing is queued meanwhile, and a thread holding the batch took its lines
+            running = self._held if self._committing is not None else 0
+            waiting = len(self._pending) + (running or len(self._taken) + len(self._ready))
+            if not running:  # no thread holds the batch: it is let go with the queue
+                self._taken.clear()
+                self._ready = []
+            self._pending.clear()
+            self.counters["lost"] += waiting - running
+        if not waiting:
+            return
         log.error(
-            "wifi syslog: stopped with %d association events not stored (%s%s); last error: %s",
+            "wifi syslog: stopped with %d association events not stored (%s)%s; last error: %s",
             waiting,
             reason,
-            f"; {running} of them in a commit still running, which the store's close waits for" if running else "",
+            f"; {running} of them in a commit still running: stored if it succeeds, else logged as lost"
+            if running
+            else "",
             self.last_error,
         )
 
@@ -288,44 +335,94 @@ class SyslogReceiver:
         self._idle.clear()
         self._wake.set()
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, writer: _Writer) -> None:
         while True:
             await self._wake.wait()
             while self.waiting:
-                self._take()
-                self._in_thread = True
                 try:
-                    await asyncio.to_thread(self._commit)
-                except Exception as exc:
-                    self._in_thread = False
-                    if _transient(exc):
-                        await self._retry_later(exc)
-                    else:
-                        self._give_up(exc)
+                    stored = await asyncio.to_thread(self._commit, writer)
+                except Exception as exc:  # one a retry may mend: the batch stays first in line
+                    await self._retry_later(exc)
                     continue
-                self._in_thread = False
-                self._commit_succeeded()
+                if stored:
+                    self._commit_succeeded()
             self._wake.clear()
             self._idle.set()
 
     def _take(self) -> None:
         """Fill the batch first in line from the queue, keeping the order the lines came in."""
         while self._pending and len(self._taken) + len(self._ready) < MAX_BATCH:
-            self._taken.append(self._pending.popleft())
+            # appended before it leaves the queue: `waiting`, read on the loop meanwhile, never counts it out
+            self._taken.append(self._pending[0])
+            self._pending.popleft()
 
-    def _commit(self) -> None:
-        """In the writer's thread: the batch first in line into the store, then handed on. Raises only when
-        the store did not take it; then the batch stays first in line."""
-        ready = self._ready
-        while self._taken:
-            ready.append(self.session_event(*self._taken[0]))
-            self._taken.popleft()
-        self.store.apply(ready)
-        # stored: nothing from here on may send the writer back to store them again (on_event would see
-        # them twice)
-        self._ready = []
-        self.counters["stored"] += len(ready)
-        self._hand_on(ready)
+    def _commit(self, writer: _Writer) -> bool:
+        """In a worker thread: the batch first in line, filled from the queue, into the store, then handed on.
+
+        True once stored; False when given up (an error no retry mends), when `writer` was abandoned before
+        it began, or when a thread before it left nothing to commit. Raises an error a retry may mend, the
+        batch staying first in line. Once a stop abandoned `writer`, no one awaits this any more: the thread
+        reports the outcome itself.
+        """
+        with self._batch_lock:
+            if not self._hold(writer):
+                return False
+            ready = self._ready
+            try:
+                while self._taken:
+                    ready.append(self.session_event(*self._taken[0]))
+                    self._taken.popleft()
+                self.store.apply(ready)
+            except Exception as exc:
+                transient = _transient(exc)
+                if not transient:
+                    self._give_up(exc)
+                if self._let_go(writer, exc) or not transient:
+                    return False
+                raise
+            # stored: nothing from here on may send the writer back to store them again (on_event would see
+            # them twice)
+            self._ready = []
+            self.counters["stored"] += len(ready)
+            self._let_go(writer, None)
+            self._hand_on(ready)
+            return True
+
+    def _hold(self, writer: _Writer) -> bool:
+        """The batch first in line filled from the queue and held by `writer`'s thread, unless a stop
+        abandoned `writer` (it counted and let go what waited) or there is nothing to commit."""
+        with self._state:
+            if writer.abandoned:
+                return False
+            self._take()
+            self._held = len(self._taken) + len(self._ready)
+            if not self._held:  # stored or given up by a thread before this one
+                return False
+            self._committing = writer
+            return True
+
+    def _let_go(self, writer: _Writer, failure: Exception | None) -> bool:
+        """The batch let go by `writer`'s thread after its attempt; whether a stop had abandoned `writer`, the
+        outcome then reported here (a failed batch is lost: the stop let go what waited with it)."""
+        with self._state:
+            self._committing = None
+            abandoned = writer.abandoned
+            lost = len(self._taken) + len(self._ready) if abandoned and failure is not None else 0
+            if lost:
+                self._taken.clear()
+                self._ready = []
+                self.counters["lost"] += lost
+        if not abandoned:
+            return False
+        if failure is None:
+            log.info(
+                "wifi syslog: the %d association events of the commit still running at the stop are stored after all",
+                self._held,
+            )
+        elif lost:
+            self.last_error = f"wifi syslog store: commit failed, got {type(failure).__name__}: {failure}"
+            log.error("%s; %d events lost (the commit still running at the stop)", self.last_error, lost)
+        return True
 
     def _hand_on(self, events: list[SessionEvent]) -> None:
         if self.on_event is None:
@@ -381,15 +478,16 @@ class SyslogReceiver:
             self._commit_error = None
 
     def _give_up(self, exc: Exception) -> None:
-        """An error a retry cannot mend: the batch is lost, or the one line whose session could not be
-        found (the others of its batch are tried again)."""
+        """In the thread holding the batch, an error a retry cannot mend: the batch is lost, or the one line
+        whose session could not be found (the others of its batch are tried again)."""
         if self._taken:
             self._taken.popleft()
             lost = 1
         else:
             lost = len(self._ready)
             self._ready = []
-        self.counters["lost"] += lost
+        with self._state:
+            self.counters["lost"] += lost
         self.last_error = f"wifi syslog store: commit failed, got {type(exc).__name__}: {exc}"
         log.error("%s; %d events lost", self.last_error, lost)
 
@@ -431,7 +529,27 @@ class SyslogReceiver:
         }
 
 
+# SQLite's primary result codes a later attempt may get past: another connection's lock (BUSY, LOCKED, and
+# PROTOCOL, a lock race SQLite gave up on), the disk (IOERR, FULL) and a file not openable for now (CANTOPEN).
+# SQLITE_ERROR is one too, but means a missing table or bad SQL: a damaged schema or a bug, never mended by
+# waiting, and retried it would stop every event behind it for good.
+_TRANSIENT_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
 def _transient(exc: Exception) -> bool:
-    """Whether a later attempt may succeed: SQLite's busy, locked, I/O and full-disk errors and the system's,
-    not a closed store, a damaged file or a bug (each would stop every event behind it for good)."""
-    return isinstance(exc, sqlite3.OperationalError | OSError)
+    """Whether a later attempt may succeed: SQLite's busy, locked, I/O, full-disk and cannot-open errors and
+    the system's, not a closed store, a damaged file or schema or a bug (each would stop every event behind
+    it for good)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)  # absent from errors the sqlite3 module raises itself
+        return code is not None and (code & 0xFF) in _TRANSIENT_CODES  # extended codes carry it in the low byte
+    return isinstance(exc, OSError)
