@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -40,7 +39,7 @@ from adapters.radius.attributes import AcctStatusType
 from adapters.radius.codec import AccountingRequest, RetransmissionKey, build_accounting_response, decode_request
 from adapters.radius.errors import RadiusAuthenticatorError, RadiusError
 from gateway.logs import StateLog, component_logger
-from gateway.wifilog.runner import listen_error
+from gateway.wifilog.runner import listen_error, retryable
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
 
@@ -289,7 +288,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
                 except Exception as exc:
                     self._in_thread = False
                     self._answer_stored()  # the parts stored before the refusal
-                    if _transient(exc):
+                    if retryable(exc):
                         await self._retry_later(exc)
                     else:
                         self._give_up(exc)
@@ -422,9 +421,3 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
 def _resets(req: AccountingRequest) -> bool:
     """Accounting-On/Off: the NAS restarted, its open sessions closed in a transaction of their own."""
     return req.record.status in (AcctStatusType.ACCOUNTING_ON, AcctStatusType.ACCOUNTING_OFF)
-
-
-def _transient(exc: Exception) -> bool:
-    """Whether a later attempt may succeed: SQLite's busy, locked, I/O and full-disk errors and the system's,
-    not a closed store, a damaged file or a bug (each would stop every request behind it for good)."""
-    return isinstance(exc, sqlite3.OperationalError | OSError)

@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -46,7 +45,7 @@ from adapters.wifi_syslog.errors import SyslogError
 from adapters.wifi_syslog.framing import FrameSplitter
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
 from gateway.logs import StateLog, component_logger
-from gateway.wifilog.runner import listen_error
+from gateway.wifilog.runner import listen_error, retryable
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
 
@@ -374,7 +373,7 @@ class SyslogReceiver:
                     self._taken.popleft()
                 self.store.apply(ready)
             except Exception as exc:
-                transient = _transient(exc)
+                transient = retryable(exc)
                 if not transient:
                     self._give_up(exc)
                 if self._let_go(writer, exc) or not transient:
@@ -527,29 +526,3 @@ class SyslogReceiver:
             "waiting": self.waiting,
             "summary": f"lines {c['lines']}, association events stored {c['stored']}",
         }
-
-
-# SQLite's primary result codes a later attempt may get past: another connection's lock (BUSY, LOCKED, and
-# PROTOCOL, a lock race SQLite gave up on), the disk (IOERR, FULL) and a file not openable for now (CANTOPEN).
-# SQLITE_ERROR is one too, but means a missing table or bad SQL: a damaged schema or a bug, never mended by
-# waiting, and retried it would stop every event behind it for good.
-_TRANSIENT_CODES = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_PROTOCOL,
-    }
-)
-
-
-def _transient(exc: Exception) -> bool:
-    """Whether a later attempt may succeed: SQLite's busy, locked, I/O, full-disk and cannot-open errors and
-    the system's, not a closed store, a damaged file or schema or a bug (each would stop every event behind
-    it for good)."""
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)  # absent from errors the sqlite3 module raises itself
-        return code is not None and (code & 0xFF) in _TRANSIENT_CODES  # extended codes carry it in the low byte
-    return isinstance(exc, OSError)

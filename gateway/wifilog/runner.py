@@ -7,6 +7,7 @@ import asyncio
 import errno
 import hashlib
 import ipaddress
+import sqlite3
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
@@ -44,6 +45,32 @@ def check_listen(v: str) -> str:
     if addr.is_unspecified:
         raise ValueError(f"must be one address of this box (the Wi-Fi network's), not every address, got {v!r}")
     return str(addr)
+
+
+# SQLite's primary result codes a later attempt may get past: another connection's lock (BUSY, LOCKED, and
+# PROTOCOL, a lock race SQLite gave up on), the disk (IOERR, FULL) and a file not openable for now (CANTOPEN).
+# SQLITE_ERROR is one too, but means a missing table or bad SQL: a damaged schema or a bug, never mended by
+# waiting, and retried it would stop every event or request behind it for good.
+_RETRYABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+def retryable(exc: Exception) -> bool:
+    """Whether a later attempt may succeed: SQLite's busy, locked, I/O, full-disk and cannot-open errors and
+    the system's, not a closed store, a damaged file or schema or a bug (each would stop every event or request
+    behind it for good): the syslog and RADIUS receivers' rule for a commit kept and tried again."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)  # absent from errors the sqlite3 module raises itself
+        return code is not None and (code & 0xFF) in _RETRYABLE_CODES  # extended codes carry it in the low byte
+    return isinstance(exc, OSError)
 
 
 def listen_error(exc: OSError, what: str, host: str, port: int) -> AdapterError:
