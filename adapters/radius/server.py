@@ -23,6 +23,12 @@ store, a damaged file, a bug) drops the rest of the batch unanswered, its keys f
 retransmissions to bring anew. At most `max_pending` requests wait; past that new ones are left unanswered
 and counted. `close()` takes no new requests, lets the writer store and answer what waits for up to
 `drain_s`, and only then closes the socket and ends the writer: the adapter closes the store after.
+
+The batch is committed in a worker thread, which runs on when its writer task is cancelled. What a stop
+leaves unstored is counted in `stopped_unanswered`, but for a commit still running then: no one awaits it any
+more, so its thread takes no further part (the store's close may take the store between two) and reports its
+own outcome once it ends: stored after all (unanswered, the socket being closed: the NAS's retransmission to
+the next run is merged again idempotently, as after a kill -9), or not, then logged and counted there.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -66,6 +73,17 @@ _KINDS = {
     AcctStatusType.INTERIM_UPDATE: EventKind.INTERIM,
     AcctStatusType.STOP: EventKind.STOP,
 }
+
+
+class _Writer:
+    """A writer task's standing, shared with its commit's thread: `abandoned` once a stop ended the task,
+    `running` the requests its thread then held unstored (the thread's to account for)."""
+
+    __slots__ = ("abandoned", "running")
+
+    def __init__(self) -> None:
+        self.abandoned = False
+        self.running = 0
 
 
 def session_event(req: AccountingRequest) -> SessionEvent | None:
@@ -123,7 +141,12 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         self._batch: list[tuple[AccountingRequest, bytes]] = []
         self._done = 0
         self._stored: list[SessionEvent] = []
-        self._in_thread = False  # the writer's thread holds the batch (a cancelled writer's thread runs on)
+        # held briefly, by a commit's thread and by the stop: whether a thread holds the batch (`_committing`,
+        # its writer), whether that writer was abandoned, `_done` and `stopped_unanswered`, decided at one
+        # moment on either side, so each request is counted once
+        self._state = threading.Lock()
+        self._committing: _Writer | None = None
+        self._writer_state: _Writer | None = None
         self._in_flight: set[RetransmissionKey] = set()
         self._answered: OrderedDict[RetransmissionKey, bytes] = OrderedDict()
         self._wake = asyncio.Event()
@@ -165,7 +188,8 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
         except OSError as exc:
             raise listen_error(exc, "radius accounting", host, port) from None
-        self._writer = asyncio.create_task(self._write_loop(), name="radius-writer")
+        self._writer_state = _Writer()
+        self._writer = asyncio.create_task(self._write_loop(self._writer_state), name="radius-writer")
         sockname = transport.get_extra_info("sockname")
         log.info("radius accounting: listening on %s:%d (%d NAS clients)", sockname[0], sockname[1], len(self.secrets))
         return str(sockname[0]), int(sockname[1])
@@ -176,42 +200,57 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
 
         The socket stays open meanwhile, as the answers leave through it; the store stays open: its owner
         closes it after this, so no batch meets a closed store. Cancelled meanwhile (a second stop), it ends
-        the writer at once; a commit running in its thread runs on.
+        the writer at once. What was not stored is counted in `stopped_unanswered`, but for a commit still
+        running in the writer's thread: its thread logs and counts what it does not store.
         """
         self._closing = True
+        reason = "stopped before the store took them"
         try:
-            await self._drain()
+            if not await self._drained():
+                reason = f"the store did not take them within {self.drain_s:g} s"
         except asyncio.CancelledError:
-            if self.waiting:
-                self._report_unstored("stopped again before the store took them")
+            reason = "stopped again before the store took them"
             raise
         finally:
             if self.transport is not None:
                 self.transport.close()
             writer, self._writer = self._writer, None
+            state, self._writer_state = self._writer_state, None
+            if state is not None:
+                self._abandon(state, reason)
             if writer is not None:
                 writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
 
-    async def _drain(self) -> None:
+    async def _drained(self) -> bool:
+        """Whether the writer stored all that waited within `drain_s` (or had nothing to store)."""
         if self._writer is None or not self.waiting:
-            return
+            return True
         self._hurry.set()
         try:
             await asyncio.wait_for(self._idle.wait(), self.drain_s)
         except TimeoutError:
-            self._report_unstored(f"the store did not take them within {self.drain_s:g} s")
+            return False
+        return True
 
-    def _report_unstored(self, reason: str) -> None:
-        waiting = self.waiting
-        running = len(self._batch) - self._done if self._in_thread else 0
-        self.counters["stopped_unanswered"] += waiting - running
+    def _abandon(self, writer: _Writer, reason: str) -> None:
+        """The stop's account of what was not stored, given just before it cancels `writer`: at the same
+        moment as a commit's thread decides whom its outcome goes to."""
+        with self._state:
+            writer.abandoned = True
+            waiting = self.waiting
+            running = writer.running = len(self._batch) - self._done if self._committing is writer else 0
+            self.counters["stopped_unanswered"] += waiting - running
+        if not waiting:
+            return
         log.error(
             "radius accounting: stopped with %d Accounting-Requests not stored (%s%s); unanswered, so the NAS "
             "sends them again to the next run if it still retries; last error: %s",
             waiting,
             reason,
-            f"; {running} of them in a commit still running, which the store's close waits for" if running else "",
+            f"; {running} of them in a commit still running: stored if it succeeds, else logged and counted then"
+            if running
+            else "",
             self.last_error,
         )
 
@@ -277,23 +316,20 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         self.transport.sendto(data, addr)
         self.counters["answered"] += 1
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, writer: _Writer) -> None:
         while True:
             await self._wake.wait()
             while self.waiting:
                 self._take()
-                self._in_thread = True
                 try:
-                    await asyncio.to_thread(self._store_batch)
+                    await asyncio.to_thread(self._store_batch, writer)
                 except Exception as exc:
-                    self._in_thread = False
                     self._answer_stored()  # the parts stored before the refusal
                     if retryable(exc):
                         await self._retry_later(exc)
                     else:
                         self._give_up(exc)
                     continue
-                self._in_thread = False
                 self.counters["batches"] += 1
                 self._commit_succeeded()
                 self._answer_stored()
@@ -305,18 +341,67 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         while self._pending and len(self._batch) < MAX_BATCH:
             self._batch.append(self._pending.popleft())
 
-    def _store_batch(self) -> None:
-        """In the writer's thread: the batch first in line into the store, a transaction at a time (a NAS
-        reset's on its own), each part marked stored once committed. Raises when the store refused a part;
-        then it and the rest stay first in line."""
+    def _store_batch(self, writer: _Writer) -> None:
+        """In a worker thread: the batch first in line into the store, a transaction at a time (a NAS reset's
+        on its own), each part marked stored once committed. Raises when the store refused a part; then it
+        and the rest stay first in line. Once a stop abandoned `writer`, no one awaits this any more: it takes
+        no further part and reports the outcome itself."""
         batch = self._batch
-        while self._done < len(batch):
-            end = self._done + 1
-            if not _resets(batch[self._done][0]):
-                while end < len(batch) and not _resets(batch[end][0]):
-                    end += 1
-            self._stored += self.commit([req for req, _ in batch[self._done : end]])
-            self._done = end
+        with self._state:
+            if writer.abandoned:  # before it began: the stop counted the batch with the rest
+                return
+            self._committing = writer
+        try:
+            while True:
+                with self._state:
+                    if writer.abandoned or self._done >= len(batch):
+                        break
+                    start = end = self._done
+                end += 1
+                if not _resets(batch[start][0]):
+                    while end < len(batch) and not _resets(batch[end][0]):
+                        end += 1
+                stored = self.commit([req for req, _ in batch[start:end]])
+                with self._state:
+                    self._stored += stored
+                    self._done = end
+        except Exception as exc:
+            if not self._let_go(writer, exc):
+                raise
+            return
+        self._let_go(writer, None)
+
+    def _let_go(self, writer: _Writer, failure: Exception | None) -> bool:
+        """The batch let go by `writer`'s thread; whether a stop had abandoned `writer`, the outcome then
+        reported here: what the thread stored after the stop, and what it did not (failed, or left for the
+        stop) counted in `stopped_unanswered`."""
+        with self._state:
+            self._committing = None
+            abandoned = writer.abandoned
+            unstored = len(self._batch) - self._done if abandoned else 0
+            self.counters["stopped_unanswered"] += unstored
+        if not abandoned:
+            return False
+        if writer.running > unstored:
+            log.info(
+                "radius accounting: %d Accounting-Requests of the commit still running at the stop were stored "
+                "after all; unanswered, as the socket is closed: the NAS's retransmission to the next run is "
+                "merged again and answered",
+                writer.running - unstored,
+            )
+        if unstored:
+            if failure is not None:
+                self.last_error = f"radius accounting store: commit failed, got {type(failure).__name__}: {failure}"
+                why = self.last_error
+            else:
+                why = "radius accounting: the stop came before their transaction"
+            log.error(
+                "%s; %d Accounting-Requests of the commit still running at the stop not stored, unanswered "
+                "(counted in stopped_unanswered): the NAS sends them again to the next run if it still retries",
+                why,
+                unstored,
+            )
+        return True
 
     async def _retry_later(self, exc: Exception) -> None:
         self.last_error = self._commit_error = (
