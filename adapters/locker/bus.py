@@ -17,7 +17,13 @@ once the line takes data again (an unlock reported failed would open a door minu
 serial server the queue is this host's socket, which only a reset empties: an exchange that ends so
 with bytes still unsent there gives the link up with a reset in its own thread (its awaiting task
 may be gone, cancelled by a command's deadline), and a close with bytes unsent is a reset too. An
-exchange that reaches a port closed under it says so, as one after the close does.
+exchange whose caller is gone sends nothing once it reaches the line, and on TCP one its thread was
+still running takes back what it left unsent there; an unlock cancelled later (in its settle, before
+its poll) has the link checked and reset the same way: an unlock reported failed, or never reported,
+must not open a door later. Where the kernel does not count a socket's unsent bytes, a board's silence
+is taken as silence (a reset at every one would keep the whole bus down), so late delivery goes
+unnoticed there: logged once. An exchange that reaches a port closed under it says so, as one after
+the close does.
 """
 
 from __future__ import annotations
@@ -111,6 +117,33 @@ def _write_timeout(baud: int) -> float:
     return round(0.25 + 10 * _LONGEST_REQUEST * 10 / baud, 2)
 
 
+class _Ticket:
+    """One exchange between its caller (the loop) and its thread: which of the two heard last.
+
+    Its caller cancelled (a command's deadline, a stop) while the thread still has the exchange ahead or
+    under way: the thread takes back what it left unsent. The thread already through: the caller has to.
+    """
+
+    __slots__ = ("_lock", "abandoned", "ended")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.abandoned = False
+        self.ended = False
+
+    def abandon(self) -> bool:
+        """From the caller, cancelled; whether the thread has yet to end (and so takes back what it leaves)."""
+        with self._lock:
+            self.abandoned = True
+            return not self.ended
+
+    def end(self) -> bool:
+        """From the thread, at its end; whether its caller is gone (and so the thread takes back what it leaves)."""
+        with self._lock:
+            self.ended = True
+            return self.abandoned
+
+
 class SerialLink:
     """Bytes to and from one serial line; blocking pyserial calls in a worker thread, one at a time."""
 
@@ -124,6 +157,8 @@ class SerialLink:
         self._port: serial.SerialBase | None = None
         self._thread_lock = threading.Lock()  # a cancelled exchange's thread may still be reading
         self._reset: tuple[serial.SerialBase, LinkError] | None = None  # a port an exchange's thread gave up, and why
+        self._last: _Ticket | None = None  # the latest exchange's
+        self.counts_unsent = True  # the kernel counts a TCP socket's unsent bytes (SIOCOUTQNSD)
 
     @property
     def is_open(self) -> bool:
@@ -142,6 +177,7 @@ class SerialLink:
             # (up to its delayed ACK, 40 ms and more): longer than a short reply timeout, and bytes held
             # so would read as a server that stopped taking data. pyserial leaves it on.
             _set_option(self._port, socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.counts_unsent = _unsent(self._port) is not None
 
     async def close(self) -> None:
         port, self._port = self._port, None
@@ -169,27 +205,79 @@ class SerialLink:
         port = self._port
         if port is None:
             raise LinkError(f"locker bus {self.url}: the port is closed, got an exchange")
+        self._last = ticket = _Ticket()
+        # Shielded so that the thread always runs, even when cancelled before it started: only a thread
+        # that ran can tell (see `_Ticket`) whether taking back what is unsent is its job or the caller's.
+        work = asyncio.ensure_future(asyncio.to_thread(self._blocking, port, ex, timeout, ticket))
         try:
-            return await asyncio.to_thread(self._blocking, port, ex, timeout)
+            return await asyncio.shield(work)
         except LinkError:
             await self._give_up(port)  # the line failed; a port closed under the exchange is gone already
             raise
+        except asyncio.CancelledError:
+            ticket.abandon()
+            work.add_done_callback(_heard)
+            raise
 
-    def _blocking(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
+    async def take_back(self) -> None:
+        """After an unlock its caller gave up: a TCP link reset while its socket may still hold bytes unsent.
+
+        An unlock awaits no reply, so on TCP its exchange ends once the bytes are in this host's socket;
+        cancelled after that (in its settle, its poll not started) nothing else would ever look. A
+        reset found needed is reported by the next exchange, as one of an exchange's thread is.
+        """
+        port, last = self._port, self._last
+        if not self.tcp or port is None:
+            return  # a UART's exchange waits until the unlock left the port
+        if last is not None and last.abandoned and not last.ended:
+            return  # that exchange's thread does it at its end, after all it sends
+        await asyncio.shield(asyncio.to_thread(self._take_back_locked, port))
+
+    def _take_back_locked(self, port: serial.SerialBase) -> None:
+        with self._thread_lock:
+            if port.is_open:
+                self._take_back(port)
+
+    def _take_back(self, port: serial.SerialBase) -> None:
+        """Reset a TCP link its caller gave up while its socket may still hold bytes unsent; the thread lock held."""
+        unsent = _unsent(port)
+        if unsent == 0:
+            return
+        count = "an unknown number of bytes (the kernel does not count them)" if unsent is None else f"{unsent} bytes"
+        err = LinkError(
+            f"locker bus {self.url}: a request was given up (cancelled, an unlock's command past its deadline)"
+            f" with {count} unsent to the TCP serial server; the link is reset so none of them reaches a board"
+            " later; check the power and the network of the TCP serial server, and whether its serial side hung",
+            unsent_bytes=unsent,
+        )
+        _reset_on_close(port)
+        port.close()
+        self._reset = (port, err)
+
+    def _blocking(self, port: serial.SerialBase, ex: Exchange, timeout: float, ticket: _Ticket) -> bytes | None:
         """The exchange in its thread: a reply, None, BoardTimeout (the board's silence) or LinkError (the line's failure)."""
         with self._thread_lock:
-            if not port.is_open:  # closed between the exchange taking it and this thread reaching it
-                reset = self._reset
-                if reset is not None and reset[0] is port:  # by an exchange's thread, whose caller may be gone
-                    raise LinkError(str(reset[1]), **reset[1].params)
-                raise LinkError(f"locker bus {self.url}: the port is closed, got an exchange")
             try:
-                return self._discarding(port, ex, timeout)
-            except (BoardTimeout, LinkError):
-                raise  # OSErrors too (TimeoutError, ConnectionError), already saying what ended the exchange
-            except (serial.SerialException, OSError, termios.error) as exc:
-                # termios.error (no OSError) is what the input flush of a hung-up tty raises: the adapter pulled out
-                raise LinkError(f"locker bus {self.url}: the line failed, got {_os_text(exc)}") from None
+                return self._guarded(port, ex, timeout, ticket)
+            finally:
+                if ticket.end() and self.tcp and port.is_open:
+                    self._take_back(port)
+
+    def _guarded(self, port: serial.SerialBase, ex: Exchange, timeout: float, ticket: _Ticket) -> bytes | None:
+        if ticket.abandoned:
+            return None  # its caller is gone: an unlock sent now would open a door reported failed
+        if not port.is_open:  # closed between the exchange taking it and this thread reaching it
+            reset = self._reset
+            if reset is not None and reset[0] is port:  # by an exchange's thread, whose caller may be gone
+                raise LinkError(str(reset[1]), **reset[1].params)
+            raise LinkError(f"locker bus {self.url}: the port is closed, got an exchange")
+        try:
+            return self._discarding(port, ex, timeout)
+        except (BoardTimeout, LinkError):
+            raise  # OSErrors too (TimeoutError, ConnectionError), already saying what ended the exchange
+        except (serial.SerialException, OSError, termios.error) as exc:
+            # termios.error (no OSError) is what the input flush of a hung-up tty raises: the adapter pulled out
+            raise LinkError(f"locker bus {self.url}: the line failed, got {_os_text(exc)}") from None
 
     def _discarding(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
         """The exchange on the port; one that ends without its reply, or fails, leaves nothing queued."""
@@ -221,6 +309,10 @@ class SerialLink:
         unsent = _unsent(port)
         if unsent == 0:
             return  # all of it reached the server; a board's silence, or a failure given up as usual
+        if unsent is None and isinstance(exc, BoardTimeout):
+            # Not known: taken as the board's silence, or every silent board would reset the link at
+            # each poll and keep the whole bus down. Logged once at the open (`LockerBus.run`).
+            return
         if isinstance(exc, BoardTimeout):
             count = (
                 "an unknown number of bytes (the kernel does not count them)" if unsent is None else f"{unsent} bytes"
@@ -330,6 +422,12 @@ def _unsent(port: serial.SerialBase) -> int | None:
         return None
 
 
+def _heard(work: asyncio.Future[bytes | None]) -> None:
+    """Retrieve the end of a thread whose caller is gone (its LinkError is reported by the next exchange)."""
+    if not work.cancelled():
+        work.exception()
+
+
 def _os_text(exc: Exception) -> str:
     """An OSError's text; termios.error's (errno, text) in the same form."""
     if isinstance(exc, termios.error) and len(exc.args) == 2:
@@ -403,6 +501,7 @@ class LockerBus:
         self._quiet_from = 0.0
         self._log = component_logger(__name__, component)
         self._line = StateLog(self._log)
+        self._warned_unsent = False
 
     async def run(self) -> None:
         delay = 1.0
@@ -412,6 +511,7 @@ class LockerBus:
                 try:
                     if not self.link.is_open:
                         await self.link.open()
+                        self._warn_unsent()
                     started = self.clock()
                     await self.cycle()
                 except LinkError as exc:
@@ -435,6 +535,17 @@ class LockerBus:
                 await self._pause(max(0.0, self.poll_interval - self.last_cycle_s))
         finally:
             await self.link.close()
+
+    def _warn_unsent(self) -> None:
+        if self.link.counts_unsent or self._warned_unsent:
+            return
+        self._warned_unsent = True
+        self._log.warning(
+            "bus %s: the kernel does not count the bytes a socket holds unsent (SIOCOUTQNSD) on this platform:"
+            " requests a TCP serial server did not take when a board gave no reply cannot be detected, and may"
+            " reach the board late once the server reads again (an unlock reported failed among them)",
+            self.name,
+        )
 
     async def _pause(self, seconds: float) -> None:
         self._wake.clear()
@@ -509,6 +620,15 @@ class LockerBus:
         if not self.link.is_open:
             raise LinkError(f"locker bus {self.name}: the port is not open, got {self.link_error or 'no port yet'}")
         board.counters.unlocks += 1
+        try:
+            return await self._unlock(board, lock)
+        except BaseException:
+            # Given up (a command's deadline cancels it, or it failed): the command is reported failed,
+            # so an unlock a TCP serial server did not take must never reach the board later.
+            await self.link.take_back()
+            raise
+
+    async def _unlock(self, board: Board, lock: int) -> codec.BoardStatus | None:
         ex = board.unlock_exchange(lock)
         try:
             reply = await self._exchange(ex)
