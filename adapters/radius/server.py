@@ -16,7 +16,7 @@ A NAS retransmits an unanswered request only a few times over tens of seconds (R
 kept record. So a commit the store refuses for a while (SQLITE_BUSY past the busy timeout while the nightly
 backup or `edgegw wifi` maintenance holds the write lock, an I/O error, a full disk) keeps its batch first
 in line, in order, its requests' retransmission keys still in flight, and is retried, backing off from
-RETRY_FIRST_S to RETRY_MAX_S; each request is answered once stored, whether its NAS still retries or gave
+0.5 s to 30 s (`CommitRetry`); each request is answered once stored, whether its NAS still retries or gave
 up (a late answer is harmless). A batch is stored a transaction at a time (a NAS reset's closing of its
 sessions is one of its own): a part stored is never stored again. Only an error no retry can mend (a closed
 store, a damaged file, a bug) drops the rest of the batch unanswered, its keys forgotten, for the NAS's
@@ -34,7 +34,6 @@ the next run is merged again idempotently, as after a kill -9), or not, then log
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
@@ -46,7 +45,7 @@ from adapters.radius.attributes import AcctStatusType
 from adapters.radius.codec import AccountingRequest, RetransmissionKey, build_accounting_response, decode_request
 from adapters.radius.errors import RadiusAuthenticatorError, RadiusError
 from gateway.logs import StateLog, component_logger
-from gateway.wifilog.runner import listen_error, retryable
+from gateway.wifilog.runner import CommitRetry, listen_error, retryable
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
 
@@ -63,8 +62,6 @@ MAX_BATCH = 2048
 # failing SD card), time for a technician to act, and cost about 60 MB (3 KB a request as queued, with its
 # retransmission key, measured with a controller's Interim-Update) on a box with 1 GB or more.
 MAX_PENDING = 20_000
-RETRY_FIRST_S = 0.5  # a lock held a little past the busy timeout is waited out at once
-RETRY_MAX_S = 30.0  # a store back after a long failure takes requests again within half a minute
 # a stop or reload waits this long for the store to take what was received: one full busy timeout of the
 # store, and a bound on how long a stop of the adapter takes
 DRAIN_S = 10.0
@@ -152,13 +149,16 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._hurry = asyncio.Event()  # a stop: a writer waiting to retry tries again now
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        self._retry_s = RETRY_FIRST_S
-        self._commit_error: str | None = None  # last_error while it is the commits' failure
-        self._failing = StateLog(log)  # commits refused: logged once a spell, and its end
-        self._full = StateLog(log)  # requests refused for want of room: the same
+        self._retry = CommitRetry(
+            log,
+            what="radius accounting store",
+            kept="Accounting-Requests unanswered",
+            items="requests",
+            waiting="Accounting-Requests",
+        )
+        self._full = StateLog(log)  # requests refused for want of room: logged once a spell, and its end
         self._refused_before = 0  # refused_queue_full when the spell began
         self.last_error: str | None = None
         self.counters: dict[str, int] = {
@@ -226,7 +226,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         """Whether the writer stored all that waited within `drain_s` (or had nothing to store)."""
         if self._writer is None or not self.waiting:
             return True
-        self._hurry.set()
+        self._retry.hurry.set()
         try:
             await asyncio.wait_for(self._idle.wait(), self.drain_s)
         except TimeoutError:
@@ -404,37 +404,14 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         return True
 
     async def _retry_later(self, exc: Exception) -> None:
-        self.last_error = self._commit_error = (
-            f"radius accounting store: commit failed, got {type(exc).__name__}: {exc}"
-        )
         self.counters["commit_retries"] += 1
-        delay = self._retry_s
-        self._retry_s = min(delay * 2, RETRY_MAX_S)
-        if not self._failing.fail(
-            "failing",
-            logging.WARNING,
-            "%s; keeping %d Accounting-Requests unanswered and retrying, first in %g s, then at most every %g s",
-            self._commit_error,
-            self.waiting,
-            delay,
-            RETRY_MAX_S,
-        ):
-            log.debug("%s; retrying in %g s, %d requests waiting", self._commit_error, delay, self.waiting)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hurry.wait(), delay)
-        self._hurry.clear()
+        self.last_error = self._retry.refused(exc, self.waiting)
+        await self._retry.pause()
 
     def _commit_succeeded(self) -> None:
-        self._retry_s = RETRY_FIRST_S
-        if self._failing.ok(
-            "radius accounting store: the store takes requests again (%d retries so far); %d Accounting-Requests "
-            "waiting",
-            self.counters["commit_retries"],
-            self.waiting,
-        ):
-            if self.last_error == self._commit_error:
-                self.last_error = None
-            self._commit_error = None
+        ended = self._retry.succeeded(self.counters["commit_retries"], self.waiting)
+        if ended is not None and self.last_error == ended:
+            self.last_error = None
 
     def _give_up(self, exc: Exception) -> None:
         """An error a retry cannot mend: the part of the batch not stored is dropped unanswered."""

@@ -9,7 +9,7 @@ committed in batches by one writer task, like the RADIUS receiver.
 Syslog has no acknowledgement and UDP no redelivery: an event received and then dropped is gone from the
 legally kept log for good. So a commit the store refuses for a while (SQLITE_BUSY past the busy timeout
 while the nightly backup or `edgegw wifi` maintenance holds the write lock, an I/O error, a full disk) keeps
-its batch first in line and is retried, backing off from RETRY_FIRST_S to RETRY_MAX_S; only an error no
+its batch first in line and is retried, backing off from 0.5 s to 30 s (`CommitRetry`); only an error no
 retry can mend (a closed store, a missing table or another SQL error, a damaged file, a bug) gives the batch
 up, counted in `lost`. A batch's lines become session events once, before its first attempt (a leave takes
 its join's session id then), and once the store took them they are never stored again, whatever fails after.
@@ -45,7 +45,7 @@ from adapters.wifi_syslog.errors import SyslogError
 from adapters.wifi_syslog.framing import FrameSplitter
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
 from gateway.logs import StateLog, component_logger
-from gateway.wifilog.runner import listen_error, retryable
+from gateway.wifilog.runner import CommitRetry, listen_error, retryable
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
 
@@ -59,8 +59,6 @@ MAX_BATCH = 4096
 # maintenance gone wrong, a failing SD card), time for a technician to act, and cost at most about 75 MB
 # (0.5-0.75 KB an event as queued, measured with hostapd and UniFi lines) on a box with 1 GB or more.
 MAX_PENDING = 100_000
-RETRY_FIRST_S = 0.5  # a lock held a little past the busy timeout is waited out at once
-RETRY_MAX_S = 30.0  # a store back after a long failure takes events again within half a minute
 # a stop or reload waits this long for the store to take what was received: one full busy timeout of the
 # store, and a bound on how long a stop of the adapter takes
 DRAIN_S = 10.0
@@ -125,11 +123,8 @@ class SyslogReceiver:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._hurry = asyncio.Event()  # a stop: a writer waiting to retry tries again now
-        self._retry_s = RETRY_FIRST_S
-        self._commit_error: str | None = None  # last_error while it is the commits' failure
-        self._failing = StateLog(log)  # commits refused: logged once a spell, and its end
-        self._full = StateLog(log)  # events refused for want of room: the same
+        self._retry = CommitRetry(log, what="wifi syslog store", kept="events", items="events", waiting="events")
+        self._full = StateLog(log)  # events refused for want of room: logged once a spell, and its end
         self._refused_before = 0  # refused_queue_full when the spell began
         self._handing_on = StateLog(log)  # on_event failing for stored events: the same
         self._closing = False
@@ -187,7 +182,7 @@ class SyslogReceiver:
 
     def _start_writer(self) -> None:
         self._closing = False
-        self._hurry.clear()
+        self._retry.hurry.clear()
         if not self._writers:
             writer = _Writer()
             self._writers[asyncio.create_task(self._write_loop(writer), name="wifi-syslog-writer")] = writer
@@ -233,7 +228,7 @@ class SyslogReceiver:
         """Whether the writer stored all that waited within `drain_s` (or had nothing to store)."""
         if not self._writers or not self.waiting:
             return True
-        self._hurry.set()
+        self._retry.hurry.set()
         try:
             await asyncio.wait_for(self._idle.wait(), self.drain_s)
         except TimeoutError:
@@ -447,34 +442,14 @@ class SyslogReceiver:
         )
 
     async def _retry_later(self, exc: Exception) -> None:
-        self.last_error = self._commit_error = f"wifi syslog store: commit failed, got {type(exc).__name__}: {exc}"
         self.counters["commit_retries"] += 1
-        delay = self._retry_s
-        self._retry_s = min(delay * 2, RETRY_MAX_S)
-        if not self._failing.fail(
-            "failing",
-            logging.WARNING,
-            "%s; keeping %d events and retrying, first in %g s, then at most every %g s",
-            self._commit_error,
-            self.waiting,
-            delay,
-            RETRY_MAX_S,
-        ):
-            log.debug("%s; retrying in %g s, %d events waiting", self._commit_error, delay, self.waiting)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hurry.wait(), delay)
-        self._hurry.clear()
+        self.last_error = self._retry.refused(exc, self.waiting)
+        await self._retry.pause()
 
     def _commit_succeeded(self) -> None:
-        self._retry_s = RETRY_FIRST_S
-        if self._failing.ok(
-            "wifi syslog store: the store takes events again (%d retries so far); %d events waiting",
-            self.counters["commit_retries"],
-            self.waiting,
-        ):
-            if self.last_error == self._commit_error:
-                self.last_error = None
-            self._commit_error = None
+        ended = self._retry.succeeded(self.counters["commit_retries"], self.waiting)
+        if ended is not None and self.last_error == ended:
+            self.last_error = None
 
     def _give_up(self, exc: Exception) -> None:
         """In the thread holding the batch, an error a retry cannot mend: the batch is lost, or the one line

@@ -4,17 +4,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import ipaddress
+import logging
 import sqlite3
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from gateway.configbase import Field, Section
 from gateway.errors import AdapterError
-from gateway.logs import component_logger
+from gateway.logs import StateLog, component_logger
 from gateway.processing.api import ProcessorContext
 from gateway.processing.pseudonymize import PseudonymizeConfig
 from gateway.records import Attribute, Emit, Reading, Source, TimeSource
@@ -71,6 +74,69 @@ def retryable(exc: Exception) -> bool:
         code = getattr(exc, "sqlite_errorcode", None)  # absent from errors the sqlite3 module raises itself
         return code is not None and (code & 0xFF) in _RETRYABLE_CODES  # extended codes carry it in the low byte
     return isinstance(exc, OSError)
+
+
+RETRY_FIRST_S = 0.5  # a lock held a little past the busy timeout is waited out at once
+RETRY_MAX_S = 30.0  # a store back after a long failure takes events or requests again within half a minute
+
+
+class CommitRetry:
+    """A receiver's commits the store refuses for a while (`retryable`): the wait before the next attempt,
+    RETRY_FIRST_S doubling to RETRY_MAX_S and cut short by `hurry` (a stop), and the spell logged once at its
+    start (WARNING) and once at its end (INFO), each attempt between at DEBUG.
+
+    `what` names the store in the messages, `kept` what a refusal keeps (`events`, `Accounting-Requests
+    unanswered`), `items` what waits (`events`, `requests`), `waiting` the same in the end's line."""
+
+    def __init__(
+        self, log: logging.Logger | logging.LoggerAdapter[Any], *, what: str, kept: str, items: str, waiting: str
+    ) -> None:
+        self._log = log
+        self._what, self._kept, self._items, self._waiting = what, kept, items, waiting
+        self._delay = self._next = RETRY_FIRST_S
+        self._spell = StateLog(log)
+        self.error: str | None = None  # the refusal of the spell under way
+        self.hurry = asyncio.Event()
+
+    def refused(self, exc: Exception, waiting: int) -> str:
+        """A refused commit, with `waiting` items kept: logged as the spell says, the next delay set; its error
+        (for last_error). `pause` then waits that delay."""
+        self.error = error = f"{self._what}: commit failed, got {type(exc).__name__}: {exc}"
+        self._next, self._delay = self._delay, min(self._delay * 2, RETRY_MAX_S)
+        if not self._spell.fail(
+            "failing",
+            logging.WARNING,
+            "%s; keeping %d %s and retrying, first in %g s, then at most every %g s",
+            error,
+            waiting,
+            self._kept,
+            self._next,
+            RETRY_MAX_S,
+        ):
+            self._log.debug("%s; retrying in %g s, %d %s waiting", error, self._next, waiting, self._items)
+        return error
+
+    async def pause(self) -> None:
+        """The delay `refused` set, or until `hurry` is set (a stop: the next attempt now)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.hurry.wait(), self._next)
+        self.hurry.clear()
+
+    def succeeded(self, retries: int, waiting: int) -> str | None:
+        """After a commit the store took: the delay back to its first; the error of a spell that just ended."""
+        self._delay = RETRY_FIRST_S
+        ended = self.error
+        if not self._spell.ok(
+            "%s: the store takes %s again (%d retries so far); %d %s waiting",
+            self._what,
+            self._items,
+            retries,
+            waiting,
+            self._waiting,
+        ):
+            return None
+        self.error = None
+        return ended
 
 
 def listen_error(exc: OSError, what: str, host: str, port: int) -> AdapterError:
