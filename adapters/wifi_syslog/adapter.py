@@ -10,7 +10,7 @@ from adapters.wifi_syslog.receiver import SyslogReceiver
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.processing.api import ProcessorContext
 from gateway.records import Emit, utc_now
-from gateway.wifilog.runner import SessionEventsOut, event_sinks, feeds
+from gateway.wifilog.runner import SessionEventsOut, event_sinks, feeds, shut_down
 from gateway.wifilog.store import WifiLogStore
 from gateway.wifilog.usage import UsageCounter
 
@@ -48,7 +48,7 @@ class WifiSyslogAdapter:
                 await self.receiver.start_tcp(cfg.listen, cfg.tcp_port)
             await feeds(store, self.usage, self.events, emit, interval_s=cfg.usage_interval_min * 60, clock=utc_now)
         finally:
-            await _shutdown(self.receiver, store)
+            await shut_down(self.receiver.close, store)
 
     def diagnostics(self) -> dict[str, Any]:
         diagnostics: dict[str, Any] = (
@@ -57,19 +57,3 @@ class WifiSyslogAdapter:
         if self.events is not None:
             diagnostics["session_events"] = {"pending": self.events.pending, "dropped": self.events.dropped}
         return diagnostics
-
-
-async def _shutdown(listener: SyslogReceiver, store: WifiLogStore) -> None:
-    """Sockets first, then what they received into the store (the receiver's close, bounded), then the store
-    (its close waits for a commit still running in a worker thread)."""
-    try:
-        await listener.close()
-        await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
-    except BaseException:
-        # stopped again while the receiver stored what it had: the run ends now, and the store still closes,
-        # in a thread, once the commit running there is done
-        asyncio.get_running_loop().run_in_executor(None, store.close)
-        raise
-    # in a thread, as the wait for that commit would stall every adapter and uplink on the loop; shielded,
-    # so that a second cancellation ends the run without keeping the close from running
-    await asyncio.shield(asyncio.to_thread(store.close))

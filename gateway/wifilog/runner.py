@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import sqlite3
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -137,6 +137,22 @@ class CommitRetry:
             return None
         self.error = None
         return ended
+
+
+async def shut_down(close_receiver: Callable[[], Awaitable[None]], store: WifiLogStore) -> None:
+    """A receiver's adapter ending: the receiver closed first (its sockets, and what they received into the
+    store, bounded), then the store (its close waits for a commit still running in a worker thread)."""
+    try:
+        await close_receiver()
+        await asyncio.sleep(0)  # the closed sockets' connection_lost callbacks run before the store goes
+    except BaseException:
+        # stopped again while the receiver stored what it had: the run ends now, and the store still closes,
+        # in a thread, once the commit running there is done
+        asyncio.get_running_loop().run_in_executor(None, store.close)
+        raise
+    # in a thread, as the wait for that commit would stall every adapter and uplink on the loop; shielded,
+    # so that a second cancellation ends the run without keeping the close from running
+    await asyncio.shield(asyncio.to_thread(store.close))
 
 
 def listen_error(exc: OSError, what: str, host: str, port: int) -> AdapterError:
