@@ -27,8 +27,8 @@ from gateway.wifilog.store import DB_FILE, STORE_DIR
 from tests.adapters.radius.test_adapter import _free_port, _listening
 from tests.adapters.radius.test_server_paths import SECRET, dgram, send_and_answer
 from tests.adapters.wifi_syslog.test_receiver_paths import until
-from tests.adapters.wifi_syslog.write_lock import write_lock_held
-from tests.web.test_wifi_event_loop import LagProbe, _open_files, _store_calls_on_this_thread
+from tests.adapters.wifi_syslog.write_lock import stopped_with_lag, write_lock_held
+from tests.web.test_wifi_event_loop import _open_files, _store_calls_on_this_thread
 
 HOLD = 1.0  # seconds the other connection keeps the write lock at most
 MAC = "aa:bb:cc:00:00:01"  # dgram's
@@ -95,13 +95,7 @@ async def test_stopping_the_adapter_while_a_commit_waits_for_the_database_leaves
     with _nas() as nas, write_lock_held(db, at_most=HOLD):
         await loop.sock_sendto(nas, dgram(1, AcctStatusType.START), ("127.0.0.1", port))
         await _commit_waiting(adapter)
-        probe = LagProbe()
-        stopped = loop.time()
-        task.cancel()  # the supervisor stops the adapter (gateway shutdown, config reload)
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        closing = loop.time() - stopped
-        worst = await probe.stop()
+        closing, worst = await stopped_with_lag(task)
     assert closing > 0.3, f"the store closed {closing:.3f} s after the stop: no commit was held, nothing tested"
     assert worst < closing / 3, f"loop held {worst:.3f} s of the {closing:.3f} s the store took to close"
     assert _open_files(db) == 0  # the run ended with its store closed

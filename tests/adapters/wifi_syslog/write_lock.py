@@ -8,13 +8,18 @@ that blocks the loop ends instead of waiting for the busy timeout.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["write_lock_held"]
+import pytest
+
+from tests.web.test_wifi_event_loop import LagProbe
+
+__all__ = ["stopped_with_lag", "write_lock_held"]
 
 
 @contextmanager
@@ -46,3 +51,16 @@ def write_lock_held(db: Path, *, at_most: float) -> Iterator[threading.Event]:
     finally:
         release.set()
         thread.join()
+
+
+async def stopped_with_lag(task: asyncio.Task[None]) -> tuple[float, float]:
+    """`task` (an adapter's run) stopped as the supervisor stops it: how long its end took, and the worst the
+    event loop was held meanwhile (a loop-lag probe)."""
+    loop = asyncio.get_running_loop()
+    probe = LagProbe()
+    stopped = loop.time()
+    task.cancel()  # the supervisor stops the adapter (gateway shutdown, config reload)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    closing = loop.time() - stopped
+    return closing, await probe.stop()
