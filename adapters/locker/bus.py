@@ -250,6 +250,10 @@ class SerialLink:
             " later; check the power and the network of the TCP serial server, and whether its serial side hung",
             unsent_bytes=unsent,
         )
+        self._reset_link(port, err)
+
+    def _reset_link(self, port: serial.SerialBase, err: LinkError) -> None:
+        """A TCP link given up with a reset, here and now (the thread lock held), `err` kept for the next exchange."""
         _reset_on_close(port)
         port.close()
         self._reset = (port, err)
@@ -328,9 +332,7 @@ class SerialLink:
             err = exc
         else:  # what `_blocking` makes of it
             err = LinkError(f"locker bus {self.url}: the line failed, got {_os_text(exc)}")
-        _reset_on_close(port)
-        port.close()
-        self._reset = (port, err)
+        self._reset_link(port, err)
         if isinstance(exc, BoardTimeout):
             raise err from None
 
