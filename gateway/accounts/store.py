@@ -10,6 +10,8 @@ again, so two attempts at once both count and start one lockout, not two. Failur
 locked or not, shown to the user at the next login).
 An unknown user name costs the same Argon2 verification as a wrong password (against a dummy hash)
 and gives the same answer, so neither the reply nor its timing tells which names exist.
+`password_changed_at` is also the stamp a web session is checked against on every request (gateway.web.auth),
+so a login whose password was replaced while it was being verified fails like a wrong password.
 
 The file has a schema version in `PRAGMA user_version` and forward migrations (`MIGRATIONS`); it is
 created with mode 0600 in a directory of mode 0700: it holds password hashes.
@@ -481,23 +483,31 @@ class AccountStore:
         # parameters raised since the password was set: hashed again now that it is known, outside the lock
         rehashed = self._hash(password) if self.hasher.check_needs_rehash(row["password_hash"]) else None
         with self._write() as db:
-            before = db.execute(
-                "SELECT last_login_at, last_login_address, failures_since_login FROM users WHERE name = ?", (name,)
-            ).fetchone()
-            db.execute(
-                "UPDATE users SET last_login_at = ?, last_login_address = ?, failures_since_login = 0, "
-                "failed_streak = 0, locked_until = NULL WHERE name = ?",
-                (now, address, name),
-            )
-            if rehashed is not None:
+            before = db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+            if before is None:  # removed while the password was being verified
+                return AuthResult(ok=False, reason="bad_credentials")
+            # A new password set while this one was being verified (the CLI, say, because it leaked): the
+            # password proved is no longer the account's, and a web session stamped with the new one would
+            # outlive the change. A rehash keeps the stamp: it is the same password.
+            proved_current = before["password_changed_at"] == row["password_changed_at"]
+            if proved_current:
                 db.execute(
-                    "UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
-                    (rehashed, name, row["password_hash"]),
+                    "UPDATE users SET last_login_at = ?, last_login_address = ?, failures_since_login = 0, "
+                    "failed_streak = 0, locked_until = NULL WHERE name = ?",
+                    (now, address, name),
                 )
-        user = self._require(name)
+                if rehashed is not None:
+                    db.execute(
+                        "UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
+                        (rehashed, name, row["password_hash"]),
+                    )
+                # read in this transaction: its password_changed_at is that of the password just proved
+                user = _user(db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone())
+        if not proved_current:
+            return self._failed(name, now)
         previous = (
             (float(before["last_login_at"]), str(before["last_login_address"] or ""))
-            if before is not None and before["last_login_at"] is not None
+            if before["last_login_at"] is not None
             else None
         )
         return AuthResult(
@@ -505,7 +515,7 @@ class AccountStore:
             reason="ok",
             user=user,
             previous_login=previous,
-            failures_since_last_login=int(before["failures_since_login"]) if before is not None else 0,
+            failures_since_last_login=int(before["failures_since_login"]),
             password_expired=self.password_expired(user, now=now),
         )
 

@@ -8,13 +8,18 @@ planted before login is worthless after it (session fixation). A logged-in sessi
 `idle_timeout_minutes` without a request, or `session_lifetime_hours` after login whatever the activity; an
 anonymous one only at that lifetime (a login page left open still works). The user is read from the account
 store on every request: a removed or disabled user, a changed role or an admin's password reset takes effect
-at the next click, not at the next login.
+at the next click, not at the next login. A password set by another process (`edgegw user passwd` on the box)
+cannot call `drop_user` here, so a logged-in session also keeps the user's `password_changed_at` of its login
+(taken as the login request ends) and ends at the first request that finds a different one in the store,
+answered like an expired session: the login page, or 401 JSON for /api. A user removed and added again gets
+a new stamp too, so the old browser is not logged in as the new account.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +33,7 @@ from gateway.accounts.store import Role, User
 from gateway.accounts.throttle import AddressThrottle
 from gateway.web.services import SERVICES, WebServices
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 COOKIE = "edgegw_session"
 STATIC_PREFIX = "/static/"
@@ -53,6 +59,9 @@ class Session:
     timed_out: bool = False  # the browser's previous session ran out: the next page says so, once
     fresh: bool = False  # made for this very request (no cookie, or an expired one)
     form_expired: bool = False  # a form came without a live session: the login page says to try again
+    # the user's password_changed_at at login; None until the login request ends, and a session whose
+    # login never recorded it is not trusted
+    password_changed_at: float | None = None
 
 
 def _digest(token: str) -> str:
@@ -164,7 +173,8 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     user: User | None = None
     if session.user is not None:
         user = await asyncio.to_thread(svc.accounts.get_user, session.user)
-        if user is None or user.disabled:  # removed or disabled while logged in
+        if user is None or user.disabled or user.password_changed_at != session.password_changed_at:
+            log.info("web: a logged-in session ended: its user was removed or disabled, or got a new password")
             user = None
             table.drop(session)
             new_token, session = table.new(now, language=session.language)
@@ -174,12 +184,29 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await handler(request)
     except web.HTTPException as exc:
+        await _stamp_login(request, user)
         if new_token is not None and request.get(SESSION) is session:
             set_cookie(exc, new_token)
         raise
+    await _stamp_login(request, user)
     if new_token is not None and request.get(SESSION) is session:
         set_cookie(response, new_token)
     return response
+
+
+async def _stamp_login(request: web.Request, read_before: User | None) -> None:
+    """A session this request logged in keeps the password_changed_at of the password its user has now."""
+    session = request.get(SESSION)
+    if session is None or session.user is None or session.password_changed_at is not None:
+        return
+    user: User | None = request.get(USER)
+    if user is None or user is read_before or user.name != session.user:
+        # Not the login page's account row (read as the proved password was recorded, so a change racing
+        # the login cannot slip in): the password page set a new password after this request read the
+        # user, so the store is asked again.
+        user = await asyncio.to_thread(services(request).accounts.get_user, session.user)
+    if user is not None:
+        session.password_changed_at = user.password_changed_at
 
 
 def login_session(request: web.Request, response: web.StreamResponse, user: str) -> Session:
