@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -10,10 +11,31 @@ from gateway.records import Command, CommandResult, Emit
 
 if TYPE_CHECKING:
     from gateway.mail.queue import MailQueue
+    from gateway.processing.api import ProcessorConfig
 
 
 class AdapterConfig(NamedSection):
-    """Keys every `[[adapters]]` entry has; a family's config subclasses this."""
+    """Keys every `[[adapters]]` entry has; a family's config subclasses this.
+
+    Optional hooks a family's config may define; `gateway.config.parse_config` finds them (it never
+    names a family) and lists their errors with every other one:
+
+    - `check_with_processing(index, processing)` (`ProcessingChecked`): problems between this
+      adapter and the `[[processing]]` entries.
+    """
+
+
+@runtime_checkable
+class ProcessingChecked(Protocol):
+    """Optional, on an adapter's config: what this adapter needs from the `[[processing]]` entries.
+
+    E.g. an option that leaves personal data to a pseudonymize entry needs one that covers it. Called
+    with the adapter's position in `[[adapters]]` and every entry in file order, only when every entry
+    is valid (an entry with errors might have been the one it needs). Returns whole error lines,
+    `adapters[<index>].<key>: <what>, got <value>; <fix>`; [] when satisfied.
+    """
+
+    def check_with_processing(self, index: int, processing: Sequence[ProcessorConfig]) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway import registry
-from gateway.adapter_api import AdapterConfig
+from gateway.adapter_api import AdapterConfig, ProcessingChecked
 from gateway.backup.config import BackupConfig
 from gateway.buffer.config import BufferConfig
 from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml, show_value
@@ -123,8 +123,11 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
                 )
             seen.setdefault(section.name, f"{key}[{i}]")
     errors.extend(_checked_together(uplinks, doc))
-    processing: list[ProcessorConfig] = parse_processing(doc.get("processing", []), errors)
+    raw_processing = doc.get("processing", [])
+    processing: list[ProcessorConfig] = parse_processing(raw_processing, errors)
     errors.extend(_unknown_adapters(doc.get("processing"), raw_adapters))
+    if isinstance(raw_processing, list) and len(processing) == len(raw_processing):
+        errors.extend(_checked_with_processing(adapters, processing))
     if not raw_uplinks:
         errors.append("uplinks: at least one [[uplinks]] entry is needed, got none")
     if errors or top is None:
@@ -153,6 +156,17 @@ def _unknown_adapters(raw: Any, raw_adapters: Any) -> list[str]:
         if isinstance(wanted, str) and wanted not in names:
             known = ", ".join(str(n) for n in names) or "none"
             errors.append(f'processing[{i}].match.adapter: no such adapter, got "{wanted}"; adapters: {known}')
+    return errors
+
+
+def _checked_with_processing(adapters: list[tuple[int, Any]], processing: list[ProcessorConfig]) -> list[str]:
+    """Errors between an adapter and the `[[processing]]` entries, from its config's optional
+    `check_with_processing` (e.g. the scanner's `card_numbers = "stage"` needs a pseudonymize entry).
+    Not asked while an entry is invalid: the one it needs may be that entry, and "got none" would mislead."""
+    errors: list[str] = []
+    for i, section in adapters:
+        if isinstance(section, ProcessingChecked):
+            errors.extend(section.check_with_processing(i, processing))
     return errors
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import json
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import model_validator
@@ -24,9 +26,20 @@ from adapters.scanner.keymap import Layout, Terminator, WedgeConfig
 from adapters.scanner.station import LendingMode, Purpose, StationConfig
 from gateway.adapter_api import AdapterConfig
 from gateway.configbase import Field, Identifier, Section
+from gateway.processing.api import ProcessorConfig
+from gateway.processing.attributes import RenameConfig
+from gateway.processing.pseudonymize import PseudonymizeConfig
 from gateway.secrets import SecretRef
 
-__all__ = ["CardNumbers", "PadSection", "RuleSection", "ScannerAdapterConfig", "ScannerSection", "StationSection"]
+__all__ = [
+    "CARD_READINGS",
+    "CardNumbers",
+    "PadSection",
+    "RuleSection",
+    "ScannerAdapterConfig",
+    "ScannerSection",
+    "StationSection",
+]
 
 
 class CardNumbers(enum.Enum):
@@ -35,6 +48,14 @@ class CardNumbers(enum.Enum):
     TOKEN = "token"  # the processing stage's pseudonymize processor applied here (gateway key ring, kind card)
     STAGE = "stage"  # left to a [[processing]] pseudonymize entry the config has (e.g. to choose digest_bytes)
     CLEAR = "clear"  # the platform gets the numbers: only where a contract says so
+
+
+# The (entity type, attribute) pairs that carry a card number, by the purpose of the station that emits
+# them (station.py; tests/adapters/scanner/test_card_numbers_stage.py holds the two together).
+CARD_READINGS: dict[Purpose, tuple[tuple[str, str], ...]] = {
+    Purpose.LENDING: (("LibraryLoan", "patronCard"),),
+    Purpose.ATTENDANCE: (("AttendanceEvent", "child"), ("ChildAttendance", "child")),
+}
 
 
 class StationSection(Section):
@@ -189,3 +210,53 @@ class ScannerAdapterConfig(AdapterConfig):
         if len(set(names)) != len(names):
             raise ValueError(f"scanners/pads: names must be unique, got {names}")
         return self
+
+    def check_with_processing(self, index: int, processing: Sequence[ProcessorConfig]) -> list[str]:
+        """`card_numbers = "stage"`: every card a station of this adapter emits must meet a pseudonymize entry."""
+        if self.card_numbers is not CardNumbers.STAGE:
+            return []
+        needed = dict.fromkeys(pair for s in self.stations for pair in CARD_READINGS.get(s.purpose, ()))
+        gaps: dict[tuple[str, str], list[str]] = {}
+        for etype, attribute in needed:
+            why = _uncovered(self.name, etype, attribute, processing)
+            if why is not None:
+                gaps[(etype, attribute)] = why
+        if not gaps:
+            return []
+        attributes = list(dict.fromkeys(a for _, a in gaps))
+        covering = " and ".join(f"{a} ({', '.join(t for t, b in gaps if b == a)})" for a in attributes)
+        got = ", ".join(dict.fromkeys(w for why in gaps.values() for w in why)) or "none"
+        kinds = ", ".join(f'{a} = "card"' for a in attributes)
+        return [
+            f'adapters[{index}].card_numbers: "stage" needs a [[processing]] pseudonymize entry for adapter '
+            f'"{self.name}" covering {covering}, got {got}; add one with match = {{ adapter = "{self.name}" }}, '
+            f'attributes = {json.dumps(attributes)} and kinds = {{ {kinds} }}, or use card_numbers = "token"'
+        ]
+
+
+def _uncovered(adapter: str, etype: str, attribute: str, processing: Sequence[ProcessorConfig]) -> list[str] | None:
+    """None when a pseudonymize entry surely replaces `attribute` in every `etype` reading of `adapter`;
+    else why each entry that might have does not (conservative: an entry that may miss one reading is no cover)."""
+    why: list[str] = []
+    for k, entry in enumerate(processing):
+        match = entry.match
+        if match.adapter not in (None, adapter):
+            continue
+        same_type = match.entity_type in (None, etype)
+        if isinstance(entry, RenameConfig) and same_type and match.attribute == attribute:
+            # the card goes on under its new name, which no entry after this one is told is a card
+            why.append(f"processing[{k}] (renames {attribute} before any entry pseudonymizes it)")
+            return why
+        if not isinstance(entry, PseudonymizeConfig):
+            continue
+        if not same_type:
+            why.append(f"processing[{k}] (only match.entity_type {json.dumps(match.entity_type)})")
+        elif match.entity_id is not None:
+            why.append(f"processing[{k}] (match.entity_id may leave ids out)")
+        elif match.attribute not in (None, attribute):
+            why.append(f"processing[{k}] (only match.attribute {json.dumps(match.attribute)})")
+        elif attribute not in entry.attributes:
+            why.append(f"processing[{k}] (attributes lack {attribute})")
+        else:
+            return None
+    return why
