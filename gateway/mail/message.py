@@ -17,13 +17,18 @@ from email.policy import EmailPolicy
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
-__all__ = ["Mail", "MailError", "build_message", "check_address"]
+__all__ = ["Mail", "MailError", "build_message", "check_address", "check_line"]
 
-# RFC 5321's usual shape, no display name, no spaces or angle brackets (they would smuggle headers)
+# RFC 5321's usual shape, no display name, no spaces or angle brackets (they would smuggle headers);
+# used with fullmatch: `$` would also match before a final "\n", which then ends the header block
 _ADDRESS = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
+# Every character str.splitlines breaks a line on (U+2028, U+2029 and C0/C1 controls), and the other
+# C0/C1 controls, tab and DEL among them: the email package refuses the first only when the message is
+# built, long after the mail was queued, and lets the others into the header as they are
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_SUBJECT = 998
 MAX_BODY = 1_000_000
 
@@ -33,9 +38,21 @@ class MailError(ValueError):
 
 
 def check_address(address: str, where: str = "mail.to") -> str:
-    if len(address) > 254 or not _ADDRESS.match(address):
+    if len(address) > 254 or not _ADDRESS.fullmatch(address):
         raise MailError(f"{where}: not an e-mail address (local@domain), got a value not shown here")
     return address
+
+
+def check_line(value: str, where: str) -> str:
+    """`value` if it is one line without control characters (a header's text); MailError naming `where` if
+    not, with the character and its position, never the value (a subject can name a patron)."""
+    bad = _NOT_ONE_LINE.search(value)
+    if bad is not None:
+        raise MailError(
+            f"{where}: must be one line without control characters, "
+            f"got U+{ord(bad.group()):04X} at character {bad.start() + 1}"
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,8 +75,7 @@ class Mail:
             raise MailError("mail.to: at least one recipient is needed, got none")
         for address in self.to:
             check_address(address)
-        if any(c in self.subject for c in "\r\n\x00"):
-            raise MailError("mail.subject: must be one line, got a line break or NUL")
+        check_line(self.subject, "mail.subject")
         if len(self.subject) > MAX_SUBJECT:
             raise MailError(f"mail.subject: at most {MAX_SUBJECT} characters, got {len(self.subject)}")
         if len(self.text) > MAX_BODY or (self.html is not None and len(self.html) > MAX_BODY):

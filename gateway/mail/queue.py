@@ -3,8 +3,9 @@
 Theory of operation. `enqueue` commits the mail (synchronous=FULL) before it returns its id, so a
 mail once accepted survives a kill -9 or a power cut. A row is `pending` until the sender hands it
 to the SMTP server: then `sent` (the server answered 250 to the data) or `failed` (a permanent 5xx
-reply, or still not accepted after `max_age_s`). A transient failure (4xx, the server unreachable)
-leaves it `pending` with a later `next_attempt_at`.
+reply about that mail, content that cannot be sent, or still not accepted after `max_age_s`). A
+transient failure (4xx, the server unreachable or refusing the sender) leaves it `pending` with a
+later `next_attempt_at`.
 
 What identifies a person is never stored in clear: the recipients, subject and bodies (a pickup
 code is a secret too) are one Fernet token under a key kept in the SecretStore (`mail.queue_key`).
@@ -26,9 +27,14 @@ is `narrow`ed: its token is sealed again with those recipients only, so the retr
 no one gets it twice; `delivered` and `refused` (the permanent refusals, addresses masked) travel
 in the token so the mail's last word can say what became of the others.
 
-The window that remains: the server accepted the data and the process died before the row was
-marked sent (or narrowed). That mail is sent again after the restart (at least once; SMTP has no
-idempotency).
+A due row whose content this version's `Mail` refuses (an earlier version queued it with checks
+that let more through, e.g. a subject with U+2028) is not a `Pending`: `due_batch` hands it to the
+sender as `Unsendable`, which fails it alone; it never stands in front of the rest.
+
+Two windows remain, both sending a mail twice (at least once; SMTP has no idempotency): the server
+accepted the data and the process died before the row was marked sent (or narrowed); and the server
+stored the message and the connection broke before its reply to the final "." (the mail waits, and
+is sent again).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from gateway import redact
 from gateway.errors import ConfigError
-from gateway.mail.message import Mail
+from gateway.mail.message import Mail, MailError
 from gateway.secrets import SecretStore
 from gateway.storage.files import open_store
 from gateway.storage.schema import migrate
@@ -59,6 +65,7 @@ from gateway.storage.schema import migrate
 __all__ = [
     "QUEUE_FILE",
     "SCHEMA_VERSION",
+    "DueBatch",
     "MailFailure",
     "MailQueue",
     "MailQueueKeyError",
@@ -67,6 +74,7 @@ __all__ = [
     "MailState",
     "MailStatus",
     "Pending",
+    "Unsendable",
     "key_check",
 ]
 
@@ -180,6 +188,37 @@ class Pending:
     mail: Mail
     delivered: int = 0
     refused: tuple[str, ...] = ()
+
+    @property
+    def purpose(self) -> str:
+        return self.mail.purpose
+
+    @property
+    def reference(self) -> str:
+        return self.mail.reference
+
+
+@dataclass(frozen=True, slots=True)
+class Unsendable:
+    """A due mail whose stored content this version's `Mail` refuses (an earlier version queued it).
+
+    `error` is the `MailError`, which never quotes an address or the subject.
+    """
+
+    id: int
+    attempts: int
+    created_at: float
+    purpose: str
+    reference: str
+    error: str
+    delivered: int = 0
+    refused: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DueBatch:
+    pending: list[Pending]
+    unsendable: list[Unsendable]
 
 
 def _domains(to: tuple[str, ...]) -> str:
@@ -303,7 +342,12 @@ class MailQueue:
     # --- the sender's side -------------------------------------------------------------------------
 
     async def due(self, now: float, limit: int = 20) -> list[Pending]:
-        """Pending mails whose time has come, oldest first, decrypted for sending."""
+        """Pending mails whose time has come, oldest first, decrypted for sending (without the unsendable)."""
+        return (await self.due_batch(now, limit)).pending
+
+    async def due_batch(self, now: float, limit: int = 20) -> DueBatch:
+        """Pending mails whose time has come, oldest first, decrypted for sending; those whose content
+        this version refuses apart, for the sender to fail (they stay pending until it does)."""
         rows = await self._call(
             lambda db: db.execute(
                 "SELECT id, attempts, created_at, purpose, reference, payload FROM mails"
@@ -312,6 +356,7 @@ class MailQueue:
             ).fetchall()
         )
         out = []
+        unsendable = []
         for mail_id, attempts, created_at, purpose, reference, payload in rows:
             try:
                 data = json.loads(self._fernet.decrypt(payload))
@@ -323,18 +368,23 @@ class MailQueue:
                 )
                 await self.defer(mail_id, error, now + UNREADABLE_RETRY_S, attempted=False)
                 continue
-            mail = Mail(
-                to=tuple(data["to"]),
-                subject=data["subject"],
-                text=data["text"],
-                html=data["html"],
-                purpose=purpose,
-                reference=reference,
-            )
-            out.append(
-                Pending(mail_id, attempts, created_at, mail, data.get("delivered", 0), tuple(data.get("refused", ())))
-            )
-        return out
+            delivered, refused = data.get("delivered", 0), tuple(data.get("refused", ()))
+            try:
+                mail = Mail(
+                    to=tuple(data["to"]),
+                    subject=data["subject"],
+                    text=data["text"],
+                    html=data["html"],
+                    purpose=purpose,
+                    reference=reference,
+                )
+            except MailError as exc:
+                unsendable.append(
+                    Unsendable(mail_id, attempts, created_at, purpose, reference, str(exc), delivered, refused)
+                )
+                continue
+            out.append(Pending(mail_id, attempts, created_at, mail, delivered, refused))
+        return DueBatch(out, unsendable)
 
     async def next_due_at(self) -> float | None:
         rows = await self._call(

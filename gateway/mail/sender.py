@@ -2,12 +2,17 @@
 
 Theory of operation. `run_once()` reads the due mails, opens one SMTP session (SMTPS, or STARTTLS
 which is then required: a server that does not offer it is refused and nothing is sent in clear;
-no TLS only with `plain-loopback` to a relay on this box) and sends them one by one. Per mail:
+no TLS only with `plain-loopback` to a relay on this box) and sends them one by one. What a reply
+means depends on what it answers: MAIL FROM carries nothing of one mail but its size, so a refusal
+there is about the sender, the account or the session, and never fails a mail. Per mail:
 
     250 to the data                      -> sent (recipients and text erased)
-    5xx to MAIL FROM / RCPT TO / DATA    -> failed, with the server's reply (addresses masked)
-    4xx                                  -> pending, next attempt after an exponential backoff
+    5xx to RCPT TO (every recipient) / DATA, 552 to MAIL FROM (SIZE)
+                                         -> failed, with the server's reply (addresses masked)
+    4xx to RCPT TO / DATA                -> pending, next attempt after an exponential backoff
     not accepted within max_age_s        -> failed
+    content this version refuses, or no message can be built from it
+                                         -> failed alone, before any session (`unsendable`)
 
 A refusal at RCPT TO of some recipients only is not an error to aiosmtplib (it raises only when
 every recipient is refused, above); `send_message` returns them, and the data goes to the others:
@@ -18,8 +23,10 @@ every recipient is refused, above); `send_message` returns them, and the data go
                                             kept in the mail's `last_error` once it is done
 
 The session itself failing (connection refused, timeout, TLS, STARTTLS missing, authentication
-refused) leaves every due mail pending and delays the next session by the sender's own backoff; it
-is logged once when it starts and once when the server is reachable again (StateLog).
+refused, any refusal at MAIL FROM but 552, a 530/534/535/538 demand for authentication at RCPT TO or
+DATA, a `from_name`/`from_address` that cannot go in a header) leaves every due mail pending and
+delays the next session by the sender's own backoff; it is logged once when it starts, naming the
+`[mail]` setting to check, and once when the server is reachable again (StateLog).
 `run()` loops `run_once()`, woken early by `MailQueue.enqueue`. Time comes from `clock`; tests call
 `run_once()` themselves and never sleep.
 """
@@ -35,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +53,8 @@ from gateway.backoff import Backoff
 from gateway.errors import ConfigError
 from gateway.logs import StateLog
 from gateway.mail.config import MailConfig, MailSecurity
-from gateway.mail.message import Mail, build_message
-from gateway.mail.queue import MailQueue, Pending
+from gateway.mail.message import Mail, MailError, build_message, check_line
+from gateway.mail.queue import MailQueue, Pending, Unsendable
 from gateway.secrets import resolve
 from gateway.tls import client_context
 
@@ -54,6 +62,8 @@ __all__ = ["DeliveryError", "MailSender", "Refusal", "SessionError", "probe", "s
 
 log = logging.getLogger("gateway.mail")
 BATCH = 20
+# a server's demand for authentication (RFC 4954): about the session wherever it comes
+_AUTH_CODES = frozenset({530, 534, 535, 538})
 
 
 class SessionError(Exception):
@@ -104,6 +114,7 @@ class _Session:
 
     async def __aenter__(self) -> _Session:
         cfg = self.config
+        _check_identity(cfg)
         context: ssl.SSLContext | None = None
         try:
             if cfg.security is not MailSecurity.PLAIN_LOOPBACK:
@@ -149,24 +160,31 @@ class _Session:
         if self.client is not None:
             await _close(self.client)
 
-    async def send(self, mail: Mail, now: float) -> list[Refusal]:
+    async def send(self, mail: Mail, message: EmailMessage) -> list[Refusal]:
         """Send one mail; returns the recipients refused while others took it. DeliveryError when the
-        server refuses it (every recipient, or MAIL/DATA), SessionError when the session breaks."""
+        server refuses it (every recipient, or DATA, or its size), SessionError when the session breaks
+        or the server refuses what is not this mail's: the sender at MAIL FROM, or for want of AUTH."""
         assert self.client is not None
         cfg = self.config
-        message = build_message(
-            mail, from_address=cfg.from_address, from_name=cfg.from_name, now=datetime.fromtimestamp(now, UTC)
-        )
         try:
             refused, _ = await self.client.send_message(message, sender=cfg.from_address, recipients=list(mail.to))
+        except aiosmtplib.SMTPSenderRefused as exc:
+            if exc.code == 552:  # MAIL FROM carries SIZE=: this mail is too big, the others may go
+                raise DeliveryError(exc.code, _text(exc.message)) from None
+            raise _refused(cfg, "the sender at MAIL FROM", exc.code, exc.message) from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            # every recipient refused: permanent only if every refusal was
             codes = [r.code for r in exc.recipients]
+            if _AUTH_CODES.intersection(codes):
+                auth = next(r for r in exc.recipients if r.code in _AUTH_CODES)
+                raise _refused(cfg, "the recipients at RCPT TO", auth.code, auth.message) from None
+            # every recipient refused: permanent only if every refusal was
             code = max(codes) if all(500 <= c < 600 for c in codes) else min(codes)
             raise DeliveryError(code, "; ".join(_text(r.message) for r in exc.recipients)) from None
         except aiosmtplib.SMTPServerDisconnected as exc:
             raise SessionError(f"the server closed the session, got {_text(str(exc))}") from None
         except aiosmtplib.SMTPResponseException as exc:
+            if exc.code in _AUTH_CODES:
+                raise _refused(cfg, "the data at DATA", exc.code, exc.message) from None
             if exc.code >= 400:
                 raise DeliveryError(exc.code, _text(exc.message)) from None
             raise SessionError(f"unexpected reply, got {exc.code} {_text(exc.message)}") from None
@@ -175,6 +193,44 @@ class _Session:
         except (OSError, TimeoutError) as exc:
             raise SessionError(f"the session broke, got {_text(str(exc)) or type(exc).__name__}") from None
         return [Refusal(address, r.code, _text(r.message)) for address, r in refused.items()]
+
+
+def _refused(cfg: MailConfig, what: str, code: int, message: str) -> SessionError:
+    """A refusal that is the sender's, the account's or the session's, not one mail's: every mail waits."""
+    reply = _text(message)
+    if code in _AUTH_CODES or "auth" in reply.lower():
+        fix = (
+            "set [mail] username and password, the server wants authentication"
+            if cfg.username is None
+            else "check [mail] username and password"
+        )
+    elif code == 421:
+        fix = "the server is closing the session, tried again later"
+    elif code >= 500:
+        fix = "check [mail] from_address: the server or the account may not send as it"
+    else:
+        fix = "check [mail] from_address if it persists"
+    return SessionError(f"the server refused {what}, got {code} {reply}; {fix}")
+
+
+def _check_identity(cfg: MailConfig) -> None:
+    """SessionError when `from_name` or `from_address` cannot go in a header: the configuration's fault,
+    not a mail's, so every mail waits for it to be corrected (the `[mail]` section lets such values by)."""
+    try:
+        check_line(cfg.from_name, "[mail] from_name")
+        check_line(cfg.from_address, "[mail] from_address")
+    except MailError as exc:
+        raise SessionError(f"{exc}; correct it in the configuration") from None
+
+
+def _message_for(cfg: MailConfig, mail: Mail, now: float) -> EmailMessage:
+    """The MIME message of `mail`; MailError when none can be built from it (that mail's fault alone)."""
+    try:
+        return build_message(
+            mail, from_address=cfg.from_address, from_name=cfg.from_name, now=datetime.fromtimestamp(now, UTC)
+        )
+    except Exception as exc:  # pure code: whatever it raises comes from this mail's content
+        raise MailError(f"cannot be built into a message, got {type(exc).__name__}: {_text(str(exc))}") from None
 
 
 def _cause(exc: BaseException) -> str:
@@ -202,7 +258,7 @@ async def send_now(config: MailConfig, data_dir: Path | str, mail: Mail, *, now:
     Returns the recipients the server refused while it took the mail for the others (with one recipient: []).
     """
     async with _Session(config, Path(data_dir)) as session:
-        return await session.send(mail, time.time() if now is None else now)
+        return await session.send(mail, _message_for(config, mail, time.time() if now is None else now))
 
 
 async def probe(config: MailConfig, data_dir: Path | str) -> None:
@@ -235,6 +291,7 @@ class MailSender:
         self.deferred = 0  # 4xx replies
         self.failed = 0  # 5xx replies and mails too old
         self.refused_recipients = 0  # 5xx to RCPT for some recipients of a mail the others got
+        self.unsendable = 0  # failed for their content, before any session (also in `failed`)
         self.session_failures = 0
         self.last_error: str | None = None
         self.last_sent_at: float | None = None
@@ -294,25 +351,46 @@ class MailSender:
         now = self.clock()
         if now < self.next_session_at:
             return 0
-        due = await self.queue.due(now, BATCH)
+        batch = await self.queue.due_batch(now, BATCH)
+        for bad in batch.unsendable:
+            await self._unsendable(bad, bad.error)
+        handled = len(batch.unsendable)
         todo: list[Pending] = []
-        for item in due:
+        for item in batch.pending:
             if now - item.created_at > self.config.max_age_s:
                 await self._fail(item, f"not accepted within max_age_s ({self.config.max_age_s:g} s)")
+                handled += 1
             else:
                 todo.append(item)
-        handled = len(due) - len(todo)
-        if not todo:
-            self._counts = await self.queue.counts()
+        ready: list[tuple[Pending, EmailMessage]] = []
+        try:
+            if todo:
+                _check_identity(self.config)  # before a message is built with it
+            for item in todo:
+                try:
+                    ready.append((item, _message_for(self.config, item.mail, now)))
+                except MailError as exc:
+                    handled += 1
+                    await self._unsendable(item, str(exc))
+        except SessionError as exc:
+            await self._all_wait(str(exc), todo)
             return handled
-        left = list(todo)  # not handled yet: what a broken session leaves waiting
+        if ready:
+            handled += await self._deliver(ready)
+        self._counts = await self.queue.counts()
+        return handled
+
+    async def _deliver(self, ready: list[tuple[Pending, EmailMessage]]) -> int:
+        """One session for `ready`; returns how many were sent, failed or deferred."""
+        handled = 0
+        left = [item for item, _ in ready]  # not handled yet: what a broken session leaves waiting
         try:
             async with _Session(self.config, self.data_dir) as session:
-                for item in todo:
+                for item, message in ready:
                     if self._stopping:
                         break
                     try:
-                        refused = await session.send(item.mail, self.clock())
+                        refused = await session.send(item.mail, message)
                     except DeliveryError as exc:
                         handled += 1
                         left.remove(item)
@@ -328,17 +406,14 @@ class MailSender:
         except _Reconnect:
             pass
         except SessionError as exc:
-            self._session_failed(str(exc), left)
-            for item in left:
-                await self.queue.defer(item.id, str(exc), self.next_session_at, attempted=False)
-            self._counts = await self.queue.counts()
+            await self._all_wait(str(exc), left)
             return handled
         self.session_backoff.reset()
         self._state.ok("mail server %s reachable again", self.config.host)
-        self._counts = await self.queue.counts()
         return handled
 
-    def _session_failed(self, error: str, todo: list[Pending]) -> None:
+    async def _all_wait(self, error: str, left: list[Pending]) -> None:
+        """The session failed, or the server refused what is not one mail's: every due mail waits."""
         self.session_failures += 1
         self.last_error = error
         delay = self.session_backoff.next()
@@ -349,10 +424,13 @@ class MailSender:
             "mail server %s:%d unusable, %d mail(s) wait (retry in %.0f s): %s",
             self.config.host,
             self.config.effective_port,
-            len(todo),
+            len(left),
             delay,
             error,
         )
+        for item in left:
+            await self.queue.defer(item.id, error, self.next_session_at, attempted=False)
+        self._counts = await self.queue.counts()
 
     async def _accepted(self, item: Pending, refused: list[Refusal]) -> None:
         """The server took the data: sent, or pending for the recipients it refused for now."""
@@ -394,14 +472,18 @@ class MailSender:
         self.last_sent_at = self.clock()
         log.info("mail %d sent (%s)", item.id, item.mail.purpose)
 
-    async def _fail(self, item: Pending, error: str) -> None:
+    async def _fail(self, item: Pending | Unsendable, error: str) -> None:
         error += _outcome(item)
         await self.queue.mark_failed(item.id, error)
         self.failed += 1
         self.last_error = error
-        log.warning(
-            "mail %d failed permanently (%s, %s): %s", item.id, item.mail.purpose, _text(item.mail.reference), error
-        )
+        log.warning("mail %d failed permanently (%s, %s): %s", item.id, item.purpose, _text(item.reference), error)
+
+    async def _unsendable(self, item: Pending | Unsendable, error: str) -> None:
+        """No message can be made of it (an earlier version queued what this one refuses): failed alone,
+        never in front of the mails behind it."""
+        self.unsendable += 1
+        await self._fail(item, f"cannot be sent as it was queued: {error}")
 
     def _retry_delay(self, item: Pending) -> float:
         ceiling = min(self.config.retry_cap_s, self.config.retry_initial_s * 2 ** min(item.attempts, 20))
@@ -427,6 +509,7 @@ class MailSender:
             "deferred": self.deferred,
             "failed": self.failed,
             "refused_recipients": self.refused_recipients,
+            "unsendable": self.unsendable,
             "session_failures": self.session_failures,
             "last_error": self.last_error,
             "last_sent_at": self.last_sent_at,
@@ -441,7 +524,7 @@ class MailSender:
         }
 
 
-def _outcome(item: Pending) -> str:
+def _outcome(item: Pending | Unsendable) -> str:
     """What became of a narrowed mail's other recipients, for its failure ("" for a mail never narrowed)."""
     text = f"; {item.delivered} other recipient(s) got it" if item.delivered else ""
     if item.refused:

@@ -123,7 +123,10 @@ def test_a_long_japanese_display_name_decodes_to_the_same_text(name: str) -> Non
             {"to": ("a@b.jp>\r\nBcc: x@y.jp",)},
             "mail.to: not an e-mail address (local@domain), got a value not shown here",
         ),
-        ({"subject": "a\r\nBcc: x@y.jp"}, "mail.subject: must be one line, got a line break or NUL"),
+        (
+            {"subject": "a\r\nBcc: x@y.jp"},
+            "mail.subject: must be one line without control characters, got U+000D at character 2",
+        ),
         ({"purpose": "Locker Pickup"}, "mail.purpose: 1-64 characters of a-z 0-9 _ . -, got 'Locker Pickup'"),
     ],
 )

@@ -300,7 +300,7 @@ async def test_send_now_reports_the_refusal(smtp: SmtpServer, data_dir: Path, tl
     cfg = mail_config(smtp.port, tls_material)
     await send_now(cfg, data_dir, pickup())
     assert len(smtp.received) == 1
-    smtp.replies["MAIL"].append("421 4.3.2 service shutting down")
+    smtp.replies["RCPT"].append("421 4.3.2 service shutting down")  # at MAIL FROM: a SessionError
     with pytest.raises(DeliveryError) as err:
         await send_now(cfg, data_dir, pickup())
     assert err.value.code == 421 and not err.value.permanent
