@@ -68,6 +68,40 @@ class Usage(enum.IntEnum):
     LIBRARY_EQUIPMENT = 9
 
 
+class TagRole(enum.Enum):
+    """What a tag's type of usage makes it at a circulation desk (`tag_role`)."""
+
+    ITEM = "item"
+    NOT_FOR_LOAN = "not_for_loan"  # an item a patron must not check out, but may check in
+    DISCARDED = "discarded"  # must not circulate; its security stays as it is (checked out)
+    PATRON_CARD = "patron_card"  # the primary item id is the patron's card number
+    NOT_AN_ITEM = "not_an_item"  # library equipment
+    RESERVED = "reserved"  # a value the standard does not assign: nothing is known of the tag
+
+
+# DS/INF 163 §3.2.1.2 (the Danish model ISO 28560-3 took over; libdanrfid DDMData.java names the
+# same values): 0 acquisition "can not be circulated", 2 "the patron must not be able to checkout
+# such items (but may do a checkin)", 7 discarded "must not be circulated", security recommended
+# checked out, 8 patron card, 9 library equipment. 3 and 4 are local data the library defines and 6
+# is "no information": items, as a tag without the element is. 5 and 10-15 are assigned to nothing.
+_ROLES: dict[int, TagRole] = {
+    Usage.ACQUISITION: TagRole.NOT_FOR_LOAN,
+    Usage.CIRCULATING: TagRole.ITEM,
+    Usage.NOT_CIRCULATING: TagRole.NOT_FOR_LOAN,
+    Usage.LOCAL_3: TagRole.ITEM,
+    Usage.LOCAL_4: TagRole.ITEM,
+    Usage.NO_INFORMATION: TagRole.ITEM,
+    Usage.DISCARDED: TagRole.DISCARDED,
+    Usage.PATRON_CARD: TagRole.PATRON_CARD,
+    Usage.LIBRARY_EQUIPMENT: TagRole.NOT_AN_ITEM,
+}
+
+
+def tag_role(usage: int | None) -> TagRole:
+    """The role of a tag whose type of usage (main qualifier, 0-15) is `usage`; None: the tag does not say."""
+    return TagRole.ITEM if usage is None else _ROLES.get(usage, TagRole.RESERVED)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DanishTag:
     primary_item_id: str

@@ -90,6 +90,12 @@ class Iso28560Tag:
     shelf_location: str | None = None
     others: tuple[DataElement, ...] = ()
 
+    @property
+    def usage(self) -> int | None:
+        """The type of usage's main qualifier (its high nibble), numbered as ISO 28560-3's nibble
+        (`danish.Usage`); None when the tag has no type of usage element."""
+        return None if self.type_of_usage is None else self.type_of_usage >> 4
+
 
 # --- element structure -------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ is counted (`frame_errors`, by error code), logged at DEBUG and skipped, as the 
 follow; only when none does is the request an error. A late reply with the request's own control
 byte cannot be told from the reply (the protocol numbers nothing); the parsers' length checks refuse
 most of them. Tags are decoded with the ISO 28560-3 (Danish) codec first and ISO 28560-2 second; a
-tag neither decodes is reported with its error code, never dropped.
+tag neither decodes is reported with its error code, never dropped (`decode_tag`, sans-I/O).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import logging
 import termios
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 import serial  # type: ignore[import-untyped]
 
@@ -50,7 +50,7 @@ from adapters.rfid.feig import (
 )
 from adapters.rfid.iso15962 import decode_iso28560_2
 
-__all__ = ["AFI_ON_LOAN", "AFI_SECURED", "PadTag", "Security", "SerialPad"]
+__all__ = ["AFI_ON_LOAN", "AFI_SECURED", "PadTag", "Security", "SerialPad", "decode_tag"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,10 @@ class PadTag:
     uid: str  # hex, MSB first as the reader reports it
     afi: int
     eas: bool | None  # None when the tag has no NXP EAS (reader said so)
-    item_id: str | None
+    item_id: str | None = field(repr=False)  # on a patron card, the card number
+    # ISO 28560-1 type of usage, main qualifier (`danish.Usage`; `danish.tag_role` says what it makes the tag);
+    # None when the tag does not say or is undecodable
+    usage: int | None
     owner: str | None  # ISIL (with country for 28560-3)
     parts_in_set: int | None
     part_number: int | None
@@ -82,6 +85,51 @@ class PadTag:
 # latency timer and the scheduler, is far beyond what a pad taking data needs; a write still waiting
 # then waits for a pad that stopped taking data (off, its USB-serial adapter hung or pulled out, the cable).
 _LONGEST_REQUEST = 17
+
+
+def decode_tag(uid: str, afi: int, eas: bool | None, memory: bytes) -> PadTag:
+    """The tag whose user memory is `memory`: ISO 28560-3 (Danish) first, ISO 28560-2 second, else its error code."""
+    try:
+        d = decode_danish(memory).tag
+    except RfidTagError as first:
+        try:
+            t = decode_iso28560_2(memory)
+        except RfidTagError:
+            return PadTag(
+                uid=uid,
+                afi=afi,
+                eas=eas,
+                item_id=None,
+                usage=None,
+                owner=None,
+                parts_in_set=None,
+                part_number=None,
+                data_model="",
+                error=first.code,
+            )
+        s = t.set_information
+        return PadTag(
+            uid=uid,
+            afi=afi,
+            eas=eas,
+            item_id=t.primary_item_id,
+            usage=t.usage,
+            owner=t.owner_isil,
+            parts_in_set=s.parts_in_set if s else None,
+            part_number=s.part_number if s else None,
+            data_model="iso28560-2",
+        )
+    return PadTag(
+        uid=uid,
+        afi=afi,
+        eas=eas,
+        item_id=d.primary_item_id,
+        usage=d.usage,
+        owner=(d.country + "-" + d.isil) if d.country and d.isil else (d.isil or None),
+        parts_in_set=d.parts_in_set,
+        part_number=d.part_number,
+        data_model="iso28560-3",
+    )
 
 
 def _write_timeout(baudrate: int) -> float:
@@ -206,45 +254,7 @@ class SerialPad:
         count = min(info.block_count, max(1, 36 // info.block_size))
         memory, _ = parse_blocks(await self.call(req_read_blocks(uid, 0, count, self._com_adr)))
         eas_resp = await self.call(req_eas_alarm(uid, self._com_adr))
-        eas = eas_resp.status == 0x00
-        base = PadTag(
-            uid=uid.hex().upper(),
-            afi=info.afi,
-            eas=eas,
-            item_id=None,
-            owner=None,
-            parts_in_set=None,
-            part_number=None,
-            data_model="",
-        )
-        try:
-            d = decode_danish(memory).tag
-            owner = (d.country + "-" + d.isil) if d.country and d.isil else (d.isil or None)
-            return replace(
-                base,
-                item_id=d.primary_item_id,
-                owner=owner,
-                parts_in_set=d.parts_in_set,
-                part_number=d.part_number,
-                data_model="iso28560-3",
-            )
-        except RfidTagError as first:
-            try:
-                t = decode_iso28560_2(memory)
-            except RfidTagError:
-                return replace(
-                    base,
-                    error=first.code,
-                )
-            s = t.set_information
-            return replace(
-                base,
-                item_id=t.primary_item_id,
-                owner=t.owner_isil,
-                parts_in_set=s.parts_in_set if s else None,
-                part_number=s.part_number if s else None,
-                data_model="iso28560-2",
-            )
+        return decode_tag(uid.hex().upper(), info.afi, eas_resp.status == 0x00, memory)
 
     async def read_all(self) -> list[PadTag]:
         return [await self.read_tag(uid) for uid in await self.inventory()]

@@ -12,6 +12,11 @@ accept beep and scans again. Devices are followed by name: an evdev path may be 
 (`/dev/input/by-id/*-event-kbd`), looked at every `rescan_s`; a device that goes away (ENODEV,
 a serial error) is logged once as lost and once as found again, without restarting anything.
 
+A pad reads every tag new on it before handing any to the station, and hands patron cards first (the
+reader lists tags in no particular order): a card laid down with the books opens the patron session
+before they are lent. A tag's type of usage decides what it is (`Station.item_read`); only an item's
+security is ever written, never a patron card's.
+
 A pad's tag whose scan made its event but whose security write (AFI, EAS) has not succeeded waits
 in memory (`_UnsecuredTags`: the UID, the security due, the time of the last try) for
 `SECURITY_RETRY_S`: the book lifted mid-write got the refused beep, and the librarian puts it back
@@ -31,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from adapters.rfid.danish import TagRole, tag_role
 from adapters.rfid.errors import RfidTagError
 from adapters.rfid.feig import FeigTagStatus
 from adapters.rfid.pad import PadTag, Security, SerialPad
@@ -56,6 +62,8 @@ Clock = Callable[[], datetime]
 # Long enough for a librarian who heard the refused beep to put the book back; short enough that the
 # same book lent or returned again later (the next patron) is a new read and a new event.
 SECURITY_RETRY_S = 60
+# Whose AFI and EAS a pad writes: the library's items. A patron card's are not a book's to change.
+_SECURED_ROLES = (TagRole.ITEM, TagRole.NOT_FOR_LOAN)
 
 
 def _utc_now() -> datetime:
@@ -134,8 +142,15 @@ class ScannerAdapter:
     # --- the one path every scan takes ---------------------------------------------------------
 
     async def process(
-        self, station_id: str, cls: ScanClass, at: datetime, *, item_extra: dict[str, Attribute] | None = None
+        self,
+        station_id: str,
+        cls: ScanClass,
+        at: datetime,
+        *,
+        item_extra: dict[str, Attribute] | None = None,
+        usage: int | None = None,
     ) -> Step:
+        """`item_extra` (and the tag's type of `usage`) for an RFID tag read: `cls` is then its primary item id."""
         assert self._emit is not None, "process() before run()"
         station = self.stations[station_id]
         async with self._locks[station_id]:
@@ -145,7 +160,7 @@ class ScannerAdapter:
             scan_no = await asyncio.to_thread(self.store.reserve, station_id)
             before = station.state.snapshot()
             if item_extra is not None and cls.value is not None:
-                step = station.item_read(cls.value, at, scan_no, item_extra)
+                step = station.item_read(cls.value, at, scan_no, item_extra, usage=usage)
             else:
                 step = station.scan(cls, at, scan_no)
             try:
@@ -341,39 +356,51 @@ class ScannerAdapter:
             if uids is not None:
                 new = [u for u in uids if u not in on_pad]
                 on_pad = set(uids)  # a tag taken off and put back is a new read; one left lying is not
-                for uid in new:
-                    if not await self._pad_tag(cfg, pad, uid):
-                        on_pad.discard(uid)  # read again if it is still there at the next inventory
+                for uid in await self._pad_tags(cfg, pad, new):
+                    on_pad.discard(uid)  # read again if it is still there at the next inventory
             await asyncio.sleep(cfg.poll_ms / 1000)
 
-    async def _pad_tag(self, cfg: PadSection, pad: SerialPad, uid: bytes) -> bool:
-        """A tag new on the pad: read, handed to its station, secured, beeped (or, put back while its security
-        is due, only secured and beeped); False when it could not be read."""
+    async def _pad_tags(self, cfg: PadSection, pad: SerialPad, uids: list[bytes]) -> list[bytes]:
+        """Tags new on the pad: each read, then handed to its station (patron cards first), secured and beeped;
+        one put back while its security is due only secured and beeped. Returns those that could not be read."""
         unsecured = self._unsecured[cfg.name]
-        due = unsecured.due(uid, self._clock()) if unsecured else None
-        if due is not None:
-            # the same loan or return as before it was lifted: its event is out, only the write is missing
-            ok = await self._set_security(cfg, pad, uid, due)
-            outcome = "done" if ok else "failed"
-            self.security_retries[outcome] += 1
-            self._log.debug(
-                "pad %s: tag %s put back, set %s again: %s", cfg.name, uid.hex().upper(), due.value, outcome
-            )
-        else:
+        unread: list[bytes] = []
+        read: list[tuple[bytes, PadTag]] = []
+        for uid in uids:
+            due = unsecured.due(uid, self._clock()) if unsecured else None
+            if due is not None:
+                # the same loan or return as before it was lifted: its event is out, only the write is missing
+                ok = await self._set_security(cfg, pad, uid, due)
+                outcome = "done" if ok else "failed"
+                self.security_retries[outcome] += 1
+                self._log.debug(
+                    "pad %s: tag %s put back, set %s again: %s", cfg.name, uid.hex().upper(), due.value, outcome
+                )
+                with contextlib.suppress(RfidTagError):
+                    await pad.beep(ok)
+                continue
             try:
-                tag = await pad.read_tag(uid)
+                read.append((uid, await pad.read_tag(uid)))
             except FeigTagStatus as exc:
-                self._pad_error(cfg, f"tag {uid.hex().upper()} read", exc)
-                return False
+                # no UID in the line: before its memory is read, a tag may be a patron's card
+                self._pad_error(cfg, "tag read", exc)
+                unread.append(uid)
+        read.sort(key=lambda r: tag_role(r[1].usage) is not TagRole.PATRON_CARD)  # stable: else as the reader listed
+        for uid, tag in read:
             step = await self._tag(cfg.station, tag)
             ok = step.feedback is not Feedback.REFUSED
             purpose = self.stations[cfg.station].config.purpose
-            if cfg.set_security and step.feedback is Feedback.ACCEPTED and purpose in (Purpose.LENDING, Purpose.RETURN):
+            if (
+                cfg.set_security
+                and step.feedback is Feedback.ACCEPTED
+                and purpose in (Purpose.LENDING, Purpose.RETURN)
+                and tag_role(tag.usage) in _SECURED_ROLES
+            ):
                 security = Security.RELEASED if purpose is Purpose.LENDING else Security.SECURED
                 ok = await self._set_security(cfg, pad, uid, security)
-        with contextlib.suppress(RfidTagError):
-            await pad.beep(ok)
-        return True
+            with contextlib.suppress(RfidTagError):
+                await pad.beep(ok)
+        return unread
 
     async def _set_security(self, cfg: PadSection, pad: SerialPad, uid: bytes, security: Security) -> bool:
         """Write `uid`'s security; False when the tag failed it (the event stands, the refused beep tells the
@@ -408,7 +435,7 @@ class ScannerAdapter:
             extra["partsInSet"] = make_attribute(tag.parts_in_set, "Number")
             extra["partNumber"] = make_attribute(tag.part_number, "Number")
         cls = ScanClass(kind=ScanKind.ITEM, value=tag.item_id)
-        return await self.process(station_id, cls, at, item_extra=extra)
+        return await self.process(station_id, cls, at, item_extra=extra, usage=tag.usage)
 
     # --- commands -------------------------------------------------------------------------------
 
@@ -457,7 +484,9 @@ class ScannerAdapter:
         out: dict[str, Any] = {
             "summary": f"devices online {up}/{len(self.connected)}",
             "scans": dict(self.counts),
-            "malformed": {k: v for k, v in self.counts.items() if k in ("bad_check", "unknown", "visit_refused")},
+            "malformed": {
+                k: v for k, v in self.counts.items() if k in ("bad_check", "unknown", "visit_refused", "unknown_usage")
+            },
             "devices": dict(self.connected),
             "pad_errors": dict(self.pad_errors),
             "security_retries": dict(self.security_retries),

@@ -11,13 +11,20 @@ emitted, so a replay of the buffer rewrites the same entity and two scans never 
 |--------------|-------------------------|--------|
 | `lending`    | patron card             | opens the patron session (no event) |
 |              | item / ISBN             | `LibraryLoan` for the open patron; none open → refused `no_patron`; a copy already lent in this session → `already_lent` (no event) |
+|              | RFID item not for loan  | refused `not_for_loan` (type of usage acquisition / not for circulation) |
 | `return`     | item / ISBN             | `LibraryReturn`; the same copy within `debounce_s` of its return → `already_returned` (no event) |
 | `inventory`  | shelf label             | starts the shelf's session (count 0) |
 |              | item / ISBN             | `InventoryScan` with `shelf` and the running `shelfCount` |
 | `attendance` | child's card            | `AttendanceEvent` checkIn (first that Tokyo day) / checkOut (next) + `ChildAttendance` state; within `debounce_s` of the last accepted scan: ignored |
 | `visit`      | signed visit QR         | `WatchVisit` with the point and time |
 | any          | bad check / unknown / refused QR / wrong kind | `ScanRejected` with the reason code (never the scanned text) |
+| any          | RFID tag: discarded item, library equipment, unassigned type of usage | refused `discarded`, `not_an_item`, `unknown_usage` |
 | any          | price row               | ignored, counted |
+
+An RFID tag (`item_read`) is what its type of usage makes it (`adapters.rfid.danish.tag_role`): a
+patron card is a patron card scan, never an item, whatever the purpose; a discarded item, library
+equipment or a type of usage the standard does not assign is refused everywhere, an item not for
+loan at a lending desk; a refusal never holds the tag's id.
 
 Card numbers appear only in the attributes `patronCard` and `child`, which the processing stage's
 `pseudonymize` processor (kind `card`) replaces by tokens; entity ids never hold them (the child's
@@ -34,6 +41,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 
+from adapters.rfid.danish import TagRole, tag_role
 from adapters.scanner.classify import IdKind, ScanClass, ScanKind
 from gateway.errors import ConfigError
 from gateway.records import Attribute, Lane, Reading, Source, TimeSource, iso_utc, make_attribute, make_reading
@@ -203,8 +211,26 @@ class Station:
             return self._inventory(cls, cls.value, at, scan_no)
         return self._attendance(cls, cls.value, at, scan_no)
 
-    def item_read(self, item: str, at: datetime, scan_no: int, extra: dict[str, Attribute]) -> Step:
-        """An RFID tag's item id (already decoded) at this station: treated like an item barcode."""
+    def item_read(
+        self, item: str, at: datetime, scan_no: int, extra: dict[str, Attribute], *, usage: int | None = None
+    ) -> Step:
+        """An RFID tag's primary item id (already decoded) at this station, `usage` its type of usage: an item is
+        treated like an item barcode, a patron card like a patron card barcode (`extra`, the tag's own data,
+        left out: its UID would follow the patron), anything else refused."""
+        role = tag_role(usage)
+        if role is TagRole.PATRON_CARD:
+            return self.scan(ScanClass(kind=ScanKind.PATRON, value=item, id_kind=IdKind.PATRON), at, scan_no)
+        refused = _REFUSED.get(role)
+        if refused is None and role is TagRole.NOT_FOR_LOAN and self.config.purpose is Purpose.LENDING:
+            refused = "not_for_loan"
+        if refused is not None:
+            item_like = role in (TagRole.NOT_FOR_LOAN, TagRole.DISCARDED)
+            cls = ScanClass(
+                kind=ScanKind.ITEM if item_like else ScanKind.UNKNOWN,
+                id_kind=IdKind.ITEM if item_like else None,
+                code=f"rfid_usage_{usage}",
+            )
+            return self._reject(at, scan_no, refused, cls)
         cls = ScanClass(kind=ScanKind.ITEM, value=item, id_kind=IdKind.ITEM)
         tag = extra.get("tagUid")
         step = self.scan(cls, at, scan_no, copy=None if tag is None else f"tag:{tag.value}")
@@ -351,6 +377,11 @@ class Station:
         return Step(
             readings=(self._reading("ScanRejected", at, scan_no, attrs),), feedback=Feedback.REFUSED, reason=reason
         )
+
+
+# Refused at every station: not to circulate (a discarded book's security is left checked out, so
+# the gate stays quiet for a book the library gave away), or not known to be an item at all.
+_REFUSED = {TagRole.DISCARDED: "discarded", TagRole.NOT_AN_ITEM: "not_an_item", TagRole.RESERVED: "unknown_usage"}
 
 
 def _dt(us: int) -> datetime:

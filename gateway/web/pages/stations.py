@@ -26,7 +26,20 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 ERROR_REASONS = frozenset(
-    {"bad_check", "unknown", "visit_refused", "wrong_kind", "no_patron", "no_shelf", "already_left"}
+    {
+        "bad_check",
+        "unknown",
+        "visit_refused",
+        "wrong_kind",
+        "no_patron",
+        "no_shelf",
+        "already_left",
+        # RFID tags whose type of usage makes them no item to lend or return here (adapters/rfid/danish.py)
+        "not_for_loan",
+        "discarded",
+        "not_an_item",
+        "unknown_usage",
+    }
 )
 
 
