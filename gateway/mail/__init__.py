@@ -2,7 +2,8 @@
 
 `MailQueue` (queue.py) keeps mails durably in <data_dir>/mail.db with the recipients encrypted;
 `MailSender` (sender.py) delivers them over SMTP (STARTTLS or SMTPS, aiosmtplib) with backoff,
-marking permanent (5xx) failures failed with the server's reply. Adapters reach the queue as
+marking a mail failed with the server's reply when the server refuses that mail for good (5xx to
+RCPT TO or DATA); a refusal of the sender or the session (MAIL FROM, AUTH) keeps every mail waiting. Adapters reach the queue as
 `AdapterContext.mail` (None without a `[mail]` section); the web UI through the control ops
 `mail.status` and `mail.failures`.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 
 from pydantic import model_validator
 
@@ -24,6 +25,10 @@ class MailSecurity(enum.Enum):
     STARTTLS = "starttls"  # plain connect, then STARTTLS is required: a server without it is refused
     SMTPS = "smtps"  # TLS from the first byte (port 465)
     PLAIN_LOOPBACK = "plain-loopback"  # no TLS, allowed only to a relay on this box (127.0.0.1 / ::1)
+
+
+# what a header's text must not hold: every character str.splitlines breaks on, and the other C0/C1 controls
+NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _is_loopback(host: str) -> bool:
@@ -64,8 +69,14 @@ class MailConfig(Section):
                 f'security "plain-loopback" is only for a relay on this box, got host {self.host!r}; '
                 'use "starttls" or "smtps", or host = "127.0.0.1"'
             )
-        if any(c in self.from_name for c in "\r\n\x00"):
-            raise ValueError("from_name must be one line")
+        for key in ("from_name", "from_address"):
+            # they go in the From header of every mail: a line break there would break each one
+            bad = NOT_ONE_LINE.search(getattr(self, key))
+            if bad is not None:
+                raise ValueError(
+                    f"{key} must be one line without control characters, "
+                    f"got U+{ord(bad.group()):04X} at character {bad.start() + 1}"
+                )
         return self
 
     @property

@@ -17,6 +17,8 @@ from email.policy import EmailPolicy
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
+from gateway.mail.config import NOT_ONE_LINE
+
 __all__ = ["Mail", "MailError", "build_message", "check_address", "check_line"]
 
 # RFC 5321's usual shape, no display name, no spaces or angle brackets (they would smuggle headers);
@@ -28,7 +30,6 @@ _ADDRESS = re.compile(
 # Every character str.splitlines breaks a line on (U+2028, U+2029 and C0/C1 controls), and the other
 # C0/C1 controls, tab and DEL among them: the email package refuses the first only when the message is
 # built, long after the mail was queued, and lets the others into the header as they are
-_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_SUBJECT = 998
 MAX_BODY = 1_000_000
 
@@ -46,7 +47,7 @@ def check_address(address: str, where: str = "mail.to") -> str:
 def check_line(value: str, where: str) -> str:
     """`value` if it is one line without control characters (a header's text); MailError naming `where` if
     not, with the character and its position, never the value (a subject can name a patron)."""
-    bad = _NOT_ONE_LINE.search(value)
+    bad = NOT_ONE_LINE.search(value)
     if bad is not None:
         raise MailError(
             f"{where}: must be one line without control characters, "

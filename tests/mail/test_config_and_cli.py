@@ -74,6 +74,22 @@ def test_username_needs_password_and_unknown_keys_are_refused() -> None:
     assert line.startswith("mail: username and password go together")
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "char"),
+    [
+        ("from_name", "町立図書館\u2028本館", "U+2028 at character 6"),
+        ("from_name", "Library\r\nBcc: x@example.jp", "U+000D at character 8"),
+        ("from_name", "tab\there", "U+0009 at character 4"),
+        ("from_address", "gw@example.jp\x9f", "U+009F at character 14"),
+        ("from_address", "g\x01w@example.jp", "U+0001 at character 2"),
+    ],
+)
+def test_a_from_name_or_address_not_one_line_is_refused_by_the_config(key: str, value: str, char: str) -> None:
+    # they go in the From header of every mail: the sender would otherwise keep every mail waiting
+    fields = {"host": "h", "from_address": "gw@example.jp", key: value}
+    assert any(f"{key} must be one line without control characters, got {char}" in line for line in errors(**fields))
+
+
 def test_the_example_config_carries_the_sample_and_it_validates_uncommented() -> None:
     sample = (ROOT / "gateway/mail/sample.toml").read_text(encoding="utf-8")
     assert sample.strip("\n") in (ROOT / "config/gateway.example.toml").read_text(encoding="utf-8")
