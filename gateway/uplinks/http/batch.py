@@ -3,7 +3,9 @@
 The engine turns one buffer batch into as few requests as the size limits allow and sorts the far
 side's answers into per-record outcomes:
 
-- 2xx: delivered (NGSI-LD 207: per entity, see ngsi_ld.py).
+- the statuses the broker answers a success with (`success`: Orion 204; NGSI-LD 201, 204, and 207
+  per entity, see ngsi_ld.py): delivered. Any other 2xx, and any 3xx (redirects are never
+  followed), is not the broker: retry with an ERROR, nothing taken as delivered.
 - 400/422: Orion validates the whole request before writing anything, so one bad entity refuses all
   of it. Bisect until the bad record is alone; it is rejected with Orion's error, the rest delivered
   in their original order.
@@ -22,11 +24,18 @@ side's answers into per-record outcomes:
 A configuration mistake must never dead-letter data, and a 400 cannot say whether it is about a
 record or about the request (an API gateway, a proxy, a path the broker does not serve). So one
 rule decides: **a refusal of a record is trusted only once another request of the same delivery was
-accepted.** Until then records refused alone are held; if the delivery ends with nothing accepted,
-or `SUSPECT_AFTER` records in a row were refused alone, the refusals are taken to be about the
+accepted.** Until then records refused alone are held. Once `SUSPECT_AFTER` records in a row were
+refused alone (bisection is depth-first: a burst of bad records at the head of a lane is refused
+before any good record is tried), one record from further on in the batch is sent alone as a probe;
+accepted, it vouches for the request and the held refusals are dead-lettered. If the probe is
+refused too, or the delivery ends with nothing accepted, the refusals are taken to be about the
 request: nothing is rejected, everything is retried, with an ERROR in the log and the uplink's status.
 A genuinely bad record among good ones is still dead-lettered, in the same delivery; a batch of
 nothing but refused records waits until newer readings arrive to vouch for the request.
+
+`latest-state` sends one reading per entity, its newest; when the broker (or the converter) refuses
+it, the next newest is sent in its place, up to `PROMOTIONS` times per delivery, so the broker ends
+at the newest value it takes. The older readings follow the one that was delivered (superseded).
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ from gateway.uplinks.http.client import (
     HttpResponse,
     make_session,
     post,
+    redirect_target,
     resolve_headers,
 )
 from gateway.uplinks.http.oauth2 import OAuth2Config, TokenHeader, TokenSource
@@ -79,10 +89,15 @@ _REQUEST_LEVEL = re.compile(r"tenant|service ?path|content[- ]?(type|length)|lin
 _SERVICE_NOT_FOUND = "Service not found"
 _HTML_TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
-# Records refused one by one, with nothing accepted in between, before the refusals are taken to be
-# about the request: enough for a burst of bad records at the head of a lane, few enough that a
-# request every receiver refuses costs about log2(batch) + 2 * SUSPECT_AFTER requests per attempt.
+# Records refused one by one, with nothing accepted in between, before a probe from further on in the
+# batch decides whether the refusals are about the request: few enough that a request every
+# receiver refuses costs about log2(batch) + 2 * SUSPECT_AFTER + 1 requests per attempt.
 SUSPECT_AFTER = 8
+
+# latest-state: how many times per delivery an entity's next newest reading is sent when the newer
+# one was refused. A device stuck on a value the broker refuses has its readings dead-lettered this
+# many at a time rather than one request each for a whole backlog; the rest wait for the next delivery.
+PROMOTIONS = 10
 
 # Headers that let a receiver tell gateways and replays apart (documented in README.md).
 GATEWAY_HEADER = "Edgegw-Gateway"
@@ -96,9 +111,9 @@ _OWN_HEADERS = frozenset(h.lower() for h in (GATEWAY_HEADER, SEQ_HEADER, SEQ_SPA
 class CatchUp(enum.Enum):
     # Every reading is sent, oldest first, so subscribers (QuantumLeap, Cygnus) get the whole history.
     FULL_HISTORY = "full-history"
-    # Only the newest reading of each entity in a batch is sent; the older ones are acknowledged as
-    # delivered without being sent. For platforms that keep only current state and would otherwise
-    # replay hours of backlog through their subscriptions after an outage.
+    # Only the newest reading of each entity in a batch is sent (the next newest if the broker refuses
+    # it); the older ones are acknowledged as delivered without being sent. For platforms that keep
+    # only current state and would otherwise replay hours of backlog through their subscriptions.
     LATEST_STATE = "latest-state"
 
 
@@ -190,10 +205,14 @@ class Run:
     batch: Sequence[Reading]
     outcomes: list[Outcome | None]
     correlator: str
-    accepted: bool = False  # a request of this delivery was taken (2xx, or a 207 with a success)
+    accepted: bool = False  # a request of this delivery was taken (a success, or a 207 with one)
     held: list[tuple[int, str]] = field(default_factory=list)  # (position, reason) refused before any acceptance
     first_refusal: str = ""  # the far side's words for the first record held
+    last_refusal: str = ""  # ... and for the latest
     too_large: int = 0  # the smallest request body refused for its size in this delivery
+    items: list[BatchItem] = field(default_factory=list)  # what is being sent (latest-state: this round)
+    probe: BatchItem | None = None  # the record sent ahead to vouch for the request (module docstring)
+    overtook: bool = False  # ... ahead of older unsent readings of its own entity
 
     def accept(self) -> None:
         """The far side takes our requests: what it refused so far was about the records."""
@@ -210,6 +229,7 @@ class Run:
             return
         if not self.held:
             self.first_refusal = refusal
+        self.last_refusal = refusal
         self.held.append((position, reason))
 
 
@@ -226,6 +246,33 @@ def _seq_header(batch: Sequence[Reading], items: list[BatchItem]) -> tuple[str, 
     return SEQ_SPAN_HEADER, f"{min(seqs)}-{max(seqs)}"
 
 
+def _either(statuses: Sequence[int]) -> str:
+    """`204`, `201 or 204`, `201, 204 or 207`."""
+    words = [str(s) for s in statuses]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _probe_item(run: Run) -> tuple[BatchItem, bool] | None:
+    """The record to probe with, and whether it overtakes older unsent readings of its entity.
+
+    The furthest entity with nothing refused, by its oldest unsent reading (per-entity order holds);
+    if every unsent record is of an entity refused already (one gauge that sent bad values for a
+    while), the furthest record: the one most likely past the bad stretch."""
+    held = {position for position, _ in run.held}
+    refused = {item.entity_id for item in run.items if item.position in held}
+    pending = [item for item in run.items if run.outcomes[item.position] is None and item.position not in held]
+    first: dict[str, BatchItem] = {}
+    for item in pending:
+        first.setdefault(item.entity_id, item)
+    untouched = [item for item in first.values() if item.entity_id not in refused]
+    if untouched:
+        return max(untouched, key=lambda item: item.position), False
+    if not pending:
+        return None
+    probe = max(pending, key=lambda item: item.position)
+    return probe, first[probe.entity_id] is not probe
+
+
 class HttpBatchUplink(Lifecycle):
     """The HTTP delivery engine; subclasses say how to convert, frame and address a batch."""
 
@@ -233,6 +280,9 @@ class HttpBatchUplink(Lifecycle):
     path: ClassVar[str]
     api_root: ClassVar[str]  # the path the uplink adds to `url` before `path`'s operation
     broker: ClassVar[str]  # how messages name the far side
+    # The statuses the broker answers a successful request with (its manual); any other 2xx is not
+    # the broker (a login page, a captive portal) and must not mark readings delivered.
+    success: ClassVar[tuple[int, ...]]
 
     def __init__(
         self, config: UplinkConfig, context: AdapterContext, *, clock: Callable[[], float] = time.monotonic
@@ -331,63 +381,112 @@ class HttpBatchUplink(Lifecycle):
         if self._session is None:
             raise RuntimeError(f"{self.name}: deliver() called before start()")
         run = Run(batch=batch, outcomes=[None] * len(batch), correlator=str(uuid.uuid4()))
-        outcomes = run.outcomes
-        chosen, followers = self._choose(batch)
+        chosen, chains = self._choose(batch)
+        retry = Outcome(Status.RETRY, "")
+        stopped = False
+        try:
+            await self._send_readings(chosen, run)
+            for _ in range(PROMOTIONS if chains else 0):
+                promoted = self._promote(chains, run)
+                if not promoted:
+                    break
+                await self._send_readings(promoted, run)
+            if run.held:
+                self._suspect(run)
+        except _Stop as stop:
+            retry, stopped = Outcome(Status.RETRY, stop.reason, stop.fault), True
+        finally:
+            if run.too_large:
+                self._lower_limit(run.too_large)
+        final = [o if o is not None else retry for o in run.outcomes]
+        if chains:
+            self._settle(batch, chains, final, retry if stopped else None)
+        self._count(final)
+        return final
+
+    def _items(self, indexes: Sequence[int], run: Run) -> list[BatchItem]:
+        """The readings at `indexes` as entities; one the converter refuses is rejected here, never sent."""
         items: list[BatchItem] = []
-        for i in chosen:
-            reading = batch[i]
+        for i in indexes:
+            reading = run.batch[i]
             try:
                 entity = self._entity(reading)
                 data = orjson.dumps(entity)
             except (ValueError, TypeError) as exc:  # ReadingError and friends: this record can never be sent
-                outcomes[i] = Outcome(Status.REJECTED, f"{self.name}: cannot convert {reading.entity_id}, got {exc}")
+                run.outcomes[i] = Outcome(
+                    Status.REJECTED, f"{self.name}: cannot convert {reading.entity_id}, got {exc}"
+                )
                 continue
             # the far side's id (NGSI-LD turns plain ids into URNs): 207 answers name entities by it
             items.append(BatchItem(i, str(entity["id"]), data))
-        retry = Outcome(Status.RETRY, "")
-        try:
-            overhead = len(self._body([]))
-            for segment in self._segments(items):
-                sizes = [len(item.data) for item in segment]
-                plan = batching.plan_batches(
-                    sizes, max_bytes=self._max_bytes, max_entities=self.config.max_batch_entities, overhead=overhead
-                )
-                for part in plan:
-                    await self._send([segment[k] for k in part], run)
-            if run.held:
-                self._suspect(run)
-        except _Stop as stop:
-            retry = Outcome(Status.RETRY, stop.reason, stop.fault)
-        finally:
-            if run.too_large:
-                self._lower_limit(run.too_large)
-        final = [o if o is not None else retry for o in outcomes]
-        for leader, older in followers.items():
-            # latest-state: older readings share the newest one's fate, except that a dead-lettered
-            # newest reading still settles them (sending them alone would roll the entity back)
-            fate = DELIVERED if final[leader].status is not Status.RETRY else final[leader]
-            for i in older:
-                final[i] = fate
-                self.counters.superseded += fate is DELIVERED
-        self._count(final)
-        return final
+        return items
+
+    async def _send_readings(self, indexes: Sequence[int], run: Run) -> None:
+        """Convert, plan within the size limits and send; raises _Stop to retry what has no outcome."""
+        items = self._items(indexes, run)
+        run.items = items
+        overhead = len(self._body([]))
+        for segment in self._segments(items):
+            sizes = [len(item.data) for item in segment]
+            plan = batching.plan_batches(
+                sizes, max_bytes=self._max_bytes, max_entities=self.config.max_batch_entities, overhead=overhead
+            )
+            for part in plan:
+                await self._send([segment[k] for k in part], run)
+        if run.overtook:
+            run.overtook = False  # once
+            await self._restore(run)
 
     def _choose(self, batch: Sequence[Reading]) -> tuple[list[int], dict[int, list[int]]]:
-        """Indexes to send, and (latest-state) the older readings each sent one stands for."""
+        """Indexes to send, and (latest-state) the older readings each sent one stands for, newest first."""
         if self.config.catch_up is CatchUp.FULL_HISTORY:
             return list(range(len(batch))), {}
-        newest: dict[tuple[str, str], int] = {}
+        groups: dict[tuple[str, str], list[int]] = {}
         for i, r in enumerate(batch):
-            key = (r.entity_id, r.entity_type)
-            j = newest.get(key)
-            if j is None or r.observed_at >= batch[j].observed_at:
-                newest[key] = i
-        followers: dict[int, list[int]] = {i: [] for i in newest.values()}
-        for i, r in enumerate(batch):
-            leader = newest[(r.entity_id, r.entity_type)]
-            if leader != i:
-                followers[leader].append(i)
-        return sorted(followers), {k: v for k, v in followers.items() if v}
+            groups.setdefault((r.entity_id, r.entity_type), []).append(i)
+        chains: dict[int, list[int]] = {}
+        for indexes in groups.values():
+            # newest by observation, the later one of equal times (it came from the device later)
+            leader, *older = sorted(indexes, key=lambda i: (batch[i].observed_at, i), reverse=True)
+            chains[leader] = older
+        return sorted(chains), {k: v for k, v in chains.items() if v}
+
+    def _promote(self, chains: dict[int, list[int]], run: Run) -> list[int]:
+        """latest-state: in place of each refused newest reading, its next newest (in `chains` from now on)."""
+        held = {position for position, _ in run.held}
+        promoted: list[int] = []
+        for leader, older in list(chains.items()):
+            outcome = run.outcomes[leader]
+            refused = leader in held or (outcome is not None and outcome.status is Status.REJECTED)
+            if refused and older:
+                del chains[leader]
+                chains[older[0]] = older[1:]
+                promoted.append(older[0])
+        return sorted(promoted)
+
+    def _settle(
+        self, batch: Sequence[Reading], chains: dict[int, list[int]], final: list[Outcome], stop: Outcome | None
+    ) -> None:
+        """latest-state: the older readings of each entity follow the newest one sent."""
+        for leader, older in chains.items():
+            outcome = final[leader]
+            if outcome.status is Status.DELIVERED:
+                fate = DELIVERED  # superseded: the broker holds a newer value
+                self.counters.superseded += len(older)
+            elif outcome.status is Status.RETRY:
+                fate = outcome
+            elif stop is not None:
+                fate = stop  # refused, and the delivery stopped before the next newest was sent
+            else:
+                fate = Outcome(
+                    Status.RETRY,
+                    f"{self.name}: {self.broker} refused the {PROMOTIONS + 1} newest readings of "
+                    f"{batch[leader].entity_id} in this delivery; the {len(older)} older ones wait for the next "
+                    "delivery (catch_up = latest-state)",
+                    Fault.TRANSIENT,
+                )
+            for i in older:
+                final[i] = fate
 
     def _count(self, final: list[Outcome]) -> None:
         for o in final:
@@ -400,9 +499,13 @@ class HttpBatchUplink(Lifecycle):
 
     async def _send(self, items: list[BatchItem], run: Run) -> None:
         """One request for `items`; splits and bisects on 413/400/422; raises _Stop to retry the rest."""
+        if run.probe is not None:
+            items = [item for item in items if run.outcomes[item.position] is None]  # the probe went ahead
+            if not items:
+                return
         resp, size = await self._post(items, run)
         status = resp.status
-        if 200 <= status < 300:
+        if status in self.success:
             self._set_state(_State.UP, "")
             self._on_success(items, resp, run)
             return
@@ -432,7 +535,7 @@ class HttpBatchUplink(Lifecycle):
             )
             self.log.debug("%s refused %s: %s", self.broker, item.entity_id, refusal)
             if len(run.held) >= SUSPECT_AFTER:
-                self._suspect(run)
+                await self._probe(run)
             return
         else:
             self.log.debug("%s for %d entities; bisecting (correlator %s)", refusal, len(items), run.correlator)
@@ -441,9 +544,17 @@ class HttpBatchUplink(Lifecycle):
         await self._send(items[half:], run)
 
     def _failed(self, resp: HttpResponse) -> NoReturn:
-        """Anything but 2xx, 400, 413 and 422: credentials, url, or the far side failing."""
+        """Anything but a success, 400, 413 and 422: not the broker, credentials, url, or the far side failing."""
         refusal = self._refusal(resp)
         status = resp.status
+        if 300 <= status < 400:
+            self._refused(self._redirected(resp))
+        if status < 300:
+            self._refused(
+                f"{self.broker} at {self._url} answered with a success {self.broker} never sends for this request, "
+                f"got {refusal}; {self.broker} answers {_either(self.success)}: something else answered (a login "
+                "page, a captive portal, a proxy), readings stay buffered: check url"
+            )
         if status in (401, 403):
             self._refused(
                 f"{self.broker} refused our credentials, got {refusal}; check x_auth_token / oauth2 "
@@ -453,12 +564,78 @@ class HttpBatchUplink(Lifecycle):
             self._refused(f"{self.broker} refused the request at {self._url}, got {refusal}; check url")
         self._down(f"{self.broker} at {self._url} failed, got {refusal}")
 
+    def _redirected(self, resp: HttpResponse) -> str:
+        target = redirect_target(resp, self._url)
+        fix = "set url to the broker's own address"
+        path = self.path.partition("?")[0]
+        base = target.partition("?")[0]
+        if base.endswith(path) and len(base) > len(path):
+            fix += f' (this redirect says url = "{base[: -len(path)]}")'
+        return (
+            f"{self.broker} at {self._url} answered with a redirect, got HTTP {resp.status} to {target}; redirects are "
+            f"not followed (readings and credentials would go to another address), readings stay buffered: {fix}"
+        )
+
+    async def _probe(self, run: Run) -> None:
+        """`SUSPECT_AFTER` records refused alone, none accepted: send one record from further on in the batch.
+
+        Accepted, it vouches for the request (the held refusals are dead-lettered, bisection goes on);
+        refused too, the refusals are about the request. One probe per delivery."""
+        if run.probe is not None:
+            self._suspect(run)  # the probe itself was refused alone
+        chosen = _probe_item(run)
+        if chosen is None:
+            self._suspect(run)  # nothing left to try
+        run.probe, run.overtook = chosen
+        self.log.debug(
+            "%d records refused alone; probing with %s (correlator %s)",
+            len(run.held),
+            run.probe.entity_id,
+            run.correlator,
+        )
+        await self._send([run.probe], run)
+        if not run.accepted:
+            self._suspect(run)  # an NGSI-LD 207 refusing it
+
+    async def _restore(self, run: Run) -> None:
+        """A probe that overtook older readings of its entity, delivered after it, is sent again: the
+        broker keeps only the latest state, and must end at the newest reading, not roll back.
+        Subscribers see that reading twice (at-least-once allows it) and the older ones after it."""
+        probe = run.probe
+        assert probe is not None
+        if run.outcomes[probe.position] is not DELIVERED:
+            return
+        if not any(
+            item.entity_id == probe.entity_id
+            and item.position < probe.position
+            and run.outcomes[item.position] is DELIVERED
+            for item in run.items
+        ):
+            return
+        resp, _ = await self._post([probe], run)
+        if resp.status not in self.success:
+            self.log.warning(
+                "%s took %s ahead of older readings of it, but not again after them, got %s; it shows an older "
+                "reading of %s until the next one arrives",
+                self.broker,
+                probe.entity_id,
+                self._refusal(resp),
+                probe.entity_id,
+            )
+
     def _suspect(self, run: Run) -> NoReturn:
         """Records refused one by one and nothing accepted: the refusals are about the request."""
+        held = len(run.held)
+        probe = ""
+        if run.probe is not None:
+            held -= 1
+            probe = f"; a probe with a record from further on in the batch ({run.probe.entity_id}) was refused too"
+            if run.last_refusal != run.first_refusal:
+                probe += f", got {run.last_refusal}"
         self._refused(
-            f"{self.broker} at {self._url} refused {len(run.held)} records one by one and accepted none, "
-            f"got {run.first_refusal}; nothing is dead-lettered until a request goes through: if this lasts, it is "
-            "about the request, not the data (url, headers, a proxy or API gateway in front)"
+            f"{self.broker} at {self._url} refused {held} records one by one and accepted none, "
+            f"got {run.first_refusal}{probe}; nothing is dead-lettered until a request goes through: if this lasts, "
+            "it is about the request, not the data (url, headers, a proxy or API gateway in front)"
         )
 
     def _url_fix(self) -> str:
@@ -502,8 +679,8 @@ class HttpBatchUplink(Lifecycle):
                 self.counters.bytes += len(body)
                 resp = await post(self._session, self._url, body=body, headers=headers, where=self.name)
             except UplinkTransient as exc:
-                if exc.params.get("status") in (400, 401):
-                    self._refused(exc.message)  # the token endpoint refused our client credentials
+                if exc.params.get("configuration"):
+                    self._refused(exc.message)  # the token endpoint refused our client, or token_url is wrong
                 # no status: no answer at all (post() found no connection), probed at a short interval
                 self._down(exc.message, unreachable="status" not in exc.params)
             self.log.debug(

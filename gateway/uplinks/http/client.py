@@ -3,6 +3,11 @@
 Every foreign exception (aiohttp, ssl, OS, timeouts) leaving `post` becomes an `UplinkTransient`,
 so the uplinks see either an HTTP status or a transient failure, never a library error.
 
+Redirects are never followed: the caller gets the 3xx itself (`HttpResponse.location`). Followed,
+a 301/302/303 turns a POST into a body-less GET whose 200 (a login page, a captive portal) would
+pass for a delivery, and a redirect to another host takes our credential headers along (aiohttp
+drops only `Authorization`; 307/308 resend the body, a client secret in a token request too).
+
 aiohttp (~20 MB resident) is imported when a session is made, not with this module: the `mqtt`
 uplink's config imports the header and session types for its optional `[uplinks.confirm]` table,
 and a gateway that speaks no HTTP must not carry it (issue 18: ≤ 70 MB while draining).
@@ -18,10 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urljoin
 
 from pydantic import AfterValidator
 
-from gateway import secrets
+from gateway import redact, secrets
 from gateway.errors import UplinkTransient
 from gateway.tls import TlsSection, client_context
 
@@ -86,6 +92,31 @@ class HttpResponse:
     status: int
     body: bytes
     content_type: str
+    location: str = ""  # the Location header of a redirect, as sent: see `redirect_target`
+
+
+# A Location is shown to a technician, cut to this length: enough for a host and a path.
+_LOCATION_MAX = 200
+
+
+def redirect_target(resp: HttpResponse, url: str) -> str:
+    """Where a redirect from `url` points, fit for a message: absolute, no userinfo, no query values.
+
+    A Location may carry credentials (a login page's ticket, a signed URL, `user:pw@`): query values
+    are masked whatever their names, the rest goes through the redactor before it is cut."""
+    location = " ".join(resp.location.split())
+    if not location:
+        return "no Location"
+    try:
+        target = urljoin(url, location)
+    except ValueError:  # not a URL (an unclosed `[`): shown as it came, still masked below
+        target = location
+    base, sep, query = target.partition("#")[0].partition("?")
+    if sep:
+        names = [part.partition("=")[0] if "=" in part else "" for part in query.split("&") if part]
+        base += "?" + "&".join(f"{name}={redact.MASK}" if name else redact.MASK for name in names)
+    shown = redact.text(base)
+    return shown if len(shown) <= _LOCATION_MAX else shown[: _LOCATION_MAX - 1] + "…"
 
 
 def _describe(exc: BaseException, url: str) -> str:
@@ -126,8 +157,10 @@ async def send(
     import aiohttp  # loaded already with the session: a dictionary lookup
 
     try:
-        async with session.request(method, url, data=body, headers=dict(headers)) as resp:
+        # allow_redirects=False: see the module docstring
+        async with session.request(method, url, data=body, headers=dict(headers), allow_redirects=False) as resp:
             data = await resp.read()
-            return HttpResponse(status=resp.status, body=data, content_type=resp.content_type)
+            location = resp.headers.get("Location", "") if 300 <= resp.status < 400 else ""
+            return HttpResponse(status=resp.status, body=data, content_type=resp.content_type, location=location)
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
         raise UplinkTransient(f"{where}: cannot reach {url}, got {_describe(exc, url)}", url=url) from exc

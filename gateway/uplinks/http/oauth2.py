@@ -1,8 +1,19 @@
 """OAuth2 client-credentials tokens (RFC 6749 §4.4) for the HTTP uplinks: fetch, cache, refresh before expiry.
 
 A token is reused until shortly before `expires_in` runs out; a 401 from the far side drops it so the
-next request fetches a fresh one. Token endpoint failures are transient for the data: a rejected
-client secret is a configuration problem and must never dead-letter readings.
+next request fetches a fresh one. Token endpoint failures are transient for the data (they never
+dead-letter readings), and their words follow the status, so a technician is sent to the right key:
+
+    answer                                           words                          configuration
+    401, 403, invalid_client, unauthorized_client    check client_id and the secret  yes
+    400 invalid_scope                                check scope and audience        yes
+    400 with another RFC 6749 error                  check client_auth, token_url    yes
+    3xx (never followed), 404, 405, any other 4xx    check token_url                 yes
+    5xx, 408 / 429                                   identity server unavailable / busy   no
+    2xx but not a 200 with an access_token           what came back, redacted        no
+
+`configuration=True` (a parameter of the UplinkTransient) says nothing passes until someone fixes
+the config: the HTTP uplinks retry with an ERROR and show `refused`, as for any request they refuse.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from gateway import redact
 from gateway.configbase import Field, HttpUrl, Section
 from gateway.errors import UplinkTransient
 from gateway.secrets import SecretRef
-from gateway.uplinks.http.client import post
+from gateway.uplinks.http.client import HttpResponse, post, redirect_target
 
 if TYPE_CHECKING:
     import aiohttp  # the session comes from client.make_session, which imports it (see there why not here)
@@ -35,6 +46,10 @@ REFRESH_MARGIN_S = 30.0
 REFRESH_MARGIN_FRACTION = 0.1
 # RFC 6749 only recommends `expires_in`; without it, reuse for this long (a 401 still forces a refetch).
 DEFAULT_LIFETIME_S = 300.0
+
+
+# RFC 6749 §5.2 errors about how the token was asked for, not who asked
+_REQUEST_ERRORS = frozenset({"invalid_request", "invalid_grant", "unsupported_grant_type"})
 
 
 class ClientAuth(enum.Enum):
@@ -130,11 +145,7 @@ class TokenSource:
         resp = await post(self._session, cfg.token_url, body=body, headers=headers, where=self._where)
         self.fetches += 1
         if resp.status != 200:
-            raise UplinkTransient(
-                f"{self._where}: token endpoint refused the client credentials, got HTTP {resp.status} "
-                f"{_error_text(resp.body)}; check oauth2.client_id and the secret {cfg.client_secret}",
-                status=resp.status,
-            )
+            raise self._refused(resp)
         try:
             doc = orjson.loads(resp.body)
             value = doc["access_token"]
@@ -142,23 +153,87 @@ class TokenSource:
             if not isinstance(value, str) or not value:
                 raise ValueError("empty access_token")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise UplinkTransient(
-                f"{self._where}: token endpoint answered without a usable access_token, got {_excerpt(resp.body)}"
-            ) from None
+            raise self._unusable(resp) from None
         redact.register(value, ephemeral=True)  # a far side may echo it in an error body
         margin = min(REFRESH_MARGIN_S, lifetime * REFRESH_MARGIN_FRACTION)
         return Token(value=value, refresh_at=started + lifetime - margin)
 
+    def _refused(self, resp: HttpResponse) -> UplinkTransient:
+        """The error for anything but a 200, worded by its status (table in the module docstring)."""
+        cfg, status, where = self._config, resp.status, self._where
+        error = _error_code(resp.body)
+        got = f"HTTP {status} {_error_text(resp.body)}"
+        if 300 <= status < 400:
+            return UplinkTransient(
+                f"{where}: token endpoint answered with a redirect, got HTTP {status} to "
+                f"{redirect_target(resp, cfg.token_url)}; redirects are not followed (the client credentials would "
+                "go to another address): set oauth2.token_url to the identity server's token endpoint",
+                status=status,
+                configuration=True,
+            )
+        if status < 300:
+            return self._unusable(resp)
+        if status >= 500 or status in (408, 429):
+            trouble = "busy" if status == 429 else "unavailable"
+            # not the credentials: whoever reads this must not go and rotate a working secret
+            return UplinkTransient(
+                f"{where}: the identity server at {cfg.token_url} is {trouble}, got {got}", status=status
+            )
+        if status in (401, 403) or error in ("invalid_client", "unauthorized_client"):
+            return UplinkTransient(
+                f"{where}: token endpoint refused the client credentials, got {got}; "
+                f"check oauth2.client_id and the secret {cfg.client_secret}",
+                status=status,
+                configuration=True,
+            )
+        if error == "invalid_scope":
+            return UplinkTransient(
+                f"{where}: token endpoint refused the scope, got {got}; check oauth2.scope and oauth2.audience",
+                status=status,
+                configuration=True,
+            )
+        if status == 400 and error in _REQUEST_ERRORS:
+            return UplinkTransient(
+                f"{where}: token endpoint refused the token request, got {got}; check oauth2.client_auth "
+                '("basic" or "post", as the identity server wants) and oauth2.token_url',
+                status=status,
+                configuration=True,
+            )
+        # 404, 405, 415, a 400 that is no OAuth2 answer (Orion's "Service not found"): not a token endpoint
+        return UplinkTransient(
+            f"{where}: {cfg.token_url} is not a token endpoint, got {got}; check oauth2.token_url",
+            status=status,
+            configuration=True,
+        )
 
-def _error_text(body: bytes) -> str:
-    """RFC 6749 §5.2 error fields, or the start of whatever came back."""
+    def _unusable(self, resp: HttpResponse) -> UplinkTransient:
+        """A 2xx without a token: a portal, a proxy's page, a server half up; passes, probably."""
+        what = f"{resp.content_type} {_excerpt(resp.body)}" if resp.body else "(no body)"
+        return UplinkTransient(
+            f"{self._where}: token endpoint answered without a usable access_token, got HTTP {resp.status} {what}",
+            status=resp.status,
+        )
+
+
+def _error_code(body: bytes) -> str:
+    """RFC 6749 §5.2 `error`, or "" if the body is no such answer."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    error = doc.get("error") if isinstance(doc, dict) else None
+    return error if isinstance(error, str) else ""
+
+
+def _error_text(body: bytes, limit: int = 200) -> str:
+    """RFC 6749 §5.2 error fields (redacted: a server may quote what it was sent), or the start of whatever came back."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return _excerpt(body)
     if isinstance(doc, dict) and "error" in doc:
         desc = doc.get("error_description")
-        return f"{doc['error']}" + (f" ({desc})" if desc else "")
+        return redact.text(f"{doc['error']}" + (f" ({desc})" if desc else ""))[:limit]
     return _excerpt(body)
 
 

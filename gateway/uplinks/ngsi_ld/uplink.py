@@ -65,6 +65,7 @@ class NgsiLdUplink(HttpBatchUplink):
     path = "/ngsi-ld/v1/entityOperations/upsert?options=update"
     api_root = "/ngsi-ld/v1"
     broker = "the NGSI-LD broker"
+    success = (201, 204, 207)  # ETSI GS CIM 009 batch upsert: created, updated, or per entity
 
     def __init__(
         self, config: UplinkConfig, context: AdapterContext, *, clock: Callable[[], float] = time.monotonic

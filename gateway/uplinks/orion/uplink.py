@@ -36,6 +36,7 @@ class OrionUplink(HttpBatchUplink):
     path = "/v2/op/update"
     api_root = "/v2"
     broker = "Orion"
+    success = (204,)  # Orion's manual: "Successful operation uses 204 No Content"
 
     def _entity(self, reading: Reading) -> dict[str, Any]:
         return v2.to_v2_entity(reading, encoding=self.config.value_encoding)
