@@ -125,7 +125,13 @@ def cmd_secret(args: argparse.Namespace) -> int:
     try:
         if args.secret_command == "set":
             check_name(args.name)  # before the value is typed, not after
-            value = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass(f"value for {args.name}: ")
+            if args.stdin:
+                # only the line ending, LF or CRLF: a token file saved on Windows keeps a CR otherwise, which no
+                # HTTP header can carry; spaces, tabs or a lone CR are left as they are (they may be meant)
+                line = sys.stdin.readline()
+                value = line.removesuffix("\n").removesuffix("\r") if line.endswith("\n") else line
+            else:
+                value = getpass.getpass(f"value for {args.name}: ")
             if not value:
                 print(f"secret {args.name}: empty value refused", file=sys.stderr)
                 return EXIT_FAILURE
@@ -312,7 +318,12 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     ssub = p.add_subparsers(dest="secret_command", required=True)
     s = ssub.add_parser("set", help="store a secret (read from the terminal, or --stdin)")
     s.add_argument("name")
-    s.add_argument("--stdin", action="store_true", help="read the value from standard input")
+    s.add_argument(
+        "--stdin",
+        action="store_true",
+        help='read the value from the first line of standard input; a trailing "\\r\\n" or "\\n" (only the '
+        "line ending) is not part of the value",
+    )
     ssub.add_parser("list", help="names of the stored secrets")
     _add_config_to_subcommands(p)
     p.set_defaults(func=cmd_secret)

@@ -3,17 +3,21 @@
 kintone answers an error with `{"id", "code", "message"[, "errors"]}`. Validation errors
 (`CB_VA01`, HTTP 400) name each bad value by its path, `records[<i>].<field code>.value` (for PUT
 also `records[<i>].record.<field code>.value`), and kintone writes nothing of such a request: the
-records it names are refused with its words and the others are sent again. Everything else is
-about the request, never about a record:
+records it names are refused with its words and the others are sent again. kintone answers some
+validation errors with a 5xx, HTTP 520 (as reported in the field): such an answer in kintone's
+format whose `errors` name nothing but records is taken the same way, or the one bad record would
+hold back every later record of its lane for ever. Everything else is about the request, never
+about a record:
 
-| Answer                                     | Kind                                                    |
-| ------------------------------------------ | ------------------------------------------------------- |
-| 200                                        | OK                                                      |
-| 400 CB_VA01 naming records                 | RECORDS: those refused, the rest resent                 |
-| 400 otherwise (CB_IL02, CB_VA01 on `app`…) | CONFIGURATION: the request is wrong, nothing refused     |
-| 401 / 403 (GAIA_IA02, GAIA_NO01, CB_NO02)  | CONFIGURATION: token, password or permissions           |
-| 404 (GAIA_AP01 no such app) and other 4xx  | CONFIGURATION                                           |
-| 408, 429 (over 100 concurrent), 5xx        | TRANSIENT: retried with backoff                         |
+| Answer                                             | Kind                                                |
+| -------------------------------------------------- | --------------------------------------------------- |
+| 200                                                | OK                                                  |
+| 400 CB_VA01 naming records                         | RECORDS: those refused, the rest resent             |
+| 5xx (520) in kintone's format naming only records  | RECORDS: those refused, the rest resent             |
+| 400 otherwise (CB_IL02, CB_VA01 on `app`…)         | CONFIGURATION: the request is wrong, nothing refused |
+| 401 / 403 (GAIA_IA02, GAIA_NO01, CB_NO02)          | CONFIGURATION: token, password or permissions       |
+| 404 (GAIA_AP01 no such app) and other 4xx          | CONFIGURATION                                       |
+| 408, 429 (over 100 concurrent), any other 5xx      | TRANSIENT: retried with backoff                     |
 """
 
 from __future__ import annotations
@@ -73,7 +77,12 @@ def classify(status: int, body: bytes) -> Answer:
     text = describe(status, body)
     doc = _doc(body) or {}
     code = str(doc.get("code", ""))
-    if status in (408, 429) or status >= 500:
+    if status >= 500:
+        refused = _per_record(doc.get("errors")) if _kintone_error(doc) else None
+        if refused is not None:
+            return Answer(kind=Kind.RECORDS, text=text, code=code, refused=refused)
+        return Answer(kind=Kind.TRANSIENT, text=text, code=code)
+    if status in (408, 429):
         return Answer(kind=Kind.TRANSIENT, text=text, code=code)
     if status == 400 and code == "CB_VA01":
         refused = _per_record(doc.get("errors"))
@@ -83,6 +92,11 @@ def classify(status: int, body: bytes) -> Answer:
         if isinstance(errors, dict):
             text += " (" + "; ".join(f"{k}: {' '.join(_messages(v))}" for k, v in errors.items()) + ")"
     return Answer(kind=Kind.CONFIGURATION, text=text, code=code)
+
+
+def _kintone_error(doc: dict[str, Any]) -> bool:
+    """Whether a body is kintone's own error (`code`, `id`, `message`), not a proxy's or a load balancer's."""
+    return all(isinstance(doc.get(key), str) for key in ("code", "id", "message"))
 
 
 def _messages(entry: Any) -> list[str]:

@@ -4,20 +4,58 @@ Authentication as kintone documents it (REST API common specification): `X-Cyboz
 (several tokens comma-joined), or `X-Cybozu-Authorization` (base64 of `login:password`), plus
 `Authorization: Basic …` where cybozu.com's Basic authentication is on, and a client certificate
 (`tls.cert_file`) for secure access (`<subdomain>.s.cybozu.com`). Every secret, and every
-encoding of it sent on the wire, is registered with the redactor before the first request.
+encoding of it sent on the wire, is registered with the redactor before the first request. A
+secret with a control character (a token file saved with CRLF keeps its CR) cannot be right and
+would fail every request in the HTTP library, naming no setting: it is refused here, by key path.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import aiohttp
 
 from gateway import __version__, redact, secrets
+from gateway.errors import ConfigError
 from gateway.uplinks.http.client import HttpResponse, make_session, send
 from gateway.uplinks.kintone.config import KintoneConfig
 from gateway.uplinks.kintone.daily import DailyCounter
+
+# C0, DEL and C1 controls, and the Unicode line and paragraph separators: never part of a token or password
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_NAMES = {"\r": "a carriage return", "\n": "a line feed", "\t": "a tab"}
+
+
+class UnusableSecret(ConfigError):
+    """A secret that resolves to a value no request can carry; the message names the setting, never the value."""
+
+    code = "secret_unusable"
+
+
+def _resolve(ref: str, data_dir: str, where: str) -> str:
+    """The clear value of `ref` (the setting at key path `where`); UnusableSecret if it holds a control character."""
+    value = secrets.resolve(ref, data_dir)
+    bad = _CONTROL.search(value)
+    if bad is None:
+        return value
+    char = bad.group()
+    what = f"U+{ord(char):04X}"
+    if char in _CONTROL_NAMES:
+        what = f"{_CONTROL_NAMES[char]} ({what})"
+    if _CONTROL.sub("", value[bad.start() :]):
+        what += f" at character {bad.start() + 1}"
+    else:
+        what += " at its end"
+        if char == "\r":
+            what += " (a file saved with Windows line endings?)"
+    kind, _, name = ref.partition(":")
+    if kind == "env":
+        source, fix = f"the environment variable {name}", "set it again without it"
+    else:
+        source, fix = f'the secret "{name}"', f"store it again with `edgegw secret set {name} --stdin`"
+    raise UnusableSecret([f"{where}: {source} must be one line without control characters, got {what}; {fix}"])
 
 
 def _b64(text: str) -> str:
@@ -27,14 +65,21 @@ def _b64(text: str) -> str:
 
 
 def auth_headers(cfg: KintoneConfig, data_dir: str) -> dict[str, str]:
-    """The authentication headers, secrets resolved (ConfigError naming a missing one)."""
+    """The authentication headers, secrets resolved (ConfigError naming a missing one, UnusableSecret a bad one)."""
+    at = f"uplinks.{cfg.name}"
     headers: dict[str, str] = {}
     if cfg.api_token:
-        headers["X-Cybozu-API-Token"] = ",".join(secrets.resolve(ref, data_dir) for ref in cfg.api_token)
+        several = len(cfg.api_token) > 1
+        tokens = [
+            _resolve(ref, data_dir, f"{at}.api_token" + (f"[{i}]" if several else ""))
+            for i, ref in enumerate(cfg.api_token)
+        ]
+        headers["X-Cybozu-API-Token"] = ",".join(tokens)
     if cfg.user and cfg.password:
-        headers["X-Cybozu-Authorization"] = _b64(f"{cfg.user}:{secrets.resolve(cfg.password, data_dir)}")
+        password = _resolve(cfg.password, data_dir, f"{at}.password")
+        headers["X-Cybozu-Authorization"] = _b64(f"{cfg.user}:{password}")
     if cfg.basic_auth is not None:
-        password = secrets.resolve(cfg.basic_auth.password, data_dir)
+        password = _resolve(cfg.basic_auth.password, data_dir, f"{at}.basic_auth.password")
         headers["Authorization"] = "Basic " + _b64(f"{cfg.basic_auth.user}:{password}")
     return headers
 

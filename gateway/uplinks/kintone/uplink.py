@@ -6,11 +6,12 @@ naming it, before anything is sent. If kintone cannot be reached or refuses our 
 the check is made again before the first delivery, and the records wait. A batch is planned into
 requests of at most 100 records (`plan.py`) and sent one request at a time, in order (kintone
 allows 100 concurrent requests per domain; one is plenty and leaves the rest to the people using
-it). Answers (`answers.py`): 200 delivers the request's records; a `CB_VA01` naming records
-refuses those with kintone's words and sends the others again (if it names every record, the
-form is checked again first: an app edited since the start must not dead-letter data); credentials, permissions and a
-wrong app are a configuration problem (retry, ERROR once, never a dead letter); 429, 5xx and
-timeouts are transient (retry this and every later record of the batch, with the loop's backoff).
+it). Answers (`answers.py`): 200 delivers the request's records; a `CB_VA01` naming records (or a 5xx
+such as 520 in kintone's error format naming only records) refuses those with kintone's words and
+sends the others again (if it names every record, the form is checked again first: an app edited
+since the start must not dead-letter data); credentials, permissions and a wrong app are a
+configuration problem (retry, ERROR once, never a dead letter); 429, other 5xx and timeouts are
+transient (retry this and every later record of the batch, with the loop's backoff).
 Before each request the day's count is checked against `daily_request_limit` (`daily.py`).
 
 State changes are logged once: WARNING when kintone becomes unreachable, INFO when it takes data
@@ -37,7 +38,7 @@ from gateway.uplinks.kintone.answers import Kind, classify
 from gateway.uplinks.kintone.config import DailyLimitPolicy, KintoneConfig
 from gateway.uplinks.kintone.daily import DailyCounter
 from gateway.uplinks.kintone.form import FormError, FormField, check_mappings, parse_fields
-from gateway.uplinks.kintone.session import KintoneSession
+from gateway.uplinks.kintone.session import KintoneSession, UnusableSecret
 
 
 def _utcnow() -> datetime:
@@ -88,6 +89,7 @@ class KintoneUplink(Lifecycle):
         self.daily = DailyCounter(config.daily_request_limit, path, now)
         self._now = now
         self._session: KintoneSession | None = None
+        self._started = False  # between start() and close(); the session may be missing (a secret unusable)
         self._form: dict[str, FormField] | None = None
         self._form_check = "not checked yet"
         self._state: _State | None = None
@@ -100,19 +102,30 @@ class KintoneUplink(Lifecycle):
         cfg = self.config
         if not cfg.tls.checks_peer:
             self.log.warning('TLS certificate verification is off (tls.verify = "off"); use only on a lab network')
-        self._session = KintoneSession(
-            cfg, gateway_id=self.context.gateway_id, data_dir=self.context.data_dir, counter=self.daily
-        )
+        self._started = True
         self._form = None
         try:
+            self._open_session()
             await self._check_form()
         except _FormProblems as exc:
             await self.close()
             raise ConfigError(exc.problems) from None
         except _Stop:
-            pass  # unreachable or refused: logged; checked again before the first delivery
+            pass  # unreachable, refused or a secret unusable: logged; tried again before the first delivery
+
+    def _open_session(self) -> None:
+        """The session, its secrets resolved now: one stored again (`edgegw secret set`) needs no restart."""
+        try:
+            self._session = KintoneSession(
+                self.config, gateway_id=self.context.gateway_id, data_dir=self.context.data_dir, counter=self.daily
+            )
+        except UnusableSecret as exc:
+            # a configuration refusal, not a failed start: the loop would retry that as transient,
+            # and every request would fail in the HTTP library naming no setting
+            self._refused("; ".join(exc.errors) + " (readings stay buffered)")
 
     async def close(self) -> None:
+        self._started = False
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -144,11 +157,13 @@ class KintoneUplink(Lifecycle):
     # ---- delivery ----------------------------------------------------------------------------------
 
     async def deliver(self, batch: Sequence[Reading]) -> list[Outcome]:
-        if self._session is None:
+        if not self._started:
             raise RuntimeError(f"{self.name}: deliver() called before start()")
         outcomes: list[Outcome | None] = [None] * len(batch)
         retry = Outcome(Status.RETRY, "")
         try:
+            if self._session is None:
+                self._open_session()
             if self._form is None:
                 await self._recheck_form()
             assert self._form is not None
@@ -247,7 +262,9 @@ class KintoneUplink(Lifecycle):
     # ---- failures, logged once per state change ------------------------------------------------------
 
     def _failed(self, kind: Kind, text: str, status: int, where: str) -> NoReturn:
-        if kind is Kind.TRANSIENT:
+        if kind is Kind.TRANSIENT or status >= 500:
+            # a 5xx naming records that are not in the request (or answering the form check) is no
+            # answer about our records: it stays transient, as every 5xx but those naming records
             self._down(f"kintone at {where} failed, got {text}")
         if status == 401:
             fix = "check api_token (a token of this app), or user/password, and basic_auth if cybozu.com asks for it"
