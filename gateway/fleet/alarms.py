@@ -7,8 +7,19 @@ per key, since when the condition holds; once it has held for the rule's `for_s`
 RAISED (one event), every `repeat_s` while it holds it is REPEATED, and the first evaluation where
 it no longer holds CLEARS it (one event). A condition that ends before `for_s` raises nothing.
 The engine's state is a plain dict that the service saves after each change, so a restart neither
-raises an active alarm again nor forgets to clear it. `render_mail` and `alarm_reading` turn an
-event into an e-mail (Japanese or English catalog) and a Smart Data Models `Alert` entity.
+raises an active alarm again nor forgets to clear it.
+
+`uplink_not_delivering` is timed from an outage's start, kept in that state too (`outages`,
+maintained by `uplink_outages`): an uplink's `last_delivery` and the gateway's `started_at` are
+its generation's, so a reload or restart would read "nothing delivered yet" as "down for no time"
+and clear the alarm, then raise it again `for_s` later; a box restarting more often than `for_s`
+would never alarm. An outage begins when rows have waited `min(for_s, ONSET_S)` with no delivery
+(at once in a generation that has delivered nothing yet), dated from the last delivery or the
+generation's start; it ends only with a delivery after that date, or with the uplink gone from
+the config. A kill thus loses at most ONSET_S of an outage that had not begun yet.
+
+`render_mail` and `alarm_reading` turn an event into an e-mail (Japanese or English catalog) and
+a Smart Data Models `Alert` entity.
 """
 
 from __future__ import annotations
@@ -27,7 +38,16 @@ from zoneinfo import ZoneInfo
 from gateway.fleet.config import AlarmKind, AlarmRule, AlarmsConfig, Language, Severity
 from gateway.records import Attribute, Lane, Reading, Source, TimeSource, iso_utc
 
-__all__ = ["AlarmEngine", "AlarmEvent", "Condition", "EventKind", "alarm_reading", "conditions", "render_mail"]
+__all__ = [
+    "AlarmEngine",
+    "AlarmEvent",
+    "Condition",
+    "EventKind",
+    "alarm_reading",
+    "conditions",
+    "render_mail",
+    "uplink_outages",
+]
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 CATALOGS = Path(__file__).with_name("catalogs")
@@ -41,8 +61,11 @@ ALERT_SUB_CATEGORY = "gatewayAlarm"
 
 
 _FAILING = ("backing-off", "refused")
-# kinds whose condition measures its own duration (since the last delivery): the engine adds none
+# kinds whose condition measures its own duration (since the outage began): the engine adds none
 _TIMED_IN_CONDITION = frozenset({AlarmKind.UPLINK_NOT_DELIVERING})
+# rows waiting this long with no delivery begin an outage (and a write of the state): a busy uplink
+# delivering every few seconds never does
+ONSET_S = 60.0
 
 
 class EventKind(enum.Enum):
@@ -77,8 +100,41 @@ def _rule_map(rules: Iterable[AlarmRule]) -> dict[AlarmKind, AlarmRule]:
     return {r.kind: r for r in rules}
 
 
-def conditions(doc: Mapping[str, Any], rules: Iterable[AlarmRule], now: float) -> list[Condition]:
-    """The conditions of `rules` that hold in the status document `doc` at `now` (durations aside)."""
+def _pending(doc: Mapping[str, Any], uplink: Mapping[str, Any]) -> int:
+    cursors = (doc.get("buffer") or {}).get("uplinks") or {}
+    return sum((cursors.get(uplink["name"]) or {}).get("pending", {}).values())
+
+
+def uplink_outages(
+    doc: Mapping[str, Any], previous: Mapping[str, float], rules: Iterable[AlarmRule], now: float
+) -> dict[str, float]:
+    """Uplink name -> since when it has delivered nothing while rows waited (see the module docstring)."""
+    rule = _rule_map(rules).get(AlarmKind.UPLINK_NOT_DELIVERING)
+    if rule is None:
+        return {}
+    out: dict[str, float] = {}
+    for uplink in doc.get("uplinks", ()):
+        name, live = uplink["name"], uplink.get("last_delivery") or 0.0
+        since = previous.get(name)
+        if since is not None and live <= since:
+            out[name] = since  # a generation that has delivered nothing yet says nothing about the outage
+            continue
+        # rows in the batch being retried are no longer "pending" (read past): a failing state counts too
+        if not (_pending(doc, uplink) or uplink.get("failing") or uplink.get("state") in _FAILING):
+            continue  # nothing waiting: an idle uplink is not failing
+        start = live or doc.get("started_at") or now
+        if not live or now - start >= min(rule.for_s, ONSET_S):
+            out[name] = start
+    return out
+
+
+def conditions(
+    doc: Mapping[str, Any], rules: Iterable[AlarmRule], now: float, outages: Mapping[str, float] | None = None
+) -> list[Condition]:
+    """The conditions of `rules` that hold in the status document `doc` at `now` (durations aside).
+
+    `outages`: the engine's, carried across generations; None reads them from `doc` alone.
+    """
     by_kind = _rule_map(rules)
     out: list[Condition] = []
 
@@ -88,20 +144,17 @@ def conditions(doc: Mapping[str, Any], rules: Iterable[AlarmRule], now: float) -
             out.append(Condition(kind=kind, subject=subject, severity=rule.severity, detail=detail))
 
     buffer = doc.get("buffer") or {}
-    cursors = buffer.get("uplinks") or {}
     rule = by_kind.get(AlarmKind.UPLINK_NOT_DELIVERING)
+    if outages is None:
+        outages = uplink_outages(doc, {}, by_kind.values(), now)
     for uplink in doc.get("uplinks", ()):
-        pending = sum((cursors.get(uplink["name"]) or {}).get("pending", {}).values())
-        # rows in the batch being retried are no longer "pending" (read past): a failing state counts too
-        if rule is None or not (pending or uplink.get("failing") or uplink.get("state") in _FAILING):
-            continue  # nothing waiting: an idle uplink is not failing
-        last = uplink.get("last_delivery") or doc.get("started_at") or now
-        if now - last >= rule.for_s:
+        since = outages.get(uplink["name"])
+        if rule is not None and since is not None and now - since >= rule.for_s:
             add(
                 AlarmKind.UPLINK_NOT_DELIVERING,
                 uplink["name"],
-                f"uplink {uplink['name']}: nothing delivered for {now - last:.0f} s, {pending} rows waiting "
-                f"(state {uplink.get('state')}, last error: {uplink.get('last_error') or 'none'})",
+                f"uplink {uplink['name']}: nothing delivered for {now - since:.0f} s, {_pending(doc, uplink)} rows "
+                f"waiting (state {uplink.get('state')}, last error: {uplink.get('last_error') or 'none'})",
             )
     fleet = doc.get("fleet") or {}
     stopped_by_safe_mode = set(fleet.get("safe_mode", {}).get("stopped_adapters", ()))
@@ -156,11 +209,21 @@ class AlarmEngine:
         self.rules = _rule_map(config.rules)
         self.pending: dict[str, float] = {}  # key -> since when it holds, not raised yet
         self.active: dict[str, dict[str, Any]] = {}  # key -> {condition fields, raised_at, last_sent}
+        self.outages: dict[str, float] = {}  # uplink -> since when it delivered nothing (uplink_outages)
         if state:
             self.active = {k: dict(v) for k, v in state.get("active", {}).items()}
+            outages = state.get("outages")
+            if isinstance(outages, dict):
+                self.outages = {str(k): float(v) for k, v in outages.items() if isinstance(v, int | float)}
+        rule = self.rules.get(AlarmKind.UPLINK_NOT_DELIVERING)
+        for entry in self.active.values():
+            raised = entry.get("raised_at")
+            if rule is not None and entry.get("kind") == rule.kind.value and isinstance(raised, int | float):
+                # saved by a release that kept no outages: it had lasted for_s when it was raised
+                self.outages.setdefault(str(entry.get("subject")), raised - rule.for_s)
 
     def state(self) -> dict[str, Any]:
-        return {"active": self.active}
+        return {"active": self.active, "outages": self.outages}
 
     def evaluate(self, held: Iterable[Condition], now: float) -> list[AlarmEvent]:
         events: list[AlarmEvent] = []

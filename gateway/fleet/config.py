@@ -1,7 +1,11 @@
 """The `[fleet]` section: the Device entity, metrics, alarm rules, signed remote configuration, safe mode.
 
 Validated without touching the network: the pinned public key is decoded here, so a box with a
-mistyped key is refused at `edgegw check-config`, not at the first bundle.
+mistyped key is refused at `edgegw check-config`, not at the first bundle. So is a weak one
+(`public_key_problem`): Ed25519 verification (RFC 8032, as `cryptography` does it) checks
+[S]B = R + [k]A, and for a small-order A ([8]A the identity: 32 zero bytes is one) R = identity
+and S = 0 satisfy it whenever k is a multiple of A's order, about one payload in four, with no
+private key at all. Non-canonical encodings are refused with them: no key generator makes one.
 """
 
 from __future__ import annotations
@@ -9,10 +13,11 @@ from __future__ import annotations
 import base64
 import enum
 import ipaddress
+import json
 
 from pydantic import field_validator, model_validator
 
-from gateway.configbase import Field, HttpUrl, Section
+from gateway.configbase import ConfigProblems, Field, HttpUrl, Section
 from gateway.tls import TlsSection
 
 __all__ = [
@@ -25,6 +30,7 @@ __all__ = [
     "RemoteConfigConfig",
     "SafeModeConfig",
     "Severity",
+    "public_key_problem",
 ]
 
 
@@ -112,6 +118,54 @@ class MetricsConfig(Section):
         return v
 
 
+# Ed25519 (RFC 8032 section 5.1): the field prime, the curve constant d and a square root of -1
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+PASTE_KEY = "paste the platform's real public key (`edgegw config public-key platform.pem` where its key is kept)"
+
+
+def public_key_problem(raw: bytes) -> str | None:
+    """Why 32 bytes must not be pinned as the platform's Ed25519 public key, or None for a sound key."""
+    number = int.from_bytes(raw, "little")
+    sign, y = number >> 255, number & ((1 << 255) - 1)
+    noncanonical = "not the canonical encoding of an Ed25519 point (y not below 2^255-19, or x = 0 with its sign bit)"
+    if y >= _P:
+        return noncanonical
+    x2 = (y * y - 1) * pow(_D * y * y + 1, -1, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * _SQRT_M1 % _P
+    if (x * x - x2) % _P:
+        return "not a point of the Ed25519 curve: no key pair has it"
+    if x == 0 and sign:
+        return noncanonical
+    if x & 1 != sign:
+        x = _P - x
+    point = (x, y, 1, x * y % _P)
+    for _ in range(3):
+        point = _add(point, point)
+    if point[0] == 0 and point[1] == point[2]:  # [8]A is the identity
+        return "a small-order Ed25519 point (32 zero bytes is one): bundles verify against it without any private key"
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        return f"not an Ed25519 public key the verifier can load ({exc})"
+    return None
+
+
+def _add(p: tuple[int, int, int, int], q: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """Point addition in extended coordinates (RFC 8032 section 5.1.4); complete, so it doubles too."""
+    x1, y1, z1, t1 = p
+    x2, y2, z2, t2 = q
+    a, b = (y1 - x1) * (y2 - x2) % _P, (y1 + x1) * (y2 + x2) % _P
+    c, d = t1 * 2 * _D * t2 % _P, z1 * 2 * z2 % _P
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return e * f % _P, g * h % _P, f * g % _P, e * h % _P
+
+
 class RemoteConfigConfig(Section):
     url: HttpUrl | None = Field(default=None, description="where the signed bundle is fetched (https)")
     interval_s: float = Field(default=900.0, ge=10)
@@ -136,9 +190,16 @@ class RemoteConfigConfig(Section):
         return v
 
     @model_validator(mode="after")
-    def _https(self) -> RemoteConfigConfig:
+    def _sound(self) -> RemoteConfigConfig:
+        # the key's soundness here rather than in _key: a field's error would hide the url's (every error at once)
+        problems = []
+        weak = public_key_problem(base64.b64decode(self.public_key))
+        if weak is not None:
+            problems.append(("public_key", f"{weak}, got {json.dumps(self.public_key)}; {PASTE_KEY}"))
         if self.url is not None and not self.url.startswith("https://") and not self.allow_http:
-            raise ValueError(f"url must be https, got {self.url!r}; or set allow_http = true on a test bench")
+            problems.append(("", f"url must be https, got {self.url!r}; or set allow_http = true on a test bench"))
+        if problems:
+            raise ConfigProblems(problems)
         return self
 
 

@@ -3,10 +3,11 @@
 Theory of operation. A bundle is JSON `{"format", "payload", "signature"}`: `payload` is base64 of
 the JSON `{"gateway", "serial", "issued_at", "config"}` and `signature` base64 of its Ed25519
 signature by the platform's key (`edgegw config sign`). `verify_bundle` (pure) checks, in this
-order, the format, the signature against the key pinned in `[fleet.remote_config].public_key`,
-the signed fields' types (the serial an integer, the rest strings: nothing is read leniently), the
-gateway id (a bundle for another box is refused) and the serial (it must be above the last one
-accepted: an old bundle replayed is refused). Only then is the config text validated, checked by
+order, the format, the key pinned in `[fleet.remote_config].public_key` (a weak one refuses every
+bundle: see gateway/fleet/config.py), the signature against it, the signed fields' types (the
+serial an integer, the rest strings: nothing is read leniently), the gateway id (a bundle for
+another box is refused) and the serial (it must be above the last one accepted: an old bundle
+replayed is refused). Only then is the config text validated, checked by
 `unwatched` (a config the next generation could not watch: one moving `gateway.data_dir`, where
 this file and the serials are, or one without `[fleet.remote_config]`, whose generation runs no
 tick; both refused, their serial not used up) and applied through the control socket's
@@ -63,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import os
@@ -80,6 +82,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.errors import GatewayError
+from gateway.fleet.config import PASTE_KEY, public_key_problem
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -88,8 +91,11 @@ __all__ = [
     "BUNDLE_FORMAT",
     "Bundle",
     "BundleRefused",
+    "Fetched",
     "RemoteState",
+    "fetch_bundle",
     "healthy_since",
+    "payload_digest",
     "public_key_b64",
     "sign_bundle",
     "unwatched",
@@ -106,8 +112,8 @@ T = TypeVar("T")
 
 
 class BundleRefused(GatewayError, ValueError):
-    """A bundle that is not applied; `code` is stable (bad_format, bad_signature, wrong_gateway, replayed, busy,
-    data_dir_moved, no_remote_config)."""
+    """A bundle that is not applied; `code` is stable (bad_format, bad_key, bad_signature, wrong_gateway, replayed,
+    busy, data_dir_moved, no_remote_config)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -147,16 +153,10 @@ def verify_bundle(data: bytes, *, public_key: str, gateway: str, last_serial: in
         raise BundleRefused(
             "bad_format", f"{where}: bundle too large, got {len(data)} bytes; at most {MAX_BUNDLE_BYTES}"
         )
+    payload, signature = _envelope(data, where)
+    key = _pinned(public_key, where)
     try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
-            raise ValueError(f"format is not {BUNDLE_FORMAT}")
-        payload = base64.b64decode(doc["payload"], validate=True)
-        signature = base64.b64decode(doc["signature"], validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:  # RecursionError: [[[[…
-        raise BundleRefused("bad_format", f"{where}: not a config bundle, got {type(exc).__name__}: {exc}") from None
-    try:
-        Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key)).verify(signature, payload)
+        key.verify(signature, payload)
     except InvalidSignature:
         raise BundleRefused(
             "bad_signature",
@@ -177,6 +177,44 @@ def verify_bundle(data: bytes, *, public_key: str, gateway: str, last_serial: in
     if bundle.serial <= last_serial:
         raise _replayed(last_serial, bundle.serial)
     return bundle
+
+
+def _envelope(data: bytes, where: str) -> tuple[bytes, bytes]:
+    """The bundle's (payload, signature), both still to be checked."""
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"format is not {BUNDLE_FORMAT}")
+        return base64.b64decode(doc["payload"], validate=True), base64.b64decode(doc["signature"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:  # RecursionError: [[[[…
+        raise BundleRefused("bad_format", f"{where}: not a config bundle, got {type(exc).__name__}: {exc}") from None
+
+
+def payload_digest(data: bytes) -> str | None:
+    """sha256 of a bundle's signed payload (what it says, however its JSON is laid out); None if it has none."""
+    if len(data) > MAX_BUNDLE_BYTES:
+        return None
+    try:
+        payload, _ = _envelope(data, "remote config")
+    except BundleRefused:
+        return None
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _pinned(public_key: str, where: str) -> Ed25519PublicKey:
+    """The pinned key, refused when weak: config validation refuses it too, this guards any other way in."""
+    try:
+        raw = base64.b64decode(public_key, validate=True)
+    except (ValueError, binascii.Error):
+        raw = b""
+    problem = public_key_problem(raw) if len(raw) == 32 else "not base64 of 32 bytes"
+    if problem is not None:
+        raise BundleRefused(
+            "bad_key",
+            f"{where}: [fleet.remote_config] public_key must be a sound Ed25519 key, got {problem}; nothing "
+            f"applied; {PASTE_KEY}",
+        )
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def unwatched(config: GatewayConfig, *, data_dir: Path, serial: int) -> BundleRefused | None:
@@ -286,6 +324,21 @@ class RemoteState:
         pending: dict[str, Any] | None = self.doc.get("pending")
         return pending
 
+    def accept(self, serial: int, digest: str) -> None:
+        """Bundle `serial` (its payload's `digest`) verified and taken: its serial used up."""
+        self.doc["last_serial"] = serial
+        self.doc["accepted"] = {"serial": serial, "payload_sha256": digest}
+
+    def unchanged(self, data: bytes) -> bool:
+        """Whether `data` is the last bundle accepted, as signed (however it turned out): nothing to do with it.
+
+        The same serial with another payload is not: that is a replay or a tampered copy, refused as such.
+        """
+        accepted = self.doc.get("accepted")
+        if not isinstance(accepted, dict) or accepted.get("serial") != self.last_serial:
+            return False
+        return accepted.get("payload_sha256") == payload_digest(data)
+
     def refusal(self, serial: int) -> BundleRefused | None:
         """Why a verified bundle cannot become the pending one now: its serial used meanwhile, or another pending."""
         if serial <= self.last_serial:
@@ -349,12 +402,40 @@ def update(data_dir: Path, change: Callable[[RemoteState], T]) -> T:
         return result
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fetched:
+    """One answer at `url`: the bundle, or None for 304 (the one answered before), with its validators."""
+
+    data: bytes | None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
 async def fetch(url: str, *, context: ssl.SSLContext | None = None, timeout_s: float = 30.0) -> bytes:
     """GET the bundle (TLS verified with `context`, default the system's CAs); at most MAX_BUNDLE_BYTES."""
+    return (await fetch_bundle(url, context=context, timeout_s=timeout_s)).data or b""
+
+
+async def fetch_bundle(
+    url: str, *, context: ssl.SSLContext | None = None, timeout_s: float = 30.0, previous: Fetched | None = None
+) -> Fetched:
+    """`fetch`, conditional on `previous`'s ETag and Last-Modified: a platform serving a file answers 304 to
+    a bundle it served before, and no body crosses the link (metered, on most boxes)."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url, ssl=context or True) as resp:
+    headers = {}
+    if previous is not None and previous.etag:
+        headers["If-None-Match"] = previous.etag
+    if previous is not None and previous.last_modified:
+        headers["If-Modified-Since"] = previous.last_modified
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        http.get(url, ssl=context or True, headers=headers) as resp,
+    ):
+        etag, modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
         if resp.status == 304:
-            return b""
+            if previous is not None:
+                etag, modified = etag or previous.etag, modified or previous.last_modified
+            return Fetched(data=None, etag=etag, last_modified=modified)
         if resp.status != 200:
             raise BundleRefused("fetch_failed", f"remote config: GET {url} answered {resp.status}")
         # the whole body, however many pieces it comes in (content.read(n) returns what is buffered now)
@@ -365,7 +446,7 @@ async def fetch(url: str, *, context: ssl.SSLContext | None = None, timeout_s: f
                 raise BundleRefused(
                     "bad_format", f"remote config: GET {url}: bundle too large, got more than {MAX_BUNDLE_BYTES} bytes"
                 )
-        return bytes(data)
+        return Fetched(data=bytes(data), etag=etag, last_modified=modified)
 
 
 # Tasks that outlive the generation that started them: applying a config reloads, which stops that

@@ -28,7 +28,15 @@ from gateway.control.config_versions import FILE as VERSIONS_FILE
 from gateway.control.config_versions import ConfigVersions, cannot_open, sha256_text
 from gateway.errors import ConfigError, GatewayError
 from gateway.fleet import remote
-from gateway.fleet.alarms import AlarmEngine, AlarmEvent, EventKind, alarm_reading, conditions, render_mail
+from gateway.fleet.alarms import (
+    AlarmEngine,
+    AlarmEvent,
+    EventKind,
+    alarm_reading,
+    conditions,
+    render_mail,
+    uplink_outages,
+)
 from gateway.fleet.availability import AVAILABILITY_FILE, Availability
 from gateway.fleet.config import FleetConfig
 from gateway.fleet.device import device_entity_id, device_reading, device_state
@@ -78,6 +86,7 @@ class FleetService:
         self.entity_id = device_entity_id(gw.config.gateway.id, config.device_id)
         self.engine = AlarmEngine(config.alarms, _read_json(self.data_dir / ALARMS_FILE))
         self.availability = Availability(self.data_dir / AVAILABILITY_FILE, max_gap_s=3 * TICK_S + 30)
+        self._availability_failing = StateLog(log)
         self.window = RestartWindow(config.safe_mode.restarts, config.safe_mode.within_s)
         self.starts = ProcessStarts(self.data_dir, config.safe_mode.restarts, config.safe_mode.within_s)
         self.remote_state = remote.RemoteState(self.data_dir)
@@ -88,6 +97,7 @@ class FleetService:
         self._last_report = 0.0
         self._last_state: tuple[str, ...] | None = None  # deviceState, reason, last remote-config step
         self._next_fetch = 0.0
+        self._fetched: remote.Fetched | None = None  # the answer whose ETag/Last-Modified the next fetch sends
         self._failing_since_delivery: dict[str, float] = {}  # uplink -> its last delivery when it began failing
         self.mails_enqueued = 0
         self.events: list[dict[str, Any]] = []  # the latest alarm events, for status
@@ -132,7 +142,7 @@ class FleetService:
                 await self._task
         if self.metrics is not None:
             await self.metrics.stop()
-        self.availability.save()
+        await self._save_availability(self.clock())
         if clean:  # a stop that ran to here was not a crash
             self.starts.stopped_cleanly(os.getpid())
 
@@ -199,9 +209,15 @@ class FleetService:
             doc = await self.status()
             self._sticky_failing(doc)
         self.availability.note(now, _delivering(doc))
-        events = self.engine.evaluate(conditions(doc, self.config.alarms.rules, now), now)
-        if events:
+        if self.availability.due(now):
+            await self._save_availability(now)
+        rules = self.config.alarms.rules
+        outages = uplink_outages(doc, self.engine.outages, rules, now)
+        moved, self.engine.outages = outages != self.engine.outages, outages
+        events = self.engine.evaluate(conditions(doc, rules, now, outages), now)
+        if events or moved:
             _write_json(self.data_dir / ALARMS_FILE, self.engine.state())
+        if events:
             await self._dispatch(events)
             doc = await self.status()
             self._sticky_failing(doc)
@@ -217,6 +233,23 @@ class FleetService:
             self._last_report = now
         await self._remote(doc, now)
         return doc
+
+    async def _save_availability(self, now: float) -> None:
+        """The figure on disk, off the loop (the write syncs); a failure is said once and retried at the next tick."""
+        data = self.availability.dump()
+        try:
+            await asyncio.to_thread(self.availability.write, data)
+        except OSError as exc:  # a full or read-only disk must not stop the tick's alarms and report
+            self._availability_failing.fail(
+                exc.errno,
+                logging.WARNING,
+                "availability figure not saved to %s, got %s; kept in memory and tried again at the next tick",
+                self.availability.path,
+                exc.strerror or exc,
+            )
+            return
+        self.availability.saved_at = now
+        self._availability_failing.ok("availability figure saved again to %s", self.availability.path)
 
     def _sticky_failing(self, doc: dict[str, Any]) -> None:
         """Mark each uplink `failing` from the moment it backs off until it delivers again.
@@ -311,15 +344,54 @@ class FleetService:
         self._next_fetch = now + rc.interval_s
         try:
             context = client_context(rc.tls, "fleet.remote_config") if rc.url.startswith("https://") else None
-            data = await remote.fetch(rc.url, context=context)
+            fetched = await remote.fetch_bundle(rc.url, context=context, previous=self._fetched)
         except (remote.BundleRefused, ConfigError, OSError, TimeoutError) as exc:
             log.warning("remote config not fetched: %s", exc)
             return
         except Exception as exc:  # aiohttp's ClientError and the like: a fetch problem, retried at the interval
             log.warning("remote config not fetched: %s", exc)
             return
-        if data:
-            await self.offer(data, via="fetch")
+        if fetched.data is None:
+            log.debug("remote config: %s not modified since the bundle fetched before", rc.url)
+            return
+        # The platform serves its latest bundle until it has a newer one: the one accepted, fetched again,
+        # is news to nobody (it would be refused as replayed at every interval, forever).
+        state = await asyncio.to_thread(remote.RemoteState, self.data_dir)
+        if state.unchanged(fetched.data) or await self._noted_as_accepted(state, fetched.data):
+            self._fetched = fetched
+            log.debug("remote config: %s serves the bundle accepted last, unchanged", rc.url)
+            return
+        # anything else is judged again at the next fetch: a `busy` one is to be offered again
+        self._fetched = None
+        if fetched.data:
+            await self.offer(fetched.data, via="fetch")
+
+    async def _noted_as_accepted(self, state: remote.RemoteState, data: bytes) -> bool:
+        """A state file from a release that noted no accepted payload: the bundle with the last serial, signed by
+        the pinned key for this box, is the one accepted (the platform signs one bundle per serial). Noted once."""
+        rc = self.config.remote_config
+        if rc is None or "accepted" in state.doc or state.last_serial <= 0:
+            return False
+        try:
+            bundle = remote.verify_bundle(
+                data, public_key=rc.public_key, gateway=self.gw.config.gateway.id, last_serial=state.last_serial - 1
+            )
+        except remote.BundleRefused:
+            return False
+        digest = remote.payload_digest(data)
+        if bundle.serial != state.last_serial or digest is None:
+            return False
+
+        def note(current: remote.RemoteState) -> bool:
+            if "accepted" in current.doc or current.last_serial != bundle.serial:
+                return False  # changed since it was read
+            current.accept(bundle.serial, digest)
+            return True
+
+        if not await asyncio.to_thread(remote.update, self.data_dir, note):
+            return False
+        log.info("remote config: bundle %s, accepted before its payload was noted, fetched again: noted", bundle.serial)
+        return True
 
     async def handle(self, command: Command) -> CommandResult:
         """A platform command to the Device entity: `configBundle` with a signed bundle as its value."""
@@ -478,6 +550,7 @@ class FleetService:
             await self._remote_step(now, "refused", f"{unwatched.code}: {unwatched} (via {via})", bundle.serial)
             return {"applied": False, "error": str(unwatched), "code": unwatched.code}
         window = rc.health_window_s
+        digest = remote.payload_digest(data) or ""  # verified above, so it has a payload
         refused: list[remote.BundleRefused] = []
 
         def claim(state: remote.RemoteState) -> bool:
@@ -487,7 +560,7 @@ class FleetService:
             if refusal is not None:
                 refused.append(refusal)
                 return False
-            state.doc["last_serial"] = bundle.serial
+            state.accept(bundle.serial, digest)
             state.doc["pending"] = {
                 "serial": bundle.serial,
                 "applied_at": now,  # until it is written: see note_previous
