@@ -15,7 +15,7 @@ import orjson
 from gateway import redact
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.schema import connect
-from gateway.buffer.space import mib
+from gateway.buffer.space import full_disk_on_open, is_disk_full, mib
 from gateway.buffer.stats import BufferStats, DeadLetter, Salvage
 from gateway.buffer.store import Store
 from gateway.errors import BufferError
@@ -68,7 +68,8 @@ def run(args: argparse.Namespace, db_path: Path, out: TextIO | None = None) -> i
             n = store.retry_dead_letters(args.uplink, args.ids)
             out.write(_dumps({"requeued": n}) if args.json else f"re-queued {n} dead letters\n")
     except sqlite3.Error as exc:
-        print(f"buffer {command}: {db_path} cannot be read, got {exc}", file=sys.stderr)
+        message = full_disk_on_open(db_path, exc) if is_disk_full(exc) else f"{db_path} cannot be read, got {exc}"
+        print(f"buffer {command}: {message}", file=sys.stderr)
         return 1
     finally:
         store.conn.close()
@@ -84,12 +85,16 @@ def _open(db_path: Path) -> Store:
     try:
         conn = connect(db_path, durability=None)
     except sqlite3.Error as exc:
+        if is_disk_full(exc):
+            raise BufferError(full_disk_on_open(db_path, exc), path=str(db_path)) from exc
         raise BufferError(f"buffer: cannot open {db_path}, got {exc}", path=str(db_path)) from exc
     try:
         # uplinks=None: take the cursors the gateway wrote; never add or drop any from here
         return Store(conn, path=db_path, config=BufferConfig(), uplinks=None)
     except sqlite3.Error as exc:
         conn.close()
+        if is_disk_full(exc):  # the -shm SQLite needs before the first read: the file is fine
+            raise BufferError(full_disk_on_open(db_path, exc), path=str(db_path)) from exc
         raise BufferError(
             f"buffer: {db_path} is not a readable outbox, got {exc}; the gateway checks and repairs it at start",
             path=str(db_path),

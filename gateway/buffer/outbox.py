@@ -24,6 +24,12 @@ Invariants the rest of the gateway relies on:
 - A full disk refuses new readings (BufferFull, like the caps) and never stops delivery: the
   writer keeps the disk's last megabyte for acknowledgements and a reserve file for the worst
   case (see space.py); an acknowledgement that still finds no room waits until there is.
+- A step of the wall clock (NTP correcting a box that booted without RTC) never ages a row: rows
+  are stamped on the store's AgeClock, whose offset the writer adjusts when it sees a step (each
+  second and before stats; see store.py). Rows are stamped under the condition the writer
+  holds while it does so, and the rows stamped after the step and before it saw it are stamped again.
+- Cap drops are said once when an episode starts, naming every lane and cap involved (WARNING),
+  again when it reaches a lane it had not named (INFO), and once when it ends (INFO).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from gateway.buffer.caps import DropReason, Room
+from gateway.buffer.caps import DropReason, Room, drop_order
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.schema import open_database
 from gateway.buffer.space import Space, is_disk_full, mib, shortfall, with_room
@@ -133,6 +139,7 @@ class Outbox:
         self._woken_through = 0  # the last seq handed out when that wake-up last came
         self._disk_full = False  # writer side: an insert was refused for want of disk space, and no clear room since
         self._disk_refused = 0  # writer side: readings refused since then
+        self._looked_seq = store.next_seq  # writer side: rows from this seq on were stamped since the last clock look
         self._thread = threading.Thread(target=self._run, name=f"outbox:{path.name}", daemon=True)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -150,7 +157,9 @@ class Outbox:
     ) -> Outbox:
         """Open or create the outbox at `path` for the configured uplinks and start its writer thread.
 
-        `clock` gives wall time in seconds (tests move it to age rows). `max_page_count` caps the
+        `clock` gives wall time in seconds. Tests move it to age rows: between close and open (time
+        the gateway was stopped), or by less than store.STEP_S while open; a larger move while open,
+        once the writer looks, is a step of the clock and ages nothing (see store.py). `max_page_count` caps the
         file in pages: an appliance may keep the buffer off the last free megabytes with it, and
         the tests use it to make the disk "full". `tail_rows` bounds the committed readings kept in
         memory for reads (see tail.py); the tests make it small to exercise its bound.
@@ -169,7 +178,7 @@ class Outbox:
             def load() -> tuple[Store, collections.Counter[tuple[int, DropReason]]]:
                 # cursors of new uplinks, rows passed by all, aged rows: the writes an open may have to make
                 store = Store(opened.conn, path=path, config=config, uplinks=uplinks, clock=clock, tail_rows=tail_rows)
-                aged = store.drop_aged(clock())
+                aged = store.drop_aged(store.age.now())
                 store.reserve_seqs()
                 return store, aged
 
@@ -252,17 +261,12 @@ class Outbox:
             raise
         if self._refused_episode:
             self._accepting()
-        row = (
-            lane,
-            reading.entity_id,
-            to_epoch_us(reading.observed_at),
-            int(self._store.clock() * 1000),
-            size,
-            body,
-            None,
-        )
+        observed_us = to_epoch_us(reading.observed_at)
         store = self._store
+        age = store.age
         with self._cond:
+            # stamped under the condition: a clock step the writer takes out (_look_at_clock) is before or after
+            row = (lane, reading.entity_id, observed_us, int(age.wall() * 1000) + age.offset_ms, size, body, None)
             with store.lock:
                 seq = store.next_seq
                 store.next_seq = seq + 1
@@ -337,7 +341,9 @@ class Outbox:
             return self.append(readings[0])
         if self._closed:
             raise BufferError(f"buffer: closed, got an append of {len(readings)} readings", path=str(self._path))
-        now_ms = int(self._store.clock() * 1000)
+        age = self._store.age
+        offset = age.offset_ms
+        now_ms = int(age.wall() * 1000) + offset
         rows: list[Row] = []
         lane_rows = [0] * _LANES
         lane_bytes = [0] * _LANES
@@ -361,6 +367,10 @@ class Outbox:
             self._accepting()
         store = self._store
         with self._cond:
+            if age.offset_ms != offset:
+                # the writer took a clock step out meanwhile (_look_at_clock): stamp on the new offset
+                now_ms = int(age.wall() * 1000) + age.offset_ms
+                rows = [(*row[:3], now_ms, *row[4:]) for row in rows]
             with store.lock:
                 first = store.next_seq
                 store.next_seq = first + len(rows)
@@ -552,7 +562,9 @@ class Outbox:
 
     async def stats(self) -> BufferStats:
         def settled_stats() -> BufferStats:
-            # rows and cursors as the file has them: acknowledgements held in memory are written first
+            # rows and cursors as the file has them: acknowledgements held in memory are written first,
+            # and ages on a clock that has seen the latest step
+            self._look_at_clock()
             self._settle()
             return self._store.stats(
                 last_commit_ms=self._last_commit_ms,
@@ -889,30 +901,67 @@ class Outbox:
             # the next start skips the seqs reserved, that is all
             log.warning("buffer: could not write the last seq handed out: %s", exc)
 
+    def _look_at_clock(self) -> None:
+        """Take a step of the wall clock out of the rows' ages (store.AgeClock); writer thread."""
+        store = self._store
+        with self._cond:  # the loop stamps rows under it: none is stamped across the offset's change
+            step = store.age.look()
+            since, self._looked_seq = self._looked_seq, store.next_seq
+            if step is None:
+                return
+            for group in self._groups:
+                rows = group.rows
+                for k in range(max(0, since - group.first_seq), len(rows)):
+                    row = rows[k]
+                    if step.carried(row[3]):
+                        rows[k] = (*row[:3], row[3] - step.ms, *row[4:])
+        log.info(
+            "buffer: the wall clock stepped %s by %.0f s (%.1f d); buffered readings keep their ages",
+            "forward" if step.ms > 0 else "back",
+            abs(step.ms) / 1000,
+            abs(step.ms) / 86_400_000,
+        )
+        try:
+            self._delivering(lambda: store.restamp(step, since))()
+        except sqlite3.Error as exc:
+            # the offset holds in memory and is written at close; only rows stamped in the last second keep the step
+            log.error("buffer: could not write the clock step to %s: %s", self._path, exc)
+
     def _maintain(self, *, age: bool) -> None:
+        self._look_at_clock()
         self._settle(due_only=True)  # when no append came to carry them
         try:
             self._look()
             self._sync_external()
             if age:
-                drops = self._delivering(lambda: self._store.drop_aged(self._store.clock()))()
+                drops = self._delivering(lambda: self._store.drop_aged(self._store.age.now()))()
                 if drops:
                     self._note_drops(drops)
         except sqlite3.Error as exc:
             log.error("buffer: maintenance failed: %s", exc)
 
     def _note_drops(self, drops: collections.Counter[tuple[int, DropReason]]) -> None:
-        """Log a cap episode once when it starts and once when a commit needs no drop any more."""
+        """Log a cap episode once when it starts (every lane and cap of its first drops), when it reaches a
+        lane not named yet, and once when a commit needs no drop any more."""
         if drops:
+            order = [int(lane) for lane in drop_order(self._config)]
+            lanes = sorted({lane for lane, _ in drops}, key=order.index)
             if self._dropping is None:
                 self._dropping = collections.Counter()
-                (lane, reason), _ = next(iter(drops.items()))
+                reasons = [r for r in DropReason if any(reason is r for _, reason in drops)]
                 log.warning(
                     "buffer: cap %s reached, dropping the oldest %s rows (policy: bulk, then normal%s)",
-                    reason.value,
-                    lane_name(lane),
+                    _and([r.value for r in reasons]),
+                    _and([lane_name(lane) for lane in lanes]),
                     ", then alert" if self._config.drop_alert.value == "oldest" else "; alert never",
                 )
+            else:
+                named = {lane for lane, _ in self._dropping}
+                if new := [lane for lane in lanes if lane not in named]:
+                    log.info(
+                        "buffer: caps still reached, now dropping the oldest %s rows too",
+                        _and([lane_name(lane) for lane in new]),
+                    )
             self._dropping.update(drops)
         elif self._dropping is not None:
             summary = ", ".join(
@@ -921,6 +970,11 @@ class Outbox:
             )
             log.info("buffer: back under the caps; dropped %s in that episode", summary)
             self._dropping = None
+
+
+def _and(names: Sequence[str]) -> str:
+    """Names as one phrase for a log line: "bulk", "bulk and normal", "bulk, normal and alert"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from gateway.buffer.space import full_disk_on_open, is_disk_full
 from gateway.buffer.stats import DeadLetter
 from gateway.buffer.store import (
     count_dead_letters,
@@ -39,6 +40,7 @@ class BufferReader:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
+            conn: sqlite3.Connection | None = None
             try:
                 conn = sqlite3.connect(
                     f"file:{self.path}?mode=ro",
@@ -50,10 +52,15 @@ class BufferReader:
                 conn.execute("PRAGMA query_only = ON")
                 conn.execute("SELECT 1 FROM dead_letters LIMIT 0")  # the file is an outbox
             except sqlite3.Error as exc:
-                raise BufferUnavailable(
-                    f"buffer {self.path}: cannot be read, got {exc}; is the gateway running and this user in its group?",
-                    path=str(self.path),
-                ) from None
+                if conn is not None:  # each page asks again: a failed attempt must not keep its file open
+                    conn.close()
+                message = (
+                    full_disk_on_open(self.path, exc)
+                    if is_disk_full(exc)
+                    else f"buffer {self.path}: cannot be read, got {exc}; "
+                    "is the gateway running and this user in its group?"
+                )
+                raise BufferUnavailable(message, path=str(self.path)) from None
             self._conn = conn
         return self._conn
 

@@ -75,6 +75,19 @@ def is_disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+# A reader of a cleanly closed buffer (no -shm) needs this much free for the -shm before it reads anything.
+OPEN_BYTES = 32 * 1024
+
+
+def full_disk_on_open(path: Path, exc: BaseException) -> str:
+    """What a reader (the CLI, the web UI) says when `path` cannot be read for want of disk space: the
+    disk, not the file, is the problem (a technician told "not a readable outbox" might delete a good one)."""
+    return (
+        f"buffer: cannot read {path}, got a full disk in {path.parent} ({exc}); opening the buffer needs about "
+        f"{OPEN_BYTES // 1024} KiB free there: free space in {path.parent} (the file itself is fine: keep it)"
+    )
+
+
 def with_room(make_room: Callable[[], bool] | None, fn: Callable[[], T]) -> T:
     """`fn()`, once more if it failed for want of disk space and `make_room` (deleting the reserve) freed some."""
     try:

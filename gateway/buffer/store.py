@@ -3,6 +3,26 @@
 Synchronous and single-threaded: the Outbox runs it on its writer thread, the CLI runs it directly.
 Every write is one transaction; in-memory state (totals, cursors, counters) changes only after
 COMMIT succeeded, so a failed commit (disk full) leaves memory and file in step.
+
+Ages (max_age_s, the oldest row's age) are counted on the buffer's own clock, AgeClock: the wall
+clock plus an offset that takes its steps out. A box without RTC boots months behind and NTP steps
+its clock forward later; counted on the wall clock, every row appended before that step was
+suddenly months old and dropped as max_age at the next age check. So:
+
+- While the gateway runs, the writer compares the wall clock with the kernel's elapsed time (which
+  never steps) each second and before stats. A change of more than STEP_S between two looks is a
+  step: the offset changes by as much the other way, so that the age clock goes on as if nothing
+  had happened, and rows stamped after the step but before the writer saw it are stamped again
+  (rows already stored are never rewritten otherwise: no UPDATE of a whole backlog).
+- The offset is kept in the file (counters, "clock.offset_ms") and used again at the next start:
+  a step seen before a restart still counts after it, and time the gateway was stopped counts as
+  age, as the wall clock shows it. A clock that starts behind the newest row (a reboot without RTC,
+  with or without a step later) never makes that row "in the future": the age clock then starts
+  at that row's stamp and the time the gateway was stopped is not counted. An empty outbox starts
+  again on the wall clock (offset 0).
+- What no clock can tell apart from time the gateway was stopped: a clock wrong during a whole run
+  and right at the next start, or stepped while the gateway was stopped (or in the second before
+  it stopped, before the writer looked). That run's rows then age by the step, as they always did.
 """
 
 from __future__ import annotations
@@ -88,6 +108,15 @@ _READ = (
     "AND (target IS NULL OR target = ?) ORDER BY seq LIMIT ?"
 )
 _TIGHT = 0.9  # from this share of a cap on, acknowledgements are written at once
+# The age clock (see the module docstring): its offset as kept in the file, and when a change of the
+# wall clock against the elapsed time is a step. NTP slews at most 0.5 ms a second, and slews move the
+# elapsed time alike; 2 s stays above what an unsynchronised clock drifts between two looks.
+_AGE_OFFSET = "clock.offset_ms"
+STEP_S = 2.0
+# Rows stamped since the writer's last look carry a stamp within that time (± this much slack); a
+# stamp outside it was taken after a step the writer had not seen yet, and carries that step.
+_STAMP_SLACK_MS = 250
+_NEWEST_STAMP = "SELECT appended_ms FROM outbox ORDER BY seq DESC LIMIT 1"
 _NO_CURSOR = [-1] * _LANES  # an uplink without a cursor in the file: every lane differs
 _LANE_NAMES = {int(lane): lane.name.lower() for lane in LANES}
 _MAX_SEQ = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)"
@@ -113,6 +142,64 @@ _HAS_SEQ = "SELECT seq FROM outbox WHERE lane = ? AND seq > ? AND (target IS NUL
 # byte bound, a drain of such readings held ~28 MB here, a third of the gateway's peak.
 TAIL_ROWS = 20_000
 TAIL_BYTES = 1024 * 1024
+
+
+def _elapsed_clock() -> Callable[[], float]:
+    """Seconds since boot, suspended time included where the kernel counts it; never stepped."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.monotonic if boottime is None else functools.partial(time.clock_gettime, boottime)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A step of the wall clock the age clock took out. Rows stamped since the last look got a stamp
+    between `lo_ms` (that look) and `hi_ms` (now) on the age clock, unless they were stamped after the
+    step: then they carry it, and lie beyond `hi_ms` (a step forward) or before `lo_ms` (back)."""
+
+    ms: int  # how far the wall clock jumped (negative: back)
+    lo_ms: int
+    hi_ms: int
+
+    def carried(self, stamp_ms: int) -> bool:
+        return stamp_ms > self.hi_ms if self.ms > 0 else stamp_ms < self.lo_ms
+
+    def sql(self) -> tuple[str, int]:
+        """The condition `carried` puts on appended_ms, and its bound."""
+        return ("appended_ms > ?", self.hi_ms) if self.ms > 0 else ("appended_ms < ?", self.lo_ms)
+
+
+class AgeClock:
+    """The clock rows' ages are counted on: `wall` plus `offset_ms` (see the module docstring).
+
+    The event loop reads `offset_ms` on every append; only the outbox's writer changes it (look()),
+    holding the outbox's condition, under which the loop stamps its rows.
+    """
+
+    def __init__(self, wall: Callable[[], float], offset_ms: int, elapsed: Callable[[], float]) -> None:
+        self.wall = wall
+        self.offset_ms = offset_ms
+        self._elapsed = elapsed
+        self._skew = wall() - elapsed()
+        self._seen_ms = self.now_ms()
+
+    def now_ms(self) -> int:
+        return int(self.wall() * 1000) + self.offset_ms
+
+    def now(self) -> float:
+        return self.wall() + self.offset_ms / 1000
+
+    def look(self) -> Step | None:
+        """The wall clock's step since the last look, if any; the offset takes it out from now on."""
+        elapsed, wall = self._elapsed(), self.wall()
+        seen, now_ms = self._seen_ms, int(wall * 1000) + self.offset_ms
+        jump_ms = round((wall - elapsed - self._skew) * 1000)
+        if abs(jump_ms) < STEP_S * 1000:
+            self._seen_ms = now_ms
+            return None
+        self._skew = wall - elapsed
+        self.offset_ms -= jump_ms
+        self._seen_ms = now_ms - jump_ms
+        return Step(ms=jump_ms, lo_ms=seen - _STAMP_SLACK_MS, hi_ms=self._seen_ms + _STAMP_SLACK_MS)
 
 
 def _insert_rows_at(conn: sqlite3.Connection, first: int, rows: Sequence[Row], block: int) -> None:
@@ -154,6 +241,7 @@ class _Changes:
     released: list[tuple[int, int, int]] = field(default_factory=list)  # (lane, rows, bytes)
     added: list[tuple[int, int, int]] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
+    settled: bool = False  # the transaction carries a settle (at most one: it writes the lazy counts)
     lazy: Counter[str] = field(default_factory=Counter)  # counted in memory now, written at the next settle
     saved: Counter[str] = field(default_factory=Counter)  # lazy counts of earlier transactions written by this one
     after: list[Callable[[], None]] = field(default_factory=list)
@@ -265,6 +353,8 @@ class Store:
         self.bytes = [0] * _LANES
         self.counters: Counter[str] = Counter(dict(conn.execute("SELECT name, value FROM counters").fetchall()))
         reserved_before = self.counters.pop(_RESERVED, 0)
+        self._saved_offset = self.counters.pop(_AGE_OFFSET, 0)
+        self.age = AgeClock(clock, self._start_offset(conn, clock), _elapsed_clock())
         self._deleted_upto = [0] * _LANES
         self._data_version = self._read_data_version()
         self.load_totals()
@@ -285,7 +375,7 @@ class Store:
         # "settle": folded into an append's transaction once `settle_every_s` has passed since the
         # last, or written by the writer's maintenance (each second) when no append comes. See settle().
         self.settle_every_s = config.ack_write_interval_ms / 1000
-        self._settled_at = self.clock()
+        self._settled_at = self.age.now()
         self.unsettled = False  # cursors or lazy counters differ from the file
         self.disk_full = False  # set by the outbox while an insert found no room: acknowledgements free it at once
         self._careful = False  # the disk runs low (see checkpoint_every_commit): acknowledgements are written at once
@@ -293,6 +383,15 @@ class Store:
         self._load_cursors(uplinks)
 
     # --- opening -------------------------------------------------------------------------------
+
+    def _start_offset(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> int:
+        """The age clock's offset at open: the file's, unless that puts the newest row in the future."""
+        newest = conn.execute(_NEWEST_STAMP).fetchone()
+        if newest is None:
+            return 0  # no row depends on it: back on the wall clock
+        wall_ms = int(clock() * 1000)
+        # a clock behind the newest row went back while the gateway was stopped (a reboot without RTC)
+        return max(self._saved_offset, int(newest[0]) - wall_ms)
 
     def load_totals(self) -> tuple[list[int], list[int]]:
         """Recount rows and bytes per lane from the file; returns the change against what we held."""
@@ -380,7 +479,7 @@ class Store:
 
     def settle_due(self) -> bool:
         """Whether something is held and `settle_every_s` has passed since the last settle."""
-        return self.unsettled and self.clock() - self._settled_at >= self.settle_every_s
+        return self.unsettled and self.age.now() - self._settled_at >= self.settle_every_s
 
     def settle(self) -> None:
         """Write the cursors moved and the counts made since the last settle, and delete the rows every cursor passed.
@@ -404,6 +503,7 @@ class Store:
 
     def _settle(self, cursors: dict[str, list[int]], ch: _Changes) -> None:
         # inside a transaction: the cursors that differ from the file, the deletes they allow, the lazy counts
+        ch.settled = True
         with self.lock:
             limit = self._cursor_limit()
             cursors = {
@@ -423,7 +523,7 @@ class Store:
 
         def settled() -> None:
             self._saved_cursors = saved
-            self._settled_at = self.clock()
+            self._settled_at = self.age.now()
             self.unsettled = any(self._unsaved.values()) or any(
                 self.cursors[name] != saved.get(name) for name in self.cursors
             )
@@ -479,14 +579,41 @@ class Store:
         self.tail.reset(self.next_seq - 1)
 
     def reserve_seqs(self) -> None:
-        """Reserve seqs for handing out before the commit (the outbox, at open)."""
+        """Reserve seqs for handing out before the commit (the outbox, at open); keep the age clock's offset."""
         with self._write() as ch:
             self._reserve(self.next_seq - 1 + SEQ_RESERVE, ch)
+            self._save_offset(ch)
 
     def release_seqs(self) -> None:
         """At a clean close: keep only the seqs handed out, so the next start goes on from there."""
         with self._write() as ch:
             self._reserve(self.next_seq - 1, ch)
+            self._save_offset(ch)
+
+    def restamp(self, step: Step, since_seq: int) -> None:
+        """After a step of the wall clock (AgeClock.look): stamp again the stored rows from `since_seq` on
+        that were stamped after it, and keep the new offset."""
+        carried, bound = step.sql()
+        with self._write() as ch:
+            self.conn.execute(
+                f"UPDATE outbox SET appended_ms = appended_ms - ? WHERE seq >= ? AND {carried}",
+                (step.ms, since_seq, bound),
+            )
+            self._save_offset(ch)
+
+    def _save_offset(self, ch: _Changes) -> None:
+        offset = self.age.offset_ms
+        if offset == self._saved_offset:
+            return
+        self.conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (_AGE_OFFSET, offset),
+        )
+
+        def saved() -> None:
+            self._saved_offset = offset
+
+        ch.after.append(saved)
 
     def _reserve(self, upto: int, ch: _Changes) -> None:
         self.conn.execute(
@@ -572,18 +699,31 @@ class Store:
             ch.after.append(remember)
         return drops
 
+    def _excess(self, add_rows: int, add_bytes: int, ch: _Changes) -> tuple[int, int, list[int]]:
+        """Rows and bytes over the caps once `add_rows`/`add_bytes` are in, and the rows per lane, counting
+        what this transaction deleted already (the totals change only after COMMIT)."""
+        rows = list(self.rows)
+        nbytes = sum(self.bytes)
+        for lane, n, b in ch.released:
+            rows[lane] -= n
+            nbytes -= b
+        return sum(rows) + add_rows - self.config.max_rows, nbytes + add_bytes - self.config.max_bytes, rows
+
     def _make_room(self, add_rows: int, add_bytes: int, ch: _Changes, drops: Counter[tuple[int, DropReason]]) -> None:
         # Drops happen before the insert, from rows already stored, so a new reading is never
         # dropped in the very commit that stores it. The loop's reserve() has checked there is enough.
         cfg = self.config
-        need_rows = sum(self.rows) + add_rows - cfg.max_rows
-        need_bytes = sum(self.bytes) + add_bytes - cfg.max_bytes
+        need_rows, need_bytes, lane_rows = self._excess(add_rows, add_bytes, ch)
+        if (need_rows > 0 or need_bytes > 0) and self.unsettled and not ch.settled:
+            # delivered rows still in the file make room before any undelivered one is dropped
+            self._settle(self.cursors, ch)
+            need_rows, need_bytes, lane_rows = self._excess(add_rows, add_bytes, ch)
         for lane in drop_order(cfg):
             if need_rows <= 0 and need_bytes <= 0:
                 break
             lane_i = int(lane)
             last, n, b = 0, 0, 0
-            while (need_rows > 0 or need_bytes > 0) and n < self.rows[lane_i]:
+            while (need_rows > 0 or need_bytes > 0) and n < lane_rows[lane_i]:
                 chunk = self.conn.execute(
                     "SELECT seq, size FROM outbox WHERE lane = ? AND seq > ? ORDER BY seq LIMIT 512", (lane_i, last)
                 ).fetchall()
@@ -607,7 +747,8 @@ class Store:
             ch.counters[f"dropped.{lane_name(lane_i)}.{reason.value}"] += n
 
     def drop_aged(self, now_s: float) -> Counter[tuple[int, DropReason]]:
-        """Drop rows appended more than max_age_s ago, from the lanes the policy may drop."""
+        """Drop rows appended more than max_age_s before `now_s` (on the age clock: self.age.now()), from the
+        lanes the policy may drop; acknowledgements held in memory are settled first (delivered, not dropped)."""
         cutoff = int((now_s - self.config.max_age_s) * 1000)
         drops: Counter[tuple[int, DropReason]] = Counter()
         lanes = []
@@ -619,7 +760,7 @@ class Store:
                 lanes.append(int(lane))
         if not lanes:
             return drops
-        with self._write() as ch:
+        with self._write(settle=self.cursors if self.unsettled else None) as ch:
             for lane_i in lanes:
                 last, n, b, done = 0, 0, 0, False
                 while not done:
@@ -926,7 +1067,7 @@ class Store:
         """Re-queue dead letters for their uplink only (target column) and remove them from the table."""
         where = _DEAD_WHERE
         params = (uplink, None if ids is None else orjson.dumps([int(i) for i in ids]).decode())
-        now_ms = int(self.clock() * 1000)
+        now_ms = self.age.now_ms()
         with self._write() as ch:
             picked = self.conn.execute(
                 f"SELECT id, uplink, lane, entity_id, body FROM dead_letters {where} ORDER BY id", params
@@ -991,6 +1132,7 @@ class Store:
         `disk_full`, known only to the gateway's writer."""
         conn = self.conn
         now = self.clock()
+        age_now = self.age.now()
         oldest = conn.execute(
             "SELECT observed_us, appended_ms FROM outbox WHERE seq = (SELECT min(seq) FROM outbox)"
         ).fetchone()
@@ -1024,7 +1166,7 @@ class Store:
             rows_per_lane={lane_name(i): self.rows[i] for i in range(_LANES)},
             bytes_per_lane={lane_name(i): self.bytes[i] for i in range(_LANES)},
             oldest_observed_age_s=None if oldest is None else max(0.0, now - oldest[0] / 1e6),
-            oldest_appended_age_s=None if oldest is None else max(0.0, now - oldest[1] / 1e3),
+            oldest_appended_age_s=None if oldest is None else max(0.0, age_now - oldest[1] / 1e3),
             uplinks=uplinks,
             dropped=dropped,
             dead_letters=dead,
