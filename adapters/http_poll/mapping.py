@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -12,7 +13,8 @@ from typing import Any
 import orjson
 
 from adapters.http_poll.config import ROOT, ItemMapping, TemplatePart, parse_template
-from adapters.jsonmap.errors import FieldError, describe, describe_keys, not_json
+from adapters.jsonmap.decode import InexactNumber, exact_loads, loads
+from adapters.jsonmap.errors import FieldError, describe, describe_keys, type_name
 from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
 from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path, path_text
 from adapters.jsonmap.templates import checked_id, id_field
@@ -95,25 +97,20 @@ def _compile(m: ItemMapping) -> _Rule:
     )
 
 
-def decode_document(body: bytes, charset: str | None) -> Any:
-    """JSON from bytes; a UTF-8 BOM and non-UTF-8 charsets (Shift_JIS systems exist) are handled."""
+def document_text(body: bytes, charset: str | None) -> bytes | str:
+    """The document as orjson takes it: a UTF-8 BOM dropped, non-UTF-8 charsets (Shift_JIS systems exist) decoded."""
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:]
-    data: bytes | str = body
     if charset is not None and charset.replace("-", "").replace("_", "").lower() not in ("utf8", "ascii", "usascii"):
         try:
-            data = body.decode(charset)
+            return body.decode(charset)
         except (UnicodeDecodeError, LookupError) as exc:
             raise MappingError(
                 f"document: cannot be decoded as {charset}, got {describe(body[:40])} ({exc.__class__.__name__})",
                 reason=MalformedReason.NOT_JSON,
                 where="document",
             ) from None
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        # the whole document: the excerpt is masked, then cut around the error (jsonmap.errors.excerpt)
-        raise MappingError.of_field(not_json(exc.pos, data), "document") from None
+    return body
 
 
 class Mapper:
@@ -125,7 +122,23 @@ class Mapper:
 
     def map(self, body: bytes, now: datetime, charset: str | None = None) -> MapResult:
         """Document-level problems raise MappingError; item-level ones drop that item only."""
-        doc = decode_document(body, charset)
+        data = document_text(body, charset)
+        try:
+            doc = loads(data)
+        except FieldError as exc:
+            # the whole document: the excerpt is masked, then cut around the error (jsonmap.errors.excerpt)
+            raise MappingError.of_field(exc, "document") from None
+        try:
+            return self._map(doc, now, exact=False)
+        except InexactNumber:
+            pass  # orjson rounded an integer beyond 64 bits that a Text field or an id reads: map it exactly
+        # nested beyond the exact parser's reach, orjson's document stays: its fields are refused, not rounded
+        with contextlib.suppress(ValueError):
+            doc = exact_loads(data)
+        return self._map(doc, now, exact=True)
+
+    def _map(self, doc: Any, now: datetime, *, exact: bool) -> MapResult:
+        """`exact`: the second pass, where a field that still meets a rounded integer is refused for its item."""
         readings: list[Reading] = []
         errors: list[MappingError] = []
         for rule in self._rules:
@@ -134,13 +147,17 @@ class Mapper:
                     readings.append(self._reading(rule, where, item, now))
                 except MappingError as exc:
                     errors.append(exc)
+                except InexactNumber as exc:
+                    if not exact:
+                        raise
+                    errors.append(MappingError.of_field(exc, where))
         return MapResult(readings=readings, errors=errors)
 
     def _items(self, rule: _Rule, doc: Any) -> Iterable[tuple[str, Any]]:
         if rule.items is None:
             if not isinstance(doc, dict):
                 raise MappingError(
-                    f"document: must be a JSON object (one item), got {type(doc).__name__} {describe(doc)}",
+                    f"document: must be a JSON object (one item), got {type_name(doc)} {describe(doc)}",
                     reason=MalformedReason.WRONG_SHAPE,
                     where="document",
                 )
@@ -150,13 +167,13 @@ class Mapper:
         if node is MISSING:
             raise MappingError(
                 f"{where}: the list of items is missing, got a document with "
-                f"{'keys ' + describe_keys(sorted(doc)) if isinstance(doc, dict) else type(doc).__name__}",
+                f"{'keys ' + describe_keys(sorted(doc)) if isinstance(doc, dict) else type_name(doc)}",
                 reason=MalformedReason.WRONG_SHAPE,
                 where=where,
             )
         if not isinstance(node, list):
             raise MappingError(
-                f"{where}: must be a list of items, got {type(node).__name__} {describe(node)}",
+                f"{where}: must be a list of items, got {type_name(node)} {describe(node)}",
                 reason=MalformedReason.WRONG_SHAPE,
                 where=where,
             )
@@ -165,7 +182,7 @@ class Mapper:
     def _reading(self, rule: _Rule, where: str, item: Any, now: datetime) -> Reading:
         if not isinstance(item, dict):
             raise MappingError(
-                f"{where}: must be a JSON object, got {type(item).__name__} {describe(item)}",
+                f"{where}: must be a JSON object, got {type_name(item)} {describe(item)}",
                 reason=MalformedReason.WRONG_SHAPE,
                 where=where,
             )
@@ -180,6 +197,8 @@ class Mapper:
                 source=self.source,
                 dated=rule.dated,
             )
+        except InexactNumber:
+            raise  # map() reads the document again, exactly, or refuses the item for it
         except FieldError as exc:
             raise MappingError.of_field(exc, where) from None
 

@@ -18,6 +18,7 @@ import re
 from collections.abc import Container, Iterable
 from typing import Any
 
+from adapters.jsonmap.numbers import LargeNumber
 from gateway.errors import DeviceProtocolError
 
 
@@ -131,6 +132,8 @@ def _pieces(value: Any, limit: int) -> Iterable[str]:
         yield repr(value)
     elif isinstance(value, (int, float)):
         yield _DIGITS.sub(lambda m: _count(len(m[0]), "digit"), repr(value))
+    elif isinstance(value, LargeNumber):
+        yield repr(value)  # its literal, masked the same way
     elif isinstance(value, str):
         yield _quote(value, limit)
     elif isinstance(value, dict):
@@ -172,6 +175,13 @@ def describe(value: Any, limit: int = LIMIT) -> str:
     names stay, other keys are masked like values.
     """
     return _joined(_pieces(value, limit), limit)
+
+
+def type_name(value: Any) -> str:
+    """The type a message names for a JSON value: a LargeNumber is the int or float its document wrote."""
+    if value.__class__ is LargeNumber:
+        return "int" if value.integer else "float"
+    return type(value).__name__
 
 
 def describe_text(text: str, keep: Container[str] = (), limit: int = LIMIT) -> str:

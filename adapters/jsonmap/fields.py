@@ -13,9 +13,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from adapters.jsonmap.config import CONTROLLED_PROPERTY, DEFAULT_ZONE, MappingSection, NgsiType
-from adapters.jsonmap.errors import FieldError, Problem, describe_keys
+from adapters.jsonmap.errors import FieldError, Problem, describe, describe_keys
 from adapters.jsonmap.locations import LocationRule, compile_location, read_location
-from adapters.jsonmap.paths import MISSING, lookup
+from adapters.jsonmap.numbers import LargeNumber
+from adapters.jsonmap.paths import MISSING, JsonPath, lookup, path_text
 from adapters.jsonmap.timestamps import TimeRule, compile_timestamp, observed_at
 from adapters.jsonmap.values import AttributeRule, compile_attribute
 from gateway.date_observed import DATE_OBSERVED, date_observed, has_date_observed
@@ -113,5 +114,60 @@ def read_reading(
         try:
             check_values(reading)
         except ReadingError as exc:
-            raise FieldError(str(exc), problem=Problem.BAD_VALUE) from None
+            # a LargeNumber is no JSON data to check_values: only now, off the hot path, are they looked for
+            if not _settle_large_numbers(rules, attributes):
+                raise FieldError(str(exc), problem=Problem.BAD_VALUE) from None
+            reading = make_reading(entity_id, entity_type, attributes, when, time_source, source, rules.lane)
+            try:
+                check_values(reading)
+            except ReadingError as again:
+                raise FieldError(str(again), problem=Problem.BAD_VALUE) from None
     return reading
+
+
+_MAX_NESTING = 51  # one past what check_values accepts
+
+
+def _settle_large_numbers(rules: FieldRules, attributes: dict[str, Attribute]) -> bool:
+    """Inside StructuredValue and GeoJSON values, each LargeNumber as the float orjson would have given;
+    FieldError (bad_value, at its place) for one beyond a double. Whether there was any."""
+    found = False
+    for name, attr in attributes.items():
+        rule = next((a for a in rules.attributes if a.name == name), None)
+        if rule is not None:
+            base, subject = rule.path, rule.subject
+        elif rules.location is not None and rules.location.geometry is not None and name == LOCATION:
+            base, subject = rules.location.geometry, "location"
+        else:
+            continue  # not from the document (controlledProperty, dateObserved, a fixed location)
+        value, changed = _plain(attr.value, base, subject)
+        if changed:
+            attributes[name] = make_attribute(value, attr.type, attr.unit)
+            found = True
+    return found
+
+
+def _plain(value: Any, path: JsonPath, subject: str, depth: int = 0) -> tuple[Any, bool]:
+    """`value` with its LargeNumbers as floats, and whether it had any; FieldError for one beyond a double."""
+    if depth > _MAX_NESTING:
+        return value, False  # check_values refuses it for its nesting anyway; no recursion that deep here
+    t = value.__class__
+    if t is LargeNumber:
+        if not value.is_finite():
+            raise FieldError(
+                f"is out of range, got {describe(value)}",
+                problem=Problem.BAD_VALUE,
+                path=path,
+                path_text=path_text(path),
+                subject=subject,
+            )
+        return value.as_float(), True
+    if t is dict:
+        pairs = [(k, _plain(v, (*path, k), subject, depth + 1)) for k, v in value.items()]
+        if any(changed for _, (_, changed) in pairs):
+            return {k: v for k, (v, _) in pairs}, True
+    elif t is list:
+        items = [_plain(v, (*path, i), subject, depth + 1) for i, v in enumerate(value)]
+        if any(changed for _, changed in items):
+            return [v for v, _ in items], True
+    return value, False

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.jsonmap.config import LocationSection, WhenAttributeMissing
-from adapters.jsonmap.errors import FieldError, Problem, describe
-from adapters.jsonmap.numbers import number_text
+from adapters.jsonmap.errors import FieldError, Problem, describe, type_name
+from adapters.jsonmap.numbers import LargeNumber, number_text
 from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path
 from gateway.location import point
 from gateway.ngsi import geojson
@@ -70,9 +70,11 @@ def _degrees(raw: Any, path: JsonPath, text: str, low: float, high: float, name:
         value = float(raw)
     elif t is str and (d := number_text(raw)) is not None:
         value = float(d)
+    elif t is LargeNumber:  # a number, just far out of range (adapters.jsonmap.decode)
+        value = raw.as_float()
     else:
         raise _fail(
-            f"must be a {name} in degrees (a number), got {type(raw).__name__} {describe(raw)}",
+            f"must be a {name} in degrees (a number), got {type_name(raw)} {describe(raw)}",
             Problem.WRONG_TYPE,
             path,
             text,
@@ -93,7 +95,7 @@ def read_location(rule: LocationRule, item: Any, nulls: frozenset[str]) -> Attri
             return None
         if raw.__class__ is not dict:
             raise _fail(
-                f"must be a GeoJSON object, got {type(raw).__name__} {describe(raw)}",
+                f"must be a GeoJSON object, got {type_name(raw)} {describe(raw)}",
                 Problem.WRONG_TYPE,
                 rule.geometry,
                 rule.geometry_text,

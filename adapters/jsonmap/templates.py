@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from adapters.jsonmap.errors import FieldError, Problem, describe, describe_text, words
+from adapters.jsonmap.decode import ROUNDED, InexactNumber
+from adapters.jsonmap.errors import FieldError, Problem, describe, describe_text, type_name, words
+from adapters.jsonmap.numbers import LargeNumber
 from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path, path_text
 from gateway.ngsi.identifiers import check_id_template
 
@@ -76,6 +78,8 @@ def id_text(value: Any) -> str | None:
         return value  # type: ignore[no-any-return]
     if t is int:
         return str(value)
+    if t is LargeNumber and value.integer:  # beyond 64 bits: its exact digits (adapters.jsonmap.decode)
+        return value.literal  # type: ignore[no-any-return]
     return None
 
 
@@ -95,8 +99,18 @@ def id_field(doc: Any, ref: FieldRef, key: str) -> str:
             path_text=path_text(ref.path),
             subject=subject,
         )
+    if value.__class__ is float and not -ROUNDED < value < ROUNDED:
+        # maybe an integer beyond 64 bits that orjson rounded: the adapter reads the item again, exactly
+        raise InexactNumber(
+            f"is an integer beyond 64 bits that cannot be read exactly, got float {describe(value)}; "
+            "send it as a JSON string",
+            problem=Problem.WRONG_TYPE,
+            path=ref.path,
+            path_text=path_text(ref.path),
+            subject=subject,
+        )
     raise FieldError(
-        f"must be a string or an integer, got {type(value).__name__} {describe(value)}",
+        f"must be a string or an integer, got {type_name(value)} {describe(value)}",
         problem=Problem.WRONG_TYPE,
         path=ref.path,
         path_text=path_text(ref.path),

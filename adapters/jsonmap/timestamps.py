@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from adapters.jsonmap.config import TimeFormat, TimestampSection, WhenTimeMissing
 from adapters.jsonmap.errors import FieldError, Problem, describe
-from adapters.jsonmap.numbers import number_text
+from adapters.jsonmap.numbers import LargeNumber, number_text
 from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path
 from gateway.records import TimeSource
 
@@ -124,6 +124,8 @@ def parse_epoch(raw: Any, millis: bool) -> datetime | None:
         if d is None:
             return None
         number = float(d)
+    elif t is LargeNumber:
+        number = raw.as_float()  # beyond 64 bits: no datetime holds it
     else:
         return None
     try:

@@ -10,8 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.jsonmap.config import AttributeMapping, NgsiType, WhenAttributeMissing
-from adapters.jsonmap.errors import FieldError, Problem, describe
-from adapters.jsonmap.numbers import INTEGER_TEXT_RE, number_text
+from adapters.jsonmap.decode import ROUNDED, InexactNumber
+from adapters.jsonmap.errors import FieldError, Problem, describe, type_name
+from adapters.jsonmap.numbers import INTEGER_TEXT_RE, LargeNumber, number_text
 from adapters.jsonmap.paths import JsonPath, parse_path
 from adapters.jsonmap.timestamps import parse_iso, quote_time
 from gateway.records import iso_utc
@@ -58,7 +59,7 @@ def _fail(a: AttributeRule, what: str, problem: Problem) -> FieldError:
 
 
 def _wrong_type(a: AttributeRule, want: str, raw: Any) -> FieldError:
-    return _fail(a, f"must be {want}, got {type(raw).__name__} {describe(raw)}", Problem.WRONG_TYPE)
+    return _fail(a, f"must be {want}, got {type_name(raw)} {describe(raw)}", Problem.WRONG_TYPE)
 
 
 def _number(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
@@ -74,13 +75,26 @@ def _number(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
             raise _wrong_type(a, "a number", raw)
         exact = d
         is_integer = INTEGER_TEXT_RE.match(raw) is not None
+    elif t is LargeNumber:  # beyond 64 bits or beyond a double (adapters.jsonmap.decode)
+        f = raw.as_float()
+        if math.isfinite(f):
+            if a.scale is None:
+                return f  # the float orjson gives for it: an item maps alike whichever parser read it
+            exact, is_integer = Decimal(repr(f)), False
+        else:
+            # no double holds it, but a scale may bring it back into range (1e310 × 0.001)
+            try:
+                exact = Decimal(raw.literal)
+            except ArithmeticError:  # an exponent beyond even Decimal's own (1e99999999999999999999)
+                exact = Decimal("Infinity")
+            is_integer = raw.integer
     else:
         raise _wrong_type(a, "a number", raw)
-    # Decimal keeps 235 × 0.1 at 23.5 instead of 23.500000000000004
-    scaled = exact * a.scale if a.scale is not None else exact
     try:
+        # Decimal keeps 235 × 0.1 at 23.5 instead of 23.500000000000004
+        scaled = exact * a.scale if a.scale is not None else exact
         value = float(scaled)
-    except OverflowError:
+    except ArithmeticError:  # "1e999999999" × scale overflows Decimal's own range (decimal.Overflow)
         value = math.inf
     if not math.isfinite(value):
         after = " after scaling" if a.scale is not None else ""
@@ -94,8 +108,27 @@ def _text(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
     t = raw.__class__
     if t is str:
         return raw
-    if t is int or t is float:  # a station code or a numeric label sent as a number
+    # a station code, a serial number or a numeric label sent as a number: its digits, never a rounded float
+    if t is int:
         return str(raw)
+    if t is float:
+        if -ROUNDED < raw < ROUNDED:
+            return str(raw)
+        # maybe an integer beyond 64 bits that orjson rounded: the adapter reads the item again, exactly
+        raise InexactNumber(
+            f"is an integer beyond 64 bits that cannot be read exactly, got float {describe(raw)}; "
+            "send it as a JSON string",
+            problem=Problem.WRONG_TYPE,
+            path=a.path,
+            path_text=a.path_text,
+            subject=a.subject,
+        )
+    if t is LargeNumber:
+        if raw.integer:
+            return raw.literal
+        if raw.is_finite():
+            return str(raw.as_float())  # a float's text, as for any float
+        raise _fail(a, f"is a number out of range, got {describe(raw)}; send it as a JSON string", Problem.BAD_VALUE)
     raise _wrong_type(a, "a string", raw)
 
 

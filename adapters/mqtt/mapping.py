@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from adapters.jsonmap.errors import FieldError, describe, not_json
+from adapters.jsonmap.decode import InexactNumber, exact_loads, reread
+from adapters.jsonmap.errors import FieldError, describe, type_name
 from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
 from adapters.jsonmap.templates import FieldRef, checked_id, id_field
 from adapters.mqtt.config import (
@@ -163,22 +164,40 @@ class Mapper:
             )
         try:
             doc = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            # the whole payload: not_json masks every value before it cuts an excerpt around the error
-            problem = not_json(exc.pos, payload)
-            raise MappingError(
-                f"{topic}: payload {problem.what}", reason=MalformedReason.NOT_JSON, topic=topic
-            ) from None
+        except orjson.JSONDecodeError as refused:
+            try:
+                # where orjson refuses a number (1e400), the exact parse (adapters.jsonmap.decode): a bad value
+                # then drops the message as bad_value naming its field, and one nobody maps costs nothing
+                doc = reread(payload, refused)
+            except FieldError as problem:
+                # the whole payload: not_json masks every value before it cuts an excerpt around the error
+                raise MappingError(
+                    f"{topic}: payload {problem.what}", reason=MalformedReason.NOT_JSON, topic=topic
+                ) from None
         if type(doc) is not dict:
             raise MappingError(
-                f"{topic}: payload must be a JSON object, got {type(doc).__name__} {describe(doc)}",
+                f"{topic}: payload must be a JSON object, got {type_name(doc)} {describe(doc)}",
                 reason=MalformedReason.WRONG_TYPE,
                 topic=topic,
             )
-        return [
-            self._reading(rule, ids, topic, plan.levels, plan.source, doc, now)
-            for rule, ids in zip(plan.rules, plan.ids, strict=True)
-        ]
+        try:
+            return [
+                self._reading(rule, ids, topic, plan.levels, plan.source, doc, now)
+                for rule, ids in zip(plan.rules, plan.ids, strict=True)
+            ]
+        except InexactNumber as exc:
+            # orjson rounded an integer beyond 64 bits that a Text field or an id reads: map it exactly
+            try:
+                exact = exact_loads(payload)
+            except ValueError:  # nested beyond the exact parser's reach: refused, never rounded
+                raise MappingError.of_field(exc, topic) from None
+        try:
+            return [
+                self._reading(rule, ids, topic, plan.levels, plan.source, exact, now)
+                for rule, ids in zip(plan.rules, plan.ids, strict=True)
+            ]
+        except InexactNumber as exc:  # the exact parse leaves no rounded integer: kept for safety's sake
+            raise MappingError.of_field(exc, topic) from None
 
     def _reading(
         self,
@@ -199,6 +218,8 @@ class Mapper:
             return read_reading(
                 rule.fields, doc, now, entity_id=entity_id, entity_type=entity_type, source=source, dated=rule.dated
             )
+        except InexactNumber:
+            raise  # map() reads the payload again, exactly, or refuses the message for it
         except FieldError as exc:
             raise MappingError.of_field(exc, topic) from None
 
