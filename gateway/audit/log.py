@@ -14,9 +14,21 @@ Retention (`purge`) deletes the oldest rows and appends an anchor row (action `a
 recording the purged id range and the last purged mac, so the first row left still chains to
 something the key vouches for. A chain alone cannot see its newest rows removed, so after each
 commit the newest (id, mac) is also written, sealed by the key, to `audit.head` next to the file;
-`verify` checks that this entry is still there. What neither can see is the removal of both files
-together with the secret store: the backups and the journal (every append logs its id and action)
-cover that.
+`verify` checks that this entry is still there. Both files removed while the key is kept is seen
+too: the key is made by the first append only, so a key with no entries and no head means entries
+were written and removed. What none of these can see:
+
+- older copies of both `audit.db` and `audit.head` put back together (a copy taken earlier, or
+  a backup's): they verify, and the entries appended since are gone without a trace in the files.
+  A mark of the newest entry kept in the secret store would not close it: the store lies in the
+  same directory, writable by the same user, and its own older copy can be put back with them; it
+  would also rewrite the store on every append, as root from `sudo edgegw user …` (a store the web
+  UI, as the gateway's user, then cannot read until handed back), and a backup that snapshots it
+  after the database would hold a mark newer than its entries;
+- the removal of both files together with the secret store.
+
+The journal (every append logs its id and action) and the backups cover those: an entry id in the
+journal newer than the log's newest entry shows entries lost.
 
 Appends are serialized (a lock in the process, `BEGIN IMMEDIATE` between processes: the web UI and
 the CLI append to the same file) and durable (one commit per append, WAL, synchronous=FULL).
@@ -299,6 +311,8 @@ class AuditLog:
         An anchor entry (`audit.purge`, detail: first_id, last_id, count, last_mac) is appended in the same
         transaction, so the first entry left still chains to a mac the key vouches for.
         """
+        if KEY_NAME not in self.secrets.names() and self.count() == 0:
+            return 0  # nothing to purge: making the key here would tell verify that entries were written
         key = self._get_key()
         at = float(time.time() if now is None else now)
         with self._lock, self._connect() as db:
@@ -384,9 +398,17 @@ class AuditLog:
         """Check the whole chain; every problem in plain English, naming the entry (see the module docstring)."""
         with self._connect() as db:
             total = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
-            if total == 0:  # a new log, or one emptied behind its back: audit.head tells which
+            if total == 0:  # a new log, or one emptied behind its back: audit.head and the key tell which
                 if not (self.state_dir / HEAD_FILE).exists():
-                    return AuditVerdict(ok=True, checked=0)
+                    if KEY_NAME not in self.secrets.names():
+                        return AuditVerdict(ok=True, checked=0)  # never written to: the first append makes the key
+                    return AuditVerdict(
+                        ok=False,
+                        problems=[
+                            f"{AUDIT_FILE} and {HEAD_FILE} were removed (the audit key shows entries were written)"
+                        ],
+                        checked=0,
+                    )
                 key = self._get_key()
                 problems = self._check_head(key)
                 return AuditVerdict(ok=not problems, problems=problems, checked=0)

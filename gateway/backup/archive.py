@@ -57,6 +57,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import tarfile
@@ -92,6 +93,9 @@ log = logging.getLogger("gateway.backup")
 
 PREFIX = "edgegw-"
 SUFFIX = ".tar.gz"
+_STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+# `file_name`'s shape: the gateway id (which may hold "-" itself), then the UTC stamp
+_NAME = re.compile(rf"{re.escape(PREFIX)}(?P<id>.+)-(?P<stamp>\d{{8}}T\d{{6}}Z){re.escape(SUFFIX)}")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # a config apply holds the lock for a reload at most; one stuck longer is for someone to look at
 CONFIG_LOCK_WAIT_S = 30.0
@@ -208,7 +212,18 @@ def _sha256(path: Path) -> str:
 
 
 def file_name(gateway_id: str, now: datetime) -> str:
-    return f"{PREFIX}{gateway_id}-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}{SUFFIX}"
+    return f"{PREFIX}{gateway_id}-{now.astimezone(UTC).strftime(_STAMP_FORMAT)}{SUFFIX}"
+
+
+def _taken(name: str) -> tuple[str, datetime] | None:
+    """(gateway id, UTC time) a backup file's name says, or None for a name `file_name` does not make."""
+    if (match := _NAME.fullmatch(name)) is None:
+        return None
+    try:
+        at = datetime.strptime(match["stamp"], _STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:  # 20261399T…: the shape, not a time
+        return None
+    return match["id"], at
 
 
 def create(
@@ -792,20 +807,44 @@ def _work_dir(where: str, data_dir: Path, prefix: str, purpose: str) -> Path:
         ) from None
 
 
-def list_backups(out_dir: Path) -> list[Path]:
-    """The backup files in `out_dir`, oldest first (the names sort by time)."""
+def list_backups(out_dir: Path, gateway_id: str | None = None) -> list[Path]:
+    """The backup files in `out_dir`, oldest first by the time in their names; only `gateway_id`'s if given.
+
+    Ordered by time, not by name: the names start with the gateway id, and a share (or a box renamed) holds
+    several ids' files. A name `file_name` does not make is left out.
+    """
     if not out_dir.is_dir():
         return []
-    return sorted(p for p in out_dir.iterdir() if p.name.startswith(PREFIX) and p.name.endswith(SUFFIX))
+    named = ((_taken(path.name), path) for path in out_dir.iterdir())
+    found = sorted((taken[1], path.name, path) for taken, path in named if taken and gateway_id in (None, taken[0]))
+    return [path for _, _, path in found]
 
 
-def rotate(out_dir: Path, generations: int) -> list[Path]:
-    """Delete all but the newest `generations` backup files; returns what it deleted."""
-    backups = list_backups(out_dir)
-    old = backups[: max(0, len(backups) - generations)]
+def rotate(out_dir: Path, generations: int, *, gateway_id: str, keep: Path) -> list[Path]:
+    """Delete all but the newest `generations` of `gateway_id`'s backup files, `keep` (just written) always
+    among those kept; returns what it deleted.
+
+    Only this gateway id's files go: a share takes other boxes' backups, and this box's own under an
+    id it had before are another id's (docs/backup.md says how to remove them). Neither, nor a file of
+    another shape, is ever touched.
+    """
+    mine = [p for p in list_backups(out_dir, gateway_id) if p.name != keep.name]
+    old = mine[: max(0, len(mine) - (generations - 1))]
     for path in old:
         path.unlink()
         log.info("backup rotated out: %s", path)
+    if log.isEnabledFor(logging.DEBUG):
+        others = []
+        for path in sorted(out_dir.iterdir()):
+            taken = _taken(path.name)
+            if (
+                path.name.startswith(PREFIX)
+                and path.name.endswith(SUFFIX)
+                and (taken is None or taken[0] != gateway_id)
+            ):
+                others.append(path.name)
+        if others:
+            log.debug("backup rotation of %s left alone, of another gateway id or name: %s", out_dir, ", ".join(others))
     return old
 
 

@@ -14,6 +14,7 @@ files from before and after the restore.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -104,8 +105,9 @@ def run_backup(job: Job, now: datetime, *, lock_wait_s: float = archive.BOX_LOCK
     """Take one backup now, rotate, copy it off the box if configured; the outcome goes to the status file.
 
     All of it under the backup lock (archive.box_locked): archive.Busy after `lock_wait_s` if a restore
-    or another backup holds it, with nothing taken and nothing recorded. A failure is logged at ERROR,
-    recorded as `last_failure` (what `edgegw status` and the alarms read), and raised as BackupError.
+    or another backup holds it, with nothing taken and nothing recorded. A failure, whatever raised it, is
+    logged at ERROR, recorded as `last_failure` (what `edgegw status` and the alarms read), and raised as
+    BackupError.
     """
     with archive.box_locked(
         job.data_dir, within_s=lock_wait_s, where="backup", fix="no backup taken: let it end and take the backup again"
@@ -126,14 +128,15 @@ def _run_backup_locked(job: Job, now: datetime) -> Path:
         )
         scratch = archive.scratch_room(job.data_dir)
         not_copied = "" if job.config.copy_to is None else f"; not copied to {job.config.copy_to}"
-        _verify_then_rotate(path, job.out_dir, job.config.generations, scratch, not_copied)
+        _verify_then_rotate(path, job.out_dir, job.config.generations, job.gateway_id, scratch, not_copied)
         copy = None
         if job.config.copy_to is not None:
             copy = archive.copy(path, job.config.copy_to)
-            _verify_then_rotate(copy, job.config.copy_to, job.config.generations, scratch, "")
-    except (archive.BackupError, OSError) as exc:
-        error = exc if isinstance(exc, archive.BackupError) else archive.BackupError(f"backup: {exc}")
-        log.error("backup failed: %s", error)
+            _verify_then_rotate(copy, job.config.copy_to, job.config.generations, job.gateway_id, scratch, "")
+        size = path.stat().st_size
+    except Exception as exc:  # a bug too is a failed night: recorded and alarmed, the scheduler goes on
+        error = _as_backup_error(exc, job)
+        log.error("backup failed: %s", error, exc_info=not isinstance(exc, (archive.BackupError, OSError)))
         status["last_failure"] = {"at": now.astimezone(UTC).isoformat(), "error": str(error)}
         status["ok"] = False
         _write_status(job.data_dir, status)
@@ -141,7 +144,7 @@ def _run_backup_locked(job: Job, now: datetime) -> Path:
     status["last_success"] = {
         "at": now.astimezone(UTC).isoformat(),
         "file": str(path),
-        "size": path.stat().st_size,
+        "size": size,
         "copy": None if copy is None else str(copy),
     }
     status["ok"] = True
@@ -149,7 +152,27 @@ def _run_backup_locked(job: Job, now: datetime) -> Path:
     return path
 
 
-def _verify_then_rotate(path: Path, out_dir: Path, generations: int, scratch: Path | None, also: str) -> None:
+def _as_backup_error(exc: Exception, job: Job) -> archive.BackupError:
+    if isinstance(exc, archive.BackupError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        # edgegw-backup.service's ProtectSystem=strict: only its StateDirectory and ReadWritePaths are writable
+        where = Path(exc.filename) if exc.filename else job.out_dir
+        targets = [d for d in (job.config.copy_to, job.out_dir) if d is not None]
+        directory = next((d for d in targets if where == d or d in where.parents), where.parent)
+        return archive.BackupError(
+            f"backup: cannot write {where}: read-only here: the backup service may write only under "
+            f"/srv/edgegw-backups and the data directory; add ReadWritePaths={directory} with "
+            "systemctl edit edgegw-backup.service"
+        )
+    if isinstance(exc, OSError):
+        return archive.BackupError(f"backup: {exc}")
+    return archive.BackupError(f"backup: failed unexpectedly, got {type(exc).__name__}: {exc}; see the journal")
+
+
+def _verify_then_rotate(
+    path: Path, out_dir: Path, generations: int, gateway_id: str, scratch: Path | None, also: str
+) -> None:
     """`path` verified, then `out_dir` rotated: a bad new file never pushes out a good old one.
 
     A verify refused only for room (the data disk that holds the backups, short of the backup's size plus the
@@ -160,7 +183,7 @@ def _verify_then_rotate(path: Path, out_dir: Path, generations: int, scratch: Pa
     try:
         archive.verify(path, data_dir=scratch)
     except archive.NoRoom as exc:
-        rotated = archive.rotate(out_dir, generations)
+        rotated = archive.rotate(out_dir, generations, gateway_id=gateway_id, keep=path)
         short = exc
         if rotated:
             try:
@@ -175,7 +198,7 @@ def _verify_then_rotate(path: Path, out_dir: Path, generations: int, scratch: Pa
             f"file): {len(rotated)} older backup(s) rotated out of {out_dir} all the same, the newest {generations} "
             f"kept{also}"
         ) from short
-    archive.rotate(out_dir, generations)
+    archive.rotate(out_dir, generations, gateway_id=gateway_id, keep=path)
 
 
 def scheduler(
