@@ -7,7 +7,8 @@ its own (aioquic's habit: time is a parameter, so tests never sleep). It keeps w
 `ProcessorConfig` is the base of every `[[processing]]` kind: a `type` discriminator, a `match`
 sub-section and `build(context)`. An adapter that knows checks for its own points (Modbus profiles'
 `[quality]` and `[river]`) implements `ProcessorSource` and contributes matched processors that run
-in the same stage, after the configured ones.
+in the same stage, before the configured ones: they are matched on the adapter's own attribute names
+and units, which a configured rename or conversion changes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from gateway.configbase import Section
 from gateway.records import Attribute, Reading, make_reading
 
 __all__ = [
+    "INTERNAL_METADATA",
+    "LOOP_METADATA",
+    "RAW_METADATA",
+    "VALUE_METADATA",
     "EntityKey",
     "Match",
     "Processor",
@@ -35,6 +40,18 @@ __all__ = [
 ]
 
 EntityKey = tuple[str, str, str]  # (adapter, entity type, entity id): what a plan is cached by
+
+# What an adapter knows beyond the published value travels to its own processors as attribute metadata
+# (`{"type": "Number", "value": ...}`, read and removed by gateway.processing.quality); the stage removes
+# whatever a processor left, so none of it reaches the buffer:
+# - RAW_METADATA: the value as read, before scale and offset (Modbus: the register; sentinels compare to it)
+# - LOOP_METADATA: the 4-20 mA loop current, for `loop_check`
+# - VALUE_METADATA: the number to check when the published value is not it (an id held in registers
+#   published as Text; a sentinel published as null, checked as itself so the flag says `sentinel`)
+RAW_METADATA = "edgegwRawValue"
+LOOP_METADATA = "edgegwLoopCurrent"
+VALUE_METADATA = "edgegwCheckedValue"
+INTERNAL_METADATA = frozenset({RAW_METADATA, LOOP_METADATA, VALUE_METADATA})
 
 
 class Processor(Protocol):

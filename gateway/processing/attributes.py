@@ -1,6 +1,8 @@
 """The small attribute mappings every deployment needs without a new adapter: rename, unit, drop.
 
-- `rename`: `match.attribute` becomes `to` (same value, type, unit and metadata, same position).
+- `rename`: `match.attribute` becomes `to` (same value, type, unit and metadata, same position); an
+  attribute the reading already carries under `to` is replaced, counted (`collisions`) and logged once
+  per entity type. A `to` the Orion-rule check refuses is refused by the config check.
 - `unit`: `match.attribute`'s value becomes `value * factor + offset` and its unit `to_unit`
   (a UN/CEFACT code); `from_unit` instead of `factor`/`offset` picks a known pair (CMT→MTR, …).
 - `drop`: removes `attributes` from the reading (a reading left with nothing measured is dropped).
@@ -8,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -16,8 +19,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, field_validator, model_validator
 
 from gateway.configbase import ConfigProblems, Field
-from gateway.date_observed import DATE_OBSERVED
+from gateway.date_observed import DATE_OBSERVED, has_date_observed
 from gateway.errors import ReadingError
+from gateway.ngsi.check import CONVERTER_ATTRIBUTES, LD_GEO_NAMES, LD_RESERVED_ATTRIBUTES
 from gateway.ngsi.identifiers import check_attribute_name
 from gateway.processing.api import ProcessorConfig, ProcessorContext
 from gateway.records import Attribute, Reading
@@ -32,7 +36,10 @@ __all__ = [
     "UnitProcessor",
 ]
 
+log = logging.getLogger(__name__)
+
 AttributeName = Annotated[str, AfterValidator(check_attribute_name)]
+_WARNED_LIMIT = 1_000  # (entity type, attribute) collisions logged; beyond, counted only
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 # (from, to) UN/CEFACT codes → (factor, offset): value_to = value_from * factor + offset
@@ -61,18 +68,69 @@ class RenameProcessor:
     def __init__(self, *, source: str, target: str) -> None:
         self.source, self.target = source, target
         self.renamed = 0
+        self.collisions = 0
+        self._warned: set[str] = set()  # entity types whose collision was logged
 
     def process(self, reading: Reading, now: datetime) -> Sequence[Reading]:
         attrs = reading.attributes
         if self.source not in attrs:
             return (reading,)
         self.renamed += 1
-        # rebuilt in order (the renamed one where the old one was); an attribute already named `to` is replaced
+        if self.target in attrs:
+            self._collided(reading.entity_type)
+        # rebuilt in order (the renamed one where the old one was); an attribute already named `to` is
+        # replaced: the rename is what the entry asks for (docs/quality-and-river.md, the kinds' table)
         renamed = {(self.target if n == self.source else n): a for n, a in attrs.items() if n != self.target}
         return (replace(reading, attributes=renamed),)
 
+    def _collided(self, entity_type: str) -> None:
+        self.collisions += 1
+        if entity_type in self._warned or len(self._warned) >= _WARNED_LIMIT:
+            return
+        self._warned.add(entity_type)
+        log.warning(
+            "rename %s → %s: a %s reading carries %s already; it is replaced by %s's value (counted as collisions); "
+            "rename to another name, or drop one of them first",
+            self.source,
+            self.target,
+            entity_type,
+            self.target,
+            self.source,
+        )
+
     def diagnostics(self) -> dict[str, int]:
-        return {"renamed": self.renamed}
+        counters = {"renamed": self.renamed}
+        if self.collisions:
+            counters["collisions"] = self.collisions
+        return counters
+
+
+# Why the Orion-rule check (gateway.ngsi.check) refuses a reading carrying an attribute of each name
+_REFUSED_TARGETS = {
+    **dict.fromkeys(
+        CONVERTER_ATTRIBUTES,
+        "the converters write it from the reading's time, so every reading renamed would be dropped",
+    ),
+    **dict.fromkeys(LD_RESERVED_ATTRIBUTES, "NGSI-LD reserves it, so every reading renamed would be dropped"),
+    **dict.fromkeys(
+        LD_GEO_NAMES,
+        "NGSI-LD requires a geo:json GeoProperty there, which a rename cannot check, so a reading renamed with any "
+        "other value would be dropped",
+    ),
+}
+
+
+def _refused_target(to: str, entity_type: str | None) -> str | None:
+    """Why `to` cannot be a rename's target, known from the config alone; None when it can."""
+    why = _REFUSED_TARGETS.get(to)
+    if why is not None:
+        return f'must not be "{to}": {why}, got "{to}"; pick another name'
+    if to == DATE_OBSERVED and entity_type is not None and has_date_observed(entity_type):
+        return (
+            f'must not be "{to}" for {entity_type} readings: the adapters add it to every one from its time, so every '
+            f'reading renamed would collide, got "{to}"; pick another name'
+        )
+    return None
 
 
 class RenameConfig(ProcessorConfig):
@@ -86,6 +144,9 @@ class RenameConfig(ProcessorConfig):
         _needs_attribute(self.match.attribute, "rename", "rename")
         if self.match.attribute == self.to:
             raise ConfigProblems([("to", f'must differ from match.attribute, got "{self.to}"')])
+        refused = _refused_target(self.to, self.match.entity_type)
+        if refused is not None:
+            raise ConfigProblems([("to", refused)])
         return self
 
     def build(self, context: ProcessorContext) -> RenameProcessor:

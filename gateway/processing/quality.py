@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -32,7 +32,14 @@ from pydantic import ValidationInfo, field_validator
 from gateway.configbase import Field, Section
 from gateway.date_observed import DATE_OBSERVED
 from gateway.errors import ReadingError
-from gateway.processing.api import ProcessorConfig, ProcessorContext, with_attributes
+from gateway.processing.api import (
+    LOOP_METADATA,
+    RAW_METADATA,
+    VALUE_METADATA,
+    ProcessorConfig,
+    ProcessorContext,
+    with_attributes,
+)
 from gateway.records import Reading, make_attribute
 
 __all__ = [
@@ -264,16 +271,8 @@ class PointQuality:
 
 # --- the `quality` processor ---------------------------------------------------------------------------
 
-# An adapter that knows more than the published value hands it to the quality processor as
-# attribute metadata under these names, `{"type": "Number", "value": ...}`; the processor reads and
-# removes them, so they never reach the buffer:
-# - RAW_METADATA: the value as read, before scale and offset (Modbus: the register; sentinels compare to it)
-# - LOOP_METADATA: the 4-20 mA loop current, for `loop_check`
-# - VALUE_METADATA: the number to check when the published value is not it (an id held in registers
-#   published as Text; a sentinel published as null, checked as itself so the flag says `sentinel`)
-RAW_METADATA = "edgegwRawValue"
-LOOP_METADATA = "edgegwLoopCurrent"
-VALUE_METADATA = "edgegwCheckedValue"
+# RAW_METADATA, LOOP_METADATA and VALUE_METADATA (gateway.processing.api) are the hints an adapter sends
+# with a value; the processor reads and removes them (the stage removes any it did not reach)
 STATE_LIMIT = 100_000  # (entity, attribute) histories kept; the oldest is forgotten first
 
 
@@ -284,6 +283,18 @@ _GOOD_QUALITY: dict[str, Any] = quality_metadata(_GOOD)[QUALITY_METADATA]
 def _quality_value(result: QualityResult) -> dict[str, Any]:
     value: dict[str, Any] = quality_metadata(result)[QUALITY_METADATA]
     return value
+
+
+_CODES = {f.value: f for f in QualityFlag}
+
+
+def _earlier_flags(item: Any) -> frozenset[QualityFlag]:
+    """The flags an earlier quality processor put on the attribute (a device's own checks run first); none
+    for metadata of another origin that happens to be called `quality`, which is replaced as before."""
+    codes = item.get("value") if isinstance(item, Mapping) else None
+    if not isinstance(codes, list) or not all(isinstance(c, str) and c in _CODES for c in codes):
+        return frozenset()
+    return frozenset(_CODES[c] for c in codes)
 
 
 def _number(value: Any) -> float | int | None:
@@ -349,7 +360,15 @@ class QualityProcessor:
                     self.dropped += 1
                     del attrs[name]
                     continue
-            metadata[QUALITY_METADATA] = _GOOD_QUALITY if result is _GOOD else _quality_value(result)
+            earlier = _earlier_flags(metadata.get(QUALITY_METADATA))
+            if earlier:
+                # a value an earlier check flagged stays flagged: a later, laxer check must not clear it
+                merged = QualityResult(
+                    keep=True, flags=tuple(f for f in QualityFlag if f in earlier or f in result.flags)
+                )
+                metadata[QUALITY_METADATA] = _quality_value(merged)
+            else:
+                metadata[QUALITY_METADATA] = _GOOD_QUALITY if result is _GOOD else _quality_value(result)
             attrs[name] = make_attribute(attribute.value, attribute.type, attribute.unit, metadata)
         if not any(n != DATE_OBSERVED for n in attrs):
             return []  # nothing measured is left: a bare dateObserved says nothing

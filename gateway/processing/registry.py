@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ from gateway.processing.api import (
 from gateway.processing.attributes import DropConfig, RenameConfig, UnitConfig
 from gateway.processing.pseudonymize import PseudonymizeConfig
 from gateway.processing.quality import QualityProcessorConfig
-from gateway.processing.river import RiverProcessorConfig
+from gateway.processing.river import RiverProcessor, RiverProcessorConfig, RiverStateStore
 from gateway.processing.stage import Entry, Stage
 
 __all__ = ["KINDS", "build_stage", "parse_processing"]
@@ -70,20 +71,35 @@ def parse_processing(raw: Any, errors: list[str]) -> list[ProcessorConfig]:
 def build_stage(
     configs: Sequence[ProcessorConfig], context: ProcessorContext, sources: Iterable[tuple[str, object]] = ()
 ) -> Stage | None:
-    """The stage of the configured entries (file order) then of every adapter that is a `ProcessorSource`.
+    """The stage of every adapter that is a `ProcessorSource` (adapter order), then of the configured entries
+    (file order).
 
-    None when there is nothing to run: the emit path then skips the stage altogether.
+    An adapter's processors come first: they are matched on its own attribute names and work in its
+    units (a Modbus river point is in MTR, CMT or MMT, its thresholds in metres), which a configured
+    rename or conversion would change under them. None when there is nothing to run: the emit path
+    then skips the stage altogether.
     """
-    entries = [
-        Entry(name=f"processing[{i}] ({c.type})", match=c.match, processor=c.build(context))
-        for i, c in enumerate(configs)
-    ]
+    entries: list[Entry] = []
     for adapter_name, adapter in sources:
         if isinstance(adapter, ProcessorSource):
             entries.extend(
                 Entry(name=f"{adapter_name}: {_label(p)}", match=m, processor=p) for m, p in adapter.processors()
             )
+    entries.extend(
+        Entry(name=f"processing[{i}] ({c.type})", match=c.match, processor=c.build(context))
+        for i, c in enumerate(configs)
+    )
+    _keep_river_states(entries, context)
     return Stage(entries) if entries else None
+
+
+def _keep_river_states(entries: Sequence[Entry], context: ProcessorContext) -> None:
+    """Every river, configured or an adapter's, keeps its gauges' states in the data directory's store."""
+    rivers = [e.processor for e in entries if isinstance(e.processor, RiverProcessor)]
+    if rivers and context.data_dir:  # no data directory (a test, a tool): the states live in memory only
+        store = RiverStateStore.shared(Path(context.data_dir))
+        for river in rivers:
+            river.keep_state(store)
 
 
 def _label(processor: Processor) -> str:

@@ -5,28 +5,38 @@ A water-level point carries its station's datum and its flood-fighting threshold
 turns timestamped levels into the current state, the crossings since the last sample (with
 hysteresis, so noise around a threshold does not flap) and the rate of rise. `alert_readings`
 makes one `Alert` entity per crossing on the alert lane; `level_attributes` the attributes added
-to the gauge's own reading. See docs/quality-and-river.md.
+to the gauge's own reading. `RiverProcessor` is the stage's processor; `RiverStateStore` keeps each
+gauge's last state in the data directory, so that a crossing while the gateway was restarting is
+alerted at the first sample after it. See docs/quality-and-river.md.
 """
 
 from __future__ import annotations
 
+import atexit
 import enum
 import itertools
+import logging
 import math
+import sqlite3
+import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.configbase import ConfigProblems, Field, Section
-from gateway.errors import ReadingError
+from gateway.errors import GatewayError, ReadingError
 from gateway.ngsi.identifiers import BANNED_CHARS, check_attribute_name
 from gateway.processing.api import ProcessorConfig, ProcessorContext
 from gateway.records import Attribute, Lane, Reading, Source, TimeSource, iso_utc
+from gateway.storage.files import immediate, open_store
+from gateway.storage.schema import migrate
 
 __all__ = [
     "ALERT_TYPE",
@@ -35,6 +45,7 @@ __all__ = [
     "LEVEL_UNIT",
     "NORMAL",
     "RATE_UNIT",
+    "STATE_FILE",
     "AlertCategory",
     "Crossing",
     "Datum",
@@ -43,6 +54,7 @@ __all__ = [
     "RiverLevelTracker",
     "RiverProcessor",
     "RiverProcessorConfig",
+    "RiverStateStore",
     "RiverUpdate",
     "Severity",
     "StageConfig",
@@ -61,6 +73,8 @@ RATE_UNIT = "M60"  # UN/CEFACT metre per hour
 ALERT_TYPE = "Alert"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAME_MAX = 64
+
+log = logging.getLogger(__name__)
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -241,6 +255,11 @@ class RiverUpdate:
     datum: Datum | None = None
 
 
+def _decimal(x: float) -> Decimal:
+    """The decimal a float was written as (its shortest repr reads back as it): 6.2, not 6.20000000000000017…"""
+    return Decimal(repr(float(x)))
+
+
 def stage_from_distance(distance_m: float, stage: StageConfig) -> float:
     """The water level from a downward-looking gauge: mounting height − distance + offset."""
     if not math.isfinite(distance_m):
@@ -252,16 +271,25 @@ def stage_from_distance(distance_m: float, stage: StageConfig) -> float:
 class RiverLevelTracker:
     """The threshold state and rate of rise of one gauge, fed with its levels in time order.
 
-    The first sample sets the state without crossings, so a restarted gateway does not raise
-    again the alerts it raised before. Samples not newer than the previous one update the state
-    but not the rate of rise.
+    `previous` is the state the gauge was in before (kept across a restart): the first sample's
+    crossings are those from it, so a crossing while the gateway was down is reported and crossings of
+    one threshold alternate up and down. Without it the first sample sets the state without crossings
+    (a gauge never seen before). Samples not newer than the previous one update the state but not the
+    rate of rise.
     """
 
-    def __init__(self, config: RiverConfig) -> None:
+    def __init__(self, config: RiverConfig, *, previous: int | None = None) -> None:
         self.config = config
         self._levels = tuple(t.level for t in config.thresholds)
+        # Strictly below threshold − hysteresis however that is computed: as written in decimal (6.20 − 0.02 is
+        # 6.180000000000001 in binary, and a level of 6.18 is not below 6.18) and in binary (0.0625 − 0.02 is
+        # 0.042499999999999996, a level computed so is not below it either): the lower of the two, once.
+        h = config.hysteresis_m
+        self._down = tuple(min(float(_decimal(t) - _decimal(h)), t - h) for t in self._levels)
         self._names = tuple(t.name or "" for t in config.thresholds)
-        self._state: int | None = None
+        if previous is not None and not 0 <= previous <= len(self._levels):
+            raise ValueError(f"river level: previous state must be 0..{len(self._levels)}, got {previous}")
+        self._state: int | None = previous
         self._origin: datetime | None = None
         self._samples: deque[tuple[float, float]] = deque()  # (seconds since origin, level)
 
@@ -274,7 +302,7 @@ class RiverLevelTracker:
             raise ReadingError(f"river level: must be a finite number, got {level_m!r}; check its quality first")
         if now.tzinfo is None:
             raise ReadingError(f"river level: now must carry a time zone, got naive {now.isoformat()}")
-        levels, n, h = self._levels, len(self._levels), self.config.hysteresis_m
+        levels, down, n = self._levels, self._down, len(self._levels)
         crossings: list[Crossing] = []
         s = self._state
         if s is None:
@@ -283,7 +311,7 @@ class RiverLevelTracker:
             while s < n and level_m >= levels[s]:
                 s += 1
                 crossings.append(self._crossing(Direction.UP, s, s, level_m, now))
-            while s > 0 and level_m < levels[s - 1] - h:
+            while s > 0 and level_m < down[s - 1]:
                 crossings.append(self._crossing(Direction.DOWN, s, s - 1, level_m, now))
                 s -= 1
         self._state = s
@@ -411,6 +439,7 @@ def level_attributes(
 
 # the tracker works in metres; a gauge may publish its level or distance in centimetres or millimetres
 LEVEL_FACTORS = {"MTR": 1.0, "CMT": 0.01, "MMT": 0.001}
+_DECIMAL_FACTORS = {unit: _decimal(factor) for unit, factor in LEVEL_FACTORS.items()}
 STATE_LIMIT = 10_000  # gauges whose state is kept; the oldest is forgotten first
 
 
@@ -447,16 +476,32 @@ class RiverProcessor:
         # an adapter's unpublished distance point travels under an internal name this processor removes
         self.remove_source = remove_source
         self._trackers: dict[str, RiverLevelTracker] = {}
+        self._names = tuple(t.name or "" for t in config.thresholds)
+        self._store: RiverStateStore | None = None
+        self._store_missing = False
         self.alerts = 0
         self.skipped = 0
+
+    def keep_state(self, store: RiverStateStore | None) -> None:
+        """Keep each gauge's state in `store` across restarts; None when the store could not be opened
+        (the gauges then start silently after a restart, as before, and `state_errors` says so)."""
+        self._store = store
+        self._store_missing = store is None
 
     def _tracker(self, entity_id: str) -> RiverLevelTracker:
         tracker = self._trackers.get(entity_id)
         if tracker is None:
             if len(self._trackers) >= STATE_LIMIT:
                 del self._trackers[next(iter(self._trackers))]
-            tracker = self._trackers[entity_id] = RiverLevelTracker(self.config)
+            previous = None if self._store is None else self._state_index(self._store.get((entity_id, self.attribute)))
+            tracker = self._trackers[entity_id] = RiverLevelTracker(self.config, previous=previous)
         return tracker
+
+    def _state_index(self, state: str | None) -> int | None:
+        """The index of a kept state in this config; None (start silently) when no threshold has its name now."""
+        if state == NORMAL:
+            return 0
+        return self._names.index(state) + 1 if state in self._names else None
 
     def process(self, reading: Reading, now: datetime) -> Sequence[Reading]:
         attribute = reading.attributes.get(self.attribute)
@@ -479,14 +524,18 @@ class RiverProcessor:
                 "convert it first with a `unit` processor",
                 value=unit,
             )
-        metres = float(value) * factor
+        # in decimal, as the thresholds are: -9 mm × 0.001 is -0.009000000000000001 in binary, below -0.009
+        metres = float(value) if factor == 1.0 else float(_decimal(value) * _DECIMAL_FACTORS[unit])
         tracker = self._tracker(reading.entity_id)
+        before = tracker.state_index
         if self.config.stage is not None:
             update = tracker.update(stage_from_distance(metres, self.config.stage), reading.observed_at)
             added = level_attributes(update, level_name=self.level_attribute, level_metadata=attribute.metadata)
         else:
             update = tracker.update(metres, reading.observed_at)
             added = level_attributes(update)
+        if self._store is not None and update.state_index != before:
+            self._store.put((reading.entity_id, self.attribute), update.state, update.state_index, update.at)
         alerts = alert_readings(
             update,
             station_entity_id=reading.entity_id,
@@ -504,7 +553,11 @@ class RiverProcessor:
         return replace(reading, attributes={n: a for n, a in reading.attributes.items() if n != self.attribute})
 
     def diagnostics(self) -> dict[str, int]:
-        return {"alerts": self.alerts, "skipped": self.skipped}
+        out = {"alerts": self.alerts, "skipped": self.skipped}
+        errors = 1 if self._store_missing else 0 if self._store is None else self._store.errors
+        if errors:
+            out["state_errors"] = errors
+        return out
 
 
 class RiverProcessorConfig(ProcessorConfig, RiverConfig):
@@ -528,3 +581,154 @@ class RiverProcessorConfig(ProcessorConfig, RiverConfig):
     def build(self, context: ProcessorContext) -> RiverProcessor:
         assert self.match.attribute is not None  # checked by _needs_attribute
         return RiverProcessor(self, attribute=self.match.attribute, level_attribute=self.level_attribute)
+
+
+# --- the gauges' state across restarts -----------------------------------------------------------------
+
+STATE_FILE = "river_state.db"  # in the data directory, picked up by the backup like every sqlite file there
+_STORE = "river state"  # how errors name it
+_TABLES = ("gauges",)
+# _MIGRATIONS[i] takes the file from version i to i + 1. A state is kept by its name ("normal" or the
+# threshold's), which survives a change of the levels; state_index is for whoever reads the file.
+_MIGRATIONS = (
+    "CREATE TABLE gauges (entity_id TEXT NOT NULL, attribute TEXT NOT NULL, state TEXT NOT NULL,"
+    " state_index INTEGER NOT NULL, changed_at TEXT NOT NULL, PRIMARY KEY (entity_id, attribute)) WITHOUT ROWID",
+)
+_UPSERT = (
+    "INSERT INTO gauges (entity_id, attribute, state, state_index, changed_at) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (entity_id, attribute) DO UPDATE SET state = excluded.state,"
+    " state_index = excluded.state_index, changed_at = excluded.changed_at"
+)
+_RETRY_S = 5.0  # after a failed write (a full disk, a lock held too long), the next try
+_CLOSE_WAIT_S = 5.0
+_WITHOUT = "flood alerts go on without it: after a restart, the first sample of each gauge sets its state silently"
+
+GaugeKey = tuple[str, str]  # (entity id, the attribute the river reads)
+
+
+class RiverStateStore:
+    """The last threshold state of every gauge: read whole when opened, written by a thread of its own.
+
+    Theory of operation. `get` answers from memory; `put` changes memory and queues the row, and the
+    writer thread writes what is queued in one transaction (a gauge changed twice meanwhile is written
+    once), so the event loop never waits for the disk and a reading whose gauge stays in its state
+    costs no write at all. A failed write is counted (`errors`), logged once, and tried again with
+    whatever was queued since. There is one store per file in the process (`shared`): a reload builds
+    a new stage while the old one's last write may still be queued, and the new one must see it. The
+    process's exit writes what is left (an `atexit` hook; `close` does it too). A crash may lose the
+    last change: the next start then alerts that crossing again rather than never.
+    """
+
+    _open: ClassVar[dict[Path, RiverStateStore]] = {}
+    _open_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        db = open_store(path, _STORE, tables=_TABLES, pragmas=("synchronous=FULL",))
+        try:
+            migrate(db, path, _MIGRATIONS, store=_STORE)
+            found = db.execute("SELECT entity_id, attribute, state FROM gauges").fetchall()
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        self._states: dict[GaugeKey, str] = {(e, a): state for e, a, state in found}
+        self._pending: dict[GaugeKey, tuple[str, int, str]] = {}
+        self._cond = threading.Condition()
+        self._writing = False
+        self._closing = False
+        self.written = 0  # rows written since opened
+        self.errors = 0  # failed writes since opened
+        self._thread = threading.Thread(target=self._run, name=f"river-state:{path}", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    @classmethod
+    def shared(cls, data_dir: Path | str, *, create: bool = True) -> RiverStateStore | None:
+        """The store of `data_dir` in this process, opened when `create` and not open yet; None when it cannot be
+        opened (a damaged file, one of a newer edgegw, no permission): logged, and the rivers run without it."""
+        path = (Path(data_dir) / STATE_FILE).absolute()
+        with cls._open_lock:
+            store = cls._open.get(path)
+            if store is not None or not create:
+                return store
+            try:
+                store = cls._open[path] = cls(path)
+            except GatewayError as exc:  # StoreUnreadable, SchemaTooNew, MigrationFailed: they name the file
+                log.error("%s; %s", exc, _WITHOUT)
+                return None
+            except (sqlite3.Error, OSError) as exc:
+                log.error("%s %s: cannot be opened, got %s: %s; %s", _STORE, path, type(exc).__name__, exc, _WITHOUT)
+                return None
+            return store
+
+    def get(self, key: GaugeKey) -> str | None:
+        """The gauge's last state ("normal" or a threshold's name), None for a gauge never seen."""
+        return self._states.get(key)
+
+    def put(self, key: GaugeKey, state: str, state_index: int, at: datetime) -> None:
+        """Keep the gauge's new state; returns at once, the writer thread writes it."""
+        with self._cond:
+            if self._states.get(key) == state:
+                return
+            self._states[key] = state
+            self._pending[key] = (state, state_index, iso_utc(at))
+            self._cond.notify()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything put so far is written; False when `timeout` passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._writing, timeout)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread and close the file (at the process's exit by itself)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(_CLOSE_WAIT_S)
+        atexit.unregister(self.close)
+        with self._open_lock:
+            if self._open.get(self.path) is self:
+                del self._open[self.path]
+
+    def _run(self) -> None:
+        failing = False
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closing:
+                        self._cond.wait()
+                    if not self._pending:
+                        return
+                    batch, self._pending = self._pending, {}
+                    self._writing = True
+                try:
+                    with immediate(self._db) as db:
+                        db.executemany(_UPSERT, [(e, a, *row) for (e, a), row in batch.items()])
+                except sqlite3.Error as exc:
+                    with self._cond:
+                        self._pending = {**batch, **self._pending}  # a state put meanwhile is the newer one
+                        self._writing = False
+                        self.errors += 1
+                        self._cond.notify_all()
+                        if self._closing:
+                            log.error(
+                                "%s %s: %d gauge states not written, got %s", _STORE, self.path, len(self._pending), exc
+                            )
+                            return
+                        if not failing:
+                            log.warning(
+                                "%s %s: cannot write, got %s; trying again every %g s", _STORE, self.path, exc, _RETRY_S
+                            )
+                        failing = True
+                        self._cond.wait(_RETRY_S)
+                    continue
+                with self._cond:
+                    self._writing = False
+                    self.written += len(batch)
+                    self._cond.notify_all()
+                if failing:
+                    failing = False
+                    log.info("%s %s: written again", _STORE, self.path)
+        finally:
+            self._db.close()

@@ -1,11 +1,14 @@
 """The processing stage: runs every reading from any adapter through the processors whose match holds.
 
 Theory of operation. The stage holds an ordered list of entries, each a match and a processor:
-first the `[[processing]]` entries in file order, then the ones adapters contribute
-(`ProcessorSource`, e.g. a Modbus device's per-point `[quality]` and `[river]`), in adapter order.
-File order is the order an operator reads and reasons about ("rename level_cm to waterLevel, then
-convert it to metres, then check its quality, then the river thresholds on the checked value"), so
-it is the order they run in; nothing is sorted behind their back.
+first the ones adapters contribute (`ProcessorSource`, e.g. a Modbus device's per-point `[quality]`
+and `[river]`), in adapter order, then the `[[processing]]` entries in file order. An adapter's
+processors are matched on its own attribute names and work in its own units, so they see the raw
+point before any configured rename or conversion changes it; what they make (quality flags,
+`levelState`, `Alert`s) then goes through the configured entries like everything else. File order
+is the order an operator reads and reasons about ("rename level_cm to waterLevel, then convert it
+to metres, then check its quality, then the river thresholds on the checked value"), so it is the
+order they run in; nothing is sorted behind their back.
 
 Which entries apply depends on the reading's (adapter, entity type, entity id) only, so the stage
 computes that plan once per entity and caches it (bounded: the oldest plan is forgotten first).
@@ -17,6 +20,10 @@ A processor returns the reading itself first (changed or not) and may add readin
 `Alert`). An added reading is a different entity: it goes on through the entries after the one
 that made it, by its own plan. A processor that raises `ReadingError` (a value it cannot use)
 leaves the reading as it was; the stage counts it under `errors` of that entry.
+
+What an adapter hands its own processors as metadata (`INTERNAL_METADATA`: the raw register value …)
+is removed from every reading the stage lets through, whichever processor ran or failed, so it never
+reaches the buffer.
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.errors import ReadingError
-from gateway.processing.api import EntityKey, Processor, ProcessorMatch
-from gateway.records import Reading
+from gateway.processing.api import INTERNAL_METADATA, EntityKey, Processor, ProcessorMatch, with_attributes
+from gateway.records import Attribute, Reading, make_attribute
 
 __all__ = ["PLAN_CACHE_SIZE", "Entry", "Stage"]
 
@@ -116,7 +123,7 @@ class Stage:
                 break
             current = result[0]
             added.extend((position + 1, r) for r in result[1:])
-        out = [] if current is None else [current]
+        out = [] if current is None else [_without_internal(current)]
         for after, extra in added:
             out.extend(self._run(extra, now, after))
         return out
@@ -130,3 +137,22 @@ class Stage:
                 counters["errors"] = errors
             out.append({"name": entry.name, "counters": counters})
         return out
+
+
+def _without_internal(reading: Reading) -> Reading:
+    """`reading` without the internal metadata of any attribute; the same object when it has none (nearly always)."""
+    attrs = reading.attributes
+    for attribute in attrs.values():
+        if attribute.metadata and not INTERNAL_METADATA.isdisjoint(attribute.metadata):
+            break
+    else:
+        return reading
+    return with_attributes(reading, {n: _stripped(a) for n, a in attrs.items()})
+
+
+def _stripped(attribute: Attribute) -> Attribute:
+    metadata = attribute.metadata
+    if not metadata or INTERNAL_METADATA.isdisjoint(metadata):
+        return attribute
+    kept = {m: v for m, v in metadata.items() if m not in INTERNAL_METADATA}
+    return make_attribute(attribute.value, attribute.type, attribute.unit, kept)
