@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from adapters.jsonmap.numbers import number_text
 from adapters.modbus import rtu
 from adapters.modbus.bus import Bus, BusDevice, DeviceState, PollResult
 from adapters.modbus.codec import CommandRejected, PointValue, QualityCode, encode_command
@@ -312,8 +311,8 @@ class ModbusAdapter:
         for name, pv in result.values.items():
             point = device.profile.point(name)
             attribute = self._attribute_of(device.config, point)
-            if attribute is None:
-                continue
+            if attribute is None or (pv.value is None and name not in device.checked):
+                continue  # a refused read of a point without quality checks: a bare null would carry no flag
             value = _ngsi_value(pv, point.ngsi_type)
             metadata: dict[str, Any] = {}
             if name in device.checked:
@@ -363,11 +362,8 @@ class ModbusAdapter:
         value = command.value
         if spec.data_type is DataType.BOOL and isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
             value = _BOOL_WORDS[value.strip().lower()]
-        elif isinstance(value, str) and spec.data_type not in (DataType.BOOL, DataType.STRING):
-            # UltraLight carries every command value as text ("150"); the profile's checks still apply
-            number = number_text(value)
-            if number is not None:
-                value = int(number) if number == number.to_integral_value() else float(number)
+        # a number as text ("150", as UltraLight carries every value) is checked by encode_command as the
+        # number it spells, against the range before any conversion
         try:
             write = encode_command(spec, value)
         except CommandRejected as exc:
@@ -409,7 +405,9 @@ class ModbusAdapter:
         }
         devices = [d for bus in self.buses.values() for d in bus.devices]
         offline = [d.name for d in devices if d.state is not DeviceState.ONLINE]
-        out["offline"] = offline  # the devices not answering: gateway/fleet's alarms and metrics read this list
+        # the devices not delivering data (offline, refusing every read, not answered yet): gateway/fleet's
+        # alarms and metrics read this list
+        out["offline"] = offline
         out["summary"] = f"devices online {len(devices) - len(offline)}/{len(devices)}" + (
             f" (not online: {', '.join(offline)})" if offline else ""
         )

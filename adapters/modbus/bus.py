@@ -7,6 +7,15 @@ own interval; the points of a device that are due together are read in as few re
 `plan_reads` allows. Timeouts, exception responses and CRC errors are counted per device and
 never stop the bus; a device that stops answering is marked offline and then only probed, with
 a doubling delay, so its timeouts do not eat the others' time on the line.
+
+Device states (`DeviceState`), each change reported once through `on_state` with its reason:
+    unknown   → online     a read answered
+    unknown   → refusing   `offline_after` polls in a row answered only with exceptions, and none of
+    online    → refusing   its points read at its last read (it is there, but its data is not)
+    refusing  → online     a read answered again
+    any       → offline    `offline_after` polls in a row without an answer, or the line lost
+    offline   → online     a probe answered (refusing: the probe was refused and no point reads)
+A refused point is sent as `no_data`; a poll with some points read keeps the device online.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from adapters.modbus import rtu
 from adapters.modbus.codec import (
     CodecError,
     PointValue,
+    QualityCode,
     ReadRequest,
     decode_reads,
     plan_reads,
@@ -39,6 +49,7 @@ class DeviceState(enum.Enum):
     UNKNOWN = "unknown"  # not answered yet since start
     ONLINE = "online"
     OFFLINE = "offline"
+    REFUSING = "refusing"  # it answers, but with exceptions to the reads of all its points
 
 
 @dataclass(slots=True)
@@ -52,6 +63,7 @@ class DeviceCounters:
     frame_errors: int = 0
     exceptions: Counter[int] = field(default_factory=Counter)  # by exception code
     late_polls: int = 0  # poll times skipped because the bus was busy past them
+    late_answers: int = 0  # its answers that came after its request had timed out: raise its timeout
     probes: int = 0
     went_offline: int = 0
 
@@ -94,6 +106,8 @@ class BusDevice:
         self.state = DeviceState.UNKNOWN
         self.counters = DeviceCounters()
         self.failures_in_row = 0
+        self.refusals_in_row = 0  # polls answered only with exceptions
+        self.readable: set[str] = set()  # the points whose latest read got data, not an exception
         self.next_probe = 0.0
         self.probe_delay = 0.0
         self.last_error = ""
@@ -116,12 +130,16 @@ class BusDevice:
         self._logged.add(key)
         return True
 
-    def poll_now(self) -> None:
-        """Read every point at the next chance (after a command changed the device)."""
+    def poll_now(self, now: float) -> None:
+        """Read every point at the next chance (after a command changed the device, or it answers again).
+
+        Due `now`, not at time 0: the poll after it counts the intervals between its due time and
+        `now` as late polls, and time 0 is when the machine booted.
+        """
         for g in self.groups:
-            g.next_due = 0.0
+            g.next_due = now
         if self.state is DeviceState.OFFLINE:
-            self.next_probe = 0.0
+            self.next_probe = now
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,36 +279,50 @@ class Bus:
         device.counters.polls += 1
         started = self.clock()
         results: list[tuple[ReadRequest, tuple[int, ...] | tuple[bool, ...]]] = []
-        answered = False
+        refused: list[tuple[ReadRequest, rtu.ExceptionResponse]] = []
         failure: rtu.ModbusError | ModbusTimeout | None = None
         for request in plan_reads(points, **device.limits):
             try:
                 response = await self._request(device, _read(device, request), device.retries)
             except rtu.ExceptionResponse as exc:
-                answered = True
+                refused.append((request, exc))
                 self._exception(device, exc)
                 continue
             except (ModbusTimeout, rtu.ModbusError) as exc:
                 failure = exc
                 break  # a device that did not answer one request will not answer the next: leave the line
-            answered = True
             results.append((request, response.registers if request.function_code in (3, 4) else response.bits))
-        if answered:
+        device.readable.update(name for request, _ in results for name in request.points)
+        device.readable.difference_update(name for request, _ in refused for name in request.points)
+        if refused:
+            device.last_error = str(refused[-1][1])
+        if results:
             self._online(device)
+        elif refused:
+            self._refused(device, str(refused[-1][1]))
         elif failure is not None:
             device.failures_in_row += 1
-            device.last_error = str(failure)
             if device.failures_in_row >= self.offline_after:
                 self._offline(device, str(failure))
-        if not results:
-            return
-        try:
-            values = decode_reads(points, results)
-        except CodecError as exc:
-            device.counters.frame_errors += 1
-            self._log.debug("bus %s: %s: %s", self.name, device.name, exc)
-            return
-        self.on_poll(PollResult(device=device, values=values, due=due, started=started))
+        if failure is not None:
+            device.last_error = str(failure)
+        values: dict[str, PointValue] = {}
+        if results:
+            try:
+                values = decode_reads(points, results)
+            except CodecError as exc:
+                device.counters.frame_errors += 1
+                self._log.debug("bus %s: %s: %s", self.name, device.name, exc)
+                return
+        for request, refusal in refused:
+            # sent as no data, like a NaN: the platform sees the attribute is missing, and why in last_error
+            detail = f"exception {refusal.exception_code:02X} ({refusal.name})"
+            for name in request.points:
+                values.setdefault(
+                    name, PointValue(name=name, raw=None, value=None, quality=QualityCode.NO_DATA, detail=detail)
+                )
+        if values:
+            self.on_poll(PollResult(device=device, values=values, due=due, started=started))
 
     async def _probe(self, device: BusDevice, now: float) -> None:
         device.counters.probes += 1
@@ -298,15 +330,21 @@ class Bus:
         first = plan_reads(device.points, **device.limits)[0]
         try:
             await self._request(device, _read(device, first), 0)
-        except rtu.ExceptionResponse:
-            pass  # an exception answer is an answer: the device is back
+        except rtu.ExceptionResponse as exc:
+            # an exception answer is an answer: the device is back, and still refusing if no point read
+            device.last_error = str(exc)
+            device.readable.difference_update(first.points)
+            if not device.readable:
+                self._refusing(device, str(exc))
+                device.poll_now(self.clock())
+                return
         except (ModbusTimeout, rtu.ModbusError) as exc:
             device.last_error = str(exc)
             device.probe_delay = min(device.probe_delay * 2, self.probe_max)
             device.next_probe = self.clock() + device.probe_delay
             return
         self._online(device)
-        device.poll_now()
+        device.poll_now(self.clock())
 
     async def _request(self, device: BusDevice, request: rtu.Request, retries: int) -> rtu.Response:
         for attempt in range(retries + 1):
@@ -346,8 +384,16 @@ class Bus:
                 raise
             finally:
                 self._quiet_from = self.clock()
+                for unit_id in self.link.take_late_answers():
+                    self._late_answer(unit_id)
             counters.answers += 1
             return response
+
+    def _late_answer(self, unit_id: int) -> None:
+        for d in self.devices:
+            if d.unit_id == unit_id:
+                d.counters.late_answers += 1
+                self._log.debug("bus %s: %s: an answer came after its timeout (%g s)", self.name, d.name, d.timeout)
 
     async def write(self, device: BusDevice, request: rtu.Request) -> rtu.Response:
         """Send a write between two polls; raises ModbusTimeout, ModbusError or LinkError."""
@@ -357,8 +403,11 @@ class Bus:
                 port=self.link.description,
             )
         response = await self._request(device, request, device.retries)
-        self._online(device)
-        device.poll_now()
+        if device.state is DeviceState.REFUSING:
+            device.failures_in_row = 0  # it takes writes; whether it reads again is for the poll to tell
+        else:
+            self._online(device)
+        device.poll_now(self.clock())
         self._wake.set()
         return response
 
@@ -373,6 +422,7 @@ class Bus:
 
     def _online(self, device: BusDevice) -> None:
         device.failures_in_row = 0
+        device.refusals_in_row = 0
         if device.state is DeviceState.ONLINE:
             return
         was = device.state
@@ -380,7 +430,28 @@ class Bus:
         device.probe_delay = 0.0
         if was is DeviceState.OFFLINE:
             self._log.info("bus %s: %s (unit %d) answers again", self.name, device.name, device.unit_id)
+        elif was is DeviceState.REFUSING:
+            self._log.info("bus %s: %s (unit %d) reads again", self.name, device.name, device.unit_id)
         self.on_state(device, DeviceState.ONLINE, "")
+
+    def _refused(self, device: BusDevice, reason: str) -> None:
+        # it answers, so its failures end; it is refusing once none of its points reads, for
+        # `offline_after` polls in a row (a single "busy" answer does not flip its state)
+        device.failures_in_row = 0
+        device.refusals_in_row += 1
+        if device.state is DeviceState.REFUSING or device.readable:
+            return
+        if device.refusals_in_row >= self.offline_after:
+            self._refusing(device, reason)
+
+    def _refusing(self, device: BusDevice, reason: str) -> None:
+        device.state = DeviceState.REFUSING
+        device.failures_in_row = 0
+        device.probe_delay = 0.0
+        self._log.warning(
+            "bus %s: %s (unit %d) answers but refuses every read: %s", self.name, device.name, device.unit_id, reason
+        )
+        self.on_state(device, DeviceState.REFUSING, reason)
 
     def _offline(self, device: BusDevice, reason: str) -> None:
         device.state = DeviceState.OFFLINE

@@ -16,9 +16,12 @@ from __future__ import annotations
 import enum
 import math
 import struct
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
+from adapters.jsonmap.numbers import number_text
 from gateway.errors import AdapterError, DeviceProtocolError
 from gateway.profiles.schema import (
     INTEGER_TYPES,
@@ -51,6 +54,7 @@ __all__ = [
     "image_slice",
     "plan_reads",
     "registers_to_bytes",
+    "shown",
 ]
 
 RawValue = bool | int | float | str | dict[str, bool]
@@ -71,7 +75,7 @@ class CommandRejected(AdapterError, ValueError):
 
 class QualityCode(enum.Enum):
     GOOD = "good"
-    NO_DATA = "no_data"  # a sentinel, NaN, or a missing decimals point
+    NO_DATA = "no_data"  # a sentinel, NaN, a missing decimals point, or a read the device refused
     OUT_OF_RANGE = "out_of_range"  # outside the point's valid_range; value kept
 
 
@@ -80,7 +84,7 @@ class PointValue:
     """One decoded point: `value` in engineering units (None when there is no data) and its quality."""
 
     name: str
-    raw: RawValue
+    raw: RawValue | None  # None when the device refused the read (an exception answer)
     value: Value | None
     quality: QualityCode
     detail: str = ""
@@ -365,8 +369,103 @@ class WriteRequest:
     bits: tuple[bool, ...] = ()
 
 
-def encode_command(command: Command, value: Value | Sequence[bool]) -> WriteRequest:
-    """The write for a command value; raises CommandRejected when the profile does not allow it."""
+# the largest finite value each floating type holds: a command value beyond it is refused, not written as inf
+_FLOAT_MAX = {DataType.FLOAT32: struct.unpack(">f", b"\x7f\x7f\xff\xff")[0], DataType.FLOAT64: sys.float_info.max}
+_SHOWN_KEEP = 17  # a long quoted value keeps this many characters at each end: a command value may be megabytes
+
+
+def shown(value: object) -> str:
+    """`value` quoted for a message (repr, at most ~40 characters), whatever the platform sent."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        # str() of an int over 4300 digits raises, and quoting thousands of digits helps nobody
+        magnitude = abs(value)
+        digits = int((magnitude.bit_length() - 1) * math.log10(2)) + 1
+        digits += magnitude >= 10**digits
+        return f"{'a negative' if value < 0 else 'an'} integer of {digits} digits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # a huge int or a deep nesting inside a list
+        return f"a {type(value).__name__}"
+    if len(text) > 2 * _SHOWN_KEEP + 3:
+        text = f"{text[:_SHOWN_KEEP]}...{text[-_SHOWN_KEEP:]}"
+    return text
+
+
+def _type_bounds(data_type: DataType) -> tuple[int | float, int | float, str] | None:
+    """What a numeric type holds, and how a refusal says so; None for a type that takes no number."""
+    if data_type in INTEGER_TYPES or data_type is DataType.BITFIELD:
+        lo, hi = integer_range(DataType.UINT16 if data_type is DataType.BITFIELD else data_type)
+        return lo, hi, f"{data_type.value} holds integers {lo}..{hi}"
+    top = _FLOAT_MAX.get(data_type)
+    return None if top is None else (-top, top, f"{data_type.value} holds {-top:g}..{top:g}")
+
+
+def _allowed_text(command: Command) -> str:
+    if command.values is not None:
+        return ", ".join(f"{v:g}" for v in command.values)
+    if command.range is not None:
+        return f"{command.range[0]:g}..{command.range[1]:g}"
+    bounds = _type_bounds(command.data_type)
+    return "no number" if bounds is None else f"{bounds[0]:g}..{bounds[1]:g}"
+
+
+def _command_number(command: Command, value: object, where: str) -> int | float:
+    """The number a numeric command's value stands for, checked against what the command allows.
+
+    The bounds are checked on the value as sent (int, float or the Decimal its text spells) before
+    any conversion: int() of the 9 characters "1e999999" builds a million-digit number and holds
+    the event loop for half a minute.
+    """
+
+    def refuse(what: str) -> CommandRejected:
+        return CommandRejected(f"{where}: {what}", command=command.name)
+
+    allowed = _allowed_text(command)
+    bounds = _type_bounds(command.data_type)
+    number: int | float | Decimal
+    if isinstance(value, str):
+        parsed = number_text(value)
+        if parsed is None:
+            raise refuse(f"needs a number, got {shown(value)}; allowed: {allowed}")
+        number = parsed
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise refuse(f"needs a finite number, got {shown(value)}; allowed: {allowed}")
+        number = value
+    else:
+        raise refuse(f"needs a number, got {shown(value)}; allowed: {allowed}")
+    if bounds is None:
+        raise refuse(f"{command.data_type.value} takes no number, got {shown(value)}")
+    lo, hi, holds = bounds
+    # int, float and Decimal compare exactly with each other, whatever their size; past what the type
+    # holds, the refusal names the command's own limits when the value is past them too
+    if not lo <= number <= hi:
+        if command.range is not None and not command.range[0] <= number <= command.range[1]:
+            raise refuse(f"value outside {allowed}, got {shown(value)}")
+        if command.values is not None and not min(command.values) <= number <= max(command.values):
+            raise refuse(f"value not allowed, got {shown(value)}; allowed: {allowed}")
+        raise refuse(f"{holds}, got {shown(value)}")
+    # bounded by the type now, so converting is cheap; the profile's limits are floats and compare with
+    # the converted value (the text "0.1" is the float 0.1 a profile's `values` or `range` holds)
+    converted: int | float
+    if isinstance(lo, int):
+        if number != int(number):
+            raise refuse(f"needs a whole number, got {shown(value)}; allowed: {allowed}")
+        converted = int(number)
+    else:
+        converted = float(number)
+    if command.values is not None and converted not in command.values:
+        raise refuse(f"value not allowed, got {shown(value)}; allowed: {allowed}")
+    if command.range is not None and not command.range[0] <= converted <= command.range[1]:
+        raise refuse(f"value outside {allowed}, got {shown(value)}")
+    return converted
+
+
+def encode_command(command: Command, value: object) -> WriteRequest:
+    """The write for a command value; raises CommandRejected (and nothing else) when the profile does not allow it.
+
+    Numeric commands take numbers or numbers written as text (UltraLight carries every value as text).
+    """
     where = f"command {command.name}"
     fc = command.function_code
     if fc in (5, 15):
@@ -374,33 +473,25 @@ def encode_command(command: Command, value: Value | Sequence[bool]) -> WriteRequ
             bits = tuple(value) if isinstance(value, (list, tuple)) else ()
             if len(bits) != (command.count or 1) or not all(isinstance(b, bool) for b in bits):
                 raise CommandRejected(
-                    f"{where}: needs {command.count or 1} true/false values, got {value!r}", command=command.name
+                    f"{where}: needs {command.count or 1} true/false values, got {shown(value)}", command=command.name
                 )
             return WriteRequest(function_code=fc, address=command.address, bits=bits)
         if not isinstance(value, bool):
-            raise CommandRejected(f"{where}: needs true or false, got {value!r}", command=command.name)
+            raise CommandRejected(f"{where}: needs true or false, got {shown(value)}", command=command.name)
         return WriteRequest(function_code=fc, address=command.address, bits=(value,) * (command.count or 1))
+    written: int | float | str
     if command.data_type is DataType.STRING:
-        if not isinstance(value, str):
-            raise CommandRejected(f"{where}: needs text, got {value!r}", command=command.name)
-    else:
-        if isinstance(value, (bool, str, dict, list, tuple)) or not isinstance(value, (int, float)):
-            raise CommandRejected(f"{where}: needs a number, got {value!r}", command=command.name)
-        if command.data_type in INTEGER_TYPES and value != int(value):
-            raise CommandRejected(f"{where}: needs a whole number, got {value!r}", command=command.name)
-        if command.values is not None and value not in command.values:
-            allowed = ", ".join(f"{v:g}" for v in command.values)
+        width = 2 * register_count(command.data_type, command.count)
+        if not isinstance(value, str) or not value.isascii() or len(value) > width:
             raise CommandRejected(
-                f"{where}: value not allowed, got {value:g}; allowed: {allowed}", command=command.name
+                f"{where}: needs ASCII text of at most {width} characters, got {shown(value)}", command=command.name
             )
-        if command.range is not None and not command.range[0] <= value <= command.range[1]:
-            lo, hi = command.range
-            raise CommandRejected(f"{where}: value outside {lo:g}..{hi:g}, got {value:g}", command=command.name)
-        if command.data_type in INTEGER_TYPES:
-            value = int(value)
+        written = value
+    else:
+        written = _command_number(command, value, where)
     try:
-        registers = encode_registers(value, command.data_type, command.byte_order, count=command.count)
-    except CodecError as exc:
+        registers = encode_registers(written, command.data_type, command.byte_order, count=command.count)
+    except CodecError as exc:  # the checks above leave none; kept so that no other error leaks from here
         raise CommandRejected(f"{where}: {exc.message.split(': ', 1)[-1]}", command=command.name) from None
     return WriteRequest(function_code=fc, address=command.address, registers=registers)
 

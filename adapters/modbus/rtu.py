@@ -29,8 +29,10 @@ __all__ = [
     "ModbusError",
     "Request",
     "Response",
+    "answer_length",
     "char_time",
     "crc16",
+    "crc_ok",
     "decode_request",
     "decode_response",
     "decode_response_pdu",
@@ -291,6 +293,28 @@ def expected_response_length(req: Request) -> int:
     if fc in (3, 4):
         return 5 + 2 * req.count
     return 8  # FC5/6 echo; FC15/16 echo address + quantity
+
+
+def answer_length(head: bytes | bytearray) -> int | None:
+    """Bytes of the answer frame `head` begins (its first 3 bytes suffice), None for an unknown function code.
+
+    For framing answers to requests that are not ours (a late answer from another unit) by their header.
+    """
+    if len(head) < 3:
+        raise ValueError(f"modbus rtu: an answer's length needs its first 3 bytes, got {len(head)}")
+    fc = head[1]
+    if fc & 0x80:
+        return 5
+    if fc in (1, 2, 3, 4):
+        return 5 + head[2]
+    if fc in (5, 6, 15, 16):
+        return 8
+    return None
+
+
+def crc_ok(frame: bytes) -> bool:
+    """Whether `frame` ends with the CRC of the bytes before it."""
+    return len(frame) >= 4 and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little")
 
 
 def encode_exception(unit_id: int, function_code: int, exception_code: int) -> bytes:

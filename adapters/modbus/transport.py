@@ -22,6 +22,7 @@ import contextlib
 import errno
 import inspect
 import logging
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -46,6 +47,8 @@ __all__ = [
     "RtuSerialLink",
     "RtuTcpLink",
     "TcpLink",
+    "mbap_partial",
+    "mbap_problem",
     "open_link",
 ]
 
@@ -91,6 +94,10 @@ class Link(Protocol):
         """Send one request and return its answer; raises ModbusTimeout, ModbusError or LinkError."""
         ...
 
+    def take_late_answers(self) -> list[int]:
+        """The unit ids of answers that came after their request had timed out, since the last call."""
+        ...
+
 
 def open_link(address: PortAddress, settings: SerialSettings, *, connect_timeout: float = 3.0) -> Link:
     """The link for a port address (not yet opened)."""
@@ -104,14 +111,33 @@ def open_link(address: PortAddress, settings: SerialSettings, *, connect_timeout
 # --- Modbus TCP through pymodbus --------------------------------------------------------------------------
 
 
+class _Pending:
+    """The exchange a TcpLink waits for: its transaction id (seen as it is sent) and what was wrong with its answer."""
+
+    def __init__(self, request: rtu.Request) -> None:
+        self.request = request
+        self.tid: int | None = None
+        self.received = b""  # pymodbus's receive buffer as last seen
+        self.problem: str | None = None
+        self.broken = asyncio.Event()
+
+
 class TcpLink:
-    """Modbus TCP (MBAP) to one host: a device or a TCP-to-RS-485 gateway with several unit ids."""
+    """Modbus TCP (MBAP) to one host: a device or a TCP-to-RS-485 gateway with several unit ids.
+
+    pymodbus frames the answers, but it drops an answer from another unit or with a bad header
+    without a word (a "timeout" follows), and an answer it cannot decode raises inside its protocol,
+    which closes the connection of every unit behind the gateway. So the received bytes pass our
+    check first (`mbap_problem`, through pymodbus's `trace_packet` hook): a broken answer is kept
+    from pymodbus and reported at once as a frame error of the unit asked.
+    """
 
     def __init__(self, address: PortAddress, *, connect_timeout: float = 3.0) -> None:
         self.address = address
         self.description = address.text
         self._connect_timeout = connect_timeout
         self._client: AsyncModbusTcpClient | None = None
+        self._pending: _Pending | None = None
 
     @property
     def is_open(self) -> bool:
@@ -127,6 +153,7 @@ class TcpLink:
             retries=0,
             reconnect_delay=0,
             reconnect_delay_max=0,
+            trace_packet=self._trace,
         )
         client.set_max_no_responses(2**31)  # one silent unit must not close the link its neighbours use
         if not await client.connect():
@@ -143,6 +170,26 @@ class TcpLink:
             self._client.close()
             self._client = None
 
+    def take_late_answers(self) -> list[int]:
+        return []  # pymodbus drops an answer whose transaction id is not the current one's
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        pending = self._pending
+        if pending is None or pending.problem is not None:
+            return b""  # nothing is asked (or the answer is judged already): pymodbus gets nothing to choke on
+        if sending:
+            pending.tid = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+            return data
+        pending.received = data
+        if pending.tid is None:
+            return data
+        problem = mbap_problem(pending.request, pending.tid, data)
+        if problem is None:
+            return data
+        pending.problem = problem
+        pending.broken.set()
+        return b""
+
     async def transact(self, request: rtu.Request, timeout: float) -> rtu.Response:
         client = self._client
         where = f"{request.describe()} on {self.description}"
@@ -151,9 +198,28 @@ class TcpLink:
                 f"modbus {self.description}: connection lost, got a closed link; it will be reopened",
                 port=self.description,
             )
+        pending = self._pending = _Pending(request)
+        call = asyncio.ensure_future(self._call(client, request))
+        broken = asyncio.ensure_future(pending.broken.wait())
         try:
-            pdu = await asyncio.wait_for(self._call(client, request), timeout)
+            await asyncio.wait((call, broken), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._pending = None
+            broken.cancel()
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
+        if pending.problem is not None:
+            raise rtu.FrameError(f"{where}: {pending.problem}")
+        try:
+            if not call.done() or call.cancelled():
+                raise TimeoutError
+            pdu = call.result()
         except TimeoutError:
+            partial = mbap_partial(pending.tid, pending.received)
+            if partial is not None:
+                raise rtu.FrameError(f"{where}: {partial} within {timeout:g} s") from None
             raise ModbusTimeout(
                 f"{where}: no answer, got nothing within {timeout:g} s; check the unit id, "
                 "and that the device behind a gateway is powered and wired",
@@ -197,12 +263,66 @@ class TcpLink:
         raise ValueError(f"{r.describe()}: function code must be one of 1-6, 15, 16, got {fc}")
 
 
+_MBAP = struct.Struct(">HHHB")  # transaction id, protocol id (0), length (unit id + PDU), unit id
+
+
+def mbap_problem(request: rtu.Request, tid: int, data: bytes) -> str | None:
+    """What is wrong with the answer to transaction `tid` in received bytes `data`; None if nothing (yet).
+
+    Answers to other transactions (late ones) are passed over, as pymodbus does; an incomplete answer
+    is not judged until the timeout (`mbap_partial`).
+    """
+    at = 0
+    while len(data) - at >= _MBAP.size:
+        got_tid, protocol, length, unit = _MBAP.unpack_from(data, at)
+        if protocol != 0:
+            return (
+                f"not a Modbus TCP answer, got protocol id {protocol}, expected 0; check that the port is the "
+                "device's Modbus TCP port and not a serial server's raw one (for that, rtu-over-tcp://)"
+            )
+        if not 2 <= length <= 254:
+            return f"broken MBAP header, got length {length}, expected 2..254 ({data[at : at + 16].hex(' ')})"
+        end = at + 6 + length
+        if len(data) < end:
+            return None
+        if got_tid == tid:
+            if unit != request.unit_id:
+                return f"answer from another unit, got unit {unit}; check the unit ids the Modbus TCP gateway maps"
+            try:
+                rtu.decode_response_pdu(request, unit, data[at + _MBAP.size : end], "")
+            except rtu.ExceptionResponse:
+                return None  # a refusal is an answer: pymodbus decodes it
+            except rtu.FrameError as exc:
+                return exc.message.removeprefix(": ")  # the PDU check's own words, without a `where`
+            return None
+        at = end
+    return None
+
+
+def mbap_partial(tid: int | None, data: bytes) -> str | None:
+    """The wording for bytes of transaction `tid` that never made a whole answer; None when none came."""
+    at = 0
+    while len(data) - at >= _MBAP.size:
+        got_tid, _, length, _ = _MBAP.unpack_from(data, at)
+        if got_tid == tid or len(data) < at + 6 + length:
+            return f"incomplete answer, got {len(data) - at} of {6 + length} bytes"
+        at += 6 + length  # a late answer to an earlier transaction
+    if at < len(data):
+        return f"incomplete answer, got {len(data) - at} bytes ({data[at : at + 16].hex(' ')})"
+    return None
+
+
 def _from_pdu(request: rtu.Request, pdu: Any, where: str) -> rtu.Response:
     fc = request.function_code
+    # pymodbus matches an answer to its request by transaction id only: the function code is ours to check
+    got = int(pdu.function_code) & 0xFF
     if pdu.isError():
-        code = int(getattr(pdu, "exception_code", 0))
-        # the shared decoder words the exception (name and technician hint) exactly as for RTU
-        rtu.decode_response_pdu(request, request.unit_id, bytes([fc | 0x80, code]), where)
+        code = int(getattr(pdu, "exception_code", 0)) & 0xFF
+        # the shared decoder words the exception (name and technician hint) exactly as for RTU, and
+        # refuses an exception answer to another function code as a frame error
+        rtu.decode_response_pdu(request, request.unit_id, bytes([got, code]), where)
+    if got != fc:
+        raise rtu.FrameError(f"{where}: answer for another function code, got {got}", function_code=got)
     if fc in (1, 2):
         bits = tuple(bool(b) for b in pdu.bits[: request.count])
         if len(bits) != request.count:
@@ -239,17 +359,89 @@ class _Inbox:
         self.event.set()
 
 
+# After a failed exchange the line may still carry its answer (a slow unit answering past its timeout,
+# the rest of a broken frame): the next request waits until the line has been quiet for t3.5 plus this
+# margin, because USB–RS-485 dongles hand received bytes over in bursts (FTDI: every 16 ms) and a
+# request sent into an answer collides with it on a half-duplex line.
+_SETTLE_MARGIN = 0.02
+_SETTLE_MARGIN_TCP = 0.05  # a serial server adds its network's and its own buffering's delay
+_SETTLE_MAX_TCP = 0.3  # the longest a frame can take on a serial server's line is unknown: bound the wait
+
+
 class _RtuLink:
-    """RTU request/answer over any byte stream; subclasses open the stream and write bytes."""
+    """RTU request/answer over any byte stream; subclasses open the stream and write bytes.
+
+    Late answers: a unit whose request got no answer of its own may still answer. Before the next
+    request the line is let settle (see `_SETTLE_MARGIN`); a complete, CRC-valid answer from such a
+    unit that arrives later, inside another exchange, is skipped and reported through
+    `take_late_answers`. A complete answer from a unit whose request *was* answered is a second
+    answer: a frame error that points at a shared unit id or another master.
+    """
 
     description: str
     baud: int | None  # None when the line's speed is not ours to know (a TCP serial server)
+    settle_margin = _SETTLE_MARGIN
 
     def __init__(self) -> None:
         self._inbox = _Inbox()
+        self._new_line()
+
+    def _new_line(self) -> None:
+        self._unsettled = False  # the last exchange failed: bytes of it may still be on their way
+        self._timed_out: rtu.Request | None = None  # the last request, when it got no (or an incomplete) answer
+        self._unanswered: set[int] = set()  # units whose last request got no answer of their own yet
+        self._late: list[int] = []  # units whose late answers were skipped, for take_late_answers
 
     def _write(self, frame: bytes) -> None:
         raise NotImplementedError
+
+    def take_late_answers(self) -> list[int]:
+        """The unit ids of the late answers skipped since the last call (one entry per answer)."""
+        late, self._late = self._late, []
+        return late
+
+    def _skip_late(self, data: bytearray, request: rtu.Request | None) -> int:
+        """Drop the complete late answers at the front of `data`; their bytes, or -1 while one is still arriving."""
+        skipped = 0
+        while len(data) >= 3 and data[0] in self._unanswered:
+            n = rtu.answer_length(data)
+            if n is None:
+                break
+            if request is not None and data[0] == request.unit_id:
+                fc = data[1]
+                own = fc == request.function_code | 0x80 or (
+                    fc == request.function_code and n == rtu.expected_response_length(request)
+                )
+                if own:  # its answer to this very request (or one that cannot be told from it)
+                    break
+            if len(data) < n:
+                return -1
+            if not rtu.crc_ok(bytes(data[:n])):
+                break
+            self._late.append(data[0])
+            del data[:n]
+            skipped += n
+        return skipped
+
+    async def _settle(self) -> None:
+        """Wait until the line has been quiet for t3.5 plus a margin (bounded), then drop what came."""
+        inbox = self._inbox
+        quiet = (rtu.silent_interval(self.baud) if self.baud else 0.0) + self.settle_margin
+        # a frame already on the wire ends within 256 characters
+        longest = rtu.char_time(self.baud) * 256 if self.baud else _SETTLE_MAX_TCP
+        limit = time.monotonic() + quiet + longest
+        while inbox.error is None:
+            inbox.event.clear()
+            left = min(quiet, limit - time.monotonic())
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(inbox.event.wait(), left)
+            except TimeoutError:
+                break
+        self._skip_late(inbox.data, None)
+        inbox.data.clear()
+        self._unsettled = False
 
     async def transact(self, request: rtu.Request, timeout: float) -> rtu.Response:
         if not self.is_open:  # type: ignore[attr-defined]
@@ -257,25 +449,49 @@ class _RtuLink:
                 f"modbus {self.description}: port closed, got a closed link; it will be reopened", port=self.description
             )
         inbox = self._inbox
-        inbox.data.clear()  # a late answer to an earlier request must not pass for this one's
+        data = inbox.data
+        if request == self._timed_out and (
+            not data or (data[0] == request.unit_id and data[1:2] in _fc_bytes(request))
+        ):
+            # the same question again after no (or an incomplete) answer, a retry or the next poll of a slow
+            # unit: a late answer to the last asking answers this one too, so what came of it is kept
+            pass
+        else:
+            if self._unsettled:
+                await self._settle()
+            data.clear()  # stray bytes between two exchanges are no answer to this one
         inbox.event.clear()
+        self._timed_out = None
+        self._unsettled = True  # until the exchange ends with a clean answer
+        self._unanswered.add(request.unit_id)  # until its own answer (even a broken one) is taken
+        response = await self._exchange(request, timeout)
+        self._unsettled = bool(inbox.data)  # bytes past the answer: the rest of something else
+        return response
+
+    async def _exchange(self, request: rtu.Request, timeout: float) -> rtu.Response:
+        inbox = self._inbox
         frame = rtu.encode_request(request)
         self._write(frame)
         want = rtu.expected_response_length(request)
+        char = 0.0 if self.baud is None else rtu.char_time(self.baud)
         # the timeout counts from the end of our request to the end of the answer's first bytes:
         # at 9600 baud a 125-register answer alone is on the wire for 0.29 s
-        wire = 0.0 if self.baud is None else rtu.char_time(self.baud) * (len(frame) + want)
-        deadline = time.monotonic() + timeout + wire
+        deadline = time.monotonic() + timeout + char * (len(frame) + want)
+        late_before = len(self._late)
         while True:
             data = inbox.data
             if inbox.error is not None:
                 error, inbox.error = inbox.error, None
                 await self.close()  # type: ignore[attr-defined]
                 raise LinkError(f"modbus {self.description}: port lost, got {error}", port=self.description)
-            if len(data) >= 5 and data[1] == request.function_code | 0x80:
-                return rtu.decode_response(request, bytes(data[:5]))
-            if len(data) >= want:
-                return rtu.decode_response(request, bytes(data[:want]))
+            skipped = self._skip_late(data, request)
+            deadline += char * max(skipped, 0)  # a late answer held the line
+            if skipped >= 0:
+                if len(data) >= 5 and data[0] == request.unit_id and data[1] == request.function_code | 0x80:
+                    return self._decode(request, 5)
+                self._another_unit(request, data)
+                if len(data) >= want:
+                    return self._decode(request, want)
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -283,18 +499,51 @@ class _RtuLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(inbox.event.wait(), left)
         where = f"{request.describe()} on {self.description}"
+        self._timed_out = request
         if inbox.data:
             raise rtu.FrameError(
                 f"{where}: incomplete answer, got {len(inbox.data)} of {want} bytes "
                 f"({bytes(inbox.data[:16]).hex(' ')}); check baud rate, parity and termination",
                 length=len(inbox.data),
             )
+        late = self._late[late_before:]
+        got = f"only a late answer from unit {late[-1]}" if late else "nothing"
         raise ModbusTimeout(
-            f"{where}: no answer, got nothing within {timeout:g} s; check wiring (A/B), baud rate, "
-            "parity and the unit id",
+            f"{where}: no answer, got {got} within {timeout:g} s; check wiring (A/B), baud rate, parity and the unit id",
             unit_id=request.unit_id,
             timeout=timeout,
         )
+
+    def _decode(self, request: rtu.Request, n: int) -> rtu.Response:
+        data = self._inbox.data
+        frame = bytes(data[:n])
+        del data[:n]
+        if frame[0] == request.unit_id:
+            self._unanswered.discard(request.unit_id)
+        try:
+            return rtu.decode_response(request, frame)
+        except rtu.ExceptionResponse:
+            self._unsettled = bool(data)  # a clean answer, if a refusal
+            raise
+
+    def _another_unit(self, request: rtu.Request, data: bytearray) -> None:
+        """Raise for a complete, CRC-valid answer from a unit that is not waiting for one: a second answer."""
+        if len(data) < 3 or data[0] == request.unit_id:
+            return
+        n = rtu.answer_length(data)
+        if n is None or len(data) < n or not rtu.crc_ok(bytes(data[:n])):
+            return
+        other = data[0]
+        raise rtu.FrameError(
+            f"{request.describe()}: answer from another unit, got unit {other}; no request to unit {other} was "
+            f"left unanswered, so two devices may share unit id {other}, or another master is on the bus",
+            unit_id=other,
+        )
+
+
+def _fc_bytes(request: rtu.Request) -> tuple[bytes, bytes, bytes]:
+    """The second byte an answer to `request` may start with (b"" while only its first byte came)."""
+    return (b"", bytes([request.function_code]), bytes([request.function_code | 0x80]))
 
 
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
@@ -337,6 +586,7 @@ class RtuSerialLink(_RtuLink):
             raise port_error(self.description, exc) from None
         self._serial = ser
         self._inbox = _Inbox()
+        self._new_line()
         loop = asyncio.get_running_loop()
         self._fd = ser.fileno()
         loop.add_reader(self._fd, self._readable)
@@ -399,6 +649,7 @@ class RtuTcpLink(_RtuLink):
         self.address = address
         self.description = address.text
         self.baud = None  # the converter's serial side is configured on the converter
+        self.settle_margin = _SETTLE_MARGIN_TCP
         self._connect_timeout = connect_timeout
         self._protocol: _StreamProtocol | None = None
 
@@ -409,6 +660,7 @@ class RtuTcpLink(_RtuLink):
     async def open(self) -> None:
         await self.close()
         self._inbox = _Inbox()
+        self._new_line()
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await asyncio.wait_for(

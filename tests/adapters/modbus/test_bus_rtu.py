@@ -131,7 +131,14 @@ async def test_exception_02_is_counted_and_the_other_points_and_units_continue(t
         assert unit1.counters.exceptions[2] >= 2
         assert unit1.state is DeviceState.ONLINE  # an exception is an answer
         assert states(readings, "urn:ngsi-ld:Device:gw1-th1") == ["online"]
-        assert of(readings, "urn:ngsi-ld:IndoorEnvironmentObserved:gw1-th1") == []  # nothing published was readable
+        # nothing published was readable: its points go out as null, flagged no_data, as a NaN does
+        th1 = of(readings, "urn:ngsi-ld:IndoorEnvironmentObserved:gw1-th1")
+        assert th1
+        for reading in th1:
+            for name in ("temperature", "relativeHumidity"):
+                attribute = reading.attributes[name]
+                assert attribute.value is None
+                assert attribute.metadata["quality"]["value"] == ["no_data"]
         assert of(readings, "urn:ngsi-ld:IndoorEnvironmentObserved:gw1-th2")[0].attributes["temperature"].value == -3.2
 
 
