@@ -8,6 +8,7 @@ per problem, so each gets its own line with its own full key path.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import sys
@@ -26,10 +27,12 @@ from gateway.secrets import SecretInClear, check_url_credentials
 __all__ = [
     "ConfigProblems",
     "Field",
+    "Host",
     "HttpUrl",
     "Identifier",
     "NamedSection",
     "Section",
+    "check_host",
     "check_http_url",
     "format_validation_error",
     "key_path",
@@ -153,6 +156,63 @@ def check_http_url(v: str) -> str:
     if not re.match(r"^https?://[^\s/?#]+(/[^\s]*)?$", v):
         raise ValueError("must be an http(s) URL")
     return v.rstrip("/")
+
+
+# a DNS name: labels of 1-63 letters, digits, '-' (not first or last) and '_' (in use on private
+# networks, e.g. docker service names), at most 253 characters, a trailing dot allowed
+_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?", re.ASCII)
+_PORT_SUFFIX = re.compile(r"(?:^\[[^\]]*\]|^[^:]*):\d*$")  # host:1883, [2001:db8::1]:1883
+
+
+def check_host(v: str) -> str:
+    """A host to connect to: a host name, an IPv4 address or an IPv6 address, bare or in brackets (given
+    back bare, as the resolver takes it); never a URL, credentials, a port or a path. The error never
+    shows the value, which may hold a password (mqtt://user:password@broker)."""
+    found: list[str] = []
+    rest = v
+    if "://" in rest:
+        found.append("a URL scheme")
+        rest = rest.partition("://")[2]
+    if "@" in rest:
+        found.append("credentials")
+        rest = rest.rpartition("@")[2]
+    if "/" in rest:
+        found.append("a path")
+        rest = rest.partition("/")[0]
+    if any(c.isspace() for c in rest):
+        found.append("spaces")
+    elif _PORT_SUFFIX.match(rest):
+        found.append("a port")
+    if found:
+        fix = ["write the host name or IP address alone (mqtt.example.jp, 192.0.2.10, 2001:db8::1)"]
+        if "a port" in found:
+            fix.append("the port goes in the port key")
+        if "credentials" in found:
+            fix.append(
+                'the user name goes in username and the password in the secret store (password = "secret:<name>")'
+            )
+        listed = ", ".join(found[:-1]) + " and " + found[-1] if len(found) > 1 else found[0]
+        raise SecretInClear(f"must be a host name or IP address alone, found {listed} in it", "; ".join(fix))
+    bare = v[1:-1] if v.startswith("[") and v.endswith("]") else v
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        address = None
+    if address is not None and (bare == v or address.version == 6):
+        return bare
+    # a last label of digits alone is a mistyped IPv4 address (999.1.1.1), which the resolver may read
+    # as some other address, not a name (RFC 3696 §2)
+    if bare == v and _HOST_NAME.fullmatch(v) and not v.rstrip(".").rpartition(".")[2].isdigit():
+        return v
+    raise SecretInClear(
+        "must be a host name (letters, digits, '-', '_' and '.', labels of at most 63 characters) or an IP "
+        "address (IPv6 bare or in brackets)",
+        "an internationalized name goes in its xn-- (punycode) form",
+    )
+
+
+Host = Annotated[str, AfterValidator(check_host)]
 
 
 class ConfigProblems(ValueError):

@@ -13,7 +13,7 @@ from adapters.jsonmap.config import MappingSection, at_least_one
 from adapters.jsonmap.templates import FieldRef, check_literals, field_ref
 from adapters.jsonmap.templates import parse_template as parse_placeholders
 from gateway.adapter_api import AdapterConfig
-from gateway.configbase import Field
+from gateway.configbase import Field, Host
 from gateway.ngsi.identifiers import check_entity_type
 from gateway.secrets import SecretRef
 from gateway.tls import TlsSection
@@ -142,7 +142,7 @@ def _check_client_id(v: str | None) -> str | None:
 
 
 class MqttAdapterConfig(AdapterConfig):
-    host: str = Field(default="127.0.0.1", min_length=1)
+    host: Host = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=1883, ge=1, le=65535)
     client_id: Annotated[str | None, AfterValidator(_check_client_id)] = Field(
         default=None, description="default edgegw-<gateway id>-<adapter name>"

@@ -33,6 +33,12 @@ oversized PUBLISH is skipped unread and handed to `on_too_large` (a `TooLarge`: 
 to be counted and acknowledged like any message, else a QoS 1 one would come back after every
 reconnect; without `on_too_large` it is a wire error too.
 
+The other way round, a v5 broker's CONNACK may set its own Maximum Packet Size (`maximum_packet_size`):
+a PUBLISH or SUBSCRIBE larger than that is not sent (MQTT-3.2.2-15; mosquitto answers it with
+DISCONNECT 0x95, and a QoS 1 message would come back after every reconnect) but refused with
+`TooLargeForBroker`, a ValueError: the message is at fault, not the connection, so it is no
+`MqttClientError`. Its users size what they send by `maximum_packet_size` so that it does not happen.
+
 Why its own client: aiomqtt's publish() does not return the v5 PUBACK reason code, and reading it
 meant reaching into its private paho client; the southbound adapter's own transport already
 outran a bare paho subscriber. Every foreign exception (OSError, ssl.SSLError, timeouts) leaving
@@ -89,6 +95,7 @@ __all__ = [
     "OnMessage",
     "OnPublish",
     "OnTooLarge",
+    "TooLargeForBroker",
 ]
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -116,6 +123,18 @@ class ConnectRefused(ConnectFailed):
 
 class ConnectionLost(MqttClientError):
     """The connection went while something waited on it."""
+
+
+class TooLargeForBroker(ValueError):
+    """A packet over the broker's Maximum Packet Size (from its CONNACK), not sent; the connection goes on."""
+
+    def __init__(self, kind: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"mqtt: the broker takes packets of at most {limit} bytes (the Maximum Packet Size in its CONNACK), "
+            f"got a {kind} of {size} bytes; not sent"
+        )
+        self.size = size
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,6 +266,7 @@ class MqttClient:
         # caller stopped waiting still counts: the broker counts it until it answers). Publishes that
         # find it full wait in `_room_waiters`, first come first served.
         self._window = settings.max_inflight
+        self._broker_max = MAX_PACKET_BYTES  # the broker's Maximum Packet Size, once its CONNACK came
         self._room_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._last_write = 0.0
         self._last_read = 0.0
@@ -302,7 +322,7 @@ class MqttClient:
             self._abort("no CONNACK")
             raise ConnectFailed(f"no answer from {s.host}:{s.port} within {s.connect_timeout_s:g} s") from None
         except (OSError, ssl.SSLError) as exc:
-            reason = _os_reason(exc)
+            reason = _os_reason(exc, s.host)
             self._abort(reason)
             raise ConnectFailed(reason) from None
         except ConnectionLost as exc:
@@ -319,6 +339,7 @@ class MqttClient:
             raise ConnectRefused(connack.reason)
         self.session_present = connack.session_present
         self._window = min(s.max_inflight, connack.receive_maximum)
+        self._broker_max = min(MAX_PACKET_BYTES, connack.maximum_packet_size)
         if s.keepalive_s:
             self._keepalive = asyncio.create_task(self._keep_alive(), name=f"mqtt-keepalive:{s.client_id}")
         return connack
@@ -365,9 +386,10 @@ class MqttClient:
         (done at once for QoS 0). ConnectionLost if there is no connection."""
         if qos == 0:
             self._check()
-            self._write(
-                encode_publish(topic, payload, qos=0, retain=retain, v5=self.settings.v5, properties=properties)
-            )
+            packet = encode_publish(topic, payload, qos=0, retain=retain, v5=self.settings.v5, properties=properties)
+            if len(packet) > self._broker_max:
+                raise TooLargeForBroker("PUBLISH", len(packet), self._broker_max)
+            self._write(packet)
             done: asyncio.Future[int] = self._loop.create_future()
             done.set_result(0)
             return done
@@ -387,6 +409,12 @@ class MqttClient:
         return self._publish_qos1(topic, payload, retain, properties)
 
     @property
+    def maximum_packet_size(self) -> int:
+        """The largest packet the broker takes: its CONNACK's Maximum Packet Size, or MQTT's own largest
+        (also before the CONNACK and for 3.1.1, which cannot say). Larger publishes raise TooLargeForBroker."""
+        return self._broker_max
+
+    @property
     def window(self) -> int:
         """QoS 1 publishes that may wait for their PUBACK at a time: `max_inflight`, or the broker's
         Receive Maximum if its CONNACK set a lower one (a client must not send more, MQTT-3.3.4-7)."""
@@ -400,13 +428,14 @@ class MqttClient:
     def _publish_qos1(self, topic: str, payload: bytes, retain: bool, properties: bytes) -> asyncio.Future[int]:
         self._check()
         packet_id = self._packet_id(self._acks)
+        packet = encode_publish(
+            topic, payload, qos=1, packet_id=packet_id, retain=retain, v5=self.settings.v5, properties=properties
+        )
+        if len(packet) > self._broker_max:  # before the packet id is taken: nothing waits on it
+            raise TooLargeForBroker("PUBLISH", len(packet), self._broker_max)
         fut: asyncio.Future[int] = self._loop.create_future()
         self._acks[packet_id] = fut
-        self._write(
-            encode_publish(
-                topic, payload, qos=1, packet_id=packet_id, retain=retain, v5=self.settings.v5, properties=properties
-            )
-        )
+        self._write(packet)
         return fut
 
     async def _room(self) -> None:
@@ -445,9 +474,12 @@ class MqttClient:
         until the connection ends)."""
         self._check()
         packet_id = self._packet_id(self._subacks)
+        packet = encode_subscribe(packet_id, filters, v5=self.settings.v5)
+        if len(packet) > self._broker_max:
+            raise TooLargeForBroker("SUBSCRIBE", len(packet), self._broker_max)
         fut: asyncio.Future[SubAck] = self._loop.create_future()
         self._subacks[packet_id] = fut
-        self._write(encode_subscribe(packet_id, filters, v5=self.settings.v5))
+        self._write(packet)
         try:
             async with asyncio.timeout(timeout):
                 return (await fut).reasons
@@ -653,8 +685,11 @@ class MqttClient:
             self._connack.exception()  # connect() may have stopped waiting (timeout): nothing else will read it
 
 
-def _os_reason(exc: OSError) -> str:
-    """`[Errno 111] Connection refused`: asyncio words a refused connect as "Connect call failed (address)"."""
+def _os_reason(exc: OSError, host: str) -> str:
+    """`[Errno 111] Connection refused`: asyncio words a refused connect as "Connect call failed (address)".
+    A name that does not resolve says so: its code is getaddrinfo's (EAI_*), which os.strerror does not know."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host}: {exc.strerror or exc}"
     if isinstance(exc, ssl.SSLError) or not exc.errno:
         return str(exc) or type(exc).__name__
     return f"[Errno {exc.errno}] {os.strerror(exc.errno)}"

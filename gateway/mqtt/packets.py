@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from gateway.errors import DeviceProtocolError
@@ -62,6 +62,11 @@ class ConnAck:
     # v5: QoS 1 publishes the broker takes unacknowledged at a time (its Receive Maximum); 65,535 when
     # it set none (and for 3.1.1). A client must not send more (MQTT-3.3.4-7): stock mosquitto says 20.
     receive_maximum: int = 65_535
+    # v5: the largest packet the broker takes (its Maximum Packet Size, mosquitto's max_packet_size);
+    # MQTT's own largest when it set none. A client must not send a larger one (MQTT-3.2.2-15): the broker
+    # answers DISCONNECT 0x95 and the message comes back after every reconnect. Left out of ==: ConnAck
+    # values were compared whole before it existed, so a test wanting it compares it by name.
+    maximum_packet_size: int = field(default=MAX_PACKET_BYTES, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -382,6 +387,7 @@ _PROPERTY_SIZES = {
 }  # fmt: skip
 _USER_PROPERTY = 0x26
 _RECEIVE_MAXIMUM = 0x21
+_MAXIMUM_PACKET_SIZE = 0x27
 _PUBLISH_PROPERTIES = frozenset({0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26})
 _CONNACK_PROPERTIES = frozenset(
     {0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2A}
@@ -478,25 +484,30 @@ def _props_end(body: bytes, p: int) -> tuple[int, int]:
         shift += 7
 
 
-def _receive_maximum(body: bytes) -> int:
-    """The Receive Maximum in a v5 CONNACK's body, 65,535 if absent; MqttWireError if its properties are malformed."""
-    found = 65_535
+def _connack_limits(body: bytes) -> tuple[int, int]:
+    """(Receive Maximum, Maximum Packet Size) in a v5 CONNACK's body, 65,535 and MAX_PACKET_BYTES where
+    absent; MqttWireError if its properties are malformed."""
+    receive_maximum, packet_size = 65_535, MAX_PACKET_BYTES
     try:
         start, end = _props_end(body, 2) if len(body) > 2 else (2, 2)
         after = start  # past the last property read: the block must end exactly there
         for ident, at, past in _property_values(body, start, end, _CONNACK_PROPERTIES):
             after = past
             if ident == _RECEIVE_MAXIMUM:
-                found = (body[at] << 8) | body[at + 1]
-                if not found:
+                receive_maximum = (body[at] << 8) | body[at + 1]
+                if not receive_maximum:
                     raise MqttWireError("mqtt: malformed CONNACK, got Receive Maximum 0")
+            elif ident == _MAXIMUM_PACKET_SIZE:
+                packet_size = struct.unpack_from("!I", body, at)[0]
+                if not packet_size:  # MQTT 5 §3.2.2.3.6: a protocol error
+                    raise MqttWireError("mqtt: malformed CONNACK, got Maximum Packet Size 0")
         if after != end or end > len(body):
             raise IndexError
     except _UnknownProperty as exc:
         raise MqttWireError(f"mqtt: malformed CONNACK, got an unknown property 0x{exc.ident:02X}") from None
-    except IndexError:
+    except (IndexError, struct.error):
         raise MqttWireError(f"mqtt: malformed CONNACK properties, got {bytes(body)!r}") from None
-    return found
+    return receive_maximum, packet_size
 
 
 def _whole(packet: bytes, kind: int) -> bytes:
@@ -743,7 +754,13 @@ class PacketReader:
                 return ConnAck(
                     session_present=bool(body[0] & 1), reason=_V311_CONNACK.get(body[1], 0x80 if body[1] else 0)
                 )
-            return ConnAck(session_present=bool(body[0] & 1), reason=body[1], receive_maximum=_receive_maximum(body))
+            receive_maximum, packet_size = _connack_limits(body)
+            return ConnAck(
+                session_present=bool(body[0] & 1),
+                reason=body[1],
+                receive_maximum=receive_maximum,
+                maximum_packet_size=packet_size,
+            )
         if kind == SUBACK:
             if len(body) < 3:
                 raise MqttWireError(f"mqtt: SUBACK too short, got {body!r}")

@@ -21,6 +21,10 @@ most `REFUSAL_REPLIES` tasks besides; beyond, a refusal goes unanswered (counted
 the command expire, which is what a busy gateway means to it. A busy spell, a run of malformed
 messages and a run of results the broker did not take are each logged once at WARNING, and their end
 once at INFO with the count; the rest at DEBUG and in the counters.
+
+An answer over the broker's Maximum Packet Size (an MQTT 5 broker's CONNACK may set one; no packet
+may exceed it) is sent without its text: `OK: ` or `ERROR: ` and why the text was left out, so the
+agent still learns how the command ended (counter `results_shortened`, a WARNING the first time).
 """
 
 from __future__ import annotations
@@ -38,13 +42,14 @@ from gateway.adapter_api import AdapterContext
 from gateway.backoff import Backoff
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import StateLog, component_logger
-from gateway.mqtt.client import ClientSettings, Message, MqttClient, MqttClientError
+from gateway.mqtt.client import ClientSettings, Message, MqttClient, MqttClientError, TooLargeForBroker
 from gateway.mqtt.packets import SUBACK, PacketTooLarge, TooLarge, reason_text
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import encode_percent
 from gateway.records import Command, CommandResult
 from gateway.secrets import resolve
 from gateway.uplinks.mqtt.config import (
+    COMMAND_CLIENT_SUFFIX,
     MqttFormat,
     MqttProtocol,
     MqttUplinkConfig,
@@ -235,6 +240,7 @@ class CommandListenerCounters:
     unanswered: int = 0  # busy or malformed, and no result sent: REFUSAL_REPLIES results were waiting already
     results_published: int = 0
     results_lost: int = 0
+    results_shortened: int = 0  # sent without their text: over the broker's maximum packet size
     reconnects: int = 0
 
 
@@ -284,7 +290,7 @@ class MqttCommandListener:
         self.name = config.name
         self.apikeys = apikeys
         self.format = config.format
-        self.client_id = (config.client_id or f"edgegw-{context.gateway_id}-{config.name}") + "-cmd"
+        self.client_id = config.effective_client_id(context.gateway_id) + COMMAND_CLIENT_SUFFIX
         self.port = config.port or (8883 if config.tls else 1883)
         self.topics = tuple(topic for apikey in apikeys for topic in command_topics(apikey, self.format))
         self.counters = CommandListenerCounters()
@@ -310,6 +316,7 @@ class MqttCommandListener:
         self._seq = 0
         self._id_base = f"{config.name}-{int(time.time())}"
         self._stale_logged = False
+        self._shortened_logged = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -532,16 +539,10 @@ class MqttCommandListener:
                 self.counters.ok += 1
             else:
                 self.counters.failed += 1
-        messages = result_messages(
-            device_id,
-            results,
-            apikey=apikey,
-            fmt=self.format,
-            style=self.config.topic_style,
-            encoding=self.config.value_encoding,
-        )
-        for topic, payload in messages:
-            if await self._publish(topic, payload):
+        # one message a group: JSON answers a command message in one, UltraLight each command in its own
+        groups = [results] if self.format is MqttFormat.IOTA_JSON else [[r] for r in results]
+        for group in groups:
+            if await self._publish_results(apikey, device_id, group):
                 self.counters.results_published += 1
                 if self._unpublished.failing:
                     self._unpublished.ok("results reach the broker again; %d lost before", self._unpublished_count)
@@ -559,8 +560,44 @@ class MqttCommandListener:
             ):
                 self._log.debug("result for device %s not published either", device_id)
 
+    def _result_message(self, apikey: str, device_id: str, results: list[tuple[str, bool, str]]) -> tuple[str, bytes]:
+        [message] = result_messages(
+            device_id,
+            results,
+            apikey=apikey,
+            fmt=self.format,
+            style=self.config.topic_style,
+            encoding=self.config.value_encoding,
+        )
+        return message
+
+    async def _publish_results(self, apikey: str, device_id: str, results: list[tuple[str, bool, str]]) -> bool:
+        """Publish one answer message; over the broker's maximum packet size, again without its texts."""
+        topic, payload = self._result_message(apikey, device_id, results)
+        try:
+            return await self._publish(topic, payload)
+        except TooLargeForBroker as exc:
+            self.counters.results_shortened += 1
+            level = logging.DEBUG if self._shortened_logged else logging.WARNING
+            self._shortened_logged = True
+            self._log.log(level, "result for device %s sent without its text: %s", device_id, exc)
+            short = [
+                (
+                    name,
+                    ok,
+                    f"result text of {len(info)} characters left out: over the maximum packet size of the broker",
+                )
+                for name, ok, info in results
+            ]
+            topic, payload = self._result_message(apikey, device_id, short)
+            try:
+                return await self._publish(topic, payload)
+            except TooLargeForBroker:
+                return False
+
     async def _publish(self, topic: str, payload: bytes) -> bool:
-        """Publish at QoS 1, across a reconnect if one happens before the ack timeout; False if it never went."""
+        """Publish at QoS 1, across a reconnect if one happens before the ack timeout; False if it never went.
+        TooLargeForBroker if the broker's maximum packet size leaves no room for it."""
         deadline = time.monotonic() + self.config.ack_timeout_s
         while True:
             left = deadline - time.monotonic()

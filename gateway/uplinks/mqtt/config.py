@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationInfo, field_validator, model_validator
 
-from gateway.configbase import Field, Section
+from gateway.configbase import Field, Host, Section
 from gateway.ngsi import identifiers, iota
 from gateway.ngsi.config import ValueEncoding
 from gateway.secrets import SecretRef
@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 DEFAULT_SEQUENCE_ATTRIBUTE = "edgegwSeq"
+COMMAND_CLIENT_SUFFIX = "-cmd"  # the command listener's client id: the uplink's and this
 DEFAULT_STATUS_TOPIC = "edgegw/{gateway_id}/{uplink}/status"
 
 
@@ -110,7 +111,7 @@ class ApikeyRule(Section):
 class MqttUplinkConfig(UplinkConfig):
     """An `[[uplinks]]` entry of type `mqtt`."""
 
-    host: str = Field(min_length=1)
+    host: Host = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535, description="default 1883, or 8883 with tls")
     protocol: MqttProtocol = MqttProtocol.V5
     client_id: str | None = Field(default=None, min_length=1, max_length=128)
@@ -233,15 +234,30 @@ class MqttUplinkConfig(UplinkConfig):
     def render_status_topic(self, gateway_id: str) -> str:
         return self.status_topic.format(gateway_id=gateway_id, uplink=self.name)
 
+    def effective_client_id(self, gateway_id: str) -> str:
+        """The client id the uplink connects with: `client_id`, or edgegw-<gateway id>-<name>."""
+        return self.client_id or f"edgegw-{gateway_id}-{self.name}"
+
+    def client_ids(self, gateway_id: str) -> tuple[tuple[str, bool], ...]:
+        """(client id, whether the command listener connects with it) of each connection the uplink makes to
+        its broker: its own, and with commands on its listener's (`<client id>-cmd`, commands.py)."""
+        own = self.effective_client_id(gateway_id)
+        if self.commands is CommandMode.ON:
+            return ((own, False), (own + COMMAND_CLIENT_SUFFIX, True))
+        return ((own, False),)
+
     @classmethod
     def check_together(cls, sections: Sequence[tuple[int, UplinkConfig]], gateway_id: str) -> list[str]:
-        """Errors between `mqtt` uplinks: two on one broker must not share a retained status topic."""
+        """Errors between `mqtt` uplinks on one broker: they must not share a retained status topic, nor a
+        client id (a broker keeps one connection per client id: each would take the other's over)."""
         seen: dict[tuple[tuple[str, int], str], int] = {}
+        ids: dict[tuple[tuple[str, int], str], tuple[int, str]] = {}  # -> (index, who connects with it)
         errors: list[str] = []
         for i, section in sections:
             if not isinstance(section, MqttUplinkConfig):
                 continue
-            key = (section.broker_key(), section.render_status_topic(gateway_id))
+            broker = section.broker_key()
+            key = (broker, section.render_status_topic(gateway_id))
             if key in seen:
                 errors.append(
                     f"uplinks[{i}].status_topic: must differ from uplinks[{seen[key]}].status_topic on the same "
@@ -249,4 +265,16 @@ class MqttUplinkConfig(UplinkConfig):
                     "put {uplink} in the template"
                 )
             seen.setdefault(key, i)
+            for client_id, listener in section.client_ids(gateway_id):
+                who = f'uplinks[{i}] ("{section.name}")'
+                if listener:
+                    who = "the command listener of " + who
+                first = ids.setdefault((broker, client_id), (i, who))
+                if first[0] != i:
+                    errors.append(
+                        f"uplinks[{i}].client_id: must differ from the client id of every other connection to "
+                        f'broker {broker[0]}:{broker[1]}, got "{client_id}" for {first[1]} and for {who}; the '
+                        "broker keeps one connection per client id, so each would take the other's session "
+                        "over; set client_id on one of them"
+                    )
         return errors

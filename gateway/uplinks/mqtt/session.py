@@ -14,7 +14,12 @@ from gateway.mqtt.packets import PUBACK, reason_text
 from gateway.tls import client_context
 from gateway.uplinks.mqtt.config import MqttUplinkConfig
 
-__all__ = ["PubAckCode", "Session", "tls_context"]
+__all__ = ["PACKET_TOO_LARGE", "PubAckCode", "Session", "tls_context"]
+
+# mosquitto answers a QoS 1 message over its message_size_limit with PUBACK 0x95, a code MQTT 5's table
+# of PUBACK codes does not list (reason_text follows that table, as paho does, and would say "reason
+# code 0x95"): named here, where the uplink reads it.
+PACKET_TOO_LARGE = 0x95
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +33,8 @@ class PubAckCode:
         return self.value >= 0x80
 
     def __str__(self) -> str:
+        if self.value == PACKET_TOO_LARGE:
+            return "Packet too large"
         return reason_text(PUBACK, self.value)
 
 
@@ -72,6 +79,11 @@ class Session:
     def publish_now(self, topic: str, payload: bytes, *, retain: bool, properties: bytes) -> asyncio.Future[int] | None:
         """`start_publish` while the client's in-flight window has room, without a coroutine; None when it is full."""
         return self.client.publish_now(topic, payload, retain=retain, properties=properties)
+
+    @property
+    def maximum_packet_size(self) -> int:
+        """The broker's Maximum Packet Size (MQTT's largest if its CONNACK set none): see MqttClient."""
+        return self.client.maximum_packet_size
 
     def corked(self) -> _Corked:
         """Publishes started inside go out in one write when it ends (see MqttClient.cork)."""

@@ -10,6 +10,16 @@ For the IoT Agent formats a message is also sized for what the agent makes of it
 per message, which must stay under Orion's limit (gateway/ngsi/agent_request.py); and with
 `[uplinks.confirm]` a record is DELIVERED only once Orion shows its entity arrived
 (confirm.py), one message per entity at a time.
+
+Sizes the broker sets: an MQTT 5 broker's CONNACK may carry a Maximum Packet Size, which no PUBLISH
+may exceed (the broker drops the connection, and the message would come back after every
+reconnect): messages are planned within it on that connection, and a reading whose message alone
+would be larger is REJECTED. A broker's `message_size_limit` is said nowhere; it refuses a message
+over it with PUBACK 0x95. A message of several readings so refused is RETRY, and from then on, for
+as long as the uplink runs, messages are packed to half its size at most (down to one reading a
+message): a broker that drops the connection after such a refusal (mosquitto does with
+`max_queued_messages 0`) would otherwise be sent the same message at every reconnect. One reading
+refused so is REJECTED.
 """
 
 from __future__ import annotations
@@ -35,8 +45,9 @@ from gateway.mqtt.client import (
     ConnectFailed,
     ConnectRefused,
     MqttClient,
+    TooLargeForBroker,
 )
-from gateway.mqtt.packets import CONNACK, Will, reason_text
+from gateway.mqtt.packets import CONNACK, MAX_PACKET_BYTES, Will, reason_text
 from gateway.ngsi import agent_request, iota
 from gateway.ngsi.v2 import to_v2_entity
 from gateway.records import Reading, iso_utc, utc_now
@@ -60,22 +71,27 @@ from gateway.uplinks.mqtt.config import (
 )
 from gateway.uplinks.mqtt.confirm import OrionConfirmer
 from gateway.uplinks.mqtt.planning import (
+    BROKER_MAX_PACKET,
+    MAX_MESSAGE_BYTES,
     TOPIC_CACHE_MAX,
     AgentLimit,
     Message,
+    PacketRoom,
     Part,
     PropertyPacker,
     check_topic,
     pack_parts,
+    packet_overhead,
 )
-from gateway.uplinks.mqtt.session import PubAckCode, Session, tls_context
+from gateway.uplinks.mqtt.session import PACKET_TOO_LARGE, PubAckCode, Session, tls_context
 from gateway.uplinks.seqs import seq_ranges
 
 __all__ = ["MqttCounters", "MqttUplink"]
 
 # PUBACK codes that condemn the message itself; others (quota, not authorized, unspecified) are the
-# broker's state or configuration and clear up without touching the record, so they retry.
-_PERMANENT_CODES = {0x90, 0x95, 0x99}  # topic name invalid, packet too large, payload format invalid
+# broker's state or configuration and clear up without touching the record, so they retry. "Packet
+# too large" (0x95) condemns a message of one reading only: several are sent again in smaller messages.
+_PERMANENT_CODES = {0x90, 0x99}  # topic name invalid, payload format invalid
 # CONNACK reason codes (the codec gives an MQTT 3.1.1 return code as the MQTT 5 code that means the same)
 # and a PUBACK's "not authorized": the broker refuses this gateway's settings (protocol, client id,
 # credentials, ACL). Nothing gets through until someone fixes them, so the uplink says `refused`, at
@@ -145,7 +161,7 @@ class MqttUplink(Lifecycle):
         self._context = context
         self._log = component_logger("gateway.uplinks.mqtt", config.name)  # the family's name, not the module's
         self._client_log = component_logger("gateway.uplinks.mqtt.client", config.name)  # the MQTT client's lines
-        self.client_id = config.client_id or f"edgegw-{context.gateway_id}-{config.name}"
+        self.client_id = config.effective_client_id(context.gateway_id)
         self.status_topic = config.render_status_topic(context.gateway_id)
         self.port = config.port or (8883 if config.tls else 1883)
         self.counters = MqttCounters()
@@ -190,6 +206,9 @@ class MqttUplink(Lifecycle):
         self._refused = False  # the broker's last CONNACK refused our settings (credentials, client id)
         self._lock = asyncio.Lock()
         self._commands: MqttCommandListener | None = None
+        # payload bytes a message is packed to at most since the broker refused a larger one as too large
+        # (PUBACK 0x95); None until it does. Kept while the uplink runs: see the module docstring.
+        self._learned_limit: int | None = None
         # (topic, what the agent adds per entity to its Orion request) by the reading fields that decide them
         self._topics: dict[object, tuple[str, int]] = {}
         used = iota.template_fields(config.topic if config.format is MqttFormat.NGSI_V2 else config.device_id)
@@ -264,7 +283,7 @@ class MqttUplink(Lifecycle):
             if session is None:
                 return
             if not session.lost.done():
-                with contextlib.suppress(ConnectionError, TimeoutError):
+                with contextlib.suppress(ConnectionError, TimeoutError, TooLargeForBroker):
                     await session.publish(
                         self.status_topic,
                         self._status("offline", "closed"),
@@ -350,8 +369,11 @@ class MqttUplink(Lifecycle):
             # str(TimeoutError()) is empty: say what timed out
             self._mark_down(f"status publish failed: {str(exc) or f'no PUBACK within {cfg.ack_timeout_s:g} s'}")
             return None
-        if code.is_failure:
-            self._log.warning("broker refused the status message on %s: %s", self.status_topic, code)
+        except TooLargeForBroker as exc:  # a broker whose limit is below ~200 bytes: readings may still fit
+            self._log.warning("status message on %s not published: %s", self.status_topic, exc)
+        else:
+            if code.is_failure:
+                self._log.warning("broker refused the status message on %s: %s", self.status_topic, code)
         if self._ever_connected:
             self.counters.reconnects += 1
         self._ever_connected = True
@@ -436,8 +458,21 @@ class MqttUplink(Lifecycle):
             return topic, iota.json_measure_bytes(reading, encoding=enc, sequence=self._sequence), entity
         return topic, iota.ul_group(reading, encoding=enc, sequence=self._sequence).encode(), entity
 
-    def _plan(self, batch: Sequence[Reading]) -> tuple[list[Message], dict[int, str]]:
-        """Messages for a batch (one per topic, split by size) and the records that cannot be sent."""
+    def _broker_packet_limit(self) -> int | None:
+        """The Maximum Packet Size of the live connection's broker; None without one, or if it set none."""
+        session = self._session
+        if session is None or session.lost.done() or session.maximum_packet_size >= MAX_PACKET_BYTES:
+            return None
+        return session.maximum_packet_size
+
+    def _packet_room(self, topic: str, limit: int) -> PacketRoom:
+        packer = self._packer
+        overhead = packet_overhead(topic, packer.fixed_bytes if packer is not None else 0)
+        return PacketRoom(limit=limit, overhead=overhead, seq_property=packer is not None)
+
+    def _plan(self, batch: Sequence[Reading], broker_limit: int | None = None) -> tuple[list[Message], dict[int, str]]:
+        """Messages for a batch (one per topic, split by size) and the records that cannot be sent;
+        `broker_limit`: the Maximum Packet Size of the broker they go to, if it announced one."""
         cfg = self.config
         rejected: dict[int, str] = {}
         by_topic: dict[str, list[Part]] = {}
@@ -467,15 +502,29 @@ class MqttUplink(Lifecycle):
                 # The agents apply a multi-measure in array order; Orion keeps the last one as current.
                 # Sorted by (observed_at, index): the index is unique, so the bytes are never compared.
                 items.sort()
-            chunks, too_big = pack_parts(items, limit=cfg.max_message_bytes, size=size, weight=weight, agent=agent)
+            chunks, too_big = pack_parts(
+                items,
+                limit=cfg.max_message_bytes,
+                size=size,
+                weight=weight,
+                agent=agent,
+                packet=None if broker_limit is None else self._packet_room(topic, broker_limit),
+                target=self._learned_limit,
+            )
             for part, key, n in too_big:
                 index = part[1]
                 entity_id = batch[index].entity_id
-                if key == "max_message_bytes":
+                if key == MAX_MESSAGE_BYTES:
                     rejected[index] = (
                         f"{entity_id}: message of {n} bytes exceeds max_message_bytes {cfg.max_message_bytes}, "
                         "got one reading too large to send; raise max_message_bytes (within the broker's limit) "
                         "or split the reading at the source"
+                    )
+                elif key == BROKER_MAX_PACKET:
+                    rejected[index] = (
+                        f"{entity_id}: the broker takes MQTT packets of at most {broker_limit} bytes (the "
+                        f"Maximum Packet Size of its CONNACK), got one reading whose message alone would be "
+                        f"up to {n} bytes; raise the broker's max_packet_size or split the reading at the source"
                     )
                 else:
                     rejected[index] = (
@@ -524,10 +573,8 @@ class MqttUplink(Lifecycle):
         """One Outcome per record, in order; DELIVERED only after the broker's PUBACK. Never raises for delivery."""
         async with self._lock:
             outcomes: list[Outcome | None] = [None] * len(batch)
-            messages, rejected = self._plan(batch)
-            for i, reason in rejected.items():
-                outcomes[i] = Outcome(Status.REJECTED, reason)
-            self.counters.rejected += len(rejected)
+            planned_for = self._broker_packet_limit()
+            messages, rejected = self._plan(batch, planned_for)
             if messages:
                 if self._session is not None and self._session.lost.done():
                     # dropped while idle (already logged by the watch): reconnect now rather than fail a batch
@@ -536,6 +583,14 @@ class MqttUplink(Lifecycle):
                 if self._session is None:
                     self._prepare()
                     self._session = await self._connect()
+                if (limit := self._broker_packet_limit()) != planned_for:
+                    # the CONNACK just received set another Maximum Packet Size: plan by it (without a
+                    # connection none applies, and what was planned goes back to the buffer anyway)
+                    messages, rejected = self._plan(batch, limit)
+            for i, reason in rejected.items():
+                outcomes[i] = Outcome(Status.REJECTED, reason)
+            self.counters.rejected += len(rejected)
+            if messages:
                 if self._session is None:
                     verb = "refused the connection" if self._refused else "unreachable"
                     retry = Outcome(
@@ -659,6 +714,10 @@ class MqttUplink(Lifecycle):
                             results[nxt:] = [exc] * (count - nxt)  # gone: none of them was sent
                             nxt = count
                             break
+                        except TooLargeForBroker as exc:  # planned within the broker's limit: never, but not sent
+                            results[nxt] = exc
+                            nxt += 1
+                            continue
                         if fut is None:
                             break  # the window is full: PUBACKs make room
                         track(fut, nxt)
@@ -675,6 +734,10 @@ class MqttUplink(Lifecycle):
                     except ConnectionError as exc:
                         results[nxt:] = [exc] * (count - nxt)
                         break
+                    except TooLargeForBroker as exc:
+                        results[nxt] = exc
+                        nxt += 1
+                        continue
                     except TimeoutError as exc:
                         results[nxt] = exc  # the broker answered nothing for ack_timeout_s: a stale session
                         break
@@ -717,6 +780,8 @@ class MqttUplink(Lifecycle):
             if isinstance(result, PubAckCode):
                 if not result.is_failure:
                     outcome = DELIVERED
+                elif result.value == PACKET_TOO_LARGE:
+                    outcome = self._too_large(message, f"PUBACK {result.value:#04x} {result}")
                 elif result.value in _PERMANENT_CODES:
                     outcome = Outcome(
                         Status.REJECTED,
@@ -731,6 +796,8 @@ class MqttUplink(Lifecycle):
                         f"{message.topic}: broker refused the message for now, got PUBACK {result.value:#04x} {result}",
                         fault,
                     )
+            elif isinstance(result, TooLargeForBroker):
+                outcome = self._too_large(message, str(result))
             elif isinstance(result, TimeoutError):
                 stale = True
                 outcome = Outcome(Status.RETRY, f"no PUBACK within {cfg.ack_timeout_s} s")
@@ -750,3 +817,36 @@ class MqttUplink(Lifecycle):
             await session.close()
             if stale:
                 self._mark_down(f"no PUBACK within {cfg.ack_timeout_s} s, connection dropped")
+
+    def _too_large(self, message: Message, refusal: str) -> Outcome:
+        """The outcome of a message the broker refused as too large: a reading alone is at fault (REJECTED);
+        several are sent again, and messages are packed smaller from now on (see the module docstring)."""
+        size, count = len(message.payload), len(message.indices)
+        if count == 1:
+            self.counters.rejected += 1
+            return Outcome(
+                Status.REJECTED,
+                f"{message.topic}: broker refused a message of one reading ({size} bytes) as too large, got "
+                f"{refusal}; raise the broker's message_size_limit (or max_packet_size) or split the reading at "
+                "the source",
+            )
+        limit = size // 2
+        if self._learned_limit is None or limit < self._learned_limit:
+            level = logging.WARNING if self._learned_limit is None else logging.DEBUG
+            self._learned_limit = limit
+            self._log.log(
+                level,
+                "broker refused a message of %d readings (%d bytes) as too large (%s); packing messages of at "
+                "most %d bytes from now on, while this uplink runs; set max_message_bytes below the broker's "
+                "message_size_limit",
+                count,
+                size,
+                refusal,
+                limit,
+            )
+        return Outcome(
+            Status.RETRY,
+            f"{message.topic}: broker refused a message of {count} readings ({size} bytes) as too large, got "
+            f"{refusal}; sending them again in messages of at most {self._learned_limit} bytes",
+            Fault.TRANSIENT,
+        )
