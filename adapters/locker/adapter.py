@@ -15,6 +15,15 @@ control socket (`Command.uplink == "control"`), i.e. the box's own pages and CLI
 A result's `info` is a short English line, or JSON for `assign` and `grid`; a refusal starts with a
 stable reason word (`busy:`, `locked:`, `wrong_code:` …) that the pages map to their own text.
 
+A kiosk code opens the door once. The assignment is stored `opened` before the unlock is sent, and
+the code stays until the door is seen open: an unlock whose outcome is not known (no status after
+it, the line failing once it was sent, a kill) leaves the row so, the patron is told the door may
+have opened (`unconfirmed:`), and the board's next statuses decide: the door seen open spends the
+code (its closing is then the pickup); not seen open in `UNSEEN_STATUSES` statuses and
+`UNSEEN_AFTER_S` seconds after the unlock (after a start, for rows a crash left so: after the start)
+gives the code back. Only an unlock known not to have opened the door (never sent, or the lock still
+reads locked) gives it back at once.
+
 The patron's e-mail address leaves the box only in the pickup event's `patron` attribute, and by
 default (`[adapters.pickup] patron = "token"`) as a `pz1:` token made here by the processing stage's
 own pseudonymize processor, before the reading is emitted; `"clear"` sends the address itself.
@@ -25,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +43,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from adapters.locker.bus import Board, BoardState, LinkError, LockerBus
+from adapters.locker.bus import Board, BoardState, LinkError, LockerBus, RequestNotSent
 from adapters.locker.codec import BoardStatus
 from adapters.locker.config import LockerConfig, PatronAddress
 from adapters.locker.notice import pickup_mail
@@ -67,6 +77,11 @@ PATRON = "patron"  # the pickup event's attribute with the patron's e-mail addre
 _EMAIL_MAX = 254
 _REFERENCE_MAX = 64
 _UNLOCK_GRACE_S = 10.0  # a door that opens this soon after our own unlock was opened by us
+# An unlock whose outcome is not known: a released door springs open and shows so in the next status
+# the board answers; one read locked in this many statuses (one lost or garbled reply is no answer) and
+# for this long after the unlock (the window in which an opening counts as ours) did not open.
+UNSEEN_STATUSES = 3
+UNSEEN_AFTER_S = _UNLOCK_GRACE_S
 
 
 @dataclass(slots=True, kw_only=True)
@@ -82,6 +97,18 @@ class _Compartment:
     opened_mono: float | None = None  # when the door was seen open (monotonic)
     open_alerted: bool = False
     unlocked_mono: float = -1e9  # when we last pulsed it open
+    unseen: int | None = None  # the assignment whose code was used and whose door has not been seen open since
+    unseen_since: float = math.inf  # monotonic: since when (inf while its unlock is still under way)
+    unseen_locked: int = 0  # statuses since then that read the door locked
+
+
+@dataclass(frozen=True, slots=True)
+class _Unlocked:
+    """What an unlock attempt is known to have done: `opened` True (seen open), False (the door did not open:
+    refused, never sent, the lock still locked) or None (not known), and the reason when it is not True."""
+
+    opened: bool | None
+    reason: str = ""
 
 
 class LockerAdapter:
@@ -173,6 +200,11 @@ class LockerAdapter:
         if self._patron is None:
             self._log.info('pickup events carry the patron\'s e-mail address in clear (pickup.patron = "clear")')
         try:
+            for a in await asyncio.to_thread(store.unconfirmed):
+                # killed between a code check and seeing its door open: the statuses from now on decide
+                unseen = self.compartments.get(a.label)
+                if unseen is not None:
+                    unseen.unseen, unseen.unseen_since = a.id, self._mono()
             # the platform (and the command router) learn every compartment at once, in one commit group
             await self._publish_many(list(self.compartments.values()))
             for a in await asyncio.to_thread(
@@ -229,6 +261,9 @@ class LockerAdapter:
         offline cost 48 commits in a row, ~0.5 s on an SD card, during which no other board on the
         line was polled and a door change there waited that long on top of the poll interval.
         """
+        for c in self._on_board[board.name]:
+            if c.unseen is not None:  # every status counts, the usual unchanged one too
+                await self._unseen_door(c, status.lock(c.lock).locked)
         masks = (status.locked_mask, status.occupied_mask)
         if self._masks.get(board.name) == masks:
             return  # the usual poll: nothing changed on this board
@@ -257,6 +292,37 @@ class LockerAdapter:
                 # None: the first status since start; a door opened before a crash may have closed meanwhile
                 await self._door_closed(c)
         await self._publish_many(changed, alerts)
+
+    async def _unseen_door(self, c: _Compartment, locked: bool) -> None:
+        """A status for a compartment whose code was used: the door open spends the code; read locked long
+        enough (UNSEEN_STATUSES, UNSEEN_AFTER_S), the code is given back."""
+        assert c.unseen is not None
+        if self.store is None:
+            return
+        assignment_id = c.unseen
+        if not locked:
+            c.unseen = None
+            if await asyncio.to_thread(self.store.seen_open, assignment_id) is not None:
+                self._log.info(
+                    "compartment %s: door seen open after its pickup code (assignment %d)", c.label, assignment_id
+                )
+            return
+        c.unseen_locked += 1
+        waited = self._mono() - c.unseen_since
+        if c.unseen_locked < UNSEEN_STATUSES or waited < UNSEEN_AFTER_S:
+            return
+        c.unseen = None
+        if await asyncio.to_thread(self.store.give_back, assignment_id) is None:
+            return  # decided meanwhile (cancelled by staff)
+        self._log.warning(
+            "compartment %s: the door was not seen open in %d statuses over %.0f s after its pickup code was used"
+            " (assignment %d); the code works again",
+            c.label,
+            c.unseen_locked,
+            waited,
+            assignment_id,
+        )
+        await self._publish(c)
 
     async def _door_closed(self, c: _Compartment) -> None:
         if self.store is None or c.occupied:
@@ -430,28 +496,30 @@ class LockerAdapter:
     def _result(command: Command, ok: bool, info: str) -> CommandResult:
         return CommandResult(command_id=command.command_id, ok=ok, info=info)
 
-    async def _open_door(self, c: _Compartment) -> str | None:
-        """Pulse the lock; None when the door is open afterwards, else the reason it is not."""
+    async def _open_door(self, c: _Compartment) -> _Unlocked:
+        """Pulse the lock; whether the door is open afterwards, known not to be, or not known (see `_Unlocked`)."""
         if c.board.state is not BoardState.ONLINE:
-            return f"offline: board {c.board.name} of compartment {c.label} does not answer"
+            return _Unlocked(False, f"offline: board {c.board.name} of compartment {c.label} does not answer")
         if c.locked is False:
-            return f"open: the door of compartment {c.label} is open already"
+            return _Unlocked(False, f"open: the door of compartment {c.label} is open already")
         c.unlocked_mono = self._mono()
         self.unlocks += 1
         try:
             status = await c.bus.unlock(c.board, c.lock)
+        except RequestNotSent as exc:
+            return _Unlocked(False, f"offline: {exc}")
         except LinkError as exc:
-            return f"offline: {exc}"
+            return _Unlocked(None, f"offline: {exc}")
         if status is None:
-            return f"offline: board {c.board.name} gave no status after the unlock"
+            return _Unlocked(None, f"offline: board {c.board.name} gave no status after the unlock")
         if status.lock(c.lock).locked:
-            return f"stuck: the door of compartment {c.label} did not open"
-        return None
+            return _Unlocked(False, f"stuck: the door of compartment {c.label} did not open")
+        return _Unlocked(True)
 
     async def _unlock(self, command: Command, c: _Compartment) -> CommandResult:
-        failed = await self._open_door(c)
-        if failed is not None:
-            return self._result(command, False, failed)
+        door = await self._open_door(c)
+        if not door.opened:
+            return self._result(command, False, door.reason)
         self._log.info("compartment %s: opened by command (via %s)", c.label, command.uplink or "-")
         return self._result(command, True, f"opened: compartment {c.label}")
 
@@ -513,6 +581,10 @@ class LockerAdapter:
             check, spent = await asyncio.to_thread(store.check_code, c.label, code)
         if check is CodeCheck.NO_CODE:
             return self._result(command, False, "no_code: no valid code for this compartment")
+        if check is CodeCheck.UNCONFIRMED:
+            return self._result(
+                command, False, _unconfirmed(c, "its code was used and the door has not been seen open yet")
+            )
         if check is not CodeCheck.OK:
             self._log.info("compartment %s: wrong pickup code (%s)", c.label, check.value)
             if check is CodeCheck.LOCKED:
@@ -524,13 +596,33 @@ class LockerAdapter:
                 if check is CodeCheck.WRONG
                 else "locked: too many wrong codes; ask the library",
             )
-        failed = await self._open_door(c)
-        if failed is not None:
+        assert spent is not None
+        # from here the statuses may see the door open (the unlock's own poll among them); none gives the
+        # code back before the unlock's outcome is in
+        c.unseen, c.unseen_since, c.unseen_locked = spent.id, math.inf, 0
+        try:
+            door = await self._open_door(c)
+        finally:
+            if c.unseen == spent.id:  # also when cancelled (a command's deadline): not known either
+                c.unseen_since, c.unseen_locked = self._mono(), 0
+        if door.opened is None and c.unseen is None:
+            door = _Unlocked(True)  # a status in between saw it open (`_unseen_door`; no give-back while under way)
+        if door.opened is None:
+            # the door may well be open: the code stays used, the next statuses decide
+            self._log.warning(
+                "compartment %s: right code, the unlock's outcome not known (%s); the next statuses decide",
+                c.label,
+                door.reason,
+            )
+            await self._publish(c)
+            return self._result(command, False, _unconfirmed(c, door.reason.removeprefix("offline: ")))
+        c.unseen = None
+        if not door.opened:
             # the code was right but the door did not open: give the patron the code back
-            self._log.warning("compartment %s: right code but %s", c.label, failed)
-            if spent is not None:
-                await asyncio.to_thread(store.unspend, spent.id, code)
-            return self._result(command, False, failed)
+            self._log.warning("compartment %s: right code but %s", c.label, door.reason)
+            await asyncio.to_thread(store.give_back, spent.id)
+            return self._result(command, False, door.reason)
+        await asyncio.to_thread(store.seen_open, spent.id)  # its poll's status may have done it: then a no-op
         self._log.info("compartment %s: opened with its pickup code", c.label)
         await self._publish(c)
         return self._result(command, True, f"opened: compartment {c.label}")
@@ -605,3 +697,7 @@ class LockerAdapter:
                 for name, b in self.boards.items()
             },
         }
+
+
+def _unconfirmed(c: _Compartment, why: str) -> str:
+    return f"unconfirmed: the door of compartment {c.label} may have opened ({why}); if it did not, ask the library"

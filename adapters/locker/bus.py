@@ -23,7 +23,9 @@ its poll) has the link checked and reset the same way: an unlock reported failed
 must not open a door later. Where the kernel does not count a socket's unsent bytes, a board's silence
 is taken as silence (a reset at every one would keep the whole bus down), so late delivery goes
 unnoticed there: logged once. An exchange that reaches a port closed under it says so, as one after
-the close does.
+the close does. A failure before any byte of a request was written is `RequestNotSent`: the one
+failure after which an unlock is known not to have reached a board (an unlock's poll failing so is
+a plain LinkError, since the unlock itself went out).
 """
 
 from __future__ import annotations
@@ -49,11 +51,28 @@ from adapters.locker.config import BoardConfig, BoardModel, BusConfig, serial_ur
 from gateway.errors import AdapterError, DeviceTimeout
 from gateway.logs import StateLog, component_logger
 
-__all__ = ["Board", "BoardState", "BoardTimeout", "LinkError", "LockerBus", "SerialLink", "board_frames"]
+__all__ = [
+    "Board",
+    "BoardState",
+    "BoardTimeout",
+    "LinkError",
+    "LockerBus",
+    "RequestNotSent",
+    "SerialLink",
+    "board_frames",
+]
 
 
 class LinkError(AdapterError, ConnectionError):
     code = "locker_link"
+
+
+class RequestNotSent(LinkError):
+    """The line failed before any byte of the request was written: it reached no board.
+
+    The one failure after which an unlock is known not to have opened a door; any other (a write that
+    stalled, a poll after the unlock) may have come after the board got it.
+    """
 
 
 class BoardTimeout(DeviceTimeout):
@@ -204,7 +223,7 @@ class SerialLink:
         """Send a request and return the reply frame (None when no reply is expected)."""
         port = self._port
         if port is None:
-            raise LinkError(f"locker bus {self.url}: the port is closed, got an exchange")
+            raise RequestNotSent(f"locker bus {self.url}: the port is closed, got an exchange")
         self._last = ticket = _Ticket()
         # Shielded so that the thread always runs, even when cancelled before it started: only a thread
         # that ran can tell (see `_Ticket`) whether taking back what is unsent is its job or the caller's.
@@ -273,8 +292,8 @@ class SerialLink:
         if not port.is_open:  # closed between the exchange taking it and this thread reaching it
             reset = self._reset
             if reset is not None and reset[0] is port:  # by an exchange's thread, whose caller may be gone
-                raise LinkError(str(reset[1]), **reset[1].params)
-            raise LinkError(f"locker bus {self.url}: the port is closed, got an exchange")
+                raise RequestNotSent(str(reset[1]), **reset[1].params)
+            raise RequestNotSent(f"locker bus {self.url}: the port is closed, got an exchange")
         try:
             return self._discarding(port, ex, timeout)
         except (BoardTimeout, LinkError):
@@ -337,7 +356,10 @@ class SerialLink:
             raise err from None
 
     def _on_port(self, port: serial.SerialBase, ex: Exchange, timeout: float) -> bytes | None:
-        port.reset_input_buffer()
+        try:
+            port.reset_input_buffer()
+        except (serial.SerialException, OSError, termios.error) as exc:
+            raise RequestNotSent(f"locker bus {self.url}: the line failed, got {_os_text(exc)}") from None
         self._write(port, ex.request)
         if ex.reply_len == 0:
             self._drain(port, ex.request)
@@ -618,9 +640,14 @@ class LockerBus:
             await self.on_state(board, BoardState.OFFLINE, reason)
 
     async def unlock(self, board: Board, lock: int) -> codec.BoardStatus | None:
-        """Pulse one lock open and poll the board; the status says whether the door opened (None: no answer)."""
+        """Pulse one lock open and poll the board; the status says whether the door opened (None: no answer).
+
+        RequestNotSent: the unlock never left; any other LinkError (or a cancel) leaves it open whether it did.
+        """
         if not self.link.is_open:
-            raise LinkError(f"locker bus {self.name}: the port is not open, got {self.link_error or 'no port yet'}")
+            raise RequestNotSent(
+                f"locker bus {self.name}: the port is not open, got {self.link_error or 'no port yet'}"
+            )
         board.counters.unlocks += 1
         try:
             return await self._unlock(board, lock)
@@ -645,7 +672,11 @@ class LockerBus:
                 board.counters.frame_errors += 1
         if self.cfg.unlock_settle:
             await asyncio.sleep(self.cfg.unlock_settle)  # the bolt needs a moment before the board reports it
-        return await self.poll(board)
+        try:
+            return await self.poll(board)
+        except RequestNotSent as exc:
+            # the poll's request went nowhere, the unlock's did: not to be taken for an unlock never sent
+            raise LinkError(str(exc), **exc.params) from None
 
     async def _exchange(self, ex: Exchange) -> bytes | None:
         async with self._lock:

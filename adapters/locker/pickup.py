@@ -2,17 +2,29 @@
 
 Theory of operation. Staff assign a free compartment to a reservation: an `Assignment` in state
 `reserved` with the patron's e-mail address, the HMAC of a random one-time code and a deadline.
-At the kiosk the patron gives compartment and code: a right code moves it to `opened` (the code is
-spent: it opens the door once); a wrong one counts, and after `max_wrong` the compartment's code
-entry is locked until staff reset it. When the door of an `opened` compartment closes on an empty
-compartment the assignment is `collected`, the e-mail address is erased, and a pickup event is
-owed to the platform (`event_pending`) until the adapter has emitted it, so a crash between the
-two re-sends it (its entity id makes the replay idempotent). A `reserved` assignment past its
-deadline becomes `overdue` (the code stops working; staff decide). `cancelled` ends one by staff.
+At the kiosk the patron gives compartment and code: a right code moves it to `opened`, stored
+before the unlock is sent; a wrong one counts, and after `max_wrong` the compartment's code entry is
+locked until staff reset it. The code is spent (its hash dropped) once the door is seen open
+(`seen_open`); until then it neither opens the door again nor is lost: the door known not to have
+opened (the lock still reads locked, the unlock never sent), or not seen open in time (also after a
+crash between the code check and the unlock), gives it back (`give_back`), the hash kept for that
+since the clear code exists only in the patron's e-mail. When the door of an `opened` compartment,
+seen open, closes on an empty compartment the assignment is `collected`, the e-mail address is
+erased, and a pickup event is owed to the platform (`event_pending`) until the adapter has emitted
+it, so a crash between the two re-sends it (its entity id makes the replay idempotent). A `reserved`
+assignment past its deadline becomes `overdue` (the code stops working; staff decide). `cancelled`
+ends one by staff.
 
-    reserved ──right code──► opened ──door closed, empty──► collected
-       │  └──deadline──► overdue ──staff──► cancelled
-       └──staff──► cancelled
+    reserved ──right code──► opened, hash kept ──door seen open──► opened ──door closed, empty──► collected
+       ▲                          │
+       └──────give_back───────────┘   (door not opened, or not seen open in time)
+    reserved ──deadline──► overdue ──staff──► cancelled;  any active ──staff──► cancelled
+
+"Seen open" is an `opened` row without its hash, so no schema change came with it: rows the previous
+release left `opened` had their hash dropped at the code check and count as seen open. That release
+kept `opened` only once its status after the unlock showed the door open (anything else gave the
+code back), except when killed between the two, which no file can tell apart now; and either way a
+row without its hash could not be given back.
 
 Every change is one transaction with `synchronous=FULL` in WAL mode: a `kill -9` loses nothing
 that a caller was told. Codes are stored only as HMAC-SHA-256 under a key kept in a 0600 file
@@ -75,10 +87,13 @@ class PickupState(enum.Enum):
 
 ACTIVE = (PickupState.RESERVED, PickupState.OPENED, PickupState.OVERDUE)
 _ACTIVE_SQL = "('reserved','opened','overdue')"
+# The code was used and the door has not been seen open since: the code's hash is kept (module docstring).
+_UNSEEN = "state='opened' AND code_hash IS NOT NULL"
 
 
 class CodeCheck(enum.Enum):
     OK = "ok"
+    UNCONFIRMED = "unconfirmed"  # the right code, already used: its door has not been seen open yet
     WRONG = "wrong"
     LOCKED = "locked"  # too many wrong codes: staff must reset
     NO_CODE = "no_code"  # nothing reserved in this compartment (or the code is spent or expired)
@@ -306,7 +321,10 @@ class PickupStore:
             db.execute("UPDATE assignments SET mail_id=? WHERE id=?", (mail_id, assignment_id))
 
     def check_code(self, label: str, code: str) -> tuple[CodeCheck, Assignment | None]:
-        """Count a try at the kiosk; a right code spends the code and moves the assignment to `opened`."""
+        """Count a try at the kiosk; a right code moves the assignment to `opened` (stored before the unlock).
+
+        The code stays until its door is seen open: given again meanwhile it is UNCONFIRMED, and opens nothing.
+        """
         now = self.clock()
         with self._tx() as db:
             r = db.execute(
@@ -314,29 +332,57 @@ class PickupStore:
                 f"{_ACTIVE_SQL}",
                 (label,),
             ).fetchone()
-            if r is None or r[4] != "reserved" or r[1] is None or now >= r[3]:
+            if r is None or r[1] is None or r[4] == "overdue" or (r[4] == "reserved" and now >= r[3]):
                 return CodeCheck.NO_CODE, None
             if r[2] >= self.max_wrong:
                 return CodeCheck.LOCKED, None
             if not hmac.compare_digest(r[1], self._hash(code)):
                 db.execute("UPDATE assignments SET wrong=wrong+1 WHERE id=?", (r[0],))
                 return (CodeCheck.LOCKED if r[2] + 1 >= self.max_wrong else CodeCheck.WRONG), None
-            db.execute("UPDATE assignments SET state='opened', code_hash=NULL, opened_at=? WHERE id=?", (now, r[0]))
+            if r[4] == "opened":
+                return CodeCheck.UNCONFIRMED, None
+            db.execute("UPDATE assignments SET state='opened', opened_at=? WHERE id=?", (now, r[0]))
         return CodeCheck.OK, self.get(r[0])
 
-    def unspend(self, assignment_id: int, code: str) -> None:
-        """The right code was given but the door did not open: the code works again (the door opens once)."""
+    def unconfirmed(self) -> list[Assignment]:
+        """Assignments whose code was used and whose door has not been seen open since (at start: maybe never sent)."""
+        with self._shared.held() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM assignments WHERE {_UNSEEN} ORDER BY id").fetchall()
+        return [_row(r) for r in rows]
+
+    def seen_open(self, assignment_id: int) -> Assignment | None:
+        """The door opened after the code was used: the code is spent; None when it was decided already."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE assignments SET state='reserved', code_hash=?, opened_at=NULL WHERE id=? AND state='opened'",
-                (self._hash(code), assignment_id),
+            cur = db.execute(f"UPDATE assignments SET code_hash=NULL WHERE id=? AND {_UNSEEN}", (assignment_id,))
+        return self.get(assignment_id) if cur.rowcount else None
+
+    def give_back(self, assignment_id: int) -> Assignment | None:
+        """The door did not open after the code was used (or was not seen open): the code works again.
+
+        None when it was decided already (seen open, cancelled).
+        """
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE assignments SET state='reserved', opened_at=NULL WHERE id=? AND {_UNSEEN}", (assignment_id,)
             )
+        return self.get(assignment_id) if cur.rowcount else None
+
+    def unspend(self, assignment_id: int, code: str) -> Assignment | None:
+        """`give_back` for a caller holding the code: only when it is the assignment's code."""
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE assignments SET state='reserved', opened_at=NULL WHERE id=? AND code_hash=? AND {_UNSEEN}",
+                (assignment_id, self._hash(code)),
+            )
+        return self.get(assignment_id) if cur.rowcount else None
 
     def collected(self, label: str) -> Assignment | None:
-        """The door of an opened compartment closed on an empty compartment: record the pickup (event owed)."""
+        """The door of an opened compartment, seen open, closed on an empty compartment: record the pickup."""
         now = self.clock()
         with self._tx() as db:
-            r = db.execute("SELECT id FROM assignments WHERE label=? AND state='opened'", (label,)).fetchone()
+            r = db.execute(
+                "SELECT id FROM assignments WHERE label=? AND state='opened' AND code_hash IS NULL", (label,)
+            ).fetchone()
             if r is None:
                 return None
             db.execute("UPDATE assignments SET state='collected', closed_at=?, event_pending=1 WHERE id=?", (now, r[0]))

@@ -44,7 +44,9 @@ _CODE_MAX = 12
 STATIC_DIR = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"
 # the outcomes the adapter reports (`<reason>: …`) that the kiosk has a sentence for
-OUTCOMES = frozenset({"opened", "wrong_code", "locked", "no_code", "offline", "open", "stuck", "unknown"})
+OUTCOMES = frozenset(
+    {"opened", "wrong_code", "locked", "no_code", "offline", "open", "stuck", "unknown", "unconfirmed"}
+)
 
 CONTROL = web.AppKey("kiosk_control", ControlClient)
 STATE = web.AppKey("kiosk_state", dict)

@@ -94,6 +94,7 @@ def test_an_erased_address_leaves_no_bytes_behind(tmp_path: Path, end: str) -> N
     assert sealed in on_disk(tmp_path)
     if end == "pickup":
         assert s.check_code("A-01", code)[0] is CodeCheck.OK
+        s.seen_open(a.id)
         s.collected("A-01")
         s.event_sent(a.id)
     else:

@@ -48,6 +48,7 @@ def test_code_is_kept_only_as_a_keyed_hash_and_the_address_erased_after_pickup(t
     assert code.encode() not in raw
     assert (tmp_path / "locker-x.key").stat().st_mode & 0o777 == 0o600
     assert s.check_code("A-01", code)[0] is CodeCheck.OK
+    assert s.seen_open(a.id) is not None  # the door seen open: the code is spent
     assert s.check_code("A-01", code)[0] is CodeCheck.NO_CODE  # spent
     done = s.collected("A-01")
     assert done is not None and done.event_pending and done.has_email
