@@ -23,14 +23,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, cast
 
-from adapters.mqtt.config import MqttAdapterConfig, MqttProtocol
+from adapters.mqtt.config import MqttAdapterConfig, MqttProtocol, RetainedMessages
 from adapters.mqtt.malformed import MalformedTopics
-from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError
+from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError, topic_matches
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.errors import AdapterError, ReadingError
 from gateway.logs import StateLog, component_logger
 from gateway.mqtt.client import ClientSettings, ConnectFailed, ConnectionLost, ConnectRefused, MqttClient
-from gateway.mqtt.packets import CONNACK, SUBACK, PacketTooLarge, Publish, TooLarge, reason_text
+from gateway.mqtt.packets import (
+    CONNACK,
+    RETAIN_IF_NEW,
+    RETAIN_NEVER,
+    SUBACK,
+    PacketTooLarge,
+    Publish,
+    TooLarge,
+    reason_text,
+)
 from gateway.records import Emit, EmitFlush, EmitMany, Reading, utc_now
 from gateway.secrets import resolve
 from gateway.tls import client_context
@@ -65,11 +74,20 @@ class MqttAdapter:
         self.client_id = config.effective_client_id(context.gateway_id)
         self.received = 0
         self.emitted = 0
+        self.retained_skipped = 0  # retained copies replayed at subscribe, acknowledged without a reading
         self.malformed: Counter[str] = Counter()
         self.connected = False  # connected to the broker and subscribed
         self._rng = random.Random()  # the jitter of the reconnect probe
         self._log = component_logger(__name__, config.name)
         self._mapper = Mapper(config.subscriptions, adapter=config.name)
+        # A retained message maps by the subscriptions that take them only (README "What it guarantees").
+        taking = [s for s in config.subscriptions if s.retained is RetainedMessages.TAKE]
+        self._taking = [tuple(s.topic.split("/")) for s in taking]
+        self._retained_mapper = Mapper(taking, adapter=config.name) if taking else None
+        # v5 brokers are told not to replay retained messages to the skipping subscriptions at all
+        self._retain_handling = [
+            RETAIN_NEVER if s.retained is RetainedMessages.SKIP else RETAIN_IF_NEW for s in config.subscriptions
+        ]
         # Messages in arrival order; only those of the current connection (packet ids belong to it).
         self._slots: deque[_Slot] = deque()
         self._client: MqttClient | None = None
@@ -98,6 +116,7 @@ class MqttAdapter:
             "connected": self.connected,
             "received": self.received,
             "emitted": self.emitted,
+            "retained_skipped": self.retained_skipped,
             "in_flight": self.in_flight,
             "malformed": dict(self.malformed),
             "malformed_topics": self._bad_topics.top(),
@@ -241,7 +260,9 @@ class MqttAdapter:
         try:
             # No timeout: with a kept session the SUBACK may queue behind a full window of messages,
             # and the client's keepalive notices a broker that went silent.
-            codes = await client.subscribe([s.topic for s in self.config.subscriptions], timeout=None)
+            codes = await client.subscribe(
+                [s.topic for s in self.config.subscriptions], timeout=None, retain_handling=self._retain_handling
+            )
         except ConnectionLost:
             pass
         else:
@@ -273,6 +294,12 @@ class MqttAdapter:
         except UnicodeDecodeError:
             self._drop(slot, "(not UTF-8)", MalformedReason.BAD_TOPIC.value, "topic is not valid UTF-8")
             return
+        mapper = self._mapper
+        if msg.retain:  # a stored copy replayed because we subscribed, not live data (see _retained)
+            retained = self._retained(slot, topic)
+            if retained is None:
+                return
+            mapper = retained
         # The messages of one socket read came in together: they share its arrival time, taken at
         # the first of them. A time a message made the work of the ones before it in the read
         # (up to ~2,000 of them draining a backlog) part of its "arrival", and cost each reading
@@ -282,7 +309,7 @@ class MqttAdapter:
         if now is None:
             now = self._arrived = utc_now()
         try:
-            readings = self._mapper.map(topic, msg.payload, now)
+            readings = mapper.map(topic, msg.payload, now)
         except MappingError as exc:
             self._drop(slot, topic, exc.reason.value, str(exc))
             return
@@ -302,6 +329,18 @@ class MqttAdapter:
             self._burst.append((slot, readings[0]))  # the usual message: no generator to resume
         else:
             self._burst.extend((slot, reading) for reading in readings)
+
+    def _retained(self, slot: _Slot, topic: str) -> Mapper | None:
+        """The mapper for a retained message, or None when no subscription of its topic takes them: then
+        it is skipped, counted and acknowledged in its turn (left unacknowledged it would come back)."""
+        if self._retained_mapper is not None and any(topic_matches(f, topic) for f in self._taking):
+            return self._retained_mapper
+        self.retained_skipped += 1
+        # the topic only: a replayed payload is no more the log's business than a live one
+        self._log.debug("%s: skipped a retained message (an old value replayed at subscribe)", topic)
+        slot.done = True
+        self._ack_ready()
+        return None
 
     def _on_too_large(self, msg: TooLarge) -> None:
         # An MQTT 3.1.1 broker's message over max_message_bytes, skipped unread by the client: dropped,

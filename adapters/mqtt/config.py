@@ -100,6 +100,14 @@ class MqttProtocol(enum.Enum):
     V311 = "3.1.1"  # older brokers; in-flight bound is then the broker's max_inflight_messages
 
 
+class RetainedMessages(enum.Enum):
+    """What becomes of a message the broker flags retained: a stored copy it sends because we subscribed
+    (at every connect with 3.1.1, at a new subscription with 5), not one published while we listen."""
+
+    SKIP = "skip"  # acknowledged and counted, no reading: its value may be days old (a dead sensor's last)
+    TAKE = "take"  # mapped like any message: for payloads that carry their own time (a `timestamp`)
+
+
 def _check_topic(v: str) -> str:
     parse_topic_filter(v)
     return v
@@ -113,6 +121,10 @@ class Subscription(MappingSection):
     topic: Annotated[str, AfterValidator(_check_topic)] = Field(description="topic filter, + and # allowed")
     entity_id: str = Field(description="template, e.g. urn:ngsi-ld:WeatherObserved:{payload.deviceInfo.devEui}")
     entity_type: str = Field(description="literal or template, e.g. WeatherObserved")
+    retained: RetainedMessages = Field(
+        default=RetainedMessages.SKIP,
+        description='"skip": retained copies the broker replays at subscribe make no reading; "take": they do',
+    )
 
     @field_validator("entity_id")
     @classmethod

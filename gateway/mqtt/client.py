@@ -469,12 +469,14 @@ class MqttClient:
                 waiter.set_result(None)
                 return
 
-    async def subscribe(self, filters: list[str], *, timeout: float | None = 10.0) -> tuple[int, ...]:
+    async def subscribe(
+        self, filters: list[str], *, timeout: float | None = 10.0, retain_handling: Sequence[int] | None = None
+    ) -> tuple[int, ...]:
         """SUBSCRIBE at QoS 1; the SUBACK's granted QoS or failure code (>= 0x80) per filter (timeout None:
-        until the connection ends)."""
+        until the connection ends). `retain_handling`: MQTT 5 only, one per filter (packets.RETAIN_*)."""
         self._check()
         packet_id = self._packet_id(self._subacks)
-        packet = encode_subscribe(packet_id, filters, v5=self.settings.v5)
+        packet = encode_subscribe(packet_id, filters, v5=self.settings.v5, retain_handling=retain_handling)
         if len(packet) > self._broker_max:
             raise TooLargeForBroker("SUBSCRIBE", len(packet), self._broker_max)
         fut: asyncio.Future[SubAck] = self._loop.create_future()

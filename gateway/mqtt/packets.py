@@ -428,12 +428,27 @@ def _read_text(data: bytes, p: int) -> tuple[str, int]:
     return data[p + 2 : end].decode("utf-8"), end
 
 
-def encode_subscribe(packet_id: int, filters: list[str], *, v5: bool) -> bytes:
-    """SUBSCRIBE at QoS 1; with v5, retained messages only for a subscription the session did not have."""
+# MQTT 5 Retain Handling, a subscription option: when the broker sends its retained messages
+RETAIN_AT_SUBSCRIBE = 0  # at every SUBSCRIBE
+RETAIN_IF_NEW = 1  # only for a subscription the session did not have
+RETAIN_NEVER = 2  # never: only messages published from now on
+
+
+def encode_subscribe(
+    packet_id: int, filters: list[str], *, v5: bool, retain_handling: Sequence[int] | None = None
+) -> bytes:
+    """SUBSCRIBE at QoS 1; with v5, each filter's Retain Handling (default RETAIN_IF_NEW for all). An
+    MQTT 3.1.1 broker cannot be told: it sends the retained messages at every SUBSCRIBE."""
+    if retain_handling is None:
+        retain_handling = (RETAIN_IF_NEW,) * len(filters)
+    elif len(retain_handling) != len(filters) or any(rh not in (0, 1, 2) for rh in retain_handling):
+        raise ValueError(
+            f"mqtt subscribe: retain_handling needs one of 0, 1, 2 per filter ({len(filters)}), "
+            f"got {list(retain_handling)}"
+        )
     body = struct.pack("!H", packet_id) + (b"\x00" if v5 else b"")
-    options = bytes((0x11 if v5 else 0x01,))  # QoS 1 | retain handling 1 (send if new subscription)
-    for f in filters:
-        body += _text(f) + options
+    for f, rh in zip(filters, retain_handling, strict=True):
+        body += _text(f) + bytes((0x01 | (rh << 4) if v5 else 0x01,))  # QoS 1 | retain handling (bits 4-5)
     return _packet(0x82, body)
 
 

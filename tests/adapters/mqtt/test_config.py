@@ -89,7 +89,7 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
         "adapters[0].subscriptions[6].attributes: must name each attribute once, got 'a' twice",
         'adapters[0].subscriptions[7].timestamp.zone: must be an IANA time zone name like Asia/Tokyo or UTC, got "Tokyo"',
         "adapters[0].subscriptions[7].qos: unknown key; valid keys here: attributes, controlled_property, "
-        "entity_id, entity_type, lane, location, null_values, timestamp, topic",
+        "entity_id, entity_type, lane, location, null_values, retained, timestamp, topic",
         "adapters[0].subscriptions[8].attributes[0].path: must be a JSON path like data.stations or 観測値[0].水位 "
         "(keys separated by '.', list items as [i]), got \"rxInfo[x].rssi\"",
         "adapters[0].subscriptions[9].attributes: must map at least one attribute "
