@@ -22,7 +22,7 @@ from gateway.wifilog.sessions import Session
 from gateway.wifilog.signing import Signer, verify_document
 from gateway.wifilog.store import JST, Query
 
-__all__ = ["COLUMNS", "MANIFEST_TYPE", "render_csv", "verify_export", "write_export"]
+__all__ = ["COLUMNS", "MANIFEST_TYPE", "render_csv", "spreadsheet_cell", "verify_export", "write_export"]
 
 MANIFEST_TYPE = "edgegw.wifilog.export-manifest"
 COLUMNS = (
@@ -48,10 +48,20 @@ def _jst(t: datetime | None) -> str:
     return "" if t is None else t.astimezone(JST).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _cell(value: object) -> str:
+# What makes a spreadsheet read a cell as a formula (OWASP "CSV injection"): = + - @ first, also after blanks
+# it trims, and a leading TAB, CR or LF, which some strip before looking. RADIUS User-Name, Acct-Session-Id and
+# NAS-Identifier come from the network as they are.
+FORMULA_START = ("=", "+", "-", "@")
+CONTROL_START = ("\t", "\r", "\n")
+
+
+def spreadsheet_cell(value: object) -> str:
+    """`value` as a CSV cell no spreadsheet runs: one that could start a formula gets a leading `'`, which makes
+    it text (shown without the quote). Every CSV the gateway writes goes through here."""
     text = "" if value is None else str(value)
-    # a cell starting with = + - @ is a formula to Excel: quote it so a crafted user name cannot run one
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    if text.startswith(CONTROL_START) or text.lstrip().startswith(FORMULA_START):
+        return "'" + text
+    return text
 
 
 def render_csv(sessions: Sequence[Session]) -> bytes:
@@ -64,18 +74,18 @@ def render_csv(sessions: Sequence[Session]) -> bytes:
                 _jst(s.start),
                 _jst(s.stop),
                 _jst(s.last_update),
-                _cell(s.duration_s),
-                _cell(s.client_mac),
-                _cell(s.user_name),
-                _cell(s.framed_ip),
-                _cell(s.ap_mac),
-                _cell(s.ssid),
-                _cell(s.nas),
-                _cell(s.session_id),
-                _cell(s.input_octets),
-                _cell(s.output_octets),
-                _cell(s.terminate_cause),
-                s.source,
+                spreadsheet_cell(s.duration_s),
+                spreadsheet_cell(s.client_mac),
+                spreadsheet_cell(s.user_name),
+                spreadsheet_cell(s.framed_ip),
+                spreadsheet_cell(s.ap_mac),
+                spreadsheet_cell(s.ssid),
+                spreadsheet_cell(s.nas),
+                spreadsheet_cell(s.session_id),
+                spreadsheet_cell(s.input_octets),
+                spreadsheet_cell(s.output_octets),
+                spreadsheet_cell(s.terminate_cause),
+                spreadsheet_cell(s.source),
             ]
         )
     return ("\ufeff" + buf.getvalue()).encode("utf-8")

@@ -11,7 +11,6 @@ from aiohttp import web
 from gateway.accounts.store import AccountError, PasswordRejected, Role, SetupRefused
 from gateway.web.auth import (
     SESSIONS,
-    audit,
     current_user,
     hashing_call,
     login_session,
@@ -22,6 +21,7 @@ from gateway.web.auth import (
     session_of,
 )
 from gateway.web.i18n import LANGUAGES
+from gateway.web.pages.audit import audit_done
 from gateway.web.render import flash, render, translator
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,14 @@ async def change_password(request: web.Request) -> web.StreamResponse:
         # wrong guesses count towards the lockout like failed logins.
         check = await hashing_call(request, svc.accounts.confirm_password, user.name, current, now=svc.clock())
         if not check.ok:
-            await audit(request, "login.failed", target=user.name, detail={"reason": "password_change"})
+            unaudited = await audit_done(
+                request, "login.failed", target=user.name, detail={"reason": "password_change"}
+            )
             if check.locked_now:
-                await audit(request, "lockout", target=user.name, detail={"until": check.locked_until})
+                until = check.locked_until
+                unaudited = await audit_done(request, "lockout", target=user.name, detail={"until": until}) or unaudited
+            if unaudited:
+                flash(request, t("audit.not_recorded", reason=unaudited), "error")
             errors.append(t("password.current_wrong"))
         else:
             try:
@@ -76,12 +81,14 @@ async def change_password(request: web.Request) -> web.StreamResponse:
                 errors.extend(account_errors(request, exc))
     if errors:
         return render(request, "password.html", {"errors": errors}, status=400)
-    await audit(request, "user.password", target=user.name, detail={"by": "self"})
+    unaudited = await audit_done(request, "user.password", target=user.name, detail={"by": "self"})
     # Other browsers logged in as this user (perhaps someone who knew the old password) are logged out.
     request.app[SESSIONS].drop_user(user.name)
     response = web.HTTPFound("/")
     login_session(request, response, user.name)
     flash(request, t("password.changed"), "success")
+    if unaudited:
+        flash(request, t("audit.not_recorded", reason=unaudited), "error")
     raise response
 
 
@@ -134,6 +141,9 @@ async def setup(request: web.Request) -> web.StreamResponse:
     except AccountError as exc:
         return _setup_page(request, token, errors=account_errors(request, exc), name=name, status=400)
     log.info("web: first admin created through the setup link")
-    await audit(request, "user.add", target=user.name, detail={"role": Role.ADMIN.value, "via": "setup"}, actor="setup")
+    detail = {"role": Role.ADMIN.value, "via": "setup"}
+    unaudited = await audit_done(request, "user.add", target=user.name, detail=detail, actor="setup")
     flash(request, t("setup.done", name=user.name), "success")
+    if unaudited:
+        flash(request, t("audit.not_recorded", reason=unaudited), "error")
     raise web.HTTPFound("/login")

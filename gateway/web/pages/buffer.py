@@ -16,7 +16,8 @@ from aiohttp import web
 from gateway.accounts.store import Role
 from gateway.control.protocol import ControlError, ControlUnavailable
 from gateway.errors import BufferUnavailable
-from gateway.web.auth import audit, current_user, requires, services
+from gateway.web.auth import current_user, requires, services
+from gateway.web.pages.audit import audit_done
 from gateway.web.render import flash, render, translator
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ async def _act(request: web.Request, op: str, action: str) -> web.StreamResponse
         raise web.HTTPSeeOther("/buffer")
     user = current_user(request)
     done = 0
+    unaudited = ""
     for uplink, ids in sorted(groups.items()):
         try:
             result = await services(request).control.call(op, uplink=uplink, ids=ids)
@@ -92,9 +94,11 @@ async def _act(request: web.Request, op: str, action: str) -> web.StreamResponse
             continue
         count = result.get("count", 0) if isinstance(result, dict) else 0
         done += count
-        await audit(request, action, target=uplink, detail={"ids": ids, "count": count})
+        unaudited = await audit_done(request, action, target=uplink, detail={"ids": ids, "count": count}) or unaudited
         log.info("web: %s of %d dead letter(s) of %s by %s", action, count, uplink, user.name)
     flash(request, t(f"{action}.done", count=done), "success")
+    if unaudited:
+        flash(request, t("audit.not_recorded", reason=unaudited), "error")
     raise web.HTTPSeeOther("/buffer")
 
 

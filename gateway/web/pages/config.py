@@ -1,16 +1,23 @@
 """Configuration `/config`: the running file with secrets masked, edit, check, diff, apply, versions, rollback.
 
 Theory of operation. The editor shows the running file masked (`configtext.mask`); whatever text comes
-back (typed, or uploaded from a downloaded copy) is unmasked against the running file before the
-gateway sees it, so masked secrets keep their values and a secret typed anew replaces one. Check,
+back (typed, or uploaded from a downloaded copy) has the running values put back (`configtext.restore`) before
+the gateway sees it, each into the element it was masked in, so masked secrets keep their values and a secret
+typed anew replaces one. A placeholder with nothing to put back (its element renamed and changed, or gone)
+refuses the check or apply, naming the keys to type again: guessing would send one uplink's credentials to
+another's server. Check,
 apply and rollback are the control socket's ops: the gateway validates with its own loader, writes
 the file and reloads; this process never writes the config. The form carries the SHA-256 of the
 running file the edit started from: an apply over a file someone else changed meanwhile is refused.
 A text over MAX_TEXT is refused whole (413), never cut: a cut text could apply without its tail. The forms'
 request limits (`large_forms`) let every text within MAX_TEXT reach that check, and answer a body over them
 with the page's own message.
-The text work (mask, unmask, diff, errors at their lines) takes about a second for a 1 MiB text, so it
+An upload counts characters too, as the editor and the control protocol do: it is read up to the bytes
+MAX_TEXT characters can be (4 each in UTF-8), decoded, then counted.
+The text work (mask, restore, diff, errors at their lines) takes about a second for a 1 MiB text, so it
 runs in a worker thread: the other users' pages must not wait for it.
+An action done (apply, rollback) whose audit entry cannot be written says so on its page, never a 500
+(pages.audit.audit_done); a download is recorded before it leaves, so it is refused instead.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ from aiohttp import web
 
 from gateway.accounts.store import Role
 from gateway.control.protocol import MAX_TEXT, ControlError, ControlUnavailable
-from gateway.web.auth import audit, current_user, requires, services
+from gateway.web.auth import current_user, requires, services
+from gateway.web.pages.audit import audit_done
 from gateway.web.render import flash, render, translator
 from gateway.web.security import LargeForm
-from gateway.web.viewmodels.configtext import ConfigProblem, DiffView, diff, mask, problems, unmask
+from gateway.web.viewmodels.configtext import ConfigProblem, DiffView, diff, mask, masked_diff, problems, restore
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -36,8 +44,12 @@ routes = web.RouteTableDef()
 # A textarea travels URL-encoded: up to 12 bytes a character (4 UTF-8 bytes as %XX each, outside the BMP),
 # 9 for Japanese, 6 a line end (CRLF). The room holds the other fields (token, base, a 200-character comment).
 FORM_BYTES = MAX_TEXT * 12 + 64 * 1024
-UPLOAD_BYTES = MAX_TEXT + 64 * 1024  # a file travels as it is; the room holds the multipart framing
+# A file travels as it is: MAX_TEXT characters of 4 UTF-8 bytes at most, a byte order mark, the multipart framing.
+BOM = b"\xef\xbb\xbf"
+UPLOAD_TEXT_BYTES = MAX_TEXT * 4 + len(BOM)
+UPLOAD_BYTES = UPLOAD_TEXT_BYTES + 64 * 1024
 MAX_PROBLEMS_SHOWN = 100  # a thousand errors are one mistake repeated: the first ones say what it is
+MAX_LOST_NAMED = 20  # keys named in the message; the problems list marks them all at their lines
 
 
 class _Unavailable(Exception):
@@ -83,7 +95,7 @@ def _text_view(running: dict[str, Any], text: str | None, errors: list[str]) -> 
     shown = mask(running_text)
     edited = shown if text is None else text
     # the diff compares masked texts: it is shown, and a secret must not appear in it
-    changes = diff(shown, mask(unmask(edited, running_text)), running_name=str(running.get("path", "running")))
+    changes = masked_diff(running_text, edited, running_name=str(running.get("path", "running")))
     return _TextView(text=edited, problems=problems(errors[:MAX_PROBLEMS_SHOWN], edited), diff=changes)
 
 
@@ -130,6 +142,17 @@ async def _too_long(request: web.Request, text: str) -> web.Response:
     return await _editor(request, status=413)
 
 
+async def _lost(
+    request: web.Request, text: str, lost: tuple[str, ...], running: dict[str, Any], *, status: int
+) -> web.Response:
+    """Masked values with nothing to put back: refused, the keys named at their lines, the text kept in the editor."""
+    t = translator(request)
+    named = ", ".join(lost[:MAX_LOST_NAMED]) + (" …" if len(lost) > MAX_LOST_NAMED else "")
+    flash(request, t("config.masked_lost", paths=named), "error")
+    errors = [f"{path}: {t('config.masked_lost_here')}" for path in lost]
+    return await _editor(request, text=text, errors=errors, status=status, running=running)
+
+
 def _too_large(message: str, limit: int) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The answer to a form or an upload over its byte limit, unread: its text is over MAX_TEXT for certain,
     though by how much is unknown. The editor again with the running file, 413."""
@@ -152,7 +175,7 @@ large_forms = {
     "/config/check": LargeForm(max_bytes=FORM_BYTES, role=Role.TECHNICIAN, too_large=_form_too_large),
     "/config/apply": LargeForm(max_bytes=FORM_BYTES, role=Role.TECHNICIAN, too_large=_form_too_large),
     "/config/upload": LargeForm(
-        max_bytes=UPLOAD_BYTES, role=Role.TECHNICIAN, too_large=_too_large("config.upload_too_large", MAX_TEXT // 1024)
+        max_bytes=UPLOAD_BYTES, role=Role.TECHNICIAN, too_large=_too_large("config.upload_too_large", MAX_TEXT)
     ),
 }
 
@@ -175,9 +198,11 @@ async def check(request: web.Request) -> web.StreamResponse:
         if len(text) > MAX_TEXT:
             return await _too_long(request, text)
         running = await _running(request)
-        full = await asyncio.to_thread(unmask, text, str(running.get("text", "")))
+        restored = await asyncio.to_thread(restore, text, str(running.get("text", "")))
+        if restored.lost:
+            return await _lost(request, text, restored.lost, running, status=200)
         try:
-            result = await _call(request, "config.check", text=full)
+            result = await _call(request, "config.check", text=restored.text)
         except ControlError as exc:
             if exc.code == "config_invalid" and exc.errors:
                 return await _editor(request, text=text, errors=exc.errors, checked=True, running=running)
@@ -207,7 +232,10 @@ async def apply(request: web.Request) -> web.StreamResponse:
         if str(form.get("base", "")) != str(running.get("sha256", "")):
             flash(request, t("config.changed_meanwhile"), "error")
             return await _editor(request, text=text, status=409, running=running)
-        full = await asyncio.to_thread(unmask, text, running_text)
+        restored = await asyncio.to_thread(restore, text, running_text)
+        if restored.lost:
+            return await _lost(request, text, restored.lost, running, status=422)
+        full = restored.text
         size = await asyncio.to_thread(diff, running_text, full)
         try:
             result = await _call(request, "config.apply", text=full, actor=user.name, comment=comment)
@@ -219,14 +247,17 @@ async def apply(request: web.Request) -> web.StreamResponse:
     except _Unavailable:
         return _unreachable(request)
     version = result.get("version") if isinstance(result, dict) else None
-    await audit(
+    unaudited = await audit_done(
         request,
         "config.apply",
         target=str(running.get("path", "")),
         detail={"version": version, "added": size.added, "removed": size.removed, "comment": comment},
     )
     log.info("web: config version %s applied by %s (+%d -%d lines)", version, user.name, size.added, size.removed)
-    flash(request, t("config.applied", version=version), "success")
+    if unaudited:
+        flash(request, t("config.applied_unaudited", version=version, reason=unaudited), "error")
+    else:
+        flash(request, t("config.applied", version=version), "success")
     raise web.HTTPSeeOther("/config")
 
 
@@ -249,9 +280,14 @@ async def rollback(request: web.Request) -> web.StreamResponse:
         flash(request, t("config.rollback_failed", version=target, message=exc.message), "error")
         raise web.HTTPSeeOther("/config") from None
     version = result.get("version") if isinstance(result, dict) else None
-    await audit(request, "config.rollback", target=str(target), detail={"to": target, "version": version})
+    unaudited = await audit_done(
+        request, "config.rollback", target=str(target), detail={"to": target, "version": version}
+    )
     log.info("web: config rolled back to version %d by %s (now version %s)", target, user.name, version)
-    flash(request, t("config.rolled_back", target=target, version=version), "success")
+    if unaudited:
+        flash(request, t("config.rolled_back_unaudited", target=target, version=version, reason=unaudited), "error")
+    else:
+        flash(request, t("config.rolled_back", target=target, version=version), "success")
     raise web.HTTPSeeOther("/config")
 
 
@@ -293,9 +329,14 @@ def _version_view(running: dict[str, Any], doc: Any, number: int) -> tuple[str, 
 async def download(request: web.Request) -> web.StreamResponse:
     try:
         running = await _running(request)
+        unaudited = await audit_done(
+            request, "export", target="config", detail={"version": running.get("version"), "masked": True}
+        )
+        if unaudited:
+            flash(request, translator(request)("config.download_unaudited", reason=unaudited), "error")
+            return await _editor(request, status=503, running=running)
     except _Unavailable:
         return _unreachable(request)
-    await audit(request, "export", target="config", detail={"version": running.get("version"), "masked": True})
     return web.Response(
         text=await asyncio.to_thread(mask, str(running.get("text", ""))),
         content_type="text/plain",
@@ -314,20 +355,23 @@ async def upload(request: web.Request) -> web.StreamResponse:
     data = b""
     if isinstance(field, web.FileField):
         with field.file:  # aiohttp spools a large file to disk and leaves it open: closed now, not at collection
-            data = field.file.read(MAX_TEXT + 1)
+            data = field.file.read(UPLOAD_TEXT_BYTES + 1)
     try:
         if not data:
             flash(request, t("config.upload_empty"), "error")
             return await _editor(request, status=400)
-        if len(data) > MAX_TEXT:
-            flash(request, t("config.upload_too_large", limit=MAX_TEXT // 1024), "error")
+        if len(data) > UPLOAD_TEXT_BYTES:  # more than MAX_TEXT characters whatever they are: not decoded
+            flash(request, t("config.upload_too_large", limit=MAX_TEXT), "error")
             return await _editor(request, status=413)
         try:
-            text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+            text = data.removeprefix(BOM).decode("utf-8").replace("\r\n", "\n")
         except UnicodeDecodeError:
             flash(request, t("config.upload_not_utf8"), "error")
             return await _editor(request, status=400)
+        if len(text) > MAX_TEXT:
+            flash(request, t("config.upload_too_long", length=len(text), limit=MAX_TEXT), "error")
+            return await _editor(request, status=413)
         flash(request, t("config.uploaded"), "success")
-        return await _editor(request, text=text.replace("\r\n", "\n"))
+        return await _editor(request, text=text)
     except _Unavailable:
         return _unreachable(request)

@@ -17,7 +17,8 @@ from aiohttp import web
 
 from gateway.accounts.store import Role
 from gateway.control.protocol import ControlError, ControlUnavailable
-from gateway.web.auth import audit, maybe_user, requires, services
+from gateway.web.auth import maybe_user, requires, services
+from gateway.web.pages.audit import audit_done
 from gateway.web.render import flash, render, translator
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,12 @@ async def assign(request: web.Request) -> web.StreamResponse:
     ok, info = await _command(request, entity_id, "assign", {"email": email, "reference": reference})
     if ok:
         detail = json.loads(info)
-        await audit(request, "locker.assign", label, {"reference": reference, "mail_id": detail.get("mail_id")})
+        unaudited = await audit_done(
+            request, "locker.assign", label, {"reference": reference, "mail_id": detail.get("mail_id")}
+        )
         flash(request, t("lockers.assigned", label=label), "success")
+        if unaudited:
+            flash(request, t("audit.not_recorded", reason=unaudited), "error")
     else:
         flash(request, t(f"lockers.refused.{_reason(info)}", label=label), "error")
     raise web.HTTPFound("/lockers")
@@ -150,9 +155,11 @@ async def action(request: web.Request) -> web.StreamResponse:
     if name not in ACTIONS:
         raise web.HTTPBadRequest(reason="unknown action")
     ok, info = await _command(request, entity_id, name, None)
-    await audit(request, f"locker.{name}", label, {"ok": ok, "result": info[:200]})
+    unaudited = await audit_done(request, f"locker.{name}", label, {"ok": ok, "result": info[:200]})
     if ok:
         flash(request, t(f"lockers.done.{name}", label=label), "success")
     else:
         flash(request, t(f"lockers.refused.{_reason(info)}", label=label), "error")
+    if unaudited:
+        flash(request, t("audit.not_recorded", reason=unaudited), "error")
     raise web.HTTPFound("/lockers")

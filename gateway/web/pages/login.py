@@ -1,4 +1,9 @@
-"""Login and logout: lockout per account, throttle per client address, the previous login shown afterwards."""
+"""Login and logout: lockout per account, throttle per client address, the previous login shown afterwards.
+
+Every attempt is audited; an audit store that cannot record one (a damaged audit.db) never keeps anyone out,
+an admin least of all, who must log in to see and mend it: the entry is logged at ERROR (pages.audit.audit_done)
+and a logged-in user is told. A stranger is not: their answer is the same as ever.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ from gateway.accounts.store import DAY_S, PRIVILEGED, AccountError, AuthResult, 
 from gateway.web.auth import (
     THROTTLE,
     USER,
-    audit,
     client_address,
     hashing_call,
     login_session,
@@ -21,6 +25,7 @@ from gateway.web.auth import (
     safe_next,
     services,
 )
+from gateway.web.pages.audit import audit_done
 from gateway.web.render import flash, jst, render, translator
 
 log = logging.getLogger(__name__)
@@ -65,7 +70,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     actor = _audit_actor(name)
     if not request.app[THROTTLE].allow(address, now):
         log.warning("web: login attempts from %s throttled", address)
-        await audit(request, "login.failed", detail={"reason": "throttled"}, actor=actor)
+        await audit_done(request, "login.failed", detail={"reason": "throttled"}, actor=actor)
         return _login_page(request, error=t("login.throttled"), name=name, status=429)
     if not name or not password:
         return _login_page(request, error=t("login.bad_credentials"), name=name, status=401)
@@ -73,10 +78,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         request, svc.accounts.authenticate, name, password, address=address, now=now
     )
     if not result.ok or result.user is None:
-        await audit(request, "login.failed", detail={"reason": result.reason}, actor=actor)
+        await audit_done(request, "login.failed", detail={"reason": result.reason}, actor=actor)
         if result.locked_now:
             log.warning("web: an account locked after %d failed logins", svc.config.lockout_failures)
-            await audit(request, "lockout", target=name, detail={"until": result.locked_until}, actor=actor)
+            await audit_done(request, "lockout", target=name, detail={"until": result.locked_until}, actor=actor)
         if result.reason == "locked":
             error = t("login.locked", until=jst(result.locked_until))
         else:  # a disabled account gets the same answer as a wrong password: it tells a guesser nothing
@@ -91,7 +96,11 @@ async def login(request: web.Request) -> web.StreamResponse:
         "address": result.previous_login[1] if result.previous_login else "",
         "failures": result.failures_since_last_login,
     }
-    await audit(request, "login", detail={"failures_since_last_login": result.failures_since_last_login})
+    unaudited = await audit_done(
+        request, "login", detail={"failures_since_last_login": result.failures_since_last_login}
+    )
+    if unaudited:
+        flash(request, t("login.unaudited", reason=unaudited), "error")
     if result.password_expired or must_change_password(request, user):
         flash(request, t("password.must_change"), "warning")
         response.headers["Location"] = "/password"
@@ -104,9 +113,11 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
-    if maybe_user(request) is not None:
-        await audit(request, "logout")
+    unaudited = await audit_done(request, "logout") if maybe_user(request) is not None else ""
     response = web.HTTPFound("/login")
     logout_session(request, response)
-    flash(request, translator(request)("logout.done"))
+    t = translator(request)
+    flash(request, t("logout.done"))
+    if unaudited:
+        flash(request, t("audit.not_recorded", reason=unaudited), "error")
     raise response

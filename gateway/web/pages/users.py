@@ -9,8 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.accounts.store import AccountError, Role, User
-from gateway.web.auth import SESSIONS, audit, current_user, hashing_call, requires, services
+from gateway.web.auth import SESSIONS, current_user, hashing_call, requires, services
 from gateway.web.pages.account import account_errors
+from gateway.web.pages.audit import audit_done
 from gateway.web.render import flash, render, translator
 
 routes = web.RouteTableDef()
@@ -61,8 +62,10 @@ async def _change(
     else:
         if logout:  # whoever is logged in as them logs in again (new password) or not at all (removed)
             request.app[SESSIONS].drop_user(name)
-        await audit(request, action, target=name, detail=detail(form))
+        unaudited = await audit_done(request, action, target=name, detail=detail(form))
         flash(request, t(message, name=name), "success")
+        if unaudited:
+            flash(request, t("audit.not_recorded", reason=unaudited), "error")
     raise web.HTTPFound("/users")
 
 

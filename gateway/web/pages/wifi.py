@@ -30,8 +30,9 @@ from aiohttp import web
 from gateway.accounts.store import Role
 from gateway.errors import GatewayError
 from gateway.storage.files import Access, StoreUnavailable, StoreUnreadable
-from gateway.web.auth import audit, current_user, requires, services
-from gateway.web.render import render
+from gateway.web.auth import current_user, requires, services
+from gateway.web.pages.audit import audit_done
+from gateway.web.render import render, translator
 from gateway.wifilog.cli import audit_detail, inquiry_key
 from gateway.wifilog.export import write_export
 from gateway.wifilog.sessions import Session
@@ -170,7 +171,10 @@ async def _search(
         return _unreadable(request, exc)
     sessions = await asyncio.to_thread(store.search, query)
     detail = audit_detail(query, form["reference"], len(sessions), key=key)
-    await audit(request, action, form["reference"], detail)
+    unaudited = await audit_done(request, action, form["reference"], detail)
+    if unaudited:  # an inquiry nobody can account for: nothing of it is shown or sent
+        error = translator(request)("wifi.unaudited", reason=unaudited)
+        return await _page(request, store, {"form": form, "error_text": error}, status=503)
     return query, sessions
 
 
