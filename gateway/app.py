@@ -281,6 +281,7 @@ class Gateway:
             )
             safe_mode = self.fleet.boot()
         self.supervisor = Supervisor(self._emit, emit_many=self._emit_many, flush=self._flush)
+        self.router.states = self.supervisor  # a failing adapter's commands are answered at once, not handed over
         adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
         # built before any adapter runs: configured entries first (file order), then what adapters contribute
         self.stage = build_stage(
@@ -502,18 +503,15 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
         log.error("running without the control socket (no web UI, no local tools): %s", exc)
         control = None
     notifier.ready(f"gateway {config.gateway.id} running")
+    # fed from READY to the end of the stop, reloads included, for as long as the event loop turns
+    watchdog = asyncio.create_task(notifier.feed_watchdog(), name="systemd-watchdog")
     status_log = logs.StateLog(log)  # `edgegw status` shows an old state meanwhile (a full disk, most often)
     try:
         while not stop.is_set():
             waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
-            await asyncio.wait(
-                waiters,
-                timeout=min(status_interval_s, notifier.watchdog_interval_s),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await asyncio.wait(waiters, timeout=status_interval_s, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
-            notifier.watchdog()
             try:
                 await _write_status(runtime.gateway)
             except OSError as exc:
@@ -532,12 +530,16 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
     finally:
         notifier.stopping()
         log.info("stopping: flushing the buffer and closing uplinks")
-        if control is not None:
-            await control.stop()
-        await runtime.stop()
-        # the status file is informative; a failure must not mask the exit
-        with contextlib.suppress(Exception):
-            await _write_status(runtime.gateway)
+        try:
+            if control is not None:
+                await control.stop()
+            await runtime.stop()
+            # the status file is informative; a failure must not mask the exit
+            with contextlib.suppress(Exception):
+                await _write_status(runtime.gateway)
+        finally:
+            watchdog.cancel()
+            await asyncio.wait([watchdog])  # unlike `await watchdog`, never swallows a cancellation of serve
         log.info("stopped")
     return 0
 

@@ -13,16 +13,29 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from gateway import redact
 from gateway.errors import ReadingError
 from gateway.logs import component_logger
 from gateway.ngsi import iota
 from gateway.records import Command, CommandResult, Reading, Source
 
-__all__ = ["DEFAULT_MAX_ENTITIES", "DEFAULT_TIMEOUT_S", "CommandRouter", "DeviceIndex", "RouterCounters"]
+__all__ = [
+    "CALLER_WAIT_S",
+    "DEFAULT_MAX_ENTITIES",
+    "DEFAULT_TIMEOUT_S",
+    "AdapterStates",
+    "CommandRouter",
+    "DeviceIndex",
+    "RouterCounters",
+]
 
 DEFAULT_TIMEOUT_S = 10.0
+# How long a caller on the box (the control socket's `command`) waits: past the router's deadline, so
+# it always reads the router's own answer (a timeout says the device may still act) and never gives up
+# on a command that is still running; the margin covers the socket and a loaded loop.
+CALLER_WAIT_S = DEFAULT_TIMEOUT_S + 5.0
 DEFAULT_MAX_ENTITIES = 100_000
 
 Handle = Callable[[Command], Awaitable[CommandResult]]
@@ -39,12 +52,26 @@ class RouterCounters:
     failed: int = 0
     timeouts: int = 0
     unknown_entity: int = 0
+    not_running: int = 0  # refused at once: the owning adapter was backing off or stopped
     evicted: int = 0
 
 
 # What the router keeps per entity: (adapter name, entity type, device). A tuple, not a dataclass:
 # `note` runs on every reading and reads element 0 only.
 _Entry = tuple[str, str, str]
+
+
+# States in which an adapter gets its commands: "starting" lasts until its task's first step, "running"
+# until it fails or stops; "backing-off" (after a failure) and "stopped" do not
+_TAKES_COMMANDS = frozenset({"starting", "running"})
+
+
+class AdapterStates(Protocol):
+    """A read-only view of how the adapters run (the supervisor is one): asked before each command."""
+
+    def run_state(self, name: str) -> tuple[str, str] | None:
+        """(state, last error) of adapter `name`, e.g. ("backing-off", "OSError: …"); None if not supervised."""
+        ...
 
 
 class DeviceIndex:
@@ -104,6 +131,8 @@ class CommandRouter:
         self._adapters: dict[str, object] = {}
         self._indexes: dict[str, DeviceIndex] = {}
         self._log = component_logger(__name__, name)
+        # set by the gateway once its supervisor exists; None: every known adapter is taken as running
+        self.states: AdapterStates | None = None
         # told of every command and its result (the gateway audits the platform's); never fails a command
         self.on_result: Callable[[Command, CommandResult], Awaitable[None]] | None = None
 
@@ -212,6 +241,16 @@ class CommandRouter:
         handle: Any = getattr(adapter, "handle", None)
         if not callable(handle):
             return self._fail(command, f"{where}: adapter {adapter_name} takes no commands")
+        refused = self._not_running(adapter_name)
+        if refused is not None:
+            # handed over, the command would wait for a connection the adapter may regain after its user
+            # gave up: a locker would open for nobody. Said at once, with what the supervisor knows.
+            self.counters.not_running += 1
+            return self._fail(
+                command,
+                f'{where}: adapter {adapter_name} owns "{command.entity_id}" but is not running, got {refused}; '
+                "not sent to the device, try again once `edgegw status` shows the adapter running",
+            )
         deadline = asyncio.timeout(self.timeout_s)
         try:
             async with deadline:
@@ -239,6 +278,15 @@ class CommandRouter:
             self.counters.failed += 1
             self._log.warning("%s for %s failed: %s", where, command.entity_id, result.info)
         return result
+
+    def _not_running(self, adapter_name: str) -> str | None:
+        """None if the adapter runs (or nothing says otherwise), else its state and last error, as said."""
+        run = self.states.run_state(adapter_name) if self.states is not None else None
+        if run is None or run[0] in _TAKES_COMMANDS:
+            return None
+        state, last_error = run
+        # the answer goes to the platform and the audit log: an adapter's error may quote a URL with a secret
+        return f"state {state} (last error: {redact.text(last_error)})" if last_error else f"state {state}"
 
     def _fail(self, command: Command, info: str) -> CommandResult:
         self.counters.failed += 1

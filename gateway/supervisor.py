@@ -212,3 +212,11 @@ class Supervisor:
 
     def status(self) -> list[AdapterStatus]:
         return [i.status() for i in self._items]
+
+    def run_state(self, name: str) -> tuple[str, str] | None:
+        """(state, last error) of one adapter, None if not supervised: the command router's view
+        (gateway.commands.AdapterStates), cheap enough for every command, unlike `status()`."""
+        for item in self._items:
+            if item.config.name == name:
+                return item.state.value, item.last_error
+        return None

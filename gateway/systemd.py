@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -47,3 +48,16 @@ class Notifier:
     def watchdog(self) -> None:
         if self._watchdog:
             self._send("WATCHDOG=1")
+
+    async def feed_watchdog(self) -> None:
+        """Ping every `watchdog_interval_s` until cancelled; returns at once when systemd wants no pings.
+
+        A task of its own, not a step of the gateway's main loop: that loop waits for a reload (stopping
+        adapters, the buffer's integrity check, ~5 s per million rows) which may outlast WatchdogSec on
+        a healthy box. What systemd must catch is a blocked event loop, and then this task stops too.
+        """
+        if not self._watchdog:
+            return
+        while True:
+            self.watchdog()
+            await asyncio.sleep(self.watchdog_interval_s)

@@ -9,6 +9,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from gateway.commands import CALLER_WAIT_S
 from gateway.control.protocol import (
     BUSY,
     ControlError,
@@ -24,6 +25,10 @@ from gateway.control.protocol import (
 MAX_REPLY = 256 * 1024 * 1024
 _CHUNK = 256 * 1024
 _PAUSE_GC_ABOVE = 64 * 1024
+# Ops that run longer than a client's usual timeout by design, and the least each is given: a
+# `command` waits out the router's own deadline, so its caller reads the router's answer instead of
+# giving up while the device may still act (an unlock after the kiosk said it failed).
+OP_TIMEOUTS_S = {"command": CALLER_WAIT_S}
 
 
 def _decode(line: bytes) -> tuple[Any, Any]:
@@ -57,13 +62,18 @@ class ControlClient:
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
 
+    def timeout_for(self, op: str) -> float:
+        """Seconds a call of `op` waits for its reply: `timeout_s`, or longer for an op in OP_TIMEOUTS_S."""
+        return max(self.timeout_s, OP_TIMEOUTS_S.get(op, 0.0))
+
     async def call(self, op: str, **args: Any) -> Any:
         """The op's result; ControlError on an error reply, ControlUnavailable when no gateway answers."""
         async with self._lock:
             request_id = next(self._ids)
             request = encode_request(request_id, op, args)
+            timeout_s = self.timeout_for(op)
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(timeout_s):
                     kept = await self._connect()
                     try:
                         line = await self._exchange(request)
@@ -81,7 +91,7 @@ class ControlClient:
             except TimeoutError:
                 await self._drop()  # a late reply would answer the next call: start afresh
                 raise ControlUnavailable(
-                    f"control socket {self.path}: no reply to {op} within {self.timeout_s:g} s; is the gateway busy or stopped?"
+                    f"control socket {self.path}: no reply to {op} within {timeout_s:g} s; is the gateway busy or stopped?"
                 ) from None
             except (OSError, EOFError) as exc:
                 await self._drop()
