@@ -7,7 +7,9 @@ bounded cache; values are checked every time, with a fast path for the common sc
 Beyond Orion's 400s it refuses what makes Orion answer **500** (which an uplink must treat as
 transient and would retry forever): object keys starting with `$` (update operators, or refused by
 its database), GeoJSON its MongoDB index cannot take (see `gateway.ngsi.geojson`), and attribute
-values Orion-LD cannot hold (over `MAX_VALUE_BYTES` of JSON).
+values Orion-LD cannot hold (over `MAX_VALUE_BYTES` of JSON). It refuses what would arrive changed
+too: integers beyond ±2^53, which Orion and the IoT Agents hold as doubles, and metadata names
+NGSI-LD reserves (metadata become sub-properties there, and the broker refuses the entity).
 
 It also owns the NGSI value typing the converters share: `ngsi_type` (explicit, else inferred from
 the value) and `canonical_datetime` (any ISO 8601 with a zone → `YYYY-MM-DDThh:mm:ss.sssZ` UTC).
@@ -37,12 +39,22 @@ MAX_VALUE_BYTES = 63_000
 _TEXT_FAST_LIMIT = MAX_VALUE_BYTES // 6
 # orjson's integer range: beyond it a value cannot even be serialized
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+# Orion holds a Number as a C double (ContextAttribute::numberValue, read with rapidjson's GetDouble)
+# and the IoT Agents JSON.parse it into one: beyond ±2^53 an integer arrives as another number
+# (9007199254740993 as ...992), on every uplink, silently
+_EXACT_MIN, _EXACT_MAX = -(2**53), 2**53
+_INEXACT = "is beyond ±2^53, which Orion and the IoT Agents hold as a double (it would arrive as another number)"
+_INEXACT_FIX = "declare the attribute Text and send the digits as a string, or scale it at the source"
 # Written by the converters themselves, so a reading must not bring its own
 CONVERTER_ATTRIBUTES = frozenset({"TimeInstant", "timeSource"})
 # NGSI-LD entity members and system attributes; refused so that one reading fits every uplink
 LD_RESERVED_ATTRIBUTES = frozenset({"@context", "scope", "createdAt", "modifiedAt", "deletedAt"})
 # NGSI-LD insists these are GeoProperties
 LD_GEO_NAMES = frozenset({"location", "observationSpace", "operationSpace"})
+# NGSI-LD has no metadata: each item becomes a sub-property of its attribute, where the broker refuses
+# these names (a 207 for the whole entity) or they are the attribute's own members (`type`, `createdAt`:
+# the converter would drop them)
+LD_RESERVED_METADATA = LD_GEO_NAMES | LD_RESERVED_ATTRIBUTES | {"id", "type"}
 DEPRECATED_GEO_TYPES = frozenset({"geo:point", "geo:line", "geo:box", "geo:polygon"})
 # Orion parses both as dates ("ISO8601" is its older spelling); the converters render them canonical
 DATETIME_TYPES = frozenset({"DateTime", "ISO8601"})
@@ -171,6 +183,13 @@ _DOLLAR_FIX = "rename the key (no leading $) in the device profile or decoder"
 _NOT_JSON = "must be JSON data (str, number, bool, null, list, object)"
 
 
+def _int_problem(value: int) -> tuple[str, str]:
+    """Why an integer outside ±2^53 cannot be sent (the caller has found it outside)."""
+    if not _INT_MIN <= value <= _INT_MAX:
+        return f"integer {value} is out of the 64-bit range", ""
+    return f"integer {value} {_INEXACT}", _INEXACT_FIX
+
+
 def _key_problem(k: Any) -> tuple[str, str] | None:
     if type(k) is not str:
         return f"object keys must be strings, found {k!r}", ""
@@ -191,14 +210,14 @@ def _text_problem(text: str) -> tuple[str, str] | None:
 
 
 def _scan(value: Any, level: int) -> tuple[str, str] | None:
-    """One pass over a value: JSON types, finite numbers, 64-bit ints, valid text, storable keys, nesting."""
+    """One pass over a value: JSON types, finite numbers, exact ints, valid text, storable keys, nesting."""
     t = type(value)
     if t is str:
         return None if value.isascii() else _text_problem(value)
     if t is float:
         return None if math.isfinite(value) else ("must be a finite number", "")
     if t is int:
-        return None if _INT_MIN <= value <= _INT_MAX else (f"integer {value} is out of the 64-bit range", "")
+        return None if _EXACT_MIN <= value <= _EXACT_MAX else _int_problem(value)
     if t is bool or value is None:
         return None
     if t is dict or isinstance(value, Mapping):
@@ -223,7 +242,7 @@ def _scan(value: Any, level: int) -> tuple[str, str] | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return None if _INT_MIN <= value <= _INT_MAX else (f"integer {value} is out of the 64-bit range", "")
+        return None if _EXACT_MIN <= value <= _EXACT_MAX else _int_problem(value)
     if isinstance(value, float):
         return None if math.isfinite(value) else ("must be a finite number", "")
     return _NOT_JSON, ""
@@ -418,6 +437,15 @@ class ReadingChecker:
                 ids.check_metadata_name(mname)
             except ValueError as exc:
                 raise self._fail(r, where, str(exc), mname) from None
+            if mname in LD_RESERVED_METADATA:
+                raise self._fail(
+                    r,
+                    where,
+                    f"metadata name must not be {mname!r}, NGSI-LD reserves it (metadata become sub-properties there)",
+                    mname,
+                    "rename the metadata",
+                    metadata=mname,
+                )
             if mname == "TimeInstant" or (mname == "unitCode" and attr.unit is not None):
                 raise self._fail(r, where, "metadata is written by the converter (from observed_at / unit)", mname)
             typed = isinstance(mvalue, Mapping) and "value" in mvalue and set(mvalue) <= {"type", "value"}
@@ -458,7 +486,7 @@ class ReadingChecker:
             value = attr.value
             atype = attr.type
             tv = type(value)
-            # Fast path for the common sensor value: a finite float or a 64-bit int declared Number,
+            # Fast path for the common sensor value: a finite float or an int a double holds declared Number,
             # no metadata, a unit already accepted, not an NGSI-LD geo name. Everything the full path
             # below would check of such an attribute is covered here, so it may be skipped (~0.3 µs).
             if (
@@ -466,7 +494,7 @@ class ReadingChecker:
                 and not attr.metadata
                 and (attr.unit is None or attr.unit in units)
                 and name not in LD_GEO_NAMES
-                and ((tv is float and _isfinite(value)) or (tv is int and _INT_MIN <= value <= _INT_MAX))
+                and ((tv is float and _isfinite(value)) or (tv is int and _EXACT_MIN <= value <= _EXACT_MAX))
             ):
                 continue
             # the same for a date in Orion's form (the observation types' `dateObserved`): the full path
@@ -498,6 +526,8 @@ class ReadingChecker:
             elif tv is int:
                 if not _INT_MIN <= value <= _INT_MAX:
                     raise self._fail(r, name, "integer is out of the 64-bit range", value)
+                if not _EXACT_MIN <= value <= _EXACT_MAX:
+                    raise self._fail(r, name, f"integer {_INEXACT}", value, _INEXACT_FIX)
             elif not (tv is bool or value is None):
                 self._check_structure(r, name, value)
                 if reject:

@@ -27,6 +27,10 @@ _ENCODED_RE = re.compile("%(" + "|".join(_DECODE) + ")")
 
 
 _PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
+# Sent untouched under every encoding: what the source typed TextUnrestricted, and a Relationship's
+# target, which names an entity by its id (`%` is legal in ids, and an id check_reading accepted holds
+# none of the characters Orion refuses in values): encoded, it would name an entity that does not exist
+_VERBATIM_TYPES = frozenset({"TextUnrestricted", "Relationship"})
 
 
 def encode_percent(text: str) -> str:
@@ -90,9 +94,9 @@ def encode_attribute_value(atype: str, value: Any, encoding: ValueEncoding) -> t
     value untouched); structured and custom-typed values fall back to `percent`, because Orion's
     exemption is documented for attribute values of that one type. `reject` sends values as they are
     (`check_reading` has already refused anything Orion would refuse). An attribute the source itself
-    typed `TextUnrestricted` is always sent untouched.
+    typed `TextUnrestricted`, and a `Relationship`'s target (an entity id), are always sent untouched.
     """
-    if type(value) in _PLAIN_SCALARS or atype == "TextUnrestricted" or encoding is ValueEncoding.REJECT:
+    if type(value) in _PLAIN_SCALARS or atype in _VERBATIM_TYPES or encoding is ValueEncoding.REJECT:
         return atype, value
     if encoding is ValueEncoding.TEXT_UNRESTRICTED and atype == "Text" and isinstance(value, str):
         return ("TextUnrestricted" if _BANNED_RE.search(value) else "Text"), value
