@@ -3,14 +3,12 @@
 edgegw-backup.service has ProtectSystem=strict: it may write only its StateDirectory (the data directory) and
 ReadWritePaths=-/srv/edgegw-backups. A `copy_to` or `[backup] directory` anywhere else is read-only to it, and
 the night failed with a bare "[Errno 30] Read-only file system". Here the read-only mount is a real one: a
-read-only bind mount (needs root and mount(8); skipped otherwise).
+read-only bind mount (tests/storage/read_only.py; needs root, as here and in CI).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +19,7 @@ from gateway.backup import archive
 from gateway.backup.config import BackupConfig
 from gateway.backup.schedule import Job, read_status, run_backup
 from tests.backup.conftest import RELEASE, write_config
+from tests.storage.read_only import Binds
 
 NIGHT = datetime(2026, 12, 3, 18, 12, tzinfo=UTC)
 
@@ -28,18 +27,10 @@ NIGHT = datetime(2026, 12, 3, 18, 12, tzinfo=UTC)
 @pytest.fixture
 def read_only(tmp_path: Path) -> Iterator[Path]:
     """A directory mounted read-only, as ProtectSystem=strict leaves one outside the unit's writable paths."""
-    mount = shutil.which("mount")
-    if os.geteuid() != 0 or mount is None:
-        pytest.skip("needs root and mount(8) for a read-only bind mount")
     mnt = tmp_path / "mnt"
     (mnt / "share").mkdir(parents=True)
-    if subprocess.run([mount, "--bind", str(mnt), str(mnt)], capture_output=True, check=False).returncode != 0:
-        pytest.skip("bind mounts are not allowed here")
-    try:
-        subprocess.run([mount, "-o", "remount,bind,ro", str(mnt)], capture_output=True, check=True)
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True, check=True)
+    with Binds() as binds:
+        yield binds.read_only(mnt)
 
 
 def _job(tmp_path: Path, config: BackupConfig) -> Job:
