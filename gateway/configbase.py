@@ -158,6 +158,11 @@ def check_http_url(v: str) -> str:
     return v.rstrip("/")
 
 
+# What text that goes on one line of a header must not hold (a mail header, an HTTP header carrying a
+# secret): every character str.splitlines breaks on, and the other C0/C1 controls.
+NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 # a DNS name: labels of 1-63 letters, digits, '-' (not first or last) and '_' (in use on private
 # networks, e.g. docker service names), at most 253 characters, a trailing dot allowed
 _HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"

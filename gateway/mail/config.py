@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 
 from pydantic import model_validator
 
-from gateway.configbase import Field, Section
+from gateway.configbase import NOT_ONE_LINE, Field, Section
 from gateway.secrets import SecretRef
 from gateway.tls import TlsSection
 
@@ -25,10 +24,6 @@ class MailSecurity(enum.Enum):
     STARTTLS = "starttls"  # plain connect, then STARTTLS is required: a server without it is refused
     SMTPS = "smtps"  # TLS from the first byte (port 465)
     PLAIN_LOOPBACK = "plain-loopback"  # no TLS, allowed only to a relay on this box (127.0.0.1 / ::1)
-
-
-# what a header's text must not hold: every character str.splitlines breaks on, and the other C0/C1 controls
-NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _is_loopback(host: str) -> bool:

@@ -17,7 +17,7 @@ from email.policy import EmailPolicy
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
-from gateway.mail.config import NOT_ONE_LINE
+from gateway.configbase import NOT_ONE_LINE
 
 __all__ = ["Mail", "MailError", "build_message", "check_address", "check_line"]
 

@@ -12,19 +12,17 @@ would fail every request in the HTTP library, naming no setting: it is refused h
 from __future__ import annotations
 
 import base64
-import re
 from typing import Any
 
 import aiohttp
 
 from gateway import __version__, redact, secrets
+from gateway.configbase import NOT_ONE_LINE
 from gateway.errors import ConfigError
 from gateway.uplinks.http.client import HttpResponse, make_session, send
 from gateway.uplinks.kintone.config import KintoneConfig
 from gateway.uplinks.kintone.daily import DailyCounter
 
-# C0, DEL and C1 controls, and the Unicode line and paragraph separators: never part of a token or password
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_NAMES = {"\r": "a carriage return", "\n": "a line feed", "\t": "a tab"}
 
 
@@ -37,14 +35,14 @@ class UnusableSecret(ConfigError):
 def _resolve(ref: str, data_dir: str, where: str) -> str:
     """The clear value of `ref` (the setting at key path `where`); UnusableSecret if it holds a control character."""
     value = secrets.resolve(ref, data_dir)
-    bad = _CONTROL.search(value)
+    bad = NOT_ONE_LINE.search(value)
     if bad is None:
         return value
     char = bad.group()
     what = f"U+{ord(char):04X}"
     if char in _CONTROL_NAMES:
         what = f"{_CONTROL_NAMES[char]} ({what})"
-    if _CONTROL.sub("", value[bad.start() :]):
+    if NOT_ONE_LINE.sub("", value[bad.start() :]):
         what += f" at character {bad.start() + 1}"
     else:
         what += " at its end"
