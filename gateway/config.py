@@ -12,7 +12,15 @@ from gateway import registry
 from gateway.adapter_api import AdapterConfig, ProcessingChecked
 from gateway.backup.config import BackupConfig
 from gateway.buffer.config import BufferConfig
-from gateway.configbase import Field, Identifier, Section, format_validation_error, read_toml, show_value
+from gateway.configbase import (
+    ConnectsToBrokers,
+    Field,
+    Identifier,
+    Section,
+    format_validation_error,
+    read_toml,
+    show_value,
+)
 from gateway.errors import ConfigError
 from gateway.fleet.config import FleetConfig
 from gateway.mail.config import MailConfig
@@ -123,6 +131,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
                 )
             seen.setdefault(section.name, f"{key}[{i}]")
     errors.extend(_checked_together(uplinks, doc))
+    errors.extend(_shared_client_ids((("adapters", adapters), ("uplinks", uplinks)), doc))
     raw_processing = doc.get("processing", [])
     processing: list[ProcessorConfig] = parse_processing(raw_processing, errors)
     errors.extend(_unknown_adapters(doc.get("processing"), raw_adapters))
@@ -173,16 +182,48 @@ def _checked_with_processing(adapters: list[tuple[int, Any]], processing: list[P
 def _checked_together(uplinks: list[tuple[int, Any]], doc: dict[str, Any]) -> list[str]:
     """Errors between uplinks of one type, from the type's optional `check_together(sections, gateway_id)`
     (e.g. two `mqtt` uplinks on one broker sharing a retained status topic)."""
-    gateway = doc.get("gateway")
-    gateway_id = gateway.get("id") if isinstance(gateway, dict) else None
-    if not isinstance(gateway_id, str):
-        return []  # reported by the top-level validation
+    gateway_id = _gateway_id(doc)
+    if gateway_id is None:
+        return []
     errors: list[str] = []
     for model in dict.fromkeys(type(section) for _, section in uplinks):
         check = getattr(model, "check_together", None)
         if check is not None:
             errors.extend(check([(i, s) for i, s in uplinks if type(s) is model], gateway_id))
     return errors
+
+
+def _shared_client_ids(groups: tuple[tuple[str, list[tuple[int, Any]]], ...], doc: dict[str, Any]) -> list[str]:
+    """Two connections to one broker with one client id, whether adapters' or uplinks': the broker keeps
+    one connection per client id, so each would take the other's session over, reconnecting forever."""
+    gateway_id = _gateway_id(doc)
+    if gateway_id is None:
+        return []
+    first: dict[tuple[tuple[str, int], str], tuple[str, str]] = {}  # -> (where, who connects with it)
+    errors: list[str] = []
+    for key, sections in groups:
+        for i, section in sections:
+            if not isinstance(section, ConnectsToBrokers):
+                continue
+            where, name = f"{key}[{i}]", getattr(section, "name", "")
+            for client in section.broker_clients(gateway_id):
+                who = f'{client.role}{where} ("{name}")'
+                taken = first.setdefault((client.broker, client.client_id), (where, who))
+                if taken[0] != where:
+                    host, port = client.broker
+                    errors.append(
+                        f"{where}.client_id: must differ from the client id of every other connection to broker "
+                        f'{host}:{port}, got "{client.client_id}" for {taken[1]} and for {who}; the broker keeps '
+                        "one connection per client id, so each would take the other's session over; set "
+                        "client_id on one of them"
+                    )
+    return errors
+
+
+def _gateway_id(doc: dict[str, Any]) -> str | None:
+    gateway = doc.get("gateway")
+    gateway_id = gateway.get("id") if isinstance(gateway, dict) else None
+    return gateway_id if isinstance(gateway_id, str) else None  # else reported by the top-level validation
 
 
 def _with_ngsi_defaults(section: UplinkConfig, raw: dict[str, Any], ngsi: NgsiConfig) -> UplinkConfig:

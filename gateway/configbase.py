@@ -16,8 +16,9 @@ import tomllib
 import types
 import typing
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Protocol, Union, runtime_checkable
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,7 +26,9 @@ from gateway.errors import ConfigError
 from gateway.secrets import SecretInClear, check_url_credentials
 
 __all__ = [
+    "BrokerClient",
     "ConfigProblems",
+    "ConnectsToBrokers",
     "Field",
     "Host",
     "HttpUrl",
@@ -218,6 +221,24 @@ def check_host(v: str) -> str:
 
 
 Host = Annotated[str, AfterValidator(check_host)]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerClient:
+    """One connection a section makes to an MQTT broker, for the check that no two share a client id."""
+
+    broker: tuple[str, int]  # (host in lower case, port)
+    client_id: str
+    role: str = ""  # who connects, for messages: "" for the section itself, "the command listener of "
+
+
+@runtime_checkable
+class ConnectsToBrokers(Protocol):
+    """Optional, on an adapter's or uplink's config: the MQTT connections it makes. A broker keeps one
+    connection per client id, so two with one id on one broker would take each other's session over,
+    forever: `edgegw check-config` refuses that across every adapter and uplink (gateway/config.py)."""
+
+    def broker_clients(self, gateway_id: str) -> tuple[BrokerClient, ...]: ...
 
 
 class ConfigProblems(ValueError):

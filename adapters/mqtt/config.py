@@ -13,7 +13,7 @@ from adapters.jsonmap.config import MappingSection, at_least_one
 from adapters.jsonmap.templates import FieldRef, check_literals, field_ref
 from adapters.jsonmap.templates import parse_template as parse_placeholders
 from gateway.adapter_api import AdapterConfig
-from gateway.configbase import Field, Host
+from gateway.configbase import BrokerClient, Field, Host
 from gateway.ngsi.identifiers import check_entity_type
 from gateway.secrets import SecretRef
 from gateway.tls import TlsSection
@@ -197,6 +197,10 @@ class MqttAdapterConfig(AdapterConfig):
 
     def effective_client_id(self, gateway_id: str) -> str:
         return self.client_id or f"edgegw-{gateway_id}-{self.name}"[:64]
+
+    def broker_clients(self, gateway_id: str) -> tuple[BrokerClient, ...]:
+        """The adapter's one connection: no uplink or other adapter may share its client id on its broker."""
+        return (BrokerClient((self.host.lower(), self.port), self.effective_client_id(gateway_id)),)
 
 
 def template_text(parts: tuple[TemplatePart, ...]) -> str:

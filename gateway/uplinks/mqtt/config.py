@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationInfo, field_validator, model_validator
 
-from gateway.configbase import Field, Host, Section
+from gateway.configbase import BrokerClient, Field, Host, Section
 from gateway.ngsi import identifiers, iota
 from gateway.ngsi.config import ValueEncoding
 from gateway.secrets import SecretRef
@@ -238,26 +238,25 @@ class MqttUplinkConfig(UplinkConfig):
         """The client id the uplink connects with: `client_id`, or edgegw-<gateway id>-<name>."""
         return self.client_id or f"edgegw-{gateway_id}-{self.name}"
 
-    def client_ids(self, gateway_id: str) -> tuple[tuple[str, bool], ...]:
-        """(client id, whether the command listener connects with it) of each connection the uplink makes to
-        its broker: its own, and with commands on its listener's (`<client id>-cmd`, commands.py)."""
+    def broker_clients(self, gateway_id: str) -> tuple[BrokerClient, ...]:
+        """Each connection the uplink makes to its broker: its own, and with commands on its listener's
+        (`<client id>-cmd`, commands.py). No other connection may share one (gateway/config.py)."""
         own = self.effective_client_id(gateway_id)
+        clients = [BrokerClient(self.broker_key(), own)]
         if self.commands is CommandMode.ON:
-            return ((own, False), (own + COMMAND_CLIENT_SUFFIX, True))
-        return ((own, False),)
+            clients.append(BrokerClient(self.broker_key(), own + COMMAND_CLIENT_SUFFIX, "the command listener of "))
+        return tuple(clients)
 
     @classmethod
     def check_together(cls, sections: Sequence[tuple[int, UplinkConfig]], gateway_id: str) -> list[str]:
-        """Errors between `mqtt` uplinks on one broker: they must not share a retained status topic, nor a
-        client id (a broker keeps one connection per client id: each would take the other's over)."""
+        """Errors between `mqtt` uplinks on one broker: they must not share a retained status topic. (Nor a
+        client id, with any other connection: checked across adapters and uplinks, gateway/config.py.)"""
         seen: dict[tuple[tuple[str, int], str], int] = {}
-        ids: dict[tuple[tuple[str, int], str], tuple[int, str]] = {}  # -> (index, who connects with it)
         errors: list[str] = []
         for i, section in sections:
             if not isinstance(section, MqttUplinkConfig):
                 continue
-            broker = section.broker_key()
-            key = (broker, section.render_status_topic(gateway_id))
+            key = (section.broker_key(), section.render_status_topic(gateway_id))
             if key in seen:
                 errors.append(
                     f"uplinks[{i}].status_topic: must differ from uplinks[{seen[key]}].status_topic on the same "
@@ -265,16 +264,4 @@ class MqttUplinkConfig(UplinkConfig):
                     "put {uplink} in the template"
                 )
             seen.setdefault(key, i)
-            for client_id, listener in section.client_ids(gateway_id):
-                who = f'uplinks[{i}] ("{section.name}")'
-                if listener:
-                    who = "the command listener of " + who
-                first = ids.setdefault((broker, client_id), (i, who))
-                if first[0] != i:
-                    errors.append(
-                        f"uplinks[{i}].client_id: must differ from the client id of every other connection to "
-                        f'broker {broker[0]}:{broker[1]}, got "{client_id}" for {first[1]} and for {who}; the '
-                        "broker keeps one connection per client id, so each would take the other's session "
-                        "over; set client_id on one of them"
-                    )
         return errors
