@@ -45,6 +45,7 @@ from gateway.fleet.safemode import ProcessStarts, RestartWindow
 from gateway.fleet.system import SystemFacts, ip_addresses, last_backup, probe
 from gateway.logs import StateLog
 from gateway.records import Command, CommandResult, Reading
+from gateway.storage.files import write_atomic
 from gateway.tls import client_context
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class FleetService:
         self.engine = AlarmEngine(config.alarms, _read_json(self.data_dir / ALARMS_FILE))
         self.availability = Availability(self.data_dir / AVAILABILITY_FILE, max_gap_s=3 * TICK_S + 30)
         self._availability_failing = StateLog(log)
+        self._alarms_failing = StateLog(log)  # while failing, the state on disk is older than the engine's
         self.window = RestartWindow(config.safe_mode.restarts, config.safe_mode.within_s)
         self.starts = ProcessStarts(self.data_dir, config.safe_mode.restarts, config.safe_mode.within_s)
         self.remote_state = remote.RemoteState(self.data_dir)
@@ -215,8 +217,8 @@ class FleetService:
         outages = uplink_outages(doc, self.engine.outages, rules, now)
         moved, self.engine.outages = outages != self.engine.outages, outages
         events = self.engine.evaluate(conditions(doc, rules, now, outages), now)
-        if events or moved:
-            _write_json(self.data_dir / ALARMS_FILE, self.engine.state())
+        if events or moved or self._alarms_failing.failing:
+            await self._save_alarms()
         if events:
             await self._dispatch(events)
             doc = await self.status()
@@ -250,6 +252,26 @@ class FleetService:
             return
         self.availability.saved_at = now
         self._availability_failing.ok("availability figure saved again to %s", self.availability.path)
+
+    async def _save_alarms(self) -> None:
+        """The alarm state on disk, off the loop and synced: it is what keeps a raised alarm from being
+        raised (and mailed) again after a power cut. A disk that refuses it (full, remounted read-only
+        after an error) must not stop the alarms themselves: said once, tried again at each tick."""
+        path = self.data_dir / ALARMS_FILE
+        data = orjson.dumps(self.engine.state())
+        try:
+            await asyncio.to_thread(write_atomic, path, data, None, durable=True)
+        except OSError as exc:
+            self._alarms_failing.fail(
+                exc.errno,
+                logging.WARNING,
+                "alarm state not saved to %s, got %s; the alarms go on, a restart before it is saved may raise "
+                "them again; tried again at the next tick",
+                path,
+                exc.strerror or exc,
+            )
+            return
+        self._alarms_failing.ok("alarm state saved again to %s", path)
 
     def _sticky_failing(self, doc: dict[str, Any]) -> None:
         """Mark each uplink `failing` from the moment it backs off until it delivers again.
@@ -905,11 +927,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    import json
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    os.replace(tmp, path)
