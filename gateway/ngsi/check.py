@@ -51,10 +51,12 @@ CONVERTER_ATTRIBUTES = frozenset({"TimeInstant", "timeSource"})
 LD_RESERVED_ATTRIBUTES = frozenset({"@context", "scope", "createdAt", "modifiedAt", "deletedAt"})
 # NGSI-LD insists these are GeoProperties
 LD_GEO_NAMES = frozenset({"location", "observationSpace", "operationSpace"})
+# an NGSI-LD attribute's own members: a sub-property by one of these names would be the member itself
+LD_ATTRIBUTE_MEMBERS = frozenset({"value", "object", "observedAt", "datasetId", "languageMap"})
 # NGSI-LD has no metadata: each item becomes a sub-property of its attribute, where the broker refuses
-# these names (a 207 for the whole entity) or they are the attribute's own members (`type`, `createdAt`:
-# the converter would drop them)
-LD_RESERVED_METADATA = LD_GEO_NAMES | LD_RESERVED_ATTRIBUTES | {"id", "type"}
+# these names (a 207 for the whole entity) or they are the attribute's own members (`type`, `createdAt`,
+# `value`: the converter would drop them, and the reading would arrive without them, unsaid)
+LD_RESERVED_METADATA = LD_GEO_NAMES | LD_RESERVED_ATTRIBUTES | LD_ATTRIBUTE_MEMBERS | {"id", "type"}
 DEPRECATED_GEO_TYPES = frozenset({"geo:point", "geo:line", "geo:box", "geo:polygon"})
 # Orion parses both as dates ("ISO8601" is its older spelling); the converters render them canonical
 DATETIME_TYPES = frozenset({"DateTime", "ISO8601"})

@@ -2,8 +2,8 @@
 
 NGSI v2 takes a metadata named `location`, `scope` or `id`; NGSI-LD, where each metadata item is a
 sub-property of its attribute, refuses the whole entity (207: "location must be a GeoProperty",
-"Reserved attribute name"), and a sub-property named `type` or `createdAt` would collide with the
-attribute's own member and be dropped. One reading must fit every uplink, so check_reading refuses
+"Reserved attribute name"), and a sub-property named `type`, `createdAt`, `value` or `observedAt` would
+collide with the attribute's own member and be dropped. One reading must fit every uplink, so check_reading refuses
 them with the attribute and the metadata name; the metadata this gateway adds itself still pass.
 """
 
@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import ReadingError
-from gateway.ngsi.check import LD_GEO_NAMES, LD_RESERVED_ATTRIBUTES, ReadingChecker
+from gateway.ngsi.check import LD_ATTRIBUTE_MEMBERS, LD_GEO_NAMES, LD_RESERVED_ATTRIBUTES, ReadingChecker
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.ld import ld_upsert_body, to_ld_entity
 from gateway.ngsi.v2 import to_v2_entity, v2_update_body
@@ -35,7 +35,7 @@ from tests.support.orion_rules import validate_ld_upsert, validate_v2_update
 GAUGE = "urn:ngsi-ld:WaterObserved:kuma-01"
 CTX = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 V2_HEADERS = {"Content-Type": "application/json", "Fiware-Service": "kumamoto", "Fiware-ServicePath": "/river"}
-RESERVED = sorted(LD_GEO_NAMES | LD_RESERVED_ATTRIBUTES | {"id", "type"})
+RESERVED = sorted(LD_GEO_NAMES | LD_RESERVED_ATTRIBUTES | LD_ATTRIBUTE_MEMBERS | {"id", "type"})
 POINT = {"type": "geo:json", "value": {"type": "Point", "coordinates": [130.7, 32.2]}}
 
 
