@@ -319,8 +319,8 @@ class Gateway:
                 await asyncio.wait_for(asyncio.gather(*(c.stop_commands() for c in self.command_sources)), timeout=0.5)
             except TimeoutError:
                 log.warning("command sources did not stop within 0.5 s")
-        if self.supervisor is not None:
-            await self.supervisor.stop()
+        if self.supervisor is not None:  # the uplinks and the buffer's close get the deadline's last second
+            await self.supervisor.stop(timeout_s=max(0.5, t_end - time.monotonic() - 1.0))
         if self.mail_sender is not None:  # after the adapters, which may enqueue until they stop
             await self.mail_sender.stop()
         if self.mail_queue is not None:

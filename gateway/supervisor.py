@@ -153,6 +153,12 @@ class _Supervised:
         )
 
 
+def _drop_result(task: asyncio.Task[None]) -> None:
+    """An adapter's end after stop(): its exception retrieved, so asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _total(counts: object) -> int:
     """A `malformed` entry as one number: the sum of a reason → count mapping, or the count itself."""
     if isinstance(counts, Mapping):
@@ -192,11 +198,24 @@ class Supervisor:
             item.task = asyncio.create_task(item.run(), name=f"adapter:{config.name}")
             self._items.append(item)
 
-    async def stop(self) -> None:
-        tasks = [i.task for i in self._items if i.task is not None]
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Cancel every adapter and wait for them, at most `timeout_s`. One stuck where cancellation does
+        not reach (a close in a thread on a hung USB adapter) is named and left behind: a stop (SIGTERM,
+        a reload) must still close the buffer after it, with what the others emitted committed."""
+        tasks = {i.task: i for i in self._items if i.task is not None}
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in tasks.keys() - pending:
+                _drop_result(task)  # its own end; an error is in its last_error already
+            for task in pending:
+                task.add_done_callback(_drop_result)
+                tasks[task].log.warning(
+                    "adapter did not stop within %.1f s of being told to; left behind, and what it emits once "
+                    "the buffer is closed is refused",
+                    timeout_s,
+                )
         for item in self._items:
             item.state = AdapterState.STOPPED
 

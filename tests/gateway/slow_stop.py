@@ -1,7 +1,8 @@
 """`python -m tests.gateway.slow_stop run --config …`: the gateway with a test family whose stop takes seconds.
 
 Like a device adapter that closes its session politely (a logout, a last write) when told to stop: a
-reload waits for it, which makes a reload slow for real without a backlog of millions of rows.
+reload waits for it (within the stop's deadline), which makes a reload slow for real without a backlog
+of millions of rows.
 """
 
 from __future__ import annotations

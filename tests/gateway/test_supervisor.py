@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -243,4 +244,45 @@ async def test_a_failing_spell_is_logged_once_and_its_end_once(caplog: pytest.Lo
     ]
     assert [line for line in lines if line[0] == "DEBUG"] == [
         ("DEBUG", f"adapter failed again (restart {n}): ConnectionError: port /dev/ttyUSB0 busy") for n in (2, 3, 4)
+    ]
+
+
+class StuckOnCloseAdapter:
+    """Its close, in a thread, hangs (a USB-serial adapter gone deaf): cancellation cannot reach it."""
+
+    config_model: ClassVar[type[AdapterConfig]] = _Config
+
+    def __init__(self, config: _Config, context: AdapterContext, released: threading.Event) -> None:
+        self.released = released
+
+    async def run(self, emit: Emit) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.to_thread(self.released.wait, 30)
+
+
+async def test_an_adapter_stuck_on_its_way_out_does_not_hold_the_stop(caplog: pytest.LogCaptureFixture) -> None:
+    """Supervisor.stop waited for every adapter with no bound: one close hung in a thread held a SIGTERM or a
+    reload forever, and the buffer was never closed after it."""
+    released = threading.Event()
+    sup = Supervisor(lambda r: asyncio.sleep(0))
+    stuck, steady = _Config(name="pad", type="test"), _Config(name="steady", type="test")
+    sup.start([(stuck, StuckOnCloseAdapter(stuck, CTX, released)), (steady, FlakyAdapter(steady, CTX))])
+    await asyncio.sleep(0.05)
+    began = asyncio.get_running_loop().time()
+    try:
+        await sup.stop(timeout_s=0.3)
+        took = asyncio.get_running_loop().time() - began
+    finally:
+        released.set()
+    assert 0.3 <= took < 1.0
+    assert {s.state for s in sup.status()} == {AdapterState.STOPPED}
+    warned = [(getattr(r, "component", None), r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == [
+        (
+            "pad",
+            "adapter did not stop within 0.3 s of being told to; left behind, and what it emits once the buffer "
+            "is closed is refused",
+        )
     ]
