@@ -417,7 +417,9 @@ class DeliveryLoop:
             # (jittered, so a fleet does not probe in step) instead of backing off to retry_max_s;
             # once it answers, the random start delay and drain_rate spread the catch-up.
             delay = min(delay, self._rng.uniform(0.5, 1.0) * self.config.probe_s)
-        await self._pause(delay)
+        # a far side that said how long it needs (Retry-After with a 429 or 503) gets at least that
+        asked = max((o.retry_after_s for o in batch.outcomes if o.status is Status.RETRY), default=0.0)
+        await self._pause(max(delay, asked))
 
     def _failing_state(self) -> UplinkState | None:
         state = self._failing.state

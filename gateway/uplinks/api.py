@@ -79,6 +79,9 @@ class Outcome:
     status: Status
     reason: str = ""
     fault: Fault = Fault.TRANSIENT  # meaningful for RETRY only
+    # RETRY only: the far side asked us to wait this long (an HTTP Retry-After with a 429 or 503, capped
+    # at gateway.uplinks.http.client.RETRY_AFTER_MAX_S); the delivery loop waits at least that
+    retry_after_s: float = 0.0
 
 
 DELIVERED = Outcome(Status.DELIVERED)

@@ -126,6 +126,7 @@ class KintoneDouble:
         self.max_in_flight = 0
         self.concurrency_limit = 100
         self._faults: list[tuple[int, int]] = []  # (status, remaining)
+        self.retry_after: str | None = None  # a Retry-After header on the faults' answers
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -198,7 +199,10 @@ class KintoneDouble:
                 self._faults.pop(0)
             phrase = HTTPStatus(status).phrase
             return web.Response(
-                status=status, text=f"<html><title>{status} {phrase}</title></html>", content_type="text/html"
+                status=status,
+                text=f"<html><title>{status} {phrase}</title></html>",
+                content_type="text/html",
+                headers={"Retry-After": self.retry_after} if self.retry_after is not None else None,
             )
         if self.in_flight > self.concurrency_limit:
             return _error(429, "GAIA_TO04", "同時リクエスト数の上限を超えています。")

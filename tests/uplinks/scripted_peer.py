@@ -28,8 +28,10 @@ class ScriptedPeer:
         body: str = "",
         content_type: str = "text/html",
         location: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.status = status
+        self.headers = headers or {}
         self.body = body
         self.content_type = content_type
         self.location = location
@@ -56,7 +58,7 @@ class ScriptedPeer:
         self.seen.append(
             Seen(method=request.method, path=request.path_qs, headers=CIMultiDict(request.headers), body=body)
         )
-        headers = {"Location": self.location} if self.location is not None else None
+        headers = {**self.headers, **({"Location": self.location} if self.location is not None else {})}
         if self.status == 204:
             return web.Response(status=204, headers=headers)
         return web.Response(status=self.status, text=self.body, content_type=self.content_type, headers=headers)

@@ -77,6 +77,7 @@ from gateway.uplinks.http.client import (
     post,
     redirect_target,
     resolve_headers,
+    waits_for,
 )
 from gateway.uplinks.http.oauth2 import OAuth2Config, TokenHeader, TokenSource
 from gateway.uplinks.seqs import seq_ranges
@@ -192,10 +193,11 @@ class BatchItem(NamedTuple):
 class _Stop(Exception):
     """Stop sending this batch; every record without an outcome is to be retried."""
 
-    def __init__(self, reason: str, fault: Fault) -> None:
+    def __init__(self, reason: str, fault: Fault, retry_after_s: float = 0.0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.fault = fault
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(slots=True)
@@ -394,7 +396,7 @@ class HttpBatchUplink(Lifecycle):
             if run.held:
                 self._suspect(run)
         except _Stop as stop:
-            retry, stopped = Outcome(Status.RETRY, stop.reason, stop.fault), True
+            retry, stopped = Outcome(Status.RETRY, stop.reason, stop.fault, stop.retry_after_s), True
         finally:
             if run.too_large:
                 self._lower_limit(run.too_large)
@@ -562,7 +564,7 @@ class HttpBatchUplink(Lifecycle):
             )
         if status < 500 and status not in (408, 429):
             self._refused(f"{self.broker} refused the request at {self._url}, got {refusal}; check url")
-        self._down(f"{self.broker} at {self._url} failed, got {refusal}")
+        self._down(f"{self.broker} at {self._url} failed, got {refusal}{waits_for(resp)}", wait_s=resp.retry_after_s)
 
     def _redirected(self, resp: HttpResponse) -> str:
         target = redirect_target(resp, self._url)
@@ -713,11 +715,11 @@ class HttpBatchUplink(Lifecycle):
         else:
             self.log.error("%s", reason)
 
-    def _down(self, reason: str, *, unreachable: bool = False) -> NoReturn:
+    def _down(self, reason: str, *, unreachable: bool = False, wait_s: float = 0.0) -> NoReturn:
         self.counters.last_error = reason
         self._set_state(_State.DOWN, reason)
         self.log.debug("transient failure: %s", reason)
-        raise _Stop(reason, Fault.UNREACHABLE if unreachable else Fault.TRANSIENT)
+        raise _Stop(reason, Fault.UNREACHABLE if unreachable else Fault.TRANSIENT, wait_s)
 
     def _refused(self, reason: str) -> NoReturn:
         self.counters.last_error = reason

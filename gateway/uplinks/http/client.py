@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urljoin
@@ -93,6 +95,34 @@ class HttpResponse:
     body: bytes
     content_type: str
     location: str = ""  # the Location header of a redirect, as sent: see `redirect_target`
+    retry_after_s: float = 0.0  # a 429's or 503's Retry-After, in seconds from now: see `retry_after`
+
+
+# A Retry-After is honoured up to this: a proxy's "come back tomorrow" must not hold a day's readings.
+RETRY_AFTER_MAX_S = 600.0
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
+
+
+def retry_after(value: str | None, now: float) -> float:
+    """Seconds to wait from a Retry-After header (RFC 9110 10.2.3: delay-seconds or an HTTP-date), at
+    most RETRY_AFTER_MAX_S; 0.0 when absent, unreadable or already past (the backoff decides alone)."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        return min(float(value), RETRY_AFTER_MAX_S)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return 0.0
+    if when.tzinfo is None:  # HTTP-dates are GMT; email.utils reads "-0000" as zone-less
+        return 0.0
+    return min(max(0.0, when.timestamp() - now), RETRY_AFTER_MAX_S)
+
+
+def waits_for(resp: HttpResponse) -> str:
+    """`; it asks to wait N s (Retry-After)` for a message, or nothing."""
+    return f"; it asks to wait {resp.retry_after_s:g} s (Retry-After)" if resp.retry_after_s > 0 else ""
 
 
 # A Location is shown to a technician, cut to this length: enough for a host and a path.
@@ -161,6 +191,9 @@ async def send(
         async with session.request(method, url, data=body, headers=dict(headers), allow_redirects=False) as resp:
             data = await resp.read()
             location = resp.headers.get("Location", "") if 300 <= resp.status < 400 else ""
-            return HttpResponse(status=resp.status, body=data, content_type=resp.content_type, location=location)
+            wait = retry_after(resp.headers.get("Retry-After"), time.time()) if resp.status in (429, 503) else 0.0
+            return HttpResponse(
+                status=resp.status, body=data, content_type=resp.content_type, location=location, retry_after_s=wait
+            )
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
         raise UplinkTransient(f"{where}: cannot reach {url}, got {_describe(exc, url)}", url=url) from exc

@@ -32,7 +32,7 @@ from gateway.errors import ConfigError, UplinkTransient
 from gateway.logs import component_logger
 from gateway.records import Reading
 from gateway.uplinks.api import DELIVERED, Fault, Lifecycle, Outcome, Status, UplinkConfig
-from gateway.uplinks.http.client import HttpResponse
+from gateway.uplinks.http.client import HttpResponse, waits_for
 from gateway.uplinks.kintone import plan as planning
 from gateway.uplinks.kintone.answers import Kind, classify
 from gateway.uplinks.kintone.config import DailyLimitPolicy, KintoneConfig
@@ -63,10 +63,11 @@ class _State(enum.Enum):
 
 
 class _Stop(Exception):
-    def __init__(self, reason: str, fault: Fault) -> None:
+    def __init__(self, reason: str, fault: Fault, retry_after_s: float = 0.0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.fault = fault
+        self.retry_after_s = retry_after_s
 
 
 class _FormProblems(Exception):
@@ -138,7 +139,7 @@ class KintoneUplink(Lifecycle):
         where = f"{self._session.url('app/form/fields.json')} (app {cfg.app})"
         if answer.kind is not Kind.OK:
             self._form_check = f"failed: {answer.text}"
-            self._failed(answer.kind, answer.text, resp.status, where)
+            self._failed(answer.kind, answer.text, resp, where)
         try:
             form = parse_fields(answer.doc)
         except FormError as exc:
@@ -177,7 +178,7 @@ class KintoneUplink(Lifecycle):
             for request in planned.requests:
                 await self._send(request, batch, outcomes)
         except _Stop as stop:
-            retry = Outcome(Status.RETRY, stop.reason, stop.fault)
+            retry = Outcome(Status.RETRY, stop.reason, stop.fault, stop.retry_after_s)
         final = [o if o is not None else retry for o in outcomes]
         for o in final:
             if o.status is Status.DELIVERED:
@@ -222,7 +223,7 @@ class KintoneUplink(Lifecycle):
                     self.log.debug("kintone refused the record of %s: %s %s", entity, answer.text, words)
                 items = [item for i, item in enumerate(items) if i not in answer.refused]
                 continue
-            self._failed(answer.kind, answer.text, resp.status, where)
+            self._failed(answer.kind, answer.text, resp, where)
 
     async def _recheck_form(self) -> None:
         self._form = None
@@ -261,11 +262,12 @@ class KintoneUplink(Lifecycle):
 
     # ---- failures, logged once per state change ------------------------------------------------------
 
-    def _failed(self, kind: Kind, text: str, status: int, where: str) -> NoReturn:
+    def _failed(self, kind: Kind, text: str, resp: HttpResponse, where: str) -> NoReturn:
+        status = resp.status
         if kind is Kind.TRANSIENT or status >= 500:
             # a 5xx naming records that are not in the request (or answering the form check) is no
             # answer about our records: it stays transient, as every 5xx but those naming records
-            self._down(f"kintone at {where} failed, got {text}")
+            self._down(f"kintone at {where} failed, got {text}{waits_for(resp)}", resp.retry_after_s)
         if status == 401:
             fix = "check api_token (a token of this app), or user/password, and basic_auth if cybozu.com asks for it"
         elif status == 403:
@@ -294,13 +296,13 @@ class KintoneUplink(Lifecycle):
         else:
             self.log.error("%s", reason)
 
-    def _stop(self, reason: str, fault: Fault) -> NoReturn:
+    def _stop(self, reason: str, fault: Fault, retry_after_s: float = 0.0) -> NoReturn:
         self.counters.last_error = reason
-        raise _Stop(reason, fault)
+        raise _Stop(reason, fault, retry_after_s)
 
-    def _down(self, reason: str) -> NoReturn:
+    def _down(self, reason: str, retry_after_s: float = 0.0) -> NoReturn:
         self._set_state(_State.DOWN, reason)
-        self._stop(reason, Fault.TRANSIENT)
+        self._stop(reason, Fault.TRANSIENT, retry_after_s)
 
     def _refused(self, reason: str) -> NoReturn:
         self._set_state(_State.REFUSED, reason)
