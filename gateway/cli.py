@@ -112,6 +112,27 @@ def cmd_buffer(args: argparse.Namespace) -> int:
     return buffer_cli.run(args, Path(cfg.gateway.data_dir) / BUFFER_FILE)
 
 
+def _secret_value(args: argparse.Namespace) -> str | None:
+    """The value typed or piped in for `secret set`; None if it is not UTF-8.
+
+    Such bytes reach Python as lone surrogates (a surrogateescape stdin: UTF-8 mode, the C locale) or as a
+    UnicodeDecodeError (a strict one): stored, they could never be sent nor registered with the redactor,
+    and every start of the uplink using them failed.
+    """
+    try:
+        if args.stdin:
+            # only the line ending, LF or CRLF: a token file saved on Windows keeps a CR otherwise, which no
+            # HTTP header can carry; spaces, tabs or a lone CR are left as they are (they may be meant)
+            line = sys.stdin.readline()
+            value = line.removesuffix("\n").removesuffix("\r") if line.endswith("\n") else line
+        else:
+            value = getpass.getpass(f"value for {args.name}: ")
+        value.encode("utf-8")
+    except UnicodeError:  # UnicodeDecodeError reading, UnicodeEncodeError for the surrogates
+        return None
+    return value
+
+
 def cmd_secret(args: argparse.Namespace) -> int:
     from gateway.secrets import SecretNameError, SecretStore, check_name
 
@@ -125,13 +146,14 @@ def cmd_secret(args: argparse.Namespace) -> int:
     try:
         if args.secret_command == "set":
             check_name(args.name)  # before the value is typed, not after
-            if args.stdin:
-                # only the line ending, LF or CRLF: a token file saved on Windows keeps a CR otherwise, which no
-                # HTTP header can carry; spaces, tabs or a lone CR are left as they are (they may be meant)
-                line = sys.stdin.readline()
-                value = line.removesuffix("\n").removesuffix("\r") if line.endswith("\n") else line
-            else:
-                value = getpass.getpass(f"value for {args.name}: ")
+            value = _secret_value(args)
+            if value is None:
+                print(
+                    f"secret {args.name}: value refused, got bytes that are not UTF-8 (not shown); save it as UTF-8, "
+                    f"e.g. iconv -f SHIFT_JIS -t UTF-8 <file> | edgegw secret set {args.name} --stdin",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
             if not value:
                 print(f"secret {args.name}: empty value refused", file=sys.stderr)
                 return EXIT_FAILURE

@@ -193,6 +193,14 @@ class SecretStore:
         try:
             plain = fernet.decrypt(token)
         except InvalidToken:
+            if _partly_readable(self.key_path.read_bytes().strip(), token):
+                raise ConfigError(
+                    [
+                        f"{self.store_path}: damaged, got a store whose integrity check fails although "
+                        f"{self.key_path} decrypts parts of it; restore {STORE_FILE} from a backup and keep the key "
+                        "file, it belongs to the store"
+                    ]
+                ) from None
             raise ConfigError(
                 [f"{self.store_path}: cannot be decrypted with {self.key_path}; the key file does not belong to it"]
             ) from None
@@ -318,6 +326,26 @@ def _fernet_token(token: bytes) -> bool:
     return len(raw) >= 73 and raw[0] == 0x80 and (len(raw) - 57) % 16 == 0
 
 
+def _partly_readable(key: bytes, token: bytes) -> bool:
+    """Whether `key` decrypts a whole block of `token` into printable ASCII, as the store's JSON is throughout.
+
+    Called when the token's HMAC fails, to tell a damaged store from a key file of another store without
+    any mark beside the token (existing stores keep their format). AES-CBC garbles only the block a damaged
+    byte sits in and the one after it, so the right key still reads the rest; under another key every block
+    is noise, printable by chance with odds of (95/256)^16, about 1 in 8 million per block. The last block
+    holds the padding and is not looked at. Nothing decrypted here is used or shown.
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    raw = base64.urlsafe_b64decode(token)
+    # Fernet: version (1), timestamp (8), IV (16), ciphertext, HMAC (32); the key: signing half, encryption half
+    iv, body = raw[9:25], raw[25:-32]
+    decryptor = Cipher(algorithms.AES(base64.urlsafe_b64decode(key)[16:]), modes.CBC(iv)).decryptor()
+    plain = decryptor.update(body) + decryptor.finalize()
+    blocks = (plain[i : i + 16] for i in range(0, len(plain) - 16, 16))
+    return any(all(0x20 <= byte <= 0x7E for byte in block) for block in blocks)
+
+
 def resolve(ref: str, data_dir: Path | str) -> str:
     """The clear value of a `SecretRef`, for the moment it is used; registered with the redactor first."""
     m = _REF.match(ref)
@@ -330,5 +358,17 @@ def resolve(ref: str, data_dir: Path | str) -> str:
             raise ConfigError([f"env:{name}: the environment variable is not set"])
     else:
         value = SecretStore(Path(data_dir)).get(name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # bytes that are not UTF-8, kept as lone surrogates by a surrogateescape stdin (a Shift_JIS token file
+        # set before `edgegw secret set` refused them) or the environment: no header can carry them, and the
+        # redactor cannot register them, so the message must not either (nor the encoder's, which quotes a byte)
+        fix = (
+            f"set it again from a UTF-8 file: iconv -f SHIFT_JIS -t UTF-8 <file> | edgegw secret set {name} --stdin"
+            if kind == "secret"
+            else "set the variable to UTF-8 text"
+        )
+        raise ConfigError([f"{kind}:{name}: not UTF-8 text, got a value that is not shown here; {fix}"]) from None
     redact.register(value)
     return value

@@ -7,12 +7,14 @@ the same keys and the same error wording everywhere:
 
     <where>.tls.ca_file: cannot load a CA certificate, got '<path>' (<reason>)
     <where>.tls.cert_file: cannot load the client certificate and key, got '<cert>' / '<key>' (<reason>); <fix>
+    <where>.tls.key_file: the private key is passphrase-protected, got an encrypted key in '<key>'; <fix>
 """
 
 from __future__ import annotations
 
 import enum
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +87,7 @@ def client_context(tls: TlsSection, where: str) -> ssl.SSLContext:
         key = str(tls.key_file) if tls.key_file is not None else None
         got = repr(str(tls.cert_file)) + (f" / {key!r}" if key is not None else "")
         try:
-            context.load_cert_chain(str(tls.cert_file), key)
+            context.load_cert_chain(str(tls.cert_file), key, password=_no_passphrase(tls, where))
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
                 [
@@ -100,3 +102,21 @@ def client_context(tls: TlsSection, where: str) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _no_passphrase(tls: TlsSection, where: str) -> Callable[[], bytes]:
+    """ssl's password callback. Without one OpenSSL asks for the passphrase on the terminal, where a gateway
+    started by hand then waits with its event loop blocked (deaf to SIGTERM and the control socket), and
+    under systemd it fails with a bare "[Errno 22] Invalid argument"."""
+    key, field = (tls.key_file, "key_file") if tls.key_file is not None else (tls.cert_file, "cert_file")
+
+    def refuse() -> bytes:
+        raise ConfigError(
+            [
+                f"{where}.tls.{field}: the private key is passphrase-protected, got an encrypted key in '{key}'; "
+                f"remove the passphrase: openssl pkey -in {key} -out key-plain.pem, chmod 600 key-plain.pem "
+                f"and set {where}.tls.key_file to it"
+            ]
+        )
+
+    return refuse

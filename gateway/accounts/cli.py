@@ -135,13 +135,34 @@ def english(key: str, web: WebConfig) -> str:
     return ENGLISH.get(key, key).format(min_length=web.password_min_length, max_length=passwords.MAX_LENGTH)
 
 
+class PasswordNotText(AccountError):
+    """A password whose bytes are not UTF-8 (CLI only): Argon2 hashes UTF-8, and no browser could send it."""
+
+    code = "password_not_utf8"
+
+
 def _read_password(args: argparse.Namespace, read: PasswordReader, stdin: TextIO) -> str | None:
-    """The new password from stdin (one line) or typed twice; None when the two typed differ."""
-    if args.password_stdin:
-        return stdin.readline().rstrip("\r\n")
-    first = read(f"password for {args.name}: ")
-    second = read(f"password for {args.name} (again): ")
-    return first if first == second else None
+    """The new password from stdin (one line) or typed twice; None when the two typed differ.
+
+    Bytes that are not UTF-8 reach here as lone surrogates (a surrogateescape stdin: UTF-8 mode, the C
+    locale) or as a UnicodeDecodeError (a strict one); both are refused before anything is hashed.
+    """
+    try:
+        if args.password_stdin:
+            password: str | None = stdin.readline().rstrip("\r\n")
+        else:
+            first = read(f"password for {args.name}: ")
+            second = read(f"password for {args.name} (again): ")
+            password = first if first == second else None
+        if password is not None:
+            password.encode("utf-8")
+    except UnicodeError:  # UnicodeDecodeError reading, UnicodeEncodeError for the surrogates
+        raise PasswordNotText(
+            f"user {args.user_command} {args.name}: password refused, got bytes that are not UTF-8 (not shown); "
+            "save it as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8); nothing changed",
+            name=args.name,
+        ) from None
+    return password
 
 
 def _show_time(t: float | None) -> str:
