@@ -5,10 +5,14 @@ Theory of operation. `<data_dir>/wifilog/wifilog.db` (sqlite, WAL, synchronous=F
 outbox. Every session belongs to the period (calendar month in JST) of its start. Each period has
 a random 256-bit data key (DEK), stored in the database only wrapped (AES-256-GCM) by the period's
 key-encryption key (KEK); the KEKs live in the secret store (`secret:wifilog.keys`), never in the
-database. A row holds the session as AES-256-GCM ciphertext (associated data: NAS and session id,
-so a blob cannot be moved to another row) and three blind indexes, HMAC-SHA-256 of the normalised
-MAC, IP and user name under a key derived from the DEK: a search computes the period's index value
-and reads only matching rows; nothing in the file names a MAC, IP or e-mail address in clear.
+database. A row holds the session as AES-256-GCM ciphertext and three blind indexes, HMAC-SHA-256
+of the normalised MAC, IP and user name under a key derived from the DEK: a search computes the
+period's index value and reads only matching rows; nothing in the file names a MAC, IP or e-mail
+address in clear. Nor a session id: some controllers build it from the client MAC (Cisco AireOS
+`<hex>/<MAC>/<n>`), so a row is found by `session_idx`, HMAC-SHA-256 of (NAS, session id) under the
+lookup key `secret:wifilog.session-lookup` (one for all periods: a session's Stop may come in the
+next month), and that digest with the NAS is the ciphertext's associated data, so a blob cannot be
+moved to another row. The id itself is only in the ciphertext.
 
 Retention: a period is kept `retention_months` full months after it ends. `expire(now)` then
 destroys its KEK in the secret store first (from that moment every copy of the database, backups
@@ -90,8 +94,7 @@ ERASURE_METHOD = (
     "([backup] generations), and the store key only if include_secret_key is set."
 )
 
-MIGRATIONS = (
-    """
+SCHEMA_V1 = """
     CREATE TABLE periods (period TEXT PRIMARY KEY, key_id TEXT NOT NULL, wrapped_key BLOB NOT NULL,
                           created_at TEXT NOT NULL);
     CREATE TABLE sessions (id INTEGER PRIMARY KEY, period TEXT NOT NULL, nas TEXT NOT NULL,
@@ -103,8 +106,24 @@ MIGRATIONS = (
     CREATE INDEX sessions_time ON sessions (period, start);
     CREATE INDEX sessions_open ON sessions (nas, open);
     CREATE TABLE certificates (period TEXT PRIMARY KEY, erased_at TEXT NOT NULL, document TEXT NOT NULL)
-    """,
-)
+    """
+# version 2: the session id's keyed digest instead of the id (see the module's docstring), as `_hash_session_ids`
+# rewrites the table
+SESSIONS_V2 = """
+    CREATE TABLE sessions_v2 (id INTEGER PRIMARY KEY, period TEXT NOT NULL, nas TEXT NOT NULL,
+                              session_idx BLOB NOT NULL, start REAL NOT NULL, end_at REAL NOT NULL,
+                              open INTEGER NOT NULL, mac_idx BLOB, ip_idx BLOB, user_idx BLOB, blob BLOB NOT NULL,
+                              UNIQUE (nas, session_idx))
+    """
+SESSIONS_V2_INDEXES = """
+    CREATE INDEX sessions_mac ON sessions (mac_idx, start);
+    CREATE INDEX sessions_ip ON sessions (ip_idx, start);
+    CREATE INDEX sessions_user ON sessions (user_idx, start);
+    CREATE INDEX sessions_time ON sessions (period, start);
+    CREATE INDEX sessions_open ON sessions (nas, open)
+    """
+SCHEMA_VERSION = 2
+LOOKUP_SECRET = "wifilog.session-lookup"
 
 
 class WifiLogError(GatewayError):
@@ -183,16 +202,29 @@ class _PeriodKeys:
             return None
         return hmac.new(self.index_key, value.encode(), hashlib.sha256).digest()[:16]
 
-    def seal(self, session: Session) -> bytes:
+    def seal(self, session: Session, aad: bytes) -> bytes:
         nonce = _random.token_bytes(12)
-        return nonce + self.aead.encrypt(nonce, session.to_json(), _aad(session.nas, session.session_id))
+        return nonce + self.aead.encrypt(nonce, session.to_json(), aad)
 
-    def open(self, blob: bytes, nas: str, session_id: str) -> Session:
-        return Session.from_json(self.aead.decrypt(blob[:12], blob[12:], _aad(nas, session_id)))
+    def open(self, blob: bytes, aad: bytes) -> Session:
+        return Session.from_json(self.aead.decrypt(blob[:12], blob[12:], aad))
 
 
-def _aad(nas: str, session_id: str) -> bytes:
+def _aad(nas: str, session_idx: bytes) -> bytes:
+    return nas.encode() + b"\0" + session_idx  # the digest has a fixed length: no two pairs give one value
+
+
+def _aad_v1(nas: str, session_id: str) -> bytes:
+    """Schema version 1's associated data, read only by the migration to version 2."""
     return f"{nas}\0{session_id}".encode()
+
+
+def _reseal(keys: _PeriodKeys, blob: bytes, old_aad: bytes, new_aad: bytes) -> bytes | None:
+    """`blob` sealed again under `new_aad`; None when it does not open (a damaged record: unreadable already)."""
+    try:
+        return keys.seal(keys.open(blob, old_aad), new_aad)
+    except InvalidTag:
+        return None
 
 
 def _ring(text: str | None) -> dict[str, dict[str, str]]:
@@ -243,6 +275,7 @@ class WifiLogStore:
         self._lock = threading.Lock()
         self._keys: dict[str, _PeriodKeys] = {}
         self._made: dict[str, _PeriodKeys] = {}  # keys made in the open transaction: cached once it commits
+        self._lookup_key: bytes | None = None
         self._signer: Signer | None = None
         if access is Access.READ_ONLY:
             self.secrets: SecretStore = _ReadSecrets(self.data_dir)
@@ -254,20 +287,74 @@ class WifiLogStore:
             if access is Access.READ_ONLY:
                 self._check_version()
             else:
-                migrate(self._db, self.path, MIGRATIONS, WifiLogError, store=STORE)
+                upgrade = migrate(self._db, self.path, self._migrations(), WifiLogError, store=STORE)
+                if upgrade.changed:
+                    self._drop_freed_pages()
         except BaseException:
             self._db.close()
             raise
 
+    def _migrations(self) -> tuple[str | Callable[[sqlite3.Connection], None], ...]:
+        return (SCHEMA_V1, self._hash_session_ids)
+
     def _check_version(self) -> None:
         """A reader's: the file at this edgegw's version, which only the gateway brings it to."""
         version = read_version(self._db, self.path, store=STORE)
-        if version > len(MIGRATIONS):
-            migrate(self._db, self.path, MIGRATIONS, WifiLogError, store=STORE)  # refuses a downgrade, unwritten
-        if version < len(MIGRATIONS):
+        if version > SCHEMA_VERSION:  # refuses a downgrade, unwritten
+            migrate(self._db, self.path, self._migrations(), WifiLogError, store=STORE)
+        if version < SCHEMA_VERSION:
             raise WifiLogError(
                 f"{STORE} {self.path}: not readable before the gateway migrates it, got schema version {version} "
-                f"(this edgegw reads {len(MIGRATIONS)}); {KEEPER}"
+                f"(this edgegw reads {SCHEMA_VERSION}); {KEEPER}"
+            )
+
+    def _hash_session_ids(self, db: sqlite3.Connection) -> None:
+        """Schema 1 → 2, in the migration's transaction: each row's clear session id replaced by its digest and
+        the record sealed again under the new associated data. Rows that cannot be opened (their period's KEK is
+        destroyed but the rows not yet deleted, or a damaged record) were unreadable already: they keep their
+        ciphertext and lose only the clear id, and the erasure still counts them."""
+        db.execute(SESSIONS_V2)
+        resealed = kept = 0
+        columns = "id, period, nas, start, end_at, open, mac_idx, ip_idx, user_idx"
+        # row by row from a cursor: a year of sessions does not fit in the appliance's memory at once
+        for row in db.execute(f"SELECT {columns}, session_id, blob FROM sessions ORDER BY id"):
+            nas, session_id, blob = str(row[2]), str(row[9]), bytes(row[10])
+            idx = self._session_index(nas, session_id)
+            try:
+                keys = self._period_keys(db, str(row[1]), create=False)
+            except WifiLogError as exc:
+                raise ValueError(str(exc)) from None  # `migrate` names the step and rolls the file back
+            sealed = None if keys is None else _reseal(keys, blob, _aad_v1(nas, session_id), _aad(nas, idx))
+            resealed += sealed is not None
+            kept += sealed is None
+            db.execute(
+                f"INSERT INTO sessions_v2 ({columns}, session_idx, blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row[:9], idx, blob if sealed is None else sealed),
+            )
+        db.execute("DROP TABLE sessions")  # secure_delete zeroes its pages, the clear ids with them
+        db.execute("ALTER TABLE sessions_v2 RENAME TO sessions")
+        for statement in SESSIONS_V2_INDEXES.split(";"):
+            db.execute(statement)
+        if resealed or kept:
+            log.info(
+                "wifilog: session ids replaced by their keyed digests in %d sessions (%d unreadable ones, of erased "
+                "periods or damaged, kept as they were)",
+                resealed + kept,
+                kept,
+            )
+
+    def _drop_freed_pages(self) -> None:
+        """After a migration: the WAL and free pages may hold the old rows' clear ids (a new file: the pages of
+        version 1's table, which would be taken for room on a full disk)."""
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._db.execute("VACUUM")
+        except sqlite3.OperationalError as exc:
+            # the migration is committed; another process reading the file keeps old WAL frames until its next
+            # checkpoint, which overwrites them
+            log.warning(
+                "wifilog: %s migrated, but not vacuumed, got %s; it is vacuumed at the next erasure", self.path, exc
             )
 
     def close(self) -> None:
@@ -361,6 +448,14 @@ class WifiLogStore:
         log.info("wifilog: created the data key %s for period %s", key_id, period)
         return _PeriodKeys(key_id, dek)
 
+    def _session_index(self, nas: str, session_id: str) -> bytes:
+        """The row's lookup value for (NAS, session id): a writer's only (a reader finds rows by blind index)."""
+        if self._lookup_key is None:
+            text = self.secrets.get_or_create(LOOKUP_SECRET, lambda: base64.b64encode(_random.token_bytes(32)).decode())
+            self._lookup_key = base64.b64decode(text)
+        pair = json.dumps([nas, session_id]).encode()  # unambiguous whatever the two hold
+        return hmac.new(self._lookup_key, pair, hashlib.sha256).digest()[:16]
+
     # -- writing ----------------------------------------------------------------------------------------
 
     @contextmanager
@@ -386,15 +481,16 @@ class WifiLogStore:
                 self._merge_group(db, nas, session_id, group)
 
     def _merge_group(self, db: sqlite3.Connection, nas: str, session_id: str, events: Sequence[SessionEvent]) -> None:
+        idx = self._session_index(nas, session_id)
         row = db.execute(
-            "SELECT id, period, blob FROM sessions WHERE nas = ? AND session_id = ?", (nas, session_id)
+            "SELECT id, period, blob FROM sessions WHERE nas = ? AND session_idx = ?", (nas, idx)
         ).fetchone()
         old: Session | None = None
         if row is not None:
             keys = self._period_keys(db, str(row[1]), create=False)
             if keys is None:
                 return  # its period was erased: the late event belongs to a forgotten session
-            old = keys.open(bytes(row[2]), nas, session_id)
+            old = keys.open(bytes(row[2]), _aad(nas, idx))
         new = old
         for event in events:
             new = merge(new, event)
@@ -413,13 +509,13 @@ class WifiLogStore:
             keys.index(new.client_mac),
             keys.index(new.framed_ip),
             keys.index(_normalize_user(new.user_name) if new.user_name else None),
-            keys.seal(new),
+            keys.seal(new, _aad(nas, idx)),
         )
         if row is None:
             db.execute(
-                "INSERT INTO sessions (period, nas, session_id, start, end_at, open, mac_idx, ip_idx, user_idx, blob)"
+                "INSERT INTO sessions (period, nas, session_idx, start, end_at, open, mac_idx, ip_idx, user_idx, blob)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (period, nas, session_id, *values),
+                (period, nas, idx, *values),
             )
         else:
             db.execute(
@@ -431,7 +527,12 @@ class WifiLogStore:
     def close_nas(self, nas: str, at: datetime, cause: str) -> int:
         """Accounting-On/Off: the NAS restarted, so every session it had open ended at `at`; returns how many."""
         with self._transaction() as db:
-            ids = [str(r[0]) for r in db.execute("SELECT session_id FROM sessions WHERE nas = ? AND open = 1", (nas,))]
+            ids = []
+            rows = db.execute("SELECT period, session_idx, blob FROM sessions WHERE nas = ? AND open = 1", (nas,))
+            for period, idx, blob in rows.fetchall():
+                keys = self._period_keys(db, str(period), create=False)
+                if keys is not None:  # else erased: the session stays forgotten
+                    ids.append(keys.open(bytes(blob), _aad(nas, bytes(idx))).session_id)
             for sid in ids:
                 stop = SessionEvent(nas=nas, session_id=sid, kind=EventKind.STOP, time=at, terminate_cause=cause)
                 self._merge_group(db, nas, sid, (stop,))
@@ -448,11 +549,12 @@ class WifiLogStore:
                 if keys is None:
                     continue
                 row = self._db.execute(
-                    "SELECT session_id FROM sessions WHERE mac_idx = ? AND nas = ? AND open = 1 ORDER BY start DESC",
+                    "SELECT session_idx, blob FROM sessions WHERE mac_idx = ? AND nas = ? AND open = 1"
+                    " ORDER BY start DESC",
                     (keys.index(mac), nas),
                 ).fetchone()
                 if row is not None:
-                    return str(row[0])
+                    return keys.open(bytes(row[1]), _aad(nas, bytes(row[0]))).session_id
         return None
 
     # -- reading ----------------------------------------------------------------------------------------
@@ -487,9 +589,9 @@ class WifiLogStore:
                 if query.time_from is not None:
                     where.append("(end_at >= ? OR open = 1)")  # no Stop yet: it may still be going on
                     args.append(query.time_from.timestamp())
-                sql = f"SELECT nas, session_id, blob FROM sessions WHERE {' AND '.join(where)} ORDER BY start LIMIT ?"
-                for nas, sid, blob in db.execute(sql, (*args, query.limit - len(out))):
-                    out.append(keys.open(bytes(blob), str(nas), str(sid)))
+                sql = f"SELECT nas, session_idx, blob FROM sessions WHERE {' AND '.join(where)} ORDER BY start LIMIT ?"
+                for nas, idx, blob in db.execute(sql, (*args, query.limit - len(out))):
+                    out.append(keys.open(bytes(blob), _aad(str(nas), bytes(idx))))
                 if len(out) >= query.limit:
                     break
         return out
