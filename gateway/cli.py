@@ -212,7 +212,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     path = Path(cfg.gateway.data_dir) / STATUS_FILE
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # not JSON, or not UTF-8: rewritten without a sync, a power cut can leave it empty or cut
+        return _not_a_status(path)
     except FileNotFoundError:
         print(f"{path}: no status yet; is the gateway running?", file=sys.stderr)
         return EXIT_FAILURE
@@ -222,31 +224,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return EXIT_OK
-    age = time.time() - doc.get("written_at", 0)
-    print(f"gateway {doc['gateway']} (edgegw {doc['version']}, pid {doc['pid']}), status {age:.0f} s old")
-    print("adapters:")
-    for a in doc["adapters"]:
-        print(_adapter_line(a))
-    print("uplinks:")
-    for u in doc["uplinks"]:
-        print(_uplink_line(u))
-    if doc.get("processing"):  # absent in a status written by an older version, empty without a stage
-        print("processing:")
-        for p in doc["processing"]:
-            print(_processing_line(p))
-    if doc.get("mail"):  # only with a [mail] section
-        from gateway.mail.cli import status_line
-
-        print(status_line(doc["mail"]))
-    if doc.get("fleet"):
-        from gateway.fleet.cli import status_lines
-
-        print("\n".join(status_lines(doc["fleet"])))
+    try:
+        lines = _status_lines(doc)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return _not_a_status(path)
+    print("\n".join(lines))
     from gateway.backup.schedule import status_line as backup_status_line
 
     if (backup := backup_status_line(Path(cfg.gateway.data_dir))) is not None:
         print(backup)
     return EXIT_OK
+
+
+def _not_a_status(path: Path) -> int:
+    print(
+        f"{path}: not a status document (damaged, or written by another edgegw version); is the gateway running? "
+        "It rewrites the file every few seconds",
+        file=sys.stderr,
+    )
+    return EXIT_FAILURE
+
+
+def _status_lines(doc: dict[str, Any]) -> list[str]:
+    """The status file as `edgegw status` shows it; raises KeyError/TypeError on a document that is not one."""
+    age = time.time() - doc.get("written_at", 0)
+    out = [f"gateway {doc['gateway']} (edgegw {doc['version']}, pid {doc['pid']}), status {age:.0f} s old"]
+    out.append("adapters:")
+    out.extend(_adapter_line(a) for a in doc["adapters"])
+    out.append("uplinks:")
+    out.extend(_uplink_line(u) for u in doc["uplinks"])
+    if doc.get("processing"):  # absent in a status written by an older version, empty without a stage
+        out.append("processing:")
+        out.extend(_processing_line(p) for p in doc["processing"])
+    if doc.get("mail"):  # only with a [mail] section
+        from gateway.mail.cli import status_line
+
+        out.append(status_line(doc["mail"]))
+    if doc.get("fleet"):
+        from gateway.fleet.cli import status_lines
+
+        out.extend(status_lines(doc["fleet"]))
+    return out
 
 
 def _processing_line(p: dict[str, Any]) -> str:
