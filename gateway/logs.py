@@ -211,3 +211,51 @@ class StateLog:
         if msg is not None:
             self._log.log(level, msg, *args)
         return True
+
+
+# Any host may send to a listening port: the senders whose spell of trouble is remembered are bounded
+SENDERS_KEPT = 256
+
+
+class SenderSpells:
+    """Trouble from one sender logged as a state, not each time (STYLE.md "Logging"), for senders at once.
+
+    A `StateLog` per sender, its state the kind of trouble: the first of a kind is a WARNING, the same again from
+    that sender DEBUG, its end (`ok`) an INFO. At most `kept` senders are remembered, the longest untroubled
+    forgotten first (any host may send): a forgotten one's next trouble is news again.
+    """
+
+    __slots__ = ("_kept", "_log", "_spells")
+
+    def __init__(self, log: logging.LoggerAdapter[Any], *, kept: int = SENDERS_KEPT) -> None:
+        self._log = log
+        self._kept = kept
+        self._spells: collections.OrderedDict[str, StateLog] = collections.OrderedDict()
+
+    def fail(self, sender: str, kind: str, text: str, until: str) -> None:
+        """`text` (personal data already redacted) from `sender`: WARNING once a spell of `kind`, else DEBUG;
+        `until` says in the WARNING what ends the spell."""
+        spell = self._spells.get(sender)
+        if spell is None:
+            spell = self._spells[sender] = StateLog(self._log)
+            if len(self._spells) > self._kept:
+                self._spells.popitem(last=False)
+        else:
+            self._spells.move_to_end(sender)
+        if not spell.fail(
+            kind,
+            logging.WARNING,
+            "%s; counted in %s, further ones from %s at DEBUG until %s",
+            text,
+            kind,
+            sender,
+            until,
+        ):
+            self._log.debug("%s", text)
+
+    def ok(self, sender: str, msg: str, *args: object) -> None:
+        """`sender`'s input is right: its spell, if any, ends with `msg` at INFO."""
+        if self._spells:  # the hot path: nobody in trouble
+            spell = self._spells.pop(sender, None)
+            if spell is not None:
+                spell.ok(msg, *args)

@@ -11,6 +11,7 @@ from adapters.radius.onepass import decode_accounting_record
 from adapters.radius.packet import Attribute, Packet, encode_accounting_request, encode_accounting_response
 
 __all__ = [
+    "MAX_DELAY_S",
     "AccountingRequest",
     "RetransmissionKey",
     "SessionKey",
@@ -20,6 +21,11 @@ __all__ = [
 ]
 
 _PREBUILT_DELAYS = 64
+# A NAS resends an unanswered request for seconds to minutes (RFC 5080 2.2.1), a vendor that queues records
+# for hours; an Acct-Delay-Time past a day is a NAS fault (garbage, a counter never reset). Trusted, it would file
+# the record decades back, in a period the next expiry erases at once though the request was answered: such a
+# record gets its arrival time instead (`AccountingRequest.delay_ignored`).
+MAX_DELAY_S = 86_400
 _DELAYS = tuple(timedelta(seconds=s) for s in range(_PREBUILT_DELAYS))
 
 
@@ -70,9 +76,17 @@ class AccountingRequest(NamedTuple):
         interim = r.status_type == AcctStatusType.INTERIM_UPDATE
         return SessionKey(nas, r.session_id, r.status_type, r.session_time if interim else None)
 
+    @property
+    def delay_ignored(self) -> bool:
+        """Acct-Delay-Time past MAX_DELAY_S: `event_time` is the arrival time, not the NAS's claim."""
+        delay = self.record.delay_time
+        return delay is not None and delay > MAX_DELAY_S
+
 
 def decode_request(datagram: bytes, *, secret: bytes, now: datetime, source: tuple[str, int]) -> AccountingRequest:
-    """Verify and decode one datagram from `source`; every failure is a RadiusError, nothing is half-parsed."""
+    """Verify and decode one datagram from `source`; every failure is a RadiusError, nothing is half-parsed.
+
+    The event happened Acct-Delay-Time before `now`, unless that delay is past MAX_DELAY_S: then at `now`."""
     if now.tzinfo is None:
         raise ValueError("decode_request: now must be timezone-aware, got a naive datetime")
     packet, record = decode_accounting_record(datagram, secret)
@@ -83,8 +97,10 @@ def decode_request(datagram: bytes, *, secret: bytes, now: datetime, source: tup
         # NASes report delays of a few seconds; a prebuilt timedelta saves building one (a third
         # of a microsecond, 3 % of the per-datagram cost)
         event_time = now - _DELAYS[delay]
-    else:
+    elif delay <= MAX_DELAY_S:
         event_time = now - timedelta(seconds=delay)
+    else:
+        event_time = now
     # positional tuple.__new__: the keyword constructor costs half a microsecond per datagram
     return tuple.__new__(AccountingRequest, (packet, record, source, now, event_time))
 

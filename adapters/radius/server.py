@@ -7,6 +7,11 @@ transaction in a worker thread (`WifiLogStore.apply`: one fsync for the batch); 
 Accounting-Responses sent. A NAS that gets no answer retransmits, so nothing is lost across a
 kill -9: a request stored before the kill is merged again idempotently and answered.
 
+What is dropped is also logged, per NAS (`SenderSpells`): the first of a spell at WARNING, the rest at DEBUG,
+the end at INFO once that NAS sends a valid request; the text is kept in `last_error`. An Acct-Delay-Time past
+a day (`codec.MAX_DELAY_S`) is not believed: the request is stored at its arrival time, counted in
+`device_time_ignored` and logged the same way.
+
 Retransmissions (same source, identifier and authenticator, RFC 5080 2.2.2) of a request already
 answered get the same response again from a bounded cache; those of a request still waiting or being
 committed are counted and dropped (the commit answers the source).
@@ -42,14 +47,21 @@ from datetime import datetime
 from typing import Any, cast
 
 from adapters.radius.attributes import AcctStatusType
-from adapters.radius.codec import AccountingRequest, RetransmissionKey, build_accounting_response, decode_request
+from adapters.radius.codec import (
+    MAX_DELAY_S,
+    AccountingRequest,
+    RetransmissionKey,
+    build_accounting_response,
+    decode_request,
+)
 from adapters.radius.errors import RadiusAuthenticatorError, RadiusError
-from gateway.logs import StateLog, component_logger
+from gateway import redact
+from gateway.logs import SenderSpells, StateLog, component_logger
 from gateway.wifilog.runner import CommitRetry, listen_error, retryable
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
 
-__all__ = ["RadiusAccountingServer", "session_event"]
+__all__ = ["RadiusAccountingServer", "SenderSpells", "session_event"]
 
 log = component_logger(__name__, "radius")
 
@@ -65,6 +77,7 @@ MAX_PENDING = 20_000
 # a stop or reload waits this long for the store to take what was received: one full busy timeout of the
 # store, and a bound on how long a stop of the adapter takes
 DRAIN_S = 10.0
+_UNTIL_VALID = "it sends a valid Accounting-Request"
 _KINDS = {
     AcctStatusType.START: EventKind.START,
     AcctStatusType.INTERIM_UPDATE: EventKind.INTERIM,
@@ -160,6 +173,8 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         )
         self._full = StateLog(log)  # requests refused for want of room: logged once a spell, and its end
         self._refused_before = 0  # refused_queue_full when the spell began
+        self._dropped = SenderSpells(log)  # datagrams dropped: unknown client, bad authenticator, malformed
+        self._delays = SenderSpells(log)  # Acct-Delay-Time not believed
         self.last_error: str | None = None
         self.counters: dict[str, int] = {
             "answered": 0,
@@ -169,6 +184,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             "bad_authenticator": 0,
             "malformed": 0,
             "no_session_id": 0,
+            "device_time_ignored": 0,  # stored at arrival: Acct-Delay-Time past codec.MAX_DELAY_S
             "batches": 0,
             "commit_failed": 0,  # requests left unanswered by an error no retry mends
             "commit_retries": 0,  # attempts made again after the store refused a commit
@@ -262,16 +278,23 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         source = (str(addr[0]), int(addr[1]))
         secret = self.secrets.get(source[0])
         if secret is None:
-            self.counters["unknown_client"] += 1
+            self._drop(
+                source[0],
+                "unknown_client",
+                f"not one of the adapter's clients, got {len(data)} octets from port {source[1]}; add its address "
+                "and shared secret to clients if it is a NAS of this site",
+                "the adapter is reloaded",
+            )
             return
         try:
             req = decode_request(data, secret=secret, now=self.clock(), source=source)
-        except RadiusAuthenticatorError:
-            self.counters["bad_authenticator"] += 1
+        except RadiusAuthenticatorError as exc:
+            self._drop(source[0], "bad_authenticator", str(exc), _UNTIL_VALID)
             return
-        except RadiusError:
-            self.counters["malformed"] += 1
+        except RadiusError as exc:
+            self._drop(source[0], "malformed", str(exc), _UNTIL_VALID)
             return
+        self._dropped.ok(source[0], "radius accounting: NAS %s sends valid Accounting-Requests again", source[0])
         key = req.retransmission_key
         cached = self._answered.get(key)
         if cached is not None:
@@ -293,10 +316,33 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
                 self.counters["refused_queue_full"] - self._refused_before,
                 self.max_pending,
             )
+        if req.delay_ignored:
+            self._delay_ignored(req)
+        else:
+            self._delays.ok(source[0], "radius accounting: NAS %s sends a believable Acct-Delay-Time again", source[0])
         self._in_flight.add(key)
         self._pending.append((req, secret))
         self._idle.clear()
         self._wake.set()
+
+    def _drop(self, sender: str, counter: str, problem: str, until: str) -> None:
+        """A datagram dropped unanswered: counted, its problem kept in `last_error` and logged per NAS."""
+        self.counters[counter] += 1
+        # the codec's errors mask user names and MACs; this catches any e-mail or MAC a NAS's bytes put there
+        self.last_error = redact.text(f"radius accounting: dropped a datagram from {sender}: {problem}")
+        self._dropped.fail(sender, counter, self.last_error, until)
+
+    def _delay_ignored(self, req: AccountingRequest) -> None:
+        self.counters["device_time_ignored"] += 1
+        sender = req.source[0]
+        self._delays.fail(
+            sender,
+            "device_time_ignored",
+            f"radius accounting: NAS {sender} sent an Accounting-Request with Acct-Delay-Time "
+            f"{req.record.delay_time} s, more than {MAX_DELAY_S} s (1 day): a NAS fault; stored at its arrival time "
+            f"{req.received_at.isoformat()} instead",
+            "its delays are believable again",
+        )
 
     def _refuse(self) -> None:
         """Unanswered, and its key not in flight: a retransmission once there is room is taken."""

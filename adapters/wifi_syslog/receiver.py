@@ -25,7 +25,14 @@ it any more): stored, or counted in `lost` with an ERROR.
 
 Syslog has no session id: a `connected` line opens a session on its AP (the AP's MAC when the line
 names it, else the sending host) and the next `disconnected` line of the same station on the same
-AP closes it. The session id is a hash of AP, station and join time, never the MAC in clear.
+AP closes it. The session id is a hash of AP, station and join time, never the MAC in clear. A
+`disconnected` line matching no open session whose station left that AP at that same time is the line
+again (a UDP duplicate, an AP repeating it): counted in `repeated_leaves`, not made a session.
+
+A line that does not parse is counted in `unparsable`, kept in `last_error` and logged per sender
+(`SenderSpells`: WARNING at the first of a spell, DEBUG after, INFO once it sends a line that parses).
+A device time more than MAX_BEHIND before or MAX_AHEAD after the gateway's clock is not believed: the
+event is stored at its arrival time, counted in `device_time_ignored` and logged the same way.
 """
 
 from __future__ import annotations
@@ -35,16 +42,17 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.wifi_syslog.codec import decode_wifi_event
 from adapters.wifi_syslog.errors import SyslogError
 from adapters.wifi_syslog.framing import FrameSplitter
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
-from gateway.logs import StateLog, component_logger
+from gateway import redact
+from gateway.logs import SenderSpells, StateLog, component_logger
 from gateway.wifilog.runner import CommitRetry, listen_error, retryable
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
@@ -63,6 +71,15 @@ MAX_PENDING = 100_000
 # store, and a bound on how long a stop of the adapter takes
 DRAIN_S = 10.0
 STREAMS_END_S = 1.0  # the TCP connections closed at a stop read what they hold, then end
+# An AP's lines arrive within seconds (a relay's queue after an outage: hours). A device time further back is a
+# clock never set (an AP booted before NTP says 1970) and one ahead a wrong clock or a year-less RFC 3164 date
+# put in the next year: believed, they file the session in a period decades away, erased at the next expiry
+# though it arrived a minute ago, or kept past the retention. The margin ahead is an AP clock drifting unset.
+MAX_BEHIND = timedelta(days=1)
+MAX_AHEAD = timedelta(days=1)  # as adapters/jsonmap/timestamps.py: a box without RTC may lag a good AP
+_LEAST_SKEW = -MAX_BEHIND  # built once: every line is compared with it
+# the (AP, station) pairs whose leave is remembered, to know the same leave again; about 1 MB
+CLOSED_KEPT = 4096
 
 
 class _Writer:
@@ -114,6 +131,7 @@ class SyslogReceiver:
         self._taken: deque[tuple[WifiEvent, str]] = deque()
         self._ready: list[SessionEvent] = []
         self._open: dict[tuple[str, str], str] = {}
+        self._closed: OrderedDict[tuple[str, str], datetime] = OrderedDict()  # (AP, station) → its last leave
         self._batch_lock = threading.Lock()
         # held briefly, by a commit's thread and by the stop: whether a thread holds the batch (`_committing`,
         # its writer), whether that writer was abandoned, and `lost`, decided at one moment on either side
@@ -127,6 +145,8 @@ class SyslogReceiver:
         self._full = StateLog(log)  # events refused for want of room: logged once a spell, and its end
         self._refused_before = 0  # refused_queue_full when the spell began
         self._handing_on = StateLog(log)  # on_event failing for stored events: the same
+        self._unparsable = SenderSpells(log)  # lines that do not parse, per sender
+        self._clocks = SenderSpells(log)  # device times not believed, per sender
         self._closing = False
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []
@@ -141,6 +161,8 @@ class SyslogReceiver:
             "unparsable": 0,
             "framing_errors": 0,
             "refused_sender": 0,
+            "device_time_ignored": 0,  # stored at arrival: a device time out of MAX_BEHIND..MAX_AHEAD
+            "repeated_leaves": 0,  # a leave line again, dropped
             "commit_retries": 0,  # attempts made again after the store refused a commit
             "refused_queue_full": 0,  # events refused while max_pending waited
             "lost": 0,  # events given up: an error no retry mends, or a stop before the store took them
@@ -298,11 +320,16 @@ class SyslogReceiver:
             self.counters["refused_sender"] += 1
             return
         self.counters["lines"] += 1
+        now = self.clock()
         try:
-            event = decode_wifi_event(data, now=self.clock(), patterns=self.patterns)
-        except SyslogError:
+            event = decode_wifi_event(data, now=now, patterns=self.patterns)
+        except SyslogError as exc:
             self.counters["unparsable"] += 1
+            # quoted device text has its MACs masked; an e-mail in it is masked here
+            self.last_error = redact.text(f"wifi syslog: dropped a line from {sender}: {exc}")
+            self._unparsable.fail(sender, "unparsable", self.last_error, "it sends a line that parses")
             return
+        self._unparsable.ok(sender, "wifi syslog: %s sends lines that parse again", sender)
         if event is None:
             self.counters["ignored"] += 1
             return
@@ -325,9 +352,29 @@ class SyslogReceiver:
                 self.counters["refused_queue_full"] - self._refused_before,
                 self.max_pending,
             )
+        skew = event.time - now
+        if skew < _LEAST_SKEW or skew > MAX_AHEAD:
+            self._device_time_ignored(event, sender, now)
+            event = event._replace(time=now)
+        else:
+            self._clocks.ok(sender, "wifi syslog: %s dates its association events within the bounds again", sender)
         self._pending.append((event, sender))
         self._idle.clear()
         self._wake.set()
+
+    def _device_time_ignored(self, event: WifiEvent, sender: str, now: datetime) -> None:
+        self.counters["device_time_ignored"] += 1
+        skew = event.time - now
+        days, seconds = divmod(abs(int(skew.total_seconds())), 86_400)
+        distance = f"{days} day{'s' if days != 1 else ''}" if days else f"{seconds // 60} min"
+        self._clocks.fail(
+            sender,
+            "device_time_ignored",
+            f"wifi syslog: {sender} dated an association event {event.time.isoformat()}, {distance} "
+            f"{'ahead of' if skew > MAX_AHEAD else 'behind'} the gateway's clock; stored at its arrival time "
+            f"{now.isoformat()} instead; set the AP's clock (NTP)",
+            "its clock is right again",
+        )
 
     async def _write_loop(self, writer: _Writer) -> None:
         while True:
@@ -364,7 +411,11 @@ class SyslogReceiver:
             ready = self._ready
             try:
                 while self._taken:
-                    ready.append(self.session_event(*self._taken[0]))
+                    event, sender = self._taken[0]
+                    if self.repeated_leave(event, sender):
+                        self.counters["repeated_leaves"] += 1
+                    else:
+                        ready.append(self.session_event(event, sender))
                     self._taken.popleft()
                 self.store.apply(ready)
             except Exception as exc:
@@ -465,11 +516,21 @@ class SyslogReceiver:
         self.last_error = f"wifi syslog store: commit failed, got {type(exc).__name__}: {exc}"
         log.error("%s; %d events lost", self.last_error, lost)
 
+    @staticmethod
+    def _key(ev: WifiEvent, sender: str) -> tuple[str, str]:
+        """(NAS, station): the AP as its MAC when the line names it, else the sending host."""
+        return f"syslog:{ev.ap_mac.value if ev.ap_mac is not None else ev.hostname or sender}", ev.client_mac.value
+
+    def repeated_leave(self, ev: WifiEvent, sender: str) -> bool:
+        """A leave matching no open session, its station having left that AP at that same time: the line again."""
+        if ev.kind is AssociationKind.CONNECTED:
+            return False
+        key = self._key(ev, sender)
+        return key not in self._open and self._closed.get(key) == ev.time
+
     def session_event(self, ev: WifiEvent, sender: str) -> SessionEvent:
         """The session event of an association line (pairs a leave with its join on the same AP)."""
-        mac = ev.client_mac.value
-        nas = f"syslog:{ev.ap_mac.value if ev.ap_mac is not None else ev.hostname or sender}"
-        key = (nas, mac)
+        key = nas, mac = self._key(ev, sender)
         sid = self._open.get(key)
         if ev.kind is AssociationKind.CONNECTED:
             if sid is None:
@@ -481,6 +542,10 @@ class SyslogReceiver:
             if sid is None:  # a leave without its join (the gateway started meanwhile)
                 sid = "assoc-" + hashlib.sha256(f"{nas}|{mac}|{ev.time.isoformat()}".encode()).hexdigest()[:24]
             kind = EventKind.STOP
+            self._closed[key] = ev.time
+            self._closed.move_to_end(key)
+            if len(self._closed) > CLOSED_KEPT:
+                self._closed.popitem(last=False)
         return SessionEvent(
             nas=nas,
             session_id=sid,

@@ -5,12 +5,17 @@ The receivers call `record` for every stored session event; every `interval` the
 its MAC or the NAS name: infrastructure, not a person). No Smart Data Model covers AP usage counts
 (Device/DeviceMeasurement describe one device's measured values, not a population), so the entity is
 documented in gateway/wifilog/README.md. Counters hold session keys only in memory, never a MAC.
+
+A closed session's key is remembered (the last CLOSED_KEPT of them): a Stop the NAS sends again with a new
+identifier (RFC 2866 5.2: its Acct-Delay-Time changed) or an event that arrives after its Stop adds nothing,
+where it would count the session's octets a second time and open it again.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,6 +26,9 @@ __all__ = ["ENTITY_TYPE", "UsageCounter"]
 
 ENTITY_TYPE = "WifiAccessPointUsage"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# A NAS resends an unanswered Stop for seconds to minutes (RFC 5080 2.2.1): a busy site closes a few sessions
+# a second, so this is many minutes of Stops, in about 1 MB
+CLOSED_KEPT = 4096
 
 
 @dataclass
@@ -34,11 +42,13 @@ class _Ap:
 class UsageCounter:
     """Counts per AP between two `readings` calls; the open-session set carries over."""
 
-    def __init__(self, adapter: str) -> None:
+    def __init__(self, adapter: str, *, closed_kept: int = CLOSED_KEPT) -> None:
         self.adapter = adapter
+        self.closed_kept = closed_kept
         self._aps: dict[str, _Ap] = {}
         self._octets: dict[tuple[str, str], tuple[int, int]] = {}
         self._ap_of: dict[tuple[str, str], str] = {}
+        self._closed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()  # the receivers record from their commit thread
 
     def record(self, ev: SessionEvent) -> None:
@@ -47,6 +57,8 @@ class UsageCounter:
 
     def _record(self, ev: SessionEvent) -> None:
         key = (ev.nas, ev.session_id)
+        if key in self._closed:  # its Stop was counted: a resent Stop, or an event arriving after it
+            return
         ap_name = self._ap_of.get(key) or ev.ap_mac or ev.nas
         self._ap_of[key] = ap_name
         ap = self._aps.setdefault(ap_name, _Ap())
@@ -59,11 +71,16 @@ class UsageCounter:
         else:
             ap.open.add(sid)
         before_in, before_out = self._octets.get(key, (0, 0))
-        now_in, now_out = ev.input_octets or before_in, ev.output_octets or before_out
-        ap.input_octets += max(0, now_in - before_in)
-        ap.output_octets += max(0, now_out - before_out)
+        # counters only grow within a session (the store keeps the largest too): an Interim-Update received
+        # again after a later one must not lower them, or the later one's octets would be counted twice
+        now_in, now_out = max(ev.input_octets or 0, before_in), max(ev.output_octets or 0, before_out)
+        ap.input_octets += now_in - before_in
+        ap.output_octets += now_out - before_out
         if ev.kind is EventKind.STOP:
             self._octets.pop(key, None)
+            self._closed[key] = None
+            if len(self._closed) > self.closed_kept:
+                self._closed.popitem(last=False)
         else:
             self._octets[key] = (now_in, now_out)
 
