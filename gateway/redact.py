@@ -32,7 +32,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urljoin
 
 __all__ = ["EPHEMERAL_KEPT", "MASK", "MIN_CHARS", "Redactor", "clear", "register", "scrub", "text"]
 
@@ -252,3 +252,24 @@ register = _REDACTOR.register
 text = _REDACTOR.text
 scrub = _REDACTOR.scrub
 clear = _REDACTOR.clear
+
+
+def redirect_target(location: str, url: str, max_chars: int = 200) -> str:
+    """Where a redirect from `url` points, fit for a message: absolute, no userinfo, no query values.
+
+    A Location may carry credentials (a login page's ticket, a signed URL, `user:pw@`): query values
+    are masked whatever their names, the rest goes through the redactor before it is cut to `max_chars`
+    (enough for a host and a path)."""
+    location = " ".join(location.split())
+    if not location:
+        return "no Location"
+    try:
+        target = urljoin(url, location)
+    except ValueError:  # not a URL (an unclosed `[`): shown as it came, still masked below
+        target = location
+    base, sep, query = target.partition("#")[0].partition("?")
+    if sep:
+        names = [part.partition("=")[0] if "=" in part else "" for part in query.split("&") if part]
+        base += "?" + "&".join(f"{name}={MASK}" if name else MASK for name in names)
+    shown = text(base)
+    return shown if len(shown) <= max_chars else shown[: max_chars - 1] + "…"

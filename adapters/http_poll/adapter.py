@@ -151,9 +151,13 @@ class HttpPollAdapter:
         if self.last_modified is not None:
             conditional["If-Modified-Since"] = self.last_modified
         try:
-            async with session.get(cfg.url, headers=conditional, params=params or None) as resp:
+            # not followed: another address would get our credential headers and parameters (aiohttp keeps
+            # all but Authorization, even https -> http), and its document would pass for the configured URL's
+            async with session.get(cfg.url, headers=conditional, params=params or None, allow_redirects=False) as resp:
                 if resp.status == 304:
                     return _Response(status=304, body=b"", charset=None, etag=None, last_modified=None)
+                if 300 <= resp.status < 400:
+                    raise _Failure("http_status", self._redirected(resp))
                 if resp.status != 200:
                     # read past what is shown: masking must see a MAC or an address whole before it is cut
                     head = await resp.content.read(EXCERPT_CHARS * 6)
@@ -177,6 +181,14 @@ class HttpPollAdapter:
             raise _Failure("tls", f"TLS failed: {exc}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise _Failure("connection", f"{exc.__class__.__name__}: {exc}") from None
+
+    def _redirected(self, resp: aiohttp.ClientResponse) -> str:
+        target = redact.redirect_target(resp.headers.get("Location", ""), self.config.url, EXCERPT_CHARS)
+        return (
+            f"answered with a redirect, got HTTP {resp.status} {resp.reason or ''}".rstrip() + f" to {target}; "
+            "redirects are not followed (the headers and parameters, credentials among them, would go to another "
+            "address): set url to the final address"
+        )
 
     async def _read_limited(self, resp: aiohttp.ClientResponse) -> bytes:
         limit = self.config.max_bytes

@@ -48,7 +48,9 @@ from adapters.scanner.evdev_stream import EVENT_SIZE, EventParser, WedgeAssemble
 from adapters.scanner.serial_scanner import SerialScanner
 from adapters.scanner.station import CARD_ATTRIBUTES, Feedback, LendingMode, Purpose, Station, Step, present_today
 from adapters.scanner.store import StationStore, StationStoreError
+from adapters.scanner.visit_qr import MIN_KEY_BYTES
 from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.errors import ConfigError
 from gateway.logs import component_logger
 from gateway.processing.api import ProcessorContext
 from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
@@ -64,6 +66,9 @@ Clock = Callable[[], datetime]
 SECURITY_RETRY_S = 60
 # Whose AFI and EAS a pad writes: the library's items. A patron card's are not a book's to change.
 _SECURED_ROLES = (TagRole.ITEM, TagRole.NOT_FOR_LOAN)
+# Errors the serial line splitter makes about the line itself, never quoting the scan: the one a wrong
+# `suffix` gives every scan, and bytes that are not UTF-8 (a wrong baud rate).
+_LINE_ERRORS = frozenset({"framing_suffix", "framing_encoding"})
 
 
 def _utc_now() -> datetime:
@@ -106,7 +111,7 @@ class ScannerAdapter:
         self._clock = clock
         self._log = component_logger(__name__, f"adapter {config.name}")
         self._rules: tuple[CodabarRule, ...] = tuple(r.build() for r in config.rules)
-        self._keys = {kid: bytes.fromhex(resolve(ref, context.data_dir)) for kid, ref in config.visit_keys.items()}
+        self._keys: dict[str, bytes] = {}  # visit-QR keys, read from the secret store by `run`
         self.store = StationStore(Path(context.data_dir) / "stations.db")
         key = self.store.local_key()
         self.stations: dict[str, Station] = {}
@@ -194,9 +199,46 @@ class ScannerAdapter:
         self._log.debug("unreadable scan (%s)", exc.code)
         await self.process(station_id, ScanClass(kind=ScanKind.UNKNOWN, code=exc.code), at)
 
+    def _visit_keys(self) -> dict[str, bytes]:
+        keys: dict[str, bytes] = {}
+        errors: list[str] = []
+        for kid, ref in self.config.visit_keys.items():
+            where = f"visit_keys.{kid}"
+            try:
+                text = resolve(ref, self.context.data_dir)
+            except ConfigError as exc:
+                errors += [f"{where}: {e}" for e in exc.errors]
+                continue
+            # the value is a secret: its length is shown, never the value or where fromhex stopped
+            try:
+                key = bytes.fromhex(text)
+            except ValueError:
+                got = "text that is not hex (not shown)"
+            else:
+                if len(key) >= MIN_KEY_BYTES:
+                    keys[kid] = key
+                    continue
+                got = f"{len(key)} bytes"
+            name = ref.partition(":")[2]
+            fix = (
+                f"openssl rand -hex 32 | edgegw secret set {name} --stdin"
+                if ref.startswith("secret:")
+                else f"set {name} to the output of openssl rand -hex 32"
+            )
+            errors.append(
+                f"{where}: {ref} must be a key in hex of at least {MIN_KEY_BYTES} bytes, got {got}; "
+                f"set it to 32 random bytes: {fix}"
+            )
+        if errors:
+            raise ConfigError(errors)
+        return keys
+
     # --- run ------------------------------------------------------------------------------------
 
     async def run(self, emit: Emit) -> None:
+        # here, not in __init__: a bad key is then this adapter's failure, retried (the secret may be set
+        # meanwhile), while every other adapter runs
+        self._keys = self._visit_keys()
         self._emit = emit
         if self.store.closed:  # the supervisor runs the adapter again after a failure; the last run closed it
             self.store = await asyncio.to_thread(StationStore, self.store.path)
@@ -306,13 +348,21 @@ class ScannerAdapter:
             self._state(key, False, str(exc))
             return
         self._state(key, True)
+        unreadable = False  # the line's framing failing (a wrong suffix): logged once, with the fix
         try:
             async for scan in scanner.scans():
                 at = self._clock()
                 if scan.error is not None:
+                    if scan.error.code in _LINE_ERRORS and not unreadable:
+                        unreadable = True
+                        self._log.warning("serial scanner %s: its scans are unreadable: %s", key, scan.error)
+                        self.last_error = f"{key}: {scan.error}"
                     await self._framing_error(sc.station, scan.error, at)
                     await scanner.send(sc.beep(False))
                 elif scan.framed is not None:
+                    if unreadable:
+                        unreadable = False
+                        self._log.info("serial scanner %s: scans are read again", key)
                     step = await self.process(sc.station, self.classify(scan.framed), at)
                     await scanner.send(sc.beep(step.feedback is not Feedback.REFUSED))
         except Exception as exc:  # the port went away mid-read

@@ -24,6 +24,8 @@ KEY_ENTER = 28
 KEY_LEFTSHIFT = 42
 KEY_RIGHTSHIFT = 54
 KEY_KPENTER = 96
+# Held while another key is typed, so a scanner (or a person) may hold one long enough to autorepeat.
+_MODIFIERS = frozenset({KEY_LEFTSHIFT, KEY_RIGHTSHIFT, 29, 97, 56, 100, 125, 126})  # shift, ctrl, alt, meta
 RELEASE, PRESS, AUTOREPEAT = 0, 1, 2
 
 
@@ -110,8 +112,11 @@ def _fail(code: str, what: str, value: object, fix: str = "", /, **params: objec
 class WedgeDecoder:
     """Feed EV_KEY events in order; `feed` returns a scan when its terminator arrives.
 
-    Shift state follows left and right shift separately. Releases of other keys carry nothing.
-    Empty scans (a lone terminator) are ignored. After an error the rest of that scan is dropped.
+    Shift state follows left and right shift separately. Releases of other keys carry nothing, nor
+    do autorepeats of a terminator or a modifier: a scanner that holds Enter a moment too long has
+    finished its scan. Empty scans (a lone terminator) are ignored. After an error in a scan the rest
+    of that scan is dropped; an error between scans (no characters held) is reported and nothing is
+    dropped, as the next keys are the next scan, which must not be lost.
     """
 
     __slots__ = ("_chars", "_dropping", "_left", "_max", "_normal", "_right", "_shifted", "_terminators")
@@ -126,16 +131,13 @@ class WedgeDecoder:
         self._dropping = False
 
     def feed(self, code: int, value: int) -> str | None:
-        if code in (KEY_LEFTSHIFT, KEY_RIGHTSHIFT):
-            if value in (PRESS, RELEASE):
-                if code == KEY_LEFTSHIFT:
-                    self._left = value == PRESS
-                else:
-                    self._right = value == PRESS
-                return None
-            if value == AUTOREPEAT:
-                return None
-        elif value == RELEASE:
+        if code in (KEY_LEFTSHIFT, KEY_RIGHTSHIFT) and value in (PRESS, RELEASE):
+            if code == KEY_LEFTSHIFT:
+                self._left = value == PRESS
+            else:
+                self._right = value == PRESS
+            return None
+        if value == RELEASE or (value == AUTOREPEAT and (code in self._terminators or code in _MODIFIERS)):
             return None
         if self._dropping:
             if value == PRESS and code in self._terminators:
@@ -178,9 +180,10 @@ class WedgeDecoder:
         return None
 
     def _error(self, code: str, what: str, value: object, fix: str, /, **params: object) -> NoReturn:
-        # Drop the rest of this scan up to its terminator, so its tail never prefixes the next one.
+        # Drop the rest of this scan up to its terminator, so its tail never prefixes the next one;
+        # between scans there is no rest, and dropping would swallow the next scan whole.
+        self._dropping = bool(self._chars)
         self._chars.clear()
-        self._dropping = True
         raise _fail(code, what, value, fix, **params)
 
 

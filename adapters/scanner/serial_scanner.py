@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import serial  # type: ignore[import-untyped]
 
 from adapters.scanner.aim import Framed, FramingConfig, Suffix, unframe
-from adapters.scanner.codec import BarcodeError
+from adapters.scanner.codec import BarcodeError, FramingError
 from gateway.errors import AdapterError
 
-__all__ = ["LineSplitter", "ScannerPortClosed", "SerialScan", "SerialScanner"]
+__all__ = ["MAX_SCAN_CHARS", "LineSplitter", "ScannerPortClosed", "SerialScan", "SerialScanner"]
 
 _TERMINATORS = {
     Suffix.CR: re.compile(r"\r"),
@@ -48,7 +48,26 @@ class SerialScan:
     at: float = 0.0  # time.monotonic() of the last byte
 
 
+# No scanner sends a scan this long (a QR code holds at most 4296 alphanumerics): a buffer past it is a
+# scanner whose suffix never comes, and holding on would keep card numbers in memory without bound.
+MAX_SCAN_CHARS = 4096
+# A CRLF's two bytes come back to back; a CR alone this long ended its scan (a CR-only scanner).
+_PAIR_GAP_S = 0.25
+_OTHER_EOL = re.compile(r"[\r\n\t]")
+_EOL_NAMES = {"\r": "CR", "\n": "LF", "\t": "Tab"}
+_SUFFIX_OF = {"CR": Suffix.CR, "LF": Suffix.LF, "CRLF": Suffix.CRLF, "Tab": Suffix.TAB}
+
+
 class LineSplitter:
+    """Bytes in, one `SerialScan` per suffix out, the partial tail kept.
+
+    A CR, LF or Tab that is not (part of) the configured suffix ends a scan too, as a `framing_suffix`
+    error naming what came and the suffix to set: a scanner set to another suffix than the config
+    would otherwise never end a scan, and its scans would pile up unseen. The LF of a CRLF after a
+    CR suffix stays with the scan it starts, which gets the error (the scan before it was whole).
+    A CR at the end waits up to `_PAIR_GAP_S` (by `at`) for the LF of a CRLF.
+    """
+
     def __init__(self, config: FramingConfig) -> None:
         if config.suffix is Suffix.NONE:
             raise ValueError("serial scanner: suffix 'none' cannot split a stream, got none; set the scanner's suffix")
@@ -58,13 +77,26 @@ class LineSplitter:
             if config.suffix is Suffix.CUSTOM
             else _TERMINATORS[config.suffix]
         )
+        # a suffix of more than one character, whose start at the buffer's end may still become it
+        self._end = {Suffix.CUSTOM: config.custom_suffix, Suffix.CRLF: "\r\n"}.get(config.suffix, "")
+        self._expected = f"custom {config.custom_suffix!r}" if config.suffix is Suffix.CUSTOM else config.suffix.value
         self._buf = ""
+        self._after_cr = False  # the last scan ended with a CR suffix: an LF now is the rest of a CRLF
+        self._waiting_since: float | None = None
 
-    def feed(self, data: bytes, at: float = 0.0) -> list[SerialScan]:
+    @property
+    def pending(self) -> int:
+        """Characters held for a scan not ended yet."""
+        return len(self._buf)
+
+    def feed(self, data: bytes, at: float | None = None) -> list[SerialScan]:
+        """`data` as read (b"" when a read timed out: a CR waiting for its LF may end then); `at` its
+        time.monotonic(), now if not given."""
+        at = time.monotonic() if at is None else at
         try:
             self._buf += data.decode("utf-8")
         except UnicodeDecodeError:
-            self._buf = ""
+            self._take(len(self._buf))
             return [
                 SerialScan(
                     framed=None,
@@ -73,15 +105,76 @@ class LineSplitter:
                 )
             ]
         out: list[SerialScan] = []
-        while m := self._pattern.search(self._buf):
-            chunk, self._buf = self._buf[: m.end()], self._buf[m.end() :]
-            if chunk == m.group(0):  # an empty line (the LF of a CRLF split across reads)
+        while self._buf:
+            buf = self._buf
+            m = self._pattern.search(buf)
+            other = _OTHER_EOL.search(buf, 0, m.start() if m else len(buf))
+            if other is None:
+                if m is None:
+                    break
+                self._take(m.end())
+                if m.end() > len(m.group(0)):  # not an empty line (the LF of a CRLF split across reads)
+                    out.append(self._scan(buf[: m.end()], at))
                 continue
-            try:
-                out.append(SerialScan(framed=unframe(chunk, self._config), at=at))
-            except BarcodeError as exc:
-                out.append(SerialScan(framed=None, error=exc, at=at))
+            i = other.start()
+            if i == 0 and buf[0] == "\n" and self._after_cr:
+                # a CRLF scanner on a CR setting: the scan this LF starts goes as far as its own end
+                rest = self._pattern.search(buf, 1)
+                stray = _OTHER_EOL.search(buf, 1, rest.start() if rest else len(buf))
+                end = stray if stray is not None else rest
+                if end is None:
+                    break
+                self._take(end.end())
+                out.append(self._framing(at, "CRLF", "got CRLF, its LF starting the next scan"))
+                continue
+            if m is None and self._may_continue(buf[i:]):
+                if self._waiting_since is None:
+                    self._waiting_since = at
+                if at - self._waiting_since < _PAIR_GAP_S:
+                    break
+            seen = "CRLF" if buf.startswith("\r\n", i) else _EOL_NAMES[buf[i]]
+            self._take(i + (2 if seen == "CRLF" else 1))
+            out.append(self._framing(at, seen, f"got {seen} after {i} characters"))
+        if len(self._buf) > MAX_SCAN_CHARS:
+            held = len(self._buf)
+            self._take(held)
+            error = FramingError(
+                "framing_suffix",
+                f"scanner framing: no suffix {self._expected} within {MAX_SCAN_CHARS} characters, got {held}; "
+                "check the scanner's suffix setting against suffix",
+                expected=self._config.suffix.value,
+                max_chars=MAX_SCAN_CHARS,
+            )
+            out.append(SerialScan(framed=None, error=error, at=at))
         return out
+
+    def _may_continue(self, end: str) -> bool:
+        """`end` (from the first CR/LF/Tab to the buffer's end) may still become the suffix or a CRLF."""
+        return end == "\r" or (len(end) < len(self._end) and self._end.startswith(end))
+
+    def _take(self, n: int) -> None:
+        # an LF next is the rest of a CRLF, unless the suffix holds the LF itself
+        self._after_cr = self._buf[:n].endswith("\r") and "\n" not in self._end
+        self._buf = self._buf[n:]
+        self._waiting_since = None
+
+    def _scan(self, chunk: str, at: float) -> SerialScan:
+        try:
+            return SerialScan(framed=unframe(chunk, self._config), at=at)
+        except BarcodeError as exc:
+            return SerialScan(framed=None, error=exc, at=at)
+
+    def _framing(self, at: float, seen: str, got: str) -> SerialScan:
+        # the scan's text stays out: it may be a library card's number
+        fix = f'"{_SUFFIX_OF[seen].value}"' + ("" if seen == "Tab" else ' (or "any_eol")')
+        error = FramingError(
+            "framing_suffix",
+            f"scanner framing: another end of line than the suffix {self._expected}, {got}; "
+            f"set the scanner's suffix = {fix} to match what it sends",
+            expected=self._config.suffix.value,
+            seen=seen,
+        )
+        return SerialScan(framed=None, error=error, at=at)
 
 
 # What is sent is a vendor's beep command, a handful of bytes; 16 is ample. Ten times 16 bytes of 8N1

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
-from urllib.parse import urljoin
 
 from pydantic import AfterValidator
 
@@ -125,28 +124,9 @@ def waits_for(resp: HttpResponse) -> str:
     return f"; it asks to wait {resp.retry_after_s:g} s (Retry-After)" if resp.retry_after_s > 0 else ""
 
 
-# A Location is shown to a technician, cut to this length: enough for a host and a path.
-_LOCATION_MAX = 200
-
-
 def redirect_target(resp: HttpResponse, url: str) -> str:
-    """Where a redirect from `url` points, fit for a message: absolute, no userinfo, no query values.
-
-    A Location may carry credentials (a login page's ticket, a signed URL, `user:pw@`): query values
-    are masked whatever their names, the rest goes through the redactor before it is cut."""
-    location = " ".join(resp.location.split())
-    if not location:
-        return "no Location"
-    try:
-        target = urljoin(url, location)
-    except ValueError:  # not a URL (an unclosed `[`): shown as it came, still masked below
-        target = location
-    base, sep, query = target.partition("#")[0].partition("?")
-    if sep:
-        names = [part.partition("=")[0] if "=" in part else "" for part in query.split("&") if part]
-        base += "?" + "&".join(f"{name}={redact.MASK}" if name else redact.MASK for name in names)
-    shown = redact.text(base)
-    return shown if len(shown) <= _LOCATION_MAX else shown[: _LOCATION_MAX - 1] + "…"
+    """Where a redirect from `url` points, fit for a message (gateway.redact.redirect_target)."""
+    return redact.redirect_target(resp.location, url)
 
 
 def _describe(exc: BaseException, url: str) -> str:
