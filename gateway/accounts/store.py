@@ -4,12 +4,21 @@ Theory of operation. Every method is synchronous and opens its own connection (t
 thread, the CLI directly; both may run at once), and every change runs in one `BEGIN IMMEDIATE`
 transaction. `authenticate` reads the row, verifies the password outside any lock (Argon2 takes a
 tenth of a second on purpose), then records the outcome in a write transaction that reads the row
-again, so two attempts at once both count and start one lockout, not two. Failures are counted twice:
-`failed_streak` (consecutive failures; at `lockout_failures` the account is locked for
-`lockout_minutes` and the streak starts again) and `failures_since_login` (every failed attempt,
-locked or not, shown to the user at the next login).
-An unknown user name costs the same Argon2 verification as a wrong password (against a dummy hash)
-and gives the same answer, so neither the reply nor its timing tells which names exist.
+again, so two attempts at once both count and start one lockout, not two.
+
+Lockout is per (typed name, client address), in `login_failures`: `lockout_failures` consecutive failures
+from one address lock that name for that address only, for `lockout_minutes`; then the count starts
+again. A stranger guessing from one address thus locks out only that address, never the admin at
+another (an account-wide lock let anyone keep the only admin out for good). A success clears its own
+address's count. A streak without a failure for `FAILURES_KEPT_S` is forgotten, which also bounds the table.
+Counts and locks are in the file: a restart does not reset them. `failures_since_login` (every failed
+attempt, locked or not, from any address) is shown to the user at the next login.
+An unknown user name costs the same Argon2 verification as a wrong password (against a dummy hash),
+is counted and locked the same way and gives the same answers, so neither the reply, nor its timing,
+nor the lockout tells which names exist. A typed name is kept only as an HMAC (key in the file): it may
+be a password typed into the wrong box.
+The account-wide `users.locked_until` is started only by wrong current passwords at a logged-in session
+(`confirm_password`): whoever types them already holds the user's session, so it is no stranger's lever.
 `password_changed_at` is also the stamp a web session is checked against on every request (gateway.web.auth),
 so a login whose password was replaced while it was being verified fails like a wrong password.
 
@@ -26,7 +35,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,13 +67,35 @@ __all__ = [
 ACCOUNTS_FILE = "accounts.db"
 STORE = "account store"  # as its errors name it
 TABLES = ("users", "setup_tokens")  # its own since version 1: another store's file has none
+FAILURE_KEY = "login_failure_key"
 NAME_RULE = "1-64 characters of A-Z a-z 0-9 _ . @ - starting with a letter or digit"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 DAY_S = 86_400.0
 HASH_SLOTS = 2
+# A streak of failures from one address with no new failure for this long is forgotten (locks run out anyway):
+# slow guessing gains little, and a scan of many names from many addresses cannot grow the file without end.
+FAILURES_KEPT_S = DAY_S
+
+
+def _add_login_failures(db: sqlite3.Connection) -> None:
+    # users.failed_streak and users.locked_until stay for confirm_password's account-wide lock; a lock of
+    # version 1 in force at the upgrade holds for every address until it ends, as it did before
+    db.execute(
+        """CREATE TABLE login_failures (
+            name_key TEXT NOT NULL,
+            address TEXT NOT NULL,
+            failed_streak INTEGER NOT NULL,
+            locked_until REAL,
+            last_failed_at REAL NOT NULL,
+            PRIMARY KEY (name_key, address)
+        )"""
+    )
+    db.execute(f"CREATE TABLE {FAILURE_KEY} (key BLOB NOT NULL)")
+    db.execute(f"INSERT INTO {FAILURE_KEY} (key) VALUES (?)", (secrets.token_bytes(32),))
+
 
 # Forward migrations: MIGRATIONS[i] takes the file from version i to i + 1; never edit a shipped one.
-MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """
     CREATE TABLE users (
         name TEXT PRIMARY KEY,
@@ -88,6 +119,7 @@ MIGRATIONS: tuple[str, ...] = (
         used_at REAL
     );
     """,
+    _add_login_failures,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -172,6 +204,8 @@ class SetupRefused(AccountError):
 
 @dataclass(frozen=True, kw_only=True)
 class User:
+    """`locked_until`: the end of the latest lockout of the account, for every address or for one only."""
+
     name: str
     role: Role
     created_at: float
@@ -209,14 +243,15 @@ class AuthResult:
     locked_now: bool = False
 
 
-def _user(row: sqlite3.Row) -> User:
+def _user(row: sqlite3.Row, address_lock: float | None = None) -> User:
+    locks = [t for t in (row["locked_until"], address_lock) if t is not None]
     return User(
         name=row["name"],
         role=Role(row["role"]),
         created_at=row["created_at"],
         password_changed_at=row["password_changed_at"],
         must_change=bool(row["must_change"]),
-        locked_until=row["locked_until"],
+        locked_until=max(locks) if locks else None,
         last_login_at=row["last_login_at"],
         last_login_address=row["last_login_address"],
         language=row["language"],
@@ -272,6 +307,7 @@ class AccountStore:
         db = open_store(self.path, STORE, tables=TABLES, pragmas=("synchronous=FULL",))
         try:
             migrate(db, self.path, MIGRATIONS, AccountError, store=STORE)
+            self._failure_key: bytes = db.execute(f"SELECT key FROM {FAILURE_KEY}").fetchone()[0]
         finally:
             db.close()
 
@@ -292,12 +328,27 @@ class AccountStore:
     def get_user(self, name: str) -> User | None:
         with self._connect() as db:
             row = db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
-        return _user(row) if row is not None else None
+            return self._read_user(db, row) if row is not None else None
 
     def list_users(self) -> list[User]:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM users ORDER BY name").fetchall()
-        return [_user(r) for r in rows]
+            return [self._read_user(db, r) for r in rows]
+
+    def account_name(self, name: str) -> str | None:
+        """The stored name of the account `name` is, whatever its case, or None when it is none."""
+        with self._connect() as db:
+            row = db.execute("SELECT name FROM users WHERE lower(name) = lower(?)", (name,)).fetchone()
+        return str(row["name"]) if row is not None else None
+
+    def _read_user(self, db: sqlite3.Connection, row: sqlite3.Row) -> User:
+        query = "SELECT max(locked_until) FROM login_failures WHERE name_key = ?"
+        return _user(row, db.execute(query, (self._name_key(row["name"]),)).fetchone()[0])
+
+    def _name_key(self, name: str) -> str:
+        # keyed, not a plain hash: a password typed as a name must not be found again by hashing guesses
+        typed = name.lower().encode("utf-8", "surrogatepass")
+        return hmac.new(self._failure_key, typed, hashlib.sha256).hexdigest()
 
     def has_admin(self) -> bool:
         with self._connect() as db:
@@ -403,7 +454,15 @@ class AccountStore:
             db.execute("DELETE FROM users WHERE name = ?", (name,))
 
     def unlock(self, name: str) -> User:
-        return self._update(name, "locked_until = NULL, failed_streak = 0", ())
+        """Ends the account's lockouts, for every address."""
+        with self._write() as db:
+            if (
+                db.execute("UPDATE users SET locked_until = NULL, failed_streak = 0 WHERE name = ?", (name,)).rowcount
+                == 0
+            ):
+                raise UnknownUser(f"user {name}: no such user, got {name!r}", name=name)
+            db.execute("DELETE FROM login_failures WHERE name_key = ?", (self._name_key(name),))
+        return self._require(name)
 
     def set_language(self, name: str, lang: str | None) -> User:
         return self._update(name, "language = ?", (lang,))
@@ -415,27 +474,30 @@ class AccountStore:
 
     def authenticate(self, name: str, password: str, *, address: str, now: float) -> AuthResult:
         """One login attempt; `name` matched whatever its case (names are unique that way), `now` injected."""
+        key = self._name_key(name)
         with self._connect() as db:
             row = db.execute("SELECT * FROM users WHERE lower(name) = lower(?)", (name,)).fetchone()
-        if row is None:
-            self._verify(self._dummy_hash, password)  # the time a real account takes
-            return AuthResult(ok=False, reason="bad_credentials")
-        name = str(row["name"])  # as stored, for the updates below
-        matches = self._verify(row["password_hash"], password)
-        user = _user(row)
-        if user.locked(now):
-            # a locked account answers "locked" whatever the password: no guessing while locked
-            self._count_locked_attempt(name)
-            return AuthResult(ok=False, reason="locked", locked_until=user.locked_until)
-        if not matches:
-            return self._failed(name, now)
-        if user.disabled:
+            pair = db.execute(
+                "SELECT locked_until FROM login_failures WHERE name_key = ? AND address = ?", (key, address)
+            ).fetchone()
+        # an unknown name costs the time a real account takes, and from here on is treated like one
+        matches = self._verify(self._dummy_hash if row is None else row["password_hash"], password)
+        account = None if row is None else str(row["name"])  # as stored, for the updates below
+        locks = [t for t in (pair and pair["locked_until"], row and row["locked_until"]) if t and now < t]
+        if locks:
+            # a locked name answers "locked" whatever the password: no guessing while locked
+            self._count_locked_attempt(account, key, address, now)
+            return AuthResult(ok=False, reason="locked", locked_until=max(locks))
+        if row is None or not matches:
+            return self._failed(account, key, address, now)
+        if row["disabled"]:
             return AuthResult(ok=False, reason="disabled")
-        return self._succeeded(row, password, address, now)
+        return self._succeeded(row, password, key, address, now)
 
     def confirm_password(self, name: str, password: str, *, now: float) -> AuthResult:
-        """The current password asked again by a logged-in user (before changing it): a wrong one counts
-        towards the lockout like a failed login, a right one is not a login (the last login stays)."""
+        """The current password asked again by a logged-in user (before changing it): wrong ones lock the account
+        for every address (the guesser holds the session already), a right one is not a login (the last login
+        stays). A stranger's lockout of the user's login address does not bar the user's own session."""
         with self._connect() as db:
             row = db.execute("SELECT * FROM users WHERE lower(name) = lower(?)", (name,)).fetchone()
         if row is None:
@@ -444,17 +506,55 @@ class AccountStore:
         matches = self._verify(row["password_hash"], password)
         user = _user(row)
         if user.locked(now):
-            self._count_locked_attempt(user.name)
+            self._count_locked_attempt(user.name, None, "", now)
             return AuthResult(ok=False, reason="locked", locked_until=user.locked_until)
         if not matches:
-            return self._failed(user.name, now)
+            return self._failed_at_session(user.name, now)
         return AuthResult(ok=True, reason="ok", user=user)
 
-    def _count_locked_attempt(self, name: str) -> None:
+    def _count_locked_attempt(self, account: str | None, key: str | None, address: str, now: float) -> None:
+        # the same write for a name that exists and one that does not: a commit's fsync takes measurable time
         with self._write() as db:
-            db.execute("UPDATE users SET failures_since_login = failures_since_login + 1 WHERE name = ?", (name,))
+            db.execute(
+                "UPDATE login_failures SET last_failed_at = ? WHERE name_key = ? AND address = ?", (now, key, address)
+            )
+            db.execute("UPDATE users SET failures_since_login = failures_since_login + 1 WHERE name = ?", (account,))
 
-    def _failed(self, name: str, now: float) -> AuthResult:
+    def _failed(self, account: str | None, key: str, address: str, now: float) -> AuthResult:
+        """A wrong password or an unknown name from `address`: one more in that pair's streak, a lock at the limit."""
+        locked_until: float | None = None
+        with self._write() as db:
+            # ended locks (their streak is 0 already) and streaks idle too long go: the table stays small
+            db.execute(
+                "DELETE FROM login_failures WHERE locked_until <= ? OR (locked_until IS NULL AND last_failed_at <= ?)",
+                (now, now - FAILURES_KEPT_S),
+            )
+            counted = db.execute(
+                "UPDATE users SET failures_since_login = failures_since_login + 1 WHERE name = ?", (account,)
+            ).rowcount
+            row = db.execute(
+                "SELECT failed_streak, locked_until FROM login_failures WHERE name_key = ? AND address = ?",
+                (key, address),
+            ).fetchone()
+            if row is not None and row["locked_until"] is not None:
+                # another attempt locked it while this one was verifying: one lockout, not a second
+                return AuthResult(ok=False, reason="locked", locked_until=row["locked_until"])
+            streak = (row["failed_streak"] if row is not None else 0) + 1
+            if streak >= self.config.lockout_failures:
+                streak, locked_until = 0, now + self.config.lockout_minutes * 60.0
+            db.execute(
+                "INSERT INTO login_failures (name_key, address, failed_streak, locked_until, last_failed_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name_key, address) DO UPDATE SET "
+                "failed_streak = excluded.failed_streak, locked_until = excluded.locked_until, "
+                "last_failed_at = excluded.last_failed_at",
+                (key, address, streak, locked_until, now),
+            )
+        if locked_until is None:
+            return AuthResult(ok=False, reason="bad_credentials")
+        # `locked_now` (the web's audit entry and log line) only for an account: nobody outside sees either
+        return AuthResult(ok=False, reason="locked", locked_until=locked_until, locked_now=counted == 1)
+
+    def _failed_at_session(self, name: str, now: float) -> AuthResult:
         locked_until = now + self.config.lockout_minutes * 60.0
         with self._write() as db:
             row = db.execute("SELECT failed_streak, locked_until FROM users WHERE name = ?", (name,)).fetchone()
@@ -478,7 +578,7 @@ class AccountStore:
             )
         return AuthResult(ok=False, reason="locked", locked_until=locked_until, locked_now=True)
 
-    def _succeeded(self, row: sqlite3.Row, password: str, address: str, now: float) -> AuthResult:
+    def _succeeded(self, row: sqlite3.Row, password: str, key: str, address: str, now: float) -> AuthResult:
         name = row["name"]
         # parameters raised since the password was set: hashed again now that it is known, outside the lock
         rehashed = self._hash(password) if self.hasher.check_needs_rehash(row["password_hash"]) else None
@@ -496,15 +596,20 @@ class AccountStore:
                     "failed_streak = 0, locked_until = NULL WHERE name = ?",
                     (now, address, name),
                 )
+                # this address's streak ends; a stranger's elsewhere goes on (ended locks go: nothing to keep)
+                db.execute(
+                    "DELETE FROM login_failures WHERE name_key = ? AND (address = ? OR locked_until <= ?)",
+                    (key, address, now),
+                )
                 if rehashed is not None:
                     db.execute(
                         "UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
                         (rehashed, name, row["password_hash"]),
                     )
                 # read in this transaction: its password_changed_at is that of the password just proved
-                user = _user(db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone())
+                user = self._read_user(db, db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone())
         if not proved_current:
-            return self._failed(name, now)
+            return self._failed(name, key, address, now)
         previous = (
             (float(before["last_login_at"]), str(before["last_login_address"] or ""))
             if before["last_login_at"] is not None

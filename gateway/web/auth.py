@@ -5,8 +5,11 @@ SameSite=Strict) naming an entry of an in-memory table; only the token's SHA-256
 does not hand out live cookies. A browser gets an anonymous session at its first page (it carries the CSRF
 token of the login form and the language picked there); logging in always makes a new token, so a cookie
 planted before login is worthless after it (session fixation). A logged-in session ends at logout, after
-`idle_timeout_minutes` without a request, or `session_lifetime_hours` after login whatever the activity; an
-anonymous one only at that lifetime (a login page left open still works). The user is read from the account
+`idle_timeout_minutes` without a request from the user, or `session_lifetime_hours` after login whatever the
+activity; an anonymous one only at that lifetime (a login page left open still works). Requests under /api/ are
+the pages' own polls (static/live.js, every few seconds while a tab is open) and are no sign of anyone at the
+keyboard: they do not keep a session alive, and one that comes after the idle timeout gets 401 JSON, on which
+the page goes to the login page, which says the session ran out. The user is read from the account
 store on every request: a removed or disabled user, a changed role or an admin's password reset takes effect
 at the next click, not at the next login. A password set by another process (`edgegw user passwd` on the box)
 cannot call `drop_user` here, so a logged-in session also keeps the user's `password_changed_at` of its login
@@ -102,15 +105,18 @@ class SessionTable:
         session.logged_in_at = now
         return token, session
 
-    def get(self, token: str, now: float) -> tuple[Session | None, bool]:
-        """The live session of a cookie, and whether a logged-in one just ran out (to tell the user why)."""
+    def get(self, token: str, now: float, *, activity: bool = True) -> tuple[Session | None, bool]:
+        """The live session of a cookie, and whether a logged-in one just ran out (to tell the user why).
+
+        `activity` is false for a request the page made by itself: it does not put off the idle timeout."""
         session = self._sessions.get(_digest(token))
         if session is None:
             return None, False
         if self.expired(session, now):
             self.drop(session)
             return None, session.user is not None
-        session.last_seen = now
+        if activity:
+            session.last_seen = now
         return session, False
 
     def expired(self, session: Session, now: float) -> bool:
@@ -165,7 +171,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     svc = services(request)
     now = svc.clock()
     token = request.cookies.get(COOKIE)
-    session, timed_out = table.get(token, now) if token else (None, False)
+    session, timed_out = table.get(token, now, activity=not _is_api(request)) if token else (None, False)
     new_token: str | None = None
     if session is None:
         new_token, session = table.new(now)

@@ -51,9 +51,9 @@ class CountingHasher(PasswordHasher):
 
 
 def test_file_has_schema_version_and_private_modes(store: AccountStore) -> None:
-    assert store.schema_version() == SCHEMA_VERSION == 1
+    assert store.schema_version() == SCHEMA_VERSION == 2
     with sqlite3.connect(store.path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert stat.S_IMODE(store.state_dir.stat().st_mode) == 0o700
 
@@ -65,7 +65,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path, web_config: WebConfig, cheap_
     with pytest.raises(AccountError) as exc:
         AccountStore(tmp_path, web_config, hasher=cheap_hasher)
     assert str(exc.value) == (
-        f"{tmp_path / 'accounts.db'}: schema version newer than this edgegw knows (1), got version 99; upgrade edgegw"
+        f"{tmp_path / 'accounts.db'}: schema version newer than this edgegw knows (2), got version 99; upgrade edgegw"
     )
 
 

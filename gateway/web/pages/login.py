@@ -1,18 +1,21 @@
-"""Login and logout: lockout per account, throttle per client address, the previous login shown afterwards.
+"""Login and logout: lockout per name and client address, throttle per address, the previous login shown afterwards.
 
 Every attempt is audited; an audit store that cannot record one (a damaged audit.db) never keeps anyone out,
 an admin least of all, who must log in to see and mend it: the entry is logged at ERROR (pages.audit.audit_done)
-and a logged-in user is told. A stranger is not: their answer is the same as ever.
+and a logged-in user is told. A stranger is not: their answer is the same as ever. A failed attempt is audited
+with the account it named, or "-" for a name that is none: that may be a password typed into the wrong box, and
+the audit log is kept for years and shown on /audit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from aiohttp import web
 
-from gateway.accounts.store import DAY_S, PRIVILEGED, AccountError, AuthResult, check_user_name
+from gateway.accounts.store import DAY_S, PRIVILEGED, AuthResult
 from gateway.web.auth import (
     THROTTLE,
     USER,
@@ -37,12 +40,12 @@ EXPIRY_WARNING_DAYS = 14
 MAX_FIELD = 1024
 
 
-def _audit_actor(name: str) -> str:
-    """The typed name for the audit log, unless it cannot be a user name (then it may be a mistyped password)."""
-    try:
-        return check_user_name(name)
-    except AccountError:
+async def _audit_actor(request: web.Request, name: str) -> str:
+    """The account a failed attempt named, as stored, or "-". Asked after the answer is decided, and the same
+    query either way: the reply must not depend on whether the name exists."""
+    if not name:
         return "-"
+    return await asyncio.to_thread(services(request).accounts.account_name, name) or "-"
 
 
 def _login_page(request: web.Request, *, error: str = "", name: str = "", status: int = 200) -> web.Response:
@@ -67,9 +70,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     target = safe_next(str(form.get("next", "")))
     address = client_address(request)
     now = svc.clock()
-    actor = _audit_actor(name)
     if not request.app[THROTTLE].allow(address, now):
         log.warning("web: login attempts from %s throttled", address)
+        actor = await _audit_actor(request, name)
         await audit_done(request, "login.failed", detail={"reason": "throttled"}, actor=actor)
         return _login_page(request, error=t("login.throttled"), name=name, status=429)
     if not name or not password:
@@ -78,10 +81,14 @@ async def login(request: web.Request) -> web.StreamResponse:
         request, svc.accounts.authenticate, name, password, address=address, now=now
     )
     if not result.ok or result.user is None:
+        actor = await _audit_actor(request, name)
         await audit_done(request, "login.failed", detail={"reason": result.reason}, actor=actor)
         if result.locked_now:
-            log.warning("web: an account locked after %d failed logins", svc.config.lockout_failures)
-            await audit_done(request, "lockout", target=name, detail={"until": result.locked_until}, actor=actor)
+            log.warning(
+                "web: an account locked for %s after %d failed logins from there", address, svc.config.lockout_failures
+            )
+            await audit_done(request, "lockout", target=actor, detail={"until": result.locked_until}, actor=actor)
+        # an unknown name is locked after as many failures as an account, with the same words: no name oracle
         if result.reason == "locked":
             error = t("login.locked", until=jst(result.locked_until))
         else:  # a disabled account gets the same answer as a wrong password: it tells a guesser nothing
