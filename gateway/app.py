@@ -22,7 +22,7 @@ import orjson
 from gateway import __version__, logs, redact, registry, systemd
 from gateway.adapter_api import AdapterContext
 from gateway.audit.log import AuditLog
-from gateway.buffer.location import data_dir_error
+from gateway.buffer.location import BUFFER_FILE, data_dir_error
 from gateway.buffer.outbox import Outbox
 from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
@@ -34,6 +34,7 @@ from gateway.processing.api import ProcessorContext
 from gateway.processing.registry import build_stage
 from gateway.processing.stage import Stage
 from gateway.records import Command, CommandResult, Reading, utc_now
+from gateway.run_lock import DataDirInUse, DataDirLock
 from gateway.secrets import SecretStore
 from gateway.storage.files import write_atomic
 from gateway.supervisor import Supervisor
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUFFER_FILE = "buffer.db"
 STATUS_FILE = "status.json"
 # Owner and group only: the status holds the far side's error texts (redacted, yet not for everyone).
 STATUS_MODE = 0o640
@@ -388,10 +388,28 @@ async def _write_status(gw: Gateway) -> None:
 
 
 def reload_problem(running: GatewayConfig, new: GatewayConfig) -> str | None:
-    """Why `new` cannot replace `running` although it is valid on its own (a data_dir that cannot be used)."""
-    if new.gateway.data_dir == running.gateway.data_dir:
-        return None
-    return data_dir_error(Path(new.gateway.data_dir))
+    """Why `new` cannot replace `running` although it is valid on its own: it moves the data or the socket.
+
+    The process holds the data directory (its lock, the buffer's backlog, the config history) and
+    listens on the socket for its whole life: a reload that moved them left the backlog undelivered,
+    the history behind and the tools looking at a path nobody listens on.
+    """
+    old, new_dir = Path(running.gateway.data_dir), Path(new.gateway.data_dir)
+    if new_dir != old:
+        # a directory that cannot be used at all is said first: moving it by a restart would fail too
+        return data_dir_error(new_dir) or (
+            f"gateway.data_dir: cannot change while the gateway runs, got {new_dir} (running with {old}); "
+            f"the buffer's backlog and the config history are in {old}: stop the gateway, move what {old} "
+            f"holds to {new_dir}, then start it"
+        )
+    listening, wanted = running.gateway.control_path(), new.gateway.control_path()
+    if wanted != listening:
+        return (
+            f"gateway.control_socket: cannot change while the gateway runs, got {wanted} (listening on "
+            f"{listening}); the web UI and the edgegw tools look for it where the running gateway listens: "
+            "restart the gateway to move it (systemctl restart edgegw)"
+        )
+    return None
 
 
 class Runtime:
@@ -470,12 +488,26 @@ class Runtime:
 
 
 async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
-    # the control package imports this module
-    from gateway.control.server import ControlServer, ControlSocketError, ControlSocketInUse
-
     config = load_config(config_path)
     logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)
     tune_runtime()
+    try:
+        # before anything else touches data_dir: one gateway per buffer, whatever the socket says
+        lock = DataDirLock.take(Path(config.gateway.data_dir))
+    except DataDirInUse as exc:
+        # like a config error (gateway/cli.py's exit 2): a restart cannot help until someone acts
+        log.error("not started: %s", exc)
+        return EXIT_SOCKET_IN_USE
+    try:
+        return await _serve(config_path, config, status_interval_s)
+    finally:
+        lock.release()  # the buffer is closed by now (or was never opened)
+
+
+async def _serve(config_path: Path, config: GatewayConfig, status_interval_s: float) -> int:
+    # the control package imports this module
+    from gateway.control.server import ControlServer, ControlSocketError, ControlSocketInUse
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reload = asyncio.Event()
@@ -487,18 +519,29 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
     control: ControlServer | None = ControlServer(config.gateway.control_path(), runtime)
     assert control is not None
     try:
-        # only a look (a connect, no bind): a second gateway on the same data_dir stops here,
-        # before it opens the buffer, and a box whose buffer cannot open says only that
+        # only a look (a connect, no bind): a gateway of another data_dir on the same socket path stops
+        # this one here, before it opens the buffer, and a box whose buffer cannot open says only that
         await control.refuse_if_live()
     except ControlSocketInUse as exc:
-        # like a config error (gateway/cli.py's exit 2): a restart cannot help until someone acts
         log.error("not started: %s", exc)
         return EXIT_SOCKET_IN_USE
     except ControlSocketError:
         pass  # something in the way of the socket: said below, the gateway runs without it
-    await runtime.start()
+    try:
+        await runtime.start()
+    except BaseException:
+        # what started (the buffer, uplink loops) is stopped before the lock goes: the next gateway finds it closed
+        with contextlib.suppress(Exception):
+            await runtime.stop()
+        raise
     try:
         await control.start()
+    except ControlSocketInUse as exc:
+        # another gateway bound the path while this one opened its buffer: one gateway nobody can reach
+        # (no web UI, no tools, and they would talk to the other) must not run on
+        log.error("not started: %s", exc)
+        await runtime.stop()
+        return EXIT_SOCKET_IN_USE
     except ControlSocketError as exc:  # the web UI is not worth a gateway that does not deliver
         log.error("running without the control socket (no web UI, no local tools): %s", exc)
         control = None

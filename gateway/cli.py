@@ -101,7 +101,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_buffer(args: argparse.Namespace) -> int:
-    from gateway.app import BUFFER_FILE
+    from gateway.buffer.location import BUFFER_FILE
     from gateway.buffer import cli as buffer_cli
 
     try:

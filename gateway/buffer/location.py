@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.buffer.space import is_disk_full
 from gateway.errors import BufferUnavailable
 
+BUFFER_FILE = "buffer.db"  # the buffer's file in the data directory
 _USE_ANOTHER = "set gateway.data_dir to a directory the gateway's user can create or write, e.g. /var/lib/edgegw"
 
 
@@ -68,7 +69,7 @@ def data_dir_problem(data_dir: Path) -> Problem | None:
         exc = _writable(data_dir)
         if exc is not None:
             return Problem(what="is not writable", got=describe(exc, data_dir), fix=_fix_for(exc))
-        buffer = data_dir / "buffer.db"
+        buffer = data_dir / BUFFER_FILE
         if buffer.is_dir():
             return Problem(
                 what="cannot hold the buffer",

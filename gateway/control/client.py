@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import itertools
 from pathlib import Path
@@ -29,6 +30,8 @@ _PAUSE_GC_ABOVE = 64 * 1024
 # `command` waits out the router's own deadline, so its caller reads the router's answer instead of
 # giving up while the device may still act (an unlock after the kiosk said it failed).
 OP_TIMEOUTS_S = {"command": CALLER_WAIT_S}
+# The group the socket admits besides the gateway's user (systemd/edgegw.service's Group=, the package's user)
+GATEWAY_GROUP = "edgegw"
 
 
 def _decode(line: bytes) -> tuple[Any, Any]:
@@ -92,6 +95,13 @@ class ControlClient:
                 await self._drop()  # a late reply would answer the next call: start afresh
                 raise ControlUnavailable(
                     f"control socket {self.path}: no reply to {op} within {timeout_s:g} s; is the gateway busy or stopped?"
+                ) from None
+            except PermissionError as exc:  # EACCES/EPERM: a gateway is there, this user may not talk to it
+                await self._drop()
+                code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+                raise ControlUnavailable(
+                    f"control socket {self.path}: permission denied, got {code} ({exc.strerror or exc}); "
+                    f"run as the gateway's user or a member of its group ({GATEWAY_GROUP})"
                 ) from None
             except (OSError, EOFError) as exc:
                 await self._drop()

@@ -15,9 +15,12 @@ hold connections without end. At most `max_connections` are open at once; one mo
 for the next complete request (a partial line is still waiting) or for it to take a reply — is
 closed; the time an op takes to answer is not counted. Both are counted (`refused_busy`,
 `idle_closed`); a spell of refusals is logged once at its start and once at its end. A connection
-holds at most one unfinished line (MAX_LINE, 6 MiB) and, while its op runs, only the decoded
-arguments: 64 clients each mid-way through a largest line peaked at ~460 MiB (measured, x86-64).
-One limit for every op: the framer must decide before the op is known (it may follow the text).
+holds at most one unfinished line (MAX_LINE, 6 MiB) and, while its op runs, the decoded arguments;
+all connections together hold at most `line_budget` bytes of requests (LINE_BUDGET), counted from a
+request's first byte until it is answered: a connection whose bytes would pass it is answered `busy`
+and closed (counted in `refused_busy` too). Without it, 64 clients each mid-way through a largest
+line peaked at ~460 MiB (measured, x86-64), past the unit's MemoryMax=256M. One limit for every op:
+the framer must decide before the op is known (it may follow the text).
 
 Start: a socket file left by a killed gateway (nobody accepts on it) is replaced; one another
 gateway answers on is an error (`ControlSocketInUse`).
@@ -81,6 +84,10 @@ IDLE_TIMEOUT_S = 60.0
 # The web UI and the kiosk keep one connection each, a CLI call or a script one while it runs; far
 # below the descriptors the devices and the buffer need, far above what those clients use.
 MAX_CONNECTIONS = 64
+# Bytes of requests held for all connections together (unfinished lines, and lines until their op
+# answers): ten largest lines at once, far more than the web UI and the tools send; with it, clients
+# cannot take the gateway near edgegw.service's MemoryMax=256M (see the README's figure).
+LINE_BUDGET = 64 * 1024 * 1024
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -111,13 +118,21 @@ class ControlServer:
         max_line: int = MAX_LINE,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
+        line_budget: int = LINE_BUDGET,
     ) -> None:
+        if line_budget < max_line:  # a largest request could never be taken
+            raise ValueError(
+                f"control socket: line_budget must hold one largest request line, got {line_budget} "
+                f"below max_line {max_line}"
+            )
         self.path = Path(path)
         self.target = target
         self.clock = clock
         self.max_line = max_line
         self.idle_timeout_s = idle_timeout_s
         self.max_connections = max_connections
+        self.line_budget = line_budget
+        self.line_bytes = 0  # of requests held for all connections (the budget's use)
         self.config_ops = ConfigOps(target, clock)
         self.jobs = Jobs(load_tools() if tools is None else tools)
         self.host = HostSampler(Path(target.config.gateway.data_dir))
@@ -127,6 +142,8 @@ class ControlServer:
         self.idle_closed = 0  # connections closed after idle_timeout_s waiting on their client
         self._full = logs.StateLog(log)  # a spell at the cap
         self._refused_before = 0  # refused_busy when the spell began
+        self._over_budget = logs.StateLog(log)  # a spell of connections refused for the line budget
+        self._refused_budget = 0  # refused for the budget in the current spell
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._connections: set[asyncio.StreamWriter] = set()
@@ -266,15 +283,22 @@ class ControlServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        framer = LineFramer(self.max_line)
+        intake = _Intake(self.max_line)
         try:
             while True:
                 async with asyncio.timeout(self.idle_timeout_s):
-                    items = await _requests(reader, framer)
+                    items = await self._requests(reader, intake)
+                if items is None:
+                    writer.write(self._over_budget_reply(intake))
+                    async with asyncio.timeout(self.idle_timeout_s):
+                        await self._drop_line(reader, intake)
+                    break
                 if not items:
                     break
                 while items:
+                    size = len(items[0]) if isinstance(items[0], bytes) else 0
                     writer.write(await self._reply(items.pop(0)))  # popped, not iterated: see the del in _reply
+                    self._release(intake, size)
                     async with asyncio.timeout(self.idle_timeout_s):  # a client that never reads its replies
                         await writer.drain()
         except TimeoutError:  # before OSError, which it is
@@ -290,6 +314,7 @@ class ControlServer:
         except Exception:  # a bug here must not take the gateway down; the request is lost, the socket stays
             log.exception("control socket: connection handler failed")
         finally:
+            self._release(intake, intake.held)
             self._connections.discard(writer)
             self._tasks.discard(task)
             writer.close()
@@ -325,6 +350,69 @@ class ControlServer:
                 self.refused_busy - self._refused_before,
             )
         return True
+
+    async def _requests(self, reader: asyncio.StreamReader, intake: _Intake) -> list[bytes | TooLong] | None:
+        """The next complete requests (and too-long markers) the client sent; [] once it has hung up, None when
+        holding what it sent would pass the line budget."""
+        while True:
+            data = await reader.read(_CHUNK)
+            if not data:
+                return []
+            items = intake.framer.feed(data)
+            held = intake.holding(data, items)
+            if held > intake.held:
+                wanted = self.line_bytes + held - intake.held
+                if wanted > self.line_budget:
+                    intake.refused_at = wanted
+                    return None
+            self.line_bytes += held - intake.held
+            intake.held = held
+            if items:
+                return items
+
+    async def _drop_line(self, reader: asyncio.StreamReader, intake: _Intake) -> None:
+        """Read the refused line to its end, keeping none of it: closed with it unread, the client's write
+        fails (a broken pipe) before it reads the `busy` it was sent; bounded like a line."""
+        if not intake.unfinished:  # what it sent ended with its line
+            return
+        left = self.max_line - intake.unfinished
+        while left > 0:
+            data = await reader.read(_CHUNK)
+            if not data or b"\n" in data:
+                return
+            left -= len(data)
+
+    def _release(self, intake: _Intake, size: int) -> None:
+        """`size` bytes of this connection's requests no longer held: answered, or the connection ended."""
+        self.line_bytes -= size
+        intake.held -= size
+        # over only with room for a largest line: refusals interleaved with small requests are one spell
+        if self.line_bytes <= self.line_budget - self.max_line:
+            self._over_budget.ok(
+                "control socket %s: room for the largest request again, %d connection(s) refused meanwhile",
+                self.path,
+                self._refused_budget,
+            )
+
+    def _over_budget_reply(self, intake: _Intake) -> bytes:
+        if self._over_budget.fail(
+            True,
+            logging.WARNING,
+            "control socket %s: requests being received or answered hold %d bytes at most, got %d; refusing "
+            "connections that would need more (many large requests at once: a client sending config texts in a loop?)",
+            self.path,
+            self.line_budget,
+            intake.refused_at,
+        ):
+            self._refused_budget = 0
+        self._refused_budget += 1
+        self.refused_busy += 1
+        busy = ControlError(
+            BUSY,
+            f"control socket: at most {self.line_budget} bytes of requests held for all clients at once, got "
+            f"{intake.refused_at}; try again in a moment (a request is held from its first byte until it is answered)",
+        )
+        return encode_error(None, busy)
 
     async def _reply(self, item: bytes | TooLong) -> bytes:
         self.requests += 1
@@ -497,15 +585,27 @@ class ControlServer:
         return self.jobs.poll(a.text(args, "job"), a.integer(args, "after", 0))
 
 
-async def _requests(reader: asyncio.StreamReader, framer: LineFramer) -> list[bytes | TooLong]:
-    """The next complete requests (and too-long markers) the client sent; [] once it has hung up."""
-    while True:
-        data = await reader.read(_CHUNK)
-        if not data:
-            return []
-        items = framer.feed(data)
-        if items:
-            return items
+class _Intake:
+    """One connection's framer, and the bytes of its requests the server holds for the line budget."""
+
+    __slots__ = ("framer", "held", "refused_at", "unfinished")
+
+    def __init__(self, max_line: int) -> None:
+        self.framer = LineFramer(max_line)
+        self.held = 0  # counted in ControlServer.line_bytes
+        self.unfinished = 0  # bytes since the last newline
+        self.refused_at = 0  # line_bytes this connection would have taken the server to
+
+    def holding(self, data: bytes, items: list[bytes | TooLong]) -> int:
+        """Bytes held once `data` is fed: the complete lines not yet answered and the unfinished one.
+
+        The framer keeps an unfinished line only up to its limit; past it, it skips to the newline
+        and holds nothing.
+        """
+        newline = data.rfind(b"\n")
+        self.unfinished = len(data) - newline - 1 if newline >= 0 else self.unfinished + len(data)
+        lines = sum(len(item) for item in items if isinstance(item, bytes))
+        return lines + (self.unfinished if self.unfinished <= self.framer.max_line else 0)
 
 
 # --- documents -------------------------------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""`edgegw run`'s claim on its data directory: one gateway per buffer, whatever the control socket says."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+from gateway.buffer.location import BUFFER_FILE, describe, prepare
+from gateway.errors import BufferUnavailable, GatewayError
+
+log = logging.getLogger(__name__)
+
+# Held (flock) by `edgegw run` from before it opens the buffer until it has closed it; holds its pid.
+# Its own file, not the directory: backups and restores flock the directory itself (gateway/backup).
+LOCK_FILE = "gateway.lock"
+LOCK_MODE = 0o640
+
+
+class DataDirInUse(GatewayError):
+    """Another gateway runs on this data directory: two would read the same devices and deliver from one buffer."""
+
+    code = "data_dir_in_use"
+
+
+class DataDirLock:
+    """`edgegw run`'s claim on its data directory: an exclusive flock on LOCK_FILE, for the process's life.
+
+    Taken before the buffer is opened, so a second gateway stops before it touches anything, however
+    long the first takes to open a backlog; the control socket, bound only after that, cannot tell.
+    The kernel lets go of an flock however its holder ends (kill -9 included), so a file left behind
+    never blocks a start; the pid in it is only for the message. Tools reading the directory beside a
+    running gateway (`edgegw buffer stats`, backups) never take it. The descriptor is not inherited by
+    what the gateway runs (Python opens non-inheritable), so a tool's process cannot keep it after it.
+    """
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd: int | None = fd
+        self.path = path
+
+    @classmethod
+    def take(cls, data_dir: Path) -> DataDirLock:
+        """The lock, or DataDirInUse naming the holder's pid; BufferUnavailable if the directory cannot hold it."""
+        path = data_dir / LOCK_FILE
+        prepare(data_dir / BUFFER_FILE)  # creates data_dir, or says in a technician's words why it cannot
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, LOCK_MODE)
+        except OSError as exc:
+            raise _lock_unavailable(data_dir, path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise DataDirInUse(
+                f"data directory {data_dir}: another gateway runs on it, got {path} held by {holder}; stop that "
+                "gateway first (systemctl stop edgegw), or give this one its own gateway.data_dir",
+                path=str(data_dir),
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise _lock_unavailable(data_dir, path, exc) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # only the message of a second gateway loses the pid: the lock is held
+            log.debug("%s: pid not written: %s", path, exc)
+        return cls(fd, path)
+
+    def release(self) -> None:
+        """After the buffer is closed. The pid goes first, while still held: a gateway taking the lock next writes its own."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    return f"pid {text}" if text.isdigit() else "a process that has not written its pid yet (`lslocks` names it)"
+
+
+def _lock_unavailable(data_dir: Path, path: Path, exc: OSError) -> BufferUnavailable:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        fix = f"give the gateway's user access to it (chown edgegw {path}; a root `edgegw run` may have made it)"
+    else:
+        fix = "the data directory must be on a local file system with flock"
+    return BufferUnavailable(
+        f"data directory {data_dir}: cannot lock {path}, got {describe(exc, path)}; {fix}", path=str(path)
+    )
