@@ -20,7 +20,9 @@ copy of another: it then lists some rows twice and others not at all).
 Every row is checked before it is kept (types, and that its body decodes to the reading it says it
 is): garbage that happens to parse as a page must not reach an uplink. Rows go into the fresh file
 with their seq, in seq order, a few thousand per transaction, so the uplinks' cursors keep their
-meaning, no entity's readings change order, and a disk that fills up midway keeps what was copied.
+meaning and no entity's readings change order. The fresh file is not the buffer yet (schema.py renames
+it into place once it is complete): a write that fails (a full disk) fails the whole salvage, and the
+damaged file, still in place, is salvaged again at the next start.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.buffer.space import is_disk_full
 from gateway.buffer.stats import Salvage
 from gateway.logs import component_logger
 from gateway.records import Reading, decode_reading, to_epoch_us
@@ -66,6 +69,10 @@ MAX_QUERIES = 2_000_000
 # must never take a new reading for one of those.
 SEQ_MARGIN = 1_000_000
 _CHUNK = 2000  # rows per transaction into the fresh file
+
+# Called with the rows copied so far after each transaction into the fresh file: the kill -9 tests stop a
+# salvage there, at a point of their choosing rather than after a guessed time.
+progress: Callable[[int], None] | None = None
 
 
 # what reading a damaged page can raise: SQLite's errors, and text that is not UTF-8
@@ -364,11 +371,21 @@ def _listed_keys(ro: sqlite3.Connection, sql: str) -> array[int] | None:
     return array("q", sorted(keys))
 
 
-def _page_count(ro: sqlite3.Connection) -> int:
+def _page_count(ro: sqlite3.Connection, damaged: Path) -> int:
     try:
         return int(ro.execute("PRAGMA page_count").fetchone()[0])
     except _UNREADABLE:
+        pass
+    # SQLite refuses a file cut short outright; its length still says how many pages it held
+    try:
+        with damaged.open("rb") as f:
+            header = f.read(18)
+        size = damaged.stat().st_size
+    except OSError:
         return 0
+    page = int.from_bytes(header[16:18], "big") if len(header) == 18 else 0
+    page = 65536 if page == 1 else page  # SQLite's encoding of the largest page size
+    return size // page if page >= 512 and not page & (page - 1) else 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -392,7 +409,7 @@ def _find(ro: sqlite3.Connection) -> _Found:
     )
 
 
-def _keys(ro: sqlite3.Connection, table: _Table, lo: int, counter: int | None) -> _Keys:
+def _keys(ro: sqlite3.Connection, damaged: Path, table: _Table, lo: int, counter: int | None) -> _Keys:
     # The table is scanned by key range even when its index reads cleanly: a misdirected write can
     # leave an index page that reads well but lists other keys than it should (a copy of another of its
     # pages), and rows it does not list would be lost. The index still tells which keys exist, so that
@@ -402,7 +419,7 @@ def _keys(ro: sqlite3.Connection, table: _Table, lo: int, counter: int | None) -
     # reads, else as many keys as the pages could hold
     hi = counter if counter is not None else _highest(ro, table)
     if hi is None:
-        hi = lo + _page_count(ro) * table.rows_per_page
+        hi = lo + _page_count(ro, damaged) * table.rows_per_page
     if listed:
         lo, hi = min(lo, listed[0]), max(hi, listed[-1])
     return _Keys(listed, lo, hi)
@@ -423,37 +440,28 @@ def _highest(ro: sqlite3.Connection, table: _Table) -> int | None:
 class _Copied:
     rows: int = 0
     highest: int = 0
-    not_copied: int = 0  # read, but the fresh file had no room for them
-    error: BaseException | None = None
 
 
 def _copy(conn: sqlite3.Connection, sql: str, rows: Iterator[tuple[Any, ...]]) -> _Copied:
+    """Every row into the fresh file; SQLite's error (a full disk) fails the salvage, which is done again."""
     done = _Copied()
     chunk: list[tuple[Any, ...]] = []
 
     def write() -> None:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(sql, chunk)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            done.error = exc
-            done.not_copied += len(chunk)
-        else:
-            done.rows += len(chunk)
-            done.highest = chunk[-1][0]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, chunk)
+        conn.execute("COMMIT")
+        done.rows += len(chunk)
+        done.highest = chunk[-1][0]
         chunk.clear()
+        if progress is not None:
+            progress(done.rows)
 
     for row in rows:
-        if done.error is not None:
-            done.not_copied += 1  # still read, to be counted
-            continue
         chunk.append(row)
         if len(chunk) >= _CHUNK:
             write()
-    if chunk and done.error is None:
+    if chunk:
         write()
     return done
 
@@ -464,15 +472,29 @@ def _set_sequence(conn: sqlite3.Connection, name: str, value: int) -> None:
 
 
 def _open_read_only(damaged: Path) -> sqlite3.Connection | None:
-    # read-only: the damaged file and its -wal stay as they were, for analysis (only the -shm, an
-    # index SQLite rebuilds, is rewritten); its -wal's committed pages are read as usual
+    # read-only: the damaged file and its -wal stay as they were, for analysis (only the -shm, an index
+    # SQLite rebuilds, is rewritten). Without commits in a -wal, immutable: no -shm is made, which a full
+    # disk has no room for. With them, SQLite reads the -wal only through a -shm: none of its other ways
+    # works read-only (immutable and nolock ignore the -wal, an exclusive lock needs a writable file).
     try:
-        return sqlite3.connect(
-            damaged.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        wal_size = Path(f"{damaged}-wal").stat().st_size
+    except FileNotFoundError:
+        wal_size = 0
+    mode = "mode=ro" if wal_size else "immutable=1"
+    try:
+        ro = sqlite3.connect(
+            f"{damaged.resolve().as_uri()}?{mode}", uri=True, isolation_level=None, check_same_thread=False
         )
     except sqlite3.Error as exc:
         log.error("buffer: damaged file %s cannot be opened to salvage it: %s", damaged, exc)
         return None
+    try:
+        ro.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.Error as exc:
+        if is_disk_full(exc):  # no room for the -shm: the disk's fault, not the file's; tried again
+            ro.close()
+            raise
+    return ro
 
 
 # --- the whole job ---------------------------------------------------------------------------------
@@ -487,8 +509,7 @@ def replace_damaged(
     """
     side = [Path(f"{damaged}{suffix}") for suffix in ("-wal", "-shm")] if damaged is not None else []
     had = [p.exists() for p in side]
-    ro = _open_read_only(damaged) if damaged is not None else None
-    if ro is None:
+    if damaged is None or (ro := _open_read_only(damaged)) is None:
         result = Salvage(
             at=now,
             moved_to=str(moved_to),
@@ -510,7 +531,7 @@ def replace_damaged(
         )
         return result
     try:
-        return _salvage(ro, conn, moved_to=moved_to, detail=detail, path=path, now=now)
+        return _salvage(ro, damaged, conn, moved_to=moved_to, detail=detail, path=path, now=now)
     finally:
         ro.close()
         # a read-only connection leaves the -wal and -shm it made; only the damaged file's own are evidence
@@ -521,19 +542,26 @@ def replace_damaged(
 
 
 def _salvage(
-    ro: sqlite3.Connection, conn: sqlite3.Connection, *, moved_to: Path, detail: str, path: Path, now: datetime
+    ro: sqlite3.Connection,
+    damaged: Path,
+    conn: sqlite3.Connection,
+    *,
+    moved_to: Path,
+    detail: str,
+    path: Path,
+    now: datetime,
 ) -> Salvage:
     found = _find(ro)
     cursor_seqs = [c[2] for c in found.cursors]
     # rows at or below every cursor were delivered everywhere and deleted
     lo = min(cursor_seqs) + 1 if found.cursors_kept and cursor_seqs else 1
     rows_tally, dead_tally = _Tally(), _Tally()
-    outbox_keys = _keys(ro, OUTBOX, lo, found.sequences.get("outbox"))
+    outbox_keys = _keys(ro, damaged, OUTBOX, lo, found.sequences.get("outbox"))
     rows = _copy(conn, OUTBOX.insert, _rows_by_key(ro, OUTBOX, outbox_keys, rows_tally))
-    dead_keys = _keys(ro, DEAD_LETTERS, 1, found.sequences.get("dead_letters"))
+    dead_keys = _keys(ro, damaged, DEAD_LETTERS, 1, found.sequences.get("dead_letters"))
     dead = _copy(conn, DEAD_LETTERS.insert, _rows_by_key(ro, DEAD_LETTERS, dead_keys, dead_tally))
-    lost_rows = rows_tally.unreadable + rows_tally.invalid + rows.not_copied
-    lost_dead = dead_tally.unreadable + dead_tally.invalid + dead.not_copied
+    lost_rows = rows_tally.unreadable + rows_tally.invalid
+    lost_dead = dead_tally.unreadable + dead_tally.invalid
     result = Salvage(
         at=now,
         moved_to=str(moved_to),
@@ -555,11 +583,13 @@ def _salvage(
     if "outbox" not in found.sequences:
         top += SEQ_MARGIN
     _record(conn, result, found, top, max(dead.highest, found.sequences.get("dead_letters", 0)))
-    _log(result, path, rows)
+    _log(result, path)
     return result
 
 
 def _record(conn: sqlite3.Connection, result: Salvage, found: _Found, outbox_seq: int, dead_seq: int) -> None:
+    """The cursors, counters, AUTOINCREMENT counters and the salvage's record; SQLite's error fails the salvage
+    (a fresh file without them would hand out seqs again and forget where each uplink was)."""
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("INSERT INTO cursors (uplink, lane, seq) VALUES (?, ?, ?)", found.cursors)
@@ -586,23 +616,19 @@ def _record(conn: sqlite3.Connection, result: Salvage, found: _Found, outbox_seq
             ),
         )
         conn.execute("COMMIT")
-    except sqlite3.Error as exc:
+    except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        log.error("buffer: the salvage of %s could not be recorded: %s", result.moved_to, exc)
+        raise
 
 
-def _log(result: Salvage, path: Path, rows: _Copied) -> None:
+def _log(result: Salvage, path: Path) -> None:
     if result.lost_rows == 0:
         lost = "none was lost"
     elif result.lost_exact:
         lost = f"{result.lost_rows} could not be read (counted from the lane index)"
     else:
         lost = f"at most {result.lost_rows} could not be read (estimated from the unreadable seq ranges)"
-    if rows.error is not None:
-        lost += (
-            f", {rows.not_copied} of them for want of room in the fresh file ({rows.error}; they are in the moved file)"
-        )
     dead = f"{result.saved_dead_letters} dead letters kept"
     if result.lost_dead_letters:
         dead += f", {result.lost_dead_letters} lost"

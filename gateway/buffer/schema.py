@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from gateway.buffer.config import Durability
 from gateway.buffer.space import is_disk_full, with_room
 from gateway.errors import BufferError, BufferUnavailable
 from gateway.logs import component_logger
-from gateway.storage.files import wal_mode
+from gateway.storage.files import fsync_dir, wal_mode
 from gateway.storage.schema import migrate, read_version
 
 log = component_logger(__name__, "buffer")
@@ -246,18 +247,120 @@ def _check_writable(conn: sqlite3.Connection) -> None:
     conn.execute("ROLLBACK")
 
 
-def _move_aside(path: Path, now: datetime) -> Path:
+def _side(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+# A salvage is built beside the file under BUILDING and renamed to BUILT once complete and synced; only then
+# is the damaged file moved aside and BUILT renamed into its place. A start that finds BUILDING discards
+# it (the damaged file is still where it was, and is salvaged again); one that finds BUILT finishes the
+# renames. So no start ever opens a half-salvaged file as healthy, and the damaged one is never left behind.
+BUILDING = ".salvage"
+BUILT = ".salvaged"
+# An orphan -wal is read through a one-page file under this name with the -wal linked beside it: SQLite
+# deletes a -wal beside a missing or empty file, so neither the orphan's name nor a copy ever meets it.
+_WAL_READER = ".salvage-wal-reader"
+
+
+def _aside_name(path: Path, now: datetime) -> Path:
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    target = _side(path, f".corrupt-{stamp}")
     n = 1
-    while target.exists():
+    while any(Path(str(target) + suffix).exists() for suffix in ("", "-wal", "-shm")):
         n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-    for suffix in ("", "-wal", "-shm"):
+        target = _side(path, f".corrupt-{stamp}-{n}")
+    return target
+
+
+def _unlink(*paths: Path) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def _sync(file: Path) -> None:
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard_partial(path: Path) -> None:
+    """Remove what a salvage interrupted before it was complete left (the damaged file is still in place)."""
+    building, reader = _side(path, BUILDING), _side(path, _WAL_READER)
+    _unlink(*(Path(str(f) + s) for f in (building, reader) for s in ("", "-journal", "-wal", "-shm")))
+
+
+def _finish_salvage(path: Path) -> Path | None:
+    """Put a complete salvage (BUILT) in place of the damaged file, moving that aside; where it went, or None.
+
+    Every step is a rename that a start after a crash may find done or not, and does again if not."""
+    built = _side(path, BUILT)
+    if not built.exists():
+        _discard_partial(path)
+        return None
+    reader = _side(path, _WAL_READER)
+    check = sqlite3.connect(built.resolve().as_uri() + "?immutable=1", uri=True)
+    try:
+        last = salvage.read_last(check)
+    finally:
+        check.close()
+    if last is None:  # never renamed to BUILT before its record was in: not ours, left as found
+        raise BufferUnavailable(
+            f"buffer: cannot open {path}, got {built} without a salvage record; move it away and start again",
+            path=str(path),
+        )
+    moved = Path(last.moved_to)
+    for suffix in ("-shm", "-wal", ""):  # the main file last: until it goes, the -wal is never an orphan
         src = Path(str(path) + suffix)
         if src.exists():
-            os.replace(src, Path(str(target) + suffix))
-    return target
+            os.replace(src, Path(str(moved) + suffix))
+    if reader.exists():  # an orphan -wal's: the one-page file reading it stands for the missing main file
+        os.replace(reader, moved)
+    _unlink(_side(reader, "-wal"), _side(reader, "-shm"), _side(reader, "-journal"))
+    os.replace(built, path)
+    fsync_dir(path.parent)
+    return moved
+
+
+def _orphan_wal(path: Path) -> str | None:
+    """What is wrong when a -wal holds commits but its database file is missing or empty, else None."""
+    wal = _side(path, "-wal")
+    try:
+        wal_size = wal.stat().st_size
+    except FileNotFoundError:
+        return None
+    try:
+        size: int | None = path.stat().st_size
+    except FileNotFoundError:
+        size = None
+    if wal_size == 0 or size:
+        return None
+    main = "is missing" if size is None else "is empty (0 bytes)"
+    return f"{wal.name} of {wal_size} bytes was left without its database file: {path.name} {main}"
+
+
+def _wal_reader(path: Path) -> Path:
+    """A one-page file with the orphan -wal linked beside it: what SQLite reads the -wal's commits through."""
+    reader = _side(path, _WAL_READER)
+    wal = _side(path, "-wal")
+    with wal.open("rb") as f:
+        header = f.read(32)
+    size = int.from_bytes(header[8:12], "big") if len(header) == 32 else 0
+    # the page 1 SQLite reads is the -wal's; a page of the -wal's size makes SQLite read its frames right
+    if size < 512 or size > 65536 or size & (size - 1):
+        size = PAGE_SIZE
+    _discard_partial(path)
+    fd = os.open(reader, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, bytes(size))
+    finally:
+        os.close(fd)
+    try:
+        os.link(wal, _side(reader, "-wal"))  # takes no space on a full disk, and the -wal stays as it is
+    except OSError:
+        shutil.copyfile(wal, _side(reader, "-wal"))  # a file system without hard links
+    return reader
 
 
 def _not_sqlite(path: Path) -> bool:
@@ -308,6 +411,14 @@ def open_database(
     """
     location.prepare(path)
     now = now or datetime.now(UTC)
+    try:
+        _finish_salvage(path)
+        orphan = _orphan_wal(path)
+        reader = with_room(make_room, lambda: _wal_reader(path)) if orphan is not None else None
+    except (sqlite3.Error, OSError) as exc:
+        raise _cannot_open(path, exc) from exc
+    if orphan is not None:
+        return _replace(path, reader, orphan, durability, max_page_count, now, make_room)
     if _not_sqlite(path):
         # decided before SQLite opens it: SQLite would delete the -wal beside a foreign file
         return _replace(path, None, "file is not a database", durability, max_page_count, now, make_room)
@@ -337,14 +448,38 @@ def _existing(path: Path, durability: Durability, max_page_count: int | None) ->
     return conn
 
 
-def _fresh(path: Path, durability: Durability, max_page_count: int | None) -> sqlite3.Connection:
-    conn = connect(path, durability=durability, max_page_count=max_page_count)
+def _building(path: Path) -> sqlite3.Connection:
+    # No journal and no syncs while it is built: a crash leaves a file that is discarded at the next start
+    # anyway; the whole file is synced once, before it is renamed to BUILT.
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     try:
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")
         ensure_schema(conn, path)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _build(path: Path, source: Path | None, detail: str, moved: Path, now: datetime) -> None:
+    """Salvage `source` into a new file beside `path` and rename it to BUILT once it is complete and synced."""
+    building = _side(path, BUILDING)
+    _unlink(building, _side(building, "-journal"))
+    try:
+        conn = _building(building)
+        try:
+            salvage.replace_damaged(source, conn, moved_to=moved, detail=detail, path=path, now=now)
+            conn.execute("PRAGMA journal_mode = WAL")  # the buffer's mode, so that opening it writes nothing
+        finally:
+            conn.close()
+        _sync(building)
+        os.replace(building, _side(path, BUILT))
+        fsync_dir(path.parent)
+    except BaseException:
+        _unlink(building, _side(building, "-journal"), _side(building, "-wal"), _side(building, "-shm"))
+        raise
 
 
 def _replace(
@@ -356,13 +491,27 @@ def _replace(
     now: datetime,
     make_room: Callable[[], bool] | None,
 ) -> Opened:
-    """Move the damaged file aside, start a fresh one and salvage into it what `damaged` (if SQLite) still holds."""
-    moved = _move_aside(path, now)
+    """Salvage what `damaged` (if SQLite) still holds into a fresh file, then move the damaged file aside and
+    put the fresh one in its place (see BUILDING). Until then the damaged file stays where it was: a start
+    that fails (a full disk) or is killed meanwhile salvages it again."""
+    moved = _aside_name(path, now)
     try:
-        conn = with_room(make_room, lambda: _fresh(path, durability, max_page_count))
+        with_room(make_room, lambda: _build(path, damaged, detail, moved, now))
+        _finish_salvage(path)
+        conn = with_room(make_room, lambda: _existing(path, durability, max_page_count))
+    except _Damaged as exc:  # the file just built: never expected, and never salvaged in a loop
+        raise BufferUnavailable(
+            f"buffer: cannot open {path}, got a salvaged file that is damaged itself ({exc}); "
+            "check the disk (dmesg), then move the file away to start an empty buffer",
+            path=str(path),
+        ) from exc
     except (sqlite3.Error, OSError) as exc:
+        if is_disk_full(exc):
+            raise BufferUnavailable(
+                f"buffer: cannot salvage {path}, damaged ({detail}), got a full disk ({exc}); the damaged file is "
+                f"left as it is: free space in {path.parent} (the salvage writes a copy of what it still holds, up "
+                "to the file's size) and start again",
+                path=str(path),
+            ) from exc
         raise _cannot_open(path, exc) from exc
-    salvage.replace_damaged(
-        moved if damaged is not None else None, conn, moved_to=moved, detail=detail, path=path, now=now
-    )
     return Opened(conn=conn, recovered_from=moved)

@@ -167,9 +167,12 @@ def create_private(path: Path, store: str = "") -> None:
     of the right one. One this process may only read is checked all the same, read only: SQLite then opens
     it read-only, its reads work and its writes fail with SQLite's "attempt to write a readonly database"
     (SQLITE_READONLY), which the store's caller says in the store's name. The OSError of making a file
-    that is not there passes unchanged.
+    that is not there passes unchanged. A -wal holding commits beside a missing or empty file is refused too
+    (StoreUnreadable): SQLite would delete it, and those commits with it.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        _refuse_orphan_wal(path, store, "is missing")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
@@ -188,10 +191,26 @@ def create_private(path: Path, store: str = "") -> None:
 def _check_header(fd: int, path: Path, store: str) -> bytes:
     """The file's first bytes (SQLite's header, or none for a new file); StoreUnreadable for any other."""
     head = os.read(fd, _HEADER_BYTES)
+    if not head:
+        _refuse_orphan_wal(path, store, "is empty (0 bytes)")
     if head and not head.startswith(SQLITE_HEADER):
         got = f"{os.fstat(fd).st_size} bytes without SQLite's header"
         raise _refused(StoreUnreadable(path, _UNREADABLE[sqlite3.SQLITE_NOTADB], got, store=store))
     return head
+
+
+def _refuse_orphan_wal(path: Path, store: str, state: str) -> None:
+    """StoreUnreadable when a -wal with commits lies beside `path`, which `state` says is missing or empty."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        size = wal.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    what = f"a -wal without its database file ({path.name} {state})"
+    got = f"{wal} of {size} bytes, the store's last commits, which SQLite would delete on opening; keep the -wal"
+    raise _refused(StoreUnreadable(path, what, got, store=store, sqlite_code=sqlite3.SQLITE_CORRUPT))
 
 
 _HEADER_BYTES = 20  # SQLite's header string, then up to the file format versions (2: WAL) at offsets 18 and 19

@@ -143,12 +143,30 @@ def migrate(
         if version != target:
             db.execute(f"PRAGMA user_version = {target}")
     except BaseException:
-        db.execute("ROLLBACK")
+        _roll_back(db)
         raise
-    db.execute("COMMIT")
+    try:
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _roll_back(db)
+        # COMMIT itself (a full disk): SQLite rolled the file back, and its words name neither store nor file
+        raise (error or MigrationFailed)(
+            f"{name}: migration of {path} from schema version {version} to {target} failed, got "
+            f"{type(exc).__name__} on commit: {exc}; the file is unchanged at version {version}, free space in "
+            f"{path.parent} if the disk is full, else run the previous edgegw release or restore a backup",
+            version=version,
+            path=str(path),
+        ) from exc
     if version != target:
         log.info("%s: %s migrated from schema version %d to %d", name, path, version, target)
     return Upgrade(store=name, path=path, before=version, after=target)
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    # SQLite ends the transaction by itself on some errors (a full disk): a ROLLBACK then would raise
+    # "no transaction is active" and hide the error that says what went wrong
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def _too_new(error: type[GatewayError] | None, name: str, path: Path, version: int, target: int) -> GatewayError:
