@@ -487,7 +487,8 @@ class Runtime:
             self.notifier.ready(text)
 
 
-async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
+async def serve(config_path: Path, status_interval_s: float | None = None) -> int:
+    """`edgegw run`: the gateway until SIGTERM. `status_interval_s` overrides `[gateway] status_interval_s`."""
     config = load_config(config_path)
     logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)
     tune_runtime()
@@ -504,7 +505,7 @@ async def serve(config_path: Path, status_interval_s: float = 5.0) -> int:
         lock.release()  # the buffer is closed by now (or was never opened)
 
 
-async def _serve(config_path: Path, config: GatewayConfig, status_interval_s: float) -> int:
+async def _serve(config_path: Path, config: GatewayConfig, status_interval_s: float | None) -> int:
     # the control package imports this module
     from gateway.control.server import ControlServer, ControlSocketError, ControlSocketInUse
 
@@ -552,7 +553,8 @@ async def _serve(config_path: Path, config: GatewayConfig, status_interval_s: fl
     try:
         while not stop.is_set():
             waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
-            await asyncio.wait(waiters, timeout=status_interval_s, return_when=asyncio.FIRST_COMPLETED)
+            interval = status_interval_s or runtime.config.gateway.status_interval_s  # a reload may change it
+            await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
             try:

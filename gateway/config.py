@@ -53,6 +53,12 @@ class GatewaySection(Section):
         default=None,
         description="the control socket the web UI and local tools talk to (owner and group only); default <data_dir>/control.sock",
     )
+    status_interval_s: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=300,
+        description="how often status.json (`edgegw status`) is rewritten; each time is a small write to the card",
+    )
 
     def control_path(self) -> Path:
         return self.control_socket if self.control_socket is not None else self.data_dir / "control.sock"

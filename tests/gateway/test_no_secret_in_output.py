@@ -118,6 +118,7 @@ def config(url: str) -> str:
 id = "gw-echo"
 data_dir = "@DATA_DIR@"
 log_level = "debug"
+status_interval_s = 0.3
 
 [[adapters]]
 name = "river"

@@ -107,6 +107,7 @@ def mqtt_config(port: int) -> str:
 id = "gw-malformed"
 data_dir = "@DATA_DIR@"
 log_format = "json"
+status_interval_s = 0.3
 
 [[adapters]]
 name = "sensors"
@@ -194,9 +195,10 @@ async def test_a_status_file_that_cannot_be_written_is_said_once_and_its_return_
     gw.start()
     try:
         await wait_until(lambda: "status file not written" in gw.log_tail(), 20, "the failure to be logged", gw)
-        await asyncio.sleep(6)  # another status interval: still failing, not logged again
+        await asyncio.sleep(1)  # more status intervals (0.3 s): still failing, not logged again
         (gw.data_dir / STATUS_FILE).rmdir()
-        await wait_until(lambda: "status file written again" in gw.log_tail(), 20, "the recovery to be logged", gw)
+        # within a few of its status_interval_s (0.3 s), not the default's 5 s
+        await wait_until(lambda: "status file written again" in gw.log_tail(), 3, "the recovery to be logged", gw)
         code, _ = await gw.terminate()
         assert code == 0
     finally:
