@@ -1,5 +1,5 @@
-"""The package on a fresh Debian 12 as a box gets it: `apt install ./edgegw_….deb` resolving Depends from the mirror,
-remove and purge with apt; then the root booted with systemd as PID 1, the units started, stopped and purged live.
+"""The package on a fresh Debian 12 as a box gets it: the root booted with systemd as PID 1, `apt install
+./edgegw_….deb` resolving Depends from the mirror, the units started, stopped, upgraded and purged live.
 
 The root is debootstrap's, cached per machine and day (debian_root.py): the first run on a machine makes
 it (about 2 minutes), later ones unpack it in seconds. Needs root and the network to the host's Debian
@@ -13,12 +13,13 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from .debian_root import CachedRoot, Container, FreshRoot, cached_root, nspawn_usable, usable
-from .installed import add_data_and_a_local_edit, check_installed, check_purged, check_removed, repack
+from .installed import repack
 
 WHY_NOT = usable()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(WHY_NOT is not None, reason=f"no fresh Debian root: {WHY_NOT}")]
@@ -38,28 +39,6 @@ def fresh(cached: CachedRoot, tmp_path: Path, deb: Path) -> Iterator[FreshRoot]:
     shutil.copyfile(deb, root.path / "root" / deb.name)
     yield root
     root.remove()
-
-
-def test_apt_installs_the_package_on_a_fresh_debian_12_and_remove_then_purge_leave_nothing(
-    fresh: FreshRoot, deb: Path
-) -> None:
-    before = fresh.packages()
-    assert {"python3.11", "ca-certificates"}.isdisjoint(line.split()[-1] for line in before)  # Depends bring them
-    installed = fresh.run(f"chroot $R apt-get install -y --no-install-recommends /root/{deb.name}").stdout
-    for dependency in ("python3.11", "ca-certificates"):  # HTTPS uplinks verify with Debian's CA bundle
-        assert re.search(rf"^Setting up {re.escape(dependency)} ", installed, re.MULTILINE), installed
-    assert "Setting up edgegw (0.1.0-1)" in installed
-    check_installed(fresh)
-    add_data_and_a_local_edit(fresh)
-    fresh.run("chroot $R apt-get remove -y edgegw")
-    check_removed(fresh)
-    fresh.run("chroot $R apt-get purge -y edgegw && chroot $R apt-get autoremove --purge -y")
-    check_purged(fresh)
-    # what apt installed for it went with it: dpkg's status is the fresh box's again, but for what apt keeps
-    # as its own Recommends (ca-certificates, and openssl under it), as it would on any box
-    after = fresh.packages()
-    assert set(before) - set(after) == set()
-    assert set(after) - set(before) <= {"ii  ca-certificates", "ii  openssl"}
 
 
 WHY_NO_BOOT = nspawn_usable()
@@ -86,24 +65,37 @@ def _wait_for(container: Container, script: str, expected: str, timeout_s: float
         time.sleep(0.5)
 
 
+@dataclass
+class Booted:
+    box: Container
+    before: list[str]  # dpkg's status of the fresh box, before the package: what a purge must bring back
+    installed: str  # what apt said installing it
+
+
 @pytest.fixture
-def booted(fresh: FreshRoot, deb: Path, tmp_path: Path) -> Iterator[Container]:
+def booted(fresh: FreshRoot, deb: Path, tmp_path: Path) -> Iterator[Booted]:
     """The root booted with systemd as PID 1 and the package installed in it with apt, as on a live box."""
+    before = fresh.packages()
+    assert {"python3.11", "ca-certificates"}.isdisjoint(line.split()[-1] for line in before)  # Depends bring them
     # the Depends fetched into the shared .deb cache first: the container has loopback only, apt finds them there
     fresh.run(f"chroot $R apt-get install -y --no-install-recommends --download-only /root/{deb.name}")
     with Container(fresh, tmp_path / "nspawn.log") as box:
         state = box.wait_booted()
         assert state.split("\n")[0] in ("running", "degraded"), state
         # postinst under a running systemd: enabled, and started because the shipped config passes check-config
-        box.run(f"apt-get install -y --no-install-recommends /root/{deb.name}")
-        yield box
+        installed = box.run(f"apt-get install -y --no-install-recommends /root/{deb.name}").stdout
+        yield Booted(box, before, installed)
 
 
 @pytest.mark.skipif(WHY_NO_BOOT is not None, reason=f"cannot boot the root: {WHY_NO_BOOT}")
 def test_under_systemd_apt_install_starts_the_gateway_and_web_ui_stop_is_clean_upgrade_restarts_purge_stops(
-    booted: Container, deb: Path, tmp_path: Path
+    booted: Booted, fresh: FreshRoot, deb: Path, tmp_path: Path
 ) -> None:
-    box = booted
+    """Remove (data kept) and purge (nothing left) file by file: tests/packaging/test_deb.py, with dpkg."""
+    box = booted.box
+    for dependency in ("python3.11", "ca-certificates"):  # HTTPS uplinks verify with Debian's CA bundle
+        assert re.search(rf"^Setting up {re.escape(dependency)} ", booted.installed, re.MULTILINE), booted.installed
+    assert "Setting up edgegw (0.1.0-1)" in booted.installed
     units = "systemctl is-active edgegw.service edgegw-web.service edgegw-backup.timer || true"
     assert _wait_for(box, units, "active\nactive\nactive\n") == "active\nactive\nactive\n", box.journal()
     pid = box.run("systemctl show -P MainPID edgegw.service").stdout.strip()
@@ -144,4 +136,10 @@ def test_under_systemd_apt_install_starts_the_gateway_and_web_ui_stop_is_clean_u
         " ls /var/lib | grep edgegw || true; getent passwd edgegw || true"
     ).stdout
     assert left == "", left
+    # what apt installed for it went with it: dpkg's status is the fresh box's again, but for what apt keeps
+    # as its own Recommends (ca-certificates, and openssl under it), as it would on any box
+    box.run("apt-get autoremove --purge -y")
+    after = fresh.packages()
+    assert set(booted.before) - set(after) == set()
+    assert set(after) - set(booted.before) <= {"ii  ca-certificates", "ii  openssl"}
     assert "kumamoto-river-001" in answered and survived and "status=31/SYS" not in journal, (answered, journal)
