@@ -136,7 +136,9 @@ class WedgeAssembler:
         try:
             text = self._decoder.feed(event.code, event.value)
         except KeymapError as exc:
-            self._open = False
+            # still open while the decoder drops the failed scan's rest: without a terminator, only the
+            # idle gap's flush ends that, and left to the next scan's flush it would swallow that scan
+            self._open = self._decoder.dropping
             out.append(WedgeResult(time_us=event.time_us, error=exc))
             return out
         if text is not None:

@@ -130,6 +130,11 @@ class WedgeDecoder:
         self._right = False
         self._dropping = False
 
+    @property
+    def dropping(self) -> bool:
+        """The rest of a scan that failed is being dropped, up to its terminator (or the idle gap's flush)."""
+        return self._dropping
+
     def feed(self, code: int, value: int) -> str | None:
         if code in (KEY_LEFTSHIFT, KEY_RIGHTSHIFT) and value in (PRESS, RELEASE):
             if code == KEY_LEFTSHIFT:

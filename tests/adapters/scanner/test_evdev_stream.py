@@ -110,3 +110,22 @@ def test_any_scans_in_any_chunking_come_out_whole(texts: list[str], chunk: int, 
     cfg = WedgeConfig(layout=layout, terminator=Terminator.ENTER)
     data = b"".join(recording(t, cfg, i * 1_000_000) for i, t in enumerate(texts))
     assert scans_of(data, WedgeAssembler(cfg, idle_gap_ms=100), chunk) == texts
+
+
+def test_an_error_on_the_last_key_of_a_scan_does_not_swallow_the_next_one_at_the_idle_gap() -> None:
+    """A scanner with no terminator (scans end at the idle gap): a key with no character as the last of a
+    scan left the decoder dropping with no scan open, so nothing ended the dropping but the next scan's
+    idle flush, and that whole next scan (a loan) was lost without a word."""
+    first = [e for e in EventParser().feed(recording("A12", JP, 0)) if not (e.type == EV_KEY and e.code == 28)]
+    last = [e for e in first if e.type == EV_KEY][-1].time_us
+    unknown = InputEvent(time_us=last + 2000, type=EV_KEY, code=183, value=1)  # F13: no character in any layout
+    second = [
+        e for e in EventParser().feed(recording("A34", JP, last + 500_000)) if not (e.type == EV_KEY and e.code == 28)
+    ]
+    end = [e for e in second if e.type == EV_KEY][-1].time_us
+    asm = WedgeAssembler(JP, idle_gap_ms=50)
+    out = [r for e in first for r in asm.feed(e)] + asm.feed(unknown)
+    assert [r.error.code for r in out if r.error] == ["keymap_unknown_key"]
+    out = asm.idle(last + 100_000)  # the gap after the scan that failed: it ends there
+    out += [r for e in second for r in asm.feed(e)] + asm.idle(end + 100_000)
+    assert [(r.text, r.error) for r in out] == [("A34", None)]
