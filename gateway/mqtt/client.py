@@ -8,9 +8,11 @@ success, or what a v5 broker refuses the message with: 0x87 not authorized, 0x97
 Receive Maximum (between `cork()` and `uncork()` what is written goes out in one write: a batch of
 publishes is one system call); `subscribe` waits for its SUBACK; messages from the broker go to
 `on_message` (QoS 1 ones are acknowledged after it returned). A keepalive task
-sends PINGREQ when nothing was written for `keepalive_s` and drops the connection when the broker
-stays silent for 1.5 × `keepalive_s`. When the connection goes, `lost` resolves with the reason and
-every waiting future fails with `ConnectionLost` carrying it. The client does not reconnect: its
+sends PINGREQ when nothing was written for the keep-alive interval and drops the connection when the
+broker stays silent for 1.5 × that interval: `keepalive_s`, or the Server Keep Alive of a v5 broker's
+CONNACK, which the client must use instead (MQTT-3.2.2-21; mosquitto's `max_keepalive` sets it, and
+drops a client pinging at a longer interval whenever it is idle). When the connection goes, `lost`
+resolves with the reason and every waiting future fails with `ConnectionLost` carrying it. The client does not reconnect: its
 users (the uplink, the command listener, the southbound adapter) decide when, with their backoff.
 
 Subscriber mode (the southbound adapter, which acknowledges a message only once its readings are on
@@ -50,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import os
 import socket
 import ssl
@@ -99,6 +102,10 @@ __all__ = [
 ]
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_log = logging.getLogger(__name__)
+_UNSUPPORTED_PROTOCOL = 0x84
+# The Server Keep Alive last logged per (host, port, client id): said once, not at every reconnect.
+_told_keep_alive: dict[tuple[str, int, str], int] = {}
 
 
 class MqttClientError(ConnectionError):
@@ -114,11 +121,21 @@ class ConnectFailed(MqttClientError):
 
 
 class ConnectRefused(ConnectFailed):
-    """The broker answered CONNACK with a failure code (credentials, client id, protocol, ACL)."""
+    """The broker answered CONNACK with a failure code (credentials, client id, protocol, ACL); `fix` says
+    what to set when the code alone tells (else it is empty)."""
 
-    def __init__(self, code: int) -> None:
-        super().__init__(f"the broker refused the connection, got {reason_text(CONNACK, code)} (0x{code:02X})")
+    def __init__(self, code: int, *, v5: bool = True) -> None:
         self.code = code
+        self.fix = ""
+        if code == _UNSUPPORTED_PROTOCOL:
+            # `protocol` is the key of the uplink's and the adapter's sections alike
+            self.fix = (
+                'set protocol = "3.1.1" (the broker does not speak MQTT 5)'
+                if v5
+                else 'set protocol = "5" (the broker does not take MQTT 3.1.1)'
+            )
+        refused = f"the broker refused the connection, got {reason_text(CONNACK, code)} (0x{code:02X})"
+        super().__init__(f"{refused}; {self.fix}" if self.fix else refused)
 
 
 class ConnectionLost(MqttClientError):
@@ -177,10 +194,12 @@ OnPublish = Callable[[Publish], None]
 OnTooLarge = Callable[[TooLarge], None]
 
 
-class DebugLog(Protocol):
-    """Where the client's DEBUG lines go (a logger, or a component logger carrying the user's name)."""
+class ClientLog(Protocol):
+    """Where the client's lines go (a logger, or a component logger carrying the user's name)."""
 
     def debug(self, msg: str, *args: object) -> None: ...
+
+    def info(self, msg: str, *args: object) -> None: ...
 
 
 class _Protocol(asyncio.Protocol):
@@ -237,7 +256,7 @@ class MqttClient:
         on_publish: OnPublish | None = None,
         on_handed_out: Callable[[], None] | None = None,
         on_too_large: OnTooLarge | None = None,
-        log: DebugLog | None = None,
+        log: ClientLog | None = None,
     ) -> None:
         if on_message is not None and on_publish is not None:
             raise ValueError("MqttClient: on_message or on_publish (subscriber mode), got both")
@@ -272,6 +291,7 @@ class MqttClient:
         self._last_read = 0.0
         self._corked: list[bytes] | None = None  # writes held by cork(), sent together by uncork()
         self._keepalive: asyncio.Task[None] | None = None
+        self._keepalive_s = settings.keepalive_s  # or the broker's Server Keep Alive, once its CONNACK came
         # The loop it was made on, which all its futures belong to. Asked once: on Python 3.11 each
         # asyncio.get_running_loop() is also a getpid() system call, once a message when publishing.
         self._loop = asyncio.get_running_loop()
@@ -336,13 +356,41 @@ class MqttClient:
             )
         if connack.reason:
             self._abort("refused")
-            raise ConnectRefused(connack.reason)
+            raise ConnectRefused(connack.reason, v5=s.v5)
         self.session_present = connack.session_present
         self._window = min(s.max_inflight, connack.receive_maximum)
         self._broker_max = min(MAX_PACKET_BYTES, connack.maximum_packet_size)
-        if s.keepalive_s:
+        self._take_server_keep_alive(connack.server_keep_alive)
+        if self._keepalive_s:
             self._keepalive = asyncio.create_task(self._keep_alive(), name=f"mqtt-keepalive:{s.client_id}")
         return connack
+
+    def _take_server_keep_alive(self, keep_alive: int | None) -> None:
+        """Use the broker's keep-alive (MQTT-3.2.2-21); logged once while it overrides what was asked."""
+        s = self.settings
+        key = (s.host, s.port, s.client_id)
+        if keep_alive is None or keep_alive == s.keepalive_s:
+            _told_keep_alive.pop(key, None)  # should it override again, that is news
+            return
+        self._keepalive_s = keep_alive
+        if _told_keep_alive.get(key) != keep_alive:
+            _told_keep_alive[key] = keep_alive
+            (self._log or _log).info(
+                "broker %s:%d set the keep-alive of client %s to %d s instead of the %d s asked for "
+                "(Server Keep Alive in its CONNACK, mosquitto's max_keepalive); %s",
+                s.host,
+                s.port,
+                s.client_id,
+                keep_alive,
+                s.keepalive_s,
+                "pinging at its interval" if keep_alive else "not pinging, as it asks",
+            )
+
+    @property
+    def keepalive_s(self) -> int:
+        """The keep-alive interval of this connection: the broker's Server Keep Alive if its CONNACK set
+        one, else `settings.keepalive_s`; 0: no pings."""
+        return self._keepalive_s
 
     async def disconnect(self, *, timeout: float = 1.0) -> None:
         """A clean DISCONNECT (the broker then drops the will) and the socket closed."""
@@ -654,7 +702,7 @@ class MqttClient:
             self._write(encode_puback(packet.packet_id))  # as for a message handed to on_message
 
     async def _keep_alive(self) -> None:
-        interval = self.settings.keepalive_s
+        interval = self._keepalive_s
         while not self.lost.done():
             now = time.monotonic()
             if not self._paused and now - self._last_read > 1.5 * interval:

@@ -67,6 +67,10 @@ class ConnAck:
     # answers DISCONNECT 0x95 and the message comes back after every reconnect. Left out of ==: ConnAck
     # values were compared whole before it existed, so a test wanting it compares it by name.
     maximum_packet_size: int = field(default=MAX_PACKET_BYTES, compare=False)
+    # v5: the keep-alive the broker wants instead of ours (its Server Keep Alive, mosquitto's max_keepalive);
+    # None when it set none. A client must use it (MQTT-3.2.2-21): the broker drops a connection silent for
+    # 1.5 x this, so pinging at our own longer interval loses the connection whenever it is idle.
+    server_keep_alive: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -388,6 +392,7 @@ _PROPERTY_SIZES = {
 _USER_PROPERTY = 0x26
 _RECEIVE_MAXIMUM = 0x21
 _MAXIMUM_PACKET_SIZE = 0x27
+_SERVER_KEEP_ALIVE = 0x13
 _PUBLISH_PROPERTIES = frozenset({0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26})
 _CONNACK_PROPERTIES = frozenset(
     {0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2A}
@@ -499,10 +504,10 @@ def _props_end(body: bytes, p: int) -> tuple[int, int]:
         shift += 7
 
 
-def _connack_limits(body: bytes) -> tuple[int, int]:
-    """(Receive Maximum, Maximum Packet Size) in a v5 CONNACK's body, 65,535 and MAX_PACKET_BYTES where
-    absent; MqttWireError if its properties are malformed."""
-    receive_maximum, packet_size = 65_535, MAX_PACKET_BYTES
+def _connack_properties(body: bytes) -> tuple[int, int, int | None]:
+    """(Receive Maximum, Maximum Packet Size, Server Keep Alive) in a v5 CONNACK's body, 65,535,
+    MAX_PACKET_BYTES and None where absent; MqttWireError if its properties are malformed."""
+    receive_maximum, packet_size, keep_alive = 65_535, MAX_PACKET_BYTES, None
     try:
         start, end = _props_end(body, 2) if len(body) > 2 else (2, 2)
         after = start  # past the last property read: the block must end exactly there
@@ -516,13 +521,15 @@ def _connack_limits(body: bytes) -> tuple[int, int]:
                 packet_size = struct.unpack_from("!I", body, at)[0]
                 if not packet_size:  # MQTT 5 §3.2.2.3.6: a protocol error
                     raise MqttWireError("mqtt: malformed CONNACK, got Maximum Packet Size 0")
+            elif ident == _SERVER_KEEP_ALIVE:
+                keep_alive = (body[at] << 8) | body[at + 1]
         if after != end or end > len(body):
             raise IndexError
     except _UnknownProperty as exc:
         raise MqttWireError(f"mqtt: malformed CONNACK, got an unknown property 0x{exc.ident:02X}") from None
     except (IndexError, struct.error):
         raise MqttWireError(f"mqtt: malformed CONNACK properties, got {bytes(body)!r}") from None
-    return receive_maximum, packet_size
+    return receive_maximum, packet_size, keep_alive
 
 
 def _whole(packet: bytes, kind: int) -> bytes:
@@ -769,12 +776,18 @@ class PacketReader:
                 return ConnAck(
                     session_present=bool(body[0] & 1), reason=_V311_CONNACK.get(body[1], 0x80 if body[1] else 0)
                 )
-            receive_maximum, packet_size = _connack_limits(body)
+            if len(body) == 2 and body[1] in _V311_CONNACK:
+                # A broker that speaks only 3.1.1 answers our v5 CONNECT in 3.1.1: return code 1, "unacceptable
+                # protocol version" (MQTT-3.1.2-2). A v5 CONNACK has a property length, and 1..5 are no v5
+                # CONNACK reason codes: read as 3.1.1's, so the refusal says what it is (0x84).
+                return ConnAck(session_present=bool(body[0] & 1), reason=_V311_CONNACK[body[1]])
+            receive_maximum, packet_size, keep_alive = _connack_properties(body)
             return ConnAck(
                 session_present=bool(body[0] & 1),
                 reason=body[1],
                 receive_maximum=receive_maximum,
                 maximum_packet_size=packet_size,
+                server_keep_alive=keep_alive,
             )
         if kind == SUBACK:
             if len(body) < 3:

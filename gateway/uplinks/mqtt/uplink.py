@@ -344,11 +344,11 @@ class MqttUplink(Lifecycle):
         except ConnectRefused as exc:
             self._refused = exc.code in _REFUSED_CONNECT
             reason = f"[code:{exc.code}] {reason_text(CONNACK, exc.code)}"
-            self._mark_down(
-                f"{reason}; check username, password and client_id against the broker's settings"
-                if self._refused
-                else reason
-            )
+            if exc.fix:  # the code says what to set (a broker that does not speak our protocol version)
+                reason = f"{reason}; {exc.fix}"
+            elif self._refused:
+                reason = f"{reason}; check username, password and client_id against the broker's settings"
+            self._mark_down(reason)
             return None
         except ConnectFailed as exc:
             self._refused = False
