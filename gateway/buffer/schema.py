@@ -20,7 +20,7 @@ from gateway.buffer.config import Durability
 from gateway.buffer.space import is_disk_full, with_room
 from gateway.errors import BufferError, BufferUnavailable
 from gateway.logs import component_logger
-from gateway.storage.files import fsync_dir, wal_mode
+from gateway.storage.files import fsync_dir, fsync_path, wal_mode
 from gateway.storage.schema import migrate, read_version
 
 log = component_logger(__name__, "buffer")
@@ -277,14 +277,6 @@ def _unlink(*paths: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _sync(file: Path) -> None:
-    fd = os.open(file, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _discard_partial(path: Path) -> None:
     """Remove what a salvage interrupted before it was complete left (the damaged file is still in place)."""
     building, reader = _side(path, BUILDING), _side(path, _WAL_READER)
@@ -474,7 +466,7 @@ def _build(path: Path, source: Path | None, detail: str, moved: Path, now: datet
             conn.execute("PRAGMA journal_mode = WAL")  # the buffer's mode, so that opening it writes nothing
         finally:
             conn.close()
-        _sync(building)
+        fsync_path(building)
         os.replace(building, _side(path, BUILT))
         fsync_dir(path.parent)
     except BaseException:

@@ -216,13 +216,17 @@ def _refuse_orphan_wal(path: Path, store: str, state: str) -> None:
 _HEADER_BYTES = 20  # SQLite's header string, then up to the file format versions (2: WAL) at offsets 18 and 19
 
 
-def fsync_dir(directory: Path) -> None:
-    """A rename or a new file in `directory` survives a power cut only once the directory is synced."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Sync a file's data, or a directory's entries, to disk: a rename or a new file in a directory survives
+    a power cut only once the directory is synced."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+fsync_dir = fsync_path  # the name most callers know it by: they sync a directory after a rename
 
 
 def write_atomic(

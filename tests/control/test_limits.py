@@ -53,6 +53,13 @@ class Clients:
         self.writers.append(writer)
         return reader, writer
 
+    async def sending(self, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection that has sent `data` (a request line, whole or part-way)."""
+        reader, writer = await self.open()
+        writer.write(data)
+        await writer.drain()
+        return reader, writer
+
     async def admitted(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection the server has taken in: it answered a request on it."""
         reader, writer = await self.open()

@@ -4,7 +4,6 @@ allocate past its unit's MemoryMax (64 connections each part-way through a 6 MiB
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import shutil
@@ -22,6 +21,7 @@ from gateway.control.client import ControlClient
 from gateway.control.protocol import ControlError
 from gateway.control.server import ControlServer
 from tests.control.running import config_text, socket_dir, until
+from tests.control.test_limits import clients
 
 pytestmark = pytest.mark.both_loops  # transports: uvloop is what `edgegw run` runs on
 
@@ -54,34 +54,6 @@ def request(size: int, op: str = "tools", request_id: int = 1) -> bytes:
     bare = orjson.dumps({"id": request_id, "op": op, "args": {"pad": ""}})
     assert len(bare) <= size
     return orjson.dumps({"id": request_id, "op": op, "args": {"pad": "x" * (size - len(bare))}})
-
-
-class Clients:
-    def __init__(self, server: ControlServer) -> None:
-        self.server = server
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def sending(self, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_unix_connection(str(self.server.path))
-        self.writers.append(writer)
-        writer.write(data)
-        await writer.drain()
-        return reader, writer
-
-    async def close(self) -> None:
-        for writer in self.writers:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-
-@asynccontextmanager
-async def clients(server: ControlServer) -> AsyncIterator[Clients]:
-    c = Clients(server)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def reply(reader: asyncio.StreamReader) -> Any:
