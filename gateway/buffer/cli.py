@@ -65,8 +65,7 @@ def run(args: argparse.Namespace, db_path: Path, out: TextIO | None = None) -> i
             letters = [replace(d, reason=redact.text(d.reason)) for d in store.dead_letters(args.uplink, args.limit)]
             out.write(_dumps([d.to_dict() for d in letters]) if args.json else format_dead_letters(letters))
         else:
-            n = store.retry_dead_letters(args.uplink, args.ids)
-            out.write(_dumps({"requeued": n}) if args.json else f"re-queued {n} dead letters\n")
+            return _retry(store, args, out)
     except sqlite3.Error as exc:
         message = full_disk_on_open(db_path, exc) if is_disk_full(exc) else f"{db_path} cannot be read, got {exc}"
         print(f"buffer {command}: {message}", file=sys.stderr)
@@ -74,6 +73,45 @@ def run(args: argparse.Namespace, db_path: Path, out: TextIO | None = None) -> i
     finally:
         store.conn.close()
     return 0
+
+
+def _retry(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    """Re-queue what was asked, or say why not: a typo in --uplink or --id, or an uplink no longer configured
+    (no cursor reads its rows: its dead letters stay), was once answered "re-queued 0", exit 0."""
+    where = "buffer retry-dead-letters"
+    configured = sorted(store.cursors)
+    targets = store.dead_letter_targets(args.uplink, args.ids)
+    if args.uplink is not None and args.uplink not in configured and not targets:
+        print(
+            f"{where}: no uplink {args.uplink!r} in this buffer, got no cursor and no dead letter of it; "
+            f"uplinks: {', '.join(configured) or 'none'}",
+            file=sys.stderr,
+        )
+        return 2
+    missing = sorted(set(args.ids or ()) - {i for i, _ in targets})
+    if missing:
+        print(
+            f"{where}: no dead letter with id {', '.join(map(str, missing))}, got none; nothing re-queued "
+            "(edgegw buffer dead-letters lists them)",
+            file=sys.stderr,
+        )
+        return 2
+    left: dict[str, int] = {}
+    for _, uplink in targets:
+        if uplink not in configured:
+            left[uplink] = left.get(uplink, 0) + 1
+    n = store.retry_dead_letters(args.uplink, args.ids)
+    if args.json:
+        out.write(_dumps({"requeued": n, "left": left}))
+    else:
+        out.write(f"re-queued {n} dead letters\n")
+    for uplink, count in sorted(left.items()):
+        print(
+            f"{where}: left {count} dead letters of uplink {uplink!r}, got an uplink no longer configured (no "
+            "cursor reads its rows); configure it again to re-queue them",
+            file=sys.stderr,
+        )
+    return 1 if left else 0
 
 
 def _open(db_path: Path) -> Store:

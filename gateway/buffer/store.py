@@ -1063,6 +1063,12 @@ class Store:
             )
             return cur.rowcount
 
+    def dead_letter_targets(self, uplink: str | None, ids: Sequence[int] | None) -> list[tuple[int, str]]:
+        """(id, uplink) of each dead letter `retry_dead_letters(uplink, ids)` selects, in id order."""
+        params = (uplink, None if ids is None else orjson.dumps([int(i) for i in ids]).decode())
+        rows = self.conn.execute(f"SELECT id, uplink FROM dead_letters {_DEAD_WHERE} ORDER BY id", params)
+        return [(int(i), str(u)) for i, u in rows]
+
     def retry_dead_letters(self, uplink: str | None, ids: Sequence[int] | None) -> int:
         """Re-queue dead letters for their uplink only (target column) and remove them from the table."""
         where = _DEAD_WHERE

@@ -77,7 +77,7 @@ async def test_dead_letters_listed_and_requeued_by_id_while_running(tmp_path: Pa
     code, text = await asyncio.to_thread(_run, db, "dead-letters", "--uplink", "mqtt", "--json")
     assert json.loads(text) == []
     code, text = await asyncio.to_thread(_run, db, "retry-dead-letters", "--id", "1", "--json")
-    assert (code, json.loads(text)) == (0, {"requeued": 1})
+    assert (code, json.loads(text)) == (0, {"requeued": 1, "left": {}})
     # the running gateway notices the other process's write (its writer looks before each call and
     # every second; wait() answers from memory while the uplink keeps up) and delivers the copy to orion only
     assert (await box.stats()).rows == 7
@@ -142,3 +142,39 @@ def test_retry_without_a_selection_and_a_missing_file_are_refused(
         f"buffer: no database at {db}, got a missing file; check gateway.data_dir or start the gateway once\n"
     )
     assert not db.exists()  # the CLI never creates a buffer
+
+
+async def test_a_retry_that_cannot_be_done_says_why_instead_of_re_queued_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in --uplink or --id, and dead letters of an uplink no longer configured (no cursor reads them:
+    the gateway dropped its cursor at its last start), were answered "re-queued 0 dead letters", exit 0."""
+    db = tmp_path / "buffer.db"
+    box = await Outbox.open(db, CFG, ["orion", "old-platform"])
+    await box.append_many([reading(i, "urn:ngsi-ld:Sensor:1") for i in range(4)])
+    for uplink in ("orion", "old-platform"):
+        batch = await box.read(uplink, 2)
+        await box.ack(uplink, batch, [Outcome(Status.REJECTED, "422 Unprocessable: bad unit")] * 2)
+    await box.close()
+    box = await Outbox.open(db, CFG, ["orion"])  # old-platform removed from the config
+    await box.close()
+
+    assert _run(db, "retry-dead-letters", "--uplink", "orlon") == (2, "")
+    assert capsys.readouterr().err == (
+        "buffer retry-dead-letters: no uplink 'orlon' in this buffer, got no cursor and no dead letter of it; "
+        "uplinks: orion\n"
+    )
+    assert _run(db, "retry-dead-letters", "--id", "1", "--id", "999") == (2, "")
+    assert capsys.readouterr().err == (
+        "buffer retry-dead-letters: no dead letter with id 999, got none; nothing re-queued "
+        "(edgegw buffer dead-letters lists them)\n"
+    )
+    assert _run(db, "retry-dead-letters", "--all", "--json") == (
+        1,
+        '{\n  "requeued": 2,\n  "left": {\n    "old-platform": 2\n  }\n}\n',
+    )
+    assert capsys.readouterr().err == (
+        "buffer retry-dead-letters: left 2 dead letters of uplink 'old-platform', got an uplink no longer "
+        "configured (no cursor reads its rows); configure it again to re-queue them\n"
+    )
+    assert [d["uplink"] for d in json.loads(_run(db, "dead-letters", "--json")[1])] == ["old-platform"] * 2
