@@ -101,8 +101,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_buffer(args: argparse.Namespace) -> int:
-    from gateway.buffer.location import BUFFER_FILE
     from gateway.buffer import cli as buffer_cli
+    from gateway.buffer.location import BUFFER_FILE
 
     try:
         cfg = _load(args)

@@ -135,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
 async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | None = None) -> None:
     """Runs the UI until SIGTERM/SIGINT (or `stop` is set)."""
     from gateway.accounts.store import AccountStore
-    from gateway.buffer.location import BUFFER_FILE
     from gateway.audit.log import AuditLog
+    from gateway.buffer.location import BUFFER_FILE
     from gateway.buffer.reader import BufferReader
     from gateway.control.client import ControlClient
     from gateway.systemd import Notifier

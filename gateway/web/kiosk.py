@@ -65,8 +65,10 @@ def verify_token(key: bytes, token: str, now: float) -> bool:
         age = now - int(issued)
     except ValueError:
         return False
-    expected = hmac.new(key, f"{nonce}.{issued}".encode(), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(mac, expected) and 0 <= age <= TOKEN_TTL_S
+    expected = hmac.new(key, f"{nonce}.{issued}".encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+    # bytes, not str: compare_digest raises TypeError for a str with non-ASCII characters, and the token
+    # comes from an unauthenticated public form
+    return hmac.compare_digest(mac.encode("utf-8", "replace"), expected.encode("ascii")) and 0 <= age <= TOKEN_TTL_S
 
 
 def build_kiosk_app(
@@ -157,7 +159,8 @@ async def open_door(request: web.Request) -> web.StreamResponse:
     form = await security.read_form(request)
     given = str(form.get("csrf_token", ""))
     cookie = request.cookies.get(COOKIE, "")
-    if not given or not hmac.compare_digest(given, cookie) or not verify_token(st["key"], given, now):
+    same = hmac.compare_digest(given.encode("utf-8", "replace"), cookie.encode("utf-8", "replace"))
+    if not given or not same or not verify_token(st["key"], given, now):
         log.warning("kiosk: POST /open refused, missing or wrong CSRF token")
         return _render(request, status=403, outcome="expired")
     address = request.remote or ""

@@ -20,7 +20,7 @@ from gateway.errors import ConfigError
 from gateway.profiles.cli import format_profile
 from gateway.profiles.loader import ProfileRef, find_profiles, load_profile
 from gateway.web.auth import current_user, requires, services
-from gateway.web.render import flash, render, translator
+from gateway.web.render import CATALOGS, flash, language, render, translator
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -61,15 +61,31 @@ async def _tools(request: web.Request) -> tuple[list[dict[str, Any]], str]:
     return [tool for tool in tools if isinstance(tool, dict)] if isinstance(tools, list) else [], ""
 
 
+def tool_texts(tool: Mapping[str, Any], messages: Mapping[str, str]) -> dict[str, Any]:
+    """`tool` as the form shows it: title, field labels and help from the catalog
+    (`tools.<family>.<tool>.title`, `.<param>`, `.<param>.help`), the family's own English where the catalog has
+    none yet (a family added after the catalog, or a third party's)."""
+    prefix = f"tools.{tool.get('family')}.{tool.get('tool')}"
+    params = []
+    for p in tool.get("params") or []:
+        if not isinstance(p, Mapping):
+            continue
+        name = str(p.get("name", ""))
+        label = messages.get(f"{prefix}.{name}", name)
+        params.append({**p, "label": label, "help": messages.get(f"{prefix}.{name}.help", str(p.get("help") or ""))})
+    return {**tool, "title": messages.get(f"{prefix}.title", str(tool.get("title", ""))), "params": params}
+
+
 @routes.get("/devices")
 @requires(Role.VIEWER)
 async def page(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     technician = user.role.allows(Role.TECHNICIAN)
     tools, tools_error = await _tools(request) if technician else ([], "")
+    messages = request.app[CATALOGS].messages.get(language(request), {})
     context = {
         "profiles": await asyncio.to_thread(_profiles),
-        "tools": tools,
+        "tools": [tool_texts(tool, messages) for tool in tools],
         "tools_error": tools_error,
         "technician": technician,
     }

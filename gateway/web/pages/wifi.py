@@ -27,6 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.radius.errors import MacAddressError
+from adapters.radius.mac import normalize_mac
 from gateway.accounts.store import Role
 from gateway.errors import GatewayError
 from gateway.storage.files import Access, StoreUnavailable, StoreUnreadable
@@ -37,7 +39,7 @@ from gateway.wifilog.cli import audit_detail, inquiry_key
 from gateway.wifilog.export import write_export
 from gateway.wifilog.sessions import Session
 from gateway.wifilog.signing import public_pem
-from gateway.wifilog.store import JST, RETENTION_MONTHS, Query, WifiLogStore
+from gateway.wifilog.store import JST, RETENTION_MONTHS, Query, WifiLogError, WifiLogStore, normalize_ip
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -57,19 +59,47 @@ def _time(text: str) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=JST)
 
 
+class _BadTerm(ValueError):
+    """A search term the store would refuse, as the catalog key (and field) of the sentence saying so: the
+    store's own messages are English, for the CLI."""
+
+    def __init__(self, key: str, field: str = "") -> None:
+        super().__init__(key)
+        self.key = key
+        self.field = field
+
+
 def _query(form: dict[str, str]) -> Query:
+    if not (form["mac"] or form["ip"] or form["user"] or form["time_from"]):
+        raise _BadTerm("wifi.need_term")
+    times: dict[str, datetime | None] = {}
+    for name in ("time_from", "time_to"):
+        try:
+            times[name] = _time(form[name])
+        except ValueError:
+            raise _BadTerm("wifi.bad_time", name) from None
+    if form["mac"]:
+        try:
+            normalize_mac(form["mac"], where="wifi search mac")
+        except MacAddressError:
+            raise _BadTerm("wifi.bad_mac") from None
+    if form["ip"]:
+        try:
+            normalize_ip(form["ip"])
+        except WifiLogError:
+            raise _BadTerm("wifi.bad_ip") from None
     try:
-        time_from, time_to = _time(form["time_from"]), _time(form["time_to"])
-    except ValueError:
-        raise GatewayError("wifi search time: not a date and time, got a malformed value") from None
-    return Query(
-        mac=form["mac"] or None,
-        ip=form["ip"] or None,
-        user=form["user"] or None,
-        time_from=time_from,
-        time_to=time_to,
-        limit=RESULT_LIMIT,
-    )
+        return Query(
+            mac=form["mac"] or None,
+            ip=form["ip"] or None,
+            user=form["user"] or None,
+            time_from=times["time_from"],
+            time_to=times["time_to"],
+            limit=RESULT_LIMIT,
+        )
+    except WifiLogError as exc:  # a rule of the store's that the checks above do not know yet
+        log.warning("web: Wi-Fi search refused by the store (%s)", exc.code)
+        raise _BadTerm("wifi.bad_query") from None
 
 
 async def _form(request: web.Request) -> dict[str, str]:
@@ -162,8 +192,10 @@ async def _search(
         return await _page(request, store, {"form": form, "error": "wifi.reference_required"}, status=400)
     try:
         query = _query(form)
-    except GatewayError as exc:
-        return await _page(request, store, {"form": form, "error_text": exc.message}, status=400)
+    except _BadTerm as bad:
+        t = translator(request)
+        text = t(bad.key, field=t(f"wifi.{bad.field}")) if bad.field else t(bad.key)
+        return await _page(request, store, {"form": form, "error_text": text}, status=400)
     try:
         key = await asyncio.to_thread(inquiry_key, store.secrets)
     except GatewayError as exc:  # no signing key yet: the gateway's Wi-Fi log makes it at its start

@@ -179,7 +179,8 @@ def percent(value: float | None, cap: float | None) -> float | None:
 
 
 def _devices(diagnostics: Mapping[str, Any]) -> tuple[DeviceRow, ...]:
-    """Per-device state from a family's diagnostics: Modbus lists devices per bus; others have a `devices` map."""
+    """Per-device state from a family's diagnostics: Modbus lists devices per bus; others have a `devices` map
+    of name → `{"state": …, "last_error": …}`, or name → connected (a bool: the scanner's hot-plugged readers)."""
     rows: list[DeviceRow] = []
     for bus_name, bus in _map(diagnostics.get("buses")).items():
         bus = _map(bus)
@@ -190,6 +191,9 @@ def _devices(diagnostics: Mapping[str, Any]) -> tuple[DeviceRow, ...]:
                 detail += f": {_str(dev.get('last_error'))}"
             rows.append(DeviceRow(name=str(name), state=_str(dev.get("state")) or "unknown", detail=detail))
     for name, dev in _map(diagnostics.get("devices")).items():
+        if isinstance(dev, bool):
+            rows.append(DeviceRow(name=str(name), state="online" if dev else "offline", detail=""))
+            continue
         dev = _map(dev)
         rows.append(
             DeviceRow(name=str(name), state=_str(dev.get("state")) or "unknown", detail=_str(dev.get("last_error")))
