@@ -69,5 +69,5 @@ def test_several_errors_keep_the_count_and_the_list(tmp_path: Path, capsys: pyte
     assert err.splitlines() == [
         f"{config}: 2 error(s)",
         f"  {BAD_ID}",
-        "  gateway.colour: unknown key; valid keys here: control_socket, data_dir, id, log_format, log_level",
+        "  gateway.colour: unknown key; valid keys here: control_socket, data_dir, id, log_format, log_level, status_interval_s",
     ]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROFILE_CASES = ROOT / "tests" / "profiles" / "cases"
 
 BAD_ID = 'gateway.id: must be 1-64 characters of a-z 0-9 _ - starting with a letter or digit, got "Bad ID"'
-UNKNOWN_KEY = "gateway.colour: unknown key; valid keys here: control_socket, data_dir, id, log_format, log_level"
+UNKNOWN_KEY = "gateway.colour: unknown key; valid keys here: control_socket, data_dir, id, log_format, log_level, status_interval_s"
 
 # argv before -c, what the command puts before the file, and the exit code it had before (which stays)
 COMMANDS = {
