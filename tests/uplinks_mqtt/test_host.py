@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from gateway.config import parse_config
@@ -96,6 +96,9 @@ secrets = st.text(alphabet=st.characters(codec="utf-8"), min_size=6, max_size=30
 )
 def test_the_password_never_shows_in_the_error(scheme: str, user: str, password: str, port: str) -> None:
     [line] = refusal(f"{scheme}{user}{password}@broker.example.jp{port}")
+    # a password that is a word of the message itself ("userna" in "username") shows nothing
+    [fixed] = refusal(f"{scheme}{user}{'Q' * len(password)}@broker.example.jp{port}")
+    assume(password not in fixed)
     assert password not in line
     assert line.startswith("uplinks[0].host: must be a host name or IP address alone, found ")
 
