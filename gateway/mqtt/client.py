@@ -120,6 +120,11 @@ class ConnectFailed(MqttClientError):
     """No MQTT session: the broker could not be reached, the TLS handshake failed, or no CONNACK in time."""
 
 
+# CONNACK codes about the client's settings: unsupported protocol version, client id not valid, bad user
+# name or password, not authorized, banned, bad authentication method
+_REFUSED_SETTINGS = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
+
+
 class ConnectRefused(ConnectFailed):
     """The broker answered CONNACK with a failure code (credentials, client id, protocol, ACL); `fix` says
     what to set when the code alone tells (else it is empty)."""
@@ -136,6 +141,21 @@ class ConnectRefused(ConnectFailed):
             )
         refused = f"the broker refused the connection, got {reason_text(CONNACK, code)} (0x{code:02X})"
         super().__init__(f"{refused}; {self.fix}" if self.fix else refused)
+
+    @property
+    def of_settings(self) -> bool:
+        """The broker refused what this gateway is set up with (credentials, client id, protocol), not a
+        passing state (busy, shutting down): nothing changes until someone fixes the settings."""
+        return self.code in _REFUSED_SETTINGS
+
+    def for_log(self) -> str:
+        """`[code:N] text; what to do`, as the uplink and its command listener log it."""
+        reason = f"[code:{self.code}] {reason_text(CONNACK, self.code)}"
+        if self.fix:
+            return f"{reason}; {self.fix}"
+        if self.of_settings:
+            return f"{reason}; check username, password and client_id against the broker's settings"
+        return reason
 
 
 class ConnectionLost(MqttClientError):

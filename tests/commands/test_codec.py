@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import decode_percent
 from gateway.uplinks.mqtt.commands import (
     CommandMessage,
@@ -111,17 +110,16 @@ def test_ultralight_command_round_trip(device: str, name: str, value: str) -> No
 
 def test_results_as_the_json_agent_reads_them() -> None:
     info = "relays: command relay_3 written (modbus unit 4 FC05 @2 x1)"
-    assert result_messages(
-        "d1", [("relay_3", True, info)], apikey="K3Y", fmt=JSON, style=TopicStyle.PLAIN, encoding=ValueEncoding.PERCENT
-    ) == [("/K3Y/d1/cmdexe", b'{"relay_3":"OK: relays: command relay_3 written %28modbus unit 4 FC05 @2 x1%29"}')]
+    assert result_messages("d1", [("relay_3", True, info)], apikey="K3Y", fmt=JSON, style=TopicStyle.PLAIN) == [
+        ("/K3Y/d1/cmdexe", b'{"relay_3":"OK: relays: command relay_3 written %28modbus unit 4 FC05 @2 x1%29"}')
+    ]
     assert result_messages(
         "d1",
         [("a", False, 'no "x"'), ("b", True, "done")],
         apikey="K3Y",
         fmt=JSON,
         style=TopicStyle.PROTOCOL,
-        encoding=ValueEncoding.TEXT_UNRESTRICTED,
-    ) == [("/json/K3Y/d1/cmdexe", b'{"a":"ERROR: no \\"x\\"","b":"OK: done"}')]
+    ) == [("/json/K3Y/d1/cmdexe", b'{"a":"ERROR: no %22x%22","b":"OK: done"}')]
 
 
 def test_results_as_the_ultralight_agent_reads_them() -> None:
@@ -131,7 +129,6 @@ def test_results_as_the_ultralight_agent_reads_them() -> None:
         apikey="K3Y",
         fmt=UL,
         style=TopicStyle.PROTOCOL,
-        encoding=ValueEncoding.PERCENT,
     ) == [
         ("/ul/K3Y/d1/cmdexe", b"d1@relay_5|OK: written %28FC05%29"),
         ("/ul/K3Y/d1/cmdexe", b"d1@x|ERROR: a%7Cb%23c"),
@@ -141,6 +138,6 @@ def test_results_as_the_ultralight_agent_reads_them() -> None:
 @settings(max_examples=150)
 @given(info=st.text(max_size=60), ok=st.booleans())
 def test_result_text_is_orion_safe_and_reversible(info: str, ok: bool) -> None:
-    text = result_text(ok, info, fmt=UL, encoding=ValueEncoding.REJECT)
+    text = result_text(ok, info, fmt=UL)
     assert not set(text) & set("|#\"'()<>;=")
     assert decode_percent(text.replace("%7C", "|").replace("%23", "#")) == ("OK: " if ok else "ERROR: ") + info

@@ -10,7 +10,9 @@ lib/ulParser.js and lib/commonBindings.js):
 - The agent then sets `<command>_info` to the result text and `<command>_status` to `OK` — always:
   neither agent has a way for a device to report a failure (ERROR only comes from the agent itself,
   e.g. an expired command). So a failure is told in the text: every result starts with `OK: ` or
-  `ERROR: `. The text reaches Orion unchecked, so it gets the uplink's `value_encoding`.
+  `ERROR: `. The text reaches Orion unchecked, typed `commandResult`: Orion refuses its forbidden characters
+  in that type and the agents cannot be told to send another, so the text is always percent-encoded,
+  whatever the uplink's `value_encoding` says.
 
 The codec half of this module is pure (topics and payloads in, commands and payloads out); the
 listener half owns its own connection (gateway.mqtt.client), separate from the uplink's publishing one.
@@ -21,6 +23,10 @@ most `REFUSAL_REPLIES` tasks besides; beyond, a refusal goes unanswered (counted
 the command expire, which is what a busy gateway means to it. A busy spell, a run of malformed
 messages and a run of results the broker did not take are each logged once at WARNING, and their end
 once at INFO with the count; the rest at DEBUG and in the counters.
+
+An answer the broker refuses (a PUBACK reason code of 0x80 or more, e.g. 0x87 when its ACL does not let
+the gateway publish on cmdexe) is lost like one it never acknowledged: counter `results_lost`, and a
+WARNING naming the topic and the reason.
 
 An answer over the broker's Maximum Packet Size (an MQTT 5 broker's CONNACK may set one; no packet
 may exceed it) is sent without its text: `OK: ` or `ERROR: ` and why the text was left out, so the
@@ -42,9 +48,15 @@ from gateway.adapter_api import AdapterContext
 from gateway.backoff import Backoff
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import StateLog, component_logger
-from gateway.mqtt.client import ClientSettings, Message, MqttClient, MqttClientError, TooLargeForBroker
+from gateway.mqtt.client import (
+    ClientSettings,
+    ConnectRefused,
+    Message,
+    MqttClient,
+    MqttClientError,
+    TooLargeForBroker,
+)
 from gateway.mqtt.packets import SUBACK, PacketTooLarge, TooLarge, reason_text
-from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.values import encode_percent
 from gateway.records import Command, CommandResult
 from gateway.secrets import resolve
@@ -54,8 +66,10 @@ from gateway.uplinks.mqtt.config import (
     MqttProtocol,
     MqttUplinkConfig,
     TopicStyle,
+    command_topics,
+    protocol_prefix,
 )
-from gateway.uplinks.mqtt.session import tls_context
+from gateway.uplinks.mqtt.session import PubAckCode, tls_context
 
 __all__ = [
     "CommandListenerCounters",
@@ -78,6 +92,8 @@ IDENTITY_TEMPLATE = "{entity_id}"
 # keep up with any flood; from one that does not acknowledge, each waits up to ack_timeout_s, and more
 # of them would only pile up (20,000 tasks for a flood of 20,000 commands).
 REFUSAL_REPLIES = 16
+# What a technician checks when the broker refuses an answer, by PUBACK reason code
+_REFUSED_ANSWER_FIX = {0x87: "the broker's ACL does not allow publishing to that topic for this user"}
 
 
 class CommandPayloadError(GatewayError, ValueError):
@@ -101,15 +117,6 @@ class CommandMessage:
 # --- codec (pure) ------------------------------------------------------------------------------------
 
 
-def _prefix(fmt: MqttFormat) -> str:
-    return "/json" if fmt is MqttFormat.IOTA_JSON else "/ul"
-
-
-def command_topics(apikey: str, fmt: MqttFormat) -> tuple[str, ...]:
-    """The subscriptions: the agents publish commands without a protocol prefix; some setups add it."""
-    return (f"/{apikey}/+/cmd", f"{_prefix(fmt)}/{apikey}/+/cmd")
-
-
 def device_of_topic(topic: str, apikey: str, fmt: MqttFormat) -> str | None:
     """The device id of a command topic of ours, else None."""
     parts = topic.split("/")
@@ -118,7 +125,7 @@ def device_of_topic(topic: str, apikey: str, fmt: MqttFormat) -> str | None:
     if (
         len(parts) == 5
         and parts[0] == ""
-        and "/" + parts[1] == _prefix(fmt)
+        and "/" + parts[1] == protocol_prefix(fmt)
         and parts[2] == apikey
         and parts[4] == "cmd"
     ):
@@ -188,12 +195,14 @@ def parse_command(topic: str, payload: bytes, *, apikey: str, fmt: MqttFormat) -
     return CommandMessage(device_id=device_id, commands=commands)
 
 
-def result_text(ok: bool, info: str, *, fmt: MqttFormat, encoding: ValueEncoding) -> str:
-    """`OK: <info>` / `ERROR: <info>`, safe for Orion (the agent writes it to `<command>_info` unchecked)."""
-    text = ("OK: " if ok else "ERROR: ") + info
-    if encoding is not ValueEncoding.TEXT_UNRESTRICTED:
-        # `reject` cannot refuse our own answer: it gets the reversible percent form too
-        text = encode_percent(text)
+def result_text(ok: bool, info: str, *, fmt: MqttFormat) -> str:
+    """`OK: <info>` / `ERROR: <info>`, percent-encoded whatever the uplink's value_encoding says.
+
+    The agent writes it unchecked to `<command>_info`, of type commandResult, which Orion checks for its
+    forbidden characters and which cannot be provisioned TextUnrestricted: raw, an answer with a bracket
+    (most of them: "written (modbus unit 4 ...)") left the command PENDING in Orion for good. And `reject`
+    cannot refuse our own answer."""
+    text = encode_percent(("OK: " if ok else "ERROR: ") + info)
     if fmt is MqttFormat.IOTA_UL:
         # the agent keeps the result only up to the next '|'; '#' separates UL groups
         text = text.replace("|", "%7C").replace("#", "%23")
@@ -207,19 +216,15 @@ def result_messages(
     apikey: str,
     fmt: MqttFormat,
     style: TopicStyle,
-    encoding: ValueEncoding,
 ) -> list[tuple[str, bytes]]:
     """(topic, payload) of the cmdexe messages for one command message's results (name, ok, info)."""
-    prefix = _prefix(fmt) if style is TopicStyle.PROTOCOL else ""
+    prefix = protocol_prefix(fmt) if style is TopicStyle.PROTOCOL else ""
     topic = f"{prefix}/{apikey}/{device_id}/cmdexe"
     if fmt is MqttFormat.IOTA_JSON:
-        doc = {name: result_text(ok, info, fmt=fmt, encoding=encoding) for name, ok, info in results}
+        doc = {name: result_text(ok, info, fmt=fmt) for name, ok, info in results}
         return [(topic, orjson.dumps(doc))]
     # the UL agent reads one result per cmdexe message
-    return [
-        (topic, f"{device_id}@{name}|{result_text(ok, info, fmt=fmt, encoding=encoding)}".encode())
-        for name, ok, info in results
-    ]
+    return [(topic, f"{device_id}@{name}|{result_text(ok, info, fmt=fmt)}".encode()) for name, ok, info in results]
 
 
 # --- listener (I/O) ----------------------------------------------------------------------------------
@@ -239,15 +244,14 @@ class CommandListenerCounters:
     busy: int = 0  # refused because too many commands were in progress
     unanswered: int = 0  # busy or malformed, and no result sent: REFUSAL_REPLIES results were waiting already
     results_published: int = 0
-    results_lost: int = 0
+    results_lost: int = 0  # not acknowledged in time, or refused by the broker
     results_shortened: int = 0  # sent without their text: over the broker's maximum packet size
     reconnects: int = 0
 
 
 def uplink_apikeys(config: MqttUplinkConfig) -> tuple[str, ...]:
     """Every API key an uplink publishes with (its `[[apikeys]]` rules, then `apikey`), each once."""
-    keys = [rule.apikey for rule in config.apikeys] + ([config.apikey] if config.apikey is not None else [])
-    return tuple(dict.fromkeys(keys))
+    return config.all_apikeys()
 
 
 class MqttCommandListener:
@@ -345,8 +349,11 @@ class MqttCommandListener:
         """Connect, subscribe and serve until cancelled; a lost broker is retried with backoff, never raised."""
         backoff = Backoff(initial=self.config.retry_initial_s, cap=self.config.retry_max_s)
         while True:
+            refused = False
             try:
                 reason = await self._session(backoff)
+            except ConnectRefused as exc:
+                refused, reason = exc.of_settings, exc.for_log()
             except MqttClientError as exc:
                 reason = exc.reason
             except Exception as exc:  # a bug here must not end command handling for good
@@ -358,7 +365,7 @@ class MqttCommandListener:
             finally:
                 self._client = None
                 self._connected.clear()
-            self._mark_down(reason)
+            self._mark_down(reason, refused=refused)
             await asyncio.sleep(backoff.next())
 
     async def _session(self, backoff: Backoff) -> str:
@@ -430,12 +437,19 @@ class MqttCommandListener:
             ", ".join(self.topics),
         )
 
-    def _mark_down(self, reason: str) -> None:
+    def _mark_down(self, reason: str, *, refused: bool = False) -> None:
         host, port = self.config.host, self.port
+        verb = "refused the connection" if refused else "unreachable"
         if not self._link.fail(
-            "down", logging.WARNING, "broker %s:%d unreachable, commands cannot arrive: %s", host, port, reason
+            "refused" if refused else "down",
+            logging.WARNING,
+            "broker %s:%d %s, commands cannot arrive: %s",
+            host,
+            port,
+            verb,
+            reason,
         ):
-            self._log.debug("broker %s:%d still unreachable: %s", host, port, reason)
+            self._log.debug("broker %s:%d still %s: %s", host, port, verb, reason)
 
     # -- one message -----------------------------------------------------------------------------------
 
@@ -542,7 +556,8 @@ class MqttCommandListener:
         # one message a group: JSON answers a command message in one, UltraLight each command in its own
         groups = [results] if self.format is MqttFormat.IOTA_JSON else [[r] for r in results]
         for group in groups:
-            if await self._publish_results(apikey, device_id, group):
+            topic, code = await self._publish_results(apikey, device_id, group)
+            if code is not None and not code.is_failure:
                 self.counters.results_published += 1
                 if self._unpublished.failing:
                     self._unpublished.ok("results reach the broker again; %d lost before", self._unpublished_count)
@@ -550,15 +565,21 @@ class MqttCommandListener:
                 continue
             self.counters.results_lost += 1
             self._unpublished_count += 1
+            if code is None:
+                state: object = "lost"
+                why = f"no PUBACK within {self.config.ack_timeout_s:g} s (broker unreachable)"
+            else:
+                state = ("refused", code.value)
+                fix = _REFUSED_ANSWER_FIX.get(code.value, "check the broker's log")
+                why = f"the broker refused it on {topic}, got PUBACK 0x{code.value:02X} {code}; {fix}"
             if not self._unpublished.fail(
-                "lost",
+                state,
                 logging.WARNING,
-                "result for device %s not published within %g s (broker unreachable); the "
-                "agent will let the command expire",
+                "result for device %s not published: %s (the agent will let the command expire)",
                 device_id,
-                self.config.ack_timeout_s,
+                why,
             ):
-                self._log.debug("result for device %s not published either", device_id)
+                self._log.debug("result for device %s not published either: %s", device_id, why)
 
     def _result_message(self, apikey: str, device_id: str, results: list[tuple[str, bool, str]]) -> tuple[str, bytes]:
         [message] = result_messages(
@@ -567,15 +588,17 @@ class MqttCommandListener:
             apikey=apikey,
             fmt=self.format,
             style=self.config.topic_style,
-            encoding=self.config.value_encoding,
         )
         return message
 
-    async def _publish_results(self, apikey: str, device_id: str, results: list[tuple[str, bool, str]]) -> bool:
-        """Publish one answer message; over the broker's maximum packet size, again without its texts."""
+    async def _publish_results(
+        self, apikey: str, device_id: str, results: list[tuple[str, bool, str]]
+    ) -> tuple[str, PubAckCode | None]:
+        """Publish one answer message; over the broker's maximum packet size, again without its texts. Its
+        topic, and the PUBACK's code or None if none came."""
         topic, payload = self._result_message(apikey, device_id, results)
         try:
-            return await self._publish(topic, payload)
+            return topic, await self._publish(topic, payload)
         except TooLargeForBroker as exc:
             self.counters.results_shortened += 1
             level = logging.DEBUG if self._shortened_logged else logging.WARNING
@@ -591,33 +614,33 @@ class MqttCommandListener:
             ]
             topic, payload = self._result_message(apikey, device_id, short)
             try:
-                return await self._publish(topic, payload)
+                return topic, await self._publish(topic, payload)
             except TooLargeForBroker:
-                return False
+                return topic, None
 
-    async def _publish(self, topic: str, payload: bytes) -> bool:
-        """Publish at QoS 1, across a reconnect if one happens before the ack timeout; False if it never went.
-        TooLargeForBroker if the broker's maximum packet size leaves no room for it."""
+    async def _publish(self, topic: str, payload: bytes) -> PubAckCode | None:
+        """Publish at QoS 1, across a reconnect if one happens before the ack timeout; the PUBACK's code (a
+        refusal is final: not sent again), None if none came. TooLargeForBroker if the broker's maximum
+        packet size leaves no room for it."""
         deadline = time.monotonic() + self.config.ack_timeout_s
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                return False
+                return None
             client = self._client
             if client is None:
                 try:
                     async with asyncio.timeout(left):
                         await self._connected.wait()
                 except TimeoutError:
-                    return False
+                    return None
                 continue
             try:
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
                     ack = await client.publish(topic, payload, qos=1)  # room in the in-flight window first
-                    await ack  # any reason code: the broker took the message (or refused it for good)
-                return True
+                    return PubAckCode(await ack)
             except TimeoutError:
-                return False
+                return None
             except MqttClientError as exc:
                 self._log.debug("result publish on %s failed: %s", topic, exc)
                 if self._client is client:

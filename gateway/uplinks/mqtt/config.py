@@ -25,6 +25,8 @@ __all__ = [
     "MqttProtocol",
     "MqttUplinkConfig",
     "TopicStyle",
+    "command_topics",
+    "protocol_prefix",
 ]
 
 DEFAULT_SEQUENCE_ATTRIBUTE = "edgegwSeq"
@@ -51,6 +53,17 @@ class TopicStyle(enum.Enum):
 class CommandMode(enum.Enum):
     OFF = "off"
     ON = "on"  # IoT Agent commands on /<apikey>/<device_id>/cmd, see gateway/uplinks/mqtt/commands.py
+
+
+def protocol_prefix(fmt: MqttFormat) -> str:
+    """The level a `topic_style = "protocol"` topic starts with: `/json` or `/ul`."""
+    return "/json" if fmt is MqttFormat.IOTA_JSON else "/ul"
+
+
+def command_topics(apikey: str, fmt: MqttFormat) -> tuple[str, ...]:
+    """The command listener's subscriptions for one apikey: the agents publish commands without a protocol
+    prefix; some setups add it."""
+    return (f"/{apikey}/+/cmd", f"{protocol_prefix(fmt)}/{apikey}/+/cmd")
 
 
 TOPIC_FIELDS = ("gateway_id", "entity_type", "entity_id", "adapter", "device")
@@ -227,6 +240,11 @@ class MqttUplinkConfig(UplinkConfig):
             return DEFAULT_SEQUENCE_ATTRIBUTE
         return self.sequence_attribute
 
+    def all_apikeys(self) -> tuple[str, ...]:
+        """Every API key the uplink publishes with (its `[[apikeys]]` rules, then `apikey`), each once."""
+        keys = [rule.apikey for rule in self.apikeys] + ([self.apikey] if self.apikey is not None else [])
+        return tuple(dict.fromkeys(keys))
+
     def broker_key(self) -> tuple[str, int]:
         """(host, port) of the broker, to tell uplinks that share one."""
         return self.host.lower(), self.port or (8883 if self.tls else 1883)
@@ -249,19 +267,55 @@ class MqttUplinkConfig(UplinkConfig):
 
     @classmethod
     def check_together(cls, sections: Sequence[tuple[int, UplinkConfig]], gateway_id: str) -> list[str]:
-        """Errors between `mqtt` uplinks on one broker: they must not share a retained status topic. (Nor a
-        client id, with any other connection: checked across adapters and uplinks, gateway/config.py.)"""
-        seen: dict[tuple[tuple[str, int], str], int] = {}
-        errors: list[str] = []
-        for i, section in sections:
-            if not isinstance(section, MqttUplinkConfig):
-                continue
-            key = (section.broker_key(), section.render_status_topic(gateway_id))
-            if key in seen:
-                errors.append(
-                    f"uplinks[{i}].status_topic: must differ from uplinks[{seen[key]}].status_topic on the same "
-                    f"broker (one's last will would overwrite the other's online), got {key[1]!r} for both; "
-                    "put {uplink} in the template"
-                )
-            seen.setdefault(key, i)
-        return errors
+        """Errors between `mqtt` uplinks on one broker: they must not share a retained status topic, nor listen
+        for the same commands. (Nor a client id, with any other connection: checked across adapters and
+        uplinks, gateway/config.py.)"""
+        mqtt = [(i, s) for i, s in sections if isinstance(s, MqttUplinkConfig)]
+        return _shared_status_topics(mqtt, gateway_id) + _shared_command_topics(mqtt)
+
+
+def _shared_status_topics(sections: Sequence[tuple[int, MqttUplinkConfig]], gateway_id: str) -> list[str]:
+    seen: dict[tuple[tuple[str, int], str], int] = {}
+    errors: list[str] = []
+    for i, section in sections:
+        key = (section.broker_key(), section.render_status_topic(gateway_id))
+        if key in seen:
+            errors.append(
+                f"uplinks[{i}].status_topic: must differ from uplinks[{seen[key]}].status_topic on the same "
+                f"broker (one's last will would overwrite the other's online), got {key[1]!r} for both; "
+                "put {uplink} in the template"
+            )
+        seen.setdefault(key, i)
+    return errors
+
+
+def _shared_command_topics(sections: Sequence[tuple[int, MqttUplinkConfig]]) -> list[str]:
+    """Two listeners whose subscriptions overlap would both run every command (a locker pulsed twice) and
+    both answer it. Every command filter has its one `+` at the same level, so two overlap only when equal."""
+    listening: dict[tuple[tuple[str, int], str], tuple[int, str, str]] = {}  # (broker, filter) -> (i, name, key)
+    errors: list[str] = []
+    for i, section in sections:
+        if section.commands is not CommandMode.ON:
+            continue
+        broker = section.broker_key()
+        clash = next(
+            (
+                (listening[(broker, topic)], topic)
+                for apikey in section.all_apikeys()
+                for topic in command_topics(apikey, section.format)
+                if (broker, topic) in listening
+            ),
+            None,
+        )
+        if clash is not None:
+            (j, name, apikey), topic = clash
+            errors.append(
+                f'uplinks[{i}].commands: must be "off" while uplinks[{j}] ("{name}") takes the commands of apikey '
+                f'"{apikey}" on the same broker {broker[0]}:{broker[1]} (both would subscribe to {topic} and run '
+                'every command twice: a locker would open twice), got "on"; set commands = "off" on one of them, '
+                "or give them different apikeys"
+            )
+        for apikey in section.all_apikeys():
+            for topic in command_topics(apikey, section.format):
+                listening.setdefault((broker, topic), (i, section.name, apikey))
+    return errors

@@ -47,7 +47,7 @@ from gateway.mqtt.client import (
     MqttClient,
     TooLargeForBroker,
 )
-from gateway.mqtt.packets import CONNACK, MAX_PACKET_BYTES, Will, reason_text
+from gateway.mqtt.packets import MAX_PACKET_BYTES, Will
 from gateway.ngsi import agent_request, iota
 from gateway.ngsi.v2 import to_v2_entity
 from gateway.records import Reading, iso_utc, utc_now
@@ -92,11 +92,9 @@ __all__ = ["MqttCounters", "MqttUplink"]
 # broker's state or configuration and clear up without touching the record, so they retry. "Packet
 # too large" (0x95) condemns a message of one reading only: several are sent again in smaller messages.
 _PERMANENT_CODES = {0x90, 0x99}  # topic name invalid, payload format invalid
-# CONNACK reason codes (the codec gives an MQTT 3.1.1 return code as the MQTT 5 code that means the same)
-# and a PUBACK's "not authorized": the broker refuses this gateway's settings (protocol, client id,
-# credentials, ACL). Nothing gets through until someone fixes them, so the uplink says `refused`, at
-# ERROR, not "unreachable".
-_REFUSED_CONNECT = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
+# A PUBACK's "not authorized": the broker refuses this gateway's settings (its ACL). Nothing gets through
+# until someone fixes them, so the uplink says `refused`, at ERROR, as for a refused CONNACK
+# (gateway.mqtt.client.ConnectRefused.of_settings).
 _NOT_AUTHORIZED = 0x87
 NO_PROPERTIES = b"\x00"  # an empty v5 property block
 
@@ -342,13 +340,8 @@ class MqttUplink(Lifecycle):
         try:
             await client.connect()
         except ConnectRefused as exc:
-            self._refused = exc.code in _REFUSED_CONNECT
-            reason = f"[code:{exc.code}] {reason_text(CONNACK, exc.code)}"
-            if exc.fix:  # the code says what to set (a broker that does not speak our protocol version)
-                reason = f"{reason}; {exc.fix}"
-            elif self._refused:
-                reason = f"{reason}; check username, password and client_id against the broker's settings"
-            self._mark_down(reason)
+            self._refused = exc.of_settings
+            self._mark_down(exc.for_log())
             return None
         except ConnectFailed as exc:
             self._refused = False
