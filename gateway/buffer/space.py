@@ -49,7 +49,7 @@ log = component_logger(__name__, "buffer")
 T = TypeVar("T")
 
 MIB = 1024 * 1024
-CAREFUL_BELOW = 32 * MIB  # above a -wal checkpoint (4 MiB at 1,000 pages) plus a large commit, with margin
+CAREFUL_BELOW = 32 * MIB  # above a -wal checkpoint (schema.WAL_BYTES, 16 MiB) plus a large commit, with margin
 FLOOR = 1 * MIB  # kept free for acknowledgements: one of 1,000 rows of 0.4 KB wrote 122 -wal pages
 _PAGE_OVERHEAD = 24  # a -wal frame header per page
 _ROW_OVERHEAD = 32  # per row on top of body and entity id: cell and record headers, the integer columns
