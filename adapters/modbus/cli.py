@@ -51,6 +51,13 @@ EXIT_USAGE = 2  # a bad argument, a missing port, no permission, an unknown prof
 # the speeds devices ship with, most common first: auto-detection stops at the first that answers
 AUTO_BAUDS = (9600, 19200, 4800, 2400, 38400, 115200, 57600, 1200)
 
+# the bounds of a device's `unit_id` and `timeout` in the config (config.py), so that a value tried
+# here with `read` can be written there; tests/adapters/modbus/test_cli_arguments.py keeps them in step
+UNIT_IDS = range(1, 256)
+MAX_TIMEOUT = 60.0
+_UNIT_RULE = f"must be a unit id {UNIT_IDS[0]}..{UNIT_IDS[-1]}"
+_TIMEOUT_RULE = f"must be seconds, more than 0 and at most {MAX_TIMEOUT:g}"
+
 
 def parse_units(text: str) -> list[int]:
     """`1-247`, `1,2,5`, `1-10,20`: unit ids 1..247 (255 allowed for sensors like the S8's 0xFE)."""
@@ -65,6 +72,30 @@ def parse_units(text: str) -> list[int]:
     if not units or not all(1 <= u <= 255 for u in units):
         raise argparse.ArgumentTypeError(f'--units: unit ids are 1..247, got "{text}"')
     return sorted(set(units))
+
+
+def _unit_id(text: str) -> int:
+    try:
+        unit = int(text)
+    except ValueError:
+        unit = -1
+    if unit not in UNIT_IDS:
+        raise argparse.ArgumentTypeError(f'{_UNIT_RULE}, got "{text}"')
+    return unit
+
+
+def _timeout_ok(seconds: float) -> bool:
+    return 0 < seconds <= MAX_TIMEOUT  # False for nan too
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not _timeout_ok(seconds):
+        raise argparse.ArgumentTypeError(f'{_TIMEOUT_RULE}, got "{text}"')
+    return seconds
 
 
 def _port(text: str) -> PortAddress:
@@ -84,16 +115,16 @@ def add_parsers(subparsers: Any) -> None:
     m.add_argument("--parity", default="N", choices=["N", "E", "O"])
     m.add_argument("--stop-bits", type=int, default=1, choices=[1, 2])
     m.add_argument("--units", type=parse_units, default=parse_units("1-247"), help="unit ids to ask (default 1-247)")
-    m.add_argument("--timeout", type=float, default=0.1, help="seconds to wait for each unit (default 0.1)")
+    m.add_argument("--timeout", type=_seconds, default=0.1, help="seconds to wait for each unit (default 0.1)")
     m.set_defaults(func=run_probe)
 
     r = subparsers.add_parser("read", help="read one Modbus device by its profile and print its values")
     r.add_argument("--profile", required=True, metavar="NAME", help="vendor/model, e.g. eastron/sdm120")
     r.add_argument("--port", required=True, type=_port, help="/dev/ttyUSB0, tcp://HOST:502 or rtu-over-tcp://HOST:PORT")
-    r.add_argument("--unit", required=True, type=int, help="the device's unit id")
+    r.add_argument("--unit", required=True, type=_unit_id, help="the device's unit id (1..255)")
     r.add_argument("--baud", type=int, default=None, help="default: the profile's")
     r.add_argument("--parity", default=None, choices=["N", "E", "O"], help="default: the profile's")
-    r.add_argument("--timeout", type=float, default=None, help="seconds per request (default: the profile's)")
+    r.add_argument("--timeout", type=_seconds, default=None, help="seconds per request (default: the profile's)")
     r.add_argument(
         "--profiles-dir",
         dest="profile_dirs",
@@ -152,6 +183,9 @@ async def probe(args: ProbeRequest, out: Write, err: Write, step: Step, end: Cal
     """Ask each unit id at each speed until one speed has answers; the exit code of `edgegw probe modbus`."""
     address: PortAddress = args.port
     serial_line = address.transport is not Transport.TCP
+    if not _timeout_ok(args.timeout):
+        err(f"probe: timeout {_TIMEOUT_RULE}, got {args.timeout:g}\n")
+        return EXIT_USAGE
     if args.baud == "auto":
         bauds: Sequence[int] = AUTO_BAUDS if serial_line else (9600,)
     else:
@@ -243,6 +277,13 @@ class ReadRequest:
 
 async def read(args: ReadRequest, out: Write, err: Write) -> int:
     """Read every point of one device by its profile and write the table; the exit code of `edgegw read`."""
+    # argparse checks these for the command; the web UI's tool builds the request itself
+    if args.unit not in UNIT_IDS:
+        err(f"read: unit {_UNIT_RULE}, got {args.unit}\n")
+        return EXIT_USAGE
+    if args.timeout is not None and not _timeout_ok(args.timeout):
+        err(f"read: timeout {_TIMEOUT_RULE}, got {args.timeout:g}\n")
+        return EXIT_USAGE
     search = tuple(args.profile_dirs or ()) + DEFAULT_SEARCH_PATH
     try:
         profile = load_profile(args.profile, search)

@@ -375,7 +375,9 @@ class _RtuLink:
     request the line is let settle (see `_SETTLE_MARGIN`); a complete, CRC-valid answer from such a
     unit that arrives later, inside another exchange, is skipped and reported through
     `take_late_answers`. A complete answer from a unit whose request *was* answered is a second
-    answer: a frame error that points at a shared unit id or another master.
+    answer: a frame error that points at a shared unit id or another master. A frame from the unit
+    asked can be a late answer only when an earlier request to it went unanswered; otherwise it is
+    this request's answer, and a wrong one (a clone that caps reads) is reported as what it is.
     """
 
     description: str
@@ -388,7 +390,7 @@ class _RtuLink:
 
     def _new_line(self) -> None:
         self._unsettled = False  # the last exchange failed: bytes of it may still be on their way
-        self._timed_out: rtu.Request | None = None  # the last request, when it got no (or an incomplete) answer
+        self._timed_out: rtu.Request | None = None  # the last request, when the line stayed silent for it
         self._unanswered: set[int] = set()  # units whose last request got no answer of their own yet
         self._late: list[int] = []  # units whose late answers were skipped, for take_late_answers
 
@@ -400,14 +402,19 @@ class _RtuLink:
         late, self._late = self._late, []
         return late
 
-    def _skip_late(self, data: bytearray, request: rtu.Request | None) -> int:
-        """Drop the complete late answers at the front of `data`; their bytes, or -1 while one is still arriving."""
+    def _skip_late(self, data: bytearray, request: rtu.Request | None, *, asked_before: bool = False) -> int:
+        """Drop the complete late answers at the front of `data`; their bytes, or -1 while one is still arriving.
+
+        `asked_before`: the unit of `request` had an earlier request left unanswered, so its frames may be late.
+        """
         skipped = 0
         while len(data) >= 3 and data[0] in self._unanswered:
             n = rtu.answer_length(data)
             if n is None:
                 break
             if request is not None and data[0] == request.unit_id:
+                if not asked_before:
+                    break  # nothing of it was pending: whatever it sends is its answer to this request
                 fc = data[1]
                 own = fc == request.function_code | 0x80 or (
                     fc == request.function_code and n == rtu.expected_response_length(request)
@@ -453,8 +460,9 @@ class _RtuLink:
         if request == self._timed_out and (
             not data or (data[0] == request.unit_id and data[1:2] in _fc_bytes(request))
         ):
-            # the same question again after no (or an incomplete) answer, a retry or the next poll of a slow
-            # unit: a late answer to the last asking answers this one too, so what came of it is kept
+            # the same question again after a silent line, a retry or the next poll of a slow unit: a late
+            # answer to the last asking answers this one too, so what came of it is kept (after an
+            # incomplete answer `_timed_out` is None: its bytes glued to the retry's would fail the CRC)
             pass
         else:
             if self._unsettled:
@@ -463,12 +471,13 @@ class _RtuLink:
         inbox.event.clear()
         self._timed_out = None
         self._unsettled = True  # until the exchange ends with a clean answer
+        asked_before = request.unit_id in self._unanswered
         self._unanswered.add(request.unit_id)  # until its own answer (even a broken one) is taken
-        response = await self._exchange(request, timeout)
+        response = await self._exchange(request, timeout, asked_before=asked_before)
         self._unsettled = bool(inbox.data)  # bytes past the answer: the rest of something else
         return response
 
-    async def _exchange(self, request: rtu.Request, timeout: float) -> rtu.Response:
+    async def _exchange(self, request: rtu.Request, timeout: float, *, asked_before: bool) -> rtu.Response:
         inbox = self._inbox
         frame = rtu.encode_request(request)
         self._write(frame)
@@ -484,12 +493,15 @@ class _RtuLink:
                 error, inbox.error = inbox.error, None
                 await self.close()  # type: ignore[attr-defined]
                 raise LinkError(f"modbus {self.description}: port lost, got {error}", port=self.description)
-            skipped = self._skip_late(data, request)
+            skipped = self._skip_late(data, request, asked_before=asked_before)
             deadline += char * max(skipped, 0)  # a late answer held the line
             if skipped >= 0:
                 if len(data) >= 5 and data[0] == request.unit_id and data[1] == request.function_code | 0x80:
                     return self._decode(request, 5)
                 self._another_unit(request, data)
+                short = self._short_answer(request, data, want)
+                if short:
+                    return self._decode(request, short)
                 if len(data) >= want:
                     return self._decode(request, want)
             left = deadline - time.monotonic()
@@ -499,13 +511,15 @@ class _RtuLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(inbox.event.wait(), left)
         where = f"{request.describe()} on {self.description}"
-        self._timed_out = request
         if inbox.data:
+            # the rest of this answer may still come, and the retry's answer after it: the retry waits
+            # for a quiet line and starts clean instead of reading the two as one frame
             raise rtu.FrameError(
                 f"{where}: incomplete answer, got {len(inbox.data)} of {want} bytes "
                 f"({bytes(inbox.data[:16]).hex(' ')}); check baud rate, parity and termination",
                 length=len(inbox.data),
             )
+        self._timed_out = request  # its answer may yet come and then answers a retry too
         late = self._late[late_before:]
         got = f"only a late answer from unit {late[-1]}" if late else "nothing"
         raise ModbusTimeout(
@@ -525,6 +539,20 @@ class _RtuLink:
         except rtu.ExceptionResponse:
             self._unsettled = bool(data)  # a clean answer, if a refusal
             raise
+
+    @staticmethod
+    def _short_answer(request: rtu.Request, data: bytearray, want: int) -> int:
+        """The length of a whole, CRC-valid answer of the unit asked that is shorter than `want`; 0 if none.
+
+        Without this, a clone that caps reads would be waited for until the timeout and its answer
+        called incomplete, instead of decoded so that its byte count is named.
+        """
+        if len(data) < 3 or data[0] != request.unit_id or data[1] != request.function_code:
+            return 0
+        n = rtu.answer_length(data)
+        if n is None or n >= want or len(data) < n or not rtu.crc_ok(bytes(data[:n])):
+            return 0
+        return n
 
     def _another_unit(self, request: rtu.Request, data: bytearray) -> None:
         """Raise for a complete, CRC-valid answer from a unit that is not waiting for one: a second answer."""
