@@ -25,9 +25,13 @@ it any more): stored, or counted in `lost` with an ERROR.
 
 Syslog has no session id: a `connected` line opens a session on its AP (the AP's MAC when the line
 names it, else the sending host) and the next `disconnected` line of the same station on the same
-AP closes it. The session id is a hash of AP, station and join time, never the MAC in clear. A
-`disconnected` line matching no open session whose station left that AP at that same time is the line
-again (a UDP duplicate, an AP repeating it): counted in `repeated_leaves`, not made a session.
+AP closes it. The session id is an HMAC of AP, station and join time under a key of the box
+(`gateway.wifilog.runner.session_key`): no one without it can tell from the id, or from the platform's
+entity id made of it, which MAC it belongs to, and the same line gives the same id after a restart, so a
+join sent again (a relay's queue) merges with its session. The key is read when a listener starts, so a
+secret store that cannot be read stops the start, before any line is taken. A `disconnected` line
+matching no open session whose station left that AP at that same time is the line again (a UDP
+duplicate, an AP repeating it): counted in `repeated_leaves`, not made a session.
 
 A line that does not parse is counted in `unparsable`, kept in `last_error` and logged per sender
 (`SenderSpells`: WARNING at the first of a spell, DEBUG after, INFO once it sends a line that parses).
@@ -39,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import threading
 from collections import OrderedDict, deque
@@ -53,7 +56,7 @@ from adapters.wifi_syslog.framing import FrameSplitter
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
 from gateway import redact
 from gateway.logs import SenderSpells, StateLog, component_logger
-from gateway.wifilog.runner import CommitRetry, listen_error, retryable
+from gateway.wifilog.runner import SYSLOG_SESSION_ID, CommitRetry, keyed_digest, listen_error, retryable, session_key
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
 
@@ -132,6 +135,7 @@ class SyslogReceiver:
         self._ready: list[SessionEvent] = []
         self._open: dict[tuple[str, str], str] = {}
         self._closed: OrderedDict[tuple[str, str], datetime] = OrderedDict()  # (AP, station) → its last leave
+        self._id_key: bytes | None = None  # read by the first listener's start (`_session_key`)
         self._batch_lock = threading.Lock()
         # held briefly, by a commit's thread and by the stop: whether a thread holds the batch (`_committing`,
         # its writer), whether that writer was abandoned, and `lost`, decided at one moment on either side
@@ -175,6 +179,7 @@ class SyslogReceiver:
         return len(self._pending) + len(self._taken) + len(self._ready)
 
     async def start_udp(self, host: str, port: int) -> tuple[str, int]:
+        await asyncio.to_thread(self._session_key)
         loop = asyncio.get_running_loop()
         try:
             transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
@@ -187,6 +192,7 @@ class SyslogReceiver:
         return str(name[0]), int(name[1])
 
     async def start_tcp(self, host: str, port: int) -> tuple[str, int]:
+        await asyncio.to_thread(self._session_key)
         try:
             server = await asyncio.start_server(self._stream, host, port)
         except OSError as exc:
@@ -528,19 +534,27 @@ class SyslogReceiver:
         key = self._key(ev, sender)
         return key not in self._open and self._closed.get(key) == ev.time
 
+    def _session_key(self) -> bytes:
+        """The key of the session ids (blocking: the secret store), read once."""
+        if self._id_key is None:
+            self._id_key = session_key(self.store.secrets, SYSLOG_SESSION_ID)
+        return self._id_key
+
+    def _session_id(self, nas: str, mac: str, ev: WifiEvent) -> str:
+        return "assoc-" + keyed_digest(self._session_key(), nas, mac, ev.time.isoformat())
+
     def session_event(self, ev: WifiEvent, sender: str) -> SessionEvent:
         """The session event of an association line (pairs a leave with its join on the same AP)."""
         key = nas, mac = self._key(ev, sender)
         sid = self._open.get(key)
         if ev.kind is AssociationKind.CONNECTED:
             if sid is None:
-                sid = "assoc-" + hashlib.sha256(f"{nas}|{mac}|{ev.time.isoformat()}".encode()).hexdigest()[:24]
-                self._open[key] = sid
+                sid = self._open[key] = self._session_id(nas, mac, ev)
             kind = EventKind.START
         else:
             sid = self._open.pop(key, None) or self.store.open_session_id(nas, mac)
             if sid is None:  # a leave without its join (the gateway started meanwhile)
-                sid = "assoc-" + hashlib.sha256(f"{nas}|{mac}|{ev.time.isoformat()}".encode()).hexdigest()[:24]
+                sid = self._session_id(nas, mac, ev)
             kind = EventKind.STOP
             self._closed[key] = ev.time
             self._closed.move_to_end(key)

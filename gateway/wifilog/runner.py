@@ -1,18 +1,22 @@
-"""What both Wi-Fi receivers share: the listen address rule, retention keys, and the periodic loop
-(expire past-retention periods, emit per-AP usage)."""
+"""What both Wi-Fi receivers share: the listen address rule, retention keys, the periodic loop (expire
+past-retention periods, emit per-AP usage), and the keyed ids of what leaves the box about a session."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import errno
 import hashlib
+import hmac
 import ipaddress
+import json
 import logging
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from gateway.configbase import Field, Section
@@ -21,22 +25,53 @@ from gateway.logs import StateLog, component_logger
 from gateway.processing.api import ProcessorContext
 from gateway.processing.pseudonymize import PseudonymizeConfig
 from gateway.records import Attribute, Emit, Reading, Source, TimeSource
+from gateway.secrets import SecretStore
 from gateway.wifilog.sessions import SessionEvent
-from gateway.wifilog.store import WifiLogStore
+from gateway.wifilog.store import LOOKUP_SECRET, WifiLogStore, new_lookup_key
 from gateway.wifilog.usage import UsageCounter
 
 __all__ = [
     "PENDING_LIMIT",
+    "SESSION_EVENT_ID",
+    "SYSLOG_SESSION_ID",
     "SessionEventsOut",
     "WifiLogOptions",
     "check_listen",
     "event_sinks",
     "feeds",
+    "keyed_digest",
     "listen_error",
     "periodic",
+    "session_key",
 ]
 
 log = component_logger(__name__, "wifilog")
+
+
+# What a session key is for: each purpose gets a key of its own, so that no id made for one can be matched
+# with an id made for another, nor with the store's lookup digests, which hash the same (NAS, session id).
+SESSION_EVENT_ID = b"edgegw wifilog session event entity id"
+SYSLOG_SESSION_ID = b"edgegw wifi syslog session id"
+
+
+def session_key(secrets: SecretStore, purpose: bytes) -> bytes:
+    """The key for `purpose`, derived from the Wi-Fi log's lookup key `secret:wifilog.session-lookup`.
+
+    The platform sees a session's AP and times in clear, and a session id may be built from the client MAC
+    (Cisco AireOS `<hex>/<MAC>/<n>`; the syslog receiver's own from the MAC and join time): a plain hash of
+    them would let it confirm a MAC it knows, or try a vendor's 16.7 million, and so unmask the `pz1:`
+    token of the whole key period. The lookup key never leaves the box and, unlike the pseudonym keys and
+    the periods' keys, is never rotated nor erased: an id made with it is the same after a restart and
+    across a month boundary (a Stop may come in the next period), so a replay overwrites its entity.
+    Blocking (the secret store): call it from a thread, or once when a component is built.
+    """
+    text = secrets.get_or_create(LOOKUP_SECRET, new_lookup_key)
+    return hmac.new(base64.b64decode(text), purpose, hashlib.sha256).digest()
+
+
+def keyed_digest(key: bytes, *parts: str) -> str:
+    """96 bits of HMAC-SHA-256 under `key` of `parts`, in hex (as JSON: unambiguous whatever they hold)."""
+    return hmac.new(key, json.dumps(parts).encode(), hashlib.sha256).hexdigest()[:24]
 
 
 def check_listen(v: str) -> str:
@@ -213,7 +248,8 @@ class SessionEventsOut:
 
     Uses the processing stage's own `pseudonymize` (same `pz1:` tokens, same key ring in the secret
     store), applied here before `emit`, so nothing personal can leave even if no `[[processing]]`
-    entry matches these readings (one that does passes the tokens as they are). Events come from a
+    entry matches these readings (one that does passes the tokens as they are). The entity id is keyed
+    too (`session_key`): a session id may be made from the client MAC. Events come from a
     store's commit thread (syslog) or the loop once the NAS is answered (RADIUS): `record` is
     thread-safe and hands them to the loop.
 
@@ -233,6 +269,7 @@ class SessionEventsOut:
         )
         self.adapter = adapter
         self.pseudonymizer = cfg.build(context)
+        self._id_key = session_key(SecretStore(Path(context.data_dir)), SESSION_EVENT_ID)
         self.limit = limit
         self.dropped = 0
         self._dropping = False
@@ -262,7 +299,7 @@ class SessionEventsOut:
         self._wake.set()
 
     def reading(self, ev: SessionEvent, now: datetime) -> Reading:
-        digest = hashlib.sha256(f"{ev.nas}\0{ev.session_id}".encode()).hexdigest()[:24]
+        digest = keyed_digest(self._id_key, ev.nas, ev.session_id)
         attrs: dict[str, Attribute] = {"eventType": Attribute(value=ev.kind.value, type="Text")}
         for name, value in (
             ("clientMac", ev.client_mac),

@@ -126,6 +126,12 @@ SCHEMA_VERSION = 2
 LOOKUP_SECRET = "wifilog.session-lookup"
 
 
+def new_lookup_key() -> str:
+    """A fresh `secret:wifilog.session-lookup`: whoever needs it first on a new box (this store, the session
+    events' ids in runner.py) makes it for both."""
+    return base64.b64encode(_random.token_bytes(32)).decode()
+
+
 class WifiLogError(GatewayError):
     code = "wifilog_error"
 
@@ -451,7 +457,7 @@ class WifiLogStore:
     def _session_index(self, nas: str, session_id: str) -> bytes:
         """The row's lookup value for (NAS, session id): a writer's only (a reader finds rows by blind index)."""
         if self._lookup_key is None:
-            text = self.secrets.get_or_create(LOOKUP_SECRET, lambda: base64.b64encode(_random.token_bytes(32)).decode())
+            text = self.secrets.get_or_create(LOOKUP_SECRET, new_lookup_key)
             self._lookup_key = base64.b64decode(text)
         pair = json.dumps([nas, session_id]).encode()  # unambiguous whatever the two hold
         return hmac.new(self._lookup_key, pair, hashlib.sha256).digest()[:16]
