@@ -128,6 +128,10 @@ class SecretStore:
     key) could be lost with everything it sealed. Readers take no lock: a rename is atomic. A value
     computed from a value read must be changed with `update` (or made with `get_or_create`), which
     runs the change under that lock: a `get` then a `set` is a race between processes.
+
+    Run by root (`sudo edgegw pseudonym rotate`, `sudo edgegw secret set`), every file it writes keeps the
+    owner of the file it replaces, or takes the data directory's when it is new (`_owner`): a root-owned
+    0600 store left the gateway's user unable to read any secret after its next restart.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -136,10 +140,30 @@ class SecretStore:
         self.key_path = self.directory / KEY_FILE
         self.lock_path = self.directory / LOCK_FILE
 
+    def _owner(self, path: Path) -> tuple[int, int] | None:
+        """Under root, the (uid, gid) a file written at `path` must have: that of the file there, else the
+        directory's (the gateway's user owns the data directory); None for any other user, who cannot give
+        a file away. The link itself is looked at, never what it points to."""
+        if os.geteuid() != 0:
+            return None
+        for where in (path, self.directory):
+            try:
+                st = os.lstat(where)
+            except FileNotFoundError:
+                continue
+            return st.st_uid, st.st_gid
+        return None
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # O_EXCL makes it here or fails, following no link: only a lock file made now is given away
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            fd = os.open(self.lock_path, os.O_RDWR)
+        else:
+            self._give(fd, self._owner(self.directory))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -162,6 +186,14 @@ class SecretStore:
                 )
             self.directory.mkdir(parents=True, exist_ok=True)
             create_whole(self.key_path, Fernet.generate_key())  # whole: a crash leaves no empty key
+            owner = self._owner(self.directory)
+            if owner is not None:
+                # by its descriptor, opened without following a link: one put there meanwhile is refused
+                fd = os.open(self.key_path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    self._give(fd, owner)
+                finally:
+                    os.close(fd)
         key = self.key_path.read_bytes().strip()
         try:
             return Fernet(key)
@@ -305,7 +337,16 @@ class SecretStore:
     def _write(self, fernet: Fernet, data: dict[str, str]) -> None:
         """Under `_locked`: the new store through a file of its own (0600), renamed and made durable."""
         payload = fernet.encrypt(json.dumps({"version": SCHEMA_VERSION, "secrets": data}).encode())
-        write_atomic(self.store_path, payload, 0o600, durable=True)
+        write_atomic(self.store_path, payload, 0o600, durable=True, owner=self._owner(self.store_path))
+
+    @staticmethod
+    def _give(fd: int, owner: tuple[int, int] | None) -> None:
+        """The file open as `fd` given to `owner` (root only: None leaves it as it is)."""
+        if owner is None:
+            return
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != owner:
+            os.fchown(fd, *owner)
 
     def names(self) -> list[str]:
         if not self.key_path.exists():
