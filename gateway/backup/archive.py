@@ -6,7 +6,9 @@ under `config/` and the data directory under `data/`: every sqlite store as a co
 the secret store still encrypted (its key only when `include_secret_key`), the audit log's head.
 Key material kept in files of its own stays on the box (`KEPT_ON_BOX`): a backup, and every copy of
 it on the share, must not open this box's lockers or impersonate its web UI; a restore leaves those
-files in place. It is written as `.part`, fsync'd and renamed, so a file with the final name is whole.
+files in place. It is written as `.part`, fsync'd and renamed, so a file with the final name is whole;
+one that fails (a full disk, a full share) removes its `.part`, and a killed run's is removed by the
+next run of the same gateway id once `STALE_AFTER_S` old: nothing else would ever delete it.
 Every file and directory it makes is 0600/0700 whatever the umask (`sudo` from a root shell has 022).
 
 A restore is all or nothing. `stage` verifies the backup, before the gateway is stopped, into a
@@ -55,6 +57,7 @@ import fnmatch
 import gzip
 import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -71,6 +74,9 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from gateway import __version__
+from gateway.audit.log import AUDIT_FILE
+from gateway.audit.log import HEAD_FILE as AUDIT_HEAD
+from gateway.backup.gateway_id import with_gateway_id
 from gateway.backup.manifest import (
     ALTERED,
     DATA_DIR,
@@ -242,13 +248,44 @@ def create(
     _refuse_unfinished_restore(data_dir)
     made = _private_dirs(out_dir)
     final = out_dir / file_name(gateway_id, now)
-    part = final.with_name("." + final.name + ".part")
+    part = _part_of(final)
+    _remove_stale_parts(out_dir, gateway_id)
+    try:
+        members = _write(part, data_dir, config_path, gateway_id, out_dir, now, include_secret_key)
+    except BaseException as exc:
+        _discard(part)  # a full disk stays full otherwise: no later run writes that name again
+        if isinstance(exc, (OSError, sqlite3.Error)) and _is_full(exc):
+            raise BackupError(
+                f"backup: no room for {final.name} in {out_dir}, got {_why(exc)}; the partial file is removed, the "
+                f"backups kept there are as they were: free space in {out_dir} (`df -h {out_dir}`, `df -i` for "
+                "inodes), or point [backup] directory at a larger disk"
+            ) from None
+        raise
+    os.replace(part, final)
+    fsync_dir(out_dir)
+    give_to(data_dir.stat(), [*made, out_dir, final])
+    log.info("backup written: %s (%d files, %d bytes)", final, len(members), final.stat().st_size)
+    return final
+
+
+def _write(
+    part: Path,
+    data_dir: Path,
+    config_path: Path,
+    gateway_id: str,
+    out_dir: Path,
+    now: datetime,
+    include_secret_key: bool,
+) -> list[Member]:
+    """The backup written into `part` (not yet renamed to its final name); returns its members."""
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as staging_name:
         staging = Path(staging_name)
         members: list[tuple[Member, Path]] = []
         shutil.copyfile(config_path, staging / "config")
         members.append((_member(f"config/{config_path.name}", staging / "config", None), staging / "config"))
-        for n, rel in enumerate(data_files(data_dir, exclude=out_dir, include_secret_key=include_secret_key)):
+        for n, rel in enumerate(
+            _snapshot_order(data_files(data_dir, exclude=out_dir, include_secret_key=include_secret_key))
+        ):
             src = data_dir / rel
             copy = staging / f"{n}"
             try:
@@ -260,6 +297,8 @@ def create(
             except FileNotFoundError:
                 continue  # removed while we walked (a temporary file): not part of the state
             except sqlite3.Error as exc:
+                if _is_full(exc):
+                    raise
                 raise BackupError(
                     f"backup: cannot snapshot {src}, got {exc}; check the file with `edgegw buffer check`"
                 ) from exc
@@ -275,11 +314,67 @@ def create(
             _add_bytes(tar, MANIFEST, manifest.to_json(), now)
             for member, copy in members:
                 tar.add(copy, arcname=member.name, recursive=False, filter=_plain)
-    os.replace(part, final)
-    fsync_dir(out_dir)
-    _give_to(data_dir.stat(), [*made, out_dir, final])
-    log.info("backup written: %s (%d files, %d bytes)", final, len(members), final.stat().st_size)
-    return final
+    return [m for m, _ in members]
+
+
+def _snapshot_order(files: list[Path]) -> list[Path]:
+    """`files` with each audit log's head just before its database: written after each commit, the head copied
+    first may lag the snapshot's entries (as after any crash) but never name one it lacks, which verify takes
+    for entries deleted, in every restore of that backup."""
+    return sorted(
+        files, key=lambda rel: (rel.with_name(AUDIT_FILE) if rel.name == AUDIT_HEAD else rel, rel.name != AUDIT_HEAD)
+    )
+
+
+def _part_of(final: Path) -> Path:
+    return final.with_name("." + final.name + ".part")
+
+
+def _discard(part: Path) -> None:
+    try:
+        part.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("backup: cannot remove the partial file %s, got %s; delete it by hand", part, exc.strerror or exc)
+
+
+def _is_full(exc: OSError | sqlite3.Error) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+def _why(exc: OSError | sqlite3.Error) -> str:
+    return (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+
+
+def _remove_stale_parts(directory: Path, gateway_id: str) -> None:
+    """This gateway's `.part` files in `directory` that no run has written for `STALE_AFTER_S` removed, each logged:
+    a run killed while it wrote one left it, and nothing else ever would. Another box's on a shared share, and a
+    younger one (a run under way), stay."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return  # not there yet: the run makes it, or says why it cannot
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith("." + PREFIX) and name.endswith(".part")):
+            continue
+        taken = _taken(name[1 : -len(".part")])
+        if taken is None or taken[0] != gateway_id:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not entry.is_file(follow_symlinks=False) or time.time() - st.st_mtime < STALE_AFTER_S:
+                continue
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("backup: cannot remove %s, left by a backup that did not finish, got %s", entry.path, exc)
+            continue
+        log.warning("backup: removed %s, left by a backup that did not finish (killed, or a power cut)", entry.path)
 
 
 def _member(name: str, path: Path, version: int | None) -> Member:
@@ -344,7 +439,7 @@ def _private_file(path: Path) -> Iterator[io.BufferedWriter]:
         os.fsync(f.fileno())
 
 
-def _give_to(owner: os.stat_result, paths: list[Path]) -> None:
+def give_to(owner: os.stat_result, paths: list[Path]) -> None:
     """Root made `paths` for the service user (`sudo edgegw backup now`): the nightly run must rotate them."""
     if os.geteuid() != 0:
         return
@@ -858,6 +953,31 @@ def copy_verified(path: Path, dest_dir: Path, *, data_dir: Path | None = None) -
     return final
 
 
+def require_mounted(share: Path, data_dir: Path) -> None:
+    """BackupError unless `share` (not there yet: its nearest existing parent) is on another file system than the
+    data directory and /. A share that did not mount (the file server down at boot, an automount that failed)
+    leaves its bare mount point on the local disk: a copy made there would be reported off the box, and lost
+    with it. Nothing is created on the way: `copy` makes the missing directories only once this passed."""
+    anchor = share
+    while not os.path.lexists(anchor) and anchor != anchor.parent:
+        anchor = anchor.parent
+    try:
+        here = os.stat(anchor).st_dev
+        local = {os.stat("/").st_dev: "/", os.stat(data_dir).st_dev: f"the data directory {data_dir}"}
+    except OSError as exc:
+        raise BackupError(
+            f"backup: cannot tell whether the share {share} is mounted, got {exc.strerror or exc} for "
+            f"{exc.filename}; no copy made, the backup is on the box only"
+        ) from None
+    if here in local:
+        raise BackupError(
+            f"backup: share {share} is not mounted: {anchor} is on the same file system as {local[here]}; no copy "
+            f"made, nothing created there, the backup is on the box only: mount the share (`findmnt -T {anchor}` "
+            "shows what is mounted there; /etc/fstab, the file server) or set [backup] copy_to to where it is mounted",
+            share=str(share),
+        )
+
+
 def copy(path: Path, dest_dir: Path) -> Path:
     """Copy a backup to another directory (a mounted share), byte for byte or BackupError; not verified.
 
@@ -866,14 +986,27 @@ def copy(path: Path, dest_dir: Path) -> Path:
     """
     made = _private_dirs(dest_dir)
     final = dest_dir / path.name
-    part = dest_dir / ("." + path.name + ".part")
-    with path.open("rb") as src, _private_file(part) as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-    if _sha256(part) != _sha256(path):
-        part.unlink()
+    part = _part_of(final)
+    if (taken := _taken(path.name)) is not None:
+        _remove_stale_parts(dest_dir, taken[0])
+    try:
+        with path.open("rb") as src, _private_file(part) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        same = _sha256(part) == _sha256(path)
+    except BaseException as exc:
+        _discard(part)  # a full share stays full otherwise: no later run writes that name again
+        if isinstance(exc, OSError) and _is_full(exc):
+            raise BackupError(
+                f"backup copy {final}: no room for its {path.stat().st_size} bytes in {dest_dir}, got "
+                f"{_why(exc)}; the partial copy is removed, the backup itself is kept on the box: free space on the "
+                f"share (`df -h {dest_dir}`)"
+            ) from None
+        raise
+    if not same:
+        _discard(part)
         raise BackupError(f"backup copy {final}: the copy differs from {path}; check the share {dest_dir}")
     os.replace(part, final)
-    _give_to(path.stat(), [*made, final])
+    give_to(path.stat(), [*made, final])
     return final
 
 
@@ -899,7 +1032,7 @@ def _config_locked(config_path: Path, owner: os.stat_result, within_s: float) ->
             f"run the restore as root or as the owner of {config_path.parent}"
         ) from None
     try:
-        _give_to(owner, [lock])  # made by root, it must still open (O_RDWR) for the gateway's next apply
+        give_to(owner, [lock])  # made by root, it must still open (O_RDWR) for the gateway's next apply
         deadline = time.monotonic() + within_s
         while True:
             try:
@@ -957,7 +1090,7 @@ def box_locked(data_dir: Path, *, within_s: float, where: str, fix: str) -> Iter
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                holder = _lock_holder(fd)
+                holder = lock_holder(fd)
                 if time.monotonic() >= deadline:
                     raise Busy(where=where, data_dir=data_dir, holder=holder, within_s=within_s, fix=fix) from None
                 if not told:
@@ -980,9 +1113,9 @@ def box_locked(data_dir: Path, *, within_s: float, where: str, fix: str) -> Iter
         os.close(fd)  # releases the lock
 
 
-def _lock_holder(fd: int) -> str:
-    """Who holds the flock on `fd`'s file, as the kernel says (/proc/locks, then the holder's command line); a
-    generic name where it does not (a holder in another pid namespace, a /proc hiding other users' processes)."""
+def lock_holder(fd: int, unknown: str = "another backup or restore (`lslocks` names it)") -> str:
+    """Who holds the flock on `fd`'s file, as the kernel says (/proc/locks, then the holder's command line); `unknown`
+    where it does not (a holder in another pid namespace, a /proc hiding other users' processes)."""
     st = os.fstat(fd)
     here = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
@@ -995,7 +1128,7 @@ def _lock_holder(fd: int) -> str:
         parts = line.split()
         if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == here and parts[4] != "0":
             return _process(parts[4])
-    return "another backup or restore (`lslocks` names it)"
+    return unknown
 
 
 def _process(pid: str) -> str:
@@ -1026,8 +1159,9 @@ def _replace_config(src: Path, config_path: Path) -> None:
 def _refuse_another_box(path: Path, manifest: Manifest, gateway_id: str, force: bool) -> None:
     if manifest.gateway_id != gateway_id and not force:
         raise BackupError(
-            f"backup {path}: taken by gateway {manifest.gateway_id!r}, got this gateway {gateway_id!r}; "
-            "pass --force to restore another box's data onto this one"
+            f"backup {path}: taken by gateway {manifest.gateway_id!r}, got this gateway {gateway_id!r}; nothing was "
+            f"stopped or changed: pass --force to restore its data and config onto this box keeping the id "
+            f"{gateway_id!r}, or --take-id to give this box the id {manifest.gateway_id!r} too (it replaces that box)"
         )
     if _version_tuple(manifest.edgegw_version) > _version_tuple(__version__):
         raise BackupError(
@@ -1054,13 +1188,23 @@ class Staged:
     config_path: Path
     gateway_id: str
     force: bool
+    take_id: bool
     check_data_dir: bool
     directory: Path
     manifest: Manifest
     files: dict[str, Path]  # member name -> its checked copy in `directory`
     identity: tuple[int, ...]
+    backup_gateway_id: str  # gateway.id in the backup's config as it was taken
     keep: bool = False  # an install that could not put every file back needs what is left here (`KEPT_MARK`)
     held: int | None = None  # the flock on `directory` (`_hold`): no other run takes it for a killed restore's
+
+    def identity_note(self) -> str:
+        """Which gateway id the box has once this backup is in place, for the technician to see."""
+        if self.backup_gateway_id == self.gateway_id:
+            return f"this box's gateway id is {self.gateway_id!r}"
+        if self.take_id:
+            return f"this box's gateway id is now {self.backup_gateway_id!r}, the backup's (it was {self.gateway_id!r})"
+        return f"this box's gateway id stays {self.gateway_id!r} (the backup's config had {self.backup_gateway_id!r})"
 
     def release(self) -> None:
         """The flock let go: after `directory` is removed or marked kept, never before."""
@@ -1071,18 +1215,27 @@ class Staged:
 
 @contextlib.contextmanager
 def stage(
-    path: Path, *, data_dir: Path, config_path: Path, gateway_id: str, force: bool = False, check_data_dir: bool = True
+    path: Path,
+    *,
+    data_dir: Path,
+    config_path: Path,
+    gateway_id: str,
+    force: bool = False,
+    take_id: bool = False,
+    check_data_dir: bool = True,
 ) -> Iterator[Staged]:
     """`path` verified into a staging directory in `data_dir`: run it before stopping the gateway; removed on leaving.
 
     Every refusal of a restore that needs no lock happens here, with nothing stopped or changed: a file
     `verify` refuses, a data directory without room for the backup (with FREE_MARGIN_BYTES to spare), a
     data member that would land outside `data_dir` or onto a directory, a config that fails
-    check-config, another gateway's backup without `force`, a backup from a newer edgegw and, with
-    `check_data_dir`, a config naming another data directory than `data_dir` (the restored gateway
-    would run on that one, not on the restored data; `force` does not lift it).
+    check-config, another gateway's backup without `force` or `take_id`, a backup from a newer edgegw and,
+    with `check_data_dir`, a config naming another data directory than `data_dir` (the restored gateway
+    would run on that one, not on the restored data; `force` does not lift it). The staged config keeps
+    this box's `gateway_id` unless `take_id`: the id names the box to the platform, and two boxes
+    sending under one id mix their data (gateway_id.py).
     """
-    staged = _stage(path, data_dir, config_path, gateway_id, force, check_data_dir)
+    staged = _stage(path, data_dir, config_path, gateway_id, force, take_id, check_data_dir)
     try:
         yield staged
     finally:
@@ -1091,7 +1244,9 @@ def stage(
         staged.release()
 
 
-def _stage(path: Path, data_dir: Path, config_path: Path, gateway_id: str, force: bool, check_data_dir: bool) -> Staged:
+def _stage(
+    path: Path, data_dir: Path, config_path: Path, gateway_id: str, force: bool, take_id: bool, check_data_dir: bool
+) -> Staged:
     _remove_leftovers(data_dir)  # their room counts against the backup's
     directory = _work_dir(f"backup {path}", data_dir, STAGING_PREFIX, "restore it from")
     _searchable_by_group(directory, data_dir.stat())
@@ -1110,9 +1265,13 @@ def _stage(path: Path, data_dir: Path, config_path: Path, gateway_id: str, force
             durable=True,
         )
         unpacked = _verify_into(path, scratch, into=data_dir)
-        _refuse_another_box(path, unpacked.manifest, gateway_id, force)
+        _refuse_another_box(path, unpacked.manifest, gateway_id, force or take_id)
         if check_data_dir:
             _refuse_another_data_dir(path, unpacked, data_dir, config_path)
+        assert unpacked.config is not None  # verified `into` a data directory: the config was parsed
+        backup_gateway_id = unpacked.config.gateway.id
+        if backup_gateway_id != gateway_id and not take_id:
+            _keep_gateway_id(path, unpacked, gateway_id, config_path)
         _as_in_place(unpacked, data_dir.stat())
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
@@ -1125,13 +1284,30 @@ def _stage(path: Path, data_dir: Path, config_path: Path, gateway_id: str, force
         config_path=config_path,
         gateway_id=gateway_id,
         force=force,
+        take_id=take_id,
         check_data_dir=check_data_dir,
         directory=directory,
         manifest=unpacked.manifest,
         files=unpacked.files,
         identity=unpacked.identity,
+        backup_gateway_id=backup_gateway_id,
         held=held,
     )
+
+
+def _keep_gateway_id(path: Path, unpacked: _Unpacked, gateway_id: str, config_path: Path) -> None:
+    """The staged config given this box's `gateway_id`, or BackupError (nothing stopped) if it cannot be written in."""
+    name = unpacked.manifest.config.name
+    staged = unpacked.files[name]
+    kept = with_gateway_id(staged.read_bytes().decode("utf-8"), gateway_id)  # parsed already: UTF-8
+    if kept is None:
+        raise BackupError(
+            f"backup {path}: cannot keep this box's gateway id {gateway_id!r} in {name}, got a gateway.id that is not "
+            'one `id = "…"` line of its [gateway] table (an inline table?); nothing was stopped or changed: stop the '
+            "services (systemctl stop edgegw-kiosk edgegw-web edgegw), restore with --take-id --service-manager none, "
+            f"set gateway.id = {json.dumps(gateway_id)} in {config_path}, then start them"
+        )
+    staged.write_bytes(kept.encode("utf-8"))
 
 
 def _searchable_by_group(directory: Path, owner: os.stat_result) -> None:
@@ -1162,7 +1338,7 @@ def _as_in_place(unpacked: _Unpacked, owner: os.stat_result) -> None:
         if m.name.startswith(f"{DATA_DIR}/"):
             # the buffer is group-readable for the web UI (buffer/schema.py); every other store is owner-only
             os.chmod(unpacked.files[m.name], 0o640 if PurePosixPath(m.name).name == "buffer.db" else 0o600)
-            _give_to(owner, [unpacked.files[m.name]])  # root restores for the service user of the data directory
+            give_to(owner, [unpacked.files[m.name]])  # root restores for the service user of the data directory
 
 
 def install(
@@ -1187,10 +1363,17 @@ def install(
         shutil.rmtree(staged.directory, ignore_errors=True)
         staged.release()
         fresh = _stage(
-            staged.path, staged.data_dir, staged.config_path, staged.gateway_id, staged.force, staged.check_data_dir
+            staged.path,
+            staged.data_dir,
+            staged.config_path,
+            staged.gateway_id,
+            staged.force,
+            staged.take_id,
+            staged.check_data_dir,
         )
         staged.directory, staged.manifest, staged.files = fresh.directory, fresh.manifest, fresh.files
         staged.identity, staged.held = fresh.identity, fresh.held
+        staged.backup_gateway_id = fresh.backup_gateway_id
     data_dir, config_path = staged.data_dir, staged.config_path
     owner = data_dir.stat()
     with _config_locked(config_path, owner, lock_wait_s):
@@ -1242,6 +1425,7 @@ def restore(
     gateway_id: str,
     now: datetime,
     force: bool = False,
+    take_id: bool = False,
     exclude: Path | None = None,
     lock_wait_s: float = CONFIG_LOCK_WAIT_S,
     box_wait_s: float = BOX_LOCK_WAIT_S,
@@ -1254,7 +1438,13 @@ def restore(
     with (
         box_locked(data_dir, within_s=box_wait_s, where="backup restore", fix="nothing was changed: restore again"),
         stage(
-            path, data_dir=data_dir, config_path=config_path, gateway_id=gateway_id, force=force, check_data_dir=False
+            path,
+            data_dir=data_dir,
+            config_path=config_path,
+            gateway_id=gateway_id,
+            force=force,
+            take_id=take_id,
+            check_data_dir=False,
         ) as staged,
     ):
         return install(staged, now=now, exclude=exclude, lock_wait_s=lock_wait_s)
@@ -1309,7 +1499,7 @@ class _Swap:
             self.doing = f"make the directory {to.parent}"
             to.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside `aside`: removed by undo if empty
             mine.extend(d for d in (to.parent, *to.parent.parents) if d not in mine and aside in d.parents)
-        _give_to(self._owner, mine)
+        give_to(self._owner, mine)
         for _, to in into:
             self._make_dirs(to.parent)
         self.doing = f"mark {self._staged.directory} as a restore under way"
@@ -1379,7 +1569,7 @@ class _Swap:
             self._made.append(d)
             os.mkdir(d, 0o700)
             os.chmod(d, 0o700)  # mkdir's mode is narrowed by the umask
-            _give_to(self._owner, [d])
+            give_to(self._owner, [d])
 
     def _directories(self) -> list[Path]:
         return sorted({p.parent for pair in self._moved for p in pair} | {d.parent for d in self._made})

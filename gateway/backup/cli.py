@@ -7,17 +7,17 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gateway import cliopts
 from gateway.backup import archive, schedule
+from gateway.backup.gateway_lock import GatewayLock
 from gateway.cliopts import add_config_option
 from gateway.errors import ConfigError
 
@@ -31,6 +31,8 @@ EXIT_INVALID = 2
 # again in the reverse one, and only those that were running: the kiosk runs only where lockers are
 SYSTEMD_UNITS = ("edgegw-kiosk.service", "edgegw-web.service", "edgegw.service")
 SUPERVISOR_PROGRAMS = ("edgegw-kiosk", "edgegw-web", "edgegw")
+# the gateway's own unit (program), per service manager: while it runs, the gateway's lock on the data directory is its
+_GATEWAY = {"systemd": SYSTEMD_UNITS[-1], "supervisor": SUPERVISOR_PROGRAMS[-1]}
 # What a technician's Ctrl-C, a dropped ssh session and a `kill` send: held from the services' stop to their
 # start (`_HeldSignals`)
 HELD_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
@@ -48,7 +50,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument(
         "--force",
         action="store_true",
-        help="restore a backup taken by another gateway id (a config naming another data_dir stays refused)",
+        help="restore a backup taken by another gateway id, keeping this box's gateway.id "
+        "(a config naming another data_dir stays refused)",
+    )
+    r.add_argument(
+        "--take-id",
+        action="store_true",
+        help="restore a backup taken by another gateway id and take that id too (this box replaces that one)",
     )
     r.add_argument(
         "--service-manager",
@@ -68,7 +76,11 @@ def _job(config_path: Path) -> schedule.Job:
 
     cfg = load_config(config_path)
     return schedule.Job(
-        gateway_id=cfg.gateway.id, data_dir=Path(cfg.gateway.data_dir), config_path=config_path, config=cfg.backup
+        gateway_id=cfg.gateway.id,
+        data_dir=Path(cfg.gateway.data_dir),
+        config_path=config_path,
+        config=cfg.backup,
+        control_socket=cfg.gateway.control_path(),
     )
 
 
@@ -99,7 +111,13 @@ def run(
                 )
             case "restore":
                 return _restore(
-                    job, args.file, force=args.force, manager=args.service_manager, now=now(), lock_wait_s=lock_wait_s
+                    job,
+                    args.file,
+                    force=args.force,
+                    take_id=args.take_id,
+                    manager=args.service_manager,
+                    now=now(),
+                    lock_wait_s=lock_wait_s,
                 )
             case "scheduler":
                 if not job.config.enabled:
@@ -159,18 +177,35 @@ def _control(manager: str, verb: str, names: Sequence[str]) -> None:
         )
 
 
-def _running(job: schedule.Job) -> bool:
-    sock = job.data_dir / "control.sock"
-    if not sock.exists():
+def _lock_before_stop(lock: GatewayLock, how: str, running: Sequence[str]) -> bool:
+    """The gateway's lock taken now, unless the manager runs the gateway (which holds it until stopped): one no
+    manager runs (started by hand) is refused before anything stops. Whether it was taken."""
+    lock.make_room()
+    if how == "none":
+        lock.take("nothing was stopped or changed: stop it first, or pass --service-manager systemd|supervisor")
+    elif _GATEWAY[how] not in running:
+        lock.take(
+            f"{how} does not run it (started by hand?): nothing was stopped or changed: end that process and "
+            "restore again"
+        )
+    else:
         return False
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(str(sock))
-    except OSError:
-        return False
-    finally:
-        s.close()
     return True
+
+
+@contextlib.contextmanager
+def _locked(lock: GatewayLock, taken: bool, how: str, stopped: Sequence[str]) -> Iterator[None]:
+    """The gateway's lock held for the `with` (taken now that `stopped` are, if not yet), let go on leaving: before
+    the services start again, which would find it held."""
+    try:
+        if not taken:
+            lock.take(
+                f"{how} stopped {' '.join(stopped)} and it still runs, so {how} does not run it (started by hand?): "
+                "nothing restored: end that process and restore again"
+            )
+        yield
+    finally:
+        lock.release()
 
 
 class _HeldSignals:
@@ -205,7 +240,9 @@ class _HeldSignals:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: datetime, lock_wait_s: float) -> int:
+def _restore(
+    job: schedule.Job, file: Path, *, force: bool, take_id: bool, manager: str, now: datetime, lock_wait_s: float
+) -> int:
     # the backup lock first, until the services run again: a backup taken meanwhile would keep files from before
     # and after the swap, and its rotation could delete the file being checked (then staged again, and refused,
     # with the services stopped). Then checked into the data directory before stopping anything: a bad file,
@@ -220,20 +257,28 @@ def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: d
             fix="nothing was stopped or changed: let it end and restore again",
         ),
         archive.stage(
-            file, data_dir=job.data_dir, config_path=job.config_path, gateway_id=job.gateway_id, force=force
+            file,
+            data_dir=job.data_dir,
+            config_path=job.config_path,
+            gateway_id=job.gateway_id,
+            force=force,
+            take_id=take_id,
         ) as staged,
     ):
         how = _manager(manager)
-        if how == "none" and _running(job):
-            raise archive.BackupError(
-                f"backup restore: the gateway is running (its control socket {job.data_dir / 'control.sock'} "
-                "answers); stop it first, or pass --service-manager systemd|supervisor"
-            )
         running = _running_services(how) if how != "none" else []
-        held.hold()
-        _control(how, "stop", running)
+        # held from here (or from the stop) until the files are in place (gateway_lock.py)
+        lock = GatewayLock(job.data_dir, job.control_path)
         try:
-            aside = archive.install(staged, now=now, exclude=job.out_dir)
+            taken = _lock_before_stop(lock, how, running)
+            held.hold()
+            _control(how, "stop", running)
+        except BaseException:
+            lock.release()
+            raise
+        try:
+            with _locked(lock, taken, how, running):
+                aside = archive.install(staged, now=now, exclude=job.out_dir)
         except archive.RestoreIncomplete as exc:
             # started on a part-restored data directory, the gateway would take it for the truth
             print(str(exc), file=sys.stderr)
@@ -253,5 +298,5 @@ def _restore(job: schedule.Job, file: Path, *, force: bool, manager: str, now: d
             _control(how, "start", running)  # every file was put back before this came up
             raise
         _control(how, "start", running)
-        print(f"restored {file}; the files it replaced are in {aside}")
+        print(f"restored {file}; the files it replaced are in {aside}; {staged.identity_note()}")
     return EXIT_OK

@@ -64,10 +64,16 @@ class Job:
     data_dir: Path
     config_path: Path
     config: BackupConfig
+    # `[gateway] control_socket` (GatewaySection.control_path()): where a restore asks whether a gateway runs
+    control_socket: Path | None = None
 
     @property
     def out_dir(self) -> Path:
         return self.config.backup_dir(self.data_dir)
+
+    @property
+    def control_path(self) -> Path:
+        return self.control_socket if self.control_socket is not None else self.data_dir / "control.sock"
 
 
 def read_status(data_dir: Path) -> dict[str, Any]:
@@ -131,6 +137,7 @@ def _run_backup_locked(job: Job, now: datetime) -> Path:
         _verify_then_rotate(path, job.out_dir, job.config.generations, job.gateway_id, scratch, not_copied)
         copy = None
         if job.config.copy_to is not None:
+            archive.require_mounted(job.config.copy_to, job.data_dir)
             copy = archive.copy(path, job.config.copy_to)
             _verify_then_rotate(copy, job.config.copy_to, job.config.generations, job.gateway_id, scratch, "")
         size = path.stat().st_size

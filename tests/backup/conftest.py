@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tmpfs import tmpfs as tmpfs  # a mounted share for copy_to (a share must be a mount)
+
 RELEASE = Path(__file__).parents[1] / "storage" / "fixtures" / "0.1.0"
 
 

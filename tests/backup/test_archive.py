@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tarfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -141,8 +142,9 @@ def test_another_gateways_backup_needs_force_and_a_newer_edgegw_is_refused(
     with pytest.raises(BackupError) as caught:
         archive.restore(path, data_dir=data_dir, config_path=config, gateway_id="other-gw", now=NIGHT)
     assert str(caught.value) == (
-        f"backup {path}: taken by gateway 'fixture-gw', got this gateway 'other-gw'; "
-        "pass --force to restore another box's data onto this one"
+        f"backup {path}: taken by gateway 'fixture-gw', got this gateway 'other-gw'; nothing was stopped or "
+        "changed: pass --force to restore its data and config onto this box keeping the id 'other-gw', or "
+        "--take-id to give this box the id 'fixture-gw' too (it replaces that box)"
     )
     archive.restore(path, data_dir=data_dir, config_path=config, gateway_id="other-gw", now=NIGHT, force=True)
     monkeypatch.setattr(archive, "__version__", "9.0.0")  # the release that wrote the next backup
@@ -153,9 +155,11 @@ def test_another_gateways_backup_needs_force_and_a_newer_edgegw_is_refused(
     assert "written by edgegw 9.0.0, newer than this 0.1.0; a downgrade is refused" in str(caught.value)
 
 
-def test_generations_are_rotated_and_each_copy_off_the_box_is_verified(box: tuple[Path, Path], tmp_path: Path) -> None:
+def test_generations_are_rotated_and_each_copy_off_the_box_is_verified(
+    box: tuple[Path, Path], tmp_path: Path, tmpfs: Callable[..., Path]
+) -> None:
     config, data_dir = box
-    share = tmp_path / "share"  # the mounted file-server share
+    share = tmpfs("64m", tmp_path / "share")  # the mounted file-server share
     job = Job(
         gateway_id="fixture-gw",
         data_dir=data_dir,

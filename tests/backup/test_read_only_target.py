@@ -9,7 +9,7 @@ read-only bind mount (tests/storage/read_only.py; needs root, as here and in CI)
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,8 +48,9 @@ def _fix(directory: Path) -> str:
     )
 
 
-def test_a_read_only_copy_to_names_the_drop_in_that_allows_it(tmp_path: Path, read_only: Path) -> None:
-    share = read_only / "share"
+def test_a_read_only_copy_to_names_the_drop_in_that_allows_it(tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    # a share that is mounted (another file system), read-only to the service as ProtectSystem=strict leaves it
+    share = tmpfs("1m", tmp_path / "mnt" / "share", read_only=True)
     job = _job(tmp_path, BackupConfig(copy_to=share))
     with pytest.raises(archive.BackupError) as caught:
         run_backup(job, NIGHT)

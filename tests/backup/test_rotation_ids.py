@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,8 +36,8 @@ def _names(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
 
 
-def test_boxes_sharing_a_share_each_keep_their_own_generations(tmp_path: Path) -> None:
-    share = tmp_path / "share"
+def test_boxes_sharing_a_share_each_keep_their_own_generations(tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    share = tmpfs("64m", tmp_path / "share")
     config = BackupConfig(generations=2, copy_to=share)
     # "gw-a" is a prefix of "gw-a-01", and "gw-z" sorts after both
     boxes = [_job(tmp_path, gid, config) for gid in ("gw-z", "gw-a-01", "gw-a")]
@@ -54,9 +55,8 @@ def test_boxes_sharing_a_share_each_keep_their_own_generations(tmp_path: Path) -
         ]
 
 
-def test_files_of_another_shape_on_the_share_are_never_touched(tmp_path: Path) -> None:
-    share = tmp_path / "share"
-    share.mkdir()
+def test_files_of_another_shape_on_the_share_are_never_touched(tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    share = tmpfs("64m", tmp_path / "share")
     strangers = ["edgegw-notes.tar.gz", "edgegw-gw-1-20261399T000000Z.tar.gz", "edgegw-gw-1-2026.tar.gz"]
     for name in strangers:
         (share / name).write_bytes(b"not a backup")

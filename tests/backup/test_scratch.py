@@ -41,12 +41,12 @@ def small_tmpdir(tmp_path: Path, tmpfs: Callable[..., Path], monkeypatch: pytest
 
 
 def test_the_nightly_backup_and_its_share_copy_are_checked_on_the_data_disk_when_tmpdir_cannot_hold_them(
-    box: tuple[Path, Path], tmp_path: Path, small_tmpdir: Path
+    box: tuple[Path, Path], tmp_path: Path, small_tmpdir: Path, tmpfs: Callable[..., Path]
 ) -> None:
     """The nightly job checked its backup, then the share's copy, in /tmp: once the stores outgrew it,
     every night failed with `… to be checked, got … free there` while restore and verify worked."""
     config_path, data_dir = box
-    share = tmp_path / "share"
+    share = tmpfs("64m", tmp_path / "share")
     job = Job(gateway_id="fixture-gw", data_dir=data_dir, config_path=config_path, config=BackupConfig(copy_to=share))
     before = _hidden(data_dir)
     path = run_backup(job, NIGHT)
