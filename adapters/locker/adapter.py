@@ -6,7 +6,7 @@ control socket's `command` op), each on a compartment's entity id:
     unlock / open         staff or platform: open the door (compartment exists, door not open, board online)
     assign  {email, reference}   staff: reserve a free compartment; the patron gets a one-time code by e-mail
     pickup  {code}        kiosk: the code opens the door once; wrong codes count, entry locks after max_wrong
-    cancel / reset        staff: end the assignment (address erased) / clear the wrong-code count
+    cancel / reset        staff: end the assignment (address erased, its code mail withdrawn) / clear the wrong-code count
     grid                  staff page: every compartment's state and assignment as JSON (any compartment id)
 
 Only unlock/open are taken from the platform (an uplink's command path); the others only from the
@@ -27,6 +27,14 @@ reads locked) gives it back at once.
 The patron's e-mail address leaves the box only in the pickup event's `patron` attribute, and by
 default (`[adapters.pickup] patron = "token"`) as a `pz1:` token made here by the processing stage's
 own pseudonymize processor, before the reading is emitted; `"clear"` sends the address itself.
+
+An assignment and its code mail live in two stores (the pickup store, the mail queue), so `assign`
+is two commits: the address is checked with the mail queue's own rule and the mail made before the
+first, and a mail that cannot be queued (its disk full, the queue closed) undoes the assignment
+before staff are answered (`mail_failed:`); both steps run shielded, so a command's deadline does not
+cut them apart. Only a crash between them leaves an assignment without a mail id: at start its mail
+is looked up in the queue by its handle, and one not found is listed in the diagnostics
+(`unmailed`) and the status for staff to cancel (the code is lost with it).
 """
 
 from __future__ import annotations
@@ -37,19 +45,22 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
+from adapters.locker import code_mail
 from adapters.locker.bus import Board, BoardState, LinkError, LockerBus, RequestNotSent
 from adapters.locker.codec import BoardStatus
 from adapters.locker.config import LockerConfig, PatronAddress
 from adapters.locker.notice import pickup_mail
 from adapters.locker.pickup import Assignment, CodeCheck, PickupError, PickupState, PickupStore
+from gateway import redact
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.logs import component_logger
+from gateway.mail.message import Mail, MailError, check_address
 from gateway.ngsi.identifiers import check_entity_id
 from gateway.processing.api import ProcessorContext
 from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
@@ -143,6 +154,9 @@ class LockerAdapter:
         self.emitted = 0
         self.alerts = 0
         self.unlocks = 0
+        self.mail_failures = 0  # assignments undone because their code mail could not be queued
+        self.unmailed: dict[str, int] = {}  # label → active assignment with no code mail (a crash between the steps)
+        self._steps: set[asyncio.Task[CommandResult]] = set()  # assign steps that outlive a command's deadline
         # The address becomes a token before anything is emitted unless the config says otherwise: the same
         # processor, key ring and tokens as a [[processing]] pseudonymize entry (kind email) would give.
         self._patron: Pseudonymizer | None = None
@@ -205,6 +219,7 @@ class LockerAdapter:
                 unseen = self.compartments.get(a.label)
                 if unseen is not None:
                     unseen.unseen, unseen.unseen_since = a.id, self._mono()
+            await self._find_code_mails(store)
             # the platform (and the command router) learn every compartment at once, in one commit group
             await self._publish_many(list(self.compartments.values()))
             for a in await asyncio.to_thread(
@@ -220,6 +235,26 @@ class LockerAdapter:
                 await asyncio.to_thread(store.close)  # waits for a call still running in a worker thread
             finally:
                 self.store = None
+
+    async def _find_code_mails(self, store: PickupStore) -> None:
+        """Assignments a crash left without their mail id: noted when the queue has the mail, else listed."""
+        for a in await asyncio.to_thread(store.unmailed):
+            mail_id = (
+                None if self.context.mail is None else await code_mail.find(self.context.mail, self.config.name, a)
+            )
+            if mail_id is not None:
+                await asyncio.to_thread(store.set_mail, a.id, mail_id)
+                self._log.info(
+                    "compartment %s: code mail %d of assignment %d found in the mail queue", a.label, mail_id, a.id
+                )
+                continue
+            self.unmailed[a.label] = a.id
+            self._log.warning(
+                "compartment %s: assignment %d has no code mail, got none queued (the gateway stopped between "
+                "assigning it and queueing its mail); the patron has no code: cancel it on /lockers and assign again",
+                a.label,
+                a.id,
+            )
 
     async def _housekeeping_loop(self) -> None:
         while True:
@@ -527,12 +562,18 @@ class LockerAdapter:
         value = command.value if isinstance(command.value, dict) else {}
         email = str(value.get("email", "")).strip()
         reference = str(value.get("reference", "")).strip()
-        if not (0 < len(email) <= _EMAIL_MAX) or email.count("@") != 1 or any(ch.isspace() for ch in email):
-            return self._result(command, False, "invalid_email: the e-mail address is not valid")
+        try:
+            check_address(email, "email")  # the mail queue's own rule: an address it takes is one it can send to
+        except MailError:
+            return self._result(
+                command,
+                False,
+                "invalid_email: the e-mail address is not valid, got a value not shown here; "
+                "it must be local@domain in half-width ASCII (an internationalised domain in its xn-- form)",
+            )
         if not 0 < len(reference) <= _REFERENCE_MAX:
             return self._result(command, False, f"invalid_reference: must be 1..{_REFERENCE_MAX} characters")
-        mail = self.context.mail
-        if mail is None:
+        if self.context.mail is None:
             return self._result(
                 command,
                 False,
@@ -545,28 +586,85 @@ class LockerAdapter:
             )
         if c.locked is False:
             return self._result(command, False, f"open: close the door of compartment {c.label} first")
-        store = self.open_store()
+        try:
+            self._code_mail(c, email, "0" * self.config.pickup.code_length, 0, self._clock())
+        except MailError as exc:  # e.g. a site name the subject cannot carry: nothing stored yet
+            return self._result(command, False, f"mail_failed: the code mail cannot be made, got {exc}")
+        # both commits, or the assignment undone, whatever becomes of this command (a deadline cancels it)
+        step = asyncio.ensure_future(self._assign_and_mail(command, c, email, reference))
+        self._steps.add(step)
+        step.add_done_callback(self._steps.discard)
+        return await asyncio.shield(step)
+
+    def _code_mail(self, c: _Compartment, email: str, code: str, assignment_id: int, deadline: datetime) -> Mail:
         p = self.config.pickup
-        a, code = await asyncio.to_thread(
-            functools.partial(store.assign, c.label, email=email, reference=reference, valid_s=p.valid_days * 86400)
+        return pickup_mail(
+            to=email,
+            site=p.site,
+            label=c.label,
+            code=code,
+            deadline=deadline,
+            reference=code_mail.reference(self.config.name, assignment_id),
+            zone=self._zone,
         )
-        deadline = datetime.fromtimestamp(a.expires_at, UTC)
-        mail_id = await mail.enqueue(
-            pickup_mail(
-                to=email,
-                site=p.site,
-                label=c.label,
-                code=code,
-                deadline=deadline,
-                reference=f"{self.config.name}:{a.id}",
-                zone=self._zone,
+
+    async def _assign_and_mail(self, command: Command, c: _Compartment, email: str, reference: str) -> CommandResult:
+        store = self.open_store()
+        mail = self.context.mail
+        assert mail is not None
+        a, code = await asyncio.to_thread(
+            functools.partial(
+                store.assign, c.label, email=email, reference=reference, valid_s=self.config.pickup.valid_days * 86400
             )
         )
-        await asyncio.to_thread(store.set_mail, a.id, mail_id)
+        deadline = datetime.fromtimestamp(a.expires_at, UTC)
+        mail_id: int | None = None
+        try:
+            mail_id = await mail.enqueue(self._code_mail(c, email, code, a.id, deadline))
+            await asyncio.to_thread(store.set_mail, a.id, mail_id)
+        except Exception as exc:  # the queue's disk full, the queue closed …: without its mail the code is lost
+            return self._result(command, False, await self._undo_assign(c, a, mail_id, exc))
         self._log.info("compartment %s: assigned (assignment %d, mail %d)", c.label, a.id, mail_id)
         await self._publish(c)
         info = {"assignment": a.id, "mail_id": mail_id, "label": c.label, "expires_at": iso_utc(deadline)}
         return self._result(command, True, json.dumps(info))
+
+    async def _undo_assign(self, c: _Compartment, a: Assignment, mail_id: int | None, exc: Exception) -> str:
+        """The assignment whose code mail could not be queued (or noted) is cancelled; the refusal for staff."""
+        self.mail_failures += 1
+        why = f"{type(exc).__name__}: {redact.text(str(exc)) or 'no message'}"
+        try:
+            if mail_id is not None:  # queued, but not noted: it must not go out for an assignment undone
+                await code_mail.withdraw(self.context.mail, self.config.name, replace(a, mail_id=mail_id), "undone")
+            await asyncio.to_thread(self.open_store().cancel, c.label, assignment=a.id)
+        except Exception as undo:
+            self.unmailed[c.label] = a.id
+            self._log.error(
+                "compartment %s: the code mail of assignment %d could not be queued, got %s; nor could the "
+                "assignment be undone, got %s: %s; cancel it on /lockers",
+                c.label,
+                a.id,
+                why,
+                type(undo).__name__,
+                redact.text(str(undo)),
+            )
+            await self._publish(c)
+            return (
+                f"mail_failed: the code mail for compartment {c.label} could not be queued, got {why}; the "
+                f"assignment could not be undone either: cancel compartment {c.label}, then assign again"
+            )
+        self._log.warning(
+            "compartment %s: the code mail of assignment %d could not be queued, got %s; assignment undone (counted "
+            "in mail_failures)",
+            c.label,
+            a.id,
+            why,
+        )
+        await self._publish(c)
+        return (
+            f"mail_failed: the code mail for compartment {c.label} could not be queued, got {why}; "
+            "nothing was assigned, assign again once the mail queue works (see the status)"
+        )
 
     async def _kiosk(self, command: Command, c: _Compartment) -> CommandResult:
         value = command.value if isinstance(command.value, dict) else {}
@@ -628,12 +726,27 @@ class LockerAdapter:
         return self._result(command, True, f"opened: compartment {c.label}")
 
     async def _cancel(self, command: Command, c: _Compartment) -> CommandResult:
-        a = await asyncio.to_thread(self.open_store().cancel, c.label)
+        store = self.open_store()
+        a = (await asyncio.to_thread(store.active)).get(c.label)
         if a is None:
             return self._result(command, False, f"free: compartment {c.label} has no assignment")
-        self._log.info("compartment %s: assignment %d cancelled", c.label, a.id)
+        # the mail first: an assignment ended with its code still queued would send a code that opens nothing,
+        # and the patron's tries would count against the compartment's next assignment
+        try:
+            mail_note = await code_mail.withdraw(self.context.mail, self.config.name, a, "assignment cancelled")
+        except Exception as exc:  # the queue unusable: the assignment ends all the same, and staff are told
+            mail_note = (
+                f"its code mail could not be withdrawn, got {type(exc).__name__}: {redact.text(str(exc))}; "
+                "it may still be sent, and the code no longer works"
+            )
+            self._log.warning("compartment %s: assignment %d: %s", c.label, a.id, mail_note)
+        done = await asyncio.to_thread(store.cancel, c.label, assignment=a.id)
+        if done is None:
+            return self._result(command, False, f"free: compartment {c.label} has no assignment")
+        self.unmailed.pop(c.label, None)
+        self._log.info("compartment %s: assignment %d cancelled; %s", c.label, a.id, mail_note)
         await self._publish(c)
-        return self._result(command, True, f"cancelled: assignment {a.id}")
+        return self._result(command, True, f"cancelled: assignment {a.id}; {mail_note}")
 
     async def _reset(self, command: Command, c: _Compartment) -> CommandResult:
         a = await asyncio.to_thread(self.open_store().reset_tries, c.label)
@@ -665,11 +778,17 @@ class LockerAdapter:
 
     def diagnostics(self) -> dict[str, Any]:
         online = sum(b.state is BoardState.ONLINE for b in self.boards.values())
+        summary = f"boards online {online}/{len(self.boards)}"
+        if self.unmailed:
+            labels = ", ".join(sorted(self.unmailed))
+            summary += f"; assigned without a code mail: {labels} (cancel and assign again on /lockers)"
         return {
-            "summary": f"boards online {online}/{len(self.boards)}",
+            "summary": summary,
             "emitted": self.emitted,
             "alerts": self.alerts,
             "unlocks": self.unlocks,
+            "mail_failures": self.mail_failures,
+            "unmailed": {label: self.unmailed[label] for label in sorted(self.unmailed)},
             "patron": self.config.pickup.patron.value,
             "unreadable_addresses": self.store.unreadable_addresses if self.store is not None else 0,
             "buses": {

@@ -1,9 +1,10 @@
-"""`edgegw locker probe|status|open`: commissioning locker boards.
+"""`edgegw locker probe|status|open|kiosk`: commissioning locker boards, and the pickup kiosk page.
 
 `probe` talks to the port directly (stop the gateway first, it holds the port): it asks every
 address of each board model and prints the boards that answer with their lock counts. `status`
 and `open` go through the running gateway's control socket, like the staff page; `open` is written
-to the audit log with actor `cli:<unix user>`.
+to the audit log with actor `cli:<unix user>`. `kiosk` serves one locker adapter's compartments:
+`--adapter NAME`, which may be left out while the configuration has only one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, TextIO
 
 from adapters.locker.bus import Board, BoardTimeout, LinkError, SerialLink, decode_status
 from adapters.locker.codec import LockerFrameError
-from adapters.locker.config import BoardConfig, BoardModel, BusConfig
+from adapters.locker.config import BoardConfig, BoardModel, BusConfig, LockerConfig
 from gateway.cliopts import add_config_option, print_config_error
 
 __all__ = ["add_parsers", "probe", "run"]
@@ -46,6 +47,9 @@ def add_parsers(subparsers: Any) -> None:
     add_config_option(ki)
     ki.add_argument("--listen", default="127.0.0.1", help="address (default 127.0.0.1: a browser on the box itself)")
     ki.add_argument("--port", type=int, default=8444)
+    ki.add_argument(
+        "--adapter", help="the locker adapter (site) whose compartments it opens; needed when there are several"
+    )
     ki.add_argument("--lang", choices=["ja", "en"], default="ja")
     ki.add_argument("--attempts-per-minute", type=int, default=10, help="tries per client address (default 10)")
     p.set_defaults(func=run)
@@ -69,6 +73,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     sock = config.gateway.control_path()
     if args.locker_command == "kiosk":
         from gateway import logs
+
+        problem = kiosk_adapter(config, args)
+        if problem:
+            err.write(f"locker kiosk: {config_path(args.config)}: {problem}\n")
+            return EXIT_USAGE
 
         logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)  # the journal, like `edgegw web`
         try:
@@ -187,6 +196,21 @@ async def open_compartment(sock: Path, label: str, actor: str, out: TextIO, err:
     return EXIT_OK
 
 
+def kiosk_adapter(config: Any, args: argparse.Namespace) -> str:
+    """Sets `args.adapter` to the locker adapter the kiosk serves; the problem when there is no telling which."""
+    names = [a.name for a in config.adapters if isinstance(a, LockerConfig)]
+    if args.adapter is None:
+        if len(names) > 1:
+            return (
+                f"--adapter: {len(names)} locker adapters, got none named; each site's kiosk opens its own "
+                f"compartments: --adapter {' or --adapter '.join(names)}"
+            )
+        args.adapter = names[0] if names else None  # none: the page, with every compartment unknown
+    elif args.adapter not in names:
+        return f'--adapter: no locker adapter of that name, got "{args.adapter}"; locker adapters: {", ".join(names) or "none"}'
+    return ""
+
+
 async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
     """The kiosk app until SIGTERM/SIGINT: plain HTTP on loopback, HTTPS with the web UI's certificate elsewhere.
 
@@ -217,6 +241,7 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
         attempts_per_minute=args.attempts_per_minute,
         lang=args.lang,
         secure_cookie=not loopback,
+        adapter=args.adapter,
     )
     runner = web.AppRunner(app)
     await runner.setup()

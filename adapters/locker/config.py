@@ -177,6 +177,7 @@ class LockerConfig(AdapterConfig):
             problems.append(("buses", "names must be unique"))
         names: set[str] = set()
         labels: dict[str, str] = {}
+        folded: dict[str, str] = {}  # upper-cased label → the label: the kiosk takes a-03 for A-03
         addresses: dict[tuple[str, int], str] = {}
         dialects: dict[str, tuple[str, Dialect]] = {}
         for i, b in enumerate(self.boards):
@@ -216,7 +217,17 @@ class LockerConfig(AdapterConfig):
                 locks[lock] = label
                 if label in labels:
                     problems.append((key, f'label is used on board {labels[label]} already, got "{label}"'))
+                elif label.upper() in folded:
+                    twin = folded[label.upper()]
+                    problems.append(
+                        (
+                            key,
+                            f'differs only in case from compartment "{twin}" on board {labels[twin]}, got "{label}"; '
+                            "the kiosk reads labels in either case, rename one",
+                        )
+                    )
                 labels[label] = b.name
+                folded.setdefault(label.upper(), label)
         if problems:
             raise ConfigProblems(problems)
         return self

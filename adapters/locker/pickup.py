@@ -409,11 +409,25 @@ class PickupStore:
                 db.execute("UPDATE assignments SET state='overdue', code_hash=NULL WHERE id=?", (i,))
         return [a for a in (self.get(i) for i in ids) if a is not None]
 
-    def cancel(self, label: str) -> Assignment | None:
-        """Staff end the active assignment of a compartment (book taken back, wrong compartment); address erased."""
+    def unmailed(self) -> list[Assignment]:
+        """Active assignments with no code mail on record: the gateway stopped between storing one and noting its
+        mail (the code exists only in that mail, if it was queued at all)."""
+        with self._shared.held() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM assignments WHERE mail_id IS NULL AND state IN {_ACTIVE_SQL} ORDER BY id"
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def cancel(self, label: str, *, assignment: int | None = None) -> Assignment | None:
+        """Staff end the active assignment of a compartment (book taken back, wrong compartment); address erased.
+
+        With `assignment`, only that one (an assignment undone because its code mail could not be queued)."""
         now = self.clock()
+        only = "" if assignment is None else f" AND id={int(assignment)}"
         with self._tx() as db:
-            r = db.execute(f"SELECT id FROM assignments WHERE label=? AND state IN {_ACTIVE_SQL}", (label,)).fetchone()
+            r = db.execute(
+                f"SELECT id FROM assignments WHERE label=? AND state IN {_ACTIVE_SQL}{only}", (label,)
+            ).fetchone()
             if r is None:
                 return None
             db.execute(

@@ -27,6 +27,13 @@ is `narrow`ed: its token is sealed again with those recipients only, so the retr
 no one gets it twice; `delivered` and `refused` (the permanent refusals, addresses masked) travel
 in the token so the mail's last word can say what became of the others.
 
+A feature may take back a mail it no longer stands behind (a locker assignment cancelled before
+its code went out): `withdraw` fails a pending row and erases its token in one statement. Rows the
+sender has read (`due_batch`) and not yet settled are "being sent": the row is failed all the same,
+but the sender already holds its text and may hand it to the server, so the answer says so; once a
+row is no longer pending, only `mark_sent` still changes it (what the server took was sent), so a
+withdrawn row is never deferred, narrowed (sealed again) or failed over.
+
 A due row whose content this version's `Mail` refuses (an earlier version queued it with checks
 that let more through, e.g. a subject with U+2028) is not a `Pending`: `due_batch` hands it to the
 sender as `Unsendable`, which fails it alone; it never stands in front of the rest.
@@ -75,6 +82,7 @@ __all__ = [
     "MailStatus",
     "Pending",
     "Unsendable",
+    "Withdrawal",
     "key_check",
 ]
 
@@ -174,6 +182,19 @@ class MailStatus:
 MailFailure = MailStatus  # a failed mail's status; `failures()` returns these
 
 
+class Withdrawal(enum.Enum):
+    """What `withdraw` found, and did."""
+
+    WITHDRAWN = "withdrawn"  # it was pending: failed now, its token erased; nothing left the box
+    SENDING = "sending"  # pending but read by the sender: failed now, and may still reach its recipients
+    SENT = "sent"  # the server took it already
+    FAILED = "failed"  # failed (or withdrawn) before: nothing was sent
+    UNKNOWN = "unknown"  # no such mail
+
+
+WITHDRAWN_PREFIX = "withdrawn: "  # the start of a withdrawn row's `last_error`
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """A due mail as the sender reads it (decrypted): only in memory, only while it is sent.
@@ -240,6 +261,8 @@ class MailQueue:
         self._db: sqlite3.Connection | None = None
         self.wakeup = asyncio.Event()
         self.enqueued = 0
+        # read by the sender (`due_batch`) and not yet marked: it holds their text (see the module docstring)
+        self._sending: set[int] = set()
         # the sender's diagnostics once one delivers this queue (MailSender sets it)
         self.diagnostics_source: Callable[[], dict[str, Any]] | None = None
 
@@ -305,6 +328,38 @@ class MailQueue:
         self.enqueued += 1
         self.wakeup.set()
         return mail_id
+
+    async def withdraw(self, mail_id: int, reason: str) -> Withdrawal:
+        """Take back a mail not sent yet: failed with `withdrawn: <reason>` and its token erased, in one
+        statement; what it found says whether anything left or may still leave (`Withdrawal`).
+        `reason` is shown to staff (`last_error`), so never personal data."""
+        now = self._clock()
+
+        def take(db: sqlite3.Connection) -> Withdrawal:
+            cur = db.execute(
+                "UPDATE mails SET state = 'failed', done_at = ?, payload = NULL, last_error = ?"
+                " WHERE id = ? AND state = 'pending'",
+                (now, WITHDRAWN_PREFIX + reason, mail_id),
+            )
+            if cur.rowcount:
+                return Withdrawal.SENDING if mail_id in self._sending else Withdrawal.WITHDRAWN
+            row = db.execute("SELECT state FROM mails WHERE id = ?", (mail_id,)).fetchone()
+            if row is None:
+                return Withdrawal.UNKNOWN
+            return Withdrawal.SENT if row[0] == MailState.SENT.value else Withdrawal.FAILED
+
+        outcome: Withdrawal = await self._call(take)
+        return outcome
+
+    async def by_reference(self, purpose: str, reference: str) -> list[MailStatus]:
+        """The mails a feature queued under its own id for them, oldest first (a crash may have left the feature
+        without the mail's id: this finds it again)."""
+        rows = await self._call(
+            lambda db: db.execute(
+                _SELECT + " WHERE purpose = ? AND reference = ? ORDER BY id", (purpose, reference)
+            ).fetchall()
+        )
+        return [_status(r) for r in rows]
 
     def diagnostics(self) -> dict[str, Any]:
         """The sender's counters and the queue's counts (as `mail.status` without an id); no personal data."""
@@ -384,6 +439,9 @@ class MailQueue:
                 )
                 continue
             out.append(Pending(mail_id, attempts, created_at, mail, delivered, refused))
+        # the sender handles one batch at a time: what an earlier one left unmarked (a pass that raised) is
+        # pending again and read anew, or not due and no longer in its hands
+        self._sending = {p.id for p in out} | {u.id for u in unsendable}
         return DueBatch(out, unsendable)
 
     async def next_due_at(self) -> float | None:
@@ -396,6 +454,7 @@ class MailQueue:
     async def mark_sent(self, mail_id: int, note: str | None = None) -> None:
         """Sent; `note`: what the server refused of it (some recipients refused permanently, addresses masked)."""
         now = self._clock()
+        # also a row withdrawn while it was being sent: the server took it, so it was sent
         await self._call(
             lambda db: db.execute(
                 "UPDATE mails SET state = 'sent', done_at = ?, payload = NULL, attempts = attempts + 1,"
@@ -403,37 +462,43 @@ class MailQueue:
                 (now, note, mail_id),
             )
         )
+        self._sending.discard(mail_id)
 
     async def mark_failed(self, mail_id: int, error: str) -> None:
         now = self._clock()
         await self._call(
             lambda db: db.execute(
                 "UPDATE mails SET state = 'failed', done_at = ?, payload = NULL, attempts = attempts + 1,"
-                " last_error = ? WHERE id = ?",
+                " last_error = ? WHERE id = ? AND state = 'pending'",
                 (now, error, mail_id),
             )
         )
+        self._sending.discard(mail_id)
 
     async def defer(self, mail_id: int, error: str, next_attempt_at: float, *, attempted: bool = True) -> None:
         """Leave it pending until `next_attempt_at`; `attempted`: the server saw it (a 4xx reply)."""
         await self._call(
             lambda db: db.execute(
-                "UPDATE mails SET next_attempt_at = ?, last_error = ?, attempts = attempts + ? WHERE id = ?",
+                "UPDATE mails SET next_attempt_at = ?, last_error = ?, attempts = attempts + ?"
+                " WHERE id = ? AND state = 'pending'",
                 (next_attempt_at, error, int(attempted), mail_id),
             )
         )
+        self._sending.discard(mail_id)
 
     async def narrow(self, pending: Pending, to: tuple[str, ...], error: str, next_attempt_at: float) -> None:
         """Pending for `to` only: the rest of `pending.mail.to` got it or was refused for good, which
         `pending.delivered` and `pending.refused` say (the caller's updated copy). Sealed again, deferred."""
         payload = self._seal(replace(pending.mail, to=to), delivered=pending.delivered, refused=list(pending.refused))
+        # a withdrawn row stays erased: its token is not sealed again
         await self._call(
             lambda db: db.execute(
                 "UPDATE mails SET payload = ?, next_attempt_at = ?, last_error = ?, attempts = attempts + 1"
-                " WHERE id = ?",
+                " WHERE id = ? AND state = 'pending'",
                 (payload, next_attempt_at, error, pending.id),
             )
         )
+        self._sending.discard(pending.id)
 
     async def raw_row(self, mail_id: int) -> dict[str, Any] | None:
         """Every column of a row as stored (for tests and `edgegw mail` diagnostics; the payload is ciphertext)."""

@@ -7,6 +7,10 @@ double-submit token: an HMAC-signed, time-limited nonce set as a SameSite=Strict
 repeated in the form; both must match and verify. Every try is throttled per client address (a
 sliding minute) on top of the gateway's per-compartment lockout after N wrong codes. A try is
 written to the audit log (actor `kiosk`, the compartment, the outcome; never the code).
+
+A kiosk serves one locker adapter (one site): its compartments only, so that a patron's A-01 is
+never another site's A-01 (`edgegw locker kiosk --adapter NAME`, required when the gateway has
+several). Without a name it serves the one there is, and refuses every try while it sees several.
 """
 
 from __future__ import annotations
@@ -80,8 +84,10 @@ def build_kiosk_app(
     lang: str = "ja",
     key: bytes | None = None,
     secure_cookie: bool = True,
+    adapter: str | None = None,
 ) -> web.Application:
-    """The kiosk's application; `lang` is the touchscreen's language (ja, or en for a visitor's kiosk)."""
+    """The kiosk's application; `lang` is the touchscreen's language (ja, or en for a visitor's kiosk);
+    `adapter` the locker adapter whose compartments it opens (None: the only one)."""
     app = web.Application(client_max_size=4096)
     state: dict[str, Any] = {
         "key": key or secrets.token_bytes(32),
@@ -90,8 +96,10 @@ def build_kiosk_app(
         "audit": audit,
         "catalogs": Catalogs(),
         "lang": lang,
+        "adapter": adapter,
         "entities": {},
         "entities_at": -1e18,
+        "ambiguous": "",  # said once: the locker adapters seen while none was named
         "secure": secure_cookie,
         "env": jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -133,22 +141,42 @@ async def page(request: web.Request) -> web.StreamResponse:
     return _render(request)
 
 
+class _Ambiguous(Exception):
+    """Compartments of several locker adapters and no adapter named: a label would not say which site."""
+
+
 async def _entities(app: web.Application) -> dict[str, str]:
-    """Compartment label (upper case: patrons type a-03 as often as A-03) → entity id, from the gateway's
-    latest values (kept for a few seconds)."""
+    """Compartment label of the kiosk's adapter (upper case: patrons type a-03 as often as A-03, and an adapter's
+    labels never differ only in case) → entity id, from the gateway's latest values (kept for a few seconds)."""
     st = app[STATE]
     now = time.monotonic()
     if now - st["entities_at"] < ENTITY_CACHE_S and st["entities"]:
         return dict(st["entities"])
     doc = await app[CONTROL].call("latest", filter="", limit=100_000)
+    wanted: str | None = st["adapter"]
     found: dict[str, str] = {}
+    owners: set[str] = set()
     if isinstance(doc, Mapping):
         for e in doc.get("entities") or []:
             if not isinstance(e, Mapping) or e.get("entity_type") != COMPARTMENT_TYPE:
                 continue
+            owner = str(e.get("adapter"))
+            if wanted is not None and owner != wanted:
+                continue
+            owners.add(owner)
             for a in e.get("attributes") or []:
                 if isinstance(a, Mapping) and a.get("name") == "compartmentLabel":
                     found.setdefault(str(a.get("value")).upper(), str(e.get("entity_id")))
+    if len(owners) > 1:
+        names = ", ".join(sorted(owners))
+        if st["ambiguous"] != names:
+            st["ambiguous"] = names
+            log.error(
+                "kiosk: compartments of several locker adapters, got %s and no adapter named; every try is refused "
+                "until the kiosk is started with --adapter NAME",
+                names,
+            )
+        raise _Ambiguous(names)
     st["entities"], st["entities_at"] = found, now
     return dict(found)
 
@@ -183,6 +211,8 @@ async def open_door(request: web.Request) -> web.StreamResponse:
             outcome = word if word in OUTCOMES else "failed"
     except (ControlUnavailable, ControlError) as exc:
         log.warning("kiosk: the gateway did not answer: %s", exc)
+        outcome = "failed"
+    except _Ambiguous:  # said in the log once; the patron is asked to try later, no compartment counts a try
         outcome = "failed"
     audit: AuditLog | None = st["audit"]
     if audit is not None:
