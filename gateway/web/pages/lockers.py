@@ -102,6 +102,7 @@ REASONS = frozenset(
         "invalid_email",
         "invalid_reference",
         "no_mail",
+        "mail_failed",
         "free",
         "unreachable",
     }
