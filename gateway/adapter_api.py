@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from gateway.configbase import NamedSection
+from gateway.processing.api import ProcessorContext
 from gateway.records import Command, CommandResult, Emit
 
 if TYPE_CHECKING:
@@ -46,6 +47,12 @@ class AdapterContext:
     data_dir: str
     # the one outgoing-mail component (gateway/mail): `await mail.enqueue(Mail(...))`; None without [mail]
     mail: MailQueue | None = None
+    # retired pseudonym keys are kept this long (gateway.processing.api.ProcessorContext.keep_old_days)
+    keep_old_days: int | None = None
+
+    def processor_context(self) -> ProcessorContext:
+        """What a processor an adapter builds for itself (a pseudonymizer) needs from the gateway."""
+        return ProcessorContext(gateway_id=self.gateway_id, data_dir=self.data_dir, keep_old_days=self.keep_old_days)
 
 
 class Adapter(Protocol):

@@ -30,7 +30,6 @@ from gateway.delivery import DeliveryLoop, UplinkState
 from gateway.errors import ConfigError, ReadingError
 from gateway.eventloop import loop_factory
 from gateway.ngsi.check import check_reading
-from gateway.processing.api import ProcessorContext
 from gateway.processing.registry import build_stage
 from gateway.processing.stage import Stage
 from gateway.records import Command, CommandResult, Reading, utc_now
@@ -109,7 +108,9 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.context = AdapterContext(gateway_id=config.gateway.id, data_dir=str(config.gateway.data_dir))
+        self.context = AdapterContext(
+            gateway_id=config.gateway.id, data_dir=str(config.gateway.data_dir), keep_old_days=_keep_old_days(config)
+        )
         self.outbox: Outbox | None = None
         self.supervisor: Supervisor | None = None
         self.loops: list[DeliveryLoop] = []
@@ -286,7 +287,7 @@ class Gateway:
         # built before any adapter runs: configured entries first (file order), then what adapters contribute
         self.stage = build_stage(
             cfg.processing,
-            ProcessorContext(gateway_id=cfg.gateway.id, data_dir=str(cfg.gateway.data_dir)),
+            self.context.processor_context(),
             [(a.name, adapter) for a, adapter in adapters],
         )
         running = [] if safe_mode else adapters
@@ -385,6 +386,13 @@ async def _write_status(gw: Gateway) -> None:
     path = Path(gw.config.gateway.data_dir) / STATUS_FILE
     doc = await gw.status()
     write_atomic(path, orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2), STATUS_MODE)
+
+
+def _keep_old_days(config: GatewayConfig) -> int | None:
+    """The shortest keep_old_days of the pseudonymize entries, None without any: it erases for all of them
+    (one key ring), and the pseudonymizers adapters build for themselves follow it (ProcessorContext)."""
+    days = [int(getattr(p, "keep_old_days")) for p in config.processing if p.type == "pseudonymize"]  # noqa: B009
+    return min(days) if days else None
 
 
 def reload_problem(running: GatewayConfig, new: GatewayConfig) -> str | None:

@@ -62,7 +62,6 @@ from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.logs import component_logger
 from gateway.mail.message import Mail, MailError, check_address
 from gateway.ngsi.identifiers import check_entity_id
-from gateway.processing.api import ProcessorContext
 from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
 from gateway.records import (
     Attribute,
@@ -164,7 +163,7 @@ class LockerAdapter:
             pz = PseudonymizeConfig.model_validate(
                 {"type": "pseudonymize", "attributes": [PATRON], "kinds": {PATRON: "email"}}
             )
-            self._patron = pz.build(ProcessorContext(gateway_id=context.gateway_id, data_dir=context.data_dir))
+            self._patron = pz.build(context.processor_context())
         boards_of: dict[str, list[Board]] = {}
         for bc in config.boards:
             board = self.boards[bc.name] = Board(bc)

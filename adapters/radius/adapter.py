@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 from adapters.radius.config import RadiusConfig
 from adapters.radius.server import RadiusAccountingServer
 from gateway.adapter_api import AdapterConfig, AdapterContext
-from gateway.processing.api import ProcessorContext
 from gateway.records import Emit, utc_now
 from gateway.secrets import resolve
 from gateway.wifilog.runner import SessionEventsOut, event_sinks, feeds, shut_down
@@ -39,7 +38,7 @@ class RadiusAdapter:
             retention_months=cfg.retention_months,
             gateway_id=self.context.gateway_id,
         )
-        context = ProcessorContext(gateway_id=self.context.gateway_id, data_dir=self.context.data_dir)
+        context = self.context.processor_context()
         on_event, self.events = event_sinks(cfg, cfg.name, context, self.usage, self.events)
         self.server = RadiusAccountingServer(store, secrets, clock=utc_now, on_event=on_event)
         try:

@@ -52,7 +52,6 @@ from adapters.scanner.visit_qr import MIN_KEY_BYTES
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.errors import ConfigError
 from gateway.logs import component_logger
-from gateway.processing.api import ProcessorContext
 from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
 from gateway.records import Attribute, Command, CommandResult, Emit, make_attribute
 from gateway.secrets import resolve
@@ -140,9 +139,7 @@ class ScannerAdapter:
                     "kinds": dict.fromkeys(CARD_ATTRIBUTES, "card"),
                 }
             )
-            self._pseudonymizer = pz.build(
-                ProcessorContext(gateway_id=context.gateway_id, data_dir=context.data_dir)
-            )  # pad name -> the open reader, for commands
+            self._pseudonymizer = pz.build(context.processor_context())  # pad name -> the open reader, for commands
 
     # --- the one path every scan takes ---------------------------------------------------------
 

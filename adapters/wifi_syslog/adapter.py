@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 from adapters.wifi_syslog.config import WifiSyslogConfig
 from adapters.wifi_syslog.receiver import SyslogReceiver
 from gateway.adapter_api import AdapterConfig, AdapterContext
-from gateway.processing.api import ProcessorContext
 from gateway.records import Emit, utc_now
 from gateway.wifilog.runner import SessionEventsOut, event_sinks, feeds, shut_down
 from gateway.wifilog.store import WifiLogStore
@@ -38,7 +37,7 @@ class WifiSyslogAdapter:
             gateway_id=self.context.gateway_id,
         )
         allowed = frozenset(str(a) for a in cfg.senders) or None
-        context = ProcessorContext(gateway_id=self.context.gateway_id, data_dir=self.context.data_dir)
+        context = self.context.processor_context()
         on_event, self.events = event_sinks(cfg, cfg.name, context, self.usage, self.events)
         self.receiver = SyslogReceiver(store, clock=utc_now, allowed=allowed, on_event=on_event)
         try:

@@ -72,6 +72,10 @@ class ProcessorContext:
 
     gateway_id: str
     data_dir: str
+    # The shortest keep_old_days of the configured pseudonymize entries (None without any): the key ring is
+    # the gateway's one, so a pseudonymizer an adapter builds for itself keeps retired keys that long too,
+    # rather than erasing them from under the configured entries at its own default.
+    keep_old_days: int | None = None
 
 
 class ProcessorMatch(Section):

@@ -218,7 +218,10 @@ class PseudonymizeConfig(ProcessorConfig):
 
     def build(self, context: ProcessorContext) -> Pseudonymizer:
         """Load the gateway's key ring (creating the first key, erasing expired ones) and make the processor."""
-        ring = PseudonymKeyStore(Path(context.data_dir)).load(utc_now(), self.keep_old_days)
+        keep = self.keep_old_days
+        if "keep_old_days" not in self.model_fields_set and context.keep_old_days is not None:
+            keep = context.keep_old_days  # an adapter's own pseudonymizer: the configured retention
+        ring = PseudonymKeyStore(Path(context.data_dir)).load(utc_now(), keep)
         return Pseudonymizer(
             attributes={name: self.kind_of(name) for name in self.attributes},
             ring=ring,
