@@ -112,13 +112,16 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path, data_dir: Path | None = None, **pickup: Any) -> AsyncIterator[Rig]:
-    """The adapter on a CU16 stand-in, its boards seen; `data_dir` (default tmp_path/data) outlives a run."""
+async def running(
+    tmp_path: Path, data_dir: Path | None = None, *, mail_dir: Path | None = None, **pickup: Any
+) -> AsyncIterator[Rig]:
+    """The adapter on a CU16 stand-in, its boards seen; `data_dir` (default tmp_path/data) outlives a run, the
+    mail queue is in `mail_dir` (default `data_dir`: a disk of its own, to fill)."""
     data_dir = data_dir or tmp_path / "data"
     await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)  # a second run's own ptys
     sim = BoardSim([SimBoard("cu16", 0)])
     clock = Clock()
-    mail = await MailQueue.open(data_dir, clock=lambda: clock.now().timestamp())
+    mail = await MailQueue.open(mail_dir or data_dir, clock=lambda: clock.now().timestamp())
     with pty_pair(tmp_path) as (gw, boards):
         async with serve_pty(sim, boards):
             adapter = LockerAdapter(

@@ -8,19 +8,15 @@ the compartment `reserved` with no mail and no code, staff saw "operation failed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from adapters.locker.adapter import LockerAdapter
 from adapters.locker.pickup import PickupStore
-from gateway.adapter_api import AdapterContext
 from gateway.mail import Mail, MailQueue
-from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty
-from tests.adapters.locker.test_adapter import PICKUP, Clock, Collector, Rig, config, running, until
+from tests.adapters.locker.test_adapter import Clock, running
 from tests.support.tmpfs import fill
 
 FULL_WIDTH = "ｈａｎａｋｏ@example.jp"  # one '@', no spaces: what the IME gives with half-width off
@@ -45,42 +41,12 @@ async def test_an_address_the_mail_queue_refuses_is_refused_before_anything_is_s
     assert "ｈａｎａｋｏ" not in caplog.text
 
 
-@contextlib.asynccontextmanager
-async def mail_on(tmp_path: Path, mail_dir: Path) -> AsyncIterator[Rig]:
-    """The adapter with its pickup store in tmp_path/data and the mail queue in `mail_dir` (a disk of its own)."""
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    clock = Clock()
-    mail = await MailQueue.open(mail_dir, clock=lambda: clock.now().timestamp())
-    sim = BoardSim([SimBoard("cu16", 0)])
-    with pty_pair(tmp_path) as (gw, boards):
-        async with serve_pty(sim, boards):
-            adapter = LockerAdapter(
-                config(gw, pickup=PICKUP),
-                AdapterContext(gateway_id="gw1", data_dir=str(data_dir), mail=mail),
-                clock=clock.now,
-                monotonic=clock.monotonic,
-            )
-            out = Collector()
-            task = asyncio.create_task(adapter.run(out))
-            try:
-                rig = Rig(adapter, sim, out, clock, mail)
-                await until(lambda: adapter.boards["b0"].state.value == "online")
-                await rig.settle()
-                yield rig
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                await mail.close()
-
-
 async def test_a_full_mail_disk_undoes_the_assignment_and_says_why(
     tmp_path: Path, tmpfs: Callable[..., Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     disk = tmpfs("512k", at=tmp_path / "maildisk")
     with caplog.at_level(logging.DEBUG):
-        async with mail_on(tmp_path, disk) as rig:
+        async with running(tmp_path, mail_dir=disk) as rig:
             await asyncio.to_thread(fill, disk)
             refused = await rig.command("A-02", "assign", {"email": "hanako@example.jp", "reference": "R-1"})
             assert (refused.ok, refused.info) == (
