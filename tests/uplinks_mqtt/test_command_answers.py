@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from gateway.uplinks.mqtt.config import MqttFormat, TopicStyle
 from tests.mqtt.test_v311_only_broker import v311_only_broker  # noqa: F401 - a fixture of this module's tests
 from tests.support.mosquitto import MosquittoBroker
 from tests.uplinks_mqtt.test_delivery import KEEP_USER
+from tests.uplinks_mqtt.test_security import password_broker as password_broker  # the fixture
 
 DEVICE = "urn:ngsi-ld:Device:gw1-relays"
 INFO = "relays: command relay_3 written (modbus unit 4 FC05 @2 x1)"
@@ -151,20 +151,6 @@ async def test_an_answer_the_acl_refuses_is_lost_and_says_so(
         "Not authorized; the broker's ACL does not allow publishing to that topic for this user (the agent will "
         "let the command expire)"
     ) in warnings
-
-
-@pytest.fixture
-def password_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    pwfile = tmp_path / "passwd"
-    subprocess.run(
-        ["mosquitto_passwd", "-b", "-c", str(pwfile), "gateway01", "s3cret-pw"], check=True, capture_output=True
-    )
-    broker = MosquittoBroker(
-        tmp_path / "pw-broker", extra_conf=f"{KEEP_USER}allow_anonymous false\npassword_file {pwfile}\n"
-    )
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 async def _first_warning(cfg: MqttUplinkConfig, context: AdapterContext, caplog: pytest.LogCaptureFixture) -> str:
