@@ -75,7 +75,10 @@ async def test_a_retried_batch_drops_the_prefetched_one_and_nothing_is_skipped(
     # the second request fails: its batch was read while the first was in flight (and, read from the
     # file, the third batch was already prefetched while the second was being refused)
     orion_double.fail(503, count=1, after=1)
-    loop = orion_loop(orion_double, tmp_path, box, batch_max_rows=10, retry_initial_s=0.05, retry_max_s=0.1)
+    # no random start delay (up to 5 s by default): it spreads a fleet, it is not what this test is about
+    loop = orion_loop(
+        orion_double, tmp_path, box, batch_max_rows=10, retry_initial_s=0.05, retry_max_s=0.1, start_delay_max_s=0
+    )
     try:
         await run_until(loop, lambda: loop.delivered == 40)
     finally:

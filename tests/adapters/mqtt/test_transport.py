@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.mqtt.config import MqttAdapterConfig
 from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
 from tests.adapters.mqtt.test_bursts import redelivered
 from tests.support.mosquitto import MosquittoBroker
@@ -121,14 +122,20 @@ async def test_tls_listener(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
         broker.stop()
 
 
+def short_keepalive(config: MqttAdapterConfig) -> MqttAdapterConfig:
+    """keepalive_s 2, below the config's floor of 5 (which spares a broker needless pings), so that the waits
+    for a broker's 1.5 x keepalive take seconds, not ten."""
+    return config.model_copy(update={"keepalive_s": 2})
+
+
 async def test_keepalive_pings_hold_an_idle_connection(
     mosquitto_private: MosquittoBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="adapters.mqtt.adapter")
     sink = Sink()
-    async with running(counter_config(mosquitto_private, "idle", keepalive_s=5), sink) as adapter:
-        # mosquitto drops a client silent for 1.5 x keepalive (7.5 s)
-        await asyncio.sleep(8)
+    async with running(short_keepalive(counter_config(mosquitto_private, "idle")), sink) as adapter:
+        # mosquitto drops a client silent for 1.5 x keepalive (3 s)
+        await asyncio.sleep(3.5)
         await publish(mosquitto_private, numbered(1))
         await wait_for(lambda: adapter.emitted == 1, what="a message after the idle time")
     assert [r.getMessage() for r in caplog.records] == [
@@ -144,11 +151,12 @@ async def test_a_full_window_outlives_the_keepalive(
     # the adapter keeps pinging (mosquitto keeps us) and does not count the silence (we keep it).
     caplog.set_level(logging.INFO, logger="adapters.mqtt.adapter")
     sink = Sink(auto=False)
-    async with running(counter_config(mosquitto_private, "paused", keepalive_s=5, max_inflight=2), sink) as adapter:
+    config = short_keepalive(counter_config(mosquitto_private, "paused", max_inflight=2))
+    async with running(config, sink) as adapter:
         await publish(mosquitto_private, numbered(4))
         await wait_for(lambda: adapter.received == 2, what="a full window")
-        # past 1.5 x keepalive (7.5 s) on both sides; our silence check runs every keepalive / 2 (2.5 s)
-        await asyncio.sleep(11)
+        # past 1.5 x keepalive (3 s) on both sides; our silence check runs every keepalive / 2 (1 s)
+        await asyncio.sleep(4.5)
         assert (adapter.connected, adapter.received, adapter.in_flight) == (True, 2, 2)
         sink.commit(0)
         sink.commit(1)
