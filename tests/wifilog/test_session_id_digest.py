@@ -24,7 +24,7 @@ from gateway.secrets import SecretStore
 from gateway.wifilog import EventKind, Query, SessionEvent, WifiLogError, WifiLogStore
 from gateway.wifilog.export import render_csv
 from gateway.wifilog.sessions import Session
-from gateway.wifilog.store import DB_FILE, JST, KEYS_SECRET, STORE_DIR
+from gateway.wifilog.store import DB_FILE, JST, KEYS_SECRET, SCHEMA_V1, STORE_DIR
 
 T0 = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
 MAC_HEX = "3c22fb123456"
@@ -117,20 +117,8 @@ def test_open_session_id_answers_the_real_id(tmp_path: Path) -> None:
 
 # -- a file of schema version 1 -------------------------------------------------------------------------------
 
-V1_SCHEMA = """
-CREATE TABLE periods (period TEXT PRIMARY KEY, key_id TEXT NOT NULL, wrapped_key BLOB NOT NULL,
-                      created_at TEXT NOT NULL);
-CREATE TABLE sessions (id INTEGER PRIMARY KEY, period TEXT NOT NULL, nas TEXT NOT NULL,
-                       session_id TEXT NOT NULL, start REAL NOT NULL, end_at REAL NOT NULL, open INTEGER NOT NULL,
-                       mac_idx BLOB, ip_idx BLOB, user_idx BLOB, blob BLOB NOT NULL, UNIQUE (nas, session_id));
-CREATE INDEX sessions_mac ON sessions (mac_idx, start);
-CREATE INDEX sessions_ip ON sessions (ip_idx, start);
-CREATE INDEX sessions_user ON sessions (user_idx, start);
-CREATE INDEX sessions_time ON sessions (period, start);
-CREATE INDEX sessions_open ON sessions (nas, open);
-CREATE TABLE certificates (period TEXT PRIMARY KEY, erased_at TEXT NOT NULL, document TEXT NOT NULL);
-PRAGMA user_version = 1;
-"""
+# what version 1 made: the store's own first migration step, which never changes, then its version
+V1_SCHEMA = SCHEMA_V1 + ";\nPRAGMA user_version = 1;"
 
 
 def _seal(key: bytes, plain: bytes, aad: bytes) -> bytes:
