@@ -112,36 +112,47 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
+async def adapter_on(
+    port: str, sim: BoardSim, data_dir: Path, *, mail_dir: Path | None = None, **extra: Any
+) -> AsyncIterator[Rig]:
+    """The adapter on `port` (a pty or tcp://), its boards seen; the mail queue in `mail_dir` (default
+    `data_dir`: a disk of its own, to fill); `extra` goes to `config` (pickup, offline_after, …)."""
+    clock = Clock()
+    mail = await MailQueue.open(mail_dir or data_dir, clock=lambda: clock.now().timestamp())
+    adapter = LockerAdapter(
+        config(port, **{"pickup": PICKUP, **extra}),
+        AdapterContext(gateway_id="gw1", data_dir=str(data_dir), mail=mail),
+        clock=clock.now,
+        monotonic=clock.monotonic,
+    )
+    out = Collector()
+    task = asyncio.create_task(adapter.run(out))
+    try:
+        r = Rig(adapter, sim, out, clock, mail)
+        await until(lambda: adapter.boards["b0"].state.value == "online")
+        await r.settle()
+        yield r
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await mail.close()
+
+
+@contextlib.asynccontextmanager
 async def running(
     tmp_path: Path, data_dir: Path | None = None, *, mail_dir: Path | None = None, **pickup: Any
 ) -> AsyncIterator[Rig]:
-    """The adapter on a CU16 stand-in, its boards seen; `data_dir` (default tmp_path/data) outlives a run, the
-    mail queue is in `mail_dir` (default `data_dir`: a disk of its own, to fill)."""
+    """The adapter on a CU16 stand-in over a pty; `data_dir` (default tmp_path/data) outlives a run."""
     data_dir = data_dir or tmp_path / "data"
     await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)  # a second run's own ptys
     sim = BoardSim([SimBoard("cu16", 0)])
-    clock = Clock()
-    mail = await MailQueue.open(mail_dir or data_dir, clock=lambda: clock.now().timestamp())
     with pty_pair(tmp_path) as (gw, boards):
-        async with serve_pty(sim, boards):
-            adapter = LockerAdapter(
-                config(gw, pickup={**PICKUP, **pickup}),
-                AdapterContext(gateway_id="gw1", data_dir=str(data_dir), mail=mail),
-                clock=clock.now,
-                monotonic=clock.monotonic,
-            )
-            out = Collector()
-            task = asyncio.create_task(adapter.run(out))
-            try:
-                r = Rig(adapter, sim, out, clock, mail)
-                await until(lambda: adapter.boards["b0"].state.value == "online")
-                await r.settle()
-                yield r
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                await mail.close()
+        async with (
+            serve_pty(sim, boards),
+            adapter_on(gw, sim, data_dir, mail_dir=mail_dir, pickup={**PICKUP, **pickup}) as r,
+        ):
+            yield r
 
 
 @pytest.fixture

@@ -17,12 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.locker.adapter import LockerAdapter
 from adapters.locker.pickup import CodeCheck, PickupState
-from gateway.adapter_api import AdapterContext
-from gateway.mail.queue import MailQueue
 from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty
-from tests.adapters.locker.test_adapter import PICKUP, Clock, Collector, Rig, _assign, config, until
+from tests.adapters.locker.test_adapter import Rig, _assign, adapter_on, until
 from tests.adapters.locker.test_bus_reopen import DroppingServer
 
 UNCONFIRMED = "unconfirmed: the door of compartment A-02 may have opened ({why}); if it did not, ask the library"
@@ -50,34 +47,11 @@ class LosesReplies(BoardSim):
         return super()._answer(board, lock)
 
 
-@contextlib.asynccontextmanager
-async def adapter_on(port: str, sim: BoardSim, data_dir: Path) -> AsyncIterator[Rig]:
-    clock = Clock()
-    mail = await MailQueue.open(data_dir, clock=lambda: clock.now().timestamp())
-    adapter = LockerAdapter(
-        config(port, pickup=PICKUP, offline_after=5),  # the few statuses lost on purpose leave the board online
-        AdapterContext(gateway_id="gw1", data_dir=str(data_dir), mail=mail),
-        clock=clock.now,
-        monotonic=clock.monotonic,
-    )
-    out = Collector()
-    task = asyncio.create_task(adapter.run(out))
-    try:
-        rig = Rig(adapter, sim, out, clock, mail)
-        await until(lambda: adapter.boards["b0"].state.value == "online")
-        await rig.settle()
-        yield rig
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await mail.close()
-
-
+# offline_after=5: the few statuses lost on purpose leave the board online
 @contextlib.asynccontextmanager
 async def on_pty(tmp_path: Path, sim: BoardSim) -> AsyncIterator[Rig]:
     with pty_pair(tmp_path) as (gw, boards):
-        async with serve_pty(sim, boards), adapter_on(gw, sim, tmp_path / "data") as rig:
+        async with serve_pty(sim, boards), adapter_on(gw, sim, tmp_path / "data", offline_after=5) as rig:
             yield rig
 
 
@@ -204,7 +178,10 @@ async def test_only_an_unlock_known_not_sent_gives_the_code_back_at_once(tmp_pat
     down before the unlock went out (the TCP serial server gone) does, as a door seen locked after it does."""
     sim = BoardSim([SimBoard("cu16", 0)])
     served = DropsAfterUnlock(sim)
-    async with tcp_server(served) as (server, port), adapter_on(f"tcp://127.0.0.1:{port}", sim, tmp_path / "d") as rig:
+    async with (
+        tcp_server(served) as (server, port),
+        adapter_on(f"tcp://127.0.0.1:{port}", sim, tmp_path / "d", offline_after=5) as rig,
+    ):
         _, code = await _assign(rig)
         first = await rig.command("A-02", "pickup", {"code": code})
         assert first.info.startswith(
