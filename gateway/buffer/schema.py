@@ -272,15 +272,16 @@ def _aside_name(path: Path, now: datetime) -> Path:
     return target
 
 
-def _unlink(*paths: Path) -> None:
+def _remove_store(*paths: Path) -> None:
+    """Each SQLite file of ours that is not wanted (a discarded salvage, a -wal reader) with its side files."""
     for p in paths:
-        p.unlink(missing_ok=True)
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(str(p) + suffix).unlink(missing_ok=True)
 
 
 def _discard_partial(path: Path) -> None:
     """Remove what a salvage interrupted before it was complete left (the damaged file is still in place)."""
-    building, reader = _side(path, BUILDING), _side(path, _WAL_READER)
-    _unlink(*(Path(str(f) + s) for f in (building, reader) for s in ("", "-journal", "-wal", "-shm")))
+    _remove_store(_side(path, BUILDING), _side(path, _WAL_READER))
 
 
 def _finish_salvage(path: Path) -> Path | None:
@@ -309,7 +310,7 @@ def _finish_salvage(path: Path) -> Path | None:
             os.replace(src, Path(str(moved) + suffix))
     if reader.exists():  # an orphan -wal's: the one-page file reading it stands for the missing main file
         os.replace(reader, moved)
-    _unlink(_side(reader, "-wal"), _side(reader, "-shm"), _side(reader, "-journal"))
+    _remove_store(reader)  # its main file is the moved one now: its -wal link and the rest go
     os.replace(built, path)
     fsync_dir(path.parent)
     return moved
@@ -458,7 +459,7 @@ def _building(path: Path) -> sqlite3.Connection:
 def _build(path: Path, source: Path | None, detail: str, moved: Path, now: datetime) -> None:
     """Salvage `source` into a new file beside `path` and rename it to BUILT once it is complete and synced."""
     building = _side(path, BUILDING)
-    _unlink(building, _side(building, "-journal"))
+    _remove_store(building)
     try:
         conn = _building(building)
         try:
@@ -470,7 +471,7 @@ def _build(path: Path, source: Path | None, detail: str, moved: Path, now: datet
         os.replace(building, _side(path, BUILT))
         fsync_dir(path.parent)
     except BaseException:
-        _unlink(building, _side(building, "-journal"), _side(building, "-wal"), _side(building, "-shm"))
+        _remove_store(building)
         raise
 
 
