@@ -92,6 +92,11 @@ class LineFramer:
         self._searched = 0  # bytes of _buf known to hold no newline: each byte is searched once
         self._skipping = False  # inside a line already reported as too long
 
+    @property
+    def pending(self) -> int:
+        """Bytes of the unfinished line held: none once it is past `max_line` (skipped to its newline)."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> list[bytes | TooLong]:
         out: list[bytes | TooLong] = []
         buf = self._buf

@@ -359,7 +359,7 @@ class ControlServer:
             if not data:
                 return []
             items = intake.framer.feed(data)
-            held = intake.holding(data, items)
+            held = intake.holding(items)
             if held > intake.held:
                 wanted = self.line_bytes + held - intake.held
                 if wanted > self.line_budget:
@@ -373,9 +373,9 @@ class ControlServer:
     async def _drop_line(self, reader: asyncio.StreamReader, intake: _Intake) -> None:
         """Read the refused line to its end, keeping none of it: closed with it unread, the client's write
         fails (a broken pipe) before it reads the `busy` it was sent; bounded like a line."""
-        if not intake.unfinished:  # what it sent ended with its line
+        if not intake.framer.pending:  # what it sent ended with its line (or one past max_line, skipped)
             return
-        left = self.max_line - intake.unfinished
+        left = self.max_line - intake.framer.pending
         while left > 0:
             data = await reader.read(_CHUNK)
             if not data or b"\n" in data:
@@ -588,24 +588,17 @@ class ControlServer:
 class _Intake:
     """One connection's framer, and the bytes of its requests the server holds for the line budget."""
 
-    __slots__ = ("framer", "held", "refused_at", "unfinished")
+    __slots__ = ("framer", "held", "refused_at")
 
     def __init__(self, max_line: int) -> None:
         self.framer = LineFramer(max_line)
         self.held = 0  # counted in ControlServer.line_bytes
-        self.unfinished = 0  # bytes since the last newline
         self.refused_at = 0  # line_bytes this connection would have taken the server to
 
-    def holding(self, data: bytes, items: list[bytes | TooLong]) -> int:
-        """Bytes held once `data` is fed: the complete lines not yet answered and the unfinished one.
-
-        The framer keeps an unfinished line only up to its limit; past it, it skips to the newline
-        and holds nothing.
-        """
-        newline = data.rfind(b"\n")
-        self.unfinished = len(data) - newline - 1 if newline >= 0 else self.unfinished + len(data)
-        lines = sum(len(item) for item in items if isinstance(item, bytes))
-        return lines + (self.unfinished if self.unfinished <= self.framer.max_line else 0)
+    def holding(self, items: list[bytes | TooLong]) -> int:
+        """Bytes held once the framer has given `items`: the complete lines not yet answered and the
+        unfinished one (the framer holds none of a line past its limit: it skips to the newline)."""
+        return sum(len(item) for item in items if isinstance(item, bytes)) + self.framer.pending
 
 
 # --- documents -------------------------------------------------------------------------------------
