@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.crash_report import ENV, crashed_thread, report
+from tests.support.crash_report import ENV, SESSION_END, crashed_thread, main, report, worker_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,3 +83,53 @@ def test_without_pytests_faulthandler_plugin_a_later_crash_is_not_written_into_a
     assert run.returncode == -11
     assert (tmp_path / "victim.txt").read_text() == "my data"
     assert "Fatal Python error: Segmentation fault" in run.stderr
+
+
+def test_under_xdist_a_worker_that_segfaults_is_named_with_its_test_and_thread(tmp_path: Path) -> None:
+    """`make test` runs the suite in xdist workers: a worker that dies is replaced and the run only fails, so
+    the controller's exit status says nothing of a signal. Each worker keeps its own folder and the report
+    finds the one that died."""
+    (tmp_path / "test_crashing.py").write_text(CRASHING)
+    (tmp_path / "test_other.py").write_text("def test_ok():\n    pass\n")
+    crash = tmp_path / "crash"
+    env = {**os.environ, ENV: str(crash), "PYTHONPATH": str(ROOT)}
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.support.crash_report"]
+    run = subprocess.run(
+        [*pytest, "-n", "2", "--dist", "loadfile", "."],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr  # a failure, not a signal: the controller lived on
+    assert "crashed while running" in run.stdout  # xdist's own word, not ours
+    said = worker_reports(crash)  # one per worker that died: xdist hands the crashed file to a replacement too
+    assert said
+    for text in said:
+        lines = text.splitlines()
+        assert re.fullmatch(
+            r"pytest worker gw\d+ died during test_crashing\.py::test_reads_address_zero \(call\)", lines[-1]
+        )
+        current = max(i for i, line in enumerate(lines) if line.startswith("Current thread"))
+        assert lines[current + 1].endswith("in string_at")
+    assert len(said) < sum(p.is_dir() for p in crash.iterdir())  # test_other.py's worker reached the end
+    assert main(crash, run.returncode) == 1  # make keeps the folder
+
+
+def test_a_run_whose_workers_all_finished_reports_nothing(tmp_path: Path) -> None:
+    for worker in ("gw0", "gw1"):
+        (tmp_path / worker).mkdir()
+        (tmp_path / worker / "running").write_text(f"{SESSION_END} (reports, coverage), after the last test")
+        (tmp_path / worker / "faulthandler.log").write_text("")
+    assert worker_reports(tmp_path) == []
+    assert main(tmp_path, 1) == 0  # an ordinary failing test: make removes the folder
+
+
+def test_a_worker_killed_outright_is_named_with_the_test_it_was_in(tmp_path: Path) -> None:
+    (tmp_path / "gw3").mkdir()
+    (tmp_path / "gw3" / "running").write_text("tests/test_x.py::test_y (call)")
+    assert worker_reports(tmp_path) == [
+        "faulthandler wrote nothing (a SIGKILL leaves no dump)\npytest worker gw3 died during tests/test_x.py::test_y (call)"
+    ]
