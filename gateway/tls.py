@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import enum
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import field_validator, model_validator
+from pydantic import BaseModel, field_validator, model_validator
 
-from gateway.configbase import Field, Section
+from gateway.configbase import Field, NamedSection, Section
 from gateway.errors import ConfigError
 
-__all__ = ["TlsSection", "TlsVerify", "client_context"]
+__all__ = ["TlsSection", "TlsVerify", "client_context", "tls_problems"]
 
 
 class TlsVerify(enum.Enum):
@@ -120,3 +120,30 @@ def _no_passphrase(tls: TlsSection, where: str) -> Callable[[], bytes]:
         )
 
     return refuse
+
+
+def tls_tables(section: BaseModel, where: str = "") -> Iterator[tuple[str, TlsSection]]:
+    """Every `tls` table under `section`, with the `where` its runtime passes to `client_context`
+    (`adapters.<name>`, `uplinks.<name>.confirm`, `mail`, `fleet.remote_config`)."""
+    for field, value in section:
+        here = f"{where}.{field}" if where else field
+        for item in value if isinstance(value, tuple | list) else (value,):
+            if isinstance(item, TlsSection):
+                yield where, item
+            elif isinstance(item, NamedSection):
+                yield from tls_tables(item, f"{here}.{item.name}")
+            elif isinstance(item, BaseModel):
+                yield from tls_tables(item, here)
+
+
+def tls_problems(config: BaseModel) -> list[str]:
+    """What `client_context` would refuse at start, for every `tls` table of a loaded configuration: the
+    files a table names are opened here, so check-config finds a missing, unreadable, mismatched or
+    passphrase-protected one before the gateway does."""
+    problems: list[str] = []
+    for where, tls in tls_tables(config):
+        try:
+            client_context(tls, where)
+        except ConfigError as exc:
+            problems.extend(exc.errors)
+    return problems
