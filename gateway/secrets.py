@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
+import grp
 import json
 import logging
 import os
+import pwd
 import re
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -130,8 +134,11 @@ class SecretStore:
     runs the change under that lock: a `get` then a `set` is a race between processes.
 
     Run by root (`sudo edgegw pseudonym rotate`, `sudo edgegw secret set`), every file it writes keeps the
-    owner of the file it replaces, or takes the data directory's when it is new (`_owner`): a root-owned
-    0600 store left the gateway's user unable to read any secret after its next restart.
+    owner of the file it replaces, or takes the data directory's when it is new (`_owner`), before it
+    appears under its name: a root-owned 0600 store, key or lock file left the gateway's user unable to
+    read any secret after its next restart.
+
+    The key is used only as a regular file that no one but its owner may read or write (`_key_bytes`).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -158,12 +165,11 @@ class SecretStore:
     def _locked(self) -> Iterator[None]:
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            # O_EXCL makes it here or fails, following no link: only a lock file made now is given away
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
             fd = os.open(self.lock_path, os.O_RDWR)
-        else:
-            self._give(fd, self._owner(self.directory))
+        except FileNotFoundError:
+            # linked into place already the gateway's, never replaced: a lock file another process made stays
+            create_whole(self.lock_path, b"", owner=self._owner(self.directory))
+            fd = os.open(self.lock_path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -185,36 +191,96 @@ class SecretStore:
                     ]
                 )
             self.directory.mkdir(parents=True, exist_ok=True)
-            create_whole(self.key_path, Fernet.generate_key())  # whole: a crash leaves no empty key
-            owner = self._owner(self.directory)
-            if owner is not None:
-                # by its descriptor, opened without following a link: one put there meanwhile is refused
-                fd = os.open(self.key_path, os.O_RDONLY | os.O_NOFOLLOW)
-                try:
-                    self._give(fd, owner)
-                finally:
-                    os.close(fd)
-        key = self.key_path.read_bytes().strip()
+            # whole, and the gateway's before it has its name: a crash leaves no empty key, nor one root's
+            create_whole(self.key_path, Fernet.generate_key(), owner=self._owner(self.directory))
+        key = self._key_bytes()
         try:
             return Fernet(key)
         except ValueError:  # binascii.Error too: never shown, the file may hold a key of something else
-            fix = (
-                f"put back the key file that belongs to {self.store_path} (kept apart from backups)"
-                if self.store_path.exists()
-                else "move it aside: a new one is made with the first secret set"
-            )
             raise ConfigError(
                 [
                     f"{self.key_path}: not a secret store key, got {len(key)} bytes "
-                    f"(expected 32 url-safe base64-encoded bytes, 44 characters); {fix}"
+                    f"(expected 32 url-safe base64-encoded bytes, 44 characters); {self._key_fix()}"
                 ]
             ) from None
+
+    def _key_fix(self, first: str = "") -> str:
+        if self.store_path.exists():
+            return f"{first}put back the key file that belongs to {self.store_path} (kept apart from backups)"
+        return "move it aside: a new one is made with the first secret set"
+
+    def _key_bytes(self) -> bytes:
+        """The key file's content (stripped), once it is known to be a regular file private to its owner."""
+        fd = _open_regular(self.key_path, "not a secret store key", lambda: self._key_fix("move it aside and "))
+        try:
+            self._make_private(fd)
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read().strip()
+        finally:
+            os.close(fd)
+
+    def _make_private(self, fd: int) -> None:
+        """The key open as `fd` made 0600 if others than its owner may read or write it, with a WARNING;
+        ConfigError, saying the command to run, when this process may not.
+
+        Under root it is also given to the data directory's owner (the gateway's user) when that is not root and
+        the key is another user's (copied with `sudo cp`): made 0600 and left root's, the key the gateway could
+        read before would shut it out of its store. Run by anyone else, that is the chown the error asks for.
+        """
+        st = os.fstat(fd)
+        mode = stat.S_IMODE(st.st_mode)
+        if not mode & 0o077:
+            return
+        rightful = _rightful_owner(st, os.stat(self.directory))
+        heir = rightful if os.geteuid() == 0 else None
+        what = (
+            f"{self.key_path}: readable or writable by others than its owner, so anyone on this box could decrypt "
+            f"{self.store_path}, got mode {mode:04o}"
+        )
+        if os.geteuid() == 0 and not _sole_name(self.key_path, st):
+            # root changes no file it reaches through a link: one the gateway's user put there (to /etc/shadow)
+            # would have root give that file away
+            raise ConfigError(
+                [
+                    f"{what} on a file reached through a link, which root does not change; put a copy of the key "
+                    f"there instead of the link, with mode 0600 and owned by {_names(rightful or (st.st_uid, st.st_gid))}"
+                ]
+            )
+        try:
+            os.fchmod(fd, 0o600)  # first: others lose access even if the chown should fail
+            if heir is not None:
+                os.fchown(fd, *heir)
+        except OSError as exc:
+            fix = f"sudo chmod 600 {self.key_path}"
+            if rightful is not None:
+                fix = f"sudo chown {_names(rightful)} {self.key_path} && {fix}"
+            raise ConfigError(
+                [f"{what}, which user {_user_name(os.geteuid())} may not change ({exc.strerror or exc}); run `{fix}`"]
+            ) from None
+        given = f" and given to {_names(heir)}, the owner of {self.directory}" if heir is not None else ""
+        _log.warning(
+            "%s: was readable or writable by others than its owner (mode %04o), so anyone on this box could "
+            "decrypt %s; changed to 0600%s",
+            self.key_path,
+            mode,
+            self.store_path,
+            given,
+        )
 
     def _read(self, fernet: Fernet) -> dict[str, object]:
         """The store's plaintext document: every way to open it (get, names, migrate) comes through here."""
         from cryptography.fernet import InvalidToken  # loaded already by _fernet
 
-        token = self.store_path.read_bytes()
+        fd = _open_regular(
+            self.store_path,
+            "not a secret store",
+            lambda: f"move it aside and restore {STORE_FILE} from a backup (with the key file that belongs to it)",
+        )
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                token = f.read()
+        finally:
+            os.close(fd)
         if not _fernet_token(token):
             raise ConfigError(
                 [
@@ -225,7 +291,7 @@ class SecretStore:
         try:
             plain = fernet.decrypt(token)
         except InvalidToken:
-            if _partly_readable(self.key_path.read_bytes().strip(), token):
+            if _partly_readable(self._key_bytes(), token):
                 raise ConfigError(
                     [
                         f"{self.store_path}: damaged, got a store whose integrity check fails although "
@@ -339,19 +405,73 @@ class SecretStore:
         payload = fernet.encrypt(json.dumps({"version": SCHEMA_VERSION, "secrets": data}).encode())
         write_atomic(self.store_path, payload, 0o600, durable=True, owner=self._owner(self.store_path))
 
-    @staticmethod
-    def _give(fd: int, owner: tuple[int, int] | None) -> None:
-        """The file open as `fd` given to `owner` (root only: None leaves it as it is)."""
-        if owner is None:
-            return
-        st = os.fstat(fd)
-        if (st.st_uid, st.st_gid) != owner:
-            os.fchown(fd, *owner)
-
     def names(self) -> list[str]:
         if not self.key_path.exists():
             return []
         return sorted(self._load(self._fernet(create=False)))
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _open_regular(path: Path, what: str, fix: Callable[[], str]) -> int:
+    """`path` opened for reading; ConfigError `<path>: <what>, got <kind>; <fix>` when it is no regular file
+    (a `mkdir` by mistake, a restore that unpacked a folder under its name)."""
+    try:
+        # O_NONBLOCK: a named pipe would hold the open until someone writes to it, and the gateway's start with it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # what opening a socket says
+            raise
+        kind = stat.S_IFMT(os.stat(path).st_mode)
+    else:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind == stat.S_IFREG:
+            return fd
+        os.close(fd)
+    raise ConfigError([f"{path}: {what}, got {_KINDS.get(kind, 'no regular file')}; {fix()}"])
+
+
+def _sole_name(path: Path, opened: os.stat_result) -> bool:
+    """Whether the file open (`opened`) is `path` itself, not reached through a symbolic link, and has no other
+    name (a hard link)."""
+    here = os.lstat(path)
+    return (
+        stat.S_ISREG(here.st_mode)
+        and (here.st_dev, here.st_ino) == (opened.st_dev, opened.st_ino)
+        and here.st_nlink == 1
+    )
+
+
+def _rightful_owner(file: os.stat_result, directory: os.stat_result) -> tuple[int, int] | None:
+    """The (uid, gid) a key must be given so the gateway keeps reading it once it is 0600: the data directory's
+    owner, when the key is another user's; None when it is the owner's already, or the directory is root's
+    (then who the gateway runs as is not known here)."""
+    if directory.st_uid == 0 or file.st_uid == directory.st_uid:
+        return None
+    return directory.st_uid, directory.st_gid
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _names(owner: tuple[int, int]) -> str:
+    """`user:group` as chown takes it, by name where the box has one."""
+    try:
+        group = grp.getgrgid(owner[1]).gr_name
+    except KeyError:
+        group = str(owner[1])
+    return f"{_user_name(owner[0])}:{group}"
 
 
 def _fernet_token(token: bytes) -> bool:

@@ -270,13 +270,19 @@ def write_atomic(
         fsync_dir(path.parent)
 
 
-def create_whole(path: Path, data: bytes) -> None:
+def create_whole(path: Path, data: bytes, *, owner: tuple[int, int] | None = None) -> None:
     """Make `path` (0600) holding `data`, unless it exists: written whole through a file of its own,
     fsync'd and linked into place, so a crash leaves no half-written file and a file another process
-    made meanwhile stays (for keys made once: read `path` afterwards for the one in force)."""
+    made meanwhile stays (for keys made once: read `path` afterwards for the one in force).
+
+    `owner` (uid, gid; root only) is given to the file before it is linked: given afterwards, root killed
+    in between left a 0600 key its service's user could never read (`sudo edgegw secret set` on a new box).
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
     try:
         with os.fdopen(fd, "wb") as f:
+            if owner is not None:
+                os.fchown(fd, *owner)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
