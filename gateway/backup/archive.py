@@ -8,7 +8,9 @@ Key material kept in files of its own stays on the box (`KEPT_ON_BOX`): a backup
 it on the share, must not open this box's lockers or impersonate its web UI; a restore leaves those
 files in place. It is written as `.part`, fsync'd and renamed, so a file with the final name is whole;
 one that fails (a full disk, a full share) removes its `.part`, and a killed run's is removed by the
-next run of the same gateway id once `STALE_AFTER_S` old: nothing else would ever delete it.
+next run of the same gateway id once `STALE_AFTER_S` old: nothing else would ever delete it. The stores'
+copies are made first in a staging directory beside it, held by its create: one a killed create left is
+removed by the next create of the same gateway id (create_staging.py).
 Every file and directory it makes is 0600/0700 whatever the umask (`sudo` from a root shell has 022).
 
 A restore is all or nothing. `stage` verifies the backup, before the gateway is stopped, into a
@@ -76,6 +78,7 @@ from typing import IO, Any
 from gateway import __version__
 from gateway.audit.log import AUDIT_FILE
 from gateway.audit.log import HEAD_FILE as AUDIT_HEAD
+from gateway.backup import create_staging
 from gateway.backup.gateway_id import with_gateway_id
 from gateway.backup.manifest import (
     ALTERED,
@@ -250,6 +253,7 @@ def create(
     final = out_dir / file_name(gateway_id, now)
     part = _part_of(final)
     _remove_stale_parts(out_dir, gateway_id)
+    create_staging.remove_dead(out_dir, gateway_id, stale_after_s=STALE_AFTER_S)
     try:
         members = _write(part, data_dir, config_path, gateway_id, out_dir, now, include_secret_key)
     except BaseException as exc:
@@ -278,8 +282,10 @@ def _write(
     include_secret_key: bool,
 ) -> list[Member]:
     """The backup written into `part` (not yet renamed to its final name); returns its members."""
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as staging_name:
-        staging = Path(staging_name)
+    # Left root's under `sudo edgegw backup now`: handed to the service user while root still copies into it,
+    # that user could plant a link for root to write through. A killed root run's is named, with the command
+    # to remove it, by the nightly run that cannot.
+    with create_staging.held(out_dir, gateway_id) as staging:
         members: list[tuple[Member, Path]] = []
         shutil.copyfile(config_path, staging / "config")
         members.append((_member(f"config/{config_path.name}", staging / "config", None), staging / "config"))
