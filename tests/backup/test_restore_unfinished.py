@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -237,18 +236,17 @@ except archive.BackupError as exc:
 
 
 @as_root
-@pytest.mark.usefixtures("searchable_to_here")
 def test_the_service_users_backup_sees_the_mark_of_a_root_restore_cut_short(
-    box: tuple[Path, Path], tmp_path: Path
+    searchable_box: tuple[Path, Path], searchable_tmp: Path
 ) -> None:
     """`sudo edgegw backup restore` makes its staging directory as root; the nightly job runs as the service user."""
-    config, data_dir = box
-    path = _backup(config, data_dir, tmp_path / "share")
+    config, data_dir = searchable_box
+    path = _backup(config, data_dir, searchable_tmp / "share")
     for p in [data_dir, *data_dir.rglob("*"), config]:
         os.chown(p, *SERVICE_USER)
     data_dir.chmod(0o750)  # /var/lib/edgegw, the service user's: StateDirectoryMode=0750
     staging = _restore_killed(path, config, data_dir)
-    nightly = tmp_path / "nightly"
+    nightly = searchable_tmp / "nightly"
     nightly.mkdir()
     os.chown(nightly, *SERVICE_USER)
     child = _child(_AS_SERVICE_USER, *SERVICE_USER, data_dir, config, nightly)
@@ -278,29 +276,16 @@ print(archive.restore(Path(backup), data_dir=Path(data_dir), config_path=Path(co
 """
 
 
-@pytest.fixture
-def searchable_to_here(tmp_path: Path) -> Iterator[None]:
-    """`tmp_path` and the test directories above it searchable by others, as /var/lib is on a box."""
-    above = [p for p in tmp_path.parents if p != Path(p.anchor) and p.stat().st_uid == os.geteuid()]
-    modes = {p: p.stat().st_mode & 0o7777 for p in [tmp_path, *above]}
-    for p, mode in modes.items():
-        p.chmod(mode | 0o011)
-    yield
-    for p, mode in modes.items():
-        p.chmod(mode)
-
-
 @as_root
-@pytest.mark.usefixtures("searchable_to_here")
 def test_the_service_users_whole_restore_after_a_root_one_cut_short_ends_well_and_says_what_is_left(
-    box: tuple[Path, Path], tmp_path: Path
+    searchable_box: tuple[Path, Path], searchable_tmp: Path
 ) -> None:
     """It cannot remove the root restore's mark: that is a warning for the technician, not a failed restore."""
-    _, data_dir = box
-    etc = tmp_path / "etc"
+    _, data_dir = searchable_box
+    etc = searchable_tmp / "etc"
     etc.mkdir()
     config = write_config(etc / "gateway.toml", data_dir)
-    share = tmp_path / "share"
+    share = searchable_tmp / "share"
     path = _backup(config, data_dir, share)
     for p in [data_dir, *data_dir.rglob("*"), etc, config, share, path]:
         os.chown(p, *SERVICE_USER)
