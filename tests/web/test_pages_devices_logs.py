@@ -68,7 +68,7 @@ async def test_a_technician_runs_a_tool_and_reads_its_progress(orion_double: Ori
         }
         response = await tech.post("/devices/tools/start", data=form, allow_redirects=False)
         assert response.status == 303
-        job = re.match(r"/devices/tools/([A-Za-z0-9_.-]+)\?", response.headers["Location"])
+        job = re.fullmatch(r"/devices/tools/([A-Za-z0-9_.-]+)", response.headers["Location"])
         assert job
         page = await (await tech.get(response.headers["Location"])).text()
         assert f'data-poll="/api/tools/{job.group(1)}"' in page

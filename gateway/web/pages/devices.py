@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -21,11 +22,44 @@ from gateway.profiles.cli import format_profile
 from gateway.profiles.loader import ProfileRef, find_profiles, load_profile
 from gateway.web.auth import current_user, requires, services
 from gateway.web.render import CATALOGS, flash, language, render, translator
+from gateway.web.viewmodels.formats import Translate
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 MAX_ARG = 200  # characters of one tool argument
+KEEP_JOB_KINDS = 100  # jobs whose tool a page can still name; the gateway keeps fewer (control.tools.KEEP_JOBS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobKind:
+    """The tool a job runs, as this UI asked the gateway for it: the job page's heading comes from here."""
+
+    family: str
+    tool: str
+    title: str  # the family's own English title (the `tools` op), where the catalog has none
+
+
+# job id → its tool (build_app makes it). The gateway's `tool.poll` says nothing of the tool, and a heading taken
+# from the link would show whatever text a link puts there.
+JOB_KINDS = web.AppKey("tool_job_kinds", dict[str, JobKind])
+
+
+def _remember(app: web.Application, job: str, kind: JobKind) -> None:
+    kinds = app[JOB_KINDS]
+    kinds.pop(job, None)  # a restarted gateway numbers its jobs anew: the newest start of an id is the one
+    kinds[job] = kind
+    for old in list(kinds)[:-KEEP_JOB_KINDS]:
+        del kinds[old]
+
+
+def job_heading(kind: JobKind | None, messages: Mapping[str, str], t: Translate) -> str:
+    """The job page's heading in the user's language: the tool's title as the tools form shows it, or a
+    plain "tool run" for a job this UI did not start (its process restarted, or an address typed in)."""
+    if kind is None:
+        return t("devices.job_title_unknown")
+    title = messages.get(f"tools.{kind.family}.{kind.tool}.title", kind.title or f"{kind.family} {kind.tool}")
+    return t("devices.job_title", title=title)
 
 
 def _profiles() -> list[dict[str, Any]]:
@@ -157,15 +191,18 @@ async def start(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/devices") from None
     job = str(result.get("job", "")) if isinstance(result, dict) else ""
     log.info("web: tool %s %s started by %s as job %s", family, tool, current_user(request).name, job)
-    raise web.HTTPSeeOther(f"/devices/tools/{job}?title={family}+{tool}")
+    _remember(request.app, job, JobKind(family=family, tool=tool, title=str(match.get("title") or "")))
+    raise web.HTTPSeeOther(f"/devices/tools/{job}")
 
 
 @routes.get(r"/devices/tools/{job:[A-Za-z0-9_.-]+}")
 @requires(Role.TECHNICIAN)
 async def job_page(request: web.Request) -> web.StreamResponse:
-    return render(
-        request, "tool_job.html", {"job": request.match_info["job"], "title": request.query.get("title", "")[:100]}
-    )
+    job = request.match_info["job"]
+    kind = request.app[JOB_KINDS].get(job)
+    messages = request.app[CATALOGS].messages.get(language(request), {})
+    heading = job_heading(kind, messages, translator(request))
+    return render(request, "tool_job.html", {"job": job, "heading": heading})
 
 
 @routes.get(r"/api/tools/{job:[A-Za-z0-9_.-]+}")

@@ -115,6 +115,31 @@ def _reason(info: str) -> str:
     return word if word in REASONS else "failed"
 
 
+# What became of the code mail, as the adapter's answer to `cancel` words it (adapters/locker/code_mail.py, and
+# `_cancel` when the queue fails): `cancelled: assignment 7; its code mail 12 had been sent already; …`. Each has
+# its own sentence, since staff decide from it whether to call the patron. The answer carries no stable word
+# for it yet, so these phrases are matched; one not listed says the patron may have the code (the safe side).
+MAIL_OUTCOMES: tuple[tuple[str, str], ...] = (
+    ("was withdrawn before it was sent", "withdrawn"),
+    ("was being sent and may still reach the patron", "sending"),
+    ("had been sent already", "sent"),
+    ("had failed, nothing was sent", "failed"),
+    ("is not in the mail queue", "not_queued"),
+    ("no code mail on record", "none"),
+    ("no mail queue to withdraw its code mail from", "no_queue"),
+    ("could not be withdrawn", "not_withdrawn"),
+)
+
+
+# outcomes after which the patron may hold the code (or may yet get it): staff are to act, so a warning
+_PATRON_MAY_HAVE_CODE = frozenset({"sending", "sent", "not_queued", "no_queue", "not_withdrawn", "unknown"})
+
+
+def mail_outcome(info: str) -> str:
+    """The code mail's fate in a cancel's answer, as a word of MAIL_OUTCOMES, or `unknown`."""
+    return next((word for phrase, word in MAIL_OUTCOMES if phrase in info), "unknown")
+
+
 async def _command(request: web.Request, entity_id: str, name: str, value: Any) -> tuple[bool, str]:
     result, _ = await _call(request, "command", entity_id=entity_id, name=name, value=value, actor=_actor(request))
     if not isinstance(result, Mapping):
@@ -157,7 +182,11 @@ async def action(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(reason="unknown action")
     ok, info = await _command(request, entity_id, name, None)
     unaudited = await audit_done(request, f"locker.{name}", label, {"ok": ok, "result": info[:200]})
-    if ok:
+    if ok and name == "cancel":
+        outcome = mail_outcome(info)
+        category = "warning" if outcome in _PATRON_MAY_HAVE_CODE else "success"
+        flash(request, t(f"lockers.done.cancel.{outcome}", label=label), category)
+    elif ok:
         flash(request, t(f"lockers.done.{name}", label=label), "success")
     else:
         flash(request, t(f"lockers.refused.{_reason(info)}", label=label), "error")

@@ -150,6 +150,7 @@ class Dashboard:
     alarms: tuple[AlarmRow, ...] = ()
     safe_mode: str = ""  # why the gateway is in safe mode; empty when it is not
     problems: tuple[str, ...] = field(default=())  # short keys of what is wrong, for the page's headline
+    offline_devices: int = 0  # devices offline under any adapter, running or not: the headline's count
 
 
 def _num(value: Any) -> float | None:
@@ -301,9 +302,13 @@ def dashboard(status: Mapping[str, Any]) -> Dashboard:
     caps = _caps(buffer, _map(status.get("buffer_caps")))
     dropped = sum(_int(n) for reasons in _map(buffer.get("dropped")).values() for n in _map(reasons).values())
     host = _host(_map(status.get("host")))
+    # a running adapter says nothing of its devices: a gauge silent for hours is seen only in its own row
+    offline_devices = sum(1 for a in adapters for d in a.devices if d.state == "offline")
     problems: list[str] = []
     if any(a.bad for a in adapters):
         problems.append("adapters")
+    if offline_devices:
+        problems.append("devices")
     if any(u.bad for u in uplinks):
         problems.append("uplinks")
     if buffer.get("disk_full"):
@@ -328,6 +333,7 @@ def dashboard(status: Mapping[str, Any]) -> Dashboard:
         alarms=alarms,
         safe_mode=safe_mode,
         problems=tuple(problems),
+        offline_devices=offline_devices,
     )
 
 
@@ -458,4 +464,9 @@ def alarm_items(view: Dashboard, lang: str, jst: Callable[[Any], str]) -> list[d
 
 
 def problem_texts(view: Dashboard, t: Translate) -> list[str]:
-    return [t(f"dashboard.problem.{p}") for p in view.problems]
+    return [
+        t("dashboard.problem.devices", count=number(view.offline_devices))
+        if p == "devices"
+        else t(f"dashboard.problem.{p}")
+        for p in view.problems
+    ]
