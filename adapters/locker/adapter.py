@@ -5,7 +5,8 @@ control socket's `command` op), each on a compartment's entity id:
 
     unlock / open         staff or platform: open the door (compartment exists, door not open, board online)
     assign  {email, reference}   staff: reserve a free compartment; the patron gets a one-time code by e-mail
-    pickup  {code}        kiosk: the code opens the door once; wrong codes count, entry locks after max_wrong
+    pickup  {code}        kiosk: the code opens the door once; wrong codes count, entry locks after max_wrong;
+                          a cancelled assignment's code (valid_days after the cancel) is told so, and counts no try
     cancel / reset        staff: end the assignment (address erased, its code mail withdrawn) / clear the wrong-code count
     grid                  staff page: every compartment's state and assignment as JSON (any compartment id)
 
@@ -154,6 +155,7 @@ class LockerAdapter:
         self.alerts = 0
         self.unlocks = 0
         self.mail_failures = 0  # assignments undone because their code mail could not be queued
+        self.cancelled_codes = 0  # kiosk tries with the code of a cancelled assignment (answered, not counted)
         self.unmailed: dict[str, int] = {}  # label → active assignment with no code mail (a crash between the steps)
         self._steps: set[asyncio.Task[CommandResult]] = set()  # assign steps that outlive a command's deadline
         # The address becomes a token before anything is emitted unless the config says otherwise: the same
@@ -204,6 +206,8 @@ class LockerAdapter:
                 clock=lambda: self._clock().timestamp(),
                 code_length=p.code_length,
                 max_wrong=p.max_wrong,
+                # as long as the code would have worked: a patron who kept its mail comes within that time
+                cancelled_kept_s=p.valid_days * 86400,
             )
         return self.store
 
@@ -277,6 +281,7 @@ class LockerAdapter:
                     f"door of compartment {c.label} open for more than {self.config.pickup.door_open_alert_s:g} s",
                 )
         if self.store is not None:
+            await asyncio.to_thread(self.store.forget_cancelled)
             for a in await asyncio.to_thread(self.store.expire):
                 late = self.compartments.get(a.label)
                 if late is None:
@@ -678,6 +683,21 @@ class LockerAdapter:
             check, spent = await asyncio.to_thread(store.check_code, c.label, code)
         if check is CodeCheck.NO_CODE:
             return self._result(command, False, "no_code: no valid code for this compartment")
+        if check is CodeCheck.CANCELLED:
+            assert spent is not None
+            self.cancelled_codes += 1
+            self._log.info(
+                "compartment %s: a pickup code of cancelled assignment %d was entered; it opens nothing and is not "
+                "counted as a wrong try (counted in cancelled_codes)",
+                c.label,
+                spent.id,
+            )
+            return self._result(
+                command,
+                False,
+                f"cancelled_code: the reservation for compartment {c.label} was cancelled; this code no longer "
+                "opens it, ask the library",
+            )
         if check is CodeCheck.UNCONFIRMED:
             return self._result(
                 command, False, _unconfirmed(c, "its code was used and the door has not been seen open yet")
@@ -787,6 +807,7 @@ class LockerAdapter:
             "alerts": self.alerts,
             "unlocks": self.unlocks,
             "mail_failures": self.mail_failures,
+            "cancelled_codes": self.cancelled_codes,
             "unmailed": {label: self.unmailed[label] for label in sorted(self.unmailed)},
             "patron": self.config.pickup.patron.value,
             "unreadable_addresses": self.store.unreadable_addresses if self.store is not None else 0,

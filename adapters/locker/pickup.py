@@ -13,12 +13,15 @@ seen open, closes on an empty compartment the assignment is `collected`, the e-m
 erased, and a pickup event is owed to the platform (`event_pending`) until the adapter has emitted
 it, so a crash between the two re-sends it (its entity id makes the replay idempotent). A `reserved`
 assignment past its deadline becomes `overdue` (the code stops working; staff decide). `cancelled`
-ends one by staff.
+ends one by staff; its code's hash stays for `cancelled_kept_s` (the adapter: `valid_days`), since its
+mail may have reached the patron before the cancel: their code is then answered CANCELLED instead
+of counting as a wrong try against the compartment's next assignment, and is never issued again
+meanwhile (the uniqueness lookup covers every row with a hash). `forget_cancelled` drops it after.
 
     reserved ──right code──► opened, hash kept ──door seen open──► opened ──door closed, empty──► collected
        ▲                          │
        └──────give_back───────────┘   (door not opened, or not seen open in time)
-    reserved ──deadline──► overdue ──staff──► cancelled;  any active ──staff──► cancelled
+    reserved ──deadline──► overdue ──staff──► cancelled;  any active ──staff──► cancelled, hash kept ──time──► cancelled
 
 "Seen open" is an `opened` row without its hash, so no schema change came with it: rows the previous
 release left `opened` had their hash dropped at the code check and count as seen open. That release
@@ -97,6 +100,7 @@ class CodeCheck(enum.Enum):
     WRONG = "wrong"
     LOCKED = "locked"  # too many wrong codes: staff must reset
     NO_CODE = "no_code"  # nothing reserved in this compartment (or the code is spent or expired)
+    CANCELLED = "cancelled"  # the code of an assignment staff cancelled (its mail may have reached the patron)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,11 +204,20 @@ def _row(r: tuple[Any, ...]) -> Assignment:
 class PickupStore:
     """`<data_dir>/locker-<adapter>.db`; synchronous calls, cheap (one small transaction each)."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float], code_length: int = 6, max_wrong: int = 5) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float],
+        code_length: int = 6,
+        max_wrong: int = 5,
+        cancelled_kept_s: float = 7 * 86400,
+    ) -> None:
         self.path = path
         self.clock = clock
         self.code_length = code_length
         self.max_wrong = max_wrong
+        self.cancelled_kept_s = cancelled_kept_s
         self._log = component_logger(__name__, path.stem.removeprefix("locker-"))
         self.unreadable_addresses = 0  # sealed addresses that did not open (read as no address)
         # secure_delete: an erased address is overwritten, not left in free space
@@ -243,9 +256,15 @@ class PickupStore:
             self._log.debug("locker store %s: WAL not truncated, another connection is reading", self.path)
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._shared.held() as held, immediate(held) as db:
-            yield db
+    def _tx(self, *, erasing: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction. `erasing`: the WAL truncated after its commit (old page images hold what it erased),
+        in the same hold of the connection: a close that came between the two made a committed erasure raise
+        "closed" to its caller."""
+        with self._shared.held() as held:
+            with immediate(held) as db:
+                yield db
+            if erasing:
+                self._truncate_wal()
 
     def _hash(self, code: str) -> str:
         return hmac.new(self._key, code.encode(), hashlib.sha256).hexdigest()
@@ -324,25 +343,24 @@ class PickupStore:
         """Count a try at the kiosk; a right code moves the assignment to `opened` (stored before the unlock).
 
         The code stays until its door is seen open: given again meanwhile it is UNCONFIRMED, and opens nothing.
+        The code of an assignment cancelled in the last `cancelled_kept_s` is CANCELLED (with that assignment):
+        a patron whose mail had left before the cancel, not a guess at the live code, so no try is counted.
         """
         now = self.clock()
+        digest = self._hash(code)
         with self._tx() as db:
-            r = db.execute(
-                "SELECT id, code_hash, wrong, expires_at, state FROM assignments WHERE label=? AND state IN "
-                f"{_ACTIVE_SQL}",
-                (label,),
+            gone = db.execute(
+                "SELECT id FROM assignments WHERE label=? AND state='cancelled' AND code_hash=? AND closed_at>?",
+                (label, digest, now - self.cancelled_kept_s),
             ).fetchone()
-            if r is None or r[1] is None or r[4] == "overdue" or (r[4] == "reserved" and now >= r[3]):
-                return CodeCheck.NO_CODE, None
-            if r[2] >= self.max_wrong:
-                return CodeCheck.LOCKED, None
-            if not hmac.compare_digest(r[1], self._hash(code)):
-                db.execute("UPDATE assignments SET wrong=wrong+1 WHERE id=?", (r[0],))
-                return (CodeCheck.LOCKED if r[2] + 1 >= self.max_wrong else CodeCheck.WRONG), None
-            if r[4] == "opened":
-                return CodeCheck.UNCONFIRMED, None
-            db.execute("UPDATE assignments SET state='opened', opened_at=? WHERE id=?", (now, r[0]))
-        return CodeCheck.OK, self.get(r[0])
+            check, found = (
+                (CodeCheck.CANCELLED, gone[0])
+                if gone is not None
+                else _try_live(db, label, digest, now, self.max_wrong)
+            )
+            if check is CodeCheck.OK:
+                db.execute("UPDATE assignments SET state='opened', opened_at=? WHERE id=?", (now, found))
+        return check, None if found is None else self.get(found)
 
     def unconfirmed(self) -> list[Assignment]:
         """Assignments whose code was used and whose door has not been seen open since (at start: maybe never sent)."""
@@ -390,10 +408,8 @@ class PickupStore:
 
     def event_sent(self, assignment_id: int) -> None:
         """The pickup event is on the buffer: the address has no use left and is erased."""
-        with self._tx() as db:
+        with self._tx(erasing=True) as db:
             db.execute("UPDATE assignments SET event_pending=0, email_sealed=NULL WHERE id=?", (assignment_id,))
-        with self._shared.held():
-            self._truncate_wal()
 
     def expire(self) -> list[Assignment]:
         """Reserved assignments past their deadline become `overdue`; their codes stop working."""
@@ -421,22 +437,31 @@ class PickupStore:
     def cancel(self, label: str, *, assignment: int | None = None) -> Assignment | None:
         """Staff end the active assignment of a compartment (book taken back, wrong compartment); address erased.
 
+        The code's hash stays for `cancelled_kept_s` (`forget_cancelled`): its mail may have reached the patron,
+        and their try is then told apart from a wrong code against the compartment's next assignment.
         With `assignment`, only that one (an assignment undone because its code mail could not be queued)."""
         now = self.clock()
         only = "" if assignment is None else f" AND id={int(assignment)}"
-        with self._tx() as db:
+        with self._tx(erasing=True) as db:
             r = db.execute(
                 f"SELECT id FROM assignments WHERE label=? AND state IN {_ACTIVE_SQL}{only}", (label,)
             ).fetchone()
             if r is None:
                 return None
             db.execute(
-                "UPDATE assignments SET state='cancelled', closed_at=?, code_hash=NULL, email_sealed=NULL WHERE id=?",
+                "UPDATE assignments SET state='cancelled', closed_at=?, email_sealed=NULL WHERE id=?",
                 (now, r[0]),
             )
-        with self._shared.held():
-            self._truncate_wal()
         return self.get(r[0])
+
+    def forget_cancelled(self) -> int:
+        """Hashes of codes cancelled more than `cancelled_kept_s` ago are dropped; how many."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE assignments SET code_hash=NULL WHERE state='cancelled' AND code_hash IS NOT NULL AND closed_at<=?",
+                (self.clock() - self.cancelled_kept_s,),
+            )
+        return cur.rowcount
 
     def reset_tries(self, label: str) -> Assignment | None:
         with self._tx() as db:
@@ -445,6 +470,27 @@ class PickupStore:
                 return None
             db.execute("UPDATE assignments SET wrong=0 WHERE id=?", (r[0],))
         return self.get(r[0])
+
+
+def _try_live(
+    db: sqlite3.Connection, label: str, digest: str, now: float, max_wrong: int
+) -> tuple[CodeCheck, int | None]:
+    """`check_code` against the compartment's active assignment: a wrong code counts (in `db`'s transaction);
+    the assignment's id only with OK."""
+    r = db.execute(
+        f"SELECT id, code_hash, wrong, expires_at, state FROM assignments WHERE label=? AND state IN {_ACTIVE_SQL}",
+        (label,),
+    ).fetchone()
+    if r is None or r[1] is None or r[4] == "overdue" or (r[4] == "reserved" and now >= r[3]):
+        return CodeCheck.NO_CODE, None
+    if r[2] >= max_wrong:
+        return CodeCheck.LOCKED, None
+    if not hmac.compare_digest(r[1], digest):
+        db.execute("UPDATE assignments SET wrong=wrong+1 WHERE id=?", (r[0],))
+        return (CodeCheck.LOCKED if r[2] + 1 >= max_wrong else CodeCheck.WRONG), None
+    if r[4] == "opened":
+        return CodeCheck.UNCONFIRMED, None
+    return CodeCheck.OK, r[0]
 
 
 _KEY_BYTES = 32

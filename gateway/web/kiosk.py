@@ -49,7 +49,18 @@ STATIC_DIR = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"
 # the outcomes the adapter reports (`<reason>: …`) that the kiosk has a sentence for
 OUTCOMES = frozenset(
-    {"opened", "wrong_code", "locked", "no_code", "offline", "open", "stuck", "unknown", "unconfirmed"}
+    {
+        "opened",
+        "wrong_code",
+        "locked",
+        "no_code",
+        "cancelled_code",
+        "offline",
+        "open",
+        "stuck",
+        "unknown",
+        "unconfirmed",
+    }
 )
 
 CONTROL = web.AppKey("kiosk_control", ControlClient)

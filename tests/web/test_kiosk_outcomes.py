@@ -22,7 +22,18 @@ CATALOGS = ROOT / "gateway" / "web" / "catalogs"
 
 # The words the locker adapter's pickup command answers with (adapters/locker/adapter.py: _kiosk, _open_door,
 # _unconfirmed and the pickup store's code checks); its other commands' answers never reach the kiosk.
-PICKUP_ANSWERS = {"opened", "wrong_code", "locked", "no_code", "unknown", "offline", "open", "stuck", "unconfirmed"}
+PICKUP_ANSWERS = {
+    "opened",
+    "wrong_code",
+    "locked",
+    "no_code",
+    "cancelled_code",
+    "unknown",
+    "offline",
+    "open",
+    "stuck",
+    "unconfirmed",
+}
 
 
 def test_every_pickup_answer_is_a_kiosk_outcome() -> None:
