@@ -184,9 +184,14 @@ def format_stats(s: BufferStats) -> str:
         for lane in u.cursors
     ]
     table = _table(["uplink", "lane", "cursor", "pending", "dead letters"], rows) if rows else "no uplink cursors\n"
+    kept = "".join(
+        f"kept for {name} (no longer configured): {sum(k.pending.values()):,} undelivered rows until "
+        f"{k.kept_until:%Y-%m-%d %H:%M} UTC; configure it again before then to deliver them\n"
+        for name, k in s.kept_uplinks.items()
+    )
     gone = {k: v for k, v in s.dead_letters.items() if k not in s.uplinks}
     tail = "".join(f"dead letters of {k} (no longer configured): {v:,}\n" for k, v in gone.items())
-    return "\n".join(text) + "\n\n" + table + tail
+    return "\n".join(text) + "\n\n" + table + kept + tail
 
 
 def format_salvage(v: Salvage) -> str:

@@ -1,4 +1,4 @@
-"""The `[buffer]` section: durability, group commit, caps and the disk-space reserve."""
+"""The `[buffer]` section: durability, group commit, caps, the disk-space reserve and removed uplinks' backlog."""
 
 from __future__ import annotations
 
@@ -62,6 +62,17 @@ class BufferConfig(Section):
         ge=0,
         le=1024**3,
         description="disk space held in <data_dir>/buffer.db.reserve so that a full disk can still be delivered",
+    )
+
+    removed_uplink_keep_days: int = Field(
+        # A week: an uplink taken out of the configuration by mistake, or by an apply that a rollback
+        # undoes, is usually noticed within days; its backlog is acknowledged data. The caps and
+        # max_age_s still hold meanwhile, so the disk is protected however long it is kept.
+        default=7,
+        ge=0,
+        le=365,
+        description="days the cursors and undelivered rows of an uplink no longer configured are kept, so that "
+        "configuring it again delivers them (0: dropped at the next start)",
     )
 
     @field_validator("reserve_bytes")

@@ -28,6 +28,9 @@ Invariants the rest of the gateway relies on:
   are stamped on the store's AgeClock, whose offset the writer adjusts when it sees a step (each
   second and before stats; see store.py). Rows are stamped under the condition the writer
   holds while it does so, and the rows stamped after the step and before it saw it are stamped again.
+- An uplink the configuration no longer names keeps its cursors and backlog for [buffer]
+  removed_uplink_keep_days (see store.py), said at every open (WARNING); configured again within
+  that period it goes on from its cursors, after it its cursors go as at a start, also while running.
 - Cap drops are said once when an episode starts, naming every lane and cap involved (WARNING),
   again when it reaches a lane it had not named (INFO), and once when it ends (INFO).
 """
@@ -41,6 +44,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -187,7 +191,11 @@ class Outbox:
                 room = Room(config, store.rows, store.bytes)
                 store.room = room
                 for name in store.removed_uplinks:
-                    log.warning("buffer: uplink %s is no longer configured; dropped its cursors", name)
+                    _say_dropped(name)
+                for name in store.kept:
+                    _say_kept(name, store, config)
+                for name in store.returned:
+                    log.info("buffer: uplink %s is configured again; it goes on from its cursors", name)
                 space.look()
                 store.checkpoint_every_commit(space.careful)
             except BaseException:
@@ -933,6 +941,8 @@ class Outbox:
         try:
             self._look()
             self._sync_external()
+            for name in self._delivering(self._store.expire_removed)():
+                _say_dropped(name)
             if age:
                 drops = self._delivering(lambda: self._store.drop_aged(self._store.age.now()))()
                 if drops:
@@ -970,6 +980,23 @@ class Outbox:
             )
             log.info("buffer: back under the caps; dropped %s in that episode", summary)
             self._dropping = None
+
+
+def _say_dropped(name: str) -> None:
+    log.warning("buffer: uplink %s is no longer configured; dropped its cursors", name)
+
+
+def _say_kept(name: str, store: Store, config: BufferConfig) -> None:
+    """At every open, once per kept removed uplink: a technician reading the log learns what waits for it."""
+    until = datetime.fromtimestamp(store.removed[name][1] / 1000, UTC)
+    log.warning(
+        "buffer: uplink %s is no longer configured; keeping its %d undelivered rows until %s UTC "
+        "([buffer] removed_uplink_keep_days = %d); configure it again before then to deliver them",
+        name,
+        store.kept_rows(name),
+        until.strftime("%Y-%m-%d %H:%M"),
+        config.removed_uplink_keep_days,
+    )
 
 
 def _and(names: Sequence[str]) -> str:

@@ -18,10 +18,10 @@ from typing import TypeVar
 from gateway.buffer.space import full_disk_on_open, is_disk_full
 from gateway.buffer.stats import DeadLetter
 from gateway.buffer.store import (
+    configured_cursors,
     count_dead_letters,
     count_pending,
     count_pending_entities,
-    read_cursors,
     read_dead_letters,
 )
 from gateway.errors import BufferUnavailable
@@ -78,12 +78,12 @@ class BufferReader:
         return sum(counts.values()) if uplink is None else counts.get(uplink, 0)
 
     async def backlog(self) -> dict[str, dict[str, int]]:
-        """Uplink -> lane name -> rows it still has to deliver, from the stored cursors."""
+        """Configured uplink -> lane name -> rows it still has to deliver, from the stored cursors."""
 
         def read(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
             conn.execute("BEGIN")  # cursors and counts from one snapshot
             try:
-                return {name: count_pending(conn, name, cur) for name, cur in sorted(read_cursors(conn).items())}
+                return {name: count_pending(conn, name, cur) for name, cur in sorted(configured_cursors(conn).items())}
             finally:
                 conn.execute("COMMIT")
 
@@ -97,7 +97,7 @@ class BufferReader:
             try:
                 return {
                     name: count_pending_entities(conn, name, cur, id_prefix)
-                    for name, cur in sorted(read_cursors(conn).items())
+                    for name, cur in sorted(configured_cursors(conn).items())
                 }
             finally:
                 conn.execute("COMMIT")

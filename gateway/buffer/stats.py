@@ -1,9 +1,9 @@
-"""What the outbox reports about itself: BufferStats, UplinkCursorStats, Salvage and DeadLetter."""
+"""What the outbox reports about itself: BufferStats, UplinkCursorStats, KeptUplink, Salvage and DeadLetter."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,24 @@ class UplinkCursorStats:
     cursors: Mapping[str, int]  # lane -> seq of the last row this uplink has passed
     pending: Mapping[str, int]  # lane -> rows past the cursor that this uplink still has to read
     dead_letters: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeptUplink:
+    """An uplink no longer configured whose cursors and backlog are kept ([buffer] removed_uplink_keep_days)."""
+
+    removed_at: datetime  # when a start first found it missing from the configuration
+    kept_until: datetime  # configured again before then, it delivers its backlog; after, that is dropped
+    cursors: Mapping[str, int]
+    pending: Mapping[str, int]  # lane -> rows it has not delivered, kept for it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "removed_at": iso_utc(self.removed_at),
+            "kept_until": iso_utc(self.kept_until),
+            "cursors": dict(self.cursors),
+            "pending": dict(self.pending),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +87,7 @@ class BufferStats:
     disk_free_bytes: int | None  # in the data directory, None if unknown
     disk_full: bool | None  # new readings refused for want of disk space, no clear room since; None: not the gateway
     reserve_bytes: int  # held by the reserve file now (0: released, or none configured)
+    kept_uplinks: Mapping[str, KeptUplink] = field(default_factory=dict)  # removed, their backlog kept
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +114,7 @@ class BufferStats:
             "disk_free_bytes": self.disk_free_bytes,
             "disk_full": self.disk_full,
             "reserve_bytes": self.reserve_bytes,
+            "kept_uplinks": {name: k.to_dict() for name, k in self.kept_uplinks.items()},
         }
 
 

@@ -23,6 +23,16 @@ suddenly months old and dropped as max_age at the next age check. So:
 - What no clock can tell apart from time the gateway was stopped: a clock wrong during a whole run
   and right at the next start, or stepped while the gateway was stopped (or in the second before
   it stopped, before the writer looked). That run's rows then age by the step, as they always did.
+
+An uplink with cursors in the file that the configuration no longer names is kept, not forgotten,
+for [buffer] removed_uplink_keep_days: an uplink removed by mistake, or by an apply a rollback
+undoes, must find its acknowledged backlog when it comes back. Its cursors stay in the file and
+hold back the deletion of the rows it has not passed, which still count against the caps and age
+out as any row (so the disk stays protected); nothing is read for it. When a start first found it
+missing (on the age clock, so a step of the wall clock does not end the period) and until when it
+is kept are in the counters table. Once the period is over (at a start, or by the writer's
+maintenance) its cursors go, and with them the rows only it still needed; configured again
+before, it goes on from its cursors.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ from gateway.buffer.caps import LANES, DropReason, Room, drop_order
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.schema import wal_pages
 from gateway.buffer.space import insert_pages, reserve_path
-from gateway.buffer.stats import BufferStats, DeadLetter, UplinkCursorStats
+from gateway.buffer.stats import BufferStats, DeadLetter, KeptUplink, UplinkCursorStats
 from gateway.buffer.tail import Tail
 from gateway.errors import BufferError
 from gateway.records import Lane, Reading, decode_reading, encode_reading
@@ -112,6 +122,13 @@ _TIGHT = 0.9  # from this share of a cap on, acknowledgements are written at onc
 # wall clock against the elapsed time is a step. NTP slews at most 0.5 ms a second, and slews move the
 # elapsed time alike; 2 s stays above what an unsynchronised clock drifts between two looks.
 _AGE_OFFSET = "clock.offset_ms"
+_SET_COUNTER = (
+    "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
+# A kept removed uplink (see the module docstring): counters named these prefixes + its name.
+_REMOVED_AT = "uplink.removed_at_ms."
+_KEPT_UNTIL = "uplink.kept_until_ms."
+DAY_MS = 86_400_000
 STEP_S = 2.0
 # Rows stamped since the writer's last look carry a stamp within that time (± this much slack); a
 # stamp outside it was taken after a step the writer had not seen yet, and carries that step.
@@ -321,6 +338,32 @@ def count_pending_entities(conn: sqlite3.Connection, uplink: str, cursor: Sequen
     return int(total)
 
 
+_REMOVED_PREFIXES = (_REMOVED_AT, _KEPT_UNTIL)
+
+
+def configured_cursors(conn: sqlite3.Connection) -> dict[str, list[int]]:
+    """read_cursors without the removed uplinks kept for their period: what another process (the web UI) shows
+    as the uplinks' backlog. A kept one delivers nothing until it is configured again."""
+    kept = {
+        name[len(_REMOVED_AT) :]
+        for (name,) in conn.execute(
+            "SELECT name FROM counters WHERE substr(name, 1, ?) = ?", (len(_REMOVED_AT), _REMOVED_AT)
+        )
+    }
+    return {name: cur for name, cur in read_cursors(conn).items() if name not in kept}
+
+
+def _pop_removed(counters: Counter[str], keep_ms: int) -> dict[str, tuple[int, int]]:
+    """Take what says which uplinks were removed out of `counters`: name -> (removed at, kept until), in ms."""
+    at = {k[len(_REMOVED_AT) :]: counters.pop(k) for k in list(counters) if k.startswith(_REMOVED_AT)}
+    until = {k[len(_KEPT_UNTIL) :]: counters.pop(k) for k in list(counters) if k.startswith(_KEPT_UNTIL)}
+    return {name: (at_ms, until.get(name, at_ms + keep_ms)) for name, at_ms in at.items()}
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
 class Store:
     def __init__(
         self,
@@ -354,6 +397,8 @@ class Store:
         self.counters: Counter[str] = Counter(dict(conn.execute("SELECT name, value FROM counters").fetchall()))
         reserved_before = self.counters.pop(_RESERVED, 0)
         self._saved_offset = self.counters.pop(_AGE_OFFSET, 0)
+        # uplink no longer configured -> (removed at, kept until), ms on the age clock, as in the file
+        self.removed = _pop_removed(self.counters, config.removed_uplink_keep_days * DAY_MS)
         self.age = AgeClock(clock, self._start_offset(conn, clock), _elapsed_clock())
         self._deleted_upto = [0] * _LANES
         self._data_version = self._read_data_version()
@@ -370,7 +415,9 @@ class Store:
         self.tail = Tail(tail_rows, self.next_seq - 1, tail_bytes)
         self.uplinks: tuple[str, ...] = ()
         self.cursors: dict[str, list[int]] = {}
-        self.removed_uplinks: list[str] = []
+        self.kept: dict[str, list[int]] = {}  # cursors of the uplinks in `removed`: nothing reads them
+        self.removed_uplinks: list[str] = []  # dropped at this open, their period over (or keep_days 0)
+        self.returned: list[str] = []  # configured again within their period, at this open
         # Acknowledgements move the cursors in memory at once and reach the file at the next
         # "settle": folded into an append's transaction once `settle_every_s` has passed since the
         # last, or written by the writer's maintenance (each second) when no append comes. See settle().
@@ -406,21 +453,32 @@ class Store:
     def _load_cursors(self, uplinks: Sequence[str] | None) -> None:
         stored = read_cursors(self.conn)
         if uplinks is None:
-            self.uplinks = tuple(sorted(stored))
-            self.cursors = stored
-            self._saved_cursors = {name: list(cur) for name, cur in stored.items()}
+            # a kept removed uplink is not configured: the CLI re-queues nothing for it either
+            self.kept = {name: cur for name, cur in stored.items() if name in self.removed}
+            self.cursors = {name: cur for name, cur in stored.items() if name not in self.removed}
+            self.uplinks = tuple(sorted(self.cursors))
+            self._saved_cursors = {name: list(cur) for name, cur in self.cursors.items()}
             return
         self.uplinks = tuple(uplinks)
-        self.removed_uplinks = sorted(set(stored) - set(uplinks))
+        now_ms = self.age.now_ms()
+        keep_ms = self.config.removed_uplink_keep_days * DAY_MS
+        removed: dict[str, tuple[int, int]] = {}
+        for name in sorted(set(stored) - set(uplinks)):
+            # the removal time is the file's when a start saw it before; the period follows today's setting
+            at_ms = self.removed[name][0] if name in self.removed else now_ms
+            if keep_ms and now_ms < at_ms + keep_ms:
+                removed[name] = (at_ms, at_ms + keep_ms)
+            else:
+                self.removed_uplinks.append(name)
+        self.returned = sorted(set(self.removed) & set(uplinks))
+        self.kept = {name: stored[name] for name in removed}
         with self._write() as ch:
-            for name in self.removed_uplinks:
-                self.conn.execute("DELETE FROM cursors WHERE uplink = ?", (name,))
-                # rows re-queued for that uplink alone would never be read by anyone again
-                for lane, n, b in self.conn.execute(
-                    "SELECT lane, count(*), coalesce(sum(size), 0) FROM outbox WHERE target = ? GROUP BY lane", (name,)
-                ).fetchall():
-                    ch.released.append((lane, n, b))
-                self.conn.execute("DELETE FROM outbox WHERE target = ?", (name,))
+            self._drop_uplinks(self.removed_uplinks, ch)
+            for name in set(self.removed) - set(removed):  # configured again, or its cursors gone
+                self.conn.executemany("DELETE FROM counters WHERE name = ?", [(k + name,) for k in _REMOVED_PREFIXES])
+            for name, (at_ms, until_ms) in removed.items():
+                if self.removed.get(name) != (at_ms, until_ms):
+                    self.conn.executemany(_SET_COUNTER, [(_REMOVED_AT + name, at_ms), (_KEPT_UNTIL + name, until_ms)])
             for name in self.uplinks:
                 if name not in stored:
                     # a new uplink starts at the oldest buffered row: cursor 0 is below every seq
@@ -430,7 +488,44 @@ class Store:
                     )
             self.cursors = {name: stored[name] for name in self.uplinks}
             self._delete_passed(self.cursors, ch)
+        self.removed = removed
         self._saved_cursors = {name: list(cur) for name, cur in self.cursors.items()}
+
+    def _drop_uplinks(self, names: Sequence[str], ch: _Changes) -> None:
+        """Forget uplinks no longer configured: their cursors, what says they were removed, rows re-queued for them."""
+        for name in names:
+            self.conn.execute("DELETE FROM cursors WHERE uplink = ?", (name,))
+            self.conn.executemany("DELETE FROM counters WHERE name = ?", [(k + name,) for k in _REMOVED_PREFIXES])
+            # rows re-queued for that uplink alone would never be read by anyone again
+            for lane, n, b in self.conn.execute(
+                "SELECT lane, count(*), coalesce(sum(size), 0) FROM outbox WHERE target = ? GROUP BY lane", (name,)
+            ).fetchall():
+                ch.released.append((lane, n, b))
+            self.conn.execute("DELETE FROM outbox WHERE target = ?", (name,))
+
+    def expire_removed(self) -> list[str]:
+        """Drop the kept removed uplinks whose period is over, and the rows only they still needed; their names.
+
+        The writer's maintenance calls it, so that a gateway running for weeks lets them go as a start would."""
+        now_ms = self.age.now_ms()
+        gone = sorted(name for name, (_, until_ms) in self.removed.items() if until_ms <= now_ms)
+        if not gone:
+            return []
+        kept = self.kept
+        # before the transaction: its settle deletes the rows no remaining cursor needs
+        self.kept = {name: cur for name, cur in kept.items() if name not in gone}
+        try:
+            with self._write(settle=self.cursors) as ch:
+                self._drop_uplinks(gone, ch)
+        except BaseException:
+            self.kept = kept
+            raise
+        self.removed = {name: v for name, v in self.removed.items() if name not in gone}
+        return gone
+
+    def kept_rows(self, name: str) -> int:
+        """Rows the kept removed uplink `name` has not delivered."""
+        return sum(count_pending(self.conn, name, self.kept[name]).values())
 
     # --- transactions --------------------------------------------------------------------------
 
@@ -605,10 +700,7 @@ class Store:
         offset = self.age.offset_ms
         if offset == self._saved_offset:
             return
-        self.conn.execute(
-            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (_AGE_OFFSET, offset),
-        )
+        self.conn.execute(_SET_COUNTER, (_AGE_OFFSET, offset))
 
         def saved() -> None:
             self._saved_offset = offset
@@ -616,10 +708,7 @@ class Store:
         ch.after.append(saved)
 
     def _reserve(self, upto: int, ch: _Changes) -> None:
-        self.conn.execute(
-            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (_RESERVED, upto),
-        )
+        self.conn.execute(_SET_COUNTER, (_RESERVED, upto))
 
         def reserved() -> None:
             self.reserved = upto
@@ -994,9 +1083,10 @@ class Store:
         )
 
     def _delete_passed(self, cursors: dict[str, list[int]], ch: _Changes) -> None:
-        if not cursors:
+        holding = [*cursors.values(), *self.kept.values()]  # a kept removed uplink's rows stay too
+        if not holding:
             return
-        uptos = [min(c[lane] for c in cursors.values()) for lane in range(_LANES)]
+        uptos = [min(c[lane] for c in holding) for lane in range(_LANES)]
         gone: list[tuple[int, int, int]] = []
         for lane in range(_LANES):
             if uptos[lane] <= self._deleted_upto[lane]:
@@ -1149,6 +1239,15 @@ class Store:
             uplinks[name] = UplinkCursorStats(
                 cursors={lane_name(i): cur[i] for i in range(_LANES)}, pending=pending, dead_letters=dead.get(name, 0)
             )
+        kept = {
+            name: KeptUplink(
+                removed_at=_utc(self.removed[name][0]),
+                kept_until=_utc(self.removed[name][1]),
+                cursors={lane_name(i): cur[i] for i in range(_LANES)},
+                pending=count_pending(conn, name, cur),
+            )
+            for name, cur in sorted(self.kept.items())
+        }
         last_salvage = salvage.read_last(conn)
         try:
             st = os.statvfs(self.path.parent)
@@ -1185,6 +1284,7 @@ class Store:
             disk_free_bytes=disk_free,
             disk_full=disk_full,
             reserve_bytes=reserve,
+            kept_uplinks=kept,
         )
 
 

@@ -99,6 +99,7 @@ async def test_two_uplinks_move_independently_and_rows_go_once_both_passed(tmp_p
 async def test_cursors_survive_a_restart_and_a_removed_uplink_is_forgotten(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """With removed_uplink_keep_days = 0: at once (test_removed_uplink.py: kept for the period by default)."""
     db = tmp_path / "b.db"
     box = await Outbox.open(db, CFG, ["orion", "old"])
     await box.append_many([reading(i) for i in range(6)])
@@ -107,7 +108,7 @@ async def test_cursors_survive_a_restart_and_a_removed_uplink_is_forgotten(
     await box.close()
 
     with caplog.at_level(logging.WARNING):
-        box = await Outbox.open(db, CFG, ["orion", "fresh"])
+        box = await Outbox.open(db, CFG.model_copy(update={"removed_uplink_keep_days": 0}), ["orion", "fresh"])
     assert "buffer: uplink old is no longer configured; dropped its cursors" in caplog.messages
     assert ns(await box.read("orion", 10)) == [4, 5]
     assert ns(await box.read("fresh", 10)) == [0, 1, 2, 3, 4, 5]  # a new uplink starts at the oldest row
