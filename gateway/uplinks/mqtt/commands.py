@@ -31,6 +31,12 @@ WARNING naming the topic and the reason.
 An answer over the broker's Maximum Packet Size (an MQTT 5 broker's CONNACK may set one; no packet
 may exceed it) is sent without its text: `OK: ` or `ERROR: ` and why the text was left out, so the
 agent still learns how the command ended (counter `results_shortened`, a WARNING the first time).
+
+An answer the broker refuses as too large (PUBACK 0x95: a limit no CONNACK announces, such as mosquitto's
+message_size_limit) goes once more with its texts cut to fit CUT_ANSWER_BYTES (see answer_cut.py for
+what the agent still gets); counter `results_shortened`, a WARNING the first time, naming the sizes. Only
+if that is refused too is it lost. mosquitto may close the connection after a refusal: that drop is
+logged as such, not as an unreachable broker.
 """
 
 from __future__ import annotations
@@ -56,10 +62,11 @@ from gateway.mqtt.client import (
     MqttClientError,
     TooLargeForBroker,
 )
-from gateway.mqtt.packets import SUBACK, PacketTooLarge, TooLarge, reason_text
+from gateway.mqtt.packets import MAX_PACKET_BYTES, SUBACK, PacketTooLarge, TooLarge, reason_text
 from gateway.ngsi.values import encode_percent
 from gateway.records import Command, CommandResult
 from gateway.secrets import resolve
+from gateway.uplinks.mqtt.answer_cut import cut_results
 from gateway.uplinks.mqtt.config import (
     COMMAND_CLIENT_SUFFIX,
     MqttFormat,
@@ -69,7 +76,7 @@ from gateway.uplinks.mqtt.config import (
     command_topics,
     protocol_prefix,
 )
-from gateway.uplinks.mqtt.session import PubAckCode, tls_context
+from gateway.uplinks.mqtt.session import PACKET_TOO_LARGE, PubAckCode, tls_context
 
 __all__ = [
     "CommandListenerCounters",
@@ -94,6 +101,14 @@ IDENTITY_TEMPLATE = "{entity_id}"
 REFUSAL_REPLIES = 16
 # What a technician checks when the broker refuses an answer, by PUBACK reason code
 _REFUSED_ANSWER_FIX = {0x87: "the broker's ACL does not allow publishing to that topic for this user"}
+# The size an answer refused as too large is cut to (payload bytes, or half the refused one if that is
+# less). The broker does not say its limit and the cut answer goes once, so small: a broker that takes
+# less carries few IoT Agent measures either, and 200 bytes still hold the head of the text ("OK: relays:
+# command relay_3 written ..."), not only its OK.
+CUT_ANSWER_BYTES = 200
+# mosquitto closes the connection at once after refusing a publish (with max_queued_messages 0): a drop
+# this soon after a refusal is that, not an unreachable broker
+CLOSED_AFTER_REFUSAL_S = 2.0
 
 
 class CommandPayloadError(GatewayError, ValueError):
@@ -230,6 +245,46 @@ def result_messages(
 # --- listener (I/O) ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _TooLarge:
+    """A PUBACK 0x95 for an answer: on which connection, when, for how many payload bytes, and the broker's
+    Maximum Packet Size if its CONNACK announced one (then the limit that refused it is a lower one)."""
+
+    client: MqttClient
+    at: float
+    size: int
+    announced: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sent:
+    """How one answer message went: the last attempt's topic, PUBACK code (None: no PUBACK came) and payload
+    size, the size of the whole answer if a smaller one had to go instead, and why that was not sent if it
+    was over the broker's Maximum Packet Size too."""
+
+    topic: str
+    code: PubAckCode | None
+    size: int
+    whole: int | None = None
+    announced: int | None = None
+    not_sent: str | None = None
+
+    def too_large(self) -> str:
+        """Why the broker refused it, for a technician: the sizes and what its limit is known to be."""
+        if self.whole is None:
+            sizes = f"the answer of {self.size} bytes"
+        else:
+            sizes = f"the answer of {self.whole} bytes, and cut to {self.size} bytes,"
+        if self.announced is None:
+            limit = "over a limit it does not announce"
+        else:
+            limit = f"over a limit below the Maximum Packet Size of {self.announced} bytes in its CONNACK"
+        return (
+            f"the broker refused {sizes} on {self.topic} as too large, got PUBACK 0x95 Packet too large, {limit} "
+            "(mosquitto: message_size_limit)"
+        )
+
+
 @dataclass(slots=True)
 class CommandListenerCounters:
     """Running totals for metrics."""
@@ -245,7 +300,7 @@ class CommandListenerCounters:
     unanswered: int = 0  # busy or malformed, and no result sent: REFUSAL_REPLIES results were waiting already
     results_published: int = 0
     results_lost: int = 0  # not acknowledged in time, or refused by the broker
-    results_shortened: int = 0  # sent without their text: over the broker's maximum packet size
+    results_shortened: int = 0  # sent without their text or cut: too large for the broker
     reconnects: int = 0
 
 
@@ -321,6 +376,10 @@ class MqttCommandListener:
         self._id_base = f"{config.name}-{int(time.time())}"
         self._stale_logged = False
         self._shortened_logged = False
+        self._cut_logged = False
+        self._closed_logged = False
+        self._too_large: _TooLarge | None = None  # the last answer the broker refused as too large
+        self._closed_after: int | None = None  # the connection went right after refusing an answer of so many bytes
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -406,6 +465,13 @@ class MqttCommandListener:
             reason = await asyncio.shield(client.lost)
             if isinstance(client.wire_error, PacketTooLarge):
                 self.counters.malformed += 1  # a v5 broker sent a message over the limit it was told
+            refusal = self._too_large
+            if (
+                refusal is not None
+                and refusal.client is client
+                and time.monotonic() - refusal.at <= CLOSED_AFTER_REFUSAL_S
+            ):
+                self._closed_after = refusal.size
             return reason
         finally:
             await client.disconnect()
@@ -437,8 +503,28 @@ class MqttCommandListener:
             ", ".join(self.topics),
         )
 
+    def _closed_after_refusal(self, size: int) -> None:
+        host, port = self.config.host, self.port
+        what = f"an answer of {size} bytes as too large"
+        # the refusal's own WARNING says what to fix; the drops it brings are news once
+        level = logging.DEBUG if self._closed_logged else logging.WARNING
+        self._closed_logged = True
+        if not self._link.fail(
+            "closed after refusal",
+            level,
+            "broker %s:%d closed the connection after refusing %s; reconnecting, commands cannot arrive meanwhile",
+            host,
+            port,
+            what,
+        ):
+            self._log.debug("broker %s:%d closed the connection again after refusing %s", host, port, what)
+
     def _mark_down(self, reason: str, *, refused: bool = False) -> None:
         host, port = self.config.host, self.port
+        if self._closed_after is not None:
+            self._closed_after_refusal(self._closed_after)
+            self._closed_after = None
+            return
         verb = "refused the connection" if refused else "unreachable"
         if not self._link.fail(
             "refused" if refused else "down",
@@ -556,7 +642,8 @@ class MqttCommandListener:
         # one message a group: JSON answers a command message in one, UltraLight each command in its own
         groups = [results] if self.format is MqttFormat.IOTA_JSON else [[r] for r in results]
         for group in groups:
-            topic, code = await self._publish_results(apikey, device_id, group)
+            sent = await self._publish_results(apikey, device_id, group)
+            topic, code = sent.topic, sent.code
             if code is not None and not code.is_failure:
                 self.counters.results_published += 1
                 if self._unpublished.failing:
@@ -565,9 +652,21 @@ class MqttCommandListener:
                 continue
             self.counters.results_lost += 1
             self._unpublished_count += 1
-            if code is None:
-                state: object = "lost"
+            if sent.not_sent is not None:
+                state: object = "too large"
+                why = f"too large for the broker also shortened to {sent.size} bytes: {sent.not_sent}"
+            elif code is None and sent.whole is not None:
+                state = "lost"
+                why = (
+                    f"the broker refused it as too large at {sent.whole} bytes, and no PUBACK came within "
+                    f"{self.config.ack_timeout_s:g} s for it cut to {sent.size} bytes (broker unreachable)"
+                )
+            elif code is None:
+                state = "lost"
                 why = f"no PUBACK within {self.config.ack_timeout_s:g} s (broker unreachable)"
+            elif code.value == PACKET_TOO_LARGE:
+                state = ("refused", code.value)
+                why = f"{sent.too_large()}; raise that limit"
             else:
                 state = ("refused", code.value)
                 fix = _REFUSED_ANSWER_FIX.get(code.value, "check the broker's log")
@@ -591,14 +690,12 @@ class MqttCommandListener:
         )
         return message
 
-    async def _publish_results(
-        self, apikey: str, device_id: str, results: list[tuple[str, bool, str]]
-    ) -> tuple[str, PubAckCode | None]:
-        """Publish one answer message; over the broker's maximum packet size, again without its texts. Its
-        topic, and the PUBACK's code or None if none came."""
+    async def _publish_results(self, apikey: str, device_id: str, results: list[tuple[str, bool, str]]) -> _Sent:
+        """Publish one answer message; if it is too large for the broker, once more smaller (without its texts
+        over the Maximum Packet Size of the CONNACK, cut after a PUBACK 0x95)."""
         topic, payload = self._result_message(apikey, device_id, results)
         try:
-            return topic, await self._publish(topic, payload)
+            code = await self._publish(topic, payload)
         except TooLargeForBroker as exc:
             self.counters.results_shortened += 1
             level = logging.DEBUG if self._shortened_logged else logging.WARNING
@@ -612,11 +709,41 @@ class MqttCommandListener:
                 )
                 for name, ok, info in results
             ]
-            topic, payload = self._result_message(apikey, device_id, short)
-            try:
-                return topic, await self._publish(topic, payload)
-            except TooLargeForBroker:
-                return topic, None
+            return await self._publish_smaller(apikey, device_id, short, len(payload))
+        if code is None or code.value != PACKET_TOO_LARGE:
+            return _Sent(topic=topic, code=code, size=len(payload))
+        budget = min(CUT_ANSWER_BYTES, len(payload) // 2)
+        cut = cut_results(results, lambda rs: len(self._result_message(apikey, device_id, rs)[1]) <= budget)
+        announced = self._too_large.announced if self._too_large is not None else None
+        if cut == results:  # every text is shorter than its note would be: nothing smaller to send
+            return _Sent(topic=topic, code=code, size=len(payload), announced=announced)
+        self.counters.results_shortened += 1
+        sent = await self._publish_smaller(apikey, device_id, cut, len(payload))
+        if sent.code is not None and not sent.code.is_failure:
+            level = logging.DEBUG if self._cut_logged else logging.WARNING
+            self._cut_logged = True
+            told = _Sent(topic=topic, code=code, size=len(payload), announced=announced).too_large()
+            self._log.log(
+                level,
+                "result for device %s sent cut to %d bytes: %s; raise that limit for whole answers",
+                device_id,
+                sent.size,
+                told,
+            )
+        return sent
+
+    async def _publish_smaller(
+        self, apikey: str, device_id: str, results: list[tuple[str, bool, str]], whole: int
+    ) -> _Sent:
+        """The one smaller attempt at an answer of `whole` bytes the broker cannot take."""
+        topic, payload = self._result_message(apikey, device_id, results)
+        try:
+            code = await self._publish(topic, payload)
+        except TooLargeForBroker as exc:
+            return _Sent(topic=topic, code=None, size=len(payload), whole=whole, not_sent=str(exc))
+        refusal = self._too_large
+        announced = refusal.announced if refusal is not None else None
+        return _Sent(topic=topic, code=code, size=len(payload), whole=whole, announced=announced)
 
     async def _publish(self, topic: str, payload: bytes) -> PubAckCode | None:
         """Publish at QoS 1, across a reconnect if one happens before the ack timeout; the PUBACK's code (a
@@ -638,7 +765,7 @@ class MqttCommandListener:
             try:
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
                     ack = await client.publish(topic, payload, qos=1)  # room in the in-flight window first
-                    return PubAckCode(await ack)
+                    code = PubAckCode(await ack)
             except TimeoutError:
                 return None
             except MqttClientError as exc:
@@ -646,6 +773,16 @@ class MqttCommandListener:
                 if self._client is client:
                     # the session is going down: wait for the next one rather than spin
                     await asyncio.sleep(min(0.1, max(left, 0)))
+                continue
+            if code.value == PACKET_TOO_LARGE:
+                limit = client.maximum_packet_size
+                self._too_large = _TooLarge(
+                    client=client,
+                    at=time.monotonic(),
+                    size=len(payload),
+                    announced=limit if limit < MAX_PACKET_BYTES else None,
+                )
+            return code
 
 
 def _same(device_id: str) -> str:
