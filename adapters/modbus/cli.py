@@ -59,8 +59,19 @@ _UNIT_RULE = f"must be a unit id {UNIT_IDS[0]}..{UNIT_IDS[-1]}"
 _TIMEOUT_RULE = f"must be seconds, more than 0 and at most {MAX_TIMEOUT:g}"
 
 
+# which unit ids `probe` asks: on a serial line 0 is broadcast (never answered) and 248..255 are
+# reserved by the spec; over Modbus TCP 255 addresses a device that is no gateway (the spec's advice),
+# and the config takes 1..255 there. The port is not known while --units is parsed: `probe` checks the line's.
+PROBE_UNITS_SERIAL = range(1, 248)
+PROBE_UNITS_TCP = UNIT_IDS
+_PROBE_UNITS_RULE = (
+    f"unit ids are {PROBE_UNITS_SERIAL[0]}..{PROBE_UNITS_SERIAL[-1]} on a serial line, "
+    f"{PROBE_UNITS_TCP[0]}..{PROBE_UNITS_TCP[-1]} over Modbus TCP"
+)
+
+
 def parse_units(text: str) -> list[int]:
-    """`1-247`, `1,2,5`, `1-10,20`: unit ids 1..247 (255 allowed for sensors like the S8's 0xFE)."""
+    """`1-247`, `1,2,5`, `1-10,20`: unit ids 1..255 (a serial line's 1..247 is `probe`'s to check)."""
     units: list[int] = []
     try:
         for part in text.split(","):
@@ -68,9 +79,9 @@ def parse_units(text: str) -> list[int]:
             first, last = int(lo), int(hi or lo)
             units.extend(range(first, last + 1))
     except ValueError:
-        raise argparse.ArgumentTypeError(f'--units: must be like 1-247 or 1,2,5, got "{text}"') from None
-    if not units or not all(1 <= u <= 255 for u in units):
-        raise argparse.ArgumentTypeError(f'--units: unit ids are 1..247, got "{text}"')
+        raise argparse.ArgumentTypeError(f'must be like 1-247 or 1,2,5, got "{text}"') from None
+    if not units or not all(u in PROBE_UNITS_TCP for u in units):
+        raise argparse.ArgumentTypeError(f'{_PROBE_UNITS_RULE}, got "{text}"')
     return sorted(set(units))
 
 
@@ -114,7 +125,12 @@ def add_parsers(subparsers: Any) -> None:
     m.add_argument("--baud", default="9600", help="baud rate, or auto to try " + ", ".join(map(str, AUTO_BAUDS)))
     m.add_argument("--parity", default="N", choices=["N", "E", "O"])
     m.add_argument("--stop-bits", type=int, default=1, choices=[1, 2])
-    m.add_argument("--units", type=parse_units, default=parse_units("1-247"), help="unit ids to ask (default 1-247)")
+    m.add_argument(
+        "--units",
+        type=parse_units,
+        default=parse_units("1-247"),
+        help=f"unit ids to ask, {_PROBE_UNITS_RULE.removeprefix('unit ids are ')} (default 1-247)",
+    )
     m.add_argument("--timeout", type=_seconds, default=0.1, help="seconds to wait for each unit (default 0.1)")
     m.set_defaults(func=run_probe)
 
@@ -185,6 +201,17 @@ async def probe(args: ProbeRequest, out: Write, err: Write, step: Step, end: Cal
     serial_line = address.transport is not Transport.TCP
     if not _timeout_ok(args.timeout):
         err(f"probe: timeout {_TIMEOUT_RULE}, got {args.timeout:g}\n")
+        return EXIT_USAGE
+    refused = [u for u in args.units if u not in (PROBE_UNITS_SERIAL if serial_line else PROBE_UNITS_TCP)]
+    if refused:
+        got = _span(sorted(refused))
+        if serial_line:
+            err(
+                f"probe: unit ids on a serial line are {PROBE_UNITS_SERIAL[0]}..{PROBE_UNITS_SERIAL[-1]} (248..255 "
+                f"are reserved by the Modbus spec), got {got}; 1..255 are taken over Modbus TCP only\n"
+            )
+        else:
+            err(f"probe: {_PROBE_UNITS_RULE}, got {got}\n")
         return EXIT_USAGE
     if args.baud == "auto":
         bauds: Sequence[int] = AUTO_BAUDS if serial_line else (9600,)

@@ -3,8 +3,8 @@
 Bytes in, typed values or typed errors out; no port, no clock. The PDU helpers (`encode_pdu`,
 `decode_response_pdu`) are shared with Modbus TCP, whose framing is an MBAP header instead of
 address + CRC. Because USB–RS-485 dongles blur inter-frame timing, a transport should frame an
-answer by `expected_response_length` (or 5 bytes for an exception) plus a timeout rather than by
-silence alone.
+answer by `own_answer_length` (the byte count of a read's answer, else `expected_response_length`;
+5 bytes for an exception) plus a timeout rather than by silence alone.
 
 Errors (all `ModbusError`, a `DeviceProtocolError`):
     ModbusError
@@ -41,6 +41,7 @@ __all__ = [
     "encode_request",
     "encode_response",
     "expected_response_length",
+    "own_answer_length",
     "silent_interval",
 ]
 
@@ -312,6 +313,30 @@ def answer_length(head: bytes | bytearray) -> int | None:
     return None
 
 
+def own_answer_length(req: Request, data: bytes | bytearray, *, timed_out: bool = False) -> int | None:
+    """Bytes at the front of `data` that are the answer to `req`; None while more may come.
+
+    A read's answer is as long as its byte count says (at most 255 data bytes), not as long as the
+    request expects: a unit that answers more than asked (a fixed block, a clone's off-by-one) is then
+    named for that, where cutting at the expected length would call it a CRC mismatch and leave its
+    tail on the line. When the expected length already ends in a valid CRC, the byte count is that
+    frame's lie and the frame ends there. `timed_out`: no more bytes will come; what did is judged
+    whole if its CRC holds (a byte count past a valid frame), else at the expected length (noise).
+    """
+    want = expected_response_length(req)
+    fc = req.function_code
+    if fc in (1, 2, 3, 4) and len(data) >= 3 and data[0] == req.unit_id and data[1] == fc and 5 + data[2] > want:
+        declared = 5 + data[2]
+        if len(data) >= declared:
+            return declared
+        if len(data) >= want and crc_ok(bytes(data[:want])):
+            return want
+        if not timed_out or len(data) < want:
+            return None
+        return len(data) if crc_ok(bytes(data)) else want
+    return want if len(data) >= want else None
+
+
 def crc_ok(frame: bytes) -> bool:
     """Whether `frame` ends with the CRC of the bytes before it."""
     return len(frame) >= 4 and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little")
@@ -358,7 +383,7 @@ def decode_response_pdu(req: Request, unit_id: int, pdu: bytes, where: str) -> R
     if fc != req.function_code:
         raise FrameError(f"{where}: answer for another function code, got {fc}", function_code=fc)
     if fc in (1, 2, 3, 4):
-        want = (req.count + 7) // 8 if fc in (1, 2) else 2 * req.count
+        want = _data_bytes(req)
         if len(pdu) < 2 or pdu[1] != want or len(pdu) != 2 + want:
             got = pdu[1] if len(pdu) >= 2 else None
             raise FrameError(
@@ -393,7 +418,35 @@ def decode_response(req: Request, frame: bytes) -> Response:
             f"unit id {req.unit_id}, or an echo of another request was read",
             unit_id=body[0],
         )
+    longer = _longer_answer(req, body[1:])
+    if longer:
+        raise FrameError(f"{where}: {longer}", unit_id=body[0], expected=_data_bytes(req), got=body[2])
     return decode_response_pdu(req, body[0], body[1:], where)
+
+
+def _data_bytes(req: Request) -> int:
+    """The byte count of a normal answer to the read `req`."""
+    return (req.count + 7) // 8 if req.function_code in (1, 2) else 2 * req.count
+
+
+def _longer_answer(req: Request, pdu: bytes) -> str:
+    """The wording for a read's answer that holds more than asked, its byte count true to the frame; "" if not one."""
+    fc = req.function_code
+    if fc not in (1, 2, 3, 4) or len(pdu) < 2 or pdu[0] != fc or len(pdu) != 2 + pdu[1]:
+        return ""
+    want, got = _data_bytes(req), pdu[1]
+    if got <= want:
+        return ""
+    if fc in (3, 4) and got % 2 == 0:
+        what = f"{got // 2} registers to a read of {req.count}"
+    else:
+        table = {1: "coils", 2: "inputs", 3: "registers", 4: "registers"}[fc]
+        what = f"{got} data bytes to a read of {req.count} {table}"
+    return (
+        f"unit {req.unit_id} answered {what}: expected {want} data bytes, got byte count {got} in {len(pdu) + 3} "
+        "bytes; the device answers a fixed block or miscounts (a clone's off-by-one): check that the profile "
+        "is for this model, and its function code and addresses"
+    )
 
 
 def char_time(baud: int, bits_per_char: int = 11) -> float:

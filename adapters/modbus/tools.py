@@ -44,7 +44,7 @@ async def run_probe(args: Mapping[str, Any], progress: Progress) -> bool:
     try:
         units = parse_units(args["units"])
     except argparse.ArgumentTypeError as exc:
-        progress(str(exc).replace("--units", "units"))
+        progress(f"units: {exc}")
         return False
     shown = {"found": -1}
 

@@ -49,6 +49,7 @@ __all__ = [
     "TcpLink",
     "mbap_partial",
     "mbap_problem",
+    "mbap_transactions",
     "open_link",
 ]
 
@@ -129,7 +130,8 @@ class TcpLink:
     without a word (a "timeout" follows), and an answer it cannot decode raises inside its protocol,
     which closes the connection of every unit behind the gateway. So the received bytes pass our
     check first (`mbap_problem`, through pymodbus's `trace_packet` hook): a broken answer is kept
-    from pymodbus and reported at once as a frame error of the unit asked.
+    from pymodbus and reported at once as a frame error of the unit asked. An answer to a request
+    that timed out (a late one, which pymodbus drops) is reported through `take_late_answers`, as on RTU.
     """
 
     def __init__(self, address: PortAddress, *, connect_timeout: float = 3.0) -> None:
@@ -138,6 +140,8 @@ class TcpLink:
         self._connect_timeout = connect_timeout
         self._client: AsyncModbusTcpClient | None = None
         self._pending: _Pending | None = None
+        self._timed_out: dict[int, int] = {}  # transaction id -> unit id, of requests whose answer may come late
+        self._late: list[int] = []  # units whose late answers came, for take_late_answers
 
     @property
     def is_open(self) -> bool:
@@ -145,6 +149,7 @@ class TcpLink:
 
     async def open(self) -> None:
         await self.close()
+        self._timed_out.clear()  # pymodbus numbers the transactions of a new connection from 1 again
         # retries=0 and no reconnect: the bus counts retries and reopens with its own backoff
         client = AsyncModbusTcpClient(
             self.address.host,
@@ -171,9 +176,19 @@ class TcpLink:
             self._client = None
 
     def take_late_answers(self) -> list[int]:
-        return []  # pymodbus drops an answer whose transaction id is not the current one's
+        """The unit ids of the answers that came after their request had timed out, since the last call."""
+        late, self._late = self._late, []
+        return late
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
+        if not sending and self._timed_out:
+            # pymodbus drops these (their transaction id is not the current one's): count them first. A
+            # frame is seen again with every later piece of data until pymodbus consumes it, so each
+            # transaction id is forgotten once counted.
+            for tid in mbap_transactions(data):
+                unit = self._timed_out.pop(tid, None)
+                if unit is not None:
+                    self._late.append(unit)
         pending = self._pending
         if pending is None or pending.problem is not None:
             return b""  # nothing is asked (or the answer is judged already): pymodbus gets nothing to choke on
@@ -220,6 +235,7 @@ class TcpLink:
             partial = mbap_partial(pending.tid, pending.received)
             if partial is not None:
                 raise rtu.FrameError(f"{where}: {partial} within {timeout:g} s") from None
+            self._may_come_late(pending)
             raise ModbusTimeout(
                 f"{where}: no answer, got nothing within {timeout:g} s; check the unit id, "
                 "and that the device behind a gateway is powered and wired",
@@ -230,6 +246,7 @@ class TcpLink:
             await self.close()
             raise LinkError(f"modbus {self.description}: connection lost, got {exc}", port=self.description) from None
         except ModbusIOException:
+            self._may_come_late(pending)
             raise ModbusTimeout(
                 f"{where}: no answer, got nothing within {timeout:g} s", unit_id=request.unit_id, timeout=timeout
             ) from None
@@ -239,6 +256,13 @@ class TcpLink:
             await self.close()
             raise LinkError(f"modbus {self.description}: connection lost, got {exc}", port=self.description) from None
         return _from_pdu(request, pdu, where)
+
+    def _may_come_late(self, pending: _Pending) -> None:
+        if pending.tid is None:
+            return
+        self._timed_out[pending.tid] = pending.request.unit_id
+        if len(self._timed_out) > _LATE_TIDS:  # an answer later than this many timeouts will not come
+            del self._timed_out[next(iter(self._timed_out))]
 
     @staticmethod
     async def _call(client: AsyncModbusTcpClient, r: rtu.Request) -> Any:
@@ -264,6 +288,20 @@ class TcpLink:
 
 
 _MBAP = struct.Struct(">HHHB")  # transaction id, protocol id (0), length (unit id + PDU), unit id
+_LATE_TIDS = 64  # timed-out transactions remembered per connection, for counting their late answers
+
+
+def mbap_transactions(data: bytes) -> list[int]:
+    """The transaction ids of the whole Modbus TCP frames at the front of `data` (up to a broken header)."""
+    tids: list[int] = []
+    at = 0
+    while len(data) - at >= _MBAP.size:
+        tid, protocol, length, _ = _MBAP.unpack_from(data, at)
+        if protocol != 0 or not 2 <= length <= 254 or len(data) < at + 6 + length:
+            break
+        tids.append(tid)
+        at += 6 + length
+    return tids
 
 
 def mbap_problem(request: rtu.Request, tid: int, data: bytes) -> str | None:
@@ -376,8 +414,9 @@ class _RtuLink:
     unit that arrives later, inside another exchange, is skipped and reported through
     `take_late_answers`. A complete answer from a unit whose request *was* answered is a second
     answer: a frame error that points at a shared unit id or another master. A frame from the unit
-    asked can be a late answer only when an earlier request to it went unanswered; otherwise it is
-    this request's answer, and a wrong one (a clone that caps reads) is reported as what it is.
+    asked can be a late answer only when an earlier request to it went unanswered and the frame has
+    the function code and length of that request's answer; otherwise it is this request's answer,
+    and a wrong one (a clone that caps reads, one that answers a longer block) is reported as what it is.
     """
 
     description: str
@@ -391,7 +430,8 @@ class _RtuLink:
     def _new_line(self) -> None:
         self._unsettled = False  # the last exchange failed: bytes of it may still be on their way
         self._timed_out: rtu.Request | None = None  # the last request, when the line stayed silent for it
-        self._unanswered: set[int] = set()  # units whose last request got no answer of their own yet
+        # units whose requests got no answer of their own yet, with the (function code, length) each answer would have
+        self._unanswered: dict[int, set[tuple[int, int]]] = {}
         self._late: list[int] = []  # units whose late answers were skipped, for take_late_answers
 
     def _write(self, frame: bytes) -> None:
@@ -420,6 +460,8 @@ class _RtuLink:
                     fc == request.function_code and n == rtu.expected_response_length(request)
                 )
                 if own:  # its answer to this very request (or one that cannot be told from it)
+                    break
+                if (fc, n) not in self._unanswered[data[0]]:  # fits none of its earlier requests: its answer to this
                     break
             if len(data) < n:
                 return -1
@@ -472,7 +514,8 @@ class _RtuLink:
         self._timed_out = None
         self._unsettled = True  # until the exchange ends with a clean answer
         asked_before = request.unit_id in self._unanswered
-        self._unanswered.add(request.unit_id)  # until its own answer (even a broken one) is taken
+        # until its own answer (even a broken one) is taken
+        self._unanswered.setdefault(request.unit_id, set()).update(_answer_shapes(request))
         response = await self._exchange(request, timeout, asked_before=asked_before)
         self._unsettled = bool(inbox.data)  # bytes past the answer: the rest of something else
         return response
@@ -486,6 +529,7 @@ class _RtuLink:
         # the timeout counts from the end of our request to the end of the answer's first bytes:
         # at 9600 baud a 125-register answer alone is on the wire for 0.29 s
         deadline = time.monotonic() + timeout + char * (len(frame) + want)
+        longer = 0  # bytes the answer's byte count says past `want`, already added to the deadline
         late_before = len(self._late)
         while True:
             data = inbox.data
@@ -502,8 +546,14 @@ class _RtuLink:
                 short = self._short_answer(request, data, want)
                 if short:
                     return self._decode(request, short)
-                if len(data) >= want:
-                    return self._decode(request, want)
+                n = rtu.own_answer_length(request, data)
+                if n is not None:
+                    return self._decode(request, n)
+                if len(data) >= 3 and data[0] == request.unit_id and data[1] == request.function_code:
+                    said = rtu.answer_length(data) or want
+                    if said - want > longer:  # a longer answer holds the line longer
+                        deadline += char * (said - want - longer)
+                        longer = said - want
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -511,6 +561,10 @@ class _RtuLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(inbox.event.wait(), left)
         where = f"{request.describe()} on {self.description}"
+        if skipped >= 0:  # (not while a late answer is still arriving at the front)
+            n = rtu.own_answer_length(request, inbox.data, timed_out=True)
+            if n is not None:
+                return self._decode(request, n)
         if inbox.data:
             # the rest of this answer may still come, and the retry's answer after it: the retry waits
             # for a quiet line and starts clean instead of reading the two as one frame
@@ -533,7 +587,7 @@ class _RtuLink:
         frame = bytes(data[:n])
         del data[:n]
         if frame[0] == request.unit_id:
-            self._unanswered.discard(request.unit_id)
+            self._unanswered.pop(request.unit_id, None)
         try:
             return rtu.decode_response(request, frame)
         except rtu.ExceptionResponse:
@@ -567,6 +621,11 @@ class _RtuLink:
             f"left unanswered, so two devices may share unit id {other}, or another master is on the bus",
             unit_id=other,
         )
+
+
+def _answer_shapes(request: rtu.Request) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (function code, length) of the answers `request` may get: its normal answer and its refusal."""
+    return (request.function_code, rtu.expected_response_length(request)), (request.function_code | 0x80, 5)
 
 
 def _fc_bytes(request: rtu.Request) -> tuple[bytes, bytes, bytes]:
