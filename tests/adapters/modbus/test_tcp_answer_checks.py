@@ -43,8 +43,10 @@ async def test_an_answer_with_another_function_code_is_a_frame_error_not_a_readi
         await server.stop()
     assert of(readings, TEMP) == []
     diag = adapter.diagnostics()["buses"]["gw"]["devices"]["th"]
-    # only the FC03 reads (the correction setting) got their own answer
-    assert diag["answers"] == sum(1 for _, pdu in server.requests if pdu[0] == 3)
+    # only the FC03 reads (the correction setting) got their own answer; the last one may have been in flight
+    # when the adapter stopped (the server saw it, the adapter never took its answer)
+    fc03_reads = sum(1 for _, pdu in server.requests if pdu[0] == 3)
+    assert fc03_reads - 1 <= diag["answers"] <= fc03_reads
     assert diag["exceptions"] == {}
     assert diag["last_error"] == (
         f"modbus unit 1 FC04 @1 x2 on tcp://127.0.0.1:{server.port}: answer for another function code, got 3"
