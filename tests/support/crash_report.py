@@ -150,7 +150,9 @@ def worker_reports(folder: Path) -> list[str]:
             continue
         lines = [dump.rstrip(), ""] if dump.strip() else []
         lines += [
-            crashed_thread(dump) if dump.strip() else "faulthandler wrote nothing (a SIGKILL leaves no dump)",
+            crashed_thread(dump)
+            if dump.strip()
+            else "faulthandler wrote nothing (a SIGKILL, or an os._exit, leaves no dump)",
             f"pytest worker {worker.name} died during {running or 'no test (before the first one)'}",
         ]
         said.append("\n".join(lines))
