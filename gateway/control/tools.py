@@ -3,7 +3,8 @@
 A family declares a callable in the `edgegw.tools` entry-point group returning its `Tool`s; the
 runtime never names a family. A job runs in the gateway process (it holds the serial ports), one
 at a time per family (two probes on one bus would garble each other), and keeps its progress
-lines for `tool.poll`. A job's failure is its result (`ok` false, the error as its last line),
+lines and the tool it runs for `tool.poll`, so any client (the web UI after its restart, a second web
+process, a browser showing the CLI's job) can say what a job is without having started it. A job's failure is its result (`ok` false, the error as its last line),
 never the gateway's.
 """
 
@@ -97,6 +98,8 @@ def load_tools(providers: Iterable[Callable[[], Iterable[Tool]]] | None = None) 
 class _Job:
     id: str
     family: str
+    tool: str
+    title: str  # the family's English title, for a client whose catalog has none for the tool
     lines: list[str] = field(default_factory=list)
     done: bool = False
     ok: bool | None = None
@@ -125,7 +128,7 @@ class Jobs:
             raise ControlError(
                 BUSY, f"tool.start: a {family} job is running, got another; wait for job {self._running[family].id}"
             )
-        job = _Job(id=f"{family}-{next(self._ids)}", family=family)
+        job = _Job(id=f"{family}-{next(self._ids)}", family=family, tool=tool, title=found.title)
         self._jobs[job.id] = job
         self._running[family] = job
         job.task = asyncio.create_task(self._run(job, found, bound), name=f"tool:{job.id}")
@@ -159,7 +162,15 @@ class Jobs:
         if job is None:
             raise ControlError(NOT_FOUND, f"tool.poll: no such job, got {job_id!r}")
         lines = job.lines[after:]
-        return {"lines": lines, "next": after + len(lines), "done": job.done, "ok": job.ok}
+        return {
+            "lines": lines,
+            "next": after + len(lines),
+            "done": job.done,
+            "ok": job.ok,
+            "family": job.family,
+            "tool": job.tool,
+            "title": job.title,
+        }
 
     async def close(self) -> None:
         tasks = [j.task for j in self._running.values() if j.task is not None]

@@ -83,9 +83,6 @@ def build_app(services: WebServices, *, strict_i18n: bool = False) -> web.Applic
     )
     app[THROTTLE] = AddressThrottle(services.config.address_attempts_per_minute)
     app[HASHING] = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
-    from gateway.web.pages import devices  # pages are imported with the routes below
-
-    app[devices.JOB_KINDS] = {}
     setup(app, Catalogs(strict=strict_i18n))
     security.install(app)
     for name in PAGES:

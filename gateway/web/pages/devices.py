@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -28,38 +27,33 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 MAX_ARG = 200  # characters of one tool argument
-KEEP_JOB_KINDS = 100  # jobs whose tool a page can still name; the gateway keeps fewer (control.tools.KEEP_JOBS)
+# `after` for a poll that wants only the job's tool, no lines: past any job's end (a job keeps at most
+# control.tools.MAX_LINES lines and a closing one), within what the control socket takes
+PAST_THE_LINES = 2**31
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobKind:
-    """The tool a job runs, as this UI asked the gateway for it: the job page's heading comes from here."""
-
-    family: str
-    tool: str
-    title: str  # the family's own English title (the `tools` op), where the catalog has none
-
-
-# job id → its tool (build_app makes it). The gateway's `tool.poll` says nothing of the tool, and a heading taken
-# from the link would show whatever text a link puts there.
-JOB_KINDS = web.AppKey("tool_job_kinds", dict[str, JobKind])
-
-
-def _remember(app: web.Application, job: str, kind: JobKind) -> None:
-    kinds = app[JOB_KINDS]
-    kinds.pop(job, None)  # a restarted gateway numbers its jobs anew: the newest start of an id is the one
-    kinds[job] = kind
-    for old in list(kinds)[:-KEEP_JOB_KINDS]:
-        del kinds[old]
-
-
-def job_heading(kind: JobKind | None, messages: Mapping[str, str], t: Translate) -> str:
-    """The job page's heading in the user's language: the tool's title as the tools form shows it, or a
-    plain "tool run" for a job this UI did not start (its process restarted, or an address typed in)."""
-    if kind is None:
+def job_heading(job: Mapping[str, Any] | None, messages: Mapping[str, str], t: Translate) -> str:
+    """The job page's heading in the user's language: the tool's title as the tools form shows it, from the
+    gateway's `tool.poll` answer `job`; a plain "tool run" for a job the gateway does not know (it restarted, or
+    an address typed in) or an answer that names no tool."""
+    family, tool, title = (job.get("family"), job.get("tool"), job.get("title")) if job else (None, None, None)
+    if not (isinstance(family, str) and family and isinstance(tool, str) and tool):
         return t("devices.job_title_unknown")
-    title = messages.get(f"tools.{kind.family}.{kind.tool}.title", kind.title or f"{kind.family} {kind.tool}")
-    return t("devices.job_title", title=title)
+    english = title if isinstance(title, str) and title else f"{family} {tool}"
+    return t("devices.job_title", title=messages.get(f"tools.{family}.{tool}.title", english))
+
+
+async def _job_tool(request: web.Request, job: str) -> Mapping[str, Any] | None:
+    """The gateway's `tool.poll` answer for `job` without its lines; None where there is none to have."""
+    try:
+        answer = await services(request).control.call("tool.poll", job=job, after=PAST_THE_LINES)
+    except ControlUnavailable:
+        return None  # the page still opens: its poll shows the gateway unreachable
+    except ControlError as exc:
+        if exc.code != "not_found":
+            log.warning("web: tool.poll of job %s failed: %s %s", job, exc.code, exc.message)
+        return None
+    return answer if isinstance(answer, Mapping) else None
 
 
 def _profiles() -> list[dict[str, Any]]:
@@ -191,7 +185,6 @@ async def start(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/devices") from None
     job = str(result.get("job", "")) if isinstance(result, dict) else ""
     log.info("web: tool %s %s started by %s as job %s", family, tool, current_user(request).name, job)
-    _remember(request.app, job, JobKind(family=family, tool=tool, title=str(match.get("title") or "")))
     raise web.HTTPSeeOther(f"/devices/tools/{job}")
 
 
@@ -199,9 +192,8 @@ async def start(request: web.Request) -> web.StreamResponse:
 @requires(Role.TECHNICIAN)
 async def job_page(request: web.Request) -> web.StreamResponse:
     job = request.match_info["job"]
-    kind = request.app[JOB_KINDS].get(job)
     messages = request.app[CATALOGS].messages.get(language(request), {})
-    heading = job_heading(kind, messages, translator(request))
+    heading = job_heading(await _job_tool(request, job), messages, translator(request))
     return render(request, "tool_job.html", {"job": job, "heading": heading})
 
 
