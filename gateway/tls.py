@@ -8,12 +8,15 @@ the same keys and the same error wording everywhere:
     <where>.tls.ca_file: cannot load a CA certificate, got '<path>' (<reason>)
     <where>.tls.cert_file: cannot load the client certificate and key, got '<cert>' / '<key>' (<reason>); <fix>
     <where>.tls.key_file: the private key is passphrase-protected, got an encrypted key in '<key>'; <fix>
+    <where>.tls.ca_file: not a file, got a named pipe at '<path>'; name the PEM file
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import ssl
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +79,10 @@ def client_context(tls: TlsSection, where: str) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     except ssl.SSLError as exc:  # pragma: no cover - a broken OpenSSL install, not a config problem
         raise ConfigError([f"{where}.tls: cannot create a TLS context, got {exc}"]) from None
+    for field, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        kind = _not_a_file(path)
+        if kind:
+            raise ConfigError([f"{where}.tls.{field}: not a file, got {kind} at {str(path)!r}; name the PEM file"])
     if tls.ca_file is not None:
         try:
             context.load_verify_locations(cafile=str(tls.ca_file))
@@ -102,6 +109,22 @@ def client_context(tls: TlsSection, where: str) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+_KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def _not_a_file(path: Path | None) -> str:
+    """What `path` is when OpenSSL must not be given it: a named pipe (or a device) would hold its read, and
+    with it the event loop at a start, or check-config, the unit's ExecStartPre, for good. "" otherwise: a
+    missing file or a directory is OpenSSL's own clear error."""
+    if path is None:
+        return ""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    return _KINDS.get(stat.S_IFMT(mode), "")
 
 
 def _no_passphrase(tls: TlsSection, where: str) -> Callable[[], bytes]:

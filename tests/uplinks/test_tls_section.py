@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -72,3 +74,25 @@ def test_mismatched_client_key(pki: Pki) -> None:
         f"'{pki.client_cert}' / '{pki.server_key}' ("
     )
     assert line.endswith("); both must be PEM and the key unencrypted")
+
+
+@pytest.mark.parametrize("field", ["ca_file", "cert_file", "key_file"])
+def test_a_named_pipe_is_refused_not_read(pki: Pki, tmp_path: Path, field: str) -> None:
+    """OpenSSL blocked reading a FIFO for good: the gateway's start (the event loop with it) and check-config,
+    the unit's ExecStartPre, hung. The test reads in a thread it can give up on."""
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)
+    table: dict[str, Any] = {"ca_file": pki.ca_file, "cert_file": pki.client_cert, "key_file": pki.client_key}
+    table[field] = fifo
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(client_context, TlsSection.model_validate(table), "uplinks.pref")
+        try:
+            with pytest.raises(ConfigError) as info:
+                future.result(timeout=10)
+        finally:
+            if not future.done():  # the old code: let its read end so the pool can shut down
+                with open(fifo, "wb"):
+                    pass
+    assert info.value.errors == [
+        f"uplinks.pref.tls.{field}: not a file, got a named pipe at '{fifo}'; name the PEM file"
+    ]
