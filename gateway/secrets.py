@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import fcntl
-import grp
 import json
 import logging
 import os
-import pwd
 import re
-import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -28,6 +24,7 @@ from pydantic import AfterValidator
 
 from gateway import redact
 from gateway.errors import ConfigError, GatewayError
+from gateway.secret_key_file import make_private, not_permitted, open_regular, present
 from gateway.storage.files import create_whole, write_atomic
 
 if TYPE_CHECKING:
@@ -138,7 +135,8 @@ class SecretStore:
     appears under its name: a root-owned 0600 store, key or lock file left the gateway's user unable to
     read any secret after its next restart.
 
-    The key is used only as a regular file that no one but its owner may read or write (`_key_bytes`).
+    The key is used only as a regular file that no one but its owner may read or write (`_key_bytes`, with the
+    checks of `gateway.secret_key_file`).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -170,6 +168,11 @@ class SecretStore:
             # linked into place already the gateway's, never replaced: a lock file another process made stays
             create_whole(self.lock_path, b"", owner=self._owner(self.directory))
             fd = os.open(self.lock_path, os.O_RDWR)
+        except PermissionError:
+            refusal = not_permitted(self.lock_path, "writable")
+            if refusal is None:
+                raise
+            raise refusal from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -179,7 +182,8 @@ class SecretStore:
     def _fernet(self, create: bool) -> Fernet:
         from cryptography.fernet import Fernet  # here, not at the top: see the imports
 
-        if not self.key_path.exists():
+        # a link to a key that is not there counts as a key: refused by name, never replaced nor written through
+        if not present(self.key_path):
             if not create:
                 raise ConfigError([f"no secret store key at {self.key_path}; run `edgegw secret set <name>` first"])
             if self.store_path.exists():
@@ -211,67 +215,19 @@ class SecretStore:
 
     def _key_bytes(self) -> bytes:
         """The key file's content (stripped), once it is known to be a regular file private to its owner."""
-        fd = _open_regular(self.key_path, "not a secret store key", lambda: self._key_fix("move it aside and "))
+        fd = open_regular(self.key_path, "not a secret store key", lambda: self._key_fix("move it aside and "))
         try:
-            self._make_private(fd)
+            make_private(fd, self.key_path, self.store_path)
             with os.fdopen(fd, "rb", closefd=False) as f:
                 return f.read().strip()
         finally:
             os.close(fd)
 
-    def _make_private(self, fd: int) -> None:
-        """The key open as `fd` made 0600 if others than its owner may read or write it, with a WARNING;
-        ConfigError, saying the command to run, when this process may not.
-
-        Under root it is also given to the data directory's owner (the gateway's user) when that is not root and
-        the key is another user's (copied with `sudo cp`): made 0600 and left root's, the key the gateway could
-        read before would shut it out of its store. Run by anyone else, that is the chown the error asks for.
-        """
-        st = os.fstat(fd)
-        mode = stat.S_IMODE(st.st_mode)
-        if not mode & 0o077:
-            return
-        rightful = _rightful_owner(st, os.stat(self.directory))
-        heir = rightful if os.geteuid() == 0 else None
-        what = (
-            f"{self.key_path}: readable or writable by others than its owner, so anyone on this box could decrypt "
-            f"{self.store_path}, got mode {mode:04o}"
-        )
-        if os.geteuid() == 0 and not _sole_name(self.key_path, st):
-            # root changes no file it reaches through a link: one the gateway's user put there (to /etc/shadow)
-            # would have root give that file away
-            raise ConfigError(
-                [
-                    f"{what} on a file reached through a link, which root does not change; put a copy of the key "
-                    f"there instead of the link, with mode 0600 and owned by {_names(rightful or (st.st_uid, st.st_gid))}"
-                ]
-            )
-        try:
-            os.fchmod(fd, 0o600)  # first: others lose access even if the chown should fail
-            if heir is not None:
-                os.fchown(fd, *heir)
-        except OSError as exc:
-            fix = f"sudo chmod 600 {self.key_path}"
-            if rightful is not None:
-                fix = f"sudo chown {_names(rightful)} {self.key_path} && {fix}"
-            raise ConfigError(
-                [f"{what}, which user {_user_name(os.geteuid())} may not change ({exc.strerror or exc}); run `{fix}`"]
-            ) from None
-        given = f" and given to {_names(heir)}, the owner of {self.directory}" if heir is not None else ""
-        _log.warning(
-            "%s: was readable or writable by others than its owner (mode %04o), so anyone on this box could "
-            "decrypt %s; changed to 0600%s",
-            self.key_path,
-            mode,
-            self.store_path,
-            given,
-        )
-
     def _read(self, fernet: Fernet) -> dict[str, object]:
         """The store's plaintext document: every way to open it (get, names, migrate) comes through here."""
         from cryptography.fernet import InvalidToken  # loaded already by _fernet
 
-        fd = _open_regular(
+        fd = open_regular(
             self.store_path,
             "not a secret store",
             lambda: f"move it aside and restore {STORE_FILE} from a backup (with the key file that belongs to it)",
@@ -345,7 +301,7 @@ class SecretStore:
     def migrate(self) -> bool:
         """Rewrite an older file in the current format (atomically: a failure leaves the old one); True if it did."""
         # without its key the store cannot be read at all: left for `get` to report when a secret is used
-        if not self.store_path.exists() or not self.key_path.exists():
+        if not self.store_path.exists() or not present(self.key_path):
             return False
         before = self.schema_version()
         if before == SCHEMA_VERSION:
@@ -406,72 +362,9 @@ class SecretStore:
         write_atomic(self.store_path, payload, 0o600, durable=True, owner=self._owner(self.store_path))
 
     def names(self) -> list[str]:
-        if not self.key_path.exists():
+        if not present(self.key_path):
             return []
         return sorted(self._load(self._fernet(create=False)))
-
-
-_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a named pipe",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
-def _open_regular(path: Path, what: str, fix: Callable[[], str]) -> int:
-    """`path` opened for reading; ConfigError `<path>: <what>, got <kind>; <fix>` when it is no regular file
-    (a `mkdir` by mistake, a restore that unpacked a folder under its name)."""
-    try:
-        # O_NONBLOCK: a named pipe would hold the open until someone writes to it, and the gateway's start with it
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno != errno.ENXIO:  # what opening a socket says
-            raise
-        kind = stat.S_IFMT(os.stat(path).st_mode)
-    else:
-        kind = stat.S_IFMT(os.fstat(fd).st_mode)
-        if kind == stat.S_IFREG:
-            return fd
-        os.close(fd)
-    raise ConfigError([f"{path}: {what}, got {_KINDS.get(kind, 'no regular file')}; {fix()}"])
-
-
-def _sole_name(path: Path, opened: os.stat_result) -> bool:
-    """Whether the file open (`opened`) is `path` itself, not reached through a symbolic link, and has no other
-    name (a hard link)."""
-    here = os.lstat(path)
-    return (
-        stat.S_ISREG(here.st_mode)
-        and (here.st_dev, here.st_ino) == (opened.st_dev, opened.st_ino)
-        and here.st_nlink == 1
-    )
-
-
-def _rightful_owner(file: os.stat_result, directory: os.stat_result) -> tuple[int, int] | None:
-    """The (uid, gid) a key must be given so the gateway keeps reading it once it is 0600: the data directory's
-    owner, when the key is another user's; None when it is the owner's already, or the directory is root's
-    (then who the gateway runs as is not known here)."""
-    if directory.st_uid == 0 or file.st_uid == directory.st_uid:
-        return None
-    return directory.st_uid, directory.st_gid
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _names(owner: tuple[int, int]) -> str:
-    """`user:group` as chown takes it, by name where the box has one."""
-    try:
-        group = grp.getgrgid(owner[1]).gr_name
-    except KeyError:
-        group = str(owner[1])
-    return f"{_user_name(owner[0])}:{group}"
 
 
 def _fernet_token(token: bytes) -> bool:

@@ -1,0 +1,192 @@
+"""The secret store's files checked before use: a regular file, private to its owner, the gateway's, no link.
+
+Every refusal is a ConfigError of one line naming the file, what it is, and the command that puts it right: a
+technician meets these after a restore or a `sudo cp`, and under systemd a traceback would be a crash loop
+without a hint. Root changes no file it reaches through a link, nor tells anyone to: the gateway's user owns the
+data directory and could put a link to any file (/etc/shadow) where the key goes.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import logging
+import os
+import pwd
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.errors import ConfigError
+
+# the warning is the secret store's: journal filters and alerts written for it keep matching
+_log = logging.getLogger("gateway.secrets")
+
+KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def present(path: Path) -> bool:
+    """Whether anything is at `path`, a link to a file that is not there included; PermissionError when this user
+    may not look (os.path.lexists says False then, and a user shut out of the data directory saw no secrets)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
+def open_regular(path: Path, what: str, fix: Callable[[], str]) -> int:
+    """`path` opened for reading; ConfigError `<path>: <what>, got <kind>; <fix>` when it is no regular file
+    (a `mkdir` by mistake, a restore that unpacked a folder under its name), a link to a file that is not there,
+    or a file this user may not read that belongs to the gateway's user (`not_permitted`)."""
+    try:
+        # O_NONBLOCK: a named pipe would hold the open until someone writes to it, and the gateway's start with it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            raise
+        # named by the file at the end of the links: the one to put back (a key on a medium not mounted)
+        target = os.path.realpath(path)
+        raise ConfigError(
+            [f"{path}: {what}, got a symbolic link to {target}, which is not there; put {target} back, or {fix()}"]
+        ) from None
+    except PermissionError:
+        refusal = not_permitted(path, "readable")
+        if refusal is None:
+            raise
+        raise refusal from None
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # what opening a socket says
+            raise
+        kind = stat.S_IFMT(os.stat(path).st_mode)
+    else:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind == stat.S_IFREG:
+            return fd
+        os.close(fd)
+    raise ConfigError([f"{path}: {what}, got {KINDS.get(kind, 'no regular file')}; {fix()}"])
+
+
+def not_permitted(path: Path, how: str) -> ConfigError | None:
+    """The ConfigError for a file of the store this process was refused (`how`: "readable", "writable") that
+    should be the data directory's owner's (left root's by a crash, copied with `sudo cp -p`): the exact chown,
+    and whom to run as when that is not this user. None when the owner it should have is not known here (a data
+    directory this user may not enter, or root's), or the file is the rightful owner's already: the caller's
+    PermissionError then stands, and the CLI says to run as the gateway's user."""
+    try:
+        st = os.stat(path)
+        rightful = rightful_owner(st, os.stat(path.parent))
+    except OSError:
+        return None
+    if rightful is None:
+        return None
+    me = os.geteuid()
+    what = (
+        f"{path}: not {how} by user {user_name(me)}, got a file owned by {owner_names((st.st_uid, st.st_gid))} "
+        f"(mode {stat.S_IMODE(st.st_mode):04o})"
+    )
+    if not sole_name(path, st):
+        # a chown follows the link: the technician would give away whatever the link points to
+        return ConfigError(
+            [
+                f"{what} reached through a link; put a copy of the file there instead of the link, with mode 0600 "
+                f"and owned by {owner_names(rightful)}"
+            ]
+        )
+    then = f", then run this command as {user_name(rightful[0])} (or root)" if rightful[0] != me else ""
+    return ConfigError(
+        [f"{what}; give it to the owner of {path.parent}: run `sudo chown {owner_names(rightful)} {path}`{then}"]
+    )
+
+
+def make_private(fd: int, key: Path, store: Path) -> None:
+    """The key open as `fd` made 0600 if others than its owner may read or write it, with a WARNING;
+    ConfigError, saying the command to run, when this process may not.
+
+    Under root it is also given to the data directory's owner (the gateway's user) when that is not root and
+    the key is another user's (copied with `sudo cp`): made 0600 and left root's, the key the gateway could
+    read before would shut it out of its store. Run by anyone else, that is the chown the error asks for.
+    """
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return
+    directory = key.parent
+    rightful = rightful_owner(st, os.stat(directory))
+    heir = rightful if os.geteuid() == 0 else None
+    what = (
+        f"{key}: readable or writable by others than its owner, so anyone on this box could decrypt "
+        f"{store}, got mode {mode:04o}"
+    )
+    if os.geteuid() == 0 and not sole_name(key, st):
+        # root changes no file it reaches through a link: one the gateway's user put there (to /etc/shadow)
+        # would have root give that file away
+        raise ConfigError(
+            [
+                f"{what} on a file reached through a link, which root does not change; put a copy of the key "
+                f"there instead of the link, with mode 0600 and owned by "
+                f"{owner_names(rightful or (st.st_uid, st.st_gid))}"
+            ]
+        )
+    try:
+        os.fchmod(fd, 0o600)  # first: others lose access even if the chown should fail
+        if heir is not None:
+            os.fchown(fd, *heir)
+    except OSError as exc:
+        fix = f"sudo chmod 600 {key}"
+        if rightful is not None:
+            fix = f"sudo chown {owner_names(rightful)} {key} && {fix}"
+        raise ConfigError(
+            [f"{what}, which user {user_name(os.geteuid())} may not change ({exc.strerror or exc}); run `{fix}`"]
+        ) from None
+    given = f" and given to {owner_names(heir)}, the owner of {directory}" if heir is not None else ""
+    _log.warning(
+        "%s: was readable or writable by others than its owner (mode %04o), so anyone on this box could "
+        "decrypt %s; changed to 0600%s",
+        key,
+        mode,
+        store,
+        given,
+    )
+
+
+def sole_name(path: Path, opened: os.stat_result) -> bool:
+    """Whether the file open (`opened`) is `path` itself, not reached through a symbolic link, and has no other
+    name (a hard link)."""
+    here = os.lstat(path)
+    return (
+        stat.S_ISREG(here.st_mode)
+        and (here.st_dev, here.st_ino) == (opened.st_dev, opened.st_ino)
+        and here.st_nlink == 1
+    )
+
+
+def rightful_owner(file: os.stat_result, directory: os.stat_result) -> tuple[int, int] | None:
+    """The (uid, gid) a key must be given so the gateway keeps reading it once it is 0600: the data directory's
+    owner, when the key is another user's; None when it is the owner's already, or the directory is root's
+    (then who the gateway runs as is not known here)."""
+    if directory.st_uid == 0 or file.st_uid == directory.st_uid:
+        return None
+    return directory.st_uid, directory.st_gid
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def owner_names(owner: tuple[int, int]) -> str:
+    """`user:group` as chown takes it, by name where the box has one."""
+    try:
+        group = grp.getgrgid(owner[1]).gr_name
+    except KeyError:
+        group = str(owner[1])
+    return f"{user_name(owner[0])}:{group}"
