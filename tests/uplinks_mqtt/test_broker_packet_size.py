@@ -242,9 +242,11 @@ async def test_a_status_message_over_the_limit_is_not_sent_and_readings_still_go
     ), warnings
 
 
-async def test_a_command_answer_over_the_limit_goes_without_its_text(
+async def test_a_command_answer_over_the_limit_is_cut_to_fit(
     small_packet_broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # It went without its text (`OK: result text of 3000 characters left out: …`) before answers refused with
+    # PUBACK 0x95 were cut to fit; now the announced limit cuts the same way, keeping as much text as fits
     caplog.set_level(logging.DEBUG, logger="gateway.uplinks.mqtt.commands")
     config = MqttUplinkConfig.model_validate(
         {
@@ -273,17 +275,21 @@ async def test_a_command_answer_over_the_limit_goes_without_its_text(
             got = await sub.wait(3)
     finally:
         await listener.stop()
-    assert [m.payload for m in got] == [
-        b'{"report":"OK: result text of 3000 characters left out: over the maximum packet size of the broker"}',
-        b'{"report":"OK: result text of 3000 characters left out: over the maximum packet size of the broker"}',
-        b'{"relay_1":"OK: done"}',
-    ]
+
+    def packet(payload: bytes) -> int:
+        return len(encode_publish("/K3Y/dev1/cmdexe", payload, qos=1, packet_id=1, v5=True))
+
+    cut = [re.fullmatch(rb'\{"report":"OK: (x+) \[(\d+) characters cut\]"\}', m.payload) for m in got[:2]]
+    assert all(c is not None and len(c.group(1)) + int(c.group(2)) == 3000 for c in cut), got
+    assert got[0].payload == got[1].payload and LIMIT - 8 < packet(got[0].payload) <= LIMIT
+    assert got[2].payload == b'{"relay_1":"OK: done"}'
     c = listener.counters
     assert (c.results_published, c.results_shortened, c.results_lost, c.reconnects) == (3, 2, 0, 0)
-    said = [(r.levelname, r.getMessage()) for r in caplog.records if "without its text" in r.getMessage()]
-    answer = encode_publish("/K3Y/dev1/cmdexe", b'{"report":"OK: ' + b"x" * 3000 + b'"}', qos=1, packet_id=1, v5=True)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "sent cut" in r.getMessage()]
+    answer = packet(b'{"report":"OK: ' + b"x" * 3000 + b'"}')
     shortened = (
-        "result for device dev1 sent without its text: mqtt: the broker takes packets of at most 2000 bytes "
-        f"(the Maximum Packet Size in its CONNACK), got a PUBLISH of {len(answer)} bytes; not sent"
+        f"result for device dev1 sent cut to a PUBLISH of {packet(got[0].payload)} bytes: the broker takes packets "
+        f"of at most 2000 bytes (the Maximum Packet Size in its CONNACK), got the answer's PUBLISH of {answer} "
+        "bytes on /K3Y/dev1/cmdexe; raise the broker's max_packet_size for whole answers"
     )
     assert said == [("WARNING", shortened), ("DEBUG", shortened)]  # the first time at WARNING

@@ -249,11 +249,13 @@ async def test_an_answer_over_the_announced_limit_even_without_its_text_is_not_c
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt.commands")
-    # room for the connection, the subscriptions and the agent's command, not for an answer with a note
+    # room for the connection, the subscriptions and the agent's command, not for an answer even cut to its
+    # note (`{"report":"OK:  [N characters cut]"}`): the long device id is in the answer's topic too
+    device = "d" * 50
     broker = start_broker(tmp_path, f"max_packet_size 100\n{KEEPS}")
     try:
         async with agent_and_listener(broker, tmp_path) as (listener, agent):
-            await agent.client.publish("/K3Y/dev1/cmd", b'{"report": true}', qos=1)
+            await agent.client.publish(f"/K3Y/{device}/cmd", b'{"report": true}', qos=1)
             await settled(listener, 1)
     finally:
         broker.stop()
@@ -261,7 +263,8 @@ async def test_an_answer_over_the_announced_limit_even_without_its_text_is_not_c
     assert (c.ok, c.results_published, c.results_shortened, c.results_lost) == (1, 0, 1, 1)
     lost = warnings(caplog)[-1]
     assert re.fullmatch(
-        r"result for device dev1 not published: too large for the broker also shortened to \d+ bytes: mqtt: the "
+        f"result for device {device} not published: too large for the broker also shortened to "
+        r"\d+ bytes: mqtt: the "
         r"broker takes packets of at most 100 bytes \(the Maximum Packet Size in its CONNACK\), got a PUBLISH of "
         r"\d+ bytes; not sent \(the agent will let the command expire\)",
         lost,

@@ -10,6 +10,10 @@ note saying how much went; the agent parses it like any other answer.
 The cut is made in the raw text, before the percent-encoding of `result_text`, so no escape is split and
 what the agent stores still decodes to the start of the original text and the note. Pure: the caller
 says what fits, this module finds the longest texts that do.
+
+Against a limit the broker announces (the Maximum Packet Size of its CONNACK) the caller knows exactly what
+fits, so `fit_results` also offers the answer with its texts left out, for the rare text no cut makes smaller
+(JSON spells a control character in 6 bytes, and a text of fewer characters than a note stays whole).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-__all__ = ["CUT_NOTE", "Result", "cut_info", "cut_results"]
+__all__ = ["CUT_NOTE", "Result", "cut_info", "cut_results", "fit_results", "left_out"]
 
 Result = tuple[str, bool, str]  # command name, ok, info
 # Short on purpose: in a small answer a long note would take the room of the text it stands for. The
@@ -49,3 +53,21 @@ def cut_results(results: Sequence[Result], fits: Callable[[list[Result]], bool])
         else:
             refused = middle
     return at(fitting)
+
+
+def left_out(results: Sequence[Result]) -> list[Result]:
+    """`results` with every text replaced by a note of its length: what an answer without its texts says."""
+    return [
+        (name, ok, f"result text of {len(info)} characters left out: over the maximum packet size of the broker")
+        for name, ok, info in results
+    ]
+
+
+def fit_results(results: Sequence[Result], size: Callable[[list[Result]], int], limit: int) -> list[Result]:
+    """For a broker's announced `limit` on `size`: `results` cut to the longest texts that fit, else with their
+    texts left out if that fits, else the smaller of the two (which will not fit either)."""
+    cut = cut_results(results, lambda candidate: size(candidate) <= limit)
+    if size(cut) <= limit:
+        return cut
+    without = left_out(results)
+    return without if size(without) <= limit or size(without) < size(cut) else cut
