@@ -6,7 +6,8 @@ control socket's `command` op), each on a compartment's entity id:
     unlock / open         staff or platform: open the door (compartment exists, door not open, board online)
     assign  {email, reference}   staff: reserve a free compartment; the patron gets a one-time code by e-mail
     pickup  {code}        kiosk: the code opens the door once; wrong codes count, entry locks after max_wrong;
-                          a cancelled assignment's code (valid_days after the cancel) is told so, and counts no try
+                          a code that ended (cancelled, past its deadline, used for the pickup) is told so for
+                          valid_days after, and counts no try
     cancel / reset        staff: end the assignment (address erased, its code mail withdrawn) / clear the wrong-code count
     grid                  staff page: every compartment's state and assignment as JSON (any compartment id)
 
@@ -155,7 +156,8 @@ class LockerAdapter:
         self.alerts = 0
         self.unlocks = 0
         self.mail_failures = 0  # assignments undone because their code mail could not be queued
-        self.cancelled_codes = 0  # kiosk tries with the code of a cancelled assignment (answered, not counted)
+        # kiosk tries with a code that ended (answered, not counted as wrong tries), by its counter's name (_ENDED)
+        self.ended_codes = dict.fromkeys(("cancelled_codes", "expired_codes", "used_codes"), 0)
         self.unmailed: dict[str, int] = {}  # label → active assignment with no code mail (a crash between the steps)
         self._steps: set[asyncio.Task[CommandResult]] = set()  # assign steps that outlive a command's deadline
         # The address becomes a token before anything is emitted unless the config says otherwise: the same
@@ -207,7 +209,7 @@ class LockerAdapter:
                 code_length=p.code_length,
                 max_wrong=p.max_wrong,
                 # as long as the code would have worked: a patron who kept its mail comes within that time
-                cancelled_kept_s=p.valid_days * 86400,
+                ended_kept_s=p.valid_days * 86400,
             )
         return self.store
 
@@ -281,7 +283,7 @@ class LockerAdapter:
                     f"door of compartment {c.label} open for more than {self.config.pickup.door_open_alert_s:g} s",
                 )
         if self.store is not None:
-            await asyncio.to_thread(self.store.forget_cancelled)
+            await asyncio.to_thread(self.store.forget_ended)
             for a in await asyncio.to_thread(self.store.expire):
                 late = self.compartments.get(a.label)
                 if late is None:
@@ -683,21 +685,17 @@ class LockerAdapter:
             check, spent = await asyncio.to_thread(store.check_code, c.label, code)
         if check is CodeCheck.NO_CODE:
             return self._result(command, False, "no_code: no valid code for this compartment")
-        if check is CodeCheck.CANCELLED:
+        if check in _ENDED:
             assert spent is not None
-            self.cancelled_codes += 1
+            counter, entered, answer = _ENDED[check]
+            self.ended_codes[counter] += 1
             self._log.info(
-                "compartment %s: a pickup code of cancelled assignment %d was entered; it opens nothing and is not "
-                "counted as a wrong try (counted in cancelled_codes)",
+                "compartment %s: %s; it opens nothing and is not counted as a wrong try (counted in %s)",
                 c.label,
-                spent.id,
+                entered.format(id=spent.id),
+                counter,
             )
-            return self._result(
-                command,
-                False,
-                f"cancelled_code: the reservation for compartment {c.label} was cancelled; this code no longer "
-                "opens it, ask the library",
-            )
+            return self._result(command, False, answer.format(label=c.label))
         if check is CodeCheck.UNCONFIRMED:
             return self._result(
                 command, False, _unconfirmed(c, "its code was used and the door has not been seen open yet")
@@ -754,18 +752,15 @@ class LockerAdapter:
         try:
             mail_note = await code_mail.withdraw(self.context.mail, self.config.name, a, "assignment cancelled")
         except Exception as exc:  # the queue unusable: the assignment ends all the same, and staff are told
-            mail_note = (
-                f"its code mail could not be withdrawn, got {type(exc).__name__}: {redact.text(str(exc))}; "
-                "it may still be sent, and the code no longer works"
-            )
-            self._log.warning("compartment %s: assignment %d: %s", c.label, a.id, mail_note)
+            mail_note = code_mail.not_withdrawn(exc, redact.text(str(exc)))
+            self._log.warning("compartment %s: assignment %d: %s", c.label, a.id, mail_note.text)
         done = await asyncio.to_thread(store.cancel, c.label, assignment=a.id)
         if done is None:
             return self._result(command, False, f"free: compartment {c.label} has no assignment")
         self.unmailed.pop(c.label, None)
-        self._log.info("compartment %s: assignment %d cancelled; %s", c.label, a.id, mail_note)
+        self._log.info("compartment %s: assignment %d cancelled; %s", c.label, a.id, mail_note.text)
         await self._publish(c)
-        return self._result(command, True, f"cancelled: assignment {a.id}; {mail_note}")
+        return self._result(command, True, code_mail.cancelled(a.id, mail_note))
 
     async def _reset(self, command: Command, c: _Compartment) -> CommandResult:
         a = await asyncio.to_thread(self.open_store().reset_tries, c.label)
@@ -807,7 +802,7 @@ class LockerAdapter:
             "alerts": self.alerts,
             "unlocks": self.unlocks,
             "mail_failures": self.mail_failures,
-            "cancelled_codes": self.cancelled_codes,
+            **self.ended_codes,
             "unmailed": {label: self.unmailed[label] for label in sorted(self.unmailed)},
             "patron": self.config.pickup.patron.value,
             "unreadable_addresses": self.store.unreadable_addresses if self.store is not None else 0,
@@ -836,6 +831,30 @@ class LockerAdapter:
                 for name, b in self.boards.items()
             },
         }
+
+
+# A try with a code that ended: the diagnostics' counter, the log's words (never the code), the kiosk's answer.
+# The patron holds it from their mail; counted against the compartment's next assignment it would lock that
+# patron out, so it is told apart for valid_days (pickup.py).
+_ENDED: dict[CodeCheck, tuple[str, str, str]] = {
+    CodeCheck.CANCELLED: (
+        "cancelled_codes",
+        "a pickup code of cancelled assignment {id} was entered",
+        "cancelled_code: the reservation for compartment {label} was cancelled; this code no longer opens it, "
+        "ask the library",
+    ),
+    CodeCheck.EXPIRED: (
+        "expired_codes",
+        "the pickup code of assignment {id} was entered after its deadline",
+        "expired_code: the pickup deadline for compartment {label} has passed; this code no longer opens it, "
+        "ask the library",
+    ),
+    CodeCheck.USED: (
+        "used_codes",
+        "the pickup code of collected assignment {id} was entered again",
+        "used_code: the book in compartment {label} was collected with this code already; it opens nothing now",
+    ),
+}
 
 
 def _unconfirmed(c: _Compartment, why: str) -> str:

@@ -13,21 +13,27 @@ seen open, closes on an empty compartment the assignment is `collected`, the e-m
 erased, and a pickup event is owed to the platform (`event_pending`) until the adapter has emitted
 it, so a crash between the two re-sends it (its entity id makes the replay idempotent). A `reserved`
 assignment past its deadline becomes `overdue` (the code stops working; staff decide). `cancelled`
-ends one by staff; its code's hash stays for `cancelled_kept_s` (the adapter: `valid_days`), since its
-mail may have reached the patron before the cancel: their code is then answered CANCELLED instead
-of counting as a wrong try against the compartment's next assignment, and is never issued again
-meanwhile (the uniqueness lookup covers every row with a hash). `forget_cancelled` drops it after.
+ends one by staff.
 
-    reserved ──right code──► opened, hash kept ──door seen open──► opened ──door closed, empty──► collected
+A code that stopped working is still in a patron's mail, and typed at its compartment after staff
+reassigned it, it would count as a wrong try against the next assignment (and lock that patron out).
+So an ended code's hash stays for `ended_kept_s` (the adapter: `valid_days`) after it ended (the
+cancel; the deadline, also for one cancelled later; the pickup) and its try is answered CANCELLED,
+EXPIRED or USED, counting against nobody; it is never issued again meanwhile (the uniqueness lookup
+covers every kept hash). `forget_ended` drops them after. A used code's hash is kept marked
+(`spent:` before it), since an `opened` row without a live hash is one whose door was seen open.
+
+    reserved ──right code──► opened, hash kept ──door seen open──► opened, spent ──door closed, empty──► collected, spent
        ▲                          │
        └──────give_back───────────┘   (door not opened, or not seen open in time)
-    reserved ──deadline──► overdue ──staff──► cancelled;  any active ──staff──► cancelled, hash kept ──time──► cancelled
+    reserved ──deadline──► overdue, hash kept ──staff──► cancelled;  any active ──staff──► cancelled, hash kept
+    cancelled, overdue, collected ──ended_kept_s after the code ended──► hash dropped     (spent: the hash marked)
 
-"Seen open" is an `opened` row without its hash, so no schema change came with it: rows the previous
-release left `opened` had their hash dropped at the code check and count as seen open. That release
-kept `opened` only once its status after the unlock showed the door open (anything else gave the
-code back), except when killed between the two, which no file can tell apart now; and either way a
-row without its hash could not be given back.
+"Seen open" is an `opened` row without its live hash (none, or marked spent), so no schema change came
+with it: rows the previous release left `opened` had their hash dropped at the code check and count
+as seen open. That release kept `opened` only once its status after the unlock showed the door open
+(anything else gave the code back), except when killed between the two, which no file can tell apart
+now; and either way a row without its hash could not be given back.
 
 Every change is one transaction with `synchronous=FULL` in WAL mode: a `kill -9` loses nothing
 that a caller was told. Codes are stored only as HMAC-SHA-256 under a key kept in a 0600 file
@@ -90,8 +96,16 @@ class PickupState(enum.Enum):
 
 ACTIVE = (PickupState.RESERVED, PickupState.OPENED, PickupState.OVERDUE)
 _ACTIVE_SQL = "('reserved','opened','overdue')"
+# A used code's hash once its door was seen open: kept (marked, so it is no live code) to tell it apart later.
+SPENT = "spent:"
 # The code was used and the door has not been seen open since: the code's hash is kept (module docstring).
-_UNSEEN = "state='opened' AND code_hash IS NOT NULL"
+_UNSEEN = f"state='opened' AND code_hash IS NOT NULL AND code_hash NOT LIKE '{SPENT}%'"
+_SEEN = f"state='opened' AND (code_hash IS NULL OR code_hash LIKE '{SPENT}%')"
+# When a code stopped working, for `forget_ended`: the cancel, or the deadline if that came first; the pickup
+_ENDED_AT = (
+    "CASE state WHEN 'cancelled' THEN MIN(closed_at, expires_at) WHEN 'overdue' THEN expires_at "
+    "WHEN 'collected' THEN closed_at END"
+)
 
 
 class CodeCheck(enum.Enum):
@@ -99,8 +113,10 @@ class CodeCheck(enum.Enum):
     UNCONFIRMED = "unconfirmed"  # the right code, already used: its door has not been seen open yet
     WRONG = "wrong"
     LOCKED = "locked"  # too many wrong codes: staff must reset
-    NO_CODE = "no_code"  # nothing reserved in this compartment (or the code is spent or expired)
+    NO_CODE = "no_code"  # no live code in this compartment (none reserved, overdue, or its door seen open)
     CANCELLED = "cancelled"  # the code of an assignment staff cancelled (its mail may have reached the patron)
+    EXPIRED = "expired"  # the code of an assignment past its deadline (overdue, or cancelled after it)
+    USED = "used"  # the code that collected this compartment's last book
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,13 +227,13 @@ class PickupStore:
         clock: Callable[[], float],
         code_length: int = 6,
         max_wrong: int = 5,
-        cancelled_kept_s: float = 7 * 86400,
+        ended_kept_s: float = 7 * 86400,
     ) -> None:
         self.path = path
         self.clock = clock
         self.code_length = code_length
         self.max_wrong = max_wrong
-        self.cancelled_kept_s = cancelled_kept_s
+        self.ended_kept_s = ended_kept_s
         self._log = component_logger(__name__, path.stem.removeprefix("locker-"))
         self.unreadable_addresses = 0  # sealed addresses that did not open (read as no address)
         # secure_delete: an erased address is overwritten, not left in free space
@@ -315,7 +331,8 @@ class PickupStore:
             for _ in range(100):
                 code = "".join(secrets.choice("0123456789") for _ in range(self.code_length))
                 digest = self._hash(code)
-                if db.execute("SELECT 1 FROM assignments WHERE code_hash=?", (digest,)).fetchone() is None:
+                kept = (digest, SPENT + digest)  # a used code's too: a new patron's code must not read as used
+                if db.execute("SELECT 1 FROM assignments WHERE code_hash IN (?, ?)", kept).fetchone() is None:
                     break
             else:  # pragma: no cover - 100 collisions in a row means the code space is nearly full
                 raise PickupError(f"compartment {label}: no unused code found, got {self.code_length} digits")
@@ -343,21 +360,14 @@ class PickupStore:
         """Count a try at the kiosk; a right code moves the assignment to `opened` (stored before the unlock).
 
         The code stays until its door is seen open: given again meanwhile it is UNCONFIRMED, and opens nothing.
-        The code of an assignment cancelled in the last `cancelled_kept_s` is CANCELLED (with that assignment):
-        a patron whose mail had left before the cancel, not a guess at the live code, so no try is counted.
+        A code of this compartment that ended in the last `ended_kept_s` is CANCELLED, EXPIRED or USED (with its
+        assignment): a patron holding an old code, not a guess at the live one, so no try is counted.
         """
         now = self.clock()
         digest = self._hash(code)
         with self._tx() as db:
-            gone = db.execute(
-                "SELECT id FROM assignments WHERE label=? AND state='cancelled' AND code_hash=? AND closed_at>?",
-                (label, digest, now - self.cancelled_kept_s),
-            ).fetchone()
-            check, found = (
-                (CodeCheck.CANCELLED, gone[0])
-                if gone is not None
-                else _try_live(db, label, digest, now, self.max_wrong)
-            )
+            ended = _ended(db, label, digest, now, self.ended_kept_s)
+            check, found = ended if ended is not None else _try_live(db, label, digest, now, self.max_wrong)
             if check is CodeCheck.OK:
                 db.execute("UPDATE assignments SET state='opened', opened_at=? WHERE id=?", (now, found))
         return check, None if found is None else self.get(found)
@@ -371,7 +381,9 @@ class PickupStore:
     def seen_open(self, assignment_id: int) -> Assignment | None:
         """The door opened after the code was used: the code is spent; None when it was decided already."""
         with self._tx() as db:
-            cur = db.execute(f"UPDATE assignments SET code_hash=NULL WHERE id=? AND {_UNSEEN}", (assignment_id,))
+            cur = db.execute(
+                f"UPDATE assignments SET code_hash=? || code_hash WHERE id=? AND {_UNSEEN}", (SPENT, assignment_id)
+            )
         return self.get(assignment_id) if cur.rowcount else None
 
     def give_back(self, assignment_id: int) -> Assignment | None:
@@ -398,9 +410,7 @@ class PickupStore:
         """The door of an opened compartment, seen open, closed on an empty compartment: record the pickup."""
         now = self.clock()
         with self._tx() as db:
-            r = db.execute(
-                "SELECT id FROM assignments WHERE label=? AND state='opened' AND code_hash IS NULL", (label,)
-            ).fetchone()
+            r = db.execute(f"SELECT id FROM assignments WHERE label=? AND {_SEEN}", (label,)).fetchone()
             if r is None:
                 return None
             db.execute("UPDATE assignments SET state='collected', closed_at=?, event_pending=1 WHERE id=?", (now, r[0]))
@@ -412,7 +422,7 @@ class PickupStore:
             db.execute("UPDATE assignments SET event_pending=0, email_sealed=NULL WHERE id=?", (assignment_id,))
 
     def expire(self) -> list[Assignment]:
-        """Reserved assignments past their deadline become `overdue`; their codes stop working."""
+        """Reserved assignments past their deadline become `overdue`; their codes stop working (hashes kept)."""
         now = self.clock()
         with self._tx() as db:
             ids = [
@@ -422,7 +432,7 @@ class PickupStore:
                 ).fetchall()
             ]
             for i in ids:
-                db.execute("UPDATE assignments SET state='overdue', code_hash=NULL WHERE id=?", (i,))
+                db.execute("UPDATE assignments SET state='overdue' WHERE id=?", (i,))
         return [a for a in (self.get(i) for i in ids) if a is not None]
 
     def unmailed(self) -> list[Assignment]:
@@ -437,7 +447,7 @@ class PickupStore:
     def cancel(self, label: str, *, assignment: int | None = None) -> Assignment | None:
         """Staff end the active assignment of a compartment (book taken back, wrong compartment); address erased.
 
-        The code's hash stays for `cancelled_kept_s` (`forget_cancelled`): its mail may have reached the patron,
+        The code's hash stays for `ended_kept_s` (`forget_ended`): its mail may have reached the patron,
         and their try is then told apart from a wrong code against the compartment's next assignment.
         With `assignment`, only that one (an assignment undone because its code mail could not be queued)."""
         now = self.clock()
@@ -454,12 +464,12 @@ class PickupStore:
             )
         return self.get(r[0])
 
-    def forget_cancelled(self) -> int:
-        """Hashes of codes cancelled more than `cancelled_kept_s` ago are dropped; how many."""
+    def forget_ended(self) -> int:
+        """Hashes of codes that ended (cancelled, expired, used) more than `ended_kept_s` ago are dropped; how many."""
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE assignments SET code_hash=NULL WHERE state='cancelled' AND code_hash IS NOT NULL AND closed_at<=?",
-                (self.clock() - self.cancelled_kept_s,),
+                f"UPDATE assignments SET code_hash=NULL WHERE code_hash IS NOT NULL AND {_ENDED_AT}<=?",
+                (self.clock() - self.ended_kept_s,),
             )
         return cur.rowcount
 
@@ -472,6 +482,25 @@ class PickupStore:
         return self.get(r[0])
 
 
+def _ended(db: sqlite3.Connection, label: str, digest: str, now: float, kept_s: float) -> tuple[CodeCheck, int] | None:
+    """`check_code` against the compartment's codes that ended in the last `kept_s` (and a reserved one past its
+    deadline that `expire` has not reached yet); None when the code is none of them."""
+    rows = db.execute(
+        "SELECT id, state, code_hash, expires_at, closed_at FROM assignments WHERE label=? AND code_hash IN (?, ?)",
+        (label, digest, SPENT + digest),
+    ).fetchall()
+    for assignment_id, state, kept, expires_at, closed_at in rows:
+        if kept.startswith(SPENT):
+            if state == "collected" and closed_at > now - kept_s:
+                return CodeCheck.USED, assignment_id
+            continue  # an `opened` row seen open: its compartment is still this patron's (`_try_live`)
+        if state == "cancelled" and min(closed_at, expires_at) > now - kept_s:
+            return (CodeCheck.EXPIRED if expires_at <= closed_at else CodeCheck.CANCELLED), assignment_id
+        if state in ("overdue", "reserved") and now - kept_s < expires_at <= now:
+            return CodeCheck.EXPIRED, assignment_id
+    return None
+
+
 def _try_live(
     db: sqlite3.Connection, label: str, digest: str, now: float, max_wrong: int
 ) -> tuple[CodeCheck, int | None]:
@@ -481,7 +510,7 @@ def _try_live(
         f"SELECT id, code_hash, wrong, expires_at, state FROM assignments WHERE label=? AND state IN {_ACTIVE_SQL}",
         (label,),
     ).fetchone()
-    if r is None or r[1] is None or r[4] == "overdue" or (r[4] == "reserved" and now >= r[3]):
+    if r is None or r[1] is None or r[1].startswith(SPENT) or r[4] == "overdue" or (r[4] == "reserved" and now >= r[3]):
         return CodeCheck.NO_CODE, None
     if r[2] >= max_wrong:
         return CodeCheck.LOCKED, None

@@ -55,6 +55,8 @@ OUTCOMES = frozenset(
         "locked",
         "no_code",
         "cancelled_code",
+        "expired_code",
+        "used_code",
         "offline",
         "open",
         "stuck",

@@ -28,6 +28,8 @@ PICKUP_ANSWERS = {
     "locked",
     "no_code",
     "cancelled_code",
+    "expired_code",
+    "used_code",
     "unknown",
     "offline",
     "open",

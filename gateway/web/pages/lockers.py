@@ -115,20 +115,13 @@ def _reason(info: str) -> str:
     return word if word in REASONS else "failed"
 
 
-# What became of the code mail, as the adapter's answer to `cancel` words it (adapters/locker/code_mail.py, and
-# `_cancel` when the queue fails): `cancelled: assignment 7; its code mail 12 had been sent already; …`. Each has
-# its own sentence, since staff decide from it whether to call the patron. The answer carries no stable word
-# for it yet, so these phrases are matched; one not listed says the patron may have the code (the safe side).
-MAIL_OUTCOMES: tuple[tuple[str, str], ...] = (
-    ("was withdrawn before it was sent", "withdrawn"),
-    ("was being sent and may still reach the patron", "sending"),
-    ("had been sent already", "sent"),
-    ("had failed, nothing was sent", "failed"),
-    ("is not in the mail queue", "not_queued"),
-    ("no code mail on record", "none"),
-    ("no mail queue to withdraw its code mail from", "no_queue"),
-    ("could not be withdrawn", "not_withdrawn"),
-)
+# What became of the code mail, as the word the adapter's answer to `cancel` carries at a fixed place, the second
+# "; " field (adapters/locker/code_mail.py, MailFate): `cancelled: assignment 7; mail=sent; its code mail 12 had
+# been sent already; …`; the English after it is for people and may change. Each word has its own sentence,
+# since staff decide from it whether to call the patron; a word missing or not known here says the patron may
+# have the code (the safe side).
+MAIL_OUTCOMES = frozenset({"withdrawn", "sending", "sent", "failed", "not_queued", "none", "no_queue", "not_withdrawn"})
+_MAIL_WORD = "mail="
 
 
 # outcomes after which the patron may hold the code (or may yet get it): staff are to act, so a warning
@@ -137,7 +130,9 @@ _PATRON_MAY_HAVE_CODE = frozenset({"sending", "sent", "not_queued", "no_queue", 
 
 def mail_outcome(info: str) -> str:
     """The code mail's fate in a cancel's answer, as a word of MAIL_OUTCOMES, or `unknown`."""
-    return next((word for phrase, word in MAIL_OUTCOMES if phrase in info), "unknown")
+    fields = info.split("; ", 2)
+    word = fields[1].removeprefix(_MAIL_WORD) if len(fields) > 1 and fields[1].startswith(_MAIL_WORD) else ""
+    return word if word in MAIL_OUTCOMES else "unknown"
 
 
 async def _command(request: web.Request, entity_id: str, name: str, value: Any) -> tuple[bool, str]:

@@ -102,7 +102,10 @@ async def test_an_assignment_a_crash_left_without_its_mail_is_shown_and_can_be_c
                 "boards online 1/1; assigned without a code mail: A-02 (cancel and assign again on /lockers)"
             )
             cancelled = await rig.command("A-02", "cancel")
-            assert (cancelled.ok, cancelled.info) == (True, "cancelled: assignment 1; no code mail on record")
+            assert (cancelled.ok, cancelled.info) == (
+                True,
+                "cancelled: assignment 1; mail=none; no code mail on record",
+            )
             assert rig.adapter.diagnostics()["unmailed"] == {}
             assert (await rig.command("A-02", "assign", {"email": "p@example.jp", "reference": "R-2"})).ok
     assert (
@@ -120,6 +123,6 @@ async def test_a_mail_queued_before_the_crash_is_found_again_and_withdrawn_on_ca
         cancelled = await rig.command("A-02", "cancel")
         assert (cancelled.ok, cancelled.info) == (
             True,
-            "cancelled: assignment 1; its code mail 1 was withdrawn before it was sent",
+            "cancelled: assignment 1; mail=withdrawn; its code mail 1 was withdrawn before it was sent",
         )
         assert await rig.mail.due(now=1e12) == []

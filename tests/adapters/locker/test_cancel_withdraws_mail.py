@@ -23,7 +23,7 @@ async def test_cancel_withdraws_the_waiting_code_mail(tmp_path: Path) -> None:
         cancel = await rig.command("A-02", "cancel")
         assert (cancel.ok, cancel.info) == (
             True,
-            "cancelled: assignment 1; its code mail 1 was withdrawn before it was sent",
+            "cancelled: assignment 1; mail=withdrawn; its code mail 1 was withdrawn before it was sent",
         )
         row = await rig.mail.raw_row(1)
         assert row is not None
@@ -43,7 +43,7 @@ async def test_cancel_says_when_the_code_mail_had_left_already(tmp_path: Path) -
         cancel = await rig.command("A-02", "cancel")
         assert (cancel.ok, cancel.info) == (
             True,
-            "cancelled: assignment 1; its code mail 1 had been sent already; the code no longer works",
+            "cancelled: assignment 1; mail=sent; its code mail 1 had been sent already; the code no longer works",
         )
         late = await rig.command("A-02", "pickup", {"code": code_in(pending.mail.text)})
         assert late.info == (  # the patron may hold it: told apart, counted against nobody (test_cancel_code_at_kiosk)
@@ -59,7 +59,7 @@ async def test_cancel_says_when_the_code_mail_is_being_sent(tmp_path: Path) -> N
         cancel = await rig.command("A-02", "cancel")
         assert (cancel.ok, cancel.info) == (
             True,
-            "cancelled: assignment 1; its code mail 1 was being sent and may still reach the patron; "
+            "cancelled: assignment 1; mail=sending; its code mail 1 was being sent and may still reach the patron; "
             "the code no longer works",
         )
         assert await rig.mail.due(now=1e12) == []  # not sent again if that attempt fails

@@ -77,7 +77,7 @@ def test_wrong_codes_lock_then_reset_and_expiry(tmp_path: Path) -> None:
     s.reset_tries("A-01")
     clock.now += 61
     assert [a.label for a in s.expire()] == ["A-01"]
-    assert s.check_code("A-01", code)[0] is CodeCheck.NO_CODE
+    assert s.check_code("A-01", code)[0] is CodeCheck.EXPIRED
     assert s.active()["A-01"].state is PickupState.OVERDUE
     s.close()
 
