@@ -44,7 +44,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -988,14 +987,18 @@ def _say_dropped(name: str) -> None:
 
 def _say_kept(name: str, store: Store, config: BufferConfig) -> None:
     """At every open, once per kept removed uplink: a technician reading the log learns what waits for it."""
-    until = datetime.fromtimestamp(store.removed[name][1] / 1000, UTC)
+    # Its cursors hold every row appended from now on too: a count of what is there now alone read as
+    # "keeping nothing" while it held each new reading for a week.
+    rows, alone = store.kept_rows(name)
     log.warning(
-        "buffer: uplink %s is no longer configured; keeping its %d undelivered rows until %s UTC "
-        "([buffer] removed_uplink_keep_days = %d); configure it again before then to deliver them",
+        "buffer: uplink %s is no longer configured; until %s UTC ([buffer] removed_uplink_keep_days = %d) the buffer "
+        "keeps the %d rows it has not delivered (%d of them for it alone: every configured uplink has delivered them) "
+        "and every row appended until then; configure it again before then to deliver them",
         name,
-        store.kept_rows(name),
-        until.strftime("%Y-%m-%d %H:%M"),
+        store.on_wall(store.removed[name][1]).strftime("%Y-%m-%d %H:%M"),
         config.removed_uplink_keep_days,
+        rows,
+        alone,
     )
 
 

@@ -30,9 +30,12 @@ undoes, must find its acknowledged backlog when it comes back. Its cursors stay 
 hold back the deletion of the rows it has not passed, which still count against the caps and age
 out as any row (so the disk stays protected); nothing is read for it. When a start first found it
 missing (on the age clock, so a step of the wall clock does not end the period) and until when it
-is kept are in the counters table. Once the period is over (at a start, or by the writer's
-maintenance) its cursors go, and with them the rows only it still needed; configured again
-before, it goes on from its cursors.
+is kept are in the counters table. Those stamps are kept on the age clock as rows' are: no stamp
+puts the age clock's start behind it, and when an empty outbox puts it back on the wall clock they
+move by as much (with the offset, in one transaction). Shown to people (the log, stats) they are
+on the wall clock: the stamp minus the offset in force. Once the period is over (at a start, or by
+the writer's maintenance) its cursors go, and with them the rows only it still needed; configured
+again before, it goes on from its cursors.
 """
 
 from __future__ import annotations
@@ -397,9 +400,12 @@ class Store:
         self.counters: Counter[str] = Counter(dict(conn.execute("SELECT name, value FROM counters").fetchall()))
         reserved_before = self.counters.pop(_RESERVED, 0)
         self._saved_offset = self.counters.pop(_AGE_OFFSET, 0)
-        # uplink no longer configured -> (removed at, kept until), ms on the age clock, as in the file
-        self.removed = _pop_removed(self.counters, config.removed_uplink_keep_days * DAY_MS)
-        self.age = AgeClock(clock, self._start_offset(conn, clock), _elapsed_clock())
+        # uplink no longer configured -> (removed at, kept until) in ms: as the file had them at open, and
+        # on the age clock in force (see _start_offset)
+        self._removed_in_file = _pop_removed(self.counters, config.removed_uplink_keep_days * DAY_MS)
+        offset, shift = self._start_offset(conn, clock)
+        self.removed = {name: (at + shift, until + shift) for name, (at, until) in self._removed_in_file.items()}
+        self.age = AgeClock(clock, offset, _elapsed_clock())
         self._deleted_upto = [0] * _LANES
         self._data_version = self._read_data_version()
         self.load_totals()
@@ -431,14 +437,21 @@ class Store:
 
     # --- opening -------------------------------------------------------------------------------
 
-    def _start_offset(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> int:
-        """The age clock's offset at open: the file's, unless that puts the newest row in the future."""
-        newest = conn.execute(_NEWEST_STAMP).fetchone()
-        if newest is None:
-            return 0  # no row depends on it: back on the wall clock
+    def _start_offset(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> tuple[int, int]:
+        """The age clock's offset at open, and how far the file's removal stamps move to stay on it.
+
+        The file's offset, unless that puts the newest row or removal in the future; an empty outbox
+        goes back on the wall clock, and its removal stamps with it."""
         wall_ms = int(clock() * 1000)
-        # a clock behind the newest row went back while the gateway was stopped (a reboot without RTC)
-        return max(self._saved_offset, int(newest[0]) - wall_ms)
+        newest = conn.execute(_NEWEST_STAMP).fetchone()
+        # No row depends on the offset: back on the wall clock. A removal stamped under the old offset
+        # moves by as much, or a period stamped by a box whose clock ran a year ahead lasts a year more.
+        offset, shift = (0, -self._saved_offset) if newest is None else (self._saved_offset, 0)
+        # a clock behind the newest stamp went back while the gateway was stopped (a reboot without RTC)
+        stamps = [at + shift for at, _ in self._removed_in_file.values()]
+        if newest is not None:
+            stamps.append(int(newest[0]))
+        return max([offset, *(at - wall_ms for at in stamps)]), shift
 
     def load_totals(self) -> tuple[list[int], list[int]]:
         """Recount rows and bytes per lane from the file; returns the change against what we held."""
@@ -474,11 +487,14 @@ class Store:
         self.kept = {name: stored[name] for name in removed}
         with self._write() as ch:
             self._drop_uplinks(self.removed_uplinks, ch)
-            for name in set(self.removed) - set(removed):  # configured again, or its cursors gone
+            for name in set(self._removed_in_file) - set(removed):  # configured again, or its cursors gone
                 self.conn.executemany("DELETE FROM counters WHERE name = ?", [(k + name,) for k in _REMOVED_PREFIXES])
             for name, (at_ms, until_ms) in removed.items():
-                if self.removed.get(name) != (at_ms, until_ms):
+                if self._removed_in_file.get(name) != (at_ms, until_ms):
                     self.conn.executemany(_SET_COUNTER, [(_REMOVED_AT + name, at_ms), (_KEPT_UNTIL + name, until_ms)])
+            # moved stamps and the offset they are on in one transaction: apart, a crash between
+            # them would move the stamps once more at the next start
+            self._save_offset(ch)
             for name in self.uplinks:
                 if name not in stored:
                     # a new uplink starts at the oldest buffered row: cursor 0 is below every seq
@@ -523,9 +539,24 @@ class Store:
         self.removed = {name: v for name, v in self.removed.items() if name not in gone}
         return gone
 
-    def kept_rows(self, name: str) -> int:
-        """Rows the kept removed uplink `name` has not delivered."""
-        return sum(count_pending(self.conn, name, self.kept[name]).values())
+    def kept_rows(self, name: str) -> tuple[int, int]:
+        """Rows the kept removed uplink `name` has not delivered, and how many of them no configured uplink
+        still needs: those stay in the buffer for it alone."""
+        cur = self.kept[name]
+        alone = 0
+        for lane in range(_LANES):
+            # rows past the lowest configured cursor are wanted by a configured uplink anyway; none configured: all
+            upto = min((c[lane] for c in self.cursors.values()), default=self._max_seq())
+            (n,) = self.conn.execute(
+                "SELECT count(*) FROM outbox WHERE lane = ? AND seq > ? AND (target = ? OR (target IS NULL AND seq <= ?))",
+                (lane, cur[lane], name, upto),
+            ).fetchone()
+            alone += n
+        return sum(count_pending(self.conn, name, cur).values()), alone
+
+    def on_wall(self, ms: int) -> datetime:
+        """A stamp on the age clock as the wall clock will show it, the offset in force now (UTC)."""
+        return _utc(ms - self.age.offset_ms)
 
     # --- transactions --------------------------------------------------------------------------
 
@@ -1241,8 +1272,8 @@ class Store:
             )
         kept = {
             name: KeptUplink(
-                removed_at=_utc(self.removed[name][0]),
-                kept_until=_utc(self.removed[name][1]),
+                removed_at=self.on_wall(self.removed[name][0]),
+                kept_until=self.on_wall(self.removed[name][1]),
                 cursors={lane_name(i): cur[i] for i in range(_LANES)},
                 pending=count_pending(conn, name, cur),
             )

@@ -40,11 +40,13 @@ class WallClock:
         return time.time() + self.offset
 
 
-def kept_line(name: str, rows: int, until: datetime, days: int = 7) -> str:
+def kept_line(name: str, rows: int, until: datetime, days: int = 7, alone: int | None = None) -> str:
+    """`alone`: of the `rows`, those every configured uplink has delivered (all of them by default)."""
     return (
-        f"buffer: uplink {name} is no longer configured; keeping its {rows} undelivered rows until "
-        f"{until:%Y-%m-%d %H:%M} UTC ([buffer] removed_uplink_keep_days = {days}); configure it again before then "
-        "to deliver them"
+        f"buffer: uplink {name} is no longer configured; until {until:%Y-%m-%d %H:%M} UTC ([buffer] "
+        f"removed_uplink_keep_days = {days}) the buffer keeps the {rows} rows it has not delivered "
+        f"({rows if alone is None else alone} of them for it alone: every configured uplink has delivered them) "
+        "and every row appended until then; configure it again before then to deliver them"
     )
 
 
