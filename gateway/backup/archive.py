@@ -11,6 +11,8 @@ one that fails (a full disk, a full share) removes its `.part`, and a killed run
 next run of the same gateway id once `STALE_AFTER_S` old: nothing else would ever delete it. The stores'
 copies are made first in a staging directory beside it, held by its create: one a killed create left is
 removed by the next create of the same gateway id (create_staging.py).
+Every file it makes there goes through the directory held open, never by a path: run as root, in the service
+user's directory, a link that user planted is never written or chowned through (held_dir.py).
 Every file and directory it makes is 0600/0700 whatever the umask (`sudo` from a root shell has 022).
 
 A restore is all or nothing. `stage` verifies the backup, before the gateway is stopped, into a
@@ -78,7 +80,7 @@ from typing import IO, Any
 from gateway import __version__
 from gateway.audit.log import AUDIT_FILE
 from gateway.audit.log import HEAD_FILE as AUDIT_HEAD
-from gateway.backup import create_staging
+from gateway.backup import confined_snapshot, create_staging, held_dir
 from gateway.backup.gateway_id import with_gateway_id
 from gateway.backup.manifest import (
     ALTERED,
@@ -198,7 +200,12 @@ def data_files(data_dir: Path, *, exclude: Path | None = None, include_secret_ke
 
 
 def _snapshot(src: Path, dst: Path) -> int:
-    """A consistent copy of a live sqlite file; returns its schema version."""
+    """A consistent copy of a live sqlite file; returns its schema version.
+
+    Under root, into a staging directory held open (/proc/self/fd/<fd>/…), from a process confined to it: SQLite
+    would open the copy and its -journal by the directory's name of the moment (confined_snapshot.py)."""
+    if os.geteuid() == 0 and confined_snapshot.held_fd(dst) is not None:
+        return confined_snapshot.snapshot(src, dst)
     source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30.0)
     try:
         target = sqlite3.connect(dst)
@@ -249,48 +256,55 @@ def create(
     Refused (BackupError) while a restore into `data_dir` has not finished (`unfinished_restores`).
     """
     _refuse_unfinished_restore(data_dir)
-    made = _private_dirs(out_dir)
-    final = out_dir / file_name(gateway_id, now)
-    part = _part_of(final)
-    _remove_stale_parts(out_dir, gateway_id)
-    create_staging.remove_dead(out_dir, gateway_id, stale_after_s=STALE_AFTER_S)
+    owner = data_dir.stat()
+    out = held_dir.private_dirs(out_dir)  # every step below goes through it: the service user's (held_dir.py)
     try:
-        members = _write(part, data_dir, config_path, gateway_id, out_dir, now, include_secret_key)
-    except BaseException as exc:
-        _discard(part)  # a full disk stays full otherwise: no later run writes that name again
-        if isinstance(exc, (OSError, sqlite3.Error)) and _is_full(exc):
-            raise BackupError(
-                f"backup: no room for {final.name} in {out_dir}, got {_why(exc)}; the partial file is removed, the "
-                f"backups kept there are as they were: free space in {out_dir} (`df -h {out_dir}`, `df -i` for "
-                "inodes), or point [backup] directory at a larger disk"
-            ) from None
-        raise
-    os.replace(part, final)
-    fsync_dir(out_dir)
-    give_to(data_dir.stat(), [*made, out_dir, final])
-    log.info("backup written: %s (%d files, %d bytes)", final, len(members), final.stat().st_size)
+        final = out_dir / file_name(gateway_id, now)
+        part = _part_of(final)
+        _remove_stale_parts(out.fd, out_dir, gateway_id)
+        create_staging.remove_dead(out_dir, out.fd, gateway_id, stale_after_s=STALE_AFTER_S)
+        try:
+            members, size = _write(out, part, data_dir, config_path, gateway_id, owner, now, include_secret_key)
+        except BaseException as exc:
+            held_dir.discard(out.fd, part.name, part)  # a full disk stays full otherwise: no later run writes it again
+            if isinstance(exc, (OSError, sqlite3.Error)) and _is_full(exc):
+                raise BackupError(
+                    f"backup: no room for {final.name} in {out_dir}, got {_why(exc)}; the partial file is removed, "
+                    f"the backups kept there are as they were: free space in {out_dir} (`df -h {out_dir}`, `df -i` "
+                    "for inodes), or point [backup] directory at a larger disk"
+                ) from None
+            raise
+        with held_dir.named(final):
+            os.replace(part.name, final.name, src_dir_fd=out.fd, dst_dir_fd=out.fd)
+        os.fsync(out.fd)
+        out.give(owner, itself=True)
+    finally:
+        out.close()
+    log.info("backup written: %s (%d files, %d bytes)", final, len(members), size)
     return final
 
 
 def _write(
+    out: held_dir.Dirs,
     part: Path,
     data_dir: Path,
     config_path: Path,
     gateway_id: str,
-    out_dir: Path,
+    owner: os.stat_result,
     now: datetime,
     include_secret_key: bool,
-) -> list[Member]:
-    """The backup written into `part` (not yet renamed to its final name); returns its members."""
+) -> tuple[list[Member], int]:
+    """The backup written into `part` in `out` (not yet renamed to its final name, but handed to `owner`); returns
+    its members and its size."""
     # Left root's under `sudo edgegw backup now`: handed to the service user while root still copies into it,
     # that user could plant a link for root to write through. A killed root run's is named, with the command
-    # to remove it, by the nightly run that cannot.
-    with create_staging.held(out_dir, gateway_id) as staging:
+    # to remove it, by the nightly run that cannot. `staging` reaches it through its descriptor, whatever its name.
+    with create_staging.held(out.path, out.fd, gateway_id) as staging:
         members: list[tuple[Member, Path]] = []
-        shutil.copyfile(config_path, staging / "config")
+        _copy_into(config_path, staging / "config")
         members.append((_member(f"config/{config_path.name}", staging / "config", None), staging / "config"))
         for n, rel in enumerate(
-            _snapshot_order(data_files(data_dir, exclude=out_dir, include_secret_key=include_secret_key))
+            _snapshot_order(data_files(data_dir, exclude=out.path, include_secret_key=include_secret_key))
         ):
             src = data_dir / rel
             copy = staging / f"{n}"
@@ -298,7 +312,7 @@ def _write(
                 if _is_sqlite(src):
                     version: int | None = _snapshot(src, copy)
                 else:
-                    shutil.copyfile(src, copy)
+                    _copy_into(src, copy)
                     version = None
             except FileNotFoundError:
                 continue  # removed while we walked (a temporary file): not part of the state
@@ -316,11 +330,20 @@ def _write(
             members=tuple(m for m, _ in members),
         )
         # level 1: CPU is the data path's; the tar is closed (gzip trailer written) before the fsync
-        with _private_file(part) as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:
-            _add_bytes(tar, MANIFEST, manifest.to_json(), now)
-            for member, copy in members:
-                tar.add(copy, arcname=member.name, recursive=False, filter=_plain)
-    return [m for m, _ in members]
+        with held_dir.new_file(out.fd, part.name, where=part, owner=owner) as raw:
+            with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:
+                _add_bytes(tar, MANIFEST, manifest.to_json(), now)
+                for member, copy in members:
+                    tar.add(copy, arcname=member.name, recursive=False, filter=_plain)
+            size = raw.tell()
+    return [m for m, _ in members], size
+
+
+def _copy_into(src: Path, copy: Path) -> None:
+    """`src`'s bytes into `copy`, made anew (O_EXCL, O_NOFOLLOW, 0600) in the staging directory `copy.parent`."""
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with src.open("rb") as f, os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(f, out, _COPY_BLOCK)
 
 
 def _snapshot_order(files: list[Path]) -> list[Path]:
@@ -336,15 +359,6 @@ def _part_of(final: Path) -> Path:
     return final.with_name("." + final.name + ".part")
 
 
-def _discard(part: Path) -> None:
-    try:
-        part.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("backup: cannot remove the partial file %s, got %s; delete it by hand", part, exc.strerror or exc)
-
-
 def _is_full(exc: OSError | sqlite3.Error) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -355,16 +369,17 @@ def _why(exc: OSError | sqlite3.Error) -> str:
     return (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
 
 
-def _remove_stale_parts(directory: Path, gateway_id: str) -> None:
-    """This gateway's `.part` files in `directory` that no run has written for `STALE_AFTER_S` removed, each logged:
-    a run killed while it wrote one left it, and nothing else ever would. Another box's on a shared share, and a
-    younger one (a run under way), stay."""
+def _remove_stale_parts(dir_fd: int, directory: Path, gateway_id: str) -> None:
+    """This gateway's `.part` files in `directory` (held open as `dir_fd`) that no run has written for
+    `STALE_AFTER_S` removed, each logged: a run killed while it wrote one left it, and nothing else ever would.
+    Another box's on a shared share, a younger one (a run under way), and anything but a regular file stay."""
     try:
-        entries = list(os.scandir(directory))
+        entries = list(os.scandir(dir_fd))
     except OSError:
-        return  # not there yet: the run makes it, or says why it cannot
+        return
     for entry in entries:
         name = entry.name
+        path = directory / name
         if not (name.startswith("." + PREFIX) and name.endswith(".part")):
             continue
         taken = _taken(name[1 : -len(".part")])
@@ -374,13 +389,13 @@ def _remove_stale_parts(directory: Path, gateway_id: str) -> None:
             st = entry.stat(follow_symlinks=False)
             if not entry.is_file(follow_symlinks=False) or time.time() - st.st_mtime < STALE_AFTER_S:
                 continue
-            os.unlink(entry.path)
+            os.unlink(name, dir_fd=dir_fd)
         except FileNotFoundError:
             continue
         except OSError as exc:
-            log.warning("backup: cannot remove %s, left by a backup that did not finish, got %s", entry.path, exc)
+            log.warning("backup: cannot remove %s, left by a backup that did not finish, got %s", path, exc)
             continue
-        log.warning("backup: removed %s, left by a backup that did not finish (killed, or a power cut)", entry.path)
+        log.warning("backup: removed %s, left by a backup that did not finish (killed, or a power cut)", path)
 
 
 def _member(name: str, path: Path, version: int | None) -> Member:
@@ -404,54 +419,16 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, now: datetime) -> N
     tar.addfile(info, io.BytesIO(data))
 
 
-def _private_dirs(path: Path) -> list[Path]:
-    """Make `path` and its missing parents 0700 whatever the umask; returns those it made, top first.
-
-    mkdir's mode is narrowed by the umask and parents=True ignores it, hence one by one and a chmod.
-    A directory that exists keeps its mode: a share's mount point is its admin's to set.
-    """
-    missing: list[Path] = []
-    here = path
-    while not here.exists() and here != here.parent:
-        missing.append(here)
-        here = here.parent
-    made: list[Path] = []
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            continue  # made meanwhile by another run, with this same function
-        os.chmod(d, 0o700)
-        made.append(d)
-    return made
-
-
-@contextlib.contextmanager
-def _private_file(path: Path) -> Iterator[io.BufferedWriter]:
-    """`path` opened for writing, mode 0600 before a byte is written, fsync'd on leaving.
-
-    O_CREAT's mode is narrowed by the umask and applies to a new file only: a `.part` left by an
-    older release (0644 under umask 022) would keep its mode through O_TRUNC, hence the fchmod.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    except BaseException:
-        os.close(fd)
-        raise
-    with os.fdopen(fd, "wb") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def give_to(owner: os.stat_result, paths: list[Path]) -> None:
-    """Root made `paths` for the service user (`sudo edgegw backup now`): the nightly run must rotate them."""
+    """Root made `paths` for the service user (`sudo edgegw backup now`): the nightly run must rotate them.
+
+    lchown: a link put in place of one of them, in a directory the service user may write, keeps its target root's
+    (a backup's own files are handed over on their descriptors instead: held_dir.py)."""
     if os.geteuid() != 0:
         return
     for path in paths:
         try:
-            os.chown(path, owner.st_uid, owner.st_gid)
+            os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
         except PermissionError as exc:  # a share that maps root (NFS root_squash, SMB): its owner is the server's
             log.warning(
                 "backup: cannot hand %s to uid %d, got %s; the nightly run may not rotate it", path, owner.st_uid, exc
@@ -990,29 +967,35 @@ def copy(path: Path, dest_dir: Path) -> Path:
     The copy is 0600 and the directories made for it 0700 whatever the umask; under root they are
     handed to the owner of `path` (the service user), as `create` does.
     """
-    made = _private_dirs(dest_dir)
-    final = dest_dir / path.name
-    part = _part_of(final)
-    if (taken := _taken(path.name)) is not None:
-        _remove_stale_parts(dest_dir, taken[0])
+    owner = path.stat()
+    dest = held_dir.private_dirs(dest_dir)  # others may write to the share too: every step goes through it
     try:
-        with path.open("rb") as src, _private_file(part) as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        same = _sha256(part) == _sha256(path)
-    except BaseException as exc:
-        _discard(part)  # a full share stays full otherwise: no later run writes that name again
-        if isinstance(exc, OSError) and _is_full(exc):
-            raise BackupError(
-                f"backup copy {final}: no room for its {path.stat().st_size} bytes in {dest_dir}, got "
-                f"{_why(exc)}; the partial copy is removed, the backup itself is kept on the box: free space on the "
-                f"share (`df -h {dest_dir}`)"
-            ) from None
-        raise
-    if not same:
-        _discard(part)
-        raise BackupError(f"backup copy {final}: the copy differs from {path}; check the share {dest_dir}")
-    os.replace(part, final)
-    give_to(path.stat(), [*made, final])
+        final = dest_dir / path.name
+        part = _part_of(final)
+        if (taken := _taken(path.name)) is not None:
+            _remove_stale_parts(dest.fd, dest_dir, taken[0])
+        try:
+            with path.open("rb") as src, held_dir.new_file(dest.fd, part.name, where=part, owner=owner) as dst:
+                shutil.copyfileobj(src, dst, _COPY_BLOCK)
+                dst.flush()
+                same = _sha256(Path(f"/proc/self/fd/{dst.fileno()}")) == _sha256(path)  # read back, from the share
+        except BaseException as exc:
+            held_dir.discard(dest.fd, part.name, part)  # a full share stays full otherwise: no later run writes it
+            if isinstance(exc, OSError) and _is_full(exc):
+                raise BackupError(
+                    f"backup copy {final}: no room for its {owner.st_size} bytes in {dest_dir}, got "
+                    f"{_why(exc)}; the partial copy is removed, the backup itself is kept on the box: free space on "
+                    f"the share (`df -h {dest_dir}`)"
+                ) from None
+            raise
+        if not same:
+            held_dir.discard(dest.fd, part.name, part)
+            raise BackupError(f"backup copy {final}: the copy differs from {path}; check the share {dest_dir}")
+        with held_dir.named(final):
+            os.replace(part.name, final.name, src_dir_fd=dest.fd, dst_dir_fd=dest.fd)
+        dest.give(owner, itself=False)
+    finally:
+        dest.close()
     return final
 
 

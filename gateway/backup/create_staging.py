@@ -19,6 +19,7 @@ it is and another box may share the directory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -31,6 +32,9 @@ import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+
+from gateway.backup import held_dir
+from gateway.backup.manifest import BackupError
 
 log = logging.getLogger("gateway.backup")
 
@@ -56,61 +60,152 @@ def made_by(name: str, gateway_id: str) -> bool:
 
 
 @contextlib.contextmanager
-def held(out_dir: Path, gateway_id: str) -> Iterator[Path]:
-    """A new staging directory in `out_dir` (0700), its lock held until it is removed on leaving."""
-    staging, fd = _made(out_dir, gateway_id)
+def held(out_dir: Path, out_fd: int, gateway_id: str) -> Iterator[Path]:
+    """A new staging directory in `out_dir` (0700, `out_fd` held open), its lock held until it is removed on leaving.
+
+    Yields /proc/self/fd/<fd>: the directory itself, whatever becomes of its name. Under `sudo edgegw backup now`
+    that name is in the service user's directory, which may rename it and put a link in its place (held_dir.py):
+    every copy goes through the descriptor. BackupError, naming what took the name, if it is not this directory
+    any more on leaving (or right after it was made): nothing was written through it, but someone tampers with the
+    backup directory, and a backup taken meanwhile is not kept.
+    """
+    name, fd, lock = _made(out_dir, out_fd, gateway_id)
     try:
-        yield staging
-    finally:
-        try:
-            shutil.rmtree(staging)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning(
-                "backup: cannot remove the staging directory %s, got %s; the next backup removes it",
-                staging,
-                exc.strerror or exc,
-            )
-        if fd is not None:
-            os.close(fd)  # after the removal: until then no sweep takes the directory for a killed create's
+        yield Path(f"/proc/self/fd/{fd}")
+    except Exception as exc:
+        replaced = _leave(out_dir, out_fd, name, fd, lock)
+        if replaced is not None:
+            raise replaced from exc  # the bigger news: what the copy met there may be the tampering's doing
+        raise
+    except BaseException:
+        _leave(out_dir, out_fd, name, fd, lock)
+        raise
+    replaced = _leave(out_dir, out_fd, name, fd, lock)
+    if replaced is not None:
+        raise replaced
 
 
-def _made(out_dir: Path, gateway_id: str) -> tuple[Path, int | None]:
+def _replaced(out_dir: Path, name: str, what: str, left: str = "") -> BackupError:
+    path = out_dir / name
+    return BackupError(
+        f"backup: the staging directory {path} was replaced while the backup ran, got {what}; no backup written, "
+        f"nothing written through it: a process with the service user's rights changes the backup directory "
+        f"{out_dir}: find it, then remove {path} and back up again{left}"
+    )
+
+
+def _made(out_dir: Path, out_fd: int, gateway_id: str) -> tuple[str, int, int | None]:
+    """(name, descriptor of the directory, descriptor of its lock file, locked; None without locks)."""
     for _ in range(_ATTEMPTS):
-        staging = out_dir / staging_name(gateway_id, secrets.token_hex(4))
+        name = staging_name(gateway_id, secrets.token_hex(4))
         try:
-            os.mkdir(staging, 0o700)
+            with held_dir.named(out_dir / name):
+                os.mkdir(name, 0o700, dir_fd=out_fd)
         except FileExistsError:
             continue
+        fd = _opened(out_dir, out_fd, name)
         try:
-            fd = os.open(staging / CREATE_LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            lock = os.open(
+                CREATE_LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd
+            )
         except BaseException:
             with contextlib.suppress(OSError):
-                os.rmdir(staging)
+                os.rmdir(name, dir_fd=out_fd)
+            os.close(fd)
             raise
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)  # a sweep opened it between our open and our lock: it removes the directory
+            os.close(lock)  # a sweep opened it between our open and our lock: it removes the directory
+            os.close(fd)
             continue
         except OSError:  # a file system without locks: the sweep there goes by age
+            os.close(lock)
+            return name, fd, None
+        if os.fstat(lock).st_nlink == 0:
+            os.close(lock)  # a sweep held it first and removed it meanwhile
             os.close(fd)
-            return staging, None
-        if os.fstat(fd).st_nlink == 0:
-            os.close(fd)  # a sweep held it first and removed it meanwhile
             continue
-        return staging, fd
+        return name, fd, lock
     raise OSError(f"cannot make a staging directory in {out_dir}: {_ATTEMPTS} tries were each swept at once")
 
 
-def remove_dead(out_dir: Path, gateway_id: str, *, stale_after_s: float) -> None:
-    """`gateway_id`'s staging directories in `out_dir` that no create runs in removed, each logged with its size."""
+def _opened(out_dir: Path, out_fd: int, name: str) -> int:
+    """The directory just made as `name`, open; BackupError if something else took the name since."""
     try:
-        entries = [e for e in os.scandir(out_dir) if e.name.startswith(PREFIX)]
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=out_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+            raise
+        raise _replaced(out_dir, name, held_dir.kind(out_fd, name)) from None
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        os.close(fd)
+        raise _replaced(out_dir, name, f"another directory (uid {st.st_uid})")
+    return fd
+
+
+def _leave(out_dir: Path, out_fd: int, name: str, fd: int, lock: int | None) -> BackupError | None:
+    """The staging directory emptied through `fd` and removed under whatever name it has in `out_dir` now, its
+    descriptors closed; the error to raise if `name` is no longer it."""
+    mine = os.fstat(fd)
+    try:
+        replaced = not os.path.samestat(os.lstat(name, dir_fd=out_fd), mine)
     except OSError:
-        return  # not there yet: create makes it, or says why it cannot
+        replaced = True
+    what = held_dir.kind(out_fd, name) if replaced else ""
+    current = _current_name(out_fd, fd, mine) if replaced else name
+    left = ""
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.name, dir_fd=fd)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+        if current is None:
+            left = f"; the emptied staging directory is left at {_where(fd)}: remove it as root"
+        else:
+            os.rmdir(current, dir_fd=out_fd)
+    except OSError as exc:
+        # root's (`sudo edgegw backup now`): the nightly run names it with the command that removes it
+        log.warning(
+            "backup: cannot remove the staging directory %s, got %s; the next backup removes it, or names the "
+            "command that does",
+            out_dir / (current or name),
+            exc.strerror or exc,
+        )
+    finally:
+        if lock is not None:
+            os.close(lock)  # after the removal: until then no sweep takes the directory for a killed create's
+        os.close(fd)
+    return _replaced(out_dir, name, what, left) if replaced else None
+
+
+def _current_name(out_fd: int, fd: int, mine: os.stat_result) -> str | None:
+    """The name the directory open as `fd` has in `out_fd` now (renamed aside), or None if it has none there."""
+    name = os.path.basename(_where(fd))
+    try:
+        return name if os.path.samestat(os.lstat(name, dir_fd=out_fd), mine) else None
+    except OSError:
+        return None
+
+
+def _where(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "an unknown place"
+
+
+def remove_dead(out_dir: Path, out_fd: int, gateway_id: str, *, stale_after_s: float) -> None:
+    """`gateway_id`'s staging directories in `out_dir` (held open as `out_fd`) that no create runs in removed, each
+    logged with its size. Each is reached through `out_fd`, and removed by shutil.rmtree, which follows no link."""
+    try:
+        entries = [e for e in os.scandir(out_fd) if e.name.startswith(PREFIX)]
+    except OSError:
+        return
     for entry in entries:
+        path = os.path.join(out_dir, entry.name)
         legacy = _LEGACY.fullmatch(entry.name[len(PREFIX) :]) is not None
         if not (legacy or made_by(entry.name, gateway_id)):
             continue  # another box's, or no create's
@@ -122,11 +217,11 @@ def remove_dead(out_dir: Path, gateway_id: str, *, stale_after_s: float) -> None
             continue
         old = time.time() - st.st_mtime >= stale_after_s
         if legacy:
-            if old and _legacy_gateway_id(entry.path) == gateway_id:
-                _remove(entry.path, st)
+            if old and _legacy_gateway_id(out_fd, entry.name) == gateway_id:
+                _remove(out_fd, path, entry.name, st)
             continue
         try:
-            fd: int | None = os.open(os.path.join(entry.path, CREATE_LOCK), os.O_RDWR | os.O_NOFOLLOW)
+            fd: int | None = os.open(os.path.join(entry.name, CREATE_LOCK), os.O_RDWR | os.O_NOFOLLOW, dir_fd=out_fd)
         except FileNotFoundError:
             fd = None
         except OSError as exc:
@@ -135,10 +230,10 @@ def remove_dead(out_dir: Path, gateway_id: str, *, stale_after_s: float) -> None
                 log.warning(
                     "backup: cannot tell whether %s (last written %s) is a running backup's, got %s; if no backup "
                     "runs as root now, it was left by one that did not finish: as root: sudo rm -rf %s",
-                    entry.path,
+                    path,
                     datetime.fromtimestamp(st.st_mtime, UTC).isoformat(timespec="seconds"),
                     exc.strerror or exc,
-                    entry.path,
+                    path,
                 )
             continue
         try:
@@ -152,17 +247,19 @@ def remove_dead(out_dir: Path, gateway_id: str, *, stale_after_s: float) -> None
                         continue
             elif not old:
                 continue
-            _remove(entry.path, st)
+            _remove(out_fd, path, entry.name, st)
         finally:
             if fd is not None:
                 os.close(fd)  # after the removal: a create that opened the lock meanwhile sees it unlinked
 
 
-def _legacy_gateway_id(directory: str) -> str | None:
+def _legacy_gateway_id(out_fd: int, directory: str) -> str | None:
     """The gateway id in the config an older create copied first into `directory`, or None if it is not there or
     names none. Nothing in it is trusted beyond that: the directory may be another box's on a share."""
     try:
-        fd = os.open(os.path.join(directory, _LEGACY_CONFIG), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(
+            os.path.join(directory, _LEGACY_CONFIG), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=out_fd
+        )
     except OSError:
         return None
     try:
@@ -183,10 +280,10 @@ def _legacy_gateway_id(directory: str) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def _remove(path: str, st: os.stat_result) -> None:
+def _remove(out_fd: int, path: str, name: str, st: os.stat_result) -> None:
     size = _size(path)
     try:
-        shutil.rmtree(path)
+        shutil.rmtree(name, dir_fd=out_fd)
     except FileNotFoundError:
         return  # another run removed it first
     except OSError as exc:

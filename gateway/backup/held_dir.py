@@ -1,0 +1,164 @@
+"""Files a backup makes in a directory the service user may write (the backup directory, a share), made through
+that directory held open: never through a path the service user may meanwhile turn into a link.
+
+`sudo edgegw backup now` runs as root in the service user's backup directory. That user may rename any entry there
+and put a symbolic link under its name; root writing, truncating or chowning by path would then do it to whatever
+the link names (a file in /etc/sudoers.d, /etc/shadow). So the directory is opened once (`private_dirs`), each file
+is made relative to it with O_EXCL|O_NOFOLLOW (`new_file`), and handed to the service user on its descriptor
+(`give`), before it has its final name; a link found at a name root makes is removed, never followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.backup.manifest import BackupError
+
+log = logging.getLogger("gateway.backup")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+@dataclass(slots=True, kw_only=True)
+class Dirs:
+    """A directory held open, and those `private_dirs` made on the way to it (top first), each held open too."""
+
+    path: Path
+    fd: int
+    made: list[tuple[Path, int]] = field(default_factory=list)
+
+    def give(self, owner: os.stat_result, *, itself: bool) -> None:
+        """The directories made (and `itself`) handed to `owner`, on their descriptors."""
+        for path, fd in self.made:
+            give(owner, fd, path)
+        if itself and all(fd != self.fd for _, fd in self.made):
+            give(owner, self.fd, self.path)
+
+    def close(self) -> None:
+        for _, fd in self.made:
+            os.close(fd)
+        os.close(self.fd)
+
+
+def private_dirs(path: Path) -> Dirs:
+    """`path` held open, it and its missing parents made 0700 whatever the umask, each through its parent's
+    descriptor. A directory that exists keeps its mode: a share's mount point is its admin's to set."""
+    missing: list[Path] = []
+    here = path
+    while not here.exists() and here != here.parent:
+        missing.append(here)
+        here = here.parent
+    fd = os.open(here, os.O_RDONLY | os.O_DIRECTORY)  # the part that exists: named by root's own config
+    made: list[tuple[Path, int]] = []
+    try:
+        for d in reversed(missing):
+            try:
+                with named(d):
+                    os.mkdir(d.name, 0o700, dir_fd=fd)
+                new = True
+            except FileExistsError:
+                new = False  # made meanwhile by another run, with this same function
+            try:
+                with named(d):
+                    child = os.open(d.name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise BackupError(
+                    f"backup: {d} must be a directory, got {kind(fd, d.name)} there; nothing was written through "
+                    f"it: remove {d} and back up again"
+                ) from None
+            os.close(fd)
+            fd = child
+            if new:
+                os.fchmod(fd, 0o700)  # mkdir's mode is narrowed by the umask
+                made.append((d, os.dup(fd)))
+    except BaseException:
+        os.close(fd)
+        for _, made_fd in made:
+            os.close(made_fd)
+        raise
+    return Dirs(path=path, fd=fd, made=made)
+
+
+@contextlib.contextmanager
+def new_file(dir_fd: int, name: str, *, where: Path, owner: os.stat_result | None) -> Iterator[io.BufferedWriter]:
+    """`name` made anew in `dir_fd`, 0600 before a byte is written, fsync'd and (under root) handed to `owner` on
+    leaving. Whatever had the name (a killed run's file of that same second, a link someone planted) is removed
+    first: unlinked, never opened."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with named(where):
+        try:
+            fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            os.unlink(name, dir_fd=dir_fd)
+            fd = os.open(name, flags, 0o600, dir_fd=dir_fd)  # taken again at once: an error, not a loop
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode is narrowed by the umask
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        if owner is not None:
+            give(owner, f.fileno(), where)
+
+
+@contextlib.contextmanager
+def named(path: Path) -> Iterator[None]:
+    """An OSError met through a descriptor names `path`, not the bare name: messages (a read-only mount's drop-in,
+    schedule.py) quote it."""
+    try:
+        yield
+    except OSError as exc:
+        exc.filename = str(path)
+        raise
+
+
+def give(owner: os.stat_result, fd: int, where: Path) -> None:
+    """The file or directory open as `fd` handed to `owner` when root made it (`sudo edgegw backup now`): the
+    nightly run, as the service user, must rotate it."""
+    if os.geteuid() != 0:
+        return
+    try:
+        os.fchown(fd, owner.st_uid, owner.st_gid)
+    except PermissionError as exc:  # a share that maps root (NFS root_squash, SMB): its owner is the server's
+        log.warning(
+            "backup: cannot hand %s to uid %d, got %s; the nightly run may not rotate it", where, owner.st_uid, exc
+        )
+
+
+def discard(dir_fd: int, name: str, where: Path) -> None:
+    """`name` in `dir_fd` removed if there, a failure logged: a partial file nothing else would ever delete."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("backup: cannot remove the partial file %s, got %s; delete it by hand", where, exc.strerror or exc)
+
+
+def kind(dir_fd: int, name: str) -> str:
+    """What `name` in `dir_fd` is, for a message: a link with its target, a file, another user's directory."""
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except OSError:
+        return "nothing"
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            return f"a symbolic link to {os.readlink(name, dir_fd=dir_fd)}"
+        except OSError:
+            return "a symbolic link"
+    if stat.S_ISDIR(st.st_mode):
+        return f"another directory (uid {st.st_uid})"
+    return "a file"
