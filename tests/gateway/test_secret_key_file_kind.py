@@ -8,34 +8,20 @@ say "run it as the gateway's user (or root)", which sent the technician after th
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import ConfigError
 from gateway.secrets import SecretStore
-
-
-def edgegw(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], input=stdin, capture_output=True, text=True, timeout=60
-    )
+from tests.gateway.secret_files import edgegw, every_store_command, store_box, ways_into
 
 
 @pytest.fixture
 def box(tmp_path: Path) -> Path:
     """A gateway config whose data directory holds a secret store with one secret, its key now a directory."""
-    config = tmp_path / "gw.toml"
-    config.write_text(
-        f'[gateway]\nid = "gw-key"\ndata_dir = "{tmp_path / "data"}"\n\n'
-        '[[adapters]]\nname = "gauges"\ntype = "simulated"\nrate = 0.001\n\n'
-        '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n'
-    )
+    config = store_box(tmp_path)
     data = tmp_path / "data"
-    SecretStore(data).set("orion_token", "tok-1")
     (data / "secrets.key").unlink()
     (data / "secrets.key").mkdir()
     return config
@@ -53,15 +39,7 @@ def test_edgegw_run_says_the_key_is_a_directory_in_one_line_and_exits_2(box: Pat
     assert (run.returncode, run.stderr) == (2, f"{key_is_a_directory(box.parent / 'data')}\n")
 
 
-@pytest.mark.parametrize(
-    ("command", "what"),
-    [
-        (("secret", "list"), "secret list"),
-        (("secret", "set", "uplink.password", "--stdin"), "secret set"),
-        (("pseudonym", "list"), "pseudonym list"),
-        (("pseudonym", "rotate"), "pseudonym rotate"),
-    ],
-)
+@every_store_command
 def test_every_command_says_the_key_is_a_directory_and_exits_2(box: Path, command: tuple[str, ...], what: str) -> None:
     run = edgegw(*command, "-c", str(box), stdin="pw\n")
     assert (run.returncode, run.stderr) == (2, f"{what}: {key_is_a_directory(box.parent / 'data')}\n")
@@ -72,15 +50,7 @@ def test_every_way_into_the_store_says_the_key_is_a_directory(tmp_path: Path) ->
     (tmp_path / "secrets.key").unlink()
     (tmp_path / "secrets.key").mkdir()
     store = SecretStore(tmp_path)
-    uses: dict[str, Callable[[], object]] = {
-        "names": store.names,
-        "migrate": store.migrate,
-        "schema_version": store.schema_version,
-        "get": lambda: store.get("a"),
-        "set": lambda: store.set("b", "2"),
-        "get_or_create": lambda: store.get_or_create("c", lambda: "3"),
-    }
-    for name, use in uses.items():
+    for name, use in ways_into(store).items():
         with pytest.raises(ConfigError) as info:
             use()
         assert info.value.errors == [key_is_a_directory(tmp_path)], name

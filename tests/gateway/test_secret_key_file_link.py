@@ -9,21 +9,13 @@ failed with "No such file or directory; run it as the gateway's user (or root)".
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import ConfigError
 from gateway.secrets import SecretStore
-
-
-def edgegw(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], input=stdin, capture_output=True, text=True, timeout=60
-    )
+from tests.gateway.secret_files import edgegw, every_store_command, store_box, ways_into
 
 
 def dangling(data: Path, target: Path) -> str:
@@ -37,14 +29,8 @@ def dangling(data: Path, target: Path) -> str:
 @pytest.fixture
 def box(tmp_path: Path) -> Path:
     """A gateway config whose data directory holds a store with one secret, its key a link to a missing file."""
-    config = tmp_path / "gw.toml"
-    config.write_text(
-        f'[gateway]\nid = "gw-key"\ndata_dir = "{tmp_path / "data"}"\n\n'
-        '[[adapters]]\nname = "gauges"\ntype = "simulated"\nrate = 0.001\n\n'
-        '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n'
-    )
+    config = store_box(tmp_path)
     data = tmp_path / "data"
-    SecretStore(data).set("orion_token", "tok-1")
     (data / "secrets.key").unlink()
     (data / "secrets.key").symlink_to(tmp_path / "usb" / "secrets.key")
     return config
@@ -56,15 +42,7 @@ def test_edgegw_run_names_the_missing_target_in_one_line_and_exits_2(box: Path) 
     assert (run.returncode, run.stderr) == (2, f"{dangling(box.parent / 'data', target)}\n")
 
 
-@pytest.mark.parametrize(
-    ("command", "what"),
-    [
-        (("secret", "list"), "secret list"),
-        (("secret", "set", "uplink.password", "--stdin"), "secret set"),
-        (("pseudonym", "list"), "pseudonym list"),
-        (("pseudonym", "rotate"), "pseudonym rotate"),
-    ],
-)
+@every_store_command
 def test_every_command_names_the_missing_target(box: Path, command: tuple[str, ...], what: str) -> None:
     run = edgegw(*command, "-c", str(box), stdin="pw\n")
     target = box.parent / "usb" / "secrets.key"
@@ -78,15 +56,7 @@ def test_every_way_into_the_store_names_the_missing_target(tmp_path: Path) -> No
     key.unlink()
     key.symlink_to(target)
     store = SecretStore(tmp_path)
-    uses: dict[str, Callable[[], object]] = {
-        "names": store.names,
-        "migrate": store.migrate,
-        "schema_version": store.schema_version,
-        "get": lambda: store.get("a"),
-        "set": lambda: store.set("b", "2"),
-        "get_or_create": lambda: store.get_or_create("c", lambda: "3"),
-    }
-    for name, use in uses.items():
+    for name, use in ways_into(store).items():
         with pytest.raises(ConfigError) as info:
             use()
         assert info.value.errors == [dangling(tmp_path, target)], name

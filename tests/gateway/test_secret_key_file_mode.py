@@ -19,7 +19,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.secrets import SecretStore
-from tests.gateway.test_secret_key_file_owner import GATEWAY_USER, data_dir, needs_root, owner, run_as
+from tests.gateway.secret_files import GATEWAY_USER, data_dir, needs_root, owner, run_as, write_config
 
 __all__ = ["data_dir"]  # the fixture, shared with the owner tests
 OTHER_USER = 1234  # a technician's own account, neither root nor the gateway's user
@@ -152,12 +152,7 @@ def test_root_tightening_a_key_it_copied_gives_it_to_the_gateway(
 
 @needs_root
 def test_edgegw_run_refuses_a_key_it_may_not_tighten_in_one_line(data_dir: Path) -> None:
-    config = data_dir.parent / "gw.toml"
-    config.write_text(
-        f'[gateway]\nid = "gw-key"\ndata_dir = "{data_dir}"\n\n'
-        '[[adapters]]\nname = "gauges"\ntype = "simulated"\nrate = 0.001\n\n'
-        '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n'
-    )
+    config = write_config(data_dir.parent / "gw.toml", data_dir)
     made = run_as(GATEWAY_USER, data_dir, 'SecretStore(data).set("a", "1")')
     assert made.returncode == 0, made.stderr
     key = data_dir / "secrets.key"

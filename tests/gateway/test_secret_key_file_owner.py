@@ -9,62 +9,16 @@ process of its own; the kill is a real SIGKILL, at the first audit event after t
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.storage.files import create_whole
+from tests.gateway.secret_files import GATEWAY_USER, data_dir, needs_root, owner, run_as
 
-ROOT = Path(__file__).resolve().parents[2]
-GATEWAY_USER = 65534  # nobody, standing in for edgegw
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None,
-    reason="giving files to another user and running as it needs root and setpriv (util-linux)",
-)
+__all__ = ["data_dir"]  # the fixture, shared with the other file tests
 pytestmark = needs_root
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data directory the gateway's user owns (0700), as the package makes /var/lib/edgegw."""
-    # outside pytest's own temporary tree, which only root may enter
-    with tempfile.TemporaryDirectory(prefix="edgegw-keyfile-") as name:
-        top = Path(name)
-        top.chmod(0o755)
-        data = top / "data"
-        data.mkdir(mode=0o700)
-        os.chown(data, GATEWAY_USER, GATEWAY_USER)
-        yield data
-
-
-PRELUDE = "import sys\nfrom pathlib import Path\nfrom gateway.secrets import SecretStore\ndata = Path(sys.argv[1])\n"
-
-
-def run_as(uid: int | None, data_dir: Path, code: str) -> subprocess.CompletedProcess[str]:
-    """`code` run in a process of its own, by `uid` (None: root, as this test), with `data` and `SecretStore`."""
-    switch = [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-    return subprocess.run(
-        [*switch, sys.executable, "-c", PRELUDE + textwrap.dedent(code), str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
-
-
-def owner(path: Path) -> tuple[int, int, int]:
-    st = path.lstat()
-    return st.st_uid, st.st_gid, st.st_mode & 0o7777
 
 
 def test_create_whole_gives_the_new_file_to_the_owner(data_dir: Path) -> None:

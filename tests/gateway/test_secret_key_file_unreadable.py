@@ -11,43 +11,24 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.gateway.secret_files import (
+    GATEWAY_USER,
+    data_dir,
+    edgegw,
+    every_store_command,
+    gateway_box,
+    needs_root,
+    owner,
+)
 from tests.gateway.test_secret_key_file_mode import GATEWAY, OTHER_USER
-from tests.gateway.test_secret_key_file_owner import GATEWAY_USER, ROOT, data_dir, needs_root, owner, run_as
 
 __all__ = ["data_dir"]  # the fixture, shared with the owner tests
 pytestmark = needs_root
 USER = GATEWAY.partition(":")[0]
-
-
-def edgegw_as(uid: int, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, "-m", "gateway", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
-
-
-def gateway_box(data_dir: Path) -> Path:
-    """The config of a gateway whose data directory holds a store with one secret, all of it the gateway's."""
-    config = data_dir.parent / "gw.toml"
-    config.write_text(
-        f'[gateway]\nid = "gw-key"\ndata_dir = "{data_dir}"\n\n'
-        '[[adapters]]\nname = "gauges"\ntype = "simulated"\nrate = 0.001\n\n'
-        '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n'
-    )
-    made = run_as(GATEWAY_USER, data_dir, 'SecretStore(data).set("orion_token", "tok-1")')
-    assert made.returncode == 0, made.stderr
-    return config
 
 
 def not_readable(path: Path, by: str = USER, how: str = "readable") -> str:
@@ -61,27 +42,19 @@ def test_edgegw_run_says_the_chown_for_a_key_left_root_s(data_dir: Path) -> None
     config = gateway_box(data_dir)
     key = data_dir / "secrets.key"
     os.chown(key, 0, 0)
-    run = edgegw_as(GATEWAY_USER, "run", "-c", str(config))
+    run = edgegw("run", "-c", str(config), uid=GATEWAY_USER)
     assert (run.returncode, run.stderr) == (2, f"{not_readable(key)}\n")
     assert owner(key) == (0, 0, 0o600)  # left for the technician, as the message says
 
 
-@pytest.mark.parametrize(
-    ("command", "what"),
-    [
-        (("secret", "list"), "secret list"),
-        (("secret", "set", "uplink.password", "--stdin"), "secret set"),
-        (("pseudonym", "list"), "pseudonym list"),
-        (("pseudonym", "rotate"), "pseudonym rotate"),
-    ],
-)
+@every_store_command
 def test_every_command_says_the_chown_for_a_key_left_root_s(
     data_dir: Path, command: tuple[str, ...], what: str
 ) -> None:
     config = gateway_box(data_dir)
     key = data_dir / "secrets.key"
     os.chown(key, 0, 0)
-    run = edgegw_as(GATEWAY_USER, *command, "-c", str(config), stdin="pw\n")
+    run = edgegw(*command, "-c", str(config), stdin="pw\n", uid=GATEWAY_USER)
     assert (run.returncode, run.stderr) == (2, f"{what}: {not_readable(key)}\n")
 
 
@@ -90,7 +63,7 @@ def test_a_store_or_lock_left_root_s_is_named_with_its_chown(data_dir: Path, nam
     # an older release's `sudo edgegw pseudonym rotate` left secrets.enc root's 0600; its crash, secrets.lock
     config = gateway_box(data_dir)
     os.chown(data_dir / name, 0, 0)
-    run = edgegw_as(GATEWAY_USER, "secret", "set", "uplink.password", "--stdin", "-c", str(config), stdin="pw\n")
+    run = edgegw("secret", "set", "uplink.password", "--stdin", "-c", str(config), stdin="pw\n", uid=GATEWAY_USER)
     how = "writable" if name == "secrets.lock" else "readable"  # the lock is opened for writing
     assert (run.returncode, run.stderr) == (2, f"secret set: {not_readable(data_dir / name, how=how)}\n")
 
@@ -99,11 +72,11 @@ def test_the_chown_fixes_it(data_dir: Path) -> None:
     config = gateway_box(data_dir)
     key = data_dir / "secrets.key"
     os.chown(key, 0, 0)
-    refused = edgegw_as(GATEWAY_USER, "secret", "list", "-c", str(config))
+    refused = edgegw("secret", "list", "-c", str(config), uid=GATEWAY_USER)
     assert refused.returncode == 2, refused.stderr
     fix = refused.stderr.rpartition("run `")[2].removesuffix("`\n")
     subprocess.run(fix.removeprefix("sudo ").split(), check=True)  # as root already
-    listed = edgegw_as(GATEWAY_USER, "secret", "list", "-c", str(config))
+    listed = edgegw("secret", "list", "-c", str(config), uid=GATEWAY_USER)
     assert (listed.returncode, listed.stdout, listed.stderr) == (0, "orion_token\n", "")
 
 
@@ -112,7 +85,7 @@ def test_another_user_is_told_the_chown_and_who_to_run_as(data_dir: Path) -> Non
     data_dir.chmod(0o755)
     key = data_dir / "secrets.key"
     os.chown(key, 0, 0)
-    run = edgegw_as(OTHER_USER, "secret", "list", "-c", str(config))
+    run = edgegw("secret", "list", "-c", str(config), uid=OTHER_USER)
     assert (run.returncode, run.stderr) == (
         2,
         f"secret list: {not_readable(key, by=str(OTHER_USER))}, then run this command as {USER} (or root)\n",
@@ -123,7 +96,7 @@ def test_a_user_who_cannot_enter_the_data_directory_is_told_whom_to_run_as(data_
     # guard: a private data directory hides who owns what in it; the message stays the one it was
     config = gateway_box(data_dir)
     os.chown(data_dir / "secrets.key", 0, 0)
-    run = edgegw_as(OTHER_USER, "secret", "list", "-c", str(config))
+    run = edgegw("secret", "list", "-c", str(config), uid=OTHER_USER)
     assert (run.returncode, run.stderr) == (
         1,
         f"secret list: cannot use the secret store in {data_dir}, got Permission denied; "
@@ -138,7 +111,7 @@ def test_a_key_reached_through_a_link_is_not_given_a_chown(data_dir: Path) -> No
     key.rename(elsewhere)
     os.chown(elsewhere, 0, 0)
     key.symlink_to(elsewhere)
-    run = edgegw_as(GATEWAY_USER, "secret", "list", "-c", str(config))
+    run = edgegw("secret", "list", "-c", str(config), uid=GATEWAY_USER)
     assert (run.returncode, run.stderr) == (
         2,
         f"secret list: {key}: not readable by user {USER}, got a file owned by root:root (mode 0600) reached "

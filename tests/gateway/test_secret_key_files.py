@@ -8,8 +8,6 @@ Fernet key made every command end in "ValueError: Fernet key must be 32 url-safe
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,23 +15,13 @@ from cryptography.fernet import Fernet
 
 from gateway.errors import ConfigError
 from gateway.secrets import SecretStore
-
-
-def edgegw(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60)
+from tests.gateway.secret_files import edgegw, store_box
 
 
 @pytest.fixture
 def box(tmp_path: Path) -> Path:
     """A gateway config whose data directory holds a secret store with one secret."""
-    config = tmp_path / "gw.toml"
-    config.write_text(
-        f'[gateway]\nid = "gw-key"\ndata_dir = "{tmp_path / "data"}"\n\n'
-        '[[adapters]]\nname = "gauges"\ntype = "simulated"\nrate = 0.001\n\n'
-        '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n'
-    )
-    SecretStore(tmp_path / "data").set("orion_token", "tok-1")
-    return config
+    return store_box(tmp_path)
 
 
 def _malformed(data: Path) -> str:

@@ -10,57 +10,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from gateway.processing import pseudonym_keys
 from gateway.secrets import SecretStore
+from tests.gateway.secret_files import GATEWAY_USER, data_dir, needs_root, run_as
 
-ROOT = Path(__file__).resolve().parents[2]
-GATEWAY_USER = 65534  # nobody, standing in for edgegw
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None,
-    reason="giving files to another user and running as it needs root and setpriv (util-linux)",
-)
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data directory the gateway's user owns (0700), as the package makes /var/lib/edgegw."""
-    # outside pytest's own temporary tree, which only root may enter
-    with tempfile.TemporaryDirectory(prefix="edgegw-owner-") as name:
-        top = Path(name)
-        top.chmod(0o755)
-        data = top / "data"
-        data.mkdir(mode=0o700)
-        os.chown(data, GATEWAY_USER, GATEWAY_USER)
-        yield data
+__all__ = ["data_dir"]  # the fixture, shared with the other file tests
+pytestmark = needs_root
 
 
 def as_gateway(data_dir: Path, code: str) -> str:
     """`code` run by the gateway's user with `data` (its data directory) and `SecretStore` at hand; its output."""
-    prelude = (
-        "from pathlib import Path\nfrom gateway.secrets import SecretStore\ndata = Path(__import__('sys').argv[1])\n"
-    )
-    done = subprocess.run(
-        [
-            *("setpriv", f"--reuid={GATEWAY_USER}", f"--regid={GATEWAY_USER}", "--clear-groups"),
-            *(sys.executable, "-c", prelude + textwrap.dedent(code), str(data_dir)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
+    done = run_as(GATEWAY_USER, data_dir, code)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

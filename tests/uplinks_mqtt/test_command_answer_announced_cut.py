@@ -11,7 +11,6 @@ Real mosquitto with a small max_packet_size, the command listener, and aiomqtt p
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -22,62 +21,32 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.adapter_api import AdapterContext
 from gateway.mqtt.packets import encode_publish
 from gateway.ngsi.values import decode_percent
 from gateway.records import Command, CommandResult
-from gateway.uplinks.mqtt import MqttUplinkConfig
 from gateway.uplinks.mqtt.answer_cut import cut_info
 from gateway.uplinks.mqtt.commands import Dispatch, MqttCommandListener, result_messages
 from gateway.uplinks.mqtt.config import MqttFormat, TopicStyle
-from tests.support.mosquitto import MosquittoBroker
-from tests.uplinks_mqtt.conftest import Subscriber, subscribe
-from tests.uplinks_mqtt.test_command_answer_size import KEEP_USER, REPORT, stored_by_agent
+from tests.uplinks_mqtt.conftest import Subscriber
+from tests.uplinks_mqtt.test_command_answer_size import REPORT, settled, start_broker, stored_by_agent
+from tests.uplinks_mqtt.test_command_answer_size import agent_and_listener as listening
+from tests.uplinks_mqtt.test_command_answer_size import dispatch as reports
 
 LIMIT = 2000
 LOGGER = "gateway.uplinks.mqtt.commands"
-
-
-async def reports(command: Command) -> CommandResult:
-    info = REPORT if command.name == "report" else "done"
-    return CommandResult(command_id=command.command_id, ok=command.name != "fail", info=info)
 
 
 @asynccontextmanager
 async def agent_and_listener(
     tmp_path: Path, limit: int, dispatch: Dispatch = reports, fmt: MqttFormat = MqttFormat.IOTA_JSON
 ) -> AsyncIterator[tuple[MqttCommandListener, Subscriber]]:
-    broker = MosquittoBroker(tmp_path / "b", extra_conf=f"max_packet_size {limit}\n{KEEP_USER}")
-    broker.start()
-    cfg = MqttUplinkConfig.model_validate(
-        {
-            "name": "pref-mqtt",
-            "type": "mqtt",
-            "host": broker.host,
-            "port": broker.port,
-            "apikey": "K3Y",
-            "format": fmt.value,
-            "commands": "on",
-            "ack_timeout_s": 3,
-        }
-    )
-    context = AdapterContext(gateway_id="gw-kumamoto-01", data_dir=str(tmp_path))
-    listener = MqttCommandListener(cfg, context, dispatch, entity_of=lambda device: device)
-    listener.start()
+    """The listener and the agent on a broker of their own that announces `limit` as its Maximum Packet Size."""
+    broker = start_broker(tmp_path, f"max_packet_size {limit}\n")
     try:
-        await listener.wait_connected(5)
-        async with subscribe(broker, "/K3Y/+/cmdexe") as agent:
-            yield listener, agent
+        async with listening(broker, tmp_path, fmt, dispatch=dispatch, fast_retry=False) as rig:
+            yield rig
     finally:
-        await listener.stop()
         broker.stop()
-
-
-async def settled(listener: MqttCommandListener, answers: int) -> None:
-    c = listener.counters
-    async with asyncio.timeout(8):
-        while c.results_published + c.results_lost < answers:
-            await asyncio.sleep(0.01)
 
 
 def answer(results: list[tuple[str, bool, str]], fmt: MqttFormat = MqttFormat.IOTA_JSON) -> tuple[str, bytes]:

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,10 @@ from gateway.ngsi.identifiers import BANNED_CHARS
 from gateway.ngsi.values import decode_percent
 from gateway.records import Command, CommandResult
 from gateway.uplinks.mqtt import MqttUplinkConfig
-from gateway.uplinks.mqtt.commands import MqttCommandListener, result_messages
+from gateway.uplinks.mqtt.commands import Dispatch, MqttCommandListener, result_messages
 from gateway.uplinks.mqtt.config import MqttFormat, TopicStyle
 from tests.support.mosquitto import MosquittoBroker
-from tests.uplinks_mqtt.conftest import Subscriber, subscribe
+from tests.uplinks_mqtt.conftest import Received, Subscriber, subscribe
 
 KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
 LIMIT = 200
@@ -56,8 +57,16 @@ def start_broker(tmp_path: Path, conf: str) -> MosquittoBroker:
 
 @asynccontextmanager
 async def agent_and_listener(
-    broker: MosquittoBroker, tmp_path: Path, fmt: MqttFormat = MqttFormat.IOTA_JSON
+    broker: MosquittoBroker,
+    tmp_path: Path,
+    fmt: MqttFormat = MqttFormat.IOTA_JSON,
+    *,
+    dispatch: Dispatch = dispatch,
+    fast_retry: bool = True,
 ) -> AsyncIterator[tuple[MqttCommandListener, Subscriber]]:
+    """The command listener on `broker`, and the agent subscribed to its answers."""
+    # a broker that closes the connection after refusing an answer is reconnected at once
+    retry = {"retry_initial_s": 0.05, "retry_max_s": 0.3} if fast_retry else {}
     cfg = MqttUplinkConfig.model_validate(
         {
             "name": "pref-mqtt",
@@ -68,8 +77,7 @@ async def agent_and_listener(
             "format": fmt.value,
             "commands": "on",
             "ack_timeout_s": 3,
-            "retry_initial_s": 0.05,
-            "retry_max_s": 0.3,
+            **retry,
         }
     )
     context = AdapterContext(gateway_id="gw-kumamoto-01", data_dir=str(tmp_path))
@@ -88,6 +96,38 @@ async def settled(listener: MqttCommandListener, answers: int) -> None:
     async with asyncio.timeout(8):
         while c.results_published + c.results_lost < answers:
             await asyncio.sleep(0.01)
+
+
+@dataclass(frozen=True)
+class Asked:
+    listener: MqttCommandListener  # stopped by now, its counters final
+    answers: list[Received]  # what the agent got
+    port: int  # the broker's
+
+
+async def ask(
+    tmp_path: Path,
+    conf: str,
+    command: bytes,
+    *,
+    fmt: MqttFormat = MqttFormat.IOTA_JSON,
+    device: str = "dev1",
+    answers: int = 0,
+    quiet: float = 0.0,
+) -> Asked:
+    """The agent sends `command` to `device` through a broker with `conf` and waits until its answer is sent or
+    lost, then for `answers` messages, then `quiet` seconds in which nothing else should come."""
+    broker = start_broker(tmp_path, conf)
+    try:
+        async with agent_and_listener(broker, tmp_path, fmt) as (listener, agent):
+            await agent.client.publish(f"/K3Y/{device}/cmd", command, qos=1)
+            await settled(listener, 1)
+            got = await agent.wait(answers) if answers else agent.messages
+            if quiet:
+                await asyncio.sleep(quiet)
+    finally:
+        broker.stop()
+    return Asked(listener, got, broker.port)
 
 
 def whole(command: str, ok: bool, info: str, fmt: MqttFormat = MqttFormat.IOTA_JSON) -> bytes:
@@ -114,15 +154,9 @@ async def test_an_answer_refused_as_too_large_goes_again_cut_and_the_agent_learn
     tmp_path: Path, caplog: pytest.LogCaptureFixture, conf: str, fmt: MqttFormat
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt.commands")
-    broker = start_broker(tmp_path, f"message_size_limit {LIMIT}\n{conf}")
-    try:
-        async with agent_and_listener(broker, tmp_path, fmt) as (listener, agent):
-            command = b'{"report": true}' if fmt is MqttFormat.IOTA_JSON else b"dev1@report"
-            await agent.client.publish("/K3Y/dev1/cmd", command, qos=1)
-            await settled(listener, 1)
-            [answer] = await agent.wait(1)
-    finally:
-        broker.stop()
+    command = b'{"report": true}' if fmt is MqttFormat.IOTA_JSON else b"dev1@report"
+    asked = await ask(tmp_path, f"message_size_limit {LIMIT}\n{conf}", command, fmt=fmt, answers=1)
+    [answer] = asked.answers
     name, stored = stored_by_agent(fmt, answer.payload)
     assert name == "report"
     assert not set(stored) & set(BANNED_CHARS)  # Orion takes the cut text as it takes a whole one
@@ -133,7 +167,7 @@ async def test_an_answer_refused_as_too_large_goes_again_cut_and_the_agent_learn
     assert REPORT.startswith(kept) and len(kept) + cut == len(REPORT)
     assert kept.startswith("diagnostics: register 40000 (waterLevel)")  # the head of the text, not only OK
     assert len(answer.payload) <= LIMIT
-    c = listener.counters
+    c = asked.listener.counters
     assert (c.ok, c.results_published, c.results_shortened, c.results_lost) == (1, 1, 1, 0)
     refused = len(whole("report", True, REPORT, fmt))
     said = [
@@ -144,7 +178,7 @@ async def test_an_answer_refused_as_too_large_goes_again_cut_and_the_agent_learn
     if conf is CLOSES:
         said.insert(
             0,
-            f"broker 127.0.0.1:{broker.port} closed the connection after refusing an answer of {refused} bytes as "
+            f"broker 127.0.0.1:{asked.port} closed the connection after refusing an answer of {refused} bytes as "
             "too large; reconnecting, commands cannot arrive meanwhile",
         )
     assert warnings(caplog) == said
@@ -156,16 +190,9 @@ async def test_an_answer_refused_also_cut_is_lost_and_the_warning_says_too_large
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt.commands")
     limit = 20  # below even `{"report":"OK:  [n characters cut]"}`
-    broker = start_broker(tmp_path, f"message_size_limit {limit}\n{conf}")
-    try:
-        async with agent_and_listener(broker, tmp_path) as (listener, agent):
-            await agent.client.publish("/K3Y/dev1/cmd", b'{"report": true}', qos=1)
-            await settled(listener, 1)
-            await asyncio.sleep(0.2)  # nothing else comes
-    finally:
-        broker.stop()
-    assert agent.messages == []
-    c = listener.counters
+    asked = await ask(tmp_path, f"message_size_limit {limit}\n{conf}", b'{"report": true}', quiet=0.2)
+    assert asked.answers == []  # nothing else comes
+    c = asked.listener.counters
     assert (c.ok, c.results_published, c.results_shortened, c.results_lost) == (1, 0, 1, 1)
     refused = len(whole("report", True, REPORT))
     lost = (
@@ -176,7 +203,7 @@ async def test_an_answer_refused_also_cut_is_lost_and_the_warning_says_too_large
     said = warnings(caplog)
     if conf is CLOSES:  # closed after each refusal: the second time is no news
         assert said.pop(0) == (
-            f"broker 127.0.0.1:{broker.port} closed the connection after refusing an answer of {refused} bytes as "
+            f"broker 127.0.0.1:{asked.port} closed the connection after refusing an answer of {refused} bytes as "
             "too large; reconnecting, commands cannot arrive meanwhile"
         )
     [line] = said
@@ -190,14 +217,8 @@ async def test_an_answer_with_nothing_to_cut_is_not_sent_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt.commands")
-    broker = start_broker(tmp_path, f"message_size_limit 15\n{KEEPS}")  # the command fits, its answer does not
-    try:
-        async with agent_and_listener(broker, tmp_path) as (listener, agent):
-            await agent.client.publish("/K3Y/dev1/cmd", b'{"fail": 1}', qos=1)
-            await settled(listener, 1)
-    finally:
-        broker.stop()
-    c = listener.counters
+    asked = await ask(tmp_path, f"message_size_limit 15\n{KEEPS}", b'{"fail": 1}')  # the command fits, its answer not
+    c = asked.listener.counters
     assert (c.failed, c.results_published, c.results_shortened, c.results_lost) == (1, 0, 0, 1)
     assert warnings(caplog) == [
         f"result for device dev1 not published: the broker refused the answer of {len(whole('fail', False, 'done'))} "
@@ -210,15 +231,10 @@ async def test_a_limit_under_the_announced_maximum_packet_size_is_told_apart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt.commands")
-    broker = start_broker(tmp_path, f"max_packet_size 4000\nmessage_size_limit {LIMIT}\n{KEEPS}")
-    try:
-        async with agent_and_listener(broker, tmp_path) as (listener, agent):
-            await agent.client.publish("/K3Y/dev1/cmd", b'{"report": true}', qos=1)
-            await settled(listener, 1)
-            [answer] = await agent.wait(1)
-    finally:
-        broker.stop()
-    assert listener.counters.results_published == 1
+    conf = f"max_packet_size 4000\nmessage_size_limit {LIMIT}\n{KEEPS}"
+    asked = await ask(tmp_path, conf, b'{"report": true}', answers=1)
+    [answer] = asked.answers
+    assert asked.listener.counters.results_published == 1
     assert warnings(caplog) == [
         f"result for device dev1 sent cut to {len(answer.payload)} bytes: the broker refused the answer of "
         f"{len(whole('report', True, REPORT))} bytes on /K3Y/dev1/cmdexe as too large, got PUBACK 0x95 Packet too "
@@ -230,14 +246,8 @@ async def test_a_limit_under_the_announced_maximum_packet_size_is_told_apart(
 async def test_several_commands_in_one_answer_each_keep_their_outcome(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broker = start_broker(tmp_path, f"message_size_limit {LIMIT}\n{KEEPS}")
-    try:
-        async with agent_and_listener(broker, tmp_path) as (listener, agent):
-            await agent.client.publish("/K3Y/dev1/cmd", b'{"report": true, "fail": 1, "relay_1": true}', qos=1)
-            await settled(listener, 1)
-            [answer] = await agent.wait(1)
-    finally:
-        broker.stop()
+    command = b'{"report": true, "fail": 1, "relay_1": true}'
+    [answer] = (await ask(tmp_path, f"message_size_limit {LIMIT}\n{KEEPS}", command, answers=1)).answers
     doc: dict[str, Any] = orjson.loads(answer.payload)
     assert list(doc) == ["report", "fail", "relay_1"]
     assert (doc["fail"], doc["relay_1"]) == ("ERROR: done", "OK: done")  # short texts stay whole
@@ -252,14 +262,8 @@ async def test_an_answer_over_the_announced_limit_even_without_its_text_is_not_c
     # room for the connection, the subscriptions and the agent's command, not for an answer even cut to its
     # note (`{"report":"OK:  [N characters cut]"}`): the long device id is in the answer's topic too
     device = "d" * 50
-    broker = start_broker(tmp_path, f"max_packet_size 100\n{KEEPS}")
-    try:
-        async with agent_and_listener(broker, tmp_path) as (listener, agent):
-            await agent.client.publish(f"/K3Y/{device}/cmd", b'{"report": true}', qos=1)
-            await settled(listener, 1)
-    finally:
-        broker.stop()
-    c = listener.counters
+    asked = await ask(tmp_path, f"max_packet_size 100\n{KEEPS}", b'{"report": true}', device=device)
+    c = asked.listener.counters
     assert (c.ok, c.results_published, c.results_shortened, c.results_lost) == (1, 0, 1, 1)
     lost = warnings(caplog)[-1]
     assert re.fullmatch(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.records import CommandResult
 from tests.adapters.locker.test_adapter import PICKUP, Rig, running
 
 VALID_S = 7 * 86400  # valid_days' default, which PICKUP leaves
@@ -46,6 +47,20 @@ async def assigned(rig: Rig, email: str, reference: str) -> str:
     return code_in(pending.mail.text)
 
 
+async def tried_at_the_next_assignment(rig: Rig, code: str) -> tuple[str, list[CommandResult]]:
+    """The next patron's assignment of A-02, and `code` tried there more often than it takes to lock the compartment
+    (before: the next patron was locked out): the next patron's code, and the answers to the tries."""
+    new = await assigned(rig, "second@example.jp", "R-2")
+    assert new != code
+    return new, [await rig.command("A-02", "pickup", {"code": code}) for _ in range(PICKUP["max_wrong"] + 1)]
+
+
+def logged_about(caplog: pytest.LogCaptureFixture, part: str, code: str) -> list[str]:
+    """The log lines holding `part`; no line may show the patron's `code` in clear."""
+    assert not [r for r in caplog.records if code in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if part in r.getMessage()]
+
+
 def wrong_tries(rig: Rig, label: str) -> int:
     store = rig.adapter.store
     assert store is not None
@@ -58,10 +73,7 @@ async def test_a_cancelled_code_neither_opens_nor_counts_against_the_next_assign
     caplog.set_level(logging.DEBUG)
     async with running(tmp_path) as rig:
         old = await mailed_then_cancelled(rig)
-        new = await assigned(rig, "second@example.jp", "R-2")
-        assert new != old
-        # more tries than it takes to lock the compartment (before: the next patron was locked out)
-        late = [await rig.command("A-02", "pickup", {"code": old}) for _ in range(PICKUP["max_wrong"] + 1)]
+        new, late = await tried_at_the_next_assignment(rig, old)
         assert wrong_tries(rig, "A-02") == 0
         assert rig.out.last("A-02")["pickupState"] == "reserved"
         opened = await rig.command("A-02", "pickup", {"code": new})
@@ -69,12 +81,10 @@ async def test_a_cancelled_code_neither_opens_nor_counts_against_the_next_assign
         assert [(r.ok, r.info) for r in late] == [(False, CANCELLED)] * len(late)
         assert rig.sim.boards[0].unlocks == [2]  # the next patron's door only
         assert rig.adapter.diagnostics()["cancelled_codes"] == len(late)
-    lines = [r.getMessage() for r in caplog.records if "cancelled assignment" in r.getMessage()]
-    assert lines[0] == (
+    assert logged_about(caplog, "cancelled assignment", old)[0] == (
         "compartment A-02: a pickup code of cancelled assignment 1 was entered; it opens nothing and is not "
         "counted as a wrong try (counted in cancelled_codes)"
     )
-    assert not [r for r in caplog.records if old in r.getMessage()]
 
 
 async def test_a_cancelled_code_at_the_free_compartment_is_told_so(tmp_path: Path) -> None:

@@ -20,8 +20,14 @@ from pathlib import Path
 import pytest
 
 from adapters.locker.pickup import PickupError, PickupStore
-from tests.adapters.locker.test_adapter import PICKUP, Rig, running, until
-from tests.adapters.locker.test_cancel_code_at_kiosk import VALID_S, assigned, wrong_tries
+from tests.adapters.locker.test_adapter import Rig, running, until
+from tests.adapters.locker.test_cancel_code_at_kiosk import (
+    VALID_S,
+    assigned,
+    logged_about,
+    tried_at_the_next_assignment,
+    wrong_tries,
+)
 
 EXPIRED = (
     "expired_code: the pickup deadline for compartment A-02 has passed; this code no longer opens it, ask the library"
@@ -55,6 +61,17 @@ def digest_of(data: Path, code: str) -> str:
     return hmac.new((data / "locker-lockers.key").read_bytes(), code.encode(), hashlib.sha256).hexdigest()
 
 
+async def known_until_valid_days_are_over(rig: Rig, code: str, answer: str) -> None:
+    """`code` still answered `answer` at the next assignment a second before `valid_days` are over; then that
+    second passed and housekeeping done."""
+    rig.clock.advance(VALID_S - 1)
+    await rig.adapter.housekeeping()
+    await assigned(rig, "second@example.jp", "R-2")
+    assert (await rig.command("A-02", "pickup", {"code": code})).info == answer
+    rig.clock.advance(1)
+    await rig.adapter.housekeeping()
+
+
 def hashes(data: Path) -> list[tuple[int, str, str | None]]:
     with sqlite3.connect(data / "locker-lockers.db") as db:
         return db.execute("SELECT id, state, code_hash FROM assignments ORDER BY id").fetchall()
@@ -66,10 +83,7 @@ async def test_an_expired_code_neither_opens_nor_counts_against_the_next_assignm
     caplog.set_level(logging.DEBUG)
     async with running(tmp_path) as rig:
         late = await overdue_then_cancelled(rig)
-        new = await assigned(rig, "second@example.jp", "R-2")
-        assert new != late
-        # more tries than it takes to lock the compartment (before: the next patron was locked out)
-        tries = [await rig.command("A-02", "pickup", {"code": late}) for _ in range(PICKUP["max_wrong"] + 1)]
+        new, tries = await tried_at_the_next_assignment(rig, late)
         assert [(r.ok, r.info) for r in tries] == [(False, EXPIRED)] * len(tries)
         assert wrong_tries(rig, "A-02") == 0
         assert rig.out.last("A-02")["pickupState"] == "reserved"
@@ -77,12 +91,10 @@ async def test_an_expired_code_neither_opens_nor_counts_against_the_next_assignm
         assert (opened.ok, opened.info) == (True, "opened: compartment A-02")
         assert rig.sim.boards[0].unlocks == [2]  # the next patron's door only
         assert rig.adapter.diagnostics()["expired_codes"] == 1 + len(tries)
-    lines = [r.getMessage() for r in caplog.records if "after its deadline" in r.getMessage()]
-    assert lines[0] == (
+    assert logged_about(caplog, "after its deadline", late)[0] == (
         "compartment A-02: the pickup code of assignment 1 was entered after its deadline; it opens nothing and "
         "is not counted as a wrong try (counted in expired_codes)"
     )
-    assert not [r for r in caplog.records if late in r.getMessage()]
 
 
 async def test_a_used_code_neither_opens_nor_counts_against_the_next_assignment(
@@ -93,9 +105,7 @@ async def test_a_used_code_neither_opens_nor_counts_against_the_next_assignment(
         used = await collected(rig)
         again = await rig.command("A-02", "pickup", {"code": used})  # the compartment free: told so too
         assert (again.ok, again.info) == (False, USED)
-        new = await assigned(rig, "second@example.jp", "R-2")
-        assert new != used
-        tries = [await rig.command("A-02", "pickup", {"code": used}) for _ in range(PICKUP["max_wrong"] + 1)]
+        new, tries = await tried_at_the_next_assignment(rig, used)
         assert [(r.ok, r.info) for r in tries] == [(False, USED)] * len(tries)
         assert wrong_tries(rig, "A-02") == 0
         opened = await rig.command("A-02", "pickup", {"code": new})
@@ -106,12 +116,10 @@ async def test_a_used_code_neither_opens_nor_counts_against_the_next_assignment(
         assert (
             await rig.command("A-03", "pickup", {"code": used})
         ).info == "no_code: no valid code for this compartment"
-    lines = [r.getMessage() for r in caplog.records if "collected assignment" in r.getMessage()]
-    assert lines[0] == (
+    assert logged_about(caplog, "collected assignment", used)[0] == (
         "compartment A-02: the pickup code of collected assignment 1 was entered again; it opens nothing and is not "
         "counted as a wrong try (counted in used_codes)"
     )
-    assert not [r for r in caplog.records if used in r.getMessage()]
 
 
 async def test_a_wrong_code_still_counts_beside_an_expired_and_a_used_one(tmp_path: Path) -> None:
@@ -132,12 +140,7 @@ async def test_an_expired_code_is_kept_as_its_keyed_digest_for_valid_days_after_
         late = await overdue_then_cancelled(rig)  # cancelled at the deadline
         assert hashes(data) == [(1, "cancelled", digest_of(data, late))]
         assert late.encode() not in (data / "locker-lockers.db").read_bytes()
-        rig.clock.advance(VALID_S - 1)
-        await rig.adapter.housekeeping()
-        await assigned(rig, "second@example.jp", "R-2")
-        assert (await rig.command("A-02", "pickup", {"code": late})).info == EXPIRED
-        rig.clock.advance(1)
-        await rig.adapter.housekeeping()
+        await known_until_valid_days_are_over(rig, late, EXPIRED)
         assert hashes(data)[0] == (1, "cancelled", None)
         # forgotten: from now on it is a wrong code like any other
         assert (await rig.command("A-02", "pickup", {"code": late})).info == "wrong_code: wrong code"
@@ -168,12 +171,7 @@ async def test_a_used_code_is_kept_as_its_keyed_digest_for_valid_days_after_the_
         (row,) = hashes(data)
         assert row[:2] == (1, "collected") and row[2] is not None and digest_of(data, used) in row[2]
         assert used.encode() not in (data / "locker-lockers.db").read_bytes()
-        rig.clock.advance(VALID_S - 1)
-        await rig.adapter.housekeeping()
-        await assigned(rig, "second@example.jp", "R-2")
-        assert (await rig.command("A-02", "pickup", {"code": used})).info == USED
-        rig.clock.advance(1)
-        await rig.adapter.housekeeping()
+        await known_until_valid_days_are_over(rig, used, USED)
         assert hashes(data)[0] == (1, "collected", None)
         assert (await rig.command("A-02", "pickup", {"code": used})).info == "wrong_code: wrong code"
         assert wrong_tries(rig, "A-02") == 1

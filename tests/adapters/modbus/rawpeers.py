@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 from adapters.modbus import rtu
 
-# (transaction id, unit id, request PDU) -> the bytes to send back, None for silence
-TcpScript = Callable[[int, int, bytes], bytes | None]
+# (transaction id, unit id, request PDU) -> the bytes to send back, None for silence, or (delay in seconds,
+# bytes) pairs to send, in order, for an answer that comes late or in pieces
+TcpScript = Callable[[int, int, bytes], bytes | list[tuple[float, bytes]] | None]
 # a decoded request -> (delay in seconds, bytes) pairs to send, in order
 RtuScript = Callable[[rtu.Request], list[tuple[float, bytes]]]
 
@@ -41,6 +42,7 @@ class RawTcpServer:
         self.connections = 0  # accepted so far
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._pending: list[asyncio.TimerHandle] = []
         self.port = 0
 
     async def start(self) -> RawTcpServer:
@@ -57,7 +59,10 @@ class RawTcpServer:
                 pdu = await reader.readexactly(length - 1)
                 self.requests.append((unit, pdu))
                 answer = self.script(tid, unit, pdu)
-                if answer:
+                if isinstance(answer, list):
+                    loop = asyncio.get_running_loop()
+                    self._pending += [loop.call_later(delay, writer.write, data) for delay, data in answer]
+                elif answer:
                     writer.write(answer)
                     await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -67,6 +72,8 @@ class RawTcpServer:
             writer.close()
 
     async def stop(self) -> None:
+        for handle in self._pending:
+            handle.cancel()
         for writer in list(self._writers):
             writer.close()  # the handlers end on their own, before the server goes
         await asyncio.sleep(0)

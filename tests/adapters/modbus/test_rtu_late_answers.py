@@ -12,26 +12,15 @@ from pathlib import Path
 
 from adapters.modbus import rtu
 from gateway.records import Reading
-from tests.adapters.modbus.peers import PtyPair
-from tests.adapters.modbus.rawpeers import RawRtuDevice, rtu_answer
-from tests.adapters.modbus.running import make_adapter, modbus_config, of, running, until
+from tests.adapters.modbus.raw_rigs import adapter_on_rtu_device, xy_md02
+from tests.adapters.modbus.rawpeers import rtu_answer
+from tests.adapters.modbus.running import of, until
 
 TH2 = "urn:ngsi-ld:IndoorEnvironmentObserved:gw1-th2"
 
 
 def _devices(slow_timeout: float = 0.1) -> list[dict[str, object]]:
-    return [
-        {
-            "name": f"th{u}",
-            "bus": "rs485",
-            "profile": "generic/xy-md02",
-            "unit_id": u,
-            "poll_interval": 0.5 if u == 1 else 0.1,
-            "timeout": slow_timeout if u == 1 else 0.1,
-            "retries": 0,
-        }
-        for u in (1, 2)
-    ]
+    return [xy_md02(1, "rs485", poll_interval=0.5, timeout=slow_timeout), xy_md02(2, "rs485")]
 
 
 def _temperatures(readings: list[Reading]) -> set[object]:
@@ -39,22 +28,15 @@ def _temperatures(readings: list[Reading]) -> set[object]:
 
 
 async def test_an_answer_arriving_just_after_the_timeout_is_let_pass_before_the_next_request(tmp_path: Path) -> None:
-    pair = PtyPair(tmp_path)
 
     def script(request: rtu.Request) -> list[tuple[float, bytes]]:
         if request.unit_id == 1:  # 130 ms: after its timeout (100 ms + the answer's time on the wire at 9600)
             return [(0.13, rtu_answer(request, 0x00C8))]
         return [(0.005, rtu_answer(request, 0x00D7))]
 
-    device = RawRtuDevice(pair.b, script)
-    adapter = make_adapter(modbus_config([{"name": "rs485", "port": f"rtu://{pair.a}"}], _devices()), tmp_path)
-    try:
-        async with running(adapter) as readings:
-            th1 = adapter.buses["rs485"].devices[0]
-            await until(lambda: th1.counters.timeouts >= 4 and len(of(readings, TH2)) >= 10, timeout=10)
-    finally:
-        device.close()
-        pair.close()
+    async with adapter_on_rtu_device(tmp_path, script, _devices()) as (adapter, readings):
+        th1 = adapter.buses["rs485"].devices[0]
+        await until(lambda: th1.counters.timeouts >= 4 and len(of(readings, TH2)) >= 10, timeout=10)
     th1, th2 = adapter.buses["rs485"].devices
     assert (th2.counters.frame_errors, th2.counters.crc_errors, th2.counters.timeouts) == (0, 0, 0)
     assert th2.last_error == ""
@@ -67,7 +49,6 @@ async def test_an_answer_arriving_just_after_the_timeout_is_let_pass_before_the_
 async def test_a_late_frame_inside_the_neighbours_exchange_is_skipped(tmp_path: Path) -> None:
     # unit 1 is silent in its own exchanges; its answers come so late that they land inside unit 2's,
     # ahead of unit 2's own answer
-    pair = PtyPair(tmp_path)
     last: dict[int, rtu.Request] = {}
 
     def script(request: rtu.Request) -> list[tuple[float, bytes]]:
@@ -77,15 +58,9 @@ async def test_a_late_frame_inside_the_neighbours_exchange_is_skipped(tmp_path: 
         late = rtu_answer(last[1], 0x00C8) if 1 in last else b""
         return [(0.002, late), (0.02, rtu_answer(request, 0x00D7))]
 
-    device = RawRtuDevice(pair.b, script)
-    adapter = make_adapter(modbus_config([{"name": "rs485", "port": f"rtu://{pair.a}"}], _devices()), tmp_path)
-    try:
-        async with running(adapter) as readings:
-            th1 = adapter.buses["rs485"].devices[0]
-            await until(lambda: th1.counters.late_answers >= 5, timeout=10)
-    finally:
-        device.close()
-        pair.close()
+    async with adapter_on_rtu_device(tmp_path, script, _devices()) as (adapter, readings):
+        th1 = adapter.buses["rs485"].devices[0]
+        await until(lambda: th1.counters.late_answers >= 5, timeout=10)
     th1, th2 = adapter.buses["rs485"].devices
     assert (th2.counters.frame_errors, th2.counters.crc_errors, th2.counters.timeouts) == (0, 0, 0)
     assert _temperatures(readings) == {21.5}
@@ -94,7 +69,6 @@ async def test_a_late_frame_inside_the_neighbours_exchange_is_skipped(tmp_path: 
 
 async def test_a_second_answer_when_nothing_timed_out_points_at_a_shared_unit_id(tmp_path: Path) -> None:
     # two devices answer to unit id 1: the first at once, its twin so late that it lands in unit 2's exchange
-    pair = PtyPair(tmp_path)
     last: dict[int, rtu.Request] = {}
 
     def script(request: rtu.Request) -> list[tuple[float, bytes]]:
@@ -104,15 +78,9 @@ async def test_a_second_answer_when_nothing_timed_out_points_at_a_shared_unit_id
         twin = rtu_answer(last[1], 0x00C9) if 1 in last else b""
         return [(0.002, twin), (0.02, rtu_answer(request, 0x00D7))]
 
-    device = RawRtuDevice(pair.b, script)
-    adapter = make_adapter(modbus_config([{"name": "rs485", "port": f"rtu://{pair.a}"}], _devices()), tmp_path)
-    try:
-        async with running(adapter):
-            th2 = adapter.buses["rs485"].devices[1]
-            await until(lambda: th2.counters.frame_errors >= 1, timeout=10)
-    finally:
-        device.close()
-        pair.close()
+    async with adapter_on_rtu_device(tmp_path, script, _devices()) as (adapter, _):
+        th2 = adapter.buses["rs485"].devices[1]
+        await until(lambda: th2.counters.frame_errors >= 1, timeout=10)
     th1, th2 = adapter.buses["rs485"].devices
     where, _, what = th2.last_error.partition(": ")
     assert where in ("modbus unit 2 FC03 @259 x1", "modbus unit 2 FC04 @1 x2")

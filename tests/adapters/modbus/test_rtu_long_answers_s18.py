@@ -8,7 +8,6 @@ the technician after wiring and noise, and after one timeout such an answer was 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.modbus import rtu
-from adapters.modbus.config import SerialSettings, parse_port
-from adapters.modbus.transport import ModbusTimeout, RtuSerialLink
-from tests.adapters.modbus.peers import PtyPair
-from tests.adapters.modbus.rawpeers import RawRtuDevice, RtuScript, rtu_answer
-from tests.adapters.modbus.running import make_adapter, modbus_config, running, until
+from adapters.modbus.transport import ModbusTimeout
+from tests.adapters.modbus.raw_rigs import RtuLines, rtu_lines, until_frame_errors
+from tests.adapters.modbus.rawpeers import rtu_answer
 
+__all__ = ["rtu_lines"]  # the fixture
 FC04_X2 = rtu.Request(unit_id=1, function_code=4, address=1, count=2)
 HINT = (
     "; the device answers a fixed block or miscounts (a clone's off-by-one): check that the profile is "
@@ -44,40 +42,14 @@ def _framed(body: bytes) -> bytes:
     return body + rtu.crc16(body).to_bytes(2, "little")
 
 
-class _Line:
-    def __init__(self, tmp_path: Path, script: RtuScript) -> None:
-        self.pair = PtyPair(tmp_path)
-        self.device = RawRtuDevice(self.pair.b, script)
-        self.link = RtuSerialLink(parse_port(self.pair.a), SerialSettings(baud=9600))
-
-
-@pytest.fixture
-async def lines() -> AsyncIterator[list[_Line]]:
-    made: list[_Line] = []
-    yield made
-    for line in made:
-        await line.link.close()
-        line.device.close()
-        line.pair.close()
-
-
-async def _open(lines: list[_Line], tmp_path: Path, script: RtuScript) -> RtuSerialLink:
-    line = _Line(tmp_path, script)
-    lines.append(line)
-    await line.link.open()
-    return line.link
-
-
-async def test_more_registers_than_asked_are_named_and_the_next_poll_reads_a_clean_line(
-    tmp_path: Path, lines: list[_Line]
-) -> None:
+async def test_more_registers_than_asked_are_named_and_the_next_poll_reads_a_clean_line(rtu_lines: RtuLines) -> None:
     sent = {"n": 0}
 
     def script(request: rtu.Request) -> list[tuple[float, bytes]]:
         sent["n"] += 1
         return [(0.005, _longer(request) if sent["n"] == 1 else rtu_answer(request, 0x00C8))]
 
-    link = await _open(lines, tmp_path, script)
+    link = await rtu_lines.open(script)
     with pytest.raises(rtu.FrameError) as caught:
         await link.transact(FC04_X2, 0.1)
     assert not isinstance(caught.value, rtu.CrcError)
@@ -91,9 +63,9 @@ async def test_more_registers_than_asked_are_named_and_the_next_poll_reads_a_cle
     assert link.take_late_answers() == []
 
 
-async def test_the_longest_answer_a_byte_count_can_say_is_read_whole(tmp_path: Path, lines: list[_Line]) -> None:
+async def test_the_longest_answer_a_byte_count_can_say_is_read_whole(rtu_lines: RtuLines) -> None:
     # byte count 254: 127 registers, more than any read may ask (125), to a read of 2
-    link = await _open(lines, tmp_path, lambda request: [(0.005, _longer(request, 125))])
+    link = await rtu_lines.open(lambda request: [(0.005, _longer(request, 125))])
     with pytest.raises(
         rtu.FrameError,
         match="unit 1 answered 127 registers to a read of 2: expected 4 data bytes, got byte count 254 in 259",
@@ -101,10 +73,8 @@ async def test_the_longest_answer_a_byte_count_can_say_is_read_whole(tmp_path: P
         await link.transact(FC04_X2, 0.1)
 
 
-async def test_an_odd_byte_count_to_a_register_read_is_named_in_bytes(tmp_path: Path, lines: list[_Line]) -> None:
-    link = await _open(
-        lines, tmp_path, lambda request: [(0.005, _framed(bytes([1, 4, 5]) + b"\x00\xd7" * 2 + b"\x01"))]
-    )
+async def test_an_odd_byte_count_to_a_register_read_is_named_in_bytes(rtu_lines: RtuLines) -> None:
+    link = await rtu_lines.open(lambda request: [(0.005, _framed(bytes([1, 4, 5]) + b"\x00\xd7" * 2 + b"\x01"))])
     with pytest.raises(rtu.FrameError) as caught:
         await link.transact(FC04_X2, 0.1)
     assert caught.value.message == (
@@ -113,46 +83,42 @@ async def test_an_odd_byte_count_to_a_register_read_is_named_in_bytes(tmp_path: 
     )
 
 
-async def test_a_byte_count_that_claims_more_than_the_frame_holds_is_still_caught(
-    tmp_path: Path, lines: list[_Line]
-) -> None:
+async def test_a_byte_count_that_claims_more_than_the_frame_holds_is_still_caught(rtu_lines: RtuLines) -> None:
     # byte count 6, but only the 4 data bytes asked for, and the CRC over those 9 bytes
     lying = _framed(bytes([1, 4, 6]) + b"\x00\xd7" * 2)
-    link = await _open(lines, tmp_path, lambda request: [(0.005, lying)])
+    link = await rtu_lines.open(lambda request: [(0.005, lying)])
     with pytest.raises(rtu.FrameError) as caught:
         await link.transact(FC04_X2, 0.1)
     assert not isinstance(caught.value, rtu.CrcError)
     assert caught.value.message == "modbus unit 1 FC04 @1 x2: expected 4 data bytes, got byte count 6 in 9 bytes"
 
 
-async def test_a_byte_count_beyond_a_longer_frame_is_caught_when_the_line_stays_quiet(
-    tmp_path: Path, lines: list[_Line]
-) -> None:
+async def test_a_byte_count_beyond_a_longer_frame_is_caught_when_the_line_stays_quiet(rtu_lines: RtuLines) -> None:
     # byte count 8 (13 bytes), but the frame ends with a valid CRC after 6 data bytes (11 bytes)
     lying = _framed(bytes([1, 4, 8]) + b"\x00\xd7" * 3)
-    link = await _open(lines, tmp_path, lambda request: [(0.005, lying)])
+    link = await rtu_lines.open(lambda request: [(0.005, lying)])
     with pytest.raises(rtu.FrameError) as caught:
         await link.transact(FC04_X2, 0.1)
     assert not isinstance(caught.value, rtu.CrcError)
     assert caught.value.message == "modbus unit 1 FC04 @1 x2: expected 4 data bytes, got byte count 8 in 11 bytes"
 
 
-async def test_noise_on_the_byte_count_is_still_a_crc_mismatch(tmp_path: Path, lines: list[_Line]) -> None:
+async def test_noise_on_the_byte_count_is_still_a_crc_mismatch(rtu_lines: RtuLines) -> None:
     good = rtu_answer(FC04_X2)
     noisy = good[:2] + bytes([good[2] | 0x20]) + good[3:]  # one bit flipped: byte count 36, CRC of the original
-    link = await _open(lines, tmp_path, lambda request: [(0.005, noisy)])
+    link = await rtu_lines.open(lambda request: [(0.005, noisy)])
     with pytest.raises(rtu.CrcError, match="CRC mismatch"):
         await link.transact(FC04_X2, 0.1)
 
 
-async def test_after_a_timeout_a_longer_answer_is_its_answer_not_a_late_one(tmp_path: Path, lines: list[_Line]) -> None:
+async def test_after_a_timeout_a_longer_answer_is_its_answer_not_a_late_one(rtu_lines: RtuLines) -> None:
     sent = {"n": 0}
 
     def script(request: rtu.Request) -> list[tuple[float, bytes]]:
         sent["n"] += 1
         return [] if sent["n"] == 1 else [(0.005, _longer(request))]
 
-    link = await _open(lines, tmp_path, script)
+    link = await rtu_lines.open(script)
     with pytest.raises(ModbusTimeout):
         await link.transact(FC04_X2, 0.05)
     for _ in range(2):
@@ -162,27 +128,8 @@ async def test_after_a_timeout_a_longer_answer_is_its_answer_not_a_late_one(tmp_
 
 
 async def test_a_unit_answering_a_longer_block_is_counted_as_frame_errors_with_its_cause(tmp_path: Path) -> None:
-    pair = PtyPair(tmp_path)
-    device = RawRtuDevice(pair.b, lambda request: [(0.005, _longer(request))])
-    devices = [
-        {
-            "name": "th1",
-            "bus": "rs485",
-            "profile": "generic/xy-md02",
-            "unit_id": 1,
-            "poll_interval": 0.1,
-            "timeout": 0.1,
-            "retries": 0,
-        }
-    ]
-    adapter = make_adapter(modbus_config([{"name": "rs485", "port": f"rtu://{pair.a}"}], devices), tmp_path)
-    try:
-        async with running(adapter) as readings:
-            th1 = adapter.buses["rs485"].devices[0]
-            await until(lambda: th1.counters.frame_errors >= 3, timeout=5)
-    finally:
-        device.close()
-        pair.close()
+    adapter, readings = await until_frame_errors(tmp_path, _longer)
+    th1 = adapter.buses["rs485"].devices[0]
     c = th1.counters
     assert (c.crc_errors, c.timeouts, c.late_answers) == (0, 0, 0)
     assert "answered 3 registers to a read of 2" in th1.last_error or "answered 2 registers to a read of 1" in (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from pathlib import Path
 
 import pytest
@@ -19,26 +18,12 @@ from hypothesis import strategies as st
 from adapters.modbus import rtu, transport
 from adapters.modbus.config import parse_port
 from adapters.modbus.transport import ModbusTimeout, TcpLink
-from tests.adapters.modbus.rawpeers import RawTcpServer, mbap, read_request, registers_pdu
-from tests.adapters.modbus.running import make_adapter, modbus_config, of, running, until
+from tests.adapters.modbus.raw_rigs import adapter_behind_gateway, xy_md02
+from tests.adapters.modbus.rawpeers import RawTcpServer, TcpScript, mbap, read_request, registers_pdu
+from tests.adapters.modbus.running import of, until
 
 TH2 = "urn:ngsi-ld:IndoorEnvironmentObserved:gw1-th2"
 LATE_LINE = "an answer came after its timeout"
-
-
-def _devices() -> list[dict[str, object]]:
-    return [
-        {
-            "name": f"th{u}",
-            "bus": "gw",
-            "profile": "generic/xy-md02",
-            "unit_id": u,
-            "poll_interval": 0.1,
-            "timeout": 0.1,
-            "retries": 0,
-        }
-        for u in (1, 2)
-    ]
 
 
 async def test_a_late_answer_behind_a_gateway_is_counted_and_logged_once_each(
@@ -62,16 +47,9 @@ async def test_a_late_answer_behind_a_gateway_is_counted_and_logged_once_each(
         return late + mbap(tid, unit, registers_pdu(fc, [0xD7] * count))
 
     caplog.set_level(logging.DEBUG, logger="adapters.modbus.bus")
-    server = await RawTcpServer(script).start()
-    adapter = make_adapter(
-        modbus_config([{"name": "gw", "port": f"tcp://127.0.0.1:{server.port}"}], _devices()), tmp_path
-    )
-    try:
-        async with running(adapter) as readings:
-            th1, th2 = adapter.buses["gw"].devices
-            await until(lambda: th1.counters.late_answers >= 3, timeout=10)
-    finally:
-        await server.stop()
+    async with adapter_behind_gateway(tmp_path, script, [xy_md02(1, "gw"), xy_md02(2, "gw")]) as (adapter, readings):
+        th1, th2 = adapter.buses["gw"].devices
+        await until(lambda: th1.counters.late_answers >= 3, timeout=10)
     assert th1.counters.late_answers in (sent["late"], sent["late"] - 1)  # the last may still be untaken
     assert th1.counters.timeouts >= th1.counters.late_answers
     assert (th2.counters.frame_errors, th2.counters.timeouts, th2.counters.late_answers) == (0, 0, 0)
@@ -83,59 +61,21 @@ async def test_a_late_answer_behind_a_gateway_is_counted_and_logged_once_each(
     assert all(r.levelno == logging.DEBUG and "th1" in r.getMessage() for r in logged)
 
 
-class _SlowUnit:
+def _slow_first_answer() -> TcpScript:
     """A Modbus TCP device that answers its first request 150 ms late, in two pieces, and the rest at once."""
+    asked = {"n": 0}
 
-    def __init__(self) -> None:
-        self.requests = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
+    def script(tid: int, unit: int, pdu: bytes) -> bytes | list[tuple[float, bytes]]:
+        fc, _, count = read_request(pdu)
+        asked["n"] += 1
+        answer = mbap(tid, unit, registers_pdu(fc, [0xD7] * count))
+        return [(0.15, answer[:5]), (0.18, answer[5:])] if asked["n"] == 1 else answer
 
-    async def start(self) -> _SlowUnit:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while True:
-                tid, _, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
-                fc, _, count = read_request(await reader.readexactly(length - 1))
-                self.requests += 1
-                answer = mbap(tid, unit, registers_pdu(fc, [0xD7] * count))
-                if self.requests == 1:
-                    task = asyncio.ensure_future(self._late(writer, answer))
-                    self._tasks.add(task)
-                else:
-                    writer.write(answer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    @staticmethod
-    async def _late(writer: asyncio.StreamWriter, answer: bytes) -> None:
-        await asyncio.sleep(0.15)
-        writer.write(answer[:5])
-        await asyncio.sleep(0.03)
-        writer.write(answer[5:])
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for writer in self._writers:
-            writer.close()  # the handlers end on their own, before the server goes
-        await asyncio.sleep(0.01)
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+    return script
 
 
 async def test_a_late_answer_between_two_exchanges_is_counted_exactly_once() -> None:
-    unit = await _SlowUnit().start()
+    unit = await RawTcpServer(_slow_first_answer()).start()
     link = TcpLink(parse_port(f"tcp://127.0.0.1:{unit.port}"))
     request = rtu.Request(unit_id=1, function_code=4, address=1, count=2)
     try:
