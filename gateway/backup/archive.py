@@ -50,6 +50,9 @@ oversized tar header (tarfile reads pax and long-name headers into memory whole)
 member that is sqlite by its first bytes, its `.db` name or the manifest passes quick_check; before a
 restore the backup's config passes check-config's rules too. Members are written under names of
 verify's own, never under theirs.
+The `.verify-*` and `.restore-staging-*` directories are made and worked through the data directory held open
+(held_dir.py): under root a link the service user puts in place of one is never written, chmod'd or chown'd
+through, and one whose name no longer leads to it fails the run before anything is stopped.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import tarfile
 import tempfile
 import time
@@ -131,6 +135,8 @@ _PATH_MAX_BYTES = 4095
 STAGING_PREFIX = ".restore-staging-"
 _ASIDE_PREFIX = ".pre-restore-"
 VERIFY_PREFIX = ".verify-"
+_CHECK = "check it"
+_RESTORE_FROM = "restore it from"
 # A store and the files SQLite reads as its own at the next open: a hot -journal (a rollback-journal store such as
 # config_versions.db, its writer killed mid-commit) or a -wal is played into whatever file then has the store's
 # name, so each moves aside with its store, and without its store too when the backup brings one of that name.
@@ -165,11 +171,6 @@ KEPT_ON_BOX: tuple[tuple[str, str], ...] = (
         "would stop the web UI from starting",
     ),
 )
-
-
-def _is_sqlite(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(16) == _SQLITE_MAGIC
 
 
 def kept_on_box(name: str, *, include_secret_key: bool = False) -> bool:
@@ -301,28 +302,34 @@ def _write(
     # to remove it, by the nightly run that cannot. `staging` reaches it through its descriptor, whatever its name.
     with create_staging.held(out.path, out.fd, gateway_id) as staging:
         members: list[tuple[Member, Path]] = []
-        _copy_into(config_path, staging / "config")
+        with config_path.open("rb") as config:  # root's own, named by root
+            _copy_into(config, staging / "config")
         members.append((_member(f"config/{config_path.name}", staging / "config", None), staging / "config"))
-        for n, rel in enumerate(
-            _snapshot_order(data_files(data_dir, exclude=out.path, include_secret_key=include_secret_key))
-        ):
-            src = data_dir / rel
-            copy = staging / f"{n}"
-            try:
-                if _is_sqlite(src):
-                    version: int | None = _snapshot(src, copy)
-                else:
-                    _copy_into(src, copy)
-                    version = None
-            except FileNotFoundError:
-                continue  # removed while we walked (a temporary file): not part of the state
-            except sqlite3.Error as exc:
-                if _is_full(exc):
-                    raise
-                raise BackupError(
-                    f"backup: cannot snapshot {src}, got {exc}; check the file with `edgegw buffer check`"
-                ) from exc
-            members.append((_member(f"data/{rel.as_posix()}", copy, version), copy))
+        files = _snapshot_order(data_files(data_dir, exclude=out.path, include_secret_key=include_secret_key))
+        data_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for n, rel in enumerate(files):
+                src = data_dir / rel
+                copy = staging / f"{n}"
+                try:
+                    with open(_open_source(data_fd, data_dir, rel), "rb") as source:
+                        if source.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
+                            version: int | None = _snapshot(src, copy)
+                        else:
+                            source.seek(0)
+                            _copy_into(source, copy)
+                            version = None
+                except FileNotFoundError:
+                    continue  # removed while we walked (a temporary file): not part of the state
+                except sqlite3.Error as exc:
+                    if _is_full(exc):
+                        raise
+                    raise BackupError(
+                        f"backup: cannot snapshot {src}, got {exc}; check the file with `edgegw buffer check`"
+                    ) from exc
+                members.append((_member(f"data/{rel.as_posix()}", copy, version), copy))
+        finally:
+            os.close(data_fd)
         manifest = Manifest(
             gateway_id=gateway_id,
             edgegw_version=__version__,
@@ -339,11 +346,48 @@ def _write(
     return [m for m, _ in members], size
 
 
-def _copy_into(src: Path, copy: Path) -> None:
-    """`src`'s bytes into `copy`, made anew (O_EXCL, O_NOFOLLOW, 0600) in the staging directory `copy.parent`."""
+def _copy_into(source: IO[bytes], copy: Path) -> None:
+    """`source`'s bytes into `copy`, made anew (O_EXCL, O_NOFOLLOW, 0600) in the staging directory `copy.parent`."""
     fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with src.open("rb") as f, os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(f, out, _COPY_BLOCK)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(source, out, _COPY_BLOCK)
+
+
+def _open_source(data_fd: int, data_dir: Path, rel: Path) -> int:
+    """`rel` opened for reading through the data directory held open as `data_fd`, every step O_NOFOLLOW: run as
+    root, a file the service user swapped for a link (to /etc/shadow) since the listing would put a root-only file
+    into a backup that user owns. BackupError, naming what is there, for a link or anything but a regular file."""
+    fd = data_fd
+    parts = rel.parts
+    try:
+        for n, part in enumerate(parts):
+            last = n == len(parts) - 1
+            # O_NONBLOCK: a FIFO put there must not hang the backup before it is told from a file
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise _source_replaced(data_dir, data_dir.joinpath(*parts[: n + 1]), held_dir.kind(fd, part)) from None
+            if fd != data_fd:
+                os.close(fd)
+            fd = child
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _source_replaced(data_dir, data_dir / rel, "no regular file")
+    except BaseException:
+        if fd != data_fd:
+            os.close(fd)
+        raise
+    return fd
+
+
+def _source_replaced(data_dir: Path, path: Path, what: str) -> BackupError:
+    return BackupError(
+        f"backup: {path} was replaced while the backup ran, got {what}; no backup written, nothing read through "
+        f"it: a process with the service user's rights changes the data directory {data_dir}: find it, put the "
+        "file back and back up again"
+    )
 
 
 def _snapshot_order(files: list[Path]) -> list[Path]:
@@ -680,7 +724,7 @@ def _extract(where: str, m: Member, data: IO[bytes], scratch: _Scratch, file: Pa
     head = b""
     left = m.size
     try:
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise _no_room(where, m, scratch, exc) from None
     # unbuffered: each write must tell a full disk from damage
@@ -756,37 +800,102 @@ def verify(path: Path, *, data_dir: Path | None = None) -> Manifest:
         with tempfile.TemporaryDirectory(prefix="edgegw-verify-") as tmp:
             return _verify_into(path, _in_tmpdir(Path(tmp)), into=None).manifest
     _remove_leftovers(data_dir)
-    work = _work_dir(f"backup {path}", data_dir, VERIFY_PREFIX, "check it")
-    held = _hold(work)
+    where = f"backup {path}"
+    work = _held_work_dir(where, data_dir, VERIFY_PREFIX, _CHECK)
+    fix = "free space there or verify the file on another box"
+    scratch = _Scratch(
+        work=work.reach,
+        place=f"the data directory {data_dir}",
+        purpose="checked",
+        refused=f"nothing was extracted: {fix}",
+        failed=f"what was extracted is removed: {fix}",
+        durable=False,
+    )
     try:
-        fix = "free space there or verify the file on another box"
-        scratch = _Scratch(
-            work=work,
-            place=f"the data directory {data_dir}",
-            purpose="checked",
-            refused=f"nothing was extracted: {fix}",
-            failed=f"what was extracted is removed: {fix}",
-            durable=False,
-        )
-        return _verify_into(path, scratch, into=None).manifest
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if held is not None:
-            os.close(held)  # after the removal: until then no other verify takes the directory for a killed one's
+        manifest = _verify_into(path, scratch, into=None).manifest
+    except Exception as exc:
+        if (replaced := work.leave()) is not None:
+            raise _work_replaced(where, work.path, replaced, _CHECK) from exc  # the bigger news
+        raise
+    except BaseException:
+        work.leave()
+        raise
+    if (replaced := work.leave()) is not None:
+        raise _work_replaced(where, work.path, replaced, _CHECK)
+    return manifest
 
 
-def _hold(work: Path) -> int | None:
-    """An flock on `work` for as long as the returned descriptor is open: the mark of a verify or restore that runs."""
+@dataclass(slots=True, kw_only=True)
+class _HeldWork:
+    """A directory of verify's own in the data directory, held open (and flock'd: `_lock`) from the moment it was
+    made: under root, in the service user's directory, it is reached through `reach` whatever becomes of its name."""
+
+    path: Path  # its name in the data directory, for messages
+    parent_fd: int
+    fd: int
+
+    @property
+    def reach(self) -> Path:
+        return Path(f"/proc/self/fd/{self.fd}")
+
+    def replaced(self) -> str | None:
+        """None while its name in the data directory is still it, else what has the name now."""
+        return held_dir.still_named(self.parent_fd, self.path.name, self.fd)
+
+    def leave(self) -> str | None:
+        """The directory removed, both descriptors closed (the flock let go last); what took its name, if any."""
+        try:
+            return held_dir.remove_dir(self.parent_fd, self.path.parent, self.path.name, self.fd)
+        finally:
+            os.close(self.parent_fd)
+
+    def keep(self) -> None:
+        """Both descriptors closed, the directory left as it is (`KEPT_MARK`): the flock let go."""
+        os.close(self.fd)
+        os.close(self.parent_fd)
+
+
+def _held_work_dir(where: str, data_dir: Path, prefix: str, purpose: str) -> _HeldWork:
+    """A new hidden directory in `data_dir`, 0700, held open (a backup never holds a hidden name, and a backup taken
+    meanwhile leaves it out): made through the data directory's descriptor, so that a link the service user puts in
+    its place is never followed (held_dir.py)."""
     try:
-        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return None
-    try:
+        parent_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # named by root's own config
+        try:
+            name, fd = held_dir.new_dir(parent_fd, data_dir, prefix)
+        except BaseException:
+            os.close(parent_fd)
+            raise
+    except held_dir.Replaced as exc:
+        raise _work_replaced(where, exc.path, exc.what, purpose) from None
+    except OSError as exc:
+        raise BackupError(
+            f"{where}: cannot make a directory to {purpose} in the data directory {data_dir}, got "
+            f"{exc.strerror or exc}; nothing was stopped or changed: check that {data_dir} exists and that this user "
+            "may write there (run as root or as the service user)"
+        ) from None
+    _lock(fd)
+    return _HeldWork(path=data_dir / name, parent_fd=parent_fd, fd=fd)
+
+
+def _work_replaced(where: str, path: Path, what: str, purpose: str) -> BackupError:
+    """What a technician reads when the service user's side swapped a verify's or a restore's directory."""
+    if purpose == _RESTORE_FROM:
+        outcome, again = "nothing was stopped or changed", "restore again"
+    else:
+        outcome, again = "the file is not verified", "verify again"
+    return BackupError(
+        f"{where}: the directory {path} made to {purpose} was replaced while it ran, got {what}; nothing written "
+        f"through it, {outcome}: a process with the service user's rights changes the data directory "
+        f"{path.parent}: find it, then remove {path} and {again}"
+    )
+
+
+def _lock(fd: int) -> None:
+    """An flock on the directory open as `fd` while it stays open: the mark of a verify or restore that runs. A file
+    system without locks: then no other run removes it either."""
+    with contextlib.suppress(OSError):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # a file system without locks: then no other run removes it either
-        os.close(fd)
-        return None
-    return fd
 
 
 def _remove_leftovers(data_dir: Path) -> None:
@@ -796,7 +905,7 @@ def _remove_leftovers(data_dir: Path) -> None:
     try:
         entries = [e for e in os.scandir(data_dir) if e.name.startswith((VERIFY_PREFIX, STAGING_PREFIX))]
     except OSError:
-        return  # no data directory: `_work_dir` says so
+        return  # no data directory: `_held_work_dir` says so
     for entry in entries:
         run = "verify" if entry.name.startswith(VERIFY_PREFIX) else "restore"
         try:
@@ -870,19 +979,6 @@ def scratch_room(data_dir: Path) -> Path | None:
     """Where verify extracts (its `data_dir`): the data disk (/tmp is RAM on these boxes), if this user may write
     there; else None, TMPDIR."""
     return data_dir if os.access(data_dir, os.W_OK | os.X_OK) else None
-
-
-def _work_dir(where: str, data_dir: Path, prefix: str, purpose: str) -> Path:
-    """A new hidden directory in `data_dir`, 0700: a backup never holds a hidden name, and a backup taken
-    meanwhile leaves it out."""
-    try:
-        return Path(tempfile.mkdtemp(dir=data_dir, prefix=prefix))
-    except OSError as exc:
-        raise BackupError(
-            f"{where}: cannot make a directory to {purpose} in the data directory {data_dir}, got "
-            f"{exc.strerror or exc}; nothing was stopped or changed: check that {data_dir} exists and that this user "
-            "may write there (run as root or as the service user)"
-        ) from None
 
 
 def list_backups(out_dir: Path, gateway_id: str | None = None) -> list[Path]:
@@ -1185,7 +1281,20 @@ class Staged:
     identity: tuple[int, ...]
     backup_gateway_id: str  # gateway.id in the backup's config as it was taken
     keep: bool = False  # an install that could not put every file back needs what is left here (`KEPT_MARK`)
-    held: int | None = None  # the flock on `directory` (`_hold`): no other run takes it for a killed restore's
+    # `directory` held open and flock'd: no other run takes it for a killed restore's, and every step reaches it
+    # through its descriptor (`reach`), whatever the service user makes of its name
+    held: _HeldWork | None = None
+
+    @property
+    def reach(self) -> Path:
+        """`directory` through its descriptor while held (`directory` itself once released)."""
+        return self.held.reach if self.held is not None else self.directory
+
+    def shown(self, path: Path) -> Path:
+        """`path` as a technician finds it: under `directory`, not /proc/self/fd/<n>."""
+        if self.held is not None and path.is_relative_to(self.held.reach):
+            return self.directory / path.relative_to(self.held.reach)
+        return path
 
     def identity_note(self) -> str:
         """Which gateway id the box has once this backup is in place, for the technician to see."""
@@ -1196,10 +1305,23 @@ class Staged:
         return f"this box's gateway id stays {self.gateway_id!r} (the backup's config had {self.backup_gateway_id!r})"
 
     def release(self) -> None:
-        """The flock let go: after `directory` is removed or marked kept, never before."""
-        if self.held is not None:
-            os.close(self.held)
-            self.held = None
+        """`directory` removed, unless kept (`keep`), then the flock let go. One whose name led elsewhere since is
+        logged: every step went through its descriptor, so nothing went through the link."""
+        if self.held is None:
+            return
+        held, self.held = self.held, None
+        if self.keep:
+            held.keep()
+            return
+        if (replaced := held.leave()) is not None:
+            log.warning(
+                "backup restore: the directory %s was replaced while the restore ran, got %s; nothing went through "
+                "it: a process with the service user's rights changes the data directory %s: find it, then remove %s",
+                self.directory,
+                replaced,
+                self.data_dir,
+                self.directory,
+            )
 
 
 @contextlib.contextmanager
@@ -1228,8 +1350,6 @@ def stage(
     try:
         yield staged
     finally:
-        if not staged.keep:
-            shutil.rmtree(staged.directory, ignore_errors=True)
         staged.release()
 
 
@@ -1237,10 +1357,11 @@ def _stage(
     path: Path, data_dir: Path, config_path: Path, gateway_id: str, force: bool, take_id: bool, check_data_dir: bool
 ) -> Staged:
     _remove_leftovers(data_dir)  # their room counts against the backup's
-    directory = _work_dir(f"backup {path}", data_dir, STAGING_PREFIX, "restore it from")
-    _searchable_by_group(directory, data_dir.stat())
-    held = _hold(directory)
+    where = f"backup {path}"
+    held = _held_work_dir(where, data_dir, STAGING_PREFIX, _RESTORE_FROM)
+    directory = held.reach
     try:
+        _searchable_by_group(held.fd, data_dir.stat())
         fix = (
             f"nothing was stopped or changed: free space there (the {_ASIDE_PREFIX}* directories of earlier "
             f"restores can go, and {STAGING_PREFIX}* ones a killed restore left) and restore again"
@@ -1262,10 +1383,14 @@ def _stage(
         if backup_gateway_id != gateway_id and not take_id:
             _keep_gateway_id(path, unpacked, gateway_id, config_path)
         _as_in_place(unpacked, data_dir.stat())
+        if (replaced := held.replaced()) is not None:
+            raise _work_replaced(where, held.path, replaced, _RESTORE_FROM)
+    except Exception as exc:
+        if (replaced := held.leave()) is not None:
+            raise _work_replaced(where, held.path, replaced, _RESTORE_FROM) from exc  # the bigger news
+        raise
     except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
-        if held is not None:
-            os.close(held)
+        held.leave()
         raise
     return Staged(
         path=path,
@@ -1275,7 +1400,7 @@ def _stage(
         force=force,
         take_id=take_id,
         check_data_dir=check_data_dir,
-        directory=directory,
+        directory=held.path,
         manifest=unpacked.manifest,
         files=unpacked.files,
         identity=unpacked.identity,
@@ -1299,14 +1424,14 @@ def _keep_gateway_id(path: Path, unpacked: _Unpacked, gateway_id: str, config_pa
     staged.write_bytes(kept.encode("utf-8"))
 
 
-def _searchable_by_group(directory: Path, owner: os.stat_result) -> None:
+def _searchable_by_group(directory: int, owner: os.stat_result) -> None:
     """`directory` searchable, not listable, by the data directory's group: the service user's nightly backup must
     find a mark (`unfinished_restores`) in the staging directory of a root restore. That gives it nothing it does not
     have: the files it could open by name are the data it is given in place anyway (`_as_in_place`); the config's
     copy stays root's."""
     if os.geteuid() == 0:
-        os.chown(directory, -1, owner.st_gid)
-    os.chmod(directory, 0o710)
+        os.fchown(directory, -1, owner.st_gid)
+    os.fchmod(directory, 0o710)
 
 
 def _refuse_another_data_dir(path: Path, unpacked: _Unpacked, data_dir: Path, config_path: Path) -> None:
@@ -1349,7 +1474,6 @@ def install(
         changed = True  # gone or unreadable: staging it again says what is wrong with it
     if changed:
         log.warning("backup restore: %s changed since it was checked; checking it again", staged.path)
-        shutil.rmtree(staged.directory, ignore_errors=True)
         staged.release()
         fresh = _stage(
             staged.path,
@@ -1365,6 +1489,8 @@ def install(
         staged.backup_gateway_id = fresh.backup_gateway_id
     data_dir, config_path = staged.data_dir, staged.config_path
     owner = data_dir.stat()
+    if staged.held is not None and (replaced := staged.held.replaced()) is not None:
+        raise _work_replaced(f"backup {staged.path}", staged.directory, replaced, _RESTORE_FROM)
     with _config_locked(config_path, owner, lock_wait_s):
         # the box as it is now, its services stopped: a directory made since staging must not be overwritten
         _check_targets(f"backup {staged.path}", staged.manifest, data_dir)
@@ -1492,7 +1618,7 @@ class _Swap:
         for _, to in into:
             self._make_dirs(to.parent)
         self.doing = f"mark {self._staged.directory} as a restore under way"
-        _write_mark(self._staged.directory, UNDER_WAY_MARK, self._under_way(now, aside))
+        _write_mark(self._staged.reach, UNDER_WAY_MARK, self._under_way(now, aside))
         for frm, to in out:
             self.doing = f"move {frm} aside"
             self._rename(frm, to)
@@ -1519,9 +1645,9 @@ class _Swap:
         restores that did not finish, which this one replaced whole (each directory then goes with the leftovers).
         Never raises: the restore is done, and a mark that stays only asks for a look (and keeps backups off).
         Each removal is synced: a mark back after a power cut would refuse the backups of a whole box."""
-        synced = [self._staged.directory]
+        synced = [self._staged.reach]
         with contextlib.suppress(OSError):
-            Path(self._staged.directory, UNDER_WAY_MARK).unlink()
+            Path(self._staged.reach, UNDER_WAY_MARK).unlink()
         for earlier in unfinished_restores(self._staged.data_dir):
             synced.append(earlier.parent)
             try:
@@ -1573,7 +1699,7 @@ class _Swap:
             try:
                 os.rename(to, frm)
             except OSError as exc:
-                stuck.append(f"{to} for {frm}, got {exc.strerror or exc}")
+                stuck.append(f"{self._staged.shown(to)} for {self._staged.shown(frm)}, got {exc.strerror or exc}")
         for d in reversed(self._made):
             with contextlib.suppress(OSError):  # one that stays is an empty directory, harmless
                 os.rmdir(d)
@@ -1589,10 +1715,10 @@ class _Swap:
                 f"are under {self._aside}, the rest of the backup's under {self._staged.directory}; put the previous "
                 "ones back by hand (or restore again) before starting the services; no backup is taken until then"
             )
-            _mark_kept(self._staged.directory, message)
+            _mark_kept(self._staged.reach, message)
             raise RestoreIncomplete(message) from None
         with contextlib.suppress(OSError):  # every file back, the box whole: a mark that stays only asks for a look
-            Path(self._staged.directory, UNDER_WAY_MARK).unlink()
+            Path(self._staged.reach, UNDER_WAY_MARK).unlink()
         self._clear_aside()
 
     def _clear_aside(self) -> None:

@@ -15,6 +15,8 @@ import errno
 import io
 import logging
 import os
+import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -162,3 +164,89 @@ def kind(dir_fd: int, name: str) -> str:
     if stat.S_ISDIR(st.st_mode):
         return f"another directory (uid {st.st_uid})"
     return "a file"
+
+
+class Replaced(Exception):
+    """The directory a run made at `path` is not what has that name now (`what`: `kind`'s words)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(f"{path}: {what}")
+        self.path = path
+        self.what = what
+
+
+def new_dir(parent_fd: int, parent: Path, prefix: str) -> tuple[str, int]:
+    """A new directory `prefix<8 hex digits>` in `parent` (held open as `parent_fd`), 0700 whatever the umask:
+    (its name, it held open). Replaced if something else took the name before it was open: a link there is
+    never followed."""
+    for _ in range(100):
+        name = f"{prefix}{secrets.token_hex(4)}"
+        try:
+            with named(parent / name):
+                os.mkdir(name, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            continue
+        try:
+            fd = os.open(name, _DIR_FLAGS | os.O_CLOEXEC, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                raise
+            raise Replaced(parent / name, kind(parent_fd, name)) from None
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            os.close(fd)
+            raise Replaced(parent / name, f"another directory (uid {st.st_uid})")
+        os.fchmod(fd, 0o700)  # mkdir's mode is narrowed by the umask
+        return name, fd
+    raise FileExistsError(errno.EEXIST, "100 names taken in a row", str(parent / prefix))
+
+
+def still_named(parent_fd: int, name: str, fd: int) -> str | None:
+    """None if `name` in `parent_fd` is the directory open as `fd`, else what has the name now (`kind`)."""
+    try:
+        if os.path.samestat(os.lstat(name, dir_fd=parent_fd), os.fstat(fd)):
+            return None
+    except OSError:
+        pass
+    return kind(parent_fd, name)
+
+
+def remove_dir(parent_fd: int, parent: Path, name: str, fd: int) -> str | None:
+    """The directory open as `fd` (made as `name` in `parent_fd`) emptied through `fd` and removed under the name it
+    has in `parent_fd` now, `fd` closed; None, or what has `name` now if it is not that directory (`kind`). Nothing
+    is removed through a link; a failure is logged with the directory's path."""
+    replaced = still_named(parent_fd, name, fd)
+    mine = os.fstat(fd)
+    current: str | None = name
+    if replaced is not None:
+        moved = os.path.basename(_where(fd))
+        try:
+            current = moved if os.path.samestat(os.lstat(moved, dir_fd=parent_fd), mine) else None
+        except OSError:
+            current = None
+    try:
+        if replaced is None:
+            # shutil.rmtree follows no link, and checks that the directory it opens is the one it looked up
+            shutil.rmtree(parent / name)
+            return None
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.name, dir_fd=fd)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+        if current is None:
+            log.warning("backup: the emptied directory %s is left at %s: remove it as root", parent / name, _where(fd))
+        else:
+            os.rmdir(current, dir_fd=parent_fd)
+    except OSError as exc:
+        log.warning("backup: cannot remove %s, got %s; delete it by hand", parent / (current or name), exc)
+    finally:
+        os.close(fd)
+    return replaced
+
+
+def _where(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "an unknown place"
