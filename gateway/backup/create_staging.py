@@ -19,12 +19,10 @@ it is and another box may share the directory.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import logging
 import os
 import re
-import secrets
 import shutil
 import stat
 import time
@@ -97,13 +95,10 @@ def _replaced(out_dir: Path, name: str, what: str, left: str = "") -> BackupErro
 def _made(out_dir: Path, out_fd: int, gateway_id: str) -> tuple[str, int, int | None]:
     """(name, descriptor of the directory, descriptor of its lock file, locked; None without locks)."""
     for _ in range(_ATTEMPTS):
-        name = staging_name(gateway_id, secrets.token_hex(4))
         try:
-            with held_dir.named(out_dir / name):
-                os.mkdir(name, 0o700, dir_fd=out_fd)
-        except FileExistsError:
-            continue
-        fd = _opened(out_dir, out_fd, name)
+            name, fd = held_dir.new_dir(out_fd, out_dir, f"{PREFIX}{gateway_id}-")
+        except held_dir.Replaced as exc:
+            raise _replaced(out_dir, exc.path.name, exc.what) from None
         try:
             lock = os.open(
                 CREATE_LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd
@@ -130,71 +125,26 @@ def _made(out_dir: Path, out_fd: int, gateway_id: str) -> tuple[str, int, int | 
     raise OSError(f"cannot make a staging directory in {out_dir}: {_ATTEMPTS} tries were each swept at once")
 
 
-def _opened(out_dir: Path, out_fd: int, name: str) -> int:
-    """The directory just made as `name`, open; BackupError if something else took the name since."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=out_fd)
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
-            raise
-        raise _replaced(out_dir, name, held_dir.kind(out_fd, name)) from None
-    st = os.fstat(fd)
-    if st.st_uid != os.geteuid():
-        os.close(fd)
-        raise _replaced(out_dir, name, f"another directory (uid {st.st_uid})")
-    return fd
-
-
 def _leave(out_dir: Path, out_fd: int, name: str, fd: int, lock: int | None) -> BackupError | None:
     """The staging directory emptied through `fd` and removed under whatever name it has in `out_dir` now, its
     descriptors closed; the error to raise if `name` is no longer it."""
-    mine = os.fstat(fd)
     try:
-        replaced = not os.path.samestat(os.lstat(name, dir_fd=out_fd), mine)
-    except OSError:
-        replaced = True
-    what = held_dir.kind(out_fd, name) if replaced else ""
-    current = _current_name(out_fd, fd, mine) if replaced else name
-    left = ""
-    try:
-        for entry in os.scandir(fd):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.name, dir_fd=fd)
-            else:
-                os.unlink(entry.name, dir_fd=fd)
-        if current is None:
-            left = f"; the emptied staging directory is left at {_where(fd)}: remove it as root"
-        else:
-            os.rmdir(current, dir_fd=out_fd)
-    except OSError as exc:
-        # root's (`sudo edgegw backup now`): the nightly run names it with the command that removes it
-        log.warning(
-            "backup: cannot remove the staging directory %s, got %s; the next backup removes it, or names the "
-            "command that does",
-            out_dir / (current or name),
-            exc.strerror or exc,
+        replaced, left_at = held_dir.empty_and_remove(
+            out_fd,
+            out_dir,
+            name,
+            fd,
+            noun="the staging directory ",
+            # root's (`sudo edgegw backup now`): the nightly run names it with the command that removes it
+            fix="the next backup removes it, or names the command that does",
         )
     finally:
         if lock is not None:
             os.close(lock)  # after the removal: until then no sweep takes the directory for a killed create's
-        os.close(fd)
-    return _replaced(out_dir, name, what, left) if replaced else None
-
-
-def _current_name(out_fd: int, fd: int, mine: os.stat_result) -> str | None:
-    """The name the directory open as `fd` has in `out_fd` now (renamed aside), or None if it has none there."""
-    name = os.path.basename(_where(fd))
-    try:
-        return name if os.path.samestat(os.lstat(name, dir_fd=out_fd), mine) else None
-    except OSError:
+    if replaced is None:
         return None
-
-
-def _where(fd: int) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return "an unknown place"
+    left = "" if left_at is None else f"; the emptied staging directory is left at {left_at}: remove it as root"
+    return _replaced(out_dir, name, replaced, left)
 
 
 def remove_dead(out_dir: Path, out_fd: int, gateway_id: str, *, stale_after_s: float) -> None:

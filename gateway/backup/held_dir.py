@@ -215,6 +215,18 @@ def remove_dir(parent_fd: int, parent: Path, name: str, fd: int) -> str | None:
     """The directory open as `fd` (made as `name` in `parent_fd`) emptied through `fd` and removed under the name it
     has in `parent_fd` now, `fd` closed; None, or what has `name` now if it is not that directory (`kind`). Nothing
     is removed through a link; a failure is logged with the directory's path."""
+    replaced, left_at = empty_and_remove(parent_fd, parent, name, fd)
+    if left_at is not None:
+        log.warning("backup: the emptied directory %s is left at %s: remove it as root", parent / name, left_at)
+    return replaced
+
+
+def empty_and_remove(
+    parent_fd: int, parent: Path, name: str, fd: int, *, noun: str = "", fix: str = "delete it by hand"
+) -> tuple[str | None, str | None]:
+    """`remove_dir`'s work, for a caller that words what is left itself: (what has `name` now or None, where the
+    emptied directory is left when it has no name in `parent_fd` any more, else None). A failure to remove is logged
+    as `cannot remove <noun><path>`, followed by `fix`."""
     replaced = still_named(parent_fd, name, fd)
     mine = os.fstat(fd)
     current: str | None = name
@@ -224,25 +236,28 @@ def remove_dir(parent_fd: int, parent: Path, name: str, fd: int) -> str | None:
             current = moved if os.path.samestat(os.lstat(moved, dir_fd=parent_fd), mine) else None
         except OSError:
             current = None
+    left_at: str | None = None
     try:
         if replaced is None:
             # shutil.rmtree follows no link, and checks that the directory it opens is the one it looked up
             shutil.rmtree(parent / name)
-            return None
+            return None, None
         for entry in os.scandir(fd):
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.name, dir_fd=fd)
             else:
                 os.unlink(entry.name, dir_fd=fd)
         if current is None:
-            log.warning("backup: the emptied directory %s is left at %s: remove it as root", parent / name, _where(fd))
+            left_at = _where(fd)
         else:
             os.rmdir(current, dir_fd=parent_fd)
     except OSError as exc:
-        log.warning("backup: cannot remove %s, got %s; delete it by hand", parent / (current or name), exc)
+        log.warning(
+            "backup: cannot remove %s%s, got %s; %s", noun, parent / (current or name), exc.strerror or exc, fix
+        )
     finally:
         os.close(fd)
-    return replaced
+    return replaced, left_at
 
 
 def _where(fd: int) -> str:
