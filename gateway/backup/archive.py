@@ -84,7 +84,7 @@ from typing import IO, Any
 from gateway import __version__
 from gateway.audit.log import AUDIT_FILE
 from gateway.audit.log import HEAD_FILE as AUDIT_HEAD
-from gateway.backup import confined_snapshot, create_staging, held_dir
+from gateway.backup import confined_snapshot, create_staging, held_dir, held_tree
 from gateway.backup.gateway_id import with_gateway_id
 from gateway.backup.manifest import (
     ALTERED,
@@ -134,6 +134,7 @@ _PATH_MAX_BYTES = 4095
 # hidden names in the data directory: no backup holds them, nor moves them aside
 STAGING_PREFIX = ".restore-staging-"
 _ASIDE_PREFIX = ".pre-restore-"
+_HELD_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 VERIFY_PREFIX = ".verify-"
 _CHECK = "check it"
 _RESTORE_FROM = "restore it from"
@@ -1496,39 +1497,52 @@ def install(
         _check_targets(f"backup {staged.path}", staged.manifest, data_dir)
         swap = _Swap(staged, owner)
         try:
-            aside = swap.run(now, exclude)
-        except BaseException as exc:
-            if not isinstance(exc, OSError):
-                swap.undo(f"stopped by {type(exc).__name__} while it was about to {swap.doing}")
-                raise
-            why = f"cannot {swap.doing}, got {exc.strerror or exc}"
-            swap.undo(why)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                fix = f"free space and inodes (`df -i`) in {data_dir} and restore again"
-            else:
-                fix = (
-                    "see what stops it there (`lsattr -d` shows a file or directory made immutable, `dmesg` a disk "
-                    "error) and restore again"
-                )
-            raise BackupError(
-                f"backup restore: {why}; nothing restored, every file is as it was (the data directory {data_dir} "
-                f"and {config_path}): {fix}"
-            ) from None
-        # last, after the data: a config that cannot be written takes back renames only, which need no room
-        try:
-            _replace_config(staged.files[staged.manifest.config.name], config_path)
-        except BaseException as exc:
-            if not isinstance(exc, OSError):
-                swap.undo(f"stopped by {type(exc).__name__} while writing {config_path}")
-                raise
-            swap.undo(f"cannot write {config_path}, got {exc.strerror or exc}")
-            raise BackupError(
-                f"backup restore: {config_path} not written, got {exc.strerror or exc}; nothing "
-                f"restored, every file is as it was: make room under {config_path.parent} (or give "
-                "write access to it) and restore again"
-            ) from None
-        swap.finished()
+            aside = _swap_in(swap, staged, now, exclude)
+        finally:
+            swap.close()
     log.warning("restored %s into %s; the previous files are in %s", staged.path, data_dir, aside)
+    return aside
+
+
+def _swap_in(swap: _Swap, staged: Staged, now: datetime, exclude: Path | None) -> Path:
+    """`install`'s work under the config lock: the data swapped, then the config replaced; every failure undone."""
+    data_dir, config_path = staged.data_dir, staged.config_path
+    try:
+        aside = swap.run(now, exclude)
+    except held_dir.Replaced as exc:
+        swap.undo(f"the directory {exc.path} was replaced while the restore ran, got {exc.what}")
+        raise _swap_replaced(exc, data_dir, config_path) from None
+    except BaseException as exc:
+        if not isinstance(exc, OSError):
+            swap.undo(f"stopped by {type(exc).__name__} while it was about to {swap.doing}")
+            raise
+        why = f"cannot {swap.doing}, got {exc.strerror or exc}"
+        swap.undo(why)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = f"free space and inodes (`df -i`) in {data_dir} and restore again"
+        else:
+            fix = (
+                "see what stops it there (`lsattr -d` shows a file or directory made immutable, `dmesg` a disk "
+                "error) and restore again"
+            )
+        raise BackupError(
+            f"backup restore: {why}; nothing restored, every file is as it was (the data directory {data_dir} "
+            f"and {config_path}): {fix}"
+        ) from None
+    # last, after the data: a config that cannot be written takes back renames only, which need no room
+    try:
+        _replace_config(staged.files[staged.manifest.config.name], config_path)
+    except BaseException as exc:
+        if not isinstance(exc, OSError):
+            swap.undo(f"stopped by {type(exc).__name__} while writing {config_path}")
+            raise
+        swap.undo(f"cannot write {config_path}, got {exc.strerror or exc}")
+        raise BackupError(
+            f"backup restore: {config_path} not written, got {exc.strerror or exc}; nothing "
+            f"restored, every file is as it was: make room under {config_path.parent} (or give "
+            "write access to it) and restore again"
+        ) from None
+    swap.finished()
     return aside
 
 
@@ -1565,17 +1579,7 @@ def restore(
         return install(staged, now=now, exclude=exclude, lock_wait_s=lock_wait_s)
 
 
-def _aside_dir(data_dir: Path, now: datetime) -> Path:
-    """A new `.pre-restore-<stamp>` directory: a second restore within the same second gets `-2`, not an error."""
-    stamp = f"{_ASIDE_PREFIX}{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
-    for n in range(1, 1000):
-        aside = data_dir / (stamp if n == 1 else f"{stamp}-{n}")
-        try:
-            aside.mkdir(mode=0o700, parents=True)
-        except FileExistsError:
-            continue
-        return aside
-    raise BackupError(f"backup restore: {data_dir} holds 999 {stamp} directories; move the old ones away")
+_Spot = tuple[held_tree.HeldTree, held_tree.Parts, str]  # a file's directory, held, and its name there
 
 
 class _Swap:
@@ -1587,6 +1591,10 @@ class _Swap:
     Each step is recorded before it is taken: an exception (KeyboardInterrupt from a signal) can land as a
     rename returns, and a move undo did not know of was a file lost with the aside directory. `undo` tells a
     step not taken by what is on the disk, and removes only what the swap made.
+
+    Every directory is reached through a descriptor (held_tree.py): under root the data directory is the service
+    user's, and a link it puts in place of one of them is refused, never followed; one swapped in while the swap
+    ran is found after each rename (held_dir.Replaced), and `undo` puts every file back through the descriptors.
     """
 
     def __init__(self, staged: Staged, owner: os.stat_result) -> None:
@@ -1594,29 +1602,39 @@ class _Swap:
         self._owner = owner
         self.doing = "start"
         self._aside: Path | None = None
+        self._aside_fd: int | None = None
         self._config_copy: Path | None = None
-        self._moved: list[tuple[Path, Path]] = []  # (from, to), in order; the last may not have happened
-        self._made: list[Path] = []  # directories made in the data directory, top first; the last may not exist
+        self._moved: list[tuple[Path, Path, _Spot, _Spot]] = []  # (from, to), in order; the last may not have happened
+        self._data: held_tree.HeldTree | None = None
+        self._staging: held_tree.HeldTree | None = None
 
     def run(self, now: datetime, exclude: Path | None) -> Path:
         data_dir, config_path = self._staged.data_dir, self._staged.config_path
+        self.doing = f"open the data directory {data_dir}"
+        # named by root's own config; what is under it, the service user's, only through descriptors
+        self._data = data = held_tree.HeldTree(data_dir, os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        staged = self._staged
+        staging_fd = os.dup(staged.held.fd) if staged.held is not None else os.open(staged.directory, _HELD_DIR_FLAGS)
+        self._staging = held_tree.HeldTree(staged.reach, staging_fd)
         self.doing = f"make the directory for the previous files in {data_dir}"
-        self._aside = aside = _aside_dir(data_dir, now)
-        # the previous files are the service user's: so is what holds them, for it to list and delete (root restores)
-        mine = [aside]
+        aside = self._new_aside(data, now)
         if config_path.exists():
             self.doing = f"keep a copy of {config_path} in {aside}"
             self._config_copy = aside / config_path.name
-            shutil.copy2(config_path, self._config_copy)
-            mine.append(self._config_copy)
+            assert self._aside_fd is not None
+            _copy_config(config_path, self._aside_fd, self._config_copy, self._owner)
         out, into = _plan(self._staged, aside, exclude)
         for _, to in out:
             self.doing = f"make the directory {to.parent}"
-            to.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside `aside`: removed by undo if empty
-            mine.extend(d for d in (to.parent, *to.parent.parents) if d not in mine and aside in d.parents)
-        give_to(self._owner, mine)
+            # the previous files are the service user's: so is what holds them, for it to list and delete
+            data.dir(data.parts(to.parent), make=True, owner=self._owner)  # inside `aside`: removed by undo if empty
         for _, to in into:
-            self._make_dirs(to.parent)
+            self.doing = f"make the directory {to.parent}"
+            data.dir(data.parts(to.parent), make=True, owner=self._owner)
+        moves = [*out, *into]
+        for frm, _ in moves:
+            self.doing = f"open the directory {self._staged.shown(frm.parent)}"
+            self._spot(frm)  # every directory held before the first file moves: a link there moves nothing
         self.doing = f"mark {self._staged.directory} as a restore under way"
         _write_mark(self._staged.reach, UNDER_WAY_MARK, self._under_way(now, aside))
         for frm, to in out:
@@ -1626,9 +1644,33 @@ class _Swap:
             self.doing = f"put the backup's {to.relative_to(data_dir)} in place"
             self._rename(frm, to)
         self.doing = f"sync the directories of {data_dir} to disk"
-        for directory in self._directories():
-            fsync_dir(directory)
+        for fd in self._directories():
+            os.fsync(fd)
         return aside
+
+    def _new_aside(self, data: held_tree.HeldTree, now: datetime) -> Path:
+        """A new `.pre-restore-<stamp>` directory, held: a second restore within the same second gets `-2`."""
+        stamp = f"{_ASIDE_PREFIX}{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        data_fd = data.dir(())
+        for n in range(1, 1000):
+            name = stamp if n == 1 else f"{stamp}-{n}"
+            try:
+                with held_dir.named(data.top / name):
+                    os.mkdir(name, 0o700, dir_fd=data_fd)
+            except FileExistsError:
+                continue
+            self._aside = data.top / name
+            self._aside_fd = data.adopt((name,), owner=self._owner)
+            return self._aside
+        raise BackupError(f"backup restore: {data.top} holds 999 {stamp} directories; move the old ones away")
+
+    def _spot(self, path: Path) -> _Spot:
+        """`path` as its directory, held, and its name there."""
+        assert self._data is not None and self._staging is not None
+        tree = self._staging if path.is_relative_to(self._staging.top) else self._data
+        parts = tree.parts(path.parent)
+        tree.dir(parts)
+        return tree, parts, path.name
 
     def _under_way(self, now: datetime, aside: Path) -> str:
         staged = self._staged
@@ -1669,43 +1711,40 @@ class _Swap:
                 fsync_dir(directory)
 
     def _rename(self, frm: Path, to: Path) -> None:
-        self._moved.append((frm, to))
-        os.rename(frm, to)
+        src, dst = self._spot(frm), self._spot(to)
+        self._moved.append((frm, to, src, dst))
+        os.rename(src[2], dst[2], src_dir_fd=src[0].dir(src[1]), dst_dir_fd=dst[0].dir(dst[1]))
+        self.check()
 
-    def _make_dirs(self, directory: Path) -> None:
-        """`directory` and its missing parents, 0700 for the data directory's owner, each recorded as made."""
-        missing: list[Path] = []
-        here = directory
-        while not here.exists():
-            missing.append(here)
-            here = here.parent
-        for d in reversed(missing):
-            self.doing = f"make the directory {d}"
-            self._made.append(d)
-            os.mkdir(d, 0o700)
-            os.chmod(d, 0o700)  # mkdir's mode is narrowed by the umask
-            give_to(self._owner, [d])
+    def check(self) -> None:
+        """held_dir.Replaced if a directory the swap holds lost its name (a link the service user put there)."""
+        for tree in (self._data, self._staging):
+            if tree is not None:
+                tree.check()
 
-    def _directories(self) -> list[Path]:
-        return sorted({p.parent for pair in self._moved for p in pair} | {d.parent for d in self._made})
+    def _directories(self) -> list[int]:
+        fds = {spot[0].dir(spot[1]) for *_, src, dst in self._moved for spot in (src, dst)}
+        if self._data is not None:
+            fds |= {self._data.dir(parts[:-1]) for parts in self._data.made}
+        return sorted(fds)
 
     def undo(self, why: str) -> None:
         """Every rename taken back, newest first, and what the swap made removed; RestoreIncomplete, naming
         where each part is, if a file does not go back."""
         stuck: list[str] = []
-        for frm, to in reversed(self._moved):
-            if not os.path.lexists(to) and os.path.lexists(frm):
+        for frm, to, (stree, sparts, sname), (dtree, dparts, dname) in reversed(self._moved):
+            src_fd, dst_fd = stree.dir(sparts), dtree.dir(dparts)
+            if not held_tree.there(dst_fd, dname) and held_tree.there(src_fd, sname):
                 continue  # recorded, not done: neither target existed before the swap (`_plan`, `_check_targets`)
             try:
-                os.rename(to, frm)
+                os.rename(dname, sname, src_dir_fd=dst_fd, dst_dir_fd=src_fd)
             except OSError as exc:
                 stuck.append(f"{self._staged.shown(to)} for {self._staged.shown(frm)}, got {exc.strerror or exc}")
-        for d in reversed(self._made):
-            with contextlib.suppress(OSError):  # one that stays is an empty directory, harmless
-                os.rmdir(d)
-        for directory in self._directories():
+        if self._data is not None:
+            self._data.remove_made()
+        for fd in self._directories():
             with contextlib.suppress(OSError):  # best effort: what matters is that the files are back
-                fsync_dir(directory)
+                os.fsync(fd)
         if stuck:
             self._staged.keep = True
             data_dir = self._staged.data_dir
@@ -1724,21 +1763,58 @@ class _Swap:
     def _clear_aside(self) -> None:
         """What the swap made in the aside directory removed, and nothing else: the config's copy, then the
         directories left empty. A file still there is one of the box's: it stays, and so does the directory."""
-        if self._aside is None:
+        if self._aside is None or self._aside_fd is None or self._data is None:
             return
         if self._config_copy is not None:
             with contextlib.suppress(FileNotFoundError):
-                self._config_copy.unlink()
-        for root, _, _ in os.walk(self._aside, topdown=False):
-            with contextlib.suppress(OSError):  # not empty: a file no record names, kept
-                os.rmdir(root)
-        if self._aside.exists():
+                os.unlink(self._config_copy.name, dir_fd=self._aside_fd)
+        # fwalk opens each directory O_NOFOLLOW from its parent's descriptor: a link inside is neither entered nor
+        # removed (rmdir refuses one)
+        for _, dirs, _, root_fd in os.fwalk(dir_fd=self._aside_fd, topdown=False):
+            for name in dirs:
+                with contextlib.suppress(OSError):  # not empty: a file no record names, kept
+                    os.rmdir(name, dir_fd=root_fd)
+        if self._data.holds((self._aside.name,)):
+            with contextlib.suppress(OSError):
+                os.rmdir(self._aside.name, dir_fd=self._data.dir(()))
+        if held_tree.there(self._data.dir(()), self._aside.name):
             log.warning(
                 "backup restore: %s kept, it holds files of %s the restore had no record of; look at them before "
                 "deleting it",
                 self._aside,
                 self._staged.data_dir,
             )
+
+    def close(self) -> None:
+        for tree in (self._data, self._staging):
+            if tree is not None:
+                tree.close()
+        self._data = self._staging = None
+
+
+def _copy_config(config_path: Path, aside_fd: int, copy: Path, owner: os.stat_result) -> None:
+    """`config_path` copied as `copy` into the aside directory (held open as `aside_fd`), with its mode and times,
+    handed to `owner` under root: made O_EXCL|O_NOFOLLOW there, never written through a link."""
+    with (
+        open(config_path, "rb") as src,
+        held_dir.new_file(aside_fd, copy.name, where=copy, owner=owner) as dst,
+    ):
+        shutil.copyfileobj(src, dst)
+        dst.flush()
+        st = os.fstat(src.fileno())
+        os.fchmod(dst.fileno(), stat.S_IMODE(st.st_mode))
+        os.utime(dst.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _swap_replaced(exc: held_dir.Replaced, data_dir: Path, config_path: Path) -> BackupError:
+    """What a technician reads when the service user's side put a link in place of a directory the swap used."""
+    moved = f" (that directory is now {exc.now_at})" if exc.now_at is not None else ""
+    return BackupError(
+        f"backup restore: the directory {exc.path} was replaced while the restore ran, got {exc.what}; nothing "
+        f"restored, nothing moved or written through it: every file is back where it was{moved} and {config_path} "
+        f"is unchanged: a process with the service user's rights changes the data directory {data_dir}: find it, "
+        f"put {exc.path} right and restore again"
+    )
 
 
 def _write_mark(directory: Path, name: str, text: str) -> None:

@@ -167,12 +167,14 @@ def kind(dir_fd: int, name: str) -> str:
 
 
 class Replaced(Exception):
-    """The directory a run made at `path` is not what has that name now (`what`: `kind`'s words)."""
+    """The directory a run made or held at `path` is not what has that name now (`what`: `kind`'s words); `now_at`,
+    where that directory is now, if the run held it."""
 
-    def __init__(self, path: Path, what: str) -> None:
+    def __init__(self, path: Path, what: str, now_at: str | None = None) -> None:
         super().__init__(f"{path}: {what}")
         self.path = path
         self.what = what
+        self.now_at = now_at
 
 
 def new_dir(parent_fd: int, parent: Path, prefix: str) -> tuple[str, int]:
@@ -231,7 +233,7 @@ def empty_and_remove(
     mine = os.fstat(fd)
     current: str | None = name
     if replaced is not None:
-        moved = os.path.basename(_where(fd))
+        moved = os.path.basename(where_now(fd))
         try:
             current = moved if os.path.samestat(os.lstat(moved, dir_fd=parent_fd), mine) else None
         except OSError:
@@ -248,7 +250,7 @@ def empty_and_remove(
             else:
                 os.unlink(entry.name, dir_fd=fd)
         if current is None:
-            left_at = _where(fd)
+            left_at = where_now(fd)
         else:
             os.rmdir(current, dir_fd=parent_fd)
     except OSError as exc:
@@ -260,7 +262,8 @@ def empty_and_remove(
     return replaced, left_at
 
 
-def _where(fd: int) -> str:
+def where_now(fd: int) -> str:
+    """Where the directory open as `fd` is now, for a message."""
     try:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:

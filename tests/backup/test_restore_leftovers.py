@@ -137,6 +137,7 @@ import array, fcntl, os, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from gateway.backup import archive
+from tests.backup.audit_paths import renamed
 
 backup, data_dir, config = map(Path, sys.argv[1:])
 aside = data_dir / ".pre-restore-20261204T000000Z" / "data"
@@ -150,7 +151,7 @@ def immutable(path):
     os.close(fd)
 
 def audit(event, args):
-    if event == "os.rename" and os.fspath(args[0]) == str(data_dir / "web" / "accounts.db"):
+    if event == "os.rename" and renamed(args, 0) == str(data_dir / "web" / "accounts.db"):
         immutable(aside / "web")
         immutable(aside)
 

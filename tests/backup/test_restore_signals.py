@@ -29,13 +29,14 @@ import os, signal, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from gateway.backup import archive
+from tests.backup.audit_paths import renamed
 
 backup, data_dir, config, target, end, when = sys.argv[1:]
 index = 0 if end == "from" else 1
 seen = []
 
 def audit(event, args):
-    if event == "os.rename" and not seen and os.fspath(args[index]) == target:
+    if event == "os.rename" and not seen and renamed(args, index) == target:
         seen.append(args)
         if when == "before":
             os.kill(os.getpid(), signal.SIGINT)  # handled here, in the call: the rename is not made

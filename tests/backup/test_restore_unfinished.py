@@ -38,11 +38,12 @@ import os, signal, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from gateway.backup import archive
+from tests.backup.audit_paths import renamed
 
 backup, data_dir, config = sys.argv[1:]
 
 def audit(event, args):
-    if event == "os.rename" and os.fspath(args[1]) == os.path.join(data_dir, "buffer.db"):
+    if event == "os.rename" and renamed(args, 1) == os.path.join(data_dir, "buffer.db"):
         os.kill(os.getpid(), signal.SIGKILL)
 
 sys.addaudithook(audit)
@@ -159,12 +160,13 @@ import os, signal, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from gateway.backup import archive
+from tests.backup.audit_paths import renamed
 
 backup, data_dir, config = sys.argv[1:]
 fired = []
 
 def audit(event, args):
-    if event == "os.rename" and os.fspath(args[1]) == os.path.join(data_dir, "buffer.db") and not fired:
+    if event == "os.rename" and renamed(args, 1) == os.path.join(data_dir, "buffer.db") and not fired:
         fired.append(args)
         os.kill(os.getpid(), signal.SIGINT)
     if event == "shutil.rmtree" and os.path.basename(os.fspath(args[0])).startswith(archive.STAGING_PREFIX):
