@@ -63,10 +63,13 @@ except archive.BackupError as exc:
 """
 
 
-def _restore_as_root(when: str, config: Path, data_dir: Path, backup: Path, victim: Path) -> dict[str, Any]:
+def _restore_as_root(
+    when: str, config: Path, data_dir: Path, backup: Path, victim: Path, *, script: str = _ROOT_RESTORE
+) -> dict[str, Any]:
+    """`script` (root's restore with its audit hook) run with `when`, the step at which the link is planted."""
     args = [when, *map(str, SERVICE_USER), str(data_dir), str(config), str(backup), str(victim), NIGHT.isoformat()]
     run = subprocess.run(
-        [sys.executable, "-c", _ROOT_RESTORE, *args, PLANT], cwd=REPO, capture_output=True, text=True, check=False
+        [sys.executable, "-c", script, *args, PLANT], cwd=REPO, capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stderr
     outcome: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
@@ -75,10 +78,11 @@ def _restore_as_root(when: str, config: Path, data_dir: Path, backup: Path, vict
 
 
 def _state(data_dir: Path, config: Path) -> dict[str, tuple[bytes, int, int, int]]:
-    """The box's data and config: bytes, owner and mode of each (the backups and hidden directories left out)."""
+    """The box's data and config: bytes, owner and mode of each (the backups and hidden directories left out); a
+    directory the service user renamed to `<name>.moved` counted under its own name, the move being that user's."""
     files = [config, *(p for p in data_dir.rglob("*") if p.is_file() and not p.is_symlink())]
     return {
-        str(p): (p.read_bytes(), p.stat().st_uid, p.stat().st_gid, p.stat().st_mode)
+        str(p).replace(".moved", ""): (p.read_bytes(), p.stat().st_uid, p.stat().st_gid, p.stat().st_mode)
         for p in sorted(files)
         if "backups" not in p.parts and not any(part.startswith(".") for part in p.relative_to(p.anchor).parts)
     }

@@ -9,24 +9,20 @@ exact step where the link does most harm; the link is planted by a real process 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.backup import archive
-from tests.backup.test_restore_config import SERVICE_USER, as_root
-from tests.backup.test_root_links import NIGHT, REPO, _box, _victim_untouched
-from tests.backup.test_root_links_verify import PLANT
+from tests.backup.test_restore_config import as_root
+from tests.backup.test_root_links import NIGHT, _box, _victim_untouched
+from tests.backup.test_root_links_restore import _restore_as_root, _state
 
 # Root's restore, stopped where `where` says to let the service user replace a directory by a link to the victim:
 #   web: data/web, once the box's files in it went aside and before the backup's go in
 #   aside: the .pre-restore-* directory, at the first open after root made it (before it could hold it open)
 #   aside-web: .pre-restore-*/data/web, made and handed over, at the first rename (the box's files go into it)
-_ROOT_RESTORE = """
+_ROOT_SWAP = """
 import glob, json, os, subprocess, sys
 from datetime import datetime
 from pathlib import Path
@@ -66,28 +62,6 @@ except archive.BackupError as exc:
 """
 
 
-def _restore_as_root(where: str, config: Path, data_dir: Path, backup: Path, victim: Path) -> dict[str, Any]:
-    args = [where, *map(str, SERVICE_USER), str(data_dir), str(config), str(backup), str(victim), NIGHT.isoformat()]
-    run = subprocess.run(
-        [sys.executable, "-c", _ROOT_RESTORE, *args, PLANT], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    assert run.returncode == 0, run.stderr
-    outcome: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-    outcome["log"] = run.stderr
-    return outcome
-
-
-def _state(data_dir: Path, config: Path) -> dict[str, tuple[bytes, int, int, int]]:
-    """The box's data and config: bytes, owner and mode of each (the backups and hidden directories left out); a
-    directory the service user renamed to `<name>.moved` counted under its own name, the move being that user's."""
-    files = [config, *(p for p in data_dir.rglob("*") if p.is_file() and not p.is_symlink())]
-    return {
-        str(p).replace(".moved", ""): (p.read_bytes(), p.stat().st_uid, p.stat().st_gid, p.stat().st_mode)
-        for p in sorted(files)
-        if "backups" not in p.parts and not any(part.startswith(".") for part in p.relative_to(p.anchor).parts)
-    }
-
-
 @as_root
 @pytest.mark.parametrize("where", ["web", "aside", "aside-web"])
 def test_a_link_in_place_of_a_directory_the_swap_renames_into_moves_nothing_outside(
@@ -101,7 +75,7 @@ def test_a_link_in_place_of_a_directory_the_swap_renames_into_moves_nothing_outs
     (data_dir / "web" / "audit.head").write_bytes(b"after the backup\n")  # a restore would show
     before = _state(data_dir, config)
     victim_dir = victim.stat()
-    outcome = _restore_as_root(where, config, data_dir, backup, victim)
+    outcome = _restore_as_root(where, config, data_dir, backup, victim, script=_ROOT_SWAP)
     assert outcome["planted"] == 1
     _victim_untouched(victim)
     after_dir = victim.stat()
