@@ -62,6 +62,8 @@ def open_regular(path: Path, what: str, fix: Callable[[], str]) -> int:
             raise
         raise refusal from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # links that lead back to themselves: no file at the end of them
+            raise ConfigError([f"{path}: {what}, got a symbolic link that leads round in a loop; {fix()}"]) from None
         if exc.errno != errno.ENXIO:  # what opening a socket says
             raise
         kind = stat.S_IFMT(os.stat(path).st_mode)

@@ -103,3 +103,19 @@ def test_a_link_to_a_key_that_is_there_is_used(tmp_path: Path) -> None:
         SecretStore(tmp_path).get("a")
     (tmp_path / "unmounted.key").rename(target)
     assert SecretStore(tmp_path).get("a") == "1"
+
+
+def test_a_link_loop_is_named_on_every_way_in(tmp_path: Path) -> None:
+    """Links leading round in a loop (a restore of two links onto each other) raised a bare ELOOP OSError."""
+    SecretStore(tmp_path).set("a", "1")
+    key, other = tmp_path / "secrets.key", tmp_path / "other.key"
+    key.unlink()
+    key.symlink_to(other)
+    other.symlink_to(key)
+    for name, use in ways_into(SecretStore(tmp_path)).items():
+        with pytest.raises(ConfigError) as info:
+            use()
+        assert info.value.errors == [
+            f"{key}: not a secret store key, got a symbolic link that leads round in a loop; move it aside and put "
+            f"back the key file that belongs to {tmp_path / 'secrets.enc'} (kept apart from backups)"
+        ], name
