@@ -185,8 +185,9 @@ def format_stats(s: BufferStats) -> str:
     ]
     table = _table(["uplink", "lane", "cursor", "pending", "dead letters"], rows) if rows else "no uplink cursors\n"
     kept = "".join(
-        f"kept for {name} (no longer configured): {sum(k.pending.values()):,} undelivered rows until "
-        f"{k.kept_until:%Y-%m-%d %H:%M} UTC; configure it again before then to deliver them\n"
+        f"kept for {name} (no longer configured): {sum(k.pending.values()):,} undelivered rows ({k.alone:,} of them "
+        f"for it alone) and every row appended until {k.kept_until:%Y-%m-%d %H:%M} UTC; configure it again before "
+        "then to deliver them\n"
         for name, k in s.kept_uplinks.items()
     )
     gone = {k: v for k, v in s.dead_letters.items() if k not in s.uplinks}

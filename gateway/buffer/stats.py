@@ -27,6 +27,7 @@ class KeptUplink:
     kept_until: datetime  # configured again before then, it delivers its backlog; after, that is dropped
     cursors: Mapping[str, int]
     pending: Mapping[str, int]  # lane -> rows it has not delivered, kept for it
+    alone: int  # of those, rows every configured uplink has delivered: in the buffer for it alone
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class KeptUplink:
             "kept_until": iso_utc(self.kept_until),
             "cursors": dict(self.cursors),
             "pending": dict(self.pending),
+            "alone": self.alone,
         }
 
 

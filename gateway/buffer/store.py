@@ -1276,6 +1276,7 @@ class Store:
                 kept_until=self.on_wall(self.removed[name][1]),
                 cursors={lane_name(i): cur[i] for i in range(_LANES)},
                 pending=count_pending(conn, name, cur),
+                alone=self.kept_rows(name)[1],
             )
             for name, cur in sorted(self.kept.items())
         }

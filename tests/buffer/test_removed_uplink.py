@@ -272,8 +272,8 @@ async def test_buffer_stats_shows_a_kept_uplink_with_its_rows_and_until_when(tmp
     code, text = _run(db, "stats")
     assert code == 0
     assert (
-        f"kept for backup (no longer configured): 10 undelivered rows until {until:%Y-%m-%d %H:%M} UTC; "
-        "configure it again before then to deliver them\n"
+        f"kept for backup (no longer configured): 10 undelivered rows (10 of them for it alone) and every row "
+        f"appended until {until:%Y-%m-%d %H:%M} UTC; configure it again before then to deliver them\n"
     ) in text
     code, doc = _run(db, "stats", "--json")
     assert code == 0
@@ -281,6 +281,7 @@ async def test_buffer_stats_shows_a_kept_uplink_with_its_rows_and_until_when(tmp
     assert list(stats["uplinks"]) == ["orion"]
     assert stats["kept_uplinks"]["backup"]["pending"] == {"alert": 2, "normal": 4, "bulk": 4}
     assert stats["kept_uplinks"]["backup"]["cursors"] == {"alert": 0, "normal": 2, "bulk": 0}
+    assert stats["kept_uplinks"]["backup"]["alone"] == 10  # orion delivered every row
     assert datetime.fromisoformat(stats["kept_uplinks"]["backup"]["kept_until"]) == until.replace(
         microsecond=until.microsecond // 1000 * 1000
     )
