@@ -7,18 +7,16 @@ could not tell a patron who never got the code from one who holds a code that no
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from importlib.metadata import EntryPoint
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway import registry
 from gateway.accounts.store import Role
 from gateway.mail.queue import MailQueue, MailState, MailStatus
 from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty
+from tests.adapters.locker.test_gateway_flow import _locker_registered as _locker_registered
 from tests.adapters.locker.test_gateway_flow import gateway_text
 from tests.mail.smtp_server import SmtpServer
 from tests.support.orion_double import OrionDouble
@@ -27,19 +25,6 @@ from tests.web.pages_harness import gateway_web, until
 
 Client = TestClient[web.Request, web.Application]
 ENTITY = "urn:ngsi-ld:LockerCompartment:gw-lib-lockers-{label}"
-
-
-@pytest.fixture(autouse=True)
-def _locker_registered() -> Iterator[None]:
-    """The adapter by its class, as the entry point in pyproject.toml names it (the install may predate it)."""
-    names = registry._names(registry.ADAPTER_GROUP)
-    added = "locker" not in names
-    names.setdefault(
-        "locker", EntryPoint(name="locker", value="adapters.locker.adapter:LockerAdapter", group=registry.ADAPTER_GROUP)
-    )
-    yield
-    if added:
-        del names["locker"]
 
 
 async def assign(librarian: Client, label: str, reference: str) -> None:
