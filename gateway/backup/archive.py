@@ -812,15 +812,8 @@ def verify(path: Path, *, data_dir: Path | None = None) -> Manifest:
         failed=f"what was extracted is removed: {fix}",
         durable=False,
     )
-    try:
+    with work.left_on_failure(where, _CHECK):
         manifest = _verify_into(path, scratch, into=None).manifest
-    except Exception as exc:
-        if (replaced := work.leave()) is not None:
-            raise _work_replaced(where, work.path, replaced, _CHECK) from exc  # the bigger news
-        raise
-    except BaseException:
-        work.leave()
-        raise
     if (replaced := work.leave()) is not None:
         raise _work_replaced(where, work.path, replaced, _CHECK)
     return manifest
@@ -849,6 +842,20 @@ class _HeldWork:
             return held_dir.remove_dir(self.parent_fd, self.path.parent, self.path.name, self.fd)
         finally:
             os.close(self.parent_fd)
+
+    @contextlib.contextmanager
+    def left_on_failure(self, where: str, purpose: str) -> Iterator[None]:
+        """Left (`leave`) when the block fails; if its name led elsewhere by then, that is the error raised (the
+        bigger news), the block's own its cause."""
+        try:
+            yield
+        except Exception as exc:
+            if (replaced := self.leave()) is not None:
+                raise _work_replaced(where, self.path, replaced, purpose) from exc
+            raise
+        except BaseException:
+            self.leave()
+            raise
 
     def keep(self) -> None:
         """Both descriptors closed, the directory left as it is (`KEPT_MARK`): the flock let go."""
@@ -1361,7 +1368,7 @@ def _stage(
     where = f"backup {path}"
     held = _held_work_dir(where, data_dir, STAGING_PREFIX, _RESTORE_FROM)
     directory = held.reach
-    try:
+    with held.left_on_failure(where, _RESTORE_FROM):
         _searchable_by_group(held.fd, data_dir.stat())
         fix = (
             f"nothing was stopped or changed: free space there (the {_ASIDE_PREFIX}* directories of earlier "
@@ -1386,13 +1393,6 @@ def _stage(
         _as_in_place(unpacked, data_dir.stat())
         if (replaced := held.replaced()) is not None:
             raise _work_replaced(where, held.path, replaced, _RESTORE_FROM)
-    except Exception as exc:
-        if (replaced := held.leave()) is not None:
-            raise _work_replaced(where, held.path, replaced, _RESTORE_FROM) from exc  # the bigger news
-        raise
-    except BaseException:
-        held.leave()
-        raise
     return Staged(
         path=path,
         data_dir=data_dir,
