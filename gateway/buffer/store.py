@@ -541,7 +541,12 @@ class Store:
 
     def kept_rows(self, name: str) -> tuple[int, int]:
         """Rows the kept removed uplink `name` has not delivered, and how many of them no configured uplink
-        still needs: those stay in the buffer for it alone."""
+        still needs (`kept_alone`)."""
+        return sum(count_pending(self.conn, name, self.kept[name]).values()), self.kept_alone(name)
+
+    def kept_alone(self, name: str) -> int:
+        """Rows the kept removed uplink `name` has not delivered that no configured uplink still needs: those stay
+        in the buffer for it alone."""
         cur = self.kept[name]
         alone = 0
         for lane in range(_LANES):
@@ -552,7 +557,7 @@ class Store:
                 (lane, cur[lane], name, upto),
             ).fetchone()
             alone += n
-        return sum(count_pending(self.conn, name, cur).values()), alone
+        return alone
 
     def on_wall(self, ms: int) -> datetime:
         """A stamp on the age clock as the wall clock will show it, the offset in force now (UTC)."""
@@ -1276,7 +1281,7 @@ class Store:
                 kept_until=self.on_wall(self.removed[name][1]),
                 cursors={lane_name(i): cur[i] for i in range(_LANES)},
                 pending=count_pending(conn, name, cur),
-                alone=self.kept_rows(name)[1],
+                alone=self.kept_alone(name),
             )
             for name, cur in sorted(self.kept.items())
         }
