@@ -317,7 +317,8 @@ class Gateway:
             await self.fleet.stop(clean=self.clean_stop)
         if self.command_sources:  # no new commands while the adapters stop
             try:
-                await asyncio.wait_for(asyncio.gather(*(c.stop_commands() for c in self.command_sources)), timeout=0.5)
+                async with asyncio.timeout(0.5):
+                    await asyncio.gather(*(c.stop_commands() for c in self.command_sources))
             except TimeoutError:
                 log.warning("command sources did not stop within 0.5 s")
         if self.supervisor is not None:  # the uplinks and the buffer's close get the deadline's last second
@@ -339,7 +340,8 @@ class Gateway:
             await self.outbox.close()  # commits what adapters emitted before they stopped
         for loop in self.loops:
             try:
-                await asyncio.wait_for(loop.uplink.close(), timeout=max(0.1, t_end - time.monotonic()))
+                async with asyncio.timeout(max(0.1, t_end - time.monotonic())):
+                    await loop.uplink.close()
             except Exception as exc:  # closing is best effort; the data is safe in the buffer
                 log.warning("uplink did not close cleanly: %s", exc, extra={"component": loop.config.name})
 

@@ -21,7 +21,6 @@ A refused point is sent as `no_data`; a poll with some points read keeps the dev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
@@ -39,6 +38,7 @@ from adapters.modbus.codec import (
     plan_reads,
 )
 from adapters.modbus.transport import Link, LinkError, ModbusTimeout
+from gateway.cancellation import event_set_within
 from gateway.logs import StateLog, component_logger
 from gateway.profiles.schema import Point
 
@@ -248,8 +248,7 @@ class Bus:
         self._wake.clear()
         if seconds <= 0:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await event_set_within(self._wake, seconds)
 
     async def _step(self) -> None:
         device = min(self.devices, key=lambda d: d.next_due)

@@ -34,6 +34,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 
 from adapters.modbus import rtu
 from adapters.modbus.config import PortAddress, SerialSettings
+from gateway.cancellation import cancel_and_wait, event_set_within
 from gateway.errors import AdapterError, DeviceTimeout
 from gateway.profiles.schema import Transport
 
@@ -222,9 +223,7 @@ class TcpLink:
             self._pending = None
             broken.cancel()
             if not call.done():
-                call.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await call
+                await cancel_and_wait(call)
         if pending.problem is not None:
             raise rtu.FrameError(f"{where}: {pending.problem}")
         try:
@@ -484,9 +483,7 @@ class _RtuLink:
             left = min(quiet, limit - time.monotonic())
             if left <= 0:
                 break
-            try:
-                await asyncio.wait_for(inbox.event.wait(), left)
-            except TimeoutError:
+            if not await event_set_within(inbox.event, left):
                 break
         self._skip_late(inbox.data, None)
         inbox.data.clear()
@@ -558,8 +555,7 @@ class _RtuLink:
             if left <= 0:
                 break
             inbox.event.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(inbox.event.wait(), left)
+            await event_set_within(inbox.event, left)
         where = f"{request.describe()} on {self.description}"
         if skipped >= 0:  # (not while a late answer is still arriving at the front)
             n = rtu.own_answer_length(request, inbox.data, timed_out=True)
@@ -750,12 +746,10 @@ class RtuTcpLink(_RtuLink):
         self._new_line()
         loop = asyncio.get_running_loop()
         try:
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(
+            async with asyncio.timeout(self._connect_timeout):
+                _, protocol = await loop.create_connection(
                     lambda: _StreamProtocol(lambda: self._inbox), self.address.host, self.address.port
-                ),
-                self._connect_timeout,
-            )
+                )
         except (TimeoutError, OSError) as exc:
             got = (
                 f"no connection within {self._connect_timeout:g} s"

@@ -12,7 +12,6 @@ their messages come back from the broker's session on the next connection (at-le
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
@@ -27,6 +26,7 @@ from adapters.mqtt.config import MqttAdapterConfig, MqttProtocol, RetainedMessag
 from adapters.mqtt.malformed import MalformedTopics
 from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError, topic_matches
 from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.cancellation import cancel_and_wait
 from gateway.errors import AdapterError, ReadingError
 from gateway.logs import StateLog, component_logger
 from gateway.mqtt.client import ClientSettings, ConnectFailed, ConnectionLost, ConnectRefused, MqttClient
@@ -141,9 +141,7 @@ class MqttAdapter:
         finally:
             self._running = False
             self.connected = False
-            session.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await session
+            await cancel_and_wait(session)
             client, self._client = self._client, None
             if client is not None:
                 # Unacknowledged messages stay in the broker's session and come back on the next connect;

@@ -56,6 +56,7 @@ from adapters.radius.codec import (
 )
 from adapters.radius.errors import RadiusAuthenticatorError, RadiusError
 from gateway import redact
+from gateway.cancellation import event_set_within
 from gateway.logs import SenderSpells, StateLog, component_logger
 from gateway.wifilog.runner import CommitRetry, listen_error, retryable
 from gateway.wifilog.sessions import EventKind, SessionEvent
@@ -243,11 +244,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         if self._writer is None or not self.waiting:
             return True
         self._retry.hurry.set()
-        try:
-            await asyncio.wait_for(self._idle.wait(), self.drain_s)
-        except TimeoutError:
-            return False
-        return True
+        return await event_set_within(self._idle, self.drain_s)
 
     def _abandon(self, writer: _Writer, reason: str) -> None:
         """The stop's account of what was not stored, given just before it cancels `writer`: at the same

@@ -50,6 +50,7 @@ from adapters.scanner.station import CARD_ATTRIBUTES, Feedback, LendingMode, Pur
 from adapters.scanner.store import StationStore, StationStoreError
 from adapters.scanner.visit_qr import MIN_KEY_BYTES
 from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.cancellation import event_set_within
 from gateway.errors import ConfigError
 from gateway.logs import component_logger
 from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
@@ -297,9 +298,7 @@ class ScannerAdapter:
             while True:
                 # Read only after the previous read's scans are handled: what waits stays in the kernel's
                 # buffer, so a crash loses at most the one read in hand, never a backlog held in memory.
-                try:
-                    await asyncio.wait_for(ready.wait(), timeout)
-                except TimeoutError:
+                if not await event_set_within(ready, timeout):
                     # kernel event times are CLOCK_REALTIME µs, comparable with the wall clock
                     results = asm.idle(int(self._clock().timestamp() * 1_000_000))
                 else:

@@ -55,6 +55,7 @@ from adapters.wifi_syslog.errors import SyslogError
 from adapters.wifi_syslog.framing import FrameSplitter
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
 from gateway import redact
+from gateway.cancellation import event_set_within
 from gateway.logs import SenderSpells, StateLog, component_logger
 from gateway.wifilog.runner import SYSLOG_SESSION_ID, CommitRetry, keyed_digest, listen_error, retryable, session_key
 from gateway.wifilog.sessions import EventKind, SessionEvent
@@ -257,11 +258,7 @@ class SyslogReceiver:
         if not self._writers or not self.waiting:
             return True
         self._retry.hurry.set()
-        try:
-            await asyncio.wait_for(self._idle.wait(), self.drain_s)
-        except TimeoutError:
-            return False
-        return True
+        return await event_set_within(self._idle, self.drain_s)
 
     def _abandon(self, writers: Iterable[_Writer], reason: str) -> None:
         """The stop's account of what was not stored, given just before it cancels `writers`: at the same

@@ -223,7 +223,8 @@ class ControlServer:
                 path=str(self.path),
             )
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path)), 1.0)
+            async with asyncio.timeout(1.0):
+                _, writer = await asyncio.open_unix_connection(str(self.path))
         except (ConnectionRefusedError, FileNotFoundError, TimeoutError):
             log.info("control socket %s: replacing the one a stopped gateway left", self.path)
             try:

@@ -139,16 +139,18 @@ async def _reach(host: str, port: int, *, tls: bool, ca_file: str | None, timeou
     name = f"{host}:{port}"
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, TimeoutError) as exc:
         return Check(
             name=name, result=Result.FAIL, detail=f"{name}: DNS lookup failed, got {exc}; check /etc/resolv.conf"
         )
     context = ssl.create_default_context(cafile=ca_file) if tls else None
     try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=context, server_hostname=host if context else None), timeout_s
-        )
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(
+                host, port, ssl=context, server_hostname=host if context else None
+            )
     except ssl.SSLError as exc:
         return Check(
             name=name,

@@ -12,7 +12,6 @@ takes `now`: tests drive it with a clock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.cancellation import cancel_and_wait
 from gateway.control.config_versions import FILE as VERSIONS_FILE
 from gateway.control.config_versions import ConfigVersions, cannot_open, sha256_text
 from gateway.errors import ConfigError, GatewayError
@@ -139,9 +139,7 @@ class FleetService:
 
     async def stop(self, *, clean: bool) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self.metrics is not None:
             await self.metrics.stop()
         await self._save_availability(self.clock())

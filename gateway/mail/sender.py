@@ -50,6 +50,7 @@ import aiosmtplib
 
 from gateway import redact
 from gateway.backoff import Backoff
+from gateway.cancellation import event_set_within
 from gateway.errors import ConfigError
 from gateway.logs import StateLog
 from gateway.mail.config import MailConfig, MailSecurity
@@ -247,7 +248,8 @@ def _text(s: str) -> str:
 async def _close(client: aiosmtplib.SMTP) -> None:
     with contextlib.suppress(Exception):
         if client.is_connected:
-            await asyncio.wait_for(client.quit(), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await client.quit()
     with contextlib.suppress(Exception):
         client.close()
 
@@ -335,8 +337,7 @@ class MailSender:
                 wait = self.config.retry_initial_s
             if self._stopping:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.queue.wakeup.wait(), timeout=wait)
+            await event_set_within(self.queue.wakeup, wait)
 
     async def _wait_s(self) -> float:
         now = self.clock()

@@ -24,6 +24,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from gateway import logs
+from gateway.cancellation import cancel_and_wait, event_set_within
 from gateway.cliopts import add_config_option, config_path, print_config_error
 from gateway.errors import ConfigError, GatewayError
 from gateway.web.security import loggable_path
@@ -198,9 +199,7 @@ async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | 
     finally:
         notifier.stopping()
         log.info("web: stopping")
-        retention.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retention
+        await cancel_and_wait(retention)
         await runner.cleanup()
         await services.control.close()
         await services.buffer.close()
@@ -219,5 +218,4 @@ async def _retention(audit: Any, days: int, stop: asyncio.Event) -> None:
         else:
             if removed:
                 log.info("web: audit retention removed %d entries older than %d days", removed, days)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), RETENTION_CHECK_S)
+        await event_set_within(stop, RETENTION_CHECK_S)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import errno
 import hashlib
 import hmac
@@ -19,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.cancellation import event_set_within
 from gateway.configbase import Field, Section
 from gateway.errors import AdapterError
 from gateway.logs import StateLog, component_logger
@@ -153,8 +153,7 @@ class CommitRetry:
 
     async def pause(self) -> None:
         """The delay `refused` set, or until `hurry` is set (a stop: the next attempt now)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.hurry.wait(), self._next)
+        await event_set_within(self.hurry, self._next)
         self.hurry.clear()
 
     def succeeded(self, retries: int, waiting: int) -> str | None:

@@ -6,9 +6,14 @@ import asyncio
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pymodbus.client import AsyncModbusTcpClient
 
+from adapters.modbus import rtu
+from adapters.modbus.config import parse_port
+from adapters.modbus.transport import TcpLink
 from tests.adapters.modbus.rawpeers import RawTcpServer, mbap, read_request, registers_pdu
 from tests.adapters.modbus.running import make_adapter, modbus_config, of, running, until
 
@@ -145,3 +150,44 @@ async def test_a_broken_answer_is_a_frame_error_and_the_connection_serves_the_ot
     bus = adapter.buses["gw"]
     assert server.connections == 1 and bus.link_error == ""
     assert th1.counters.timeouts == 0 and th1.counters.frame_errors == 0
+
+
+class _SlowToLetGo(TcpLink):
+    """A link whose request takes until `let_go` to end once cancelled, as a pymodbus call can take a turn or two."""
+
+    cancelled = asyncio.Event()
+    let_go = asyncio.Event()
+
+    @staticmethod
+    async def _call(client: AsyncModbusTcpClient, r: rtu.Request) -> Any:
+        try:
+            return await TcpLink._call(client, r)
+        except asyncio.CancelledError:
+            _SlowToLetGo.cancelled.set()
+            await _SlowToLetGo.let_go.wait()
+            raise
+
+
+async def test_a_stop_while_a_broken_answers_request_is_let_go_stops_the_link() -> None:
+    # CI, 2026-12-06: the adapter was stopped just as a frame error's request was being let go; the stop
+    # was taken for the request's own cancellation and the bus polled on for 300 s
+    def script(tid: int, unit: int, pdu: bytes) -> bytes:
+        _, _, count = read_request(pdu)
+        return mbap(tid, unit, registers_pdu(3, [0x0123] * count))
+
+    server = await RawTcpServer(script).start()
+    _SlowToLetGo.cancelled, _SlowToLetGo.let_go = asyncio.Event(), asyncio.Event()
+    link = _SlowToLetGo(parse_port(f"tcp://127.0.0.1:{server.port}"))
+    try:
+        await link.open()
+        exchange = asyncio.create_task(link.transact(rtu.Request(unit_id=1, function_code=4, address=1, count=2), 2.0))
+        async with asyncio.timeout(5):
+            await _SlowToLetGo.cancelled.wait()  # the answer was judged broken; its request is being let go
+        exchange.cancel()  # the stop
+        _SlowToLetGo.let_go.set()
+        done, _ = await asyncio.wait({exchange}, timeout=2.0)
+    finally:
+        await link.close()
+        await server.stop()
+    assert done == {exchange}
+    assert exchange.cancelled(), f"the stop was lost: the exchange ended with {exchange.exception()!r}"
