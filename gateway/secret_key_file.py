@@ -3,7 +3,9 @@
 Every refusal is a ConfigError of one line naming the file, what it is, and the command that puts it right: a
 technician meets these after a restore or a `sudo cp`, and under systemd a traceback would be a crash loop
 without a hint. Root changes no file it reaches through a link, nor tells anyone to: the gateway's user owns the
-data directory and could put a link to any file (/etc/shadow) where the key goes.
+data directory and could put a link to any file (/etc/shadow) where the key goes. For the same reason every chown
+said is `chown -h`: a link put in the file's place between the message and the technician's `sudo` is changed
+itself, not what it points to.
 """
 
 from __future__ import annotations
@@ -95,15 +97,44 @@ def not_permitted(path: Path, how: str) -> ConfigError | None:
     )
     if not sole_name(path, st):
         # a chown follows the link: the technician would give away whatever the link points to
-        return ConfigError(
-            [
-                f"{what} reached through a link; put a copy of the file there instead of the link, with mode 0600 "
-                f"and owned by {owner_names(rightful)}"
-            ]
-        )
+        return ConfigError([f"{what} reached through a link; {_copy_instead('file', rightful)}"])
     then = f", then run this command as {user_name(rightful[0])} (or root)" if rightful[0] != me else ""
     return ConfigError(
-        [f"{what}; give it to the owner of {path.parent}: run `sudo chown {owner_names(rightful)} {path}`{then}"]
+        [f"{what}; give it to the owner of {path.parent}: run `sudo chown -h {owner_names(rightful)} {path}`{then}"]
+    )
+
+
+def directory_refusal(directory: Path) -> ConfigError | None:
+    """The ConfigError for a data directory left root's (a `sudo mkdir`, a root `edgegw secret set` on a new box)
+    that this process, not root, may not enter or write: its owner, and the chown that gives it and all in it to
+    the gateway's user. None for root, for a directory of another user's (the gateway's: the caller's
+    PermissionError stands, and the CLI says whom to run as), and for one this user may enter and write.
+
+    Who the gateway's user is cannot be read from a directory that is root's: this user is named, with the
+    condition said, as the gateway and `edgegw` run as its user are the ones that meet this.
+    """
+    me = os.geteuid()
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    if me == 0 or st.st_uid != 0:
+        return None
+    if not os.access(directory, os.X_OK, effective_ids=True):
+        how = "accessible to"
+    elif not os.access(directory, os.W_OK, effective_ids=True):
+        how = "writable by"
+    else:
+        return None
+    # -R: what root made in it is root's too, and the key, the store and the lock would each be refused in turn;
+    # GNU chown -R changes links it meets, never what they point to. The real path: -h would stop at a link.
+    fix = f"sudo chown -hR {owner_names((me, os.getegid()))} {os.path.realpath(directory)}"
+    return ConfigError(
+        [
+            f"{directory}: not {how} user {user_name(me)}, got a directory owned by "
+            f"{owner_names((st.st_uid, st.st_gid))} (mode {stat.S_IMODE(st.st_mode):04o}); give it to the gateway's "
+            f"user: run `{fix}` if the gateway runs as {user_name(me)}, else with its user and group"
+        ]
     )
 
 
@@ -126,27 +157,24 @@ def make_private(fd: int, key: Path, store: Path) -> None:
         f"{key}: readable or writable by others than its owner, so anyone on this box could decrypt "
         f"{store}, got mode {mode:04o}"
     )
+    copy = _copy_instead("key", rightful or (st.st_uid, st.st_gid))
     if os.geteuid() == 0 and not sole_name(key, st):
         # root changes no file it reaches through a link: one the gateway's user put there (to /etc/shadow)
         # would have root give that file away
-        raise ConfigError(
-            [
-                f"{what} on a file reached through a link, which root does not change; put a copy of the key "
-                f"there instead of the link, with mode 0600 and owned by "
-                f"{owner_names(rightful or (st.st_uid, st.st_gid))}"
-            ]
-        )
+        raise ConfigError([f"{what} on a file reached through a link, which root does not change; {copy}"])
     try:
         os.fchmod(fd, 0o600)  # first: others lose access even if the chown should fail
         if heir is not None:
             os.fchown(fd, *heir)
     except OSError as exc:
+        refused = f"which user {user_name(os.geteuid())} may not change ({exc.strerror or exc})"
+        if not sole_name(key, st):
+            # no command through the link: a chown would give its target away, a `chown -h` fix nothing
+            raise ConfigError([f"{what} on a file reached through a link, {refused}; {copy}"]) from None
         fix = f"sudo chmod 600 {key}"
         if rightful is not None:
-            fix = f"sudo chown {owner_names(rightful)} {key} && {fix}"
-        raise ConfigError(
-            [f"{what}, which user {user_name(os.geteuid())} may not change ({exc.strerror or exc}); run `{fix}`"]
-        ) from None
+            fix = f"sudo chown -h {owner_names(rightful)} {key} && {fix}"
+        raise ConfigError([f"{what}, {refused}; run `{fix}`"]) from None
     given = f" and given to {owner_names(heir)}, the owner of {directory}" if heir is not None else ""
     _log.warning(
         "%s: was readable or writable by others than its owner (mode %04o), so anyone on this box could "
@@ -156,6 +184,10 @@ def make_private(fd: int, key: Path, store: Path) -> None:
         store,
         given,
     )
+
+
+def _copy_instead(what: str, owner: tuple[int, int]) -> str:
+    return f"put a copy of the {what} there instead of the link, with mode 0600 and owned by {owner_names(owner)}"
 
 
 def sole_name(path: Path, opened: os.stat_result) -> bool:

@@ -24,7 +24,7 @@ from pydantic import AfterValidator
 
 from gateway import redact
 from gateway.errors import ConfigError, GatewayError
-from gateway.secret_key_file import make_private, not_permitted, open_regular, present
+from gateway.secret_key_file import directory_refusal, make_private, not_permitted, open_regular, present
 from gateway.storage.files import create_whole, write_atomic
 
 if TYPE_CHECKING:
@@ -136,7 +136,8 @@ class SecretStore:
     read any secret after its next restart.
 
     The key is used only as a regular file that no one but its owner may read or write (`_key_bytes`, with the
-    checks of `gateway.secret_key_file`).
+    checks of `gateway.secret_key_file`). A link at the key's or the store's name counts as that file even when
+    what it points to is not there: it is refused by name, never read as "no store", replaced nor written through.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -158,6 +159,17 @@ class SecretStore:
                 continue
             return st.st_uid, st.st_gid
         return None
+
+    @contextlib.contextmanager
+    def _usable(self) -> Iterator[None]:
+        """Every way in: a PermissionError as the ConfigError for a data directory left root's, when that is why."""
+        try:
+            yield
+        except PermissionError:
+            refusal = directory_refusal(self.directory)
+            if refusal is None:
+                raise
+            raise refusal from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -186,8 +198,10 @@ class SecretStore:
         if not present(self.key_path):
             if not create:
                 raise ConfigError([f"no secret store key at {self.key_path}; run `edgegw secret set <name>` first"])
-            if self.store_path.exists():
-                # a new key would never open the store, and would stand in the way of the right one
+            if present(self.store_path):
+                # a new key would never open the store, and would stand in the way of the right one; a link to a
+                # store that is not there is named first, as reading it would
+                os.close(self._open_store())
                 raise ConfigError(
                     [
                         f"no secret store key at {self.key_path}, but {self.store_path} exists; put back the key "
@@ -209,7 +223,7 @@ class SecretStore:
             ) from None
 
     def _key_fix(self, first: str = "") -> str:
-        if self.store_path.exists():
+        if present(self.store_path):
             return f"{first}put back the key file that belongs to {self.store_path} (kept apart from backups)"
         return "move it aside: a new one is made with the first secret set"
 
@@ -227,11 +241,7 @@ class SecretStore:
         """The store's plaintext document: every way to open it (get, names, migrate) comes through here."""
         from cryptography.fernet import InvalidToken  # loaded already by _fernet
 
-        fd = open_regular(
-            self.store_path,
-            "not a secret store",
-            lambda: f"move it aside and restore {STORE_FILE} from a backup (with the key file that belongs to it)",
-        )
+        fd = self._open_store()
         try:
             with os.fdopen(fd, "rb", closefd=False) as f:
                 token = f.read()
@@ -267,8 +277,15 @@ class SecretStore:
             raise ConfigError([f"{self.store_path}: not a secret store, got a document that is no JSON object"])
         return data
 
+    def _open_store(self) -> int:
+        return open_regular(
+            self.store_path,
+            "not a secret store",
+            lambda: f"move it aside and restore {STORE_FILE} from a backup (with the key file that belongs to it)",
+        )
+
     def _load(self, fernet: Fernet) -> dict[str, str]:
-        if not self.store_path.exists():
+        if not present(self.store_path):
             return {}
         return self._upgrade(self._read(fernet))
 
@@ -292,28 +309,31 @@ class SecretStore:
 
     def schema_version(self) -> int:
         """The version of the file as it is on disk (0 for the first release's bare map)."""
-        if not self.store_path.exists():
-            return SCHEMA_VERSION
-        data = self._read(self._fernet(create=False))
+        with self._usable():
+            if not present(self.store_path):
+                return SCHEMA_VERSION
+            data = self._read(self._fernet(create=False))
         version = data.get("version")
         return version if isinstance(version, int) else 0
 
     def migrate(self) -> bool:
         """Rewrite an older file in the current format (atomically: a failure leaves the old one); True if it did."""
         # without its key the store cannot be read at all: left for `get` to report when a secret is used
-        if not self.store_path.exists() or not present(self.key_path):
-            return False
-        before = self.schema_version()
-        if before == SCHEMA_VERSION:
-            return False
-        with self._locked():
-            fernet = self._fernet(create=False)
-            self._write(fernet, self._load(fernet))
+        with self._usable():
+            if not present(self.store_path) or not present(self.key_path):
+                return False
+            before = self.schema_version()
+            if before == SCHEMA_VERSION:
+                return False
+            with self._locked():
+                fernet = self._fernet(create=False)
+                self._write(fernet, self._load(fernet))
         _log.info("secret store %s migrated from schema version %d to %d", self.store_path, before, SCHEMA_VERSION)
         return True
 
     def get(self, name: str) -> str:
-        data = self._load(self._fernet(create=False))
+        with self._usable():
+            data = self._load(self._fernet(create=False))
         if name not in data:
             raise ConfigError([f"secret:{name}: not in the secret store; set it with `edgegw secret set {name}`"])
         return data[name]
@@ -332,7 +352,7 @@ class SecretStore:
         `change` must be quick and must not use this store (the lock is not re-entrant).
         """
         check_name(name)
-        with self._locked():
+        with self._usable(), self._locked():
             fernet = self._fernet(create=True)
             data = self._load(fernet)
             current = data.get(name)
@@ -362,9 +382,10 @@ class SecretStore:
         write_atomic(self.store_path, payload, 0o600, durable=True, owner=self._owner(self.store_path))
 
     def names(self) -> list[str]:
-        if not present(self.key_path):
-            return []
-        return sorted(self._load(self._fernet(create=False)))
+        with self._usable():
+            if not present(self.key_path):
+                return []
+            return sorted(self._load(self._fernet(create=False)))
 
 
 def _fernet_token(token: bytes) -> bool:

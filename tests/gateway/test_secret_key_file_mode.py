@@ -98,7 +98,7 @@ def test_the_gateway_refuses_a_key_root_copied_and_says_the_chown_and_chmod(data
             [
                 f"{key}: readable or writable by others than its owner, so anyone on this box could decrypt {data_dir / 'secrets.enc'}, "
                 f"got mode 0644, which user {user} may not change (Operation not permitted); "
-                f"run `sudo chown {GATEWAY} {key} && sudo chmod 600 {key}`"
+                f"run `sudo chown -h {GATEWAY} {key} && sudo chmod 600 {key}`"
             ]
         )
         + "\n"
@@ -166,7 +166,7 @@ def test_edgegw_run_refuses_a_key_it_may_not_tighten_in_one_line(data_dir: Path)
         2,
         f"{key}: readable or writable by others than its owner, so anyone on this box could decrypt {data_dir / 'secrets.enc'}, "
         f"got mode 0644, which user {user} may not change (Operation not permitted); "
-        f"run `sudo chown {GATEWAY} {key} && sudo chmod 600 {key}`\n",
+        f"run `sudo chown -h {GATEWAY} {key} && sudo chmod 600 {key}`\n",
     )
 
 

@@ -34,7 +34,7 @@ USER = GATEWAY.partition(":")[0]
 def not_readable(path: Path, by: str = USER, how: str = "readable") -> str:
     return (
         f"{path}: not {how} by user {by}, got a file owned by root:root (mode 0600); give it to the owner of "
-        f"{path.parent}: run `sudo chown {GATEWAY} {path}`"
+        f"{path.parent}: run `sudo chown -h {GATEWAY} {path}`"
     )
 
 
