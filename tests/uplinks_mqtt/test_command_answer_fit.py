@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.uplinks.mqtt.answer_cut import CUT_NOTE, Result, cut_info, fit_results, left_out
+from gateway.uplinks.mqtt.answer_cut import CUT_NOTE, Result, cut_info, fit_results, left_out, without_texts
 from gateway.uplinks.mqtt.answer_publisher import answer_packet_bytes
 from gateway.uplinks.mqtt.commands import result_messages
 from gateway.uplinks.mqtt.config import MqttFormat, TopicStyle
@@ -30,7 +30,7 @@ def packet(fmt: MqttFormat, v5: bool, results: list[Result]) -> int:
     fmt=st.sampled_from([MqttFormat.IOTA_JSON, MqttFormat.IOTA_UL]),
     v5=st.booleans(),
 )
-def test_an_answer_fitted_to_the_announced_maximum_keeps_the_longest_text_and_leaves_it_out_only_if_no_cut_fits(
+def test_an_answer_fitted_to_the_announced_maximum_keeps_the_longest_text_and_drops_it_only_if_no_cut_fits(
     data: st.DataObject, fmt: MqttFormat, v5: bool
 ) -> None:
     if fmt is MqttFormat.IOTA_JSON:
@@ -48,7 +48,9 @@ def test_an_answer_fitted_to_the_announced_maximum_keeps_the_longest_text_and_le
     smallest_cut = [(n, ok, cut_info(info, 0)) for n, ok, info in results]
     without = left_out(results)
     if size(smallest_cut) > limit and size(without) > limit:
-        assert size(out) == min(size(smallest_cut), size(without))  # nothing fits: the smaller try
+        # the last resort: each command's name and OK/ERROR alone, the smallest answer there is
+        assert out == [(n, ok, "") for n, ok, _ in results]
+        assert size(out) <= min(size(smallest_cut), size(without))
         return
     assert size(out) <= limit
     if out == without:
@@ -75,4 +77,7 @@ def test_a_text_no_cut_makes_smaller_is_left_out_when_that_fits() -> None:
     assert fit_results(results, size, limit) == [
         ("report", True, "result text of 19 characters left out: over the maximum packet size of the broker")
     ]
-    assert fit_results(results, size, limit - 1) == left_out(results)  # neither fits: the smaller try
+    # neither fits: the answer without any text, which fits here
+    assert fit_results(results, size, limit - 1) == without_texts(results) == [("report", True, "")]
+    # nothing fits: still the answer without any text, the smallest there is (the client refuses to send it)
+    assert fit_results(results, size, size(without_texts(results)) - 1) == [("report", True, "")]

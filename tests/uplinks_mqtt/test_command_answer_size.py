@@ -114,12 +114,13 @@ async def ask(
     device: str = "dev1",
     answers: int = 0,
     quiet: float = 0.0,
+    dispatch: Dispatch = dispatch,
 ) -> Asked:
     """The agent sends `command` to `device` through a broker with `conf` and waits until its answer is sent or
     lost, then for `answers` messages, then `quiet` seconds in which nothing else should come."""
     broker = start_broker(tmp_path, conf)
     try:
-        async with agent_and_listener(broker, tmp_path, fmt) as (listener, agent):
+        async with agent_and_listener(broker, tmp_path, fmt, dispatch=dispatch) as (listener, agent):
             await agent.client.publish(f"/K3Y/{device}/cmd", command, qos=1)
             await settled(listener, 1)
             got = await agent.wait(answers) if answers else agent.messages
@@ -189,16 +190,16 @@ async def test_an_answer_refused_also_cut_is_lost_and_the_warning_says_too_large
     tmp_path: Path, caplog: pytest.LogCaptureFixture, conf: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt.commands")
-    limit = 20  # below even `{"report":"OK:  [n characters cut]"}`
+    limit = 16  # below even `{"report":"OK: "}`, the answer without any text; the command itself fits
     asked = await ask(tmp_path, f"message_size_limit {limit}\n{conf}", b'{"report": true}', quiet=0.2)
     assert asked.answers == []  # nothing else comes
     c = asked.listener.counters
-    assert (c.ok, c.results_published, c.results_shortened, c.results_lost) == (1, 0, 1, 1)
+    assert (c.ok, c.results_published, c.results_shortened, c.results_lost, c.results_too_large) == (1, 0, 1, 1, 1)
     refused = len(whole("report", True, REPORT))
     lost = (
-        f"result for device dev1 not published: the broker refused the answer of {refused} bytes, and cut to "
-        r"(\d+) bytes, on /K3Y/dev1/cmdexe as too large, got PUBACK 0x95 Packet too large, "
-        + re.escape(f"{NOT_ANNOUNCED}; raise that limit (the agent will let the command expire)")
+        f"result for device dev1 not published: the broker refused the answer of {refused} bytes, cut to "
+        r"(\d+) bytes, and without any text \(17 bytes\), on /K3Y/dev1/cmdexe as too large, got PUBACK 0x95 Packet "
+        + re.escape(f"too large, {NOT_ANNOUNCED}; raise that limit (the agent will let the command expire)")
     )
     said = warnings(caplog)
     if conf is CLOSES:  # closed after each refusal: the second time is no news
@@ -213,15 +214,20 @@ async def test_an_answer_refused_also_cut_is_lost_and_the_warning_says_too_large
     assert not [w for w in warnings(caplog) if "unreachable" in w]
 
 
+async def textless(command: Command) -> CommandResult:
+    return CommandResult(command_id=command.command_id, ok=False)
+
+
 async def test_an_answer_with_nothing_to_cut_is_not_sent_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt.commands")
-    asked = await ask(tmp_path, f"message_size_limit 15\n{KEEPS}", b'{"fail": 1}')  # the command fits, its answer not
+    # the command fits, its answer without any text (`{"fail":"ERROR: "}`) not: there is nothing smaller
+    asked = await ask(tmp_path, f"message_size_limit 15\n{KEEPS}", b'{"fail": 1}', dispatch=textless)
     c = asked.listener.counters
-    assert (c.failed, c.results_published, c.results_shortened, c.results_lost) == (1, 0, 0, 1)
+    assert (c.failed, c.results_published, c.results_shortened, c.results_lost, c.results_too_large) == (1, 0, 0, 1, 1)
     assert warnings(caplog) == [
-        f"result for device dev1 not published: the broker refused the answer of {len(whole('fail', False, 'done'))} "
+        f"result for device dev1 not published: the broker refused the answer of {len(whole('fail', False, ''))} "
         f"bytes on /K3Y/dev1/cmdexe as too large, got PUBACK 0x95 Packet too large, {NOT_ANNOUNCED}; raise that "
         "limit (the agent will let the command expire)"
     ]
@@ -259,12 +265,12 @@ async def test_an_answer_over_the_announced_limit_even_without_its_text_is_not_c
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.uplinks.mqtt.commands")
-    # room for the connection, the subscriptions and the agent's command, not for an answer even cut to its
-    # note (`{"report":"OK:  [N characters cut]"}`): the long device id is in the answer's topic too
-    device = "d" * 50
+    # room for the connection, the subscriptions and the agent's command (a PUBLISH of 97 bytes), not for an
+    # answer even without any text (`{"report":"OK: "}`, 101): the long device id is in the answer's topic too
+    device = "d" * 65
     asked = await ask(tmp_path, f"max_packet_size 100\n{KEEPS}", b'{"report": true}', device=device)
     c = asked.listener.counters
-    assert (c.ok, c.results_published, c.results_shortened, c.results_lost) == (1, 0, 1, 1)
+    assert (c.ok, c.results_published, c.results_shortened, c.results_lost, c.results_too_large) == (1, 0, 1, 1, 1)
     lost = warnings(caplog)[-1]
     assert re.fullmatch(
         f"result for device {device} not published: too large for the broker also shortened to "

@@ -285,9 +285,9 @@ async def test_broker_refusing_by_acl_is_retried_not_delivered(tmp_path: Path, c
     finally:
         broker.stop()
     assert outcomes[0].status is Status.RETRY
-    assert (
-        outcomes[0].reason
-        == "/K3Y/urn:ngsi-ld:WaterObserved:gauge1/attrs: broker refused the message for now, got PUBACK 0x87 Not authorized"
+    assert outcomes[0].reason == (
+        "/K3Y/urn:ngsi-ld:WaterObserved:gauge1/attrs: broker refused the message, got PUBACK not authorized (0x87); "
+        "check the broker's ACL for this uplink's username: it must allow publishing on that topic"
     )
     assert outcomes[0].fault is Fault.CONFIGURATION  # the broker's ACL, not an outage
 

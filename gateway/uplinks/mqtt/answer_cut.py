@@ -14,6 +14,9 @@ says what fits, this module finds the longest texts that do.
 Against a limit the broker announces (the Maximum Packet Size of its CONNACK) the caller knows exactly what
 fits, so `fit_results` also offers the answer with its texts left out, for the rare text no cut makes smaller
 (JSON spells a control character in 6 bytes, and a text of fewer characters than a note stays whole).
+
+The last resort is `without_texts`: every command's name and `OK: ` / `ERROR: ` and nothing else, the smallest
+answer there is. The platform learns how each command ended, which is what the agent waits for.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-__all__ = ["CUT_NOTE", "Result", "cut_info", "cut_results", "fit_results", "left_out"]
+__all__ = ["CUT_NOTE", "Result", "cut_info", "cut_results", "fit_results", "left_out", "without_texts"]
 
 Result = tuple[str, bool, str]  # command name, ok, info
 # Short on purpose: in a small answer a long note would take the room of the text it stands for. The
@@ -63,11 +66,16 @@ def left_out(results: Sequence[Result]) -> list[Result]:
     ]
 
 
+def without_texts(results: Sequence[Result]) -> list[Result]:
+    """`results` with no text at all: each command's name and `OK: ` / `ERROR: ` alone, the smallest answer."""
+    return [(name, ok, "") for name, ok, _ in results]
+
+
 def fit_results(results: Sequence[Result], size: Callable[[list[Result]], int], limit: int) -> list[Result]:
     """For a broker's announced `limit` on `size`: `results` cut to the longest texts that fit, else with their
-    texts left out if that fits, else the smaller of the two (which will not fit either)."""
+    texts left out if that fits, else without any text (which may not fit either: then nothing does)."""
     cut = cut_results(results, lambda candidate: size(candidate) <= limit)
     if size(cut) <= limit:
         return cut
-    without = left_out(results)
-    return without if size(without) <= limit or size(without) < size(cut) else cut
+    noted = left_out(results)
+    return noted if size(noted) <= limit else without_texts(results)

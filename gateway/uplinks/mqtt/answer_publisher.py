@@ -11,11 +11,15 @@ is one of:
 - over the broker's Maximum Packet Size (an MQTT 5 broker's CONNACK may set one; no packet may exceed it,
   so the client does not send it): sent once more within it, with its texts cut to the longest that fit
   the whole PUBLISH (answer_cut.py: every command's name and `OK: ` / `ERROR: ` kept, `[N characters cut]`);
-  only if no cut fits, without its texts (`result text of N characters left out`); counter
-  `results_shortened`, a WARNING the first time;
-- refused as too large (PUBACK 0x95: a limit no CONNACK announces, such as mosquitto's message_size_limit):
-  sent once more with its texts cut to fit CUT_ANSWER_BYTES; counter `results_shortened`, a WARNING the
-  first time, naming the sizes. Only if that is refused too is it lost. mosquitto may close the connection
+  only if no cut fits, without its texts (`result text of N characters left out`); only if neither fits,
+  without any text (answer_cut.without_texts: each command's name and `OK: ` / `ERROR: `), and if even that
+  is over, lost; counter `results_shortened`, a WARNING the first time;
+- refused as too large (PUBACK 0x95: a limit no CONNACK announces, such as mosquitto's message_size_limit),
+  the whole answer or one cut to the announced maximum: sent again with its texts cut to fit CUT_ANSWER_BYTES,
+  and if that is refused too, without any text; each only if smaller than what the broker refused. Counter
+  `results_shortened`, a WARNING the first time, naming the sizes. Only if the broker refuses even the
+  answer without any text is it lost (`results_lost` and `results_too_large`, a WARNING naming every size
+  tried): then no answer fits, and the agent lets the command expire. mosquitto may close the connection
   after a refusal: `refused_before` lets the listener log that drop as such, not as an unreachable broker.
 A run of answers the broker did not take is logged once at WARNING, and its end once at INFO with the
 count; the rest at DEBUG and in the counters.
@@ -32,24 +36,23 @@ from dataclasses import dataclass
 from gateway.logs import ComponentLogger, StateLog
 from gateway.mqtt.client import MqttClient, MqttClientError, TooLargeForBroker
 from gateway.mqtt.packets import MAX_PACKET_BYTES, encode_publish
-from gateway.uplinks.mqtt.answer_cut import Result, cut_results, fit_results, left_out
+from gateway.uplinks.mqtt.answer_cut import Result, cut_results, fit_results, left_out, without_texts
 from gateway.uplinks.mqtt.command_codec import result_messages
 from gateway.uplinks.mqtt.command_counters import CommandListenerCounters
 from gateway.uplinks.mqtt.config import MqttFormat, MqttProtocol, MqttUplinkConfig
-from gateway.uplinks.mqtt.session import PACKET_TOO_LARGE, PubAckCode
+from gateway.uplinks.mqtt.session import CLOSED_AFTER_REFUSAL_S, PACKET_TOO_LARGE, PubAckCode
 
 __all__ = ["CLOSED_AFTER_REFUSAL_S", "CUT_ANSWER_BYTES", "AnswerPublisher", "answer_packet_bytes"]
 
 # What a technician checks when the broker refuses an answer, by PUBACK reason code
 _REFUSED_ANSWER_FIX = {0x87: "the broker's ACL does not allow publishing to that topic for this user"}
 # The size an answer refused as too large is cut to (payload bytes, or half the refused one if that is
-# less). The broker does not say its limit and the cut answer goes once, so small: a broker that takes
-# less carries few IoT Agent measures either, and 200 bytes still hold the head of the text ("OK: relays:
-# command relay_3 written ..."), not only its OK.
+# less). The broker does not say its limit, so small: a broker that takes less carries few IoT Agent
+# measures either, and 200 bytes still hold the head of the text ("OK: relays: command relay_3 written ..."),
+# not only its OK. Below that only the answer without any text is tried.
 CUT_ANSWER_BYTES = 200
-# mosquitto closes the connection at once after refusing a publish (with max_queued_messages 0): a drop
-# this soon after a refusal is that, not an unreachable broker
-CLOSED_AFTER_REFUSAL_S = 2.0
+# How a log line names the answer without any text
+_NO_TEXT = "its command names and OK/ERROR only"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,22 +69,30 @@ class _TooLarge:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Sent:
     """How one answer message went: the last attempt's topic, PUBACK code (None: no PUBACK came) and payload
-    size, the size of the whole answer if a smaller one had to go instead, and why that was not sent if it
-    was over the broker's Maximum Packet Size too."""
+    size; if smaller ones had to go instead, the size of the whole answer and each smaller attempt as a log
+    line says it ("cut to 200 bytes"), the last one's last; and why the last was not sent if it was over the
+    broker's Maximum Packet Size too."""
 
     topic: str
     code: PubAckCode | None
     size: int
     whole: int | None = None
+    smaller: tuple[str, ...] = ()
     announced: int | None = None
     not_sent: str | None = None
+
+    @property
+    def too_large_for_broker(self) -> bool:
+        return self.not_sent is not None or (self.code is not None and self.code.value == PACKET_TOO_LARGE)
 
     def too_large(self) -> str:
         """Why the broker refused it, for a technician: the sizes and what its limit is known to be."""
         if self.whole is None:
             sizes = f"the answer of {self.size} bytes"
+        elif len(self.smaller) == 1:
+            sizes = f"the answer of {self.whole} bytes, and {self.smaller[0]},"
         else:
-            sizes = f"the answer of {self.whole} bytes, and cut to {self.size} bytes,"
+            sizes = f"the answer of {self.whole} bytes, {', '.join(self.smaller[:-1])}, and {self.smaller[-1]},"
         if self.announced is None:
             limit = "over a limit it does not announce"
         else:
@@ -146,6 +157,8 @@ class AnswerPublisher:
                     self._unpublished_count = 0
                 continue
             self.counters.results_lost += 1
+            if sent.too_large_for_broker:
+                self.counters.results_too_large += 1
             self._unpublished_count += 1
             if sent.not_sent is not None:
                 state: object = "too large"
@@ -154,7 +167,7 @@ class AnswerPublisher:
                 state = "lost"
                 why = (
                     f"the broker refused it as too large at {sent.whole} bytes, and no PUBACK came within "
-                    f"{self.config.ack_timeout_s:g} s for it cut to {sent.size} bytes (broker unreachable)"
+                    f"{self.config.ack_timeout_s:g} s for it {sent.smaller[-1]} (broker unreachable)"
                 )
             elif code is None:
                 state = "lost"
@@ -186,41 +199,57 @@ class AnswerPublisher:
         return message
 
     async def _publish_results(self, apikey: str, device_id: str, results: list[Result]) -> _Sent:
-        """Publish one answer message; if it is too large for the broker, once more smaller (cut to fit the
-        Maximum Packet Size of the CONNACK, or to CUT_ANSWER_BYTES after a PUBACK 0x95)."""
+        """Publish one answer message; if it is too large for the broker, again smaller until the broker takes it or
+        nothing smaller is left (see the module docstring)."""
         topic, payload = self._result_message(apikey, device_id, results)
         try:
             code = await self._publish(topic, payload)
         except TooLargeForBroker as exc:
-            return await self._publish_within(apikey, device_id, results, len(payload), exc)
-        if code is None or code.value != PACKET_TOO_LARGE:
-            return _Sent(topic=topic, code=code, size=len(payload))
-        budget = min(CUT_ANSWER_BYTES, len(payload) // 2)
+            sent = await self._publish_within(apikey, device_id, results, len(payload), exc)
+        else:
+            sent = _Sent(topic=topic, code=code, size=len(payload), announced=self._announced())
+        if sent.code is None or sent.code.value != PACKET_TOO_LARGE:
+            return sent
+        return await self._publish_after_refusal(apikey, device_id, results, sent)
+
+    async def _publish_after_refusal(self, apikey: str, device_id: str, results: list[Result], refused: _Sent) -> _Sent:
+        """After a PUBACK 0x95 for `refused`: the answer cut to CUT_ANSWER_BYTES (or half the refused size), then
+        without any text, each only if smaller than the last one refused. The first the broker takes, else the
+        last attempt (refused too, or lost otherwise)."""
+        whole = refused.whole if refused.whole is not None else refused.size
+        budget = min(CUT_ANSWER_BYTES, refused.size // 2)
         cut = cut_results(results, lambda rs: len(self._result_message(apikey, device_id, rs)[1]) <= budget)
-        announced = self._too_large.announced if self._too_large is not None else None
-        if cut == results:  # every text is shorter than its note would be: nothing smaller to send
-            return _Sent(topic=topic, code=code, size=len(payload), announced=announced)
-        self.counters.results_shortened += 1
-        sent = await self._publish_smaller(apikey, device_id, cut, len(payload))
-        if sent.code is not None and not sent.code.is_failure:
-            level = logging.DEBUG if self._cut_logged else logging.WARNING
-            self._cut_logged = True
-            told = _Sent(topic=topic, code=code, size=len(payload), announced=announced).too_large()
-            self._log.log(
-                level,
-                "result for device %s sent cut to %d bytes: %s; raise that limit for whole answers",
-                device_id,
-                sent.size,
-                told,
-            )
-        return sent
+        last = refused
+        for smaller, bare in ((cut, False), (without_texts(results), True)):
+            size = len(self._result_message(apikey, device_id, smaller)[1])
+            if size >= last.size:
+                continue  # the texts are shorter than their notes, or there were none: nothing smaller to send
+            if last.whole is None:
+                self.counters.results_shortened += 1  # once an answer, however many tries
+            sent = await self._publish_smaller(apikey, device_id, smaller, whole, last.smaller, bare=bare)
+            if sent.code is not None and not sent.code.is_failure:
+                level = logging.DEBUG if self._cut_logged else logging.WARNING
+                self._cut_logged = True
+                how = f"without any text ({sent.size} bytes: {_NO_TEXT})" if bare else f"cut to {sent.size} bytes"
+                self._log.log(
+                    level,
+                    "result for device %s sent %s: %s; raise that limit for whole answers",
+                    device_id,
+                    how,
+                    last.too_large(),
+                )
+                return sent
+            if not sent.too_large_for_broker:
+                return sent  # no PUBACK, or another refusal: the caller says why it is lost
+            last = sent
+        return last
 
     async def _publish_within(
         self, apikey: str, device_id: str, results: list[Result], whole: int, over: TooLargeForBroker
     ) -> _Sent:
         """An answer of `whole` payload bytes over the Maximum Packet Size of the CONNACK, once more within it: its
-        texts cut to the longest that fit, else without them (a text no cut makes smaller), else the smaller of
-        the two, which the client refuses and the caller reports lost."""
+        texts cut to the longest that fit, else left out (a text no cut makes smaller), else without any text,
+        which the client refuses if it does not fit either; the caller reports that lost."""
 
         def packet(candidate: list[Result]) -> int:
             topic, payload = self._result_message(apikey, device_id, candidate)
@@ -228,13 +257,24 @@ class AnswerPublisher:
 
         smaller = fit_results(results, packet, over.limit)
         self.counters.results_shortened += 1
-        sent = await self._publish_smaller(apikey, device_id, smaller, whole)
+        noted = smaller == left_out(results)
+        bare = not noted and smaller == without_texts(results)
+        sent = await self._publish_smaller(apikey, device_id, smaller, whole, (), bare=bare, noted=noted)
         if sent.code is None or sent.code.is_failure:
             return sent
         level = logging.DEBUG if self._shortened_logged else logging.WARNING
         self._shortened_logged = True
-        if smaller == left_out(results):
+        if noted:
             self._log.log(level, "result for device %s sent without its text: %s", device_id, over)
+        elif bare:
+            self._log.log(
+                level,
+                "result for device %s sent without any text (a PUBLISH of %d bytes: %s): %s",
+                device_id,
+                packet(smaller),
+                _NO_TEXT,
+                over,
+            )
         else:
             self._log.log(
                 level,
@@ -249,16 +289,39 @@ class AnswerPublisher:
             )
         return sent
 
-    async def _publish_smaller(self, apikey: str, device_id: str, results: list[Result], whole: int) -> _Sent:
-        """The one smaller attempt at an answer of `whole` bytes the broker cannot take."""
+    async def _publish_smaller(
+        self,
+        apikey: str,
+        device_id: str,
+        results: list[Result],
+        whole: int,
+        before: tuple[str, ...],
+        *,
+        bare: bool = False,
+        noted: bool = False,
+    ) -> _Sent:
+        """One smaller attempt at an answer of `whole` bytes the broker cannot take, after the smaller ones `before`
+        (as a log line says them); `bare`: it is the answer without any text, `noted`: with its texts left out."""
         topic, payload = self._result_message(apikey, device_id, results)
+        size = len(payload)
+        if bare:
+            step = f"without any text ({size} bytes)"
+        elif noted:
+            step = f"with its texts left out ({size} bytes)"
+        else:
+            step = f"cut to {size} bytes"
         try:
             code = await self._publish(topic, payload)
         except TooLargeForBroker as exc:
-            return _Sent(topic=topic, code=None, size=len(payload), whole=whole, not_sent=str(exc))
+            return _Sent(topic=topic, code=None, size=size, whole=whole, smaller=(*before, step), not_sent=str(exc))
+        return _Sent(
+            topic=topic, code=code, size=size, whole=whole, smaller=(*before, step), announced=self._announced()
+        )
+
+    def _announced(self) -> int | None:
+        """The Maximum Packet Size the CONNACK announced on the connection of the last refusal as too large."""
         refusal = self._too_large
-        announced = refusal.announced if refusal is not None else None
-        return _Sent(topic=topic, code=code, size=len(payload), whole=whole, announced=announced)
+        return refusal.announced if refusal is not None else None
 
     async def _publish(self, topic: str, payload: bytes) -> PubAckCode | None:
         """Publish at QoS 1, across a reconnect if one happens before the ack timeout; the PUBACK's code (a

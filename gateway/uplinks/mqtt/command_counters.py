@@ -22,5 +22,6 @@ class CommandListenerCounters:
     unanswered: int = 0  # busy or malformed, and no result sent: REFUSAL_REPLIES results were waiting already
     results_published: int = 0
     results_lost: int = 0  # not acknowledged in time, or refused by the broker
-    results_shortened: int = 0  # sent without their text or cut: too large for the broker
+    results_shortened: int = 0  # sent again smaller (cut, or without text): too large for the broker
+    results_too_large: int = 0  # of results_lost: too large for the broker even without any text
     reconnects: int = 0

@@ -1,11 +1,12 @@
 """One live MQTT connection of the uplink on gateway.mqtt.client: PUBACK futures with their reason codes,
-the loss of the connection reported once, the TLS context."""
+the loss of the connection reported once (with the refusal that brought it, if one did), the TLS context."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,8 +15,11 @@ from gateway.mqtt.packets import PUBACK, reason_text
 from gateway.tls import client_context
 from gateway.uplinks.mqtt.config import MqttUplinkConfig
 
-__all__ = ["PACKET_TOO_LARGE", "PubAckCode", "Session", "tls_context"]
+__all__ = ["CLOSED_AFTER_REFUSAL_S", "PACKET_TOO_LARGE", "PubAckCode", "Session", "tls_context"]
 
+# mosquitto closes the connection at once after refusing a publish (with max_queued_messages 0): a drop
+# this soon after a refusal is that, not an unreachable broker
+CLOSED_AFTER_REFUSAL_S = 2.0
 # mosquitto answers a QoS 1 message over its message_size_limit with PUBACK 0x95, a code MQTT 5's table
 # of PUBACK codes does not list (reason_text follows that table, as paho does, and would say "reason
 # code 0x95"): named here, where the uplink reads it.
@@ -54,19 +58,38 @@ class _Corked:
 
 
 class Session:
-    """One live connection: QoS 1 publishes resolving to their PUBACK code, and `lost` with the reason."""
+    """One live connection: QoS 1 publishes resolving to their PUBACK code, and `lost` with the reason.
 
-    def __init__(self, client: MqttClient, on_lost: Callable[[str], None]) -> None:
+    `on_lost(reason, refused_on)` is called once when the connection goes (not after `close()`), with the
+    topic of a message the broker refused as not authorized just before (`note_refusal`), else None.
+    """
+
+    def __init__(self, client: MqttClient, on_lost: Callable[[str, str | None], None]) -> None:
         self.client = client
         self._on_lost = on_lost
         self._closing = False
         self._corked = _Corked(client)
+        self._refused_on: str | None = None
+        self._refused_at = 0.0
         self.lost = client.lost
         self.lost.add_done_callback(self._lost)
 
     def _lost(self, lost: asyncio.Future[str]) -> None:
         if not self._closing:
-            self._on_lost(lost.result())
+            self._on_lost(lost.result(), self.closed_after_refusal())
+
+    def note_refusal(self, topic: str) -> None:
+        """The broker refused a message on `topic` as not authorized (PUBACK 0x87). mosquitto may close the
+        connection right after (it does with max_queued_messages 0): that loss is the ACL's, not an outage."""
+        self._refused_on = topic
+        self._refused_at = time.monotonic()
+
+    def closed_after_refusal(self) -> str | None:
+        """The topic of the message refused as not authorized just before the connection went; None if it has not
+        gone, or no such refusal came within CLOSED_AFTER_REFUSAL_S."""
+        if self._refused_on is None or not self.lost.done():
+            return None
+        return self._refused_on if time.monotonic() - self._refused_at <= CLOSED_AFTER_REFUSAL_S else None
 
     async def start_publish(
         self, topic: str, payload: bytes, *, retain: bool, properties: bytes

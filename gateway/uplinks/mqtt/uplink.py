@@ -20,6 +20,13 @@ as long as the uplink runs, messages are packed to half its size at most (down t
 message): a broker that drops the connection after such a refusal (mosquitto does with
 `max_queued_messages 0`) would otherwise be sent the same message at every reconnect. One reading
 refused so is REJECTED.
+
+A message the broker's ACL refuses (PUBACK 0x87) is RETRY as a configuration fault, counted in
+`not_authorized`: the record is sound and goes once the ACL lets it, and meanwhile nothing is
+dead-lettered. mosquitto may close the connection right after such a refusal; that loss, and the
+messages of the batch it took along, are said to be the refusal's (topic, code, the ACL to check), not
+an unreachable broker. MQTT 3.1.1 has no PUBACK codes: mosquitto acknowledges a message its ACL denies
+and drops it, which no client can tell from a delivery.
 """
 
 from __future__ import annotations
@@ -93,9 +100,11 @@ __all__ = ["MqttCounters", "MqttUplink"]
 # too large" (0x95) condemns a message of one reading only: several are sent again in smaller messages.
 _PERMANENT_CODES = {0x90, 0x99}  # topic name invalid, payload format invalid
 # A PUBACK's "not authorized": the broker refuses this gateway's settings (its ACL). Nothing gets through
-# until someone fixes them, so the uplink says `refused`, at ERROR, as for a refused CONNACK
-# (gateway.mqtt.client.ConnectRefused.of_settings).
+# until someone fixes them, so the outcome is a configuration fault and the delivery loop says `refused`,
+# at ERROR, as for a refused CONNACK (gateway.mqtt.client.ConnectRefused.of_settings).
 _NOT_AUTHORIZED = 0x87
+# What a technician checks after such a refusal; said with the topic in every line about it
+_ACL_FIX = "check the broker's ACL for this uplink's username: it must allow publishing on that topic"
 NO_PROPERTIES = b"\x00"  # an empty v5 property block
 
 
@@ -114,6 +123,7 @@ class MqttCounters:
     reconnects: int = 0
     rejected: int = 0
     retried: int = 0
+    not_authorized: int = 0  # records of messages the broker's ACL refused (PUBACK 0x87): retried, not dead-lettered
     confirmed: int = 0  # [uplinks.confirm]: records Orion showed arrived
     republished: int = 0  # [uplinks.confirm]: records acknowledged by the broker but not seen in Orion in time
     confirm_errors: int = 0  # [uplinks.confirm]: queries to Orion that failed
@@ -202,6 +212,9 @@ class MqttUplink(Lifecycle):
         self._link = StateLog(self._log, failing="starting")  # the broker connection: news on change only
         self._last_error = "not connected yet"
         self._refused = False  # the broker's last CONNACK refused our settings (credentials, client id)
+        # a connection closed after an ACL refusal was said at WARNING; the next ones are DEBUG until a batch
+        # goes through whole (every retry reconnects, and is refused and closed again)
+        self._acl_close_said = False
         self._lock = asyncio.Lock()
         self._commands: MqttCommandListener | None = None
         # payload bytes a message is packed to at most since the broker refused a larger one as too large
@@ -312,6 +325,28 @@ class MqttUplink(Lifecycle):
         ):
             self._log.debug("broker %s:%d still %s: %s", host, port, verb, reason)
 
+    def _lost(self, reason: str, refused_on: str | None) -> None:
+        """The connection went (the Session's callback): right after an ACL refusal that is the broker's answer to
+        it, not an outage, and said as such."""
+        if refused_on is None:
+            self._mark_down(reason)
+            return
+        host, port = self.config.host, self.port
+        what = f"closed the connection after refusing a message on {refused_on} as not authorized (0x87)"
+        if self._acl_close_said:
+            self._log.debug("broker %s:%d %s again", host, port, what)
+            return
+        self._acl_close_said = True
+        self._link.fail(
+            "closed after refusal",
+            logging.WARNING,
+            "broker %s:%d %s, readings stay buffered; %s",
+            host,
+            port,
+            what,
+            _ACL_FIX,
+        )
+
     async def _connect(self) -> Session | None:
         cfg = self.config
         v5 = cfg.protocol is MqttProtocol.V5
@@ -348,7 +383,7 @@ class MqttUplink(Lifecycle):
             self._mark_down(exc.reason)
             return None
         self._refused = False
-        session = Session(client, self._mark_down)
+        session = Session(client, self._lost)
         try:
             code = await session.publish(
                 self.status_topic,
@@ -365,7 +400,14 @@ class MqttUplink(Lifecycle):
         except TooLargeForBroker as exc:  # a broker whose limit is below ~200 bytes: readings may still fit
             self._log.warning("status message on %s not published: %s", self.status_topic, exc)
         else:
-            if code.is_failure:
+            if code.value == _NOT_AUTHORIZED:
+                session.note_refusal(self.status_topic)
+                self._log.warning(
+                    "broker refused the status message on %s, got PUBACK not authorized (0x87); %s",
+                    self.status_topic,
+                    _ACL_FIX,
+                )
+            elif code.is_failure:
                 self._log.warning("broker refused the status message on %s: %s", self.status_topic, code)
         if self._ever_connected:
             self.counters.reconnects += 1
@@ -599,7 +641,10 @@ class MqttUplink(Lifecycle):
                 else:
                     await self._send_confirmed(self._confirmer, self._session, messages, outcomes, batch)
             final = [o if o is not None else Outcome(Status.RETRY, "not sent") for o in outcomes]
-            self.counters.retried += sum(1 for o in final if o.status is Status.RETRY)
+            retried = sum(1 for o in final if o.status is Status.RETRY)
+            self.counters.retried += retried
+            if not retried:
+                self._acl_close_said = False  # a batch went through whole: the next ACL refusal is news
             return final
 
     async def _send_confirmed(
@@ -675,14 +720,18 @@ class MqttUplink(Lifecycle):
         nxt = left = 0  # the next message to publish; those published and not answered
         answered_at = loop.time()
 
-        def arrived(size: int, fut: asyncio.Future[int]) -> None:
+        def arrived(k: int, fut: asyncio.Future[int]) -> None:
             # counted as PUBACKs arrive, so metrics move during a long batch
             nonlocal left, answered_at
             if not fut.cancelled() and fut.exception() is None:
                 counters.published += 1
-                if fut.result() < 0x80:  # PubAckCode.is_failure, without an object a message
+                code = fut.result()
+                if code < 0x80:  # PubAckCode.is_failure, without an object a message
                     counters.acked += 1
-                    counters.bytes += size
+                    counters.bytes += len(messages[k].payload)
+                elif code == _NOT_AUTHORIZED:
+                    # noted now, before the loss of the connection mosquitto may follow it with is reported
+                    session.note_refusal(messages[k].topic)
             left -= 1
             answered_at = loop.time()
             if (left == 0 or nxt < count) and wake is not None and not wake.done():
@@ -691,7 +740,7 @@ class MqttUplink(Lifecycle):
         def track(fut: asyncio.Future[int], k: int) -> None:
             nonlocal left
             left += 1
-            fut.add_done_callback(functools.partial(arrived, len(messages[k].payload)))
+            fut.add_done_callback(functools.partial(arrived, k))
             sent[fut] = k
 
         try:
@@ -769,6 +818,16 @@ class MqttUplink(Lifecycle):
         """Outcomes from each message's result (a PUBACK reason code or the exception that ended the wait)."""
         cfg = self.config
         stale = False
+        taken_along = None  # the outcome of messages lost with a connection the broker closed after an ACL refusal
+        if session.lost.done():
+            refused_on = session.closed_after_refusal()
+            if refused_on is not None:  # the refusal holds them back, not an outage
+                taken_along = Outcome(
+                    Status.RETRY,
+                    f"connection lost before PUBACK: the broker closed it after refusing a message on {refused_on} "
+                    f"as not authorized (0x87); {_ACL_FIX}",
+                    Fault.CONFIGURATION,
+                )
         for message, result in zip(messages, results, strict=True):
             if isinstance(result, PubAckCode):
                 if not result.is_failure:
@@ -781,13 +840,19 @@ class MqttUplink(Lifecycle):
                         f"{message.topic}: broker refused the message, got PUBACK {result.value:#04x} {result}",
                     )
                     self.counters.rejected += len(message.indices)
+                elif result.value == _NOT_AUTHORIZED:
+                    self._log.debug("broker refused the message on %s as not authorized (0x87)", message.topic)
+                    self.counters.not_authorized += len(message.indices)
+                    outcome = Outcome(
+                        Status.RETRY,
+                        f"{message.topic}: broker refused the message, got PUBACK not authorized (0x87); {_ACL_FIX}",
+                        Fault.CONFIGURATION,
+                    )
                 else:
                     self._log.debug("broker answered PUBACK %s on %s", result, message.topic)
-                    fault = Fault.CONFIGURATION if result.value == _NOT_AUTHORIZED else Fault.TRANSIENT
                     outcome = Outcome(
                         Status.RETRY,
                         f"{message.topic}: broker refused the message for now, got PUBACK {result.value:#04x} {result}",
-                        fault,
                     )
             elif isinstance(result, TooLargeForBroker):
                 outcome = self._too_large(message, str(result))
@@ -795,7 +860,11 @@ class MqttUplink(Lifecycle):
                 stale = True
                 outcome = Outcome(Status.RETRY, f"no PUBACK within {cfg.ack_timeout_s} s")
             elif isinstance(result, (ConnectionError, OSError)):
-                outcome = Outcome(Status.RETRY, f"connection lost before PUBACK: {result}", Fault.UNREACHABLE)
+                outcome = (
+                    Outcome(Status.RETRY, f"connection lost before PUBACK: {result}", Fault.UNREACHABLE)
+                    if taken_along is None
+                    else taken_along
+                )
             elif isinstance(result, asyncio.CancelledError):
                 outcome = Outcome(Status.RETRY, "cancelled before PUBACK")
             elif result is None:
