@@ -6,6 +6,7 @@ added to `KINDS`; nothing else names it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -94,12 +95,25 @@ def build_stage(
 
 
 def _keep_river_states(entries: Sequence[Entry], context: ProcessorContext) -> None:
-    """Every river, configured or an adapter's, keeps its gauges' states in the data directory's store."""
+    """Every river, configured or an adapter's, keeps its gauges' states in the data directory's store.
+
+    On the event loop (the gateway's start and reload) the store opens in its own thread and this returns at
+    once: adapters and uplinks go on meanwhile, and only a gauge's first sample waits for its kept state.
+    Elsewhere (a tool, a worker thread) the store is open when this returns, or None if it cannot be.
+    """
     rivers = [e.processor for e in entries if isinstance(e.processor, RiverProcessor)]
     if rivers and context.data_dir:  # no data directory (a test, a tool): the states live in memory only
-        store = RiverStateStore.shared(Path(context.data_dir))
+        store = RiverStateStore.shared(Path(context.data_dir), wait=not _on_event_loop())
         for river in rivers:
             river.keep_state(store)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _label(processor: Processor) -> str:

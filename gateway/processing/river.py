@@ -607,63 +607,65 @@ GaugeKey = tuple[str, str]  # (entity id, the attribute the river reads)
 
 
 class RiverStateStore:
-    """The last threshold state of every gauge: read whole when opened, written by a thread of its own.
+    """The last threshold state of every gauge: opened and read whole by a thread of its own, which then writes it.
 
-    Theory of operation. `get` answers from memory; `put` changes memory and queues the row, and the
-    writer thread writes what is queued in one transaction (a gauge changed twice meanwhile is written
-    once), so the event loop never waits for the disk and a reading whose gauge stays in its state
-    costs no write at all. A failed write is counted (`errors`), logged once, and tried again with
-    whatever was queued since. There is one store per file in the process (`shared`): a reload builds
-    a new stage while the old one's last write may still be queued, and the new one must see it. The
-    process's exit writes what is left (an `atexit` hook; `close` does it too). A crash may lose the
-    last change: the next start then alerts that crossing again rather than never.
+    Theory of operation. The thread opens the file (made, checked, migrated: on a slow SD card, a big file
+    or one another process holds, seconds) and reads every state into memory, so the event loop that made
+    the store never waits for the disk; `get` waits for that read, once, and answers from memory after it.
+    `put` changes memory and queues the row, and the thread writes what is queued in one transaction (a
+    gauge changed twice meanwhile is written once), so a reading whose gauge stays in its state costs no
+    write at all. A failed write is counted (`errors`), logged once, and tried again with whatever was
+    queued since. A file that cannot be opened is logged, counted, and the store then keeps nothing: the
+    gauges start silently after a restart, as before the store. There is one store per file in the
+    process (`shared`): a reload builds a new stage while the old one's last write may still be queued,
+    and the new one must see it. The process's exit writes what is left (an `atexit` hook; `close` does it
+    too). A crash may lose the last change: the next start then alerts that crossing again rather than never.
     """
 
     _open: ClassVar[dict[Path, RiverStateStore]] = {}
     _open_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, path: Path) -> None:
+        """Returns at once: the file is opened and read by the store's thread (`wait_open`)."""
         self.path = path
-        db = open_store(path, _STORE, tables=_TABLES, pragmas=("synchronous=FULL",))
-        try:
-            migrate(db, path, _MIGRATIONS, store=_STORE)
-            found = db.execute("SELECT entity_id, attribute, state FROM gauges").fetchall()
-        except BaseException:
-            db.close()
-            raise
-        self._db = db
-        self._states: dict[GaugeKey, str] = {(e, a): state for e, a, state in found}
+        self._states: dict[GaugeKey, str] = {}
         self._pending: dict[GaugeKey, tuple[str, int, str]] = {}
         self._cond = threading.Condition()
+        self._opened = threading.Event()  # set once the open ended, whichever way
+        self._unusable = False  # the file could not be opened: nothing is kept
         self._writing = False
         self._closing = False
         self.written = 0  # rows written since opened
-        self.errors = 0  # failed writes since opened
+        self.errors = 0  # failed writes since opened, or 1 when the file could not be opened
         self._thread = threading.Thread(target=self._run, name=f"river-state:{path}", daemon=True)
         self._thread.start()
         atexit.register(self.close)
 
     @classmethod
-    def shared(cls, data_dir: Path | str, *, create: bool = True) -> RiverStateStore | None:
-        """The store of `data_dir` in this process, opened when `create` and not open yet; None when it cannot be
-        opened (a damaged file, one of a newer edgegw, no permission): logged, and the rivers run without it."""
+    def shared(cls, data_dir: Path | str, *, create: bool = True, wait: bool = True) -> RiverStateStore | None:
+        """The store of `data_dir` in this process, opened when `create` and not open yet; with `wait`, once its
+        file is open and read, and None when it cannot be (a damaged file, one of a newer edgegw, no permission:
+        logged, and the rivers run without it). Without `wait` (the event loop) it may still be opening."""
         path = (Path(data_dir) / STATE_FILE).absolute()
         with cls._open_lock:
             store = cls._open.get(path)
-            if store is not None or not create:
-                return store
-            try:
+            if store is None:
+                if not create:
+                    return None
                 store = cls._open[path] = cls(path)
-            except GatewayError as exc:  # StoreUnreadable, SchemaTooNew, MigrationFailed: they name the file
-                log.error("%s; %s", exc, _WITHOUT)
-                return None
-            except (sqlite3.Error, OSError) as exc:
-                log.error("%s %s: cannot be opened, got %s: %s; %s", _STORE, path, type(exc).__name__, exc, _WITHOUT)
-                return None
-            return store
+        if wait and not store.wait_open():
+            return None
+        return store
+
+    def wait_open(self, timeout: float | None = None) -> bool:
+        """Wait until the file is open and read; False when it could not be, or `timeout` passed first."""
+        return self._opened.wait(timeout) and not self._unusable
 
     def get(self, key: GaugeKey) -> str | None:
-        """The gauge's last state ("normal" or a threshold's name), None for a gauge never seen."""
+        """The gauge's last state ("normal" or a threshold's name), None for a gauge never seen; waits for the
+        file to be read, as a gauge judged without its kept state would miss a crossing during the restart."""
+        if not self._opened.is_set():
+            self._opened.wait()
         return self._states.get(key)
 
     def put(self, key: GaugeKey, state: str, state_index: int, at: datetime) -> None:
@@ -672,6 +674,8 @@ class RiverStateStore:
             if self._states.get(key) == state:
                 return
             self._states[key] = state
+            if self._unusable:
+                return
             self._pending[key] = (state, state_index, iso_utc(at))
             self._cond.notify()
 
@@ -691,7 +695,45 @@ class RiverStateStore:
             if self._open.get(self.path) is self:
                 del self._open[self.path]
 
+    def _connect(self) -> sqlite3.Connection | None:
+        """The file opened, migrated and read into memory; None, logged, when it cannot be."""
+        path = self.path
+        try:
+            db = open_store(path, _STORE, tables=_TABLES, pragmas=("synchronous=FULL",))
+            try:
+                migrate(db, path, _MIGRATIONS, store=_STORE)
+                found = db.execute("SELECT entity_id, attribute, state FROM gauges").fetchall()
+            except BaseException:
+                db.close()
+                raise
+        except GatewayError as exc:  # StoreUnreadable, SchemaTooNew, MigrationFailed: they name the file
+            log.error("%s; %s", exc, _WITHOUT)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("%s %s: cannot be opened, got %s: %s; %s", _STORE, path, type(exc).__name__, exc, _WITHOUT)
+        except Exception:
+            log.exception("%s %s: cannot be opened; %s", _STORE, path, _WITHOUT)
+        else:
+            with self._cond:
+                # a state put while the file was read is the newer one
+                self._states = {**{(e, a): state for e, a, state in found}, **self._states}
+            return db
+        with self._cond:
+            self._unusable = True
+            self.errors = 1
+            self._pending.clear()
+            self._cond.notify_all()
+        with self._open_lock:  # the next `shared` (a reload) tries the file again, as a restart would
+            if self._open.get(path) is self:
+                del self._open[path]
+        return None
+
     def _run(self) -> None:
+        try:
+            db = self._connect()
+        finally:
+            self._opened.set()  # whatever happened: `get` must never wait for ever
+        if db is None:
+            return
         failing = False
         try:
             while True:
@@ -703,7 +745,7 @@ class RiverStateStore:
                     batch, self._pending = self._pending, {}
                     self._writing = True
                 try:
-                    with immediate(self._db) as db:
+                    with immediate(db):
                         db.executemany(_UPSERT, [(e, a, *row) for (e, a), row in batch.items()])
                 except sqlite3.Error as exc:
                     with self._cond:
@@ -731,4 +773,4 @@ class RiverStateStore:
                     failing = False
                     log.info("%s %s: written again", _STORE, self.path)
         finally:
-            self._db.close()
+            db.close()
