@@ -8,7 +8,8 @@ Key material kept in files of its own stays on the box (`KEPT_ON_BOX`): a backup
 it on the share, must not open this box's lockers or impersonate its web UI; a restore leaves those
 files in place. It is written as `.part`, fsync'd and renamed, so a file with the final name is whole;
 one that fails (a full disk, a full share) removes its `.part`, and a killed run's is removed by the
-next run of the same gateway id once `STALE_AFTER_S` old: nothing else would ever delete it. The stores'
+next run of the same gateway id, which tells it from a running run's by its lock (part_file.py): nothing
+else would ever delete it. The stores'
 copies are made first in a staging directory beside it, held by its create: one a killed create left is
 removed by the next create of the same gateway id (create_staging.py).
 Every file it makes there goes through the directory held open, never by a path: run as root, in the service
@@ -84,7 +85,7 @@ from typing import IO, Any
 from gateway import __version__
 from gateway.audit.log import AUDIT_FILE
 from gateway.audit.log import HEAD_FILE as AUDIT_HEAD
-from gateway.backup import confined_snapshot, create_staging, held_dir, held_tree
+from gateway.backup import confined_snapshot, create_staging, held_dir, held_tree, part_file
 from gateway.backup.gateway_id import with_gateway_id
 from gateway.backup.manifest import (
     ALTERED,
@@ -263,21 +264,24 @@ def create(
     try:
         final = out_dir / file_name(gateway_id, now)
         part = _part_of(final)
-        _remove_stale_parts(out.fd, out_dir, gateway_id)
+        _remove_dead_parts(out.fd, out_dir, gateway_id)
         create_staging.remove_dead(out_dir, out.fd, gateway_id, stale_after_s=STALE_AFTER_S)
-        try:
-            members, size = _write(out, part, data_dir, config_path, gateway_id, owner, now, include_secret_key)
-        except BaseException as exc:
-            held_dir.discard(out.fd, part.name, part)  # a full disk stays full otherwise: no later run writes it again
-            if isinstance(exc, (OSError, sqlite3.Error)) and _is_full(exc):
-                raise BackupError(
-                    f"backup: no room for {final.name} in {out_dir}, got {_why(exc)}; the partial file is removed, "
-                    f"the backups kept there are as they were: free space in {out_dir} (`df -h {out_dir}`, `df -i` "
-                    "for inodes), or point [backup] directory at a larger disk"
-                ) from None
-            raise
-        with held_dir.named(final):
-            os.replace(part.name, final.name, src_dir_fd=out.fd, dst_dir_fd=out.fd)
+        with part_file.writing() as parts:  # the `.part` locked until renamed: no other run's sweep takes it
+            try:
+                members, size = _write(
+                    out, parts, part, data_dir, config_path, gateway_id, owner, now, include_secret_key
+                )
+            except BaseException as exc:
+                held_dir.discard(out.fd, part.name, part)  # a full disk stays full otherwise: no later run writes it
+                if isinstance(exc, (OSError, sqlite3.Error)) and _is_full(exc):
+                    raise BackupError(
+                        f"backup: no room for {final.name} in {out_dir}, got {_why(exc)}; the partial file is removed, "
+                        f"the backups kept there are as they were: free space in {out_dir} (`df -h {out_dir}`, `df -i` "
+                        "for inodes), or point [backup] directory at a larger disk"
+                    ) from None
+                raise
+            with held_dir.named(final):
+                os.replace(part.name, final.name, src_dir_fd=out.fd, dst_dir_fd=out.fd)
         os.fsync(out.fd)
         out.give(owner, itself=True)
     finally:
@@ -288,6 +292,7 @@ def create(
 
 def _write(
     out: held_dir.Dirs,
+    parts: part_file.Writing,
     part: Path,
     data_dir: Path,
     config_path: Path,
@@ -338,7 +343,7 @@ def _write(
             members=tuple(m for m, _ in members),
         )
         # level 1: CPU is the data path's; the tar is closed (gzip trailer written) before the fsync
-        with held_dir.new_file(out.fd, part.name, where=part, owner=owner) as raw:
+        with parts.new_file(out.fd, part.name, where=part, owner=owner) as raw:
             with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:
                 _add_bytes(tar, MANIFEST, manifest.to_json(), now)
                 for member, copy in members:
@@ -414,33 +419,15 @@ def _why(exc: OSError | sqlite3.Error) -> str:
     return (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
 
 
-def _remove_stale_parts(dir_fd: int, directory: Path, gateway_id: str) -> None:
-    """This gateway's `.part` files in `directory` (held open as `dir_fd`) that no run has written for
-    `STALE_AFTER_S` removed, each logged: a run killed while it wrote one left it, and nothing else ever would.
-    Another box's on a shared share, a younger one (a run under way), and anything but a regular file stay."""
+def _remove_dead_parts(dir_fd: int, directory: Path, gateway_id: str) -> None:
+    """This gateway's `.part` files in `directory` (held open as `dir_fd`) that no run writes removed (part_file.py).
+    Another box's on a shared share stays."""
     try:
-        entries = list(os.scandir(dir_fd))
+        names = [e.name for e in os.scandir(dir_fd) if e.name.startswith("." + PREFIX) and e.name.endswith(".part")]
     except OSError:
         return
-    for entry in entries:
-        name = entry.name
-        path = directory / name
-        if not (name.startswith("." + PREFIX) and name.endswith(".part")):
-            continue
-        taken = _taken(name[1 : -len(".part")])
-        if taken is None or taken[0] != gateway_id:
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-            if not entry.is_file(follow_symlinks=False) or time.time() - st.st_mtime < STALE_AFTER_S:
-                continue
-            os.unlink(name, dir_fd=dir_fd)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            log.warning("backup: cannot remove %s, left by a backup that did not finish, got %s", path, exc)
-            continue
-        log.warning("backup: removed %s, left by a backup that did not finish (killed, or a power cut)", path)
+    ours = [name for name in names if (taken := _taken(name[1 : -len(".part")])) is not None and taken[0] == gateway_id]
+    part_file.remove_dead(dir_fd, directory, ours, stale_after_s=STALE_AFTER_S)
 
 
 def _member(name: str, path: Path, version: int | None) -> Member:
@@ -1077,26 +1064,27 @@ def copy(path: Path, dest_dir: Path) -> Path:
         final = dest_dir / path.name
         part = _part_of(final)
         if (taken := _taken(path.name)) is not None:
-            _remove_stale_parts(dest.fd, dest_dir, taken[0])
-        try:
-            with path.open("rb") as src, held_dir.new_file(dest.fd, part.name, where=part, owner=owner) as dst:
-                shutil.copyfileobj(src, dst, _COPY_BLOCK)
-                dst.flush()
-                same = _sha256(Path(f"/proc/self/fd/{dst.fileno()}")) == _sha256(path)  # read back, from the share
-        except BaseException as exc:
-            held_dir.discard(dest.fd, part.name, part)  # a full share stays full otherwise: no later run writes it
-            if isinstance(exc, OSError) and _is_full(exc):
-                raise BackupError(
-                    f"backup copy {final}: no room for its {owner.st_size} bytes in {dest_dir}, got "
-                    f"{_why(exc)}; the partial copy is removed, the backup itself is kept on the box: free space on "
-                    f"the share (`df -h {dest_dir}`)"
-                ) from None
-            raise
-        if not same:
-            held_dir.discard(dest.fd, part.name, part)
-            raise BackupError(f"backup copy {final}: the copy differs from {path}; check the share {dest_dir}")
-        with held_dir.named(final):
-            os.replace(part.name, final.name, src_dir_fd=dest.fd, dst_dir_fd=dest.fd)
+            _remove_dead_parts(dest.fd, dest_dir, taken[0])
+        with part_file.writing() as parts:  # the `.part` locked until renamed: no other run's sweep takes it
+            try:
+                with path.open("rb") as src, parts.new_file(dest.fd, part.name, where=part, owner=owner) as dst:
+                    shutil.copyfileobj(src, dst, _COPY_BLOCK)
+                    dst.flush()
+                    same = _sha256(Path(f"/proc/self/fd/{dst.fileno()}")) == _sha256(path)  # read back, from the share
+            except BaseException as exc:
+                held_dir.discard(dest.fd, part.name, part)  # a full share stays full otherwise: no later run writes it
+                if isinstance(exc, OSError) and _is_full(exc):
+                    raise BackupError(
+                        f"backup copy {final}: no room for its {owner.st_size} bytes in {dest_dir}, got "
+                        f"{_why(exc)}; the partial copy is removed, the backup itself is kept on the box: free space on "
+                        f"the share (`df -h {dest_dir}`)"
+                    ) from None
+                raise
+            if not same:
+                held_dir.discard(dest.fd, part.name, part)
+                raise BackupError(f"backup copy {final}: the copy differs from {path}; check the share {dest_dir}")
+            with held_dir.named(final):
+                os.replace(part.name, final.name, src_dir_fd=dest.fd, dst_dir_fd=dest.fd)
         dest.give(owner, itself=False)
     finally:
         dest.close()
@@ -1754,7 +1742,7 @@ class _Swap:
                 f"are under {self._aside}, the rest of the backup's under {self._staged.directory}; put the previous "
                 "ones back by hand (or restore again) before starting the services; no backup is taken until then"
             )
-            _mark_kept(self._staged.reach, message)
+            _mark_kept(self._staged, message)
             raise RestoreIncomplete(message) from None
         with contextlib.suppress(OSError):  # every file back, the box whole: a mark that stays only asks for a look
             Path(self._staged.reach, UNDER_WAY_MARK).unlink()
@@ -1828,14 +1816,14 @@ def _write_mark(directory: Path, name: str, text: str) -> None:
     fsync_dir(directory)
 
 
-def _mark_kept(directory: Path, message: str) -> None:
-    """`KEPT_MARK` written into a staging directory the technician needs, so that no later run removes it."""
+def _mark_kept(staged: Staged, message: str) -> None:
+    """`KEPT_MARK` written into the staging directory the technician needs, so that no later run removes it."""
     try:
-        _write_mark(directory, KEPT_MARK, message)
+        _write_mark(staged.reach, KEPT_MARK, message)
     except OSError as exc:  # a full disk: the directory is still named in the message, and still marked
         log.warning(
             "backup restore: cannot mark %s as kept, got %s; its %s mark keeps it all the same",
-            directory,
+            staged.directory,  # its name, not the descriptor's /proc/self/fd/<n>, gone with this process
             exc.strerror or exc,
             UNDER_WAY_MARK,
         )

@@ -8,6 +8,7 @@ Every disk here is a real file system (a tmpfs).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -100,9 +101,11 @@ def test_a_killed_runs_partial_files_are_removed_by_the_next_run_and_no_one_else
     job = _box(tmp_path / "data", tmp_path, BackupConfig(copy_to=share))
     old = 2 * archive.STALE_AFTER_S
     stale = [_part(d, "fixture-gw", NIGHT - timedelta(1), old) for d in (job.out_dir, share)]
-    # another box's on the shared share, and one being written now (by a run of this box on another disk)
+    # another box's on the shared share, and one being written now (by a run of this box on another disk), which
+    # holds its lock as a running run does (part_file.py)
     others = [_part(share, "fixture-gw-02", NIGHT - timedelta(1), old), _part(share, "fixture-gw", NIGHT, 0.0)]
-    with caplog.at_level(logging.WARNING, logger="gateway.backup"):
+    with open(others[1], "rb+") as running, caplog.at_level(logging.WARNING, logger="gateway.backup"):
+        fcntl.flock(running, fcntl.LOCK_EX)
         run_backup(job, NIGHT + timedelta(hours=1))
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in others)
