@@ -90,7 +90,11 @@ def _holder(fd: int) -> str:
 
 def _lock_unavailable(data_dir: Path, path: Path, exc: OSError) -> BufferUnavailable:
     if exc.errno in (errno.EACCES, errno.EPERM):
-        fix = f"give the gateway's user access to it (chown edgegw {path}; a root `edgegw run` may have made it)"
+        # -h: a link put in its place is changed itself, never what it points to
+        fix = (
+            f"give it to the gateway's user: run `sudo chown -h edgegw:edgegw {path}` (with the units' User= and "
+            "Group= if they are not edgegw; a root `edgegw run` may have made it)"
+        )
     else:
         fix = "the data directory must be on a local file system with flock"
     return BufferUnavailable(

@@ -18,6 +18,8 @@ from gateway.errors import BufferUnavailable
 
 BUFFER_FILE = "buffer.db"  # the buffer's file in the data directory
 _USE_ANOTHER = "set gateway.data_dir to a directory the gateway's user can create or write, e.g. /var/lib/edgegw"
+# the package's user and group (the units' User= and Group=)
+_SERVICE_USER = "edgegw:edgegw"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,11 +48,19 @@ def _writable(directory: Path) -> OSError | None:
     return None
 
 
-def _fix_for(exc: OSError) -> str:
+def _fix_for(exc: OSError, directory: Path, *, made: bool = True) -> str:
+    """What to run for `exc` on the data directory `directory`; `made`: it exists (else it could not be made)."""
     if exc.errno == errno.EROFS:
         return "remount it read-write or " + _USE_ANOTHER
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return "give the gateway's user write access (chown edgegw) or " + _USE_ANOTHER
+        # -h and the real path: a link in it (or in its place) is changed itself, never what it points to; -R:
+        # what a root `edgegw run` made in it is root's too. Never the parent's: that is not the gateway's
+        run = (
+            f"give it to the gateway's user: run `sudo chown -hR {_SERVICE_USER} {os.path.realpath(directory)}`"
+            if made
+            else f"make it for the gateway's user: run `sudo install -d -o edgegw -g edgegw -m 0700 {directory}`"
+        )
+        return f"{run} (with the units' User= and Group= if they are not edgegw) or {_USE_ANOTHER}"
     return _USE_ANOTHER
 
 
@@ -68,7 +78,7 @@ def data_dir_problem(data_dir: Path) -> Problem | None:
     if existing == data_dir:
         exc = _writable(data_dir)
         if exc is not None:
-            return Problem(what="is not writable", got=describe(exc, data_dir), fix=_fix_for(exc))
+            return Problem(what="is not writable", got=describe(exc, data_dir), fix=_fix_for(exc, data_dir))
         buffer = data_dir / BUFFER_FILE
         if buffer.is_dir():
             return Problem(
@@ -83,7 +93,7 @@ def data_dir_problem(data_dir: Path) -> Problem | None:
     except OSError as exc:
         if is_disk_full(exc):
             return None
-        return Problem(what="cannot be created", got=describe(exc, data_dir), fix=_fix_for(exc))
+        return Problem(what="cannot be created", got=describe(exc, data_dir), fix=_fix_for(exc, data_dir, made=False))
     probe.rmdir()
     return None
 
@@ -107,17 +117,18 @@ def prepare(db_path: Path) -> None:
         ) from exc
     except OSError as exc:
         if not is_disk_full(exc):
-            raise _unavailable(db_path, describe(exc), _fix_for(exc)) from exc
+            raise _unavailable(db_path, describe(exc), _fix_for(exc, directory, made=False)) from exc
+    # first: in a directory this user may not enter (root's 0700), even a stat of the file inside is refused
+    refused = _writable(directory)
+    if refused is not None:
+        raise _unavailable(db_path, describe(refused, directory), _fix_for(refused, directory)) from refused
     if db_path.is_dir():
         raise _unavailable(
             db_path, "a directory at that path", "move it away (the buffer is a file) or " + _USE_ANOTHER
         )
-    refused = _writable(directory)
-    if refused is not None:
-        raise _unavailable(db_path, describe(refused, directory), _fix_for(refused)) from refused
     if db_path.exists() and not os.access(db_path, os.R_OK | os.W_OK):
         denied = OSError(errno.EACCES, os.strerror(errno.EACCES), str(db_path))
-        raise _unavailable(db_path, describe(denied), _fix_for(denied))
+        raise _unavailable(db_path, describe(denied), _fix_for(denied, directory))
 
 
 def _unavailable(db_path: Path, got: str, fix: str) -> BufferUnavailable:

@@ -23,6 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 FIX = "set gateway.data_dir to a directory the gateway's user can create or write, e.g. /var/lib/edgegw"
 
 
+def give(data: Path) -> str:
+    """The advice for a data directory the gateway's user may not write: the chown, never through a link."""
+    return (
+        f"give it to the gateway's user: run `sudo chown -hR edgegw:edgegw {os.path.realpath(data)}` (with the "
+        "units' User= and Group= if they are not edgegw)"
+    )
+
+
 def write_config(tmp_path: Path, data_dir: Path | str) -> Path:
     path = tmp_path / "gateway.toml"
     path.write_text(f"""
@@ -121,10 +129,8 @@ def test_a_data_directory_the_gateways_user_may_not_write() -> None:
         data.mkdir(mode=0o755)  # root's: user nobody may enter it, not write it
         assert_refused(
             write_config(top, data),
-            f"buffer: cannot open {data}/buffer.db, got Permission denied (EACCES) at {data}; give the gateway's "
-            f"user write access (chown edgegw) or {FIX}",
-            f"gateway.data_dir: is not writable, got Permission denied (EACCES) at {data}; give the gateway's user "
-            f"write access (chown edgegw) or {FIX}",
+            f"buffer: cannot open {data}/buffer.db, got Permission denied (EACCES) at {data}; {give(data)} or {FIX}",
+            f"gateway.data_dir: is not writable, got Permission denied (EACCES) at {data}; {give(data)} or {FIX}",
             user=65534,
         )
 
