@@ -247,8 +247,9 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.config
         data_dir = Path(cfg.gateway.data_dir)
-        # an upgrade: the secret store's format moves forward on start like every sqlite store
-        SecretStore(data_dir).migrate()
+        # an upgrade: the secret store's format moves forward on start like every sqlite store (in a thread:
+        # a file read, a key check and maybe a rewrite, none of which the loop should wait for)
+        await asyncio.to_thread(SecretStore(data_dir).migrate)
         # creates data_dir; BufferUnavailable (exit 2) with the path and the fix if it cannot be used
         self.outbox = await Outbox.open(data_dir / BUFFER_FILE, cfg.buffer, [u.name for u in cfg.uplinks])
         uplinks: list[object] = []
@@ -284,8 +285,11 @@ class Gateway:
         self.supervisor = Supervisor(self._emit, emit_many=self._emit_many, flush=self._flush)
         self.router.states = self.supervisor  # a failing adapter's commands are answered at once, not handed over
         adapters = [(a, registry.load(registry.ADAPTER_GROUP, a.type)(a, self.context)) for a in cfg.adapters]
-        # built before any adapter runs: configured entries first (file order), then what adapters contribute
-        self.stage = build_stage(
+        # built before any adapter runs: configured entries first (file order), then what adapters contribute.
+        # In a thread: the river state store's open and the pseudonym key ring's load read files (seconds on a
+        # slow SD card), and the uplinks deliver the backlog meanwhile
+        self.stage = await asyncio.to_thread(
+            build_stage,
             cfg.processing,
             self.context.processor_context(),
             [(a.name, adapter) for a, adapter in adapters],

@@ -22,11 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app import Gateway
+from gateway.config import parse_config
 from gateway.processing.api import ProcessorContext
 from gateway.processing.registry import build_stage, parse_processing
 from gateway.processing.river import STATE_FILE, RiverStateStore
 from gateway.processing.stage import Stage
 from gateway.records import Attribute, Reading, Source, TimeSource
+from tests.support.orion_double import OrionDouble
 
 T0 = datetime(2024, 7, 1, tzinfo=UTC)
 GAUGES = 2_000  # a prefecture's gauges on one box is far fewer; the store keeps up to STATE_LIMIT
@@ -189,3 +192,36 @@ def test_a_store_that_cannot_be_opened_at_the_start_is_said_as_before_and_the_ri
         "flood alerts go on without it: after a restart, the first sample of each gauge sets its state silently"
     ]
     assert RiverStateStore.shared(data_dir, create=False) is None
+
+
+async def test_the_gateways_start_waits_for_the_store_in_a_thread_and_its_first_reading_waits_for_nothing(
+    data_dir: Path, orion_double: OrionDouble
+) -> None:
+    # Gateway.start builds the stage in a worker thread: the store is open (its file read) when the adapters
+    # start, so a gauge's first sample right after the start is judged at once, on a loop that never stood still
+    previous_run(data_dir)
+    river = {"type": "river", "match": {"attribute": "waterLevel"}, "thresholds": [{"level": 2.5}, {"level": 3.5}]}
+    config = parse_config(
+        {
+            "gateway": {"id": "gw", "data_dir": str(data_dir)},
+            "processing": [river],
+            "uplinks": [{"name": "orion", "type": "orion", "url": orion_double.url}],
+        }
+    )
+    with held(data_dir, HOLD_S):
+        async with LoopProbe() as probe:
+            began = time.perf_counter()
+            gw = Gateway(config)
+            await gw.start()
+            try:
+                started = time.perf_counter() - began
+                assert gw.stage is not None
+                first = time.perf_counter()
+                out = gw.stage.process(reading(gauge(0), 2.0, 10), T0)
+                judged = time.perf_counter() - first
+            finally:
+                await gw.stop()
+    assert started >= HOLD_S * 0.8  # the start did wait for the store
+    assert alerts(out) == [("down", 2.5)]  # from the kept state
+    assert judged < MAX_GAP_S, f"the first reading waited {judged:.3f} s for the store, on the event loop"
+    assert probe.worst < MAX_GAP_S, f"the event loop stood still for {probe.worst:.3f} s during the start"
