@@ -7,7 +7,9 @@ is one of:
 - acknowledged (a PUBACK code below 0x80): `results_published`;
 - no PUBACK in time: lost (`results_lost`), the agent lets the command expire;
 - refused (a PUBACK code of 0x80 or more, e.g. 0x87 when the broker's ACL does not let the gateway publish on
-  cmdexe): lost like one never acknowledged, with a WARNING naming the topic and the reason;
+  cmdexe): lost like one never acknowledged, with a WARNING naming the topic and the reason. MQTT 3.1.1 has
+  no PUBACK codes: mosquitto acknowledges an answer its ACL denies and drops it, so it counts as published
+  (and a drop of the connection after it, see below, cannot be told from an outage);
 - over the broker's Maximum Packet Size (an MQTT 5 broker's CONNACK may set one; no packet may exceed it,
   so the client does not send it): sent once more within it, with its texts cut to the longest that fit
   the whole PUBLISH (answer_cut.py: every command's name and `OK: ` / `ERROR: ` kept, `[N characters cut]`);
@@ -19,8 +21,10 @@ is one of:
   and if that is refused too, without any text; each only if smaller than what the broker refused. Counter
   `results_shortened`, a WARNING the first time, naming the sizes. Only if the broker refuses even the
   answer without any text is it lost (`results_lost` and `results_too_large`, a WARNING naming every size
-  tried): then no answer fits, and the agent lets the command expire. mosquitto may close the connection
-  after a refusal: `refused_before` lets the listener log that drop as such, not as an unreachable broker.
+  tried): then no answer fits, and the agent lets the command expire.
+mosquitto may close the connection right after refusing an answer as not authorized or as too large (it does
+with max_queued_messages 0): `refused_before` lets the listener log that drop as the refusal's, with the
+topic or the size and what to check, not as an unreachable broker.
 A run of answers the broker did not take is logged once at WARNING, and its end once at INFO with the
 count; the rest at DEBUG and in the counters.
 """
@@ -32,6 +36,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.logs import ComponentLogger, StateLog
 from gateway.mqtt.client import MqttClient, MqttClientError, TooLargeForBroker
@@ -40,12 +45,13 @@ from gateway.uplinks.mqtt.answer_cut import Result, cut_results, fit_results, le
 from gateway.uplinks.mqtt.command_codec import result_messages
 from gateway.uplinks.mqtt.command_counters import CommandListenerCounters
 from gateway.uplinks.mqtt.config import MqttFormat, MqttProtocol, MqttUplinkConfig
-from gateway.uplinks.mqtt.session import CLOSED_AFTER_REFUSAL_S, PACKET_TOO_LARGE, PubAckCode
+from gateway.uplinks.mqtt.session import ACL_FIX, CLOSED_AFTER_REFUSAL_S, PACKET_TOO_LARGE, PubAckCode
 
-__all__ = ["CLOSED_AFTER_REFUSAL_S", "CUT_ANSWER_BYTES", "AnswerPublisher", "answer_packet_bytes"]
+__all__ = ["CLOSED_AFTER_REFUSAL_S", "CUT_ANSWER_BYTES", "AnswerPublisher", "AnswerRefusal", "answer_packet_bytes"]
 
+_NOT_AUTHORIZED = 0x87
 # What a technician checks when the broker refuses an answer, by PUBACK reason code
-_REFUSED_ANSWER_FIX = {0x87: "the broker's ACL does not allow publishing to that topic for this user"}
+_REFUSED_ANSWER_FIX = {_NOT_AUTHORIZED: "the broker's ACL does not allow publishing to that topic for this user"}
 # The size an answer refused as too large is cut to (payload bytes, or half the refused one if that is
 # less). The broker does not say its limit, so small: a broker that takes less carries few IoT Agent
 # measures either, and 200 bytes still hold the head of the text ("OK: relays: command relay_3 written ..."),
@@ -53,6 +59,27 @@ _REFUSED_ANSWER_FIX = {0x87: "the broker's ACL does not allow publishing to that
 CUT_ANSWER_BYTES = 200
 # How a log line names the answer without any text
 _NO_TEXT = "its command names and OK/ERROR only"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerRefusal:
+    """An answer the broker refused just before the connection went, as the listener's line about that drop
+    says it: `what` follows "after refusing" ("an answer of 3710 bytes as too large"), `fix` is what to check
+    if the refusal's own line does not say it all; `kind` tells a new cause from the same one again."""
+
+    kind: Literal["too large", "not authorized"]
+    what: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Refused:
+    """The last answer the broker refused in a way mosquitto closes the connection after: on which connection,
+    when, and how to say it."""
+
+    client: MqttClient
+    at: float
+    refusal: AnswerRefusal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,13 +156,14 @@ class AnswerPublisher:
         self._shortened_logged = False
         self._cut_logged = False
         self._too_large: _TooLarge | None = None  # the last answer the broker refused as too large
+        self._refused: _Refused | None = None  # the last answer refused as too large or not authorized
 
-    def refused_before(self, client: MqttClient) -> int | None:
-        """The payload bytes of the answer `client`'s broker refused as too large just before its connection
+    def refused_before(self, client: MqttClient) -> AnswerRefusal | None:
+        """The answer `client`'s broker refused as too large or as not authorized just before its connection
         went (mosquitto closes it after such a refusal), else None."""
-        refusal = self._too_large
-        if refusal is not None and refusal.client is client and time.monotonic() - refusal.at <= CLOSED_AFTER_REFUSAL_S:
-            return refusal.size
+        refused = self._refused
+        if refused is not None and refused.client is client and time.monotonic() - refused.at <= CLOSED_AFTER_REFUSAL_S:
+            return refused.refusal
         return None
 
     async def answer(self, apikey: str, device_id: str, results: list[Result]) -> None:
@@ -360,6 +388,15 @@ class AnswerPublisher:
                     size=len(payload),
                     announced=limit if limit < MAX_PACKET_BYTES else None,
                 )
+                refusal = AnswerRefusal(kind="too large", what=f"an answer of {len(payload)} bytes as too large")
+                self._refused = _Refused(client=client, at=time.monotonic(), refusal=refusal)
+            elif code.value == _NOT_AUTHORIZED:
+                # noted here, on the connection that refused it: mosquitto may drop that one before the caller
+                # has logged the refusal
+                refusal = AnswerRefusal(
+                    kind="not authorized", what=f"an answer on {topic} as not authorized (0x87)", fix=ACL_FIX
+                )
+                self._refused = _Refused(client=client, at=time.monotonic(), refusal=refusal)
             return code
 
 

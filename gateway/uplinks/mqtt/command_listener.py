@@ -25,7 +25,7 @@ from gateway.mqtt.packets import SUBACK, PacketTooLarge, TooLarge, reason_text
 from gateway.records import Command, CommandResult
 from gateway.secrets import resolve
 from gateway.uplinks.mqtt.answer_cut import Result
-from gateway.uplinks.mqtt.answer_publisher import AnswerPublisher
+from gateway.uplinks.mqtt.answer_publisher import AnswerPublisher, AnswerRefusal
 from gateway.uplinks.mqtt.command_codec import CommandMessage, CommandPayloadError, device_of_topic, parse_command
 from gateway.uplinks.mqtt.command_counters import CommandListenerCounters
 from gateway.uplinks.mqtt.config import (
@@ -123,8 +123,8 @@ class MqttCommandListener:
         self._seq = 0
         self._id_base = f"{config.name}-{int(time.time())}"
         self._stale_logged = False
-        self._closed_logged = False
-        self._closed_after: int | None = None  # the connection went right after refusing an answer of so many bytes
+        self._closed_logged: set[str] = set()  # the kinds of refusal a drop was said after at WARNING
+        self._closed_after: AnswerRefusal | None = None  # the connection went right after refusing that answer
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -210,9 +210,7 @@ class MqttCommandListener:
             reason = await asyncio.shield(client.lost)
             if isinstance(client.wire_error, PacketTooLarge):
                 self.counters.malformed += 1  # a v5 broker sent a message over the limit it was told
-            refused = self._answers.refused_before(client)
-            if refused is not None:
-                self._closed_after = refused
+            self._closed_after = self._answers.refused_before(client)
             return reason
         finally:
             await client.disconnect()
@@ -244,19 +242,20 @@ class MqttCommandListener:
             ", ".join(self.topics),
         )
 
-    def _closed_after_refusal(self, size: int) -> None:
-        host, port = self.config.host, self.port
-        what = f"an answer of {size} bytes as too large"
-        # the refusal's own WARNING says what to fix; the drops it brings are news once
-        level = logging.DEBUG if self._closed_logged else logging.WARNING
-        self._closed_logged = True
+    def _closed_after_refusal(self, refusal: AnswerRefusal) -> None:
+        host, port, what = self.config.host, self.port, refusal.what
+        # the drops one kind of refusal brings are news once; another kind is another cause to fix
+        level = logging.DEBUG if refusal.kind in self._closed_logged else logging.WARNING
+        self._closed_logged.add(refusal.kind)
+        fix = "" if refusal.fix is None else f"; {refusal.fix}"
         if not self._link.fail(
-            "closed after refusal",
+            ("closed after refusal", refusal.kind),
             level,
-            "broker %s:%d closed the connection after refusing %s; reconnecting, commands cannot arrive meanwhile",
+            "broker %s:%d closed the connection after refusing %s; reconnecting, commands cannot arrive meanwhile%s",
             host,
             port,
             what,
+            fix,
         ):
             self._log.debug("broker %s:%d closed the connection again after refusing %s", host, port, what)
 

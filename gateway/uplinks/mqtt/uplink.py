@@ -90,7 +90,7 @@ from gateway.uplinks.mqtt.planning import (
     pack_parts,
     packet_overhead,
 )
-from gateway.uplinks.mqtt.session import PACKET_TOO_LARGE, PubAckCode, Session, tls_context
+from gateway.uplinks.mqtt.session import ACL_FIX, PACKET_TOO_LARGE, PubAckCode, Session, tls_context
 from gateway.uplinks.seqs import seq_ranges
 
 __all__ = ["MqttCounters", "MqttUplink"]
@@ -103,8 +103,6 @@ _PERMANENT_CODES = {0x90, 0x99}  # topic name invalid, payload format invalid
 # until someone fixes them, so the outcome is a configuration fault and the delivery loop says `refused`,
 # at ERROR, as for a refused CONNACK (gateway.mqtt.client.ConnectRefused.of_settings).
 _NOT_AUTHORIZED = 0x87
-# What a technician checks after such a refusal; said with the topic in every line about it
-_ACL_FIX = "check the broker's ACL for this uplink's username: it must allow publishing on that topic"
 NO_PROPERTIES = b"\x00"  # an empty v5 property block
 
 
@@ -344,7 +342,7 @@ class MqttUplink(Lifecycle):
             host,
             port,
             what,
-            _ACL_FIX,
+            ACL_FIX,
         )
 
     async def _connect(self) -> Session | None:
@@ -405,7 +403,7 @@ class MqttUplink(Lifecycle):
                 self._log.warning(
                     "broker refused the status message on %s, got PUBACK not authorized (0x87); %s",
                     self.status_topic,
-                    _ACL_FIX,
+                    ACL_FIX,
                 )
             elif code.is_failure:
                 self._log.warning("broker refused the status message on %s: %s", self.status_topic, code)
@@ -825,7 +823,7 @@ class MqttUplink(Lifecycle):
                 taken_along = Outcome(
                     Status.RETRY,
                     f"connection lost before PUBACK: the broker closed it after refusing a message on {refused_on} "
-                    f"as not authorized (0x87); {_ACL_FIX}",
+                    f"as not authorized (0x87); {ACL_FIX}",
                     Fault.CONFIGURATION,
                 )
         for message, result in zip(messages, results, strict=True):
@@ -845,7 +843,7 @@ class MqttUplink(Lifecycle):
                     self.counters.not_authorized += len(message.indices)
                     outcome = Outcome(
                         Status.RETRY,
-                        f"{message.topic}: broker refused the message, got PUBACK not authorized (0x87); {_ACL_FIX}",
+                        f"{message.topic}: broker refused the message, got PUBACK not authorized (0x87); {ACL_FIX}",
                         Fault.CONFIGURATION,
                     )
                 else:
