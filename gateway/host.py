@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,9 +16,10 @@ from typing import Any
 
 _STA_UNSYNC = 0x0040  # <linux/timex.h>: the kernel clock is not synchronised (no NTP discipline)
 _TIME_ERROR = 5  # adjtimex's return value while the clock is unsynchronised
-# systemd-timesyncd creates this file once it has synchronised (used when adjtimex is refused:
-# systemd's ProtectClock= filters the whole @clock syscall set, reading included)
-_TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
+# systemd-timesyncd's runtime directory, there while it runs, and the file it creates in it once it has
+# synchronised since boot (/run is a tmpfs): read when adjtimex is refused, as under our units, whose
+# ProtectClock= filters the whole @clock syscall set, reading included
+TIMESYNCD_RUN = Path("/run/systemd/timesync")
 
 
 class _Timeval(ctypes.Structure):
@@ -52,17 +54,34 @@ class _Timex(ctypes.Structure):
     ]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # find_library runs ldconfig (~1.4 ms): once per process, not at every dashboard sample or syslog check
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
 def clock_synced() -> bool | None:
     """True when the kernel clock is disciplined by NTP (chrony, timesyncd, ntpd); None when unknown."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         tx = _Timex()  # modes 0: read only
-        state = libc.adjtimex(ctypes.byref(tx))
+        state = _libc().adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):
         state = -1
     if state >= 0:
         return state != _TIME_ERROR and not (tx.status & _STA_UNSYNC)
-    return True if _TIMESYNCD_FLAG.exists() else None
+    return timesyncd_synced(TIMESYNCD_RUN)
+
+
+def timesyncd_synced(run_dir: Path) -> bool | None:
+    """What systemd-timesyncd says when adjtimex cannot be asked: True once it has synchronised since boot, False
+    while it runs and has not (a box without an RTC before its first NTP answer, at its image's date or 1970),
+    None when it does not run (chrony or ntpd keep the clock: they leave no such file) or cannot be read."""
+    try:
+        if (run_dir / "synchronized").exists():
+            return True
+        return False if run_dir.is_dir() else None
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
