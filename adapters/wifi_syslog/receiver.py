@@ -36,7 +36,9 @@ duplicate, an AP repeating it): counted in `repeated_leaves`, not made a session
 A line that does not parse is counted in `unparsable`, kept in `last_error` and logged per sender
 (`SenderSpells`: WARNING at the first of a spell, DEBUG after, INFO once it sends a line that parses).
 A device time more than MAX_BEHIND before or MAX_AHEAD after the gateway's clock is not believed: the
-event is stored at its arrival time, counted in `device_time_ignored` and logged the same way.
+event is stored at its arrival time, counted in `device_time_ignored` and logged the same way. Unless the kernel
+says the gateway's clock is not synchronised (`GatewayClock`): then that clock is the wrong one, and the AP's
+time is kept, counted in `gateway_clock_unsynced` (an AP's clock at 1970 is still replaced).
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ from typing import Any
 from adapters.wifi_syslog.codec import decode_wifi_event
 from adapters.wifi_syslog.errors import SyslogError
 from adapters.wifi_syslog.framing import FrameSplitter
+from adapters.wifi_syslog.gateway_clock import SYNC_TTL_S, GatewayClock, SyncSource, describe_skew
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
 from gateway import redact
 from gateway.cancellation import event_set_within
+from gateway.host import clock_synced as kernel_clock_synced
 from gateway.logs import SenderSpells, StateLog, component_logger
 from gateway.wifilog.runner import SYSLOG_SESSION_ID, CommitRetry, keyed_digest, listen_error, retryable, session_key
 from gateway.wifilog.sessions import EventKind, SessionEvent
@@ -104,7 +108,11 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class SyslogReceiver:
-    """UDP and/or TCP listeners feeding one writer; `allowed` limits which senders are heard (None: any)."""
+    """UDP and/or TCP listeners feeding one writer; `allowed` limits which senders are heard (None: any).
+
+    `clock_synced` says whether the gateway's clock is synchronised (None: unknown), asked at most every
+    `sync_ttl_s`; by default the kernel (adjtimex).
+    """
 
     def __init__(
         self,
@@ -116,6 +124,8 @@ class SyslogReceiver:
         on_event: Callable[[SessionEvent], None] | None = None,
         max_pending: int = MAX_PENDING,
         drain_s: float = DRAIN_S,
+        clock_synced: SyncSource = kernel_clock_synced,
+        sync_ttl_s: float = SYNC_TTL_S,
     ) -> None:
         self.on_event = on_event
         self.store = store
@@ -152,6 +162,7 @@ class SyslogReceiver:
         self._handing_on = StateLog(log)  # on_event failing for stored events: the same
         self._unparsable = SenderSpells(log)  # lines that do not parse, per sender
         self._clocks = SenderSpells(log)  # device times not believed, per sender
+        self._gateway_clock = GatewayClock(log, clock_synced, ttl_s=sync_ttl_s)
         self._closing = False
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []
@@ -167,6 +178,7 @@ class SyslogReceiver:
             "framing_errors": 0,
             "refused_sender": 0,
             "device_time_ignored": 0,  # stored at arrival: a device time out of MAX_BEHIND..MAX_AHEAD
+            "gateway_clock_unsynced": 0,  # a device time out of those bounds kept: the gateway's clock is not synced
             "repeated_leaves": 0,  # a leave line again, dropped
             "commit_retries": 0,  # attempts made again after the store refused a commit
             "refused_queue_full": 0,  # events refused while max_pending waited
@@ -357,24 +369,26 @@ class SyslogReceiver:
             )
         skew = event.time - now
         if skew < _LEAST_SKEW or skew > MAX_AHEAD:
-            self._device_time_ignored(event, sender, now)
-            event = event._replace(time=now)
+            if self._gateway_clock.keeps(sender, event.time, now):
+                self.counters["gateway_clock_unsynced"] += 1
+            else:
+                self._device_time_ignored(event, sender, now)
+                event = event._replace(time=now)
         else:
             self._clocks.ok(sender, "wifi syslog: %s dates its association events within the bounds again", sender)
+            if self._gateway_clock.unsynced:
+                self._gateway_clock.check()
         self._pending.append((event, sender))
         self._idle.clear()
         self._wake.set()
 
     def _device_time_ignored(self, event: WifiEvent, sender: str, now: datetime) -> None:
         self.counters["device_time_ignored"] += 1
-        skew = event.time - now
-        days, seconds = divmod(abs(int(skew.total_seconds())), 86_400)
-        distance = f"{days} day{'s' if days != 1 else ''}" if days else f"{seconds // 60} min"
         self._clocks.fail(
             sender,
             "device_time_ignored",
-            f"wifi syslog: {sender} dated an association event {event.time.isoformat()}, {distance} "
-            f"{'ahead of' if skew > MAX_AHEAD else 'behind'} the gateway's clock; stored at its arrival time "
+            f"wifi syslog: {sender} dated an association event {event.time.isoformat()}, "
+            f"{describe_skew(event.time - now)} the gateway's clock; stored at its arrival time "
             f"{now.isoformat()} instead; set the AP's clock (NTP)",
             "its clock is right again",
         )

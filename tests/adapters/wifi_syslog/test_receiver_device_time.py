@@ -1,6 +1,7 @@
-"""A device time more than a day behind or five minutes ahead of the gateway's clock is not believed: the event
+"""A device time more than a day behind or ahead of the synchronised gateway's clock is not believed: the event
 is stored at its arrival time, counted and logged once a spell, so an AP booted before NTP (1970) or a clock in
-the future cannot file a session in a period the next expiry erases at once, or one never erased."""
+the future cannot file a session in a period the next expiry erases at once, or one never erased. (While the
+gateway's clock is not synchronised: test_receiver_gateway_clock.py.)"""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ async def test_a_clock_in_1970_or_2099_is_stored_at_arrival_and_survives_the_exp
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = WifiLogStore(tmp_path)
-    rx = SyslogReceiver(store, clock=lambda: NOW)
+    rx = SyslogReceiver(store, clock=lambda: NOW, clock_synced=lambda: True)
     _, _ = await rx.start_udp("127.0.0.1", 0)
     caplog.set_level(logging.DEBUG, LOGGER)
     caplog.clear()
@@ -61,7 +62,7 @@ async def test_a_clock_in_1970_or_2099_is_stored_at_arrival_and_survives_the_exp
 
 def test_the_stored_time_is_the_device_time_within_the_bounds_else_the_arrival(tmp_path: Path) -> None:
     store = WifiLogStore(tmp_path)
-    rx = SyslogReceiver(store, clock=lambda: NOW)
+    rx = SyslogReceiver(store, clock=lambda: NOW, clock_synced=lambda: True)
 
     @settings(max_examples=300)
     @example(NOW - MAX_BEHIND)
