@@ -8,8 +8,10 @@ Beyond Orion's 400s it refuses what makes Orion answer **500** (which an uplink 
 transient and would retry forever): object keys starting with `$` (update operators, or refused by
 its database), GeoJSON its MongoDB index cannot take (see `gateway.ngsi.geojson`), and attribute
 values Orion-LD cannot hold (over `MAX_VALUE_BYTES` of JSON). It refuses what would arrive changed
-too: integers beyond ±2^53, which Orion and the IoT Agents hold as doubles, and metadata names
-NGSI-LD reserves (metadata become sub-properties there, and the broker refuses the entity).
+too: integers beyond ±2^53, which Orion and the IoT Agents hold as doubles (`EXACT_INTEGER_MAX`, the
+limit adapters.jsonmap applies at the field too), metadata names NGSI-LD reserves (metadata become
+sub-properties there, and the broker refuses the entity) and a metadata `unitCode` that is not text
+(NGSI-LD's unitCode member is a string).
 
 It also owns the NGSI value typing the converters share: `ngsi_type` (explicit, else inferred from
 the value) and `canonical_datetime` (any ISO 8601 with a zone → `YYYY-MM-DDThh:mm:ss.sssZ` UTC).
@@ -37,13 +39,14 @@ MAX_NESTING = 50
 MAX_VALUE_BYTES = 63_000
 # orjson escapes a control character as \uXXXX: a string this short can never exceed the limit
 _TEXT_FAST_LIMIT = MAX_VALUE_BYTES // 6
-# orjson's integer range: beyond it a value cannot even be serialized
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 # Orion holds a Number as a C double (ContextAttribute::numberValue, read with rapidjson's GetDouble)
 # and the IoT Agents JSON.parse it into one: beyond ±2^53 an integer arrives as another number
-# (9007199254740993 as ...992), on every uplink, silently
-_EXACT_MIN, _EXACT_MAX = -(2**53), 2**53
-_INEXACT = "is beyond ±2^53, which Orion and the IoT Agents hold as a double (it would arrive as another number)"
+# (9007199254740993 as ...992), on every uplink, silently. The one rule for every integer a reading
+# carries, whatever made it: adapters.jsonmap holds its Number fields to the same limit and reason.
+EXACT_INTEGER_MAX = 2**53
+DOUBLE_CHANGES_IT = "which Orion and the IoT Agents hold as a double (it would arrive as another number)"
+_EXACT_MIN, _EXACT_MAX = -EXACT_INTEGER_MAX, EXACT_INTEGER_MAX
+_INEXACT = f"is beyond ±2^53, {DOUBLE_CHANGES_IT}"
 _INEXACT_FIX = "declare the attribute Text and send the digits as a string, or scale it at the source"
 # Written by the converters themselves, so a reading must not bring its own
 CONVERTER_ATTRIBUTES = frozenset({"TimeInstant", "timeSource"})
@@ -55,12 +58,18 @@ LD_GEO_NAMES = frozenset({"location", "observationSpace", "operationSpace"})
 LD_ATTRIBUTE_MEMBERS = frozenset({"value", "object", "observedAt", "datasetId", "languageMap"})
 # NGSI-LD has no metadata: each item becomes a sub-property of its attribute, where the broker refuses
 # these names (a 207 for the whole entity) or they are the attribute's own members (`type`, `createdAt`,
-# `value`: the converter would drop them, and the reading would arrive without them, unsaid)
+# `value`: the converter would have to leave them out, and the reading would arrive without them)
 LD_RESERVED_METADATA = LD_GEO_NAMES | LD_RESERVED_ATTRIBUTES | LD_ATTRIBUTE_MEMBERS | {"id", "type"}
 DEPRECATED_GEO_TYPES = frozenset({"geo:point", "geo:line", "geo:box", "geo:polygon"})
 # Orion parses both as dates ("ISO8601" is its older spelling); the converters render them canonical
 DATETIME_TYPES = frozenset({"DateTime", "ISO8601"})
 _URN_PREFIX = "urn:ngsi-ld:"
+# a device's own time for one attribute: v2 writes TimeInstant from observed_at and refuses a TimeInstant
+# metadata, so NGSI-LD's observedAt comes from observed_at too, or the two uplinks would disagree on the time
+_OBSERVED_AT_FIX = (
+    "rename the metadata (each attribute's observedAt is the reading's observed_at:"
+    " give the device's time as the reading's time)"
+)
 _DATETIME_FIX = "send ISO 8601 with a zone, such as 2024-05-01T09:00:00+09:00 or 2024-05-01T00:00:00Z"
 
 
@@ -186,9 +195,8 @@ _NOT_JSON = "must be JSON data (str, number, bool, null, list, object)"
 
 
 def _int_problem(value: int) -> tuple[str, str]:
-    """Why an integer outside ±2^53 cannot be sent (the caller has found it outside)."""
-    if not _INT_MIN <= value <= _INT_MAX:
-        return f"integer {value} is out of the 64-bit range", ""
+    """Why an integer outside ±2^53 cannot be sent (the caller has found it outside); beyond 64 bits, where
+    it could not even be serialized, the reason a technician can act on is the same."""
     return f"integer {value} {_INEXACT}", _INEXACT_FIX
 
 
@@ -445,13 +453,25 @@ class ReadingChecker:
                     where,
                     f"metadata name must not be {mname!r}, NGSI-LD reserves it (metadata become sub-properties there)",
                     mname,
-                    "rename the metadata",
+                    _OBSERVED_AT_FIX if mname == "observedAt" else "rename the metadata",
                     metadata=mname,
                 )
             if mname == "TimeInstant" or (mname == "unitCode" and attr.unit is not None):
                 raise self._fail(r, where, "metadata is written by the converter (from observed_at / unit)", mname)
             typed = isinstance(mvalue, Mapping) and "value" in mvalue and set(mvalue) <= {"type", "value"}
             value = mvalue["value"] if typed else mvalue
+            if mname == "unitCode" and value is not None and not isinstance(value, str):
+                # v2 would carry any value; NGSI-LD's unitCode member only text (ld.py would have to drop it)
+                raise self._fail(
+                    r,
+                    where,
+                    "unitCode must be text, a UN/CEFACT common code such as MTR, CEL or P1"
+                    " (NGSI-LD's unitCode member is a string)",
+                    value,
+                    "give the unit as the attribute's unit instead",
+                    got=f"{value_kind(value)} {_shown(value)}",
+                    metadata=mname,
+                )
             mtype = ngsi_type(str(mvalue.get("type") or "") if typed else "", value)
             self._check_type_name(r, where, mtype)
             self._check_structure(r, where, value)
@@ -526,8 +546,6 @@ class ReadingChecker:
                 if len(value) > _TEXT_FAST_LIMIT:
                     self._check_size(r, name, _json_size(value), value)
             elif tv is int:
-                if not _INT_MIN <= value <= _INT_MAX:
-                    raise self._fail(r, name, "integer is out of the 64-bit range", value)
                 if not _EXACT_MIN <= value <= _EXACT_MAX:
                     raise self._fail(r, name, f"integer {_INEXACT}", value, _INEXACT_FIX)
             elif not (tv is bool or value is None):

@@ -3,39 +3,86 @@
 Ids become URNs (`urn:ngsi-ld:<Type>:<id>` unless already `urn:`); attributes become `Property`
 (with `unitCode` and `observedAt`), `Relationship` (with `object`) or `GeoProperty`; `DateTime`
 values are JSON-LD typed values. NGSI-LD has no metadata: a reading's metadata become
-sub-properties (a metadata `unitCode` becomes the `unitCode` member, `ignoreType` is dropped).
-The time source is the entity Property `timeSource` (`device` or `gateway`). Attributes whose
-value is null are left out: NGSI-LD gives null the meaning "delete".
+sub-properties (a metadata `unitCode` becomes the `unitCode` member unless the attribute has a unit,
+which wins as in v2; `ignoreType`, which only tells Orion v2 not to index a location, and null
+metadata are left out). The time source is the entity Property `timeSource` (`device` or
+`gateway`). Attributes whose value is null are left out: NGSI-LD gives null the meaning "delete".
+
+A metadata an entity cannot carry (named like one of the attribute's own members, or a `unitCode`
+that is not text) is left out of it, and `MetadataDrops` counts it per (entity type, attribute,
+metadata name) and logs the first one of each: check_reading refuses such metadata at the source,
+so only a reading stored before it did (an outbox kept over an upgrade) comes here with one.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.ngsi.check import DATETIME_TYPES, canonical_datetime, ngsi_type
+from gateway.ngsi.check import DATETIME_TYPES, LD_ATTRIBUTE_MEMBERS, canonical_datetime, ngsi_type, value_kind
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.geojson import geometry_of
 from gateway.ngsi.values import encode_attribute_value, encode_metadata_value
 from gateway.records import Reading, iso_utc
 
+log = logging.getLogger(__name__)
+
 LD_BODY_OVERHEAD = 2  # the brackets of the JSON array
 _URN_PREFIX = "urn:ngsi-ld:"
-# members of an NGSI-LD attribute; metadata with these names cannot become sub-properties
-_ATTRIBUTE_MEMBERS = frozenset(
-    {
-        "type",
-        "value",
-        "object",
-        "observedAt",
-        "unitCode",
-        "datasetId",
-        "languageMap",
-        "createdAt",
-        "modifiedAt",
-        "ignoreType",
-    }
-)
+# members of an NGSI-LD attribute a sub-property cannot be named after (unitCode is mapped, below)
+_ATTRIBUTE_MEMBERS = LD_ATTRIBUTE_MEMBERS | {"type", "createdAt", "modifiedAt"}
+_MEMBER_WHY = {
+    name: f"NGSI-LD uses {name!r} for the attribute's own member"
+    + (", which the converter writes from the reading's observed_at" if name == "observedAt" else "")
+    for name in _ATTRIBUTE_MEMBERS
+}
+
+
+class MetadataDrops:
+    """Metadata left out of NGSI-LD entities, counted per (entity type, attribute, metadata name).
+
+    The first of each is logged at WARNING, with names only: an entity id or a metadata value may be
+    personal data (a card number in an id, an e-mail in a note). At most `max_names` names are
+    remembered; beyond, drops still count in `total` and are logged at DEBUG.
+    """
+
+    def __init__(self, component: str = "ngsi-ld", *, max_names: int = 1024) -> None:
+        self.component = component  # the uplink's name on the log line
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self.total = 0
+        self._max_names = max_names
+
+    def note(self, reading: Reading, attribute: str, metadata: str, why: str) -> None:
+        self.total += 1
+        key = (reading.entity_type, attribute, metadata)
+        seen = self.counts.get(key)
+        if seen is not None:
+            self.counts[key] = seen + 1
+            return
+        full = len(self.counts) >= self._max_names
+        if not full:
+            self.counts[key] = 1
+        log.log(
+            logging.DEBUG if full else logging.WARNING,
+            "%s.%s.metadata.%s: left out of the NGSI-LD entity (a reading of adapter %s), %s;"
+            " rename the metadata where it is made (check_reading refuses it now: this reading was stored"
+            " before). Further ones are counted, not logged",
+            *key,
+            reading.source.adapter,
+            why,
+            extra={"component": self.component},
+        )
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {
+            "metadata_dropped": self.total,
+            "metadata_dropped_by_name": {".".join(key): n for key, n in self.counts.items()},
+        }
+
+
+# for callers that keep no MetadataDrops of their own
+DROPPED_METADATA = MetadataDrops()
 
 
 def ld_entity_id(entity_id: str, entity_type: str) -> str:
@@ -47,16 +94,26 @@ def _relationship_object(target: str) -> str:
     return target if target.startswith("urn:") else _URN_PREFIX + target
 
 
-def _sub_properties(prop: dict[str, Any], metadata: Mapping[str, Any], encoding: ValueEncoding) -> None:
-    for mname, mvalue in metadata.items():
+def _sub_properties(
+    prop: dict[str, Any], reading: Reading, name: str, has_unit: bool, encoding: ValueEncoding, drops: MetadataDrops
+) -> None:
+    for mname, mvalue in reading.attributes[name].metadata.items():
         typed = isinstance(mvalue, Mapping) and "value" in mvalue and set(mvalue) <= {"type", "value"}
         raw = mvalue["value"] if typed else mvalue
-        if raw is None:
+        if raw is None or mname == "ignoreType":
             continue
-        if mname == "unitCode" and isinstance(raw, str):
-            prop["unitCode"] = raw
+        if mname == "unitCode":
+            if has_unit:
+                drops.note(reading, name, mname, "the attribute's unit is sent as unitCode")
+            elif isinstance(raw, str):
+                prop["unitCode"] = raw
+            else:
+                drops.note(
+                    reading, name, mname, f"NGSI-LD's unitCode member takes a unit code as text, got {value_kind(raw)}"
+                )
             continue
         if mname in _ATTRIBUTE_MEMBERS:
+            drops.note(reading, name, mname, _MEMBER_WHY[mname])
             continue
         mtype = ngsi_type(str(mvalue.get("type") or "") if typed else "", raw)
         if mtype in DATETIME_TYPES and isinstance(raw, str):
@@ -65,9 +122,12 @@ def _sub_properties(prop: dict[str, Any], metadata: Mapping[str, Any], encoding:
             prop[mname] = {"type": "Property", "value": encode_metadata_value(raw, encoding)}
 
 
-def to_ld_entity(reading: Reading, *, encoding: ValueEncoding, context: str | None) -> dict[str, Any]:
+def to_ld_entity(
+    reading: Reading, *, encoding: ValueEncoding, context: str | None, drops: MetadataDrops = DROPPED_METADATA
+) -> dict[str, Any]:
     """The NGSI-LD entity; with `context` the `@context` is inline (send `application/ld+json`),
-    without it the caller sends the context in a `Link` header with `application/json`."""
+    without it the caller sends the context in a `Link` header with `application/json`. Metadata the
+    entity cannot carry are counted in `drops`."""
     when = iso_utc(reading.observed_at)
     entity: dict[str, Any] = {"id": ld_entity_id(reading.entity_id, reading.entity_type), "type": reading.entity_type}
     for name, attr in reading.attributes.items():
@@ -90,7 +150,7 @@ def to_ld_entity(reading: Reading, *, encoding: ValueEncoding, context: str | No
             prop["unitCode"] = attr.unit
         prop["observedAt"] = when
         if attr.metadata:
-            _sub_properties(prop, attr.metadata, encoding)
+            _sub_properties(prop, reading, name, attr.unit is not None, encoding, drops)
         entity[name] = prop
     entity["timeSource"] = {"type": "Property", "value": reading.time_source.value, "observedAt": when}
     if context is not None:

@@ -39,7 +39,7 @@ def gauge(value: object, *, at: datetime = T0, unit: str | None = "MTR", atype: 
         (float("inf"), "must be a finite number, got inf"),
         ("1.25", "type Number needs a number, got a string"),
         (True, "type Number needs a number, got a boolean"),
-        (2**64, "64"),
+        (2**64, "integer is beyond ±2^53"),
     ],
 )
 def test_after_a_good_reading_the_same_attribute_still_refuses_bad_values(bad: object, message: str) -> None:

@@ -3,7 +3,7 @@
 NGSI v2 takes a metadata named `location`, `scope` or `id`; NGSI-LD, where each metadata item is a
 sub-property of its attribute, refuses the whole entity (207: "location must be a GeoProperty",
 "Reserved attribute name"), and a sub-property named `type`, `createdAt`, `value` or `observedAt` would
-collide with the attribute's own member and be dropped. One reading must fit every uplink, so check_reading refuses
+collide with the attribute's own member and be left out. One reading must fit every uplink, so check_reading refuses
 them with the attribute and the metadata name; the metadata this gateway adds itself still pass.
 """
 
@@ -67,9 +67,14 @@ def test_a_metadata_name_ngsi_ld_reserves_is_refused_naming_attribute_and_metada
 ) -> None:
     with pytest.raises(ReadingError) as err:
         ReadingChecker().check(gauge({name: "bridge pier 3"}), encoding=encoding)
+    fix = "rename the metadata"
+    if name == "observedAt":  # a device's own time: where it belongs instead
+        fix += (
+            " (each attribute's observedAt is the reading's observed_at: give the device's time as the reading's time)"
+        )
     assert str(err.value) == (
         f"{GAUGE}.waterLevel.metadata.{name}: metadata name must not be {name!r}, NGSI-LD reserves it"
-        f" (metadata become sub-properties there), got {name!r}; rename the metadata"
+        f" (metadata become sub-properties there), got {name!r}; {fix}"
     )
 
 

@@ -73,6 +73,8 @@ class NgsiLdUplink(HttpBatchUplink):
         super().__init__(config, context, clock=clock)
         # entity id -> (the unclassified answer it got, how many times in a row)
         self._unclassified: dict[str, tuple[str, int]] = {}
+        # metadata an entity cannot carry, counted for this uplink's status and logged under its name
+        self._dropped = ld.MetadataDrops(config.name)
 
     @property
     def _ld(self) -> NgsiLdConfig:
@@ -82,8 +84,15 @@ class NgsiLdUplink(HttpBatchUplink):
     def _entity(self, reading: Reading) -> dict[str, Any]:
         inline = self._ld.context_mode is ContextMode.INLINE
         return ld.to_ld_entity(
-            reading, encoding=self.config.value_encoding, context=self._ld.context if inline else None
+            reading,
+            encoding=self.config.value_encoding,
+            context=self._ld.context if inline else None,
+            drops=self._dropped,
         )
+
+    def diagnostics(self) -> dict[str, Any]:
+        """For status.json: the metadata left out of entities (readings stored before check_reading refused it)."""
+        return self._dropped.diagnostics()
 
     def _body(self, entities: Sequence[bytes]) -> bytes:
         return ld.ld_upsert_body(entities)
