@@ -30,8 +30,9 @@ class LargeNumber:
     (orjson rounds it to a float) or any number beyond a double's range (orjson refuses the document).
 
     Only adapters.jsonmap.decode makes them, and only after orjson refused or rounded; each reader
-    takes what its type needs (a Text field the integer's digits, a Number the nearest float) or
-    refuses it for its own field. None ever reaches a Reading.
+    takes what its type needs (a Text field the integer's digits, a Number a fraction's nearest float
+    or an integer a scale brings within ±2^53) or refuses it for its own field. None ever reaches a
+    Reading.
     """
 
     literal: str  # JSON number grammar, checked by the parser that made it

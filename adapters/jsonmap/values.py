@@ -1,4 +1,7 @@
-"""JSON values → values of the declared NGSI type (Number scaled in decimal, Text, Boolean, DateTime, ...)."""
+"""JSON values → values of the declared NGSI type (Number scaled in decimal, Text, Boolean, DateTime, ...).
+
+A Number's integer stays an integer, and is refused (bad_value) beyond ±2^53, where the platform would
+change it, rather than sent as the float nearest to it (gateway.ngsi.check's rule, at the field)."""
 
 from __future__ import annotations
 
@@ -15,9 +18,15 @@ from adapters.jsonmap.errors import FieldError, Problem, describe, type_name
 from adapters.jsonmap.numbers import INTEGER_TEXT_RE, LargeNumber, number_text
 from adapters.jsonmap.paths import JsonPath, parse_path
 from adapters.jsonmap.timestamps import parse_iso, quote_time
+from gateway.ngsi.check import DOUBLE_CHANGES_IT, EXACT_INTEGER_MAX
 from gateway.records import iso_utc
 
-_EXACT_INT = 2**53  # beyond, a float no longer holds every integer: keep the float the value became
+# check_reading's rule, applied at the field: an integer beyond it is refused naming the field, masked, as
+# bad_value; never a float (which check_reading would pass, and which would reach the platform rounded)
+_INEXACT_INTEGER = f"is an integer beyond ±2^53{{after}}, {DOUBLE_CHANGES_IT}, got {{got}}; {{fix}}"
+_TEXT_FIX = 'map it with type = "Text" to send its digits'
+_INT_LOW, _INT_HIGH = -EXACT_INTEGER_MAX, EXACT_INTEGER_MAX
+_FLOAT_LOW, _FLOAT_HIGH = -ROUNDED, ROUNDED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,13 +71,42 @@ def _wrong_type(a: AttributeRule, want: str, raw: Any) -> FieldError:
     return _fail(a, f"must be {want}, got {type_name(raw)} {describe(raw)}", Problem.WRONG_TYPE)
 
 
+def _inexact(a: AttributeRule, raw: Any) -> FieldError:
+    scaled = a.scale is not None
+    return _fail(
+        a,
+        _INEXACT_INTEGER.format(
+            after=" after scaling" if scaled else "",
+            got=describe(raw),
+            fix=_TEXT_FIX + (", or a smaller scale" if scaled else ""),
+        ),
+        Problem.BAD_VALUE,
+    )
+
+
 def _number(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
     t = raw.__class__  # bool is not int here: true is not a number
-    if t is int or t is float:
+    if t is float:
+        if not _FLOAT_LOW < raw < _FLOAT_HIGH:
+            # maybe an integer beyond 64 bits that orjson rounded: the adapter reads the item again, exactly
+            raise InexactNumber(
+                "is a number beyond ±2^63 that cannot be read exactly (it may be an integer beyond 64 bits), "
+                f"got {describe(raw)}; send it as a JSON string, or as a smaller number",
+                problem=Problem.BAD_VALUE,
+                path=a.path,
+                path_text=a.path_text,
+                subject=a.subject,
+            )
         if a.scale is None:
-            return raw  # as sent: integers stay integers (orjson gives no NaN or infinity)
-        exact = Decimal(raw) if t is int else Decimal(repr(raw))
-        is_integer = t is int
+            return raw  # orjson gives no NaN or infinity
+        exact, is_integer = Decimal(repr(raw)), False
+    elif t is int:
+        if a.scale is None:
+            # as sent: integers stay integers, those a double holds
+            if _INT_LOW <= raw <= _INT_HIGH:
+                return raw
+            raise _inexact(a, raw)
+        exact, is_integer = Decimal(raw), True
     elif t is str:
         d = number_text(raw)
         if d is None:
@@ -76,18 +114,20 @@ def _number(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
         exact = d
         is_integer = INTEGER_TEXT_RE.match(raw) is not None
     elif t is LargeNumber:  # beyond 64 bits or beyond a double (adapters.jsonmap.decode)
+        is_integer = raw.integer
         f = raw.as_float()
-        if math.isfinite(f):
+        if is_integer:
+            exact = Decimal(raw.literal)  # every digit: a scale may bring it back into range, exactly
+        elif math.isfinite(f):
             if a.scale is None:
                 return f  # the float orjson gives for it: an item maps alike whichever parser read it
-            exact, is_integer = Decimal(repr(f)), False
+            exact = Decimal(repr(f))
         else:
             # no double holds it, but a scale may bring it back into range (1e310 × 0.001)
             try:
                 exact = Decimal(raw.literal)
             except ArithmeticError:  # an exponent beyond even Decimal's own (1e99999999999999999999)
                 exact = Decimal("Infinity")
-            is_integer = raw.integer
     else:
         raise _wrong_type(a, "a number", raw)
     try:
@@ -99,7 +139,9 @@ def _number(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
     if not math.isfinite(value):
         after = " after scaling" if a.scale is not None else ""
         raise _fail(a, f"is out of range{after}, got {describe(raw)}", Problem.BAD_VALUE)
-    if is_integer and abs(value) < _EXACT_INT and (a.scale_integral or scaled == scaled.to_integral_value()):
+    if is_integer and (a.scale_integral or scaled == scaled.to_integral_value()):
+        if abs(scaled) > EXACT_INTEGER_MAX:
+            raise _inexact(a, raw)
         return int(scaled)
     return value
 

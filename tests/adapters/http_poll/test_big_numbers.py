@@ -251,23 +251,21 @@ def is_integer_literal(lit: str) -> bool:
 
 def number_outcome(lit: str, scale: str | None) -> Any:
     """What a Number attribute holds for `lit` (adapters.jsonmap.values): its value, or "bad_value"."""
-    # orjson's integers stay integers; a larger one is its float, like any other number (inf: orjson refuses it)
-    in_64_bits = is_integer_literal(lit) and -(2**63) <= int(lit) < 2**64
-    raw: int | float = int(lit) if in_64_bits else float(lit)
-    if scale is None:
-        return raw if isinstance(raw, int) or math.isfinite(raw) else "bad_value"
-    if isinstance(raw, int):
-        exact, integer = Decimal(raw), True
-    elif math.isfinite(raw):
-        exact, integer = Decimal(repr(raw)), False  # a float scales from its shortest text
+    integer = is_integer_literal(lit)
+    if integer:
+        exact = Decimal(lit)  # every digit: beyond 64 bits orjson's rounded float sends the item to the exact parse
     else:
-        exact, integer = Decimal(lit), is_integer_literal(lit)  # no double holds it: the literal
-    scaled = exact * Decimal(scale)
+        raw = float(lit)
+        if scale is None:
+            return raw if math.isfinite(raw) else "bad_value"
+        exact = Decimal(repr(raw)) if math.isfinite(raw) else Decimal(lit)  # a float scales from its shortest text
+    scaled = exact * Decimal(scale) if scale else exact
     value = float(scaled)
     if not math.isfinite(value):
         return "bad_value"
-    if integer and abs(value) < 2**53 and scaled == scaled.to_integral_value():
-        return int(scaled)
+    if integer and scaled == scaled.to_integral_value():
+        # an integer a double cannot hold exactly is refused, never sent as another number (check_reading's rule)
+        return int(scaled) if abs(scaled) <= 2**53 else "bad_value"
     return value
 
 

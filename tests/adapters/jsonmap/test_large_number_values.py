@@ -36,8 +36,11 @@ def rule(type: str, scale: float | None = None) -> AttributeRule:
 
 
 def number_fits(n: LargeNumber, scale: float | None) -> bool:
-    """Whether a Number attribute holds `n` (times `scale`) as a finite double (adapters.jsonmap.values)."""
-    if n.is_finite():
+    """Whether a Number attribute holds `n` (times `scale`) as a finite double, and an integer only where a
+    double holds it exactly, within ±2^53 (adapters.jsonmap.values, gateway.ngsi.check)."""
+    if n.integer:
+        exact = Decimal(n.literal)  # every digit
+    elif n.is_finite():
         exact = Decimal(repr(n.as_float()))  # as orjson's float scales
     else:
         try:
@@ -45,7 +48,10 @@ def number_fits(n: LargeNumber, scale: float | None) -> bool:
         except ArithmeticError:
             return False
     try:
-        return math.isfinite(float(exact * Decimal(repr(scale)) if scale else exact))
+        scaled = exact * Decimal(repr(scale)) if scale else exact
+        if n.integer and scaled == scaled.to_integral_value():
+            return abs(scaled) <= 2**53
+        return math.isfinite(float(scaled))
     except ArithmeticError:
         return False
 
@@ -80,8 +86,15 @@ def test_a_large_number_becomes_a_value_of_its_type_or_its_fields_error(
 
 def test_the_readers_wording_for_large_numbers() -> None:
     big, huge = LargeNumber("18446744073709551616"), LargeNumber("1e400")
-    assert coerce(rule("Number"), big, TOKYO) == 1.8446744073709552e19  # the float orjson gives for it
-    assert coerce(rule("Number", 1e-10), big, TOKYO) == 1844674407.3709552
+    # an integer no double holds exactly is refused (test_exact_integers.py), never the float orjson gives for it
+    with pytest.raises(FieldError) as info:
+        coerce(rule("Number"), big, TOKYO)
+    assert (info.value.problem, str(info.value)) == (
+        Problem.BAD_VALUE,
+        "v (attribute v): is an integer beyond ±2^53, which Orion and the IoT Agents hold as a double (it would"
+        ' arrive as another number), got <20 digits>; map it with type = "Text" to send its digits',
+    )
+    assert coerce(rule("Number", 1e-10), big, TOKYO) == 1844674407.3709552  # a fraction once scaled
     assert coerce(rule("Number", 0.001), LargeNumber("1e310"), TOKYO) == 1e307
     assert coerce(rule("Text"), big, TOKYO) == "18446744073709551616"
     assert coerce(rule("Text"), LargeNumber("2.5e19"), TOKYO) == "2.5e+19"

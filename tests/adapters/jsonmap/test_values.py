@@ -92,7 +92,7 @@ def test_numeric_text_means_the_same_as_the_number(x: float) -> None:
         (100, 0.01, 1),  # whole after scaling: an integer
         (3012, 0.001, 3.012),
         (21.5, None, 21.5),
-        (2**64, None, 2**64),  # as sent
+        (2**53, None, 2**53),  # as sent: a double holds every integer up to 2^53 (beyond: test_exact_integers.py)
         ("2.35", None, 2.35),
         ("-7", 0.01, -0.07),
         ("12", None, 12),
@@ -114,6 +114,13 @@ def test_numbers_are_kept_or_scaled_exactly(raw: Any, scale: float | None, value
         ("Number", True, "wrong_type", "level (attribute waterLevel): must be a number, got bool True"),
         ("Number", [1], "wrong_type", "level (attribute waterLevel): must be a number, got list [<1 digit>]"),
         ("Number", "1e400", "bad_value", "level (attribute waterLevel): is out of range, got '<5 chars>'"),
+        (
+            "Number",
+            2**64,
+            "bad_value",
+            "level (attribute waterLevel): is an integer beyond ±2^53, which Orion and the IoT Agents hold as a"
+            ' double (it would arrive as another number), got <20 digits>; map it with type = "Text" to send its digits',
+        ),
         ("Text", False, "wrong_type", "level (attribute waterLevel): must be a string, got bool False"),
         ("Text", {"a": 1}, "wrong_type", "level (attribute waterLevel): must be a string, got dict {'a': <1 digit>}"),
         ("Boolean", "yes", "wrong_type", "level (attribute waterLevel): must be true or false, got str '<3 letters>'"),
