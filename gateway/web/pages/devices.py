@@ -211,4 +211,9 @@ async def poll(request: web.Request) -> web.StreamResponse:
     except ControlError as exc:
         status = 404 if exc.code == "not_found" else 400
         return web.json_response({"error": exc.message}, status=status)
-    return web.json_response(result)
+    if not isinstance(result, Mapping):
+        return web.json_response(result)
+    # the page may have been rendered before the gateway knew the job, or while it did not answer: its
+    # refresh names the tool as the page would now, in the user's language
+    messages = request.app[CATALOGS].messages.get(language(request), {})
+    return web.json_response({**result, "heading": job_heading(result, messages, translator(request))})

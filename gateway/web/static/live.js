@@ -205,9 +205,15 @@
   function toolJob(section) {
     var out = document.getElementById("tool-progress");
     var state = document.getElementById("tool-state");
+    var heading = section.querySelector("h1");
     var next = 0;
     var p = poller(section, function () { return section.dataset.poll + "?after=" + next; }, function (doc) {
       if (doc.error) { state.textContent = doc.error; p.stop(); return; }
+      // the page may have been rendered before the gateway knew the job: the server names its tool now
+      if (heading && doc.heading && heading.textContent !== doc.heading) {
+        heading.textContent = doc.heading;
+        document.title = doc.heading + " — " + section.dataset.appName;  // as base.html's <title>
+      }
       doc.lines.forEach(function (line) { out.appendChild(document.createTextNode(line + "\n")); });
       next = doc.next;
       if (doc.done) {
