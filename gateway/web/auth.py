@@ -9,7 +9,10 @@ planted before login is worthless after it (session fixation). A logged-in sessi
 activity; an anonymous one only at that lifetime (a login page left open still works). Requests under /api/ are
 the pages' own polls (static/live.js, every few seconds while a tab is open) and are no sign of anyone at the
 keyboard: they do not keep a session alive, and one that comes after the idle timeout gets 401 JSON, on which
-the page goes to the login page, which says the session ran out. The user is read from the account
+the page goes to the login page, which says the session ran out. A second cookie, `edgegw_browser` (random,
+HttpOnly, SameSite=Strict, for as long as the browser runs), names the browser across logins and restarts of
+this UI: the sessions' CSRF tokens are signed for it (gateway.web.formtoken), so that a form refused after a
+restart can be told from a forged one (gateway.web.csrf). The user is read from the account
 store on every request: a removed or disabled user, a changed role or an admin's password reset takes effect
 at the next click, not at the next login. A password set by another process (`edgegw user passwd` on the box)
 cannot call `drop_user` here, so a logged-in session also keeps the user's `password_changed_at` of its login
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,11 +38,15 @@ from aiohttp import web
 
 from gateway.accounts.store import Role, User
 from gateway.accounts.throttle import AddressThrottle
+from gateway.web import formtoken
+from gateway.web.keptform import KeptForm
 from gateway.web.services import SERVICES, WebServices
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 COOKIE = "edgegw_session"
+BROWSER_COOKIE = "edgegw_browser"
+_BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 STATIC_PREFIX = "/static/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,6 +73,7 @@ class Session:
     # the user's password_changed_at at login; None until the login request ends, and a session whose
     # login never recorded it is not trusted
     password_changed_at: float | None = None
+    resend: KeptForm | None = None  # a refused form carried through the login, offered once at /form/resend
 
 
 def _digest(token: str) -> str:
@@ -83,9 +92,11 @@ class SessionTable:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def new(self, now: float, *, language: str | None = None) -> tuple[str, Session]:
+    def new(self, now: float, *, language: str | None = None, csrf_token: str | None = None) -> tuple[str, Session]:
+        """`csrf_token`: the web's signed one (auth.csrf_token_for); a random one without."""
         token = secrets.token_urlsafe(32)  # 256 bits
-        session = Session(key=_digest(token), csrf_token=secrets.token_urlsafe(32), created_at=now, last_seen=now)
+        csrf = csrf_token if csrf_token is not None else secrets.token_urlsafe(32)
+        session = Session(key=_digest(token), csrf_token=csrf, created_at=now, last_seen=now)
         session.language = language
         self._sessions[session.key] = session
         self._anonymous[session.key] = None
@@ -94,12 +105,14 @@ class SessionTable:
             self._sessions.pop(oldest, None)
         return token, session
 
-    def login(self, old: Session | None, user: str, now: float) -> tuple[str, Session]:
+    def login(
+        self, old: Session | None, user: str, now: float, *, csrf_token: str | None = None
+    ) -> tuple[str, Session]:
         """A fresh token for a user who just proved their password; the old session is gone."""
         language = old.language if old is not None else None
         if old is not None:
             self.drop(old)
-        token, session = self.new(now, language=language)
+        token, session = self.new(now, language=language, csrf_token=csrf_token)
         self._anonymous.pop(session.key, None)
         session.user = user
         session.logged_in_at = now
@@ -140,6 +153,7 @@ class SessionTable:
 
 SESSIONS = web.AppKey("sessions", SessionTable)
 SESSION = web.RequestKey("session", Session)
+BROWSER = web.RequestKey("browser", str)
 USER = web.RequestKey[User | None]("user")
 THROTTLE = web.AppKey("login_throttle", AddressThrottle)
 # Argon2id takes 64 MiB and a tenth of a second per check. The store bounds the checks itself; bounding them
@@ -157,6 +171,16 @@ def set_cookie(response: web.StreamResponse, token: str) -> None:
     response.set_cookie(COOKIE, token, secure=True, httponly=True, samesite="Strict", path="/")
 
 
+def browser_id(request: web.Request) -> str:
+    """The id of the request's browser (its `edgegw_browser` cookie, or the one this answer gives it)."""
+    return request[BROWSER]
+
+
+def csrf_token_for(request: web.Request, now: float) -> str:
+    """A new CSRF token signed for the request's browser."""
+    return formtoken.mint(services(request).form_key, browser_id(request), now)
+
+
 def session_of(request: web.Request) -> Session:
     session: Session = request[SESSION]
     return session
@@ -170,11 +194,16 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     table = request.app[SESSIONS]
     svc = services(request)
     now = svc.clock()
+    browser = request.cookies.get(BROWSER_COOKIE, "")
+    new_browser = not _BROWSER_ID.fullmatch(browser)
+    if new_browser:
+        browser = secrets.token_urlsafe(32)
+    request[BROWSER] = browser
     token = request.cookies.get(COOKIE)
     session, timed_out = table.get(token, now, activity=not _is_api(request)) if token else (None, False)
     new_token: str | None = None
     if session is None:
-        new_token, session = table.new(now)
+        new_token, session = table.new(now, csrf_token=csrf_token_for(request, now))
         session.timed_out = timed_out
     user: User | None = None
     if session.user is not None:
@@ -183,7 +212,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
             log.info("web: a logged-in session ended: its user was removed or disabled, or got a new password")
             user = None
             table.drop(session)
-            new_token, session = table.new(now, language=session.language)
+            new_token, session = table.new(now, language=session.language, csrf_token=csrf_token_for(request, now))
     session.fresh = new_token is not None
     request[SESSION] = session
     request[USER] = user
@@ -191,13 +220,20 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = await handler(request)
     except web.HTTPException as exc:
         await _stamp_login(request, user)
-        if new_token is not None and request.get(SESSION) is session:
-            set_cookie(exc, new_token)
+        _set_cookies(request, exc, session, new_token, browser if new_browser else None)
         raise
     await _stamp_login(request, user)
-    if new_token is not None and request.get(SESSION) is session:
-        set_cookie(response, new_token)
+    _set_cookies(request, response, session, new_token, browser if new_browser else None)
     return response
+
+
+def _set_cookies(
+    request: web.Request, response: web.StreamResponse, session: Session, token: str | None, browser: str | None
+) -> None:
+    if token is not None and request.get(SESSION) is session:
+        set_cookie(response, token)
+    if browser is not None:
+        response.set_cookie(BROWSER_COOKIE, browser, secure=True, httponly=True, samesite="Strict", path="/")
 
 
 async def _stamp_login(request: web.Request, read_before: User | None) -> None:
@@ -218,7 +254,8 @@ async def _stamp_login(request: web.Request, read_before: User | None) -> None:
 def login_session(request: web.Request, response: web.StreamResponse, user: str) -> Session:
     """Replaces the request's session by a new one for `user`, setting its cookie on `response`."""
     table = request.app[SESSIONS]
-    token, session = table.login(request.get(SESSION), user, services(request).clock())
+    now = services(request).clock()
+    token, session = table.login(request.get(SESSION), user, now, csrf_token=csrf_token_for(request, now))
     request[SESSION] = session
     set_cookie(response, token)
     return session
@@ -230,7 +267,8 @@ def logout_session(request: web.Request, response: web.StreamResponse) -> None:
     language = old.language if old is not None else None
     if old is not None:
         table.drop(old)
-    token, session = table.new(services(request).clock(), language=language)
+    now = services(request).clock()
+    token, session = table.new(now, language=language, csrf_token=csrf_token_for(request, now))
     request[SESSION] = session
     request[USER] = None
     set_cookie(response, token)

@@ -139,10 +139,11 @@ async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | 
     from gateway.audit.log import AuditLog
     from gateway.buffer.location import BUFFER_FILE
     from gateway.buffer.reader import BufferReader
-    from gateway.control.client import ControlClient
     from gateway.systemd import Notifier
     from gateway.web.app import build_app
     from gateway.web.certs import material, server_context
+    from gateway.web.control_pool import ControlPool
+    from gateway.web.formkey import form_key
     from gateway.web.services import WebServices
 
     web_cfg = cfg.web
@@ -155,14 +156,16 @@ async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | 
     log.info("web: TLS certificate SHA-256 fingerprint %s (%s)", tls.fingerprint.replace(":", " "), tls.cert)
     accounts = await asyncio.to_thread(AccountStore, state_dir, web_cfg)
     audit = await asyncio.to_thread(AuditLog, state_dir)
+    key = await asyncio.to_thread(form_key, state_dir)
     services = WebServices(
         config=web_cfg,
         gateway_config_path=config_path,
-        control=ControlClient(cfg.gateway.control_path()),
+        control=ControlPool(cfg.gateway.control_path()),
         buffer=BufferReader(data_dir / BUFFER_FILE),
         accounts=accounts,
         audit=audit,
         clock=time.time,
+        form_key=key,
     )
     app = build_app(services)
     # In-flight requests get a few seconds at stop: within the unit's TimeoutStopSec, not aiohttp's 60 s.

@@ -18,9 +18,9 @@ from argon2 import PasswordHasher
 from gateway.accounts.store import AccountStore, Role
 from gateway.audit.log import AuditEntry, AuditLog
 from gateway.buffer.reader import BufferReader
-from gateway.control.client import ControlClient
 from gateway.web.app import build_app
 from gateway.web.config import WebConfig
+from gateway.web.control_pool import ControlPool
 from gateway.web.services import WebServices
 
 START = dt.datetime(2026, 12, 1, tzinfo=dt.UTC).timestamp()  # 09:00:00 JST, a "now" tests move forward
@@ -117,7 +117,7 @@ def make_services(state_dir: Path, clock: Clock, config: WebConfig | None = None
     return WebServices(
         config=config,
         gateway_config_path=state_dir / "edgegw.toml",
-        control=ControlClient(sock_dir / "control.sock", timeout_s=1.0),
+        control=ControlPool(sock_dir / "control.sock", timeout_s=1.0),
         buffer=BufferReader(state_dir / "buffer.db"),
         accounts=AccountStore(state_dir / "web", config, hasher=cheap_hasher()),
         audit=AuditLog(state_dir / "web"),

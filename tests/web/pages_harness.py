@@ -17,10 +17,10 @@ from gateway.accounts.store import Role
 from gateway.app import Runtime
 from gateway.buffer.reader import BufferReader
 from gateway.config import load_config
-from gateway.control.client import ControlClient
 from gateway.control.server import ControlServer
 from gateway.control.tools import Tool
 from gateway.web.app import build_app
+from gateway.web.control_pool import ControlPool
 from gateway.web.services import SERVICES, WebServices
 from tests.web.conftest import PASSWORD, Clock, login, make_services, new_client
 
@@ -97,7 +97,7 @@ async def gateway_web(
     services = replace(
         base,
         gateway_config_path=config_path,
-        control=ControlClient(sock, timeout_s=10.0),
+        control=ControlPool(sock, timeout_s=10.0),
         buffer=BufferReader(data_dir / "buffer.db"),
     )
     app = build_app(services, strict_i18n=True)

@@ -28,6 +28,7 @@ TEMPLATES = (
     "audit.html",
     "403.html",
     "404.html",
+    "form_expired.html",
 )
 PAGES = ("login.py", "account.py", "users.py", "audit.py")
 # t("key" …) and t('key' …) with a literal key; keys built at run time ("nav." ~ page) are listed below

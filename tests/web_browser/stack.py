@@ -28,12 +28,12 @@ from gateway.audit.log import AuditLog
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.outbox import Outbox
 from gateway.buffer.reader import BufferReader
-from gateway.control.client import ControlClient
 from gateway.records import Attribute, Lane, Reading, Source
 from gateway.uplinks.api import Outcome, Status
 from gateway.web import certs
 from gateway.web.app import build_app
 from gateway.web.config import WebConfig
+from gateway.web.control_pool import ControlPool
 from gateway.web.services import WebServices
 from tests.e2e.harness import GatewayProcess
 from tests.web_browser.harness import LoopSite, MovableClock, UiLoop
@@ -215,7 +215,7 @@ class Ui:
     audit: AuditLog
     config: WebConfig
     loop: UiLoop
-    control: ControlClient
+    control: ControlPool
     buffer: BufferReader
 
     def url(self, path: str) -> str:
@@ -257,7 +257,7 @@ def start_ui(ui_loop: UiLoop, gateway: Gateway, state_dir: Path, **settings: Any
     made: dict[str, Any] = {}
 
     async def make_app() -> web.Application:
-        control = ControlClient(gateway.socket_path)
+        control = ControlPool(gateway.socket_path)
         buffer = BufferReader(gateway.data_dir / "buffer.db")
         made.update(control=control, buffer=buffer)
         services = WebServices(

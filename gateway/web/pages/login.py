@@ -15,7 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.accounts.store import DAY_S, PRIVILEGED, AuthResult
+from gateway.accounts.store import DAY_S, PRIVILEGED, AuthResult, Role
+from gateway.web import keptform
 from gateway.web.auth import (
     THROTTLE,
     USER,
@@ -25,9 +26,12 @@ from gateway.web.auth import (
     logout_session,
     maybe_user,
     must_change_password,
+    requires,
     safe_next,
     services,
+    session_of,
 )
+from gateway.web.keptform import KeptForm
 from gateway.web.pages.audit import audit_done
 from gateway.web.render import flash, jst, render, translator
 
@@ -38,6 +42,8 @@ routes = web.RouteTableDef()
 EXPIRY_WARNING_DAYS = 14
 # Longest name or password read from the form: Argon2 of a megabyte would be a denial of service.
 MAX_FIELD = 1024
+# Where a login that carried a refused form goes (gateway.web.csrf): the page that offers to send it again.
+RESEND_PAGE = "/form/resend"
 
 
 async def _audit_actor(request: web.Request, name: str) -> str:
@@ -48,8 +54,15 @@ async def _audit_actor(request: web.Request, name: str) -> str:
     return await asyncio.to_thread(services(request).accounts.account_name, name) or "-"
 
 
-def _login_page(request: web.Request, *, error: str = "", name: str = "", status: int = 200) -> web.Response:
-    context: dict[str, Any] = {"error": error, "name": name, "next": safe_next(request.query.get("next"))}
+def _login_page(
+    request: web.Request, *, error: str = "", name: str = "", status: int = 200, resend: KeptForm | None = None
+) -> web.Response:
+    context: dict[str, Any] = {
+        "error": error,
+        "name": name,
+        "next": safe_next(request.query.get("next")),
+        "resend": resend,  # a refused form the login carries, kept through a failed try
+    }
     return render(request, "login.html", context, status=status)
 
 
@@ -68,15 +81,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     name = str(form.get("name", ""))[:MAX_FIELD].strip()
     password = str(form.get("password", ""))[:MAX_FIELD]
     target = safe_next(str(form.get("next", "")))
+    resend = keptform.from_login(form.items())
     address = client_address(request)
     now = svc.clock()
     if not request.app[THROTTLE].allow(address, now):
         log.warning("web: login attempts from %s throttled", address)
         actor = await _audit_actor(request, name)
         await audit_done(request, "login.failed", detail={"reason": "throttled"}, actor=actor)
-        return _login_page(request, error=t("login.throttled"), name=name, status=429)
+        return _login_page(request, error=t("login.throttled"), name=name, status=429, resend=resend)
     if not name or not password:
-        return _login_page(request, error=t("login.bad_credentials"), name=name, status=401)
+        return _login_page(request, error=t("login.bad_credentials"), name=name, status=401, resend=resend)
     result: AuthResult = await hashing_call(
         request, svc.accounts.authenticate, name, password, address=address, now=now
     )
@@ -93,7 +107,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             error = t("login.locked", until=jst(result.locked_until))
         else:  # a disabled account gets the same answer as a wrong password: it tells a guesser nothing
             error = t("login.bad_credentials")
-        return _login_page(request, error=error, name=name, status=401)
+        return _login_page(request, error=error, name=name, status=401, resend=resend)
     user = result.user
     response = web.HTTPFound(target)
     session = login_session(request, response, user.name)
@@ -111,11 +125,26 @@ async def login(request: web.Request) -> web.StreamResponse:
     if result.password_expired or must_change_password(request, user):
         flash(request, t("password.must_change"), "warning")
         response.headers["Location"] = "/password"
-    elif user.role in PRIVILEGED:
-        expires = user.password_changed_at + svc.config.password_max_age_days * DAY_S
-        if expires - now <= EXPIRY_WARNING_DAYS * DAY_S:
-            flash(request, t("password.expires_soon", date=jst(expires)), "warning")
+    else:
+        if user.role in PRIVILEGED:
+            expires = user.password_changed_at + svc.config.password_max_age_days * DAY_S
+            if expires - now <= EXPIRY_WARNING_DAYS * DAY_S:
+                flash(request, t("password.expires_soon", date=jst(expires)), "warning")
+        if resend is not None:
+            session.resend = resend
+            response.headers["Location"] = RESEND_PAGE
     raise response
+
+
+@routes.get(RESEND_PAGE)
+@requires(Role.VIEWER)
+async def resend_page(request: web.Request) -> web.StreamResponse:
+    """Once, after a login that carried a refused form: the form again, to be pressed (or left)."""
+    session = session_of(request)
+    kept, session.resend = session.resend, None
+    if kept is None:
+        raise web.HTTPFound("/")
+    return render(request, "form_expired.html", {"kept": kept, "back": kept.section})
 
 
 @routes.post("/logout")
