@@ -91,6 +91,11 @@ class ControlClient:
                         await self._drop()
                         await self._connect()
                         line = await self._exchange(request)
+            except asyncio.CancelledError:
+                # the caller went away (a browser closed, a stop) with the request maybe sent: its reply would
+                # answer the next call. Closed at once, not awaited: this task is being cancelled
+                self._abandon()
+                raise
             except TimeoutError:
                 await self._drop()  # a late reply would answer the next call: start afresh
                 raise ControlUnavailable(
@@ -156,11 +161,17 @@ class ControlClient:
         return item
 
     async def _drop(self) -> None:
+        writer = self._abandon()
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    def _abandon(self) -> asyncio.StreamWriter | None:
+        """The connection closed and forgotten (the next call opens a new one); its writer, to wait for."""
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        return writer
 
     async def close(self) -> None:
         async with self._lock:
