@@ -171,7 +171,11 @@ def make_private(fd: int, key: Path, store: Path) -> None:
         if not sole_name(key, st):
             # no command through the link: a chown would give its target away, a `chown -h` fix nothing
             raise ConfigError([f"{what} on a file reached through a link, {refused}; {copy}"]) from None
-        fix = f"sudo chmod 600 {key}"
+        # chmod has no -h: run as the key's owner (after the chown, the gateway's user), a link swapped in after
+        # this message changes nothing that user does not own already; a key root owns keeps root's chmod
+        owner_uid = rightful[0] if rightful is not None else st.st_uid
+        chmod = "sudo chmod" if owner_uid == 0 else f"sudo -u {user_name(owner_uid)} chmod"
+        fix = f"{chmod} 600 {key}"
         if rightful is not None:
             fix = f"sudo chown -h {owner_names(rightful)} {key} && {fix}"
         raise ConfigError([f"{what}, {refused}; run `{fix}`"]) from None

@@ -99,3 +99,20 @@ def test_a_key_reached_through_a_link_that_the_gateway_may_not_tighten_is_given_
         f"owned by {GATEWAY}\n",
     )
     assert owner(victim) == (0, 0, 0o644)
+
+
+def test_the_chmod_after_the_chown_does_not_follow_a_link_swapped_in(data_dir: Path, victim: Path) -> None:
+    # chmod has no -h: run as the root's-key's rightful owner (the gateway's user), it cannot change root's file
+    config = gateway_box(data_dir)
+    key = data_dir / "secrets.key"
+    os.chown(key, 0, 0)
+    key.chmod(0o644)
+    refused = edgegw("secret", "list", "-c", str(config), uid=GATEWAY_USER)
+    assert refused.returncode == 2, refused.stderr
+    chmod = advised(refused.stderr).partition(" && ")[2]
+    assert chmod == f"sudo -u {USER} chmod 600 {key}"
+    swap_in_link(key, victim)
+    # what `sudo -u <user> chmod` does, with runuser (no sudo on the test box)
+    user, _, command = chmod.removeprefix("sudo -u ").partition(" ")
+    subprocess.run(["runuser", "-u", user, "--", *command.split()], check=False, capture_output=True)
+    assert owner(victim) == (0, 0, 0o644)

@@ -24,6 +24,7 @@ from tests.gateway.secret_files import GATEWAY_USER, data_dir, needs_root, owner
 __all__ = ["data_dir"]  # the fixture, shared with the owner tests
 OTHER_USER = 1234  # a technician's own account, neither root nor the gateway's user
 GATEWAY = f"{pwd.getpwuid(GATEWAY_USER).pw_name}:{grp.getgrgid(GATEWAY_USER).gr_name}"
+USER = pwd.getpwuid(GATEWAY_USER).pw_name  # whom the chmod advice runs as
 
 
 def test_a_key_readable_by_others_is_made_0600_by_its_owner_with_a_warning(
@@ -98,7 +99,7 @@ def test_the_gateway_refuses_a_key_root_copied_and_says_the_chown_and_chmod(data
             [
                 f"{key}: readable or writable by others than its owner, so anyone on this box could decrypt {data_dir / 'secrets.enc'}, "
                 f"got mode 0644, which user {user} may not change (Operation not permitted); "
-                f"run `sudo chown -h {GATEWAY} {key} && sudo chmod 600 {key}`"
+                f"run `sudo chown -h {GATEWAY} {key} && sudo -u {USER} chmod 600 {key}`"
             ]
         )
         + "\n"
@@ -121,7 +122,7 @@ def test_another_user_is_refused_a_key_the_gateway_owns_and_told_the_chmod(data_
             [
                 f"{key}: readable or writable by others than its owner, so anyone on this box could decrypt {data_dir / 'secrets.enc'}, "
                 f"got mode 0644, which user {OTHER_USER} may not change (Operation not permitted); "
-                f"run `sudo chmod 600 {key}`"
+                f"run `sudo -u {USER} chmod 600 {key}`"
             ]
         )
         + "\n"
@@ -166,7 +167,7 @@ def test_edgegw_run_refuses_a_key_it_may_not_tighten_in_one_line(data_dir: Path)
         2,
         f"{key}: readable or writable by others than its owner, so anyone on this box could decrypt {data_dir / 'secrets.enc'}, "
         f"got mode 0644, which user {user} may not change (Operation not permitted); "
-        f"run `sudo chown -h {GATEWAY} {key} && sudo chmod 600 {key}`\n",
+        f"run `sudo chown -h {GATEWAY} {key} && sudo -u {USER} chmod 600 {key}`\n",
     )
 
 
