@@ -7,6 +7,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 from pathlib import Path
 
 from gateway.buffer.location import BUFFER_FILE, describe, prepare
@@ -47,9 +48,19 @@ class DataDirLock:
         path = data_dir / LOCK_FILE
         prepare(data_dir / BUFFER_FILE)  # creates data_dir, or says in a technician's words why it cannot
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, LOCK_MODE)
+            # never through a link: the gateway's user owns the directory and could point gateway.lock at
+            # /etc/shadow, which a root `edgegw run` would then truncate and write its pid into
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, LOCK_MODE)
         except OSError as exc:
             raise _lock_unavailable(data_dir, path, exc) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            got = "a hard link to another file" if stat.S_ISREG(st.st_mode) else "not a regular file"
+            raise BufferUnavailable(
+                f"data directory {data_dir}: cannot lock {path}, got {got}; remove it (the gateway makes its own)",
+                path=str(path),
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -89,6 +100,12 @@ def _holder(fd: int) -> str:
 
 
 def _lock_unavailable(data_dir: Path, path: Path, exc: OSError) -> BufferUnavailable:
+    if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+        return BufferUnavailable(
+            f"data directory {data_dir}: cannot lock {path}, got a symbolic link; remove it (the gateway makes "
+            "its own, and never writes through a link)",
+            path=str(path),
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
         # -h: a link put in its place is changed itself, never what it points to
         fix = (
