@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.own_directory import gateways_own, not_own
 
 # the warning is the secret store's: journal filters and alerts written for it keep matching
 _log = logging.getLogger("gateway.secrets")
@@ -126,14 +127,18 @@ def directory_refusal(directory: Path) -> ConfigError | None:
         how = "writable by"
     else:
         return None
+    got = (
+        f"{directory}: not {how} user {user_name(me)}, got a directory owned by "
+        f"{owner_names((st.st_uid, st.st_gid))} (mode {stat.S_IMODE(st.st_mode):04o})"
+    )
+    if not gateways_own(directory):
+        return ConfigError([f"{got}; {not_own(directory)}"])
     # -R: what root made in it is root's too, and the key, the store and the lock would each be refused in turn;
     # GNU chown -R changes links it meets, never what they point to. The real path: -h would stop at a link.
     fix = f"sudo chown -hR {owner_names((me, os.getegid()))} {os.path.realpath(directory)}"
     return ConfigError(
         [
-            f"{directory}: not {how} user {user_name(me)}, got a directory owned by "
-            f"{owner_names((st.st_uid, st.st_gid))} (mode {stat.S_IMODE(st.st_mode):04o}); give it to the gateway's "
-            f"user: run `{fix}` if the gateway runs as {user_name(me)}, else with its user and group"
+            f"{got}; give it to the gateway's user: run `{fix}` if the gateway runs as {user_name(me)}, else with its user and group"
         ]
     )
 

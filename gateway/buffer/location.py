@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gateway.buffer.space import is_disk_full
 from gateway.errors import BufferUnavailable
+from gateway.own_directory import gateways_own, not_own
 
 BUFFER_FILE = "buffer.db"  # the buffer's file in the data directory
 _USE_ANOTHER = "set gateway.data_dir to a directory the gateway's user can create or write, e.g. /var/lib/edgegw"
@@ -53,6 +54,8 @@ def _fix_for(exc: OSError, directory: Path, *, made: bool = True) -> str:
     if exc.errno == errno.EROFS:
         return "remount it read-write or " + _USE_ANOTHER
     if exc.errno in (errno.EACCES, errno.EPERM):
+        if made and not gateways_own(directory):
+            return not_own(directory)
         # -h and the real path: a link in it (or in its place) is changed itself, never what it points to; -R:
         # what a root `edgegw run` made in it is root's too. Never the parent's: that is not the gateway's
         run = (
