@@ -1,5 +1,6 @@
 """What both Wi-Fi receivers share: the listen address rule, retention keys, the periodic loop (expire
-past-retention periods, emit per-AP usage), and the keyed ids of what leaves the box about a session."""
+past-retention periods, emit per-AP usage), and the keyed ids of a session: those that leave the box under its
+period's key (erased with the period), the syslog receiver's own under a key of the box."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import hmac
 import ipaddress
 import json
 import logging
+import secrets as _random
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
+from itertools import islice
 from typing import Any
 
 from gateway.cancellation import event_set_within
@@ -27,7 +29,7 @@ from gateway.processing.pseudonymize import PseudonymizeConfig
 from gateway.records import Attribute, Emit, Reading, Source, TimeSource
 from gateway.secrets import SecretStore
 from gateway.wifilog.sessions import SessionEvent
-from gateway.wifilog.store import LOOKUP_SECRET, WifiLogStore, new_lookup_key
+from gateway.wifilog.store import WifiLogStore
 from gateway.wifilog.usage import UsageCounter
 
 __all__ = [
@@ -52,20 +54,29 @@ log = component_logger(__name__, "wifilog")
 # with an id made for another, nor with the store's lookup digests, which hash the same (NAS, session id).
 SESSION_EVENT_ID = b"edgegw wifilog session event entity id"
 SYSLOG_SESSION_ID = b"edgegw wifi syslog session id"
+# The box's key of ids that never leave it in any form but inside the encrypted log (so that after a period's
+# erasure no value is left on the box, or on the platform, to test a guessed MAC against with it)
+SESSION_IDS_SECRET = "wifilog.session-ids"
+BOX_ONLY = frozenset({SYSLOG_SESSION_ID})
 
 
 def session_key(secrets: SecretStore, purpose: bytes) -> bytes:
-    """The key for `purpose`, derived from the Wi-Fi log's lookup key `secret:wifilog.session-lookup`.
+    """The key for `purpose`, an id that stays on the box, derived from `secret:wifilog.session-ids`.
 
-    The platform sees a session's AP and times in clear, and a session id may be built from the client MAC
-    (Cisco AireOS `<hex>/<MAC>/<n>`; the syslog receiver's own from the MAC and join time): a plain hash of
-    them would let it confirm a MAC it knows, or try a vendor's 16.7 million, and so unmask the `pz1:`
-    token of the whole key period. The lookup key never leaves the box and, unlike the pseudonym keys and
-    the periods' keys, is never rotated nor erased: an id made with it is the same after a restart and
-    across a month boundary (a Stop may come in the next period), so a replay overwrites its entity.
+    The syslog receiver's session id is made from AP, client MAC and join time, which the platform sees in
+    clear but for the MAC: a plain hash would let anyone confirm a MAC, or try a vendor's 16.7 million. The
+    id is kept only inside the encrypted log, and the id of what leaves the box about the session is made from
+    it under the session's period key (`WifiLogStore.session_keys`): so this key, never rotated nor erased,
+    gives the same id after a restart (a join sent again merges with its session) and, once the period is
+    erased, finds nothing left to test a guess against. Ids that leave the box must never use it.
     Blocking (the secret store): call it from a thread, or once when a component is built.
     """
-    text = secrets.get_or_create(LOOKUP_SECRET, new_lookup_key)
+    if purpose not in BOX_ONLY:
+        raise ValueError(
+            f"session_key: only for ids kept on the box, got {purpose.decode()!r}; an id that leaves the box is "
+            "keyed by its session's period (WifiLogStore.session_keys), so that the period's erasure takes its key"
+        )
+    text = secrets.get_or_create(SESSION_IDS_SECRET, lambda: base64.b64encode(_random.token_bytes(32)).decode())
     return hmac.new(base64.b64decode(text), purpose, hashlib.sha256).digest()
 
 
@@ -240,6 +251,7 @@ PSEUDONYMIZED = ("clientMac", "userName")
 # events waiting for the buffer while it refuses them (caps reached, a failing disk); past this the oldest
 # go: each is kept in the Wi-Fi log store whatever happens to its copy for the platform
 PENDING_LIMIT = 10_000
+ID_BATCH = 256  # events whose id keys are read from the store in one trip to a worker thread
 
 
 class SessionEventsOut:
@@ -248,14 +260,16 @@ class SessionEventsOut:
     Uses the processing stage's own `pseudonymize` (same `pz1:` tokens, same key ring in the secret
     store), applied here before `emit`, so nothing personal can leave even if no `[[processing]]`
     entry matches these readings (one that does passes the tokens as they are). The entity id is keyed
-    too (`session_key`): a session id may be made from the client MAC. Events come from a
-    store's commit thread (syslog) or the loop once the NAS is answered (RADIUS): `record` is
-    thread-safe and hands them to the loop.
+    too, as a session id may be made from the client MAC: under the key of the period holding the
+    session (`WifiLogStore.session_keys`), which its erasure destroys. Events come from a
+    store's commit thread (syslog) or the loop once the NAS is answered (RADIUS), always after the store
+    took them: `record` is thread-safe and hands them to the loop.
 
     The adapter keeps one for its lifetime: an event stays first in line until `emit` took it, so a
     buffer that refuses it fails the adapter's run (the supervisor logs it and restarts the adapter)
     and the event goes out after the restart. At most `limit` wait; beyond that the oldest are
-    dropped, counted in `dropped` and logged once a spell.
+    dropped, counted in `dropped` and logged once a spell. An event whose session the log does not hold
+    (a late event of an erased period) has no key for its id left: it is not sent, counted in `forgotten`.
     """
 
     def __init__(self, adapter: str, context: ProcessorContext, *, limit: int = PENDING_LIMIT) -> None:
@@ -268,10 +282,11 @@ class SessionEventsOut:
         )
         self.adapter = adapter
         self.pseudonymizer = cfg.build(context)
-        self._id_key = session_key(SecretStore(Path(context.data_dir)), SESSION_EVENT_ID)
         self.limit = limit
         self.dropped = 0
+        self.forgotten = 0
         self._dropping = False
+        self._forgetting = StateLog(log)
         self._pending: deque[SessionEvent] = deque()
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
@@ -297,8 +312,9 @@ class SessionEventsOut:
         self._pending.append(ev)
         self._wake.set()
 
-    def reading(self, ev: SessionEvent, now: datetime) -> Reading:
-        digest = keyed_digest(self._id_key, ev.nas, ev.session_id)
+    def reading(self, ev: SessionEvent, now: datetime, id_key: bytes) -> Reading:
+        """The event for the platform; `id_key`: its session's key from `WifiLogStore.session_keys`."""
+        digest = keyed_digest(id_key, ev.nas, ev.session_id)
         attrs: dict[str, Attribute] = {"eventType": Attribute(value=ev.kind.value, type="Text")}
         for name, value in (
             ("clientMac", ev.client_mac),
@@ -321,20 +337,44 @@ class SessionEventsOut:
         [out] = self.pseudonymizer.process(raw, now)
         return out
 
-    async def run(self, emit: Emit, clock: Callable[[], datetime]) -> None:
-        """Until cancelled, or until `emit` fails: then the event it refused is still first in line."""
+    async def run(self, emit: Emit, clock: Callable[[], datetime], store: WifiLogStore) -> None:
+        """Until cancelled, or until `emit` fails: then the event it refused is still first in line. `store`
+        holds the events' sessions (the adapter's, which stored them)."""
         self._wake.set()  # events left by an earlier run
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                ev = self._pending[0]
-                await emit(self.reading(ev, clock()))
-                if self._pending and self._pending[0] is ev:  # not dropped for room meanwhile
-                    self._pending.popleft()
-                if self._dropping:
-                    self._dropping = False
-                    log.info("wifilog: session events reach the buffer again (%d dropped so far)", self.dropped)
+                batch = list(islice(self._pending, ID_BATCH))
+                sessions = [(ev.nas, ev.session_id) for ev in batch]
+                keys = await asyncio.to_thread(store.session_keys, SESSION_EVENT_ID, sessions)
+                for ev, key in zip(batch, keys, strict=True):
+                    # room is made at the front only: an event of the batch no longer first was dropped
+                    if not self._pending or self._pending[0] is not ev:
+                        continue
+                    if key is None:
+                        self._pending.popleft()
+                        self._forget(ev)
+                        continue
+                    await emit(self.reading(ev, clock(), key))
+                    if self._pending and self._pending[0] is ev:  # not dropped for room meanwhile
+                        self._pending.popleft()
+                    self._forgetting.ok()
+                    if self._dropping:
+                        self._dropping = False
+                        log.info("wifilog: session events reach the buffer again (%d dropped so far)", self.dropped)
+
+    def _forget(self, ev: SessionEvent) -> None:
+        self.forgotten += 1
+        if not self._forgetting.fail(
+            "forgetting",
+            logging.WARNING,
+            "wifilog: a session event from NAS %s is not sent: the Wi-Fi log no longer holds its session (its "
+            "period was erased), and its id's key went with it (%d such events so far)",
+            ev.nas,
+            self.forgotten,
+        ):
+            log.debug("wifilog: a session event from NAS %s is not sent: its session's period was erased", ev.nas)
 
 
 def event_sinks(
@@ -370,7 +410,7 @@ async def feeds(
     it is (the adapter's run fails with it), and the other is stopped."""
     tasks = [asyncio.ensure_future(periodic(store, usage, emit, interval_s=interval_s, clock=clock))]
     if events is not None:
-        tasks.append(asyncio.ensure_future(events.run(emit, clock)))
+        tasks.append(asyncio.ensure_future(events.run(emit, clock, store)))
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:

@@ -10,9 +10,18 @@ of the normalised MAC, IP and user name under a key derived from the DEK: a sear
 period's index value and reads only matching rows; nothing in the file names a MAC, IP or e-mail
 address in clear. Nor a session id: some controllers build it from the client MAC (Cisco AireOS
 `<hex>/<MAC>/<n>`), so a row is found by `session_idx`, HMAC-SHA-256 of (NAS, session id) under the
-lookup key `secret:wifilog.session-lookup` (one for all periods: a session's Stop may come in the
-next month), and that digest with the NAS is the ciphertext's associated data, so a blob cannot be
-moved to another row. The id itself is only in the ciphertext.
+period's lookup key, and that digest with the NAS is the ciphertext's associated data, so a blob cannot
+be moved to another row. The id itself is only in the ciphertext.
+
+The lookup key, like the blind index key, is derived from the period's DEK, and so are the keys of the
+ids the platform receives about the period's sessions (`session_keys`): destroying the KEK takes them
+all, so that after the erasure nothing on the box can confirm a guessed MAC behind the period's lookup
+digests (in any copy of the file) or behind the ids the platform holds. A session belongs to the period
+of its start, so an event of it in a later month (a Stop) is found by probing the live periods' digests
+(the period its events' start falls in first, then the others in one indexed query), and its ids stay
+those of its period. Versions 1 and 2 keyed the digests under one box key, `secret:wifilog.session-lookup`,
+never erased; version 3 re-keys the rows, and the first `expire` after that destroys the old key, since
+nothing needs it any more.
 
 Retention: a period is kept `retention_months` full months after it ends. `expire(now)` then
 destroys its KEK in the secret store first (from that moment every copy of the database, backups
@@ -48,7 +57,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -86,8 +95,9 @@ PUBLIC_KEY_FILE = "signing-public.pem"
 KEYS_SECRET = "wifilog.keys"
 CERTIFICATE_TYPE = "edgegw.wifilog.erasure-certificate"
 ERASURE_METHOD = (
-    "crypto-erasure: the period's AES-256-GCM data key was wrapped by a key-encryption key held only in the "
-    "gateway's secret store; that key was destroyed, then the rows and the wrapped data key were deleted "
+    "crypto-erasure: the period's AES-256-GCM data key, from which its blind index and session lookup keys and "
+    "the keys of the session ids sent to the platform are derived, was wrapped by a key-encryption key held only "
+    "in the gateway's secret store; that key was destroyed, then the rows and the wrapped data key were deleted "
     "(sqlite secure_delete) and the database vacuumed. Copies of the database made earlier cannot be decrypted "
     "without a copy of the secret store made before the erasure together with this gateway's store key: the "
     "gateway's own backups from before the erasure hold such a copy until they are rotated out "
@@ -122,14 +132,12 @@ SESSIONS_V2_INDEXES = """
     CREATE INDEX sessions_time ON sessions (period, start);
     CREATE INDEX sessions_open ON sessions (nas, open)
     """
-SCHEMA_VERSION = 2
-LOOKUP_SECRET = "wifilog.session-lookup"
-
-
-def new_lookup_key() -> str:
-    """A fresh `secret:wifilog.session-lookup`: whoever needs it first on a new box (this store, the session
-    events' ids in runner.py) makes it for both."""
-    return base64.b64encode(_random.token_bytes(32)).decode()
+SCHEMA_VERSION = 3
+# versions 1 and 2's one lookup key for every period, which no erasure destroyed: `expire` deletes it once the
+# file is re-keyed (version 3), as the ids made with it (event entity ids sent before the upgrade, digests in
+# older copies of the file) must not stay linkable to a MAC for as long as the box runs
+LEGACY_LOOKUP_SECRET = "wifilog.session-lookup"
+LOOKUP_LABEL = b"edgegw wifilog session lookup"  # the period's lookup key, from its DEK
 
 
 class WifiLogError(GatewayError):
@@ -194,14 +202,27 @@ class Query:
 
 
 class _PeriodKeys:
-    """A period's data key and what is derived from it."""
+    """A period's data key and what is derived from it: gone with the KEK that wraps the data key."""
 
-    __slots__ = ("aead", "index_key", "key_id")
+    __slots__ = ("_lookup", "aead", "index_key", "key_id", "lookup_key")
 
     def __init__(self, key_id: str, dek: bytes) -> None:
         self.key_id = key_id
         self.aead = AESGCM(dek)
         self.index_key = hmac.new(dek, b"edgegw wifilog blind index", hashlib.sha256).digest()
+        self.lookup_key = hmac.new(dek, LOOKUP_LABEL, hashlib.sha256).digest()
+        self._lookup = hmac.new(self.lookup_key, digestmod=hashlib.sha256)  # copied per digest: the writer's hot path
+
+    def session_index(self, pair: bytes) -> bytes:
+        """The lookup digest of `_pair(NAS, session id)` in this period."""
+        h = self._lookup.copy()
+        h.update(pair)
+        return h.digest()[:16]
+
+    def derive(self, purpose: bytes) -> bytes:
+        """The period's key for `purpose` (ids of its sessions sent off the box); purposes are not JSON arrays,
+        so no such key equals a lookup digest's input."""
+        return hmac.new(self.lookup_key, purpose, hashlib.sha256).digest()
 
     def index(self, value: str | None) -> bytes | None:
         if value is None:
@@ -214,6 +235,10 @@ class _PeriodKeys:
 
     def open(self, blob: bytes, aad: bytes) -> Session:
         return Session.from_json(self.aead.decrypt(blob[:12], blob[12:], aad))
+
+
+def _pair(nas: str, session_id: str) -> bytes:
+    return json.dumps([nas, session_id]).encode()  # unambiguous whatever the two hold
 
 
 def _aad(nas: str, session_idx: bytes) -> bytes:
@@ -281,7 +306,8 @@ class WifiLogStore:
         self._lock = threading.Lock()
         self._keys: dict[str, _PeriodKeys] = {}
         self._made: dict[str, _PeriodKeys] = {}  # keys made in the open transaction: cached once it commits
-        self._lookup_key: bytes | None = None
+        # (period, key id) whose KEK is destroyed: never back, and not asked of the secret store on every batch
+        self._gone: set[tuple[str, str]] = set()
         self._signer: Signer | None = None
         if access is Access.READ_ONLY:
             self.secrets: SecretStore = _ReadSecrets(self.data_dir)
@@ -301,7 +327,7 @@ class WifiLogStore:
             raise
 
     def _migrations(self) -> tuple[str | Callable[[sqlite3.Connection], None], ...]:
-        return (SCHEMA_V1, self._hash_session_ids)
+        return (SCHEMA_V1, self._hash_session_ids, self._key_lookups_per_period)
 
     def _check_version(self) -> None:
         """A reader's: the file at this edgegw's version, which only the gateway brings it to."""
@@ -318,19 +344,25 @@ class WifiLogStore:
         """Schema 1 → 2, in the migration's transaction: each row's clear session id replaced by its digest and
         the record sealed again under the new associated data. Rows that cannot be opened (their period's KEK is
         destroyed but the rows not yet deleted, or a damaged record) were unreadable already: they keep their
-        ciphertext and lose only the clear id, and the erasure still counts them."""
+        ciphertext and lose the clear id for a random digest, and the erasure still counts them. Version 2 made
+        the digests under the box key; this release makes them under the period's lookup key at once, so step 3
+        finds them current."""
         db.execute(SESSIONS_V2)
         resealed = kept = 0
         columns = "id, period, nas, start, end_at, open, mac_idx, ip_idx, user_idx"
         # row by row from a cursor: a year of sessions does not fit in the appliance's memory at once
         for row in db.execute(f"SELECT {columns}, session_id, blob FROM sessions ORDER BY id"):
             nas, session_id, blob = str(row[2]), str(row[9]), bytes(row[10])
-            idx = self._session_index(nas, session_id)
             try:
                 keys = self._period_keys(db, str(row[1]), create=False)
             except WifiLogError as exc:
                 raise ValueError(str(exc)) from None  # `migrate` names the step and rolls the file back
-            sealed = None if keys is None else _reseal(keys, blob, _aad_v1(nas, session_id), _aad(nas, idx))
+            sealed = None
+            if keys is not None:
+                idx = keys.session_index(_pair(nas, session_id))
+                sealed = _reseal(keys, blob, _aad_v1(nas, session_id), _aad(nas, idx))
+            if sealed is None:
+                idx = _random.token_bytes(16)  # unreadable: no later event may find it, and nothing names its id
             resealed += sealed is not None
             kept += sealed is None
             db.execute(
@@ -346,6 +378,48 @@ class WifiLogStore:
                 "wifilog: session ids replaced by their keyed digests in %d sessions (%d unreadable ones, of erased "
                 "periods or damaged, kept as they were)",
                 resealed + kept,
+                kept,
+            )
+
+    def _key_lookups_per_period(self, db: sqlite3.Connection) -> None:
+        """Schema 2 → 3, in the migration's transaction: each row's lookup digest, made under the box key, made
+        again under its period's lookup key and the record sealed again under the new associated data, in place
+        (secure_delete zeroes the old cells). Rows that cannot be opened keep their ciphertext and old digest:
+        unreadable already, erased on their period's schedule."""
+        rekeyed = kept = 0
+        last = 0
+        while True:  # in slices: a year of sessions does not fit in the appliance's memory at once
+            rows = db.execute(
+                "SELECT id, period, nas, session_idx, blob FROM sessions WHERE id > ? ORDER BY id LIMIT 1000", (last,)
+            ).fetchall()
+            if not rows:
+                break
+            for row_id, period, nas, old_idx, blob in rows:
+                last = int(row_id)
+                try:
+                    keys = self._period_keys(db, str(period), create=False)
+                except WifiLogError as exc:
+                    raise ValueError(str(exc)) from None  # `migrate` names the step and rolls the file back
+                try:
+                    session = None if keys is None else keys.open(bytes(blob), _aad(str(nas), bytes(old_idx)))
+                except InvalidTag:
+                    session = None
+                if keys is None or session is None:
+                    kept += 1
+                    continue
+                idx = keys.session_index(_pair(str(nas), session.session_id))
+                if idx == bytes(old_idx):
+                    continue  # made by step 2 in this same migration
+                db.execute(
+                    "UPDATE sessions SET session_idx = ?, blob = ? WHERE id = ?",
+                    (idx, keys.seal(session, _aad(str(nas), idx)), last),
+                )
+                rekeyed += 1
+        if rekeyed or kept:
+            log.info(
+                "wifilog: lookup digests of %d sessions re-keyed under their periods' keys (%d unreadable ones, of "
+                "erased periods or damaged, kept as they were)",
+                rekeyed + kept,
                 kept,
             )
 
@@ -411,9 +485,14 @@ class WifiLogStore:
             self._made[period] = keys
             return keys
         key_id, wrapped = str(row[0]), bytes(row[1])
+        if (period, key_id) in self._gone:
+            return None
         entry = self._keks().get(period)
         if entry is None or entry["id"] != key_id:
-            return None  # erased (or being erased): the period's rows can no longer be read
+            # erased (or being erased): the period's rows can no longer be read. The KEK is saved before its
+            # period's row is inserted, so a row without it is a destroyed key, never one still to come
+            self._gone.add((period, key_id))
+            return None
         try:
             dek = AESGCM(base64.b64decode(entry["kek"])).decrypt(wrapped[:12], wrapped[12:], key_id.encode())
         except InvalidTag:
@@ -454,13 +533,46 @@ class WifiLogStore:
         log.info("wifilog: created the data key %s for period %s", key_id, period)
         return _PeriodKeys(key_id, dek)
 
-    def _session_index(self, nas: str, session_id: str) -> bytes:
-        """The row's lookup value for (NAS, session id): a writer's only (a reader finds rows by blind index)."""
-        if self._lookup_key is None:
-            text = self.secrets.get_or_create(LOOKUP_SECRET, new_lookup_key)
-            self._lookup_key = base64.b64decode(text)
-        pair = json.dumps([nas, session_id]).encode()  # unambiguous whatever the two hold
-        return hmac.new(self._lookup_key, pair, hashlib.sha256).digest()[:16]
+    def _live(self, db: sqlite3.Connection) -> dict[str, _PeriodKeys]:
+        """The keys of every period the file lists whose KEK is still there, read in the caller's transaction
+        (another store may have made or erased one); keys of periods no longer listed leave memory."""
+        periods = {str(r[0]) for r in db.execute("SELECT period FROM periods")}
+        for period in self._keys.keys() - periods:
+            del self._keys[period]
+        live = {}
+        for period in sorted(periods):
+            keys = self._period_keys(db, period, create=False)
+            if keys is not None:
+                live[period] = keys
+        return live
+
+    def _find(
+        self, db: sqlite3.Connection, nas: str, pair: bytes, live: dict[str, _PeriodKeys], likely: str | None = None
+    ) -> tuple[int, str, bytes, bytes] | None:
+        """The row of `pair` (id, period, lookup digest, blob): its digest under each live period's key, probed
+        in one indexed query (a session's later events may come months after its start). The `likely` period
+        (that of the events' start) is tried first on its own: most events are a known session's interim or
+        stop, found with one digest instead of one per period (13 over a year's retention)."""
+        periods = list(live)
+        if likely in live:
+            row = db.execute(
+                "SELECT id, period, session_idx, blob FROM sessions WHERE nas = ? AND session_idx = ?",
+                (nas, live[likely].session_index(pair)),
+            ).fetchone()
+            if row is not None and str(row[1]) == likely:
+                return int(row[0]), likely, bytes(row[2]), bytes(row[3])
+            periods.remove(likely)
+        if not periods:
+            return None
+        digests = [live[period].session_index(pair) for period in periods]
+        row = db.execute(
+            f"SELECT id, period, session_idx, blob FROM sessions WHERE nas = ? AND session_idx IN "
+            f"({', '.join('?' * len(digests))})",
+            (nas, *digests),
+        ).fetchone()
+        if row is None or str(row[1]) not in live:
+            return None
+        return int(row[0]), str(row[1]), bytes(row[2]), bytes(row[3])
 
     # -- writing ----------------------------------------------------------------------------------------
 
@@ -483,31 +595,41 @@ class WifiLogStore:
         for event in events:
             groups.setdefault((event.nas, event.session_id), []).append(event)
         with self._transaction() as db:
+            live = self._live(db)
             for (nas, session_id), group in groups.items():
-                self._merge_group(db, nas, session_id, group)
+                self._merge_group(db, nas, session_id, group, live)
 
-    def _merge_group(self, db: sqlite3.Connection, nas: str, session_id: str, events: Sequence[SessionEvent]) -> None:
-        idx = self._session_index(nas, session_id)
-        row = db.execute(
-            "SELECT id, period, blob FROM sessions WHERE nas = ? AND session_idx = ?", (nas, idx)
-        ).fetchone()
-        old: Session | None = None
-        if row is not None:
-            keys = self._period_keys(db, str(row[1]), create=False)
-            if keys is None:
-                return  # its period was erased: the late event belongs to a forgotten session
-            old = keys.open(bytes(row[2]), _aad(nas, idx))
+    def _merge_group(
+        self,
+        db: sqlite3.Connection,
+        nas: str,
+        session_id: str,
+        events: Sequence[SessionEvent],
+        live: dict[str, _PeriodKeys],
+    ) -> None:
+        pair = _pair(nas, session_id)
+        began = min(event.time - timedelta(seconds=event.session_time or 0) for event in events)
+        row = self._find(db, nas, pair, live, period_of(began))
+        old = None if row is None else live[row[1]].open(row[3], _aad(nas, row[2]))
         new = old
         for event in events:
             new = merge(new, event)
         if new is None or new == old:
             return  # a retransmission: the row already holds it
-        period = str(row[1]) if row is not None else period_of(new.start)
-        if row is None and db.execute("SELECT 1 FROM certificates WHERE period = ?", (period,)).fetchone():
-            return  # a late event of a period already erased: it stays forgotten
-        keys = self._period_keys(db, period, create=True)
-        if keys is None:
-            return  # its KEK is destroyed and its erasure not finished yet: the session stays forgotten
+        if row is not None:
+            period, idx = row[1], row[2]
+            keys = live[period]
+        else:
+            # a session of an erased period is not found (its key is gone), nor is one whose period's KEK is
+            # destroyed and its erasure not finished yet: a late event of it stays forgotten
+            period = period_of(new.start)
+            if db.execute("SELECT 1 FROM certificates WHERE period = ?", (period,)).fetchone():
+                return
+            made = live.get(period) or self._period_keys(db, period, create=True)
+            if made is None:
+                return
+            keys = live[period] = made
+            idx = keys.session_index(pair)
         values = (
             new.start.timestamp(),
             new.end.timestamp(),
@@ -534,14 +656,15 @@ class WifiLogStore:
         """Accounting-On/Off: the NAS restarted, so every session it had open ended at `at`; returns how many."""
         with self._transaction() as db:
             ids = []
+            live = self._live(db)
             rows = db.execute("SELECT period, session_idx, blob FROM sessions WHERE nas = ? AND open = 1", (nas,))
             for period, idx, blob in rows.fetchall():
-                keys = self._period_keys(db, str(period), create=False)
+                keys = live.get(str(period))
                 if keys is not None:  # else erased: the session stays forgotten
                     ids.append(keys.open(bytes(blob), _aad(nas, bytes(idx))).session_id)
             for sid in ids:
                 stop = SessionEvent(nas=nas, session_id=sid, kind=EventKind.STOP, time=at, terminate_cause=cause)
-                self._merge_group(db, nas, sid, (stop,))
+                self._merge_group(db, nas, sid, (stop,), live)
         if ids:
             log.info("wifilog: NAS %s restarted (%s); closed %d open sessions", nas, cause, len(ids))
         return len(ids)
@@ -562,6 +685,20 @@ class WifiLogStore:
                 if row is not None:
                     return keys.open(bytes(row[1]), _aad(nas, bytes(row[0]))).session_id
         return None
+
+    def session_keys(self, purpose: bytes, sessions: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """For each (NAS, session id), the key for `purpose` of the period holding that session, or None when no
+        live period does (never stored, or its period erased: no key for its ids is left). Ids made with it (the
+        session events' entity ids) are the same for every event of the session, across a restart and a month
+        boundary, and erased with the period. Blocking (the file, the secret store): call it from a thread."""
+        with self._lock:
+            db = self._db
+            live = self._live(db)
+            out: list[bytes | None] = []
+            for nas, session_id in sessions:
+                row = self._find(db, nas, _pair(nas, session_id), live)
+                out.append(None if row is None else live[row[1]].derive(purpose))
+        return out
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -620,6 +757,7 @@ class WifiLogStore:
 
     def expire(self, now: datetime) -> list[dict[str, Any]]:
         """Erase every period past retention; returns the signed erasure certificates issued."""
+        self._destroy_legacy_lookup_key()
         with self._lock:
             rows = self._db.execute("SELECT period, key_id FROM periods ORDER BY period").fetchall()
         certificates = []
@@ -631,6 +769,18 @@ class WifiLogStore:
                 if cert is not None:
                     certificates.append(cert)
         return certificates
+
+    def _destroy_legacy_lookup_key(self) -> None:
+        """Versions 1 and 2's box-wide lookup key, once the file no longer needs it (this store migrated it)."""
+        if LEGACY_LOOKUP_SECRET not in self.secrets.names():
+            return
+        self.secrets.update(LEGACY_LOOKUP_SECRET, lambda _current: None)
+        log.info(
+            "wifilog: destroyed secret:%s, the lookup key of releases before per-period lookup keys: the session "
+            "event ids sent with it and the lookup digests in older copies of %s can no longer be linked to a MAC",
+            LEGACY_LOOKUP_SECRET,
+            self.path,
+        )
 
     def _erase(self, period: str, key_id: str, now: datetime) -> dict[str, Any] | None:
         with self._lock:
@@ -650,6 +800,7 @@ class WifiLogStore:
             # first the key: from here on no copy of this period's rows can be read anywhere
             self.secrets.update(KEYS_SECRET, drop)
             self._keys.pop(period, None)
+            self._gone.add((period, key_id))
         document = self.signer.sign(
             {
                 "type": CERTIFICATE_TYPE,

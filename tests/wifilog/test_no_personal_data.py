@@ -22,7 +22,7 @@ from gateway.ngsi.v2 import to_v2_entity
 from gateway.processing.api import ProcessorContext
 from gateway.records import Reading
 from gateway.wifilog import Query, SessionEvent, WifiLogStore
-from gateway.wifilog.runner import SessionEventsOut
+from gateway.wifilog.runner import SESSION_EVENT_ID, SessionEventsOut
 from gateway.wifilog.usage import UsageCounter
 
 SECRET = b"s3cret"
@@ -33,10 +33,13 @@ emails = st.from_regex(r"[a-z][a-z0-9._]{2,12}@[a-z]{3,8}\.(jp|com)", fullmatch=
 sessions = st.lists(st.tuples(macs, emails, st.sampled_from([1, 3, 2]), st.integers(0, 10**9)), min_size=1, max_size=12)
 
 
-async def _session_readings(events: list[SessionEvent], data_dir: Path) -> list[Reading]:
-    """The optional session events as the adapter emits them (pseudonymized before emit)."""
-    out = SessionEventsOut("wifi", ProcessorContext(gateway_id="g", data_dir=str(data_dir)))
-    return [out.reading(ev, NOW) for ev in events]
+async def _session_readings(events: list[SessionEvent], store: WifiLogStore) -> list[Reading]:
+    """The optional session events as the adapter emits them (pseudonymized before emit, ids under the keys of
+    their sessions' periods)."""
+    out = SessionEventsOut("wifi", ProcessorContext(gateway_id="g", data_dir=str(store.data_dir)))
+    keys = store.session_keys(SESSION_EVENT_ID, [(ev.nas, ev.session_id) for ev in events])
+    assert None not in keys  # every one was stored
+    return [out.reading(ev, NOW, key) for ev, key in zip(events, keys, strict=True) if key is not None]
 
 
 class _Capture(logging.Handler):
@@ -82,7 +85,7 @@ def test_no_mac_or_email_in_clear_anywhere_but_the_encrypted_rows(items: list[tu
                 reqs.append(decode_request(data, secret=SECRET, now=NOW, source=("192.0.2.9", 1812)))
             for ev in server.commit(reqs):  # as the server hands them on once it has answered
                 on_event(ev)
-            readings = usage.readings(NOW, 600) + asyncio.run(_session_readings(events, Path(tmp)))
+            readings = usage.readings(NOW, 600) + asyncio.run(_session_readings(events, store))
             found = store.search(Query(time_from=NOW, time_to=NOW))
             assert {s.client_mac for s in found} <= {r.record.client_mac.value for r in reqs if r.record.client_mac}
             store.close()

@@ -70,7 +70,7 @@ def test_a_session_id_holding_the_mac_is_not_in_the_files_and_start_and_stop_sti
 
 
 def test_a_session_crossing_a_month_boundary_is_found_by_its_stop(tmp_path: Path) -> None:
-    # the lookup key is not the period's: a Stop in December still finds the November session
+    # a Stop in December still finds the November session, whose digest is under November's lookup key
     start = datetime(2026, 11, 30, 23, 50, tzinfo=JST)
     store = WifiLogStore(tmp_path)
     try:
@@ -182,7 +182,7 @@ def test_a_version_1_file_is_rewritten_without_clear_ids_and_its_sessions_still_
     assert clear_spellings(tmp_path) != []  # the oracle writes what version 1 wrote
     store = WifiLogStore(tmp_path)
     try:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         store.apply([event(EventKind.STOP, T0 + timedelta(minutes=3))])  # the Stop of a session opened before
         [s] = store.search(Query(mac="3c:22:fb:12:34:56"))
         assert (s.session_id, s.start, s.stop) == (SID, T0, T0 + timedelta(minutes=3))

@@ -64,7 +64,7 @@ def test_start_interim_stop_merge_into_one_session_and_replays_change_nothing(st
         40,
     )
     assert s.terminate_cause == "User Request" and s.user_name == USER and s.framed_ip == "10.0.0.5"
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
 
 
 def test_search_by_any_mac_spelling_ip_and_time_user_and_range(store: WifiLogStore) -> None:
