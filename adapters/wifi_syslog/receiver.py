@@ -111,7 +111,8 @@ class SyslogReceiver:
     """UDP and/or TCP listeners feeding one writer; `allowed` limits which senders are heard (None: any).
 
     `clock_synced` says whether the gateway's clock is synchronised (None: unknown), asked at most every
-    `sync_ttl_s`; by default the kernel (adjtimex).
+    `sync_ttl_s`; by default the kernel (adjtimex). `not_before`: the latest time the box knew (by default
+    gateway_clock.known_floor), below which an AP's time is never believed over the gateway's.
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class SyslogReceiver:
         drain_s: float = DRAIN_S,
         clock_synced: SyncSource = kernel_clock_synced,
         sync_ttl_s: float = SYNC_TTL_S,
+        not_before: datetime | None = None,
     ) -> None:
         self.on_event = on_event
         self.store = store
@@ -162,7 +164,7 @@ class SyslogReceiver:
         self._handing_on = StateLog(log)  # on_event failing for stored events: the same
         self._unparsable = SenderSpells(log)  # lines that do not parse, per sender
         self._clocks = SenderSpells(log)  # device times not believed, per sender
-        self._gateway_clock = GatewayClock(log, clock_synced, ttl_s=sync_ttl_s)
+        self._gateway_clock = GatewayClock(log, clock_synced, ttl_s=sync_ttl_s, not_before=not_before)
         self._closing = False
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []

@@ -1,6 +1,8 @@
 """While the kernel says the gateway's clock is not synchronised (a box without RTC booted before NTP: 1970, its
-image's build date), that clock cannot judge an AP's: a right device time more than a day off it is kept, not
-replaced by the wrong arrival time, so the day's sessions are not filed in a period the next expiry erases."""
+image's build date), that clock cannot judge an AP's: a right device time more than a day ahead of it is kept,
+not replaced by the wrong arrival time, so the day's sessions are not filed in a period the next expiry erases.
+Not synchronised is not wrong, though (a good RTC on a network without NTP): such a clock can only be behind, so
+an AP behind it, or behind the latest time the box knew, or years ahead, is the wrong one and is replaced."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from adapters.wifi_syslog.gateway_clock import EARLIEST, SYNC_TTL_S, GatewayClock
+from adapters.wifi_syslog import gateway_clock
+from adapters.wifi_syslog.gateway_clock import EARLIEST, MAX_LEAD, SYNC_TTL_S, GatewayClock, known_floor
 from adapters.wifi_syslog.receiver import MAX_AHEAD, MAX_BEHIND, SyslogReceiver
 from gateway.host import clock_synced
 from gateway.wifilog import Query, WifiLogStore
@@ -63,7 +66,7 @@ async def test_an_unsynchronised_gateway_clock_files_the_day_at_the_aps_right_ti
     tmp_path: Path, caplog: pytest.LogCaptureFixture, gateway: datetime
 ) -> None:
     store = WifiLogStore(tmp_path)
-    rx = SyslogReceiver(store, clock=lambda: gateway, clock_synced=lambda: False)
+    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: gateway, clock_synced=lambda: False)
     _, port = await rx.start_udp("127.0.0.1", 0)
     caplog.set_level(logging.DEBUG, LOGGER)
     caplog.clear()
@@ -98,7 +101,7 @@ async def test_the_gateway_clock_synchronised_again_ends_the_spell_and_the_old_r
     store = WifiLogStore(tmp_path)
     kernel = Kernel(False)
     now = [BUILD_DATE]
-    rx = SyslogReceiver(store, clock=lambda: now[0], clock_synced=kernel, sync_ttl_s=0)
+    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: now[0], clock_synced=kernel, sync_ttl_s=0)
     _, port = await rx.start_udp("127.0.0.1", 0)
     caplog.set_level(logging.INFO, LOGGER)
     caplog.clear()
@@ -126,7 +129,7 @@ async def test_a_kernel_that_cannot_be_asked_keeps_the_gateway_clock_as_judge(
 ) -> None:
     store = WifiLogStore(tmp_path)
     kernel = Kernel(False)
-    rx = SyslogReceiver(store, clock=lambda: BUILD_DATE, clock_synced=kernel, sync_ttl_s=0)
+    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: BUILD_DATE, clock_synced=kernel, sync_ttl_s=0)
     caplog.set_level(logging.INFO, LOGGER)
     rx.line(line(TRUE_NOW, "aa:bb:cc:dd:ee:01"), "192.0.2.7")
     caplog.clear()
@@ -147,33 +150,55 @@ def test_a_source_that_raises_is_an_unknown_answer_and_the_line_is_kept(tmp_path
         raise RuntimeError("no adjtimex here")
 
     store = WifiLogStore(tmp_path)
-    rx = SyslogReceiver(store, clock=lambda: BUILD_DATE, clock_synced=broken)
+    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: BUILD_DATE, clock_synced=broken)
     rx.line(line(TRUE_NOW), "192.0.2.7")
     assert [event.time for event, _ in rx._pending] == [BUILD_DATE]
     assert rx.counters["device_time_ignored"] == 1
     store.close()
 
 
-def test_an_ap_clock_at_1970_is_replaced_even_while_the_gateway_clock_is_unsynchronised(tmp_path: Path) -> None:
-    """Neither clock is right then: the gateway's restored time or build date is months off, an AP's 1970 decades."""
+@pytest.mark.parametrize(
+    "ap",
+    [EPOCH, datetime(2022, 3, 1, tzinfo=UTC), TRUE_NOW - timedelta(days=3), TRUE_NOW + MAX_LEAD + timedelta(days=2)],
+    ids=["1970", "firmware-date", "days-behind", "years-ahead"],
+)
+def test_an_ap_clock_behind_an_unsynchronised_gateway_or_years_ahead_is_replaced(tmp_path: Path, ap: datetime) -> None:
+    """Today's review: a box with a good RTC and no NTP server is unsynchronised, and an AP whose clock went back
+    to its firmware's date was believed, filing the session years back, in a period the next expiry erases."""
     store = WifiLogStore(tmp_path)
-    rx = SyslogReceiver(store, clock=lambda: BUILD_DATE, clock_synced=lambda: False)
-    rx.line(line(EPOCH), "192.0.2.7")
-    rx.line(line(EARLIEST, "aa:bb:cc:dd:ee:02"), "192.0.2.7")
-    assert [event.time for event, _ in rx._pending] == [BUILD_DATE, EARLIEST]
+    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: TRUE_NOW, clock_synced=lambda: False)
+    rx.line(line(ap), "192.0.2.7")
+    assert [event.time for event, _ in rx._pending] == [TRUE_NOW]
+    assert (rx.counters["gateway_clock_unsynced"], rx.counters["device_time_ignored"]) == (0, 1)
+    store.close()
+
+
+def test_an_ap_behind_the_latest_time_the_box_knew_is_replaced_though_ahead_of_its_clock(tmp_path: Path) -> None:
+    # the gateway at 1970, the box known to have run in December 2026: an AP at its 2022 firmware date is wrong too
+    store = WifiLogStore(tmp_path)
+    known = TRUE_NOW - timedelta(days=2)
+    rx = SyslogReceiver(store, not_before=known, clock=lambda: EPOCH, clock_synced=lambda: False)
+    rx.line(line(datetime(2022, 3, 1, tzinfo=UTC)), "192.0.2.7")
+    rx.line(line(TRUE_NOW, "aa:bb:cc:dd:ee:02"), "192.0.2.7")
+    assert [event.time for event, _ in rx._pending] == [EPOCH, TRUE_NOW]
     assert (rx.counters["gateway_clock_unsynced"], rx.counters["device_time_ignored"]) == (1, 1)
     store.close()
+
+
+def test_the_latest_time_the_box_knew_is_its_files_date_or_timesyncds() -> None:
+    assert known_floor() >= datetime.fromtimestamp(Path(gateway_clock.__file__).stat().st_mtime, UTC)
+    assert known_floor() >= EARLIEST
 
 
 def test_the_kernel_is_asked_only_for_times_out_of_bounds_and_at_most_every_few_seconds(tmp_path: Path) -> None:
     store = WifiLogStore(tmp_path)
     kernel = Kernel(False)
-    rx = SyslogReceiver(store, clock=lambda: TRUE_NOW, clock_synced=kernel)
-    for _ in range(1000):
-        rx.line(line(TRUE_NOW), "192.0.2.7")
-    assert kernel.asked == 0  # the common case costs nothing
+    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: BUILD_DATE, clock_synced=kernel)
     for _ in range(1000):
         rx.line(line(BUILD_DATE), "192.0.2.7")
+    assert kernel.asked == 0  # the common case costs nothing
+    for _ in range(1000):
+        rx.line(line(TRUE_NOW), "192.0.2.7")
     assert kernel.asked == 1 and rx.counters["gateway_clock_unsynced"] == 1000
     store.close()
 
@@ -192,7 +217,7 @@ async def test_by_default_the_kernel_of_this_machine_decides(tmp_path: Path) -> 
     right time is kept; where it is synchronised, or adjtimex is refused, the arrival time is stored."""
     answer = clock_synced()
     store = WifiLogStore(tmp_path)
-    rx = SyslogReceiver(store, clock=lambda: EPOCH)
+    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: EPOCH)
     _, port = await rx.start_udp("127.0.0.1", 0)
     await send_udp(rx, port, line(TRUE_NOW))
     [session] = store.search(Query(mac=MAC))
@@ -208,12 +233,15 @@ NOW = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
 def test_the_stored_time_is_the_device_time_within_the_bounds_or_unjudged_else_the_arrival(tmp_path: Path) -> None:
     store = WifiLogStore(tmp_path)
     kernel = Kernel(None)
-    rx = SyslogReceiver(store, clock=lambda: NOW, clock_synced=kernel, sync_ttl_s=0)
+    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: NOW, clock_synced=kernel, sync_ttl_s=0)
 
     @settings(max_examples=300)
     @example(NOW + MAX_AHEAD + timedelta(microseconds=1), False)
     @example(EARLIEST - timedelta(microseconds=1), False)
     @example(EARLIEST, False)
+    @example(NOW + MAX_LEAD, False)
+    @example(NOW + MAX_LEAD + timedelta(microseconds=1), False)
+    @example(datetime(2022, 3, 1, tzinfo=UTC), False)
     @example(NOW - MAX_BEHIND - timedelta(microseconds=1), True)
     @given(
         st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)),
@@ -226,7 +254,8 @@ def test_the_stored_time_is_the_device_time_within_the_bounds_or_unjudged_else_t
         [(event, _)] = rx._pending
         rx._pending.clear()
         within = NOW - MAX_BEHIND <= device <= NOW + MAX_AHEAD
-        kept = not within and synced is False and device >= EARLIEST
+        # BUILD_DATE, the floor, is before NOW: an unsynchronised clock is believed over an AP behind it
+        kept = not within and synced is False and NOW < device <= NOW + MAX_LEAD
         assert event.time == (device if within or kept else NOW)
         assert rx.counters["gateway_clock_unsynced"] - before["gateway_clock_unsynced"] == kept
         assert rx.counters["device_time_ignored"] - before["device_time_ignored"] == (not within and not kept)
