@@ -44,8 +44,7 @@ FIX = "check the broker's ACL for this uplink's username: it must allow publishi
 def refused(device: str) -> str:
     return (
         f"result for device {device} not published: the broker refused it on /K3Y/{device}/cmdexe, got PUBACK 0x87 "
-        "Not authorized; the broker's ACL does not allow publishing to that topic for this user (the agent will let "
-        "the command expire)"
+        f"Not authorized; {FIX} (the agent will let the command expire)"
     )
 
 

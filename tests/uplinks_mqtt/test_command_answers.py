@@ -148,8 +148,8 @@ async def test_an_answer_the_acl_refuses_is_lost_and_says_so(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert (
         f"result for device {DEVICE} not published: the broker refused it on /K3Y/{DEVICE}/cmdexe, got PUBACK 0x87 "
-        "Not authorized; the broker's ACL does not allow publishing to that topic for this user (the agent will "
-        "let the command expire)"
+        "Not authorized; check the broker's ACL for this uplink's username: it must allow publishing on that topic "
+        "(the agent will let the command expire)"
     ) in warnings
 
 

@@ -51,7 +51,7 @@ __all__ = ["CLOSED_AFTER_REFUSAL_S", "CUT_ANSWER_BYTES", "AnswerPublisher", "Ans
 
 _NOT_AUTHORIZED = 0x87
 # What a technician checks when the broker refuses an answer, by PUBACK reason code
-_REFUSED_ANSWER_FIX = {_NOT_AUTHORIZED: "the broker's ACL does not allow publishing to that topic for this user"}
+_REFUSED_ANSWER_FIX = {_NOT_AUTHORIZED: ACL_FIX}  # the uplink's words for its readings: one phrase finds both
 # The size an answer refused as too large is cut to (payload bytes, or half the refused one if that is
 # less). The broker does not say its limit, so small: a broker that takes less carries few IoT Agent
 # measures either, and 200 bytes still hold the head of the text ("OK: relays: command relay_3 written ..."),
