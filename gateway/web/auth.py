@@ -11,8 +11,9 @@ the pages' own polls (static/live.js, every few seconds while a tab is open) and
 keyboard: they do not keep a session alive, and one that comes after the idle timeout gets 401 JSON, on which
 the page goes to the login page, which says the session ran out. A second cookie, `edgegw_browser` (random,
 HttpOnly, SameSite=Strict, for as long as the browser runs), names the browser across logins and restarts of
-this UI: the sessions' CSRF tokens are signed for it (gateway.web.formtoken), so that a form refused after a
-restart can be told from a forged one (gateway.web.csrf). The user is read from the account
+this UI: the sessions' CSRF tokens are signed for it and for the session's user (gateway.web.formtoken), so that
+a form refused after a restart can be told from a forged one, and one user's from the next's on a shared PC
+(gateway.web.csrf). The user is read from the account
 store on every request: a removed or disabled user, a changed role or an admin's password reset takes effect
 at the next click, not at the next login. A password set by another process (`edgegw user passwd` on the box)
 cannot call `drop_user` here, so a logged-in session also keeps the user's `password_changed_at` of its login
@@ -93,7 +94,7 @@ class SessionTable:
         return len(self._sessions)
 
     def new(self, now: float, *, language: str | None = None, csrf_token: str | None = None) -> tuple[str, Session]:
-        """`csrf_token`: the web's signed one (auth.csrf_token_for); a random one without."""
+        """`csrf_token`: the web's signed one (auth.csrf_token_for, for no user); a random one without."""
         token = secrets.token_urlsafe(32)  # 256 bits
         csrf = csrf_token if csrf_token is not None else secrets.token_urlsafe(32)
         session = Session(key=_digest(token), csrf_token=csrf, created_at=now, last_seen=now)
@@ -108,7 +109,8 @@ class SessionTable:
     def login(
         self, old: Session | None, user: str, now: float, *, csrf_token: str | None = None
     ) -> tuple[str, Session]:
-        """A fresh token for a user who just proved their password; the old session is gone."""
+        """A fresh token for a user who just proved their password; the old session is gone. `csrf_token`: one
+        signed for `user` (auth.csrf_token_for), so that a form of theirs is offered back to them alone."""
         language = old.language if old is not None else None
         if old is not None:
             self.drop(old)
@@ -176,9 +178,10 @@ def browser_id(request: web.Request) -> str:
     return request[BROWSER]
 
 
-def csrf_token_for(request: web.Request, now: float) -> str:
-    """A new CSRF token signed for the request's browser."""
-    return formtoken.mint(services(request).form_key, browser_id(request), now)
+def csrf_token_for(request: web.Request, now: float, *, user: str | None) -> str:
+    """A new CSRF token signed for the request's browser and `user`, the user of the session it is for (None
+    before a login): a form refused later is offered again only to that user."""
+    return formtoken.mint(services(request).form_key, browser_id(request), now, user=user or "")
 
 
 def session_of(request: web.Request) -> Session:
@@ -203,7 +206,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     session, timed_out = table.get(token, now, activity=not _is_api(request)) if token else (None, False)
     new_token: str | None = None
     if session is None:
-        new_token, session = table.new(now, csrf_token=csrf_token_for(request, now))
+        new_token, session = table.new(now, csrf_token=csrf_token_for(request, now, user=None))
         session.timed_out = timed_out
     user: User | None = None
     if session.user is not None:
@@ -212,7 +215,9 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
             log.info("web: a logged-in session ended: its user was removed or disabled, or got a new password")
             user = None
             table.drop(session)
-            new_token, session = table.new(now, language=session.language, csrf_token=csrf_token_for(request, now))
+            new_token, session = table.new(
+                now, language=session.language, csrf_token=csrf_token_for(request, now, user=None)
+            )
     session.fresh = new_token is not None
     request[SESSION] = session
     request[USER] = user
@@ -255,7 +260,7 @@ def login_session(request: web.Request, response: web.StreamResponse, user: str)
     """Replaces the request's session by a new one for `user`, setting its cookie on `response`."""
     table = request.app[SESSIONS]
     now = services(request).clock()
-    token, session = table.login(request.get(SESSION), user, now, csrf_token=csrf_token_for(request, now))
+    token, session = table.login(request.get(SESSION), user, now, csrf_token=csrf_token_for(request, now, user=user))
     request[SESSION] = session
     set_cookie(response, token)
     return session
@@ -268,7 +273,7 @@ def logout_session(request: web.Request, response: web.StreamResponse) -> None:
     if old is not None:
         table.drop(old)
     now = services(request).clock()
-    token, session = table.new(now, language=language, csrf_token=csrf_token_for(request, now))
+    token, session = table.new(now, language=language, csrf_token=csrf_token_for(request, now, user=None))
     request[SESSION] = session
     request[USER] = None
     set_cookie(response, token)

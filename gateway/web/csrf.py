@@ -4,29 +4,35 @@ A synchronizer token kept server-side with the session, compared in constant tim
 already stop most cross-site posts; the token also covers browsers and paths where SameSite does not apply.
 
 A refused form is never processed. What the user sees depends on why, so that a user who did nothing wrong
-is neither sent to the "ask the admin" page nor made to type everything again:
+is neither sent to the "ask the admin" page nor made to type everything again, and so that on a shared PC no
+one is offered a form another user left open:
 
-| the form's token                                   | logged in            | not logged in                    |
-|----------------------------------------------------|----------------------|----------------------------------|
-| signed for this browser (formtoken), form kept     | page: send it again  | login page carrying it           |
-| anything else (none, forged, a password form …)    | page: open it again  | login page (a new session), else |
-|                                                    |                      | page: open it again              |
+| the form's token (formtoken)                   | logged in                   | not logged in                         |
+|------------------------------------------------|-----------------------------|---------------------------------------|
+| this browser's, this user's ("" before login)  | page: send it again         | page: send it again                   |
+| this browser's, another login's                | page: another user's, open  | login page carrying it with its token |
+|                                                | the page again (no data)    | (offered after the login only to the  |
+|                                                |                             | user it was given to: pages.login)    |
+| anything else (none, forged, too old …)        | page: open it again         | login page (a new session), else      |
+|                                                |                             | page: open it again                   |
 
-"Signed for this browser" is a token this UI gave this very browser within a week, in this process or one
-before a restart (its key is at rest: gateway.web.formkey): the page that a restart, the idle timeout or a
-login in another tab left behind. What it carried is offered back as a form to press (gateway.web.keptform),
-never sent on by itself. The pages answer 403: nothing was done. A script's `X-CSRF-Token` and /api get the
-bare 403.
+A form that may not be kept (a password, a file, the logout: gateway.web.keptform) gets its row's page without
+the data. "This browser's" is a token this UI gave this very browser within a week, in this process or one
+before a restart (its key is at rest: gateway.web.formkey): the page that a restart, the idle timeout or a login
+in another tab left behind. What it carried is offered back as a form to press, never sent on by itself. The
+pages answer 403: nothing was done. A script's `X-CSRF-Token` and /api get the bare 403.
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 import logging
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.accounts.store import User
 from gateway.web import formtoken, keptform
 from gateway.web.auth import STATIC_PREFIX, Handler, browser_id, maybe_user, services, session_of
 from gateway.web.keptform import KeptForm
@@ -60,40 +66,79 @@ def form_page(request: web.Request) -> str:
     return "/" + request.path.lstrip("/").split("/", 1)[0]
 
 
-async def _kept(request: web.Request, given: str) -> KeptForm | None:
-    """The refused form, kept, if its token is this browser's and the form may be kept."""
+class Origin(enum.Enum):
+    """Whom a refused form's token was given to, as far as the signatures tell (the module's table's rows)."""
+
+    THIS_USER = "this_user"  # this browser, and the user logged in now ("" for none, then and now)
+    OTHER_LOGIN = "other_login"  # this browser, under another login: another user's, or before or after one
+    UNKNOWN = "unknown"  # none, forged, another browser's, older than a week, or signed with a key since lost
+
+
+def _origin(request: web.Request, given: str, user: User | None) -> Origin:
     svc = services(request)
-    if not formtoken.verify(svc.form_key, browser_id(request), given, svc.clock()):
-        return None
+    browser, now = browser_id(request), svc.clock()
+    if formtoken.verify(svc.form_key, browser, given, now, user=user.name if user is not None else ""):
+        return Origin.THIS_USER
+    if formtoken.given_to_browser(svc.form_key, browser, given, now):
+        return Origin.OTHER_LOGIN
+    return Origin.UNKNOWN
+
+
+async def _kept(request: web.Request, given: str) -> KeptForm | None:
+    """The refused form, kept, if it may be kept (never a password, a file, the logout)."""
     if request.content_type not in FORM_TYPES:
         return None
     form = await read_form(request)
-    return keptform.keep(request.path, request.content_type, form.items())
+    return keptform.keep(request.path, request.content_type, form.items(), token=given)
+
+
+def _refused(request: web.Request, said: str) -> None:
+    log.warning(
+        "web: %s %s refused, missing or wrong CSRF token (%s)", request.method, loggable_path(request.path), said
+    )
 
 
 async def refused_form(request: web.Request, given: str) -> web.StreamResponse:
     """The answer to a form whose token is not its session's: see the module's table."""
     session = session_of(request)
     user = maybe_user(request)
-    kept = await _kept(request, given)
+    origin = _origin(request, given, user)
     back = form_page(request)
-    log.warning(
-        "web: %s %s refused, missing or wrong CSRF token (%s)",
-        request.method,
-        loggable_path(request.path),
-        "a form this browser was given before, offered to send again" if kept else "not one this browser was given",
+    kept = await _kept(request, given) if origin is not Origin.UNKNOWN else None
+    if origin is Origin.THIS_USER and kept is not None:
+        _refused(request, "a form this browser and user were given before, offered to send again")
+        return _expired_page(request, origin, user, kept, back)
+    if user is None and origin is Origin.OTHER_LOGIN and kept is not None and kept.fits_login():
+        _refused(request, "a form this browser was given under a login since ended, carried through the login page")
+        context = {"error": "", "name": "", "next": back, "resend": kept}
+        return render(request, "login.html", context, status=403)
+    _refused(
+        request,
+        {
+            Origin.THIS_USER: "a form this browser and user were given before, not one that may be kept",
+            Origin.OTHER_LOGIN: "a form this browser was given under another login, not offered",
+            Origin.UNKNOWN: "not one this browser was given",
+        }[origin],
     )
-    if user is None:
-        if kept is not None and kept.fits_login():
-            context = {"error": "", "name": "", "next": back, "resend": kept}
-            return render(request, "login.html", context, status=403)
-        if session.fresh:
-            # No live session sent the form (this process restarted, or the page was left open past the
-            # session's lifetime), and nothing can be kept: the login page says so.
-            session.form_expired = True
-            raise web.HTTPFound("/login")
-        kept = None
-    return render(request, "form_expired.html", {"kept": kept, "back": back}, status=403)
+    if user is None and session.fresh:
+        # No live session sent the form (this process restarted, or the page was left open past the
+        # session's lifetime), and nothing can be kept: the login page says so.
+        session.form_expired = True
+        raise web.HTTPFound("/login")
+    return _expired_page(request, origin, user, None, back)
+
+
+def _expired_page(
+    request: web.Request, origin: Origin, user: User | None, kept: KeptForm | None, back: str
+) -> web.Response:
+    # the sentence says what happened only as far as it is known: "you logged in again" only to that user
+    if origin is Origin.OTHER_LOGIN and user is not None:
+        reason = "other_user"
+    elif origin is Origin.UNKNOWN:
+        reason = "unknown"
+    else:
+        reason = "logged_in_again" if user is not None else "login_ended"
+    return render(request, "form_expired.html", {"kept": kept, "back": back, "reason": reason}, status=403)
 
 
 @web.middleware

@@ -1,11 +1,19 @@
-"""The forms' CSRF tokens: signed for the browser they were given to, so that any later web process can tell one.
+"""The forms' CSRF tokens: signed for the browser and the user they were given to, so that any later web process
+can tell whose form a refused one was.
 
-A token is `f1.<issued>.<nonce>.<mac>`: the Unix second it was made, 128 random bits, and an HMAC-SHA256 under
-the web's form key (gateway.web.formkey, kept in its state directory) over those and the browser's own random
-id (the `edgegw_browser` cookie, HttpOnly, SameSite=Strict). A form is processed only with its session's own
-token, as before; the signature only answers, for a form that is refused, "was this form given to this very
-browser by this UI, even by a process that has since restarted?" Only then is what it carried offered back
-to be sent again. Another site cannot make such a token: it knows neither the key nor the browser's id.
+A token is `f2.<issued>.<nonce>.<browser mac>.<user mac>`: the Unix second it was made, 128 random bits, and two
+HMAC-SHA256 under the web's form key (gateway.web.formkey, kept in its state directory). The first covers those
+and the browser's own random id (the `edgegw_browser` cookie, HttpOnly, SameSite=Strict); the second covers the
+same and the user whose session the token belongs to ("" before a login). The user is not in the token: whoever
+checks names the user they expect (the one logged in now, or the one whose password the login page has just
+checked), so a browser cannot choose it.
+
+A form is processed only with its session's own token, as before; the signatures only answer, for a form that is
+refused, "was this form given to this very browser by this UI, even by a process that has since restarted?"
+(`given_to_browser`, enough to carry it through the login page) and "to this very user?" (`verify`, the only
+answer on which what it carried is offered back). Several people share one browser on a library's PC: a form one
+of them left open is never offered to the next. Another site cannot make such a token: it knows neither the key
+nor the browser's id.
 
 Pure: no I/O, the time is a parameter.
 """
@@ -18,31 +26,55 @@ import hmac
 import re
 import secrets
 
-VERSION = "f1"
+VERSION = "f2"  # f1 tokens were signed for the browser only: refused as never given
 # A form left open over a long weekend is still recognised; older ones are refused as never given.
 MAX_AGE_S = 7 * 86400.0
-_TOKEN = re.compile(r"f1\.([0-9]{1,12})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")
+_MAC = r"[A-Za-z0-9_-]{43}"
+_TOKEN = re.compile(rf"f2\.([0-9]{{1,12}})\.([A-Za-z0-9_-]{{22}})\.({_MAC})\.({_MAC})")
 
 
-def _mac(key: bytes, browser: str, issued: str, nonce: str) -> str:
-    message = f"edgegw form\0{browser}\0{issued}\0{nonce}".encode("utf-8", "replace")
+def _mac(key: bytes, purpose: str, *parts: str) -> str:
+    # each part length-prefixed: no browser id and user name can be split another way into the same message
+    message = "".join(f"{len(p)}:{p}" for p in (f"edgegw form {purpose}", *parts)).encode("utf-8", "surrogatepass")
     digest = hmac.new(key, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
-def mint(key: bytes, browser: str, now: float, *, nonce: str | None = None) -> str:
-    """A new token for `browser` (its cookie's id) at `now`; `nonce` only for tests (22 URL-safe characters)."""
+def mint(key: bytes, browser: str, now: float, *, user: str, nonce: str | None = None) -> str:
+    """A new token for `browser` (its cookie's id) and `user` (the session's; "" before a login) at `now`;
+    `nonce` only for tests (22 URL-safe characters)."""
     issued = str(max(0, int(now)))
     nonce = nonce if nonce is not None else secrets.token_urlsafe(16)
-    return f"{VERSION}.{issued}.{nonce}.{_mac(key, browser, issued, nonce)}"
+    for_browser = _mac(key, "browser", browser, issued, nonce)
+    for_user = _mac(key, "user", browser, user, issued, nonce)
+    return f"{VERSION}.{issued}.{nonce}.{for_browser}.{for_user}"
 
 
-def verify(key: bytes, browser: str, token: str, now: float, *, max_age_s: float = MAX_AGE_S) -> bool:
-    """Whether `token` was minted under `key` for `browser` within `max_age_s` of `now`, either way: a box
-    without a battery-backed clock may start behind the time it had when the form was given."""
+def _parts(key: bytes, browser: str, token: str, now: float, max_age_s: float) -> tuple[str, str, str] | None:
+    """(issued, nonce, user mac) of a token minted under `key` for `browser` within `max_age_s` of `now`, either
+    way: a box without a battery-backed clock may start behind the time it had when the form was given."""
     found = _TOKEN.fullmatch(token)
     if found is None or not browser:
+        return None
+    issued, nonce, for_browser, for_user = found.groups()
+    expected = _mac(key, "browser", browser, issued, nonce)
+    if not hmac.compare_digest(for_browser.encode("ascii"), expected.encode("ascii")):
+        return None
+    if abs(now - int(issued)) > max_age_s:
+        return None
+    return issued, nonce, for_user
+
+
+def given_to_browser(key: bytes, browser: str, token: str, now: float, *, max_age_s: float = MAX_AGE_S) -> bool:
+    """Whether `token` was minted for `browser` within `max_age_s` of `now`, for whichever user."""
+    return _parts(key, browser, token, now, max_age_s) is not None
+
+
+def verify(key: bytes, browser: str, token: str, now: float, *, user: str, max_age_s: float = MAX_AGE_S) -> bool:
+    """Whether `token` was minted for `browser` and `user` ("" before a login) within `max_age_s` of `now`."""
+    parts = _parts(key, browser, token, now, max_age_s)
+    if parts is None:
         return False
-    issued, nonce, mac = found.groups()
-    expected = _mac(key, browser, issued, nonce)
-    return hmac.compare_digest(mac.encode("ascii"), expected.encode("ascii")) and abs(now - int(issued)) <= max_age_s
+    issued, nonce, for_user = parts
+    expected = _mac(key, "user", browser, user, issued, nonce)
+    return hmac.compare_digest(for_user.encode("ascii"), expected.encode("ascii"))

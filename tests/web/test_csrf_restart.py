@@ -31,6 +31,12 @@ from tests.web.test_csrf_stale_form import form_in
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 EXPIRED = "フォームの有効期限が切れていました"
 FORBIDDEN = "このページを表示または操作する権限がありません。"
+OTHER_USER = (
+    "このフォームは、このブラウザーで別のユーザーがログインしていたとき、またはログインする前に開かれたものです。"
+)
+DISCARDED = (
+    "ログインの前に送信されたフォームは、このユーザーに渡したものと確認できなかったため、送信せずに破棄しました。"
+)
 
 
 @asynccontextmanager
@@ -133,7 +139,7 @@ async def test_a_form_sent_after_a_restart_goes_through_the_login_with_what_it_c
             # the restart ended the session: the form comes without one
             status, _, page = await browser.post("/users/role", [("csrf_token", old), *MIKA_TO_TECHNICIAN])
             assert status == 403
-            assert "もう一度ログインすると、/users/role へ送信し直せます。" in page
+            assert "このフォームを開いたときと同じユーザーでログインすると、/users/role へ送信し直せます。" in page
             action, fields = form_in(page, "login-form")
             status, location, _ = await browser.post(action, [*fields, ("name", "admin1"), ("password", PASSWORD)])
             assert (status, location) == (302, "/form/resend")
@@ -143,6 +149,27 @@ async def test_a_form_sent_after_a_restart_goes_through_the_login_with_what_it_c
             status, location, _ = await browser.post(action, fields)
             assert (status, location) == (302, "/users")
             assert role_of(accounts, "mika") is Role.TECHNICIAN
+
+
+async def test_after_a_restart_one_users_form_is_offered_to_no_other_user(tmp_path: Path) -> None:
+    """A library PC: admin1's form left open over the restart; kana comes next, through the login page it
+    carries and then logged in. Neither way is it offered to her, and mika stays a viewer."""
+    async with set_up(tmp_path) as (config, port, accounts, browser):
+        accounts.add_user("kana", Role.ADMIN, PASSWORD, now=time.time())
+        async with edgegw_web(config, port):
+            await browser.login("admin1")
+            old = await browser.token("/users")
+        async with edgegw_web(config, port):
+            status, _, page = await browser.post("/users/role", [("csrf_token", old), *MIKA_TO_TECHNICIAN])
+            assert status == 403
+            action, fields = form_in(page, "login-form")
+            status, location, _ = await browser.post(action, [*fields, ("name", "kana"), ("password", PASSWORD)])
+            assert (status, location) == (302, "/users")
+            assert DISCARDED in await browser.page("/users")
+            status, _, page = await browser.post("/users/role", [("csrf_token", old), *MIKA_TO_TECHNICIAN])
+            assert status == 403
+            assert OTHER_USER in page and 'id="resend-form"' not in page and "ログインし直した" not in page
+            assert role_of(accounts, "mika") is Role.VIEWER
 
 
 async def test_without_the_key_of_before_the_form_is_refused_with_the_page_and_nothing_kept(tmp_path: Path) -> None:

@@ -133,10 +133,10 @@ async def test_a_form_left_open_past_a_logout_goes_through_the_login(web_env: We
     )
     page = await response.text()
     assert response.status == 403
-    assert "もう一度ログインすると、/users/role へ送信し直せます。" in page
+    assert "このフォームを開いたときと同じユーザーでログインすると、/users/role へ送信し直せます。" in page
     action, fields = form_in(page, "login-form")
     assert action == "/login"
-    assert dict(fields)["resend_to"] == "/users/role"
+    assert dict(fields)["resend_to"] == "/users/role" and dict(fields)["resend_token"] == token
     assert [(n, v) for n, v in fields if n.startswith("kept.")] == [("kept.name", "mika"), ("kept.role", "technician")]
     # a wrong password keeps the form on the login page
     wrong = await web_env.client.post(action, data=[*fields, ("name", "admin1"), ("password", "nope")])

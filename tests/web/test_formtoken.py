@@ -18,46 +18,81 @@ KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 BROWSER = "b" * 43
 NOW = 1_796_083_200.0  # 2026-12-01
-browsers = st.text(
-    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", min_size=43, max_size=43
-)
+URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+browsers = st.text(alphabet=URLSAFE, min_size=43, max_size=43)
 times = st.floats(min_value=0, max_value=4e9, allow_nan=False)
+# the account store's names (gateway.accounts.store), and "" for a session before a login
+users = st.one_of(st.just(""), st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", fullmatch=True))
 
 
-@given(browser=browsers, now=times)
-def test_a_token_verifies_for_its_browser_only(browser: str, now: float) -> None:
-    token = formtoken.mint(KEY, browser, now)
-    assert formtoken.verify(KEY, browser, token, now)
-    assert not formtoken.verify(KEY, browser[::-1] if browser[::-1] != browser else "x" * 43, token, now)
-    assert not formtoken.verify(OTHER_KEY, browser, token, now)
+@given(browser=browsers, now=times, user=users)
+def test_a_token_verifies_for_its_browser_only(browser: str, now: float, user: str) -> None:
+    token = formtoken.mint(KEY, browser, now, user=user)
+    assert formtoken.verify(KEY, browser, token, now, user=user)
+    assert formtoken.given_to_browser(KEY, browser, token, now)
+    other = browser[::-1] if browser[::-1] != browser else "x" * 43
+    assert not formtoken.verify(KEY, other, token, now, user=user)
+    assert not formtoken.given_to_browser(KEY, other, token, now)
+    assert not formtoken.verify(OTHER_KEY, browser, token, now, user=user)
+    assert not formtoken.given_to_browser(OTHER_KEY, browser, token, now)
+
+
+@given(browser=browsers, now=times, user=users, other=users)
+def test_a_token_verifies_for_its_user_only(browser: str, now: float, user: str, other: str) -> None:
+    """One browser, several people (a library's PC): a token is this browser's for all, one user's for one."""
+    token = formtoken.mint(KEY, browser, now, user=user)
+    assert formtoken.verify(KEY, browser, token, now, user=other) == (other == user)
+    assert formtoken.given_to_browser(KEY, browser, token, now)
+
+
+def test_a_user_name_cannot_borrow_from_the_browser_id() -> None:
+    """The signed parts are length-prefixed: the same characters split another way are another message."""
+    token = formtoken.mint(KEY, BROWSER + "a", NOW, user="dmin1")
+    assert not formtoken.verify(KEY, BROWSER, token, NOW, user="admin1")
+    assert not formtoken.verify(KEY, BROWSER + "a", token, NOW, user="admin1")
 
 
 @given(now=times, age=st.integers(min_value=0, max_value=3 * int(formtoken.MAX_AGE_S)))
 def test_a_token_is_known_for_a_week_either_way(now: float, age: int) -> None:
-    token = formtoken.mint(KEY, BROWSER, now)
+    token = formtoken.mint(KEY, BROWSER, now, user="admin1")
     issued = int(now)
     for then in (issued + age, issued - age):
-        assert formtoken.verify(KEY, BROWSER, token, then) == (age <= formtoken.MAX_AGE_S)
+        known = age <= formtoken.MAX_AGE_S
+        assert formtoken.verify(KEY, BROWSER, token, then, user="admin1") == known
+        assert formtoken.given_to_browser(KEY, BROWSER, token, then) == known
 
 
 @given(position=st.integers(min_value=0), replacement=st.characters())
 def test_any_character_changed_spoils_the_token(position: int, replacement: str) -> None:
-    token = formtoken.mint(KEY, BROWSER, NOW, nonce="n" * 22)
+    token = formtoken.mint(KEY, BROWSER, NOW, user="admin1", nonce="n" * 22)
     i = position % len(token)
     changed = token[:i] + replacement + token[i + 1 :]
-    assert formtoken.verify(KEY, BROWSER, changed, NOW) == (changed == token)
+    assert formtoken.verify(KEY, BROWSER, changed, NOW, user="admin1") == (changed == token)
+    # the browser's signature does not cover the user's: a change there alone, in its alphabet, leaves it good
+    only_the_users = i >= len(token) - 43 and replacement in URLSAFE
+    assert formtoken.given_to_browser(KEY, BROWSER, changed, NOW) == (changed == token or only_the_users)
 
 
-@given(text=st.text())
-def test_any_text_is_refused_without_an_error(text: str) -> None:
-    assert formtoken.verify(KEY, BROWSER, text, NOW) is False
+@given(text=st.text(), user=users)
+def test_any_text_is_refused_without_an_error(text: str, user: str) -> None:
+    assert formtoken.verify(KEY, BROWSER, text, NOW, user=user) is False
+    assert formtoken.given_to_browser(KEY, BROWSER, text, NOW) is False
 
 
 def test_the_token_has_the_documented_shape() -> None:
-    token = formtoken.mint(KEY, BROWSER, NOW, nonce="n" * 22)
-    assert token.startswith(f"f1.{int(NOW)}.{'n' * 22}.")
-    assert len(token) == len("f1.") + 10 + 1 + 22 + 1 + 43
-    assert not formtoken.verify(KEY, "", token, NOW)  # a request without a browser id matches nothing
+    token = formtoken.mint(KEY, BROWSER, NOW, user="admin1", nonce="n" * 22)
+    assert token.startswith(f"f2.{int(NOW)}.{'n' * 22}.")
+    assert len(token) == len("f2.") + 10 + 1 + 22 + 1 + 43 + 1 + 43
+    assert "admin1" not in token  # whose it is, is checked, never read from the token
+    assert not formtoken.verify(KEY, "", token, NOW, user="admin1")  # a request without a browser id matches nothing
+    assert not formtoken.given_to_browser(KEY, "", token, NOW)
+
+
+def test_a_token_signed_for_the_browser_only_is_no_longer_known() -> None:
+    """A form open across the upgrade to user-bound tokens (f1): nobody's, so nothing it carried comes back."""
+    f1 = "f1.1796083200." + "n" * 22 + "." + "m" * 43
+    assert not formtoken.given_to_browser(KEY, BROWSER, f1, NOW)
+    assert not formtoken.verify(KEY, BROWSER, f1, NOW, user="")
 
 
 def test_the_key_is_made_once_private_and_kept(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 _fixtures = (chrome,)
 
 ADDED = "# 夜間の水位計: 2026年12月の点検で追加"
-EXPIRED = "このフォームを開いている間に管理画面が再起動したか、ログインの有効期限が切れたため"
+EXPIRED = "このフォームを開いている間に、管理画面が再起動したか、そのときのログインが終わった"
 
 
 def _edit(driver: webdriver.Chrome, base: str) -> str:
@@ -80,7 +80,9 @@ async def test_a_config_edit_sent_after_a_restart_is_checked_after_the_login(
         await restarted.start_server()
         try:
             notice, _ = await run(_check_and_log_in, chrome)
-            assert notice.startswith(EXPIRED) and notice.endswith("/config/check へ送信し直せます。")
+            assert notice.startswith(EXPIRED) and notice.endswith(
+                "同じユーザーでログインすると、/config/check へ送信し直せます。"
+            )
             text, verdict = await run(_send_again, chrome)
         finally:
             await restarted.close()

@@ -16,10 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.accounts.store import DAY_S, PRIVILEGED, AuthResult, Role
-from gateway.web import keptform
+from gateway.web import formtoken, keptform
 from gateway.web.auth import (
     THROTTLE,
     USER,
+    browser_id,
     client_address,
     hashing_call,
     login_session,
@@ -44,6 +45,20 @@ EXPIRY_WARNING_DAYS = 14
 MAX_FIELD = 1024
 # Where a login that carried a refused form goes (gateway.web.csrf): the page that offers to send it again.
 RESEND_PAGE = "/form/resend"
+
+
+def _given_to(request: web.Request, resend: KeptForm | None, user: str) -> KeptForm | None:
+    """The form the login carried if its token was given to this browser for `user`, the one whose password was
+    just checked (never a name the browser sent): on a shared PC one user's form never rides another's login."""
+    if resend is None:
+        return None
+    svc = services(request)
+    if not formtoken.verify(svc.form_key, browser_id(request), resend.token, svc.clock(), user=user):
+        log.info("web: a login carried a refused form given to another login of this browser, or unknown; dropped")
+        t = translator(request)
+        flash(request, t("form_expired.not_offered"), "warning")
+        return None
+    return resend
 
 
 async def _audit_actor(request: web.Request, name: str) -> str:
@@ -111,6 +126,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     user = result.user
     response = web.HTTPFound(target)
     session = login_session(request, response, user.name)
+    resend = _given_to(request, resend, user.name)
     request[USER] = user
     session.last_login = {
         "at": result.previous_login[0] if result.previous_login else None,
@@ -144,7 +160,7 @@ async def resend_page(request: web.Request) -> web.StreamResponse:
     kept, session.resend = session.resend, None
     if kept is None:
         raise web.HTTPFound("/")
-    return render(request, "form_expired.html", {"kept": kept, "back": kept.section})
+    return render(request, "form_expired.html", {"kept": kept, "back": kept.section, "reason": "logged_in_again"})
 
 
 @routes.post("/logout")
