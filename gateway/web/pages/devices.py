@@ -207,7 +207,8 @@ async def poll(request: web.Request) -> web.StreamResponse:
     try:
         result = await services(request).control.call("tool.poll", job=request.match_info["job"], after=after)
     except ControlUnavailable:
-        return web.json_response({"error": translator(request)("gateway.unreachable")}, status=503)
+        # as the other polls say it (live.js keeps asking, less often, until the gateway answers)
+        return web.json_response({"reachable": False, "error": translator(request)("gateway.unreachable")}, status=503)
     except ControlError as exc:
         status = 404 if exc.code == "not_found" else 400
         return web.json_response({"error": exc.message}, status=status)

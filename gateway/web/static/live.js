@@ -3,24 +3,40 @@
 "use strict";
 
 (function () {
-  function poller(section, url, apply) {
+  // A gateway that does not answer (restarting for an applied config) is asked less and less often, so that a page
+  // left open does not knock every second; at most this far apart, so the page catches up soon after it is back.
+  var MAX_PAUSE_MS = 10000;
+
+  // `gone` (optional) is called on a 404: what the page shows no longer exists, asking again cannot bring it back.
+  function poller(section, url, apply, gone) {
     var interval = parseInt(section.dataset.interval || "3000", 10);
     var busy = false;
     var timer = null;
+    var pause = 0;
+    var resume = 0;
     function tick() {
-      if (busy || document.hidden) { return; }
+      if (busy || document.hidden || Date.now() < resume) { return; }
       busy = true;
       fetch(url(), { headers: { "Accept": "application/json" }, credentials: "same-origin" })
         .then(function (r) {
           if (r.status === 401) { window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname)); return null; }
+          if (r.status === 404 && gone) { stop(); gone(); return null; }
           return r.ok || r.status === 503 ? r.json() : null;
         })
         .then(function (doc) { if (doc) { apply(doc); } })
         .catch(function () { /* a missed refresh: the next one tries again */ })
         .then(function () { busy = false; });
     }
+    function stop() { window.clearInterval(timer); }
     timer = window.setInterval(tick, interval);
-    return { tick: tick, stop: function () { window.clearInterval(timer); } };
+    return {
+      tick: tick,
+      stop: stop,
+      answered: function (reachable) {
+        pause = reachable ? 0 : Math.min(Math.max(2 * pause, 2 * interval), MAX_PAUSE_MS);
+        resume = Date.now() + pause;
+      }
+    };
   }
 
   function unreachable(doc) {
@@ -208,8 +224,10 @@
     var heading = section.querySelector("h1");
     var next = 0;
     var p = poller(section, function () { return section.dataset.poll + "?after=" + next; }, function (doc) {
-      if (doc.error) { state.textContent = doc.error; p.stop(); return; }
-      // the page may have been rendered before the gateway knew the job: the server names its tool now
+      unreachable(doc);
+      p.answered(doc.reachable !== false);
+      if (doc.reachable === false) { return; }  // the job may run on: its lines and end come once the gateway answers
+      // the page may have been rendered while the gateway did not answer: the server names its tool now
       if (heading && doc.heading && heading.textContent !== doc.heading) {
         heading.textContent = doc.heading;
         document.title = doc.heading + " — " + section.dataset.appName;  // as base.html's <title>
@@ -220,6 +238,11 @@
         state.textContent = doc.ok ? state.dataset.ok : state.dataset.failed;
         p.stop();
       }
+    }, function () {
+      // the gateway forgot the job (it restarted, or the link was typed): the lines shown so far stay
+      unreachable({});
+      state.hidden = true;
+      document.getElementById("tool-gone").hidden = false;
     });
     p.tick();
   }
