@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -114,6 +115,9 @@ class Jobs:
         self._jobs: dict[str, _Job] = {}
         self._running: dict[str, _Job] = {}  # family -> its running job
         self._ids = itertools.count(1)
+        # numbers start at 1 with every gateway start: the start's own token keeps a page left open on an
+        # earlier start's job from following a new job that took its number
+        self._start = secrets.token_hex(3)
 
     def describe(self) -> list[dict[str, Any]]:
         return [t.describe() for t in self.tools.values()]
@@ -128,7 +132,7 @@ class Jobs:
             raise ControlError(
                 BUSY, f"tool.start: a {family} job is running, got another; wait for job {self._running[family].id}"
             )
-        job = _Job(id=f"{family}-{next(self._ids)}", family=family, tool=tool, title=found.title)
+        job = _Job(id=f"{family}-{self._start}-{next(self._ids)}", family=family, tool=tool, title=found.title)
         self._jobs[job.id] = job
         self._running[family] = job
         job.task = asyncio.create_task(self._run(job, found, bound), name=f"tool:{job.id}")

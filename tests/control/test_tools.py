@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 
 from adapters.modbus.tools import tools as modbus_tools
 from gateway.control.protocol import ControlError
+from gateway.control.tools import Jobs, Tool
 from gateway.profiles import load_profile
 from tests.adapters.modbus.peers import UnitImage, image_from_values, start_tcp_peer
 from tests.control.running import Running, eventually, running_gateway
@@ -97,7 +100,28 @@ async def test_probe_and_read_run_as_jobs_with_progress(orion_double: OrionDoubl
     finally:
         await peer.stop()
     assert busy.value.code == "busy"
-    assert busy.value.message == "tool.start: a modbus job is running, got another; wait for job modbus-1"
+    # the job's id: its family, this gateway start's token (a page left open on an earlier start's job never
+    # follows a new one that took its number) and its number
+    assert re.fullmatch(r"modbus-[0-9a-f]{6}-1", started["job"])
+    assert busy.value.message == f"tool.start: a modbus job is running, got another; wait for job {started['job']}"
     assert (wrong.value.code, wrong.value.message) == ("bad_args", "modbus probe: 2 bad argument(s)")
     assert wrong.value.errors == ["args.bogus: unknown parameter, got True", "args.port: must be str, got int"]
     assert (unknown.value.code, unknown.value.message) == ("not_found", "tool.poll: no such job, got 'modbus-99'")
+
+
+async def test_a_job_of_an_earlier_gateway_start_is_not_found_after_a_restart() -> None:
+    # numbers start at 1 again with every start: a page left open on the earlier start's demo-…-1 must be told
+    # its job is gone, not be handed the new start's first job
+    async def done(args: Mapping[str, Any], progress: Any) -> bool:
+        return True
+
+    demo = Tool(family="demo", tool="ok", title="Demo", params=(), run=done)
+    before, after = Jobs([demo]), Jobs([demo])  # two starts of the gateway
+    old = before.start("demo", "ok", {})
+    new = after.start("demo", "ok", {})
+    assert old.endswith("-1") and new.endswith("-1") and old != new
+    with pytest.raises(ControlError) as gone:
+        after.poll(old, 0)
+    assert gone.value.code == "not_found"
+    await before.close()
+    await after.close()
