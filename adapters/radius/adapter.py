@@ -50,5 +50,5 @@ class RadiusAdapter:
     def diagnostics(self) -> dict[str, Any]:
         diagnostics: dict[str, Any] = self.server.diagnostics() if self.server is not None else {"summary": "starting"}
         if self.events is not None:
-            diagnostics["session_events"] = {"pending": self.events.pending, "dropped": self.events.dropped}
+            diagnostics["session_events"] = self.events.diagnostics()
         return diagnostics

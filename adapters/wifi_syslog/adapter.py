@@ -54,5 +54,5 @@ class WifiSyslogAdapter:
             self.receiver.diagnostics() if self.receiver is not None else {"summary": "starting"}
         )
         if self.events is not None:
-            diagnostics["session_events"] = {"pending": self.events.pending, "dropped": self.events.dropped}
+            diagnostics["session_events"] = self.events.diagnostics()
         return diagnostics

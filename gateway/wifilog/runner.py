@@ -295,6 +295,10 @@ class SessionEventsOut:
     def pending(self) -> int:
         return len(self._pending)
 
+    def diagnostics(self) -> dict[str, int]:
+        """For the adapter's status: waiting for the buffer, dropped for room, not sent as their period was erased."""
+        return {"pending": self.pending, "dropped": self.dropped, "forgotten": self.forgotten}
+
     def record(self, ev: SessionEvent) -> None:
         self._loop.call_soon_threadsafe(self._add, ev)
 

@@ -149,6 +149,7 @@ async def test_an_event_of_an_erased_period_is_not_sent_counted_and_logged_once(
         run.cancel()
     assert [session(r) for r in taken] == [expected(out, store, 0)]
     assert out.forgotten == 2 and out.dropped == 0
+    assert out.diagnostics()["forgotten"] == 2  # in the adapters' status, beside pending and dropped
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         "wifilog: a session event from NAS ap1 is not sent: the Wi-Fi log no longer holds its session (its period "

@@ -223,7 +223,7 @@ async def test_a_session_event_the_buffer_refuses_goes_out_after_the_adapter_res
     assert rc == 0, out  # the NAS has its answer: the record is in the Wi-Fi log store
     with pytest.raises(BufferFull):  # the run fails with the buffer's error, not silently
         await asyncio.wait_for(first, 10)
-    assert adapter.diagnostics()["session_events"] == {"pending": 1, "dropped": 0}
+    assert adapter.diagnostics()["session_events"] == {"pending": 1, "dropped": 0, "forgotten": 0}
 
     readings: list[Reading] = []
 
@@ -239,4 +239,4 @@ async def test_a_session_event_the_buffer_refuses_goes_out_after_the_adapter_res
             await again
     [ev] = [r for r in readings if r.entity_type == "WifiSessionEvent"]
     assert ev.attributes["eventType"].value == "start" and ev.attributes["clientMac"].value.startswith("pz1:")
-    assert adapter.diagnostics()["session_events"] == {"pending": 0, "dropped": 0}
+    assert adapter.diagnostics()["session_events"] == {"pending": 0, "dropped": 0, "forgotten": 0}
