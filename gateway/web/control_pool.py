@@ -12,9 +12,9 @@ quick ops the pages and their polls make; slow ops wait for each other, never th
 for a connection at most the op's own timeout (then ControlUnavailable, which the pages show as the gateway
 not answering; counted in `starved`, a WARNING when such a spell starts and an INFO when it ends), and then as
 long again for its reply. Connections are kept between calls (the gateway closes one idle for a minute, and its
-client opens it again): never more than `size` are open, and `close()` closes them all. A call cancelled midway (a browser that went away while its page waited) may have left its request
-unanswered on its connection; that connection is closed, not lent again, so its late reply never answers
-another call.
+client opens it again): never more than `size` are open, and `close()` closes them all. A call cancelled midway
+(a browser that went away while its page waited) may have left its request unanswered on its connection: the
+client closes that connection itself (ControlClient.call), so its late reply never answers another call.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ class ControlPool:
         self._slow = asyncio.Semaphore(size - 1)
         self._idle: list[ControlClient] = []
         self._lent: set[ControlClient] = set()
-        self._closing: set[asyncio.Task[None]] = set()
         self._starved = logs.StateLog(log)  # a spell of calls that found no connection free
         self.starved = 0  # calls refused so, since the UI started
         self._starved_in_spell = 0
@@ -102,14 +101,8 @@ class ControlPool:
             self._lent.add(client)
             try:
                 yield client
-            except asyncio.CancelledError:
-                self._lent.discard(client)
-                self._close_later(client)
-                raise
-            except BaseException:
-                self._give_back(client)
-                raise
-            self._give_back(client)
+            finally:
+                self._give_back(client)  # a cancelled call's client has closed its connection itself
 
     def _bound(self) -> str:
         return f"the web UI opens at most {self.size} connections, {self.size - 1} of them for slow ops ({', '.join(sorted(SLOW_OPS))})"
@@ -118,12 +111,6 @@ class ControlPool:
         self._lent.discard(client)
         self._idle.append(client)
 
-    def _close_later(self, client: ControlClient) -> None:
-        # Not awaited here: the caller is being cancelled, and the client's close waits for its lock.
-        task = asyncio.create_task(client.close(), name="control-pool-close")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
     async def close(self) -> None:
         """Closes every connection; calls still running finish on theirs first (ControlClient.close waits)."""
         clients = [*self._idle, *self._lent]
@@ -131,8 +118,6 @@ class ControlPool:
         self._lent.clear()
         for client in clients:
             await client.close()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def __aenter__(self) -> ControlPool:
         return self
