@@ -45,13 +45,12 @@ from gateway.uplinks.mqtt.answer_cut import Result, cut_results, fit_results, le
 from gateway.uplinks.mqtt.command_codec import result_messages
 from gateway.uplinks.mqtt.command_counters import CommandListenerCounters
 from gateway.uplinks.mqtt.config import MqttFormat, MqttProtocol, MqttUplinkConfig
-from gateway.uplinks.mqtt.session import ACL_FIX, CLOSED_AFTER_REFUSAL_S, PACKET_TOO_LARGE, PubAckCode
+from gateway.uplinks.mqtt.session import ACL_FIX, CLOSED_AFTER_REFUSAL_S, NOT_AUTHORIZED, PACKET_TOO_LARGE, PubAckCode
 
 __all__ = ["CLOSED_AFTER_REFUSAL_S", "CUT_ANSWER_BYTES", "AnswerPublisher", "AnswerRefusal", "answer_packet_bytes"]
 
-_NOT_AUTHORIZED = 0x87
 # What a technician checks when the broker refuses an answer, by PUBACK reason code
-_REFUSED_ANSWER_FIX = {_NOT_AUTHORIZED: ACL_FIX}  # the uplink's words for its readings: one phrase finds both
+_REFUSED_ANSWER_FIX = {NOT_AUTHORIZED: ACL_FIX}  # the uplink's words for its readings: one phrase finds both
 # The size an answer refused as too large is cut to (payload bytes, or half the refused one if that is
 # less). The broker does not say its limit, so small: a broker that takes less carries few IoT Agent
 # measures either, and 200 bytes still hold the head of the text ("OK: relays: command relay_3 written ..."),
@@ -390,7 +389,7 @@ class AnswerPublisher:
                 )
                 refusal = AnswerRefusal(kind="too large", what=f"an answer of {len(payload)} bytes as too large")
                 self._refused = _Refused(client=client, at=time.monotonic(), refusal=refusal)
-            elif code.value == _NOT_AUTHORIZED:
+            elif code.value == NOT_AUTHORIZED:
                 # noted here, on the connection that refused it: mosquitto may drop that one before the caller
                 # has logged the refusal
                 refusal = AnswerRefusal(

@@ -15,11 +15,21 @@ from gateway.mqtt.packets import PUBACK, reason_text
 from gateway.tls import client_context
 from gateway.uplinks.mqtt.config import MqttUplinkConfig
 
-__all__ = ["ACL_FIX", "CLOSED_AFTER_REFUSAL_S", "PACKET_TOO_LARGE", "PubAckCode", "Session", "tls_context"]
+__all__ = [
+    "ACL_FIX",
+    "CLOSED_AFTER_REFUSAL_S",
+    "NOT_AUTHORIZED",
+    "PACKET_TOO_LARGE",
+    "PubAckCode",
+    "Session",
+    "tls_context",
+]
 
 # mosquitto closes the connection at once after refusing a publish (with max_queued_messages 0): a drop
 # this soon after a refusal is that, not an unreachable broker
 CLOSED_AFTER_REFUSAL_S = 2.0
+# A PUBACK's "not authorized": the broker's ACL refuses this user the topic (readings and command answers)
+NOT_AUTHORIZED = 0x87
 # What a technician checks after a PUBACK 0x87 (not authorized), for a reading or a command's answer alike
 ACL_FIX = "check the broker's ACL for this uplink's username: it must allow publishing on that topic"
 # mosquitto answers a QoS 1 message over its message_size_limit with PUBACK 0x95, a code MQTT 5's table

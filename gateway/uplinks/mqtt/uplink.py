@@ -90,7 +90,7 @@ from gateway.uplinks.mqtt.planning import (
     pack_parts,
     packet_overhead,
 )
-from gateway.uplinks.mqtt.session import ACL_FIX, PACKET_TOO_LARGE, PubAckCode, Session, tls_context
+from gateway.uplinks.mqtt.session import ACL_FIX, NOT_AUTHORIZED, PACKET_TOO_LARGE, PubAckCode, Session, tls_context
 from gateway.uplinks.seqs import seq_ranges
 
 __all__ = ["MqttCounters", "MqttUplink"]
@@ -99,10 +99,9 @@ __all__ = ["MqttCounters", "MqttUplink"]
 # broker's state or configuration and clear up without touching the record, so they retry. "Packet
 # too large" (0x95) condemns a message of one reading only: several are sent again in smaller messages.
 _PERMANENT_CODES = {0x90, 0x99}  # topic name invalid, payload format invalid
-# A PUBACK's "not authorized": the broker refuses this gateway's settings (its ACL). Nothing gets through
-# until someone fixes them, so the outcome is a configuration fault and the delivery loop says `refused`,
-# at ERROR, as for a refused CONNACK (gateway.mqtt.client.ConnectRefused.of_settings).
-_NOT_AUTHORIZED = 0x87
+# A PUBACK's "not authorized" (NOT_AUTHORIZED): the broker refuses this gateway's settings (its ACL). Nothing
+# gets through until someone fixes them, so the outcome is a configuration fault and the delivery loop says
+# `refused`, at ERROR, as for a refused CONNACK (gateway.mqtt.client.ConnectRefused.of_settings).
 NO_PROPERTIES = b"\x00"  # an empty v5 property block
 
 
@@ -398,7 +397,7 @@ class MqttUplink(Lifecycle):
         except TooLargeForBroker as exc:  # a broker whose limit is below ~200 bytes: readings may still fit
             self._log.warning("status message on %s not published: %s", self.status_topic, exc)
         else:
-            if code.value == _NOT_AUTHORIZED:
+            if code.value == NOT_AUTHORIZED:
                 session.note_refusal(self.status_topic)
                 self._log.warning(
                     "broker refused the status message on %s, got PUBACK not authorized (0x87); %s",
@@ -727,7 +726,7 @@ class MqttUplink(Lifecycle):
                 if code < 0x80:  # PubAckCode.is_failure, without an object a message
                     counters.acked += 1
                     counters.bytes += len(messages[k].payload)
-                elif code == _NOT_AUTHORIZED:
+                elif code == NOT_AUTHORIZED:
                     # noted now, before the loss of the connection mosquitto may follow it with is reported
                     session.note_refusal(messages[k].topic)
             left -= 1
@@ -838,7 +837,7 @@ class MqttUplink(Lifecycle):
                         f"{message.topic}: broker refused the message, got PUBACK {result.value:#04x} {result}",
                     )
                     self.counters.rejected += len(message.indices)
-                elif result.value == _NOT_AUTHORIZED:
+                elif result.value == NOT_AUTHORIZED:
                     self._log.debug("broker refused the message on %s as not authorized (0x87)", message.topic)
                     self.counters.not_authorized += len(message.indices)
                     outcome = Outcome(
