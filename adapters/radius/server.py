@@ -12,6 +12,13 @@ the end at INFO once that NAS sends a valid request; the text is kept in `last_e
 a day (`codec.MAX_DELAY_S`) is not believed: the request is stored at its arrival time, counted in
 `device_time_ignored` and logged the same way.
 
+A request is filed at its arrival less Acct-Delay-Time by the gateway's clock; the NAS's Event-Timestamp is
+ignored, unless the kernel says that clock is not synchronised (`GatewayClock`, shared with the syslog receiver:
+a box without RTC booted before NTP, at 1970 or its build date): then an Event-Timestamp ahead of the gateway's
+time and of the latest time the box knew, by at most three years, is the event time, counted in
+`gateway_clock_unsynced`; filed at 1970, the sessions would be erased by the next expiry once NTP set the clock.
+Accounting-On/Off closes the NAS's sessions at the time so chosen.
+
 Retransmissions (same source, identifier and authenticator, RFC 5080 2.2.2) of a request already
 answered get the same response again from a bounded cache; those of a request still waiting or being
 committed are counted and dropped (the commit answers the source).
@@ -57,6 +64,8 @@ from adapters.radius.codec import (
 from adapters.radius.errors import RadiusAuthenticatorError, RadiusError
 from gateway import redact
 from gateway.cancellation import event_set_within
+from gateway.device_clock import SYNC_TTL_S, ClockWords, GatewayClock, SyncSource
+from gateway.host import clock_synced as kernel_clock_synced
 from gateway.logs import SenderSpells, StateLog, component_logger
 from gateway.wifilog.runner import CommitRetry, listen_error, retryable
 from gateway.wifilog.sessions import EventKind, SessionEvent
@@ -79,6 +88,13 @@ MAX_PENDING = 20_000
 # store, and a bound on how long a stop of the adapter takes
 DRAIN_S = 10.0
 _UNTIL_VALID = "it sends a valid Accounting-Request"
+_CLOCK_WORDS = ClockWords(
+    where="radius accounting",
+    sender="NAS ",
+    dated="sent an Accounting-Request with Event-Timestamp",
+    kept="the NAS's time",
+    otherwise="Event-Timestamp is ignored and Accounting-Requests filed at their arrival less Acct-Delay-Time",
+)
 _KINDS = {
     AcctStatusType.START: EventKind.START,
     AcctStatusType.INTERIM_UPDATE: EventKind.INTERIM,
@@ -124,7 +140,12 @@ def session_event(req: AccountingRequest) -> SessionEvent | None:
 
 
 class RadiusAccountingServer(asyncio.DatagramProtocol):
-    """One UDP socket; `secrets` maps a NAS source address to its shared secret."""
+    """One UDP socket; `secrets` maps a NAS source address to its shared secret.
+
+    `clock_synced` says whether the gateway's clock is synchronised (None: unknown), asked at most every
+    `sync_ttl_s`; by default the kernel (adjtimex). `not_before`: the latest time the box knew (by default
+    `gateway.device_clock.known_floor`), below which a NAS's Event-Timestamp is never believed over the gateway.
+    """
 
     def __init__(
         self,
@@ -136,6 +157,9 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         answered_cache: int = ANSWERED_CACHE,
         max_pending: int = MAX_PENDING,
         drain_s: float = DRAIN_S,
+        clock_synced: SyncSource = kernel_clock_synced,
+        sync_ttl_s: float = SYNC_TTL_S,
+        not_before: datetime | None = None,
     ) -> None:
         self.answered_cache = answered_cache
         self.max_pending = max_pending
@@ -176,6 +200,9 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         self._refused_before = 0  # refused_queue_full when the spell began
         self._dropped = SenderSpells(log)  # datagrams dropped: unknown client, bad authenticator, malformed
         self._delays = SenderSpells(log)  # Acct-Delay-Time not believed
+        self._gateway_clock = GatewayClock(
+            log, clock_synced, words=_CLOCK_WORDS, ttl_s=sync_ttl_s, not_before=not_before
+        )
         self.last_error: str | None = None
         self.counters: dict[str, int] = {
             "answered": 0,
@@ -186,6 +213,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             "malformed": 0,
             "no_session_id": 0,
             "device_time_ignored": 0,  # stored at arrival: Acct-Delay-Time past codec.MAX_DELAY_S
+            "gateway_clock_unsynced": 0,  # filed at its Event-Timestamp: the gateway's clock is not synchronised
             "batches": 0,
             "commit_failed": 0,  # requests left unanswered by an error no retry mends
             "commit_retries": 0,  # attempts made again after the store refused a commit
@@ -313,10 +341,20 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
                 self.counters["refused_queue_full"] - self._refused_before,
                 self.max_pending,
             )
-        if req.delay_ignored:
-            self._delay_ignored(req)
+        stamp = req.record.event_timestamp
+        # only a NAS time ahead of the gateway's can be kept: the common one, the same second, asks nothing
+        if stamp is not None and stamp > req.event_time and self._gateway_clock.keeps(source[0], stamp, req.event_time):
+            self.counters["gateway_clock_unsynced"] += 1
+            req = req._replace(event_time=stamp)
         else:
-            self._delays.ok(source[0], "radius accounting: NAS %s sends a believable Acct-Delay-Time again", source[0])
+            if self._gateway_clock.unsynced:
+                self._gateway_clock.check()
+            if req.delay_ignored:
+                self._delay_ignored(req)
+            else:
+                self._delays.ok(
+                    source[0], "radius accounting: NAS %s sends a believable Acct-Delay-Time again", source[0]
+                )
         self._in_flight.add(key)
         self._pending.append((req, secret))
         self._idle.clear()

@@ -55,10 +55,11 @@ from typing import Any
 from adapters.wifi_syslog.codec import decode_wifi_event
 from adapters.wifi_syslog.errors import SyslogError
 from adapters.wifi_syslog.framing import FrameSplitter
-from adapters.wifi_syslog.gateway_clock import SYNC_TTL_S, GatewayClock, SyncSource, describe_skew
+from adapters.wifi_syslog.gateway_clock import GatewayClock
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
 from gateway import redact
 from gateway.cancellation import event_set_within
+from gateway.device_clock import SYNC_TTL_S, SyncSource, describe_skew
 from gateway.host import clock_synced as kernel_clock_synced
 from gateway.logs import SenderSpells, StateLog, component_logger
 from gateway.wifilog.runner import SYSLOG_SESSION_ID, CommitRetry, keyed_digest, listen_error, retryable, session_key

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from adapters.wifi_syslog import gateway_clock
-from adapters.wifi_syslog.gateway_clock import EARLIEST, MAX_LEAD, SYNC_TTL_S, GatewayClock, known_floor
+from adapters.wifi_syslog.gateway_clock import GatewayClock
 from adapters.wifi_syslog.receiver import MAX_AHEAD, MAX_BEHIND, SyslogReceiver
+from gateway import device_clock
+from gateway.device_clock import EARLIEST, MAX_LEAD, SYNC_TTL_S, known_floor
 from gateway.host import clock_synced
 from gateway.wifilog import Query, WifiLogStore
 
@@ -186,7 +187,7 @@ def test_an_ap_behind_the_latest_time_the_box_knew_is_replaced_though_ahead_of_i
 
 
 def test_the_latest_time_the_box_knew_is_its_files_date_or_timesyncds() -> None:
-    assert known_floor() >= datetime.fromtimestamp(Path(gateway_clock.__file__).stat().st_mtime, UTC)
+    assert known_floor() >= datetime.fromtimestamp(Path(device_clock.__file__).stat().st_mtime, UTC)
     assert known_floor() >= EARLIEST
 
 
