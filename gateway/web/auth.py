@@ -19,7 +19,14 @@ at the next click, not at the next login. A password set by another process (`ed
 cannot call `drop_user` here, so a logged-in session also keeps the user's `password_changed_at` of its login
 (taken as the login request ends) and ends at the first request that finds a different one in the store,
 answered like an expired session: the login page, or 401 JSON for /api. A user removed and added again gets
-a new stamp too, so the old browser is not logged in as the new account.
+a new stamp too, so the old browser is not logged in as the new account. A session's CSRF token is signed
+for its account too (the tag of the account's creation stamp, `formtoken.account_tag`), minted again as its
+login request ends (`_stamp_login`, where the account's row is at hand): a user removed and added again under
+the same name is never offered the forms, kept or left open, of the account before.
+
+A refused form carried through the login page is kept in this process (`SessionTable.kept`,
+gateway.web.keptform), not in the page. The login request names it; as the login ends, its session claims it
+for this browser, and keeps it for /form/resend only if its token was given to the account just logged in.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from aiohttp import web
 from gateway.accounts.store import Role, User
 from gateway.accounts.throttle import AddressThrottle
 from gateway.web import formtoken
-from gateway.web.keptform import KeptForm
+from gateway.web.keptform import KeptForm, KeptForms
 from gateway.web.services import SERVICES, WebServices
 
 log = logging.getLogger(__name__)
@@ -89,6 +96,7 @@ class SessionTable:
         self.lifetime_s = lifetime_s
         self._sessions: dict[str, Session] = {}
         self._anonymous: OrderedDict[str, None] = OrderedDict()
+        self.kept = KeptForms()  # the refused forms the login pages of this process carry (by reference)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -178,10 +186,17 @@ def browser_id(request: web.Request) -> str:
     return request[BROWSER]
 
 
-def csrf_token_for(request: web.Request, now: float, *, user: str | None) -> str:
+def csrf_token_for(request: web.Request, now: float, *, user: str | None, account: str = "") -> str:
     """A new CSRF token signed for the request's browser and `user`, the user of the session it is for (None
-    before a login): a form refused later is offered again only to that user."""
-    return formtoken.mint(services(request).form_key, browser_id(request), now, user=user or "")
+    before a login), and their `account` (`account_of`): a form refused later is offered again only to them."""
+    return formtoken.mint(services(request).form_key, browser_id(request), now, user=user or "", account=account)
+
+
+def account_of(request: web.Request, user: User | None) -> str:
+    """The tag of `user`'s account ("" for none): new when a removed name is added again, kept by a new password."""
+    if user is None:
+        return ""
+    return formtoken.account_tag(services(request).form_key, user.name, user.created_at)
 
 
 def session_of(request: web.Request) -> Session:
@@ -242,7 +257,8 @@ def _set_cookies(
 
 
 async def _stamp_login(request: web.Request, read_before: User | None) -> None:
-    """A session this request logged in keeps the password_changed_at of the password its user has now."""
+    """A session this request logged in keeps the password_changed_at of the password its user has now, a CSRF
+    token for its account, and the form its login carried only if it is that account's."""
     session = request.get(SESSION)
     if session is None or session.user is None or session.password_changed_at is not None:
         return
@@ -252,8 +268,37 @@ async def _stamp_login(request: web.Request, read_before: User | None) -> None:
         # the login cannot slip in): the password page set a new password after this request read the
         # user, so the store is asked again.
         user = await asyncio.to_thread(services(request).accounts.get_user, session.user)
-    if user is not None:
-        session.password_changed_at = user.password_changed_at
+    if user is None:
+        return
+    session.password_changed_at = user.password_changed_at
+    # login_session knows only the name: the forms this session gives from now on are the account's
+    now = services(request).clock()
+    session.csrf_token = csrf_token_for(request, now, user=user.name, account=account_of(request, user))
+    if session.resend is not None:
+        session.resend = _claim(request, session, session.resend, user)
+
+
+def _claim(request: web.Request, session: Session, carried: KeptForm, user: User) -> KeptForm | None:
+    """The form a login carried, with its values, if this browser's login page carried it and its token was
+    given to this very account (the login page checked the name only): else None, and the next page says why."""
+    # render imports this module: its flash is imported when a login has something to say
+    from gateway.web.render import flash, translator
+
+    svc = services(request)
+    now, browser = svc.clock(), browser_id(request)
+    t = translator(request)
+    kept = request.app[SESSIONS].kept.claim(carried, browser=browser, now=now)
+    if kept is None:
+        log.info("web: a login carried a refused form no longer kept (too old, pushed out, or a restart); dropped")
+        flash(
+            request, t("form_expired.kept_too_long", minutes=round(request.app[SESSIONS].kept.keep_s / 60)), "warning"
+        )
+        return None
+    if not formtoken.verify(svc.form_key, browser, kept.token, now, user=user.name, account=account_of(request, user)):
+        log.info("web: a login carried a refused form given to an account of that name since removed; dropped")
+        flash(request, t("form_expired.not_offered"), "warning")
+        return None
+    return kept
 
 
 def login_session(request: web.Request, response: web.StreamResponse, user: str) -> Session:

@@ -9,10 +9,12 @@ one is offered a form another user left open:
 
 | the form's token (formtoken)                   | logged in                   | not logged in                         |
 |------------------------------------------------|-----------------------------|---------------------------------------|
-| this browser's, this user's ("" before login)  | page: send it again         | page: send it again                   |
-| this browser's, another login's                | page: another user's, open  | login page carrying it with its token |
-|                                                | the page again (no data)    | (offered after the login only to the  |
-|                                                |                             | user it was given to: pages.login)    |
+| this browser's, this account's ("" before      | page: send it again         | page: send it again                   |
+| login)                                         |                             |                                       |
+| this browser's, another login's (another user, | page: another user's, open  | login page carrying its token and a   |
+| or an account of that name since removed)      | the page again (no data)    | reference, the values kept here       |
+|                                                |                             | (offered after the login only to the  |
+|                                                |                             | account it was given to: auth)        |
 | anything else (none, forged, too old …)        | page: open it again         | login page (a new session), else      |
 |                                                |                             | page: open it again                   |
 
@@ -34,7 +36,16 @@ from aiohttp import web
 
 from gateway.accounts.store import User
 from gateway.web import formtoken, keptform
-from gateway.web.auth import STATIC_PREFIX, Handler, browser_id, maybe_user, services, session_of
+from gateway.web.auth import (
+    SESSIONS,
+    STATIC_PREFIX,
+    Handler,
+    account_of,
+    browser_id,
+    maybe_user,
+    services,
+    session_of,
+)
 from gateway.web.keptform import KeptForm
 from gateway.web.render import render
 from gateway.web.security import FORM_TYPES, loggable_path, read_form
@@ -69,15 +80,17 @@ def form_page(request: web.Request) -> str:
 class Origin(enum.Enum):
     """Whom a refused form's token was given to, as far as the signatures tell (the module's table's rows)."""
 
-    THIS_USER = "this_user"  # this browser, and the user logged in now ("" for none, then and now)
-    OTHER_LOGIN = "other_login"  # this browser, under another login: another user's, or before or after one
+    THIS_USER = "this_user"  # this browser, and the account logged in now ("" for none, then and now)
+    # this browser, under another login: another user's or account's, or before or after one
+    OTHER_LOGIN = "other_login"
     UNKNOWN = "unknown"  # none, forged, another browser's, older than a week, or signed with a key since lost
 
 
 def _origin(request: web.Request, given: str, user: User | None) -> Origin:
     svc = services(request)
     browser, now = browser_id(request), svc.clock()
-    if formtoken.verify(svc.form_key, browser, given, now, user=user.name if user is not None else ""):
+    name = user.name if user is not None else ""
+    if formtoken.verify(svc.form_key, browser, given, now, user=name, account=account_of(request, user)):
         return Origin.THIS_USER
     if formtoken.given_to_browser(svc.form_key, browser, given, now):
         return Origin.OTHER_LOGIN
@@ -110,7 +123,9 @@ async def refused_form(request: web.Request, given: str) -> web.StreamResponse:
         return _expired_page(request, origin, user, kept, back)
     if user is None and origin is Origin.OTHER_LOGIN and kept is not None and kept.fits_login():
         _refused(request, "a form this browser was given under a login since ended, carried through the login page")
-        context = {"error": "", "name": "", "next": back, "resend": kept}
+        # the page holds only a reference: what was typed stays here, off a shared PC's page source
+        carried = request.app[SESSIONS].kept.put(kept, browser=browser_id(request), now=services(request).clock())
+        context = {"error": "", "name": "", "next": back, "resend": carried}
         return render(request, "login.html", context, status=403)
     _refused(
         request,

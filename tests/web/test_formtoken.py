@@ -64,12 +64,16 @@ def test_a_token_is_known_for_a_week_either_way(now: float, age: int) -> None:
 
 @given(position=st.integers(min_value=0), replacement=st.characters())
 def test_any_character_changed_spoils_the_token(position: int, replacement: str) -> None:
-    token = formtoken.mint(KEY, BROWSER, NOW, user="admin1", nonce="n" * 22)
+    tag = formtoken.account_tag(KEY, "admin1", NOW)
+    token = formtoken.mint(KEY, BROWSER, NOW, user="admin1", account=tag, nonce="n" * 22)
     i = position % len(token)
     changed = token[:i] + replacement + token[i + 1 :]
     assert formtoken.verify(KEY, BROWSER, changed, NOW, user="admin1") == (changed == token)
-    # the browser's signature does not cover the user's: a change there alone, in its alphabet, leaves it good
-    only_the_users = i >= len(token) - 43 and replacement in URLSAFE
+    # the browser's signature covers neither the account's tag nor the user's signature: a change there alone, in
+    # its alphabet, leaves it good
+    tag_at = token.index(f".{tag}.") + 1
+    in_the_users = tag_at <= i < tag_at + len(tag) or i >= len(token) - 43
+    only_the_users = in_the_users and replacement in URLSAFE
     assert formtoken.given_to_browser(KEY, BROWSER, changed, NOW) == (changed == token or only_the_users)
 
 
@@ -80,12 +84,41 @@ def test_any_text_is_refused_without_an_error(text: str, user: str) -> None:
 
 
 def test_the_token_has_the_documented_shape() -> None:
-    token = formtoken.mint(KEY, BROWSER, NOW, user="admin1", nonce="n" * 22)
-    assert token.startswith(f"f2.{int(NOW)}.{'n' * 22}.")
-    assert len(token) == len("f2.") + 10 + 1 + 22 + 1 + 43 + 1 + 43
+    tag = formtoken.account_tag(KEY, "admin1", NOW)
+    token = formtoken.mint(KEY, BROWSER, NOW, user="admin1", account=tag, nonce="n" * 22)
+    assert token.startswith(f"f3.{int(NOW)}.{'n' * 22}.{tag}.")
+    assert len(token) == len("f3.") + 10 + 1 + 22 + 1 + 22 + 1 + 43 + 1 + 43
     assert "admin1" not in token  # whose it is, is checked, never read from the token
+    before_login = formtoken.mint(KEY, BROWSER, NOW, user="", nonce="n" * 22)
+    assert before_login.startswith(f"f3.{int(NOW)}.{'n' * 22}..")
+    assert formtoken.verify(KEY, BROWSER, before_login, NOW, user="", account="")
     assert not formtoken.verify(KEY, "", token, NOW, user="admin1")  # a request without a browser id matches nothing
     assert not formtoken.given_to_browser(KEY, "", token, NOW)
+
+
+stamps = st.floats(min_value=0, max_value=4e9, allow_nan=False)
+
+
+@given(browser=browsers, user=users, created=stamps, again=stamps)
+def test_a_token_verifies_for_its_account_only(browser: str, user: str, created: float, again: float) -> None:
+    """A user removed and added again under the same name (a new creation stamp) is another account; the name
+    alone (account None) still matches either."""
+    tag = formtoken.account_tag(KEY, user, created)
+    token = formtoken.mint(KEY, browser, NOW, user=user, account=tag)
+    assert formtoken.verify(KEY, browser, token, NOW, user=user, account=tag)
+    assert formtoken.verify(KEY, browser, token, NOW, user=user)
+    new_tag = formtoken.account_tag(KEY, user, again)
+    assert formtoken.verify(KEY, browser, token, NOW, user=user, account=new_tag) == (again == created)
+    assert formtoken.verify(KEY, browser, token, NOW, user=user, account="") is False
+
+
+def test_a_changed_account_tag_spoils_the_users_signature() -> None:
+    old, new = formtoken.account_tag(KEY, "mika", NOW), formtoken.account_tag(KEY, "mika", NOW + 60)
+    token = formtoken.mint(KEY, BROWSER, NOW, user="mika", account=old)
+    swapped = token.replace(f".{old}.", f".{new}.")
+    assert swapped != token
+    assert not formtoken.verify(KEY, BROWSER, swapped, NOW, user="mika", account=new)
+    assert not formtoken.verify(KEY, BROWSER, swapped, NOW, user="mika")
 
 
 def test_a_token_signed_for_the_browser_only_is_no_longer_known() -> None:

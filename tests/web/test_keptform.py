@@ -1,18 +1,23 @@
-"""What a refused form may carry back (gateway.web.keptform): never a password, a file or a foreign address, and
-through the login only with the token that says whose form it was."""
+"""What a refused form may carry back (gateway.web.keptform): never a password, a file or a foreign address;
+through the login only by reference, with the token that says whose form it was; kept a few minutes, a few forms
+per browser; shown before it is sent again with personal values masked."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.web.keptform import MAX_THROUGH_LOGIN, KeptForm, from_login, keep
+from gateway.web.keptform import MAX_THROUGH_LOGIN, KeptForm, KeptForms, from_login, keep
 
 URLENCODED = "application/x-www-form-urlencoded"
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_.", min_size=1, max_size=12).filter(
-    lambda n: n not in {"password", "current", "new", "confirm", "csrf_token", "resend_to", "resend_token"}
+    lambda n: (
+        n not in {"password", "current", "new", "confirm", "csrf_token", "resend_to", "resend_token", "resend_ref"}
+    )
 )
-TOKEN = "f2.1796083200." + "n" * 22 + "." + "b" * 43 + "." + "u" * 43
+TOKEN = "f3.1796083200." + "n" * 22 + "." + "a" * 22 + "." + "b" * 43 + "." + "u" * 43
+BROWSER, OTHER_BROWSER = "b" * 43, "c" * 43
+NOW = 1_796_083_200.0
 fields = st.lists(st.tuples(names, st.text(max_size=40)), max_size=6)
 
 
@@ -20,7 +25,60 @@ fields = st.lists(st.tuples(names, st.text(max_size=40)), max_size=6)
 def test_a_kept_form_comes_back_through_the_login_as_it_was(fields: list[tuple[str, str]]) -> None:
     kept = keep("/lockers/assign", URLENCODED, [("csrf_token", TOKEN), *fields], token=TOKEN)
     assert kept == KeptForm(action="/lockers/assign", fields=tuple(fields), token=TOKEN)
-    assert from_login([("csrf_token", "u"), ("name", "admin1"), ("password", "pw"), *kept.login_fields()]) == kept
+    store = KeptForms()
+    carried = store.put(kept, browser=BROWSER, now=NOW)
+    login_form = [("csrf_token", "u"), ("name", "admin1"), ("password", "pw"), *carried.login_fields()]
+    # the login form holds where it goes and whose it is, never a value
+    assert [n for n, _ in carried.login_fields()] == ["resend_to", "resend_token", "resend_ref"]
+    claim = from_login(login_form)
+    assert claim is not None and claim.fields == ()
+    assert store.claim(claim, browser=BROWSER, now=NOW + 60) == carried
+    assert carried.fields == tuple(fields)
+    assert store.claim(claim, browser=BROWSER, now=NOW + 60) is None  # once
+    assert len(store) == 0
+
+
+def test_a_kept_form_is_claimed_only_by_its_browser_with_its_token_within_minutes() -> None:
+    kept = keep("/users/role", URLENCODED, [("name", "mika"), ("role", "admin")], token=TOKEN)
+    assert kept is not None
+    store = KeptForms(keep_s=600)
+    carried = store.put(kept, browser=BROWSER, now=NOW)
+    claim = from_login(carried.login_fields())
+    assert claim is not None
+    assert store.claim(claim, browser=OTHER_BROWSER, now=NOW) is None
+    other_token = from_login(
+        [*carried.login_fields()[:1], ("resend_token", TOKEN[:-1] + "v"), carried.login_fields()[2]]
+    )
+    assert other_token is not None and store.claim(other_token, browser=BROWSER, now=NOW) is None
+    elsewhere = from_login([("resend_to", "/users/add"), *carried.login_fields()[1:]])
+    assert elsewhere is not None and store.claim(elsewhere, browser=BROWSER, now=NOW) is None
+    for late in (NOW + 601, NOW - 601):  # a clock stepped back keeps nothing longer either
+        again = store.put(kept, browser=BROWSER, now=NOW)
+        assert store.claim(from_login(again.login_fields()) or claim, browser=BROWSER, now=late) is None
+    assert store.claim(claim, browser=BROWSER, now=NOW + 600) is None  # forgotten with the late ones
+    assert len(store) == 0
+
+
+@given(puts=st.lists(st.sampled_from([BROWSER, OTHER_BROWSER]), max_size=12))
+def test_a_few_forms_per_browser_the_oldest_go_first(puts: list[str]) -> None:
+    store = KeptForms(per_browser=3)
+    kept = keep("/users/role", URLENCODED, [("name", "mika")], token=TOKEN)
+    assert kept is not None
+    refs = [(browser, store.put(kept, browser=browser, now=NOW)) for browser in puts]
+    for browser in (BROWSER, OTHER_BROWSER):
+        mine = [carried for b, carried in refs if b == browser]
+        claimed = [store.claim(c, browser=browser, now=NOW) for c in mine]
+        assert [c is not None for c in claimed] == [i >= len(mine) - 3 for i in range(len(mine))]
+
+
+def test_the_store_is_bounded_in_characters() -> None:
+    store = KeptForms(max_chars=100)
+    kept = keep("/config/check", URLENCODED, [("text", "x" * 56)], token=TOKEN)
+    assert kept is not None and kept.size() == 60
+    first = store.put(kept, browser=BROWSER, now=NOW)
+    second = store.put(kept, browser=OTHER_BROWSER, now=NOW)
+    assert store.claim(first, browser=BROWSER, now=NOW) is None
+    assert store.claim(second, browser=OTHER_BROWSER, now=NOW) == second
 
 
 def test_through_the_login_only_with_the_token_it_was_refused_with() -> None:
@@ -48,6 +106,28 @@ def test_what_is_never_kept() -> None:
 
 
 def test_a_form_too_large_for_the_login_is_not_carried_through_it() -> None:
-    kept = keep("/config/check", URLENCODED, [("text", "水" * (MAX_THROUGH_LOGIN // 9 + 1))], token=TOKEN)
+    kept = keep("/config/check", URLENCODED, [("text", "水" * MAX_THROUGH_LOGIN)], token=TOKEN)
     assert kept is not None and not kept.fits_login()
     assert kept.section == "/config"
+
+
+def test_what_is_shown_before_sending_again() -> None:
+    """Personal values as the box masks them in its logs (gateway.redact), else not at all; long ones cut."""
+    sent = [
+        ("email", "hanako.patron@example.jp"),
+        ("mac", "3c:22:fb:12:34:56"),
+        ("user", "taro"),
+        ("reference", "R-0042 for hanako@example.jp"),
+        ("text", "a" * 300),
+    ]
+    kept = keep("/lockers/assign", URLENCODED, sent, token=TOKEN)
+    assert kept is not None and kept.title_key == "lockers.title"
+    assert kept.shown_fields() == [
+        ("email", "***@example.jp"),
+        ("mac", "3c:22:fb:***"),
+        ("user", "***"),
+        ("reference", "R-0042 for ***@example.jp"),
+        ("text", "a" * 200 + "…"),
+    ]
+    assert kept.fields == tuple(sent)  # what the button sends is what was typed
+    assert KeptForm(action="/lang", fields=()).title_key is None
