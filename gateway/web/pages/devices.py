@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,28 @@ MAX_ARG = 200  # characters of one tool argument
 # `after` for a poll that wants only the job's tool, no lines: past any job's end (a job keeps at most
 # control.tools.MAX_LINES lines and a closing one), within what the control socket takes
 PAST_THE_LINES = 2**31
+# what a tool's id keeps of its family's and tool's names: plain names keep the ids bookmarks were made with
+_PLAIN = re.compile(r"[^A-Za-z0-9_-]")
+TOOLS_ANCHOR = "tools"
+
+
+def tool_anchor(family: str, tool: str) -> str:
+    """The id of a tool's form on /devices, for a link `/devices#<id>`: the names come from the families (a third
+    party's may hold spaces or Japanese), so any other character is written as `_<hex>_`, which keeps the id a
+    plain word in a URL and two tools' ids apart."""
+
+    def plain(name: str) -> str:
+        return _PLAIN.sub(lambda m: f"_{ord(m.group()):x}_", name)
+
+    return f"tool-{plain(family)}-{plain(tool)}"
+
+
+def back_link(job: Mapping[str, Any] | None) -> str:
+    """Where a job's page leads back to: its tool's form, or the tools part for a job whose tool is not known."""
+    family, tool = (job.get("family"), job.get("tool")) if job else (None, None)
+    if isinstance(family, str) and family and isinstance(tool, str) and tool:
+        return f"/devices#{tool_anchor(family, tool)}"
+    return f"/devices#{TOOLS_ANCHOR}"
 
 
 def job_heading(job: Mapping[str, Any] | None, messages: Mapping[str, str], t: Translate) -> str:
@@ -101,7 +124,12 @@ def tool_texts(tool: Mapping[str, Any], messages: Mapping[str, str]) -> dict[str
         name = str(p.get("name", ""))
         label = messages.get(f"{prefix}.{name}", name)
         params.append({**p, "label": label, "help": messages.get(f"{prefix}.{name}.help", str(p.get("help") or ""))})
-    return {**tool, "title": messages.get(f"{prefix}.title", str(tool.get("title", ""))), "params": params}
+    return {
+        **tool,
+        "title": messages.get(f"{prefix}.title", str(tool.get("title", ""))),
+        "params": params,
+        "anchor": tool_anchor(str(tool.get("family", "")), str(tool.get("tool", ""))),
+    }
 
 
 @routes.get("/devices")
@@ -193,8 +221,9 @@ async def start(request: web.Request) -> web.StreamResponse:
 async def job_page(request: web.Request) -> web.StreamResponse:
     job = request.match_info["job"]
     messages = request.app[CATALOGS].messages.get(language(request), {})
-    heading = job_heading(await _job_tool(request, job), messages, translator(request))
-    return render(request, "tool_job.html", {"job": job, "heading": heading})
+    known = await _job_tool(request, job)
+    heading = job_heading(known, messages, translator(request))
+    return render(request, "tool_job.html", {"job": job, "heading": heading, "back": back_link(known)})
 
 
 @routes.get(r"/api/tools/{job:[A-Za-z0-9_.-]+}")
@@ -217,4 +246,5 @@ async def poll(request: web.Request) -> web.StreamResponse:
     # the page may have been rendered before the gateway knew the job, or while it did not answer: its
     # refresh names the tool as the page would now, in the user's language
     messages = request.app[CATALOGS].messages.get(language(request), {})
-    return web.json_response({**result, "heading": job_heading(result, messages, translator(request))})
+    heading = job_heading(result, messages, translator(request))
+    return web.json_response({**result, "heading": heading, "back": back_link(result)})

@@ -3,50 +3,83 @@
 "use strict";
 
 (function () {
-  // A gateway that does not answer (restarting for an applied config) is asked less and less often, so that a page
-  // left open does not knock every second; at most this far apart, so the page catches up soon after it is back.
+  // A poll that finds nobody (the gateway restarting for an applied config, the web server itself down) is tried
+  // again less and less often, so that the pages left open do not all knock at full rate; at most this far apart,
+  // so the page catches up soon after; back at the page's own pace at the first answer.
   var MAX_PAUSE_MS = 10000;
 
-  // `gone` (optional) is called on a 404: what the page shows no longer exists, asking again cannot bring it back.
-  function poller(section, url, apply, gone) {
+  // The one poller of every live page: `apply(doc)` gets each answer the gateway gave. `opts.gone()` (optional) is
+  // called on a 404: what the page shows no longer exists, asking again cannot bring it back. `opts.refused(status,
+  // doc)` (optional) is called on a 400, 401 or 403: asking again would be refused the same way, so the page stops
+  // and says why; without it a 401 goes to the login page, as every page does for a session that ran out. Polls are
+  // /api/ requests: the server does not count them as the user's activity, however often they come.
+  function poller(section, url, apply, opts) {
+    opts = opts || {};
     var interval = parseInt(section.dataset.interval || "3000", 10);
     var busy = false;
+    var stopped = false;
     var timer = null;
     var pause = 0;
-    var resume = 0;
+    function schedule(ms) {
+      window.clearTimeout(timer);
+      if (!stopped) { timer = window.setTimeout(tick, ms); }
+    }
+    function missed(doc) {
+      pause = Math.min(Math.max(2 * pause, 2 * interval), MAX_PAUSE_MS);
+      section.classList.add("retrying");
+      note(doc && doc.error ? doc.error : section.dataset.lost || "");
+      schedule(pause);
+    }
+    function answered(doc) {
+      pause = 0;
+      section.classList.remove("retrying");
+      note(null);
+      schedule(interval);
+      apply(doc);
+    }
+    function stop() { stopped = true; window.clearTimeout(timer); }
     function tick() {
-      if (busy || document.hidden || Date.now() < resume) { return; }
+      if (busy || stopped) { return; }
+      if (document.hidden) { schedule(interval); return; }
       busy = true;
       fetch(url(), { headers: { "Accept": "application/json" }, credentials: "same-origin" })
         .then(function (r) {
-          if (r.status === 401) { window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname)); return null; }
-          if (r.status === 404 && gone) { stop(); gone(); return null; }
-          return r.ok || r.status === 503 ? r.json() : null;
+          if (r.status === 401 && !opts.refused) {
+            stop();
+            window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
+            return null;
+          }
+          if (r.status === 404 && opts.gone) { stop(); opts.gone(); return null; }
+          if ((r.status === 400 || r.status === 401 || r.status === 403) && opts.refused) {
+            stop();
+            return r.json().catch(function () { return {}; }).then(function (doc) { opts.refused(r.status, doc || {}); return null; });
+          }
+          return r.json().then(function (doc) { return { ok: r.ok, doc: doc }; });
         })
-        .then(function (doc) { if (doc) { apply(doc); } })
-        .catch(function () { /* a missed refresh: the next one tries again */ })
-        .then(function () { busy = false; });
+        .then(function (got) {
+          if (!got) { return; }
+          if (got.ok && got.doc && got.doc.reachable !== false) { answered(got.doc); } else { missed(got.doc); }
+        }, function () { missed(null); })  // no answer at all, or none in JSON: the web server is not there
+        .finally(function () { busy = false; });
     }
-    function stop() { window.clearInterval(timer); }
-    timer = window.setInterval(tick, interval);
+    schedule(interval);
     return {
-      tick: tick,
-      stop: stop,
-      answered: function (reachable) {
-        pause = reachable ? 0 : Math.min(Math.max(2 * pause, 2 * interval), MAX_PAUSE_MS);
-        resume = Date.now() + pause;
-      }
+      // now rather than at the next beat (a filter typed, a page opened): never two polls at once
+      tick: function () { if (!busy) { window.clearTimeout(timer); tick(); } },
+      stop: stop
     };
   }
 
-  function unreachable(doc) {
-    var note = document.getElementById("unreachable");
-    if (!note) { return; }
-    if (doc.reachable === false) {
-      note.textContent = doc.error || "";
-      note.hidden = false;
+  // The page's note that the data shown is not fresh: the gateway's reason (the web server said it does not
+  // answer), or the page's own words when the web server did not answer at all; `null` hides it.
+  function note(text) {
+    var p = document.getElementById("unreachable");
+    if (!p) { return; }
+    if (text === null) {
+      p.hidden = true;
     } else {
-      note.hidden = true;
+      p.textContent = text;
+      p.hidden = false;
     }
   }
 
@@ -60,8 +93,6 @@
   // --- dashboard -------------------------------------------------------------------------------
   function dashboard(section) {
     poller(section, function () { return section.dataset.poll; }, function (doc) {
-      unreachable(doc);
-      if (doc.reachable === false) { return; }
       // adapters, uplinks or devices came or went (a config applied, the gateway back): draw the page anew
       var shown = Array.prototype.map.call(section.querySelectorAll("[data-live$='.state']"),
         function (cell) { return cell.dataset.live; }).sort().join("\n");
@@ -164,8 +195,6 @@
         "&sort=" + encodeURIComponent(sort ? sort.value : "entity") +
         "&offset=" + encodeURIComponent(section.dataset.offset || "0");
     }, function (doc) {
-      unreachable(doc);
-      if (doc.reachable === false) { return; }
       var existing = new Map();
       Array.prototype.forEach.call(tbody.rows, function (tr) { existing.set(tr.dataset.entityId, tr); });
       var fragment = document.createDocumentFragment();
@@ -202,8 +231,6 @@
     poller(section, function () {
       return section.dataset.poll + "?level=" + encodeURIComponent(level.value) + "&component=" + encodeURIComponent(component.value.trim());
     }, function (doc) {
-      unreachable(doc);
-      if (doc.reachable === false) { return; }
       var rows = doc.lines.map(function (x) {
         var tr = el("tr", "log level-" + x.level.replace(/[^a-z]/g, ""));
         tr.appendChild(el("td", null, x.time));
@@ -222,27 +249,44 @@
     var out = document.getElementById("tool-progress");
     var state = document.getElementById("tool-state");
     var heading = section.querySelector("h1");
+    var back = document.getElementById("tool-back");
     var next = 0;
+    // the lines shown so far stay whatever ends the polling: the technician may still need to read or copy them
+    function ended(noteId) {
+      note(null);
+      state.hidden = true;  // neither running nor ended: no longer known
+      var p = document.getElementById(noteId);
+      p.hidden = false;
+      return p;
+    }
     var p = poller(section, function () { return section.dataset.poll + "?after=" + next; }, function (doc) {
-      unreachable(doc);
-      p.answered(doc.reachable !== false);
-      if (doc.reachable === false) { return; }  // the job may run on: its lines and end come once the gateway answers
       // the page may have been rendered while the gateway did not answer: the server names its tool now
       if (heading && doc.heading && heading.textContent !== doc.heading) {
         heading.textContent = doc.heading;
         document.title = doc.heading + " — " + section.dataset.appName;  // as base.html's <title>
       }
+      if (back && doc.back) { back.setAttribute("href", doc.back); }
       doc.lines.forEach(function (line) { out.appendChild(document.createTextNode(line + "\n")); });
       next = doc.next;
       if (doc.done) {
         state.textContent = doc.ok ? state.dataset.ok : state.dataset.failed;
         p.stop();
       }
-    }, function () {
-      // the gateway forgot the job (it restarted, or the link was typed): the lines shown so far stay
-      unreachable({});
-      state.hidden = true;
-      document.getElementById("tool-gone").hidden = false;
+    }, {
+      // the gateway forgot the job (it restarted, or the link was typed)
+      gone: function () { ended("tool-gone"); },
+      // asking again would get the same answer: the session ran out (401), the account may no longer see tools or
+      // must change its password first (403), the gateway turned the question down (400: a broken link, a gateway
+      // older than this UI)
+      refused: function (status, doc) {
+        if (status === 401) {
+          ended("tool-refused-session");
+        } else if (status === 403) {
+          ended(doc.error === "password change required" ? "tool-refused-password" : "tool-refused-forbidden");
+        } else {
+          ended("tool-refused-bad").querySelector(".detail").textContent = doc.error || "HTTP " + status;
+        }
+      }
     });
     p.tick();
   }
