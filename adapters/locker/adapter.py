@@ -21,9 +21,10 @@ A kiosk code opens the door once. The assignment is stored `opened` before the u
 the code stays until the door is seen open: an unlock whose outcome is not known (no status after
 it, the line failing once it was sent, a kill) leaves the row so, the patron is told the door may
 have opened (`unconfirmed:`), and the board's next statuses decide: the door seen open spends the
-code (its closing is then the pickup); not seen open in `UNSEEN_STATUSES` statuses and
-`UNSEEN_AFTER_S` seconds after the unlock (after a start, for rows a crash left so: after the start)
-gives the code back. Only an unlock known not to have opened the door (never sent, or the lock still
+code (its closing is then the pickup), and so does, on boards with infrared sensors, the compartment
+seen emptied behind a door read locked (it opened and closed between two statuses); not seen open in
+`UNSEEN_STATUSES` statuses and `UNSEEN_AFTER_S` seconds after the unlock (after a start, for rows a
+crash left so: after the start) gives the code back. Only an unlock known not to have opened the door (never sent, or the lock still
 reads locked) gives it back at once.
 
 The patron's e-mail address leaves the box only in the pickup event's `patron` attribute, and by
@@ -55,7 +56,7 @@ from zoneinfo import ZoneInfo
 
 from adapters.locker import code_mail
 from adapters.locker.bus import Board, BoardState, LinkError, LockerBus, RequestNotSent
-from adapters.locker.codec import BoardStatus
+from adapters.locker.codec import BoardStatus, LockState
 from adapters.locker.config import LockerConfig, PatronAddress
 from adapters.locker.notice import pickup_mail
 from adapters.locker.pickup import Assignment, CodeCheck, PickupError, PickupState, PickupStore
@@ -304,7 +305,8 @@ class LockerAdapter:
         """
         for c in self._on_board[board.name]:
             if c.unseen is not None:  # every status counts, the usual unchanged one too
-                await self._unseen_door(c, status.lock(c.lock).locked)
+                state = status.lock(c.lock)
+                await self._unseen_door(c, state.locked, emptied=_emptied(c, state))
         masks = (status.locked_mask, status.occupied_mask)
         if self._masks.get(board.name) == masks:
             return  # the usual poll: nothing changed on this board
@@ -315,6 +317,7 @@ class LockerAdapter:
             state = status.lock(c.lock)
             if state.locked == c.locked and state.occupied == c.occupied:
                 continue
+            emptied = _emptied(c, state)
             was_locked, c.locked, c.occupied = c.locked, state.locked, state.occupied
             c.changed_at = self._clock()
             changed.append(c)
@@ -331,19 +334,31 @@ class LockerAdapter:
             elif state.locked:
                 c.opened_mono = None
                 # None: the first status since start; a door opened before a crash may have closed meanwhile
-                await self._door_closed(c)
+                picked_up = await self._door_closed(c)
+                if emptied and not picked_up and self._mono() - c.unlocked_mono > _UNLOCK_GRACE_S:
+                    alerts.append(await self._emptied_alert(c))
         await self._publish_many(changed, alerts)
 
-    async def _unseen_door(self, c: _Compartment, locked: bool) -> None:
-        """A status for a compartment whose code was used: the door open spends the code; read locked long
-        enough (UNSEEN_STATUSES, UNSEEN_AFTER_S), the code is given back."""
+    async def _unseen_door(self, c: _Compartment, locked: bool, *, emptied: bool = False) -> None:
+        """A status for a compartment whose code was used: the door open (or `emptied` behind it, see `_emptied`)
+        spends the code; read locked long enough (UNSEEN_STATUSES, UNSEEN_AFTER_S), the code is given back."""
         assert c.unseen is not None
         if self.store is None:
             return
         assignment_id = c.unseen
-        if not locked:
+        if not locked or emptied:
             c.unseen = None
-            if await asyncio.to_thread(self.store.seen_open, assignment_id) is not None:
+            if await asyncio.to_thread(self.store.seen_open, assignment_id) is None:
+                return
+            if emptied:
+                # its closing, in this same status, is the pickup (`_door_closed`)
+                self._log.info(
+                    "compartment %s: emptied behind its closed door after its pickup code (assignment %d): the door "
+                    "opened and closed between two statuses",
+                    c.label,
+                    assignment_id,
+                )
+            else:
                 self._log.info(
                     "compartment %s: door seen open after its pickup code (assignment %d)", c.label, assignment_id
                 )
@@ -365,13 +380,38 @@ class LockerAdapter:
         )
         await self._publish(c)
 
-    async def _door_closed(self, c: _Compartment) -> None:
+    async def _door_closed(self, c: _Compartment) -> bool:
+        """The pickup when the door of a compartment whose code opened it closes on an empty one; whether it was."""
         if self.store is None or c.occupied:
-            return  # still something inside (or no store yet): not a pickup
+            return False  # still something inside (or no store yet): not a pickup
         a = await asyncio.to_thread(self.store.collected, c.label)
-        if a is not None:
-            self._log.info("compartment %s: picked up (assignment %d)", c.label, a.id)
-            await self._pickup_event(a)
+        if a is None:
+            return False
+        self._log.info("compartment %s: picked up (assignment %d)", c.label, a.id)
+        await self._pickup_event(a)
+        return True
+
+    async def _emptied_alert(self, c: _Compartment) -> Reading:
+        """A compartment emptied behind its closed door with no code used and no unlock from us: opened by a key
+        or forced between two statuses, or its sensor wrong. Its assignment stays: staff look and decide."""
+        a = (await asyncio.to_thread(self.store.active)).get(c.label) if self.store is not None else None
+        held = (
+            "no assignment"
+            if a is None
+            else f"assignment {a.id} is still {a.state.value}, its code unused: check the compartment and cancel the "
+            "assignment on /lockers if the book is gone"
+        )
+        self._log.warning(
+            "compartment %s: emptied without an unlock command, its door opened and closed between two statuses; %s",
+            c.label,
+            held,
+        )
+        return self._alert_reading(
+            c,
+            "emptiedUnseen",
+            "high",
+            f"compartment {c.label} emptied without unlock: its door opened and closed between two statuses",
+        )
 
     async def _on_board_state(self, board: Board, state: BoardState, reason: str) -> None:
         if self._emit is None:
@@ -855,6 +895,13 @@ _ENDED: dict[CodeCheck, tuple[str, str, str]] = {
         "used_code: the book in compartment {label} was collected with this code already; it opens nothing now",
     ),
 }
+
+
+def _emptied(c: _Compartment, state: LockState) -> bool:
+    """The compartment, occupied in the last status, reads empty behind a door read locked in both: the door
+    opened and closed between them (a poll missed it). Only boards with infrared sensors (CU16) can tell;
+    after a start or an offline spell the last occupancy is not known, and nothing is inferred."""
+    return c.locked is True and state.locked and c.occupied is True and state.occupied is False
 
 
 def _unconfirmed(c: _Compartment, why: str) -> str:

@@ -5,9 +5,10 @@ Theory of operation. Staff assign a free compartment to a reservation: an `Assig
 At the kiosk the patron gives compartment and code: a right code moves it to `opened`, stored
 before the unlock is sent; a wrong one counts, and after `max_wrong` the compartment's code entry is
 locked until staff reset it. The code is spent (its hash dropped) once the door is seen open
-(`seen_open`); until then it neither opens the door again nor is lost: the door known not to have
-opened (the lock still reads locked, the unlock never sent), or not seen open in time (also after a
-crash between the code check and the unlock), gives it back (`give_back`), the hash kept for that
+(`seen_open`; the adapter takes a compartment seen emptied behind its locked door for that too); until
+then it neither opens the door again nor is lost: the door known not to have opened (the lock still
+reads locked, the unlock never sent), or not seen open in time (also after a crash between the code
+check and the unlock), gives it back (`give_back`), the hash kept for that
 since the clear code exists only in the patron's e-mail. When the door of an `opened` compartment,
 seen open, closes on an empty compartment the assignment is `collected`, the e-mail address is
 erased, and a pickup event is owed to the platform (`event_pending`) until the adapter has emitted
