@@ -41,6 +41,7 @@ __all__ = [
     "encode_request",
     "encode_response",
     "expected_response_length",
+    "longer_answer",
     "own_answer_length",
     "silent_interval",
 ]
@@ -418,9 +419,14 @@ def decode_response(req: Request, frame: bytes) -> Response:
             f"unit id {req.unit_id}, or an echo of another request was read",
             unit_id=body[0],
         )
-    longer = _longer_answer(req, body[1:])
+    longer = longer_answer(req, body[1:])
     if longer:
-        raise FrameError(f"{where}: {longer}", unit_id=body[0], expected=_data_bytes(req), got=body[2])
+        raise FrameError(
+            f"{where}: {longer} in {len(body) + 2} bytes; {_LONGER_RTU_CAUSE}",
+            unit_id=body[0],
+            expected=_data_bytes(req),
+            got=body[2],
+        )
     return decode_response_pdu(req, body[0], body[1:], where)
 
 
@@ -429,8 +435,17 @@ def _data_bytes(req: Request) -> int:
     return (req.count + 7) // 8 if req.function_code in (1, 2) else 2 * req.count
 
 
-def _longer_answer(req: Request, pdu: bytes) -> str:
-    """The wording for a read's answer that holds more than asked, its byte count true to the frame; "" if not one."""
+# An RTU unit answers for itself: a longer answer is its own doing (Modbus TCP names a gateway too, transport.py).
+_LONGER_RTU_CAUSE = (
+    "the device answers a fixed block or miscounts (a clone's off-by-one): check that the profile is for this "
+    "model, and its function code and addresses"
+)
+
+
+def longer_answer(req: Request, pdu: bytes) -> str:
+    """What a read's answer holding more than asked (its byte count true to `pdu`) holds, in the words of every
+    link: `unit 1 answered 3 registers to a read of 2: expected 4 data bytes, got byte count 6`; "" if not one.
+    Each link adds the length of its own frame and the causes it can have."""
     fc = req.function_code
     if fc not in (1, 2, 3, 4) or len(pdu) < 2 or pdu[0] != fc or len(pdu) != 2 + pdu[1]:
         return ""
@@ -442,11 +457,7 @@ def _longer_answer(req: Request, pdu: bytes) -> str:
     else:
         table = {1: "coils", 2: "inputs", 3: "registers", 4: "registers"}[fc]
         what = f"{got} data bytes to a read of {req.count} {table}"
-    return (
-        f"unit {req.unit_id} answered {what}: expected {want} data bytes, got byte count {got} in {len(pdu) + 3} "
-        "bytes; the device answers a fixed block or miscounts (a clone's off-by-one): check that the profile "
-        "is for this model, and its function code and addresses"
-    )
+    return f"unit {req.unit_id} answered {what}: expected {want} data bytes, got byte count {got}"
 
 
 def char_time(baud: int, bits_per_char: int = 11) -> float:

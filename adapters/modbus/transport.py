@@ -325,8 +325,12 @@ def mbap_problem(request: rtu.Request, tid: int, data: bytes) -> str | None:
         if got_tid == tid:
             if unit != request.unit_id:
                 return f"answer from another unit, got unit {unit}; check the unit ids the Modbus TCP gateway maps"
+            pdu = data[at + _MBAP.size : end]
+            oversized = _oversized(request, pdu)
+            if oversized:
+                return oversized
             try:
-                rtu.decode_response_pdu(request, unit, data[at + _MBAP.size : end], "")
+                rtu.decode_response_pdu(request, unit, pdu, "")
             except rtu.ExceptionResponse:
                 return None  # a refusal is an answer: pymodbus decodes it
             except rtu.FrameError as exc:
@@ -334,6 +338,42 @@ def mbap_problem(request: rtu.Request, tid: int, data: bytes) -> str | None:
             return None
         at = end
     return None
+
+
+# What sends a longer answer over TCP: the unit, or the gateway in front of it answering for the wrong device.
+_MORE_CAUSE = (
+    "the device or the gateway in front of it answers a fixed block, or the gateway routes unit {unit} to another "
+    "device: check the unit ids the gateway maps, and that the profile is for this model, its function code and "
+    "addresses"
+)
+_RTU_CRC = 2  # bytes a converter left in "transparent" mode passes through after each answer
+
+
+def _oversized(request: rtu.Request, pdu: bytes) -> str:
+    """The wording for an answer longer than `request` asked: more data than asked (its byte count true to the PDU),
+    or the answer as asked with bytes after it that its MBAP length counts; "" if neither."""
+    longer = rtu.longer_answer(request, pdu)
+    if longer:
+        cause = _MORE_CAUSE.format(unit=request.unit_id)
+        return f"{longer} in a {_MBAP.size + len(pdu)}-byte frame; {cause}"
+    size = rtu.expected_response_length(request) - 3  # the PDU of a normal answer: the RTU frame less unit and CRC
+    if len(pdu) <= size or pdu[0] != request.function_code:
+        return ""
+    try:
+        rtu.decode_response_pdu(request, request.unit_id, pdu[:size], "")
+    except rtu.ModbusError:
+        return ""  # not the answer asked for with bytes after it: the PDU check words it
+    extra = len(pdu) - size
+    what = (
+        f"the {size - 2} data bytes asked and {extra} bytes after them"
+        if request.function_code in (1, 2, 3, 4)
+        else f"the echo of its write and {extra} bytes after it"
+    )
+    crc = f" ({_RTU_CRC} bytes: it passes the RTU CRC through)" if extra == _RTU_CRC else ""
+    return (
+        f"unit {request.unit_id} answered {what}: MBAP length {len(pdu) + 1}, expected {size + 1}; a gateway or "
+        f"converter that pads its answers{crc}: set it to convert Modbus TCP to RTU, not to pass frames through"
+    )
 
 
 def mbap_partial(tid: int | None, data: bytes) -> str | None:

@@ -93,7 +93,10 @@ FAULTS: dict[str, tuple[Fault, str]] = {
     ),
     "oversized": (
         lambda tid, unit, fc, count: mbap(tid, unit, registers_pdu(fc, [0xD7] * (count + 3))),
-        "expected 4 data bytes, got byte count 10 in 15 bytes",
+        "unit 2 answered 5 registers to a read of 2: expected 4 data bytes, got byte count 10 in a 19-byte frame; "
+        "the device or the gateway in front of it answers a fixed block, or the gateway routes unit 2 to another "
+        "device: check the unit ids the gateway maps, and that the profile is for this model, its function code "
+        "and addresses",
     ),
     "unknown function code": (
         lambda tid, unit, fc, count: mbap(tid, unit, bytes([0x55, 0, 0])),
