@@ -8,12 +8,14 @@ Key material kept in files of its own stays on the box (`KEPT_ON_BOX`): a backup
 it on the share, must not open this box's lockers or impersonate its web UI; a restore leaves those
 files in place. It is written as `.part`, fsync'd and renamed, so a file with the final name is whole;
 one that fails (a full disk, a full share) removes its `.part`, and a killed run's is removed by the
-next run of the same gateway id, which tells it from a running run's by its lock (part_file.py): nothing
-else would ever delete it. The stores'
+next run of the same gateway id (of any id, in a backup directory that is the box's own: `_boxs_own`), which tells
+it from a running run's by its lock (part_file.py): nothing else would ever delete it. The stores'
 copies are made first in a staging directory beside it, held by its create: one a killed create left is
 removed by the next create of the same gateway id (create_staging.py).
-Every file it makes there goes through the directory held open, never by a path: run as root, in the service
-user's directory, a link that user planted is never written or chowned through (held_dir.py).
+Every file it makes there goes through the directory held open, never by a path, and that directory is reached
+through no link the service user may have put on the way: run as root, in the service user's directory, a link that
+user planted is never written or chowned through (held_dir.py). Root's snapshot reads each store confined to the data
+directory (confined_snapshot.py).
 Every file and directory it makes is 0600/0700 whatever the umask (`sudo` from a root shell has 022).
 
 A restore is all or nothing. `stage` verifies the backup, before the gateway is stopped, into a
@@ -202,13 +204,15 @@ def data_files(data_dir: Path, *, exclude: Path | None = None, include_secret_ke
     return sorted(out)
 
 
-def _snapshot(src: Path, dst: Path) -> int:
-    """A consistent copy of a live sqlite file; returns its schema version.
+def _snapshot(src: Path, dst: Path, data_fd: int, rel: Path) -> int:
+    """A consistent copy of a live sqlite file (`rel` in the data directory held open as `data_fd`); returns its
+    schema version.
 
-    Under root, into a staging directory held open (/proc/self/fd/<fd>/…), from a process confined to it: SQLite
-    would open the copy and its -journal by the directory's name of the moment (confined_snapshot.py)."""
+    Under root, read by a process confined to the data directory and written into a staging directory held open
+    (/proc/self/fd/<fd>/…) confined to that: SQLite opens the store, the copy and its -journal by name, following
+    links (confined_snapshot.py). The service user's own run opens the store by name: it reads only what it may."""
     if os.geteuid() == 0 and confined_snapshot.held_fd(dst) is not None:
-        return confined_snapshot.snapshot(src, dst)
+        return confined_snapshot.snapshot(src, dst, data_fd=data_fd, rel=rel)
     source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30.0)
     try:
         target = sqlite3.connect(dst)
@@ -264,8 +268,9 @@ def create(
     try:
         final = out_dir / file_name(gateway_id, now)
         part = _part_of(final)
-        _remove_dead_parts(out.fd, out_dir, gateway_id)
-        create_staging.remove_dead(out_dir, out.fd, gateway_id, stale_after_s=STALE_AFTER_S)
+        own = _boxs_own(out.fd, data_dir)
+        _remove_dead_parts(out.fd, out_dir, gateway_id, own=own)
+        create_staging.remove_dead(out_dir, out.fd, gateway_id, stale_after_s=STALE_AFTER_S, own=own)
         with part_file.writing() as parts:  # the `.part` locked until renamed: no other run's sweep takes it
             try:
                 members, size = _write(
@@ -320,7 +325,13 @@ def _write(
                 try:
                     with open(_open_source(data_fd, data_dir, rel), "rb") as source:
                         if source.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
-                            version: int | None = _snapshot(src, copy)
+                            # SQLite opens it again by name: a link put there since it was checked is refused
+                            try:
+                                version: int | None = _snapshot(src, copy, data_fd, rel)
+                            except (OSError, sqlite3.Error, BackupError):
+                                _still_no_link(data_fd, data_dir, rel)  # the bigger news, if so
+                                raise
+                            _still_no_link(data_fd, data_dir, rel)
                         else:
                             source.seek(0)
                             _copy_into(source, copy)
@@ -388,6 +399,14 @@ def _open_source(data_fd: int, data_dir: Path, rel: Path) -> int:
     return fd
 
 
+def _still_no_link(data_fd: int, data_dir: Path, rel: Path) -> None:
+    """`_source_replaced` if `rel` is a link now: its snapshot may be of what the link names. One swapped in and out
+    again is not seen, but the snapshot never reads beyond what the service user may read (`_snapshot`)."""
+    what = held_dir.kind(data_fd, str(rel))
+    if what.startswith("a symbolic link"):
+        raise _source_replaced(data_dir, data_dir / rel, what)
+
+
 def _source_replaced(data_dir: Path, path: Path, what: str) -> BackupError:
     return BackupError(
         f"backup: {path} was replaced while the backup ran, got {what}; no backup written, nothing read through "
@@ -419,14 +438,29 @@ def _why(exc: OSError | sqlite3.Error) -> str:
     return (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
 
 
-def _remove_dead_parts(dir_fd: int, directory: Path, gateway_id: str) -> None:
-    """This gateway's `.part` files in `directory` (held open as `dir_fd`) that no run writes removed (part_file.py).
-    Another box's on a shared share stays."""
+def _boxs_own(dir_fd: int, data_dir: Path) -> bool:
+    """Whether the directory held open as `dir_fd` is inside `data_dir` and on its disk: the box's own, where no
+    other box writes, so that what a killed run left there under an earlier gateway id is this box's too."""
+    try:
+        here, data = os.fstat(dir_fd), os.stat(data_dir)
+        real = Path(held_dir.where_now(dir_fd))
+    except OSError:
+        return False
+    return here.st_dev == data.st_dev and real.is_relative_to(data_dir.resolve())
+
+
+def _remove_dead_parts(dir_fd: int, directory: Path, gateway_id: str, *, own: bool = False) -> None:
+    """This gateway's `.part` files in `directory` (held open as `dir_fd`) that no run writes removed (part_file.py);
+    every gateway id's in a directory that is the box's `own` (`_boxs_own`). Another box's on a share stays."""
     try:
         names = [e.name for e in os.scandir(dir_fd) if e.name.startswith("." + PREFIX) and e.name.endswith(".part")]
     except OSError:
         return
-    ours = [name for name in names if (taken := _taken(name[1 : -len(".part")])) is not None and taken[0] == gateway_id]
+    ours = [
+        name
+        for name in names
+        if (taken := _taken(name[1 : -len(".part")])) is not None and (own or taken[0] == gateway_id)
+    ]
     part_file.remove_dead(dir_fd, directory, ours, stale_after_s=STALE_AFTER_S)
 
 

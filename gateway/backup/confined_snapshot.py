@@ -1,10 +1,13 @@
-"""Root's snapshot of a store, written into the staging directory by a process confined to it (chroot).
+"""Root's snapshot of a store, read by a process confined to the data directory, written confined to the staging one.
 
 SQLite opens a database by its full path, resolving every link on the way (/proc/self/fd/<fd> too: into the name
 the directory has at that moment), and makes its -journal beside it by that same name later. Under root, in the
 service user's backup directory, a staging directory renamed and replaced by a link meanwhile would have root's
-SQLite write through the link. So a child process opens the store first (its read transaction taken: the -wal and
--shm open), then makes the staging directory, reached through the descriptor root holds, its root directory:
+SQLite write through the link; in the service user's data directory, a store replaced by a link after its name was
+checked would have root snapshot whatever the link names (a root-only database) into a backup that user owns. So a
+child process makes the data directory, reached through the descriptor root holds, its root directory and opens the
+store there (its read transaction taken: the -wal and -shm open): a link resolves inside the data directory, among
+files the service user may read anyway. Then it makes the staging directory its root directory the same way:
 whatever becomes of that directory's name, "/<name>" is inside it.
 """
 
@@ -22,20 +25,23 @@ from gateway.backup.manifest import BackupError
 
 PROC_FDS = Path("/proc/self/fd")
 
-# argv: the store, /proc/self/fd/<fd> of the staging directory (the same fd number, passed on), the copy's name,
-# the pid of the backup.
+# argv: the store's path in the data directory, the descriptors of the data directory and of the staging directory
+# (the same numbers, passed on), the copy's name, the pid of the backup.
 # Answers one JSON line: {"version": n}, or the error it met ({"sqlite": ..., "code": n} or {"os": ..., "errno": n}).
 _CHILD = r"""
 import ctypes, json, os, signal, sqlite3, sys, time
+from urllib.parse import quote
 
-src, held, name, parent = sys.argv[1:]
+rel, data, held, name, parent = sys.argv[1:]
 # PR_SET_PDEATHSIG: a backup killed while this waits for a writer takes this along, rather than leaving it to
 # write into the killed run's staging directory (which the next run's sweep goes by) once the writer is done
 ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 if os.getppid() != int(parent):
     sys.exit(1)
 try:
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+    os.fchdir(int(data))
+    os.chroot(".")
+    source = sqlite3.connect(f"file:/{quote(rel)}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
     try:
         while True:
             try:
@@ -49,7 +55,7 @@ try:
                 if source.in_transaction:
                     source.execute("ROLLBACK")
                 time.sleep(0.25)
-        os.chdir(held)
+        os.fchdir(int(held))
         os.chroot(".")
         target = sqlite3.connect("/" + name)
         try:
@@ -74,8 +80,9 @@ def held_fd(dst: Path) -> int | None:
     return int(dst.parent.name)
 
 
-def snapshot(src: Path, dst: Path) -> int:
-    """A consistent copy of the live sqlite file `src` at `dst` (/proc/self/fd/<fd>/<name>); its schema version.
+def snapshot(src: Path, dst: Path, *, data_fd: int, rel: Path) -> int:
+    """A consistent copy of the live sqlite file `src` (`rel` in the data directory held open as `data_fd`) at `dst`
+    (/proc/self/fd/<fd>/<name>); its schema version.
 
     sqlite3.Error or OSError as the copy met them (a full disk stays recognisable as one), BackupError if the
     copying process ended without saying why."""
@@ -83,8 +90,8 @@ def snapshot(src: Path, dst: Path) -> int:
     if fd is None:
         raise ValueError(f"snapshot: {dst} is not /proc/self/fd/<fd>/<name>")
     run = subprocess.run(
-        [sys.executable, "-I", "-c", _CHILD, str(src), str(dst.parent), dst.name, str(os.getpid())],
-        pass_fds=[fd],
+        [sys.executable, "-I", "-c", _CHILD, rel.as_posix(), str(data_fd), str(fd), dst.name, str(os.getpid())],
+        pass_fds=[data_fd, fd],
         capture_output=True,
         text=True,
         check=False,

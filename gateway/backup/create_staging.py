@@ -14,6 +14,11 @@ killed before it made it, or one that made its directory a moment ago), the age 
 it was last written. A release before the lock named the directory `.staging-<random>`: one of those goes only
 once that old and if the config copied first into it names this gateway id, since its name says nothing of whose
 it is and another box may share the directory.
+
+A box's gateway id changes (`backup restore --take-id`, an edited config): what a killed create left under the id it
+had before is no longer this id's, and stayed for good. In a backup directory that is the box's own (`own`: inside
+its data directory, on its disk, where no other box writes), every id's goes the same way: by its lock, and an
+older release's once that old, whatever id its config names. On a share each id sweeps its own only.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ log = logging.getLogger("gateway.backup")
 PREFIX = ".staging-"
 CREATE_LOCK = "CREATE-UNDER-WAY"
 _SUFFIX = re.compile(r"[0-9a-f]{8}")  # secrets.token_hex(4): no "-", so no gateway id's tail looks like it
+_ANY_ID = re.compile(rf"{re.escape(PREFIX)}.+-[0-9a-f]{{8}}")  # `staging_name` of whatever gateway id
 _LEGACY = re.compile(r"[a-z0-9_]{8}")  # tempfile.mkdtemp's name, which the releases before the lock used
 _LEGACY_CONFIG = "config"
 # a gateway config is a few KiB; more is no config a create copied, and is not read
@@ -147,9 +153,10 @@ def _leave(out_dir: Path, out_fd: int, name: str, fd: int, lock: int | None) -> 
     return _replaced(out_dir, name, replaced, left)
 
 
-def remove_dead(out_dir: Path, out_fd: int, gateway_id: str, *, stale_after_s: float) -> None:
+def remove_dead(out_dir: Path, out_fd: int, gateway_id: str, *, stale_after_s: float, own: bool = False) -> None:
     """`gateway_id`'s staging directories in `out_dir` (held open as `out_fd`) that no create runs in removed, each
-    logged with its size. Each is reached through `out_fd`, and removed by shutil.rmtree, which follows no link."""
+    logged with its size; every gateway id's if `out_dir` is the box's `own`. Each is reached through `out_fd`, and
+    removed by shutil.rmtree, which follows no link."""
     try:
         entries = [e for e in os.scandir(out_fd) if e.name.startswith(PREFIX)]
     except OSError:
@@ -157,7 +164,7 @@ def remove_dead(out_dir: Path, out_fd: int, gateway_id: str, *, stale_after_s: f
     for entry in entries:
         path = os.path.join(out_dir, entry.name)
         legacy = _LEGACY.fullmatch(entry.name[len(PREFIX) :]) is not None
-        if not (legacy or made_by(entry.name, gateway_id)):
+        if not (legacy or made_by(entry.name, gateway_id) or (own and _ANY_ID.fullmatch(entry.name))):
             continue  # another box's, or no create's
         try:
             st = entry.stat(follow_symlinks=False)
@@ -167,7 +174,7 @@ def remove_dead(out_dir: Path, out_fd: int, gateway_id: str, *, stale_after_s: f
             continue
         old = time.time() - st.st_mtime >= stale_after_s
         if legacy:
-            if old and _legacy_gateway_id(out_fd, entry.name) == gateway_id:
+            if old and (own or _legacy_gateway_id(out_fd, entry.name) == gateway_id):
                 _remove(out_fd, path, entry.name, st)
             continue
         try:

@@ -27,6 +27,10 @@ from gateway.backup.manifest import BackupError
 log = logging.getLogger("gateway.backup")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+# a step of `private_dirs`: O_PATH needs no read right on a parent, only the search right a path needs anyway
+_WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# as the kernel allows (MAXSYMLINKS)
+_MAX_LINKS = 40
 
 
 @dataclass(slots=True, kw_only=True)
@@ -52,43 +56,104 @@ class Dirs:
 
 def private_dirs(path: Path) -> Dirs:
     """`path` held open, it and its missing parents made 0700 whatever the umask, each through its parent's
-    descriptor. A directory that exists keeps its mode: a share's mount point is its admin's to set."""
-    missing: list[Path] = []
-    here = path
-    while not here.exists() and here != here.parent:
-        missing.append(here)
-        here = here.parent
-    fd = os.open(here, os.O_RDONLY | os.O_DIRECTORY)  # the part that exists: named by root's own config
+    descriptor. A directory that exists keeps its mode: a share's mount point is its admin's to set.
+
+    Walked from / one name at a time, none opened through a link: a link is followed only where no one but root
+    (or this user) may change the directory that holds it (the admin's own, /srv/backups -> /mnt/disk). Under root
+    a link in the service user's directory (`<data_dir>/backups` replaced by one) would have root write the backup
+    into, and hand to that user, whatever it names: BackupError names it, nothing made or written through it."""
+    todo = list(reversed(path.absolute().parts[1:]))  # the next name last
+    fd = os.open("/", _WALK_FLAGS)
+    here = Path("/")
     made: list[tuple[Path, int]] = []
+    links = 0
     try:
-        for d in reversed(missing):
-            try:
-                with named(d):
-                    os.mkdir(d.name, 0o700, dir_fd=fd)
-                new = True
-            except FileExistsError:
-                new = False  # made meanwhile by another run, with this same function
-            try:
-                with named(d):
-                    child = os.open(d.name, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
-                raise BackupError(
-                    f"backup: {d} must be a directory, got {kind(fd, d.name)} there; nothing was written through "
-                    f"it: remove {d} and back up again"
-                ) from None
+        while todo:
+            name = todo.pop()
+            if name == ".":
+                continue
+            step = here.parent if name == ".." else here / name
+            child, new = _step(fd, here, name, path)
+            if isinstance(child, str):  # a link this user may follow: its target walked instead
+                links += 1
+                if links > _MAX_LINKS:
+                    raise BackupError(
+                        f"backup: {path} cannot be reached, got over {_MAX_LINKS} symbolic links on the way"
+                    )
+                target = Path(child)
+                if target.is_absolute():
+                    top = os.open("/", _WALK_FLAGS)
+                    os.close(fd)
+                    fd, here = top, Path("/")
+                todo.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+                continue
             os.close(fd)
-            fd = child
+            fd, here = child, step
             if new:
-                os.fchmod(fd, 0o700)  # mkdir's mode is narrowed by the umask
-                made.append((d, os.dup(fd)))
+                made_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+                made.append((step, made_fd))
+                os.fchmod(made_fd, 0o700)  # mkdir's mode is narrowed by the umask
+        held = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
     except BaseException:
-        os.close(fd)
         for _, made_fd in made:
             os.close(made_fd)
         raise
-    return Dirs(path=path, fd=fd, made=made)
+    finally:
+        os.close(fd)
+    return Dirs(path=path, fd=held, made=made)
+
+
+def _step(fd: int, here: Path, name: str, path: Path) -> tuple[int | str, bool]:
+    """`name` in the directory `here` (held as `fd`) opened O_PATH through no link, made 0700 if missing: (its
+    descriptor, whether made here). For a link this user may follow, (its target, False); BackupError for one
+    another user may have put there, or for anything but a directory."""
+    new = False
+    for _ in range(2):
+        try:
+            with named(here / name):
+                return os.open(name, _WALK_FLAGS, dir_fd=fd), new
+        except FileNotFoundError:
+            if name == "..":
+                raise
+            try:
+                with named(here / name):
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                new = True
+            except FileExistsError:
+                pass  # made meanwhile, by another run or as a link: opened (or looked at) again
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            break
+    try:
+        st = os.lstat(name, dir_fd=fd)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        target = os.readlink(name, dir_fd=fd)
+        who = _who_may_change(os.fstat(fd), st)
+        if who is None:
+            return target, False
+        raise BackupError(
+            f"backup: {here / name} must be a directory, got a symbolic link to {target} in {here}, which {who} may "
+            "change (not only root or this user); nothing was made or written through it: if the link is yours, name "
+            f"the directory it leads to in the config instead of {path}; if not, a process with those rights tampers "
+            f"with {here}: find it, remove the link and back up again"
+        )
+    raise BackupError(
+        f"backup: {here / name} must be a directory, got {kind(fd, name)} there; nothing was written through it: "
+        f"remove {here / name} and back up again"
+    )
+
+
+def _who_may_change(parent: os.stat_result, link: os.stat_result) -> str | None:
+    """Who, beside root and this user, may replace a link in the directory `parent` describes; None for nobody."""
+    ours = (0, os.geteuid())
+    if parent.st_uid not in ours:
+        return f"uid {parent.st_uid}"
+    if parent.st_mode & 0o022 and not (parent.st_mode & stat.S_ISVTX and link.st_uid in ours):
+        return f"its group or others (mode {stat.S_IMODE(parent.st_mode):04o})"
+    return None
 
 
 @contextlib.contextmanager

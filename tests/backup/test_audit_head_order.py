@@ -30,10 +30,10 @@ def test_an_entry_appended_during_the_backup_leaves_a_log_that_verifies_once_res
     config = write_config(tmp_path / "gateway.toml", data_dir)
     snapshot = archive._snapshot
 
-    def while_the_web_ui_writes(src: Path, dst: Path) -> int:
+    def while_the_web_ui_writes(src: Path, dst: Path, data_fd: int, rel: Path) -> int:
         if src.name == "audit.db":
             AuditLog(web).append(actor="alice", action="logout", at=NIGHT.timestamp() + 1)
-        version = snapshot(src, dst)
+        version = snapshot(src, dst, data_fd, rel)
         if src.name == "audit.db":
             AuditLog(web).append(actor="bob", action="login", at=NIGHT.timestamp() + 2)
         return version
