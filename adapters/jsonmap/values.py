@@ -1,7 +1,8 @@
 """JSON values → values of the declared NGSI type (Number scaled in decimal, Text, Boolean, DateTime, ...).
 
 A Number's integer stays an integer, and is refused (bad_value) beyond ±2^53, where the platform would
-change it, rather than sent as the float nearest to it (gateway.ngsi.check's rule, at the field)."""
+change it, rather than sent as the float nearest to it (gateway.ngsi.check's rule, at the field). The same
+holds at any depth of a StructuredValue, where the refusal names the place inside the field."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from typing import Any
 
 from adapters.jsonmap.config import AttributeMapping, NgsiType, WhenAttributeMissing
 from adapters.jsonmap.decode import ROUNDED, InexactNumber
-from adapters.jsonmap.errors import FieldError, Problem, describe, type_name
+from adapters.jsonmap.errors import FieldError, Problem, describe, is_field_name, masked, type_name
 from adapters.jsonmap.numbers import INTEGER_TEXT_RE, LargeNumber, number_text
-from adapters.jsonmap.paths import JsonPath, parse_path
+from adapters.jsonmap.paths import JsonPath, PathPart, parse_path, path_text
 from adapters.jsonmap.timestamps import parse_iso, quote_time
 from gateway.ngsi.check import DOUBLE_CHANGES_IT, EXACT_INTEGER_MAX
 from gateway.records import iso_utc
@@ -27,6 +28,10 @@ _INEXACT_INTEGER = f"is an integer beyond ±2^53{{after}}, {DOUBLE_CHANGES_IT}, 
 _TEXT_FIX = 'map it with type = "Text" to send its digits'
 _INT_LOW, _INT_HIGH = -EXACT_INTEGER_MAX, EXACT_INTEGER_MAX
 _FLOAT_LOW, _FLOAT_HIGH = -ROUNDED, ROUNDED
+# inside an object a Text mapping of the whole field is no way out: the one number needs a mapping of its own
+_NESTED_FIX = 'map its path as an attribute of its own with type = "Text", or have the device send it as a JSON string'
+# check_values refuses deeper values for their nesting anyway; no walk (nor recursion) beyond it here
+_MAX_NESTING = 51
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,8 +196,62 @@ def _datetime(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
 
 def _structured(a: AttributeRule, raw: Any, zone: tzinfo) -> Any:
     if raw.__class__ is dict or raw.__class__ is list:
+        if not _exact(raw, 0):
+            raise _nested_inexact(a, *_first_inexact(raw, 0))
         return raw
     raise _wrong_type(a, "an object or a list", raw)
+
+
+def _exact(node: Any, depth: int) -> bool:
+    """Whether the platform gets every number inside `node` as written: no integer beyond ±2^53, no float
+    beyond ±2^63 that orjson may have rounded from one (the hot path: values only, no places)."""
+    if depth > _MAX_NESTING:
+        return True
+    # exact classes, as orjson builds them: bool is no int here, and most values are plain scalars
+    for v in node.values() if node.__class__ is dict else node:
+        t = v.__class__
+        if t is float:
+            if not _FLOAT_LOW < v < _FLOAT_HIGH:
+                return False
+        elif t is int:
+            if not _INT_LOW <= v <= _INT_HIGH:
+                return False
+        elif t is dict or t is list:
+            if not _exact(v, depth + 1):
+                return False
+        elif t is LargeNumber and v.integer:
+            return False  # a fraction the exact parse kept is settled to orjson's float later (fields.py)
+    return True
+
+
+def _first_inexact(node: Any, depth: int) -> tuple[tuple[PathPart, ...], Any]:
+    """The place inside `node` and the value of the first number `_exact` found (only after it did)."""
+    for key, v in node.items() if node.__class__ is dict else enumerate(node):
+        if v.__class__ is dict or v.__class__ is list:
+            if not _exact(v, depth + 1):
+                inner, found = _first_inexact(v, depth + 1)
+                return (key, *inner), found
+        elif not _exact([v], depth):
+            return (key,), v
+    raise AssertionError("_first_inexact runs only where _exact found a number")
+
+
+def _nested_inexact(a: AttributeRule, inner: tuple[PathPart, ...], raw: Any) -> FieldError:
+    # a key may be a card number or a MAC address used as a key: shown as describe() shows it in a value
+    shown = tuple(p if p.__class__ is int or is_field_name(str(p)) else masked(str(p)) for p in inner)
+    path = (*a.path, *shown)
+    if raw.__class__ is float:
+        # maybe an integer beyond 64 bits that orjson rounded: the adapter reads the item again, exactly
+        return InexactNumber(
+            "is a number beyond ±2^63 that cannot be read exactly (it may be an integer beyond 64 bits), "
+            f"got {describe(raw)}; send it as a JSON string, or as a smaller number",
+            problem=Problem.BAD_VALUE,
+            path=path,
+            path_text=path_text(path),
+            subject=a.subject,
+        )
+    what = _INEXACT_INTEGER.format(after="", got=describe(raw), fix=_NESTED_FIX)
+    return FieldError(what, problem=Problem.BAD_VALUE, path=path, path_text=path_text(path), subject=a.subject)
 
 
 _COERCE: dict[NgsiType, Callable[[AttributeRule, Any, tzinfo], Any]] = {

@@ -103,12 +103,20 @@ def test_when_the_exact_parser_cannot_read_the_payload_the_text_is_refused_not_r
 
 def test_a_structured_value_maps_alike_on_both_paths() -> None:
     m = mapper({"path": "raw", "name": "raw", "type": "StructuredValue"})
-    body = b'{"raw": {"n": 18446744073709551616, "m": [-1e300, 2]}'
+    body = b'{"raw": {"n": 1.8446744073709552e19, "m": [-1e300, 2]}'
     (fast,) = m.map(TOPIC, body + b"}", NOW)
     (slow,) = m.map(TOPIC, body + b', "x": 1e400}', NOW)
     assert fast.attributes == slow.attributes
     assert slow.attributes["raw"].value == {"n": 1.8446744073709552e19, "m": [-1e300, 2]}
     encode_reading(slow)
+    # an integer a double would change is refused on both paths, never sent as 1.8446744073709552e19
+    for tail in (b"}", b', "x": 1e400}'):
+        assert refusal(m, b'{"raw": {"n": 18446744073709551616, "m": [-1e300, 2]}' + tail) == (
+            "bad_value",
+            "things/dev1: payload.raw.n (attribute raw) is an integer beyond ±2^53, which Orion and the IoT Agents"
+            " hold as a double (it would arrive as another number), got <20 digits>; map its path as an attribute"
+            ' of its own with type = "Text", or have the device send it as a JSON string',
+        )
     assert refusal(m, b'{"raw": {"n": [1, 1e400]}}') == (
         "bad_value",
         "things/dev1: payload.raw.n[1] (attribute raw) is out of range, got <1 digit>e<3 digits>",
