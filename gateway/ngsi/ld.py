@@ -47,11 +47,21 @@ class MetadataDrops:
     remembered; beyond, drops still count in `total` and are logged at DEBUG.
     """
 
-    def __init__(self, component: str = "ngsi-ld", *, max_names: int = 1024) -> None:
+    def __init__(
+        self,
+        component: str = "ngsi-ld",
+        *,
+        max_names: int = 1024,
+        entity: str = "NGSI-LD",
+        logger: logging.Logger | None = None,
+    ) -> None:
         self.component = component  # the uplink's name on the log line
         self.counts: dict[tuple[str, str, str], int] = {}
         self.total = 0
         self._max_names = max_names
+        # v2 counts the unitCode a unit overrides here too: the line says which entity, under its converter's logger
+        self._entity = entity
+        self._log = log if logger is None else logger
 
     def note(self, reading: Reading, attribute: str, metadata: str, why: str) -> None:
         self.total += 1
@@ -63,12 +73,13 @@ class MetadataDrops:
         full = len(self.counts) >= self._max_names
         if not full:
             self.counts[key] = 1
-        log.log(
+        self._log.log(
             logging.DEBUG if full else logging.WARNING,
-            "%s.%s.metadata.%s: left out of the NGSI-LD entity (a reading of adapter %s), %s;"
+            "%s.%s.metadata.%s: left out of the %s entity (a reading of adapter %s), %s;"
             " rename the metadata where it is made (check_reading refuses it now: this reading was stored"
             " before). Further ones are counted, not logged",
             *key,
+            self._entity,
             reading.source.adapter,
             why,
             extra={"component": self.component},

@@ -8,10 +8,15 @@ arrival), so a consumer can tell a trustworthy observation time from an arrival 
 
 `DateTime` (and Orion's older spelling `ISO8601`) values are rendered canonical UTC; a `geo:json`
 location given as a GeoJSON Feature (or one-Feature collection) is sent as its geometry.
+
+An attribute's unit is its `unitCode`, as in NGSI-LD: a `unitCode` metadata beside it (check_reading
+refuses that at the source; a reading stored before it did still comes here) is overridden, counted in
+`MetadataDrops` and logged once, never replaced unsaid.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +24,16 @@ from typing import Any
 from gateway.ngsi.check import DATETIME_TYPES, canonical_datetime, canonical_shape, ngsi_type
 from gateway.ngsi.config import ValueEncoding
 from gateway.ngsi.geojson import geometry_of
+from gateway.ngsi.ld import MetadataDrops
 from gateway.ngsi.values import encode_attribute_value, encode_metadata_value
 from gateway.records import Reading, TimeSource, iso_utc
+
+log = logging.getLogger(__name__)
+
+# for callers that keep no MetadataDrops of their own
+DROPPED_METADATA = MetadataDrops("ngsi-v2", entity="NGSI v2", logger=log)
+_UNIT_WINS = "the attribute's unit is sent as unitCode"
+_NULL_ITEM = {"value": None}  # an absent or null unitCode metadata: nothing to override
 
 _HEAD = b'{"actionType":"append","entities":['
 _TAIL = b"]}"
@@ -83,8 +96,11 @@ class _Instant:
 _last: _Instant = _Instant(datetime(1970, 1, 1, tzinfo=UTC))
 
 
-def to_v2_entity(reading: Reading, *, encoding: ValueEncoding) -> dict[str, Any]:
-    """The normalized entity for one reading; assumes `check_reading` accepted it."""
+def to_v2_entity(
+    reading: Reading, *, encoding: ValueEncoding, drops: MetadataDrops = DROPPED_METADATA
+) -> dict[str, Any]:
+    """The normalized entity for one reading; assumes `check_reading` accepted it. A `unitCode` metadata
+    the attribute's unit overrides is counted in `drops`."""
     global _last
     instant = _last
     if reading.observed_at is not instant.observed_at:
@@ -118,6 +134,8 @@ def to_v2_entity(reading: Reading, *, encoding: ValueEncoding) -> dict[str, Any]
         for mname, mvalue in attr.metadata.items():
             metadata[mname] = _metadata_item(mvalue, encoding)
         if attr.unit is not None:
+            if metadata.get("unitCode", _NULL_ITEM)["value"] is not None:
+                drops.note(reading, name, "unitCode", _UNIT_WINS)
             metadata["unitCode"] = {"type": "Text", "value": attr.unit}
         metadata["TimeInstant"] = stamp
         entity[name] = {"type": atype, "value": value, "metadata": metadata}
