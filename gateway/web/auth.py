@@ -341,9 +341,11 @@ def _is_api(request: web.Request) -> bool:
     return request.path.startswith("/api/")
 
 
-def requires(role: Role, *, password_change_page: bool = False) -> Callable[[Handler], Handler]:
+def requires(role: Role | None, *, password_change_page: bool = False) -> Callable[[Handler], Handler]:
     """Handler decorator: logged in with at least `role`, and no password change pending.
 
+    `role` None: any account, whatever its role: a page every user has for themselves (their own password, the
+    form they left open), which the librarian and the Wi-Fi auditor, beside the viewer's ladder, need too.
     Not logged in: to /login (an /api call gets 401 JSON). Role too low: the 403 page (403 JSON for /api).
     A user whose password must change (set by an admin, or expired) reaches only /password until they do.
     """
@@ -356,7 +358,7 @@ def requires(role: Role, *, password_change_page: bool = False) -> Callable[[Han
                     raise web.HTTPUnauthorized(text='{"error": "login required"}', content_type="application/json")
                 target = request.rel_url.path_qs if request.method == "GET" else "/"
                 raise web.HTTPFound(f"/login?next={quote(target, safe='/')}")
-            if not user.role.allows(role):
+            if role is not None and not user.role.allows(role):
                 if _is_api(request):
                     raise web.HTTPForbidden(text='{"error": "forbidden"}', content_type="application/json")
                 raise web.HTTPForbidden()

@@ -49,6 +49,12 @@ NAV: tuple[NavItem, ...] = (
 )
 
 
+def home_page(role: Role) -> str:
+    """The first page of the menu `role` sees: "/" on the viewer's ladder, /stations for a librarian, /wifi for a
+    Wi-Fi auditor (where "/" sends them: the dashboard is not theirs to see)."""
+    return next((item.href for item in NAV if role.allows(item.role)), "/password")
+
+
 def jst(value: float | int | str | None) -> str:
     """Epoch seconds or an ISO-8601 UTC string as "2026-12-04 19:05:03 JST"; empty for none."""
     if value is None or value == "":

@@ -44,13 +44,13 @@ def _field(form: Any, name: str) -> str:
 
 
 @routes.get("/password")
-@requires(Role.VIEWER, password_change_page=True)
+@requires(None, password_change_page=True)
 async def password_form(request: web.Request) -> web.StreamResponse:
     return render(request, "password.html", {"errors": []})
 
 
 @routes.post("/password")
-@requires(Role.VIEWER, password_change_page=True)
+@requires(None, password_change_page=True)
 async def change_password(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     t = translator(request)

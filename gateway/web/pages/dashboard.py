@@ -9,8 +9,8 @@ from aiohttp import web
 
 from gateway.accounts.store import Role
 from gateway.control.protocol import ControlError, ControlUnavailable
-from gateway.web.auth import requires, services
-from gateway.web.render import jst, language, render, translator
+from gateway.web.auth import current_user, requires, services
+from gateway.web.render import home_page, jst, language, render, translator
 from gateway.web.viewmodels.dashboard import Dashboard, alarm_items, alert_items, cells, dashboard, problem_texts
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,13 @@ async def _status(request: web.Request) -> tuple[Dashboard | None, str]:
 
 
 @routes.get("/")
-@requires(Role.VIEWER)
+@requires(None)
 async def page(request: web.Request) -> web.StreamResponse:
+    role = current_user(request).role
+    if not role.allows(Role.VIEWER):
+        # a librarian's or a Wi-Fi auditor's login lands here too (its default next, the brand link): their own
+        # first page rather than a 403 for a page they were never meant to see
+        raise web.HTTPFound(home_page(role))
     view, error = await _status(request)
     t = translator(request)
     context: dict[str, Any] = {"view": view, "error": error, "cells": {}, "alerts": [], "alarms": [], "problems": []}

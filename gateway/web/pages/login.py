@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.accounts.store import DAY_S, PRIVILEGED, AuthResult, Role
+from gateway.accounts.store import DAY_S, PRIVILEGED, AuthResult
 from gateway.web import formtoken, keptform
 from gateway.web.auth import (
     THROTTLE,
@@ -153,7 +153,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get(RESEND_PAGE)
-@requires(Role.VIEWER)
+@requires(None)
 async def resend_page(request: web.Request) -> web.StreamResponse:
     """Once, after a login that carried a refused form: the form again, to be pressed (or left)."""
     session = session_of(request)
