@@ -11,16 +11,14 @@ itself, not what it points to.
 from __future__ import annotations
 
 import errno
-import grp
 import logging
 import os
-import pwd
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from gateway.errors import ConfigError
-from gateway.own_directory import gateways_own, not_own
+from gateway.own_directory import instead_of_chown, owner_names, user_name
 
 # the warning is the secret store's: journal filters and alerts written for it keep matching
 _log = logging.getLogger("gateway.secrets")
@@ -108,7 +106,8 @@ def not_permitted(path: Path, how: str) -> ConfigError | None:
 def directory_refusal(directory: Path) -> ConfigError | None:
     """The ConfigError for a data directory left root's (a `sudo mkdir`, a root `edgegw secret set` on a new box)
     that this process, not root, may not enter or write: its owner, and the chown that gives it and all in it to
-    the gateway's user. None for root, for a directory of another user's (the gateway's: the caller's
+    the gateway's user, said only for a directory seen to be the gateway's own (gateway.own_directory); for any
+    other, what to do instead. None for root, for a directory of another user's (the gateway's: the caller's
     PermissionError stands, and the CLI says whom to run as), and for one this user may enter and write.
 
     Who the gateway's user is cannot be read from a directory that is root's: this user is named, with the
@@ -131,8 +130,9 @@ def directory_refusal(directory: Path) -> ConfigError | None:
         f"{directory}: not {how} user {user_name(me)}, got a directory owned by "
         f"{owner_names((st.st_uid, st.st_gid))} (mode {stat.S_IMODE(st.st_mode):04o})"
     )
-    if not gateways_own(directory):
-        return ConfigError([f"{got}; {not_own(directory)}"])
+    instead = instead_of_chown(directory)
+    if instead is not None:  # another's, the system's, or one this user cannot see into: never given blind
+        return ConfigError([f"{got}; {instead}"])
     # -R: what root made in it is root's too, and the key, the store and the lock would each be refused in turn;
     # GNU chown -R changes links it meets, never what they point to. The real path: -h would stop at a link.
     fix = f"sudo chown -hR {owner_names((me, os.getegid()))} {os.path.realpath(directory)}"
@@ -217,19 +217,3 @@ def rightful_owner(file: os.stat_result, directory: os.stat_result) -> tuple[int
     if directory.st_uid == 0 or file.st_uid == directory.st_uid:
         return None
     return directory.st_uid, directory.st_gid
-
-
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def owner_names(owner: tuple[int, int]) -> str:
-    """`user:group` as chown takes it, by name where the box has one."""
-    try:
-        group = grp.getgrgid(owner[1]).gr_name
-    except KeyError:
-        group = str(owner[1])
-    return f"{user_name(owner[0])}:{group}"

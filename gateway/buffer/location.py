@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.buffer.space import is_disk_full
 from gateway.errors import BufferUnavailable
-from gateway.own_directory import gateways_own, not_own
+from gateway.own_directory import instead_of_chown, user_name
 
 BUFFER_FILE = "buffer.db"  # the buffer's file in the data directory
 _USE_ANOTHER = "set gateway.data_dir to a directory the gateway's user can create or write, e.g. /var/lib/edgegw"
@@ -54,8 +55,9 @@ def _fix_for(exc: OSError, directory: Path, *, made: bool = True) -> str:
     if exc.errno == errno.EROFS:
         return "remount it read-write or " + _USE_ANOTHER
     if exc.errno in (errno.EACCES, errno.EPERM):
-        if made and not gateways_own(directory):
-            return not_own(directory)
+        instead = instead_of_chown(directory) if made else None
+        if instead is not None:
+            return instead
         # -h and the real path: a link in it (or in its place) is changed itself, never what it points to; -R:
         # what a root `edgegw run` made in it is root's too. Never the parent's: that is not the gateway's
         run = (
@@ -70,9 +72,21 @@ def _fix_for(exc: OSError, directory: Path, *, made: bool = True) -> str:
 def data_dir_problem(data_dir: Path) -> Problem | None:
     """For `check-config`: whether `data_dir` exists and is writable, or can be created. Leaves nothing behind."""
     existing = data_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
+    while existing != existing.parent:
+        try:
+            os.lstat(existing)
+            break
+        except PermissionError:
+            return _cannot_reach(data_dir)
+        except OSError:  # missing, or a file or a loop of links in the way: said where it would be made
+            existing = existing.parent
+    try:
+        is_dir = stat.S_ISDIR(os.stat(existing).st_mode)
+    except PermissionError:  # a link to a place this user may not reach
+        return _cannot_reach(data_dir)
+    except OSError:
+        is_dir = False
+    if not is_dir:
         return Problem(
             what="cannot be created" if existing != data_dir else "is not a directory",
             got=f"a file at {existing}",
@@ -101,6 +115,40 @@ def data_dir_problem(data_dir: Path) -> Problem | None:
     return None
 
 
+def first_closed(path: Path) -> Path | None:
+    """The first directory on the way to `path` (its real path, from the top) that this user may not enter
+    (search, +x); None when every one there is may be entered."""
+    for step in reversed(Path(os.path.realpath(path)).parents):
+        if not os.path.isdir(step):
+            return None  # what is missing or in the way is said by the caller's own checks
+        if not os.access(step, os.X_OK, effective_ids=True):
+            return step
+    return None
+
+
+def _cannot_reach(data_dir: Path) -> Problem:
+    closed = first_closed(data_dir)
+    if closed is None:  # refused by something other than a directory's mode (a security module): the OS's words
+        return Problem(what="cannot be reached", got=describe(_denied(data_dir)), fix=_USE_ANOTHER)
+    got, fix = _unreachable(closed)
+    return Problem(what="cannot be reached", got=got, fix=fix)
+
+
+def _unreachable(closed: Path) -> tuple[str, str]:
+    """(got, fix) for a data directory below `closed`, which this user may not enter: neither an `install -d`
+    nor a chown of what is below it would help."""
+    got = f"{describe(_denied(closed))}, which user {user_name(os.geteuid())} may not enter"
+    fix = (
+        f"give the gateway's user search permission (+x) on {closed} (e.g. `sudo setfacl -m u:edgegw:x {closed}`, "
+        f"with the units' User= if it is not edgegw) or {_USE_ANOTHER}"
+    )
+    return got, fix
+
+
+def _denied(path: Path) -> OSError:
+    return OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+
 def data_dir_error(data_dir: Path) -> str | None:
     """`data_dir_problem` as the one line `check-config` prints and a refused reload logs; None when usable."""
     problem = data_dir_problem(data_dir)
@@ -119,6 +167,9 @@ def prepare(db_path: Path) -> None:
             "move the file away or " + _USE_ANOTHER,
         ) from exc
     except OSError as exc:
+        closed = first_closed(directory) if exc.errno == errno.EACCES else None
+        if closed is not None:
+            raise _unavailable(db_path, *_unreachable(closed)) from exc
         if not is_disk_full(exc):
             raise _unavailable(db_path, describe(exc), _fix_for(exc, directory, made=False)) from exc
     # first: in a directory this user may not enter (root's 0700), even a stat of the file inside is refused
@@ -130,7 +181,7 @@ def prepare(db_path: Path) -> None:
             db_path, "a directory at that path", "move it away (the buffer is a file) or " + _USE_ANOTHER
         )
     if db_path.exists() and not os.access(db_path, os.R_OK | os.W_OK):
-        denied = OSError(errno.EACCES, os.strerror(errno.EACCES), str(db_path))
+        denied = _denied(db_path)
         raise _unavailable(db_path, describe(denied), _fix_for(denied, directory))
 
 
