@@ -53,6 +53,7 @@ import ipaddress
 import json
 import secrets as _random
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -93,6 +94,10 @@ KEEPER = (
 )
 PUBLIC_KEY_FILE = "signing-public.pem"
 KEYS_SECRET = "wifilog.keys"
+# sessions whose period `session_keys` knows from the batch that stored them: as many as the session events'
+# queue holds (runner.PENDING_LIMIT), so even a queue the buffer refuses for a while finds each with one digest;
+# about 1 MB when full (Cisco-length ids)
+REMEMBERED = 10_000
 CERTIFICATE_TYPE = "edgegw.wifilog.erasure-certificate"
 ERASURE_METHOD = (
     "crypto-erasure: the period's AES-256-GCM data key, from which its blind index and session lookup keys and "
@@ -306,6 +311,10 @@ class WifiLogStore:
         self._lock = threading.Lock()
         self._keys: dict[str, _PeriodKeys] = {}
         self._made: dict[str, _PeriodKeys] = {}  # keys made in the open transaction: cached once it commits
+        # `_pair` → period of the sessions the latest batches stored, oldest first: a hint `_find` checks, so a
+        # stale one (the period erased since, a batch rolled back) costs a digest, never a wrong key
+        self._periods_of: dict[bytes, str] = {}
+        self._stored: dict[bytes, str] = {}  # by the open transaction: remembered once it commits
         # (period, key id) whose KEK is destroyed: never back, and not asked of the secret store on every batch
         self._gone: set[tuple[str, str]] = set()
         self._signer: Signer | None = None
@@ -551,8 +560,12 @@ class WifiLogStore:
     ) -> tuple[int, str, bytes, bytes] | None:
         """The row of `pair` (id, period, lookup digest, blob): its digest under each live period's key, probed
         in one indexed query (a session's later events may come months after its start). The `likely` period
-        (that of the events' start) is tried first on its own: most events are a known session's interim or
-        stop, found with one digest instead of one per period (13 over a year's retention)."""
+        (that of the events' start, or the one remembered from the batch that stored the session) is tried
+        first on its own: most events are a known session's interim or stop, found with one digest instead of
+        one per period (13 over a year's retention, 121 at most). A new session's first event misses there and
+        pays the digest of every live period, as its session may already be in any of them (a Stop stored
+        before its Start made it a later period's; an id the NAS reused, or a clock that was wrong, an earlier
+        one's): skipping one would split a session into two rows and two ids."""
         periods = list(live)
         if likely in live:
             row = db.execute(
@@ -583,8 +596,17 @@ class WifiLogStore:
                 with immediate(self._db) as db:
                     yield db
                 self._keys.update(self._made)  # their wrapped copies are committed with the batch
+                self._remember(self._stored)
             finally:
                 self._made.clear()  # a batch rolled back took its keys' `periods` rows with it
+                self._stored.clear()
+
+    def _remember(self, stored: dict[bytes, str]) -> None:
+        for pair, period in stored.items():
+            self._periods_of.pop(pair, None)  # to the end of the line: the newest are asked about next
+            self._periods_of[pair] = sys.intern(period)  # a few periods, not one string per session
+        for _ in range(len(self._periods_of) - REMEMBERED):
+            del self._periods_of[next(iter(self._periods_of))]
 
     def apply(self, events: Sequence[SessionEvent]) -> None:
         """Merge `events` into their sessions in one durable transaction (returns once committed)."""
@@ -614,6 +636,8 @@ class WifiLogStore:
         new = old
         for event in events:
             new = merge(new, event)
+        if row is not None:
+            self._stored[pair] = row[1]  # even a retransmission's event goes to the platform again
         if new is None or new == old:
             return  # a retransmission: the row already holds it
         if row is not None:
@@ -630,6 +654,7 @@ class WifiLogStore:
                 return
             keys = live[period] = made
             idx = keys.session_index(pair)
+            self._stored[pair] = period
         values = (
             new.start.timestamp(),
             new.end.timestamp(),
@@ -690,13 +715,16 @@ class WifiLogStore:
         """For each (NAS, session id), the key for `purpose` of the period holding that session, or None when no
         live period does (never stored, or its period erased: no key for its ids is left). Ids made with it (the
         session events' entity ids) are the same for every event of the session, across a restart and a month
-        boundary, and erased with the period. Blocking (the file, the secret store): call it from a thread."""
+        boundary, and erased with the period. One lookup digest for a session this store stored lately (its
+        period remembered from the batch), else one per live period. Blocking (the file, the secret store): call
+        it from a thread."""
         with self._lock:
             db = self._db
             live = self._live(db)
             out: list[bytes | None] = []
             for nas, session_id in sessions:
-                row = self._find(db, nas, _pair(nas, session_id), live)
+                pair = _pair(nas, session_id)
+                row = self._find(db, nas, pair, live, self._periods_of.get(pair))
                 out.append(None if row is None else live[row[1]].derive(purpose))
         return out
 
@@ -777,7 +805,10 @@ class WifiLogStore:
         self.secrets.update(LEGACY_LOOKUP_SECRET, lambda _current: None)
         log.info(
             "wifilog: destroyed secret:%s, the lookup key of releases before per-period lookup keys: the session "
-            "event ids sent with it and the lookup digests in older copies of %s can no longer be linked to a MAC",
+            "event ids sent with it and the lookup digests in older copies of %s can no longer be linked to a MAC, "
+            "except with a copy of the secret store made before now: the gateway's backups made before now hold one "
+            "until they are rotated out ([backup] generations; it opens with this gateway's secrets.key, in a "
+            "backup only with include_secret_key)",
             LEGACY_LOOKUP_SECRET,
             self.path,
         )
