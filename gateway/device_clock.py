@@ -7,9 +7,27 @@ before NTP reached a server runs at its image's build date, the last time it sav
 sessions at that puts them in a period the next expiry erases, or one kept too long. So while the kernel says
 its clock is not synchronised (STA_UNSYNC, `gateway.host.clock_synced`; under edgegw.service's
 ProtectClock=yes, which refuses even adjtimex's read, systemd-timesyncd's flag in /run), a device's time
-ahead of it is kept (`GatewayClock.keeps` says within which bounds: an unsynchronised clock is only ever
-behind); when neither can say (not Linux, chrony without adjtimex), the gateway's clock is trusted as before.
-One implementation for every receiver; each words its log lines (`ClockWords`).
+ahead of it may be kept; when neither can say (not Linux, chrony without adjtimex), the gateway's clock is
+trusted as before. One implementation for every receiver; each words its log lines (`ClockWords`).
+
+The rule, with `floor` the latest time the box knew (`known_floor`: its software's files' date, timesyncd's
+saved clock; 2000 at least) and `now` the gateway's time for the event. Not synchronised is not wrong: a box
+with a good RTC on a network without NTP is unsynchronised for ever. Such a clock can only be behind, never
+ahead (it starts from its RTC, a saved time or its build date), so a device's time is kept only when after
+max(now, floor), and by how much depends on whether the gateway's clock is evidently stale:
+
+- stale: `now` is before `floor` + STALE_WITHIN (a day): 1970, the build date, or a clock set from the saved
+  time at boot and not yet a day on. Nothing says how far behind it is: a device time up to MAX_LEAD (three
+  years) past max(now, floor) is kept; an RFC 3164 line's year is the one putting it after max(now, floor)
+  less a day (`dates_after`), not the stale clock's.
+- not stale: it has run more than a day past the latest time the box knew, as a clock set by an RTC does. It
+  is believed: a device time at most RIGHT_LEAD (a day) past it is kept (the RADIUS server asks for any
+  Event-Timestamp ahead), one further ahead is the wrong one. Believed, an AP years ahead would file sessions in
+  future periods, kept years past their retention.
+
+Kept: counted by the receiver in `gateway_clock_unsynced`, one WARNING a spell. Not kept: the receiver's own
+rule (the arrival time; `device_time_ignored` for the syslog receiver, whose advice `doubt` completes).
+A box off for more than a year past `floor` reads a year-less line a year early: no field says otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +48,8 @@ from gateway.logs import StateLog
 __all__ = [
     "EARLIEST",
     "MAX_LEAD",
+    "RIGHT_LEAD",
+    "STALE_WITHIN",
     "SYNC_TTL_S",
     "ClockWords",
     "GatewayClock",
@@ -48,6 +68,12 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 # How far past the latest time the box knew a device's time may be and still be believed over an unsynchronised
 # gateway clock: a box stored for a season comes back that far behind; a device years ahead is itself wrong
 MAX_LEAD = timedelta(days=3 * 366)
+# A clock set at boot from the latest time the box knew (no RTC: the saved time, the build date) is within this of
+# it for its first day; one further on has run as an RTC's does. A box with a good RTC rebooted within a day of
+# its saved clock is taken for stale that first day: the three-year lead is then allowed for a day, not for ever.
+STALE_WITHIN = timedelta(days=1)
+# How far ahead of an unsynchronised clock that is not stale a device may be: the receivers' own margin
+RIGHT_LEAD = timedelta(days=1)
 # systemd-timesyncd saves the time here at each sync and at shutdown, and sets the clock to it at boot
 TIMESYNC_CLOCK = Path("/var/lib/systemd/timesync/clock")
 _ZERO = timedelta(0)
@@ -134,20 +160,53 @@ class GatewayClock:
                 self._synced = None
         return self._synced
 
+    @property
+    def not_before(self) -> datetime:
+        """The latest time the box knew (`known_floor` when it was made): no device time before it is kept."""
+        return self._not_before
+
+    def stale(self, now: datetime) -> bool:
+        """Whether the gateway's clock, at `now`, is evidently not set: before the latest time the box knew plus
+        STALE_WITHIN (the module's docstring says why)."""
+        return now < self._not_before + STALE_WITHIN
+
+    def dates_after(self, now: datetime) -> datetime | None:
+        """The time a year-less device date (RFC 3164) is read just after, rather than near the gateway's clock:
+        max(now, the latest time the box knew) while the kernel says that clock is unsynchronised and it is stale
+        (at 1970 or its build date its year is not the device's); None otherwise."""
+        if self.synced() is not False or not self.stale(now):
+            return None
+        return max(self._not_before, now)
+
+    def doubt(self, now: datetime) -> str | None:
+        """For a device time `keeps` did not keep: what the technician is told of the gateway's clock, beside
+        the receiver's advice to set the device's; None while it is synchronised (or cannot be asked)."""
+        if self.synced() is not False:
+            return None
+        floor = self._not_before.isoformat()
+        if self.stale(now):
+            return (
+                "the gateway's clock is not synchronised (NTP) either: check its time sync (timedatectl), though no "
+                f"device time before the latest time the box knew ({floor}) or more than {MAX_LEAD.days // 366} "
+                "years past it is believed"
+            )
+        return (
+            "the gateway's clock is not synchronised (NTP) either, but has run more than a day past the latest time "
+            f"the box knew ({floor}), so it is believed: if it is the wrong one, check the gateway's time sync "
+            "(timedatectl)"
+        )
+
     def keeps(self, sender: str, device: datetime, now: datetime) -> bool:
         """Whether `device`, a device's time for an event the gateway's clock puts at `now`, is kept rather than
         replaced by `now`: the kernel says the gateway's clock is not synchronised, and the device's time is
-        ahead of it and of the latest time the box knew (`known_floor`), by at most MAX_LEAD.
-
-        Not synchronised is not wrong: a box with a good RTC on a network without NTP is unsynchronised too.
-        What such a clock can be is behind (it starts from its RTC, a saved time or its build date), never
-        ahead; a device behind it (its clock reset to its firmware's date) is the wrong one, and is replaced."""
+        ahead of it and of the latest time the box knew (`known_floor`), by at most MAX_LEAD while the gateway's
+        clock is stale, RIGHT_LEAD once it has run past that time (the module's docstring says why)."""
         synced = self.synced()
         if synced is not False:
             self._end(synced)
             return False
         floor = max(self._not_before, now)
-        if not floor < device <= floor + MAX_LEAD:
+        if not floor < device <= floor + (MAX_LEAD if self.stale(now) else RIGHT_LEAD):
             return False
         self._kept += 1
         self.unsynced = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -14,6 +14,7 @@ from adapters.wifi_syslog.errors import SyslogHeaderError, SyslogStructuredDataE
 
 __all__ = [
     "DEFAULT_ZONE",
+    "YEAR_SLACK",
     "SDElement",
     "SyslogFormat",
     "SyslogMessage",
@@ -27,6 +28,9 @@ _MONTHS = {
     m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)
 }
 _MONTH_NAMES = {i: m for m, i in _MONTHS.items()}
+# An RFC 3164 line read after a time (`year_after`) may be this much before it and still be of that year: a line
+# delayed (a relay's queue) rather than one of the next year
+YEAR_SLACK = timedelta(days=1)
 
 _PRI = re.compile(r"<(\d{1,3})>")
 # RFC 3164 4.1.2 TIMESTAMP (day space-padded), with the fractional seconds some daemons append.
@@ -115,11 +119,15 @@ def _text(data: bytes | str) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
-def parse_syslog(data: bytes | str, *, now: datetime, zone: ZoneInfo = DEFAULT_ZONE) -> SyslogMessage:
+def parse_syslog(
+    data: bytes | str, *, now: datetime, zone: ZoneInfo = DEFAULT_ZONE, year_after: datetime | None = None
+) -> SyslogMessage:
     """One syslog message (RFC 5424 when a version follows PRI, else RFC 3164), or a SyslogHeaderError.
 
     RFC 3164 has neither year nor zone: the clock time is read in `zone`, and the year is the one that
-    puts the message nearest to `now` (a December line arriving in January belongs to last year).
+    puts the message nearest to `now` (a December line arriving in January belongs to last year). Given
+    `year_after` (a clock known to be behind: only a time it is after is known), the year is the first that
+    puts the message after `year_after` less YEAR_SLACK.
     """
     text = _text(data).rstrip("\r\n\x00")
     fast = _FAST.match(text)
@@ -136,7 +144,7 @@ def parse_syslog(data: bytes | str, *, now: datetime, zone: ZoneInfo = DEFAULT_Z
                 SyslogFormat.RFC3164,
                 pri >> 3,
                 pri & 7,
-                _timestamp_3164(fast, _FAST_3164_TS, now, zone),
+                _timestamp_3164(fast, _FAST_3164_TS, now, zone, year_after),
                 hostname,
                 app_name,
                 procid,
@@ -145,10 +153,10 @@ def parse_syslog(data: bytes | str, *, now: datetime, zone: ZoneInfo = DEFAULT_Z
                 text[fast.end() :],
             ),
         )
-    return _parse_general(text, now, zone)
+    return _parse_general(text, now, zone, year_after)
 
 
-def _parse_general(text: str, now: datetime, zone: ZoneInfo) -> SyslogMessage:
+def _parse_general(text: str, now: datetime, zone: ZoneInfo, year_after: datetime | None = None) -> SyslogMessage:
     """parse_syslog without the fast path: the lines _FAST does not match, malformed ones included."""
     m = _PRI.match(text)
     if m is None:
@@ -170,15 +178,17 @@ def _parse_general(text: str, now: datetime, zone: ZoneInfo) -> SyslogMessage:
     head = _HEAD5424.match(text, pos) if text[pos : pos + 1].isdigit() else None
     if head is not None:
         return _parse_5424(text, head, pri)
-    return _parse_3164(text, pos, pri, now, zone)
+    return _parse_3164(text, pos, pri, now, zone, year_after)
 
 
-def _parse_3164(text: str, pos: int, pri: int, now: datetime, zone: ZoneInfo) -> SyslogMessage:
+def _parse_3164(
+    text: str, pos: int, pri: int, now: datetime, zone: ZoneInfo, year_after: datetime | None
+) -> SyslogMessage:
     ts = _TS3164.match(text, pos)
     if ts is None:
         # RFC 3164 4.3.3: without a valid TIMESTAMP the whole remainder is CONTENT.
         return _content_3164(text[pos:], pri, None, None)
-    return _after_timestamp_3164(text, ts.end(), pri, _timestamp_3164(ts, 1, now, zone))
+    return _after_timestamp_3164(text, ts.end(), pri, _timestamp_3164(ts, 1, now, zone, year_after))
 
 
 def _after_timestamp_3164(text: str, pos: int, pri: int, timestamp: datetime) -> SyslogMessage:
@@ -202,7 +212,9 @@ def _content_3164(rest: str, pri: int, timestamp: datetime | None, hostname: str
     )
 
 
-def _timestamp_3164(ts: re.Match[str], first: int, now: datetime, zone: ZoneInfo) -> datetime:
+def _timestamp_3164(
+    ts: re.Match[str], first: int, now: datetime, zone: ZoneInfo, year_after: datetime | None = None
+) -> datetime:
     """The timestamp in groups first..first+5 (month name, day, hour, minute, second, fraction) of `ts`."""
     fields = ts.group(first, first + 1, first + 2, first + 3, first + 4, first + 5)
     month = _MONTHS.get(fields[0])
@@ -213,21 +225,24 @@ def _timestamp_3164(ts: re.Match[str], first: int, now: datetime, zone: ZoneInfo
             got=quote(_quoted_3164(ts, first)),
             fix="expected Jan..Dec in English",
         )
-    if 3 < now.day < 26:
-        # Two UTC offsets differ by less than two days, so away from a month's ends the date in
-        # `zone` has the same month and year as `now`'s own: astimezone (a third of a microsecond
-        # per line) is only needed near them.
-        year, now_month = now.year, now.month
+    if year_after is not None:
+        year = _year_after(fields, month, year_after - YEAR_SLACK, zone)
     else:
-        local_now = now.astimezone(zone)
-        year, now_month = local_now.year, local_now.month
-    # Messages arrive within seconds, so a month more than one ahead of `now` is last year's (a
-    # December line read in January); a January line read in December comes from a clock that
-    # has already rolled over.
-    if month > now_month + 1:
-        year -= 1
-    elif month == 1 and now_month == 12:
-        year += 1
+        if 3 < now.day < 26:
+            # Two UTC offsets differ by less than two days, so away from a month's ends the date in
+            # `zone` has the same month and year as `now`'s own: astimezone (a third of a microsecond
+            # per line) is only needed near them.
+            year, now_month = now.year, now.month
+        else:
+            local_now = now.astimezone(zone)
+            year, now_month = local_now.year, local_now.month
+        # Messages arrive within seconds, so a month more than one ahead of `now` is last year's (a
+        # December line read in January); a January line read in December comes from a clock that
+        # has already rolled over.
+        if month > now_month + 1:
+            year -= 1
+        elif month == 1 and now_month == 12:
+            year += 1
     key = (fields, year, zone)
     stamp = _stamps.get(key)
     if stamp is None:
@@ -236,6 +251,23 @@ def _timestamp_3164(ts: re.Match[str], first: int, now: datetime, zone: ZoneInfo
             _stamps.clear()  # bounded; a second's lines share one entry, so a small memo suffices
         _stamps[key] = stamp
     return stamp
+
+
+def _year_after(fields: tuple[str, ...], month: int, start: datetime, zone: ZoneInfo) -> int:
+    """The first year whose `fields` (read in `zone`) fall after `start`; Feb 29 waits for a leap year. A date
+    no year has (Feb 30) gets `start`'s year, for _new_timestamp_3164 to name it."""
+    _, day, hour, minute, second, frac = fields
+    first = start.astimezone(zone).year
+    for year in range(first, first + 9):  # a leap year comes within 8 years (2100 is none)
+        try:
+            stamp = datetime(
+                year, month, int(day), int(hour), int(minute), int(second), int(frac.ljust(6, "0")) if frac else 0
+            )
+        except ValueError:
+            continue
+        if stamp.replace(tzinfo=zone) > start:
+            return year
+    return first
 
 
 # RFC 3164 timestamps have whole seconds (fractions are rare), so under load every line of one

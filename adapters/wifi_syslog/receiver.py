@@ -37,8 +37,10 @@ A line that does not parse is counted in `unparsable`, kept in `last_error` and 
 (`SenderSpells`: WARNING at the first of a spell, DEBUG after, INFO once it sends a line that parses).
 A device time more than MAX_BEHIND before or MAX_AHEAD after the gateway's clock is not believed: the
 event is stored at its arrival time, counted in `device_time_ignored` and logged the same way. Unless the kernel
-says the gateway's clock is not synchronised (`GatewayClock`): then that clock is the wrong one, and the AP's
-time is kept, counted in `gateway_clock_unsynced` (an AP's clock at 1970 is still replaced).
+says the gateway's clock is not synchronised and it is stale (`GatewayClock`: before a day past the latest time
+the box knew): then that clock is the wrong one, and the AP's time is kept, counted in `gateway_clock_unsynced`
+(an AP's clock at 1970 is still replaced), and an RFC 3164 line's year is read after that latest time, not taken
+from the wrong clock. An unsynchronised clock that has run past it (a good RTC without NTP) is believed.
 """
 
 from __future__ import annotations
@@ -371,6 +373,11 @@ class SyslogReceiver:
                 self.max_pending,
             )
         skew = event.time - now
+        if skew < _LEAST_SKEW or skew > MAX_AHEAD or event.time < self._gateway_clock.not_before:
+            # a stale clock gives a year-less line its own year, wrong even within the bounds (at 1970-01-01 a
+            # right New Year's line would be one of 1970): the year is read after the latest time the box knew
+            event = self._redated(data, event, now)
+            skew = event.time - now
         if skew < _LEAST_SKEW or skew > MAX_AHEAD:
             if self._gateway_clock.keeps(sender, event.time, now):
                 self.counters["gateway_clock_unsynced"] += 1
@@ -385,14 +392,29 @@ class SyslogReceiver:
         self._idle.clear()
         self._wake.set()
 
+    def _redated(self, data: bytes, event: WifiEvent, now: datetime) -> WifiEvent:
+        """`event`, its RFC 3164 date's year read after the latest time the box knew rather than near the
+        gateway's clock, while that clock is stale (`GatewayClock.dates_after`): at 1970 or its build date, the
+        year it gives a right December line is 1969 or the build's, behind that time, so the AP's time would be
+        replaced by the wrong arrival time. A line with a year (RFC 5424) comes back the same."""
+        after = self._gateway_clock.dates_after(now)
+        if after is None:
+            return event
+        try:
+            redated = decode_wifi_event(data, now=now, patterns=self.patterns, year_after=after)
+        except SyslogError:  # parsed once already: only a Feb 29 with no leap year after (2100) fails here
+            return event
+        return event if redated is None else redated
+
     def _device_time_ignored(self, event: WifiEvent, sender: str, now: datetime) -> None:
         self.counters["device_time_ignored"] += 1
+        doubt = self._gateway_clock.doubt(now)
         self._clocks.fail(
             sender,
             "device_time_ignored",
             f"wifi syslog: {sender} dated an association event {event.time.isoformat()}, "
             f"{describe_skew(event.time - now)} the gateway's clock; stored at its arrival time "
-            f"{now.isoformat()} instead; set the AP's clock (NTP)",
+            f"{now.isoformat()} instead; set the AP's clock (NTP){'; ' + doubt if doubt else ''}",
             "its clock is right again",
         )
 
