@@ -27,15 +27,18 @@ SYSTEM_DIRS = frozenset(
     }
 )
 # what a data directory the gateway has run in holds at its top: the buffer, the run lock, the secret store, the
-# mail queue, the config history, the river state, the status files, the control socket, the web UI's state and the
-# backups (tests/gateway/test_own_directory.py keeps it in step with the modules that name them)
+# mail queue, the config history, the river state, the status files, the control socket, the web UI's state, the
+# backups, the scanner's stations, the Wi-Fi log, kintone's counts and the fleet's records
+# (tests/gateway/test_own_directory.py keeps it in step with the modules that name them)
 GATEWAY_FILES = frozenset(
     {
         *("buffer.db", "gateway.lock", "secrets.key", "secrets.enc", "secrets.lock", "mail.db", "config_versions.db"),
         *("river_state.db", "status.json", "backup-status.json", "remote_config.json", "control.sock", "web"),
-        "backups",
+        *("backups", "stations.db", "wifilog", "kintone", "starts.json", "alarms.json", "availability.json"),
     }
 )
+# a locker adapter's store and its key, `locker-<adapter>.db` and `.key`
+_PER_ADAPTER = (("locker-", (".db", ".key")),)
 _SQLITE_SIDES = ("-wal", "-shm", "-journal")  # what SQLite puts beside a database
 _BESIDE = (".reserve", ".salvaged", ".salvage-wal-reader", ".salvage")  # the buffer's reserve and a salvage's files
 _PROBE = ".edgegw-probe-"  # a check's file or directory, left by a crash between making and removing it
@@ -56,6 +59,8 @@ def gateways_name(name: str) -> bool:
     name = name.partition(".corrupt-")[0]  # a damaged buffer moved aside, `buffer.db.corrupt-<UTC stamp>[-n]`
     for suffix in _BESIDE:
         name = name.removesuffix(suffix)
+    if any(name.startswith(prefix) and name.endswith(endings) for prefix, endings in _PER_ADAPTER):
+        return True
     return name in GATEWAY_FILES
 
 

@@ -61,6 +61,8 @@ __all__ = ["SECURITY_RETRY_S", "ScannerAdapter"]
 
 Clock = Callable[[], datetime]
 
+# in the data directory: the stations, their copies lent and returned, the local key
+STORE_FILE = "stations.db"
 # Long enough for a librarian who heard the refused beep to put the book back; short enough that the
 # same book lent or returned again later (the next patron) is a new read and a new event.
 SECURITY_RETRY_S = 60
@@ -112,7 +114,7 @@ class ScannerAdapter:
         self._log = component_logger(__name__, f"adapter {config.name}")
         self._rules: tuple[CodabarRule, ...] = tuple(r.build() for r in config.rules)
         self._keys: dict[str, bytes] = {}  # visit-QR keys, read from the secret store by `run`
-        self.store = StationStore(Path(context.data_dir) / "stations.db")
+        self.store = StationStore(Path(context.data_dir) / STORE_FILE)
         key = self.store.local_key()
         self.stations: dict[str, Station] = {}
         self._locks: dict[str, asyncio.Lock] = {}

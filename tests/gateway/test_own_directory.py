@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.scanner.adapter import STORE_FILE as STATIONS
 from gateway import secrets
 from gateway.app import STATUS_FILE as APP_STATUS
 from gateway.backup.config import BackupConfig
@@ -19,12 +20,17 @@ from gateway.backup.schedule import STATUS_FILE as BACKUP_STATUS
 from gateway.buffer.location import BUFFER_FILE
 from gateway.config import GatewaySection
 from gateway.control.config_versions import FILE as CONFIG_VERSIONS
+from gateway.fleet.availability import AVAILABILITY_FILE
 from gateway.fleet.remote import STATE_FILE as REMOTE_STATE
+from gateway.fleet.safemode import STARTS_FILE
+from gateway.fleet.service import ALARMS_FILE
 from gateway.mail.queue import QUEUE_FILE
 from gateway.own_directory import GATEWAY_FILES, gateways_name, gateways_own, instead_of_chown, not_own
 from gateway.processing.river import STATE_FILE as RIVER_STATE
 from gateway.run_lock import LOCK_FILE as RUN_LOCK
+from gateway.uplinks.kintone.uplink import STATE_DIR as KINTONE
 from gateway.web.config import WebConfig
+from gateway.wifilog.store import STORE_DIR as WIFILOG
 from tests.gateway.secret_files import GATEWAY_USER, data_dir, edgegw, gateway_box, needs_root
 from tests.gateway.test_secret_data_dir_root import give_to_root
 
@@ -104,8 +110,32 @@ def test_every_file_the_gateway_names_in_its_data_directory_is_known_as_its() ->
         GatewaySection(id="gw").control_path().name,
         WebConfig().state_path(Path("/d")).name,
         BackupConfig().backup_dir(Path("/d")).name,
+        STATIONS,
+        WIFILOG,
+        KINTONE,
+        STARTS_FILE,
+        ALARMS_FILE,
+        AVAILABILITY_FILE,
     }
     assert made == GATEWAY_FILES
+
+
+@pytest.mark.parametrize("name", ["locker-lib1.db", "locker-lib1.db-wal", "locker-lib1.key", "locker-east-2.db"])
+def test_a_locker_adapters_store_and_key_are_the_gateways(name: str) -> None:
+    # adapters/locker: `<data_dir>/locker-<adapter>.db`, its key beside it (PickupStore: path.with_suffix(".key"))
+    assert gateways_name(name) is True
+
+
+def test_a_library_boxs_data_directory_is_its_own(tmp_path: Path) -> None:
+    """A box that ran the scanner, a locker, the Wi-Fi log and the fleet: every name at the top is the gateway's,
+    so the chown is advised, never \"give the gateway a directory of its own\" (which would strand the backlog)."""
+    for name in ("buffer.db", "secrets.key", "secrets.enc", "stations.db", "locker-lib1.db", "locker-lib1.key"):
+        (tmp_path / name).write_text("")
+    for name in ("starts.json", "alarms.json", "availability.json"):
+        (tmp_path / name).write_text("{}")
+    for name in ("wifilog", "kintone", "web", "backups"):
+        (tmp_path / name).mkdir()
+    assert instead_of_chown(tmp_path) is None
 
 
 @given(st.sampled_from(sorted(GATEWAY_FILES)), st.sampled_from(DECORATIONS))
@@ -114,7 +144,9 @@ def test_the_gateways_files_are_known_with_whatever_is_beside_them(own: str, dec
 
 
 @given(
-    NAME.filter(lambda n: not any(own in n for own in GATEWAY_FILES) and "edgegw-probe" not in n),
+    NAME.filter(
+        lambda n: not any(own in n for own in GATEWAY_FILES) and "edgegw-probe" not in n and "locker-" not in n
+    ),
     st.sampled_from(DECORATIONS),
 )
 def test_no_name_of_anothers_passes_for_the_gateways_by_its_ending(base: str, decoration: str) -> None:

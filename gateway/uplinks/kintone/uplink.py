@@ -40,6 +40,9 @@ from gateway.uplinks.kintone.daily import DailyCounter
 from gateway.uplinks.kintone.form import FormError, FormField, check_mappings, parse_fields
 from gateway.uplinks.kintone.session import KintoneSession, UnusableSecret
 
+# in the data directory: each uplink's daily request count, `<name>.json`
+STATE_DIR = "kintone"
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -86,7 +89,7 @@ class KintoneUplink(Lifecycle):
         self.context = context
         self.counters = KintoneCounters()
         self.log = component_logger(__name__, config.name)
-        path = Path(context.data_dir) / "kintone" / f"{config.name}.json"
+        path = Path(context.data_dir) / STATE_DIR / f"{config.name}.json"
         self.daily = DailyCounter(config.daily_request_limit, path, now)
         self._now = now
         self._session: KintoneSession | None = None
