@@ -16,8 +16,9 @@ so only a reading stored before it did (an outbox kept over an upgrade) comes he
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from gateway.ngsi.check import DATETIME_TYPES, LD_ATTRIBUTE_MEMBERS, canonical_datetime, ngsi_type, value_kind
@@ -39,12 +40,20 @@ _MEMBER_WHY = {
 }
 
 
+DropKey = tuple[str, str, str]  # (entity type, attribute, metadata name)
+
+
 class MetadataDrops:
     """Metadata left out of NGSI-LD entities, counted per (entity type, attribute, metadata name).
 
     The first of each is logged at WARNING, with names only: an entity id or a metadata value may be
     personal data (a card number in an id, an e-mail in a note). At most `max_names` names are
     remembered; beyond, drops still count in `total` and are logged at DEBUG.
+
+    An uplink converts a reading again at every try, and an outage of an hour is hundreds of tries: it
+    counts a reading's drops once, when the reading is delivered. Inside `held()`, `note` puts each drop
+    in the list it yields instead of counting it, and the uplink gives a delivered reading's to `count`.
+    The log line does not wait: it comes at the first conversion of its name, held or not.
     """
 
     def __init__(
@@ -56,23 +65,26 @@ class MetadataDrops:
         logger: logging.Logger | None = None,
     ) -> None:
         self.component = component  # the uplink's name on the log line
-        self.counts: dict[tuple[str, str, str], int] = {}
+        self.counts: dict[DropKey, int] = {}
         self.total = 0
         self._max_names = max_names
         # v2 counts the unitCode a unit overrides here too: the line says which entity, under its converter's logger
         self._entity = entity
         self._log = log if logger is None else logger
+        self._logged: set[DropKey] = set()  # a name logged is not logged again, counted or held
+        self._held: list[DropKey] | None = None
 
     def note(self, reading: Reading, attribute: str, metadata: str, why: str) -> None:
-        self.total += 1
         key = (reading.entity_type, attribute, metadata)
-        seen = self.counts.get(key)
-        if seen is not None:
-            self.counts[key] = seen + 1
+        if self._held is None:
+            self.count((key,))
+        else:
+            self._held.append(key)
+        if key in self._logged:
             return
-        full = len(self.counts) >= self._max_names
+        full = len(self._logged) >= self._max_names
         if not full:
-            self.counts[key] = 1
+            self._logged.add(key)
         self._log.log(
             logging.DEBUG if full else logging.WARNING,
             "%s.%s.metadata.%s: left out of the %s entity (a reading of adapter %s), %s;"
@@ -84,6 +96,26 @@ class MetadataDrops:
             why,
             extra={"component": self.component},
         )
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[list[DropKey]]:
+        """Drops noted inside go into the list yielded, uncounted: the caller counts a delivered reading's."""
+        previous, self._held = self._held, []
+        try:
+            yield self._held
+        finally:
+            self._held = previous
+
+    def count(self, keys: Iterable[DropKey]) -> None:
+        """Count drops (a delivered reading's, as `held()` gave them)."""
+        counts = self.counts
+        for key in keys:
+            self.total += 1
+            seen = counts.get(key)
+            if seen is not None:
+                counts[key] = seen + 1
+            elif len(counts) < self._max_names:
+                counts[key] = 1
 
     def diagnostics(self) -> dict[str, Any]:
         return {

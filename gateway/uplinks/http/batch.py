@@ -59,6 +59,7 @@ from gateway.errors import UplinkTransient
 from gateway.logs import component_logger
 from gateway.ngsi import batching, identifiers
 from gateway.ngsi.config import ValueEncoding
+from gateway.ngsi.ld import DropKey, MetadataDrops
 from gateway.records import Reading
 from gateway.secrets import SecretRef
 from gateway.tls import TlsSection
@@ -215,6 +216,9 @@ class Run:
     items: list[BatchItem] = field(default_factory=list)  # what is being sent (latest-state: this round)
     probe: BatchItem | None = None  # the record sent ahead to vouch for the request (module docstring)
     overtook: bool = False  # ... ahead of older unsent readings of its own entity
+    # metadata its entity left out, per batch position: counted only for a reading delivered (it is converted
+    # again at every try, and a dead letter keeps the reading whole)
+    dropped: dict[int, tuple[DropKey, ...]] = field(default_factory=dict)
 
     def accept(self) -> None:
         """The far side takes our requests: what it refused so far was about the records."""
@@ -300,6 +304,8 @@ class HttpBatchUplink(Lifecycle):
         self._tokens: TokenSource | None = None
         self._headers: dict[str, str] = {}
         self._state: _State | None = None
+        # metadata the entities cannot carry (`_entity` passes it as `drops=`), shown in diagnostics()
+        self._drops = self._metadata_drops()
         self._url = config.url + self.path
         # requests are planned below the smallest body the far side refused as too large
         self._max_bytes = config.max_batch_bytes
@@ -307,6 +313,10 @@ class HttpBatchUplink(Lifecycle):
     # ---- what subclasses provide ----------------------------------------------------------------
 
     def _entity(self, reading: Reading) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _metadata_drops(self) -> MetadataDrops:
+        """This uplink's own counter of metadata its entities leave out, logged under its name."""
         raise NotImplementedError
 
     def _body(self, entities: Sequence[bytes]) -> bytes:
@@ -318,6 +328,11 @@ class HttpBatchUplink(Lifecycle):
     def _segments(self, items: list[BatchItem]) -> list[list[BatchItem]]:
         """Runs of items that may share a request (NGSI-LD forbids an entity twice in one)."""
         return [items]
+
+    def diagnostics(self) -> dict[str, Any]:
+        """For status.json: the metadata left out of delivered entities (readings stored before check_reading
+        refused it)."""
+        return self._drops.diagnostics()
 
     def _on_success(self, items: list[BatchItem], resp: HttpResponse, run: Run) -> None:
         run.accept()
@@ -404,23 +419,32 @@ class HttpBatchUplink(Lifecycle):
         if chains:
             self._settle(batch, chains, final, retry if stopped else None)
         self._count(final)
+        if run.dropped:
+            for i, keys in run.dropped.items():
+                if final[i].status is Status.DELIVERED:
+                    self._drops.count(keys)
         return final
 
     def _items(self, indexes: Sequence[int], run: Run) -> list[BatchItem]:
         """The readings at `indexes` as entities; one the converter refuses is rejected here, never sent."""
         items: list[BatchItem] = []
-        for i in indexes:
-            reading = run.batch[i]
-            try:
-                entity = self._entity(reading)
-                data = orjson.dumps(entity)
-            except (ValueError, TypeError) as exc:  # ReadingError and friends: this record can never be sent
-                run.outcomes[i] = Outcome(
-                    Status.REJECTED, f"{self.name}: cannot convert {reading.entity_id}, got {exc}"
-                )
-                continue
-            # the far side's id (NGSI-LD turns plain ids into URNs): 207 answers name entities by it
-            items.append(BatchItem(i, str(entity["id"]), data))
+        with self._drops.held() as noted:
+            for i in indexes:
+                reading = run.batch[i]
+                try:
+                    entity = self._entity(reading)
+                    data = orjson.dumps(entity)
+                except (ValueError, TypeError) as exc:  # ReadingError and friends: this record can never be sent
+                    run.outcomes[i] = Outcome(
+                        Status.REJECTED, f"{self.name}: cannot convert {reading.entity_id}, got {exc}"
+                    )
+                    noted.clear()
+                    continue
+                if noted:
+                    run.dropped[i] = tuple(noted)
+                    noted.clear()
+                # the far side's id (NGSI-LD turns plain ids into URNs): 207 answers name entities by it
+                items.append(BatchItem(i, str(entity["id"]), data))
         return items
 
     async def _send_readings(self, indexes: Sequence[int], run: Run) -> None:

@@ -55,8 +55,8 @@ from gateway.mqtt.client import (
     TooLargeForBroker,
 )
 from gateway.mqtt.packets import MAX_PACKET_BYTES, Will
-from gateway.ngsi import agent_request, iota
-from gateway.ngsi.v2 import to_v2_entity
+from gateway.ngsi import agent_request, iota, v2
+from gateway.ngsi.ld import DropKey, MetadataDrops
 from gateway.records import Reading, iso_utc, utc_now
 from gateway.secrets import resolve
 from gateway.uplinks.api import (
@@ -103,6 +103,8 @@ _PERMANENT_CODES = {0x90, 0x99}  # topic name invalid, payload format invalid
 # gets through until someone fixes them, so the outcome is a configuration fault and the delivery loop says
 # `refused`, at ERROR, as for a refused CONNACK (gateway.mqtt.client.ConnectRefused.of_settings).
 NO_PROPERTIES = b"\x00"  # an empty v5 property block
+# The link's state while the broker closes the connection after each ACL refusal (StateLog)
+_CLOSED_AFTER_REFUSAL = "closed after refusal"
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
@@ -208,10 +210,8 @@ class MqttUplink(Lifecycle):
         self._ever_connected = False
         self._link = StateLog(self._log, failing="starting")  # the broker connection: news on change only
         self._last_error = "not connected yet"
+        self._link_problem = self._last_error  # what status.json says of the link while it fails, else ""
         self._refused = False  # the broker's last CONNACK refused our settings (credentials, client id)
-        # a connection closed after an ACL refusal was said at WARNING; the next ones are DEBUG until a batch
-        # goes through whole (every retry reconnects, and is refused and closed again)
-        self._acl_close_said = False
         self._lock = asyncio.Lock()
         self._commands: MqttCommandListener | None = None
         # payload bytes a message is packed to at most since the broker refused a larger one as too large
@@ -226,6 +226,10 @@ class MqttUplink(Lifecycle):
         self._topic_by_id = used <= {"entity_id", "gateway_id"} and not any(r.entity_type for r in config.apikeys)
         self._gw = orjson.dumps(context.gateway_id)
         self._size, self._weight = _measures(config.format, self._gw)
+        # ngsi-v2: the unitCode metadata a unit overrides, counted once its reading is delivered (as the orion
+        # uplink does); the IoT Agent formats carry no metadata, and never note any
+        self._drops = MetadataDrops(config.name, entity="NGSI v2", logger=v2.log)
+        self._planned_drops: dict[int, tuple[DropKey, ...]] = {}  # by batch index, from the last _plan
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -275,11 +279,15 @@ class MqttUplink(Lifecycle):
         return self._commands is not None and self._commands.connected
 
     def diagnostics(self) -> dict[str, Any]:
-        """The counters, for status.json: what the broker took, and with confirmation what reached Orion."""
+        """The counters, for status.json: what the broker took, and with confirmation what reached Orion;
+        `link`: `connected`, or why the broker connection is failing."""
         out: dict[str, Any] = asdict(self.counters)
         if self._confirmer is None:
             for key in ("confirmed", "republished", "confirm_errors"):
                 del out[key]
+        out["link"] = self._link_problem or "connected"
+        if self.config.format is MqttFormat.NGSI_V2:
+            out.update(self._drops.diagnostics())
         return out
 
     async def close(self) -> None:
@@ -311,12 +319,23 @@ class MqttUplink(Lifecycle):
         return orjson.dumps(doc)
 
     def _mark_up(self) -> None:
-        self._link.ok("connected to %s:%d as %s", self.config.host, self.port, self.client_id)
+        """A connection is made. It ends an outage, not an ACL spell: every retry reconnects and is refused and
+        closed again, so only a delivery ends that (`_delivered_again`)."""
+        if self._link.state != _CLOSED_AFTER_REFUSAL:
+            self._link_problem = ""
+            self._link.ok("connected to %s:%d as %s", self.config.host, self.port, self.client_id)
+
+    def _delivered_again(self, final: list[Outcome], retried: int) -> None:
+        """After an ACL spell, a batch that went through whole ends it: the broker takes our messages again."""
+        if self._link.state == _CLOSED_AFTER_REFUSAL and not retried and DELIVERED in final:
+            self._link_problem = ""
+            self._link.ok("connected to %s:%d as %s", self.config.host, self.port, self.client_id)
 
     def _mark_down(self, reason: str) -> None:
         self._last_error = reason
         verb = "refused the connection" if self._refused else "unreachable"
         host, port = self.config.host, self.port
+        self._link_problem = f"broker {host}:{port} {verb}: {reason}"
         if not self._link.fail(
             "down", logging.WARNING, "broker %s:%d %s, readings stay buffered: %s", host, port, verb, reason
         ):
@@ -324,25 +343,23 @@ class MqttUplink(Lifecycle):
 
     def _lost(self, reason: str, refused_on: str | None) -> None:
         """The connection went (the Session's callback): right after an ACL refusal that is the broker's answer to
-        it, not an outage, and said as such."""
+        it, not an outage, and said as such: once a spell, which lasts until a batch goes through whole."""
         if refused_on is None:
             self._mark_down(reason)
             return
         host, port = self.config.host, self.port
         what = f"closed the connection after refusing a message on {refused_on} as not authorized (0x87)"
-        if self._acl_close_said:
-            self._log.debug("broker %s:%d %s again", host, port, what)
-            return
-        self._acl_close_said = True
-        self._link.fail(
-            "closed after refusal",
+        self._link_problem = f"broker {host}:{port} {what}; {ACL_FIX}"
+        if not self._link.fail(
+            _CLOSED_AFTER_REFUSAL,
             logging.WARNING,
             "broker %s:%d %s, readings stay buffered; %s",
             host,
             port,
             what,
             ACL_FIX,
-        )
+        ):
+            self._log.debug("broker %s:%d %s again", host, port, what)
 
     async def _connect(self) -> Session | None:
         cfg = self.config
@@ -399,7 +416,9 @@ class MqttUplink(Lifecycle):
         else:
             if code.value == NOT_AUTHORIZED:
                 session.note_refusal(self.status_topic)
-                self._log.warning(
+                self._log.log(
+                    # at every reconnect of a spell of ACL closes: said once, with the spell
+                    logging.DEBUG if self._link.state == _CLOSED_AFTER_REFUSAL else logging.WARNING,
                     "broker refused the status message on %s, got PUBACK not authorized (0x87); %s",
                     self.status_topic,
                     ACL_FIX,
@@ -485,7 +504,7 @@ class MqttUplink(Lifecycle):
         enc = cfg.value_encoding
         topic, entity = self._topic(reading)
         if cfg.format is MqttFormat.NGSI_V2:
-            return topic, orjson.dumps(to_v2_entity(reading, encoding=enc)), 0
+            return topic, orjson.dumps(v2.to_v2_entity(reading, encoding=enc, drops=self._drops)), 0
         if cfg.format is MqttFormat.IOTA_JSON:
             return topic, iota.json_measure_bytes(reading, encoding=enc, sequence=self._sequence), entity
         return topic, iota.ul_group(reading, encoding=enc, sequence=self._sequence).encode(), entity
@@ -504,21 +523,28 @@ class MqttUplink(Lifecycle):
 
     def _plan(self, batch: Sequence[Reading], broker_limit: int | None = None) -> tuple[list[Message], dict[int, str]]:
         """Messages for a batch (one per topic, split by size) and the records that cannot be sent;
-        `broker_limit`: the Maximum Packet Size of the broker they go to, if it announced one."""
+        `broker_limit`: the Maximum Packet Size of the broker they go to, if it announced one. The metadata
+        each record's entity left out (ngsi-v2) are in `_planned_drops` until the next plan."""
         cfg = self.config
         rejected: dict[int, str] = {}
+        self._planned_drops = dropped = {}
         by_topic: dict[str, list[Part]] = {}
         render = self._render
-        for i, reading in enumerate(batch):
-            try:
-                topic, body, entity = render(reading)
-            except ReadingError as exc:
-                rejected[i] = str(exc)
-                continue
-            items = by_topic.get(topic)
-            if items is None:
-                items = by_topic[topic] = []
-            items.append((reading.observed_at, i, reading.seq, body, entity))
+        with self._drops.held() as noted:
+            for i, reading in enumerate(batch):
+                try:
+                    topic, body, entity = render(reading)
+                except ReadingError as exc:
+                    rejected[i] = str(exc)
+                    noted.clear()
+                    continue
+                if noted:
+                    dropped[i] = tuple(noted)
+                    noted.clear()
+                items = by_topic.get(topic)
+                if items is None:
+                    items = by_topic[topic] = []
+                items.append((reading.observed_at, i, reading.seq, body, entity))
 
         gw, size, weight = self._gw, self._size, self._weight
         agent = (
@@ -640,8 +666,11 @@ class MqttUplink(Lifecycle):
             final = [o if o is not None else Outcome(Status.RETRY, "not sent") for o in outcomes]
             retried = sum(1 for o in final if o.status is Status.RETRY)
             self.counters.retried += retried
-            if not retried:
-                self._acl_close_said = False  # a batch went through whole: the next ACL refusal is news
+            if self._planned_drops:
+                for i, keys in self._planned_drops.items():
+                    if final[i].status is Status.DELIVERED:
+                        self._drops.count(keys)
+            self._delivered_again(final, retried)
             return final
 
     async def _send_confirmed(

@@ -73,8 +73,6 @@ class NgsiLdUplink(HttpBatchUplink):
         super().__init__(config, context, clock=clock)
         # entity id -> (the unclassified answer it got, how many times in a row)
         self._unclassified: dict[str, tuple[str, int]] = {}
-        # metadata an entity cannot carry, counted for this uplink's status and logged under its name
-        self._dropped = ld.MetadataDrops(config.name)
 
     @property
     def _ld(self) -> NgsiLdConfig:
@@ -87,12 +85,11 @@ class NgsiLdUplink(HttpBatchUplink):
             reading,
             encoding=self.config.value_encoding,
             context=self._ld.context if inline else None,
-            drops=self._dropped,
+            drops=self._drops,
         )
 
-    def diagnostics(self) -> dict[str, Any]:
-        """For status.json: the metadata left out of entities (readings stored before check_reading refused it)."""
-        return self._dropped.diagnostics()
+    def _metadata_drops(self) -> ld.MetadataDrops:
+        return ld.MetadataDrops(self.name)
 
     def _body(self, entities: Sequence[bytes]) -> bytes:
         return ld.ld_upsert_body(entities)

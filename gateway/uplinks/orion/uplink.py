@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator
 
-from gateway.ngsi import identifiers, v2
+from gateway.ngsi import identifiers, ld, v2
 from gateway.records import Reading
 from gateway.uplinks.api import UplinkConfig
 from gateway.uplinks.http.batch import (
@@ -39,7 +39,11 @@ class OrionUplink(HttpBatchUplink):
     success = (204,)  # Orion's manual: "Successful operation uses 204 No Content"
 
     def _entity(self, reading: Reading) -> dict[str, Any]:
-        return v2.to_v2_entity(reading, encoding=self.config.value_encoding)
+        return v2.to_v2_entity(reading, encoding=self.config.value_encoding, drops=self._drops)
+
+    def _metadata_drops(self) -> ld.MetadataDrops:
+        # the unitCode metadata a unit overrides, said as the converter says it but counted for this uplink
+        return ld.MetadataDrops(self.name, entity="NGSI v2", logger=v2.log)
 
     def _body(self, entities: Sequence[bytes]) -> bytes:
         return v2.v2_update_body(entities)
