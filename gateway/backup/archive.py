@@ -15,7 +15,9 @@ removed by the next create of the same gateway id (create_staging.py).
 Every file it makes there goes through the directory held open, never by a path, and that directory is reached
 through no link the service user may have put on the way: run as root, in the service user's directory, a link that
 user planted is never written or chowned through (held_dir.py). Root's snapshot reads each store confined to the data
-directory (confined_snapshot.py).
+directory (confined_snapshot.py). The run's verify, rotation and copy to the share then act in the directory the
+backup was made in, held open from its making (`create_held`, `copy_held`): the backup read there by its name, no
+link followed, and only while it is the file the run wrote (held_backup.py).
 Every file and directory it makes is 0600/0700 whatever the umask (`sudo` from a root shell has 022).
 
 A restore is all or nothing. `stage` verifies the backup, before the gateway is stopped, into a
@@ -82,13 +84,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from gateway import __version__
 from gateway.audit.log import AUDIT_FILE
 from gateway.audit.log import HEAD_FILE as AUDIT_HEAD
-from gateway.backup import confined_snapshot, create_staging, held_dir, held_tree, part_file
+from gateway.backup import confined_snapshot, create_staging, held_backup, held_dir, held_tree, part_file
 from gateway.backup.gateway_id import with_gateway_id
+from gateway.backup.held_backup import HeldBackup as HeldBackup
 from gateway.backup.manifest import (
     ALTERED,
     DATA_DIR,
@@ -227,10 +230,14 @@ def _snapshot(src: Path, dst: Path, data_fd: int, rel: Path) -> int:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+        return _digest(f)
+
+
+def _digest(f: IO[bytes]) -> str:
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -262,6 +269,29 @@ def create(
 
     Refused (BackupError) while a restore into `data_dir` has not finished (`unfinished_restores`).
     """
+    with create_held(
+        data_dir=data_dir,
+        config_path=config_path,
+        gateway_id=gateway_id,
+        out_dir=out_dir,
+        now=now,
+        include_secret_key=include_secret_key,
+    ) as made:
+        return made.path
+
+
+@contextlib.contextmanager
+def create_held(
+    *,
+    data_dir: Path,
+    config_path: Path,
+    gateway_id: str,
+    out_dir: Path,
+    now: datetime,
+    include_secret_key: bool = False,
+) -> Iterator[HeldBackup]:
+    """`create`, the backup directory held open for the `with`: the run's verify, rotation and copy go through it
+    (held_backup.py), whatever becomes of its name."""
     _refuse_unfinished_restore(data_dir)
     owner = data_dir.stat()
     out = held_dir.private_dirs(out_dir)  # every step below goes through it: the service user's (held_dir.py)
@@ -273,7 +303,7 @@ def create(
         create_staging.remove_dead(out_dir, out.fd, gateway_id, stale_after_s=STALE_AFTER_S, own=own)
         with part_file.writing() as parts:  # the `.part` locked until renamed: no other run's sweep takes it
             try:
-                members, size = _write(
+                members, written, size = _write(
                     out, parts, part, data_dir, config_path, gateway_id, owner, now, include_secret_key
                 )
             except BaseException as exc:
@@ -289,10 +319,10 @@ def create(
                 os.replace(part.name, final.name, src_dir_fd=out.fd, dst_dir_fd=out.fd)
         os.fsync(out.fd)
         out.give(owner, itself=True)
+        log.info("backup written: %s (%d files, %d bytes)", final, len(members), size)
+        yield HeldBackup(path=final, dir_fd=out.fd, written=written, size=size)
     finally:
         out.close()
-    log.info("backup written: %s (%d files, %d bytes)", final, len(members), size)
-    return final
 
 
 def _write(
@@ -305,9 +335,10 @@ def _write(
     owner: os.stat_result,
     now: datetime,
     include_secret_key: bool,
-) -> tuple[list[Member], int]:
+) -> tuple[list[Member], tuple[int, int], int]:
     """The backup written into `part` in `out` (not yet renamed to its final name, but handed to `owner`); returns
-    its members and its size."""
+    its members, the file it wrote (device, inode: the run's later steps read that one only, held_backup.py) and its
+    size."""
     # Left root's under `sudo edgegw backup now`: handed to the service user while root still copies into it,
     # that user could plant a link for root to write through. A killed root run's is named, with the command
     # to remove it, by the nightly run that cannot. `staging` reaches it through its descriptor, whatever its name.
@@ -360,7 +391,8 @@ def _write(
                 for member, copy in members:
                     tar.add(copy, arcname=member.name, recursive=False, filter=_plain)
             size = raw.tell()
-    return [m for m, _ in members], size
+            st = os.fstat(raw.fileno())
+    return [m for m, _ in members], (st.st_dev, st.st_ino), size
 
 
 def _copy_into(source: IO[bytes], copy: Path) -> None:
@@ -563,15 +595,15 @@ def _in_tmpdir(work: Path) -> _Scratch:
     )
 
 
-def _verify_into(path: Path, scratch: _Scratch, *, into: Path | None) -> _Unpacked:
+def _verify_into(path: Path | HeldBackup, scratch: _Scratch, *, into: Path | None) -> _Unpacked:
     """Verify `path` completely (module docstring) into `scratch.work`: its manifest and its members' checked copies.
 
     With `into`, the data directory a restore writes to: also where each data member lands there, and
-    the backup's config through check-config's rules.
+    the backup's config through check-config's rules. A HeldBackup is read through its run's directory.
     """
-    where = f"backup {path}"
+    where = f"backup {_shown(path)}"
     try:
-        with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+        with _read(path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
             identity = _identity(os.fstat(raw.fileno()))
             stream = _Capped(gz, where, _HEADER_ROOM + MANIFEST_MAX_BYTES + _END_ROOM)
             with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -593,6 +625,15 @@ def _verify_into(path: Path, scratch: _Scratch, *, into: Path | None) -> _Unpack
         ) from None
     config = None if into is None else _check_config(where, manifest.config.name, files[manifest.config.name])
     return _Unpacked(manifest=manifest, files=files, config=config, identity=identity)
+
+
+def _shown(path: Path | HeldBackup) -> Path:
+    return path.path if isinstance(path, HeldBackup) else path
+
+
+def _read(path: Path | HeldBackup) -> BinaryIO:
+    """The backup opened for reading: by its path as the caller named it, or in the directory its run holds."""
+    return path.open() if isinstance(path, HeldBackup) else path.open("rb")
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
@@ -811,8 +852,9 @@ def _check_config(where: str, name: str, file: Path) -> GatewayConfig:
     )
 
 
-def verify(path: Path, *, data_dir: Path | None = None) -> Manifest:
+def verify(path: Path | HeldBackup, *, data_dir: Path | None = None) -> Manifest:
     """Read the whole file, check every name, size, checksum and sqlite member; BackupError saying what is wrong.
+    A run's own backup (HeldBackup) is read in the directory the run holds, and only if it is the file it wrote.
 
     The members are extracted into a directory of verify's own in `data_dir` (hidden, removed after):
     /tmp is RAM on these boxes, and the data disk is where a backup must fit anyway. Without it, TMPDIR.
@@ -822,7 +864,7 @@ def verify(path: Path, *, data_dir: Path | None = None) -> Manifest:
         with tempfile.TemporaryDirectory(prefix="edgegw-verify-") as tmp:
             return _verify_into(path, _in_tmpdir(Path(tmp)), into=None).manifest
     _remove_leftovers(data_dir)
-    where = f"backup {path}"
+    where = f"backup {_shown(path)}"
     work = _held_work_dir(where, data_dir, VERIFY_PREFIX, _CHECK)
     fix = "free space there or verify the file on another box"
     scratch = _Scratch(
@@ -1010,55 +1052,103 @@ def scratch_room(data_dir: Path) -> Path | None:
     return data_dir if os.access(data_dir, os.W_OK | os.X_OK) else None
 
 
-def list_backups(out_dir: Path, gateway_id: str | None = None) -> list[Path]:
+def list_backups(out_dir: Path, gateway_id: str | None = None, *, dir_fd: int | None = None) -> list[Path]:
     """The backup files in `out_dir`, oldest first by the time in their names; only `gateway_id`'s if given.
 
     Ordered by time, not by name: the names start with the gateway id, and a share (or a box renamed) holds
-    several ids' files. A name `file_name` does not make is left out.
+    several ids' files. A name `file_name` does not make, or anything but a regular file, is left out. Listed in
+    `dir_fd` if given (the directory a run holds: held_backup.py), else in `out_dir` reached as `_reached` says.
     """
-    if not out_dir.is_dir():
-        return []
-    named = ((_taken(path.name), path) for path in out_dir.iterdir())
-    found = sorted((taken[1], path.name, path) for taken, path in named if taken and gateway_id in (None, taken[0]))
-    return [path for _, _, path in found]
+    with _reached(out_dir, dir_fd) as fd:
+        return [] if fd is None else [out_dir / name for name, _ in _listed(fd, gateway_id)]
 
 
-def rotate(out_dir: Path, generations: int, *, gateway_id: str, keep: Path) -> list[Path]:
+def backup_sizes(out_dir: Path) -> list[tuple[Path, int]]:
+    """`list_backups(out_dir)` with each file's size (`edgegw backup list`)."""
+    with _reached(out_dir, None) as fd:
+        return [] if fd is None else [(out_dir / name, st.st_size) for name, st in _listed(fd, None)]
+
+
+@contextlib.contextmanager
+def _reached(out_dir: Path, dir_fd: int | None) -> Iterator[int | None]:
+    """`dir_fd` if given; else `out_dir` held open for the `with`, reached from / as held_dir.private_dirs reaches it,
+    nothing made: under root, a link the service user put in place of `<data_dir>/backups` is refused by name, never
+    listed or rotated through. None if `out_dir` is missing: no backups."""
+    if dir_fd is not None:
+        yield dir_fd
+        return
+    try:
+        held = held_dir.private_dirs(out_dir, make=False)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        yield held.fd
+    finally:
+        held.close()
+
+
+def _listed(dir_fd: int, gateway_id: str | None) -> list[tuple[str, os.stat_result]]:
+    """The backup files in the directory open as `dir_fd` (`list_backups`), each with what lstat says of it."""
+    found: list[tuple[datetime, str, os.stat_result]] = []
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if (taken := _taken(entry.name)) is None or gateway_id not in (None, taken[0]):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # rotated out by hand meanwhile
+            if stat.S_ISREG(st.st_mode):
+                found.append((taken[1], entry.name, st))
+    return [(name, st) for _, name, st in sorted(found, key=lambda f: f[:2])]
+
+
+def rotate(
+    out_dir: Path, generations: int, *, gateway_id: str, keep: Path | HeldBackup, dir_fd: int | None = None
+) -> list[Path]:
     """Delete all but the newest `generations` of `gateway_id`'s backup files, `keep` (just written) always
-    among those kept; returns what it deleted.
+    among those kept; returns what it deleted. In `dir_fd` if given (the directory the run that wrote `keep` holds,
+    whatever its name has become), else in `out_dir` reached as `_reached` says.
 
     Only this gateway id's files go: a share takes other boxes' backups, and this box's own under an
     id it had before are another id's (docs/backup.md says how to remove them). Neither, nor a file of
     another shape, is ever touched.
     """
-    mine = [p for p in list_backups(out_dir, gateway_id) if p.name != keep.name]
-    old = mine[: max(0, len(mine) - (generations - 1))]
-    for path in old:
-        path.unlink()
-        log.info("backup rotated out: %s", path)
-    if log.isEnabledFor(logging.DEBUG):
-        others = []
-        for path in sorted(out_dir.iterdir()):
-            taken = _taken(path.name)
-            if (
-                path.name.startswith(PREFIX)
-                and path.name.endswith(SUFFIX)
-                and (taken is None or taken[0] != gateway_id)
-            ):
-                others.append(path.name)
-        if others:
-            log.debug("backup rotation of %s left alone, of another gateway id or name: %s", out_dir, ", ".join(others))
-    return old
+    with _reached(out_dir, dir_fd) as fd:
+        if fd is None:
+            return []
+        mine = [name for name, _ in _listed(fd, gateway_id) if name != keep.name]
+        old = mine[: max(0, len(mine) - (generations - 1))]
+        for name in old:
+            with held_dir.named(out_dir / name):
+                os.unlink(name, dir_fd=fd)
+            log.info("backup rotated out: %s", out_dir / name)
+        if log.isEnabledFor(logging.DEBUG):
+            with os.scandir(fd) as entries:
+                names = sorted(e.name for e in entries)
+            others = [
+                name
+                for name in names
+                if name.startswith(PREFIX)
+                and name.endswith(SUFFIX)
+                and ((taken := _taken(name)) is None or taken[0] != gateway_id)
+            ]
+            if others:
+                log.debug(
+                    "backup rotation of %s left alone, of another gateway id or name: %s", out_dir, ", ".join(others)
+                )
+    return [out_dir / name for name in old]
 
 
-def copy_verified(path: Path, dest_dir: Path, *, data_dir: Path | None = None) -> Path:
+def copy_verified(path: Path | HeldBackup, dest_dir: Path, *, data_dir: Path | None = None) -> Path:
     """Copy a backup to another directory (a mounted share, `copy`) and verify the copy there, not the source.
 
     `data_dir` is `verify`'s.
     """
-    final = copy(path, dest_dir)
-    verify(final, data_dir=data_dir)
-    return final
+    with _held(path) as source, copy_held(source, dest_dir) as copied:
+        verify(copied, data_dir=data_dir)
+        return copied.path
 
 
 def require_mounted(share: Path, data_dir: Path) -> None:
@@ -1086,25 +1176,46 @@ def require_mounted(share: Path, data_dir: Path) -> None:
         )
 
 
-def copy(path: Path, dest_dir: Path) -> Path:
+def copy(path: Path | HeldBackup, dest_dir: Path) -> Path:
     """Copy a backup to another directory (a mounted share), byte for byte or BackupError; not verified.
 
     The copy is 0600 and the directories made for it 0700 whatever the umask; under root they are
-    handed to the owner of `path` (the service user), as `create` does.
+    handed to the owner of `path` (the service user), as `create` does. A run's own backup (HeldBackup) is read
+    in the directory the run holds; one named by its path is reached through no link (held_backup.at).
     """
-    owner = path.stat()
-    dest = held_dir.private_dirs(dest_dir)  # others may write to the share too: every step goes through it
+    with _held(path) as source, copy_held(source, dest_dir) as copied:
+        return copied.path
+
+
+@contextlib.contextmanager
+def _held(path: Path | HeldBackup) -> Iterator[HeldBackup]:
+    if isinstance(path, HeldBackup):
+        yield path
+    else:
+        with held_backup.at(path) as held:
+            yield held
+
+
+@contextlib.contextmanager
+def copy_held(source: HeldBackup, dest_dir: Path) -> Iterator[HeldBackup]:
+    """`copy`, the copy's directory held open for the `with`: its verify and rotation go through it (others may
+    write to the share too)."""
+    dest = held_dir.private_dirs(dest_dir)  # every step goes through it
     try:
-        final = dest_dir / path.name
+        final = dest_dir / source.name
         part = _part_of(final)
-        if (taken := _taken(path.name)) is not None:
+        if (taken := _taken(source.name)) is not None:
             _remove_dead_parts(dest.fd, dest_dir, taken[0])
-        with part_file.writing() as parts:  # the `.part` locked until renamed: no other run's sweep takes it
+        # opened once the share is reached, however long that took: a link put at its name by then is refused
+        with part_file.writing() as parts, source.open() as src:  # the `.part` locked until renamed
+            owner = os.fstat(src.fileno())
             try:
-                with path.open("rb") as src, parts.new_file(dest.fd, part.name, where=part, owner=owner) as dst:
+                with parts.new_file(dest.fd, part.name, where=part, owner=owner) as dst:
                     shutil.copyfileobj(src, dst, _COPY_BLOCK)
                     dst.flush()
-                    same = _sha256(Path(f"/proc/self/fd/{dst.fileno()}")) == _sha256(path)  # read back, from the share
+                    src.seek(0)
+                    same = _sha256(Path(f"/proc/self/fd/{dst.fileno()}")) == _digest(src)  # read back, from the share
+                    written = os.fstat(dst.fileno())
             except BaseException as exc:
                 held_dir.discard(dest.fd, part.name, part)  # a full share stays full otherwise: no later run writes it
                 if isinstance(exc, OSError) and _is_full(exc):
@@ -1116,13 +1227,15 @@ def copy(path: Path, dest_dir: Path) -> Path:
                 raise
             if not same:
                 held_dir.discard(dest.fd, part.name, part)
-                raise BackupError(f"backup copy {final}: the copy differs from {path}; check the share {dest_dir}")
+                raise BackupError(
+                    f"backup copy {final}: the copy differs from {source.path}; check the share {dest_dir}"
+                )
             with held_dir.named(final):
                 os.replace(part.name, final.name, src_dir_fd=dest.fd, dst_dir_fd=dest.fd)
         dest.give(owner, itself=False)
+        yield HeldBackup(path=final, dir_fd=dest.fd, written=(written.st_dev, written.st_ino), size=owner.st_size)
     finally:
         dest.close()
-    return final
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

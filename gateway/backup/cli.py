@@ -131,8 +131,8 @@ def run(
 
 
 def _list(job: schedule.Job) -> None:
-    for path in archive.list_backups(job.out_dir):
-        print(f"{path}  {path.stat().st_size} bytes")
+    for path, size in archive.backup_sizes(job.out_dir):
+        print(f"{path}  {size} bytes")
     status = schedule.read_status(job.data_dir)
     if "last_success" in status:
         print(f"last success: {status['last_success']['at']}")

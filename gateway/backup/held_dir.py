@@ -54,9 +54,10 @@ class Dirs:
         os.close(self.fd)
 
 
-def private_dirs(path: Path) -> Dirs:
+def private_dirs(path: Path, *, make: bool = True) -> Dirs:
     """`path` held open, it and its missing parents made 0700 whatever the umask, each through its parent's
-    descriptor. A directory that exists keeps its mode: a share's mount point is its admin's to set.
+    descriptor. A directory that exists keeps its mode: a share's mount point is its admin's to set. Without `make`,
+    nothing is made: FileNotFoundError for a directory missing on the way (a listing, a rotation).
 
     Walked from / one name at a time, none opened through a link: a link is followed only where no one but root
     (or this user) may change the directory that holds it (the admin's own, /srv/backups -> /mnt/disk). Under root
@@ -73,7 +74,7 @@ def private_dirs(path: Path) -> Dirs:
             if name == ".":
                 continue
             step = here.parent if name == ".." else here / name
-            child, new = _step(fd, here, name, path)
+            child, new = _step(fd, here, name, path, make=make)
             if isinstance(child, str):  # a link this user may follow: its target walked instead
                 links += 1
                 if links > _MAX_LINKS:
@@ -103,7 +104,7 @@ def private_dirs(path: Path) -> Dirs:
     return Dirs(path=path, fd=held, made=made)
 
 
-def _step(fd: int, here: Path, name: str, path: Path) -> tuple[int | str, bool]:
+def _step(fd: int, here: Path, name: str, path: Path, *, make: bool) -> tuple[int | str, bool]:
     """`name` in the directory `here` (held as `fd`) opened O_PATH through no link, made 0700 if missing: (its
     descriptor, whether made here). For a link this user may follow, (its target, False); BackupError for one
     another user may have put there, or for anything but a directory."""
@@ -113,7 +114,7 @@ def _step(fd: int, here: Path, name: str, path: Path) -> tuple[int | str, bool]:
             with named(here / name):
                 return os.open(name, _WALK_FLAGS, dir_fd=fd), new
         except FileNotFoundError:
-            if name == "..":
+            if name == ".." or not make:
                 raise
             try:
                 with named(here / name):

@@ -124,23 +124,25 @@ def run_backup(job: Job, now: datetime, *, lock_wait_s: float = archive.BOX_LOCK
 def _run_backup_locked(job: Job, now: datetime) -> Path:
     status = read_status(job.data_dir)
     try:
-        path = archive.create(
+        # held from the backup's making to its copy: every step reads and rotates in that directory (held_backup.py)
+        with archive.create_held(
             data_dir=job.data_dir,
             config_path=job.config_path,
             gateway_id=job.gateway_id,
             out_dir=job.out_dir,
             now=now,
             include_secret_key=job.config.include_secret_key,
-        )
-        scratch = archive.scratch_room(job.data_dir)
-        not_copied = "" if job.config.copy_to is None else f"; not copied to {job.config.copy_to}"
-        _verify_then_rotate(path, job.out_dir, job.config.generations, job.gateway_id, scratch, not_copied)
-        copy = None
-        if job.config.copy_to is not None:
-            archive.require_mounted(job.config.copy_to, job.data_dir)
-            copy = archive.copy(path, job.config.copy_to)
-            _verify_then_rotate(copy, job.config.copy_to, job.config.generations, job.gateway_id, scratch, "")
-        size = path.stat().st_size
+        ) as made:
+            scratch = archive.scratch_room(job.data_dir)
+            not_copied = "" if job.config.copy_to is None else f"; not copied to {job.config.copy_to}"
+            _verify_then_rotate(made, job.config.generations, job.gateway_id, scratch, not_copied)
+            copy = None
+            if job.config.copy_to is not None:
+                archive.require_mounted(job.config.copy_to, job.data_dir)
+                with archive.copy_held(made, job.config.copy_to) as copied:
+                    _verify_then_rotate(copied, job.config.generations, job.gateway_id, scratch, "")
+                copy = copied.path
+        path, size = made.path, made.size
     except Exception as exc:  # a bug too is a failed night: recorded and alarmed, the scheduler goes on
         error = _as_backup_error(exc, job)
         log.error("backup failed: %s", error, exc_info=not isinstance(exc, (archive.BackupError, OSError)))
@@ -178,23 +180,24 @@ def _as_backup_error(exc: Exception, job: Job) -> archive.BackupError:
 
 
 def _verify_then_rotate(
-    path: Path, out_dir: Path, generations: int, gateway_id: str, scratch: Path | None, also: str
+    made: archive.HeldBackup, generations: int, gateway_id: str, scratch: Path | None, also: str
 ) -> None:
-    """`path` verified, then `out_dir` rotated: a bad new file never pushes out a good old one.
+    """`made` verified, then the directory its run holds rotated: a bad new file never pushes out a good old one.
 
     A verify refused only for room (the data disk that holds the backups, short of the backup's size plus the
     margin) rotates all the same, then verifies in the room that freed: otherwise each night adds one more
     unrotated generation to that disk, which fills the sooner, until the gateway itself has none left. Still
     short, BackupError says the file was written unchecked and the old generations rotated out (then `also`).
     """
+    path, out_dir = made.path, made.path.parent
     try:
-        archive.verify(path, data_dir=scratch)
+        archive.verify(made, data_dir=scratch)
     except archive.NoRoom as exc:
-        rotated = archive.rotate(out_dir, generations, gateway_id=gateway_id, keep=path)
+        rotated = archive.rotate(out_dir, generations, gateway_id=gateway_id, keep=made, dir_fd=made.dir_fd)
         short = exc
         if rotated:
             try:
-                archive.verify(path, data_dir=scratch)
+                archive.verify(made, data_dir=scratch)
             except archive.NoRoom as again:
                 short = again
             else:
@@ -205,7 +208,7 @@ def _verify_then_rotate(
             f"file): {len(rotated)} older backup(s) rotated out of {out_dir} all the same, the newest {generations} "
             f"kept{also}"
         ) from short
-    archive.rotate(out_dir, generations, gateway_id=gateway_id, keep=path)
+    archive.rotate(out_dir, generations, gateway_id=gateway_id, keep=made, dir_fd=made.dir_fd)
 
 
 def scheduler(
