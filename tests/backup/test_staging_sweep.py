@@ -88,13 +88,22 @@ def _create_under_way(
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 30
-    while not (made := [p for p in _stagings(out_dir) - before if (p / "config").exists()]):
+    # the config written whole, not only made: a kill between the two would leave an empty staging directory
+    whole = config.stat().st_size
+    while not (made := [p for p in _stagings(out_dir) - before if _size_of(p / "config") == whole]):
         if child.poll() is not None or time.monotonic() > deadline:
             child.kill()
             out, err = child.communicate()
             raise AssertionError(f"the create made no staging directory, got {out.decode()!r} {err.decode()!r}")
         time.sleep(0.01)
     return child, made[0]
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
 
 
 def _killed(child: subprocess.Popen[bytes]) -> None:
