@@ -22,10 +22,12 @@ the code stays until the door is seen open: an unlock whose outcome is not known
 it, the line failing once it was sent, a kill) leaves the row so, the patron is told the door may
 have opened (`unconfirmed:`), and the board's next statuses decide: the door seen open spends the
 code (its closing is then the pickup), and so does, on boards with infrared sensors, the compartment
-seen emptied behind a door read locked (it opened and closed between two statuses); not seen open in
+seen emptied behind a door read locked (it opened and closed between two statuses; the empty reading
+held for `EMPTIED_STATUSES` statuses, emptied.py: a flickering sensor spends nothing); not seen open in
 `UNSEEN_STATUSES` statuses and `UNSEEN_AFTER_S` seconds after the unlock (after a start, for rows a
-crash left so: after the start) gives the code back. Only an unlock known not to have opened the door (never sent, or the lock still
-reads locked) gives it back at once.
+crash left so: after the start) gives the code back, not while an empty reading is still settling. Only
+an unlock known not to have opened the door (never sent, or the lock still reads locked) gives it back
+at once.
 
 The patron's e-mail address leaves the box only in the pickup event's `patron` attribute, and by
 default (`[adapters.pickup] patron = "token"`) as a `pz1:` token made here by the processing stage's
@@ -48,7 +50,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,8 +58,9 @@ from zoneinfo import ZoneInfo
 
 from adapters.locker import code_mail
 from adapters.locker.bus import Board, BoardState, LinkError, LockerBus, RequestNotSent
-from adapters.locker.codec import BoardStatus, LockState
+from adapters.locker.codec import BoardStatus
 from adapters.locker.config import LockerConfig, PatronAddress
+from adapters.locker.emptied import EmptiedWatch
 from adapters.locker.notice import pickup_mail
 from adapters.locker.pickup import Assignment, CodeCheck, PickupError, PickupState, PickupStore
 from gateway import redact
@@ -113,6 +116,7 @@ class _Compartment:
     unseen: int | None = None  # the assignment whose code was used and whose door has not been seen open since
     unseen_since: float = math.inf  # monotonic: since when (inf while its unlock is still under way)
     unseen_locked: int = 0  # statuses since then that read the door locked
+    watch: EmptiedWatch = field(default_factory=EmptiedWatch)  # emptied behind the locked door (CU16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,21 +307,36 @@ class LockerAdapter:
         offline cost 48 commits in a row, ~0.5 s on an SD card, during which no other board on the
         line was polled and a door change there waited that long on top of the poll interval.
         """
-        for c in self._on_board[board.name]:
-            if c.unseen is not None:  # every status counts, the usual unchanged one too
-                state = status.lock(c.lock)
-                await self._unseen_door(c, state.locked, emptied=_emptied(c, state))
-        masks = (status.locked_mask, status.occupied_mask)
-        if self._masks.get(board.name) == masks:
-            return  # the usual poll: nothing changed on this board
-        self._masks[board.name] = masks
+        emptied: list[_Compartment] = []
+        for c in self._on_board[board.name]:  # every status counts, the usual unchanged one too
+            state = status.lock(c.lock)
+            now_emptied = c.watch.status(locked=state.locked, occupied=state.occupied, now=self._mono())
+            if now_emptied:
+                emptied.append(c)
+            if c.unseen is not None:
+                await self._unseen_door(c, state.locked, emptied=now_emptied)
         changed: list[_Compartment] = []
         alerts: list[Reading] = []
+        masks = (status.locked_mask, status.occupied_mask)
+        if self._masks.get(board.name) != masks:  # else the usual poll: nothing changed on this board
+            self._masks[board.name] = masks
+            await self._changes(board, status, changed, alerts)
+        for c in emptied:
+            # its occupancy read empty since the run's first status (published then); the pickup, else news
+            if await self._door_closed(c):
+                continue
+            if c.watch.since - c.unlocked_mono > _UNLOCK_GRACE_S and c.watch.alert_due():
+                alerts.append(await self._emptied_alert(c))
+        await self._publish_many(changed, alerts)
+
+    async def _changes(
+        self, board: Board, status: BoardStatus, changed: list[_Compartment], alerts: list[Reading]
+    ) -> None:
+        """The board's compartments whose door or occupancy changed go to `changed`, with their alerts."""
         for c in self._on_board[board.name]:
             state = status.lock(c.lock)
             if state.locked == c.locked and state.occupied == c.occupied:
                 continue
-            emptied = _emptied(c, state)
             was_locked, c.locked, c.occupied = c.locked, state.locked, state.occupied
             c.changed_at = self._clock()
             changed.append(c)
@@ -331,16 +350,14 @@ class LockerAdapter:
                             c, "forcedOpen", "high", f"door of compartment {c.label} opened without unlock"
                         )
                     )
-            elif state.locked:
+            elif state.locked and was_locked is not True:
                 c.opened_mono = None
-                # None: the first status since start; a door opened before a crash may have closed meanwhile
-                picked_up = await self._door_closed(c)
-                if emptied and not picked_up and self._mono() - c.unlocked_mono > _UNLOCK_GRACE_S:
-                    alerts.append(await self._emptied_alert(c))
-        await self._publish_many(changed, alerts)
+                # None: the first status since start; a door opened before a crash may have closed meanwhile.
+                # Occupancy changing behind a door that stayed locked is no closing: `EmptiedWatch` judges it.
+                await self._door_closed(c)
 
     async def _unseen_door(self, c: _Compartment, locked: bool, *, emptied: bool = False) -> None:
-        """A status for a compartment whose code was used: the door open (or `emptied` behind it, see `_emptied`)
+        """A status for a compartment whose code was used: the door open (or `emptied` behind it, see emptied.py)
         spends the code; read locked long enough (UNSEEN_STATUSES, UNSEEN_AFTER_S), the code is given back."""
         assert c.unseen is not None
         if self.store is None:
@@ -365,8 +382,8 @@ class LockerAdapter:
             return
         c.unseen_locked += 1
         waited = self._mono() - c.unseen_since
-        if c.unseen_locked < UNSEEN_STATUSES or waited < UNSEEN_AFTER_S:
-            return
+        if c.unseen_locked < UNSEEN_STATUSES or waited < UNSEEN_AFTER_S or c.watch.settling:
+            return  # settling: the door may have opened and closed unseen, the next statuses tell
         c.unseen = None
         if await asyncio.to_thread(self.store.give_back, assignment_id) is None:
             return  # decided meanwhile (cancelled by staff)
@@ -433,6 +450,7 @@ class LockerAdapter:
             self._masks.pop(board.name, None)  # the first answer afterwards is news, whatever it says
             for c in self._on_board[board.name]:
                 c.locked = c.occupied = None  # unknown until the board answers again
+                c.watch.forget()  # its door may open and close meanwhile
             await self._publish_many(self._on_board[board.name])
 
     # --- readings ---------------------------------------------------------------------------------------------
@@ -895,13 +913,6 @@ _ENDED: dict[CodeCheck, tuple[str, str, str]] = {
         "used_code: the book in compartment {label} was collected with this code already; it opens nothing now",
     ),
 }
-
-
-def _emptied(c: _Compartment, state: LockState) -> bool:
-    """The compartment, occupied in the last status, reads empty behind a door read locked in both: the door
-    opened and closed between them (a poll missed it). Only boards with infrared sensors (CU16) can tell;
-    after a start or an offline spell the last occupancy is not known, and nothing is inferred."""
-    return c.locked is True and state.locked and c.occupied is True and state.occupied is False
 
 
 def _unconfirmed(c: _Compartment, why: str) -> str:

@@ -98,6 +98,8 @@ async def test_a_free_compartment_emptied_without_an_unlock_is_an_alert(tmp_path
         await until(lambda: rig.out.last("A-01")["occupied"] is True)
         rig.sim.boards[0].occupied[0] = False
         await until(lambda: rig.out.last("A-01")["occupied"] is False)
+        await until(lambda: subcategories(rig) == [EMPTIED])  # once the empty reading held (emptied.py)
+        await rig.settle()
         assert subcategories(rig) == [EMPTIED]
 
 
