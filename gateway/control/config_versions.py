@@ -112,6 +112,15 @@ class ConfigVersions:
         )
         return int(cur.lastrowid or 0)
 
+    def record_digest(self, sha256: str, *, actor: str, at: float, comment: str) -> int:
+        """A version whose text is not kept (it may hold a secret in clear, `comment` says): its sha256 alone, so
+        the file it was is still known by it; its text is empty."""
+        cur = self.conn.execute(
+            "INSERT INTO versions (sha256, text, actor, applied_at, comment) VALUES (?, '', ?, ?, ?)",
+            (sha256, actor, at, comment),
+        )
+        return int(cur.lastrowid or 0)
+
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM versions").fetchone()[0])
 

@@ -14,8 +14,10 @@ in the unit's ReadWritePaths), held from reading the file through the reload. Th
 always the latest recorded version, and an apply answered "ok" was the live config when it
 returned. A crash between the rename and the recording leaves the file ahead of the history: the
 next apply records the file first (actor "file"), so no config that was ever live is lost from it;
-a hand edit is kept the same way. A caller whose decision depends on the file (the fleet's rollback
-text, a rollback that must not overwrite a newer config) makes it in `guard`, under the same lock.
+a hand edit is kept the same way, unless it may hold a secret in clear (`clear_secrets`): then only
+its sha256 is kept, with a comment saying where and why, as the history goes into every backup. A
+caller whose decision depends on the file (the fleet's rollback text, a rollback that must not
+overwrite a newer config) makes it in `guard`, under the same lock.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import re
 import sqlite3
 import time
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,7 @@ from gateway.control.protocol import (
 )
 from gateway.control.target import ControlTarget
 from gateway.errors import ConfigError
+from gateway.secrets import CREDENTIAL_NAME, SecretInClear, check_url_credentials, is_ref
 from gateway.storage.files import StoreUnreadable, write_atomic
 
 _BOM = "\ufeff"  # see gateway.configbase.read_toml: Windows editors write it invisibly
@@ -63,11 +68,76 @@ LOCK_POLL_S = 0.02
 Guard = Callable[[str | None], None]
 FIRST = "before the first apply"
 UNRECORDED = "found on disk, not recorded: edited by hand, or an apply cut short before it was recorded"
+NOT_KEPT = "its text is not kept, only its sha256"
+_NOT_SHOWN = ", got a value that is not shown here"  # configbase's mark on a SecretInClear's line
+# a field that must be a secret reference; `key$` of CREDENTIAL_NAME (for header and parameter names) left out,
+# as it names public keys and kintone's upsert key
+_SECRET_FIELD = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password|passwd", re.IGNORECASE)
+_NAMED_BY_HEADER = ("headers", "params")  # tables whose keys are header/parameter names, checked as validation does
 
 
 def parse_text(text: str, source: str = "") -> GatewayConfig:
     """`text` validated as `load_config` validates a file; ConfigError with key-path lines otherwise."""
     return parse_config(parse_toml(text.removeprefix(_BOM), source), source)
+
+
+def _strings(value: Any, path: str, parent: str = "") -> Iterator[tuple[str, str, str]]:
+    """(key path, key name, string) of every string in a parsed TOML value; a list's items named by their key."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}" if path else key, parent=key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{path}[{i}]", parent=parent)
+    elif isinstance(value, str):
+        yield path, parent, value
+
+
+def _held(path: str, name: str, value: str) -> bool:
+    if "://" in value:  # a URL (token_url too) holds one only in its user info or query, as validation says
+        try:
+            check_url_credentials(value)
+        except SecretInClear:
+            return True
+        return False
+    if is_ref(value):
+        return False
+    table = path.rpartition(".")[0].rpartition(".")[2]
+    return bool((CREDENTIAL_NAME if table in _NAMED_BY_HEADER else _SECRET_FIELD).search(name))
+
+
+def clear_secrets(text: str) -> list[str] | None:
+    """The key paths where `text` may hold a secret in clear ([] for none); None when it cannot be told (not TOML).
+
+    A text validation accepts holds none: every secret check ran. Otherwise validation's own finds (a host with
+    user info too) and the shared rules of gateway.secrets on every string, as validation stops short of a section
+    it cannot type (`type = "orionx"`) and never reaches its secrets."""
+    try:
+        parse_text(text)
+        return []
+    except ConfigError as exc:
+        errors = exc.errors
+    try:
+        doc = tomllib.loads(text.removeprefix(_BOM))
+    except tomllib.TOMLDecodeError:
+        return None
+    found = {line.partition(": ")[0] for line in errors if _NOT_SHOWN in line}
+    found.update(path for path, name, value in _strings(doc, "") if _held(path, name, value))
+    return sorted(found)
+
+
+def _found_comment(text: str, first: bool) -> str | None:
+    """The comment of a text found on disk unrecorded; None to keep it whole, else why only its sha256 is."""
+    found = FIRST if first else UNRECORDED
+    held = clear_secrets(text)
+    if held == []:
+        return None
+    if held is None:
+        return f"{found}; {NOT_KEPT}: not valid TOML, so it could not be checked for a secret in clear (never run)"
+    return (
+        f"{found}; {NOT_KEPT}: it held a secret in clear at {', '.join(held)} (never run: validation refuses it; "
+        'write it as "secret:<name>")'
+    )
 
 
 def lock_path(config_path: Path) -> Path:
@@ -212,7 +282,12 @@ class ConfigOps:
                     if on_disk is not None:
                         latest = store.list(limit=1)
                         if not latest or latest[0].sha256 != sha256_text(on_disk):
-                            store.record(on_disk, actor="file", at=at, comment=UNRECORDED if latest else FIRST)
+                            # kept, for good and in every backup, only if no secret in clear is in it
+                            why = _found_comment(on_disk, first=not latest)
+                            if why is None:
+                                store.record(on_disk, actor="file", at=at, comment=UNRECORDED if latest else FIRST)
+                            else:
+                                store.record_digest(sha256_text(on_disk), actor="file", at=at, comment=why)
                 except sqlite3.Error as exc:
                     raise _not_recorded(path, versions, exc, "nothing written") from None
                 write_atomic(path, text.encode(), None, durable=True)
@@ -273,6 +348,12 @@ class ConfigOps:
 
     async def op_rollback(self, args: dict[str, Any]) -> dict[str, Any]:
         number, text, _ = await self._version(args)
+        if not text:  # no text validates, and one whose text was not kept (NOT_KEPT) is recorded by its digest
+            raise ControlError(
+                NOT_FOUND,
+                f"config.rollback: version {number}'s text was not kept (see its comment), got nothing to roll "
+                "back to; choose another version",
+            )
         return await self.apply(text, actor=a.text(args, "actor"), comment=f"rollback to version {number}")
 
     async def op_reload(self, args: dict[str, Any]) -> dict[str, Any]:
