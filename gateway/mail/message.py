@@ -31,6 +31,9 @@ _ADDRESS = re.compile(
 # C0/C1 controls, tab and DEL among them: the email package refuses the first only when the message is
 # built, long after the mail was queued, and lets the others into the header as they are
 MAX_SUBJECT = 998
+# RFC 5321 4.5.3.1.1; gateway.redact reads at most this many characters of a local part, so a longer one
+# would keep its first characters in clear in every log line and last_error that quotes it
+MAX_LOCAL = 64
 MAX_BODY = 1_000_000
 
 
@@ -41,6 +44,12 @@ class MailError(ValueError):
 def check_address(address: str, where: str = "mail.to") -> str:
     if len(address) > 254 or not _ADDRESS.fullmatch(address):
         raise MailError(f"{where}: not an e-mail address (local@domain), got a value not shown here")
+    local = address.rpartition("@")[0]
+    if len(local) > MAX_LOCAL:
+        raise MailError(
+            f"{where}: not an e-mail address, its local part (before the @) has {len(local)} characters, at most "
+            f"{MAX_LOCAL} (RFC 5321), got a value not shown here"
+        )
     return address
 
 
