@@ -65,6 +65,9 @@ log = logging.getLogger("gateway.mail")
 BATCH = 20
 # a server's demand for authentication (RFC 4954): about the session wherever it comes
 _AUTH_CODES = frozenset({530, 534, 535, 538})
+# refusals about the session, not one mail, at any command: authentication, and 421 (the server is closing the
+# session, RFC 5321 3.8): every due mail waits for the session backoff, none is charged an attempt
+_SESSION_CODES = _AUTH_CODES | {421}
 
 
 class SessionError(Exception):
@@ -164,7 +167,8 @@ class _Session:
     async def send(self, mail: Mail, message: EmailMessage) -> list[Refusal]:
         """Send one mail; returns the recipients refused while others took it. DeliveryError when the
         server refuses it (every recipient, or DATA, or its size), SessionError when the session breaks
-        or the server refuses what is not this mail's: the sender at MAIL FROM, or for want of AUTH."""
+        or the server refuses what is not this mail's: the sender at MAIL FROM, for want of AUTH, or a 421
+        at any command."""
         assert self.client is not None
         cfg = self.config
         try:
@@ -175,16 +179,16 @@ class _Session:
             raise _refused(cfg, "the sender at MAIL FROM", exc.code, exc.message) from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
-            if _AUTH_CODES.intersection(codes):
-                auth = next(r for r in exc.recipients if r.code in _AUTH_CODES)
-                raise _refused(cfg, "the recipients at RCPT TO", auth.code, auth.message) from None
+            if _SESSION_CODES.intersection(codes):
+                session = next(r for r in exc.recipients if r.code in _SESSION_CODES)
+                raise _refused(cfg, "the recipients at RCPT TO", session.code, session.message) from None
             # every recipient refused: permanent only if every refusal was
             code = max(codes) if all(500 <= c < 600 for c in codes) else min(codes)
             raise DeliveryError(code, "; ".join(_text(r.message) for r in exc.recipients)) from None
         except aiosmtplib.SMTPServerDisconnected as exc:
             raise SessionError(f"the server closed the session, got {_text(str(exc))}") from None
         except aiosmtplib.SMTPResponseException as exc:
-            if exc.code in _AUTH_CODES:
+            if exc.code in _SESSION_CODES:
                 raise _refused(cfg, "the data at DATA", exc.code, exc.message) from None
             if exc.code >= 400:
                 raise DeliveryError(exc.code, _text(exc.message)) from None

@@ -300,10 +300,10 @@ async def test_send_now_reports_the_refusal(smtp: SmtpServer, data_dir: Path, tl
     cfg = mail_config(smtp.port, tls_material)
     await send_now(cfg, data_dir, pickup())
     assert len(smtp.received) == 1
-    smtp.replies["RCPT"].append("421 4.3.2 service shutting down")  # at MAIL FROM: a SessionError
+    smtp.replies["RCPT"].append("450 4.2.1 mailbox busy")  # this mail's: a DeliveryError (a 421 is the session's)
     with pytest.raises(DeliveryError) as err:
         await send_now(cfg, data_dir, pickup())
-    assert err.value.code == 421 and not err.value.permanent
+    assert err.value.code == 450 and not err.value.permanent
     with pytest.raises(SessionError, match=r"cannot connect to 127\.0\.0\.1:\d+, got .*Connect call failed"):
         await send_now(mail_config(free_port(), tls_material), data_dir, pickup())
 
