@@ -47,7 +47,7 @@ from aiohttp import web
 from gateway.accounts.store import Role, User
 from gateway.accounts.throttle import AddressThrottle
 from gateway.web import formtoken
-from gateway.web.keptform import KeptForm, KeptForms
+from gateway.web.keptform import KeptForm, KeptForms, Unclaimed
 from gateway.web.services import SERVICES, WebServices
 
 log = logging.getLogger(__name__)
@@ -287,12 +287,20 @@ def _claim(request: web.Request, session: Session, carried: KeptForm, user: User
     svc = services(request)
     now, browser = svc.clock(), browser_id(request)
     t = translator(request)
-    kept = request.app[SESSIONS].kept.claim(carried, browser=browser, now=now)
-    if kept is None:
-        log.info("web: a login carried a refused form no longer kept (too old, pushed out, or a restart); dropped")
-        flash(
-            request, t("form_expired.kept_too_long", minutes=round(request.app[SESSIONS].kept.keep_s / 60)), "warning"
-        )
+    store = request.app[SESSIONS].kept
+    kept = store.claim(carried, browser=browser, now=now)
+    if isinstance(kept, Unclaimed):
+        log.info("web: a login carried a refused form no longer kept (%s); dropped", kept.value)
+        # what became of it, as far as this process knows: never a restart guessed for a form pushed out
+        if kept is Unclaimed.EXPIRED:
+            said = t("form_expired.kept_expired", minutes=round(store.keep_s / 60))
+        elif kept is Unclaimed.PUSHED_OUT:
+            said = t("form_expired.kept_pushed_out", count=store.per_browser)
+        elif kept is Unclaimed.CROWDED:
+            said = t("form_expired.kept_crowded")
+        else:
+            said = t("form_expired.kept_gone")
+        flash(request, said, "warning")
         return None
     if not formtoken.verify(svc.form_key, browser, kept.token, now, user=user.name, account=account_of(request, user)):
         log.info("web: a login carried a refused form given to an account of that name since removed; dropped")

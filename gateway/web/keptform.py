@@ -14,12 +14,15 @@ whose it was) and `resend_ref` (128 random bits naming the kept values). After t
 login claims them (gateway.web.auth), for that browser only, and they are offered only if the token verifies for
 the account whose password was checked, never for a name the browser sends. Memory rather than an encrypted
 blob in the page: what was typed never leaves the box, and once claimed or KEEP_S old it is gone, not merely
-unreadable. A restart of the web in the few minutes between the refusal and the login loses them; the login
-then says the form could not be kept.
+unreadable. A claim that finds nothing says why (`Unclaimed`), so that the login tells the user what happened
+rather than a guess: too old, pushed out by the browser's newer forms or by the bound on the whole, or not kept
+here at all. A restart of the web in the few minutes between the refusal and the login loses them (the login
+page's own token goes with its session, so that login is refused as a form left open too long).
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 import secrets
 from collections import OrderedDict
@@ -42,6 +45,9 @@ MAX_THROUGH_LOGIN = 3 * 1024 * 1024
 KEEP_S = 10 * 60.0
 MAX_PER_BROWSER = 3  # a few tabs' worth; the oldest goes first
 MAX_KEPT_CHARS = 16 * 1024 * 1024  # the whole store: every kept form of every browser
+# why a form went, remembered for this many forms gone (a ref and a few words each): a login long after may
+# still be told the right reason; beyond that it is told the form is not kept, as after a restart
+MAX_REMEMBERED = 1024
 # fields whose values are about a person (a patron's e-mail address, a Wi-Fi inquiry's terms): never shown in
 # clear, only as gateway.redact masks a value of that shape (`***@example.jp`, `3C:22:FB:***`), else `***`
 PERSONAL_FIELDS = frozenset({"email", "mac", "user", "ip"})
@@ -137,6 +143,21 @@ def from_login(fields: Iterable[tuple[str, object]]) -> KeptForm | None:
     return KeptForm(action=action, fields=(), token=token, ref=ref)
 
 
+class Unclaimed(enum.Enum):
+    """Why a login's claim (KeptForms.claim) found no form to offer."""
+
+    EXPIRED = "expired"  # kept KEEP_S and forgotten
+    PUSHED_OUT = "pushed_out"  # newer forms of the same browser took its place (MAX_PER_BROWSER)
+    CROWDED = "crowded"  # the whole store was full (MAX_KEPT_CHARS): the oldest of any browser go first
+    GONE = "gone"  # never kept here for this browser with this path and token: a restart, another browser's page
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Gone:
+    browser: str
+    why: Unclaimed
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Kept:
     browser: str
@@ -149,13 +170,20 @@ class KeptForms:
     in total (the oldest go first). Not thread-safe: the web's event loop alone uses it."""
 
     def __init__(
-        self, *, keep_s: float = KEEP_S, per_browser: int = MAX_PER_BROWSER, max_chars: int = MAX_KEPT_CHARS
+        self,
+        *,
+        keep_s: float = KEEP_S,
+        per_browser: int = MAX_PER_BROWSER,
+        max_chars: int = MAX_KEPT_CHARS,
+        remembered: int = MAX_REMEMBERED,
     ) -> None:
         self.keep_s = keep_s
         self.per_browser = per_browser
         self.max_chars = max_chars
+        self.remembered = remembered
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self._chars = 0
+        self._gone: OrderedDict[str, _Gone] = OrderedDict()  # by ref: the forms dropped unclaimed, and why
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -167,33 +195,42 @@ class KeptForms:
         kept = replace(form, ref=ref)
         mine = [r for r, k in self._kept.items() if k.browser == browser]
         for old in mine[: max(0, len(mine) - self.per_browser + 1)]:
-            self._drop(old)
+            self._drop(old, Unclaimed.PUSHED_OUT)
         while self._kept and self._chars + kept.size() > self.max_chars:
-            self._drop(next(iter(self._kept)))
+            self._drop(next(iter(self._kept)), Unclaimed.CROWDED)
         self._kept[ref] = _Kept(browser=browser, form=kept, kept_at=now)
         self._chars += kept.size()
         return kept
 
-    def claim(self, carried: KeptForm, *, browser: str, now: float) -> KeptForm | None:
-        """The kept form a login carried (from_login), with its values, once: None when it is not this browser's,
-        its token or path is not the one it was kept with, or it is gone (KEEP_S old, pushed out, a restart)."""
+    def claim(self, carried: KeptForm, *, browser: str, now: float) -> KeptForm | Unclaimed:
+        """The kept form a login carried (from_login), with its values, once; else why not: EXPIRED, PUSHED_OUT or
+        CROWDED for a form of this browser dropped so, GONE when it is not this browser's, its token or path is
+        not the one it was kept with, or it is not known here (a restart, already claimed, long forgotten)."""
         self._forget_old(now)
         kept = self._kept.get(carried.ref)
+        if kept is None:
+            gone = self._gone.get(carried.ref)
+            # another browser is told nothing of this one's forms
+            return gone.why if gone is not None and gone.browser == browser else Unclaimed.GONE
         if (
-            kept is None
-            or kept.browser != browser
+            kept.browser != browser
             or kept.form.action != carried.action
             or not hmac.compare_digest(kept.form.token.encode("utf-8"), carried.token.encode("utf-8"))
         ):
-            return None
+            return Unclaimed.GONE
         self._drop(carried.ref)
         return kept.form
 
     def _forget_old(self, now: float) -> None:
         # either way: a clock stepped back must not keep a form for longer than KEEP_S either
         for ref in [r for r, k in self._kept.items() if abs(now - k.kept_at) > self.keep_s]:
-            self._drop(ref)
+            self._drop(ref, Unclaimed.EXPIRED)
 
-    def _drop(self, ref: str) -> None:
+    def _drop(self, ref: str, why: Unclaimed | None = None) -> None:
+        """Forgets the form `ref`; `why` it went unclaimed, remembered for its login (None: it was claimed)."""
         kept = self._kept.pop(ref)
         self._chars -= kept.form.size()
+        if why is not None:
+            self._gone[ref] = _Gone(browser=kept.browser, why=why)
+            while len(self._gone) > self.remembered:
+                self._gone.popitem(last=False)

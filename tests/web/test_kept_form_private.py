@@ -19,7 +19,7 @@ from tests.web.test_csrf_stale_form import form_in
 EMAIL = "hanako.patron@example.jp"
 ASSIGN = {"entity_id": "urn:ngsi-ld:LockerCompartment:desk-3", "label": "A-3", "email": EMAIL, "reference": "R-0042"}
 RESEND_HEADING = "予約資料の受取ロッカー"  # lockers.title: the page the form came from
-TOO_OLD = "ログインの前に送信されたフォームは、保管できる時間（10分）を過ぎたか、その間に管理画面が再起動したため"
+TOO_OLD = "ログインの前に送信されたフォームは、保管できる時間（10分）を過ぎたため、送信せずに破棄しました。"
 
 
 async def librarians_refused_assignment(env: WebEnv) -> str:

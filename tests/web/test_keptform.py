@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.web.keptform import MAX_THROUGH_LOGIN, KeptForm, KeptForms, from_login, keep
+from gateway.web.keptform import MAX_THROUGH_LOGIN, KeptForm, KeptForms, Unclaimed, from_login, keep
 
 URLENCODED = "application/x-www-form-urlencoded"
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_.", min_size=1, max_size=12).filter(
@@ -34,7 +34,7 @@ def test_a_kept_form_comes_back_through_the_login_as_it_was(fields: list[tuple[s
     assert claim is not None and claim.fields == ()
     assert store.claim(claim, browser=BROWSER, now=NOW + 60) == carried
     assert carried.fields == tuple(fields)
-    assert store.claim(claim, browser=BROWSER, now=NOW + 60) is None  # once
+    assert store.claim(claim, browser=BROWSER, now=NOW + 60) is Unclaimed.GONE  # once
     assert len(store) == 0
 
 
@@ -45,17 +45,17 @@ def test_a_kept_form_is_claimed_only_by_its_browser_with_its_token_within_minute
     carried = store.put(kept, browser=BROWSER, now=NOW)
     claim = from_login(carried.login_fields())
     assert claim is not None
-    assert store.claim(claim, browser=OTHER_BROWSER, now=NOW) is None
+    assert store.claim(claim, browser=OTHER_BROWSER, now=NOW) is Unclaimed.GONE
     other_token = from_login(
         [*carried.login_fields()[:1], ("resend_token", TOKEN[:-1] + "v"), carried.login_fields()[2]]
     )
-    assert other_token is not None and store.claim(other_token, browser=BROWSER, now=NOW) is None
+    assert other_token is not None and store.claim(other_token, browser=BROWSER, now=NOW) is Unclaimed.GONE
     elsewhere = from_login([("resend_to", "/users/add"), *carried.login_fields()[1:]])
-    assert elsewhere is not None and store.claim(elsewhere, browser=BROWSER, now=NOW) is None
+    assert elsewhere is not None and store.claim(elsewhere, browser=BROWSER, now=NOW) is Unclaimed.GONE
     for late in (NOW + 601, NOW - 601):  # a clock stepped back keeps nothing longer either
         again = store.put(kept, browser=BROWSER, now=NOW)
-        assert store.claim(from_login(again.login_fields()) or claim, browser=BROWSER, now=late) is None
-    assert store.claim(claim, browser=BROWSER, now=NOW + 600) is None  # forgotten with the late ones
+        assert store.claim(from_login(again.login_fields()) or claim, browser=BROWSER, now=late) is Unclaimed.EXPIRED
+    assert store.claim(claim, browser=BROWSER, now=NOW + 600) is Unclaimed.EXPIRED  # forgotten with the late ones
     assert len(store) == 0
 
 
@@ -68,7 +68,9 @@ def test_a_few_forms_per_browser_the_oldest_go_first(puts: list[str]) -> None:
     for browser in (BROWSER, OTHER_BROWSER):
         mine = [carried for b, carried in refs if b == browser]
         claimed = [store.claim(c, browser=browser, now=NOW) for c in mine]
-        assert [c is not None for c in claimed] == [i >= len(mine) - 3 for i in range(len(mine))]
+        assert [c if isinstance(c, Unclaimed) else None for c in claimed] == [
+            None if i >= len(mine) - 3 else Unclaimed.PUSHED_OUT for i in range(len(mine))
+        ]
 
 
 def test_the_store_is_bounded_in_characters() -> None:
@@ -77,7 +79,7 @@ def test_the_store_is_bounded_in_characters() -> None:
     assert kept is not None and kept.size() == 60
     first = store.put(kept, browser=BROWSER, now=NOW)
     second = store.put(kept, browser=OTHER_BROWSER, now=NOW)
-    assert store.claim(first, browser=BROWSER, now=NOW) is None
+    assert store.claim(first, browser=BROWSER, now=NOW) is Unclaimed.CROWDED
     assert store.claim(second, browser=OTHER_BROWSER, now=NOW) == second
 
 

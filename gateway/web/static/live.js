@@ -11,8 +11,11 @@
   // The one poller of every live page: `apply(doc)` gets each answer the gateway gave. `opts.gone()` (optional) is
   // called on a 404: what the page shows no longer exists, asking again cannot bring it back. `opts.refused(status,
   // doc)` (optional) is called on a 400, 401 or 403: asking again would be refused the same way, so the page stops
-  // and says why; without it a 401 goes to the login page, as every page does for a session that ran out. Polls are
-  // /api/ requests: the server does not count them as the user's activity, however often they come.
+  // and says why. Without it, the page does what any page does: a 401 (the session ran out) goes to the login page,
+  // a 403 for a password that must change first to the password page; any other 400 or 403 stops the polling and
+  // says so in the page's words (`data-forbidden`, `data-refused`: the API's error is English for scripts), the
+  // data shown kept. Polls are /api/ requests: the server does not count them as the user's activity, however
+  // often they come.
   function poller(section, url, apply, opts) {
     opts = opts || {};
     var interval = parseInt(section.dataset.interval || "3000", 10);
@@ -27,8 +30,19 @@
     function missed(doc) {
       pause = Math.min(Math.max(2 * pause, 2 * interval), MAX_PAUSE_MS);
       section.classList.add("retrying");
-      note(doc && doc.error ? doc.error : section.dataset.lost || "");
+      // only an answer that says the gateway is away carries a reason in the user's words (the page's server
+      // translated it); any other error text is the API's, for scripts
+      note(doc && doc.reachable === false && doc.error ? doc.error : section.dataset.lost || "");
       schedule(pause);
+    }
+    // asking again would be refused the same way: what the page shows stays, no longer refreshed
+    function refusedHere(status, doc) {
+      if (status === 403 && doc.error === "password change required") {
+        window.location.assign("/password");
+        return;
+      }
+      section.classList.remove("retrying");
+      note((status === 403 ? section.dataset.forbidden : section.dataset.refused) || "");
     }
     function answered(doc) {
       pause = 0;
@@ -50,9 +64,10 @@
             return null;
           }
           if (r.status === 404 && opts.gone) { stop(); opts.gone(); return null; }
-          if ((r.status === 400 || r.status === 401 || r.status === 403) && opts.refused) {
+          if (r.status === 400 || r.status === 401 || r.status === 403) {
             stop();
-            return r.json().catch(function () { return {}; }).then(function (doc) { opts.refused(r.status, doc || {}); return null; });
+            var refused = opts.refused || refusedHere;
+            return r.json().catch(function () { return {}; }).then(function (doc) { refused(r.status, doc || {}); return null; });
           }
           return r.json().then(function (doc) { return { ok: r.ok, doc: doc }; });
         })
