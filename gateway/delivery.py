@@ -2,7 +2,9 @@
 
 Theory of operation. Each uplink has its own loop and its own cursors, so one far side being down
 never holds back another. A batch is acknowledged only for what the uplink reports delivered or
-rejected; records it says to retry are read again, from the cursors, after a backoff with jitter.
+rejected; records it says to retry, and the records after them in their lane whatever was said of
+them, are read again, from the cursors, after a backoff with jitter. Counters and dead-letter lines
+follow the acknowledgement (`store.settled`), so a record is counted once, when it settles.
 Two things overlap with the delivery of a batch, and `_Pipeline` keeps both in one place:
 
 - the previous batch's acknowledgement, still being written (it queues behind the buffer's commits;
@@ -62,6 +64,7 @@ from typing import Any
 from gateway import redact
 from gateway.backoff import Backoff
 from gateway.buffer.outbox import Outbox
+from gateway.buffer.store import settled
 from gateway.diagnostics import DiagnosticsReader
 from gateway.fleet.latency import LatencyHistogram
 from gateway.logs import StateLog, component_logger
@@ -194,7 +197,7 @@ class _Batch:
     readings: list[Reading]
     outcomes: list[Outcome] = field(default_factory=list)
     delivered: int = 0
-    retry: int = 0  # records the uplink said to retry (read again from the cursors after a backoff)
+    retry: int = 0  # records not settled: read again from the cursors after a backoff (see store.settled)
     rejected: list[int] = field(default_factory=list)  # indexes of the dead letters
 
 
@@ -341,7 +344,7 @@ class DeliveryLoop:
         await self._pause(delay)
 
     def _tally(self, batch: _Batch) -> None:
-        """Count the batch's outcomes into it and the loop's counters; log the dead letters."""
+        """Count what the batch's acknowledgement settles into it and the loop's counters; log the dead letters."""
         outcomes = batch.outcomes
         if outcomes.count(DELIVERED) == len(outcomes):
             # the usual batch: counted in C (identity first) instead of a status test per record
@@ -351,14 +354,17 @@ class DeliveryLoop:
             if outcomes:
                 self.latency.observe(now - batch.readings[-1].observed_at.timestamp(), len(outcomes))
             return
-        for i, outcome in enumerate(outcomes):
-            if outcome.status is Status.DELIVERED:
-                batch.delivered += 1
-            elif outcome.status is Status.REJECTED:
-                batch.rejected.append(i)
-            else:
-                batch.retry += 1
+        for outcome in outcomes:
+            if outcome is not DELIVERED and outcome.status is Status.RETRY:
                 self.last_error = outcome.reason or self.last_error
+        # Only what the acknowledgement settles counts: a lane's records after its first RETRY are read
+        # and sent again, and counted (a dead letter written, and said) when they settle, once.
+        done = settled(batch.readings, outcomes)
+        batch.retry = len(outcomes) - len(done)
+        for i in done:
+            if outcomes[i].status is Status.REJECTED:
+                batch.rejected.append(i)
+        batch.delivered = len(done) - len(batch.rejected)
         self.delivered += batch.delivered
         if batch.delivered:
             self.last_delivery = time.time()

@@ -250,6 +250,27 @@ def _read_from(cursor: Sequence[int], after: Sequence[int] | None, lane: int) ->
     return cursor[lane] if after is None else max(cursor[lane], after[lane])
 
 
+def settled(batch: Sequence[Reading], outcomes: Sequence[Outcome]) -> list[int]:
+    """The positions an acknowledgement of `batch` settles: per lane, the records before its first RETRY.
+
+    The rest of that lane is read and sent again (the cursor cannot pass a record still to deliver),
+    whatever the uplink said of it, so it is neither delivered nor dead-lettered yet. `Store.ack`
+    moves the cursors by this rule, and the delivery loop and the uplinks count and log by it: a
+    record counted or said dead-lettered at every retry of an earlier one was counted many times."""
+    blocked = [False] * _LANES
+    positions: list[int] = []
+    retry = Status.RETRY
+    for i, (reading, outcome) in enumerate(zip(batch, outcomes, strict=True)):
+        lane = reading.lane  # an IntEnum indexes the list as its number does
+        if blocked[lane]:
+            continue
+        if outcome is not DELIVERED and outcome.status is retry:
+            blocked[lane] = True
+            continue
+        positions.append(i)
+    return positions
+
+
 def lane_name(lane: int) -> str:
     return _LANE_NAMES[lane]
 
@@ -1045,10 +1066,8 @@ class Store:
             )
         old = self._cursor(uplink)
         new = list(old)
-        blocked = [False, False, False]
         dead: list[tuple[str, int, int, str, bytes, str, int]] = []
         now_ms = int(self.clock() * 1000)
-        retry = Status.RETRY
         if outcomes.count(DELIVERED) == len(outcomes):
             # the usual batch, all delivered: each lane's cursor goes to its highest seq (this
             # thread's Python competes with the event loop's for the GIL, so the loop is kept short)
@@ -1061,21 +1080,19 @@ class Store:
                     new[lane] = seq
             else:
                 batch = outcomes = ()  # all done: skip the loop below
-        for reading, outcome in zip(batch, outcomes, strict=True):  # lengths checked above
-            lane = reading.lane  # an IntEnum indexes the lists as its number does
-            seq = reading.seq
-            if seq is None:
+        for reading in batch:
+            if reading.seq is None:
                 raise BufferError(
                     f"buffer: ack for {uplink} got a reading without seq ({reading.entity_id}); "
                     "acknowledge only readings returned by read()",
                     uplink=uplink,
                 )
-            if blocked[lane]:
-                continue
-            if outcome is not DELIVERED and outcome.status is retry:
-                # later rows of this lane are read again: duplicates are fine, loss is not
-                blocked[lane] = True
-                continue
+        # later rows of a lane than its first RETRY are read again: duplicates are fine, loss is not
+        for i in settled(batch, outcomes):
+            reading, outcome = batch[i], outcomes[i]
+            lane = reading.lane  # an IntEnum indexes the lists as its number does
+            seq = reading.seq
+            assert seq is not None  # every reading was checked above
             if seq <= old[lane]:
                 continue  # acknowledged before (a batch read twice)
             if seq > new[lane]:

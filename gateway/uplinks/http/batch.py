@@ -54,6 +54,7 @@ from pydantic import AfterValidator, field_validator, model_validator
 
 from gateway import __version__, redact, secrets
 from gateway.adapter_api import AdapterContext
+from gateway.buffer.store import settled
 from gateway.configbase import Field, HttpUrl
 from gateway.errors import UplinkTransient
 from gateway.logs import component_logger
@@ -418,10 +419,10 @@ class HttpBatchUplink(Lifecycle):
         final = [o if o is not None else retry for o in run.outcomes]
         if chains:
             self._settle(batch, chains, final, retry if stopped else None)
-        self._count(final)
+        done = self._count(batch, final)
         if run.dropped:
             for i, keys in run.dropped.items():
-                if final[i].status is Status.DELIVERED:
+                if i in done and final[i].status is Status.DELIVERED:
                     self._drops.count(keys)
         return final
 
@@ -514,14 +515,19 @@ class HttpBatchUplink(Lifecycle):
             for i in older:
                 final[i] = fate
 
-    def _count(self, final: list[Outcome]) -> None:
-        for o in final:
-            if o.status is Status.DELIVERED:
-                self.counters.delivered += 1
-            elif o.status is Status.REJECTED:
-                self.counters.rejected += 1
-            else:
-                self.counters.retries += 1
+    def _count(self, batch: Sequence[Reading], final: list[Outcome]) -> range | set[int]:
+        """Count the outcomes; delivered and rejected only where the buffer's acknowledgement settles them
+        (a lane's records after its first RETRY are sent again, and counted then). Returns those positions."""
+        counters = self.counters
+        if final.count(DELIVERED) == len(final):
+            counters.delivered += len(final)  # the usual batch: no test per record
+            return range(len(final))
+        done = settled(batch, final)
+        rejected = sum(1 for i in done if final[i].status is Status.REJECTED)
+        counters.delivered += len(done) - rejected
+        counters.rejected += rejected
+        counters.retries += sum(1 for o in final if o.status is Status.RETRY)
+        return set(done)
 
     async def _send(self, items: list[BatchItem], run: Run) -> None:
         """One request for `items`; splits and bisects on 413/400/422; raises _Stop to retry the rest."""

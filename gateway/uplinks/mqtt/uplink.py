@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import orjson
 
 from gateway.adapter_api import AdapterContext
+from gateway.buffer.store import settled
 from gateway.errors import ReadingError
 from gateway.logs import StateLog, component_logger
 from gateway.mqtt.client import (
@@ -120,7 +121,7 @@ class MqttCounters:
     acked: int = 0
     bytes: int = 0
     reconnects: int = 0
-    rejected: int = 0
+    rejected: int = 0  # records dead-lettered: counted when the buffer's acknowledgement settles them
     retried: int = 0
     not_authorized: int = 0  # records of messages the broker's ACL refused (PUBACK 0x87): retried, not dead-lettered
     confirmed: int = 0  # [uplinks.confirm]: records Orion showed arrived
@@ -647,7 +648,6 @@ class MqttUplink(Lifecycle):
                     messages, rejected = self._plan(batch, limit)
             for i, reason in rejected.items():
                 outcomes[i] = Outcome(Status.REJECTED, reason)
-            self.counters.rejected += len(rejected)
             if messages:
                 if self._session is None:
                     verb = "refused the connection" if self._refused else "unreachable"
@@ -666,12 +666,22 @@ class MqttUplink(Lifecycle):
             final = [o if o is not None else Outcome(Status.RETRY, "not sent") for o in outcomes]
             retried = sum(1 for o in final if o.status is Status.RETRY)
             self.counters.retried += retried
+            done = self._count_settled(batch, final)
             if self._planned_drops:
                 for i, keys in self._planned_drops.items():
-                    if final[i].status is Status.DELIVERED:
+                    if i in done and final[i].status is Status.DELIVERED:
                         self._drops.count(keys)
             self._delivered_again(final, retried)
             return final
+
+    def _count_settled(self, batch: Sequence[Reading], final: list[Outcome]) -> range | set[int]:
+        """Count the rejections the buffer's acknowledgement settles (a lane's records after its first RETRY are
+        sent again, and counted then, once); returns the settled positions."""
+        if final.count(DELIVERED) == len(final):
+            return range(len(final))  # the usual batch: no test per record
+        done = settled(batch, final)
+        self.counters.rejected += sum(1 for i in done if final[i].status is Status.REJECTED)
+        return set(done)
 
     async def _send_confirmed(
         self,
@@ -865,7 +875,6 @@ class MqttUplink(Lifecycle):
                         Status.REJECTED,
                         f"{message.topic}: broker refused the message, got PUBACK {result.value:#04x} {result}",
                     )
-                    self.counters.rejected += len(message.indices)
                 elif result.value == NOT_AUTHORIZED:
                     self._log.debug("broker refused the message on %s as not authorized (0x87)", message.topic)
                     self.counters.not_authorized += len(message.indices)
@@ -911,7 +920,6 @@ class MqttUplink(Lifecycle):
         several are sent again, and messages are packed smaller from now on (see the module docstring)."""
         size, count = len(message.payload), len(message.indices)
         if count == 1:
-            self.counters.rejected += 1
             return Outcome(
                 Status.REJECTED,
                 f"{message.topic}: broker refused a message of one reading ({size} bytes) as too large, got "
