@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, model_validator
+from pydantic import AfterValidator, field_validator, model_validator
 
 from gateway.adapter_api import AdapterConfig
 from gateway.configbase import Field
@@ -15,12 +15,20 @@ from gateway.wifilog.runner import WifiLogOptions, check_listen
 class WifiSyslogConfig(AdapterConfig, WifiLogOptions):
     type: Literal["wifi_syslog"]
     listen: Annotated[str, AfterValidator(check_listen)] = Field(description="this box's address on the Wi-Fi side")
-    udp_port: int | None = Field(default=514, ge=1, le=65535, description="unset: no UDP")
+    # TOML has no null: 0 is how a TCP-only receiver is written (None inside, as for tcp_port)
+    udp_port: int | None = Field(default=514, ge=0, le=65535, description="0: no UDP (TCP only)")
     tcp_port: int | None = Field(default=None, ge=1, le=65535, description="RFC 6587 framing; unset: no TCP")
     senders: list[IPv4Address | IPv6Address] = Field(default=[], description="APs allowed to send; empty: any")
+
+    @field_validator("udp_port")
+    @classmethod
+    def _no_udp(cls, port: int | None) -> int | None:
+        return None if port == 0 else port
 
     @model_validator(mode="after")
     def _some_port(self) -> WifiSyslogConfig:
         if self.udp_port is None and self.tcp_port is None:
-            raise ValueError("udp_port and tcp_port are both unset: set at least one, e.g. udp_port = 514")
+            raise ValueError(
+                "udp_port = 0 and tcp_port unset: nothing to listen on; set tcp_port (TCP only), or udp_port = 514"
+            )
         return self

@@ -78,7 +78,7 @@ async def test_a_failing_store_is_reported(tmp_path: Path) -> None:
 
 
 def test_config_needs_a_port_and_one_address() -> None:
-    with pytest.raises(ValidationError, match="udp_port and tcp_port are both unset"):
+    with pytest.raises(ValidationError, match="udp_port = 0 and tcp_port unset: nothing to listen on"):
         WifiSyslogConfig.model_validate({"name": "s", "type": "wifi_syslog", "listen": "127.0.0.1", "udp_port": None})
     with pytest.raises(ValidationError, match="not every address"):
         WifiSyslogConfig.model_validate({"name": "s", "type": "wifi_syslog", "listen": "::"})
