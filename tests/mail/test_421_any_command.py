@@ -9,9 +9,9 @@ import pytest
 
 from gateway.mail import MailState
 from gateway.mail.sender import SessionError, send_now
-from tests.mail.conftest import Clock
+from tests.mail.conftest import Clock, mail_config
 from tests.mail.smtp_server import SmtpServer
-from tests.mail.test_sender import mail_config, open_sender, pickup
+from tests.mail.test_sender import open_sender, pickup
 from tests.support.orion_double import TlsMaterial
 
 
