@@ -401,6 +401,18 @@ def _keep_old_days(config: GatewayConfig) -> int | None:
     return min(days) if days else None
 
 
+def same_data_dir(running: Path, new: Path) -> bool:
+    """Whether `new` names the data directory `running` is: a symbolic link to it, or `dir/.`, is no move.
+
+    The one comparison for the reload and a remote bundle's offer (gateway/fleet/remote.py): an offer
+    that passed and a reload that refused would use up the bundle's serial for nothing.
+    """
+    try:
+        return running.resolve() == new.resolve()
+    except (OSError, RuntimeError):  # a link loop: not the directory that runs
+        return running == new
+
+
 def reload_problem(running: GatewayConfig, new: GatewayConfig) -> str | None:
     """Why `new` cannot replace `running` although it is valid on its own: it moves the data or the socket.
 
@@ -409,7 +421,7 @@ def reload_problem(running: GatewayConfig, new: GatewayConfig) -> str | None:
     the history behind and the tools looking at a path nobody listens on.
     """
     old, new_dir = Path(running.gateway.data_dir), Path(new.gateway.data_dir)
-    if new_dir != old:
+    if not same_data_dir(old, new_dir):
         # a directory that cannot be used at all is said first: moving it by a restart would fail too
         return data_dir_error(new_dir) or (
             f"gateway.data_dir: cannot change while the gateway runs, got {new_dir} (running with {old}); "
@@ -417,7 +429,8 @@ def reload_problem(running: GatewayConfig, new: GatewayConfig) -> str | None:
             f"holds to {new_dir}, then start it"
         )
     listening, wanted = running.gateway.control_path(), new.gateway.control_path()
-    if wanted != listening:
+    # by default under data_dir: named through a link to it, the same socket
+    if wanted.name != listening.name or not same_data_dir(listening.parent, wanted.parent):
         return (
             f"gateway.control_socket: cannot change while the gateway runs, got {wanted} (listening on "
             f"{listening}); the web UI and the edgegw tools look for it where the running gateway listens: "

@@ -122,6 +122,7 @@ class MetricsConfig(Section):
 _P = 2**255 - 19
 _D = -121665 * pow(121666, -1, _P) % _P
 _SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+KEY_SHOWN_CHARS = 60  # a 32-byte key is 44 in base64
 PASTE_KEY = "paste the platform's real public key (`edgegw config public-key platform.pem` where its key is kept)"
 
 
@@ -179,14 +180,16 @@ class RemoteConfigConfig(Section):
     @field_validator("public_key")
     @classmethod
     def _key(cls, v: str) -> str:
+        # a public key is no secret: quoted (cut short: a whole PEM pasted), so the technician sees what was pasted
+        shown = json.dumps(v if len(v) <= KEY_SHOWN_CHARS else v[: KEY_SHOWN_CHARS - 1] + "…", ensure_ascii=False)
         try:
             raw = base64.b64decode(v, validate=True)
         except ValueError:
             raise ValueError(
-                "not base64, got a value not shown here; paste `edgegw config sign --public-key`"
+                f"must be base64 of a 32-byte Ed25519 public key, got {shown} (not base64); {PASTE_KEY}"
             ) from None
         if len(raw) != 32:
-            raise ValueError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
+            raise ValueError(f"an Ed25519 public key is 32 bytes, got {len(raw)} bytes ({shown}); {PASTE_KEY}")
         return v
 
     @model_validator(mode="after")

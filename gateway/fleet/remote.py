@@ -98,6 +98,7 @@ __all__ = [
     "payload_digest",
     "public_key_b64",
     "sign_bundle",
+    "start_delay_held",
     "unwatched",
     "update",
     "verify_bundle",
@@ -223,8 +224,10 @@ def unwatched(config: GatewayConfig, *, data_dir: Path, serial: int) -> BundleRe
     `data_dir` is the running one, which holds this state file: a generation on another would find no
     pending bundle (no window, no rollback) and serial 0 (old bundles replayable).
     """
+    from gateway.app import same_data_dir  # the reload's own comparison; app is loaded whenever a bundle comes
+
     moved = Path(config.gateway.data_dir)
-    if moved.resolve() != data_dir.resolve():  # a symbolic link to the same directory is no move
+    if not same_data_dir(data_dir, moved):
         return BundleRefused(
             "data_dir_moved",
             f"remote config: gateway.data_dir must stay {data_dir}, got {moved} in bundle {serial}; the bundle's "
@@ -293,13 +296,30 @@ def utc_text(at: float) -> str:
 
 def healthy_since(doc: Mapping[str, Any], applied_at: float) -> bool:
     """Every uplink delivered after `applied_at` and none is failing: positive evidence, not the absence of
-    errors (a new generation sends its Device entity at once, so every uplink has something to deliver)."""
+    errors (a new generation sends its Device entity at once, so every uplink has something to deliver,
+    though one with a backlog may first wait its random start delay: `start_delay_held`)."""
     for u in doc.get("uplinks", ()):
         if u.get("state") in ("backing-off", "refused", "starting"):
             return False
         if (u.get("last_delivery") or 0) < applied_at:
             return False
     return True
+
+
+def start_delay_held(doc: Mapping[str, Any], applied_at: float, start_delays: Mapping[str, float]) -> float:
+    """The longest `start_delay_max_s` (`start_delays`, by uplink name) of an uplink `waiting` with nothing
+    delivered since `applied_at`; 0 when there is none.
+
+    Such an uplink has a backlog and waits its random start delay before the first batch (a fleet given
+    the same bundle must not drain into the platform at once): it has not had its chance to deliver, so it
+    is not judged yet. One that delivered since is `waiting` only on the drain rate's pace.
+    """
+    held = [
+        start_delays.get(str(u.get("name")), 0.0)
+        for u in doc.get("uplinks", ())
+        if u.get("state") == "waiting" and (u.get("last_delivery") or 0) < applied_at
+    ]
+    return max(held, default=0.0)
 
 
 class RemoteState:

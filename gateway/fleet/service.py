@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -60,6 +61,11 @@ ALARMS_FILE = "alarms.json"
 COMMAND_OWNER = "fleet"  # the Device entity's readings carry source.adapter "fleet" too
 CONFIG_COMMAND = "configBundle"  # a platform command whose value is a signed bundle (JSON text or object)
 TICK_S = 10.0
+# Boxes that start together (a power cut's end, a fleet-wide reload) must not fetch in step: the first
+# fetch comes at a random point this soon after the start (a new box not idle for long), the next
+# ones every interval_s give or take FETCH_JITTER.
+FIRST_FETCH_WITHIN_S = 300.0
+FETCH_JITTER = 0.1
 NEVER_WRITTEN = "not applied: the gateway stopped before the bundle was written; offer it again with a new serial"
 FOUND_RUNNING = "found running after a restart that cut its apply short; its health window starts now"
 
@@ -75,8 +81,10 @@ class FleetService:
         system_probe: Callable[[Path], SystemFacts] = probe,
         addresses: Callable[[], list[str]] = ip_addresses,
         target: ControlTarget | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.gw = gw
+        self.rng = rng or random.Random()  # the fetches' spread; tests seed it
         self.config = config
         self.emit_many = emit_many
         self.clock = clock
@@ -98,7 +106,9 @@ class FleetService:
         self._task: asyncio.Task[None] | None = None
         self._last_report = 0.0
         self._last_state: tuple[str, ...] | None = None  # deviceState, reason, last remote-config step
-        self._next_fetch = 0.0
+        self._next_fetch: float | None = None  # None: not drawn yet (the first tick draws it)
+        self._fetch_failing = StateLog(log)
+        self.fetch_failures = 0  # since this generation started; in status, as the log says a spell once
         self._fetched: remote.Fetched | None = None  # the answer whose ETag/Last-Modified the next fetch sends
         self._failing_since_delivery: dict[str, float] = {}  # uplink -> its last delivery when it began failing
         self.mails_enqueued = 0
@@ -175,7 +185,7 @@ class FleetService:
             "buffer_cap": {"max_rows": self.gw.config.buffer.max_rows},
             "river_alerts": self._river_alerts(),
             "availability": self.availability.yesterday(self.clock()).to_dict(),
-            "remote_config": self.remote_state.summary(),
+            "remote_config": {**self.remote_state.summary(), "fetch_failures": self.fetch_failures},
             "mails_enqueued": self.mails_enqueued,
         }
         backup = last_backup(self.data_dir)
@@ -359,18 +369,20 @@ class FleetService:
         rc = self.config.remote_config
         if self.target is not None and await self._pending(doc, now):
             return
-        if rc is None or rc.url is None or self.target is None or now < self._next_fetch:
+        if rc is None or rc.url is None or self.target is None:
             return
-        self._next_fetch = now + rc.interval_s
+        if self._next_fetch is None:
+            self._next_fetch = now + self.rng.uniform(0, min(rc.interval_s, FIRST_FETCH_WITHIN_S))
+        if now < self._next_fetch:
+            return
+        self._next_fetch = now + rc.interval_s * self.rng.uniform(1 - FETCH_JITTER, 1 + FETCH_JITTER)
         try:
             context = client_context(rc.tls, "fleet.remote_config") if rc.url.startswith("https://") else None
             fetched = await remote.fetch_bundle(rc.url, context=context, previous=self._fetched)
-        except (remote.BundleRefused, ConfigError, OSError, TimeoutError) as exc:
-            log.warning("remote config not fetched: %s", exc)
+        except Exception as exc:  # aiohttp's ClientError and the like too: a fetch problem, retried at the interval
+            self._fetch_failed(rc.url, rc.interval_s, exc)
             return
-        except Exception as exc:  # aiohttp's ClientError and the like: a fetch problem, retried at the interval
-            log.warning("remote config not fetched: %s", exc)
-            return
+        self._fetch_failing.ok("remote config: fetched from %s again", rc.url)
         if fetched.data is None:
             log.debug("remote config: %s not modified since the bundle fetched before", rc.url)
             return
@@ -385,6 +397,19 @@ class FleetService:
         self._fetched = None
         if fetched.data:
             await self.offer(fetched.data, via="fetch")
+
+    def _fetch_failed(self, url: str, interval_s: float, exc: Exception) -> None:
+        """Counted each time, said once a spell (WARNING), its detail at DEBUG: a platform down for a day is one line."""
+        self.fetch_failures += 1
+        if not self._fetch_failing.fail(
+            "fetch",
+            logging.WARNING,
+            "remote config not fetched from %s: %s; tried again every %g s",
+            url,
+            exc,
+            interval_s,
+        ):
+            log.debug("remote config still not fetched from %s: %s", url, exc)
 
     async def _noted_as_accepted(self, state: remote.RemoteState, data: bytes) -> bool:
         """A state file from a release that noted no accepted payload: the bundle with the last serial, signed by
@@ -461,11 +486,48 @@ class FleetService:
         elif pending.get("reloaded"):
             if remote.healthy_since(doc, pending["applied_at"]):
                 await self._confirm(now, pending)
-            elif now >= pending["deadline"]:
+            elif now >= await self._deadline(doc, now, pending):
                 await self._rollback(now, serial, why="uplinks not delivering within the health window")
         elif not await self._cut_short(now, pending) and now >= pending["deadline"]:
             await self._rollback(now, serial, why="uplinks not delivering within the health window")
         return True
+
+    async def _deadline(self, doc: dict[str, Any], now: float, pending: dict[str, Any]) -> float:
+        """The reloaded bundle's deadline, moved on while an uplink waits its backlog's random start delay.
+
+        Such an uplink has had no chance to deliver (the delay may be far longer than the window): its
+        window counts from the delay's end, seen by this tick, and from no later than the longest delay
+        after the apply, so a broken bundle held this way is still rolled back, that much later.
+        """
+        applied_at, deadline = float(pending["applied_at"]), float(pending["deadline"])
+        delays = {u.name: u.start_delay_max_s for u in self.gw.config.uplinks}
+        held = remote.start_delay_held(doc, applied_at, delays)
+        if held <= 0:
+            return deadline
+        window = float(pending.get("window", deadline - applied_at))  # as the guard set it, before any move
+        moved = min(now + window, applied_at + held + window)
+        if moved <= deadline:
+            return deadline
+        serial = pending["serial"]
+
+        def move(state: remote.RemoteState) -> bool:
+            p = state.pending
+            if p is None or p.get("serial") != serial or p.get("rolling_back") is not None:
+                return False  # taken on since it was read
+            first = "window" not in p
+            p.update(window=window, deadline=max(p["deadline"], moved))
+            return first
+
+        if await asyncio.to_thread(remote.update, self.data_dir, move):
+            log.info(
+                "remote config: bundle %s: an uplink waits its backlog's random start delay (start_delay_max_s = "
+                "%g, health_window_s = %g): judged once it can have delivered, at the latest %s",
+                serial,
+                held,
+                window,
+                remote.utc_text(applied_at + held + window),
+            )
+        return moved
 
     async def _cut_short(self, now: float, pending: dict[str, Any]) -> bool:
         """A bundle whose guard ran, with no apply under way and no reload noted: the gateway that applied it

@@ -42,6 +42,16 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return c
 
 
+@pytest.fixture
+def fetch_on_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bundle fetches unspread, for tests of what a fetch does rather than when: the first on the first tick,
+    then exactly every interval_s (tests/fleet/test_remote_fetch_spread.py tests the spread)."""
+    from gateway.fleet import service
+
+    monkeypatch.setattr(service, "FIRST_FETCH_WITHIN_S", 0.0)
+    monkeypatch.setattr(service, "FETCH_JITTER", 0.0)
+
+
 def gateway_config(tmp_path: Path, orion_url: str, fleet: dict[str, Any], **extra: Any) -> GatewayConfig:
     doc: dict[str, Any] = {
         "gateway": {"id": "gw-fleet", "data_dir": str(tmp_path / "data")},

@@ -213,7 +213,7 @@ async def test_a_good_bundle_is_confirmed_once_the_uplink_delivers(
 
 
 async def test_a_bundle_fetched_over_https_on_the_interval_is_applied(
-    orion_double: OrionDouble, tmp_path: Path, clock: Clock, tls_material: TlsMaterial
+    orion_double: OrionDouble, tmp_path: Path, clock: Clock, tls_material: TlsMaterial, fetch_on_schedule: None
 ) -> None:
     served: list[bytes] = []
     app = web.Application()

@@ -26,6 +26,7 @@ from gateway.fleet import remote
 from tests.fleet.conftest import Clock, until
 from tests.support.orion_double import OrionDouble
 
+pytestmark = pytest.mark.usefixtures("fetch_on_schedule")  # the fetches at the ticks below
 KEY = Ed25519PrivateKey.generate()
 LAST_MODIFIED = "Wed, 01 Jul 2026 03:00:00 GMT"
 
