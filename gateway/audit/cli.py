@@ -47,7 +47,10 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 
 def _line(e: AuditEntry) -> str:
-    when = datetime.fromtimestamp(e.at, UTC).astimezone(JST).strftime("%Y-%m-%d %H:%M:%S JST")
+    if e.at is None:
+        when = e.unreadable["at"]
+    else:
+        when = datetime.fromtimestamp(e.at, UTC).astimezone(JST).strftime("%Y-%m-%d %H:%M:%S JST")
     detail = json.dumps(dict(e.detail), ensure_ascii=False, sort_keys=True) if e.detail else ""
     parts = [f"{e.id:>6}", when, e.actor, e.action]
     if e.target:

@@ -42,6 +42,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import sqlite3
@@ -131,8 +132,14 @@ class AuditError(GatewayError):
 
 @dataclass(frozen=True, kw_only=True)
 class AuditEntry:
+    """One row as written; a value `append` never writes (an edit behind the log's back) is shown, never raised.
+
+    Such a value is named in `unreadable` (column -> "(unreadable: …)"); a text field then holds that same text,
+    `at` holds None.
+    """
+
     id: int
-    at: float
+    at: float | None
     actor: str
     action: str
     target: str
@@ -140,6 +147,7 @@ class AuditEntry:
     address: str
     prev_mac: str = ""
     mac: str = ""
+    unreadable: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +227,21 @@ class AuditLog:
                     self.secrets.set(KEY_NAME, base64.b64encode(raw).decode("ascii"))
                     self._key = raw
         return self._key
+
+    def _existing_key(self) -> bytes | None:
+        """The key if there is one: verify only reads, and a key it made would tell later checks entries were written."""
+        if KEY_NAME not in self.secrets.names():
+            return None  # even when one is held in memory: the store on disk is what later appends will use
+        if self._key is None:
+            self._key = base64.b64decode(self.secrets.get(KEY_NAME))
+        return self._key
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose rows always read: text that is not UTF-8 (an edit) comes back as bytes, not an error."""
+        with self._connect() as db:
+            db.text_factory = _text
+            yield db
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
@@ -372,7 +395,7 @@ class AuditLog:
     ) -> list[AuditEntry]:
         """Newest first, optionally only one actor's or one action's."""
         where, params = self._filter(actor, action)
-        with self._connect() as db:
+        with self._reading() as db:
             rows = db.execute(
                 f"SELECT * FROM entries{where} ORDER BY id DESC LIMIT ? OFFSET ?", (*params, limit, offset)
             ).fetchall()
@@ -395,13 +418,28 @@ class AuditLog:
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
     def verify(self) -> AuditVerdict:
-        """Check the whole chain; every problem in plain English, naming the entry (see the module docstring)."""
-        with self._connect() as db:
+        """Check the whole chain; every problem in plain English, naming the entry (see the module docstring).
+
+        Only reads: the key is never made here (a missing one is reported), nor is any file written.
+        """
+        with self._reading() as db:
             total = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
+            key = self._existing_key()
             if total == 0:  # a new log, or one emptied behind its back: audit.head and the key tell which
-                if not (self.state_dir / HEAD_FILE).exists():
-                    if KEY_NAME not in self.secrets.names():
+                head = self.state_dir / HEAD_FILE
+                if key is None:
+                    if not head.exists():
                         return AuditVerdict(ok=True, checked=0)  # never written to: the first append makes the key
+                    return AuditVerdict(
+                        ok=False,
+                        problems=[
+                            f"audit log: the key {KEY_NAME} is missing from {self.secrets.directory}, got no entries "
+                            f"and {head}, which is written with the first entry; restore the secret store from the "
+                            "backup"
+                        ],
+                        checked=0,
+                    )
+                if not head.exists():
                     return AuditVerdict(
                         ok=False,
                         problems=[
@@ -409,10 +447,9 @@ class AuditLog:
                         ],
                         checked=0,
                     )
-                key = self._get_key()
                 problems = self._check_head(key)
                 return AuditVerdict(ok=not problems, problems=problems, checked=0)
-            if KEY_NAME not in self.secrets.names():
+            if key is None:
                 return AuditVerdict(
                     ok=False,
                     problems=[
@@ -421,7 +458,6 @@ class AuditLog:
                     ],
                     checked=total,
                 )
-            key = self._get_key()
             anchors = self._anchors(db, key)
             checker = _ChainCheck(key, anchors)
             rows = db.execute("SELECT * FROM entries ORDER BY id")
@@ -454,7 +490,7 @@ class AuditLog:
         head_id, head_mac = head
         if head_id == 0:
             return []  # written before the first entry; that entry's own head did not follow (a crash)
-        with self._connect() as db:
+        with self._reading() as db:
             if db.execute("SELECT 1 FROM entries WHERE mac = ?", (head_mac,)).fetchone() is not None:
                 return []  # still there (renumbered, if at all: the chain check says so)
             newest = db.execute("SELECT max(id) FROM entries").fetchone()[0]
@@ -474,7 +510,7 @@ class AuditLog:
         """last purged id -> its mac, from the genuine purge records."""
         anchors: dict[int, str] = {}
         for row in db.execute("SELECT * FROM entries WHERE action = ?", (PURGE_ACTION,)):
-            if _row_mac(key, row, row["id"]) != row["mac"]:
+            if not _verifies(key, row, row["id"]):
                 continue
             try:
                 detail = json.loads(row["detail_json"])
@@ -485,21 +521,63 @@ class AuditLog:
 
 
 def _entry(row: sqlite3.Row) -> AuditEntry:
-    try:
-        detail = json.loads(row["detail_json"])
-    except ValueError:
-        detail = {"unreadable": row["detail_json"]}
+    unreadable: dict[str, str] = {}
+
+    def text(column: str) -> str:
+        value = row[column]
+        if isinstance(value, str):
+            return value
+        unreadable[column] = _unreadable(value)
+        return unreadable[column]
+
+    at = row["at"]
+    if not _showable_time(at):
+        unreadable["at"] = _unreadable(at)
+        at = None
+    detail_json = text("detail_json")
+    if "detail_json" in unreadable:
+        detail: Any = {"unreadable": detail_json}
+    else:
+        try:
+            detail = json.loads(detail_json)
+        except ValueError:
+            detail = {"unreadable": detail_json}
     return AuditEntry(
         id=row["id"],
-        at=row["at"],
-        actor=row["actor"],
-        action=row["action"],
-        target=row["target"],
+        at=at,
+        actor=text("actor"),
+        action=text("action"),
+        target=text("target"),
         detail=detail if isinstance(detail, dict) else {"value": detail},
-        address=row["address"],
-        prev_mac=row["prev_mac"],
-        mac=row["mac"],
+        address=text("address"),
+        prev_mac=text("prev_mac"),
+        mac=text("mac"),
+        unreadable=unreadable,
     )
+
+
+def _text(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw  # shown as the bytes it holds, and never hashed: the row was edited
+
+
+# the times a calendar can show in UTC and in JST (Python's years 1 to 9999), a day kept clear of either end
+_SHOWABLE = (-62_135_596_800.0 + 86_400, 253_402_300_800.0 - 86_400)
+
+
+def _showable_time(at: object) -> bool:
+    return type(at) is float and _SHOWABLE[0] <= at <= _SHOWABLE[1]
+
+
+def _unreadable(value: object) -> str:
+    if value is None:
+        return "(unreadable: NULL)"
+    if isinstance(value, bytes):
+        shown = value[:16].hex() + ("…" if len(value) > 16 else "")
+        return f"(unreadable: {len(value)} bytes x'{shown}')"
+    return f"(unreadable: {value!r})"
 
 
 def _head_seal(key: bytes, entry_id: int, mac: str) -> str:
@@ -520,11 +598,19 @@ def _read_head(path: Path, key: bytes) -> tuple[int, str] | str | None:
     return entry_id, mac
 
 
-def _row_mac(key: bytes, row: sqlite3.Row, entry_id: int) -> str:
+# the columns append writes as text; `at` it writes as a finite float
+_TEXT_COLUMNS = ("actor", "action", "target", "detail_json", "address", "prev_mac")
+
+
+def _row_mac(key: bytes, row: sqlite3.Row, entry_id: int) -> str | None:
+    """The row's MAC under `entry_id`; None for a value of a type append never writes (edited, and not hashable)."""
+    at = row["at"]
+    if type(at) is not float or not math.isfinite(at) or any(type(row[c]) is not str for c in _TEXT_COLUMNS):
+        return None
     return _mac(
         key,
         entry_id,
-        row["at"],
+        at,
         row["actor"],
         row["action"],
         row["target"],
@@ -532,6 +618,11 @@ def _row_mac(key: bytes, row: sqlite3.Row, entry_id: int) -> str:
         row["address"],
         row["prev_mac"],
     )
+
+
+def _verifies(key: bytes, row: sqlite3.Row, entry_id: int) -> bool:
+    mac = _row_mac(key, row, entry_id)
+    return mac is not None and mac == row["mac"]
 
 
 # how far a renumbered row is looked for: enough for a few rows deleted or inserted and the rest renumbered
@@ -558,11 +649,14 @@ class _ChainCheck:
 
     def _original(self, row: sqlite3.Row) -> int | None:
         entry_id = int(row["id"])
-        if _row_mac(self.key, row, entry_id) == row["mac"]:
+        mac = _row_mac(self.key, row, entry_id)
+        if mac is None:
+            return None  # a value of a type append never writes: edited, under any number
+        if mac == row["mac"]:
             return entry_id
         for distance in range(1, _RENUMBER_REACH + 1):
             for candidate in (entry_id - distance, entry_id + distance):
-                if candidate > 0 and _row_mac(self.key, row, candidate) == row["mac"]:
+                if candidate > 0 and _verifies(self.key, row, candidate):
                     return candidate
         return None
 
