@@ -56,6 +56,7 @@ from typing import Any
 
 from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
+from gateway.secret_key_file import present
 from gateway.secrets import SecretStore
 from gateway.storage.files import durable_connection, fsync_dir, immediate, open_store
 
@@ -235,6 +236,16 @@ class AuditLog:
         if self._key is None:
             self._key = base64.b64decode(self.secrets.get(KEY_NAME))
         return self._key
+
+    def _key_fix(self) -> str:
+        """What brings the key back: the store's own key file, or the store itself."""
+        if present(self.secrets.store_path) and not present(self.secrets.key_path):
+            # a restore onto a replacement box brings secrets.enc, not the key file beside it (docs/backup.md)
+            return (
+                f"{self.secrets.store_path} is there but not its key file {self.secrets.key_path}: put back the one "
+                "kept from the box the backup came from (docs/backup.md)"
+            )
+        return "restore the secret store from the backup"
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -434,8 +445,7 @@ class AuditLog:
                         ok=False,
                         problems=[
                             f"audit log: the key {KEY_NAME} is missing from {self.secrets.directory}, got no entries "
-                            f"and {head}, which is written with the first entry; restore the secret store from the "
-                            "backup"
+                            f"and {head}, which is written with the first entry; {self._key_fix()}"
                         ],
                         checked=0,
                     )
@@ -454,7 +464,7 @@ class AuditLog:
                     ok=False,
                     problems=[
                         f"audit log: the key {KEY_NAME} is missing from {self.secrets.directory}, got {total} "
-                        "entries that cannot be verified; restore the secret store from the backup"
+                        f"entries that cannot be verified; {self._key_fix()}"
                     ],
                     checked=total,
                 )
