@@ -590,6 +590,17 @@ async def _serve(config_path: Path, config: GatewayConfig, status_interval_s: fl
                 status_log.fail(
                     True, logging.WARNING, "status file not written, `edgegw status` shows an older state: %s", exc
                 )
+            except Exception as exc:
+                # a component's bug in the status document (a diagnostics value it cannot copy): ending here
+                # stopped the gateway, and every restart met the same component again
+                status_log.fail(
+                    type(exc),
+                    logging.ERROR,
+                    "status not written, `edgegw status` shows an older state: %s: %s; please report the traceback",
+                    type(exc).__name__,
+                    exc,
+                    exc_info=True,
+                )
             else:
                 status_log.ok("status file written again")
             runtime.gateway.release_memory()

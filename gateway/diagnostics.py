@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.adapter_api import Diagnosable
@@ -10,7 +11,8 @@ from gateway.logs import StateLog
 
 
 class DiagnosticsReader:
-    """One per adapter or uplink: a failing `diagnostics()` is logged once per failing spell, with its traceback."""
+    """One per adapter or uplink: a `diagnostics()` that raises, or returns something other than a mapping (a
+    family's bug), is logged once per failing spell and shows as `{"error": …}` in the status instead."""
 
     def __init__(
         self, kind: str, component: object, log: logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -35,5 +37,10 @@ class DiagnosticsReader:
                 exc_info=True,
             )
             return {"error": f"diagnostics() failed: {type(exc).__name__}: {exc}"}
+        if not isinstance(diagnostics, Mapping):
+            # the status reads keys from it (`malformed`): a list here ended the status loop, and the gateway
+            error = f"diagnostics() returned {type(diagnostics).__name__}, not a dict"
+            self._failed.fail(error, logging.WARNING, "%s %s; its status shows that error instead", self._kind, error)
+            return {"error": error}
         self._failed.ok()  # silently: the failure said the status lacks them, their return needs no line
-        return diagnostics
+        return dict(diagnostics)

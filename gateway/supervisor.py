@@ -18,6 +18,10 @@ from gateway.records import Emit, EmitFlush, EmitMany, Reading, emit_many
 
 log = logging.getLogger(__name__)
 
+# safe mode's stop of one crash-looping adapter: as long as a stop gives the adapters (app.STOP_DEADLINE_S less
+# the second kept for the buffer's close), so a close hung in a thread holds the fleet's tick no longer than that
+STOP_ONE_TIMEOUT_S = 3.0
+
 
 class AdapterState(enum.Enum):
     STARTING = "starting"
@@ -57,7 +61,8 @@ class _Supervised:
         self.stable_after_s = stable_after_s
         self.state = AdapterState.STARTING
         self.last_error = ""
-        self.restarts = 0
+        self.restarts = 0  # since the start, for the status
+        self._spell_restarts = 0  # of the failing spell going on, for the line that ends it
         self.emitted = 0
         self.since = time.time()
         self.task: asyncio.Task[None] | None = None
@@ -95,7 +100,8 @@ class _Supervised:
 
     def _ran_stable(self) -> None:
         """The adapter has run `stable_after_s` since its last restart: a failing spell is over."""
-        self._failing.ok("adapter running again after %d restarts", self.restarts)
+        self._failing.ok("adapter running again after %d restarts", self._spell_restarts)
+        self._spell_restarts = 0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -112,31 +118,42 @@ class _Supervised:
                 self._set(AdapterState.STOPPED)
                 self.log.info("adapter finished")
                 return
-            except asyncio.CancelledError:
-                self._set(AdapterState.STOPPED)
-                raise
+            except asyncio.CancelledError as exc:
+                if _being_cancelled():
+                    self._set(AdapterState.STOPPED)
+                    raise
+                # the adapter's own (a library let a cancelled inner future escape): taken for a stop, it ended
+                # the adapter for good, without a line
+                await self._failed(
+                    exc, started, f"CancelledError: {str(exc) or 'raised inside the adapter, not a stop'}"
+                )
             except Exception as exc:  # one adapter's failure must never stop the others
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                if time.monotonic() - started > self.stable_after_s:
-                    self.backoff.reset()
-                delay = self.backoff.next()
-                self.restarts += 1
-                self._set(AdapterState.BACKING_OFF)
-                if not self._failing.fail(
-                    self.last_error,
-                    logging.WARNING,
-                    "adapter failed: %s; restarting in %.1f s",
-                    self.last_error,
-                    delay,
-                    exc_info=log.isEnabledFor(logging.DEBUG),
-                ):
-                    self.log.debug(
-                        "adapter failed again (restart %d): %s; restarting in %.1f s",
-                        self.restarts,
-                        self.last_error,
-                        delay,
-                    )
-                await asyncio.sleep(delay)
+                await self._failed(exc, started)
+
+    async def _failed(self, exc: BaseException, started: float, error: str = "") -> None:
+        """Record and log a failure of the adapter's run, then wait out its backoff before the next start."""
+        self.last_error = error or f"{type(exc).__name__}: {exc}"
+        if time.monotonic() - started > self.stable_after_s:
+            self.backoff.reset()
+        delay = self.backoff.next()
+        self.restarts += 1
+        self._spell_restarts += 1
+        self._set(AdapterState.BACKING_OFF)
+        if not self._failing.fail(
+            self.last_error,
+            logging.WARNING,
+            "adapter failed: %s; restarting in %.1f s",
+            self.last_error,
+            delay,
+            exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+        ):
+            self.log.debug(
+                "adapter failed again (restart %d): %s; restarting in %.1f s",
+                self.restarts,
+                self.last_error,
+                delay,
+            )
+        await asyncio.sleep(delay)
 
     def status(self) -> AdapterStatus:
         diagnostics = self._diagnostics.read()
@@ -153,10 +170,28 @@ class _Supervised:
         )
 
 
+def _being_cancelled() -> bool:
+    """Whether a CancelledError in this task is its own cancellation (a stop), not one an adapter let escape.
+
+    `cancelling()` counts the cancel() requests not yet taken back by uncancel() (asyncio.timeout's, which
+    the supervisor does not use around an adapter): a stray CancelledError from a library leaves it at 0.
+    """
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 def _drop_result(task: asyncio.Task[None]) -> None:
     """An adapter's end after stop(): its exception retrieved, so asyncio does not log it as lost."""
     if not task.cancelled():
         task.exception()
+
+
+def _left_behind(item: _Supervised, timeout_s: float | None) -> None:
+    item.log.warning(
+        "adapter did not stop within %.1f s of being told to; left behind, and what it emits once "
+        "the buffer is closed is refused",
+        timeout_s,
+    )
 
 
 def _total(counts: object) -> int:
@@ -211,20 +246,25 @@ class Supervisor:
                 _drop_result(task)  # its own end; an error is in its last_error already
             for task in pending:
                 task.add_done_callback(_drop_result)
-                tasks[task].log.warning(
-                    "adapter did not stop within %.1f s of being told to; left behind, and what it emits once "
-                    "the buffer is closed is refused",
-                    timeout_s,
-                )
+                _left_behind(tasks[task], timeout_s)
         for item in self._items:
             item.state = AdapterState.STOPPED
 
-    async def stop_one(self, name: str) -> bool:
-        """Stop one adapter (safe mode: a crash-looping adapter); the others keep running. False if unknown."""
+    async def stop_one(self, name: str, timeout_s: float = STOP_ONE_TIMEOUT_S) -> bool:
+        """Stop one adapter (safe mode: a crash-looping adapter); the others keep running. False if unknown.
+
+        Bounded as `stop` is: one whose close hangs is named and left behind, and marked stopped.
+        """
         for item in self._items:
             if item.config.name == name and item.task is not None:
                 item.task.cancel()
-                await asyncio.gather(item.task, return_exceptions=True)
+                # asyncio.wait, as in stop(): its timeout leaves a hung task running instead of waiting on it
+                _, pending = await asyncio.wait([item.task], timeout=timeout_s)
+                if pending:
+                    item.task.add_done_callback(_drop_result)
+                    _left_behind(item, timeout_s)
+                else:
+                    _drop_result(item.task)
                 item.state = AdapterState.STOPPED
                 return True
         return False

@@ -582,6 +582,10 @@ class Outbox:
         return await self._call(settled_stats)
 
     async def dead_letters(self, uplink: str | None = None, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        """The dead letters of `uplink` (all with None); an uplink not configured is refused, as retry and
+        discard refuse it: a misspelt name answered with none would read as "nothing failed"."""
+        if uplink is not None:
+            self._store.check_uplink(uplink)
         return await self._call(lambda: self._store.dead_letters(uplink, limit, offset))
 
     async def discard_dead_letters(self, uplink: str | None, ids: Sequence[int]) -> int:
