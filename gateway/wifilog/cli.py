@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from gateway.cliopts import add_config_option
 from gateway.errors import ConfigError, GatewayError
 from gateway.secrets import SecretStore
-from gateway.wifilog.export import manifest_path, render_csv, verify_export, write_export
+from gateway.wifilog.export import create_export_files, manifest_path, render_csv, verify_export, write_export
 from gateway.wifilog.signing import SIGNING_SECRET, Signer, load_public_key, verify_document
-from gateway.wifilog.store import JST, PUBLIC_KEY_FILE, STORE_DIR, Query, WifiLogStore
+from gateway.wifilog.store import JST, PUBLIC_KEY_FILE, STORE_DIR, Query, WifiLogMissing, WifiLogStore
 
 __all__ = ["INQUIRY_KEY_INFO", "add_parser", "audit_detail", "inquiry_key", "query_hmac", "run"]
 
@@ -59,7 +59,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         s.add_argument("--from", dest="time_from", help="ISO time; without a zone it is JST")
         s.add_argument("--to", dest="time_to", help="ISO time; without a zone it is JST")
         if name == "export":
-            s.add_argument("--out", type=Path, required=True, help="the CSV file to write (manifest beside it)")
+            s.add_argument(
+                "--out",
+                type=Path,
+                required=True,
+                help="the CSV file to make, 0600 (manifest beside it); never one already there",
+            )
     v = sub.add_parser("verify-export", help="check an export's SHA-256 and signature")
     v.add_argument("csv", type=Path)
     v.add_argument("--manifest", type=Path, default=None, help="default: <csv>.manifest.json")
@@ -115,16 +120,25 @@ def audit_detail(query: Query, reference: str, rows: int, *, key: bytes) -> dict
     }
 
 
-def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
-    if args.data_dir is not None:
-        return args.data_dir, args.state_dir or args.data_dir / "web"  # the web UI's default state directory
-    from gateway.accounts.cli import open_state
+def _dirs(args: argparse.Namespace) -> tuple[Path, Path, str]:
+    """The data directory, the audit log's directory and the gateway's id ("" when the command needs none)."""
+    export = args.wifi_command == "export"
+    if args.data_dir is not None and not export:
+        return args.data_dir, args.state_dir or args.data_dir / "web", ""  # the web UI's default state directory
     from gateway.cliopts import config_path
     from gateway.config import load_config
 
-    cfg = load_config(config_path(args.config))
-    state = args.state_dir or open_state(args.config)[0]
-    return Path(cfg.gateway.data_dir), state
+    try:
+        cfg = load_config(config_path(args.config))
+    except ConfigError as exc:
+        if args.data_dir is None:
+            raise
+        # --data-dir replaces [gateway] data_dir, not the configuration: the manifest says which box it comes from
+        raise GatewayError(f"the manifest names the gateway ([gateway] id), got no configuration: {exc}") from None
+    if args.data_dir is not None:
+        return args.data_dir, args.state_dir or args.data_dir / "web", cfg.gateway.id
+    data_dir = Path(cfg.gateway.data_dir)
+    return data_dir, args.state_dir or cfg.web.state_path(data_dir), cfg.gateway.id
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -132,7 +146,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     err = err or sys.stderr
     what = f"wifi {args.wifi_command}"
     try:
-        data_dir, state_dir = _dirs(args)
+        data_dir, state_dir, gateway_id = _dirs(args)
         key_path = args.public_key or data_dir / STORE_DIR / PUBLIC_KEY_FILE
         if args.wifi_command == "verify-export":
             manifest = _read_document(args.manifest or manifest_path(args.csv), "an export manifest")
@@ -143,17 +157,35 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             if document.get("type") != "edgegw.wifilog.erasure-certificate":
                 problems.append(f"type: not an erasure certificate, got {document.get('type')!r}")
             return _verdict(what, str(args.certificate), problems, out, err)
-        store = WifiLogStore(data_dir)
         try:
-            if args.wifi_command == "certificates":
-                out.writelines(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in store.certificates())
-                return EXIT_OK
-            return _inquiry(args, store, state_dir, out)
+            # a read: a box without a log gets told so, and nothing is made for it
+            store = WifiLogStore(data_dir, must_exist=True)
+            try:
+                if args.wifi_command == "certificates":
+                    certificates = store.certificates()
+                    out.writelines(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in certificates)
+                    return EXIT_OK
+                return _inquiry(args, store, state_dir, gateway_id, out)
+            finally:
+                store.close()
         finally:
-            store.close()
+            _hand_over(data_dir, state_dir)
+    except WifiLogMissing as exc:
+        err.write(f"{what}: {exc}\n")
+        return EXIT_FAILURE
     except (GatewayError, ConfigError, OSError, ValueError) as exc:
         err.write(f"{what}: {exc}\n")
         return EXIT_INVALID
+
+
+def _hand_over(data_dir: Path, state_dir: Path) -> None:
+    """Run as root (sudo), what this command made or rewrote in the audit log's directory (its database, head
+    record, secret store) and in the log's (a -wal, -shm, the public key) goes to the gateway's user, as after
+    `edgegw user`: a root inquiry must not leave files the gateway and its web UI can no longer open."""
+    from gateway.accounts.cli import hand_over
+
+    hand_over(state_dir)
+    hand_over(data_dir / STORE_DIR)
 
 
 def _read_document(path: Path, kind: str) -> dict[str, Any]:
@@ -224,7 +256,7 @@ def _verdict(what: str, name: str, problems: list[str], out: TextIO, err: TextIO
     return EXIT_FAILURE
 
 
-def _inquiry(args: argparse.Namespace, store: WifiLogStore, state_dir: Path, out: TextIO) -> int:
+def _inquiry(args: argparse.Namespace, store: WifiLogStore, state_dir: Path, gateway_id: str, out: TextIO) -> int:
     from gateway.accounts.cli import cli_actor, clock
 
     reference = args.reference.strip()
@@ -243,18 +275,38 @@ def _inquiry(args: argparse.Namespace, store: WifiLogStore, state_dir: Path, out
     sessions = store.search(query)
     actor = cli_actor()
     now = datetime.fromtimestamp(clock(), JST)
-    action = "wifi.export" if args.wifi_command == "export" else "wifi.search"
-    # recorded before anything is disclosed: a failing audit log stops the inquiry
-    AuditLog(state_dir).append(
-        actor=actor,
-        action=action,
-        target=reference,
-        detail=audit_detail(query, reference, len(sessions), key=key),
-        at=now.timestamp(),
-    )
-    if args.wifi_command == "export":
+    export = args.wifi_command == "export"
+    files = None
+    if export:
+        _ = store.signer  # a box that cannot sign fails here, before anything is made or audited
+        # made (empty, 0600) before the audit entry, so that an --out that cannot be written is refused unaudited;
+        # filled only after it: a crash in between leaves an audited export with empty files, never an export
+        # that the audit log does not show
+        files = create_export_files(args.out, where=f"--out {args.out}")
+    try:
+        # recorded before anything is disclosed: a failing audit log stops the inquiry
+        AuditLog(state_dir).append(
+            actor=actor,
+            action="wifi.export" if export else "wifi.search",
+            target=reference,
+            detail=audit_detail(query, reference, len(sessions), key=key),
+            at=now.timestamp(),
+        )
+    except BaseException:
+        if files is not None:
+            files.discard()
+        raise
+    if files is not None:
         manifest = write_export(
-            sessions, query, signer=store.signer, reference=reference, who=actor, now=now, csv_path=args.out
+            sessions,
+            query,
+            signer=store.signer,
+            reference=reference,
+            who=actor,
+            now=now,
+            csv_path=args.out,
+            gateway_id=gateway_id,
+            files=files,
         )
         out.write(
             f"{args.out}: {len(sessions)} sessions, sha256 {manifest['sha256']}; manifest {manifest_path(args.out)}\n"

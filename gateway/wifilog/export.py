@@ -3,14 +3,23 @@
 The manifest names the file, its SHA-256 and row count, the query, who exported it, the inquiry's
 reference number and when; it is signed with the gateway's Wi-Fi log key (gateway.wifilog.signing).
 `verify_export` recomputes the hash and checks the signature against a trusted public key.
+
+Both files hold personal data (MACs, user names, IPs; the manifest the searched terms): they are made 0600
+whatever the umask, and never over a file already there (O_EXCL, a symbolic link included: an export run as root
+into a shared directory must not write through a link planted there). `create_export_files` makes them empty
+first, so that a caller can know the export can be written before it records it (the audit log), and
+`write_export` fills them.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
+import os
+import stat
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -20,9 +29,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.wifilog.sessions import Session
 from gateway.wifilog.signing import Signer, verify_document
-from gateway.wifilog.store import JST, Query
+from gateway.wifilog.store import JST, Query, WifiLogError
 
-__all__ = ["COLUMNS", "MANIFEST_TYPE", "render_csv", "spreadsheet_cell", "verify_export", "write_export"]
+__all__ = [
+    "COLUMNS",
+    "MANIFEST_TYPE",
+    "ExportFileError",
+    "ExportFiles",
+    "create_export_files",
+    "render_csv",
+    "spreadsheet_cell",
+    "verify_export",
+    "write_export",
+]
 
 MANIFEST_TYPE = "edgegw.wifilog.export-manifest"
 COLUMNS = (
@@ -91,6 +110,90 @@ def render_csv(sessions: Sequence[Session]) -> bytes:
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
+class ExportFileError(WifiLogError):
+    """An export's file cannot be made: one is there already (never replaced), or its directory refuses it."""
+
+    code = "wifilog_export_file"
+
+
+NOTHING_EXPORTED = "nothing was exported"
+
+
+class ExportFiles:
+    """The CSV and its manifest, made empty and 0600 by this process: `write` fills both, `discard` removes both."""
+
+    def __init__(self, csv_path: Path, csv_fd: int, manifest_fd: int) -> None:
+        self.csv_path = csv_path
+        self._fds: list[int] = [csv_fd, manifest_fd]
+
+    def write(self, csv_data: bytes, manifest_data: bytes) -> None:
+        """Fill and close both, synced: the command that says "exported" has them on disk."""
+        for fd, data in zip(self._fds, (csv_data, manifest_data), strict=True):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        self._close()
+
+    def discard(self) -> None:
+        """Remove both (a failure after they were made): the names are free again, no half export is left."""
+        self._close()
+        for path in (self.csv_path, manifest_path(self.csv_path)):
+            path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
+
+
+def create_export_files(csv_path: Path, *, where: str = "") -> ExportFiles:
+    """Make `csv_path` and `<csv>.manifest.json`, empty and 0600; ExportFileError, naming `where` (default: the
+    path) and leaving nothing made, when either is there already or cannot be made."""
+    where = where or str(csv_path)
+    csv_fd = _create(csv_path, where, "")
+    manifest = manifest_path(csv_path)
+    try:
+        manifest_fd = _create(manifest, where, f"its manifest {manifest} ")
+    except BaseException:
+        os.close(csv_fd)
+        csv_path.unlink(missing_ok=True)
+        raise
+    return ExportFiles(csv_path, csv_fd, manifest_fd)
+
+
+def _create(path: Path, where: str, which: str) -> int:
+    # O_EXCL fails on any name there, a link too (dangling or not), so no file is ever written through one
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise ExportFileError(
+            f"{where}: {which}exists already, got {_found(path)}; an export never replaces a file: name a new one; "
+            f"{NOTHING_EXPORTED}",
+            path=str(path),
+        ) from None
+    except OSError as exc:
+        got = f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+        raise ExportFileError(
+            f"{where}: {which}cannot be made, got {got}; name a file in a directory this user may write; "
+            f"{NOTHING_EXPORTED}",
+            path=str(path),
+        ) from None
+
+
+def _found(path: Path) -> str:
+    try:
+        st = path.lstat()
+    except OSError:
+        return "a file of the same name"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory"
+    return f"a file of {st.st_size} bytes" if stat.S_ISREG(st.st_mode) else "a special file"
+
+
 def write_export(
     sessions: Sequence[Session],
     query: Query,
@@ -100,27 +203,34 @@ def write_export(
     who: str,
     now: datetime,
     csv_path: Path,
-    gateway_id: str = "",
+    gateway_id: str,
+    files: ExportFiles | None = None,
 ) -> dict[str, Any]:
-    """Write the CSV and `<csv>.manifest.json`; returns the signed manifest."""
-    data = render_csv(sessions)
-    csv_path.write_bytes(data)
-    manifest = signer.sign(
-        {
-            "type": MANIFEST_TYPE,
-            "version": 1,
-            "gateway_id": gateway_id,
-            "file": csv_path.name,
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "bytes": len(data),
-            "rows": len(sessions),
-            "query": query.describe(),
-            "reference": reference,
-            "exported_by": who,
-            "exported_at": now.astimezone(JST).isoformat(),
-        }
-    )
-    manifest_path(csv_path).write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    """Write the CSV and `<csv>.manifest.json` (into `files`, made by `create_export_files(csv_path)`, else made
+    here); returns the signed manifest. A failure removes both."""
+    files = create_export_files(csv_path) if files is None else files
+    try:
+        data = render_csv(sessions)
+        manifest = signer.sign(
+            {
+                "type": MANIFEST_TYPE,
+                "version": 1,
+                "gateway_id": gateway_id,
+                "file": csv_path.name,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+                "rows": len(sessions),
+                "query": query.describe(),
+                "reference": reference,
+                "exported_by": who,
+                "exported_at": now.astimezone(JST).isoformat(),
+            }
+        )
+        text = json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+        files.write(data, text.encode("utf-8"))
+    except BaseException:
+        files.discard()
+        raise
     return manifest
 
 

@@ -77,7 +77,16 @@ from gateway.storage.schema import read_version
 from gateway.wifilog.sessions import EventKind, Session, SessionEvent, merge
 from gateway.wifilog.signing import Signer, public_pem
 
-__all__ = ["CERTIFICATE_TYPE", "JST", "Query", "WifiLogError", "WifiLogStore", "normalize_ip", "period_of"]
+__all__ = [
+    "CERTIFICATE_TYPE",
+    "JST",
+    "Query",
+    "WifiLogError",
+    "WifiLogMissing",
+    "WifiLogStore",
+    "normalize_ip",
+    "period_of",
+]
 
 log = component_logger(__name__, "wifilog")
 
@@ -147,6 +156,12 @@ LOOKUP_LABEL = b"edgegw wifilog session lookup"  # the period's lookup key, from
 
 class WifiLogError(GatewayError):
     code = "wifilog_error"
+
+
+class WifiLogMissing(WifiLogError, FileNotFoundError):
+    """No Wi-Fi log where a reader (`must_exist`) looks: the gateway makes it, a read never does."""
+
+    code = "wifilog_missing"
 
 
 def period_of(t: datetime) -> str:
@@ -299,12 +314,21 @@ class WifiLogStore:
         retention_months: int = RETENTION_MONTHS,
         gateway_id: str = "",
         access: Access = Access.READ_WRITE,
+        must_exist: bool = False,
     ) -> None:
         if retention_months < 1:
             raise WifiLogError(f"wifilog retention_months: must be at least 1, got {retention_months}")
         self.data_dir = Path(data_dir)
         self.directory = self.data_dir / STORE_DIR
         self.path = self.directory / DB_FILE
+        if must_exist and not self.path.exists():
+            # checked before anything opens it: opening makes the file, its directory and a missing data directory,
+            # as whoever runs the read (root), and an empty log would then answer an inquiry with "no sessions"
+            raise WifiLogMissing(
+                f"{STORE} {self.path}: not found, got no such file; the gateway makes it when a radius or "
+                "wifi_syslog adapter runs, so check [gateway] data_dir (or --data-dir); nothing was made",
+                path=str(self.path),
+            )
         self.retention_months = retention_months
         self.gateway_id = gateway_id
         self.access = access

@@ -80,7 +80,25 @@ def test_search_without_reference_is_refused(data_dir: Path) -> None:
 
 def test_export_verifies_and_a_tampered_file_fails(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "inq.csv"
-    r = edgegw("export", "--data-dir", str(data_dir), "--reference", "R-1", "--user", USER.upper(), "--out", str(out))
+    config = tmp_path / "gw.toml"  # the manifest names the gateway: its id comes from the configuration
+    config.write_text(
+        f'[gateway]\nid = "gw-1"\ndata_dir = "{data_dir}"\n\n'
+        '[[adapters]]\nname = "gauges"\ntype = "simulated"\nrate = 0.001\n\n'
+        '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n'
+    )
+    r = edgegw(
+        "export",
+        "-c",
+        str(config),
+        "--data-dir",
+        str(data_dir),
+        "--reference",
+        "R-1",
+        "--user",
+        USER.upper(),
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     assert AuditLog(data_dir / "web").entries()[0].action == "wifi.export"
     ok = edgegw("verify-export", "--data-dir", str(data_dir), str(out))

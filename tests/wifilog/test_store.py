@@ -157,7 +157,14 @@ def test_export_is_excel_csv_in_jst_with_a_signed_manifest_and_tampering_shows(
     q = Query(mac=MAC)
     out = tmp_path / "inq.csv"
     manifest = write_export(
-        store.search(q), q, signer=store.signer, reference="R8-123", who="auditor1", now=T0, csv_path=out
+        store.search(q),
+        q,
+        signer=store.signer,
+        reference="R8-123",
+        who="auditor1",
+        now=T0,
+        csv_path=out,
+        gateway_id="gw-test",
     )
     data = out.read_bytes()
     assert data.startswith(b"\xef\xbb\xbf")
@@ -180,7 +187,14 @@ def test_another_document_signed_by_the_same_key_is_not_an_export_manifest(store
     q = Query(mac=MAC)
     out = tmp_path / "inq.csv"
     manifest = write_export(
-        store.search(q), q, signer=store.signer, reference="R8-123", who="auditor1", now=T0, csv_path=out
+        store.search(q),
+        q,
+        signer=store.signer,
+        reference="R8-123",
+        who="auditor1",
+        now=T0,
+        csv_path=out,
+        gateway_id="gw-test",
     )
     [cert] = store.expire(datetime(2027, 1, 1, tzinfo=JST))
     key = load_public_key(store.public_key_path)

@@ -236,8 +236,9 @@ async def wifi_export(request: web.Request) -> web.StreamResponse:
         query, sessions = found
         now = datetime.fromtimestamp(services(request).clock(), JST)
         stem = f"wifi-{now.strftime('%Y%m%d-%H%M%S')}"
+        gateway_id = await asyncio.to_thread(_gateway_id, services(request).gateway_config_path, form["reference"])
         body = await asyncio.to_thread(
-            _zip, store, sessions, query, form["reference"], current_user(request).name, now, stem
+            _zip, store, sessions, query, form["reference"], current_user(request).name, now, stem, gateway_id
         )
     return web.Response(
         body=body,
@@ -246,8 +247,27 @@ async def wifi_export(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _gateway_id(config_path: Path, reference: str) -> str:
+    """[gateway] id of the configuration `edgegw web` runs with, for the export's manifest; "" when it cannot be
+    read now. The inquiry is answered all the same: the manifest's signature already proves which box made it."""
+    from gateway.config import load_config
+
+    try:
+        return load_config(config_path).gateway.id
+    except (GatewayError, OSError) as exc:  # ConfigError says the file and why
+        log.warning("web: Wi-Fi export %r made without the gateway's id: %s", reference, exc)
+        return ""
+
+
 def _zip(
-    store: WifiLogStore, sessions: list[Any], query: Query, reference: str, who: str, now: datetime, stem: str
+    store: WifiLogStore,
+    sessions: list[Any],
+    query: Query,
+    reference: str,
+    who: str,
+    now: datetime,
+    stem: str,
+    gateway_id: str,
 ) -> bytes:
     """The CSV, its signed manifest and the public key to verify both, in one download."""
     import tempfile
@@ -255,7 +275,14 @@ def _zip(
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / f"{stem}.csv"
         manifest = write_export(
-            sessions, query, signer=store.signer, reference=reference, who=who, now=now, csv_path=csv_path
+            sessions,
+            query,
+            signer=store.signer,
+            reference=reference,
+            who=who,
+            now=now,
+            csv_path=csv_path,
+            gateway_id=gateway_id,
         )
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
