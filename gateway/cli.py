@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -15,7 +17,7 @@ from typing import Any
 
 from gateway import __version__, logs
 from gateway.buffer.location import data_dir_error
-from gateway.cliopts import add_config_option, config_path, print_config_error
+from gateway.cliopts import add_config_option, config_path, os_error_words, print_config_error
 from gateway.config import GatewaySection, load_config
 from gateway.configbase import read_toml
 from gateway.errors import BufferUnavailable, ConfigError
@@ -23,6 +25,8 @@ from gateway.errors import BufferUnavailable, ConfigError
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
+EXIT_READER_GONE = 141  # 128 + SIGPIPE
 
 # Families contribute subcommands through pyproject.toml `[project.entry-points."edgegw.cli"]`: each entry
 # point names a callable that takes the `edgegw` subparsers, adds its parsers and sets `func(args) -> int`.
@@ -56,6 +60,12 @@ def _written_data_dir(path: Path) -> Path | None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.tls import tls_problems  # ssl: not for the other commands' start
 
+    if args.file is not None and args.config is not None and args.file != args.config:
+        print(
+            f"check-config: two configurations given, got {args.file} and -c {args.config}; name one",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     path = args.file or config_path(args.config)
     try:
         cfg = load_config(path)
@@ -126,25 +136,76 @@ def cmd_buffer(args: argparse.Namespace) -> int:
     return buffer_cli.run(args, Path(cfg.gateway.data_dir) / BUFFER_FILE)
 
 
-def _secret_value(args: argparse.Namespace) -> str | None:
-    """The value typed or piped in for `secret set`; None if it is not UTF-8.
+# Enough for any token or password; a pipe that never ends (a device file by mistake) is not read for good.
+SECRET_MAX_CHARS = 64 * 1024
 
-    Such bytes reach Python as lone surrogates (a surrogateescape stdin: UTF-8 mode, the C locale) or as a
-    UnicodeDecodeError (a strict one): stored, they could never be sent nor registered with the redactor,
-    and every start of the uplink using them failed.
+
+class _SecretRefused(Exception):
+    """`secret set` got no usable value; the message says why, the value itself is never in it."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _secret_value(args: argparse.Namespace) -> str:
+    """The value typed or piped in for `secret set`; _SecretRefused if there is none, or more than one line.
+
+    On a terminal it is read with getpass, also with --stdin: read as a line, it was echoed on the screen
+    (and into a recorded session) with no prompt. Piped, it is one line: secrets are tokens and passwords
+    sent in headers and logins (TLS keys are files, tls.key_file), and a PEM key piped in was stored as
+    its first line "-----BEGIN PRIVATE KEY-----", exit 0. Bytes that are not UTF-8 reach Python as lone
+    surrogates (a surrogateescape stdin) or as a UnicodeDecodeError (a strict one): stored, they could never
+    be sent nor registered with the redactor, and every start of the uplink using them failed.
     """
+    name = args.name
+    stdin = sys.stdin
     try:
-        if args.stdin:
-            # only the line ending, LF or CRLF: a token file saved on Windows keeps a CR otherwise, which no
-            # HTTP header can carry; spaces, tabs or a lone CR are left as they are (they may be meant)
-            line = sys.stdin.readline()
-            value = line.removesuffix("\n").removesuffix("\r") if line.endswith("\n") else line
+        if stdin is None:  # started with stdin closed (`<&-`)
+            raise _SecretRefused(
+                f"secret {name}: no value, got a closed standard input; pipe the value in, "
+                f"e.g. edgegw secret set {name} --stdin < token.txt",
+                EXIT_CONFIG,
+            )
+        if args.stdin and not stdin.isatty():
+            value = _one_line(name, stdin.read(SECRET_MAX_CHARS + 1))
         else:
-            value = getpass.getpass(f"value for {args.name}: ")
+            value = getpass.getpass(f"value for {name}: ")
         value.encode("utf-8")
     except UnicodeError:  # UnicodeDecodeError reading, UnicodeEncodeError for the surrogates
-        return None
+        raise _SecretRefused(
+            f"secret {name}: value refused, got bytes that are not UTF-8 (not shown); save it as UTF-8, "
+            f"e.g. iconv -f SHIFT_JIS -t UTF-8 <file> | edgegw secret set {name} --stdin"
+        ) from None
+    except EOFError:  # Ctrl-D at the prompt, or no terminal and nothing on stdin
+        raise _SecretRefused(
+            f"secret {name}: no value, got the end of the input before a line; nothing stored "
+            f"(type it at the prompt, or pipe it in with --stdin)"
+        ) from None
+    if not value:
+        raise _SecretRefused(f"secret {name}: empty value refused")
     return value
+
+
+def _one_line(name: str, text: str) -> str:
+    """The piped value: its first line without the line ending; refused if anything but blank lines follows."""
+    if len(text) > SECRET_MAX_CHARS:
+        raise _SecretRefused(
+            f"secret {name}: value refused, got more than {SECRET_MAX_CHARS} characters (not shown); "
+            "a secret is one line: a token or a password; nothing stored",
+            EXIT_CONFIG,
+        )
+    first, newline, rest = text.partition("\n")
+    if rest.strip():
+        lines = len([line for line in rest.splitlines() if line.strip()]) + 1
+        raise _SecretRefused(
+            f"secret {name}: value refused, got {lines} lines (not shown); a secret is one line: a token or a "
+            "password (a TLS key or certificate is a file: name it in tls.key_file or tls.cert_file); nothing stored",
+            EXIT_CONFIG,
+        )
+    # only the line ending, LF or CRLF: a token file saved on Windows keeps a CR otherwise, which no HTTP
+    # header can carry; spaces, tabs or a lone CR are left as they are (they may be meant)
+    return first.removesuffix("\r") if newline else first
 
 
 def cmd_secret(args: argparse.Namespace) -> int:
@@ -157,26 +218,17 @@ def cmd_secret(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     store = SecretStore(Path(cfg.gateway.data_dir))
     what = f"secret {args.secret_command}"
+    # the output is printed outside the `try`: a reader gone (`| head`) is not a store that cannot be used
     try:
         if args.secret_command == "set":
             check_name(args.name)  # before the value is typed, not after
-            value = _secret_value(args)
-            if value is None:
-                print(
-                    f"secret {args.name}: value refused, got bytes that are not UTF-8 (not shown); save it as UTF-8, "
-                    f"e.g. iconv -f SHIFT_JIS -t UTF-8 <file> | edgegw secret set {args.name} --stdin",
-                    file=sys.stderr,
-                )
-                return EXIT_FAILURE
-            if not value:
-                print(f"secret {args.name}: empty value refused", file=sys.stderr)
-                return EXIT_FAILURE
-            store.set(args.name, value)
-            print(f'secret {args.name} stored (reference it as "secret:{args.name}")')
-            return EXIT_OK
-        for name in store.names():
-            print(name)
-        return EXIT_OK
+            store.set(args.name, _secret_value(args))
+            names = None
+        else:
+            names = store.names()
+    except _SecretRefused as exc:
+        print(exc, file=sys.stderr)
+        return exc.code
     except SecretNameError as exc:
         print(f"{what}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -191,6 +243,13 @@ def cmd_secret(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    if names is None:
+        print(f'secret {args.name} stored (reference it as "secret:{args.name}")')
+    elif names:
+        print("\n".join(names))
+    else:  # on stderr: the standard output stays a list of names for scripts
+        print(f"secret list: no secrets stored in {store.directory}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _adapter_line(a: dict[str, Any]) -> str:
@@ -224,7 +283,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_config_error(exc)
         return EXIT_CONFIG
-    path = Path(cfg.gateway.data_dir) / STATUS_FILE
+    data_dir = Path(cfg.gateway.data_dir)
+    path = data_dir / STATUS_FILE
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:  # not JSON, or not UTF-8: rewritten without a sync, a power cut can leave it empty or cut
@@ -233,21 +293,119 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{path}: no status yet; is the gateway running?", file=sys.stderr)
         return EXIT_FAILURE
     except PermissionError:
-        print(f"{path}: not readable; run as the gateway's user or a member of its group", file=sys.stderr)
+        print(_status_unreadable(path), file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"{path}: cannot read, got {os_error_words(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        lines = _status_lines(doc)  # checked for --json too: `[]` or `{}` is no status
+        written_at = float(doc["written_at"])
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return _not_a_status(path)
+    dead = _not_running(data_dir, time.time() - written_at, cfg.gateway.status_interval_s, doc.get("pid"))
+    if dead is not None:
+        print(f"{path}: {dead}", file=sys.stderr)
         return EXIT_FAILURE
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return EXIT_OK
-    try:
-        lines = _status_lines(doc)
-    except (KeyError, TypeError, AttributeError, ValueError):
-        return _not_a_status(path)
     print("\n".join(lines))
     from gateway.backup.schedule import status_line as backup_status_line
 
-    if (backup := backup_status_line(Path(cfg.gateway.data_dir))) is not None:
+    if (backup := backup_status_line(data_dir)) is not None:
         print(backup)
     return EXIT_OK
+
+
+# A status this many write intervals old is from a gateway that stopped writing; never under STALE_MIN_S, so a
+# box busy for a moment with a short interval is not called dead.
+STALE_INTERVALS = 3
+STALE_MIN_S = 10.0
+
+
+def _not_running(data_dir: Path, age: float, interval_s: float, pid: object) -> str | None:
+    """Why the status file is not the word of a running gateway, or None if it is.
+
+    The gateway lock says it first (the kernel lets go of it however the gateway ended, kill -9 included):
+    a status file outlives its writer, and a gateway killed 20 s before was shown running, exit 0.
+    Where the lock cannot be asked (never made: no `edgegw run` here yet; not readable), the age says it.
+    """
+    stale = age > max(STALE_INTERVALS * interval_s, STALE_MIN_S)
+    held = _lock_held(data_dir)
+    if held is False or (held is None and stale):
+        return (
+            f"the gateway is not running (last status {age:.0f} s old, pid {pid}); `journalctl -u edgegw` says "
+            "why it stopped, `systemctl start edgegw` starts it"
+        )
+    if stale:
+        return (
+            f"the gateway holds its lock but has not rewritten its status for {age:.0f} s (it does every "
+            f"{interval_s:g} s), got pid {pid}; it may hang: `journalctl -u edgegw` shows its last lines, "
+            "`systemctl restart edgegw` restarts it"
+        )
+    return None
+
+
+def _lock_held(data_dir: Path) -> bool | None:
+    """Whether a gateway holds its data directory's lock (gateway/run_lock.py); None if it cannot be told."""
+    import fcntl
+
+    from gateway.run_lock import LOCK_FILE
+
+    try:
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # no lock file (no `edgegw run` here yet), or not ours to read
+        return None
+    try:
+        # shared and let go at once: for that instant a gateway starting would be refused, as by a second one
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # lets go of the probe's lock too
+    return False
+
+
+def _status_unreadable(path: Path) -> str:
+    """A status file the caller may not read, with its owner: after a `sudo edgegw run` it is root's, 0640."""
+    try:
+        st = path.stat()
+        directory = path.parent.stat()
+    except OSError:
+        return f"{path}: not readable; run as the gateway's user or a member of its group"
+    me = _user_name(os.geteuid())
+    owner, group = _user_name(st.st_uid), _group_name(st.st_gid)
+    dir_owner, dir_group = _user_name(directory.st_uid), _group_name(directory.st_gid)
+    fix = (
+        f"run `sudo chown {dir_owner}:{dir_group} {path}` and start the gateway as {dir_owner} "
+        "(systemctl start edgegw), not with sudo"
+        if (st.st_uid, st.st_gid) != (directory.st_uid, directory.st_gid)
+        else f"run it as {owner} or a member of group {group}"
+    )
+    return (
+        f"{path}: not readable by user {me}, got a file owned by {owner}:{group} (mode {st.st_mode & 0o777:04o}); {fix}"
+    )
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _not_a_status(path: Path) -> int:
@@ -261,7 +419,7 @@ def _not_a_status(path: Path) -> int:
 
 def _status_lines(doc: dict[str, Any]) -> list[str]:
     """The status file as `edgegw status` shows it; raises KeyError/TypeError on a document that is not one."""
-    age = time.time() - doc.get("written_at", 0)
+    age = time.time() - float(doc["written_at"])
     out = [f"gateway {doc['gateway']} (edgegw {doc['version']}, pid {doc['pid']}), status {age:.0f} s old"]
     out.append("adapters:")
     out.extend(_adapter_line(a) for a in doc["adapters"])
@@ -380,8 +538,8 @@ def build_parser(family_commands: Iterable[EntryPoint] | None = None) -> argpars
     s.add_argument(
         "--stdin",
         action="store_true",
-        help='read the value from the first line of standard input; a trailing "\\r\\n" or "\\n" (only the '
-        "line ending) is not part of the value",
+        help="read the value, one line, from standard input (on a terminal: a prompt, not echoed); "
+        'a trailing "\\r\\n" or "\\n" (only the line ending) is not part of the value; more lines are refused',
     )
     ssub.add_parser("list", help="names of the stored secrets")
     _add_config_to_subcommands(p)
@@ -414,14 +572,45 @@ def _run_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_first(argv: list[str]) -> list[str]:
+    """`edgegw -c FILE status` read as `edgegw status -c FILE`: the option belongs to the subcommands, and the
+    parser answered "invalid choice: 'FILE'"."""
+    if argv[:1] in (["-c"], ["--config"]) and len(argv) > 2:
+        return [*argv[2:], *argv[:2]]
+    if argv[:1] and argv[0].startswith("--config="):
+        return [*argv[1:], argv[0]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    # `run` is the one command that lives on: building every command's parser imports their modules
-    # (the web UI's aiohttp, the mail sender, the Wi-Fi log's signing, ~23 MB resident), which the
-    # gateway would then carry for good (issue 18: ≤ 70 MB while draining; tests/test_lazy_imports.py)
-    parser = _run_parser() if argv[:1] == ["run"] else build_parser()
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    argv = _config_first(sys.argv[1:] if argv is None else argv)
+    try:
+        # `run` is the one command that lives on: building every command's parser imports their modules
+        # (the web UI's aiohttp, the mail sender, the Wi-Fi log's signing, ~23 MB resident), which the
+        # gateway would then carry for good (issue 18: ≤ 70 MB while draining; tests/test_lazy_imports.py)
+        parser = _run_parser() if argv[:1] == ["run"] else build_parser()
+        args = parser.parse_args(argv)
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader gone shows here, not as a traceback at the interpreter's exit
+        return code
+    except KeyboardInterrupt:  # Ctrl-C at a prompt or while listening: no traceback; each command keeps its
+        # files whole on its own (backups write to a temporary file, the stores commit or roll back)
+        with contextlib.suppress(OSError, ValueError):
+            print("\nedgegw: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`edgegw status | head -1`): nothing left to say to it, and no message, as cat
+        # or ls killed by SIGPIPE; the exit code is the one the shell shows for them (128 + SIGPIPE)
+        _stdout_to_devnull()
+        return EXIT_READER_GONE
+
+
+def _stdout_to_devnull() -> None:
+    """What is left in stdout's buffer goes nowhere: flushed at exit into the broken pipe, it raised again."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor under a test's captured stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -45,3 +46,44 @@ def print_config_error(
         return
     err.write(f"{lead}{exc.source or source}: {len(exc.errors)} error(s)\n")
     err.writelines(f"  {line}\n" for line in exc.errors)
+
+
+def bounded_int(low: int, high: int, *, why: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number in low..high, else the one line argparse prints (no traceback later).
+
+    Unbounded, a value like 99999999999999999999 passed the parser and ended in SQLite's OverflowError or a
+    purge's ValueError after the work was done.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number {low}..{high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}{why}, got {text}")
+        return value
+
+    return parse
+
+
+def bounded_seconds(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: seconds in low..high (inf and nan refused: they overflowed deep in asyncio)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be seconds {low:g}..{high:g}, got {text!r}") from None
+        if not low <= value <= high:  # False for nan too
+            raise argparse.ArgumentTypeError(f"must be seconds {low:g}..{high:g}, got {text}")
+        return value
+
+    return parse
+
+
+def os_error_words(exc: OSError) -> str:
+    """ "is a directory" rather than "[Errno 21] Is a directory: '/etc/edgegw'": the path is said by the caller."""
+    if exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return str(exc) or type(exc).__name__

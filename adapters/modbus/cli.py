@@ -239,7 +239,12 @@ async def probe(args: ProbeRequest, out: Write, err: Write, step: Step, end: Cal
         found: list[tuple[int, str]] = []
         try:
             for unit in units:
-                said = await _ask(link, unit, args.timeout)
+                try:
+                    said = await _ask(link, unit, args.timeout)
+                except LinkError as exc:  # the far side hung up mid-probe (a serial server's link dropped)
+                    end()
+                    err(f"probe: stopped at unit {unit} at {line}, got {_lost(exc)}\n")
+                    return EXIT_USAGE
                 if said is not None:
                     found.append((unit, said))
                 if serial_line:
@@ -264,6 +269,12 @@ async def probe(args: ProbeRequest, out: Write, err: Write, step: Step, end: Cal
         "and termination, baud rate and parity, that the devices are powered, and the unit ids\n"
     )
     return EXIT_NOTHING
+
+
+def _lost(exc: LinkError) -> str:
+    """The transport's words for the gateway ("it will be reopened") become a technician's: nothing reopens here."""
+    said = str(exc).removesuffix("; it will be reopened")
+    return f"{said}; check the device (or serial server) and its cable, then run it again"
 
 
 def _span(units: list[int]) -> str:
@@ -348,6 +359,9 @@ async def read(args: ReadRequest, out: Write, err: Write) -> int:
             )
             try:
                 response = await link.transact(req, timeout)
+            except LinkError as exc:  # the far side hung up mid-read: what was read is not a device's whole table
+                err(f"read: unit {args.unit} on {address.text}: stopped, got {_lost(exc)}\n")
+                return EXIT_USAGE
             except rtu.ExceptionResponse as exc:
                 answered = True
                 for name in request.points:

@@ -91,58 +91,77 @@ def _chunks(fd: int, timeout_s: float) -> Iterator[bytes]:
 
 
 def run_listen(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """`edgegw scanner listen`: 0 when stopped (Ctrl-C is how it ends), 2 with one line for a device not there."""
     out = out or sys.stdout
+    path = args.evdev or args.serial
+    flags = os.O_RDONLY | os.O_CLOEXEC if args.evdev else os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        print(f"scanner listen: cannot open {path}, got {_words(exc)}; {_open_fix(exc, path)}", file=sys.stderr)
+        return 2
+    try:
+        return _listen(args, fd, out)
+    except KeyboardInterrupt:  # the way to stop it ("Ctrl-C to stop"): no traceback, no failure
+        print("scanner listen: stopped", file=sys.stderr)
+        return 0
+    finally:
+        os.close(fd)
+
+
+def _words(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
+
+
+def _open_fix(exc: OSError, path: str) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "check the cable and the name (ls /dev/serial/by-id /dev/input/by-id)"
+    if isinstance(exc, PermissionError):
+        return f"run it as root or as a member of the group of {path} (ls -l {path})"
+    return "check the device"
+
+
+def _listen(args: argparse.Namespace, fd: int, out: TextIO) -> int:
     count = 0
     if args.evdev:
-        fd = os.open(args.evdev, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            grabbed = grab(fd) if args.grab else False
-            out.write(f"listening on {args.evdev} ({'grabbed' if grabbed else 'not grabbed'}); Ctrl-C to stop\n")
-            parser = EventParser()
-            readers = {
-                layout: WedgeAssembler(WedgeConfig(layout=layout, terminator=Terminator.ENTER_OR_TAB))
-                for layout in Layout
-            }
-            for data in _chunks(fd, 0.5):
-                events = list(parser.feed(data))
-                texts: dict[Layout, list[str]] = {layout: [] for layout in Layout}
-                for layout, asm in readers.items():
-                    for ev in events:
-                        for r in asm.feed(ev):
-                            texts[layout].append(
-                                r.text if r.text is not None else f"<{r.error.code if r.error else ''}>"
-                            )
-                for jp, us in zip(texts[Layout.JP106], texts[Layout.US], strict=False):
-                    count += 1
-                    out.write(
-                        f"scan {count}: jp106 {jp!r}" + ("" if us == jp else f", us {us!r}  <- layouts differ") + "\n"
-                    )
-                    for line in describe(jp):
-                        out.write(line + "\n")
-                    out.flush()
-                    if args.count and count >= args.count:
-                        return 0
-        finally:
-            os.close(fd)
-        return 0
-    fd = os.open(args.serial, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        out.write(f"listening on {args.serial}; Ctrl-C to stop\n")
-        splitter = LineSplitter(FramingConfig(suffix=Suffix(args.suffix), aim=AimPolicy.ABSENT))
+        grabbed = grab(fd) if args.grab else False
+        out.write(f"listening on {args.evdev} ({'grabbed' if grabbed else 'not grabbed'}); Ctrl-C to stop\n")
+        parser = EventParser()
+        readers = {
+            layout: WedgeAssembler(WedgeConfig(layout=layout, terminator=Terminator.ENTER_OR_TAB)) for layout in Layout
+        }
         for data in _chunks(fd, 0.5):
-            for scan in splitter.feed(data):
+            events = list(parser.feed(data))
+            texts: dict[Layout, list[str]] = {layout: [] for layout in Layout}
+            for layout, asm in readers.items():
+                for ev in events:
+                    for r in asm.feed(ev):
+                        texts[layout].append(r.text if r.text is not None else f"<{r.error.code if r.error else ''}>")
+            for jp, us in zip(texts[Layout.JP106], texts[Layout.US], strict=False):
                 count += 1
-                if scan.framed is None:
-                    out.write(f"scan {count}: {scan.error}\n")
-                    continue
-                out.write(f"scan {count}: {scan.framed.data!r}\n")
-                for line in describe(scan.framed.data):
+                out.write(
+                    f"scan {count}: jp106 {jp!r}" + ("" if us == jp else f", us {us!r}  <- layouts differ") + "\n"
+                )
+                for line in describe(jp):
                     out.write(line + "\n")
                 out.flush()
                 if args.count and count >= args.count:
                     return 0
-    finally:
-        os.close(fd)
+        return 0
+    out.write(f"listening on {args.serial}; Ctrl-C to stop\n")
+    splitter = LineSplitter(FramingConfig(suffix=Suffix(args.suffix), aim=AimPolicy.ABSENT))
+    for data in _chunks(fd, 0.5):
+        for scan in splitter.feed(data):
+            count += 1
+            if scan.framed is None:
+                out.write(f"scan {count}: {scan.error}\n")
+                continue
+            out.write(f"scan {count}: {scan.framed.data!r}\n")
+            for line in describe(scan.framed.data):
+                out.write(line + "\n")
+            out.flush()
+            if args.count and count >= args.count:
+                return 0
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 from gateway import cliopts
 from gateway.backup import archive, schedule
 from gateway.backup.gateway_lock import GatewayLock
-from gateway.cliopts import add_config_option
+from gateway.cliopts import add_config_option, os_error_words
 from gateway.errors import ConfigError
 
 __all__ = ["EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "run"]
@@ -97,6 +98,9 @@ def run(
     except ConfigError as exc:
         print(f"backup: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    if args.backup_command in ("verify", "restore") and (missing := _not_a_file(args.file)):
+        print(f"backup {args.backup_command}: {args.file}: {missing}", file=sys.stderr)
+        return EXIT_INVALID
     try:
         match args.backup_command:
             case "now":
@@ -127,7 +131,38 @@ def run(
     except archive.BackupError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): gateway.cli.main ends quietly
+    except OSError as exc:  # a data directory this user may not write (its status file, after a failure too)
+        print(f"backup {args.backup_command}: {_cannot_write(exc, job.data_dir)}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be a backup file before it is opened: a typo was said to be a damaged backup."""
+    try:
+        if path.is_file():
+            return None
+        return (
+            "not a file, got a directory" if path.is_dir() else "no such file; `edgegw backup list` shows the kept ones"
+        )
+    except OSError as exc:
+        return os_error_words(exc)
+
+
+def _cannot_write(exc: OSError, data_dir: Path) -> str:
+    """The first refusal, not the last: writing the outcome into the same directory fails after it."""
+    while isinstance(exc.__context__, OSError) and exc.__context__.errno == exc.errno:
+        exc = exc.__context__
+    where = exc.filename if exc.filename is not None else data_dir
+    try:
+        uid = data_dir.stat().st_uid
+        owner = pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError):
+        return f"cannot use {where}, got {os_error_words(exc)}; run it as the gateway's user"
+    how = "with sudo" if uid == 0 else f"as {owner} (sudo -u {owner} edgegw backup …)"
+    return f"cannot use {where}, got {os_error_words(exc)}; {data_dir} belongs to {owner}: run it {how}"
 
 
 def _list(job: schedule.Job) -> None:

@@ -18,7 +18,13 @@ from gateway.buffer.schema import connect
 from gateway.buffer.space import full_disk_on_open, is_disk_full, mib
 from gateway.buffer.stats import BufferStats, DeadLetter, Salvage
 from gateway.buffer.store import Store
+from gateway.cliopts import bounded_int
 from gateway.errors import BufferError
+
+# Bounded in the parser: 99999999999999999999 passed it and ended in SQLite's OverflowError (a traceback)
+MAX_LIMIT = 1_000_000
+LIMIT = bounded_int(1, MAX_LIMIT)
+DEAD_LETTER_ID = bounded_int(1, 2**63 - 1, why=" (the ids `edgegw buffer dead-letters` shows)")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -29,11 +35,13 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     d = sub.add_parser("dead-letters", help="readings the far side rejected, with its reason")
     d.add_argument("--uplink", help="only this uplink's")
-    d.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    d.add_argument("--limit", type=LIMIT, default=100, help=f"at most this many, up to {MAX_LIMIT} (default 100)")
     d.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     r = sub.add_parser("retry-dead-letters", help="re-queue dead letters for their uplink (after fixing the cause)")
     r.add_argument("--uplink", help="re-queue this uplink's dead letters")
-    r.add_argument("--id", dest="ids", type=int, action="append", help="re-queue this dead letter (repeatable)")
+    r.add_argument(
+        "--id", dest="ids", type=DEAD_LETTER_ID, action="append", help="re-queue this dead letter (repeatable)"
+    )
     r.add_argument("--all", action="store_true", help="re-queue every dead letter of every uplink")
     r.add_argument("--json", action="store_true", help='print {"requeued": N}')
 

@@ -20,7 +20,14 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from gateway.cliopts import add_config_option, config_path, print_config_error
+from gateway.cliopts import (
+    add_config_option,
+    bounded_int,
+    bounded_seconds,
+    config_path,
+    os_error_words,
+    print_config_error,
+)
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 from gateway.fleet.commission import Check, Result, report_text, run_checks
@@ -29,6 +36,12 @@ from gateway.fleet.remote import public_key_b64, sign_bundle
 __all__ = ["add_parsers", "run_commission", "run_config", "status_lines"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+# A box takes any serial above the last it accepted, starting from 0: serial 0 or -5 is refused by every box,
+# and a slip like 10^23 would leave every later bundle needing a larger one. 2^53 - 1 is the largest integer
+# the platform's JSON tools (JavaScript numbers) keep exact.
+MAX_SERIAL = 2**53 - 1
+SERIAL = bounded_int(1, MAX_SERIAL, why=" (a box accepts only serials above the last, from 1)")
+MAX_COMMISSION_TIMEOUT_S = 600  # the probe's seconds go to the gateway as an integer; inf overflowed
 
 
 def add_parsers(sub: Any) -> None:
@@ -39,7 +52,12 @@ def add_parsers(sub: Any) -> None:
     s = csub.add_parser("sign", help="sign a gateway configuration as a bundle for one box")
     s.add_argument("file", type=Path, help="the gateway.toml to send")
     s.add_argument("--key", type=Path, required=True, help="the PEM private key from `edgegw config keygen`")
-    s.add_argument("--serial", type=int, required=True, help="above every serial this box accepted before")
+    s.add_argument(
+        "--serial",
+        type=SERIAL,
+        required=True,
+        help=f"above every serial this box accepted before (1..{MAX_SERIAL})",
+    )
     s.add_argument("--gateway", help="the box's gateway id (default: [gateway].id of the file)")
     s.add_argument("-o", "--output", type=Path, help="default: standard output")
     pk = csub.add_parser("public-key", help="print the public key (base64) of a private key, for [fleet.remote_config]")
@@ -49,7 +67,12 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("commission", help="on-site check of this box: a pass/fail report (--json for the records)")
     add_config_option(p)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the test reading (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=bounded_seconds(1, MAX_COMMISSION_TIMEOUT_S),
+        default=30.0,
+        help=f"seconds to wait for the test reading, up to {MAX_COMMISSION_TIMEOUT_S} (default 30)",
+    )
     p.add_argument("--test-mail-to", metavar="ADDRESS", help="also send a test e-mail through the [mail] server")
     p.set_defaults(func=run_commission)
 
@@ -102,7 +125,17 @@ def run_config(args: argparse.Namespace, out: TextIO | None = None, err: TextIO 
         print(
             f"config {args.config_command}: {exc.filename} exists, got an existing file; choose another path", file=err
         )
-    except (OSError, ValueError) as exc:
+    except BrokenPipeError:
+        raise  # the reader of the bundle went away: not a key or file problem (gateway.cli.main)
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else ""
+        print(
+            f"config {args.config_command}: {where}: {os_error_words(exc)}"
+            if where
+            else f"config {args.config_command}: {os_error_words(exc)}",
+            file=err,
+        )
+    except ValueError as exc:
         print(f"config {args.config_command}: {exc}", file=err)
     return EXIT_FAILURE
 
@@ -155,7 +188,8 @@ def run_commission(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         config = load_config(config_path(args.config))
     except ConfigError as exc:
-        print(f"commission: the configuration is not valid: {exc}", file=out)
+        # on stderr, one line per problem: the standard output is the report (a JSON document with --json)
+        print_config_error(exc, what="commission: the configuration is not valid")
         return EXIT_CONFIG
     checks = asyncio.run(_commission(args, config))
     failed = any(c.result is Result.FAIL for c in checks)

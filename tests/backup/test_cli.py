@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,14 @@ def test_edgegw_status_shows_a_failed_backup(box: tuple[Path, Path], capsys: pyt
     config, data_dir = box
     (data_dir / "status.json").write_text(
         json.dumps(
-            {"gateway": "fixture-gw", "version": "0.1.0", "pid": 1, "written_at": 0, "adapters": [], "uplinks": []}
+            {
+                "gateway": "fixture-gw",
+                "version": "0.1.0",
+                "pid": 1,
+                "written_at": time.time(),  # a status just written: an old one is a gateway not running
+                "adapters": [],
+                "uplinks": [],
+            }
         )
     )
     share = data_dir / "share"

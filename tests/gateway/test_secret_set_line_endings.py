@@ -37,7 +37,7 @@ def edgegw(tmp_path: Path, *args: str, stdin: bytes = b"") -> subprocess.Complet
         (b"kintone-token-0123", "kintone-token-0123"),  # no line ending at all (printf, echo -n)
         (b" pass word\t\n", " pass word\t"),  # only the line ending: spaces and tabs may be the secret's
         (b"kintone-token-0123\r\r\n", "kintone-token-0123\r"),  # one line ending, not every CR
-        (b"first line\r\nsecond line\r\n", "first line"),  # the first line, as before
+        (b"the value\r\n\r\n", "the value"),  # blank lines after it are no second line (tests/cli: refused)
     ],
 )
 def test_secret_set_stdin_strips_one_line_ending(tmp_path: Path, written: bytes, stored: str) -> None:
