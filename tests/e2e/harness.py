@@ -59,11 +59,7 @@ class GatewayProcess:
         assert self.proc is not None
         # a SIGTERM that lands while Python is still importing ends the process the default way
         # (nothing to flush yet): measure the gateway's own shutdown, once it has started
-        deadline = time.monotonic() + timeout
-        while " started: " not in self.log_tail(1_000_000):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"gateway did not start; log: {self.log_tail()}")
-            await asyncio.sleep(0.02)
+        await self.started(timeout)
         t0 = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         while self.proc.poll() is None:
@@ -73,6 +69,15 @@ class GatewayProcess:
             await asyncio.sleep(0.02)
         code, self.proc = self.proc.returncode, None
         return code, time.monotonic() - t0
+
+    async def started(self, timeout: float = 30.0) -> None:
+        """Until this run says it has started: its buffer open (made, on a first run) and the seqs a killed run
+        reserved logged."""
+        deadline = time.monotonic() + timeout
+        while " started: " not in self.log_tail(1_000_000):
+            if time.monotonic() > deadline or self.proc is None or self.proc.poll() is not None:
+                raise AssertionError(f"gateway did not start; log: {self.log_tail()}")
+            await asyncio.sleep(0.02)
 
     def hup(self) -> None:
         assert self.proc is not None

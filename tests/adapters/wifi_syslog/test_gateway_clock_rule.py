@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from adapters.wifi_syslog.errors import SyslogHeaderError
 from adapters.wifi_syslog.gateway_clock import GatewayClock
 from adapters.wifi_syslog.message import SyslogFormat, SyslogMessage, encode_rfc3164, parse_syslog
 from gateway.device_clock import MAX_LEAD
@@ -74,3 +76,9 @@ def test_a_year_less_line_read_after_a_time_gets_the_year_that_puts_it_first_aft
     t = (after + timedelta(seconds=seconds)).replace(microsecond=0)
     far = datetime(1970, 1, 1, tzinfo=UTC)  # the gateway's clock, whose year the line must not take
     assert parse_syslog(year_less(t), now=far, year_after=after).timestamp == t
+
+
+def test_a_date_no_year_has_read_after_a_time_is_named_not_placed_in_some_year() -> None:
+    after = datetime(2026, 6, 1, tzinfo=UTC)
+    with pytest.raises(SyslogHeaderError, match=r'not a valid date or time in 2026 .*got "Feb 30 10:00:00"'):
+        parse_syslog(b"<13>Feb 30 10:00:00 ap1 hello", now=datetime(1970, 1, 1, tzinfo=UTC), year_after=after)
