@@ -26,7 +26,9 @@ security status):
 - 0x27 Write AFI MODE UID AFI.
 NXP ICODE SLI custom commands ([0xB1], manufacturer code 0x04; **verify** against the reader's
 manual for your firmware): 0xA2 Set EAS, 0xA3 Reset EAS, 0xA5 EAS Alarm (STATUS 0x00 when the EAS
-bit is set, 0x01 "no transponder" when it is not).
+bit is set, 0x01 "no transponder" when it is not). A tag of another maker ignores them (ISO 15693: a
+custom command names its IC manufacturer), which reads as 0x01 too: `has_nxp_eas(uid)` tells which
+tags to send them to, from the UID's maker byte (E0 04 …; UIDs here are MSB first).
 Status bytes: 0x00 OK, 0x01 no transponder, 0x02 data false (CRC on air), 0x03 write error,
 0x83 RF communication error, 0x84 RF warning, 0x94 more data, 0x95 ISO 15693 error (ISO-ERROR byte
 follows).
@@ -69,6 +71,7 @@ __all__ = [
     "check_ok",
     "crc16_feig",
     "encode_request",
+    "has_nxp_eas",
     "parse_blocks",
     "parse_inventory",
     "parse_system_info",
@@ -84,7 +87,8 @@ __all__ = [
 CMD_ISO_HOST = 0xB0
 CMD_ISO_CUSTOM = 0xB1
 CMD_SET_OUTPUT = 0x72
-NXP = 0x04
+NXP = 0x04  # IC manufacturer code (ISO/IEC 7816-6), a 15693 UID's byte after E0
+ISO15693_UID_MSB = 0xE0
 STATUS_OK = 0x00
 STATUS_NO_TRANSPONDER = 0x01
 STATUS_MORE = 0x94
@@ -274,6 +278,12 @@ def req_system_info(uid: bytes, com_adr: int = 255) -> bytes:
 
 def req_write_afi(uid: bytes, afi: int, com_adr: int = 255) -> bytes:
     return encode_request(com_adr, CMD_ISO_HOST, bytes((0x27, 0x01)) + _uid(uid) + bytes((afi,)))
+
+
+def has_nxp_eas(uid: bytes) -> bool:
+    """Whether `uid` (8 bytes, MSB first as the reader reports it) is an NXP tag, the only maker whose tags
+    take the EAS commands: ISO 15693 has a tag ignore a custom command carrying another maker's IC code."""
+    return len(uid) == 8 and uid[0] == ISO15693_UID_MSB and uid[1] == NXP
 
 
 def req_set_eas(uid: bytes, on: bool, com_adr: int = 255) -> bytes:

@@ -64,6 +64,9 @@ _COMPACTIONS = tuple(Compaction)
 _NAMES = {c: c.name.lower() for c in Compaction}
 _WIDTH = {Compaction.FIVE_BIT: 5, Compaction.SIX_BIT: 6, Compaction.SEVEN_BIT: 7}
 MAX_OID = 15 + 255
+# Parts in set and part number: ISO 28560-3 (the Danish block) holds each in one byte; 28560-2 carries
+# the same two ISO 28560-1 numbers as digits, so a tag claiming more than a byte holds is refused (verify).
+MAX_SET_NUMBER = 255
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -449,10 +452,28 @@ def _set_information(compaction: Compaction, payload: bytes) -> SetInformation:
             got=repr(text),
         )
     half = len(text) // 2
-    return SetInformation(parts_in_set=int(text[:half]), part_number=int(text[half:]))
+    parts, part = int(text[:half]), int(text[half:])
+    for name, value in (("parts in set", parts), ("part number", part)):
+        if not 0 <= value <= MAX_SET_NUMBER:
+            # a number no station or broker can take (past ±2^53 for a JSON double): refused here,
+            # before a station lends or returns the item on it
+            shown = str(value) if value < 10**6 else f"{len(str(value))} digits"
+            raise TagBadField(
+                WHERE,
+                field="set_information",
+                what=f"{name} must be 0..{MAX_SET_NUMBER} (one byte, as in ISO 28560-3)",
+                got=shown,
+                fix="the tag was programmed wrong: write its set information again",
+            )
+    return SetInformation(parts_in_set=parts, part_number=part)
 
 
 def set_information_text(info: SetInformation) -> str:
+    for name, value in (("parts in set", info.parts_in_set), ("part number", info.part_number)):
+        if not 0 <= value <= MAX_SET_NUMBER:
+            raise TagValueInvalid(
+                WHERE, field="set_information", what=f"{name} must be 0..{MAX_SET_NUMBER}", got=str(value)
+            )
     width = max(2, len(str(info.parts_in_set)), len(str(info.part_number)))
     return f"{info.parts_in_set:0{width}d}{info.part_number:0{width}d}"
 

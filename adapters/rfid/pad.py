@@ -12,7 +12,9 @@ is counted (`frame_errors`, by error code), logged at DEBUG and skipped, as the 
 follow; only when none does is the request an error. A late reply with the request's own control
 byte cannot be told from the reply (the protocol numbers nothing); the parsers' length checks refuse
 most of them. Tags are decoded with the ISO 28560-3 (Danish) codec first and ISO 28560-2 second; a
-tag neither decodes is reported with its error code, never dropped (`decode_tag`, sans-I/O).
+tag neither decodes is reported with its error code, never dropped (`decode_tag`, sans-I/O). The EAS
+bit is NXP's custom command, which a tag of another maker ignores: only NXP tags are asked for it or
+have it written; the others are secured by their AFI alone (`feig.has_nxp_eas`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from adapters.rfid.feig import (
     FeigStaleReply,
     FrameReader,
     check_ok,
+    has_nxp_eas,
     parse_blocks,
     parse_inventory,
     parse_system_info,
@@ -68,7 +71,7 @@ class Security(enum.Enum):
 class PadTag:
     uid: str  # hex, MSB first as the reader reports it
     afi: int
-    eas: bool | None  # None when the tag has no NXP EAS (reader said so)
+    eas: bool | None  # None when the tag has no NXP EAS: another maker's (UID not E0 04 …), never asked
     item_id: str | None = field(repr=False)  # on a patron card, the card number
     # ISO 28560-1 type of usage, main qualifier (`danish.Usage`; `danish.tag_role` says what it makes the tag);
     # None when the tag does not say or is undecodable
@@ -253,16 +256,21 @@ class SerialPad:
         info = parse_system_info(await self.call(req_system_info(uid, self._com_adr)))
         count = min(info.block_count, max(1, 36 // info.block_size))
         memory, _ = parse_blocks(await self.call(req_read_blocks(uid, 0, count, self._com_adr)))
-        eas_resp = await self.call(req_eas_alarm(uid, self._com_adr))
-        return decode_tag(uid.hex().upper(), info.afi, eas_resp.status == 0x00, memory)
+        eas: bool | None = None  # another maker's tag would not answer, and no answer reads as "EAS off"
+        if has_nxp_eas(uid):
+            eas = (await self.call(req_eas_alarm(uid, self._com_adr))).status == 0x00
+        return decode_tag(uid.hex().upper(), info.afi, eas, memory)
 
     async def read_all(self) -> list[PadTag]:
         return [await self.read_tag(uid) for uid in await self.inventory()]
 
     async def set_security(self, uid: bytes, security: Security) -> None:
+        """Write the AFI, and the EAS bit on an NXP tag; another maker's tag is secured by its AFI alone, as the
+        EAS command is NXP's and such a tag ignores it (the reader would answer "no transponder" every time)."""
         secured = security is Security.SECURED
         check_ok(await self.call(req_write_afi(uid, AFI_SECURED if secured else AFI_ON_LOAN, self._com_adr)))
-        check_ok(await self.call(req_set_eas(uid, secured, self._com_adr)))
+        if has_nxp_eas(uid):
+            check_ok(await self.call(req_set_eas(uid, secured, self._com_adr)))
 
     async def beep(self, ok: bool) -> None:
         # output 1 = beeper, 2 = green LED, 3 = red LED on the pads we model (verify per model)

@@ -12,6 +12,7 @@ and then, rather than a thread held in the port for good with every read and clo
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import re
 import termios
@@ -56,6 +57,7 @@ _PAIR_GAP_S = 0.25
 _OTHER_EOL = re.compile(r"[\r\n\t]")
 _EOL_NAMES = {"\r": "CR", "\n": "LF", "\t": "Tab"}
 _SUFFIX_OF = {"CR": Suffix.CR, "LF": Suffix.LF, "CRLF": Suffix.CRLF, "Tab": Suffix.TAB}
+_ESCAPED = re.compile("[\udc80-\udcff]")  # what the surrogateescape decoder makes of a byte not UTF-8
 
 
 class LineSplitter:
@@ -65,7 +67,9 @@ class LineSplitter:
     error naming what came and the suffix to set: a scanner set to another suffix than the config
     would otherwise never end a scan, and its scans would pile up unseen. The LF of a CRLF after a
     CR suffix stays with the scan it starts, which gets the error (the scan before it was whole).
-    A CR at the end waits up to `_PAIR_GAP_S` (by `at`) for the LF of a CRLF.
+    A CR at the end waits up to `_PAIR_GAP_S` (by `at`) for the LF of a CRLF. Bytes are decoded as
+    they come, a UTF-8 character cut by a read kept for the next; a scan holding bytes that are not
+    UTF-8 is refused alone (`framing_encoding`, naming the first such byte), never the scans around it.
     """
 
     def __init__(self, config: FramingConfig) -> None:
@@ -81,6 +85,7 @@ class LineSplitter:
         self._end = {Suffix.CUSTOM: config.custom_suffix, Suffix.CRLF: "\r\n"}.get(config.suffix, "")
         self._expected = f"custom {config.custom_suffix!r}" if config.suffix is Suffix.CUSTOM else config.suffix.value
         self._buf = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._after_cr = False  # the last scan ended with a CR suffix: an LF now is the rest of a CRLF
         self._waiting_since: float | None = None
 
@@ -93,17 +98,10 @@ class LineSplitter:
         """`data` as read (b"" when a read timed out: a CR waiting for its LF may end then); `at` its
         time.monotonic(), now if not given."""
         at = time.monotonic() if at is None else at
-        try:
-            self._buf += data.decode("utf-8")
-        except UnicodeDecodeError:
-            self._take(len(self._buf))
-            return [
-                SerialScan(
-                    framed=None,
-                    error=BarcodeError("framing_encoding", "scanner framing: not UTF-8, got undecodable bytes"),
-                    at=at,
-                )
-            ]
+        # Incremental: a character cut by the read boundary waits for its other bytes. A byte that is
+        # not UTF-8 stays in the text as a surrogate escape, so the splitting goes on around it and
+        # only the scan holding it is refused (`_scan`); every suffix and line end is ASCII or whole UTF-8.
+        self._buf += self._decoder.decode(data)
         out: list[SerialScan] = []
         while self._buf:
             buf = self._buf
@@ -159,8 +157,13 @@ class LineSplitter:
         self._waiting_since = None
 
     def _scan(self, chunk: str, at: float) -> SerialScan:
+        if _ESCAPED.search(chunk):
+            # back to the bytes that came, so the error names the first bad byte and where it is
+            raw: str | bytes = chunk.encode("utf-8", "surrogateescape")
+        else:
+            raw = chunk
         try:
-            return SerialScan(framed=unframe(chunk, self._config), at=at)
+            return SerialScan(framed=unframe(raw, self._config), at=at)
         except BarcodeError as exc:
             return SerialScan(framed=None, error=exc, at=at)
 

@@ -17,6 +17,7 @@ Values are normalized first, so that one person's several spellings give one tok
 vendor spelling to `aa:bb:cc:dd:ee:ff`; `email` trims and lowercases the domain (the local part is
 case-sensitive by RFC 5321); `card` folds full-width characters (NFKC), removes blanks and hyphens
 (including the Japanese ー and ‐ typed in their place) and uppercases; `text` trims and applies NFC.
+Every kind refuses a string that is not Unicode text: a lone surrogate, which JSON can carry.
 
 Personal data never leaves in clear: a configured attribute whose value is not text (`not_text`) or
 not a valid value of its kind (`invalid`) is removed from the reading rather than passed on, counted,
@@ -97,7 +98,17 @@ class PseudonymValueError(GatewayError, ValueError):
 def mask(value: str) -> str:
     """A stand-in for a personal value in a message: at most two leading characters and the length."""
     shown = value[:2] if len(value) >= 8 else ""
-    return f"{json.dumps(shown + '***', ensure_ascii=False)} ({len(value)} chars)"
+    # a lone surrogate shown as is would make the line unwritable (the log handler drops it): escaped
+    quoted = json.dumps(shown + "***", ensure_ascii=not _is_unicode(shown))
+    return f"{quoted} ({len(value)} chars)"
+
+
+def _is_unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- normalization -----------------------------------------------------------------------------
@@ -150,6 +161,14 @@ def _text(value: str) -> str:
     return s
 
 
+def _check_unicode(value: str) -> None:
+    # JSON may carry a lone surrogate ("\ud800") that no UTF-8 holds: it cannot be hashed as text, by any kind
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not Unicode text (a lone surrogate at character {exc.start})") from None
+
+
 _NORMALIZERS = {
     IdentifierKind.MAC: _mac,
     IdentifierKind.EMAIL: _email,
@@ -161,6 +180,7 @@ _NORMALIZERS = {
 def normalize(value: str, kind: IdentifierKind, *, where: str = "value") -> str:
     """The one spelling of `value` that is hashed; PseudonymValueError (value masked) if it is not of `kind`."""
     try:
+        _check_unicode(value)
         return _NORMALIZERS[kind](value)
     except ValueError as exc:
         got = mask(value)
@@ -295,7 +315,7 @@ class Pseudonymizer:
                     name,
                     "invalid",
                     f"{exc.params['what']}, got {exc.params['got']}",
-                    f'fix the source, or set kinds.{name} = "text"',
+                    f'fix the source, or set kinds.{name} = "text"' if _text_takes(value, kind) else "fix the source",
                 )
                 continue
             changed[name] = Attribute(value=token, type="Text", metadata=attribute.metadata)
@@ -328,6 +348,17 @@ class Pseudonymizer:
     def diagnostics(self) -> dict[str, int]:
         """Counters, and `key_generation`: the generation of the last key used (0 before any)."""
         return {**self._counts, "key_generation": self._last_generation}
+
+
+def _text_takes(value: str, kind: IdentifierKind) -> bool:
+    """Whether kind `text` would take a value that `kind` refused: only then is it a fix to offer."""
+    if kind is IdentifierKind.TEXT:
+        return False
+    try:
+        normalize(value, IdentifierKind.TEXT)
+    except PseudonymValueError:
+        return False
+    return True
 
 
 def _kind_of(value: Any) -> str:

@@ -3,7 +3,8 @@
 Speaks the standard protocol of "OBID i-scan System-Manual ID ISC.MR/PR/PRH101" (H60301-3e-ID-B):
 frames are checked byte for byte (length, COM-ADR, CRC-16 with a table of its own); a frame with a
 bad CRC gets no answer (the reader drops it), an unknown control byte or ISO command gets STATUS
-0x80 (unknown command), an addressed command for a UID not on the pad gets 0x01 (no transponder).
+0x80 (unknown command), an addressed command for a UID not on the pad gets 0x01 (no transponder), and
+so does an NXP custom command (EAS) to a tag of another maker, which ignores it as ISO 15693 says.
 Inventory replies carry at most `max_sets` tags per frame and STATUS 0x94 while more remain.
 """
 
@@ -109,7 +110,9 @@ class FeigSim:
             return 0x00, b""
         if control == 0xB1 and len(data) == 11 and data[0] in (0xA2, 0xA3, 0xA5) and data[1] == 0x04:
             tag = self._tag(data[2], bytes(data[3:11]))
-            if tag is None:
+            # ISO 15693: a custom command carries an IC manufacturer code, and a tag of another maker
+            # (UID byte 6, the second sent MSB first) stays silent, which the reader reports as no transponder
+            if tag is None or tag.uid[1] != data[1]:
                 return 0x01, b""
             if data[0] == 0xA5:
                 return (0x00, b"") if tag.eas else (0x01, b"")
