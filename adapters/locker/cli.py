@@ -222,7 +222,7 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from gateway.audit.log import AuditLog
+    from gateway.accounts.cli import HandingOverAuditLog, hand_over
     from gateway.control.client import ControlClient
     from gateway.systemd import Notifier
     from gateway.web.certs import material, server_context
@@ -233,11 +233,17 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
         loopback = ipaddress.ip_address(args.listen).is_loopback
     except ValueError:
         loopback = args.listen == "localhost"
-    context = None if loopback else server_context(await asyncio.to_thread(material, config.web, state_dir))
+    try:
+        context = None if loopback else server_context(await asyncio.to_thread(material, config.web, state_dir))
+        audit = await asyncio.to_thread(HandingOverAuditLog, state_dir)
+    finally:
+        # run by root (sudo), what it made (the web state directory, the log, its key, a certificate) goes back
+        # to the gateway's user, who runs the web UI and the kiosk's unit
+        await asyncio.to_thread(hand_over, state_dir)
     control = ControlClient(config.gateway.control_path())
     app = build_kiosk_app(
         control,
-        audit=await asyncio.to_thread(AuditLog, state_dir),
+        audit=audit,
         attempts_per_minute=args.attempts_per_minute,
         lang=args.lang,
         secure_cookie=not loopback,
@@ -260,14 +266,19 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
         notifier.stopping()
         await runner.cleanup()
         await control.close()
+        await asyncio.to_thread(hand_over, state_dir)
     return EXIT_OK
 
 
 def _audit(config: Any, actor: str, label: str, ok: bool, err: TextIO) -> None:
+    from gateway.accounts.cli import hand_over
     from gateway.audit.log import AuditError, AuditLog
 
+    state_dir = config.web.state_path(Path(config.gateway.data_dir))
     try:
-        log = AuditLog(config.web.state_path(Path(config.gateway.data_dir)))
+        log = AuditLog(state_dir)
         log.append(actor=actor, action="locker.unlock", target=label, detail={"ok": ok}, at=time.time())
     except (AuditError, OSError) as exc:
         err.write(f"locker open: not written to the audit log, got {exc}\n")
+    finally:
+        hand_over(state_dir)  # `sudo edgegw locker open`: the log, its head and key stay the gateway's user's

@@ -12,7 +12,7 @@ import os
 import pwd
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from gateway import cliopts
 from gateway.accounts import passwords
 from gateway.accounts.store import (
+    ACCOUNTS_FILE,
     AccountError,
     AccountStore,
     PasswordRejected,
@@ -40,6 +41,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_INVALID",
     "EXIT_OK",
+    "HandingOverAuditLog",
     "add_parser",
     "cli_actor",
     "hand_over",
@@ -50,6 +52,7 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
 
 SETUP_TTL_S = 3600.0
 JST = timezone(timedelta(hours=9), "JST")
@@ -131,6 +134,33 @@ def hand_over(state_dir: Path) -> None:
             continue
 
 
+class HandingOverAuditLog(AuditLog):
+    """The audit log of a server that root may run (`sudo edgegw web`, `sudo edgegw locker kiosk`): every append
+    replaces audit.head, and a root-owned one would read, to the gateway's user, as entries deleted. Each
+    write hands the state directory back at once, not only when the server stops (a kill -9 skips that)."""
+
+    def append(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str = "",
+        detail: Mapping[str, Any] = {},
+        address: str = "",
+        at: float,
+    ) -> int:
+        try:
+            return super().append(actor=actor, action=action, target=target, detail=detail, address=address, at=at)
+        finally:
+            hand_over(self.state_dir)
+
+    def purge(self, older_than: float, *, now: float | None = None, actor: str = "retention") -> int:
+        try:
+            return super().purge(older_than, now=now, actor=actor)
+        finally:
+            hand_over(self.state_dir)
+
+
 def english(key: str, web: WebConfig) -> str:
     return ENGLISH.get(key, key).format(min_length=web.password_min_length, max_length=passwords.MAX_LENGTH)
 
@@ -141,14 +171,25 @@ class PasswordNotText(AccountError):
     code = "password_not_utf8"
 
 
-def _read_password(args: argparse.Namespace, read: PasswordReader, stdin: TextIO) -> str | None:
+class NoPassword(AccountError):
+    """No password came: standard input closed, or at its end (Ctrl-D at the prompt)."""
+
+    code = "password_missing"
+
+
+def _read_password(args: argparse.Namespace, read: PasswordReader, stdin: TextIO | None) -> str | None:
     """The new password from stdin (one line) or typed twice; None when the two typed differ.
 
+    `--password-stdin` on a terminal is typed twice at the prompt too: read as a line, what is typed would
+    be shown on the screen, with nothing saying the command waits for it.
     Bytes that are not UTF-8 reach here as lone surrogates (a surrogateescape stdin: UTF-8 mode, the C
     locale) or as a UnicodeDecodeError (a strict one); both are refused before anything is hashed.
     """
+    what = f"user {args.user_command} {args.name}"
+    if args.password_stdin and stdin is None:  # started with standard input closed (`<&-`)
+        raise NoPassword(f"{what}: no password, got no standard input; pipe the password in; nothing changed")
     try:
-        if args.password_stdin:
+        if args.password_stdin and stdin is not None and not stdin.isatty():
             password: str | None = stdin.readline().rstrip("\r\n")
         else:
             first = read(f"password for {args.name}: ")
@@ -156,6 +197,8 @@ def _read_password(args: argparse.Namespace, read: PasswordReader, stdin: TextIO
             password = first if first == second else None
         if password is not None:
             password.encode("utf-8")
+    except EOFError:  # Ctrl-D at the prompt, or no terminal and nothing on standard input
+        raise NoPassword(f"{what}: no password, got the end of input; nothing changed") from None
     except UnicodeError:  # UnicodeDecodeError reading, UnicodeEncodeError for the surrogates
         raise PasswordNotText(
             f"user {args.user_command} {args.name}: password refused, got bytes that are not UTF-8 (not shown); "
@@ -165,14 +208,40 @@ def _read_password(args: argparse.Namespace, read: PasswordReader, stdin: TextIO
     return password
 
 
+def read_from_terminal(args: argparse.Namespace, stdin: TextIO | None) -> bool:
+    """Whether the password is typed at a prompt, whose line the terminal leaves unended after Ctrl-C/Ctrl-D."""
+    return not args.password_stdin or (stdin is not None and stdin.isatty())
+
+
+def _no_accounts(args: argparse.Namespace, state_dir: Path, out: TextIO, err: TextIO) -> int:
+    """No accounts.db: nothing made for a command that only reads or needs an account; what that means said."""
+    path = state_dir / ACCOUNTS_FILE
+    what = f"user {args.user_command}" + (f" {args.name}" if args.user_command != "list" else "")
+    if not state_dir.parent.is_dir():
+        # a gateway.data_dir mistyped, or a -c naming another box's config: nothing here says anything of this box
+        err.write(
+            f"{what}: no accounts at {path}, got no directory {state_dir.parent}; check gateway.data_dir "
+            "(and [web] state_dir) in the configuration, or start the gateway once\n"
+        )
+        return EXIT_FAILURE
+    if args.user_command == "list":  # a box whose web UI was never set up: no users, as in an empty store
+        _write_list([], None, 0.0, out)
+        return EXIT_OK
+    err.write(
+        f"{what}: no accounts at {path}, got no user {args.name!r}; "
+        "add the first admin with `edgegw user add NAME --role admin`; nothing changed\n"
+    )
+    return EXIT_FAILURE
+
+
 def _show_time(t: float | None) -> str:
     if t is None:
         return "-"
     return datetime.fromtimestamp(t, UTC).astimezone(JST).strftime("%Y-%m-%d %H:%M JST")
 
 
-def _write_list(users: list[User], store: AccountStore, now: float, out: TextIO) -> None:
-    if not users:
+def _write_list(users: list[User], store: AccountStore | None, now: float, out: TextIO) -> None:
+    if not users or store is None:
         out.write("no users; add the first admin with `edgegw user add NAME --role admin`\n")
         return
     out.write(f"{'NAME':<20} {'ROLE':<10} {'LAST LOGIN':<20} {'FROM':<16} STATE\n")
@@ -226,11 +295,18 @@ def run(
         return EXIT_INVALID
     actor = cli_actor()
     try:
-        store = AccountStore(state_dir, web)
-        audit = AuditLog(state_dir)
+        # only these may begin a box's accounts: the others read, or change an account that must exist
+        create = command in ("add", "setup-link")
+        try:
+            store = AccountStore(state_dir, web, create=create)
+        except FileNotFoundError:
+            if create:
+                raise
+            return _no_accounts(args, state_dir, out, err)
         if command == "list":
             _write_list(store.list_users(), store, at, out)
             return EXIT_OK
+        audit = AuditLog(state_dir)
         if command == "setup-link":
             token = store.create_setup_token(now=at, ttl_s=SETUP_TTL_S)
             audit.append(actor=actor, action="user.setup_link", at=at)  # never the token
@@ -243,7 +319,17 @@ def run(
         what = f"user {command} {name}"
         if command in ("add", "passwd"):
             _check_before_typing(store, command, name)
-            password = _read_password(args, read, stdin or sys.stdin)
+            source = stdin or sys.stdin
+            # the prompt's line is left unended by Ctrl-C and Ctrl-D: the message begins a line of its own
+            end_prompt = "\n" if read_from_terminal(args, source) else ""
+            try:
+                password = _read_password(args, read, source)
+            except KeyboardInterrupt:  # Ctrl-C at the prompt: a choice, not a failure to show a traceback for
+                err.write(f"{end_prompt}{what}: interrupted; nothing changed\n")
+                return EXIT_INTERRUPTED
+            except NoPassword as exc:
+                err.write(f"{end_prompt}{exc}\n")
+                return EXIT_FAILURE
             if password is None:
                 err.write(f"{what}: the two passwords differ; nothing changed\n")
                 return EXIT_INVALID

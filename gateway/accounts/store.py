@@ -29,6 +29,7 @@ created with mode 0600 in a directory of mode 0700: it holds password hashes.
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import hmac
 import re
@@ -46,6 +47,7 @@ from argon2 import PasswordHasher
 from gateway.accounts import passwords
 from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
+from gateway.secret_key_file import present
 from gateway.storage.files import durable_connection, immediate, open_store
 from gateway.web.config import WebConfig
 
@@ -286,12 +288,18 @@ def check_user_name(name: str) -> str:
 class AccountStore:
     """Users of the web UI in `<state_dir>/accounts.db`, with the rules of the `[web]` section.
 
-    `hasher` defaults to Argon2id's RFC 9106 low-memory profile; tests may pass a cheaper one.
+    `hasher` defaults to Argon2id's RFC 9106 low-memory profile; tests may pass a cheaper one. `create=False`
+    opens an existing store only (FileNotFoundError when there is none, nothing made): a command that only
+    reads, or changes an account that must exist, leaves no empty store, nor a directory, behind.
     """
 
-    def __init__(self, state_dir: Path, config: WebConfig, *, hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, config: WebConfig, *, hasher: PasswordHasher | None = None, create: bool = True
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / ACCOUNTS_FILE
+        if not create and not present(self.path):  # a PermissionError when this user may not look
+            raise FileNotFoundError(errno.ENOENT, "no accounts", str(self.path))
         self.config = config
         self.hasher = hasher or passwords.default_hasher()
         self._lock = threading.Lock()

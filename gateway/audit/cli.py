@@ -80,6 +80,37 @@ def _purge(args: argparse.Namespace, audit: AuditLog, retention_days: int, out: 
     return EXIT_OK
 
 
+def _no_log(command: str, audit: AuditLog, out: TextIO, err: TextIO) -> int | None:
+    """What a missing audit.db means, said; None when `verify` must tell (other files of the web UI are there).
+
+    Only a state directory with nothing in it is a box where nothing was recorded yet (rc 0): audit.db is made
+    with the first thing the web UI or `edgegw user` does, and anything else beside it means it was there.
+    The removal of the whole directory, the key with it, looks the same; the journal and the backups show it.
+    """
+    state_dir = audit.state_dir
+    what = f"audit {command}"
+    if not state_dir.parent.is_dir():
+        # a gateway.data_dir mistyped, or a -c naming another box's config: nothing here says anything of this box
+        err.write(
+            f"{what}: no audit log at {audit.path}, got no directory {state_dir.parent}; check gateway.data_dir "
+            "(and [web] state_dir) in the configuration, or start the gateway once\n"
+        )
+        return EXIT_FAILURE
+    if not state_dir.is_dir() or not any(state_dir.iterdir()):
+        out.write(
+            f"audit log {audit.path}: none yet, nothing recorded in {state_dir}; if the web UI or `edgegw user` "
+            "has run on this box, that directory was removed: restore it from the backup\n"
+        )
+        return EXIT_OK
+    if command == "verify":
+        return None
+    err.write(
+        f"{what}: no audit log at {audit.path}, got other files of the web UI in {state_dir}; "
+        "`edgegw audit verify` says what is missing; nothing changed\n"
+    )
+    return EXIT_FAILURE
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run an `audit` subcommand; `verify` exits 1 when the chain is broken."""
     from gateway.accounts.cli import hand_over, open_state
@@ -90,9 +121,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         state_dir, web = open_state(args.config)
         try:
-            audit = AuditLog(state_dir)
+            # an existing log only: an empty one made here would verify as "OK, 0 entries", where a log was removed
+            audit = AuditLog(state_dir, create=False)
         finally:
-            hand_over(state_dir)  # a new log's files, made by root, belong to the gateway's user
+            hand_over(state_dir)  # what root read may have made (a -wal, a lock) belongs to the gateway's user
+        if not audit.exists():
+            code = _no_log(args.audit_command, audit, out, err)
+            if code is not None:
+                return code
         if args.audit_command == "purge":
             return _purge(args, audit, web.audit_retention_days, out, err)
         if args.audit_command == "verify":

@@ -37,6 +37,8 @@ the CLI append to the same file) and durable (one commit per append, WAL, synchr
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -56,7 +58,7 @@ from typing import Any
 
 from gateway.accounts.schema import migrate
 from gateway.errors import GatewayError
-from gateway.secret_key_file import present
+from gateway.secret_key_file import directory_refusal, not_permitted, present
 from gateway.secrets import SecretStore
 from gateway.storage.files import durable_connection, fsync_dir, immediate, open_store
 
@@ -190,27 +192,46 @@ def _mac(
 
 
 class AuditLog:
-    """The audit log in `<state_dir>/audit.db`, keyed by `audit-hmac` in `<state_dir>/secrets`."""
+    """The audit log in `<state_dir>/audit.db`, keyed by `audit-hmac` in `<state_dir>/secrets`.
 
-    def __init__(self, state_dir: Path, *, secret_store: SecretStore | None = None) -> None:
+    `create=False` opens an existing log only, for the commands that read it: nothing is made, not even the
+    directory; a log that is not there reads as FileNotFoundError (`exists()` says so first), and `verify`
+    reports its absence as a finding, as it would an emptied file.
+    """
+
+    def __init__(self, state_dir: Path, *, secret_store: SecretStore | None = None, create: bool = True) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / AUDIT_FILE
         self.secrets = secret_store or SecretStore(self.state_dir / SECRETS_DIR)
         self._lock = threading.Lock()
         self._key: bytes | None = None
-        self._open_file()
+        self._create = create
+        if create or self.exists():
+            self._open_file()
+
+    def exists(self) -> bool:
+        """Whether audit.db is there; the ConfigError naming the owner and the chown when this user may not look."""
+        with self._permitted(self.path):
+            return present(self.path)
 
     # -- file, schema, key -----------------------------------------------------------------------------
 
     def _open_file(self) -> None:
         # every later use opens the file again (durable_connection): the checks of a whole open are made once
-        db = open_store(self.path, STORE, tables=TABLES, pragmas=("synchronous=FULL",))
+        with self._permitted(self.path):
+            db = open_store(self.path, STORE, tables=TABLES, pragmas=("synchronous=FULL",))
         try:
             migrate(db, self.path, MIGRATIONS, AuditError, store=STORE)
         finally:
             db.close()
 
+    def _permitted(self, path: Path) -> AbstractContextManager[None]:
+        return _permitted(path, self.state_dir)
+
     def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        if not self._create and not self.exists():
+            # sqlite3.connect would make an empty file, which verify then takes for a log never written to
+            raise FileNotFoundError(errno.ENOENT, "no audit log", str(self.path))
         return durable_connection(self.path, STORE)
 
     def schema_version(self) -> int:
@@ -431,34 +452,18 @@ class AuditLog:
     def verify(self) -> AuditVerdict:
         """Check the whole chain; every problem in plain English, naming the entry (see the module docstring).
 
-        Only reads: the key is never made here (a missing one is reported), nor is any file written.
+        Only reads: the key is never made here (a missing one is reported), nor is any file written. A log
+        opened with `create=False` that is not there is checked as an empty one, and its absence is a problem
+        even with no key and no head: whether nothing was ever recorded is the caller's to tell (the other
+        files of its directory).
         """
+        if not self.exists():
+            return self._verify_empty(missing=True)
         with self._reading() as db:
             total = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
-            key = self._existing_key()
             if total == 0:  # a new log, or one emptied behind its back: audit.head and the key tell which
-                head = self.state_dir / HEAD_FILE
-                if key is None:
-                    if not head.exists():
-                        return AuditVerdict(ok=True, checked=0)  # never written to: the first append makes the key
-                    return AuditVerdict(
-                        ok=False,
-                        problems=[
-                            f"audit log: the key {KEY_NAME} is missing from {self.secrets.directory}, got no entries "
-                            f"and {head}, which is written with the first entry; {self._key_fix()}"
-                        ],
-                        checked=0,
-                    )
-                if not head.exists():
-                    return AuditVerdict(
-                        ok=False,
-                        problems=[
-                            f"{AUDIT_FILE} and {HEAD_FILE} were removed (the audit key shows entries were written)"
-                        ],
-                        checked=0,
-                    )
-                problems = self._check_head(key)
-                return AuditVerdict(ok=not problems, problems=problems, checked=0)
+                return self._verify_empty(missing=False)
+            key = self._existing_key()
             if key is None:
                 return AuditVerdict(
                     ok=False,
@@ -486,10 +491,49 @@ class AuditLog:
             ]
         return AuditVerdict(ok=not problems, problems=problems, checked=total)
 
-    def _check_head(self, key: bytes) -> list[str]:
-        """The newest entry recorded in audit.head must still be there, unchanged."""
+    def _verify_empty(self, *, missing: bool) -> AuditVerdict:
+        """A log without entries (`missing`: without its file): audit.head and the key tell whether any were written."""
+        key = self._existing_key()
+        head = self.state_dir / HEAD_FILE
+        gone = f"{self.path} is missing" if missing else "no entries"
+        if key is None:
+            with self._permitted(head):
+                head_there = present(head)
+            if not head_there:
+                if not missing:
+                    return AuditVerdict(ok=True, checked=0)  # never written to: the first append makes the key
+                return AuditVerdict(
+                    ok=False,
+                    problems=[
+                        f"audit log: {self.path} is missing, and so are {HEAD_FILE} and the key {KEY_NAME}, "
+                        "which the first entry makes: removed together, or never made; restore the three from "
+                        "the same backup (docs/backup.md)"
+                    ],
+                    checked=0,
+                )
+            return AuditVerdict(
+                ok=False,
+                problems=[
+                    f"audit log: the key {KEY_NAME} is missing from {self.secrets.directory}, got {gone} "
+                    f"and {head}, which is written with the first entry; {self._key_fix()}"
+                ],
+                checked=0,
+            )
+        with self._permitted(head):
+            head_there = present(head)
+        if not head_there:
+            return AuditVerdict(
+                ok=False,
+                problems=[f"{AUDIT_FILE} and {HEAD_FILE} were removed (the audit key shows entries were written)"],
+                checked=0,
+            )
+        problems = self._check_head(key, missing=missing)
+        return AuditVerdict(ok=not problems, problems=problems, checked=0)
+
+    def _check_head(self, key: bytes, *, missing: bool = False) -> list[str]:
+        """The newest entry recorded in audit.head must still be there, unchanged (`missing`: audit.db is not)."""
         path = self.state_dir / HEAD_FILE
-        head = _read_head(path, key)
+        head = _read_head(path, key, strict=True)
         if head is None:
             return [
                 f"audit log: {path} (the record of the newest entry) is missing; "
@@ -498,6 +542,11 @@ class AuditLog:
         if isinstance(head, str):
             return [f"audit log: {path}: {head}"]
         head_id, head_mac = head
+        if missing:
+            if head_id == 0:
+                return [f"audit log: {self.path} was removed ({path} shows it was made)"]
+            gone = "entry 1" if head_id == 1 else f"entries 1 to {head_id}"
+            return [f"audit {gone}: deleted ({self.path} is missing, but entry {head_id} was written)"]
         if head_id == 0:
             return []  # written before the first entry; that entry's own head did not follow (a crash)
         with self._reading() as db:
@@ -590,19 +639,46 @@ def _unreadable(value: object) -> str:
     return f"(unreadable: {value!r})"
 
 
+UNTRUSTED_HEAD = "unreadable, got a file that is not a head record; entries at the end may have been deleted"
+
+
 def _head_seal(key: bytes, entry_id: int, mac: str) -> str:
     return hmac.new(key, b"head:" + canonical({"id": entry_id, "mac": mac}).encode(), hashlib.sha256).hexdigest()
 
 
-def _read_head(path: Path, key: bytes) -> tuple[int, str] | str | None:
-    """(id, mac) of audit.head; None when there is none; a sentence when it cannot be trusted."""
+@contextmanager
+def _permitted(path: Path, state_dir: Path) -> Iterator[None]:
+    """A PermissionError on a file of the log as what it is: the ConfigError naming the file, its owner and the
+    `chown -h` that gives it back (a file left root's by `sudo edgegw …`), never a finding about the entries."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        entry_id, mac, seal = int(doc["id"]), str(doc["mac"]), str(doc["seal"])
+        yield
+    except PermissionError:
+        refusal = not_permitted(path, "readable") or directory_refusal(state_dir)
+        if refusal is None:
+            raise
+        raise refusal from None
+
+
+def _read_head(path: Path, key: bytes, *, strict: bool = False) -> tuple[int, str] | str | None:
+    """(id, mac) of audit.head; None when there is none; a sentence when it cannot be trusted.
+
+    One this user may not read says nothing about the entries: `strict` (verify) raises it as the ConfigError of
+    `_permitted`; an append reads it as untrusted, as before, and its own head replaces it.
+    """
+    try:
+        with _permitted(path, path.parent) if strict else contextlib.nullcontext():
+            raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return "unreadable, got a file that is not a head record; entries at the end may have been deleted"
+    except OSError as exc:
+        if strict and isinstance(exc, PermissionError):  # a file of no user known here: the CLI says whom to run as
+            raise
+        return UNTRUSTED_HEAD
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        entry_id, mac, seal = int(doc["id"]), str(doc["mac"]), str(doc["seal"])
+    except (ValueError, KeyError, TypeError):
+        return UNTRUSTED_HEAD
     if not hmac.compare_digest(seal, _head_seal(key, entry_id, mac)):
         return "edited (its seal does not match the key); entries at the end may have been deleted"
     return entry_id, mac

@@ -135,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | None = None) -> None:
     """Runs the UI until SIGTERM/SIGINT (or `stop` is set)."""
+    from gateway.accounts.cli import HandingOverAuditLog, hand_over
     from gateway.accounts.store import AccountStore
-    from gateway.audit.log import AuditLog
     from gateway.buffer.location import BUFFER_FILE
     from gateway.buffer.reader import BufferReader
     from gateway.systemd import Notifier
@@ -149,14 +149,18 @@ async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | 
     web_cfg = cfg.web
     data_dir = Path(cfg.gateway.data_dir)
     state_dir = web_cfg.state_path(data_dir)
-    tls = await asyncio.to_thread(material, web_cfg, state_dir)
+    try:
+        tls = await asyncio.to_thread(material, web_cfg, state_dir)
+        accounts = await asyncio.to_thread(AccountStore, state_dir, web_cfg)
+        audit = await asyncio.to_thread(HandingOverAuditLog, state_dir)
+        key = await asyncio.to_thread(form_key, state_dir)
+    finally:
+        # run by root (sudo), what it made goes back to the gateway's user: its unit could not start otherwise
+        await asyncio.to_thread(hand_over, state_dir)
     context = server_context(tls)
     # Pairs separated by spaces, as Chrome's certificate viewer shows them: the colon spelling has the shape of
     # MAC addresses, which the journal's redactor masks as personal data.
     log.info("web: TLS certificate SHA-256 fingerprint %s (%s)", tls.fingerprint.replace(":", " "), tls.cert)
-    accounts = await asyncio.to_thread(AccountStore, state_dir, web_cfg)
-    audit = await asyncio.to_thread(AuditLog, state_dir)
-    key = await asyncio.to_thread(form_key, state_dir)
     services = WebServices(
         config=web_cfg,
         gateway_config_path=config_path,
@@ -206,6 +210,7 @@ async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | 
         await runner.cleanup()
         await services.control.close()
         await services.buffer.close()
+        await asyncio.to_thread(hand_over, state_dir)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)

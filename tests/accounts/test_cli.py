@@ -184,8 +184,9 @@ def test_list_passwd_unlock_remove(
 
 
 def test_an_empty_list_says_how_to_begin(
-    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    (tmp_path / "data").mkdir()  # a box never set up; a data_dir that is not there is refused (read_creates_nothing)
     assert run(["user", "list", "-c", str(config)], capsys, monkeypatch) == (
         0,
         "no users; add the first admin with `edgegw user add NAME --role admin`\n",
@@ -262,12 +263,12 @@ def test_name_errors_come_before_the_password_is_typed(
 
     monkeypatch.setattr("getpass.getpass", no_typing)
     c = str(config)
+    add(config, "tanaka", "admin", GOOD, capsys, monkeypatch)  # first: without accounts, passwd says there are none
     assert run(["user", "passwd", "nobody", "-c", c], capsys, monkeypatch) == (
         2,
         "",
         "user nobody: no such user, got 'nobody'\n",
     )
-    add(config, "tanaka", "admin", GOOD, capsys, monkeypatch)
     assert run(["user", "add", "Tanaka", "--role", "viewer", "-c", c], capsys, monkeypatch)[2] == (
         "user Tanaka: already exists, got a second user of that name\n"
     )

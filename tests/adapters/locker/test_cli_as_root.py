@@ -1,0 +1,68 @@
+"""`sudo edgegw locker open|kiosk` leave every file they make in the web state directory to the gateway's user.
+
+Before, both left web/, audit.db, audit.head and the audit key root's: the web UI (User=edgegw) could then not
+start, `edgegw user list` as the gateway's user said Permission denied, and `audit verify` took the unreadable
+audit.head for entries deleted. The gateway's user is played by uid 65534 (setpriv), root by this test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.gateway.secret_files import GATEWAY_USER, ROOT, data_dir, edgegw, needs_root, write_config
+
+__all__ = ["data_dir"]  # the fixture
+pytestmark = needs_root
+
+
+def not_the_gateways(top: Path) -> list[str]:
+    return [
+        f"{p} {p.lstat().st_uid}:{p.lstat().st_gid}"
+        for p in (top, *top.rglob("*"))
+        if (p.lstat().st_uid, p.lstat().st_gid) != (GATEWAY_USER, GATEWAY_USER)
+    ]
+
+
+def test_locker_open_by_root_leaves_the_audit_log_to_the_gateways_user(data_dir: Path) -> None:
+    config = write_config(data_dir.parent / "gw.toml", data_dir)
+    done = edgegw("locker", "open", "A-01", "-c", str(config))
+    assert done.returncode == 2, done.stderr  # no gateway running: refused, and audited as refused
+    assert "the gateway did not answer" in done.stderr
+    assert (data_dir / "web" / "audit.head").exists()
+    assert not_the_gateways(data_dir) == []
+    verified = edgegw("audit", "verify", "-c", str(config), uid=GATEWAY_USER)
+    assert (verified.returncode, verified.stderr) == (0, "")
+    assert verified.stdout == f"audit log {data_dir / 'web' / 'audit.db'}: OK, 1 entries verified\n"
+    listed = edgegw("user", "list", "-c", str(config), uid=GATEWAY_USER)
+    assert (listed.returncode, listed.stderr) == (0, "")
+
+
+def test_locker_kiosk_by_root_leaves_the_web_state_to_the_gateways_user(data_dir: Path) -> None:
+    config = write_config(data_dir.parent / "gw.toml", data_dir)
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "locker", "kiosk", "--port", "0", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ) as kiosk:
+        try:
+            assert kiosk.stdout is not None
+            assert kiosk.stdout.readline().startswith("edgegw locker kiosk: listening on http://127.0.0.1:")
+            # while it serves, not only once it stops: the web UI may start meanwhile
+            assert (data_dir / "web" / "audit.db").exists()
+            assert not_the_gateways(data_dir) == []
+            kiosk.send_signal(signal.SIGTERM)
+            _, journal = kiosk.communicate(timeout=15)
+            assert kiosk.returncode == 0, journal
+        finally:
+            if kiosk.poll() is None:
+                kiosk.kill()
+    assert not_the_gateways(data_dir) == []
+    verified = edgegw("audit", "verify", "-c", str(config), uid=GATEWAY_USER)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
