@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from adapters.locker.bus import Board, BoardTimeout, LinkError, SerialLink, decode_status
 from adapters.locker.codec import LockerFrameError
 from adapters.locker.config import BoardConfig, BoardModel, BusConfig, LockerConfig
-from gateway.cliopts import add_config_option, print_config_error
+from gateway.cliopts import add_config_option, bounded_int, bounded_seconds, print_config_error
 
 __all__ = ["add_parsers", "probe", "run"]
 
@@ -35,9 +35,14 @@ def add_parsers(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="locker_command", required=True, metavar="{probe,status,open,kiosk}")
     pr = sub.add_parser("probe", help="find the boards on a port (stop the gateway first) and their lock counts")
     pr.add_argument("--port", required=True, help="/dev/ttyUSB0 or tcp://HOST:PORT (a TCP serial server)")
-    pr.add_argument("--baud", type=int, default=9600)
+    pr.add_argument("--baud", type=bounded_int(300, 921_600), default=9600)
     pr.add_argument("--model", choices=[m.value for m in BoardModel], action="append", help="default: every model")
-    pr.add_argument("--timeout", type=float, default=0.1, help="seconds to wait for each address (default 0.1)")
+    pr.add_argument(
+        "--timeout",
+        type=bounded_seconds(0.01, 10.0),
+        default=0.1,
+        help="seconds to wait for each address (default 0.1)",
+    )
     st = sub.add_parser("status", help="every compartment's door, occupancy and pickup state (gateway running)")
     add_config_option(st)
     op = sub.add_parser("open", help="open one compartment's door through the running gateway (audited)")
