@@ -5,16 +5,21 @@ each scan to `process`, which, under the station's lock (scans of one station ar
 order they arrived):
 1. reserves the station's next scan number in the station store (durable: ids are never reused);
 2. runs the pure station (`station.Station.scan`) to get the events and the feedback;
-3. emits the events (the awaitable returns once they are on the buffer's disk);
-4. records the station's new state and the recent-scans row; counts the reason.
-A crash between 1 and 3 loses that scan's number, never its uniqueness; the operator sees no
+3. checks the events as the gateway will (`check_reading`): one it would drop turns the scan into a
+   refusal (`not_storable`), so no book is released, and no accepted beep given, for a loan not stored;
+4. emits the events (the awaitable returns once they are on the buffer's disk);
+5. records the station's new state and the recent-scans row; counts the reason.
+A crash between 1 and 4 loses that scan's number, never its uniqueness; the operator sees no
 accept beep and scans again. Devices are followed by name: an evdev path may be a glob
 (`/dev/input/by-id/*-event-kbd`), looked at every `rescan_s`; a device that goes away (ENODEV,
 a serial error) is logged once as lost and once as found again, without restarting anything.
+So is a device whose scan the buffer refused (full): the device's task ends, the others run on, and
+it is opened again at the next look. One device's trouble never ends the adapter's other devices.
 
 A pad reads every tag new on it before handing any to the station, and hands patron cards first (the
 reader lists tags in no particular order): a card laid down with the books opens the patron session
-before they are lent. A tag's type of usage decides what it is (`Station.item_read`); only an item's
+before they are lent. Two or more cards in one read at a lending desk name no patron: every tag of
+that read is refused `ambiguous_patron` and nothing is lent (the open session, if any, stays as it was). A tag's type of usage decides what it is (`Station.item_read`); only an item's
 security is ever written, never a patron card's.
 
 A pad's tag whose scan made its event but whose security write (AFI, EAS) has not succeeded waits
@@ -30,7 +35,9 @@ import asyncio
 import contextlib
 import glob
 import os
-from collections import Counter
+import stat
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,25 +48,28 @@ from adapters.rfid.errors import RfidTagError
 from adapters.rfid.feig import FeigTagStatus
 from adapters.rfid.pad import PadTag, Security, SerialPad
 from adapters.scanner.aim import Framed, FramingConfig, unframe
-from adapters.scanner.classify import CodabarRule, ScanClass, ScanKind, classify
+from adapters.scanner.classify import CodabarRule, IdKind, ScanClass, ScanKind, classify
 from adapters.scanner.codec import BarcodeError
 from adapters.scanner.config import CardNumbers, PadSection, ScannerAdapterConfig, ScannerSection
 from adapters.scanner.evdev_stream import EVENT_SIZE, EventParser, WedgeAssembler, grab
 from adapters.scanner.serial_scanner import SerialScanner
 from adapters.scanner.station import CARD_ATTRIBUTES, Feedback, LendingMode, Purpose, Station, Step, present_today
-from adapters.scanner.store import StationStore, StationStoreError
+from adapters.scanner.store import RecentScan, StationStore
 from adapters.scanner.visit_qr import MIN_KEY_BYTES
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.cancellation import event_set_within
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ReadingError
 from gateway.logs import component_logger
+from gateway.ngsi.check import check_reading
+from gateway.ngsi.config import ValueEncoding
 from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
-from gateway.records import Attribute, Command, CommandResult, Emit, make_attribute
+from gateway.records import Attribute, Command, CommandResult, Emit, Reading, make_attribute
 from gateway.secrets import resolve
 
 __all__ = ["SECURITY_RETRY_S", "ScannerAdapter"]
 
 Clock = Callable[[], datetime]
+Monotonic = Callable[[], float]
 
 # in the data directory: the stations, their copies lent and returned, the local key
 STORE_FILE = "stations.db"
@@ -71,6 +81,12 @@ _SECURED_ROLES = (TagRole.ITEM, TagRole.NOT_FOR_LOAN)
 # Errors the serial line splitter makes about the line itself, never quoting the scan: the one a wrong
 # `suffix` gives every scan, and bytes that are not UTF-8 (a wrong baud rate).
 _LINE_ERRORS = frozenset({"framing_suffix", "framing_encoding"})
+# What the station page shows of each station's recent scans (kept in memory: diagnostics run on the loop)
+_RECENT_SHOWN = 20
+# A recording in a regular file has no readiness to wait for: looked at again this often at its end
+_FILE_POLL_S = 0.1
+# Refusals that are bad data from the field, for status' `malformed`
+_MALFORMED = ("bad_check", "unknown", "visit_refused", "unknown_usage", "not_storable")
 
 
 def _utc_now() -> datetime:
@@ -106,11 +122,22 @@ class _UnsecuredTags:
 class ScannerAdapter:
     config_model: ClassVar[type[AdapterConfig]] = ScannerAdapterConfig
 
-    def __init__(self, config: AdapterConfig, context: AdapterContext, *, clock: Clock = _utc_now) -> None:
+    def __init__(
+        self,
+        config: AdapterConfig,
+        context: AdapterContext,
+        *,
+        clock: Clock = _utc_now,
+        monotonic: Monotonic = time.monotonic,
+    ) -> None:
         assert isinstance(config, ScannerAdapterConfig)
         self.config = config
         self.context = context
-        self._clock = clock
+        self._clock = clock  # wall time: the events' timestamps and the Tokyo day
+        self._monotonic = monotonic  # sessions and debounces: the wall clock steps (NTP, no RTC)
+        # The encoding the gateway checks readings with before the buffer (App._emit). AdapterContext does not
+        # carry `[ngsi] value_encoding` yet; until it does, the gateway's default.
+        self._encoding: ValueEncoding = getattr(context, "value_encoding", ValueEncoding.PERCENT)
         self._log = component_logger(__name__, f"adapter {config.name}")
         self._rules: tuple[CodabarRule, ...] = tuple(r.build() for r in config.rules)
         self._keys: dict[str, bytes] = {}  # visit-QR keys, read from the secret store by `run`
@@ -118,12 +145,22 @@ class ScannerAdapter:
         key = self.store.local_key()
         self.stations: dict[str, Station] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # What the station page shows, kept here and updated after each record: the diagnostics run on the
+        # loop, where reading them from the store waited for a worker's fsync (hundreds of ms on an SD card).
+        self._recent: dict[str, deque[RecentScan]] = {}
+        self._outreach: dict[str, int] = {}
+        now = clock()
         for s in config.stations:
             st = Station(s.build(), adapter=config.name, device="", local_key=key)
             st.state = self.store.load_state(s.id)
+            st.end_stale_shelf(now)  # a shelf session from before a restart only while it is still going on
             self.stations[s.id] = st
             self._locks[s.id] = asyncio.Lock()
+            self._recent[s.id] = deque(reversed(self.store.recent(s.id, _RECENT_SHOWN)), maxlen=_RECENT_SHOWN)
+            self._outreach[s.id] = self.store.outreach_loans(s.id)
         self.counts: Counter[str] = Counter()
+        # scans read from a device whose events the buffer refused (full): gone, the operator heard no beep
+        self.scans_lost = 0
         self.pad_errors: Counter[str] = Counter()  # tag reads and writes a pad's reader answered as failed, by code
         self.connected: dict[str, bool] = {}
         self.last_error = ""
@@ -154,24 +191,35 @@ class ScannerAdapter:
         *,
         item_extra: dict[str, Attribute] | None = None,
         usage: int | None = None,
+        refuse: str | None = None,
+        mono: float | None = None,
     ) -> Step:
-        """`item_extra` (and the tag's type of `usage`) for an RFID tag read: `cls` is then its primary item id."""
+        """`item_extra` (and the tag's type of `usage`) for an RFID tag read: `cls` is then its primary item id.
+        `refuse`: the reason the caller refuses the scan for (`ambiguous_patron`); `mono`: the monotonic clock
+        at the scan (default: now)."""
         assert self._emit is not None, "process() before run()"
         station = self.stations[station_id]
+        m = self._monotonic() if mono is None else mono
         async with self._locks[station_id]:
             cfg = station.config
             outreach = cfg.purpose is Purpose.LENDING and cfg.lending_mode is LendingMode.OUTREACH
             at_us = int(at.timestamp() * 1_000_000)
             scan_no = await asyncio.to_thread(self.store.reserve, station_id)
             before = station.state.snapshot()
-            if item_extra is not None and cls.value is not None:
-                step = station.item_read(cls.value, at, scan_no, item_extra, usage=usage)
+            if refuse is not None:
+                step = station.refuse(cls, at, scan_no, refuse)
+            elif item_extra is not None and cls.value is not None:
+                step = station.item_read(cls.value, at, scan_no, item_extra, usage=usage, mono=m)
             else:
-                step = station.scan(cls, at, scan_no)
+                step = station.scan(cls, at, scan_no, mono=m)
             try:
-                for reading in step.readings:
-                    if self._pseudonymizer is not None and any(a in reading.attributes for a in CARD_ATTRIBUTES):
-                        (reading,) = self._pseudonymizer.process(reading, self._clock())
+                readings = [self._pseudonymized(r) for r in step.readings]
+                if self._unstorable(station_id, step.reason, readings) is not None:
+                    # what the station did for the scan did not happen: no loan, no session step, no count
+                    station.state = before
+                    step = station.refuse(cls, at, scan_no, "not_storable")
+                    readings = [self._pseudonymized(r) for r in step.readings]
+                for reading in readings:
                     await self._emit(reading)
             except BaseException:
                 # the events are owed, not done: the next scan checks in, counts or lends again (a duplicate
@@ -189,8 +237,45 @@ class ScannerAdapter:
                 station.state,
                 outreach_loan=outreach and step.reason == "loan",
             )
+            entity_ids = " ".join(r.entity_id for r in step.readings)
+            self._recent[station_id].appendleft(
+                RecentScan(
+                    station=station_id,
+                    scan_no=scan_no,
+                    at_us=at_us,
+                    reason=step.reason,
+                    feedback=step.feedback.value,
+                    entity_ids=entity_ids,
+                )
+            )
+            if outreach and step.reason == "loan":
+                self._outreach[station_id] += 1
         self.counts[step.reason] += 1
         return step
+
+    def _pseudonymized(self, reading: Reading) -> Reading:
+        if self._pseudonymizer is not None and any(a in reading.attributes for a in CARD_ATTRIBUTES):
+            (reading,) = self._pseudonymizer.process(reading, self._clock())
+        return reading
+
+    def _unstorable(self, station_id: str, reason: str, readings: list[Reading]) -> ReadingError | None:
+        """The gateway's own check, before anything is acted on: a reading it refuses is dropped there (counted,
+        logged) while the emit returns as if stored, and the tag would be released for a loan never stored."""
+        for reading in readings:
+            try:
+                check_reading(reading, encoding=self._encoding)
+            except ReadingError as exc:
+                # the message ends with the offending value, which may be a card number: left out
+                where = str(exc).split(", got ", 1)[0]
+                self._log.warning(
+                    "station %s: %s refused, the gateway would not store its %s: %s",
+                    station_id,
+                    reason or "scan",
+                    reading.entity_type,
+                    where,
+                )
+                return exc
+        return None
 
     def classify(self, framed: Framed) -> ScanClass:
         return classify(framed, self._rules, self._keys, accept_isbn10=self.config.accept_isbn10)
@@ -250,6 +335,9 @@ class ScannerAdapter:
                     tg.create_task(self._pad(pad))
                 if not self.config.scanners and not self.config.pads:
                     await asyncio.Event().wait()
+        except BaseExceptionGroup as group:
+            # the status and the log name the cause, not "unhandled errors in a TaskGroup"
+            raise _first_cause(group) from group
         finally:
             await asyncio.to_thread(self.store.close)  # waits for a scan still being recorded in a worker thread
 
@@ -287,12 +375,17 @@ class ScannerAdapter:
             return
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
+        regular = False
         try:
+            # A regular file (a recording) is always readable, and epoll refuses it (EPERM): read to its end,
+            # then look again every _FILE_POLL_S for what was appended, never again from its start.
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
             grabbed = grab(fd)
+            if not regular:
+                loop.add_reader(fd, ready.set)
             self._state(key, True)
             if not grabbed:
                 self._log.info("device %s cannot be grabbed (not an input device); reading it as is", key)
-            loop.add_reader(fd, ready.set)
             parser = EventParser()
             asm = WedgeAssembler(sc.wedge(), idle_gap_ms=sc.idle_gap_ms)
             framing = sc.framing()
@@ -300,7 +393,14 @@ class ScannerAdapter:
             while True:
                 # Read only after the previous read's scans are handled: what waits stays in the kernel's
                 # buffer, so a crash loses at most the one read in hand, never a backlog held in memory.
-                if not await event_set_within(ready, timeout):
+                if regular:
+                    data = os.read(fd, EVENT_SIZE * 170)
+                    if data:
+                        results = [r for ev in parser.feed(data) for r in asm.feed(ev)]
+                    else:
+                        await asyncio.sleep(timeout or _FILE_POLL_S)
+                        results = asm.idle(int(self._clock().timestamp() * 1_000_000))
+                elif not await event_set_within(ready, timeout):
                     # kernel event times are CLOCK_REALTIME µs, comparable with the wall clock
                     results = asm.idle(int(self._clock().timestamp() * 1_000_000))
                 else:
@@ -317,17 +417,27 @@ class ScannerAdapter:
                         self._state(key, False, "end of stream")
                         return
                     results = [r for ev in parser.feed(data) for r in asm.feed(ev)]
+                refused: Exception | None = None
                 for r in results:
-                    at = self._clock()
-                    if r.error is not None:
-                        await self._framing_error(sc.station, r.error, at)
-                    elif r.text is not None:
-                        await self._text(sc.station, r.text, framing, at)
-        except Exception as exc:  # a scan that could not be handed on (the buffer refused it): read again later
+                    # each scan of the read handed on, whatever happened to the one before it: the kernel has
+                    # given them to us, nothing reads them again
+                    try:
+                        at = self._clock()
+                        if r.error is not None:
+                            await self._framing_error(sc.station, r.error, at)
+                        elif r.text is not None:
+                            await self._text(sc.station, r.text, framing, at)
+                    except Exception as exc:  # the buffer refused its events (full): that scan is lost
+                        self.scans_lost += 1
+                        refused = refused or exc
+                if refused is not None:
+                    raise refused
+        except Exception as exc:  # the buffer refused a scan: lost until the next look (rescan_s) opens it again
             self._state(key, False, f"{type(exc).__name__}: {exc}")
         finally:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(fd)
+            if not regular:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(fd)
             os.close(fd)
 
     async def _text(self, station_id: str, text: str, framing: FramingConfig, at: datetime) -> None:
@@ -384,6 +494,12 @@ class ScannerAdapter:
                 await self._poll_pad(cfg, pad, key)
             except (RfidTagError, OSError) as exc:  # pyserial's SerialException is an OSError: unplugged
                 self._state(key, False, str(exc))
+            except Exception as exc:
+                # the reader is fine, what it read could not be handed on (the buffer full): this pad only is
+                # lost, and its tags are read again when it is opened anew (nothing lent is forgotten)
+                self._state(key, False, f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(Exception):
+                    await pad.beep(False)
             finally:
                 self._pads.pop(cfg.name, None)
                 await asyncio.to_thread(pad.close)
@@ -400,12 +516,14 @@ class ScannerAdapter:
             except FeigTagStatus as exc:
                 self._pad_error(cfg, "inventory", exc)
                 uids = None
-            self._state(key, True)
             if uids is not None:
                 new = [u for u in uids if u not in on_pad]
                 on_pad = set(uids)  # a tag taken off and put back is a new read; one left lying is not
                 for uid in await self._pad_tags(cfg, pad, new):
                     on_pad.discard(uid)  # read again if it is still there at the next inventory
+            # found once its tags are handed on too: a pad lost because the buffer refused a book still lying
+            # on it is not "found" and "lost" again at every look while the buffer stays full
+            self._state(key, True)
             await asyncio.sleep(cfg.poll_ms / 1000)
 
     async def _pad_tags(self, cfg: PadSection, pad: SerialPad, uids: list[bytes]) -> list[bytes]:
@@ -434,8 +552,12 @@ class ScannerAdapter:
                 self._pad_error(cfg, "tag read", exc)
                 unread.append(uid)
         read.sort(key=lambda r: tag_role(r[1].usage) is not TagRole.PATRON_CARD)  # stable: else as the reader listed
+        cards = sum(1 for _, tag in read if tag.item_id is not None and tag_role(tag.usage) is TagRole.PATRON_CARD)
+        # two cards laid down with the books name no patron: lent to the one the reader listed last, a book
+        # would go to someone else's account without anyone noticing
+        ambiguous = cards > 1 and self.stations[cfg.station].config.purpose is Purpose.LENDING
         for uid, tag in read:
-            step = await self._tag(cfg.station, tag)
+            step = await self._tag(cfg.station, tag, refuse="ambiguous_patron" if ambiguous else None)
             ok = step.feedback is not Feedback.REFUSED
             purpose = self.stations[cfg.station].config.purpose
             if (
@@ -469,8 +591,12 @@ class ScannerAdapter:
         self.pad_errors[exc.code] += 1
         self._log.debug("pad %s: %s failed, the reader is fine: %s", cfg.name, what, exc)
 
-    async def _tag(self, station_id: str, tag: PadTag) -> Step:
+    async def _tag(self, station_id: str, tag: PadTag, *, refuse: str | None = None) -> Step:
         at = self._clock()
+        if refuse is not None:
+            card = tag_role(tag.usage) is TagRole.PATRON_CARD
+            kind, id_kind = (ScanKind.PATRON, IdKind.PATRON) if card else (ScanKind.ITEM, IdKind.ITEM)
+            return await self.process(station_id, ScanClass(kind=kind, id_kind=id_kind), at, refuse=refuse)
         if tag.item_id is None:
             return await self.process(station_id, ScanClass(kind=ScanKind.UNKNOWN, code=tag.error), at)
         extra: dict[str, Attribute] = {
@@ -525,16 +651,11 @@ class ScannerAdapter:
 
     def diagnostics(self) -> dict[str, Any]:
         up = sum(1 for v in self.connected.values() if v)
-        try:
-            kept = {sid: (self.store.outreach_loans(sid), self.store.recent(sid, 20)) for sid in self.stations}
-        except StationStoreError:  # closed between two runs (a restart's backoff): the stations without their rows
-            kept = {}
         out: dict[str, Any] = {
             "summary": f"devices online {up}/{len(self.connected)}",
             "scans": dict(self.counts),
-            "malformed": {
-                k: v for k, v in self.counts.items() if k in ("bad_check", "unknown", "visit_refused", "unknown_usage")
-            },
+            "scans_lost": self.scans_lost,
+            "malformed": {k: v for k, v in self.counts.items() if k in _MALFORMED},
             "devices": dict(self.connected),
             "pad_errors": dict(self.pad_errors),
             "security_retries": dict(self.security_retries),
@@ -544,13 +665,13 @@ class ScannerAdapter:
                     "purpose": st.config.purpose.value,
                     "mode": st.config.lending_mode.value if st.config.purpose is Purpose.LENDING else "",
                     "loan_prefix": f"urn:ngsi-ld:LibraryLoan:{sid}:",
-                    "outreach_loans": kept[sid][0] if sid in kept else None,
+                    "outreach_loans": self._outreach[sid],
                     "present": present_today(st.state, self._clock())
                     if st.config.purpose is Purpose.ATTENDANCE
                     else None,
                     "recent": [
                         {"at": r.at_us / 1e6, "scan": r.scan_no, "reason": r.reason, "feedback": r.feedback}
-                        for r in (kept[sid][1] if sid in kept else [])
+                        for r in self._recent[sid]
                     ],
                 }
                 for sid, st in self.stations.items()
@@ -559,3 +680,16 @@ class ScannerAdapter:
         if self.last_error:
             out["last_error"] = self.last_error
         return out
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in `group` (nested groups opened) that is not a cancellation."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending[:0] = list(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])

@@ -12,7 +12,8 @@ again, never stored with holes.
 
 `open_device` grabs the device exclusively (EVIOCGRAB) so the keystrokes never reach a console or
 a login prompt; a file that is no input device (a pipe, a recording) cannot be grabbed and is read
-as is, which `grabbed` reports.
+as is, which `grabbed` reports. A recording in a regular file is read to its end and then followed
+for what is appended (the adapter polls it: epoll refuses regular files), never read twice.
 """
 
 from __future__ import annotations

@@ -14,17 +14,25 @@ emitted, so a replay of the buffer rewrites the same entity and two scans never 
 |              | RFID item not for loan  | refused `not_for_loan` (type of usage acquisition / not for circulation) |
 | `return`     | item / ISBN             | `LibraryReturn`; the same copy within `debounce_s` of its return → `already_returned` (no event) |
 | `inventory`  | shelf label             | starts the shelf's session (count 0) |
-|              | item / ISBN             | `InventoryScan` with `shelf` and the running `shelfCount` |
+|              | item / ISBN             | `InventoryScan` with `shelf` and the running `shelfCount`; the session ended (`SHELF_IDLE_S` without a scan, or the Tokyo day changed) → refused `no_shelf` |
 | `attendance` | child's card            | `AttendanceEvent` checkIn (first that Tokyo day) / checkOut (next) + `ChildAttendance` state; within `debounce_s` of the last accepted scan: ignored |
 | `visit`      | signed visit QR         | `WatchVisit` with the point and time |
 | any          | bad check / unknown / refused QR / wrong kind | `ScanRejected` with the reason code (never the scanned text) |
 | any          | RFID tag: discarded item, library equipment, unassigned type of usage | refused `discarded`, `not_an_item`, `unknown_usage` |
 | any          | price row               | ignored, counted |
+| any          | what the caller refuses (`refuse`) | `ScanRejected` with the caller's reason: `ambiguous_patron`, `not_storable` |
 
 An RFID tag (`item_read`) is what its type of usage makes it (`adapters.rfid.danish.tag_role`): a
 patron card is a patron card scan, never an item, whatever the purpose; a discarded item, library
 equipment or a type of usage the standard does not assign is refused everywhere, an item not for
 loan at a lending desk; a refusal never holds the tag's id.
+
+Durations (the patron session, the debounces, a shelf's idle end) are measured on `mono`, a monotonic
+clock the caller passes with each scan: the wall clock steps (NTP at boot, a Pi without RTC), and an
+hour back would keep a patron's session open for the next visitor and swallow a child's check-out.
+`at` (wall time) stamps the events and decides the Tokyo day. After a restart nothing monotonic is
+known: a child's debounce and a restored shelf fall back to the wall clock, where a time that went
+backwards never counts as "recent".
 
 Card numbers appear only in the attributes `patronCard` and `child`, which the processing stage's
 `pseudonymize` processor (kind `card`) replaces by tokens; entity ids never hold them (the child's
@@ -59,6 +67,11 @@ __all__ = [
     "child_token",
     "present_today",
 ]
+
+# An inventory shelf session ends after this long without a scan of it (the librarian went to lunch, or
+# the session is from another day): the next item is refused `no_shelf` instead of joining a shelf it
+# is not on, until the shelf label is scanned again.
+SHELF_IDLE_S = 1800
 
 TOKYO = timezone(timedelta(hours=9))
 CARD_ATTRIBUTES = ("patronCard", "child")
@@ -130,18 +143,27 @@ class StationState:
     """What a station remembers between scans; `StationStore` persists it (never a card number)."""
 
     patron: str | None = None  # the open session's card: memory only, lost on restart by design
-    patron_last_us: int = 0
+    patron_last_mono: float = 0.0  # monotonic s of the session's last scan
     shelf: str | None = None
     shelf_count: int = 0
+    shelf_last_us: int = 0  # wall µs of the shelf's last scan: its Tokyo day, and its age after a restart
+    shelf_last_mono: float | None = None  # monotonic s of the same; None after a restart
     children: dict[str, ChildState] = field(default_factory=dict)  # child token -> state
     # Memory only, as the patron session: a double scan or a book put back on the pad is one loan or return.
     # Keyed by copy: an RFID tag's UID, else the library item id (an ISBN names a title: not kept).
     lent: set[str] = field(default_factory=set)  # copies lent in the open patron session
-    returned: dict[str, int] = field(default_factory=dict)  # copy -> its return, µs, for debounce_s
+    returned: dict[str, float] = field(default_factory=dict)  # copy -> its return, monotonic s, for debounce_s
+    child_mono: dict[str, float] = field(default_factory=dict)  # child token -> last accepted scan, monotonic s
 
     def snapshot(self) -> StationState:
         """A copy to put back: the containers copied, their values shared (a ChildState is replaced, never changed)."""
-        return replace(self, children=dict(self.children), lent=set(self.lent), returned=dict(self.returned))
+        return replace(
+            self,
+            children=dict(self.children),
+            lent=set(self.lent),
+            returned=dict(self.returned),
+            child_mono=dict(self.child_mono),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,9 +200,13 @@ class Station:
         self._source = Source(adapter=adapter, device=device)
         self._key = local_key
 
-    def scan(self, cls: ScanClass, at: datetime, scan_no: int, *, copy: str | None = None) -> Step:
+    def scan(
+        self, cls: ScanClass, at: datetime, scan_no: int, *, copy: str | None = None, mono: float | None = None
+    ) -> Step:
         """`copy` names the physical copy an item scan is of, when the device knows it (an RFID tag's UID:
-        the parts of a set share their item id); else the library item id does."""
+        the parts of a set share their item id); else the library item id does. `mono`: the monotonic clock
+        at the scan, in seconds (None: `at`'s, for callers whose clock does not step)."""
+        m = at.timestamp() if mono is None else mono
         purpose = self.config.purpose
         kind = cls.kind
         if kind is ScanKind.PRICE_ROW:
@@ -202,24 +228,42 @@ class Station:
         assert cls.value is not None
         item = (copy or f"item:{cls.value}") if kind is ScanKind.ITEM else None
         if purpose is Purpose.LENDING:
-            return self._lending(cls, cls.value, at, scan_no, item)
+            return self._lending(cls, cls.value, at, m, scan_no, item)
         if purpose is Purpose.RETURN:
             if kind is ScanKind.PATRON:
                 return self._reject(at, scan_no, "wrong_kind", cls)
-            return self._return(cls, cls.value, at, scan_no, item)
+            return self._return(cls, cls.value, at, m, scan_no, item)
         if purpose is Purpose.INVENTORY:
-            return self._inventory(cls, cls.value, at, scan_no)
-        return self._attendance(cls, cls.value, at, scan_no)
+            return self._inventory(cls, cls.value, at, m, scan_no)
+        return self._attendance(cls, cls.value, at, m, scan_no)
+
+    def refuse(self, cls: ScanClass, at: datetime, scan_no: int, reason: str) -> Step:
+        """A scan the caller refuses for what the station cannot see (two patron cards in one pad read, events
+        the gateway would not store): its `ScanRejected`, the state untouched."""
+        return self._reject(at, scan_no, reason, cls)
+
+    def end_stale_shelf(self, at: datetime) -> None:
+        """Forget a shelf session restored from the store that has ended (idle, or another Tokyo day)."""
+        if self.state.shelf is not None and not self._shelf_open(at, None):
+            self.state.shelf = None
+            self.state.shelf_count = 0
 
     def item_read(
-        self, item: str, at: datetime, scan_no: int, extra: dict[str, Attribute], *, usage: int | None = None
+        self,
+        item: str,
+        at: datetime,
+        scan_no: int,
+        extra: dict[str, Attribute],
+        *,
+        usage: int | None = None,
+        mono: float | None = None,
     ) -> Step:
         """An RFID tag's primary item id (already decoded) at this station, `usage` its type of usage: an item is
         treated like an item barcode, a patron card like a patron card barcode (`extra`, the tag's own data,
         left out: its UID would follow the patron), anything else refused."""
         role = tag_role(usage)
         if role is TagRole.PATRON_CARD:
-            return self.scan(ScanClass(kind=ScanKind.PATRON, value=item, id_kind=IdKind.PATRON), at, scan_no)
+            return self.scan(ScanClass(kind=ScanKind.PATRON, value=item, id_kind=IdKind.PATRON), at, scan_no, mono=mono)
         refused = _REFUSED.get(role)
         if refused is None and role is TagRole.NOT_FOR_LOAN and self.config.purpose is Purpose.LENDING:
             refused = "not_for_loan"
@@ -233,7 +277,7 @@ class Station:
             return self._reject(at, scan_no, refused, cls)
         cls = ScanClass(kind=ScanKind.ITEM, value=item, id_kind=IdKind.ITEM)
         tag = extra.get("tagUid")
-        step = self.scan(cls, at, scan_no, copy=None if tag is None else f"tag:{tag.value}")
+        step = self.scan(cls, at, scan_no, copy=None if tag is None else f"tag:{tag.value}", mono=mono)
         if not extra or not step.readings or step.feedback is not Feedback.ACCEPTED:
             return step
         first = step.readings[0]
@@ -245,23 +289,22 @@ class Station:
 
     # --- purposes ------------------------------------------------------------------------------
 
-    def _lending(self, cls: ScanClass, value: str, at: datetime, scan_no: int, copy: str | None) -> Step:
+    def _lending(self, cls: ScanClass, value: str, at: datetime, m: float, scan_no: int, copy: str | None) -> Step:
         st = self.state
-        now = _us(at)
-        if st.patron is not None and now - st.patron_last_us > self.config.patron_session_s * 1_000_000:
+        if st.patron is not None and m - st.patron_last_mono > self.config.patron_session_s:
             st.patron = None
             st.lent.clear()
         if cls.kind is ScanKind.PATRON:
             if value != st.patron:
                 st.lent.clear()
             st.patron = value
-            st.patron_last_us = now
+            st.patron_last_mono = m
             return Step(readings=(), feedback=Feedback.ACCEPTED, reason="patron")
         if cls.kind is ScanKind.SHELF:
             return self._reject(at, scan_no, "wrong_kind", cls)
         if st.patron is None:
             return self._reject(at, scan_no, "no_patron", cls)
-        st.patron_last_us = now
+        st.patron_last_mono = m
         if copy is not None:
             if copy in st.lent:  # the accepted beep again: the book is lent, once
                 return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_lent")
@@ -272,27 +315,41 @@ class Station:
         }
         return self._accept("LibraryLoan", at, scan_no, attrs, "loan")
 
-    def _return(self, cls: ScanClass, value: str, at: datetime, scan_no: int, copy: str | None) -> Step:
-        now, window = _us(at), self.config.debounce_s * 1_000_000
+    def _return(self, cls: ScanClass, value: str, at: datetime, m: float, scan_no: int, copy: str | None) -> Step:
+        window = self.config.debounce_s
         returned = self.state.returned
-        for old in [c for c, t in returned.items() if now - t > window]:
+        for old in [c for c, t in returned.items() if m - t > window]:
             del returned[old]
         if copy is not None:
             if copy in returned:
                 return Step(readings=(), feedback=Feedback.ACCEPTED, reason="already_returned")
-            returned[copy] = now
+            returned[copy] = m
         return self._accept("LibraryReturn", at, scan_no, self._item(cls, value), "return")
 
-    def _inventory(self, cls: ScanClass, value: str, at: datetime, scan_no: int) -> Step:
+    def _shelf_open(self, at: datetime, m: float | None) -> bool:
+        st = self.state
+        if _tokyo_day(at) != _tokyo_day(_dt(st.shelf_last_us)):
+            return False
+        if m is not None and st.shelf_last_mono is not None:
+            return m - st.shelf_last_mono <= SHELF_IDLE_S
+        # restored after a restart: only the wall clock is known, and a time that went back is no proof of recent
+        return 0 <= _us(at) - st.shelf_last_us <= SHELF_IDLE_S * 1_000_000
+
+    def _inventory(self, cls: ScanClass, value: str, at: datetime, m: float, scan_no: int) -> Step:
         st = self.state
         if cls.kind is ScanKind.SHELF:
             st.shelf = value
             st.shelf_count = 0
+            st.shelf_last_us, st.shelf_last_mono = _us(at), m
             return Step(readings=(), feedback=Feedback.ACCEPTED, reason="shelf")
         if cls.kind is ScanKind.PATRON:
             return self._reject(at, scan_no, "wrong_kind", cls)
+        if st.shelf is not None and not self._shelf_open(at, m):
+            st.shelf = None
+            st.shelf_count = 0
         if st.shelf is None:
             return self._reject(at, scan_no, "no_shelf", cls)
+        st.shelf_last_us, st.shelf_last_mono = _us(at), m
         st.shelf_count += 1
         attrs = self._item(cls, value) | {
             "shelf": make_attribute(st.shelf, "Text"),
@@ -300,7 +357,7 @@ class Station:
         }
         return self._accept("InventoryScan", at, scan_no, attrs, "inventory")
 
-    def _attendance(self, cls: ScanClass, value: str, at: datetime, scan_no: int) -> Step:
+    def _attendance(self, cls: ScanClass, value: str, at: datetime, m: float, scan_no: int) -> Step:
         if cls.kind is not ScanKind.PATRON:
             return self._reject(at, scan_no, "wrong_kind", cls)
         token = child_token(self._key, value)
@@ -308,7 +365,12 @@ class Station:
         day = at.astimezone(TOKYO).date().isoformat()
         prev = self.state.children.get(token)
         if prev is not None and prev.day == day:
-            if now - prev.last_us < self.config.debounce_s * 1_000_000:
+            last_m = self.state.child_mono.get(token)
+            if last_m is not None:
+                recent = m - last_m < self.config.debounce_s
+            else:  # restored after a restart: the wall clock, where a time that went back is no repeat
+                recent = 0 <= now - prev.last_us < self.config.debounce_s * 1_000_000
+            if recent:
                 return Step(readings=(), feedback=Feedback.IGNORED, reason="debounced")
             if not prev.present:
                 return self._reject(at, scan_no, "already_left", cls)
@@ -319,6 +381,7 @@ class Station:
             state = ChildState(day=day, present=True, last_us=now, checked_in_us=now)
             self.state.children[token] = state
             action = "checkIn"
+        self.state.child_mono[token] = m
         event = self._reading(
             "AttendanceEvent",
             at,
@@ -382,6 +445,10 @@ class Station:
 # Refused at every station: not to circulate (a discarded book's security is left checked out, so
 # the gate stays quiet for a book the library gave away), or not known to be an item at all.
 _REFUSED = {TagRole.DISCARDED: "discarded", TagRole.NOT_AN_ITEM: "not_an_item", TagRole.RESERVED: "unknown_usage"}
+
+
+def _tokyo_day(at: datetime) -> str:
+    return at.astimezone(TOKYO).date().isoformat()
 
 
 def _dt(us: int) -> datetime:

@@ -7,6 +7,7 @@ not after `kill -9` and not after a power cut (a crash leaves a gap at most). Th
 the buffer through `emit`, which returns once they are on disk there; only after that `record`
 writes the station's state and the recent-scans row (synchronous=NORMAL: it survives a crash of the
 process; a power cut may lose the last few rows of it, never an event).
+The shelf session's time is not a column of its own: the station's last `recent` row gives it.
 The store never holds a card number: attendance rows are keyed by the station-local child token,
 the recent-scans list keeps reasons and entity ids only. Nor does it hold the key of those tokens:
 that is `secret:stations.child_key` in the gateway's secret store (`child_key.py`); `meta` keeps
@@ -257,18 +258,26 @@ class StationStore:
                 raise
 
     def load_state(self, station: str) -> StationState:
+        """As `record` left it; a shelf session comes back with the time of the station's last scan, for the
+        station to end it when it is stale (`Station.end_stale_shelf`)."""
         state = StationState()
         with self._shared.held() as db:
             children = db.execute(
                 "SELECT token, day, present, last_us, in_us, out_us FROM children WHERE station = ?", (station,)
             ).fetchall()
             row = db.execute("SELECT shelf, count FROM shelves WHERE station = ?", (station,)).fetchone()
+            # every scan of the station is recorded with the shelf's state: the last one is when the shelf
+            # was last scanned (or its session refused one), which decides whether it has ended meanwhile
+            last = db.execute(
+                "SELECT at_us FROM recent WHERE station = ? ORDER BY id DESC LIMIT 1", (station,)
+            ).fetchone()
         for token, day, present, last_us, in_us, out_us in children:
             state.children[token] = ChildState(
                 day=day, present=bool(present), last_us=last_us, checked_in_us=in_us, checked_out_us=out_us
             )
         if row is not None:
             state.shelf, state.shelf_count = row[0], int(row[1])
+            state.shelf_last_us = 0 if last is None else int(last[0])
         return state
 
     def recent(self, station: str, limit: int = 50) -> list[RecentScan]:
