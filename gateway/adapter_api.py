@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from gateway.configbase import NamedSection
+from gateway.ngsi.config import ValueEncoding
 from gateway.processing.api import ProcessorContext
 from gateway.records import Command, CommandResult, Emit
 
@@ -49,6 +50,9 @@ class AdapterContext:
     mail: MailQueue | None = None
     # retired pseudonym keys are kept this long (gateway.processing.api.ProcessorContext.keep_old_days)
     keep_old_days: int | None = None
+    # `[ngsi] value_encoding`, which the gateway checks every reading with before the buffer (App._emit): an
+    # adapter that acts on a device for a reading (a book's security released for its loan) checks it first
+    value_encoding: ValueEncoding = ValueEncoding.PERCENT
 
     def processor_context(self) -> ProcessorContext:
         """What a processor an adapter builds for itself (a pseudonymizer) needs from the gateway."""

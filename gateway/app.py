@@ -109,7 +109,10 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.context = AdapterContext(
-            gateway_id=config.gateway.id, data_dir=str(config.gateway.data_dir), keep_old_days=_keep_old_days(config)
+            gateway_id=config.gateway.id,
+            data_dir=str(config.gateway.data_dir),
+            keep_old_days=_keep_old_days(config),
+            value_encoding=config.ngsi.value_encoding,
         )
         self.outbox: Outbox | None = None
         self.supervisor: Supervisor | None = None

@@ -61,7 +61,6 @@ from gateway.cancellation import event_set_within
 from gateway.errors import ConfigError, ReadingError
 from gateway.logs import component_logger
 from gateway.ngsi.check import check_reading
-from gateway.ngsi.config import ValueEncoding
 from gateway.processing.pseudonymize import PseudonymizeConfig, Pseudonymizer
 from gateway.records import Attribute, Command, CommandResult, Emit, Reading, make_attribute
 from gateway.secrets import resolve
@@ -86,7 +85,11 @@ _RECENT_SHOWN = 20
 # A recording in a regular file has no readiness to wait for: looked at again this often at its end
 _FILE_POLL_S = 0.1
 # Refusals that are bad data from the field, for status' `malformed`
-_MALFORMED = ("bad_check", "unknown", "visit_refused", "unknown_usage", "not_storable")
+# what the adapter refuses a scan for itself (`Station.refuse`), beside the station's own reasons
+NOT_STORABLE = "not_storable"  # its reading is one the gateway would not store (check_reading)
+AMBIGUOUS_PATRON = "ambiguous_patron"  # two patron cards in one read of a lending pad
+CALLER_REFUSALS = (NOT_STORABLE, AMBIGUOUS_PATRON)
+_MALFORMED = ("bad_check", "unknown", "visit_refused", "unknown_usage", NOT_STORABLE)
 
 
 def _utc_now() -> datetime:
@@ -135,9 +138,8 @@ class ScannerAdapter:
         self.context = context
         self._clock = clock  # wall time: the events' timestamps and the Tokyo day
         self._monotonic = monotonic  # sessions and debounces: the wall clock steps (NTP, no RTC)
-        # The encoding the gateway checks readings with before the buffer (App._emit). AdapterContext does not
-        # carry `[ngsi] value_encoding` yet; until it does, the gateway's default.
-        self._encoding: ValueEncoding = getattr(context, "value_encoding", ValueEncoding.PERCENT)
+        # the encoding the gateway checks readings with before the buffer (App._emit)
+        self._encoding = context.value_encoding
         self._log = component_logger(__name__, f"adapter {config.name}")
         self._rules: tuple[CodabarRule, ...] = tuple(r.build() for r in config.rules)
         self._keys: dict[str, bytes] = {}  # visit-QR keys, read from the secret store by `run`
@@ -217,7 +219,7 @@ class ScannerAdapter:
                 if self._unstorable(station_id, step.reason, readings) is not None:
                     # what the station did for the scan did not happen: no loan, no session step, no count
                     station.state = before
-                    step = station.refuse(cls, at, scan_no, "not_storable")
+                    step = station.refuse(cls, at, scan_no, NOT_STORABLE)
                     readings = [self._pseudonymized(r) for r in step.readings]
                 for reading in readings:
                     await self._emit(reading)
@@ -557,7 +559,7 @@ class ScannerAdapter:
         # would go to someone else's account without anyone noticing
         ambiguous = cards > 1 and self.stations[cfg.station].config.purpose is Purpose.LENDING
         for uid, tag in read:
-            step = await self._tag(cfg.station, tag, refuse="ambiguous_patron" if ambiguous else None)
+            step = await self._tag(cfg.station, tag, refuse=AMBIGUOUS_PATRON if ambiguous else None)
             ok = step.feedback is not Feedback.REFUSED
             purpose = self.stations[cfg.station].config.purpose
             if (

@@ -15,7 +15,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,13 +45,6 @@ REFUSED = 3  # red
 
 def leds(sim: FeigSim) -> list[int]:
     return [o[6] for o in sim.outputs]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NgsiContext(AdapterContext):
-    """The context as the runtime would give it once it carries `[ngsi] value_encoding` (see the report)."""
-
-    value_encoding: ValueEncoding
 
 
 def gateway_emit(encoding: ValueEncoding) -> tuple[list[Reading], list[str], Callable[[Reading], Awaitable[None]]]:
@@ -86,7 +78,7 @@ def lending_pad(tmp_path: Path, *, encoding: ValueEncoding) -> tuple[ScannerAdap
             "pads": [{"name": "pad", "station": "desk", "port": pair.a, "poll_ms": 50, "set_security": True}],
         }
     )
-    ctx = NgsiContext(gateway_id="gw", data_dir=str(tmp_path), value_encoding=encoding)
+    ctx = AdapterContext(gateway_id="gw", data_dir=str(tmp_path), value_encoding=encoding)
     return ScannerAdapter(cfg, ctx, clock=Clock()), sim, thread, pair
 
 
