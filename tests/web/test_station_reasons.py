@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from adapters.rfid.danish import Usage
+from adapters.scanner.adapter import CALLER_REFUSALS
 from adapters.scanner.station import Feedback, Purpose, Station, StationConfig
 from gateway.web.pages.stations import ERROR_REASONS
 
@@ -39,6 +40,10 @@ def test_the_tag_refusals_are_the_ones_the_page_knows() -> None:
     refusals = _refusals()
     assert {"not_for_loan", "discarded", "not_an_item", "unknown_usage"} <= refusals
     assert refusals <= ERROR_REASONS
+
+
+def test_what_the_adapter_refuses_itself_is_on_the_page_too() -> None:
+    assert set(CALLER_REFUSALS) <= ERROR_REASONS
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])

@@ -39,6 +39,9 @@ ERROR_REASONS = frozenset(
         "discarded",
         "not_an_item",
         "unknown_usage",
+        # refused by the adapter itself (adapters/scanner/adapter.py CALLER_REFUSALS)
+        "not_storable",
+        "ambiguous_patron",
     }
 )
 
