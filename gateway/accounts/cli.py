@@ -371,6 +371,8 @@ def run(
     except ConfigError as exc:  # a secret store whose key file does not belong to it
         err.writelines(f"{what}: {line}\n" for line in exc.errors)
         return EXIT_INVALID
+    except BrokenPipeError:  # the reader quit (`| head`): main() ends quietly, no store advice
+        raise
     except OSError as exc:
         err.write(
             f"{what}: cannot use {state_dir}, got {exc.strerror or exc}; run it as the gateway's user (or root)\n"

@@ -149,6 +149,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except ConfigError as exc:
         print_config_error(exc, err, what=what)
         return EXIT_INVALID
+    except BrokenPipeError:  # the reader quit (`| head`): main() ends quietly, no store advice
+        raise
     except OSError as exc:
         err.write(
             f"{what}: cannot read the audit log, got {exc.strerror or exc}; run it as the gateway's user (or root)\n"

@@ -369,6 +369,8 @@ def run(
     except PseudonymKeyError as exc:
         err.write(f"{exc}\n")
         return EXIT_INVALID
+    except BrokenPipeError:  # the reader quit (`| head`): main() ends quietly, no store advice
+        raise
     except OSError as exc:
         err.write(
             f"{what}: cannot use the secret store, got {exc.strerror or exc}; run it as the gateway's user (or root)\n"
