@@ -59,8 +59,14 @@ def read_toml(path: Path, *, missing_hint: str = "") -> dict[str, Any]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(["file not found" + (f"; {missing_hint}" if missing_hint else "")], str(path)) from None
-    except OSError as exc:
-        raise ConfigError([f"cannot read: {exc}"], str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(["cannot read, got a directory; name the configuration file in it"], str(path)) from None
+    except PermissionError:
+        raise ConfigError(
+            ["cannot read, got permission denied; run it as the gateway's user or with sudo"], str(path)
+        ) from None
+    except OSError as exc:  # the words, not "[Errno 5] …" with the path the source names already
+        raise ConfigError([f"cannot read, got {exc.strerror or type(exc).__name__}"], str(path)) from None
     data = data.removeprefix(_UTF8_BOM)
     try:
         text = data.decode("utf-8")
