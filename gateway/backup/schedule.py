@@ -14,6 +14,7 @@ files from before and after the restore.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -77,9 +78,13 @@ class Job:
 
 
 def read_status(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / STATUS_FILE
     try:
-        doc: dict[str, Any] = json.loads((data_dir / STATUS_FILE).read_text())
+        doc: dict[str, Any] = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
+        return {}
+    except OSError as exc:  # root's after a root run, or something else in its place: the backup goes on
+        log.warning("backup: the last outcomes in %s cannot be read, got %s", path, exc.strerror or exc)
         return {}
     return doc
 
@@ -101,10 +106,22 @@ def status_line(data_dir: Path) -> str | None:
 
 
 def _write_status(data_dir: Path, doc: dict[str, Any]) -> None:
+    """The outcome recorded for `edgegw status` and the alarms; never raised: a status that cannot be written
+    must not turn a good backup into a failed night, nor hide a failure's own error behind its own."""
     path = data_dir / STATUS_FILE
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        log.error(
+            "backup: outcome not recorded in %s, got %s; edgegw status and the backup alarm still show the run "
+            "before: give the data directory back to the gateway's user (a root run may have left it root's)",
+            path,
+            exc.strerror or type(exc).__name__,
+        )
 
 
 def run_backup(job: Job, now: datetime, *, lock_wait_s: float = archive.BOX_LOCK_WAIT_S) -> Path:

@@ -105,3 +105,18 @@ def test_the_fleet_device_reports_the_newest_backup_outcome(box: tuple[Path, Pat
     with pytest.raises(archive.BackupError):
         run_backup(job, night + timedelta(days=1))
     assert last_backup(data_dir) == {"at": (night + timedelta(days=1)).timestamp(), "ok": False}
+
+
+def test_a_status_that_cannot_be_written_neither_fails_a_good_backup_nor_hides_a_failure(
+    box: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    config_path, data_dir = box
+    (data_dir / "backup-status.json").mkdir()  # in the way of the status's rename, as a root-owned one would be
+    job = Job(gateway_id="fixture-gw", data_dir=data_dir, config_path=config_path, config=BackupConfig())
+    night = datetime(2026, 12, 4, 3, 0, tzinfo=JST)
+    path = run_backup(job, night)
+    assert path.exists()
+    assert "backup: outcome not recorded in" in caplog.text and not (data_dir / "backup-status.json.tmp").exists()
+    config_path.unlink()
+    with pytest.raises(archive.BackupError, match=r"gateway\.toml"):  # the night's own error, not the status's
+        run_backup(job, night + timedelta(days=1))
