@@ -128,6 +128,11 @@ class _Supervised:
                     exc, started, f"CancelledError: {str(exc) or 'raised inside the adapter, not a stop'}"
                 )
             except Exception as exc:  # one adapter's failure must never stop the others
+                if _being_cancelled():
+                    # a stop the adapter's library turned into its own error (a client's "closed"): still a stop;
+                    # restarted, the adapter would run on after stop_one called it stopped
+                    self._set(AdapterState.STOPPED)
+                    raise asyncio.CancelledError from exc
                 await self._failed(exc, started)
 
     async def _failed(self, exc: BaseException, started: float, error: str = "") -> None:

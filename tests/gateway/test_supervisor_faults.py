@@ -143,6 +143,34 @@ async def test_a_real_cancellation_still_stops_the_adapter_for_good() -> None:
     assert (status.state, status.restarts, status.last_error) == (AdapterState.STOPPED, 0, "")
 
 
+class ClosesWithItsOwnError:
+    """Its client library turns the task's cancellation into its own error (a "connection closed")."""
+
+    config_model: ClassVar[type[AdapterConfig]] = _Config
+    runs = 0
+
+    async def run(self, emit: Emit) -> None:
+        type(self).runs += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if type(self).runs > 1:
+                raise  # a restart after a stop (the defect) still ends at the test's teardown
+            raise ConnectionError("client closed") from None
+
+
+async def test_a_stop_an_adapter_turns_into_its_own_error_is_still_a_stop() -> None:
+    """A stop is the task's cancellation, whatever the adapter raises for it: restarted, it ran on after stop_one
+    had called it stopped (a reviewer's case)."""
+    sup = Supervisor(lambda r: asyncio.sleep(0), backoff_initial_s=0.01, backoff_max_s=0.01)
+    sup.start([(_Config(name="client", type="test"), ClosesWithItsOwnError())])
+    await asyncio.sleep(0.02)
+    assert await sup.stop_one("client", timeout_s=0.5) is True
+    await asyncio.sleep(0.1)  # a restart would have happened by now
+    [status] = sup.status()
+    assert (status.state, status.restarts, ClosesWithItsOwnError.runs) == (AdapterState.STOPPED, 0, 1)
+
+
 class HungClose:
     """Its close, in a thread, hangs (a USB-serial adapter gone deaf): cancellation cannot reach it."""
 
