@@ -34,6 +34,7 @@ from gateway.accounts.store import (
 from gateway.audit.log import AuditError, AuditLog
 from gateway.cliopts import add_config_option, print_config_error
 from gateway.errors import ConfigError
+from gateway.hand_over import hand_over
 from gateway.web.config import WebConfig
 
 __all__ = [
@@ -110,28 +111,6 @@ def open_state(config_path: Path | None) -> tuple[Path, WebConfig]:
 
     cfg = load_config(cliopts.config_path(config_path))
     return cfg.web.state_path(Path(cfg.gateway.data_dir)), cfg.web
-
-
-def hand_over(state_dir: Path) -> None:
-    """Run as root (sudo), give the files made in `state_dir` to the owner of its parent (the gateway's user).
-
-    Otherwise `edgegw user add` typed as root leaves an accounts.db the web UI, running as the gateway's
-    user, cannot open.
-    """
-    if os.geteuid() != 0:
-        return
-    try:
-        owner = state_dir.parent.stat()
-    except OSError:
-        return
-    if owner.st_uid == 0:
-        return
-    for path in (state_dir, *state_dir.rglob("*")):
-        try:
-            if path.lstat().st_uid == 0:
-                os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
-        except OSError:  # a file that vanished meanwhile (a -shm, a temporary file)
-            continue
 
 
 class HandingOverAuditLog(AuditLog):
