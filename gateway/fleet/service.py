@@ -111,6 +111,8 @@ class FleetService:
         self.fetch_failures = 0  # since this generation started; in status, as the log says a spell once
         self._fetched: remote.Fetched | None = None  # the answer whose ETag/Last-Modified the next fetch sends
         self._failing_since_delivery: dict[str, float] = {}  # uplink -> its last delivery when it began failing
+        # (serial, applied_at, deadline): a pending bundle's window moved to its uplinks' start delay, see _deadline
+        self._held_deadline: tuple[Any, float, float] | None = None
         self.mails_enqueued = 0
         self.events: list[dict[str, Any]] = []  # the latest alarm events, for status
 
@@ -498,24 +500,31 @@ class FleetService:
         Such an uplink has had no chance to deliver (the delay may be far longer than the window): its
         window counts from the delay's end, seen by this tick, and from no later than the longest delay
         after the apply, so a broken bundle held this way is still rolled back, that much later.
+        The state file gets that bound once (what status shows and a restart keeps); the window from
+        the delay's end grows at every tick, so it is kept in memory: written each tick, it was
+        hundreds of writes an hour to the SD card while an uplink waited.
         """
         applied_at, deadline = float(pending["applied_at"]), float(pending["deadline"])
+        serial = pending["serial"]
+        kept = self._held_deadline
+        moved_before = kept[2] if kept is not None and kept[:2] == (serial, applied_at) else None
         delays = {u.name: u.start_delay_max_s for u in self.gw.config.uplinks}
         held = remote.start_delay_held(doc, applied_at, delays)
         if held <= 0:
-            return deadline
+            return deadline if moved_before is None else moved_before
         window = float(pending.get("window", deadline - applied_at))  # as the guard set it, before any move
-        moved = min(now + window, applied_at + held + window)
-        if moved <= deadline:
-            return deadline
-        serial = pending["serial"]
+        bound = applied_at + held + window
+        moved = max(min(now + window, bound), applied_at + window if moved_before is None else moved_before)
+        self._held_deadline = (serial, applied_at, moved)
+        if bound <= deadline:
+            return moved  # the bound is in the state file already
 
         def move(state: remote.RemoteState) -> bool:
             p = state.pending
             if p is None or p.get("serial") != serial or p.get("rolling_back") is not None:
                 return False  # taken on since it was read
             first = "window" not in p
-            p.update(window=window, deadline=max(p["deadline"], moved))
+            p.update(window=window, deadline=max(p["deadline"], bound))
             return first
 
         if await asyncio.to_thread(remote.update, self.data_dir, move):
@@ -525,7 +534,7 @@ class FleetService:
                 serial,
                 held,
                 window,
-                remote.utc_text(applied_at + held + window),
+                remote.utc_text(bound),
             )
         return moved
 

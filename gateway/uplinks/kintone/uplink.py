@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
 from gateway.adapter_api import AdapterContext
+from gateway.buffer.store import settled
 from gateway.errors import ConfigError, UplinkTransient
 from gateway.logs import component_logger
 from gateway.records import Reading
@@ -165,6 +166,7 @@ class KintoneUplink(Lifecycle):
             raise RuntimeError(f"{self.name}: deliver() called before start()")
         outcomes: list[Outcome | None] = [None] * len(batch)
         retry = Outcome(Status.RETRY, "")
+        skipped: Sequence[int] = ()
         try:
             if self._session is None:
                 self._open_session()
@@ -172,9 +174,9 @@ class KintoneUplink(Lifecycle):
                 await self._recheck_form()
             assert self._form is not None
             planned = planning.plan(batch, self.config.mappings, self._form)
-            for position in planned.unmapped:
+            skipped = planned.unmapped
+            for position in skipped:
                 outcomes[position] = DELIVERED
-            self.counters.skipped += len(planned.unmapped)
             for position, why in planned.refused:
                 reason = f"{self.name}: cannot make a kintone record of {batch[position].entity_id}, got {why}"
                 outcomes[position] = Outcome(Status.REJECTED, reason)
@@ -183,14 +185,23 @@ class KintoneUplink(Lifecycle):
         except _Stop as stop:
             retry = Outcome(Status.RETRY, stop.reason, stop.fault, stop.retry_after_s)
         final = [o if o is not None else retry for o in outcomes]
-        for o in final:
-            if o.status is Status.DELIVERED:
-                self.counters.delivered += 1
-            elif o.status is Status.REJECTED:
-                self.counters.rejected += 1
-            else:
-                self.counters.retries += 1
+        self._count(batch, final, skipped)
         return final
+
+    def _count(self, batch: Sequence[Reading], final: list[Outcome], skipped: Sequence[int]) -> None:
+        """Count delivered, rejected and skipped only where the buffer's acknowledgement settles them: a lane's
+        records after its first RETRY are sent again whatever was said of them, and counted then, once."""
+        counters = self.counters
+        if final.count(DELIVERED) == len(final):
+            counters.delivered += len(final)  # the usual batch: no test per record
+            counters.skipped += len(skipped)
+            return
+        done = set(settled(batch, final))
+        rejected = sum(1 for i in done if final[i].status is Status.REJECTED)
+        counters.delivered += len(done) - rejected
+        counters.rejected += rejected
+        counters.skipped += sum(1 for i in skipped if i in done)
+        counters.retries += sum(1 for o in final if o.status is Status.RETRY)
 
     async def _send(self, request: planning.Request, batch: Sequence[Reading], outcomes: list[Outcome | None]) -> None:
         """One request, again without the records kintone refused, until it is taken or fails."""
