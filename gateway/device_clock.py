@@ -1,4 +1,5 @@
-"""Whether the gateway's clock may overrule a device's: the kernel's NTP state (adjtimex), read every few seconds.
+"""Whether the gateway's clock may overrule a device's: the kernel's NTP state (adjtimex) and where the clock
+started this boot, read every few seconds.
 
 The Wi-Fi log receivers file an event at the gateway's time for it (the syslog receiver replaces an AP's time
 more than a day off the gateway's clock by the arrival time; the RADIUS server files a request at its arrival
@@ -14,20 +15,26 @@ The rule, with `floor` the latest time the box knew (`known_floor`: its software
 saved clock; 2000 at least) and `now` the gateway's time for the event. Not synchronised is not wrong: a box
 with a good RTC on a network without NTP is unsynchronised for ever. Such a clock can only be behind, never
 ahead (it starts from its RTC, a saved time or its build date), so a device's time is kept only when after
-max(now, floor), and by how much depends on whether the gateway's clock is evidently stale:
+max(now, floor), and by how much depends on whether the gateway's clock is evidently stale. That is judged by
+where the clock started this boot (`now` less the uptime, CLOCK_BOOTTIME), not by how long it has run: a clock
+set from the saved time at boot is as far behind after a month as after a minute.
 
-- stale: `now` is before `floor` + STALE_WITHIN (a day): 1970, the build date, or a clock set from the saved
-  time at boot and not yet a day on. Nothing says how far behind it is: a device time up to MAX_LEAD (three
-  years) past max(now, floor) is kept; an RFC 3164 line's year is the one putting it after max(now, floor)
-  less a day (`dates_after`), not the stale clock's.
-- not stale: it has run more than a day past the latest time the box knew, as a clock set by an RTC does. It
-  is believed: a device time at most RIGHT_LEAD (a day) past it is kept (the RADIUS server asks for any
-  Event-Timestamp ahead), one further ahead is the wrong one. Believed, an AP years ahead would file sessions in
-  future periods, kept years past their retention.
+- stale: it started before `floor` + STALE_WITHIN (a day) on a box without RTC (/sys/class/rtc/rtc0): at 1970,
+  the build date, or the saved time; on a box with one, before `floor` (a dead RTC at 1970 or 2000, then
+  advanced to the saved time by timesyncd). Stale for the whole boot. Nothing says how far behind it is: a device
+  time up to MAX_LEAD (three years) past max(now, floor) is kept; an RFC 3164 line's year is the one putting it
+  after max(now, floor) less a day (`dates_after`), not the stale clock's. That year is a guess (an AP whose
+  clock reset sends "Jan  1 00:03:00", read as the next New Year's): such a line is kept only within RIGHT_LEAD
+  of max(now, floor), or it would be filed up to a year ahead and kept that much past its retention.
+- not stale: it started after `floor`, set by a good RTC (a reboot a minute after the clock was saved is one),
+  by hand, or by NTP before the kernel lost sync. It is believed: a device time at most RIGHT_LEAD (a day) past
+  it is kept (the RADIUS server asks for any Event-Timestamp ahead), one further ahead is the wrong one.
+  Believed, an AP years ahead would file sessions in future periods, kept years past their retention.
 
 Kept: counted by the receiver in `gateway_clock_unsynced`, one WARNING a spell. Not kept: the receiver's own
 rule (the arrival time; `device_time_ignored` for the syslog receiver, whose advice `doubt` completes).
-A box off for more than a year past `floor` reads a year-less line a year early: no field says otherwise.
+A box off for more than a year past `floor` reads a year-less line a year early: no field says otherwise. A good
+RTC that reads behind the saved time at boot (rebooted within the seconds it lags) is taken for stale that boot.
 """
 
 from __future__ import annotations
@@ -53,12 +60,26 @@ __all__ = [
     "SYNC_TTL_S",
     "ClockWords",
     "GatewayClock",
+    "HostClock",
     "SyncSource",
     "describe_skew",
+    "has_rtc",
     "known_floor",
+    "uptime_s",
 ]
 
-SyncSource = Callable[[], bool | None]
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostClock:
+    """What the host says of its clock at one moment, as a SyncSource may answer it (tests give a boot of their
+    own); a source answering the kernel's flag alone gets `uptime_s()` and `has_rtc()` added."""
+
+    synced: bool | None  # the kernel's NTP flag; None: it cannot be asked
+    uptime_s: float  # since boot, suspend included: the clock started at the gateway's time less this
+    rtc: bool  # the box has a hardware clock, which set the clock at boot
+
+
+SyncSource = Callable[[], bool | HostClock | None]
 
 # Asked per event out of bounds, and adjtimex with its library lookup costs about a millisecond. NTP's first
 # sync comes seconds to minutes after boot: judging a few seconds of events by the previous answer costs nothing.
@@ -68,15 +89,30 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 # How far past the latest time the box knew a device's time may be and still be believed over an unsynchronised
 # gateway clock: a box stored for a season comes back that far behind; a device years ahead is itself wrong
 MAX_LEAD = timedelta(days=3 * 366)
-# A clock set at boot from the latest time the box knew (no RTC: the saved time, the build date) is within this of
-# it for its first day; one further on has run as an RTC's does. A box with a good RTC rebooted within a day of
-# its saved clock is taken for stale that first day: the three-year lead is then allowed for a day, not for ever.
+# A box without RTC whose clock started within this past the latest time the box knew was set from it (the saved
+# time, the build date, a fake-hwclock saved a little later), and is stale for the whole boot
 STALE_WITHIN = timedelta(days=1)
-# How far ahead of an unsynchronised clock that is not stale a device may be: the receivers' own margin
+# How far ahead of an unsynchronised clock that is not stale a device may be (the receivers' own margin), and of a
+# stale one a year-less line whose year was guessed (`dates_after`)
 RIGHT_LEAD = timedelta(days=1)
 # systemd-timesyncd saves the time here at each sync and at shutdown, and sets the clock to it at boot
 TIMESYNC_CLOCK = Path("/var/lib/systemd/timesync/clock")
+# the kernel's first hardware clock; boards without a battery-backed one (a Raspberry Pi) have none
+RTC = Path("/sys/class/rtc/rtc0")
 _ZERO = timedelta(0)
+# the wall time runs on through a suspend, so the uptime taken off it must count it too (CLOCK_BOOTTIME; elsewhere
+# the monotonic clock)
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def uptime_s() -> float:
+    """Seconds since boot, suspend included (CLOCK_BOOTTIME)."""
+    return time.clock_gettime(_BOOTTIME)
+
+
+def has_rtc() -> bool:
+    """Whether the box has a hardware clock (/sys/class/rtc/rtc0), which sets its clock at boot."""
+    return RTC.exists()
 
 
 def known_floor() -> datetime:
@@ -118,10 +154,13 @@ class GatewayClock:
         "_log",
         "_monotonic",
         "_not_before",
+        "_rtc",
         "_source",
         "_spell",
+        "_started",
         "_synced",
         "_ttl_s",
+        "_uptime_s",
         "_words",
         "unsynced",
     )
@@ -144,17 +183,26 @@ class GatewayClock:
         self._monotonic = monotonic
         self._due = -math.inf
         self._synced: bool | None = None
+        self._uptime_s = 0.0
+        self._rtc = False
+        self._started: datetime | None = None  # where the clock started this boot, from the first `now` after a read
         self._spell = StateLog(log)
         self._kept = 0  # device times kept in the current spell
         self.unsynced = False  # a spell is open: the receiver asks again on times within the bounds, to end it
 
     def synced(self) -> bool | None:
-        """True/False as the kernel said at most `ttl_s` ago; None when it cannot be asked."""
+        """True/False as the kernel said at most `ttl_s` ago; None when it cannot be asked. The uptime and the RTC
+        are read with it: not per event."""
         now = self._monotonic()
         if now >= self._due:
             self._due = now + self._ttl_s
+            self._started = None
             try:
-                self._synced = self._source()
+                answer = self._source()
+                if isinstance(answer, HostClock):
+                    self._synced, self._uptime_s, self._rtc = answer.synced, answer.uptime_s, answer.rtc
+                else:
+                    self._synced, self._uptime_s, self._rtc = answer, uptime_s(), has_rtc()
             except Exception as exc:  # an injected source: a broken one must not drop the event being judged
                 self._log.debug("%s: reading the gateway's clock sync failed, got %r", self._words.where, exc)
                 self._synced = None
@@ -166,9 +214,13 @@ class GatewayClock:
         return self._not_before
 
     def stale(self, now: datetime) -> bool:
-        """Whether the gateway's clock, at `now`, is evidently not set: before the latest time the box knew plus
-        STALE_WITHIN (the module's docstring says why)."""
-        return now < self._not_before + STALE_WITHIN
+        """Whether the gateway's clock, at `now`, is evidently not set: it started this boot (`now` less the
+        uptime) before the latest time the box knew, plus STALE_WITHIN on a box without RTC (the module's
+        docstring says why)."""
+        self.synced()  # the uptime is read with the kernel's flag
+        if self._started is None:
+            self._started = now - timedelta(seconds=self._uptime_s)
+        return self._started < self._not_before + (_ZERO if self._rtc else STALE_WITHIN)
 
     def dates_after(self, now: datetime) -> datetime | None:
         """The time a year-less device date (RFC 3164) is read just after, rather than near the gateway's clock:
@@ -187,26 +239,28 @@ class GatewayClock:
         if self.stale(now):
             return (
                 "the gateway's clock is not synchronised (NTP) either: check its time sync (timedatectl), though no "
-                f"device time before the latest time the box knew ({floor}) or more than {MAX_LEAD.days // 366} "
-                "years past it is believed"
+                f"device time before the latest time the box knew ({floor}), more than {MAX_LEAD.days // 366} "
+                "years past it, or a year-less (RFC 3164) one more than a day past it is believed"
             )
         return (
-            "the gateway's clock is not synchronised (NTP) either, but has run more than a day past the latest time "
-            f"the box knew ({floor}), so it is believed: if it is the wrong one, check the gateway's time sync "
+            "the gateway's clock is not synchronised (NTP) either, but started this boot after the latest time the "
+            f"box knew ({floor}), so it is believed: if it is the wrong one, check the gateway's time sync "
             "(timedatectl)"
         )
 
-    def keeps(self, sender: str, device: datetime, now: datetime) -> bool:
+    def keeps(self, sender: str, device: datetime, now: datetime, *, year_guessed: bool = False) -> bool:
         """Whether `device`, a device's time for an event the gateway's clock puts at `now`, is kept rather than
         replaced by `now`: the kernel says the gateway's clock is not synchronised, and the device's time is
         ahead of it and of the latest time the box knew (`known_floor`), by at most MAX_LEAD while the gateway's
-        clock is stale, RIGHT_LEAD once it has run past that time (the module's docstring says why)."""
+        clock is stale, RIGHT_LEAD when it is not or when the device's date had no year and `year_guessed` says
+        the receiver chose it (`dates_after`; the module's docstring says why)."""
         synced = self.synced()
         if synced is not False:
             self._end(synced)
             return False
         floor = max(self._not_before, now)
-        if not floor < device <= floor + (MAX_LEAD if self.stale(now) else RIGHT_LEAD):
+        lead = MAX_LEAD if not year_guessed and self.stale(now) else RIGHT_LEAD
+        if not floor < device <= floor + lead:
             return False
         self._kept += 1
         self.unsynced = True

@@ -15,8 +15,8 @@ a day (`codec.MAX_DELAY_S`) is not believed: the request is stored at its arriva
 A request is filed at its arrival less Acct-Delay-Time by the gateway's clock; the NAS's Event-Timestamp is
 ignored, unless the kernel says that clock is not synchronised (`GatewayClock`, shared with the syslog receiver:
 a box without RTC booted before NTP, at 1970 or its build date): then an Event-Timestamp ahead of the gateway's
-time and of the latest time the box knew, by at most three years while that clock is stale (one day once it has
-run a day past that time: a good RTC without NTP is believed), is the event time, counted in
+time and of the latest time the box knew, by at most three years while that clock is stale (one day once it
+started this boot after that time: a good RTC without NTP is believed), is the event time, counted in
 `gateway_clock_unsynced`; filed at 1970, the sessions would be erased by the next expiry once NTP set the clock.
 Accounting-On/Off closes the NAS's sessions at the time so chosen.
 

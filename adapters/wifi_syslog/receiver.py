@@ -37,10 +37,13 @@ A line that does not parse is counted in `unparsable`, kept in `last_error` and 
 (`SenderSpells`: WARNING at the first of a spell, DEBUG after, INFO once it sends a line that parses).
 A device time more than MAX_BEHIND before or MAX_AHEAD after the gateway's clock is not believed: the
 event is stored at its arrival time, counted in `device_time_ignored` and logged the same way. Unless the kernel
-says the gateway's clock is not synchronised and it is stale (`GatewayClock`: before a day past the latest time
-the box knew): then that clock is the wrong one, and the AP's time is kept, counted in `gateway_clock_unsynced`
-(an AP's clock at 1970 is still replaced), and an RFC 3164 line's year is read after that latest time, not taken
-from the wrong clock. An unsynchronised clock that has run past it (a good RTC without NTP) is believed.
+says the gateway's clock is not synchronised (`GatewayClock`, whose docstring has the rule): then an AP's time
+ahead of it and of the latest time the box knew is kept, counted in `gateway_clock_unsynced`, by up to three years
+while that clock is stale (it started this boot at 1970, its build date or the saved time), a day once it is not
+(a good RTC without NTP is believed). An RFC 3164 line has no year: while the clock is stale its year is read
+after the latest time the box knew, not taken from the wrong clock, and as that year is a guess the line is kept
+only within a day past that time or the gateway's (an AP reset to "Jan  1 00:03:00" is stored at its arrival,
+not filed at the next New Year). An AP's time before the latest time the box knew is replaced.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from adapters.wifi_syslog.codec import decode_wifi_event
 from adapters.wifi_syslog.errors import SyslogError
 from adapters.wifi_syslog.framing import FrameSplitter
 from adapters.wifi_syslog.gateway_clock import GatewayClock
+from adapters.wifi_syslog.message import SyslogFormat, parse_syslog
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
 from gateway import redact
 from gateway.cancellation import event_set_within
@@ -373,13 +377,14 @@ class SyslogReceiver:
                 self.max_pending,
             )
         skew = event.time - now
+        year_guessed = False
         if skew < _LEAST_SKEW or skew > MAX_AHEAD or event.time < self._gateway_clock.not_before:
             # a stale clock gives a year-less line its own year, wrong even within the bounds (at 1970-01-01 a
             # right New Year's line would be one of 1970): the year is read after the latest time the box knew
-            event = self._redated(data, event, now)
+            event, year_guessed = self._redated(data, event, now)
             skew = event.time - now
         if skew < _LEAST_SKEW or skew > MAX_AHEAD:
-            if self._gateway_clock.keeps(sender, event.time, now):
+            if self._gateway_clock.keeps(sender, event.time, now, year_guessed=year_guessed):
                 self.counters["gateway_clock_unsynced"] += 1
             else:
                 self._device_time_ignored(event, sender, now)
@@ -392,19 +397,23 @@ class SyslogReceiver:
         self._idle.clear()
         self._wake.set()
 
-    def _redated(self, data: bytes, event: WifiEvent, now: datetime) -> WifiEvent:
+    def _redated(self, data: bytes, event: WifiEvent, now: datetime) -> tuple[WifiEvent, bool]:
         """`event`, its RFC 3164 date's year read after the latest time the box knew rather than near the
         gateway's clock, while that clock is stale (`GatewayClock.dates_after`): at 1970 or its build date, the
         year it gives a right December line is 1969 or the build's, behind that time, so the AP's time would be
-        replaced by the wrong arrival time. A line with a year (RFC 5424) comes back the same."""
+        replaced by the wrong arrival time. And whether its year is so guessed: the AP's date is then kept only
+        near that time (`GatewayClock.keeps`). A line with a year (RFC 5424) comes back the same, not guessed."""
         after = self._gateway_clock.dates_after(now)
         if after is None:
-            return event
+            return event, False
         try:
-            redated = decode_wifi_event(data, now=now, patterns=self.patterns, year_after=after)
+            msg = parse_syslog(data, now=now, year_after=after)
         except SyslogError:  # parsed once already: only a Feb 29 with no leap year after (2100) fails here
-            return event
-        return event if redated is None else redated
+            return event, False
+        if msg.format is not SyslogFormat.RFC3164:
+            return event, False
+        redated = self.patterns.match(msg, now=now)
+        return (event, False) if redated is None else (redated, True)
 
     def _device_time_ignored(self, event: WifiEvent, sender: str, now: datetime) -> None:
         self.counters["device_time_ignored"] += 1

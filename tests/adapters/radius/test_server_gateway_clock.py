@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from adapters.radius import AccountingRecord, build_accounting_request
 from adapters.radius.codec import MAX_DELAY_S
 from adapters.radius.server import RadiusAccountingServer
-from gateway.device_clock import MAX_LEAD
+from gateway.device_clock import MAX_LEAD, HostClock
 from gateway.host import clock_synced
 from gateway.wifilog import Query, WifiLogStore
+from tests.support.host_clock import unsynced
 
 SECRET = b"nas-secret"
 TRUE_NOW = datetime(2026, 12, 4, 2, 30, tzinfo=UTC)  # what the NAS's clock says
@@ -76,15 +77,18 @@ def queued(srv: RadiusAccountingServer) -> list[datetime]:
 
 
 class Kernel:
-    """A clock-sync source the test sets, counting how often it is asked."""
+    """A clock-sync source the test sets, counting how often it is asked; given an uptime, the boot's too."""
 
     def __init__(self, synced: bool | None) -> None:
         self.synced = synced
+        self.uptime: timedelta | None = None
         self.asked = 0
 
-    def __call__(self) -> bool | None:
+    def __call__(self) -> bool | HostClock | None:
         self.asked += 1
-        return self.synced
+        if self.uptime is None:
+            return self.synced
+        return HostClock(synced=self.synced, uptime_s=self.uptime.total_seconds(), rtc=False)
 
 
 @pytest.mark.parametrize("gateway", [EPOCH, BUILD_DATE], ids=["1970", "build-date"])
@@ -93,7 +97,7 @@ async def test_an_unsynchronised_gateway_clock_files_the_nas_sessions_at_their_e
 ) -> None:
     store = WifiLogStore(tmp_path)
     srv = RadiusAccountingServer(
-        store, {NAS: SECRET}, clock=lambda: gateway, clock_synced=lambda: False, not_before=BUILD_DATE
+        store, {NAS: SECRET}, clock=lambda: gateway, clock_synced=unsynced, not_before=BUILD_DATE
     )
     _, port = await srv.start(NAS, 0)
     caplog.set_level(logging.DEBUG, LOGGER)
@@ -140,7 +144,7 @@ async def test_an_unsynchronised_gateway_clock_files_the_nas_sessions_at_their_e
 async def test_an_accounting_on_closes_the_nas_sessions_at_its_event_timestamp(tmp_path: Path) -> None:
     store = WifiLogStore(tmp_path)
     srv = RadiusAccountingServer(
-        store, {NAS: SECRET}, clock=lambda: EPOCH, clock_synced=lambda: False, not_before=BUILD_DATE
+        store, {NAS: SECRET}, clock=lambda: EPOCH, clock_synced=unsynced, not_before=BUILD_DATE
     )
     _, port = await srv.start(NAS, 0)
     start, reboot = TRUE_NOW - timedelta(hours=1), TRUE_NOW
@@ -174,7 +178,7 @@ def test_an_event_timestamp_out_of_the_bounds_leaves_the_arrival_less_the_delay(
 ) -> None:
     store = WifiLogStore(tmp_path)
     srv = RadiusAccountingServer(
-        store, {NAS: SECRET}, clock=lambda: gateway, clock_synced=lambda: False, not_before=BUILD_DATE
+        store, {NAS: SECRET}, clock=lambda: gateway, clock_synced=unsynced, not_before=BUILD_DATE
     )
     srv.datagram_received(request(1, 1, nas, delay=3), (NAS, 1))
     assert queued(srv) == [gateway - timedelta(seconds=3)]
@@ -283,23 +287,25 @@ def test_the_event_time_is_the_event_timestamp_within_the_bounds_of_an_unsynchro
     )
 
     @settings(max_examples=300)
-    @example(TRUE_NOW, False, TRUE_NOW + MAX_LEAD, 0)
-    @example(TRUE_NOW, False, TRUE_NOW + MAX_LEAD + timedelta(seconds=1), 0)
-    @example(TRUE_NOW, False, TRUE_NOW + timedelta(seconds=1), MAX_DELAY_S + 1)
-    @example(TRUE_NOW, False, TRUE_NOW - timedelta(seconds=5), 10)
-    @example(EPOCH, False, BUILD_DATE, 0)
-    @example(EPOCH, False, BUILD_DATE + timedelta(seconds=1), None)
-    @example(BUILD_DATE + timedelta(hours=1), False, BUILD_DATE + timedelta(hours=1) + MAX_LEAD, None)
-    @example(BUILD_DATE + timedelta(days=1), False, BUILD_DATE + timedelta(days=2, seconds=1), None)
-    @example(TRUE_NOW, False, TRUE_NOW + timedelta(days=1), None)
+    @example(TRUE_NOW, False, TRUE_NOW + MAX_LEAD, 0, timedelta(0))
+    @example(TRUE_NOW, False, TRUE_NOW + MAX_LEAD + timedelta(seconds=1), 0, timedelta(0))
+    @example(TRUE_NOW, False, TRUE_NOW + timedelta(seconds=1), MAX_DELAY_S + 1, timedelta(0))
+    @example(TRUE_NOW, False, TRUE_NOW - timedelta(seconds=5), 10, timedelta(0))
+    @example(EPOCH, False, BUILD_DATE, 0, timedelta(0))
+    @example(EPOCH, False, BUILD_DATE + timedelta(seconds=1), None, timedelta(0))
+    @example(BUILD_DATE + timedelta(hours=1), False, BUILD_DATE + timedelta(hours=1) + MAX_LEAD, None, timedelta(0))
+    @example(BUILD_DATE + timedelta(days=1), False, BUILD_DATE + timedelta(days=2, seconds=1), None, timedelta(0))
+    @example(TRUE_NOW, False, TRUE_NOW + timedelta(days=1), None, timedelta(0))
+    @example(BUILD_DATE + timedelta(hours=25), False, BUILD_DATE + timedelta(days=11), None, timedelta(hours=25))
     @given(
         st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
         st.sampled_from([True, False, None]),
         st.none() | st.integers(0, 2**32 - 1).map(lambda s: datetime.fromtimestamp(s, UTC)),
         st.none() | st.integers(0, 2**32 - 1),
+        st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=1000)),
     )
-    def filed_at(at: datetime, synced: bool | None, nas: datetime | None, delay: int | None) -> None:
-        gateway[0], kernel.synced = at, synced
+    def filed_at(at: datetime, synced: bool | None, nas: datetime | None, delay: int | None, uptime: timedelta) -> None:
+        gateway[0], kernel.synced, kernel.uptime = at, synced, uptime
         before = dict(srv.counters)
         srv.datagram_received(request(1, 1, nas, delay=delay), (NAS, 1))
         [event_time] = queued(srv)
@@ -308,9 +314,11 @@ def test_the_event_time_is_the_event_timestamp_within_the_bounds_of_an_unsynchro
         believed = delay is not None and delay <= MAX_DELAY_S
         gateways = at - timedelta(seconds=delay) if believed and delay else at
         floor = max(BUILD_DATE, gateways)
-        # a clock within a day of the latest time the box knew may be one set from it at boot: it cannot judge a
-        # NAS years ahead; one further on is believed, and a NAS more than a day ahead of it is wrong
-        lead = MAX_LEAD if gateways < BUILD_DATE + timedelta(days=1) else timedelta(days=1)
+        # a clock that started this boot within a day of the latest time the box knew (no RTC) was set from it: it
+        # cannot judge a NAS years ahead, however long it has run; one started later is believed, and a NAS more
+        # than a day ahead of it is wrong. The server's time for the request is arrival less the delay
+        stale = gateways - uptime < BUILD_DATE + timedelta(days=1)
+        lead = MAX_LEAD if stale else timedelta(days=1)
         kept = nas is not None and synced is False and floor < nas <= floor + lead
         assert event_time == (nas if kept else gateways)
         assert srv.counters["gateway_clock_unsynced"] - before["gateway_clock_unsynced"] == kept

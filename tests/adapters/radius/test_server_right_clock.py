@@ -17,6 +17,7 @@ import pytest
 from adapters.radius import AccountingRecord, build_accounting_request
 from adapters.radius.server import RadiusAccountingServer
 from gateway.wifilog import Query, WifiLogStore
+from tests.support.host_clock import unsynced
 
 SECRET = b"nas-secret"
 TRUE_NOW = datetime(2026, 12, 4, 2, 30, tzinfo=UTC)
@@ -56,7 +57,7 @@ async def test_a_nas_ahead_of_a_right_unsynchronised_clock_is_filed_at_arrival_l
 ) -> None:
     store = WifiLogStore(tmp_path)
     srv = RadiusAccountingServer(
-        store, {NAS: SECRET}, clock=lambda: TRUE_NOW, clock_synced=lambda: False, not_before=LAST_KNOWN
+        store, {NAS: SECRET}, clock=lambda: TRUE_NOW, clock_synced=unsynced, not_before=LAST_KNOWN
     )
     _, port = await srv.start(NAS, 0)
     caplog.set_level(logging.INFO, LOGGER)
@@ -74,7 +75,7 @@ async def test_a_nas_ahead_of_a_right_unsynchronised_clock_is_filed_at_arrival_l
 def test_a_nas_within_a_day_ahead_of_a_right_unsynchronised_clock_is_kept(tmp_path: Path) -> None:
     store = WifiLogStore(tmp_path)
     srv = RadiusAccountingServer(
-        store, {NAS: SECRET}, clock=lambda: TRUE_NOW, clock_synced=lambda: False, not_before=LAST_KNOWN
+        store, {NAS: SECRET}, clock=lambda: TRUE_NOW, clock_synced=unsynced, not_before=LAST_KNOWN
     )
     srv.datagram_received(start(1, TRUE_NOW + timedelta(hours=23)), (NAS, 1))
     assert [req.event_time for req, _ in srv._pending] == [TRUE_NOW + timedelta(hours=23)]
@@ -89,7 +90,7 @@ async def test_a_clock_set_from_the_latest_time_the_box_knew_still_keeps_a_nas_y
         store,
         {NAS: SECRET},
         clock=lambda: LAST_KNOWN + timedelta(hours=3),
-        clock_synced=lambda: False,
+        clock_synced=unsynced,
         not_before=LAST_KNOWN,
     )
     _, port = await srv.start(NAS, 0)

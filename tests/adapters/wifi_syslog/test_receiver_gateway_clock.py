@@ -22,6 +22,7 @@ from gateway import device_clock
 from gateway.device_clock import EARLIEST, MAX_LEAD, SYNC_TTL_S, known_floor
 from gateway.host import clock_synced
 from gateway.wifilog import Query, WifiLogStore
+from tests.support.host_clock import unsynced
 
 TRUE_NOW = datetime(2026, 12, 4, 2, 30, tzinfo=UTC)  # what the APs' clocks say
 EPOCH = datetime(1970, 1, 1, 0, 0, 42, tzinfo=UTC)  # the kernel clock of a box without RTC, before NTP
@@ -67,7 +68,7 @@ async def test_an_unsynchronised_gateway_clock_files_the_day_at_the_aps_right_ti
     tmp_path: Path, caplog: pytest.LogCaptureFixture, gateway: datetime
 ) -> None:
     store = WifiLogStore(tmp_path)
-    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: gateway, clock_synced=lambda: False)
+    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: gateway, clock_synced=unsynced)
     _, port = await rx.start_udp("127.0.0.1", 0)
     caplog.set_level(logging.DEBUG, LOGGER)
     caplog.clear()
@@ -167,7 +168,7 @@ def test_an_ap_clock_behind_an_unsynchronised_gateway_or_years_ahead_is_replaced
     """Today's review: a box with a good RTC and no NTP server is unsynchronised, and an AP whose clock went back
     to its firmware's date was believed, filing the session years back, in a period the next expiry erases."""
     store = WifiLogStore(tmp_path)
-    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: TRUE_NOW, clock_synced=lambda: False)
+    rx = SyslogReceiver(store, not_before=BUILD_DATE, clock=lambda: TRUE_NOW, clock_synced=unsynced)
     rx.line(line(ap), "192.0.2.7")
     assert [event.time for event, _ in rx._pending] == [TRUE_NOW]
     assert (rx.counters["gateway_clock_unsynced"], rx.counters["device_time_ignored"]) == (0, 1)
@@ -178,7 +179,7 @@ def test_an_ap_behind_the_latest_time_the_box_knew_is_replaced_though_ahead_of_i
     # the gateway at 1970, the box known to have run in December 2026: an AP at its 2022 firmware date is wrong too
     store = WifiLogStore(tmp_path)
     known = TRUE_NOW - timedelta(days=2)
-    rx = SyslogReceiver(store, not_before=known, clock=lambda: EPOCH, clock_synced=lambda: False)
+    rx = SyslogReceiver(store, not_before=known, clock=lambda: EPOCH, clock_synced=unsynced)
     rx.line(line(datetime(2022, 3, 1, tzinfo=UTC)), "192.0.2.7")
     rx.line(line(TRUE_NOW, "aa:bb:cc:dd:ee:02"), "192.0.2.7")
     assert [event.time for event, _ in rx._pending] == [EPOCH, TRUE_NOW]
