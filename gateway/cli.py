@@ -277,6 +277,7 @@ def _adapter_line(a: dict[str, Any]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from gateway.app import STATUS_FILE
+    from gateway.backup.schedule import status_line as backup_status_line
 
     try:
         cfg = _load(args)
@@ -284,7 +285,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_config_error(exc)
         return EXIT_CONFIG
     data_dir = Path(cfg.gateway.data_dir)
-    path = data_dir / STATUS_FILE
+    code = _show_status(args, data_dir / STATUS_FILE, cfg.gateway.status_interval_s)
+    backup = backup_status_line(data_dir)
+    if backup is not None and code != EXIT_OK:
+        # a restore cut short leaves the gateway stopped, and a backup that failed matters as much then
+        print(backup, file=sys.stderr)
+    elif backup is not None and not args.json:
+        print(backup)
+    return code
+
+
+def _show_status(args: argparse.Namespace, path: Path, interval_s: float) -> int:
+    """The gateway's status as the status file says, or on stderr why there is none from a running gateway."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:  # not JSON, or not UTF-8: rewritten without a sync, a power cut can leave it empty or cut
@@ -303,18 +315,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         written_at = float(doc["written_at"])
     except (KeyError, TypeError, AttributeError, ValueError):
         return _not_a_status(path)
-    dead = _not_running(data_dir, time.time() - written_at, cfg.gateway.status_interval_s, doc.get("pid"))
+    dead = _not_running(path.parent, time.time() - written_at, interval_s, doc.get("pid"))
     if dead is not None:
         print(f"{path}: {dead}", file=sys.stderr)
         return EXIT_FAILURE
-    if args.json:
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
-        return EXIT_OK
-    print("\n".join(lines))
-    from gateway.backup.schedule import status_line as backup_status_line
-
-    if (backup := backup_status_line(data_dir)) is not None:
-        print(backup)
+    print(json.dumps(doc, indent=2, ensure_ascii=False) if args.json else "\n".join(lines))
     return EXIT_OK
 
 
@@ -329,11 +334,22 @@ def _not_running(data_dir: Path, age: float, interval_s: float, pid: object) -> 
 
     The gateway lock says it first (the kernel lets go of it however the gateway ended, kill -9 included):
     a status file outlives its writer, and a gateway killed 20 s before was shown running, exit 0.
-    Where the lock cannot be asked (never made: no `edgegw run` here yet; not readable), the age says it.
+    Where the lock cannot be asked (never made: no `edgegw run` here yet; no /proc), the age says it.
     """
+    from gateway.backup.archive import unfinished_restores
+    from gateway.run_lock import held
+
     stale = age > max(STALE_INTERVALS * interval_s, STALE_MIN_S)
-    held = _lock_held(data_dir)
-    if held is False or (held is None and stale):
+    lock = held(data_dir)
+    if lock is False or (lock is None and stale):
+        if unfinished_restores(data_dir):
+            # a restore cut short leaves the gateway stopped on purpose: started, it takes the mixed files for
+            # the truth (docs/backup.md)
+            return (
+                f"the gateway is not running (last status {age:.0f} s old, pid {pid}), and a restore into {data_dir} "
+                "did not finish: do not start it on a part-restored data directory; put the data directory right "
+                "(or restore again) first, as the backup line says"
+            )
         return (
             f"the gateway is not running (last status {age:.0f} s old, pid {pid}); `journalctl -u edgegw` says "
             "why it stopped, `systemctl start edgegw` starts it"
@@ -345,28 +361,6 @@ def _not_running(data_dir: Path, age: float, interval_s: float, pid: object) -> 
             "`systemctl restart edgegw` restarts it"
         )
     return None
-
-
-def _lock_held(data_dir: Path) -> bool | None:
-    """Whether a gateway holds its data directory's lock (gateway/run_lock.py); None if it cannot be told."""
-    import fcntl
-
-    from gateway.run_lock import LOCK_FILE
-
-    try:
-        fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:  # no lock file (no `edgegw run` here yet), or not ours to read
-        return None
-    try:
-        # shared and let go at once: for that instant a gateway starting would be refused, as by a second one
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return None
-    finally:
-        os.close(fd)  # lets go of the probe's lock too
-    return False
 
 
 def _status_unreadable(path: Path) -> str:

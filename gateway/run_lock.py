@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # Its own file, not the directory: backups and restores flock the directory itself (gateway/backup).
 LOCK_FILE = "gateway.lock"
 LOCK_MODE = 0o640
+# The kernel's table of the locks held: asked, it is never the cause of a lock refused
+PROC_LOCKS = Path("/proc/locks")
 
 
 class DataDirInUse(GatewayError):
@@ -89,6 +91,52 @@ class DataDirLock:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)
+
+
+def held(data_dir: Path, proc_locks: Path = PROC_LOCKS) -> bool | None:
+    """Whether a gateway holds `data_dir`'s lock, as the kernel's lock table says; None if it cannot be told.
+
+    Read, never tried: trying it, even shared and let go at once, refused a gateway starting in that instant as
+    if a second one ran (a probe in a tight loop beside restarts: one start in seven refused). None where there
+    is no lock file (no `edgegw run` here yet) or no /proc. /proc/locks lists only the locks of the processes
+    its reader's pid namespace sees: ask from the gateway's (the host's, for a gateway run by systemd).
+    """
+    try:
+        st = os.lstat(data_dir / LOCK_FILE)
+        table = proc_locks.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):  # a link or other thing in its place: `edgegw run` refuses to lock it
+        return None
+    return flock_listed(table, st.st_dev, st.st_ino)
+
+
+def flock_listed(table: str, device: int, inode: int) -> bool | None:
+    """Whether `table` (/proc/locks) lists an flock held on the file `device`, `inode` (os.stat's st_dev, st_ino).
+
+    A line reads `1: FLOCK  ADVISORY  WRITE 1234 fe:00:2622613 0 EOF` (major and minor in hex, the inode in
+    decimal); a request waiting for a lock reads `1: -> FLOCK …` and holds nothing. None if only a lock on the
+    same inode number of another device is listed: on btrfs subvolumes and overlayfs, stat() names another
+    device than the table does, so that may be this file or another file system's.
+    """
+    found: bool | None = False
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        where = fields[5].split(":")
+        if len(where) != 3:  # `<none>:0`: a lock on no inode
+            continue
+        try:
+            major, minor, number = int(where[0], 16), int(where[1], 16), int(where[2])
+        except ValueError:  # a format this code does not know: not taken for a lock on this file
+            continue
+        if number != inode:
+            continue
+        if (major, minor) == (os.major(device), os.minor(device)):
+            return True
+        found = None
+    return found
 
 
 def _holder(fd: int) -> str:
