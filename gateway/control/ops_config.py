@@ -14,10 +14,12 @@ in the unit's ReadWritePaths), held from reading the file through the reload. Th
 always the latest recorded version, and an apply answered "ok" was the live config when it
 returned. A crash between the rename and the recording leaves the file ahead of the history: the
 next apply records the file first (actor "file"), so no config that was ever live is lost from it;
-a hand edit is kept the same way, unless it may hold a secret in clear (`clear_secrets`): then only
-its sha256 is kept, with a comment saying where and why, as the history goes into every backup. A
-caller whose decision depends on the file (the fleet's rollback text, a rollback that must not
-overwrite a newer config) makes it in `guard`, under the same lock.
+a hand edit is kept the same way if it validates. One validation refuses never ran, so it is not
+needed to roll back to, and it may hold a secret in clear that no check reached (validation stops
+short of a section it cannot type): only its sha256 is kept, with a comment saying why and naming the
+key paths `clear_secrets` sees, as the history goes into every backup. A caller whose decision
+depends on the file (the fleet's rollback text, a rollback that must not overwrite a newer config)
+makes it in `guard`, under the same lock.
 """
 
 from __future__ import annotations
@@ -107,16 +109,20 @@ def _held(path: str, name: str, value: str) -> bool:
 
 
 def clear_secrets(text: str) -> list[str] | None:
-    """The key paths where `text` may hold a secret in clear ([] for none); None when it cannot be told (not TOML).
-
-    A text validation accepts holds none: every secret check ran. Otherwise validation's own finds (a host with
-    user info too) and the shared rules of gateway.secrets on every string, as validation stops short of a section
-    it cannot type (`type = "orionx"`) and never reaches its secrets."""
+    """The key paths where `text` is seen to hold a secret in clear ([] for none seen); None when it cannot be told
+    (not TOML). A text validation accepts holds none: every secret check ran."""
     try:
         parse_text(text)
         return []
     except ConfigError as exc:
-        errors = exc.errors
+        return _seen(text, exc.errors)
+
+
+def _seen(text: str, errors: list[str]) -> list[str] | None:
+    """`clear_secrets` of a text validation refused with `errors`: validation's own finds (a host with user info
+    too) and the shared rules of gateway.secrets on every string. Not every secret: validation stops short of a
+    section it cannot type (`type = "scaner"`), and a key there (a scanner's `visit_keys.K1`) has no name the rules
+    know, so what is seen names places in a comment and never decides whether a text is kept."""
     try:
         doc = tomllib.loads(text.removeprefix(_BOM))
     except tomllib.TOMLDecodeError:
@@ -127,15 +133,26 @@ def clear_secrets(text: str) -> list[str] | None:
 
 
 def _found_comment(text: str, first: bool) -> str | None:
-    """The comment of a text found on disk unrecorded; None to keep it whole, else why only its sha256 is."""
+    """The comment of a text found on disk unrecorded; None to keep it whole, else why only its sha256 is.
+
+    Kept whole only if it validates: then every secret check ran and it may have run, so it is one to roll back to.
+    One validation refuses cannot run (the gateway refuses it at start and reload too), so it is none to roll back
+    to, while keeping it could keep a secret no check reached for good."""
     found = FIRST if first else UNRECORDED
-    held = clear_secrets(text)
-    if held == []:
+    try:
+        parse_text(text)
         return None
-    if held is None:
+    except ConfigError as exc:
+        seen = _seen(text, exc.errors)
+    if seen is None:
         return f"{found}; {NOT_KEPT}: not valid TOML, so it could not be checked for a secret in clear (never run)"
+    if not seen:
+        return (
+            f"{found}; {NOT_KEPT}: validation refuses it, so it never ran, and a section validation cannot type may "
+            "hold a secret no check reached (`edgegw check-config` says what is wrong)"
+        )
     return (
-        f"{found}; {NOT_KEPT}: it held a secret in clear at {', '.join(held)} (never run: validation refuses it; "
+        f"{found}; {NOT_KEPT}: it held a secret in clear at {', '.join(seen)} (never run: validation refuses it; "
         'write it as "secret:<name>")'
     )
 
@@ -282,7 +299,7 @@ class ConfigOps:
                     if on_disk is not None:
                         latest = store.list(limit=1)
                         if not latest or latest[0].sha256 != sha256_text(on_disk):
-                            # kept, for good and in every backup, only if no secret in clear is in it
+                            # kept, for good and in every backup, only if it validates (`_found_comment`)
                             why = _found_comment(on_disk, first=not latest)
                             if why is None:
                                 store.record(on_disk, actor="file", at=at, comment=UNRECORDED if latest else FIRST)
