@@ -621,7 +621,7 @@ def _verify_into(path: Path | HeldBackup, scratch: _Scratch, *, into: Path | Non
                 pass
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise BackupError(
-            f"{where}: the file is damaged or truncated, got {type(exc).__name__}: {exc}; use another generation"
+            f"{where}: the file is damaged or truncated, got {_damage(exc)}; use another generation"
         ) from None
     config = None if into is None else _check_config(where, manifest.config.name, files[manifest.config.name])
     return _Unpacked(manifest=manifest, files=files, config=config, identity=identity)
@@ -631,9 +631,35 @@ def _shown(path: Path | HeldBackup) -> Path:
     return path.path if isinstance(path, HeldBackup) else path
 
 
-def _read(path: Path | HeldBackup) -> BinaryIO:
-    """The backup opened for reading: by its path as the caller named it, or in the directory its run holds."""
-    return path.open() if isinstance(path, HeldBackup) else path.open("rb")
+@contextlib.contextmanager
+def _read(path: Path | HeldBackup) -> Iterator[BinaryIO]:
+    """The backup opened for reading: a run's own in the directory the run holds, one the caller named as `_named`
+    reaches it."""
+    with _named(path) if isinstance(path, Path) else contextlib.nullcontext(path) as held, held.open() as raw:
+        yield raw
+
+
+@contextlib.contextmanager
+def _named(path: Path) -> Iterator[HeldBackup]:
+    """A backup file the caller named (`backup verify FILE`, a restore's stage), read as a run reads its own
+    (held_backup.py): by its name in its directory, no link followed there, a FIFO refused without waiting for a
+    writer. Under root the name is often in the service user's backup directory, where that user may put a link to
+    /etc/shadow or a FIFO (which held the backup lock for good). The directory is opened O_PATH as the path leads:
+    one its user may search but not list (a 0711 share) is read from as before."""
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with held_dir.named(path):
+            st = os.stat(path.name, dir_fd=fd, follow_symlinks=False)
+        yield HeldBackup(path=path, dir_fd=fd, written=(st.st_dev, st.st_ino), size=st.st_size, named=True)
+    finally:
+        os.close(fd)
+
+
+def _damage(exc: BaseException) -> str:
+    if isinstance(exc, gzip.BadGzipFile) and str(exc).startswith("Not a gzipped file"):
+        # gzip quotes the bytes it found: those of a file that is no backup (a key, a password file) are not shown
+        return "BadGzipFile: no gzip data where a backup's must be"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:

@@ -35,6 +35,7 @@ class HeldBackup:
     dir_fd: int
     written: tuple[int, int]  # (st_dev, st_ino) of the file the run wrote (or found, `at`)
     size: int
+    named: bool = False  # a file the caller named (`at`, archive.py), not one a run wrote: said so when refused
 
     @property
     def name(self) -> str:
@@ -49,13 +50,14 @@ class HeldBackup:
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR):
                 raise
-            raise _replaced(self.path, _what(self.dir_fd, self.name)) from None
+            raise _replaced(self.path, _what(self.dir_fd, self.name), named=self.named) from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise _replaced(self.path, _what(self.dir_fd, self.name))
+                raise _replaced(self.path, _what(self.dir_fd, self.name), named=self.named)
             if (st.st_dev, st.st_ino) != self.written:
-                raise _replaced(self.path, "another file")
+                what = "another file than the one found there a moment before" if self.named else "another file"
+                raise _replaced(self.path, what, named=self.named)
             return os.fdopen(fd, "rb")
         except BaseException:
             os.close(fd)
@@ -70,15 +72,22 @@ def at(path: Path) -> Iterator[HeldBackup]:
     try:
         with held_dir.named(path):
             st = os.stat(path.name, dir_fd=parent.fd, follow_symlinks=False)
-        held = HeldBackup(path=path, dir_fd=parent.fd, written=(st.st_dev, st.st_ino), size=st.st_size)
+        held = HeldBackup(path=path, dir_fd=parent.fd, written=(st.st_dev, st.st_ino), size=st.st_size, named=True)
         if not stat.S_ISREG(st.st_mode):
-            raise _replaced(path, _what(parent.fd, path.name))
+            raise _replaced(path, _what(parent.fd, path.name), named=True)
         yield held
     finally:
         parent.close()
 
 
-def _replaced(path: Path, what: str) -> BackupError:
+def _replaced(path: Path, what: str, *, named: bool = False) -> BackupError:
+    if named:  # no run wrote it: the caller may have put the link there, or someone who may write its directory
+        return BackupError(
+            f"backup: {path} must be a backup file, got {what}; nothing read through it: name the backup file itself, "
+            f"not a link to it; if you did not put that there, a process that may write {path.parent} did: find it, "
+            f"then remove {path}",
+            path=str(path),
+        )
     return BackupError(
         f"backup: {path} was replaced after the backup wrote it, got {what}; nothing read through it: a process with "
         f"the service user's rights changes the backup directory {path.parent}: find it, then remove {path} and back "

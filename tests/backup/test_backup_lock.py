@@ -177,12 +177,12 @@ def test_a_restore_that_waited_for_a_backup_runs_once_it_ends_and_the_backup_is_
 def test_the_nightly_backup_skips_the_night_of_a_restore_and_a_killed_restore_blocks_nothing(
     box: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The restore reads its backup from a share that hangs (a FIFO): it holds the lock while it checks the file."""
+    """The restore is held while it checks its backup's files (a share that hangs): it holds the lock meanwhile."""
     config, data_dir = box
-    fifo = tmp_path / "edgegw-fixture-gw-20261201T181200Z.tar.gz"
+    path = _backup(config, data_dir, tmp_path / "share")
     job = Job(gateway_id="fixture-gw", data_dir=data_dir, config_path=config, config=BackupConfig())
     clock, sleep = _night_clock()
-    with _child(fifo, _restore_argv(fifo, config), at=NIGHT, hold=False) as (child, _, holder):
+    with _child(tmp_path / "hold", _restore_argv(path, config), at=NIGHT, hold=True) as (child, _, holder):
         assert scheduler(job, once=True, clock=clock, sleep=sleep, lock_wait_s=0.2) == 0  # skipped, not failed
         assert archive.list_backups(job.out_dir) == []
         assert caplog.messages[-1] == (

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
@@ -27,7 +26,7 @@ from gateway.backup import archive
 from gateway.backup.config import BackupConfig
 from gateway.backup.schedule import Job, run_backup
 from tests.backup.test_restore_atomic import set_immutable
-from tests.backup.test_scratch import open_fifo_for_writing
+from tests.backup.test_scratch import HOLD, wait_held
 
 NIGHT = datetime(2026, 12, 3, 18, 12, tzinfo=UTC)
 REPO = Path(__file__).parents[2]
@@ -47,30 +46,28 @@ def _age(path: Path, hours: float) -> None:
 
 
 @contextlib.contextmanager
-def _staging_from(fifo: Path, config: Path, data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], BinaryIO, Path]]:
-    """`archive.stage` of the backup written into `fifo`, in a process of its own, held where it has made its staging
-    directory and waits for the backup's first byte (as a restore reading a share that hangs, or a large file);
-    yields the process, the FIFO's write end and that directory."""
-    os.mkfifo(fifo)
-    code = (
-        "import sys\n"
+def _staging_from(path: Path, config: Path, data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`archive.stage` of `path`, in a process of its own, held (HOLD) in its staging directory with the first member
+    extracted (as a restore reading a share that hangs, or a large file); yields the process (a byte on its stdin lets
+    it go on) and that directory."""
+    code = HOLD + (
         "from pathlib import Path\n"
         "from gateway.backup import archive\n"
-        "fifo, config, data_dir = map(Path, sys.argv[1:])\n"
-        "with archive.stage(fifo, data_dir=data_dir, config_path=config, gateway_id='fixture-gw') as staged:\n"
+        "path, config, data_dir = map(Path, sys.argv[1:])\n"
+        "with archive.stage(path, data_dir=data_dir, config_path=config, gateway_id='fixture-gw') as staged:\n"
         "    print(staged.directory)\n"
     )
     child = subprocess.Popen(
-        [sys.executable, "-c", code, str(fifo), str(config), str(data_dir)],
+        [sys.executable, "-c", code, str(path), str(config), str(data_dir)],
         cwd=REPO,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
-        fd = open_fifo_for_writing(fifo, child, "the restore")  # opened: the staging directory is made then
+        wait_held(child, "the restore")
         [work] = _staging(data_dir)
-        with open(fd, "wb") as writer:
-            yield child, writer, work
+        yield child, work
     finally:
         if child.poll() is None:
             child.kill()
@@ -98,10 +95,8 @@ def test_the_next_check_removes_what_a_killed_restore_left_once_it_is_an_hour_ol
 ) -> None:
     config, data_dir = box
     path = _backup(config, data_dir, tmp_path / "share")
-    with _staging_from(tmp_path / "fifo", config, data_dir) as (child, writer, left):
-        writer.write(path.read_bytes()[: len(path.read_bytes()) // 2])  # half of it staged, as at a power cut
-        writer.flush()
-        child.kill()
+    with _staging_from(path, config, data_dir) as (child, left):
+        child.kill()  # part of it staged, as at a power cut
     assert left.is_dir()
     check(path, config, data_dir)
     assert _staging(data_dir) == [left]  # a minute old: it may be a restore that has not locked it yet
@@ -117,13 +112,11 @@ def test_a_running_restore_keeps_its_staging_directory_however_long_it_takes(
 ) -> None:
     config, data_dir = box
     path = _backup(config, data_dir, tmp_path / "share")
-    with _staging_from(tmp_path / "fifo", config, data_dir) as (child, writer, running):
+    with _staging_from(path, config, data_dir) as (child, running):
         _age(running, 5)
         archive.verify(path, data_dir=data_dir)
         assert running.is_dir()
-        writer.write(path.read_bytes())
-        writer.close()
-        out, err = child.communicate()
+        out, err = child.communicate(b"go on")
         assert child.returncode == 0, err.decode()
         assert out.decode().strip() == str(running)
     assert not running.exists()  # removed by its own restore, once done

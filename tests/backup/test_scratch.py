@@ -10,6 +10,7 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
@@ -72,34 +72,57 @@ def test_the_share_copy_is_checked_in_the_directory_it_is_given(
     assert _hidden(data_dir) == before
 
 
+# Run before a child's backup step: holds it as it opens its second member's copy (`00001`: the first one extracted,
+# as at a power cut mid-way) until a byte comes on its stdin, saying "held" on its stdout first. A FIFO in place of the
+# backup held it before; verify refuses a FIFO at once now, as one under a backup's name hung it for good.
+HOLD = (
+    "import os, sys\n"
+    "def _hold(event, args, held=[]):\n"
+    "    if event == 'open' and str(args[0]).endswith('00001') and not held:\n"
+    "        held.append(1)\n"
+    "        os.write(1, b'held\\n')\n"
+    "        os.read(0, 1)\n"
+    "sys.addaudithook(_hold)\n"
+)
+
+
+def wait_held(child: subprocess.Popen[bytes], what: str) -> None:
+    """Returns once `child`, run with HOLD, is held; AssertionError with its stderr if it exits or takes over 30 s."""
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], 30)
+    line = child.stdout.readline() if ready else b""
+    if line != b"held\n":
+        child.kill()
+        _, err = child.communicate()
+        raise AssertionError(f"{what} was not held at its second member, got {line!r} and {err.decode()!r}")
+
+
 @contextlib.contextmanager
-def _verify_waiting(fifo: Path, data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], BinaryIO, Path]]:
-    """`archive.verify(fifo, data_dir=data_dir)` in a process of its own, held where it has made its `.verify-*`
-    directory and waits for the backup's first byte; yields the process, the FIFO's write end and that directory."""
-    os.mkfifo(fifo)
+def _verify_waiting(path: Path, data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`archive.verify(path, data_dir=data_dir)` in a process of its own, held (HOLD) in its `.verify-*` directory
+    with the first member extracted: yields the process (a byte on its stdin lets it go on) and that directory."""
     child = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from gateway.backup import archive; "
+            HOLD + "from pathlib import Path; from gateway.backup import archive; "
             "archive.verify(Path(sys.argv[1]), data_dir=Path(sys.argv[2]))",
-            str(fifo),
+            str(path),
             str(data_dir),
         ],
         cwd=Path(__file__).parents[2],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
-        fd = open_fifo_for_writing(fifo, child, "verify")  # opened: verify is past its directory then
+        wait_held(child, "verify")
         [work] = [p for p in data_dir.iterdir() if p.name.startswith(archive.VERIFY_PREFIX)]
-        with open(fd, "wb") as writer:
-            yield child, writer, work
+        yield child, work
     finally:
         if child.poll() is None:
             child.kill()
-        child.wait()
-        assert child.stderr is not None
-        child.stderr.close()
+        child.communicate()
 
 
 def _age(path: Path, hours: float) -> None:
@@ -128,10 +151,8 @@ def test_the_next_check_removes_what_a_killed_verify_left_once_it_is_an_hour_old
     path = archive.create(
         data_dir=data_dir, config_path=config, gateway_id="fixture-gw", out_dir=tmp_path / "share", now=NIGHT
     )
-    with _verify_waiting(tmp_path / "fifo", data_dir) as (child, writer, left):
-        writer.write(path.read_bytes()[: len(path.read_bytes()) // 2])  # half of it extracted, as at a power cut
-        writer.flush()
-        child.kill()
+    with _verify_waiting(path, data_dir) as (child, left):
+        child.kill()  # part of it extracted, as at a power cut
     assert left.is_dir()
     staging = data_dir / f"{archive.STAGING_PREFIX}kept"  # one a restore kept: it holds what a technician needs
     staging.mkdir()
@@ -155,13 +176,12 @@ def test_a_running_verify_keeps_its_directory_however_long_it_takes(box: tuple[P
     path = archive.create(
         data_dir=data_dir, config_path=config, gateway_id="fixture-gw", out_dir=tmp_path / "share", now=NIGHT
     )
-    with _verify_waiting(tmp_path / "fifo", data_dir) as (child, writer, running):
+    with _verify_waiting(path, data_dir) as (child, running):
         _age(running, 5)
         archive.verify(path, data_dir=data_dir)
         assert running.is_dir()
-        writer.write(path.read_bytes())
-        writer.close()
-        assert child.wait() == 0
+        _, err = child.communicate(b"go on")
+        assert child.returncode == 0, err.decode()
     assert not running.exists()  # removed by its own verify, once done
 
 
