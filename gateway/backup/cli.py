@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -134,7 +133,7 @@ def run(
     except BrokenPipeError:
         raise  # the reader went away (`| head`): gateway.cli.main ends quietly
     except OSError as exc:  # a data directory this user may not write (its status file, after a failure too)
-        print(f"backup {args.backup_command}: {_cannot_write(exc, job.data_dir)}", file=sys.stderr)
+        print(f"backup {args.backup_command}: {schedule.cannot_write(exc, job.data_dir)}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -149,20 +148,6 @@ def _not_a_file(path: Path) -> str | None:
         )
     except OSError as exc:
         return os_error_words(exc)
-
-
-def _cannot_write(exc: OSError, data_dir: Path) -> str:
-    """The first refusal, not the last: writing the outcome into the same directory fails after it."""
-    while isinstance(exc.__context__, OSError) and exc.__context__.errno == exc.errno:
-        exc = exc.__context__
-    where = exc.filename if exc.filename is not None else data_dir
-    try:
-        uid = data_dir.stat().st_uid
-        owner = pwd.getpwuid(uid).pw_name
-    except (OSError, KeyError):
-        return f"cannot use {where}, got {os_error_words(exc)}; run it as the gateway's user"
-    how = "with sudo" if uid == 0 else f"as {owner} (sudo -u {owner} edgegw backup …)"
-    return f"cannot use {where}, got {os_error_words(exc)}; {data_dir} belongs to {owner}: run it {how}"
 
 
 def _list(job: schedule.Job) -> None:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 
 from gateway.backup import archive
 from gateway.backup.config import BackupConfig, parse_hhmm
+from gateway.cliopts import os_error_words
 
 log = logging.getLogger("gateway.backup")
 
@@ -191,9 +193,26 @@ def _as_backup_error(exc: Exception, job: Job) -> archive.BackupError:
             f"/srv/edgegw-backups and the data directory; add ReadWritePaths={directory} with "
             "systemctl edit edgegw-backup.service"
         )
+    if isinstance(exc, PermissionError):  # run as a user the data directory is not: whom to run it as
+        return archive.BackupError(f"backup: {cannot_write(exc, job.data_dir)}")
     if isinstance(exc, OSError):
         return archive.BackupError(f"backup: {exc}")
     return archive.BackupError(f"backup: failed unexpectedly, got {type(exc).__name__}: {exc}; see the journal")
+
+
+def cannot_write(exc: OSError, data_dir: Path) -> str:
+    """A refusal of the data directory in words, with whom to run as: the first refusal, not the last (writing the
+    outcome into the same directory fails after it)."""
+    while isinstance(exc.__context__, OSError) and exc.__context__.errno == exc.errno:
+        exc = exc.__context__
+    where = exc.filename if exc.filename is not None else data_dir
+    try:
+        uid = data_dir.stat().st_uid
+        owner = pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError):
+        return f"cannot use {where}, got {os_error_words(exc)}; run it as the gateway's user"
+    how = "with sudo" if uid == 0 else f"as {owner} (sudo -u {owner} edgegw backup …)"
+    return f"cannot use {where}, got {os_error_words(exc)}; {data_dir} belongs to {owner}: run it {how}"
 
 
 def _verify_then_rotate(

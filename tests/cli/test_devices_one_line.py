@@ -122,6 +122,6 @@ def test_backup_now_by_the_service_user_in_a_directory_of_roots_is_one_line(tmp_
         run = edgegw("backup", "now", "-c", str(cfg), uid=GATEWAY_USER)
         assert (run.returncode, run.stdout) == (1, "")
         assert run.stderr.splitlines()[-1] == (
-            f"backup now: cannot use {data / 'backups'}, got permission denied; {data} belongs to root: run it with sudo"
+            f"backup: cannot use {data / 'backups'}, got permission denied; {data} belongs to root: run it with sudo"
         )
         assert "Traceback" not in run.stderr
