@@ -60,12 +60,12 @@ from typing import Any
 from adapters.wifi_syslog.codec import decode_wifi_event
 from adapters.wifi_syslog.errors import SyslogError
 from adapters.wifi_syslog.framing import FrameSplitter
-from adapters.wifi_syslog.gateway_clock import GatewayClock
+from adapters.wifi_syslog.gateway_clock import WORDS
 from adapters.wifi_syslog.message import SyslogFormat, parse_syslog
 from adapters.wifi_syslog.patterns import AssociationKind, PatternSet, WifiEvent, load_patterns
 from gateway import redact
 from gateway.cancellation import event_set_within
-from gateway.device_clock import SYNC_TTL_S, SyncSource, describe_skew
+from gateway.device_clock import SYNC_TTL_S, GatewayClock, SyncSource, describe_skew
 from gateway.host import clock_synced as kernel_clock_synced
 from gateway.logs import SenderSpells, StateLog, component_logger
 from gateway.wifilog.runner import SYSLOG_SESSION_ID, CommitRetry, keyed_digest, listen_error, retryable, session_key
@@ -171,7 +171,7 @@ class SyslogReceiver:
         self._handing_on = StateLog(log)  # on_event failing for stored events: the same
         self._unparsable = SenderSpells(log)  # lines that do not parse, per sender
         self._clocks = SenderSpells(log)  # device times not believed, per sender
-        self._gateway_clock = GatewayClock(log, clock_synced, ttl_s=sync_ttl_s, not_before=not_before)
+        self._gateway_clock = GatewayClock(log, clock_synced, words=WORDS, ttl_s=sync_ttl_s, not_before=not_before)
         self._closing = False
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []

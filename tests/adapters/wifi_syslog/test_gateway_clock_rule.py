@@ -12,9 +12,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from adapters.wifi_syslog.errors import SyslogHeaderError
-from adapters.wifi_syslog.gateway_clock import GatewayClock
+from adapters.wifi_syslog.gateway_clock import WORDS
 from adapters.wifi_syslog.message import SyslogFormat, SyslogMessage, encode_rfc3164, parse_syslog
-from gateway.device_clock import MAX_LEAD, HostClock
+from gateway.device_clock import MAX_LEAD, GatewayClock, HostClock
 from gateway.wifilog.store import JST
 
 LOG = logging.getLogger("adapters.wifi_syslog.receiver")
@@ -71,7 +71,7 @@ def test_a_device_time_is_kept_only_after_an_unsynchronised_clock_by_at_most_its
     now: datetime, up: timedelta, rtc: bool, floor: datetime, synced: bool | None, device: datetime, guessed: bool
 ) -> None:
     host = HostClock(synced=synced, uptime_s=up.total_seconds(), rtc=rtc)
-    clock = GatewayClock(LOG, lambda: host, ttl_s=0, not_before=floor)
+    clock = GatewayClock(LOG, lambda: host, words=WORDS, ttl_s=0, not_before=floor)
     # where the clock started this boot: at 1970, its build date or the saved time (stale for the whole boot), or
     # after the floor by its RTC (a box without one: more than a day after, as no saved time was)
     stale = now - up < floor + (ZERO if rtc else DAY)

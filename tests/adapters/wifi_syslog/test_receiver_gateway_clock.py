@@ -16,10 +16,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from adapters.wifi_syslog.gateway_clock import GatewayClock
+from adapters.wifi_syslog.gateway_clock import WORDS
 from adapters.wifi_syslog.receiver import MAX_AHEAD, MAX_BEHIND, SyslogReceiver
 from gateway import device_clock
-from gateway.device_clock import EARLIEST, MAX_LEAD, SYNC_TTL_S, known_floor
+from gateway.device_clock import EARLIEST, MAX_LEAD, SYNC_TTL_S, GatewayClock, known_floor
 from gateway.host import clock_synced
 from gateway.wifilog import Query, WifiLogStore
 from tests.support.host_clock import unsynced
@@ -205,7 +205,7 @@ def test_the_kernel_is_asked_only_for_times_out_of_bounds_and_at_most_every_few_
     store.close()
 
     ticks = [0.0]
-    cached = GatewayClock(logging.getLogger(LOGGER), kernel, monotonic=lambda: ticks[0])
+    cached = GatewayClock(logging.getLogger(LOGGER), kernel, words=WORDS, monotonic=lambda: ticks[0])
     assert [cached.synced() for _ in range(3)] == [False] * 3 and kernel.asked == 2
     kernel.synced = True
     ticks[0] = SYNC_TTL_S - 0.001
