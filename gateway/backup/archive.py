@@ -633,26 +633,13 @@ def _shown(path: Path | HeldBackup) -> Path:
 
 @contextlib.contextmanager
 def _read(path: Path | HeldBackup) -> Iterator[BinaryIO]:
-    """The backup opened for reading: a run's own in the directory the run holds, one the caller named as `_named`
+    """The backup opened for reading: a run's own in the directory the run holds, one the caller named as `held_backup.named`
     reaches it."""
-    with _named(path) if isinstance(path, Path) else contextlib.nullcontext(path) as held, held.open() as raw:
+    with (
+        held_backup.named(path) if isinstance(path, Path) else contextlib.nullcontext(path) as held,
+        held.open() as raw,
+    ):
         yield raw
-
-
-@contextlib.contextmanager
-def _named(path: Path) -> Iterator[HeldBackup]:
-    """A backup file the caller named (`backup verify FILE`, a restore's stage), read as a run reads its own
-    (held_backup.py): by its name in its directory, no link followed there, a FIFO refused without waiting for a
-    writer. Under root the name is often in the service user's backup directory, where that user may put a link to
-    /etc/shadow or a FIFO (which held the backup lock for good). The directory is opened O_PATH as the path leads:
-    one its user may search but not list (a 0711 share) is read from as before."""
-    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        with held_dir.named(path):
-            st = os.stat(path.name, dir_fd=fd, follow_symlinks=False)
-        yield HeldBackup(path=path, dir_fd=fd, written=(st.st_dev, st.st_ino), size=st.st_size, named=True)
-    finally:
-        os.close(fd)
 
 
 def _damage(exc: BaseException) -> str:

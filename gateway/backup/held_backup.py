@@ -70,14 +70,33 @@ def at(path: Path) -> Iterator[HeldBackup]:
     reaches it, nothing made: a link on the way or at its name is refused as there. FileNotFoundError if missing."""
     parent = held_dir.private_dirs(path.parent, make=False)
     try:
-        with held_dir.named(path):
-            st = os.stat(path.name, dir_fd=parent.fd, follow_symlinks=False)
-        held = HeldBackup(path=path, dir_fd=parent.fd, written=(st.st_dev, st.st_ino), size=st.st_size, named=True)
+        held, st = _in(path, parent.fd)
         if not stat.S_ISREG(st.st_mode):
             raise _replaced(path, _what(parent.fd, path.name), named=True)
         yield held
     finally:
         parent.close()
+
+
+@contextlib.contextmanager
+def named(path: Path) -> Iterator[HeldBackup]:
+    """A backup file the caller named (`backup verify FILE`, a restore's stage), read as a run reads its own: by its
+    name in its directory, no link followed there, a FIFO refused without waiting for a writer (`open`). Under root
+    the name is often in the service user's backup directory, where that user may put a link to /etc/shadow or a
+    FIFO (which held the backup lock for good). The directory is opened O_PATH as the path leads: one its user may
+    search but not list (a 0711 share) is read from as before, unlike `at`."""
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield _in(path, fd)[0]
+    finally:
+        os.close(fd)
+
+
+def _in(path: Path, dir_fd: int) -> tuple[HeldBackup, os.stat_result]:
+    """The file `path` names in the directory open as `dir_fd`, as found now (its link, if one, not followed)."""
+    with held_dir.named(path):
+        st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+    return HeldBackup(path=path, dir_fd=dir_fd, written=(st.st_dev, st.st_ino), size=st.st_size, named=True), st
 
 
 def _replaced(path: Path, what: str, *, named: bool = False) -> BackupError:
