@@ -9,7 +9,7 @@ as the test says, whatever the timing of the line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -33,15 +33,23 @@ class Flickers(LosesReplies):
     def __init__(self) -> None:
         super().__init__([SimBoard("cu16", 0)])
         self.script: list[bool] = []
+        self.before_script: Callable[[], None] | None = None  # run as the script's first reading is answered
 
     def _answer(self, board: SimBoard, lock: int) -> bytes:
         if lock == 0 and self.script and not self.losing:
+            if self.before_script is not None:
+                self.before_script()
+                self.before_script = None
             board.occupied[A02] = self.script.pop(0)
         return super()._answer(board, lock)
 
 
-async def play(rig: Rig, sim: Flickers, readings: Iterable[bool]) -> None:
-    """The sensor reads `readings`, one per status; back once the adapter has seen the last."""
+async def play(rig: Rig, sim: Flickers, readings: Iterable[bool], *, before: Callable[[], None] | None = None) -> None:
+    """The sensor reads `readings`, one per status; back once the adapter has seen the last. `before` runs as the
+    first of them is answered: the bus waits for each status to be handled before asking again, so every status
+    answered earlier has been seen by then (run from the test instead, a status answered before it could still be
+    on its way)."""
+    sim.before_script = before
     sim.script = list(readings)
     await until(lambda: not sim.script)
     await rig.settle()
@@ -185,8 +193,8 @@ async def test_the_code_is_not_given_back_while_an_empty_reading_settles(tmp_pat
         assert (await rig.command("A-02", "pickup", {"code": code})).info == NO_STATUS
         sim.losing = False
         await play(rig, sim, [True] * 3)
-        rig.clock.advance(10)
-        await play(rig, sim, [False] * STABLE)  # opened and shut between two statuses, the book taken
+        # opened and shut between two statuses, the book taken, 10 s on
+        await play(rig, sim, [False] * STABLE, before=lambda: rig.clock.advance(10))
         await until(lambda: picked_up(rig) == 1)
         assert rig.out.last("A-02")["pickupState"] == "free"
         assert subcategories(rig) == []
