@@ -473,7 +473,14 @@ class ScannerAdapter:
                     if unreadable:
                         unreadable = False
                         self._log.info("serial scanner %s: scans are read again", key)
-                    step = await self.process(sc.station, self.classify(scan.framed), at)
+                    try:
+                        step = await self.process(sc.station, self.classify(scan.framed), at)
+                    except Exception:
+                        # the buffer refused the scan (full): the librarian must hear it was not taken, or the
+                        # book leaves unlent; the port is closed below and opened again at the next look
+                        with contextlib.suppress(Exception):
+                            await scanner.send(sc.beep(False))
+                        raise
                     await scanner.send(sc.beep(step.feedback is not Feedback.REFUSED))
         except Exception as exc:  # the port went away mid-read
             self._state(key, False, str(exc))
