@@ -25,7 +25,8 @@ A reload stops the generation that applied it, so the next generation's fleet se
 the job on its ticks. The pending bundle's steps:
 
   offered  -> written       the apply's guard, under the config lock: the text on disk noted as
-                            `previous`, and the health window starts now (`applied_at`, `deadline`)
+                            `previous` (its sha256 alone when validation refuses it: `noted_previous`),
+                            and the health window starts now (`applied_at`, `deadline`)
   offered  -> failed        the window ended while the apply still waited for the config lock:
                             the guard then refuses to write, so the bundle is never live unwatched;
                             or a start finds it with no `written_at` and no apply under way (the
@@ -53,7 +54,8 @@ the job on its ticks. The pending bundle's steps:
   written  -> rolling_back  at the deadline, marked before anything is written (a kill then is
                             finished by the next start) -> rolled_back, or rollback_skipped when
                             the file is no longer the bundle's (checked under the config lock),
-                            or rollback_failed
+                            or rollback_failed (also, writing nothing, when the text from before
+                            was noted by its sha256 alone: no valid config to put back)
 
 Every step is an audit entry and an `event` in the status document, which the Device entity
 carries to the platform.
@@ -81,7 +83,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gateway.errors import GatewayError
+from gateway.control.config_versions import sha256_text
+from gateway.errors import ConfigError, GatewayError
 from gateway.fleet.config import PASTE_KEY, public_key_problem
 
 if TYPE_CHECKING:
@@ -95,8 +98,12 @@ __all__ = [
     "RemoteState",
     "fetch_bundle",
     "healthy_since",
+    "is_previous",
+    "noted_previous",
     "payload_digest",
+    "previous_not_kept",
     "public_key_b64",
+    "scrub_previous",
     "sign_bundle",
     "start_delay_held",
     "unwatched",
@@ -322,8 +329,63 @@ def start_delay_held(doc: Mapping[str, Any], applied_at: float, start_delays: Ma
     return max(held, default=0.0)
 
 
+def noted_previous(on_disk: str | None) -> dict[str, Any]:
+    """A pending bundle's `previous` and `previous_sha256` for the config text on disk before it (None: no file).
+
+    The text is kept only if it validates, as in the config versions store (gateway/control/ops_config.py):
+    one validation refuses never ran, no rollback can write it back (ConfigOps refuses it too), and it may
+    hold a secret in clear (a hand edit's token) that this file, and every backup of the data directory,
+    would keep until the bundle ends. Its sha256 still tells the file again. Blocking: validates.
+    """
+    from gateway.control.ops_config import parse_text  # loaded whenever a bundle comes, as in `unwatched`
+
+    if on_disk is None:
+        return {"previous": None, "previous_sha256": None}
+    try:
+        parse_text(on_disk)
+    except ConfigError:
+        return {"previous": None, "previous_sha256": sha256_text(on_disk)}
+    return {"previous": on_disk, "previous_sha256": sha256_text(on_disk)}
+
+
+def is_previous(pending: Mapping[str, Any], text: str | None) -> bool:
+    """Whether `text` (a config file's; None: no file) is the one from before the pending bundle: by its text,
+    or by its sha256 when only that was kept."""
+    previous = pending.get("previous")
+    if previous is not None:
+        return bool(text == previous)
+    digest = pending.get("previous_sha256")
+    if digest is None:  # no file before the bundle (or the guard has not run)
+        return text is None
+    return text is not None and sha256_text(text) == digest
+
+
+def previous_not_kept(pending: Mapping[str, Any]) -> bool:
+    """Whether the config from before the pending bundle was a file known by its sha256 alone (not valid)."""
+    return pending.get("previous") is None and pending.get("previous_sha256") is not None
+
+
+def scrub_previous(data_dir: Path, pending: Mapping[str, Any]) -> bool:
+    """A `previous` an older release noted in clear (no `previous_sha256`) kept only if valid, as
+    `noted_previous` does; False when there is nothing to scrub. Blocking: validates, then `update`s."""
+    text = pending.get("previous")
+    if "previous_sha256" in pending or not isinstance(text, str):
+        return False
+    fields = noted_previous(text)  # outside the state lock: up to a second for a large config
+
+    def scrub(state: RemoteState) -> bool:
+        p = state.pending
+        if p is None or p.get("serial") != pending.get("serial") or "previous_sha256" in p or p.get("previous") != text:
+            return False  # taken on since it was read
+        p.update(fields)
+        return True
+
+    return update(data_dir, scrub)
+
+
 class RemoteState:
-    """`<data_dir>/remote_config.json` (0600: it holds the previous config text)."""
+    """`<data_dir>/remote_config.json` (0600: it holds the previous config text while a bundle is pending, if that
+    text validates; else only its sha256)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / STATE_FILE

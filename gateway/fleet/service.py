@@ -460,6 +460,13 @@ class FleetService:
         if pending is None:
             return False
         serial = pending["serial"]
+        # an older release noted the text from before the bundle in clear, a hand edit's token and all
+        if await asyncio.to_thread(remote.scrub_previous, self.data_dir, pending):
+            log.info(
+                "remote config: bundle %s: the config text from before it, noted in clear by an older release, "
+                "now kept only if it validates (else its sha256 alone)",
+                serial,
+            )
         applying = remote.running(_apply_task(serial))
         if not applying:  # read again: an apply found ended has saved all it ever will
             pending = (await asyncio.to_thread(remote.RemoteState, self.data_dir)).pending
@@ -567,11 +574,10 @@ class FleetService:
 
             await self._remote_step(now, "applied", FOUND_RUNNING, serial, change=found)
             return True
-        previous = pending.get("previous")
-        if on_disk == previous:
+        if remote.is_previous(pending, on_disk):
             detail = NEVER_WRITTEN
         else:  # changed while the gateway was down (a hand edit, a restore): that one runs and is kept
-            detail = await asyncio.to_thread(_kept_detail, self.target, serial, on_disk, previous, outcome="applied")
+            detail = await asyncio.to_thread(_kept_detail, self.target, serial, on_disk, pending, outcome="applied")
         await self._withdraw(now, serial, detail, noted=noted)
         return True
 
@@ -603,9 +609,7 @@ class FleetService:
             step, detail = "confirmed", "uplinks delivering after the apply"
         else:
             step = "superseded"
-            detail = await asyncio.to_thread(
-                _kept_detail, self.target, serial, on_disk, pending.get("previous"), outcome="confirmed"
-            )
+            detail = await asyncio.to_thread(_kept_detail, self.target, serial, on_disk, pending, outcome="confirmed")
         await self._remote_step(now, step, detail, serial, change=_ends(serial))
 
     async def offer(self, data: bytes, *, via: str) -> dict[str, Any]:
@@ -657,7 +661,8 @@ class FleetService:
                 "applied_at": now,  # until it is written: see note_previous
                 "deadline": now + window,  # by when the apply must have had the config lock
                 "sha256": sha256_text(bundle.config),  # how confirm and rollback know the bundle is what runs
-                "previous": None,
+                "previous": None,  # and its sha256: noted by the guard (see note_previous)
+                "previous_sha256": None,
                 "written_at": None,
                 "reloaded": False,
             }
@@ -672,12 +677,15 @@ class FleetService:
             # a kill after the write still leaves the rollback its text; a kill before it leaves the
             # live config as it was, which the rollback then finds is not the bundle's and keeps.
             # The window starts here, not at the offer: a long wait for the lock must not shorten it.
+            # A text that does not validate is noted by its sha256 alone: it may hold a secret in clear.
+            previous = remote.noted_previous(on_disk)  # validated before the state lock is taken
+
             def written(state: remote.RemoteState) -> bool:
                 pending = state.pending
                 if pending is None or pending.get("serial") != bundle.serial or pending.get("rolling_back"):
                     return False
                 at = clock()
-                pending.update(previous=on_disk, written_at=at, applied_at=at, deadline=at + window)
+                pending.update(previous, written_at=at, applied_at=at, deadline=at + window)
                 return True
 
             if not remote.update(data_dir, written):  # the tick gave it up (its window ended): write nothing
@@ -790,11 +798,13 @@ class FleetService:
             # broke, say) is what the box should run, and the text from before the bundle would undo it
             expected = pending.get("sha256")  # None: a pending left by a release that did not note it
             if expected is not None and (on_disk is None or sha256_text(on_disk) != expected):
-                if apply_failed is not None and on_disk == pending.get("previous"):
+                if apply_failed is not None and remote.is_previous(pending, on_disk):
                     raise NeverWritten(
                         _not_applied(apply_failed, "the config file is still the one from before the bundle")
                     )
-                raise RollbackSkipped(_kept_detail(target, serial, on_disk, pending.get("previous")))
+                raise RollbackSkipped(_kept_detail(target, serial, on_disk, pending))
+            if remote.previous_not_kept(pending):  # writing back an invalid file would be refused anyway
+                raise NotRestorable(_not_restorable(target, serial, pending))
 
         async def rollback() -> None:
             try:
@@ -812,6 +822,9 @@ class FleetService:
             except RollbackSkipped as exc:
                 detail, step = str(exc), "rollback_skipped"
                 log.warning("remote config %s: %s", step, detail)
+            except NotRestorable as exc:  # the bundle stays, though it failed its window: the box needs someone
+                detail, step = str(exc), "rollback_failed"
+                log.error("remote config %s: %s", step, detail)
             except Exception as exc:  # said everywhere: the box needs someone
                 detail, step = f"rollback failed: {exc}", "rollback_failed"
                 log.error("remote config: %s", detail)
@@ -864,6 +877,13 @@ class NeverWritten(RollbackSkipped):
     """A rollback after the bundle's failed apply that found the text from before it on disk: nothing to undo."""
 
     code = "never_written"
+
+
+class NotRestorable(GatewayError):
+    """A remote bundle's rollback with no text to put back: the config from before it did not validate, so only
+    its sha256 was kept."""
+
+    code = "previous_not_kept"
 
 
 class BundleWithdrawn(GatewayError):
@@ -935,14 +955,15 @@ def _read_text(path: Path) -> str | None:
 
 
 def _kept_detail(
-    target: ControlTarget, serial: int, on_disk: str | None, previous: str | None, *, outcome: str = "rolled back"
+    target: ControlTarget, serial: int, on_disk: str | None, pending: dict[str, Any], *, outcome: str = "rolled back"
 ) -> str:
     """Why the bundle is not `outcome` (rolled back, confirmed), naming the live config's version and the one
     to go back to by hand."""
     head = f"not {outcome}: the live config is no longer bundle {serial}'s, got"
     if on_disk is None:
         return f"{head} no config file; nothing written"
-    if on_disk == previous:  # rolled back by hand already, or a kill came before the bundle was written
+    # rolled back by hand already, or a kill came before the bundle was written
+    if remote.is_previous(pending, on_disk):
         if outcome == "confirmed":
             return f"not confirmed: the live config is the one from before bundle {serial} again; nothing to confirm"
         return f"not rolled back: the live config is the one from before bundle {serial} already; nothing to undo"
@@ -951,20 +972,64 @@ def _kept_detail(
         store = ConfigVersions(path)
         try:
             live = store.version_of(sha256_text(on_disk))
-            before = None if previous is None else store.version_of(sha256_text(previous))
+            before = _go_back_to(store, pending)
         finally:
             store.close()
     except (sqlite3.Error, OSError) as exc:  # the skip stands: the versions only name it
         unknown = cannot_open(path, exc) if isinstance(exc, OSError) else str(exc)
         return f"{head} sha256 {sha256_text(on_disk)[:12]} (its version unknown: {unknown}); it is kept"
     got = f"version {live} (applied after it)" if live is not None else "a file not recorded as a version (a hand edit)"
-    detail = f"{head} {got}; it is kept."
-    if before is not None:
-        detail += (
-            f" The config from before the bundle is version {before}: roll back to it on the configuration page "
-            "if it is wanted"
-        )
-    return detail
+    return f"{head} {got}; it is kept.{before}"
+
+
+def _not_restorable(target: ControlTarget, serial: int, pending: dict[str, Any]) -> str:
+    """Why a bundle's rollback wrote nothing: the config from before it did not validate, so only its sha256 was
+    kept (it may hold a secret in clear); naming the version to go back to by hand."""
+    detail = (
+        f"not rolled back: the config from before bundle {serial} was not a valid config (validation refused it, so "
+        "it never ran), and only its sha256 was kept, as it may hold a secret in clear: it cannot be written back. "
+        f"Bundle {serial}'s config is left in place."
+    )
+    path = Path(target.config.gateway.data_dir) / VERSIONS_FILE
+    try:
+        store = ConfigVersions(path)
+        try:
+            before = _go_back_to(store, pending)
+        finally:
+            store.close()
+    except (sqlite3.Error, OSError) as exc:
+        unknown = cannot_open(path, exc) if isinstance(exc, OSError) else str(exc)
+        return f"{detail} The config versions cannot tell which one to roll back to by hand: {unknown}"
+    if not before:
+        digest = str(pending.get("previous_sha256"))[:12]
+        return f"{detail} The config from before it (sha256 {digest}) is not recorded as a config version"
+    return f"{detail}{before}"
+
+
+def _go_back_to(store: ConfigVersions, pending: dict[str, Any]) -> str:
+    """The sentence naming the version from before the bundle to roll back to by hand; "" when the store does not
+    know it. One recorded by its sha256 alone has no text to roll back to: the newest before it that has is named."""
+    previous = pending.get("previous")
+    digest = sha256_text(previous) if previous is not None else pending.get("previous_sha256")
+    before = None if digest is None else store.version_of(digest)
+    if before is None:
+        return ""
+    said = f" The config from before the bundle is version {before}"
+    wanted = "roll back to it on the configuration page if it is wanted"
+    if not remote.previous_not_kept(pending):
+        return f"{said}: {wanted}"
+    kept = None
+    for listed in store.list():  # newest first
+        got = store.get(listed.version) if listed.version < before else None
+        if got is not None and got.text:
+            kept = got.version
+            break
+    if kept is None:
+        return f"{said}, recorded without its text; no version before it has its text kept"
+    return (
+        f"{said}, recorded without its text; the newest version before it with its text kept is version {kept}: "
+        + wanted
+    )
 
 
 def _delivering(doc: dict[str, Any]) -> bool:

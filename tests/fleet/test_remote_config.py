@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.app import Runtime
 from gateway.audit.log import AuditLog
 from gateway.config import load_config
-from gateway.control.config_versions import FILE, ConfigVersions
+from gateway.control.config_versions import FILE, ConfigVersions, sha256_text
 from gateway.control.ops_config import FIRST, ConfigOps, lock_path, parse_text
 from gateway.fleet import remote
 from gateway.fleet.remote import BundleRefused, public_key_b64, sign_bundle, verify_bundle
@@ -467,6 +467,7 @@ def killed_mid_apply(
         "applied_at": offered,
         "deadline": offered + 600,
         "previous": original if guard_ran else None,
+        "previous_sha256": sha256_text(original) if guard_ran else None,
         "written_at": offered if guard_ran else None,
         "reloaded": False,
     }
