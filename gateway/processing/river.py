@@ -547,6 +547,10 @@ class RiverProcessor:
         self.alerts += len(alerts)
         return [self._without_source(replace(reading, attributes={**reading.attributes, **added})), *alerts]
 
+    def refused(self, reading: Reading) -> Reading:
+        """The stage's `Refusing`: a reading refused (a distance the stage overflows) still loses the internal source."""
+        return self._without_source(reading)
+
     def _without_source(self, reading: Reading) -> Reading:
         if not self.remove_source:
             return reading

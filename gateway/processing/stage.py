@@ -19,7 +19,12 @@ reading carries at that point (after earlier renames).
 A processor returns the reading itself first (changed or not) and may add readings after it (an
 `Alert`). An added reading is a different entity: it goes on through the entries after the one
 that made it, by its own plan. A processor that raises `ReadingError` (a value it cannot use)
-leaves the reading as it was; the stage counts it under `errors` of that entry.
+leaves the reading as it was, or as its `refused(reading)` says when it has one (a river removes the
+distance only it reads); the stage counts it under `errors` of that entry. A refusal usually repeats
+with every reading of that entity (a gauge in feet, a wrong attribute), so it is an episode: said once at
+WARNING per (entry, entity, reason), the reason being the message without its `got <value>` (at most
+`REASONS_PER_EPISODE` of them); once at
+INFO when that entry processes the entity's readings again; every refusal in between at DEBUG.
 
 What an adapter hands its own processors as metadata (`INTERNAL_METADATA`: the raw register value …)
 is removed from every reading the stage lets through, whichever processor ran or failed, so it never
@@ -29,20 +34,30 @@ reaches the buffer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from gateway import redact
 from gateway.errors import ReadingError
 from gateway.processing.api import INTERNAL_METADATA, EntityKey, Processor, ProcessorMatch, with_attributes
 from gateway.records import Attribute, Reading, make_attribute
 
-__all__ = ["PLAN_CACHE_SIZE", "Entry", "Stage"]
+__all__ = ["PLAN_CACHE_SIZE", "REASONS_PER_EPISODE", "REFUSING_LIMIT", "Entry", "Refusing", "Stage"]
 
 log = logging.getLogger(__name__)
 
 PLAN_CACHE_SIZE = 50_000  # entities whose plan is remembered; a library's Wi-Fi sessions are many, each once
+REFUSING_LIMIT = 10_000  # open refusal episodes kept; the oldest is forgotten first (and warned again if it goes on)
+# reasons said at WARNING in one episode: a message with a value outside its `got` part (a rate, a time) differs at
+# every reading, and must not become a WARNING per reading
+REASONS_PER_EPISODE = 3
+
+# `<where>: <what>, got <value>[; <fix>]` without the value: a gauge whose reading is refused for its value
+# is one episode, not one per value
+_GOT = re.compile(r", got .*?(?=; |$)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +67,21 @@ class Entry:
     name: str  # "processing[2] (river)" or "modbus cabinet: gauge1 level (river)"
     match: ProcessorMatch
     processor: Processor
+
+
+@runtime_checkable
+class Refusing(Protocol):
+    """A processor whose refused readings must not go on exactly as they came (it removes what only it reads)."""
+
+    def refused(self, reading: Reading) -> Reading:
+        """What `reading` goes on as after this processor raised `ReadingError` for it."""
+        ...
+
+
+@dataclass(slots=True)
+class _Episode:
+    reasons: set[str] = field(default_factory=set)  # warned at WARNING in this episode
+    refused: int = 0
 
 
 _Plan = tuple[tuple[int, Entry], ...]
@@ -66,6 +96,10 @@ class Stage:
         self._plans: dict[EntityKey, _Plan] = {}
         self._cache_size = cache_size
         self.errors = [0] * len(self.entries)
+        self._refused: list[Callable[[Reading], Reading] | None] = [
+            e.processor.refused if isinstance(e.processor, Refusing) else None for e in self.entries
+        ]
+        self._episodes: dict[tuple[int, str], _Episode] = {}  # (position, entity id) being refused
 
     def plan(self, key: EntityKey) -> _Plan:
         """The (position, entry) pairs whose entity match holds for `key`, in stage order."""
@@ -116,8 +150,13 @@ class Stage:
                 result = entry.processor.process(current, now)
             except ReadingError as exc:
                 self.errors[position] += 1
-                log.debug("%s: reading of %s left unprocessed: %s", entry.name, current.entity_id, exc)
+                self._refusing(position, entry, current.entity_id, exc)
+                refused = self._refused[position]
+                if refused is not None:
+                    current = refused(current)
                 continue
+            if self._episodes and (position, current.entity_id) in self._episodes:
+                self._accepted(position, entry, current.entity_id)
             if not result:
                 current = None
                 break
@@ -127,6 +166,40 @@ class Stage:
         for after, extra in added:
             out.extend(self._run(extra, now, after))
         return out
+
+    def _refusing(self, position: int, entry: Entry, entity_id: str, exc: ReadingError) -> None:
+        episodes = self._episodes
+        key = (position, entity_id)
+        episode = episodes.get(key)
+        if episode is None:
+            if len(episodes) >= REFUSING_LIMIT:
+                del episodes[next(iter(episodes))]
+            episode = episodes[key] = _Episode()
+        episode.refused += 1
+        reason = _GOT.sub("", str(exc))
+        if reason not in episode.reasons and len(episode.reasons) < REASONS_PER_EPISODE:
+            episode.reasons.add(reason)
+            # the value refused may be anything a device sent (an address, a MAC in the id): masked first
+            log.warning(
+                "%s: readings of %s left unprocessed, %s; they go on without this step (counted under errors)"
+                " until that is fixed",
+                entry.name,
+                redact.text(entity_id),
+                redact.text(str(exc)),
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: reading of %s left unprocessed: %s", entry.name, redact.text(entity_id), redact.text(str(exc))
+            )
+
+    def _accepted(self, position: int, entry: Entry, entity_id: str) -> None:
+        episode = self._episodes.pop((position, entity_id))
+        log.info(
+            "%s: readings of %s processed again, after %d left unprocessed",
+            entry.name,
+            redact.text(entity_id),
+            episode.refused,
+        )
 
     def diagnostics(self) -> list[dict[str, Any]]:
         """One `{"name", "counters"}` per entry, in stage order, for status.json's `processing`."""
