@@ -48,6 +48,7 @@ import math
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -57,10 +58,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.accounts.schema import migrate
+from gateway.backup.held_dir import kind, named, new_file
 from gateway.errors import GatewayError
 from gateway.secret_key_file import directory_refusal, not_permitted, present
 from gateway.secrets import SecretStore
-from gateway.storage.files import durable_connection, fsync_dir, immediate, open_store
+from gateway.storage.files import durable_connection, immediate, open_store
 
 __all__ = [
     "ACTIONS",
@@ -81,12 +83,17 @@ STORE = "audit log"  # as its errors name it
 TABLES = ("entries",)  # its own since version 1: another store's file has none
 HEAD_FILE = "audit.head"
 LOCK_FILE = "audit.lock"
+_LOCK_FIX = "if you did not put it there, find who did; remove it (the log makes its own) and run the command again"
 # one per process: two AuditLog objects on one directory must not both make a key
 _KEY_LOCK = threading.Lock()
 SECRETS_DIR = "secrets"
 KEY_NAME = "audit-hmac"
 GENESIS = "0" * 64
 PURGE_ACTION = "audit.purge"
+# the state directory, held open while the log's own files are used by name in it (see AuditLog._held)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# a head record is under 200 bytes: a bound keeps a file put in its place (a link to /dev/zero) from filling memory
+_HEAD_MAX = 4096
 # the actions the UI and the CLI write (others are allowed: a later page may add its own)
 ACTIONS = (
     "login",
@@ -218,6 +225,10 @@ class AuditLog:
 
     def _open_file(self) -> None:
         # every later use opens the file again (durable_connection): the checks of a whole open are made once
+        if os.geteuid() == 0 and not present(self.state_dir):
+            # made as open_store would, before it is held (_held) and never reached through a link
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._check_database()
         with self._permitted(self.path):
             db = open_store(self.path, STORE, tables=TABLES, pragmas=("synchronous=FULL",))
         try:
@@ -232,7 +243,69 @@ class AuditLog:
         if not self._create and not self.exists():
             # sqlite3.connect would make an empty file, which verify then takes for a log never written to
             raise FileNotFoundError(errno.ENOENT, "no audit log", str(self.path))
+        self._check_database()
         return durable_connection(self.path, STORE)
+
+    @contextmanager
+    def _held(self) -> Iterator[int]:
+        """The state directory open, for the log's own files to be used by name in it, none through a link.
+
+        Under root (`sudo edgegw user …`, `sudo edgegw web`, which appends on every failed login) the directory
+        itself is not reached through a link either: the gateway's user owns the directory holding it and may put
+        a link to /etc under its name at any moment. As any other user a link there is followed, as ever: it
+        leads nowhere that user could not write anyway.
+        """
+        root = os.geteuid() == 0
+        try:
+            fd = os.open(self.state_dir, _DIR_FLAGS | (os.O_NOFOLLOW if root else 0))
+        except OSError as exc:
+            if root and exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                fix = (
+                    "if the link is yours, name the directory it leads to as [web] state_dir in the config; if "
+                    "not, find who put it there, remove it and run the command again"
+                )
+                raise self._refused(self.state_dir, "a directory", _kind(self.state_dir), fix) from None
+            raise
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _check_database(self) -> None:
+        """Under root, audit.db must be the log's own file before SQLite opens it, by path: a link or a hard link put
+        in its place would have root make, convert or write whatever it names. Checked on every open, this leaves
+        the moment between the check and SQLite's open (SQLite's own -wal and -shm it opens never through a link).
+        """
+        if os.geteuid() != 0:
+            return
+        with self._held() as fd:
+            try:
+                st = os.stat(AUDIT_FILE, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            owner = os.fstat(fd).st_uid
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid in (0, owner):
+            return
+        if stat.S_ISREG(st.st_mode) and st.st_nlink != 1:
+            got = f"a file with {st.st_nlink} names (a hard link to another file)"
+        elif stat.S_ISREG(st.st_mode):
+            got = f"a file of uid {st.st_uid}"
+        else:
+            got = _kind(self.path)
+        fix = (
+            "if you did not put it there, find who did; move it aside (restore audit.db from a backup if it is gone) "
+            "and run the command again"
+        )
+        raise self._refused(self.path, f"a file of root or of uid {owner} (the owner of {self.state_dir})", got, fix)
+
+    def _refused(self, path: Path, wanted: str, got: str, fix: str) -> AuditError:
+        error = AuditError(
+            f"audit log {path}: must be {wanted}, got {got}; root uses no link nor another user's file in a "
+            f"directory the gateway's user may change, and nothing was written through it: {fix}",
+            path=str(path),
+        )
+        log.error("%s", error)
+        return error
 
     def schema_version(self) -> int:
         with self._connect() as db:
@@ -276,13 +349,28 @@ class AuditLog:
             yield db
 
     @contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        fd = os.open(self.state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+    def _file_lock(self) -> Iterator[int]:
+        """audit.lock held; yields the state directory's descriptor (`_held`) it was taken in."""
+        path = self.state_dir / LOCK_FILE
+        with self._held() as dir_fd:
+            try:
+                # O_NONBLOCK: a named pipe put in its place would hold the open, and the web request with it
+                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                fd = os.open(LOCK_FILE, flags, 0o600, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    exc.filename = str(path)
+                    raise
+                raise self._refused(path, "the log's lock file", _kind(path), _LOCK_FIX) from None
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                    got = "a file with more than one name (a hard link)" if stat.S_ISREG(st.st_mode) else _kind(path)
+                    raise self._refused(path, "the log's lock file", got, _LOCK_FIX)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield dir_fd
+            finally:
+                os.close(fd)  # releases the lock
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -302,7 +390,8 @@ class AuditLog:
         key = self._get_key()
         with self._lock, self._connect() as db:
             with immediate(db):
-                head = _read_head(self.state_dir / HEAD_FILE, key)
+                with self._held() as dir_fd:
+                    head = _read_head(dir_fd, self.state_dir / HEAD_FILE, key)
                 if head is None and db.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None:
                     # the first entry: a head of 0 first, so that a crash between this commit and the head
                     # written after it leaves a head that lags (as after any append) rather than none,
@@ -322,18 +411,17 @@ class AuditLog:
         or a power cut came in between) but never leads it; it only moves forward.
         """
         path = self.state_dir / HEAD_FILE
-        with self._file_lock():
-            current = _read_head(path, key)
+        with self._file_lock() as dir_fd:
+            current = _read_head(dir_fd, path, key)
             if isinstance(current, tuple) and current[0] >= entry_id:
                 return
-            tmp = self.state_dir / f".{HEAD_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(canonical({"id": entry_id, "mac": mac, "seal": _head_seal(key, entry_id, mac)}))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            fsync_dir(self.state_dir)  # the rename survives a power cut: a lost head would read as deleted entries
+            tmp = f".{HEAD_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+            # made anew (O_EXCL, O_NOFOLLOW): a link put under this foreseeable name is removed, never written through
+            with new_file(dir_fd, tmp, where=self.state_dir / tmp, owner=None) as f:
+                f.write(canonical({"id": entry_id, "mac": mac, "seal": _head_seal(key, entry_id, mac)}).encode())
+            with named(path):
+                os.replace(tmp, HEAD_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.fsync(dir_fd)  # the rename survives a power cut: a lost head would read as deleted entries
 
     @staticmethod
     def _append(
@@ -386,7 +474,8 @@ class AuditLog:
                 count = db.execute("DELETE FROM entries WHERE id <= ?", (bound,)).rowcount
                 detail = {"first_id": first, "last_id": bound, "count": count, "last_mac": last_mac}
                 # the anchor chains to the newest entry left (or, when none is left, to the last purged one)
-                head = _read_head(self.state_dir / HEAD_FILE, key)
+                with self._held() as dir_fd:
+                    head = _read_head(dir_fd, self.state_dir / HEAD_FILE, key)
                 written = head[0] if isinstance(head, tuple) else 0
                 self._append_after_purge(db, key, at, actor, detail, bound, last_mac, written)
             except BaseException:
@@ -533,7 +622,8 @@ class AuditLog:
     def _check_head(self, key: bytes, *, missing: bool = False) -> list[str]:
         """The newest entry recorded in audit.head must still be there, unchanged (`missing`: audit.db is not)."""
         path = self.state_dir / HEAD_FILE
-        head = _read_head(path, key, strict=True)
+        with self._held() as dir_fd:
+            head = _read_head(dir_fd, path, key, strict=True)
         if head is None:
             return [
                 f"audit log: {path} (the record of the newest entry) is missing; "
@@ -642,6 +732,30 @@ def _unreadable(value: object) -> str:
 UNTRUSTED_HEAD = "unreadable, got a file that is not a head record; entries at the end may have been deleted"
 
 
+def _read_regular(dir_fd: int, name: str) -> bytes:
+    """Up to _HEAD_MAX bytes of the regular file `name` in `dir_fd`; OSError for a link or anything else there."""
+    # O_NONBLOCK: a named pipe would hold the open
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", name)
+        return os.read(fd, _HEAD_MAX)
+    finally:
+        os.close(fd)
+
+
+def _kind(path: Path) -> str:
+    """What is at `path`, for a message (held_dir.kind): a link with its target, a file, another user's directory."""
+    try:
+        parent = os.open(path.parent, _DIR_FLAGS)
+    except OSError:
+        return "nothing that can be looked at"
+    try:
+        return kind(parent, path.name)
+    finally:
+        os.close(parent)
+
+
 def _head_seal(key: bytes, entry_id: int, mac: str) -> str:
     return hmac.new(key, b"head:" + canonical({"id": entry_id, "mac": mac}).encode(), hashlib.sha256).hexdigest()
 
@@ -659,15 +773,16 @@ def _permitted(path: Path, state_dir: Path) -> Iterator[None]:
         raise refusal from None
 
 
-def _read_head(path: Path, key: bytes, *, strict: bool = False) -> tuple[int, str] | str | None:
-    """(id, mac) of audit.head; None when there is none; a sentence when it cannot be trusted.
+def _read_head(dir_fd: int, path: Path, key: bytes, *, strict: bool = False) -> tuple[int, str] | str | None:
+    """(id, mac) of audit.head (`path`, read by name in `dir_fd`); None when there is none; a sentence when it cannot
+    be trusted, a link or anything but a regular file put in its place included.
 
     One this user may not read says nothing about the entries: `strict` (verify) raises it as the ConfigError of
     `_permitted`; an append reads it as untrusted, as before, and its own head replaces it.
     """
     try:
         with _permitted(path, path.parent) if strict else contextlib.nullcontext():
-            raw = path.read_bytes()
+            raw = _read_regular(dir_fd, HEAD_FILE)
     except FileNotFoundError:
         return None
     except OSError as exc:
