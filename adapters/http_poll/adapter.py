@@ -15,11 +15,14 @@ from typing import Any, ClassVar
 import aiohttp
 
 from adapters.http_poll.config import HttpPollConfig
-from adapters.http_poll.mapping import LastSeen, Mapper, MappingError
+from adapters.http_poll.mapping import LastSeen, Mapper, MappingError, Selection
 from adapters.jsonmap.errors import excerpt
+from adapters.jsonmap.timestamps import MAX_AHEAD, TimeAhead
 from gateway import redact
 from gateway.adapter_api import AdapterConfig, AdapterContext
+from gateway.device_clock import ClockWords, GatewayClock, SyncSource
 from gateway.errors import ReadingError
+from gateway.host import clock_synced as kernel_clock_synced
 from gateway.logs import StateLog, component_logger
 from gateway.records import Emit, Reading, utc_now
 from gateway.secrets import is_ref, resolve
@@ -27,6 +30,13 @@ from gateway.tls import TlsVerify, client_context
 
 EXCERPT_CHARS = 200
 _DOCUMENT_READ = 16 * 1024  # bytes masked for a document's excerpt: a marker stands for many characters
+_CLOCK_WORDS = ClockWords(
+    where="http poll",
+    sender="entity ",
+    dated="observed at",
+    kept="the source's time",
+    otherwise=f"observation times more than {MAX_AHEAD.seconds // 60} min ahead of it are refused",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,7 +70,13 @@ class HttpPollAdapter:
     config_model: ClassVar[type[AdapterConfig]] = HttpPollConfig
 
     def __init__(
-        self, config: AdapterConfig, context: AdapterContext, *, clock: Callable[[], datetime] = utc_now
+        self,
+        config: AdapterConfig,
+        context: AdapterContext,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        clock_synced: SyncSource = kernel_clock_synced,
+        not_before: datetime | None = None,
     ) -> None:
         if not isinstance(config, HttpPollConfig):
             raise TypeError(f"HttpPollAdapter needs an HttpPollConfig, got {type(config).__name__}")
@@ -68,14 +84,21 @@ class HttpPollAdapter:
         self.context = context
         self._clock = clock
         self._log = component_logger(__name__, config.name)
-        self._mapper = Mapper(config.mappings, adapter=config.name, device=config.display_url)
+        self._mapper = Mapper(
+            config.mappings, adapter=config.name, device=config.display_url, keeps_ahead=self._keeps_ahead
+        )
         self._seen = LastSeen()
+        # whether an observation time ahead of the gateway's clock may be kept (gateway.device_clock, shared with
+        # the Wi-Fi receivers): while the kernel says that clock is not synchronised, it may be the wrong one
+        self._gateway_clock = GatewayClock(self._log, clock_synced, words=_CLOCK_WORDS, not_before=not_before)
         # counters (README "State and counters")
         self.polls = 0
         self.emitted = 0
         self.not_modified = 0  # 304 answers
         self.duplicates = 0  # observations already sent
         self.stale = 0  # observations older than the last one sent for their entity
+        self.rewound = 0  # ... sent, as that one is still more than MAX_AHEAD ahead of the gateway's clock (wrong)
+        self.gateway_clock_unsynced = 0  # times ahead kept as the gateway's clock is not synchronised
         self.skipped_ticks = 0  # polls not started because the previous one ran past their time
         self.failed: Counter[str] = Counter()  # http_5xx, http_status, timeout, connection, tls, too_large
         self.malformed: Counter[str] = Counter()  # MalformedReason values, and `rejected` by the buffer
@@ -85,6 +108,7 @@ class HttpPollAdapter:
         self._failing = StateLog(self._log)  # transport episode: its state is the reason last logged
         self.last_error = ""  # the latest failure or malformed input, worded as logged
         self._bad: set[str] = set()  # document/item reasons logged at WARNING in the current episode
+        self._older_spells: set[str] = set()  # "stale", "rewound": logged at WARNING in the current spell
         self._secrets: list[str] = []
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -132,9 +156,13 @@ class HttpPollAdapter:
             return
         for err in result.errors:
             self._malformed(err, response)
-        selection = self._seen.select(result.readings)
+        if self._gateway_clock.unsynced:
+            self._gateway_clock.check()  # a spell of kept times ends once the clock is synchronised
+        selection = self._seen.select(result.readings, now)
         self.duplicates += selection.duplicates
         self.stale += selection.stale
+        self.rewound += selection.rewound
+        self._older(selection, now)
         await self._emit_all(emit, selection.fresh)
         self._keep_validators(response)
         if not result.errors and self._bad:
@@ -241,7 +269,56 @@ class HttpPollAdapter:
             self._bad.add("rejected")
             self._log.warning("the buffer refuses readings as invalid, e.g. %s; counted as rejected", exc)
 
+    def _keeps_ahead(self, entity_id: str, exc: TimeAhead, now: datetime) -> bool:
+        """Whether a time `exc` refused for its lead is kept: the gateway's clock cannot judge it (GatewayClock)."""
+        clock = self._gateway_clock
+        # a lead of whole hours over a clock that is believed (not evidently stale) is a zone mistake, not a clock
+        # behind: kept, the entity's observedAt would be hours in the future
+        if exc.whole_hours and clock.synced() is False and not clock.stale(now):
+            return False
+        if not clock.keeps(entity_id, exc.time, now):
+            return False
+        self.gateway_clock_unsynced += 1
+        return True
+
     # --- logging state changes ----------------------------------------------------------------------
+
+    def _older(self, selection: Selection, now: datetime) -> None:
+        """One WARNING per spell of stale observations, and per spell of ones sent over a last time ahead."""
+        spells = self._older_spells
+        if (o := selection.first_rewound) is None:
+            spells.discard("rewound")
+        elif "rewound" not in spells:
+            spells.add("rewound")
+            self._log.warning(
+                "%s: observed at %s, older than the last observation sent (%s), which is still more than %d min ahead "
+                "of the gateway clock (%s) so was wrong: sent, not dropped as stale; counted in rewound; check the "
+                "source's clock, the timestamp zone and the box's clock",
+                o.entity_id,
+                o.observed_at.isoformat(),
+                o.last.isoformat(),
+                MAX_AHEAD.seconds // 60,
+                now.isoformat(),
+            )
+        if (o := selection.first_stale) is not None:
+            self._log.debug(
+                "%s: dropped observation at %s, older than the last sent (%s)",
+                o.entity_id,
+                o.observed_at.isoformat(),
+                o.last.isoformat(),
+            )
+            if "stale" not in spells:
+                spells.add("stale")
+                self._log.warning(
+                    "%s: dropping the observation at %s, older than the last one sent (%s): the source serves an older "
+                    "copy (a cache), or its clock went back; further ones counted in stale",
+                    o.entity_id,
+                    o.observed_at.isoformat(),
+                    o.last.isoformat(),
+                )
+        elif selection.fresh and "stale" in spells:
+            spells.discard("stale")
+            self._log.info("observations newer than the last ones sent arrive again")
 
     def _transport_failed(self, exc: _Failure) -> None:
         self.failed[exc.reason] += 1
@@ -324,6 +401,8 @@ class HttpPollAdapter:
             "not_modified": self.not_modified,
             "duplicates": self.duplicates,
             "stale": self.stale,
+            "rewound": self.rewound,
+            "gateway_clock_unsynced": self.gateway_clock_unsynced,
             "skipped_ticks": self.skipped_ticks,
             "failed": dict(self.failed),
             "malformed": dict(self.malformed),

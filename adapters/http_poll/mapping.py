@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,7 @@ from adapters.jsonmap.errors import FieldError, describe, describe_keys, type_na
 from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
 from adapters.jsonmap.paths import MISSING, JsonPath, lookup, parse_path, path_text
 from adapters.jsonmap.templates import checked_id, id_field
+from adapters.jsonmap.timestamps import MAX_AHEAD, TimeAhead
 from gateway.date_observed import has_date_observed
 from gateway.errors import DeviceProtocolError
 from gateway.ngsi.identifiers import check_entity_id
@@ -113,12 +114,25 @@ def document_text(body: bytes, charset: str | None) -> bytes | str:
     return body
 
 
-class Mapper:
-    """Maps documents by the adapter's mappings; pure, so tests feed it bytes and a clock value."""
+# Whether an item's time, further ahead of `now` than adapters.jsonmap allows, is kept: (entity id, the refusal
+# carrying the time, now). The adapter asks whether its gateway clock can judge it (gateway.device_clock).
+KeepsAhead = Callable[[str, TimeAhead, datetime], bool]
 
-    def __init__(self, mappings: Sequence[ItemMapping], *, adapter: str, device: str = "") -> None:
+
+class Mapper:
+    """Maps documents by the adapter's mappings; pure but for `keeps_ahead`, so tests feed it bytes and a clock value."""
+
+    def __init__(
+        self,
+        mappings: Sequence[ItemMapping],
+        *,
+        adapter: str,
+        device: str = "",
+        keeps_ahead: KeepsAhead | None = None,
+    ) -> None:
         self.source = Source(adapter=adapter, device=device)
         self._rules = tuple(_compile(m) for m in mappings)
+        self._keeps_ahead = keeps_ahead
 
     def map(self, body: bytes, now: datetime, charset: str | None = None) -> MapResult:
         """Document-level problems raise MappingError; item-level ones drop that item only."""
@@ -188,19 +202,28 @@ class Mapper:
             )
         try:
             entity_id = _render(rule, item)
-            return read_reading(
-                rule.fields,
-                item,
-                now,
-                entity_id=entity_id,
-                entity_type=rule.entity_type,
-                source=self.source,
-                dated=rule.dated,
-            )
+            try:
+                return self._read(rule, item, now, entity_id)
+            except TimeAhead as exc:
+                if self._keeps_ahead is None or not self._keeps_ahead(entity_id, exc, now):
+                    raise
+                # the item has its time, so `now` is only the bound to read_reading: read at that time, it is kept
+                return self._read(rule, item, exc.time, entity_id)
         except InexactNumber:
             raise  # map() reads the document again, exactly, or refuses the item for it
         except FieldError as exc:
             raise MappingError.of_field(exc, where) from None
+
+    def _read(self, rule: _Rule, item: dict[str, Any], now: datetime, entity_id: str) -> Reading:
+        return read_reading(
+            rule.fields,
+            item,
+            now,
+            entity_id=entity_id,
+            entity_type=rule.entity_type,
+            source=self.source,
+            dated=rule.dated,
+        )
 
 
 def _join(where: str, path: JsonPath) -> str:
@@ -226,10 +249,23 @@ def _values_key(r: Reading) -> tuple[Any, ...]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Older:
+    """A device time older than the last one sent for its entity (`last`), for a log line."""
+
+    entity_id: str
+    observed_at: datetime
+    last: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Selection:
     fresh: list[Reading]
     duplicates: int
     stale: int
+    first_stale: Older | None = None  # the first of `stale`
+    # older than the last sent, which is still further ahead of `now` than MAX_AHEAD so was wrong: sent
+    rewound: int = 0
+    first_rewound: Older | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -237,14 +273,19 @@ class LastSeen:
     """Per entity, the last committed (observed time, values); decides what a new document adds.
 
     A device-timed reading is new if its time is later, or the same time with other values (a
-    correction); an older one is stale (a cached document must not roll the platform back). A
-    reading stamped with the poll time is new only if its values changed.
+    correction); an older one is stale (a cached document must not roll the platform back), unless the
+    last time sent is still further ahead of the gateway's `now` than a time read now may be (MAX_AHEAD):
+    that time was wrong (kept while the gateway's clock could not judge it, or that clock has since been set
+    back), and holding it would drop every right observation until real time passes it, so the older one is
+    new (`rewound`). Within MAX_AHEAD a source's own small lead cannot be told from a wrong time, and a cached
+    copy must not roll the platform back: stale. A reading stamped with the poll time is new only if its
+    values changed.
     """
 
     capacity: int = 100_000
     _last: OrderedDict[str, tuple[datetime, TimeSource, tuple[Any, ...]]] = field(default_factory=OrderedDict)
 
-    def select(self, readings: Sequence[Reading]) -> Selection:
+    def select(self, readings: Sequence[Reading], now: datetime) -> Selection:
         # One entity twice at one time in one document: the later item is the document's last word.
         # Sending both would flip the entity between them on every poll.
         last_word: dict[tuple[str, datetime], Reading] = {}
@@ -252,7 +293,8 @@ class LastSeen:
             last_word.pop((r.entity_id, r.observed_at), None)
             last_word[(r.entity_id, r.observed_at)] = r
         duplicates = len(readings) - len(last_word)
-        stale = 0
+        stale = rewound = 0
+        first_stale = first_rewound = None
         # oldest first, so a document listing several observations of one station sends them all in order
         ordered = sorted(last_word.values(), key=lambda r: r.observed_at)
         pending: dict[str, tuple[datetime, TimeSource, tuple[Any, ...]]] = {}
@@ -264,8 +306,13 @@ class LastSeen:
                 t, source, values = prev
                 if r.time_source is TimeSource.DEVICE and source is TimeSource.DEVICE:
                     if r.observed_at < t:
-                        stale += 1
-                        continue
+                        older = Older(entity_id=r.entity_id, observed_at=r.observed_at, last=t)
+                        if t <= now + MAX_AHEAD:
+                            stale += 1
+                            first_stale = first_stale or older
+                            continue
+                        rewound += 1
+                        first_rewound = first_rewound or older
                     if r.observed_at == t and key == values:
                         duplicates += 1
                         continue
@@ -274,7 +321,14 @@ class LastSeen:
                     continue
             pending[r.entity_id] = (r.observed_at, r.time_source, key)
             fresh.append(r)
-        return Selection(fresh=fresh, duplicates=duplicates, stale=stale)
+        return Selection(
+            fresh=fresh,
+            duplicates=duplicates,
+            stale=stale,
+            first_stale=first_stale,
+            rewound=rewound,
+            first_rewound=first_rewound,
+        )
 
     def remember(self, r: Reading) -> None:
         self._last[r.entity_id] = (r.observed_at, r.time_source, _values_key(r))

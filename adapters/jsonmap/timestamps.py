@@ -19,7 +19,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 # A device or system whose clock was never set reports 1970 (Tasmota without NTP); such a time would
 # roll the platform's entity back decades, so it is refused rather than stored.
 EARLIEST: Final = datetime(2000, 1, 1, tzinfo=_UTC)
-MAX_AHEAD: Final = timedelta(days=1)
+# A device's clock drifting unset and a source stamping the end of the interval in progress lead by minutes. The
+# commonest fault, local time written with a "Z" or counted as epoch seconds as if UTC, leads by whole hours (9 in
+# Japan): kept, it would be the entity's observedAt hours in the future. An adapter whose gateway clock may be
+# the wrong one (not synchronised) decides on the time TimeAhead carries (gateway.device_clock).
+MAX_AHEAD: Final = timedelta(minutes=15)
+_AHEAD_TEXT = "15 min"
+_HOUR = timedelta(hours=1)
+# UTC offsets run to +14 h: a lead of whole hours beyond is a wrong date or clock, not a zone
+_MAX_ZONE_HOURS = 14
+# Japan Standard Time, the local time this product's sources write: a lead of exactly this is that time labelled UTC
+_JST_HOURS = 9
 _DAY = timedelta(days=1)
 _ISO_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?(Z|z|[+-]\d{2}:?\d{2})?$", re.ASCII)
 # Japanese systems write local time without an offset, in several spellings; full-width digits occur too.
@@ -41,7 +51,7 @@ _TIME_SHAPE = re.compile(
     r"(?:\s*[Tt ]?\s*\d{1,2}\s*[:時]\s*\d{1,2}\s*分?(?:\s*:\s*\d{1,2}|\s*\d{1,2}\s*秒)?(?:[.,]\d{1,9})?)?"
     r"\s*(?:[Zz]|[+-]\d{2}:?\d{2})?\s*"
 )
-_RANGE = "must be after 2000-01-01 and at most a day ahead"
+_RANGE = f"must be after 2000-01-01 and at most {_AHEAD_TEXT} ahead"
 _RANGE_FIX = "check the timestamp format and zone, or the source's clock"
 
 
@@ -166,6 +176,58 @@ def quote_time(raw: Any) -> str:
     return describe(raw)
 
 
+class TimeAhead(FieldError):
+    """A time further ahead of the gateway clock than MAX_AHEAD; `time` is it, for an adapter that may keep it
+    when its gateway clock cannot judge (gateway.device_clock.GatewayClock), `whole_hours` the lead when it is
+    about a whole number of hours (a zone mistake, not a drifting clock), else 0."""
+
+    def __init__(self, rule: TimeRule, raw: Any, t: datetime, now: datetime) -> None:
+        lead = t - now
+        hours = round(lead / _HOUR)
+        self.time = t
+        zone_like = 1 <= hours <= _MAX_ZONE_HOURS and abs(lead - hours * _HOUR) <= MAX_AHEAD
+        self.whole_hours = hours if zone_like else 0
+        # the time as read too: an epoch number is masked in the quote
+        what = f"must be at most {_AHEAD_TEXT} ahead of the gateway clock, got {quote_time(raw)} ({t.isoformat()}), "
+        if self.whole_hours:
+            what += f"{hours} h ahead: {_zone_advice(rule, raw, hours)}"
+        else:
+            what += f"{_lead_text(lead)} ahead; {_RANGE_FIX}"
+        super().__init__(
+            what, problem=Problem.BAD_TIMESTAMP, path=rule.path, path_text=rule.path_text, subject="timestamp"
+        )
+
+
+def _lead_text(lead: timedelta) -> str:
+    """`2 days 3 h`, `3 h 20 min`, `40 min`."""
+    minutes = int(lead.total_seconds()) // 60
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{days} day{'s' if days != 1 else ''}"] if days else []
+    parts += [f"{hours} h"] if hours else []
+    parts += [f"{minutes} min"] if minutes and not days else []
+    return " ".join(parts) or "0 min"
+
+
+def _zone_advice(rule: TimeRule, raw: Any, hours: int) -> str:
+    """The likely cause of a lead of whole hours, and the fix that applies to how the time is written."""
+    cause = (
+        "a local time (JST) written as UTC?"
+        if hours == _JST_HOURS
+        else "a local time of another zone written as UTC, or the source's clock set hours ahead?"
+    )
+    if rule.format is TimeFormat.EPOCH_S or rule.format is TimeFormat.EPOCH_MS:
+        return f"{cause} epoch numbers count from 1970 in UTC: fix the source"
+    written = _ISO_RE.match(raw) if rule.format is TimeFormat.ISO8601 and raw.__class__ is str else None
+    if written is not None and written[3]:
+        # its own offset overrides `zone`: only a pattern reading the offset as literal text lets the zone apply
+        return (
+            f'{cause} fix the source, or read it in the mapping\'s zone: format = "strptime" with the offset '
+            'as literal text in the pattern (e.g. "%Y-%m-%dT%H:%M:%SZ")'
+        )
+    return f"{cause} set the mapping's zone or fix the source"
+
+
 def _fail(rule: TimeRule, what: str) -> FieldError:
     return FieldError(
         what, problem=Problem.BAD_TIMESTAMP, path=rule.path, path_text=rule.path_text, subject="timestamp"
@@ -173,7 +235,8 @@ def _fail(rule: TimeRule, what: str) -> FieldError:
 
 
 def read_time(rule: TimeRule, raw: Any, now: datetime) -> datetime:
-    """`raw` (present, not null) as a UTC time by the rule's format, after 2000, at most a day ahead of `now`."""
+    """`raw` (present, not null) as a UTC time by the rule's format, after 2000, at most MAX_AHEAD ahead of `now`
+    (TimeAhead if further)."""
     t: datetime | None = None
     try:
         if rule.format is TimeFormat.ISO8601:
@@ -191,8 +254,10 @@ def read_time(rule: TimeRule, raw: Any, now: datetime) -> datetime:
     if t is None:
         want = _HELP.get(rule.format) or f"a time matching {rule.pattern!r}"
         raise _fail(rule, f"must be {want}, got {quote_time(raw)}")
-    if t < EARLIEST or t > now + MAX_AHEAD:
+    if t < EARLIEST:
         raise _fail(rule, f"{_RANGE}, got {quote_time(raw)}; {_RANGE_FIX}")
+    if t > now + MAX_AHEAD:
+        raise TimeAhead(rule, raw, t, now)
     return t
 
 

@@ -91,7 +91,7 @@ STREAMS_END_S = 1.0  # the TCP connections closed at a stop read what they hold,
 # put in the next year: believed, they file the session in a period decades away, erased at the next expiry
 # though it arrived a minute ago, or kept past the retention. The margin ahead is an AP clock drifting unset.
 MAX_BEHIND = timedelta(days=1)
-MAX_AHEAD = timedelta(days=1)  # as adapters/jsonmap/timestamps.py: a box without RTC may lag a good AP
+MAX_AHEAD = timedelta(days=1)  # a box without RTC may lag a good AP (GatewayClock keeps more while unsynchronised)
 _LEAST_SKEW = -MAX_BEHIND  # built once: every line is compared with it
 # the (AP, station) pairs whose leave is remembered, to know the same leave again; about 1 MB
 CLOSED_KEPT = 4096

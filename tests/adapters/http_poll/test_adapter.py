@@ -305,15 +305,17 @@ async def test_https_with_a_private_ca_and_a_refused_certificate(
     cert, key = self_signed(tmp_path)
     server = DocServer(body=river_doc(("0431", 2.35, "2026/07/01 09:10")))
     async with serve(server, ssl_context=server_tls(cert, key)):
-        trusted = config(server.url, tls={"ca_file": str(cert)})
+        # a TLS handshake on a loaded CI machine can outlast the 50 ms the shared config allows
+        slow_ok = {"interval_s": 0.3, "timeout_s": 0.3}
+        trusted = config(server.url, tls={"ca_file": str(cert)}, **slow_ok)
         async with running(trusted) as (adapter, got):
             await wait_for(lambda: len(got.readings) == 1, what="a reading over https")
-        untrusted = config(server.url)  # the system CAs do not know this certificate
+        untrusted = config(server.url, **slow_ok)  # the system CAs do not know this certificate
         async with running(untrusted) as (adapter, got):
             await wait_for(lambda: adapter.failed["tls"] >= 2, what="two refused handshakes")
         assert got.readings == []
         assert "CERTIFICATE_VERIFY_FAILED" in warnings_of(caplog)[0]
-        unchecked = config(server.url, tls={"verify": "off"})
+        unchecked = config(server.url, tls={"verify": "off"}, **slow_ok)
         async with running(unchecked) as (adapter, got):
             await wait_for(lambda: len(got.readings) == 1, what="a reading without checks")
         assert warnings_of(caplog)[-1] == f"TLS certificate checks are off for {server.url}; use ca_file instead"

@@ -129,7 +129,7 @@ def test_the_other_readers_refuse_an_out_of_range_number_for_their_field() -> No
         ("bad_value", "st[4].raw.x[1] (attribute raw): is out of range, got -<1 digit>e<3 digits>"),
         (
             "bad_timestamp",
-            "st[5].t (timestamp): must be after 2000-01-01 and at most a day ahead, got <1 digit>e<3 digits>; "
+            "st[5].t (timestamp): must be after 2000-01-01 and at most 15 min ahead, got <1 digit>e<3 digits>; "
             "check the timestamp format and zone, or the source's clock",
         ),
         (

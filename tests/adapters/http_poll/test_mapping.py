@@ -93,7 +93,8 @@ def test_the_river_portal_case() -> None:
 )
 def test_time_formats_convert_to_utc_exactly(fmt: dict[str, Any], raw: Any, utc: str) -> None:
     m = mapper(timestamp={"path": "time", **fmt})
-    r = one(m, {"stations": [{"code": "1", "level": 1.0, "time": raw}]})
+    # polled once the time has come: a time ahead of the clock is refused
+    r = one(m, {"stations": [{"code": "1", "level": 1.0, "time": raw}]}, max(NOW, datetime.fromisoformat(utc)))
     assert r.observed_at.isoformat() == utc
     assert r.observed_at.tzinfo is UTC
 
@@ -116,13 +117,14 @@ def test_time_formats_convert_to_utc_exactly(fmt: dict[str, Any], raw: Any, utc:
         (202607010910, "stations[0].time (timestamp): must be a local time like 2026/07/01 09:10, got <12 digits>"),
         (
             "1970/01/01 09:00",
-            "stations[0].time (timestamp): must be after 2000-01-01 and at most a day ahead, got "
+            "stations[0].time (timestamp): must be after 2000-01-01 and at most 15 min ahead, got "
             "'1970/01/01 09:00'; check the timestamp format and zone, or the source's clock",
         ),
         (
             "2026/07/03 09:00",
-            "stations[0].time (timestamp): must be after 2000-01-01 and at most a day ahead, got "
-            "'2026/07/03 09:00'; check the timestamp format and zone, or the source's clock",
+            "stations[0].time (timestamp): must be at most 15 min ahead of the gateway clock, got "
+            "'2026/07/03 09:00' (2026-07-03T00:00:00+00:00), 1 day 21 h ahead; check the timestamp format and "
+            "zone, or the source's clock",
         ),
     ],
 )
@@ -298,21 +300,21 @@ def reading(entity: str, minute: int, level: float, source: TimeSource = TimeSou
 def test_last_seen_keeps_repeats_and_stale_observations_out() -> None:
     seen = LastSeen()
     first = [reading("a", 10, 1.0), reading("b", 10, 2.0)]
-    sel = seen.select(first)
+    sel = seen.select(first, NOW)
     assert (sel.fresh, sel.duplicates, sel.stale) == (first, 0, 0)
-    assert seen.select(first).fresh == first  # nothing is remembered until it is committed
+    assert seen.select(first, NOW).fresh == first  # nothing is remembered until it is committed
     for r in first:
         seen.remember(r)
-    sel = seen.select([reading("a", 10, 1.0), reading("b", 10, 2.5), reading("a", 0, 0.5)])
+    sel = seen.select([reading("a", 10, 1.0), reading("b", 10, 2.5), reading("a", 0, 0.5)], NOW)
     assert [(r.entity_id[-1], r.attributes["waterLevel"].value) for r in sel.fresh] == [("b", 2.5)]
     assert (sel.duplicates, sel.stale) == (1, 1)
     # several observations of one entity in one document: all new ones, oldest first; at one time the last
-    sel = seen.select([reading("a", 30, 1.3), reading("a", 20, 1.1), reading("a", 20, 1.2)])
+    sel = seen.select([reading("a", 30, 1.3), reading("a", 20, 1.1), reading("a", 20, 1.2)], NOW)
     assert [(r.observed_at.minute, r.attributes["waterLevel"].value) for r in sel.fresh] == [(20, 1.2), (30, 1.3)]
     assert sel.duplicates == 1
     for r in sel.fresh:
         seen.remember(r)
-    sel = seen.select([reading("a", 30, 1.3), reading("a", 20, 1.1), reading("a", 20, 1.2)])
+    sel = seen.select([reading("a", 30, 1.3), reading("a", 20, 1.1), reading("a", 20, 1.2)], NOW)
     assert (sel.fresh, sel.duplicates, sel.stale) == ([], 2, 1)
 
 
@@ -320,13 +322,13 @@ def test_last_seen_without_device_time_compares_values_only() -> None:
     seen = LastSeen(capacity=2)
     r1 = reading("a", 0, 1.0, TimeSource.GATEWAY)
     seen.remember(r1)
-    assert seen.select([reading("a", 0, 1.0, TimeSource.GATEWAY)]).duplicates == 1
-    assert len(seen.select([reading("a", 0, 1.1, TimeSource.GATEWAY)]).fresh) == 1
+    assert seen.select([reading("a", 0, 1.0, TimeSource.GATEWAY)], NOW).duplicates == 1
+    assert len(seen.select([reading("a", 0, 1.1, TimeSource.GATEWAY)], NOW).fresh) == 1
     # the same entity twice in one document (a listing error): only the last item counts, every time
     twice = [reading("a", 0, 1.5, TimeSource.GATEWAY), reading("a", 0, 1.0, TimeSource.GATEWAY)]
-    sel = seen.select(twice)
+    sel = seen.select(twice, NOW)
     assert (sel.fresh, sel.duplicates) == ([], 2)
     seen.remember(reading("b", 0, 1.0))
     seen.remember(reading("c", 0, 1.0))
     assert len(seen) == 2  # "a" was the least recently sent: forgotten first
-    assert len(seen.select([r1]).fresh) == 1
+    assert len(seen.select([r1], NOW).fresh) == 1
