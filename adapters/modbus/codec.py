@@ -7,6 +7,7 @@ its quality. `encode_point` / `encode_command` go the other way (test peers, com
 
 Conventions (documented for technicians in firmware_profiles/README.md):
 - raw → engineering: `value = raw × scale × 10^-decimals + offset` (decimals from `decimals_from`).
+- a float32 reads as the shortest decimal that is the same float32 (230.1, not 230.10000610351562).
 - `no_data` sentinels compare with the raw value; NaN/±inf floats are always "no data".
 - a value outside `valid_range` is kept and flagged `out_of_range`, never dropped or clamped.
 """
@@ -187,12 +188,34 @@ def encode_registers(
 # --- points ---------------------------------------------------------------------------------------------
 
 
+_F32 = struct.Struct(">f")
+
+
+def _float32_decimal(raw: float) -> float:
+    """The shortest decimal (from 6 digits up) that is the same float32 as the finite `raw`.
+
+    A float32 widened to a double shows its binary noise as digits (230.1 V reads 230.10000610351562):
+    dashboards print it and equality filters on the platform miss. A decimal of 6 digits always comes
+    back from a float32 unchanged, so a device's own value is found on the first try; 9 digits always
+    tell two float32 apart, so the last try never loses a bit. -0.0 keeps its sign ("-0").
+    """
+    exact = _F32.pack(raw)
+    for digits in (6, 7, 8):
+        near = float(f"{raw:.{digits}g}")
+        if _F32.pack(near) == exact:
+            return near
+    return float(f"{raw:.9g}")
+
+
 def _raw_of(point: Point, data: Sequence[int] | Sequence[bool]) -> RawValue:
     if point.data_type is DataType.BOOL:
         if len(data) != 1:
             raise CodecError(f"modbus point {point.name}: bool needs 1 bit, got {len(data)}", point=point.name)
         return bool(data[0])
     raw = decode_registers([int(d) for d in data], point.data_type, point.byte_order, count=point.count)
+    if point.data_type is DataType.FLOAT32 and isinstance(raw, float) and math.isfinite(raw):
+        # before sentinels, scale and valid_range, which are written as decimals in the profile
+        return _float32_decimal(raw)
     if point.data_type is DataType.BITFIELD:
         assert isinstance(raw, int)
         if point.bit is not None:
