@@ -2,31 +2,50 @@
 closed between two statuses: the empty reading counts only once it held for 3 statuses in a row, and an
 `emptiedUnseen` alert is raised once until the door is seen open again.
 
-The sensor is scripted one reading per status the board answers, so each flicker lasts exactly as many statuses
+The sensor is scripted one reading per status the adapter receives, so each flicker lasts exactly as many statuses
 as the test says, whatever the timing of the line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import pytest
 
 from adapters.locker.pickup import PickupState
-from tests.adapters.locker.board_sim import SimBoard
-from tests.adapters.locker.test_adapter import Rig, _assign, until
+from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty
+from tests.adapters.locker.test_adapter import Rig, _assign, adapter_on, until
 from tests.adapters.locker.test_emptied_unseen import EMPTIED, subcategories
-from tests.adapters.locker.test_kiosk_unconfirmed import NO_STATUS, LosesReplies, on_pty, picked_up
+from tests.adapters.locker.test_kiosk_unconfirmed import NO_STATUS, LosesReplies, picked_up
 
 A02 = 1  # A-02's index on the board
 STABLE = 3  # statuses an empty reading must hold (adapters/locker/emptied.py EMPTIED_STATUSES)
 
 
+@contextlib.asynccontextmanager
+async def on_pty(tmp_path: Path, sim: BoardSim) -> AsyncIterator[Rig]:
+    """The adapter and the sim on a pty pair, the board kept online through answers lost to a loaded box.
+
+    A status answered later than the bus's reply timeout (0.1 s) is lost; under load a few in a row are, and
+    at 5 (test_kiosk_unconfirmed's `on_pty`) the board went offline: its readings forgotten (a forgotten
+    alert is raised again), and its next probe 5 s away on the test's clock, which stands still.
+    """
+    with pty_pair(tmp_path) as (gw, boards):
+        async with serve_pty(sim, boards), adapter_on(gw, sim, tmp_path / "data", offline_after=100) as rig:
+            yield rig
+
+
 class Flickers(LosesReplies):
-    """A CU16 whose A-02 sensor reads from `script`, one reading per status the board answers (a status lost
-    after an unlock reads nothing); once the script is done the last reading stays."""
+    """A CU16 whose A-02 sensor reads from `script`, one reading per status the adapter receives (a status lost
+    after an unlock reads nothing); once the script is done the last reading stays.
+
+    A reading moves on only once the bus took an answer since it was first given (`received`: the board's answer
+    count): an answer that came too late for the bus (the event loop held up on a loaded box, the reply timeout is
+    0.1 s) was never seen, and moving on regardless cut a flicker one status short."""
 
     lose_after_unlock = False
 
@@ -34,24 +53,39 @@ class Flickers(LosesReplies):
         super().__init__([SimBoard("cu16", 0)])
         self.script: list[bool] = []
         self.before_script: Callable[[], None] | None = None  # run as the script's first reading is answered
+        self.received: Callable[[], int] = lambda: 0  # the answers the bus took from the board (`watch`)
+        self._given_at: int | None = None  # `received` when the reading A-02 shows was first given
+
+    def watch(self, rig: Rig) -> None:
+        self.received = lambda: rig.adapter.boards["b0"].counters.answers
+
+    @property
+    def done(self) -> bool:
+        """The script played and its last reading received."""
+        return not self.script and (self._given_at is None or self.received() > self._given_at)
 
     def _answer(self, board: SimBoard, lock: int) -> bytes:
-        if lock == 0 and self.script and not self.losing:
-            if self.before_script is not None:
-                self.before_script()
-                self.before_script = None
-            board.occupied[A02] = self.script.pop(0)
+        if lock == 0 and not self.losing:
+            if self._given_at is not None and self.received() > self._given_at:
+                self._given_at = None
+            if self._given_at is None and self.script:
+                if self.before_script is not None:
+                    self.before_script()
+                    self.before_script = None
+                board.occupied[A02] = self.script.pop(0)
+                self._given_at = self.received()
         return super()._answer(board, lock)
 
 
 async def play(rig: Rig, sim: Flickers, readings: Iterable[bool], *, before: Callable[[], None] | None = None) -> None:
-    """The sensor reads `readings`, one per status; back once the adapter has seen the last. `before` runs as the
-    first of them is answered: the bus waits for each status to be handled before asking again, so every status
-    answered earlier has been seen by then (run from the test instead, a status answered before it could still be
-    on its way)."""
+    """The sensor reads `readings`, one per status the adapter receives; back once the adapter has seen the last.
+    `before` runs as the first of them is answered: the bus waits for each status to be handled before asking
+    again, so every status answered earlier has been seen by then (run from the test instead, a status answered
+    before it could still be on its way)."""
+    sim.watch(rig)
     sim.before_script = before
     sim.script = list(readings)
-    await until(lambda: not sim.script)
+    await until(lambda: sim.done)
     await rig.settle()
 
 
@@ -94,6 +128,34 @@ async def test_a_sensor_that_flickers_for_long_alerts_once(tmp_path: Path, caplo
         assert rig.out.last("A-02")["pickupState"] == "reserved"
 
 
+class Stalls(Flickers):
+    """Holds the event loop up (a loaded box) as it answers with the reading that has `left` more after it in the
+    script, for longer than the bus's reply timeout: the bus gives up on that answer."""
+
+    left: int | None = None
+
+    def _answer(self, board: SimBoard, lock: int) -> bytes:
+        stall = lock == 0 and not self.losing and self.left is not None and len(self.script) == self.left + 1
+        reply = super()._answer(board, lock)
+        if stall:
+            self.left = None
+            time.sleep(0.5)
+        return reply
+
+
+async def test_an_answer_too_late_for_the_bus_does_not_cut_a_reading_short(tmp_path: Path) -> None:
+    """Regression (the test above failed once under load): the answer with the second of exactly STABLE empty
+    readings came after the bus's reply timeout, so the adapter saw two, and the sim went on to occupied."""
+    sim = Stalls()
+    async with on_pty(tmp_path, sim) as rig:
+        await _assign(rig)
+        await play(rig, sim, [False, True])  # A-02 read occupied behind its locked door before the run
+        sim.left = STABLE - 1  # the second empty reading: one more empty and the occupied one after it
+        await play(rig, sim, flicker(STABLE, 1, 1))
+        assert rig.adapter.boards["b0"].counters.timeouts >= 1  # the stall cost the bus an answer (load: more)
+        assert subcategories(rig) == [EMPTIED]
+
+
 async def test_empty_counts_on_its_third_status(tmp_path: Path) -> None:
     """The boundary: empty for 2 statuses is a flicker, for 3 it is the compartment emptied."""
     from adapters.locker.emptied import EMPTIED_STATUSES
@@ -102,8 +164,9 @@ async def test_empty_counts_on_its_third_status(tmp_path: Path) -> None:
     sim = Flickers()
     async with on_pty(tmp_path, sim) as rig:
         await _assign(rig)
+        sim.watch(rig)
         sim.script = [False] * (STABLE - 1)
-        await until(lambda: not sim.script)
+        await until(lambda: sim.done)
         await until(lambda: rig.out.last("A-02")["occupied"] is False)  # what the sensor reads is published as is
         await play(rig, sim, [True])
         assert subcategories(rig) == []

@@ -17,6 +17,7 @@ from gateway.secrets import SecretStore
 from tests.adapters.mqtt.casefiles import load_case, reading_json
 from tests.adapters.mqtt.peers import Sink, counter_config, numbered, publish, running, wait_for
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.ports import restartable_port
 
 pytestmark = pytest.mark.both_loops  # the loop-sensitive paths run on asyncio and on uvloop (tests/conftest.py)
 
@@ -269,6 +270,23 @@ async def test_alternating_good_and_bad_messages_log_one_line_per_period(
     assert len(sink.readings) == 31
 
 
+def broker_has_read_everything(broker: MosquittoBroker) -> bool:
+    """Whether every byte sent to the broker has been read by it (/proc/net/tcp: no tx_queue towards its port,
+    no rx_queue on its side).
+
+    An ack written is not an ack taken: mosquitto stopped before it read the adapter's PUBACKs saves their
+    messages as still in flight and redelivers them after its restart (at-least-once), and it resets the
+    connection instead of closing it, as it closes a socket with unread bytes.
+    """
+    port = f":{broker.port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        tx_queue, rx_queue = fields[4].split(":")
+        if (fields[2].endswith(port) and int(tx_queue, 16)) or (fields[1].endswith(port) and int(rx_queue, 16)):
+            return False
+    return True
+
+
 async def test_broker_restart_reconnects_and_continues(
     mosquitto_private: MosquittoBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -276,14 +294,17 @@ async def test_broker_restart_reconnects_and_continues(
     sink = Sink()
     async with running(counter_config(mosquitto_private, "restart"), sink) as adapter:
         await publish(mosquitto_private, numbered(2))
-        await wait_for(lambda: adapter.emitted == 2, what="before the restart")
+        await wait_for(lambda: adapter.emitted == 2 and adapter.in_flight == 0, what="before the restart")
+        # a restart before the broker took the acks redelivers 0 and 1: that case has its own test below
+        await wait_for(lambda: broker_has_read_everything(mosquitto_private), what="the broker to read the acks")
         mosquitto_private.stop()
         await wait_for(lambda: not adapter.connected, what="the adapter to notice")
         await asyncio.sleep(0.5)  # several reconnect attempts against a closed port
         mosquitto_private.start()
         await wait_for(lambda: adapter.connected, what="the reconnect")
         await publish(mosquitto_private, numbered(2, start=2))
-        await wait_for(lambda: adapter.emitted == 4, what="after the restart")
+        # >= and the list below: a redelivery shows as what it is, not as a timeout
+        await wait_for(lambda: adapter.emitted >= 4 and adapter.in_flight == 0, what="after the restart")
     assert sink.values() == [0, 1, 2, 3]
     messages = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert [m for m in messages if m[0] == "WARNING"] == [
@@ -291,6 +312,126 @@ async def test_broker_restart_reconnects_and_continues(
     ]
     # whether the session survived is the broker's persistence, not ours: both spellings are fine
     assert [m for m in messages if m[1].startswith("reconnected to the broker (session kept: ")] != []
+
+
+async def test_acks_a_stopping_broker_did_not_read_are_redelivered_after_its_restart(
+    mosquitto_private: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the flake of test_broker_restart_reconnects_and_continues under load: the broker stopped with the
+    # adapter's PUBACKs unread in its socket; here it is stopped (SIGSTOP) before they are written
+    caplog.set_level(logging.INFO, logger="adapters.mqtt.adapter")
+    sink = Sink(auto=False)
+    async with running(counter_config(mosquitto_private, "unread-acks"), sink) as adapter:
+        await publish(mosquitto_private, numbered(2))
+        await wait_for(lambda: adapter.received == 2, what="2 messages")
+        proc = mosquitto_private.proc
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP)
+        sink.commit(0)
+        sink.commit(1)
+        await wait_for(lambda: adapter.in_flight == 0, what="the acks to be written")
+        # SIGTERM ends mosquitto's loop after at most one more pass, which reads one packet per socket:
+        # the ack of 1, maybe also that of 0, is still unread when it saves its sessions.
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)
+        mosquitto_private.stop()
+        await wait_for(lambda: not adapter.connected, what="the adapter to notice")
+        sink.auto = True
+        mosquitto_private.start()
+        # the broker redelivers before its SUBACK: once connected, the redelivered ones are in
+        await wait_for(lambda: adapter.connected and adapter.in_flight == 0, what="the reconnect")
+        await publish(mosquitto_private, numbered(2, start=2))
+        await wait_for(lambda: sink.values()[-2:] == [2, 3] and adapter.in_flight == 0, what="after the restart")
+    # at-least-once: what the broker had not taken the ack of is stored twice, nothing is lost
+    assert sink.values() in ([0, 1, 1, 2, 3], [0, 1, 0, 1, 2, 3])
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [m for m in messages if m[0] == "WARNING"] == [
+        ("WARNING", "lost the broker connection: [Errno 104] Connection reset by peer; reconnecting with backoff")
+    ]
+    assert ("INFO", "reconnected to the broker (session kept: True)") in messages
+    await assert_nothing_queued(mosquitto_private, "unread-acks")
+
+
+class Gate:
+    """A TCP relay to the broker on a port of its own, which the test opens and shuts: while it is shut
+    nothing listens there, so the adapter cannot reconnect while the broker is up."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.broker = broker
+        self.port = restartable_port()  # reopened on the same port
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def shut(self) -> None:
+        """Stops listening; relayed connections stay until either end closes them."""
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self.shut()
+        for task in self._pipes:
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.broker.host, self.broker.port)
+        except OSError:
+            writer.close()
+            return
+        for task in (
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        ):
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+
+async def test_messages_published_while_the_adapter_reconnects_to_a_restarted_broker_arrive(
+    mosquitto_private: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No subscription of ours is live on the restarted broker when they are published: only the session
+    # it kept in its persistence file holds them (a broker without persistence would drop them).
+    caplog.set_level(logging.INFO, logger="adapters.mqtt.adapter")
+    gate = Gate(mosquitto_private)
+    await gate.open()
+    sink = Sink()
+    try:
+        async with running(counter_config(mosquitto_private, "gated", port=gate.port), sink) as adapter:
+            await publish(mosquitto_private, numbered(2))
+            await wait_for(lambda: adapter.emitted == 2 and adapter.in_flight == 0, what="before the restart")
+            await wait_for(lambda: broker_has_read_everything(mosquitto_private), what="the broker to read the acks")
+            await gate.shut()
+            mosquitto_private.stop()
+            await wait_for(lambda: not adapter.connected, what="the adapter to notice")
+            mosquitto_private.start()
+            await publish(mosquitto_private, numbered(2, start=2))
+            assert (adapter.connected, adapter.received) == (False, 2)
+            await gate.open()
+            await wait_for(lambda: adapter.emitted >= 4 and adapter.in_flight == 0, what="the queued messages")
+    finally:
+        await gate.close()
+    assert sink.values() == [0, 1, 2, 3]
+    assert ("INFO", "reconnected to the broker (session kept: True)") in [
+        (r.levelname, r.getMessage()) for r in caplog.records
+    ]
 
 
 async def test_password_from_the_secret_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
