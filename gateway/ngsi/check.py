@@ -7,11 +7,18 @@ bounded cache; values are checked every time, with a fast path for the common sc
 Beyond Orion's 400s it refuses what makes Orion answer **500** (which an uplink must treat as
 transient and would retry forever): object keys starting with `$` (update operators, or refused by
 its database), GeoJSON its MongoDB index cannot take (see `gateway.ngsi.geojson`), and attribute
-values Orion-LD cannot hold (over `MAX_VALUE_BYTES` of JSON). It refuses what would arrive changed
+values Orion-LD cannot hold (over `MAX_VALUE_BYTES` of JSON); and an entity no request can carry
+(over `MAX_ENTITY_BYTES` of JSON as NGSI v2 or NGSI-LD: Orion answers 413 at every try, and the
+reading, acknowledged at its source, would be dead-lettered). It refuses what would arrive changed
 too: integers beyond ±2^53, which Orion and the IoT Agents hold as doubles (`EXACT_INTEGER_MAX`, the
-limit adapters.jsonmap applies at the field too), metadata names NGSI-LD reserves (metadata become
-sub-properties there, and the broker refuses the entity) and a metadata `unitCode` that is not text
-(NGSI-LD's unitCode member is a string).
+limit adapters.jsonmap applies at the field too), attribute and metadata names NGSI-LD reserves
+(JSON-LD keywords such as `@id`; metadata become sub-properties there, and the broker refuses the
+entity) and a metadata `unitCode` that is not text (NGSI-LD's unitCode member is a string).
+
+The entity's size is bounded as the values are checked, without converting it: a fixed room per
+attribute and metadata item (names, types and units have at most 256 characters; a number, a date
+or a short text fits beside them), plus the most each longer value can take as JSON once encoded.
+Only an entity whose bound passes the limit is converted and measured, to be refused on its real size.
 
 It also owns the NGSI value typing the converters share: `ngsi_type` (explicit, else inferred from
 the value) and `canonical_datetime` (any ISO 8601 with a zone → `YYYY-MM-DDThh:mm:ss.sssZ` UTC).
@@ -39,6 +46,28 @@ MAX_NESTING = 50
 MAX_VALUE_BYTES = 63_000
 # orjson escapes a control character as \uXXXX: a string this short can never exceed the limit
 _TEXT_FAST_LIMIT = MAX_VALUE_BYTES // 6
+# Orion refuses a request body over 1 MiB (its default -inReqPayloadMaxSize) with 413 RequestEntityTooLarge,
+# however the uplink splits a batch: an entity that cannot fit one request alone is never delivered
+MAX_REQUEST_BYTES = 1_048_576
+# what a request adds around one entity: v2's {"actionType":"append","entities":[...]} (37 bytes), or
+# NGSI-LD's brackets and, with context_mode = "inline", the entity's "@context" member (14 bytes + the URL)
+_REQUEST_ROOM = 4096
+MAX_ENTITY_BYTES = MAX_REQUEST_BYTES - _REQUEST_ROOM
+# The most JSON an entity takes, in either form, apart from its attributes (id, type, the time
+# attributes: 610 bytes with an id and type of 256 characters), an attribute apart from its value and
+# metadata (name, type and unit of 256 characters, the observation time, NGSI-LD's urn: prefix of a
+# Relationship target: 914) and a metadata item apart from its value (537). Beside those, each room
+# holds a number (24 bytes), a date (55, NGSI-LD's typed value) or a text of up to `_SHORT_TEXT`
+# characters (6 bytes each at most, and its quotes): only longer values add to the bound.
+# tests/ngsi/test_entity_size.py holds the bound to the converters' output.
+_ENTITY_ROOM = 1024
+_ATTRIBUTE_ROOM = 1280
+_METADATA_ROOM = 1024
+_SHORT_TEXT = 60
+# the bound of the attributes' sum, once the entity's room is taken
+_ATTRIBUTES_LIMIT = MAX_ENTITY_BYTES - _ENTITY_ROOM
+# a value `_json_size` could not measure: the bound then sends the entity to be measured whole
+_UNMEASURED = MAX_ENTITY_BYTES + 1
 # Orion holds a Number as a C double (ContextAttribute::numberValue, read with rapidjson's GetDouble)
 # and the IoT Agents JSON.parse it into one: beyond ±2^53 an integer arrives as another number
 # (9007199254740993 as ...992), on every uplink, silently. The one rule for every integer a reading
@@ -52,6 +81,12 @@ _INEXACT_FIX = "declare the attribute Text and send the digits as a string, or s
 CONVERTER_ATTRIBUTES = frozenset({"TimeInstant", "timeSource"})
 # NGSI-LD entity members and system attributes; refused so that one reading fits every uplink
 LD_RESERVED_ATTRIBUTES = frozenset({"@context", "scope", "createdAt", "modifiedAt", "deletedAt"})
+# An NGSI-LD entity is JSON-LD, where a name starting with @ is a keyword (@context, @id, @type, @value,
+# ...) or has a keyword's form, which JSON-LD 1.1 reserves for future keywords and has processors
+# ignore: Orion-LD takes @id/@type for the entity's id/type and refuses the entity holding both
+# (400 "Both /id/ and /@id/ field in an entity", pCheckEntity.cpp), a JSON-LD broker drops the rest.
+# Refused as attribute and metadata names (sub-properties there) so that one reading fits every uplink.
+LD_KEYWORD_CHAR = "@"
 # NGSI-LD insists these are GeoProperties
 LD_GEO_NAMES = frozenset({"location", "observationSpace", "operationSpace"})
 # an NGSI-LD attribute's own members: a sub-property by one of these names would be the member itself
@@ -265,6 +300,24 @@ def _json_size(value: Any) -> int:
         return 0  # not plain dicts/lists: measured after encoding by the uplink instead
 
 
+def _value_bound(value: Any, measured: int, reject: bool) -> int:
+    """The most `value` takes as JSON in either entity beyond its room; `measured` is its JSON size when
+    the checks took it (0: they could not), else -1. `ReadingChecker.check` inlines the text case."""
+    if isinstance(value, str):
+        n = len(value)
+        if measured >= 0:
+            # percent-encoding makes a character at most 2 bytes longer (`%` is `%25`, `\"` is `%22`)
+            return measured + 2 * n
+        # a character takes at most 6 bytes (a control as \u001f; percent-encoded 3, UTF-8 at most 4)
+        return 0 if n <= _SHORT_TEXT else 6 * n + 2
+    if measured < 0:
+        return 0  # a number, a bool or null
+    if measured == 0:
+        return _UNMEASURED
+    # percent-encoding turns each byte of a string at most into 3, and `reject` sends the value as it is
+    return measured if reject else 3 * measured
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -295,8 +348,8 @@ class ReadingChecker:
         # The last Attribute with a list or object value that passed, and whether under `reject`:
         # an adapter's constant attribute (a subscription's `controlledProperty`) is one object shared
         # by all its readings, and its value checks cost ~1 µs a reading. Held, so an `is` match is
-        # never a new object at a reused address; the checks of its name still run.
-        self._last_structured: tuple[Attribute | None, bool] = (None, False)
+        # never a new object at a reused address; the checks of its name still run. Its size bound is held too.
+        self._last_structured: tuple[Attribute | None, bool, int] = (None, False, 0)
 
     @property
     def cached_identities(self) -> int:
@@ -336,6 +389,14 @@ class ReadingChecker:
                 )
                 raise ReadingError(
                     f"{r.entity_id}: attribute name must not be {name!r}, it is {why}, got {name!r}",
+                    entity_id=r.entity_id,
+                    attribute=name,
+                )
+            if name[0] == LD_KEYWORD_CHAR:  # names are never empty here
+                raise ReadingError(
+                    f"{r.entity_id}: attribute name must not start with '@', NGSI-LD (JSON-LD) reserves such names"
+                    f" for its keywords (an NGSI-LD broker refuses or drops the attribute), got {name!r};"
+                    " rename the attribute in the device profile or decoder",
                     entity_id=r.entity_id,
                     attribute=name,
                 )
@@ -401,7 +462,8 @@ class ReadingChecker:
                     r, name, "Relationship target must name an entity after urn:", value, "give the target's full URN"
                 )
 
-    def _check_structure(self, r: Reading, name: str, value: Any) -> None:
+    def _check_structure(self, r: Reading, name: str, value: Any) -> int:
+        """Checks a value's structure; returns its JSON size when measured (0: unmeasurable), else -1."""
         problem = _scan(value, 0)
         if problem:
             # `records.check_values` names the exact place (levels[1], deep[0][0]...) for what it covers
@@ -414,7 +476,10 @@ class ReadingChecker:
             or (t is str and len(value) > _TEXT_FAST_LIMIT)
             or isinstance(value, (Mapping, tuple))
         ):
-            self._check_size(r, name, _json_size(value), value)
+            size = _json_size(value)
+            self._check_size(r, name, size, value)
+            return size
+        return -1
 
     def _check_size(self, r: Reading, name: str, size: int, value: Any) -> None:
         if size > MAX_VALUE_BYTES:
@@ -438,9 +503,10 @@ class ReadingChecker:
                 character=ch,
             )
 
-    def _check_metadata(self, r: Reading, name: str, attr: Attribute, reject: bool) -> bool:
-        """Checks an attribute's metadata; True when it carries `ignoreType: true`."""
+    def _check_metadata(self, r: Reading, name: str, attr: Attribute, reject: bool) -> tuple[bool, int]:
+        """Checks an attribute's metadata; (whether it carries `ignoreType: true`, the most it takes as JSON)."""
         ignore = False
+        bound = len(attr.metadata) * _METADATA_ROOM
         for mname, mvalue in attr.metadata.items():
             where = f"{name}.metadata.{mname}"
             try:
@@ -454,6 +520,16 @@ class ReadingChecker:
                     f"metadata name must not be {mname!r}, NGSI-LD reserves it (metadata become sub-properties there)",
                     mname,
                     _OBSERVED_AT_FIX if mname == "observedAt" else "rename the metadata",
+                    metadata=mname,
+                )
+            if mname[0] == LD_KEYWORD_CHAR:
+                raise self._fail(
+                    r,
+                    where,
+                    "metadata name must not start with '@', NGSI-LD (JSON-LD) reserves such names for its keywords"
+                    " (metadata become sub-properties there)",
+                    mname,
+                    "rename the metadata",
                     metadata=mname,
                 )
             if mname == "TimeInstant" or (mname == "unitCode" and attr.unit is not None):
@@ -474,7 +550,9 @@ class ReadingChecker:
                 )
             mtype = ngsi_type(str(mvalue.get("type") or "") if typed else "", value)
             self._check_type_name(r, where, mtype)
-            self._check_structure(r, where, value)
+            size = self._check_structure(r, where, value)
+            if size >= 0 or (isinstance(value, str) and len(value) > _SHORT_TEXT):
+                bound += _value_bound(value, size, reject)
             self._check_typed(r, where, mtype, value)
             if reject:
                 self._check_banned(r, where, value)
@@ -482,7 +560,7 @@ class ReadingChecker:
                 if not isinstance(value, bool):
                     raise self._fail(r, where, "ignoreType must be true or false", value)
                 ignore = value
-        return ignore
+        return ignore, bound
 
     def check(self, r: Reading, *, encoding: ValueEncoding) -> None:
         attrs = r.attributes
@@ -503,6 +581,8 @@ class ReadingChecker:
             self._last_seen = seen
         reject = encoding is ValueEncoding.REJECT
         locations = 0
+        # what the values and metadata may take beyond the rooms (see `_ATTRIBUTE_ROOM`)
+        beyond = 0
         units = self._units
         for name, attr in attrs.items():
             value = attr.value
@@ -532,7 +612,9 @@ class ReadingChecker:
                 self._last_date = value
                 continue
             if attr is self._last_structured[0] and reject is self._last_structured[1] and name not in LD_GEO_NAMES:
+                beyond += self._last_structured[2]
                 continue
+            bound = 0  # a structured value's, held with it in _last_structured
             if tv is float:
                 if not math.isfinite(value):
                     raise self._fail(r, name, "must be a finite number", value)
@@ -543,13 +625,20 @@ class ReadingChecker:
                     problem = _text_problem(value)
                     if problem:
                         raise self._fail(r, name, problem[0], value, problem[1])
-                if len(value) > _TEXT_FAST_LIMIT:
-                    self._check_size(r, name, _json_size(value), value)
+                n = len(value)
+                if n > _SHORT_TEXT:
+                    if n > _TEXT_FAST_LIMIT:
+                        size = _json_size(value)
+                        self._check_size(r, name, size, value)
+                        beyond += size + 2 * n  # as _value_bound
+                    else:
+                        beyond += 6 * n + 2
             elif tv is int:
                 if not _EXACT_MIN <= value <= _EXACT_MAX:
                     raise self._fail(r, name, f"integer {_INEXACT}", value, _INEXACT_FIX)
             elif not (tv is bool or value is None):
-                self._check_structure(r, name, value)
+                bound = _value_bound(value, self._check_structure(r, name, value), reject)
+                beyond += bound
                 if reject:
                     self._check_banned(r, name, value)
             if atype and (atype, tv) not in _PLAIN_MATCHES:
@@ -561,17 +650,47 @@ class ReadingChecker:
                 self._check_unit(r, name, attr.unit)
             ignore = False
             if attr.metadata:
-                ignore = self._check_metadata(r, name, attr, reject)
+                ignore, metadata_bound = self._check_metadata(r, name, attr, reject)
+                beyond += metadata_bound
             if atype == "geo:json" and value is not None and not ignore:
                 locations += 1
             elif (tv is list or tv is dict) and not attr.metadata:
-                self._last_structured = (attr, reject)
+                self._last_structured = (attr, reject, bound)
         if locations > 1:
             raise ReadingError(
                 f"{r.entity_id}: more than one geo:json location, got {locations};"
                 " mark the informative ones with metadata ignoreType = true (Orion answers 413 otherwise)",
                 entity_id=r.entity_id,
                 entity_type=r.entity_type,
+            )
+        if len(attrs) * _ATTRIBUTE_ROOM + beyond > _ATTRIBUTES_LIMIT:
+            self._check_entity_size(r, encoding)
+
+    def _check_entity_size(self, r: Reading, encoding: ValueEncoding) -> None:
+        """The bound says the entity may not fit one request: convert it as the uplinks do and measure it."""
+        # imported here: both converters build on this module
+        from gateway.ngsi.ld import MetadataDrops, to_ld_entity
+        from gateway.ngsi.v2 import to_v2_entity
+
+        drops = MetadataDrops("check_reading")  # none for a reading checked this far; never the uplinks' counts
+        try:
+            sizes = (
+                (len(orjson.dumps(to_v2_entity(r, encoding=encoding, drops=drops))), "NGSI v2"),
+                (len(orjson.dumps(to_ld_entity(r, encoding=encoding, context=None, drops=drops))), "NGSI-LD"),
+            )
+        except TypeError:
+            return  # a value only the uplink's encoding makes JSON (value_encoding = "reject"): it measures it
+        size, form = max(sizes)
+        if size > MAX_ENTITY_BYTES:
+            raise ReadingError(
+                f"{r.entity_id}: entity must take at most {MAX_ENTITY_BYTES} bytes as JSON to fit one request"
+                f" (Orion refuses a request over {MAX_REQUEST_BYTES} bytes, 1 MiB, with 413), got {size} bytes"
+                f" as {form} with {len(r.attributes)} attributes; split the reading into several readings of fewer"
+                " or smaller attributes, or send a reference to the data instead",
+                entity_id=r.entity_id,
+                entity_type=r.entity_type,
+                size=size,
+                limit=MAX_ENTITY_BYTES,
             )
 
     def _check_unit(self, r: Reading, name: str, unit: Any) -> None:

@@ -20,7 +20,19 @@ identifiers = st.integers(0, 19).flatmap(
 attr_names = st.integers(0, 29).flatmap(
     lambda i: (
         st.sampled_from(
-            ["id", "type", "*", "dateExpires", "TimeInstant", "location", "scope", "geo:distance", "名前", "$temp"]
+            [
+                "id",
+                "type",
+                "*",
+                "dateExpires",
+                "TimeInstant",
+                "location",
+                "scope",
+                "geo:distance",
+                "名前",
+                "$temp",
+                "@id",
+            ]
         )
         if i == 29
         else st.text(max_size=8)
@@ -110,6 +122,7 @@ datetimes_text = st.one_of(
 )
 # names NGSI-LD reserves: each metadata item becomes a sub-property there (refused, or lost to a member)
 ld_metadata_names = ["location", "type", "createdAt", "id", "@context", "deletedAt", "observationSpace", "scope"]
+ld_metadata_names += ["@id", "@type"]  # JSON-LD keywords: Orion-LD reads them as the entity's id and type
 metadata_names = [
     "accuracy",
     "ignoreType",

@@ -1039,7 +1039,14 @@ def validate_v2_registration(
 # ---------------------------------------------------------------------------------------- NGSI-LD
 
 LD_ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
-LD_RESERVED_ATTRS = frozenset({"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt"})
+# Orion-LD reads "@id" and "@type" as the entity's "id" and "type" (pCheckEntity.cpp compares each member's
+# name with both spellings): an entity carrying both is refused, 400 BadRequestData "Both /id/ and /@id/
+# field in an entity" (or /type/ and /@type/), with the first one's value as the detail. The double refuses
+# them as sub-attribute names too, like the other reserved names.
+LD_KEYWORD_TWINS = {"@id": "id", "@type": "type"}
+LD_RESERVED_ATTRS = frozenset(
+    {"id", "type", *LD_KEYWORD_TWINS, "@context", "scope", "createdAt", "modifiedAt", "deletedAt"}
+)
 LD_GEO_ATTRS = frozenset({"location", "observationSpace", "operationSpace"})
 LD_ATTR_TYPES = frozenset({"Property", "Relationship", "GeoProperty", "LanguageProperty"})
 LD_ATTR_KEYS = frozenset(
@@ -1126,6 +1133,9 @@ def _check_ld_entity(entity: Any, *, ld_json: bool, strict: bool) -> None:
         raise _ld_bad("@context missing", "Content-Type is application/ld+json but the entity has no @context")
     if not ld_json and "@context" in entity:
         raise _ld_bad("@context in payload", "Content-Type is application/json: the @context goes in a Link header")
+    for twin, member in LD_KEYWORD_TWINS.items():
+        if twin in entity:
+            raise _ld_bad(f"Both /{member}/ and /{twin}/ field in an entity", str(entity[member]))
     for name, attr in entity.items():
         if name in ("id", "type", "@context"):
             continue
