@@ -16,11 +16,12 @@ import aiohttp
 
 from adapters.http_poll.config import HttpPollConfig
 from adapters.http_poll.mapping import LastSeen, Mapper, MappingError, Selection
+from adapters.jsonmap.ahead import AheadKeeper
 from adapters.jsonmap.errors import excerpt
-from adapters.jsonmap.timestamps import MAX_AHEAD, TimeAhead
+from adapters.jsonmap.timestamps import MAX_AHEAD
 from gateway import redact
 from gateway.adapter_api import AdapterConfig, AdapterContext
-from gateway.device_clock import ClockWords, GatewayClock, SyncSource
+from gateway.device_clock import ClockWords, SyncSource
 from gateway.errors import ReadingError
 from gateway.host import clock_synced as kernel_clock_synced
 from gateway.logs import StateLog, component_logger
@@ -84,13 +85,12 @@ class HttpPollAdapter:
         self.context = context
         self._clock = clock
         self._log = component_logger(__name__, config.name)
-        self._mapper = Mapper(
-            config.mappings, adapter=config.name, device=config.display_url, keeps_ahead=self._keeps_ahead
-        )
-        self._seen = LastSeen()
         # whether an observation time ahead of the gateway's clock may be kept (gateway.device_clock, shared with
-        # the Wi-Fi receivers): while the kernel says that clock is not synchronised, it may be the wrong one
-        self._gateway_clock = GatewayClock(self._log, clock_synced, words=_CLOCK_WORDS, not_before=not_before)
+        # the Wi-Fi receivers and the MQTT adapter): while the kernel says that clock is not synchronised, it may be
+        # the wrong one
+        self._ahead = AheadKeeper(self._log, clock_synced, words=_CLOCK_WORDS, not_before=not_before)
+        self._mapper = Mapper(config.mappings, adapter=config.name, device=config.display_url, keeps_ahead=self._ahead)
+        self._seen = LastSeen()
         # counters (README "State and counters")
         self.polls = 0
         self.emitted = 0
@@ -98,7 +98,6 @@ class HttpPollAdapter:
         self.duplicates = 0  # observations already sent
         self.stale = 0  # observations older than the last one sent for their entity
         self.rewound = 0  # ... sent, as that one is still more than MAX_AHEAD ahead of the gateway's clock (wrong)
-        self.gateway_clock_unsynced = 0  # times ahead kept as the gateway's clock is not synchronised
         self.skipped_ticks = 0  # polls not started because the previous one ran past their time
         self.failed: Counter[str] = Counter()  # http_5xx, http_status, timeout, connection, tls, too_large
         self.malformed: Counter[str] = Counter()  # MalformedReason values, and `rejected` by the buffer
@@ -110,6 +109,11 @@ class HttpPollAdapter:
         self._bad: set[str] = set()  # document/item reasons logged at WARNING in the current episode
         self._older_spells: set[str] = set()  # "stale", "rewound": logged at WARNING in the current spell
         self._secrets: list[str] = []
+
+    @property
+    def gateway_clock_unsynced(self) -> int:
+        """Observation times ahead kept as the gateway's clock is not synchronised (a counter)."""
+        return self._ahead.kept
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -156,8 +160,7 @@ class HttpPollAdapter:
             return
         for err in result.errors:
             self._malformed(err, response)
-        if self._gateway_clock.unsynced:
-            self._gateway_clock.check()  # a spell of kept times ends once the clock is synchronised
+        self._ahead.check()
         selection = self._seen.select(result.readings, now)
         self.duplicates += selection.duplicates
         self.stale += selection.stale
@@ -268,18 +271,6 @@ class HttpPollAdapter:
         if "rejected" not in self._bad:
             self._bad.add("rejected")
             self._log.warning("the buffer refuses readings as invalid, e.g. %s; counted as rejected", exc)
-
-    def _keeps_ahead(self, entity_id: str, exc: TimeAhead, now: datetime) -> bool:
-        """Whether a time `exc` refused for its lead is kept: the gateway's clock cannot judge it (GatewayClock)."""
-        clock = self._gateway_clock
-        # a lead of whole hours over a clock that is believed (not evidently stale) is a zone mistake, not a clock
-        # behind: kept, the entity's observedAt would be hours in the future
-        if exc.whole_hours and clock.synced() is False and not clock.stale(now):
-            return False
-        if not clock.keeps(entity_id, exc.time, now):
-            return False
-        self.gateway_clock_unsynced += 1
-        return True
 
     # --- logging state changes ----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from adapters.http_poll.config import ROOT, ItemMapping, TemplatePart, parse_template
+from adapters.jsonmap.ahead import KeepsAhead
 from adapters.jsonmap.decode import InexactNumber, exact_loads, loads
 from adapters.jsonmap.errors import FieldError, describe, describe_keys, type_name
 from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
@@ -112,11 +113,6 @@ def document_text(body: bytes, charset: str | None) -> bytes | str:
                 where="document",
             ) from None
     return body
-
-
-# Whether an item's time, further ahead of `now` than adapters.jsonmap allows, is kept: (entity id, the refusal
-# carrying the time, now). The adapter asks whether its gateway clock can judge it (gateway.device_clock).
-KeepsAhead = Callable[[str, TimeAhead, datetime], bool]
 
 
 class Mapper:

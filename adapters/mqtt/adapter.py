@@ -22,12 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, cast
 
+from adapters.jsonmap.ahead import AheadKeeper
+from adapters.jsonmap.timestamps import MAX_AHEAD
 from adapters.mqtt.config import MqttAdapterConfig, MqttProtocol, RetainedMessages
 from adapters.mqtt.malformed import MalformedTopics
 from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError, topic_matches
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.cancellation import cancel_and_wait
+from gateway.device_clock import ClockWords, SyncSource
 from gateway.errors import AdapterError, ReadingError
+from gateway.host import clock_synced as kernel_clock_synced
 from gateway.logs import StateLog, component_logger
 from gateway.mqtt.client import ClientSettings, ConnectFailed, ConnectionLost, ConnectRefused, MqttClient
 from gateway.mqtt.packets import (
@@ -46,6 +50,13 @@ from gateway.tls import client_context
 
 _CONNECT_TIMEOUT_S = 10.0
 _OUTAGE = "outage"
+_CLOCK_WORDS = ClockWords(
+    where="mqtt",
+    sender="entity ",
+    dated="observed at",
+    kept="the device's time",
+    otherwise=f"device times more than {MAX_AHEAD.seconds // 60} min ahead of it are refused",
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -65,7 +76,14 @@ class MqttAdapter:
     config_model: ClassVar[type[AdapterConfig]] = MqttAdapterConfig
 
     def __init__(
-        self, config: AdapterConfig, context: AdapterContext, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: AdapterConfig,
+        context: AdapterContext,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = utc_now,
+        clock_synced: SyncSource = kernel_clock_synced,
+        not_before: datetime | None = None,
     ) -> None:
         if not isinstance(config, MqttAdapterConfig):
             raise TypeError(f"MqttAdapter needs an MqttAdapterConfig, got {type(config).__name__}")
@@ -79,11 +97,15 @@ class MqttAdapter:
         self.connected = False  # connected to the broker and subscribed
         self._rng = random.Random()  # the jitter of the reconnect probe
         self._log = component_logger(__name__, config.name)
-        self._mapper = Mapper(config.subscriptions, adapter=config.name)
+        self._wall_clock = wall_clock  # the gateway's clock, read once per socket read (see _on_publish)
+        # whether a device time ahead of the gateway's clock may be kept (adapters.jsonmap.ahead, as http_poll and the
+        # Wi-Fi receivers): while the kernel says that clock is not synchronised, it may be the wrong one
+        self._ahead = AheadKeeper(self._log, clock_synced, words=_CLOCK_WORDS, not_before=not_before)
+        self._mapper = Mapper(config.subscriptions, adapter=config.name, keeps_ahead=self._ahead)
         # A retained message maps by the subscriptions that take them only (README "What it guarantees").
         taking = [s for s in config.subscriptions if s.retained is RetainedMessages.TAKE]
         self._taking = [tuple(s.topic.split("/")) for s in taking]
-        self._retained_mapper = Mapper(taking, adapter=config.name) if taking else None
+        self._retained_mapper = Mapper(taking, adapter=config.name, keeps_ahead=self._ahead) if taking else None
         # v5 brokers are told not to replay retained messages to the skipping subscriptions at all
         self._retain_handling = [
             RETAIN_NEVER if s.retained is RetainedMessages.SKIP else RETAIN_IF_NEW for s in config.subscriptions
@@ -110,6 +132,11 @@ class MqttAdapter:
         """Messages received and not yet acknowledged to the broker."""
         return len(self._slots)
 
+    @property
+    def gateway_clock_unsynced(self) -> int:
+        """Device times ahead kept as the gateway's clock is not synchronised (a counter)."""
+        return self._ahead.kept
+
     def diagnostics(self) -> dict[str, Any]:
         """Counters and the topics with the most malformed messages, for status.json (README "State and counters")."""
         return {
@@ -117,6 +144,7 @@ class MqttAdapter:
             "received": self.received,
             "emitted": self.emitted,
             "retained_skipped": self.retained_skipped,
+            "gateway_clock_unsynced": self._ahead.kept,
             "in_flight": self.in_flight,
             "malformed": dict(self.malformed),
             "malformed_topics": self._bad_topics.top(),
@@ -305,7 +333,8 @@ class MqttAdapter:
         # is converted once.
         now = self._arrived
         if now is None:
-            now = self._arrived = utc_now()
+            now = self._arrived = self._wall_clock()
+            self._ahead.check()
         try:
             readings = mapper.map(topic, msg.payload, now)
         except MappingError as exc:

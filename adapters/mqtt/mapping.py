@@ -1,4 +1,5 @@
-"""Sans-I/O: an MQTT topic, its payload bytes and `now` in; Readings or a MappingError out."""
+"""Sans-I/O: an MQTT topic, its payload bytes and `now` in; Readings or a MappingError out (a time too far ahead
+of `now` is kept only when the adapter's `keeps_ahead` says so: adapters.jsonmap.ahead)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 
 import orjson
 
+from adapters.jsonmap.ahead import KeepsAhead
 from adapters.jsonmap.decode import InexactNumber, exact_loads, reread
 from adapters.jsonmap.errors import FieldError, describe, type_name
 from adapters.jsonmap.fields import FieldRules, compile_fields, read_reading
 from adapters.jsonmap.templates import FieldRef, checked_id, id_field
+from adapters.jsonmap.timestamps import TimeAhead
 from adapters.mqtt.config import (
     Subscription,
     TemplatePart,
@@ -104,10 +107,14 @@ def topic_matches(filter_levels: Sequence[str], topic: str) -> bool:
 
 
 class Mapper:
-    """Maps messages by the adapter's subscriptions; pure, so tests feed it bytes and a clock value."""
+    """Maps messages by the adapter's subscriptions; pure but for `keeps_ahead`, so tests feed it bytes and a clock
+    value."""
 
-    def __init__(self, subscriptions: Sequence[Subscription], *, adapter: str) -> None:
+    def __init__(
+        self, subscriptions: Sequence[Subscription], *, adapter: str, keeps_ahead: KeepsAhead | None = None
+    ) -> None:
         self.adapter = adapter
+        self._keeps_ahead = keeps_ahead
         self._rules = tuple(
             _Rule(
                 filter=tuple(s.topic.split("/")),
@@ -215,9 +222,23 @@ class Mapper:
                 entity_type = _render(rule.entity_type, topic, levels, doc, "entity_type", self._checked["entity_type"])
             else:
                 entity_id, entity_type = ids
-            return read_reading(
-                rule.fields, doc, now, entity_id=entity_id, entity_type=entity_type, source=source, dated=rule.dated
-            )
+            try:
+                return read_reading(
+                    rule.fields, doc, now, entity_id=entity_id, entity_type=entity_type, source=source, dated=rule.dated
+                )
+            except TimeAhead as exc:
+                if self._keeps_ahead is None or not self._keeps_ahead(entity_id, exc, now):
+                    raise
+                # the message has its time, so `now` is only the bound to read_reading: read at that time, it is kept
+                return read_reading(
+                    rule.fields,
+                    doc,
+                    exc.time,
+                    entity_id=entity_id,
+                    entity_type=entity_type,
+                    source=source,
+                    dated=rule.dated,
+                )
         except InexactNumber:
             raise  # map() reads the payload again, exactly, or refuses the message for it
         except FieldError as exc:

@@ -208,6 +208,7 @@ async def test_malformed_messages_are_counted_acked_and_dropped(
         "emitted": 2,
         "in_flight": 0,
         "retained_skipped": 0,
+        "gateway_clock_unsynced": 0,
         "malformed": {"not_json": 1, "wrong_type": 2, "missing_field": 1, "bad_id": 1},
         "malformed_topics": {
             "test/dev1": {"malformed": 4, "last_reason": "wrong_type"},
