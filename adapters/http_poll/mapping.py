@@ -270,18 +270,19 @@ class LastSeen:
 
     A device-timed reading is new if its time is later, or the same time with other values (a
     correction); an older one is stale (a cached document must not roll the platform back), unless the
-    last time sent is still further ahead of the gateway's `now` than a time read now may be (MAX_AHEAD):
-    that time was wrong (kept while the gateway's clock could not judge it, or that clock has since been set
-    back), and holding it would drop every right observation until real time passes it, so the older one is
-    new (`rewound`). Within MAX_AHEAD a source's own small lead cannot be told from a wrong time, and a cached
-    copy must not roll the platform back: stale. A reading stamped with the poll time is new only if its
-    values changed.
+    last time sent is still further ahead of the gateway's `now` than a time read now may be (MAX_AHEAD)
+    while that clock `judges` (it is not said unsynchronised): then that clock was set back since, the last
+    time was wrong, and holding it would drop every right observation until real time passes it, so the
+    older one is new (`rewound`). Within MAX_AHEAD a source's own small lead cannot be told from a wrong
+    time; and while the clock is unsynchronised a right time far ahead of it is kept (adapters.jsonmap.ahead),
+    so nothing tells the last time wrong: stale, both. A reading stamped with the poll time is new only if
+    its values changed.
     """
 
     capacity: int = 100_000
     _last: OrderedDict[str, tuple[datetime, TimeSource, tuple[Any, ...]]] = field(default_factory=OrderedDict)
 
-    def select(self, readings: Sequence[Reading], now: datetime) -> Selection:
+    def select(self, readings: Sequence[Reading], now: datetime, *, judges: bool = True) -> Selection:
         # One entity twice at one time in one document: the later item is the document's last word.
         # Sending both would flip the entity between them on every poll.
         last_word: dict[tuple[str, datetime], Reading] = {}
@@ -303,7 +304,7 @@ class LastSeen:
                 if r.time_source is TimeSource.DEVICE and source is TimeSource.DEVICE:
                     if r.observed_at < t:
                         older = Older(entity_id=r.entity_id, observed_at=r.observed_at, last=t)
-                        if t <= now + MAX_AHEAD:
+                        if not judges or t <= now + MAX_AHEAD:
                             stale += 1
                             first_stale = first_stale or older
                             continue

@@ -51,6 +51,11 @@ class AheadKeeper:
         self.kept += 1
         return True
 
+    def judges(self) -> bool:
+        """Whether the gateway's clock can judge a device time: not said unsynchronised by the kernel. While it is,
+        a time far ahead of it may be right (kept by `__call__`), so it says nothing of what came before."""
+        return self._clock.synced() is not False
+
     def check(self) -> None:
         """Per document or socket read: a spell of kept times ends once the kernel says the clock is synchronised
         (times within the bound never reach `__call__`, so would not end it)."""

@@ -26,8 +26,9 @@ EARLIEST: Final = datetime(2000, 1, 1, tzinfo=_UTC)
 MAX_AHEAD: Final = timedelta(minutes=15)
 _AHEAD_TEXT = "15 min"
 _HOUR = timedelta(hours=1)
-# UTC offsets run to +14 h: a lead of whole hours beyond is a wrong date or clock, not a zone
-_MAX_ZONE_HOURS = 14
+# UTC offsets run to +14 h: a lead of whole hours beyond is a wrong date or clock, not a zone. A lead of about one
+# hour is as often a source stamping the end of the hour in progress (an hourly total): not named a zone mistake.
+_MIN_ZONE_HOURS, _MAX_ZONE_HOURS = 2, 14
 # Japan Standard Time, the local time this product's sources write: a lead of exactly this is that time labelled UTC
 _JST_HOURS = 9
 _DAY = timedelta(days=1)
@@ -185,7 +186,7 @@ class TimeAhead(FieldError):
         lead = t - now
         hours = round(lead / _HOUR)
         self.time = t
-        zone_like = 1 <= hours <= _MAX_ZONE_HOURS and abs(lead - hours * _HOUR) <= MAX_AHEAD
+        zone_like = _MIN_ZONE_HOURS <= hours <= _MAX_ZONE_HOURS and abs(lead - hours * _HOUR) <= MAX_AHEAD
         self.whole_hours = hours if zone_like else 0
         # the time as read too: an epoch number is masked in the quote
         what = f"must be at most {_AHEAD_TEXT} ahead of the gateway clock, got {quote_time(raw)} ({t.isoformat()}), "

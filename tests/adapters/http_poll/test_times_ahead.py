@@ -202,3 +202,30 @@ def test_last_seen_forgets_a_last_time_still_ahead_of_now_beyond_the_allowance()
     for at in (NOW + timedelta(minutes=35), NOW + timedelta(minutes=51)):
         sel = seen.select([right], at)
         assert (sel.fresh, sel.stale, sel.rewound, sel.first_stale) == ([], 1, 0, older)
+
+
+def two(level_a: float, level_b: float) -> bytes:
+    items = [
+        {"観測所番号": "0431", "水位": level_a, "観測時刻": "2026-07-01T09:50:00+09:00"},
+        {"観測所番号": "0431", "水位": level_b, "観測時刻": "2026-07-01T10:00:00+09:00"},
+    ]
+    return json.dumps({"観測所": items}, ensure_ascii=False).encode()
+
+
+async def test_while_the_clock_is_unsynchronised_and_behind_older_times_are_stale_not_rewound() -> None:
+    """Regression of review 3: with the box's clock days behind, every right time sent was far ahead of it, so each
+    older one was 'rewound': a document of two observations went out again at every poll, and a cache's older copy
+    rolled the platform back."""
+    behind = NOW - timedelta(days=2)
+    stale = HostClock(synced=False, uptime_s=60.0, rtc=False)
+    server = DocServer(body=two(2.35, 2.40))
+    async with (
+        serve(server),
+        running(iso_cfg(server.url), lambda: behind, stale, not_before=behind) as (adapter, got),
+    ):
+        await wait_for(lambda: adapter.polls >= 5, what="five polls")
+        server.body = doc("2026-07-01T09:40:00+09:00", 2.20)  # a cache serving an older copy
+        polls = adapter.polls
+        await wait_for(lambda: adapter.polls >= polls + 3, what="three more polls")
+    assert levels(got) == [(2.35, "2026-07-01T00:50:00+00:00"), (2.40, "2026-07-01T01:00:00+00:00")]
+    assert adapter.rewound == 0 and adapter.stale >= 3

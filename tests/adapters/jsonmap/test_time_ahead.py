@@ -39,7 +39,7 @@ def test_a_time_is_kept_exactly_up_to_fifteen_minutes_ahead(lead: timedelta) -> 
         read_time(time_rule(), iso_z(t), NOW)
     assert info.value.time == t
     hours = round(lead / timedelta(hours=1))
-    zone_like = 1 <= hours <= 14 and abs(lead - timedelta(hours=hours)) <= timedelta(minutes=15)
+    zone_like = 2 <= hours <= 14 and abs(lead - timedelta(hours=hours)) <= timedelta(minutes=15)
     assert info.value.whole_hours == (hours if zone_like else 0)
     assert str(info.value).startswith(
         f"t (timestamp): must be at most 15 min ahead of the gateway clock, got '{iso_z(t)}'"
@@ -90,3 +90,14 @@ def test_a_strptime_pattern_reads_jst_labelled_utc_in_the_zone() -> None:
     # the fix the message gives for an ISO text with a "Z" that is local time
     rule = time_rule("strptime", pattern="%Y-%m-%dT%H:%M:%SZ")
     assert read_time(rule, "2026-07-01T10:00:00Z", NOW) == NOW
+
+
+def test_an_hourly_total_stamped_with_the_end_of_the_hour_is_not_called_a_zone_mistake() -> None:
+    """Regression of review 3: 11:00 JST read at 10:05 JST (the hour in progress) was '1 h ahead: a local time of
+    another zone written as UTC?', advice that would break the right readings."""
+    rule = time_rule(format="local", zone="Asia/Tokyo")
+    with pytest.raises(TimeAhead) as info:
+        read_time(rule, "2026/07/01 11:00", datetime(2026, 7, 1, 1, 5, tzinfo=UTC))
+    assert info.value.whole_hours == 0
+    assert "written as UTC" not in str(info.value)
+    assert "55 min ahead; check the timestamp format and zone, or the source's clock" in str(info.value)
