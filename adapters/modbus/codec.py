@@ -14,6 +14,7 @@ Conventions (documented for technicians in firmware_profiles/README.md):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import struct
@@ -207,6 +208,18 @@ def _float32_decimal(raw: float) -> float:
     return float(f"{raw:.9g}")
 
 
+def _float32_in(raw: RawValue, point: Point) -> bool:
+    """Whether a float32 `raw` is one of the point's sentinels as a float32: a sentinel written as the register's
+    value widened to a double (-9999.900390625, 3.4028234663852886e+38: what earlier releases showed) is the same
+    float32 as the shortest decimal `raw` now is."""
+    exact = _F32.pack(raw)
+    for sentinel in point.no_data:
+        with contextlib.suppress(OverflowError):  # beyond float32: never a float32 register's value
+            if _F32.pack(sentinel) == exact:
+                return True
+    return False
+
+
 def _raw_of(point: Point, data: Sequence[int] | Sequence[bool]) -> RawValue:
     if point.data_type is DataType.BOOL:
         if len(data) != 1:
@@ -229,7 +242,7 @@ def _engineering(point: Point, raw: RawValue, decimals: int | None) -> PointValu
         return PointValue(name=point.name, raw=raw, value=raw, quality=QualityCode.GOOD)
     if isinstance(raw, float) and not math.isfinite(raw):
         return PointValue(name=point.name, raw=raw, value=None, quality=QualityCode.NO_DATA, detail="not a number")
-    if raw in point.no_data:
+    if raw in point.no_data or (point.data_type is DataType.FLOAT32 and point.no_data and _float32_in(raw, point)):
         return PointValue(name=point.name, raw=raw, value=None, quality=QualityCode.NO_DATA, detail=f"sentinel {raw:g}")
     factor = point.scale
     if point.decimals_from is not None:

@@ -105,6 +105,23 @@ def test_a_decimal_sentinel_on_a_float32_point_is_recognised() -> None:
     assert (pv.raw, pv.value, pv.quality, pv.detail) == (-999.9, None, QualityCode.NO_DATA, "sentinel -999.9")
 
 
+@pytest.mark.parametrize(
+    ("sentinel", "written"),
+    [
+        (FLT_MAX, FLT_MAX),  # as Python widens float32's largest: 3.4028234663852886e+38
+        (-9999.9, struct.unpack(">f", struct.pack(">f", -9999.9))[0]),  # as earlier releases showed it: -9999.900390625
+        (-9999.9, -9999.9),
+        (FLT_MAX, 3.4028235e38),
+    ],
+)
+def test_a_sentinel_is_the_same_float32_however_it_is_written(sentinel: float, written: float) -> None:
+    """Regression of review 3: a sentinel written as the register's value widened to a double no longer matched the
+    shortest decimal, and a 'no data' reading (3.4e38 V) went out as good."""
+    pv = decode_point(point(no_data=[1e39, written]), f32(sentinel))  # 1e39: beyond float32, matches nothing
+    assert (pv.value, pv.quality) == (None, QualityCode.NO_DATA)
+    assert decode_point(point(no_data=[written]), f32(230.1)).quality is QualityCode.GOOD
+
+
 @pytest.mark.parametrize("data", [b"\x7f\xc0\x00\x01", b"\xff\xc0\x00\x00", b"\x7f\x80\x00\x00", b"\xff\x80\x00\x00"])
 def test_nan_and_infinity_still_mean_no_data(data: bytes) -> None:
     pv = decode_point(point(), registers(data))
