@@ -21,7 +21,8 @@ A processor returns the reading itself first (changed or not) and may add readin
 that made it, by its own plan. A processor that raises `ReadingError` (a value it cannot use)
 leaves the reading as it was, or as its `refused(reading)` says when it has one (a river removes the
 distance only it reads); the stage counts it under `errors` of that entry. A refusal usually repeats
-with every reading of that entity (a gauge in feet, a wrong attribute), so it is an episode: said once at
+with every reading of that entity (a gauge in feet, a wrong attribute, a '欠測' every other reading), so
+it is an episode, ended only by `EPISODE_QUIET` of processed readings: said once at
 WARNING per (entry, entity, reason), the reason being the message without its `got <value>` (at most
 `REASONS_PER_EPISODE` of them); once at
 INFO when that entry processes the entity's readings again; every refusal in between at DEBUG.
@@ -37,7 +38,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from gateway import redact
@@ -45,7 +46,7 @@ from gateway.errors import ReadingError
 from gateway.processing.api import INTERNAL_METADATA, EntityKey, Processor, ProcessorMatch, with_attributes
 from gateway.records import Attribute, Reading, make_attribute
 
-__all__ = ["PLAN_CACHE_SIZE", "REASONS_PER_EPISODE", "REFUSING_LIMIT", "Entry", "Refusing", "Stage"]
+__all__ = ["EPISODE_QUIET", "PLAN_CACHE_SIZE", "REASONS_PER_EPISODE", "REFUSING_LIMIT", "Entry", "Refusing", "Stage"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ REFUSING_LIMIT = 10_000  # open refusal episodes kept; the oldest is forgotten f
 # reasons said at WARNING in one episode: a message with a value outside its `got` part (a rate, a time) differs at
 # every reading, and must not become a WARNING per reading
 REASONS_PER_EPISODE = 3
+# an episode ends (INFO) only once the entity's readings went this long processed: a source whose readings are
+# refused every other time (a '欠測' among numbers) must not be a WARNING and an INFO per reading
+EPISODE_QUIET = timedelta(hours=1)
 
 # `<where>: <what>, got <value>[; <fix>]` without the value: a gauge whose reading is refused for its value
 # is one episode, not one per value
@@ -82,6 +86,7 @@ class Refusing(Protocol):
 class _Episode:
     reasons: set[str] = field(default_factory=set)  # warned at WARNING in this episode
     refused: int = 0
+    last_refused: datetime | None = None  # the stage's `now` at the latest refusal
 
 
 _Plan = tuple[tuple[int, Entry], ...]
@@ -150,13 +155,13 @@ class Stage:
                 result = entry.processor.process(current, now)
             except ReadingError as exc:
                 self.errors[position] += 1
-                self._refusing(position, entry, current.entity_id, exc)
+                self._refusing(position, entry, current.entity_id, exc, now)
                 refused = self._refused[position]
                 if refused is not None:
                     current = refused(current)
                 continue
             if self._episodes and (position, current.entity_id) in self._episodes:
-                self._accepted(position, entry, current.entity_id)
+                self._accepted(position, entry, current.entity_id, now)
             if not result:
                 current = None
                 break
@@ -167,7 +172,7 @@ class Stage:
             out.extend(self._run(extra, now, after))
         return out
 
-    def _refusing(self, position: int, entry: Entry, entity_id: str, exc: ReadingError) -> None:
+    def _refusing(self, position: int, entry: Entry, entity_id: str, exc: ReadingError, now: datetime) -> None:
         episodes = self._episodes
         key = (position, entity_id)
         episode = episodes.get(key)
@@ -176,6 +181,7 @@ class Stage:
                 del episodes[next(iter(episodes))]
             episode = episodes[key] = _Episode()
         episode.refused += 1
+        episode.last_refused = now
         reason = _GOT.sub("", str(exc))
         if reason not in episode.reasons and len(episode.reasons) < REASONS_PER_EPISODE:
             episode.reasons.add(reason)
@@ -192,12 +198,17 @@ class Stage:
                 "%s: reading of %s left unprocessed: %s", entry.name, redact.text(entity_id), redact.text(str(exc))
             )
 
-    def _accepted(self, position: int, entry: Entry, entity_id: str) -> None:
-        episode = self._episodes.pop((position, entity_id))
+    def _accepted(self, position: int, entry: Entry, entity_id: str, now: datetime) -> None:
+        key = (position, entity_id)
+        episode = self._episodes[key]
+        if episode.last_refused is not None and now - episode.last_refused < EPISODE_QUIET:
+            return
+        del self._episodes[key]
         log.info(
-            "%s: readings of %s processed again, after %d left unprocessed",
+            "%s: readings of %s processed again (none left unprocessed for %s), after %d left unprocessed",
             entry.name,
             redact.text(entity_id),
+            _quiet_text(),
             episode.refused,
         )
 
@@ -210,6 +221,11 @@ class Stage:
                 counters["errors"] = errors
             out.append({"name": entry.name, "counters": counters})
         return out
+
+
+def _quiet_text() -> str:
+    minutes = int(EPISODE_QUIET.total_seconds()) // 60
+    return f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
 
 
 def _without_internal(reading: Reading) -> Reading:

@@ -15,7 +15,7 @@ import pytest
 from gateway.errors import ReadingError
 from gateway.processing.api import ProcessorContext, ProcessorMatch
 from gateway.processing.registry import build_stage, parse_processing
-from gateway.processing.stage import REASONS_PER_EPISODE, Entry, Stage
+from gateway.processing.stage import EPISODE_QUIET, REASONS_PER_EPISODE, Entry, Stage
 from gateway.profiles import load_profile
 from gateway.records import Attribute, Reading, Source, utc_now
 from tests.adapters.modbus.peers import image_from_values, start_tcp_peer
@@ -79,15 +79,17 @@ def test_a_river_refusing_every_reading_warns_once_and_says_when_it_processes_ag
 
     [out] = stage.process(gauge(G1, 1.0, "MTR", 5), T0)  # fixed at the gauge: processed again
     assert out.attributes["levelState"].value == "normal"
-    [out, alert] = stage.process(gauge(G1, 1.6, "MTR", 6), T0)  # and the flood alerts are back
+    assert lines(caplog, logging.INFO) == []  # the episode ends after an hour of processed readings
+    [out, alert] = stage.process(gauge(G1, 1.6, "MTR", 6), T0 + EPISODE_QUIET)  # and the flood alerts are back
     assert out.attributes["levelState"].value == "水防団待機水位" and alert.entity_type == "Alert"
     assert lines(caplog, logging.INFO) == [
-        f"processing[0] (river): readings of {G1} processed again, after 5 left unprocessed"
+        f"processing[0] (river): readings of {G1} processed again (none left unprocessed for 1 h), after 5 left"
+        " unprocessed"
     ]
     assert lines(caplog, logging.WARNING) == []
     caplog.clear()
 
-    stage.process(gauge(G1, 9.0, "FOT", 7), T0)  # a new episode is said again
+    stage.process(gauge(G1, 9.0, "FOT", 7), T0 + EPISODE_QUIET)  # a new episode is said again
     assert len(lines(caplog, logging.WARNING)) == 1
     assert stage.diagnostics()[0]["counters"]["errors"] == 6
 
@@ -107,9 +109,11 @@ def test_each_entity_and_each_reason_is_warned_once(caplog: pytest.LogCaptureFix
     # another unit is the same reason, another value of it: no news within the episode
     stage.process(gauge(G1, 9.0, "FTK", 4), T0)
     assert len(lines(caplog, logging.WARNING)) == 2
-    stage.process(gauge(G1, float("inf"), "MTR", 5), T0)  # not a number the river uses: skipped, not refused
+    # not a number the river uses: skipped, not refused
+    stage.process(gauge(G1, float("inf"), "MTR", 5), T0 + EPISODE_QUIET)
     assert lines(caplog, logging.INFO) == [
-        f"processing[0] (river): readings of {G1} processed again, after 7 left unprocessed"
+        f"processing[0] (river): readings of {G1} processed again (none left unprocessed for 1 h), after 7 left"
+        " unprocessed"
     ]
 
 
@@ -237,3 +241,28 @@ def test_a_reason_that_changes_with_every_reading_is_not_a_warning_per_reading(
     assert len(lines(caplog, logging.WARNING)) == REASONS_PER_EPISODE
     assert len(lines(caplog, logging.DEBUG)) == 20 - REASONS_PER_EPISODE
     assert stage.errors == [20]
+
+
+def test_a_refusal_every_other_reading_is_one_warning_not_one_per_reading(caplog: pytest.LogCaptureFixture) -> None:
+    """Regression of review 3: an episode ended at the first reading processed, so a source writing '欠測' every
+    other reading, refused by a unit processor, gave a WARNING and an INFO per pair: 8,640 a day at 10 s."""
+    errors: list[str] = []
+    configs = parse_processing(
+        [{"type": "unit", "match": {"attribute": "level"}, "from_unit": "CMT", "to_unit": "MTR"}], errors
+    )
+    stage = build_stage(configs, CONTEXT)
+    assert stage is not None and errors == []
+    caplog.set_level(logging.INFO, logger=STAGE_LOG)
+    for i in range(360):  # an hour at 10 s
+        value: float | str = "欠測" if i % 2 else 123.0
+        reading = Reading(
+            entity_id=G1,
+            entity_type="WaterObserved",
+            attributes={"level": Attribute(value=value, type="Number" if i % 2 == 0 else "Text", unit="CMT")},
+            observed_at=T0 + timedelta(seconds=10 * i),
+            source=Source(adapter="portal"),
+        )
+        stage.process(reading, T0 + timedelta(seconds=10 * i))
+    assert len(lines(caplog, logging.WARNING)) == 1
+    assert lines(caplog, logging.INFO) == []
+    assert stage.diagnostics()[0]["counters"]["errors"] == 180
