@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
 import re
+import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -23,8 +26,9 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AfterValidator
 
 from gateway import redact
+from gateway.backup.held_dir import kind, new_file, who_may_change
 from gateway.errors import ConfigError, GatewayError
-from gateway.secret_key_file import directory_refusal, make_private, not_permitted, open_regular, present
+from gateway.secret_key_file import KINDS, directory_refusal, make_private, not_permitted, open_regular, present
 from gateway.storage.files import create_whole, write_atomic
 
 if TYPE_CHECKING:
@@ -43,6 +47,8 @@ KEY_FILE = "secrets.key"
 LOCK_FILE = "secrets.lock"
 # Version of the store's plaintext layout (gateway.storage: every store carries one); 0 is the bare map.
 SCHEMA_VERSION = 1
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_ROOT_FIX = "if you did not put it there, find who did; move it aside and run the command again"
 REF_HELP = 'use a secret reference: "secret:<name>" (set with `edgegw secret set <name>`) or "env:<VARIABLE>"'
 # Header, parameter and query names that carry credentials: their values must be secret references.
 CREDENTIAL_NAME = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password|passwd|key$", re.IGNORECASE)
@@ -138,6 +144,13 @@ class SecretStore:
     The key is used only as a regular file that no one but its owner may read or write (`_key_bytes`, with the
     checks of `gateway.secret_key_file`). A link at the key's or the store's name counts as that file even when
     what it points to is not there: it is refused by name, never read as "no store", replaced nor written through.
+
+    Under root the store's directory is held open for the whole call (`_holding`) and its files are made, renamed and
+    handed over by name in it: the gateway's user owns the directory holding it (`<state_dir>/secrets`, the data
+    directory) and could put a link to /etc under its name, or at a file's name, at any moment. A link is followed
+    only where no one but root may change it (an admin's layout); in a directory another user may change, a link or
+    a hard link at a file's name is refused, never read nor written through. The directory's parent is still reached
+    by its path, as any user reaches it.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -145,26 +158,14 @@ class SecretStore:
         self.store_path = self.directory / STORE_FILE
         self.key_path = self.directory / KEY_FILE
         self.lock_path = self.directory / LOCK_FILE
-
-    def _owner(self, path: Path) -> tuple[int, int] | None:
-        """Under root, the (uid, gid) a file written at `path` must have: that of the file there, else the
-        directory's (the gateway's user owns the data directory); None for any other user, who cannot give
-        a file away. The link itself is looked at, never what it points to."""
-        if os.geteuid() != 0:
-            return None
-        for where in (path, self.directory):
-            try:
-                st = os.lstat(where)
-            except FileNotFoundError:
-                continue
-            return st.st_uid, st.st_gid
-        return None
+        self._held = _Held()
 
     @contextlib.contextmanager
     def _usable(self) -> Iterator[None]:
         """Every way in: a PermissionError as the ConfigError for a data directory left root's, when that is why."""
         try:
-            yield
+            with self._holding():
+                yield
         except PermissionError:
             refusal = directory_refusal(self.directory)
             if refusal is None:
@@ -172,19 +173,172 @@ class SecretStore:
             raise refusal from None
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _holding(self) -> Iterator[None]:
+        """Under root, the store's directory held open (`_Held`) until the outermost call using it returns."""
+        held = self._held
+        if os.geteuid() != 0:
+            yield
+            return
+        if held.depth:  # a call within a call (migrate reads the version first): the same directory
+            held.depth += 1
+            try:
+                yield
+            finally:
+                held.depth -= 1
+            return
+        try:
+            held.parent = os.open(self.directory.parent, _DIR_FLAGS)
+        except FileNotFoundError:
+            held.parent = None  # made by the first write, as before
+        try:
+            held.fd = None if held.parent is None else self._open_dir(held.parent)
+            held.depth = 1
+            yield
+        finally:
+            for fd in (held.fd, held.parent):
+                if fd is not None:
+                    os.close(fd)
+            held.fd = held.parent = held.others = None
+            held.depth = 0
+
+    def _open_dir(self, parent: int) -> int | None:
+        """The store's directory opened by name in `parent`; None if it is not there. A link there is followed only
+        when no one but root may change it (held_dir.who_may_change): in the gateway's user's directory it is refused."""
+        name = self.directory.name
+        try:
+            fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            link = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            got = kind(parent, name)
+            if not stat.S_ISLNK(link.st_mode):
+                raise ConfigError(
+                    [f"{self.directory}: not the secret store's directory, got {got}; {_ROOT_FIX}"]
+                ) from None
+            who = who_may_change(os.fstat(parent), link)
+            if who is not None:
+                fix = (
+                    "if the link is yours, name the directory it leads to in the config instead; if not, find who put "
+                    "it there, remove it and run the command again"
+                )
+                raise self._refused(self.directory, "not the secret store's directory", got, who, fix) from None
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)  # only root may change where it leads
+        st = os.fstat(fd)
+        # who besides root may put a name in it (a link, a hard link): then none is followed nor taken unchecked
+        if st.st_uid != 0:
+            self._held.others = f"uid {st.st_uid}"
+        elif st.st_mode & 0o022:
+            self._held.others = f"its group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+        return fd
+
+    def _root_dir(self) -> int | None:
+        """Under root, the held store directory, made (by name in its parent) if missing; None for any other user."""
+        held = self._held
+        if os.geteuid() != 0 or not held.depth:
+            return None
+        if held.fd is None:
+            if held.parent is None:
+                self.directory.parent.mkdir(parents=True, exist_ok=True)  # its parents by path, as any user
+                held.parent = os.open(self.directory.parent, _DIR_FLAGS)
+            with contextlib.suppress(FileExistsError):  # made meanwhile, or a link: _open_dir decides
+                os.mkdir(self.directory.name, dir_fd=held.parent)
+            held.fd = self._open_dir(held.parent)
+            if held.fd is None:
+                raise FileNotFoundError(errno.ENOENT, "made but gone at once", str(self.directory))
+        return held.fd
+
+    def _refused(self, path: Path, what: str, got: str, who: str | None, fix: str) -> ConfigError:
+        """A link or a hard link at `path` in a directory `who` (else `_Held.others`) may change: refused, logged."""
+        error = ConfigError(
+            [
+                f"{path}: {what}, got {got}; root follows no link nor uses another file's name in {path.parent}, "
+                f"which {who or self._held.others} may change, and nothing was read or written through it: {fix}"
+            ]
+        )
+        _log.error("%s", error.errors[0])
+        return error
+
+    def _present(self, path: Path) -> bool:
+        """`present`, looked at by name in the held directory under root."""
+        held = self._held
+        if os.geteuid() != 0 or not held.depth:
+            return present(path)
+        if held.fd is None:
+            return False
+        try:
+            os.stat(path.name, dir_fd=held.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _open_held(self, path: Path, flags: int, what: str, fix: str) -> int:
+        """Under root, `path`'s name opened in the held directory: through a link only when no one but root may put
+        one there; a link, a hard link or anything but a regular file refused otherwise."""
+        dir_fd = self._held.fd
+        if dir_fd is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+        strict = self._held.others is not None
+        # O_NONBLOCK: a named pipe put in its place would hold root's run (a web request, a CLI command)
+        flags |= os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if strict else 0)
+        try:
+            fd = os.open(path.name, flags, dir_fd=dir_fd)
+        except OSError as exc:
+            if not strict or exc.errno not in (errno.ELOOP, errno.ENXIO):
+                exc.filename = str(path)
+                raise
+            raise self._refused(path, what, _got(dir_fd, path.name), None, fix) from None
+        st = os.fstat(fd)
+        if strict and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1):
+            os.close(fd)
+            got = (
+                f"a file with {st.st_nlink} names (a hard link to another file)"
+                if stat.S_ISREG(st.st_mode)
+                else KINDS.get(stat.S_IFMT(st.st_mode), "no regular file")
+            )
+            raise self._refused(path, what, got, None, fix)
+        return fd
+
+    def _create(self, dir_fd: int, name: str, data: bytes) -> None:
+        """`create_whole` by name in the held directory, the file the directory owner's before it has its name."""
+        tmp = f".{name}.{os.urandom(4).hex()}.tmp"
+        try:
+            with new_file(dir_fd, tmp, where=self.directory / tmp, owner=os.fstat(dir_fd)) as f:
+                f.write(data)
+            with contextlib.suppress(FileExistsError):  # another process linked its own first: that one counts
+                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+        os.fsync(dir_fd)
+
+    def _open_lock(self) -> int:
+        dir_fd = self._root_dir()
+        if dir_fd is not None:
+            what = "not the store's lock file"
+            try:
+                return self._open_held(self.lock_path, os.O_RDWR, what, _ROOT_FIX)
+            except FileNotFoundError:
+                self._create(dir_fd, LOCK_FILE, b"")
+                return self._open_held(self.lock_path, os.O_RDWR, what, _ROOT_FIX)
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(self.lock_path, os.O_RDWR)
+            return os.open(self.lock_path, os.O_RDWR)
         except FileNotFoundError:
             # linked into place already the gateway's, never replaced: a lock file another process made stays
-            create_whole(self.lock_path, b"", owner=self._owner(self.directory))
-            fd = os.open(self.lock_path, os.O_RDWR)
+            create_whole(self.lock_path, b"")
+            return os.open(self.lock_path, os.O_RDWR)
         except PermissionError:
             refusal = not_permitted(self.lock_path, "writable")
             if refusal is None:
                 raise
             raise refusal from None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = self._open_lock()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -195,10 +349,10 @@ class SecretStore:
         from cryptography.fernet import Fernet  # here, not at the top: see the imports
 
         # a link to a key that is not there counts as a key: refused by name, never replaced nor written through
-        if not present(self.key_path):
+        if not self._present(self.key_path):
             if not create:
                 raise ConfigError([f"no secret store key at {self.key_path}; run `edgegw secret set <name>` first"])
-            if present(self.store_path):
+            if self._present(self.store_path):
                 # a new key would never open the store, and would stand in the way of the right one; a link to a
                 # store that is not there is named first, as reading it would
                 os.close(self._open_store())
@@ -208,9 +362,13 @@ class SecretStore:
                         "file that belongs to it (kept apart from backups), or move the store aside to start anew"
                     ]
                 )
-            self.directory.mkdir(parents=True, exist_ok=True)
             # whole, and the gateway's before it has its name: a crash leaves no empty key, nor one root's
-            create_whole(self.key_path, Fernet.generate_key(), owner=self._owner(self.directory))
+            dir_fd = self._root_dir()
+            if dir_fd is not None:
+                self._create(dir_fd, KEY_FILE, Fernet.generate_key())
+            else:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                create_whole(self.key_path, Fernet.generate_key())
         key = self._key_bytes()
         try:
             return Fernet(key)
@@ -223,13 +381,13 @@ class SecretStore:
             ) from None
 
     def _key_fix(self, first: str = "") -> str:
-        if present(self.store_path):
+        if self._present(self.store_path):
             return f"{first}put back the key file that belongs to {self.store_path} (kept apart from backups)"
         return "move it aside: a new one is made with the first secret set"
 
     def _key_bytes(self) -> bytes:
         """The key file's content (stripped), once it is known to be a regular file private to its owner."""
-        fd = open_regular(self.key_path, "not a secret store key", lambda: self._key_fix("move it aside and "))
+        fd = self._open_regular(self.key_path, "not a secret store key", lambda: self._key_fix("move it aside and "))
         try:
             make_private(fd, self.key_path, self.store_path)
             with os.fdopen(fd, "rb", closefd=False) as f:
@@ -278,14 +436,20 @@ class SecretStore:
         return data
 
     def _open_store(self) -> int:
-        return open_regular(
+        return self._open_regular(
             self.store_path,
             "not a secret store",
             lambda: f"move it aside and restore {STORE_FILE} from a backup (with the key file that belongs to it)",
         )
 
+    def _open_regular(self, path: Path, what: str, fix: Callable[[], str]) -> int:
+        """`open_regular`; under root by name in the held directory, checked as `_open_held` says."""
+        if self._root_dir() is None or self._held.others is None:
+            return open_regular(path, what, fix)  # a link only root may put there: followed and named as ever
+        return self._open_held(path, os.O_RDONLY, what, fix())
+
     def _load(self, fernet: Fernet) -> dict[str, str]:
-        if not present(self.store_path):
+        if not self._present(self.store_path):
             return {}
         return self._upgrade(self._read(fernet))
 
@@ -310,7 +474,7 @@ class SecretStore:
     def schema_version(self) -> int:
         """The version of the file as it is on disk (0 for the first release's bare map)."""
         with self._usable():
-            if not present(self.store_path):
+            if not self._present(self.store_path):
                 return SCHEMA_VERSION
             data = self._read(self._fernet(create=False))
         version = data.get("version")
@@ -320,7 +484,7 @@ class SecretStore:
         """Rewrite an older file in the current format (atomically: a failure leaves the old one); True if it did."""
         # without its key the store cannot be read at all: left for `get` to report when a secret is used
         with self._usable():
-            if not present(self.store_path) or not present(self.key_path):
+            if not self._present(self.store_path) or not self._present(self.key_path):
                 return False
             before = self.schema_version()
             if before == SCHEMA_VERSION:
@@ -379,13 +543,51 @@ class SecretStore:
     def _write(self, fernet: Fernet, data: dict[str, str]) -> None:
         """Under `_locked`: the new store through a file of its own (0600), renamed and made durable."""
         payload = fernet.encrypt(json.dumps({"version": SCHEMA_VERSION, "secrets": data}).encode())
-        write_atomic(self.store_path, payload, 0o600, durable=True, owner=self._owner(self.store_path))
+        dir_fd = self._root_dir()
+        if dir_fd is None:
+            write_atomic(self.store_path, payload, 0o600, durable=True)
+            return
+        # the owner of the file it replaces (the link itself, never what it points to), else the directory's
+        try:
+            owner = os.stat(STORE_FILE, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            owner = os.fstat(dir_fd)
+        tmp = f".{STORE_FILE}.{os.urandom(4).hex()}.tmp"
+        try:
+            with new_file(dir_fd, tmp, where=self.directory / tmp, owner=owner) as f:
+                f.write(payload)
+            os.replace(tmp, STORE_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)  # a name of its own is never reused
+            raise
+        os.fsync(dir_fd)
 
     def names(self) -> list[str]:
         with self._usable():
-            if not present(self.key_path):
+            if not self._present(self.key_path):
                 return []
             return sorted(self._load(self._fernet(create=False)))
+
+
+class _Held(threading.local):
+    """Under root, per thread (a web server's store is shared): the store's parent and directory held open for one
+    call (`depth` counts the calls nested in it), and who besides root may put a name in the directory (None: no
+    one, links there are an admin's and followed)."""
+
+    parent: int | None = None
+    fd: int | None = None
+    others: str | None = None
+    depth = 0
+
+
+def _got(dir_fd: int, name: str) -> str:
+    """What has `name` in `dir_fd`, for a message: held_dir.kind, with a FIFO or a socket told from a file."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return "nothing"
+    return KINDS.get(stat.S_IFMT(st.st_mode)) or kind(dir_fd, name)
 
 
 def _fernet_token(token: bytes) -> bool:

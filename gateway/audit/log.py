@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.accounts.schema import migrate
-from gateway.backup.held_dir import kind, named, new_file
+from gateway.backup.held_dir import kind, named, new_file, who_may_change
 from gateway.errors import GatewayError
 from gateway.secret_key_file import directory_refusal, not_permitted, present
 from gateway.secrets import SecretStore
@@ -251,25 +251,51 @@ class AuditLog:
         """The state directory open, for the log's own files to be used by name in it, none through a link.
 
         Under root (`sudo edgegw user …`, `sudo edgegw web`, which appends on every failed login) the directory
-        itself is not reached through a link either: the gateway's user owns the directory holding it and may put
-        a link to /etc under its name at any moment. As any other user a link there is followed, as ever: it
-        leads nowhere that user could not write anyway.
+        itself is reached through a link only when no one but root may change that link (an admin's layout,
+        /etc/edgegw/web -> /srv/edgegw-web; held_dir.who_may_change decides): the gateway's user owns the
+        directory holding it on a usual box and may put a link to /etc under its name at any moment. As any other
+        user a link there is followed, as ever: it leads nowhere that user could not write anyway.
         """
         root = os.geteuid() == 0
         try:
             fd = os.open(self.state_dir, _DIR_FLAGS | (os.O_NOFOLLOW if root else 0))
         except OSError as exc:
-            if root and exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                fix = (
-                    "if the link is yours, name the directory it leads to as [web] state_dir in the config; if "
-                    "not, find who put it there, remove it and run the command again"
-                )
-                raise self._refused(self.state_dir, "a directory", _kind(self.state_dir), fix) from None
-            raise
+            if not root or exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            fd = self._through_link(exc)
         try:
             yield fd
         finally:
             os.close(fd)
+
+    def _through_link(self, exc: OSError) -> int:
+        """Under root, the state directory opened through the link at its name when only root may change that link;
+        the AuditError naming the link and who may change it otherwise, or naming what else is there."""
+        parent = os.open(self.state_dir.parent, _DIR_FLAGS)
+        try:
+            name = self.state_dir.name
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                raise exc from None  # gone meanwhile: the open's own error
+            got = kind(parent, name)
+            if not stat.S_ISLNK(st.st_mode):
+                fix = "move it aside and run the command again"
+                raise self._refused(self.state_dir, "a directory", got, fix, why="nothing was written through it")
+            who = who_may_change(os.fstat(parent), st)
+            if who is None:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)  # only root may change where it leads
+            fix = (
+                "if the link is yours, name the directory it leads to as [web] state_dir in the config; if "
+                "not, find who put it there, remove it and run the command again"
+            )
+            why = (
+                f"root follows a link only where no one else may change it, and {who} may change "
+                f"{self.state_dir.parent}: nothing was written through it"
+            )
+            raise self._refused(self.state_dir, "a directory", got, fix, why=why) from None
+        finally:
+            os.close(parent)
 
     def _check_database(self) -> None:
         """Under root, audit.db must be the log's own file before SQLite opens it, by path: a link or a hard link put
@@ -298,12 +324,12 @@ class AuditLog:
         )
         raise self._refused(self.path, f"a file of root or of uid {owner} (the owner of {self.state_dir})", got, fix)
 
-    def _refused(self, path: Path, wanted: str, got: str, fix: str) -> AuditError:
-        error = AuditError(
-            f"audit log {path}: must be {wanted}, got {got}; root uses no link nor another user's file in a "
-            f"directory the gateway's user may change, and nothing was written through it: {fix}",
-            path=str(path),
+    def _refused(self, path: Path, wanted: str, got: str, fix: str, *, why: str = "") -> AuditError:
+        why = why or (
+            "root uses no link nor another user's file in a directory the gateway's user may change, and nothing "
+            "was written through it"
         )
+        error = AuditError(f"audit log {path}: must be {wanted}, got {got}; {why}: {fix}", path=str(path))
         log.error("%s", error)
         return error
 

@@ -132,7 +132,7 @@ def _step(fd: int, here: Path, name: str, path: Path, *, make: bool) -> tuple[in
         st = None
     if st is not None and stat.S_ISLNK(st.st_mode):
         target = os.readlink(name, dir_fd=fd)
-        who = _who_may_change(os.fstat(fd), st)
+        who = who_may_change(os.fstat(fd), st)
         if who is None:
             return target, False
         raise BackupError(
@@ -147,7 +147,7 @@ def _step(fd: int, here: Path, name: str, path: Path, *, make: bool) -> tuple[in
     )
 
 
-def _who_may_change(parent: os.stat_result, link: os.stat_result) -> str | None:
+def who_may_change(parent: os.stat_result, link: os.stat_result) -> str | None:
     """Who, beside root and this user, may replace a link in the directory `parent` describes; None for nobody."""
     ours = (0, os.geteuid())
     if parent.st_uid not in ours:

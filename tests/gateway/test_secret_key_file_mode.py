@@ -187,9 +187,13 @@ def test_root_changes_no_key_it_reaches_through_a_link(data_dir: Path, link: str
         key.hardlink_to(elsewhere)
     with pytest.raises(ConfigError) as info:
         SecretStore(data_dir).names()
+    # refused before it is read: the data directory is the gateway's user's, who could have put the link there
+    got = (
+        f"a symbolic link to {elsewhere}" if link == "symbolic" else "a file with 2 names (a hard link to another file)"
+    )
     assert info.value.errors == [
-        f"{key}: readable or writable by others than its owner, so anyone on this box could decrypt "
-        f"{data_dir / 'secrets.enc'}, got mode 0644 on a file reached through a link, which root does not change; "
-        f"put a copy of the key there instead of the link, with mode 0600 and owned by {GATEWAY}"
+        f"{key}: not a secret store key, got {got}; root follows no link nor uses another file's name in {data_dir}, "
+        f"which uid {GATEWAY_USER} may change, and nothing was read or written through it: move it aside and put back "
+        f"the key file that belongs to {data_dir / 'secrets.enc'} (kept apart from backups)"
     ]
     assert owner(elsewhere) == (0, 0, 0o644)

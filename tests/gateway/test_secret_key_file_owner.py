@@ -45,6 +45,7 @@ def kill_once_there(event, args):
         os.kill(os.getpid(), signal.SIGKILL)
 sys.addaudithook(kill_once_there)
 SecretStore(data).set("uplink.password", "s3cret-pw")
+os.listdir(data)  # an audit event at the end: under root the store's last step (an fsync by descriptor) has none
 """
 
 
