@@ -38,6 +38,17 @@ UNIT_FIX = (
 )
 
 
+def cm_to_m_stage() -> Stage:
+    """A `unit` processor on `level`, CMT to MTR: it refuses anything but a number."""
+    errors: list[str] = []
+    configs = parse_processing(
+        [{"type": "unit", "match": {"attribute": "level"}, "from_unit": "CMT", "to_unit": "MTR"}], errors
+    )
+    stage = build_stage(configs, CONTEXT)
+    assert stage is not None and errors == []
+    return stage
+
+
 def river_stage() -> Stage:
     errors: list[str] = []
     configs = parse_processing(RIVER, errors)
@@ -118,12 +129,7 @@ def test_each_entity_and_each_reason_is_warned_once(caplog: pytest.LogCaptureFix
 
 
 def test_the_warning_masks_personal_data_in_what_was_refused(caplog: pytest.LogCaptureFixture) -> None:
-    errors: list[str] = []
-    configs = parse_processing(
-        [{"type": "unit", "match": {"attribute": "level"}, "from_unit": "CMT", "to_unit": "MTR"}], errors
-    )
-    stage = build_stage(configs, CONTEXT)
-    assert stage is not None and errors == []
+    stage = cm_to_m_stage()
     caplog.set_level(logging.DEBUG, logger=STAGE_LOG)
     mac = "3C:22:FB:12:34:56"
     reading = Reading(
@@ -246,12 +252,7 @@ def test_a_reason_that_changes_with_every_reading_is_not_a_warning_per_reading(
 def test_a_refusal_every_other_reading_is_one_warning_not_one_per_reading(caplog: pytest.LogCaptureFixture) -> None:
     """Regression of review 3: an episode ended at the first reading processed, so a source writing '欠測' every
     other reading, refused by a unit processor, gave a WARNING and an INFO per pair: 8,640 a day at 10 s."""
-    errors: list[str] = []
-    configs = parse_processing(
-        [{"type": "unit", "match": {"attribute": "level"}, "from_unit": "CMT", "to_unit": "MTR"}], errors
-    )
-    stage = build_stage(configs, CONTEXT)
-    assert stage is not None and errors == []
+    stage = cm_to_m_stage()
     caplog.set_level(logging.INFO, logger=STAGE_LOG)
     for i in range(360):  # an hour at 10 s
         value: float | str = "欠測" if i % 2 else 123.0
