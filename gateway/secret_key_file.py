@@ -42,13 +42,15 @@ def present(path: Path) -> bool:
     return True
 
 
-def open_regular(path: Path, what: str, fix: Callable[[], str]) -> int:
+def open_regular(path: Path, what: str, fix: Callable[[], str], *, dir_fd: int | None = None) -> int:
     """`path` opened for reading; ConfigError `<path>: <what>, got <kind>; <fix>` when it is no regular file
     (a `mkdir` by mistake, a restore that unpacked a folder under its name), a link to a file that is not there,
-    or a file this user may not read that belongs to the gateway's user (`not_permitted`)."""
+    or a file this user may not read that belongs to the gateway's user (`not_permitted`). `dir_fd`: the file is
+    opened by its name in that directory (held by the caller), `path` then only names it in messages."""
     try:
         # O_NONBLOCK: a named pipe would hold the open until someone writes to it, and the gateway's start with it
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(path, flags) if dir_fd is None else os.open(path.name, flags, dir_fd=dir_fd)
     except FileNotFoundError:
         if not os.path.islink(path):
             raise
@@ -67,7 +69,7 @@ def open_regular(path: Path, what: str, fix: Callable[[], str]) -> int:
             raise ConfigError([f"{path}: {what}, got a symbolic link that leads round in a loop; {fix()}"]) from None
         if exc.errno != errno.ENXIO:  # what opening a socket says
             raise
-        kind = stat.S_IFMT(os.stat(path).st_mode)
+        kind = stat.S_IFMT((os.stat(path) if dir_fd is None else os.stat(path.name, dir_fd=dir_fd)).st_mode)
     else:
         kind = stat.S_IFMT(os.fstat(fd).st_mode)
         if kind == stat.S_IFREG:

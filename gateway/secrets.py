@@ -444,8 +444,13 @@ class SecretStore:
 
     def _open_regular(self, path: Path, what: str, fix: Callable[[], str]) -> int:
         """`open_regular`; under root by name in the held directory, checked as `_open_held` says."""
-        if self._root_dir() is None or self._held.others is None:
-            return open_regular(path, what, fix)  # a link only root may put there: followed and named as ever
+        dir_fd = self._root_dir()
+        if dir_fd is None:
+            return open_regular(path, what, fix)
+        if self._held.others is None:
+            # a link only root may put there (a key on a medium): followed and named as ever, but from the held
+            # directory: by path, the directory's own name could be the gateway's user's link by now
+            return open_regular(path, what, fix, dir_fd=dir_fd)
         return self._open_held(path, os.O_RDONLY, what, fix())
 
     def _load(self, fernet: Fernet) -> dict[str, str]:

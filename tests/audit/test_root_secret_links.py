@@ -14,6 +14,7 @@ import pytest
 
 from gateway.audit.log import AuditError, AuditLog
 from gateway.errors import ConfigError
+from gateway.secret_key_file import open_regular
 from gateway.secrets import SecretStore
 
 SERVICE_USER = (4321, 4322)
@@ -149,3 +150,33 @@ def test_a_state_directory_link_the_users_directory_holds_is_refused_saying_who_
         "it there, remove it and run the command again"
     )
     assert sorted(p.name for p in victim.iterdir()) == ["keep"]
+
+
+def test_a_store_directory_swapped_for_a_link_after_it_was_held_is_not_read_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression of review 4: in a root-only store directory (what `sudo edgegw secret set` makes on a fresh box,
+    inside the service user's state directory) the key and the store were opened by path, so the user could swap
+    the directory's name for a link after root held it, and root read another root-only store's key and secrets.
+    The swap is made at the moment of the open (a race the review won 497 times in 8 s)."""
+    import gateway.secrets as secrets_module
+
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, *SERVICE_USER)
+    SecretStore(state / "secrets").set("uplink_password", "real")  # root's directory, root's files
+    elsewhere = tmp_path / "etc_other"
+    elsewhere.mkdir(mode=0o700)
+    SecretStore(elsewhere).set("other_service_token", "ROOT-ONLY-VALUE")
+
+    def swapped_first(path: Path, *args: object, **kwargs: object) -> int:
+        if not (state / "secrets").is_symlink():
+            os.rename(state / "secrets", state / "moved")
+            os.symlink(elsewhere, state / "secrets")
+            os.lchown(state / "secrets", *SERVICE_USER)
+        return open_regular(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(secrets_module, "open_regular", swapped_first)
+    assert SecretStore(state / "secrets").get("uplink_password") == "real"  # read from the directory it held
+    with pytest.raises(ConfigError):
+        SecretStore(state / "secrets").get("other_service_token")  # refused now: the name is the user's link
