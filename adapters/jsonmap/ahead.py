@@ -51,10 +51,12 @@ class AheadKeeper:
         self.kept += 1
         return True
 
-    def judges(self) -> bool:
-        """Whether the gateway's clock can judge a device time: not said unsynchronised by the kernel. While it is,
-        a time far ahead of it may be right (kept by `__call__`), so it says nothing of what came before."""
-        return self._clock.synced() is not False
+    def judges(self, now: datetime) -> bool:
+        """Whether the gateway's clock at `now` can tell a device time sent earlier wrong: synchronised, or believed
+        (not evidently stale: a good RTC without NTP). A stale one (no RTC, booted before NTP) has every right time
+        far ahead of it, so says nothing of what came before."""
+        clock = self._clock
+        return clock.synced() is not False or not clock.stale(now)
 
     def check(self) -> None:
         """Per document or socket read: a spell of kept times ends once the kernel says the clock is synchronised

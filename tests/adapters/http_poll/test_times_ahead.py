@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from adapters.http_poll.adapter import HttpPollAdapter
+from adapters.http_poll.adapter import _CLOCK_WORDS, HttpPollAdapter
 from adapters.http_poll.config import HttpPollConfig
 from adapters.http_poll.mapping import LastSeen, Mapper, Older
+from adapters.jsonmap.ahead import AheadKeeper
 from gateway.adapter_api import AdapterContext
 from gateway.device_clock import HostClock
 from gateway.records import Reading
@@ -229,3 +230,53 @@ async def test_while_the_clock_is_unsynchronised_and_behind_older_times_are_stal
         await wait_for(lambda: adapter.polls >= polls + 3, what="three more polls")
     assert levels(got) == [(2.35, "2026-07-01T00:50:00+00:00"), (2.40, "2026-07-01T01:00:00+00:00")]
     assert adapter.rewound == 0 and adapter.stale >= 3
+
+
+def test_last_seen_rewinds_only_the_entitys_newest_observation_of_a_document_and_once() -> None:
+    """Regression of review 4: on a box with a good RTC and no NTP (believed, never 'synchronised') a station's
+    clock set 20 h ahead for one poll, then fixed, had every right reading dropped as stale for 20 h."""
+    seen = LastSeen()
+    wrong = one("2026-07-02T06:00:00+09:00", 2.35, NOW + timedelta(hours=21))
+    seen.remember(wrong)
+    history = one("2026-07-01T09:50:00+09:00", 2.30)
+    right = one("2026-07-01T10:00:00+09:00", 2.40)
+    sel = seen.select([history, right], NOW, judges=True)
+    assert (sel.fresh, sel.stale, sel.rewound) == ([right], 1, 1)
+    seen.remember(right)
+    sel = seen.select([history, right], NOW, judges=True)  # the same document again: nothing more
+    assert (sel.fresh, sel.stale, sel.rewound, sel.duplicates) == ([], 1, 0, 1)
+
+
+async def test_a_device_ahead_of_a_believed_clock_sends_a_document_of_two_observations_once() -> None:
+    """On a believed clock a device legitimately 40 min ahead is kept; its document's older observation is history,
+    never rewound: no observation goes out again at the next polls."""
+    believed = HostClock(synced=False, uptime_s=3600.0, rtc=True)
+    items = [
+        {"観測所番号": "0431", "水位": 2.35, "観測時刻": "2026-07-01T10:30:00+09:00"},
+        {"観測所番号": "0431", "水位": 2.40, "観測時刻": "2026-07-01T10:40:00+09:00"},
+    ]
+    server = DocServer(body=json.dumps({"観測所": items}, ensure_ascii=False).encode())
+    async with (
+        serve(server),
+        running(iso_cfg(server.url), lambda: NOW, believed, not_before=NOW - timedelta(days=30)) as (adapter, got),
+    ):
+        await wait_for(lambda: adapter.polls >= 6, what="six polls")
+    assert levels(got) == [(2.35, "2026-07-01T01:30:00+00:00"), (2.40, "2026-07-01T01:40:00+00:00")]
+    assert adapter.rewound == 0
+
+
+@pytest.mark.parametrize(
+    ("host", "known", "judges"),
+    [
+        (SYNCED, NOW, True),
+        # a good RTC without NTP, started after the latest time the box knew: believed
+        (HostClock(synced=False, uptime_s=3600.0, rtc=True), NOW - timedelta(days=30), True),
+        # no RTC, booted at its saved time (the latest it knew): evidently not set
+        (HostClock(synced=False, uptime_s=60.0, rtc=False), NOW, False),
+    ],
+)
+def test_the_clock_judges_a_time_sent_earlier_unless_it_is_evidently_not_set(
+    host: HostClock, known: datetime, judges: bool
+) -> None:
+    keeper = AheadKeeper(logging.getLogger(LOGGER), lambda: host, words=_CLOCK_WORDS, not_before=known)
+    assert keeper.judges(NOW) is judges
