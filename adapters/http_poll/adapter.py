@@ -161,7 +161,7 @@ class HttpPollAdapter:
         for err in result.errors:
             self._malformed(err, response)
         self._ahead.check()
-        selection = self._seen.select(result.readings, now, judges=self._ahead.judges(now))
+        selection = self._seen.select(result.readings, now, judges=self._ahead.judges())
         self.duplicates += selection.duplicates
         self.stale += selection.stale
         self.rewound += selection.rewound

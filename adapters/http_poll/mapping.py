@@ -269,15 +269,16 @@ class LastSeen:
     """Per entity, the last committed (observed time, values); decides what a new document adds.
 
     A device-timed reading is new if its time is later, or the same time with other values (a
-    correction); an older one is stale (a cached document must not roll the platform back), unless it is
-    the entity's newest in the document, the last time sent is still further ahead of the gateway's `now`
-    than a time read now may be (MAX_AHEAD), and that clock `judges` (adapters.jsonmap.ahead: synchronised,
-    or believed though not synchronised): the source's present is then behind a time that was wrong (its
-    clock set forward then fixed, or the box's clock set back), and holding it would drop every right
-    observation until real time passes it, so it is new (`rewound`), once: the document's older ones are
-    its history, stale. Within MAX_AHEAD a source's own small lead cannot be told from a wrong time; and
-    on a box clock evidently not set, every right time is far ahead of it: stale, both. A reading stamped
-    with the poll time is new only if its values changed.
+    correction); an older one is stale (a cached document must not roll the platform back), unless the last
+    time sent is still further ahead of the gateway's `now` than a time read now may be (MAX_AHEAD) and that
+    clock `judges` (adapters.jsonmap.ahead: the kernel says it is synchronised). A synchronised clock
+    refuses a time that far ahead when it is read, so that clock has been set back since (NTP correcting a
+    clock that ran fast): the last time was wrong, and holding it would drop every right observation until
+    real time passes it, so the document's observations within MAX_AHEAD of `now` are new again, oldest
+    first (`rewound`: an observation sent before the wrong one may go out a second time, once). Within
+    MAX_AHEAD a source's own small lead cannot be told from a wrong time; and a clock not synchronised kept
+    what it could not judge (adapters.jsonmap.ahead), so does not second-guess it: stale, both. A reading
+    stamped with the poll time is new only if its values changed.
     """
 
     capacity: int = 100_000
@@ -295,8 +296,6 @@ class LastSeen:
         first_stale = first_rewound = None
         # oldest first, so a document listing several observations of one station sends them all in order
         ordered = sorted(last_word.values(), key=lambda r: r.observed_at)
-        # each entity's newest observation in this document: only it may be `rewound` (the rest are its history)
-        newest = {r.entity_id: r.observed_at for r in ordered}
         pending: dict[str, tuple[datetime, TimeSource, tuple[Any, ...]]] = {}
         fresh: list[Reading] = []
         for r in ordered:
@@ -307,7 +306,7 @@ class LastSeen:
                 if r.time_source is TimeSource.DEVICE and source is TimeSource.DEVICE:
                     if r.observed_at < t:
                         older = Older(entity_id=r.entity_id, observed_at=r.observed_at, last=t)
-                        if not judges or t <= now + MAX_AHEAD or r.observed_at != newest[r.entity_id]:
+                        if not judges or t <= now + MAX_AHEAD or r.observed_at > now + MAX_AHEAD:
                             stale += 1
                             first_stale = first_stale or older
                             continue

@@ -51,12 +51,11 @@ class AheadKeeper:
         self.kept += 1
         return True
 
-    def judges(self, now: datetime) -> bool:
-        """Whether the gateway's clock at `now` can tell a device time sent earlier wrong: synchronised, or believed
-        (not evidently stale: a good RTC without NTP). A stale one (no RTC, booted before NTP) has every right time
-        far ahead of it, so says nothing of what came before."""
-        clock = self._clock
-        return clock.synced() is not False or not clock.stale(now)
+    def judges(self) -> bool:
+        """Whether the gateway's clock can tell a device time sent earlier wrong: not said unsynchronised by the
+        kernel. One that is (stale, or a good RTC without NTP) kept the times ahead of it it could not judge
+        (`__call__`): it does not second-guess them later either."""
+        return self._clock.synced() is not False
 
     def check(self) -> None:
         """Per document or socket read: a spell of kept times ends once the kernel says the clock is synchronised

@@ -232,19 +232,24 @@ async def test_while_the_clock_is_unsynchronised_and_behind_older_times_are_stal
     assert adapter.rewound == 0 and adapter.stale >= 3
 
 
-def test_last_seen_rewinds_only_the_entitys_newest_observation_of_a_document_and_once() -> None:
-    """Regression of review 4: on a box with a good RTC and no NTP (believed, never 'synchronised') a station's
-    clock set 20 h ahead for one poll, then fixed, had every right reading dropped as stale for 20 h."""
+def test_last_seen_rewinds_every_right_observation_of_a_document_oldest_first() -> None:
+    """Regression of review 5: only the entity's newest observation was rewound, so the document's other right ones
+    (its history since the fix) were never sent, and a wrong time still listed in the document blocked the rewind.
+    The box's clock ran an hour fast and NTP set it back: the time sent then (10:50) is 50 min ahead now."""
     seen = LastSeen()
-    wrong = one("2026-07-02T06:00:00+09:00", 2.35, NOW + timedelta(hours=21))
+    wrong = one("2026-07-01T10:50:00+09:00", 2.50, NOW + timedelta(hours=1))
     seen.remember(wrong)
-    history = one("2026-07-01T09:50:00+09:00", 2.30)
+    history = [one(f"2026-07-01T09:{m}:00+09:00", 2.3 + i / 100) for i, m in enumerate(("40", "50"))]
     right = one("2026-07-01T10:00:00+09:00", 2.40)
-    sel = seen.select([history, right], NOW, judges=True)
-    assert (sel.fresh, sel.stale, sel.rewound) == ([right], 1, 1)
-    seen.remember(right)
-    sel = seen.select([history, right], NOW, judges=True)  # the same document again: nothing more
-    assert (sel.fresh, sel.stale, sel.rewound, sel.duplicates) == ([], 1, 0, 1)
+    # still listed, the wrong one is refused when read now (50 min ahead of a synchronised clock): not selected
+    refused = Mapper(iso_cfg().mappings, adapter="river").map(doc("2026-07-01T10:50:00+09:00", 2.50), NOW)
+    assert refused.readings == [] and "50 min ahead" in str(refused.errors[0])
+    sel = seen.select([*history, right], NOW, judges=True)
+    assert (sel.fresh, sel.rewound) == ([*history, right], 1)
+    for r in sel.fresh:
+        seen.remember(r)
+    sel = seen.select([*history, right], NOW, judges=True)  # the same document again: nothing more
+    assert (sel.fresh, sel.stale, sel.rewound, sel.duplicates) == ([], 2, 0, 1)
 
 
 async def test_a_device_ahead_of_a_believed_clock_sends_a_document_of_two_observations_once() -> None:
@@ -269,14 +274,12 @@ async def test_a_device_ahead_of_a_believed_clock_sends_a_document_of_two_observ
     ("host", "known", "judges"),
     [
         (SYNCED, NOW, True),
-        # a good RTC without NTP, started after the latest time the box knew: believed
-        (HostClock(synced=False, uptime_s=3600.0, rtc=True), NOW - timedelta(days=30), True),
+        # a good RTC without NTP: believed for what it keeps, but it does not second-guess what it kept
+        (HostClock(synced=False, uptime_s=3600.0, rtc=True), NOW - timedelta(days=30), False),
         # no RTC, booted at its saved time (the latest it knew): evidently not set
         (HostClock(synced=False, uptime_s=60.0, rtc=False), NOW, False),
     ],
 )
-def test_the_clock_judges_a_time_sent_earlier_unless_it_is_evidently_not_set(
-    host: HostClock, known: datetime, judges: bool
-) -> None:
+def test_only_a_synchronised_clock_judges_a_time_sent_earlier(host: HostClock, known: datetime, judges: bool) -> None:
     keeper = AheadKeeper(logging.getLogger(LOGGER), lambda: host, words=_CLOCK_WORDS, not_before=known)
-    assert keeper.judges(NOW) is judges
+    assert keeper.judges() is judges
