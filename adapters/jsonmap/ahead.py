@@ -53,7 +53,7 @@ class AheadKeeper:
 
     def judges(self) -> bool:
         """Whether the gateway's clock can tell a device time sent earlier wrong: not said unsynchronised by the
-        kernel. One that is (stale, or a good RTC without NTP) kept the times ahead of it it could not judge
+        kernel. One that is (stale, or a good RTC without NTP) kept the times ahead of it that it could not judge
         (`__call__`): it does not second-guess them later either."""
         return self._clock.synced() is not False
 
