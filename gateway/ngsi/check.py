@@ -302,7 +302,7 @@ def _json_size(value: Any) -> int:
 
 def _value_bound(value: Any, measured: int, reject: bool) -> int:
     """The most `value` takes as JSON in either entity beyond its room; `measured` is its JSON size when
-    the checks took it (0: they could not), else -1. `ReadingChecker.check` inlines the text case."""
+    the checks took it (0: they could not), else -1."""
     if isinstance(value, str):
         n = len(value)
         if measured >= 0:
@@ -626,13 +626,12 @@ class ReadingChecker:
                     if problem:
                         raise self._fail(r, name, problem[0], value, problem[1])
                 n = len(value)
-                if n > _SHORT_TEXT:
+                if n > _SHORT_TEXT:  # a shorter text fits its attribute's room: no call on the common path
+                    size = -1
                     if n > _TEXT_FAST_LIMIT:
                         size = _json_size(value)
                         self._check_size(r, name, size, value)
-                        beyond += size + 2 * n  # as _value_bound
-                    else:
-                        beyond += 6 * n + 2
+                    beyond += _value_bound(value, size, reject)
             elif tv is int:
                 if not _EXACT_MIN <= value <= _EXACT_MAX:
                     raise self._fail(r, name, f"integer {_INEXACT}", value, _INEXACT_FIX)
