@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from adapters.jsonmap.numbers import number_text
+from adapters.jsonmap.numbers import INTEGER_TEXT_RE, number_text
 from adapters.mqtt.config import Subscription
 from adapters.mqtt.mapping import MalformedReason, Mapper, MappingError
 from gateway.ngsi.check import EXACT_INTEGER_MAX
@@ -120,15 +121,26 @@ def test_anything_in_gives_readings_or_a_typed_error(topic: str, payload: bytes,
         check_reading(r, topic)
 
 
-def as_number(v: Any) -> float | int | None:
-    """What a Number attribute holds for `v`: JSON numbers as sent, numeric strings read; None if refused (an
-    integer beyond ±2^53 among them: the platform would get another number)."""
-    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > EXACT_INTEGER_MAX:
+def as_number(v: Any, scale: str | None = None) -> float | int | None:
+    """What a Number attribute holds for `v` times `scale`: JSON numbers, and numeric strings read, scaled
+    exactly; None if refused: a value no double holds, or an integer that stays an integer beyond ±2^53 once
+    scaled (the platform would get another number; 2^53 + 1 percent is a ratio a double holds)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
         return None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
+    if isinstance(v, float) and scale is None:
         return v
-    d = number_text(v) if isinstance(v, str) else None
-    return float(d) if d is not None and math.isfinite(float(d)) else None
+    exact = number_text(v) if isinstance(v, str) else Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+    if exact is None:
+        return None
+    integer = isinstance(v, int) or (isinstance(v, str) and INTEGER_TEXT_RE.match(v) is not None)
+    try:
+        scaled = exact * Decimal(scale) if scale is not None else exact
+    except ArithmeticError:  # beyond even Decimal's range
+        return None
+    if integer and scaled == scaled.to_integral_value():
+        return int(scaled) if abs(scaled) <= EXACT_INTEGER_MAX else None
+    f = float(scaled)
+    return f if math.isfinite(f) else None
 
 
 @settings(max_examples=200, deadline=None)
@@ -137,9 +149,14 @@ def as_number(v: Any) -> float | int | None:
     sensor=st.none() | st.fixed_dictionaries({"Temperature": SCALARS | NUMERIC_TEXT, "Humidity": SCALARS}),
     topic_name=st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
 )
+# beyond ±2^53 as percent: a ratio a double holds, then an integer ratio it does not
+@example(time="2024-05-01T12:00:00", sensor={"Temperature": 0, "Humidity": 2**53 + 1}, topic_name="a")
+@example(time="2024-05-01T12:00:00", sensor={"Temperature": 0, "Humidity": 100 * (2**53 + 1)}, topic_name="a")
 def test_tasmota_shaped_payloads_map_exactly_when_valid(time: str, sensor: Any, topic_name: str) -> None:
     payload = {"Time": time, "AM2301": sensor}
-    valid = time.startswith("2024") and sensor is not None and all(as_number(v) is not None for v in sensor.values())
+    # the case's Humidity is percent, scaled to the 0..1 ratio the Smart Data Models use
+    values = None if sensor is None else (as_number(sensor["Temperature"]), as_number(sensor["Humidity"], "0.01"))
+    valid = time.startswith("2024") and values is not None and None not in values
     mapper = MAPPERS[case_names().index("tasmota_sensor")]
     try:
         readings = mapper.map(f"tele/{topic_name}/SENSOR", json.dumps(payload).encode(), NOW)
@@ -147,14 +164,13 @@ def test_tasmota_shaped_payloads_map_exactly_when_valid(time: str, sensor: Any, 
         assert not valid
         return
     assert valid
+    assert values is not None
     (r,) = readings
-    humidity = as_number(sensor["Humidity"])
-    assert humidity is not None  # `valid` says every value reads as a number
     assert r.entity_id == f"urn:ngsi-ld:WeatherObserved:{topic_name}"
     assert r.observed_at == datetime(2024, 5, 1, 3, tzinfo=UTC)
     assert {k: a.value for k, a in r.attributes.items()} == {
-        "temperature": as_number(sensor["Temperature"]),
-        "relativeHumidity": pytest.approx(humidity / 100),  # percent sent, a 0..1 ratio kept
+        "temperature": values[0],
+        "relativeHumidity": values[1],
         "dateObserved": "2024-05-01T03:00:00.000Z",
     }
 
