@@ -1,8 +1,7 @@
 """What root made in a state directory handed back to the gateway's user, walked by descriptor, never through a link.
 
-`sudo edgegw user|audit|web|locker|wifi …` runs as root in a directory the gateway's user owns, and the web and
-kiosk servers hand it back after every audit write (a failed login is one, so anyone can trigger it at will). That
-user may rename any entry there and put a symbolic link under its name at any moment. A chown by path, even with
+`sudo edgegw user|audit|web|locker|wifi …` runs as root in a directory the gateway's user owns (the web and kiosk
+servers only until their port is bound: then they become that user, gateway.privileges). That user may rename any entry there and put a symbolic link under its name at any moment. A chown by path, even with
 `follow_symlinks=False`, protects only the last name: a directory swapped for a link between the listing and the
 chown has root give away whatever the link leads to (/etc/shadow). So the state directory is opened O_NOFOLLOW, each
 subdirectory relative to its parent's descriptor O_NOFOLLOW, and each entry is chowned by name relative to the
@@ -35,7 +34,7 @@ def hand_over(state_dir: Path) -> None:
 
     Otherwise `edgegw user add` typed as root leaves an accounts.db the web UI, running as the gateway's
     user, cannot open. Only root-owned entries change owner; links are left as they are, never followed.
-    Never raises OSError: it runs in `finally` blocks and after every audit append of the servers.
+    Never raises OSError: it runs in `finally` blocks.
     """
     if os.geteuid() != 0:
         return

@@ -227,8 +227,10 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from gateway.accounts.cli import HandingOverAuditLog, hand_over
+    from gateway.accounts.cli import hand_over
+    from gateway.audit.log import AuditLog
     from gateway.control.client import ControlClient
+    from gateway.privileges import drop_root
     from gateway.systemd import Notifier
     from gateway.web.certs import material, server_context
     from gateway.web.kiosk import build_kiosk_app
@@ -240,10 +242,10 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
         loopback = args.listen == "localhost"
     try:
         context = None if loopback else server_context(await asyncio.to_thread(material, config.web, state_dir))
-        audit = await asyncio.to_thread(HandingOverAuditLog, state_dir)
+        audit = await asyncio.to_thread(AuditLog, state_dir)
     finally:
         # run by root (sudo), what it made (the web state directory, the log, its key, a certificate) goes back
-        # to the gateway's user, who runs the web UI and the kiosk's unit
+        # to the gateway's user, who runs the web UI and the kiosk's unit; this process becomes it once bound
         await asyncio.to_thread(hand_over, state_dir)
     control = ControlClient(config.gateway.control_path())
     app = build_kiosk_app(
@@ -263,6 +265,9 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
     notifier = Notifier.from_environment()
     try:
         await web.TCPSite(runner, args.listen, args.port, ssl_context=context).start()
+        # on the loop itself, at once (blocking it a moment): no request is handled as root, and no thread of this
+        # process is using a file while the switch (the whole process's) is made
+        drop_root(state_dir, who="locker kiosk", unit="edgegw-kiosk")
         scheme = "http" if context is None else "https"
         print(f"edgegw locker kiosk: listening on {scheme}://{args.listen}:{args.port}/", flush=True)
         notifier.ready("serving")
@@ -271,7 +276,6 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
         notifier.stopping()
         await runner.cleanup()
         await control.close()
-        await asyncio.to_thread(hand_over, state_dir)
     return EXIT_OK
 
 

@@ -12,7 +12,7 @@ import os
 import pwd
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -42,7 +42,6 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_INVALID",
     "EXIT_OK",
-    "HandingOverAuditLog",
     "add_parser",
     "cli_actor",
     "hand_over",
@@ -111,33 +110,6 @@ def open_state(config_path: Path | None) -> tuple[Path, WebConfig]:
 
     cfg = load_config(cliopts.config_path(config_path))
     return cfg.web.state_path(Path(cfg.gateway.data_dir)), cfg.web
-
-
-class HandingOverAuditLog(AuditLog):
-    """The audit log of a server that root may run (`sudo edgegw web`, `sudo edgegw locker kiosk`): every append
-    replaces audit.head, and a root-owned one would read, to the gateway's user, as entries deleted. Each
-    write hands the state directory back at once, not only when the server stops (a kill -9 skips that)."""
-
-    def append(
-        self,
-        *,
-        actor: str,
-        action: str,
-        target: str = "",
-        detail: Mapping[str, Any] = {},
-        address: str = "",
-        at: float,
-    ) -> int:
-        try:
-            return super().append(actor=actor, action=action, target=target, detail=detail, address=address, at=at)
-        finally:
-            hand_over(self.state_dir)
-
-    def purge(self, older_than: float, *, now: float | None = None, actor: str = "retention") -> int:
-        try:
-            return super().purge(older_than, now=now, actor=actor)
-        finally:
-            hand_over(self.state_dir)
 
 
 def english(key: str, web: WebConfig) -> str:

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     logs.setup(cfg.gateway.log_level.value, cfg.gateway.log_format.value)
     try:
-        asyncio.run(serve(cfg, path))
+        asyncio.run(serve(cfg, path, become_owner=True))
     except GatewayError as exc:  # the TLS files, a store that is damaged or from a newer edgegw …
         # one line naming the file and the fix: a technician must act, restarting cannot help
         print(f"edgegw web: {exc}", file=sys.stderr)
@@ -133,12 +133,19 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | None = None) -> None:
-    """Runs the UI until SIGTERM/SIGINT (or `stop` is set)."""
-    from gateway.accounts.cli import HandingOverAuditLog, hand_over
+async def serve(
+    cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | None = None, become_owner: bool = False
+) -> None:
+    """Runs the UI until SIGTERM/SIGINT (or `stop` is set).
+
+    Started by root with `become_owner` (the command's own process, never a test's), it serves as the owner of the
+    web state directory once its ports are bound (gateway.privileges)."""
+    from gateway.accounts.cli import hand_over
     from gateway.accounts.store import AccountStore
+    from gateway.audit.log import AuditLog
     from gateway.buffer.location import BUFFER_FILE
     from gateway.buffer.reader import BufferReader
+    from gateway.privileges import drop_root
     from gateway.systemd import Notifier
     from gateway.web.app import build_app
     from gateway.web.certs import material, server_context
@@ -152,10 +159,11 @@ async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | 
     try:
         tls = await asyncio.to_thread(material, web_cfg, state_dir)
         accounts = await asyncio.to_thread(AccountStore, state_dir, web_cfg)
-        audit = await asyncio.to_thread(HandingOverAuditLog, state_dir)
+        audit = await asyncio.to_thread(AuditLog, state_dir)
         key = await asyncio.to_thread(form_key, state_dir)
     finally:
-        # run by root (sudo), what it made goes back to the gateway's user: its unit could not start otherwise
+        # run by root (sudo), what it made goes back to the gateway's user: its unit could not start otherwise, and
+        # this process goes on as that user once bound
         await asyncio.to_thread(hand_over, state_dir)
     context = server_context(tls)
     # Pairs separated by spaces, as Chrome's certificate viewer shows them: the colon spelling has the shape of
@@ -183,10 +191,15 @@ async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | 
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
             loop.add_signal_handler(sig, stop.set)
     notifier = Notifier.from_environment()
-    retention = asyncio.create_task(_retention(audit, web_cfg.audit_retention_days, stop))
+    retention: asyncio.Task[None] | None = None
     try:
         for address in web_cfg.listen:
             await web.TCPSite(runner, address or None, web_cfg.port, ssl_context=context).start()
+        if become_owner:
+            # on the loop itself, at once (blocking it a moment): no request is handled as root after the last port
+            # is bound, and no thread of this process is using a file while the switch (the whole process's) is made
+            drop_root(state_dir, who="web", unit="edgegw-web")
+        retention = asyncio.create_task(_retention(audit, web_cfg.audit_retention_days, stop))
         addresses = urls(web_cfg.listen, web_cfg.port)
         for url in addresses:
             print(f"edgegw web: listening on {url}", flush=True)
@@ -206,11 +219,11 @@ async def serve(cfg: GatewayConfig, config_path: Path, *, stop: asyncio.Event | 
     finally:
         notifier.stopping()
         log.info("web: stopping")
-        await cancel_and_wait(retention)
+        if retention is not None:
+            await cancel_and_wait(retention)
         await runner.cleanup()
         await services.control.close()
         await services.buffer.close()
-        await asyncio.to_thread(hand_over, state_dir)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
@@ -114,3 +115,31 @@ def ways_into(store: SecretStore) -> dict[str, Callable[[], object]]:
         "set": lambda: store.set("b", "2"),
         "get_or_create": lambda: store.get_or_create("c", lambda: "3"),
     }
+
+
+@pytest.fixture(scope="session")
+def python_both_may_run() -> Iterator[str]:
+    """A Python for a server root starts and the gateway's user goes on running (gateway.privileges): every file it
+    imports later must be one that user may read, as on the box (/usr/bin/python3, /opt/edgegw/.venv).
+
+    This test's own interpreter may live where only root may look (pyenv under /root): then a venv of the system's
+    Python of the same version, seeing this one's packages, takes its place.
+    """
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    readable = _run(GATEWAY_USER, ["-c", f"open({str(stdlib / 'codecs.py')!r}).close()"], None, 30)
+    if readable.returncode == 0:
+        yield sys.executable
+        return
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = shutil.which(version, path="/usr/bin:/usr/local/bin")
+    if system is None:
+        pytest.skip(f"this Python's files are root's only ({stdlib}), and there is no system {version}")
+    # outside pytest's own temporary tree, which only root may enter
+    with tempfile.TemporaryDirectory(prefix="edgegw-python-") as name:
+        venv = Path(name) / "venv"
+        Path(name).chmod(0o755)
+        subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+        (venv / "lib" / version / "site-packages" / "edgegw-tests.pth").write_text(
+            f"{sysconfig.get_paths()['purelib']}\n{sysconfig.get_paths()['platlib']}\n"
+        )
+        yield str(venv / "bin" / "python")

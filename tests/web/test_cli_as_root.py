@@ -1,22 +1,36 @@
-"""`sudo edgegw web` leaves what it makes in the web state directory to the gateway's user.
+"""`sudo edgegw web` leaves what it makes in the web state directory to the gateway's user, and serves as that user.
 
 Before, web/, its stores, the TLS key and certificate, the audit key and audit.head stayed root's, and the web UI
-run by its unit (User=edgegw) then stopped at "cannot start, got Permission denied: …/web/tls-cert.pem". The
-gateway's user is played by uid 65534 (setpriv), root by this test.
+run by its unit (User=edgegw) then stopped at "cannot start, got Permission denied: …/web/tls-cert.pem". It also
+went on serving the network as root. The gateway's user is played by uid 65534 (setpriv), root by this test.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.gateway.secret_files import GATEWAY_USER, ROOT, data_dir, edgegw, needs_root, write_config
+from tests.gateway.secret_files import (
+    GATEWAY_USER,
+    ROOT,
+    data_dir,
+    edgegw,
+    needs_root,
+    python_both_may_run,
+    write_config,
+)
 from tests.web.test_cli import free_port
 
-__all__ = ["data_dir"]  # the fixture
+__all__ = ["data_dir", "python_both_may_run"]  # the fixtures
 pytestmark = needs_root
 
 
@@ -61,3 +75,102 @@ def test_web_by_root_leaves_its_files_to_the_gateways_user_who_can_then_serve(da
     assert "listening on" in out
     verified = edgegw("audit", "verify", "-c", str(config), uid=GATEWAY_USER)
     assert (verified.returncode, verified.stderr) == (0, ""), verified.stdout
+
+
+def credentials(pid: int) -> dict[str, list[int]]:
+    """The Uid (real, effective, saved, file system), Gid and Groups lines of `pid`'s /proc status."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: [int(v) for v in rest.split()] for k, _, rest in (ln.partition(":") for ln in lines) if k in WHO}
+
+
+WHO = ("Uid", "Gid", "Groups")
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    url: str
+    journal: str = ""  # what it logged, once stopped
+
+
+@contextmanager
+def serving(python: str, config: Path) -> Iterator[Served]:
+    """`edgegw web` started by root, once it says where it listens; SIGTERM after, its journal then kept."""
+    with subprocess.Popen(
+        [python, "-m", "gateway", "web", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ) as web:
+        try:
+            assert web.stdout is not None
+            line = web.stdout.readline()
+            assert line.startswith("edgegw web: listening on "), line + web.communicate(timeout=15)[1]
+            served = Served(web, line.removeprefix("edgegw web: listening on ").strip())
+            yield served
+            web.send_signal(signal.SIGTERM)
+            served.journal = web.communicate(timeout=15)[1]
+        finally:
+            if web.poll() is None:
+                web.kill()
+
+
+def login_page(url: str) -> int:
+    unverified = ssl.create_default_context()
+    unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE  # its own self-signed certificate
+    with urllib.request.urlopen(f"{url}login", context=unverified, timeout=10) as page:
+        return int(page.status)
+
+
+def test_web_by_root_serves_as_the_gateways_user_once_bound(data_dir: Path, python_both_may_run: str) -> None:
+    config = write_config(data_dir.parent / "gw.toml", data_dir)
+    with config.open("a") as f:
+        f.write(f'\n[web]\nlisten = ["127.0.0.1"]\nport = {free_port()}\n')
+    with serving(python_both_may_run, config) as web:
+        pid = web.process.pid
+        assert credentials(pid) == {"Uid": [GATEWAY_USER] * 4, "Gid": [GATEWAY_USER] * 4, "Groups": [GATEWAY_USER]}
+        assert login_page(web.url) == 200  # its pages, templates and stores, as that user
+    assert web.process.returncode == 0, web.journal
+    assert "web: started as root, runs as nobody (uid 65534) from now on" in web.journal
+    assert not_the_gateways(data_dir) == []  # the setup link's audit entry, written after the switch
+
+
+def test_web_by_root_stays_root_and_says_why_when_its_state_is_roots(python_both_may_run: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="edgegw-root-web-") as name:
+        data = Path(name) / "data"
+        data.mkdir(mode=0o700)
+        config = write_config(Path(name) / "gw.toml", data)
+        with config.open("a") as f:
+            f.write(f'\n[web]\nlisten = ["127.0.0.1"]\nport = {free_port()}\n')
+        with serving(python_both_may_run, config) as web:
+            assert credentials(web.process.pid)["Uid"] == [0] * 4
+            assert login_page(web.url) == 200
+    assert web.process.returncode == 0, web.journal
+    assert f"web: runs as root: {data / 'web'} is root's, so there is no gateway's user to become" in web.journal
+    assert "systemctl start edgegw-web" in web.journal
+
+
+def test_web_by_root_that_cannot_become_the_gateways_user_stops_naming_it(
+    data_dir: Path, python_both_may_run: str
+) -> None:
+    config = write_config(data_dir.parent / "gw.toml", data_dir)
+    with config.open("a") as f:
+        f.write(f'\n[web]\nlisten = ["127.0.0.1"]\nport = {free_port()}\n')
+    # root without the capabilities to change user (a container's, a unit's CapabilityBoundingSet)
+    done = subprocess.run(
+        ["setpriv", "--bounding-set=-setuid,-setgid", python_both_may_run, "-m", "gateway", "web", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "listening on" not in done.stdout  # never served as root
+    assert (
+        f"could not become nobody, the owner of {data_dir / 'web'} (Operation not permitted); "
+        "start it as that user (systemctl start edgegw-web)"
+    ) in done.stderr

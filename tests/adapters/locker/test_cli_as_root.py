@@ -1,4 +1,5 @@
-"""`sudo edgegw locker open|kiosk` leave every file they make in the web state directory to the gateway's user.
+"""`sudo edgegw locker open|kiosk` leave every file they make in the web state directory to the gateway's user, and
+the kiosk serves as that user once its port is bound.
 
 Before, both left web/, audit.db, audit.head and the audit key root's: the web UI (User=edgegw) could then not
 start, `edgegw user list` as the gateway's user said Permission denied, and `audit verify` took the unreadable
@@ -10,12 +11,22 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
+import urllib.request
 from pathlib import Path
 
-from tests.gateway.secret_files import GATEWAY_USER, ROOT, data_dir, edgegw, needs_root, write_config
+from tests.gateway.secret_files import (
+    GATEWAY_USER,
+    ROOT,
+    data_dir,
+    edgegw,
+    needs_root,
+    python_both_may_run,
+    write_config,
+)
+from tests.web.test_cli import free_port
+from tests.web.test_cli_as_root import credentials
 
-__all__ = ["data_dir"]  # the fixture
+__all__ = ["data_dir", "python_both_may_run"]  # the fixtures
 pytestmark = needs_root
 
 
@@ -41,10 +52,13 @@ def test_locker_open_by_root_leaves_the_audit_log_to_the_gateways_user(data_dir:
     assert (listed.returncode, listed.stderr) == (0, "")
 
 
-def test_locker_kiosk_by_root_leaves_the_web_state_to_the_gateways_user(data_dir: Path) -> None:
+def test_locker_kiosk_by_root_leaves_the_web_state_to_the_gateways_user_and_serves_as_it(
+    data_dir: Path, python_both_may_run: str
+) -> None:
     config = write_config(data_dir.parent / "gw.toml", data_dir)
+    port = free_port()
     with subprocess.Popen(
-        [sys.executable, "-m", "gateway", "locker", "kiosk", "--port", "0", "-c", str(config)],
+        [python_both_may_run, "-m", "gateway", "locker", "kiosk", "--port", str(port), "-c", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -53,13 +67,21 @@ def test_locker_kiosk_by_root_leaves_the_web_state_to_the_gateways_user(data_dir
     ) as kiosk:
         try:
             assert kiosk.stdout is not None
-            assert kiosk.stdout.readline().startswith("edgegw locker kiosk: listening on http://127.0.0.1:")
+            assert kiosk.stdout.readline() == f"edgegw locker kiosk: listening on http://127.0.0.1:{port}/\n"
             # while it serves, not only once it stops: the web UI may start meanwhile
             assert (data_dir / "web" / "audit.db").exists()
             assert not_the_gateways(data_dir) == []
+            assert credentials(kiosk.pid) == {
+                "Uid": [GATEWAY_USER] * 4,
+                "Gid": [GATEWAY_USER] * 4,
+                "Groups": [GATEWAY_USER],
+            }
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:  # as that user
+                assert page.status == 200
             kiosk.send_signal(signal.SIGTERM)
             _, journal = kiosk.communicate(timeout=15)
             assert kiosk.returncode == 0, journal
+            assert "locker kiosk: started as root, runs as nobody (uid 65534) from now on" in journal
         finally:
             if kiosk.poll() is None:
                 kiosk.kill()
