@@ -6,6 +6,10 @@
 # binutils, dpkg-deb, fakeroot. DEB_MAINTAINER="Name <address>" sets the Maintainer field (the
 # integrator who answers for the boxes); lintian checks the result (tests/packaging/test_lintian.py).
 set -euo pipefail
+# The package is built from the wheel alone: a PYTHONPATH naming the checkout (a developer's shell, a test run)
+# had pip take edgegw for installed already (the checkout's egg-info) and ship a venv without it, and the man
+# page then imported the checkout instead of the package.
+unset PYTHONPATH PYTHONHOME PYTHONUSERBASE
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)   # the checkout: this script lives in config/debian/
 out=${1:-$src/dist}
@@ -32,6 +36,7 @@ echo "installing it with its dependencies into $venv"
 "$python" -m venv --without-pip "$root$venv"
 "$python" -m pip --python "$root$venv/bin/python" install --quiet --no-compile --no-warn-script-location \
   "$work"/wheels/edgegw-*.whl >"$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
+[ -x "$root$venv/bin/edgegw" ] || { cat "$work/install.log"; echo "build-deb: edgegw is not in the venv" >&2; exit 1; }
 grep -rlI --null "^#!$root$venv/bin/python" "$root$venv/bin" | xargs -0 -r sed -i "1s|^#!$root$venv|#!$venv|"
 # an appliance's environment is run, never activated; the cfg's "command" line names the build directory
 rm -f "$root$venv"/bin/activate* "$root$venv"/bin/Activate.ps1

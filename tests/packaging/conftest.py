@@ -33,8 +33,14 @@ def deb(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
         if built.exists():
             return Path(built.read_text())
         out = tmp_path_factory.mktemp("deb")
+        # PYTHONPATH naming the checkout, as a developer's shell may have it: the package must not depend on it
         done = subprocess.run(
-            [REPO / "config" / "debian" / "build-deb.sh", out], capture_output=True, text=True, check=False, timeout=900
+            [REPO / "config" / "debian" / "build-deb.sh", out],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         assert done.returncode == 0, f"build-deb.sh failed:\n{done.stdout}\n{done.stderr}"
         path = Path(done.stdout.strip().splitlines()[-1])
