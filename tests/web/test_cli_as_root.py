@@ -40,24 +40,10 @@ def not_the_gateways(top: Path) -> list[str]:
 
 def serve_once(config: Path, uid: int | None = None) -> tuple[int, str, str]:
     """`edgegw web` until it says its setup link (or stops), then SIGTERM: its exit code, the lines, the journal."""
-    switch = [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-    with subprocess.Popen(
-        [*switch, sys.executable, "-m", "gateway", "web", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    ) as web:
-        try:
-            assert web.stdout is not None
-            lines = [web.stdout.readline(), web.stdout.readline()]
-            web.send_signal(signal.SIGTERM)
-            out, journal = web.communicate(timeout=15)
-        finally:
-            if web.poll() is None:
-                web.kill()
-    return web.returncode, "".join(lines) + out, journal
+    with serving(sys.executable, config, uid=uid) as web:
+        assert web.process.stdout is not None
+        second = web.process.stdout.readline()
+    return web.process.returncode, web.first + second + web.out, web.journal
 
 
 def test_web_by_root_leaves_its_files_to_the_gateways_user_who_can_then_serve(data_dir: Path) -> None:
@@ -89,15 +75,22 @@ WHO = ("Uid", "Gid", "Groups")
 @dataclass
 class Served:
     process: subprocess.Popen[str]
-    url: str
-    journal: str = ""  # what it logged, once stopped
+    first: str  # its first line: where it listens
+    out: str = ""  # the rest of its lines and its journal, once stopped
+    journal: str = ""
+
+    @property
+    def url(self) -> str:
+        return self.first.removeprefix("edgegw web: listening on ").strip()
 
 
 @contextmanager
-def serving(python: str, config: Path) -> Iterator[Served]:
-    """`edgegw web` started by root, once it says where it listens; SIGTERM after, its journal then kept."""
+def serving(python: str, config: Path, *, uid: int | None = None) -> Iterator[Served]:
+    """`edgegw web` started by root (or by `uid` from the start), once it says where it listens; SIGTERM after,
+    its output then kept."""
+    switch = [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
     with subprocess.Popen(
-        [python, "-m", "gateway", "web", "-c", str(config)],
+        [*switch, python, "-m", "gateway", "web", "-c", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -106,12 +99,12 @@ def serving(python: str, config: Path) -> Iterator[Served]:
     ) as web:
         try:
             assert web.stdout is not None
-            line = web.stdout.readline()
-            assert line.startswith("edgegw web: listening on "), line + web.communicate(timeout=15)[1]
-            served = Served(web, line.removeprefix("edgegw web: listening on ").strip())
+            first = web.stdout.readline()
+            assert first.startswith("edgegw web: listening on "), first + web.communicate(timeout=15)[1]
+            served = Served(web, first)
             yield served
             web.send_signal(signal.SIGTERM)
-            served.journal = web.communicate(timeout=15)[1]
+            served.out, served.journal = web.communicate(timeout=15)
         finally:
             if web.poll() is None:
                 web.kill()
