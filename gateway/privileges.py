@@ -3,9 +3,9 @@
 Both answer anyone on the site's network and run for days. Their units run them as the gateway's user
 (User=edgegw); started by hand as root they used to stay root, so a fault in a request handler, in aiohttp or
 in the TLS stack would be root's, and every file they used by path in a directory the gateway's user owns was one
-planted link away from root writing wherever it leads. Now root binds the port and reads the TLS key, what it made
-is handed over (gateway.hand_over), and the process becomes the owner of the web state directory for good, with
-that user's groups, as the unit would have started it.
+planted link away from root writing wherever it leads. Now root reads the TLS key, hands what it made over
+(gateway.hand_over, which also says whom it gave it to) and binds the ports, and the process becomes that user for
+good, with that user's groups, as the unit would have started it, before it serves a single request.
 """
 
 from __future__ import annotations
@@ -13,52 +13,90 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import sys
+import sysconfig
 from pathlib import Path
 
-__all__ = ["drop_root"]
+from gateway.errors import GatewayError
+
+__all__ = ["PrivilegeError", "drop_root"]
 
 log = logging.getLogger(__name__)
 
 
-def drop_root(state_dir: Path, *, who: str, unit: str) -> str | None:
-    """Run as root, become for good the owner of `state_dir` with that user's groups, and return the user's name;
-    None as any other user, or when `state_dir` is root's (no one else to become: one WARNING says so).
+class PrivilegeError(GatewayError):
+    """Started as root, the server could not become the gateway's user, or cannot run as it: it must not serve."""
+
+    code = "privilege_drop_failed"
+
+
+def drop_root(owner: tuple[int, int] | None, state_dir: Path, *, who: str, unit: str) -> str | None:
+    """Run as root, become for good the user `owner` (uid, gid: what `hand_over(state_dir)` returned) with that
+    user's groups, and return how the log names it; None as any other user, or when `owner` is None (no gateway's
+    user to become: one WARNING says why and what to do, and the server stays root, as before).
 
     `who` names the server in the log lines, `unit` the systemd unit that runs it as the gateway's user. Raises
-    OSError naming the user and the fix when the switch fails: the server must not go on as root meanwhile.
+    PrivilegeError naming the user and the fix when the switch fails, or when that user cannot read the Python the
+    server runs on (its later imports would fail on every page).
     """
     if os.geteuid() != 0:
         return None
-    st = os.stat(state_dir)  # by its name, as the server's stores reach it: their owner is the one to become
-    if st.st_uid == 0:
+    if owner is None:
         log.warning(
-            "%s: runs as root: %s is root's, so there is no gateway's user to become; give it to the user the "
-            "gateway runs as (chown), or start the unit, which runs as that user (systemctl start %s)",
+            "%s: runs as root, as started: no gateway's user to become, as %s is root's, a link, or not owned by the "
+            "owner of %s; start the unit, which runs as the gateway's user (systemctl start %s), or give %s and what "
+            "it holds to that user (chown -R)",
             who,
             state_dir,
+            state_dir.parent,
             unit,
+            state_dir,
         )
         return None
+    uid, dir_gid = owner
+    needed = _python_dirs()  # seen as root: as that user, a directory it may not enter does not even exist
     try:
-        entry = pwd.getpwuid(st.st_uid)
-    except KeyError:  # a uid without a name: its own group, no supplementary ones
-        name, gid, groups = f"uid {st.st_uid}", st.st_gid, None
+        entry = pwd.getpwuid(uid)
+    except KeyError:  # a uid without a name: the directory's group, no supplementary ones
+        name, gid, user = f"uid {uid}", dir_gid, None
     else:
-        name, gid, groups = entry.pw_name, entry.pw_gid, entry.pw_name
+        name, gid, user = f"{entry.pw_name} (uid {uid})", entry.pw_gid, entry.pw_name
     try:
-        if groups is None:
+        if user is None:
             os.setgroups([])
         else:
-            os.initgroups(groups, gid)
+            os.initgroups(user, gid)
         os.setgid(gid)
-        os.setuid(st.st_uid)  # real, effective and saved: there is no way back to root
+        os.setuid(uid)  # real, effective and saved: there is no way back to root
     except OSError as exc:
-        raise OSError(
-            exc.errno,
-            f"started as root, could not become {name}, the owner of {state_dir} ({exc.strerror}); "
-            f"start it as that user (systemctl start {unit})",
+        raise PrivilegeError(
+            f"started as root, could not become {name}, the owner of {state_dir} "
+            f"({exc.strerror or exc}); start it as that user (systemctl start {unit})"
         ) from exc
-    if os.getresuid() != (st.st_uid,) * 3 or os.getresgid() != (gid,) * 3:
-        raise OSError(f"started as root, still root after becoming {name}; start it as that user ({unit})")
-    log.info("%s: started as root, runs as %s (uid %d) from now on, as its unit does", who, name, st.st_uid)
+    if os.getresuid() != (uid,) * 3 or os.getresgid() != (gid,) * 3:
+        raise PrivilegeError(
+            f"started as root, still root after becoming {name}; start it as that user (systemctl start {unit})"
+        )
+    _check_readable(needed, name, unit)
+    log.info("%s: started as root, runs as %s from now on, as its unit does", who, name)
     return name
+
+
+def _python_dirs() -> list[str]:
+    """The directories this process imports from: the standard library, the packages and edgegw itself."""
+    paths = sysconfig.get_paths()
+    package = str(Path(__file__).resolve().parent)
+    wanted = (paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"], package)
+    return [where for where in dict.fromkeys(wanted) if os.path.isdir(where)]
+
+
+def _check_readable(needed: list[str], name: str, unit: str) -> None:
+    """What this process imports later (templates' codecs, page modules) must be readable by the user it now is: a
+    Python installed where only root may look (pyenv under /root) would serve every page as a 500."""
+    for where in needed:
+        if not os.access(where, os.R_OK | os.X_OK):
+            raise PrivilegeError(
+                f"started as root and now {name}, which may not read {where} (the Python it runs on, "
+                f"{sys.executable}); install edgegw where the gateway's user can read it (/opt/edgegw), or start it "
+                f"as that user (systemctl start {unit})"
+            )

@@ -78,6 +78,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     sock = config.gateway.control_path()
     if args.locker_command == "kiosk":
         from gateway import logs
+        from gateway.privileges import PrivilegeError
 
         problem = kiosk_adapter(config, args)
         if problem:
@@ -87,6 +88,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)  # the journal, like `edgegw web`
         try:
             return asyncio.run(serve_kiosk(config, args))
+        except PrivilegeError as exc:  # started as root, it cannot serve as the gateway's user
+            err.write(f"locker kiosk: {exc}\n")
+            return EXIT_NOTHING
         except OSError as exc:  # the port in use, the web state directory not writable …
             err.write(f"locker kiosk: cannot start on {args.listen}:{args.port}, got {exc}\n")
             return EXIT_NOTHING
@@ -234,6 +238,7 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
     from gateway.systemd import Notifier
     from gateway.web.certs import material, server_context
     from gateway.web.kiosk import build_kiosk_app
+    from gateway.web.listen import bind
 
     state_dir = config.web.state_path(Path(config.gateway.data_dir))
     try:
@@ -246,7 +251,7 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
     finally:
         # run by root (sudo), what it made (the web state directory, the log, its key, a certificate) goes back
         # to the gateway's user, who runs the web UI and the kiosk's unit; this process becomes it once bound
-        await asyncio.to_thread(hand_over, state_dir)
+        owner = await asyncio.to_thread(hand_over, state_dir)
     control = ControlClient(config.gateway.control_path())
     app = build_kiosk_app(
         control,
@@ -263,17 +268,22 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier.from_environment()
+    sockets = await asyncio.to_thread(bind, [args.listen], args.port)
     try:
-        await web.TCPSite(runner, args.listen, args.port, ssl_context=context).start()
-        # on the loop itself, at once (blocking it a moment): no request is handled as root, and no thread of this
-        # process is using a file while the switch (the whole process's) is made
-        drop_root(state_dir, who="locker kiosk", unit="edgegw-kiosk")
+        # the port bound and not served yet; no thread of this process is using a file while the switch (the whole
+        # process's) is made
+        await asyncio.to_thread(drop_root, owner, state_dir, who="locker kiosk", unit="edgegw-kiosk")
+        while sockets:
+            await web.SockSite(runner, sockets[0], ssl_context=context).start()
+            sockets.pop(0)  # the site's now: closed by runner.cleanup()
         scheme = "http" if context is None else "https"
         print(f"edgegw locker kiosk: listening on {scheme}://{args.listen}:{args.port}/", flush=True)
         notifier.ready("serving")
         await stop.wait()
     finally:
         notifier.stopping()
+        for sock in sockets:  # bound, never served (the switch failed)
+            sock.close()
         await runner.cleanup()
         await control.close()
     return EXIT_OK

@@ -138,8 +138,8 @@ async def serve(
 ) -> None:
     """Runs the UI until SIGTERM/SIGINT (or `stop` is set).
 
-    Started by root with `become_owner` (the command's own process, never a test's), it serves as the owner of the
-    web state directory once its ports are bound (gateway.privileges)."""
+    Started by root with `become_owner` (the command's own process, never a test's), it binds its ports and then
+    serves as the gateway's user, the one its state directory was handed to (gateway.privileges)."""
     from gateway.accounts.cli import hand_over
     from gateway.accounts.store import AccountStore
     from gateway.audit.log import AuditLog
@@ -151,6 +151,7 @@ async def serve(
     from gateway.web.certs import material, server_context
     from gateway.web.control_pool import ControlPool
     from gateway.web.formkey import form_key
+    from gateway.web.listen import bind
     from gateway.web.services import WebServices
 
     web_cfg = cfg.web
@@ -164,7 +165,7 @@ async def serve(
     finally:
         # run by root (sudo), what it made goes back to the gateway's user: its unit could not start otherwise, and
         # this process goes on as that user once bound
-        await asyncio.to_thread(hand_over, state_dir)
+        owner = await asyncio.to_thread(hand_over, state_dir)
     context = server_context(tls)
     # Pairs separated by spaces, as Chrome's certificate viewer shows them: the colon spelling has the shape of
     # MAC addresses, which the journal's redactor masks as personal data.
@@ -192,13 +193,15 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     notifier = Notifier.from_environment()
     retention: asyncio.Task[None] | None = None
+    sockets = await asyncio.to_thread(bind, web_cfg.listen, web_cfg.port)
     try:
-        for address in web_cfg.listen:
-            await web.TCPSite(runner, address or None, web_cfg.port, ssl_context=context).start()
         if become_owner:
-            # on the loop itself, at once (blocking it a moment): no request is handled as root after the last port
-            # is bound, and no thread of this process is using a file while the switch (the whole process's) is made
-            drop_root(state_dir, who="web", unit="edgegw-web")
+            # every port bound and none served yet; no thread of this process is using a file while the switch (the
+            # whole process's) is made
+            await asyncio.to_thread(drop_root, owner, state_dir, who="web", unit="edgegw-web")
+        while sockets:
+            await web.SockSite(runner, sockets[0], ssl_context=context).start()
+            sockets.pop(0)  # the site's now: closed by runner.cleanup()
         retention = asyncio.create_task(_retention(audit, web_cfg.audit_retention_days, stop))
         addresses = urls(web_cfg.listen, web_cfg.port)
         for url in addresses:
@@ -221,6 +224,8 @@ async def serve(
         log.info("web: stopping")
         if retention is not None:
             await cancel_and_wait(retention)
+        for sock in sockets:  # bound, never served (the switch failed)
+            sock.close()
         await runner.cleanup()
         await services.control.close()
         await services.buffer.close()

@@ -8,6 +8,7 @@ went on serving the network as root. The gateway's user is played by uid 65534 (
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from tests.gateway.secret_files import (
     GATEWAY_USER,
@@ -38,25 +40,25 @@ def not_the_gateways(top: Path) -> list[str]:
     return [str(p) for p in (top, *top.rglob("*")) if (p.lstat().st_uid, p.lstat().st_gid) != (GATEWAY_USER,) * 2]
 
 
-def serve_once(config: Path, uid: int | None = None) -> tuple[int, str, str]:
+def serve_once(python: str, config: Path, uid: int | None = None) -> tuple[int, str, str]:
     """`edgegw web` until it says its setup link (or stops), then SIGTERM: its exit code, the lines, the journal."""
-    with serving(sys.executable, config, uid=uid) as web:
+    with serving(python, config, uid=uid) as web:
         assert web.process.stdout is not None
         second = web.process.stdout.readline()
     return web.process.returncode, web.first + second + web.out, web.journal
 
 
-def test_web_by_root_leaves_its_files_to_the_gateways_user_who_can_then_serve(data_dir: Path) -> None:
-    config = write_config(data_dir.parent / "gw.toml", data_dir)
-    with config.open("a") as f:
-        f.write(f'\n[web]\nlisten = ["127.0.0.1"]\nport = {free_port()}\n')
-    code, out, journal = serve_once(config)
+def test_web_by_root_leaves_its_files_to_the_gateways_user_who_can_then_serve(
+    data_dir: Path, python_both_may_run: str
+) -> None:
+    config = ui_config(data_dir.parent / "gw.toml", data_dir)
+    code, out, journal = serve_once(python_both_may_run, config)
     assert code == 0, journal
     assert "no admin yet" in out  # the setup link is audited: audit.head written, and replaced
     assert (data_dir / "web" / "audit.head").exists()
     assert not_the_gateways(data_dir) == []
     # the web UI's unit, as the gateway's user, starts on them, and the log verifies
-    code, out, journal = serve_once(config, uid=GATEWAY_USER)
+    code, out, journal = serve_once(sys.executable, config, uid=GATEWAY_USER)
     assert code == 0, journal
     assert "listening on" in out
     verified = edgegw("audit", "verify", "-c", str(config), uid=GATEWAY_USER)
@@ -117,10 +119,29 @@ def login_page(url: str) -> int:
         return int(page.status)
 
 
-def test_web_by_root_serves_as_the_gateways_user_once_bound(data_dir: Path, python_both_may_run: str) -> None:
-    config = write_config(data_dir.parent / "gw.toml", data_dir)
+def ui_config(config: Path, data: Path, web: str = "") -> Path:
+    """A gateway config at `config` over `data`, its web UI on a free loopback port; `web`: more [web] lines."""
+    write_config(config, data)
     with config.open("a") as f:
-        f.write(f'\n[web]\nlisten = ["127.0.0.1"]\nport = {free_port()}\n')
+        f.write(f'\n[web]\nlisten = ["127.0.0.1"]\nport = {free_port()}\n{web}')
+    return config
+
+
+def web_stops(python: str, config: Path, *, before: tuple[str, ...] = (), path: Path = ROOT) -> CompletedProcess[str]:
+    """`edgegw web` started by root (through `before`, a setpriv), expected to stop on its own."""
+    return subprocess.run(
+        [*before, python, "-m", "gateway", "web", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=path,  # `-m` imports from the working directory first
+        env={**os.environ, "PYTHONPATH": str(path)},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_web_by_root_serves_as_the_gateways_user_once_bound(data_dir: Path, python_both_may_run: str) -> None:
+    config = ui_config(data_dir.parent / "gw.toml", data_dir)
     with serving(python_both_may_run, config) as web:
         pid = web.process.pid
         assert credentials(pid) == {"Uid": [GATEWAY_USER] * 4, "Gid": [GATEWAY_USER] * 4, "Groups": [GATEWAY_USER]}
@@ -130,40 +151,79 @@ def test_web_by_root_serves_as_the_gateways_user_once_bound(data_dir: Path, pyth
     assert not_the_gateways(data_dir) == []  # the setup link's audit entry, written after the switch
 
 
+def test_web_state_in_a_directory_only_root_may_change_serves_as_its_owner(python_both_may_run: str) -> None:
+    """[web] state_dir in a root-owned directory (an admin's layout): the gateway's user is the state directory's
+    owner. Before, root's files stayed root's there and the UI, once the user, died on its own accounts.db."""
+    with tempfile.TemporaryDirectory(prefix="edgegw-root-web-") as name:
+        top = Path(name)
+        top.chmod(0o755)
+        state = top / "srv" / "web"
+        state.mkdir(parents=True, mode=0o700)
+        os.chown(state, GATEWAY_USER, GATEWAY_USER)
+        config = ui_config(top / "gw.toml", top / "data", f'state_dir = "{state}"\n')
+        with serving(python_both_may_run, config) as web:
+            assert credentials(web.process.pid)["Uid"] == [GATEWAY_USER] * 4
+            assert login_page(web.url) == 200
+        assert web.process.returncode == 0, web.journal
+        assert "runs as nobody (uid 65534) from now on" in web.journal
+        assert not_the_gateways(state) == []
+
+
 def test_web_by_root_stays_root_and_says_why_when_its_state_is_roots(python_both_may_run: str) -> None:
     with tempfile.TemporaryDirectory(prefix="edgegw-root-web-") as name:
         data = Path(name) / "data"
         data.mkdir(mode=0o700)
-        config = write_config(Path(name) / "gw.toml", data)
-        with config.open("a") as f:
-            f.write(f'\n[web]\nlisten = ["127.0.0.1"]\nport = {free_port()}\n')
+        config = ui_config(Path(name) / "gw.toml", data)
         with serving(python_both_may_run, config) as web:
             assert credentials(web.process.pid)["Uid"] == [0] * 4
             assert login_page(web.url) == 200
     assert web.process.returncode == 0, web.journal
-    assert f"web: runs as root: {data / 'web'} is root's, so there is no gateway's user to become" in web.journal
+    assert f"web: runs as root, as started: no gateway's user to become, as {data / 'web'} is root's" in web.journal
     assert "systemctl start edgegw-web" in web.journal
+
+
+def test_web_by_root_never_becomes_another_user_the_state_directory_names(
+    data_dir: Path, python_both_may_run: str
+) -> None:
+    """The gateway's user is the data directory's owner, decided from descriptors: a state directory another
+    account owns (put there by the gateway's user: a rename of that account's directory, a race with a link) is
+    not a user to become. Before, the UI became whoever owned `web`, with that account's groups."""
+    other = 4242
+    (data_dir / "web").mkdir(mode=0o700)
+    os.chown(data_dir / "web", other, other)
+    config = ui_config(data_dir.parent / "gw.toml", data_dir)
+    with serving(python_both_may_run, config) as web:
+        assert credentials(web.process.pid)["Uid"] == [0] * 4
+    assert web.process.returncode == 0, web.journal
+    assert f"as {data_dir / 'web'} is root's, a link, or not owned by the owner of {data_dir}" in web.journal
 
 
 def test_web_by_root_that_cannot_become_the_gateways_user_stops_naming_it(
     data_dir: Path, python_both_may_run: str
 ) -> None:
-    config = write_config(data_dir.parent / "gw.toml", data_dir)
-    with config.open("a") as f:
-        f.write(f'\n[web]\nlisten = ["127.0.0.1"]\nport = {free_port()}\n')
+    config = ui_config(data_dir.parent / "gw.toml", data_dir)
     # root without the capabilities to change user (a container's, a unit's CapabilityBoundingSet)
-    done = subprocess.run(
-        ["setpriv", "--bounding-set=-setuid,-setgid", python_both_may_run, "-m", "gateway", "web", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1, done.stdout + done.stderr
+    done = web_stops(python_both_may_run, config, before=("setpriv", "--bounding-set=-setuid,-setgid"))
+    assert done.returncode == 2, done.stdout + done.stderr
     assert "listening on" not in done.stdout  # never served as root
+    assert done.stderr.endswith(
+        f"edgegw web: started as root, could not become nobody (uid 65534), the owner of {data_dir / 'web'} "
+        "(Operation not permitted); start it as that user (systemctl start edgegw-web)\n"
+    )
+
+
+def test_web_by_root_that_could_not_read_its_own_code_as_the_gateways_user_stops_naming_it(
+    data_dir: Path, python_both_may_run: str
+) -> None:
+    """The code in a directory only root may enter (a venv under /root): as the gateway's user every page would
+    fail at its first import; it stops instead, saying so."""
+    with tempfile.TemporaryDirectory(prefix="edgegw-roots-code-") as name:  # 0700, root's
+        for package in ("gateway", "adapters", "firmware_profiles"):
+            shutil.copytree(ROOT / package, Path(name) / package, ignore=shutil.ignore_patterns("__pycache__"))
+        config = ui_config(data_dir.parent / "gw.toml", data_dir)
+        done = web_stops(python_both_may_run, config, path=Path(name))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "listening on" not in done.stdout
     assert (
-        f"could not become nobody, the owner of {data_dir / 'web'} (Operation not permitted); "
-        "start it as that user (systemctl start edgegw-web)"
+        f"edgegw web: started as root and now nobody (uid 65534), which may not read {Path(name) / 'gateway'} "
     ) in done.stderr

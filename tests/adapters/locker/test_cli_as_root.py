@@ -88,3 +88,27 @@ def test_locker_kiosk_by_root_leaves_the_web_state_to_the_gateways_user_and_serv
     assert not_the_gateways(data_dir) == []
     verified = edgegw("audit", "verify", "-c", str(config), uid=GATEWAY_USER)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_locker_kiosk_by_root_that_cannot_become_the_gateways_user_stops_naming_it(
+    data_dir: Path, python_both_may_run: str
+) -> None:
+    config = write_config(data_dir.parent / "gw.toml", data_dir)
+    done = subprocess.run(
+        [
+            *("setpriv", "--bounding-set=-setuid,-setgid"),  # root without the capabilities to change user
+            *(python_both_may_run, "-m", "gateway", "locker", "kiosk", "--port", str(free_port()), "-c", str(config)),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout == ""  # never said it listens: nothing served as root
+    assert done.stderr.endswith(
+        f"locker kiosk: started as root, could not become nobody (uid 65534), the owner of {data_dir / 'web'} "
+        "(Operation not permitted); start it as that user (systemctl start edgegw-kiosk)\n"
+    )
