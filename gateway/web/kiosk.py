@@ -6,7 +6,9 @@ sessions, menus, other pages) is reachable from the kiosk's browser: it answers 
 double-submit token: an HMAC-signed, time-limited nonce set as a SameSite=Strict cookie and
 repeated in the form; both must match and verify. Every try is throttled per client address (a
 sliding minute) on top of the gateway's per-compartment lockout after N wrong codes. A try is
-written to the audit log (actor `kiosk`, the compartment, the outcome; never the code).
+written to the audit log (actor `kiosk`, the compartment, the outcome; never the code). What was typed as
+the compartment is audited and shown back only when it is one of the kiosk's compartments: a patron who
+swapped the two fields typed their code there (as the login page audits a name that is no account, `-`).
 
 A kiosk serves one locker adapter (one site): its compartments only, so that a patron's A-01 is
 never another site's A-01 (`edgegw locker kiosk --adapter NAME`, required when the gateway has
@@ -210,7 +212,8 @@ async def open_door(request: web.Request) -> web.StreamResponse:
     label = str(form.get("label", "")).strip().upper()[:_LABEL_MAX]
     code = str(form.get("code", "")).strip()[:_CODE_MAX]
     if not label or not code:
-        return _render(request, status=400, outcome="missing", label=label)
+        return _render(request, status=400, outcome="missing")
+    entity_id: str | None = None
     try:
         entity_id = (await _entities(request.app)).get(label)
         if entity_id is None:
@@ -227,16 +230,19 @@ async def open_door(request: web.Request) -> web.StreamResponse:
         outcome = "failed"
     except _Ambiguous:  # said in the log once; the patron is asked to try later, no compartment counts a try
         outcome = "failed"
+    # a label that is none of the kiosk's compartments (or not known to be one) may be a code typed in the
+    # wrong field: it is neither kept nor shown back
+    known = label if entity_id is not None else ""
     audit: AuditLog | None = st["audit"]
     if audit is not None:
         await asyncio.to_thread(
             audit.append,
             actor="kiosk",
             action="locker.pickup",
-            target=label,
+            target=known or "-",
             detail={"outcome": outcome},
             address=address,
             at=now,
         )
     status = 200 if outcome == "opened" else 404 if outcome == "unknown" else 400 if outcome != "failed" else 503
-    return _render(request, status=status, outcome=outcome, label=label)
+    return _render(request, status=status, outcome=outcome, label=known)

@@ -52,7 +52,8 @@ class HeldRelayConfig(AdapterConfig):
 
 
 class HeldRelay:
-    """Reports `relays` relays and holds every command until `release` is set (a device slow to act)."""
+    """Reports `relays` relays as locker compartments (so that /lockers sends them its commands) and holds every
+    command until `release` is set (a device slow to act)."""
 
     config_model: ClassVar[type[AdapterConfig]] = HeldRelayConfig
     handled: ClassVar[list[Command]] = []
@@ -67,15 +68,20 @@ class HeldRelay:
             await emit(
                 Reading(
                     entity_id=RELAY_ID.format(n=n),
-                    entity_type="Relay",
+                    entity_type="LockerCompartment",
                     observed_at=utc_now(),
-                    attributes={"state": Attribute(value=False)},
+                    attributes={
+                        "state": Attribute(value=False),
+                        "compartmentLabel": Attribute(value=f"A-{n:02d}", type="Text"),
+                    },
                     source=Source(adapter=self.name, device=f"r{n}"),
                 )
             )
         await asyncio.Event().wait()
 
     async def handle(self, command: Command) -> CommandResult:
+        if command.name == "grid":  # the /lockers page's own question, answered at once
+            return CommandResult(command_id=command.command_id, ok=True, info="[]")
         HeldRelay.handled.append(command)
         await HeldRelay.release.wait()
         return CommandResult(command_id=command.command_id, ok=True, info="switched")

@@ -4,6 +4,11 @@ Everything goes to the gateway through the control socket: the compartments are 
 latest values (entity type `LockerCompartment`), each locker adapter's grid comes from its `grid`
 command, and assign / unlock / cancel / reset are commands on a compartment's entity. The patron's
 e-mail address goes to the gateway and is never shown again, logged or written to the audit log.
+
+A form's entity id is resolved against those same latest values before anything is sent: the gateway does
+not audit commands from its control socket, so the web's audit entry is the only record of who opened which
+door, and it names the compartment's own label (its entity id in the detail), never the form's `label`. An
+entity id that is no compartment's is refused with a 400 and nothing is sent.
 """
 
 from __future__ import annotations
@@ -41,15 +46,40 @@ async def _call(request: web.Request, op: str, **args: Any) -> tuple[Any, str]:
         return None, t("gateway.error", code=exc.code)
 
 
-async def compartment_entities(request: web.Request) -> tuple[dict[str, str], str]:
-    """adapter name → one of its compartments' entity ids (where its `grid` command goes)."""
+async def _compartments(request: web.Request) -> tuple[list[tuple[str, str, str]], str]:
+    """(adapter, entity id, label) of every compartment in the gateway's latest values; label "" if it has none."""
     doc, error = await _call(request, "latest", filter="", limit=100_000)
-    firsts: dict[str, str] = {}
+    found: list[tuple[str, str, str]] = []
     if isinstance(doc, Mapping):
         for e in doc.get("entities") or []:
-            if isinstance(e, Mapping) and e.get("entity_type") == COMPARTMENT_TYPE:
-                firsts.setdefault(str(e.get("adapter")), str(e.get("entity_id")))
+            if not isinstance(e, Mapping) or e.get("entity_type") != COMPARTMENT_TYPE:
+                continue
+            labels = [
+                str(a.get("value"))
+                for a in e.get("attributes") or []
+                if isinstance(a, Mapping) and a.get("name") == "compartmentLabel"
+            ]
+            found.append((str(e.get("adapter")), str(e.get("entity_id")), labels[0] if labels else ""))
+    return found, error
+
+
+async def compartment_entities(request: web.Request) -> tuple[dict[str, str], str]:
+    """adapter name → one of its compartments' entity ids (where its `grid` command goes)."""
+    found, error = await _compartments(request)
+    firsts: dict[str, str] = {}
+    for adapter, entity_id, _ in found:
+        firsts.setdefault(adapter, entity_id)
     return firsts, error
+
+
+async def compartment_label(request: web.Request, entity_id: str) -> tuple[str | None, str]:
+    """The label of the compartment whose entity is `entity_id`, or None when no compartment has that entity id
+    (or it has no label); and the gateway's error, if it did not answer."""
+    found, error = await _compartments(request)
+    for _, eid, label in found:
+        if eid == entity_id and label:
+            return label, error
+    return None, error
 
 
 async def grids(request: web.Request) -> tuple[list[dict[str, Any]], str]:
@@ -71,6 +101,10 @@ async def grids(request: web.Request) -> tuple[list[dict[str, Any]], str]:
 @routes.get("/lockers")
 @requires(Role.LIBRARIAN)
 async def lockers(request: web.Request) -> web.StreamResponse:
+    return await _page(request)
+
+
+async def _page(request: web.Request, *, status: int = 200) -> web.Response:
     sites, error = await grids(request)
     try:
         failures = await services(request).control.call("mail.failures", purpose=MAIL_PURPOSE)
@@ -84,6 +118,7 @@ async def lockers(request: web.Request) -> web.StreamResponse:
             "error": error,
             "failures": failures if isinstance(failures, list) else [],
         },
+        status=status,
     )
 
 
@@ -135,6 +170,29 @@ def mail_outcome(info: str) -> str:
     return word if word in MAIL_OUTCOMES else "unknown"
 
 
+async def _target(request: web.Request, what: str) -> tuple[str, str] | web.Response:
+    """The form's entity id and its compartment's label; else the page, with a 400 and why for an entity id that
+    is no compartment's, a 503 when the gateway does not answer (a `label` the form may carry is never used: a
+    stale or edited form must not put another door's label on the record)."""
+    t = translator(request)
+    form = await request.post()
+    entity_id = str(form.get("entity_id", ""))[:300]
+    label, error = await compartment_label(request, entity_id)
+    if label is not None:
+        return entity_id, label[:40]
+    if error:  # the gateway did not answer: nothing can be sent either
+        flash(request, error, "error")
+        return await _page(request, status=503)
+    log.warning(
+        "web: %s by %s refused: entity id %r is no locker compartment in the gateway's latest values",
+        what,
+        _actor(request),
+        entity_id,
+    )
+    flash(request, t("lockers.refused.not_compartment", entity_id=entity_id), "error")
+    return await _page(request, status=400)
+
+
 async def _command(request: web.Request, entity_id: str, name: str, value: Any) -> tuple[bool, str]:
     result, _ = await _call(request, "command", entity_id=entity_id, name=name, value=value, actor=_actor(request))
     if not isinstance(result, Mapping):
@@ -147,15 +205,20 @@ async def _command(request: web.Request, entity_id: str, name: str, value: Any) 
 async def assign(request: web.Request) -> web.StreamResponse:
     t = translator(request)
     form = await request.post()
-    entity_id = str(form.get("entity_id", ""))[:300]
-    label = str(form.get("label", ""))[:40]
+    target = await _target(request, "assign")
+    if isinstance(target, web.Response):
+        return target
+    entity_id, label = target
     email = str(form.get("email", "")).strip()[:_FIELD_MAX]
     reference = str(form.get("reference", "")).strip()[:_FIELD_MAX]
     ok, info = await _command(request, entity_id, "assign", {"email": email, "reference": reference})
     if ok:
         detail = json.loads(info)
         unaudited = await audit_done(
-            request, "locker.assign", label, {"reference": reference, "mail_id": detail.get("mail_id")}
+            request,
+            "locker.assign",
+            label,
+            {"reference": reference, "mail_id": detail.get("mail_id"), "entity_id": entity_id},
         )
         flash(request, t("lockers.assigned", label=label), "success")
         if unaudited:
@@ -171,12 +234,16 @@ async def action(request: web.Request) -> web.StreamResponse:
     t = translator(request)
     form = await request.post()
     name = str(form.get("action", ""))
-    entity_id = str(form.get("entity_id", ""))[:300]
-    label = str(form.get("label", ""))[:40]
     if name not in ACTIONS:
         raise web.HTTPBadRequest(reason="unknown action")
+    target = await _target(request, name)
+    if isinstance(target, web.Response):
+        return target
+    entity_id, label = target
     ok, info = await _command(request, entity_id, name, None)
-    unaudited = await audit_done(request, f"locker.{name}", label, {"ok": ok, "result": info[:200]})
+    unaudited = await audit_done(
+        request, f"locker.{name}", label, {"ok": ok, "result": info[:200], "entity_id": entity_id}
+    )
     if ok and name == "cancel":
         outcome = mail_outcome(info)
         category = "warning" if outcome in _PATRON_MAY_HAVE_CODE else "success"
