@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.accounts.throttle import AddressThrottle
-from gateway.web import security
+from gateway.web import refusals, security
 from gateway.web.auth import (
     HASHING,
     MAX_CONCURRENT_HASHES,
@@ -85,6 +85,7 @@ def build_app(services: WebServices, *, strict_i18n: bool = False) -> web.Applic
     app[HASHING] = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
     setup(app, Catalogs(strict=strict_i18n))
     security.install(app)
+    refusals.install(app)
     for name in PAGES:
         module = importlib.import_module(f"gateway.web.pages.{name}")
         app.router.add_routes(module.routes)

@@ -23,6 +23,9 @@ the data. "This browser's" is a token this UI gave this very browser within a we
 before a restart (its key is at rest: gateway.web.formkey): the page that a restart, the idle timeout or a login
 in another tab left behind. What it carried is offered back as a form to press, never sent on by itself. The
 pages answer 403: nothing was done. A script's `X-CSRF-Token` and /api get the bare 403.
+
+Each refusal is logged at WARNING once per spell of its client address, the others counted and told at the
+spell's end with their number (gateway.web.refusals): a flood of posts stays a few lines.
 """
 
 from __future__ import annotations
@@ -42,11 +45,13 @@ from gateway.web.auth import (
     Handler,
     account_of,
     browser_id,
+    client_address,
     maybe_user,
     services,
     session_of,
 )
 from gateway.web.keptform import KeptForm
+from gateway.web.refusals import CSRF_REFUSALS, tell_ended
 from gateway.web.render import render
 from gateway.web.security import FORM_TYPES, loggable_path, read_form
 
@@ -105,9 +110,18 @@ async def _kept(request: web.Request, given: str) -> KeptForm | None:
     return keptform.keep(request.path, request.content_type, form.items(), token=given)
 
 
-def _refused(request: web.Request, said: str) -> None:
+async def _refused(request: web.Request, said: str) -> None:
+    spells, address = request.app[CSRF_REFUSALS], client_address(request)
+    opened, ended = spells.refused(address, services(request).clock())
+    await tell_ended(request.app, spells, ended)
+    if opened is None:
+        return
     log.warning(
-        "web: %s %s refused, missing or wrong CSRF token (%s)", request.method, loggable_path(request.path), said
+        "web: %s %s from %s refused, missing or wrong CSRF token (%s); more within a minute are counted",
+        request.method,
+        loggable_path(request.path),
+        address,
+        said,
     )
 
 
@@ -119,15 +133,17 @@ async def refused_form(request: web.Request, given: str) -> web.StreamResponse:
     back = form_page(request)
     kept = await _kept(request, given) if origin is not Origin.UNKNOWN else None
     if origin is Origin.THIS_USER and kept is not None:
-        _refused(request, "a form this browser and user were given before, offered to send again")
+        await _refused(request, "a form this browser and user were given before, offered to send again")
         return _expired_page(request, origin, user, kept, back)
     if user is None and origin is Origin.OTHER_LOGIN and kept is not None and kept.fits_login():
-        _refused(request, "a form this browser was given under a login since ended, carried through the login page")
+        await _refused(
+            request, "a form this browser was given under a login since ended, carried through the login page"
+        )
         # the page holds only a reference: what was typed stays here, off a shared PC's page source
         carried = request.app[SESSIONS].kept.put(kept, browser=browser_id(request), now=services(request).clock())
         context = {"error": "", "name": "", "next": back, "resend": carried}
         return render(request, "login.html", context, status=403)
-    _refused(
+    await _refused(
         request,
         {
             Origin.THIS_USER: "a form this browser and user were given before, not one that may be kept",
@@ -167,6 +183,6 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if given and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("ascii")):
         return await handler(request)
     if request.path.startswith("/api/") or HEADER in request.headers:
-        log.warning("web: %s %s refused, missing or wrong CSRF token", request.method, loggable_path(request.path))
+        await _refused(request, "a script's header or an /api request")
         raise web.HTTPForbidden(reason="CSRF token missing or wrong")
     return await refused_form(request, given)

@@ -5,6 +5,11 @@ an admin least of all, who must log in to see and mend it: the entry is logged a
 and a logged-in user is told. A stranger is not: their answer is the same as ever. A failed attempt is audited
 with the account it named, or "-" for a name that is none: that may be a password typed into the wrong box, and
 the audit log is kept for years and shown on /audit.
+
+Tries the throttle refuses are the exception: a flood of them must not fill the audit log and the journal. The
+first of an address's spell is audited and logged as before; the others are counted, and the spell's end is
+told once with the count (gateway.web.refusals): a `login.failed` entry of actor "-" whose detail
+says `reason=throttled` with `refused` (the tries, the first included), `first` and `last`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from gateway.web.auth import (
 )
 from gateway.web.keptform import KeptForm
 from gateway.web.pages.audit import audit_done
+from gateway.web.refusals import THROTTLED_LOGINS, tell_ended
 from gateway.web.render import flash, jst, render, translator
 
 log = logging.getLogger(__name__)
@@ -99,11 +105,18 @@ async def login(request: web.Request) -> web.StreamResponse:
     resend = keptform.from_login(form.items())
     address = client_address(request)
     now = svc.clock()
+    spells = request.app[THROTTLED_LOGINS]
     if not request.app[THROTTLE].allow(address, now):
-        log.warning("web: login attempts from %s throttled", address)
-        actor = await _audit_actor(request, name)
-        await audit_done(request, "login.failed", detail={"reason": "throttled"}, actor=actor)
+        opened, ended = spells.refused(address, now)
+        await tell_ended(request.app, spells, ended)
+        if opened is not None:
+            log.warning(
+                "web: login attempts from %s throttled; more within a minute are counted, told at the end", address
+            )
+            actor = await _audit_actor(request, name)
+            await audit_done(request, "login.failed", detail={"reason": "throttled"}, actor=actor)
         return _login_page(request, error=t("login.throttled"), name=name, status=429, resend=resend)
+    await tell_ended(request.app, spells, spells.passed(address, now))
     if not name or not password:
         return _login_page(request, error=t("login.bad_credentials"), name=name, status=401, resend=resend)
     result: AuthResult = await hashing_call(
