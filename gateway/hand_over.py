@@ -1,13 +1,13 @@
 """What root made in a state directory handed back to the gateway's user, walked by descriptor, never through a link.
 
-`sudo edgegw user|audit|web|locker|wifi …` runs as root in a directory the gateway's user owns (the web and kiosk
-servers only until their ports are bound: then they become the user this module handed their files to,
-gateway.privileges). That user may rename any entry there and put a symbolic link under its name at any moment. A chown
-by path, even with `follow_symlinks=False`, protects only the last name: a directory swapped for a link between the
-listing and the chown has root give away whatever the link leads to (/etc/shadow). So the state directory is opened
-O_NOFOLLOW, each subdirectory relative to its parent's descriptor O_NOFOLLOW, and each entry is chowned by name relative
-to the descriptor of the directory it was listed in (fchownat AT_SYMLINK_NOFOLLOW): no path through a directory name is
-ever used, a link is never followed, and a directory replaced meanwhile is skipped.
+`sudo edgegw user|audit|wifi|locker open …` runs as root in a directory the gateway's user owns (the web and kiosk
+servers become that user before they use it: gateway.privileges). That user may rename any entry there and put a
+symbolic link under its name at any moment. A chown by path, even with `follow_symlinks=False`, protects only the
+last name: a directory swapped for a link between the listing and the chown has root give away whatever the link
+leads to (/etc/shadow). So the state directory is opened O_NOFOLLOW, each subdirectory relative to its parent's
+descriptor O_NOFOLLOW, and each entry is chowned by name relative to the descriptor of the directory it was listed in
+(fchownat AT_SYMLINK_NOFOLLOW): no path through a directory name is ever used, a link is never followed, and a
+directory replaced meanwhile is skipped.
 """
 
 from __future__ import annotations
@@ -30,51 +30,37 @@ _MAX_DEPTH = 32
 _NOT_A_DIR = (errno.ELOOP, errno.ENOTDIR, errno.ENOENT)
 
 
-def hand_over(state_dir: Path) -> tuple[int, int] | None:
+def hand_over(state_dir: Path) -> None:
     """Run as root (sudo), give the files made in `state_dir` to the owner of its parent (the gateway's user).
 
     Otherwise `edgegw user add` typed as root leaves an accounts.db the web UI, running as the gateway's
     user, cannot open. Only root-owned entries change owner; links are left as they are, never followed.
-    A parent that is root's and that only root may change (an admin's layout: `[web] state_dir = /srv/edgegw/web`)
-    names no one: there the gateway's user is the owner of `state_dir` itself, which no one else can swap.
-    Returns that user's (uid, gid) when `state_dir`, a directory of its own (no link), is now that user's: the
-    user a server root started becomes (gateway.privileges), decided here once, from the descriptors walked and
-    never from a name looked up again. None as any other user, or when there is no such user: `state_dir` is
-    root's in a root's parent, a link, missing, or another user's. Never raises OSError: it runs in `finally`
-    blocks.
+    Never raises OSError: it runs in `finally` blocks.
     """
     if os.geteuid() != 0:
-        return None
+        return
     try:
         # the parent is the admin's choice (data_dir may be a link to a disk): it is followed, as ever
         parent_fd = os.open(state_dir.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        return None
+        return
     try:
         owner = os.fstat(parent_fd)
+        if owner.st_uid == 0:
+            return
         try:
             fd = os.open(state_dir.name or ".", _DIR_FLAGS, dir_fd=parent_fd)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 log.debug("hand over: %s is not a directory (a link?), left as it is", state_dir)
-            return None
+            return
         try:
-            st = os.fstat(fd)
-            if owner.st_uid == 0:
-                if st.st_uid == 0 or owner.st_mode & 0o022:
-                    return None  # root's own layout, or a parent others may change: no one to give it to
-                owner = st
-            elif st.st_uid not in (0, owner.st_uid):
-                return None  # another account's directory: neither it nor what it holds is the gateway's user's
-            _give(fd, st, owner, state_dir)
+            _give(fd, os.fstat(fd), owner, state_dir)
             _walk(fd, state_dir, owner, 0)
-        except OSError:
-            return None
         finally:
             os.close(fd)
     finally:
         os.close(parent_fd)
-    return owner.st_uid, owner.st_gid
 
 
 def _walk(dir_fd: int, where: Path, owner: os.stat_result, depth: int) -> None:

@@ -1,11 +1,13 @@
 """A server that root started (`sudo edgegw web`, `sudo edgegw locker kiosk`) goes on as the gateway's user.
 
 Both answer anyone on the site's network and run for days. Their units run them as the gateway's user
-(User=edgegw); started by hand as root they used to stay root, so a fault in a request handler, in aiohttp or
-in the TLS stack would be root's, and every file they used by path in a directory the gateway's user owns was one
-planted link away from root writing wherever it leads. Now root reads the TLS key, hands what it made over
-(gateway.hand_over, which also says whom it gave it to) and binds the ports, and the process becomes that user for
-good, with that user's groups, as the unit would have started it, before it serves a single request.
+(User=edgegw); started by hand as root they used to stay root, so a fault in a request handler, in aiohttp or in
+the TLS stack would be root's, and every file they used by path in a directory the gateway's user owns was one
+planted link away from root writing wherever it leads. Now root only binds the ports (and reads an admin's TLS key
+kept where only root may read it); then the process becomes the gateway's user for good, with that user's groups,
+as the unit would have started it, and makes and opens every file of its state as that user, before it serves a
+single request. The gateway's user is the owner of the configured data directory (the package makes
+/var/lib/edgegw edgegw's): the admin's choice, which nothing in a directory that user owns can change.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ import logging
 import os
 import pwd
 import sys
-import sysconfig
 from pathlib import Path
 
 from gateway.errors import GatewayError
 
-__all__ = ["PrivilegeError", "drop_root"]
+__all__ = ["PrivilegeError", "drop_root", "gateway_user"]
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,22 @@ class PrivilegeError(GatewayError):
     code = "privilege_drop_failed"
 
 
-def drop_root(owner: tuple[int, int] | None, state_dir: Path, *, who: str, unit: str) -> str | None:
-    """Run as root, become for good the user `owner` (uid, gid: what `hand_over(state_dir)` returned) with that
-    user's groups, and return how the log names it; None as any other user, or when `owner` is None (no gateway's
-    user to become: one WARNING says why and what to do, and the server stays root, as before).
+def gateway_user(data_dir: Path) -> tuple[int, int] | None:
+    """Run as root, the gateway's user as (uid, gid): the owner of `data_dir`; None as any other user, or when
+    `data_dir` is root's or not there yet (no one else to become)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = os.stat(data_dir)  # the admin's path, links included: where the gateway keeps its data
+    except FileNotFoundError:
+        return None
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
+
+
+def drop_root(owner: tuple[int, int] | None, data_dir: Path, *, who: str, unit: str) -> str | None:
+    """Run as root, become for good the user `owner` (uid, gid: `gateway_user(data_dir)`) with that user's groups,
+    and return how the log names it; None as any other user, or when `owner` is None (no gateway's user to become:
+    one WARNING says why and what to do, and the server stays root, as before).
 
     `who` names the server in the log lines, `unit` the systemd unit that runs it as the gateway's user. Raises
     PrivilegeError naming the user and the fix when the switch fails, or when that user cannot read the Python the
@@ -43,22 +56,21 @@ def drop_root(owner: tuple[int, int] | None, state_dir: Path, *, who: str, unit:
         return None
     if owner is None:
         log.warning(
-            "%s: runs as root, as started: no gateway's user to become, as %s is root's, a link, or not owned by the "
-            "owner of %s; start the unit, which runs as the gateway's user (systemctl start %s), or give %s and what "
-            "it holds to that user (chown -R)",
+            "%s: runs as root, as started: %s is root's or not there yet, so there is no gateway's user to become; "
+            "start the unit, which runs as the gateway's user (systemctl start %s), or give %s to that user "
+            "(chown -R)",
             who,
-            state_dir,
-            state_dir.parent,
+            data_dir,
             unit,
-            state_dir,
+            data_dir,
         )
         return None
-    uid, dir_gid = owner
+    uid, data_gid = owner
     needed = _python_dirs()  # seen as root: as that user, a directory it may not enter does not even exist
     try:
         entry = pwd.getpwuid(uid)
-    except KeyError:  # a uid without a name: the directory's group, no supplementary ones
-        name, gid, user = f"uid {uid}", dir_gid, None
+    except KeyError:  # a uid without a name: the data directory's group, no supplementary ones
+        name, gid, user = f"uid {uid}", data_gid, None
     else:
         name, gid, user = f"{entry.pw_name} (uid {uid})", entry.pw_gid, entry.pw_name
     try:
@@ -70,7 +82,7 @@ def drop_root(owner: tuple[int, int] | None, state_dir: Path, *, who: str, unit:
         os.setuid(uid)  # real, effective and saved: there is no way back to root
     except OSError as exc:
         raise PrivilegeError(
-            f"started as root, could not become {name}, the owner of {state_dir} "
+            f"started as root, could not become {name}, the owner of {data_dir} "
             f"({exc.strerror or exc}); start it as that user (systemctl start {unit})"
         ) from exc
     if os.getresuid() != (uid,) * 3 or os.getresgid() != (gid,) * 3:
@@ -83,11 +95,10 @@ def drop_root(owner: tuple[int, int] | None, state_dir: Path, *, who: str, unit:
 
 
 def _python_dirs() -> list[str]:
-    """The directories this process imports from: the standard library, the packages and edgegw itself."""
-    paths = sysconfig.get_paths()
+    """The directories this process imports from: every one on its path (the standard library, the packages, what
+    a .pth adds) and edgegw's own."""
     package = str(Path(__file__).resolve().parent)
-    wanted = (paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"], package)
-    return [where for where in dict.fromkeys(wanted) if os.path.isdir(where)]
+    return [where for where in dict.fromkeys((*sys.path, package)) if where and os.path.isdir(where)]
 
 
 def _check_readable(needed: list[str], name: str, unit: str) -> None:

@@ -227,6 +227,36 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
     unit ordered after it finds the page there.
     """
     import ipaddress
+
+    from gateway.privileges import drop_root, gateway_user
+    from gateway.web.cli import tls_context
+    from gateway.web.listen import bind
+
+    data_dir = Path(config.gateway.data_dir)
+    try:
+        loopback = ipaddress.ip_address(args.listen).is_loopback
+    except ValueError:
+        loopback = args.listen == "localhost"
+    owner = gateway_user(data_dir)
+    sockets = await asyncio.to_thread(bind, [args.listen], args.port)
+    try:
+        admin_tls = config.web.tls_cert is not None or config.web.tls_key is not None
+        # an admin's certificate and key: read before the switch, where only root may read them (/etc/ssl/private)
+        early = not loopback and admin_tls
+        context = await asyncio.to_thread(tls_context, config.web, data_dir) if early else None
+        # nothing served yet and no thread of this process using a file: the switch is the whole process's
+        await asyncio.to_thread(drop_root, owner, data_dir, who="locker kiosk", unit="edgegw-kiosk")
+        if not loopback and context is None:
+            context = await asyncio.to_thread(tls_context, config.web, data_dir)
+        await _kiosk(config, args, sockets, context)
+    finally:
+        for sock in sockets:  # bound, never served (start-up stopped before)
+            sock.close()
+    return EXIT_OK
+
+
+async def _kiosk(config: Any, args: argparse.Namespace, sockets: list[Any], context: Any) -> None:
+    """The kiosk app on `sockets` (bound, served from here on: taken from the list) until SIGTERM/SIGINT."""
     import signal
 
     from aiohttp import web
@@ -234,31 +264,23 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
     from gateway.accounts.cli import hand_over
     from gateway.audit.log import AuditLog
     from gateway.control.client import ControlClient
-    from gateway.privileges import drop_root
     from gateway.systemd import Notifier
-    from gateway.web.certs import material, server_context
     from gateway.web.kiosk import build_kiosk_app
-    from gateway.web.listen import bind
 
     state_dir = config.web.state_path(Path(config.gateway.data_dir))
     try:
-        loopback = ipaddress.ip_address(args.listen).is_loopback
-    except ValueError:
-        loopback = args.listen == "localhost"
-    try:
-        context = None if loopback else server_context(await asyncio.to_thread(material, config.web, state_dir))
         audit = await asyncio.to_thread(AuditLog, state_dir)
     finally:
-        # run by root (sudo), what it made (the web state directory, the log, its key, a certificate) goes back
-        # to the gateway's user, who runs the web UI and the kiosk's unit; this process becomes it once bound
-        owner = await asyncio.to_thread(hand_over, state_dir)
+        # run by root that stayed root (sudo; no gateway's user to become), what it made goes back to the gateway's
+        # user where there is one, who runs the web UI and the kiosk's unit
+        await asyncio.to_thread(hand_over, state_dir)
     control = ControlClient(config.gateway.control_path())
     app = build_kiosk_app(
         control,
         audit=audit,
         attempts_per_minute=args.attempts_per_minute,
         lang=args.lang,
-        secure_cookie=not loopback,
+        secure_cookie=context is not None,
         adapter=args.adapter,
     )
     runner = web.AppRunner(app)
@@ -268,25 +290,19 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier.from_environment()
-    sockets = await asyncio.to_thread(bind, [args.listen], args.port)
     try:
-        # the port bound and not served yet; no thread of this process is using a file while the switch (the whole
-        # process's) is made
-        await asyncio.to_thread(drop_root, owner, state_dir, who="locker kiosk", unit="edgegw-kiosk")
         while sockets:
             await web.SockSite(runner, sockets[0], ssl_context=context).start()
             sockets.pop(0)  # the site's now: closed by runner.cleanup()
         scheme = "http" if context is None else "https"
-        print(f"edgegw locker kiosk: listening on {scheme}://{args.listen}:{args.port}/", flush=True)
+        host = f"[{args.listen}]" if ":" in args.listen else args.listen  # an IPv6 address, as a browser takes it
+        print(f"edgegw locker kiosk: listening on {scheme}://{host}:{args.port}/", flush=True)
         notifier.ready("serving")
         await stop.wait()
     finally:
         notifier.stopping()
-        for sock in sockets:  # bound, never served (the switch failed)
-            sock.close()
         await runner.cleanup()
         await control.close()
-    return EXIT_OK
 
 
 def _audit(config: Any, actor: str, label: str, ok: bool, err: TextIO) -> None:

@@ -30,7 +30,10 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.web.security import loggable_path
 
 if TYPE_CHECKING:
+    import ssl
+
     from gateway.config import GatewayConfig
+    from gateway.web.config import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +76,8 @@ class AccessLogger(AbstractAccessLogger):
 
 def urls(listen: tuple[str, ...], port: int, *, hostname: str | None = None) -> list[str]:
     """The addresses to type into a browser: the listen ones, or for a wildcard the box's addresses (of the
-    wildcard's family; "::" takes both, as Linux binds it dual-stack), then its host name, which the office's
-    name service may not know."""
+    wildcard's family: "0.0.0.0" IPv4, "::" IPv6 alone, as its socket is IPv6-only (gateway.web.listen), "" both),
+    then its host name, which the office's name service may not know."""
     from gateway.web.certs import WILDCARDS, local_addresses
 
     hosts: list[str] = []
@@ -83,7 +86,8 @@ def urls(listen: tuple[str, ...], port: int, *, hostname: str | None = None) -> 
         if address in WILDCARDS:
             for found in local_addresses():
                 ip = ipaddress.ip_address(found.split("%")[0])
-                if not ip.is_loopback and not ip.is_link_local and (address != "0.0.0.0" or ip.version == 4):
+                family = {"0.0.0.0": 4, "::": 6}.get(address, ip.version)
+                if not ip.is_loopback and not ip.is_link_local and ip.version == family:
                     hosts.append(str(ip))
             names.append(hostname if hostname is not None else socket.gethostname())
         else:
@@ -138,38 +142,74 @@ async def serve(
 ) -> None:
     """Runs the UI until SIGTERM/SIGINT (or `stop` is set).
 
-    Started by root with `become_owner` (the command's own process, never a test's), it binds its ports and then
-    serves as the gateway's user, the one its state directory was handed to (gateway.privileges)."""
+    Started by root with `become_owner` (the command's own process, never a test's), it binds its ports, becomes
+    the gateway's user and only then makes or opens its files and serves (gateway.privileges)."""
+    from gateway.privileges import drop_root, gateway_user
+    from gateway.web.listen import bind
+
+    data_dir = Path(cfg.gateway.data_dir)
+    owner = gateway_user(data_dir) if become_owner else None
+    sockets = await asyncio.to_thread(bind, cfg.web.listen, cfg.web.port)
+    try:
+        admin_tls = cfg.web.tls_cert is not None or cfg.web.tls_key is not None
+        # an admin's certificate and key: read before the switch, where only root may read them (/etc/ssl/private)
+        context: ssl.SSLContext | None = None
+        if admin_tls:
+            context = await asyncio.to_thread(tls_context, cfg.web, data_dir)
+        if become_owner:
+            # nothing served yet and no thread of this process using a file: the switch is the whole process's
+            await asyncio.to_thread(drop_root, owner, data_dir, who="web", unit="edgegw-web")
+        if context is None:
+            context = await asyncio.to_thread(tls_context, cfg.web, data_dir)
+        await _serve(cfg, config_path, sockets, context, stop or asyncio.Event())
+    finally:
+        for sock in sockets:  # bound, never served (start-up stopped before)
+            sock.close()
+
+
+def tls_context(web_cfg: WebConfig, data_dir: Path) -> ssl.SSLContext:
+    """The UI's TLS context: the admin's certificate, else the self-signed one in the state directory (made now if
+    absent); the kiosk off loopback serves the same."""
+    from gateway.web.certs import material, server_context
+
+    # a self-signed one made by root that stayed root goes to the gateway's user with the stores (_serve)
+    tls = material(web_cfg, web_cfg.state_path(data_dir))
+    # Pairs separated by spaces, as Chrome's certificate viewer shows them: the colon spelling has the shape of
+    # MAC addresses, which the journal's redactor masks as personal data.
+    log.info("web: TLS certificate SHA-256 fingerprint %s (%s)", tls.fingerprint.replace(":", " "), tls.cert)
+    return server_context(tls)
+
+
+async def _serve(
+    cfg: GatewayConfig,
+    config_path: Path,
+    sockets: list[socket.socket],
+    context: ssl.SSLContext,
+    stop: asyncio.Event,
+) -> None:
+    """The UI on `sockets` (bound, served from here on: taken from the list) until `stop` is set."""
     from gateway.accounts.cli import hand_over
     from gateway.accounts.store import AccountStore
     from gateway.audit.log import AuditLog
     from gateway.buffer.location import BUFFER_FILE
     from gateway.buffer.reader import BufferReader
-    from gateway.privileges import drop_root
     from gateway.systemd import Notifier
     from gateway.web.app import build_app
-    from gateway.web.certs import material, server_context
     from gateway.web.control_pool import ControlPool
     from gateway.web.formkey import form_key
-    from gateway.web.listen import bind
     from gateway.web.services import WebServices
 
     web_cfg = cfg.web
     data_dir = Path(cfg.gateway.data_dir)
     state_dir = web_cfg.state_path(data_dir)
     try:
-        tls = await asyncio.to_thread(material, web_cfg, state_dir)
         accounts = await asyncio.to_thread(AccountStore, state_dir, web_cfg)
         audit = await asyncio.to_thread(AuditLog, state_dir)
         key = await asyncio.to_thread(form_key, state_dir)
     finally:
-        # run by root (sudo), what it made goes back to the gateway's user: its unit could not start otherwise, and
-        # this process goes on as that user once bound
-        owner = await asyncio.to_thread(hand_over, state_dir)
-    context = server_context(tls)
-    # Pairs separated by spaces, as Chrome's certificate viewer shows them: the colon spelling has the shape of
-    # MAC addresses, which the journal's redactor masks as personal data.
-    log.info("web: TLS certificate SHA-256 fingerprint %s (%s)", tls.fingerprint.replace(":", " "), tls.cert)
+        # run by root that stayed root (sudo; no gateway's user to become), what it made goes back to the gateway's
+        # user where there is one: its unit could not start otherwise
+        await asyncio.to_thread(hand_over, state_dir)
     services = WebServices(
         config=web_cfg,
         gateway_config_path=config_path,
@@ -186,19 +226,13 @@ async def serve(
         app, access_log_class=AccessLogger, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S
     )
     await runner.setup()
-    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
             loop.add_signal_handler(sig, stop.set)
     notifier = Notifier.from_environment()
     retention: asyncio.Task[None] | None = None
-    sockets = await asyncio.to_thread(bind, web_cfg.listen, web_cfg.port)
     try:
-        if become_owner:
-            # every port bound and none served yet; no thread of this process is using a file while the switch (the
-            # whole process's) is made
-            await asyncio.to_thread(drop_root, owner, state_dir, who="web", unit="edgegw-web")
         while sockets:
             await web.SockSite(runner, sockets[0], ssl_context=context).start()
             sockets.pop(0)  # the site's now: closed by runner.cleanup()
@@ -224,11 +258,10 @@ async def serve(
         log.info("web: stopping")
         if retention is not None:
             await cancel_and_wait(retention)
-        for sock in sockets:  # bound, never served (the switch failed)
-            sock.close()
         await runner.cleanup()
         await services.control.close()
         await services.buffer.close()
+        await asyncio.to_thread(hand_over, state_dir)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)

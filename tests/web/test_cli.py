@@ -121,3 +121,7 @@ def test_urls() -> None:
     shown = urls(("0.0.0.0",), 8443, hostname="gw-01")
     assert shown[-1] == "https://gw-01:8443/"
     assert all("[" not in url for url in shown)  # an IPv4 wildcard is not reachable over IPv6
+    # nor an IPv6 one over IPv4: its socket is IPv6-only, as asyncio made it for TCPSite
+    v6 = urls(("::",), 8443, hostname="gw-01")
+    assert v6[-1] == "https://gw-01:8443/"
+    assert all(url.startswith("https://[") for url in v6[:-1]), v6

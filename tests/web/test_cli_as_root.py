@@ -27,6 +27,7 @@ from tests.gateway.secret_files import (
     data_dir,
     edgegw,
     needs_root,
+    owner,
     python_both_may_run,
     write_config,
 )
@@ -151,25 +152,26 @@ def test_web_by_root_serves_as_the_gateways_user_once_bound(data_dir: Path, pyth
     assert not_the_gateways(data_dir) == []  # the setup link's audit entry, written after the switch
 
 
-def test_web_state_in_a_directory_only_root_may_change_serves_as_its_owner(python_both_may_run: str) -> None:
-    """[web] state_dir in a root-owned directory (an admin's layout): the gateway's user is the state directory's
-    owner. Before, root's files stayed root's there and the UI, once the user, died on its own accounts.db."""
+def test_web_state_elsewhere_is_made_by_the_gateways_user(data_dir: Path, python_both_may_run: str) -> None:
+    """[web] state_dir in a root-owned directory (an admin's layout): the process is the gateway's user (the data
+    directory's owner) before it makes a file there, so nothing there is ever root's."""
     with tempfile.TemporaryDirectory(prefix="edgegw-root-web-") as name:
         top = Path(name)
         top.chmod(0o755)
         state = top / "srv" / "web"
         state.mkdir(parents=True, mode=0o700)
         os.chown(state, GATEWAY_USER, GATEWAY_USER)
-        config = ui_config(top / "gw.toml", top / "data", f'state_dir = "{state}"\n')
+        config = ui_config(top / "gw.toml", data_dir, f'state_dir = "{state}"\n')
         with serving(python_both_may_run, config) as web:
             assert credentials(web.process.pid)["Uid"] == [GATEWAY_USER] * 4
             assert login_page(web.url) == 200
         assert web.process.returncode == 0, web.journal
         assert "runs as nobody (uid 65534) from now on" in web.journal
+        assert (state / "accounts.db").exists()
         assert not_the_gateways(state) == []
 
 
-def test_web_by_root_stays_root_and_says_why_when_its_state_is_roots(python_both_may_run: str) -> None:
+def test_web_by_root_stays_root_and_says_why_when_its_data_is_roots(python_both_may_run: str) -> None:
     with tempfile.TemporaryDirectory(prefix="edgegw-root-web-") as name:
         data = Path(name) / "data"
         data.mkdir(mode=0o700)
@@ -178,24 +180,34 @@ def test_web_by_root_stays_root_and_says_why_when_its_state_is_roots(python_both
             assert credentials(web.process.pid)["Uid"] == [0] * 4
             assert login_page(web.url) == 200
     assert web.process.returncode == 0, web.journal
-    assert f"web: runs as root, as started: no gateway's user to become, as {data / 'web'} is root's" in web.journal
+    assert f"web: runs as root, as started: {data} is root's or not there yet, so there is no gateway's" in web.journal
     assert "systemctl start edgegw-web" in web.journal
 
 
-def test_web_by_root_never_becomes_another_user_the_state_directory_names(
+def test_web_by_root_becomes_the_data_directorys_owner_whatever_the_state_directory_names(
     data_dir: Path, python_both_may_run: str
 ) -> None:
-    """The gateway's user is the data directory's owner, decided from descriptors: a state directory another
-    account owns (put there by the gateway's user: a rename of that account's directory, a race with a link) is
-    not a user to become. Before, the UI became whoever owned `web`, with that account's groups."""
-    other = 4242
-    (data_dir / "web").mkdir(mode=0o700)
-    os.chown(data_dir / "web", other, other)
-    config = ui_config(data_dir.parent / "gw.toml", data_dir)
-    with serving(python_both_may_run, config) as web:
-        assert credentials(web.process.pid)["Uid"] == [0] * 4
-    assert web.process.returncode == 0, web.journal
-    assert f"as {data_dir / 'web'} is root's, a link, or not owned by the owner of {data_dir}" in web.journal
+    """The gateway's user is the owner of the configured data directory: a state directory reached through a link
+    the gateway's user planted (into another account's directory, next to a root-only file) names no one to become,
+    and root never uses it. Before, the UI became that other account and gave it the root-only file."""
+    with tempfile.TemporaryDirectory(prefix="edgegw-victim-") as name:
+        victim = Path(name)
+        victim.chmod(0o755)  # root's, as /etc is
+        (victim / "web").mkdir(mode=0o750)
+        os.chown(victim / "web", 4242, 4242)  # another account's directory
+        (victim / "web" / "root-only.conf").write_text("secret\n")
+        (data_dir / "ui").symlink_to(victim)  # planted by the gateway's user: its own directory
+        os.lchown(data_dir / "ui", GATEWAY_USER, GATEWAY_USER)
+        config = ui_config(data_dir.parent / "gw.toml", data_dir, f'state_dir = "{data_dir / "ui" / "web"}"\n')
+        done = web_stops(python_both_may_run, config)
+        assert "runs as nobody (uid 65534) from now on" in done.stderr
+        assert "listening on" not in done.stdout  # as the gateway's user, 4242's directory is not writable
+        assert done.returncode == 1
+        tls = data_dir / "ui" / "web" / "tls-cert.pem"
+        assert f"web: cannot start, got [Errno 13] Permission denied: '{tls}'" in done.stderr  # as its unit would
+        assert "Traceback" not in done.stderr
+        assert owner(victim / "web" / "root-only.conf")[:2] == (0, 0)
+        assert sorted(p.name for p in (victim / "web").iterdir()) == ["root-only.conf"]  # nothing made by root
 
 
 def test_web_by_root_that_cannot_become_the_gateways_user_stops_naming_it(
@@ -207,7 +219,7 @@ def test_web_by_root_that_cannot_become_the_gateways_user_stops_naming_it(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "listening on" not in done.stdout  # never served as root
     assert done.stderr.endswith(
-        f"edgegw web: started as root, could not become nobody (uid 65534), the owner of {data_dir / 'web'} "
+        f"edgegw web: started as root, could not become nobody (uid 65534), the owner of {data_dir} "
         "(Operation not permitted); start it as that user (systemctl start edgegw-web)\n"
     )
 
@@ -224,6 +236,4 @@ def test_web_by_root_that_could_not_read_its_own_code_as_the_gateways_user_stops
         done = web_stops(python_both_may_run, config, path=Path(name))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "listening on" not in done.stdout
-    assert (
-        f"edgegw web: started as root and now nobody (uid 65534), which may not read {Path(name) / 'gateway'} "
-    ) in done.stderr
+    assert (f"edgegw web: started as root and now nobody (uid 65534), which may not read {name} ") in done.stderr

@@ -16,15 +16,18 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_bound_sockets_are_not_served_until_a_site_listens_on_them() -> None:
+def test_bound_sockets_queue_connections_until_a_site_serves_them() -> None:
     port = free_port()
     (sock,) = bind(["127.0.0.1"], port)
     try:
         assert sock.getsockname() == ("127.0.0.1", port)
-        with pytest.raises(ConnectionRefusedError):  # bound, not listening: no request can reach a handler yet
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        sock.listen()
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as client:
+            client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            client.settimeout(0.3)
+            with pytest.raises(TimeoutError):  # queued by the kernel: nothing answers before a site serves it
+                client.recv(1)
+            queued, _ = sock.accept()  # what a site does once the process is the gateway's user
+            queued.close()
     finally:
         sock.close()
 
@@ -48,6 +51,12 @@ def test_every_interface_is_both_families_each_on_its_own_socket() -> None:
     finally:
         for s in sockets:
             s.close()
+
+
+def test_two_addresses_resolving_to_one_are_refused_naming_it() -> None:
+    port = free_port()
+    with pytest.raises(OSError, match=rf"error while attempting to bind on address \('127\.0\.0\.1', {port}\)"):
+        bind(["127.0.0.1", "127.0.0.1"], port)
 
 
 def test_an_address_in_use_is_named_and_nothing_stays_bound() -> None:

@@ -109,6 +109,6 @@ def test_locker_kiosk_by_root_that_cannot_become_the_gateways_user_stops_naming_
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout == ""  # never said it listens: nothing served as root
     assert done.stderr.endswith(
-        f"locker kiosk: started as root, could not become nobody (uid 65534), the owner of {data_dir / 'web'} "
+        f"locker kiosk: started as root, could not become nobody (uid 65534), the owner of {data_dir} "
         "(Operation not permitted); start it as that user (systemctl start edgegw-kiosk)\n"
     )
