@@ -265,6 +265,7 @@ async def _kiosk(config: Any, args: argparse.Namespace, sockets: list[Any], cont
     from gateway.audit.log import AuditLog
     from gateway.control.client import ControlClient
     from gateway.systemd import Notifier
+    from gateway.web.cli import AccessLogger
     from gateway.web.kiosk import build_kiosk_app
 
     state_dir = config.web.state_path(Path(config.gateway.data_dir))
@@ -283,7 +284,7 @@ async def _kiosk(config: Any, args: argparse.Namespace, sockets: list[Any], cont
         secure_cookie=context is not None,
         adapter=args.adapter,
     )
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log_class=AccessLogger)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -58,10 +58,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 class AccessLogger(AbstractAccessLogger):
     """aiohttp's access log without what must not reach the journal (setup tokens in paths, query strings),
     and without the flood: pages polled every few seconds by every open browser would write hundreds of
-    thousands of lines a day to an SD card. Changes (POST …) and errors at INFO, the rest at DEBUG."""
+    thousands of lines a day to an SD card. Changes (POST …) and errors at INFO, the rest at DEBUG, and so is a
+    refusal an open spell counted: its spell's first and end are told (gateway.web.refusals)."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        level = logging.INFO if request.method not in ("GET", "HEAD") or response.status >= 400 else logging.DEBUG
+        # here, not at the top: the refusals pull in the UI's pages, which `edgegw` loads only to serve them
+        from gateway.web.refusals import COUNTED
+
+        changed = request.method not in ("GET", "HEAD") or response.status >= 400
+        level = logging.INFO if changed and not request.get(COUNTED, False) else logging.DEBUG
         if not self.logger.isEnabledFor(level):
             return
         path = loggable_path(request.path)

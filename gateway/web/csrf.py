@@ -24,8 +24,9 @@ before a restart (its key is at rest: gateway.web.formkey): the page that a rest
 in another tab left behind. What it carried is offered back as a form to press, never sent on by itself. The
 pages answer 403: nothing was done. A script's `X-CSRF-Token` and /api get the bare 403.
 
-Each refusal is logged at WARNING once per spell of its client address, the others counted and told at the
-spell's end with their number (gateway.web.refusals): a flood of posts stays a few lines.
+Each refusal is logged at WARNING once per spell of its client address, the others counted (their access log
+line at DEBUG) and told at the spell's end with their number and the forms they were (gateway.web.refusals): a
+flood of posts stays a few lines.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.accounts.store import User
-from gateway.web import formtoken, keptform
+from gateway.web import formtoken, keptform, refusals
 from gateway.web.auth import (
     SESSIONS,
     STATIC_PREFIX,
@@ -51,9 +52,9 @@ from gateway.web.auth import (
     session_of,
 )
 from gateway.web.keptform import KeptForm
-from gateway.web.refusals import CSRF_REFUSALS, tell_ended
+from gateway.web.refusals import CSRF_REFUSALS
 from gateway.web.render import render
-from gateway.web.security import FORM_TYPES, loggable_path, read_form
+from gateway.web.security import FORM_TYPES, read_form
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +112,12 @@ async def _kept(request: web.Request, given: str) -> KeptForm | None:
 
 
 async def _refused(request: web.Request, said: str) -> None:
-    spells, address = request.app[CSRF_REFUSALS], client_address(request)
-    opened, ended = spells.refused(address, services(request).clock())
-    await tell_ended(request.app, spells, ended)
-    if opened is None:
+    address = client_address(request)
+    if await refusals.refuse(request, CSRF_REFUSALS, address) is None:
         return
     log.warning(
-        "web: %s %s from %s refused, missing or wrong CSRF token (%s); more within a minute are counted",
-        request.method,
-        loggable_path(request.path),
+        "web: %s from %s refused, missing or wrong CSRF token (%s); more within a minute are counted",
+        refusals.request_line(request),
         address,
         said,
     )

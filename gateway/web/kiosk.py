@@ -5,7 +5,9 @@ sessions, menus, other pages) is reachable from the kiosk's browser: it answers 
 `POST /open` and its static files, and 404 to everything else. Without sessions, CSRF is a
 double-submit token: an HMAC-signed, time-limited nonce set as a SameSite=Strict cookie and
 repeated in the form; both must match and verify. Every try is throttled per client address (a
-sliding minute) on top of the gateway's per-compartment lockout after N wrong codes. A try is
+sliding minute) on top of the gateway's per-compartment lockout after N wrong codes. Refused posts (throttled,
+without their token, not text) are logged once per spell of their address, the others counted and told at its
+end (gateway.web.refusals); they are not audited. A try is
 written to the audit log (actor `kiosk`, the compartment, the outcome; never the code). What was typed as
 the compartment is audited and shown back only when it is one of the kiosk's compartments: a patron who
 swapped the two fields typed their code there (as the login page audits a name that is no account, `-`).
@@ -34,8 +36,9 @@ from gateway.accounts.throttle import AddressThrottle
 from gateway.audit.log import AuditLog
 from gateway.control.client import ControlClient
 from gateway.control.protocol import ControlError, ControlUnavailable
-from gateway.web import security
+from gateway.web import refusals, security
 from gateway.web.i18n import Catalogs
+from gateway.web.refusals import CSRF_REFUSALS, UNREADABLE_FORMS, RefusalSpells
 
 __all__ = ["COOKIE", "build_kiosk_app", "csrf_token", "verify_token"]
 
@@ -69,6 +72,7 @@ OUTCOMES = frozenset(
 
 CONTROL = web.AppKey("kiosk_control", ControlClient)
 STATE = web.AppKey("kiosk_state", dict)
+THROTTLED_TRIES = web.AppKey("kiosk_throttled_tries", RefusalSpells)
 
 
 def csrf_token(key: bytes, now: float) -> str:
@@ -128,6 +132,12 @@ def build_kiosk_app(
     app.router.add_post("/open", open_door)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
     security.install(app)
+    # a flood of refused posts is told per spell of its address; a refused try is not audited (only tries that
+    # reach a compartment are), so the kiosk's spells are journal lines only
+    app[CSRF_REFUSALS] = RefusalSpells("forms with a missing or wrong CSRF token", source="kiosk")
+    app[UNREADABLE_FORMS] = RefusalSpells("forms whose data is not text", source="kiosk")
+    app[THROTTLED_TRIES] = RefusalSpells("tries", source="kiosk")
+    refusals.watch(app, clock, CSRF_REFUSALS, UNREADABLE_FORMS, THROTTLED_TRIES)
     return app
 
 
@@ -203,12 +213,19 @@ async def open_door(request: web.Request) -> web.StreamResponse:
     given = str(form.get("csrf_token", ""))
     cookie = request.cookies.get(COOKIE, "")
     same = hmac.compare_digest(given.encode("utf-8", "replace"), cookie.encode("utf-8", "replace"))
-    if not given or not same or not verify_token(st["key"], given, now):
-        log.warning("kiosk: POST /open refused, missing or wrong CSRF token")
-        return _render(request, status=403, outcome="expired")
     address = request.remote or ""
+    if not given or not same or not verify_token(st["key"], given, now):
+        if await refusals.refuse(request, CSRF_REFUSALS, address) is not None:
+            log.warning(
+                "kiosk: POST /open from %s refused, missing or wrong CSRF token; more within a minute are counted",
+                address,
+            )
+        return _render(request, status=403, outcome="expired")
     if not st["throttle"].allow(address, now):
+        if await refusals.refuse(request, THROTTLED_TRIES, address) is not None:
+            log.warning("kiosk: tries from %s throttled; more within a minute are counted, told at the end", address)
         return _render(request, status=429, outcome="throttled")
+    await refusals.let_through(request, THROTTLED_TRIES, address)
     label = str(form.get("label", "")).strip().upper()[:_LABEL_MAX]
     code = str(form.get("code", "")).strip()[:_CODE_MAX]
     if not label or not code:

@@ -44,7 +44,20 @@ async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytear
     try:
         return await request.post()
     except (UnicodeDecodeError, LookupError) as exc:
-        log.warning("web: %s %s refused, form data unreadable (%s)", request.method, loggable_path(request.path), exc)
+        # told once per spell of the address (the app's store), as a flood of them would fill the journal;
+        # imported here, as gateway.web.refusals imports this module
+        from gateway.web import refusals
+
+        address = request.remote or ""
+        spells = await refusals.refuse(request, refusals.UNREADABLE_FORMS, address)
+        if spells is not None:
+            log.warning(
+                "%s: %s from %s refused, form data unreadable (%s); more within a minute are counted",
+                spells.source,
+                refusals.request_line(request),
+                address,
+                exc,
+            )
         raise web.HTTPBadRequest(reason="form data is not UTF-8 text") from None
 
 

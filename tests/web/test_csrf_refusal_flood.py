@@ -19,7 +19,7 @@ FIRST = (
 )
 ENDED = (
     "web: {count} forms with a missing or wrong CSRF token from {address} refused from {first} to {last}"
-    " (the first told then, the others counted)"
+    " ({requests}; the first told then, the others counted)"
 )
 
 
@@ -51,7 +51,13 @@ async def test_a_flood_of_forged_forms_is_logged_once_and_its_count_when_it_ends
     web_env.clock.advance(30)
     assert await forged(web_env.client, 1) == [403]
     assert warnings(caplog) == [
-        ENDED.format(count=FLOOD + 2, address="127.0.0.1", first="2026-12-01T00:00:00Z", last="2026-12-01T00:00:30Z"),
+        ENDED.format(
+            requests="POST /login",
+            count=FLOOD + 2,
+            address="127.0.0.1",
+            first="2026-12-01T00:00:00Z",
+            last="2026-12-01T00:00:30Z",
+        ),
         FIRST.format(address="127.0.0.1"),
     ]
     caplog.clear()
@@ -62,8 +68,16 @@ async def test_a_flood_of_forged_forms_is_logged_once_and_its_count_when_it_ends
     web_env.clock.advance(30)
     assert await forged(web_env.client, 1) == [403]
     assert warnings(caplog) == [
-        ENDED.format(count=3, address=STRANGER, first="2026-12-01T00:00:30Z", last="2026-12-01T00:00:30Z"),
-        ENDED.format(count=2, address="127.0.0.1", first="2026-12-01T00:01:00Z", last="2026-12-01T00:01:30Z"),
+        ENDED.format(
+            requests="POST /login", count=3, address=STRANGER, first="2026-12-01T00:00:30Z", last="2026-12-01T00:00:30Z"
+        ),
+        ENDED.format(
+            requests="POST /login",
+            count=2,
+            address="127.0.0.1",
+            first="2026-12-01T00:01:00Z",
+            last="2026-12-01T00:01:30Z",
+        ),
         FIRST.format(address="127.0.0.1"),
     ]
 
@@ -79,7 +93,13 @@ async def test_a_script_flooding_with_a_wrong_header_is_logged_once(
     assert warnings(caplog) == [
         "web: POST /logout from 127.0.0.1 refused, missing or wrong CSRF token (a script's header or an /api"
         " request); more within a minute are counted",
-        ENDED.format(count=FLOOD, address="127.0.0.1", first="2026-12-01T00:00:00Z", last="2026-12-01T00:00:00Z"),
+        ENDED.format(
+            requests="POST /logout",
+            count=FLOOD,
+            address="127.0.0.1",
+            first="2026-12-01T00:00:00Z",
+            last="2026-12-01T00:00:00Z",
+        ),
     ]
 
 

@@ -68,20 +68,32 @@ async def test_a_flood_is_audited_once_and_its_count_when_it_ends(
         (
             "127.0.0.1",
             "-",
-            {"reason": "throttled", "refused": FLOOD, "first": "2026-12-01T00:00:00Z", "last": "2026-12-01T00:00:00Z"},
+            {
+                "reason": "throttled",
+                "refused": FLOOD,
+                "first": "2026-12-01T00:00:00Z",
+                "last": "2026-12-01T00:00:00Z",
+                "requests": "POST /login",
+            },
         ),
         (
             STRANGER,
             "-",
-            {"reason": "throttled", "refused": 5, "first": "2026-12-01T00:00:01Z", "last": "2026-12-01T00:00:01Z"},
+            {
+                "reason": "throttled",
+                "refused": 5,
+                "first": "2026-12-01T00:00:01Z",
+                "last": "2026-12-01T00:00:01Z",
+                "requests": "POST /login",
+            },
         ),
     ]
     assert [e.at for e in ended] == [START + 61] * 2  # told when they ended; their first and last try in the detail
     assert warnings(caplog) == [
         f"web: {FLOOD} login attempts from 127.0.0.1 refused from 2026-12-01T00:00:00Z to 2026-12-01T00:00:00Z"
-        " (the first told then, the others counted)",
+        " (POST /login; the first told then, the others counted)",
         f"web: 5 login attempts from {STRANGER} refused from 2026-12-01T00:00:01Z to 2026-12-01T00:00:01Z"
-        " (the first told then, the others counted)",
+        " (POST /login; the first told then, the others counted)",
     ]
 
 

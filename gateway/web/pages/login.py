@@ -9,7 +9,8 @@ the audit log is kept for years and shown on /audit.
 Tries the throttle refuses are the exception: a flood of them must not fill the audit log and the journal. The
 first of an address's spell is audited and logged as before; the others are counted, and the spell's end is
 told once with the count (gateway.web.refusals): a `login.failed` entry of actor "-" whose detail
-says `reason=throttled` with `refused` (the tries, the first included), `first` and `last`.
+says `reason=throttled` with `refused` (the tries, the first included), `first`, `last` and `requests`
+(`POST /login`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.accounts.store import DAY_S, PRIVILEGED, AuthResult
-from gateway.web import formtoken, keptform
+from gateway.web import formtoken, keptform, refusals
 from gateway.web.auth import (
     THROTTLE,
     USER,
@@ -39,7 +40,7 @@ from gateway.web.auth import (
 )
 from gateway.web.keptform import KeptForm
 from gateway.web.pages.audit import audit_done
-from gateway.web.refusals import THROTTLED_LOGINS, tell_ended
+from gateway.web.refusals import THROTTLED_LOGINS
 from gateway.web.render import flash, jst, render, translator
 
 log = logging.getLogger(__name__)
@@ -105,18 +106,15 @@ async def login(request: web.Request) -> web.StreamResponse:
     resend = keptform.from_login(form.items())
     address = client_address(request)
     now = svc.clock()
-    spells = request.app[THROTTLED_LOGINS]
     if not request.app[THROTTLE].allow(address, now):
-        opened, ended = spells.refused(address, now)
-        await tell_ended(request.app, spells, ended)
-        if opened is not None:
+        if await refusals.refuse(request, THROTTLED_LOGINS, address) is not None:
             log.warning(
                 "web: login attempts from %s throttled; more within a minute are counted, told at the end", address
             )
             actor = await _audit_actor(request, name)
             await audit_done(request, "login.failed", detail={"reason": "throttled"}, actor=actor)
         return _login_page(request, error=t("login.throttled"), name=name, status=429, resend=resend)
-    await tell_ended(request.app, spells, spells.passed(address, now))
+    await refusals.let_through(request, THROTTLED_LOGINS, address)
     if not name or not password:
         return _login_page(request, error=t("login.bad_credentials"), name=name, status=401, resend=resend)
     result: AuthResult = await hashing_call(
