@@ -10,6 +10,7 @@ ControlServer on a Unix socket) whose test adapter holds a command until the tes
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import shutil
@@ -80,8 +81,13 @@ class HeldRelay:
         await asyncio.Event().wait()
 
     async def handle(self, command: Command) -> CommandResult:
-        if command.name == "grid":  # the /lockers page's own question, answered at once
-            return CommandResult(command_id=command.command_id, ok=True, info="[]")
+        if command.name == "grid":  # the /lockers page's own question (where it finds the relays), answered at once
+            cells = [
+                {"label": f"A-{n:02d}", "entity_id": RELAY_ID.format(n=n), "board": "r", "online": True}
+                | {"door": "locked", "occupied": None, "pickup": "free", "assignment": None}
+                for n in range(self.relays)
+            ]
+            return CommandResult(command_id=command.command_id, ok=True, info=json.dumps(cells))
         HeldRelay.handled.append(command)
         await HeldRelay.release.wait()
         return CommandResult(command_id=command.command_id, ok=True, info="switched")

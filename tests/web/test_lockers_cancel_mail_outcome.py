@@ -101,12 +101,12 @@ async def test_the_cancel_says_whether_the_code_mail_was_withdrawn_or_had_left(
 
                     page = await cancel(librarian, "A-02")
                     assert (
-                        '<p class="flash flash-success" role="status">ロッカー A-02 の割り当てを取り消しました。'
+                        '<p class="flash flash-success" role="status">lockers のロッカー A-02 の割り当てを取り消しました。'
                         "暗証番号のメールは送信前に取り消したので、利用者には届きません。</p>"
                     ) in page
                     page = await cancel(librarian, "A-01")
                     assert (  # the patron holds a code: staff may have to call them, so a warning
-                        '<p class="flash flash-warning" role="status">ロッカー A-01 の割り当てを取り消しました。'
+                        '<p class="flash flash-warning" role="status">lockers のロッカー A-01 の割り当てを取り消しました。'
                         "暗証番号のメールはすでに送信済みのため、利用者は暗証番号を知っています"
                         "（その暗証番号ではもう開きません）。必要なら利用者に連絡してください。</p>"
                     ) in page
@@ -115,8 +115,8 @@ async def test_the_cancel_says_whether_the_code_mail_was_withdrawn_or_had_left(
                     await assign(librarian, "A-03", "R-3")
                     page = await cancel(librarian, "A-03", "en")
                     assert (
-                        "The assignment of compartment A-03 is cancelled. Its code mail was withdrawn before it was "
-                        "sent: the patron does not get the code."
+                        "The assignment of compartment A-03 (lockers) is cancelled. Its code mail was withdrawn before "
+                        "it was sent: the patron does not get the code."
                     ) in page
                     assert len(smtp.received) == 1
     finally:

@@ -74,8 +74,8 @@ async def test_every_answer_the_adapter_gives_about_the_mail_carries_a_word_the_
         assert info.split("; ")[1] == f"mail={word}", info  # the fixed place: after the assignment
         assert mail_outcome(info) == word, info
         for lang in ("ja", "en"):
-            text = catalogs.translate(lang, f"lockers.done.cancel.{word}", label="A-02")
-            assert "A-02" in text
+            text = catalogs.translate(lang, f"lockers.done.cancel.{word}", label="A-02", site="north")
+            assert "A-02" in text and "north" in text
     # every fate the adapter knows is one of the page's words, and every word of the page was given here
     assert {fate.value for fate in code_mail.MailFate} == set(MAIL_OUTCOMES) == set(answers)
 
@@ -103,7 +103,7 @@ def test_a_missing_misplaced_or_unknown_word_is_the_safe_side() -> None:
         "": "unknown",
     }
     assert {info: mail_outcome(info) for info in expected} == expected
-    assert "届いている可能性" in catalogs.translate("ja", "lockers.done.cancel.unknown", label="A-02")
+    assert "届いている可能性" in catalogs.translate("ja", "lockers.done.cancel.unknown", label="A-02", site="north")
 
 
 @given(

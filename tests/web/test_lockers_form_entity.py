@@ -3,9 +3,9 @@
 Both handlers sent the command to the form's `entity_id` and wrote the form's `label` into the flash and the
 audit log without checking either: unlocking A-02 with the label A-03 said "A-03 opened" and audited A-03
 (the gateway does not audit commands from its control socket, so the web's entry is the only record), and a
-`reset` went to a river gauge's entity. The entity id is now resolved against the gateway's latest values of
-type LockerCompartment; its label is what the flash and the audit log name (the entity id in the detail),
-the form's label is ignored, and anything else is refused with a 400 and nothing sent.
+`reset` went to a river gauge's entity. The entity id is now resolved against the locker adapters' grids (the
+page's own); its label and site are what the flash and the audit log name (the entity id in the detail), the
+form's label is ignored, and anything else is refused with a 400 and nothing sent.
 """
 
 from __future__ import annotations
@@ -68,15 +68,16 @@ class Lockers:
 
 
 @asynccontextmanager
-async def lockers_and_a_river_gauge(orion_url: str, tmp_path: Path) -> AsyncIterator[Lockers]:
-    """A gateway with a locker adapter (a board on a socat pty, mail to SMTP on loopback) and a river gauge."""
+async def lockers_and_a_river_gauge(orion_url: str, tmp_path: Path, *, extra: str = "") -> AsyncIterator[Lockers]:
+    """A gateway with a locker adapter (a board on a socat pty, mail to SMTP on loopback) and a river gauge;
+    `extra`: TOML appended to its configuration."""
     sim = BoardSim([SimBoard("cu16", 0)])
     smtp = await SmtpServer().start()
     try:
         with pty_pair(tmp_path) as (gw_port, board_port):
             async with serve_pty(sim, board_port):
                 text = gateway_text(tmp_path / "data", orion_url, gw_port, smtp.port)
-                text = text.replace("\n[[uplinks]]", RIVER_ADAPTER, 1)
+                text = text.replace("\n[[uplinks]]", RIVER_ADAPTER, 1) + extra
                 async with gateway_web(tmp_path, orion_url, text=text) as env:
                     router = env.runtime.gateway.router
                     await until(lambda: router.owner(ENTITY.format(label="A-03")) is not None, "the compartments")
@@ -95,12 +96,12 @@ async def test_the_compartment_acted_on_is_the_one_recorded(orion_double: OrionD
         a02 = ENTITY.format(label="A-02")
         status, page = await post(librarian, "/lockers/action", action="unlock", entity_id=a02, label="A-03")
         assert status == 302
-        assert "ロッカー A-02 の扉を開けました。" in page
+        assert "lockers のロッカー A-02 の扉を開けました。" in page
         assert "A-03 の扉" not in page
         assert sim.boards[0].unlocks == [2]
         sim.boards[0].locked[1] = True  # closed again
         assert recorded(audit, "locker.unlock") == [
-            ("hanako", "A-02", {"ok": True, "result": "opened: compartment A-02", "entity_id": a02})
+            ("hanako", "A-02", {"ok": True, "result": "opened: compartment A-02", "entity_id": a02, "site": "lockers"})
         ]
 
         # assigning A-01 with the label A-04: the patron's mail and the record both name A-01
@@ -114,9 +115,15 @@ async def test_the_compartment_acted_on_is_the_one_recorded(orion_double: OrionD
             reference="R-7",
         )
         assert status == 302
-        assert "ロッカー A-01 を割り当て" in page and "A-04" not in page
+        assert "lockers のロッカー A-01 を割り当て" in page and "A-04" not in page
         ((actor, target, detail),) = recorded(audit, "locker.assign")
-        assert (actor, target, detail["entity_id"], detail["reference"]) == ("hanako", "A-01", a01, "R-7")
+        assert (actor, target, detail["entity_id"], detail["reference"], detail["site"]) == (
+            "hanako",
+            "A-01",
+            a01,
+            "R-7",
+            "lockers",
+        )
 
 
 async def test_an_entity_that_is_no_compartment_is_refused_and_nothing_is_sent(

@@ -5,10 +5,13 @@ latest values (entity type `LockerCompartment`), each locker adapter's grid come
 command, and assign / unlock / cancel / reset are commands on a compartment's entity. The patron's
 e-mail address goes to the gateway and is never shown again, logged or written to the audit log.
 
-A form's entity id is resolved against those same latest values before anything is sent: the gateway does
-not audit commands from its control socket, so the web's audit entry is the only record of who opened which
-door, and it names the compartment's own label (its entity id in the detail), never the form's `label`. An
-entity id that is no compartment's is refused with a 400 and nothing is sent.
+A form's entity id is resolved against the locker adapters' own grids, the ones the page shows, before
+anything is sent: the gateway does not audit commands from its control socket, so the web's audit entry is
+the only record of who opened which door, and it names the compartment's own label and site (the adapter),
+its entity id in the detail, never the form's `label`. The grids and not the latest values: those are the
+processed readings, which a valid `[[processing]]` rename or drop of `compartmentLabel` leaves without a
+label. An entity id that is no compartment's is refused with a 400 and nothing is sent; the refusal is shown
+on the page from the grids already read, and when the gateway did not answer it is not asked again.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -35,67 +39,76 @@ ACTIONS = ("unlock", "cancel", "reset")
 _FIELD_MAX = 254
 
 
-async def _call(request: web.Request, op: str, **args: Any) -> tuple[Any, str]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """A control call's result, or None with the error to show and whether the gateway did not answer at all."""
+
+    result: Any = None
+    error: str = ""
+    unreachable: bool = False
+
+
+async def _call(request: web.Request, op: str, **args: Any) -> Reply:
     t = translator(request)
     try:
-        return await services(request).control.call(op, **args), ""
+        return Reply(result=await services(request).control.call(op, **args))
     except ControlUnavailable:
-        return None, t("gateway.unreachable")
+        return Reply(error=t("gateway.unreachable"), unreachable=True)
     except ControlError as exc:
         log.warning("web: %s op failed: %s %s", op, exc.code, exc.message)
-        return None, t("gateway.error", code=exc.code)
+        return Reply(error=t("gateway.error", code=exc.code))
 
 
-async def _compartments(request: web.Request) -> tuple[list[tuple[str, str, str]], str]:
-    """(adapter, entity id, label) of every compartment in the gateway's latest values; label "" if it has none."""
-    doc, error = await _call(request, "latest", filter="", limit=100_000)
-    found: list[tuple[str, str, str]] = []
-    if isinstance(doc, Mapping):
-        for e in doc.get("entities") or []:
-            if not isinstance(e, Mapping) or e.get("entity_type") != COMPARTMENT_TYPE:
-                continue
-            labels = [
-                str(a.get("value"))
-                for a in e.get("attributes") or []
-                if isinstance(a, Mapping) and a.get("name") == "compartmentLabel"
-            ]
-            found.append((str(e.get("adapter")), str(e.get("entity_id")), labels[0] if labels else ""))
-    return found, error
-
-
-async def compartment_entities(request: web.Request) -> tuple[dict[str, str], str]:
-    """adapter name → one of its compartments' entity ids (where its `grid` command goes)."""
-    found, error = await _compartments(request)
+async def compartment_entities(request: web.Request) -> tuple[dict[str, str], Reply]:
+    """adapter name → one of its compartments' entity ids (where its `grid` command goes); and the reply, for its
+    error. The `latest` op's filter is a substring of the entity id, type or adapter, which narrows the answer
+    (milliseconds instead of seconds at 100k entities); the exact type is checked here."""
+    reply = await _call(request, "latest", filter=COMPARTMENT_TYPE, limit=100_000)
     firsts: dict[str, str] = {}
-    for adapter, entity_id, _ in found:
-        firsts.setdefault(adapter, entity_id)
-    return firsts, error
+    if isinstance(reply.result, Mapping):
+        for e in reply.result.get("entities") or []:
+            if isinstance(e, Mapping) and e.get("entity_type") == COMPARTMENT_TYPE:
+                firsts.setdefault(str(e.get("adapter")), str(e.get("entity_id")))
+    return firsts, reply
 
 
-async def compartment_label(request: web.Request, entity_id: str) -> tuple[str | None, str]:
-    """The label of the compartment whose entity is `entity_id`, or None when no compartment has that entity id
-    (or it has no label); and the gateway's error, if it did not answer."""
-    found, error = await _compartments(request)
-    for _, eid, label in found:
-        if eid == entity_id and label:
-            return label, error
-    return None, error
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sites:
+    """The locker adapters' grids as the page shows them, and what kept any of them from being read."""
+
+    sites: list[dict[str, Any]] = field(default_factory=list)  # {"adapter": name, "cells": [grid cell, …]}
+    error: str = ""
+    unreachable: bool = False  # the gateway did not answer: ask it nothing more while answering this request
+
+    def compartment(self, entity_id: str) -> tuple[str, Mapping[str, Any]] | None:
+        """(site, grid cell) of the compartment whose entity is `entity_id`, or None."""
+        for site in self.sites:
+            for cell in site["cells"]:
+                if cell.get("entity_id") == entity_id:
+                    return site["adapter"], cell
+        return None
 
 
-async def grids(request: web.Request) -> tuple[list[dict[str, Any]], str]:
-    firsts, error = await compartment_entities(request)
+async def grids(request: web.Request) -> Sites:
+    firsts, reply = await compartment_entities(request)
     sites = []
+    error, unreachable = reply.error, reply.unreachable
     actor = _actor(request)
     for adapter, entity_id in sorted(firsts.items()):
-        result, err = await _call(request, "command", entity_id=entity_id, name="grid", value=None, actor=actor)
+        answer = await _call(request, "command", entity_id=entity_id, name="grid", value=None, actor=actor)
+        result = answer.result
         if isinstance(result, Mapping) and result.get("ok"):
             try:
-                cells = json.loads(str(result.get("info")))
+                loaded = json.loads(str(result.get("info")))
             except ValueError:
-                cells = []
+                loaded = []
+            cells = [c for c in loaded if isinstance(c, Mapping)] if isinstance(loaded, list) else []
             sites.append({"adapter": adapter, "cells": cells})
-        error = error or err
-    return sites, error
+        error = error or answer.error
+        if answer.unreachable:  # each further site would wait out its own timeout too
+            unreachable = True
+            break
+    return Sites(sites=sites, error=error, unreachable=unreachable)
 
 
 @routes.get("/lockers")
@@ -104,20 +117,20 @@ async def lockers(request: web.Request) -> web.StreamResponse:
     return await _page(request)
 
 
-async def _page(request: web.Request, *, status: int = 200) -> web.Response:
-    sites, error = await grids(request)
-    try:
-        failures = await services(request).control.call("mail.failures", purpose=MAIL_PURPOSE)
-    except ControlError:  # no [mail] (assigning says so), or no gateway (said above): no list to show
-        failures = []
+async def _page(request: web.Request, *, status: int = 200, read: Sites | None = None) -> web.Response:
+    """The page; `read`: the grids this request has read already, not asked for again."""
+    sites = read if read is not None else await grids(request)
+    failures: list[Any] | None = None  # not known: the section is left out
+    if not sites.unreachable:
+        try:
+            answer = await services(request).control.call("mail.failures", purpose=MAIL_PURPOSE)
+        except ControlError:  # no [mail] (assigning says so), or the gateway's error (said above): no list to show
+            answer = []
+        failures = answer if isinstance(answer, list) else []
     return render(
         request,
         "lockers.html",
-        {
-            "sites": sites,
-            "error": error,
-            "failures": failures if isinstance(failures, list) else [],
-        },
+        {"sites": sites.sites, "error": sites.error, "failures": failures},
         status=status,
     )
 
@@ -170,34 +183,56 @@ def mail_outcome(info: str) -> str:
     return word if word in MAIL_OUTCOMES else "unknown"
 
 
-async def _target(request: web.Request, what: str) -> tuple[str, str] | web.Response:
-    """The form's entity id and its compartment's label; else the page, with a 400 and why for an entity id that
-    is no compartment's, a 503 when the gateway does not answer (a `label` the form may carry is never used: a
-    stale or edited form must not put another door's label on the record)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """The compartment a form acts on, as its site's grid has it."""
+
+    entity_id: str
+    label: str
+    site: str  # its locker adapter's name, as the page heads its grid
+
+
+async def _target(request: web.Request, what: str) -> Target | web.Response:
+    """The form's compartment, from the grids the page shows; else the page, with a 400 and why for an entity id
+    that is no compartment's (or one without a label), a 503 when the gateway does not answer (a `label` the form
+    may carry is never used: a stale or edited form must not put another door's label on the record)."""
     t = translator(request)
     form = await request.post()
     entity_id = str(form.get("entity_id", ""))[:300]
-    label, error = await compartment_label(request, entity_id)
-    if label is not None:
-        return entity_id, label[:40]
-    if error:  # the gateway did not answer: nothing can be sent either
-        flash(request, error, "error")
-        return await _page(request, status=503)
+    read = await grids(request)
+    found = read.compartment(entity_id)
+    if found is not None:
+        site, cell = found
+        label = str(cell.get("label") or "")[:40]
+        if label:
+            return Target(entity_id=entity_id, label=label, site=site)
+        log.warning(
+            "web: %s by %s refused: compartment %r of locker adapter %s has no label in its grid",
+            what,
+            _actor(request),
+            entity_id,
+            site,
+        )
+        flash(request, t("lockers.refused.no_label", entity_id=entity_id, site=site), "error")
+        return await _page(request, status=400, read=read)
+    if read.error:  # the gateway did not answer (or not for every site): nothing can be sent either
+        flash(request, read.error, "error")
+        return await _page(request, status=503, read=read)
     log.warning(
-        "web: %s by %s refused: entity id %r is no locker compartment in the gateway's latest values",
+        "web: %s by %s refused: entity id %r is no compartment in the locker adapters' grids",
         what,
         _actor(request),
         entity_id,
     )
     flash(request, t("lockers.refused.not_compartment", entity_id=entity_id), "error")
-    return await _page(request, status=400)
+    return await _page(request, status=400, read=read)
 
 
 async def _command(request: web.Request, entity_id: str, name: str, value: Any) -> tuple[bool, str]:
-    result, _ = await _call(request, "command", entity_id=entity_id, name=name, value=value, actor=_actor(request))
-    if not isinstance(result, Mapping):
+    reply = await _call(request, "command", entity_id=entity_id, name=name, value=value, actor=_actor(request))
+    if not isinstance(reply.result, Mapping):
         return False, "unreachable: the gateway did not answer"
-    return bool(result.get("ok")), str(result.get("info", ""))
+    return bool(reply.result.get("ok")), str(reply.result.get("info", ""))
 
 
 @routes.post("/lockers/assign")
@@ -208,23 +243,28 @@ async def assign(request: web.Request) -> web.StreamResponse:
     target = await _target(request, "assign")
     if isinstance(target, web.Response):
         return target
-    entity_id, label = target
     email = str(form.get("email", "")).strip()[:_FIELD_MAX]
     reference = str(form.get("reference", "")).strip()[:_FIELD_MAX]
-    ok, info = await _command(request, entity_id, "assign", {"email": email, "reference": reference})
+    ok, info = await _command(request, target.entity_id, "assign", {"email": email, "reference": reference})
+    names = {"label": target.label, "site": target.site}
     if ok:
         detail = json.loads(info)
         unaudited = await audit_done(
             request,
             "locker.assign",
-            label,
-            {"reference": reference, "mail_id": detail.get("mail_id"), "entity_id": entity_id},
+            target.label,
+            {
+                "reference": reference,
+                "mail_id": detail.get("mail_id"),
+                "entity_id": target.entity_id,
+                "site": target.site,
+            },
         )
-        flash(request, t("lockers.assigned", label=label), "success")
+        flash(request, t("lockers.assigned", **names), "success")
         if unaudited:
             flash(request, t("audit.not_recorded", reason=unaudited), "error")
     else:
-        flash(request, t(f"lockers.refused.{_reason(info)}", label=label), "error")
+        flash(request, t(f"lockers.refused.{_reason(info)}", **names), "error")
     raise web.HTTPFound("/lockers")
 
 
@@ -239,19 +279,22 @@ async def action(request: web.Request) -> web.StreamResponse:
     target = await _target(request, name)
     if isinstance(target, web.Response):
         return target
-    entity_id, label = target
-    ok, info = await _command(request, entity_id, name, None)
+    ok, info = await _command(request, target.entity_id, name, None)
     unaudited = await audit_done(
-        request, f"locker.{name}", label, {"ok": ok, "result": info[:200], "entity_id": entity_id}
+        request,
+        f"locker.{name}",
+        target.label,
+        {"ok": ok, "result": info[:200], "entity_id": target.entity_id, "site": target.site},
     )
+    names = {"label": target.label, "site": target.site}
     if ok and name == "cancel":
         outcome = mail_outcome(info)
         category = "warning" if outcome in _PATRON_MAY_HAVE_CODE else "success"
-        flash(request, t(f"lockers.done.cancel.{outcome}", label=label), category)
+        flash(request, t(f"lockers.done.cancel.{outcome}", **names), category)
     elif ok:
-        flash(request, t(f"lockers.done.{name}", label=label), "success")
+        flash(request, t(f"lockers.done.{name}", **names), "success")
     else:
-        flash(request, t(f"lockers.refused.{_reason(info)}", label=label), "error")
+        flash(request, t(f"lockers.refused.{_reason(info)}", **names), "error")
     if unaudited:
         flash(request, t("audit.not_recorded", reason=unaudited), "error")
     raise web.HTTPFound("/lockers")
