@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.web.conftest import WebEnv
+from tests.web.spell_lines import warnings
 from tests.web.test_login_lockout_per_address import STRANGER, stranger
 
 FLOOD = 50
@@ -21,10 +22,6 @@ ENDED = (
     "web: {count} forms with a missing or wrong CSRF token from {address} refused from {first} to {last}"
     " ({requests}; the first told then, the others counted)"
 )
-
-
-def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def forged(client: TestClient[web.Request, web.Application], count: int) -> list[int]:

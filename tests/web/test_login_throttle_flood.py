@@ -13,6 +13,7 @@ from gateway.audit.log import AuditEntry
 from gateway.web.config import WebConfig
 from gateway.web.refusals import MAX_SPELLS, RefusalSpells
 from tests.web.conftest import START, WebEnv, csrf_token, login
+from tests.web.spell_lines import warnings
 from tests.web.test_login_lockout_per_address import STRANGER, stranger
 
 FLOOD = 50
@@ -23,10 +24,6 @@ THROTTLE = pytest.mark.parametrize("web_config", [WebConfig(address_attempts_per
 def throttled(web_env: WebEnv) -> list[AuditEntry]:
     entries = reversed(web_env.entries("login.failed"))
     return [e for e in entries if e.detail["reason"] == "throttled"]
-
-
-def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def flood(client: TestClient[web.Request, web.Application], count: int) -> list[int]:

@@ -17,15 +17,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.control.client import ControlClient
 from gateway.web.kiosk import COOKIE, build_kiosk_app
 from tests.web.conftest import Clock, WebEnv
+from tests.web.spell_lines import warnings
 
 FLOOD = 30
 UNREADABLE = {"Content-Type": "application/x-www-form-urlencoded; charset=x-nonexistent"}
 ENDED = "{source}: {count} {what} from 127.0.0.1 refused from {first} to {last} ({requests}; the first told then, the others counted)"
 AT_START = "2026-12-01T00:00:00Z"
-
-
-def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_unreadable_forms_to_the_ui_are_told_per_spell(web_env: WebEnv, caplog: pytest.LogCaptureFixture) -> None:

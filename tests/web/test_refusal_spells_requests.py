@@ -14,15 +14,12 @@ import pytest
 from gateway.accounts.store import Role
 from gateway.web.config import WebConfig
 from tests.web.conftest import WebEnv, csrf_token, login
+from tests.web.spell_lines import warnings
 
 ENDED = (
     "web: {count} forms with a missing or wrong CSRF token from 127.0.0.1 refused from 2026-12-01T00:00:00Z to"
     " 2026-12-01T00:00:00Z ({requests}; the first told then, the others counted)"
 )
-
-
-def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_the_closing_line_names_the_forms_refused(web_env: WebEnv, caplog: pytest.LogCaptureFixture) -> None:

@@ -20,6 +20,7 @@ from gateway.web.config import WebConfig
 from gateway.web.kiosk import build_kiosk_app
 from gateway.web.refusals import WATCHED
 from tests.web.conftest import START, Clock, csrf_token
+from tests.web.spell_lines import warnings
 from tests.web.test_refusal_spells_access_log import start, stop
 
 SWEEP_EVERY_S = 0.02  # real seconds: the test's fake clock says how much of a window has passed
@@ -27,10 +28,6 @@ ENDED = (
     "{source}: {count} {what} from 127.0.0.1 refused from 2026-12-01T00:00:00Z to 2026-12-01T00:00:00Z"
     " (POST {path}; the first told then, the others counted)"
 )
-
-
-def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def within_seconds(check: Callable[[], bool]) -> bool:
