@@ -14,7 +14,8 @@ swapped the two fields typed their code there (as the login page audits a name t
 
 A kiosk serves one locker adapter (one site): its compartments only, so that a patron's A-01 is
 never another site's A-01 (`edgegw locker kiosk --adapter NAME`, required when the gateway has
-several). Without a name it serves the one there is, and refuses every try while it sees several.
+several). Without a name it serves the one there is, and refuses every try while it sees several. A typed
+label is looked up in that adapter's `grid` (its own words), not in the gateway's processed latest values.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -119,6 +121,7 @@ def build_kiosk_app(
         "entities": {},
         "entities_at": -1e18,
         "ambiguous": "",  # said once: the locker adapters seen while none was named
+        "no_grid": "",  # said once: what the adapter answered instead of its grid
         "secure": secure_cookie,
         "env": jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -170,30 +173,34 @@ class _Ambiguous(Exception):
     """Compartments of several locker adapters and no adapter named: a label would not say which site."""
 
 
+class _NoGrid(Exception):
+    """The kiosk's locker adapter did not give its grid: which compartments it has is not known."""
+
+
 async def _entities(app: web.Application) -> dict[str, str]:
     """Compartment label of the kiosk's adapter (upper case: patrons type a-03 as often as A-03, and an adapter's
-    labels never differ only in case) → entity id, from the gateway's latest values (kept for a few seconds)."""
+    labels never differ only in case) → entity id, from that adapter's `grid` (kept for a few seconds).
+
+    The grid and not the latest values: those are the processed readings, which a valid `[[processing]]` rename
+    or drop of `compartmentLabel` leaves without a label. `latest` is asked for the compartments only, to know
+    where the grid command goes: its filter is a substring of the entity id, type or adapter, which narrows the
+    answer (milliseconds instead of seconds at 100k entities); the exact type is checked here."""
     st = app[STATE]
     now = time.monotonic()
     if now - st["entities_at"] < ENTITY_CACHE_S and st["entities"]:
         return dict(st["entities"])
-    doc = await app[CONTROL].call("latest", filter="", limit=100_000)
+    control = app[CONTROL]
+    doc = await control.call("latest", filter=COMPARTMENT_TYPE, limit=100_000)
     wanted: str | None = st["adapter"]
-    found: dict[str, str] = {}
-    owners: set[str] = set()
+    firsts: dict[str, str] = {}  # locker adapter → one of its compartments' entity ids, where its grid goes
     if isinstance(doc, Mapping):
         for e in doc.get("entities") or []:
-            if not isinstance(e, Mapping) or e.get("entity_type") != COMPARTMENT_TYPE:
-                continue
-            owner = str(e.get("adapter"))
-            if wanted is not None and owner != wanted:
-                continue
-            owners.add(owner)
-            for a in e.get("attributes") or []:
-                if isinstance(a, Mapping) and a.get("name") == "compartmentLabel":
-                    found.setdefault(str(a.get("value")).upper(), str(e.get("entity_id")))
-    if len(owners) > 1:
-        names = ", ".join(sorted(owners))
+            if isinstance(e, Mapping) and e.get("entity_type") == COMPARTMENT_TYPE:
+                owner = str(e.get("adapter"))
+                if wanted is None or owner == wanted:
+                    firsts.setdefault(owner, str(e.get("entity_id")))
+    if len(firsts) > 1:
+        names = ", ".join(sorted(firsts))
         if st["ambiguous"] != names:
             st["ambiguous"] = names
             log.error(
@@ -202,8 +209,48 @@ async def _entities(app: web.Application) -> dict[str, str]:
                 names,
             )
         raise _Ambiguous(names)
+    if not firsts:  # no compartment seen yet (or none of the named adapter's): every label is unknown
+        return {}
+    ((owner, entity_id),) = firsts.items()
+    result = await control.call("command", entity_id=entity_id, name="grid", value=None, actor="kiosk")
+    found = _labels(result)
+    if isinstance(found, str):
+        if st["no_grid"] != found:
+            st["no_grid"] = found
+            log.warning(
+                "kiosk: locker adapter %s gave no grid of its compartments, got %r; every try is refused until it "
+                "does (`edgegw locker status` reads the same grid)",
+                owner,
+                found,
+            )
+        raise _NoGrid(found)
+    if st["no_grid"]:
+        st["no_grid"] = ""
+        log.info("kiosk: locker adapter %s gives the grid of its compartments again", owner)
     st["entities"], st["entities_at"] = found, now
     return dict(found)
+
+
+def _labels(result: Any) -> dict[str, str] | str:
+    """Upper-cased label → entity id of a `grid` command's cells; or, when the answer is no grid, what it was (to
+    be logged: a refusal's own words, never an answer that may carry assignments, with patrons' references)."""
+    if not isinstance(result, Mapping):
+        return f"an answer that is no command result ({type(result).__name__})"
+    info = str(result.get("info", ""))
+    if not result.get("ok"):
+        return info[:200]
+    try:
+        cells = json.loads(info)
+    except ValueError:
+        cells = None
+    if not isinstance(cells, list):
+        return f"a grid that is no JSON list ({len(info)} characters)"
+    found: dict[str, str] = {}
+    for cell in cells:
+        # a cell without a label cannot be typed at the kiosk
+        if isinstance(cell, Mapping) and cell.get("label") and cell.get("entity_id"):
+            found.setdefault(str(cell["label"]).upper(), str(cell["entity_id"]))
+    return found
 
 
 async def open_door(request: web.Request) -> web.StreamResponse:
@@ -245,7 +292,7 @@ async def open_door(request: web.Request) -> web.StreamResponse:
     except (ControlUnavailable, ControlError) as exc:
         log.warning("kiosk: the gateway did not answer: %s", exc)
         outcome = "failed"
-    except _Ambiguous:  # said in the log once; the patron is asked to try later, no compartment counts a try
+    except (_Ambiguous, _NoGrid):  # said in the log once; the patron is asked to try later, no compartment counts a try
         outcome = "failed"
     # a label that is none of the kiosk's compartments (or not known to be one) may be a code typed in the
     # wrong field: it is neither kept nor shown back
