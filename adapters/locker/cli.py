@@ -146,7 +146,8 @@ async def probe(port: str, baud: int, models: list[BoardModel], timeout: float, 
 
 
 async def _grids(client: Any) -> list[dict[str, Any]]:
-    doc = await client.call("latest", filter="", limit=100_000)
+    # the filter (a substring of entity id, type or adapter) narrows a big gateway's answer; the type is checked
+    doc = await client.call("latest", filter=COMPARTMENT_TYPE, limit=100_000)
     firsts: dict[str, str] = {}
     for e in doc.get("entities", []):
         if e.get("entity_type") == COMPARTMENT_TYPE:
