@@ -86,6 +86,8 @@ def _walk(dir_fd: int, where: Path, owner: os.stat_result, depth: int) -> None:
             continue
         if st.st_uid != 0 or stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
             continue
+        if st.st_nlink != 1:  # a hard link the directory's owner made to a file of root's elsewhere: not ours
+            continue
         try:
             # relative to the directory listed, the last name unfollowed: a swap can only make it chown a link
             os.chown(entry.name, owner.st_uid, owner.st_gid, dir_fd=dir_fd, follow_symlinks=False)

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     sock = config.gateway.control_path()
     if args.locker_command == "kiosk":
         from gateway import logs
-        from gateway.privileges import PrivilegeError
+        from gateway.errors import GatewayError
 
         problem = kiosk_adapter(config, args)
         if problem:
@@ -88,7 +88,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)  # the journal, like `edgegw web`
         try:
             return asyncio.run(serve_kiosk(config, args))
-        except PrivilegeError as exc:  # started as root, it cannot serve as the gateway's user
+        except GatewayError as exc:  # started as root it cannot serve as the gateway's account, a store that is not
+            # its own, the TLS files …: one line naming the file and the fix, as `edgegw web` says it
             err.write(f"locker kiosk: {exc}\n")
             return EXIT_NOTHING
         except OSError as exc:  # the port in use, the web state directory not writable …
@@ -229,7 +230,7 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
     """
     import ipaddress
 
-    from gateway.privileges import drop_root, gateway_user
+    from gateway.privileges import drop_root, gateway_account
     from gateway.web.cli import tls_context
     from gateway.web.listen import bind
 
@@ -238,17 +239,11 @@ async def serve_kiosk(config: Any, args: argparse.Namespace) -> int:
         loopback = ipaddress.ip_address(args.listen).is_loopback
     except ValueError:
         loopback = args.listen == "localhost"
-    owner = gateway_user(data_dir)
     sockets = await asyncio.to_thread(bind, [args.listen], args.port)
     try:
-        admin_tls = config.web.tls_cert is not None or config.web.tls_key is not None
-        # an admin's certificate and key: read before the switch, where only root may read them (/etc/ssl/private)
-        early = not loopback and admin_tls
-        context = await asyncio.to_thread(tls_context, config.web, data_dir) if early else None
         # nothing served yet and no thread of this process using a file: the switch is the whole process's
-        await asyncio.to_thread(drop_root, owner, data_dir, who="locker kiosk", unit="edgegw-kiosk")
-        if not loopback and context is None:
-            context = await asyncio.to_thread(tls_context, config.web, data_dir)
+        await asyncio.to_thread(drop_root, gateway_account(), who="locker kiosk", unit="edgegw-kiosk")
+        context = None if loopback else await asyncio.to_thread(tls_context, config.web, data_dir, "locker kiosk")
         await _kiosk(config, args, sockets, context)
     finally:
         for sock in sockets:  # bound, never served (start-up stopped before)

@@ -148,40 +148,34 @@ async def serve(
     """Runs the UI until SIGTERM/SIGINT (or `stop` is set).
 
     Started by root with `become_owner` (the command's own process, never a test's), it binds its ports, becomes
-    the gateway's user and only then makes or opens its files and serves (gateway.privileges)."""
-    from gateway.privileges import drop_root, gateway_user
+    the gateway's account and only then reads its TLS material, makes or opens its files and serves
+    (gateway.privileges)."""
+    from gateway.privileges import drop_root, gateway_account
     from gateway.web.listen import bind
 
     data_dir = Path(cfg.gateway.data_dir)
-    owner = gateway_user(data_dir) if become_owner else None
     sockets = await asyncio.to_thread(bind, cfg.web.listen, cfg.web.port)
     try:
-        admin_tls = cfg.web.tls_cert is not None or cfg.web.tls_key is not None
-        # an admin's certificate and key: read before the switch, where only root may read them (/etc/ssl/private)
-        context: ssl.SSLContext | None = None
-        if admin_tls:
-            context = await asyncio.to_thread(tls_context, cfg.web, data_dir)
         if become_owner:
             # nothing served yet and no thread of this process using a file: the switch is the whole process's
-            await asyncio.to_thread(drop_root, owner, data_dir, who="web", unit="edgegw-web")
-        if context is None:
-            context = await asyncio.to_thread(tls_context, cfg.web, data_dir)
+            await asyncio.to_thread(drop_root, gateway_account(), who="web", unit="edgegw-web")
+        context = await asyncio.to_thread(tls_context, cfg.web, data_dir, "web")
         await _serve(cfg, config_path, sockets, context, stop or asyncio.Event())
     finally:
         for sock in sockets:  # bound, never served (start-up stopped before)
             sock.close()
 
 
-def tls_context(web_cfg: WebConfig, data_dir: Path) -> ssl.SSLContext:
+def tls_context(web_cfg: WebConfig, data_dir: Path, who: str) -> ssl.SSLContext:
     """The UI's TLS context: the admin's certificate, else the self-signed one in the state directory (made now if
-    absent); the kiosk off loopback serves the same."""
+    absent); the kiosk off loopback serves the same (`who` names the server in the log)."""
     from gateway.web.certs import material, server_context
 
-    # a self-signed one made by root that stayed root goes to the gateway's user with the stores (_serve)
+    # a self-signed one made by root that stayed root goes to the gateway's account with the stores (_serve)
     tls = material(web_cfg, web_cfg.state_path(data_dir))
     # Pairs separated by spaces, as Chrome's certificate viewer shows them: the colon spelling has the shape of
     # MAC addresses, which the journal's redactor masks as personal data.
-    log.info("web: TLS certificate SHA-256 fingerprint %s (%s)", tls.fingerprint.replace(":", " "), tls.cert)
+    log.info("%s: TLS certificate SHA-256 fingerprint %s (%s)", who, tls.fingerprint.replace(":", " "), tls.cert)
     return server_context(tls)
 
 

@@ -204,3 +204,15 @@ def test_a_tree_deeper_than_the_walk_goes_is_left_and_raises_nothing(
     finally:
         # pytest's own clean-up of old temporary trees (shutil.rmtree) recurses once per level too
         subprocess.run(["rm", "-rf", "--", str(web / "d")], check=True)
+
+
+def test_a_hard_link_to_a_file_of_roots_elsewhere_is_not_handed_over(box: tuple[Path, Path]) -> None:
+    """A second name for a root-owned file outside the tree (made in the state directory while root may make one:
+    protected_hardlinks off, or a file the gateway's user may write) stays root's: chowning the name would give
+    away the file."""
+    state, victim = box
+    os.link(victim / KEY, state / "looks-like-ours.db")
+    (state / "made-by-root.db").write_text("root made this here\n")
+    hand_over(state)
+    assert (victim / KEY).stat().st_uid == 0
+    assert (state / "made-by-root.db").stat().st_uid == NOBODY  # what root made there still goes back

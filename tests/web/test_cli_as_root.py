@@ -88,9 +88,9 @@ class Served:
 
 
 @contextmanager
-def serving(python: str, config: Path, *, uid: int | None = None) -> Iterator[Served]:
+def serving(python: str, config: Path, *, uid: int | None = None, account: str = "nobody") -> Iterator[Served]:
     """`edgegw web` started by root (or by `uid` from the start), once it says where it listens; SIGTERM after,
-    its output then kept."""
+    its output then kept. `account` plays the gateway's account (edgegw on a box)."""
     switch = [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
     with subprocess.Popen(
         [*switch, python, "-m", "gateway", "web", "-c", str(config)],
@@ -98,7 +98,7 @@ def serving(python: str, config: Path, *, uid: int | None = None) -> Iterator[Se
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "EDGEGW_USER": account},
     ) as web:
         try:
             assert web.stdout is not None
@@ -135,7 +135,7 @@ def web_stops(python: str, config: Path, *, before: tuple[str, ...] = (), path: 
         capture_output=True,
         text=True,
         cwd=path,  # `-m` imports from the working directory first
-        env={**os.environ, "PYTHONPATH": str(path)},
+        env={**os.environ, "PYTHONPATH": str(path), "EDGEGW_USER": "nobody"},
         timeout=60,
         check=False,
     )
@@ -171,37 +171,55 @@ def test_web_state_elsewhere_is_made_by_the_gateways_user(data_dir: Path, python
         assert not_the_gateways(state) == []
 
 
-def test_web_by_root_stays_root_and_says_why_when_its_data_is_roots(python_both_may_run: str) -> None:
-    with tempfile.TemporaryDirectory(prefix="edgegw-root-web-") as name:
-        data = Path(name) / "data"
-        data.mkdir(mode=0o700)
-        config = ui_config(Path(name) / "gw.toml", data)
-        with serving(python_both_may_run, config) as web:
-            assert credentials(web.process.pid)["Uid"] == [0] * 4
-            assert login_page(web.url) == 200
+def test_web_by_root_stays_root_and_says_why_without_the_gateways_account(
+    data_dir: Path, python_both_may_run: str
+) -> None:
+    """A box without the gateway's account (a developer's): no one to become, as before, and the log says so."""
+    config = ui_config(data_dir.parent / "gw.toml", data_dir)
+    with serving(python_both_may_run, config, account="edgegw-not-here") as web:
+        assert credentials(web.process.pid)["Uid"] == [0] * 4
+        assert login_page(web.url) == 200
     assert web.process.returncode == 0, web.journal
-    assert f"web: runs as root, as started: {data} is root's or not there yet, so there is no gateway's" in web.journal
+    assert "web: runs as root, as started: this box has no account edgegw-not-here to become" in web.journal
     assert "systemctl start edgegw-web" in web.journal
 
 
-def test_web_by_root_becomes_the_data_directorys_owner_whatever_the_state_directory_names(
+def test_web_by_root_becomes_the_gateways_account_whatever_owns_the_configured_data(
     data_dir: Path, python_both_may_run: str
 ) -> None:
-    """The gateway's user is the owner of the configured data directory: a state directory reached through a link
-    the gateway's user planted (into another account's directory, next to a root-only file) names no one to become,
-    and root never uses it. Before, the UI became that other account and gave it the root-only file."""
+    """The account is root's choice, never what the config names: the gateway's account may rewrite the config
+    (the web UI's config apply does) and point data_dir at another account's directory. Before, the UI became
+    that directory's owner (review: postgres, with its ssl-cert group)."""
+    other = data_dir.parent / "other"
+    other.mkdir(mode=0o700)
+    os.chown(other, 4242, 4242)
+    config = ui_config(data_dir.parent / "gw.toml", other)
+    done = web_stops(python_both_may_run, config)
+    assert "web: started as root, runs as nobody (uid 65534) from now on" in done.stderr
+    assert "4242" not in done.stderr.split("from now on")[0]
+    assert done.returncode == 1  # as its unit would: the gateway's account may not write there
+    assert f"Permission denied: '{other / 'web'}" in done.stderr
+    assert sorted(other.iterdir()) == []  # nothing made there as root
+
+
+def test_web_by_root_never_uses_a_state_directory_reached_through_a_planted_link(
+    data_dir: Path, python_both_may_run: str
+) -> None:
+    """A state directory reached through a link the gateway's account planted (into another account's directory,
+    next to a root-only file) is used as that account, never as root. Before, the UI became that other account and
+    gave it the root-only file."""
     with tempfile.TemporaryDirectory(prefix="edgegw-victim-") as name:
         victim = Path(name)
         victim.chmod(0o755)  # root's, as /etc is
         (victim / "web").mkdir(mode=0o750)
         os.chown(victim / "web", 4242, 4242)  # another account's directory
         (victim / "web" / "root-only.conf").write_text("secret\n")
-        (data_dir / "ui").symlink_to(victim)  # planted by the gateway's user: its own directory
+        (data_dir / "ui").symlink_to(victim)  # planted by the gateway's account: its own directory
         os.lchown(data_dir / "ui", GATEWAY_USER, GATEWAY_USER)
         config = ui_config(data_dir.parent / "gw.toml", data_dir, f'state_dir = "{data_dir / "ui" / "web"}"\n')
         done = web_stops(python_both_may_run, config)
         assert "runs as nobody (uid 65534) from now on" in done.stderr
-        assert "listening on" not in done.stdout  # as the gateway's user, 4242's directory is not writable
+        assert "listening on" not in done.stdout  # as the gateway's account, 4242's directory is not writable
         assert done.returncode == 1
         tls = data_dir / "ui" / "web" / "tls-cert.pem"
         assert f"web: cannot start, got [Errno 13] Permission denied: '{tls}'" in done.stderr  # as its unit would
@@ -219,8 +237,8 @@ def test_web_by_root_that_cannot_become_the_gateways_user_stops_naming_it(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "listening on" not in done.stdout  # never served as root
     assert done.stderr.endswith(
-        f"edgegw web: started as root, could not become nobody (uid 65534), the owner of {data_dir} "
-        "(Operation not permitted); start it as that user (systemctl start edgegw-web)\n"
+        "edgegw web: started as root, could not become nobody (uid 65534), the gateway's account "
+        "(Operation not permitted); start it as that account (systemctl start edgegw-web)\n"
     )
 
 
@@ -236,4 +254,7 @@ def test_web_by_root_that_could_not_read_its_own_code_as_the_gateways_user_stops
         done = web_stops(python_both_may_run, config, path=Path(name))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "listening on" not in done.stdout
-    assert (f"edgegw web: started as root and now nobody (uid 65534), which may not read {name} ") in done.stderr
+    assert (
+        f"edgegw web: started as root and now nobody (uid 65534), which may not read {name}, where the Python it "
+        "runs on imports from"
+    ) in done.stderr
