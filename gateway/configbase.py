@@ -8,9 +8,12 @@ per problem, so each gets its own line with its own full key path.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
+import os
 import re
+import stat
 import sys
 import tomllib
 import types
@@ -23,6 +26,7 @@ from typing import Annotated, Any, Protocol, Union, runtime_checkable
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import ConfigError
+from gateway.secret_key_file import KINDS
 from gateway.secrets import SecretInClear, check_url_credentials
 
 __all__ = [
@@ -56,11 +60,13 @@ def read_toml(path: Path, *, missing_hint: str = "") -> dict[str, Any]:
     most parsers accept a leading one; Python's tomllib alone answers "Invalid statement".
     """
     try:
-        data = path.read_bytes()
+        data = _config_bytes(path)
     except FileNotFoundError:
         raise ConfigError(["file not found" + (f"; {missing_hint}" if missing_hint else "")], str(path)) from None
     except IsADirectoryError:
         raise ConfigError(["cannot read, got a directory; name the configuration file in it"], str(path)) from None
+    except _NotAFile as exc:
+        raise ConfigError([f"cannot read, got {exc}; name the configuration file"], str(path)) from None
     except PermissionError:
         raise ConfigError(
             ["cannot read, got permission denied; run it as the gateway's user or with sudo"], str(path)
@@ -73,6 +79,40 @@ def read_toml(path: Path, *, missing_hint: str = "") -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError([_not_utf8(data, exc)], str(path)) from None
     return parse_toml(text, str(path))
+
+
+# far beyond any gateway's configuration; bounds what a device or /dev/zero named as one would have root read
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+class _NotAFile(Exception):
+    """What a configuration's name leads to instead of a regular file: the words for it."""
+
+
+def _config_bytes(path: Path) -> bytes:
+    """The bytes of the regular file at `path` (links followed), at most MAX_CONFIG_BYTES + 1 of them.
+
+    Root reads the configuration (`sudo edgegw web`, `check-config` in the package's postinst) and the gateway's
+    account may replace it (/etc/edgegw is the account's to write: the web UI's config apply). So its name is
+    opened O_PATH first, which opens no device (opening a serial port resets a board; opening a watchdog arms
+    it), and only a regular file is opened for reading, through that very descriptor and non-blocking: a named
+    pipe would hang a start or an apt upgrade, /dev/zero would fill memory.
+    """
+    handle = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        st = os.fstat(handle)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "a directory", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotAFile(KINDS.get(stat.S_IFMT(st.st_mode), "no regular file"))
+        fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    finally:
+        os.close(handle)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise _NotAFile(f"a file over {MAX_CONFIG_BYTES // (1024 * 1024)} MiB, too large for a configuration")
+    return data
 
 
 def parse_toml(text: str, source: str = "") -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from gateway.errors import GatewayError
 
-__all__ = ["ACCOUNT", "PrivilegeError", "drop_root", "gateway_account"]
+__all__ = ["ACCOUNT", "PrivilegeError", "account_name", "drop_root", "gateway_account", "ownership_hint"]
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,13 @@ def account_name() -> str:
 
 def gateway_account() -> pwd.struct_passwd | None:
     """Run as root, the gateway's account (`account_name`); None as any other user, or when this box has no such
-    account (or it is root itself)."""
+    account."""
     if os.geteuid() != 0:
         return None
     try:
-        entry = pwd.getpwnam(account_name())
+        return pwd.getpwnam(account_name())
     except KeyError:
         return None
-    return None if entry.pw_uid == 0 else entry
 
 
 def drop_root(account: pwd.struct_passwd | None, *, who: str, unit: str) -> str | None:
@@ -76,6 +75,14 @@ def drop_root(account: pwd.struct_passwd | None, *, who: str, unit: str) -> str 
         )
         return None
     name = f"{account.pw_name} (uid {account.pw_uid})"
+    if account.pw_uid == 0:
+        log.warning(
+            "%s: runs as root, as started: %s names %s, which is root; name the gateway's account",
+            who,
+            ACCOUNT_VARIABLE,
+            name,
+        )
+        return None
     needed = _python_dirs()  # seen as root: as that account, a directory it may not enter does not even exist
     try:
         os.initgroups(account.pw_name, account.pw_gid)
@@ -115,3 +122,15 @@ def _check_readable(needed: list[str], name: str, unit: str) -> None:
                 f"from; install edgegw where the gateway's account can read it (/opt/edgegw), or start it as that "
                 f"account (systemctl start {unit})"
             )
+
+
+def ownership_hint(exc: OSError, data_dir: Path) -> str:
+    """For a file this process may not use, after it became the gateway's account: whose it must be, and the
+    command; "" for any other error (a port refused names no file)."""
+    if not isinstance(exc, PermissionError) or not exc.filename:
+        return ""
+    who = account_name()
+    return (
+        f"; {data_dir} and what it holds must be the gateway's account's ({who}), as its unit runs: sudo chown -R "
+        f"{who}: {data_dir} (a new box: sudo install -d -o {who} -g {who} -m 0750 {data_dir})"
+    )

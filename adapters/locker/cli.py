@@ -93,7 +93,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             err.write(f"locker kiosk: {exc}\n")
             return EXIT_NOTHING
         except OSError as exc:  # the port in use, the web state directory not writable …
-            err.write(f"locker kiosk: cannot start on {args.listen}:{args.port}, got {exc}\n")
+            from gateway.privileges import ownership_hint
+
+            hint = ownership_hint(exc, Path(config.gateway.data_dir))
+            where = "" if hint else f" on {args.listen}:{args.port}"  # a file, not the address, was refused
+            err.write(f"locker kiosk: cannot start{where}, got {exc}{hint}\n")
             return EXIT_NOTHING
     if args.locker_command == "status":
         return asyncio.run(status(sock, out, err))

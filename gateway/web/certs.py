@@ -177,10 +177,23 @@ def _pem_labels(data: bytes) -> str:
     return f"{len(data)} bytes without a PEM block (a DER key converts with openssl pkey -inform DER)"
 
 
+def _not_readable(field: str, path: Path) -> str:
+    """The UI reads its certificate and key as the gateway's account, as its unit runs (`sudo edgegw web` too)."""
+    from gateway.privileges import account_name
+
+    who = account_name()
+    return (
+        f"web.{field}: '{path}' is not readable by the gateway's account ({who}), which the UI reads it as; "
+        f"sudo chgrp {who} '{path}' && sudo chmod 0640 '{path}' (and its directories searchable by {who})"
+    )
+
+
 def _check_private_key(key_path: Path) -> None:
     """ConfigError unless `key_path` holds an unencrypted PEM private key, said before OpenSSL reads it."""
     try:
         data = key_path.read_bytes()
+    except PermissionError:
+        raise ConfigError([_not_readable("tls_key", key_path)]) from None
     except OSError as exc:
         raise ConfigError([f"web.tls_key: cannot read the private key, got '{key_path}' ({exc.strerror})"]) from None
     try:
@@ -216,6 +229,8 @@ def material(config: WebConfig, state_dir: Path, *, create: bool = True) -> TlsM
             return TlsMaterial(
                 cert=config.tls_cert, key=config.tls_key, fingerprint=fingerprint(pem), self_signed=False
             )
+        except PermissionError:
+            raise ConfigError([_not_readable("tls_cert", config.tls_cert)]) from None
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 [f"web.tls_cert: cannot read a PEM certificate, got '{config.tls_cert}' ({exc})"]

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
@@ -43,6 +44,7 @@ EXIT_CONFIG = 2
 SETUP_TTL_S = 3600.0
 RETENTION_CHECK_S = 86400.0
 SHUTDOWN_TIMEOUT_S = 5.0
+PRIVILEGED_BELOW = 1024  # Linux's default ip_unprivileged_port_start
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -117,13 +119,18 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_config_error(exc, source=str(path))
         return EXIT_CONFIG
-    state_dir = cfg.web.state_path(Path(cfg.gateway.data_dir))
+    data_dir = Path(cfg.gateway.data_dir)
+    state_dir = cfg.web.state_path(data_dir)
     if args.web_command == "fingerprint":
+        from gateway.privileges import drop_root, gateway_account
         from gateway.web.certs import material
 
         try:
+            # the files as the server reads them, never as root: the gateway's account owns the state directory
+            if (account := gateway_account()) is not None:
+                drop_root(account, who="web fingerprint", unit="edgegw-web")
             tls = material(cfg.web, state_dir, create=False)
-        except (FileNotFoundError, ConfigError) as exc:
+        except (FileNotFoundError, GatewayError) as exc:
             print(f"edgegw web fingerprint: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         kind = "self-signed" if tls.self_signed else "installed"
@@ -137,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgegw web: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:  # the port in use, the state directory not writable …
-        log.critical("web: cannot start, got %s", exc)
+        from gateway.privileges import ownership_hint
+
+        log.critical("web: cannot start, got %s%s", exc, ownership_hint(exc, data_dir))
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -150,10 +159,17 @@ async def serve(
     Started by root with `become_owner` (the command's own process, never a test's), it binds its ports, becomes
     the gateway's account and only then reads its TLS material, makes or opens its files and serves
     (gateway.privileges)."""
-    from gateway.privileges import drop_root, gateway_account
+    from gateway.privileges import PrivilegeError, drop_root, gateway_account
     from gateway.web.listen import bind
 
     data_dir = Path(cfg.gateway.data_dir)
+    if become_owner and os.geteuid() == 0 and cfg.web.port < PRIVILEGED_BELOW:
+        # the config is the gateway's account's to write: root would hold a port for it that it may not take
+        raise PrivilegeError(
+            f"[web] port {cfg.web.port} is below {PRIVILEGED_BELOW}: started as root it would be bound for whoever "
+            "may write the config, and the unit, which has no capability, could not bind it; choose a port above "
+            f"{PRIVILEGED_BELOW - 1} (the default is 8443)"
+        )
     sockets = await asyncio.to_thread(bind, cfg.web.listen, cfg.web.port)
     try:
         if become_owner:

@@ -3,8 +3,10 @@ directory: '/etc/edgegw'", the path said twice and no fix."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from gateway.configbase import MAX_CONFIG_BYTES
 from tests.cli.edgegw import config, edgegw
 from tests.gateway.secret_files import GATEWAY_USER, needs_root
 
@@ -24,3 +26,39 @@ def test_a_config_the_user_may_not_read_says_whom_to_run_as(tmp_path: Path) -> N
     assert run.returncode == 2
     assert "cannot read, got permission denied; run it as the gateway's user or with sudo" in run.stderr
     assert "Errno" not in run.stderr
+
+
+def test_a_named_pipe_in_place_of_the_config_is_refused_at_once(tmp_path: Path) -> None:
+    """The gateway's account may replace the config root reads (`check-config` runs in the package's postinst):
+    a named pipe hung it, and an apt upgrade with it."""
+    fifo = tmp_path / "gateway.toml"
+    os.mkfifo(fifo)
+    run = edgegw("check-config", str(fifo), timeout=20)  # the hang failed here
+    assert run.returncode == 2
+    assert run.stderr.strip().endswith(f"{fifo}: cannot read, got a named pipe; name the configuration file")
+
+
+def test_a_device_in_place_of_the_config_is_never_opened(tmp_path: Path) -> None:
+    """Through a link to /dev/zero root read until memory ran out; a serial port or a watchdog is changed by the
+    open itself. Refused before any device is opened."""
+    link = tmp_path / "gateway.toml"
+    link.symlink_to("/dev/zero")
+    run = edgegw("check-config", str(link))
+    assert run.returncode == 2
+    assert run.stderr.strip().endswith(f"{link}: cannot read, got a character device; name the configuration file")
+
+
+def test_a_config_over_the_bound_is_refused_unread(tmp_path: Path) -> None:
+    huge = tmp_path / "gateway.toml"
+    with huge.open("wb") as f:
+        f.truncate(MAX_CONFIG_BYTES + 1)  # sparse: nothing written
+    run = edgegw("check-config", str(huge))
+    assert run.returncode == 2
+    assert "cannot read, got a file over 16 MiB, too large for a configuration" in run.stderr
+
+
+def test_a_config_reached_through_a_link_is_read_as_ever(tmp_path: Path) -> None:
+    link = tmp_path / "gateway.toml"
+    link.symlink_to(config(tmp_path))
+    run = edgegw("check-config", str(link))
+    assert run.returncode == 0, run.stderr

@@ -8,6 +8,7 @@ went on serving the network as root. The gateway's user is played by uid 65534 (
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
 
+from gateway.web.certs import make_self_signed
+from gateway.web.config import WebConfig
 from tests.gateway.secret_files import (
     GATEWAY_USER,
     ROOT,
@@ -199,6 +202,10 @@ def test_web_by_root_becomes_the_gateways_account_whatever_owns_the_configured_d
     assert "4242" not in done.stderr.split("from now on")[0]
     assert done.returncode == 1  # as its unit would: the gateway's account may not write there
     assert f"Permission denied: '{other / 'web'}" in done.stderr
+    assert (
+        f"; {other} and what it holds must be the gateway's account's (nobody), as its unit runs: sudo chown -R "
+        f"nobody: {other} (a new box: sudo install -d -o nobody -g nobody -m 0750 {other})"
+    ) in done.stderr
     assert sorted(other.iterdir()) == []  # nothing made there as root
 
 
@@ -258,3 +265,54 @@ def test_web_by_root_that_could_not_read_its_own_code_as_the_gateways_user_stops
         f"edgegw web: started as root and now nobody (uid 65534), which may not read {name}, where the Python it "
         "runs on imports from"
     ) in done.stderr
+
+
+def test_web_by_root_refuses_a_port_below_1024_from_the_config(data_dir: Path, python_both_may_run: str) -> None:
+    """The config is the gateway's account's to write: root bound 631 for it, which it may not bind, and held it
+    (a real service restarting there then failed)."""
+    config = ui_config(data_dir.parent / "gw.toml", data_dir)
+    config.write_text(re.sub(r"(?m)^port = \d+$", "port = 631", config.read_text()))
+    done = web_stops(python_both_may_run, config)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "edgegw web: [web] port 631 is below 1024: started as root it would be bound for whoever" in done.stderr
+    assert "listening on" not in done.stdout
+
+
+def test_admin_tls_files_only_root_may_read_are_named_with_the_fix(data_dir: Path, python_both_may_run: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="edgegw-tls-") as name:  # 0700, root's: as /etc/ssl/private
+        tls = Path(name)
+        make_self_signed(tls, WebConfig())
+        cert = tls / "tls-cert.pem"
+        config = ui_config(
+            data_dir.parent / "gw.toml", data_dir, f'tls_cert = "{cert}"\ntls_key = "{tls / "tls-key.pem"}"\n'
+        )
+        done = web_stops(python_both_may_run, config)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.endswith(
+        f"edgegw web: web.tls_cert: '{cert}' is not readable by the gateway's account (nobody), which the UI reads it "
+        f"as; sudo chgrp nobody '{cert}' && sudo chmod 0640 '{cert}' (and its directories searchable by nobody)\n"
+    )
+
+
+def test_fingerprint_by_root_reads_the_state_as_the_gateways_account(data_dir: Path) -> None:
+    """The state directory is the gateway's account's: a link it put there to a file only root may read (or a
+    device, a pipe) was read by root. Now the files are read as that account, as the server reads them."""
+    with tempfile.TemporaryDirectory(prefix="edgegw-tls-") as name:  # 0700, root's
+        make_self_signed(Path(name), WebConfig())
+        (data_dir / "web").mkdir(mode=0o700)
+        os.chown(data_dir / "web", GATEWAY_USER, GATEWAY_USER)
+        for pem in ("tls-cert.pem", "tls-key.pem"):
+            (data_dir / "web" / pem).symlink_to(Path(name) / pem)
+        config = ui_config(data_dir.parent / "gw.toml", data_dir)
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "web", "fingerprint", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "EDGEGW_USER": "nobody"},
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "SHA-256" not in done.stdout
+    assert "edgegw web fingerprint:" in done.stderr

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.errors import ConfigError
 from gateway.web.certs import TlsMaterial, make_self_signed, material, server_context
 from gateway.web.config import WebConfig
+from tests.web.test_cli import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,7 +118,7 @@ def test_edgegw_web_started_from_a_terminal_never_waits_for_a_passphrase(tmp_pat
     config = tmp_path / "gw.toml"
     config.write_text(
         f'[gateway]\nid = "gw-tls"\ndata_dir = "{tmp_path / "data"}"\n\n'
-        f'[web]\nlisten = ["127.0.0.1"]\nport = 1\ntls_cert = "{own.cert}"\ntls_key = "{key}"\n\n'
+        f'[web]\nlisten = ["127.0.0.1"]\nport = {free_port()}\ntls_cert = "{own.cert}"\ntls_key = "{key}"\n\n'
         '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n'
     )
     master, slave = os.openpty()
