@@ -67,6 +67,8 @@ def read_toml(path: Path, *, missing_hint: str = "") -> dict[str, Any]:
         raise ConfigError(["cannot read, got a directory; name the configuration file in it"], str(path)) from None
     except _NotAFile as exc:
         raise ConfigError([f"cannot read, got {exc}; name the configuration file"], str(path)) from None
+    except _TooLarge as exc:
+        raise ConfigError([str(exc)], str(path)) from None
     except PermissionError:
         raise ConfigError(
             ["cannot read, got permission denied; run it as the gateway's user or with sudo"], str(path)
@@ -89,14 +91,18 @@ class _NotAFile(Exception):
     """What a configuration's name leads to instead of a regular file: the words for it."""
 
 
+class _TooLarge(Exception):
+    """A regular file far larger than any configuration: the whole message."""
+
+
 def _config_bytes(path: Path) -> bytes:
     """The bytes of the regular file at `path` (links followed), at most MAX_CONFIG_BYTES + 1 of them.
 
     Root reads the configuration (`sudo edgegw web`, `check-config` in the package's postinst) and the gateway's
     account may replace it (/etc/edgegw is the account's to write: the web UI's config apply). So its name is
     opened O_PATH first, which opens no device (opening a serial port resets a board; opening a watchdog arms
-    it), and only a regular file is opened for reading, through that very descriptor and non-blocking: a named
-    pipe would hang a start or an apt upgrade, /dev/zero would fill memory.
+    it), and only a regular file is opened for reading, through that very descriptor: a named pipe would hang a
+    start or an apt upgrade, /dev/zero would fill memory.
     """
     handle = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
@@ -105,14 +111,34 @@ def _config_bytes(path: Path) -> bytes:
             raise IsADirectoryError(errno.EISDIR, "a directory", str(path))
         if not stat.S_ISREG(st.st_mode):
             raise _NotAFile(KINDS.get(stat.S_IFMT(st.st_mode), "no regular file"))
-        fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = _reopen(handle, path, st)
     finally:
         os.close(handle)
     with os.fdopen(fd, "rb") as f:
         data = f.read(MAX_CONFIG_BYTES + 1)
     if len(data) > MAX_CONFIG_BYTES:
-        raise _NotAFile(f"a file over {MAX_CONFIG_BYTES // (1024 * 1024)} MiB, too large for a configuration")
+        raise _TooLarge(
+            f"cannot read, got a file over {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; a configuration is "
+            "a few KiB of text: name the configuration file"
+        )
     return data
+
+
+def _reopen(handle: int, path: Path, st: os.stat_result) -> int:
+    """The regular file `handle` (O_PATH) holds, opened for reading: through /proc/self/fd, the very inode; without
+    /proc (a chroot, an image build) by its name again, non-blocking and checked to be that inode."""
+    try:
+        return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self/fd"):
+            raise
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise _NotAFile("a file replaced while it was being opened")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def parse_toml(text: str, source: str = "") -> dict[str, Any]:

@@ -24,7 +24,15 @@ from pathlib import Path
 
 from gateway.errors import GatewayError
 
-__all__ = ["ACCOUNT", "PrivilegeError", "account_name", "drop_root", "gateway_account", "ownership_hint"]
+__all__ = [
+    "ACCOUNT",
+    "PrivilegeError",
+    "account_name",
+    "drop_root",
+    "gateway_account",
+    "ownership_hint",
+    "unprivileged_ports_from",
+]
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +132,26 @@ def _check_readable(needed: list[str], name: str, unit: str) -> None:
             )
 
 
-def ownership_hint(exc: OSError, data_dir: Path) -> str:
-    """For a file this process may not use, after it became the gateway's account: whose it must be, and the
-    command; "" for any other error (a port refused names no file)."""
+def ownership_hint(exc: OSError, data_dir: Path, state_dir: Path | None = None) -> str:
+    """For a file this process may not use, after it became the gateway's account: whose it must be (the data
+    directory, or a `[web] state_dir` outside it when the file is there), and the command; "" for any other error
+    (a port refused names no file)."""
     if not isinstance(exc, PermissionError) or not exc.filename:
         return ""
+    where = data_dir
+    refused = Path(str(exc.filename))
+    if state_dir is not None and not state_dir.is_relative_to(data_dir) and refused.is_relative_to(state_dir):
+        where = state_dir  # `[web] state_dir` elsewhere: that directory, not the data directory, is the one
     who = account_name()
     return (
-        f"; {data_dir} and what it holds must be the gateway's account's ({who}), as its unit runs: sudo chown -R "
-        f"{who}: {data_dir} (a new box: sudo install -d -o {who} -g {who} -m 0750 {data_dir})"
+        f"; {where} and what it holds must be the gateway's account's ({who}), as its unit runs: sudo chown -R "
+        f"{who}: {where} (a new box: sudo install -d -o {who} -g {who} -m 0750 {where})"
     )
+
+
+def unprivileged_ports_from() -> int:
+    """The lowest port an account may bind without a capability (Linux's sysctl; 1024 where it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        return 1024

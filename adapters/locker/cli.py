@@ -95,7 +95,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         except OSError as exc:  # the port in use, the web state directory not writable …
             from gateway.privileges import ownership_hint
 
-            hint = ownership_hint(exc, Path(config.gateway.data_dir))
+            data_dir = Path(config.gateway.data_dir)
+            hint = ownership_hint(exc, data_dir, config.web.state_path(data_dir))
             where = "" if hint else f" on {args.listen}:{args.port}"  # a file, not the address, was refused
             err.write(f"locker kiosk: cannot start{where}, got {exc}{hint}\n")
             return EXIT_NOTHING

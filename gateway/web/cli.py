@@ -44,7 +44,6 @@ EXIT_CONFIG = 2
 SETUP_TTL_S = 3600.0
 RETENTION_CHECK_S = 86400.0
 SHUTDOWN_TIMEOUT_S = 5.0
-PRIVILEGED_BELOW = 1024  # Linux's default ip_unprivileged_port_start
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -133,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, GatewayError) as exc:
             print(f"edgegw web fingerprint: {exc}", file=sys.stderr)
             return EXIT_FAILURE
+        except PermissionError as exc:  # read as the gateway's account: a state root left, or a link out of it
+            from gateway.privileges import ownership_hint
+
+            print(f"edgegw web fingerprint: {exc}{ownership_hint(exc, data_dir, state_dir)}", file=sys.stderr)
+            return EXIT_FAILURE
         kind = "self-signed" if tls.self_signed else "installed"
         print(f"SHA-256 {tls.fingerprint}  ({kind}, {tls.cert})")
         return EXIT_OK
@@ -146,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # the port in use, the state directory not writable …
         from gateway.privileges import ownership_hint
 
-        log.critical("web: cannot start, got %s%s", exc, ownership_hint(exc, data_dir))
+        log.critical("web: cannot start, got %s%s", exc, ownership_hint(exc, data_dir, state_dir))
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -159,16 +163,16 @@ async def serve(
     Started by root with `become_owner` (the command's own process, never a test's), it binds its ports, becomes
     the gateway's account and only then reads its TLS material, makes or opens its files and serves
     (gateway.privileges)."""
-    from gateway.privileges import PrivilegeError, drop_root, gateway_account
+    from gateway.privileges import PrivilegeError, drop_root, gateway_account, unprivileged_ports_from
     from gateway.web.listen import bind
 
     data_dir = Path(cfg.gateway.data_dir)
-    if become_owner and os.geteuid() == 0 and cfg.web.port < PRIVILEGED_BELOW:
+    if become_owner and os.geteuid() == 0 and cfg.web.port < (lowest := unprivileged_ports_from()):
         # the config is the gateway's account's to write: root would hold a port for it that it may not take
         raise PrivilegeError(
-            f"[web] port {cfg.web.port} is below {PRIVILEGED_BELOW}: started as root it would be bound for whoever "
-            "may write the config, and the unit, which has no capability, could not bind it; choose a port above "
-            f"{PRIVILEGED_BELOW - 1} (the default is 8443)"
+            f"[web] port {cfg.web.port} is below {lowest}: started as root it would be bound for whoever may write "
+            f"the config, and the unit, which has no capability, could not bind it; choose a port from {lowest} up "
+            "(the default is 8443)"
         )
     sockets = await asyncio.to_thread(bind, cfg.web.listen, cfg.web.port)
     try:

@@ -4,11 +4,16 @@ directory: '/etc/edgegw'", the path said twice and no fix."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from gateway.configbase import MAX_CONFIG_BYTES
 from tests.cli.edgegw import config, edgegw
-from tests.gateway.secret_files import GATEWAY_USER, needs_root
+from tests.gateway.secret_files import GATEWAY_USER, ROOT, needs_root
 
 
 def test_a_directory_named_as_the_config_is_one_line_with_the_fix(tmp_path: Path) -> None:
@@ -54,7 +59,7 @@ def test_a_config_over_the_bound_is_refused_unread(tmp_path: Path) -> None:
         f.truncate(MAX_CONFIG_BYTES + 1)  # sparse: nothing written
     run = edgegw("check-config", str(huge))
     assert run.returncode == 2
-    assert "cannot read, got a file over 16 MiB, too large for a configuration" in run.stderr
+    assert f"{huge}: cannot read, got a file over 16 MiB; a configuration is a few KiB of text" in run.stderr
 
 
 def test_a_config_reached_through_a_link_is_read_as_ever(tmp_path: Path) -> None:
@@ -62,3 +67,29 @@ def test_a_config_reached_through_a_link_is_read_as_ever(tmp_path: Path) -> None
     link.symlink_to(config(tmp_path))
     run = edgegw("check-config", str(link))
     assert run.returncode == 0, run.stderr
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_a_config_is_read_where_proc_is_not_mounted(tmp_path: Path) -> None:
+    """A chroot or an image build without /proc: the file is opened by its name again and checked to be the one
+    looked at. It read as "file not found" there."""
+    cfg = config(tmp_path)
+    run = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-ec",
+            f'mount -t tmpfs none /proc && exec "$0" -m gateway check-config "{cfg}"',
+            sys.executable,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"{cfg}: OK — gateway gw1, 0 adapter(s), 1 uplink(s)\n"

@@ -294,7 +294,7 @@ def test_admin_tls_files_only_root_may_read_are_named_with_the_fix(data_dir: Pat
     )
 
 
-def test_fingerprint_by_root_reads_the_state_as_the_gateways_account(data_dir: Path) -> None:
+def test_fingerprint_by_root_reads_the_state_as_the_gateways_account(data_dir: Path, python_both_may_run: str) -> None:
     """The state directory is the gateway's account's: a link it put there to a file only root may read (or a
     device, a pipe) was read by root. Now the files are read as that account, as the server reads them."""
     with tempfile.TemporaryDirectory(prefix="edgegw-tls-") as name:  # 0700, root's
@@ -305,7 +305,7 @@ def test_fingerprint_by_root_reads_the_state_as_the_gateways_account(data_dir: P
             (data_dir / "web" / pem).symlink_to(Path(name) / pem)
         config = ui_config(data_dir.parent / "gw.toml", data_dir)
         done = subprocess.run(
-            [sys.executable, "-m", "gateway", "web", "fingerprint", "-c", str(config)],
+            [python_both_may_run, "-m", "gateway", "web", "fingerprint", "-c", str(config)],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -315,4 +315,9 @@ def test_fingerprint_by_root_reads_the_state_as_the_gateways_account(data_dir: P
         )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "SHA-256" not in done.stdout
-    assert "edgegw web fingerprint:" in done.stderr
+    cert = data_dir / "web" / "tls-cert.pem"
+    assert done.stderr == (
+        f"edgegw web fingerprint: [Errno 13] Permission denied: '{cert}'; {data_dir} and what it holds must be the "
+        f"gateway's account's (nobody), as its unit runs: sudo chown -R nobody: {data_dir} (a new box: sudo install "
+        f"-d -o nobody -g nobody -m 0750 {data_dir})\n"
+    )

@@ -36,6 +36,14 @@ def test_the_ownership_hint_is_for_a_file_refused_never_a_port(monkeypatch: pyte
         f"; {tmp_path} and what it holds must be the gateway's account's (edgegw), as its unit runs: sudo chown -R "
         f"edgegw: {tmp_path} (a new box: sudo install -d -o edgegw -g edgegw -m 0750 {tmp_path})"
     )
+    data, state = tmp_path / "data", tmp_path / "srv" / "web"  # [web] state_dir outside the data: that one is named
+    in_state = PermissionError(errno.EACCES, "Permission denied", str(state / "accounts.db"))
+    in_data = PermissionError(errno.EACCES, "Permission denied", str(data / "buffer.db"))
+    assert ownership_hint(in_state, data, state).startswith(f"; {state} and what it holds must be")
+    assert ownership_hint(in_data, data, state).startswith(f"; {data} and what it holds must be")
+    inside = data / "web"  # the default state directory is the data directory's: the data directory is named
+    in_inside = PermissionError(errno.EACCES, "Permission denied", str(inside / "accounts.db"))
+    assert ownership_hint(in_inside, data, inside).startswith(f"; {data} and what it holds must be")
     refused_port = OSError(
         errno.EACCES, "error while attempting to bind on address ('0.0.0.0', 443): Permission denied"
     )
