@@ -28,6 +28,7 @@ from gateway.errors import ConfigError
 from gateway.mail.queue import MailQueue
 from gateway.web.config import WebConfig
 from gateway.wifilog.store import WifiLogStore
+from tests.web.test_cli import free_port
 
 GARBAGE = bytes(range(256)) * 32  # 8192 bytes that do not start as SQLite's do
 FIX = (
@@ -119,7 +120,7 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
     config = tmp_path / "gw.toml"
     config.write_text(
         f'[gateway]\nid = "gw-store"\ndata_dir = "{tmp_path / "data"}"\nlog_format = "text"\n\n'
-        '[web]\nlisten = ["127.0.0.1"]\nport = 1\n\n'
+        f'[web]\nlisten = ["127.0.0.1"]\nport = {free_port()}\n\n'
         '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "http://127.0.0.1:9"\n' + extra
     )
     return config
