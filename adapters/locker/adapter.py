@@ -61,6 +61,7 @@ from adapters.locker.bus import Board, BoardState, LinkError, LockerBus, Request
 from adapters.locker.codec import BoardStatus
 from adapters.locker.config import LockerConfig, PatronAddress
 from adapters.locker.emptied import EmptiedWatch
+from adapters.locker.grids import COMPARTMENT_TYPE
 from adapters.locker.notice import pickup_mail
 from adapters.locker.pickup import Assignment, CodeCheck, PickupError, PickupState, PickupStore
 from gateway import redact
@@ -84,7 +85,6 @@ from gateway.records import (
 
 __all__ = ["ALERT_TYPE", "COMPARTMENT_TYPE", "PICKUP_TYPE", "LockerAdapter"]
 
-COMPARTMENT_TYPE = "LockerCompartment"
 PICKUP_TYPE = "LockerPickup"
 ALERT_TYPE = "Alert"
 DEVICE_TYPE = "Device"

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from adapters.locker.bus import Board, BoardTimeout, LinkError, SerialLink, decode_status
 from adapters.locker.codec import LockerFrameError
 from adapters.locker.config import BoardConfig, BoardModel, BusConfig, LockerConfig
+from adapters.locker.grids import LATEST_COMPARTMENTS, grid_targets
 from gateway.cliopts import add_config_option, bounded_int, bounded_seconds, print_config_error
 
 __all__ = ["add_parsers", "probe", "run"]
@@ -27,7 +28,6 @@ __all__ = ["add_parsers", "probe", "run"]
 EXIT_OK = 0
 EXIT_NOTHING = 1
 EXIT_USAGE = 2
-COMPARTMENT_TYPE = "LockerCompartment"
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -152,14 +152,9 @@ async def probe(port: str, baud: int, models: list[BoardModel], timeout: float, 
 
 
 async def _grids(client: Any) -> list[dict[str, Any]]:
-    # the filter (a substring of entity id, type or adapter) narrows a big gateway's answer; the type is checked
-    doc = await client.call("latest", filter=COMPARTMENT_TYPE, limit=100_000)
-    firsts: dict[str, str] = {}
-    for e in doc.get("entities", []):
-        if e.get("entity_type") == COMPARTMENT_TYPE:
-            firsts.setdefault(e["adapter"], e["entity_id"])
+    targets = grid_targets(await client.call("latest", **LATEST_COMPARTMENTS))
     cells: list[dict[str, Any]] = []
-    for adapter, entity_id in sorted(firsts.items()):
+    for adapter, entity_id in sorted(targets.items()):
         result = await client.call("command", entity_id=entity_id, name="grid", value=None, actor="cli")
         if result.get("ok"):
             cells.extend(dict(c, adapter=adapter) for c in json.loads(result["info"]))

@@ -34,6 +34,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from adapters.locker.grids import LATEST_COMPARTMENTS, grid_targets
 from gateway.accounts.throttle import AddressThrottle
 from gateway.audit.log import AuditLog
 from gateway.control.client import ControlClient
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 COOKIE = "edgegw_kiosk_csrf"
 TOKEN_TTL_S = 3600.0
-COMPARTMENT_TYPE = "LockerCompartment"
 ENTITY_CACHE_S = 30.0
 _LABEL_MAX = 32
 _CODE_MAX = 12
@@ -183,22 +183,15 @@ async def _entities(app: web.Application) -> dict[str, str]:
 
     The grid and not the latest values: those are the processed readings, which a valid `[[processing]]` rename
     or drop of `compartmentLabel` leaves without a label. `latest` is asked for the compartments only, to know
-    where the grid command goes: its filter is a substring of the entity id, type or adapter, which narrows the
-    answer (milliseconds instead of seconds at 100k entities); the exact type is checked here."""
+    where the grid command goes (adapters.locker.grids)."""
     st = app[STATE]
     now = time.monotonic()
     if now - st["entities_at"] < ENTITY_CACHE_S and st["entities"]:
         return dict(st["entities"])
     control = app[CONTROL]
-    doc = await control.call("latest", filter=COMPARTMENT_TYPE, limit=100_000)
     wanted: str | None = st["adapter"]
-    firsts: dict[str, str] = {}  # locker adapter → one of its compartments' entity ids, where its grid goes
-    if isinstance(doc, Mapping):
-        for e in doc.get("entities") or []:
-            if isinstance(e, Mapping) and e.get("entity_type") == COMPARTMENT_TYPE:
-                owner = str(e.get("adapter"))
-                if wanted is None or owner == wanted:
-                    firsts.setdefault(owner, str(e.get("entity_id")))
+    targets = grid_targets(await control.call("latest", **LATEST_COMPARTMENTS))
+    firsts = {owner: e for owner, e in targets.items() if wanted is None or owner == wanted}
     if len(firsts) > 1:
         names = ", ".join(sorted(firsts))
         if st["ambiguous"] != names:

@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.locker.grids import LATEST_COMPARTMENTS, grid_targets
 from gateway.accounts.store import Role
 from gateway.control.protocol import ControlError, ControlUnavailable
 from gateway.web.auth import maybe_user, requires, services
@@ -33,7 +34,6 @@ from gateway.web.render import flash, render, translator
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-COMPARTMENT_TYPE = "LockerCompartment"
 MAIL_PURPOSE = "locker.pickup"
 ACTIONS = ("unlock", "cancel", "reset")
 _FIELD_MAX = 254
@@ -61,15 +61,9 @@ async def _call(request: web.Request, op: str, **args: Any) -> Reply:
 
 async def compartment_entities(request: web.Request) -> tuple[dict[str, str], Reply]:
     """adapter name → one of its compartments' entity ids (where its `grid` command goes); and the reply, for its
-    error. The `latest` op's filter is a substring of the entity id, type or adapter, which narrows the answer
-    (milliseconds instead of seconds at 100k entities); the exact type is checked here."""
-    reply = await _call(request, "latest", filter=COMPARTMENT_TYPE, limit=100_000)
-    firsts: dict[str, str] = {}
-    if isinstance(reply.result, Mapping):
-        for e in reply.result.get("entities") or []:
-            if isinstance(e, Mapping) and e.get("entity_type") == COMPARTMENT_TYPE:
-                firsts.setdefault(str(e.get("adapter")), str(e.get("entity_id")))
-    return firsts, reply
+    error."""
+    reply = await _call(request, "latest", **LATEST_COMPARTMENTS)
+    return grid_targets(reply.result), reply
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
