@@ -70,6 +70,22 @@ def edgegw(*args: str, stdin: str = "", uid: int | None = None) -> subprocess.Co
     return _run(uid, ["-m", "gateway", *args], stdin, 60)
 
 
+def by_root(
+    python: str, *args: str, before: tuple[str, ...] = (), path: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway <args>` started by root (through `before`: a setpriv), the gateway's account played by
+    nobody (EDGEGW_USER), edgegw imported from `path`; expected to stop on its own."""
+    return subprocess.run(
+        [*before, python, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        cwd=path,  # `-m` imports from the working directory first
+        env={**os.environ, "PYTHONPATH": str(path), "EDGEGW_USER": "nobody"},
+        timeout=60,
+        check=False,
+    )
+
+
 def run_as(uid: int | None, data_dir: Path, code: str) -> subprocess.CompletedProcess[str]:
     """`code` run in a process of its own, by `uid` (None: root, as this test), with `data` and `SecretStore`."""
     return _run(uid, ["-c", PRELUDE + textwrap.dedent(code), str(data_dir)], None, 30)

@@ -27,6 +27,7 @@ from gateway.web.config import WebConfig
 from tests.gateway.secret_files import (
     GATEWAY_USER,
     ROOT,
+    by_root,
     data_dir,
     edgegw,
     needs_root,
@@ -133,15 +134,7 @@ def ui_config(config: Path, data: Path, web: str = "") -> Path:
 
 def web_stops(python: str, config: Path, *, before: tuple[str, ...] = (), path: Path = ROOT) -> CompletedProcess[str]:
     """`edgegw web` started by root (through `before`, a setpriv), expected to stop on its own."""
-    return subprocess.run(
-        [*before, python, "-m", "gateway", "web", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=path,  # `-m` imports from the working directory first
-        env={**os.environ, "PYTHONPATH": str(path), "EDGEGW_USER": "nobody"},
-        timeout=60,
-        check=False,
-    )
+    return by_root(python, "web", "-c", str(config), before=before, path=path)
 
 
 def test_web_by_root_serves_as_the_gateways_user_once_bound(data_dir: Path, python_both_may_run: str) -> None:
@@ -304,15 +297,7 @@ def test_fingerprint_by_root_reads_the_state_as_the_gateways_account(data_dir: P
         for pem in ("tls-cert.pem", "tls-key.pem"):
             (data_dir / "web" / pem).symlink_to(Path(name) / pem)
         config = ui_config(data_dir.parent / "gw.toml", data_dir)
-        done = subprocess.run(
-            [python_both_may_run, "-m", "gateway", "web", "fingerprint", "-c", str(config)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "EDGEGW_USER": "nobody"},
-            timeout=60,
-            check=False,
-        )
+        done = by_root(python_both_may_run, "web", "fingerprint", "-c", str(config))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "SHA-256" not in done.stdout
     cert = data_dir / "web" / "tls-cert.pem"

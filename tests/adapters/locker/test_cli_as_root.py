@@ -17,6 +17,7 @@ from pathlib import Path
 from tests.gateway.secret_files import (
     GATEWAY_USER,
     ROOT,
+    by_root,
     data_dir,
     edgegw,
     needs_root,
@@ -94,17 +95,10 @@ def test_locker_kiosk_by_root_that_cannot_become_the_gateways_user_stops_naming_
     data_dir: Path, python_both_may_run: str
 ) -> None:
     config = write_config(data_dir.parent / "gw.toml", data_dir)
-    done = subprocess.run(
-        [
-            *("setpriv", "--bounding-set=-setuid,-setgid"),  # root without the capabilities to change user
-            *(python_both_may_run, "-m", "gateway", "locker", "kiosk", "--port", str(free_port()), "-c", str(config)),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "EDGEGW_USER": "nobody"},
-        timeout=60,
-        check=False,
+    done = by_root(
+        python_both_may_run,
+        *("locker", "kiosk", "--port", str(free_port()), "-c", str(config)),
+        before=("setpriv", "--bounding-set=-setuid,-setgid"),  # root without the capabilities to change user
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout == ""  # never said it listens: nothing served as root
