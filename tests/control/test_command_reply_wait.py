@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 
-from gateway import registry
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.commands import DEFAULT_TIMEOUT_S
 from gateway.control.client import ControlClient
 from gateway.records import Attribute, Command, CommandResult, Emit, Reading, Source, utc_now
 from tests.control.running import running_gateway, until
+from tests.support.entry_points import add_test_family
 from tests.support.orion_double import OrionDouble
 
 RELAY_ID = "urn:ngsi-ld:Relay:slow-1"
@@ -61,12 +61,7 @@ class SlowRelay:
 
 @pytest.fixture
 def slow_relay(monkeypatch: pytest.MonkeyPatch) -> None:
-    load = registry.load
-
-    def with_test_family(group: str, name: str) -> Any:
-        return SlowRelay if name == "test-slow-relay" else load(group, name)
-
-    monkeypatch.setattr(registry, "load", with_test_family)
+    add_test_family(monkeypatch, "test-slow-relay", SlowRelay)
     SlowRelay.instances.clear()
 
 

@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 import aiohttp
 import pytest
 
-from gateway import registry
 from gateway.accounts.store import AccountStore, Role
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.app import Runtime
@@ -38,6 +37,7 @@ from gateway.web.certs import CERT_FILE
 from gateway.web.cli import serve
 from gateway.web.control_pool import ControlPool
 from tests.control.running import running_gateway
+from tests.support.entry_points import add_test_family
 from tests.support.orion_double import OrionDouble
 from tests.web.conftest import PASSWORD, cheap_hasher
 from tests.web.test_cli import free_port
@@ -95,12 +95,7 @@ class HeldRelay:
 
 @pytest.fixture
 def held_relay(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    load = registry.load
-
-    def with_test_family(group: str, name: str) -> Any:
-        return HeldRelay if name == "test-held-relay" else load(group, name)
-
-    monkeypatch.setattr(registry, "load", with_test_family)
+    add_test_family(monkeypatch, "test-held-relay", HeldRelay)
     HeldRelay.handled = []
     HeldRelay.release = asyncio.Event()
     yield

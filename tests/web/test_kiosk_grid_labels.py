@@ -23,7 +23,6 @@ from typing import Any, ClassVar
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import registry
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.audit.log import AuditLog
 from gateway.control.client import ControlClient
@@ -33,6 +32,7 @@ from gateway.web.kiosk import build_kiosk_app
 from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty
 from tests.adapters.locker.test_two_sites_kiosk import gateway_text, site
 from tests.mail.smtp_server import SmtpServer
+from tests.support.entry_points import add_test_family
 from tests.support.orion_double import OrionDouble
 from tests.web.pages_harness import config_text, gateway_web, until
 from tests.web.test_kiosk_unknown_label import kiosk_try, pickups
@@ -176,12 +176,7 @@ class Gridless:
 
 @pytest.fixture
 def gridless_family(monkeypatch: pytest.MonkeyPatch) -> None:
-    load = registry.load
-
-    def with_test_family(group: str, name: str) -> Any:
-        return Gridless if name == "test-gridless" else load(group, name)
-
-    monkeypatch.setattr(registry, "load", with_test_family)
+    add_test_family(monkeypatch, "test-gridless", Gridless)
     Gridless.handled = []
 
 

@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from gateway import registry
 from gateway.accounts.store import Role
 from gateway.adapter_api import AdapterConfig, AdapterContext
 from gateway.control.server import ControlServer
@@ -29,6 +28,7 @@ from gateway.web.control_pool import ControlPool
 from tests.adapters.locker.board_sim import BoardSim, SimBoard, pty_pair, serve_pty
 from tests.adapters.locker.test_gateway_flow import _locker_registered as _locker_registered
 from tests.adapters.locker.test_two_sites_kiosk import gateway_text, site
+from tests.support.entry_points import add_test_family
 from tests.support.orion_double import OrionDouble
 from tests.web.conftest import WebEnv, csrf_token, login
 from tests.web.pages_harness import config_text, gateway_web, until
@@ -218,12 +218,7 @@ class Unlabelled:
 
 @pytest.fixture
 def unlabelled_family(monkeypatch: pytest.MonkeyPatch) -> None:
-    load = registry.load
-
-    def with_test_family(group: str, name: str) -> Any:
-        return Unlabelled if name == "test-unlabelled" else load(group, name)
-
-    monkeypatch.setattr(registry, "load", with_test_family)
+    add_test_family(monkeypatch, "test-unlabelled", Unlabelled)
     Unlabelled.handled = []
 
 
