@@ -4,7 +4,9 @@ Modules log with `component_logger(__name__, name)`, so every line says which ad
 it is about; a line without one (a library's, or the runtime's own) gets a short name derived from
 its logger (`mqtt-client`, `http-client`, `gateway`). Personal data is redacted by the caller
 before it reaches a log call; secrets are redacted here, on the one handler every logger's records
-reach (`gateway.redact`): the message, the exception text and every extra field.
+reach (`gateway.redact`): the message, the exception text and every extra field. A text line (a terminal, or
+`log_format = "text"`) shows its message's control characters escaped (`one_line`), as the JSON lines do: what a
+device or a stranger sent cannot begin a line of its own there.
 
 `setup` also installs `RING`, the last 5,000 records formatted and redacted the same way, for the
 control socket's `logs` (the web UI's log page): it keeps its lines across reloads.
@@ -25,6 +27,19 @@ import orjson
 from gateway import redact
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+# C0 and C1 controls but the tab, and DEL, each as its escape: in a text log or on a terminal a line break in a
+# stranger's URL or a device's topic would begin a line of its own (a forged entry), and an ESC would drive the
+# technician's terminal
+_CONTROLS = str.maketrans(
+    {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c != 0x09} | {0x0A: "\\n", 0x0D: "\\r"}
+)
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped: it stays one line and moves no cursor where it is shown."""
+    return text.translate(_CONTROLS)
+
 
 # Loggers of the libraries under the gateway, by name prefix → the component their lines carry.
 _LIBRARY_COMPONENTS = {
@@ -78,7 +93,8 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         head = f"{datetime.fromtimestamp(record.created).strftime('%H:%M:%S')} {record.levelname:<7}"
-        text = f"{head} [{_component(record)}] {record.getMessage()}"
+        # the message's own text on one line; a traceback below it is the gateway's, and spans lines
+        text = f"{head} [{one_line(_component(record))}] {one_line(record.getMessage())}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         if record.stack_info:
