@@ -1,13 +1,14 @@
 """What root made in a state directory handed back to the gateway's user, walked by descriptor, never through a link.
 
-`sudo edgegw user|audit|wifi|locker open …` runs as root in a directory the gateway's user owns (the web and kiosk
-servers become that user before they use it: gateway.privileges). That user may rename any entry there and put a
-symbolic link under its name at any moment. A chown by path, even with `follow_symlinks=False`, protects only the
-last name: a directory swapped for a link between the listing and the chown has root give away whatever the link
-leads to (/etc/shadow). So the state directory is opened O_NOFOLLOW, each subdirectory relative to its parent's
-descriptor O_NOFOLLOW, and each entry is chowned by name relative to the descriptor of the directory it was listed in
-(fchownat AT_SYMLINK_NOFOLLOW): no path through a directory name is ever used, a link is never followed, and a
-directory replaced meanwhile is skipped.
+Only a box without the gateway's account (a developer's) needs it: there `sudo edgegw user|audit|wifi|locker …` and
+the servers stay root. Where the account exists, all of them become it before they open a file of its state
+(gateway.privileges), and this, no longer run by root, returns at once. On the box that needs it, root works in a
+directory the gateway's user owns, and that user may rename any entry there and put a symbolic link under its name
+at any moment. A chown by path, even with `follow_symlinks=False`, protects only the last name: a directory swapped
+for a link between the listing and the chown has root give away whatever the link leads to (/etc/shadow). So the
+state directory is opened O_NOFOLLOW, each subdirectory relative to its parent's descriptor O_NOFOLLOW, and each entry
+is chowned by name relative to the descriptor of the directory it was listed in (fchownat AT_SYMLINK_NOFOLLOW): no
+path through a directory name is ever used, a link is never followed, and a directory replaced meanwhile is skipped.
 """
 
 from __future__ import annotations

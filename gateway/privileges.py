@@ -1,11 +1,20 @@
-"""A server that root started (`sudo edgegw web`, `sudo edgegw locker kiosk`) goes on as the gateway's account.
+"""Started as root, edgegw goes on as the gateway's account before it uses a file of the gateway's state.
 
-Both answer anyone on the site's network and run for days. Their units run them as the gateway's account
-(User=edgegw); started by hand as root they used to stay root, so a fault in a request handler, in aiohttp or in
-the TLS stack would be root's, and every file they used by path in a directory that account owns was one planted
-link away from root writing wherever it leads. Now root only binds the ports; then the process becomes that account
-for good, with its groups, as the unit would have started it, and reads its TLS material and makes and opens every
-file of its state as that account, before it serves a single request.
+Two kinds of command. The servers (`sudo edgegw web`, `sudo edgegw locker kiosk`) answer anyone on the site's
+network and run for days; their units run them as the gateway's account (User=edgegw). Started by hand as root they
+used to stay root, so a fault in a request handler, in aiohttp or in the TLS stack would be root's. Now root only
+binds the ports (`drop_root`); then the process becomes that account for good, with its groups, as the unit would
+have started it, and reads its TLS material and makes and opens every file of its state as that account, before it
+serves a single request.
+
+The shell's commands (`sudo edgegw user|audit|wifi …`, `sudo edgegw locker open`) open the gateway's state by path
+in directories that account owns and may change at any moment: a symbolic link it plants at accounts.db had root
+make or open an SQLite file wherever it leads (/etc, /root). They load the configuration as root (configbase's
+read_toml is safe for root), take who ran them for the audit log (`cli:root`), then `become_the_account` before
+they open anything else. What root itself must make (`wifi export --out` in the admin's home) is made before.
+
+Either way every file of the state is made and opened as the account, as its units do, so nothing there is ever
+root's; gateway.hand_over only matters on a box without that account (a developer's), where root stays root.
 
 The account is named by root alone: `edgegw`, the units' User= (the package makes it), or `EDGEGW_USER` in root's
 own environment (sudo does not pass a caller's on). Never by anything that account may write: the config file it
@@ -28,6 +37,7 @@ __all__ = [
     "ACCOUNT",
     "PrivilegeError",
     "account_name",
+    "become_the_account",
     "drop_root",
     "gateway_account",
     "ownership_hint",
@@ -38,10 +48,12 @@ log = logging.getLogger(__name__)
 
 ACCOUNT = "edgegw"  # systemd/*.service User=, systemd/supervisor-edgegw.conf user=
 ACCOUNT_VARIABLE = "EDGEGW_USER"
+EDGEGW_UNIT = "edgegw"  # the gateway's own unit, run as that account
 
 
 class PrivilegeError(GatewayError):
-    """Started as root, the server could not become the gateway's account, or cannot run as it: it must not serve."""
+    """Started as root, edgegw could not become the gateway's account, or cannot run as it: a server must not serve,
+    a command must not touch the gateway's state."""
 
     code = "privilege_drop_failed"
 
@@ -61,15 +73,17 @@ def gateway_account() -> pwd.struct_passwd | None:
         return None
 
 
-def drop_root(account: pwd.struct_passwd | None, *, who: str, unit: str) -> str | None:
+def drop_root(account: pwd.struct_passwd | None, *, who: str, unit: str, fix: str = "") -> str | None:
     """Run as root, become `account` (`gateway_account()`) for good, with its groups, and return how the log names
     it; None as any other user, or when there is no account (one WARNING says so and what to do, and the server
     stays root, as before: a box without the gateway's account has no one to become).
 
-    `who` names the server in the log lines, `unit` the systemd unit that runs it as that account. Raises
-    PrivilegeError naming the account and the fix when the switch fails, or when that account cannot read the
-    Python the server runs on (its later imports would fail on every page).
+    `who` names the server in the log lines, `unit` the systemd unit that runs it as that account; `fix`, what to
+    do instead when the switch fails (default: start that unit). Raises PrivilegeError naming the account and the
+    fix when the switch fails, or when that account cannot read the Python the server runs on (its later imports
+    would fail on every page).
     """
+    fix = fix or f"start it as that account (systemctl start {unit})"
     if os.geteuid() != 0:
         return None
     if account is None:
@@ -98,16 +112,32 @@ def drop_root(account: pwd.struct_passwd | None, *, who: str, unit: str) -> str 
         os.setuid(account.pw_uid)  # real, effective and saved: there is no way back to root
     except OSError as exc:
         raise PrivilegeError(
-            f"started as root, could not become {name}, the gateway's account ({exc.strerror or exc}); start it "
-            f"as that account (systemctl start {unit})"
+            f"started as root, could not become {name}, the gateway's account ({exc.strerror or exc}); {fix}"
         ) from exc
     if os.getresuid() != (account.pw_uid,) * 3 or os.getresgid() != (account.pw_gid,) * 3:
-        raise PrivilegeError(
-            f"started as root, still root after becoming {name}; start it as that account (systemctl start {unit})"
-        )
-    _check_readable(needed, name, unit)
+        raise PrivilegeError(f"started as root, still root after becoming {name}; {fix}")
+    _check_readable(needed, name, fix)
     log.info("%s: started as root, runs as %s from now on, as its unit does", who, name)
     return name
+
+
+def become_the_account(what: str) -> str | None:
+    """Run as root, the command `what` (`user add`) becomes the gateway's account for good before it opens a file
+    of the gateway's state, and returns how the log names it; None when it stays who it is: not root, or no such
+    account (then gateway.hand_over gives back what root makes, as ever). Raises PrivilegeError naming the account
+    and what to do instead.
+
+    Whatever must be known of the user who ran it is taken before (`cli_actor()`: `cli:root` under sudo).
+    """
+    account = gateway_account()
+    if account is None:  # not a word said: a developer's box runs these as root, as it always did
+        return None
+    return drop_root(
+        account,
+        who=what,
+        unit=EDGEGW_UNIT,
+        fix=f"run it as that account (sudo -u {account.pw_name} edgegw {what} …)",
+    )
 
 
 def _python_dirs() -> list[str]:
@@ -120,15 +150,14 @@ def _python_dirs() -> list[str]:
     return [where for where in dict.fromkeys(wanted) if os.path.isdir(where)]
 
 
-def _check_readable(needed: list[str], name: str, unit: str) -> None:
+def _check_readable(needed: list[str], name: str, fix: str) -> None:
     """What this process imports later (templates' codecs, page modules) must be readable by the account it now
     is: a Python installed where only root may look (pyenv under /root) would serve every page as a 500."""
     for where in needed:
         if not os.access(where, os.R_OK | os.X_OK):
             raise PrivilegeError(
                 f"started as root and now {name}, which may not read {where}, where the Python it runs on imports "
-                f"from; install edgegw where the gateway's account can read it (/opt/edgegw), or start it as that "
-                f"account (systemctl start {unit})"
+                f"from; install edgegw where the gateway's account can read it (/opt/edgegw), or {fix}"
             )
 
 

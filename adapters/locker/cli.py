@@ -3,7 +3,8 @@
 `probe` talks to the port directly (stop the gateway first, it holds the port): it asks every
 address of each board model and prints the boards that answer with their lock counts. `status`
 and `open` go through the running gateway's control socket, like the staff page; `open` is written
-to the audit log with actor `cli:<unix user>`. `kiosk` serves one locker adapter's compartments:
+to the audit log with actor `cli:<unix user>` (run by root, it is the gateway's account by then:
+gateway.privileges). `kiosk` serves one locker adapter's compartments:
 `--adapter NAME`, which may be left out while the configuration has only one.
 """
 
@@ -103,10 +104,17 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     if args.locker_command == "status":
         return asyncio.run(status(sock, out, err))
     from gateway.accounts.cli import cli_actor
+    from gateway.privileges import PrivilegeError, become_the_account
 
-    actor = cli_actor()
+    actor = cli_actor()  # before the switch: the audit log names who ran it (cli:root), not the account
+    try:
+        # the control socket and the audit log are the gateway's account's, and it may put a link at either
+        as_account = become_the_account("locker open")
+    except PrivilegeError as exc:
+        err.write(f"locker open: {exc}\n")
+        return EXIT_NOTHING
     code = asyncio.run(open_compartment(sock, args.label, actor, out, err))
-    _audit(config, actor, args.label, code == EXIT_OK, err)
+    _audit(config, actor, args.label, code == EXIT_OK, err, as_account)
     return code
 
 
@@ -302,15 +310,19 @@ async def _kiosk(config: Any, args: argparse.Namespace, sockets: list[Any], cont
         await control.close()
 
 
-def _audit(config: Any, actor: str, label: str, ok: bool, err: TextIO) -> None:
+def _audit(config: Any, actor: str, label: str, ok: bool, err: TextIO, as_account: str | None = None) -> None:
     from gateway.accounts.cli import hand_over
     from gateway.audit.log import AuditError, AuditLog
+    from gateway.privileges import ownership_hint
 
-    state_dir = config.web.state_path(Path(config.gateway.data_dir))
+    data_dir = Path(config.gateway.data_dir)
+    state_dir = config.web.state_path(data_dir)
     try:
         log = AuditLog(state_dir)
         log.append(actor=actor, action="locker.unlock", target=label, detail={"ok": ok}, at=time.time())
     except (AuditError, OSError) as exc:
-        err.write(f"locker open: not written to the audit log, got {exc}\n")
+        # as the gateway's account (root switched): whose the files must be, as the web server says it
+        hint = ownership_hint(exc, data_dir, state_dir) if as_account and isinstance(exc, OSError) else ""
+        err.write(f"locker open: not written to the audit log, got {exc}{hint}\n")
     finally:
         hand_over(state_dir)  # `sudo edgegw locker open`: the log, its head and key stay the gateway's user's

@@ -2,6 +2,8 @@
 
 Every change is written to the audit log with actor `cli:<unix user>`. Policy refusals come back
 from the store as message keys; `ENGLISH` turns them into sentences (the CLI stays English).
+Run by root (sudo), it reads the configuration and who ran it, then becomes the gateway's account before it
+opens the state directory (gateway.privileges): the account may put a link at accounts.db.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gateway.audit.log import AuditError, AuditLog
 from gateway.cliopts import add_config_option, print_config_error
 from gateway.errors import ConfigError
 from gateway.hand_over import hand_over
+from gateway.privileges import PrivilegeError, become_the_account, ownership_hint
 from gateway.web.config import WebConfig
 
 __all__ = [
@@ -43,10 +46,12 @@ __all__ = [
     "EXIT_INVALID",
     "EXIT_OK",
     "add_parser",
+    "cannot_use",
     "cli_actor",
     "hand_over",
     "open_state",
     "run",
+    "state_of",
 ]
 
 EXIT_OK = 0
@@ -106,10 +111,26 @@ def cli_actor() -> str:
 
 def open_state(config_path: Path | None) -> tuple[Path, WebConfig]:
     """The web state directory and the [web] section of the configuration at `config_path` (or the default)."""
+    state_dir, web, _ = state_of(config_path)
+    return state_dir, web
+
+
+def state_of(config_path: Path | None) -> tuple[Path, WebConfig, Path]:
+    """`open_state`'s two and the data directory, which `ownership_hint` names."""
     from gateway.config import load_config
 
     cfg = load_config(cliopts.config_path(config_path))
-    return cfg.web.state_path(Path(cfg.gateway.data_dir)), cfg.web
+    data_dir = Path(cfg.gateway.data_dir)
+    return cfg.web.state_path(data_dir), cfg.web, data_dir
+
+
+def cannot_use(what: str, exc: OSError, data_dir: Path, state_dir: Path, as_account: str | None) -> str:
+    """The line for a file of the state this command may not use: run as the gateway's account (after root's
+    switch), whose it must be and the command, as the web server says it; otherwise the advice of old."""
+    hint = ownership_hint(exc, data_dir, state_dir) if as_account else ""
+    if hint:
+        return f"{what}: cannot use {state_dir}, got {exc}{hint}\n"
+    return f"{what}: cannot use {state_dir}, got {exc.strerror or exc}; run it as the gateway's user (or root)\n"
 
 
 def english(key: str, web: WebConfig) -> str:
@@ -240,11 +261,16 @@ def run(
     command = args.user_command
     what = f"user {command}"
     try:
-        state_dir, web = open_state(args.config)
+        state_dir, web, data_dir = state_of(args.config)
     except ConfigError as exc:
         print_config_error(exc, err, what=what)
         return EXIT_INVALID
-    actor = cli_actor()
+    actor = cli_actor()  # before the switch: the audit log names who ran it (cli:root), not the account
+    try:
+        as_account = become_the_account(what)
+    except PrivilegeError as exc:
+        err.write(f"{what}: {exc}\n")
+        return EXIT_FAILURE
     try:
         # only these may begin a box's accounts: the others read, or change an account that must exist
         create = command in ("add", "setup-link")
@@ -325,9 +351,7 @@ def run(
     except BrokenPipeError:  # the reader quit (`| head`): main() ends quietly, no store advice
         raise
     except OSError as exc:
-        err.write(
-            f"{what}: cannot use {state_dir}, got {exc.strerror or exc}; run it as the gateway's user (or root)\n"
-        )
+        err.write(cannot_use(what, exc, data_dir, state_dir, as_account))
         return EXIT_FAILURE
     finally:
-        hand_over(state_dir)
+        hand_over(state_dir)  # root that stayed root (no account to become): what it made goes back

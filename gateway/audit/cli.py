@@ -1,4 +1,8 @@
-"""`edgegw audit verify|show|purge`: check the audit log's HMAC chain, read it, apply its retention period."""
+"""`edgegw audit verify|show|purge`: check the audit log's HMAC chain, read it, apply its retention period.
+
+Run by root (sudo), it becomes the gateway's account before it opens the log (gateway.privileges); a purge's
+record still names who ran it (`cli:root`).
+"""
 
 from __future__ import annotations
 
@@ -66,14 +70,14 @@ def _line(e: AuditEntry) -> str:
     return "  ".join(parts).translate(_CONTROL)
 
 
-def _purge(args: argparse.Namespace, audit: AuditLog, retention_days: int, out: TextIO, err: TextIO) -> int:
+def _purge(args: argparse.Namespace, audit: AuditLog, retention_days: int, actor: str, out: TextIO) -> int:
     from gateway.accounts import cli as user_cli
 
     days = retention_days if args.days is None else args.days  # 1..36,500 (the parser), [web]'s 30..7,300
     now = user_cli.clock()
     cutoff = now - days * 86_400.0
     try:
-        count = audit.purge(cutoff, now=now, actor=user_cli.cli_actor())
+        count = audit.purge(cutoff, now=now, actor=actor)
     finally:
         user_cli.hand_over(audit.state_dir)
     when = datetime.fromtimestamp(cutoff, UTC).astimezone(JST).strftime("%Y-%m-%d %H:%M JST")
@@ -114,13 +118,17 @@ def _no_log(command: str, audit: AuditLog, out: TextIO, err: TextIO) -> int | No
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run an `audit` subcommand; `verify` exits 1 when the chain is broken."""
-    from gateway.accounts.cli import hand_over, open_state
+    from gateway.accounts.cli import cannot_use, cli_actor, hand_over, state_of
+    from gateway.privileges import PrivilegeError, become_the_account
 
     out = out or sys.stdout
     err = err or sys.stderr
     what = f"audit {args.audit_command}"
+    as_account = None
     try:
-        state_dir, web = open_state(args.config)
+        state_dir, web, data_dir = state_of(args.config)
+        actor = cli_actor()  # before the switch: a purge's record names who ran it (cli:root), not the account
+        as_account = become_the_account(what)
         try:
             # an existing log only: an empty one made here would verify as "OK, 0 entries", where a log was removed
             audit = AuditLog(state_dir, create=False)
@@ -131,7 +139,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             if code is not None:
                 return code
         if args.audit_command == "purge":
-            return _purge(args, audit, web.audit_retention_days, out, err)
+            return _purge(args, audit, web.audit_retention_days, actor, out)
         if args.audit_command == "verify":
             verdict = audit.verify()
             if verdict.ok:
@@ -149,9 +157,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except ConfigError as exc:
         print_config_error(exc, err, what=what)
         return EXIT_INVALID
+    except PrivilegeError as exc:  # root that cannot become the gateway's account opens nothing of its state
+        err.write(f"{what}: {exc}\n")
+        return EXIT_FAILURE
     except BrokenPipeError:  # the reader quit (`| head`): main() ends quietly, no store advice
         raise
     except OSError as exc:
+        if as_account is not None:  # as the gateway's account: whose the files must be, as the web server says
+            err.write(cannot_use(what, exc, data_dir, state_dir, as_account))
+            return EXIT_FAILURE
         err.write(
             f"{what}: cannot read the audit log, got {exc.strerror or exc}; run it as the gateway's user (or root)\n"
         )

@@ -11,16 +11,26 @@ signing key in `<data_dir>`'s secret store, because the terms have little entrop
 an IP, a MAC or an e-mail address is reversed by trying them all, and the audit log is read by admins
 who are not wifi-auditors. Entries written before it carry `query_sha256` (unkeyed) and stay as they
 are: the log is append-only.
+
+Run by root (sudo), search, export and certificates become the gateway's account before they open the log, the
+secret store or the audit log (gateway.privileges); export's files, where the admin chose, are made by root first
+(`_export_in_a_child`). The two checks (verify-*) read the admin's files and a public key, and stay who ran them.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import os
+import signal
 import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,13 +41,21 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from gateway.cliopts import add_config_option
 from gateway.errors import ConfigError, GatewayError
 from gateway.secrets import SecretStore
-from gateway.wifilog.export import create_export_files, manifest_path, render_csv, verify_export, write_export
+from gateway.wifilog.export import (
+    ExportFiles,
+    create_export_files,
+    manifest_path,
+    render_csv,
+    verify_export,
+    write_export,
+)
 from gateway.wifilog.signing import SIGNING_SECRET, Signer, load_public_key, verify_document
 from gateway.wifilog.store import JST, PUBLIC_KEY_FILE, STORE_DIR, Query, WifiLogMissing, WifiLogStore
 
 __all__ = ["INQUIRY_KEY_INFO", "add_parser", "audit_detail", "inquiry_key", "query_hmac", "run"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
 # how deep a document to verify may nest: manifests and certificates hold two levels, this leaves room
 MAX_DEPTH = 32
 # HKDF's info: the signing key's seed yields this key for this use only (domain separation)
@@ -145,37 +163,131 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out = out or sys.stdout
     err = err or sys.stderr
     what = f"wifi {args.wifi_command}"
+    return _answer(what, err, lambda: _run(args, what, out, err))
+
+
+def _answer(what: str, err: TextIO, work: Callable[[], int]) -> int:
+    """`work`'s exit code, or its error in one line and the code for it."""
     try:
-        data_dir, state_dir, gateway_id = _dirs(args)
-        key_path = args.public_key or data_dir / STORE_DIR / PUBLIC_KEY_FILE
-        if args.wifi_command == "verify-export":
-            manifest = _read_document(args.manifest or manifest_path(args.csv), "an export manifest")
-            return _verdict(what, str(args.csv), verify_export(args.csv, manifest, load_public_key(key_path)), out, err)
-        if args.wifi_command == "verify-certificate":
-            document = _read_document(args.certificate, "an erasure certificate")
-            problems = verify_document(document, load_public_key(key_path))
-            if document.get("type") != "edgegw.wifilog.erasure-certificate":
-                problems.append(f"type: not an erasure certificate, got {document.get('type')!r}")
-            return _verdict(what, str(args.certificate), problems, out, err)
-        try:
-            # a read: a box without a log gets told so, and nothing is made for it
-            store = WifiLogStore(data_dir, must_exist=True)
-            try:
-                if args.wifi_command == "certificates":
-                    certificates = store.certificates()
-                    out.writelines(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in certificates)
-                    return EXIT_OK
-                return _inquiry(args, store, state_dir, gateway_id, out)
-            finally:
-                store.close()
-        finally:
-            _hand_over(data_dir, state_dir)
+        return work()
     except WifiLogMissing as exc:
         err.write(f"{what}: {exc}\n")
         return EXIT_FAILURE
     except (GatewayError, ConfigError, OSError, ValueError) as exc:
         err.write(f"{what}: {exc}\n")
         return EXIT_INVALID
+
+
+def _run(args: argparse.Namespace, what: str, out: TextIO, err: TextIO) -> int:
+    from gateway.accounts.cli import cli_actor
+    from gateway.privileges import gateway_account
+
+    data_dir, state_dir, gateway_id = _dirs(args)
+    key_path = args.public_key or data_dir / STORE_DIR / PUBLIC_KEY_FILE
+    # the two checks read the files the admin names (an export in their home, a certificate on a USB stick) and
+    # a public key: they make nothing and stay who ran them
+    if args.wifi_command == "verify-export":
+        manifest = _read_document(args.manifest or manifest_path(args.csv), "an export manifest")
+        return _verdict(what, str(args.csv), verify_export(args.csv, manifest, load_public_key(key_path)), out, err)
+    if args.wifi_command == "verify-certificate":
+        document = _read_document(args.certificate, "an erasure certificate")
+        problems = verify_document(document, load_public_key(key_path))
+        if document.get("type") != "edgegw.wifilog.erasure-certificate":
+            problems.append(f"type: not an erasure certificate, got {document.get('type')!r}")
+        return _verdict(what, str(args.certificate), problems, out, err)
+    actor = cli_actor()  # before the switch: the audit log names who ran it (cli:root), not the account
+    inquiry = _Inquiry(args=args, what=what, data_dir=data_dir, state_dir=state_dir, gateway_id=gateway_id, actor=actor)
+    if args.wifi_command == "export" and gateway_account() is not None:
+        # --out is the admin's choice (their home, a USB stick), where the gateway's account may not write: root
+        # makes the files there, empty and 0600, before it becomes that account
+        files = create_export_files(args.out, where=f"--out {args.out}")
+        return _export_in_a_child(files, lambda: _answer(what, err, lambda: inquiry.run(out, err, files)))
+    return inquiry.run(out, err, None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Inquiry:
+    """A search, an export or the certificates' list: what it needs, all of it known before root's switch."""
+
+    args: argparse.Namespace
+    what: str
+    data_dir: Path
+    state_dir: Path
+    gateway_id: str
+    actor: str
+
+    def run(self, out: TextIO, err: TextIO, files: ExportFiles | None) -> int:
+        """As the gateway's account (root switches here, gateway.privileges), open the log and answer."""
+        from gateway.privileges import become_the_account, ownership_hint
+
+        as_account = become_the_account(self.what)
+        try:
+            try:
+                # a read: a box without a log gets told so, and nothing is made for it
+                store = WifiLogStore(self.data_dir, must_exist=True)
+                try:
+                    if self.args.wifi_command == "certificates":
+                        certificates = store.certificates()
+                        out.writelines(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in certificates)
+                        return EXIT_OK
+                    return _inquiry(self.args, store, self.state_dir, self.gateway_id, self.actor, files, out)
+                finally:
+                    store.close()
+            finally:
+                _hand_over(self.data_dir, self.state_dir)
+        except OSError as exc:
+            # as the gateway's account: a file left root's, a state directory where it may not write
+            hint = ownership_hint(exc, self.data_dir, self.state_dir) if as_account else ""
+            if not hint:
+                raise
+            err.write(f"{self.what}: {exc}{hint}\n")
+            return EXIT_FAILURE
+
+
+def _export_in_a_child(files: ExportFiles, work: Callable[[], int]) -> int:
+    """`work` (the export, into `files`) run by a child that becomes the gateway's account; this process stays root
+    and waits, and removes both files unless the child succeeded: its exit code.
+
+    Why a child: the files are in the admin's directory, where the account may write nothing, and "no half export
+    is left" (ExportFiles.discard) needs someone who may remove them there. Root does nothing but wait meanwhile;
+    Ctrl-C reaches the child from the terminal, and SIGTERM or SIGHUP sent to root is passed on to it.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # nothing buffered is written twice, by both
+    pid = os.fork()
+    if pid == 0:
+        code = EXIT_FAILURE
+        try:
+            files.leave_removal()  # root removes them: here, as the account, it could not
+            code = work()
+            sys.stdout.flush()
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
+        except BaseException:  # the child never returns into root's flow: a traceback, as main() would show
+            code = EXIT_FAILURE
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(BaseException):  # a reader gone: the code says it failed already
+                sys.stderr.flush()
+            os._exit(code)  # never main()'s exit: that would flush and clean up root's half of the fork again
+    files.release()  # the child's to write and close
+
+    def forward(signum: int, _frame: object) -> None:
+        os.kill(pid, signum)
+
+    before = {
+        signum: signal.signal(signum, handler)
+        for signum, handler in ((signal.SIGINT, signal.SIG_IGN), (signal.SIGTERM, forward), (signal.SIGHUP, forward))
+    }
+    try:
+        _, status = os.waitpid(pid, 0)  # retried after a signal handled (PEP 475)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    code = os.waitstatus_to_exitcode(status)
+    if code != EXIT_OK:
+        files.discard()  # failed, or killed: no half export is left
+    return code if code >= 0 else 128 - code  # killed by a signal: as a shell reports it
 
 
 def _hand_over(data_dir: Path, state_dir: Path) -> None:
@@ -256,8 +368,17 @@ def _verdict(what: str, name: str, problems: list[str], out: TextIO, err: TextIO
     return EXIT_FAILURE
 
 
-def _inquiry(args: argparse.Namespace, store: WifiLogStore, state_dir: Path, gateway_id: str, out: TextIO) -> int:
-    from gateway.accounts.cli import cli_actor, clock
+def _inquiry(
+    args: argparse.Namespace,
+    store: WifiLogStore,
+    state_dir: Path,
+    gateway_id: str,
+    actor: str,
+    files: ExportFiles | None,
+    out: TextIO,
+) -> int:
+    """A search or an export (into `files` when root made them already, else made here), audited as `actor`."""
+    from gateway.accounts.cli import clock
 
     reference = args.reference.strip()
     if not reference:
@@ -273,16 +394,15 @@ def _inquiry(args: argparse.Namespace, store: WifiLogStore, state_dir: Path, gat
 
     key = inquiry_key(store.secrets)
     sessions = store.search(query)
-    actor = cli_actor()
     now = datetime.fromtimestamp(clock(), JST)
     export = args.wifi_command == "export"
-    files = None
     if export:
         _ = store.signer  # a box that cannot sign fails here, before anything is made or audited
         # made (empty, 0600) before the audit entry, so that an --out that cannot be written is refused unaudited;
         # filled only after it: a crash in between leaves an audited export with empty files, never an export
         # that the audit log does not show
-        files = create_export_files(args.out, where=f"--out {args.out}")
+        if files is None:
+            files = create_export_files(args.out, where=f"--out {args.out}")
     try:
         # recorded before anything is disclosed: a failing audit log stops the inquiry
         AuditLog(state_dir).append(

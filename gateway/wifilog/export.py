@@ -125,6 +125,7 @@ class ExportFiles:
     def __init__(self, csv_path: Path, csv_fd: int, manifest_fd: int) -> None:
         self.csv_path = csv_path
         self._fds: list[int] = [csv_fd, manifest_fd]
+        self._removes = True
 
     def write(self, csv_data: bytes, manifest_data: bytes) -> None:
         """Fill and close both, synced: the command that says "exported" has them on disk."""
@@ -136,10 +137,22 @@ class ExportFiles:
         self._close()
 
     def discard(self) -> None:
-        """Remove both (a failure after they were made): the names are free again, no half export is left."""
+        """Remove both (a failure after they were made): the names are free again, no half export is left.
+        After `leave_removal`, only closes them."""
         self._close()
+        if not self._removes:
+            return
         for path in (self.csv_path, manifest_path(self.csv_path)):
             path.unlink(missing_ok=True)
+
+    def leave_removal(self) -> None:
+        """In a child that root forked and that became the gateway's account: the files are in the admin's
+        directory, where it may remove nothing. Root, waiting for it, removes them if it fails."""
+        self._removes = False
+
+    def release(self) -> None:
+        """Close this process's descriptors, the files left as they are: a child writes them (see leave_removal)."""
+        self._close()
 
     def _close(self) -> None:
         fds, self._fds = self._fds, []
