@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from gateway.audit.log import AuditEntry, AuditError, AuditLog
 from gateway.cliopts import add_config_option, bounded_int, print_config_error
 from gateway.errors import ConfigError
+from gateway.logs import one_line
 
 __all__ = ["EXIT_FAILURE", "EXIT_INVALID", "EXIT_OK", "add_parser", "run"]
 
@@ -50,10 +51,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-# what a web user typed or a device sent ends up in target and detail: never let it move the terminal's cursor
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
-
-
 def _line(e: AuditEntry) -> str:
     if e.at is None:
         when = e.unreadable["at"]
@@ -67,7 +64,8 @@ def _line(e: AuditEntry) -> str:
         parts.append(f"from {e.address}")
     if detail:
         parts.append(detail)
-    return "  ".join(parts).translate(_CONTROL)
+    # what a web user typed or a device sent ends up in target and detail: never let it move the terminal's cursor
+    return one_line("  ".join(parts))
 
 
 def _purge(args: argparse.Namespace, audit: AuditLog, retention_days: int, actor: str, out: TextIO) -> int:
