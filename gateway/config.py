@@ -24,7 +24,7 @@ from gateway.configbase import (
 from gateway.errors import ConfigError
 from gateway.fleet.config import FleetConfig
 from gateway.mail.config import MailConfig
-from gateway.ngsi.config import NgsiConfig
+from gateway.ngsi.config import NgsiConfig, ValueEncoding
 from gateway.processing.api import ProcessorConfig
 from gateway.processing.registry import parse_processing
 from gateway.uplinks.api import UplinkConfig
@@ -137,6 +137,7 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
                 )
             seen.setdefault(section.name, f"{key}[{i}]")
     errors.extend(_checked_together(uplinks, doc))
+    errors.extend(_stricter_encodings(raw_uplinks, doc))
     errors.extend(_shared_client_ids((("adapters", adapters), ("uplinks", uplinks)), doc))
     raw_processing = doc.get("processing", [])
     processing: list[ProcessorConfig] = parse_processing(raw_processing, errors)
@@ -197,6 +198,43 @@ def _checked_together(uplinks: list[tuple[int, Any]], doc: dict[str, Any]) -> li
         if check is not None:
             errors.extend(check([(i, s) for i, s in uplinks if type(s) is model], gateway_id))
     return errors
+
+
+def _stricter_encodings(raw: Any, doc: dict[str, Any]) -> list[str]:
+    """An uplink's own `value_encoding = "reject"` under an `[ngsi] value_encoding` that is not: readings are
+    checked with the gateway-wide one before the buffer (App._emit), so a value such as 人吉(水の手橋) would pass
+    there, go out as it is and be dead-lettered when the broker refuses it, instead of being refused at the
+    source with a counter and a log line. The other way round is harmless: under `[ngsi] value_encoding =
+    "reject"` no such value reaches an uplink, whatever the uplink would encode. Read from the raw tables, so an
+    uplink refused for another key is told this too."""
+    ngsi = _ngsi_encoding(doc)
+    if ngsi is None or ngsi is ValueEncoding.REJECT:
+        return []
+    errors = []
+    for i, item in _tables(raw):
+        kind = item.get("type")
+        if item.get("value_encoding") != ValueEncoding.REJECT.value or not isinstance(kind, str):
+            continue
+        try:
+            model = registry.load(registry.UPLINK_GROUP, kind)
+        except KeyError:
+            continue  # no such type: reported by _sections
+        if "value_encoding" in model.config_model.model_fields:
+            errors.append(
+                f'uplinks[{i}].value_encoding: must not be stricter than [ngsi] value_encoding, got "reject" while '
+                f'[ngsi] value_encoding is "{ngsi.value}"; readings are checked at the source with [ngsi] '
+                "value_encoding, so a value such as 人吉(水の手橋) would pass there and be dead-lettered when the "
+                'broker refuses it: set [ngsi] value_encoding = "reject" to refuse such readings at the source, or '
+                "drop this uplink's value_encoding"
+            )
+    return errors
+
+
+def _ngsi_encoding(doc: dict[str, Any]) -> ValueEncoding | None:
+    try:
+        return NgsiConfig.model_validate(doc.get("ngsi", {})).value_encoding
+    except ValidationError:
+        return None  # reported by the top-level validation
 
 
 def _shared_client_ids(groups: tuple[tuple[str, list[tuple[int, Any]]], ...], doc: dict[str, Any]) -> list[str]:

@@ -55,7 +55,7 @@ from pydantic import AfterValidator, field_validator, model_validator
 from gateway import __version__, redact, secrets
 from gateway.adapter_api import AdapterContext
 from gateway.buffer.store import settled
-from gateway.configbase import Field, HttpUrl
+from gateway.configbase import ConfigProblems, Field, HttpUrl
 from gateway.errors import UplinkTransient
 from gateway.logs import component_logger
 from gateway.ngsi import batching, identifiers
@@ -81,7 +81,13 @@ from gateway.uplinks.http.client import (
     resolve_headers,
     waits_for,
 )
-from gateway.uplinks.http.oauth2 import OAuth2Config, TokenHeader, TokenSource
+from gateway.uplinks.http.oauth2 import (
+    INSECURE_HTTP_FIX,
+    OAuth2Config,
+    TokenHeader,
+    TokenSource,
+    off_box_http_host,
+)
 from gateway.uplinks.seqs import seq_ranges
 
 Service = Annotated[str, AfterValidator(identifiers.check_service)]
@@ -132,8 +138,10 @@ class HttpUplinkConfig(UplinkConfig):
     max_batch_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1024 * 1024)
     max_batch_entities: int = Field(default=1000, ge=1, le=100_000)
     catch_up: CatchUp = CatchUp.FULL_HISTORY
-    # The gateway-wide [ngsi] value_encoding is not passed to uplinks, so each HTTP uplink has its own.
+    # Unset, it is `[ngsi] value_encoding` (gateway.config); "reject" only if that is "reject" too.
     value_encoding: ValueEncoding = ValueEncoding.PERCENT
+    # Credentials over plain http to another host than this box: for a lab or a closed network, at the admin's risk.
+    allow_insecure_http: bool = False
 
     @field_validator("headers")
     @classmethod
@@ -161,7 +169,42 @@ class HttpUplinkConfig(UplinkConfig):
                 )
         if self.url.startswith("http://") and self.tls != TlsSection():
             raise ValueError("tls settings need an https:// url, got an http:// url; change url or drop [tls]")
+        if not self.allow_insecure_http:
+            problems: list[tuple[str, str]] = []
+            sent = self._credentials()
+            host = off_box_http_host(self.url) if sent else None
+            if host is not None:
+                problems.append(
+                    (
+                        "url",
+                        "must be an https:// URL unless its host is this box (127.0.0.1, ::1, localhost): credentials "
+                        f'go with every request ({", ".join(sent)}), got http:// to host "{host}"; use https://, or '
+                        f"{INSECURE_HTTP_FIX}",
+                    )
+                )
+            token_url = self.oauth2.cleartext_problem() if self.oauth2 is not None else None
+            if token_url is not None:
+                problems.append(("oauth2.token_url", token_url))
+            if problems:
+                raise ConfigProblems(problems)
         return self
+
+    def _credentials(self) -> list[str]:
+        """The keys whose credentials go with every request to `url` (never their values)."""
+        sent = ["the oauth2 access token"] if self.oauth2 is not None else []
+        if self.x_auth_token is not None:
+            sent.append("x_auth_token")
+        sent.extend(f"header {name!r}" for name, value in self.headers.items() if secrets.is_ref(value))
+        return sent
+
+    def cleartext_hosts(self) -> list[str]:
+        """The hosts off this box that credentials go to over plain http (only with allow_insecure_http = true)."""
+        hosts = []
+        if self._credentials():
+            hosts.append(off_box_http_host(self.url))
+        if self.oauth2 is not None:
+            hosts.append(off_box_http_host(self.oauth2.token_url))
+        return [host for host in dict.fromkeys(hosts) if host is not None]
 
 
 @dataclass(slots=True)
@@ -383,6 +426,13 @@ class HttpBatchUplink(Lifecycle):
         client_secret = secrets.resolve(cfg.oauth2.client_secret, data_dir) if cfg.oauth2 else ""
         if not cfg.tls.checks_peer:
             self.log.warning("TLS certificate verification is off (tls.verify = false); use only on a lab network")
+        insecure = cfg.cleartext_hosts()  # any: allow_insecure_http = true, the config refuses them otherwise
+        if insecure:
+            self.log.warning(
+                "credentials go over plain http to %s (allow_insecure_http = true): anyone on the network between can "
+                "read and reuse them; use only on a lab or a closed network, https:// elsewhere",
+                ", ".join(insecure),
+            )
         self._headers = headers
         self._session = make_session(tls=cfg.tls, timeout_s=cfg.timeout_s, where=f"uplinks.{self.name}")
         if cfg.oauth2 is not None:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import enum
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import quote_plus, urlencode, urlsplit
 
 import orjson
 
@@ -51,6 +52,14 @@ DEFAULT_LIFETIME_S = 300.0
 # RFC 6749 §5.2 errors about how the token was asked for, not who asked
 _REQUEST_ERRORS = frozenset({"invalid_request", "invalid_grant", "unsupported_grant_type"})
 
+# Names of this box; the loopback addresses themselves are told by ipaddress.
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+# The way out of a refused http:// URL that carries credentials, for every key that refuses one.
+INSECURE_HTTP_FIX = (
+    "set allow_insecure_http = true on the uplink if it is a lab or a closed network (at your own risk: anyone on "
+    "the way can read and reuse the credentials)"
+)
+
 
 class ClientAuth(enum.Enum):
     BASIC = "basic"  # client_secret_basic: HTTP Basic with client id and secret (RFC 6749's recommendation)
@@ -60,6 +69,23 @@ class ClientAuth(enum.Enum):
 class TokenHeader(enum.Enum):
     AUTHORIZATION = "authorization"  # `Authorization: Bearer <token>` (API gateways, Kong, Keycloak-fronted)
     X_AUTH_TOKEN = "x-auth-token"  # `X-Auth-Token: <token>` (FIWARE Keyrock + Wilma PEP proxy)
+
+
+def off_box_http_host(url: str) -> str | None:
+    """The host of a plain `http://` URL whose host is not this box's loopback (127.0.0.0/8, ::1, localhost);
+    None for https:// and for loopback, where what is sent never leaves the box (a local IoT Agent)."""
+    if not url.startswith("http://"):
+        return None
+    try:
+        host = urlsplit(url).hostname or ""  # lower case, an IPv6 address without its brackets
+    except ValueError:  # "http://[::1": refused as off the box, the safe side
+        return url.removeprefix("http://").partition("/")[0]
+    if host in _LOOPBACK_NAMES:
+        return None
+    try:
+        return None if ipaddress.ip_address(host).is_loopback else host
+    except ValueError:
+        return host
 
 
 class OAuth2Config(Section):
@@ -72,6 +98,19 @@ class OAuth2Config(Section):
     audience: str | None = None
     client_auth: ClientAuth = ClientAuth.BASIC
     header: TokenHeader = TokenHeader.AUTHORIZATION
+
+    def cleartext_problem(self) -> str | None:
+        """Why `token_url` must not be used as it is (after its key path); None if it may. The owner asks only
+        without its `allow_insecure_http`. RFC 6749 §3.2 requires TLS at the token endpoint: the client secret
+        goes there with every fetch."""
+        host = off_box_http_host(self.token_url)
+        if host is None:
+            return None
+        return (
+            "must be an https:// URL unless its host is this box (127.0.0.1, ::1, localhost): the client secret "
+            f'and the access tokens go over it (RFC 6749 §3.2 requires TLS), got http:// to host "{host}"; use '
+            f"https://, or {INSECURE_HTTP_FIX}"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
