@@ -7,8 +7,11 @@ Multi-Status answer is sorted per entity (problems.py): an error about the entit
 (held, like every rejection, until the delivery shows the broker takes our requests), an error about
 the broker retries it and stops the batch there, so per-entity order holds. An error that says
 neither (no known type, no status: a title, a list of strings, a string, or no result at all for the
-entity) is retried, and rejected once the same entity got the same answer UNCLASSIFIED_LIMIT times in
-a row, so a broker's unexplained refusal cannot block the lane forever.
+entity) is retried, and rejected once the same reading got the same answer UNCLASSIFIED_LIMIT times in
+a row, so a broker's unexplained refusal cannot block the lane forever. The count is per reading (its
+buffer seq), not per entity, and any other answer about the reading (a delivery above all) ends the
+row: passing glitches days apart, or the glitches of an older reading of the entity, never add up to
+a dead letter.
 """
 
 from __future__ import annotations
@@ -38,11 +41,15 @@ from gateway.uplinks.ngsi_ld.problems import Problem, Verdict, classify, problem
 
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 _CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
-# Same unclassified answer for the same entity this many times in a row: rejected. At the default
+# Same unclassified answer for the same reading this many times in a row: rejected. At the default
 # backoff (1 s doubling to 60 s, full jitter) that is about two minutes of a blocked lane: enough to
 # ride out a broker's passing trouble, short enough that the lane moves on.
 UNCLASSIFIED_LIMIT = 10
-_UNCLASSIFIED_MEMORY = 10_000  # entities remembered; past that the memory starts again
+_UNCLASSIFIED_MEMORY = 10_000  # readings remembered; past that the memory starts again
+
+# A reading as the unclassified count knows it: its entity and its buffer seq (None outside the buffer:
+# tools and tests, whose readings of one entity then share a count)
+_ReadingKey = tuple[str, int | None]
 
 
 class ContextMode(enum.Enum):
@@ -71,8 +78,8 @@ class NgsiLdUplink(HttpBatchUplink):
         self, config: UplinkConfig, context: AdapterContext, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__(config, context, clock=clock)
-        # entity id -> (the unclassified answer it got, how many times in a row)
-        self._unclassified: dict[str, tuple[str, int]] = {}
+        # reading -> (the unclassified answer it got, how many times in a row)
+        self._unclassified: dict[_ReadingKey, tuple[str, int]] = {}
 
     @property
     def _ld(self) -> NgsiLdConfig:
@@ -127,6 +134,9 @@ class NgsiLdUplink(HttpBatchUplink):
     def _on_success(self, items: list[BatchItem], resp: HttpResponse, run: Run) -> None:
         if resp.status != 207:
             super()._on_success(items, resp, run)
+            if self._unclassified:
+                for item in items:
+                    self._unclassified.pop(_key(run, item), None)
             return
         try:
             doc = orjson.loads(resp.body)
@@ -147,9 +157,10 @@ class NgsiLdUplink(HttpBatchUplink):
         retry_reason = ""
         for item in items:
             eid = item.entity_id
+            key = _key(run, item)
             if eid in success:
                 run.outcomes[item.position] = DELIVERED
-                self._unclassified.pop(eid, None)
+                self._unclassified.pop(key, None)
                 continue
             if eid in errors:
                 problem = classify(errors[eid])
@@ -157,7 +168,9 @@ class NgsiLdUplink(HttpBatchUplink):
                 problem = Problem(verdict=Verdict.UNCLASSIFIED, text="no result for this entity in the 207 answer")
             verdict, text = problem.verdict, problem.text
             if verdict is Verdict.UNCLASSIFIED:
-                verdict, text = self._repeated(eid, text)
+                verdict, text = self._repeated(key, text)
+            else:
+                self._unclassified.pop(key, None)  # an answer that says what to do ends the row
             if verdict is Verdict.REJECT:
                 run.refuse(item.position, f"{self.name}: {self.broker} refused entity {eid}, got {text}", text)
             else:
@@ -166,20 +179,24 @@ class NgsiLdUplink(HttpBatchUplink):
             # a later request could hold a newer reading of the entity to retry: keep per-entity order
             self._retry_later(retry_reason)
 
-    def _repeated(self, entity_id: str, text: str) -> tuple[Verdict, str]:
-        """Retry an unclassified answer; reject it once the entity got the same one UNCLASSIFIED_LIMIT times.
+    def _repeated(self, key: _ReadingKey, text: str) -> tuple[Verdict, str]:
+        """Retry an unclassified answer; reject it once the reading got the same one UNCLASSIFIED_LIMIT times.
 
-        The count goes on until the entity is delivered or gets another answer: a rejection held for
+        The count goes on until the reading is delivered or gets another answer: a rejection held for
         want of an accepted request (gateway.uplinks.http.batch.Run) must not start it again.
         """
-        previous, count = self._unclassified.get(entity_id, ("", 0))
+        previous, count = self._unclassified.get(key, ("", 0))
         count = count + 1 if previous == text else 1
-        if entity_id not in self._unclassified and len(self._unclassified) >= _UNCLASSIFIED_MEMORY:
+        if key not in self._unclassified and len(self._unclassified) >= _UNCLASSIFIED_MEMORY:
             self._unclassified.clear()
-        self._unclassified[entity_id] = (text, count)
+        self._unclassified[key] = (text, count)
         if count >= UNCLASSIFIED_LIMIT:
             return Verdict.REJECT, f"{text} (the same answer {count} times in a row, none saying to retry)"
         return Verdict.RETRY, text
+
+
+def _key(run: Run, item: BatchItem) -> _ReadingKey:
+    return item.entity_id, run.batch[item.position].seq
 
 
 def _as_list(value: object) -> list[Any]:

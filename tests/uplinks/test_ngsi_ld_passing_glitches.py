@@ -1,0 +1,70 @@
+"""NGSI-LD: an entity left out of a 207 now and then is never dead-lettered for it. The unclassified count
+is per reading and "in a row": a delivery ends it, and one reading's glitches never count against another."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.records import with_seq
+from gateway.uplinks.api import DELIVERED, Outcome, Status
+from gateway.uplinks.ngsi_ld.uplink import UNCLASSIFIED_LIMIT
+from tests.support.orion_double import OrionDouble
+from tests.uplinks.test_ngsi_ld_207 import BATCH, G2, make_uplink, reading
+
+MISSING = "no result for this entity in the 207 answer"
+
+
+async def test_passing_glitches_between_deliveries_never_add_up_to_a_dead_letter(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    up = make_uplink(orion_double.url, tmp_path)
+    await up.start()
+    try:
+        runs: list[tuple[list[Outcome], list[Outcome]]] = []
+        for _ in range(2 * UNCLASSIFIED_LIMIT + 1):
+            orion_double.leave_out_ld_entity(G2)  # a passing glitch: G2 missing from one 207 answer
+            glitched = await up.deliver(BATCH)
+            orion_double._ld_unreported.discard(G2)  # the broker is fine again (the double has no "stop")
+            runs.append((glitched, await up.deliver(BATCH)))
+    finally:
+        await up.close()
+    retried = Outcome(Status.RETRY, f"the NGSI-LD broker could not write entity {G2}, got {MISSING}")
+    for glitched, clean in runs:
+        assert glitched == [DELIVERED, retried, DELIVERED]
+        assert clean == [DELIVERED] * 3
+    # the clean deliveries were answered 201 or 204, not 207: only the glitches went through the 207 path
+    assert {r.status for r in orion_double.requests[0::2]} == {207}
+    assert {r.status for r in orion_double.requests[1::2]} <= {201, 204}
+    assert up.counters.rejected == 0
+
+
+async def test_a_reading_is_not_dead_lettered_for_the_glitches_of_an_older_one(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    # two readings of G2 (the second in a request of its own: LD never sends an entity twice in one)
+    older, other, newer = (
+        with_seq(reading("g2", 1.0), 11),
+        with_seq(reading("g1", 1.5), 12),
+        with_seq(reading("g2", 2.0), 13),
+    )
+    orion_double.leave_out_ld_entity(G2)  # the broker never reports G2
+    up = make_uplink(orion_double.url, tmp_path)
+    await up.start()
+    try:
+        runs = [await up.deliver([older, other, newer]) for _ in range(UNCLASSIFIED_LIMIT + 1)]
+    finally:
+        await up.close()
+    assert [run[0].status for run in runs[: UNCLASSIFIED_LIMIT - 1]] == [Status.RETRY] * (UNCLASSIFIED_LIMIT - 1)
+    last = runs[UNCLASSIFIED_LIMIT - 1]
+    # the older reading got its own tenth answer: rejected; the newer one was sent once, so far
+    assert last[0] == Outcome(
+        Status.REJECTED,
+        f"ld-main: the NGSI-LD broker refused entity {G2}, got {MISSING} "
+        f"(the same answer {UNCLASSIFIED_LIMIT} times in a row, none saying to retry)",
+    )
+    assert last[1:] == [
+        DELIVERED,
+        Outcome(Status.RETRY, f"the NGSI-LD broker could not write entity {G2}, got {MISSING}"),
+    ]
+    # the next delivery sends the newer reading again (the older one is settled): its second answer, retried
+    assert runs[UNCLASSIFIED_LIMIT][2].status is Status.RETRY
