@@ -65,9 +65,10 @@ class Fault(enum.Enum):
     """Why records are to be retried; the delivery loop's state and log level follow it."""
 
     TRANSIENT = "transient"  # the far side is down or overloaded: it passes
-    # No connection to the far side at all (refused, reset, timed out): nothing was asked of it, so
-    # trying again costs it nothing, and the delivery loop probes at a short interval instead of
-    # backing off to minutes (issue 18: delivery resumes within seconds of it coming back).
+    # No connection to the far side at all (refused, reset or timed out before the request went out):
+    # nothing was asked of it, so trying again costs it nothing, and the delivery loop probes at a short
+    # interval instead of backing off to minutes (issue 18: delivery resumes within seconds of it coming
+    # back). A request sent and left unanswered is TRANSIENT: a loaded broker may have applied it.
     UNREACHABLE = "unreachable"
     # The far side refuses our requests as such (url, credentials, headers, a proxy's body limit):
     # nothing passes until someone fixes the configuration, and nothing is dead-lettered meanwhile.

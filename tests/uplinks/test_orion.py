@@ -236,10 +236,11 @@ async def test_timeout_is_retry(orion_double: OrionDouble, tmp_path: Path) -> No
         outcomes = await up.deliver([reading("g1", 1.0)])
     finally:
         await up.close()
-    assert outcomes[0].status is Status.RETRY
-    assert (
-        outcomes[0].reason
-        == f"orion-main: cannot reach {orion_double.url}/v2/op/update, got no answer within the timeout"
+    # the request went out: a loaded Orion may have applied it, so it is no "cannot reach" (probed at once)
+    assert (outcomes[0].status, outcomes[0].fault) == (Status.RETRY, Fault.TRANSIENT)
+    assert outcomes[0].reason == (
+        f"orion-main: no answer from {orion_double.url}/v2/op/update within timeout_s = 0.3 s after sending the request "
+        f"(one entity, {up.counters.bytes} bytes); Orion may have applied it: if this keeps happening, raise timeout_s"
     )
 
 

@@ -19,7 +19,10 @@ side's answers into per-record outcomes:
   wrong `url`: Orion answers an unknown path with 400, not 404), 401/403 (after one token refresh)
   and other 4xx: retry with an ERROR, without bisecting.
 - 5xx, 408, 429, timeouts, refused connections, TLS failures: retry this and every later record.
-  Records delivered by an earlier request of the same batch stay delivered.
+  Records delivered by an earlier request of the same batch stay delivered. Only a failure before the
+  request went out (no connection) is "unreachable", probed every `probe_s`; a request unanswered
+  within `timeout_s` may have been applied by a loaded broker: backed off as usual, and later requests
+  are planned at half its size, under the limit a 413 lowers, growing back as they are answered in time.
 
 A configuration mistake must never dead-letter data, and a 400 cannot say whether it is about a
 record or about the request (an API gateway, a proxy, a path the broker does not serve). So one
@@ -107,6 +110,10 @@ SUSPECT_AFTER = 8
 # one was refused. A device stuck on a value the broker refuses has its readings dead-lettered this
 # many at a time rather than one request each for a whole backlog; the rest wait for the next delivery.
 PROMOTIONS = 10
+
+# Requests answered in time, in a row, before the size limit a timeout lowered doubles again: a broker slow for
+# a minute (Orion on a busy MongoDB) costs a few rounds of smaller requests, not a slower uplink until restart.
+SLOW_RECOVERY_AFTER = 8
 
 # Headers that let a receiver tell gateways and replays apart (documented in README.md).
 GATEWAY_HEADER = "Edgegw-Gateway"
@@ -353,6 +360,11 @@ class HttpBatchUplink(Lifecycle):
         self._url = config.url + self.path
         # requests are planned below the smallest body the far side refused as too large
         self._max_bytes = config.max_batch_bytes
+        # and, after a request left unanswered within timeout_s, at half its size, grown back by doubling after
+        # every SLOW_RECOVERY_AFTER requests answered in time: an Orion slow for a minute must not leave the
+        # uplink at one entity a request until restart
+        self._slow_bytes: int | None = None
+        self._in_time = 0
 
     # ---- what subclasses provide ----------------------------------------------------------------
 
@@ -506,7 +518,7 @@ class HttpBatchUplink(Lifecycle):
         for segment in self._segments(items):
             sizes = [len(item.data) for item in segment]
             plan = batching.plan_batches(
-                sizes, max_bytes=self._max_bytes, max_entities=self.config.max_batch_entities, overhead=overhead
+                sizes, max_bytes=self._plan_bytes(), max_entities=self.config.max_batch_entities, overhead=overhead
             )
             for part in plan:
                 await self._send([segment[k] for k in part], run)
@@ -589,6 +601,7 @@ class HttpBatchUplink(Lifecycle):
         status = resp.status
         if status in self.success:
             self._set_state(_State.UP, "")
+            self._answered_in_time()
             self._on_success(items, resp, run)
             return
         if status not in (400, 413, 422):
@@ -742,6 +755,37 @@ class HttpBatchUplink(Lifecycle):
             refused - 1,
         )
 
+    def _plan_bytes(self) -> int:
+        return self._max_bytes if self._slow_bytes is None else min(self._max_bytes, self._slow_bytes)
+
+    def _too_slow(self, entities: int, size: int) -> str:
+        """A request unanswered within timeout_s: later ones are planned at half its size, under the limit a 413
+        lowers, until requests are answered in time again; returns the words the failure's reason ends with."""
+        applied = f"{self.broker} may have applied it"
+        if entities < 2:
+            return f" (one entity, {size} bytes); {applied}: if this keeps happening, raise timeout_s"
+        self._slow_bytes = min(self._plan_bytes(), size // 2)
+        self._in_time = 0
+        return (
+            f" ({entities} entities, {size} bytes); {applied}: requests are at most {self._slow_bytes} bytes "
+            f"until {SLOW_RECOVERY_AFTER} in a row are answered in time, then twice that, up to max_batch_bytes; if "
+            "this keeps happening, raise timeout_s or lower max_batch_entities"
+        )
+
+    def _answered_in_time(self) -> None:
+        """A request answered: after SLOW_RECOVERY_AFTER in a row, the limit a timeout lowered doubles (gone once
+        it reaches the other limits), so a passing slowness of the broker costs a few smaller requests only."""
+        if self._slow_bytes is None:
+            return
+        self._in_time += 1
+        if self._in_time < SLOW_RECOVERY_AFTER:
+            return
+        self._in_time = 0
+        self._slow_bytes *= 2
+        if self._slow_bytes >= self._max_bytes:
+            self._slow_bytes = None
+            self.log.info("%s answers in time again: requests are planned up to %d bytes", self.broker, self._max_bytes)
+
     async def _post(self, items: list[BatchItem], run: Run) -> tuple[HttpResponse, int]:
         assert self._session is not None
         body = self._body([item.data for item in items])
@@ -752,6 +796,7 @@ class HttpBatchUplink(Lifecycle):
             headers[seq_header[0]] = seq_header[1]
         for attempt in (1, 2):
             token = ""
+            posting = False  # past the token: a failure is about our request, not the token endpoint
             try:
                 if self._tokens is not None:
                     token = await self._tokens.token()
@@ -759,12 +804,17 @@ class HttpBatchUplink(Lifecycle):
                     headers[name] = value
                 self.counters.requests += 1
                 self.counters.bytes += len(body)
+                posting = True
                 resp = await post(self._session, self._url, body=body, headers=headers, where=self.name)
             except UplinkTransient as exc:
                 if exc.params.get("configuration"):
                     self._refused(exc.message)  # the token endpoint refused our client, or token_url is wrong
-                # no status: no answer at all (post() found no connection), probed at a short interval
-                self._down(exc.message, unreachable="status" not in exc.params)
+                reason = exc.message
+                if posting and exc.params.get("timed_out"):
+                    reason += self._too_slow(len(items), len(body))
+                # no status and nothing sent: no connection at all, probed at a short interval; a request that
+                # went out reached the far side (which may have applied it): backed off as usual
+                self._down(reason, unreachable="status" not in exc.params and not exc.params.get("sent"))
             self.log.debug(
                 "POST %s correlator=%s entities=%d bytes=%d -> %d",
                 self._url,

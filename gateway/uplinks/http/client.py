@@ -1,7 +1,12 @@
 """The HTTP(S) transport of the HTTP uplinks: TLS/mTLS settings, extra headers, one aiohttp session, errors translated.
 
 Every foreign exception (aiohttp, ssl, OS, timeouts) leaving `post` becomes an `UplinkTransient`,
-so the uplinks see either an HTTP status or a transient failure, never a library error.
+so the uplinks see either an HTTP status or a transient failure, never a library error. The failure
+says whether the request went out (`sent=True`): before that (refused, DNS, a connect timeout, the TLS
+handshake) nothing was asked of the far side and it is "unreachable"; after it (no answer within
+`timeout_s`, a dropped connection) the far side may well have applied the request. aiohttp cannot say
+which on its own: the session's total timeout raises the same TimeoutError in either phase (a firewall
+dropping SYNs and a loaded broker look alike), so `make_session` traces when the headers go out.
 
 Redirects are never followed: the caller gets the 3xx itself (`HttpResponse.location`). Followed,
 a 301/302/303 turns a POST into a body-less GET whose 200 (a login page, a captive portal) would
@@ -24,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator
@@ -82,10 +88,31 @@ def make_session(*, tls: TlsSection, timeout_s: float, where: str) -> aiohttp.Cl
 
     connector = aiohttp.TCPConnector(ssl=client_context(tls, where), limit=4, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_headers_sent)
     # No cookies: a platform's load balancer cookies must not pin or leak state between uplinks.
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
+        connector=connector,
+        timeout=timeout,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+        trace_configs=[trace],
     )
+
+
+class _Progress:
+    """How far one request got: `sent` once its headers go out on a connection (see the module docstring)."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+
+async def _headers_sent(session: object, context: SimpleNamespace, params: object) -> None:
+    progress = context.trace_request_ctx
+    if isinstance(progress, _Progress):
+        progress.sent = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,9 +193,12 @@ async def send(
     """Any method (kintone also wants GET and PUT); the same translation of transport failures as `post`."""
     import aiohttp  # loaded already with the session: a dictionary lookup
 
+    progress = _Progress()
     try:
         # allow_redirects=False: see the module docstring
-        async with session.request(method, url, data=body, headers=dict(headers), allow_redirects=False) as resp:
+        async with session.request(
+            method, url, data=body, headers=dict(headers), allow_redirects=False, trace_request_ctx=progress
+        ) as resp:
             data = await resp.read()
             location = resp.headers.get("Location", "") if 300 <= resp.status < 400 else ""
             wait = retry_after(resp.headers.get("Retry-After"), time.time()) if resp.status in (429, 503) else 0.0
@@ -176,4 +206,24 @@ async def send(
                 status=resp.status, body=data, content_type=resp.content_type, location=location, retry_after_s=wait
             )
     except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
-        raise UplinkTransient(f"{where}: cannot reach {url}, got {_describe(exc, url)}", url=url) from exc
+        connecting = isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+        # Once the request is out, no answer in time, a close without one or a cut answer may follow a request
+        # the far side applied. A reset or a TLS error then is how a TLS 1.3 server refuses a client certificate
+        # (after the handshake, as the request comes in): the HTTP server never got it, so "cannot reach" stays.
+        after_arrival = isinstance(exc, (TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError))
+        if connecting or not progress.sent or not after_arrival:
+            raise UplinkTransient(f"{where}: cannot reach {url}, got {_describe(exc, url)}", url=url) from exc
+        if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError (a read timeout) is one too
+            total = session.timeout.total
+            within = f" within timeout_s = {total:g} s" if total else ""
+            raise UplinkTransient(
+                f"{where}: no answer from {url}{within} after sending the request",
+                url=url,
+                sent=True,
+                timed_out=True,
+            ) from exc
+        raise UplinkTransient(
+            f"{where}: the connection to {url} failed after sending the request, got {_describe(exc, url)}",
+            url=url,
+            sent=True,
+        ) from exc
