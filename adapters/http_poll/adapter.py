@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import ssl
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from adapters.http_poll.config import HttpPollConfig
-from adapters.http_poll.mapping import LastSeen, Mapper, MappingError, Selection
+from adapters.http_poll.mapping import LastSeen, Mapper, MappingError, MapResult, Selection
 from adapters.jsonmap.ahead import AheadKeeper
 from adapters.jsonmap.errors import excerpt
 from adapters.jsonmap.timestamps import MAX_AHEAD
@@ -89,7 +90,13 @@ class HttpPollAdapter:
         # the Wi-Fi receivers and the MQTT adapter): while the kernel says that clock is not synchronised, it may be
         # the wrong one
         self._ahead = AheadKeeper(self._log, clock_synced, words=_CLOCK_WORDS, not_before=not_before)
-        self._mapper = Mapper(config.mappings, adapter=config.name, device=config.display_url, keeps_ahead=self._ahead)
+        self._mapper = Mapper(
+            config.mappings,
+            adapter=config.name,
+            device=config.display_url,
+            keeps_ahead=self._ahead,
+            max_items=config.max_items,
+        )
         self._seen = LastSeen()
         # counters (README "State and counters")
         self.polls = 0
@@ -99,6 +106,7 @@ class HttpPollAdapter:
         self.stale = 0  # observations older than the last one sent for their entity
         self.rewound = 0  # ... sent, as that one is still more than MAX_AHEAD ahead of the gateway's clock (wrong)
         self.skipped_ticks = 0  # polls not started because the previous one ran past their time
+        self.over_max_items = 0  # items past max_items in their list, not read
         self.failed: Counter[str] = Counter()  # http_5xx, http_status, timeout, connection, tls, too_large
         self.malformed: Counter[str] = Counter()  # MalformedReason values, and `rejected` by the buffer
         # conditional GET validators from the last 200
@@ -152,25 +160,34 @@ class HttpPollAdapter:
             self.not_modified += 1
             return
         now = self._clock()
+        # a worker thread: a document of many items is seconds of mapping on a small box, which would stall every
+        # other adapter and the watchdog; a cancelled poll (SIGTERM, a reload) sets `stop` and the worker ends soon
+        stop = threading.Event()
         try:
-            result = self._mapper.map(response.body, now, response.charset)
+            result, selection = await asyncio.to_thread(self._digest, response, now, stop)
         except MappingError as exc:
             self._malformed(exc, response)
             self._keep_validators(response)
             return
-        for err in result.errors:
-            self._malformed(err, response)
-        self._ahead.check()
-        selection = self._seen.select(result.readings, now, judges=self._ahead.judges())
+        finally:
+            stop.set()
+        self._dropped(result, response)
         self.duplicates += selection.duplicates
         self.stale += selection.stale
         self.rewound += selection.rewound
         self._older(selection, now)
         await self._emit_all(emit, selection.fresh)
         self._keep_validators(response)
-        if not result.errors and self._bad:
+        if not result.dropped and not result.over_max_items and self._bad:
             self._log.info("documents map cleanly again")
             self._bad.clear()
+
+    def _digest(self, response: _Response, now: datetime, stop: threading.Event) -> tuple[MapResult, Selection]:
+        """In the worker thread: the document's readings, and those of them that are new. Nothing else touches
+        the mapper, the clock keeper or the memory of what was sent while a poll runs."""
+        result = self._mapper.map(response.body, now, response.charset, stopped=stop.is_set)
+        self._ahead.check()
+        return result, self._seen.select(result.readings, now, judges=self._ahead.judges())
 
     # --- HTTP -------------------------------------------------------------------------------------
 
@@ -329,14 +346,73 @@ class HttpPollAdapter:
         self._failing.ok("polling %s works again", self.config.display_url)
 
     def _malformed(self, exc: MappingError, response: _Response) -> None:
+        """A document dropped whole."""
         reason = exc.reason.value
         self.malformed[reason] += 1
         self.last_error = f"{reason}: {exc}"
+        new = reason not in self._bad
+        if not new and not self._log.isEnabledFor(logging.DEBUG):
+            return
         start = self._document_start(response.body, response.charset)
         self._log.debug("dropped (%s): %s; document starts %s", reason, exc, start)
-        if reason not in self._bad:
+        if new:
             self._bad.add(reason)
             self._log.warning("dropping malformed input (%s): %s; document starts %s", reason, exc, start)
+
+    def _dropped(self, result: MapResult, response: _Response) -> None:
+        """The items of one document dropped, and those past max_items: counted, said in a few lines per poll.
+
+        WARNING for a reason new in the episode (its first item, and how many of the document's items it
+        dropped), at most one a reason, and once an episode for items past max_items; the rest at DEBUG: a
+        summary per poll and the examples the mapper kept. The document's start is built once, if logged.
+        """
+        self.over_max_items += result.over_max_items
+        if not result.dropped and not result.over_max_items:
+            return
+        for why, n in result.dropped.items():
+            self.malformed[why.value] += n
+        firsts: dict[str, MappingError] = {}
+        for err in result.errors:
+            firsts.setdefault(err.reason.value, err)
+        cap = self.config.max_items
+        over = (
+            f"a list of items is longer than max_items = {cap}: its first {cap} items read, "
+            f"{result.over_max_items} not read (counted in over_max_items); raise max_items, or have the source "
+            "send a smaller document"
+        )
+        if result.errors:
+            first = result.errors[0]
+            self.last_error = f"{first.reason.value}: {first}"
+        else:
+            self.last_error = f"over_max_items: {over}"
+        news = [reason for reason in firsts if reason not in self._bad]
+        cap_news = bool(result.over_max_items) and "over_max_items" not in self._bad
+        debug = self._log.isEnabledFor(logging.DEBUG)
+        if not news and not cap_news and not debug:
+            return
+        start = self._document_start(response.body, response.charset)
+        if debug:
+            counts = ", ".join(f"{why.value} {n}" for why, n in result.dropped.most_common())
+            self._log.debug(
+                "dropped %d item(s) (%s), %d past max_items; document starts %s",
+                result.dropped.total(),
+                counts or "none",
+                result.over_max_items,
+                start,
+            )
+            for err in result.errors:
+                self._log.debug("dropped (%s): %s", err.reason.value, err)
+        for reason in news:
+            self._bad.add(reason)
+            n = result.dropped[firsts[reason].reason]
+            # the count, when more than the one shown: the first of 100 000 bad items is not the whole story
+            count = f"; {n} items of this document dropped for {reason}" if n > 1 else ""
+            self._log.warning(
+                "dropping malformed input (%s): %s%s; document starts %s", reason, firsts[reason], count, start
+            )
+        if cap_news:
+            self._bad.add("over_max_items")
+            self._log.warning("%s; document starts %s", over, start)
 
     def _document_start(self, body: bytes, charset: str | None) -> str:
         """The document's start with its structure and every value masked (it may hold personal data)."""
@@ -395,6 +471,7 @@ class HttpPollAdapter:
             "rewound": self.rewound,
             "gateway_clock_unsynced": self.gateway_clock_unsynced,
             "skipped_ticks": self.skipped_ticks,
+            "over_max_items": self.over_max_items,
             "failed": dict(self.failed),
             "malformed": dict(self.malformed),
         }

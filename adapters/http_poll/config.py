@@ -106,6 +106,8 @@ class HttpPollConfig(AdapterConfig):
     interval_s: float = Field(default=60.0, ge=0.05, le=86_400)
     timeout_s: float = Field(default=10.0, gt=0, le=600)
     max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # each list of items is read up to this many: mapping them is the poll's work, on a small box
+    max_items: int = Field(default=100_000, ge=1, le=1_000_000, description="items read per list; the rest are not")
     encoding: Annotated[str | None, AfterValidator(_check_encoding)] = Field(
         default=None, description="unset: the charset of the Content-Type, else UTF-8"
     )

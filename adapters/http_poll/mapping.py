@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -61,12 +61,46 @@ class MappingError(DeviceProtocolError):
         return cls(f"{at} ({exc.subject}): {exc.what}", reason=MalformedReason(exc.problem.value), where=at)
 
 
+# A document of 100 000 bad items must not hold 100 000 errors: each one raised keeps its traceback and the
+# exception it replaced, their frames and locals (~3 KB an item). Every dropped item is counted by reason; only
+# these are kept, to be worded in the log: the first EXAMPLES, and the first of each reason.
+EXAMPLES = 10
+# items mapped between two looks at `stopped`: a cancelled poll (SIGTERM, a reload) ends its worker this soon
+STOP_CHECK_EVERY = 1000
+
+
+class Stopped(Exception):
+    """The mapping was abandoned as `stopped()` said so (the poll that wanted it was cancelled)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MapResult:
-    """Readings of the items that mapped, and one error per item that did not."""
+    """Readings of the items that mapped; every item that did not, counted by reason, and a few of their errors."""
 
     readings: list[Reading]
+    # the first EXAMPLES dropped items' errors and the first of each reason, in document order, without tracebacks
     errors: list[MappingError]
+    dropped: Counter[MalformedReason] = field(default_factory=Counter)  # every dropped item, by reason
+    over_max_items: int = 0  # items past max_items in their list: not read at all
+
+
+class _Drops:
+    """The dropped items of one document: a count by reason and a bounded set of examples."""
+
+    __slots__ = ("counts", "examples")
+
+    def __init__(self) -> None:
+        self.counts: Counter[MalformedReason] = Counter()
+        self.examples: list[MappingError] = []
+
+    def add(self, exc: MappingError) -> None:
+        if len(self.examples) < EXAMPLES or exc.reason not in self.counts:
+            # kept without the frames of the raise (the traceback) and the error it replaced (its context)
+            exc.__traceback__ = None
+            exc.__context__ = None
+            exc.__cause__ = None
+            self.examples.append(exc)
+        self.counts[exc.reason] += 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,13 +159,21 @@ class Mapper:
         adapter: str,
         device: str = "",
         keeps_ahead: KeepsAhead | None = None,
+        max_items: int | None = None,
     ) -> None:
         self.source = Source(adapter=adapter, device=device)
         self._rules = tuple(_compile(m) for m in mappings)
         self._keeps_ahead = keeps_ahead
+        self._max_items = max_items  # per list of items; None: all
 
-    def map(self, body: bytes, now: datetime, charset: str | None = None) -> MapResult:
-        """Document-level problems raise MappingError; item-level ones drop that item only."""
+    def map(
+        self, body: bytes, now: datetime, charset: str | None = None, *, stopped: Callable[[], bool] | None = None
+    ) -> MapResult:
+        """Document-level problems raise MappingError; item-level ones drop that item only.
+
+        `stopped` is asked every STOP_CHECK_EVERY items (the adapter maps in a worker thread, which a cancelled
+        poll cannot interrupt otherwise); once it says True, Stopped is raised.
+        """
         data = document_text(body, charset)
         try:
             doc = loads(data)
@@ -139,31 +181,41 @@ class Mapper:
             # the whole document: the excerpt is masked, then cut around the error (jsonmap.errors.excerpt)
             raise MappingError.of_field(exc, "document") from None
         try:
-            return self._map(doc, now, exact=False)
+            return self._map(doc, now, exact=False, stopped=stopped)
         except InexactNumber:
             pass  # orjson rounded an integer beyond 64 bits that a Text field or an id reads: map it exactly
         # nested beyond the exact parser's reach, orjson's document stays: its fields are refused, not rounded
         with contextlib.suppress(ValueError):
             doc = exact_loads(data)
-        return self._map(doc, now, exact=True)
+        return self._map(doc, now, exact=True, stopped=stopped)
 
-    def _map(self, doc: Any, now: datetime, *, exact: bool) -> MapResult:
+    def _map(self, doc: Any, now: datetime, *, exact: bool, stopped: Callable[[], bool] | None) -> MapResult:
         """`exact`: the second pass, where a field that still meets a rounded integer is refused for its item."""
         readings: list[Reading] = []
-        errors: list[MappingError] = []
+        drops = _Drops()
+        over = 0
+        cap = self._max_items
         for rule in self._rules:
-            for where, item in self._items(rule, doc):
+            items = self._items(rule, doc)
+            if cap is not None and len(items) > cap:
+                over += len(items) - cap
+                items = items[:cap]
+            for i, item in enumerate(items):
+                if stopped is not None and i % STOP_CHECK_EVERY == 0 and stopped():
+                    raise Stopped
+                where = "document" if rule.items is None else f"{rule.items_text}[{i}]"
                 try:
                     readings.append(self._reading(rule, where, item, now))
                 except MappingError as exc:
-                    errors.append(exc)
+                    drops.add(exc)
                 except InexactNumber as exc:
                     if not exact:
                         raise
-                    errors.append(MappingError.of_field(exc, where))
-        return MapResult(readings=readings, errors=errors)
+                    drops.add(MappingError.of_field(exc, where))
+        return MapResult(readings=readings, errors=drops.examples, dropped=drops.counts, over_max_items=over)
 
-    def _items(self, rule: _Rule, doc: Any) -> Iterable[tuple[str, Any]]:
+    def _items(self, rule: _Rule, doc: Any) -> list[Any]:
+        """The rule's list of items (the document itself as the one item when `items` is unset)."""
         if rule.items is None:
             if not isinstance(doc, dict):
                 raise MappingError(
@@ -171,7 +223,7 @@ class Mapper:
                     reason=MalformedReason.WRONG_SHAPE,
                     where="document",
                 )
-            return [("document", doc)]
+            return [doc]
         node = lookup(doc, rule.items)
         where = rule.items_text or "document"
         if node is MISSING:
@@ -187,7 +239,7 @@ class Mapper:
                 reason=MalformedReason.WRONG_SHAPE,
                 where=where,
             )
-        return [(f"{rule.items_text}[{i}]", item) for i, item in enumerate(node)]
+        return node
 
     def _reading(self, rule: _Rule, where: str, item: Any, now: datetime) -> Reading:
         if not isinstance(item, dict):
