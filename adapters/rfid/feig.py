@@ -41,6 +41,7 @@ Errors (all `FeigFrameError`, an `RfidTagError`, a `DeviceProtocolError`):
     ├── FeigAdvancedFrame   STX 0x02 where LENGTH belongs (the advanced protocol): that byte is dropped
     ├── FeigCrcError        a whole frame whose CRC16 fails: the frame is dropped
     ├── FeigStaleReply      a sound reply to another control byte (a late one): the frame is skipped
+    ├── FeigEndlessInventory  STATUS 0x94 (more data) past any pad's worth of tags: the reader is faulty
     └── FeigStatusError     the reader answered with a status other than OK: the reader is alive
         └── FeigTagStatus   …a status about the transponder (`TAG_STATUSES`: gone, failed on air)
 """
@@ -59,6 +60,7 @@ __all__ = [
     "TAG_STATUSES",
     "FeigAdvancedFrame",
     "FeigCrcError",
+    "FeigEndlessInventory",
     "FeigFrameError",
     "FeigLengthError",
     "FeigResponse",
@@ -162,6 +164,24 @@ class FeigStaleReply(FeigFrameError):
             "a late reply to an earlier request, skipped",
             expected=expected,
             got=got,
+        )
+
+
+class FeigEndlessInventory(FeigFrameError):
+    """An inventory whose replies go on saying "more data" (STATUS 0x94) beyond what a pad can hold, or with
+    nothing new: firmware that never ends the inventory, which would otherwise be followed for good."""
+
+    code = "rfid_reader_endless_inventory"
+
+    def __init__(self, where: str, *, rounds: int, uids: int, why: str) -> None:
+        super().__init__(
+            where,
+            f'the reader keeps answering "more data" (STATUS 0x94) to the inventory, {why}',
+            f"{rounds} replies with {uids} distinct tags",
+            "check the reader's firmware and settings (power it off and on); "
+            "the pad is opened again when it is found again",
+            rounds=rounds,
+            uids=uids,
         )
 
 

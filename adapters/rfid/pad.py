@@ -14,7 +14,9 @@ byte cannot be told from the reply (the protocol numbers nothing); the parsers' 
 most of them. Tags are decoded with the ISO 28560-3 (Danish) codec first and ISO 28560-2 second; a
 tag neither decodes is reported with its error code, never dropped (`decode_tag`, sans-I/O). The EAS
 bit is NXP's custom command, which a tag of another maker ignores: only NXP tags are asked for it or
-have it written; the others are secured by their AFI alone (`feig.has_nxp_eas`).
+have it written; the others are secured by their AFI alone (`feig.has_nxp_eas`). An inventory follows the
+reader's "more data" only as far as a pad's worth of tags (`MAX_INVENTORY_ROUNDS`, `MAX_INVENTORY_UIDS`):
+firmware that never stops saying it is a faulty reader (`FeigEndlessInventory`), not a poll that never ends.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import serial  # type: ignore[import-untyped]
 from adapters.rfid.danish import decode_danish
 from adapters.rfid.errors import RfidTagError
 from adapters.rfid.feig import (
+    FeigEndlessInventory,
     FeigFrameError,
     FeigResponse,
     FeigStaleReply,
@@ -53,7 +56,16 @@ from adapters.rfid.feig import (
 )
 from adapters.rfid.iso15962 import decode_iso28560_2
 
-__all__ = ["AFI_ON_LOAN", "AFI_SECURED", "PadTag", "Security", "SerialPad", "decode_tag"]
+__all__ = [
+    "AFI_ON_LOAN",
+    "AFI_SECURED",
+    "MAX_INVENTORY_ROUNDS",
+    "MAX_INVENTORY_UIDS",
+    "PadTag",
+    "Security",
+    "SerialPad",
+    "decode_tag",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +100,14 @@ class PadTag:
 # latency timer and the scheduler, is far beyond what a pad taking data needs; a write still waiting
 # then waits for a pad that stopped taking data (off, its USB-serial adapter hung or pulled out, the cable).
 _LONGEST_REQUEST = 17
+
+
+# How long an inventory is followed while the reader answers "more data" (STATUS 0x94). One reply carries
+# at most 24 tags (10 bytes each in a 255-byte frame), and a pad's field reaches a stack of books, a few
+# dozen tags at most: 256 tags, or 16 replies (for a reader sending a few per reply), is far beyond any
+# pad, and firmware that never ends the inventory otherwise holds the poll, and its growing list, for good.
+MAX_INVENTORY_ROUNDS = 16
+MAX_INVENTORY_UIDS = 256
 
 
 def decode_tag(uid: str, afi: int, eas: bool | None, memory: bytes) -> PadTag:
@@ -244,13 +264,32 @@ class SerialPad:
             return await asyncio.to_thread(self._transact, request)
 
     async def inventory(self) -> list[bytes]:
+        """The UIDs on the pad, each once, in the reader's order. A reader still saying "more data" after a round
+        that brought no new tag, after `MAX_INVENTORY_ROUNDS` replies or `MAX_INVENTORY_UIDS` tags is faulty:
+        `FeigEndlessInventory`, counted in `frame_errors`, and the pad is lost until it is found again."""
         uids: list[bytes] = []
+        seen: set[bytes] = set()
         more = False
+        rounds = 0
         while True:
             tags, more = parse_inventory(await self.call(req_inventory(self._com_adr, more=more)))
-            uids += [t.uid for t in tags]
+            rounds += 1
+            new = [t.uid for t in tags if t.uid not in seen]
+            seen.update(new)
+            uids += new
             if not more:
                 return uids
+            why = ""
+            if not new:
+                why = "with no tag it had not listed already"
+            elif len(uids) >= MAX_INVENTORY_UIDS:
+                why = f"past {MAX_INVENTORY_UIDS} tags"
+            elif rounds >= MAX_INVENTORY_ROUNDS:
+                why = f"past {MAX_INVENTORY_ROUNDS} replies"
+            if why:
+                exc = FeigEndlessInventory(f"rfid pad {self._url}", rounds=rounds, uids=len(uids), why=why)
+                self.frame_errors[exc.code] += 1
+                raise exc
 
     async def read_tag(self, uid: bytes) -> PadTag:
         info = parse_system_info(await self.call(req_system_info(uid, self._com_adr)))
