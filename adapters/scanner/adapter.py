@@ -52,7 +52,17 @@ from adapters.scanner.classify import CodabarRule, IdKind, ScanClass, ScanKind, 
 from adapters.scanner.codec import BarcodeError
 from adapters.scanner.config import CardNumbers, PadSection, ScannerAdapterConfig, ScannerSection
 from adapters.scanner.evdev_stream import EVENT_SIZE, EventParser, WedgeAssembler, grab
-from adapters.scanner.serial_scanner import SerialScanner
+from adapters.scanner.serial_scanner import (
+    STREAM_LINES,
+    STREAM_QUIET_S,
+    STREAM_SUMMARY_S,
+    STREAM_WINDOW_S,
+    SerialScan,
+    SerialScanner,
+    StreamVerdict,
+    StreamWatch,
+    line_shape,
+)
 from adapters.scanner.station import CARD_ATTRIBUTES, Feedback, LendingMode, Purpose, Station, Step, present_today
 from adapters.scanner.store import RecentScan, StationStore
 from adapters.scanner.visit_qr import MIN_KEY_BYTES
@@ -89,7 +99,12 @@ _FILE_POLL_S = 0.1
 NOT_STORABLE = "not_storable"  # its reading is one the gateway would not store (check_reading)
 AMBIGUOUS_PATRON = "ambiguous_patron"  # two patron cards in one read of a lending pad
 CALLER_REFUSALS = (NOT_STORABLE, AMBIGUOUS_PATRON)
-_MALFORMED = ("bad_check", "unknown", "visit_refused", "unknown_usage", NOT_STORABLE)
+# a serial device's line counted as part of a stream of refused lines (`StreamWatch`), not handed on
+CONTINUOUS_DATA = "continuous_data"
+_MALFORMED = ("bad_check", "unknown", "visit_refused", "unknown_usage", NOT_STORABLE, CONTINUOUS_DATA)
+# What a serial device's line counts towards a stream as: besides an unreadable line, what every station
+# refuses whatever its state (no rule knows it, its check fails, a product's GTIN, a QR that fails to verify)
+_STREAM_KINDS = (ScanKind.UNKNOWN, ScanKind.BAD_CHECK, ScanKind.GTIN, ScanKind.VISIT_REFUSED)
 
 
 def _utc_now() -> datetime:
@@ -458,23 +473,32 @@ class ScannerAdapter:
             self._state(key, False, str(exc))
             return
         self._state(key, True)
-        unreadable = False  # the line's framing failing (a wrong suffix): logged once, with the fix
+        # the line's framing failing (a wrong suffix): logged once, with the fix; over once the framing has not
+        # failed for STREAM_QUIET_S, so noise whose odd line frames well does not say it again and again
+        unreadable_until: float | None = None
+        watch = StreamWatch()
         try:
             async for scan in scanner.scans():
                 at = self._clock()
-                if scan.error is not None:
-                    if scan.error.code in _LINE_ERRORS and not unreadable:
-                        unreadable = True
+                now = self._monotonic()
+                cls = self.classify(scan.framed) if scan.framed is not None else None
+                if scan.error is not None and scan.error.code in _LINE_ERRORS:
+                    if unreadable_until is None:
                         self._log.warning("serial scanner %s: its scans are unreadable: %s", key, scan.error)
                         self.last_error = f"{key}: {scan.error}"
+                    unreadable_until = now + STREAM_QUIET_S
+                elif scan.framed is not None and unreadable_until is not None and now >= unreadable_until:
+                    unreadable_until = None
+                    self._log.info("serial scanner %s: scans are read again", key)
+                refused = cls is None or cls.kind in _STREAM_KINDS
+                if not self._watched(sc, key, watch, watch.see(now, refused=refused), scan, cls):
+                    continue
+                if scan.error is not None:
                     await self._framing_error(sc.station, scan.error, at)
                     await scanner.send(sc.beep(False))
-                elif scan.framed is not None:
-                    if unreadable:
-                        unreadable = False
-                        self._log.info("serial scanner %s: scans are read again", key)
+                elif cls is not None:
                     try:
-                        step = await self.process(sc.station, self.classify(scan.framed), at)
+                        step = await self.process(sc.station, cls, at)
                     except Exception:
                         # the buffer refused the scan (full): the librarian must hear it was not taken, or the
                         # book leaves unlent; the port is closed below and opened again at the next look
@@ -486,6 +510,57 @@ class ScannerAdapter:
             self._state(key, False, str(exc))
         finally:
             await asyncio.to_thread(scanner.close)
+
+    def _watched(
+        self,
+        sc: ScannerSection,
+        key: str,
+        watch: StreamWatch,
+        verdict: StreamVerdict,
+        scan: SerialScan,
+        cls: ScanClass | None,
+    ) -> bool:
+        """Say what `verdict` changed about a device's stream of refused lines; False: the line is the stream's,
+        counted only (no event, no beep: one refused beep per line would go back to a device that is no scanner)."""
+        if verdict.ended is not None:
+            how = f"quiet for {STREAM_QUIET_S:g} s" if verdict.quiet else "a good scan came"
+            self._log.info(
+                "serial scanner %s: the continuous data ended (%s): %d lines counted, not sent", key, how, verdict.ended
+            )
+        if verdict.started:
+            if scan.error is not None or scan.framed is None or cls is None:
+                looks = f"unreadable lines ({scan.error.code if scan.error else 'no text'})"
+            else:
+                text = scan.framed.data
+                looks = (
+                    f"{len(text)}-character lines like {line_shape(text)!r} (A a letter, 9 a digit), "
+                    f"refused as {cls.code or cls.kind.value}"
+                )
+            self._log.warning(
+                "serial scanner %s (station %s): continuous data: is this a scanner? more than %d refused lines within "
+                "%g s, %s; its lines are now counted, not sent or beeped, until it is quiet for %g s or sends a good "
+                "scan; check what is plugged into %s, its mode (a scanner in continuous mode) and the baud rate",
+                key,
+                sc.station,
+                STREAM_LINES,
+                STREAM_WINDOW_S,
+                looks,
+                STREAM_QUIET_S,
+                sc.path,
+            )
+            self.last_error = f"{key}: continuous data, not a scanner's ({looks})"
+        if verdict.summary is not None:
+            self._log.info(
+                "serial scanner %s: continuous data goes on: %d lines in the last %g s, %d in all, not sent",
+                key,
+                verdict.summary,
+                STREAM_SUMMARY_S,
+                watch.held,
+            )
+        if verdict.handle:
+            return True
+        self.counts[CONTINUOUS_DATA] += 1
+        return False
 
     # --- RFID pads ------------------------------------------------------------------------------
 

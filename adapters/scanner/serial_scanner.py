@@ -7,6 +7,12 @@ the read's timeout, so `close` waits for the thread in the port (a close under i
 fd, a number the next `open()` anywhere is given); a read or a send after close touches nothing. A
 send is bounded (`_write_timeout`): a scanner that stopped taking data is lost, its port closed there
 and then, rather than a thread held in the port for good with every read and close behind it.
+
+`StreamWatch` (sans-I/O, time passed in) tells a scanner from a device that sends lines on its own (a
+scale, a GPS, a scanner left in continuous mode, a wrong baud rate's noise): more than `STREAM_LINES`
+refused lines within `STREAM_WINDOW_S` is such a stream, whose lines are counted rather than handed on,
+until `STREAM_QUIET_S` pass without a refused line or a good scan comes. `line_shape` says what a line
+looks like without what it says (a card number is nine digits, never the digits).
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import asyncio
 import codecs
 import contextlib
 import re
+import string
 import termios
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -27,7 +35,20 @@ from adapters.scanner.aim import Framed, FramingConfig, Suffix, unframe
 from adapters.scanner.codec import BarcodeError, FramingError
 from gateway.errors import AdapterError
 
-__all__ = ["MAX_SCAN_CHARS", "LineSplitter", "ScannerPortClosed", "SerialScan", "SerialScanner"]
+__all__ = [
+    "MAX_SCAN_CHARS",
+    "STREAM_LINES",
+    "STREAM_QUIET_S",
+    "STREAM_SUMMARY_S",
+    "STREAM_WINDOW_S",
+    "LineSplitter",
+    "ScannerPortClosed",
+    "SerialScan",
+    "SerialScanner",
+    "StreamVerdict",
+    "StreamWatch",
+    "line_shape",
+]
 
 _TERMINATORS = {
     Suffix.CR: re.compile(r"\r"),
@@ -178,6 +199,89 @@ class LineSplitter:
             seen=seen,
         )
         return SerialScan(framed=None, error=error, at=at)
+
+
+# A scanner sends a line when someone pulls its trigger: a few a second at the most, and a refused one
+# (an unknown label, a misread) rarely twice in a row. More than STREAM_LINES refused lines within
+# STREAM_WINDOW_S come from a device sending on its own; its lines are then counted, not sent or beeped.
+STREAM_LINES = 10
+STREAM_WINDOW_S = 10.0
+# The stream is over after this long without a refused line (or at a good scan); so is an unreadable spell
+# (the line's framing failing) only after this long without a framing failure, so noise does not flap it.
+STREAM_QUIET_S = 10.0
+# While a stream goes on, how often the lines held back are said
+STREAM_SUMMARY_S = 900.0
+_SHAPE_CHARS = 32  # of a line's shape shown in the log; its length is said in full
+
+
+def line_shape(text: str) -> str:
+    """`text` with every letter an A, every digit a 9 and anything else not printable ASCII a ?: what a line
+    looks like (`ST,GS,+0001.23kg` is `AA,AA,+9999.99AA`), never what it says (a card's number)."""
+    out = []
+    for ch in text[:_SHAPE_CHARS]:
+        if ch.isascii() and ch.isalpha():
+            out.append("A")
+        elif ch.isascii() and ch.isdigit():
+            out.append("9")
+        elif ch in string.punctuation or ch == " ":
+            out.append(ch)
+        else:
+            out.append("?")
+    return "".join(out) + ("…" if len(text) > _SHAPE_CHARS else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamVerdict:
+    handle: bool  # the line is a scan to hand on as ever; False: a stream's, counted only
+    started: bool = False  # this line made the refused lines a stream: say so, once
+    ended: int | None = None  # a stream ended before this line: the lines it held back
+    quiet: bool = False  # …by a quiet of STREAM_QUIET_S (False: by a good scan)
+    summary: int | None = None  # a summary is due: the lines held back since the last one
+
+
+class StreamWatch:
+    """One serial device's refused lines in time: which start a stream, which belong to one, which end it."""
+
+    def __init__(
+        self,
+        *,
+        lines: int = STREAM_LINES,
+        window_s: float = STREAM_WINDOW_S,
+        quiet_s: float = STREAM_QUIET_S,
+        summary_s: float = STREAM_SUMMARY_S,
+    ) -> None:
+        self._window_s = window_s
+        self._quiet_s = quiet_s
+        self._summary_s = summary_s
+        self._refused: deque[float] = deque(maxlen=lines + 1)  # when the latest refused lines came
+        self.streaming = False
+        self.held = 0  # lines of the current stream counted, not handed on
+        self._unsaid = 0  # …of which not yet in a summary
+        self._said_at = 0.0
+
+    def see(self, now: float, *, refused: bool) -> StreamVerdict:
+        """A line came at `now` (monotonic seconds); `refused`: unreadable or unknown, not a good scan."""
+        ended: int | None = None
+        quiet = self.streaming and now - self._refused[-1] >= self._quiet_s
+        if self.streaming and (quiet or not refused):
+            ended = self.held
+            self.streaming, self.held, self._unsaid = False, 0, 0
+            self._refused.clear()  # what came before the stream's end counts for no new one
+        if not refused:
+            return StreamVerdict(handle=True, ended=ended, quiet=quiet)
+        self._refused.append(now)
+        if self.streaming:
+            summary: int | None = None
+            if now - self._said_at >= self._summary_s:  # the lines since the last summary, this one the next's
+                summary, self._unsaid, self._said_at = self._unsaid, 0, now
+            self.held += 1
+            self._unsaid += 1
+            return StreamVerdict(handle=False, summary=summary)
+        full = len(self._refused) == self._refused.maxlen
+        if full and now - self._refused[0] <= self._window_s:
+            self.streaming, self.held, self._unsaid, self._said_at = True, 1, 1, now
+            return StreamVerdict(handle=False, started=True, ended=ended, quiet=quiet)
+        return StreamVerdict(handle=True, ended=ended, quiet=quiet)
 
 
 # What is sent is a vendor's beep command, a handful of bytes; 16 is ample. Ten times 16 bytes of 8N1
