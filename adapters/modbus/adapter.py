@@ -416,6 +416,9 @@ class ModbusAdapter:
                 "port": bus.link.description,
                 "open": bus.link.is_open,
                 "error": bus.link_error,
+                # a line that streams: the times it was found never quiet, and the bytes no request could take
+                "never_quiet": bus.never_quiet,
+                "dropped_bytes": bus.link.dropped_bytes,
                 "devices": {
                     d.name: {
                         "state": d.state.value,

@@ -13,7 +13,8 @@ Device states (`DeviceState`), each change reported once through `on_state` with
     unknown   → refusing   `offline_after` polls in a row answered only with exceptions, and none of
     online    → refusing   its points read at its last read (it is there, but its data is not)
     refusing  → online     a read answered again
-    any       → offline    `offline_after` polls in a row without an answer, or the line lost
+    any       → offline    `offline_after` polls in a row without an answer, or the line lost (or never
+                           quiet: it streams bytes, and is asked again after a pause that doubles)
     offline   → online     a probe answered (refusing: the probe was refused and no point reads)
 A refused point is sent as `no_data`; a poll with some points read keeps the device online.
 """
@@ -37,7 +38,7 @@ from adapters.modbus.codec import (
     decode_reads,
     plan_reads,
 )
-from adapters.modbus.transport import Link, LinkError, ModbusTimeout
+from adapters.modbus.transport import LineNoisy, Link, LinkError, ModbusTimeout
 from gateway.cancellation import event_set_within
 from gateway.logs import StateLog, component_logger
 from gateway.profiles.schema import Point
@@ -111,7 +112,8 @@ class BusDevice:
         self.next_probe = 0.0
         self.probe_delay = 0.0
         self.last_error = ""
-        self._logged: set[tuple[int, int, int]] = set()  # exception answers already logged at WARNING
+        # exception answers (function, exception code, address) logged at WARNING, until that read answers again
+        self._logged: set[tuple[int, int, int]] = set()
 
     def decimals_for(self, points: Sequence[Point]) -> list[Point]:
         """The decimals points `points` need but do not include (a decimals register may have its own interval)."""
@@ -129,6 +131,11 @@ class BusDevice:
             return False
         self._logged.add(key)
         return True
+
+    def read_again(self, function_code: int, address: int) -> None:
+        """The read at `address` answered with data: its refusals' spell is over, the next one is news again."""
+        if self._logged:
+            self._logged = {k for k in self._logged if (k[0], k[2]) != (function_code, address)}
 
     def poll_now(self, now: float) -> None:
         """Read every point at the next chance (after a command changed the device, or it answers again).
@@ -188,6 +195,7 @@ class Bus:
         self.clock = clock
         self.link_error = ""
         self.reopens = 0
+        self.never_quiet = 0  # times the line was found streaming bytes (LineNoisy)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._quiet_from = 0.0  # the line may carry the next request from this time on
@@ -209,8 +217,18 @@ class Bus:
                     delay = 1.0
                 try:
                     await self._step()
+                except LineNoisy as exc:
+                    self.never_quiet += 1
+                    self._link_lost(str(exc))
+                    # the port is open, the line unusable: ask again after a pause, longer while it lasts
+                    await self._sleep(delay)
+                    delay = min(delay * 2, self.reopen_max)
+                    continue
                 except LinkError as exc:
                     self._link_lost(str(exc))
+                    continue
+                if not self._line.failing:
+                    delay = 1.0
         finally:
             await self.link.close()
 
@@ -285,13 +303,15 @@ class Bus:
                 response = await self._request(device, _read(device, request), device.retries)
             except rtu.ExceptionResponse as exc:
                 refused.append((request, exc))
-                self._exception(device, exc)
+                self._exception(device, exc, request.address)
                 continue
             except (ModbusTimeout, rtu.ModbusError) as exc:
                 failure = exc
                 break  # a device that did not answer one request will not answer the next: leave the line
             results.append((request, response.registers if request.function_code in (3, 4) else response.bits))
         device.readable.update(name for request, _ in results for name in request.points)
+        for request, _ in results:
+            device.read_again(request.function_code, request.address)
         device.readable.difference_update(name for request, _ in refused for name in request.points)
         if refused:
             device.last_error = str(refused[-1][1])
@@ -313,6 +333,8 @@ class Bus:
                 device.counters.frame_errors += 1
                 self._log.debug("bus %s: %s: %s", self.name, device.name, exc)
                 return
+        if failure is None and not refused:
+            device.last_error = ""  # every read answered: an old timeout would describe a device that is fine
         for request, refusal in refused:
             # sent as no data, like a NaN: the platform sees the attribute is missing, and why in last_error
             detail = f"exception {refusal.exception_code:02X} ({refusal.name})"
@@ -368,25 +390,26 @@ class Bus:
             counters.requests += 1
             try:
                 response = await self.link.transact(request, device.timeout)
-            except ModbusTimeout:
-                counters.timeouts += 1
-                raise
-            except rtu.CrcError:
-                counters.crc_errors += 1
-                raise
-            except rtu.ExceptionResponse as exc:
-                counters.answers += 1
-                counters.exceptions[exc.exception_code] += 1
-                raise
-            except rtu.FrameError:
-                counters.frame_errors += 1
+            except (ModbusTimeout, rtu.ModbusError) as exc:
+                if not isinstance(exc, rtu.FrameError):  # a broken frame may be the stream's bytes
+                    self._line_works()  # a refusal, or a line silent all through the exchange
+                _count(counters, exc)
                 raise
             finally:
                 self._quiet_from = self.clock()
                 for unit_id in self.link.take_late_answers():
                     self._late_answer(unit_id)
+            self._line_works()
             counters.answers += 1
             return response
+
+    def _line_works(self) -> None:
+        # the end of a spell of a line that never went quiet (its port stayed open, so `_open` never says it):
+        # a whole answer, or silence through an exchange, shows the line carries frames again
+        if self._line.failing and self._line.ok(
+            "bus %s: %s goes quiet between frames again", self.name, self.link.description
+        ):
+            self.link_error = ""
 
     def _late_answer(self, unit_id: int) -> None:
         for d in self.devices:
@@ -412,8 +435,8 @@ class Bus:
 
     # --- state changes ------------------------------------------------------------------------------------
 
-    def _exception(self, device: BusDevice, exc: rtu.ExceptionResponse) -> None:
-        key = (exc.function_code, exc.exception_code, int(exc.params.get("address", -1)))
+    def _exception(self, device: BusDevice, exc: rtu.ExceptionResponse, address: int) -> None:
+        key = (exc.function_code, exc.exception_code, address)
         if device.first_exception(key):
             self._log.warning("bus %s: %s: %s", self.name, device.name, exc)
         else:
@@ -460,6 +483,19 @@ class Bus:
         device.last_error = reason
         self._log.warning("bus %s: %s (unit %d) offline: %s", self.name, device.name, device.unit_id, reason)
         self.on_state(device, DeviceState.OFFLINE, reason)
+
+
+def _count(counters: DeviceCounters, exc: ModbusTimeout | rtu.ModbusError) -> None:
+    """Count what a request got instead of its answer."""
+    if isinstance(exc, ModbusTimeout):
+        counters.timeouts += 1
+    elif isinstance(exc, rtu.CrcError):
+        counters.crc_errors += 1
+    elif isinstance(exc, rtu.ExceptionResponse):
+        counters.answers += 1
+        counters.exceptions[exc.exception_code] += 1
+    elif isinstance(exc, rtu.FrameError):
+        counters.frame_errors += 1
 
 
 def _read(device: BusDevice, request: ReadRequest) -> rtu.Request:

@@ -9,7 +9,8 @@ open through pyserial's `serial_for_url`, so `/dev/ttyUSB0`, ptys and `socket://
 Every foreign exception leaves this module as one of ours:
     LinkError (AdapterError, ConnectionError)   the port or connection cannot be opened or was lost
     ├── PortMissing                             no such serial device
-    └── PortPermission                          the user may not open it (dialout group)
+    ├── PortPermission                          the user may not open it (dialout group)
+    └── LineNoisy                               an RTU line that never goes quiet (it streams bytes)
     ModbusTimeout (DeviceTimeout)               no (complete) answer in time
     rtu.CrcError / rtu.FrameError               an answer that is not a valid frame for the request
     rtu.ExceptionResponse                       the device refused (exception code, name and hint)
@@ -40,6 +41,7 @@ from gateway.profiles.schema import Transport
 
 __all__ = [
     "PYMODBUS_VERSION",
+    "LineNoisy",
     "Link",
     "LinkError",
     "ModbusTimeout",
@@ -76,6 +78,15 @@ class PortPermission(LinkError):
     code = "modbus_port_permission"
 
 
+class LineNoisy(LinkError):
+    """The line streams bytes without the pause a Modbus RTU line keeps between frames: no request can be framed.
+
+    The port stays open: it is the line (a babbling unit, a wrong port), not the connection, that fails.
+    """
+
+    code = "modbus_line_noisy"
+
+
 class ModbusTimeout(DeviceTimeout):
     code = "modbus_timeout"
 
@@ -98,6 +109,11 @@ class Link(Protocol):
 
     def take_late_answers(self) -> list[int]:
         """The unit ids of answers that came after their request had timed out, since the last call."""
+        ...
+
+    @property
+    def dropped_bytes(self) -> int:
+        """Bytes that came while no request could take them, beyond what the link keeps: a line that streams."""
         ...
 
 
@@ -147,6 +163,10 @@ class TcpLink:
     @property
     def is_open(self) -> bool:
         return self._client is not None and self._client.connected
+
+    @property
+    def dropped_bytes(self) -> int:
+        return 0  # pymodbus frames the stream (MBAP lengths) and drops what is no answer
 
     async def open(self) -> None:
         await self.close()
@@ -419,16 +439,31 @@ def _from_pdu(request: rtu.Request, pdu: Any, where: str) -> rtu.Response:
 # --- RTU framing over a byte stream -----------------------------------------------------------------------
 
 
+# The most bytes an inbox holds. An exchange needs its answer (an RTU frame is at most 260 bytes: a byte
+# count of 255) and the late answers of a few units ahead of it; between exchanges only late answers come.
+# More is a line that streams (a babbling unit, a wrong port or baud rate, a serial server's console): the
+# oldest bytes go, counted, so a line that never stops cannot fill the gateway's memory.
+_FRAME_MAX = 260
+_INBOX_MAX = 8 * _FRAME_MAX
+
+
 class _Inbox:
-    """Bytes from the line, and an event that wakes the request waiting for them."""
+    """Bytes from the line (the newest `_INBOX_MAX`), and an event that wakes the request waiting for them."""
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.event = asyncio.Event()
         self.error: Exception | None = None
+        self.dropped = 0  # the oldest bytes dropped to keep the bound
+        self.received = 0  # every byte that came
 
     def feed(self, data: bytes) -> None:
+        self.received += len(data)
         self.data += data
+        over = len(self.data) - _INBOX_MAX
+        if over > 0:
+            del self.data[:over]
+            self.dropped += over
         self.event.set()
 
     def fail(self, exc: Exception) -> None:
@@ -448,14 +483,30 @@ _SETTLE_MAX_TCP = 0.3  # the longest a frame can take on a serial server's line 
 class _RtuLink:
     """RTU request/answer over any byte stream; subclasses open the stream and write bytes.
 
-    Late answers: a unit whose request got no answer of its own may still answer. Before the next
-    request the line is let settle (see `_SETTLE_MARGIN`); a complete, CRC-valid answer from such a
-    unit that arrives later, inside another exchange, is skipped and reported through
-    `take_late_answers`. A complete answer from a unit whose request *was* answered is a second
-    answer: a frame error that points at a shared unit id or another master. A frame from the unit
-    asked can be a late answer only when an earlier request to it went unanswered and the frame has
-    the function code and length of that request's answer; otherwise it is this request's answer,
-    and a wrong one (a clone that caps reads, one that answers a longer block) is reported as what it is.
+    Theory of operation. RTU has no transaction id: an answer is known only by its place on the line
+    (after its request, from the unit asked) and by the silence around it. So:
+
+    - Answers owed are counted, not remembered as a flag. A unit whose request got no answer (the line
+      stayed silent) may still answer it until its timeout has passed once more (`_owed`). The same
+      question asked again (a retry, the next poll) goes at once, and the first answer of its shape is
+      taken for it: it is the answer to one of the same askings, so it carries the same register. The
+      unit then still owes one answer; before it is asked anything else, that answer is waited for
+      (skipped and counted in `take_late_answers`) or the time it could come in is let pass
+      (`_await_owed`). Else it would come inside the next request's exchange and, with the same
+      function code and length, be taken for that answer, with another register's value. An answer
+      later than that (twice its timeout) is beyond what order and silence can tell when it has the
+      shape of the next asking's: `late_answers` growing says raise the unit's timeout.
+    - Before the next request after a failed exchange, after stray bytes, or after the line streamed
+      past what the inbox keeps (`_INBOX_MAX`), the line is let settle (see `_SETTLE_MARGIN`); a line
+      that never goes quiet, or that brings more than the inbox keeps in one exchange, is a
+      `LineNoisy` fault of the line.
+    - A complete, CRC-valid answer from a unit left unanswered that arrives inside another unit's
+      exchange is skipped and counted as its late answer. A complete answer from a unit whose
+      request *was* answered is a second answer: a frame error that points at a shared unit id or
+      another master. A frame from the unit asked can be a late answer only when an earlier request
+      to it went unanswered and the frame has the function code and length of that request's answer;
+      otherwise it is this request's answer, and a wrong one (a clone that caps reads, one that
+      answers a longer block) is reported as what it is.
     """
 
     description: str
@@ -463,12 +514,26 @@ class _RtuLink:
     settle_margin = _SETTLE_MARGIN
 
     def __init__(self) -> None:
+        self._dropped_before = 0  # bytes the inboxes of earlier connections dropped
+        self._inbox = _Inbox()
+        self._new_line()
+
+    @property
+    def dropped_bytes(self) -> int:
+        return self._dropped_before + self._inbox.dropped
+
+    def _fresh_inbox(self) -> None:
+        """A new connection's inbox (what the old one held is no answer to anything asked now)."""
+        self._dropped_before += self._inbox.dropped
         self._inbox = _Inbox()
         self._new_line()
 
     def _new_line(self) -> None:
         self._unsettled = False  # the last exchange failed: bytes of it may still be on their way
-        self._timed_out: rtu.Request | None = None  # the last request, when the line stayed silent for it
+        self._dropped_seen = self._inbox.dropped  # the inbox's drops when the line was last let settle
+        # per unit, in order, the askings it may still answer, each with the time (monotonic) its answer may come until
+        self._owed: dict[int, list[tuple[rtu.Request, float]]] = {}
+        self._asked_until = 0.0  # the same, for the request on the line
         # units whose requests got no answer of their own yet, with the (function code, length) each answer would have
         self._unanswered: dict[int, set[tuple[int, int]]] = {}
         self._late: list[int] = []  # units whose late answers were skipped, for take_late_answers
@@ -507,27 +572,92 @@ class _RtuLink:
             if not rtu.crc_ok(bytes(data[:n])):
                 break
             self._late.append(data[0])
+            self._paid(data[0], (data[1], n))
             del data[:n]
             skipped += n
         return skipped
 
     async def _settle(self) -> None:
-        """Wait until the line has been quiet for t3.5 plus a margin (bounded), then drop what came."""
+        """Wait until the line has been quiet for t3.5 plus a margin (bounded), then drop what came.
+
+        Raises LineNoisy when bytes kept coming for longer than any frame lasts: no request could be framed.
+        """
         inbox = self._inbox
-        quiet = (rtu.silent_interval(self.baud) if self.baud else 0.0) + self.settle_margin
-        # a frame already on the wire ends within 256 characters
-        longest = rtu.char_time(self.baud) * 256 if self.baud else _SETTLE_MAX_TCP
+        quiet = self._quiet()
+        # a frame already on the wire ends within 260 characters
+        longest = rtu.char_time(self.baud) * _FRAME_MAX if self.baud else _SETTLE_MAX_TCP
         limit = time.monotonic() + quiet + longest
+        noisy = False
         while inbox.error is None:
-            inbox.event.clear()
-            left = min(quiet, limit - time.monotonic())
+            left = limit - time.monotonic()
             if left <= 0:
+                noisy = True  # bytes all along: not the tail of a frame, a line that streams
                 break
-            if not await event_set_within(inbox.event, left):
+            received = inbox.received
+            inbox.event.clear()
+            await event_set_within(inbox.event, min(quiet, left))
+            # judged by the bytes, not the wake-up: after a stall of the process the timeout may fire
+            # first although bytes came meanwhile
+            if inbox.received == received:
                 break
         self._skip_late(inbox.data, None)
         inbox.data.clear()
-        self._unsettled = False
+        self._dropped_seen = inbox.dropped
+        self._unsettled = noisy
+        if noisy:
+            raise self._noisy()
+
+    def _quiet(self) -> float:
+        """The silence that ends a frame on this line, with the margin for the buffering before us."""
+        return (rtu.silent_interval(self.baud) if self.baud else 0.0) + self.settle_margin
+
+    def _noisy(self) -> LineNoisy:
+        """The error of a line that streams: one text for the link, so the bus says it once a spell."""
+        return LineNoisy(
+            f"modbus {self.description}: the line never goes quiet, got bytes without a pause of "
+            f"{self._quiet() * 1000:.0f} ms for longer than any frame lasts; a device or another master sends "
+            "without pause, or the port or its baud rate is not this bus's: check the wiring, the port and the "
+            "serial server's mode",
+            port=self.description,
+        )
+
+    async def _await_owed(self, request: rtu.Request) -> bool:
+        """Before asking a unit that may still answer earlier askings (see the class's notes); True to ask at once.
+
+        At once when every asking it owes is `request` itself: what comes of them answers it too.
+        """
+        unit = request.unit_id
+        inbox = self._inbox
+        while self._owing(unit) and inbox.error is None:
+            if all(asked == request for asked, _ in self._owed[unit]):
+                return True
+            self._skip_late(inbox.data, None)  # an answer it owes is counted and paid
+            if not self._owing(unit):
+                break
+            inbox.event.clear()
+            await event_set_within(inbox.event, min(until for _, until in self._owed[unit]) - time.monotonic())
+        return False
+
+    def _owing(self, unit: int) -> bool:
+        """Whether `unit` may still answer an asking of ours; the askings whose time passed are forgotten."""
+        now = time.monotonic()
+        owed = [(asked, until) for asked, until in self._owed.get(unit, ()) if until > now]
+        if owed:
+            self._owed[unit] = owed
+        else:
+            self._owed.pop(unit, None)
+        return bool(owed)
+
+    def _paid(self, unit: int, shape: tuple[int, int]) -> bool:
+        """Strike off the oldest asking of `unit` an answer of `shape` may be for (a unit answers in order)."""
+        owed = self._owed.get(unit, [])
+        for i, (asked, _) in enumerate(owed):
+            if shape in _answer_shapes(asked):
+                del owed[i]
+                if not owed:
+                    del self._owed[unit]
+                return True
+        return False
 
     async def transact(self, request: rtu.Request, timeout: float) -> rtu.Response:
         if not self.is_open:  # type: ignore[attr-defined]
@@ -536,19 +666,20 @@ class _RtuLink:
             )
         inbox = self._inbox
         data = inbox.data
-        if request == self._timed_out and (
+        if await self._await_owed(request) and (
             not data or (data[0] == request.unit_id and data[1:2] in _fc_bytes(request))
         ):
-            # the same question again after a silent line, a retry or the next poll of a slow unit: a late
-            # answer to the last asking answers this one too, so what came of it is kept (after an
-            # incomplete answer `_timed_out` is None: its bytes glued to the retry's would fail the CRC)
+            # the same question again, a retry or the next poll of a slow unit: a late answer to an earlier
+            # asking answers this one too, so what came of it is kept (after an incomplete answer nothing is
+            # owed: its bytes glued to the retry's would fail the CRC)
             pass
         else:
-            if self._unsettled:
+            self._skip_late(data, None)  # a late answer that came between two exchanges is counted
+            # bytes that are no late answer, or more than the inbox kept: something may be on the wire still
+            if self._unsettled or data or inbox.dropped != self._dropped_seen:
                 await self._settle()
             data.clear()  # stray bytes between two exchanges are no answer to this one
         inbox.event.clear()
-        self._timed_out = None
         self._unsettled = True  # until the exchange ends with a clean answer
         asked_before = request.unit_id in self._unanswered
         # until its own answer (even a broken one) is taken
@@ -566,14 +697,20 @@ class _RtuLink:
         # the timeout counts from the end of our request to the end of the answer's first bytes:
         # at 9600 baud a 125-register answer alone is on the wire for 0.29 s
         deadline = time.monotonic() + timeout + char * (len(frame) + want)
+        self._asked_until = deadline + timeout  # the latest its answer is waited for, should it be owed
         longer = 0  # bytes the answer's byte count says past `want`, already added to the deadline
         late_before = len(self._late)
+        dropped = inbox.dropped
         while True:
             data = inbox.data
             if inbox.error is not None:
                 error, inbox.error = inbox.error, None
                 await self.close()  # type: ignore[attr-defined]
                 raise LinkError(f"modbus {self.description}: port lost, got {error}", port=self.description)
+            if inbox.dropped != dropped:
+                # more than any answer and the late ones before it came: no frame can be told in it
+                self._unsettled = True
+                raise self._noisy()
             skipped = self._skip_late(data, request, asked_before=asked_before)
             deadline += char * max(skipped, 0)  # a late answer held the line
             if skipped >= 0:
@@ -609,7 +746,8 @@ class _RtuLink:
                 f"({bytes(inbox.data[:16]).hex(' ')}); check baud rate, parity and termination",
                 length=len(inbox.data),
             )
-        self._timed_out = request  # its answer may yet come and then answers a retry too
+        # its answer may yet come, until its timeout has passed once more
+        self._owed.setdefault(request.unit_id, []).append((request, time.monotonic() + timeout + char * want))
         late = self._late[late_before:]
         got = f"only a late answer from unit {late[-1]}" if late else "nothing"
         raise ModbusTimeout(
@@ -622,8 +760,14 @@ class _RtuLink:
         data = self._inbox.data
         frame = bytes(data[:n])
         del data[:n]
-        if frame[0] == request.unit_id:
-            self._unanswered.pop(request.unit_id, None)
+        unit = request.unit_id
+        if frame[0] == unit:
+            if self._paid(unit, (frame[1], n)):
+                # the answer to an earlier asking of the same shape, as likely as this one's (RTU cannot tell):
+                # taken for this one, whose own answer is then owed
+                self._owed.setdefault(unit, []).append((request, self._asked_until))
+            if not self._owed.get(unit):
+                self._unanswered.pop(unit, None)
         try:
             return rtu.decode_response(request, frame)
         except rtu.ExceptionResponse:
@@ -708,8 +852,7 @@ class RtuSerialLink(_RtuLink):
         except (serial.SerialException, OSError, ValueError) as exc:
             raise port_error(self.description, exc) from None
         self._serial = ser
-        self._inbox = _Inbox()
-        self._new_line()
+        self._fresh_inbox()
         loop = asyncio.get_running_loop()
         self._fd = ser.fileno()
         loop.add_reader(self._fd, self._readable)
@@ -782,8 +925,7 @@ class RtuTcpLink(_RtuLink):
 
     async def open(self) -> None:
         await self.close()
-        self._inbox = _Inbox()
-        self._new_line()
+        self._fresh_inbox()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
