@@ -19,6 +19,8 @@ import functools
 import logging
 import sys
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -231,47 +233,145 @@ class StateLog:
 
 # Any host may send to a listening port: the senders whose spell of trouble is remembered are bounded
 SENDERS_KEPT = 256
+# A spell ends at a right input only this long after its last trouble: a sender alternating good and bad input
+# (one broken AP among the lines of a relay) would otherwise end and reopen its spell, two lines each time
+SPELL_QUIET_S = 300.0
+# The first line of a spell is a WARNING at most this many times a window, per component: many senders in trouble
+# at once (a scan, a flood from many addresses, more of them than are kept) would otherwise log one each
+SPELL_WARNINGS = 20
+SPELL_WINDOW_S = 60.0
+_LEFT_OUT_KEPT = 4096  # the senders a window's summary counts one by one; past that it says "at least"
+
+
+class SpellBudget:
+    """The first-of-a-spell WARNINGs a component may log: `warnings` a `window_s`, shared by its SenderSpells."""
+
+    __slots__ = ("ends", "left", "left_out", "warnings", "window_s")
+
+    def __init__(self, *, warnings: int = SPELL_WARNINGS, window_s: float = SPELL_WINDOW_S) -> None:
+        self.warnings = warnings
+        self.window_s = window_s
+        self.ends = float("-inf")  # of the current window
+        self.left = 0  # WARNINGs left in it
+        self.left_out: set[str] = set()  # senders whose spell began at DEBUG in it
+
+
+class _Spell:
+    __slots__ = ("kind", "last_at", "warned")
+
+    def __init__(self) -> None:
+        self.kind: str | None = None
+        self.last_at = 0.0
+        self.warned = False
 
 
 class SenderSpells:
     """Trouble from one sender logged as a state, not each time (STYLE.md "Logging"), for senders at once.
 
-    A `StateLog` per sender, its state the kind of trouble: the first of a kind is a WARNING, the same again from
-    that sender DEBUG, its end (`ok`) an INFO. At most `kept` senders are remembered, the longest untroubled
-    forgotten first (any host may send): a forgotten one's next trouble is news again.
+    Per sender, a spell whose state is the kind of trouble: the first of a kind is a WARNING, the same again from
+    that sender DEBUG; it ends (`ok`, an INFO) at the first right input `quiet_s` or more after its last trouble,
+    so input alternating right and wrong stays one spell. Spells begin with a WARNING as `budget` allows (one for
+    the component's SenderSpells; by default their own); the others begin at DEBUG, and the first trouble (or end
+    of a spell) after the budget's window ends says at WARNING how many senders were so left out. At most `kept` senders are
+    remembered, the longest untroubled forgotten first (any host may send): a forgotten one's next trouble is news
+    again, within the budget.
     """
 
-    __slots__ = ("_kept", "_log", "_spells")
+    __slots__ = ("_budget", "_clock", "_kept", "_log", "_quiet_s", "_spells", "_what")
 
-    def __init__(self, log: logging.LoggerAdapter[Any], *, kept: int = SENDERS_KEPT) -> None:
+    def __init__(
+        self,
+        log: logging.LoggerAdapter[Any],
+        *,
+        what: str,
+        kept: int = SENDERS_KEPT,
+        clock: Callable[[], float] = time.monotonic,
+        quiet_s: float = SPELL_QUIET_S,
+        budget: SpellBudget | None = None,
+    ) -> None:
+        """`what` begins the summary line (`wifi syslog`)."""
         self._log = log
+        self._what = what
         self._kept = kept
-        self._spells: collections.OrderedDict[str, StateLog] = collections.OrderedDict()
+        self._clock = clock
+        self._quiet_s = quiet_s
+        self._budget = budget if budget is not None else SpellBudget()
+        self._spells: collections.OrderedDict[str, _Spell] = collections.OrderedDict()
+
+    @property
+    def quiet_s(self) -> float:
+        return self._quiet_s
 
     def fail(self, sender: str, kind: str, text: str, until: str) -> None:
         """`text` (personal data already redacted) from `sender`: WARNING once a spell of `kind`, else DEBUG;
         `until` says in the WARNING what ends the spell."""
+        now = self._clock()
+        if self._budget.left_out and now >= self._budget.ends:  # the summary of a window, whatever comes next
+            self._may_warn(None, now)
         spell = self._spells.get(sender)
         if spell is None:
-            spell = self._spells[sender] = StateLog(self._log)
+            spell = self._spells[sender] = _Spell()
             if len(self._spells) > self._kept:
                 self._spells.popitem(last=False)
         else:
             self._spells.move_to_end(sender)
-        if not spell.fail(
-            kind,
-            logging.WARNING,
+        spell.last_at = now
+        if spell.kind == kind:
+            self._log.debug("%s", text)
+            return
+        spell.kind = kind
+        spell.warned = self._may_warn(sender, now)
+        if not spell.warned:
+            self._log.debug("%s", text)
+            return
+        self._log.warning(
             "%s; counted in %s, further ones from %s at DEBUG until %s",
             text,
             kind,
             sender,
             until,
-        ):
-            self._log.debug("%s", text)
+        )
 
     def ok(self, sender: str, msg: str, *args: object) -> None:
-        """`sender`'s input is right: its spell, if any, ends with `msg` at INFO."""
-        if self._spells:  # the hot path: nobody in trouble
-            spell = self._spells.pop(sender, None)
-            if spell is not None:
-                spell.ok(msg, *args)
+        """`sender`'s input is right: its spell, if any and quiet for `quiet_s`, ends with `msg` (INFO, or DEBUG for
+        a spell that began at DEBUG)."""
+        if not self._spells:  # the hot path: nobody in trouble
+            return
+        spell = self._spells.get(sender)
+        if spell is None:
+            return
+        now = self._clock()
+        if now - spell.last_at < self._quiet_s:
+            return
+        del self._spells[sender]
+        self._log.log(logging.INFO if spell.warned else logging.DEBUG, msg, *args)
+        if self._budget.left_out:
+            self._may_warn(None, now)
+
+    def _may_warn(self, sender: str | None, now: float) -> bool:
+        """Whether a spell of `sender` beginning `now` may have its WARNING (None: only end a window that ended)."""
+        budget = self._budget
+        if now >= budget.ends:
+            if budget.left_out:
+                left_out = len(budget.left_out)
+                self._log.warning(
+                    "%s: %s%d more senders began a spell of trouble within %g s, logged at DEBUG only: at most %d "
+                    "WARNINGs of a first one every %g s (their trouble is counted, the latest in last_error)",
+                    self._what,
+                    "at least " if left_out >= _LEFT_OUT_KEPT else "",
+                    left_out,
+                    budget.window_s,
+                    budget.warnings,
+                    budget.window_s,
+                )
+                budget.left_out.clear()
+            budget.ends = now + budget.window_s
+            budget.left = budget.warnings
+        if sender is None:
+            return False
+        if budget.left > 0:
+            budget.left -= 1
+            return True
+        if len(budget.left_out) < _LEFT_OUT_KEPT:
+            budget.left_out.add(sender)
+        return False

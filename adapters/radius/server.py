@@ -7,8 +7,9 @@ transaction in a worker thread (`WifiLogStore.apply`: one fsync for the batch); 
 Accounting-Responses sent. A NAS that gets no answer retransmits, so nothing is lost across a
 kill -9: a request stored before the kill is merged again idempotently and answered.
 
-What is dropped is also logged, per NAS (`SenderSpells`): the first of a spell at WARNING, the rest at DEBUG,
-the end at INFO once that NAS sends a valid request; the text is kept in `last_error`. An Acct-Delay-Time past
+What is dropped is also logged, per NAS (`SenderSpells`): the first of a spell at WARNING (at most 20 senders a
+minute, then a line saying how many more), the rest at DEBUG, the end at INFO once that NAS sends a valid request
+five minutes or more after its last bad one; the text is kept in `last_error`. An Acct-Delay-Time past
 a day (`codec.MAX_DELAY_S`) is not believed: the request is stored at its arrival time, counted in
 `device_time_ignored` and logged the same way.
 
@@ -49,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -67,7 +69,7 @@ from gateway import redact
 from gateway.cancellation import event_set_within
 from gateway.device_clock import SYNC_TTL_S, ClockWords, GatewayClock, SyncSource
 from gateway.host import clock_synced as kernel_clock_synced
-from gateway.logs import SenderSpells, StateLog, component_logger
+from gateway.logs import SPELL_QUIET_S, SenderSpells, SpellBudget, StateLog, component_logger
 from gateway.wifilog.runner import CommitRetry, listen_error, retryable
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
@@ -88,7 +90,7 @@ MAX_PENDING = 20_000
 # a stop or reload waits this long for the store to take what was received: one full busy timeout of the
 # store, and a bound on how long a stop of the adapter takes
 DRAIN_S = 10.0
-_UNTIL_VALID = "it sends a valid Accounting-Request"
+_UNTIL_VALID = f"it sends a valid Accounting-Request {SPELL_QUIET_S:g} s or more after the last one"
 _CLOCK_WORDS = ClockWords(
     where="radius accounting",
     sender="NAS ",
@@ -161,6 +163,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         clock_synced: SyncSource = kernel_clock_synced,
         sync_ttl_s: float = SYNC_TTL_S,
         not_before: datetime | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.answered_cache = answered_cache
         self.max_pending = max_pending
@@ -199,8 +202,11 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         )
         self._full = StateLog(log)  # requests refused for want of room: logged once a spell, and its end
         self._refused_before = 0  # refused_queue_full when the spell began
-        self._dropped = SenderSpells(log)  # datagrams dropped: unknown client, bad authenticator, malformed
-        self._delays = SenderSpells(log)  # Acct-Delay-Time not believed
+        # datagrams dropped (unknown client, bad authenticator, malformed), and Acct-Delay-Times not believed: one
+        # budget of WARNINGs (any host may send datagrams from many addresses)
+        budget = SpellBudget()
+        self._dropped = SenderSpells(log, what="radius accounting", clock=monotonic, budget=budget)
+        self._delays = SenderSpells(log, what="radius accounting", clock=monotonic, budget=budget)
         self._gateway_clock = GatewayClock(
             log, clock_synced, words=_CLOCK_WORDS, ttl_s=sync_ttl_s, not_before=not_before
         )
@@ -377,7 +383,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             f"radius accounting: NAS {sender} sent an Accounting-Request with Acct-Delay-Time "
             f"{req.record.delay_time} s, more than {MAX_DELAY_S} s (1 day): a NAS fault; stored at its arrival time "
             f"{req.received_at.isoformat()} instead",
-            "its delays are believable again",
+            f"its delays are believable again {SPELL_QUIET_S:g} s or more after the last one",
         )
 
     def _refuse(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from adapters.wifi_syslog.config import WifiSyslogConfig
@@ -23,7 +24,7 @@ class WifiSyslogAdapter:
         assert isinstance(config, WifiSyslogConfig)
         self.config = config
         self.context = context
-        self.usage = UsageCounter(config.name)
+        self.usage = UsageCounter(config.name, session_idle_s=config.max_session_hours * 3600)
         # kept across the supervisor's restarts: the session events still waiting go out after one
         self.events: SessionEventsOut | None = None
         self.receiver: SyslogReceiver | None = None
@@ -39,7 +40,13 @@ class WifiSyslogAdapter:
         allowed = frozenset(str(a) for a in cfg.senders) or None
         context = self.context.processor_context()
         on_event, self.events = event_sinks(cfg, cfg.name, context, self.usage, self.events)
-        self.receiver = SyslogReceiver(store, clock=utc_now, allowed=allowed, on_event=on_event)
+        self.receiver = SyslogReceiver(
+            store,
+            clock=utc_now,
+            allowed=allowed,
+            on_event=on_event,
+            max_session=timedelta(hours=cfg.max_session_hours),
+        )
         try:
             if cfg.udp_port is not None:
                 await self.receiver.start_udp(cfg.listen, cfg.udp_port)
@@ -53,6 +60,8 @@ class WifiSyslogAdapter:
         diagnostics: dict[str, Any] = (
             self.receiver.diagnostics() if self.receiver is not None else {"summary": "starting"}
         )
+        if self.receiver is not None:
+            diagnostics["usage"] = self.usage.diagnostics()
         if self.events is not None:
             diagnostics["session_events"] = self.events.diagnostics()
         return diagnostics

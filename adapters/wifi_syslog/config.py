@@ -19,6 +19,14 @@ class WifiSyslogConfig(AdapterConfig, WifiLogOptions):
     udp_port: int | None = Field(default=514, ge=0, le=65535, description="0: no UDP (TCP only)")
     tcp_port: int | None = Field(default=None, ge=1, le=65535, description="RFC 6587 framing; unset: no TCP")
     senders: list[IPv4Address | IPv6Address] = Field(default=[], description="APs allowed to send; empty: any")
+    # syslog has no Interim-Update: a leave lost over UDP, or an AP rebooted, would leave the session open for ever
+    max_session_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=720,
+        description="a join whose leave never came is forgotten after N hours: the station's next join is a new "
+        "session, and it no longer counts in connectedClients",
+    )
 
     @field_validator("udp_port")
     @classmethod

@@ -25,7 +25,10 @@ it any more): stored, or counted in `lost` with an ERROR.
 
 Syslog has no session id: a `connected` line opens a session on its AP (the AP's MAC when the line
 names it, else the sending host) and the next `disconnected` line of the same station on the same
-AP closes it. The session id is an HMAC of AP, station and join time under a key of the box
+AP closes it. A join waits for its leave at most `max_session` after it arrived (a leave lost over UDP, an AP
+rebooted), and at most `open_kept` joins wait, the oldest forgotten first: the line's AP and host are the
+sender's to invent, and any host may send while `senders` is empty (said at start). A forgotten join's leave
+still closes the session the store holds open, as after a restart. The session id is an HMAC of AP, station and join time under a key of the box
 (`gateway.wifilog.runner.session_key`): no one without it can tell from the id, or from the platform's
 entity id made of it, which MAC it belongs to, and the same line gives the same id after a restart, so a
 join sent again (a relay's queue) merges with its session. The key is read when a listener starts, so a
@@ -33,8 +36,13 @@ secret store that cannot be read stops the start, before any line is taken. A `d
 matching no open session whose station left that AP at that same time is the line again (a UDP
 duplicate, an AP repeating it): counted in `repeated_leaves`, not made a session.
 
+A TCP connection from a host not in `senders` (when set) is closed at accept, and so is one past
+`max_connections` open or `connections_per_peer` from its host (each holds a file descriptor of the whole
+gateway); one without a byte for `idle_s` is closed.
+
 A line that does not parse is counted in `unparsable`, kept in `last_error` and logged per sender
-(`SenderSpells`: WARNING at the first of a spell, DEBUG after, INFO once it sends a line that parses).
+(`SenderSpells`: WARNING at the first of a spell, within a budget of WARNINGs a minute, DEBUG after, INFO once it
+sends a line that parses five minutes or more after its last one that did not).
 A device time more than MAX_BEHIND before or MAX_AHEAD after the gateway's clock is not believed: the
 event is stored at its arrival time, counted in `device_time_ignored` and logged the same way. Unless the kernel
 says the gateway's clock is not synchronised (`GatewayClock`, whose docstring has the rule): then an AP's time
@@ -52,7 +60,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import OrderedDict, deque
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,7 +76,7 @@ from gateway import redact
 from gateway.cancellation import event_set_within
 from gateway.device_clock import SYNC_TTL_S, GatewayClock, SyncSource, describe_skew
 from gateway.host import clock_synced as kernel_clock_synced
-from gateway.logs import SenderSpells, StateLog, component_logger
+from gateway.logs import SenderSpells, SpellBudget, StateLog, component_logger
 from gateway.wifilog.runner import SYSLOG_SESSION_ID, CommitRetry, keyed_digest, listen_error, retryable, session_key
 from gateway.wifilog.sessions import EventKind, SessionEvent
 from gateway.wifilog.store import WifiLogStore
@@ -95,6 +104,18 @@ MAX_AHEAD = timedelta(days=1)  # a box without RTC may lag a good AP (GatewayClo
 _LEAST_SKEW = -MAX_BEHIND  # built once: every line is compared with it
 # the (AP, station) pairs whose leave is remembered, to know the same leave again; about 1 MB
 CLOSED_KEPT = 4096
+# A join whose leave never came (lost over UDP, the AP rebooted) is forgotten this long after it arrived: the
+# station's next join there is a session of its own, not the old one's id again. A leave after that still closes
+# the session the store holds open.
+MAX_SESSION = timedelta(hours=24)
+# Joins waiting for their leave, at most (the oldest forgotten first, as above): a library has a few hundred
+# stations at once, and any host on the Wi-Fi side may send joins for invented APs and stations; about 5 MB
+OPEN_KEPT = 16_384
+# TCP senders: every connection is a file descriptor of the whole gateway (its stores, uplinks, serial ports)
+MAX_CONNECTIONS = 64
+CONNECTIONS_PER_PEER = 8
+IDLE_S = 600.0  # a connection without a byte this long is closed; a syslog sender connects again at its next line
+REFUSALS_QUIET_S = 300.0  # connections refused for room: the spell ends once none was for this long
 
 
 class _Writer:
@@ -135,6 +156,12 @@ class SyslogReceiver:
         clock_synced: SyncSource = kernel_clock_synced,
         sync_ttl_s: float = SYNC_TTL_S,
         not_before: datetime | None = None,
+        max_session: timedelta = MAX_SESSION,
+        open_kept: int = OPEN_KEPT,
+        max_connections: int = MAX_CONNECTIONS,
+        connections_per_peer: int = CONNECTIONS_PER_PEER,
+        idle_s: float = IDLE_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.on_event = on_event
         self.store = store
@@ -143,6 +170,12 @@ class SyslogReceiver:
         self.allowed = allowed
         self.max_pending = max_pending
         self.drain_s = drain_s
+        self.max_session = max_session
+        self.open_kept = open_kept
+        self.max_connections = max_connections
+        self.connections_per_peer = connections_per_peer
+        self.idle_s = idle_s
+        self._monotonic = monotonic
         # appended on the loop, taken from the left in a commit's thread: deque's append and popleft are atomic
         # in CPython, so this needs no lock
         self._pending: deque[tuple[WifiEvent, str]] = deque()
@@ -153,7 +186,9 @@ class SyslogReceiver:
         # commit the same batch beside it
         self._taken: deque[tuple[WifiEvent, str]] = deque()
         self._ready: list[SessionEvent] = []
-        self._open: dict[tuple[str, str], str] = {}
+        # (AP, station) → the open session's id and when its join arrived (gateway clock), oldest first
+        self._open: OrderedDict[tuple[str, str], tuple[str, datetime]] = OrderedDict()
+        self._crowded = StateLog(log)  # joins forgotten for room: logged once a spell, and its end
         self._closed: OrderedDict[tuple[str, str], datetime] = OrderedDict()  # (AP, station) → its last leave
         self._id_key: bytes | None = None  # read by the first listener's start (`_session_key`)
         self._batch_lock = threading.Lock()
@@ -169,8 +204,13 @@ class SyslogReceiver:
         self._full = StateLog(log)  # events refused for want of room: logged once a spell, and its end
         self._refused_before = 0  # refused_queue_full when the spell began
         self._handing_on = StateLog(log)  # on_event failing for stored events: the same
-        self._unparsable = SenderSpells(log)  # lines that do not parse, per sender
-        self._clocks = SenderSpells(log)  # device times not believed, per sender
+        budget = SpellBudget()  # one for both: any host may send, from many addresses
+        self._unparsable = SenderSpells(log, what="wifi syslog", clock=monotonic, budget=budget)  # lines not parsed
+        self._clocks = SenderSpells(log, what="wifi syslog", clock=monotonic, budget=budget)  # times not believed
+        self._refusing = StateLog(log)  # TCP connections refused for room
+        self._last_refusal = 0.0
+        self._peers: Counter[str] = Counter()  # TCP connections open, per peer
+        self._said_open = False  # the WARNING that any host may send, said at the first start
         self._gateway_clock = GatewayClock(log, clock_synced, words=WORDS, ttl_s=sync_ttl_s, not_before=not_before)
         self._closing = False
         self._servers: list[asyncio.AbstractServer] = []
@@ -185,7 +225,11 @@ class SyslogReceiver:
             "ignored": 0,
             "unparsable": 0,
             "framing_errors": 0,
-            "refused_sender": 0,
+            "refused_sender": 0,  # lines, and TCP connections, from a host not in senders
+            "refused_connections": 0,  # TCP connections refused: max_connections or connections_per_peer open
+            "idle_closed": 0,  # TCP connections closed after idle_s without a byte
+            "open_expired": 0,  # joins forgotten max_session after they arrived, their leave never seen
+            "open_forgotten": 0,  # joins forgotten, the oldest first, as open_kept were waiting for their leave
             "device_time_ignored": 0,  # stored at arrival: a device time out of MAX_BEHIND..MAX_AHEAD
             "gateway_clock_unsynced": 0,  # a device time out of those bounds kept: the gateway's clock is not synced
             "repeated_leaves": 0,  # a leave line again, dropped
@@ -201,6 +245,7 @@ class SyslogReceiver:
         return len(self._pending) + len(self._taken) + len(self._ready)
 
     async def start_udp(self, host: str, port: int) -> tuple[str, int]:
+        self._say_open(host)
         await asyncio.to_thread(self._session_key)
         loop = asyncio.get_running_loop()
         try:
@@ -214,6 +259,7 @@ class SyslogReceiver:
         return str(name[0]), int(name[1])
 
     async def start_tcp(self, host: str, port: int) -> tuple[str, int]:
+        self._say_open(host)
         await asyncio.to_thread(self._session_key)
         try:
             server = await asyncio.start_server(self._stream, host, port)
@@ -224,6 +270,16 @@ class SyslogReceiver:
         name = server.sockets[0].getsockname()
         log.info("wifi syslog: listening on tcp %s:%d", name[0], name[1])
         return str(name[0]), int(name[1])
+
+    def _say_open(self, host: str) -> None:
+        if self.allowed is not None or self._said_open:
+            return
+        self._said_open = True
+        log.warning(
+            "wifi syslog: senders is empty, so any host that reaches %s may send association lines (sessions in "
+            "the Wi-Fi log, usage readings); list the APs' addresses in senders",
+            host,
+        )
 
     @property
     def listeners(self) -> int:
@@ -313,6 +369,10 @@ class SyslogReceiver:
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername")[0])
+        if not self._admitted(peer):
+            writer.transport.abort()  # nothing of theirs is read: no need to wait for a close
+            return
+        self._peers[peer] += 1
         splitter = FrameSplitter()
         task = asyncio.current_task()
         if task is not None:
@@ -320,7 +380,7 @@ class SyslogReceiver:
         try:
             if self._closing:  # accepted as the server closed
                 return
-            while data := await reader.read(65536):
+            while data := await self._read(reader, peer):
                 splitter.feed(data)
                 while (frame := splitter.next()) is not None:
                     self.line(frame, peer)
@@ -332,11 +392,54 @@ class SyslogReceiver:
             self.last_error = str(exc)
             log.warning("wifi syslog: closing the tcp stream from %s (%s)", peer, exc)
         finally:
+            self._peers[peer] -= 1
+            if not self._peers[peer]:
+                del self._peers[peer]
             if task is not None:
                 del self._streams[task]
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    def _admitted(self, peer: str) -> bool:
+        """Whether a TCP connection from `peer` is kept: a host in senders (if set), within the caps."""
+        if self.allowed is not None and peer not in self.allowed:
+            self.counters["refused_sender"] += 1
+            return False
+        open_now = len(self._streams)
+        if open_now < self.max_connections and self._peers[peer] < self.connections_per_peer:
+            now = self._monotonic()
+            if self._refusing.failing and now - self._last_refusal >= REFUSALS_QUIET_S:
+                self._refusing.ok(
+                    "wifi syslog: taking tcp connections again (%d refused so far)",
+                    self.counters["refused_connections"],
+                )
+            return True
+        self.counters["refused_connections"] += 1
+        self._last_refusal = self._monotonic()
+        if not self._refusing.fail(
+            "full",
+            logging.WARNING,
+            "wifi syslog: refusing tcp connections (counted in refused_connections), e.g. from %s: %d open of at most "
+            "%d, %d of them from that host of at most %d; set senders to the APs' addresses if others connect",
+            peer,
+            open_now,
+            self.max_connections,
+            self._peers[peer],
+            self.connections_per_peer,
+        ):
+            log.debug("wifi syslog: refused a tcp connection from %s (%d open)", peer, open_now)
+        return False
+
+    async def _read(self, reader: asyncio.StreamReader, peer: str) -> bytes:
+        """The next bytes of a TCP stream; none (its end) once it sent nothing for `idle_s`."""
+        try:
+            async with asyncio.timeout(self.idle_s):
+                return await reader.read(65536)
+        except TimeoutError:
+            self.counters["idle_closed"] += 1
+            log.debug("wifi syslog: closing the tcp stream from %s, idle for %g s", peer, self.idle_s)
+            return b""
 
     def line(self, data: bytes, sender: str) -> None:
         """One syslog message from `sender`: parsed, matched, queued if it is an association event."""
@@ -351,7 +454,7 @@ class SyslogReceiver:
             self.counters["unparsable"] += 1
             # quoted device text has its MACs masked; an e-mail in it is masked here
             self.last_error = redact.text(f"wifi syslog: dropped a line from {sender}: {exc}")
-            self._unparsable.fail(sender, "unparsable", self.last_error, "it sends a line that parses")
+            self._unparsable.fail(sender, "unparsable", self.last_error, self._until("it sends a line that parses"))
             return
         self._unparsable.ok(sender, "wifi syslog: %s sends lines that parse again", sender)
         if event is None:
@@ -424,8 +527,11 @@ class SyslogReceiver:
             f"wifi syslog: {sender} dated an association event {event.time.isoformat()}, "
             f"{describe_skew(event.time - now)} the gateway's clock; stored at its arrival time "
             f"{now.isoformat()} instead; set the AP's clock (NTP){'; ' + doubt if doubt else ''}",
-            "its clock is right again",
+            self._until("its clock is right again"),
         )
+
+    def _until(self, end: str) -> str:
+        return f"{end} {self._unparsable.quiet_s:g} s or more after the last one"
 
     async def _write_loop(self, writer: _Writer) -> None:
         while True:
@@ -591,15 +697,16 @@ class SyslogReceiver:
     def session_event(self, ev: WifiEvent, sender: str) -> SessionEvent:
         """The session event of an association line (pairs a leave with its join on the same AP)."""
         key = nas, mac = self._key(ev, sender)
-        sid = self._open.get(key)
+        self._expire(self.clock())
         if ev.kind is AssociationKind.CONNECTED:
-            if sid is None:
-                sid = self._open[key] = self._session_id(nas, mac, ev)
+            joined = self._open.get(key)
+            sid = joined[0] if joined is not None else self._opened(key, self._session_id(nas, mac, ev))
             kind = EventKind.START
         else:
-            sid = self._open.pop(key, None) or self.store.open_session_id(nas, mac)
-            if sid is None:  # a leave without its join (the gateway started meanwhile)
-                sid = self._session_id(nas, mac, ev)
+            joined = self._open.pop(key, None)
+            # not kept: the gateway started since its join, or the join was forgotten (max_session, open_kept)
+            found = joined[0] if joined is not None else self.store.open_session_id(nas, mac)
+            sid = found if found is not None else self._session_id(nas, mac, ev)  # a leave without its join
             kind = EventKind.STOP
             self._closed[key] = ev.time
             self._closed.move_to_end(key)
@@ -615,6 +722,38 @@ class SyslogReceiver:
             ap_mac=ev.ap_mac.value if ev.ap_mac is not None else None,
             ssid=ev.ssid,
         )
+
+    def _opened(self, key: tuple[str, str], sid: str) -> str:
+        """`sid` kept for its leave; the oldest join forgotten past `open_kept` (its leave finds it in the store)."""
+        self._open[key] = (sid, self.clock())
+        if len(self._open) > self.open_kept:
+            self._open.popitem(last=False)
+            self.counters["open_forgotten"] += 1
+            self._crowded.fail(
+                "full",
+                logging.WARNING,
+                "wifi syslog: %d joins wait for their leave, far more than a site has stations; forgetting the oldest "
+                "(counted in open_forgotten): a station's next join on that AP is a session of its own. If hosts "
+                "other than the APs send, list the APs in senders",
+                self.open_kept,
+            )
+        elif len(self._open) <= self.open_kept * 3 // 4:
+            self._crowded.ok(
+                "wifi syslog: joins waiting for their leave are below %d again (%d forgotten so far)",
+                self.open_kept,
+                self.counters["open_forgotten"],
+            )
+        return sid
+
+    def _expire(self, now: datetime) -> None:
+        """Joins that arrived `max_session` ago or more forgotten: their leave was lost, or the AP rebooted."""
+        oldest = now - self.max_session
+        while self._open:
+            key, (_, joined) = next(iter(self._open.items()))
+            if joined > oldest:
+                return
+            del self._open[key]
+            self.counters["open_expired"] += 1
 
     def diagnostics(self) -> dict[str, Any]:
         c = self.counters

@@ -26,7 +26,7 @@ from gateway.errors import AdapterError
 from gateway.logs import StateLog, component_logger
 from gateway.processing.api import ProcessorContext
 from gateway.processing.pseudonymize import PseudonymizeConfig
-from gateway.records import Attribute, Emit, Reading, Source, TimeSource
+from gateway.records import Attribute, Emit, Reading, Source, TimeSource, emit_many
 from gateway.secrets import SecretStore
 from gateway.wifilog.sessions import SessionEvent
 from gateway.wifilog.store import WifiLogStore
@@ -239,8 +239,9 @@ async def periodic(
         certificates = await asyncio.to_thread(store.expire, clock())
         for cert in certificates:
             log.info("wifilog: erasure certificate for %s issued (%d records)", cert["period"], cert["records"])
-        for reading in usage.readings(clock(), interval_s):
-            await emit(reading)
+        readings = usage.readings(clock(), interval_s)
+        if readings:  # one burst, committed together: one at a time, a thousand APs took minutes
+            await emit_many(emit, readings)
         await asyncio.sleep(interval_s)
 
 

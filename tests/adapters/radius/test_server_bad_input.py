@@ -1,5 +1,6 @@
 """Datagrams the receiver drops (unknown NAS, wrong secret, malformed) are counted, kept in `last_error` and
-logged: a WARNING once a spell per NAS and kind, DEBUG after, INFO once that NAS sends a valid request."""
+logged: a WARNING once a spell per NAS and kind, DEBUG after, INFO once that NAS sends a valid request 300 s after
+its last bad one."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ from gateway.wifilog import WifiLogStore
 SECRET = b"s"
 NOW = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
 LOGGER = "adapters.radius.server"
-UNTIL = "; counted in {}, further ones from 127.0.0.1 at DEBUG until it sends a valid Accounting-Request"
+UNTIL = (
+    "; counted in {}, further ones from 127.0.0.1 at DEBUG until it sends a valid Accounting-Request 300 s or more "
+    "after the last one"
+)
+MONO = [0.0]  # the servers' monotonic clock: the spells' quiet period
 
 
 def request(ident: int, secret: bytes = SECRET) -> bytes:
@@ -41,7 +46,8 @@ def logged(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
 @pytest.fixture
 async def server(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[tuple[RadiusAccountingServer, int]]:
     store = WifiLogStore(tmp_path)
-    srv = RadiusAccountingServer(store, {"127.0.0.1": SECRET}, clock=lambda: NOW)
+    MONO[0] = 0.0
+    srv = RadiusAccountingServer(store, {"127.0.0.1": SECRET}, clock=lambda: NOW, monotonic=lambda: MONO[0])
     _, port = await srv.start("127.0.0.1", 0)
     caplog.set_level(logging.DEBUG, LOGGER)
     caplog.clear()
@@ -74,7 +80,12 @@ async def test_a_wrong_secret_is_logged_once_a_spell_and_its_end(
     assert srv.last_error == text and srv.counters["bad_authenticator"] == 2
     assert logged(caplog) == [("WARNING", text + UNTIL.format("bad_authenticator")), ("DEBUG", text)]
     caplog.clear()
-    await answered(port, request(8))
+    await answered(port, request(8))  # right within 300 s of the last wrong one: the same spell
+    srv.datagram_received(wrong, ("127.0.0.1", 40000))
+    assert logged(caplog) == [("DEBUG", text)]
+    caplog.clear()
+    MONO[0] = 300.0
+    await answered(port, request(9))
     srv.datagram_received(wrong, ("127.0.0.1", 40000))  # a new spell: news again
     assert logged(caplog) == [
         ("INFO", "radius accounting: NAS 127.0.0.1 sends valid Accounting-Requests again"),
@@ -112,7 +123,7 @@ async def test_a_malformed_datagram_and_an_unknown_client_are_logged_per_sender_
 
 
 def test_the_senders_remembered_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
-    spells = SenderSpells(component_logger(LOGGER, "radius"), kept=2)
+    spells = SenderSpells(component_logger(LOGGER, "radius"), what="radius accounting", kept=2)
     caplog.set_level(logging.DEBUG, LOGGER)
     for sender in ("192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.1"):
         spells.fail(sender, "malformed", f"bad from {sender}", "valid")
