@@ -1,12 +1,15 @@
 """NGSI-LD: an entity left out of a 207 now and then is never dead-lettered for it. The unclassified count
-is per reading and "in a row": a delivery ends it, and one reading's glitches never count against another."""
+is the entity's and "in a row": a delivery ends it, a newer reading after a rejection starts its own, and with
+`catch_up = "latest-state"` (a new newest reading each try) it still ends the row in UNCLASSIFIED_LIMIT tries."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.adapter_api import AdapterContext
 from gateway.records import with_seq
 from gateway.uplinks.api import DELIVERED, Outcome, Status
+from gateway.uplinks.ngsi_ld import NgsiLdConfig, NgsiLdUplink
 from gateway.uplinks.ngsi_ld.uplink import UNCLASSIFIED_LIMIT
 from tests.support.orion_double import OrionDouble
 from tests.uplinks.test_ngsi_ld_207 import BATCH, G2, make_uplink, reading
@@ -68,3 +71,29 @@ async def test_a_reading_is_not_dead_lettered_for_the_glitches_of_an_older_one(
     ]
     # the next delivery sends the newer reading again (the older one is settled): its second answer, retried
     assert runs[UNCLASSIFIED_LIMIT][2].status is Status.RETRY
+
+
+async def test_latest_state_rejects_an_entity_never_reported_even_as_new_readings_come(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    """A review found a count per reading never reaching the limit here: each try sent the entity's newest
+    reading, new since the last try, and the lane stayed blocked for as long as the gauge sent."""
+    doc = {"name": "ld-main", "type": "ngsi-ld", "url": orion_double.url, "catch_up": "latest-state"}
+    up = NgsiLdUplink(NgsiLdConfig.model_validate(doc), AdapterContext(gateway_id="gw-001", data_dir=str(tmp_path)))
+    orion_double.leave_out_ld_entity(G2)  # the broker never reports G2
+    lane = [with_seq(reading("g2", 1.0), 1), with_seq(reading("g1", 1.0), 2)]
+    tries = 0
+    await up.start()
+    try:
+        while tries < 3 * UNCLASSIFIED_LIMIT:
+            tries += 1
+            outcomes = await up.deliver(lane)  # a RETRY keeps the cursor: the whole lane again, and what came
+            if any(o.status is Status.REJECTED for o in outcomes):
+                break
+            seq = 100 + 2 * tries
+            lane += [with_seq(reading("g2", 1.0 + tries), seq), with_seq(reading("g1", 1.0 + tries), seq + 1)]
+    finally:
+        await up.close()
+    assert tries == UNCLASSIFIED_LIMIT
+    rejected = [r.entity_id for r, o in zip(lane, outcomes, strict=True) if o.status is Status.REJECTED]
+    assert rejected == [G2]  # the newest of G2; the older ones superseded, g1's delivered

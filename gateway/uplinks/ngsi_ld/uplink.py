@@ -7,11 +7,13 @@ Multi-Status answer is sorted per entity (problems.py): an error about the entit
 (held, like every rejection, until the delivery shows the broker takes our requests), an error about
 the broker retries it and stops the batch there, so per-entity order holds. An error that says
 neither (no known type, no status: a title, a list of strings, a string, or no result at all for the
-entity) is retried, and rejected once the same reading got the same answer UNCLASSIFIED_LIMIT times in
-a row, so a broker's unexplained refusal cannot block the lane forever. The count is per reading (its
-buffer seq), not per entity, and any other answer about the reading (a delivery above all) ends the
-row: passing glitches days apart, or the glitches of an older reading of the entity, never add up to
-a dead letter.
+entity) is retried, and rejected once the same entity got the same answer UNCLASSIFIED_LIMIT times in
+a row, so a broker's unexplained refusal cannot block the lane forever. Any other answer about the
+entity (a delivery above all) ends the row, so passing glitches days apart never add up to a dead
+letter. The count is the entity's, not a reading's: with `catch_up = "latest-state"` each try sends
+its newest reading, and a count per reading would start again with every reading that came meanwhile
+and block the lane for as long as the gauge sends. Once a reading is rejected, a newer one of the
+entity starts a row of its own: it is not dead-lettered for the older one's answers.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
@@ -41,15 +44,22 @@ from gateway.uplinks.ngsi_ld.problems import Problem, Verdict, classify, problem
 
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 _CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
-# Same unclassified answer for the same reading this many times in a row: rejected. At the default
+# Same unclassified answer for the same entity this many times in a row: rejected. At the default
 # backoff (1 s doubling to 60 s, full jitter) that is about two minutes of a blocked lane: enough to
 # ride out a broker's passing trouble, short enough that the lane moves on.
 UNCLASSIFIED_LIMIT = 10
-_UNCLASSIFIED_MEMORY = 10_000  # readings remembered; past that the memory starts again
+_UNCLASSIFIED_MEMORY = 10_000  # entities remembered; past that the memory starts again
 
-# A reading as the unclassified count knows it: its entity and its buffer seq (None outside the buffer:
-# tools and tests, whose readings of one entity then share a count)
-_ReadingKey = tuple[str, int | None]
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """An entity's unclassified answers in a row: the answer, how many times, and whether the row rejected the
+    reading of buffer seq `seq`: that reading held and sent again stays rejected; a newer one starts afresh."""
+
+    text: str
+    count: int
+    rejected: bool = False
+    seq: int | None = None
 
 
 class ContextMode(enum.Enum):
@@ -78,8 +88,8 @@ class NgsiLdUplink(HttpBatchUplink):
         self, config: UplinkConfig, context: AdapterContext, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__(config, context, clock=clock)
-        # reading -> (the unclassified answer it got, how many times in a row)
-        self._unclassified: dict[_ReadingKey, tuple[str, int]] = {}
+        # entity id -> its unclassified answers in a row
+        self._unclassified: dict[str, _Row] = {}
 
     @property
     def _ld(self) -> NgsiLdConfig:
@@ -136,7 +146,7 @@ class NgsiLdUplink(HttpBatchUplink):
             super()._on_success(items, resp, run)
             if self._unclassified:
                 for item in items:
-                    self._unclassified.pop(_key(run, item), None)
+                    self._unclassified.pop(item.entity_id, None)
             return
         try:
             doc = orjson.loads(resp.body)
@@ -157,10 +167,9 @@ class NgsiLdUplink(HttpBatchUplink):
         retry_reason = ""
         for item in items:
             eid = item.entity_id
-            key = _key(run, item)
             if eid in success:
                 run.outcomes[item.position] = DELIVERED
-                self._unclassified.pop(key, None)
+                self._unclassified.pop(eid, None)
                 continue
             if eid in errors:
                 problem = classify(errors[eid])
@@ -168,9 +177,9 @@ class NgsiLdUplink(HttpBatchUplink):
                 problem = Problem(verdict=Verdict.UNCLASSIFIED, text="no result for this entity in the 207 answer")
             verdict, text = problem.verdict, problem.text
             if verdict is Verdict.UNCLASSIFIED:
-                verdict, text = self._repeated(key, text)
+                verdict, text = self._repeated(eid, run.batch[item.position].seq, text)
             else:
-                self._unclassified.pop(key, None)  # an answer that says what to do ends the row
+                self._unclassified.pop(eid, None)  # an answer that says what to do ends the row
             if verdict is Verdict.REJECT:
                 run.refuse(item.position, f"{self.name}: {self.broker} refused entity {eid}, got {text}", text)
             else:
@@ -179,24 +188,24 @@ class NgsiLdUplink(HttpBatchUplink):
             # a later request could hold a newer reading of the entity to retry: keep per-entity order
             self._retry_later(retry_reason)
 
-    def _repeated(self, key: _ReadingKey, text: str) -> tuple[Verdict, str]:
-        """Retry an unclassified answer; reject it once the reading got the same one UNCLASSIFIED_LIMIT times.
+    def _repeated(self, entity_id: str, seq: int | None, text: str) -> tuple[Verdict, str]:
+        """Retry an unclassified answer about the reading `seq` of `entity_id`; reject it once the entity got the
+        same one UNCLASSIFIED_LIMIT times in a row.
 
-        The count goes on until the reading is delivered or gets another answer: a rejection held for
-        want of an accepted request (gateway.uplinks.http.batch.Run) must not start it again.
+        The count goes on until the entity is delivered or gets another answer: a rejection held for want of an
+        accepted request (gateway.uplinks.http.batch.Run) must not start it again, while a newer reading after a
+        rejection does.
         """
-        previous, count = self._unclassified.get(key, ("", 0))
-        count = count + 1 if previous == text else 1
-        if key not in self._unclassified and len(self._unclassified) >= _UNCLASSIFIED_MEMORY:
+        row = self._unclassified.get(entity_id)
+        fresh = row is None or row.text != text or (row.rejected and row.seq != seq)
+        count = 1 if fresh or row is None else row.count + 1
+        if row is None and len(self._unclassified) >= _UNCLASSIFIED_MEMORY:
             self._unclassified.clear()
-        self._unclassified[key] = (text, count)
         if count >= UNCLASSIFIED_LIMIT:
+            self._unclassified[entity_id] = _Row(text, count, rejected=True, seq=seq)
             return Verdict.REJECT, f"{text} (the same answer {count} times in a row, none saying to retry)"
+        self._unclassified[entity_id] = _Row(text, count)
         return Verdict.RETRY, text
-
-
-def _key(run: Run, item: BatchItem) -> _ReadingKey:
-    return item.entity_id, run.batch[item.position].seq
 
 
 def _as_list(value: object) -> list[Any]:
