@@ -201,11 +201,12 @@ class LineSplitter:
         return SerialScan(framed=None, error=error, at=at)
 
 
-# A scanner sends a line when someone pulls its trigger: a few a second at the most, and a refused one
-# (an unknown label, a misread) rarely twice in a row. More than STREAM_LINES refused lines within
-# STREAM_WINDOW_S come from a device sending on its own; its lines are then counted, not sent or beeped.
-STREAM_LINES = 10
-STREAM_WINDOW_S = 10.0
+# A scanner sends a line when someone pulls its trigger: two a second at the most, also for a librarian
+# going through a pile of damaged labels (one a second was reached: a first threshold of 10 in 10 s silenced
+# their refused beeps). More than STREAM_LINES refused lines within STREAM_WINDOW_S (7 a second) come from a
+# device sending on its own (a scale sends ~56 a second); its lines are then counted, not sent or beeped.
+STREAM_LINES = 20
+STREAM_WINDOW_S = 3.0
 # The stream is over after this long without a refused line (or at a good scan); so is an unreadable spell
 # (the line's framing failing) only after this long without a framing failure, so noise does not flap it.
 STREAM_QUIET_S = 10.0
