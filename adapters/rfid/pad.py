@@ -59,7 +59,6 @@ from adapters.rfid.iso15962 import decode_iso28560_2
 __all__ = [
     "AFI_ON_LOAN",
     "AFI_SECURED",
-    "MAX_INVENTORY_ROUNDS",
     "MAX_INVENTORY_UIDS",
     "PadTag",
     "Security",
@@ -104,9 +103,9 @@ _LONGEST_REQUEST = 17
 
 # How long an inventory is followed while the reader answers "more data" (STATUS 0x94). One reply carries
 # at most 24 tags (10 bytes each in a 255-byte frame), and a pad's field reaches a stack of books, a few
-# dozen tags at most: 256 tags, or 16 replies (for a reader sending a few per reply), is far beyond any
-# pad, and firmware that never ends the inventory otherwise holds the poll, and its growing list, for good.
-MAX_INVENTORY_ROUNDS = 16
+# dozen tags at most: 256 tags is far beyond any pad, and firmware that never ends the inventory otherwise
+# holds the poll, and its growing list, for good. Every reply must bring a new tag, so this bounds the
+# replies too, whatever few a reader sends in each (a bound of 16 replies refused a reader sending 3).
 MAX_INVENTORY_UIDS = 256
 
 
@@ -265,7 +264,7 @@ class SerialPad:
 
     async def inventory(self) -> list[bytes]:
         """The UIDs on the pad, each once, in the reader's order. A reader still saying "more data" after a round
-        that brought no new tag, after `MAX_INVENTORY_ROUNDS` replies or `MAX_INVENTORY_UIDS` tags is faulty:
+        that brought no new tag, or past `MAX_INVENTORY_UIDS` tags, is faulty:
         `FeigEndlessInventory`, counted in `frame_errors`, and the pad is lost until it is found again."""
         uids: list[bytes] = []
         seen: set[bytes] = set()
@@ -284,8 +283,6 @@ class SerialPad:
                 why = "with no tag it had not listed already"
             elif len(uids) >= MAX_INVENTORY_UIDS:
                 why = f"past {MAX_INVENTORY_UIDS} tags"
-            elif rounds >= MAX_INVENTORY_ROUNDS:
-                why = f"past {MAX_INVENTORY_ROUNDS} replies"
             if why:
                 exc = FeigEndlessInventory(f"rfid pad {self._url}", rounds=rounds, uids=len(uids), why=why)
                 self.frame_errors[exc.code] += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from adapters.rfid.feig import FeigEndlessInventory
-from adapters.rfid.pad import MAX_INVENTORY_ROUNDS, MAX_INVENTORY_UIDS, SerialPad
+from adapters.rfid.pad import MAX_INVENTORY_UIDS, SerialPad
 from tests.adapters.modbus.peers import PtyPair
 from tests.adapters.rfid.feig_sim import FeigSim, SimTag, SimThread
 from tests.adapters.scanner.test_adapter import make, until
@@ -84,12 +84,12 @@ async def test_new_tags_in_every_reply_stop_at_a_pads_worth(endless: tuple[Endle
     assert pad.frame_errors == {"rfid_reader_endless_inventory": 1}
 
 
-async def test_one_new_tag_a_reply_stops_at_the_reply_bound(endless: tuple[EndlessSim, str]) -> None:
+async def test_one_new_tag_a_reply_stops_at_the_tag_bound(endless: tuple[EndlessSim, str]) -> None:
     s, path = endless
     s.per_reply = 1
     _, exc = await _inventory(path)
-    assert s.inventories == MAX_INVENTORY_ROUNDS
-    assert "past 16 replies, got 16 replies with 16 distinct tags" in str(exc)
+    assert s.inventories == MAX_INVENTORY_UIDS
+    assert "past 256 tags, got 256 replies with 256 distinct tags" in str(exc)
 
 
 async def test_the_same_tags_again_stop_at_the_second_reply(endless: tuple[EndlessSim, str]) -> None:
@@ -101,10 +101,11 @@ async def test_the_same_tags_again_stop_at_the_second_reply(endless: tuple[Endle
 
 
 async def test_a_full_pad_read_in_many_replies_is_still_read_whole(tmp_path: Path) -> None:
-    """The bound is far from a real stack of books: 60 tags at 4 a reply (15 replies, 0x94 in 14) all listed."""
+    """The bound is far from a real stack of books: 60 tags at 2 a reply (30 replies, 0x94 in 29) all listed (a
+    review found a bound of 16 replies refusing a reader sending 3)."""
     pair = PtyPair(tmp_path)
     uids = [bytes((0xE0, 0x04, 0x01, 0, 0, 0, 0, n)) for n in range(60)]
-    thread = SimThread(FeigSim(tags=[SimTag(uid=u, memory=bytearray(8)) for u in uids], max_sets=4), pair.b)
+    thread = SimThread(FeigSim(tags=[SimTag(uid=u, memory=bytearray(8)) for u in uids], max_sets=2), pair.b)
     pad = SerialPad(pair.a)
     try:
         assert await asyncio.wait_for(pad.inventory(), BOUND_S) == uids
