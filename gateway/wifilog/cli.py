@@ -287,6 +287,8 @@ def _export_in_a_child(files: ExportFiles, work: Callable[[], int]) -> int:
     code = os.waitstatus_to_exitcode(status)
     if code != EXIT_OK:
         files.discard()  # failed, or killed: no half export is left
+    else:
+        files.forget()
     return code if code >= 0 else 128 - code  # killed by a signal: as a shell reports it
 
 

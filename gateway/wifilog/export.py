@@ -13,6 +13,7 @@ first, so that a caller can know the export can be written before it records it 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import hashlib
@@ -120,11 +121,21 @@ NOTHING_EXPORTED = "nothing was exported"
 
 
 class ExportFiles:
-    """The CSV and its manifest, made empty and 0600 by this process: `write` fills both, `discard` removes both."""
+    """The CSV and its manifest, made empty and 0600 by this process: `write` fills both, `discard` removes both.
 
-    def __init__(self, csv_path: Path, csv_fd: int, manifest_fd: int) -> None:
+    Both are made and removed by name in their directory as it was opened once (`dir_fd`), never through the path
+    again, and removed only while the names still are these very files: under sudo the export runs in a child that
+    became the gateway's account (gateway.wifilog.cli), and an --out reaching into a directory that account may
+    change (a link in the path swapped meanwhile, a file put under the name) must not have root remove what the
+    new path or name leads to.
+    """
+
+    def __init__(self, csv_path: Path, dir_fd: int, fds: tuple[int, int]) -> None:
         self.csv_path = csv_path
-        self._fds: list[int] = [csv_fd, manifest_fd]
+        self._dir_fd: int | None = dir_fd
+        self._names = (csv_path.name, manifest_path(csv_path).name)
+        self._fds: list[int] = list(fds)
+        self._ids = [_identity(os.fstat(fd)) for fd in fds]
         self._removes = True
 
     def write(self, csv_data: bytes, manifest_data: bytes) -> None:
@@ -135,15 +146,26 @@ class ExportFiles:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
         self._close()
+        self.forget()
 
     def discard(self) -> None:
         """Remove both (a failure after they were made): the names are free again, no half export is left.
         After `leave_removal`, only closes them."""
         self._close()
-        if not self._removes:
-            return
-        for path in (self.csv_path, manifest_path(self.csv_path)):
-            path.unlink(missing_ok=True)
+        dir_fd = self._dir_fd
+        if dir_fd is not None and self._removes:
+            for name, made in zip(self._names, self._ids, strict=True):
+                with contextlib.suppress(OSError):  # gone already, or the directory refuses: nothing else to do
+                    if _identity(os.stat(name, dir_fd=dir_fd, follow_symlinks=False)) == made:
+                        os.unlink(name, dir_fd=dir_fd)
+        self.forget()
+
+    def forget(self) -> None:
+        """Done with them (written, or written by a child that succeeded): the directory let go."""
+        self._close()
+        dir_fd, self._dir_fd = self._dir_fd, None
+        if dir_fd is not None:
+            os.close(dir_fd)
 
     def leave_removal(self) -> None:
         """In a child that root forked and that became the gateway's account: the files are in the admin's
@@ -151,7 +173,8 @@ class ExportFiles:
         self._removes = False
 
     def release(self) -> None:
-        """Close this process's descriptors, the files left as they are: a child writes them (see leave_removal)."""
+        """Close this process's descriptors of the files, left as they are: a child writes them (see
+        leave_removal). The directory's stays, for `discard` or `forget`."""
         self._close()
 
     def _close(self) -> None:
@@ -164,22 +187,44 @@ def create_export_files(csv_path: Path, *, where: str = "") -> ExportFiles:
     """Make `csv_path` and `<csv>.manifest.json`, empty and 0600; ExportFileError, naming `where` (default: the
     path) and leaving nothing made, when either is there already or cannot be made."""
     where = where or str(csv_path)
-    csv_fd = _create(csv_path, where, "")
-    manifest = manifest_path(csv_path)
     try:
-        manifest_fd = _create(manifest, where, f"its manifest {manifest} ")
+        dir_fd = os.open(csv_path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _cannot(csv_path, where, "", exc) from None
+    try:
+        csv_fd = _create(csv_path, dir_fd, where, "")
+        manifest = manifest_path(csv_path)
+        try:
+            manifest_fd = _create(manifest, dir_fd, where, f"its manifest {manifest} ")
+        except BaseException:
+            os.close(csv_fd)
+            with contextlib.suppress(OSError):
+                os.unlink(csv_path.name, dir_fd=dir_fd)
+            raise
     except BaseException:
-        os.close(csv_fd)
-        csv_path.unlink(missing_ok=True)
+        os.close(dir_fd)
         raise
-    return ExportFiles(csv_path, csv_fd, manifest_fd)
+    return ExportFiles(csv_path, dir_fd, (csv_fd, manifest_fd))
 
 
-def _create(path: Path, where: str, which: str) -> int:
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _cannot(path: Path, where: str, which: str, exc: OSError) -> ExportFileError:
+    got = f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+    return ExportFileError(
+        f"{where}: {which}cannot be made, got {got}; name a file in a directory this user may write; "
+        f"{NOTHING_EXPORTED}",
+        path=str(path),
+    )
+
+
+def _create(path: Path, dir_fd: int, where: str, which: str) -> int:
     # O_EXCL fails on any name there, a link too (dangling or not), so no file is ever written through one
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(path, flags, 0o600)
+        return os.open(path.name, flags, 0o600, dir_fd=dir_fd)
     except FileExistsError:
         raise ExportFileError(
             f"{where}: {which}exists already, got {_found(path)}; an export never replaces a file: name a new one; "
@@ -187,12 +232,7 @@ def _create(path: Path, where: str, which: str) -> int:
             path=str(path),
         ) from None
     except OSError as exc:
-        got = f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
-        raise ExportFileError(
-            f"{where}: {which}cannot be made, got {got}; name a file in a directory this user may write; "
-            f"{NOTHING_EXPORTED}",
-            path=str(path),
-        ) from None
+        raise _cannot(path, where, which, exc) from None
 
 
 def _found(path: Path) -> str:
