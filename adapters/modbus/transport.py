@@ -456,9 +456,11 @@ class _Inbox:
         self.error: Exception | None = None
         self.dropped = 0  # the oldest bytes dropped to keep the bound
         self.received = 0  # every byte that came
+        self.last_byte = 0.0  # when (monotonic) the last bytes were handed to us
 
     def feed(self, data: bytes) -> None:
         self.received += len(data)
+        self.last_byte = time.monotonic()
         self.data += data
         over = len(self.data) - _INBOX_MAX
         if over > 0:
@@ -493,13 +495,15 @@ class _RtuLink:
       unit then still owes one answer; before it is asked anything else, that answer is waited for
       (skipped and counted in `take_late_answers`) or the time it could come in is let pass
       (`_await_owed`). Else it would come inside the next request's exchange and, with the same
-      function code and length, be taken for that answer, with another register's value. An answer
-      later than that (twice its timeout) is beyond what order and silence can tell when it has the
+      function code and length, be taken for that answer, with another register's value. That wait
+      lasts up to about twice the timeout, and the bus waits with it: a retry answered at once may
+      have taken the first asking's answer, and its own may come until its timeout has passed once
+      more. An answer later than that is beyond what order and silence can tell when it has the
       shape of the next asking's: `late_answers` growing says raise the unit's timeout.
     - Before the next request after a failed exchange, after stray bytes, or after the line streamed
       past what the inbox keeps (`_INBOX_MAX`), the line is let settle (see `_SETTLE_MARGIN`); a line
-      that never goes quiet, or that brings more than the inbox keeps in one exchange, is a
-      `LineNoisy` fault of the line.
+      that does not stay quiet that long before the longest frame would have ended, or that brings
+      more than the inbox keeps in one exchange, is a `LineNoisy` fault of the line.
     - A complete, CRC-valid answer from a unit left unanswered that arrives inside another unit's
       exchange is skipped and counted as its late answer. A complete answer from a unit whose
       request *was* answered is a second answer: a frame error that points at a shared unit id or
@@ -580,26 +584,30 @@ class _RtuLink:
     async def _settle(self) -> None:
         """Wait until the line has been quiet for t3.5 plus a margin (bounded), then drop what came.
 
-        Raises LineNoisy when bytes kept coming for longer than any frame lasts: no request could be framed.
+        Raises LineNoisy when that silence did not come within the time the longest frame lasts: bytes kept
+        coming, the last within the quiet time, and no request could be framed.
         """
         inbox = self._inbox
         quiet = self._quiet()
         # a frame already on the wire ends within 260 characters
         longest = rtu.char_time(self.baud) * _FRAME_MAX if self.baud else _SETTLE_MAX_TCP
-        limit = time.monotonic() + quiet + longest
+        start = time.monotonic()
+        limit = start + quiet + longest
         noisy = False
         while inbox.error is None:
-            left = limit - time.monotonic()
-            if left <= 0:
-                noisy = True  # bytes all along: not the tail of a frame, a line that streams
+            # quiet only after a whole `quiet` without a byte: a wait cut short by the limit proves nothing, and
+            # a babbler at the line's pace (bursts every few ms) would pass it. Judged by when the bytes were
+            # handed over, not by the wake-up: after a stall of the process the timeout may fire first although
+            # bytes came meanwhile (the loop hands them over before it runs the timeout).
+            now = time.monotonic()
+            quiet_from = max(start, inbox.last_byte)
+            if now - quiet_from >= quiet:
                 break
-            received = inbox.received
+            if now >= limit:
+                noisy = True  # bytes all along, the last within `quiet`: not a frame's tail, a line that streams
+                break
             inbox.event.clear()
-            await event_set_within(inbox.event, min(quiet, left))
-            # judged by the bytes, not the wake-up: after a stall of the process the timeout may fire
-            # first although bytes came meanwhile
-            if inbox.received == received:
-                break
+            await event_set_within(inbox.event, quiet_from + quiet - now)
         self._skip_late(inbox.data, None)
         inbox.data.clear()
         self._dropped_seen = inbox.dropped
@@ -624,7 +632,8 @@ class _RtuLink:
     async def _await_owed(self, request: rtu.Request) -> bool:
         """Before asking a unit that may still answer earlier askings (see the class's notes); True to ask at once.
 
-        At once when every asking it owes is `request` itself: what comes of them answers it too.
+        At once when every asking it owes is `request` itself: what comes of them answers it too. Else up to
+        the latest time an owed answer may come: about twice the timeout after a retry answered at once.
         """
         unit = request.unit_id
         inbox = self._inbox

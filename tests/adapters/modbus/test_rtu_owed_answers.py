@@ -102,9 +102,9 @@ async def test_the_retry_takes_the_late_answer_and_the_next_read_waits_for_the_s
     assert link.take_late_answers() == [1]  # the second answer to @1, waited for and counted
 
 
-async def test_a_retry_answered_at_once_leaves_a_wait_bounded_by_the_timeout(rtu_lines: RtuLines) -> None:
+async def test_a_retry_answered_at_once_leaves_a_wait_of_at_most_twice_the_timeout(rtu_lines: RtuLines) -> None:
     # the first asking is lost (noise), the retry answered in 10 ms: the answer the unit might still owe
-    # is waited for no longer than the timeout once more
+    # is waited for until the retry's own timeout passed once more: at most about twice the timeout
     asked: list[rtu.Request] = []
 
     def script(request: rtu.Request) -> list[tuple[float, bytes]]:
