@@ -25,7 +25,7 @@ from gateway.audit.log import AuditLog
 from gateway.buffer.location import BUFFER_FILE, data_dir_error
 from gateway.buffer.outbox import Outbox
 from gateway.commands import CommandRouter
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig, load_config, start_warnings
 from gateway.delivery import DeliveryLoop, UplinkState
 from gateway.errors import ConfigError, ReadingError
 from gateway.eventloop import loop_factory
@@ -490,6 +490,7 @@ class Runtime:
             old = self.gateway
             await old.stop()
             logs.setup(new.gateway.log_level.value, new.gateway.log_format.value)
+            _warn_of(self.config_path, new)
             gw = Gateway(new)
             gw.control_target = self
             gw.latest = old.latest  # the live values stay on screen across a reload
@@ -517,10 +518,18 @@ class Runtime:
             self.notifier.ready(text)
 
 
+def _warn_of(config_path: Path, config: GatewayConfig) -> None:
+    """Once per start of a configuration, what `edgegw check-config` warns of; the uplinks say their own
+    (credentials over plain http) at their start, naming themselves, so it is not said twice."""
+    for line in start_warnings(config):
+        log.warning("%s: %s", config_path, line)
+
+
 async def serve(config_path: Path, status_interval_s: float | None = None) -> int:
     """`edgegw run`: the gateway until SIGTERM. `status_interval_s` overrides `[gateway] status_interval_s`."""
     config = load_config(config_path)
     logs.setup(config.gateway.log_level.value, config.gateway.log_format.value)
+    _warn_of(config_path, config)
     tune_runtime()
     try:
         # before anything else touches data_dir: one gateway per buffer, whatever the socket says

@@ -58,6 +58,7 @@ def _written_data_dir(path: Path) -> Path | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import config_warnings
     from gateway.tls import tls_problems  # ssl: not for the other commands' start
 
     if args.file is not None and args.config is not None and args.file != args.config:
@@ -80,6 +81,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print_config_error(ConfigError([extra], str(path)))
             return EXIT_CONFIG
     print(f"{path}: OK — gateway {cfg.gateway.id}, {len(cfg.adapters)} adapter(s), {len(cfg.uplinks)} uplink(s)")
+    # Warnings, not errors, from the file alone (so with --offline too): the package starts the units only when
+    # this passes, and a config valid before an upgrade must not stop the box.
+    advice = config_warnings(cfg)
+    if advice:
+        print(f"{path}: {len(advice)} warning(s): the gateway starts with them", file=sys.stderr)
+        for line in advice:
+            print(f"  {line}", file=sys.stderr)
     # Warnings, not errors: the gateway starts with them (this command is the unit's ExecStartPre), and only
     # the adapter or uplink whose file is wrong stays down, retrying until it loads, while the rest keeps
     # reading and buffering.

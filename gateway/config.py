@@ -137,7 +137,6 @@ def parse_config(doc: dict[str, Any], source: str = "") -> GatewayConfig:
                 )
             seen.setdefault(section.name, f"{key}[{i}]")
     errors.extend(_checked_together(uplinks, doc))
-    errors.extend(_stricter_encodings(raw_uplinks, doc))
     errors.extend(_shared_client_ids((("adapters", adapters), ("uplinks", uplinks)), doc))
     raw_processing = doc.get("processing", [])
     processing: list[ProcessorConfig] = parse_processing(raw_processing, errors)
@@ -200,43 +199,6 @@ def _checked_together(uplinks: list[tuple[int, Any]], doc: dict[str, Any]) -> li
     return errors
 
 
-def _stricter_encodings(raw: Any, doc: dict[str, Any]) -> list[str]:
-    """An uplink's own `value_encoding = "reject"` under an `[ngsi] value_encoding` that is not: readings are
-    checked with the gateway-wide one before the buffer (App._emit), so a value such as 人吉(水の手橋) would pass
-    there, go out as it is and be dead-lettered when the broker refuses it, instead of being refused at the
-    source with a counter and a log line. The other way round is harmless: under `[ngsi] value_encoding =
-    "reject"` no such value reaches an uplink, whatever the uplink would encode. Read from the raw tables, so an
-    uplink refused for another key is told this too."""
-    ngsi = _ngsi_encoding(doc)
-    if ngsi is None or ngsi is ValueEncoding.REJECT:
-        return []
-    errors = []
-    for i, item in _tables(raw):
-        kind = item.get("type")
-        if item.get("value_encoding") != ValueEncoding.REJECT.value or not isinstance(kind, str):
-            continue
-        try:
-            model = registry.load(registry.UPLINK_GROUP, kind)
-        except KeyError:
-            continue  # no such type: reported by _sections
-        if "value_encoding" in model.config_model.model_fields:
-            errors.append(
-                f'uplinks[{i}].value_encoding: must not be stricter than [ngsi] value_encoding, got "reject" while '
-                f'[ngsi] value_encoding is "{ngsi.value}"; readings are checked at the source with [ngsi] '
-                "value_encoding, so a value such as 人吉(水の手橋) would pass there and be dead-lettered when the "
-                'broker refuses it: set [ngsi] value_encoding = "reject" to refuse such readings at the source, or '
-                "drop this uplink's value_encoding"
-            )
-    return errors
-
-
-def _ngsi_encoding(doc: dict[str, Any]) -> ValueEncoding | None:
-    try:
-        return NgsiConfig.model_validate(doc.get("ngsi", {})).value_encoding
-    except ValidationError:
-        return None  # reported by the top-level validation
-
-
 def _shared_client_ids(groups: tuple[tuple[str, list[tuple[int, Any]]], ...], doc: dict[str, Any]) -> list[str]:
     """Two connections to one broker with one client id, whether adapters' or uplinks': the broker keeps
     one connection per client id, so each would take the other's session over, reconnecting forever."""
@@ -280,6 +242,45 @@ def _with_ngsi_defaults(section: UplinkConfig, raw: dict[str, Any], ngsi: NgsiCo
 def _tables(raw: Any) -> list[tuple[int, dict[str, Any]]]:
     # entries that are not tables were already reported by the top-level validation
     return [(i, item) for i, item in enumerate(raw) if isinstance(item, dict)] if isinstance(raw, list) else []
+
+
+def config_warnings(cfg: GatewayConfig) -> list[str]:
+    """What a valid configuration does that the admin should know of, each line after its key path, in file
+    order: `edgegw check-config` prints them (exit 0) and the gateway starts with them. Warnings, not errors:
+    such configs were valid before, and a box upgraded with one must keep reading and buffering (the package
+    starts the units only when check-config passes). A section's own `config_warnings() -> [(key, text)]`
+    (credentials over plain http) is logged by its component at start; see `start_warnings`."""
+    lines: list[str] = []
+    for i, section in enumerate(cfg.uplinks):
+        own = getattr(section, "config_warnings", None)
+        lines.extend(f"uplinks[{i}].{key}: {text}" for key, text in (own() if own is not None else []))
+        lines.extend(_stricter_encoding(i, section, cfg.ngsi))
+    return lines
+
+
+def start_warnings(cfg: GatewayConfig) -> list[str]:
+    """The config warnings no component logs at its start, for the gateway to log once at start."""
+    return [line for i, section in enumerate(cfg.uplinks) for line in _stricter_encoding(i, section, cfg.ngsi)]
+
+
+def _stricter_encoding(i: int, section: UplinkConfig, ngsi: NgsiConfig) -> list[str]:
+    """An uplink's own `value_encoding = "reject"` under an `[ngsi] value_encoding` that is not: readings are
+    checked with the gateway-wide one before the buffer (App._emit), so a value such as 人吉(水の手橋) passes there,
+    goes out unencoded and is dead-lettered when the broker (or the uplink) refuses it, instead of being refused
+    at the source with a counter and a log line. The other way round is harmless: under `[ngsi] value_encoding = "reject"` no such
+    value reaches an uplink. An uplink that sets none has `[ngsi]`'s (_with_ngsi_defaults), so "reject" here
+    under another `[ngsi]` one is the uplink's own."""
+    if (
+        ngsi.value_encoding is ValueEncoding.REJECT
+        or getattr(section, "value_encoding", None) is not ValueEncoding.REJECT
+    ):
+        return []
+    return [
+        f'uplinks[{i}].value_encoding: "reject" is stricter than [ngsi] value_encoding = "{ngsi.value_encoding.value}"; '
+        "readings are checked at the source with [ngsi]'s, so a value such as 人吉(水の手橋) passes there and is "
+        'dead-lettered on this uplink instead of delivered: set [ngsi] value_encoding = "reject" to refuse such '
+        "readings at the source (counted and logged), or drop this uplink's value_encoding to send them encoded"
+    ]
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -1,20 +1,23 @@
-"""An uplink's own `value_encoding = "reject"` under a gateway-wide one that is not: refused by the config check.
+"""An uplink's own `value_encoding = "reject"` under a gateway-wide one that is not: warned of by the config check.
 
 Readings are checked with `[ngsi] value_encoding` before the buffer; a value such as 人吉(水の手橋) passed that check
 under "percent", went out as it was on an uplink of its own "reject" and was dead-lettered by Orion (review
 cfgfix, fault 1). Only that direction can do harm: under `[ngsi] value_encoding = "reject"` no such value reaches
-an uplink, whatever it encodes.
+an uplink, whatever it encodes. Commit da21757 made it an error, and a box upgraded with such a config stopped
+(the package starts the units only when check-config passes): a warning now (review cfgwarn), exit 0.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.config import load_config, parse_config
+from gateway.config import config_warnings, load_config, parse_config, start_warnings
 from gateway.errors import ConfigError, ReadingError
 from gateway.ngsi.check import check_reading
 from gateway.ngsi.config import ValueEncoding
@@ -37,21 +40,24 @@ def doc(uplink: str, encoding: str, ngsi: str | None = None) -> dict[str, Any]:
     return out
 
 
-def refusal(ngsi: str) -> str:
+def warning(ngsi: str) -> str:
     return (
-        f'uplinks[0].value_encoding: must not be stricter than [ngsi] value_encoding, got "reject" while [ngsi] '
-        f'value_encoding is "{ngsi}"; readings are checked at the source with [ngsi] value_encoding, so a value such '
-        "as 人吉(水の手橋) would pass there and be dead-lettered when the broker refuses it: set [ngsi] value_encoding = "
-        '"reject" to refuse such readings at the source, or drop this uplink\'s value_encoding'
+        f'uplinks[0].value_encoding: "reject" is stricter than [ngsi] value_encoding = "{ngsi}"; readings are checked '
+        "at the source with [ngsi]'s, so a value such as 人吉(水の手橋) passes there and is dead-lettered on this uplink "
+        'instead of delivered: set [ngsi] value_encoding = "reject" to refuse such readings at the source (counted '
+        "and logged), or drop this uplink's value_encoding to send them encoded"
     )
 
 
 @pytest.mark.parametrize("uplink", sorted(UPLINKS))
 @pytest.mark.parametrize("ngsi", [None, "percent", "text-unrestricted"])
-def test_reject_on_an_uplink_alone_is_refused_with_both_settings_and_the_fix(uplink: str, ngsi: str | None) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_config(doc(uplink, "reject", ngsi))
-    assert info.value.errors == [refusal(ngsi or "percent")]
+def test_reject_on_an_uplink_alone_loads_and_is_warned_of_with_both_settings_and_the_fix(
+    uplink: str, ngsi: str | None
+) -> None:
+    config = parse_config(doc(uplink, "reject", ngsi))
+    assert config.uplinks[0].value_encoding is ValueEncoding.REJECT  # type: ignore[attr-defined]
+    assert config_warnings(config) == [warning(ngsi or "percent")]
+    assert start_warnings(config) == [warning(ngsi or "percent")]  # no uplink says it at its start
 
 
 @pytest.mark.parametrize(
@@ -64,10 +70,20 @@ def test_reject_on_an_uplink_alone_is_refused_with_both_settings_and_the_fix(upl
         ("percent", "text-unrestricted"),
     ],
 )
-def test_the_other_combinations_load(uplink: str, ngsi: str) -> None:
+def test_the_other_combinations_load_unwarned(uplink: str, ngsi: str) -> None:
     for kind in UPLINKS:
         config = parse_config(doc(kind, uplink, ngsi))
         assert config.uplinks[0].value_encoding is ValueEncoding(uplink)  # type: ignore[attr-defined]
+        assert config_warnings(config) == []
+
+
+def test_an_uplink_that_sets_none_takes_ngsis_and_is_not_warned_of() -> None:
+    for kind in UPLINKS:
+        config = parse_config(
+            {"gateway": {"id": "gw-001"}, "ngsi": {"value_encoding": "reject"}, "uplinks": [UPLINKS[kind]]}
+        )
+        assert config.uplinks[0].value_encoding is ValueEncoding.REJECT  # type: ignore[attr-defined]
+        assert config_warnings(config) == []
 
 
 def test_the_fix_the_message_gives_refuses_the_value_at_the_source() -> None:
@@ -83,21 +99,25 @@ def test_the_fix_the_message_gives_refuses_the_value_at_the_source() -> None:
         check_reading(reading, encoding=config.ngsi.value_encoding)
 
 
-def test_told_with_the_uplinks_other_errors_and_never_for_a_type_without_the_key() -> None:
-    bad = doc("orion", "reject")
-    bad["uplinks"][0]["timeout_s"] = 0
-    bad["uplinks"].append({"name": "x", "type": "orian", "value_encoding": "reject"})
-    bad["uplinks"].append({"name": "k", "type": "kintone", "value_encoding": "reject"})
-    with pytest.raises(ConfigError) as info:
-        parse_config(bad)
-    errors = info.value.errors
-    assert errors[0] == "uplinks[0].timeout_s: input should be greater than 0, got 0"
-    assert refusal("percent") in errors
-    assert [e for e in errors if "uplinks[1]" in e] == [
-        "uplinks[1].type: unknown type, got 'orian'; valid: kintone, mqtt, ngsi-ld, orion"
-    ]
-    assert "uplinks[2].value_encoding: unknown key" in "\n".join(errors)
-    assert not [e for e in errors if "uplinks[2].value_encoding: must not" in e]
+def test_check_config_exits_0_printing_the_warning(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'[gateway]\nid = "gw-001"\ndata_dir = "{tmp_path / "data"}"\n\n'
+        '[[uplinks]]\nname = "orion"\ntype = "orion"\nurl = "https://orion.example.jp"\nvalue_encoding = "reject"\n'
+    )
+    for options in ([], ["--offline"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "gateway", "check-config", str(path), *options],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stderr.splitlines() == [
+            f"{path}: 1 warning(s): the gateway starts with them",
+            f"  {warning('percent')}",
+        ]
 
 
 def test_an_invalid_ngsi_section_is_reported_once_not_compared() -> None:
@@ -109,5 +129,5 @@ def test_an_invalid_ngsi_section_is_reported_once_not_compared() -> None:
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.toml")), ids=lambda p: p.name)
-def test_every_shipped_config_still_loads(path: Path) -> None:
-    load_config(path)
+def test_every_shipped_config_still_loads_unwarned(path: Path) -> None:
+    assert config_warnings(load_config(path)) == []

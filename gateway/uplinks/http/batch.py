@@ -58,7 +58,7 @@ from pydantic import AfterValidator, field_validator, model_validator
 from gateway import __version__, redact, secrets
 from gateway.adapter_api import AdapterContext
 from gateway.buffer.store import settled
-from gateway.configbase import ConfigProblems, Field, HttpUrl
+from gateway.configbase import Field, HttpUrl
 from gateway.errors import UplinkTransient
 from gateway.logs import component_logger
 from gateway.ngsi import batching, identifiers
@@ -85,7 +85,7 @@ from gateway.uplinks.http.client import (
     waits_for,
 )
 from gateway.uplinks.http.oauth2 import (
-    INSECURE_HTTP_FIX,
+    CLEARTEXT_ADVICE,
     OAuth2Config,
     TokenHeader,
     TokenSource,
@@ -145,9 +145,10 @@ class HttpUplinkConfig(UplinkConfig):
     max_batch_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1024 * 1024)
     max_batch_entities: int = Field(default=1000, ge=1, le=100_000)
     catch_up: CatchUp = CatchUp.FULL_HISTORY
-    # Unset, it is `[ngsi] value_encoding` (gateway.config); "reject" only if that is "reject" too.
+    # Unset, it is `[ngsi] value_encoding` (gateway.config); "reject" under another one is warned of.
     value_encoding: ValueEncoding = ValueEncoding.PERCENT
-    # Credentials over plain http to another host than this box: for a lab or a closed network, at the admin's risk.
+    # Credentials over plain http to another host than this box: for a lab or a closed network, at the admin's risk;
+    # true silences the warning (config_warnings).
     allow_insecure_http: bool = False
 
     @field_validator("headers")
@@ -176,24 +177,6 @@ class HttpUplinkConfig(UplinkConfig):
                 )
         if self.url.startswith("http://") and self.tls != TlsSection():
             raise ValueError("tls settings need an https:// url, got an http:// url; change url or drop [tls]")
-        if not self.allow_insecure_http:
-            problems: list[tuple[str, str]] = []
-            sent = self._credentials()
-            host = off_box_http_host(self.url) if sent else None
-            if host is not None:
-                problems.append(
-                    (
-                        "url",
-                        "must be an https:// URL unless its host is this box (127.0.0.1, ::1, localhost): credentials "
-                        f'go with every request ({", ".join(sent)}), got http:// to host "{host}"; use https://, or '
-                        f"{INSECURE_HTTP_FIX}",
-                    )
-                )
-            token_url = self.oauth2.cleartext_problem() if self.oauth2 is not None else None
-            if token_url is not None:
-                problems.append(("oauth2.token_url", token_url))
-            if problems:
-                raise ConfigProblems(problems)
         return self
 
     def _credentials(self) -> list[str]:
@@ -205,13 +188,31 @@ class HttpUplinkConfig(UplinkConfig):
         return sent
 
     def cleartext_hosts(self) -> list[str]:
-        """The hosts off this box that credentials go to over plain http (only with allow_insecure_http = true)."""
+        """The hosts off this box that credentials go to over plain http."""
         hosts = []
         if self._credentials():
             hosts.append(off_box_http_host(self.url))
         if self.oauth2 is not None:
             hosts.append(off_box_http_host(self.oauth2.token_url))
         return [host for host in dict.fromkeys(hosts) if host is not None]
+
+    def config_warnings(self) -> list[tuple[str, str]]:
+        """(key, advice) for credentials that go over plain http off this box, unless allow_insecure_http = true.
+        Warnings, not errors: a closed-network Orion over http:// with a token was a valid config, and a box
+        upgraded with one must keep reading and buffering (gateway.config.config_warnings)."""
+        if self.allow_insecure_http:
+            return []
+        warnings = []
+        sent = self._credentials()
+        host = off_box_http_host(self.url) if sent else None
+        if host is not None:
+            warnings.append(
+                ("url", f'credentials ({", ".join(sent)}) go over plain http to host "{host}": {CLEARTEXT_ADVICE}')
+            )
+        token_url = self.oauth2.cleartext_warning() if self.oauth2 is not None else None
+        if token_url is not None:
+            warnings.append(("oauth2.token_url", token_url))
+        return warnings
 
 
 @dataclass(slots=True)
@@ -438,13 +439,11 @@ class HttpBatchUplink(Lifecycle):
         client_secret = secrets.resolve(cfg.oauth2.client_secret, data_dir) if cfg.oauth2 else ""
         if not cfg.tls.checks_peer:
             self.log.warning("TLS certificate verification is off (tls.verify = false); use only on a lab network")
-        insecure = cfg.cleartext_hosts()  # any: allow_insecure_http = true, the config refuses them otherwise
-        if insecure:
-            self.log.warning(
-                "credentials go over plain http to %s (allow_insecure_http = true): anyone on the network between can "
-                "read and reuse them; use only on a lab or a closed network, https:// elsewhere",
-                ", ".join(insecure),
-            )
+        insecure = ", ".join(cfg.cleartext_hosts())
+        if insecure and cfg.allow_insecure_http:  # the admin accepted it: said, not warned of at every start
+            self.log.info("credentials go over plain http to %s (allow_insecure_http = true)", insecure)
+        elif insecure:  # the one WARNING of it at start: gateway.app leaves the uplinks' own warnings to them
+            self.log.warning("credentials go over plain http to %s: %s", insecure, CLEARTEXT_ADVICE)
         self._headers = headers
         self._session = make_session(tls=cfg.tls, timeout_s=cfg.timeout_s, where=f"uplinks.{self.name}")
         if cfg.oauth2 is not None:

@@ -52,12 +52,18 @@ DEFAULT_LIFETIME_S = 300.0
 # RFC 6749 §5.2 errors about how the token was asked for, not who asked
 _REQUEST_ERRORS = frozenset({"invalid_request", "invalid_grant", "unsupported_grant_type"})
 
-# Names of this box; the loopback addresses themselves are told by ipaddress.
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+# Names of this box; the loopback addresses themselves are told by ipaddress. Not "localhost." (fully
+# qualified): glibc asks the site's DNS for it, whose answer may be any host.
+_LOOPBACK_NAMES = frozenset({"localhost"})
 # The way out of a refused http:// URL that carries credentials, for every key that refuses one.
 INSECURE_HTTP_FIX = (
     "set allow_insecure_http = true on the uplink if it is a lab or a closed network (at your own risk: anyone on "
     "the way can read and reuse the credentials)"
+)
+# What a warning about credentials over plain http advises; allow_insecure_http = true silences it.
+CLEARTEXT_ADVICE = (
+    "anyone on the network between can read and reuse them; use https://, or set allow_insecure_http = true if "
+    "this network is closed"
 )
 
 
@@ -110,6 +116,17 @@ class OAuth2Config(Section):
             "must be an https:// URL unless its host is this box (127.0.0.1, ::1, localhost): the client secret "
             f'and the access tokens go over it (RFC 6749 §3.2 requires TLS), got http:// to host "{host}"; use '
             f"https://, or {INSECURE_HTTP_FIX}"
+        )
+
+    def cleartext_warning(self) -> str | None:
+        """What to tell of `token_url` (after its key path) when it is plain http off this box; None if nothing.
+        The owner asks only without its `allow_insecure_http`."""
+        host = off_box_http_host(self.token_url)
+        if host is None:
+            return None
+        return (
+            f'the client secret and the access tokens go over plain http to host "{host}" (RFC 6749 §3.2 requires '
+            f"TLS): {CLEARTEXT_ADVICE}"
         )
 
 
