@@ -250,12 +250,16 @@ def config_warnings(cfg: GatewayConfig) -> list[str]:
     such configs were valid before, and a box upgraded with one must keep reading and buffering (the package
     starts the units only when check-config passes). A section's own `config_warnings() -> [(key, text)]`
     (credentials over plain http) is logged by its component at start; see `start_warnings`."""
-    lines: list[str] = []
+    lines = [line for i, adapter in enumerate(cfg.adapters) for line in _own_warnings(f"adapters[{i}]", adapter)]
     for i, section in enumerate(cfg.uplinks):
-        own = getattr(section, "config_warnings", None)
-        lines.extend(f"uplinks[{i}].{key}: {text}" for key, text in (own() if own is not None else []))
+        lines.extend(_own_warnings(f"uplinks[{i}]", section))
         lines.extend(_stricter_encoding(i, section, cfg.ngsi))
     return lines
+
+
+def _own_warnings(where: str, section: object) -> list[str]:
+    own = getattr(section, "config_warnings", None)
+    return [f"{where}.{key}: {text}" for key, text in (own() if own is not None else [])]
 
 
 def start_warnings(cfg: GatewayConfig) -> list[str]:

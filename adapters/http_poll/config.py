@@ -16,8 +16,9 @@ from adapters.jsonmap.templates import parse_template as parse_placeholders
 from gateway.adapter_api import AdapterConfig
 from gateway.configbase import ConfigProblems, Field, HttpUrl
 from gateway.ngsi.identifiers import check_entity_type
-from gateway.secrets import check_ref_or_text
+from gateway.secrets import check_ref_or_text, is_ref
 from gateway.tls import TlsSection
+from gateway.uplinks.http.oauth2 import CLEARTEXT_ADVICE, off_box_http_host
 
 # --- items path and templates ------------------------------------------------------------------------
 # Parsed here (config validation) and used by mapping.py, so both agree on one grammar: the JSON path and
@@ -112,6 +113,9 @@ class HttpPollConfig(AdapterConfig):
         default=None, description="unset: the charset of the Content-Type, else UTF-8"
     )
     tls: TlsSection | None = None
+    # Credentials over plain http to another host than this box: for a closed network, at the admin's risk; true
+    # silences the warning (config_warnings).
+    allow_insecure_http: bool = False
     mappings: Annotated[tuple[ItemMapping, ...], at_least_one("[[adapters.mappings]]")]
 
     @field_validator("headers")
@@ -150,6 +154,28 @@ class HttpPollConfig(AdapterConfig):
         if problems:
             raise ConfigProblems(problems)
         return self
+
+    def _credentials(self) -> list[str]:
+        """The keys whose credentials go with every poll (never their values): a header or parameter in clear
+        whose name says credential is refused by its validator, so the references are the credentials."""
+        sent = [f"header {name!r}" for name, value in self.headers.items() if is_ref(value)]
+        sent.extend(f"parameter {name!r}" for name, value in self.params.items() if is_ref(value))
+        return sent
+
+    def cleartext_hosts(self) -> list[str]:
+        """The host off this box that credentials go to over plain http."""
+        host = off_box_http_host(self.url) if self._credentials() else None
+        return [] if host is None else [host]
+
+    def config_warnings(self) -> list[tuple[str, str]]:
+        """(key, advice) for credentials that go over plain http off this box, unless allow_insecure_http = true.
+        Warnings, not errors: such a config was valid before, and a box upgraded with one must keep reading and
+        buffering (gateway.config.config_warnings). Open data over http:// is not warned of."""
+        sent = self._credentials()
+        host = off_box_http_host(self.url) if sent and not self.allow_insecure_http else None
+        if host is None:
+            return []
+        return [("url", f'credentials ({", ".join(sent)}) go over plain http to host "{host}": {CLEARTEXT_ADVICE}')]
 
     @property
     def display_url(self) -> str:

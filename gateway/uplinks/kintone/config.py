@@ -17,6 +17,7 @@ from gateway.configbase import Field, HttpUrl, Section
 from gateway.secrets import SecretRef
 from gateway.tls import TlsSection
 from gateway.uplinks.api import UplinkConfig
+from gateway.uplinks.http.oauth2 import CLEARTEXT_ADVICE, off_box_http_host
 
 # kintone's documented limit for one request that adds or updates records (records.json).
 KINTONE_MAX_RECORDS = 100
@@ -139,6 +140,9 @@ class KintoneConfig(UplinkConfig):
     )
     on_daily_limit: DailyLimitPolicy = DailyLimitPolicy.HOLD
     mappings: list[RecordMapping] = Field(min_length=1)
+    # Credentials over plain http to another host than this box: for a closed network, at the admin's risk; true
+    # silences the warning (config_warnings).
+    allow_insecure_http: bool = False
 
     @field_validator("url")
     @classmethod
@@ -163,3 +167,25 @@ class KintoneConfig(UplinkConfig):
         if self.url.startswith("http://") and self.tls != TlsSection():
             raise ValueError("tls settings need an https:// url, got an http:// url; change url or drop [tls]")
         return self
+
+    def _credentials(self) -> list[str]:
+        """The keys whose credentials go with every request (never their values); one way always does."""
+        sent = ["api_token"] if self.api_token else ["password"]
+        if self.basic_auth is not None:
+            sent.append("basic_auth.password")
+        return sent
+
+    def cleartext_hosts(self) -> list[str]:
+        """The host off this box that credentials go to over plain http: kintone always authenticates."""
+        host = off_box_http_host(self.url)
+        return [] if host is None else [host]
+
+    def config_warnings(self) -> list[tuple[str, str]]:
+        """(key, advice) for credentials that go over plain http off this box, unless allow_insecure_http = true.
+        Warnings, not errors: such a config was valid before, and a box upgraded with one must keep reading and
+        buffering (gateway.config.config_warnings)."""
+        host = None if self.allow_insecure_http else off_box_http_host(self.url)
+        if host is None:
+            return []
+        sent = ", ".join(self._credentials())
+        return [("url", f'credentials ({sent}) go over plain http to host "{host}": {CLEARTEXT_ADVICE}')]

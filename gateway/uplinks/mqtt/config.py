@@ -240,6 +240,10 @@ class MqttUplinkConfig(UplinkConfig):
             return DEFAULT_SEQUENCE_ATTRIBUTE
         return self.sequence_attribute
 
+    def config_warnings(self) -> list[tuple[str, str]]:
+        """Those of `[uplinks.confirm]` (credentials over plain http), under its key; the broker connection has none."""
+        return [(f"confirm.{key}", text) for key, text in self.confirm.config_warnings()] if self.confirm else []
+
     def all_apikeys(self) -> tuple[str, ...]:
         """Every API key the uplink publishes with (its `[[apikeys]]` rules, then `apikey`), each once."""
         keys = [rule.apikey for rule in self.apikeys] + ([self.apikey] if self.apikey is not None else [])

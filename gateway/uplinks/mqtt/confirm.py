@@ -44,7 +44,13 @@ from gateway.uplinks.http.client import (
     post,
     resolve_headers,
 )
-from gateway.uplinks.http.oauth2 import OAuth2Config, TokenHeader, TokenSource
+from gateway.uplinks.http.oauth2 import (
+    CLEARTEXT_ADVICE,
+    OAuth2Config,
+    TokenHeader,
+    TokenSource,
+    off_box_http_host,
+)
 
 if TYPE_CHECKING:
     import aiohttp  # make_session imports it: an mqtt uplink without confirm never loads it
@@ -56,6 +62,12 @@ ENTITY_ID_FIELDS = ("entity_id", "entity_type", "device", "adapter", "device_id"
 QUERY_PAGE = 1000  # Orion's largest `limit` ("Bad pagination limit: /1001/ [max: 1000]"); its default is 20
 FIRST_POLL_S = 0.02  # the agents write a measure to Orion within milliseconds of taking it
 MAX_POLL_S = 0.5
+
+# The opt-in is a key of this table, not of the uplink (whose own password goes to the broker): set there, it
+# would be an unknown key, and a box whose config does not load stops.
+CONFIRM_CLEARTEXT_ADVICE = CLEARTEXT_ADVICE.replace(
+    "set allow_insecure_http = true", "set allow_insecure_http = true in [uplinks.confirm]"
+)
 
 Service = Annotated[str, AfterValidator(identifiers.check_service)]
 ServicePath = Annotated[str, AfterValidator(identifiers.check_service_path)]
@@ -73,6 +85,9 @@ class ConfirmConfig(Section):
     headers: Headers = Field(default_factory=dict)
     oauth2: OAuth2Config | None = None
     tls: TlsSection = TlsSection()
+    # Credentials over plain http to another host than this box: for a closed network, at the admin's risk; true
+    # silences the warning (config_warnings).
+    allow_insecure_http: bool = False
 
     @field_validator("entity_id")
     @classmethod
@@ -97,6 +112,44 @@ class ConfirmConfig(Section):
         if self.url.startswith("http://") and self.tls != TlsSection():
             raise ValueError("tls settings need an https:// url, got an http:// url; change url or drop [tls]")
         return self
+
+    def _credentials(self) -> list[str]:
+        """The keys whose credentials go with every query to `url` (never their values)."""
+        sent = ["the oauth2 access token"] if self.oauth2 is not None else []
+        if self.x_auth_token is not None:
+            sent.append("x_auth_token")
+        sent.extend(f"header {name!r}" for name, value in self.headers.items() if secrets.is_ref(value))
+        return sent
+
+    def cleartext_hosts(self) -> list[str]:
+        """The hosts off this box that credentials go to over plain http."""
+        hosts = []
+        if self._credentials():
+            hosts.append(off_box_http_host(self.url))
+        if self.oauth2 is not None:
+            hosts.append(off_box_http_host(self.oauth2.token_url))
+        return [host for host in dict.fromkeys(hosts) if host is not None]
+
+    def config_warnings(self) -> list[tuple[str, str]]:
+        """(key, advice) for credentials that go over plain http off this box, unless allow_insecure_http = true;
+        the MQTT uplink passes them on under `confirm.`. Warnings, not errors: such a config was valid before, and
+        a box upgraded with one must keep reading and buffering (gateway.config.config_warnings)."""
+        if self.allow_insecure_http:
+            return []
+        warnings = []
+        sent = self._credentials()
+        host = off_box_http_host(self.url) if sent else None
+        if host is not None:
+            warnings.append(
+                (
+                    "url",
+                    f'credentials ({", ".join(sent)}) go over plain http to host "{host}": {CONFIRM_CLEARTEXT_ADVICE}',
+                )
+            )
+        token_url = self.oauth2.cleartext_warning() if self.oauth2 is not None else None
+        if token_url is not None:
+            warnings.append(("oauth2.token_url", token_url.replace(CLEARTEXT_ADVICE, CONFIRM_CLEARTEXT_ADVICE)))
+        return warnings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +201,15 @@ class OrionConfirmer:
         client_secret = secrets.resolve(cfg.oauth2.client_secret, self._data_dir) if cfg.oauth2 else ""
         if not cfg.tls.checks_peer:
             self._log.warning("confirmation: TLS certificate verification is off (confirm.tls.verify = false)")
+        insecure = ", ".join(cfg.cleartext_hosts())
+        if insecure and cfg.allow_insecure_http:  # the admin accepted it: said, not warned of at every start
+            self._log.info(
+                "confirmation: credentials go over plain http to %s (confirm.allow_insecure_http = true)", insecure
+            )
+        elif insecure:  # the one WARNING of it at start, as the HTTP uplinks say theirs
+            self._log.warning(
+                "confirmation: credentials go over plain http to %s: %s", insecure, CONFIRM_CLEARTEXT_ADVICE
+            )
         self._headers = headers
         self._session = make_session(tls=cfg.tls, timeout_s=min(cfg.timeout_s, 10.0), where=self._where)
         if cfg.oauth2 is not None:

@@ -73,8 +73,8 @@ def test_top_level_problems_are_reported_with_their_key_paths() -> None:
         "adapters[0].interval_s: input should be greater than or equal to 0.05, got 0.01",
         'adapters[0].encoding: must be a text encoding Python knows, like utf-8, cp932 or euc_jp, got "sjis-2"',
         "adapters[0].tls.verify: input should be 'full' or 'off', got \"none\"",
-        "adapters[0].poll: unknown key; valid keys here: encoding, headers, interval_s, mappings, max_bytes, max_items, "
-        "name, params, timeout_s, tls, type, url",
+        "adapters[0].poll: unknown key; valid keys here: allow_insecure_http, encoding, headers, interval_s, mappings, "
+        "max_bytes, max_items, name, params, timeout_s, tls, type, url",
     ]
 
 
