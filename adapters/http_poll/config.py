@@ -18,7 +18,7 @@ from gateway.configbase import ConfigProblems, Field, HttpUrl
 from gateway.ngsi.identifiers import check_entity_type
 from gateway.secrets import check_ref_or_text, is_ref
 from gateway.tls import TlsSection
-from gateway.uplinks.http.oauth2 import CLEARTEXT_ADVICE, off_box_http_host
+from gateway.uplinks.http.oauth2 import cleartext_hosts, cleartext_warnings
 
 # --- items path and templates ------------------------------------------------------------------------
 # Parsed here (config validation) and used by mapping.py, so both agree on one grammar: the JSON path and
@@ -164,18 +164,13 @@ class HttpPollConfig(AdapterConfig):
 
     def cleartext_hosts(self) -> list[str]:
         """The host off this box that credentials go to over plain http."""
-        host = off_box_http_host(self.url) if self._credentials() else None
-        return [] if host is None else [host]
+        return cleartext_hosts(self.url, self._credentials())
 
     def config_warnings(self) -> list[tuple[str, str]]:
         """(key, advice) for credentials that go over plain http off this box, unless allow_insecure_http = true.
         Warnings, not errors: such a config was valid before, and a box upgraded with one must keep reading and
         buffering (gateway.config.config_warnings). Open data over http:// is not warned of."""
-        sent = self._credentials()
-        host = off_box_http_host(self.url) if sent and not self.allow_insecure_http else None
-        if host is None:
-            return []
-        return [("url", f'credentials ({", ".join(sent)}) go over plain http to host "{host}": {CLEARTEXT_ADVICE}')]
+        return [] if self.allow_insecure_http else cleartext_warnings(self.url, self._credentials())
 
     @property
     def display_url(self) -> str:

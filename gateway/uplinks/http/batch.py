@@ -89,7 +89,8 @@ from gateway.uplinks.http.oauth2 import (
     OAuth2Config,
     TokenHeader,
     TokenSource,
-    off_box_http_host,
+    cleartext_hosts,
+    cleartext_warnings,
 )
 from gateway.uplinks.seqs import seq_ranges
 
@@ -189,30 +190,13 @@ class HttpUplinkConfig(UplinkConfig):
 
     def cleartext_hosts(self) -> list[str]:
         """The hosts off this box that credentials go to over plain http."""
-        hosts = []
-        if self._credentials():
-            hosts.append(off_box_http_host(self.url))
-        if self.oauth2 is not None:
-            hosts.append(off_box_http_host(self.oauth2.token_url))
-        return [host for host in dict.fromkeys(hosts) if host is not None]
+        return cleartext_hosts(self.url, self._credentials(), self.oauth2)
 
     def config_warnings(self) -> list[tuple[str, str]]:
         """(key, advice) for credentials that go over plain http off this box, unless allow_insecure_http = true.
         Warnings, not errors: a closed-network Orion over http:// with a token was a valid config, and a box
         upgraded with one must keep reading and buffering (gateway.config.config_warnings)."""
-        if self.allow_insecure_http:
-            return []
-        warnings = []
-        sent = self._credentials()
-        host = off_box_http_host(self.url) if sent else None
-        if host is not None:
-            warnings.append(
-                ("url", f'credentials ({", ".join(sent)}) go over plain http to host "{host}": {CLEARTEXT_ADVICE}')
-            )
-        token_url = self.oauth2.cleartext_warning() if self.oauth2 is not None else None
-        if token_url is not None:
-            warnings.append(("oauth2.token_url", token_url))
-        return warnings
+        return [] if self.allow_insecure_http else cleartext_warnings(self.url, self._credentials(), self.oauth2)
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ import base64
 import enum
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote_plus, urlencode, urlsplit
@@ -55,11 +55,6 @@ _REQUEST_ERRORS = frozenset({"invalid_request", "invalid_grant", "unsupported_gr
 # Names of this box; the loopback addresses themselves are told by ipaddress. Not "localhost." (fully
 # qualified): glibc asks the site's DNS for it, whose answer may be any host.
 _LOOPBACK_NAMES = frozenset({"localhost"})
-# The way out of a refused http:// URL that carries credentials, for every key that refuses one.
-INSECURE_HTTP_FIX = (
-    "set allow_insecure_http = true on the uplink if it is a lab or a closed network (at your own risk: anyone on "
-    "the way can read and reuse the credentials)"
-)
 # What a warning about credentials over plain http advises; allow_insecure_http = true silences it.
 CLEARTEXT_ADVICE = (
     "anyone on the network between can read and reuse them; use https://, or set allow_insecure_http = true if "
@@ -105,20 +100,7 @@ class OAuth2Config(Section):
     client_auth: ClientAuth = ClientAuth.BASIC
     header: TokenHeader = TokenHeader.AUTHORIZATION
 
-    def cleartext_problem(self) -> str | None:
-        """Why `token_url` must not be used as it is (after its key path); None if it may. The owner asks only
-        without its `allow_insecure_http`. RFC 6749 §3.2 requires TLS at the token endpoint: the client secret
-        goes there with every fetch."""
-        host = off_box_http_host(self.token_url)
-        if host is None:
-            return None
-        return (
-            "must be an https:// URL unless its host is this box (127.0.0.1, ::1, localhost): the client secret "
-            f'and the access tokens go over it (RFC 6749 §3.2 requires TLS), got http:// to host "{host}"; use '
-            f"https://, or {INSECURE_HTTP_FIX}"
-        )
-
-    def cleartext_warning(self) -> str | None:
+    def cleartext_warning(self, advice: str = CLEARTEXT_ADVICE) -> str | None:
         """What to tell of `token_url` (after its key path) when it is plain http off this box; None if nothing.
         The owner asks only without its `allow_insecure_http`."""
         host = off_box_http_host(self.token_url)
@@ -126,8 +108,33 @@ class OAuth2Config(Section):
             return None
         return (
             f'the client secret and the access tokens go over plain http to host "{host}" (RFC 6749 §3.2 requires '
-            f"TLS): {CLEARTEXT_ADVICE}"
+            f"TLS): {advice}"
         )
+
+
+def cleartext_hosts(url: str, sent: Sequence[str], oauth2: OAuth2Config | None = None) -> list[str]:
+    """The hosts off this box that credentials go to over plain http: `url`'s when `sent` names any that go with
+    every request to it, and an `oauth2` token endpoint's."""
+    hosts = [off_box_http_host(url) if sent else None]
+    if oauth2 is not None:
+        hosts.append(off_box_http_host(oauth2.token_url))
+    return [host for host in dict.fromkeys(hosts) if host is not None]
+
+
+def cleartext_warnings(
+    url: str, sent: Sequence[str], oauth2: OAuth2Config | None = None, *, advice: str = CLEARTEXT_ADVICE
+) -> list[tuple[str, str]]:
+    """(key, text) for each of `cleartext_hosts`, for a section's `config_warnings` (gateway.config) when it does
+    not set `allow_insecure_http`: `sent` names the credentials going with every request to `url` (never their
+    values), `advice` how to fix or silence it in that section."""
+    warnings = []
+    host = off_box_http_host(url) if sent else None
+    if host is not None:
+        warnings.append(("url", f'credentials ({", ".join(sent)}) go over plain http to host "{host}": {advice}'))
+    token_url = oauth2.cleartext_warning(advice) if oauth2 is not None else None
+    if token_url is not None:
+        warnings.append(("oauth2.token_url", token_url))
+    return warnings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

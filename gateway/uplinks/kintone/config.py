@@ -17,7 +17,7 @@ from gateway.configbase import Field, HttpUrl, Section
 from gateway.secrets import SecretRef
 from gateway.tls import TlsSection
 from gateway.uplinks.api import UplinkConfig
-from gateway.uplinks.http.oauth2 import CLEARTEXT_ADVICE, off_box_http_host
+from gateway.uplinks.http.oauth2 import cleartext_hosts, cleartext_warnings
 
 # kintone's documented limit for one request that adds or updates records (records.json).
 KINTONE_MAX_RECORDS = 100
@@ -177,15 +177,10 @@ class KintoneConfig(UplinkConfig):
 
     def cleartext_hosts(self) -> list[str]:
         """The host off this box that credentials go to over plain http: kintone always authenticates."""
-        host = off_box_http_host(self.url)
-        return [] if host is None else [host]
+        return cleartext_hosts(self.url, self._credentials())
 
     def config_warnings(self) -> list[tuple[str, str]]:
         """(key, advice) for credentials that go over plain http off this box, unless allow_insecure_http = true.
         Warnings, not errors: such a config was valid before, and a box upgraded with one must keep reading and
         buffering (gateway.config.config_warnings)."""
-        host = None if self.allow_insecure_http else off_box_http_host(self.url)
-        if host is None:
-            return []
-        sent = ", ".join(self._credentials())
-        return [("url", f'credentials ({sent}) go over plain http to host "{host}": {CLEARTEXT_ADVICE}')]
+        return [] if self.allow_insecure_http else cleartext_warnings(self.url, self._credentials())

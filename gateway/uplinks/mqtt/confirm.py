@@ -49,7 +49,8 @@ from gateway.uplinks.http.oauth2 import (
     OAuth2Config,
     TokenHeader,
     TokenSource,
-    off_box_http_host,
+    cleartext_hosts,
+    cleartext_warnings,
 )
 
 if TYPE_CHECKING:
@@ -123,12 +124,7 @@ class ConfirmConfig(Section):
 
     def cleartext_hosts(self) -> list[str]:
         """The hosts off this box that credentials go to over plain http."""
-        hosts = []
-        if self._credentials():
-            hosts.append(off_box_http_host(self.url))
-        if self.oauth2 is not None:
-            hosts.append(off_box_http_host(self.oauth2.token_url))
-        return [host for host in dict.fromkeys(hosts) if host is not None]
+        return cleartext_hosts(self.url, self._credentials(), self.oauth2)
 
     def config_warnings(self) -> list[tuple[str, str]]:
         """(key, advice) for credentials that go over plain http off this box, unless allow_insecure_http = true;
@@ -136,20 +132,7 @@ class ConfirmConfig(Section):
         a box upgraded with one must keep reading and buffering (gateway.config.config_warnings)."""
         if self.allow_insecure_http:
             return []
-        warnings = []
-        sent = self._credentials()
-        host = off_box_http_host(self.url) if sent else None
-        if host is not None:
-            warnings.append(
-                (
-                    "url",
-                    f'credentials ({", ".join(sent)}) go over plain http to host "{host}": {CONFIRM_CLEARTEXT_ADVICE}',
-                )
-            )
-        token_url = self.oauth2.cleartext_warning() if self.oauth2 is not None else None
-        if token_url is not None:
-            warnings.append(("oauth2.token_url", token_url.replace(CLEARTEXT_ADVICE, CONFIRM_CLEARTEXT_ADVICE)))
-        return warnings
+        return cleartext_warnings(self.url, self._credentials(), self.oauth2, advice=CONFIRM_CLEARTEXT_ADVICE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
