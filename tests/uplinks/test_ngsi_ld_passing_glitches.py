@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.adapter_api import AdapterContext
+from gateway.buffer.store import settled
 from gateway.records import with_seq
 from gateway.uplinks.api import DELIVERED, Outcome, Status
 from gateway.uplinks.ngsi_ld import NgsiLdConfig, NgsiLdUplink
@@ -96,4 +97,37 @@ async def test_latest_state_rejects_an_entity_never_reported_even_as_new_reading
         await up.close()
     assert tries == UNCLASSIFIED_LIMIT
     rejected = [r.entity_id for r, o in zip(lane, outcomes, strict=True) if o.status is Status.REJECTED]
-    assert rejected == [G2]  # the newest of G2; the older ones superseded, g1's delivered
+    # the newest of G2, and the older ones promoted after it (latest-state) with it; g1's never
+    assert set(rejected) == {G2} and len(rejected) > 1
+
+
+async def test_latest_state_clears_the_lane_of_an_entity_never_reported(
+    orion_double: OrionDouble, tmp_path: Path
+) -> None:
+    """The lane as the buffer moves it (settled): a review found the readings promoted after the newest was rejected
+    each starting a row of their own, the rejection never settled, and the lane never moving, gauge or no gauge."""
+    doc = {"name": "ld-main", "type": "ngsi-ld", "url": orion_double.url, "catch_up": "latest-state"}
+    up = NgsiLdUplink(NgsiLdConfig.model_validate(doc), AdapterContext(gateway_id="gw-001", data_dir=str(tmp_path)))
+    orion_double.leave_out_ld_entity(G2)  # the broker never reports G2
+    lane = [with_seq(reading("g2", 1.0), 1), with_seq(reading("g1", 1.0), 2)]
+    dead: list[int | None] = []
+    delivered: list[int | None] = []
+    tries = 0
+    await up.start()
+    try:
+        while lane and tries < 6 * UNCLASSIFIED_LIMIT:
+            tries += 1
+            outcomes = await up.deliver(lane)
+            done = set(settled(lane, outcomes))
+            dead += [lane[i].seq for i in sorted(done) if outcomes[i].status is Status.REJECTED]
+            delivered += [lane[i].seq for i in sorted(done) if outcomes[i].status is not Status.REJECTED]
+            lane = [r for i, r in enumerate(lane) if i not in done]
+            if tries < 5:  # the gauge sends four more of each, then stops
+                seq = 100 + 2 * tries
+                lane += [with_seq(reading("g2", 1.0 + tries), seq), with_seq(reading("g1", 1.0 + tries), seq + 1)]
+    finally:
+        await up.close()
+    assert lane == []
+    assert sorted(s for s in dead if s is not None) == [1, 102, 104, 106, 108]  # every G2 reading, dead-lettered
+    assert 109 in delivered  # g1's newest went through (older ones superseded by it)
+    assert tries <= 2 * UNCLASSIFIED_LIMIT

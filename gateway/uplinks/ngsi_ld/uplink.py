@@ -54,7 +54,8 @@ _UNCLASSIFIED_MEMORY = 10_000  # entities remembered; past that the memory start
 @dataclass(frozen=True, slots=True)
 class _Row:
     """An entity's unclassified answers in a row: the answer, how many times, and whether the row rejected the
-    reading of buffer seq `seq`: that reading held and sent again stays rejected; a newer one starts afresh."""
+    reading of buffer seq `seq`: that reading held and sent again stays rejected, and so does an older one of the
+    entity; a newer one starts afresh."""
 
     text: str
     count: int
@@ -192,12 +193,21 @@ class NgsiLdUplink(HttpBatchUplink):
         """Retry an unclassified answer about the reading `seq` of `entity_id`; reject it once the entity got the
         same one UNCLASSIFIED_LIMIT times in a row.
 
-        The count goes on until the entity is delivered or gets another answer: a rejection held for want of an
-        accepted request (gateway.uplinks.http.batch.Run) must not start it again, while a newer reading after a
-        rejection does.
+        The count goes on until the entity is delivered or gets another answer. After a rejection, that reading
+        and any older one of the entity are rejected at once (held for want of an accepted request, see
+        gateway.uplinks.http.batch.Run, or promoted by latest-state), and a newer reading starts a row of its own.
         """
         row = self._unclassified.get(entity_id)
-        fresh = row is None or row.text != text or (row.rejected and row.seq != seq)
+        if row is not None and row.rejected and seq is not None and row.seq is not None and seq <= row.seq:
+            # that reading held and sent again, or an older one promoted after it (latest-state): rejected with it,
+            # or each would start a row of its own and the lane never move
+            return (
+                Verdict.REJECT,
+                f"{text} (the entity got the same answer {row.count} times in a row, none saying to retry)",
+            )
+        # a newer reading after a rejection starts afresh; readings without a seq (tools) are one, as ever
+        newer = row is not None and row.rejected and seq is not None and row.seq is not None and seq > row.seq
+        fresh = row is None or row.text != text or newer
         count = 1 if fresh or row is None else row.count + 1
         if row is None and len(self._unclassified) >= _UNCLASSIFIED_MEMORY:
             self._unclassified.clear()
