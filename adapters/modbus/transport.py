@@ -592,7 +592,8 @@ class _RtuLink:
         # a frame already on the wire ends within 260 characters
         longest = rtu.char_time(self.baud) * _FRAME_MAX if self.baud else _SETTLE_MAX_TCP
         start = time.monotonic()
-        limit = start + quiet + longest
+        # the margin once more: a USB dongle delays the last byte of a late long answer as it did the first
+        limit = start + quiet + longest + self.settle_margin
         noisy = False
         while inbox.error is None:
             # quiet only after a whole `quiet` without a byte: a wait cut short by the limit proves nothing, and

@@ -171,6 +171,9 @@ class ExportFiles:
         """In a child that root forked and that became the gateway's account: the files are in the admin's
         directory, where it may remove nothing. Root, waiting for it, removes them if it fails."""
         self._removes = False
+        dir_fd, self._dir_fd = self._dir_fd, None
+        if dir_fd is not None:
+            os.close(dir_fd)
 
     def release(self) -> None:
         """Close this process's descriptors of the files, left as they are: a child writes them (see
@@ -188,7 +191,9 @@ def create_export_files(csv_path: Path, *, where: str = "") -> ExportFiles:
     path) and leaving nothing made, when either is there already or cannot be made."""
     where = where or str(csv_path)
     try:
-        dir_fd = os.open(csv_path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # O_PATH: making a file needs no read permission on its directory (a write-only drop box), and the child
+        # that becomes the gateway's account must not be able to list a directory only root may read
+        dir_fd = os.open(csv_path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise _cannot(csv_path, where, "", exc) from None
     try:

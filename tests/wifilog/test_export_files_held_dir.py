@@ -8,9 +8,13 @@ the same names in a root-only directory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from gateway.wifilog.export import create_export_files, manifest_path
+from tests.gateway.secret_files import GATEWAY_USER, data_dir, needs_root, run_as
+
+__all__ = ["data_dir"]  # the fixture
 
 
 def test_a_link_in_the_path_swapped_after_the_files_were_made_leaves_the_new_target_alone(tmp_path: Path) -> None:
@@ -45,3 +49,25 @@ def test_written_files_stay_and_the_directory_is_let_go(tmp_path: Path) -> None:
     files.discard()  # after write: nothing left to remove, nothing removed
     assert (tmp_path / "e6.csv").read_bytes() == b"csv"
     assert manifest_path(tmp_path / "e6.csv").read_bytes() == b"{}"
+
+
+@needs_root
+def test_an_export_goes_into_a_write_only_drop_directory(data_dir: Path) -> None:
+    """Making a file never needed read permission on its directory: the first held-directory version opened it
+    for reading and refused a 0333 drop box (a review, as a user without root's override)."""
+    drop = data_dir / "drop"
+    drop.mkdir(mode=0o333)
+    os.chown(drop, GATEWAY_USER, GATEWAY_USER)
+    drop.chmod(0o333)
+    done = run_as(
+        GATEWAY_USER,
+        data_dir,
+        """
+        from gateway.wifilog.export import create_export_files
+        files = create_export_files(data / "drop" / "e7.csv")
+        files.write(b"csv", b"{}")
+        print("made")
+        """,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "made\n", "")
+    assert (drop / "e7.csv").read_bytes() == b"csv"
