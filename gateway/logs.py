@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import logging
 import sys
 import threading
@@ -241,6 +242,7 @@ SPELL_QUIET_S = 300.0
 SPELL_WARNINGS = 20
 SPELL_WINDOW_S = 60.0
 _LEFT_OUT_KEPT = 4096  # the senders a window's summary counts one by one; past that it says "at least"
+_LEFT_OUT_NAMED = 5  # the senders a window's summary names: a technician looks for a real one among a flood
 
 
 class SpellBudget:
@@ -253,7 +255,8 @@ class SpellBudget:
         self.window_s = window_s
         self.ends = float("-inf")  # of the current window
         self.left = 0  # WARNINGs left in it
-        self.left_out: set[str] = set()  # senders whose spell began at DEBUG in it
+        # senders whose spell had no WARNING in it, in the order they came (a dict as an ordered set)
+        self.left_out: dict[str, None] = {}
 
 
 class _Spell:
@@ -272,7 +275,10 @@ class SenderSpells:
     that sender DEBUG; it ends (`ok`, an INFO) at the first right input `quiet_s` or more after its last trouble,
     so input alternating right and wrong stays one spell. Spells begin with a WARNING as `budget` allows (one for
     the component's SenderSpells; by default their own); the others begin at DEBUG, and the first trouble (or end
-    of a spell) after the budget's window ends says at WARNING how many senders were so left out. At most `kept` senders are
+    of a spell) after the budget's window ends says at WARNING how many senders were so left out, naming a few. A
+    spell left out has its WARNING at its next trouble the budget has room for: a real sender's trouble that began
+    amid a flood is named within a window or so, not hidden for the whole spell. A `listed` sender (one the
+    configuration names: there are only so many) has its WARNING whatever the budget. At most `kept` senders are
     remembered, the longest untroubled forgotten first (any host may send): a forgotten one's next trouble is news
     again, within the budget.
     """
@@ -302,9 +308,9 @@ class SenderSpells:
     def quiet_s(self) -> float:
         return self._quiet_s
 
-    def fail(self, sender: str, kind: str, text: str, until: str) -> None:
+    def fail(self, sender: str, kind: str, text: str, until: str, *, listed: bool = False) -> None:
         """`text` (personal data already redacted) from `sender`: WARNING once a spell of `kind`, else DEBUG;
-        `until` says in the WARNING what ends the spell."""
+        `until` says in the WARNING what ends the spell; `listed`: the configuration names `sender`."""
         now = self._clock()
         if self._budget.left_out and now >= self._budget.ends:  # the summary of a window, whatever comes next
             self._may_warn(None, now)
@@ -316,11 +322,11 @@ class SenderSpells:
         else:
             self._spells.move_to_end(sender)
         spell.last_at = now
-        if spell.kind == kind:
+        if spell.kind == kind and spell.warned:
             self._log.debug("%s", text)
             return
         spell.kind = kind
-        spell.warned = self._may_warn(sender, now)
+        spell.warned = listed or self._may_warn(sender, now)
         if not spell.warned:
             self._log.debug("%s", text)
             return
@@ -354,13 +360,17 @@ class SenderSpells:
         if now >= budget.ends:
             if budget.left_out:
                 left_out = len(budget.left_out)
+                named = list(itertools.islice(budget.left_out, _LEFT_OUT_NAMED))
                 self._log.warning(
-                    "%s: %s%d more senders began a spell of trouble within %g s, logged at DEBUG only: at most %d "
-                    "WARNINGs of a first one every %g s (their trouble is counted, the latest in last_error)",
+                    "%s: %s%d more senders in a spell of trouble within %g s were logged at DEBUG only (%s%s): at most "
+                    "%d WARNINGs of a first one every %g s, the others at their next trouble there is room for "
+                    "(their trouble is counted, the latest in last_error)",
                     self._what,
                     "at least " if left_out >= _LEFT_OUT_KEPT else "",
                     left_out,
                     budget.window_s,
+                    ", ".join(named),
+                    f" and {left_out - len(named)} more" if left_out > len(named) else "",
                     budget.warnings,
                     budget.window_s,
                 )
@@ -373,5 +383,5 @@ class SenderSpells:
             budget.left -= 1
             return True
         if len(budget.left_out) < _LEFT_OUT_KEPT:
-            budget.left_out.add(sender)
+            budget.left_out[sender] = None
         return False

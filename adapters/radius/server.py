@@ -8,7 +8,8 @@ Accounting-Responses sent. A NAS that gets no answer retransmits, so nothing is 
 kill -9: a request stored before the kill is merged again idempotently and answered.
 
 What is dropped is also logged, per NAS (`SenderSpells`): the first of a spell at WARNING (at most 20 senders a
-minute, then a line saying how many more), the rest at DEBUG, the end at INFO once that NAS sends a valid request
+minute, then a line saying how many more and naming five, each of them warned of at its next trouble there is room for;
+a client's trouble whatever the budget), the rest at DEBUG, the end at INFO once that NAS sends a valid request
 five minutes or more after its last bad one; the text is kept in `last_error`. An Acct-Delay-Time past
 a day (`codec.MAX_DELAY_S`) is not believed: the request is stored at its arrival time, counted in
 `device_time_ignored` and logged the same way.
@@ -372,7 +373,8 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
         self.counters[counter] += 1
         # the codec's errors mask user names and MACs; this catches any e-mail or MAC a NAS's bytes put there
         self.last_error = redact.text(f"radius accounting: dropped a datagram from {sender}: {problem}")
-        self._dropped.fail(sender, counter, self.last_error, until)
+        # a client's trouble has its WARNING whatever the budget: the clients are few, the addresses of a flood not
+        self._dropped.fail(sender, counter, self.last_error, until, listed=counter != "unknown_client")
 
     def _delay_ignored(self, req: AccountingRequest) -> None:
         self.counters["device_time_ignored"] += 1
@@ -384,6 +386,7 @@ class RadiusAccountingServer(asyncio.DatagramProtocol):
             f"{req.record.delay_time} s, more than {MAX_DELAY_S} s (1 day): a NAS fault; stored at its arrival time "
             f"{req.received_at.isoformat()} instead",
             f"its delays are believable again {SPELL_QUIET_S:g} s or more after the last one",
+            listed=True,  # its authenticator was right: a client
         )
 
     def _refuse(self) -> None:

@@ -25,10 +25,12 @@ it any more): stored, or counted in `lost` with an ERROR.
 
 Syslog has no session id: a `connected` line opens a session on its AP (the AP's MAC when the line
 names it, else the sending host) and the next `disconnected` line of the same station on the same
-AP closes it. A join waits for its leave at most `max_session` after it arrived (a leave lost over UDP, an AP
-rebooted), and at most `open_kept` joins wait, the oldest forgotten first: the line's AP and host are the
-sender's to invent, and any host may send while `senders` is empty (said at start). A forgotten join's leave
-still closes the session the store holds open, as after a restart. The session id is an HMAC of AP, station and join time under a key of the box
+AP closes it. A join waits for its leave at most `max_session` after its last join line (a leave lost over UDP, an
+AP rebooted; an AP logs a station's re-association as a join again, which keeps its session), and at most
+`open_kept` joins wait, the oldest forgotten first: the line's AP and host are the sender's to invent, and any host
+may send while `senders` is empty (said at start). A forgotten join's leave still closes the session the store
+holds open, as after a restart; the station's next join there closes it instead (REJOIN_CAUSE), so no session is
+left open for ever. The session id is an HMAC of AP, station and join time under a key of the box
 (`gateway.wifilog.runner.session_key`): no one without it can tell from the id, or from the platform's
 entity id made of it, which MAC it belongs to, and the same line gives the same id after a restart, so a
 join sent again (a relay's queue) merges with its session. The key is read when a listener starts, so a
@@ -36,9 +38,13 @@ secret store that cannot be read stops the start, before any line is taken. A `d
 matching no open session whose station left that AP at that same time is the line again (a UDP
 duplicate, an AP repeating it): counted in `repeated_leaves`, not made a session.
 
-A TCP connection from a host not in `senders` (when set) is closed at accept, and so is one past
-`max_connections` open or `connections_per_peer` from its host (each holds a file descriptor of the whole
-gateway); one without a byte for `idle_s` is closed.
+A TCP connection from a host not in `senders` (when set) is closed at accept. Each connection holds a file
+descriptor of the whole gateway, so a host keeps at most `connections_per_peer`: its next one closes its own
+quietest (a connection it no longer uses: the AP rebooted or its NAT forgot, and no FIN reached us), never the new
+one. Listed senders are bounded by that alone (len(senders) × connections_per_peer). With `senders` empty, at most
+`max_connections` are open: one more closes the quietest if it had no byte for `idle_s`, else it is refused.
+Nothing is closed on a timer: a sender that writes without checking its connection would lose the line it sends
+into one we closed.
 
 A line that does not parse is counted in `unparsable`, kept in `last_error` and logged per sender
 (`SenderSpells`: WARNING at the first of a spell, within a budget of WARNINGs a minute, DEBUG after, INFO once it
@@ -104,17 +110,23 @@ MAX_AHEAD = timedelta(days=1)  # a box without RTC may lag a good AP (GatewayClo
 _LEAST_SKEW = -MAX_BEHIND  # built once: every line is compared with it
 # the (AP, station) pairs whose leave is remembered, to know the same leave again; about 1 MB
 CLOSED_KEPT = 4096
-# A join whose leave never came (lost over UDP, the AP rebooted) is forgotten this long after it arrived: the
-# station's next join there is a session of its own, not the old one's id again. A leave after that still closes
-# the session the store holds open.
+# A join whose leave never came (lost over UDP, the AP rebooted) is forgotten this long after its last join line:
+# the station's next join there is a session of its own, not the old one's id again, and closes the old one. A
+# leave after that still closes the session the store holds open.
 MAX_SESSION = timedelta(hours=24)
 # Joins waiting for their leave, at most (the oldest forgotten first, as above): a library has a few hundred
 # stations at once, and any host on the Wi-Fi side may send joins for invented APs and stations; about 5 MB
 OPEN_KEPT = 16_384
+# Forgotten joins whose session the store holds open, remembered to close it at the station's next join on that AP
+# (else it stays open for ever and an inquiry finds the station there "perhaps still"); about 1 MB
+FORGOTTEN_KEPT = 4096
+# The terminate cause of such a session, worded like RFC 2866's: it ended at the latest at that next join
+REJOIN_CAUSE = "Leave Lost, Joined Again"
 # TCP senders: every connection is a file descriptor of the whole gateway (its stores, uplinks, serial ports)
 MAX_CONNECTIONS = 64
 CONNECTIONS_PER_PEER = 8
-IDLE_S = 600.0  # a connection without a byte this long is closed; a syslog sender connects again at its next line
+# with senders empty and max_connections open, the quietest is closed for a new one if it had no byte this long
+IDLE_S = 600.0
 REFUSALS_QUIET_S = 300.0  # connections refused for room: the spell ends once none was for this long
 
 
@@ -190,6 +202,8 @@ class SyslogReceiver:
         self._open: OrderedDict[tuple[str, str], tuple[str, datetime]] = OrderedDict()
         self._crowded = StateLog(log)  # joins forgotten for room: logged once a spell, and its end
         self._closed: OrderedDict[tuple[str, str], datetime] = OrderedDict()  # (AP, station) → its last leave
+        # (AP, station) → the session id of a join forgotten before its leave came, the oldest first
+        self._forgotten: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._id_key: bytes | None = None  # read by the first listener's start (`_session_key`)
         self._batch_lock = threading.Lock()
         # held briefly, by a commit's thread and by the stop: whether a thread holds the batch (`_committing`,
@@ -210,6 +224,9 @@ class SyslogReceiver:
         self._refusing = StateLog(log)  # TCP connections refused for room
         self._last_refusal = 0.0
         self._peers: Counter[str] = Counter()  # TCP connections open, per peer
+        # the same connections and their peers, the quietest (longest without a byte) first: closed first for room
+        self._conns: OrderedDict[asyncio.Task[Any], str] = OrderedDict()
+        self._heard: dict[asyncio.Task[Any], float] = {}  # monotonic, at their accept or last byte
         self._said_open = False  # the WARNING that any host may send, said at the first start
         self._gateway_clock = GatewayClock(log, clock_synced, words=WORDS, ttl_s=sync_ttl_s, not_before=not_before)
         self._closing = False
@@ -226,10 +243,11 @@ class SyslogReceiver:
             "unparsable": 0,
             "framing_errors": 0,
             "refused_sender": 0,  # lines, and TCP connections, from a host not in senders
-            "refused_connections": 0,  # TCP connections refused: max_connections or connections_per_peer open
-            "idle_closed": 0,  # TCP connections closed after idle_s without a byte
-            "open_expired": 0,  # joins forgotten max_session after they arrived, their leave never seen
+            "refused_connections": 0,  # TCP connections refused: senders empty, max_connections open, none idle_s quiet
+            "idle_closed": 0,  # TCP connections closed, the quietest first, for a new one past a cap
+            "open_expired": 0,  # joins forgotten max_session after their last join line, their leave never seen
             "open_forgotten": 0,  # joins forgotten, the oldest first, as open_kept were waiting for their leave
+            "rejoin_closed": 0,  # sessions of forgotten joins closed at the station's next join on their AP
             "device_time_ignored": 0,  # stored at arrival: a device time out of MAX_BEHIND..MAX_AHEAD
             "gateway_clock_unsynced": 0,  # a device time out of those bounds kept: the gateway's clock is not synced
             "repeated_leaves": 0,  # a leave line again, dropped
@@ -372,15 +390,17 @@ class SyslogReceiver:
         if not self._admitted(peer):
             writer.transport.abort()  # nothing of theirs is read: no need to wait for a close
             return
-        self._peers[peer] += 1
         splitter = FrameSplitter()
         task = asyncio.current_task()
         if task is not None:
             self._streams[task] = writer
+            self._conns[task] = peer
+            self._heard[task] = self._monotonic()
+            self._peers[peer] += 1
         try:
             if self._closing:  # accepted as the server closed
                 return
-            while data := await self._read(reader, peer):
+            while data := await self._read(reader, task):
                 splitter.feed(data)
                 while (frame := splitter.next()) is not None:
                     self.line(frame, peer)
@@ -392,54 +412,82 @@ class SyslogReceiver:
             self.last_error = str(exc)
             log.warning("wifi syslog: closing the tcp stream from %s (%s)", peer, exc)
         finally:
-            self._peers[peer] -= 1
-            if not self._peers[peer]:
-                del self._peers[peer]
             if task is not None:
+                self._forget(task)
                 del self._streams[task]
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
     def _admitted(self, peer: str) -> bool:
-        """Whether a TCP connection from `peer` is kept: a host in senders (if set), within the caps."""
+        """Whether a TCP connection from `peer` is kept: a host in senders (if set); room made at a cap by closing
+        the quietest connection (the peer's own at its cap), refused only with senders empty and none quiet."""
         if self.allowed is not None and peer not in self.allowed:
             self.counters["refused_sender"] += 1
             return False
-        open_now = len(self._streams)
-        if open_now < self.max_connections and self._peers[peer] < self.connections_per_peer:
-            now = self._monotonic()
-            if self._refusing.failing and now - self._last_refusal >= REFUSALS_QUIET_S:
-                self._refusing.ok(
-                    "wifi syslog: taking tcp connections again (%d refused so far)",
-                    self.counters["refused_connections"],
-                )
-            return True
+        if self._peers[peer] >= self.connections_per_peer:
+            self._close_quietest(next(t for t, p in self._conns.items() if p == peer), peer)
+        elif self.allowed is None and len(self._conns) >= self.max_connections:
+            quietest = next(iter(self._conns), None)
+            if quietest is None or self._monotonic() - self._heard[quietest] < self.idle_s:
+                return self._refuse_connection(peer)
+            self._close_quietest(quietest, peer)
+        now = self._monotonic()
+        if self._refusing.failing and now - self._last_refusal >= REFUSALS_QUIET_S:
+            self._refusing.ok(
+                "wifi syslog: taking tcp connections again (%d refused so far)",
+                self.counters["refused_connections"],
+            )
+        return True
+
+    def _refuse_connection(self, peer: str) -> bool:
         self.counters["refused_connections"] += 1
         self._last_refusal = self._monotonic()
         if not self._refusing.fail(
             "full",
             logging.WARNING,
             "wifi syslog: refusing tcp connections (counted in refused_connections), e.g. from %s: %d open of at most "
-            "%d, %d of them from that host of at most %d; set senders to the APs' addresses if others connect",
+            "%d and none quiet for %g s to close for it; set senders to the APs' addresses (then any number of them "
+            "may connect, %d connections each)",
             peer,
-            open_now,
+            len(self._conns),
             self.max_connections,
-            self._peers[peer],
+            self.idle_s,
             self.connections_per_peer,
         ):
-            log.debug("wifi syslog: refused a tcp connection from %s (%d open)", peer, open_now)
+            log.debug("wifi syslog: refused a tcp connection from %s (%d open)", peer, len(self._conns))
         return False
 
-    async def _read(self, reader: asyncio.StreamReader, peer: str) -> bytes:
-        """The next bytes of a TCP stream; none (its end) once it sent nothing for `idle_s`."""
-        try:
-            async with asyncio.timeout(self.idle_s):
-                return await reader.read(65536)
-        except TimeoutError:
-            self.counters["idle_closed"] += 1
-            log.debug("wifi syslog: closing the tcp stream from %s, idle for %g s", peer, self.idle_s)
-            return b""
+    def _close_quietest(self, task: asyncio.Task[Any], newcomer: str) -> None:
+        """`task`'s connection closed for one from `newcomer`; it no longer counts, though its task ends later."""
+        quiet_s = self._monotonic() - self._heard[task]
+        peer = self._forget(task)
+        self.counters["idle_closed"] += 1
+        log.debug(
+            "wifi syslog: closing the tcp stream from %s, quiet for %.0f s, for a new one from %s",
+            peer,
+            quiet_s,
+            newcomer,
+        )
+        self._streams[task].close()  # its reader sees the end: what it holds is read, then its task ends
+
+    def _forget(self, task: asyncio.Task[Any]) -> str | None:
+        """`task`'s connection no longer counted against the caps (once: at its close for room, or at its end)."""
+        peer = self._conns.pop(task, None)
+        self._heard.pop(task, None)
+        if peer is not None:
+            self._peers[peer] -= 1
+            if not self._peers[peer]:
+                del self._peers[peer]
+        return peer
+
+    async def _read(self, reader: asyncio.StreamReader, task: asyncio.Task[Any] | None) -> bytes:
+        """The next bytes of a TCP stream, its connection then the last to be closed for room."""
+        data = await reader.read(65536)
+        if data and task is not None and task in self._conns:
+            self._conns.move_to_end(task)
+            self._heard[task] = self._monotonic()
+        return data
 
     def line(self, data: bytes, sender: str) -> None:
         """One syslog message from `sender`: parsed, matched, queued if it is an association event."""
@@ -572,7 +620,7 @@ class SyslogReceiver:
                     if self.repeated_leave(event, sender):
                         self.counters["repeated_leaves"] += 1
                     else:
-                        ready.append(self.session_event(event, sender))
+                        ready.extend(self.session_events(event, sender))
                     self._taken.popleft()
                 self.store.apply(ready)
             except Exception as exc:
@@ -695,39 +743,82 @@ class SyslogReceiver:
         return "assoc-" + keyed_digest(self._session_key(), nas, mac, ev.time.isoformat())
 
     def session_event(self, ev: WifiEvent, sender: str) -> SessionEvent:
-        """The session event of an association line (pairs a leave with its join on the same AP)."""
+        """The line's own session event (`session_events` less the Stop of a forgotten session it may close)."""
+        return self.session_events(ev, sender)[-1]
+
+    def session_events(self, ev: WifiEvent, sender: str) -> list[SessionEvent]:
+        """The session event of an association line (pairs a leave with its join on the same AP), after the Stop
+        of the station's session there whose join was forgotten, when this line is its next join."""
         key = nas, mac = self._key(ev, sender)
-        self._expire(self.clock())
+        now = self.clock()
+        self._expire(now)
+        out = []
         if ev.kind is AssociationKind.CONNECTED:
             joined = self._open.get(key)
-            sid = joined[0] if joined is not None else self._opened(key, self._session_id(nas, mac, ev))
+            if joined is not None:
+                # the AP logs a re-association (roaming back, a rekey) as a join: the session goes on, and waits
+                # max_session from now, or a station connected a day would be split in two, the first half open
+                sid = joined[0]
+                self._open[key] = (sid, now)
+                self._open.move_to_end(key)
+            else:
+                sid = self._opened(key, self._session_id(nas, mac, ev))
+                stale = self._forgotten.pop(key, None)
+                if stale is not None and stale != sid:
+                    out.append(self._rejoined(nas, mac, stale, ev))
             kind = EventKind.START
         else:
             joined = self._open.pop(key, None)
             # not kept: the gateway started since its join, or the join was forgotten (max_session, open_kept)
-            found = joined[0] if joined is not None else self.store.open_session_id(nas, mac)
+            stale = self._forgotten.pop(key, None)
+            found = joined[0] if joined is not None else stale or self.store.open_session_id(nas, mac)
             sid = found if found is not None else self._session_id(nas, mac, ev)  # a leave without its join
             kind = EventKind.STOP
             self._closed[key] = ev.time
             self._closed.move_to_end(key)
             if len(self._closed) > CLOSED_KEPT:
                 self._closed.popitem(last=False)
+        out.append(
+            SessionEvent(
+                nas=nas,
+                session_id=sid,
+                kind=kind,
+                time=ev.time,
+                source="syslog",
+                client_mac=mac,
+                ap_mac=ev.ap_mac.value if ev.ap_mac is not None else None,
+                ssid=ev.ssid,
+            )
+        )
+        return out
+
+    def _rejoined(self, nas: str, mac: str, sid: str, ev: WifiEvent) -> SessionEvent:
+        """The Stop of a forgotten join's session (`sid`) at the station's next join there: it ended by then."""
+        self.counters["rejoin_closed"] += 1
         return SessionEvent(
             nas=nas,
             session_id=sid,
-            kind=kind,
+            kind=EventKind.STOP,
             time=ev.time,
             source="syslog",
             client_mac=mac,
             ap_mac=ev.ap_mac.value if ev.ap_mac is not None else None,
-            ssid=ev.ssid,
+            terminate_cause=REJOIN_CAUSE,
         )
+
+    def _forget_join(self, key: tuple[str, str], sid: str) -> None:
+        """A join given up waiting for its leave: its session is closed at the station's next join there."""
+        self._forgotten[key] = sid
+        self._forgotten.move_to_end(key)
+        if len(self._forgotten) > FORGOTTEN_KEPT:
+            self._forgotten.popitem(last=False)
 
     def _opened(self, key: tuple[str, str], sid: str) -> str:
         """`sid` kept for its leave; the oldest join forgotten past `open_kept` (its leave finds it in the store)."""
         self._open[key] = (sid, self.clock())
         if len(self._open) > self.open_kept:
-            self._open.popitem(last=False)
+            gone, (stale, _) = self._open.popitem(last=False)
+            self._forget_join(gone, stale)
             self.counters["open_forgotten"] += 1
             self._crowded.fail(
                 "full",
@@ -746,13 +837,14 @@ class SyslogReceiver:
         return sid
 
     def _expire(self, now: datetime) -> None:
-        """Joins that arrived `max_session` ago or more forgotten: their leave was lost, or the AP rebooted."""
+        """Joins last seen `max_session` ago or more forgotten: their leave was lost, or the AP rebooted."""
         oldest = now - self.max_session
         while self._open:
-            key, (_, joined) = next(iter(self._open.items()))
+            key, (sid, joined) = next(iter(self._open.items()))
             if joined > oldest:
                 return
             del self._open[key]
+            self._forget_join(key, sid)
             self.counters["open_expired"] += 1
 
     def diagnostics(self) -> dict[str, Any]:

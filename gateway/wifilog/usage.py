@@ -14,8 +14,9 @@ What any sender may grow is bounded (a syslog receiver with `senders = []` hears
 may invent APs and stations line after line): a session with no event for `session_idle_s` is forgotten (its
 Stop was lost, the AP rebooted: `connectedClients` would drift upward for ever), the least recently seen first
 past `sessions_kept`; an AP with no open session and no event for `ap_idle_s` is forgotten and gets no more
-readings; at most `aps_kept` APs are counted, the events of a new one past that refused, counted in `refused_aps`
-and logged once a spell.
+readings, after one last reading when its count fell since its previous one (its sessions forgotten in the same
+pass: else the platform keeps the clients of its last reading for ever); at most `aps_kept` APs are counted, the
+events of a new one past that refused, counted in `refused_aps` and logged once a spell.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class _Ap:
     input_octets: int = 0
     output_octets: int = 0
     seen: float = 0.0  # clock time of its last event
+    reported: int = 0  # connectedClients in its last reading
 
 
 @dataclass(slots=True)
@@ -186,8 +188,9 @@ class UsageCounter:
             self.sessions_kept,
         )
 
-    def _expire(self, now: float) -> None:
-        """Sessions idle for `session_idle_s` forgotten, then APs with none left and idle for `ap_idle_s`."""
+    def _expire(self, now: float) -> list[str]:
+        """Sessions idle for `session_idle_s` forgotten, then APs with none left and idle for `ap_idle_s`; returns
+        those of them to forget after this reading, which says their count fell to 0."""
         while self._sessions:
             key, session = next(iter(self._sessions.items()))
             if now - session.seen < self.session_idle_s:
@@ -198,15 +201,21 @@ class UsageCounter:
         if len(self._sessions) <= self.sessions_kept * 3 // 4:
             self._crowded.ok("wifilog usage: fewer than %d sessions are open again", self.sessions_kept)
         idle = [name for name, ap in self._aps.items() if not ap.open and now - ap.seen >= self.ap_idle_s]
+        last = [name for name in idle if self._aps[name].reported]
         for name in idle:
-            del self._aps[name]
+            if not self._aps[name].reported:
+                del self._aps[name]
         self.counters["aps_forgotten"] += len(idle)
+        return last
 
     def readings(self, now: datetime, interval_s: float) -> list[Reading]:
         """One reading per AP counted; the window's counts restart at zero."""
         with self._lock:
-            self._expire(self._clock())
-            return self._readings(now, interval_s)
+            last = self._expire(self._clock())
+            out = self._readings(now, interval_s)
+            for name in last:
+                del self._aps[name]
+            return out
 
     def _readings(self, now: datetime, interval_s: float) -> list[Reading]:
         out = []
@@ -228,4 +237,5 @@ class UsageCounter:
                 )
             )
             ap.started = ap.input_octets = ap.output_octets = 0
+            ap.reported = ap.open
         return out

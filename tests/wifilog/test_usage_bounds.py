@@ -34,7 +34,9 @@ def test_a_session_whose_stop_was_lost_is_forgotten_after_a_day_and_its_idle_ap_
     usage.record(event("ap2", "S2"))
     assert clients(usage) == {"syslog:ap1": 1, "syslog:ap2": 1}
     now[0] = SESSION_IDLE_S
-    assert clients(usage) == {"syslog:ap2": 1}  # ap1: no session left, no event for a day
+    # ap1: no session left, no event for a day: one last reading says it has no client, then none (review 6)
+    assert clients(usage) == {"syslog:ap1": 0, "syslog:ap2": 1}
+    assert clients(usage) == {"syslog:ap2": 1}
     now[0] = 30 * HOUR
     usage.record(event("ap2", "S4"))
     usage.record(event("ap2", "S4", EventKind.STOP))
@@ -72,8 +74,9 @@ def test_a_flood_of_invented_aps_is_capped_and_the_refusal_said_once_a_spell(
         )
     ]
     caplog.clear()
-    now[0] = SESSION_IDLE_S  # the invented ones' sessions and then they are forgotten: room again
-    assert usage.readings(T0, 600) == []
+    now[0] = SESSION_IDLE_S  # the invented ones' sessions and then they are forgotten, after one last reading of 0
+    assert [r.attributes["connectedClients"].value for r in usage.readings(T0, 600)] == [0] * APS_KEPT
+    assert usage.readings(T0, 600) == []  # room again
     usage.record(event("ap-real", "S-real"))
     assert clients(usage) == {"syslog:ap-real": 1}
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [

@@ -101,8 +101,10 @@ async def test_datagrams_from_many_addresses_get_20_warnings_a_minute_then_one_l
     assert logged(caplog)[20:] == [
         (
             "WARNING",
-            "radius accounting: 300 more senders began a spell of trouble within 60 s, logged at DEBUG only: at most "
-            "20 WARNINGs of a first one every 60 s (their trouble is counted, the latest in last_error)",
+            "radius accounting: 300 more senders in a spell of trouble within 60 s were logged at DEBUG only "
+            "(127.0.1.21, 127.0.1.22, 127.0.1.23, 127.0.1.24, 127.0.1.25 and 295 more): at most 20 WARNINGs of a "
+            "first one every 60 s, the others at their next trouble there is room for (their trouble is counted, "
+            "the latest in last_error)",
         ),
         (
             "WARNING",
@@ -133,8 +135,9 @@ def test_a_components_spells_share_one_budget(caplog: pytest.LogCaptureFixture) 
         ("DEBUG", "bad from .3"),
         (
             "WARNING",
-            "radius accounting: 1 more senders began a spell of trouble within 60 s, logged at DEBUG only: at most 2 "
-            "WARNINGs of a first one every 60 s (their trouble is counted, the latest in last_error)",
+            "radius accounting: 1 more senders in a spell of trouble within 60 s were logged at DEBUG only "
+            "(192.0.2.3): at most 2 WARNINGs of a first one every 60 s, the others at their next trouble there is "
+            "room for (their trouble is counted, the latest in last_error)",
         ),
         ("WARNING", "late from .4"),
     ]

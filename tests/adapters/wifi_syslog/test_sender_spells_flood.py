@@ -96,8 +96,10 @@ async def test_many_senders_get_20_warnings_a_minute_then_one_line_with_how_many
     assert logged(caplog)[20:] == [
         (
             "WARNING",
-            "wifi syslog: 300 more senders began a spell of trouble within 60 s, logged at DEBUG only: at most 20 "
-            "WARNINGs of a first one every 60 s (their trouble is counted, the latest in last_error)",
+            "wifi syslog: 300 more senders in a spell of trouble within 60 s were logged at DEBUG only (127.0.1.21, "
+            "127.0.1.22, 127.0.1.23, 127.0.1.24, 127.0.1.25 and 295 more): at most 20 WARNINGs of a first one every "
+            "60 s, the others at their next trouble there is room for (their trouble is counted, the latest in "
+            "last_error)",
         ),
         (
             "WARNING",
