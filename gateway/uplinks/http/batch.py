@@ -91,6 +91,7 @@ from gateway.uplinks.http.oauth2 import (
     TokenSource,
     cleartext_hosts,
     cleartext_warnings,
+    credentials_sent,
 )
 from gateway.uplinks.seqs import seq_ranges
 
@@ -182,11 +183,7 @@ class HttpUplinkConfig(UplinkConfig):
 
     def _credentials(self) -> list[str]:
         """The keys whose credentials go with every request to `url` (never their values)."""
-        sent = ["the oauth2 access token"] if self.oauth2 is not None else []
-        if self.x_auth_token is not None:
-            sent.append("x_auth_token")
-        sent.extend(f"header {name!r}" for name, value in self.headers.items() if secrets.is_ref(value))
-        return sent
+        return credentials_sent(self.oauth2, self.x_auth_token, self.headers)
 
     def cleartext_hosts(self) -> list[str]:
         """The hosts off this box that credentials go to over plain http."""

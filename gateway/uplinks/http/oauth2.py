@@ -23,7 +23,7 @@ import base64
 import enum
 import ipaddress
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote_plus, urlencode, urlsplit
@@ -33,7 +33,7 @@ import orjson
 from gateway import redact
 from gateway.configbase import Field, HttpUrl, Section
 from gateway.errors import UplinkTransient
-from gateway.secrets import SecretRef
+from gateway.secrets import SecretRef, is_ref
 from gateway.uplinks.http.client import HttpResponse, post, redirect_target
 
 if TYPE_CHECKING:
@@ -110,6 +110,16 @@ class OAuth2Config(Section):
             f'the client secret and the access tokens go over plain http to host "{host}" (RFC 6749 §3.2 requires '
             f"TLS): {advice}"
         )
+
+
+def credentials_sent(oauth2: OAuth2Config | None, x_auth_token: str | None, headers: Mapping[str, str]) -> list[str]:
+    """The keys whose credentials go with every request of an Orion-style client (never their values): the oauth2
+    access token, x_auth_token, and headers taken from the secret store or the environment."""
+    sent = ["the oauth2 access token"] if oauth2 is not None else []
+    if x_auth_token is not None:
+        sent.append("x_auth_token")
+    sent.extend(f"header {name!r}" for name, value in headers.items() if is_ref(value))
+    return sent
 
 
 def cleartext_hosts(url: str, sent: Sequence[str], oauth2: OAuth2Config | None = None) -> list[str]:
