@@ -29,7 +29,7 @@ from gateway.logs import StateLog, component_logger
 from gateway.records import Emit, Reading, utc_now
 from gateway.secrets import is_ref, resolve
 from gateway.tls import TlsVerify, client_context
-from gateway.uplinks.http.oauth2 import CLEARTEXT_ADVICE
+from gateway.uplinks.http.oauth2 import say_cleartext
 
 EXCERPT_CHARS = 200
 _DOCUMENT_READ = 16 * 1024  # bytes masked for a document's excerpt: a marker stands for many characters
@@ -130,11 +130,7 @@ class HttpPollAdapter:
         cfg = self.config
         headers = self._resolve(cfg.headers)
         params = self._resolve(cfg.params)
-        insecure = ", ".join(cfg.cleartext_hosts())
-        if insecure and cfg.allow_insecure_http:  # the admin accepted it: said, not warned of at every start
-            self._log.info("credentials go over plain http to %s (allow_insecure_http = true)", insecure)
-        elif insecure:  # the one WARNING of it at start, as the HTTP uplinks say theirs
-            self._log.warning("credentials go over plain http to %s: %s", insecure, CLEARTEXT_ADVICE)
+        say_cleartext(self._log, cfg.cleartext_hosts(), cfg.allow_insecure_http)
         connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=1)
         timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
         async with aiohttp.ClientSession(

@@ -85,13 +85,13 @@ from gateway.uplinks.http.client import (
     waits_for,
 )
 from gateway.uplinks.http.oauth2 import (
-    CLEARTEXT_ADVICE,
     OAuth2Config,
     TokenHeader,
     TokenSource,
     cleartext_hosts,
     cleartext_warnings,
     credentials_sent,
+    say_cleartext,
 )
 from gateway.uplinks.seqs import seq_ranges
 
@@ -420,11 +420,7 @@ class HttpBatchUplink(Lifecycle):
         client_secret = secrets.resolve(cfg.oauth2.client_secret, data_dir) if cfg.oauth2 else ""
         if not cfg.tls.checks_peer:
             self.log.warning("TLS certificate verification is off (tls.verify = false); use only on a lab network")
-        insecure = ", ".join(cfg.cleartext_hosts())
-        if insecure and cfg.allow_insecure_http:  # the admin accepted it: said, not warned of at every start
-            self.log.info("credentials go over plain http to %s (allow_insecure_http = true)", insecure)
-        elif insecure:  # the one WARNING of it at start: gateway.app leaves the uplinks' own warnings to them
-            self.log.warning("credentials go over plain http to %s: %s", insecure, CLEARTEXT_ADVICE)
+        say_cleartext(self.log, cfg.cleartext_hosts(), cfg.allow_insecure_http)
         self._headers = headers
         self._session = make_session(tls=cfg.tls, timeout_s=cfg.timeout_s, where=f"uplinks.{self.name}")
         if cfg.oauth2 is not None:

@@ -22,10 +22,11 @@ import asyncio
 import base64
 import enum
 import ipaddress
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 import orjson
@@ -129,6 +130,27 @@ def cleartext_hosts(url: str, sent: Sequence[str], oauth2: OAuth2Config | None =
     if oauth2 is not None:
         hosts.append(off_box_http_host(oauth2.token_url))
     return [host for host in dict.fromkeys(hosts) if host is not None]
+
+
+def say_cleartext(
+    log: logging.Logger | logging.LoggerAdapter[Any],
+    hosts: Sequence[str],
+    accepted: bool,
+    *,
+    what: str = "",
+    key: str = "allow_insecure_http",
+    advice: str = CLEARTEXT_ADVICE,
+) -> None:
+    """Once, at a client's start: the `hosts` its credentials go to over plain http (`cleartext_hosts`), at INFO
+    when the admin accepted it (`key` = true), else the one WARNING of it with `advice` (gateway.app leaves these
+    to the clients, which name themselves). `what` begins the line ("confirmation: ")."""
+    if not hosts:
+        return
+    insecure = ", ".join(hosts)
+    if accepted:  # said, not warned of at every start
+        log.info("%scredentials go over plain http to %s (%s = true)", what, insecure, key)
+    else:
+        log.warning("%scredentials go over plain http to %s: %s", what, insecure, advice)
 
 
 def cleartext_warnings(

@@ -34,7 +34,7 @@ from gateway.logs import component_logger
 from gateway.records import Reading
 from gateway.uplinks.api import DELIVERED, Fault, Lifecycle, Outcome, Status, UplinkConfig
 from gateway.uplinks.http.client import HttpResponse, waits_for
-from gateway.uplinks.http.oauth2 import CLEARTEXT_ADVICE
+from gateway.uplinks.http.oauth2 import say_cleartext
 from gateway.uplinks.kintone import plan as planning
 from gateway.uplinks.kintone.answers import Kind, classify
 from gateway.uplinks.kintone.config import DailyLimitPolicy, KintoneConfig
@@ -108,11 +108,7 @@ class KintoneUplink(Lifecycle):
         cfg = self.config
         if not cfg.tls.checks_peer:
             self.log.warning('TLS certificate verification is off (tls.verify = "off"); use only on a lab network')
-        insecure = ", ".join(cfg.cleartext_hosts())
-        if insecure and cfg.allow_insecure_http:  # the admin accepted it: said, not warned of at every start
-            self.log.info("credentials go over plain http to %s (allow_insecure_http = true)", insecure)
-        elif insecure:  # the one WARNING of it at start, as the HTTP uplinks say theirs
-            self.log.warning("credentials go over plain http to %s: %s", insecure, CLEARTEXT_ADVICE)
+        say_cleartext(self.log, cfg.cleartext_hosts(), cfg.allow_insecure_http)
         self._started = True
         self._form = None
         try:

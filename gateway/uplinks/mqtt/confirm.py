@@ -52,6 +52,7 @@ from gateway.uplinks.http.oauth2 import (
     cleartext_hosts,
     cleartext_warnings,
     credentials_sent,
+    say_cleartext,
 )
 
 if TYPE_CHECKING:
@@ -181,15 +182,14 @@ class OrionConfirmer:
         client_secret = secrets.resolve(cfg.oauth2.client_secret, self._data_dir) if cfg.oauth2 else ""
         if not cfg.tls.checks_peer:
             self._log.warning("confirmation: TLS certificate verification is off (confirm.tls.verify = false)")
-        insecure = ", ".join(cfg.cleartext_hosts())
-        if insecure and cfg.allow_insecure_http:  # the admin accepted it: said, not warned of at every start
-            self._log.info(
-                "confirmation: credentials go over plain http to %s (confirm.allow_insecure_http = true)", insecure
-            )
-        elif insecure:  # the one WARNING of it at start, as the HTTP uplinks say theirs
-            self._log.warning(
-                "confirmation: credentials go over plain http to %s: %s", insecure, CONFIRM_CLEARTEXT_ADVICE
-            )
+        say_cleartext(
+            self._log,
+            cfg.cleartext_hosts(),
+            cfg.allow_insecure_http,
+            what="confirmation: ",
+            key="confirm.allow_insecure_http",
+            advice=CONFIRM_CLEARTEXT_ADVICE,
+        )
         self._headers = headers
         self._session = make_session(tls=cfg.tls, timeout_s=min(cfg.timeout_s, 10.0), where=self._where)
         if cfg.oauth2 is not None:
