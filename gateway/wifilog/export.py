@@ -163,17 +163,13 @@ class ExportFiles:
     def forget(self) -> None:
         """Done with them (written, or written by a child that succeeded): the directory let go."""
         self._close()
-        dir_fd, self._dir_fd = self._dir_fd, None
-        if dir_fd is not None:
-            os.close(dir_fd)
+        self._let_go_of_directory()
 
     def leave_removal(self) -> None:
         """In a child that root forked and that became the gateway's account: the files are in the admin's
         directory, where it may remove nothing. Root, waiting for it, removes them if it fails."""
         self._removes = False
-        dir_fd, self._dir_fd = self._dir_fd, None
-        if dir_fd is not None:
-            os.close(dir_fd)
+        self._let_go_of_directory()
 
     def release(self) -> None:
         """Close this process's descriptors of the files, left as they are: a child writes them (see
@@ -184,6 +180,11 @@ class ExportFiles:
         fds, self._fds = self._fds, []
         for fd in fds:
             os.close(fd)
+
+    def _let_go_of_directory(self) -> None:
+        dir_fd, self._dir_fd = self._dir_fd, None
+        if dir_fd is not None:
+            os.close(dir_fd)
 
 
 def create_export_files(csv_path: Path, *, where: str = "") -> ExportFiles:
